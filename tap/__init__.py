@@ -1,0 +1,1 @@
+"""Service makers for twistd: tap.pacs builds the ``twistd pacs`` service."""

@@ -1,0 +1,33 @@
+# The two commands of the README: `make run` and `make test`.
+# Each creates/refreshes .venv itself; `make test` also installs the real
+# DICOM tools the interop tests drive (Debian's dcmtk) when they are missing.
+
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+export TCP_NODELAY := 1
+
+.PHONY: run test system-deps bench clean
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+run: $(VENV)/.installed
+	$(VENV)/bin/twistd -n pacs
+
+system-deps:
+	@command -v storescu >/dev/null && command -v echoscu >/dev/null || \
+	  ( $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dcmtk )
+
+test: $(VENV)/.installed system-deps
+	$(PY) -m pytest -q tests
+
+bench: $(VENV)/.installed system-deps
+	$(PY) bench/ingest.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info _trial_temp* .pytest_cache

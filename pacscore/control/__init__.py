@@ -1,0 +1,1 @@
+"""Operating the archive: the ``dgate`` command line (and, later, the control port)."""

@@ -1,0 +1,155 @@
+"""DIMSE command sets (PS3.7 E.1): always Implicit VR Little Endian.
+
+A hand-written codec for the few dozen command elements: decoding returns a
+dict keyed by tag, encoding sorts the tags and adds the group length. Used
+for every DIMSE message, so it stays small and fast.
+"""
+
+import struct
+
+from pacscore.dicom.pdu import PDUError
+
+COMMAND_GROUP_LENGTH = 0x00000000
+AFFECTED_SOP_CLASS_UID = 0x00000002
+REQUESTED_SOP_CLASS_UID = 0x00000003
+COMMAND_FIELD = 0x00000100
+MESSAGE_ID = 0x00000110
+MESSAGE_ID_RESPONDED_TO = 0x00000120
+MOVE_DESTINATION = 0x00000600
+PRIORITY = 0x00000700
+COMMAND_DATASET_TYPE = 0x00000800
+STATUS = 0x00000900
+OFFENDING_ELEMENT = 0x00000901
+ERROR_COMMENT = 0x00000902
+ERROR_ID = 0x00000903
+AFFECTED_SOP_INSTANCE_UID = 0x00001000
+REQUESTED_SOP_INSTANCE_UID = 0x00001001
+EVENT_TYPE_ID = 0x00001002
+ATTRIBUTE_IDENTIFIER_LIST = 0x00001005
+ACTION_TYPE_ID = 0x00001008
+REMAINING_SUBOPERATIONS = 0x00001020
+COMPLETED_SUBOPERATIONS = 0x00001021
+FAILED_SUBOPERATIONS = 0x00001022
+WARNING_SUBOPERATIONS = 0x00001023
+MOVE_ORIGINATOR_AE = 0x00001030
+MOVE_ORIGINATOR_MESSAGE_ID = 0x00001031
+
+NO_DATASET = 0x0101
+DATASET_PRESENT = 0x0000
+
+C_STORE_RQ, C_STORE_RSP = 0x0001, 0x8001
+C_GET_RQ, C_GET_RSP = 0x0010, 0x8010
+C_FIND_RQ, C_FIND_RSP = 0x0020, 0x8020
+C_MOVE_RQ, C_MOVE_RSP = 0x0021, 0x8021
+C_ECHO_RQ, C_ECHO_RSP = 0x0030, 0x8030
+C_CANCEL_RQ = 0x0FFF
+
+COMMAND_NAMES = {
+    C_STORE_RQ: "C-STORE-RQ", C_STORE_RSP: "C-STORE-RSP", C_GET_RQ: "C-GET-RQ",
+    C_GET_RSP: "C-GET-RSP", C_FIND_RQ: "C-FIND-RQ", C_FIND_RSP: "C-FIND-RSP",
+    C_MOVE_RQ: "C-MOVE-RQ", C_MOVE_RSP: "C-MOVE-RSP", C_ECHO_RQ: "C-ECHO-RQ",
+    C_ECHO_RSP: "C-ECHO-RSP", C_CANCEL_RQ: "C-CANCEL-RQ",
+}
+
+_STRING_VRS = ("UI", "AE", "LO")
+_VR = {
+    COMMAND_GROUP_LENGTH: "UL", AFFECTED_SOP_CLASS_UID: "UI", REQUESTED_SOP_CLASS_UID: "UI",
+    COMMAND_FIELD: "US", MESSAGE_ID: "US", MESSAGE_ID_RESPONDED_TO: "US",
+    MOVE_DESTINATION: "AE", PRIORITY: "US", COMMAND_DATASET_TYPE: "US", STATUS: "US",
+    OFFENDING_ELEMENT: "AT", ERROR_COMMENT: "LO", ERROR_ID: "US",
+    AFFECTED_SOP_INSTANCE_UID: "UI", REQUESTED_SOP_INSTANCE_UID: "UI",
+    EVENT_TYPE_ID: "US", ATTRIBUTE_IDENTIFIER_LIST: "AT", ACTION_TYPE_ID: "US",
+    REMAINING_SUBOPERATIONS: "US", COMPLETED_SUBOPERATIONS: "US",
+    FAILED_SUBOPERATIONS: "US", WARNING_SUBOPERATIONS: "US",
+    MOVE_ORIGINATOR_AE: "AE", MOVE_ORIGINATOR_MESSAGE_ID: "US",
+}
+_ELEMENT = struct.Struct("<HHL")
+_US = struct.Struct("<H")
+_UL = struct.Struct("<L")
+
+
+def decodeCommand(data):
+    """Decode a command set into ``{tag: value}``: ints for US/UL, str for
+    UI/AE/LO (padding stripped), a list of tags for AT, raw bytes otherwise.
+
+    Raises PDUError for a command set that is not well formed.
+    """
+    command = {}
+    offset = 0
+    end = len(data)
+    while offset < end:
+        if end - offset < 8:
+            raise PDUError(f"truncated command element at offset {offset}")
+        group, element, length = _ELEMENT.unpack_from(data, offset)
+        offset += 8
+        if group != 0 or length > end - offset:
+            raise PDUError(f"bad command element ({group:04x},{element:04x}) length {length}")
+        value = bytes(data[offset:offset + length])
+        offset += length
+        tag = element
+        vr = _VR.get(tag)
+        if vr == "US":
+            if length != 2:
+                raise PDUError(f"command element (0000,{element:04x}) US with length {length}")
+            command[tag] = _US.unpack(value)[0]
+        elif vr == "UL":
+            if length != 4:
+                raise PDUError(f"command element (0000,{element:04x}) UL with length {length}")
+            command[tag] = _UL.unpack(value)[0]
+        elif vr in _STRING_VRS:
+            command[tag] = value.decode("ascii", "replace").strip(" \x00")
+        elif vr == "AT":
+            command[tag] = [(g << 16) | e for g, e in struct.iter_unpack("<HH", value[:len(value) // 4 * 4])]
+        else:
+            command[tag] = value
+    if COMMAND_FIELD not in command:
+        raise PDUError("command set without Command Field (0000,0100)")
+    return command
+
+
+def _encodeValue(tag, value):
+    vr = _VR.get(tag)
+    if vr == "US":
+        return _US.pack(value)
+    if vr == "UL":
+        return _UL.pack(value)
+    if vr == "AT":
+        return b"".join(struct.pack("<HH", t >> 16, t & 0xFFFF) for t in value)
+    if isinstance(value, str):
+        raw = value.encode("ascii", "replace")
+        if len(raw) % 2:
+            raw += b"\x00" if vr == "UI" else b" "
+        return raw
+    return bytes(value)
+
+
+def encodeCommand(command):
+    """Encode ``{tag: value}`` as a command set, with (0000,0000) first."""
+    parts = []
+    for tag in sorted(command):
+        if tag == COMMAND_GROUP_LENGTH:
+            continue
+        raw = _encodeValue(tag, command[tag])
+        parts.append(_ELEMENT.pack(0, tag, len(raw)))
+        parts.append(raw)
+    body = b"".join(parts)
+    return _ELEMENT.pack(0, 0, 4) + _UL.pack(len(body)) + body
+
+
+def response(request, commandField, status, **extra):
+    """The response command to ``request``: echoes the message ID and the
+    affected SOP class/instance; ``extra`` maps tags (ints) to values."""
+    rsp = {
+        COMMAND_FIELD: commandField,
+        MESSAGE_ID_RESPONDED_TO: request.get(MESSAGE_ID, 0),
+        COMMAND_DATASET_TYPE: NO_DATASET,
+        STATUS: status,
+    }
+    for tag in (AFFECTED_SOP_CLASS_UID, AFFECTED_SOP_INSTANCE_UID):
+        value = request.get(tag)
+        if value:
+            rsp[tag] = value
+    if REQUESTED_SOP_CLASS_UID in request and AFFECTED_SOP_CLASS_UID not in rsp:
+        rsp[AFFECTED_SOP_CLASS_UID] = request[REQUESTED_SOP_CLASS_UID]
+    rsp.update(extra)
+    return rsp

@@ -1,0 +1,212 @@
+"""Association negotiation as acceptor (PS3.8 7.1, PS3.7 D.3.3).
+
+Decodes an A-ASSOCIATE-RQ with pynetdicom's PDU codec, checks the AE titles
+and application context, picks one transfer syntax per presentation
+context (the requestor's preferred one that we accept, so objects are stored
+as they arrive) and builds the A-ASSOCIATE-AC or -RJ.
+"""
+
+from dataclasses import dataclass, field
+
+from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RJ, A_ASSOCIATE_RQ
+from pynetdicom.pdu_primitives import (
+    A_ASSOCIATE, AsynchronousOperationsWindowNegotiation,
+    ImplementationClassUIDNotification, ImplementationVersionNameNotification,
+    MaximumLengthNotification, SCP_SCU_RoleSelectionNegotiation)
+from pynetdicom.presentation import PresentationContext
+
+from pacscore.dicom.pdu import PDUError
+
+APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
+IMPLEMENTATION_CLASS_UID = "2.25.157963312395263437426946530437396409427"
+IMPLEMENTATION_VERSION = "PACS_0.1"
+
+# Presentation context results (PS3.8 9.3.3.2).
+ACCEPTANCE = 0
+USER_REJECTION = 1
+ABSTRACT_SYNTAX_NOT_SUPPORTED = 3
+TRANSFER_SYNTAXES_NOT_SUPPORTED = 4
+
+# A-ASSOCIATE-RJ fields (PS3.8 9.3.4).
+REJECTED_PERMANENT = 1
+REJECTED_TRANSIENT = 2
+SOURCE_USER = 1
+SOURCE_ACSE = 2
+USER_NO_REASON = 1
+USER_APPLICATION_CONTEXT = 2
+USER_CALLING_AE = 3
+USER_CALLED_AE = 7
+ACSE_PROTOCOL_VERSION = 2
+
+MAX_ASYNC_OPERATIONS = 16
+
+
+class AssociationRejected(Exception):
+    """The request is refused; ``pdu`` is the encoded A-ASSOCIATE-RJ."""
+
+    def __init__(self, message, result, source, reason):
+        super().__init__(message)
+        rj = A_ASSOCIATE_RJ()
+        rj.result, rj.source, rj.reason_diagnostic = result, source, reason
+        self.pdu = rj.encode()
+
+
+@dataclass
+class AcceptorPolicy:
+    """What this server accepts.
+
+    ``abstractSyntaxes`` maps each SOP class UID we serve to whether we can
+    also take the SCU role for it (storage classes: C-GET sends C-STOREs
+    back to the requestor). ``aeTitles`` are the called AE titles we answer
+    to (a ``~xx`` compression suffix is allowed after them, manual 7.7);
+    ``callingAETitles`` restricts the requestors when not empty.
+    """
+
+    aeTitles: list[str]
+    abstractSyntaxes: dict[str, bool]
+    transferSyntaxes: set[str]
+    callingAETitles: set[str] = field(default_factory=set)
+    maxPDULength: int = 262144
+
+
+@dataclass
+class Association:
+    """The outcome of a successful negotiation."""
+
+    callingAE: str
+    calledAE: str
+    compression: str | None            # the "xx" of CALLED~xx, else None
+    peerMaxPDULength: int              # 0 = unlimited
+    peerImplementationClassUID: str
+    peerImplementationVersion: str
+    contexts: dict[int, tuple[str, str]]   # accepted id -> (abstract, transfer syntax)
+    rolesAsSCU: set[str]                   # SOP classes for which we may act as SCU
+    maxOperationsInvoked: int = 1
+    maxOperationsPerformed: int = 1
+    acPDU: bytes = b""
+
+
+def splitCalledAE(called):
+    """``"SERVER~j2"`` -> ``("SERVER", "j2")``; no suffix -> ``(called, None)``."""
+    base, sep, suffix = called.partition("~")
+    return (base, suffix or None) if sep else (called, None)
+
+
+def _userItems(userInformation):
+    items = {}
+    for item in userInformation:
+        items.setdefault(type(item), []).append(item)
+    return items
+
+
+def negotiate(body, policy):
+    """Negotiate the A-ASSOCIATE-RQ whose PDU body (after the 6-byte header)
+    is ``body``. Returns an ``Association`` (with ``acPDU`` to send) or raises
+    ``AssociationRejected`` / ``PDUError``."""
+    rq = A_ASSOCIATE_RQ()
+    try:
+        rq.decode(b"\x01\x00" + len(body).to_bytes(4, "big") + body)
+        primitive = rq.to_primitive()
+        calling = rq.calling_ae_title.strip()
+        called = rq.called_ae_title.strip()
+    except Exception as e:
+        raise PDUError(f"undecodable A-ASSOCIATE-RQ: {e}") from e
+    if not rq.protocol_version & 1:
+        raise AssociationRejected(f"protocol version {rq.protocol_version} not supported",
+                                  REJECTED_PERMANENT, SOURCE_ACSE, ACSE_PROTOCOL_VERSION)
+    if primitive.application_context_name != APPLICATION_CONTEXT:
+        raise AssociationRejected(
+            f"application context {primitive.application_context_name} not supported",
+            REJECTED_PERMANENT, SOURCE_USER, USER_APPLICATION_CONTEXT)
+    base, compression = splitCalledAE(called)
+    if base not in policy.aeTitles:
+        raise AssociationRejected(f"called AE title {called!r} is not ours ({', '.join(policy.aeTitles)})",
+                                  REJECTED_PERMANENT, SOURCE_USER, USER_CALLED_AE)
+    if policy.callingAETitles and calling not in policy.callingAETitles:
+        raise AssociationRejected(f"calling AE title {calling!r} is not allowed by dgatesop.lst",
+                                  REJECTED_PERMANENT, SOURCE_USER, USER_CALLING_AE)
+
+    items = _userItems(primitive.user_information or [])
+    maxLength = items.get(MaximumLengthNotification)
+    peerMax = maxLength[0].maximum_length_received if maxLength else 0
+    implementationUID = items.get(ImplementationClassUIDNotification)
+    implementationVersion = items.get(ImplementationVersionNameNotification)
+    proposedRoles = {r.sop_class_uid: (r.scu_role, r.scp_role)
+                     for r in items.get(SCP_SCU_RoleSelectionNegotiation, [])}
+
+    results = []
+    contexts = {}
+    rolesAsSCU = set()
+    replyRoles = {}
+    for rqContext in primitive.presentation_context_definition_list:
+        result = PresentationContext()
+        result.context_id = rqContext.context_id
+        result.abstract_syntax = rqContext.abstract_syntax
+        abstract = str(rqContext.abstract_syntax)
+        proposed = [str(ts) for ts in rqContext.transfer_syntax]
+        chosen = next((ts for ts in proposed if ts in policy.transferSyntaxes), None)
+        if abstract not in policy.abstractSyntaxes:
+            result.result = ABSTRACT_SYNTAX_NOT_SUPPORTED
+        elif chosen is None:
+            result.result = TRANSFER_SYNTAXES_NOT_SUPPORTED
+        else:
+            result.result = ACCEPTANCE
+            contexts[rqContext.context_id] = (abstract, chosen)
+            if abstract in proposedRoles:
+                scu, scp = proposedRoles[abstract]
+                acceptScp = bool(scp) and policy.abstractSyntaxes[abstract]
+                replyRoles[abstract] = (bool(scu), acceptScp)
+                if acceptScp:
+                    rolesAsSCU.add(abstract)
+        result.transfer_syntax = [chosen or (proposed[0] if proposed else "1.2.840.10008.1.2")]
+        results.append(result)
+
+    asyncWindow = items.get(AsynchronousOperationsWindowNegotiation)
+    invoked = performed = 1
+    ac = A_ASSOCIATE()
+    ac.application_context_name = APPLICATION_CONTEXT
+    ac.calling_ae_title = rq.calling_ae_title
+    ac.called_ae_title = rq.called_ae_title
+    ac.result = 0
+    ac.presentation_context_definition_results_list = results
+    userInfo = []
+    mx = MaximumLengthNotification()
+    mx.maximum_length_received = policy.maxPDULength
+    userInfo.append(mx)
+    uid = ImplementationClassUIDNotification()
+    uid.implementation_class_uid = IMPLEMENTATION_CLASS_UID
+    userInfo.append(uid)
+    version = ImplementationVersionNameNotification()
+    version.implementation_version_name = IMPLEMENTATION_VERSION
+    userInfo.append(version)
+    if asyncWindow:
+        window = asyncWindow[0]
+        invoked = min(window.maximum_number_operations_invoked or MAX_ASYNC_OPERATIONS, MAX_ASYNC_OPERATIONS)
+        performed = min(window.maximum_number_operations_performed or MAX_ASYNC_OPERATIONS,
+                        MAX_ASYNC_OPERATIONS)
+        reply = AsynchronousOperationsWindowNegotiation()
+        reply.maximum_number_operations_invoked = invoked
+        reply.maximum_number_operations_performed = performed
+        userInfo.append(reply)
+    for sopClass, (scu, scp) in replyRoles.items():
+        role = SCP_SCU_RoleSelectionNegotiation()
+        role.sop_class_uid = sopClass
+        role.scu_role = scu
+        role.scp_role = scp
+        userInfo.append(role)
+    ac.user_information = userInfo
+    acPDU = A_ASSOCIATE_AC()
+    acPDU.from_primitive(ac)
+
+    return Association(
+        callingAE=calling, calledAE=called, compression=compression,
+        peerMaxPDULength=peerMax,
+        peerImplementationClassUID=str(implementationUID[0].implementation_class_uid) if implementationUID else "",
+        peerImplementationVersion=(implementationVersion[0].implementation_version_name.decode("ascii", "replace")
+                                   if implementationVersion and isinstance(
+                                       implementationVersion[0].implementation_version_name, bytes)
+                                   else str(implementationVersion[0].implementation_version_name)
+                                   if implementationVersion else ""),
+        contexts=contexts, rolesAsSCU=rolesAsSCU,
+        maxOperationsInvoked=invoked, maxOperationsPerformed=performed,
+        acPDU=acPDU.encode())

@@ -1,0 +1,151 @@
+"""PDU framing (PS3.8 9.3): split a byte stream into PDUs, read the PDVs of
+a P-DATA-TF and build P-DATA-TF PDUs.
+
+This is the hot path of every transfer, so it is written by hand; the rare
+association PDUs are decoded with pynetdicom's codecs (see negotiation.py).
+"""
+
+import struct
+
+A_ASSOCIATE_RQ = 0x01
+A_ASSOCIATE_AC = 0x02
+A_ASSOCIATE_RJ = 0x03
+P_DATA_TF = 0x04
+A_RELEASE_RQ = 0x05
+A_RELEASE_RP = 0x06
+A_ABORT = 0x07
+
+PDU_NAMES = {
+    A_ASSOCIATE_RQ: "A-ASSOCIATE-RQ", A_ASSOCIATE_AC: "A-ASSOCIATE-AC",
+    A_ASSOCIATE_RJ: "A-ASSOCIATE-RJ", P_DATA_TF: "P-DATA-TF",
+    A_RELEASE_RQ: "A-RELEASE-RQ", A_RELEASE_RP: "A-RELEASE-RP", A_ABORT: "A-ABORT",
+}
+
+_HEADER = struct.Struct(">BxL")
+_PDV_HEADER = struct.Struct(">LBB")
+
+# A-ABORT reasons when the service provider aborts (PS3.8 9.3.8).
+REASON_NOT_SPECIFIED = 0
+REASON_UNRECOGNIZED_PDU = 1
+REASON_UNEXPECTED_PDU = 2
+REASON_UNRECOGNIZED_PARAMETER = 4
+REASON_UNEXPECTED_PARAMETER = 5
+REASON_INVALID_PARAMETER = 6
+
+SOURCE_SERVICE_USER = 0
+SOURCE_SERVICE_PROVIDER = 2
+
+
+class PDUError(Exception):
+    """The peer sent bytes that are not a valid PDU; carries the A-ABORT reason."""
+
+    def __init__(self, message, reason=REASON_INVALID_PARAMETER):
+        super().__init__(message)
+        self.reason = reason
+
+
+class PDUFramer:
+    """Accumulates received bytes and hands out whole PDUs.
+
+    The buffer is consumed from an offset and compacted once per feed, so a
+    large transfer costs no quadratic copying. ``maximumLength(pduType)``
+    bounds what a length field may announce: a larger one is an error
+    before any byte of it is buffered.
+    """
+
+    def __init__(self, maximumLength):
+        self._buffer = bytearray()
+        self._maximumLength = maximumLength
+
+    def feed(self, data):
+        """Add received bytes; yield ``(pduType, body)`` for each whole PDU.
+
+        ``body`` is a ``bytes`` copy of the PDU's variable part.
+        """
+        buffer = self._buffer
+        buffer += data
+        offset = 0
+        end = len(buffer)
+        try:
+            while end - offset >= 6:
+                pduType, length = _HEADER.unpack_from(buffer, offset)
+                if pduType not in PDU_NAMES:
+                    raise PDUError(f"unknown PDU type 0x{pduType:02x}", REASON_UNRECOGNIZED_PDU)
+                limit = self._maximumLength(pduType)
+                if length > limit:
+                    raise PDUError(
+                        f"{PDU_NAMES[pduType]} announces {length} bytes, more than the {limit} allowed")
+                if end - offset - 6 < length:
+                    break
+                body = bytes(buffer[offset + 6:offset + 6 + length])
+                offset += 6 + length
+                yield pduType, body
+        finally:
+            del buffer[:offset]
+
+    @property
+    def pendingBytes(self):
+        """How many received bytes do not yet make a whole PDU."""
+        return len(self._buffer)
+
+
+def iterPDVs(body):
+    """Yield ``(contextId, controlHeader, data)`` for each PDV of a P-DATA-TF body.
+
+    ``data`` is a memoryview into ``body``.
+    """
+    view = memoryview(body)
+    offset = 0
+    end = len(body)
+    if end == 0:
+        raise PDUError("P-DATA-TF without any PDV")
+    while offset < end:
+        if end - offset < 6:
+            raise PDUError(f"truncated PDV header at offset {offset}")
+        length, contextId, control = _PDV_HEADER.unpack_from(body, offset)
+        if length < 2 or offset + 4 + length > end:
+            raise PDUError(f"PDV length {length} at offset {offset} does not fit the PDU")
+        yield contextId, control, view[offset + 6:offset + 4 + length]
+        offset += 4 + length
+
+
+def encodePData(contextId, control, data):
+    """One P-DATA-TF PDU holding one PDV."""
+    length = len(data)
+    return b"".join((_HEADER.pack(P_DATA_TF, length + 6),
+                     _PDV_HEADER.pack(length + 2, contextId, control), data))
+
+
+def fragmentMessage(contextId, command, dataset, maxPDULength):
+    """The PDUs that carry one DIMSE message (command, then optional dataset).
+
+    ``maxPDULength`` is the peer's maximum (0 means unlimited); each PDV
+    then holds at most ``maxPDULength - 6`` bytes of data.
+    """
+    chunk = (maxPDULength - 6) if maxPDULength else 0x7FFFFFFF
+    pdus = []
+    for data, isCommand in ((command, True), (dataset, False)):
+        if data is None:
+            continue
+        view = memoryview(data)
+        total = len(view)
+        offset = 0
+        while True:
+            piece = view[offset:offset + chunk]
+            offset += len(piece)
+            control = (1 if isCommand else 0) | (2 if offset >= total else 0)
+            pdus.append(encodePData(contextId, control, piece))
+            if offset >= total:
+                break
+    return pdus
+
+
+def encodeSimplePDU(pduType, body=b"\x00\x00\x00\x00"):
+    """A-RELEASE-RQ/RP: a header and four reserved bytes."""
+    return _HEADER.pack(pduType, len(body)) + body
+
+
+def encodeAbort(source, reason):
+    """An A-ABORT PDU from ``source`` (0 user, 2 provider) with ``reason``."""
+    reason = reason if source == SOURCE_SERVICE_PROVIDER else 0
+    return _HEADER.pack(A_ABORT, 4) + bytes((0, 0, source, reason))

@@ -1,0 +1,72 @@
+"""C-STORE SCP (PS3.4 annex B): spool, store, answer with a status.
+
+Like every service it answers ``handle(protocol, contextId, command,
+dataset)``; it also provides the data set sink (a spool on the MAG device).
+"""
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from pacscore.dicom import commands
+from pacscore.storage.devices import isDiskFull
+from pacscore.storage.store import DatasetMismatch, IncomingObject, InvalidDataset
+
+SUCCESS = 0x0000
+OUT_OF_RESOURCES = 0xA700
+DATASET_DOES_NOT_MATCH = 0xA900
+CANNOT_UNDERSTAND = 0xC000
+
+
+class StorageService:
+    """C-STORE: spool the data set, store it, answer with the outcome.
+
+    Success is sent only once the object is fsynced and committed to the
+    index; ``storageFailedStatus`` is Conquest's StorageFailedErrorCode.
+    """
+
+    log = Logger()
+
+    def __init__(self, objectStore, storageFailedStatus=0x0110, counters=None):
+        self.objectStore = objectStore
+        self.storageFailedStatus = storageFailedStatus
+        self.counters = counters if counters is not None else {}
+
+    def _incoming(self, protocol, contextId, command):
+        association = protocol.association
+        return IncomingObject(
+            sopClassUID=command.get(commands.AFFECTED_SOP_CLASS_UID, ""),
+            sopInstanceUID=command.get(commands.AFFECTED_SOP_INSTANCE_UID, ""),
+            transferSyntax=association.contexts[contextId][1],
+            callingAE=association.callingAE,
+            calledAE=association.calledAE)
+
+    def datasetSink(self, protocol, contextId, command):
+        return self.objectStore.spool(self._incoming(protocol, contextId, command), protocol.transport)
+
+    @defer.inlineCallbacks
+    def handle(self, protocol, contextId, command, dataset):
+        incoming = self._incoming(protocol, contextId, command)
+        status = SUCCESS
+        comment = None
+        try:
+            if dataset is None:
+                raise InvalidDataset("C-STORE-RQ without a data set")
+            yield self.objectStore.store(incoming, dataset)
+            self.counters["imagesReceived"] = self.counters.get("imagesReceived", 0) + 1
+        except InvalidDataset as e:
+            status, comment = CANNOT_UNDERSTAND, str(e)
+        except DatasetMismatch as e:
+            status, comment = DATASET_DOES_NOT_MATCH, str(e)
+        except Exception as e:
+            if isDiskFull(e):
+                status, comment = OUT_OF_RESOURCES, f"disk full: {e}"
+            else:
+                self.log.failure("storing {uid} failed", uid=incoming.sopInstanceUID)
+                status, comment = self.storageFailedStatus, f"storage failed: {e}"
+        if status != SUCCESS:
+            self.counters["storeFailures"] = self.counters.get("storeFailures", 0) + 1
+            self.log.warn("C-STORE of {uid} from {calling} refused with status 0x{status:04X}: {comment}",
+                          uid=incoming.sopInstanceUID, calling=incoming.callingAE,
+                          status=status, comment=comment)
+        extra = {commands.ERROR_COMMENT: comment[:64]} if comment else {}
+        protocol.sendMessage(contextId, commands.response(command, commands.C_STORE_RSP, status, **extra))

@@ -1,0 +1,66 @@
+"""MAG devices: the folders images are stored in (MAGDevice0 ... in dicom.ini).
+
+Each device has a hidden ``.pacs-tmp`` folder on the same file system for
+objects being received, so a finished object is renamed into place.
+"""
+
+import errno
+import os
+import shutil
+
+TEMP_FOLDER = ".pacs-tmp"
+FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+class MagDevice:
+    """One storage folder, named like Conquest's devices: ``MAG0``, ``MAG1``..."""
+
+    def __init__(self, name, path):
+        self.name = name
+        self.path = os.path.abspath(path)
+        self.tempDir = os.path.join(self.path, TEMP_FOLDER)
+
+    def prepare(self):
+        """Create the folders; remove objects left half-received by a crash
+        (they were never acknowledged)."""
+        os.makedirs(self.tempDir, exist_ok=True)
+        for name in os.listdir(self.tempDir):
+            os.unlink(os.path.join(self.tempDir, name))
+
+    def absolute(self, relative):
+        """The absolute path of a file stored as ``relative`` (``/`` separated)."""
+        return os.path.join(self.path, *relative.split("/"))
+
+    def freeMegabytes(self):
+        return shutil.disk_usage(self.path).free // (1 << 20)
+
+    def __repr__(self):
+        return f"MagDevice({self.name!r}, {self.path!r})"
+
+
+def isDiskFull(error):
+    """True when an OSError means the disk or quota is full."""
+    return isinstance(error, OSError) and error.errno in FULL_ERRNOS
+
+
+def fsyncDirectory(path):
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def makeDirectories(path):
+    """Like ``os.makedirs``, but fsyncs the parent of every folder it creates,
+    so the new path survives a crash once the file in it is fsynced."""
+    missing = []
+    while not os.path.isdir(path):
+        missing.append(path)
+        path = os.path.dirname(path)
+    for folder in reversed(missing):
+        try:
+            os.mkdir(folder)
+        except FileExistsError:
+            continue
+        fsyncDirectory(os.path.dirname(folder))

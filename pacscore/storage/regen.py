@@ -1,0 +1,118 @@
+"""Rebuild the index from the files on the MAG devices (``dgate -r``).
+
+Walks every device (skipping hidden folders such as ``.pacs-tmp``), reads
+the index attributes of each DICOM file (Part-10, or a raw ``.v2`` data
+set) and upserts them in batches. When two files hold the same SOP
+instance, the newest one wins.
+"""
+
+import os
+
+from pacscore.db.index import ImageRecord
+from pacscore.storage.attributes import DatasetError
+from pacscore.storage.part10 import readFileAttributes
+from pacscore.storage.store import SOP_INSTANCE_UID
+
+RAW_EXTENSIONS = (".v2",)
+
+
+def _isDicomFile(path):
+    if path.lower().endswith(RAW_EXTENSIONS):
+        return True
+    with open(path, "rb") as f:
+        f.seek(128)
+        return f.read(4) == b"DICM"
+
+
+def iterObjectFiles(device):
+    """Yield ``(absolute, relative)`` for every DICOM file on ``device``."""
+    for folder, subfolders, files in os.walk(device.path):
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+        for name in sorted(files):
+            if name.startswith("."):
+                continue
+            path = os.path.join(folder, name)
+            try:
+                if not _isDicomFile(path):
+                    continue
+            except OSError:
+                continue
+            yield path, os.path.relpath(path, device.path).replace(os.sep, "/")
+
+
+class Regenerator:
+    """Re-enters every file of some devices into ``index``.
+
+    ``report(line)`` receives progress lines; counts end up in
+    ``indexed``, ``failed`` and ``duplicates``.
+    """
+
+    def __init__(self, index, tags, report=print, batchSize=500, progressEvery=1000):
+        self.index = index
+        self.tags = frozenset(tags) | {SOP_INSTANCE_UID}
+        self.report = report
+        self.batchSize = batchSize
+        self.progressEvery = progressEvery
+        self.indexed = self.failed = self.duplicates = 0
+        self._newest = {}
+
+    def regenerate(self, devices):
+        for device in devices:
+            self.report(f"Regen device {device.name}: {device.path}")
+            batch = []
+            for path, relative in iterObjectFiles(device):
+                record = self._record(device, path, relative)
+                if record is not None:
+                    batch.append((record, path))
+                if len(batch) >= self.batchSize:
+                    self._flush(device, batch)
+            self._flush(device, batch)
+        self.report(f"Regeneration complete: {self.indexed} files indexed, {self.failed} failed, "
+                    f"{self.duplicates} duplicate SOP instances")
+        return self
+
+    def _record(self, device, path, relative):
+        try:
+            _, attrs = readFileAttributes(path, self.tags)
+        except (DatasetError, OSError) as e:
+            self.failed += 1
+            self.report(f"[Regen] {path} -FAILED: {e}")
+            return None
+        return ImageRecord(attrs, device.name, relative)
+
+    def _flush(self, device, batch):
+        if not batch:
+            return
+        records = [record for record, _ in batch]
+        try:
+            results = self.index.storeMany(records)
+        except ValueError:
+            results = [self._storeOne(record, path) for record, path in batch]
+        for (record, path), replaced in zip(batch, results):
+            if replaced is False:
+                continue
+            self.indexed += 1
+            if replaced is not None:
+                self._keepNewest(device, record, path, replaced)
+            if self.indexed % self.progressEvery == 0:
+                self.report(f"[Regen] {self.indexed} files indexed")
+        batch.clear()
+
+    def _storeOne(self, record, path):
+        try:
+            return self.index.storeMany([record])[0]
+        except ValueError as e:
+            self.failed += 1
+            self.report(f"[Regen] {path} -FAILED: {e}")
+            return False
+
+    def _keepNewest(self, device, record, path, replaced):
+        """Two files hold one SOP instance: index the newer one."""
+        self.duplicates += 1
+        older = os.path.join(device.path, *replaced.objectFile.split("/")) \
+            if replaced.deviceName == device.name else None
+        if older and os.path.exists(older) and os.path.getmtime(older) > os.path.getmtime(path):
+            self.index.storeMany([self._record(device, older, replaced.objectFile)])
+            self.report(f"[Regen] {path}: same SOP instance as the newer {older}; keeping the newer")
+        else:
+            self.report(f"[Regen] {path}: same SOP instance as {replaced.objectFile}; keeping the newer")

@@ -1,0 +1,124 @@
+"""A C-STORE data set arriving in fragments, kept with bounded memory.
+
+Up to ``threshold`` bytes stay in memory. Past that the spool becomes a
+temporary file on the MAG device that starts with the Part-10 header, so
+the finished object is renamed into place without another copy. File writes
+go to an I/O thread in order; while more than ``maxBacklog`` bytes wait,
+the peer's transport is paused.
+"""
+
+import os
+import tempfile
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+
+class Spool:
+    """Collects one data set; see the module docstring."""
+
+    log = Logger()
+
+    def __init__(self, directory, header, threshold, runInThread, transport=None,
+                 chunkSize=1 << 20, maxBacklog=8 << 20):
+        self.directory = directory
+        self.header = header
+        self.threshold = threshold
+        self.path = None
+        self.size = 0
+        self._memory = bytearray()
+        self._runInThread = runInThread
+        self._transport = transport
+        self._chunkSize = chunkSize
+        self._maxBacklog = maxBacklog
+        self._pending = []
+        self._pendingBytes = 0
+        self._backlog = 0
+        self._paused = False
+        self._file = None
+        self._failure = None
+        self._tail = defer.succeed(None)
+
+    @property
+    def inMemory(self):
+        """The data set bytes while it is held in memory, else None."""
+        return None if self.path is not None or self._memory is None else self._memory
+
+    def write(self, data):
+        self.size += len(data)
+        if self._failure is not None:
+            return
+        if self._memory is not None:
+            self._memory += data
+            if len(self._memory) > self.threshold:
+                fd, self.path = tempfile.mkstemp(prefix="spool-", suffix=".part", dir=self.directory)
+                os.close(fd)
+                first, self._memory = self.header + bytes(self._memory), None
+                self._queue(first)
+            return
+        self._pending.append(bytes(data))
+        self._pendingBytes += len(data)
+        if self._pendingBytes >= self._chunkSize:
+            self._queue(b"".join(self._pending))
+
+    def _queue(self, chunk):
+        self._pending, self._pendingBytes = [], 0
+        self._backlog += len(chunk)
+        if self._backlog > self._maxBacklog and not self._paused and self._transport is not None:
+            self._paused = True
+            self._transport.pauseProducing()
+        self._tail.addCallback(lambda _: self._runInThread(self._writeChunk, chunk))
+        self._tail.addCallbacks(self._written, self._writeFailed, callbackArgs=(len(chunk),))
+
+    def _writeChunk(self, chunk):
+        if self._file is None:
+            self._file = open(self.path, "r+b")
+        self._file.write(chunk)
+
+    def _written(self, _, length):
+        self._backlog -= length
+        if self._paused and self._backlog <= self._maxBacklog // 2:
+            self._paused = False
+            if self._transport is not None and self._transport.connected:
+                self._transport.resumeProducing()
+
+    def _writeFailed(self, failure):
+        self._failure = failure
+        self._written(None, self._backlog)
+
+    def close(self):
+        """Fires with this spool once every byte is in memory or in the file
+        (flushed to the OS, not yet fsynced); fails if a write failed."""
+        if self._pending:
+            self._queue(b"".join(self._pending))
+        self._tail.addCallback(lambda _: self._runInThread(self._closeFile) if self._file else None)
+        done = defer.Deferred()
+
+        def report(_):
+            if self._failure is not None:
+                done.errback(self._failure)
+            else:
+                done.callback(self)
+
+        self._tail.addBoth(report)
+        return done
+
+    def _closeFile(self):
+        self._file.close()
+        self._file = None
+
+    def discard(self):
+        """Drop the data; the temporary file (if any) is removed."""
+        self._memory = None
+        path, self.path = self.path, None
+        if path is None:
+            return
+
+        def remove():
+            if self._file is not None:
+                self._closeFile()
+            if os.path.exists(path):
+                os.unlink(path)
+
+        self._tail.addBoth(lambda _: self._runInThread(remove))
+        self._tail.addErrback(lambda f: self.log.failure("could not remove spool {path}", f, path=path))

@@ -1,0 +1,162 @@
+"""Storing one received object: the path from data set bytes to an
+acknowledged, indexed Part-10 file.
+
+    read index attributes -> check them against the command -> name the file
+    (FileNameSyntax) -> write temp file, fsync, rename, fsync folder
+    -> index upsert (group commit) -> Success
+
+Disk work runs in the I/O thread pool; the index in its writer thread. A
+replaced object (same SOP Instance UID) has its old file removed only after
+the new one is committed.
+"""
+
+import os
+import tempfile
+from dataclasses import dataclass
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from pacscore.db.index import ImageRecord
+from pacscore.storage.attributes import DatasetError, readAttributes
+from pacscore.storage.devices import fsyncDirectory, makeDirectories
+from pacscore.storage.part10 import encodeFileMeta
+from pacscore.storage.spool import Spool
+
+SOP_CLASS_UID = 0x00080016
+SOP_INSTANCE_UID = 0x00080018
+STUDY_INSTANCE_UID = 0x0020000D
+SERIES_INSTANCE_UID = 0x0020000E
+
+
+class StoreError(Exception):
+    """Storing failed; subclasses say why, so the caller can pick a status."""
+
+
+class InvalidDataset(StoreError):
+    """The data set cannot be parsed."""
+
+
+class DatasetMismatch(StoreError):
+    """The data set contradicts its command or lacks what every object needs."""
+
+
+@dataclass(frozen=True)
+class IncomingObject:
+    """What the C-STORE command and association say about an object."""
+
+    sopClassUID: str
+    sopInstanceUID: str
+    transferSyntax: str
+    callingAE: str
+    calledAE: str
+
+
+class ObjectStore:
+    """Writes objects to a MAG device and indexes them."""
+
+    log = Logger()
+
+    def __init__(self, device, namer, index, indexedTags, runInThread,
+                 implementationClassUID, implementationVersion, spoolThreshold=4 << 20):
+        self.device = device
+        self.namer = namer
+        self.index = index
+        self.tags = frozenset(indexedTags) | namer.requiredTags | {
+            SOP_CLASS_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, SERIES_INSTANCE_UID}
+        self.runInThread = runInThread
+        self.implementationClassUID = implementationClassUID
+        self.implementationVersion = implementationVersion
+        self.spoolThreshold = spoolThreshold
+
+    def spool(self, incoming, transport=None):
+        """A sink for the data set of ``incoming`` as its fragments arrive."""
+        header = encodeFileMeta(incoming.sopClassUID, incoming.sopInstanceUID, incoming.transferSyntax,
+                                self.implementationClassUID, self.implementationVersion,
+                                incoming.callingAE or None)
+        return Spool(self.device.tempDir, header, self.spoolThreshold, self.runInThread, transport)
+
+    @defer.inlineCallbacks
+    def store(self, incoming, spool):
+        """Store a received object. Fires with its path relative to the
+        device once it is on disk and committed to the index; fails with a
+        StoreError subclass or an OSError."""
+        yield spool.close()
+        attrs, relative = yield self.runInThread(self._writeFile, incoming, spool)
+        try:
+            replaced = yield self.index.store(ImageRecord(attrs, self.device.name, relative))
+        except Exception:
+            self.log.error("{path} is on disk but could not be indexed; it will be picked up by regen",
+                           path=relative)
+            raise
+        if replaced is not None and replaced.objectFile != relative:
+            self.runInThread(self._removeReplaced, replaced).addErrback(
+                lambda f: self.log.failure("could not remove replaced file {path}", f,
+                                           path=replaced.objectFile))
+        return relative
+
+    def _writeFile(self, incoming, spool):
+        """In the I/O pool: check, name, write and fsync one object."""
+        try:
+            data = spool.inMemory
+            if data is not None:
+                attrs = readAttributes(data, incoming.transferSyntax, self.tags)
+            else:
+                with open(spool.path, "rb") as f:
+                    f.seek(len(spool.header))
+                    attrs = readAttributes(f, incoming.transferSyntax, self.tags)
+        except DatasetError as e:
+            spool.discard()
+            raise InvalidDataset(str(e)) from e
+        try:
+            self._check(incoming, attrs)
+        except DatasetMismatch:
+            spool.discard()
+            raise
+        relative = self.namer.name(attrs, incoming.callingAE, incoming.calledAE)
+        destination = self.device.absolute(relative)
+        folder = os.path.dirname(destination)
+        try:
+            if data is not None:
+                fd, temporary = tempfile.mkstemp(prefix="store-", suffix=".part", dir=self.device.tempDir)
+                with os.fdopen(fd, "wb") as f:
+                    f.write(spool.header)
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+            else:
+                temporary = spool.path
+                fd = os.open(temporary, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            makeDirectories(folder)
+            os.replace(temporary, destination)
+            fsyncDirectory(folder)
+        except OSError:
+            spool.discard()
+            if data is not None and os.path.exists(temporary):
+                os.unlink(temporary)
+            raise
+        return attrs, relative
+
+    def _check(self, incoming, attrs):
+        sopClass = attrs.get(SOP_CLASS_UID)
+        sopInstance = attrs.get(SOP_INSTANCE_UID)
+        if sopClass != incoming.sopClassUID:
+            raise DatasetMismatch(f"SOP Class UID {sopClass!r} in the data set, "
+                                  f"{incoming.sopClassUID!r} in the command")
+        if sopInstance != incoming.sopInstanceUID:
+            raise DatasetMismatch(f"SOP Instance UID {sopInstance!r} in the data set, "
+                                  f"{incoming.sopInstanceUID!r} in the command")
+        for tag, name in ((STUDY_INSTANCE_UID, "Study Instance UID"),
+                          (SERIES_INSTANCE_UID, "Series Instance UID")):
+            if not attrs.get(tag):
+                raise DatasetMismatch(f"no {name} in the data set")
+
+    def _removeReplaced(self, replaced):
+        path = self.device.absolute(replaced.objectFile) if replaced.deviceName == self.device.name else None
+        if path and os.path.exists(path):
+            os.unlink(path)
+            self.log.info("removed {path}: replaced by a new copy of the same SOP instance", path=path)

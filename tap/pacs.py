@@ -1,0 +1,107 @@
+"""``twistd pacs``: options and the service tree.
+
+    twistd -n pacs [--config PATH] [--workdir DIR] [--dicom ENDPOINT] [--ae TITLE] [--db SCHEME:...]
+
+``makeService`` reads the configuration, builds one ``Archive`` and returns
+a MultiService holding the DICOM listener (a strports endpoint, so ``ssl:``
+and ``unix:`` work too) and the service that runs the archive's pools.
+"""
+
+import os
+
+from twisted.application import internet, service
+from twisted.internet import endpoints
+from twisted.internet import reactor as globalReactor
+from twisted.logger import Logger
+from twisted.python import usage
+
+from pacscore.archive import Archive
+from pacscore.config.errors import ConfigError
+from pacscore.config.loader import loadConfiguration
+
+
+class Options(usage.Options):
+    synopsis = "[options]"
+    longdesc = (
+        "Run the pacs DICOM archive: a DICOM storage service (C-ECHO, C-STORE) that files objects "
+        "on the MAG devices of a Conquest-style configuration and indexes them in SQL. Every "
+        "ENDPOINT is a Twisted strports description, e.g. tcp:5678, tcp:11112:interface=127.0.0.1, "
+        "ssl:5679:privateKey=key.pem.")
+
+    optParameters = [
+        ["config", "c", None,
+         "A dicom.ini, or a folder holding dicom.ini, acrnema.map, dgatesop.lst and dicom.sql "
+         "[default: the packaged etc/ defaults]."],
+        ["workdir", "w", None,
+         "Working folder: relative paths in the configuration (MAGDevice0 = ./data/, SQLServer) "
+         "resolve against it, like 'dgate -w' [default: the current folder]."],
+        ["dicom", None, None, "Endpoint of the DICOM service [default: tcp:<TCPPort of dicom.ini>]."],
+        ["ae", None, None, "AE title of this server; overrides MyACRNema."],
+        ["db", None, None,
+         "Index database, SCHEME:ARGS, e.g. sqlite:./data/dbase/conquest.db3; overrides the "
+         "SQLServer/SQLite/Postgres/MySQL keys of dicom.ini."],
+    ]
+
+    def postOptions(self):
+        workdir = os.path.abspath(self["workdir"] or os.getcwd())
+        if not os.path.isdir(workdir):
+            raise usage.UsageError(f"--workdir {workdir}: no such folder")
+        try:
+            self.configuration = loadConfiguration(self["config"], workdir)
+        except ConfigError as e:
+            raise usage.UsageError(f"configuration error: {e}")
+
+
+class ArchiveService(service.Service):
+    """Prepares the archive when the application starts and stops its
+    pools after every listener has stopped."""
+
+    log = Logger()
+
+    def __init__(self, archive):
+        self.archive = archive
+
+    def startService(self):
+        self.archive.startup()
+        self.log.info("index: {driver} {db}", driver=self.archive.driver.name, db=self.archive.dbDescription)
+        for device in self.archive.devices:
+            self.log.info("storage: {name} = {path}", name=device.name, path=device.path)
+        service.Service.startService(self)
+
+    def stopService(self):
+        service.Service.stopService(self)
+        return self.archive.shutdown()
+
+
+class ListeningService(internet.StreamServerEndpointService):
+    """A strports listener that logs the address it is bound to."""
+
+    log = Logger()
+
+    def __init__(self, label, description, factory, reactor):
+        internet.StreamServerEndpointService.__init__(
+            self, endpoints.serverFromString(reactor, description), factory)
+        self.label = label
+        self.description = description
+        self._raiseSynchronously = True
+
+    def startService(self):
+        internet.StreamServerEndpointService.startService(self)
+        self._waitingForPort.addCallback(self._listening)
+
+    def _listening(self, port):
+        self.log.info("{label} listening on {description} ({address})",
+                      label=self.label, description=self.description, address=port.getHost())
+        return port
+
+
+def makeService(options, reactor=globalReactor):
+    """The ``twistd pacs`` service tree."""
+    configuration = options.configuration
+    archive = Archive(configuration, reactor, dbDescription=options["db"], aeTitle=options["ae"])
+    top = service.MultiService()
+    ArchiveService(archive).setServiceParent(top)
+    dicom = options["dicom"] or f"tcp:{configuration.tcpPort}"
+    ListeningService(f"DICOM service {archive.aeTitle}", dicom, archive.dicomFactory(),
+                     reactor).setServiceParent(top)
+    return top

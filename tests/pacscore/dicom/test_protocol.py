@@ -1,0 +1,267 @@
+"""The upper-layer state machine and negotiation, driven through a
+StringTransport with a task.Clock (no reactor, no sockets)."""
+
+from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RJ
+from pynetdicom.pdu_primitives import (
+    AsynchronousOperationsWindowNegotiation, MaximumLengthNotification,
+    SCP_SCU_RoleSelectionNegotiation)
+from twisted.internet import defer, task
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import StringTransport
+from twisted.trial import unittest
+
+from pacscore.dicom import commands, pdu
+from pacscore.dicom.negotiation import AcceptorPolicy
+from pacscore.dicom.protocol import ESTABLISHED, DicomServerFactory
+from pacscore.dicom.verification import EchoService
+from tests.pacscore.dicom.requests import (
+    CT_STORAGE, EXPLICIT, IMPLICIT, JPEG_LOSSLESS, STUDY_FIND, VERIFICATION, associateRQ, echoRQ,
+    message, readMessages, readPDUs)
+
+
+class SlowService:
+    """A service whose operations finish when the test says so."""
+
+    def __init__(self):
+        self.pending = []
+
+    def handle(self, protocol, contextId, command, dataset):
+        d = defer.Deferred()
+        d.addCallback(lambda _: protocol.sendMessage(
+            contextId, commands.response(command, command[commands.COMMAND_FIELD] | 0x8000, 0)))
+        self.pending.append(d)
+        return d
+
+
+class ProtocolTests(unittest.TestCase):
+
+    def setUp(self):
+        self.clock = task.Clock()
+        self.policy = AcceptorPolicy(
+            aeTitles=["PACS"], abstractSyntaxes={VERIFICATION: False, CT_STORAGE: True},
+            transferSyntaxes={IMPLICIT, EXPLICIT, JPEG_LOSSLESS}, maxPDULength=32768)
+        self.services = {commands.C_ECHO_RQ: EchoService()}
+        self.factory = DicomServerFactory(self.policy, self.services, {}, self.clock,
+                                          idleTimeout=300, artimTimeout=30)
+        self.protocol, self.transport = self.connect()
+
+    def connect(self):
+        protocol = self.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+        transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 40000))
+        transport.setTcpNoDelay = lambda enabled: setattr(transport, "noDelay", enabled)
+        protocol.makeConnection(transport)
+        return protocol, transport
+
+    def written(self):
+        data = self.transport.value()
+        self.transport.clear()
+        return data
+
+    def associate(self, contexts=((VERIFICATION, [IMPLICIT]),), **kw):
+        self.protocol.dataReceived(associateRQ(list(contexts), **kw))
+        [(pduType, body)] = readPDUs(self.written())
+        return pduType, body
+
+    def decodeAC(self, body):
+        ac = A_ASSOCIATE_AC()
+        ac.decode(b"\x02\x00" + len(body).to_bytes(4, "big") + body)
+        return ac
+
+    def assertAborted(self, reason):
+        pdus = readPDUs(self.written())
+        self.assertEqual(pdus[-1][0], pdu.A_ABORT)
+        self.assertEqual(pdus[-1][1][2:], bytes((pdu.SOURCE_SERVICE_PROVIDER, reason)))
+
+    def test_tcpNoDelay(self):
+        self.assertTrue(self.transport.noDelay)
+
+    def test_echo(self):
+        pduType, body = self.associate()
+        self.assertEqual(pduType, pdu.A_ASSOCIATE_AC)
+        self.assertEqual(self.protocol.state, ESTABLISHED)
+        self.protocol.dataReceived(message(1, echoRQ(messageId=9)))
+        [(contextId, rsp, dataset)] = readMessages(self.written())
+        self.assertEqual((contextId, dataset), (1, None))
+        self.assertEqual(rsp[commands.COMMAND_FIELD], commands.C_ECHO_RSP)
+        self.assertEqual(rsp[commands.MESSAGE_ID_RESPONDED_TO], 9)
+        self.assertEqual(rsp[commands.STATUS], 0)
+
+    def test_echoFedByteByByte(self):
+        data = associateRQ([(VERIFICATION, [IMPLICIT])]) + message(1, echoRQ())
+        for i in range(len(data)):
+            self.protocol.dataReceived(data[i:i + 1])
+        pdus = readPDUs(self.written())
+        self.assertEqual([t for t, _ in pdus], [pdu.A_ASSOCIATE_AC, pdu.P_DATA_TF])
+
+    def test_acceptNegotiation(self):
+        pduType, body = self.associate(
+            [(VERIFICATION, [IMPLICIT]), (CT_STORAGE, [JPEG_LOSSLESS, EXPLICIT, IMPLICIT]),
+             (CT_STORAGE, ["1.2.840.10008.1.2.4.50"]), (STUDY_FIND, [IMPLICIT])],
+            roles=[(CT_STORAGE, False, True)], asyncWindow=(4, 4))
+        ac = self.decodeAC(body)
+        results = {c.context_id: (c.result, c.transfer_syntax) for c in ac.presentation_context}
+        self.assertEqual(results[1], (0, IMPLICIT))
+        self.assertEqual(results[3], (0, JPEG_LOSSLESS), "the requestor's first choice is kept")
+        self.assertEqual(results[5][0], 4, "unsupported transfer syntax")
+        self.assertEqual(results[7][0], 3, "unsupported abstract syntax")
+        user = ac.user_information.to_primitive()
+        mx = [i for i in user if isinstance(i, MaximumLengthNotification)][0]
+        self.assertEqual(mx.maximum_length_received, 32768)
+        [role] = [i for i in user if isinstance(i, SCP_SCU_RoleSelectionNegotiation)]
+        self.assertEqual((role.sop_class_uid, role.scu_role, role.scp_role), (CT_STORAGE, False, True))
+        [window] = [i for i in user if isinstance(i, AsynchronousOperationsWindowNegotiation)]
+        self.assertEqual(window.maximum_number_operations_invoked, 4)
+        self.assertEqual(self.protocol.association.rolesAsSCU, {CT_STORAGE})
+
+    def test_compressionSuffix(self):
+        pduType, _ = self.associate(called="PACS~j2")
+        self.assertEqual(pduType, pdu.A_ASSOCIATE_AC)
+        self.assertEqual(self.protocol.association.compression, "j2")
+
+    def assertRejected(self, body, result, source, reason):
+        rj = A_ASSOCIATE_RJ()
+        rj.decode(b"\x03\x00" + len(body).to_bytes(4, "big") + body)
+        self.assertEqual((rj.result, rj.source, rj.reason_diagnostic), (result, source, reason))
+
+    def test_rejectCalledAE(self):
+        pduType, body = self.associate(called="SOMEONE")
+        self.assertEqual(pduType, pdu.A_ASSOCIATE_RJ)
+        self.assertRejected(body, 1, 1, 7)
+        self.clock.advance(30)
+        self.assertTrue(self.transport.disconnecting, "ARTIM closes after a reject")
+
+    def test_rejectCallingAE(self):
+        self.policy.callingAETitles = {"FRIEND"}
+        pduType, body = self.associate(calling="STRANGER")
+        self.assertRejected(body, 1, 1, 3)
+        self.transport.clear()
+        self.protocol, self.transport = self.connect()
+        pduType, _ = self.associate(calling="FRIEND")
+        self.assertEqual(pduType, pdu.A_ASSOCIATE_AC)
+
+    def test_rejectApplicationContext(self):
+        pduType, body = self.associate(applicationContext="1.2.3")
+        self.assertRejected(body, 1, 1, 2)
+
+    def test_fragmentsToPeerMaximum(self):
+        self.associate(maxLength=64)
+        self.protocol.dataReceived(message(1, echoRQ()))
+        pdus = readPDUs(self.written())
+        self.assertGreater(len(pdus), 1)
+        self.assertTrue(all(len(body) <= 64 for _, body in pdus))
+        self.assertEqual(readMessages(b"".join(
+            pdu.encodePData(c, h, d) for _, b in pdus for c, h, d in pdu.iterPDVs(b)))[0][1][
+            commands.STATUS], 0)
+
+    def test_unknownPDUType(self):
+        self.associate()
+        self.protocol.dataReceived(b"\x09\x00\x00\x00\x00\x04abcd")
+        self.assertAborted(pdu.REASON_UNRECOGNIZED_PDU)
+
+    def test_hugeLength(self):
+        self.associate()
+        self.protocol.dataReceived(b"\x04\x00\xff\xff\xff\xff")
+        self.assertAborted(pdu.REASON_INVALID_PARAMETER)
+        self.assertLess(self.protocol._framer.pendingBytes, 16)
+
+    def test_hugeAssociateRequest(self):
+        self.protocol.dataReceived(b"\x01\x00\x7f\xff\xff\xff")
+        self.assertAborted(pdu.REASON_INVALID_PARAMETER)
+
+    def test_garbageAssociateRequest(self):
+        self.protocol.dataReceived(b"\x01\x00\x00\x00\x00\x05hello")
+        self.assertAborted(pdu.REASON_INVALID_PARAMETER)
+
+    def test_pdataBeforeAssociate(self):
+        self.protocol.dataReceived(message(1, echoRQ()))
+        self.assertAborted(pdu.REASON_UNEXPECTED_PDU)
+
+    def test_secondAssociateRequest(self):
+        self.associate()
+        self.protocol.dataReceived(associateRQ([(VERIFICATION, [IMPLICIT])]))
+        self.assertAborted(pdu.REASON_UNEXPECTED_PDU)
+
+    def test_truncatedCommand(self):
+        self.associate()
+        self.protocol.dataReceived(pdu.encodePData(1, 3, b"\x00\x00\x00\x01\x04\x00"))
+        self.assertAborted(pdu.REASON_INVALID_PARAMETER)
+
+    def test_unacceptedContext(self):
+        self.associate()
+        self.protocol.dataReceived(message(3, echoRQ()))
+        self.assertAborted(pdu.REASON_INVALID_PARAMETER)
+
+    def test_abortThenPeerCloses(self):
+        self.associate()
+        self.protocol.dataReceived(b"\x09\x00\x00\x00\x00\x00")
+        self.written()
+        self.assertFalse(self.transport.disconnecting)
+        self.clock.advance(30)
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_artimBeforeAssociate(self):
+        self.clock.advance(29)
+        self.assertFalse(self.transport.disconnecting)
+        self.clock.advance(1)
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_idleTimeout(self):
+        self.associate()
+        self.clock.advance(299)
+        self.protocol.dataReceived(message(1, echoRQ()))
+        self.written()
+        self.clock.advance(299)
+        self.assertEqual(self.written(), b"")
+        self.clock.advance(1)
+        self.assertAborted(pdu.REASON_NOT_SPECIFIED)
+
+    def test_release(self):
+        self.associate()
+        self.protocol.dataReceived(pdu.encodeSimplePDU(pdu.A_RELEASE_RQ))
+        self.assertEqual(readPDUs(self.written()), [(pdu.A_RELEASE_RP, b"\x00\x00\x00\x00")])
+        self.clock.advance(30)
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_releaseWaitsForOperations(self):
+        slow = SlowService()
+        self.services[commands.C_ECHO_RQ] = slow
+        self.associate()
+        self.protocol.dataReceived(message(1, echoRQ()) + pdu.encodeSimplePDU(pdu.A_RELEASE_RQ))
+        self.assertEqual(self.written(), b"")
+        slow.pending[0].callback(None)
+        self.assertEqual([t for t, _ in readPDUs(self.written())], [pdu.P_DATA_TF, pdu.A_RELEASE_RP])
+
+    def test_peerAbort(self):
+        self.associate()
+        self.protocol.dataReceived(pdu.encodeAbort(pdu.SOURCE_SERVICE_USER, 0))
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_unsupportedOperation(self):
+        self.associate()
+        find = {commands.COMMAND_FIELD: commands.C_FIND_RQ, commands.MESSAGE_ID: 3,
+                commands.AFFECTED_SOP_CLASS_UID: VERIFICATION, commands.PRIORITY: 0}
+        self.protocol.dataReceived(message(1, find, b"\x08\x00\x52\x00\x06\x00\x00\x00STUDY "))
+        [(_, rsp, _)] = readMessages(self.written())
+        self.assertEqual((rsp[commands.COMMAND_FIELD], rsp[commands.STATUS]), (commands.C_FIND_RSP, 0x0211))
+
+    def test_serviceErrorAnswersFailure(self):
+        class Broken:
+            def handle(self, protocol, contextId, command, dataset):
+                raise RuntimeError("boom")
+        self.services[commands.C_ECHO_RQ] = Broken()
+        self.associate()
+        self.protocol.dataReceived(message(1, echoRQ()))
+        [(_, rsp, _)] = readMessages(self.written())
+        self.assertEqual(rsp[commands.STATUS], 0x0110)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    def test_otherAssociationsUnaffected(self):
+        self.associate()
+        self.protocol.dataReceived(b"\x09garbage")
+        first = self.transport
+        self.protocol, self.transport = self.connect()
+        self.associate()
+        self.protocol.dataReceived(message(1, echoRQ()))
+        self.assertEqual(readMessages(self.written())[0][1][commands.STATUS], 0)
+        self.assertEqual(self.factory.counters["associationsTotal"], 2)
+        self.assertTrue(first.value())

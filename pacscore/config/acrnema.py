@@ -1,0 +1,189 @@
+"""acrnema.map: the known DICOM nodes, AE title -> host, port, compression (manual 7.4).
+
+Syntax (Conquest's ``amap.cpp``): C comments ``/* ... */`` may span lines;
+``#`` and ``//`` start a comment running to the end of the line; every other
+non-blank line is ``AE host port [compression]`` separated by blanks, the
+compression defaulting to ``un``.
+
+Wildcards: the AE, host and port may end in ``*``.  An entry whose AE ends
+in ``*`` matches every called AE starting with the part before the ``*``; the
+rest of the called AE is then put in place of a ``*`` ending host or port.
+So with ``V*  *  1234`` the AE ``V192.168.1.5`` maps to host ``192.168.1.5``,
+port 1234.  Entries are tried in file order and the first match wins.  As in
+Conquest the prefix of a wildcard entry is compared case-insensitively; an
+exact entry must match case-sensitively (Conquest's extra case-insensitive
+second pass over exact entries is deliberately not reproduced: AE titles are
+case-sensitive in DICOM).
+"""
+
+from dataclasses import dataclass
+
+from pacscore.config.errors import ConfigError
+from pacscore.config.ini import lineEnding, readConfigText, splitLines, writeFileAtomically
+
+
+@dataclass
+class Node:
+    """One acrnema.map entry; ``port`` is text as it may be a wildcard (``56*``)."""
+
+    ae: str
+    host: str
+    port: str
+    compression: str = "un"
+
+
+@dataclass
+class _Row:
+    """A line of the file.  ``head`` ends a comment begun on an earlier line,
+    ``tail`` holds the other comments; both are kept when the entry is edited."""
+
+    text: str
+    node: Node | None = None
+    head: str = ""
+    tail: str = ""
+
+    def keptComments(self, entryText=""):
+        """The line with ``entryText`` in place of the entry, comments kept."""
+        return " ".join(part for part in (self.head, entryText, self.tail) if part)
+
+
+def _splitComments(text, path):
+    """Per line: ``(code, head, tail)``; see ``_Row`` for head and tail."""
+    result = []
+    inComment = False
+    start = 0
+    for number, line in enumerate(splitLines(text), start=1):
+        code, head, tail, i = [], "", [], 0
+        if inComment:
+            end = line.find("*/")
+            i = len(line) if end < 0 else end + 2
+            head, inComment = line[:i], end < 0
+        while i < len(line):
+            if inComment:
+                end = line.find("*/", i)
+                stop = len(line) if end < 0 else end + 2
+                tail.append(line[i:stop])
+                inComment, i = end < 0, stop
+            elif line.startswith("/*", i):
+                inComment, start = True, number
+                tail.append("/*")
+                i += 2
+            elif line[i] == "#" or line.startswith("//", i):
+                tail.append(line[i:])
+                break
+            else:
+                code.append(line[i])
+                i += 1
+        result.append(("".join(code), head, "".join(tail)))
+    if inComment:
+        raise ConfigError(path, start, "comment '/*' is never closed by '*/'")
+    return result
+
+
+def _problem(fields):
+    """Why ``fields`` (the words of a line) are not an entry, or None."""
+    if not 3 <= len(fields) <= 4:
+        return "expected 'AE host port [compression]'"
+    port = fields[2]
+    if not (port.isdigit() or port.endswith("*")):
+        return f"port {port!r} of {fields[0]} is neither a number nor ends in '*'"
+    return None
+
+
+def _formatNode(node):
+    return f"{node.ae:<17} {node.host:<16} {node.port:<9} {node.compression}"
+
+
+class AcrNemaMap:
+    """The parsed acrnema.map.  Edit it with ``put``/``delete``, not through ``nodes``."""
+
+    def __init__(self, path, rows, newline="\n"):
+        self.path = str(path)
+        self._rows = rows
+        self._newline = newline
+
+    @classmethod
+    def fromFile(cls, path):
+        return cls.fromString(readConfigText(path), path)
+
+    @classmethod
+    def fromString(cls, text, path="acrnema.map"):
+        rows = []
+        lines = splitLines(text)
+        for number, (code, head, tail) in enumerate(_splitComments(text, path), start=1):
+            fields = code.split()
+            node = None
+            if fields:
+                problem = _problem(fields)
+                if problem:
+                    raise ConfigError(path, number, f"{problem}, got {code.strip()!r}")
+                node = Node(*fields)
+            rows.append(_Row(lines[number - 1], node, head, tail))
+        return cls(path, rows, lineEnding(text))
+
+    @property
+    def nodes(self):
+        """The entries in file order (a new list each time)."""
+        return [row.node for row in self._rows if row.node is not None]
+
+    def lookup(self, ae):
+        """The Node for the called AE ``ae`` with wildcards filled in, or None."""
+        ae = ae.strip()
+        if not ae:
+            return None
+        for node in self.nodes:
+            if node.ae.endswith("*"):
+                prefix = node.ae[:-1]
+                if ae[:len(prefix)].lower() == prefix.lower():
+                    rest = ae[len(prefix):]
+                    return Node(ae, _fill(node.host, rest), _fill(node.port, rest), node.compression)
+            elif node.ae == ae:
+                return Node(node.ae, node.host, node.port, node.compression)
+        return None
+
+    # -- editing
+
+    def _nodeRows(self):
+        return [i for i, row in enumerate(self._rows) if row.node is not None]
+
+    def put(self, index, node):
+        """Replace entry ``index``, or append after the last entry if ``index == len(nodes)``.
+
+        Raises ValueError for a node the file could not hold (blanks in a
+        field, a bad port).
+        """
+        fields = [node.ae, node.host, node.port, node.compression]
+        if _problem(fields) or any(not f or f.split() != [f] for f in fields):
+            raise ValueError(f"cannot write {node} to {self.path}")
+        positions = self._nodeRows()
+        if index == len(positions):
+            at = positions[-1] + 1 if positions else len(self._rows)
+            self._rows.insert(at, _Row(_formatNode(node), node))
+            return
+        if not 0 <= index < len(positions):
+            raise IndexError(f"no entry {index} in {self.path}")
+        old = self._rows[positions[index]]
+        self._rows[positions[index]] = _Row(old.keptComments(_formatNode(node)), node, old.head, old.tail)
+
+    def delete(self, index):
+        """Remove entry ``index``; a comment sharing its line stays."""
+        positions = self._nodeRows()
+        if not 0 <= index < len(positions):
+            raise IndexError(f"no entry {index} in {self.path}")
+        old = self._rows[positions[index]]
+        if old.head or old.tail:
+            self._rows[positions[index]] = _Row(old.keptComments(), None, old.head, old.tail)
+        else:
+            del self._rows[positions[index]]
+
+    def toString(self):
+        return "".join(row.text + self._newline for row in self._rows)
+
+    def write(self, path=None):
+        """Write the map (atomically) to ``path``, by default where it was read."""
+        writeFileAtomically(path or self.path, self.toString())
+
+
+def _fill(pattern, rest):
+    """``pattern`` with a trailing ``*`` replaced by ``rest``."""
+    return pattern[:-1] + rest if pattern.endswith("*") else pattern

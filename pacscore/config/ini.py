@@ -1,0 +1,222 @@
+"""dicom.ini: Conquest's main settings file (manual 7.2), read and edited in place.
+
+The format is Conquest's own reading of Windows ini files (its ``gpps.cpp``):
+``[section]`` headers, ``Key = value`` lines (spaces around ``=`` optional,
+keys and section names case-insensitive), whole-line comments starting with
+``#`` or ``;``.  A value is everything after the first ``=``, stripped; there
+are no inline comments, because converter scripts contain ``#``, ``=`` and
+``;``.  Like Conquest, a value wholly enclosed in matching double or single
+quotes is unquoted, and the first of two equal keys in a section wins.
+
+Keys written before any header belong to Conquest's main section ``sscscp``.
+The writer keeps comments, blank lines and the text of untouched lines.
+
+The module also holds the small text-file helpers all the readers share.
+"""
+
+import os
+import tempfile
+from dataclasses import dataclass
+
+from pacscore.config.errors import ConfigError
+
+MAIN_SECTION = "sscscp"
+
+
+def readConfigText(path):
+    """The text of a configuration file; undecodable bytes survive a rewrite.
+
+    Raises ConfigError (no line) if the file cannot be read.
+    """
+    try:
+        with open(path, encoding="utf-8", errors="surrogateescape", newline="") as f:
+            return f.read()
+    except OSError as e:
+        raise ConfigError(path, None, f"cannot read: {e.strerror or e}") from e
+
+
+def writeFileAtomically(path, text):
+    """Write ``text`` to ``path`` through a temporary file and a rename.
+
+    Readers never see a half-written file.  A symbolic link is followed;
+    an existing file keeps its mode, a new one gets mode 0644.
+    """
+    path = os.path.realpath(path)
+    mode = os.stat(path).st_mode & 0o7777 if os.path.exists(path) else 0o644
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def lineEnding(text):
+    """``"\\r\\n"`` for a file written on Windows, else ``"\\n"``."""
+    return "\r\n" if "\r\n" in text else "\n"
+
+
+def splitLines(text):
+    """The lines of ``text`` without their LF or CRLF ending (numbered as editors do)."""
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
+@dataclass
+class _Row:
+    """One line of the file: ``key`` is None for headers, comments and blanks."""
+
+    text: str
+    section: str            # lower-case name of the section the line is in
+    line: int | None        # line number in the file read; None once edited
+    key: str | None = None  # as written
+    value: str | None = None
+
+
+def _unquote(value):
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+        return value[1:-1]
+    return value
+
+
+class DicomIni:
+    """The parsed dicom.ini; see the module docstring for the syntax."""
+
+    def __init__(self, path, rows, sections, newline="\n"):
+        self.path = str(path)
+        self._rows = rows
+        self._sections = sections  # lower-case name -> name as first written
+        self._newline = newline
+
+    @classmethod
+    def fromFile(cls, path):
+        return cls.fromString(readConfigText(path), path)
+
+    @classmethod
+    def fromString(cls, text, path="dicom.ini"):
+        rows = []
+        sections = {}
+        section = MAIN_SECTION
+        for number, raw in enumerate(splitLines(text), start=1):
+            stripped = raw.strip()
+            if not stripped or stripped[0] in "#;":
+                rows.append(_Row(raw, section, number))
+            elif stripped[0] == "[":
+                end = stripped.find("]")
+                name = stripped[1:end].strip() if end > 0 else ""
+                if not name:
+                    raise ConfigError(path, number,
+                                      f"bad section header {stripped!r}, expected [name]")
+                section = name.lower()
+                sections.setdefault(section, name)
+                rows.append(_Row(raw, section, number))
+            elif "=" in stripped:
+                key, value = stripped.split("=", 1)
+                key = key.strip()
+                if not key:
+                    raise ConfigError(path, number, f"missing key before '=' in {stripped!r}")
+                sections.setdefault(section, section)
+                rows.append(_Row(raw, section, number, key, _unquote(value.strip())))
+            else:
+                raise ConfigError(path, number,
+                                  f"expected 'Key = value', [section] or a comment, got {stripped!r}")
+        return cls(path, rows, sections, lineEnding(text))
+
+    # -- reading
+
+    def _find(self, key, section):
+        section, key = section.lower(), key.lower()
+        for row in self._rows:
+            if row.key is not None and row.section == section and row.key.lower() == key:
+                return row
+        return None
+
+    def get(self, key, default=None, section=MAIN_SECTION):
+        """The value of ``key`` (a str, maybe empty) or ``default`` if absent."""
+        row = self._find(key, section)
+        return default if row is None else row.value
+
+    def getint(self, key, default, section=MAIN_SECTION):
+        """The value of ``key`` as an int; ``default`` if absent or empty.
+
+        Raises ConfigError naming the key if the value is not an integer.
+        """
+        row = self._find(key, section)
+        if row is None or row.value == "":
+            return default
+        try:
+            return int(row.value)
+        except ValueError:
+            raise ConfigError(self.path, row.line,
+                              f"{row.key} must be an integer, not {row.value!r}") from None
+
+    def has(self, key, section=MAIN_SECTION):
+        return self._find(key, section) is not None
+
+    def lineOf(self, key, section=MAIN_SECTION):
+        """The line number of ``key`` in the file read (for error messages), or None."""
+        row = self._find(key, section)
+        return None if row is None else row.line
+
+    def sectionNames(self):
+        """Names of the sections with a header or a key, as first written, in file order."""
+        return list(self._sections.values())
+
+    def items(self, section=MAIN_SECTION):
+        """``[(key as written, value), ...]`` of ``section`` in file order."""
+        section = section.lower()
+        return [(row.key, row.value) for row in self._rows
+                if row.key is not None and row.section == section]
+
+    # -- editing
+
+    def set(self, key, value, section=MAIN_SECTION):
+        """Set ``key`` to ``value``; an existing line keeps its place and spelling."""
+        value = str(value)
+        key = key.strip()
+        if "\n" in value or "\r" in value:
+            raise ValueError("a value must be a single line")
+        if not key or key[0] in "#;[" or any(c in key for c in "=\r\n"):
+            raise ValueError(f"not a usable key: {key!r}")
+        row = self._find(key, section)
+        if row is not None:
+            head = row.text[:row.text.index("=") + 1]
+            after = row.text[len(head):]
+            spacing = after[:len(after) - len(after.lstrip())]
+            row.text, row.value, row.line = head + spacing + value, value, None
+            return
+        lowered = section.lower()
+        newRow = _Row(f"{key} = {value}", lowered, None, key, value)
+        inSection = [i for i, r in enumerate(self._rows) if r.section == lowered]
+        if not inSection:
+            self._sections[lowered] = section
+            if self._rows and self._rows[-1].text.strip():
+                self._rows.append(_Row("", lowered, None))
+            self._rows.append(_Row(f"[{section}]", lowered, None))
+            self._rows.append(newRow)
+            return
+        keyed = [i for i in inSection if self._rows[i].key is not None]
+        self._rows.insert((keyed or inSection)[-1] + 1, newRow)
+
+    def delete(self, key, section=MAIN_SECTION):
+        """Remove ``key`` (every line of it); a missing key is not an error."""
+        section, lowered = section.lower(), key.lower()
+        self._rows = [row for row in self._rows
+                      if not (row.key is not None and row.section == section
+                              and row.key.lower() == lowered)]
+
+    def toString(self):
+        return "".join(row.text + self._newline for row in self._rows)
+
+    def write(self, path=None):
+        """Write the file (atomically) to ``path``, by default where it was read."""
+        writeFileAtomically(path or self.path, self.toString())

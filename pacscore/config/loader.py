@@ -1,0 +1,161 @@
+"""Loads a whole Conquest configuration: dicom.ini and the files it names.
+
+``loadConfiguration`` reads dicom.ini, then the acrnema.map, dicom.sql and
+dgatesop.lst it refers to (keys ``ACRNemaMap``, ``kFactorFile`` and
+``SOPClassList``), and returns a ``Configuration`` with typed accessors for
+the settings the rest of the server uses.
+"""
+
+import os
+import re
+import site
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pacscore
+from pacscore.config.acrnema import AcrNemaMap
+from pacscore.config.dicomsql import DatabaseLayout
+from pacscore.config.errors import ConfigError
+from pacscore.config.ini import DicomIni
+from pacscore.config.soplist import SopList
+
+INI_NAME = "dicom.ini"
+_MAG_DEVICE = re.compile(r"MAGDevice([0-9]+)", re.IGNORECASE)
+
+
+@dataclass
+class Configuration:
+    """A loaded configuration.  Paths are absolute strings."""
+
+    ini: DicomIni
+    acrNemaMap: AcrNemaMap
+    sopList: SopList
+    layout: DatabaseLayout
+    configDir: str  # the folder holding dicom.ini
+    workdir: str    # what relative paths in dicom.ini (``./data/``) are relative to
+    iniPath: str
+
+    def resolvePath(self, value):
+        """``value`` as an absolute, normalised path; relative ones are relative to workdir."""
+        return os.path.normpath(os.path.join(self.workdir, value))
+
+    @property
+    def aeTitle(self):
+        return self.ini.get("MyACRNema", "") or "CONQUESTSRV1"
+
+    @property
+    def tcpPort(self):
+        return self.ini.getint("TCPPort", 5678)
+
+    @property
+    def magDevices(self):
+        """``[("MAG0", "/abs/path"), ...]`` from MAGDevices and MAGDeviceN.
+
+        With MAGDevices absent, every MAGDeviceN present, in order of N.
+        """
+        count = self.ini.getint("MAGDevices", None)
+        if count is None:
+            numbers = sorted({int(m.group(1)) for key, _ in self.ini.items()
+                              if (m := _MAG_DEVICE.fullmatch(key))})
+        else:
+            numbers = range(count)
+        devices = []
+        for n in numbers:
+            key = f"MAGDevice{n}"
+            path = self.ini.get(key, "")
+            if not path:
+                raise ConfigError(self.iniPath, self.ini.lineOf(key) or self.ini.lineOf("MAGDevices"),
+                                  f"{key} is missing or empty")
+            devices.append((f"MAG{n}", self.resolvePath(path)))
+        return devices
+
+    @property
+    def fileNameSyntax(self):
+        return self.ini.get("FileNameSyntax", "") or "4"
+
+    @property
+    def maxFileNameLength(self):
+        return self.ini.getint("MaxFileNameLength", 255)
+
+    @property
+    def tcpipTimeout(self):
+        """TCPIPTimeOut, in seconds."""
+        return self.ini.getint("TCPIPTimeOut", 300)
+
+    @property
+    def storageFailedErrorCode(self):
+        return self.ini.getint("StorageFailedErrorCode", 272)
+
+    @property
+    def tableNames(self):
+        """SQL table names by level; WorkListTableName is a pacs addition."""
+        return {
+            "patient": self.ini.get("PatientTableName", "") or "DICOMPatients",
+            "study": self.ini.get("StudyTableName", "") or "DICOMStudies",
+            "series": self.ini.get("SeriesTableName", "") or "DICOMSeries",
+            "image": self.ini.get("ImageTableName", "") or "DICOMImages",
+            "worklist": self.ini.get("WorkListTableName", "") or "DICOMWorkList",
+        }
+
+
+def defaultConfigDir():
+    """The packaged etc/ folder holding the default dicom.ini.
+
+    Looked for next to the ``pacscore`` package (a source checkout or an
+    editable install), then where setup.cfg's data_files put it: under
+    ``share/pacs/etc`` of ``sys.prefix`` (a wheel installed in a venv or the
+    system), of the folder holding the package (``pip install --target``)
+    and of the user base (``pip install --user``).
+    """
+    packageParent = Path(pacscore.__file__).resolve().parent.parent
+    shared = Path("share", "pacs", "etc")
+    candidates = [packageParent / "etc", Path(sys.prefix) / shared,
+                  packageParent / shared, Path(site.getuserbase()) / shared]
+    for folder in candidates:
+        if (folder / INI_NAME).is_file():
+            return str(folder)
+    raise ConfigError(candidates[0] / INI_NAME, None,
+                      "no packaged default configuration found (also looked in "
+                      f"{', '.join(str(c) for c in candidates[1:])})")
+
+
+def _findFile(ini, iniPath, key, default, folders):
+    """The absolute path of the file dicom.ini names under ``key``."""
+    value = ini.get(key, "") or default
+    if os.path.isabs(value):
+        candidates = [value]
+    else:
+        candidates = [os.path.join(folder, value) for folder in folders]
+    for candidate in candidates:
+        if os.path.isfile(candidate):
+            return os.path.normpath(candidate)
+    raise ConfigError(iniPath, ini.lineOf(key),
+                      f"{key} = {value}: no such file (looked for {', '.join(candidates)})")
+
+
+def loadConfiguration(configPath=None, workdir=None):
+    """Read dicom.ini (a file, or the folder holding it; None: the packaged
+    defaults) and the files it names, looked up in its folder, then in
+    ``workdir`` (default: the current directory).  Raises ConfigError."""
+    workdir = os.path.abspath(workdir or os.getcwd())
+    if configPath is None:
+        iniPath = os.path.join(defaultConfigDir(), INI_NAME)
+    else:
+        iniPath = os.path.abspath(configPath)
+        if os.path.isdir(iniPath):
+            iniPath = os.path.join(iniPath, INI_NAME)
+    if not os.path.isfile(iniPath):
+        raise ConfigError(iniPath, None, "no such file")
+    configDir = os.path.dirname(iniPath)
+    ini = DicomIni.fromFile(iniPath)
+    folders = [configDir, workdir]
+    return Configuration(
+        ini=ini,
+        acrNemaMap=AcrNemaMap.fromFile(_findFile(ini, iniPath, "ACRNemaMap", "acrnema.map", folders)),
+        sopList=SopList.fromFile(_findFile(ini, iniPath, "SOPClassList", "dgatesop.lst", folders)),
+        layout=DatabaseLayout.fromFile(_findFile(ini, iniPath, "kFactorFile", "dicom.sql", folders)),
+        configDir=configDir,
+        workdir=workdir,
+        iniPath=iniPath,
+    )

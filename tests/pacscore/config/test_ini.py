@@ -1,0 +1,294 @@
+"""Tests for pacscore.config.ini: reading and editing dicom.ini."""
+
+import os
+import re
+
+from twisted.trial import unittest
+
+from pacscore.config.errors import ConfigError
+from pacscore.config.ini import DicomIni
+
+# The start of the dicom.ini listed in Conquest's manual, section 7.2.
+MANUAL_INI = """\
+# This file contains configuration information for the DICOM server
+# Do not edit unless you know what you are doing
+
+[sscscp]
+MicroPACS           = sscscp
+Edition             = Personal
+
+# Network configuration: server name and TCP/IP port#
+MyACRNema           = CONQUESTSRV1
+TCPPort             = 5678
+
+# Reference to other files: known dicom servers; database layout; sops (do not change)
+ACRNemaMap          = acrnema.map
+kFactorFile         = dicom.sql
+SOPClassList        = dgatesop.lst
+
+# Host, name, username and password for SQL server (host ignored for ODBC)
+SQLHost             = localhost
+SQLServer           = E:\\Dicomserver\\Data\\ibase\\
+Username            = conquest
+Password            = conquest
+Postgres            = 0
+MySQL = 0
+SQLite = 0
+SendUpperCaseAE =
+TCPIPTimeOut = 300
+FileNameSyntax = 3
+
+# Configuration of disk(s) to store images
+MAGDeviceThreshold     = 0
+MAGDevices              = 2
+MAGDevice0              = c:\\dicomserver\\data\\
+MAGDevice1              = d:\\dicomserver_backup\\
+
+ExportConverters       = 1
+ExportModality0       = CT
+ExportFilter0           = Rows = 512 and Cols = 512
+ExportConverter0        = nop ExportConverter logs filename: %f
+ImportConverter2 = ifequal "%V0008,0020[0,3]", "2002"; destroy
+exportconverter1 = ifequal "%u", "SERVER2"; stop; between "9", "17"; defer; forward to SERVER2 # not a comment
+"""
+
+
+def withoutSpaces(text):
+    """The same file written ``Key=value``, as some Conquest users do."""
+    return re.sub(r"^(\w+)[ \t]*=[ \t]*", r"\1=", text, flags=re.MULTILINE)
+
+
+class ReadTests(unittest.TestCase):
+    """Reading Conquest's dicom.ini."""
+
+    def check(self, ini):
+        self.assertEqual(ini.get("MyACRNema"), "CONQUESTSRV1")
+        self.assertEqual(ini.getint("TCPPort", 104), 5678)
+        self.assertEqual(ini.get("SQLServer"), "E:\\Dicomserver\\Data\\ibase\\")
+        self.assertEqual(ini.get("ExportFilter0"), "Rows = 512 and Cols = 512")
+        self.assertEqual(ini.get("ImportConverter2"), 'ifequal "%V0008,0020[0,3]", "2002"; destroy')
+        self.assertEqual(ini.get("ExportConverter1"),
+                         'ifequal "%u", "SERVER2"; stop; between "9", "17"; defer; '
+                         "forward to SERVER2 # not a comment")
+        self.assertEqual(ini.get("SendUpperCaseAE"), "")
+
+    def test_manualWithSpaces(self):
+        self.check(DicomIni.fromString(MANUAL_INI))
+
+    def test_manualWithoutSpaces(self):
+        text = withoutSpaces(MANUAL_INI)
+        self.assertIn("\nMyACRNema=CONQUESTSRV1\n", text)
+        self.check(DicomIni.fromString(text))
+
+    def test_keysAreCaseInsensitive(self):
+        ini = DicomIni.fromString(MANUAL_INI)
+        self.assertEqual(ini.get("myacrnema"), "CONQUESTSRV1")
+        self.assertEqual(ini.get("TCPPORT"), "5678")
+        self.assertEqual(ini.get("MyACRNema", section="SSCSCP"), "CONQUESTSRV1")
+        self.assertTrue(ini.has("kfactorfile"))
+
+    def test_missingKeys(self):
+        ini = DicomIni.fromString(MANUAL_INI)
+        self.assertIsNone(ini.get("NoSuchKey"))
+        self.assertEqual(ini.get("NoSuchKey", "fallback"), "fallback")
+        self.assertEqual(ini.getint("NoSuchKey", 7), 7)
+        self.assertFalse(ini.has("NoSuchKey"))
+        self.assertFalse(ini.has("MyACRNema", section="lua"))
+
+    def test_emptyValueGivesIntDefault(self):
+        ini = DicomIni.fromString("[sscscp]\nLossyQuality =\n")
+        self.assertEqual(ini.get("LossyQuality"), "")
+        self.assertEqual(ini.getint("LossyQuality", 95), 95)
+
+    def test_itemsKeepFileOrderAndSpelling(self):
+        ini = DicomIni.fromString(MANUAL_INI)
+        items = ini.items()
+        self.assertEqual(items[:3], [("MicroPACS", "sscscp"), ("Edition", "Personal"),
+                                     ("MyACRNema", "CONQUESTSRV1")])
+        self.assertEqual(items[-1][0], "exportconverter1")
+        self.assertEqual(len(items), 27)
+
+    def test_sections(self):
+        ini = DicomIni.fromString(
+            "[sscscp]\nMyACRNema = MAIN\n\n[webdefaults]\nsize = 512\nMyACRNema = WEB\n"
+            "; a comment\n[lua]\nstartup = print('hi')\n")
+        self.assertEqual(ini.sectionNames(), ["sscscp", "webdefaults", "lua"])
+        self.assertEqual(ini.get("MyACRNema"), "MAIN")
+        self.assertEqual(ini.get("myacrnema", section="WebDefaults"), "WEB")
+        self.assertEqual(ini.get("startup", section="lua"), "print('hi')")
+        self.assertEqual(ini.items("webdefaults"), [("size", "512"), ("MyACRNema", "WEB")])
+
+    def test_keysBeforeAnySectionAreMain(self):
+        ini = DicomIni.fromString("TCPPort = 104\n[other]\nTCPPort = 1\n")
+        self.assertEqual(ini.getint("TCPPort", 0), 104)
+        self.assertEqual(ini.sectionNames(), ["sscscp", "other"])
+
+    def test_commentsAndUnknownKeys(self):
+        ini = DicomIni.fromString("# TCPPort = 1\n; TCPPort = 2\n  \nTCPPort = 3\nMadeUpKey = x=y\n")
+        self.assertEqual(ini.get("TCPPort"), "3")
+        self.assertEqual(ini.get("MadeUpKey"), "x=y")
+
+    def test_firstOfTwoEqualKeysWins(self):
+        ini = DicomIni.fromString("[sscscp]\nTCPPort = 104\ntcpport = 105\n")
+        self.assertEqual(ini.getint("TCPPort", 0), 104)
+
+    def test_quotedValuesAreUnquotedAsConquestDoes(self):
+        ini = DicomIni.fromString('A = "with spaces "\nB = \'single\'\nC = "half\n')
+        self.assertEqual(ini.get("A"), "with spaces ")
+        self.assertEqual(ini.get("B"), "single")
+        self.assertEqual(ini.get("C"), '"half')
+
+    def test_crlfFile(self):
+        ini = DicomIni.fromString("[sscscp]\r\nTCPPort = 104\r\n")
+        self.assertEqual(ini.get("TCPPort"), "104")
+
+    def test_fromFile(self):
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write(MANUAL_INI)
+        ini = DicomIni.fromFile(path)
+        self.assertEqual(ini.path, path)
+        self.assertEqual(ini.get("TCPPort"), "5678")
+
+
+class ErrorTests(unittest.TestCase):
+    """Every syntax error names the file and the line."""
+
+    def assertError(self, text, line, fragment):
+        error = self.assertRaises(ConfigError, DicomIni.fromString, text, "conf/dicom.ini")
+        self.assertIn(f"conf/dicom.ini:{line}:", str(error))
+        self.assertIn(fragment, str(error))
+        self.assertEqual(error.line, line)
+
+    def test_lineWithoutEquals(self):
+        self.assertError("[sscscp]\nTCPPort = 1\nthis is no setting\n", 3, "this is no setting")
+
+    def test_badSectionHeader(self):
+        self.assertError("# c\n[sscscp\nA = 1\n", 2, "section header")
+
+    def test_emptySectionHeader(self):
+        self.assertError("[]\n", 1, "section header")
+
+    def test_missingKey(self):
+        self.assertError("[sscscp]\n = 5678\n", 2, "missing key")
+
+    def test_getintNamesKeyAndLine(self):
+        ini = DicomIni.fromString("[sscscp]\n\nTCPPort = 56a8\n", "x/dicom.ini")
+        error = self.assertRaises(ConfigError, ini.getint, "tcpport", 5678)
+        self.assertIn("x/dicom.ini:3:", str(error))
+        self.assertIn("TCPPort", str(error))
+        self.assertIn("56a8", str(error))
+
+    def test_unreadableFile(self):
+        path = self.mktemp()
+        error = self.assertRaises(ConfigError, DicomIni.fromFile, path)
+        self.assertIn(path, str(error))
+
+    def test_undecodableBytesAreKept(self):
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(b"# caf\xe9\nPACSName = caf\xe9\n")
+        ini = DicomIni.fromFile(path)
+        ini.set("TCPPort", "104")
+        ini.write()
+        with open(path, "rb") as f:
+            self.assertEqual(f.read(), b"# caf\xe9\nPACSName = caf\xe9\nTCPPort = 104\n")
+
+
+class WriteTests(unittest.TestCase):
+    """Live edits: set, delete, write."""
+
+    def test_untouchedFileIsUnchanged(self):
+        self.assertEqual(DicomIni.fromString(MANUAL_INI).toString(), MANUAL_INI)
+
+    def test_setExistingKeepsPlaceSpellingAndAlignment(self):
+        ini = DicomIni.fromString(MANUAL_INI)
+        ini.set("myacrnema", "NEWAE")
+        ini.set("MySQL", "1")
+        lines = ini.toString().splitlines()
+        self.assertEqual(lines[8], "MyACRNema           = NEWAE")
+        self.assertIn("MySQL = 1", lines)
+        self.assertEqual(ini.get("MyACRNema"), "NEWAE")
+        self.assertEqual(len(lines), len(MANUAL_INI.splitlines()))
+
+    def test_setWithoutSpaces(self):
+        ini = DicomIni.fromString("TCPPort=104\n")
+        ini.set("TCPPort", 11112)
+        self.assertEqual(ini.toString(), "TCPPort=11112\n")
+
+    def test_setNewKeyGoesAfterLastKeyOfSection(self):
+        ini = DicomIni.fromString("[sscscp]\nA = 1\n\n# about lua\n[lua]\nB = 2\n")
+        ini.set("NewKey", "v")
+        ini.set("Other", "w", section="lua")
+        self.assertEqual(ini.toString(),
+                         "[sscscp]\nA = 1\nNewKey = v\n\n# about lua\n[lua]\nB = 2\nOther = w\n")
+
+    def test_setInNewSection(self):
+        ini = DicomIni.fromString("[sscscp]\nA = 1\n")
+        ini.set("size", "560", section="webdefaults")
+        self.assertEqual(ini.toString(), "[sscscp]\nA = 1\n\n[webdefaults]\nsize = 560\n")
+        self.assertEqual(ini.sectionNames(), ["sscscp", "webdefaults"])
+        self.assertEqual(ini.get("SIZE", section="WEBDEFAULTS"), "560")
+
+    def test_setRejectsMultiLineValuesAndBadKeys(self):
+        ini = DicomIni.fromString("")
+        self.assertRaises(ValueError, ini.set, "A", "1\nB = 2")
+        self.assertRaises(ValueError, ini.set, "A=B", "1")
+        self.assertRaises(ValueError, ini.set, "# A", "1")
+
+    def test_delete(self):
+        ini = DicomIni.fromString("[sscscp]\n# port\nTCPPort = 1\nAE = X\n")
+        ini.delete("tcpport")
+        ini.delete("NotThere")
+        self.assertFalse(ini.has("TCPPort"))
+        self.assertEqual(ini.toString(), "[sscscp]\n# port\nAE = X\n")
+
+    def test_writeAndReadBack(self):
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write(MANUAL_INI)
+        ini = DicomIni.fromFile(path)
+        ini.set("TCPPort", "11112")
+        ini.set("WorkListTableName", "DICOMWorkList")
+        ini.delete("Edition")
+        ini.write()
+        again = DicomIni.fromFile(path)
+        self.assertEqual(again.getint("TCPPort", 0), 11112)
+        self.assertEqual(again.get("WorkListTableName"), "DICOMWorkList")
+        self.assertFalse(again.has("Edition"))
+        with open(path) as f:
+            text = f.read()
+        self.assertIn("# Network configuration: server name and TCP/IP port#\n", text)
+        self.assertIn("TCPPort             = 11112\n", text)
+        self.assertEqual(os.listdir(os.path.dirname(path)), [os.path.basename(path)])
+
+    def test_writeKeepsWindowsLineEndings(self):
+        path = self.mktemp()
+        ini = DicomIni.fromString("[sscscp]\r\nA = 1\r\n", path)
+        ini.set("B", "2")
+        ini.write()
+        with open(path, "rb") as f:
+            self.assertEqual(f.read(), b"[sscscp]\r\nA = 1\r\nB = 2\r\n")
+
+    def test_writeKeepsModeAndFollowsSymlinks(self):
+        folder = os.path.abspath(self.mktemp())
+        os.makedirs(folder)
+        real = os.path.join(folder, "real.ini")
+        link = os.path.join(folder, "dicom.ini")
+        with open(real, "w") as f:
+            f.write("A = 1\n")
+        os.chmod(real, 0o640)
+        os.symlink(real, link)
+        ini = DicomIni.fromFile(link)
+        ini.set("A", "2")
+        ini.write()
+        self.assertTrue(os.path.islink(link))
+        self.assertEqual(os.stat(real).st_mode & 0o777, 0o640)
+        self.assertEqual(DicomIni.fromFile(real).get("A"), "2")
+
+    def test_writeElsewhere(self):
+        target = self.mktemp()
+        ini = DicomIni.fromString("A = 1\n", "original.ini")
+        ini.write(target)
+        self.assertEqual(DicomIni.fromFile(target).get("A"), "1")
+        self.assertFalse(os.path.exists("original.ini"))

@@ -1,0 +1,317 @@
+"""Tests for pacscore.config.loader and the packaged default etc/ files."""
+
+import os
+import site
+import sys
+
+from pydicom import uid
+from pynetdicom import sop_class
+from twisted.trial import unittest
+
+import pacscore
+from pacscore.config.acrnema import Node
+from pacscore.config.errors import ConfigError
+from pacscore.config.ini import DicomIni
+from pacscore.config.loader import Configuration, defaultConfigDir, loadConfiguration
+
+AMAP = "CONQUESTSRV1  127.0.0.1  5678  un\n"
+SOPS = "Verification 1.2.840.10008.1.1 sop\nLittleEndianImplicit 1.2.840.10008.1.2 transfer\n"
+SQL = """
+*Patient* { { 0x0010, 0x0020, "PatientID", 64, SQL_C_CHAR, DT_STR } }
+*Study* { { 0x0020, 0x000d, "StudyInstanceUID", 64, SQL_C_CHAR, DT_UI },
+          { 0x0010, 0x0020, "PatientID", 64, SQL_C_CHAR, DT_STR } }
+*Series* { { 0x0020, 0x000e, "SeriesInstanceUID", 64, SQL_C_CHAR, DT_UI },
+           { 0x0020, 0x000d, "StudyInstanceUID", 64, SQL_C_CHAR, DT_UI } }
+*Image* { { 0x0008, 0x0018, "SOPInstanceUID", 64, SQL_C_CHAR, DT_UI },
+          { 0x0020, 0x000e, "SeriesInstanceUID", 64, SQL_C_CHAR, DT_UI } }
+"""
+
+
+def standardUid(keyword):
+    """The UID of a DICOM keyword, from pynetdicom's or pydicom's tables."""
+    return str(getattr(sop_class, keyword, None) or getattr(uid, keyword))
+
+
+def writeFile(folder, name, text):
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, name)
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+class LoadTests(unittest.TestCase):
+    """loadConfiguration with a Conquest folder."""
+
+    def setUp(self):
+        self.configDir = os.path.abspath(self.mktemp())
+        self.workdir = os.path.abspath(self.mktemp())
+        os.makedirs(self.workdir)
+        self.ini = writeFile(self.configDir, "dicom.ini",
+                             "[sscscp]\nMyACRNema = PACS1\nTCPPort = 11112\n"
+                             "ACRNemaMap = acrnema.map\nkFactorFile = dicom.sql\n"
+                             "SOPClassList = dgatesop.lst\n")
+        writeFile(self.configDir, "acrnema.map", AMAP)
+        writeFile(self.configDir, "dicom.sql", SQL)
+        writeFile(self.configDir, "dgatesop.lst", SOPS)
+
+    def test_folder(self):
+        configuration = loadConfiguration(self.configDir, self.workdir)
+        self.assertIsInstance(configuration, Configuration)
+        self.assertEqual(configuration.configDir, self.configDir)
+        self.assertEqual(configuration.iniPath, self.ini)
+        self.assertEqual(configuration.workdir, self.workdir)
+        self.assertEqual(configuration.aeTitle, "PACS1")
+        self.assertEqual(configuration.tcpPort, 11112)
+        self.assertEqual(configuration.acrNemaMap.nodes, [Node("CONQUESTSRV1", "127.0.0.1", "5678", "un")])
+        self.assertEqual(configuration.acrNemaMap.path, os.path.join(self.configDir, "acrnema.map"))
+        self.assertEqual(len(configuration.sopList.sops()), 1)
+        self.assertEqual(len(configuration.layout.image), 2)
+
+    def test_iniFile(self):
+        configuration = loadConfiguration(self.ini, self.workdir)
+        self.assertEqual(configuration.configDir, self.configDir)
+
+    def test_relativeConfigPathIsRelativeToCurrentDirectory(self):
+        relative = os.path.relpath(self.ini)
+        self.assertEqual(loadConfiguration(relative, self.workdir).iniPath, self.ini)
+
+    def test_workdirDefaultsToCurrentDirectory(self):
+        self.assertEqual(loadConfiguration(self.configDir).workdir, os.getcwd())
+
+    def test_filesFallBackToWorkdir(self):
+        os.rename(os.path.join(self.configDir, "dicom.sql"), os.path.join(self.workdir, "dicom.sql"))
+        configuration = loadConfiguration(self.configDir, self.workdir)
+        self.assertEqual(configuration.layout.path, os.path.join(self.workdir, "dicom.sql"))
+
+    def test_configDirWinsOverWorkdir(self):
+        writeFile(self.workdir, "acrnema.map", "OTHER 1.1.1.1 104\n")
+        configuration = loadConfiguration(self.configDir, self.workdir)
+        self.assertEqual(configuration.acrNemaMap.nodes[0].ae, "CONQUESTSRV1")
+
+    def test_absoluteAndRenamedFiles(self):
+        elsewhere = writeFile(os.path.abspath(self.mktemp()), "nodes.txt", "FAR 10.0.0.1 104\n")
+        writeFile(self.configDir, "sops.lst", SOPS)
+        writeFile(self.configDir, "dicom.ini",
+                  f"[sscscp]\nACRNemaMap = {elsewhere}\nSOPClassList = sops.lst\n")
+        configuration = loadConfiguration(self.configDir, self.workdir)
+        self.assertEqual(configuration.acrNemaMap.path, elsewhere)
+        self.assertEqual(configuration.acrNemaMap.nodes[0].ae, "FAR")
+        self.assertEqual(configuration.sopList.path, os.path.join(self.configDir, "sops.lst"))
+        self.assertEqual(configuration.layout.path, os.path.join(self.configDir, "dicom.sql"))
+
+    def test_missingFileNamesTheKey(self):
+        os.remove(os.path.join(self.configDir, "dgatesop.lst"))
+        error = self.assertRaises(ConfigError, loadConfiguration, self.configDir, self.workdir)
+        self.assertIn(f"{self.ini}:6:", str(error))
+        self.assertIn("SOPClassList = dgatesop.lst", str(error))
+
+    def test_missingIni(self):
+        error = self.assertRaises(ConfigError, loadConfiguration, self.workdir, self.workdir)
+        self.assertIn(os.path.join(self.workdir, "dicom.ini"), str(error))
+
+    def test_errorsInNamedFilesNameThem(self):
+        writeFile(self.configDir, "acrnema.map", AMAP + "BROKEN 1.1.1.1\n")
+        error = self.assertRaises(ConfigError, loadConfiguration, self.configDir, self.workdir)
+        self.assertIn(os.path.join(self.configDir, "acrnema.map") + ":2:", str(error))
+
+
+class AccessorTests(unittest.TestCase):
+    """The typed accessors of Configuration."""
+
+    def configuration(self, iniText, workdir="/w"):
+        ini = DicomIni.fromString(iniText, "/c/dicom.ini")
+        return Configuration(ini=ini, acrNemaMap=None, sopList=None, layout=None,
+                             configDir="/c", workdir=workdir, iniPath="/c/dicom.ini")
+
+    def test_defaults(self):
+        configuration = self.configuration("[sscscp]\nSendUpperCaseAE =\n")
+        self.assertEqual(configuration.aeTitle, "CONQUESTSRV1")
+        self.assertEqual(configuration.tcpPort, 5678)
+        self.assertEqual(configuration.fileNameSyntax, "4")
+        self.assertEqual(configuration.maxFileNameLength, 255)
+        self.assertEqual(configuration.tcpipTimeout, 300)
+        self.assertEqual(configuration.storageFailedErrorCode, 272)
+        self.assertEqual(configuration.magDevices, [])
+        self.assertEqual(configuration.tableNames, {
+            "patient": "DICOMPatients", "study": "DICOMStudies", "series": "DICOMSeries",
+            "image": "DICOMImages", "worklist": "DICOMWorkList"})
+
+    def test_values(self):
+        configuration = self.configuration(
+            "[sscscp]\nMyACRNema = ARCHIVE\nTCPPort = 104\nFileNameSyntax = %id\\%sopuid.dcm\n"
+            "MaxFileNameLength = 64\nTCPIPTimeOut = 30\nStorageFailedErrorCode = 42752\n"
+            "PatientTableName = P\nStudyTableName = S\nSeriesTableName = E\nImageTableName = I\n"
+            "WorkListTableName = W\n")
+        self.assertEqual(configuration.aeTitle, "ARCHIVE")
+        self.assertEqual(configuration.tcpPort, 104)
+        self.assertEqual(configuration.fileNameSyntax, "%id\\%sopuid.dcm")
+        self.assertEqual(configuration.maxFileNameLength, 64)
+        self.assertEqual(configuration.tcpipTimeout, 30)
+        self.assertEqual(configuration.storageFailedErrorCode, 42752)
+        self.assertEqual(configuration.tableNames, {
+            "patient": "P", "study": "S", "series": "E", "image": "I", "worklist": "W"})
+
+    def test_badInteger(self):
+        error = self.assertRaises(ConfigError, lambda: self.configuration("[sscscp]\nTCPPort = five\n").tcpPort)
+        self.assertIn("/c/dicom.ini:2:", str(error))
+        self.assertIn("TCPPort", str(error))
+
+    def test_magDevicesByCount(self):
+        configuration = self.configuration(
+            "MAGDevices = 2\nMAGDevice0 = ./data/\nMAGDevice1 = /mnt/archive/\nMAGDevice2 = /ignored\n")
+        self.assertEqual(configuration.magDevices, [("MAG0", "/w/data"), ("MAG1", "/mnt/archive")])
+
+    def test_magDevicesWithoutCount(self):
+        configuration = self.configuration("MAGDevice1 = b\nmagdevice0 = a\nMAGDeviceThreshold = 0\n")
+        self.assertEqual(configuration.magDevices, [("MAG0", "/w/a"), ("MAG1", "/w/b")])
+
+    def test_magDeviceMissing(self):
+        configuration = self.configuration("# disks\nMAGDevices = 2\nMAGDevice0 = ./data/\n")
+        error = self.assertRaises(ConfigError, lambda: configuration.magDevices)
+        self.assertIn("/c/dicom.ini:2:", str(error))
+        self.assertIn("MAGDevice1", str(error))
+
+    def test_resolvePath(self):
+        configuration = self.configuration("", workdir="/srv/pacs")
+        self.assertEqual(configuration.resolvePath("./data/"), "/srv/pacs/data")
+        self.assertEqual(configuration.resolvePath("data"), "/srv/pacs/data")
+        self.assertEqual(configuration.resolvePath("./data/dbase/conquest.db3"), "/srv/pacs/data/dbase/conquest.db3")
+        self.assertEqual(configuration.resolvePath("/abs/dir/"), "/abs/dir")
+        self.assertEqual(configuration.resolvePath("../other"), "/srv/other")
+
+
+class DefaultConfigDirTests(unittest.TestCase):
+    """Finding the packaged etc/."""
+
+    def test_sourceCheckout(self):
+        expected = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(pacscore.__file__))), "etc")
+        self.assertEqual(defaultConfigDir(), expected)
+        self.assertTrue(os.path.isfile(os.path.join(expected, "dicom.ini")))
+
+    def fakeInstall(self):
+        """Point ``pacscore.__file__`` at an empty install; returns its folder."""
+        folder = os.path.abspath(self.mktemp())
+        writeFile(os.path.join(folder, "pacscore"), "__init__.py", "")
+        self.patch(pacscore, "__file__", os.path.join(folder, "pacscore", "__init__.py"))
+        self.patch(sys, "prefix", os.path.abspath(self.mktemp()))
+        self.patch(site, "getuserbase", lambda: os.path.abspath("no-user-base"))
+        return folder
+
+    def test_wheelInstall(self):
+        self.fakeInstall()
+        writeFile(os.path.join(sys.prefix, "share", "pacs", "etc"), "dicom.ini", "")
+        self.assertEqual(defaultConfigDir(), os.path.join(sys.prefix, "share", "pacs", "etc"))
+
+    def test_targetInstall(self):
+        target = self.fakeInstall()
+        writeFile(os.path.join(target, "share", "pacs", "etc"), "dicom.ini", "")
+        self.assertEqual(defaultConfigDir(), os.path.join(target, "share", "pacs", "etc"))
+
+    def test_userInstall(self):
+        self.fakeInstall()
+        userBase = os.path.abspath(self.mktemp())
+        self.patch(site, "getuserbase", lambda: userBase)
+        writeFile(os.path.join(userBase, "share", "pacs", "etc"), "dicom.ini", "")
+        self.assertEqual(defaultConfigDir(), os.path.join(userBase, "share", "pacs", "etc"))
+
+    def test_nothingFound(self):
+        self.fakeInstall()
+        error = self.assertRaises(ConfigError, defaultConfigDir)
+        self.assertIn("dicom.ini", str(error))
+        self.assertIn(os.path.join(sys.prefix, "share", "pacs", "etc"), str(error))
+
+
+class PackagedDefaultsTests(unittest.TestCase):
+    """The files in etc/ parse and hold what the product promises."""
+
+    def setUp(self):
+        self.workdir = os.path.abspath(self.mktemp())
+        self.configuration = loadConfiguration(workdir=self.workdir)
+
+    def test_loads(self):
+        configuration = self.configuration
+        self.assertEqual(configuration.configDir, defaultConfigDir())
+        self.assertEqual(configuration.aeTitle, "CONQUESTSRV1")
+        self.assertEqual(configuration.tcpPort, 5678)
+        self.assertEqual(configuration.magDevices, [("MAG0", os.path.join(self.workdir, "data"))])
+        self.assertEqual(configuration.fileNameSyntax, "4")
+        self.assertEqual(configuration.tcpipTimeout, 300)
+        self.assertEqual(configuration.storageFailedErrorCode, 272)
+        self.assertEqual(configuration.tableNames["worklist"], "DICOMWorkList")
+        self.assertEqual(configuration.resolvePath(configuration.ini.get("SQLServer")),
+                         os.path.join(self.workdir, "data", "dbase", "conquest.db3"))
+
+    def test_dicomIni(self):
+        ini = self.configuration.ini
+        self.assertEqual(ini.sectionNames(), ["sscscp"])
+        expected = {"SQLite": "1", "Postgres": "0", "MySQL": "0", "MAGDevices": "1",
+                    "IncomingCompression": "as", "DroppedFileCompression": "as",
+                    "EnableComputedFields": "1", "ExportConverters": "0", "ImportConverters": "0",
+                    "ACRNemaMap": "acrnema.map", "kFactorFile": "dicom.sql", "SOPClassList": "dgatesop.lst"}
+        self.assertEqual({key: ini.get(key) for key in expected}, expected)
+        self.assertTrue(ini.get("ExportConverter0").startswith("nop "))
+        for key in ("MIRRORDevices", "CACHEDevices", "JUKEBOXDevices"):
+            self.assertFalse(ini.has(key))
+        with open(self.configuration.iniPath) as f:
+            lines = f.read().splitlines()
+        ours = lines.index("WorkListTableName        = DICOMWorkList")
+        self.assertIn("pacs", lines[ours - 1])
+
+    def test_acrNemaMap(self):
+        amap = self.configuration.acrNemaMap
+        self.assertEqual(amap.nodes, [Node("CONQUESTSRV1", "127.0.0.1", "5678", "un"),
+                                      Node("V*", "*", "1234", "un"), Node("S*", "*", "5678", "un")])
+        self.assertEqual(amap.lookup("V10.0.0.7"), Node("V10.0.0.7", "10.0.0.7", "1234", "un"))
+
+    def test_layoutIsTheManuals(self):
+        layout = self.configuration.layout
+        self.assertEqual([len(columns) for _, columns in layout.levels()], [4, 14, 17, 21])
+        self.assertEqual(len(layout.worklist), 26)
+        self.assertEqual(layout.study[-1].name, "PatientID")
+        self.assertEqual(layout.series[-1].name, "StudyInstanceUID")
+        self.assertEqual(layout.image[-1].name, "SeriesInstanceUID")
+        self.assertEqual(layout.worklist[-1].hl7, "OBR.27")
+
+    def test_transferSyntaxesWeStoreAsReceived(self):
+        enabled = {entry.uid for entry in self.configuration.sopList.transfers()}
+        for name in ("ImplicitVRLittleEndian", "ExplicitVRLittleEndian", "ExplicitVRBigEndian",
+                     "DeflatedExplicitVRLittleEndian", "JPEGBaseline8Bit", "JPEGExtended12Bit",
+                     "JPEGLossless", "JPEGLosslessSV1", "JPEGLSLossless", "JPEGLSNearLossless",
+                     "RLELossless", "JPEG2000Lossless", "JPEG2000"):
+            self.assertIn(getattr(uid, name), enabled, name)
+
+    def test_modernSopClasses(self):
+        enabled = {entry.uid for entry in self.configuration.sopList.sops()}
+        for name in ("EnhancedCTImageStorage", "EnhancedMRColorImageStorage", "EnhancedPETImageStorage",
+                     "SegmentationStorage", "SecondaryCaptureImageStorage",
+                     "DigitalXRayImageStorageForPresentation", "BreastTomosynthesisImageStorage",
+                     "EncapsulatedPDFStorage", "XRayRadiationDoseSRStorage", "EnhancedXAImageStorage",
+                     "EnhancedXRFImageStorage", "OphthalmicPhotography8BitImageStorage",
+                     "OphthalmicPhotography16BitImageStorage", "VLWholeSlideMicroscopyImageStorage",
+                     "SpatialRegistrationStorage", "ColorSoftcopyPresentationStateStorage",
+                     "PseudoColorSoftcopyPresentationStateStorage", "RTIonPlanStorage",
+                     "RTIonBeamsTreatmentRecordStorage", "ModalityWorklistInformationFind",
+                     "Verification",
+                     "PatientRootQueryRetrieveInformationModelFind",
+                     "PatientRootQueryRetrieveInformationModelMove",
+                     "PatientRootQueryRetrieveInformationModelGet",
+                     "StudyRootQueryRetrieveInformationModelFind",
+                     "StudyRootQueryRetrieveInformationModelMove",
+                     "StudyRootQueryRetrieveInformationModelGet",
+                     "PatientStudyOnlyQueryRetrieveInformationModelGet"):
+            self.assertIn(standardUid(name), enabled, name)
+
+    def test_namedStandardUidsAreRight(self):
+        # SOP classes we added carry pydicom's keyword as name: their UIDs must agree.
+        checked = 0
+        for entry in self.configuration.sopList.sops():
+            expected = getattr(uid, entry.name, None)
+            if isinstance(expected, str):
+                self.assertEqual(entry.uid, expected, entry.name)
+                checked += 1
+        self.assertGreater(checked, 40)
+
+    def test_gemrAndGectStayDisabled(self):
+        disabled = {e.name for e in self.configuration.sopList.entries if not e.enabled}
+        self.assertTrue({"GEMRStorage", "GECTStorage"} <= disabled)

@@ -1,0 +1,1 @@
+"""Index schema from dicom.sql, upserts, group-commit writer, DB threads."""

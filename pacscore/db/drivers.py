@@ -1,0 +1,31 @@
+"""Choosing the database driver plugin, as twisted.cred's strcred picks a
+checker factory: by the scheme of ``--db SCHEME:...`` or by dicom.ini."""
+
+from twisted.plugin import getPlugins
+
+import plugins
+from pacscore.interfaces import IDatabaseDriver
+
+
+def availableDrivers():
+    """Every installed ``IDatabaseDriver`` plugin, sorted by name."""
+    return sorted(getPlugins(IDatabaseDriver, plugins), key=lambda d: d.name)
+
+
+def findDriver(description, configuration):
+    """``(driver, description)`` for ``--db description``, or with None the
+    first driver (by name) that the dicom.ini selects, with the description
+    built from dicom.ini.  ``ValueError`` when nothing matches."""
+    drivers = availableDrivers()
+    names = ", ".join(d.name for d in drivers) or "none"
+    if description is None:
+        for driver in drivers:
+            if driver.selectedBy(configuration):
+                return driver, driver.urlFromConfiguration(configuration)
+        raise ValueError(f"dicom.ini selects no database driver (available: {names})")
+    scheme = description.partition(":")[0]
+    for driver in drivers:
+        if driver.name == scheme:
+            return driver, description
+    raise ValueError(f"Unknown database driver {scheme!r} in --db {description!r} "
+                     f"(available: {names})")

@@ -1,0 +1,153 @@
+"""The image index: Conquest's tables, a group-commit writer, a reader pool.
+
+Nothing here blocks the reactor: ``store`` and ``runWrite`` go to the
+writer thread(s), ``runQuery`` to a pool of reader threads, and their
+results come back as Deferreds.  ``createTables``, ``initializeTables`` and
+``storeMany`` are synchronous, for startup and offline tools (``dgate -i``,
+``dgate -r``).
+"""
+
+import itertools
+import threading
+
+from sqlalchemy import MetaData
+from twisted.internet import defer, threads
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
+
+from pacscore.db.records import ImageRecord, Replaced, Upserter, buildLevels, checkRecord
+from pacscore.db.schema import buildTables
+from pacscore.db.writer import BatchRunner, GroupCommitWriter, callEach
+
+__all__ = ["ImageRecord", "Index", "Replaced"]
+
+
+class Index:
+    """The index of one archive; ``start``/``stop`` for a wrapping Service."""
+
+    log = Logger()
+    storeManyBatch = 500
+
+    def __init__(self, engine, layout, tableNames, writerThreads=1, readerThreads=4,
+                 reactor=None):
+        if reactor is None:
+            from twisted.internet import reactor
+        self.engine = engine
+        self.layout = layout
+        self.reactor = reactor
+        self.metadata = MetaData()
+        self.tables = buildTables(layout, tableNames, self.metadata)
+        self._levels = buildLevels(self.tables, layout)
+        self._upserters = {}  # writer thread ident -> its Upserter
+        self._writer = GroupCommitWriter(engine, reactor, writerThreads,
+                                         onRollback=self._forgetWriterCache)
+        self.readerThreads = readerThreads
+        self._readers = None  # a ThreadPool while started
+
+    def createTables(self):
+        """Create the missing tables and their indexes."""
+        self.metadata.create_all(self.engine)
+
+    def initializeTables(self, worklist=False):
+        """Drop and recreate the patient/study/series/image tables, or with
+        ``worklist=True`` only the worklist table."""
+        tables = ([self.tables.worklist] if worklist else
+                  [self.tables.patient, self.tables.study, self.tables.series,
+                   self.tables.image])
+        self.metadata.drop_all(self.engine, tables=tables)
+        self.metadata.create_all(self.engine, tables=tables)
+        self.forgetCache()
+        self.log.info("Initialized {tables}", tables=", ".join(t.name for t in tables))
+
+    def upsertImage(self, connection, record):
+        """Write one ``ImageRecord`` inside the caller's transaction (no
+        cache).  ``Replaced`` of the file it replaces, or None."""
+        return Upserter(self._levels).upsertImages(connection, [record])[0]
+
+    def store(self, record):
+        """Deferred firing with ``Replaced`` or None once the record's
+        transaction has committed; ``ValueError`` for unusable records."""
+        try:
+            checkRecord(self._levels, record)
+        except ValueError:
+            return defer.fail()
+        return self._writer.submit(self._upsertInWriter, record)
+
+    def storeMany(self, records):
+        """Synchronously index ``records`` (any iterable), one transaction
+        per ``storeManyBatch``; one ``Replaced`` or None per record.
+
+        A failing record does not stop the others of its batch from being
+        committed; then its error is raised (``ValueError`` for unusable
+        records) and later batches are not written."""
+        upserter = Upserter(self._levels)
+        runner = BatchRunner(self.engine, upserter.forgetCache)
+        records = iter(records)
+        results = []
+        while batch := list(itertools.islice(records, self.storeManyBatch)):
+            outcomes = runner.run([(upserter.upsertImages, record) for record in batch])
+            for ok, value in outcomes:
+                if not ok:
+                    value.raiseException()
+            results += [value for _, value in outcomes]
+        return results
+
+    def runWrite(self, fn, *args, **kw):
+        """Deferred of ``fn(connection, *args, **kw)`` run by the writer,
+        in order with stores and group-committed with them.
+
+        For deletes and merges: ``fn`` runs in the writer thread, so it
+        should call ``forgetCache()`` after changing rows.  It may run twice
+        (see ``BatchRunner``)."""
+        return self._writer.submit(callEach, (fn, args, kw))
+
+    def runQuery(self, fn, *args, **kw):
+        """Deferred of ``fn(connection, *args, **kw)`` run in a reader thread."""
+        if self._readers is None:
+            return defer.fail(RuntimeError("the index is not started"))
+        return threads.deferToThreadPool(self.reactor, self._readers,
+                                         self._withConnection, fn, args, kw)
+
+    def forgetCache(self):
+        """Make the writers re-read patient/study/series rows.
+
+        Needed whenever rows change other than through ``store``: deletes,
+        merges, ``initializeTables``.  Callable from any thread; call it
+        from ``runWrite`` to be ordered with pending stores."""
+        for upserter in list(self._upserters.values()):
+            upserter.forgetCache()
+
+    def start(self):
+        """Start the writer thread(s) and the reader pool."""
+        self._writer.start()
+        if self._readers is None:
+            self._readers = ThreadPool(0, self.readerThreads, name="pacs-db-reader")
+            self._readers.start()
+
+    def stop(self):
+        """Deferred firing when every pending write is committed and all
+        threads have ended (joined off the reactor thread)."""
+        readers, self._readers = self._readers, None
+        d = self._writer.stop()
+        if readers is not None:
+            d.addCallback(lambda _: threads.deferToThreadPool(
+                self.reactor, self.reactor.getThreadPool(), readers.stop))
+        d.addCallback(lambda _: self._upserters.clear())
+        return d
+
+    def _withConnection(self, fn, args, kw):
+        with self.engine.connect() as connection:
+            return fn(connection, *args, **kw)
+
+    def _writerUpserter(self):
+        thread = threading.get_ident()
+        upserter = self._upserters.get(thread)
+        if upserter is None:
+            upserter = self._upserters[thread] = Upserter(self._levels)
+        return upserter
+
+    def _upsertInWriter(self, connection, records):
+        return self._writerUpserter().upsertImages(connection, records)
+
+    def _forgetWriterCache(self):
+        self._writerUpserter().forgetCache()

@@ -1,0 +1,214 @@
+"""Image records and Conquest's rules for writing them into the index.
+
+One stored object touches four rows: its patient (keyed by PatientID), study
+(StudyInstanceUID), series (SeriesInstanceUID) and image (SOPInstanceUID),
+each keyed by its table's first dicom.sql column.  Every column takes its
+value from the object by the column's tag, the link columns too.
+
+- A missing row is inserted.
+- An existing patient/study/series row gets only the columns whose new value
+  is non-empty and differs: a known value is never blanked out.
+- An existing image row (the same SOPInstanceUID arrives again) is replaced
+  completely, file location included; the previous file is reported as
+  ``Replaced`` when it differs, so the caller can delete it.
+- Values longer than their column are truncated (as Conquest does).
+"""
+
+import time
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from sqlalchemy import bindparam, select
+from twisted.logger import Logger
+
+from pacscore.db.schema import LEVELS
+
+
+@dataclass
+class ImageRecord:
+    """What the index needs to know about one stored object.
+
+    ``attrs`` maps tags (``0xGGGGEEEE``) to values as read from the object:
+    stripped, multiple values joined with a backslash.  ``objectFile`` is the
+    path relative to the MAG device ``deviceName``, with "/" separators.
+    """
+
+    attrs: dict[int, str]
+    deviceName: str
+    objectFile: str
+
+
+class Replaced(NamedTuple):
+    """The file a re-stored image used to point at."""
+
+    deviceName: str
+    objectFile: str
+
+
+class _Field(NamedTuple):
+    name: str
+    tag: int
+    length: int
+    isDate: bool
+
+
+class Level:
+    """One of the four image-level tables, ready for upserts."""
+
+    log = Logger()
+
+    def __init__(self, name, table, columns):
+        self.name = name
+        self.table = table
+        self.fields = [_Field(c.name, c.tag, table.c[c.name].type.length,
+                              c.sqlType == "SQL_C_DATE") for c in columns]
+        self.tags = tuple(f.tag for f in self.fields)
+        self.keyName = self.fields[0].name
+        self.keyTag = self.fields[0].tag
+        self.key = table.c[self.keyName]
+        self.selectRow = select(*(table.c[f.name] for f in self.fields)).where(
+            self.key == bindparam("b_key"))
+        self.insert = table.insert()
+        self.update = table.update().where(self.key == bindparam("b_key"))
+
+    def values(self, attrs):
+        """Column name -> value for this table, dates as YYYYMMDD, truncated."""
+        values = {}
+        for name, tag, length, isDate in self.fields:
+            value = attrs.get(tag, "")
+            if isDate:
+                value = value.replace(".", "")
+            if len(value) > length:
+                self.log.debug("Truncating {table}.{column} to {length} characters: "
+                               "{value!r}", table=self.table.name, column=name,
+                               length=length, value=value)
+                value = value[:length]
+            values[name] = value
+        return values
+
+
+def buildLevels(tables, layout):
+    """The four ``Level`` objects, patient first."""
+    return [Level(name, getattr(tables, name), getattr(layout, name))
+            for name in LEVELS]
+
+
+def checkRecord(levels, record):
+    """Raise ``ValueError`` if the record cannot be indexed at all: no
+    study/series/SOP instance UID, or no usable file location."""
+    for level in levels[1:]:
+        if not record.attrs.get(level.keyTag):
+            raise ValueError(f"{level.table.name}: empty {level.keyName}")
+    columns = levels[3].table.c
+    for value, column in ((record.deviceName, columns.DeviceName),
+                          (record.objectFile, columns.ObjectFile)):
+        if not 0 < len(value) <= column.type.length:
+            raise ValueError(f"{column.name} {value!r} must have 1 to "
+                             f"{column.type.length} characters")
+
+
+class Upserter:
+    """Writes ``ImageRecord``s by the rules above, for ONE thread.
+
+    Keeps ``(level, key) -> (values last seen, values known in the row)``
+    for patient, study and series rows: the images of one series then cost
+    no parent statements at all, and a batch of new images costs one
+    SELECT ... IN and one executemany INSERT.  The cache assumes that rows
+    change only through this object: call ``forgetCache()`` after any
+    rollback and after deleting or rewriting rows (deletes, merges,
+    initialization).
+    """
+
+    maxCached = 10000
+    selectChunk = 500  # keys per SELECT ... IN (SQLite's variable limit)
+
+    def __init__(self, levels):
+        self._levels = levels
+        self._parents = levels[:3]
+        self._image = levels[3]
+        columns = self._image.table.c
+        self._selectLocations = select(self._image.key, columns.DeviceName,
+                                       columns.ObjectFile).where(
+            self._image.key.in_(bindparam("b_keys", expanding=True)))
+        self._cache = {}
+
+    def forgetCache(self):
+        """Drop every cached row (safe from any thread)."""
+        self._cache.clear()
+
+    def upsertImages(self, connection, records):
+        """Write records inside the caller's transaction.
+
+        One result per record: ``Replaced`` of the previous file of its
+        SOPInstanceUID, or None.  ``ValueError`` (before writing anything)
+        if any record has no UIDs or file location.
+        """
+        for record in records:
+            checkRecord(self._levels, record)
+        now = int(time.time())
+        rows = []
+        for record in records:
+            for level in self._parents:
+                self._upsertParent(connection, level, record.attrs, now)
+            rows.append({**self._image.values(record.attrs),
+                         "DeviceName": record.deviceName, "ObjectFile": record.objectFile,
+                         "AccessTime": now, "qTimeStamp": now})
+        return self._writeImages(connection, rows)
+
+    def _upsertParent(self, connection, level, attrs, now):
+        seen = tuple(map(attrs.get, level.tags))
+        cacheKey = (level.name, attrs.get(level.keyTag, ""))
+        cached = self._cache.get(cacheKey)
+        if cached is not None and cached[0] == seen:
+            return
+        values = level.values(attrs)
+        key = values[level.keyName]
+        if cached is not None:
+            known = cached[1]
+        else:
+            row = connection.execute(level.selectRow, {"b_key": key}).first()
+            if row is None:
+                connection.execute(level.insert, {**values, "AccessTime": now,
+                                                  "qTimeStamp": now})
+                self._remember(cacheKey, seen, values)
+                return
+            known = row._asdict()
+        changes = {name: value for name, value in values.items()
+                   if value and value != known[name]}
+        if changes:
+            connection.execute(level.update, {**changes, "b_key": key})
+        self._remember(cacheKey, seen, {**known, **changes})
+
+    def _remember(self, cacheKey, seen, known):
+        if len(self._cache) >= self.maxCached:
+            self._cache.clear()
+        self._cache[cacheKey] = (seen, known)
+
+    def _writeImages(self, connection, rows):
+        keyName = self._image.keyName
+        locations = self._locations(connection, [row[keyName] for row in rows])
+        inserts, updates, results = [], [], []
+        for row in rows:
+            key = row[keyName]
+            location = (row["DeviceName"], row["ObjectFile"])
+            previous = locations.get(key)
+            if previous is None:
+                inserts.append(row)
+            else:
+                updates.append({**row, "b_key": key})
+            results.append(Replaced(*previous) if previous not in (None, location) else None)
+            locations[key] = location
+        if inserts:
+            connection.execute(self._image.insert, inserts)
+        for update in updates:  # after the inserts: a SOP twice in one batch
+            connection.execute(self._image.update, update)
+        return results
+
+    def _locations(self, connection, keys):
+        """SOPInstanceUID -> (DeviceName, ObjectFile) of the rows that exist."""
+        locations = {}
+        for start in range(0, len(keys), self.selectChunk):
+            chunk = keys[start:start + self.selectChunk]
+            locations.update((key, (device, path)) for key, device, path in
+                             connection.execute(self._selectLocations, {"b_keys": chunk}))
+        return locations

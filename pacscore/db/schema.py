@@ -1,0 +1,81 @@
+"""SQLAlchemy Core tables built from dicom.sql (manual 7.3).
+
+Conquest's table and column names are kept, so an existing Conquest
+database (and the SQL in ``ExportFilter`` or the web pages) keeps working.
+Every DICOM column is a ``String(length)``; SQL_C_DATE columns hold the
+8-character ``YYYYMMDD`` strings Conquest stores.  Conquest's bookkeeping
+columns are added to each table, and the image table also records where
+the object lives (``DeviceName`` ``MAG0`` + ``ObjectFile`` relative path).
+"""
+
+from typing import NamedTuple
+
+from sqlalchemy import Column, Index, Integer, String, Table
+
+LEVELS = ("patient", "study", "series", "image")
+
+# Columns that get a non-unique index wherever a table has them.
+LEVEL_SEARCHED = ("PatientName", "StudyDate", "AccessionNumber", "Modality")
+WORKLIST_SEARCHED = ("AccessionNumber", "PatientID", "PatientName", "StartDate")
+
+
+class Tables(NamedTuple):
+    """The five index tables."""
+
+    patient: Table
+    study: Table
+    series: Table
+    image: Table
+    worklist: Table
+
+
+def _bookkeepingColumns(level):
+    """Conquest's extra columns for one table (fresh objects each call)."""
+    columns = [Column("AccessTime", Integer), Column("qTimeStamp", Integer),
+               Column("qFlags", Integer), Column("qSpare", String(64))]
+    if level == "image":
+        columns += [Column("ObjectFile", String(255)),
+                    Column("DeviceName", String(32))]
+    return columns
+
+
+def _dicomColumn(column):
+    """The SQLAlchemy column for one dicom.sql line."""
+    length = 8 if column.sqlType == "SQL_C_DATE" else column.length
+    return Column(column.name, String(length))
+
+
+def _indexes(level, tableName, names):
+    """Unique on the key (first column), plain on the link (last) and searched ones."""
+    unique, plain = [], []
+    if level in LEVELS:
+        unique.append(names[0])
+        if level != "patient":
+            plain.append(names[-1])
+    searched = WORKLIST_SEARCHED if level == "worklist" else LEVEL_SEARCHED
+    plain += [n for n in searched if n in names and n not in unique + plain]
+    return ([Index(f"ux_{tableName}_{n}", n, unique=True) for n in unique]
+            + [Index(f"ix_{tableName}_{n}", n) for n in plain])
+
+
+def buildTable(level, columns, tableName, metadata):
+    """One table: the layout's columns (no sequence markers) + bookkeeping."""
+    dicom = [c for c in columns if not c.isSequenceMarker]
+    if level in LEVELS and not dicom:
+        raise ValueError(f"dicom.sql: table {tableName} has no columns")
+    sqlColumns = [_dicomColumn(c) for c in dicom] + _bookkeepingColumns(level)
+    seen = set()
+    for column in sqlColumns:
+        if column.name.lower() in seen:
+            raise ValueError(
+                f"dicom.sql: table {tableName} has column {column.name!r} twice")
+        seen.add(column.name.lower())
+    return Table(tableName, metadata, *sqlColumns,
+                 *_indexes(level, tableName, [c.name for c in dicom]))
+
+
+def buildTables(layout, tableNames, metadata):
+    """``Tables`` for a ``DatabaseLayout``; ``tableNames`` maps level -> name."""
+    return Tables(**{
+        level: buildTable(level, getattr(layout, level), tableNames[level], metadata)
+        for level in Tables._fields})

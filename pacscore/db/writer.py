@@ -1,0 +1,144 @@
+"""Group commit: dedicated writer threads, many writes per transaction.
+
+A writer thread blocks for the first queued request, then takes whatever
+else is already queued (up to ``maxBatch``) into the same transaction,
+commits once and only then fires the requests' Deferreds in the reactor
+thread.  Idle, a single request is committed at once; under load the
+batches grow by themselves and one fsync serves hundreds of objects.
+"""
+
+import itertools
+import operator
+import queue
+import threading
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+_STOP = object()
+
+
+def callEach(connection, calls):
+    """A batch function running plain calls ``(fn, args, kw)`` one by one."""
+    return [fn(connection, *args, **kw) for fn, args, kw in calls]
+
+
+class BatchRunner:
+    """Runs requests in one transaction; if that fails, each request alone.
+
+    A request is ``(fn, item)``.  Consecutive requests with the same ``fn``
+    run as one call ``fn(connection, items)``, which returns one result per
+    item (so a batch of images becomes one executemany).  ``onRollback()``
+    runs after every rolled-back transaction, in the same thread (to drop
+    caches of what the transaction wrote).  Batch functions must have no
+    side effects outside the database: a request may run twice.
+    """
+
+    log = Logger()
+
+    def __init__(self, engine, onRollback):
+        self.engine = engine
+        self.onRollback = onRollback
+
+    def run(self, requests):
+        """``[(True, result) | (False, Failure)]``, one per request, in
+        order; the successful ones are committed."""
+        try:
+            with self.engine.begin() as connection:
+                results = []
+                for fn, group in itertools.groupby(requests, key=operator.itemgetter(0)):
+                    results += [(True, result)
+                                for result in fn(connection, [item for _, item in group])]
+        except Exception as error:
+            self.onRollback()
+            if len(requests) == 1:
+                return [(False, Failure())]
+            self.log.warn("Batch of {count} writes failed ({error}); retrying each alone",
+                          count=len(requests), error=error)
+            return [result for request in requests for result in self.run([request])]
+        return results
+
+
+class GroupCommitWriter:
+    """``threads`` writer threads sharing one queue (SQLite: exactly one).
+
+    ``submit`` and ``stop`` must be called from the reactor thread.
+    """
+
+    def __init__(self, engine, reactor, threads=1, onRollback=lambda: None,
+                 maxBatch=1000, name="pacs-db-writer"):
+        self.reactor = reactor
+        self.runner = BatchRunner(engine, onRollback)
+        self.threads = threads
+        self.maxBatch = maxBatch
+        self.name = name
+        self._queue = queue.SimpleQueue()
+        self._running = 0
+        self._stopping = False
+        self._stopWaiters = []
+
+    def start(self):
+        """Start the writer threads (no-op while they run)."""
+        if self._running:
+            return
+        self._stopping = False
+        for number in range(self.threads):
+            self._running += 1
+            threading.Thread(target=self._work, name=f"{self.name}-{number}",
+                             daemon=True).start()
+
+    def submit(self, fn, item):
+        """Deferred firing with ``item``'s result of ``fn(connection, items)``
+        once committed (see ``BatchRunner``)."""
+        if self._stopping:
+            return defer.fail(RuntimeError(f"{self.name} is stopping"))
+        d = defer.Deferred()
+        self._queue.put((d, fn, item))
+        return d
+
+    def stop(self):
+        """Deferred firing once everything submitted before is committed and
+        the threads have ended."""
+        d = defer.Deferred()
+        if not self._running:
+            d.callback(None)
+            return d
+        if not self._stopping:
+            self._stopping = True
+            for _ in range(self.threads):
+                self._queue.put(_STOP)
+        self._stopWaiters.append(d)
+        return d
+
+    def _work(self):
+        stop = False
+        while not stop:
+            batch = [self._queue.get()]
+            while batch[-1] is not _STOP and len(batch) < self.maxBatch:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            if batch[-1] is _STOP:
+                stop = True
+                batch.pop()
+            if batch:
+                results = self.runner.run([(fn, item) for _, fn, item in batch])
+                self.reactor.callFromThread(self._fire, [d for d, _, _ in batch], results)
+        self.reactor.callFromThread(self._threadEnded)
+
+    @staticmethod
+    def _fire(deferreds, results):
+        for d, (ok, value) in zip(deferreds, results):
+            if ok:
+                d.callback(value)
+            else:
+                d.errback(value)
+
+    def _threadEnded(self):
+        self._running -= 1
+        if not self._running:
+            waiters, self._stopWaiters = self._stopWaiters, []
+            for d in waiters:
+                d.callback(None)

@@ -1,0 +1,64 @@
+"""The built-in SQLite driver: the embedded default index database.
+
+Selected by ``--db sqlite:PATH`` or, from dicom.ini, by ``SQLite = 1`` or by
+neither ``Postgres`` nor ``MySQL`` being 1.  The file is ``SQLServer``
+(default ``./data/dbase/conquest.db3``), relative to the working folder.
+Every connection runs in WAL mode with ``synchronous=FULL``: an object
+acknowledged to a sender survives a power loss.
+"""
+
+import os
+
+from sqlalchemy import URL, create_engine, event
+from twisted.plugin import IPlugin
+from zope.interface import implementer
+
+from pacscore.interfaces import IDatabaseDriver
+
+
+@implementer(IPlugin, IDatabaseDriver)
+class SQLiteDriver:
+    """SQLite through the standard library's sqlite3 module."""
+
+    name = "sqlite"
+    description = "SQLite file (embedded default): sqlite:PATH or sqlite:////abs/path"
+    writerThreads = 1
+    defaultPath = "./data/dbase/conquest.db3"
+    pragmas = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL",
+               "PRAGMA busy_timeout=10000", "PRAGMA foreign_keys=OFF")
+
+    def selectedBy(self, configuration):
+        def flag(key):
+            return configuration.ini.get(key, "0").strip() == "1"
+        return flag("SQLite") or not (flag("Postgres") or flag("MySQL"))
+
+    def urlFromConfiguration(self, configuration):
+        path = configuration.ini.get("SQLServer", "").strip() or self.defaultPath
+        return "sqlite:" + configuration.resolvePath(path)
+
+    def createEngine(self, description, configuration):
+        path = self.pathOf(description, configuration)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        engine = create_engine(URL.create("sqlite", database=path),
+                               connect_args={"check_same_thread": False})
+        event.listen(engine, "connect", self._setPragmas)
+        return engine
+
+    def pathOf(self, description, configuration):
+        """The absolute database file of ``sqlite:PATH``, ``sqlite:///rel``
+        or ``sqlite:////abs`` (SQLAlchemy's URL forms)."""
+        scheme, _, path = description.partition(":")
+        if scheme != self.name or not path:
+            raise ValueError(f"not an SQLite database description: {description!r}")
+        if path.startswith("///"):
+            path = path[3:]
+        return os.path.abspath(configuration.resolvePath(path))
+
+    def _setPragmas(self, dbapiConnection, connectionRecord):
+        cursor = dbapiConnection.cursor()
+        for pragma in self.pragmas:
+            cursor.execute(pragma)
+        cursor.close()
+
+
+sqliteDriver = SQLiteDriver()

@@ -1,0 +1,266 @@
+"""Tests for Conquest's upsert rules (pacscore.db.records) and the
+synchronous parts of pacscore.db.index.Index, on real SQLite files."""
+
+from sqlalchemy import event, func, select, text
+from sqlalchemy.exc import DBAPIError
+from twisted.logger import Logger
+from twisted.trial import unittest
+
+from pacscore.db.index import ImageRecord, Index, Replaced
+from pacscore.db.records import Level
+from tests.pacscore.db.test_schema import TABLE_NAMES, conquestLayout, sqliteEngine
+
+PATIENT_ID, PATIENT_NAME, BIRTH_DATE, SEX = 0x00100020, 0x00100010, 0x00100030, 0x00100040
+STUDY_UID, STUDY_DATE, STUDY_DESCRIPTION = 0x0020000D, 0x00080020, 0x00081030
+SERIES_UID, MODALITY, SOP_UID, SOP_CLASS = 0x0020000E, 0x00080060, 0x00080018, 0x00080016
+IMAGE_NUMBER, ROWS, IMAGE_TYPE = 0x00200013, 0x00280010, 0x00080008
+
+
+def makeRecord(sop, series="1.2.3.1", study="1.2.3", patient="PAT1",
+               objectFile=None, deviceName="MAG0", **extra):
+    """An ImageRecord of a CT slice; ``extra`` maps tag names above to values."""
+    attrs = {PATIENT_ID: patient, PATIENT_NAME: "DOE^JOHN", BIRTH_DATE: "19700101",
+             SEX: "M", STUDY_UID: study, STUDY_DATE: "20240102", MODALITY: "CT",
+             SERIES_UID: series, SOP_UID: sop, SOP_CLASS: "1.2.840.10008.5.1.4.1.1.2",
+             IMAGE_NUMBER: sop.rsplit(".", 1)[-1], ROWS: "512",
+             IMAGE_TYPE: "ORIGINAL\\PRIMARY\\AXIAL"}
+    attrs.update((globals()[name], value) for name, value in extra.items())
+    return ImageRecord({tag: value for tag, value in attrs.items() if value is not None},
+                       deviceName, objectFile or f"{patient}/{series}_{sop}.dcm")
+
+
+class IndexTestCase(unittest.TestCase):
+    """An Index on a fresh SQLite file with Conquest's default tables."""
+
+    def setUp(self):
+        self.engine = sqliteEngine(self)
+        self.index = Index(self.engine, conquestLayout(), TABLE_NAMES)
+        self.index.createTables()
+
+    def rows(self, level, **where):
+        table = getattr(self.index.tables, level)
+        query = select(table).where(*(table.c[k] == v for k, v in where.items()))
+        with self.engine.connect() as connection:
+            return [row._asdict() for row in connection.execute(query)]
+
+    def row(self, level, **where):
+        [row] = self.rows(level, **where)
+        return row
+
+    def upsert(self, record):
+        with self.engine.begin() as connection:
+            return self.index.upsertImage(connection, record)
+
+    def countStatements(self):
+        """A list that collects every SQL statement the engine runs."""
+        statements = []
+        listener = lambda conn, cursor, statement, *rest: statements.append(statement)
+        event.listen(self.engine, "before_cursor_execute", listener)
+        self.addCleanup(event.remove, self.engine, "before_cursor_execute", listener)
+        return statements
+
+    def countCommits(self):
+        commits = []
+        listener = lambda conn: commits.append(1)
+        event.listen(self.engine, "commit", listener)
+        self.addCleanup(event.remove, self.engine, "commit", listener)
+        return commits
+
+    def refuseImageNumber(self, value):
+        """Make the database itself refuse images with this ImageNumber."""
+        with self.engine.begin() as connection:
+            connection.execute(text(
+                "CREATE TRIGGER refuse BEFORE INSERT ON DICOMImages "
+                f"WHEN NEW.ImageNumber = '{value}' BEGIN SELECT RAISE(ABORT, 'refused'); END"))
+
+
+class UpsertTests(IndexTestCase):
+    """Conquest's rules for one object: four rows, keyed by their UIDs."""
+
+    def test_insertsFourRows(self):
+        self.assertIsNone(self.upsert(makeRecord("1.2.3.1.1")))
+        patient = self.row("patient")
+        self.assertEqual((patient["PatientID"], patient["PatientName"],
+                          patient["PatientBirthDate"], patient["PatientSex"]),
+                         ("PAT1", "DOE^JOHN", "19700101", "M"))
+        study = self.row("study")
+        self.assertEqual((study["StudyInstanceUID"], study["StudyDate"], study["PatientID"],
+                          study["PatientName"]), ("1.2.3", "20240102", "PAT1", "DOE^JOHN"))
+        series = self.row("series")
+        self.assertEqual((series["SeriesInstanceUID"], series["Modality"],
+                          series["SeriesPat"], series["StudyInstanceUID"]),
+                         ("1.2.3.1", "CT", "PAT1", "1.2.3"))
+        image = self.row("image")
+        self.assertEqual((image["SOPInstanceUID"], image["Rows"], image["ImageType"],
+                          image["ImagePat"], image["SeriesInstanceUID"],
+                          image["DeviceName"], image["ObjectFile"]),
+                         ("1.2.3.1.1", "512", "ORIGINAL\\PRIMARY\\AXIAL", "PAT1",
+                          "1.2.3.1", "MAG0", "PAT1/1.2.3.1_1.2.3.1.1.dcm"))
+        self.assertGreater(image["AccessTime"], 1_600_000_000)
+        self.assertEqual(image["AccessTime"], image["qTimeStamp"])
+        self.assertEqual(image["SliceLocation"], "")
+
+    def test_imagesShareParents(self):
+        for number in range(3):
+            self.upsert(makeRecord(f"1.2.3.1.{number}"))
+        self.upsert(makeRecord("1.2.3.2.1", series="1.2.3.2"))
+        self.assertEqual(len(self.rows("patient")), 1)
+        self.assertEqual(len(self.rows("study")), 1)
+        self.assertEqual(len(self.rows("series")), 2)
+        self.assertEqual(len(self.rows("image", SeriesInstanceUID="1.2.3.1")), 3)
+
+    def test_parentKeepsKnownValues(self):
+        """An empty value never blanks out a known one; a new one replaces it."""
+        self.upsert(makeRecord("1.2.3.1.1", STUDY_DESCRIPTION="HEAD"))
+        self.upsert(makeRecord("1.2.3.1.2", PATIENT_NAME="", SEX=None,
+                               STUDY_DESCRIPTION=None))
+        self.assertEqual(self.row("patient")["PatientName"], "DOE^JOHN")
+        self.assertEqual(self.row("patient")["PatientSex"], "M")
+        self.assertEqual(self.row("study")["StudyDescription"], "HEAD")
+        self.upsert(makeRecord("1.2.3.1.3", PATIENT_NAME="DOE^JANE", STUDY_DESCRIPTION="NECK"))
+        self.assertEqual(self.row("patient")["PatientName"], "DOE^JANE")
+        self.assertEqual(self.row("patient")["PatientSex"], "M")
+        self.assertEqual(self.row("study")["PatientName"], "DOE^JANE")
+        self.assertEqual(self.row("study")["StudyDescription"], "NECK")
+
+    def test_parentFillsEmptyValues(self):
+        self.upsert(makeRecord("1.2.3.1.1", PATIENT_NAME=None, MODALITY=None))
+        self.assertEqual(self.row("patient")["PatientName"], "")
+        self.upsert(makeRecord("1.2.3.1.2"))
+        self.assertEqual(self.row("patient")["PatientName"], "DOE^JOHN")
+        self.assertEqual(self.row("series")["Modality"], "CT")
+
+    def test_sameFileAgain(self):
+        """The same object stored again to the same file: nothing to delete."""
+        self.upsert(makeRecord("1.2.3.1.1"))
+        self.assertIsNone(self.upsert(makeRecord("1.2.3.1.1", ROWS="256")))
+        self.assertEqual(self.row("image")["Rows"], "256")
+
+    def test_imageReplaced(self):
+        """The same SOPInstanceUID in a new file: every column is replaced
+        and the old file is returned for deletion."""
+        self.upsert(makeRecord("1.2.3.1.1", objectFile="old/a.dcm"))
+        result = self.upsert(makeRecord("1.2.3.1.1", objectFile="new/a.dcm",
+                                        deviceName="MAG1", IMAGE_TYPE=None))
+        self.assertEqual(result, Replaced("MAG0", "old/a.dcm"))
+        image = self.row("image")
+        self.assertEqual((image["DeviceName"], image["ObjectFile"], image["ImageType"]),
+                         ("MAG1", "new/a.dcm", ""))
+        self.assertEqual(len(self.rows("image")), 1)
+
+    def test_truncation(self):
+        """Too long values are cut to the column length and logged (debug)."""
+        events = []
+        self.patch(Level, "log", Logger(observer=events.append))
+        self.upsert(makeRecord("1.2.3.1.1", PATIENT_NAME="X" * 70, STUDY_DESCRIPTION="D" * 65))
+        self.assertEqual(self.row("patient")["PatientName"], "X" * 64)
+        self.assertEqual(self.row("study")["StudyDescription"], "D" * 64)
+        columns = {(e["table"], e["column"]) for e in events}
+        self.assertEqual(columns, {("DICOMPatients", "PatientName"),
+                                   ("DICOMStudies", "PatientName"),
+                                   ("DICOMStudies", "StudyDescription")})
+        self.assertEqual({e["log_level"].name for e in events}, {"debug"})
+
+    def test_oldStyleDate(self):
+        """ACR-NEMA dates (YYYY.MM.DD) are stored as Conquest's YYYYMMDD."""
+        self.upsert(makeRecord("1.2.3.1.1", STUDY_DATE="2024.01.02"))
+        self.assertEqual(self.row("study")["StudyDate"], "20240102")
+
+    def test_emptyPatientID(self):
+        """Conquest indexes objects without a PatientID under ''."""
+        self.upsert(makeRecord("1.2.3.1.1", patient=""))
+        self.assertEqual(self.row("patient")["PatientID"], "")
+
+    def test_missingUIDs(self):
+        for missing in ("STUDY_UID", "SERIES_UID", "SOP_UID"):
+            record = makeRecord("1.2.3.1.1", **{missing: None})
+            error = self.assertRaises(ValueError, self.upsert, record)
+            self.assertIn("empty", str(error))
+        self.assertEqual(self.rows("patient"), [])
+
+    def test_badFileLocation(self):
+        self.assertRaises(ValueError, self.upsert, makeRecord("1.2.3.1.1", objectFile="x" * 256))
+        self.assertRaises(ValueError, self.upsert, makeRecord("1.2.3.1.1", deviceName=""))
+
+
+class StoreManyTests(IndexTestCase):
+    """storeMany: regeneration's batched, synchronous path."""
+
+    def test_batches(self):
+        """One transaction per 500 records, results in order."""
+        commits = self.countCommits()
+        records = [makeRecord(f"1.2.3.1.{n}") for n in range(1200)]
+        results = self.index.storeMany(iter(records))
+        self.assertEqual(results, [None] * 1200)
+        self.assertEqual(len(commits), 3)
+        self.assertEqual(len(self.rows("image")), 1200)
+
+    def test_cacheSavesParentStatements(self):
+        """500 images of one new series: 3 parent SELECTs + 3 INSERTs, then
+        one SELECT ... IN and one executemany INSERT for the images."""
+        statements = self.countStatements()
+        self.index.storeMany([makeRecord(f"1.2.3.1.{n}") for n in range(500)])
+        self.assertEqual(len(statements), 3 + 3 + 1 + 1)
+        self.assertEqual(len(self.rows("image")), 500)
+
+    def test_sopTwiceInOneBatch(self):
+        results = self.index.storeMany([
+            makeRecord("1.2.3.1.1", objectFile="a.dcm"),
+            makeRecord("1.2.3.1.1", objectFile="b.dcm", ROWS="1"),
+            makeRecord("1.2.3.1.1", objectFile="c.dcm", ROWS="2")])
+        self.assertEqual(results, [None, Replaced("MAG0", "a.dcm"), Replaced("MAG0", "b.dcm")])
+        image = self.row("image")
+        self.assertEqual((image["ObjectFile"], image["Rows"]), ("c.dcm", "2"))
+
+    def test_failingRecordFailsAlone(self):
+        """A record the database refuses fails by itself: the rest of its
+        batch is committed, parent rows included (the cache of the
+        rolled-back batch is dropped), then its error is raised."""
+        self.refuseImageNumber("666")
+        records = [makeRecord("1.2.3.1.1"),
+                   makeRecord("9.9.9.1.1", series="9.9.9.1", study="9.9.9", patient="PAT2"),
+                   makeRecord("1.2.3.1.666"),
+                   makeRecord("1.2.3.1.2")]
+        error = self.assertRaises(DBAPIError, self.index.storeMany, records)
+        self.assertIn("refused", str(error))
+        self.assertEqual({r["PatientID"] for r in self.rows("patient")}, {"PAT1", "PAT2"})
+        self.assertEqual(len(self.rows("series", SeriesInstanceUID="9.9.9.1")), 1)
+        self.assertEqual(len(self.rows("image")), 3)
+
+    def test_invalidRecord(self):
+        """An unusable record raises ValueError; later batches are not written."""
+        self.patch(Index, "storeManyBatch", 2)
+        records = [makeRecord("1.2.3.1.1"), makeRecord("1.2.3.1.2", SERIES_UID=""),
+                   makeRecord("1.2.3.1.3")]
+        self.assertRaises(ValueError, self.index.storeMany, records)
+        self.assertEqual([r["SOPInstanceUID"] for r in self.rows("image")], ["1.2.3.1.1"])
+
+
+class InitializeTablesTests(IndexTestCase):
+    """dgate -i (image tables) and --initializetables:2 (worklist)."""
+
+    def countRows(self, table):
+        with self.engine.connect() as connection:
+            return connection.execute(select(func.count()).select_from(table)).scalar()
+
+    def fillWorklist(self):
+        with self.engine.begin() as connection:
+            connection.execute(self.index.tables.worklist.insert().values(
+                AccessionNumber="ACC1", PatientID="PAT1"))
+
+    def test_imageTables(self):
+        self.index.storeMany([makeRecord("1.2.3.1.1")])
+        self.fillWorklist()
+        self.index.initializeTables()
+        for level in ("patient", "study", "series", "image"):
+            self.assertEqual(self.countRows(getattr(self.index.tables, level)), 0)
+        self.assertEqual(self.countRows(self.index.tables.worklist), 1)
+        self.index.storeMany([makeRecord("1.2.3.1.1")])
+        self.assertEqual(len(self.rows("patient")), 1)
+
+    def test_worklist(self):
+        self.index.storeMany([makeRecord("1.2.3.1.1")])
+        self.fillWorklist()
+        self.index.initializeTables(worklist=True)
+        self.assertEqual(self.countRows(self.index.tables.worklist), 0)
+        self.assertEqual(self.countRows(self.index.tables.image), 1)

@@ -1,0 +1,144 @@
+"""Tests for the group-commit writer thread behind Index.store.
+
+A real writer thread is involved, so these tests run on trial's global
+reactor: the Deferreds they return fire from ``reactor.callFromThread``.
+"""
+
+import os
+import threading
+
+from sqlalchemy import create_engine, delete, event, func, select
+from twisted.internet import defer, reactor
+from twisted.trial import unittest
+
+from pacscore.db.index import Index, Replaced
+from plugins.pacs_sqlite import sqliteDriver
+from tests.pacscore.db.test_index import makeRecord
+from tests.pacscore.db.test_schema import TABLE_NAMES, conquestLayout
+from tests.plugins.test_sqlite_driver import FakeConfiguration
+
+
+class WriterTests(unittest.TestCase):
+    """Index.store / runWrite / runQuery with the SQLite driver's engine."""
+
+    def setUp(self):
+        workdir = self.mktemp()
+        os.makedirs(workdir)
+        self.engine = sqliteDriver.createEngine("sqlite:index.db3", FakeConfiguration(workdir))
+        self.addCleanup(self.engine.dispose)
+        self.index = Index(self.engine, conquestLayout(), TABLE_NAMES, reactor=reactor)
+        self.index.createTables()
+        self.commits = []
+        event.listen(self.engine, "commit", lambda connection: self.commits.append(1))
+        self.index.start()
+        self.addCleanup(self.index.stop)
+        # Another connection pool on the same file, as a query would see it.
+        self.observer = create_engine("sqlite:///" + os.path.join(os.path.abspath(workdir),
+                                                                  "index.db3"))
+        self.addCleanup(self.observer.dispose)
+
+    def count(self, level, **where):
+        table = getattr(self.index.tables, level)
+        query = select(func.count()).select_from(table).where(
+            *(table.c[k] == v for k, v in where.items()))
+        with self.observer.connect() as connection:
+            return connection.execute(query).scalar()
+
+    def storeAll(self, records):
+        """Store concurrently; a DeferredList-style list of (ok, value)."""
+        return defer.DeferredList([self.index.store(r) for r in records], consumeErrors=True)
+
+    def test_groupCommitVisibleWhenFired(self):
+        """300 concurrent stores: a few transactions, and each Deferred fires
+        only when its row is committed (visible to another connection)."""
+        visible = []
+
+        def fired(result, sop):
+            visible.append(self.count("image", SOPInstanceUID=sop))
+            return result
+
+        sops = [f"1.2.3.1.{n}" for n in range(300)]
+        ds = [self.index.store(makeRecord(sop)).addCallback(fired, sop) for sop in sops]
+
+        def check(results):
+            self.assertEqual(results, [None] * 300)
+            self.assertEqual(visible, [1] * 300)
+            self.assertLessEqual(len(self.commits), 10)
+            self.assertEqual(self.count("patient"), 1)
+        return defer.gatherResults(ds).addCallback(check)
+
+    def test_failingRecordErrbacksAlone(self):
+        """The database refuses one record of a batch: only its Deferred
+        fails; the batch is retried one by one."""
+        with self.engine.begin() as connection:
+            connection.exec_driver_sql(
+                "CREATE TRIGGER refuse BEFORE INSERT ON DICOMImages "
+                "WHEN NEW.ImageNumber = '13' BEGIN SELECT RAISE(ABORT, 'refused'); END")
+
+        def check(results):
+            failed = [n for n, (ok, _) in enumerate(results) if not ok]
+            self.assertEqual(failed, [13])
+            self.assertIn("refused", str(results[13][1].value))
+            self.assertEqual(self.count("image"), 49)
+        return self.storeAll(makeRecord(f"1.2.3.1.{n}") for n in range(50)).addCallback(check)
+
+    def test_invalidRecord(self):
+        d = self.index.store(makeRecord("1.2.3.1.1", SOP_UID=""))
+        return self.assertFailure(d, ValueError)
+
+    def test_replaced(self):
+        d = self.index.store(makeRecord("1.2.3.1.1", objectFile="a.dcm"))
+        d.addCallback(lambda _: self.index.store(makeRecord("1.2.3.1.1", objectFile="b.dcm")))
+        d.addCallback(self.assertEqual, Replaced("MAG0", "a.dcm"))
+        return d
+
+    def test_stopDrains(self):
+        """Everything stored before stop() is committed and answered before
+        stop's Deferred fires; later stores fail."""
+        fired = []
+        for n in range(200):
+            self.index.store(makeRecord(f"1.2.3.1.{n}")).addCallback(fired.append)
+        d = self.index.stop()
+
+        def stopped(_):
+            self.assertEqual(len(fired), 200)
+            self.assertEqual(self.count("image"), 200)
+            return self.assertFailure(self.index.store(makeRecord("1.2.3.1.999")), RuntimeError)
+        return d.addCallback(stopped)
+
+    def test_runQuery(self):
+        """Queries run in a reader thread, with their own connection."""
+        d = self.storeAll([makeRecord("1.2.3.1.1"), makeRecord("1.2.3.1.2")])
+        image = self.index.tables.image
+
+        def query(connection, series):
+            rows = connection.execute(select(image.c.SOPInstanceUID).where(
+                image.c.SeriesInstanceUID == series).order_by(image.c.SOPInstanceUID))
+            return threading.current_thread().name, rows.scalars().all()
+
+        d.addCallback(lambda _: self.index.runQuery(query, "1.2.3.1"))
+        d.addCallback(lambda result: self.assertEqual(
+            ("pacs-db-reader" in result[0], result[1]),
+            (True, ["1.2.3.1.1", "1.2.3.1.2"])))
+        return d
+
+    def test_runWriteAndForgetCache(self):
+        """The writer caches parent rows; a delete through runWrite that
+        calls forgetCache() makes the next store re-create them."""
+        patients = self.index.tables.patient
+
+        def deletePatients(connection, forget):
+            connection.execute(delete(patients))
+            if forget:
+                self.index.forgetCache()
+            return "deleted"
+
+        d = self.index.store(makeRecord("1.2.3.1.1"))
+        d.addCallback(lambda _: self.index.runWrite(deletePatients, forget=False))
+        d.addCallback(self.assertEqual, "deleted")
+        d.addCallback(lambda _: self.index.store(makeRecord("1.2.3.1.2")))
+        d.addCallback(lambda _: self.assertEqual(self.count("patient"), 0))  # cached
+        d.addCallback(lambda _: self.index.runWrite(deletePatients, forget=True))
+        d.addCallback(lambda _: self.index.store(makeRecord("1.2.3.1.3")))
+        d.addCallback(lambda _: self.assertEqual(self.count("patient"), 1))
+        return d

@@ -1,0 +1,129 @@
+"""Tests for the built-in SQLite driver plugin and driver selection."""
+
+import os
+
+from sqlalchemy import text
+from twisted.plugin import IPlugin, getPlugins
+from twisted.trial import unittest
+
+import plugins
+from pacscore.db.drivers import findDriver
+from pacscore.interfaces import IDatabaseDriver
+from plugins.pacs_sqlite import SQLiteDriver, sqliteDriver
+
+
+class FakeConfiguration:
+    """What drivers use of ``pacscore.config.loader.Configuration``."""
+
+    def __init__(self, workdir, **ini):
+        self.workdir = os.path.abspath(workdir)
+        self.ini = _CaseInsensitive(ini)
+
+    def resolvePath(self, value):
+        return os.path.normpath(os.path.join(self.workdir, value))
+
+
+class _CaseInsensitive(dict):
+    def __init__(self, values):
+        super().__init__((k.lower(), v) for k, v in values.items())
+
+    def get(self, key, default=None):
+        return super().get(key.lower(), default)
+
+
+class PluginTests(unittest.TestCase):
+
+    def test_found(self):
+        drivers = list(getPlugins(IDatabaseDriver, plugins))
+        self.assertIn("sqlite", [d.name for d in drivers])
+        [driver] = [d for d in drivers if d.name == "sqlite"]
+        self.assertTrue(IPlugin.providedBy(driver))
+        self.assertTrue(IDatabaseDriver.providedBy(driver))
+        self.assertEqual(driver.writerThreads, 1)
+
+    def test_selectedBy(self):
+        self.assertTrue(sqliteDriver.selectedBy(FakeConfiguration(".")))
+        self.assertTrue(sqliteDriver.selectedBy(FakeConfiguration(".", SQLite="1")))
+        self.assertTrue(sqliteDriver.selectedBy(FakeConfiguration(".", Postgres="0", MySQL="0")))
+        self.assertTrue(sqliteDriver.selectedBy(FakeConfiguration(".", SQLite="1", MySQL="1")))
+        self.assertFalse(sqliteDriver.selectedBy(FakeConfiguration(".", Postgres="1")))
+        self.assertFalse(sqliteDriver.selectedBy(FakeConfiguration(".", mysql="1", SQLite="0")))
+
+    def test_urlFromConfiguration(self):
+        configuration = FakeConfiguration("/srv/pacs", SQLServer="db/x.db3")
+        self.assertEqual(sqliteDriver.urlFromConfiguration(configuration),
+                         "sqlite:/srv/pacs/db/x.db3")
+        self.assertEqual(sqliteDriver.urlFromConfiguration(FakeConfiguration("/srv/pacs")),
+                         "sqlite:/srv/pacs/data/dbase/conquest.db3")
+        self.assertEqual(sqliteDriver.urlFromConfiguration(
+            FakeConfiguration("/srv/pacs", SQLServer="")),
+            "sqlite:/srv/pacs/data/dbase/conquest.db3")
+
+    def test_pathOf(self):
+        configuration = FakeConfiguration("/srv/pacs")
+        self.assertEqual(sqliteDriver.pathOf("sqlite:a/b.db3", configuration),
+                         "/srv/pacs/a/b.db3")
+        self.assertEqual(sqliteDriver.pathOf("sqlite:/abs/b.db3", configuration), "/abs/b.db3")
+        self.assertEqual(sqliteDriver.pathOf("sqlite:////abs/b.db3", configuration), "/abs/b.db3")
+        self.assertEqual(sqliteDriver.pathOf("sqlite:///rel/b.db3", configuration),
+                         "/srv/pacs/rel/b.db3")
+        self.assertRaises(ValueError, sqliteDriver.pathOf, "postgresql://x/y", configuration)
+
+
+class EngineTests(unittest.TestCase):
+
+    def setUp(self):
+        self.workdir = self.mktemp()
+        os.makedirs(self.workdir)
+        self.configuration = FakeConfiguration(self.workdir)
+
+    def createEngine(self, description):
+        engine = SQLiteDriver().createEngine(description, self.configuration)
+        self.addCleanup(engine.dispose)
+        return engine
+
+    def test_createsFolderAndFile(self):
+        engine = self.createEngine("sqlite:./data/dbase/conquest.db3")
+        with engine.connect() as connection:
+            connection.execute(text("CREATE TABLE t (x)"))
+            connection.commit()
+        self.assertTrue(os.path.isfile(
+            os.path.join(self.workdir, "data", "dbase", "conquest.db3")))
+
+    def test_pragmas(self):
+        """Every connection: WAL, synchronous=FULL (2), busy timeout, no FKs."""
+        engine = self.createEngine("sqlite:index.db3")
+        for _ in range(2):
+            with engine.connect() as connection:
+                pragma = lambda name: connection.exec_driver_sql(f"PRAGMA {name}").scalar()
+                self.assertEqual(pragma("journal_mode"), "wal")
+                self.assertEqual(pragma("synchronous"), 2)
+                self.assertEqual(pragma("busy_timeout"), 10000)
+                self.assertEqual(pragma("foreign_keys"), 0)
+            engine.dispose()
+
+    def test_absoluteURLForm(self):
+        path = os.path.join(os.path.abspath(self.workdir), "other", "x.db3")
+        engine = self.createEngine("sqlite:///" + path)
+        with engine.connect() as connection:
+            connection.execute(text("CREATE TABLE t (x)"))
+            connection.commit()
+        self.assertTrue(os.path.isfile(path))
+
+
+class FindDriverTests(unittest.TestCase):
+
+    def test_fromConfiguration(self):
+        configuration = FakeConfiguration("/srv/pacs", SQLite="1", SQLServer="my.db3")
+        driver, description = findDriver(None, configuration)
+        self.assertEqual(driver.name, "sqlite")
+        self.assertEqual(description, "sqlite:/srv/pacs/my.db3")
+
+    def test_byScheme(self):
+        driver, description = findDriver("sqlite:x.db3", FakeConfiguration("."))
+        self.assertEqual((driver.name, description), ("sqlite", "sqlite:x.db3"))
+
+    def test_unknownScheme(self):
+        error = self.assertRaises(ValueError, findDriver, "oracle://db/x", FakeConfiguration("."))
+        self.assertIn("'oracle'", str(error))
+        self.assertIn("sqlite", str(error))

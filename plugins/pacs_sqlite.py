@@ -39,6 +39,7 @@ class SQLiteDriver:
     def createEngine(self, description, configuration):
         path = self.pathOf(description, configuration)
         os.makedirs(os.path.dirname(path), exist_ok=True)
+        self._removeOrphanJournal(path)
         engine = create_engine(URL.create("sqlite", database=path),
                                connect_args={"check_same_thread": False})
         event.listen(engine, "connect", self._setPragmas)
@@ -53,6 +54,16 @@ class SQLiteDriver:
         if path.startswith("///"):
             path = path[3:]
         return os.path.abspath(configuration.resolvePath(path))
+
+    @staticmethod
+    def _removeOrphanJournal(path):
+        """A ``-wal``/``-shm`` pair left beside a deleted database (the
+        operator removed the index to regenerate it) would make SQLite fail
+        with "disk I/O error"; without its database it holds nothing."""
+        if not os.path.exists(path):
+            for suffix in ("-wal", "-shm"):
+                if os.path.exists(path + suffix):
+                    os.unlink(path + suffix)
 
     def _setPragmas(self, dbapiConnection, connectionRecord):
         cursor = dbapiConnection.cursor()

@@ -136,9 +136,9 @@ def encodeCommand(command):
     return _ELEMENT.pack(0, 0, 4) + _UL.pack(len(body)) + body
 
 
-def response(request, commandField, status, **extra):
+def response(request, commandField, status, extra=None):
     """The response command to ``request``: echoes the message ID and the
-    affected SOP class/instance; ``extra`` maps tags (ints) to values."""
+    affected SOP class/instance; ``extra`` maps more tags (ints) to values."""
     rsp = {
         COMMAND_FIELD: commandField,
         MESSAGE_ID_RESPONDED_TO: request.get(MESSAGE_ID, 0),
@@ -151,5 +151,5 @@ def response(request, commandField, status, **extra):
             rsp[tag] = value
     if REQUESTED_SOP_CLASS_UID in request and AFFECTED_SOP_CLASS_UID not in rsp:
         rsp[AFFECTED_SOP_CLASS_UID] = request[REQUESTED_SOP_CLASS_UID]
-    rsp.update(extra)
+    rsp.update(extra or {})
     return rsp

@@ -279,6 +279,7 @@ class DicomServerFactory(ServerFactory):
     """
 
     protocol = DicomServerProtocol
+    noisy = False
     log = Logger()
 
     def __init__(self, policy, services, sinks, clock, idleTimeout=300, artimTimeout=30, counters=None):

@@ -69,4 +69,4 @@ class StorageService:
                           uid=incoming.sopInstanceUID, calling=incoming.callingAE,
                           status=status, comment=comment)
         extra = {commands.ERROR_COMMENT: comment[:64]} if comment else {}
-        protocol.sendMessage(contextId, commands.response(command, commands.C_STORE_RSP, status, **extra))
+        protocol.sendMessage(contextId, commands.response(command, commands.C_STORE_RSP, status, extra))

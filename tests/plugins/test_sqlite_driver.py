@@ -1,6 +1,7 @@
 """Tests for the built-in SQLite driver plugin and driver selection."""
 
 import os
+import sqlite3
 
 from sqlalchemy import text
 from twisted.plugin import IPlugin, getPlugins
@@ -127,3 +128,25 @@ class FindDriverTests(unittest.TestCase):
         error = self.assertRaises(ValueError, findDriver, "oracle://db/x", FakeConfiguration("."))
         self.assertIn("'oracle'", str(error))
         self.assertIn("sqlite", str(error))
+
+
+class OrphanJournalTests(unittest.TestCase):
+    """Deleting the index file to regenerate it leaves its WAL behind."""
+
+    def test_orphanJournalRemoved(self):
+        folder = os.path.abspath(self.mktemp())
+        os.makedirs(folder)
+        path = os.path.join(folder, "conquest.db3")
+        keep = sqlite3.connect(path)
+        keep.execute("PRAGMA journal_mode=WAL")
+        keep.execute("CREATE TABLE t (x)")
+        keep.execute("INSERT INTO t VALUES (1)")
+        keep.commit()
+        for suffix in ("", "-wal", "-shm"):
+            self.assertTrue(os.path.exists(path + suffix) or suffix == "", suffix)
+        os.unlink(path)
+        engine = sqliteDriver.createEngine("sqlite:" + path, FakeConfiguration(folder))
+        with engine.begin() as connection:
+            connection.exec_driver_sql("CREATE TABLE u (y)")
+        keep.close()
+        engine.dispose()

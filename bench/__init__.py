@@ -1,0 +1,1 @@
+"""Benchmarks (never timed tests): each measures pacs against a reference run in the same process tree."""

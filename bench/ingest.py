@@ -1,0 +1,122 @@
+"""C-STORE ingest benchmark: DCMTK storescu sending a generated corpus into
+pacs (index and fsync on) and, in the same run, into DCMTK ``storescp
+--fork`` (no index: the upper bound), over 1 and 4 associations.
+
+    python bench/ingest.py [--small 5000] [--large 1000] [--rounds 2] [--out bench/out/ingest.json]
+
+Prints images/s, MB/s and the ratio pacs/storescp for 64x64 and 512x512 CT.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from pacscore.testing.corpus import generateCorpus  # noqa: E402
+from tests.interop.server import PacsServer, dcmtkEnvironment, freePort  # noqa: E402
+
+
+def sendAll(port, ae, paths, associations):
+    """storescu over ``associations`` parallel associations; returns seconds."""
+    chunks = [paths[n::associations] for n in range(associations)]
+    start = time.perf_counter()
+    processes = [subprocess.Popen(["storescu", "-aec", ae, "127.0.0.1", str(port), *chunk],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=dcmtkEnvironment())
+                 for chunk in chunks]
+    for process in processes:
+        _, err = process.communicate()
+        if process.returncode != 0:
+            raise RuntimeError(f"storescu failed: {err.decode()[-2000:]}")
+    return time.perf_counter() - start
+
+
+def waitForPort(port, timeout=10):
+    import socket
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def intoStorescp(workdir, paths, associations):
+    out = tempfile.mkdtemp(dir=workdir)
+    port = freePort()
+    process = subprocess.Popen(["storescp", "--fork", "-aet", "PACS", "-od", out, str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dcmtkEnvironment())
+    try:
+        waitForPort(port)
+        return sendAll(port, "PACS", paths, associations)
+    finally:
+        process.terminate()
+        process.wait()
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def intoPacs(workdir, paths, associations):
+    server = PacsServer(tempfile.mkdtemp(dir=workdir))
+    server.start()
+    try:
+        return sendAll(server.port, server.ae, paths, associations)
+    finally:
+        server.stop()
+        shutil.rmtree(server.workdir, ignore_errors=True)
+
+
+def measure(workdir, label, images, rounds):
+    paths = [i.path for i in images]
+    megabytes = sum(os.path.getsize(p) for p in paths) / 1e6
+    results = []
+    for associations in (1, 4):
+        best = {"pacs": None, "storescp": None}
+        for _ in range(rounds):
+            for name, run in (("storescp", intoStorescp), ("pacs", intoPacs)):
+                seconds = run(workdir, paths, associations)
+                best[name] = seconds if best[name] is None else min(best[name], seconds)
+        row = {"corpus": label, "images": len(paths), "megabytes": round(megabytes, 1),
+               "associations": associations}
+        for name, seconds in best.items():
+            row[f"{name}_images_per_s"] = round(len(paths) / seconds, 1)
+            row[f"{name}_mb_per_s"] = round(megabytes / seconds, 1)
+        row["ratio"] = round(row["pacs_images_per_s"] / row["storescp_images_per_s"], 3)
+        results.append(row)
+        print(f"{label:>8} x{len(paths):5d} {associations} assoc: pacs {row['pacs_images_per_s']:8.1f} img/s "
+              f"{row['pacs_mb_per_s']:7.1f} MB/s | storescp --fork {row['storescp_images_per_s']:8.1f} img/s "
+              f"{row['storescp_mb_per_s']:7.1f} MB/s | ratio {row['ratio']:.0%}", flush=True)
+    return results
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--small", type=int, default=5000, help="64x64 images")
+    parser.add_argument("--large", type=int, default=1000, help="512x512 images")
+    parser.add_argument("--rounds", type=int, default=2, help="best of N per configuration")
+    parser.add_argument("--out", default="bench/out/ingest.json")
+    args = parser.parse_args()
+    workdir = tempfile.mkdtemp(prefix="pacs-bench-")
+    try:
+        print("generating corpora ...", flush=True)
+        small = generateCorpus(os.path.join(workdir, "small"), patients=10, studiesPerPatient=2,
+                               seriesPerStudy=5, imagesPerSeries=max(1, args.small // 100), rows=64, columns=64)
+        large = generateCorpus(os.path.join(workdir, "large"), patients=5, studiesPerPatient=2,
+                               seriesPerStudy=2, imagesPerSeries=max(1, args.large // 20), rows=512, columns=512)
+        results = measure(workdir, "64x64", small, args.rounds) + measure(workdir, "512x512", large, args.rounds)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump({"machine": os.uname().nodename, "cpus": os.cpu_count(), "results": results}, f, indent=2)
+    print(f"written {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""Run ``twistd -n pacs`` as a subprocess in a temporary working folder on
+a free loopback port, and drive it with DCMTK's tools (``TCP_NODELAY=1``)."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+from pacscore.config.ini import DicomIni
+from pacscore.config.loader import defaultConfigDir
+
+BIN = os.path.dirname(sys.executable)
+CONFIG_FILES = ("dicom.ini", "acrnema.map", "dgatesop.lst", "dicom.sql")
+
+
+def freePort():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def dcmtkEnvironment():
+    return dict(os.environ, TCP_NODELAY="1")
+
+
+def dcmtk(tool, *args, timeout=300, check=False):
+    """Run a DCMTK tool; returns the CompletedProcess (text output)."""
+    result = subprocess.run([tool, *map(str, args)], capture_output=True, text=True,
+                            env=dcmtkEnvironment(), timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{tool} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+class PacsServer:
+    """A pacs server in ``workdir`` (a Conquest-style install: the config
+    files and ./data live there)."""
+
+    def __init__(self, workdir, ae="PACS", ini=None):
+        self.workdir = os.path.abspath(workdir)
+        os.makedirs(self.workdir, exist_ok=True)
+        for name in CONFIG_FILES:
+            target = os.path.join(self.workdir, name)
+            if not os.path.exists(target):
+                shutil.copy(os.path.join(defaultConfigDir(), name), target)
+        self.ae = ae
+        self.port = freePort()
+        self.process = None
+        self.logPath = os.path.join(self.workdir, "pacs.log")
+        self.setIni(MyACRNema=ae, TCPPort=str(self.port), **(ini or {}))
+
+    def setIni(self, **keys):
+        path = os.path.join(self.workdir, "dicom.ini")
+        ini = DicomIni.fromFile(path)
+        for key, value in keys.items():
+            ini.set(key, value)
+        ini.write(path)
+
+    @property
+    def dataDir(self):
+        return os.path.join(self.workdir, "data")
+
+    @property
+    def database(self):
+        return os.path.join(self.workdir, "data", "dbase", "conquest.db3")
+
+    def command(self, *extra):
+        return [os.path.join(BIN, "twistd"), "-n", "--pidfile=", f"--logfile={self.logPath}", "pacs",
+                "--config", self.workdir, "--workdir", self.workdir,
+                "--dicom", f"tcp:{self.port}:interface=127.0.0.1", *extra]
+
+    def start(self, timeout=30):
+        logStart = len(self.log())
+        self.process = subprocess.Popen(self.command(), cwd=self.workdir, stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"pacs exited with {self.process.returncode}:\n"
+                                     f"{self.process.stdout.read().decode()}\n{self.log()}")
+            if "listening on" in self.log()[logStart:]:
+                return self
+            time.sleep(0.05)
+        raise AssertionError(f"pacs did not start within {timeout} s:\n{self.log()}")
+
+    def log(self):
+        try:
+            with open(self.logPath, encoding="utf-8", errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    def stop(self, timeout=30):
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise AssertionError("pacs did not stop on SIGTERM")
+        finally:
+            self.process.stdout.close()
+
+    def kill(self):
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+        self.process.stdout.close()
+
+    def peakRSSKilobytes(self):
+        with open(f"/proc/{self.process.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+        raise AssertionError("no VmHWM")
+
+    def echo(self):
+        return dcmtk("echoscu", "-aec", self.ae, "127.0.0.1", self.port)
+
+    def store(self, *paths, calling="STORESCU", extra=(), timeout=600):
+        return dcmtk("storescu", "-aec", self.ae, "-aet", calling, *extra, "127.0.0.1", self.port, *paths,
+                     timeout=timeout)
+
+    def dgate(self, *args):
+        return subprocess.run([os.path.join(BIN, "dgate"), f"-w{self.workdir}", *args],
+                              capture_output=True, text=True, timeout=600)

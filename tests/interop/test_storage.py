@@ -1,0 +1,298 @@
+"""C-ECHO and C-STORE against a running ``twistd -n pacs`` with DCMTK's
+echoscu and storescu: every accepted transfer syntax, a multi-patient
+corpus over parallel associations, regeneration of the index, a crash in
+the middle of an ingest, a 300 MB object, bad input and a full disk."""
+
+import concurrent.futures
+import os
+import re
+import socket
+import struct
+import sqlite3
+import subprocess
+import time
+
+import pydicom
+from pydicom.data import get_testdata_file
+from pydicom.uid import generate_uid
+from twisted.trial import unittest
+
+from pacscore.storage.part10 import readFileMeta
+from pacscore.testing.corpus import generateCorpus, makeDataset
+from tests.interop.index import column, rows, snapshot
+from tests.interop.server import PacsServer, dcmtk
+
+# transfer syntax -> (pydicom test file, storescu option proposing it)
+TRANSFER_SYNTAX_FILES = {
+    "1.2.840.10008.1.2": ("MR_small_implicit.dcm", "-xi"),
+    "1.2.840.10008.1.2.1": ("CT_small.dcm", "-xe"),
+    "1.2.840.10008.1.2.2": ("MR_small_bigendian.dcm", "-xb"),
+    "1.2.840.10008.1.2.1.99": ("image_dfl.dcm", "-xd"),
+    "1.2.840.10008.1.2.4.50": ("SC_rgb_jpeg_dcmtk.dcm", "-xy"),
+    "1.2.840.10008.1.2.4.51": ("JPEG-lossy.dcm", "-xx"),
+    "1.2.840.10008.1.2.4.70": ("SC_rgb_jpeg_gdcm.dcm", "-xs"),
+    "1.2.840.10008.1.2.4.80": ("MR_small_jpeg_ls_lossless.dcm", "-xt"),
+    "1.2.840.10008.1.2.4.81": ("JPEGLSNearLossless_16.dcm", "-xu"),
+    "1.2.840.10008.1.2.4.90": ("MR_small_jp2klossless.dcm", "-xv"),
+    "1.2.840.10008.1.2.4.91": ("JPEG2000.dcm", "-xw"),
+    "1.2.840.10008.1.2.5": ("MR_small_RLE.dcm", "-xr"),
+}
+
+
+def storedFiles(folder):
+    """``{SOPInstanceUID: path}`` of every DICOM file stored under ``folder``."""
+    found = {}
+    for folder, subfolders, files in os.walk(folder):
+        subfolders[:] = [d for d in subfolders if not d.startswith(".") and d != "dbase"]
+        for name in files:
+            path = os.path.join(folder, name)
+            found[pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID] = path
+    return found
+
+
+def elements(ds):
+    """The data set's elements (not its file meta), without group lengths
+    and without Data Set Trailing Padding (FFFC,FFFC), which storescu drops
+    when it sends a file, as PS3.5 7.8 allows. Encapsulated pixel data is
+    OB whatever the file said (storescu sends OW as OB, PS3.5 A.4)."""
+    return [(e.tag, "OB" if e.tag == 0x7FE00010 and e.VR in ("OB", "OW", "OB or OW") else e.VR, e.value)
+            for e in ds if e.tag.element != 0 and e.tag != 0xFFFCFFFC]
+
+
+class ServerTestCase(unittest.TestCase):
+    """Starts a fresh server for each test."""
+
+    ini = None
+
+    def setUp(self):
+        self.server = PacsServer(self.mktemp(), ini=self.ini)
+        self.addCleanup(self.server.stop)
+        self.server.start()
+
+
+class EchoTests(ServerTestCase):
+
+    def test_echoscu(self):
+        result = self.server.echo()
+        self.assertEqual(result.returncode, 0, result.stderr)
+
+    def test_wrongCalledAE(self):
+        result = dcmtk("echoscu", "-aec", "NOTPACS", "127.0.0.1", self.server.port)
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn("Called AE Title Not Recognized", result.stdout + result.stderr)
+        self.assertIn("called AE title 'NOTPACS' is not ours", self.server.log())
+
+    def test_compressionSuffixAccepted(self):
+        result = dcmtk("echoscu", "-aec", "PACS~j2", "127.0.0.1", self.server.port)
+        self.assertEqual(result.returncode, 0, result.stderr)
+
+    def test_garbageAbortedOthersServed(self):
+        with socket.create_connection(("127.0.0.1", self.server.port)) as s:
+            s.sendall(b"\x09\x00\x00\x00\x00\x02hi")
+            reply = s.recv(100)
+        self.assertEqual(reply[:1], b"\x07", "an A-ABORT answers an unknown PDU type")
+        with socket.create_connection(("127.0.0.1", self.server.port)) as s:
+            s.sendall(b"\x01\x00\xff\xff\xff\xf0")
+            self.assertEqual(s.recv(100)[:1], b"\x07")
+        self.assertEqual(self.server.echo().returncode, 0)
+        self.assertIn("malformed PDU", self.server.log())
+
+
+def uniqueCopy(name, folder):
+    """pydicom's test file ``name`` written again in its own transfer
+    syntax with a new SOP Instance UID (several test files share one), and
+    study/series UIDs where the file has none."""
+    ds = pydicom.dcmread(get_testdata_file(name))
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    for keyword in ("StudyInstanceUID", "SeriesInstanceUID"):
+        if keyword not in ds:
+            setattr(ds, keyword, generate_uid())
+    path = os.path.join(folder, name)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+class TransferSyntaxTests(ServerTestCase):
+
+    def test_everyTransferSyntax(self):
+        """Each object is stored in the syntax it arrived in, with the same data set."""
+        folder = self.mktemp()
+        os.makedirs(folder)
+        sent = {}
+        for transferSyntax, (name, option) in TRANSFER_SYNTAX_FILES.items():
+            path = uniqueCopy(name, folder)
+            self.assertEqual(pydicom.dcmread(path).file_meta.TransferSyntaxUID, transferSyntax)
+            result = self.server.store(path, extra=("-R", option))
+            self.assertEqual(result.returncode, 0, f"{name}: {result.stdout}{result.stderr}")
+            sent[transferSyntax] = pydicom.dcmread(path)
+        stored = storedFiles(self.server.dataDir)
+        for transferSyntax, original in sent.items():
+            copy = pydicom.dcmread(stored[original.SOPInstanceUID])
+            self.assertEqual(copy.file_meta.TransferSyntaxUID, transferSyntax)
+            self.assertEqual(elements(copy), elements(original), transferSyntax)
+        self.assertEqual(set(column(self.server.database, "DICOMImages", "SOPInstanceUID")),
+                         {ds.SOPInstanceUID for ds in sent.values()})
+
+    def test_objectWithoutStudyUIDRefused(self):
+        result = self.server.store(get_testdata_file("JPEGLSNearLossless_08.dcm"), extra=("-R", "-xu", "-v"))
+        self.assertIn("Error: DataSetDoesNotMatchSOPClass", result.stdout + result.stderr)
+        self.assertIn("no Study Instance UID in the data set", self.server.log())
+        self.assertEqual(column(self.server.database, "DICOMImages", "SOPInstanceUID"), [])
+
+
+class CorpusTests(ServerTestCase):
+
+    def sendParallel(self, images, associations=4):
+        chunks = [[i.path for i in images[n::associations]] for n in range(associations)]
+        with concurrent.futures.ThreadPoolExecutor(associations) as pool:
+            results = list(pool.map(lambda paths: self.server.store(*paths), chunks))
+        for result in results:
+            self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+
+    def test_parallelCorpusIndexedExactly(self):
+        images = generateCorpus(self.mktemp(), patients=3, studiesPerPatient=2, seriesPerStudy=2,
+                                imagesPerSeries=5)
+        self.sendParallel(images)
+        database = self.server.database
+        self.assertEqual(column(database, "DICOMPatients", "PatientID"),
+                         sorted({i.patientID for i in images}))
+        self.assertEqual(column(database, "DICOMStudies", "StudyInstanceUID"),
+                         sorted({i.studyUID for i in images}))
+        self.assertEqual(column(database, "DICOMSeries", "SeriesInstanceUID"),
+                         sorted({i.seriesUID for i in images}))
+        self.assertEqual(column(database, "DICOMImages", "SOPInstanceUID"), sorted(i.sopUID for i in images))
+        studies = {r["StudyInstanceUID"]: r for r in rows(database, "DICOMStudies")}
+        for image in images:
+            self.assertEqual(studies[image.studyUID]["PatientID"], image.patientID)
+        stored = storedFiles(self.server.dataDir)
+        for image in images:
+            original = pydicom.dcmread(image.path)
+            self.assertEqual(elements(pydicom.dcmread(stored[image.sopUID])), elements(original))
+        byFile = {r["SOPInstanceUID"]: r for r in rows(database, "DICOMImages")}
+        for image in images:
+            record = byFile[image.sopUID]
+            self.assertEqual(record["DeviceName"], "MAG0")
+            self.assertEqual(os.path.join(self.server.dataDir, record["ObjectFile"]), stored[image.sopUID])
+            self.assertTrue(re.fullmatch(rf"{image.patientID}/{re.escape(image.seriesUID)}_\d{{4}}_\d{{6}}_\d+[0-9a-f]{{4}}\.dcm",
+                                         record["ObjectFile"]), record["ObjectFile"])
+
+        before = snapshot(database)
+        self.server.stop()
+        os.unlink(database)
+        result = self.server.dgate("-r")
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        self.assertIn(f"{len(images)} files indexed", result.stdout)
+        self.assertEqual(snapshot(database), before)
+
+    def test_sameInstanceTwiceReplaces(self):
+        [image] = generateCorpus(self.mktemp(), 1, 1, 1, 1)
+        self.assertEqual(self.server.store(image.path).returncode, 0)
+        first = rows(self.server.database, "DICOMImages")[0]["ObjectFile"]
+        self.assertEqual(self.server.store(image.path).returncode, 0)
+        [record] = rows(self.server.database, "DICOMImages")
+        self.assertNotEqual(record["ObjectFile"], first)
+        self.assertEqual(list(storedFiles(self.server.dataDir)), [image.sopUID])
+        self.assertFalse(os.path.exists(os.path.join(self.server.dataDir, first)))
+
+
+class CrashTests(ServerTestCase):
+
+    def test_killDuringIngestLosesNothingAcknowledged(self):
+        images = generateCorpus(self.mktemp(), patients=4, studiesPerPatient=1, seriesPerStudy=2,
+                                imagesPerSeries=60)
+        chunks = [[i.path for i in images[n::3]] for n in range(3)]
+        processes = [subprocess.Popen(
+            ["storescu", "-v", "-aec", "PACS", "127.0.0.1", str(self.server.port), *paths],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ, TCP_NODELAY="1"))
+            for paths in chunks]
+        database = self.server.database
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                with sqlite3.connect(database) as c:
+                    if c.execute("SELECT COUNT(*) FROM DICOMImages").fetchone()[0] >= len(images) // 4:
+                        break
+            except sqlite3.OperationalError:
+                pass
+            time.sleep(0.01)
+        self.server.kill()
+        acknowledged = set()
+        for process, paths in zip(processes, chunks):
+            output = process.communicate(timeout=60)[0]
+            sending = None
+            for line in output.splitlines():
+                match = re.search(r"Sending file: (\S+)", line)
+                if match:
+                    sending = match.group(1)
+                elif "Received Store Response (Success)" in line and sending:
+                    acknowledged.add(pydicom.dcmread(sending, stop_before_pixels=True).SOPInstanceUID)
+        self.assertGreater(len(acknowledged), 0)
+        self.assertLess(len(acknowledged), len(images), "the kill came before the end of the ingest")
+        self.assertLessEqual(acknowledged, set(column(database, "DICOMImages", "SOPInstanceUID")),
+                             "every acknowledged object is in the index")
+        self.assertLessEqual(acknowledged, set(storedFiles(self.server.dataDir)), "and on disk")
+        result = self.server.dgate("-r")
+        self.assertEqual(result.returncode, 0, result.stdout)
+        self.assertLessEqual(acknowledged, set(column(database, "DICOMImages", "SOPInstanceUID")))
+        self.server.start()
+        self.assertEqual(os.listdir(os.path.join(self.server.dataDir, ".pacs-tmp")), [],
+                         "half-received objects are cleaned at start-up")
+
+
+class LargeObjectTests(ServerTestCase):
+
+    def test_300MBMultiframeWithBoundedMemory(self):
+        frames, rows_, columns = 600, 512, 512
+        ds = makeDataset("BIG", "Big^Object", "1.2.3.4.5", "1.2.3.4.5.6", "1.2.3.4.5.6.7", 1, 1,
+                         rows=rows_, columns=columns)
+        ds.NumberOfFrames = frames
+        del ds.PixelData
+        path = os.path.join(self.mktemp() + ".dcm")
+        ds.save_as(path, enforce_file_format=True)
+        frameBytes = rows_ * columns * 2
+        with open(path, "ab") as f:
+            f.write(struct.pack("<HH2sHL", 0x7FE0, 0x0010, b"OW", 0, frames * frameBytes))
+            block = os.urandom(frameBytes)
+            for _ in range(frames):
+                f.write(block)
+        size = os.path.getsize(path)
+        self.assertGreater(size, 300 * 10**6)
+        before = self.server.peakRSSKilobytes()
+        result = self.server.store(path, extra=("-R", "-xe"))
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        peak = self.server.peakRSSKilobytes()
+        self.assertLess(peak - before, 64 * 1024, f"peak RSS grew from {before} kB to {peak} kB")
+        stored = storedFiles(self.server.dataDir)["1.2.3.4.5.6.7"]
+        copy = pydicom.dcmread(stored, stop_before_pixels=True)
+        self.assertEqual(int(copy.NumberOfFrames), frames)
+        with open(path, "rb") as a, open(stored, "rb") as b:
+            a.seek(-4096, 2)
+            b.seek(-4096, 2)
+            self.assertEqual(a.read(), b.read())
+        with open(path, "rb") as a, open(stored, "rb") as b:
+            self.assertEqual(os.path.getsize(stored) - readFileMeta(b)[2], size - readFileMeta(a)[2])
+        self.assertEqual(column(self.server.database, "DICOMImages", "NumberOfFrames"), [str(frames)])
+
+
+class DiskFullTests(unittest.TestCase):
+
+    def setUp(self):
+        self.server = PacsServer(self.mktemp())
+        self.mount = os.path.join(self.server.workdir, "smalldisk")
+        os.makedirs(self.mount)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", self.mount], check=True)
+        self.addCleanup(subprocess.run, ["umount", "-l", self.mount])
+        self.server.setIni(MAGDevice0=self.mount + "/")
+        self.addCleanup(self.server.stop)
+        self.server.start()
+
+    def test_diskFullAnswersA700(self):
+        images = generateCorpus(self.mktemp(), 1, 1, 1, 40, rows=256, columns=256)
+        result = self.server.store(*[i.path for i in images], extra=("-v",))
+        self.assertIn("Received Store Response (Success)", result.stdout + result.stderr)
+        self.assertIn("Refused: OutOfResources", result.stdout + result.stderr)
+        self.assertIn("status 0xA700", self.server.log())
+        self.assertEqual(self.server.echo().returncode, 0)
+        indexed = set(column(self.server.database, "DICOMImages", "SOPInstanceUID"))
+        self.assertEqual(indexed, set(storedFiles(self.mount)))
+

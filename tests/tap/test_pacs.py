@@ -1,0 +1,112 @@
+"""``twistd pacs``: its options, its help, start-up errors."""
+
+import os
+import socket
+import subprocess
+import sys
+
+from twisted.python import usage
+from twisted.trial import unittest
+
+from tap.pacs import Options
+from tests.interop.server import BIN, PacsServer
+
+OPTIONS = ("--config", "--workdir", "--dicom", "--ae", "--db")
+
+
+class OptionsTests(unittest.TestCase):
+
+    def test_helpDocumentsEveryOption(self):
+        text = str(Options())
+        for option in OPTIONS:
+            self.assertIn(option, text)
+
+    def test_defaultsToPackagedConfiguration(self):
+        workdir = self.mktemp()
+        os.makedirs(workdir)
+        options = Options()
+        options.parseOptions(["--workdir", workdir])
+        self.assertEqual(options.configuration.aeTitle, "CONQUESTSRV1")
+        self.assertEqual(options.configuration.tcpPort, 5678)
+
+    def test_missingWorkdir(self):
+        error = self.assertRaises(usage.UsageError, Options().parseOptions, ["--workdir", "/no/such/folder"])
+        self.assertIn("/no/such/folder", str(error))
+
+    def test_syntaxErrorNamesFileAndLine(self):
+        server = PacsServer(self.mktemp())
+        path = os.path.join(server.workdir, "dicom.sql")
+        with open(path, "a") as f:
+            f.write("\n*Bogus*\n{\n}\n")
+        error = self.assertRaises(usage.UsageError, Options().parseOptions, ["--config", server.workdir])
+        self.assertIn("dicom.sql:", str(error))
+
+
+class TwistdTests(unittest.TestCase):
+
+    def twistd(self, *args, cwd=None):
+        return subprocess.run([os.path.join(BIN, "twistd"), *args], capture_output=True, text=True,
+                              timeout=60, cwd=cwd)
+
+    def test_twistdListsPacs(self):
+        result = self.twistd("--help")
+        self.assertIn("pacs", result.stdout)
+
+    def test_pacsHelp(self):
+        result = self.twistd("pacs", "--help")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        for option in OPTIONS:
+            self.assertIn(option, result.stdout)
+
+    def test_brokenConfigurationStopsStartupWithoutTraceback(self):
+        server = PacsServer(self.mktemp())
+        path = os.path.join(server.workdir, "acrnema.map")
+        with open(path, "a") as f:
+            f.write("ONLYONEFIELD\n")
+        lines = sum(1 for _ in open(path))
+        result = self.twistd("-n", "--pidfile=", "pacs", "--config", server.workdir, "--workdir", server.workdir,
+                             cwd=server.workdir)
+        self.assertNotEqual(result.returncode, 0)
+        output = result.stdout + result.stderr
+        self.assertIn(f"acrnema.map:{lines}", output)
+        self.assertNotIn("Traceback", output)
+
+    def test_portInUseStopsStartup(self):
+        server = PacsServer(self.mktemp())
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", server.port))
+            s.listen()
+            result = self.twistd("-n", "--pidfile=", "pacs", "--config", server.workdir, "--workdir",
+                                 server.workdir, "--dicom", f"tcp:{server.port}:interface=127.0.0.1",
+                                 cwd=server.workdir)
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn("Address already in use", result.stdout + result.stderr)
+
+
+class RegularInstallTests(unittest.TestCase):
+    """``pip install .`` (not editable): the dropin and the packaged
+    configuration come along in the wheel."""
+
+    def test_wheelInstall(self):
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        target = os.path.abspath(self.mktemp())
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
+                        "--target", target, root], check=True, capture_output=True, timeout=300)
+        self.assertTrue(os.path.exists(os.path.join(target, "twisted", "plugins", "pacs_plugin.py")))
+        self.assertFalse(os.path.exists(os.path.join(target, "twisted", "plugins", "__init__.py")))
+        code = ("import sys; sys.path[:] = [p for p in sys.path if p not in ('', %r)];"
+                "from twisted.scripts.twistd import run; sys.argv = ['twistd'] + sys.argv[1:]; run()" % root)
+        environment = dict(os.environ, PYTHONPATH=target)
+        listing = subprocess.run([sys.executable, "-c", code, "--help"], capture_output=True, text=True,
+                                 env=environment, cwd=target, timeout=60)
+        self.assertIn("pacs", listing.stdout)
+        helpText = subprocess.run([sys.executable, "-c", code, "pacs", "--help"], capture_output=True,
+                                  text=True, env=environment, cwd=target, timeout=60)
+        self.assertIn("--config", helpText.stdout, helpText.stderr)
+        check = subprocess.run(
+            [sys.executable, "-c", "import sys; sys.path[:] = [p for p in sys.path if p not in ('', %r)];"
+             "import pacscore; from pacscore.config.loader import loadConfiguration;"
+             "print(pacscore.__file__); print(loadConfiguration().aeTitle)" % root],
+            capture_output=True, text=True, env=environment, cwd=target, timeout=60)
+        self.assertIn(target, check.stdout, check.stderr)
+        self.assertIn("CONQUESTSRV1", check.stdout, check.stderr)

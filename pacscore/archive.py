@@ -7,9 +7,7 @@ and the counters behind ``--display_status``.
 
 import time
 
-from twisted.internet import threads
 from twisted.logger import Logger
-from twisted.python.threadpool import ThreadPool
 
 from pacscore.db.drivers import findDriver
 from pacscore.db.index import Index
@@ -22,6 +20,7 @@ from pacscore.dicom.sopclasses import VERIFICATION, isStorageClass
 from pacscore.storage.devices import MagDevice
 from pacscore.storage.filenames import FileNamer
 from pacscore.storage.store import ObjectStore
+from pacscore.workers import WorkerPool
 
 
 class Archive:
@@ -30,14 +29,14 @@ class Archive:
 
     log = Logger()
 
-    def __init__(self, configuration, reactor, dbDescription=None, aeTitle=None, ioThreads=8):
+    def __init__(self, configuration, reactor, dbDescription=None, aeTitle=None, ioThreads=4):
         self.configuration = configuration
         self.reactor = reactor
         self.aeTitle = aeTitle or configuration.aeTitle
         self.startTime = time.time()
         self.counters = {}
         self.devices = [MagDevice(name, path) for name, path in configuration.magDevices]
-        self.ioPool = ThreadPool(minthreads=1, maxthreads=ioThreads, name="pacs-io")
+        self.workers = WorkerPool(reactor, ioThreads, "pacs-io")
         self.driver, self.dbDescription = findDriver(dbDescription, configuration)
         self.engine = self.driver.createEngine(self.dbDescription, configuration)
         self.index = Index(self.engine, configuration.layout, configuration.tableNames,
@@ -45,11 +44,7 @@ class Archive:
         self.namer = FileNamer(configuration.fileNameSyntax, configuration.maxFileNameLength)
         self.objectStore = ObjectStore(
             self.devices[0], self.namer, self.index, configuration.layout.indexedTags(),
-            self.runInThread, IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION)
-
-    def runInThread(self, f, *args, **kwargs):
-        """Run blocking disk work in the I/O pool; returns a Deferred."""
-        return threads.deferToThreadPool(self.reactor, self.ioPool, f, *args, **kwargs)
+            self.workers, IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION)
 
     def startup(self):
         """Synchronous preparation before the reactor serves: folders exist,
@@ -57,13 +52,13 @@ class Archive:
         for device in self.devices:
             device.prepare()
         self.index.createTables()
-        self.ioPool.start()
+        self.workers.start()
         self.index.start()
 
     def shutdown(self):
         """Stop the pools after the services stopped; returns a Deferred."""
         d = self.index.stop()
-        d.addBoth(lambda result: (self.ioPool.stop(), result)[1])
+        d.addCallback(lambda _: self.workers.stop())
         return d
 
     def acceptorPolicy(self):

@@ -13,6 +13,7 @@ import threading
 from sqlalchemy import MetaData
 from twisted.internet import defer, threads
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from pacscore.db.records import ImageRecord, Replaced, Upserter, buildLevels, checkRecord
@@ -72,6 +73,17 @@ class Index:
         except ValueError:
             return defer.fail()
         return self._writer.submit(self._upsertInWriter, record)
+
+    def storeFromThread(self, record, onResult):
+        """``store`` for any thread: ``onResult(ok, value)`` is called in
+        the reactor thread once committed (``value`` is ``Replaced``/None,
+        or a Failure)."""
+        try:
+            checkRecord(self._levels, record)
+        except ValueError:
+            self.reactor.callFromThread(onResult, False, Failure())
+            return
+        self._writer.enqueue(self._upsertInWriter, record, onResult)
 
     def storeMany(self, records):
         """Synchronously index ``records`` (any iterable), one transaction

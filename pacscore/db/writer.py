@@ -63,7 +63,8 @@ class BatchRunner:
 class GroupCommitWriter:
     """``threads`` writer threads sharing one queue (SQLite: exactly one).
 
-    ``submit`` and ``stop`` must be called from the reactor thread.
+    ``submit`` and ``stop`` must be called from the reactor thread;
+    ``enqueue`` from any thread.
     """
 
     def __init__(self, engine, reactor, threads=1, onRollback=lambda: None,
@@ -91,11 +92,18 @@ class GroupCommitWriter:
     def submit(self, fn, item):
         """Deferred firing with ``item``'s result of ``fn(connection, items)``
         once committed (see ``BatchRunner``)."""
-        if self._stopping:
-            return defer.fail(RuntimeError(f"{self.name} is stopping"))
         d = defer.Deferred()
-        self._queue.put((d, fn, item))
+        self.enqueue(fn, item, lambda ok, value: d.callback(value) if ok else d.errback(value))
         return d
+
+    def enqueue(self, fn, item, onResult):
+        """Thread-safe ``submit``: ``onResult(ok, value)`` is called in the
+        reactor thread once committed (``value`` a Failure when not ok)."""
+        if self._stopping:
+            failure = Failure(RuntimeError(f"{self.name} is stopping"))
+            self.reactor.callFromThread(onResult, False, failure)
+            return
+        self._queue.put((onResult, fn, item))
 
     def stop(self):
         """Deferred firing once everything submitted before is committed and
@@ -129,12 +137,9 @@ class GroupCommitWriter:
         self.reactor.callFromThread(self._threadEnded)
 
     @staticmethod
-    def _fire(deferreds, results):
-        for d, (ok, value) in zip(deferreds, results):
-            if ok:
-                d.callback(value)
-            else:
-                d.errback(value)
+    def _fire(callbacks, results):
+        for onResult, (ok, value) in zip(callbacks, results):
+            onResult(ok, value)
 
     def _threadEnded(self):
         self._running -= 1

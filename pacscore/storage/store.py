@@ -5,17 +5,18 @@ acknowledged, indexed Part-10 file.
     (FileNameSyntax) -> write temp file, fsync, rename, fsync folder
     -> index upsert (group commit) -> Success
 
-Disk work runs in the I/O thread pool; the index in its writer thread. A
+Disk work runs in a worker of the I/O pool, which hands the record straight
+to the index writer thread; the reactor hears back once, after the commit. A
 replaced object (same SOP Instance UID) has its old file removed only after
 the new one is committed.
 """
 
 import os
-import tempfile
 from dataclasses import dataclass
 
 from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from pacscore.db.index import ImageRecord
 from pacscore.storage.attributes import DatasetError, readAttributes
@@ -57,14 +58,14 @@ class ObjectStore:
 
     log = Logger()
 
-    def __init__(self, device, namer, index, indexedTags, runInThread,
+    def __init__(self, device, namer, index, indexedTags, workers,
                  implementationClassUID, implementationVersion, spoolThreshold=4 << 20):
         self.device = device
         self.namer = namer
         self.index = index
         self.tags = frozenset(indexedTags) | namer.requiredTags | {
             SOP_CLASS_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, SERIES_INSTANCE_UID}
-        self.runInThread = runInThread
+        self.workers = workers
         self.implementationClassUID = implementationClassUID
         self.implementationVersion = implementationVersion
         self.spoolThreshold = spoolThreshold
@@ -74,7 +75,7 @@ class ObjectStore:
         header = encodeFileMeta(incoming.sopClassUID, incoming.sopInstanceUID, incoming.transferSyntax,
                                 self.implementationClassUID, self.implementationVersion,
                                 incoming.callingAE or None)
-        return Spool(self.device.tempDir, header, self.spoolThreshold, self.runInThread, transport)
+        return Spool(self.device.tempDir, header, self.spoolThreshold, self.workers.deferToWorker, transport)
 
     @defer.inlineCallbacks
     def store(self, incoming, spool):
@@ -82,18 +83,34 @@ class ObjectStore:
         device once it is on disk and committed to the index; fails with a
         StoreError subclass or an OSError."""
         yield spool.close()
-        attrs, relative = yield self.runInThread(self._writeFile, incoming, spool)
-        try:
-            replaced = yield self.index.store(ImageRecord(attrs, self.device.name, relative))
-        except Exception:
-            self.log.error("{path} is on disk but could not be indexed; it will be picked up by regen",
-                           path=relative)
-            raise
+        stored = defer.Deferred()
+        self.workers.callInThread(self._writeAndIndex, incoming, spool, stored)
+        relative, replaced = yield stored
         if replaced is not None and replaced.objectFile != relative:
-            self.runInThread(self._removeReplaced, replaced).addErrback(
+            self.workers.deferToWorker(self._removeReplaced, replaced).addErrback(
                 lambda f: self.log.failure("could not remove replaced file {path}", f,
                                            path=replaced.objectFile))
         return relative
+
+    def _writeAndIndex(self, incoming, spool, stored):
+        """In the I/O pool: write the file, then queue its index row.
+        ``stored`` fires (in the reactor) with ``(relative, replaced)``."""
+        callFromThread = self.workers.reactor.callFromThread
+        try:
+            attrs, relative = self._writeFile(incoming, spool)
+        except BaseException:
+            callFromThread(stored.errback, Failure())
+            return
+
+        def indexed(ok, value):
+            if ok:
+                stored.callback((relative, value))
+            else:
+                self.log.error("{path} is on disk but could not be indexed ({error}); regen will pick it up",
+                               path=relative, error=value.getErrorMessage())
+                stored.errback(value)
+
+        self.index.storeFromThread(ImageRecord(attrs, self.device.name, relative), indexed)
 
     def _writeFile(self, incoming, spool):
         """In the I/O pool: check, name, write and fsync one object."""
@@ -118,8 +135,10 @@ class ObjectStore:
         folder = os.path.dirname(destination)
         try:
             if data is not None:
-                fd, temporary = tempfile.mkstemp(prefix="store-", suffix=".part", dir=self.device.tempDir)
-                with os.fdopen(fd, "wb") as f:
+                temporary, low = self.device.takeTemporaryFile()
+                if low:
+                    self.workers.callInThread(self.device.refillTemporaryFiles)
+                with open(temporary, "wb") as f:
                     f.write(spool.header)
                     f.write(data)
                     f.flush()

@@ -234,9 +234,13 @@ class CrashTests(ServerTestCase):
         result = self.server.dgate("-r")
         self.assertEqual(result.returncode, 0, result.stdout)
         self.assertLessEqual(acknowledged, set(column(database, "DICOMImages", "SOPInstanceUID")))
+        temporary = os.path.join(self.server.dataDir, ".pacs-tmp")
+        leftovers = set(os.listdir(temporary))
         self.server.start()
-        self.assertEqual(os.listdir(os.path.join(self.server.dataDir, ".pacs-tmp")), [],
+        self.assertFalse(leftovers & set(os.listdir(temporary)),
                          "half-received objects are cleaned at start-up")
+        self.assertTrue(all(os.path.getsize(os.path.join(temporary, name)) == 0
+                            for name in os.listdir(temporary)), "only empty pre-created files remain")
 
 
 class LargeObjectTests(ServerTestCase):

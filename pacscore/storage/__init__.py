@@ -1,0 +1,1 @@
+"""MAG devices, FileNameSyntax, atomic Part-10 writer, regen."""

@@ -1,0 +1,121 @@
+"""The Part-10 file header (PS3.10 7.1): write it for a received dataset, read
+it back for regeneration.
+
+A stored object is ``encodeFileMeta(...)`` followed by the dataset bytes
+exactly as received, so writing needs no pydicom and no re-encoding.
+Reading accepts what Conquest leaves on its MAG devices too: ".v2" files
+are a bare dataset without preamble or meta.
+"""
+
+import struct
+
+from pacscore.storage.attributes import (
+    EXPLICIT_VR_BIG_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN,
+    readAttributes, walkDataset)
+
+PREAMBLE_LENGTH = 128
+MAGIC = b"DICM"
+
+MEDIA_STORAGE_SOP_CLASS_UID = 0x00020002
+MEDIA_STORAGE_SOP_INSTANCE_UID = 0x00020003
+TRANSFER_SYNTAX_UID = 0x00020010
+
+# Every element PS3.10 defines for group 0002.
+META_TAGS = frozenset({
+    0x00020000, 0x00020001, 0x00020002, 0x00020003, 0x00020010, 0x00020012,
+    0x00020013, 0x00020016, 0x00020017, 0x00020018, 0x00020026, 0x00020027,
+    0x00020028, 0x00020031, 0x00020032, 0x00020033, 0x00020035, 0x00020100,
+    0x00020102,
+})
+
+_SHORT = struct.Struct("<HH2sH")
+_GROUP_LENGTH = struct.Struct("<HH2sHL")
+_PEEK = struct.Struct("<HH2s")
+_VERSION = b"\x02\x00\x01\x00OB\x00\x00\x02\x00\x00\x00\x00\x01"
+_VRS = frozenset(b"AE AS AT CS DA DS DT FD FL IS LO LT OB OD OF OL OV OW PN "
+                 b"SH SL SQ SS ST SV TM UC UI UL UN UR US UT UV".split())
+
+
+def _element(element, vr, value, pad):
+    data = value.encode("ascii")
+    if len(data) % 2:
+        data += pad
+    return _SHORT.pack(2, element, vr, len(data)) + data
+
+
+def encodeFileMeta(sopClassUID, sopInstanceUID, transferSyntax,
+                   implementationClassUID, implementationVersionName, sourceAE=None):
+    """Preamble, "DICM" and the group 0002 elements, explicit VR little endian.
+
+    UIDs are padded with NUL, the version name and AE title with a space;
+    (0002,0013) is left out when ``implementationVersionName`` is empty and
+    (0002,0016) when ``sourceAE`` is not given.
+    """
+    parts = [
+        _VERSION,
+        _element(0x0002, b"UI", sopClassUID, b"\x00"),
+        _element(0x0003, b"UI", sopInstanceUID, b"\x00"),
+        _element(0x0010, b"UI", transferSyntax, b"\x00"),
+        _element(0x0012, b"UI", implementationClassUID, b"\x00"),
+    ]
+    if implementationVersionName:
+        parts.append(_element(0x0013, b"SH", implementationVersionName, b" "))
+    if sourceAE:
+        parts.append(_element(0x0016, b"AE", sourceAE, b" "))
+    group = b"".join(parts)
+    return (bytes(PREAMBLE_LENGTH) + MAGIC
+            + _GROUP_LENGTH.pack(2, 0, b"UL", 4, len(group)) + group)
+
+
+def _guessTransferSyntax(head):
+    """The encoding of a dataset with no stated transfer syntax, guessed from
+    its first element as pydicom guesses it: a VR means explicit VR, and a
+    group that reads as >= 0x0400 then means big endian."""
+    if len(head) < 6:
+        return IMPLICIT_VR_LITTLE_ENDIAN
+    group, _, vr = _PEEK.unpack_from(head)
+    if vr not in _VRS:
+        return IMPLICIT_VR_LITTLE_ENDIAN
+    return EXPLICIT_VR_BIG_ENDIAN if group >= 0x0400 else EXPLICIT_VR_LITTLE_ENDIAN
+
+
+def readFileMeta(fileobj):
+    """``(transferSyntax, metaDict, datasetOffset)`` of a DICOM file.
+
+    ``metaDict`` maps each group 0002 tag present to its value as a string.
+    A file without preamble and meta (Conquest's ".v2") gives ({}, 0) and
+    the transfer syntax its first element suggests, implicit VR little
+    endian for a ".v2". A meta without a preamble is accepted, as pydicom
+    does. Leaves ``fileobj`` positioned at the dataset.
+
+    Raises attributes.DatasetError when the meta group is broken.
+    """
+    start = fileobj.tell()
+    head = fileobj.read(PREAMBLE_LENGTH + len(MAGIC))
+    if head[PREAMBLE_LENGTH:] == MAGIC:
+        metaOffset = PREAMBLE_LENGTH + len(MAGIC)
+    elif head[:2] == b"\x02\x00":
+        metaOffset = 0
+    else:
+        fileobj.seek(start)
+        return _guessTransferSyntax(head), {}, 0
+    fileobj.seek(start + metaOffset)
+    meta, length = walkDataset(fileobj, EXPLICIT_VR_LITTLE_ENDIAN, META_TAGS, 0x00020000, 0x0002FFFF)
+    datasetOffset = metaOffset + length
+    fileobj.seek(start + datasetOffset)
+    transferSyntax = meta.get(TRANSFER_SYNTAX_UID)
+    if not transferSyntax:
+        transferSyntax = _guessTransferSyntax(fileobj.read(6))
+        fileobj.seek(start + datasetOffset)
+    return transferSyntax, meta, datasetOffset
+
+
+def readFileAttributes(path, tags):
+    """``(transferSyntax, {tag: str})`` of a stored file, for regeneration.
+
+    Raises attributes.DatasetError when the file is not a readable DICOM
+    object, and OSError when it cannot be read at all.
+    """
+    with open(path, "rb") as fileobj:
+        transferSyntax = readFileMeta(fileobj)[0]
+        return transferSyntax, readAttributes(fileobj, transferSyntax, tags)

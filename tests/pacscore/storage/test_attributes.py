@@ -1,0 +1,533 @@
+"""Tests for pacscore.storage.attributes: index attributes read from a dataset
+as received, compared with what pydicom reads from the same bytes."""
+
+import io
+import os
+import random
+import struct
+import tempfile
+import warnings
+import zlib
+from pathlib import Path
+
+import pydicom
+import pydicom.data
+from pydicom.dataset import Dataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filereader import _read_file_meta_info, read_dataset, read_preamble
+from pydicom.filewriter import write_dataset
+from pydicom.multival import MultiValue
+from pydicom.sequence import Sequence
+from twisted.trial import unittest
+
+from pacscore.storage.attributes import DatasetError, readAttributes
+
+IMPLICIT = "1.2.840.10008.1.2"
+EXPLICIT = "1.2.840.10008.1.2.1"
+DEFLATED = "1.2.840.10008.1.2.1.99"
+BIG_ENDIAN = "1.2.840.10008.1.2.2"
+JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
+
+PATIENT_NAME = 0x00100010
+PATIENT_ID = 0x00100020
+SPECIFIC_CHARACTER_SET = 0x00080005
+PIXEL_DATA = 0x7FE00010
+
+# Patient, study, series and image keys of the index and FileNameSyntax.
+TAGS = frozenset({
+    0x00100020, 0x00100010, 0x00100030, 0x00100040, 0x0020000D, 0x00080020,
+    0x00080030, 0x00200010, 0x00081030, 0x00080050, 0x00080090, 0x00101010,
+    0x00101030, 0x00080061, 0x0020000E, 0x00200011, 0x00080021, 0x00080031,
+    0x0008103E, 0x00080060, 0x00081010, 0x00080080, 0x00185100, 0x00180010,
+    0x00080070, 0x00081090, 0x00180015, 0x00181030, 0x00200052, 0x00080018,
+    0x00080016, 0x00200013, 0x00080023, 0x00080033, 0x00180086, 0x00280008,
+    0x00080022, 0x00080032, 0x00181250, 0x00200012, 0x00201041, 0x00280002,
+    0x00280004, 0x00280010, 0x00280011, 0x00280101, 0x00080008, 0x00540400,
+    0x00080005,
+})
+
+_TEXT_VRS = set("AE AS CS DA DS DT IS LO LT PN SH ST TM UC UI UR UT".split())
+_NUMBER_VRS = set("US SS UL SL FL FD SV UV".split())
+_DATA = Path(pydicom.data.__file__).parent
+_ENCODINGS = {(True, True): IMPLICIT, (False, True): EXPLICIT, (False, False): BIG_ENDIAN}
+
+
+def pydicomFiles(folder="test_files"):
+    """Every DICOM file pydicom ships in ``folder`` (not the JSON, dumps ...)."""
+    return sorted(p for p in (_DATA / folder).rglob("*")
+                  if p.is_file() and p.suffix in (".dcm", ""))
+
+
+def bundledFile(name, folder="test_files"):
+    """The path of one of pydicom's bundled files."""
+    return _DATA / folder / name
+
+
+def splitFile(path):
+    """(transferSyntax, datasetBytes, pydicomDataset) of a file, or None if
+    pydicom cannot read it. The transfer syntax is the meta's or, without
+    one, the encoding pydicom guessed."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            dataset = pydicom.dcmread(path, force=True)
+        except Exception:
+            return None
+        with open(path, "rb") as fileobj:
+            read_preamble(fileobj, True)
+            meta = _read_file_meta_info(fileobj)
+            data = fileobj.read()
+    syntax = meta.get("TransferSyntaxUID") or _ENCODINGS[dataset.original_encoding]
+    return str(syntax), data, dataset
+
+
+def pydicomValues(dataset, tags):
+    """{tag: str} by the module's rule, from pydicom's values; tags whose
+    value pydicom itself cannot convert are left out."""
+    values = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for tag in tags:
+            if tag not in dataset:
+                continue
+            try:
+                element = dataset[tag]
+                value = element.value
+            except Exception:
+                continue
+            if element.VR not in _TEXT_VRS | _NUMBER_VRS or value is None:
+                values[tag] = ""
+            elif isinstance(value, (list, MultiValue)):
+                values[tag] = "\\".join(str(v) for v in value)
+            else:
+                values[tag] = str(value)
+    return values
+
+
+def encode(dataset, implicit=False, little=True):
+    """A dataset's bytes as pydicom writes them."""
+    fileobj = DicomBytesIO()
+    fileobj.is_implicit_VR = implicit
+    fileobj.is_little_endian = little
+    write_dataset(fileobj, dataset)
+    return fileobj.getvalue()
+
+
+def decode(data, implicit=False, little=True):
+    return read_dataset(io.BytesIO(data), implicit, little)
+
+
+def readQuietly(source, syntax, tags):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return readAttributes(source, syntax, tags)
+
+
+class CountingFile(io.FileIO):
+    """A file that counts the bytes read from it."""
+
+    bytesRead = 0
+
+    def read(self, size=-1):
+        data = super().read(size)
+        self.bytesRead += len(data)
+        return data
+
+
+def studyDataset():
+    """A small dataset with sequences of every kind before the index keys."""
+    ds = Dataset()
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    ds.SOPInstanceUID = "1.2.3.4.5.6.7"
+    ds.StudyDate = "20240131"
+    ds.Modality = "CT"
+    ds.InstitutionName = "Hôpital Sainte-Anne"
+    inner = Dataset()
+    inner.CodeValue = "T-D0050"
+    inner.CodeMeaning = "Tissue"
+    item = Dataset()
+    item.ReferencedSOPInstanceUID = "1.2.3.9"
+    item.PurposeOfReferenceCodeSequence = Sequence([inner])
+    ds.ReferencedImageSequence = Sequence([item, Dataset()])
+    ds.PatientName = "Müller^Hans"
+    ds.PatientID = "ID 42"
+    ds.PatientBirthDate = ""
+    ds.StudyInstanceUID = "1.2.3.4"
+    ds.SeriesInstanceUID = "1.2.3.4.5"
+    ds.SeriesNumber = 3
+    ds.InstanceNumber = 17
+    ds.SliceLocation = "-12.50"
+    ds.Rows = 512
+    ds.Columns = 256
+    ds.ImageID = "IMG 1"
+    return ds
+
+
+def undefinedLengths(ds):
+    """Mark every sequence and item of ``ds`` as of undefined length."""
+    for element in ds.iterall():
+        if element.VR == "SQ":
+            element.is_undefined_length = True
+            for item in element.value:
+                item.is_undefined_length_sequence_item = True
+    return ds
+
+
+class PydicomAgreementTests(unittest.TestCase):
+    """The contract: the walker gives what pydicom gives, for every file
+    pydicom ships (all transfer syntaxes, odd encodings, sequences)."""
+
+    def _compare(self, folder, tags):
+        mismatches = []
+        compared = 0
+        for path in pydicomFiles(folder):
+            split = splitFile(path)
+            if split is None:
+                continue
+            syntax, data, dataset = split
+            expected = pydicomValues(dataset, tags)
+            fromBytes = readQuietly(data, syntax, tags)
+            with open(path, "rb") as fileobj:
+                fileobj.seek(os.path.getsize(path) - len(data))
+                fromFile = readQuietly(fileobj, syntax, tags)
+            for name, actual in (("bytes", fromBytes), ("file", fromFile)):
+                # Tags pydicom fails to convert are compared for presence only.
+                comparable = {t: v for t, v in actual.items() if t in expected}
+                if comparable != expected or set(actual) - set(expected) - set(dataset.keys()):
+                    mismatches.append((path.name, name, syntax, expected, actual))
+            compared += 1
+        return compared, mismatches
+
+    def test_testFiles(self):
+        compared, mismatches = self._compare("test_files", TAGS)
+        self.assertEqual(mismatches, [])
+        self.assertGreater(compared, 150)
+
+    def test_charsetFiles(self):
+        """Names and other charset-affected values decode as pydicom decodes them."""
+        compared, mismatches = self._compare("charset_files", TAGS)
+        self.assertEqual(mismatches, [])
+        self.assertGreater(compared, 15)
+
+    def test_charsetReadWithoutBeingAsked(self):
+        """(0008,0005) is honoured even when not requested."""
+        syntax, data, dataset = splitFile(bundledFile("chrH31.dcm", "charset_files"))
+        self.assertEqual(readQuietly(data, syntax, {PATIENT_NAME}),
+                         {PATIENT_NAME: "Yamada^Tarou=山田^太郎=やまだ^たろう"})
+        syntax, data, dataset = splitFile(bundledFile("chrX2.dcm", "charset_files"))
+        self.assertEqual(readQuietly(data, syntax, {PATIENT_NAME}),
+                         {PATIENT_NAME: "Wang^XiaoDong=王^小东"})
+
+    def test_deflated(self):
+        syntax, data, dataset = splitFile(bundledFile("image_dfl.dcm"))
+        self.assertEqual(syntax, DEFLATED)
+        self.assertEqual(readAttributes(data, syntax, TAGS), pydicomValues(dataset, TAGS))
+
+    def test_bigEndian(self):
+        syntax, data, dataset = splitFile(bundledFile("MR_small_bigendian.dcm"))
+        self.assertEqual(syntax, BIG_ENDIAN)
+        values = readAttributes(data, syntax, TAGS)
+        self.assertEqual(values, pydicomValues(dataset, TAGS))
+        self.assertEqual(values[0x00280010], "64")
+
+
+class EncodingTests(unittest.TestCase):
+    """Datasets written by pydicom in each encoding read back the same."""
+
+    def _check(self, ds, implicit, little, syntax):
+        data = encode(ds, implicit, little)
+        expected = pydicomValues(decode(data, implicit, little), TAGS)
+        self.assertEqual(readAttributes(data, syntax, TAGS), expected)
+        with tempfile.TemporaryFile() as fileobj:
+            fileobj.write(b"junk")
+            fileobj.write(data)
+            fileobj.seek(4)
+            self.assertEqual(readAttributes(fileobj, syntax, TAGS), expected)
+        return expected
+
+    def test_values(self):
+        values = self._check(studyDataset(), False, True, EXPLICIT)
+        self.assertEqual(values[0x00080008], "ORIGINAL\\PRIMARY\\AXIAL")
+        self.assertEqual(values[PATIENT_NAME], "Müller^Hans")
+        self.assertEqual(values[0x00080080], "Hôpital Sainte-Anne")
+        self.assertEqual(values[PATIENT_ID], "ID 42")
+        self.assertEqual(values[0x00100030], "")
+        self.assertEqual(values[0x00200011], "3")
+        self.assertEqual(values[0x00201041], "-12.50")
+        self.assertEqual(values[0x00280010], "512")
+        self.assertEqual(values[0x00540400], "IMG 1")
+
+    def test_implicitVR(self):
+        self._check(studyDataset(), True, True, IMPLICIT)
+
+    def test_bigEndian(self):
+        self._check(studyDataset(), False, False, BIG_ENDIAN)
+
+    def test_undefinedLengthSequences(self):
+        self._check(undefinedLengths(studyDataset()), False, True, EXPLICIT)
+        self._check(undefinedLengths(studyDataset()), True, True, IMPLICIT)
+
+    def test_encapsulatedSyntax(self):
+        """Compressed syntaxes encode their dataset as explicit VR little endian."""
+        ds = studyDataset()
+        values = self._check(ds, False, True, JPEG_BASELINE)
+        self.assertEqual(values[PATIENT_ID], "ID 42")
+
+    def test_deflatedFromBytesAndFile(self):
+        data = encode(studyDataset())
+        compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+        deflated = compressor.compress(data) + compressor.flush()
+        expected = pydicomValues(decode(data), TAGS)
+        self.assertEqual(readAttributes(deflated, DEFLATED, TAGS), expected)
+        with tempfile.TemporaryFile() as fileobj:
+            fileobj.write(deflated)
+            fileobj.seek(0)
+            self.assertEqual(readAttributes(fileobj, DEFLATED, TAGS), expected)
+
+    def test_memoryviewAndBytearray(self):
+        data = encode(studyDataset())
+        expected = readAttributes(data, EXPLICIT, TAGS)
+        self.assertEqual(readAttributes(bytearray(data), EXPLICIT, TAGS), expected)
+        self.assertEqual(readAttributes(memoryview(data), EXPLICIT, TAGS), expected)
+
+    def test_absentAndEmpty(self):
+        values = readAttributes(encode(studyDataset()), EXPLICIT, {0x00100030, 0x00100040})
+        self.assertEqual(values, {0x00100030: ""})
+
+    def test_noTags(self):
+        self.assertEqual(readAttributes(b"\x01", EXPLICIT, set()), {})
+
+    def test_emptyDataset(self):
+        self.assertEqual(readAttributes(b"", IMPLICIT, TAGS), {})
+
+    def test_charsetOnlyIfAsked(self):
+        values = readAttributes(encode(studyDataset()), EXPLICIT, {PATIENT_ID})
+        self.assertEqual(values, {PATIENT_ID: "ID 42"})
+
+    def test_sequenceAndBinaryRequested(self):
+        """Values that are no index attributes (SQ, OB) read as ""."""
+        ds = studyDataset()
+        ds.add_new(0x00091010, "LO", "ACME")
+        ds.add_new(0x00091011, "OB", b"\x00\x01")
+        for implicit in (False, True):
+            data = encode(undefinedLengths(ds), implicit)
+            values = readAttributes(data, IMPLICIT if implicit else EXPLICIT,
+                                    {0x00081140, 0x00091011, PATIENT_ID})
+            self.assertEqual(values, {0x00081140: "", 0x00091011: "", PATIENT_ID: "ID 42"})
+
+    def test_unVRReadAsDictionaryVR(self):
+        """An explicit UN element of a known tag is read with its real VR, as pydicom does."""
+        data = (b"\x10\x00\x10\x00UN\x00\x00\x0c\x00\x00\x00Doe^John    "
+                b"\x28\x00\x10\x00UN\x00\x00\x02\x00\x00\x00\x00\x02")
+        expected = {PATIENT_NAME: "Doe^John", 0x00280010: "512"}
+        self.assertEqual(pydicomValues(decode(data), expected), expected)
+        self.assertEqual(readAttributes(data, EXPLICIT, set(expected)), expected)
+
+    def test_unknownVR(self):
+        """A two-letter unknown VR has a 2-byte length; a non-letter VR means
+        the element is implicit VR (pydicom's rules)."""
+        data = (b"\x08\x00\x20\x00XX\x04\x00abcd"
+                b"\x08\x00\x30\x00\x06\x00\x00\x00120000"
+                b"\x10\x00\x20\x00LO\x02\x00P1")
+        expected = {0x00080030: "120000", PATIENT_ID: "P1"}
+        self.assertEqual(pydicomValues(decode(data), expected), expected)
+        self.assertEqual(readAttributes(data, EXPLICIT, set(expected) | {0x00080020}),
+                         {0x00080020: "", **expected})
+
+    def test_implicitDatasetLabelledExplicit(self):
+        """As pydicom, the first element decides between implicit and explicit VR."""
+        data = encode(studyDataset(), implicit=True)
+        self.assertEqual(readAttributes(data, EXPLICIT, TAGS), readAttributes(data, IMPLICIT, TAGS))
+
+    def test_privateTagImplicit(self):
+        ds = Dataset()
+        ds.add_new(0x00090010, "LO", "ACME")
+        ds.add_new(0x00091001, "LO", "secret")
+        ds.PatientID = "P"
+        values = readAttributes(encode(ds, implicit=True), IMPLICIT, {0x00091001, PATIENT_ID})
+        self.assertEqual(values, {0x00091001: "", PATIENT_ID: "P"})
+
+    def test_numbers(self):
+        ds = Dataset()
+        ds.add_new(0x00181310, "US", [0, 256, 256, 0])
+        ds.add_new(0x00081163, "FD", [0.5, -2.25])
+        ds.add_new(0x00089459, "FL", 0.1)
+        ds.add_new(0x00186020, "SL", -70000)
+        ds.add_new(0x00189219, "SS", -3)
+        ds.add_new(0x00280106, "US", 65533)  # "US or SS": pydicom takes US
+        tags = {0x00181310, 0x00081163, 0x00089459, 0x00186020, 0x00189219, 0x00280106}
+        for implicit, little, syntax in ((False, True, EXPLICIT), (True, True, IMPLICIT),
+                                         (False, False, BIG_ENDIAN)):
+            data = encode(ds, implicit, little)
+            values = readAttributes(data, syntax, tags)
+            self.assertEqual(values, pydicomValues(decode(data, implicit, little), tags))
+            self.assertEqual(values, {
+                0x00181310: "0\\256\\256\\0", 0x00081163: "0.5\\-2.25",
+                0x00089459: str(struct.unpack("<f", struct.pack("<f", 0.1))[0]),
+                0x00186020: "-70000", 0x00189219: "-3", 0x00280106: "65533"})
+
+    def test_stringsAsPydicomStripsThem(self):
+        ds = Dataset()
+        values = {
+            0x00080008: ("CS", " ORIGINAL\\ PRIMARY "),
+            0x00080054: ("AE", " AE1 \\AE2 "),
+            0x00081030: ("LO", " desc \\ two "),
+            0x00081010: ("SH", "\x00"),
+            0x00204000: ("LT", " long\\text  "),
+            0x00080018: ("UI", "1.2.3\x00"),
+            0x00201041: ("DS", " 1.5\\ 2.0 "),
+            0x00200013: ("IS", " 12 "),
+            0x00180015: ("CS", "HEAD "),
+            0x00100010: ("PN", "Doe^J==\\Roe^K "),
+            0x00081190: ("UR", " http://x/ "),
+        }
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for tag, (vr, value) in values.items():
+                ds.add_new(tag, vr, value)
+        for implicit in (False, True):
+            data = encode(ds, implicit)
+            expected = pydicomValues(decode(data, implicit), values)
+            self.assertEqual(readQuietly(data, IMPLICIT if implicit else EXPLICIT, values), expected)
+        self.assertEqual(expected[0x00080008], " ORIGINAL\\ PRIMARY")
+        self.assertEqual(expected[0x00100010], "Doe^J\\Roe^K")
+
+
+class StopTests(unittest.TestCase):
+    """The walk ends early and never touches pixel data."""
+
+    def _bigFile(self, directory, before=b"", size=300 * 1024 * 1024):
+        """A sparse file: some elements, an OW value of ``size`` bytes, then
+        ``before`` (elements after the big value)."""
+        ds = Dataset()
+        ds.SOPInstanceUID = "1.2.3"
+        ds.PatientName = "Big^File"
+        head = encode(ds)
+        path = os.path.join(directory, "big.dcm")
+        with open(path, "wb") as fileobj:
+            fileobj.write(head)
+            fileobj.write(before)
+            fileobj.write(b"\xe0\x7f\x10\x00OW\x00\x00" + size.to_bytes(4, "little"))
+            fileobj.truncate(fileobj.tell() + size)
+        return path
+
+    def test_pixelDataNeverRead(self):
+        with tempfile.TemporaryDirectory() as directory:
+            path = self._bigFile(directory)
+            with CountingFile(path) as fileobj:
+                values = readAttributes(fileobj, EXPLICIT, TAGS | {PIXEL_DATA})
+                self.assertLess(fileobj.bytesRead, 128 * 1024)
+        self.assertEqual(values, {0x00080018: "1.2.3", PATIENT_NAME: "Big^File"})
+
+    def test_bigValueSeekedPast(self):
+        """A 300 MB private value before the wanted tags is skipped, not read."""
+        size = 300 * 1024 * 1024
+        ds = Dataset()
+        ds.SOPInstanceUID = "1.2.3"
+        with tempfile.TemporaryDirectory() as directory:
+            path = os.path.join(directory, "big.dcm")
+            with open(path, "wb") as fileobj:
+                fileobj.write(encode(ds))
+                fileobj.write(b"\x09\x00\x10\x00LO\x04\x00ACME")
+                fileobj.write(b"\x09\x00\x01\x10OB\x00\x00" + size.to_bytes(4, "little"))
+                fileobj.seek(size, 1)
+                fileobj.write(b"\x10\x00\x20\x00LO\x02\x00P1")
+            with CountingFile(path) as fileobj:
+                values = readAttributes(fileobj, EXPLICIT, {0x00080018, PATIENT_ID})
+                self.assertLess(fileobj.bytesRead, 256 * 1024)
+        self.assertEqual(values, {0x00080018: "1.2.3", PATIENT_ID: "P1"})
+
+    def test_stopsAfterLargestTag(self):
+        """Whatever follows the largest requested tag is not looked at."""
+        data = encode(studyDataset()) + b"\xff" * 3
+        self.assertEqual(readAttributes(data, EXPLICIT, {PATIENT_ID}), {PATIENT_ID: "ID 42"})
+        self.assertRaises(DatasetError, readAttributes, data, EXPLICIT, {0x00540400})
+
+    def test_encapsulatedPixelDataNotWalked(self):
+        syntax, data, dataset = splitFile(bundledFile("JPEG2000.dcm"))
+        pixelStart = data.index(b"\xe0\x7f\x10\x00OB\x00\x00\xff\xff\xff\xff")
+        values = readAttributes(data[:pixelStart + 12], syntax, TAGS | {PIXEL_DATA})
+        self.assertEqual(values, pydicomValues(dataset, TAGS))
+
+
+class BrokenDatasetTests(unittest.TestCase):
+    """Broken input raises DatasetError, never anything else, and always ends."""
+
+    def test_truncatedEverywhere(self):
+        for name in ("MR_small.dcm", "MR_small_implicit.dcm", "MR_small_bigendian.dcm",
+                     "JPEG2000.dcm", "image_dfl.dcm"):
+            syntax, data, dataset = splitFile(bundledFile(name))
+            complete = readAttributes(data, syntax, TAGS)
+            failures = 0
+            for length in range(0, min(len(data), 4000), 7):
+                try:
+                    values = readAttributes(data[:length], syntax, TAGS)
+                except DatasetError:
+                    failures += 1
+                else:
+                    self.assertLessEqual(set(values), set(complete))
+            self.assertGreater(failures, 0, name)
+
+    def test_truncatedValue(self):
+        data = encode(studyDataset())
+        cut = data.index(b"Hans")
+        error = self.assertRaises(DatasetError, readAttributes, data[:cut], EXPLICIT, TAGS)
+        self.assertIn("(0010,0010)", str(error))
+        with tempfile.TemporaryFile() as fileobj:
+            fileobj.write(data[:cut])
+            fileobj.seek(0)
+            self.assertRaises(DatasetError, readAttributes, fileobj, EXPLICIT, TAGS)
+
+    def test_truncatedHeader(self):
+        data = encode(studyDataset())
+        cut = data.index(b"\x10\x00\x10\x00PN") + 5
+        error = self.assertRaises(DatasetError, readAttributes, data[:cut], EXPLICIT, TAGS)
+        self.assertIn(f"offset {cut - 5}", str(error))
+
+    def test_absurdLength(self):
+        for data, syntax in (
+                (b"\x08\x00\x18\x00UT\x00\x00\xf0\xff\xff\xff1.2.3\x00", EXPLICIT),
+                (b"\x08\x00\x18\x00\xf0\xff\xff\xff1.2.3\x00", IMPLICIT),
+                (b"\x08\x00\x08\x00CS\xf0\xffORIGINAL", EXPLICIT)):
+            error = self.assertRaises(DatasetError, readAttributes, data, syntax, {0x00100020})
+            self.assertIn("offset 0", str(error))
+            with tempfile.TemporaryFile() as fileobj:
+                fileobj.write(data)
+                fileobj.seek(0)
+                self.assertRaises(DatasetError, readAttributes, fileobj, syntax, {0x00100020})
+
+    def test_unterminatedSequence(self):
+        data = encode(undefinedLengths(studyDataset()))
+        cut = data.index(b"\xfe\xff\xdd\xe0")
+        self.assertRaises(DatasetError, readAttributes, data[:cut], EXPLICIT, TAGS)
+
+    def test_notAnItemInSequence(self):
+        data = (b"\x08\x00\x40\x11SQ\x00\x00\xff\xff\xff\xff"
+                b"\x10\x00\x20\x00LO\x02\x00P1")
+        error = self.assertRaises(DatasetError, readAttributes, data, EXPLICIT, {PATIENT_ID})
+        self.assertIn("offset 12", str(error))
+
+    def test_deepNesting(self):
+        item = b"\xfe\xff\x00\xe0\xff\xff\xff\xff"
+        sequence = b"\x08\x00\x40\x11SQ\x00\x00\xff\xff\xff\xff"
+        data = (sequence + item) * 200
+        self.assertRaises(DatasetError, readAttributes, data, EXPLICIT, {PATIENT_ID})
+
+    def test_corruptDeflate(self):
+        self.assertRaises(DatasetError, readAttributes, b"\xff" * 64, DEFLATED, {PATIENT_ID})
+
+    def test_garbage(self):
+        generator = random.Random(20240131)
+        samples = [encode(studyDataset()), encode(undefinedLengths(studyDataset()), True)]
+        for _ in range(400):
+            data = bytearray(generator.choice(samples))
+            for _ in range(generator.randint(1, 8)):
+                data[generator.randrange(len(data))] = generator.randrange(256)
+            data = bytes(data[:generator.randrange(len(data) + 1)])
+            for syntax in (IMPLICIT, EXPLICIT, BIG_ENDIAN, DEFLATED):
+                try:
+                    readQuietly(data, syntax, TAGS)
+                except DatasetError:
+                    pass

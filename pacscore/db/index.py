@@ -96,12 +96,15 @@ class Index:
         runner = BatchRunner(self.engine, upserter.forgetCache)
         records = iter(records)
         results = []
-        while batch := list(itertools.islice(records, self.storeManyBatch)):
-            outcomes = runner.run([(upserter.upsertImages, record) for record in batch])
-            for ok, value in outcomes:
-                if not ok:
-                    value.raiseException()
-            results += [value for _, value in outcomes]
+        try:
+            while batch := list(itertools.islice(records, self.storeManyBatch)):
+                outcomes = runner.run([(upserter.upsertImages, record) for record in batch])
+                for ok, value in outcomes:
+                    if not ok:
+                        value.raiseException()
+                results += [value for _, value in outcomes]
+        finally:
+            runner.closeConnection()
         return results
 
     def runWrite(self, fn, *args, **kw):

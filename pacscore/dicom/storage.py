@@ -43,30 +43,38 @@ class StorageService:
     def datasetSink(self, protocol, contextId, command):
         return self.objectStore.spool(self._incoming(protocol, contextId, command), protocol.transport)
 
-    @defer.inlineCallbacks
     def handle(self, protocol, contextId, command, dataset):
         incoming = self._incoming(protocol, contextId, command)
-        status = SUCCESS
-        comment = None
-        try:
-            if dataset is None:
-                raise InvalidDataset("C-STORE-RQ without a data set")
-            yield self.objectStore.store(incoming, dataset)
-            self.counters["imagesReceived"] = self.counters.get("imagesReceived", 0) + 1
-        except InvalidDataset as e:
-            status, comment = CANNOT_UNDERSTAND, str(e)
-        except DatasetMismatch as e:
-            status, comment = DATASET_DOES_NOT_MATCH, str(e)
-        except Exception as e:
-            if isDiskFull(e):
-                status, comment = OUT_OF_RESOURCES, f"disk full: {e}"
-            else:
-                self.log.failure("storing {uid} failed", uid=incoming.sopInstanceUID)
-                status, comment = self.storageFailedStatus, f"storage failed: {e}"
+        if dataset is None:
+            stored = defer.fail(InvalidDataset("C-STORE-RQ without a data set"))
+        else:
+            stored = self.objectStore.store(incoming, dataset)
+        stored.addCallbacks(self._success, self._failure, errbackArgs=(incoming,))
+        stored.addCallback(self._respond, protocol, contextId, command, incoming)
+        return stored
+
+    def _success(self, relative):
+        self.counters["imagesReceived"] = self.counters.get("imagesReceived", 0) + 1
+        return SUCCESS, None
+
+    def _failure(self, failure, incoming):
+        error = failure.value
+        if isinstance(error, InvalidDataset):
+            return CANNOT_UNDERSTAND, str(error)
+        if isinstance(error, DatasetMismatch):
+            return DATASET_DOES_NOT_MATCH, str(error)
+        if isDiskFull(error):
+            return OUT_OF_RESOURCES, f"disk full: {error}"
+        self.log.failure("storing {uid} failed", failure, uid=incoming.sopInstanceUID)
+        return self.storageFailedStatus, f"storage failed: {error}"
+
+    def _respond(self, outcome, protocol, contextId, command, incoming):
+        status, comment = outcome
+        extra = None
         if status != SUCCESS:
             self.counters["storeFailures"] = self.counters.get("storeFailures", 0) + 1
             self.log.warn("C-STORE of {uid} from {calling} refused with status 0x{status:04X}: {comment}",
                           uid=incoming.sopInstanceUID, calling=incoming.callingAE,
                           status=status, comment=comment)
-        extra = {commands.ERROR_COMMENT: comment[:64]} if comment else {}
+            extra = {commands.ERROR_COMMENT: comment[:64]}
         protocol.sendMessage(contextId, commands.response(command, commands.C_STORE_RSP, status, extra))

@@ -89,6 +89,8 @@ class Spool:
     def close(self):
         """Fires with this spool once every byte is in memory or in the file
         (flushed to the OS, not yet fsynced); fails if a write failed."""
+        if self.path is None:
+            return defer.succeed(self)
         if self._pending:
             self._queue(b"".join(self._pending))
         self._tail.addCallback(lambda _: self._runInThread(self._closeFile) if self._file else None)

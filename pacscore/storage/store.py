@@ -77,15 +77,18 @@ class ObjectStore:
                                 incoming.callingAE or None)
         return Spool(self.device.tempDir, header, self.spoolThreshold, self.workers.deferToWorker, transport)
 
-    @defer.inlineCallbacks
     def store(self, incoming, spool):
         """Store a received object. Fires with its path relative to the
         device once it is on disk and committed to the index; fails with a
         StoreError subclass or an OSError."""
-        yield spool.close()
         stored = defer.Deferred()
-        self.workers.callInThread(self._writeAndIndex, incoming, spool, stored)
-        relative, replaced = yield stored
+        spool.close().addCallbacks(
+            lambda _: self.workers.callInThread(self._writeAndIndex, incoming, spool, stored),
+            stored.errback)
+        return stored.addCallback(self._stored)
+
+    def _stored(self, result):
+        relative, replaced = result
         if replaced is not None and replaced.objectFile != relative:
             self.workers.deferToWorker(self._removeReplaced, replaced).addErrback(
                 lambda f: self.log.failure("could not remove replaced file {path}", f,

@@ -42,6 +42,10 @@ class Archive:
         self.index = Index(self.engine, configuration.layout, configuration.tableNames,
                            writerThreads=self.driver.writerThreads, reactor=reactor)
         self.namer = FileNamer(configuration.fileNameSyntax, configuration.maxFileNameLength)
+        self.idleTimeout = configuration.tcpipTimeout
+        self.artimTimeout = configuration.ini.getint("ARTIMTimeOut", 30)
+        self.storageFailedStatus = configuration.storageFailedErrorCode
+        self.tcpPort = configuration.tcpPort
         self.objectStore = ObjectStore(
             self.devices[0], self.namer, self.index, configuration.layout.indexedTags(),
             self.workers, IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION)
@@ -78,12 +82,12 @@ class Archive:
 
     def dicomFactory(self):
         """The protocol factory of the DICOM service."""
-        storage = StorageService(self.objectStore, self.configuration.storageFailedErrorCode, self.counters)
+        storage = StorageService(self.objectStore, self.storageFailedStatus, self.counters)
         return DicomServerFactory(
             self.acceptorPolicy(),
             services={commands.C_ECHO_RQ: EchoService(), commands.C_STORE_RQ: storage},
             sinks={commands.C_STORE_RQ: storage},
             clock=self.reactor,
-            idleTimeout=self.configuration.tcpipTimeout,
-            artimTimeout=self.configuration.ini.getint("ARTIMTimeOut", 30),
+            idleTimeout=self.idleTimeout,
+            artimTimeout=self.artimTimeout,
             counters=self.counters)

@@ -21,7 +21,11 @@ from pacscore.config.loader import loadConfiguration
 
 
 class Options(usage.Options):
+    """Also builds the Archive, so a configuration error of any kind stops
+    start-up with a message instead of a traceback."""
+
     synopsis = "[options]"
+    reactor = globalReactor
     longdesc = (
         "Run the pacs DICOM archive: a DICOM storage service (C-ECHO, C-STORE) that files objects "
         "on the MAG devices of a Conquest-style configuration and indexes them in SQL. Every "
@@ -48,8 +52,12 @@ class Options(usage.Options):
             raise usage.UsageError(f"--workdir {workdir}: no such folder")
         try:
             self.configuration = loadConfiguration(self["config"], workdir)
+            self.archive = Archive(self.configuration, self.reactor, dbDescription=self["db"],
+                                   aeTitle=self["ae"])
         except ConfigError as e:
             raise usage.UsageError(f"configuration error: {e}")
+        except ValueError as e:
+            raise usage.UsageError(str(e))
 
 
 class ArchiveService(service.Service):
@@ -95,13 +103,12 @@ class ListeningService(internet.StreamServerEndpointService):
         return port
 
 
-def makeService(options, reactor=globalReactor):
+def makeService(options):
     """The ``twistd pacs`` service tree."""
-    configuration = options.configuration
-    archive = Archive(configuration, reactor, dbDescription=options["db"], aeTitle=options["ae"])
+    archive = options.archive
     top = service.MultiService()
     ArchiveService(archive).setServiceParent(top)
-    dicom = options["dicom"] or f"tcp:{configuration.tcpPort}"
+    dicom = options["dicom"] or f"tcp:{archive.tcpPort}"
     ListeningService(f"DICOM service {archive.aeTitle}", dicom, archive.dicomFactory(),
-                     reactor).setServiceParent(top)
+                     archive.reactor).setServiceParent(top)
     return top

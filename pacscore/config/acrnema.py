@@ -19,7 +19,7 @@ case-sensitive in DICOM).
 from dataclasses import dataclass
 
 from pacscore.config.errors import ConfigError
-from pacscore.config.ini import lineEnding, readConfigText, splitLines, writeFileAtomically
+from pacscore.config.textfile import LineFile, lineEnding, splitLines
 
 
 @dataclass
@@ -94,17 +94,8 @@ def _formatNode(node):
     return f"{node.ae:<17} {node.host:<16} {node.port:<9} {node.compression}"
 
 
-class AcrNemaMap:
+class AcrNemaMap(LineFile):
     """The parsed acrnema.map.  Edit it with ``put``/``delete``, not through ``nodes``."""
-
-    def __init__(self, path, rows, newline="\n"):
-        self.path = str(path)
-        self._rows = rows
-        self._newline = newline
-
-    @classmethod
-    def fromFile(cls, path):
-        return cls.fromString(readConfigText(path), path)
 
     @classmethod
     def fromString(cls, text, path="acrnema.map"):
@@ -175,13 +166,6 @@ class AcrNemaMap:
             self._rows[positions[index]] = _Row(old.keptComments(), None, old.head, old.tail)
         else:
             del self._rows[positions[index]]
-
-    def toString(self):
-        return "".join(row.text + self._newline for row in self._rows)
-
-    def write(self, path=None):
-        """Write the map (atomically) to ``path``, by default where it was read."""
-        writeFileAtomically(path or self.path, self.toString())
 
 
 def _fill(pattern, rest):

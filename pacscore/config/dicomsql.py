@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass, field
 
 from pacscore.config.errors import ConfigError
-from pacscore.config.ini import readConfigText
+from pacscore.config.textfile import readConfigText
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,8 @@ from pacscore.config.soplist import SopList
 INI_NAME = "dicom.ini"
 _MAG_DEVICE = re.compile(r"MAGDevice([0-9]+)", re.IGNORECASE)
 
+DEFAULT_MAG_DEVICE = "./data/"
+
 
 @dataclass
 class Configuration:
@@ -52,12 +54,15 @@ class Configuration:
     def magDevices(self):
         """``[("MAG0", "/abs/path"), ...]`` from MAGDevices and MAGDeviceN.
 
-        With MAGDevices absent, every MAGDeviceN present, in order of N.
+        With MAGDevices absent, every MAGDeviceN present, in order of N;
+        with neither, Conquest's ``./data/``.
         """
         count = self.ini.getint("MAGDevices", None)
         if count is None:
             numbers = sorted({int(m.group(1)) for key, _ in self.ini.items()
                               if (m := _MAG_DEVICE.fullmatch(key))})
+            if not numbers:
+                return [("MAG0", self.resolvePath(DEFAULT_MAG_DEVICE))]
         else:
             numbers = range(count)
         devices = []
@@ -68,6 +73,9 @@ class Configuration:
                 raise ConfigError(self.iniPath, self.ini.lineOf(key) or self.ini.lineOf("MAGDevices"),
                                   f"{key} is missing or empty")
             devices.append((f"MAG{n}", self.resolvePath(path)))
+        if not devices:
+            raise ConfigError(self.iniPath, self.ini.lineOf("MAGDevices"),
+                              "no MAG device to store images on (MAGDevices / MAGDevice0)")
         return devices
 
     @property

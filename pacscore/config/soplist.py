@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, replace
 
 from pacscore.config.errors import ConfigError
-from pacscore.config.ini import lineEnding, readConfigText, splitLines, writeFileAtomically
+from pacscore.config.textfile import LineFile, lineEnding, splitLines
 
 KINDS = ("sop", "abstract", "transfer", "application", "remoteae", "localae")
 _SPELLING = {"remoteae": "RemoteAE", "localae": "LocalAE"}
@@ -67,17 +67,8 @@ def _formatEntry(entry):
     return f"{text} {entry.extra}" if entry.extra else text
 
 
-class SopList:
+class SopList(LineFile):
     """The parsed dgatesop.lst.  Edit it with ``put``/``delete``, not through ``entries``."""
-
-    def __init__(self, path, rows, newline="\n"):
-        self.path = str(path)
-        self._rows = rows
-        self._newline = newline
-
-    @classmethod
-    def fromFile(cls, path):
-        return cls.fromString(readConfigText(path), path)
 
     @classmethod
     def fromString(cls, text, path="dgatesop.lst"):
@@ -152,10 +143,3 @@ class SopList:
         if not 0 <= index < len(positions):
             raise IndexError(f"no entry {index} in {self.path}")
         del self._rows[positions[index]]
-
-    def toString(self):
-        return "".join(row.text + self._newline for row in self._rows)
-
-    def write(self, path=None):
-        """Write the list (atomically) to ``path``, by default where it was read."""
-        writeFileAtomically(path or self.path, self.toString())

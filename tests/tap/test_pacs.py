@@ -110,3 +110,28 @@ class RegularInstallTests(unittest.TestCase):
             capture_output=True, text=True, env=environment, cwd=target, timeout=60)
         self.assertIn(target, check.stdout, check.stderr)
         self.assertIn("CONQUESTSRV1", check.stdout, check.stderr)
+
+
+class ConfigurationValueTests(unittest.TestCase):
+    """Bad values are found before any service starts."""
+
+    def optionsFor(self, **ini):
+        server = PacsServer(self.mktemp())
+        server.setIni(**ini)
+        return server, ["--config", server.workdir, "--workdir", server.workdir]
+
+    def test_badPort(self):
+        server, args = self.optionsFor(TCPPort="five")
+        error = self.assertRaises(usage.UsageError, Options().parseOptions, args)
+        self.assertIn("dicom.ini:", str(error))
+        self.assertIn("TCPPort", str(error))
+
+    def test_unknownDatabaseScheme(self):
+        server, args = self.optionsFor()
+        error = self.assertRaises(usage.UsageError, Options().parseOptions, args + ["--db", "oracle:x"])
+        self.assertIn("sqlite", str(error))
+
+    def test_noMagDevice(self):
+        server, args = self.optionsFor(MAGDevices="0")
+        error = self.assertRaises(usage.UsageError, Options().parseOptions, args)
+        self.assertIn("no MAG device", str(error))

@@ -132,7 +132,7 @@ class AccessorTests(unittest.TestCase):
         self.assertEqual(configuration.maxFileNameLength, 255)
         self.assertEqual(configuration.tcpipTimeout, 300)
         self.assertEqual(configuration.storageFailedErrorCode, 272)
-        self.assertEqual(configuration.magDevices, [])
+        self.assertEqual(configuration.magDevices, [("MAG0", "/w/data")])
         self.assertEqual(configuration.tableNames, {
             "patient": "DICOMPatients", "study": "DICOMStudies", "series": "DICOMSeries",
             "image": "DICOMImages", "worklist": "DICOMWorkList"})
@@ -171,6 +171,12 @@ class AccessorTests(unittest.TestCase):
         error = self.assertRaises(ConfigError, lambda: configuration.magDevices)
         self.assertIn("/c/dicom.ini:2:", str(error))
         self.assertIn("MAGDevice1", str(error))
+
+    def test_noMagDevice(self):
+        configuration = self.configuration("MAGDevices = 0\n")
+        error = self.assertRaises(ConfigError, lambda: configuration.magDevices)
+        self.assertIn("/c/dicom.ini:1:", str(error))
+        self.assertIn("no MAG device", str(error))
 
     def test_resolvePath(self):
         configuration = self.configuration("", workdir="/srv/pacs")
@@ -315,3 +321,4 @@ class PackagedDefaultsTests(unittest.TestCase):
     def test_gemrAndGectStayDisabled(self):
         disabled = {e.name for e in self.configuration.sopList.entries if not e.enabled}
         self.assertTrue({"GEMRStorage", "GECTStorage"} <= disabled)
+

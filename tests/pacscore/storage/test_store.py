@@ -1,0 +1,170 @@
+"""The object store end to end below the network: spool, file, index.
+
+Uses a real SQLite index, real files in a temporary MAG device and the real
+reactor (the worker threads report back through it)."""
+
+import errno
+import os
+from io import BytesIO
+
+import pydicom
+from pydicom.data import get_testdata_file
+from twisted.internet import defer, reactor
+from twisted.trial import unittest
+
+from pacscore.config.loader import loadConfiguration
+from pacscore.db.index import Index
+from pacscore.storage.devices import MagDevice
+from pacscore.storage.filenames import FileNamer
+from pacscore.storage.part10 import readFileMeta
+from pacscore.storage.spool import Spool
+from pacscore.storage.store import DatasetMismatch, IncomingObject, InvalidDataset, ObjectStore
+from pacscore.workers import WorkerPool
+from plugins.pacs_sqlite import sqliteDriver
+
+CT = "1.2.840.10008.5.1.4.1.1.2"
+EXPLICIT = "1.2.840.10008.1.2.1"
+
+
+def datasetBytes(name):
+    """The data set of a pydicom test file as it would arrive on the wire."""
+    with open(get_testdata_file(name), "rb") as f:
+        _, _, offset = readFileMeta(f)
+        f.seek(offset)
+        return f.read()
+
+
+class FakeTransport:
+    connected = True
+
+    def __init__(self):
+        self.paused = 0
+        self.resumed = 0
+
+    def pauseProducing(self):
+        self.paused += 1
+
+    def resumeProducing(self):
+        self.resumed += 1
+
+
+class ObjectStoreTests(unittest.TestCase):
+
+    def setUp(self):
+        workdir = os.path.abspath(self.mktemp())
+        os.makedirs(workdir)
+        configuration = loadConfiguration(None, workdir)
+        self.device = MagDevice("MAG0", os.path.join(workdir, "data"))
+        self.device.prepare()
+        engine = sqliteDriver.createEngine(sqliteDriver.urlFromConfiguration(configuration), configuration)
+        self.index = Index(engine, configuration.layout, configuration.tableNames, reactor=reactor)
+        self.index.createTables()
+        self.index.start()
+        self.workers = WorkerPool(reactor, 2, "test-io")
+        self.workers.start()
+        self.addCleanup(lambda: self.index.stop().addCallback(lambda _: self.workers.stop()))
+        self.store = ObjectStore(self.device, FileNamer("4"), self.index, configuration.layout.indexedTags(),
+                                 self.workers, "1.2.3.4", "TEST", spoolThreshold=64 << 10)
+
+    def receive(self, data, sopInstance, fragment=16384, sopClass=CT, transport=None):
+        incoming = IncomingObject(sopClass, sopInstance, EXPLICIT, "MODALITY", "PACS")
+        spool = self.store.spool(incoming, transport)
+        for offset in range(0, len(data), fragment):
+            spool.write(memoryview(data)[offset:offset + fragment])
+        return incoming, spool
+
+    @defer.inlineCallbacks
+    def test_storedBytesAreTheReceivedBytes(self):
+        data = datasetBytes("CT_small.dcm")
+        uid = pydicom.dcmread(get_testdata_file("CT_small.dcm")).SOPInstanceUID
+        incoming, spool = self.receive(data, uid)
+        self.assertIsNotNone(spool.inMemory)
+        relative = yield self.store.store(incoming, spool)
+        with open(self.device.absolute(relative), "rb") as f:
+            transferSyntax, meta, offset = readFileMeta(f)
+            f.seek(offset)
+            self.assertEqual(f.read(), data)
+        self.assertEqual(transferSyntax, EXPLICIT)
+        self.assertEqual(meta[0x00020016], "MODALITY")
+        rows = yield self.index.runQuery(
+            lambda c: c.exec_driver_sql("SELECT ObjectFile, DeviceName FROM DICOMImages").fetchall())
+        self.assertEqual([tuple(r) for r in rows], [(relative, "MAG0")])
+
+    @defer.inlineCallbacks
+    def test_largeDatasetSpooledToDisk(self):
+        ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+        ds.PixelData = os.urandom(2 << 20)
+        ds[0x7FE00010].VR = "OB"
+        buffer = BytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+        buffer.seek(0)
+        _, _, offset = readFileMeta(buffer)
+        data = buffer.getvalue()[offset:]
+        transport = FakeTransport()
+        incoming, spool = self.receive(data, ds.SOPInstanceUID, transport=transport)
+        self.assertIsNone(spool.inMemory, "past the threshold the spool is a file")
+        self.assertTrue(spool.path.startswith(self.device.tempDir))
+        relative = yield self.store.store(incoming, spool)
+        with open(self.device.absolute(relative), "rb") as f:
+            f.seek(readFileMeta(f)[2])
+            self.assertEqual(f.read(), data)
+        self.assertFalse(os.path.exists(spool.path), "the spool file was renamed into place")
+
+    def test_backpressure(self):
+        transport = FakeTransport()
+        written = []
+        release = defer.Deferred()
+
+        def runInThread(f, *args):
+            written.append(args)
+            return release
+
+        spool = Spool(self.device.tempDir, b"H", 10, runInThread, transport, chunkSize=100, maxBacklog=300)
+        for _ in range(10):
+            spool.write(b"x" * 100)
+        self.assertEqual(transport.paused, 1, "the peer is paused while writes lag behind")
+        spool.discard()
+
+    @defer.inlineCallbacks
+    def test_sameInstanceReplacesFileAndRow(self):
+        data = datasetBytes("CT_small.dcm")
+        uid = pydicom.dcmread(get_testdata_file("CT_small.dcm")).SOPInstanceUID
+        first = yield self.store.store(*self.receive(data, uid))
+        second = yield self.store.store(*self.receive(data, uid))
+        self.assertNotEqual(first, second)
+        yield self.workers.deferToWorker(lambda: None)
+        self.assertFalse(os.path.exists(self.device.absolute(first)))
+        self.assertTrue(os.path.exists(self.device.absolute(second)))
+        count = yield self.index.runQuery(
+            lambda c: c.exec_driver_sql("SELECT COUNT(*) FROM DICOMImages").scalar())
+        self.assertEqual(count, 1)
+
+    @defer.inlineCallbacks
+    def test_mismatchedInstance(self):
+        incoming, spool = self.receive(datasetBytes("CT_small.dcm"), "1.2.3.999")
+        yield self.assertFailure(self.store.store(incoming, spool), DatasetMismatch)
+        self.assertEqual(sorted(os.listdir(self.device.path)), [".pacs-tmp", "dbase"], "no file was stored")
+
+    @defer.inlineCallbacks
+    def test_mismatchedClass(self):
+        uid = pydicom.dcmread(get_testdata_file("CT_small.dcm")).SOPInstanceUID
+        incoming, spool = self.receive(datasetBytes("CT_small.dcm"), uid, sopClass="1.2.840.10008.5.1.4.1.1.4")
+        error = yield self.assertFailure(self.store.store(incoming, spool), DatasetMismatch)
+        self.assertIn("SOP Class UID", str(error))
+
+    @defer.inlineCallbacks
+    def test_garbage(self):
+        incoming, spool = self.receive(b"\x08\x00\x05\x00CS\xff\xffgarbage", "1.2.3")
+        yield self.assertFailure(self.store.store(incoming, spool), InvalidDataset)
+
+    @defer.inlineCallbacks
+    def test_diskFullIsAnOSError(self):
+        uid = pydicom.dcmread(get_testdata_file("CT_small.dcm")).SOPInstanceUID
+        incoming, spool = self.receive(datasetBytes("CT_small.dcm"), uid)
+
+        def full(*args):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        self.patch(self.store, "_writeFile", full)
+        error = yield self.assertFailure(self.store.store(incoming, spool), OSError)
+        self.assertEqual(error.errno, errno.ENOSPC)

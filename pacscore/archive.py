@@ -5,8 +5,6 @@ devices, the index, the file namer, the object store, the I/O thread pool
 and the counters behind ``--display_status``.
 """
 
-import time
-
 from twisted.logger import Logger
 
 from pacscore.db.drivers import findDriver
@@ -33,7 +31,6 @@ class Archive:
         self.configuration = configuration
         self.reactor = reactor
         self.aeTitle = aeTitle or configuration.aeTitle
-        self.startTime = time.time()
         self.counters = {}
         self.devices = [MagDevice(name, path) for name, path in configuration.magDevices]
         self.workers = WorkerPool(reactor, ioThreads, "pacs-io")

@@ -99,6 +99,14 @@ def _userItems(userInformation):
     return items
 
 
+def _firstText(items, attribute):
+    """``attribute`` of the first user information item as text, or ""."""
+    if not items:
+        return ""
+    value = getattr(items[0], attribute)
+    return value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
+
+
 def negotiate(body, policy):
     """Negotiate the A-ASSOCIATE-RQ whose PDU body (after the 6-byte header)
     is ``body``. Returns an ``Association`` (with ``acPDU`` to send) or raises
@@ -201,12 +209,8 @@ def negotiate(body, policy):
     return Association(
         callingAE=calling, calledAE=called, compression=compression,
         peerMaxPDULength=peerMax,
-        peerImplementationClassUID=str(implementationUID[0].implementation_class_uid) if implementationUID else "",
-        peerImplementationVersion=(implementationVersion[0].implementation_version_name.decode("ascii", "replace")
-                                   if implementationVersion and isinstance(
-                                       implementationVersion[0].implementation_version_name, bytes)
-                                   else str(implementationVersion[0].implementation_version_name)
-                                   if implementationVersion else ""),
+        peerImplementationClassUID=_firstText(implementationUID, "implementation_class_uid"),
+        peerImplementationVersion=_firstText(implementationVersion, "implementation_version_name"),
         contexts=contexts, rolesAsSCU=rolesAsSCU,
         maxOperationsInvoked=invoked, maxOperationsPerformed=performed,
         acPDU=acPDU.encode())

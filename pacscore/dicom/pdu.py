@@ -77,7 +77,8 @@ class PDUFramer:
                         f"{PDU_NAMES[pduType]} announces {length} bytes, more than the {limit} allowed")
                 if end - offset - 6 < length:
                     break
-                body = bytes(buffer[offset + 6:offset + 6 + length])
+                with memoryview(buffer) as view:
+                    body = bytes(view[offset + 6:offset + 6 + length])
                 offset += 6 + length
                 yield pduType, body
         finally:

@@ -1,8 +1,8 @@
 """Which SOP classes from dgatesop.lst are storage classes.
 
-pynetdicom knows the standard ones; a UID it does not know (GE, Philips and
-other private objects in Conquest's list) is taken as storage, as Conquest
-does, unless it is in the DICOM root and pydicom names it as something else.
+pynetdicom knows the standard ones; a UID that neither it nor pydicom
+knows (GE, Philips and other private objects in Conquest's list) is taken
+as storage, as Conquest does.
 """
 
 from pydicom.uid import UID
@@ -17,5 +17,4 @@ def isStorageClass(uid):
     service = uid_to_service_class(uid)
     if service is StorageServiceClass:
         return True
-    return service is ServiceClass and not (uid.startswith("1.2.840.10008.") and UID(uid).is_valid
-                                            and UID(uid).name != uid)
+    return service is ServiceClass and UID(uid).name == uid

@@ -11,7 +11,6 @@ import collections
 import errno
 import itertools
 import os
-import shutil
 import threading
 
 TEMP_FOLDER = ".pacs-tmp"
@@ -67,9 +66,6 @@ class MagDevice:
     def absolute(self, relative):
         """The absolute path of a file stored as ``relative`` (``/`` separated)."""
         return os.path.join(self.path, *relative.split("/"))
-
-    def freeMegabytes(self):
-        return shutil.disk_usage(self.path).free // (1 << 20)
 
     def __repr__(self):
         return f"MagDevice({self.name!r}, {self.path!r})"

@@ -7,11 +7,13 @@ go to an I/O thread in order; while more than ``maxBacklog`` bytes wait,
 the peer's transport is paused.
 """
 
+import itertools
 import os
-import tempfile
 
 from twisted.internet import defer
 from twisted.logger import Logger
+
+_names = itertools.count()
 
 
 class Spool:
@@ -42,7 +44,7 @@ class Spool:
     @property
     def inMemory(self):
         """The data set bytes while it is held in memory, else None."""
-        return None if self.path is not None or self._memory is None else self._memory
+        return self._memory
 
     def write(self, data):
         self.size += len(data)
@@ -51,8 +53,7 @@ class Spool:
         if self._memory is not None:
             self._memory += data
             if len(self._memory) > self.threshold:
-                fd, self.path = tempfile.mkstemp(prefix="spool-", suffix=".part", dir=self.directory)
-                os.close(fd)
+                self.path = os.path.join(self.directory, f"spool-{os.getpid()}-{next(_names)}.part")
                 first, self._memory = self.header + bytes(self._memory), None
                 self._queue(first)
             return
@@ -68,11 +69,14 @@ class Spool:
             self._paused = True
             self._transport.pauseProducing()
         self._tail.addCallback(lambda _: self._runInThread(self._writeChunk, chunk))
-        self._tail.addCallbacks(self._written, self._writeFailed, callbackArgs=(len(chunk),))
+        self._tail.addCallbacks(self._written, self._writeFailed,
+                                callbackArgs=(len(chunk),), errbackArgs=(len(chunk),))
 
     def _writeChunk(self, chunk):
+        """In the I/O thread; the first chunk creates the file (creating a
+        file can wait for the file system's journal: never on the reactor)."""
         if self._file is None:
-            self._file = open(self.path, "r+b")
+            self._file = open(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644), "wb")
         self._file.write(chunk)
 
     def _written(self, _, length):
@@ -82,9 +86,9 @@ class Spool:
             if self._transport is not None and self._transport.connected:
                 self._transport.resumeProducing()
 
-    def _writeFailed(self, failure):
+    def _writeFailed(self, failure, length):
         self._failure = failure
-        self._written(None, self._backlog)
+        self._written(None, length)
 
     def close(self):
         """Fires with this spool once every byte is in memory or in the file

@@ -116,27 +116,14 @@ class ObjectStore:
         self.index.storeFromThread(ImageRecord(attrs, self.device.name, relative), indexed)
 
     def _writeFile(self, incoming, spool):
-        """In the I/O pool: check, name, write and fsync one object."""
+        """In the I/O pool: check, name, write and fsync one object. On any
+        failure the temporary file (spool or reservoir file) is removed."""
+        data = spool.inMemory
+        temporary = spool.path
         try:
-            data = spool.inMemory
-            if data is not None:
-                attrs = readAttributes(data, incoming.transferSyntax, self.tags)
-            else:
-                with open(spool.path, "rb") as f:
-                    f.seek(len(spool.header))
-                    attrs = readAttributes(f, incoming.transferSyntax, self.tags)
-        except DatasetError as e:
-            spool.discard()
-            raise InvalidDataset(str(e)) from e
-        try:
+            attrs = self._readAttributes(incoming, spool)
             self._check(incoming, attrs)
-        except DatasetMismatch:
-            spool.discard()
-            raise
-        relative = self.namer.name(attrs, incoming.callingAE, incoming.calledAE)
-        destination = self.device.absolute(relative)
-        folder = os.path.dirname(destination)
-        try:
+            relative = self.namer.name(attrs, incoming.callingAE, incoming.calledAE)
             if data is not None:
                 temporary, low = self.device.takeTemporaryFile()
                 if low:
@@ -147,21 +134,30 @@ class ObjectStore:
                     f.flush()
                     os.fsync(f.fileno())
             else:
-                temporary = spool.path
                 fd = os.open(temporary, os.O_RDONLY)
                 try:
                     os.fsync(fd)
                 finally:
                     os.close(fd)
+            folder = os.path.dirname(self.device.absolute(relative))
             makeDirectories(folder)
-            os.replace(temporary, destination)
+            os.replace(temporary, self.device.absolute(relative))
             fsyncDirectory(folder)
-        except OSError:
-            spool.discard()
-            if data is not None and os.path.exists(temporary):
+        except BaseException:
+            if temporary is not None and os.path.exists(temporary):
                 os.unlink(temporary)
             raise
         return attrs, relative
+
+    def _readAttributes(self, incoming, spool):
+        try:
+            if spool.inMemory is not None:
+                return readAttributes(spool.inMemory, incoming.transferSyntax, self.tags)
+            with open(spool.path, "rb") as f:
+                f.seek(len(spool.header))
+                return readAttributes(f, incoming.transferSyntax, self.tags)
+        except DatasetError as e:
+            raise InvalidDataset(str(e)) from e
 
     def _check(self, incoming, attrs):
         sopClass = attrs.get(SOP_CLASS_UID)

@@ -19,14 +19,14 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from pacscore.testing.corpus import generateCorpus  # noqa: E402
-from tests.interop.server import PacsServer, dcmtkEnvironment, freePort  # noqa: E402
+from tests.interop.server import PacsServer, dcmtkEnvironment, dcmtkTool, freePort  # noqa: E402
 
 
 def sendAll(port, ae, paths, associations):
     """storescu over ``associations`` parallel associations; returns seconds."""
     chunks = [paths[n::associations] for n in range(associations)]
     start = time.perf_counter()
-    processes = [subprocess.Popen(["storescu", "-aec", ae, "127.0.0.1", str(port), *chunk],
+    processes = [subprocess.Popen([dcmtkTool("storescu"), "-aec", ae, "127.0.0.1", str(port), *chunk],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=dcmtkEnvironment())
                  for chunk in chunks]
     for process in processes:
@@ -51,7 +51,7 @@ def waitForPort(port, timeout=10):
 def intoStorescp(workdir, paths, associations):
     out = tempfile.mkdtemp(dir=workdir)
     port = freePort()
-    process = subprocess.Popen(["storescp", "--fork", "-aet", "PACS", "-od", out, str(port)],
+    process = subprocess.Popen([dcmtkTool("storescp"), "--fork", "-aet", "PACS", "-od", out, str(port)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dcmtkEnvironment())
     try:
         waitForPort(port)

@@ -26,9 +26,23 @@ def dcmtkEnvironment():
     return dict(os.environ, TCP_NODELAY="1")
 
 
+def dcmtkTool(tool):
+    """The absolute path of DCMTK's ``tool``.
+
+    pynetdicom installs Python tools with the same names (echoscu, storescp,
+    findscu ...) into the virtualenv's bin folder, which shadows DCMTK's
+    when the venv is activated: look only outside it."""
+    folders = [p for p in os.environ.get("PATH", os.defpath).split(os.pathsep)
+               if p and os.path.realpath(p) != os.path.realpath(BIN)]
+    path = shutil.which(tool, path=os.pathsep.join(folders + ["/usr/bin"]))
+    if path is None:
+        raise FileNotFoundError(f"DCMTK's {tool} is not installed (apt-get install dcmtk)")
+    return path
+
+
 def dcmtk(tool, *args, timeout=300, check=False):
     """Run a DCMTK tool; returns the CompletedProcess (text output)."""
-    result = subprocess.run([tool, *map(str, args)], capture_output=True, text=True,
+    result = subprocess.run([dcmtkTool(tool), *map(str, args)], capture_output=True, text=True,
                             env=dcmtkEnvironment(), timeout=timeout)
     if check and result.returncode != 0:
         raise AssertionError(f"{tool} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")

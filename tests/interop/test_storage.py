@@ -20,7 +20,7 @@ from twisted.trial import unittest
 from pacscore.storage.part10 import readFileMeta
 from pacscore.testing.corpus import generateCorpus, makeDataset
 from tests.interop.index import column, rows, snapshot
-from tests.interop.server import PacsServer, dcmtk
+from tests.interop.server import PacsServer, dcmtk, dcmtkTool
 
 # transfer syntax -> (pydicom test file, storescu option proposing it)
 TRANSFER_SYNTAX_FILES = {
@@ -202,7 +202,7 @@ class CrashTests(ServerTestCase):
                                 imagesPerSeries=60)
         chunks = [[i.path for i in images[n::3]] for n in range(3)]
         processes = [subprocess.Popen(
-            ["storescu", "-v", "-aec", "PACS", "127.0.0.1", str(self.server.port), *paths],
+            [dcmtkTool("storescu"), "-v", "-aec", "PACS", "127.0.0.1", str(self.server.port), *paths],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ, TCP_NODELAY="1"))
             for paths in chunks]
         database = self.server.database

@@ -1,6 +1,7 @@
 # The two commands of the README: `make run` and `make test`.
 # Each creates/refreshes .venv itself; `make test` also installs the real
-# DICOM tools the interop tests drive (Debian's dcmtk) when they are missing.
+# DICOM tools the interop tests drive (Debian's dcmtk and orthanc) when they
+# are missing.
 
 VENV ?= .venv
 PYTHON ?= python3
@@ -19,9 +20,16 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 run: $(VENV)/.installed
 	$(VENV)/bin/twistd -n pacs
 
+# Debian's orthanc package enables and starts a system Orthanc (ports 4242
+# and 8042) where an init system runs; the tests run their own on free
+# ports without systemd, so the one the install starts is stopped again.
 system-deps:
 	@command -v storescu >/dev/null && command -v echoscu >/dev/null || \
 	  ( $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dcmtk )
+	@[ -x /usr/sbin/Orthanc ] || \
+	  ( $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq orthanc && \
+	    if [ -d /run/systemd/system ]; then $(SUDO) systemctl disable --now -q orthanc.service; \
+	    elif [ -e /run/orthanc.pid ]; then $(SUDO) /etc/init.d/orthanc stop >/dev/null; fi )
 
 test: $(VENV)/.installed system-deps
 	$(PY) -m pytest -q tests

@@ -11,6 +11,7 @@ import itertools
 import threading
 
 from sqlalchemy import MetaData
+from sqlalchemy.schema import CreateIndex
 from twisted.internet import defer, threads
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -46,8 +47,13 @@ class Index:
         self._readers = None  # a ThreadPool while started
 
     def createTables(self):
-        """Create the missing tables and their indexes."""
+        """Create the missing tables and indexes (an index added by a newer
+        version also appears in an existing database)."""
         self.metadata.create_all(self.engine)
+        with self.engine.begin() as connection:
+            for table in self.tables:
+                for index in table.indexes:
+                    connection.execute(CreateIndex(index, if_not_exists=True))
 
     def initializeTables(self, worklist=False):
         """Drop and recreate the patient/study/series/image tables, or with

@@ -6,17 +6,31 @@ Every DICOM column is a ``String(length)``; SQL_C_DATE columns hold the
 8-character ``YYYYMMDD`` strings Conquest stores.  Conquest's bookkeeping
 columns are added to each table, and the image table also records where
 the object lives (``DeviceName`` ``MAG0`` + ``ObjectFile`` relative path).
+
+Indexes (what pacscore.db.query relies on): unique on each key, plain on
+each link, on the usual search columns and on every PatientID column
+(SeriesPat, ImagePat), and on ``lower(PatientName)`` for case-insensitive
+name matching (SQLite and PostgreSQL only).
 """
 
 from typing import NamedTuple
 
-from sqlalchemy import Column, Index, Integer, String, Table
+from sqlalchemy import Column, Index, Integer, String, Table, func
 
 LEVELS = ("patient", "study", "series", "image")
 
 # Columns that get a non-unique index wherever a table has them.
 LEVEL_SEARCHED = ("PatientName", "StudyDate", "AccessionNumber", "Modality")
 WORKLIST_SEARCHED = ("AccessionNumber", "PatientID", "PatientName", "StartDate")
+# Columns holding this tag get a non-unique index in the four image-level
+# tables, whatever their name (DICOMSeries.SeriesPat, DICOMImages.ImagePat):
+# queries by patient and the patient-related counts use them.
+PATIENT_ID_TAG = 0x00100020
+# Columns matched case-insensitively (``lower(column)``, see pacscore.db.query)
+# that also get an index on ``lower(column)`` where the database supports
+# one: SQLite and PostgreSQL (there with text_pattern_ops, for LIKE 'DOE%').
+CASE_FOLDED = ("PatientName",)
+CASE_FOLDED_DIALECTS = ("sqlite", "postgresql")
 
 
 class Tables(NamedTuple):
@@ -45,8 +59,9 @@ def _dicomColumn(column):
     return Column(column.name, String(length))
 
 
-def _indexes(level, tableName, names):
-    """Unique on the key (first column), plain on the link (last) and searched ones."""
+def _indexes(level, tableName, names, tags=()):
+    """Unique on the key (first column), plain on the link (last), the
+    searched ones and (image-level tables) every PatientID column."""
     unique, plain = [], []
     if level in LEVELS:
         unique.append(names[0])
@@ -54,8 +69,21 @@ def _indexes(level, tableName, names):
             plain.append(names[-1])
     searched = WORKLIST_SEARCHED if level == "worklist" else LEVEL_SEARCHED
     plain += [n for n in searched if n in names and n not in unique + plain]
+    if level in LEVELS:
+        plain += [n for n, tag in zip(names, tags)
+                  if tag == PATIENT_ID_TAG and n not in unique + plain]
     return ([Index(f"ux_{tableName}_{n}", n, unique=True) for n in unique]
             + [Index(f"ix_{tableName}_{n}", n) for n in plain])
+
+
+def _foldedIndexes(table, names):
+    """``ix_<table>_<column>_lower`` on ``lower(column)`` for CASE_FOLDED names."""
+    for name in CASE_FOLDED:
+        if name in names:
+            label = f"{name}_lower"
+            Index(f"ix_{table.name}_{label}", func.lower(table.c[name]).label(label),
+                  postgresql_ops={label: "text_pattern_ops"}
+                  ).ddl_if(dialect=CASE_FOLDED_DIALECTS)
 
 
 def buildTable(level, columns, tableName, metadata):
@@ -70,8 +98,11 @@ def buildTable(level, columns, tableName, metadata):
             raise ValueError(
                 f"dicom.sql: table {tableName} has column {column.name!r} twice")
         seen.add(column.name.lower())
-    return Table(tableName, metadata, *sqlColumns,
-                 *_indexes(level, tableName, [c.name for c in dicom]))
+    names = [c.name for c in dicom]
+    table = Table(tableName, metadata, *sqlColumns,
+                  *_indexes(level, tableName, names, [c.tag for c in dicom]))
+    _foldedIndexes(table, names)
+    return table
 
 
 def buildTables(layout, tableNames, metadata):

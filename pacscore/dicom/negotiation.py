@@ -1,9 +1,10 @@
-"""Association negotiation as acceptor (PS3.8 7.1, PS3.7 D.3.3).
+"""Association negotiation (PS3.8 7.1, PS3.7 D.3.3), both roles.
 
 Decodes an A-ASSOCIATE-RQ with pynetdicom's PDU codec, checks the AE titles
 and application context, picks one transfer syntax per presentation
 context (the requestor's preferred one that we accept, so objects are stored
-as they arrive) and builds the A-ASSOCIATE-AC or -RJ.
+as they arrive) and builds the A-ASSOCIATE-AC or -RJ.  For the requestor it
+builds our A-ASSOCIATE-RQ and reads the peer's AC or RJ.
 """
 
 from dataclasses import dataclass, field
@@ -107,13 +108,45 @@ def _firstText(items, attribute):
     return value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
 
 
+def _ourUserItems(maxPDULength):
+    """Maximum length, implementation class UID and version: sent either way."""
+    mx = MaximumLengthNotification()
+    mx.maximum_length_received = maxPDULength
+    uid = ImplementationClassUIDNotification()
+    uid.implementation_class_uid = IMPLEMENTATION_CLASS_UID
+    version = ImplementationVersionNameNotification()
+    version.implementation_version_name = IMPLEMENTATION_VERSION
+    return [mx, uid, version]
+
+
+def _roleItems(roles):
+    """SCP/SCU role selection items for ``{sopClass: (scu, scp)}``."""
+    items = []
+    for sopClass, (scu, scp) in roles.items():
+        role = SCP_SCU_RoleSelectionNegotiation()
+        role.sop_class_uid = sopClass
+        role.scu_role = scu
+        role.scp_role = scp
+        items.append(role)
+    return items
+
+
+def _decodePDU(pduClass, pduType, body):
+    """A pynetdicom PDU object decoded from the body of a PDU, or PDUError."""
+    decoded = pduClass()
+    try:
+        decoded.decode(bytes((pduType, 0)) + len(body).to_bytes(4, "big") + body)
+    except Exception as e:
+        raise PDUError(f"undecodable {pduClass.__name__}: {e}") from e
+    return decoded
+
+
 def negotiate(body, policy):
     """Negotiate the A-ASSOCIATE-RQ whose PDU body (after the 6-byte header)
     is ``body``. Returns an ``Association`` (with ``acPDU`` to send) or raises
     ``AssociationRejected`` / ``PDUError``."""
-    rq = A_ASSOCIATE_RQ()
+    rq = _decodePDU(A_ASSOCIATE_RQ, 0x01, body)
     try:
-        rq.decode(b"\x01\x00" + len(body).to_bytes(4, "big") + body)
         primitive = rq.to_primitive()
         calling = rq.calling_ae_title.strip()
         called = rq.called_ae_title.strip()
@@ -177,16 +210,7 @@ def negotiate(body, policy):
     ac.called_ae_title = rq.called_ae_title
     ac.result = 0
     ac.presentation_context_definition_results_list = results
-    userInfo = []
-    mx = MaximumLengthNotification()
-    mx.maximum_length_received = policy.maxPDULength
-    userInfo.append(mx)
-    uid = ImplementationClassUIDNotification()
-    uid.implementation_class_uid = IMPLEMENTATION_CLASS_UID
-    userInfo.append(uid)
-    version = ImplementationVersionNameNotification()
-    version.implementation_version_name = IMPLEMENTATION_VERSION
-    userInfo.append(version)
+    userInfo = _ourUserItems(policy.maxPDULength)
     if asyncWindow:
         window = asyncWindow[0]
         invoked = min(window.maximum_number_operations_invoked or MAX_ASYNC_OPERATIONS, MAX_ASYNC_OPERATIONS)
@@ -196,12 +220,7 @@ def negotiate(body, policy):
         reply.maximum_number_operations_invoked = invoked
         reply.maximum_number_operations_performed = performed
         userInfo.append(reply)
-    for sopClass, (scu, scp) in replyRoles.items():
-        role = SCP_SCU_RoleSelectionNegotiation()
-        role.sop_class_uid = sopClass
-        role.scu_role = scu
-        role.scp_role = scp
-        userInfo.append(role)
+    userInfo += _roleItems(replyRoles)
     ac.user_information = userInfo
     acPDU = A_ASSOCIATE_AC()
     acPDU.from_primitive(ac)
@@ -214,3 +233,81 @@ def negotiate(body, policy):
         contexts=contexts, rolesAsSCU=rolesAsSCU,
         maxOperationsInvoked=invoked, maxOperationsPerformed=performed,
         acPDU=acPDU.encode())
+
+
+# -- the requestor's side ----------------------------------------------------
+
+class AssociationRefused(Exception):
+    """The peer answered our A-ASSOCIATE-RQ with an A-ASSOCIATE-RJ."""
+
+    REASONS = {
+        (SOURCE_USER, USER_NO_REASON): "no reason given",
+        (SOURCE_USER, USER_APPLICATION_CONTEXT): "application context name not supported",
+        (SOURCE_USER, USER_CALLING_AE): "calling AE title not recognized",
+        (SOURCE_USER, USER_CALLED_AE): "called AE title not recognized",
+        (SOURCE_ACSE, 1): "no reason given (ACSE)",
+        (SOURCE_ACSE, ACSE_PROTOCOL_VERSION): "protocol version not supported",
+        (3, 1): "temporary congestion", (3, 2): "local limit exceeded",
+    }
+
+    def __init__(self, result, source, reason):
+        self.result, self.source, self.reason = result, source, reason
+        kind = "permanently" if result == REJECTED_PERMANENT else "transiently"
+        text = self.REASONS.get((source, reason), f"source {source}, reason {reason}")
+        super().__init__(f"association rejected {kind}: {text}")
+
+
+def requestPDU(callingAE, calledAE, contexts, maxPDULength, roles=None):
+    """Our A-ASSOCIATE-RQ: ``contexts`` is ``{contextId: (abstract, [transfer
+    syntaxes])}`` (odd ids), ``roles`` ``{sopClass: (scu, scp)}``."""
+    primitive = A_ASSOCIATE()
+    primitive.application_context_name = APPLICATION_CONTEXT
+    primitive.calling_ae_title = callingAE
+    primitive.called_ae_title = calledAE
+    proposed = []
+    for contextId, (abstract, syntaxes) in contexts.items():
+        context = PresentationContext()
+        context.context_id = contextId
+        context.abstract_syntax = abstract
+        for syntax in syntaxes:
+            context.add_transfer_syntax(syntax)
+        proposed.append(context)
+    primitive.presentation_context_definition_list = proposed
+    primitive.user_information = _ourUserItems(maxPDULength) + _roleItems(roles or {})
+    rq = A_ASSOCIATE_RQ()
+    rq.from_primitive(primitive)
+    return rq.encode()
+
+
+def refusal(body):
+    """The ``AssociationRefused`` an A-ASSOCIATE-RJ body stands for."""
+    rj = _decodePDU(A_ASSOCIATE_RJ, 0x03, body)
+    return AssociationRefused(rj.result, rj.source, rj.reason_diagnostic)
+
+
+def accepted(body, callingAE, calledAE, contexts):
+    """The ``Association`` an A-ASSOCIATE-AC body grants for our request of
+    ``contexts`` (as given to ``requestPDU``)."""
+    ac = _decodePDU(A_ASSOCIATE_AC, 0x02, body)
+    try:
+        primitive = ac.to_primitive()
+    except Exception as e:
+        raise PDUError(f"undecodable A-ASSOCIATE-AC: {e}") from e
+    granted = {}
+    for result in primitive.presentation_context_definition_results_list:
+        if result.result == ACCEPTANCE and result.context_id in contexts and result.transfer_syntax:
+            granted[result.context_id] = (contexts[result.context_id][0], str(result.transfer_syntax[0]))
+    items = _userItems(primitive.user_information or [])
+    maxLength = items.get(MaximumLengthNotification)
+    window = items.get(AsynchronousOperationsWindowNegotiation)
+    return Association(
+        callingAE=callingAE, calledAE=calledAE, compression=None,
+        peerMaxPDULength=maxLength[0].maximum_length_received if maxLength else 0,
+        peerImplementationClassUID=_firstText(items.get(ImplementationClassUIDNotification),
+                                              "implementation_class_uid"),
+        peerImplementationVersion=_firstText(items.get(ImplementationVersionNameNotification),
+                                             "implementation_version_name"),
+        contexts=granted,
+        rolesAsSCU=set(),
+        maxOperationsInvoked=window[0].maximum_number_operations_invoked if window else 1,
+        maxOperationsPerformed=window[0].maximum_number_operations_performed if window else 1)

@@ -1,30 +1,54 @@
-"""The DICOM upper layer (PS3.8) as a Twisted protocol, acceptor side.
+"""The DICOM upper layer (PS3.8) as Twisted protocols: what both roles share
+and the acceptor.
 
-States follow PS3.8 table 9-10 in the subset an acceptor meets: awaiting
-the A-ASSOCIATE-RQ with the ARTIM timer running (Sta2), established (Sta6),
-and awaiting the transport close after a release, reject or abort (Sta13).
-P-DATA PDVs are reassembled into DIMSE messages and handed to the service
-registered for their command; bad input of any kind ends in an A-ABORT and
-a log line, never an exception escaping ``dataReceived``.
+``DicomProtocol`` holds the established-association part of the state
+machine (PS3.8 table 9-10) that requestor and acceptor share: P-DATA PDVs
+are reassembled into DIMSE messages; requests go to the service registered
+for their command, responses to the request they answer (matched by
+Message ID, with pending responses passed on as they come), C-CANCEL-RQ
+marks the operation it names as cancelled.  Bad input of any kind ends in
+an A-ABORT and a log line, never an exception escaping ``dataReceived``.
+
+``DicomServerProtocol`` adds the acceptor: awaiting the A-ASSOCIATE-RQ with
+the ARTIM timer running (Sta2), and the release.  The requestor is
+``pacscore.dicom.client.DicomClientProtocol``.
 """
 
 from twisted.internet import defer
-from twisted.internet.protocol import Protocol, ServerFactory
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
+from zope.interface import implementer
 
 from pacscore.dicom import commands, pdu
 from pacscore.dicom.negotiation import AssociationRejected, negotiate
 from pacscore.dicom.sinks import MemorySink
 
 AWAITING_ASSOCIATE = "Sta2"
+AWAITING_ASSOCIATE_AC = "Sta5"
 ESTABLISHED = "Sta6"
+AWAITING_RELEASE_RP = "Sta7"
 AWAITING_CLOSE = "Sta13"
 
 ASSOCIATION_PDU_LIMIT = 1 << 20
 
 STATUS_UNRECOGNIZED_OPERATION = 0x0211
 STATUS_PROCESSING_FAILURE = 0x0110
+PENDING_STATUSES = (0xFF00, 0xFF01)
+PRIORITY_MEDIUM = 0
+
+
+class AssociationLost(Exception):
+    """The association ended (abort, close or timeout) before an answer came."""
+
+
+class NoContext(Exception):
+    """The peer accepted no presentation context for what was asked."""
+
+
+class DIMSETimeout(AssociationLost):
+    """No response to a request within the DIMSE timeout; the association is aborted."""
 
 
 class _Message:
@@ -38,27 +62,50 @@ class _Message:
         self.sink = None
 
 
-class DicomServerProtocol(Protocol, TimeoutMixin):
-    """One association, accepted from a remote requestor."""
+class _Request:
+    """A request we sent, waiting for its final response."""
+
+    __slots__ = ("deferred", "onPending", "timer")
+
+    def __init__(self, onPending):
+        self.deferred = defer.Deferred()
+        self.onPending = onPending
+        self.timer = None
+
+
+@implementer(IPushProducer)
+class DicomProtocol(Protocol, TimeoutMixin):
+    """One association, either role, once established.
+
+    The factory provides ``clock``, ``idleTimeout``, ``artimTimeout``,
+    ``dimseTimeout``, ``maxPDULength``, ``services`` and
+    ``datasetSink(protocol, contextId, command)``.  The protocol registers
+    itself as the transport's streaming producer, so long series of
+    messages can wait for ``whenWritable()`` instead of filling memory.
+    """
 
     log = Logger()
 
     def __init__(self):
-        self.state = AWAITING_ASSOCIATE
+        self.state = None
         self.association = None
         self._messages = {}
-        self._operations = set()
-        self._releaseRequested = False
+        self._operations = {}       # Deferred of an operation we perform -> its request's Message ID
+        self._cancelled = set()     # Message IDs of operations the peer cancelled
+        self._requests = {}         # Message ID of a request we sent -> _Request
+        self._nextMessageID = 0
         self._artim = None
+        self._writePaused = False
+        self._writeWaiters = []
 
     # -- transport events --------------------------------------------------
 
     def connectionMade(self):
         self.transport.setTcpNoDelay(True)
+        self.transport.registerProducer(self, True)
         self.peer = self.transport.getPeer()
         self._framer = pdu.PDUFramer(self._maximumLength)
         self.factory.associationOpened(self)
-        self._startArtim()
 
     def connectionLost(self, reason):
         self._stopArtim()
@@ -68,6 +115,8 @@ class DicomServerProtocol(Protocol, TimeoutMixin):
                 message.sink.discard()
         self._messages.clear()
         self.state = AWAITING_CLOSE
+        self._failRequests(AssociationLost(f"association with {self.peerName()} ended"))
+        self._resumeWriters()
         self.factory.associationClosed(self)
 
     def dataReceived(self, data):
@@ -81,63 +130,67 @@ class DicomServerProtocol(Protocol, TimeoutMixin):
                     continue
                 self._pduReceived(pduType, body)
         except pdu.PDUError as e:
-            self.log.warn("{peer}: malformed PDU, aborting: {error}", peer=self._peerName(), error=e)
+            self.log.warn("{peer}: malformed PDU, aborting: {error}", peer=self.peerName(), error=e)
             self.abort(e.reason)
         except Exception:
-            self.log.failure("{peer}: internal error while handling a PDU, aborting", peer=self._peerName())
+            self.log.failure("{peer}: internal error while handling a PDU, aborting", peer=self.peerName())
             self.abort(pdu.REASON_NOT_SPECIFIED)
 
     def timeoutConnection(self):
         self.log.warn("{peer}: no data for {timeout} s (TCPIPTimeOut), aborting",
-                      peer=self._peerName(), timeout=self.timeOut)
+                      peer=self.peerName(), timeout=self.timeOut)
         self.abort(pdu.REASON_NOT_SPECIFIED)
+
+    # -- IPushProducer: the transport tells when its write buffer is full --
+
+    def pauseProducing(self):
+        self._writePaused = True
+
+    def resumeProducing(self):
+        self._writePaused = False
+        self._resumeWriters()
+
+    def stopProducing(self):
+        self._resumeWriters()
+
+    def whenWritable(self):
+        """A Deferred that fires once the transport wants more data (at once
+        if it does, or if the connection is gone: then check ``state``)."""
+        if not self._writePaused or self.transport is None:
+            return defer.succeed(None)
+        d = defer.Deferred()
+        self._writeWaiters.append(d)
+        return d
+
+    def _resumeWriters(self):
+        waiters, self._writeWaiters = self._writeWaiters, []
+        for d in waiters:
+            d.callback(None)
 
     # -- PDUs --------------------------------------------------------------
 
     def _maximumLength(self, pduType):
-        if pduType == pdu.P_DATA_TF and self.state == ESTABLISHED:
-            return self.factory.policy.maxPDULength + 6
+        if pduType == pdu.P_DATA_TF and self.state in (ESTABLISHED, AWAITING_RELEASE_RP):
+            return self.factory.maxPDULength + 6
         return ASSOCIATION_PDU_LIMIT
 
     def _pduReceived(self, pduType, body):
         if pduType == pdu.A_ABORT:
-            self.log.info("{peer}: association aborted by peer", peer=self._peerName())
+            self.log.info("{peer}: association aborted by peer", peer=self.peerName())
             self._closeNow()
-        elif self.state == AWAITING_ASSOCIATE:
-            if pduType != pdu.A_ASSOCIATE_RQ:
-                raise pdu.PDUError(f"{pdu.PDU_NAMES[pduType]} before A-ASSOCIATE-RQ", pdu.REASON_UNEXPECTED_PDU)
-            self._associateRequested(body)
-        elif pduType == pdu.P_DATA_TF:
+        elif pduType == pdu.P_DATA_TF and self.state in (ESTABLISHED, AWAITING_RELEASE_RP):
             self._pdataReceived(body)
-        elif pduType == pdu.A_RELEASE_RQ:
-            self._releaseRequested = True
-            self._releaseWhenIdle()
         else:
-            raise pdu.PDUError(f"unexpected {pdu.PDU_NAMES[pduType]} on an established association",
-                               pdu.REASON_UNEXPECTED_PDU)
+            self._associationPDU(pduType, body)
+
+    def _associationPDU(self, pduType, body):
+        """A PDU other than P-DATA and A-ABORT, for the role to handle."""
+        raise pdu.PDUError(f"unexpected {pdu.PDU_NAMES[pduType]} in state {self.state}",
+                           pdu.REASON_UNEXPECTED_PDU)
 
     def _pduWhileClosing(self, pduType):
         if pduType == pdu.A_ABORT:
             self._closeNow()
-
-    def _associateRequested(self, body):
-        self._stopArtim()
-        factory = self.factory
-        try:
-            association = negotiate(body, factory.policy)
-        except AssociationRejected as rejection:
-            self.log.warn("{peer}: association rejected: {reason}", peer=self._peerName(), reason=rejection)
-            self.transport.write(rejection.pdu)
-            self._awaitClose()
-            return
-        self.association = association
-        self.state = ESTABLISHED
-        self.setTimeout(factory.idleTimeout)
-        self.transport.write(association.acPDU)
-        self.log.info(
-            "{peer}: association {calling} -> {called} accepted, {accepted} of the proposed contexts",
-            peer=self._peerName(), calling=association.callingAE, called=association.calledAE,
-            accepted=len(association.contexts))
 
     def _pdataReceived(self, body):
         contexts = self.association.contexts
@@ -168,44 +221,139 @@ class DicomServerProtocol(Protocol, TimeoutMixin):
         if command.get(commands.COMMAND_DATASET_TYPE, commands.NO_DATASET) == commands.NO_DATASET:
             del self._messages[contextId]
             self._dispatch(contextId, command, None)
+        elif command[commands.COMMAND_FIELD] & 0x8000:
+            message.sink = MemorySink()
         else:
             message.sink = self.factory.datasetSink(self, contextId, command)
 
-    # -- DIMSE -------------------------------------------------------------
+    # -- DIMSE: requests the peer sends us ---------------------------------
 
     def _dispatch(self, contextId, command, dataset):
         field = command[commands.COMMAND_FIELD]
+        if field & 0x8000:
+            self._responseReceived(command, None if dataset is None else bytes(dataset.data))
+            return
+        if field == commands.C_CANCEL_RQ:
+            self._cancelRequested(command)
+            return
         service = self.factory.services.get(field)
         if service is None:
             self.log.warn("{peer}: {command} is not supported here",
-                          peer=self._peerName(), command=commands.COMMAND_NAMES.get(field, hex(field)))
+                          peer=self.peerName(), command=commands.COMMAND_NAMES.get(field, hex(field)))
             if dataset is not None:
                 dataset.discard()
-            if not field & 0x8000:
-                self.sendMessage(contextId, commands.response(
-                    command, field | 0x8000, STATUS_UNRECOGNIZED_OPERATION))
+            self.sendMessage(contextId, commands.response(command, field | 0x8000, STATUS_UNRECOGNIZED_OPERATION))
             return
         operation = defer.maybeDeferred(service.handle, self, contextId, command, dataset)
-        self._operations.add(operation)
+        self._operations[operation] = command.get(commands.MESSAGE_ID)
         operation.addErrback(self._operationFailed, contextId, command)
         operation.addBoth(self._operationDone, operation)
 
+    def _cancelRequested(self, command):
+        messageID = command.get(commands.MESSAGE_ID_RESPONDED_TO)
+        if messageID in self._operations.values():
+            self.log.info("{peer}: C-CANCEL of operation {id}", peer=self.peerName(), id=messageID)
+            self._cancelled.add(messageID)
+        else:
+            self.log.debug("{peer}: C-CANCEL of {id}, which is not running", peer=self.peerName(), id=messageID)
+
+    def isCancelled(self, command):
+        """Whether the peer sent a C-CANCEL for the operation of ``command``."""
+        return command.get(commands.MESSAGE_ID) in self._cancelled
+
     def _operationFailed(self, failure, contextId, command):
         self.log.failure("{peer}: {command} failed", failure,
-                         peer=self._peerName(),
+                         peer=self.peerName(),
                          command=commands.COMMAND_NAMES.get(command[commands.COMMAND_FIELD]))
-        if self.state == ESTABLISHED:
-            field = command[commands.COMMAND_FIELD]
-            self.sendMessage(contextId, commands.response(command, field | 0x8000, STATUS_PROCESSING_FAILURE))
+        field = command[commands.COMMAND_FIELD]
+        self.sendMessage(contextId, commands.response(command, field | 0x8000, STATUS_PROCESSING_FAILURE))
 
     def _operationDone(self, _, operation):
-        self._operations.discard(operation)
-        if self._releaseRequested:
-            self._releaseWhenIdle()
+        messageID = self._operations.pop(operation, None)
+        if messageID not in self._operations.values():
+            self._cancelled.discard(messageID)
+        self._operationsChanged()
+
+    def _operationsChanged(self):
+        """An operation we performed, or a request we sent, has ended."""
+
+    # -- DIMSE: requests we send -------------------------------------------
+
+    def nextMessageID(self):
+        self._nextMessageID = self._nextMessageID % 0xFFFF + 1
+        while self._nextMessageID in self._requests:
+            self._nextMessageID = self._nextMessageID % 0xFFFF + 1
+        return self._nextMessageID
+
+    def request(self, contextId, command, dataset=None, onPending=None):
+        """Send a request; a Deferred fires with ``(command, dataset bytes
+        or None)`` of its final response.  Pending responses (status
+        FF00/FF01) go to ``onPending(command, dataset)`` as they arrive.
+        The Message ID is assigned here when ``command`` has none.  Fails
+        with ``AssociationLost`` if the association ends first, or with
+        ``DIMSETimeout`` (and an A-ABORT) when the peer stays silent for
+        the factory's ``dimseTimeout``."""
+        if self.state != ESTABLISHED:
+            return defer.fail(AssociationLost(f"no association with {self.peerName()}"))
+        command = dict(command)
+        messageID = command.setdefault(commands.MESSAGE_ID, self.nextMessageID())
+        pending = self._requests[messageID] = _Request(onPending)
+        self._armTimer(messageID, pending)
+        self.sendMessage(contextId, command, dataset)
+        return pending.deferred
+
+    def cancel(self, contextId, messageID):
+        """Send a C-CANCEL-RQ for our request ``messageID``."""
+        self.sendMessage(contextId, {commands.COMMAND_FIELD: commands.C_CANCEL_RQ,
+                                     commands.MESSAGE_ID_RESPONDED_TO: messageID,
+                                     commands.COMMAND_DATASET_TYPE: commands.NO_DATASET})
+
+    def _armTimer(self, messageID, pending):
+        if pending.timer is not None and pending.timer.active():
+            pending.timer.cancel()
+        timeout = self.factory.dimseTimeout
+        if timeout:
+            pending.timer = self.factory.clock.callLater(timeout, self._dimseTimedOut, messageID)
+
+    def _dimseTimedOut(self, messageID):
+        pending = self._requests.pop(messageID, None)
+        if pending is None:
+            return
+        self.log.warn("{peer}: no response to message {id} within {timeout} s, aborting",
+                      peer=self.peerName(), id=messageID, timeout=self.factory.dimseTimeout)
+        pending.deferred.errback(DIMSETimeout(
+            f"{self.peerName()} did not answer within {self.factory.dimseTimeout} s"))
+        self.abort(pdu.REASON_NOT_SPECIFIED)
+
+    def _responseReceived(self, command, dataset):
+        messageID = command.get(commands.MESSAGE_ID_RESPONDED_TO)
+        pending = self._requests.get(messageID)
+        if pending is None:
+            self.log.warn("{peer}: {command} answers message {id}, which we did not send; ignored",
+                          peer=self.peerName(), id=messageID,
+                          command=commands.COMMAND_NAMES.get(command[commands.COMMAND_FIELD]))
+            return
+        if command.get(commands.STATUS) in PENDING_STATUSES:
+            self._armTimer(messageID, pending)
+            if pending.onPending is not None:
+                pending.onPending(command, dataset)
+            return
+        del self._requests[messageID]
+        if pending.timer is not None and pending.timer.active():
+            pending.timer.cancel()
+        pending.deferred.callback((command, dataset))
+        self._operationsChanged()
+
+    def _failRequests(self, reason):
+        requests, self._requests = self._requests, {}
+        for pending in requests.values():
+            if pending.timer is not None and pending.timer.active():
+                pending.timer.cancel()
+            pending.deferred.errback(reason)
 
     def sendMessage(self, contextId, command, dataset=None):
         """Send a DIMSE message on ``contextId`` if the association is still up."""
-        if self.state != ESTABLISHED or self.transport is None:
+        if self.state not in (ESTABLISHED, AWAITING_RELEASE_RP) or self.transport is None:
             return
         if dataset is not None:
             command = dict(command)
@@ -213,20 +361,44 @@ class DicomServerProtocol(Protocol, TimeoutMixin):
         self.transport.writeSequence(pdu.fragmentMessage(
             contextId, commands.encodeCommand(command), dataset, self.association.peerMaxPDULength))
 
-    def _releaseWhenIdle(self):
-        if self._operations or self.state != ESTABLISHED:
-            return
-        self.log.info("{peer}: association released", peer=self._peerName())
-        self.transport.write(pdu.encodeSimplePDU(pdu.A_RELEASE_RP))
-        self._awaitClose()
+    def acceptedSyntaxes(self, abstract):
+        """``{transferSyntax: contextId}`` accepted for ``abstract``."""
+        found = {}
+        for contextId, (sopClass, syntax) in sorted(self.association.contexts.items()):
+            if sopClass == abstract:
+                found.setdefault(syntax, contextId)
+        return found
+
+    def store(self, dataset, sopClassUID, sopInstanceUID, transferSyntax, moveOriginator=None):
+        """Send a C-STORE of ``dataset`` (bytes in ``transferSyntax``, which
+        must have been accepted for ``sopClassUID``); fires with the
+        response command (see its ``commands.STATUS``).  ``moveOriginator``
+        is the ``(AE title, Message ID)`` of the C-MOVE this sub-operation
+        serves."""
+        contextId = self.acceptedSyntaxes(sopClassUID).get(transferSyntax)
+        if contextId is None:
+            return defer.fail(NoContext(f"{self.peerName()} accepted {sopClassUID} not in {transferSyntax}"))
+        command = {commands.COMMAND_FIELD: commands.C_STORE_RQ,
+                   commands.AFFECTED_SOP_CLASS_UID: sopClassUID,
+                   commands.AFFECTED_SOP_INSTANCE_UID: sopInstanceUID,
+                   commands.PRIORITY: PRIORITY_MEDIUM}
+        if moveOriginator is not None:
+            command[commands.MOVE_ORIGINATOR_AE], command[commands.MOVE_ORIGINATOR_MESSAGE_ID] = moveOriginator
+        return self.request(contextId, command, dataset).addCallback(lambda response: response[0])
+
+    @property
+    def busy(self):
+        """Whether operations or requests of this association are under way."""
+        return bool(self._operations or self._requests)
 
     # -- endings -----------------------------------------------------------
 
-    def abort(self, reason=pdu.REASON_NOT_SPECIFIED):
-        """Send an A-ABORT (service-provider) and wait for the peer to close."""
+    def abort(self, reason=pdu.REASON_NOT_SPECIFIED, source=pdu.SOURCE_SERVICE_PROVIDER):
+        """Send an A-ABORT and wait for the peer to close."""
         if self.transport is None or self.state == AWAITING_CLOSE:
             return
-        self.transport.write(pdu.encodeAbort(pdu.SOURCE_SERVICE_PROVIDER, reason))
+        self.transport.write(pdu.encodeAbort(source, reason))
+        self._failRequests(AssociationLost(f"association with {self.peerName()} aborted"))
         self._awaitClose()
 
     def _awaitClose(self):
@@ -238,6 +410,7 @@ class DicomServerProtocol(Protocol, TimeoutMixin):
         self.state = AWAITING_CLOSE
         self._stopArtim()
         self.setTimeout(None)
+        self.transport.unregisterProducer()
         self.transport.loseConnection()
 
     def _startArtim(self):
@@ -251,44 +424,105 @@ class DicomServerProtocol(Protocol, TimeoutMixin):
 
     def _artimExpired(self):
         self._artim = None
-        if self.state == AWAITING_ASSOCIATE:
-            self.log.warn("{peer}: no A-ASSOCIATE-RQ within {timeout} s (ARTIM), closing",
-                          peer=self._peerName(), timeout=self.factory.artimTimeout)
         self.transport.abortConnection()
 
     def callLater(self, delay, f, *args, **kw):
         """TimeoutMixin's timer source: the factory's clock."""
         return self.factory.clock.callLater(delay, f, *args, **kw)
 
-    def _peerName(self):
+    def peerName(self):
         peer = getattr(self, "peer", None)
         host = getattr(peer, "host", "?")
         port = getattr(peer, "port", "")
-        calling = self.association.callingAE if self.association else ""
-        return f"{calling}@{host}:{port}" if calling else f"{host}:{port}"
+        association = self.association
+        remote = ""
+        if association is not None:
+            remote = association.callingAE if self.isAcceptor else association.calledAE
+        return f"{remote}@{host}:{port}" if remote else f"{host}:{port}"
+
+    isAcceptor = True
 
 
-class DicomServerFactory(ServerFactory):
-    """Accepts associations for one AE.
+class DicomServerProtocol(DicomProtocol):
+    """One association, accepted from a remote requestor."""
+
+    def connectionMade(self):
+        self.state = AWAITING_ASSOCIATE
+        super().connectionMade()
+        self._startArtim()
+
+    def _associationPDU(self, pduType, body):
+        if self.state == AWAITING_ASSOCIATE:
+            if pduType != pdu.A_ASSOCIATE_RQ:
+                raise pdu.PDUError(f"{pdu.PDU_NAMES[pduType]} before A-ASSOCIATE-RQ", pdu.REASON_UNEXPECTED_PDU)
+            self._associateRequested(body)
+        elif pduType == pdu.A_RELEASE_RQ and self.state == ESTABLISHED:
+            self._releaseRequested = True
+            self._releaseWhenIdle()
+        else:
+            super()._associationPDU(pduType, body)
+
+    _releaseRequested = False
+
+    def _associateRequested(self, body):
+        self._stopArtim()
+        factory = self.factory
+        try:
+            association = negotiate(body, factory.policy)
+        except AssociationRejected as rejection:
+            self.log.warn("{peer}: association rejected: {reason}", peer=self.peerName(), reason=rejection)
+            self.transport.write(rejection.pdu)
+            self._awaitClose()
+            return
+        self.association = association
+        self.state = ESTABLISHED
+        self.setTimeout(factory.idleTimeout)
+        self.transport.write(association.acPDU)
+        self.log.info(
+            "{peer}: association {calling} -> {called} accepted, {accepted} of the proposed contexts",
+            peer=self.peerName(), calling=association.callingAE, called=association.calledAE,
+            accepted=len(association.contexts))
+
+    def _operationsChanged(self):
+        if self._releaseRequested:
+            self._releaseWhenIdle()
+
+    def _releaseWhenIdle(self):
+        if self.busy or self.state != ESTABLISHED:
+            return
+        self.log.info("{peer}: association released", peer=self.peerName())
+        self.transport.write(pdu.encodeSimplePDU(pdu.A_RELEASE_RP))
+        self._awaitClose()
+
+    def _artimExpired(self):
+        if self.state == AWAITING_ASSOCIATE:
+            self.log.warn("{peer}: no A-ASSOCIATE-RQ within {timeout} s (ARTIM), closing",
+                          peer=self.peerName(), timeout=self.factory.artimTimeout)
+        super()._artimExpired()
+
+
+class DicomFactory(Factory):
+    """What both roles' protocols read from their factory.
 
     ``services`` maps DIMSE request command fields to objects with
     ``handle(protocol, contextId, command, dataset) -> Deferred`` (they send
     their responses with ``protocol.sendMessage``); ``sinks`` maps command
     fields to ``datasetSink(protocol, contextId, command)`` providers for
-    requests that carry a data set.
+    requests that carry a data set (others are collected in memory).
     """
 
-    protocol = DicomServerProtocol
     noisy = False
     log = Logger()
 
-    def __init__(self, policy, services, sinks, clock, idleTimeout=300, artimTimeout=30, counters=None):
-        self.policy = policy
+    def __init__(self, services, sinks, clock, idleTimeout=300, artimTimeout=30, dimseTimeout=None,
+                 maxPDULength=262144, counters=None):
         self.services = services
         self.sinks = sinks
         self.clock = clock
         self.idleTimeout = idleTimeout
         self.artimTimeout = artimTimeout
+        self.dimseTimeout = dimseTimeout
+        self.maxPDULength = maxPDULength
         self.counters = counters if counters is not None else {}
         self.active = set()
 
@@ -305,3 +539,16 @@ class DicomServerFactory(ServerFactory):
 
     def associationClosed(self, protocol):
         self.active.discard(protocol)
+
+
+class DicomServerFactory(DicomFactory):
+    """Accepts associations for one AE, as ``policy`` says."""
+
+    protocol = DicomServerProtocol
+
+    def __init__(self, policy, services, sinks, clock, idleTimeout=300, artimTimeout=30, counters=None,
+                 dimseTimeout=None):
+        super().__init__(services, sinks, clock, idleTimeout, artimTimeout, dimseTimeout,
+                         policy.maxPDULength, counters)
+        self.policy = policy
+

@@ -42,7 +42,7 @@ def dcmtkTool(tool):
 
 def dcmtk(tool, *args, timeout=300, check=False):
     """Run a DCMTK tool; returns the CompletedProcess (text output)."""
-    result = subprocess.run([dcmtkTool(tool), *map(str, args)], capture_output=True, text=True,
+    result = subprocess.run([dcmtkTool(tool), *(a if isinstance(a, bytes) else str(a) for a in args)], capture_output=True, text=True,
                             env=dcmtkEnvironment(), timeout=timeout)
     if check and result.returncode != 0:
         raise AssertionError(f"{tool} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
@@ -72,6 +72,15 @@ class PacsServer:
         for key, value in keys.items():
             ini.set(key, value)
         ini.write(path)
+
+    def addNode(self, ae, port, host="127.0.0.1", compression="un"):
+        """Put ``ae`` first in acrnema.map (read at start-up), before the
+        wildcard entries of the default file that would match it too."""
+        path = os.path.join(self.workdir, "acrnema.map")
+        with open(path) as f:
+            text = f.read()
+        with open(path, "w") as f:
+            f.write(f"{ae:<16} {host:<16} {port:<6} {compression}\n{text}")
 
     @property
     def dataDir(self):

@@ -1,0 +1,1 @@
+"""Transfer syntaxes for outgoing objects, and conversion between them."""

@@ -1,0 +1,193 @@
+"""Transfer syntaxes: what to propose when sending a stored object, and what
+this installation can read and write.
+
+Objects are stored exactly as received, in whatever transfer syntax. When
+one is sent (C-MOVE/C-GET sub-operations, forwarding) ``proposals`` lists,
+best first, the transfer syntaxes to propose for it, from the syntax it is
+stored in and the Conquest compression code of the destination (the
+acrnema.map column, "forward compressed as xx", or the ``~xx`` suffix of a
+called AE title; manual section 7.7).
+
+The codes and the transfer syntaxes they ask for. The JPEG mapping is the
+one Conquest's own JPEG compressor (jpegconv.cpp, ``CompressJPEGL``) writes
+in (0002,0010); there j3/j4 and j5/j6 pick the syntax by the image's
+precision, here the first one listed is preferred and the second accepted:
+
+====  ==========================================  ===========================
+code  Conquest                                    proposed first
+====  ==========================================  ===========================
+as    as is                                       the stored syntax
+un    uncompressed                                explicit, implicit VR LE
+j1    JPEG lossless, first-order prediction       1.2.840.10008.1.2.4.70
+j2    JPEG lossless, process 14 (predictor 6)     1.2.840.10008.1.2.4.57
+j3    JPEG lossy, 8 bits baseline / 12 extended   1.2.840.10008.1.2.4.50, .51
+j4    JPEG lossy, 12 bits extended / 8 baseline   1.2.840.10008.1.2.4.51, .50
+j5    JPEG lossy progressive (retired 4.53 and    as j3: 1.2.840.10008.1.2.4.50,
+      4.55 in Conquest)                           .51
+j6    as j5                                       as j4: 1.2.840.10008.1.2.4.51,
+                                                  .50
+jk    JPEG 2000 lossless                          1.2.840.10008.1.2.4.90
+jl    JPEG 2000 lossy                             1.2.840.10008.1.2.4.91
+====  ==========================================  ===========================
+
+The retired spectral selection / progressive syntaxes (4.53, 4.55) that
+Conquest writes for j5/j6 are never proposed: few peers accept them and
+nothing here reads or writes them, so j5/j6 ask for the non-retired lossy
+JPEG syntaxes instead.
+
+Note j1 is the SV1 syntax (4.70) and j2 the general process 14 one
+(4.57): Conquest compresses j1 with predictor 1, j2 with predictor 6.
+
+A code's syntaxes are proposed only when the object can go in them: it is
+already stored that way (then that one comes first), or ``canEncode`` says
+this installation can produce it. Then come the stored syntax and the
+uncompressed ones, so a peer that refuses the compression still gets the
+object (Conquest: "images will automatically be sent with simpler
+compression or uncompressed"). pydicom has no JPEG (ISO 10918) encoder, so
+j1..j6 only change anything for objects already stored in their syntaxes.
+"un" proposes explicit then implicit VR little endian, after the stored
+syntax when that is uncompressed too (big endian, deflated): no
+conversion when the peer takes it.
+
+The NKI codes (n1..n4, nj, uj) and the downsizing ones (k1..k8) are not
+supported: ``proposals`` treats them, and any unknown code, as "as";
+``isSupportedCode`` tells the caller so it can log it.
+
+Codes are compared case-insensitively; None or "" means "as".
+"""
+
+from functools import lru_cache
+
+IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
+EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
+DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1.99"
+EXPLICIT_VR_BIG_ENDIAN = "1.2.840.10008.1.2.2"
+JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
+JPEG_EXTENDED = "1.2.840.10008.1.2.4.51"
+JPEG_LOSSLESS = "1.2.840.10008.1.2.4.57"
+JPEG_LOSSLESS_SV1 = "1.2.840.10008.1.2.4.70"
+JPEG_LS_LOSSLESS = "1.2.840.10008.1.2.4.80"
+JPEG_LS_NEAR_LOSSLESS = "1.2.840.10008.1.2.4.81"
+JPEG_2000_LOSSLESS = "1.2.840.10008.1.2.4.90"
+JPEG_2000 = "1.2.840.10008.1.2.4.91"
+RLE_LOSSLESS = "1.2.840.10008.1.2.5"
+
+# Our preference among the uncompressed syntaxes every peer must take one of.
+UNCOMPRESSED = (EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN)
+
+# Pixel data not encapsulated (PS3.5 A.1, A.2, A.3, A.5).
+NATIVE = frozenset({
+    IMPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN,
+    DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_BIG_ENDIAN,
+})
+
+# Syntaxes whose pixel data is, or may be, lossy compressed.
+_LOSSY = frozenset(
+    ["1.2.840.10008.1.2.4." + str(n) for n in (
+        50, 51, 52, 53, 54, 55, 56,          # JPEG lossy processes (52..56 retired)
+        59, 60, 61, 62, 63, 64,              # JPEG hierarchical lossy (retired)
+        81,                                  # JPEG-LS near-lossless
+        91, 93,                              # JPEG 2000 (part 1, part 2), lossless or lossy
+        100, 101, 102, 103, 104, 105, 106,   # MPEG-2, MPEG-4 AVC/H.264
+        107, 108,                            # HEVC/H.265
+        111, 112,                            # JPEG XL JPEG recompression, JPEG XL
+        203,                                 # HTJ2K, lossless or lossy
+    )])
+
+# code -> the syntaxes it asks for, preferred first.
+CODE_SYNTAXES = {
+    "j1": (JPEG_LOSSLESS_SV1,),
+    "j2": (JPEG_LOSSLESS,),
+    "j3": (JPEG_BASELINE, JPEG_EXTENDED),
+    "j4": (JPEG_EXTENDED, JPEG_BASELINE),
+    "j5": (JPEG_BASELINE, JPEG_EXTENDED),
+    "j6": (JPEG_EXTENDED, JPEG_BASELINE),
+    "jk": (JPEG_2000_LOSSLESS,),
+    "jl": (JPEG_2000,),
+}
+
+AS_IS = "as"
+UNCOMPRESSED_CODE = "un"
+SUPPORTED_CODES = frozenset(CODE_SYNTAXES) | {AS_IS, UNCOMPRESSED_CODE}
+
+
+def _clean(syntax):
+    """A UID as it may come from a file or the database, without padding."""
+    return syntax.rstrip("\x00 ") if syntax else ""
+
+
+def _code(compression):
+    return (compression or AS_IS).strip().lower() or AS_IS
+
+
+def isCompressed(syntax):
+    """True when ``syntax`` encapsulates its pixel data (everything but the
+    three uncompressed syntaxes and deflate, which compresses the whole
+    data set but leaves pixel data native)."""
+    return _clean(syntax) not in NATIVE
+
+
+def isLossy(syntax):
+    """True when pixel data in ``syntax`` is or may be lossy compressed."""
+    return _clean(syntax) in _LOSSY
+
+
+def isSupportedCode(compression):
+    """True when ``proposals`` honours the compression code ``compression``
+    (None or "" count as "as"); False for the NKI, downsizing and unknown
+    codes, which it treats as "as"."""
+    return _code(compression) in SUPPORTED_CODES
+
+
+def _isUID(syntax):
+    return 0 < len(syntax) <= 64 and not syntax.strip("0123456789.")
+
+
+@lru_cache(maxsize=None)
+def _available(syntax, encode):
+    if not _isUID(syntax):
+        return False
+    try:
+        from pydicom.pixels import get_decoder, get_encoder
+        from pydicom.uid import UID
+        uid = UID(syntax)
+        coder = get_encoder(uid) if encode else get_decoder(uid)
+        return bool(coder.is_available)
+    except Exception:  # no coder at all for it: NotImplementedError, ImportError ...
+        return False
+
+
+def canDecode(syntax):
+    """True when the pixel data of an object in ``syntax`` can be read here
+    (pydicom and its installed plugins); always for the uncompressed ones."""
+    syntax = _clean(syntax)
+    return syntax in NATIVE or _available(syntax, False)
+
+
+def canEncode(syntax):
+    """True when pixel data can be written in ``syntax`` here (pydicom and
+    its installed plugins); always for the uncompressed ones."""
+    syntax = _clean(syntax)
+    return syntax in NATIVE or _available(syntax, True)
+
+
+def _unique(syntaxes):
+    return list(dict.fromkeys(syntaxes))
+
+
+def proposals(storedSyntax, compression):
+    """The transfer syntaxes to propose, best first, for an object stored in
+    ``storedSyntax`` going to a destination with Conquest compression code
+    ``compression`` (see the module docstring). Never empty, no duplicates;
+    always ends with the uncompressed syntaxes."""
+    stored = _clean(storedSyntax)
+    code = _code(compression)
+    if code == UNCOMPRESSED_CODE:
+        first = [stored] if stored in NATIVE else []
+        return _unique(first + list(UNCOMPRESSED))
+    wanted = CODE_SYNTAXES.get(code, ())
+    first = [syntax for syntax in wanted if syntax == stored or canEncode(syntax)]
+    if stored in first:  # already compressed as asked: no conversion at all
+        first.remove(stored)
+        first.insert(0, stored)
+    return _unique(first + ([stored] if stored else []) + list(UNCOMPRESSED))

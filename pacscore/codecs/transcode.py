@@ -1,0 +1,388 @@
+"""Re-encode a stored data set in another transfer syntax, for a peer that
+does not take the one it is stored in.
+
+``transcode(dataset, fromSyntax, toSyntax)`` takes and gives the data set
+alone (no Part-10 header), as it is stored after the file meta and as it
+goes in P-DATA:
+
+* uncompressed <-> uncompressed (implicit/explicit VR little endian,
+  explicit VR big endian, deflated): the elements are re-encoded, pixel
+  values untouched. Between the little endian ones the Pixel Data value is
+  copied straight from the input, never parsed; big endian swaps the bytes
+  of the OW/OF/OL/OD/OV values (Pixel Data by its Bits Allocated, as
+  pydicom reads it).
+* compressed -> uncompressed: pydicom decodes the pixel data with the
+  installed plugins (pylibjpeg ...), colour data comes out as RGB (a JPEG
+  YBR_FULL_422 image becomes RGB, planar configuration 0, as pydicom's
+  ``Dataset.decompress``), the encapsulation and any extended offset table
+  go; every other element stays. A lossy source (JPEG processes 1-13 and
+  the like) gets Lossy Image Compression "01" if it did not say so.
+* uncompressed -> compressed: ``Dataset.compress`` with the encoders
+  available here (``syntaxes.canEncode``): RLE, JPEG 2000 lossless and
+  lossy (compression ratio ``J2K_LOSSY_RATIO``), JPEG-LS when an encoder is
+  installed. Lossy results get Lossy Image Compression "01" and their ratio
+  and method appended. Colour data by plane (Planar Configuration 1) is
+  interleaved and YBR_FULL_422 expanded to YBR_FULL first, as the encoders
+  want. openjpeg (6 resolution levels) refuses images under 32 pixels
+  across and more than 24 bits stored, RLE more than 16 bits: such images
+  raise TranscodeError and go in another syntax.
+* compressed -> another compressed: both of the above.
+* no Pixel Data (SR, presentation states, key objects ...): re-encoded as
+  the target's encoding; in a compressed target syntax the data set is
+  simply explicit VR little endian, as PS3.5 A.4 defines for everything
+  but the pixel data (dcmtk does the same).
+
+The SOP Instance UID never changes. Every failure, whatever its cause
+(malformed input, no codec, a codec refusing the image), is raised as
+``TranscodeError`` with a message saying what went wrong.
+
+Pure functions of their arguments: safe to run in worker threads; nothing
+global is changed (pydicom's configuration is only read). JPEG 2000 work
+is serialised by ``OPENJPEG_LOCK``: pylibjpeg-openjpeg crashes when two
+threads use it at once.
+"""
+
+import contextlib
+import struct
+import threading
+import zlib
+from io import BytesIO
+
+import numpy as np
+from pydicom.dataset import FileMetaDataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filereader import read_dataset
+from pydicom.filewriter import correct_ambiguous_vr, write_dataset
+from pydicom.pixels.utils import compress, decompress, expand_ybr422
+from pydicom.uid import UID
+
+from pacscore.codecs.syntaxes import (
+    DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_BIG_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN,
+    IMPLICIT_VR_LITTLE_ENDIAN, JPEG_2000, JPEG_LS_NEAR_LOSSLESS, NATIVE, canDecode, canEncode,
+    _isUID, isCompressed)
+from pacscore.storage.attributes import DatasetError, walkDataset
+
+# The compression ratio asked of the JPEG 2000 encoder for the lossy syntax.
+J2K_LOSSY_RATIO = 10
+# The NEAR parameter for JPEG-LS near-lossless.
+JPEG_LS_NEAR_ERROR = 2
+
+# pylibjpeg-openjpeg (2.6) is not thread-safe: its C side logs through
+# Python with static variables, and concurrent encoding and decoding in two
+# threads crash the process (SIGSEGV). Every JPEG 2000 encode or decode
+# here holds this lock; other code running openjpeg in threads should too.
+OPENJPEG_LOCK = threading.Lock()
+_OPENJPEG_SYNTAXES = frozenset(
+    "1.2.840.10008.1.2.4." + str(n) for n in (90, 91, 92, 93, 201, 202, 203))
+
+PIXEL_DATA = 0x7FE00010
+_EXTENDED_OFFSET_TABLE = ("ExtendedOffsetTable", "ExtendedOffsetTableLengths")
+_ALL_TAGS = 0xFFFFFFFF
+_UNDEFINED_LENGTH = 0xFFFFFFFF
+_IMPLICIT_HEADER = struct.Struct("<HHL")
+_EXPLICIT_HEADER = struct.Struct("<HH2sH")
+_LONG_LENGTH = struct.Struct("<L")
+_LONG_VRS = frozenset(b"OB OD OF OL OV OW SQ SV UC UN UR UT UV".split())
+# Bytes per word of the binary VRs a change of byte order must swap.
+_WORD_SIZES = {"OW": 2, "OF": 4, "OL": 4, "OD": 8, "OV": 8}
+# Always lossy: the DCT-based JPEG processes, MPEG-2/4, HEVC.
+_ALWAYS_LOSSY = frozenset(
+    ["1.2.840.10008.1.2.4." + str(n) for n in (50, 51, 52, 53, 54, 55, 56, 59, 60, 61, 62, 63, 64)]
+    + ["1.2.840.10008.1.2.4." + str(n) for n in range(100, 109)])
+_LOSSY_METHODS = {JPEG_2000: "ISO_15444_1", JPEG_LS_NEAR_LOSSLESS: "ISO_14495_1"}
+
+
+class TranscodeError(Exception):
+    """The data set cannot be converted; the message says why."""
+
+
+class _Problem(Exception):
+    """A reason for a TranscodeError, completed by ``transcode``."""
+
+
+def _clean(syntax):
+    return syntax.rstrip("\x00 ") if syntax else ""
+
+
+def _describe(syntax):
+    name = UID(syntax).name if _isUID(syntax) else ""
+    return f"{name} ({syntax})" if name and name != syntax else repr(syntax)
+
+
+def transcode(dataset, fromSyntax, toSyntax):
+    """``dataset`` (bytes, no file meta), encoded in ``fromSyntax``,
+    re-encoded in ``toSyntax``; the same object when both are the same.
+
+    Raises TranscodeError, and only that, when it cannot be done.
+    """
+    source, target = _clean(fromSyntax), _clean(toSyntax)
+    if source == target:
+        return dataset
+    try:
+        return _transcode(dataset, source, target)
+    except Exception as e:
+        reason = str(e) if isinstance(e, _Problem) else f"{type(e).__name__}: {e}"
+        raise TranscodeError(
+            f"cannot convert from {_describe(source)} to {_describe(target)}: {reason}") from e
+
+
+# -- encodings ------------------------------------------------------------------
+
+def _encoding(syntax):
+    """``(implicit, littleEndian)`` of the data set in ``syntax``."""
+    if syntax == IMPLICIT_VR_LITTLE_ENDIAN:
+        return True, True
+    if syntax == EXPLICIT_VR_BIG_ENDIAN:
+        return False, False
+    if syntax in NATIVE:
+        return False, True
+    try:
+        known = _isUID(syntax) and UID(syntax).is_transfer_syntax
+    except ValueError:  # a private UID pydicom knows nothing about
+        known = False
+    if not known:
+        raise _Problem(f"{syntax!r} is not a transfer syntax known here")
+    return False, True  # every encapsulated syntax: explicit VR little endian
+
+
+def _inflate(data):
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    try:
+        raw = inflater.decompress(data) + inflater.flush()
+    except zlib.error as e:
+        raise _Problem(f"the deflated data set is corrupt: {e}") from e
+    if not inflater.eof:
+        raise _Problem("the deflated data set is truncated")
+    return raw
+
+
+def _deflate(parts):
+    deflater = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    out = [deflater.compress(part) for part in parts]
+    out.append(deflater.flush())
+    data = b"".join(out)
+    return data + b"\x00" if len(data) % 2 else data
+
+
+def _write(ds, implicit, little, parentEncoding=None):
+    fileobj = DicomBytesIO()
+    fileobj.is_implicit_VR = implicit
+    fileobj.is_little_endian = little
+    if parentEncoding is None:
+        write_dataset(fileobj, ds)
+    else:
+        write_dataset(fileobj, ds, parentEncoding)
+    return fileobj.getvalue()
+
+
+def _finish(parts, target):
+    """The output bytes from its pieces, deflated when ``target`` says so."""
+    if target == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
+        return _deflate(parts)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+# -- the conversion -------------------------------------------------------------
+
+def _transcode(data, source, target):
+    sourceImplicit, sourceLittle = _encoding(source)
+    targetImplicit, targetLittle = _encoding(target)
+    raw = _inflate(data) if source == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN else data
+    # pydicom stops quietly at a truncated element; the walker does not.
+    try:
+        walkDataset(raw, EXPLICIT_VR_LITTLE_ENDIAN if source == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN
+                    else source, (), 0, _ALL_TAGS)
+    except DatasetError as e:
+        raise _Problem(f"the data set is malformed: {e}") from e
+
+    if source in NATIVE and target in NATIVE and sourceLittle and targetLittle:
+        parts = _littleEndianParts(raw, sourceImplicit, targetImplicit)
+        if parts is not None:
+            return _finish(parts, target)
+
+    fileobj = BytesIO(raw)
+    ds = read_dataset(fileobj, sourceImplicit, sourceLittle)
+    if fileobj.tell() < len(raw):
+        raise _Problem(f"the data set cannot be read past offset {fileobj.tell()}")
+    if ds.original_encoding[0]:
+        # Settle 'US or SS', 'OB or OW' ... while the values are known to be
+        # little endian: the writer would otherwise read them in the output's
+        # byte order.
+        correct_ambiguous_vr(ds, True)
+    if not sourceLittle:
+        _swapBytes(ds)  # now little endian throughout
+    if isCompressed(source):
+        _decompressAll(ds, source)
+    elif PIXEL_DATA in ds and ds[PIXEL_DATA].is_undefined_length:
+        raise _Problem("its Pixel Data is encapsulated, which the syntax it is said to be in "
+                       "does not allow")
+    if isCompressed(target):
+        if PIXEL_DATA in ds:
+            _compress(ds, target)
+    elif not targetLittle:
+        _swapBytes(ds)
+    return _finish([_write(ds, targetImplicit, targetLittle)], target)
+
+
+def _atPixelData(tag, vr, length):
+    return tag == PIXEL_DATA
+
+
+def _littleEndianParts(raw, sourceImplicit, targetImplicit):
+    """The output of a little endian -> little endian conversion as pieces,
+    the Pixel Data value a view of ``raw``; None when the Pixel Data is not
+    a plain value (then the general path handles it)."""
+    fileobj = BytesIO(raw)
+    head = read_dataset(fileobj, sourceImplicit, True, stop_when=_atPixelData)
+    implicit = head.original_encoding[0]  # pydicom may have found the other VR encoding
+    pos = fileobj.tell()
+    parts = [_write(head, targetImplicit, True)]
+    if pos >= len(raw):
+        return parts
+    if implicit:
+        group, element, length = _IMPLICIT_HEADER.unpack_from(raw, pos)
+        vr, valuePos = None, pos + 8
+    else:
+        group, element, vr, length = _EXPLICIT_HEADER.unpack_from(raw, pos)
+        valuePos = pos + 8
+        if vr in _LONG_VRS:
+            length = _LONG_LENGTH.unpack_from(raw, pos + 8)[0]
+            valuePos = pos + 12
+    if (group << 16 | element) != PIXEL_DATA or length == _UNDEFINED_LENGTH:
+        return None
+    end = valuePos + length
+    if targetImplicit:
+        header = _IMPLICIT_HEADER.pack(0x7FE0, 0x0010, length + length % 2)
+    else:
+        if vr not in (b"OB", b"OW"):
+            # Implicit VR pixel data is OW (PS3.5 A.1), as pydicom makes it.
+            bitsAllocated = head.get("BitsAllocated")
+            vr = b"OB" if not implicit and bitsAllocated is not None and bitsAllocated <= 8 else b"OW"
+        header = _EXPLICIT_HEADER.pack(0x7FE0, 0x0010, vr, 0) + _LONG_LENGTH.pack(length + length % 2)
+    parts += [header, memoryview(raw)[valuePos:end]]
+    if length % 2:
+        parts.append(b"\x00")
+    if end < len(raw):
+        fileobj.seek(end)
+        encoding = head.original_character_set
+        tail = read_dataset(fileobj, implicit, True, parent_encoding=encoding)
+        parts.append(_write(tail, targetImplicit, True, encoding))
+    return parts
+
+
+def _swapBytes(ds):
+    """Swap the byte order of the binary values of ``ds`` and its items,
+    little <-> big endian. Pixel Data goes by sample, as pydicom reads big
+    endian: Bits Allocated / 8 bytes, 8-bit OW data by 16-bit words."""
+    for element in ds:
+        if element.VR == "SQ":
+            for item in element.value or ():
+                _swapBytes(item)
+            continue
+        size = _WORD_SIZES.get(element.VR)
+        value = element.value
+        if element.tag == PIXEL_DATA:
+            bitsAllocated = ds.get("BitsAllocated") or 0
+            if element.is_undefined_length:
+                continue  # encapsulated: a byte stream
+            if bitsAllocated > 8:
+                size = bitsAllocated // 8
+            elif element.VR != "OW":
+                size = None
+        if not size or not value or size == 1:
+            continue
+        if len(value) % size:
+            raise _Problem(f"{element.tag} has {len(value)} bytes, not a whole number of "
+                           f"{size}-byte words")
+        element.value = np.frombuffer(value, dtype=f"u{size}").byteswap().tobytes()
+
+
+def _codecLock(syntax):
+    return OPENJPEG_LOCK if syntax in _OPENJPEG_SYNTAXES else contextlib.nullcontext()
+
+
+def _decompressAll(ds, source):
+    """Decode the encapsulated Pixel Data of ``ds`` and of its items (icons)."""
+    if PIXEL_DATA in ds and ds[PIXEL_DATA].is_undefined_length:
+        _decompress(ds, source)
+    for element in ds:
+        if element.VR == "SQ":
+            for item in element.value or ():
+                _decompressAll(item, source)
+
+
+def _decompress(ds, source):
+    if not canDecode(source):
+        raise _Problem("no decoder for its pixel data is installed")
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = source
+    try:
+        with _codecLock(source):
+            decompress(ds, as_rgb=True, generate_instance_uid=False)
+    finally:
+        del ds.file_meta
+    for keyword in _EXTENDED_OFFSET_TABLE:
+        if keyword in ds:
+            delattr(ds, keyword)
+    if source in _ALWAYS_LOSSY and ds.get("LossyImageCompression") != "01":
+        ds.LossyImageCompression = "01"
+
+
+def _interleave(ds):
+    """Planar configuration 1 (colour by plane) native data made colour by
+    pixel, the only order pydicom's encoders take."""
+    frames = int(ds.get("NumberOfFrames") or 1)
+    samples, rows, columns = ds.SamplesPerPixel, ds.Rows, ds.Columns
+    size = ds.BitsAllocated // 8
+    planes = np.frombuffer(ds.PixelData, dtype=f"u{size}", count=frames * samples * rows * columns)
+    data = planes.reshape(frames, samples, rows, columns).transpose(0, 2, 3, 1).tobytes()
+    ds.PixelData = data + b"\x00" if len(data) % 2 else data
+    ds.PlanarConfiguration = 0
+
+
+def _compress(ds, target):
+    if not canEncode(target):
+        raise _Problem("no encoder for it is installed")
+    if (ds.get("SamplesPerPixel") or 1) > 1 and ds.get("PlanarConfiguration") == 1:
+        _interleave(ds)
+    if ds.get("PhotometricInterpretation") == "YBR_FULL_422":
+        ds.PixelData = expand_ybr422(ds.PixelData, ds.BitsAllocated)
+        ds.PhotometricInterpretation = "YBR_FULL"
+    for keyword in _EXTENDED_OFFSET_TABLE:
+        if keyword in ds:
+            delattr(ds, keyword)
+    options = {}
+    if target == JPEG_2000:
+        options["j2k_cr"] = [J2K_LOSSY_RATIO]
+    elif target == JPEG_LS_NEAR_LOSSLESS:
+        options["jls_error"] = JPEG_LS_NEAR_ERROR
+    before = len(ds.PixelData)
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = EXPLICIT_VR_LITTLE_ENDIAN
+    try:
+        with _codecLock(target):
+            compress(ds, target, generate_instance_uid=False, **options)
+    finally:
+        del ds.file_meta
+    method = _LOSSY_METHODS.get(target)
+    if method:
+        _markLossy(ds, before / max(len(ds.PixelData), 1), method)
+
+
+def _asList(value):
+    if value is None or value == "":
+        return []
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        return [value]
+    return list(value)
+
+
+def _markLossy(ds, ratio, method):
+    """Record one more lossy compression (PS3.3 C.7.6.1.1.5)."""
+    ratios = [str(r) for r in _asList(ds.get("LossyImageCompressionRatio"))]
+    methods = [str(m) for m in _asList(ds.get("LossyImageCompressionMethod"))]
+    if len(ratios) != len(methods):
+        ratios, methods = [], []
+    ds.LossyImageCompression = "01"
+    ds.LossyImageCompressionRatio = ratios + [f"{ratio:.2f}"]
+    ds.LossyImageCompressionMethod = methods + [method]

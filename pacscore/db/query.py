@@ -1,0 +1,580 @@
+"""C-FIND identifiers translated to SQL on the index tables (PS3.4 C.2.2.2).
+
+``IndexQuery.find`` answers a C-FIND at one level (PATIENT, STUDY, SERIES,
+IMAGE) with one SQL statement: the level's table, joined to the tables above
+it only when a key needs one of their columns, every request value a bound
+parameter.  ``IndexQuery.instances`` lists the files a C-MOVE/C-GET sends.
+
+Keys map to columns by TAG, never by name: the level's table is searched
+first, then its parents up the link chain (the last dicom.sql column of a
+table links to the key, the first column, of the table above).  So PatientID
+(0010,0020) is DICOMImages.ImagePat at IMAGE level, DICOMSeries.SeriesPat at
+SERIES level, DICOMStudies.PatientID at STUDY level.
+
+Matching per key, by the request's VR:
+
+- empty or only ``*``: universal matching (no condition, value returned);
+- SQ: ignored (sequence matching is not supported) and not returned;
+- UI: a single UID or a ``\\``-separated list (``IN``), no wildcards;
+- DA, TM, DT: single values and ranges ``A-B``, ``A-``, ``-B``; ``YYYY.MM.DD``
+  dates and ``HH:MM:SS`` times are accepted; the upper bound of TM/DT
+  compares the stored value's prefix of the bound's length, so ``-1300``
+  includes 13:00:59; empty stored values never match a range;
+- any other VR: ``*``/``?`` wildcards (SQL LIKE, ``%``/``_``/``\\`` escaped)
+  or equality; PN case-insensitively (``lower()`` on both sides);
+  ``\\``-separated values match any of them;
+- dicom.sql ``DT_MSTR`` columns (stored joined by ``\\``) match a value
+  equal to the whole stored text or to any one of its parts.
+
+Computed keys (when ``computedFields`` is on): the Number of Patient/Study/
+Series Related Studies/Series/Instances, ModalitiesInStudy and
+SOPClassesInStudy, as correlated subqueries of the same statement.
+
+Two hints keep SQLite (which has no statistics) on the right indexes: a PN
+wildcard with a literal prefix also gets a range on ``lower(column)`` (the
+schema's ``lower(PatientName)`` index), and when a key selects by an exact
+UID, PatientID or AccessionNumber the other conditions are written on
+``+column``, SQLite's way to keep a term off an index (Modality's, say).
+"""
+
+import math
+import re
+from typing import NamedTuple
+
+from sqlalchemy import String, and_, distinct, func, literal, literal_column, or_, select
+from sqlalchemy.sql.elements import UnaryExpression
+from sqlalchemy.sql.operators import custom_op
+from twisted.logger import Logger
+
+__all__ = ["LEVELS", "IndexQuery", "Instance", "QueryKey"]
+
+LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
+
+PATIENT_ID = 0x00100020
+STUDY_INSTANCE_UID = 0x0020000D
+SERIES_INSTANCE_UID = 0x0020000E
+SOP_INSTANCE_UID = 0x00080018
+SOP_CLASS_UID = 0x00080016
+INSTANCE_NUMBER = 0x00200013
+MODALITY = 0x00080060
+ACCESSION_NUMBER = 0x00080050
+
+MODALITIES_IN_STUDY = 0x00080061
+SOP_CLASSES_IN_STUDY = 0x00080062
+
+# Computed counts: tag -> (level of the entity counted around, level counted).
+_COUNTS = {
+    0x00201200: (0, 1),  # NumberOfPatientRelatedStudies
+    0x00201202: (0, 2),  # NumberOfPatientRelatedSeries
+    0x00201204: (0, 3),  # NumberOfPatientRelatedInstances
+    0x00201206: (1, 2),  # NumberOfStudyRelatedSeries
+    0x00201208: (1, 3),  # NumberOfStudyRelatedInstances
+    0x00201209: (2, 3),  # NumberOfSeriesRelatedInstances
+}
+# Computed lists: tag -> (level counted, tag of the listed column); STUDY level only.
+_LISTS = {MODALITIES_IN_STUDY: (2, MODALITY), SOP_CLASSES_IN_STUDY: (3, SOP_CLASS_UID)}
+
+# VRs whose values may contain a backslash (no value multiplicity).
+_UNSPLIT_VRS = frozenset(("LT", "ST", "UT", "UR"))
+_RANGE_VRS = frozenset(("DA", "TM", "DT"))
+_ESCAPE = "\\"
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+_SEPARATOR = "\\\\"  # a literal backslash in a LIKE pattern escaped by "\"
+# A DT range: two optional DT values (an optional UTC offset each) around "-".
+_DT_RANGE = re.compile(r"([0-9][0-9.]*(?:[+-][0-9]{4})?)?-([0-9][0-9.]*(?:[+-][0-9]{4})?)?")
+
+
+class QueryKey(NamedTuple):
+    """One attribute of a C-FIND identifier.
+
+    ``value`` is Unicode text (decoded from the request's character set),
+    multiple values joined by ``\\``; ``""`` asks for universal matching.
+    """
+
+    tag: int     # 0xGGGGEEEE
+    vr: str      # "PN", "DA", "TM", "DT", "UI", "CS", "LO", "SQ" ... as in the request
+    value: str
+
+
+class Instance(NamedTuple):
+    """One stored object a C-MOVE/C-GET sends."""
+
+    sopInstanceUID: str
+    sopClassUID: str
+    deviceName: str
+    objectFile: str
+    patientID: str
+    studyInstanceUID: str
+    seriesInstanceUID: str
+
+
+def levelIndex(level):
+    """0 (PATIENT) .. 3 (IMAGE) for a Query/Retrieve level name."""
+    try:
+        return LEVELS.index(level.strip().upper())
+    except (AttributeError, ValueError):
+        raise ValueError(f"unknown query level {level!r} (expected one of "
+                         f"{', '.join(LEVELS)})") from None
+
+
+def escapeLike(text):
+    """``text`` as a LIKE pattern matching itself (escape character ``\\``)."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def likePattern(value):
+    """A DICOM wildcard value (``*``, ``?``) as a LIKE pattern."""
+    return escapeLike(value).replace("*", "%").replace("?", "_")
+
+
+def _hasWildcards(value):
+    return "*" in value or "?" in value
+
+
+def _isUniversal(value):
+    return not value.strip(" \0").strip("*")
+
+
+def _numberKey(text):
+    """Sort key: numbers numerically, before anything else as text."""
+    try:
+        number = float(text)
+    except (TypeError, ValueError):
+        number = None
+    if number is None or not math.isfinite(number):
+        return (1, 0.0, text or "")
+    return (0, number, text)
+
+
+class _Table:
+    """One of the four tables with its columns by tag."""
+
+    def __init__(self, index, table, columns):
+        columns = [c for c in columns if not c.isSequenceMarker]
+        self.index = index
+        self.table = table
+        self.key = table.c[columns[0].name]
+        self.keyTag = columns[0].tag
+        self.link = table.c[columns[-1].name] if index else None
+        self.byTag = {}
+        for column in columns:
+            self.byTag.setdefault(column.tag, (table.c[column.name], column))
+
+
+class _Resolved(NamedTuple):
+    index: int           # table the column belongs to
+    column: object       # the SQLAlchemy column
+    isMulti: bool        # dicom.sql DT_MSTR
+
+
+class _Statement:
+    """Collects the tables, conditions and columns of one SELECT.
+
+    ``bottom`` is the FROM table, ``level`` the level whose tag -> column
+    mapping applies; tables from ``bottom`` up to ``level`` are always
+    joined (inner), tables above only when a column of theirs is used
+    (inner when a condition uses them or a table above them).
+    """
+
+    def __init__(self, query, connection, level, bottom, keys):
+        self.query = query
+        self.tables = query.tables
+        self.dialect = connection.dialect.name
+        self.level = level
+        self.bottom = bottom
+        self.top = level
+        self.innerTop = level
+        self.conditions = []
+        # Without statistics SQLite may pick the index of a column with few
+        # distinct values (Modality) over that of a UID or patient ID: when
+        # a key selects by one of those, the other conditions are kept off
+        # their indexes with SQLite's unary "+" (its documented way).
+        self.preferSelective = (self.dialect == "sqlite"
+                                and any(self.isSelective(key) for key in keys))
+
+    def isSelective(self, key):
+        """An exact UID, PatientID or AccessionNumber on an indexed column."""
+        if key.vr == "SQ" or not (key.vr == "UI" or key.tag in (PATIENT_ID, ACCESSION_NUMBER)):
+            return False
+        values = _valuesOf(key)
+        if values is None or any(_hasWildcards(value) for value in values):
+            return False
+        resolved = self.resolve(key.tag)
+        return resolved is not None and any(
+            index.expressions and index.expressions[0] is resolved.column
+            for index in resolved.column.table.indexes)
+
+    def offIndex(self, column):
+        """``column`` that SQLite will not look up by index (``+column``)."""
+        if self.dialect != "sqlite":
+            return column
+        return UnaryExpression(column, operator=custom_op("+"), type_=column.type)
+
+    def resolve(self, tag, level=None):
+        """The column of ``tag`` at ``level`` or above, or None."""
+        level = self.level if level is None else level
+        for index in range(level, -1, -1):
+            found = self.tables[index].byTag.get(tag)
+            if found is not None:
+                return _Resolved(index, found[0], found[1].dicomType == "DT_MSTR")
+        return None
+
+    def use(self, index, condition=False):
+        self.top = min(self.top, index)
+        if condition:
+            self.innerTop = min(self.innerTop, index)
+
+    def fromClause(self):
+        clause = self.tables[self.bottom].table
+        for index in range(self.bottom - 1, self.top - 1, -1):
+            child, parent = self.tables[index + 1], self.tables[index]
+            clause = clause.join(parent.table, child.link == parent.key,
+                                 isouter=index < self.innerTop)
+        return clause
+
+    # -- matching --------------------------------------------------------
+
+    def addKey(self, key):
+        """Add the condition of one key; False if the key is not usable here."""
+        if key.vr == "SQ":
+            return False
+        if (self.query.computedFields and key.tag in _LISTS and self.level == 1
+                and self._addListMatch(key)):
+            return True
+        resolved = self.resolve(key.tag)
+        if resolved is None:
+            return False
+        column = resolved.column
+        if self.preferSelective and not self.isSelective(key):
+            column = self.offIndex(column)
+        condition = matchCondition(column, key, resolved.isMulti,
+                                   prefixRange=self.dialect == "sqlite")
+        if condition is not None:
+            self.conditions.append(condition)
+            self.use(resolved.index, condition=True)
+        return True
+
+    def _addListMatch(self, key):
+        """ModalitiesInStudy / SOPClassesInStudy: EXISTS a matching series/image."""
+        related = self.related(1, _LISTS[key.tag][0], _LISTS[key.tag][1])
+        if related is None:
+            return False
+        clause, column, where = related
+        condition = matchCondition(self.offIndex(column), key, False)
+        if condition is not None:
+            self.conditions.append(select(literal_column("1")).select_from(clause)
+                                   .where(where, condition).exists())
+        return True
+
+    # -- computed fields -------------------------------------------------
+
+    def related(self, ancestor, target, tag=None):
+        """``(from clause, column of tag in target, condition)`` for the rows
+        of level ``target`` below the ``ancestor`` entity of the current row,
+        on aliased tables; None when the layout cannot tell.  Needs
+        ``ancestor <= self.level``."""
+        keyTag = self.tables[ancestor].keyTag
+        outer = self.resolve(keyTag)
+        if outer is None:
+            return None
+        aliases = {target: self.tables[target].table.alias()}
+        clause = aliases[target]
+        index = target
+        while keyTag not in self.tables[index].byTag:
+            if index - 1 <= ancestor:
+                return None
+            child, parent = self.tables[index], self.tables[index - 1]
+            aliases[index - 1] = parent.table.alias()
+            clause = clause.join(aliases[index - 1], aliases[index].c[child.link.name]
+                                 == aliases[index - 1].c[parent.key.name])
+            index -= 1
+        linkName = self.tables[index].byTag[keyTag][0].name
+        condition = aliases[index].c[linkName] == outer.column
+        column = None
+        if tag is not None:
+            found = self.tables[target].byTag.get(tag)
+            if found is None:
+                return None
+            column = aliases[target].c[found[0].name]
+        self.use(outer.index)
+        return clause, column, condition
+
+    def computed(self, tag):
+        """``(expression, convert)`` of a computed key here, or None."""
+        if tag in _COUNTS:
+            ancestor, target = _COUNTS[tag]
+            if self.level < ancestor:
+                return None
+            related = self.related(ancestor, target)
+            if related is None:
+                return None
+            clause, _, where = related
+            expression = select(func.count()).select_from(clause).where(where)
+            return expression.scalar_subquery(), _countText
+        if tag in _LISTS and self.level == 1:
+            related = self.related(1, *_LISTS[tag])
+            if related is None:
+                return None
+            clause, column, where = related
+            if self.dialect == "postgresql":
+                aggregate = func.string_agg(distinct(column), literal_column("','"))
+            else:  # SQLite and MySQL: group_concat(DISTINCT x) joins with ","
+                aggregate = func.group_concat(distinct(column), type_=String)
+            expression = select(aggregate).select_from(clause).where(where, column != "")
+            return expression.scalar_subquery(), _listText
+        return None
+
+
+def _countText(value):
+    return str(value or 0)
+
+
+def _listText(value):
+    return "\\".join(sorted({part for part in (value or "").split(",") if part}))
+
+
+def _valuesOf(key):
+    """The request values of a key (stripped, empty ones dropped), or None
+    for universal matching."""
+    if key.vr in _UNSPLIT_VRS:
+        values = [key.value.rstrip(" \0")]
+    else:
+        values = [part.strip(" \0") for part in key.value.split("\\")]
+    values = [value for value in values if value]
+    if not values or any(_isUniversal(value) for value in values):
+        return None
+    return values
+
+
+def matchCondition(column, key, isMulti=False, prefixRange=False):
+    """The SQL condition of one key on ``column``, or None (matches all).
+
+    ``prefixRange`` (SQLite): PN wildcard values with a literal prefix also
+    get ``lower(column) >= prefix AND lower(column) < next(prefix)``, which
+    SQLite looks up in the ``lower(PatientName)`` index (its LIKE
+    optimization does not apply to expressions; PostgreSQL's does, with the
+    text_pattern_ops index, and its ranges follow the collation).
+    """
+    if key.vr == "SQ":
+        return None
+    values = _valuesOf(key)
+    if values is None:
+        return None
+    if key.vr == "UI":
+        return column == values[0] if len(values) == 1 else column.in_(values)
+    if key.vr in _RANGE_VRS:
+        conditions = [_rangeCondition(column, key.vr, value) for value in values]
+    else:
+        conditions = [_textCondition(column, key.vr, value, isMulti, prefixRange)
+                      for value in values]
+    return conditions[0] if len(conditions) == 1 else or_(*conditions)
+
+
+def _rangeCondition(column, vr, value):
+    """DA/TM/DT single value or range."""
+    if vr == "DA":
+        value = value.replace(".", "")
+    else:
+        value = value.replace(":", "")
+    if "-" not in value:
+        return _textCondition(column, vr, value, False)
+    if vr == "DT":
+        match = _DT_RANGE.fullmatch(value)
+        low, high = match.groups("") if match else value.partition("-")[::2]
+    else:
+        low, _, high = value.partition("-")
+    conditions = [column >= low] if low else [column > ""]
+    if high:
+        if vr == "DA":
+            conditions.append(column <= high)
+        else:
+            conditions.append(func.substr(column, 1, len(high)) <= high)
+    return conditions[0] if len(conditions) == 1 else conditions[0] & conditions[1]
+
+
+def _textCondition(column, vr, value, isMulti, prefixRange=False):
+    """Equality or wildcards; PN case-insensitive; DT_MSTR any part."""
+    if vr != "PN":
+        return _compare(column, value, isMulti)
+    folded = func.lower(column)
+    # SQLite's lower() folds ASCII letters only ("MÄRY" -> "mÄry"): a value
+    # with other upper case letters also tries its ASCII-only folding.
+    variants = dict.fromkeys((value.lower(), value.translate(_ASCII_LOWER)))
+    conditions = []
+    for variant in variants:
+        condition = _compare(folded, variant, isMulti)
+        if prefixRange and not isMulti:
+            condition = _withPrefixRange(folded, variant, condition)
+        conditions.append(condition)
+    return conditions[0] if len(conditions) == 1 else or_(*conditions)
+
+
+def _withPrefixRange(target, value, condition):
+    """``condition`` AND the range of texts starting with the value's literal
+    prefix (before its first wildcard); exact for binary (code point) order."""
+    prefix = re.split(r"[*?]", value, maxsplit=1)[0]
+    if prefix == value or not prefix:
+        return condition
+    conditions = [target >= prefix]
+    following = ord(prefix[-1]) + 1
+    if 0xD800 <= following <= 0xDFFF:  # surrogates cannot be stored
+        following = 0xE000
+    if following <= 0x10FFFF:
+        conditions.append(target < prefix[:-1] + chr(following))
+    return and_(*conditions, condition)
+
+
+def _compare(target, value, isMulti):
+    if _hasWildcards(value):
+        pattern = likePattern(value)
+        whole = target.like(pattern, escape=_ESCAPE)
+    else:
+        pattern = escapeLike(value)
+        whole = target == value
+    if not isMulti:
+        return whole
+    return or_(whole,
+               target.like(pattern + _SEPARATOR + "%", escape=_ESCAPE),
+               target.like("%" + _SEPARATOR + pattern, escape=_ESCAPE),
+               target.like("%" + _SEPARATOR + pattern + _SEPARATOR + "%", escape=_ESCAPE))
+
+
+class IndexQuery:
+    """C-FIND and C-MOVE/C-GET queries on an ``Index``'s tables.
+
+    ``find`` and ``instances`` take a SQLAlchemy connection first, as
+    ``Index.runQuery`` calls them.  ``sortOrders`` maps a level to
+    Conquest's ``PatientQuerySortOrder`` ... ``ImageQuerySortOrder``: comma
+    separated ``Table.Column`` names (case-insensitive, a column name may be
+    truncated, ``ASC``/``DESC`` may follow); results end sorted by the
+    level's key, so the order is always deterministic.
+    """
+
+    log = Logger()
+
+    def __init__(self, tables, layout, sortOrders=None, computedFields=True):
+        self.tables = [_Table(index, getattr(tables, name), columns)
+                       for index, (name, columns) in enumerate(layout.levels())]
+        self.computedFields = computedFields
+        self.sortOrders = {index: [] for index in range(len(LEVELS))}
+        for level, text in (sortOrders or {}).items():
+            index = levelIndex(level)
+            self.sortOrders[index] = self._parseSortOrder(LEVELS[index], index, text or "")
+
+    # -- sort orders -----------------------------------------------------
+
+    def _parseSortOrder(self, levelName, level, text):
+        """``[(table index, column, descending)]``; bad names are logged and dropped."""
+        result = []
+        for item in text.split(","):
+            words = item.split()
+            if not words:
+                continue
+            descending = False
+            if len(words) == 2 and words[1].upper() in ("ASC", "DESC"):
+                descending = words[1].upper() == "DESC"
+                words = words[:1]
+            found = self._sortColumn(level, words[0]) if len(words) == 1 else None
+            if isinstance(found, str) or found is None:
+                self.log.warn("Ignoring {name!r} in the {queryLevel} query sort order: {reason}",
+                              name=item.strip(), queryLevel=levelName,
+                              reason=found or "expected Table.Column [ASC|DESC]")
+                continue
+            result.append((*found, descending))
+        return result
+
+    def _sortColumn(self, level, name):
+        """``(table index, column)`` or a reason why ``name`` is not usable."""
+        tableName, _, columnName = name.rpartition(".")
+        candidates = range(level, -1, -1)
+        if tableName:
+            named = [t.index for t in self.tables if t.table.name.lower() == tableName.lower()]
+            if not named:
+                return "no such table"
+            if named[0] > level:
+                return "the table is not part of this query level"
+            candidates = named
+        for index in candidates:
+            column = self._findColumn(self.tables[index].table, columnName)
+            if column is not None:
+                return index, column
+        return "no such column"
+
+    @staticmethod
+    def _findColumn(table, name):
+        """Exact (case-insensitive) name, else the first starting with it."""
+        name = name.lower()
+        if not name:
+            return None
+        for column in table.c:
+            if column.name.lower() == name:
+                return column
+        for column in table.c:
+            if column.name.lower().startswith(name):
+                return column
+        return None
+
+    # -- queries ---------------------------------------------------------
+
+    def find(self, connection, level, keys):
+        """C-FIND at ``level``: one ``{tag: value}`` per matching entity."""
+        level, keys = levelIndex(level), list(keys)
+        statement = _Statement(self, connection, level, level, keys)
+        table = self.tables[level]
+        outputs = {}  # tag -> (expression, convert); the last key of a tag wins
+        for key in keys:
+            if self.computedFields and (key.tag in _COUNTS or key.tag in _LISTS):
+                computed = statement.computed(key.tag)
+                if computed is not None:
+                    statement.addKey(key)
+                    outputs[key.tag] = computed
+                    continue
+            if statement.addKey(key):
+                resolved = statement.resolve(key.tag)
+                statement.use(resolved.index)
+                outputs[key.tag] = (resolved.column, None)
+        outputs.setdefault(table.keyTag, (table.key, None))
+        orderBy = []
+        for index, column, descending in self.sortOrders[level]:
+            statement.use(index)
+            orderBy.append(column.desc() if descending else column)
+        tags = list(outputs)
+        query = (select(*(outputs[tag][0].label(f"k{n}") for n, tag in enumerate(tags)))
+                 .select_from(statement.fromClause())
+                 .where(*statement.conditions)
+                 .order_by(*orderBy, table.key))
+        computed = [(n, outputs[tag][1]) for n, tag in enumerate(tags) if outputs[tag][1]]
+        results = []
+        for row in connection.execute(query).all():
+            values = ["" if value is None else value for value in row]
+            for n, convert in computed:
+                values[n] = convert(row[n])
+            results.append(dict(zip(tags, values)))
+        return results
+
+    def instances(self, connection, level, keys):
+        """C-MOVE/C-GET: the images below the entities ``keys`` select at
+        ``level``, by study, series and (numerically) image number."""
+        level, keys = levelIndex(level), list(keys)
+        statement = _Statement(self, connection, level, 3, keys)
+        for key in keys:
+            statement.addKey(key)
+        image = self.tables[3]
+        columns = [image.key]
+        for tag in (SOP_CLASS_UID, PATIENT_ID, STUDY_INSTANCE_UID, SERIES_INSTANCE_UID,
+                    INSTANCE_NUMBER):
+            resolved = statement.resolve(tag, 3)
+            if resolved is None:
+                columns.append(literal(""))
+            else:
+                statement.use(resolved.index)
+                columns.append(resolved.column)
+        columns[1:1] = [image.table.c.DeviceName, image.table.c.ObjectFile]
+        query = (select(*(column.label(f"c{n}") for n, column in enumerate(columns)))
+                 .select_from(statement.fromClause())
+                 .where(*statement.conditions))
+        rows = [["" if value is None else str(value) for value in row]
+                for row in connection.execute(query)]
+        rows.sort(key=lambda r: (r[5], r[6], _numberKey(r[7]), r[0]))
+        return [Instance(sop, sopClass, device, path, patient, study, series)
+                for sop, device, path, sopClass, patient, study, series, _ in rows]

@@ -1,0 +1,229 @@
+"""The DICOM client (SCU): the requestor side of the upper layer and a
+Deferred-based API on top of it.
+
+    association = yield associate(reactor, "pacs.example", 104, "ME", "PACS",
+                                  [(STUDY_ROOT_FIND, UNCOMPRESSED)])
+    status = yield association.find(STUDY_ROOT_FIND, identifier, onMatch)
+    yield association.release()
+
+C-MOVE and C-GET sub-operations, forwarding and the virtual server use it.
+Every wait has a bound: the connection (``connectTimeout``), the
+A-ASSOCIATE-AC (``artimTimeout``), each response (``dimseTimeout``) and
+silence on an idle association (``idleTimeout``).
+"""
+
+from pydicom.dataset import Dataset
+from twisted.internet import defer
+from twisted.internet.endpoints import HostnameEndpoint
+
+from pacscore.dicom import commands, pdu
+from pacscore.dicom.datasets import encodeDataset
+from pacscore.dicom.negotiation import accepted, refusal, requestPDU
+from pacscore.dicom.protocol import (
+    AWAITING_ASSOCIATE_AC, AWAITING_RELEASE_RP, ESTABLISHED, PRIORITY_MEDIUM, AssociationLost,
+    DicomFactory, DicomProtocol, NoContext)
+from pacscore.dicom.sopclasses import VERIFICATION
+
+
+class DicomClientProtocol(DicomProtocol):
+    """One association we requested; its methods are the client API."""
+
+    isAcceptor = False
+
+    def connectionMade(self):
+        self.state = AWAITING_ASSOCIATE_AC
+        super().connectionMade()
+        factory = self.factory
+        self.transport.write(requestPDU(factory.callingAE, factory.calledAE, factory.contexts,
+                                        factory.maxPDULength, factory.roles))
+        self._startArtim()
+        self._released = None
+
+    def connectionLost(self, reason):
+        pendingAssociation = self.state == AWAITING_ASSOCIATE_AC
+        super().connectionLost(reason)
+        if pendingAssociation:
+            self.factory.associationFailed(AssociationLost(
+                f"{self.factory.calledAE} closed the connection before answering the A-ASSOCIATE-RQ"))
+        if self._released is not None:
+            released, self._released = self._released, None
+            released.callback(None)
+
+    def _associationPDU(self, pduType, body):
+        if self.state == AWAITING_ASSOCIATE_AC and pduType == pdu.A_ASSOCIATE_AC:
+            factory = self.factory
+            self._stopArtim()
+            self.association = accepted(body, factory.callingAE, factory.calledAE, factory.contexts)
+            self.state = ESTABLISHED
+            self.setTimeout(factory.idleTimeout)
+            factory.associationAccepted(self)
+        elif self.state == AWAITING_ASSOCIATE_AC and pduType == pdu.A_ASSOCIATE_RJ:
+            refused = refusal(body)
+            self.log.warn("{peer}: {reason}", peer=self.peerName(), reason=refused)
+            self._closeNow()
+            self.factory.associationFailed(refused)
+        elif pduType == pdu.A_RELEASE_RP and self.state == AWAITING_RELEASE_RP:
+            self._closeNow()
+        elif pduType == pdu.A_RELEASE_RQ and self.state in (ESTABLISHED, AWAITING_RELEASE_RP):
+            self.transport.write(pdu.encodeSimplePDU(pdu.A_RELEASE_RP))
+            self._closeNow()
+        else:
+            super()._associationPDU(pduType, body)
+
+    def _artimExpired(self):
+        if self.state == AWAITING_ASSOCIATE_AC:
+            self.log.warn("{peer}: no answer to the A-ASSOCIATE-RQ within {timeout} s",
+                          peer=self.peerName(), timeout=self.factory.artimTimeout)
+            self.factory.associationFailed(AssociationLost(
+                f"{self.factory.calledAE} did not answer the A-ASSOCIATE-RQ within "
+                f"{self.factory.artimTimeout} s"))
+        super()._artimExpired()
+
+    # -- presentation contexts ----------------------------------------------
+
+    def _context(self, abstract):
+        """The first accepted context for ``abstract`` and its transfer syntax."""
+        for contextId, (sopClass, syntax) in sorted(self.association.contexts.items()):
+            if sopClass == abstract:
+                return contextId, syntax
+        raise NoContext(f"{self.association.calledAE} accepted no presentation context for {abstract}")
+
+    # -- the DIMSE services -------------------------------------------------
+
+    def echo(self):
+        """C-ECHO; fires with the status."""
+        contextId, _ = self._context(VERIFICATION)
+        d = self.request(contextId, {commands.COMMAND_FIELD: commands.C_ECHO_RQ,
+                                     commands.AFFECTED_SOP_CLASS_UID: VERIFICATION,
+                                     commands.COMMAND_DATASET_TYPE: commands.NO_DATASET})
+        return d.addCallback(_status)
+
+    def find(self, sopClassUID, identifier, onMatch=None):
+        """C-FIND: ``identifier`` is a pydicom Dataset (or encoded bytes);
+        each match goes to ``onMatch(bytes, transferSyntax)`` as it arrives.
+        Fires with the final status."""
+        d = self._query(commands.C_FIND_RQ, sopClassUID, identifier,
+                        onPending=None if onMatch is None else self._matchCallback(sopClassUID, onMatch))
+        return d.addCallback(_status)
+
+    def _matchCallback(self, sopClassUID, onMatch):
+        _, syntax = self._context(sopClassUID)
+
+        def pending(command, dataset):
+            if dataset is not None:
+                onMatch(dataset, syntax)
+        return pending
+
+    def move(self, sopClassUID, identifier, destination, onPending=None):
+        """C-MOVE to ``destination``; ``onPending(command)`` sees the
+        progress counters.  Fires with ``(final command, data set bytes or
+        None)`` (the data set lists failed SOP instances)."""
+        return self._query(commands.C_MOVE_RQ, sopClassUID, identifier, _progress(onPending),
+                           {commands.MOVE_DESTINATION: destination})
+
+    def get(self, sopClassUID, identifier, onPending=None):
+        """C-GET; the objects arrive as C-STORE requests handled by the
+        factory's C-STORE service.  Fires like ``move``."""
+        return self._query(commands.C_GET_RQ, sopClassUID, identifier, _progress(onPending))
+
+    def _query(self, field, sopClassUID, identifier, onPending, extra=None):
+        try:
+            contextId, syntax = self._context(sopClassUID)
+        except NoContext:
+            return defer.fail()
+        if isinstance(identifier, Dataset):
+            identifier = encodeDataset(identifier, syntax)
+        self.lastMessageID = self.nextMessageID()
+        command = {commands.COMMAND_FIELD: field, commands.AFFECTED_SOP_CLASS_UID: sopClassUID,
+                   commands.PRIORITY: PRIORITY_MEDIUM, commands.MESSAGE_ID: self.lastMessageID,
+                   **(extra or {})}
+        return self.request(contextId, command, identifier, onPending)
+
+    def cancelLast(self, sopClassUID):
+        """C-CANCEL the last C-FIND/C-MOVE/C-GET sent (``lastMessageID``)."""
+        contextId, _ = self._context(sopClassUID)
+        self.cancel(contextId, self.lastMessageID)
+
+    # -- ending ---------------------------------------------------------------
+
+    def release(self):
+        """A-RELEASE; fires once the association is closed."""
+        if self.state != ESTABLISHED:
+            return defer.succeed(None)
+        self._released = defer.Deferred()
+        self.state = AWAITING_RELEASE_RP
+        self.setTimeout(None)
+        self.transport.write(pdu.encodeSimplePDU(pdu.A_RELEASE_RQ))
+        self._startArtim()
+        return self._released
+
+    def abortAssociation(self):
+        """A-ABORT as service user, then close."""
+        self.abort(pdu.REASON_NOT_SPECIFIED, pdu.SOURCE_SERVICE_USER)
+
+
+def _progress(onPending):
+    """A pending-response callback that shows ``onPending`` only the command."""
+    if onPending is None:
+        return None
+    return lambda command, dataset: onPending(command)
+
+
+def _status(response):
+    command, _ = response
+    return command.get(commands.STATUS)
+
+
+class DicomClientFactory(DicomFactory):
+    """Builds the one protocol of an association we request."""
+
+    protocol = DicomClientProtocol
+
+    def __init__(self, callingAE, calledAE, contexts, roles, deferred, **settings):
+        super().__init__(**settings)
+        self.callingAE = callingAE
+        self.calledAE = calledAE
+        self.contexts = contexts
+        self.roles = roles
+        self.deferred = deferred
+
+    def associationAccepted(self, protocol):
+        if self.deferred is not None:
+            d, self.deferred = self.deferred, None
+            d.callback(protocol)
+
+    def associationFailed(self, reason):
+        if self.deferred is not None:
+            d, self.deferred = self.deferred, None
+            d.errback(reason)
+
+
+def numberContexts(contexts):
+    """``{contextId: (abstract, [syntaxes])}`` with odd ids for a list of
+    ``(abstract, syntaxes)``; at most 128 contexts (PS3.8 9.3.2.2)."""
+    if len(contexts) > 128:
+        raise ValueError(f"{len(contexts)} presentation contexts proposed; at most 128 fit")
+    return {2 * n + 1: (abstract, list(syntaxes)) for n, (abstract, syntaxes) in enumerate(contexts)}
+
+
+def associate(reactor, host, port, callingAE, calledAE, contexts, roles=None, services=None,
+              sinks=None, connectTimeout=30, artimTimeout=30, dimseTimeout=None, idleTimeout=None,
+              maxPDULength=262144, endpoint=None):
+    """Open an association; fires with the ``DicomClientProtocol`` once it is
+    accepted, or fails with ``AssociationRefused``/``AssociationLost``/a
+    connection error.
+
+    ``contexts`` lists ``(abstract syntax, [transfer syntaxes])``; ``roles``
+    ``{sopClass: (scu, scp)}`` for role selection (C-GET asks for the SCP
+    role on storage classes); ``services``/``sinks`` answer the peer's
+    requests (C-STORE sub-operations of a C-GET), as for a server.
+    """
+    deferred = defer.Deferred()
+    factory = DicomClientFactory(
+        callingAE, calledAE, numberContexts(contexts), roles, deferred,
+        services=services or {}, sinks=sinks or {}, clock=reactor, idleTimeout=idleTimeout,
+        artimTimeout=artimTimeout, dimseTimeout=dimseTimeout, maxPDULength=maxPDULength)
+    if endpoint is None:
+        endpoint = HostnameEndpoint(reactor, host, int(port), timeout=connectTimeout)
+    endpoint.connect(factory).addErrback(factory.associationFailed)
+    return deferred

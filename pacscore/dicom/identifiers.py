@@ -1,0 +1,155 @@
+"""C-FIND/C-MOVE/C-GET identifiers: what a request asks, and the matches we
+answer with.
+
+A request's identifier becomes its Query/Retrieve Level, the keys to match
+(as Unicode text: decoded with the request's Specific Character Set) and
+the list of attributes to return.  A match carries exactly the requested
+attributes, plus the level's unique key, the Query/Retrieve Level, the
+Retrieve AE Title and the Specific Character Set its text is encoded in:
+the request's when that can hold every value, else ISO_IR 100 (Latin-1)
+or, when even that cannot, ISO_IR 192 (UTF-8).
+"""
+
+from typing import NamedTuple
+
+from pydicom.charset import convert_encodings
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+
+from pacscore.db.query import QueryKey
+from pacscore.dicom.datasets import decodeDataset, encodeDataset
+
+SPECIFIC_CHARACTER_SET = 0x00080005
+QUERY_RETRIEVE_LEVEL = 0x00080052
+RETRIEVE_AE_TITLE = 0x00080054
+INSTANCE_AVAILABILITY = 0x00080056
+
+UNIQUE_KEYS = {"PATIENT": (0x00100020, "LO"), "STUDY": (0x0020000D, "UI"),
+               "SERIES": (0x0020000E, "UI"), "IMAGE": (0x00080018, "UI")}
+
+_NOT_KEYS = (SPECIFIC_CHARACTER_SET, QUERY_RETRIEVE_LEVEL, RETRIEVE_AE_TITLE)
+_INTEGER_VRS = ("US", "UL", "SS", "SL", "UV", "SV")
+_FLOAT_VRS = ("FL", "FD")
+_TEXT_VRS = ("PN", "LO", "SH", "LT", "ST", "UT", "UC")
+_BINARY_VRS = ("OB", "OW", "OF", "OD", "OL", "OV", "UN", "AT")
+
+
+class Request(NamedTuple):
+    """What an identifier asks."""
+
+    level: str
+    keys: list            # QueryKey for every attribute (matching or universal)
+    characterSet: str     # the request's (0008,0005), "" when absent
+
+
+class BadIdentifier(ValueError):
+    """The identifier cannot be used; ``status`` is the DIMSE status to answer."""
+
+    def __init__(self, message, status):
+        super().__init__(message)
+        self.status = status
+
+
+IDENTIFIER_DOES_NOT_MATCH = 0xA900
+UNABLE_TO_PROCESS = 0xC000
+
+
+def _text(value):
+    if value is None:
+        return ""
+    if isinstance(value, (list, MultiValue)):
+        return "\\".join(_text(v) for v in value)
+    if isinstance(value, bytes):
+        return ""
+    return str(value)
+
+
+def readRequest(data, transferSyntax, levels):
+    """The ``Request`` of an identifier; ``levels`` are those its model allows.
+
+    Raises ``BadIdentifier``."""
+    if data is None:
+        raise BadIdentifier("the request has no identifier", UNABLE_TO_PROCESS)
+    try:
+        dataset = decodeDataset(data, transferSyntax)
+    except ValueError as e:
+        raise BadIdentifier(str(e), UNABLE_TO_PROCESS) from e
+    level = str(dataset.get("QueryRetrieveLevel", "") or "").strip().upper()
+    if level not in levels:
+        raise BadIdentifier(f"Query/Retrieve Level {level!r} is not one of {', '.join(levels)}",
+                            IDENTIFIER_DOES_NOT_MATCH)
+    keys = []
+    for element in dataset:
+        tag = int(element.tag)
+        if tag in _NOT_KEYS or element.tag.group in (0x0000, 0x0002) or element.tag.element == 0:
+            continue
+        vr = element.VR
+        value = "" if vr == "SQ" else _text(element.value).strip()
+        keys.append(QueryKey(tag, vr, value))
+    return Request(level, keys, _text(dataset.get("SpecificCharacterSet", "")))
+
+
+def _fits(values, characterSet):
+    """Whether ``values`` can be encoded in the single ``characterSet``."""
+    try:
+        codec = "ascii" if characterSet in ("", "ISO_IR 6") else convert_encodings([characterSet])[0]
+        for value in values:
+            value.encode(codec)
+        return True
+    except (LookupError, UnicodeError, ValueError):
+        return False
+
+
+def responseCharacterSet(requested, values):
+    """The Specific Character Set to answer with, for these text values."""
+    texts = [v for v in values if v and not v.isascii()]
+    if requested and "\\" not in requested and _fits(texts, requested):
+        return requested
+    return "ISO_IR 100" if _fits(texts, "ISO_IR 100") else "ISO_IR 192"
+
+
+def _value(vr, text):
+    """A pydicom value for ``text`` as stored in the index."""
+    if not text or vr in _BINARY_VRS:
+        return None
+    if vr in _INTEGER_VRS:
+        try:
+            return [int(v) for v in text.split("\\")] if "\\" in text else int(text)
+        except ValueError:
+            return None
+    if vr in _FLOAT_VRS:
+        try:
+            return float(text.split("\\")[0])
+        except ValueError:
+            return None
+    return text
+
+
+class MatchEncoder:
+    """Builds the encoded response identifiers of one request."""
+
+    def __init__(self, request, retrieveAE, transferSyntax):
+        self.request = request
+        self.retrieveAE = retrieveAE
+        self.transferSyntax = transferSyntax
+        uniqueTag, uniqueVR = UNIQUE_KEYS[request.level]
+        self._returned = [(key.tag, key.vr) for key in request.keys]
+        if uniqueTag not in {tag for tag, _ in self._returned}:
+            self._returned.append((uniqueTag, uniqueVR))
+
+    def encode(self, values):
+        """The response identifier bytes for one match (``{tag: text}``)."""
+        dataset = Dataset()
+        texts = []
+        for tag, vr in self._returned:
+            if vr == "SQ":
+                dataset.add_new(tag, vr, [])
+                continue
+            text = "ONLINE" if tag == INSTANCE_AVAILABILITY else values.get(tag, "")
+            if vr in _TEXT_VRS:
+                texts.append(text)
+            dataset.add_new(tag, vr, _value(vr, text))
+        dataset.add_new(SPECIFIC_CHARACTER_SET, "CS", responseCharacterSet(self.request.characterSet, texts))
+        dataset.add_new(QUERY_RETRIEVE_LEVEL, "CS", self.request.level)
+        dataset.add_new(RETRIEVE_AE_TITLE, "AE", self.retrieveAE)
+        return encodeDataset(dataset, self.transferSyntax)

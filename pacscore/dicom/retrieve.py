@@ -1,0 +1,351 @@
+"""C-MOVE and C-GET SCP (PS3.4 C.4.2, C.4.3): retrieves as C-STORE
+sub-operations.
+
+Both find the images the identifier selects, read their Part-10 headers,
+then send them one at a time - read from disk just ahead of need, so
+memory holds a couple of objects whatever the size of the retrieve.  A
+C-MOVE sends them on a new association, opened by our client to the
+destination AE that acrnema.map names; a C-GET sends them back on the
+requestor's own association (for the storage classes it took the SCP role
+for).  Each object goes in the stored transfer syntax when the peer takes
+it, else converted (``pacscore.codecs``) to the best one it accepted; a
+pending response after each reports Remaining/Completed/Failed/Warning, the
+final one lists the failed SOP instances.  A C-CANCEL stops the transfer
+before the next object.
+"""
+
+from pydicom.dataset import Dataset
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from pacscore.codecs.syntaxes import NATIVE, UNCOMPRESSED, canDecode, canEncode, proposals
+from pacscore.codecs.transcode import TranscodeError, transcode
+from pacscore.dicom import commands
+from pacscore.dicom.client import associate
+from pacscore.dicom.datasets import encodeDataset
+from pacscore.dicom.identifiers import BadIdentifier, readRequest
+from pacscore.dicom.models import modelOf
+from pacscore.dicom.protocol import ESTABLISHED
+from pacscore.storage.reader import Missing
+
+SUCCESS = 0x0000
+CANCELLED = 0xFE00
+PENDING = 0xFF00
+SUBOPERATIONS_FAILED = 0xB000
+UNABLE_TO_PERFORM_SUBOPERATIONS = 0xA702
+MOVE_DESTINATION_UNKNOWN = 0xA801
+UNABLE_TO_PROCESS = 0xC000
+FAILED_SOP_INSTANCE_UID_LIST = 0x00080058
+
+MAX_CONTEXTS = 128
+
+
+class Refused(Exception):
+    """The retrieve cannot start; answered with ``status``."""
+
+    def __init__(self, message, status):
+        super().__init__(message)
+        self.status = status
+
+
+class Progress:
+    """The sub-operation counters of one retrieve."""
+
+    def __init__(self, total):
+        self.remaining = total
+        self.completed = 0
+        self.failed = 0
+        self.warning = 0
+        self.failedUIDs = []
+
+    def done(self, sopInstanceUID, status):
+        self.remaining -= 1
+        if status == SUCCESS:
+            self.completed += 1
+        elif status is not None and status & 0xF000 == 0xB000:
+            self.warning += 1
+        else:
+            self.failed += 1
+            self.failedUIDs.append(sopInstanceUID)
+
+    def counters(self, final=False):
+        counters = {commands.COMPLETED_SUBOPERATIONS: self.completed,
+                    commands.FAILED_SUBOPERATIONS: self.failed,
+                    commands.WARNING_SUBOPERATIONS: self.warning}
+        if not final or self.remaining:
+            counters[commands.REMAINING_SUBOPERATIONS] = self.remaining
+        return counters
+
+    def finalStatus(self):
+        if not self.failed and not self.warning:
+            return SUCCESS
+        if self.failed and not self.completed and not self.warning:
+            return UNABLE_TO_PERFORM_SUBOPERATIONS
+        return SUBOPERATIONS_FAILED
+
+
+def choose(stored, accepted, compression):
+    """The transfer syntax to send ``stored`` in, given ``accepted``
+    (``{syntax: contextId}`` for its SOP class), or None."""
+    for syntax in proposals(stored.transferSyntax, compression):
+        if syntax not in accepted:
+            continue
+        if syntax == stored.transferSyntax:
+            return syntax
+        if canDecode(stored.transferSyntax) and (syntax in UNCOMPRESSED or canEncode(syntax)):
+            return syntax
+    return None
+
+
+def contextsFor(located, compression):
+    """Presentation contexts to propose for sending ``located`` objects.
+
+    Per SOP class: a context of its own for each compressed syntax worth
+    proposing (the peer picks one syntax per context, and would pick an
+    uncompressed one if offered in the same), then one context with the
+    uncompressed syntaxes in our order.  At most 128: the uncompressed
+    ones first when some must go."""
+    compressed, uncompressed = {}, {}
+    for stored in located:
+        if isinstance(stored, Missing):
+            continue
+        for syntax in proposals(stored.transferSyntax, compression):
+            if syntax in NATIVE:
+                uncompressed.setdefault(stored.sopClassUID, {}).setdefault(syntax, None)
+            else:
+                compressed.setdefault((stored.sopClassUID, syntax), None)
+    contexts = [(sopClass, list(syntaxes)) for sopClass, syntaxes in uncompressed.items()]
+    contexts += [(sopClass, [syntax]) for sopClass, syntax in compressed]
+    return contexts[:MAX_CONTEXTS]
+
+
+class RetrieveService:
+    """What C-MOVE and C-GET share; subclasses say where objects go."""
+
+    log = Logger()
+    responseField = None
+    operation = None
+
+    def __init__(self, index, query, reader, workers, aeTitle, counters=None):
+        self.index = index
+        self.query = query
+        self.reader = reader
+        self.workers = workers
+        self.aeTitle = aeTitle
+        self.counters = counters if counters is not None else {}
+
+    def handle(self, protocol, contextId, command, dataset):
+        return defer.ensureDeferred(self._retrieve(protocol, contextId, command, dataset))
+
+    async def _retrieve(self, protocol, contextId, command, dataset):
+        sopClass, syntax = protocol.association.contexts[contextId]
+        peer = protocol.peerName()
+
+        def respond(status, progress=None, identifier=None, comment=None, final=True):
+            extra = progress.counters(final) if progress is not None else {}
+            if comment:
+                extra[commands.ERROR_COMMENT] = comment[:64]
+            protocol.sendMessage(contextId, commands.response(command, self.responseField, status, extra),
+                                 identifier)
+
+        try:
+            request = readRequest(None if dataset is None else bytes(dataset.data), syntax,
+                                  modelOf(sopClass).levels)
+            self._check(protocol, command)
+            instances = await self.index.runQuery(self.query.instances, request.level, request.keys)
+            located = await self.workers.deferToWorker(self.reader.locate, instances)
+        except (BadIdentifier, Refused) as e:
+            self.log.warn("{peer}: {operation} refused: {error}", peer=peer, operation=self.operation, error=e)
+            return respond(e.status, comment=str(e))
+        progress = Progress(len(located))
+        self.log.info("{peer}: {operation} at {qrLevel} level: {count} objects{target}",
+                      peer=peer, operation=self.operation, qrLevel=request.level, count=len(located),
+                      target=self._describe(command))
+        try:
+            target, compression = await self._open(protocol, command, located)
+        except Exception as e:
+            self.log.warn("{peer}: {operation}: cannot reach the destination: {error}",
+                          peer=peer, operation=self.operation, error=e)
+            for stored in located:
+                progress.done(stored.sopInstanceUID, None)
+            return respond(UNABLE_TO_PERFORM_SUBOPERATIONS, progress,
+                           self._failedList(progress, syntax), comment=str(e))
+        try:
+            cancelled = await self._send(protocol, command, target, compression, located, progress, respond)
+        finally:
+            await self._close(protocol, target)
+        self.counters[f"{self.operation}Objects"] = (self.counters.get(f"{self.operation}Objects", 0)
+                                                      + progress.completed + progress.warning)
+        if cancelled:
+            self.log.info("{peer}: {operation} cancelled with {remaining} objects left",
+                          peer=peer, operation=self.operation, remaining=progress.remaining)
+            progress.failedUIDs += [s.sopInstanceUID for s in located[len(located) - progress.remaining:]]
+            return respond(CANCELLED, progress, self._failedList(progress, syntax))
+        if progress.failed:
+            self.log.warn("{peer}: {operation}: {failed} of {count} sub-operations failed",
+                          peer=peer, operation=self.operation, failed=progress.failed, count=len(located))
+        respond(progress.finalStatus(), progress, self._failedList(progress, syntax))
+
+    def _failedList(self, progress, syntax):
+        if not progress.failedUIDs:
+            return None
+        identifier = Dataset()
+        identifier.FailedSOPInstanceUIDList = progress.failedUIDs
+        return encodeDataset(identifier, syntax)
+
+    async def _send(self, protocol, command, target, compression, located, progress, respond):
+        """Send every object; True if cancelled."""
+        upcoming = self._read(located, 0)
+        for number, stored in enumerate(located):
+            if protocol.isCancelled(command) or protocol.state != ESTABLISHED:
+                return protocol.isCancelled(command)
+            data = await upcoming
+            upcoming = self._read(located, number + 1)
+            status = await self._sendOne(target, stored, data, compression, self._originator(protocol, command))
+            progress.done(stored.sopInstanceUID, status)
+            if progress.remaining:
+                respond(PENDING, progress, final=False)
+        return False
+
+    def _read(self, located, number):
+        """A Deferred of the data set of ``located[number]`` (None if missing)."""
+        if number >= len(located) or isinstance(located[number], Missing):
+            return defer.succeed(None)
+        return self.workers.deferToWorker(self.reader.read, located[number])
+
+    async def _sendOne(self, target, stored, data, compression, originator):
+        """One C-STORE sub-operation; its status (None: not even sent)."""
+        if isinstance(stored, Missing):
+            self.log.warn("{operation}: {uid} cannot be read: {reason}",
+                          operation=self.operation, uid=stored.sopInstanceUID, reason=stored.reason)
+            return None
+        accepted = target.acceptedSyntaxes(stored.sopClassUID)
+        syntax = choose(stored, accepted, compression)
+        if syntax is None:
+            self.log.warn("{operation}: {peer} takes {sopClass} in none of the syntaxes we can send "
+                          "{uid} in (stored as {stored})", operation=self.operation, peer=target.peerName(),
+                          sopClass=stored.sopClassUID, uid=stored.sopInstanceUID, stored=stored.transferSyntax)
+            return None
+        if syntax != stored.transferSyntax:
+            try:
+                data = await self.workers.deferToWorker(transcode, data, stored.transferSyntax, syntax)
+            except TranscodeError as e:
+                self.log.warn("{operation}: {uid} cannot be converted to {syntax}: {error}",
+                              operation=self.operation, uid=stored.sopInstanceUID, syntax=syntax, error=e)
+                return None
+        try:
+            response = await target.store(data, stored.sopClassUID, stored.sopInstanceUID, syntax, originator)
+        except Exception as e:
+            self.log.warn("{operation}: C-STORE of {uid} to {peer} failed: {error}",
+                          operation=self.operation, uid=stored.sopInstanceUID, peer=target.peerName(), error=e)
+            return None
+        status = response.get(commands.STATUS)
+        if status != SUCCESS:
+            self.log.warn("{operation}: {peer} answered C-STORE of {uid} with status 0x{status:04X}",
+                          operation=self.operation, peer=target.peerName(), uid=stored.sopInstanceUID,
+                          status=status)
+        return status
+
+    # -- what C-MOVE and C-GET do differently ---------------------------------
+
+    def _check(self, protocol, command):
+        """Raise ``Refused`` if the request cannot be served at all."""
+
+    def _describe(self, command):
+        return ""
+
+    async def _open(self, protocol, command, located):
+        """``(target, compression)``: where the C-STOREs go."""
+        raise NotImplementedError
+
+    async def _close(self, protocol, target):
+        """Done with ``target``."""
+
+    def _originator(self, protocol, command):
+        """The Move Originator (AE title, Message ID) of the sub-operations."""
+        return None
+
+
+class MoveService(RetrieveService):
+    """C-MOVE: to the destination AE, looked up in acrnema.map."""
+
+    responseField = commands.C_MOVE_RSP
+    operation = "C-MOVE"
+
+    def __init__(self, index, query, reader, workers, aeTitle, acrNemaMap, reactor, counters=None,
+                 dimseTimeout=300, connectTimeout=30):
+        super().__init__(index, query, reader, workers, aeTitle, counters)
+        self.acrNemaMap = acrNemaMap
+        self.reactor = reactor
+        self.dimseTimeout = dimseTimeout
+        self.connectTimeout = connectTimeout
+
+    def _check(self, protocol, command):
+        destination = command.get(commands.MOVE_DESTINATION, "")
+        if self.acrNemaMap.lookup(destination) is None:
+            raise Refused(f"move destination {destination!r} is not in acrnema.map", MOVE_DESTINATION_UNKNOWN)
+
+    def _describe(self, command):
+        return f" to {command.get(commands.MOVE_DESTINATION, '')}"
+
+    async def _open(self, protocol, command, located):
+        node = self.acrNemaMap.lookup(command.get(commands.MOVE_DESTINATION, ""))
+        compression = protocol.association.compression or node.compression
+        contexts = contextsFor(located, compression)
+        if not contexts:
+            return _Nowhere(node.ae), compression
+        target = await associate(self.reactor, node.host, int(node.port), self.aeTitle, node.ae, contexts,
+                                 connectTimeout=self.connectTimeout, artimTimeout=self.connectTimeout,
+                                 dimseTimeout=self.dimseTimeout)
+        return target, compression
+
+    async def _close(self, protocol, target):
+        await target.release()
+
+    def _originator(self, protocol, command):
+        return protocol.association.callingAE, command.get(commands.MESSAGE_ID, 0)
+
+
+class GetService(RetrieveService):
+    """C-GET: back to the requestor, on its own association."""
+
+    responseField = commands.C_GET_RSP
+    operation = "C-GET"
+
+    async def _open(self, protocol, command, located):
+        return _ReturnPath(protocol), protocol.association.compression
+
+
+class _ReturnPath:
+    """The requestor's association as the target of C-GET sub-operations:
+    only the storage classes it took the SCP role for."""
+
+    def __init__(self, protocol):
+        self.protocol = protocol
+
+    def acceptedSyntaxes(self, sopClassUID):
+        if sopClassUID not in self.protocol.association.rolesAsSCU:
+            return {}
+        return self.protocol.acceptedSyntaxes(sopClassUID)
+
+    def store(self, *args):
+        return self.protocol.store(*args)
+
+    def peerName(self):
+        return self.protocol.peerName()
+
+
+class _Nowhere:
+    """The target of a retrieve whose objects all are missing."""
+
+    def __init__(self, ae):
+        self.ae = ae
+
+    def acceptedSyntaxes(self, sopClassUID):
+        return {}
+
+    def peerName(self):
+        return self.ae
+
+    async def release(self):
+        return None

@@ -1,0 +1,226 @@
+"""C-FIND against a running ``twistd -n pacs`` with DCMTK's findscu: the
+three models at every level, every matching type, Latin-1 and UTF-8 names,
+C-CANCEL; answers compared with ground truth computed from the corpus."""
+
+import os
+import tempfile
+
+import pydicom
+from twisted.trial import unittest
+
+from pacscore.testing.corpus import generateCorpus
+from tests.interop.qrcorpus import CORPUS, storeCorpus
+from tests.interop.server import PacsServer, dcmtk
+
+PATIENT_ROOT, STUDY_ROOT, PATIENT_STUDY_ONLY = "-P", "-S", "-O"
+ALWAYS = {"SpecificCharacterSet", "QueryRetrieveLevel", "RetrieveAETitle"}
+
+
+def findscu(server, model, level, keys, *options, encoding="utf-8"):
+    """findscu's matches as pydicom datasets, and its CompletedProcess.
+
+    ``keys`` maps a keyword to a value or None (return only)."""
+    out = tempfile.mkdtemp()
+    args = [model, "-X", "-od", out, "-aec", server.ae, *options, "-k", f"QueryRetrieveLevel={level}"]
+    for keyword, value in keys.items():
+        args += ["-k", keyword if value is None else f"{keyword}={value}".encode(encoding)]
+    result = dcmtk("findscu", *args, "127.0.0.1", server.port)
+    matches = [pydicom.dcmread(os.path.join(out, name))
+               for name in sorted(os.listdir(out)) if name.startswith("rsp")]
+    return matches, result
+
+
+class FindTests(unittest.TestCase):
+    """One server with the Q/R corpus for all the tests of the class."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.workdir = tempfile.mkdtemp(prefix="pacs-find-")
+        cls.server = PacsServer(os.path.join(cls.workdir, "pacs"))
+        cls.server.start()
+        storeCorpus(cls.server, os.path.join(cls.workdir, "corpus"))
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.stop()
+
+    def find(self, model, level, keys, *options, **kw):
+        matches, result = findscu(self.server, model, level, keys, *options, **kw)
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        return matches
+
+    def values(self, matches, keyword):
+        return sorted(str(m.get(keyword, "")) for m in matches)
+
+    # -- every model at every level ------------------------------------------
+
+    def test_everyLevelOfEveryModel(self):
+        expected = {"PATIENT": ("PatientID", CORPUS.patientIDs()),
+                    "STUDY": ("StudyInstanceUID", CORPUS.studyUIDs()),
+                    "SERIES": ("SeriesInstanceUID", CORPUS.seriesUIDs()),
+                    "IMAGE": ("SOPInstanceUID", CORPUS.sopUIDs())}
+        for model, levels in ((PATIENT_ROOT, ("PATIENT", "STUDY", "SERIES", "IMAGE")),
+                              (STUDY_ROOT, ("STUDY", "SERIES", "IMAGE")),
+                              (PATIENT_STUDY_ONLY, ("PATIENT", "STUDY"))):
+            for level in levels:
+                keyword, truth = expected[level]
+                matches = self.find(model, level, {keyword: None})
+                self.assertEqual(self.values(matches, keyword), sorted(truth), (model, level))
+                for match in matches:
+                    self.assertEqual(match.QueryRetrieveLevel, level)
+                    self.assertEqual(match.RetrieveAETitle, self.server.ae)
+
+    def test_levelOutsideTheModel(self):
+        for model, level, keyword in ((PATIENT_STUDY_ONLY, "SERIES", "SeriesInstanceUID"),
+                                      (STUDY_ROOT, "PATIENT", "PatientID")):
+            matches, result = findscu(self.server, model, level, {keyword: None}, "-v")
+            self.assertEqual(matches, [])
+            self.assertIn("Received Final Find Response (Error: DataSetDoesNotMatchSOPClass)", result.stderr)
+        self.assertIn("C-FIND refused: Query/Retrieve Level 'PATIENT' is not one of STUDY, SERIES, IMAGE",
+                      self.server.log())
+
+    def test_exactlyTheRequestedKeys(self):
+        [match] = self.find(PATIENT_ROOT, "STUDY", {"AccessionNumber": "ACC0002", "StudyDate": None,
+                                                    "PatientName": None, "ReferencedStudySequence": None})
+        self.assertEqual({e.keyword for e in match},
+                         ALWAYS | {"AccessionNumber", "StudyDate", "PatientName", "ReferencedStudySequence",
+                                   "StudyInstanceUID"})
+        study = CORPUS.study("ACC0002")
+        self.assertEqual((match.StudyDate, str(match.PatientName), match.StudyInstanceUID),
+                         (study.date, "Doe^John", study.uid))
+
+    # -- matching --------------------------------------------------------------
+
+    def test_singleValue(self):
+        matches = self.find(PATIENT_ROOT, "PATIENT", {"PatientID": "PAT0001", "PatientName": None,
+                                                      "PatientBirthDate": None, "PatientSex": None})
+        self.assertEqual([(m.PatientID, str(m.PatientName), m.PatientBirthDate, m.PatientSex) for m in matches],
+                         [("PAT0001", "Doe^John", "19600101", "M")])
+
+    def test_wildcards(self):
+        for pattern, truth in (("Doe*", ["PAT0001", "PAT0002"]), ("doe^j*", ["PAT0001", "PAT0002"]),
+                               ("?oe^Jane", ["PAT0002"]), ("*^J*", ["PAT0001", "PAT0002", "PAT0003"]),
+                               ("*", CORPUS.patientIDs()), ("Nobody*", [])):
+            matches = self.find(PATIENT_ROOT, "PATIENT", {"PatientName": pattern, "PatientID": None})
+            self.assertEqual(self.values(matches, "PatientID"), sorted(truth), pattern)
+
+    def test_dateRanges(self):
+        for dates, truth in (("20240101-20241231", ["ACC0002", "ACC0003", "ACC'0006"]),
+                             ("20240211-", ["ACC0003", "ACC0005", "ACC'0006"]),
+                             ("-20221231", ["ACC0004"]),
+                             ("20240210", ["ACC0002"]),
+                             ("20220601\\20250101", ["ACC0004", "ACC0005"])):
+            matches = self.find(STUDY_ROOT, "STUDY", {"StudyDate": dates, "AccessionNumber": None})
+            self.assertEqual(self.values(matches, "AccessionNumber"), sorted(truth), dates)
+
+    def test_timeRanges(self):
+        for times, truth in (("120000-", ["ACC0002", "ACC0003", "ACC0005"]),
+                             ("-0930", ["ACC0001", "ACC0004", "ACC'0006"]),
+                             ("0800-1215", ["ACC0001", "ACC0002", "ACC0004"])):
+            matches = self.find(STUDY_ROOT, "STUDY", {"StudyTime": times, "AccessionNumber": None})
+            self.assertEqual(self.values(matches, "AccessionNumber"), sorted(truth), times)
+
+    def test_uidList(self):
+        series = CORPUS.seriesUIDs()[:3]
+        matches = self.find(STUDY_ROOT, "SERIES", {"SeriesInstanceUID": "\\".join(series), "Modality": None})
+        self.assertEqual(self.values(matches, "SeriesInstanceUID"), sorted(series))
+
+    def test_imagesOfOneSeries(self):
+        series = CORPUS.series[0]
+        matches = self.find(STUDY_ROOT, "IMAGE", {"StudyInstanceUID": series.studyUID,
+                                                  "SeriesInstanceUID": series.uid, "SOPInstanceUID": None,
+                                                  "InstanceNumber": None, "SOPClassUID": None})
+        self.assertEqual(self.values(matches, "SOPInstanceUID"), sorted(series.sopUIDs))
+        self.assertEqual(self.values(matches, "InstanceNumber"),
+                         sorted(str(n) for n in range(1, len(series.sopUIDs) + 1)))
+
+    def test_upperLevelKeysAtImageLevel(self):
+        matches = self.find(PATIENT_ROOT, "IMAGE", {"PatientID": "PAT0002", "StudyDate": "20240211",
+                                                    "Modality": "MR", "SOPInstanceUID": None})
+        self.assertEqual(self.values(matches, "SOPInstanceUID"),
+                         sorted(CORPUS.sopUIDs(patientID="PAT0002", modality="MR")))
+
+    def test_quotesAndLiteralWildcardCharacters(self):
+        for keys, truth in (({"PatientName": "O'Brien*"}, ["PAT0005"]),
+                            ({"PatientName": "*%_"}, ["PAT0005"]),
+                            ({"PatientName": "%"}, []),
+                            ({"PatientName": "x' OR '1'='1"}, []),
+                            ({"PatientID": "PAT000_"}, []),
+                            ({"PatientID": "PAT%"}, [])):
+            matches = self.find(PATIENT_ROOT, "PATIENT", {**keys, "PatientID": keys.get("PatientID")})
+            self.assertEqual(self.values(matches, "PatientID"), truth, keys)
+        [match] = self.find(STUDY_ROOT, "STUDY", {"AccessionNumber": "ACC'0006"})
+        self.assertEqual(match.AccessionNumber, "ACC'0006")
+
+    # -- character sets ----------------------------------------------------------
+
+    def test_latin1Name(self):
+        for options, encoding in ((("-k", "SpecificCharacterSet=ISO_IR 100"), "latin-1"),
+                                  (("-k", "SpecificCharacterSet=ISO_IR 192"), "utf-8")):
+            [match] = self.find(PATIENT_ROOT, "PATIENT", {"PatientName": "Mü*", "PatientID": None}, *options,
+                                encoding=encoding)
+            self.assertEqual((match.PatientID, str(match.PatientName)), ("PAT0003", "Müller^Jürgen"))
+
+    def test_utf8Name(self):
+        [match] = self.find(PATIENT_ROOT, "PATIENT", {"PatientName": "山田*", "PatientID": None},
+                            "-k", "SpecificCharacterSet=ISO_IR 192")
+        self.assertEqual((match.PatientID, str(match.PatientName)), ("PAT0004", "山田^太郎"))
+        self.assertEqual(match.SpecificCharacterSet, "ISO_IR 192")
+        [match] = self.find(STUDY_ROOT, "STUDY", {"AccessionNumber": "ACC0005", "PatientName": None})
+        self.assertEqual((str(match.PatientName), match.SpecificCharacterSet), ("山田^太郎", "ISO_IR 192"))
+
+    def test_nonAsciiAnswersToAnAsciiQuery(self):
+        matches = self.find(PATIENT_ROOT, "PATIENT", {"PatientName": None, "PatientID": None})
+        names = {m.PatientID: str(m.PatientName) for m in matches}
+        self.assertEqual(names, {p.id: p.name for p in CORPUS.patients})
+
+    # -- computed keys -------------------------------------------------------------
+
+    def test_computedKeys(self):
+        matches = self.find(PATIENT_ROOT, "PATIENT", {
+            "PatientID": "PAT0001", "NumberOfPatientRelatedStudies": None,
+            "NumberOfPatientRelatedSeries": None, "NumberOfPatientRelatedInstances": None})
+        [match] = matches
+        patient = CORPUS.patient("PAT0001")
+        self.assertEqual((match.NumberOfPatientRelatedStudies, match.NumberOfPatientRelatedSeries,
+                          match.NumberOfPatientRelatedInstances),
+                         (len(patient.studies), sum(len(s.series) for s in patient.studies),
+                          len(CORPUS.sopUIDs(patientID="PAT0001"))))
+        [match] = self.find(STUDY_ROOT, "STUDY", {
+            "AccessionNumber": "ACC0003", "ModalitiesInStudy": None, "SOPClassesInStudy": None,
+            "NumberOfStudyRelatedSeries": None, "NumberOfStudyRelatedInstances": None})
+        study = CORPUS.study("ACC0003")
+        self.assertEqual(list(match.ModalitiesInStudy), ["CT", "MR"])
+        self.assertEqual(match.SOPClassesInStudy, "1.2.840.10008.5.1.4.1.1.2")
+        self.assertEqual((match.NumberOfStudyRelatedSeries, match.NumberOfStudyRelatedInstances),
+                         (len(study.series), sum(len(s.sopUIDs) for s in study.series)))
+        [match] = self.find(STUDY_ROOT, "SERIES", {"SeriesInstanceUID": CORPUS.series[0].uid,
+                                                   "NumberOfSeriesRelatedInstances": None})
+        self.assertEqual(match.NumberOfSeriesRelatedInstances, len(CORPUS.series[0].sopUIDs))
+
+    def test_modalitiesInStudyMatching(self):
+        matches = self.find(STUDY_ROOT, "STUDY", {"ModalitiesInStudy": "MR", "AccessionNumber": None})
+        self.assertEqual(self.values(matches, "AccessionNumber"), ["ACC0002", "ACC0003"])
+        matches = self.find(STUDY_ROOT, "STUDY", {"ModalitiesInStudy": "US\\MR", "AccessionNumber": None})
+        self.assertEqual(self.values(matches, "AccessionNumber"), ["ACC0002", "ACC0003", "ACC0005"])
+
+
+
+class CancelTests(unittest.TestCase):
+
+    def test_cancel(self):
+        """findscu --cancel 2: the C-CANCEL after the second match stops the
+        other matches of 600."""
+        server = PacsServer(self.mktemp())
+        self.addCleanup(server.stop)
+        server.start()
+        images = generateCorpus(os.path.join(server.workdir, "corpus"), patients=1, studiesPerPatient=1,
+                                seriesPerStudy=1, imagesPerSeries=600, rows=4, columns=4)
+        self.assertEqual(server.store(*[i.path for i in images]).returncode, 0)
+        matches, result = findscu(server, STUDY_ROOT, "IMAGE", {"SOPInstanceUID": None}, "-v",
+                                  "--cancel", "2")
+        self.assertIn("Received Final Find Response (Cancel: MatchingTerminatedDueToCancelRequest)",
+                      result.stderr[-300:])
+        self.assertGreaterEqual(len(matches), 2)
+        self.assertLess(len(matches), 600)
+        self.assertIn("C-FIND cancelled after", server.log())

@@ -1,0 +1,246 @@
+"""C-MOVE and C-GET against a running ``twistd -n pacs``: DCMTK movescu to
+a DCMTK storescp, to Orthanc, to a destination that takes only Implicit VR
+Little Endian while the objects are stored JPEG Lossless and JPEG 2000, to
+a second pacs; getscu; unknown destinations."""
+
+import os
+import subprocess
+import tempfile
+
+import numpy
+import pydicom
+from pydicom.data import get_testdata_file
+from twisted.trial import unittest
+
+from pacscore.testing.corpus import generateCorpus
+from tests.interop.peers import OrthancServer, StorescpServer
+from tests.interop.qrcorpus import CORPUS, storeCorpus
+from tests.interop.server import PacsServer, dcmtk, dcmtkEnvironment, dcmtkTool
+
+IMPLICIT = "1.2.840.10008.1.2"
+# Compressed objects stored as received: (pydicom test file, storescu option)
+COMPRESSED = {"1.2.840.10008.1.2.4.70": ("SC_rgb_jpeg_gdcm.dcm", "-xs"),
+              "1.2.840.10008.1.2.4.90": ("MR_small_jp2klossless.dcm", "-xv"),
+              "1.2.840.10008.1.2.4.91": ("JPEG2000.dcm", "-xw")}
+
+
+def movescu(server, destination, level, keys, model="-S"):
+    args = [model, "-aec", server.ae, "-aem", destination, "-k", f"QueryRetrieveLevel={level}"]
+    for keyword, value in keys.items():
+        args += ["-k", f"{keyword}={value}"]
+    return dcmtk("movescu", "-v", *args, "127.0.0.1", server.port)
+
+
+def pixels(ds):
+    return numpy.asarray(ds.pixel_array)
+
+
+class RetrieveTests(unittest.TestCase):
+    """One pacs with the Q/R corpus and a few compressed objects, and
+    destinations registered in its acrnema.map."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.workdir = tempfile.mkdtemp(prefix="pacs-retrieve-")
+        cls.storescp = StorescpServer(os.path.join(cls.workdir, "storescp"), aet="STORESCP")
+        cls.implicitOnly = StorescpServer(os.path.join(cls.workdir, "implicit"), aet="IMPLICITSCP",
+                                          acceptedSyntaxes="implicit")
+        cls.orthanc = OrthancServer(os.path.join(cls.workdir, "orthanc"), aet="ORTHANC")
+        cls.peers = [cls.storescp, cls.implicitOnly, cls.orthanc]
+        cls.server = PacsServer(os.path.join(cls.workdir, "pacs"))
+        for peer in cls.peers:  # Orthanc gets objects as stored, the others uncompressed
+            cls.server.addNode(peer.aet, peer.port, compression="as" if peer is cls.orthanc else "un")
+        for peer in cls.peers:
+            peer.start()
+        cls.server.start()
+        cls.paths = storeCorpus(cls.server, os.path.join(cls.workdir, "corpus"))
+        cls.compressed = {}
+        for syntax, (name, option) in COMPRESSED.items():
+            path = get_testdata_file(name)
+            result = cls.server.store(path, extra=(option,))
+            assert result.returncode == 0, result.stderr
+            cls.compressed[syntax] = pydicom.dcmread(path)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.stop()
+        for peer in cls.peers:
+            peer.stop()
+
+    def assertMoved(self, result):
+        output = result.stdout + result.stderr
+        self.assertEqual(result.returncode, 0, output)
+        self.assertIn("Received Final Move Response (Success)", output)
+
+    def receivedBy(self, peer):
+        return {ds.SOPInstanceUID for ds in peer.datasets()}
+
+    def test_moveStudyToStorescp(self):
+        study = CORPUS.study("ACC0001")
+        uids = [u for s in study.series for u in s.sopUIDs]
+        self.storescp.reset()
+        result = movescu(self.server, "STORESCP", "STUDY", {"StudyInstanceUID": study.uid})
+        self.assertMoved(result)
+        received = {ds.SOPInstanceUID: ds for ds in self.storescp.datasets()}
+        self.assertEqual(set(received), set(uids))
+        for uid in uids:
+            original = pydicom.dcmread(self.paths[uid])
+            self.assertEqual(received[uid].PatientName, original.PatientName)
+            self.assertEqual(received[uid].PixelData, original.PixelData)
+
+    def test_moveSeriesAtEveryModel(self):
+        series = CORPUS.series[2]
+        for model, extra in (("-P", {"PatientID": "PAT0001", "StudyInstanceUID": series.studyUID}),
+                             ("-S", {"StudyInstanceUID": series.studyUID})):
+            self.storescp.reset()
+            result = movescu(self.server, "STORESCP", "SERIES", {**extra, "SeriesInstanceUID": series.uid},
+                             model=model)
+            self.assertMoved(result)
+            self.assertEqual(self.receivedBy(self.storescp), set(series.sopUIDs))
+        self.storescp.reset()
+        result = movescu(self.server, "STORESCP", "PATIENT", {"PatientID": "PAT0004"}, model="-O")
+        self.assertMoved(result)
+        self.assertEqual(self.receivedBy(self.storescp), set(CORPUS.sopUIDs(patientID="PAT0004")))
+
+    def test_unknownDestination(self):
+        result = movescu(self.server, "NOWHERE", "STUDY", {"StudyInstanceUID": CORPUS.studyUIDs()[0]})
+        self.assertIn("Received Final Move Response (Refused: MoveDestinationUnknown)", result.stderr)
+        self.assertIn("'NOWHERE' is not in acrnema.map", self.server.log())
+
+    def test_compressedToImplicitOnlyDestination(self):
+        for syntax, original in self.compressed.items():
+            result = movescu(self.server, "IMPLICITSCP", "IMAGE", {
+                "StudyInstanceUID": original.StudyInstanceUID, "SeriesInstanceUID": original.SeriesInstanceUID,
+                "SOPInstanceUID": original.SOPInstanceUID})
+            self.assertMoved(result)
+            [received] = [ds for ds in self.implicitOnly.datasets()
+                          if ds.SOPInstanceUID == original.SOPInstanceUID]
+            self.assertEqual(received.file_meta.TransferSyntaxUID, IMPLICIT)
+            if syntax == "1.2.840.10008.1.2.4.91":  # lossy: the same decoder's result
+                numpy.testing.assert_array_equal(pixels(received), pixels(original))
+            else:
+                numpy.testing.assert_array_equal(pixels(received), pixels(original))
+
+    def test_moveToOrthanc(self):
+        uids = CORPUS.sopUIDs(patientID="PAT0002")
+        result = movescu(self.server, "ORTHANC", "PATIENT", {"PatientID": "PAT0002"}, model="-P")
+        self.assertMoved(result)
+        self.assertTrue(set(uids) <= set(self.orthanc.instances()))
+        uid = uids[0]
+        stored = self.orthanc.dataset(uid)
+        original = pydicom.dcmread(self.paths[uid])
+        self.assertEqual(stored.PixelData, original.PixelData)
+
+    def test_compressedToOrthanc(self):
+        original = self.compressed["1.2.840.10008.1.2.4.90"]
+        result = movescu(self.server, "ORTHANC", "IMAGE", {
+            "StudyInstanceUID": original.StudyInstanceUID, "SeriesInstanceUID": original.SeriesInstanceUID,
+            "SOPInstanceUID": original.SOPInstanceUID})
+        self.assertMoved(result)
+        self.assertEqual(self.orthanc.transferSyntaxOf(original.SOPInstanceUID), "1.2.840.10008.1.2.4.90")
+
+    def test_getSeries(self):
+        series = CORPUS.series[0]
+        out = tempfile.mkdtemp(dir=self.workdir)
+        result = dcmtk("getscu", "-S", "-aec", self.server.ae, "-od", out, "-k", "QueryRetrieveLevel=SERIES",
+                       "-k", f"StudyInstanceUID={series.studyUID}", "-k", f"SeriesInstanceUID={series.uid}",
+                       "127.0.0.1", self.server.port)
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        received = {pydicom.dcmread(os.path.join(out, name)).SOPInstanceUID for name in os.listdir(out)}
+        self.assertEqual(received, set(series.sopUIDs))
+
+    def test_getCompressedAsUncompressed(self):
+        """getscu proposes uncompressed syntaxes only: a JPEG 2000 object arrives decompressed."""
+        original = self.compressed["1.2.840.10008.1.2.4.90"]
+        out = tempfile.mkdtemp(dir=self.workdir)
+        result = dcmtk("getscu", "-S", "-aec", self.server.ae, "-od", out, "-k", "QueryRetrieveLevel=IMAGE",
+                       "-k", f"StudyInstanceUID={original.StudyInstanceUID}",
+                       "-k", f"SeriesInstanceUID={original.SeriesInstanceUID}",
+                       "-k", f"SOPInstanceUID={original.SOPInstanceUID}", "127.0.0.1", self.server.port)
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        [name] = os.listdir(out)
+        received = pydicom.dcmread(os.path.join(out, name))
+        self.assertNotEqual(received.file_meta.TransferSyntaxUID, "1.2.840.10008.1.2.4.90")
+        numpy.testing.assert_array_equal(pixels(received), pixels(original))
+
+
+class PacsToPacsTests(unittest.TestCase):
+    """A C-MOVE from one pacs to another."""
+
+    def test_moveBetweenTwoPacs(self):
+        workdir = self.mktemp()
+        target = PacsServer(os.path.join(workdir, "b"), ae="PACSB")
+        source = PacsServer(os.path.join(workdir, "a"), ae="PACSA")
+        source.addNode("PACSB", target.port)
+        for server in (target, source):
+            self.addCleanup(server.stop)
+            server.start()
+        storeCorpus(source, os.path.join(workdir, "corpus"))
+        study = CORPUS.study("ACC0003")
+        result = movescu(source, "PACSB", "STUDY", {"StudyInstanceUID": study.uid})
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        self.assertIn("Received Final Move Response (Success)", result.stdout + result.stderr)
+        out = tempfile.mkdtemp()
+        found = dcmtk("findscu", "-S", "-X", "-od", out, "-aec", "PACSB", "-k", "QueryRetrieveLevel=IMAGE",
+                      "-k", f"StudyInstanceUID={study.uid}", "-k", "SOPInstanceUID", "127.0.0.1", target.port)
+        self.assertEqual(found.returncode, 0, found.stderr)
+        uids = {pydicom.dcmread(os.path.join(out, name)).SOPInstanceUID for name in os.listdir(out)}
+        self.assertEqual(uids, {u for s in study.series for u in s.sopUIDs})
+
+
+class CancelAndLoadTests(unittest.TestCase):
+    """C-CANCEL of a C-MOVE, parallel retrieves, bounded memory."""
+
+    def setUp(self):
+        workdir = self.mktemp()
+        self.storescp = StorescpServer(os.path.join(workdir, "storescp"), aet="STORESCP")
+        self.server = PacsServer(os.path.join(workdir, "pacs"))
+        self.server.addNode(self.storescp.aet, self.storescp.port)
+        for peer in (self.storescp, self.server):
+            self.addCleanup(peer.stop)
+            peer.start()
+        self.workdir = workdir
+
+    def storeCorpus(self, **shape):
+        images = generateCorpus(os.path.join(self.workdir, "corpus"), **shape)
+        result = self.server.store(*[i.path for i in images])
+        self.assertEqual(result.returncode, 0, result.stderr)
+        return images
+
+    def test_cancelMove(self):
+        images = self.storeCorpus(patients=1, studiesPerPatient=1, seriesPerStudy=1, imagesPerSeries=300,
+                                  rows=8, columns=8)
+        result = dcmtk("movescu", "-v", "-S", "-aec", self.server.ae, "-aem", self.storescp.aet, "--cancel", "3",
+                       "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={images[0].studyUID}",
+                       "127.0.0.1", self.server.port)
+        self.assertIn("Received Final Move Response (Cancel", result.stderr)
+        self.assertLess(len(self.storescp.files()), len(images))
+        self.assertIn("C-MOVE cancelled with", self.server.log())
+
+    def test_parallelRetrievesWithBoundedMemory(self):
+        """Three studies of 24 objects of 2 MB each pulled at once by getscu
+        and movescu: all arrive, and the server grows by far less than the
+        144 MB it sends."""
+        images = self.storeCorpus(patients=3, studiesPerPatient=1, seriesPerStudy=2, imagesPerSeries=12,
+                                  rows=1024, columns=1024)
+        studies = sorted({i.studyUID for i in images})
+        before = self.server.peakRSSKilobytes()
+        outs = [tempfile.mkdtemp(dir=self.workdir) for _ in studies[:2]]
+        processes = [subprocess.Popen([dcmtkTool("getscu"), "-S", "-aec", self.server.ae, "-od", out,
+                                       "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study}",
+                                       "127.0.0.1", str(self.server.port)],
+                                      env=dcmtkEnvironment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                     for out, study in zip(outs, studies)]
+        processes.append(subprocess.Popen(
+            [dcmtkTool("movescu"), "-S", "-aec", self.server.ae, "-aem", self.storescp.aet,
+             "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={studies[2]}",
+             "127.0.0.1", str(self.server.port)],
+            env=dcmtkEnvironment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+        for process in processes:
+            output, _ = process.communicate(timeout=300)
+            self.assertEqual(process.returncode, 0, output)
+        for out in outs:
+            self.assertEqual(len(os.listdir(out)), 24)
+        self.assertEqual(len(self.storescp.files()), 24)
+        grown = self.server.peakRSSKilobytes() - before
+        self.assertLess(grown, 60 * 1024, f"the server grew by {grown} kB")

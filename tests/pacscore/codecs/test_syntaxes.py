@@ -1,0 +1,223 @@
+"""Tests for pacscore.codecs.syntaxes: the transfer syntaxes proposed for
+an outgoing object, and what this installation can encode and decode."""
+
+from pydicom.pixels import get_decoder, get_encoder
+from pydicom.uid import UID
+from twisted.trial import unittest
+
+from pacscore.codecs.syntaxes import (
+    CODE_SYNTAXES, DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_BIG_ENDIAN,
+    EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, JPEG_2000, JPEG_2000_LOSSLESS,
+    JPEG_BASELINE, JPEG_EXTENDED, JPEG_LOSSLESS, JPEG_LOSSLESS_SV1, JPEG_LS_LOSSLESS,
+    JPEG_LS_NEAR_LOSSLESS, RLE_LOSSLESS, SUPPORTED_CODES, UNCOMPRESSED, canDecode, canEncode,
+    isCompressed, isLossy, isSupportedCode, proposals)
+
+NATIVE = [IMPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN,
+          DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_BIG_ENDIAN]
+LOSSLESS = [JPEG_LOSSLESS, JPEG_LOSSLESS_SV1, JPEG_LS_LOSSLESS, JPEG_2000_LOSSLESS, RLE_LOSSLESS]
+LOSSY = [JPEG_BASELINE, JPEG_EXTENDED, JPEG_LS_NEAR_LOSSLESS, JPEG_2000]
+COMPRESSED = LOSSLESS + LOSSY
+UNSUPPORTED_CODES = ["n1", "n2", "n3", "n4", "nj", "uj", "k1", "k2", "k4", "k8", "zz", "j9"]
+CONQUEST_JPEG = {
+    "j1": JPEG_LOSSLESS_SV1, "j2": JPEG_LOSSLESS, "j3": JPEG_BASELINE, "j4": JPEG_EXTENDED,
+    "j5": JPEG_BASELINE, "j6": JPEG_EXTENDED, "jk": JPEG_2000_LOSSLESS, "jl": JPEG_2000,
+}
+
+
+def pydicomCan(syntax, encode):
+    """What pydicom itself says, asked directly."""
+    try:
+        coder = get_encoder(UID(syntax)) if encode else get_decoder(UID(syntax))
+    except NotImplementedError:
+        return False
+    return coder.is_available
+
+
+class ConstantTests(unittest.TestCase):
+
+    def test_values(self):
+        self.assertEqual(IMPLICIT_VR_LITTLE_ENDIAN, "1.2.840.10008.1.2")
+        self.assertEqual(EXPLICIT_VR_LITTLE_ENDIAN, "1.2.840.10008.1.2.1")
+        self.assertEqual(DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, "1.2.840.10008.1.2.1.99")
+        self.assertEqual(EXPLICIT_VR_BIG_ENDIAN, "1.2.840.10008.1.2.2")
+        self.assertEqual(JPEG_BASELINE, "1.2.840.10008.1.2.4.50")
+        self.assertEqual(JPEG_EXTENDED, "1.2.840.10008.1.2.4.51")
+        self.assertEqual(JPEG_LOSSLESS, "1.2.840.10008.1.2.4.57")
+        self.assertEqual(JPEG_LOSSLESS_SV1, "1.2.840.10008.1.2.4.70")
+        self.assertEqual(JPEG_LS_LOSSLESS, "1.2.840.10008.1.2.4.80")
+        self.assertEqual(JPEG_LS_NEAR_LOSSLESS, "1.2.840.10008.1.2.4.81")
+        self.assertEqual(JPEG_2000_LOSSLESS, "1.2.840.10008.1.2.4.90")
+        self.assertEqual(JPEG_2000, "1.2.840.10008.1.2.4.91")
+        self.assertEqual(RLE_LOSSLESS, "1.2.840.10008.1.2.5")
+
+    def test_pydicomAgrees(self):
+        """Each constant is the pydicom UID of the same name and kind."""
+        for syntax in NATIVE + COMPRESSED:
+            uid = UID(syntax)
+            self.assertTrue(uid.is_transfer_syntax, syntax)
+            self.assertEqual(uid.is_compressed, isCompressed(syntax), syntax)
+
+    def test_uncompressedPreference(self):
+        self.assertEqual(UNCOMPRESSED, (EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN))
+
+    def test_codeMapping(self):
+        """Conquest's jpegconv.cpp: j1 writes 4.70, j2 4.57, j3/j4 4.50 or
+        4.51 by precision; j5/j6 (retired progressive) as j3/j4."""
+        self.assertEqual({code: syntaxes[0] for code, syntaxes in CODE_SYNTAXES.items()}, CONQUEST_JPEG)
+        self.assertEqual(set(CODE_SYNTAXES["j3"]), {JPEG_BASELINE, JPEG_EXTENDED})
+        self.assertEqual(set(CODE_SYNTAXES["j6"]), {JPEG_BASELINE, JPEG_EXTENDED})
+
+
+class CompressedLossyTests(unittest.TestCase):
+
+    def test_native(self):
+        for syntax in NATIVE:
+            self.assertFalse(isCompressed(syntax), syntax)
+            self.assertFalse(isLossy(syntax), syntax)
+
+    def test_lossless(self):
+        for syntax in LOSSLESS:
+            self.assertTrue(isCompressed(syntax), syntax)
+            self.assertFalse(isLossy(syntax), syntax)
+
+    def test_lossy(self):
+        for syntax in LOSSY + ["1.2.840.10008.1.2.4.53", "1.2.840.10008.1.2.4.55",
+                               "1.2.840.10008.1.2.4.100", "1.2.840.10008.1.2.4.203"]:
+            self.assertTrue(isCompressed(syntax), syntax)
+            self.assertTrue(isLossy(syntax), syntax)
+
+    def test_otherEncapsulated(self):
+        """Any syntax not one of the four native ones encapsulates."""
+        for syntax in ["1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.92"]:
+            self.assertTrue(isCompressed(syntax))
+            self.assertFalse(isLossy(syntax))
+
+    def test_padding(self):
+        """A UID as read from a file, NUL padded, is recognised."""
+        self.assertFalse(isCompressed(EXPLICIT_VR_LITTLE_ENDIAN + "\x00"))
+        self.assertTrue(isLossy(JPEG_BASELINE + "\x00"))
+
+
+class CodecAvailabilityTests(unittest.TestCase):
+
+    def test_nativeAlways(self):
+        for syntax in NATIVE:
+            self.assertTrue(canEncode(syntax), syntax)
+            self.assertTrue(canDecode(syntax), syntax)
+
+    def test_asPydicomSays(self):
+        """The answer is pydicom's for the plugins installed here."""
+        for syntax in COMPRESSED:
+            self.assertEqual(canEncode(syntax), pydicomCan(syntax, True), syntax)
+            self.assertEqual(canDecode(syntax), pydicomCan(syntax, False), syntax)
+
+    def test_jpegNeverEncoded(self):
+        """pydicom has no JPEG (10918) encoder at all."""
+        for syntax in [JPEG_BASELINE, JPEG_EXTENDED, JPEG_LOSSLESS, JPEG_LOSSLESS_SV1]:
+            self.assertFalse(canEncode(syntax), syntax)
+
+    def test_installedPlugins(self):
+        """What the project's requirements bring (pylibjpeg, -libjpeg,
+        -openjpeg, -rle): every common syntax decodes; RLE and JPEG 2000
+        encode."""
+        for syntax in COMPRESSED:
+            self.assertTrue(canDecode(syntax), syntax)
+        for syntax in [RLE_LOSSLESS, JPEG_2000_LOSSLESS, JPEG_2000]:
+            self.assertTrue(canEncode(syntax), syntax)
+
+    def test_unknown(self):
+        for syntax in ["1.2.840.10008.1.2.4.53", "1.2.3.4", "", "junk"]:
+            self.assertFalse(canEncode(syntax), syntax)
+            self.assertFalse(canDecode(syntax), syntax)
+
+
+class ProposalTests(unittest.TestCase):
+
+    def assertProposals(self, stored, code, expected):
+        result = proposals(stored, code)
+        self.assertEqual(result, expected, f"stored {stored}, code {code!r}")
+        self.assertEqual(len(result), len(set(result)))
+
+    def test_asIs(self):
+        for code in ["as", None, "", "AS", " as "]:
+            self.assertProposals(IMPLICIT_VR_LITTLE_ENDIAN, code,
+                                 [IMPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN])
+            self.assertProposals(EXPLICIT_VR_LITTLE_ENDIAN, code, list(UNCOMPRESSED))
+            self.assertProposals(JPEG_BASELINE, code, [JPEG_BASELINE] + list(UNCOMPRESSED))
+            self.assertProposals(EXPLICIT_VR_BIG_ENDIAN, code, [EXPLICIT_VR_BIG_ENDIAN] + list(UNCOMPRESSED))
+
+    def test_uncompressed(self):
+        self.assertProposals(JPEG_2000, "un", list(UNCOMPRESSED))
+        self.assertProposals(RLE_LOSSLESS, "un", list(UNCOMPRESSED))
+        self.assertProposals(EXPLICIT_VR_LITTLE_ENDIAN, "un", list(UNCOMPRESSED))
+        self.assertProposals(IMPLICIT_VR_LITTLE_ENDIAN, "un",
+                             [IMPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN])
+        self.assertProposals(EXPLICIT_VR_BIG_ENDIAN, "UN", [EXPLICIT_VR_BIG_ENDIAN] + list(UNCOMPRESSED))
+        self.assertProposals(DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, "un",
+                             [DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN] + list(UNCOMPRESSED))
+
+    def test_codeWhenProducible(self):
+        """A code's syntax first when we can produce it, then as stored,
+        then uncompressed."""
+        for code, syntax in CONQUEST_JPEG.items():
+            for stored in [EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, RLE_LOSSLESS]:
+                producible = [s for s in CODE_SYNTAXES[code] if canEncode(s)]
+                expected = list(dict.fromkeys(producible + [stored] + list(UNCOMPRESSED)))
+                self.assertProposals(stored, code, expected)
+
+    def test_jpeg2000Here(self):
+        """With openjpeg installed "jk" and "jl" ask for JPEG 2000."""
+        self.assertProposals(EXPLICIT_VR_LITTLE_ENDIAN, "jk", [JPEG_2000_LOSSLESS] + list(UNCOMPRESSED))
+        self.assertProposals(IMPLICIT_VR_LITTLE_ENDIAN, "jl",
+                             [JPEG_2000, IMPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN])
+        self.assertProposals(JPEG_BASELINE, "JK", [JPEG_2000_LOSSLESS, JPEG_BASELINE] + list(UNCOMPRESSED))
+        self.assertProposals(JPEG_2000_LOSSLESS, "jl", [JPEG_2000, JPEG_2000_LOSSLESS] + list(UNCOMPRESSED))
+
+    def test_jpegNotProducible(self):
+        """No JPEG encoder: j1..j6 on an uncompressed object are "as"."""
+        for code in ["j1", "j2", "j3", "j4", "j5", "j6"]:
+            self.assertProposals(IMPLICIT_VR_LITTLE_ENDIAN, code,
+                                 [IMPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN])
+            self.assertProposals(JPEG_2000, code, [JPEG_2000] + list(UNCOMPRESSED))
+
+    def test_alreadyInTheCodesSyntax(self):
+        """Stored as the code asks: that first, no conversion needed."""
+        self.assertProposals(JPEG_LOSSLESS_SV1, "j1", [JPEG_LOSSLESS_SV1] + list(UNCOMPRESSED))
+        self.assertProposals(JPEG_LOSSLESS, "j2", [JPEG_LOSSLESS] + list(UNCOMPRESSED))
+        self.assertProposals(JPEG_BASELINE, "j3", [JPEG_BASELINE] + list(UNCOMPRESSED))
+        self.assertProposals(JPEG_EXTENDED, "j4", [JPEG_EXTENDED] + list(UNCOMPRESSED))
+        self.assertProposals(JPEG_2000_LOSSLESS, "jk", [JPEG_2000_LOSSLESS] + list(UNCOMPRESSED))
+        self.assertProposals(JPEG_2000, "jl", [JPEG_2000] + list(UNCOMPRESSED))
+
+    def test_otherPrecision(self):
+        """j3 on a 12-bit object stored as extended JPEG, j4 on an 8-bit one
+        stored as baseline: Conquest would have chosen that syntax too."""
+        self.assertProposals(JPEG_EXTENDED, "j3", [JPEG_EXTENDED] + list(UNCOMPRESSED))
+        self.assertProposals(JPEG_BASELINE, "j4", [JPEG_BASELINE] + list(UNCOMPRESSED))
+        self.assertProposals(JPEG_EXTENDED, "j5", [JPEG_EXTENDED] + list(UNCOMPRESSED))
+        self.assertProposals(JPEG_BASELINE, "j6", [JPEG_BASELINE] + list(UNCOMPRESSED))
+
+    def test_unsupportedCodesAreAsIs(self):
+        for code in UNSUPPORTED_CODES + [c.upper() for c in UNSUPPORTED_CODES]:
+            for stored in [IMPLICIT_VR_LITTLE_ENDIAN, JPEG_BASELINE, RLE_LOSSLESS, EXPLICIT_VR_BIG_ENDIAN]:
+                self.assertProposals(stored, code, proposals(stored, "as"))
+            self.assertFalse(isSupportedCode(code), code)
+
+    def test_supportedCodes(self):
+        for code in list(CONQUEST_JPEG) + ["as", "un", "UN", None, "", "Jk"]:
+            self.assertTrue(isSupportedCode(code), code)
+        self.assertEqual(SUPPORTED_CODES, set(CONQUEST_JPEG) | {"as", "un"})
+
+    def test_everyCodeEndsUncompressed(self):
+        for code in list(SUPPORTED_CODES) + UNSUPPORTED_CODES:
+            for stored in NATIVE + COMPRESSED:
+                result = proposals(stored, code)
+                self.assertEqual(set(result[-2:]), set(UNCOMPRESSED), (stored, code))
+                self.assertEqual(len(result), len(set(result)), (stored, code))
+                self.assertTrue(stored in result or code == "un", (stored, code))
+
+    def test_paddedStoredSyntax(self):
+        """The stored syntax as read from a file may carry its NUL pad."""
+        self.assertProposals(JPEG_BASELINE + "\x00", "as", [JPEG_BASELINE] + list(UNCOMPRESSED))
+        self.assertProposals(IMPLICIT_VR_LITTLE_ENDIAN + "\x00", "un",
+                             [IMPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN])

@@ -1,0 +1,637 @@
+"""Tests for pacscore.codecs.transcode: a stored data set re-encoded in
+another transfer syntax, checked against pydicom's own reading of the
+files it ships."""
+
+import io
+import struct
+import warnings
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset
+from pydicom.pixels.utils import compress
+from twisted.trial import unittest
+
+from pacscore.codecs import transcode as transcodeModule
+from pacscore.codecs.syntaxes import (
+    DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_BIG_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN,
+    IMPLICIT_VR_LITTLE_ENDIAN, JPEG_2000, JPEG_2000_LOSSLESS, JPEG_BASELINE, JPEG_EXTENDED,
+    JPEG_LOSSLESS_SV1, JPEG_LS_LOSSLESS, RLE_LOSSLESS, canEncode)
+from pacscore.codecs.transcode import TranscodeError, transcode
+from pacscore.storage.part10 import encodeFileMeta, readFileMeta
+
+DATA = Path(pydicom.data.__file__).parent / "test_files"
+IMPLEMENTATION = "1.2.826.0.1.3680043.9.7433.1.1"
+LITTLE_ENDIAN = [EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN]
+UNCOMPRESSED = LITTLE_ENDIAN + [EXPLICIT_VR_BIG_ENDIAN]
+PIXEL_DATA = 0x7FE00010
+
+# Compressed files pydicom ships (all local, no download), by syntax.
+LOSSLESS_FILES = [
+    "MR_small_RLE.dcm",               # RLE, 16 bits signed
+    "SC_rgb_rle.dcm",                 # RLE, RGB
+    "SC_rgb_rle_16bit.dcm",
+    "SC_rgb_rle_2frame.dcm",          # 2 frames
+    "SC_rgb_rle_32bit.dcm",
+    "rtdose_rle.dcm",                 # 15 frames, 32 bits
+    "MR_small_jp2klossless.dcm",      # JPEG 2000 lossless
+    "GDCMJ2K_TextGBR.dcm",
+    "J2K_pixelrep_mismatch.dcm",
+    "MR_small_jpeg_ls_lossless.dcm",  # JPEG-LS lossless
+    "SC_rgb_jpeg_gdcm.dcm",           # JPEG lossless SV1 (4.70)
+]
+LOSSY_FILES = [
+    "JPEG2000.dcm",                   # JPEG 2000
+    "SC_rgb_gdcm_KY.dcm",
+    "SC_rgb_jpeg_dcmtk.dcm",          # JPEG baseline, YBR_FULL_422
+    "SC_rgb_jpeg_lossy_gdcm.dcm",
+    "examples_ybr_color.dcm",
+    "JPGExtended.dcm",                # JPEG extended, 12 bits
+    "JPEGLSNearLossless_08.dcm",      # JPEG-LS near-lossless
+    "SC_rgb_jls_lossy_line.dcm",
+]
+NATIVE_FILES = [
+    "CT_small.dcm",                   # explicit, 16 bits signed
+    "MR_small_implicit.dcm",          # implicit, SS values of VR 'US or SS'
+    "MR_small_bigendian.dcm",         # big endian, 16 bits
+    "ExplVR_BigEnd.dcm",              # big endian, RGB by plane
+    "rtdose_expb.dcm",                # big endian, 32 bits, 15 frames
+    "SC_rgb_small_odd_big_endian.dcm",  # big endian, 8 bits, odd length
+    "image_dfl.dcm",                  # deflated
+    "examples_palette.dcm",           # palette LUTs (OW)
+    "SC_ybr_full_422_uncompressed.dcm",
+]
+# What decompression may change in the Image Pixel module.
+PIXEL_MODULE = {0x00280004, 0x00280006, 0x00280008, 0x00282110, PIXEL_DATA, 0x7FE00001, 0x7FE00002}
+
+
+def split(name):
+    """``(syntax, dataset bytes, pydicom's reading of the whole file)``."""
+    path = DATA / name
+    with open(path, "rb") as fileobj:
+        syntax = readFileMeta(fileobj)[0]
+        data = fileobj.read()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return syntax, data, pydicom.dcmread(path, force=True)
+
+
+def asFile(data, syntax, original=None):
+    """pydicom's reading of ``data`` behind a Part-10 header saying ``syntax``."""
+    sopClass = (original.get("SOPClassUID") if original is not None else None) or "1.2.3"
+    sopInstance = (original.get("SOPInstanceUID") if original is not None else None) or "1.2.3.4"
+    header = encodeFileMeta(sopClass, sopInstance, syntax, IMPLEMENTATION, "TEST")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return pydicom.dcmread(io.BytesIO(header + bytes(data)))
+
+
+def pixels(ds):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return ds.pixel_array
+
+
+def encode(ds, syntax):
+    """``ds`` as pydicom writes it in an uncompressed ``syntax``."""
+    fileobj = DicomBytesIO()
+    fileobj.is_implicit_VR = syntax == IMPLICIT_VR_LITTLE_ENDIAN
+    fileobj.is_little_endian = syntax != EXPLICIT_VR_BIG_ENDIAN
+    write_dataset(fileobj, ds)
+    data = fileobj.getvalue()
+    if syntax == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
+        deflater = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+        data = deflater.compress(data) + deflater.flush()
+    return data
+
+
+def quietly(function, *args):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return function(*args)
+
+
+def convert(data, source, target):
+    """``transcode``, without pydicom's warnings about odd values."""
+    return quietly(transcode, data, source, target)
+
+
+def image(rows=64, columns=64, frames=1, samples=1, bits=16):
+    """A small synthetic image, explicit VR little endian."""
+    ds = Dataset()
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    ds.SOPInstanceUID = "1.2.826.0.1.3680043.8.498.1"
+    ds.PatientName = "Test^Image"
+    ds.Rows, ds.Columns, ds.SamplesPerPixel = rows, columns, samples
+    if frames > 1:
+        ds.NumberOfFrames = frames
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = bits, bits, bits - 1
+    ds.PixelRepresentation = 0
+    ds.PhotometricInterpretation = "RGB" if samples == 3 else "MONOCHROME2"
+    if samples == 3:
+        ds.PlanarConfiguration = 0
+    values = np.arange(frames * rows * columns * samples) % (1 << min(bits, 12))
+    ds.PixelData = values.astype(f"u{bits // 8}").tobytes()
+    ds["PixelData"].VR = "OW" if bits > 8 else "OB"
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = EXPLICIT_VR_LITTLE_ENDIAN
+    return ds
+
+
+class Checks:
+    """Assertions the test cases share."""
+
+    def assertElementsKept(self, original, converted, ignore=()):
+        """Every top-level element of ``original`` is in ``converted`` with
+        the same value, but those of ``ignore``."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self._assertElementsKept(original, converted, ignore)
+
+    def _assertElementsKept(self, original, converted, ignore):
+        implicit = converted.file_meta.TransferSyntaxUID == IMPLICIT_VR_LITTLE_ENDIAN
+        for element in original:
+            if element.tag in ignore or element.tag.group == 0x0002 or element.tag.element == 0:
+                continue  # group lengths: retired, pydicom drops them
+            if implicit and element.tag.is_private:
+                continue  # their VR is not known without explicit VR
+            self.assertIn(element.tag, converted)
+            self.assertEqual(converted[element.tag].value, element.value, element.tag)
+
+    def assertSamePixels(self, converted, reference, name):
+        array = pixels(converted)
+        self.assertEqual(array.shape, reference.shape, name)
+        self.assertTrue(np.array_equal(array, reference), name)
+
+    def assertEncapsulated(self, ds):
+        self.assertTrue(ds["PixelData"].is_undefined_length)
+        self.assertEqual(ds["PixelData"].VR, "OB")
+
+
+class SameSyntaxTests(unittest.TestCase):
+
+    def test_sameObject(self):
+        syntax, data, _ = split("CT_small.dcm")
+        self.assertIs(convert(data, syntax, syntax), data)
+        _, jpeg, _ = split("SC_rgb_jpeg_dcmtk.dcm")
+        self.assertIs(convert(jpeg, JPEG_BASELINE, JPEG_BASELINE), jpeg)
+
+    def test_paddedSyntax(self):
+        """A NUL-padded UID (as in a file's meta) is the same syntax."""
+        syntax, data, _ = split("CT_small.dcm")
+        self.assertIs(convert(data, syntax + "\x00", syntax), data)
+
+    def test_sameObjectEvenIfMalformed(self):
+        """Nothing is looked at when nothing is to be done."""
+        self.assertIs(convert(b"junk", RLE_LOSSLESS, RLE_LOSSLESS), b"junk")
+
+
+class UncompressedTests(Checks, unittest.TestCase):
+    """Between the native syntaxes: elements re-encoded, pixels untouched."""
+
+    def test_nativeFiles(self):
+        """Every native file to every native syntax: pydicom reads the same
+        elements and the same pixels."""
+        for name in NATIVE_FILES:
+            syntax, data, original = split(name)
+            reference = pixels(original)
+            for target in UNCOMPRESSED:
+                converted = asFile(convert(data, syntax, target), target, original)
+                self.assertSamePixels(converted, reference, (name, target))
+                ignore = {PIXEL_DATA, 0x00281201, 0x00281202, 0x00281203}
+                self.assertElementsKept(original, converted, ignore)
+
+    def test_littleEndianRoundTrip(self):
+        """Little endian -> little endian -> back: the same data set, Pixel
+        Data bytes included."""
+        for name in ["CT_small.dcm", "MR_small_implicit.dcm", "image_dfl.dcm", "SC_rgb_small_odd.dcm"]:
+            syntax, data, original = split(name)
+            for target in LITTLE_ENDIAN:
+                if target == syntax:
+                    continue
+                there = convert(data, syntax, target)
+                back = convert(there, target, syntax)
+                converted = asFile(back, syntax, original)
+                self.assertElementsKept(original, converted)
+                self.assertEqual(converted.PixelData, original.PixelData, (name, target))
+
+    def test_explicitImplicitBytes(self):
+        """Explicit -> implicit gives what pydicom writes, and back."""
+        syntax, data, original = split("CT_small.dcm")
+        implicit = convert(data, syntax, IMPLICIT_VR_LITTLE_ENDIAN)
+        expected = asFile(encode(original, IMPLICIT_VR_LITTLE_ENDIAN), IMPLICIT_VR_LITTLE_ENDIAN, original)
+        self.assertEqual(asFile(implicit, IMPLICIT_VR_LITTLE_ENDIAN, original), expected)
+        self.assertEqual(convert(implicit, IMPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN), data)
+
+    def test_pixelDataVR(self):
+        """Implicit -> explicit: Pixel Data OW (PS3.5 A.1), as pydicom does;
+        an explicit source's VR is kept."""
+        ds = image(bits=8)
+        implicit = encode(ds, IMPLICIT_VR_LITTLE_ENDIAN)
+        explicit = convert(implicit, IMPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN)
+        self.assertEqual(asFile(explicit, EXPLICIT_VR_LITTLE_ENDIAN)["PixelData"].VR, "OW")
+        deflated = convert(encode(ds, EXPLICIT_VR_LITTLE_ENDIAN), EXPLICIT_VR_LITTLE_ENDIAN,
+                             DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN)
+        self.assertEqual(asFile(deflated, DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN)["PixelData"].VR, "OB")
+
+    def test_elementsAfterPixelData(self):
+        """Elements after Pixel Data (trailing padding ...) survive."""
+        ds = image()
+        ds.add_new(0xFFFCFFFC, "OB", b"\x00" * 6)
+        ds.add_new(0x7FE10010, "LO", "TRAILER")
+        ds.add_new(0x7FE10001, "LO", "PRIVATE CREATOR")
+        for source in LITTLE_ENDIAN:
+            for target in UNCOMPRESSED:
+                if target == source:
+                    continue
+                converted = asFile(convert(encode(ds, source), source, target), target)
+                self.assertEqual(converted[0xFFFCFFFC].value, b"\x00" * 6, (source, target))
+                self.assertEqual(converted[0x7FE10010].value, "TRAILER", (source, target))
+                self.assertEqual(pixels(converted).astype("<u2").tobytes(), ds.PixelData, (source, target))
+
+    def test_oddPixelData(self):
+        """An odd-length Pixel Data value (invalid, but seen) is padded."""
+        ds = image(rows=3, columns=3, bits=8)
+        data = bytearray(encode(ds, EXPLICIT_VR_LITTLE_ENDIAN))
+        # pydicom pads when writing: state the odd length and drop the pad.
+        position = data.rindex(b"\xe0\x7f\x10\x00")
+        struct.pack_into("<L", data, position + 8, 9)
+        del data[-1]
+        implicit = convert(bytes(data), EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN)
+        self.assertEqual(len(implicit) % 2, 0)
+        self.assertEqual(asFile(implicit, IMPLICIT_VR_LITTLE_ENDIAN).PixelData[:9], ds.PixelData)
+
+    def test_deflatedIsRawDeflate(self):
+        """PS3.5 A.5: raw deflate of the explicit VR little endian data set."""
+        syntax, data, _ = split("CT_small.dcm")
+        deflated = convert(data, syntax, DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN)
+        self.assertEqual(len(deflated) % 2, 0)
+        self.assertLess(len(deflated), len(data))
+        self.assertEqual(zlib.decompressobj(-zlib.MAX_WBITS).decompress(deflated), data)
+
+    def test_fromDeflated(self):
+        syntax, data, original = split("image_dfl.dcm")
+        self.assertEqual(syntax, DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN)
+        explicit = convert(data, syntax, EXPLICIT_VR_LITTLE_ENDIAN)
+        self.assertEqual(explicit, zlib.decompressobj(-zlib.MAX_WBITS).decompress(data))
+
+    def test_bigEndianRoundTrip(self):
+        """Little -> big -> little endian gives the original values back;
+        the big endian copy reads (pydicom) as the same image."""
+        for name in ["CT_small.dcm", "MR_small_implicit.dcm", "examples_palette.dcm", "SC_rgb_small_odd.dcm"]:
+            syntax, data, original = split(name)
+            big = convert(data, syntax, EXPLICIT_VR_BIG_ENDIAN)
+            bigDataset = asFile(big, EXPLICIT_VR_BIG_ENDIAN, original)
+            self.assertSamePixels(bigDataset, pixels(original), name)
+            back = asFile(convert(big, EXPLICIT_VR_BIG_ENDIAN, syntax), syntax, original)
+            self.assertElementsKept(original, back)
+            self.assertEqual(back.PixelData, original.PixelData, name)
+
+    def test_bigEndianValues(self):
+        """'US or SS' values of an implicit source, and OW values, come out
+        right in big endian."""
+        syntax, data, original = split("MR_small_implicit.dcm")
+        big = asFile(convert(data, syntax, EXPLICIT_VR_BIG_ENDIAN), EXPLICIT_VR_BIG_ENDIAN, original)
+        self.assertEqual(big.SmallestImagePixelValue, original.SmallestImagePixelValue)
+        self.assertEqual(big.LargestImagePixelValue, original.LargestImagePixelValue)
+        self.assertEqual(big["LargestImagePixelValue"].VR, "SS")
+        syntax, data, original = split("examples_palette.dcm")
+        big = asFile(convert(data, syntax, EXPLICIT_VR_BIG_ENDIAN), EXPLICIT_VR_BIG_ENDIAN, original)
+        lut = np.frombuffer(original.RedPaletteColorLookupTableData, "<u2")
+        self.assertTrue(np.array_equal(np.frombuffer(big.RedPaletteColorLookupTableData, ">u2"), lut))
+
+    def test_bigEndian32Bits(self):
+        """32-bit big endian samples swap as 4 bytes (rtdose_expb)."""
+        syntax, data, original = split("rtdose_expb.dcm")
+        little = asFile(convert(data, syntax, EXPLICIT_VR_LITTLE_ENDIAN), EXPLICIT_VR_LITTLE_ENDIAN, original)
+        _, _, reference = split("rtdose.dcm")
+        self.assertEqual(little.PixelData, reference.PixelData)
+
+    def test_bigPixelDataNotParsed(self):
+        """Little endian conversions copy Pixel Data straight across (a
+        view of the input until the output is joined)."""
+        ds = image(rows=512, columns=512, frames=8)
+        data = encode(ds, EXPLICIT_VR_LITTLE_ENDIAN)
+        parts = transcodeModule._littleEndianParts(data, False, True)
+        view = [part for part in parts if isinstance(part, memoryview)]
+        self.assertEqual(len(view), 1)
+        self.assertEqual(view[0].obj, data)
+        self.assertEqual(len(view[0]), len(ds.PixelData))
+
+
+class DecompressTests(Checks, unittest.TestCase):
+    """Compressed -> uncompressed: pixels as pydicom decodes the original."""
+
+    def test_losslessFiles(self):
+        for name in LOSSLESS_FILES:
+            syntax, data, original = split(name)
+            reference = pixels(original)
+            for target in [EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN]:
+                converted = asFile(convert(data, syntax, target), target, original)
+                self.assertSamePixels(converted, reference, (name, target))
+                self.assertElementsKept(original, converted, PIXEL_MODULE)
+                self.assertFalse(converted["PixelData"].is_undefined_length)
+                self.assertNotIn("LossyImageCompression", set(converted.dir()) - set(original.dir()))
+
+    def test_lossyFiles(self):
+        """Lossy sources: exactly pydicom's decoding of the same file."""
+        for name in LOSSY_FILES:
+            syntax, data, original = split(name)
+            reference = pixels(original)
+            for target in [EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN]:
+                converted = asFile(convert(data, syntax, target), target, original)
+                self.assertSamePixels(converted, reference, (name, target))
+                self.assertElementsKept(original, converted, PIXEL_MODULE)
+
+    def test_otherNativeTargets(self):
+        for name in ["MR_small_RLE.dcm", "SC_rgb_jpeg_dcmtk.dcm", "JPEG2000.dcm", "SC_rgb_rle_2frame.dcm"]:
+            syntax, data, original = split(name)
+            for target in [EXPLICIT_VR_BIG_ENDIAN, DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN]:
+                converted = asFile(convert(data, syntax, target), target, original)
+                self.assertSamePixels(converted, pixels(original), (name, target))
+
+    def test_jpegBaselineBecomesRGB(self):
+        """A YBR_FULL_422 JPEG comes out RGB, by pixel, marked lossy."""
+        syntax, data, original = split("examples_ybr_color.dcm")
+        self.assertEqual(syntax, JPEG_BASELINE)
+        self.assertEqual(original.PhotometricInterpretation, "YBR_FULL_422")
+        converted = asFile(convert(data, syntax, EXPLICIT_VR_LITTLE_ENDIAN), EXPLICIT_VR_LITTLE_ENDIAN)
+        self.assertEqual(converted.PhotometricInterpretation, "RGB")
+        self.assertEqual(converted.PlanarConfiguration, 0)
+        self.assertEqual(converted.LossyImageCompression, "01")
+        self.assertEqual(converted.SOPInstanceUID, original.SOPInstanceUID)
+        frames = original.get("NumberOfFrames") or 1
+        self.assertEqual(len(converted.PixelData), original.Rows * original.Columns * 3 * frames)
+
+    def test_lossyMarked(self):
+        """A JPEG lossy source that did not say so gets Lossy Image
+        Compression 01; a JPEG 2000 one (maybe reversible) does not."""
+        syntax, data, original = split("JPGExtended.dcm")
+        ds = asFile(data, syntax, original)
+        if "LossyImageCompression" in ds:
+            del ds.LossyImageCompression
+        unmarked = encode(ds, EXPLICIT_VR_LITTLE_ENDIAN)
+        converted = asFile(convert(unmarked, JPEG_EXTENDED, IMPLICIT_VR_LITTLE_ENDIAN),
+                           IMPLICIT_VR_LITTLE_ENDIAN)
+        self.assertEqual(converted.LossyImageCompression, "01")
+        syntax, data, original = split("MR_small_jp2klossless.dcm")
+        converted = asFile(convert(data, JPEG_2000, EXPLICIT_VR_LITTLE_ENDIAN), EXPLICIT_VR_LITTLE_ENDIAN)
+        self.assertEqual(converted.get("LossyImageCompression"), original.get("LossyImageCompression"))
+
+    def test_multiFrame(self):
+        syntax, data, original = split("rtdose_rle.dcm")
+        converted = asFile(convert(data, syntax, EXPLICIT_VR_LITTLE_ENDIAN), EXPLICIT_VR_LITTLE_ENDIAN)
+        self.assertEqual(converted.NumberOfFrames, 15)
+        self.assertSamePixels(converted, pixels(original), "rtdose_rle.dcm")
+
+    def test_extendedOffsetTableDropped(self):
+        ds = image(frames=2)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            compress(ds, RLE_LOSSLESS, encapsulate_ext=True, generate_instance_uid=False)
+        self.assertIn("ExtendedOffsetTable", ds)
+        data = encode(ds, EXPLICIT_VR_LITTLE_ENDIAN)
+        converted = asFile(convert(data, RLE_LOSSLESS, IMPLICIT_VR_LITTLE_ENDIAN), IMPLICIT_VR_LITTLE_ENDIAN)
+        self.assertNotIn("ExtendedOffsetTable", converted)
+        self.assertNotIn("ExtendedOffsetTableLengths", converted)
+        self.assertEqual(converted.PixelData, image(frames=2).PixelData)
+
+    def test_encapsulatedIcon(self):
+        """An encapsulated icon (Icon Image Sequence) is decoded too."""
+        icon = image(rows=16, columns=16, bits=8)
+        del icon.SOPClassUID, icon.SOPInstanceUID, icon.PatientName
+        iconPixels = icon.PixelData
+        quietly(lambda: compress(icon, RLE_LOSSLESS, generate_instance_uid=False))
+        del icon.file_meta
+        ds = image()
+        quietly(lambda: compress(ds, RLE_LOSSLESS, generate_instance_uid=False))
+        del ds.file_meta
+        ds.IconImageSequence = [icon]
+        data = encode(ds, EXPLICIT_VR_LITTLE_ENDIAN)
+        for target in [EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_BIG_ENDIAN]:
+            converted = asFile(convert(data, RLE_LOSSLESS, target), target)
+            item = converted.IconImageSequence[0]
+            self.assertFalse(item["PixelData"].is_undefined_length)
+            self.assertEqual(item.PixelData, iconPixels)
+            self.assertEqual(pixels(converted).astype("<u2").tobytes(), image().PixelData)
+
+
+class CompressTests(Checks, unittest.TestCase):
+    """Uncompressed -> compressed, and compressed -> compressed."""
+
+    def roundTrip(self, name, via):
+        syntax, data, original = split(name)
+        compressed = convert(data, syntax, via)
+        ds = asFile(compressed, via, original)
+        self.assertEncapsulated(ds)
+        self.assertEqual(ds.SOPInstanceUID, original.SOPInstanceUID)
+        back = convert(compressed, via, EXPLICIT_VR_LITTLE_ENDIAN)
+        return original, ds, asFile(back, EXPLICIT_VR_LITTLE_ENDIAN, original)
+
+    def test_losslessRoundTrips(self):
+        """uncompressed -> RLE / JPEG 2000 lossless -> uncompressed: the
+        same pixels."""
+        for name in ["CT_small.dcm", "MR_small_implicit.dcm", "MR_small_bigendian.dcm",
+                     "ExplVR_BigEnd.dcm", "image_dfl.dcm", "examples_rgb_color.dcm"]:
+            for via in [RLE_LOSSLESS, JPEG_2000_LOSSLESS]:
+                original, compressed, back = self.roundTrip(name, via)
+                reference = pixels(original)
+                self.assertSamePixels(compressed, reference, (name, via))
+                self.assertSamePixels(back, reference, (name, via))
+                self.assertElementsKept(original, back, PIXEL_MODULE)
+                self.assertNotIn("LossyImageCompressionMethod", compressed)
+
+    def test_multiFrame(self):
+        ds = image(frames=3, samples=3, bits=8)
+        data = encode(ds, IMPLICIT_VR_LITTLE_ENDIAN)
+        for via in [RLE_LOSSLESS, JPEG_2000_LOSSLESS]:
+            compressed = convert(data, IMPLICIT_VR_LITTLE_ENDIAN, via)
+            back = convert(compressed, via, IMPLICIT_VR_LITTLE_ENDIAN)
+            self.assertEqual(asFile(back, IMPLICIT_VR_LITTLE_ENDIAN).PixelData, ds.PixelData, via)
+
+    def test_ybr422(self):
+        """Native YBR_FULL_422 is expanded to YBR_FULL for the encoder."""
+        syntax, data, original = split("SC_ybr_full_422_uncompressed.dcm")
+        for via in [RLE_LOSSLESS, JPEG_2000_LOSSLESS]:
+            compressed = asFile(convert(data, syntax, via), via, original)
+            self.assertEqual(compressed.PhotometricInterpretation, "YBR_FULL")
+            self.assertSamePixels(compressed, pixels(original), via)
+
+    def test_compressedToCompressed(self):
+        for name, via in [("SC_rgb_rle_2frame.dcm", JPEG_2000_LOSSLESS),
+                          ("MR_small_jp2klossless.dcm", RLE_LOSSLESS),
+                          ("MR_small_jpeg_ls_lossless.dcm", RLE_LOSSLESS),
+                          ("SC_rgb_jpeg_gdcm.dcm", RLE_LOSSLESS),
+                          ("SC_rgb_jpeg_dcmtk.dcm", JPEG_2000_LOSSLESS)]:
+            syntax, data, original = split(name)
+            converted = asFile(convert(data, syntax, via), via, original)
+            self.assertEncapsulated(converted)
+            self.assertSamePixels(converted, pixels(original), name)
+            self.assertElementsKept(original, converted, PIXEL_MODULE | {0x00282112, 0x00282114})
+
+    def test_jpeg2000Lossy(self):
+        syntax, data, original = split("CT_small.dcm")
+        ds = asFile(convert(data, syntax, JPEG_2000), JPEG_2000, original)
+        self.assertEncapsulated(ds)
+        self.assertEqual(ds.LossyImageCompression, "01")
+        self.assertEqual(ds.LossyImageCompressionMethod, "ISO_15444_1")
+        self.assertGreater(float(ds.LossyImageCompressionRatio), 5)
+        self.assertEqual(ds.SOPInstanceUID, original.SOPInstanceUID)
+        reference = pixels(original).astype(float)
+        error = pixels(ds) - reference
+        psnr = 20 * np.log10((reference.max() - reference.min()) / np.sqrt(np.mean(error ** 2)))
+        self.assertGreater(psnr, 35)
+
+    def test_lossyHistoryAppended(self):
+        """A second lossy compression adds its ratio and method."""
+        syntax, data, original = split("SC_rgb_jpeg_dcmtk.dcm")
+        ds = asFile(convert(data, syntax, JPEG_2000), JPEG_2000, original)
+        self.assertEqual(list(ds.LossyImageCompressionMethod), ["ISO_10918_1", "ISO_15444_1"])
+        self.assertEqual(len(ds.LossyImageCompressionRatio), 2)
+        self.assertEqual(ds.LossyImageCompressionRatio[0], original.LossyImageCompressionRatio)
+
+    def test_jpegLS(self):
+        """Round trip where an encoder (pyjpegls) is installed; a clear
+        TranscodeError where none is (as here by default)."""
+        if canEncode(JPEG_LS_LOSSLESS):
+            original, _, back = self.roundTrip("CT_small.dcm", JPEG_LS_LOSSLESS)
+            self.assertSamePixels(back, pixels(original), "CT_small.dcm")
+        else:
+            syntax, data, _ = split("CT_small.dcm")
+            self.assertRaises(TranscodeError, transcode, data, syntax, JPEG_LS_LOSSLESS)
+
+
+class NoPixelDataTests(Checks, unittest.TestCase):
+    """SR, RT plan ...: the elements re-encoded, whatever the syntaxes."""
+
+    def test_uncompressed(self):
+        for name in ["test-SR.dcm", "rtplan.dcm", "rtstruct.dcm", "reportsi.dcm"]:
+            syntax, data, original = split(name)
+            for target in UNCOMPRESSED:
+                converted = asFile(convert(data, syntax, target), target, original)
+                self.assertElementsKept(original, converted)
+                self.assertEqual(len(converted), len(original))
+
+    def test_toCompressedSyntax(self):
+        """In an encapsulated syntax a data set without pixels is explicit
+        VR little endian (PS3.5 A.4)."""
+        syntax, data, original = split("rtplan.dcm")
+        explicit = convert(data, syntax, EXPLICIT_VR_LITTLE_ENDIAN)
+        for target in [JPEG_2000_LOSSLESS, RLE_LOSSLESS, JPEG_BASELINE, JPEG_LOSSLESS_SV1]:
+            self.assertEqual(convert(data, syntax, target), explicit, target)
+
+    def test_fromCompressedSyntax(self):
+        syntax, data, original = split("test-SR.dcm")
+        for source in [JPEG_BASELINE, JPEG_2000, RLE_LOSSLESS]:
+            for target in UNCOMPRESSED + [JPEG_2000_LOSSLESS]:
+                converted = asFile(convert(data, source, target), target, original)
+                self.assertElementsKept(original, converted)
+
+
+class ErrorTests(unittest.TestCase):
+    """Every failure is a TranscodeError saying what went wrong."""
+
+    def assertFails(self, data, source, target, *words):
+        with self.assertRaises(TranscodeError) as caught:
+            quietly(transcode, data, source, target)
+        message = str(caught.exception)
+        for word in words:
+            self.assertIn(word, message)
+        return message
+
+    def test_unknownSyntax(self):
+        syntax, data, _ = split("CT_small.dcm")
+        self.assertFails(data, syntax, "1.2.3.4", "1.2.3.4", "not a transfer syntax")
+        self.assertFails(data, "1.2.3.4", syntax, "1.2.3.4", "not a transfer syntax")
+        self.assertFails(data, syntax, "", "not a transfer syntax")
+        self.assertFails(data, None, syntax)
+        self.assertFails(data, syntax, "junk")
+
+    def test_truncated(self):
+        syntax, data, _ = split("CT_small.dcm")
+        for cut in [1, 2, 100, len(data) - 1000]:
+            self.assertFails(data[:-cut], syntax, IMPLICIT_VR_LITTLE_ENDIAN, "malformed")
+        syntax, data, _ = split("MR_truncated.dcm")
+        self.assertFails(data, syntax, IMPLICIT_VR_LITTLE_ENDIAN, "malformed")
+        syntax, data, _ = split("JPEG2000.dcm")
+        self.assertFails(data[:-20], syntax, EXPLICIT_VR_LITTLE_ENDIAN, "malformed")
+
+    def test_garbage(self):
+        for source in [EXPLICIT_VR_LITTLE_ENDIAN, JPEG_BASELINE, EXPLICIT_VR_BIG_ENDIAN]:
+            self.assertFails(b"not a DICOM data set at all", source, IMPLICIT_VR_LITTLE_ENDIAN)
+        self.assertFails(None, EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN)
+
+    def test_corruptDeflate(self):
+        syntax, data, _ = split("image_dfl.dcm")
+        self.assertFails(data[:len(data) // 2], syntax, EXPLICIT_VR_LITTLE_ENDIAN, "deflated", "truncated")
+        self.assertFails(b"\xff" * 100, syntax, EXPLICIT_VR_LITTLE_ENDIAN, "deflated", "corrupt")
+
+    def test_noEncoder(self):
+        syntax, data, _ = split("CT_small.dcm")
+        for target in [JPEG_BASELINE, JPEG_EXTENDED, JPEG_LOSSLESS_SV1]:
+            self.assertFails(data, syntax, target, "no encoder")
+        if not canEncode(JPEG_LS_LOSSLESS):
+            self.assertFails(data, syntax, JPEG_LS_LOSSLESS, "no encoder")
+
+    def test_encoderRefuses(self):
+        """openjpeg takes no image under 32 pixels; RLE no 32-bit one."""
+        syntax, data, _ = split("SC_rgb_small_odd.dcm")
+        self.assertFails(data, syntax, JPEG_2000_LOSSLESS, "JPEG 2000")
+        syntax, data, _ = split("rtdose_1frame.dcm")
+        self.assertFails(data, syntax, RLE_LOSSLESS, "RLE Lossless")
+
+    def test_corruptCompressedPixels(self):
+        ds = image()
+        ds.PixelData = encapsulate([b"\x00" * 64])
+        ds["PixelData"].is_undefined_length = True
+        ds["PixelData"].VR = "OB"
+        data = encode(ds, EXPLICIT_VR_LITTLE_ENDIAN)
+        self.assertFails(data, JPEG_2000_LOSSLESS, EXPLICIT_VR_LITTLE_ENDIAN, "JPEG 2000")
+        self.assertFails(data, JPEG_BASELINE, RLE_LOSSLESS)
+
+    def test_mislabelled(self):
+        """Encapsulated Pixel Data said to be uncompressed."""
+        syntax, data, _ = split("MR_small_RLE.dcm")
+        for source in [EXPLICIT_VR_LITTLE_ENDIAN, DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN]:
+            if source == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
+                deflater = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+                data = deflater.compress(data) + deflater.flush()
+            self.assertFails(data, source, IMPLICIT_VR_LITTLE_ENDIAN, "encapsulated")
+
+    def test_incompleteImage(self):
+        ds = image()
+        del ds.BitsAllocated
+        data = encode(ds, EXPLICIT_VR_LITTLE_ENDIAN)
+        self.assertFails(data, EXPLICIT_VR_LITTLE_ENDIAN, RLE_LOSSLESS, "Bits Allocated")
+
+    def test_messageNamesBoth(self):
+        syntax, data, _ = split("CT_small.dcm")
+        message = self.assertFails(data, syntax, JPEG_BASELINE)
+        self.assertIn("Explicit VR Little Endian (1.2.840.10008.1.2.1)", message)
+        self.assertIn("JPEG Baseline (Process 1) (1.2.840.10008.1.2.4.50)", message)
+
+
+class ThreadTests(unittest.TestCase):
+
+    def test_concurrent(self):
+        """Conversions in worker threads give what they give alone, JPEG
+        2000 encoding and decoding side by side included (pylibjpeg-openjpeg
+        crashes the process there without the lock)."""
+        jobs = []
+        for name in ["CT_small.dcm", "MR_small_RLE.dcm", "JPEG2000.dcm", "SC_rgb_jpeg_dcmtk.dcm",
+                     "MR_small_bigendian.dcm", "image_dfl.dcm", "MR_small_jp2klossless.dcm"]:
+            syntax, data, _ = split(name)
+            for target in [IMPLICIT_VR_LITTLE_ENDIAN, RLE_LOSSLESS, JPEG_2000_LOSSLESS, JPEG_2000]:
+                jobs.append((data, syntax, target))
+        with warnings.catch_warnings():  # once, here: the filters are process-wide
+            warnings.simplefilter("ignore")
+            expected = [transcode(*job) for job in jobs]
+            with ThreadPoolExecutor(max_workers=4) as pool:
+                results = list(pool.map(lambda job: transcode(*job), jobs * 4))
+        self.assertEqual(results, expected * 4)

@@ -1,0 +1,819 @@
+"""Tests for pacscore.db.query: C-FIND identifiers as SQL on the index.
+
+Every test runs on a fresh SQLite file holding the small archive below,
+indexed with the shipped etc/dicom.sql.
+"""
+
+import os
+from dataclasses import replace
+
+from sqlalchemy import event, text, update
+from twisted.logger import Logger
+from twisted.trial import unittest
+
+from pacscore.config.dicomsql import Column, DatabaseLayout
+from pacscore.config.ini import DicomIni
+from pacscore.config.loader import Configuration
+from pacscore.db.index import ImageRecord, Index
+from pacscore.db.query import LEVELS, IndexQuery, Instance, QueryKey
+from tests.pacscore.db.test_schema import sqliteEngine
+
+DICOM_SQL = os.path.join(os.path.dirname(__file__), "..", "..", "..", "etc", "dicom.sql")
+
+PATIENT_ID, PATIENT_NAME, BIRTH_DATE, SEX = 0x00100020, 0x00100010, 0x00100030, 0x00100040
+STUDY_UID, STUDY_DATE, STUDY_TIME = 0x0020000D, 0x00080020, 0x00080030
+ACCESSION, STUDY_DESCRIPTION = 0x00080050, 0x00081030
+MODALITIES_IN_STUDY, SOP_CLASSES_IN_STUDY = 0x00080061, 0x00080062
+SERIES_UID, SERIES_NUMBER, MODALITY = 0x0020000E, 0x00200011, 0x00080060
+SOP_UID, SOP_CLASS, IMAGE_NUMBER = 0x00080018, 0x00080016, 0x00200013
+IMAGE_TYPE, ECHO_NUMBERS, ACQ_DATE_TIME = 0x00080008, 0x00180086, 0x0008002A
+PATIENT_STUDIES, PATIENT_SERIES, PATIENT_INSTANCES = 0x00201200, 0x00201202, 0x00201204
+STUDY_SERIES, STUDY_INSTANCES, SERIES_INSTANCES = 0x00201206, 0x00201208, 0x00201209
+SEQUENCE = 0x00081110  # ReferencedStudySequence
+
+CT, MR, US = "1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.4", "1.2.840.10008.5.1.4.1.1.6.1"
+SC = "1.2.840.10008.5.1.4.1.1.7"
+
+PATIENTS = {
+    "PAT1": {PATIENT_NAME: "DOE^JOHN", BIRTH_DATE: "19700101", SEX: "M"},
+    "PAT2": {PATIENT_NAME: "Müller^Jürgen", BIRTH_DATE: "19651231", SEX: "M"},
+    "PAT3": {PATIENT_NAME: "山田^太郎", BIRTH_DATE: "", SEX: "F"},
+    "PAT_4": {PATIENT_NAME: "O'BRIEN^MÄRY", BIRTH_DATE: "19800229", SEX: "F"},
+    "PATX4": {PATIENT_NAME: "DOEX^JANE", BIRTH_DATE: "19900101", SEX: "F"},
+}
+STUDIES = {  # uid: (patient, attributes)
+    "1.1": ("PAT1", {STUDY_DATE: "20240102", STUDY_TIME: "101500", ACCESSION: "ACC1",
+                     STUDY_DESCRIPTION: "CT HEAD", MODALITIES_IN_STUDY: "CT\\MR"}),
+    "1.2": ("PAT1", {STUDY_DATE: "20230615", STUDY_TIME: "2359", ACCESSION: "ACC2",
+                     STUDY_DESCRIPTION: "MR KNEE", MODALITIES_IN_STUDY: "MR"}),
+    "2.1": ("PAT2", {STUDY_DATE: "20240301", STUDY_TIME: "130059.5", ACCESSION: "A_1",
+                     STUDY_DESCRIPTION: "100% _done_", MODALITIES_IN_STUDY: "US"}),
+    "3.1": ("PAT3", {STUDY_DATE: "", STUDY_TIME: "", ACCESSION: "A%1",
+                     STUDY_DESCRIPTION: "x' OR '1'='1", MODALITIES_IN_STUDY: "OT"}),
+    "4.1": ("PAT_4", {STUDY_DATE: "20240102", STUDY_TIME: "080000", ACCESSION: "AX1",
+                      STUDY_DESCRIPTION: "1000 XdoneX", MODALITIES_IN_STUDY: "CTX"}),
+    "5.1": ("PATX4", {STUDY_DATE: "19991231", STUDY_TIME: "1300", ACCESSION: "ACC5",
+                      STUDY_DESCRIPTION: "DX CHEST", MODALITIES_IN_STUDY: "DX"}),
+}
+SERIES = {  # uid: (study, attributes)
+    "1.1.1": ("1.1", {MODALITY: "CT", SERIES_NUMBER: "1"}),
+    "1.1.2": ("1.1", {MODALITY: "MR", SERIES_NUMBER: "2"}),
+    "1.2.1": ("1.2", {MODALITY: "MR", SERIES_NUMBER: "1"}),
+    "2.1.1": ("2.1", {MODALITY: "US", SERIES_NUMBER: "1"}),
+    "2.1.2": ("2.1", {MODALITY: "PT", SERIES_NUMBER: "2"}),
+    "3.1.1": ("3.1", {MODALITY: "", SERIES_NUMBER: "1"}),
+    "4.1.1": ("4.1", {MODALITY: "CTX", SERIES_NUMBER: "1"}),
+    "5.1.1": ("5.1", {MODALITY: "DX", SERIES_NUMBER: "1"}),
+}
+IMAGES = {  # uid: (series, attributes)
+    "1.1.1.1": ("1.1.1", {IMAGE_NUMBER: "10", SOP_CLASS: CT,
+                          IMAGE_TYPE: "ORIGINAL\\PRIMARY\\AXIAL"}),
+    "1.1.1.2": ("1.1.1", {IMAGE_NUMBER: "2", SOP_CLASS: CT,
+                          IMAGE_TYPE: "ORIGINAL\\PRIMARY\\AXIAL"}),
+    "1.1.1.3": ("1.1.1", {IMAGE_NUMBER: "1", SOP_CLASS: CT,
+                          IMAGE_TYPE: "DERIVED\\PRIMARYX\\AXIAL"}),
+    "1.1.2.1": ("1.1.2", {IMAGE_NUMBER: "1", SOP_CLASS: MR, IMAGE_TYPE: "ORIGINAL\\PRIMARY",
+                          ECHO_NUMBERS: "1\\2"}),
+    "1.1.2.2": ("1.1.2", {IMAGE_NUMBER: "2", SOP_CLASS: SC, IMAGE_TYPE: "ORIGINAL\\PRIMARY",
+                          ECHO_NUMBERS: "12"}),
+    "1.2.1.1": ("1.2.1", {IMAGE_NUMBER: "1", SOP_CLASS: MR, IMAGE_TYPE: "PRIMARY",
+                          ECHO_NUMBERS: "2"}),
+    "2.1.1.1": ("2.1.1", {IMAGE_NUMBER: "", SOP_CLASS: US, IMAGE_TYPE: ""}),
+    "2.1.2.1": ("2.1.2", {IMAGE_NUMBER: "1", SOP_CLASS: CT}),
+    "3.1.1.1": ("3.1.1", {IMAGE_NUMBER: "1", SOP_CLASS: SC}),
+    "4.1.1.1": ("4.1.1", {IMAGE_NUMBER: "1", SOP_CLASS: CT}),
+    "5.1.1.1": ("5.1.1", {IMAGE_NUMBER: "1", SOP_CLASS: CT}),
+}
+
+
+def archiveRecords():
+    """One ImageRecord per entry of IMAGES, with its parents' attributes."""
+    for sop, (series, imageAttrs) in IMAGES.items():
+        study, seriesAttrs = SERIES[series]
+        patient, studyAttrs = STUDIES[study]
+        attrs = {PATIENT_ID: patient, **PATIENTS[patient], STUDY_UID: study, **studyAttrs,
+                 SERIES_UID: series, **seriesAttrs, SOP_UID: sop, **imageAttrs}
+        yield ImageRecord(attrs, "MAG0", f"{patient}/{sop}.dcm")
+
+
+def shippedLayout():
+    return DatabaseLayout.fromFile(DICOM_SQL)
+
+
+def defaultTableNames():
+    """The table names of a dicom.ini without any *TableName entry."""
+    ini = DicomIni.fromString("")
+    return Configuration(ini, None, None, None, ".", ".", "dicom.ini").tableNames
+
+
+def K(tag, vr, value=""):
+    return QueryKey(tag, vr, value)
+
+
+class ArchiveTestCase(unittest.TestCase):
+    """An Index holding the archive above, and an IndexQuery on it."""
+
+    def makeEngine(self):
+        return sqliteEngine(self)
+
+    def makeLayout(self):
+        return shippedLayout()
+
+    def records(self):
+        return archiveRecords()
+
+    def setUp(self):
+        self.engine = self.makeEngine()
+        self.index = Index(self.engine, self.makeLayout(), defaultTableNames())
+        self.index.metadata.drop_all(self.engine)
+        self.index.createTables()
+        self.index.storeMany(self.records())
+        self.query = IndexQuery(self.index.tables, self.index.layout)
+
+    def find(self, level, *keys, query=None):
+        with self.engine.connect() as connection:
+            return (query or self.query).find(connection, level, list(keys))
+
+    def keysOf(self, level, *keys, query=None):
+        """The level's unique keys of the matches, in result order."""
+        tag = (PATIENT_ID, STUDY_UID, SERIES_UID, SOP_UID)[LEVELS.index(level.upper())]
+        return [result[tag] for result in self.find(level, *keys, query=query)]
+
+    def assertMatches(self, level, keys, expected, query=None):
+        """``keys`` (one QueryKey or a list) select exactly ``expected``."""
+        keys = [keys] if isinstance(keys, QueryKey) else keys
+        self.assertEqual(sorted(self.keysOf(level, *keys, query=query)), sorted(expected))
+
+    def instances(self, level, *keys, query=None):
+        with self.engine.connect() as connection:
+            return (query or self.query).instances(connection, level, list(keys))
+
+    def statements(self):
+        """A list collecting every SQL statement run from now on."""
+        statements = []
+
+        def listener(conn, cursor, statement, *rest):
+            statements.append(statement)
+        event.listen(self.engine, "before_cursor_execute", listener)
+        self.addCleanup(event.remove, self.engine, "before_cursor_execute", listener)
+        return statements
+
+
+class TagMappingTests(ArchiveTestCase):
+    """Keys map to columns by tag, the level's table first, then up the links."""
+
+    def test_patientIDAtEveryLevel(self):
+        """PatientID is DICOMPatients.PatientID, DICOMStudies.PatientID,
+        DICOMSeries.SeriesPat, DICOMImages.ImagePat: no join needed."""
+        expected = {"PATIENT": ["PAT1"], "STUDY": ["1.1", "1.2"],
+                    "SERIES": ["1.1.1", "1.1.2", "1.2.1"],
+                    "IMAGE": ["1.1.1.1", "1.1.1.2", "1.1.1.3", "1.1.2.1", "1.1.2.2", "1.2.1.1"]}
+        columns = {"PATIENT": '"DICOMPatients"."PatientID" =',
+                   "STUDY": '"DICOMStudies"."PatientID" =',
+                   "SERIES": '"DICOMSeries"."SeriesPat" =', "IMAGE": '"DICOMImages"."ImagePat" ='}
+        for level in LEVELS:
+            statements = self.statements()
+            results = self.find(level, K(PATIENT_ID, "LO", "PAT1"))
+            self.assertEqual(sorted(r[(PATIENT_ID, STUDY_UID, SERIES_UID, SOP_UID)[
+                LEVELS.index(level)]] for r in results), expected[level])
+            self.assertEqual({r[PATIENT_ID] for r in results}, {"PAT1"})
+            self.assertIn(columns[level], statements[-1])
+            self.assertNotIn("JOIN", statements[-1])
+
+    def test_upperLevelKeysAtImageLevel(self):
+        """Study and patient keys at IMAGE level join series and studies;
+        PatientName comes from the denormalized DICOMStudies column."""
+        statements = self.statements()
+        results = self.find("IMAGE", K(STUDY_DATE, "DA", "20240102"), K(PATIENT_NAME, "PN", "DOE*"),
+                            K(MODALITY, "CS", "MR"), K(STUDY_UID, "UI"), K(SOP_CLASS, "UI"))
+        self.assertEqual(results, [
+            {STUDY_DATE: "20240102", PATIENT_NAME: "DOE^JOHN", MODALITY: "MR",
+             STUDY_UID: "1.1", SOP_CLASS: MR, SOP_UID: "1.1.2.1"},
+            {STUDY_DATE: "20240102", PATIENT_NAME: "DOE^JOHN", MODALITY: "MR",
+             STUDY_UID: "1.1", SOP_CLASS: SC, SOP_UID: "1.1.2.2"}])
+        [statement] = statements
+        self.assertIn('JOIN "DICOMSeries"', statement)
+        self.assertIn('JOIN "DICOMStudies"', statement)
+        self.assertNotIn("DICOMPatients", statement)
+
+    def test_noJoinForOwnColumns(self):
+        statements = self.statements()
+        self.assertMatches("IMAGE", [K(SERIES_UID, "UI", "1.1.2"), K(PATIENT_ID, "LO"),
+                                     K(SOP_CLASS, "UI", MR)], ["1.1.2.1"])
+        self.assertNotIn("JOIN", statements[-1])
+
+    def test_upperKeyValuesReturnedWithUniversalMatching(self):
+        """Universal keys of upper levels are returned from a LEFT join."""
+        results = self.find("SERIES", K(SERIES_UID, "UI", "1.2.1"), K(STUDY_DESCRIPTION, "LO"),
+                            K(PATIENT_NAME, "PN", "*"), K(STUDY_UID, "UI"))
+        self.assertEqual(results, [{SERIES_UID: "1.2.1", STUDY_DESCRIPTION: "MR KNEE",
+                                    PATIENT_NAME: "DOE^JOHN", STUDY_UID: "1.2"}])
+
+    def test_levelKeyAlwaysReturned(self):
+        self.assertEqual(self.find("SERIES", K(MODALITY, "CS", "US")),
+                         [{MODALITY: "US", SERIES_UID: "2.1.1"}])
+        self.assertEqual(self.find("PATIENT", K(PATIENT_NAME, "PN", "山田*")),
+                         [{PATIENT_NAME: "山田^太郎", PATIENT_ID: "PAT3"}])
+
+    def test_lowerLevelAndUnknownTagsIgnored(self):
+        """Keys of a lower level or without a column neither match nor come back."""
+        results = self.find("STUDY", K(PATIENT_ID, "LO", "PAT1"), K(MODALITY, "CS", "XX"),
+                            K(SOP_UID, "UI", "9.9"), K(0x00091010, "LO", "nothing"))
+        self.assertEqual(results, [{PATIENT_ID: "PAT1", STUDY_UID: "1.1"},
+                                   {PATIENT_ID: "PAT1", STUDY_UID: "1.2"}])
+
+    def test_sequenceIgnored(self):
+        results = self.find("STUDY", K(STUDY_UID, "UI", "2.1"), K(SEQUENCE, "SQ", "x"))
+        self.assertEqual(results, [{STUDY_UID: "2.1"}])
+
+    def test_oneEntityPerMatch(self):
+        """A study with 2 series and 5 images is one result at STUDY level."""
+        self.assertEqual(self.keysOf("STUDY"), ["1.1", "1.2", "2.1", "3.1", "4.1", "5.1"])
+        self.assertEqual(len(self.keysOf("IMAGE")), len(IMAGES))
+
+    def test_nullIsEmpty(self):
+        with self.engine.begin() as connection:
+            studies = self.index.tables.study
+            connection.execute(update(studies).where(studies.c.StudyInstanceUID == "1.2")
+                               .values(StudyDescription=None))
+        self.assertEqual(self.find("STUDY", K(STUDY_UID, "UI", "1.2"), K(STUDY_DESCRIPTION, "LO")),
+                         [{STUDY_UID: "1.2", STUDY_DESCRIPTION: ""}])
+
+    def test_orphansKeptByUniversalKeys(self):
+        """Upper tables only returning values are LEFT joined: a series
+        whose study row is missing is still found (with empty values),
+        unless a key of the study table has to match."""
+        with self.engine.begin() as connection:
+            studies = self.index.tables.study
+            connection.execute(studies.delete().where(studies.c.StudyInstanceUID == "1.2"))
+        self.assertEqual(self.find("SERIES", K(SERIES_UID, "UI", "1.2.1"), K(STUDY_DATE, "DA")),
+                         [{SERIES_UID: "1.2.1", STUDY_DATE: ""}])
+        self.assertMatches("SERIES", [K(SERIES_UID, "UI", "1.2.1"), K(STUDY_DATE, "DA", "2*")], [])
+
+    def test_levelNames(self):
+        self.assertEqual(self.keysOf("series", K(MODALITY, "CS", "US")), ["2.1.1"])
+        with self.engine.connect() as connection:
+            self.assertRaises(ValueError, self.query.find, connection, "FRAME", [])
+            self.assertRaises(ValueError, self.query.instances, connection, None, [])
+
+
+class ParentTableJoinTests(ArchiveTestCase):
+    """A layout without the denormalized patient columns (PatientName and
+    PatientSex in DICOMStudies, SeriesPat, ImagePat): patient keys at lower
+    levels join up the links, counts too."""
+
+    def makeLayout(self):
+        layout = shippedLayout()
+        drop = ("PatientSex", "PatientName", "SeriesPat", "ImagePat")
+        return replace(layout, **{level: [c for c in getattr(layout, level) if c.name not in drop]
+                                  for level in ("study", "series", "image")})
+
+    def test_joinsUpToPatients(self):
+        statements = self.statements()
+        results = self.find("IMAGE", K(SEX, "CS", "F"), K(PATIENT_NAME, "PN"),
+                            K(SERIES_UID, "UI"))
+        self.assertEqual(sorted((r[SOP_UID], r[PATIENT_NAME], r[SEX], r[SERIES_UID])
+                                for r in results),
+                         [("3.1.1.1", "山田^太郎", "F", "3.1.1"),
+                          ("4.1.1.1", "O'BRIEN^MÄRY", "F", "4.1.1"),
+                          ("5.1.1.1", "DOEX^JANE", "F", "5.1.1")])
+        self.assertIn('JOIN "DICOMPatients"', statements[-1])
+
+    def test_patientIDFromStudies(self):
+        statements = self.statements()
+        self.assertMatches("IMAGE", K(PATIENT_ID, "LO", "PAT2"), ["2.1.1.1", "2.1.2.1"])
+        self.assertIn('"DICOMStudies"."PatientID" =', statements[-1])
+
+    def test_patientCountsThroughLinks(self):
+        results = self.find("SERIES", K(PATIENT_ID, "LO", "PAT1"), K(PATIENT_STUDIES, "IS"),
+                            K(PATIENT_SERIES, "IS"), K(PATIENT_INSTANCES, "IS"),
+                            K(PATIENT_NAME, "PN"))
+        self.assertEqual([(r[SERIES_UID], r[PATIENT_STUDIES], r[PATIENT_SERIES],
+                           r[PATIENT_INSTANCES], r[PATIENT_NAME]) for r in results],
+                         [("1.1.1", "2", "3", "6", "DOE^JOHN"),
+                          ("1.1.2", "2", "3", "6", "DOE^JOHN"),
+                          ("1.2.1", "2", "3", "6", "DOE^JOHN")])
+        [result] = self.find("IMAGE", K(SOP_UID, "UI", "2.1.1.1"), K(PATIENT_INSTANCES, "IS"),
+                             K(PATIENT_ID, "LO"))
+        self.assertEqual(result, {SOP_UID: "2.1.1.1", PATIENT_INSTANCES: "2", PATIENT_ID: "PAT2"})
+
+
+class MatchingTests(ArchiveTestCase):
+    """PS3.4 C.2.2.2 matching, value type by value type."""
+
+    def test_universal(self):
+        for value in ("", "*", "**", " * "):
+            self.assertMatches("PATIENT", K(PATIENT_NAME, "PN", value), list(PATIENTS))
+            self.assertMatches("STUDY", K(STUDY_DATE, "DA", value), list(STUDIES))
+            self.assertMatches("STUDY", K(STUDY_UID, "UI", value), list(STUDIES))
+
+    def test_uidSingleAndList(self):
+        self.assertMatches("STUDY", K(STUDY_UID, "UI", "1.2"), ["1.2"])
+        self.assertMatches("STUDY", K(STUDY_UID, "UI", "1.2\\2.1\\9.9"), ["1.2", "2.1"])
+        self.assertMatches("IMAGE", K(SOP_UID, "UI", "1.1.1.1\\1.1.2.2"), ["1.1.1.1", "1.1.2.2"])
+        self.assertMatches("STUDY", K(STUDY_UID, "UI", "1.*"), [])
+        self.assertMatches("STUDY", K(STUDY_UID, "UI", "1.?"), [])
+        self.assertMatches("STUDY", K(STUDY_UID, "UI", "1.1 "), ["1.1"])
+
+    def test_uidListAtUpperLevel(self):
+        self.assertMatches("SERIES", K(STUDY_UID, "UI", "1.1\\2.1"),
+                           ["1.1.1", "1.1.2", "2.1.1", "2.1.2"])
+
+    def test_dateSingleValue(self):
+        self.assertMatches("STUDY", K(STUDY_DATE, "DA", "20240102"), ["1.1", "4.1"])
+        self.assertMatches("STUDY", K(STUDY_DATE, "DA", "2024.01.02"), ["1.1", "4.1"])
+        self.assertMatches("STUDY", K(STUDY_DATE, "DA", "20240103"), [])
+
+    def test_dateRanges(self):
+        self.assertMatches("STUDY", K(STUDY_DATE, "DA", "20230101-20240102"), ["1.1", "1.2", "4.1"])
+        self.assertMatches("STUDY", K(STUDY_DATE, "DA", "2023.01.01-2024.01.01"), ["1.2"])
+        self.assertMatches("STUDY", K(STUDY_DATE, "DA", "20240102-"), ["1.1", "2.1", "4.1"])
+        self.assertMatches("STUDY", K(STUDY_DATE, "DA", "-20231231"), ["1.2", "5.1"])
+        self.assertMatches("STUDY", K(STUDY_DATE, "DA", "20240201-20240101"), [])
+
+    def test_emptyDatesNeverMatchRanges(self):
+        """Study 3.1 has no StudyDate: universal matching finds it, no range does."""
+        self.assertMatches("STUDY", K(STUDY_DATE, "DA", "-29991231"),
+                           ["1.1", "1.2", "2.1", "4.1", "5.1"])
+        self.assertMatches("STUDY", K(STUDY_DATE, "DA", "00000101-"),
+                           ["1.1", "1.2", "2.1", "4.1", "5.1"])
+        self.assertMatches("PATIENT", K(BIRTH_DATE, "DA", "-20000101"),
+                           ["PAT1", "PAT2", "PAT_4", "PATX4"])
+
+    def test_dateList(self):
+        self.assertMatches("STUDY", K(STUDY_DATE, "DA", "20230615\\20240301"), ["1.2", "2.1"])
+        self.assertMatches("STUDY", K(STUDY_DATE, "DA", "-19991231\\20240301-"), ["2.1", "5.1"])
+
+    def test_dateAtLowerLevels(self):
+        self.assertMatches("SERIES", K(STUDY_DATE, "DA", "-20231231"), ["1.2.1", "5.1.1"])
+        self.assertMatches("IMAGE", [K(STUDY_DATE, "DA", "20240102"), K(SERIES_UID, "UI", "4.1.1")],
+                           ["4.1.1.1"])
+
+    def test_timeSingleValue(self):
+        self.assertMatches("STUDY", K(STUDY_TIME, "TM", "101500"), ["1.1"])
+        self.assertMatches("STUDY", K(STUDY_TIME, "TM", "10:15:00"), ["1.1"])
+        self.assertMatches("STUDY", K(STUDY_TIME, "TM", "1015"), [])
+
+    def test_timeRanges(self):
+        """The upper bound compares the stored value's prefix: 1300 holds 13:00:59.5."""
+        self.assertMatches("STUDY", K(STUDY_TIME, "TM", "1000-1300"), ["1.1", "2.1", "5.1"])
+        self.assertMatches("STUDY", K(STUDY_TIME, "TM", "10:00-13:00"), ["1.1", "2.1", "5.1"])
+        self.assertMatches("STUDY", K(STUDY_TIME, "TM", "-1259"), ["1.1", "4.1"])
+        self.assertMatches("STUDY", K(STUDY_TIME, "TM", "-12"), ["1.1", "4.1"])
+        self.assertMatches("STUDY", K(STUDY_TIME, "TM", "-13"), ["1.1", "2.1", "4.1", "5.1"])
+        self.assertMatches("STUDY", K(STUDY_TIME, "TM", "1300-"), ["1.2", "2.1", "5.1"])
+        self.assertMatches("STUDY", K(STUDY_TIME, "TM", "130059.6-"), ["1.2"])
+        self.assertMatches("STUDY", K(STUDY_TIME, "TM", "130059.4-130059.5"), ["2.1"])
+        self.assertMatches("STUDY", K(STUDY_TIME, "TM", "-1300\\2300-"),
+                           ["1.1", "1.2", "2.1", "4.1", "5.1"])
+
+    def test_exactText(self):
+        self.assertMatches("STUDY", K(ACCESSION, "SH", "ACC1"), ["1.1"])
+        self.assertMatches("STUDY", K(ACCESSION, "SH", "acc1"), [])
+        self.assertMatches("STUDY", K(STUDY_DESCRIPTION, "LO", "CT HEAD"), ["1.1"])
+        self.assertMatches("STUDY", K(STUDY_DESCRIPTION, "LO", "CT"), [])
+        self.assertMatches("SERIES", K(MODALITY, "CS", "CT"), ["1.1.1"])
+
+    def test_wildcards(self):
+        self.assertMatches("STUDY", K(ACCESSION, "SH", "ACC*"), ["1.1", "1.2", "5.1"])
+        self.assertMatches("STUDY", K(ACCESSION, "SH", "A??"), ["2.1", "3.1", "4.1"])
+        self.assertMatches("STUDY", K(STUDY_DESCRIPTION, "LO", "*HEAD"), ["1.1"])
+        self.assertMatches("SERIES", K(MODALITY, "CS", "CT*"), ["1.1.1", "4.1.1"])
+        self.assertMatches("PATIENT", K(PATIENT_ID, "LO", "PAT?4"), ["PAT_4", "PATX4"])
+
+    def test_literalPercentAndUnderscore(self):
+        """% and _ are ordinary characters in DICOM values."""
+        self.assertMatches("PATIENT", K(PATIENT_ID, "LO", "PAT_4"), ["PAT_4"])
+        self.assertMatches("PATIENT", K(PATIENT_ID, "LO", "PAT_*"), ["PAT_4"])
+        self.assertMatches("STUDY", K(ACCESSION, "SH", "A_1"), ["2.1"])
+        self.assertMatches("STUDY", K(ACCESSION, "SH", "A%1"), ["3.1"])
+        self.assertMatches("STUDY", K(ACCESSION, "SH", "A%*"), ["3.1"])
+        self.assertMatches("STUDY", K(STUDY_DESCRIPTION, "LO", "100%*"), ["2.1"])
+        self.assertMatches("STUDY", K(STUDY_DESCRIPTION, "LO", "*_done_"), ["2.1"])
+        self.assertMatches("STUDY", K(STUDY_DESCRIPTION, "LO", "100?*"), ["2.1", "4.1"])
+        self.assertMatches("STUDY", K(STUDY_DESCRIPTION, "LO", "*?done?"), ["2.1", "4.1"])
+        self.assertMatches("STUDY", K(STUDY_DESCRIPTION, "LO", "100%"), [])
+
+    def test_injectionAttempts(self):
+        """Quotes, SQL and LIKE metacharacters are only data."""
+        for value in ("x' OR '1'='1", "' OR ''='", "%", "_", "%%", "\" OR 1=1 --",
+                      "'; DROP TABLE DICOMPatients; --"):
+            for vr in ("PN", "LO", "UI", "DA", "TM", "CS"):
+                self.assertMatches("PATIENT", K(PATIENT_NAME, vr, value), [])
+                self.assertMatches("STUDY", K(ACCESSION, vr, value), [])
+            self.assertMatches("IMAGE", K(IMAGE_TYPE, "CS", value), [])
+        self.assertMatches("STUDY", K(STUDY_DESCRIPTION, "LO", "x' OR '1'='1"), ["3.1"])
+        self.assertMatches("STUDY", K(STUDY_DESCRIPTION, "LO", "*' OR '1'='1"), ["3.1"])
+        self.assertMatches("STUDY", K(STUDY_DESCRIPTION, "LO", "*' OR '*"), ["3.1"])
+        self.assertMatches("PATIENT", K(PATIENT_NAME, "PN", "O'BRIEN*"), ["PAT_4"])
+        self.assertEqual(len(self.keysOf("PATIENT")), len(PATIENTS))
+
+    def test_multipleValues(self):
+        self.assertMatches("SERIES", K(MODALITY, "CS", "CT\\US"), ["1.1.1", "2.1.1"])
+        self.assertMatches("SERIES", K(MODALITY, "CS", "US\\C*"), ["1.1.1", "2.1.1", "4.1.1"])
+        self.assertMatches("PATIENT", K(PATIENT_NAME, "PN", "DOE^JOHN\\山田*"), ["PAT1", "PAT3"])
+
+    def test_severalKeysAllMatch(self):
+        self.assertMatches("STUDY", [K(PATIENT_ID, "LO", "PAT1"), K(STUDY_DATE, "DA", "2024-")],
+                           ["1.1"])
+        self.assertMatches("SERIES", [K(STUDY_UID, "UI", "1.1"), K(MODALITY, "CS", "CT")],
+                           ["1.1.1"])
+
+
+class PersonNameTests(ArchiveTestCase):
+    """PN matching is case-insensitive, Unicode values included."""
+
+    def test_caseInsensitive(self):
+        for value in ("DOE^JOHN", "doe^john", "Doe^John", "DOE^*", "doe^j*", "d?e^j*", "*^JOHN"):
+            self.assertMatches("PATIENT", K(PATIENT_NAME, "PN", value), ["PAT1"])
+        self.assertMatches("PATIENT", K(PATIENT_NAME, "PN", "DO*"), ["PAT1", "PATX4"])
+        self.assertMatches("PATIENT", K(PATIENT_NAME, "PN", "DOE"), [])
+
+    def test_latin1Name(self):
+        """Müller^Jürgen, as decoded from an ISO_IR 100 request."""
+        for value in ("Mü*", "MÜ*", "Müller^Jürgen", "müller^jürgen", "MÜLLER^JÜRGEN",
+                      "M?ller*", "*^Jürgen", "*^JÜRGEN", "mü*", "Müller*"):
+            self.assertMatches("PATIENT", K(PATIENT_NAME, "PN", value), ["PAT2"])
+        self.assertMatches("PATIENT", K(PATIENT_NAME, "PN", "Mu*"), [])
+
+    def test_upperCaseNonAsciiLetters(self):
+        """O'BRIEN^MÄRY: found in its own case and by its ASCII letters in
+        any case (SQLite's lower() folds ASCII letters only)."""
+        for value in ("O'BRIEN^MÄRY", "o'brien^mÄry", "*MÄRY", "*mÄry", "O'B*^MÄ*"):
+            self.assertMatches("PATIENT", K(PATIENT_NAME, "PN", value), ["PAT_4"])
+
+    def test_cjkName(self):
+        """山田^太郎, as decoded from an ISO_IR 192 (UTF-8) request."""
+        for value in ("山田^太郎", "山田*", "*太郎", "山?^太郎"):
+            self.assertMatches("PATIENT", K(PATIENT_NAME, "PN", value), ["PAT3"])
+        self.assertMatches("PATIENT", K(PATIENT_NAME, "PN", "山*^次郎"), [])
+
+    def test_atStudyLevel(self):
+        self.assertMatches("STUDY", K(PATIENT_NAME, "PN", "doe^*"), ["1.1", "1.2"])
+        self.assertMatches("IMAGE", K(PATIENT_NAME, "PN", "müller*"), ["2.1.1.1", "2.1.2.1"])
+
+    def test_otherTextIsCaseSensitive(self):
+        self.assertMatches("STUDY", K(STUDY_DESCRIPTION, "LO", "mr knee"), [])
+        self.assertMatches("SERIES", K(MODALITY, "CS", "ct"), [])
+
+
+class MultiValuedColumnTests(ArchiveTestCase):
+    """DT_MSTR columns hold several values joined by a backslash."""
+
+    def test_anyPart(self):
+        for value, expected in (
+                ("ORIGINAL", ["1.1.1.1", "1.1.1.2", "1.1.2.1", "1.1.2.2"]),
+                ("PRIMARY", ["1.1.1.1", "1.1.1.2", "1.1.2.1", "1.1.2.2", "1.2.1.1"]),
+                ("AXIAL", ["1.1.1.1", "1.1.1.2", "1.1.1.3"]),
+                ("PRIMARYX", ["1.1.1.3"]),
+                ("PRIM", []),
+                ("RIMARY", []),
+                ("ORIGINAL\\PRIMARY\\AXIAL", ["1.1.1.1", "1.1.1.2", "1.1.1.3", "1.1.2.1",
+                                              "1.1.2.2", "1.2.1.1"])):
+            self.assertMatches("IMAGE", K(IMAGE_TYPE, "CS", value), expected)
+
+    def test_wildcardParts(self):
+        self.assertMatches("IMAGE", K(IMAGE_TYPE, "CS", "PRIM*"),
+                           ["1.1.1.1", "1.1.1.2", "1.1.1.3", "1.1.2.1", "1.1.2.2", "1.2.1.1"])
+        self.assertMatches("IMAGE", K(IMAGE_TYPE, "CS", "DER?VED"), ["1.1.1.3"])
+
+    def test_numbers(self):
+        self.assertMatches("IMAGE", K(ECHO_NUMBERS, "IS", "2"), ["1.1.2.1", "1.2.1.1"])
+        self.assertMatches("IMAGE", K(ECHO_NUMBERS, "IS", "1"), ["1.1.2.1"])
+        self.assertMatches("IMAGE", K(ECHO_NUMBERS, "IS", "12"), ["1.1.2.2"])
+
+    def test_studyModalityColumn(self):
+        """Without computed fields, ModalitiesInStudy is DICOMStudies.StudyModality."""
+        query = IndexQuery(self.index.tables, self.index.layout, computedFields=False)
+        self.assertMatches("STUDY", K(MODALITIES_IN_STUDY, "CS", "MR"), ["1.1", "1.2"], query=query)
+        self.assertMatches("STUDY", K(MODALITIES_IN_STUDY, "CS", "CT"), ["1.1"], query=query)
+        self.assertMatches("STUDY", K(MODALITIES_IN_STUDY, "CS", "CT\\US"), ["1.1", "2.1"],
+                           query=query)
+        self.assertMatches("STUDY", K(MODALITIES_IN_STUDY, "CS", "CT*"), ["1.1", "4.1"],
+                           query=query)
+        self.assertEqual(self.find("STUDY", K(STUDY_UID, "UI", "1.1"), K(MODALITIES_IN_STUDY, "CS"),
+                                   query=query),
+                         [{STUDY_UID: "1.1", MODALITIES_IN_STUDY: "CT\\MR"}])
+
+
+class DateTimeTests(ArchiveTestCase):
+    """DT matching, on a layout with AcquisitionDateTime in DICOMImages."""
+
+    def makeLayout(self):
+        layout = shippedLayout()
+        column = Column(0x0008, 0x002A, "AcqDateTime", 26, "SQL_C_CHAR", "DT_STR")
+        return replace(layout, image=layout.image[:-1] + [column, layout.image[-1]])
+
+    def records(self):
+        times = {"1.1.1.1": "20240102101500", "1.1.1.2": "20240102101500.250000",
+                 "1.1.1.3": "20240102235959", "1.1.2.1": "20240103",
+                 "1.1.2.2": "20240102101500+0100"}
+        for record in archiveRecords():
+            sop = record.attrs[SOP_UID]
+            if sop in times:
+                record.attrs[ACQ_DATE_TIME] = times[sop]
+            yield record
+
+    def test_dateTime(self):
+        match = lambda value, expected: self.assertMatches(
+            "IMAGE", [K(SERIES_UID, "UI", "1.1.1\\1.1.2\\1.2.1"), K(ACQ_DATE_TIME, "DT", value)],
+            expected)
+        match("20240102101500", ["1.1.1.1"])
+        match("20240102101500.250000", ["1.1.1.2"])
+        match("20240102-20240102", ["1.1.1.1", "1.1.1.2", "1.1.1.3", "1.1.2.2"])
+        match("-2024010210", ["1.1.1.1", "1.1.1.2", "1.1.2.2"])
+        match("20240102101500.1-", ["1.1.1.2", "1.1.1.3", "1.1.2.1"])
+        match("20240102120000-", ["1.1.1.3", "1.1.2.1"])
+        match("20240102101500+0100-", ["1.1.1.2", "1.1.1.3", "1.1.2.1", "1.1.2.2"])
+        match("-20240102101500+0100", ["1.1.1.1", "1.1.2.2"])
+        match("2024-01-02", [])
+
+
+class ComputedFieldTests(ArchiveTestCase):
+    """Number of related ..., ModalitiesInStudy and SOPClassesInStudy."""
+
+    def test_patientCounts(self):
+        keys = [K(PATIENT_STUDIES, "IS"), K(PATIENT_SERIES, "IS"), K(PATIENT_INSTANCES, "IS")]
+        results = {r[PATIENT_ID]: (r[PATIENT_STUDIES], r[PATIENT_SERIES], r[PATIENT_INSTANCES])
+                   for r in self.find("PATIENT", *keys)}
+        self.assertEqual(results, {"PAT1": ("2", "3", "6"), "PAT2": ("1", "2", "2"),
+                                   "PAT3": ("1", "1", "1"), "PAT_4": ("1", "1", "1"),
+                                   "PATX4": ("1", "1", "1")})
+        for level, key in (("STUDY", "1.2"), ("SERIES", "1.2.1"), ("IMAGE", "1.2.1.1")):
+            tag = (PATIENT_ID, STUDY_UID, SERIES_UID, SOP_UID)[LEVELS.index(level)]
+            [result] = self.find(level, K(tag, "UI", key), *keys)
+            self.assertEqual((result[PATIENT_STUDIES], result[PATIENT_SERIES],
+                              result[PATIENT_INSTANCES]), ("2", "3", "6"))
+
+    def test_studyAndSeriesCounts(self):
+        results = self.find("STUDY", K(PATIENT_ID, "LO", "PAT1"), K(STUDY_SERIES, "IS"),
+                            K(STUDY_INSTANCES, "IS"), K(SERIES_INSTANCES, "IS"))
+        self.assertEqual(results, [
+            {PATIENT_ID: "PAT1", STUDY_SERIES: "2", STUDY_INSTANCES: "5", STUDY_UID: "1.1"},
+            {PATIENT_ID: "PAT1", STUDY_SERIES: "1", STUDY_INSTANCES: "1", STUDY_UID: "1.2"}])
+        results = self.find("SERIES", K(STUDY_UID, "UI", "1.1"), K(SERIES_INSTANCES, "IS"),
+                            K(STUDY_INSTANCES, "IS"))
+        self.assertEqual(results, [
+            {STUDY_UID: "1.1", SERIES_INSTANCES: "3", STUDY_INSTANCES: "5", SERIES_UID: "1.1.1"},
+            {STUDY_UID: "1.1", SERIES_INSTANCES: "2", STUDY_INSTANCES: "5", SERIES_UID: "1.1.2"}])
+        [result] = self.find("IMAGE", K(SOP_UID, "UI", "1.1.2.2"), K(SERIES_INSTANCES, "IS"),
+                             K(STUDY_SERIES, "IS"))
+        self.assertEqual((result[SERIES_INSTANCES], result[STUDY_SERIES]), ("2", "2"))
+
+    def test_countsOfLowerLevelsOnly(self):
+        """A study count at PATIENT level has nothing to count around."""
+        self.assertEqual(self.find("PATIENT", K(PATIENT_ID, "LO", "PAT2"), K(STUDY_SERIES, "IS"),
+                                   K(SERIES_INSTANCES, "IS")),
+                         [{PATIENT_ID: "PAT2"}])
+
+    def test_modalitiesAndSopClassesInStudy(self):
+        results = {r[STUDY_UID]: (r[MODALITIES_IN_STUDY], r[SOP_CLASSES_IN_STUDY])
+                   for r in self.find("STUDY", K(MODALITIES_IN_STUDY, "CS"),
+                                      K(SOP_CLASSES_IN_STUDY, "UI"))}
+        self.assertEqual(results, {
+            "1.1": ("CT\\MR", "\\".join(sorted([CT, MR, SC]))), "1.2": ("MR", MR),
+            "2.1": ("PT\\US", f"{CT}\\{US}"), "3.1": ("", SC), "4.1": ("CTX", CT),
+            "5.1": ("DX", CT)})
+
+    def test_modalitiesInStudyMatching(self):
+        """A study matches when one of its series has a requested modality;
+        the whole list still comes back."""
+        self.assertMatches("STUDY", K(MODALITIES_IN_STUDY, "CS", "MR"), ["1.1", "1.2"])
+        self.assertMatches("STUDY", K(MODALITIES_IN_STUDY, "CS", "CT\\US"), ["1.1", "2.1"])
+        self.assertMatches("STUDY", K(MODALITIES_IN_STUDY, "CS", "C*"), ["1.1", "4.1"])
+        self.assertMatches("STUDY", K(MODALITIES_IN_STUDY, "CS", "XA"), [])
+        self.assertMatches("STUDY", K(MODALITIES_IN_STUDY, "CS", "OT"), [])
+        self.assertEqual(self.find("STUDY", K(MODALITIES_IN_STUDY, "CS", "MR"),
+                                   K(STUDY_DATE, "DA", "2024-")),
+                         [{MODALITIES_IN_STUDY: "CT\\MR", STUDY_DATE: "20240102",
+                           STUDY_UID: "1.1"}])
+
+    def test_sopClassesInStudyMatching(self):
+        self.assertMatches("STUDY", K(SOP_CLASSES_IN_STUDY, "UI", SC), ["1.1", "3.1"])
+        self.assertMatches("STUDY", K(SOP_CLASSES_IN_STUDY, "UI", f"{US}\\{MR}"),
+                           ["1.1", "1.2", "2.1"])
+        self.assertMatches("STUDY", K(SOP_CLASSES_IN_STUDY, "UI", CT),
+                           ["1.1", "2.1", "4.1", "5.1"])
+
+    def test_oneStatement(self):
+        statements = self.statements()
+        self.find("STUDY", K(MODALITIES_IN_STUDY, "CS", "MR"), K(SOP_CLASSES_IN_STUDY, "UI"),
+                  K(PATIENT_STUDIES, "IS"), K(STUDY_INSTANCES, "IS"), K(PATIENT_NAME, "PN"))
+        self.assertEqual(len(statements), 1)
+
+    def test_computedFieldsOff(self):
+        query = IndexQuery(self.index.tables, self.index.layout, computedFields=False)
+        results = self.find("STUDY", K(STUDY_UID, "UI", "1.1"), K(STUDY_INSTANCES, "IS"),
+                            K(PATIENT_STUDIES, "IS"), K(SOP_CLASSES_IN_STUDY, "UI"),
+                            K(MODALITIES_IN_STUDY, "CS"), query=query)
+        self.assertEqual(results, [{STUDY_UID: "1.1", MODALITIES_IN_STUDY: "CT\\MR"}])
+
+    def test_notRequestedNotComputed(self):
+        statements = self.statements()
+        self.find("PATIENT", K(PATIENT_ID, "LO", "PAT1"))
+        self.assertNotIn("count", statements[-1].lower())
+
+
+class SortOrderTests(ArchiveTestCase):
+    """Conquest's *QuerySortOrder settings."""
+
+    def setUp(self):
+        super().setUp()
+        self.events = []
+        self.patch(IndexQuery, "log", Logger(observer=self.events.append))
+
+    def ordered(self, level, sortOrder, *keys):
+        query = IndexQuery(self.index.tables, self.index.layout, {level: sortOrder})
+        return self.keysOf(level, *keys, query=query)
+
+    def test_defaultIsKeyOrder(self):
+        self.assertEqual(self.keysOf("STUDY"), sorted(STUDIES))
+        self.assertEqual(self.keysOf("IMAGE", K(SERIES_UID, "UI", "1.1.1")),
+                         ["1.1.1.1", "1.1.1.2", "1.1.1.3"])
+
+    def test_patientColumn(self):
+        self.assertEqual(self.ordered("PATIENT", "DICOMPatients.PatientBirthDate"),
+                         ["PAT3", "PAT2", "PAT1", "PAT_4", "PATX4"])
+        self.assertEqual(self.events, [])
+
+    def test_caseInsensitiveTruncatedAndDescending(self):
+        self.assertEqual(self.ordered("STUDY", "dicomstudies.studyd desc, DICOMStudies.STUDYTIME"),
+                         ["2.1", "4.1", "1.1", "1.2", "5.1", "3.1"])
+        self.assertEqual(self.ordered("STUDY", "DICOMSTUDIES.STUDYTI"),
+                         ["3.1", "4.1", "1.1", "5.1", "2.1", "1.2"])
+        self.assertEqual(self.events, [])
+
+    def test_tableNotInQuery(self):
+        """Conquest's example StudyQuerySortOrder names a series column:
+        that part is ignored with one warning."""
+        result = self.ordered("STUDY", "dicomstudies.studydate, dicomseries.seriesnumb")
+        self.assertEqual(result, ["3.1", "5.1", "1.2", "1.1", "4.1", "2.1"])
+        self.assertEqual(len(self.events), 1)
+        self.assertEqual(self.events[0]["log_level"].name, "warn")
+        self.assertEqual(self.events[0]["name"], "dicomseries.seriesnumb")
+
+    def test_unknownNames(self):
+        result = self.ordered("SERIES", "DICOMSeries.Nonsense, NoSuchTable.Modality, , x y z")
+        self.assertEqual(result, sorted(SERIES))
+        self.assertEqual([e["name"] for e in self.events],
+                         ["DICOMSeries.Nonsense", "NoSuchTable.Modality", "x y z"])
+
+    def test_upperTableJoined(self):
+        """An IMAGE sort order may use the series and study tables."""
+        result = self.ordered("IMAGE", "DICOMStudies.StudyDate DESC, DICOMSeries.SeriesNumber,"
+                                      " DICOMImages.ImageNumber", K(PATIENT_ID, "LO", "PAT1"))
+        self.assertEqual(result, ["1.1.1.3", "1.1.1.1", "1.1.1.2", "1.1.2.1", "1.1.2.2",
+                                  "1.2.1.1"])
+
+    def test_levelsAreSeparate(self):
+        query = IndexQuery(self.index.tables, self.index.layout,
+                           {"PATIENT": "DICOMPatients.PatientBirthDate", "study": "StudyDate"})
+        self.assertEqual(self.keysOf("PATIENT", query=query),
+                         ["PAT3", "PAT2", "PAT1", "PAT_4", "PATX4"])
+        self.assertEqual(self.keysOf("STUDY", query=query),
+                         ["3.1", "5.1", "1.2", "1.1", "4.1", "2.1"])
+        self.assertEqual(self.keysOf("SERIES", query=query), sorted(SERIES))
+
+
+class InstancesTests(ArchiveTestCase):
+    """instances(): what a C-MOVE/C-GET sends."""
+
+    def sops(self, level, *keys):
+        return [i.sopInstanceUID for i in self.instances(level, *keys)]
+
+    def test_patient(self):
+        self.assertEqual(self.sops("PATIENT", K(PATIENT_ID, "LO", "PAT1")),
+                         ["1.1.1.3", "1.1.1.2", "1.1.1.1", "1.1.2.1", "1.1.2.2", "1.2.1.1"])
+
+    def test_fields(self):
+        [instance] = self.instances("IMAGE", K(SOP_UID, "UI", "1.1.2.2"))
+        self.assertEqual(instance, Instance("1.1.2.2", SC, "MAG0", "PAT1/1.1.2.2.dcm",
+                                            "PAT1", "1.1", "1.1.2"))
+
+    def test_studyList(self):
+        self.assertEqual(self.sops("STUDY", K(STUDY_UID, "UI", "2.1\\1.1")),
+                         ["1.1.1.3", "1.1.1.2", "1.1.1.1", "1.1.2.1", "1.1.2.2", "2.1.1.1",
+                          "2.1.2.1"])
+
+    def test_series(self):
+        self.assertEqual(self.sops("SERIES", K(SERIES_UID, "UI", "1.1.1")),
+                         ["1.1.1.3", "1.1.1.2", "1.1.1.1"])
+        self.assertEqual(self.sops("SERIES", K(STUDY_UID, "UI", "1.1"), K(MODALITY, "CS", "MR")),
+                         ["1.1.2.1", "1.1.2.2"])
+
+    def test_images(self):
+        self.assertEqual(self.sops("IMAGE", K(SOP_UID, "UI", "5.1.1.1\\1.1.1.1")),
+                         ["1.1.1.1", "5.1.1.1"])
+
+    def test_matchingLikeFind(self):
+        self.assertEqual(self.sops("STUDY", K(PATIENT_NAME, "PN", "o'brien*")), ["4.1.1.1"])
+        self.assertEqual(self.sops("STUDY", K(STUDY_DATE, "DA", "-20231231")),
+                         ["1.2.1.1", "5.1.1.1"])
+        self.assertEqual(self.sops("STUDY", K(MODALITIES_IN_STUDY, "CS", "US")),
+                         ["2.1.1.1", "2.1.2.1"])
+        self.assertEqual(self.sops("PATIENT", K(PATIENT_NAME, "PN", "DOE*")),
+                         ["1.1.1.3", "1.1.1.2", "1.1.1.1", "1.1.2.1", "1.1.2.2", "1.2.1.1",
+                          "5.1.1.1"])
+        self.assertEqual(self.sops("PATIENT", K(PATIENT_ID, "LO", "x' OR '1'='1")), [])
+
+    def test_lowerLevelKeysIgnored(self):
+        """Like find: an image key does not narrow a STUDY level retrieve."""
+        self.assertEqual(self.sops("STUDY", K(STUDY_UID, "UI", "1.2"), K(SOP_UID, "UI", "9")),
+                         ["1.2.1.1"])
+
+    def test_oneStatement(self):
+        statements = self.statements()
+        self.instances("PATIENT", K(PATIENT_ID, "LO", "PAT1\\PAT2"))
+        self.assertEqual(len(statements), 1)
+        self.assertIn("JOIN", statements[0])
+
+
+class QueryPlanTests(ArchiveTestCase):
+    """SQLite uses indexes for the benchmark queries (EXPLAIN QUERY PLAN)."""
+
+    def plan(self, level, *keys, instances=False):
+        statements = []
+
+        def listener(conn, cursor, statement, parameters, *rest):
+            statements.append((statement, parameters))
+        event.listen(self.engine, "before_cursor_execute", listener)
+        try:
+            (self.instances if instances else self.find)(level, *keys)
+        finally:
+            event.remove(self.engine, "before_cursor_execute", listener)
+        [(statement, parameters)] = statements
+        with self.engine.connect() as connection:
+            return [row[-1] for row in connection.exec_driver_sql(
+                "EXPLAIN QUERY PLAN " + statement, parameters)]
+
+    def assertSearches(self, plan, *indexes):
+        for index in indexes:
+            self.assertTrue(any(f"INDEX {index} " in line for line in plan), (index, plan))
+        self.assertFalse([line for line in plan if line.startswith("SCAN")], plan)
+
+    def test_indexes(self):
+        """PatientID columns of every table are indexed, PatientName also
+        as lower(PatientName)."""
+        with self.engine.connect() as connection:
+            indexes = dict(connection.execute(text(
+                "SELECT name, sql FROM sqlite_master WHERE type = 'index'")).all())
+        self.assertEqual(indexes["ix_DICOMSeries_SeriesPat"],
+                         'CREATE INDEX "ix_DICOMSeries_SeriesPat" ON "DICOMSeries" ("SeriesPat")')
+        self.assertEqual(indexes["ix_DICOMImages_ImagePat"],
+                         'CREATE INDEX "ix_DICOMImages_ImagePat" ON "DICOMImages" ("ImagePat")')
+        for table in ("DICOMPatients", "DICOMStudies", "DICOMWorkList"):
+            self.assertEqual(indexes[f"ix_{table}_PatientName_lower"],
+                             f'CREATE INDEX "ix_{table}_PatientName_lower" ON "{table}" '
+                             '(lower("PatientName"))')
+
+    def test_patientByID(self):
+        plan = self.plan("PATIENT", K(PATIENT_ID, "LO", "PAT1"), K(PATIENT_NAME, "PN"),
+                         K(PATIENT_STUDIES, "IS"), K(PATIENT_SERIES, "IS"),
+                         K(PATIENT_INSTANCES, "IS"))
+        self.assertSearches(plan, "ux_DICOMPatients_PatientID", "ix_DICOMStudies_PatientID",
+                            "ix_DICOMSeries_SeriesPat", "ix_DICOMImages_ImagePat")
+
+    def test_patientByNameWildcard(self):
+        plan = self.plan("PATIENT", K(PATIENT_ID, "LO"), K(PATIENT_NAME, "PN", "DOE*"),
+                         K(PATIENT_STUDIES, "IS"))
+        self.assertSearches(plan, "ix_DICOMPatients_PatientName_lower",
+                            "ix_DICOMStudies_PatientID")
+        plan = self.plan("STUDY", K(PATIENT_NAME, "PN", "doe^j*"))
+        self.assertSearches(plan, "ix_DICOMStudies_PatientName_lower")
+        plan = self.plan("PATIENT", K(PATIENT_NAME, "PN", "Doe^John"))
+        self.assertSearches(plan, "ix_DICOMPatients_PatientName_lower")
+
+    def test_studiesByDateRange(self):
+        plan = self.plan("STUDY", K(STUDY_DATE, "DA", "20240101-20240131"), K(STUDY_UID, "UI"),
+                         K(PATIENT_NAME, "PN"), K(MODALITIES_IN_STUDY, "CS"),
+                         K(STUDY_INSTANCES, "IS"))
+        self.assertSearches(plan, "ix_DICOMStudies_StudyDate",
+                            "ix_DICOMSeries_StudyInstanceUID", "ix_DICOMImages_SeriesInstanceUID")
+        plan = self.plan("STUDY", K(STUDY_DATE, "DA", "-20240131"))
+        self.assertSearches(plan, "ix_DICOMStudies_StudyDate")
+
+    def test_studiesByDateAndModality(self):
+        """The EXISTS on ModalitiesInStudy looks series up by study, not by
+        the (unselective) Modality index."""
+        plan = self.plan("STUDY", K(STUDY_DATE, "DA", "20240101-20240131"),
+                         K(MODALITIES_IN_STUDY, "CS", "MR"))
+        self.assertSearches(plan, "ix_DICOMStudies_StudyDate", "ix_DICOMSeries_StudyInstanceUID")
+        self.assertFalse([line for line in plan if "Modality" in line], plan)
+
+    def test_imagesOfSeries(self):
+        plan = self.plan("IMAGE", K(SERIES_UID, "UI", "1.1.1"), K(STUDY_UID, "UI", "1.1"),
+                         K(SOP_UID, "UI"), K(SOP_CLASS, "UI"), K(IMAGE_NUMBER, "IS"))
+        self.assertSearches(plan, "ix_DICOMImages_SeriesInstanceUID")
+
+    def test_uidBeatsModality(self):
+        plan = self.plan("SERIES", K(STUDY_UID, "UI", "1.1"), K(MODALITY, "CS", "CT"))
+        self.assertSearches(plan, "ix_DICOMSeries_StudyInstanceUID")
+        plan = self.plan("SERIES", K(PATIENT_ID, "LO", "PAT1"), K(MODALITY, "CS", "CT"))
+        self.assertSearches(plan, "ix_DICOMSeries_SeriesPat")
+
+    def test_instances(self):
+        self.assertSearches(self.plan("PATIENT", K(PATIENT_ID, "LO", "PAT1"), instances=True),
+                            "ux_DICOMPatients_PatientID", "ix_DICOMStudies_PatientID",
+                            "ix_DICOMSeries_StudyInstanceUID", "ix_DICOMImages_SeriesInstanceUID")
+        self.assertSearches(self.plan("SERIES", K(SERIES_UID, "UI", "1.1.1"), instances=True),
+                            "ix_DICOMImages_SeriesInstanceUID")

@@ -1,0 +1,170 @@
+"""The client (requestor) against our own acceptor over twisted.test.iosim,
+with a task.Clock for every timer."""
+
+from pydicom.dataset import Dataset
+from twisted.internet import defer, task
+from twisted.test import iosim
+from twisted.trial import unittest
+
+from pacscore.dicom import commands
+from pacscore.dicom.client import DicomClientFactory, numberContexts
+from pacscore.dicom.datasets import decodeDataset, encodeDataset
+from pacscore.dicom.negotiation import AcceptorPolicy, AssociationRefused
+from pacscore.dicom.protocol import AssociationLost, DicomServerFactory, DIMSETimeout, NoContext
+from pacscore.dicom.verification import EchoService
+from tests.pacscore.dicom.requests import CT_STORAGE, EXPLICIT, IMPLICIT, STUDY_FIND, VERIFICATION
+
+
+class Recorder:
+    """A C-STORE service keeping what it gets."""
+
+    def __init__(self, status=0):
+        self.received = []
+        self.status = status
+
+    def handle(self, protocol, contextId, command, dataset):
+        self.received.append((command, bytes(dataset.data), protocol.association.contexts[contextId][1]))
+        protocol.sendMessage(contextId, commands.response(command, commands.C_STORE_RSP, self.status))
+
+
+class Finder:
+    """A C-FIND service answering with ``matches`` pending responses, one
+    per clock tick, stopping when cancelled."""
+
+    def __init__(self, clock, matches):
+        self.clock = clock
+        self.matches = matches
+        self.identifiers = []
+
+    @defer.inlineCallbacks
+    def handle(self, protocol, contextId, command, dataset):
+        syntax = protocol.association.contexts[contextId][1]
+        self.identifiers.append(decodeDataset(dataset.data, syntax))
+        for n in range(self.matches):
+            if protocol.isCancelled(command):
+                protocol.sendMessage(contextId, commands.response(command, commands.C_FIND_RSP, 0xFE00))
+                return
+            match = Dataset()
+            match.PatientID = f"P{n}"
+            protocol.sendMessage(contextId, commands.response(command, commands.C_FIND_RSP, 0xFF00),
+                                 encodeDataset(match, syntax))
+            yield task.deferLater(self.clock, 1, lambda: None)
+        protocol.sendMessage(contextId, commands.response(command, commands.C_FIND_RSP, 0))
+
+
+class Silent:
+    """A service that never answers."""
+
+    def handle(self, protocol, contextId, command, dataset):
+        return defer.Deferred()
+
+
+class ClientTests(unittest.TestCase):
+
+    def setUp(self):
+        self.clock = task.Clock()
+        self.recorder = Recorder()
+        self.finder = Finder(self.clock, 3)
+        policy = AcceptorPolicy(aeTitles=["PACS"],
+                                abstractSyntaxes={VERIFICATION: False, CT_STORAGE: True, STUDY_FIND: False},
+                                transferSyntaxes={IMPLICIT, EXPLICIT})
+        self.server = DicomServerFactory(
+            policy, {commands.C_ECHO_RQ: EchoService(), commands.C_STORE_RQ: self.recorder,
+                     commands.C_FIND_RQ: self.finder}, {}, self.clock)
+
+    def connect(self, contexts, calledAE="PACS", dimseTimeout=None, services=None, roles=None):
+        result = []
+        d = defer.Deferred()
+        d.addBoth(result.append)
+        factory = DicomClientFactory("ME", calledAE, numberContexts(contexts), roles, d,
+                                     services=services or {}, sinks={}, clock=self.clock,
+                                     dimseTimeout=dimseTimeout)
+        self.client, self.serverProtocol, self.pump = iosim.connectedServerAndClient(
+            lambda: self.server.buildProtocol(None), lambda: factory.buildProtocol(None), clock=self.clock)
+        self.pump.flush()
+        return result[0]
+
+    def settle(self, d):
+        result = []
+        d.addBoth(result.append)
+        for _ in range(20):
+            self.pump.flush()
+            self.clock.advance(1)
+        self.assertTrue(result, "the Deferred never fired")
+        return result[0]
+
+    def test_echoAndRelease(self):
+        association = self.connect([(VERIFICATION, [IMPLICIT])])
+        self.assertIs(association, self.client)
+        self.assertEqual(self.settle(association.echo()), 0)
+        self.assertIsNone(self.settle(association.release()))
+        self.assertEqual(self.client.state, "Sta13")
+
+    def test_refused(self):
+        failure = self.connect([(VERIFICATION, [IMPLICIT])], calledAE="OTHER")
+        failure.trap(AssociationRefused)
+        self.assertIn("called AE title not recognized", str(failure.value))
+
+    def test_storeUsesTheAcceptedSyntax(self):
+        association = self.connect([(CT_STORAGE, [EXPLICIT, IMPLICIT])])
+        self.assertEqual(association.acceptedSyntaxes(CT_STORAGE), {EXPLICIT: 1})
+        response = self.settle(association.store(b"\x08\x00\x18\x00UI\x02\x001\x00", CT_STORAGE, "1.2.3", EXPLICIT,
+                                                 moveOriginator=("MOVER", 7)))
+        self.assertEqual(response[commands.STATUS], 0)
+        [(command, data, syntax)] = self.recorder.received
+        self.assertEqual((command[commands.MOVE_ORIGINATOR_AE], command[commands.MOVE_ORIGINATOR_MESSAGE_ID]),
+                         ("MOVER", 7))
+        self.assertEqual(syntax, EXPLICIT)
+        failure = self.settle(association.store(b"", CT_STORAGE, "1.2.4", IMPLICIT))
+        failure.trap(NoContext)
+
+    def test_findStreamsMatches(self):
+        association = self.connect([(STUDY_FIND, [IMPLICIT])])
+        identifier = Dataset()
+        identifier.QueryRetrieveLevel = "PATIENT"
+        identifier.PatientID = "*"
+        matches = []
+        status = self.settle(association.find(STUDY_FIND, identifier,
+                                              lambda data, syntax: matches.append(decodeDataset(data, syntax))))
+        self.assertEqual(status, 0)
+        self.assertEqual([m.PatientID for m in matches], ["P0", "P1", "P2"])
+        self.assertEqual(self.finder.identifiers[0].PatientID, "*")
+
+    def test_cancel(self):
+        self.finder.matches = 100
+        association = self.connect([(STUDY_FIND, [IMPLICIT])])
+        matches = []
+        d = association.find(STUDY_FIND, Dataset(), lambda data, syntax: matches.append(data))
+        self.pump.flush()
+        association.cancelLast(STUDY_FIND)
+        self.assertEqual(self.settle(d), 0xFE00)
+        self.assertLess(len(matches), 5)
+
+    def test_dimseTimeoutAborts(self):
+        self.server.services[commands.C_ECHO_RQ] = Silent()
+        association = self.connect([(VERIFICATION, [IMPLICIT])], dimseTimeout=5)
+        failure = self.settle(association.echo())
+        failure.trap(DIMSETimeout)
+
+    def test_serverGoneFailsPendingRequests(self):
+        self.server.services[commands.C_ECHO_RQ] = Silent()
+        association = self.connect([(VERIFICATION, [IMPLICIT])])
+        d = association.echo()
+        self.pump.flush()
+        self.serverProtocol.abort()
+        failure = self.settle(d)
+        failure.trap(AssociationLost)
+
+    def test_peerStoresDuringGet(self):
+        """The client answers C-STORE requests with the services it was given
+        (C-GET sub-operations): here the server sends one itself."""
+        received = Recorder()
+        association = self.connect([(CT_STORAGE, [IMPLICIT])], services={commands.C_STORE_RQ: received},
+                                   roles={CT_STORAGE: (False, True)})
+        self.assertIn(CT_STORAGE, self.serverProtocol.association.rolesAsSCU)
+        response = self.settle(self.serverProtocol.request(
+            1, {commands.COMMAND_FIELD: commands.C_STORE_RQ, commands.AFFECTED_SOP_CLASS_UID: CT_STORAGE,
+                commands.AFFECTED_SOP_INSTANCE_UID: "1.2.9", commands.PRIORITY: 0}, b"\x08\x00\x18\x00"))
+        self.assertEqual(response[0][commands.STATUS], 0)
+        self.assertEqual(received.received[0][1], b"\x08\x00\x18\x00")
+        self.assertIsNotNone(association)

@@ -1,0 +1,86 @@
+"""The pieces of C-MOVE/C-GET that decide: which contexts to propose, which
+syntax to send an object in, which status ends the retrieve."""
+
+from twisted.trial import unittest
+
+from pacscore.dicom import commands
+from pacscore.dicom.retrieve import (
+    SUBOPERATIONS_FAILED, SUCCESS, UNABLE_TO_PERFORM_SUBOPERATIONS, Progress, choose, contextsFor)
+from pacscore.storage.reader import Missing, StoredObject
+
+CT = "1.2.840.10008.5.1.4.1.1.2"
+MR = "1.2.840.10008.5.1.4.1.1.4"
+IMPLICIT = "1.2.840.10008.1.2"
+EXPLICIT = "1.2.840.10008.1.2.1"
+J2K_LOSSLESS = "1.2.840.10008.1.2.4.90"
+JPEG_LOSSLESS = "1.2.840.10008.1.2.4.70"
+
+
+def stored(syntax, sopClass=CT, uid="1.2.3"):
+    return StoredObject(uid, sopClass, "/nowhere", syntax, 0, 0)
+
+
+class ContextsTests(unittest.TestCase):
+
+    def test_compressedSyntaxesGetContextsOfTheirOwn(self):
+        located = [stored(EXPLICIT), stored(J2K_LOSSLESS), stored(IMPLICIT, MR), Missing("1.2.4", "gone")]
+        self.assertEqual(contextsFor(located, "as"), [
+            (CT, [EXPLICIT, IMPLICIT]), (MR, [IMPLICIT, EXPLICIT]), (CT, [J2K_LOSSLESS])])
+
+    def test_uncompressedCodeProposesNoCompressedSyntax(self):
+        self.assertEqual(contextsFor([stored(J2K_LOSSLESS)], "un"), [(CT, [EXPLICIT, IMPLICIT])])
+
+    def test_atMost128(self):
+        located = [stored(EXPLICIT, f"1.2.3.{n}") for n in range(100)] + \
+                  [stored(J2K_LOSSLESS, f"1.2.3.{n}") for n in range(100)]
+        contexts = contextsFor(located, "as")
+        self.assertEqual(len(contexts), 128)
+        self.assertEqual(contexts[:100], [(f"1.2.3.{n}", [EXPLICIT, IMPLICIT]) for n in range(100)])
+
+
+class ChooseTests(unittest.TestCase):
+
+    def test_asStoredWhenAccepted(self):
+        self.assertEqual(choose(stored(J2K_LOSSLESS), {J2K_LOSSLESS: 3, EXPLICIT: 1}, "as"), J2K_LOSSLESS)
+
+    def test_decompressedWhenOnlyUncompressedIsAccepted(self):
+        self.assertEqual(choose(stored(JPEG_LOSSLESS), {IMPLICIT: 1}, "as"), IMPLICIT)
+        self.assertEqual(choose(stored(J2K_LOSSLESS), {EXPLICIT: 1, IMPLICIT: 3}, "as"), EXPLICIT)
+
+    def test_uncompressedCodeDecompressesEvenIfTheStoredSyntaxIsAccepted(self):
+        self.assertEqual(choose(stored(J2K_LOSSLESS), {J2K_LOSSLESS: 3, EXPLICIT: 1}, "un"), EXPLICIT)
+
+    def test_compressionCodeCompresses(self):
+        self.assertEqual(choose(stored(EXPLICIT), {J2K_LOSSLESS: 3, EXPLICIT: 1}, "jk"), J2K_LOSSLESS)
+
+    def test_nothingAccepted(self):
+        self.assertIsNone(choose(stored(EXPLICIT), {}, "as"))
+        self.assertIsNone(choose(stored(EXPLICIT), {JPEG_LOSSLESS: 1}, "as"))
+
+
+class ProgressTests(unittest.TestCase):
+
+    def test_counters(self):
+        progress = Progress(4)
+        for uid, status in (("a", SUCCESS), ("b", 0xB007), ("c", 0xA700), ("d", None)):
+            progress.done(uid, status)
+        self.assertEqual(progress.counters(final=True), {
+            commands.COMPLETED_SUBOPERATIONS: 1, commands.FAILED_SUBOPERATIONS: 2,
+            commands.WARNING_SUBOPERATIONS: 1})
+        self.assertEqual(progress.failedUIDs, ["c", "d"])
+        self.assertEqual(progress.finalStatus(), SUBOPERATIONS_FAILED)
+
+    def test_pendingCountsRemaining(self):
+        progress = Progress(3)
+        progress.done("a", SUCCESS)
+        self.assertEqual(progress.counters()[commands.REMAINING_SUBOPERATIONS], 2)
+
+    def test_finalStatuses(self):
+        progress = Progress(2)
+        progress.done("a", SUCCESS)
+        progress.done("b", SUCCESS)
+        self.assertEqual(progress.finalStatus(), SUCCESS)
+        progress = Progress(2)
+        progress.done("a", 0xA700)
+        progress.done("b", None)
+        self.assertEqual(progress.finalStatus(), UNABLE_TO_PERFORM_SUBOPERATIONS)

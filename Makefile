@@ -36,6 +36,7 @@ test: $(VENV)/.installed system-deps
 
 bench: $(VENV)/.installed system-deps
 	$(PY) bench/ingest.py
+	$(PY) bench/queryretrieve.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info _trial_temp* .pytest_cache

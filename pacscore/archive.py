@@ -100,7 +100,7 @@ class Archive:
             commands.C_FIND_RQ: FindService(self.index, self.query, self.aeTitle, self.reactor, self.counters),
             commands.C_MOVE_RQ: MoveService(*retrieveSettings, self.configuration.acrNemaMap, self.reactor,
                                             self.counters, dimseTimeout=self.idleTimeout),
-            commands.C_GET_RQ: GetService(*retrieveSettings, self.counters),
+            commands.C_GET_RQ: GetService(*retrieveSettings, self.reactor, self.counters),
         }
         return DicomServerFactory(
             self.acceptorPolicy(),

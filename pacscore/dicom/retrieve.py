@@ -2,15 +2,15 @@
 sub-operations.
 
 Both find the images the identifier selects, read their Part-10 headers,
-then send them one at a time - read from disk just ahead of need, so
-memory holds a couple of objects whatever the size of the retrieve.  A
+then send them one at a time - read from disk a batch ahead of need (a
+few MB), so memory stays bounded whatever the size of the retrieve.  A
 C-MOVE sends them on a new association, opened by our client to the
 destination AE that acrnema.map names; a C-GET sends them back on the
 requestor's own association (for the storage classes it took the SCP role
 for).  Each object goes in the stored transfer syntax when the peer takes
-it, else converted (``pacscore.codecs``) to the best one it accepted; a
-pending response after each reports Remaining/Completed/Failed/Warning, the
-final one lists the failed SOP instances.  A C-CANCEL stops the transfer
+it, else converted (``pacscore.codecs``) to the best one it accepted;
+pending responses (up to ten a second) report Remaining/Completed/Failed/
+Warning, the final one lists the failed SOP instances.  A C-CANCEL stops the transfer
 before the next object.
 """
 
@@ -38,6 +38,10 @@ UNABLE_TO_PROCESS = 0xC000
 FAILED_SOP_INSTANCE_UID_LIST = 0x00080058
 
 MAX_CONTEXTS = 128
+
+# Seconds between pending responses: the counters stay current for a
+# progress display without doubling the messages of a retrieve.
+PENDING_INTERVAL = 0.1
 
 
 class Refused(Exception):
@@ -126,12 +130,13 @@ class RetrieveService:
     responseField = None
     operation = None
 
-    def __init__(self, index, query, reader, workers, aeTitle, counters=None):
+    def __init__(self, index, query, reader, workers, aeTitle, clock, counters=None):
         self.index = index
         self.query = query
         self.reader = reader
         self.workers = workers
         self.aeTitle = aeTitle
+        self.clock = clock
         self.counters = counters if counters is not None else {}
 
     def handle(self, protocol, contextId, command, dataset):
@@ -195,23 +200,18 @@ class RetrieveService:
 
     async def _send(self, protocol, command, target, compression, located, progress, respond):
         """Send every object; True if cancelled."""
-        upcoming = self._read(located, 0)
-        for number, stored in enumerate(located):
+        upcoming = _ReadAhead(self.reader, self.workers, located)
+        lastPending = self.clock.seconds()
+        for stored in located:
             if protocol.isCancelled(command) or protocol.state != ESTABLISHED:
                 return protocol.isCancelled(command)
-            data = await upcoming
-            upcoming = self._read(located, number + 1)
+            data = await upcoming.next()
             status = await self._sendOne(target, stored, data, compression, self._originator(protocol, command))
             progress.done(stored.sopInstanceUID, status)
-            if progress.remaining:
+            if progress.remaining and self.clock.seconds() - lastPending >= PENDING_INTERVAL:
+                lastPending = self.clock.seconds()
                 respond(PENDING, progress, final=False)
         return False
-
-    def _read(self, located, number):
-        """A Deferred of the data set of ``located[number]`` (None if missing)."""
-        if number >= len(located) or isinstance(located[number], Missing):
-            return defer.succeed(None)
-        return self.workers.deferToWorker(self.reader.read, located[number])
 
     async def _sendOne(self, target, stored, data, compression, originator):
         """One C-STORE sub-operation; its status (None: not even sent)."""
@@ -266,6 +266,43 @@ class RetrieveService:
         return None
 
 
+class _ReadAhead:
+    """The data sets of ``located`` in order, read in the I/O pool a batch
+    (``batchBytes`` or ``batchCount`` objects) ahead of need."""
+
+    batchBytes = 4 << 20
+    batchCount = 32
+
+    def __init__(self, reader, workers, located):
+        self.reader = reader
+        self.workers = workers
+        self.located = located
+        self.position = 0
+        self.ready = []
+        self.reading = self._readBatch()
+
+    def _readBatch(self):
+        batch, size = [], 0
+        while self.position < len(self.located) and len(batch) < self.batchCount and size < self.batchBytes:
+            stored = self.located[self.position]
+            self.position += 1
+            batch.append(stored)
+            size += 0 if isinstance(stored, Missing) else stored.size
+        if not batch:
+            return None
+        return self.workers.deferToWorker(self._readAll, batch)
+
+    def _readAll(self, batch):
+        return [None if isinstance(stored, Missing) else self.reader.read(stored) for stored in batch]
+
+    async def next(self):
+        """The next data set (None for a missing object)."""
+        if not self.ready:
+            self.ready = await self.reading
+            self.reading = self._readBatch()
+        return self.ready.pop(0)
+
+
 class MoveService(RetrieveService):
     """C-MOVE: to the destination AE, looked up in acrnema.map."""
 
@@ -274,7 +311,7 @@ class MoveService(RetrieveService):
 
     def __init__(self, index, query, reader, workers, aeTitle, acrNemaMap, reactor, counters=None,
                  dimseTimeout=300, connectTimeout=30):
-        super().__init__(index, query, reader, workers, aeTitle, counters)
+        super().__init__(index, query, reader, workers, aeTitle, reactor, counters)
         self.acrNemaMap = acrNemaMap
         self.reactor = reactor
         self.dimseTimeout = dimseTimeout

@@ -208,9 +208,9 @@ class CancelAndLoadTests(unittest.TestCase):
         return images
 
     def test_cancelMove(self):
-        images = self.storeCorpus(patients=1, studiesPerPatient=1, seriesPerStudy=1, imagesPerSeries=300,
+        images = self.storeCorpus(patients=1, studiesPerPatient=1, seriesPerStudy=1, imagesPerSeries=1000,
                                   rows=8, columns=8)
-        result = dcmtk("movescu", "-v", "-S", "-aec", self.server.ae, "-aem", self.storescp.aet, "--cancel", "3",
+        result = dcmtk("movescu", "-v", "-S", "-aec", self.server.ae, "-aem", self.storescp.aet, "--cancel", "1",
                        "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={images[0].studyUID}",
                        "127.0.0.1", self.server.port)
         self.assertIn("Received Final Move Response (Cancel", result.stderr)

@@ -10,13 +10,12 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from pacscore.dicom import commands
-from pacscore.dicom.identifiers import BadIdentifier, MatchEncoder, readRequest
+from pacscore.dicom.identifiers import UNABLE_TO_PROCESS, BadIdentifier, MatchEncoder, readRequest
 from pacscore.dicom.models import modelOf
 
 SUCCESS = 0x0000
 CANCELLED = 0xFE00
 PENDING = 0xFF00
-UNABLE_TO_PROCESS = 0xC001
 
 # Matches sent before giving the reactor a turn (to read a C-CANCEL, say).
 BATCH = 64

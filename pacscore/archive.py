@@ -93,14 +93,14 @@ class Archive:
     def dicomFactory(self):
         """The protocol factory of the DICOM service."""
         storage = StorageService(self.objectStore, self.storageFailedStatus, self.counters)
-        retrieveSettings = (self.index, self.query, self.objectReader, self.workers, self.aeTitle)
+        retrieveSettings = (self.index, self.query, self.objectReader, self.workers, self.aeTitle, self.reactor)
         services = {
             commands.C_ECHO_RQ: EchoService(),
             commands.C_STORE_RQ: storage,
             commands.C_FIND_RQ: FindService(self.index, self.query, self.aeTitle, self.reactor, self.counters),
-            commands.C_MOVE_RQ: MoveService(*retrieveSettings, self.configuration.acrNemaMap, self.reactor,
-                                            self.counters, dimseTimeout=self.idleTimeout),
-            commands.C_GET_RQ: GetService(*retrieveSettings, self.reactor, self.counters),
+            commands.C_MOVE_RQ: MoveService(*retrieveSettings, self.configuration.acrNemaMap, self.counters,
+                                            dimseTimeout=self.idleTimeout),
+            commands.C_GET_RQ: GetService(*retrieveSettings, self.counters),
         }
         return DicomServerFactory(
             self.acceptorPolicy(),

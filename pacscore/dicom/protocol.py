@@ -85,6 +85,7 @@ class DicomProtocol(Protocol, TimeoutMixin):
     """
 
     log = Logger()
+    isAcceptor = True  # names the peer by its calling AE (the requestor: by the called AE)
 
     def __init__(self):
         self.state = None
@@ -439,8 +440,6 @@ class DicomProtocol(Protocol, TimeoutMixin):
         if association is not None:
             remote = association.callingAE if self.isAcceptor else association.calledAE
         return f"{remote}@{host}:{port}" if remote else f"{host}:{port}"
-
-    isAcceptor = True
 
 
 class DicomServerProtocol(DicomProtocol):

@@ -129,13 +129,13 @@ class RetrieveService:
     responseField = None
     operation = None
 
-    def __init__(self, index, query, reader, workers, aeTitle, clock, counters=None):
+    def __init__(self, index, query, reader, workers, aeTitle, reactor, counters=None):
         self.index = index
         self.query = query
         self.reader = reader
         self.workers = workers
         self.aeTitle = aeTitle
-        self.clock = clock
+        self.reactor = reactor
         self.counters = counters if counters is not None else {}
 
     def handle(self, protocol, contextId, command, dataset):
@@ -200,15 +200,15 @@ class RetrieveService:
     async def _send(self, protocol, command, target, compression, located, progress, respond):
         """Send every object; True if cancelled."""
         upcoming = _ReadAhead(self.reader, self.workers, located)
-        lastPending = self.clock.seconds()
+        lastPending = self.reactor.seconds()
         for stored in located:
             if protocol.isCancelled(command) or protocol.state != ESTABLISHED:
                 return protocol.isCancelled(command)
             data = await upcoming.next()
             status = await self._sendOne(target, stored, data, compression, self._originator(protocol, command))
             progress.done(stored.sopInstanceUID, status)
-            if progress.remaining and self.clock.seconds() - lastPending >= PENDING_INTERVAL:
-                lastPending = self.clock.seconds()
+            if progress.remaining and self.reactor.seconds() - lastPending >= PENDING_INTERVAL:
+                lastPending = self.reactor.seconds()
                 respond(PENDING, progress, final=False)
         return False
 
@@ -308,11 +308,10 @@ class MoveService(RetrieveService):
     responseField = commands.C_MOVE_RSP
     operation = "C-MOVE"
 
-    def __init__(self, index, query, reader, workers, aeTitle, acrNemaMap, reactor, counters=None,
+    def __init__(self, index, query, reader, workers, aeTitle, reactor, acrNemaMap, counters=None,
                  dimseTimeout=300, connectTimeout=30):
         super().__init__(index, query, reader, workers, aeTitle, reactor, counters)
         self.acrNemaMap = acrNemaMap
-        self.reactor = reactor
         self.dimseTimeout = dimseTimeout
         self.connectTimeout = connectTimeout
 

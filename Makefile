@@ -37,6 +37,7 @@ test: $(VENV)/.installed system-deps
 bench: $(VENV)/.installed system-deps
 	$(PY) bench/ingest.py
 	$(PY) bench/queryretrieve.py
+	$(PY) bench/worklist.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info _trial_temp* .pytest_cache

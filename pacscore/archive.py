@@ -2,28 +2,38 @@
 
 Built once from the configuration by ``tap.pacs.makeService``: the MAG
 devices, the index and its query translator, the file namer, the object
-store and reader, the I/O thread pool and the counters behind
-``--display_status``.
+store and reader, the I/O thread pool, the worklist and its HL7 intake,
+and the counters behind ``--display_status``.
 """
 
 from twisted.logger import Logger
 
+from pacscore.config.errors import ConfigError
 from pacscore.db.drivers import findDriver
 from pacscore.db.index import Index
 from pacscore.db.query import IndexQuery
+from pacscore.db.worklistitems import WorklistItems
+from pacscore.db.worklistquery import WorklistQuery
 from pacscore.dicom import commands
 from pacscore.dicom.find import FindService
 from pacscore.dicom.models import modelOf
 from pacscore.dicom.negotiation import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION, AcceptorPolicy
 from pacscore.dicom.protocol import DicomServerFactory
 from pacscore.dicom.retrieve import GetService, MoveService
+from pacscore.dicom.routing import SopClassRouter
 from pacscore.dicom.storage import StorageService
 from pacscore.dicom.verification import EchoService
 from pacscore.dicom.sopclasses import VERIFICATION, isStorageClass
+from pacscore.dicom.worklist import MODALITY_WORKLIST_FIND, WorklistFindService
+from pacscore.hl7.dropfolder import DropFolder
+from pacscore.hl7.intake import WorklistIntake
+from pacscore.hl7.mapping import WorklistMapping
+from pacscore.hl7.mllp import MLLPFactory
 from pacscore.storage.devices import MagDevice
 from pacscore.storage.filenames import FileNamer
 from pacscore.storage.reader import ObjectReader
 from pacscore.storage.store import ObjectStore
+from pacscore.storage.worklistmode import WorklistAmender
 from pacscore.workers import WorkerPool
 
 
@@ -49,11 +59,28 @@ class Archive:
         self.artimTimeout = configuration.ini.getint("ARTIMTimeOut", 30)
         self.storageFailedStatus = configuration.storageFailedErrorCode
         self.tcpPort = configuration.tcpPort
+        ini = configuration.ini
+        worklistColumns = configuration.layout.worklist
+        try:
+            self.worklistMapping = WorklistMapping(worklistColumns)
+        except ValueError as e:
+            raise ConfigError(configuration.layout.path, None, f"*WorkList* HL7 mapping: {e}") from e
+        self.worklistItems = WorklistItems(self.index, self.worklistMapping.generatedColumns)
+        self.worklistMode = ini.getint("WorkListMode", 0)
+        amender = (WorklistAmender(self.worklistMode, self.worklistItems.lookup, worklistColumns)
+                   if self.worklistMode in (1, 2) else None)
         self.objectStore = ObjectStore(
             self.devices[0], self.namer, self.index, configuration.layout.indexedTags(),
-            self.workers, IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION)
+            self.workers, IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION, amender=amender)
         self.objectReader = ObjectReader(self.devices)
-        ini = configuration.ini
+        self.hl7Intake = WorklistIntake(self.worklistMapping, self.worklistItems,
+                                        application=self.aeTitle, counters=self.counters)
+        self.hl7DropFolder = DropFolder(configuration.resolvePath(ini.get("HL7DropFolder", "") or "./hl7/"),
+                                        self.hl7Intake, self.workers)
+        self.hl7DropInterval = ini.getint("HL7DropFolderInterval", 2)
+        self.hl7MaxMessageSize = ini.getint("HL7MaxMessageSize", 1 << 20)
+        self.worklistQuery = WorklistQuery(self.index.tables.worklist, worklistColumns)
+        self.worklistReturnsIsoIr100 = ini.getint("WorkListReturnsISO_IR_100", 1) == 1
         self.query = IndexQuery(
             self.index.tables, configuration.layout,
             sortOrders={level: ini.get(f"{level.capitalize()}QuerySortOrder", "")
@@ -65,6 +92,7 @@ class Archive:
         crash leftovers are gone, the tables exist, the pools run."""
         for device in self.devices:
             device.prepare()
+        self.hl7DropFolder.prepare()
         self.index.createTables()
         self.workers.start()
         self.index.start()
@@ -80,7 +108,7 @@ class Archive:
         sopList = self.configuration.sopList
         served = {}
         for entry in sopList.sops():
-            if entry.uid == VERIFICATION or modelOf(entry.uid) is not None:
+            if entry.uid in (VERIFICATION, MODALITY_WORKLIST_FIND) or modelOf(entry.uid) is not None:
                 served[entry.uid] = False
             elif isStorageClass(entry.uid):
                 served[entry.uid] = True
@@ -97,7 +125,11 @@ class Archive:
         services = {
             commands.C_ECHO_RQ: EchoService(),
             commands.C_STORE_RQ: storage,
-            commands.C_FIND_RQ: FindService(self.index, self.query, self.aeTitle, self.reactor, self.counters),
+            commands.C_FIND_RQ: SopClassRouter(
+                {MODALITY_WORKLIST_FIND: WorklistFindService(
+                    self.index, self.worklistQuery, self.configuration.layout.worklist,
+                    self.worklistReturnsIsoIr100, self.reactor, self.counters)},
+                default=FindService(self.index, self.query, self.aeTitle, self.reactor, self.counters)),
             commands.C_MOVE_RQ: MoveService(*retrieveSettings, self.configuration.acrNemaMap, self.counters,
                                             dimseTimeout=self.idleTimeout),
             commands.C_GET_RQ: GetService(*retrieveSettings, self.counters),
@@ -110,3 +142,8 @@ class Archive:
             idleTimeout=self.idleTimeout,
             artimTimeout=self.artimTimeout,
             counters=self.counters)
+
+    def hl7Factory(self):
+        """The protocol factory of the HL7 MLLP service."""
+        return MLLPFactory(self.hl7Intake.handle, maxMessageSize=self.hl7MaxMessageSize,
+                           idleTimeout=self.idleTimeout, clock=self.reactor)

@@ -1,10 +1,12 @@
 """``twistd pacs``: options and the service tree.
 
-    twistd -n pacs [--config PATH] [--workdir DIR] [--dicom ENDPOINT] [--ae TITLE] [--db SCHEME:...]
+    twistd -n pacs [--config PATH] [--workdir DIR] [--dicom ENDPOINT] [--hl7 ENDPOINT]
+                   [--ae TITLE] [--db SCHEME:...]
 
 ``makeService`` reads the configuration, builds one ``Archive`` and returns
-a MultiService holding the DICOM listener (a strports endpoint, so ``ssl:``
-and ``unix:`` work too) and the service that runs the archive's pools.
+a MultiService holding the DICOM listener and the HL7 MLLP listener
+(strports endpoints, so ``ssl:`` and ``unix:`` work too), the HL7 drop
+folder's timer and the service that runs the archive's pools.
 """
 
 import os
@@ -20,6 +22,10 @@ from pacscore.config.errors import ConfigError
 from pacscore.config.loader import loadConfiguration
 
 
+DEFAULT_HL7_ENDPOINT = "tcp:2575:interface=127.0.0.1"
+DISABLED = ("off", "none", "")
+
+
 class Options(usage.Options):
     """Also builds the Archive, so a configuration error of any kind stops
     start-up with a message instead of a traceback."""
@@ -27,8 +33,9 @@ class Options(usage.Options):
     synopsis = "[options]"
     reactor = globalReactor
     longdesc = (
-        "Run the pacs DICOM archive: a DICOM storage service (C-ECHO, C-STORE) that files objects "
-        "on the MAG devices of a Conquest-style configuration and indexes them in SQL. Every "
+        "Run the pacs DICOM archive: a DICOM service (C-ECHO, C-STORE, C-FIND, C-MOVE, C-GET, "
+        "modality worklist) that files objects on the MAG devices of a Conquest-style configuration "
+        "and indexes them in SQL, and an HL7 MLLP listener that fills the worklist. Every "
         "ENDPOINT is a Twisted strports description, e.g. tcp:5678, tcp:11112:interface=127.0.0.1, "
         "ssl:5679:privateKey=key.pem.")
 
@@ -40,6 +47,9 @@ class Options(usage.Options):
          "Working folder: relative paths in the configuration (MAGDevice0 = ./data/, SQLServer) "
          "resolve against it, like 'dgate -w' [default: the current folder]."],
         ["dicom", None, None, "Endpoint of the DICOM service [default: tcp:<TCPPort of dicom.ini>]."],
+        ["hl7", None, None,
+         "Endpoint of the HL7 MLLP listener, or 'off' [default: HL7Endpoint of dicom.ini, else "
+         f"{DEFAULT_HL7_ENDPOINT}]."],
         ["ae", None, None, "AE title of this server; overrides MyACRNema."],
         ["db", None, None,
          "Index database, SCHEME:ARGS, e.g. sqlite:./data/dbase/conquest.db3; overrides the "
@@ -74,6 +84,8 @@ class ArchiveService(service.Service):
         self.log.info("index: {driver} {db}", driver=self.archive.driver.name, db=self.archive.dbDescription)
         for device in self.archive.devices:
             self.log.info("storage: {name} = {path}", name=device.name, path=device.path)
+        self.log.info("HL7 drop folder: {path} (WorkListMode {mode})",
+                      path=self.archive.hl7DropFolder.path, mode=self.archive.worklistMode)
         service.Service.startService(self)
 
     def stopService(self):
@@ -111,4 +123,12 @@ def makeService(options):
     dicom = options["dicom"] or f"tcp:{archive.tcpPort}"
     ListeningService(f"DICOM service {archive.aeTitle}", dicom, archive.dicomFactory(),
                      archive.reactor).setServiceParent(top)
+    hl7 = options["hl7"]
+    if hl7 is None:
+        hl7 = archive.configuration.ini.get("HL7Endpoint", DEFAULT_HL7_ENDPOINT)
+    if hl7.strip().lower() not in DISABLED:
+        ListeningService("HL7 MLLP service", hl7, archive.hl7Factory(), archive.reactor).setServiceParent(top)
+    dropFolder = internet.TimerService(archive.hl7DropInterval, archive.hl7DropFolder.scan)
+    dropFolder.clock = archive.reactor
+    dropFolder.setServiceParent(top)
     return top

@@ -7,6 +7,12 @@ dicom.ini, else the packaged defaults) without a running server:
     dgate [-wDIR] -r        initialise the tables and regenerate them from the MAG devices
     dgate -v ...            report (log) to stdout
     dgate -?                this help
+    dgate --loadhl7:file    apply the HL7 messages of a file to the worklist
+    dgate --initializetables:N   0/1: clear the image tables, 2: clear the worklist
+
+Until the control port exists, these two ``--`` commands work directly on
+the database of the working folder's configuration (SQLite allows that
+while the server runs); every other ``--command`` is refused.
 """
 
 import os
@@ -18,6 +24,10 @@ from pacscore.config.errors import ConfigError
 from pacscore.config.loader import loadConfiguration
 from pacscore.db.drivers import findDriver
 from pacscore.db.index import Index
+from pacscore.db.worklistitems import WorklistItems, runNow
+from pacscore.hl7.dropfolder import applyMessages
+from pacscore.hl7.intake import WorklistIntake
+from pacscore.hl7.mapping import WorklistMapping
 from pacscore.storage.devices import MagDevice
 from pacscore.storage.regen import Regenerator
 
@@ -32,8 +42,12 @@ Usage:
     -v      Report to stdout
     -?      Show this help
 
-(2) dgate [-pPORT] [-qHOST] --command:arguments
-    Send a command to a running server (needs the control port; not in this version)
+(2) dgate [-wDIR] --loadhl7:file          Apply the HL7 messages of a file to the worklist
+    dgate [-wDIR] --initializetables:N    0 or 1: clear the image tables; 2: clear the worklist
+    (both work on the database directly)
+
+(3) dgate [-pPORT] [-qHOST] --command:arguments
+    Send any other command to a running server (needs the control port; not in this version)
 """
 
 
@@ -76,10 +90,11 @@ def openIndex(configuration):
                  writerThreads=driver.writerThreads), description
 
 
-def initialize(configuration, out):
+def initialize(configuration, out, worklist=False):
+    """Drop and create the image tables, or with ``worklist`` the worklist table."""
     index, description = openIndex(configuration)
-    out(f"Initialising the index tables in {description}")
-    index.initializeTables()
+    out(f"Initialising the {'worklist' if worklist else 'index'} tables in {description}")
+    index.initializeTables(worklist=worklist)
     index.createTables()
     return index
 
@@ -102,8 +117,9 @@ def main(argv=None, out=print):
     if "help" in options["actions"] or not (options["actions"] or options["commands"]):
         out(USAGE)
         return 0
-    if options["commands"]:
-        out(f"dgate: {options['commands'][0]}: the control port is not available in this version")
+    unknown = [c for c in options["commands"] if _commandName(c) not in OFFLINE_COMMANDS]
+    if unknown:
+        out(f"dgate: {unknown[0]}: the control port is not available in this version")
         return 2
     if options["verbose"]:
         globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)], redirectStandardIO=False)
@@ -119,7 +135,49 @@ def main(argv=None, out=print):
             initialize(configuration, out)
         elif action == "regen":
             regenerate(configuration, out)
+    status = 0
+    for command in options["commands"]:
+        name, _, argument = command[2:].partition(":")
+        status = max(status, OFFLINE_COMMANDS[name.lower()](configuration, argument, out))
+    return status
+
+
+def _commandName(command):
+    return command[2:].partition(":")[0].lower()
+
+
+def loadHL7(configuration, path, out):
+    """``--loadhl7:file``: 0 when every message was accepted (AA)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        out(f"dgate: --loadhl7: {e}")
+        return 1
+    index, description = openIndex(configuration)
+    index.createTables()
+    mapping = WorklistMapping(configuration.layout.worklist)
+    items = WorklistItems(index, mapping.generatedColumns, runWrite=runNow(index))
+    outcomes = []
+    applyMessages(WorklistIntake(mapping, items, application=configuration.aeTitle), data
+                  ).addCallback(outcomes.extend)
+    for number, outcome in enumerate(outcomes, 1):
+        out(f"message {number}: {outcome.code} {outcome.text}")
+    if not outcomes:
+        out(f"dgate: --loadhl7: no HL7 message in {path}")
+    return 0 if outcomes and all(o.code == "AA" for o in outcomes) else 1
+
+
+def initializeTables(configuration, argument, out):
+    """``--initializetables:N``: 0 or 1 the image tables, 2 the worklist."""
+    if argument.strip() not in ("", "0", "1", "2"):
+        out(f"dgate: --initializetables:{argument}: expected 0, 1 or 2")
+        return 2
+    initialize(configuration, out, worklist=argument.strip() == "2")
     return 0
+
+
+OFFLINE_COMMANDS = {"loadhl7": loadHL7, "initializetables": initializeTables}
 
 
 if __name__ == "__main__":

@@ -26,6 +26,14 @@ def _encoding(transferSyntax):
     return False, transferSyntax != EXPLICIT_VR_BIG_ENDIAN
 
 
+def _decodeValues(dataset):
+    """Decode every value now, sequence items' too, not lazily later."""
+    for element in dataset:
+        if element.VR == "SQ":
+            for item in element.value:
+                _decodeValues(item)
+
+
 def decodeDataset(data, transferSyntax):
     """A pydicom Dataset from data set bytes; ``IdentifierError`` if they are not one."""
     try:
@@ -34,8 +42,7 @@ def decodeDataset(data, transferSyntax):
             data = zlib.decompress(bytes(data), -zlib.MAX_WBITS)
         implicit, little = _encoding(transferSyntax)
         dataset = read_dataset(BytesIO(bytes(data)), implicit, little)
-        for element in dataset:  # decode every value now, not lazily later
-            element.value
+        _decodeValues(dataset)
         return dataset
     except Exception as e:
         raise IdentifierError(f"undecodable data set: {e}") from e

@@ -3,7 +3,9 @@
 The query and the encoding of every match run in a reader thread of the
 index, so a slow query holds neither the reactor nor other associations.
 Matches then go out one pending response at a time, as fast as the
-transport takes them; a C-CANCEL stops them at the next one.
+transport takes them; a C-CANCEL stops them at the next one.  That
+response loop, ``answerFind``, also serves the Modality Worklist
+(pacscore.dicom.worklist).
 """
 
 from twisted.internet import defer, task
@@ -19,6 +21,40 @@ PENDING = 0xFF00
 
 # Matches sent before giving the reactor a turn (to read a C-CANCEL, say).
 BATCH = 64
+
+
+def sendResponse(protocol, contextId, command, status, identifier=None, comment=None):
+    """One C-FIND-RSP to ``command``: ``identifier`` the encoded match of a
+    pending one, ``comment`` an Error Comment (cut to 64 characters)."""
+    extra = {commands.ERROR_COMMENT: comment[:64]} if comment else None
+    protocol.sendMessage(contextId, commands.response(command, commands.C_FIND_RSP, status, extra), identifier)
+
+
+async def answerFind(protocol, contextId, command, query, clock, log, description):
+    """Answer a C-FIND with the encoded matches ``query`` (a Deferred) fires with.
+
+    A failed query is answered 0xC000; otherwise each match goes out as a
+    pending response once the transport takes more, the reactor getting a
+    turn every ``BATCH`` matches, then Success, or Cancel as soon as a
+    C-CANCEL came.  ``description`` names the query in the log lines.
+    """
+    try:
+        matches = await query
+    except Exception as e:
+        log.failure("{peer}: {query} failed", peer=protocol.peerName(), query=description)
+        return sendResponse(protocol, contextId, command, UNABLE_TO_PROCESS, comment=f"query failed: {e}")
+    log.info("{peer}: {query}: {count} matches", peer=protocol.peerName(), query=description,
+             count=len(matches))
+    for number, match in enumerate(matches, 1):
+        if protocol.isCancelled(command):
+            log.info("{peer}: C-FIND cancelled after {sent} of {count} matches",
+                     peer=protocol.peerName(), sent=number - 1, count=len(matches))
+            return sendResponse(protocol, contextId, command, CANCELLED)
+        sendResponse(protocol, contextId, command, PENDING, match)
+        await protocol.whenWritable()
+        if number % BATCH == 0:
+            await task.deferLater(clock, 0, lambda: None)
+    sendResponse(protocol, contextId, command, CANCELLED if protocol.isCancelled(command) else SUCCESS)
 
 
 class FindService:
@@ -39,40 +75,15 @@ class FindService:
     async def _find(self, protocol, contextId, command, dataset):
         sopClass, syntax = protocol.association.contexts[contextId]
         data = None if dataset is None else bytes(dataset.data)
-
-        def respond(status, identifier=None, comment=None):
-            extra = {commands.ERROR_COMMENT: comment[:64]} if comment else None
-            protocol.sendMessage(contextId, commands.response(command, commands.C_FIND_RSP, status, extra),
-                                 identifier)
-
         try:
             request = readRequest(data, syntax, modelOf(sopClass).levels)
         except BadIdentifier as e:
             self.log.warn("{peer}: C-FIND refused: {error}", peer=protocol.peerName(), error=e)
-            return respond(e.status, comment=str(e))
+            return sendResponse(protocol, contextId, command, e.status, comment=str(e))
         self.counters["queries"] = self.counters.get("queries", 0) + 1
         encoder = MatchEncoder(request, self.retrieveAE, syntax)
-        try:
-            matches = await self.index.runQuery(self._matches, request, encoder)
-        except Exception as e:
-            self.log.failure("{peer}: C-FIND at {qrLevel} level failed", peer=protocol.peerName(),
-                             qrLevel=request.level)
-            return respond(UNABLE_TO_PROCESS, comment=f"query failed: {e}")
-        self.log.info("{peer}: C-FIND {model} at {qrLevel} level: {count} matches",
-                      peer=protocol.peerName(), model=modelOf(sopClass).name, qrLevel=request.level,
-                      count=len(matches))
-        for number, match in enumerate(matches, 1):
-            if protocol.isCancelled(command):
-                self.log.info("{peer}: C-FIND cancelled after {sent} of {count} matches",
-                              peer=protocol.peerName(), sent=number - 1, count=len(matches))
-                return respond(CANCELLED)
-            respond(PENDING, match)
-            await protocol.whenWritable()
-            if number % BATCH == 0:
-                await task.deferLater(self.clock, 0, lambda: None)
-        if protocol.isCancelled(command):
-            return respond(CANCELLED)
-        respond(SUCCESS)
+        await answerFind(protocol, contextId, command, self.index.runQuery(self._matches, request, encoder),
+                         self.clock, self.log, f"C-FIND {modelOf(sopClass).name} at {request.level} level")
 
     def _matches(self, connection, request, encoder):
         """In a reader thread: the encoded matches."""

@@ -30,7 +30,7 @@ UNIQUE_KEYS = {"PATIENT": (0x00100020, "LO"), "STUDY": (0x0020000D, "UI"),
 _NOT_KEYS = (SPECIFIC_CHARACTER_SET, QUERY_RETRIEVE_LEVEL, RETRIEVE_AE_TITLE)
 _INTEGER_VRS = ("US", "UL", "SS", "SL", "UV", "SV")
 _FLOAT_VRS = ("FL", "FD")
-_TEXT_VRS = ("PN", "LO", "SH", "LT", "ST", "UT", "UC")
+TEXT_VRS = ("PN", "LO", "SH", "LT", "ST", "UT", "UC")
 _BINARY_VRS = ("OB", "OW", "OF", "OD", "OL", "OV", "UN", "AT")
 
 
@@ -64,20 +64,27 @@ def _text(value):
     return str(value)
 
 
-def readRequest(data, transferSyntax, levels):
-    """The ``Request`` of an identifier; ``levels`` are those its model allows.
+def decodeIdentifier(data, transferSyntax):
+    """The pydicom Dataset of an identifier's bytes (None: absent).
 
     Raises ``BadIdentifier``."""
     if data is None:
         raise BadIdentifier("the request has no identifier", UNABLE_TO_PROCESS)
     try:
-        dataset = decodeDataset(data, transferSyntax)
+        return decodeDataset(data, transferSyntax)
     except ValueError as e:
         raise BadIdentifier(str(e), UNABLE_TO_PROCESS) from e
-    level = str(dataset.get("QueryRetrieveLevel", "") or "").strip().upper()
-    if level not in levels:
-        raise BadIdentifier(f"Query/Retrieve Level {level!r} is not one of {', '.join(levels)}",
-                            IDENTIFIER_DOES_NOT_MATCH)
+
+
+def characterSetOf(dataset):
+    """The Specific Character Set (0008,0005) of a data set, "" when absent."""
+    return _text(dataset.get("SpecificCharacterSet", ""))
+
+
+def datasetKeys(dataset):
+    """A ``QueryKey`` for each attribute of one data set (not those of its
+    sequence items: an SQ key has the value ``""``), without group lengths,
+    the Specific Character Set, Query/Retrieve Level and Retrieve AE Title."""
     keys = []
     for element in dataset:
         tag = int(element.tag)
@@ -86,7 +93,19 @@ def readRequest(data, transferSyntax, levels):
         vr = element.VR
         value = "" if vr == "SQ" else _text(element.value).strip()
         keys.append(QueryKey(tag, vr, value))
-    return Request(level, keys, _text(dataset.get("SpecificCharacterSet", "")))
+    return keys
+
+
+def readRequest(data, transferSyntax, levels):
+    """The ``Request`` of an identifier; ``levels`` are those its model allows.
+
+    Raises ``BadIdentifier``."""
+    dataset = decodeIdentifier(data, transferSyntax)
+    level = str(dataset.get("QueryRetrieveLevel", "") or "").strip().upper()
+    if level not in levels:
+        raise BadIdentifier(f"Query/Retrieve Level {level!r} is not one of {', '.join(levels)}",
+                            IDENTIFIER_DOES_NOT_MATCH)
+    return Request(level, datasetKeys(dataset), characterSetOf(dataset))
 
 
 def _fits(values, characterSet):
@@ -108,7 +127,7 @@ def responseCharacterSet(requested, values):
     return "ISO_IR 100" if _fits(texts, "ISO_IR 100") else "ISO_IR 192"
 
 
-def _value(vr, text):
+def elementValue(vr, text):
     """A pydicom value for ``text`` as stored in the index."""
     if not text or vr in _BINARY_VRS:
         return None
@@ -146,9 +165,9 @@ class MatchEncoder:
                 dataset.add_new(tag, vr, [])
                 continue
             text = "ONLINE" if tag == INSTANCE_AVAILABILITY else values.get(tag, "")
-            if vr in _TEXT_VRS:
+            if vr in TEXT_VRS:
                 texts.append(text)
-            dataset.add_new(tag, vr, _value(vr, text))
+            dataset.add_new(tag, vr, elementValue(vr, text))
         dataset.add_new(SPECIFIC_CHARACTER_SET, "CS", responseCharacterSet(self.request.characterSet, texts))
         dataset.add_new(QUERY_RETRIEVE_LEVEL, "CS", self.request.level)
         dataset.add_new(RETRIEVE_AE_TITLE, "AE", self.retrieveAE)

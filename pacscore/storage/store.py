@@ -1,7 +1,8 @@
 """Storing one received object: the path from data set bytes to an
 acknowledged, indexed Part-10 file.
 
-    read index attributes -> check them against the command -> name the file
+    read index attributes -> check them against the command -> amend the
+    data set (WorkListMode) -> name the file
     (FileNameSyntax) -> write temp file, fsync, rename, fsync folder
     -> index upsert (group commit) -> Success
 
@@ -19,10 +20,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from pacscore.db.index import ImageRecord
+from pacscore.dicom.datasets import IdentifierError
 from pacscore.storage.attributes import DatasetError, readAttributes
 from pacscore.storage.devices import fsyncDirectory, makeDirectories
 from pacscore.storage.part10 import encodeFileMeta
 from pacscore.storage.spool import Spool
+from pacscore.storage.worklistmode import ACCESSION_NUMBER, WorklistRefusal
 
 SOP_CLASS_UID = 0x00080016
 SOP_INSTANCE_UID = 0x00080018
@@ -32,6 +35,10 @@ SERIES_INSTANCE_UID = 0x0020000E
 
 class StoreError(Exception):
     """Storing failed; subclasses say why, so the caller can pick a status."""
+
+
+class Refused(StoreError):
+    """The object is refused by the archive's rules (WorkListMode = 2)."""
 
 
 class InvalidDataset(StoreError):
@@ -59,7 +66,7 @@ class ObjectStore:
     log = Logger()
 
     def __init__(self, device, namer, index, indexedTags, workers,
-                 implementationClassUID, implementationVersion, spoolThreshold=4 << 20):
+                 implementationClassUID, implementationVersion, spoolThreshold=4 << 20, amender=None):
         self.device = device
         self.namer = namer
         self.index = index
@@ -69,6 +76,7 @@ class ObjectStore:
         self.implementationClassUID = implementationClassUID
         self.implementationVersion = implementationVersion
         self.spoolThreshold = spoolThreshold
+        self.amender = amender  # a WorklistAmender, or None (WorkListMode = 0)
 
     def spool(self, incoming, transport=None):
         """A sink for the data set of ``incoming`` as its fragments arrive."""
@@ -123,6 +131,11 @@ class ObjectStore:
         try:
             attrs = self._readAttributes(incoming, spool)
             self._check(incoming, attrs)
+            if self.amender is not None and (amended := self._amend(incoming, attrs, spool)):
+                data, attrs = amended
+                if temporary is not None:
+                    os.unlink(temporary)
+                    temporary = None
             relative = self.namer.name(attrs, incoming.callingAE, incoming.calledAE)
             if data is not None:
                 temporary, low = self.device.takeTemporaryFile()
@@ -158,6 +171,23 @@ class ObjectStore:
                 return readAttributes(f, incoming.transferSyntax, self.tags)
         except DatasetError as e:
             raise InvalidDataset(str(e)) from e
+
+    def _amend(self, incoming, attrs, spool):
+        """WorkListMode: ``(new data set bytes, their attributes)``, or None."""
+        data = spool.inMemory
+        if data is None:
+            with open(spool.path, "rb") as f:
+                f.seek(len(spool.header))
+                data = f.read()
+        try:
+            amended = self.amender.amend(attrs.get(ACCESSION_NUMBER, ""), bytes(data), incoming.transferSyntax)
+        except WorklistRefusal as e:
+            raise Refused(str(e)) from e
+        except IdentifierError as e:
+            raise InvalidDataset(str(e)) from e
+        if amended is None:
+            return None
+        return amended, readAttributes(amended, incoming.transferSyntax, self.tags)
 
     def _check(self, incoming, attrs):
         sopClass = attrs.get(SOP_CLASS_UID)

@@ -62,9 +62,11 @@ class PacsServer:
                 shutil.copy(os.path.join(defaultConfigDir(), name), target)
         self.ae = ae
         self.port = freePort()
+        self.hl7Port = freePort()
         self.process = None
         self.logPath = os.path.join(self.workdir, "pacs.log")
-        self.setIni(MyACRNema=ae, TCPPort=str(self.port), **(ini or {}))
+        self.setIni(MyACRNema=ae, TCPPort=str(self.port),
+                    HL7Endpoint=f"tcp:{self.hl7Port}:interface=127.0.0.1", **(ini or {}))
 
     def setIni(self, **keys):
         path = os.path.join(self.workdir, "dicom.ini")
@@ -104,7 +106,7 @@ class PacsServer:
             if self.process.poll() is not None:
                 raise AssertionError(f"pacs exited with {self.process.returncode}:\n"
                                      f"{self.process.stdout.read().decode()}\n{self.log()}")
-            if "listening on" in self.log()[logStart:]:
+            if "HL7 MLLP service listening on" in self.log()[logStart:]:
                 return self
             time.sleep(0.05)
         raise AssertionError(f"pacs did not start within {timeout} s:\n{self.log()}")
@@ -147,6 +149,14 @@ class PacsServer:
     def store(self, *paths, calling="STORESCU", extra=(), timeout=600):
         return dcmtk("storescu", "-aec", self.ae, "-aet", calling, *extra, "127.0.0.1", self.port, *paths,
                      timeout=timeout)
+
+    def sendHL7(self, path):
+        """``mllp_send`` of a file of messages; the ACKs it printed, decoded."""
+        result = subprocess.run([os.path.join(BIN, "mllp_send"), "--loose", "-f", path, "-p", str(self.hl7Port),
+                                 "127.0.0.1"], capture_output=True, timeout=120)
+        if result.returncode != 0:
+            raise AssertionError(f"mllp_send failed: {result.stderr.decode(errors='replace')}")
+        return result.stdout.decode("utf-8", errors="replace")
 
     def dgate(self, *args):
         return subprocess.run([os.path.join(BIN, "dgate"), f"-w{self.workdir}", *args],

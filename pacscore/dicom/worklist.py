@@ -1,0 +1,184 @@
+"""Modality Worklist C-FIND SCP (PS3.4 K, SOP class 1.2.840.10008.5.1.4.31).
+
+A worklist identifier has no Query/Retrieve Level (one sent is ignored);
+its Scheduled Procedure Step Sequence item holds keys like any others.  The
+dicom.sql *WorkList* table stores one scheduled step per row and marks the
+columns of a sequence's item between ``DT_STARTSEQUENCE`` and
+``DT_ENDSEQUENCE`` lines tagged with the sequence.  As in Conquest (manual
+7.8), an answer mimics the request's organisation: it holds exactly the
+requested attributes, nested as requested, each valued by tag from the row
+wherever dicom.sql puts its column:
+
+- a key inside the item of a sequence dicom.sql knows matches like a
+  top-level one (``pacscore.db.worklistquery``) and is returned in the one
+  item of that sequence; a known sequence requested with no item, or an
+  empty one, gets an item with every column dicom.sql places in it;
+- any other sequence is returned empty (zero items) and not matched;
+- keys without a column or a value are returned empty.
+
+With ``WorkListReturnsISO_IR_100`` (the default) answers declare ISO_IR 100
+whenever their text fits Latin-1 and ISO_IR 192 (UTF-8) otherwise; without
+it the request's character set is kept when it can carry the text.
+Matching and encoding run in a reader thread of the index; the answers go
+out through the C-FIND response loop of ``pacscore.dicom.find``.
+"""
+
+from typing import NamedTuple
+
+from pydicom.datadict import dictionary_VR
+from pydicom.dataset import Dataset
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from pacscore.dicom.datasets import encodeDataset
+from pacscore.dicom.find import answerFind, sendResponse
+from pacscore.dicom.identifiers import (
+    SPECIFIC_CHARACTER_SET, TEXT_VRS, BadIdentifier, characterSetOf, datasetKeys, decodeIdentifier,
+    elementValue, responseCharacterSet)
+
+MODALITY_WORKLIST_FIND = "1.2.840.10008.5.1.4.31"
+
+# The VR of a dicom.sql column whose tag the data dictionary does not know.
+_DICOM_TYPE_VRS = {"DT_DATE": "DA", "DT_TIME": "TM", "DT_UI": "UI", "DT_UINT16": "US",
+                   "DT_UINT32": "UL", "DT_FL": "FL", "DT_FD": "FD"}
+
+
+class Returned(NamedTuple):
+    """One attribute of the answers."""
+
+    tag: int
+    vr: str
+    item: tuple | None = None  # a known sequence: the Returned of its one item; else None
+
+
+class WorklistRequest(NamedTuple):
+    """What a worklist identifier asks."""
+
+    keys: list            # QueryKey of every non-sequence attribute, items' flattened in
+    returned: tuple       # Returned, as nested in the request
+    characterSet: str     # the request's (0008,0005), "" when absent
+
+
+def _vrOf(column):
+    """The VR answering with a dicom.sql column (a sequence marker: SQ)."""
+    if column.isSequenceMarker:
+        return "SQ"
+    try:
+        return dictionary_VR(column.tag).split(" or ")[0]
+    except KeyError:
+        return _DICOM_TYPE_VRS.get(column.dicomType, "LO")
+
+
+def sequenceMembers(columns):
+    """``{sequence tag: ((tag, vr), ...)}``: what the item of each sequence
+    of a dicom.sql *WorkList* table holds, in the file's order (a nested
+    sequence as ``(its tag, "SQ")``).  Raises ``ValueError`` when the
+    sequence markers do not pair up."""
+    members = {}
+    enclosing = []
+    for column in columns:
+        if column.dicomType == "DT_ENDSEQUENCE":
+            if not enclosing or enclosing[-1] != column.tag:
+                raise ValueError(f"dicom.sql *WorkList*: DT_ENDSEQUENCE of ({column.group:04X},"
+                                 f"{column.element:04X}) closes no sequence started before")
+            enclosing.pop()
+            continue
+        if enclosing:
+            members[enclosing[-1]] += ((column.tag, _vrOf(column)),)
+        if column.dicomType == "DT_STARTSEQUENCE":
+            members.setdefault(column.tag, ())
+            enclosing.append(column.tag)
+    if enclosing:
+        raise ValueError(f"dicom.sql *WorkList*: no DT_ENDSEQUENCE for the sequence "
+                         f"({enclosing[-1] >> 16:04X},{enclosing[-1] & 0xFFFF:04X})")
+    return members
+
+
+class WorklistFindService:
+    """Answers Modality Worklist C-FIND from the index's worklist table.
+
+    ``query`` is a ``pacscore.db.worklistquery.WorklistQuery``, ``columns``
+    the dicom.sql *WorkList* columns (sequence markers included).
+    """
+
+    log = Logger()
+
+    def __init__(self, index, query, columns, returnsIsoIr100=True, clock=None, counters=None):
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self.index = index
+        self.query = query
+        self.sequences = sequenceMembers(columns)
+        self.returnsIsoIr100 = returnsIsoIr100
+        self.clock = clock
+        self.counters = counters if counters is not None else {}
+
+    def handle(self, protocol, contextId, command, dataset):
+        return defer.ensureDeferred(self._find(protocol, contextId, command, dataset))
+
+    async def _find(self, protocol, contextId, command, dataset):
+        _, syntax = protocol.association.contexts[contextId]
+        try:
+            request = self.readRequest(None if dataset is None else bytes(dataset.data), syntax)
+        except BadIdentifier as e:
+            self.log.warn("{peer}: worklist C-FIND refused: {error}", peer=protocol.peerName(), error=e)
+            return sendResponse(protocol, contextId, command, e.status, comment=str(e))
+        self.counters["worklistQueries"] = self.counters.get("worklistQueries", 0) + 1
+        await answerFind(protocol, contextId, command, self.index.runQuery(self._matches, request, syntax),
+                         self.clock, self.log, "Modality Worklist C-FIND")
+
+    def _matches(self, connection, request, transferSyntax):
+        """In a reader thread: the encoded matches."""
+        return [self.encodeMatch(request, row, transferSyntax)
+                for row in self.query.find(connection, request.keys)]
+
+    # -- identifiers -----------------------------------------------------
+
+    def readRequest(self, data, transferSyntax):
+        """The ``WorklistRequest`` of an identifier's bytes; raises ``BadIdentifier``."""
+        dataset = decodeIdentifier(data, transferSyntax)
+        keys = []
+        returned = self._readItem(dataset, keys)
+        return WorklistRequest(keys, returned, characterSetOf(dataset))
+
+    def _readItem(self, dataset, keys):
+        """The ``Returned`` of a data set's attributes; adds their keys to ``keys``."""
+        returned = []
+        for key in datasetKeys(dataset):
+            if key.vr != "SQ":
+                keys.append(key)
+                returned.append(Returned(key.tag, key.vr))
+            elif key.tag not in self.sequences:
+                returned.append(Returned(key.tag, "SQ"))
+            else:
+                items = dataset[key.tag].value
+                item = self._readItem(items[0], keys) if items else ()
+                returned.append(Returned(key.tag, "SQ", item or self._wholeItem(key.tag)))
+        return tuple(returned)
+
+    def _wholeItem(self, tag):
+        """The ``Returned`` of every column dicom.sql puts in sequence ``tag``."""
+        return tuple(Returned(member, vr, self._wholeItem(member) if vr == "SQ" else None)
+                     for member, vr in self.sequences[tag])
+
+    def encodeMatch(self, request, row, transferSyntax):
+        """The answer's bytes for one row (``{tag: text}``)."""
+        texts = []
+        dataset = _build(request.returned, row, texts)
+        requested = "ISO_IR 100" if self.returnsIsoIr100 else request.characterSet
+        dataset.add_new(SPECIFIC_CHARACTER_SET, "CS", responseCharacterSet(requested, texts))
+        return encodeDataset(dataset, transferSyntax)
+
+
+def _build(returned, row, texts):
+    """The data set of ``returned`` valued from ``row``; collects the text values in ``texts``."""
+    dataset = Dataset()
+    for entry in returned:
+        if entry.vr == "SQ":
+            dataset.add_new(entry.tag, "SQ", [] if entry.item is None else [_build(entry.item, row, texts)])
+            continue
+        text = row.get(entry.tag, "")
+        if entry.vr in TEXT_VRS:
+            texts.append(text)
+        dataset.add_new(entry.tag, entry.vr, elementValue(entry.vr, text))
+    return dataset

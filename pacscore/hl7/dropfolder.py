@@ -1,0 +1,120 @@
+"""The HL7 drop folder: files of HL7 messages put in a folder are applied.
+
+Conquest imports HL7 files dropped on its GUI (``dgate -loadhl7:file``);
+here a folder is watched instead (dicom.ini ``HL7DropFolder``, scanned every
+``HL7DropFolderInterval`` seconds by a TimerService).  Each file may hold
+several messages; they are applied in order like MLLP messages, then the
+file moves to ``processed/`` when every message was accepted (AA) or to
+``failed/`` otherwise, with a log line per file saying why.  Files whose
+name starts with a dot or that changed in the last second (still being
+written) wait for the next scan.
+"""
+
+import os
+import time
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from pacscore.hl7.message import splitMessages
+
+PROCESSED = "processed"
+FAILED = "failed"
+SETTLE_SECONDS = 1.0
+
+
+class DropFolder:
+    """Applies the files of ``path`` through ``intake`` (a WorklistIntake);
+    file I/O runs in ``workers`` (the archive's I/O pool)."""
+
+    log = Logger()
+
+    def __init__(self, path, intake, workers, now=time.time):
+        self.path = path
+        self.intake = intake
+        self.workers = workers
+        self.now = now
+
+    def prepare(self):
+        """Create the folder and its two subfolders (synchronously, at start-up)."""
+        for folder in (self.path, os.path.join(self.path, PROCESSED), os.path.join(self.path, FAILED)):
+            os.makedirs(folder, exist_ok=True)
+
+    @defer.inlineCallbacks
+    def scan(self):
+        """Apply every settled file of the folder; fires when done and
+        never fails (a TimerService would stop calling it)."""
+        try:
+            names = yield self.workers.deferToWorker(self._settledFiles)
+        except OSError as e:
+            self.log.error("HL7 drop folder {path}: cannot list it: {error}", path=self.path, error=e)
+            return
+        for name in names:
+            try:
+                yield self.applyFile(name)
+            except Exception:
+                self.log.failure("HL7 drop folder: {name} could not be processed", name=name)
+
+    def _settledFiles(self):
+        settled = []
+        try:
+            entries = sorted(os.scandir(self.path), key=lambda e: e.name)
+        except FileNotFoundError:
+            return settled
+        for entry in entries:
+            if (entry.name.startswith(".") or not entry.is_file()
+                    or self.now() - entry.stat().st_mtime < SETTLE_SECONDS):
+                continue
+            settled.append(entry.name)
+        return settled
+
+    @defer.inlineCallbacks
+    def applyFile(self, name):
+        """Apply one file of the folder and move it; fires with the list
+        of ``Outcome``s of its messages."""
+        path = os.path.join(self.path, name)
+        try:
+            data = yield self.workers.deferToWorker(_read, path)
+        except OSError as e:
+            self.log.error("HL7 drop folder: cannot read {path}: {error}", path=path, error=e)
+            return []
+        outcomes = yield applyMessages(self.intake, data)
+        failed = [o for o in outcomes if o.code != "AA"]
+        if not outcomes:
+            target, why = FAILED, "no HL7 message (no MSH segment) in the file"
+        elif failed:
+            target = FAILED
+            why = "; ".join(f"message {outcomes.index(o) + 1}: {o.code} {o.text}" for o in failed)
+        else:
+            target, why = PROCESSED, f"{len(outcomes)} message(s) applied"
+        moved = yield self.workers.deferToWorker(_moveInto, path, os.path.join(self.path, target))
+        log = self.log.info if target == PROCESSED else self.log.warn
+        log("HL7 drop folder: {name} -> {moved}: {why}", name=name, moved=moved, why=why)
+        return outcomes
+
+
+@defer.inlineCallbacks
+def applyMessages(intake, data):
+    """Apply the messages of a file's bytes in order; fires with their Outcomes."""
+    outcomes = []
+    for raw in splitMessages(data):
+        outcome = yield intake.process(raw)
+        outcomes.append(outcome)
+    return outcomes
+
+
+def _read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _moveInto(path, folder):
+    """Move ``path`` into ``folder`` without overwriting; the new path."""
+    base = os.path.basename(path)
+    target = os.path.join(folder, base)
+    number = 1
+    while os.path.exists(target):
+        target = os.path.join(folder, f"{base}.{number}")
+        number += 1
+    os.replace(path, target)
+    return target

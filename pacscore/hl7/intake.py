@@ -1,0 +1,113 @@
+"""HL7 orders into the worklist: one raw message in, one ACK out.
+
+Shared by the MLLP listener, the drop folder and ``dgate --loadhl7``.
+Every message gets an original-mode acknowledgement:
+
+- AA: the orders are in the worklist (committed);
+- AE: understood but not applied (an XO for an unknown accession number,
+  an order without an accession number, a database failure), with the
+  reason in MSA-3 and ERR;
+- AR: not parsed, or not a message we handle (only order messages ORM^O01,
+  OMG^O19 and OMI^O23 fill the worklist; unknown order controls too).
+"""
+
+from typing import NamedTuple
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from pacscore.db.worklistitems import ORDER_CONTROLS, OrderRefused
+from pacscore.hl7.message import HL7Error, ack, parseMessage
+
+ORDER_MESSAGES = {"ORM": "O01", "OMG": "O19", "OMI": "O23"}
+
+UNSUPPORTED_MESSAGE_TYPE = 200
+UNSUPPORTED_EVENT_CODE = 201
+SEGMENT_SEQUENCE_ERROR = 100
+REQUIRED_FIELD_MISSING = 101
+APPLICATION_ERROR = 207
+
+
+class Outcome(NamedTuple):
+    """What became of one message: its ACK code and text, and the ACK."""
+
+    code: str     # AA, AE or AR
+    text: str
+    ack: bytes
+
+
+class WorklistIntake:
+    """Applies HL7 order messages to the worklist (``WorklistItems``)
+    through the mapping of dicom.sql (``WorklistMapping``)."""
+
+    log = Logger()
+
+    def __init__(self, mapping, items, application="PACS", counters=None):
+        self.mapping = mapping
+        self.items = items
+        self.application = application
+        self.counters = counters if counters is not None else {}
+
+    def handle(self, raw):
+        """The MLLP handler: Deferred firing with the ACK bytes."""
+        return self.process(raw).addCallback(lambda outcome: outcome.ack)
+
+    def process(self, raw):
+        """Deferred firing with the ``Outcome`` of one raw message."""
+        try:
+            message = parseMessage(raw)
+        except HL7Error as e:
+            return defer.succeed(self._reject(None, raw, str(e), e.code))
+        try:
+            orders = self._orders(message)
+        except HL7Error as e:
+            return defer.succeed(self._reject(message, raw, str(e), e.code))
+        try:
+            applying = self.items.apply(orders)
+        except OrderRefused as e:
+            return defer.succeed(self._error(message, str(e)))
+        return applying.addCallbacks(self._accepted, self._failed, (message,), None, (message,))
+
+    def _orders(self, message):
+        kind = f"{message.messageType}^{message.triggerEvent}"
+        if message.messageType not in ORDER_MESSAGES:
+            raise HL7Error(f"message type {kind} is not handled (only orders fill the worklist: "
+                           f"{', '.join(f'{t}^{e}' for t, e in ORDER_MESSAGES.items())})",
+                           UNSUPPORTED_MESSAGE_TYPE)
+        if message.triggerEvent != ORDER_MESSAGES[message.messageType]:
+            raise HL7Error(f"trigger event {kind} is not handled", UNSUPPORTED_EVENT_CODE)
+        orders = self.mapping.items(message)
+        if not orders:
+            raise HL7Error(f"{kind} without ORC or OBR segment", SEGMENT_SEQUENCE_ERROR)
+        for order in orders:
+            if order.control not in ORDER_CONTROLS:
+                raise HL7Error(f"order control {order.control!r} (ORC-1) is not handled "
+                               f"(expected one of {', '.join(sorted(ORDER_CONTROLS))})", APPLICATION_ERROR)
+        return orders
+
+    def _count(self, name):
+        self.counters[name] = self.counters.get(name, 0) + 1
+
+    def _accepted(self, applied, message):
+        self._count("hl7Applied")
+        text = ", ".join(f"{a.control} {a.accessionNumber}: {a.action}" for a in applied)
+        self.log.info("HL7 {kind} {controlId}: {text}", kind=f"{message.messageType}^{message.triggerEvent}",
+                      controlId=message.controlId, text=text)
+        return Outcome("AA", text, ack(message, "AA", application=self.application))
+
+    def _failed(self, failure, message):
+        if failure.check(OrderRefused):
+            return self._error(message, failure.getErrorMessage())
+        self.log.failure("HL7 {controlId}: applying the orders failed", failure, controlId=message.controlId)
+        return self._error(message, f"worklist update failed: {failure.getErrorMessage()}")
+
+    def _error(self, message, text):
+        self._count("hl7Errors")
+        self.log.warn("HL7 {controlId} not applied (AE): {text}", controlId=message.controlId, text=text)
+        return Outcome("AE", text, ack(message, "AE", text, APPLICATION_ERROR, application=self.application))
+
+    def _reject(self, message, raw, text, code):
+        self._count("hl7Errors")
+        controlId = message.controlId if message is not None else "?"
+        self.log.warn("HL7 {controlId} rejected (AR): {text}", controlId=controlId, text=text)
+        return Outcome("AR", text, ack(message, "AR", text, code, application=self.application, raw=raw))

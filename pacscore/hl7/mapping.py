@@ -1,0 +1,202 @@
+"""HL7 orders -> worklist rows, as the WorkList table of dicom.sql says (manual 7.8).
+
+Each WorkList column's seventh field names where its value comes from:
+``---`` nowhere, ``*AN`` a new accession number, ``*UI`` a new UID,
+``SEQ.N`` field N of segment SEQ, ``SEQ.N.M`` its component M (zero-based),
+``SEQ.N.DATE`` / ``SEQ.N.TIME`` the date or time part of a timestamp.
+``WorklistMapping.items`` turns a message into one ``OrderItem`` per
+ordered procedure (OBR), with the ORC control code that says what to do.
+"""
+
+import re
+from typing import NamedTuple
+
+from pydicom.datadict import dictionary_VR
+from pydicom.uid import generate_uid
+from twisted.logger import Logger
+
+from pacscore.hl7.message import uniqueNumber
+
+ACCESSION_NUMBER = 0x00080050
+PN_GROUP_LENGTH = 64
+
+_SOURCE = re.compile(r"([A-Z][A-Z0-9]{2})\.([1-9][0-9]*)(?:\.([0-9]+|DATE|TIME))?")
+_NOTHING = ("", "---")
+_GENERATED = ("*AN", "*UI")
+_TIME = re.compile(r"[0-9]{8}([0-9]{2}(?:[0-9]{2}(?:[0-9]{2}(\.[0-9]+)?)?)?)")
+
+# Fields of type XCN (ID number^family^given^...): a person name after the ID.
+XCN_FIELDS = frozenset({
+    ("OBR", 10), ("OBR", 16), ("OBR", 28), ("ORC", 10), ("ORC", 11), ("ORC", 12),
+    ("PV1", 7), ("PV1", 8), ("PV1", 9), ("PV1", 17), ("PV1", 52),
+})
+
+
+class OrderItem(NamedTuple):
+    """One worklist entry to create, change or remove."""
+
+    control: str    # ORC-1 of the item's order ("NW", "XO", "CA", ...); "NW" without an ORC
+    values: dict    # column name -> str for every column with a source
+
+
+class _Field(NamedTuple):
+    """A parsed ``SEQ.N[.M|.DATE|.TIME]`` source."""
+
+    segment: str
+    field: int
+    part: int | str | None   # component index, "DATE", "TIME" or None for the whole field
+
+
+def parseSource(text):
+    """``None`` (no source), ``"*AN"``, ``"*UI"`` or a ``_Field``; ValueError if malformed."""
+    source = (text or "").strip().upper()
+    if source in _NOTHING:
+        return None
+    if source in _GENERATED:
+        return source
+    match = _SOURCE.fullmatch(source)
+    if match is None:
+        raise ValueError(f"bad HL7 source {text!r} (expected ---, *AN, *UI, SEQ.N, SEQ.N.M, "
+                         "SEQ.N.DATE or SEQ.N.TIME)")
+    segment, field, part = match.groups()
+    if part is not None and part.isdigit():
+        part = int(part)
+    return _Field(segment, int(field), part)
+
+
+def _isPersonName(column):
+    try:
+        return dictionary_VR(column.tag) == "PN"
+    except KeyError:
+        return False
+
+
+def personName(components):
+    """HL7 XPN components (family^given^middle^suffix^prefix^degree) as a DICOM PN."""
+    family, given, middle, suffix, prefix = (list(components) + [""] * 5)[:5]
+    return "^".join((family, given, middle, prefix, suffix)).rstrip("^")
+
+
+def datePart(timestamp):
+    """YYYYMMDD of an HL7 timestamp, "" when it does not start with one."""
+    date = timestamp[:8]
+    return date if len(date) == 8 and date.isdigit() else ""
+
+
+def timePart(timestamp):
+    """HHMMSS(.ffffff) of an HL7 timestamp (or HH, HHMM when less precise),
+    "" when it holds no time; the timezone is dropped."""
+    match = _TIME.match(timestamp)
+    if match is None:
+        return ""
+    fraction = match.group(2) or ""
+    return match.group(1)[:len(match.group(1)) - len(fraction)] + fraction[:7]
+
+
+class _Column:
+    """A WorkList column with its parsed source."""
+
+    __slots__ = ("name", "length", "source", "isDate", "isPersonName")
+
+    def __init__(self, column, source):
+        self.name = column.name
+        self.length = column.length
+        self.source = source
+        self.isDate = column.dicomType == "DT_DATE"
+        self.isPersonName = _isPersonName(column)
+
+    def truncate(self, value):
+        if self.isPersonName:
+            value = "=".join(group[:PN_GROUP_LENGTH].rstrip("^") for group in value.split("="))
+        if self.length and len(value) > self.length:
+            value = value[:self.length]
+            if self.isPersonName:
+                value = value.rstrip("^=")
+        return value
+
+
+class WorklistMapping:
+    """The WorkList columns of dicom.sql and how to fill them from HL7.
+
+    ``newAccessionNumber`` and ``newUID`` make the values of ``*AN`` and
+    ``*UI`` columns (by default 16 unique digits and ``generate_uid()``).
+    """
+
+    log = Logger()
+
+    def __init__(self, columns, newAccessionNumber=None, newUID=None):
+        self.newAccessionNumber = newAccessionNumber or uniqueNumber
+        self.newUID = newUID or generate_uid
+        self._columns = []
+        self.accessionColumn = None
+        for column in columns:
+            if column.isSequenceMarker:
+                continue
+            try:
+                source = parseSource(column.hl7)
+            except ValueError as e:
+                raise ValueError(f"WorkList column {column.name!r}: {e}") from None
+            if self.accessionColumn is None and column.tag == ACCESSION_NUMBER:
+                self.accessionColumn = column.name
+            if source is not None:
+                self._columns.append(_Column(column, source))
+        self.generatedColumns = frozenset(c.name for c in self._columns if c.source in _GENERATED)
+
+    def items(self, message):
+        """One ``OrderItem`` per OBR (with the ORC before it), or per ORC without OBR."""
+        orders = []
+        orc, orcUsed = None, True
+        for segment in message.segments:
+            if segment.id == "ORC":
+                if not orcUsed:
+                    orders.append((orc, None))
+                orc, orcUsed = segment, False
+            elif segment.id == "OBR":
+                orders.append((orc, segment))
+                orcUsed = True
+        if not orcUsed:
+            orders.append((orc, None))
+        items = []
+        for orc, obr in orders:
+            control = (orc.value(1) if orc is not None else "") or "NW"
+            groups = {"ORC": orc, "OBR": obr}
+            values = {c.name: self._value(c, message, groups) for c in self._columns}
+            self.log.debug("HL7 {control} {id}: worklist values {values}",
+                           control=control, id=message.controlId, values=values)
+            items.append(OrderItem(control, values))
+        return items
+
+    def _value(self, column, message, groups):
+        source = column.source
+        if source == "*AN":
+            return self.newAccessionNumber()
+        if source == "*UI":
+            return self.newUID()
+        segment = groups[source.segment] if source.segment in groups else message.segment(source.segment)
+        if segment is None:
+            return ""
+        if source.part == "DATE":
+            value = datePart(segment.value(source.field, 0))
+        elif source.part == "TIME":
+            value = timePart(segment.value(source.field, 0))
+        else:
+            if source.part is None:
+                value = self._wholeField(column, segment)
+            else:
+                value = segment.value(source.field, source.part)
+            if column.isDate:
+                value = datePart(value)
+        return column.truncate(value)
+
+    @staticmethod
+    def _wholeField(column, segment):
+        """The field's components joined by ^, or as a DICOM PN for PN columns."""
+        source = column.source
+        components = segment.components(source.field)
+        if column.isPersonName:
+            if (source.segment, source.field) in XCN_FIELDS:
+                components = components[1:]
+            return personName(components)
+        while components and not components[-1]:
+            components.pop()
+        return "^".join(components)

@@ -1,0 +1,413 @@
+"""HL7 v2 messages: parsing what senders deliver and building the ACKs we return.
+
+``parseMessage`` turns the bytes of one message (no MLLP framing) into a
+``Message`` whose fields are read with Conquest's numbering (manual 7.8:
+``PID.5``, ``OBR.4.1``), decoding them in the character set MSH-18 names.
+``splitMessages`` cuts a file holding several messages into single ones.
+``ack`` builds an original-mode ACK, also for bytes that could not be parsed.
+"""
+
+import codecs
+import re
+import threading
+import time
+from datetime import datetime
+from typing import NamedTuple
+
+ERROR_TEXTS = {
+    0: "Message accepted",
+    100: "Segment sequence error",
+    101: "Required field missing",
+    102: "Data type error",
+    103: "Table value not found",
+    200: "Unsupported message type",
+    201: "Unsupported event code",
+    202: "Unsupported processing id",
+    203: "Unsupported version id",
+    204: "Unknown key identifier",
+    205: "Duplicate key identifier",
+    206: "Application record locked",
+    207: "Application internal error",
+}
+
+# MSH-18 (HL7 table 0211) -> Python codec, for the character sets whose
+# delimiters and segment terminator are single ASCII bytes.
+CHARSETS = {
+    "ASCII": "ascii",
+    "UNICODE": "utf-8",
+    "UNICODE UTF-8": "utf-8",
+    "UTF-8": "utf-8",
+    "GB 18030-2000": "gb18030",
+    "KS X 1001": "euc_kr",
+    "BIG-5": "big5",
+}
+_ISO8859 = re.compile(r"8859/(\d{1,2})")
+_SEGMENT_END = re.compile(rb"\r\n|\r|\n")
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+_DEFAULT_ENCODING_CHARACTERS = "^~\\&"
+_FORMATTING = re.compile(r"H|N|\.(sp|in|ti|sk|ce|fi|nf).*|[CMZ].*")
+MLLP_BYTES = b"\x0b\x1c"
+BOM = b"\xef\xbb\xbf"
+
+
+class HL7Error(ValueError):
+    """A message we cannot use.
+
+    ``code`` is an HL7 table 0357 error code (100 segment sequence error,
+    101 required field missing, 102 data type error, 200 unsupported
+    message type, 201 unsupported event code, 203 unsupported version id,
+    204 unknown key identifier, 206 application record locked, 207
+    application internal error).
+    """
+
+    def __init__(self, text, code=207):
+        super().__init__(text)
+        self.text = text
+        self.code = code
+
+
+def charsetCodec(charset):
+    """The Python codec for an MSH-18 value; HL7Error (207) if we have none."""
+    name = " ".join(charset.upper().split())
+    if name in CHARSETS:
+        return CHARSETS[name]
+    match = _ISO8859.fullmatch(name)
+    if match:
+        codec = f"iso8859-{match.group(1)}"
+        try:
+            codecs.lookup(codec)
+        except LookupError:
+            pass
+        else:
+            return codec
+    raise HL7Error(f"unsupported character set {charset!r} in MSH-18", 207)
+
+
+class Delimiters(NamedTuple):
+    """MSH-1 and MSH-2 of a message, and the codec its text is in (for ``\\X..\\``)."""
+
+    field: str = "|"
+    component: str = "^"
+    repetition: str = "~"
+    escape: str = "\\"
+    subcomponent: str = "&"
+    codec: str = "ascii"
+
+    def unescape(self, text):
+        """``text`` with the escape sequences of HL7 v2 section 2.7 decoded.
+
+        ``\\F\\ \\S\\ \\T\\ \\R\\ \\E\\`` give the delimiters, ``\\Xhh..\\`` the
+        bytes ``hh..`` in the message's character set, ``\\.br\\`` a line
+        break (CR LF, as DICOM text wants); highlighting, formatting and
+        character set switches are dropped.  Anything else, like a lone
+        backslash, is kept as it is.
+        """
+        escape = self.escape
+        if escape not in text:
+            return text
+        pieces = text.split(escape)
+        result = [pieces[0]]
+        i = 1
+        while i < len(pieces):
+            if i + 1 >= len(pieces):        # an escape character never closed
+                result.append(escape + pieces[i])
+                break
+            decoded = self._escapeSequence(pieces[i])
+            if decoded is None:             # not an escape sequence: keep it, retry from its end
+                result.append(escape + pieces[i])
+                i += 1
+                continue
+            result.append(decoded)
+            result.append(pieces[i + 1])
+            i += 2
+        return "".join(result)
+
+    def _escapeSequence(self, body):
+        simple = {"F": self.field, "S": self.component, "T": self.subcomponent,
+                  "R": self.repetition, "E": self.escape}
+        if body in simple:
+            return simple[body]
+        if body == ".br":
+            return "\r\n"
+        if body[:1] == "X" and len(body) > 1:
+            try:
+                return bytes.fromhex(body[1:]).decode(self.codec, errors="replace")
+            except ValueError:
+                return None
+        if _FORMATTING.fullmatch(body):
+            return ""
+        return None
+
+    def escapeText(self, text):
+        """``text`` with the delimiters and line breaks escaped, for a field of ours."""
+        e = self.escape
+        table = {ord(e): f"{e}E{e}", ord(self.field): f"{e}F{e}", ord(self.component): f"{e}S{e}",
+                 ord(self.subcomponent): f"{e}T{e}", ord(self.repetition): f"{e}R{e}"}
+        return f"{e}.br{e}".join(line.translate(table) for line in _LINE_BREAK.split(text))
+
+
+class Segment:
+    """One segment: ``id`` ("PID") and ``fields``, the raw (still escaped)
+    field texts numbered as in HL7, ``fields[N]`` being SEG-N (``fields[0]``
+    is the id; for MSH ``fields[1]`` is the field separator)."""
+
+    __slots__ = ("id", "fields", "delimiters")
+
+    def __init__(self, fields, delimiters):
+        self.id = fields[0]
+        self.fields = fields
+        self.delimiters = delimiters
+
+    def __repr__(self):
+        return f"<Segment {self.delimiters.field.join(self.fields)!r}>"
+
+    def field(self, number):
+        """The raw text of field ``number``, "" when absent."""
+        return self.fields[number] if 0 <= number < len(self.fields) else ""
+
+    def components(self, number):
+        """The components of the first repetition of field ``number``, each
+        its first subcomponent, unescaped; HL7's null ``""`` reads as ""."""
+        d = self.delimiters
+        repetition = self.field(number).split(d.repetition, 1)[0]
+        return [_text(d, part.split(d.subcomponent, 1)[0]) for part in repetition.split(d.component)]
+
+    def value(self, number, component=None):
+        """Field ``number`` (first repetition, unescaped), or its zero-based
+        ``component`` (first subcomponent); "" when absent."""
+        if self.id == "MSH" and number in (1, 2):
+            return self.field(number)
+        if component is None:
+            d = self.delimiters
+            return _text(d, self.field(number).split(d.repetition, 1)[0])
+        parts = self.components(number)
+        return parts[component] if 0 <= component < len(parts) else ""
+
+
+def _text(delimiters, raw):
+    return "" if raw == '""' else delimiters.unescape(raw)
+
+
+class Message:
+    """A parsed HL7 v2 message (see ``parseMessage``)."""
+
+    def __init__(self, raw, charset, encoding, segments):
+        self.raw = raw
+        self.charset = charset
+        self.encoding = encoding
+        self.segments = segments
+        msh = segments[0]
+        self.controlId = msh.value(10, 0)
+        self.messageType = msh.value(9, 0)
+        self.triggerEvent = msh.value(9, 1)
+        self.version = msh.value(12, 0)
+
+    def __repr__(self):
+        return f"<Message {self.messageType}^{self.triggerEvent} {self.controlId!r}>"
+
+    def segment(self, segmentId, occurrence=0):
+        """The ``occurrence``-th (zero-based) segment ``segmentId``, or None."""
+        found = [s for s in self.segments if s.id == segmentId]
+        return found[occurrence] if occurrence < len(found) else None
+
+    def value(self, segment, field, component=None):
+        """Field ``field`` (HL7's SEG-N) of ``segment`` (a Segment, or a
+        segment id for its first occurrence), or its zero-based
+        ``component``, unescaped; "" when absent."""
+        if isinstance(segment, str):
+            segment = self.segment(segment)
+        return "" if segment is None else segment.value(field, component)
+
+
+def _segmentLines(raw):
+    """The non-blank segments of ``raw``, whatever the line ends."""
+    return [line for line in _SEGMENT_END.split(raw) if line.strip()]
+
+
+def _mshCharset(msh, fieldSeparator, repetition):
+    """MSH-18 (first repetition) read from the raw MSH bytes."""
+    fields = msh.split(fieldSeparator)
+    if len(fields) <= 17:
+        return ""
+    return fields[17].split(repetition, 1)[0].decode("ascii", errors="replace").strip()
+
+
+def _decode(raw, charset, declared):
+    """``(text, codec)``; without MSH-18 non-ASCII bytes are tried as UTF-8, then Latin-1."""
+    if not declared:
+        for codec in ("ascii", "utf-8"):
+            try:
+                return raw.decode(codec), codec
+            except UnicodeDecodeError:
+                pass
+        return raw.decode("latin-1"), "latin-1"
+    codec = charsetCodec(charset)
+    try:
+        return raw.decode(codec), codec
+    except UnicodeDecodeError as e:
+        raise HL7Error(f"byte {raw[e.start]:#04x} at offset {e.start} is not valid in "
+                       f"character set {charset!r} (MSH-18)", 102) from None
+
+
+def parseMessage(raw):
+    """Parse one message (bytes, no MLLP framing); HL7Error when unusable.
+
+    Segments may end in CR, LF or CR LF.  MSH-1 and MSH-2 give the
+    delimiters, MSH-18 the character set.  MSH-9 and MSH-10 are required.
+    """
+    lines = _segmentLines(raw)
+    if not lines or not lines[0].startswith(b"MSH") or len(lines[0]) < 5:
+        raise HL7Error("the message does not start with an MSH segment", 100)
+    msh = lines[0]
+    fieldSeparator = msh[3:4]
+    if fieldSeparator.isalnum() or fieldSeparator in (b" ", b"\t"):
+        raise HL7Error(f"MSH-1 {fieldSeparator!r} is not a usable field separator", 102)
+    encodingCharacters = msh[4:].split(fieldSeparator, 1)[0].decode("ascii", errors="replace")
+    encodingCharacters += _DEFAULT_ENCODING_CHARACTERS[len(encodingCharacters):]
+    component, repetition, escape, subcomponent = encodingCharacters[:4]
+    separator = fieldSeparator.decode("ascii")
+    if len({separator, component, repetition, escape, subcomponent}) < 5:
+        raise HL7Error(f"MSH-2 {encodingCharacters!r} does not give four distinct delimiters", 102)
+    charset = _mshCharset(msh, fieldSeparator, repetition.encode("ascii"))
+    text, codec = _decode(b"\r".join(lines), charset, bool(charset))
+    delimiters = Delimiters(separator, component, repetition, escape, subcomponent, codec)
+    segments = []
+    for line in text.split("\r"):
+        fields = line.split(separator)
+        if not segments:
+            fields = ["MSH", separator] + fields[1:]
+        segments.append(Segment(fields, delimiters))
+    message = Message(raw, charset, codec, segments)
+    if not message.messageType:
+        raise HL7Error("MSH-9 (message type) is missing", 101)
+    if not message.controlId:
+        raise HL7Error("MSH-10 (message control id) is missing", 101)
+    return message
+
+
+def splitMessages(data):
+    """The messages of a file or buffer, as raw bytes with segments joined by CR.
+
+    MLLP start and end bytes, a UTF-8 byte order mark and blank lines are
+    removed; a new message starts at every segment beginning with MSH.
+    Anything before the first MSH is returned as a piece of its own (which
+    ``parseMessage`` then rejects), so nothing is silently lost.
+    """
+    if data.startswith(BOM):
+        data = data[len(BOM):]
+    data = data.translate(None, MLLP_BYTES)
+    messages = []
+    for line in _segmentLines(data):
+        if line.startswith(b"MSH") or not messages:
+            messages.append([line])
+        else:
+            messages[-1].append(line)
+    return [b"\r".join(lines) for lines in messages]
+
+
+class UniqueNumbers:
+    """16-digit numbers, never repeating in a process: the microseconds since
+    1970 (16 digits until 2286), or one more than the last number given
+    when the clock has not moved on.  Restarts continue from the clock, so
+    repeats across processes are very unlikely."""
+
+    def __init__(self, now=time.time):
+        self._now = now
+        self._last = 0
+        self._lock = threading.Lock()
+
+    def __call__(self):
+        with self._lock:
+            self._last = max(self._last + 1, int(self._now() * 1_000_000))
+            return f"{self._last % 10 ** 16:016d}"
+
+
+uniqueNumber = UniqueNumbers()
+
+
+class _Salvaged(NamedTuple):
+    """What ``ack`` needs from the message it answers."""
+
+    delimiters: Delimiters
+    sender: list            # MSH-3 components
+    senderFacility: list    # MSH-4 components
+    triggerEvent: str
+    controlId: str
+    processingId: str
+    version: str
+    charset: str
+
+
+def _fromMessage(message):
+    msh = message.segments[0]
+    return _Salvaged(msh.delimiters, msh.components(3), msh.components(4), message.triggerEvent,
+                     message.controlId, msh.value(11, 0), message.version, message.charset)
+
+
+def _fromRaw(raw):
+    """A lenient byte-level reading of the first MSH in ``raw``; never raises."""
+    raw = raw or b""
+    start = raw.find(b"MSH")
+    msh = _SEGMENT_END.split(raw[start:], 1)[0] if start >= 0 else b""
+    fieldSeparator = msh[3:4] if len(msh) > 3 and not msh[3:4].isalnum() else b"|"
+    fields = msh.split(fieldSeparator)
+    encodingCharacters = fields[1] if len(fields) > 1 else b""
+    component = encodingCharacters[0:1] or b"^"
+    repetition = encodingCharacters[1:2] or b"~"
+    charset = _mshCharset(msh, fieldSeparator, repetition)
+    try:
+        codec = charsetCodec(charset) if charset else "latin-1"
+    except HL7Error:
+        codec = "latin-1"
+
+    def components(number):
+        index = number - 1
+        if index >= len(fields):
+            return []
+        first = fields[index].split(repetition, 1)[0]
+        return [part.decode(codec, errors="replace") for part in first.split(component)]
+
+    def value(number, part=0):
+        parts = components(number)
+        return parts[part] if part < len(parts) else ""
+
+    return _Salvaged(Delimiters(codec=codec), components(3), components(4), value(9, 1),
+                     value(10), value(11), value(12), charset)
+
+
+def ack(message, code, text="", errorCode=None, application="PACS", facility="", raw=None):
+    """An original-mode ACK (bytes, no MLLP framing) answering ``message``.
+
+    ``code`` is AA, AE or AR; for AE and AR, ``text`` goes to MSA-3 and an
+    ERR segment carries ``errorCode`` (table 0357, default 207).  When the
+    message could not be parsed pass ``message=None`` and its ``raw`` bytes:
+    the fields the ACK needs are then salvaged as well as can be.  The ACK is
+    encoded in the message's character set, whose MSH-18 it repeats.
+    """
+    source = _fromMessage(message) if message is not None else _fromRaw(raw)
+    ours = Delimiters(codec=source.delimiters.codec)
+
+    escaped = ours.escapeText
+
+    def composite(parts):
+        return ours.component.join(escaped(part) for part in parts)
+
+    trigger = source.triggerEvent
+    msh = ["MSH", _DEFAULT_ENCODING_CHARACTERS, escaped(application), escaped(facility),
+           composite(source.sender), composite(source.senderFacility),
+           datetime.now().strftime("%Y%m%d%H%M%S"), "",
+           f"ACK^{escaped(trigger)}^ACK" if trigger else "ACK", uniqueNumber(),
+           escaped(source.processingId or "P"), escaped(source.version or "2.5"),
+           "", "", "", "", "", escaped(source.charset)]
+    segments = [msh, ["MSA", code, escaped(source.controlId), escaped(text)]]
+    if code in ("AE", "AR"):
+        errorCode = 207 if errorCode is None else errorCode
+        errorText = ERROR_TEXTS.get(errorCode, "")
+        segments.append(["ERR", "", "", f"{errorCode}^{escaped(errorText)}^HL70357", "E", "", "", "",
+                         escaped(text)])
+    lines = []
+    for fields in segments:
+        while fields[-1] == "":
+            fields.pop()
+        lines.append(ours.field.join(fields))
+    return ("\r".join(lines) + "\r").encode(ours.codec, errors="replace")

@@ -1,0 +1,240 @@
+"""The HL7 listener: the Minimal Lower Layer Protocol (MLLP) over TCP.
+
+A message travels as ``0x0B <message> 0x1C 0x0D``.  ``MLLPProtocol`` cuts
+the byte stream into messages, hands them one at a time, in order, to the
+factory's handler and writes each ACK (framed) before the next message is
+handed on.  Bytes outside a frame are discarded, an oversized frame gets an
+AR and the connection is closed; nothing a peer sends raises out of
+``dataReceived``.
+"""
+
+from collections import deque
+
+from twisted.internet import defer, protocol
+from twisted.logger import Logger
+from twisted.protocols import policies
+
+from pacscore.hl7 import message
+
+START_BLOCK = b"\x0b"
+END_BLOCK = b"\x1c"
+CARRIAGE_RETURN = 0x0D
+
+OUTSIDE, INSIDE, AFTER_END = "outside", "inside", "after end"
+
+PAUSE_QUEUE_LENGTH = 16   # messages waiting for the handler before we stop reading
+SALVAGE_BYTES = 65536     # what an oversized frame keeps to answer it (its MSH)
+
+
+def frame(data):
+    """``data`` in an MLLP block."""
+    return START_BLOCK + data + END_BLOCK + b"\r"
+
+
+class MLLPProtocol(protocol.Protocol, policies.TimeoutMixin):
+    """One MLLP connection; the factory gives ``handler``, ``maxMessageSize``,
+    ``idleTimeout``, ``clock`` and ``counters``."""
+
+    log = Logger()
+
+    def __init__(self):
+        self._state = OUTSIDE
+        self._buffer = bytearray()
+        self._garbage = 0          # bytes of the current run outside a frame
+        self._queue = deque()      # complete messages waiting for the handler
+        self._busy = False         # the handler is working on a message
+        self._draining = False     # _processQueue is on the stack
+        self._readPaused = False
+        self._tooLarge = None      # the start of an oversized frame, answered once the queue is done
+        self._received = 0
+
+    # -- connection --------------------------------------------------------
+
+    def connectionMade(self):
+        self.peer = self.transport.getPeer()
+        setTcpNoDelay = getattr(self.transport, "setTcpNoDelay", None)
+        if setTcpNoDelay is not None:
+            setTcpNoDelay(True)
+        self.factory.count("hl7Connections")
+        self.setTimeout(self.factory.idleTimeout)
+        self.log.info("{peer}: HL7 connection opened", peer=self.peerName())
+
+    def connectionLost(self, reason):
+        self.connected = False
+        self.setTimeout(None)
+        dropped = len(self._queue) + self._busy
+        self._queue.clear()
+        self._buffer = bytearray()
+        self.log.info("{peer}: HL7 connection closed after {received} messages{unanswered}",
+                      peer=self.peerName(), received=self._received,
+                      unanswered=f", {dropped} left unanswered" if dropped else "")
+
+    def peerName(self):
+        peer = getattr(self, "peer", None)
+        return f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '')}"
+
+    def callLater(self, delay, f, *args, **kw):
+        """The TimeoutMixin timer, on the factory's clock."""
+        return self.factory.clock.callLater(delay, f, *args, **kw)
+
+    def timeoutConnection(self):
+        if self._busy:       # we are the slow side, not the peer
+            self.setTimeout(self.timeOut)
+            return
+        self.log.info("{peer}: no data for {timeout} s, closing the HL7 connection",
+                      peer=self.peerName(), timeout=self.timeOut)
+        self.transport.loseConnection()
+
+    # -- framing -----------------------------------------------------------
+
+    def dataReceived(self, data):
+        self.resetTimeout()
+        try:
+            self._feed(data)
+        except Exception:
+            self.log.failure("{peer}: internal error while reading HL7 data, closing", peer=self.peerName())
+            self.factory.count("hl7Errors")
+            self.transport.loseConnection()
+
+    def _feed(self, data):
+        position = 0
+        while position < len(data):
+            if self._tooLarge is not None or self.transport.disconnecting:
+                return
+            if self._state == OUTSIDE:
+                start = data.find(START_BLOCK, position)
+                end = len(data) if start < 0 else start
+                if end > position:
+                    self._discard(data[position:end])
+                if start < 0:
+                    return
+                self._garbage = 0
+                self._state = INSIDE
+                position = start + 1
+            elif self._state == INSIDE:
+                end = data.find(END_BLOCK, position)
+                chunk = data[position:len(data) if end < 0 else end]
+                if len(self._buffer) + len(chunk) > self.factory.maxMessageSize:
+                    self._frameTooLarge(bytes(self._buffer[:SALVAGE_BYTES]) + chunk[:SALVAGE_BYTES])
+                    return
+                self._buffer += chunk
+                if end < 0:
+                    return
+                self._frameComplete()
+                self._state = AFTER_END
+                position = end + 1
+            else:
+                if data[position] == CARRIAGE_RETURN:
+                    position += 1
+                else:
+                    self.log.warn("{peer}: MLLP end byte 0x1C followed by {byte:#04x} instead of 0x0D",
+                                  peer=self.peerName(), byte=data[position])
+                self._state = OUTSIDE
+
+    def _discard(self, garbage):
+        if not self._garbage:
+            self.factory.count("hl7Errors")
+            self.log.warn("{peer}: discarding bytes outside an MLLP frame: {sample!r}",
+                          peer=self.peerName(), sample=bytes(garbage[:32]))
+        self._garbage += len(garbage)
+        if self._garbage > self.factory.maxMessageSize:
+            self.log.warn("{peer}: more than {limit} bytes without an MLLP start byte, closing",
+                          peer=self.peerName(), limit=self.factory.maxMessageSize)
+            self.transport.loseConnection()
+
+    def _frameComplete(self):
+        raw, self._buffer = bytes(self._buffer), bytearray()
+        self._received += 1
+        self.factory.count("hl7Messages")
+        self._queue.append(raw)
+        if len(self._queue) >= PAUSE_QUEUE_LENGTH and not self._readPaused:
+            self._readPaused = True
+            self.transport.pauseProducing()
+        self._processQueue()
+
+    def _frameTooLarge(self, start):
+        self.factory.count("hl7Errors")
+        self.log.warn("{peer}: HL7 message larger than {limit} bytes, rejecting it and closing",
+                      peer=self.peerName(), limit=self.factory.maxMessageSize)
+        self._tooLarge = start
+        self._buffer = bytearray()
+        self._processQueue()
+
+    # -- handling, one message at a time -----------------------------------
+
+    def _processQueue(self):
+        if self._draining:
+            return
+        self._draining = True
+        try:
+            while not self._busy and self.connected and not self.transport.disconnecting:
+                if self._queue:
+                    self._handle(self._queue.popleft())
+                elif self._tooLarge is not None:
+                    self._rejectTooLarge()
+                    return
+                else:
+                    if self._readPaused:
+                        self._readPaused = False
+                        self.transport.resumeProducing()
+                    return
+        finally:
+            self._draining = False
+
+    def _handle(self, raw):
+        self._busy = True
+        d = defer.maybeDeferred(self.factory.handler, raw)
+        d.addErrback(self._handlerFailed, raw)
+        d.addCallback(self._answer)
+        d.addErrback(self._answerFailed)
+        d.addBoth(self._handled)
+
+    def _handlerFailed(self, failure, raw):
+        self.factory.count("hl7Errors")
+        self.log.failure("{peer}: the HL7 handler failed, answering AR", failure, peer=self.peerName())
+        return message.ack(None, "AR", "internal error while handling the message", 207, raw=raw)
+
+    def _answer(self, ackBytes):
+        if self.connected:
+            self.transport.write(frame(ackBytes))
+            self.resetTimeout()
+
+    def _answerFailed(self, failure):
+        self.log.failure("{peer}: could not send the HL7 ACK", failure, peer=self.peerName())
+
+    def _handled(self, _):
+        self._busy = False
+        self._processQueue()
+
+    def _rejectTooLarge(self):
+        limit = self.factory.maxMessageSize
+        self.transport.write(frame(message.ack(
+            None, "AR", f"message larger than {limit} bytes", 207, raw=self._tooLarge)))
+        self._tooLarge = None
+        self.transport.loseConnection()
+
+
+class MLLPFactory(protocol.Factory):
+    """Serves MLLP connections for ``handler(raw) -> Deferred`` firing with
+    the ACK (bytes, unframed) for the message ``raw``.
+
+    ``counters`` counts ``hl7Messages`` (frames received), ``hl7Errors``
+    (handler failures, oversized frames, runs of bytes outside frames) and
+    ``hl7Connections``.
+    """
+
+    protocol = MLLPProtocol
+    noisy = False
+    log = Logger()
+
+    def __init__(self, handler, maxMessageSize=1 << 20, idleTimeout=300, clock=None):
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self.handler = handler
+        self.maxMessageSize = maxMessageSize
+        self.idleTimeout = idleTimeout
+        self.clock = clock
+        self.counters = {"hl7Messages": 0, "hl7Errors": 0, "hl7Connections": 0}
+
+    def count(self, name):
+        self.counters[name] += 1

@@ -1,0 +1,359 @@
+"""The modality worklist end to end: HL7 orders sent with ``mllp_send`` to a
+running ``twistd -n pacs``, its ACKs, the drop folder, ``dgate --loadhl7``,
+DCMTK ``findscu -W`` (our queries and DCMTK's example queries) and
+WorkListMode 1 and 2 through ``storescu``."""
+
+import glob
+import os
+import re
+import sqlite3
+import tempfile
+import time
+
+import pydicom
+from pydicom.uid import generate_uid
+from twisted.trial import unittest
+
+from pacscore.testing.corpus import makeDataset
+from pacscore.testing.orders import orderMessage, writeMessages
+from tests.interop.server import PacsServer, dcmtk
+
+EXAMPLES = "/usr/share/doc/dcmtk/examples/wlistqry"
+SPS = "ScheduledProcedureStepSequence"
+# The attributes of etc/dicom.sql's Scheduled Procedure Step block.
+SPS_ITEM = {"Modality", "RequestedContrastAgent", "ScheduledStationAETitle", "ScheduledProcedureStepStartDate",
+            "ScheduledProcedureStepStartTime", "ScheduledPerformingPhysicianName",
+            "ScheduledProcedureStepDescription", "ScheduledProcedureStepID", "ScheduledStationName",
+            "ScheduledProcedureStepLocation", "PreMedication", "CommentsOnTheScheduledProcedureStep"}
+
+# The orders of the worklist: (accession, patient ID, name, charset, modality, start, station AE, station name)
+ORDERS = [
+    ("ACC1001", "PAT1", "Müller^Hans", "8859/1", "CT", "20261202093000", "AA2", "A2"),
+    ("ACC1002", "PAT2", "Дмитриев^Иван", "UNICODE UTF-8", "MR", "20261202140000", "AA4", "A2"),
+    ("ACC1003", "PAT3", "Smith^John", "", "CT", "20261203101500", "AA2", "A2"),
+    ("ACC1004", "PAT4", "Ødegård^Åse", "8859/1", "US", "20261204123000", "AA3", "A3"),
+    ("ACC1005", "PAT5", "Doe^Jane", "UNICODE UTF-8", "CT", "20261205110000", "AA2", "A2"),
+]
+
+
+def useStationAE(workdir):
+    """Map ScheduledAE from OBR-18 in the server's dicom.sql (the default maps nothing)."""
+    path = os.path.join(workdir, "dicom.sql")
+    with open(path) as f:
+        text = f.read()
+    with open(path, "w") as f:
+        f.write(text.replace('"ScheduledAE", 16, SQL_C_CHAR, DT_STR, "---"',
+                             '"ScheduledAE", 16, SQL_C_CHAR, DT_STR, "OBR.18"'))
+
+
+def order(number, accession, patientID, name, charset, modality, start, stationAE, stationName,
+          control="NW"):
+    return orderMessage(f"MSG{number}", accession, patientID, name, control=control, modality=modality,
+                        start=start, stationAE=stationAE, stationName=stationName, charset=charset)
+
+
+def acks(output):
+    """``[(code, control id)]`` of the MSA segments mllp_send printed."""
+    return re.findall(r"MSA\|(A[AER])\|([^|\r\n]*)", output)
+
+
+def worklistFind(server, keys=(), query=None, sequenceKeys=()):
+    """findscu -W: the matches as datasets. ``keys`` and ``sequenceKeys``
+    (inside the Scheduled Procedure Step Sequence) are ``-k`` arguments;
+    ``query`` a query file instead."""
+    out = tempfile.mkdtemp()
+    args = ["-W", "-X", "-od", out, "-aec", server.ae]
+    for key in keys:
+        args += ["-k", key.encode("utf-8")]
+    for key in sequenceKeys:
+        args += ["-k", f"{SPS}[0].{key}".encode("utf-8")]
+    if query is not None:
+        args.append(query)
+    result = dcmtk("findscu", *args[:-1] if query else args, "127.0.0.1", server.port,
+                   *([query] if query else []))
+    if result.returncode != 0:
+        raise AssertionError(result.stdout + result.stderr)
+    return [pydicom.dcmread(os.path.join(out, name)) for name in sorted(os.listdir(out))
+            if name.startswith("rsp")]
+
+
+def accessions(matches):
+    return sorted(str(m.AccessionNumber) for m in matches)
+
+
+class WorklistTests(unittest.TestCase):
+    """One server, its worklist filled over MLLP in setUpClass."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.workdir = tempfile.mkdtemp(prefix="pacs-worklist-")
+        serverDir = os.path.join(cls.workdir, "pacs")
+        cls.server = PacsServer(serverDir)
+        useStationAE(serverDir)
+        cls.server.start()
+        messages = [order(n, *o) for n, o in enumerate(ORDERS, 1)]
+        messages.append(order(90, "ACC1003", "PAT3", "Smith^John", "", "CT", "20261203114500", "AA2", "A2",
+                              control="XO"))
+        messages.append(order(91, "ACC1006", "PAT6", "Gone^Soon", "", "CT", "20261206100000", "AA2", "A2"))
+        messages.append(order(92, "ACC1006", "PAT6", "Gone^Soon", "", "CT", "20261206100000", "AA2", "A2",
+                              control="CA"))
+        path = os.path.join(cls.workdir, "orders.hl7")
+        writeMessages(path, messages)
+        cls.acks = acks(cls.server.sendHL7(path))
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.stop()
+
+    def everything(self, *keys):
+        return worklistFind(self.server, ["AccessionNumber", "PatientName", "PatientID", "StudyInstanceUID",
+                                          *keys],
+                            sequenceKeys=["Modality", "ScheduledStationAETitle", "ScheduledProcedureStepStartDate",
+                                          "ScheduledProcedureStepStartTime", "ScheduledStationName",
+                                          "ScheduledProcedureStepID"])
+
+    # -- HL7 intake ---------------------------------------------------------
+
+    def test_everyOrderAcknowledgedInOrder(self):
+        expected = [("AA", f"MSG{n}") for n in [1, 2, 3, 4, 5, 90, 91, 92]]
+        self.assertEqual(self.acks, expected)
+
+    def test_newUpdateCancel(self):
+        matches = self.everything()
+        self.assertEqual(accessions(matches), ["ACC1001", "ACC1002", "ACC1003", "ACC1004", "ACC1005"])
+        updated = [m for m in matches if m.AccessionNumber == "ACC1003"][0]
+        self.assertEqual(updated[SPS][0].ScheduledProcedureStepStartTime, "114500")
+
+    def test_valuesFromTheDefaultMapping(self):
+        match = [m for m in self.everything("PatientBirthDate", "PatientSex", "RequestingPhysician",
+                                            "RequestedProcedureDescription", "RequestedProcedureID",
+                                            "RequestedProcedurePriority")
+                 if m.AccessionNumber == "ACC1001"][0]
+        self.assertEqual(match.PatientID, "PAT1")
+        self.assertEqual(match.PatientBirthDate, "19800101")
+        self.assertEqual(match.PatientSex, "M")
+        self.assertEqual(str(match.RequestingPhysician), "House^Gregory")
+        self.assertEqual(match.RequestedProcedureID, "CT123")
+        self.assertEqual(match.RequestedProcedureDescription, "CT HEAD")
+        self.assertTrue(pydicom.uid.UID(match.StudyInstanceUID).is_valid)
+        item = match[SPS][0]
+        self.assertEqual((item.Modality, item.ScheduledProcedureStepStartDate, item.ScheduledProcedureStepStartTime,
+                          item.ScheduledStationAETitle, item.ScheduledStationName),
+                         ("CT", "20261202", "093000", "AA2", "A2"))
+
+    def test_namesInLatin1AndUTF8(self):
+        names = {m.AccessionNumber: (str(m.PatientName), m.SpecificCharacterSet) for m in self.everything()}
+        self.assertEqual(names["ACC1001"], ("Müller^Hans", "ISO_IR 100"))
+        self.assertEqual(names["ACC1004"], ("Ødegård^Åse", "ISO_IR 100"))
+        self.assertEqual(names["ACC1002"], ("Дмитриев^Иван", "ISO_IR 192"))
+
+    def test_malformedMessagesRefusedAndServiceKeepsRunning(self):
+        path = os.path.join(self.workdir, "bad.hl7")
+        with open(path, "wb") as f:
+            f.write(b"MSH|^~\\&|RIS|HOSPITAL|PACS|HOSPITAL|20261202||ADT^A01|BAD1|P|2.3.1\nPID|1||X\n"
+                    + order(93, "ACC9999", "PATX", "Nobody^Here", "", "CT", "20261202100000", "", "",
+                            control="XO").replace(b"\r", b"\n") + b"\n"
+                    + b"MSH|^~\\&|RIS|HOSPITAL|PACS|HOSPITAL|20261202||ORM^O01|BAD3|P|2.3.1||||||KLINGON\n"
+                    + order(94, *ORDERS[4]).replace(b"\r", b"\n"))
+        self.assertEqual(acks(self.server.sendHL7(path)),
+                         [("AR", "BAD1"), ("AE", "MSG93"), ("AR", "BAD3"), ("AA", "MSG94")])
+        self.assertEqual(accessions(worklistFind(self.server, ["AccessionNumber=ACC1005"])), ["ACC1005"])
+        self.assertEqual(accessions(worklistFind(self.server, ["AccessionNumber=ACC9999"])), [])
+        self.assertIn("HL7 BAD1 rejected (AR)", self.server.log())
+        self.assertEqual(self.server.echo().returncode, 0)
+
+    # -- worklist C-FIND ----------------------------------------------------
+
+    def test_matchingOnStationModalityDateTime(self):
+        find = lambda *seq: accessions(worklistFind(self.server, ["AccessionNumber"], sequenceKeys=seq))
+        self.assertEqual(find("ScheduledStationAETitle=AA2"), ["ACC1001", "ACC1003", "ACC1005"])
+        self.assertEqual(find("Modality=MR"), ["ACC1002"])
+        self.assertEqual(find("ScheduledProcedureStepStartDate=20261202-20261203"),
+                         ["ACC1001", "ACC1002", "ACC1003"])
+        self.assertEqual(find("ScheduledProcedureStepStartDate=20261204-"), ["ACC1004", "ACC1005"])
+        self.assertEqual(find("ScheduledProcedureStepStartTime=1100-1300"), ["ACC1003", "ACC1004", "ACC1005"])
+        self.assertEqual(find("Modality=CT", "ScheduledStationAETitle=AA2", "ScheduledProcedureStepStartDate=20261203"),
+                         ["ACC1003"])
+
+    def test_matchingOnPatientAndAccession(self):
+        self.assertEqual(accessions(worklistFind(self.server, ["SpecificCharacterSet=ISO_IR 192",
+                                                                  "AccessionNumber", "PatientName=mü*"])), ["ACC1001"])
+        self.assertEqual(accessions(worklistFind(self.server, ["AccessionNumber", "PatientID=PAT4"])), ["ACC1004"])
+        self.assertEqual(accessions(worklistFind(self.server, ["AccessionNumber=ACC1005"])), ["ACC1005"])
+        self.assertEqual(worklistFind(self.server, ["AccessionNumber=NOPE"]), [])
+
+    def test_onlyRequestedKeysWithTheSequenceStructure(self):
+        matches = worklistFind(self.server, ["PatientName", "AccessionNumber=ACC1001", "PatientWeight"],
+                               sequenceKeys=["Modality", "ScheduledProcedureStepLocation"])
+        self.assertEqual(len(matches), 1)
+        match = matches[0]
+        self.assertEqual(set(match.dir()), {"SpecificCharacterSet", "PatientName", "AccessionNumber",
+                                            "PatientWeight", SPS})
+        self.assertEqual(len(match[SPS].value), 1)
+        item = match[SPS][0]
+        self.assertEqual(set(item.dir()), {"Modality", "ScheduledProcedureStepLocation"})
+        self.assertEqual((item.Modality, item.ScheduledProcedureStepLocation), ("CT", ""))
+        self.assertIn(match.PatientWeight, (None, ""))
+
+    def test_dcmtkExampleQueries(self):
+        """Every query of DCMTK's examples finds exactly the items it
+        selects, with exactly the keys it asks, nested as it asks."""
+        aa2 = ["ACC1001", "ACC1003", "ACC1005"]
+        everything = ["ACC1001", "ACC1002", "ACC1003", "ACC1004", "ACC1005"]
+        expected = {"wlistqry2": aa2, "wlistqry4": [], "wlistqry5": ["ACC1002", "ACC1004"], "wlistqry6": aa2,
+                    "wlistqry7": aa2, "wlistqry8": aa2, "wlistqry9": aa2, "wlistqry12": ["ACC1002"]}
+        names = {str(m.PatientName): m.AccessionNumber for m in self.everything()}
+        dumps = sorted(glob.glob(os.path.join(EXAMPLES, "wlistqry*.dump")))
+        self.assertEqual(len(dumps), 13)
+        for dump in dumps:
+            name = os.path.basename(dump)[:-len(".dump")]
+            query = os.path.join(self.workdir, name + ".dcm")
+            converted = dcmtk("dump2dcm", dump, query)
+            self.assertEqual(converted.returncode, 0, converted.stderr)
+            requested = pydicom.dcmread(query, force=True)
+            matches = worklistFind(self.server, query=query)
+            for match in matches:
+                self.assertEqual(set(match.dir()), {e.keyword for e in requested} | {"SpecificCharacterSet"}, name)
+                if SPS in requested and requested[SPS].value:
+                    self.assertEqual(len(match[SPS].value), 1, name)
+                    # an empty item asks for every attribute of the item (PS3.4 C.2.2.1.3)
+                    self.assertEqual(set(match[SPS][0].dir()),
+                                     {e.keyword for e in requested[SPS][0]} or SPS_ITEM, name)
+            found = sorted(names[str(m.PatientName)] for m in matches)
+            self.assertEqual(found, expected.get(name, everything), name)
+
+    def test_emptySequenceKeyReturnsTheWholeItem(self):
+        matches = worklistFind(self.server, ["AccessionNumber=ACC1001", SPS])
+        self.assertEqual(len(matches), 1)
+        item = matches[0][SPS][0]
+        self.assertEqual((item.Modality, item.ScheduledStationAETitle, item.ScheduledProcedureStepStartDate),
+                         ("CT", "AA2", "20261202"))
+
+
+def waitFor(condition, timeout=20, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class WorklistFilesTests(unittest.TestCase):
+    """The drop folder, ``dgate --loadhl7`` and ``dgate --initializetables:2``."""
+
+    def setUp(self):
+        self.workdir = tempfile.mkdtemp(prefix="pacs-hl7files-")
+        self.server = PacsServer(os.path.join(self.workdir, "pacs"), ini={"HL7DropFolderInterval": "1"})
+        self.server.start()
+        self.addCleanup(self.server.stop)
+        self.drop = os.path.join(self.server.workdir, "hl7")
+
+    def test_dropFolder(self):
+        good = os.path.join(self.workdir, "good.hl7")
+        writeMessages(good, [order(1, *ORDERS[0]), order(2, *ORDERS[1])])
+        bad = os.path.join(self.workdir, "bad.hl7")
+        writeMessages(bad, [order(3, *ORDERS[2]), b"MSH|^~\\&|RIS|H|PACS|H|2026||ADT^A08|ADT1|P|2.3.1\rPID|1"])
+        os.replace(good, os.path.join(self.drop, "good.hl7"))
+        os.replace(bad, os.path.join(self.drop, "bad.hl7"))
+        waitFor(lambda: os.path.exists(os.path.join(self.drop, "processed", "good.hl7"))
+                and os.path.exists(os.path.join(self.drop, "failed", "bad.hl7")), what="the drop folder")
+        self.assertEqual(sorted(os.listdir(self.drop)), ["failed", "processed"])
+        self.assertEqual(accessions(worklistFind(self.server, ["AccessionNumber"])),
+                         ["ACC1001", "ACC1002", "ACC1003"])
+        log = self.server.log()
+        self.assertIn("good.hl7 -> ", log)
+        self.assertRegex(log, r"bad\.hl7 -> .*failed.*message 2: AR")
+
+    def test_dgateLoadHL7AndClearWorklist(self):
+        path = os.path.join(self.workdir, "orders.hl7")
+        writeMessages(path, [order(n, *o) for n, o in enumerate(ORDERS, 1)])
+        result = self.server.dgate(f"--loadhl7:{path}")
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        self.assertEqual(result.stdout.count(": AA "), len(ORDERS))
+        self.assertEqual(len(worklistFind(self.server, ["AccessionNumber"])), len(ORDERS))
+        result = self.server.dgate("--initializetables:2")
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        self.assertEqual(worklistFind(self.server, ["AccessionNumber"]), [])
+        with sqlite3.connect(self.server.database) as db:
+            self.assertEqual(db.execute("SELECT count(*) FROM DICOMWorkList").fetchone()[0], 0)
+        result = self.server.dgate("--loadhl7:/nonexistent.hl7")
+        self.assertNotEqual(result.returncode, 0)
+
+
+class WorkListModeTests(unittest.TestCase):
+    """Images filled in from the worklist (mode 1) and refused without an
+    order (mode 2), in the stored file and in the index."""
+
+    def startServer(self, mode):
+        server = PacsServer(os.path.join(self.workdir, f"pacs{mode}"), ini={"WorkListMode": str(mode)})
+        server.start()
+        self.addCleanup(server.stop)
+        path = os.path.join(self.workdir, f"order{mode}.hl7")
+        writeMessages(path, [orderMessage("WL1", "ACCWL1", "WLPAT1", "Wörklist^Patient", charset="8859/1",
+                                          modality="CT")])
+        self.assertEqual(acks(server.sendHL7(path)), [("AA", "WL1")])
+        return server
+
+    def image(self, name, accession, patientID="MODPAT", patientName="Modality^Typed"):
+        ds = makeDataset(patientID, patientName, generate_uid(), generate_uid(), generate_uid(), 1, 1)
+        ds.AccessionNumber = accession
+        path = os.path.join(self.workdir, name)
+        ds.save_as(path, enforce_file_format=True)
+        return ds, path
+
+    def storedFiles(self, server):
+        return [pydicom.dcmread(p) for p in glob.glob(os.path.join(server.dataDir, "**", "*.dcm"), recursive=True)
+                + glob.glob(os.path.join(server.dataDir, "**", "*.v2"), recursive=True)]
+
+    def setUp(self):
+        self.workdir = tempfile.mkdtemp(prefix="pacs-wlmode-")
+
+    def test_mode1FillsInFromTheWorklist(self):
+        server = self.startServer(1)
+        worklistUID = worklistFind(server, ["AccessionNumber=ACCWL1", "StudyInstanceUID"])[0].StudyInstanceUID
+        _, known = self.image("known.dcm", "ACCWL1")
+        unknownDataset, unknown = self.image("unknown.dcm", "ACCNONE")
+        result = server.store(known, unknown)
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        stored = {str(ds.AccessionNumber): ds for ds in self.storedFiles(server)}
+        self.assertEqual(set(stored), {"ACCWL1", "ACCNONE"})
+        amended = stored["ACCWL1"]
+        self.assertEqual((str(amended.PatientName), amended.PatientID, amended.StudyInstanceUID,
+                          amended.SpecificCharacterSet),
+                         ("Wörklist^Patient", "WLPAT1", worklistUID, "ISO_IR 100"))
+        self.assertEqual(amended.PatientBirthDate, "19800101")
+        self.assertEqual(amended.pixel_array.shape, (64, 64))
+        self.assertEqual(str(stored["ACCNONE"].PatientName), "Modality^Typed")
+        self.assertEqual(stored["ACCNONE"].StudyInstanceUID, unknownDataset.StudyInstanceUID)
+        with sqlite3.connect(server.database) as db:
+            self.assertEqual(sorted(db.execute("SELECT PatientID, PatientName FROM DICOMPatients")),
+                             [("MODPAT", "Modality^Typed"), ("WLPAT1", "Wörklist^Patient")])
+            self.assertEqual(db.execute("SELECT ImagePat FROM DICOMImages JOIN DICOMSeries ON "
+                                        "DICOMImages.SeriesInstanceUID = DICOMSeries.SeriesInstanceUID "
+                                        "WHERE StudyInstanceUID = ?", (worklistUID,)).fetchall(), [("WLPAT1",)])
+
+    def test_mode2RefusesImagesWithoutAnOrder(self):
+        server = self.startServer(2)
+        _, known = self.image("known.dcm", "ACCWL1")
+        _, unknown = self.image("unknown.dcm", "ACCNONE")
+        refused = server.store(unknown, extra=("-v",))
+        self.assertNotEqual(refused.returncode, 0)
+        self.assertIn("Status: 0x110", refused.stderr)  # Processing Failure, Conquest's StorageFailedErrorCode
+        self.assertIn("Accession Number 'ACCNONE' is not in the worklist", server.log())
+        accepted = server.store(known)
+        self.assertEqual(accepted.returncode, 0, accepted.stdout + accepted.stderr)
+        self.assertEqual([str(ds.AccessionNumber) for ds in self.storedFiles(server)], ["ACCWL1"])
+        with sqlite3.connect(server.database) as db:
+            self.assertEqual(db.execute("SELECT PatientID FROM DICOMPatients").fetchall(), [("WLPAT1",)])
+
+    def test_restartPicksUpAChangedMapping(self):
+        server = self.startServer(1)
+        server.stop()
+        useStationAE(server.workdir)
+        server.start()
+        path = os.path.join(self.workdir, "station.hl7")
+        writeMessages(path, [order(1, *ORDERS[0])])
+        self.assertEqual(acks(server.sendHL7(path)), [("AA", "MSG1")])
+        match = worklistFind(server, ["AccessionNumber=ACC1001"], sequenceKeys=["ScheduledStationAETitle"])
+        self.assertEqual(match[0][SPS][0].ScheduledStationAETitle, "AA2")

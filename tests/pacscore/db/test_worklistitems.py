@@ -1,0 +1,94 @@
+"""Tests for pacscore.db.worklistitems: orders applied to the worklist
+table (insert, replace, update, cancel), generated values kept, all of a
+message or nothing, and the look-up WorkListMode uses."""
+
+from sqlalchemy import select
+from twisted.trial import unittest
+
+from pacscore.config.dicomsql import DatabaseLayout
+from pacscore.db.index import Index
+from pacscore.db.worklistitems import OrderRefused, WorklistItems, runNow
+from pacscore.hl7.mapping import OrderItem
+from tests.pacscore.db.test_schema import TABLE_NAMES, sqliteEngine
+
+ACCESSION, PATIENT_NAME, STUDY_UID, START_DATE = 0x00080050, 0x00100010, 0x0020000D, 0x00400002
+
+
+def order(control, accession, **values):
+    return OrderItem(control, dict({"AccessionNumber": accession}, **values))
+
+
+class WorklistItemsTests(unittest.TestCase):
+
+    def setUp(self):
+        self.engine = sqliteEngine(self)
+        self.index = Index(self.engine, DatabaseLayout.fromFile("etc/dicom.sql"), TABLE_NAMES)
+        self.index.createTables()
+        self.items = WorklistItems(self.index, {"StudyInstanceUID"}, runWrite=runNow(self.index))
+
+    def apply(self, *orders):
+        results = []
+        self.items.apply(list(orders)).addCallback(results.extend)
+        return results
+
+    def refusal(self, *orders):
+        return self.failureResultOf(self.items.apply(list(orders)), OrderRefused).getErrorMessage()
+
+    def rows(self):
+        table = self.index.tables.worklist
+        with self.engine.connect() as connection:
+            return sorted((r.AccessionNumber, r.PatientName, r.StudyInstanceUID, r.StartDate)
+                          for r in connection.execute(select(table)))
+
+    def test_newOrdersInserted(self):
+        applied = self.apply(order("NW", "A1", PatientName="DOE^JOHN", StudyInstanceUID="1.2.1"),
+                             order("NW", "A2", PatientName="ROE^JANE", StudyInstanceUID="1.2.2"))
+        self.assertEqual([a.action for a in applied], ["inserted", "inserted"])
+        self.assertEqual(self.rows(), [("A1", "DOE^JOHN", "1.2.1", None), ("A2", "ROE^JANE", "1.2.2", None)])
+
+    def test_repeatedNewOrderReplacesKeepingGeneratedValues(self):
+        self.apply(order("NW", "A1", PatientName="DOE^JOHN", StudyInstanceUID="1.2.1"))
+        applied = self.apply(order("NW", "A1", PatientName="DOE^JOHNNY", StudyInstanceUID="1.2.9"))
+        self.assertEqual(applied[0].action, "replaced")
+        self.assertEqual(self.rows(), [("A1", "DOE^JOHNNY", "1.2.1", None)])
+
+    def test_changeOrderUpdates(self):
+        self.apply(order("NW", "A1", PatientName="DOE^JOHN", StartDate="20261201", StudyInstanceUID="1.2.1"))
+        applied = self.apply(order("XO", "A1", PatientName="DOE^JOHN", StartDate="20261205",
+                                   StudyInstanceUID="1.2.7"))
+        self.assertEqual(applied[0].action, "updated")
+        self.assertEqual(self.rows(), [("A1", "DOE^JOHN", "1.2.1", "20261205")])
+
+    def test_changeOfAnUnknownOrderIsRefused(self):
+        self.assertIn("no worklist item with accession number A9", self.refusal(order("XO", "A9")))
+        self.assertEqual(self.rows(), [])
+
+    def test_cancelDeletesAndCancelOfNothingIsFine(self):
+        self.apply(order("NW", "A1"), order("NW", "A2"))
+        applied = self.apply(order("CA", "A1"), order("DC", "A2"), order("CA", "A3"))
+        self.assertEqual([a.action for a in applied], ["deleted", "deleted", "absent"])
+        self.assertEqual(self.rows(), [])
+
+    def test_aMessageIsAppliedWholeOrNotAtAll(self):
+        self.refusal(order("NW", "A1"), order("XO", "A9"))
+        self.assertEqual(self.rows(), [])
+
+    def test_orderWithoutAccessionNumberIsRefused(self):
+        self.assertIn("has no accession number", self.refusal(order("NW", "")))
+
+    def test_valuesOfUnknownColumnsAreIgnored(self):
+        self.apply(order("NW", "A1", NoSuchColumn="x", PatientName="DOE^JOHN"))
+        self.assertEqual(self.rows(), [("A1", "DOE^JOHN", None, None)])
+
+    def test_lookupByAccessionNumber(self):
+        self.apply(order("NW", "A1", PatientName="DOE^JOHN", StudyInstanceUID="1.2.1", StartDate=""))
+        self.assertEqual(self.items.lookup("A1"), {ACCESSION: "A1", PATIENT_NAME: "DOE^JOHN", STUDY_UID: "1.2.1"})
+        self.assertIsNone(self.items.lookup("A2"))
+        self.assertIsNone(self.items.lookup(""))
+
+    def test_throughTheIndexWriter(self):
+        items = WorklistItems(self.index)
+        self.index.start()
+        self.addCleanup(self.index.stop)
+        return items.apply([order("NW", "A5", PatientName="X^Y")]).addCallback(
+            lambda applied: self.assertEqual(self.rows(), [("A5", "X^Y", None, None)]))

@@ -1,0 +1,232 @@
+"""The Modality Worklist C-FIND SCP driven by our client over
+twisted.test.iosim, on the shipped dicom.sql's worklist table in SQLite."""
+
+from pydicom.dataset import Dataset
+from twisted.internet import defer, task
+from twisted.logger import Logger, formatEvent
+from twisted.trial import unittest
+
+from pacscore.config.dicomsql import Column
+from pacscore.db.worklistquery import WorklistQuery
+from pacscore.dicom import commands
+from pacscore.dicom.datasets import decodeDataset
+from pacscore.dicom.find import BATCH
+from pacscore.dicom.negotiation import AcceptorPolicy
+from pacscore.dicom.protocol import DicomServerFactory
+from pacscore.dicom.worklist import MODALITY_WORKLIST_FIND, WorklistFindService, sequenceMembers
+from tests.pacscore.db.test_worklistquery import ACCESSION, MODALITY, START_DATE, worklistDatabase, worklistRows
+from tests.pacscore.dicom.requests import EXPLICIT, IMPLICIT
+from tests.pacscore.dicom.test_client import ClientTests
+
+SPS = 0x00400100
+
+
+class SynchronousIndex:
+    """``Index.runQuery`` run at once on a connection of ``engine``."""
+
+    def __init__(self, engine):
+        self.engine = engine
+
+    def runQuery(self, fn, *args, **kw):
+        with self.engine.connect() as connection:
+            return defer.maybeDeferred(fn, connection, *args, **kw)
+
+
+def identifier(characterSet=None, step=None, **keys):
+    """A worklist identifier: ``keys`` by keyword at the top level and, when
+    ``step`` (a dict) is given, a Scheduled Procedure Step Sequence item."""
+    ds = Dataset()
+    if characterSet:
+        ds.SpecificCharacterSet = characterSet
+    for keyword, value in keys.items():
+        setattr(ds, keyword, value)
+    if step is not None:
+        item = Dataset()
+        for keyword, value in step.items():
+            setattr(item, keyword, value)
+        ds.ScheduledProcedureStepSequence = [item]
+    return ds
+
+
+class WorklistServiceTests(unittest.TestCase):
+
+    connect = ClientTests.connect
+    settle = ClientTests.settle
+
+    def setUp(self):
+        self.clock = task.Clock()
+        self.events = []
+        self.counters = {}
+        self.server = self.serve()
+
+    def serve(self, rows=None, **options):
+        engine, layout, table = worklistDatabase(self, rows)
+        self.service = WorklistFindService(SynchronousIndex(engine), WorklistQuery(table, layout.worklist),
+                                           layout.worklist, clock=self.clock, counters=self.counters, **options)
+        self.service.log = Logger(observer=self.events.append)
+        policy = AcceptorPolicy(aeTitles=["PACS"], abstractSyntaxes={MODALITY_WORKLIST_FIND: False},
+                                transferSyntaxes={IMPLICIT, EXPLICIT})
+        return DicomServerFactory(policy, {commands.C_FIND_RQ: self.service}, {}, self.clock)
+
+    def find(self, request, syntax=IMPLICIT):
+        """``(status, matches)`` of one C-FIND, the matches decoded and as bytes."""
+        association = self.connect([(MODALITY_WORKLIST_FIND, [syntax])])
+        matches = []
+        status = self.settle(association.find(
+            MODALITY_WORKLIST_FIND, request, lambda data, syntax: matches.append((decodeDataset(data, syntax),
+                                                                                  data))))
+        return status, [match for match, _ in matches], [data for _, data in matches]
+
+    def logged(self):
+        return [formatEvent(event) for event in self.events]
+
+    def test_answersMimicTheRequest(self):
+        """Exactly the requested keys, nested as requested: the SPS item's
+        keys in its one item, a top-level Modality from the same column;
+        keys without column or value empty, unknown sequences without items;
+        a Query/Retrieve Level is ignored and not returned."""
+        request = identifier(
+            QueryRetrieveLevel="WORKLIST", PatientName="", PatientID="P1", AccessionNumber="",
+            OtherPatientIDs="", Modality="", ReferencedStudySequence=[],
+            step={"Modality": "MR", "ScheduledStationAETitle": "", "ScheduledProcedureStepStartDate": "",
+                  "ScheduledPerformingPhysicianName": "", "ScheduledProtocolCodeSequence": []})
+        status, [match], _ = self.find(request)
+        self.assertEqual(status, 0)
+        self.assertEqual(set(match.dir()), {
+            "SpecificCharacterSet", "PatientName", "PatientID", "AccessionNumber", "OtherPatientIDs",
+            "Modality", "ReferencedStudySequence", "ScheduledProcedureStepSequence"})
+        self.assertEqual((match.PatientName, match.PatientID, match.AccessionNumber, match.Modality),
+                         ("DOE^JOHN", "P1", "ACC2", "MR"))
+        self.assertEqual(match.OtherPatientIDs, "")
+        self.assertEqual(len(match.ReferencedStudySequence), 0)
+        [item] = match.ScheduledProcedureStepSequence
+        self.assertEqual(set(item.dir()), {
+            "Modality", "ScheduledStationAETitle", "ScheduledProcedureStepStartDate",
+            "ScheduledPerformingPhysicianName", "ScheduledProtocolCodeSequence"})
+        self.assertEqual((item.Modality, item.ScheduledStationAETitle, item.ScheduledProcedureStepStartDate),
+                         ("MR", "MR1", "20240102"))
+        self.assertEqual(item.ScheduledPerformingPhysicianName, "")
+        self.assertEqual(len(item.ScheduledProtocolCodeSequence), 0)
+
+    def test_itemKeysMatch(self):
+        """Keys inside the SPS item select, in start date/time order."""
+        request = identifier(AccessionNumber="", step={"ScheduledStationAETitle": "CT*",
+                                                       "ScheduledProcedureStepStartDate": "20240101-"})
+        status, matches, _ = self.find(request, EXPLICIT)
+        self.assertEqual(status, 0)
+        self.assertEqual([m.AccessionNumber for m in matches], ["ACC1", "ACC3"])
+        self.assertEqual([m.ScheduledProcedureStepSequence[0].ScheduledStationAETitle for m in matches],
+                         ["CT1", "CT1"])
+
+    def test_emptySequenceReturnsTheWholeItem(self):
+        """An SPS requested without an item gets one with every dicom.sql
+        column of the sequence, typed by the data dictionary."""
+        status, [match], _ = self.find(identifier(AccessionNumber="ACC3", ScheduledProcedureStepSequence=[]))
+        self.assertEqual(status, 0)
+        [item] = match.ScheduledProcedureStepSequence
+        self.assertEqual(len(item), 12)
+        self.assertEqual((item.Modality, item.ScheduledStationAETitle, item.ScheduledProcedureStepStartDate,
+                          item.ScheduledProcedureStepStartTime, item.ScheduledProcedureStepID,
+                          item.ScheduledProcedureStepDescription),
+                         ("CT", "CT1", "20240103", "090000", "SPS-ACC3", "CT exam"))
+        self.assertEqual(item["ScheduledProcedureStepStartDate"].VR, "DA")
+        self.assertEqual(item["ScheduledPerformingPhysicianName"].VR, "PN")
+
+    def test_characterSetIsoIr100(self):
+        """ISO_IR 100 whenever the answer's text fits Latin-1 (Conquest's
+        WorkListReturnsISO_IR_100), ISO_IR 192 otherwise, also for text in
+        the item; the request's Latin-1 key is decoded."""
+        status, [latin], [data] = self.find(identifier("ISO_IR 100", PatientName="müller*"))
+        self.assertEqual(status, 0)
+        self.assertEqual((latin.SpecificCharacterSet, latin.PatientName), ("ISO_IR 100", "Müller^Hans"))
+        self.assertIn("Müller^Hans".encode("latin-1"), data)
+        _, [ascii], _ = self.find(identifier("ISO_IR 192", PatientName="DOE^JOHN", AccessionNumber="ACC1"))
+        self.assertEqual(ascii.SpecificCharacterSet, "ISO_IR 100")
+        _, [japanese], [data] = self.find(identifier("ISO_IR 192", PatientName="*太郎"))
+        self.assertEqual((japanese.SpecificCharacterSet, japanese.PatientName), ("ISO_IR 192", "山田^太郎"))
+        self.assertIn("山田^太郎".encode("utf-8"), data)
+        _, [physician], [data] = self.find(identifier(
+            AccessionNumber="ACC1", step={"ScheduledPerformingPhysicianName": ""}))
+        self.assertEqual(physician.SpecificCharacterSet, "ISO_IR 192")
+        self.assertEqual(physician.ScheduledProcedureStepSequence[0].ScheduledPerformingPhysicianName,
+                         "鈴木^一郎")
+        self.assertIn("鈴木^一郎".encode("utf-8"), data)
+
+    def test_characterSetOfTheRequest(self):
+        """Without WorkListReturnsISO_IR_100 the request's character set is
+        kept when it can carry the answer."""
+        self.server = self.serve(returnsIsoIr100=False)
+        _, [match], [data] = self.find(identifier("ISO_IR 192", PatientName="Müller*"))
+        self.assertEqual((match.SpecificCharacterSet, match.PatientName), ("ISO_IR 192", "Müller^Hans"))
+        self.assertIn("Müller^Hans".encode("utf-8"), data)
+        _, [match], _ = self.find(identifier("ISO_IR 100", PatientID="P3", PatientName=""))
+        self.assertEqual((match.SpecificCharacterSet, match.PatientName), ("ISO_IR 192", "山田^太郎"))
+
+    def test_countsAndLogs(self):
+        status, matches, _ = self.find(identifier(step={"Modality": "CT"}))
+        self.assertEqual((status, len(matches)), (0, 3))
+        self.assertEqual(self.counters["worklistQueries"], 1)
+        self.assertIn("Modality Worklist C-FIND: 3 matches", "\n".join(self.logged()))
+
+    def test_cancel(self):
+        """A C-CANCEL stops the pending responses at the next one."""
+        rows = [{**row, ACCESSION: f"A{n:04}", MODALITY: "CT", START_DATE: "20240101"}
+                for n, row in enumerate(list(worklistRows()) * 50)]
+        self.server = self.serve(rows)
+        association = self.connect([(MODALITY_WORKLIST_FIND, [IMPLICIT])])
+        matches = []
+        d = association.find(MODALITY_WORKLIST_FIND, identifier(AccessionNumber=""),
+                             lambda data, syntax: matches.append(data))
+        self.pump.pump(advanceClock=False)  # the request in: the first BATCH answers go out
+        association.cancelLast(MODALITY_WORKLIST_FIND)
+        self.pump.pump(advanceClock=False)  # the answers in, the C-CANCEL out
+        self.assertEqual(self.settle(d), 0xFE00)
+        self.assertEqual(len(matches), BATCH)
+        self.assertIn(f"C-FIND cancelled after {BATCH} of {len(rows)} matches", "\n".join(self.logged()))
+
+    def test_undecodableIdentifier(self):
+        """0xC000 and a log line, also for damage inside an item."""
+        damaged = (b"\x40\x00\x00\x01\x13\x00\x00\x00"  # SPS, 19 bytes
+                   b"\xfe\xff\x00\xe0\x0b\x00\x00\x00"  # item, 11 bytes
+                   b"\x28\x00\x10\x00\x03\x00\x00\x00\x01\x02\x03")  # Rows (US) in 3 bytes
+        association = self.connect([(MODALITY_WORKLIST_FIND, [IMPLICIT])])
+        status = self.settle(association.find(MODALITY_WORKLIST_FIND, damaged))
+        self.assertEqual(status, 0xC000)
+        self.assertIn("worklist C-FIND refused: undecodable data set", "\n".join(self.logged()))
+        self.assertNotIn("worklistQueries", self.counters)
+
+    def test_failedQuery(self):
+        def fail(connection, keys):
+            raise RuntimeError("database gone")
+        self.service.query.find = fail
+        association = self.connect([(MODALITY_WORKLIST_FIND, [IMPLICIT])])
+        self.assertEqual(self.settle(association.find(MODALITY_WORKLIST_FIND, identifier(PatientID="P1"))),
+                         0xC000)
+        self.assertIn("Modality Worklist C-FIND failed", "\n".join(self.logged()))
+
+
+class SequenceMembersTests(unittest.TestCase):
+
+    def column(self, group, element, dicomType, name="x"):
+        return Column(group, element, name, 16, "SQL_C_CHAR", dicomType)
+
+    def test_nestedSequences(self):
+        columns = [self.column(0x0010, 0x0020, "DT_STR"),
+                   self.column(0x0040, 0x0100, "DT_STARTSEQUENCE"),
+                   self.column(0x0008, 0x0060, "DT_STR"),
+                   self.column(0x0040, 0x0008, "DT_STARTSEQUENCE"),
+                   self.column(0x0008, 0x0100, "DT_STR"),
+                   self.column(0x0040, 0x0008, "DT_ENDSEQUENCE"),
+                   self.column(0x0040, 0x0002, "DT_DATE"),
+                   self.column(0x0040, 0x0100, "DT_ENDSEQUENCE"),
+                   self.column(0x0099, 0x0010, "DT_DATE")]
+        self.assertEqual(sequenceMembers(columns), {
+            SPS: ((0x00080060, "CS"), (0x00400008, "SQ"), (0x00400002, "DA")),
+            0x00400008: ((0x00080100, "SH"),)})
+
+    def test_unpairedMarkers(self):
+        start = self.column(0x0040, 0x0100, "DT_STARTSEQUENCE")
+        end = self.column(0x0040, 0x0100, "DT_ENDSEQUENCE")
+        other = self.column(0x0040, 0x0008, "DT_ENDSEQUENCE")
+        for columns in ([start], [end], [start, other, end]):
+            self.assertRaises(ValueError, sequenceMembers, columns)

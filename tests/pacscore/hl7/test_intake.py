@@ -1,0 +1,129 @@
+"""Tests for pacscore.hl7.intake and pacscore.hl7.dropfolder: orders to
+the worklist with their ACK codes, and the drop folder's file handling."""
+
+import os
+
+from sqlalchemy import select
+from twisted.internet import defer
+from twisted.trial import unittest
+
+from pacscore.config.dicomsql import DatabaseLayout
+from pacscore.db.index import Index
+from pacscore.db.worklistitems import WorklistItems, runNow
+from pacscore.hl7.dropfolder import FAILED, PROCESSED, DropFolder
+from pacscore.hl7.intake import WorklistIntake
+from pacscore.hl7.mapping import WorklistMapping
+from pacscore.hl7.message import parseMessage
+from pacscore.testing.orders import orderMessage, writeMessages
+from tests.pacscore.db.test_schema import TABLE_NAMES, sqliteEngine
+
+
+class SynchronousWorkers:
+    """The I/O pool's ``deferToWorker``, run at once."""
+
+    def deferToWorker(self, f, *args):
+        return defer.maybeDeferred(f, *args)
+
+
+class IntakeTestCase(unittest.TestCase):
+
+    def setUp(self):
+        self.engine = sqliteEngine(self)
+        layout = DatabaseLayout.fromFile("etc/dicom.sql")
+        self.index = Index(self.engine, layout, TABLE_NAMES)
+        self.index.createTables()
+        mapping = WorklistMapping(layout.worklist)
+        self.counters = {}
+        self.intake = WorklistIntake(mapping, WorklistItems(self.index, mapping.generatedColumns,
+                                                            runWrite=runNow(self.index)),
+                                     application="PACSAE", counters=self.counters)
+
+    def rows(self):
+        table = self.index.tables.worklist
+        with self.engine.connect() as connection:
+            return {r.AccessionNumber: r for r in connection.execute(select(table))}
+
+    def process(self, raw):
+        return self.successResultOf(self.intake.process(raw))
+
+
+class WorklistIntakeTests(IntakeTestCase):
+
+    def test_newOrderAccepted(self):
+        outcome = self.process(orderMessage("M1", "ACC1", "PAT1", "Müller^Hans", charset="8859/1"))
+        self.assertEqual(outcome.code, "AA")
+        ack = parseMessage(outcome.ack)
+        self.assertEqual(ack.segment("MSA").value(1), "AA")
+        self.assertEqual(ack.segment("MSA").value(2), "M1")
+        self.assertEqual(ack.segment("MSH").value(3), "PACSAE")
+        self.assertEqual(ack.charset, "8859/1")
+        row = self.rows()["ACC1"]
+        self.assertEqual((row.PatientName, row.PatientID, row.Modality, row.StartDate, row.StartTime),
+                         ("Müller^Hans", "PAT1", "CT", "20261202", "0930"))
+        self.assertTrue(row.StudyInstanceUID)
+        self.assertEqual(self.counters["hl7Applied"], 1)
+
+    def test_handleGivesTheAckBytes(self):
+        ack = self.successResultOf(self.intake.handle(orderMessage("M1", "ACC1", "PAT1", "A^B")))
+        self.assertIn(b"MSA|AA|M1", ack)
+
+    def test_unknownChangeIsAnApplicationError(self):
+        outcome = self.process(orderMessage("M2", "ACC9", "PAT1", "A^B", control="XO"))
+        self.assertEqual(outcome.code, "AE")
+        ack = parseMessage(outcome.ack)
+        self.assertEqual(ack.segment("MSA").value(1), "AE")
+        self.assertIn("ACC9", ack.segment("MSA").value(3))
+        self.assertIsNotNone(ack.segment("ERR"))
+        self.assertEqual(self.rows(), {})
+
+    def test_unhandledMessagesRejected(self):
+        for raw, why in [(orderMessage("M3", "ACC1", "P", "A^B", messageType="ADT^A01"), "ADT^A01"),
+                         (orderMessage("M4", "ACC1", "P", "A^B", messageType="ORM^O02"), "O02"),
+                         (orderMessage("M5", "ACC1", "P", "A^B", control="ZZ"), "ZZ"),
+                         (b"MSH|^~\\&|RIS|H|PACS|H|2026||ORM^O01|M6|P|2.3.1\rPID|1||P", "without ORC or OBR"),
+                         (b"this is not HL7", "")]:
+            outcome = self.process(raw)
+            self.assertEqual(outcome.code, "AR", raw)
+            self.assertIn(why, outcome.text)
+            self.assertIn(b"MSA|AR", outcome.ack)
+        self.assertEqual(self.rows(), {})
+        self.assertEqual(self.counters["hl7Errors"], 5)
+
+
+class DropFolderTests(IntakeTestCase):
+
+    def setUp(self):
+        IntakeTestCase.setUp(self)
+        self.path = self.mktemp()
+        self.folder = DropFolder(self.path, self.intake, SynchronousWorkers(), now=lambda: 1e12)
+        self.folder.prepare()
+
+    def drop(self, name, messages):
+        writeMessages(os.path.join(self.path, name), messages)
+
+    def test_filesAppliedAndMoved(self):
+        self.drop("a.hl7", [orderMessage("M1", "ACC1", "P1", "A^B"), orderMessage("M2", "ACC2", "P2", "C^D")])
+        self.drop("b.hl7", [orderMessage("M3", "ACC3", "P3", "E^F", control="XO")])
+        with open(os.path.join(self.path, "empty.hl7"), "wb") as f:
+            f.write(b"nothing here\n")
+        self.drop(".hidden", [orderMessage("M4", "ACC4", "P4", "G^H")])
+        self.successResultOf(self.folder.scan())
+        self.assertEqual(sorted(self.rows()), ["ACC1", "ACC2"])
+        self.assertEqual(os.listdir(os.path.join(self.path, PROCESSED)), ["a.hl7"])
+        self.assertEqual(sorted(os.listdir(os.path.join(self.path, FAILED))), ["b.hl7", "empty.hl7"])
+        self.assertEqual(sorted(os.listdir(self.path)), [".hidden", FAILED, PROCESSED])
+
+    def test_fileStillBeingWrittenWaits(self):
+        self.folder.now = lambda: os.stat(os.path.join(self.path, "a.hl7")).st_mtime + 0.2
+        self.drop("a.hl7", [orderMessage("M1", "ACC1", "P1", "A^B")])
+        self.successResultOf(self.folder.scan())
+        self.assertEqual(self.rows(), {})
+        self.folder.now = lambda: 1e12
+        self.successResultOf(self.folder.scan())
+        self.assertEqual(sorted(self.rows()), ["ACC1"])
+
+    def test_sameNameTwiceKeepsBothFiles(self):
+        for number in (1, 2):
+            self.drop("a.hl7", [orderMessage(f"M{number}", f"ACC{number}", "P1", "A^B")])
+            self.successResultOf(self.folder.scan())
+        self.assertEqual(sorted(os.listdir(os.path.join(self.path, PROCESSED))), ["a.hl7", "a.hl7.1"])

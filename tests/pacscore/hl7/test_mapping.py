@@ -1,0 +1,309 @@
+"""Tests for pacscore.hl7.mapping: HL7 orders -> worklist rows by dicom.sql."""
+
+import itertools
+import re
+
+from pydicom.uid import UID
+from twisted.trial import unittest
+
+from pacscore.config.dicomsql import Column, DatabaseLayout
+from pacscore.hl7.mapping import OrderItem, WorklistMapping, datePart, personName, timePart
+from pacscore.hl7.message import parseMessage
+from tests.pacscore.hl7.samples import PID, PV1, encoded, msh, obr, orc, orm, segment
+
+REQ_PROC_ID = (0x0040, 0x1001)           # SH
+PATIENT_NAME = (0x0010, 0x0010)          # PN
+REQ_PHYSICIAN = (0x0032, 0x1032)         # PN
+BIRTH_DATE = (0x0010, 0x0030)            # DA
+
+
+def column(name, hl7, tag=REQ_PROC_ID, length=64, dicomType="DT_STR"):
+    return Column(tag[0], tag[1], name, length, "SQL_C_DATE" if dicomType == "DT_DATE" else "SQL_C_CHAR",
+                  dicomType, hl7)
+
+
+def message(*segments, charset="8859/1"):
+    return parseMessage(encoded("\r".join((msh(charset=charset),) + segments), charset))
+
+
+def mapOne(col, *segments):
+    """The value of ``col`` for the first item of a message made of
+    ``segments`` (and an ORC when they hold no order)."""
+    if not any(s.startswith(("ORC", "OBR")) for s in segments):
+        segments += (orc(),)
+    items = WorklistMapping([col]).items(message(*segments))
+    return items[0].values[col.name]
+
+
+class SourceTests(unittest.TestCase):
+
+    def test_everySourceForm(self):
+        ms = message(PID, PV1, orc(), obr(), segment("ZDS", {1: "1.2.276.0.7230010^RIS^Application^DICOM"}))
+        cases = [
+            ("PID.4", "P-0815"),
+            ("PID.3", "4711^^^KLINIKUM^MR"),
+            ("PID.3.0", "4711"),
+            ("PID.3.3", "KLINIKUM"),
+            ("PID.3.4", "MR"),
+            ("PID.3.9", ""),
+            ("PID.40", ""),
+            ("PV1.3", "RAD^CT1^^KLINIKUM"),
+            ("OBR.3", "ACC100"),
+            ("OBR.4", "CT123^CT HEAD"),
+            ("OBR.4.0", "CT123"),
+            ("OBR.4.1", "CT HEAD"),
+            ("OBR.7.DATE", "20261201"),
+            ("OBR.7.TIME", "1030"),
+            ("OBR.7", "202612011030"),
+            ("ORC.1", "NW"),
+            ("ORC.3", "FL100"),
+            ("ZDS.1.0", "1.2.276.0.7230010"),
+            ("NTE.3", ""),
+            ("NTE.3.DATE", ""),
+            (" obr.4.1 ", "CT HEAD"),
+        ]
+        for source, expected in cases:
+            mapping = WorklistMapping([column("Value", source)])
+            self.assertEqual(mapping.items(ms), [OrderItem("NW", {"Value": expected})], source)
+
+    def test_noSource(self):
+        columns = [column("Dashes", "---"), column("Missing", None), column("Empty", ""),
+                   column("-----", "---", tag=(0x0040, 0x0100), length=0, dicomType="DT_STARTSEQUENCE"),
+                   column("-----", "---", tag=(0x0040, 0x0100), length=0, dicomType="DT_ENDSEQUENCE"),
+                   column("Kept", "OBR.3")]
+        mapping = WorklistMapping(columns)
+        self.assertEqual(mapping.items(message(orc(), obr())), [OrderItem("NW", {"Kept": "ACC100"})])
+        self.assertEqual(mapping.generatedColumns, frozenset())
+        self.assertIsNone(mapping.accessionColumn)
+
+    def test_malformedSources(self):
+        for text in ["PID", "PID.", "PID.0", "PID.5.X", "PID.5.1.2", "*XX", "P.5", "PIDX.5", "PID.-1",
+                     "OBR.7.DATES", "OBR 7", "5.PID", "---x"]:
+            error = self.assertRaises(ValueError, WorklistMapping,
+                                      [column("Good", "PID.5"), column("Broken", text)])
+            self.assertIn("'Broken'", str(error), text)
+            self.assertIn(repr(text), str(error), text)
+
+    def test_generated(self):
+        numbers = itertools.count(1)
+        columns = [column("AccessionNumber", "*AN", tag=(0x0008, 0x0050), length=16),
+                   column("StudyInstanceUID", "*UI", tag=(0x0020, 0x000D), dicomType="DT_UI"),
+                   column("PatientID", "PID.4")]
+        mapping = WorklistMapping(columns, newAccessionNumber=lambda: f"AN{next(numbers)}",
+                                  newUID=lambda: f"1.2.3.{next(numbers)}")
+        self.assertEqual(mapping.generatedColumns, frozenset({"AccessionNumber", "StudyInstanceUID"}))
+        self.assertEqual(mapping.accessionColumn, "AccessionNumber")
+        items = mapping.items(message(PID, orc(), obr("X1"), obr("X2", setId="2")))
+        self.assertEqual([item.values for item in items], [
+            {"AccessionNumber": "AN1", "StudyInstanceUID": "1.2.3.2", "PatientID": "P-0815"},
+            {"AccessionNumber": "AN3", "StudyInstanceUID": "1.2.3.4", "PatientID": "P-0815"},
+        ])
+
+    def test_defaultGenerators(self):
+        columns = [column("AccessionNumber", "*AN", tag=(0x0008, 0x0050), length=16),
+                   column("StudyInstanceUID", "*UI", tag=(0x0020, 0x000D), dicomType="DT_UI")]
+        mapping = WorklistMapping(columns)
+        items = mapping.items(message(orc(), *[obr(setId=str(i)) for i in range(1, 51)]))
+        accessions = [item.values["AccessionNumber"] for item in items]
+        uids = [item.values["StudyInstanceUID"] for item in items]
+        self.assertEqual(len(set(accessions)), 50)
+        self.assertTrue(all(re.fullmatch(r"\d{16}", a) for a in accessions), accessions)
+        self.assertEqual(len(set(uids)), 50)
+        self.assertTrue(all(UID(u).is_valid and len(u) <= 64 for u in uids), uids)
+
+
+class ConversionTests(unittest.TestCase):
+
+    def test_dateAndTimeParts(self):
+        cases = [
+            ("202612011030", "20261201", "1030"),
+            ("20261201103045", "20261201", "103045"),
+            ("20261201103045.1234+0100", "20261201", "103045.1234"),
+            ("20261201103045.12345678", "20261201", "103045.123456"),
+            ("20261201103045-0500", "20261201", "103045"),
+            ("2026120110", "20261201", "10"),
+            ("20261201+0100", "20261201", ""),
+            ("20261201", "20261201", ""),
+            ("202612", "", ""),
+            ("", "", ""),
+            ("2026-12-01T10:30", "", ""),
+        ]
+        for timestamp, date, time in cases:
+            self.assertEqual(datePart(timestamp), date, timestamp)
+            self.assertEqual(timePart(timestamp), time, timestamp)
+            self.assertEqual(mapOne(column("D", "OBR.7.DATE"), obr(when=timestamp)), date, timestamp)
+            self.assertEqual(mapOne(column("T", "OBR.7.TIME"), obr(when=timestamp)), time, timestamp)
+
+    def test_dateOfTheFirstComponent(self):
+        """A TS with a degree of precision (v2.3 TS ``value^precision``) still gives its date."""
+        self.assertEqual(mapOne(column("D", "OBR.7.DATE"), obr(when="202612011030^M")), "20261201")
+        self.assertEqual(mapOne(column("T", "OBR.7.TIME"), obr(when="202612011030^M")), "1030")
+
+    def test_dateColumnKeepsTheDate(self):
+        col = column("PatientBirthDate", "PID.7", tag=BIRTH_DATE, length=8, dicomType="DT_DATE")
+        self.assertEqual(mapOne(col, PID), "19800101")
+        self.assertEqual(mapOne(col, segment("PID", {7: "1980"})), "")
+        self.assertEqual(mapOne(column("PatientBirthDate", "PID.7.0", tag=BIRTH_DATE, dicomType="DT_DATE"),
+                                PID), "19800101")
+        self.assertEqual(mapOne(column("Text", "PID.7"), PID), "198001011230")
+
+    def test_personNames(self):
+        cases = [
+            ("Müller^Hans^^^Dr", "Müller^Hans^^Dr"),
+            ("Smith^John^Q^Jr^Mr^PhD", "Smith^John^Q^Mr^Jr"),
+            ("van&der Berg^Jan", "van^Jan"),
+            ("Doe", "Doe"),
+            ("Doe^^^^", "Doe"),
+            ("Doe^John~Alias^Bob", "Doe^John"),
+            ("^^^^Dr", "^^^Dr"),
+            ("", ""),
+            ('""', ""),
+        ]
+        name = column("PatientName", "PID.5", tag=PATIENT_NAME)
+        for xpn, pn in cases:
+            self.assertEqual(mapOne(name, segment("PID", {5: xpn})), pn, xpn)
+
+    def test_personNameHelper(self):
+        self.assertEqual(personName(["Doe", "John", "M", "III", "Sir", "MD"]), "Doe^John^M^Sir^III")
+        self.assertEqual(personName([]), "")
+
+    def test_personNameFromXCN(self):
+        """An XCN (OBR-16, PV1-8, ...) carries an ID number before the name."""
+        physician = column("ReqPhysician", "OBR.16", tag=REQ_PHYSICIAN)
+        self.assertEqual(mapOne(physician, orc(), obr()), "Welby^Marcus^^Dr")
+        self.assertEqual(mapOne(column("ReqPhysician", "PV1.8", tag=REQ_PHYSICIAN), PV1), "Haus^Gregory^^Dr")
+        self.assertEqual(mapOne(column("Text", "OBR.16"), orc(), obr()), "1234^Welby^Marcus^^^Dr")
+
+    def test_personNameComponentIsNotConverted(self):
+        self.assertEqual(mapOne(column("PatientName", "PID.5.1", tag=PATIENT_NAME), PID), "Hans")
+
+    def test_truncation(self):
+        long = "CT123^" + "A" * 40
+        self.assertEqual(mapOne(column("Desc", "OBR.4.1", length=16), obr(service=long)), "A" * 16)
+        self.assertEqual(mapOne(column("Desc", "OBR.4", length=0), obr(service=long)), long)
+        self.assertEqual(mapOne(column("Time", "OBR.7.TIME", length=4), obr(when="20261201103045.12")),
+                         "1030")
+        self.assertEqual(mapOne(column("Date", "OBR.7.DATE", length=6), obr()), "202612")
+
+    def test_personNameTruncation(self):
+        name = column("PatientName", "PID.5", tag=PATIENT_NAME, length=0)
+        self.assertEqual(mapOne(name, segment("PID", {5: "F" * 70 + "^Given"})), "F" * 64)
+        self.assertEqual(mapOne(name, segment("PID", {5: "Family^" + "G" * 70})), ("Family^" + "G" * 70)[:64])
+        short = column("PatientName", "PID.5", tag=PATIENT_NAME, length=10)
+        self.assertEqual(mapOne(short, segment("PID", {5: "Abcdefgh^Ijkl"})), "Abcdefgh^I")
+        self.assertEqual(mapOne(short, segment("PID", {5: "Abcdefghi^Jk"})), "Abcdefghi")
+
+    def test_escapes(self):
+        service = "CT1^Head \\T\\ neck\\.br\\axial \\X41\\"
+        self.assertEqual(mapOne(column("Desc", "OBR.4.1"), obr(service=service)), "Head & neck\r\naxial A")
+        self.assertEqual(mapOne(column("Desc", "OBR.4"), obr(service="CT\\F\\1^Head")), "CT|1^Head")
+        self.assertEqual(mapOne(column("PatientName", "PID.5", tag=PATIENT_NAME),
+                                segment("PID", {5: "O\\E\\Brien^Se\\XE1\\n"})), "O\\Brien^Seán")
+
+    def test_wholeFieldDropsSubcomponentsRepetitionsAndTrailingSeparators(self):
+        col = column("Text", "PID.3")
+        self.assertEqual(mapOne(col, segment("PID", {3: "1&A^^^H&1.2&ISO^MR^^~2^^^X"})), "1^^^H^MR")
+
+
+class ItemTests(unittest.TestCase):
+
+    def setUp(self):
+        self.mapping = WorklistMapping([column("AccessionNumber", "OBR.3", tag=(0x0008, 0x0050), length=16),
+                                        column("PatientID", "PID.4"),
+                                        column("Placer", "ORC.2")])
+
+    def items(self, *segments):
+        return [(item.control, *(item.values[name] for name in ("AccessionNumber", "PatientID", "Placer")))
+                for item in self.mapping.items(message(PID, PV1, *segments))]
+
+    def test_oneOrderSeveralProcedures(self):
+        self.assertEqual(self.items(orc(), obr("A1"), obr("A2", setId="2")),
+                         [("NW", "A1", "P-0815", "PL100"), ("NW", "A2", "P-0815", "PL100")])
+
+    def test_eachOrcAppliesToTheObrsAfterIt(self):
+        self.assertEqual(self.items(orc("NW", "P1"), obr("A1"), orc("XO", "P2"), obr("A2"), obr("A3")),
+                         [("NW", "A1", "P-0815", "P1"), ("XO", "A2", "P-0815", "P2"),
+                          ("XO", "A3", "P-0815", "P2")])
+
+    def test_cancelWithoutObr(self):
+        self.assertEqual(self.items(orc("CA", "P1")), [("CA", "", "P-0815", "P1")])
+
+    def test_orcWithoutObrAmongOthers(self):
+        self.assertEqual(self.items(orc("CA", "P1"), orc("NW", "P2"), obr("A2"), orc("DC", "P3")),
+                         [("CA", "", "P-0815", "P1"), ("NW", "A2", "P-0815", "P2"),
+                          ("DC", "", "P-0815", "P3")])
+
+    def test_obrWithoutOrc(self):
+        self.assertEqual(self.items(obr("A1"), obr("A2")),
+                         [("NW", "A1", "P-0815", ""), ("NW", "A2", "P-0815", "")])
+
+    def test_emptyOrderControlMeansNew(self):
+        self.assertEqual(self.items(orc(""), obr("A1")), [("NW", "A1", "P-0815", "PL100")])
+
+    def test_noOrder(self):
+        self.assertEqual(self.mapping.items(message(PID, PV1)), [])
+
+    def test_otherSegmentsAreTheirFirstOccurrence(self):
+        mapping = WorklistMapping([column("Location", "PV1.3.1")])
+        second = segment("PV1", {3: "X^OTHER"})
+        items = mapping.items(message(PID, PV1, second, orc(), obr()))
+        self.assertEqual(items, [OrderItem("NW", {"Location": "CT1"})])
+
+
+GENERATED = {"*AN": "1234567890123456", "*UI": "1.2.826.0.1.3680043.8.498.1"}
+
+
+class DefaultLayoutTests(unittest.TestCase):
+    """The WorkList table of the packaged etc/dicom.sql maps a typical ORM^O01
+    (columns it generates get the values of the generators given here)."""
+
+    mapped = {
+        "AccessionNumber": "ACC100",
+        "PatientID": "P-0815",
+        "PatientName": "Müller^Hans^^Dr",
+        "PatientBirthDate": "19800101",
+        "PatientSex": "M",
+        "ReqPhysician": "Welby^Marcus^^Dr",
+        "ReqProcDescription": "CT HEAD",
+        "Modality": "CT",
+        "StartDate": "20261201",
+        "StartTime": "1030",
+        "SchedPSID": "CT123^CT HEAD",
+        "SchedStationName": "CTSTATION1",
+        "ReqProcID": "CT123",
+        "ReqProcPriority": "1^once^^20261201103000^^R",
+    }
+
+    def setUp(self):
+        worklist = DatabaseLayout.fromFile("etc/dicom.sql").worklist
+        self.mapping = WorklistMapping(worklist, newAccessionNumber=lambda: GENERATED["*AN"],
+                                       newUID=lambda: GENERATED["*UI"])
+        self.generated = {c.name: GENERATED[c.hl7] for c in worklist if c.hl7 in GENERATED}
+        self.expected = {**self.mapped, **self.generated}
+
+    def test_layout(self):
+        self.assertEqual(self.mapping.accessionColumn, "AccessionNumber")
+        self.assertEqual(self.mapping.generatedColumns, frozenset(self.generated))
+
+    def test_latin1(self):
+        self.assertEqual(self.mapping.items(parseMessage(encoded(orm("8859/1"), "8859/1"))),
+                         [OrderItem("NW", self.expected)])
+
+    def test_utf8(self):
+        self.assertEqual(self.mapping.items(parseMessage(encoded(orm("UNICODE UTF-8"), "UNICODE UTF-8"))),
+                         [OrderItem("NW", self.expected)])
+
+    def test_columnLengths(self):
+        order = obr(service="CT123^CT HEAD WITH CONTRAST", station="CT-STATION-NORTH-2")
+        text = orm(segments=[PID, PV1, orc(), order])
+        values = self.mapping.items(parseMessage(encoded(text, "8859/1")))[0].values
+        self.assertEqual(values["ReqProcDescription"], "CT HEAD WITH CON")
+        self.assertEqual(values["SchedPSID"], "CT123^CT HEAD WI")
+        self.assertEqual(values["SchedStationName"], "CT-STATION-NORTH")
+
+    def test_cancel(self):
+        text = orm(segments=[PID, orc("CA")])
+        items = self.mapping.items(parseMessage(encoded(text, "8859/1")))
+        self.assertEqual([item.control for item in items], ["CA"])
+        self.assertEqual(items[0].values["PatientID"], "P-0815")
+        self.assertEqual(items[0].values["ReqProcID"], "")

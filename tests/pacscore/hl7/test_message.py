@@ -1,0 +1,329 @@
+"""Tests for pacscore.hl7.message: parsing HL7 v2, splitting files, building ACKs."""
+
+import re
+
+from twisted.trial import unittest
+
+from pacscore.hl7.message import (
+    HL7Error, UniqueNumbers, ack, charsetCodec, parseMessage, splitMessages)
+from tests.pacscore.hl7.samples import PID, encoded, msh, obr, orc, orm, segment
+
+
+def parseText(*segments, charset="8859/1"):
+    """A message from ``segments`` after an MSH declaring ``charset``."""
+    return parseMessage(encoded("\r".join((msh(charset=charset),) + segments), charset))
+
+
+class ParseTests(unittest.TestCase):
+
+    def test_typicalOrder(self):
+        message = parseMessage(encoded(orm(), "8859/1"))
+        self.assertEqual([s.id for s in message.segments], ["MSH", "PID", "PV1", "ORC", "OBR"])
+        self.assertEqual((message.messageType, message.triggerEvent), ("ORM", "O01"))
+        self.assertEqual(message.controlId, "MSG00001")
+        self.assertEqual(message.version, "2.5")
+        self.assertEqual((message.charset, message.encoding), ("8859/1", "iso8859-1"))
+        self.assertEqual(message.raw, encoded(orm(), "8859/1"))
+        self.assertEqual(message.value("PID", 5), "Müller^Hans^^^Dr")
+
+    def test_lineEnds(self):
+        """CR, LF and CR LF all end segments; blank lines are ignored."""
+        text = orm().rstrip("\r")
+        for separator in ("\r", "\n", "\r\n", "\r\n\r\n"):
+            message = parseMessage(encoded(text.replace("\r", separator) + separator, "8859/1"))
+            self.assertEqual([s.id for s in message.segments], ["MSH", "PID", "PV1", "ORC", "OBR"],
+                             separator)
+            self.assertEqual(message.value("OBR", 27), "1^once^^20261201103000^^R")
+
+    def test_conquestNumbering(self):
+        message = parseText(PID, segment("ZDS", {1: "1.2.3^RIS^Application^DICOM"}))
+        pid = message.segment("PID")
+        cases = [
+            ("MSH", 1, None, "|"),
+            ("MSH", 2, None, "^~\\&"),
+            ("MSH", 3, None, "RIS"),
+            ("MSH", 9, None, "ORM^O01^ORM_O01"),
+            ("MSH", 9, 0, "ORM"),
+            ("MSH", 9, 1, "O01"),
+            ("MSH", 10, None, "MSG00001"),
+            ("PID", 3, 0, "4711"),
+            ("PID", 3, 3, "KLINIKUM"),
+            ("PID", 4, None, "P-0815"),
+            ("PID", 5, 1, "Hans"),
+            ("PID", 5, 4, "Dr"),
+            ("PID", 5, 9, ""),
+            ("PID", 30, None, ""),
+            ("PID", 30, 2, ""),
+            ("ZDS", 1, 0, "1.2.3"),
+            ("PV1", 1, None, ""),
+        ]
+        for segmentId, field, component, expected in cases:
+            self.assertEqual(message.value(segmentId, field, component), expected,
+                             (segmentId, field, component))
+        self.assertEqual(message.value(pid, 7), "198001011230")
+        self.assertEqual(message.value(None, 7), "")
+
+    def test_repetitionsAndSubcomponents(self):
+        message = parseText(segment("PID", {3: "111^^^A~222^^^B", 5: "van&der Berg^Jan~Alias^Bob"}))
+        self.assertEqual(message.value("PID", 3), "111^^^A")
+        self.assertEqual(message.value("PID", 3, 3), "A")
+        self.assertEqual(message.value("PID", 5, 0), "van")
+        self.assertEqual(message.value("PID", 5), "van&der Berg^Jan")
+        self.assertEqual(message.segment("PID").components(5), ["van", "Jan"])
+
+    def test_occurrences(self):
+        message = parseText(orc(), obr("A1"), obr("A2", setId="2"))
+        self.assertEqual(message.value(message.segment("OBR", 1), 3), "A2")
+        self.assertEqual(message.segment("OBR").value(3), "A1")
+        self.assertIsNone(message.segment("OBR", 2))
+        self.assertIsNone(message.segment("NTE"))
+
+    def test_escapes(self):
+        cases = [
+            ("a\\F\\b", "a|b"),
+            ("a\\S\\b", "a^b"),
+            ("a\\T\\b", "a&b"),
+            ("a\\R\\b", "a~b"),
+            ("a\\E\\b", "a\\b"),
+            ("\\X41424344\\", "ABCD"),
+            ("\\XE4\\rger", "ärger"),
+            ("line 1\\.br\\line 2", "line 1\r\nline 2"),
+            ("\\H\\bold\\N\\ text", "bold text"),
+            ("\\Zvendor\\x", "x"),
+            ("C:\\temp", "C:\\temp"),
+            ("C:\\temp\\F\\x", "C:\\temp|x"),
+            ('""', ""),
+        ]
+        for raw, expected in cases:
+            message = parseText(segment("NTE", {3: raw}))
+            self.assertEqual(message.value("NTE", 3), expected, raw)
+            self.assertEqual(message.value("NTE", 3, 0), expected, raw)
+
+    def test_escapedDelimitersDoNotSplit(self):
+        message = parseText(segment("OBR", {4: "CT1^Head \\S\\ neck\\T\\spine"}))
+        self.assertEqual(message.value("OBR", 4, 1), "Head ^ neck&spine")
+        self.assertEqual(message.value("OBR", 4, 2), "")
+
+    def test_otherDelimiters(self):
+        raw = b"MSH!@*#$!RIS!!PACS!!!!ADT@A08!X1!P!2.3\rPID!1!!12@@@H*34@@@I!!Doe#S#x\\y@John$Jr"
+        message = parseMessage(raw)
+        self.assertEqual(message.value("MSH", 1), "!")
+        self.assertEqual(message.value("MSH", 2), "@*#$")
+        self.assertEqual((message.messageType, message.triggerEvent), ("ADT", "A08"))
+        self.assertEqual(message.value("PID", 3), "12@@@H")
+        self.assertEqual(message.value("PID", 5, 1), "John")
+        self.assertEqual(message.value("PID", 5, 0), "Doe@x\\y")
+        self.assertEqual(message.segment("PID").components(5), ["Doe@x\\y", "John"])
+
+    def test_charsets(self):
+        name = "Müller-Łódź"
+        cases = [
+            ("8859/1", "Müller", "latin-1", "iso8859-1"),
+            ("8859/15", "€ Müller", "iso8859-15", "iso8859-15"),
+            ("8859/2", name, "iso8859-2", "iso8859-2"),
+            ("UNICODE UTF-8", name, "utf-8", "utf-8"),
+            ("UNICODE", name, "utf-8", "utf-8"),
+            ("UTF-8", name, "utf-8", "utf-8"),
+            ("unicode  utf-8", name, "utf-8", "utf-8"),
+            ("ASCII", "Mueller", "ascii", "ascii"),
+        ]
+        for charset, text, codec, encoding in cases:
+            raw = "\r".join([msh(charset=charset), segment("PID", {5: text})]).encode(codec)
+            message = parseMessage(raw)
+            self.assertEqual(message.charset, charset)
+            self.assertEqual(message.encoding, encoding, charset)
+            self.assertEqual(message.value("PID", 5), text, charset)
+
+    def test_multiByteCharsetWithDelimiterBytes(self):
+        """BIG-5 trail bytes may be 0x7C or 0x5C: the message is decoded before it is split."""
+        name = "吜么^Ming"
+        raw = "\r".join([msh(charset="BIG-5"), segment("PID", {5: name, 8: "F"})]).encode("big5")
+        self.assertIn(b"\xca|", raw)
+        message = parseMessage(raw)
+        self.assertEqual(message.value("PID", 5, 0), "吜么")
+        self.assertEqual(message.value("PID", 8), "F")
+        self.assertIn("吜么".encode("big5"), ack(message, "AE", "吜么 unknown"))
+
+    def test_undeclaredCharsetIsGuessed(self):
+        """Without MSH-18: ASCII, else UTF-8, else Latin-1; never an error."""
+        for text, codec, encoding in [("Mueller", "ascii", "ascii"), ("Müller", "utf-8", "utf-8"),
+                                      ("Müller", "latin-1", "latin-1")]:
+            message = parseMessage("\r".join([msh(), segment("PID", {5: text})]).encode(codec))
+            self.assertEqual((message.charset, message.encoding), ("", encoding))
+            self.assertEqual(message.value("PID", 5), text)
+
+    def test_bytesInvalidInTheDeclaredCharset(self):
+        for charset, raw in [("UNICODE UTF-8", "Müller".encode("latin-1")),
+                             ("ASCII", "Müller".encode("latin-1"))]:
+            error = self.assertRaises(HL7Error, parseMessage,
+                                      f"{msh(charset=charset)}\rPID|1||||".encode("ascii") + raw)
+            self.assertEqual(error.code, 102)
+            self.assertIn(charset, str(error))
+
+    def test_unknownCharset(self):
+        error = self.assertRaises(HL7Error, parseMessage, msh(charset="KLINGON").encode("ascii"))
+        self.assertEqual(error.code, 207)
+        self.assertIn("unsupported character set 'KLINGON' in MSH-18", str(error))
+        self.assertRaises(HL7Error, charsetCodec, "8859/99")
+        self.assertEqual(charsetCodec("8859/5"), "iso8859-5")
+
+    def test_unusableMessages(self):
+        cases = [
+            (b"", 100),
+            (b"PID|1||123\rMSH|^~\\&|A", 100),
+            (b"\r\n\r\n", 100),
+            (b"MSHA^~\\&|RIS", 102),
+            (b"MSH|^^\\&|RIS||||||ORM^O01|1", 102),
+            (b"MSH|^~\\&|RIS||PACS|||||X1|P|2.5\rPID|1", 101),
+            (b"MSH|^~\\&|RIS||PACS||||ORM^O01||P|2.5\rPID|1", 101),
+            (b"MSH|^~\\&|RIS||PACS||||^O01|X1|P|2.5", 101),
+        ]
+        for raw, code in cases:
+            error = self.assertRaises(HL7Error, parseMessage, raw)
+            self.assertEqual(error.code, code, raw)
+
+    def test_errorText(self):
+        error = HL7Error("patient unknown", 204)
+        self.assertIsInstance(error, ValueError)
+        self.assertEqual((error.text, error.code, str(error)), ("patient unknown", 204, "patient unknown"))
+        self.assertEqual(HL7Error("x").code, 207)
+
+
+class SplitTests(unittest.TestCase):
+
+    def test_severalMessages(self):
+        data = b"MSH|^~\\&|A|1\nPID|1\n\nMSH|^~\\&|A|2\r\nPV1|1\r\nOBR|1\r\n"
+        self.assertEqual(splitMessages(data), [b"MSH|^~\\&|A|1\rPID|1", b"MSH|^~\\&|A|2\rPV1|1\rOBR|1"])
+
+    def test_framingAndBOM(self):
+        data = b"\xef\xbb\xbf\x0bMSH|^~\\&|A|1\rPID|1\r\x1c\r\x0bMSH|^~\\&|A|2\r\x1c\r\n"
+        self.assertEqual(splitMessages(data), [b"MSH|^~\\&|A|1\rPID|1", b"MSH|^~\\&|A|2"])
+
+    def test_onlyMSHAtTheStartOfALineSplits(self):
+        data = b"MSH|^~\\&|A|1\rNTE|1||see MSH|x\rNTE|2||MSH\r"
+        self.assertEqual(splitMessages(data), [b"MSH|^~\\&|A|1\rNTE|1||see MSH|x\rNTE|2||MSH"])
+
+    def test_leadingJunkIsKeptForTheCallerToReject(self):
+        pieces = splitMessages(b"hello\nMSH|^~\\&|A|1\r")
+        self.assertEqual(pieces, [b"hello", b"MSH|^~\\&|A|1"])
+        self.assertEqual(self.assertRaises(HL7Error, parseMessage, pieces[0]).code, 100)
+
+    def test_nothing(self):
+        self.assertEqual(splitMessages(b""), [])
+        self.assertEqual(splitMessages(b"\r\n \n\x1c\r"), [])
+
+    def test_piecesParse(self):
+        data = (orm(controlId="A") + "\n" + orm(controlId="B")).encode("latin-1")
+        self.assertEqual([parseMessage(raw).controlId for raw in splitMessages(data)], ["A", "B"])
+
+
+class AckTests(unittest.TestCase):
+
+    def parseAck(self, raw):
+        self.assertTrue(raw.endswith(b"\r"))
+        self.assertNotIn(b"\n", raw)
+        return parseMessage(raw)
+
+    def test_accept(self):
+        message = parseMessage(encoded(orm(), "8859/1"))
+        raw = ack(message, "AA")
+        reply = self.parseAck(raw)
+        self.assertEqual([s.id for s in reply.segments], ["MSH", "MSA"])
+        msh = reply.segment("MSH")
+        self.assertEqual([msh.value(n) for n in (3, 4, 5, 6, 8, 9, 11, 12, 17, 18)],
+                         ["PACS", "", "RIS", "KLINIKUM", "", "ACK^O01^ACK", "P", "2.5", "", "8859/1"])
+        self.assertRegex(msh.value(7), r"^\d{14}$")
+        self.assertRegex(reply.controlId, r"^\d{16}$")
+        self.assertNotEqual(reply.controlId, message.controlId)
+        self.assertEqual(raw.split(b"\r")[1], b"MSA|AA|MSG00001")
+        self.assertEqual(reply.charset, "8859/1")
+
+    def test_controlIdsAreUnique(self):
+        message = parseMessage(encoded(orm(), "8859/1"))
+        ids = {parseMessage(ack(message, "AA")).controlId for _ in range(200)}
+        self.assertEqual(len(ids), 200)
+
+    def test_errorWithEscapedText(self):
+        message = parseMessage(encoded(orm(), "8859/1"))
+        raw = ack(message, "AE", "no patient | ID^x\nsecond line", errorCode=204,
+                  application="PACS^X", facility="Röntgen")
+        lines = raw.split(b"\r")
+        self.assertEqual(lines[1], b"MSA|AE|MSG00001|no patient \\F\\ ID\\S\\x\\.br\\second line")
+        self.assertEqual(lines[2], b"ERR|||204^Unknown key identifier^HL70357|E||||"
+                                   b"no patient \\F\\ ID\\S\\x\\.br\\second line")
+        self.assertEqual(lines[3], b"")
+        reply = self.parseAck(raw)
+        self.assertEqual(reply.value("MSH", 3), "PACS^X")
+        self.assertEqual(reply.value("MSH", 4), "Röntgen")
+        self.assertIn("Röntgen".encode("latin-1"), raw)
+        self.assertEqual(reply.value("MSA", 3), "no patient | ID^x\r\nsecond line")
+        self.assertEqual(reply.value("ERR", 3, 0), "204")
+
+    def test_rejectDefaultsTo207(self):
+        message = parseMessage(encoded(orm(), "8859/1"))
+        reply = self.parseAck(ack(message, "AR", "broken"))
+        self.assertEqual(reply.value("MSA", 1), "AR")
+        self.assertEqual(reply.value("ERR", 3), "207^Application internal error^HL70357")
+        self.assertEqual(reply.value("ERR", 4), "E")
+        self.assertEqual(reply.value("ERR", 8), "broken")
+
+    def test_utf8(self):
+        message = parseMessage(encoded(orm("UNICODE UTF-8"), "UNICODE UTF-8"))
+        raw = ack(message, "AE", "Łódź unbekannt", errorCode=204)
+        self.assertIn("Łódź".encode("utf-8"), raw)
+        self.assertEqual(self.parseAck(raw).charset, "UNICODE UTF-8")
+
+    def test_defaultsForAMinimalMessage(self):
+        message = parseMessage(b"MSH|^~\\&|||||||ADT|7")
+        reply = self.parseAck(ack(message, "AA"))
+        self.assertEqual(reply.value("MSH", 9), "ACK")
+        self.assertEqual(reply.value("MSH", 11), "P")
+        self.assertEqual(reply.value("MSH", 12), "2.5")
+        self.assertEqual(reply.value("MSA", 2), "7")
+        self.assertEqual(reply.charset, "")
+
+    def test_componentsOfTheSenderKept(self):
+        message = parseMessage(b"MSH|^~\\&|RIS^1.2.3^ISO|HOSP\\T\\X|||||ORM^O01|9|T|2.3")
+        reply = self.parseAck(ack(message, "AA"))
+        self.assertEqual(reply.segment("MSH").field(5), "RIS^1.2.3^ISO")
+        self.assertEqual(reply.value("MSH", 6), "HOSP&X")
+        self.assertEqual(reply.value("MSH", 11), "T")
+        self.assertEqual(reply.value("MSH", 12), "2.3")
+
+    def test_salvagedFromRawBytes(self):
+        raw = (b"MSH|^~\\&|LAB|WARD 3|PACS||2026||ORM^O01|CTRL42|P|2.4|||||DEU|8859/1\r"
+               b"PID|1||\xff\xfe||M\xfcller")
+        reply = self.parseAck(ack(None, "AR", "bad", 102, raw=raw))
+        self.assertEqual(reply.value("MSA", 2), "CTRL42")
+        self.assertEqual([reply.value("MSH", n) for n in (5, 6, 9, 12, 18)],
+                         ["LAB", "WARD 3", "ACK^O01^ACK", "2.4", "8859/1"])
+        self.assertEqual(reply.value("ERR", 3, 0), "102")
+
+    def test_salvageOtherSeparator(self):
+        reply = self.parseAck(ack(None, "AR", "x", raw=b"junk\x0bMSH#@~\\&#SRC##X##9##ADT@A01#ID7#P#2.3"))
+        self.assertEqual(reply.value("MSA", 2), "ID7")
+        self.assertEqual(reply.value("MSH", 5), "SRC")
+        self.assertEqual(reply.value("MSH", 9), "ACK^A01^ACK")
+
+    def test_salvageNeverRaises(self):
+        for raw in [None, b"", b"garbage", b"MSH", b"MSH|", b"MSH|^~\\&|\xff|||||||\xff\xfe|||||||KLINGON",
+                    b"\x00" * 50, b"MSHX^~\\&|A"]:
+            reply = self.parseAck(ack(None, "AR", "unreadable", raw=raw))
+            self.assertEqual(reply.value("MSA", 1), "AR", raw)
+
+
+class UniqueNumberTests(unittest.TestCase):
+
+    def test_stuckClock(self):
+        numbers = UniqueNumbers(now=lambda: 1_800_000_000.0)
+        values = [numbers() for _ in range(1000)]
+        self.assertEqual(len(set(values)), 1000)
+        self.assertTrue(all(re.fullmatch(r"\d{16}", v) for v in values))
+        self.assertEqual(values[0], "1800000000000000")
+        self.assertEqual(values[-1], "1800000000000999")
+
+    def test_clockGoingBackDoesNotRepeat(self):
+        times = iter([1_800_000_000.5, 1_700_000_000.0, 1_800_000_000.5])
+        numbers = UniqueNumbers(now=lambda: next(times))
+        self.assertEqual([numbers() for _ in range(3)],
+                         ["1800000000500000", "1800000000500001", "1800000000500002"])

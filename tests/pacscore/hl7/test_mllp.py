@@ -1,0 +1,273 @@
+"""The MLLP listener, driven through a StringTransport with a task.Clock."""
+
+from twisted.internet import defer, task
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import StringTransport
+from twisted.logger import Logger, formatEvent
+from twisted.trial import unittest
+
+from pacscore.hl7.message import ack, parseMessage
+from pacscore.hl7.mllp import MLLPFactory, frame
+
+
+def hl7(controlId):
+    return f"MSH|^~\\&|RIS|H|PACS|R|20261201||ORM^O01|{controlId}|P|2.5\rPID|1||4711".encode("ascii")
+
+
+class RecordingHandler:
+    """Answers AA at once, or, when ``deferred``, when the test fires it."""
+
+    def __init__(self, deferred=False):
+        self.deferred = deferred
+        self.received = []
+        self.pending = []
+
+    def __call__(self, raw):
+        self.received.append(raw)
+        answer = ack(parseMessage(raw), "AA")
+        if not self.deferred:
+            return defer.succeed(answer)
+        d = defer.Deferred()
+        self.pending.append((d, answer))
+        return d
+
+
+class MLLPTests(unittest.TestCase):
+
+    def setUp(self):
+        self.clock = task.Clock()
+        self.handler = RecordingHandler()
+        self.connect()
+
+    def connect(self, handler=None, **options):
+        self.factory = MLLPFactory(handler or self.handler, clock=self.clock, **options)
+        self.events = []
+        self.protocol = self.factory.buildProtocol(IPv4Address("TCP", "10.0.0.7", 40000))
+        self.protocol.log = Logger(observer=self.events.append)
+        self.transport = StringTransport(peerAddress=IPv4Address("TCP", "10.0.0.7", 40000))
+        self.transport.setTcpNoDelay = lambda enabled: setattr(self.transport, "noDelay", enabled)
+        self.protocol.makeConnection(self.transport)
+
+    def acks(self):
+        """The control ids the written ACKs answer, checking their framing."""
+        data = self.transport.value()
+        blocks = data.split(b"\x1c\r")
+        self.assertEqual(blocks[-1], b"", data)
+        controlIds = []
+        for block in blocks[:-1]:
+            self.assertTrue(block.startswith(b"\x0b"), block)
+            reply = parseMessage(block[1:])
+            controlIds.append((reply.value("MSA", 1), reply.value("MSA", 2)))
+        return controlIds
+
+    def failures(self, errorType):
+        return [e for e in self.events if "log_failure" in e and e["log_failure"].check(errorType)]
+
+    def logged(self, text):
+        return [formatEvent(e) for e in self.events if text in formatEvent(e)]
+
+    def test_connection(self):
+        self.assertTrue(self.transport.noDelay)
+        self.assertEqual(self.factory.counters["hl7Connections"], 1)
+        self.assertEqual(self.logged("opened"), ["10.0.0.7:40000: HL7 connection opened"])
+        self.protocol.dataReceived(frame(hl7("M1")))
+        self.protocol.connectionLost(None)
+        self.assertEqual(self.logged("closed"), ["10.0.0.7:40000: HL7 connection closed after 1 messages"])
+
+    def test_oneMessage(self):
+        self.protocol.dataReceived(frame(hl7("M1")))
+        self.assertEqual(self.handler.received, [hl7("M1")])
+        self.assertEqual(self.acks(), [("AA", "M1")])
+        self.assertEqual(self.factory.counters, {"hl7Messages": 1, "hl7Errors": 0, "hl7Connections": 1})
+        self.assertFalse(self.transport.disconnecting)
+
+    def test_pipelined(self):
+        self.protocol.dataReceived(b"".join(frame(hl7(f"M{i}")) for i in range(3)))
+        self.assertEqual(self.handler.received, [hl7(f"M{i}") for i in range(3)])
+        self.assertEqual(self.acks(), [("AA", f"M{i}") for i in range(3)])
+        self.assertEqual(self.factory.counters["hl7Messages"], 3)
+
+    def test_byteByByte(self):
+        data = frame(hl7("M1")) + frame(hl7("M2"))
+        for i in range(len(data)):
+            self.protocol.dataReceived(data[i:i + 1])
+        self.assertEqual(self.handler.received, [hl7("M1"), hl7("M2")])
+        self.assertEqual(self.acks(), [("AA", "M1"), ("AA", "M2")])
+        self.assertEqual(self.logged("discarding"), [])
+
+    def test_sequentialInOrder(self):
+        """Message 2 reaches the handler only once ACK 1 is written, however
+        the handler's Deferreds would fire."""
+        handler = RecordingHandler(deferred=True)
+        self.connect(handler)
+        self.protocol.dataReceived(frame(hl7("M1")) + frame(hl7("M2")))
+        self.assertEqual(handler.received, [hl7("M1")])
+        self.assertEqual(self.transport.value(), b"")
+        first, firstAck = handler.pending[0]
+        first.callback(firstAck)
+        self.assertEqual(self.acks(), [("AA", "M1")])
+        self.assertEqual(handler.received, [hl7("M1"), hl7("M2")])
+        second, secondAck = handler.pending[1]
+        second.callback(secondAck)
+        self.assertEqual(self.acks(), [("AA", "M1"), ("AA", "M2")])
+
+    def test_outOfOrderAnswersStillGoInOrder(self):
+        """A handler whose answers are ready out of order: ACK 1 still goes first."""
+        ready = {}
+        waiting = {}
+
+        def handler(raw):
+            controlId = parseMessage(raw).controlId
+            if controlId in ready:
+                return defer.succeed(ready[controlId])
+            waiting[controlId] = defer.Deferred()
+            return waiting[controlId]
+
+        ready["M2"] = ack(parseMessage(hl7("M2")), "AA")
+        self.connect(handler)
+        self.protocol.dataReceived(frame(hl7("M1")) + frame(hl7("M2")))
+        self.assertEqual(self.transport.value(), b"")
+        waiting["M1"].callback(ack(parseMessage(hl7("M1")), "AE", "late"))
+        self.assertEqual(self.acks(), [("AE", "M1"), ("AA", "M2")])
+
+    def test_garbageBeforeAFrame(self):
+        self.protocol.dataReceived(b"hello\r\n")
+        self.protocol.dataReceived(b"more noise")
+        self.protocol.dataReceived(b"\x0b" + hl7("M1") + b"\x1c\r")
+        self.protocol.dataReceived(b"noise again" + frame(hl7("M2")))
+        self.assertEqual(self.acks(), [("AA", "M1"), ("AA", "M2")])
+        self.assertEqual(len(self.logged("discarding bytes outside an MLLP frame")), 2)
+        self.assertFalse(self.transport.disconnecting)
+
+    def test_endByteWithoutCarriageReturn(self):
+        """A frame ending in 0x1C alone is answered at once; what follows is logged."""
+        self.protocol.dataReceived(b"\x0b" + hl7("M1") + b"\x1c")
+        self.assertEqual(self.acks(), [("AA", "M1")])
+        self.protocol.dataReceived(frame(hl7("M2")))
+        self.assertEqual(self.acks(), [("AA", "M1"), ("AA", "M2")])
+        self.assertEqual(self.logged("0x1C followed by"),
+                         ["10.0.0.7:40000: MLLP end byte 0x1C followed by 0x0b instead of 0x0D"])
+
+    def test_tooMuchGarbage(self):
+        self.connect(maxMessageSize=100)
+        self.protocol.dataReceived(b"x" * 60)
+        self.assertFalse(self.transport.disconnecting)
+        self.protocol.dataReceived(b"x" * 60)
+        self.assertTrue(self.transport.disconnecting)
+        self.assertEqual(len(self.logged("without an MLLP start byte")), 1)
+        self.protocol.dataReceived(frame(hl7("M1")))
+        self.assertEqual(self.handler.received, [])
+
+    def test_oversizeFrame(self):
+        self.connect(maxMessageSize=200)
+        self.protocol.dataReceived(frame(hl7("M1")))
+        self.protocol.dataReceived(b"\x0b" + hl7("BIG") + b"\rNTE|1||" + b"x" * 100)
+        self.assertFalse(self.transport.disconnecting)
+        self.protocol.dataReceived(b"x" * 100)
+        self.assertTrue(self.transport.disconnecting)
+        self.assertEqual(self.acks(), [("AA", "M1"), ("AR", "BIG")])
+        reject = parseMessage(self.transport.value().split(b"\x1c\r")[1][1:])
+        self.assertEqual(reject.value("MSA", 3), "message larger than 200 bytes")
+        self.assertEqual(reject.value("ERR", 3, 0), "207")
+        self.protocol.dataReceived(b"x\x1c\r" + frame(hl7("M3")))
+        self.assertEqual(self.handler.received, [hl7("M1")])
+        self.assertEqual(self.factory.counters["hl7Errors"], 1)
+
+    def test_oversizeWaitsForEarlierAnswers(self):
+        handler = RecordingHandler(deferred=True)
+        self.connect(handler, maxMessageSize=200)
+        self.protocol.dataReceived(frame(hl7("M1")) + b"\x0b" + hl7("BIG") + b"y" * 300)
+        self.assertEqual(self.transport.value(), b"")
+        self.assertFalse(self.transport.disconnecting)
+        d, answer = handler.pending[0]
+        d.callback(answer)
+        self.assertEqual(self.acks(), [("AA", "M1"), ("AR", "BIG")])
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_idleTimeout(self):
+        self.connect(idleTimeout=30)
+        self.clock.advance(20)
+        self.protocol.dataReceived(frame(hl7("M1")))
+        self.clock.advance(20)
+        self.assertFalse(self.transport.disconnecting)
+        self.clock.advance(11)
+        self.assertTrue(self.transport.disconnecting)
+        self.assertEqual(self.logged("no data"),
+                         ["10.0.0.7:40000: no data for 30 s, closing the HL7 connection"])
+
+    def test_noTimeoutWhileTheHandlerWorks(self):
+        handler = RecordingHandler(deferred=True)
+        self.connect(handler, idleTimeout=30)
+        self.protocol.dataReceived(frame(hl7("M1")))
+        self.clock.advance(100)
+        self.assertFalse(self.transport.disconnecting)
+        d, answer = handler.pending[0]
+        d.callback(answer)
+        self.assertEqual(self.acks(), [("AA", "M1")])
+        self.clock.advance(31)
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_handlerFailure(self):
+        def handler(raw):
+            if b"|BAD|" in raw:
+                raise RuntimeError("database is gone")
+            return self.handler(raw)
+
+        self.connect(handler)
+        self.protocol.dataReceived(frame(hl7("BAD")) + frame(hl7("M2")))
+        self.assertEqual(self.acks(), [("AR", "BAD"), ("AA", "M2")])
+        reject = parseMessage(self.transport.value().split(b"\x1c\r")[0][1:])
+        self.assertEqual(reject.value("ERR", 3, 0), "207")
+        self.assertEqual(len(self.failures(RuntimeError)), 1)
+        self.assertEqual(self.factory.counters["hl7Errors"], 1)
+        self.assertFalse(self.transport.disconnecting)
+
+    def test_handlerErrbackOnUnparsableBytes(self):
+        self.connect(lambda raw: defer.fail(ValueError("nope")))
+        self.protocol.dataReceived(frame(b"\xff\xfegarbage"))
+        self.assertEqual(self.acks(), [("AR", "")])
+        self.assertEqual(len(self.failures(ValueError)), 1)
+
+    def test_unsendableAnswerIsLogged(self):
+        self.connect(lambda raw: defer.succeed("not bytes"))
+        self.protocol.dataReceived(frame(hl7("M1")) + frame(hl7("M2")))
+        self.assertEqual(len(self.failures(TypeError)), 2)
+        self.assertEqual(self.transport.value(), b"")
+        self.assertEqual(self.factory.counters["hl7Messages"], 2)
+
+    def test_internalErrorClosesWithoutRaising(self):
+        def broken():
+            raise KeyError("bug")
+
+        self.protocol._frameComplete = broken
+        self.protocol.dataReceived(frame(hl7("M1")))
+        self.assertTrue(self.transport.disconnecting)
+        self.assertEqual(len(self.failures(KeyError)), 1)
+        self.assertEqual(self.factory.counters["hl7Errors"], 1)
+
+    def test_answerAfterDisconnectIsDropped(self):
+        handler = RecordingHandler(deferred=True)
+        self.connect(handler)
+        self.protocol.dataReceived(frame(hl7("M1")) + frame(hl7("M2")))
+        self.protocol.connectionLost(None)
+        self.assertEqual(self.logged("closed"),
+                         ["10.0.0.7:40000: HL7 connection closed after 2 messages, 2 left unanswered"])
+        d, answer = handler.pending[0]
+        d.callback(answer)
+        self.assertEqual(self.transport.value(), b"")
+        self.assertEqual(handler.received, [hl7("M1")])
+
+    def test_backPressure(self):
+        handler = RecordingHandler(deferred=True)
+        self.connect(handler)
+        self.protocol.dataReceived(b"".join(frame(hl7(f"M{i}")) for i in range(20)))
+        self.assertEqual(self.transport.producerState, "paused")
+        while handler.pending:
+            d, answer = handler.pending.pop(0)
+            d.callback(answer)
+        self.assertEqual(self.transport.producerState, "producing")
+        self.assertEqual(self.acks(), [("AA", f"M{i}") for i in range(20)])
+
+    def test_manyPipelinedMessagesDoNotRecurse(self):
+        self.protocol.dataReceived(b"".join(frame(hl7(f"M{i}")) for i in range(3000)))
+        self.assertEqual(len(self.acks()), 3000)

@@ -104,7 +104,7 @@ def identifier(sequence=None, **keys):
     return ds
 
 
-RETURNED = {"Modality": "", "ScheduledStationAETitle": "", "ScheduledProcedureStepStartDate": "",
+RETURNED = {"Modality": "", "ScheduledStationAETitle": "", "ScheduledStationName": "", "ScheduledProcedureStepStartDate": "",
             "ScheduledProcedureStepStartTime": "", "ScheduledProcedureStepID": ""}
 
 
@@ -114,8 +114,8 @@ async def findLatencies(reactor, port, ae):
     base = {"PatientName": "", "PatientID": "", "AccessionNumber": "", "StudyInstanceUID": ""}
     queries = {
         "one accession number": identifier(RETURNED, **dict(base, AccessionNumber="BA00004242")),
-        "station AE + one day": identifier(dict(RETURNED, ScheduledStationAETitle="STATION3",
-                                                ScheduledProcedureStepStartDate="20261211"), **base),
+        "station name + one day": identifier(dict(RETURNED, ScheduledStationName="ROOM3",
+                                                  ScheduledProcedureStepStartDate="20261212"), **base),
         "modality + 3-day range": identifier(dict(RETURNED, Modality="MR",
                                                   ScheduledProcedureStepStartDate="20261210-20261212"), **base),
         "patient name wildcard": identifier(RETURNED, **dict(base, PatientName="KOWALSKI^PATIENT12*")),

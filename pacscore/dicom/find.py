@@ -20,7 +20,7 @@ CANCELLED = 0xFE00
 PENDING = 0xFF00
 
 # Matches sent before giving the reactor a turn (to read a C-CANCEL, say).
-BATCH = 64
+BATCH = 16
 
 
 def sendResponse(protocol, contextId, command, status, identifier=None, comment=None):

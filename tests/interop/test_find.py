@@ -210,17 +210,18 @@ class CancelTests(unittest.TestCase):
 
     def test_cancel(self):
         """findscu --cancel 2: the C-CANCEL after the second match stops the
-        other matches of 600."""
+        other matches of 2000 (enough that they cannot all be on their way
+        before the C-CANCEL arrives)."""
         server = PacsServer(self.mktemp())
         self.addCleanup(server.stop)
         server.start()
         images = generateCorpus(os.path.join(server.workdir, "corpus"), patients=1, studiesPerPatient=1,
-                                seriesPerStudy=1, imagesPerSeries=600, rows=4, columns=4)
+                                seriesPerStudy=1, imagesPerSeries=2000, rows=4, columns=4)
         self.assertEqual(server.store(*[i.path for i in images]).returncode, 0)
         matches, result = findscu(server, STUDY_ROOT, "IMAGE", {"SOPInstanceUID": None}, "-v",
                                   "--cancel", "2")
         self.assertIn("Received Final Find Response (Cancel: MatchingTerminatedDueToCancelRequest)",
                       result.stderr[-300:])
         self.assertGreaterEqual(len(matches), 2)
-        self.assertLess(len(matches), 600)
+        self.assertLess(len(matches), 2000)
         self.assertIn("C-FIND cancelled after", server.log())

@@ -20,7 +20,7 @@ def _columns(rows):
 
 
 def conquestLayout():
-    """Conquest's default dicom.sql (manual 7.3), built without the parser."""
+    """Conquest's default dicom.sql (manual 7.3) as etc/ ships it, built without the parser."""
     C, D = "SQL_C_CHAR", "SQL_C_DATE"
     return DatabaseLayout(
         patient=_columns([
@@ -95,7 +95,8 @@ def conquestLayout():
             (0x0010, 0x0040, "PatientSex", 16, C, "DT_STR", "PID.8"),
             (0x0010, 0x2000, "MedicalAlerts", 64, C, "DT_STR", "---"),
             (0x0010, 0x2110, "ContrastAllergies", 64, C, "DT_STR", "---"),
-            (0x0020, 0x000D, "StudyInstanceUID", 64, C, "DT_UI", "---"),
+            # Conquest's file has "---"; pacs generates the UID a worklist item needs
+            (0x0020, 0x000D, "StudyInstanceUID", 64, C, "DT_UI", "*UI"),
             (0x0032, 0x1032, "ReqPhysician", 64, C, "DT_STR", "OBR.16"),
             (0x0032, 0x1060, "ReqProcDescription", 16, C, "DT_STR", "OBR.4.1"),
             (0x0040, 0x0100, "-----", 0, C, "DT_STARTSEQUENCE", "---"),

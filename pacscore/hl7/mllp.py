@@ -220,21 +220,21 @@ class MLLPFactory(protocol.Factory):
 
     ``counters`` counts ``hl7Messages`` (frames received), ``hl7Errors``
     (handler failures, oversized frames, runs of bytes outside frames) and
-    ``hl7Connections``.
+    ``hl7Connections``; pass the archive's counters to share them.
     """
 
     protocol = MLLPProtocol
     noisy = False
     log = Logger()
 
-    def __init__(self, handler, maxMessageSize=1 << 20, idleTimeout=300, clock=None):
+    def __init__(self, handler, maxMessageSize=1 << 20, idleTimeout=300, clock=None, counters=None):
         if clock is None:
             from twisted.internet import reactor as clock
         self.handler = handler
         self.maxMessageSize = maxMessageSize
         self.idleTimeout = idleTimeout
         self.clock = clock
-        self.counters = {"hl7Messages": 0, "hl7Errors": 0, "hl7Connections": 0}
+        self.counters = counters if counters is not None else {}
 
     def count(self, name):
-        self.counters[name] += 1
+        self.counters[name] = self.counters.get(name, 0) + 1

@@ -31,3 +31,38 @@ class IDatabaseDriver(Interface):
         """A SQLAlchemy ``Engine`` for ``description`` (``SCHEME:...``), set up
         for this back end (pragmas, pool, isolation). Relative paths resolve
         against ``configuration.workdir``."""
+
+
+class IConverterCommand(Interface):
+    """One command of Conquest's converter language (manual 7.2, the command
+    table under ImportConverters): ``set``, ``forward compressed as``,
+    ``ifequal`` ...
+
+    Found with ``getPlugins(IConverterCommand, plugins)``; the built-in
+    commands are plugins too.  A converter line is parsed once, when the
+    configuration is read, into a tree of (command, parsed arguments); it
+    runs from that tree for every object.
+    """
+
+    name = Attribute("The words that start the command, lower case, single spaces: 'set', 'nop', "
+                     "'forward compressed as', 'ifequal'. The longest registered name that starts a "
+                     "statement wins, so 'forward compressed as' beats 'forward'.")
+    scope = Attribute("Where the manual allows it: 'I' import converters only, 'E' export converters "
+                      "only, 'IE' both. Query/retrieve converters count as import converters.")
+    condition = Attribute("True for tests (the if... family, between): the statement after it runs "
+                          "only when ``run`` gives True.")
+
+    def parse(arguments, where):
+        """Check and pre-parse ``arguments`` (the statement's text after the
+        name, stripped; %-variables still unexpanded). ``where`` names the
+        place for messages (``ImportConverter0, column 12``). Returns what
+        ``run`` gets; raises ``pacscore.converters.context.ConverterSyntaxError``."""
+
+    def run(arguments, context):
+        """Carry the command out on ``context`` (a
+        ``pacscore.converters.context.ConverterContext``) with the parsed
+        ``arguments``. Called in a worker thread, never in the reactor
+        thread: blocking work (files, SQL, subprocesses, Lua) is fine here,
+        and anything that needs the reactor goes through
+        ``context.blockingCallFromThread``. Returns an ``Outcome`` (or a bool
+        for a condition), or a Deferred that has already fired with one."""

@@ -9,7 +9,7 @@ from twisted.logger import Logger
 
 from pacscore.dicom import commands
 from pacscore.storage.devices import isDiskFull
-from pacscore.storage.store import DatasetMismatch, IncomingObject, InvalidDataset, Refused
+from pacscore.storage.store import DatasetMismatch, Destroyed, IncomingObject, InvalidDataset, Refused
 
 SUCCESS = 0x0000
 OUT_OF_RESOURCES = 0xA700
@@ -63,6 +63,10 @@ class StorageService:
             return CANNOT_UNDERSTAND, str(error)
         if isinstance(error, DatasetMismatch):
             return DATASET_DOES_NOT_MATCH, str(error)
+        if isinstance(error, Destroyed):
+            self.log.info("C-STORE of {uid} from {calling}: not stored ({why}), answered Success",
+                          uid=incoming.sopInstanceUID, calling=incoming.callingAE, why=error)
+            return SUCCESS, None
         if isinstance(error, Refused):
             return self.storageFailedStatus, str(error)
         if isDiskFull(error):

@@ -2,7 +2,7 @@
 acknowledged, indexed Part-10 file.
 
     read index attributes -> check them against the command -> amend the
-    data set (WorkListMode) -> name the file
+    data set (WorkListMode, import converters) -> name the file
     (FileNameSyntax) -> write temp file, fsync, rename, fsync folder
     -> index upsert (group commit) -> Success
 
@@ -38,7 +38,13 @@ class StoreError(Exception):
 
 
 class Refused(StoreError):
-    """The object is refused by the archive's rules (WorkListMode = 2)."""
+    """The object is refused by the archive's rules (WorkListMode = 2, an
+    import converter's ``reject``)."""
+
+
+class Destroyed(StoreError):
+    """An import converter's ``destroy``: the object is not stored, and the
+    sender is told Success, as Conquest does."""
 
 
 class InvalidDataset(StoreError):
@@ -66,7 +72,8 @@ class ObjectStore:
     log = Logger()
 
     def __init__(self, device, namer, index, indexedTags, workers,
-                 implementationClassUID, implementationVersion, spoolThreshold=4 << 20, amender=None):
+                 implementationClassUID, implementationVersion, spoolThreshold=4 << 20, amender=None,
+                 importers=None, devices=()):
         self.device = device
         self.namer = namer
         self.index = index
@@ -76,14 +83,19 @@ class ObjectStore:
         self.implementationClassUID = implementationClassUID
         self.implementationVersion = implementationVersion
         self.spoolThreshold = spoolThreshold
-        self.amender = amender  # a WorklistAmender, or None (WorkListMode = 0)
+        self.amender = amender      # a WorklistAmender, or None (WorkListMode = 0)
+        self.importers = importers  # pacscore.converters.importing.ImportConverters, or None
+        self.devicesByName = {d.name: d for d in devices or [device]}
+
+    def _header(self, incoming, transferSyntax):
+        return encodeFileMeta(incoming.sopClassUID, incoming.sopInstanceUID, transferSyntax,
+                              self.implementationClassUID, self.implementationVersion,
+                              incoming.callingAE or None)
 
     def spool(self, incoming, transport=None):
         """A sink for the data set of ``incoming`` as its fragments arrive."""
-        header = encodeFileMeta(incoming.sopClassUID, incoming.sopInstanceUID, incoming.transferSyntax,
-                                self.implementationClassUID, self.implementationVersion,
-                                incoming.callingAE or None)
-        return Spool(self.device.tempDir, header, self.spoolThreshold, self.workers.deferToWorker, transport)
+        return Spool(self.device.tempDir, self._header(incoming, incoming.transferSyntax),
+                     self.spoolThreshold, self.workers.deferToWorker, transport)
 
     def store(self, incoming, spool):
         """Store a received object. Fires with its path relative to the
@@ -108,7 +120,7 @@ class ObjectStore:
         ``stored`` fires (in the reactor) with ``(relative, replaced)``."""
         callFromThread = self.workers.reactor.callFromThread
         try:
-            attrs, relative = self._writeFile(incoming, spool)
+            attrs, relative, device = self._writeFile(incoming, spool)
         except BaseException:
             callFromThread(stored.errback, Failure())
             return
@@ -121,28 +133,31 @@ class ObjectStore:
                                path=relative, error=value.getErrorMessage())
                 stored.errback(value)
 
-        self.index.storeFromThread(ImageRecord(attrs, self.device.name, relative), indexed)
+        self.index.storeFromThread(ImageRecord(attrs, device.name, relative), indexed)
 
     def _writeFile(self, incoming, spool):
-        """In the I/O pool: check, name, write and fsync one object. On any
-        failure the temporary file (spool or reservoir file) is removed."""
+        """In the I/O pool: check, amend, name, write and fsync one object.
+        On any failure the temporary file (spool or reservoir file) is removed."""
         data = spool.inMemory
+        header = spool.header
         temporary = spool.path
+        device = self.device
         try:
             attrs = self._readAttributes(incoming, spool)
             self._check(incoming, attrs)
-            if self.amender is not None and (amended := self._amend(incoming, attrs, spool)):
-                data, attrs = amended
+            changed = self._amend(incoming, attrs, spool)
+            if changed is not None:
+                data, attrs, header, device = changed
                 if temporary is not None:
                     os.unlink(temporary)
                     temporary = None
             relative = self.namer.name(attrs, incoming.callingAE, incoming.calledAE)
             if data is not None:
-                temporary, low = self.device.takeTemporaryFile()
+                temporary, low = device.takeTemporaryFile()
                 if low:
-                    self.workers.callInThread(self.device.refillTemporaryFiles)
+                    self.workers.callInThread(device.refillTemporaryFiles)
                 with open(temporary, "wb") as f:
-                    f.write(spool.header)
+                    f.write(header)
                     f.write(data)
                     f.flush()
                     os.fsync(f.fileno())
@@ -152,15 +167,15 @@ class ObjectStore:
                     os.fsync(fd)
                 finally:
                     os.close(fd)
-            folder = os.path.dirname(self.device.absolute(relative))
+            folder = os.path.dirname(device.absolute(relative))
             makeDirectories(folder)
-            os.replace(temporary, self.device.absolute(relative))
+            os.replace(temporary, device.absolute(relative))
             fsyncDirectory(folder)
         except BaseException:
             if temporary is not None and os.path.exists(temporary):
                 os.unlink(temporary)
             raise
-        return attrs, relative
+        return attrs, relative, device
 
     def _readAttributes(self, incoming, spool):
         try:
@@ -173,21 +188,35 @@ class ObjectStore:
             raise InvalidDataset(str(e)) from e
 
     def _amend(self, incoming, attrs, spool):
-        """WorkListMode: ``(new data set bytes, their attributes)``, or None."""
+        """WorkListMode, then the import converters: None when the object
+        is stored as received, else ``(data, attrs, header, device)``.
+        Raises Refused or Destroyed when a rule says so."""
+        if self.amender is None and self.importers is None:
+            return None
         data = spool.inMemory
         if data is None:
             with open(spool.path, "rb") as f:
                 f.seek(len(spool.header))
                 data = f.read()
+        data, original = bytes(data), data
+        transferSyntax, device = incoming.transferSyntax, self.device
         try:
-            amended = self.amender.amend(attrs.get(ACCESSION_NUMBER, ""), bytes(data), incoming.transferSyntax)
+            if self.amender is not None:
+                data = self.amender.amend(attrs.get(ACCESSION_NUMBER, ""), data, transferSyntax) or data
+            if self.importers is not None:
+                decision = self.importers.apply(incoming, attrs, data, transferSyntax)
+                if decision is not None:
+                    data, transferSyntax = decision.data or data, decision.transferSyntax or transferSyntax
+                    device = self.devicesByName.get(decision.device, device)
         except WorklistRefusal as e:
             raise Refused(str(e)) from e
         except IdentifierError as e:
             raise InvalidDataset(str(e)) from e
-        if amended is None:
+        if data == original and transferSyntax == incoming.transferSyntax and device is self.device:
             return None
-        return amended, readAttributes(amended, incoming.transferSyntax, self.tags)
+        header = spool.header if transferSyntax == incoming.transferSyntax else self._header(
+            incoming, transferSyntax)
+        return data, readAttributes(data, transferSyntax, self.tags), header, device
 
     def _check(self, incoming, attrs):
         sopClass = attrs.get(SOP_CLASS_UID)

@@ -1,0 +1,97 @@
+"""What a converter command sees and changes while it runs.
+
+A ``ConverterContext`` is made per object (or per query) and per converter
+line: the data set (a pydicom Dataset; for import converters its changes
+are what gets stored), the calling and called AE titles, the stored file
+(export converters), the general purpose variables %x %y %z, the archive's
+services, and what the line decided: destroy or reject the object, defer
+the export, the preferred storage device and compression.
+
+Commands run in a worker thread (see ``IConverterCommand.run``).
+"""
+
+from enum import Enum
+
+from twisted.internet import threads
+from twisted.logger import Logger
+
+KINDS = ("import", "export", "query", "worklistquery", "retrieve", "queryresult", "worklistresult",
+         "retrieveresult")
+
+
+class ConverterSyntaxError(ValueError):
+    """A converter line that cannot be parsed; the message names the
+    dicom.ini key and the column."""
+
+
+class Outcome(Enum):
+    """What a command tells the line it runs in."""
+
+    CONTINUE = "continue"        # go on with the next statement
+    STOP = "stop"                # stop this line (stop, return), logged
+    SILENT_STOP = "silentstop"   # stop this line, not logged
+    DESTROY = "destroy"          # import: do not store the object, answer Success (as Conquest does)
+    REJECT = "reject"            # import: do not store the object, answer a failure status
+    DEFER = "defer"              # export: run this line again later (retry mechanism)
+
+
+class ConverterServices:
+    """The parts of the archive converters use; any may be None in tests.
+
+    ``index`` (pacscore.db.index.Index: ``engine``, ``tables``, ``layout``),
+    ``configuration`` (the loaded Configuration: ini, acrNemaMap, ...),
+    ``aeTitle``, ``reactor``, ``worklistLookup`` (accession -> {tag: value}
+    or None), ``exportQueue`` (pacscore.export: forwards and delayed jobs),
+    ``uidMap`` (anonymized UIDs for %E/%R and newuids), ``counters``.
+    """
+
+    def __init__(self, index=None, configuration=None, aeTitle="", reactor=None, worklistLookup=None,
+                 exportQueue=None, uidMap=None, counters=None):
+        self.index = index
+        self.configuration = configuration
+        self.aeTitle = aeTitle
+        self.reactor = reactor
+        self.worklistLookup = worklistLookup
+        self.exportQueue = exportQueue
+        self.uidMap = uidMap
+        self.counters = counters if counters is not None else {}
+
+
+class ConverterContext:
+    """See the module docstring."""
+
+    log = Logger()
+
+    def __init__(self, kind, dataset, callingAE="", calledAE="", filename=None, services=None,
+                 converterName="", variables=None):
+        if kind not in KINDS:
+            raise ValueError(f"unknown converter kind {kind!r}")
+        self.kind = kind
+        self.dataset = dataset
+        self.callingAE = callingAE
+        self.calledAE = calledAE
+        self.filename = filename            # absolute path of the stored object (export converters)
+        self.services = services or ConverterServices()
+        self.converterName = converterName  # "ImportConverter0", "ExportConverter2", "QueryConverter0" ...
+        self.variables = variables if variables is not None else {"x": "", "y": "", "z": ""}
+        self.changed = False                # the data set was modified (import: re-encode before storing)
+        self.rejectReason = ""              # set with Outcome.REJECT
+        self.storageDevice = None           # 'storage MAG1'
+        self.compression = None             # 'compression j2'
+        self.testMode = ""                  # 'testmode .1'
+
+    @property
+    def isImport(self):
+        """Import converters and the query/retrieve ones, which the manual
+        calls import converters too."""
+        return self.kind != "export"
+
+    def expand(self, text):
+        """``text`` with its %-variables replaced (manual 7.2)."""
+        from pacscore.converters.variables import expand
+        return expand(text, self)
+
+    def blockingCallFromThread(self, f, *args, **kwargs):
+        """Run ``f`` in the reactor thread and wait for its result (a
+        Deferred's result too); for commands that need the reactor."""
+        return threads.blockingCallFromThread(self.services.reactor, f, *args, **kwargs)

@@ -9,6 +9,11 @@ and the counters behind ``--display_status``.
 from twisted.logger import Logger
 
 from pacscore.config.errors import ConfigError
+from pacscore.converters.context import ConverterServices
+from pacscore.converters.importing import ImportConverters
+from pacscore.converters.registry import CommandRegistry
+from pacscore.converters.rules import loadRules
+from pacscore.converters.uidmap import UIDMap
 from pacscore.db.drivers import findDriver
 from pacscore.db.index import Index
 from pacscore.db.query import IndexQuery
@@ -69,9 +74,18 @@ class Archive:
         self.worklistMode = ini.getint("WorkListMode", 0)
         amender = (WorklistAmender(self.worklistMode, self.worklistItems.lookup, worklistColumns)
                    if self.worklistMode in (1, 2) else None)
+        self.commands = CommandRegistry()
+        self.converterRules = loadRules(ini, self.commands)
+        self.converterServices = ConverterServices(
+            index=self.index, configuration=configuration, aeTitle=self.aeTitle, reactor=reactor,
+            worklistLookup=self.worklistItems.lookup, counters=self.counters,
+            uidMap=UIDMap(self.engine, prefix=ini.get("UIDPrefix", "") or None))
+        importers = (ImportConverters(self.converterRules.importRules, self.converterServices)
+                     if self.converterRules.importRules else None)
         self.objectStore = ObjectStore(
             self.devices[0], self.namer, self.index, configuration.layout.indexedTags(),
-            self.workers, IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION, amender=amender)
+            self.workers, IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION, amender=amender,
+            importers=importers, devices=self.devices)
         self.objectReader = ObjectReader(self.devices)
         self.hl7Intake = WorklistIntake(self.worklistMapping, self.worklistItems,
                                         application=self.aeTitle, counters=self.counters)

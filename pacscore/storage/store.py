@@ -12,6 +12,7 @@ replaced object (same SOP Instance UID) has its old file removed only after
 the new one is committed.
 """
 
+import dataclasses
 import os
 from dataclasses import dataclass
 
@@ -214,9 +215,12 @@ class ObjectStore:
             raise InvalidDataset(str(e)) from e
         if data == original and transferSyntax == incoming.transferSyntax and device is self.device:
             return None
-        header = spool.header if transferSyntax == incoming.transferSyntax else self._header(
-            incoming, transferSyntax)
-        return data, readAttributes(data, transferSyntax, self.tags), header, device
+        attrs = readAttributes(data, transferSyntax, self.tags)
+        if not attrs.get(SOP_INSTANCE_UID) or not attrs.get(SOP_CLASS_UID):
+            raise DatasetMismatch("the amended data set has no SOP Class or Instance UID")
+        amended = dataclasses.replace(incoming, sopClassUID=attrs[SOP_CLASS_UID],
+                                      sopInstanceUID=attrs[SOP_INSTANCE_UID], transferSyntax=transferSyntax)
+        return data, attrs, self._header(amended, transferSyntax), device
 
     def _check(self, incoming, attrs):
         sopClass = attrs.get(SOP_CLASS_UID)

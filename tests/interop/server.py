@@ -53,7 +53,7 @@ class PacsServer:
     """A pacs server in ``workdir`` (a Conquest-style install: the config
     files and ./data live there)."""
 
-    def __init__(self, workdir, ae="PACS", ini=None):
+    def __init__(self, workdir, ae="PACS", ini=None, env=None):
         self.workdir = os.path.abspath(workdir)
         os.makedirs(self.workdir, exist_ok=True)
         for name in CONFIG_FILES:
@@ -61,6 +61,7 @@ class PacsServer:
             if not os.path.exists(target):
                 shutil.copy(os.path.join(defaultConfigDir(), name), target)
         self.ae = ae
+        self.env = env  # the server's environment (None: this process's)
         self.port = freePort()
         self.hl7Port = freePort()
         self.process = None
@@ -100,7 +101,7 @@ class PacsServer:
     def start(self, timeout=30):
         logStart = len(self.log())
         self.process = subprocess.Popen(self.command(), cwd=self.workdir, stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT)
+                                        stderr=subprocess.STDOUT, env=self.env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

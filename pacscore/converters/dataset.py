@@ -1,0 +1,218 @@
+"""The converter commands that change the data set or the variables
+(manual 7.2): ``set``, ``setifempty``, ``delete``, ``fixkodak`` and
+``unfixkodak``.
+
+``set`` and ``setifempty`` take ``TARGET to "value"`` or ``TARGET if
+"value"`` (``if``: only when the expanded value is not empty).  TARGET is
+a variable ``x``, ``y`` or ``z``, a tag ``gggg,eeee``, or (``set`` only) an
+element in a sequence item: ``gggg,eeee.N\\gggg,eeee`` (item N, created
+when missing) or ``gggg,eeee.*\\gggg,eeee`` (a new item appended).
+
+``fixkodak`` turns Kodak's 8-digit Patient IDs with a leading zero into
+NKI's 7 digits (``01234567`` -> ``1234567``); ``unfixkodak`` does the
+reverse for a Patient ID of exactly 7 digits.  Other Patient IDs are left
+alone.
+"""
+
+import re
+from typing import NamedTuple
+
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
+from twisted.logger import Logger
+
+from pacscore.converters.arguments import leadingString
+from pacscore.converters.command import Command
+from pacscore.converters.context import ConverterSyntaxError, Outcome
+from pacscore.converters.elements import TAG_PATTERN, assign, parseTag, textOf, vrOf
+
+PATIENT_ID = 0x00100020
+VARIABLES = ("x", "y", "z")
+APPEND = "*"
+
+_ASSIGNMENT = re.compile(r"(?P<target>\S+)\s+(?P<mode>to|if)(?:\s+(?P<value>.*))?$",
+                         re.IGNORECASE | re.DOTALL)
+_ITEM_TARGET = re.compile(rf"({TAG_PATTERN})\.([0-9]+|\*)[\\/]({TAG_PATTERN})")
+
+
+class Target(NamedTuple):
+    """Where a value goes: ``variable``, or element ``tag`` (inside
+    ``item`` (an index or APPEND) of sequence ``sequence`` when that is set)."""
+
+    variable: str | None = None
+    tag: int | None = None
+    sequence: int | None = None
+    item: int | str | None = None
+
+
+class Assignment(NamedTuple):
+    """The parsed arguments of ``set`` and ``setifempty``."""
+
+    target: Target
+    onlyIfValue: bool  # the 'if' form
+    value: str         # unexpanded
+
+
+def unquote(text, where):
+    """The double-quoted string ``text``, or ``text`` itself when unquoted."""
+    if not text.startswith('"'):
+        return text
+    string, rest = leadingString(text, where)
+    if rest.strip():
+        raise ConverterSyntaxError(f"{where}: unexpected {rest.strip()!r} after the string")
+    return string
+
+
+def parseTagArgument(text, where):
+    """``0xGGGGEEEE`` of a ``gggg,eeee`` argument; ConverterSyntaxError otherwise."""
+    try:
+        return parseTag(text.strip())
+    except ValueError as e:
+        raise ConverterSyntaxError(f"{where}: {e}") from e
+
+
+def parseTarget(text, where, inSequences):
+    if text.lower() in VARIABLES:
+        return Target(variable=text.lower())
+    if inSequences and (match := _ITEM_TARGET.fullmatch(text)):
+        item = match.group(2)
+        target = Target(tag=parseTag(match.group(3)), sequence=parseTag(match.group(1)),
+                        item=item if item == APPEND else int(item))
+    else:
+        target = Target(tag=parseTagArgument(text, where))
+    return target
+
+
+def parseAssignment(arguments, where, inSequences):
+    match = _ASSIGNMENT.match(arguments)
+    if match is None:
+        raise ConverterSyntaxError(f"{where}: expected 'gggg,eeee to \"value\"' or "
+                                   f"'gggg,eeee if \"value\"', got {arguments!r}")
+    target = parseTarget(match.group("target"), where, inSequences)
+    value = unquote((match.group("value") or "").strip(), where)
+    return Assignment(target, match.group("mode").lower() == "if", value)
+
+
+def _itemFor(dataset, target):
+    """The sequence item ``target`` names, created when missing."""
+    sequence = dataset.get(target.sequence)
+    if sequence is None or sequence.VR != "SQ":
+        dataset.add_new(target.sequence, "SQ", Sequence())
+        sequence = dataset[target.sequence]
+    items = sequence.value
+    if target.item == APPEND:
+        items.append(Dataset())
+        return items[-1]
+    while len(items) <= target.item:
+        items.append(Dataset())
+    return items[target.item]
+
+
+def currentValue(context, target):
+    if target.variable is not None:
+        return context.variables.get(target.variable, "")
+    return textOf(context.dataset.get(target.tag))
+
+
+class AssignmentCommand(Command):
+    """What ``set`` and ``setifempty`` share: parsing and assigning."""
+
+    log = Logger()
+    scope = "I"
+    inSequences = True
+
+    def parse(self, arguments, where):
+        return parseAssignment(arguments, where, self.inSequences)
+
+    def assign(self, arguments, context):
+        """Expand the value and put it where the target says (the 'if'
+        form: only a value that is not empty).  A sequence (the manual's
+        own ``set 0010,1002 to ..``) cannot hold text: a warning, and the
+        data set stays as it is."""
+        value = context.expand(arguments.value)
+        if arguments.onlyIfValue and not value:
+            return
+        target = arguments.target
+        if target.variable is not None:
+            context.variables[target.variable] = value
+            return
+        if vrOf(target.tag) == "SQ":
+            self.log.warn("{converter}: {command}: ({tag}) is a sequence, it takes no text",
+                          converter=context.converterName, command=self.name,
+                          tag=f"{target.tag >> 16:04x},{target.tag & 0xFFFF:04x}")
+            return
+        dataset = context.dataset
+        holder = dataset if target.sequence is None else _itemFor(dataset, target)
+        assign(holder, target.tag, value, root=dataset)
+        context.changed = True
+
+
+class SetCommand(AssignmentCommand):
+    """``set TARGET to "value"`` / ``set TARGET if "value"``."""
+
+    name = "set"
+
+    def run(self, arguments, context):
+        self.assign(arguments, context)
+        return Outcome.CONTINUE
+
+
+class SetIfEmptyCommand(AssignmentCommand):
+    """``setifempty TARGET to "value"`` / ``setifempty TARGET if "value"``:
+    only when the variable or top-level element is missing or empty."""
+
+    name = "setifempty"
+    inSequences = False
+
+    def run(self, arguments, context):
+        if not currentValue(context, arguments.target):
+            self.assign(arguments, context)
+        return Outcome.CONTINUE
+
+
+class DeleteElementCommand(Command):
+    """``delete gggg,eeee``: remove a top-level element."""
+
+    name = "delete"
+    scope = "I"
+
+    def parse(self, arguments, where):
+        return parseTagArgument(arguments, where)
+
+    def run(self, arguments, context):
+        if arguments in context.dataset:
+            del context.dataset[arguments]
+            context.changed = True
+        return Outcome.CONTINUE
+
+
+def kodakToNKI(patientID):
+    """``01234567`` -> ``1234567``; other IDs unchanged."""
+    if len(patientID) == 8 and patientID.isdigit() and patientID.startswith("0"):
+        return patientID[1:]
+    return patientID
+
+
+def nkiToKodak(patientID):
+    """``1234567`` -> ``01234567``; other IDs unchanged."""
+    if len(patientID) == 7 and patientID.isdigit():
+        return "0" + patientID
+    return patientID
+
+
+class PatientIDCommand(Command):
+    """``fixkodak`` / ``unfixkodak``: rewrite the Patient ID by ``rule``."""
+
+    scope = "I"
+
+    def __init__(self, name, rule):
+        self.name = name
+        self.rule = rule
+
+    def run(self, arguments, context):
+        current = textOf(context.dataset.get(PATIENT_ID))
+        new = self.rule(current)
+        if new != current:
+            assign(context.dataset, PATIENT_ID, new)
+            context.changed = True
+        return Outcome.CONTINUE

@@ -1,0 +1,124 @@
+"""Reading and writing data set elements the way converter scripts name them.
+
+Tags are written ``gggg,eeee`` (hexadecimal).  A path into sequences is a
+list of ``(tag, item)`` steps, the last one naming the element itself, as in
+``%V\\300c,0060.0\\0008,1155`` or ``set 0040,0275.1\\0040,0007 to ..``.
+Values read are text: multiple values joined with a backslash, person
+names as their DICOM string.  Values written are text too, converted for
+the element's VR (numbers for US, FL ...); the VR is the element's own when
+it has one, else pydicom's dictionary's, and LO for private and unknown
+tags.
+"""
+
+import re
+
+from pydicom.datadict import dictionary_VR
+from pydicom.multival import MultiValue
+from pydicom.tag import Tag
+
+from pacscore.dicom.identifiers import TEXT_VRS, elementValue
+
+TAG_PATTERN = r"[0-9A-Fa-f]{4},[0-9A-Fa-f]{4}"
+SPECIFIC_CHARACTER_SET = 0x00080005
+UNICODE_CHARACTER_SET = "ISO_IR 192"
+
+_TAG = re.compile(TAG_PATTERN)
+
+
+def parseTag(text):
+    """``0xGGGGEEEE`` for ``gggg,eeee``; ValueError otherwise."""
+    if not _TAG.fullmatch(text):
+        raise ValueError(f"not a tag (gggg,eeee): {text!r}")
+    group, element = text.split(",")
+    return (int(group, 16) << 16) | int(element, 16)
+
+
+def vrOf(tag, dataset=None):
+    """The VR a new value of ``tag`` gets in ``dataset``."""
+    element = dataset.get(tag) if dataset is not None else None
+    if element is not None and element.VR not in ("UN", "SQ"):
+        return element.VR
+    if Tag(tag).is_private:
+        return "LO"
+    try:
+        return dictionary_VR(tag).split(" ")[0]
+    except KeyError:
+        return "LO"
+
+
+def textOf(element):
+    """The value of a pydicom DataElement (or None) as converter text."""
+    if element is None or element.VR == "SQ":
+        return ""
+    return _text(element.value, element.VR)
+
+
+def _text(value, vr):
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple, MultiValue)):
+        return "\\".join(_text(v, vr) for v in value)
+    if isinstance(value, bytes):
+        return value.decode("latin-1").rstrip("\0 ")
+    if vr == "AT":
+        tag = Tag(value)
+        return f"{tag.group:04x},{tag.element:04x}"
+    return str(value)
+
+
+def walkElements(dataset):
+    """Every ``(dataset, element)`` depth first: an element, then the
+    elements of its sequence items, then the next element.  Walking also
+    decodes every value (pydicom decodes lazily)."""
+    for element in dataset:
+        yield dataset, element
+        if element.VR == "SQ":
+            for item in element.value or ():
+                yield from walkElements(item)
+
+
+def findAnywhere(dataset, tag):
+    """The first element ``tag`` of ``walkElements``, or None."""
+    for _, element in walkElements(dataset):
+        if element.tag == tag:
+            return element
+    return None
+
+
+def findPath(dataset, steps):
+    """The element at ``steps`` (``[(sequenceTag, item), ..., (tag, None)]``),
+    or None when a sequence, an item or the element is missing."""
+    for tag, item in steps[:-1]:
+        sequence = dataset.get(tag)
+        if sequence is None or sequence.VR != "SQ" or not 0 <= item < len(sequence.value):
+            return None
+        dataset = sequence.value[item]
+    return dataset.get(steps[-1][0])
+
+
+def assign(dataset, tag, text, root=None):
+    """Set element ``tag`` of ``dataset`` to ``text``; ``root`` is the top
+    level data set (its Specific Character Set covers ``dataset``).
+    ValueError for a sequence tag."""
+    vr = vrOf(tag, dataset)
+    if vr == "SQ":
+        raise ValueError(f"({tag >> 16:04x},{tag & 0xFFFF:04x}) is a sequence: it takes no text")
+    if vr in TEXT_VRS and not text.isascii():
+        ensureUnicode(dataset if root is None else root)
+    value = elementValue(vr, text)
+    element = dataset.get(tag)
+    if element is not None and element.VR == vr:
+        element.value = value
+    else:
+        dataset.add_new(tag, vr, value)
+
+
+def ensureUnicode(dataset):
+    """Make ``dataset`` UTF-8 (ISO_IR 192) so any text fits, decoding every
+    value first with the character set it was written in."""
+    current = dataset.get(SPECIFIC_CHARACTER_SET)
+    if current is not None and textOf(current) == UNICODE_CHARACTER_SET:
+        return
+    for _ in walkElements(dataset):
+        pass
+    dataset.add_new(SPECIFIC_CHARACTER_SET, "CS", UNICODE_CHARACTER_SET)

@@ -1,0 +1,68 @@
+"""Converter commands that reach outside the archive (manual 7.2):
+``write "text" to file``, ``append "text" to file`` and ``system command
+line``.  Text, file names and command lines are expanded when they run;
+relative file names (and the folder the command runs in) are the
+configuration's working folder.  They run in a worker thread, so they may
+block.
+"""
+
+import re
+import subprocess
+
+from twisted.logger import Logger
+
+from pacscore.converters.arguments import leadingString
+from pacscore.converters.command import Command, TextCommand, localPath
+from pacscore.converters.context import ConverterSyntaxError, Outcome
+
+_TO = re.compile(r"\s*to\s+(\S.*)", re.IGNORECASE | re.DOTALL)
+
+
+class Write(Command):
+    """``write "text" to file``: the file holds the text (%n for newlines)."""
+
+    name = "write"
+    mode = "w"
+
+    def parse(self, arguments, where):
+        text, rest = leadingString(arguments, where)
+        match = _TO.fullmatch(rest)
+        if match is None:
+            raise ConverterSyntaxError(f'{where}: expected \'{self.name} "text" to file\', '
+                                       f'got {arguments!r}')
+        name = match.group(1).strip()
+        if name.startswith('"'):
+            name, extra = leadingString(name, where)
+            if extra.strip():
+                raise ConverterSyntaxError(f"{where}: unexpected {extra.strip()!r} after the file name")
+        return text, name
+
+    def run(self, arguments, context):
+        text, name = arguments
+        with open(localPath(context, context.expand(name)), self.mode, encoding="utf-8",
+                  newline="") as output:
+            output.write(context.expand(text))
+        return Outcome.CONTINUE
+
+
+class Append(Write):
+    """``append "text" to file``: the text is added at the end of the file."""
+
+    name = "append"
+    mode = "a"
+
+
+class System(TextCommand):
+    """``system command line``: run by the shell; its exit status is logged."""
+
+    name = "system"
+    log = Logger()
+
+    def run(self, arguments, context):
+        commandLine = context.expand(arguments)
+        configuration = context.services.configuration
+        status = subprocess.call(commandLine, shell=True,
+                                 cwd=configuration.workdir if configuration is not None else None)
+        self.log.info("{converter}: system {commandLine!r} exited with status {status}",
+                      converter=context.converterName, commandLine=commandLine, status=status)
+        return Outcome.CONTINUE

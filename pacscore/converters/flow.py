@@ -1,0 +1,113 @@
+"""Converter commands that steer the line (manual 7.2): ``nop``, ``stop``,
+``silentstop``, ``return``, ``destroy``, ``reject``, ``defer``, ``call``.
+
+``stop`` and ``return`` end the line with a log message, ``silentstop``
+without one.  ``call file`` runs the converter lines of a file (read each
+time, so it can be edited while the server runs); ``return`` in the file
+ends only the file, every other end (``stop``, ``destroy`` ...) ends the
+calling line too.
+"""
+
+from twisted.logger import Logger
+
+from pacscore.converters.command import Command, TextCommand, localPath
+from pacscore.converters.context import Outcome
+from pacscore.converters.script import parseScript
+
+
+class Nop(TextCommand):
+    """``nop [text]``: nothing, but the text (expanded) is logged."""
+
+    name = "nop"
+    textRequired = False
+    log = Logger()
+
+    def run(self, arguments, context):
+        if arguments:
+            self.log.info("{converter}: {text}", converter=context.converterName,
+                          text=context.expand(arguments))
+        return Outcome.CONTINUE
+
+
+class Stop(Command):
+    """``stop``: end this converter line."""
+
+    name = "stop"
+    log = Logger()
+
+    def run(self, arguments, context):
+        self.log.info("{converter}: {command}", converter=context.converterName, command=self.name)
+        return Outcome.STOP
+
+
+class Return(Stop):
+    """``return``: end the called file, or as ``stop`` outside one."""
+
+    name = "return"
+
+
+class SilentStop(Command):
+    """``silentstop``: end this converter line without a message."""
+
+    name = "silentstop"
+
+    def run(self, arguments, context):
+        return Outcome.SILENT_STOP
+
+
+class Destroy(Command):
+    """``destroy``: the object is not stored (the sender gets Success)."""
+
+    name = "destroy"
+    scope = "I"
+
+    def run(self, arguments, context):
+        return Outcome.DESTROY
+
+
+class Reject(Command):
+    """``reject``: as destroy, but the sender gets a failure status."""
+
+    name = "reject"
+    scope = "I"
+
+    def run(self, arguments, context):
+        context.rejectReason = f"rejected by {context.converterName}"
+        return Outcome.REJECT
+
+
+class Defer(Command):
+    """``defer``: export this object later (the retry mechanism)."""
+
+    name = "defer"
+    scope = "E"
+
+    def run(self, arguments, context):
+        return Outcome.DEFER
+
+
+class Call(TextCommand):
+    """``call file``: run each line of ``file`` (blank lines and lines
+    starting with '#' skipped) as a converter line of the same kind, with
+    the same commands, on the same object."""
+
+    name = "call"
+    scope = "I"
+
+    def parse(self, arguments, where):
+        return super().parse(arguments, where), where.registry, where.kind
+
+    def run(self, arguments, context):
+        name, registry, kind = arguments
+        path = localPath(context, context.expand(name))
+        with open(path, encoding="utf-8", errors="replace") as lines:
+            scripts = [parseScript(line, f"{path}, line {number}", registry, kind)
+                       for number, line in enumerate(lines, start=1)
+                       if line.strip() and not line.lstrip().startswith("#")]
+        for script in scripts:
+            outcome, command = script.execute(context)
+            if isinstance(command, Return):
+                return Outcome.CONTINUE
+            if outcome is not Outcome.CONTINUE:
+                return outcome
+        return Outcome.CONTINUE

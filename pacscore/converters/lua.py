@@ -1,0 +1,452 @@
+"""Lua converters: ``lua "code"`` and ``lua:path/to/script.lua`` (run by lupa).
+
+A script sees ``Data`` (the object's data set: ``Data.PatientName``,
+``Data['0010,0010']``, ``Data.ReferencedSeriesSequence[0].SeriesInstanceUID``
+read and written, 0-based sequence items as in Conquest, ``Data:Delete(tag)``
+or assigning nil deletes), ``CallingAE``, ``CalledAE``, ``Filename`` and the
+functions ``print`` (to the server log), ``forward(ae)``, ``script(rule)``
+(runs a converter rule on the same object and returns its outcome's name)
+and ``dbquery(table, fields, where)`` (a read-only SELECT on an index
+table, rows as tables of strings).  It may return ``'destroy'``,
+``'reject'``, ``'stop'`` or ``'defer'``; nothing means go on.
+
+Each worker thread has its own Lua state (lupa runtimes are not thread
+safe); a script is compiled once per thread.  Scripts run sandboxed: only
+string, table, math, os.time/date/clock and the safe base functions, unless
+dicom.ini says ``LuaAllowUnsafe = 1``; Lua never reaches Python objects'
+attributes.  ``LuaMaxInstructions`` (default 10,000,000) stops a run-away
+script.  A failing script is logged and ends its line with ``stop``.
+"""
+
+import functools
+import os
+import re
+import threading
+from typing import NamedTuple
+
+import lupa.lua54 as lupa
+from pydicom.datadict import tag_for_keyword
+from sqlalchemy import select, text
+from twisted.logger import Logger
+from twisted.plugin import IPlugin
+from zope.interface import implementer
+
+from pacscore.converters.context import ConverterSyntaxError, Outcome
+from pacscore.converters.elements import assign, textOf, vrOf
+from pacscore.converters.script import parseScript
+from pacscore.interfaces import IConverterCommand
+
+DEFAULT_MAX_INSTRUCTIONS = 10_000_000
+
+_TAG = re.compile(r"\(?([0-9A-Fa-f]{4}),?([0-9A-Fa-f]{4})\)?")
+_BINARY_VRS = frozenset({"OB", "OW", "OF", "OD", "OL", "OV", "UN", "AT"})
+_FATE_OUTCOMES = (Outcome.DESTROY, Outcome.REJECT, Outcome.DEFER)
+
+# Run once in each Lua state: builds the sandboxes and the Data proxies.
+# Receives the Python accessors; returns (compile, prepare, sethook, gethook, limitHook).
+_SETUP = r"""
+local getElement, setElement, sequenceItem, sequenceLength = ...
+local load, pcall, error, tostring, pairs, setmetatable = load, pcall, error, tostring, pairs, setmetatable
+local pack, unpack, concat, select = table.pack, table.unpack, table.concat, select
+local setupvalue, sethook, gethook = debug.setupvalue, debug.sethook, debug.gethook
+local G = _G
+G.python = nil
+
+-- a Python function for Lua: its exceptions become Lua errors at the
+-- caller 'level' levels up (2: whoever called the wrapper)
+local function guard(f, level)
+  return function(...)
+    local results = pack(pcall(f, ...))
+    if not results[1] then error(tostring(results[2]), level) end
+    return unpack(results, 2, results.n)
+  end
+end
+getElement, setElement = guard(getElement, 3), guard(setElement, 3)
+sequenceItem, sequenceLength = guard(sequenceItem, 3), guard(sequenceLength, 3)
+
+local wrapDataset
+local function wrapSequence(handle)
+  return setmetatable({}, {
+    __index = function(_, index)
+      local item = sequenceItem(handle, index)
+      if item ~= nil then return wrapDataset(item) end
+    end,
+    __len = function() return sequenceLength(handle) end,
+    __newindex = function() error("sequence items cannot be replaced, set their elements", 2) end,
+  })
+end
+wrapDataset = function(handle)
+  local methods = {Delete = function(_, key) setElement(handle, key, nil) end}
+  return setmetatable({}, {
+    __index = function(_, key)
+      if methods[key] then return methods[key] end
+      local value, isSequence = getElement(handle, key)
+      if isSequence then return wrapSequence(value) end
+      return value
+    end,
+    __newindex = function(_, key, value) setElement(handle, key, value) end,
+  })
+end
+
+local function copy(t)
+  local c = {}
+  for k, v in pairs(t) do c[k] = v end
+  return c
+end
+local SAFE = {"assert", "error", "ipairs", "next", "pairs", "pcall", "select", "tonumber",
+              "tostring", "type", "xpcall"}
+local function sandbox()
+  local env = {string = copy(string), table = copy(table), math = copy(math), utf8 = copy(utf8),
+               os = {time = os.time, date = os.date, clock = os.clock}, unpack = unpack}
+  for _, name in pairs(SAFE) do env[name] = G[name] end
+  return env
+end
+
+local function compile(source, name)
+  return load(source, name, "t")
+end
+
+local function prepare(chunk, unsafe, globals, dataset, log, functions)
+  local env = unsafe and setmetatable({}, {__index = G}) or sandbox()
+  env._G = env
+  for k, v in pairs(globals) do env[k] = v end
+  for k, f in pairs(functions) do env[k] = guard(f, 2) end
+  if dataset ~= nil then env.Data = wrapDataset(dataset) end
+  env.print = function(...)
+    local parts = {}
+    for i = 1, select("#", ...) do parts[i] = tostring((select(i, ...))) end
+    log(concat(parts, "\t"))
+  end
+  setupvalue(chunk, 1, env)
+  return chunk
+end
+
+-- after the limit, error at every instruction: pcall cannot swallow it
+local function limitHook(limit)
+  local function hook()
+    sethook(hook, "", 1)
+    error("script stopped after " .. limit .. " instructions (LuaMaxInstructions)", 2)
+  end
+  return hook
+end
+
+return compile, prepare, sethook, gethook, limitHook
+"""
+
+
+class LuaApiError(ValueError):
+    """A script used the API wrongly; becomes a Lua error at its line."""
+
+
+class LuaScriptError(Exception):
+    """A script file that cannot be read, or code that does not compile."""
+
+
+class LuaAccessDenied(AttributeError):
+    """A script tried to reach a Python attribute."""
+
+
+def _denyAttributes(obj, name, isSetting):
+    """lupa's attribute filter: Lua reaches no Python attribute at all."""
+    raise LuaAccessDenied(f"Python attributes are not accessible from Lua (tried {name!r})")
+
+
+def _tagOf(key):
+    if isinstance(key, int):
+        return key
+    match = _TAG.fullmatch(str(key).strip())
+    tag = int(match.group(1) + match.group(2), 16) if match else tag_for_keyword(str(key))
+    if tag is None:
+        raise LuaApiError(f"unknown DICOM attribute {key!r}")
+    return tag
+
+
+class _DatasetHandle:
+    """What a Lua ``Data`` proxy (or sequence item proxy) stands for."""
+
+    def __init__(self, context, dataset):
+        self.context = context
+        self.dataset = dataset
+
+
+class _SequenceHandle:
+    """What a Lua sequence proxy stands for."""
+
+    def __init__(self, context, sequence):
+        self.context = context
+        self.sequence = sequence
+
+
+def _getElement(handle, key):
+    """``(text, False)``, or ``(_SequenceHandle, True)`` for a sequence."""
+    element = handle.dataset.get(_tagOf(key))
+    if element is not None and element.VR == "SQ":
+        return _SequenceHandle(handle.context, element.value), True
+    if element is not None and element.VR in _BINARY_VRS:
+        return element.value or b"", False
+    return textOf(element), False
+
+
+def _setElement(handle, key, value):
+    """Set (or with nil delete) an element; marks the context changed."""
+    tag = _tagOf(key)
+    dataset = handle.dataset
+    if value is None:
+        if tag in dataset:
+            del dataset[tag]
+            handle.context.changed = True
+        return
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        kind = lupa.lua_type(value) or type(value).__name__
+        raise LuaApiError(f"cannot set {key} to a {kind}: give a string or a number")
+    vr = vrOf(tag, dataset)
+    if vr in _BINARY_VRS or vr == "SQ":
+        raise LuaApiError(f"{key} has VR {vr}: Lua sets only text and numbers")
+    assign(dataset, tag, str(value), root=handle.context.dataset)
+    handle.context.changed = True
+
+
+def _sequenceItem(handle, index):
+    if isinstance(index, float) and index.is_integer():
+        index = int(index)
+    if not isinstance(index, int):
+        raise LuaApiError(f"a sequence is indexed by item number (from 0), not {index!r}")
+    if 0 <= index < len(handle.sequence):
+        return _DatasetHandle(handle.context, handle.sequence[index])
+    return None
+
+
+def _sequenceLength(handle):
+    return len(handle.sequence)
+
+
+class LuaRuntime:
+    """One Lua state with the sandbox set up; use ``forThread()``: lupa
+    runtimes must not be shared between threads."""
+
+    _perThread = threading.local()
+
+    def __init__(self):
+        self.lua = lupa.LuaRuntime(register_eval=False, register_builtins=False,
+                                   attribute_filter=_denyAttributes, unpack_returned_tuples=True)
+        self._compile, self._prepare, self._sethook, self._gethook, limitHook = self.lua.execute(
+            _SETUP, _getElement, _setElement, _sequenceItem, _sequenceLength)
+        self._limitHook = functools.lru_cache(maxsize=8)(limitHook)
+        self._sources = {}  # source text -> compiled chunk
+        self._files = {}    # path -> ((mtime, size), compiled chunk)
+
+    @classmethod
+    def forThread(cls):
+        """The calling thread's runtime, made on first use."""
+        runtime = getattr(cls._perThread, "runtime", None)
+        if runtime is None:
+            runtime = cls._perThread.runtime = cls()
+        return runtime
+
+    def compile(self, source):
+        """The compiled chunk of inline code (cached; ``lua`` in Lua's
+        messages); ``LuaScriptError`` for a syntax error."""
+        chunk = self._sources.get(source)
+        if chunk is None:
+            chunk = self._sources[source] = self._load(source, "=lua")
+        return chunk
+
+    def compileFile(self, path, name):
+        """The compiled chunk of a script file, compiled again when the file
+        changes; ``name`` is the file in Lua's messages.  ``LuaScriptError``
+        when unreadable or wrong."""
+        try:
+            status = os.stat(path)
+            version = (status.st_mtime_ns, status.st_size)
+            cached = self._files.get(path)
+            if cached is not None and cached[0] == version:
+                return cached[1]
+            with open(path, encoding="utf-8") as f:
+                source = f.read()
+        except (OSError, UnicodeError) as e:
+            raise LuaScriptError(f"cannot read {path}: {e}") from e
+        chunk = self._load(source, "@" + name)
+        self._files[path] = (version, chunk)
+        return chunk
+
+    def _load(self, source, name):
+        result = self._compile(source, name)
+        if isinstance(result, tuple):
+            raise LuaScriptError(result[1])
+        return result
+
+    def table(self, rows):
+        """A Lua array of arrays from a list of lists."""
+        return self.lua.table_from(rows, recursive=True)
+
+    def run(self, chunk, api, unsafe=False, maxInstructions=DEFAULT_MAX_INSTRUCTIONS):
+        """Run a compiled chunk for ``api`` (a ``LuaApi``) and give the
+        script's first return value.  Errors, also those of the Python
+        functions the script calls, raise ``lupa.LuaError``."""
+        context = api.context
+        handle = None if context.dataset is None else _DatasetHandle(context, context.dataset)
+        globals = self.lua.table_from({"CallingAE": context.callingAE, "CalledAE": context.calledAE,
+                                       "Filename": context.filename or ""})
+        functions = self.lua.table_from({"forward": api.forward, "script": api.script,
+                                         "dbquery": api.dbquery})
+        self._prepare(chunk, unsafe, globals, handle, api.print, functions)
+        outer = self._gethook()  # a script running this one through script('lua ...')
+        if maxInstructions > 0:
+            self._sethook(self._limitHook(maxInstructions), "", maxInstructions)
+        try:
+            result = chunk()
+        finally:
+            self._sethook(*(outer or ()))
+        return result[0] if isinstance(result, tuple) else result
+
+
+class LuaApi:
+    """The Python side of what one run of a script may call; ``registry``
+    and ``kind`` are those of the converter line (for ``script()``)."""
+
+    def __init__(self, context, runtime, registry, kind):
+        self.context = context
+        self.runtime = runtime
+        self.registry = registry
+        self.kind = kind
+        self.fate = None  # the last destroy/reject/defer of a script() call
+
+    def print(self, text):
+        self.context.log.info("{converter}: {text}", converter=self.context.converterName, text=text)
+
+    def forward(self, ae):
+        ae = str(ae).strip()
+        if "forward to" not in self.registry.commands:
+            raise LuaApiError("forward: there is no 'forward to' command")
+        if not re.fullmatch(r'[^\s;{}"]{1,16}', ae):
+            raise LuaApiError(f"forward: {ae!r} is not an AE title")
+        return self.script("forward to " + ae)
+
+    def script(self, rule):
+        """Run a converter line on the context; the name of its outcome."""
+        key = f"{self.context.converterName} (Lua script())"
+        outcome = _parsedScript(str(rule), key, self.registry, self.kind).run(self.context)
+        if outcome in _FATE_OUTCOMES:
+            self.fate = outcome
+        return outcome.value
+
+    def dbquery(self, tableName, fields, where=None):
+        """Rows of a SELECT on one index table, as a Lua array of arrays of strings."""
+        index = self.context.services.index
+        if index is None:
+            raise LuaApiError("dbquery: there is no index database")
+        tables = {table.name.lower(): table for table in index.tables}
+        table = tables.get(str(tableName).lower())
+        if table is None:
+            raise LuaApiError(f"dbquery: {tableName!r} is not one of the index tables "
+                              f"({', '.join(t.name for t in index.tables)})")
+        columns = {column.name.lower(): column for column in table.columns}
+        names = [name.strip() for name in str(fields).split(",")]
+        unknown = [name for name in names if name.lower() not in columns]
+        if unknown:
+            raise LuaApiError(f"dbquery: {table.name} has no column {', '.join(map(repr, unknown))}")
+        query = select(*(columns[name.lower()] for name in names))
+        if where is not None and str(where).strip():
+            where = str(where)
+            if any(mark in where for mark in (";", "--", "/*")):
+                raise LuaApiError("dbquery: the where clause may not hold ';' or comments")
+            query = query.where(text("(" + where.replace(":", "\\:") + ")"))
+        with index.engine.connect() as connection:
+            rows = connection.execute(query).all()
+        return self.runtime.table([["" if v is None else str(v) for v in row] for row in rows])
+
+
+_parsedScript = functools.lru_cache(maxsize=256)(parseScript)
+
+
+def _outcomeOf(value, fate):
+    """The Outcome of a script's return value (nil: go on, or what a
+    script() call decided)."""
+    if value is None:
+        return fate or Outcome.CONTINUE
+    try:
+        return Outcome(str(value).strip().lower())
+    except ValueError:
+        raise LuaApiError(f"the script returned {value!r}, not one of "
+                          f"{', '.join(o.value for o in Outcome)}") from None
+
+
+class LuaArguments(NamedTuple):
+    """What the Lua commands' ``parse`` gives: the code (or the file name)
+    and the registry and kind of the line, for ``script()``."""
+
+    code: str
+    registry: object
+    kind: str
+
+
+class _LuaCommandBase:
+    """What both Lua commands share: settings, running and error handling."""
+
+    scope = "IE"
+    condition = False
+    log = Logger()
+
+    def chunk(self, runtime, arguments, context):
+        """The compiled chunk to run."""
+        raise NotImplementedError
+
+    def run(self, arguments, context):
+        ini = getattr(context.services.configuration, "ini", None)
+        unsafe = ini is not None and ini.get("LuaAllowUnsafe", "0").strip() == "1"
+        limit = DEFAULT_MAX_INSTRUCTIONS if ini is None else ini.getint(
+            "LuaMaxInstructions", DEFAULT_MAX_INSTRUCTIONS)
+        runtime = LuaRuntime.forThread()
+        api = LuaApi(context, runtime, arguments.registry, arguments.kind)
+        try:
+            result = runtime.run(self.chunk(runtime, arguments.code, context), api, unsafe, limit)
+            return _outcomeOf(result, api.fate)
+        except lupa.LuaError as e:
+            luaError = str(e).partition("\nstack traceback:")[0]
+        except (LuaScriptError, LuaApiError, LuaAccessDenied) as e:
+            luaError = str(e)
+        except Exception:
+            self.log.failure("{converter}: Lua script failed", converter=context.converterName)
+            return Outcome.STOP
+        self.log.error("{converter}: Lua script failed: {luaError}",
+                       converter=context.converterName, luaError=luaError)
+        return Outcome.STOP
+
+
+@implementer(IPlugin, IConverterCommand)
+class LuaInlineCommand(_LuaCommandBase):
+    """``lua "code"``: the code in double quotes (use single quotes inside)."""
+
+    name = "lua"
+
+    def parse(self, arguments, where):
+        if len(arguments) < 2 or arguments[0] != '"' or arguments[-1] != '"':
+            raise ConverterSyntaxError(f'{where}: lua wants its code in double quotes: lua "..."')
+        source = arguments[1:-1]
+        try:
+            LuaRuntime.forThread().compile(source)
+        except LuaScriptError as e:
+            raise ConverterSyntaxError(f"{where}: {e}") from None
+        return LuaArguments(source, where.registry, where.kind)
+
+    def chunk(self, runtime, code, context):
+        return runtime.compile(code)
+
+
+@implementer(IPlugin, IConverterCommand)
+class LuaFileCommand(_LuaCommandBase):
+    """``lua:path``: a script file, relative to the folder of dicom.ini
+    (or the current folder without a configuration); read again when it
+    changes."""
+
+    name = "lua:"
+
+    def parse(self, arguments, where):
+        path = arguments.strip().strip('"')
+        if not path:
+            raise ConverterSyntaxError(f"{where}: lua: wants a script file, e.g. lua:script.lua")
+        return LuaArguments(path, where.registry, where.kind)
+
+    def chunk(self, runtime, path, context):
+        folder = getattr(context.services.configuration, "configDir", None) or os.getcwd()
+        return runtime.compileFile(os.path.join(folder, path), path)

@@ -1,0 +1,55 @@
+"""Which converter command a statement starts with.
+
+The commands are ``IConverterCommand`` plugins (built-in and installed
+ones alike); a statement's command is found by its first words, the way
+an authentication plugin is picked by name: the longest registered name
+that starts the statement wins, so ``forward compressed as`` beats
+``forward``.  Names match case-insensitively, with any whitespace between
+their words, and must end at a word boundary unless they end with ':'
+(``lua:`` is followed directly by code).
+"""
+
+import re
+
+from twisted.plugin import getPlugins
+
+import plugins
+from pacscore.interfaces import IConverterCommand
+
+
+def _describe(command):
+    kind = type(command)
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
+def _pattern(name):
+    words = r"\s+".join(re.escape(word) for word in name.split())
+    boundary = r"(?!\w)" if re.match(r"\w", name[-1]) else ""
+    return re.compile(r"\s*" + words + boundary, re.IGNORECASE)
+
+
+class CommandRegistry:
+    """The converter commands by name; ``commands`` (default: every
+    installed ``IConverterCommand`` plugin) is any iterable of them."""
+
+    def __init__(self, commands=None):
+        if commands is None:
+            commands = getPlugins(IConverterCommand, plugins)
+        self.commands = {}
+        for command in commands:
+            name = " ".join(command.name.lower().split())
+            if name in self.commands:
+                raise ValueError(f"two converter commands are named {name!r}: "
+                                 f"{_describe(self.commands[name])} and {_describe(command)}")
+            self.commands[name] = command
+        self._patterns = [(_pattern(name), command)
+                          for name, command in sorted(self.commands.items(), key=lambda item: -len(item[0]))]
+
+    def lookup(self, statement):
+        """``(command, argumentsText)`` for the command ``statement`` starts
+        with (the arguments stripped), or None when no name matches."""
+        for pattern, command in self._patterns:
+            match = pattern.match(statement)
+            if match:
+                return command, statement[match.end():].strip()
+        return None

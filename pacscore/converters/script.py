@@ -1,0 +1,233 @@
+"""Conquest's converter language (manual 7.2): parsing a line once, running it per object.
+
+A line is statements separated by ';' (outside double quotes and braces;
+empty statements are ignored), each a command name and its arguments.
+``{ stmt; stmt; }`` groups statements into a block; blocks nest.  A
+condition (``ifequal``, ``between`` ...) guards the statement or block
+after it, and conditions chain: ``ifequal "a", "a"; ifnotempty "%i"; nop``
+runs ``nop`` only when both hold.  A command whose registered name ends
+with ':' (``lua:``) takes the rest of the line as its argument.
+
+``parseScript`` builds the tree of (command, parsed arguments, column)
+and raises ``ConverterSyntaxError("<key>, column N: ...")`` for what it
+cannot take; ``Script.run`` executes the tree in a worker thread.
+"""
+
+import re
+from dataclasses import dataclass
+
+from twisted.internet.defer import maybeDeferred
+from twisted.logger import Logger, LogLevel
+from twisted.python.failure import Failure
+
+from pacscore.converters.context import ConverterSyntaxError, Outcome
+
+SCOPES = {"import": "I", "export": "E"}
+
+
+class Location(str):
+    """Where a statement is, for messages: ``"<key>, column N"``.  Passed to
+    ``IConverterCommand.parse`` as ``where``; commands that parse converter
+    lines of their own (``call``) also find the ``registry`` and ``kind``
+    of this line on it."""
+
+    def __new__(cls, key, column, registry, kind):
+        location = super().__new__(cls, f"{key}, column {column}")
+        location.key = key
+        location.column = column
+        location.registry = registry
+        location.kind = kind
+        return location
+
+
+class _CommandFailed(Exception):
+    """A command raised; it was logged, and the line ends with STOP."""
+
+    def __init__(self, command):
+        super().__init__(command.name)
+        self.command = command
+
+
+@dataclass(frozen=True)
+class Statement:
+    """One command with its parsed arguments; ``column`` counts from 1."""
+
+    command: object
+    arguments: object
+    column: int
+
+    log = Logger()
+
+    def evaluate(self, key, context):
+        """What the command's ``run`` gives (an Outcome, a bool for
+        conditions). Raises _CommandFailed after logging its exception."""
+        results = []
+        maybeDeferred(self.command.run, self.arguments, context).addBoth(results.append)
+        if not results:
+            raise RuntimeError(f"{key}, column {self.column}: converter command {self.command.name!r} "
+                               f"returned a Deferred that has not fired")
+        result = results[0]
+        if isinstance(result, Failure):
+            self.log.failure("{key}, column {column}: converter command {command!r} failed", result,
+                             LogLevel.error, key=key, column=self.column, command=self.command.name)
+            raise _CommandFailed(self.command)
+        return result
+
+    def run(self, key, context):
+        """None to go on, else ``(outcome, command)`` ending the line."""
+        outcome = self.evaluate(key, context)
+        if outcome is None or outcome is Outcome.CONTINUE:
+            return None
+        if not isinstance(outcome, Outcome):
+            raise TypeError(f"{key}, column {self.column}: converter command {self.command.name!r} "
+                            f"returned {outcome!r}, not an Outcome")
+        return outcome, self.command
+
+
+@dataclass(frozen=True)
+class Block:
+    """``{ ... }``: statements run as one."""
+
+    nodes: tuple
+    column: int
+
+    def run(self, key, context):
+        return _runAll(self.nodes, key, context)
+
+
+@dataclass(frozen=True)
+class Conditional:
+    """A condition and the statement, block or further condition it guards."""
+
+    test: Statement
+    then: object
+
+    def run(self, key, context):
+        if self.test.evaluate(key, context):
+            return self.then.run(key, context)
+        return None
+
+
+def _runAll(nodes, key, context):
+    for node in nodes:
+        end = node.run(key, context)
+        if end is not None:
+            return end
+    return None
+
+
+class Script:
+    """A parsed converter line (see the module docstring)."""
+
+    def __init__(self, key, kind, text, nodes):
+        self.key = key
+        self.kind = kind
+        self.text = text
+        self.nodes = nodes
+
+    def __repr__(self):
+        return f"<Script {self.key}: {self.text!r}>"
+
+    def execute(self, context):
+        """``(outcome, command)``: how the line ended and the command that
+        ended it (None when it ran to the end).  A command that raises is
+        logged and ends the line with ``Outcome.STOP``."""
+        try:
+            end = _runAll(self.nodes, self.key, context)
+        except _CommandFailed as failed:
+            return Outcome.STOP, failed.command
+        return end or (Outcome.CONTINUE, None)
+
+    def run(self, context):
+        """Run the line on ``context`` (in a worker thread): the first
+        outcome other than CONTINUE, or CONTINUE when it ran to the end."""
+        return self.execute(context)[0]
+
+
+class _Parser:
+    """Recursive descent over one line; ``pos`` is the next character."""
+
+    def __init__(self, text, key, registry, kind):
+        self.text = text
+        self.key = key
+        self.registry = registry
+        self.kind = kind
+        self.pos = 0
+
+    def error(self, position, message):
+        raise ConverterSyntaxError(f"{self.key}, column {position + 1}: {message}")
+
+    def sequence(self, opening):
+        """The nodes up to the end of the line (``opening`` None) or to the
+        '}' closing the block opened at ``opening``."""
+        nodes = []
+        while (node := self.node(opening)) is not None:
+            nodes.append(node)
+        return tuple(nodes)
+
+    def node(self, opening):
+        """The next statement, block or condition, or None at the end of
+        the sequence (the '}' is consumed)."""
+        text = self.text
+        while self.pos < len(text) and (text[self.pos].isspace() or text[self.pos] == ";"):
+            self.pos += 1
+        if self.pos == len(text):
+            if opening is not None:
+                self.error(opening, "'{' has no matching '}'")
+            return None
+        start = self.pos
+        if text[start] == "}":
+            if opening is None:
+                self.error(start, "'}' has no matching '{'")
+            self.pos += 1
+            return None
+        if text[start] == "{":
+            self.pos += 1
+            return Block(self.sequence(start), start + 1)
+        statement = self.statement()
+        if not statement.command.condition:
+            return statement
+        then = self.node(opening)
+        if then is None:
+            self.error(start, f"'{statement.command.name}' is not followed by a statement")
+        return Conditional(statement, then)
+
+    def statement(self):
+        start = self.pos
+        found = self.registry.lookup(self.text[start:])
+        if found is None:
+            word = re.match(r"[^\s;{}]+", self.text[start:]).group()
+            self.error(start, f"unknown command {word!r}")
+        command, arguments = found
+        if command.name.endswith(":"):
+            self.pos = len(self.text)
+        else:
+            self.pos = self.statementEnd(start)
+            command, arguments = self.registry.lookup(self.text[start:self.pos])
+        if SCOPES[self.kind] not in command.scope:
+            self.error(start, f"'{command.name}' is not allowed in {self.kind} converters")
+        where = Location(self.key, start + 1, self.registry, self.kind)
+        return Statement(command, command.parse(arguments, where), start + 1)
+
+    def statementEnd(self, start):
+        """Where the statement at ``start`` ends: the first ';', '{' or '}'
+        outside double quotes, or the end of the line."""
+        quote = None
+        for position in range(start, len(self.text)):
+            character = self.text[position]
+            if character == '"':
+                quote = position if quote is None else None
+            elif quote is None and character in ";{}":
+                return position
+        if quote is not None:
+            self.error(quote, "unterminated string (missing '\"')")
+        return len(self.text)
+
+
+def parseScript(text, key, registry, kind):
+    """The ``Script`` of converter line ``text`` of dicom.ini key ``key``,
+    with the commands of ``registry``; ``kind`` "import" or "export"
+    decides which commands are allowed.  Raises ConverterSyntaxError."""
+    if kind not in SCOPES:
+        raise ValueError(f"converter lines are 'import' or 'export', not {kind!r}")
+    return Script(key, kind, text, _Parser(text, key, registry, kind).sequence(None))

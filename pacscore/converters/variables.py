@@ -1,0 +1,267 @@
+"""Conquest's %-variables (manual 7.2, ImportConverters): ``expand(text, context)``.
+
+=====================  =====================================================
+``%m %s %o %i``        Modality, Station Name, SOP Instance UID, Patient ID
+``%f %b %p``           the stored file (export converters): its path, its
+                       name without folder and extension, its folder
+``%u %c``              calling and called AE title
+``%d``                 the local date and time, ``YYYYMMDD HH:MM:SS``
+``%n %t``              newline, tab
+``%% %^ %~ %[``        the character itself
+``%x %y %z``           the general purpose variables
+``%Vgggg,eeee``        an element of the object (top level)
+``%V*gggg,eeee``       the first such element anywhere, depth first
+``%V\\gggg,eeee\\...``   a path into sequences, first item of each;
+                       ``gggg,eeee.N`` picks item N; ``/`` works as ``\\``
+``%V(path)path``       an element of another stored object: the first path
+                       gives its SOP Instance UID, looked up in the index
+``%E...``              as %V, each value replaced by its anonymized UID
+``%R...``              as %V, each anonymized UID replaced by its original
+                       (a value that replaced nothing stays as it is)
+``%A...``              as %V, the CRC32 of the value, unsigned decimal
+``%QPgggg,eeee``       the column of that tag in the patient row (by the
+``%QS.. %QE..``        object's Patient ID), study row (Study Instance UID),
+                       series row (Series Instance UID) of the index
+``%QWgggg,eeee``       from the worklist item with the object's Accession
+                       Number
+``%QXgggg,eeee``       the element's value mapped through the ``old<TAB>new``
+                       lines of aliasfileQX.txt in the configuration folder
+                       (unchanged when not listed)
+=====================  =====================================================
+
+Each variable may be followed by ``[first,last]`` (0-based, inclusive:
+``%i[0,1]`` is the first two characters of the Patient ID), then by ``^``
+(upper case) or ``~`` (lower case).  An unknown %-sequence stays as written.
+Whatever is missing (element, row, file, service) gives "".
+"""
+
+import os
+import re
+import time
+import zlib
+
+from pydicom import dcmread
+from pydicom.errors import InvalidDicomError
+from sqlalchemy import select
+from twisted.logger import Logger
+
+from pacscore.converters.elements import TAG_PATTERN, findAnywhere, findPath, parseTag, textOf
+from pacscore.converters.uidmap import uidMapOf
+from pacscore.db.worklistitems import WorklistItems
+
+MODALITY, STATION_NAME, SOP_INSTANCE_UID, PATIENT_ID = 0x00080060, 0x00081010, 0x00080018, 0x00100020
+ACCESSION_NUMBER = 0x00080050
+DATE_FORMAT = "%Y%m%d %H:%M:%S"
+ALIAS_FILES = ("aliasfileQX.txt", "aliasfileqX.txt")
+QUERY_LEVELS = {"P": "patient", "S": "study", "E": "series"}
+LITERALS = {"n": "\n", "t": "\t", "%": "%", "^": "^", "~": "~", "[": "["}
+DATASET_LETTERS = {"m": MODALITY, "s": STATION_NAME, "o": SOP_INSTANCE_UID, "i": PATIENT_ID}
+
+_STEP = rf"({TAG_PATTERN})(?:\.([0-9]+)(?=[\\/]{TAG_PATTERN}))?"
+_PATH = re.compile(rf"[\\/]{_STEP}(?:[\\/]{_STEP})*|{TAG_PATTERN}")
+_STEPS = re.compile(_STEP)
+_TAG = re.compile(TAG_PATTERN)
+_SUBSTRING = re.compile(r"\[([0-9]+),([0-9]+)\]")
+
+log = Logger()
+
+
+def expand(text, context):
+    """``text`` with every %-variable replaced by its value for ``context``."""
+    out = []
+    position = 0
+    while (start := text.find("%", position)) >= 0:
+        out.append(text[position:start])
+        letter = text[start + 1:start + 2]
+        if letter in LITERALS:
+            out.append(LITERALS[letter])
+            position = start + 2
+            continue
+        parsed = _variable(text, start + 1, context)
+        if parsed is None:
+            out.append("%")
+            position = start + 1
+            continue
+        value, position = parsed
+        value, position = _modifiers(text, position, value)
+        out.append(value)
+    out.append(text[position:])
+    return "".join(out)
+
+
+def _modifiers(text, position, value):
+    """Apply ``[first,last]`` and ``^``/``~`` following a variable."""
+    if match := _SUBSTRING.match(text, position):
+        value = value[int(match.group(1)):int(match.group(2)) + 1]
+        position = match.end()
+    suffix = text[position:position + 1]
+    if suffix == "^":
+        return value.upper(), position + 1
+    if suffix == "~":
+        return value.lower(), position + 1
+    return value, position
+
+
+def _variable(text, position, context):
+    """``(value, end)`` of the variable whose letter is at ``position``, or
+    None when it is not one."""
+    letter = text[position:position + 1]
+    position += 1
+    dataset = context.dataset
+    if letter in DATASET_LETTERS:
+        return _element(dataset, DATASET_LETTERS[letter]), position
+    if letter in ("x", "y", "z"):
+        return context.variables.get(letter, ""), position
+    if letter == "f":
+        return context.filename or "", position
+    if letter == "b":
+        return os.path.splitext(os.path.basename(context.filename or ""))[0], position
+    if letter == "p":
+        return os.path.dirname(context.filename or ""), position
+    if letter == "u":
+        return context.callingAE, position
+    if letter == "c":
+        return context.calledAE, position
+    if letter == "d":
+        return time.strftime(DATE_FORMAT), position
+    if letter in ("V", "E", "R", "A"):
+        parsed = _reference(text, position, context)
+        return None if parsed is None else (_transform(letter, parsed[0], context), parsed[1])
+    if letter == "Q":
+        return _query(text, position, context)
+    return None
+
+
+def _element(dataset, tag):
+    return "" if dataset is None else textOf(dataset.get(tag))
+
+
+def _transform(letter, value, context):
+    if letter == "A":
+        return str(zlib.crc32(value.encode("utf-8")))
+    if letter == "V" or not value:
+        return value
+    uidMap = uidMapOf(context.services)
+    if letter == "E":
+        return "\\".join(uidMap.newFor(v) for v in value.split("\\"))
+    return "\\".join(uidMap.oldFor(v) or v for v in value.split("\\"))
+
+
+def _path(text, position):
+    """``(steps, end)`` of a tag or a ``\\``-path at ``position``, or None."""
+    match = _PATH.match(text, position)
+    if match is None:
+        return None
+    steps = [(parseTag(tag), int(item or 0)) for tag, item in _STEPS.findall(match.group())]
+    steps[-1] = (steps[-1][0], None)
+    return steps, match.end()
+
+
+def _reference(text, position, context):
+    """``(value, end)`` of the element reference after %V/%E/%R/%A."""
+    dataset = context.dataset
+    if text.startswith("*", position):
+        match = _TAG.match(text, position + 1)
+        if match is None:
+            return None
+        element = None if dataset is None else findAnywhere(dataset, parseTag(match.group()))
+        return textOf(element), match.end()
+    if text.startswith("(", position):
+        inner = _path(text, position + 1)
+        if inner is None or not text.startswith(")", inner[1]):
+            return None
+        outer = _path(text, inner[1] + 1)
+        if outer is None:
+            return None
+        sopInstanceUID = "" if dataset is None else textOf(findPath(dataset, inner[0]))
+        other = _storedObject(sopInstanceUID, context)
+        return ("" if other is None else textOf(findPath(other, outer[0]))), outer[1]
+    parsed = _path(text, position)
+    if parsed is None:
+        return None
+    steps, end = parsed
+    return ("" if dataset is None else textOf(findPath(dataset, steps))), end
+
+
+def _storedObject(sopInstanceUID, context):
+    """The stored object with this SOP Instance UID (a pydicom Dataset
+    without pixel data), or None."""
+    index, configuration = context.services.index, context.services.configuration
+    if not sopInstanceUID or index is None or configuration is None:
+        return None
+    image = index.tables.image
+    key = image.c[index.layout.image[0].name]
+    with index.engine.connect() as connection:
+        row = connection.execute(select(image.c.DeviceName, image.c.ObjectFile)
+                                 .where(key == sopInstanceUID).limit(1)).first()
+    root = row and dict(configuration.magDevices).get(row.DeviceName)
+    if not root:
+        return None
+    path = os.path.join(root, *row.ObjectFile.split("/"))
+    try:
+        return dcmread(path, stop_before_pixels=True, force=True)
+    except (OSError, InvalidDicomError) as e:
+        log.warn("%V(...): cannot read {path}: {error}", path=path, error=e)
+        return None
+
+
+def _query(text, position, context):
+    """``(value, end)`` of %QP, %QS, %QE, %QW or %QX."""
+    kind = text[position:position + 1]
+    match = _TAG.match(text, position + 1)
+    if kind not in ("P", "S", "E", "W", "X") or match is None:
+        return None
+    tag = parseTag(match.group())
+    if kind == "W":
+        value = _worklistValue(tag, context)
+    elif kind == "X":
+        value = _alias(_element(context.dataset, tag), context)
+    else:
+        value = _indexValue(QUERY_LEVELS[kind], tag, context)
+    return value, match.end()
+
+
+def _indexValue(level, tag, context):
+    """The column of ``tag`` in the index row of ``level`` the object belongs to."""
+    index = context.services.index
+    if index is None or context.dataset is None:
+        return ""
+    columns = [c for c in getattr(index.layout, level) if not c.isSequenceMarker]
+    names = [c.name for c in columns if c.tag == tag]
+    key = _element(context.dataset, columns[0].tag)
+    if not names or not key:
+        return ""
+    table = getattr(index.tables, level)
+    with index.engine.connect() as connection:
+        value = connection.execute(select(table.c[names[0]])
+                                   .where(table.c[columns[0].name] == key).limit(1)).scalar()
+    return value or ""
+
+
+def _worklistValue(tag, context):
+    services = context.services
+    lookup = services.worklistLookup
+    if lookup is None and services.index is not None:
+        lookup = WorklistItems(services.index).lookup
+    accession = _element(context.dataset, ACCESSION_NUMBER)
+    item = lookup(accession) if lookup is not None and accession else None
+    return (item or {}).get(tag, "")
+
+
+def _alias(value, context):
+    configuration = context.services.configuration
+    if configuration is None:
+        return value
+    for name in ALIAS_FILES:
+        path = os.path.join(configuration.configDir, name)
+        try:
+            with open(path, encoding="latin-1") as f:
+                lines = f.read().splitlines()
+        except FileNotFoundError:
+            continue
+        for line in lines:
+            old, tab, new = line.partition("\t")
+            if tab and old == value:
+                return new
+        return value
+    return value

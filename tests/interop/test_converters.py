@@ -1,0 +1,93 @@
+"""Import converters in a running ``twistd -n pacs``, through storescu:
+rules that change objects, ``reject`` (a failure status for the sender),
+``destroy`` (nothing stored, Success, as Conquest does) and the shipped Lua
+anonymizer."""
+
+import glob
+import os
+import shutil
+import sqlite3
+import tempfile
+
+import pydicom
+from pydicom.uid import generate_uid
+from twisted.trial import unittest
+
+from pacscore.config.loader import defaultConfigDir
+from pacscore.testing.corpus import makeDataset
+from tests.interop.server import PacsServer
+
+IDENTIFYING = ("PatientName", "PatientID", "PatientBirthDate", "OtherPatientIDs", "PatientAddress",
+               "ReferringPhysicianName", "InstitutionName", "AccessionNumber")
+
+
+class ImportConverterTests(unittest.TestCase):
+
+    def setUp(self):
+        self.workdir = tempfile.mkdtemp(prefix="pacs-converters-")
+
+    def image(self, name, patientID, studyUID=None, patientName="Doe^John"):
+        ds = makeDataset(patientID, patientName, studyUID or generate_uid(), generate_uid(), generate_uid(), 1, 1,
+                         rows=8, columns=8)
+        ds.ReferringPhysicianName = "Who^Doctor"
+        ds.InstitutionName = "General Hospital"
+        ds.OtherPatientIDs = "OTHER-" + patientID
+        path = os.path.join(self.workdir, name)
+        ds.save_as(path, enforce_file_format=True)
+        return ds, path
+
+    def stored(self, server):
+        return [pydicom.dcmread(p) for p in glob.glob(os.path.join(server.dataDir, "**", "*.dcm"), recursive=True)]
+
+    def test_setRejectDestroy(self):
+        server = PacsServer(os.path.join(self.workdir, "pacs"), ini={
+            "ImportConverters": "3",
+            "ImportConverter0": 'ifequal "%V0010,0020", "REJECTME"; reject',
+            "ImportModality1": "CT",
+            "ImportConverter1": 'ifmatch "%i", "DESTROY*"; { nop destroying %o from %u; destroy; }',
+            "ImportConverter2": 'set 0008,0080 to "%u to %c"; set 0010,1001 to "%V0010,0010^"; delete 0010,1000',
+        })
+        server.start()
+        self.addCleanup(server.stop)
+        _, normal = self.image("normal.dcm", "PAT1")
+        _, rejected = self.image("rejected.dcm", "REJECTME")
+        destroyedDataset, destroyed = self.image("destroyed.dcm", "DESTROYME")
+        self.assertEqual(server.store(normal, calling="MODALITY").returncode, 0)
+        refused = server.store(rejected, calling="MODALITY", extra=("-v",))
+        self.assertNotEqual(refused.returncode, 0)
+        self.assertIn("Status: 0x110", refused.stderr)
+        accepted = server.store(destroyed, calling="MODALITY", extra=("-v",))
+        self.assertEqual(accepted.returncode, 0, accepted.stderr)
+        self.assertIn("Received Store Response (Success)", accepted.stderr)
+        [stored] = self.stored(server)
+        self.assertEqual((stored.PatientID, stored.InstitutionName, str(stored.OtherPatientNames)),
+                         ("PAT1", "MODALITY to PACS", "DOE^JOHN"))
+        self.assertNotIn("OtherPatientIDs", stored)
+        with sqlite3.connect(server.database) as db:
+            self.assertEqual(db.execute("SELECT PatientID FROM DICOMPatients").fetchall(), [("PAT1",)])
+        log = server.log()
+        self.assertIn("rejected by ImportConverter0", log)
+        self.assertIn(f"destroying {destroyedDataset.SOPInstanceUID} from MODALITY", log)
+
+    def test_luaAnonymizer(self):
+        serverDir = os.path.join(self.workdir, "pacs")
+        os.makedirs(serverDir)
+        shutil.copy(os.path.join(defaultConfigDir(), "anonymize_script.lua"), serverDir)
+        server = PacsServer(serverDir, ini={"ImportConverters": "1",
+                                            "ImportConverter0": "lua:anonymize_script.lua"})
+        server.start()
+        self.addCleanup(server.stop)
+        studyUID = generate_uid()
+        originals = [self.image(f"lua{n}.dcm", "SECRET-ID", studyUID, "Secret^Patient") for n in range(2)]
+        result = server.store(*[path for _, path in originals])
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        stored = self.stored(server)
+        self.assertEqual(len(stored), 2)
+        secrets = {"SECRET-ID", "Secret^Patient", "Who^Doctor", "General Hospital", "OTHER-SECRET-ID"}
+        for ds in stored:
+            values = {str(ds.get(keyword, "")) for keyword in IDENTIFYING}
+            self.assertFalse(values & secrets, values & secrets)
+            self.assertNotEqual(ds.StudyInstanceUID, studyUID)
+        self.assertEqual(stored[0].StudyInstanceUID, stored[1].StudyInstanceUID)
+        self.assertEqual(stored[0].PatientID, stored[1].PatientID)
+        self.assertEqual({ds.SOPInstanceUID for ds in stored} & {o.SOPInstanceUID for o, _ in originals}, set())

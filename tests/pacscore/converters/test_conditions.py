@@ -1,0 +1,101 @@
+"""Tests for pacscore.converters.conditions: the if... family and between."""
+
+import time
+
+from twisted.internet.task import Clock
+from twisted.trial import unittest
+
+from pacscore.converters.conditions import matches, number
+from pacscore.converters.context import ConverterSyntaxError, Outcome
+from pacscore.converters.script import parseScript
+from tests.pacscore.converters.lines import registry, run
+
+
+def holds(condition, kind="import", **contextArguments):
+    """Whether the statement after ``condition`` runs."""
+    outcome, marks, _ = run(f"{condition}; mark a", kind=kind, **contextArguments)
+    assert outcome is Outcome.CONTINUE
+    return marks == "a"
+
+
+def clockAt(hour):
+    clock = Clock()
+    clock.advance(time.mktime((2024, 3, 5, hour, 30, 0, 0, 0, -1)))
+    return clock
+
+
+class ConditionTests(unittest.TestCase):
+
+    def test_conditions(self):
+        """(condition, holds); the data set has Patient ID 123, Modality RTPLAN."""
+        cases = [
+            ('ifnotempty "x"', True),
+            ('ifnotempty ""', False),
+            ('ifnotempty "%i"', True),
+            ('ifnotempty "%V0010,0010"', False),
+            ('ifempty "%V0010,0010"', True),
+            ('ifempty " "', False),
+            ('ifequal "a", "a"', True),
+            ('ifequal "a","A"', False),
+            ('ifequal "%i[0,1]", "12"', True),
+            ('ifequal "a;b", "a;b"', True),
+            ('ifnotequal "a", "A"', True),
+            ('ifnotequal "%m", "RTPLAN"', False),
+            ('ifmatch "%m", "rt*"', True),
+            ('ifmatch "%m", "*PLAN"', True),
+            ('ifmatch "%m", "*tpl*"', True),
+            ('ifmatch "%m", "rtplan"', True),
+            ('ifmatch "%m", "rt"', False),
+            ('ifmatch "%m", "*ct*"', False),
+            ('ifnotmatch "%m", "CT*"', True),
+            ('ifnotmatch "%m", "RT*"', False),
+            ('ifnumequal "1.0", "1"', True),
+            ('ifnumequal "abc", "0"', True),
+            ('ifnumequal "12abc", "12"', True),
+            ('ifnumequal " 2e1", "20"', True),
+            ('ifnumnotequal "1", "2"', True),
+            ('ifnumnotequal "1", "01"', False),
+            ('ifnumgreater "10", "9"', True),
+            ('ifnumgreater "9", "10"', False),
+            ('ifnumgreater "%i", "122.5"', True),
+            ('ifnumless "-1", "0"', True),
+            ('ifnumless "1", "1"', False),
+            ('between "0", "24"', True),
+            ('between "5", "5"', False),
+        ]
+        for condition, expected in cases:
+            self.assertEqual(holds(condition), expected, condition)
+            self.assertEqual(holds(condition, kind="export"), expected, condition)
+
+    def test_between(self):
+        """(first, last, hour of the reactor's clock, holds)"""
+        cases = [
+            ("9", "17", 9, True), ("9", "17", 16, True), ("9", "17", 17, False), ("9", "17", 8, False),
+            ("22", "6", 23, True), ("22", "6", 5, True), ("22", "6", 6, False), ("22", "6", 12, False),
+            ("22", "6", 22, True),
+        ]
+        for first, last, hour, expected in cases:
+            self.assertEqual(holds(f'between "{first}", "{last}"', reactor=clockAt(hour)), expected,
+                             (first, last, hour))
+
+    def test_helpers(self):
+        self.assertEqual([number(text) for text in ("3", "-2.5x", ".5", "x3", "", "1e3")],
+                         [3.0, -2.5, 0.5, 0.0, 0.0, 1000.0])
+        self.assertTrue(matches("ABC", "*"))
+        self.assertTrue(matches("", "*"))
+        self.assertFalse(matches("ABC", ""))
+
+    def test_syntax(self):
+        cases = [
+            ('ifequal "a"', "expected 2 quoted strings, got 1"),
+            ('ifnotempty "a", "b"', "expected 1 quoted string, got 2"),
+            ("ifequal a, b", "expected a double-quoted string"),
+            ('ifequal "a" "b"', "expected ','"),
+            ('between "9", "17", "18"', "expected 2 quoted strings, got 3"),
+            ("ifempty", "expected a double-quoted string"),
+        ]
+        for line, message in cases:
+            error = self.assertRaises(ConverterSyntaxError, parseScript, line + "; nop", "ImportConverter0",
+                                      registry(), "import")
+            self.assertIn(message, str(error), line)
+            self.assertTrue(str(error).startswith("ImportConverter0, column 1: "))

@@ -1,0 +1,74 @@
+"""Tests for pacscore.converters.external: write, append and system."""
+
+import os
+
+from twisted.logger import capturedLogs
+from twisted.trial import unittest
+
+from pacscore.converters.context import ConverterSyntaxError, Outcome
+from pacscore.converters.script import parseScript
+from tests.pacscore.converters.lines import registry, run
+
+
+class ExternalTests(unittest.TestCase):
+
+    def setUp(self):
+        self.workdir = os.path.abspath(self.mktemp())
+        os.makedirs(self.workdir)
+
+    def read(self, name):
+        with open(os.path.join(self.workdir, name), encoding="utf-8", newline="") as f:
+            return f.read()
+
+    def test_write(self):
+        """(lines run in turn, file, its content); names are relative to the working folder."""
+        cases = [
+            (['write "patient %i%n" to out.txt'], "out.txt", "patient 123\n"),
+            (['write "a" to out.txt', 'write "b" to out.txt'], "out.txt", "b"),
+            (['append "a;{b}%n" to log.txt', 'append "c%n" TO log.txt'], "log.txt", "a;{b}\nc\n"),
+            (['write "%m" to "with space.txt"'], "with space.txt", "RTPLAN"),
+            (['write "x" to %i.txt'], "123.txt", "x"),
+        ]
+        for lines, name, content in cases:
+            for line in lines:
+                self.assertEqual(run(line + "; mark a", workdir=self.workdir)[:2], (Outcome.CONTINUE, "a"))
+            self.assertEqual(self.read(name), content, lines)
+
+    def test_exportAndAbsolutePath(self):
+        path = os.path.join(self.workdir, "abs.txt")
+        self.assertEqual(run(f'append "%u>%c" to {path}', kind="export")[0], Outcome.CONTINUE)
+        self.assertEqual(self.read("abs.txt"), "SENDER>ARCHIVE")
+
+    def test_system(self):
+        """The command runs in the working folder; its exit status is logged."""
+        with capturedLogs() as events:
+            outcome, marks, _ = run("system echo %i > sys.txt; mark a", workdir=self.workdir)
+        self.assertEqual((outcome, marks), (Outcome.CONTINUE, "a"))
+        self.assertEqual(self.read("sys.txt"), "123\n")
+        [event] = [e for e in events if "status" in e]
+        self.assertEqual((event["status"], event["commandLine"], event["converter"]),
+                         (0, "echo 123 > sys.txt", "ImportConverter3"))
+        with capturedLogs() as events:
+            run('system sh -c "exit 3"', kind="export", workdir=self.workdir)
+        self.assertEqual([e["status"] for e in events if "status" in e], [3])
+
+    def test_unwritable(self):
+        """A file that cannot be written is logged and stops the line."""
+        with capturedLogs():
+            self.assertEqual(run('write "x" to missing/out.txt; mark a', workdir=self.workdir)[:2],
+                             (Outcome.STOP, ""))
+        self.assertEqual(len(self.flushLoggedErrors(FileNotFoundError)), 1)
+
+    def test_syntax(self):
+        cases = [
+            ("write hello to x.txt", "expected a double-quoted string"),
+            ('write "hello" x.txt', "expected 'write \"text\" to file'"),
+            ('append "hello" to', "expected 'append \"text\" to file'"),
+            ('write "hello" to "x.txt" y', "unexpected 'y' after the file name"),
+            ('write "hello to x.txt', "unterminated string"),
+            ("system", "'system' needs an argument"),
+        ]
+        for line, message in cases:
+            error = self.assertRaises(ConverterSyntaxError, parseScript, line, "ExportConverter0",
+                                      registry(), "export")
+            self.assertIn(message, str(error), line)

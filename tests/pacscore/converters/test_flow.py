@@ -1,0 +1,110 @@
+"""Tests for pacscore.converters.flow: nop, stop, silentstop, return,
+destroy, reject, defer and call."""
+
+import os
+
+from twisted.logger import capturedLogs
+from twisted.trial import unittest
+
+from pacscore.converters.context import ConverterSyntaxError, Outcome
+from pacscore.converters.script import parseScript
+from tests.pacscore.converters.lines import registry, run
+
+
+def messages(events):
+    return [e["log_format"].format(**e) for e in events if "converter" in e]
+
+
+class SimpleCommandTests(unittest.TestCase):
+
+    def test_outcomes(self):
+        """(line, kind, outcome, marks)"""
+        cases = [
+            ("mark a; nop; mark b", "import", Outcome.CONTINUE, "ab"),
+            ("mark a; nop text %i; mark b", "export", Outcome.CONTINUE, "ab"),
+            ("mark a; stop; mark b", "import", Outcome.STOP, "a"),
+            ("mark a; silentstop; mark b", "export", Outcome.SILENT_STOP, "a"),
+            ("mark a; return; mark b", "import", Outcome.STOP, "a"),
+            ("mark a; destroy; mark b", "import", Outcome.DESTROY, "a"),
+            ("mark a; reject; mark b", "import", Outcome.REJECT, "a"),
+            ("mark a; defer; mark b", "export", Outcome.DEFER, "a"),
+        ]
+        for line, kind, outcome, marks in cases:
+            self.assertEqual(run(line, kind=kind)[:2], (outcome, marks), line)
+
+    def test_messages(self):
+        """nop logs its expanded text, stop and return log, silentstop does not."""
+        cases = [
+            ("nop patient %i", ["ImportConverter3: patient 123"]),
+            ("nop", []),
+            ("stop", ["ImportConverter3: stop"]),
+            ("return", ["ImportConverter3: return"]),
+            ("silentstop", []),
+        ]
+        for line, expected in cases:
+            with capturedLogs() as events:
+                run(line)
+            self.assertEqual(messages(events), expected, line)
+
+    def test_reject(self):
+        self.assertEqual(run("reject")[2].rejectReason, "rejected by ImportConverter3")
+
+    def test_scopes(self):
+        for line, kind in [("destroy", "export"), ("reject", "export"), ("defer", "import"),
+                           ("call x", "export")]:
+            self.assertRaises(ConverterSyntaxError, parseScript, line, "X", registry(), kind)
+
+
+class CallTests(unittest.TestCase):
+
+    def setUp(self):
+        self.workdir = self.mktemp()
+        os.makedirs(self.workdir)
+
+    def called(self, text, name="called.cq"):
+        with open(os.path.join(self.workdir, name), "w") as f:
+            f.write(text)
+
+    def test_runs(self):
+        """Each line of the file runs; blank and '#' lines are skipped; the
+        file name is expanded and relative to the working folder."""
+        self.called("mark b; mark c\n\n# mark x\n  mark d\n", "sub.cq")
+        self.assertEqual(run("mark a; call %y.cq; mark e", workdir=self.workdir,
+                             variables={"x": "", "y": "sub", "z": ""})[:2],
+                         (Outcome.CONTINUE, "abcde"))
+
+    def test_return(self):
+        """``return`` ends the called file only; other ends end the caller."""
+        cases = [
+            ("mark b; return; mark c\nmark d\n", Outcome.CONTINUE, "abe"),
+            ("mark b; {ifequal \"1\", \"1\"; return}; mark c\nmark d\n", Outcome.CONTINUE, "abe"),
+            ("mark b; stop; mark c\nmark d\n", Outcome.STOP, "ab"),
+            ("mark b\nsilentstop\nmark d\n", Outcome.SILENT_STOP, "ab"),
+            ("mark b\ndestroy\n", Outcome.DESTROY, "ab"),
+            ("call inner.cq; mark c\n", Outcome.CONTINUE, "aice"),
+        ]
+        self.called("mark i; return; mark j\n", "inner.cq")
+        for text, outcome, marks in cases:
+            self.called(text)
+            self.assertEqual(run("mark a; call called.cq; mark e", workdir=self.workdir)[:2],
+                             (outcome, marks), text)
+
+    def test_absolutePath(self):
+        self.called("mark b\n")
+        path = os.path.abspath(os.path.join(self.workdir, "called.cq"))
+        self.assertEqual(run(f"call {path}; mark c")[:2], (Outcome.CONTINUE, "bc"))
+
+    def test_errors(self):
+        """A missing file or a syntax error in it is logged and stops the line."""
+        self.called("mark b\nmark c; bogus\n")
+        for line, error in [("mark a; call missing.cq; mark e", FileNotFoundError),
+                            ("mark a; call called.cq; mark e", ConverterSyntaxError)]:
+            with capturedLogs() as events:
+                self.assertEqual(run(line, workdir=self.workdir)[:2], (Outcome.STOP, "a"))
+            [event] = [e for e in events if "log_failure" in e]
+            self.assertIsInstance(event["log_failure"].value, error)
+            self.assertEqual(len(self.flushLoggedErrors(error)), 1)
+        self.assertIn("called.cq, line 2, column 9: unknown command 'bogus'", str(event["log_failure"].value))
+
+    def test_needsFile(self):
+        self.assertRaises(ConverterSyntaxError, parseScript, "call", "X", registry(), "import")

@@ -1,0 +1,514 @@
+"""Tests for pacscore.converters.lua: the ``lua "..."`` and ``lua:file``
+converter commands, their sandbox and API, and etc/anonymize_script.lua."""
+
+import os
+import threading
+import time
+from io import BytesIO
+from types import SimpleNamespace
+
+from pydicom import Dataset, dcmread
+from pydicom.data import get_testdata_file
+from pydicom.sequence import Sequence
+from twisted.logger import capturedLogs
+from twisted.trial import unittest
+from zope.interface import implementer
+
+from pacscore.config.ini import DicomIni
+from pacscore.converters.context import (
+    ConverterContext, ConverterServices, ConverterSyntaxError, Outcome)
+from pacscore.converters.elements import textOf
+from pacscore.converters.lua import DEFAULT_MAX_INSTRUCTIONS, LuaRuntime
+from pacscore.converters.registry import CommandRegistry
+from pacscore.converters.script import parseScript
+from pacscore.converters.uidmap import UIDMap
+from pacscore.db.index import Index
+from pacscore.interfaces import IConverterCommand
+from plugins import pacs_commands_dataset, pacs_commands_lua
+from tests.pacscore.converters.lines import registry
+from tests.pacscore.db.test_index import makeRecord
+from tests.pacscore.db.test_schema import TABLE_NAMES, conquestLayout, sqliteEngine
+
+ETC = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, os.pardir, "etc")
+KEY = "ImportConverter3"
+
+
+@implementer(IConverterCommand)
+class RecordingForward:
+    """A stand-in 'forward to': records the AE titles it was given."""
+
+    name = "forward to"
+    scope = "IE"
+    condition = False
+
+    def __init__(self):
+        self.destinations = []
+
+    def parse(self, arguments, where):
+        return arguments
+
+    def run(self, arguments, context):
+        self.destinations.append(arguments)
+        return Outcome.CONTINUE
+
+
+def luaRegistry(*extra):
+    """The flow commands, ``mark``, the Lua commands and newuids."""
+    return registry(pacs_commands_lua.lua, pacs_commands_lua.luaFile,
+                    pacs_commands_dataset.newUIDsCommand, *extra)
+
+
+def patient():
+    dataset = Dataset()
+    dataset.PatientName = "DOE^JOHN"
+    dataset.PatientID = "123"
+    dataset.Rows = 512
+    dataset.ImageType = ["ORIGINAL", "PRIMARY"]
+    dataset.ReferencedSeriesSequence = Sequence([Dataset(), Dataset()])
+    for number, item in enumerate(dataset.ReferencedSeriesSequence):
+        item.SeriesInstanceUID = f"1.2.3.{number}"
+    return dataset
+
+
+def makeContext(dataset=None, kind="import", ini="", configDir=None, index=None, uidMap=None,
+                filename=None):
+    configuration = SimpleNamespace(ini=DicomIni.fromString(ini), configDir=configDir)
+    services = ConverterServices(index=index, configuration=configuration, uidMap=uidMap)
+    return ConverterContext(kind, patient() if dataset is None else dataset, callingAE="SENDER",
+                            calledAE="ARCHIVE", filename=filename, services=services,
+                            converterName=KEY)
+
+
+def runLine(line, context=None, commands=None):
+    """``(outcome, context, log messages)`` of running ``line`` once."""
+    context = context or makeContext()
+    script = parseScript(line, KEY, commands or luaRegistry(), context.kind if context.kind == "export"
+                         else "import")
+    with capturedLogs() as events:
+        outcome = script.run(context)
+    messages = [e["log_format"].format(**e) for e in events if "converter" in e]
+    return outcome, context, messages
+
+
+def runLua(code, context=None, commands=None):
+    return runLine(f'lua "{code}"', context, commands)
+
+
+class PluginTests(unittest.TestCase):
+
+    def test_foundAsPlugins(self):
+        commands = CommandRegistry().commands
+        self.assertIs(commands["lua"], pacs_commands_lua.lua)
+        self.assertIs(commands["lua:"], pacs_commands_lua.luaFile)
+        self.assertEqual((commands["lua"].scope, commands["lua:"].scope), ("IE", "IE"))
+
+
+class DataTests(unittest.TestCase):
+    """``Data``: elements by keyword and by tag, sequences, deleting."""
+
+    def test_readByKeywordAndTag(self):
+        outcome, context, messages = runLua(
+            "print(Data.PatientName, Data['0010,0020'], Data['00100020'], Data['(0010,0020)'], "
+            "Data.Rows, type(Data.Rows), Data.ImageType, '[' .. Data.PatientBirthDate .. ']')")
+        self.assertEqual(outcome, Outcome.CONTINUE)
+        self.assertEqual(messages, [f"{KEY}: DOE^JOHN\t123\t123\t123\t512\tstring\tORIGINAL\\PRIMARY\t[]"])
+
+    def test_writeByKeywordAndTag(self):
+        outcome, context, _ = runLua(
+            "Data.PatientName = 'ROE^JANE'; Data['0010,0020'] = 'X9'; Data['00081030'] = 'CT head'; "
+            "Data.Rows = 256; Data.ImageType = 'DERIVED\\\\SECONDARY'")
+        dataset = context.dataset
+        self.assertEqual(outcome, Outcome.CONTINUE)
+        self.assertTrue(context.changed)
+        self.assertEqual((dataset.PatientName, dataset.PatientID, dataset.StudyDescription),
+                         ("ROE^JANE", "X9", "CT head"))
+        self.assertEqual(dataset.Rows, 256)
+        self.assertEqual(dataset["Rows"].VR, "US")
+        self.assertEqual(dataset["StudyDescription"].VR, "LO")
+        self.assertEqual(list(dataset.ImageType), ["DERIVED", "SECONDARY"])
+
+    def test_readingChangesNothing(self):
+        _, context, _ = runLua("local name = Data.PatientName")
+        self.assertFalse(context.changed)
+
+    def test_sequences(self):
+        outcome, context, _ = runLua(
+            "local s = Data.ReferencedSeriesSequence; "
+            "Data.StudyDescription = #s .. '|' .. s[0].SeriesInstanceUID .. '|' .. s[1].SeriesInstanceUID "
+            ".. '|' .. tostring(s[2]); "
+            "s[1].SeriesInstanceUID = '9.9'; Data.ReferencedSeriesSequence[0].SeriesDescription = 'first'")
+        dataset = context.dataset
+        self.assertEqual(outcome, Outcome.CONTINUE)
+        self.assertEqual(dataset.StudyDescription, "2|1.2.3.0|1.2.3.1|nil")
+        self.assertEqual(dataset.ReferencedSeriesSequence[1].SeriesInstanceUID, "9.9")
+        self.assertEqual(dataset.ReferencedSeriesSequence[0].SeriesDescription, "first")
+        self.assertTrue(context.changed)
+
+    def test_delete(self):
+        outcome, context, _ = runLua(
+            "Data:Delete('0010,0020'); Data.Rows = nil; Data.ReferencedSeriesSequence = nil; "
+            "Data:Delete('PatientAddress')")
+        self.assertEqual(outcome, Outcome.CONTINUE)
+        self.assertTrue(context.changed)
+        self.assertEqual([e.keyword for e in context.dataset], ["ImageType", "PatientName"])
+
+    def test_errorsNameTheLine(self):
+        cases = [
+            ("local a = 1\nData.Nonsense = 1", "lua:2: unknown DICOM attribute 'Nonsense'"),
+            ("local s = Data.ReferencedSeriesSequence['x']",
+             "lua:1: a sequence is indexed by item number (from 0), not 'x'"),
+            ("Data.ReferencedSeriesSequence[0] = 1",
+             "lua:1: sequence items cannot be replaced, set their elements"),
+            ("Data.PatientName = {}", "lua:1: cannot set PatientName to a table: give a string or "
+                                      "a number"),
+            ("Data.PixelData = 'x'", "lua:1: PixelData has VR OB: Lua sets only text and numbers"),
+        ]
+        for code, message in cases:
+            outcome, context, messages = runLua(code)
+            self.assertEqual(outcome, Outcome.STOP, code)
+            self.assertEqual(messages, [f"{KEY}: Lua script failed: {message}"], code)
+
+
+class GlobalsTests(unittest.TestCase):
+
+    def test_aesAndFilename(self):
+        context = makeContext(kind="export", filename="/data/1/2.dcm")
+        outcome, context, messages = runLua("print(CallingAE, CalledAE, Filename)", context)
+        self.assertEqual(outcome, Outcome.CONTINUE)
+        self.assertEqual(messages, [f"{KEY}: SENDER\tARCHIVE\t/data/1/2.dcm"])
+
+    def test_printReachesTheLog(self):
+        _, _, messages = runLua("print('patient', Data.PatientID, 42, nil, true)")
+        self.assertEqual(messages, [f"{KEY}: patient\t123\t42\tnil\ttrue"])
+
+    def test_scriptRunsALine(self):
+        outcome, context, _ = runLua("Data.StudyDescription = script('mark a; mark b'); "
+                                     "Data.SeriesDescription = script('mark c; stop; mark d')")
+        self.assertEqual(outcome, Outcome.CONTINUE)
+        self.assertEqual(context.variables["x"], "abc")
+        self.assertEqual((context.dataset.StudyDescription, context.dataset.SeriesDescription),
+                         ("continue", "stop"))
+
+    def test_scriptDecidesTheObjectsFate(self):
+        """destroy, reject or defer from script() is the script's outcome
+        unless it returns one itself."""
+        self.assertEqual(runLua("script('destroy'); print('after')")[0], Outcome.DESTROY)
+        self.assertEqual(runLua("script('reject'); return 'stop'")[0], Outcome.STOP)
+
+    def test_scriptSyntaxError(self):
+        outcome, _, messages = runLua("script('nosuchcommand')")
+        self.assertEqual(outcome, Outcome.STOP)
+        self.assertEqual(messages, [f"{KEY}: Lua script failed: lua:1: {KEY} (Lua script()), "
+                                    "column 1: unknown command 'nosuchcommand'"])
+
+    def test_forward(self):
+        forward = RecordingForward()
+        outcome, _, _ = runLua("forward('PEER1'); forward('PEER2')", commands=luaRegistry(forward))
+        self.assertEqual(outcome, Outcome.CONTINUE)
+        self.assertEqual(forward.destinations, ["PEER1", "PEER2"])
+
+    def test_forwardRefusesWhatIsNoAETitle(self):
+        forward = RecordingForward()
+        outcome, _, messages = runLua("forward('A; destroy')", commands=luaRegistry(forward))
+        self.assertEqual((outcome, forward.destinations), (Outcome.STOP, []))
+        self.assertEqual(messages, [f"{KEY}: Lua script failed: lua:1: forward: 'A; destroy' is not "
+                                    "an AE title"])
+
+    def test_forwardWithoutForwardCommand(self):
+        outcome, _, messages = runLua("forward('PEER1')")
+        self.assertEqual(outcome, Outcome.STOP)
+        self.assertEqual(messages, [f"{KEY}: Lua script failed: lua:1: forward: there is no "
+                                    "'forward to' command"])
+
+
+class OutcomeTests(unittest.TestCase):
+
+    def test_returnValues(self):
+        cases = [("local a = 1", Outcome.CONTINUE), ("return", Outcome.CONTINUE),
+                 ("return 'destroy'", Outcome.DESTROY), ("return 'reject'", Outcome.REJECT),
+                 ("return 'stop'", Outcome.STOP), ("return 'defer'", Outcome.DEFER),
+                 ("return 'Destroy', 'ignored'", Outcome.DESTROY)]
+        for code, outcome in cases:
+            self.assertEqual(runLua(code)[0], outcome, code)
+
+    def test_unknownReturnValue(self):
+        outcome, _, messages = runLua("return 'destory'")
+        self.assertEqual(outcome, Outcome.STOP)
+        self.assertEqual(messages, [f"{KEY}: Lua script failed: the script returned 'destory', not one "
+                                    "of continue, stop, silentstop, destroy, reject, defer"])
+
+    def test_errorIsLoggedAndStopsTheLine(self):
+        outcome, context, messages = runLine("mark a; lua \"Data.PatientID = 'new'; error('boom')\"; "
+                                             "mark b")
+        self.assertEqual(outcome, Outcome.STOP)
+        self.assertEqual(context.variables["x"], "a")
+        self.assertEqual(context.dataset.PatientID, "new")
+        self.assertEqual(messages, [f"{KEY}: Lua script failed: lua:1: boom"])
+
+    def test_syntaxErrorWhenParsed(self):
+        with self.assertRaises(ConverterSyntaxError) as raised:
+            parseScript("nop; lua \"local = 1\"", KEY, luaRegistry(), "import")
+        self.assertEqual(str(raised.exception), f"{KEY}, column 6: lua:1: <name> expected near '='")
+        with self.assertRaises(ConverterSyntaxError) as raised:
+            parseScript("lua print(1)", KEY, luaRegistry(), "import")
+        self.assertIn('lua wants its code in double quotes', str(raised.exception))
+        self.assertRaises(ConverterSyntaxError, parseScript, "lua:", KEY, luaRegistry(), "import")
+
+
+class SandboxTests(unittest.TestCase):
+
+    probe = ("print(type(io), type(os.execute), type(require), type(load), type(dofile), "
+             "type(debug), type(package), type(python), type(os.time()), type(os.date), "
+             "type(os.clock), type(string.format), ('x'):rep(2), table.unpack({7}), type(unpack), "
+             "math.max(1, 2))")
+
+    def test_sandboxedByDefault(self):
+        _, _, messages = runLua(self.probe)
+        self.assertEqual(messages, [f"{KEY}: nil\tnil\tnil\tnil\tnil\tnil\tnil\tnil\tnumber\tfunction"
+                                    "\tfunction\tfunction\txx\t7\tfunction\t2"])
+
+    def test_allowUnsafe(self):
+        _, _, messages = runLua(self.probe, makeContext(ini="LuaAllowUnsafe = 1\n"))
+        self.assertEqual(messages, [f"{KEY}: table\tfunction\tfunction\tfunction\tfunction\ttable"
+                                    "\ttable\tnil\tnumber\tfunction\tfunction\tfunction\txx\t7\tnil\t2"])
+
+    def test_unsafeScriptCanUseIo(self):
+        folder = os.path.abspath(self.mktemp())
+        os.makedirs(folder)
+        path = os.path.join(folder, "out.txt")
+        outcome, _, _ = runLua(f"local f = io.open('{path}', 'w'); f:write(Data.PatientID); f:close()",
+                               makeContext(ini="LuaAllowUnsafe = 1\n"))
+        self.assertEqual(outcome, Outcome.CONTINUE)
+        with open(path) as f:
+            self.assertEqual(f.read(), "123")
+
+    def test_globalsDoNotLeakBetweenRuns(self):
+        self.assertEqual(runLua("counter = (counter or 0) + 1; string.upper = nil")[0], Outcome.CONTINUE)
+        _, _, messages = runLua("print(counter, string.upper('a'))")
+        self.assertEqual(messages, [f"{KEY}: nil\tA"])
+
+    def test_noPythonAttributes(self):
+        """Even an unsafe script that digs out the Python functions behind
+        the API cannot reach their attributes."""
+        for attribute in ("__globals__", "__self__", "__class__"):
+            outcome, _, messages = runLua(
+                "local i, name, value = 1, debug.getupvalue(dbquery, 1) "
+                "while type(value) ~= 'userdata' do i = i + 1; name, value = debug.getupvalue(dbquery, i) end "
+                f"local x = value.{attribute}", makeContext(ini="LuaAllowUnsafe = 1\n"))
+            self.assertEqual(outcome, Outcome.STOP, attribute)
+            self.assertEqual(messages, [f"{KEY}: Lua script failed: Python attributes are not "
+                                        f"accessible from Lua (tried {attribute!r})"])
+
+    def test_instructionLimit(self):
+        self.assertEqual(DEFAULT_MAX_INSTRUCTIONS, 10_000_000)
+        started = time.monotonic()
+        outcome, _, messages = runLua("local i = 0\nwhile true do i = i + 1 end")
+        self.assertLess(time.monotonic() - started, 10)
+        self.assertEqual(outcome, Outcome.STOP)
+        self.assertEqual(messages, [f"{KEY}: Lua script failed: lua:2: script stopped after 10000000 "
+                                    "instructions (LuaMaxInstructions)"])
+
+    def test_instructionLimitFromIniAndPcall(self):
+        """pcall does not save a script over its limit."""
+        context = makeContext(ini="LuaMaxInstructions = 1000\n")
+        outcome, _, messages = runLua(
+            "while true do pcall(function() for i = 1, 1000000 do end end) end", context)
+        self.assertEqual(outcome, Outcome.STOP)
+        self.assertEqual(messages, [f"{KEY}: Lua script failed: lua:1: script stopped after 1000 "
+                                    "instructions (LuaMaxInstructions)"])
+        context = makeContext(ini="LuaMaxInstructions = 1000\n")
+        self.assertEqual(runLua("for i = 1, 10 do end", context)[0], Outcome.CONTINUE)
+
+    def test_noLimit(self):
+        context = makeContext(ini="LuaMaxInstructions = 0\n")
+        outcome, _, _ = runLua("local n = 0; for i = 1, 5000000 do n = n + 1 end; "
+                               "Data.StudyDescription = n", context)
+        self.assertEqual(outcome, Outcome.CONTINUE)
+        self.assertEqual(context.dataset.StudyDescription, "5000000")
+
+
+class FileTests(unittest.TestCase):
+
+    def setUp(self):
+        self.folder = os.path.abspath(self.mktemp())
+        os.makedirs(os.path.join(self.folder, "scripts"))
+        self.path = os.path.join(self.folder, "scripts", "tag.lua")
+
+    def write(self, text, mtime):
+        with open(self.path, "w") as f:
+            f.write(text)
+        os.utime(self.path, (mtime, mtime))
+
+    def test_relativeToConfigurationFolder(self):
+        self.write("Data.StudyDescription = 'one'\nreturn 'destroy'\n", 1000)
+        context = makeContext(configDir=self.folder)
+        self.assertEqual(runLine("lua:scripts/tag.lua", context)[0], Outcome.DESTROY)
+        self.assertEqual(context.dataset.StudyDescription, "one")
+
+    def test_changedFileIsReadAgain(self):
+        self.write("Data.StudyDescription = 'one'", 1000)
+        context = makeContext(configDir=self.folder)
+        runLine("lua:scripts/tag.lua", context)
+        self.write("Data.StudyDescription = 'two'", 2000)
+        runLine("lua:scripts/tag.lua", context)
+        self.assertEqual(context.dataset.StudyDescription, "two")
+
+    def test_errorsNameTheFile(self):
+        self.write("local a = 1\nerror('bad')\n", 1000)
+        outcome, _, messages = runLine("lua:scripts/tag.lua", makeContext(configDir=self.folder))
+        self.assertEqual(outcome, Outcome.STOP)
+        self.assertEqual(messages, [f"{KEY}: Lua script failed: scripts/tag.lua:2: bad"])
+
+    def test_missingFile(self):
+        outcome, _, messages = runLine("lua:scripts/none.lua", makeContext(configDir=self.folder))
+        self.assertEqual(outcome, Outcome.STOP)
+        self.assertTrue(messages[0].startswith(
+            f"{KEY}: Lua script failed: cannot read {self.folder}/scripts/none.lua: "), messages)
+
+
+class DbQueryTests(unittest.TestCase):
+    """dbquery on a real SQLite index."""
+
+    def setUp(self):
+        self.engine = sqliteEngine(self)
+        self.index = Index(self.engine, conquestLayout(), TABLE_NAMES)
+        self.index.createTables()
+        self.index.storeMany([makeRecord("1.2.3.1.1"), makeRecord("1.2.3.1.2"),
+                              makeRecord("1.2.4.1.1", series="1.2.4.1", study="1.2.4",
+                                         patient="PAT2")])
+        UIDMap(self.engine)  # creates UIDMODS beside the index tables
+
+    def query(self, code):
+        return runLua(code, makeContext(index=self.index))
+
+    def test_rows(self):
+        outcome, _, messages = self.query(
+            "local rows = dbquery('DICOMImages', 'SOPInstanceUID, ImagePat', [[ImagePat = 'PAT1']]) "
+            "for _, row in ipairs(rows) do print(row[1], row[2]) end "
+            "print(#dbquery('dicomstudies', 'StudyInstanceUID'), #dbquery('DICOMPatients', 'PatientID', "
+            "[[PatientID = 'nobody']]))")
+        self.assertEqual(outcome, Outcome.CONTINUE)
+        self.assertEqual(sorted(messages), sorted([f"{KEY}: 1.2.3.1.1\tPAT1", f"{KEY}: 1.2.3.1.2\tPAT1",
+                                                   f"{KEY}: 2\t0"]))
+
+    def test_nullsAreEmptyStrings(self):
+        _, _, messages = self.query("local r = dbquery('DICOMPatients', 'PatientID, qSpare', "
+                                    "[[PatientID = 'PAT2']]) print(r[1][1], '[' .. r[1][2] .. ']')")
+        self.assertEqual(messages, [f"{KEY}: PAT2\t[]"])
+
+    def test_refusals(self):
+        cases = [
+            ("dbquery('UIDMODS', 'OldUID')", "dbquery: 'UIDMODS' is not one of the index tables "
+             "(DICOMPatients, DICOMStudies, DICOMSeries, DICOMImages, DICOMWorkList)"),
+            ("dbquery('sqlite_master', 'name')", "dbquery: 'sqlite_master' is not one of the index "
+             "tables (DICOMPatients, DICOMStudies, DICOMSeries, DICOMImages, DICOMWorkList)"),
+            ("dbquery('DICOMPatients', 'PatientID, count(*)')", "dbquery: DICOMPatients has no "
+             "column 'count(*)'"),
+            ("dbquery('DICOMPatients', 'PatientID', [[1=1; DROP TABLE DICOMPatients]])",
+             "dbquery: the where clause may not hold ';' or comments"),
+            ("dbquery('DICOMPatients', 'PatientID', [[1=1) --]])",
+             "dbquery: the where clause may not hold ';' or comments"),
+        ]
+        for code, message in cases:
+            outcome, _, messages = self.query(code)
+            self.assertEqual(outcome, Outcome.STOP, code)
+            self.assertEqual(messages, [f"{KEY}: Lua script failed: lua:1: {message}"], code)
+        self.assertEqual(self.index.storeMany([]), [])
+        with self.engine.connect() as connection:
+            self.assertEqual(len(connection.exec_driver_sql("SELECT * FROM DICOMPatients").all()), 2)
+
+    def test_colonsInWhere(self):
+        _, _, messages = self.query("print(#dbquery('DICOMPatients', 'PatientID', "
+                                    "[[PatientName <> 'a:b']]))")
+        self.assertEqual(messages, [f"{KEY}: 2"])
+
+    def test_withoutIndex(self):
+        outcome, _, messages = runLua("dbquery('DICOMPatients', 'PatientID')")
+        self.assertEqual(outcome, Outcome.STOP)
+        self.assertEqual(messages, [f"{KEY}: Lua script failed: lua:1: dbquery: there is no index "
+                                    "database"])
+
+
+class ThreadTests(unittest.TestCase):
+
+    def test_oneRuntimePerThread(self):
+        runtimes, outcomes = {}, {}
+
+        def work(name):
+            runtimes[name] = (LuaRuntime.forThread(), LuaRuntime.forThread())
+            context = makeContext()
+            outcomes[name] = (runLua(f"for i = 1, 200000 do end; Data.StudyDescription = '{name}'",
+                                     context)[0], context.dataset.StudyDescription)
+
+        threads = [threading.Thread(target=work, args=(name,)) for name in ("a", "b")]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        self.assertIs(runtimes["a"][0], runtimes["a"][1])
+        self.assertIsNot(runtimes["a"][0], runtimes["b"][0])
+        self.assertIsNot(runtimes["a"][0], LuaRuntime.forThread())
+        self.assertEqual(outcomes, {"a": (Outcome.CONTINUE, "a"), "b": (Outcome.CONTINUE, "b")})
+
+
+class AnonymizerTests(unittest.TestCase):
+    """etc/anonymize_script.lua on pydicom's CT_small.dcm."""
+
+    blanked = ("ReferringPhysicianName", "AccessionNumber", "StudyID")
+
+    def setUp(self):
+        self.uidMap = UIDMap()
+        self.original = dcmread(get_testdata_file("CT_small.dcm"))
+
+    def anonymize(self, dataset):
+        context = makeContext(dataset, configDir=os.path.abspath(ETC), uidMap=self.uidMap)
+        outcome, context, messages = runLine("lua:anonymize_script.lua", context)
+        self.assertEqual((outcome, messages), (Outcome.CONTINUE, []))
+        self.assertTrue(context.changed)
+        return context.dataset
+
+    def test_noPatientIdentifiersLeft(self):
+        dataset = dcmread(get_testdata_file("CT_small.dcm"))
+        dataset.PatientBirthDate = "19610427"
+        dataset.ReferringPhysicianName = "WELBY^MARCUS"
+        dataset.AccessionNumber = "A123"
+        dataset.PatientAddress = "1 Main Street"
+        dataset = self.anonymize(dataset)
+        self.assertNotIn("OtherPatientIDsSequence", dataset)
+        self.assertNotIn("InstitutionName", dataset)
+        self.assertNotIn("StationName", dataset)
+        self.assertNotIn("PatientAddress", dataset)
+        self.assertEqual(dataset.PatientBirthDate, "19610101")
+        self.assertEqual([textOf(dataset[keyword]) for keyword in self.blanked], ["", "", ""])
+        self.assertRegex(dataset.PatientID, r"^[0-9A-F]{12}$")
+        self.assertEqual(str(dataset.PatientName), "ANON^" + dataset.PatientID)
+        self.assertEqual(dataset.PatientIdentityRemoved, "YES")
+        text = repr(dataset)
+        for value in ("CompressedSamples", "1CT1", "JFK IMAGING", "CT01_OC0", "WELBY", "A123",
+                      "Main Street", "0427"):
+            self.assertNotIn(value, text)
+        output = BytesIO()
+        dataset.save_as(output, enforce_file_format=True)
+        self.assertEqual(dcmread(BytesIO(output.getvalue())).PatientID, dataset.PatientID)
+
+    def test_consistentAcrossObjectsOfOneStudy(self):
+        first = dcmread(get_testdata_file("CT_small.dcm"))
+        second = dcmread(get_testdata_file("CT_small.dcm"))
+        second.SOPInstanceUID = first.SOPInstanceUID + ".2"
+        first, second = self.anonymize(first), self.anonymize(second)
+        original = self.original
+        for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID",
+                        "FrameOfReferenceUID"):
+            self.assertNotEqual(first[keyword].value, original[keyword].value, keyword)
+        for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID", "PatientID"):
+            self.assertEqual(first[keyword].value, second[keyword].value, keyword)
+        self.assertNotEqual(first.SOPInstanceUID, second.SOPInstanceUID)
+        self.assertEqual(first.file_meta.MediaStorageSOPInstanceUID, first.SOPInstanceUID)
+        self.assertEqual(first.SOPClassUID, original.SOPClassUID)
+        self.assertEqual(self.uidMap.oldFor(first.StudyInstanceUID), original.StudyInstanceUID)
+
+    def test_otherPatientOtherPseudonym(self):
+        other = dcmread(get_testdata_file("CT_small.dcm"))
+        other.PatientID = "1CT2"
+        self.assertNotEqual(self.anonymize(other).PatientID,
+                            self.anonymize(dcmread(get_testdata_file("CT_small.dcm"))).PatientID)

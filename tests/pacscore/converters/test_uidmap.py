@@ -1,0 +1,112 @@
+"""Tests for pacscore.converters.uidmap: anonymized UIDs kept in UIDMODS."""
+
+import threading
+
+from pydicom.uid import UID
+from sqlalchemy import MetaData, inspect, select
+from twisted.trial import unittest
+
+from pacscore.converters.context import ConverterServices
+from pacscore.converters.uidmap import TABLE_NAME, UIDMap, memoryUIDMap, uidMapOf
+from tests.pacscore.db.test_schema import sqliteEngine
+
+
+class UIDMapTests(unittest.TestCase):
+
+    def setUp(self):
+        self.engine = sqliteEngine(self)
+        self.uidMap = UIDMap(self.engine, clock=lambda: 1700000000)
+
+    def rows(self):
+        with self.engine.connect() as connection:
+            return [row._asdict() for row in connection.execute(select(self.uidMap.table))]
+
+    def test_createsTable(self):
+        self.assertIn(TABLE_NAME, inspect(self.engine).get_table_names())
+        columns = [c["name"] for c in inspect(self.engine).get_columns(TABLE_NAME)]
+        self.assertEqual(columns, ["MODTime", "OldUID", "MODType", "NewUID"])
+
+    def test_newUIDIsValidAndStable(self):
+        new = self.uidMap.newFor("1.2.3", "StudyInstanceUID")
+        self.assertTrue(UID(new).is_valid)
+        self.assertNotEqual(new, "1.2.3")
+        self.assertEqual(self.uidMap.newFor("1.2.3"), new)
+        self.assertNotEqual(self.uidMap.newFor("1.2.4"), new)
+
+    def test_recordsPairs(self):
+        new = self.uidMap.newFor("1.2.3", "StudyInstanceUID")
+        self.assertEqual(self.rows(), [{"MODTime": 1700000000, "OldUID": "1.2.3",
+                                        "MODType": "StudyInstanceUID", "NewUID": new}])
+
+    def test_oldFor(self):
+        new = self.uidMap.newFor("1.2.3")
+        self.assertEqual(self.uidMap.oldFor(new), "1.2.3")
+        self.assertIsNone(self.uidMap.oldFor("1.2.3"))
+        self.assertIsNone(self.uidMap.oldFor("9.9.9"))
+
+    def test_survivesRestart(self):
+        """A new map on the same database (an existing table) knows the pairs."""
+        new = self.uidMap.newFor("1.2.3")
+        again = UIDMap(self.engine)
+        self.assertEqual(again.oldFor(new), "1.2.3")
+        self.assertEqual(again.newFor("1.2.3"), new)
+        self.assertEqual(len(self.rows()), 1)
+
+    def test_anotherProcessWins(self):
+        """When the pair was recorded between the look-up and the insert,
+        the recorded UID is used."""
+        other = UIDMap(self.engine)
+        stored = other._stored
+        calls = []
+
+        def missFirst(*args):
+            calls.append(args)
+            return None if len(calls) == 1 else stored(*args)
+        self.patch(other, "_stored", missFirst)
+        new = self.uidMap.newFor("1.2.3")
+        self.assertEqual(other.newFor("1.2.3"), new)
+        self.assertEqual(len(calls), 2)
+        self.assertEqual(len(self.rows()), 1)
+
+    def test_prefix(self):
+        for prefix in ("1.2.826.0.1.3680043.2.135.730956.43877812",
+                       "1.2.826.0.1.3680043.2.135.730956.43877812."):
+            new = UIDMap(prefix=prefix).newFor("1.2.3")
+            self.assertTrue(new.startswith("1.2.826.0.1.3680043.2.135.730956.43877812."))
+            self.assertTrue(UID(new).is_valid)
+
+    def test_defaultPrefix(self):
+        self.assertTrue(self.uidMap.newFor("1.2.3").startswith("2.25."))
+
+    def test_givenMetadata(self):
+        metadata = MetaData()
+        UIDMap(self.engine, metadata)
+        self.assertIn(TABLE_NAME, metadata.tables)
+
+    def test_memoryOnly(self):
+        uidMap = UIDMap()
+        new = uidMap.newFor("1.2.3")
+        self.assertEqual(uidMap.newFor("1.2.3"), new)
+        self.assertEqual(uidMap.oldFor(new), "1.2.3")
+        self.assertIsNone(uidMap.oldFor("1.2.3"))
+
+    def test_threads(self):
+        """Threads asking for the same UIDs at once all get the same answers."""
+        olds = [f"1.2.3.{n}" for n in range(20)]
+        results = []
+
+        def work():
+            results.append([self.uidMap.newFor(old) for old in olds])
+        threads = [threading.Thread(target=work) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        self.assertEqual(len(results), 8)
+        self.assertTrue(all(result == results[0] for result in results))
+        self.assertEqual(len(set(results[0])), 20)
+        self.assertEqual(len(self.rows()), 20)
+
+    def test_uidMapOf(self):
+        self.assertIs(uidMapOf(ConverterServices()), memoryUIDMap)
+        self.assertIs(uidMapOf(ConverterServices(uidMap=self.uidMap)), self.uidMap)

@@ -10,6 +10,7 @@ from twisted.logger import Logger
 
 from pacscore.config.errors import ConfigError
 from pacscore.converters.context import ConverterServices
+from pacscore.converters.hooks import hooksFrom
 from pacscore.converters.importing import ImportConverters
 from pacscore.converters.registry import CommandRegistry
 from pacscore.converters.rules import loadRules
@@ -30,6 +31,8 @@ from pacscore.dicom.storage import StorageService
 from pacscore.dicom.verification import EchoService
 from pacscore.dicom.sopclasses import VERIFICATION, isStorageClass
 from pacscore.dicom.worklist import MODALITY_WORKLIST_FIND, WorklistFindService
+from pacscore.export.queue import ExportQueue
+from pacscore.export.runner import ExportService
 from pacscore.hl7.dropfolder import DropFolder
 from pacscore.hl7.intake import WorklistIntake
 from pacscore.hl7.mapping import WorklistMapping
@@ -80,6 +83,10 @@ class Archive:
             index=self.index, configuration=configuration, aeTitle=self.aeTitle, reactor=reactor,
             worklistLookup=self.worklistItems.lookup, counters=self.counters,
             uidMap=UIDMap(self.engine, prefix=ini.get("UIDPrefix", "") or None))
+        self.exportQueue = ExportQueue.fromConfiguration(self.index, configuration, self.converterRules.exportRules)
+        self.converterServices.exportQueue = self.exportQueue
+        self.index.afterUpsert = self.exportQueue.enqueueJobs
+        self.converterHooks = hooksFrom(self.converterRules.special, self.converterServices)
         importers = (ImportConverters(self.converterRules.importRules, self.converterServices)
                      if self.converterRules.importRules else None)
         self.objectStore = ObjectStore(
@@ -108,6 +115,7 @@ class Archive:
             device.prepare()
         self.hl7DropFolder.prepare()
         self.index.createTables()
+        self.exportQueue.createTables()
         self.workers.start()
         self.index.start()
 
@@ -116,6 +124,12 @@ class Archive:
         d = self.index.stop()
         d.addCallback(lambda _: self.workers.stop())
         return d
+
+    def exportService(self):
+        """The service running the export queue (export converters, forwards)."""
+        return ExportService.fromConfiguration(self.configuration, self.exportQueue, self.converterServices,
+                                               self.converterRules.exportRules, self.query, self.objectReader,
+                                               self.reactor)
 
     def acceptorPolicy(self):
         """What the DICOM service accepts, from dgatesop.lst and dicom.ini."""
@@ -135,18 +149,22 @@ class Archive:
     def dicomFactory(self):
         """The protocol factory of the DICOM service."""
         storage = StorageService(self.objectStore, self.storageFailedStatus, self.counters)
+        hooks = self.converterHooks.get
         retrieveSettings = (self.index, self.query, self.objectReader, self.workers, self.aeTitle, self.reactor)
+        retrieveHooks = {"requestHook": hooks("RetrieveConverter0"), "resultHook": hooks("RetrieveResultConverter0")}
+        worklist = WorklistFindService(
+            self.index, self.worklistQuery, self.configuration.layout.worklist, self.worklistReturnsIsoIr100,
+            self.reactor, self.counters, requestHook=hooks("WorkListQueryConverter0"),
+            resultHook=hooks("ModalityWorkListQueryResultConverter0"))
+        find = FindService(self.index, self.query, self.aeTitle, self.reactor, self.counters,
+                           requestHook=hooks("QueryConverter0"), resultHook=hooks("QueryResultConverter0"))
         services = {
             commands.C_ECHO_RQ: EchoService(),
             commands.C_STORE_RQ: storage,
-            commands.C_FIND_RQ: SopClassRouter(
-                {MODALITY_WORKLIST_FIND: WorklistFindService(
-                    self.index, self.worklistQuery, self.configuration.layout.worklist,
-                    self.worklistReturnsIsoIr100, self.reactor, self.counters)},
-                default=FindService(self.index, self.query, self.aeTitle, self.reactor, self.counters)),
+            commands.C_FIND_RQ: SopClassRouter({MODALITY_WORKLIST_FIND: worklist}, default=find),
             commands.C_MOVE_RQ: MoveService(*retrieveSettings, self.configuration.acrNemaMap, self.counters,
-                                            dimseTimeout=self.idleTimeout),
-            commands.C_GET_RQ: GetService(*retrieveSettings, self.counters),
+                                            dimseTimeout=self.idleTimeout, **retrieveHooks),
+            commands.C_GET_RQ: GetService(*retrieveSettings, self.counters, **retrieveHooks),
         }
         return DicomServerFactory(
             self.acceptorPolicy(),

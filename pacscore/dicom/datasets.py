@@ -12,7 +12,7 @@ from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_dataset
 
 from pacscore.storage.attributes import (
-    DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_BIG_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, walkDataset)
+    DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_BIG_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, PIXEL_DATA, walkDataset)
 
 
 class IdentifierError(ValueError):
@@ -34,14 +34,18 @@ def _decodeValues(dataset):
                 _decodeValues(item)
 
 
-def decodeDataset(data, transferSyntax):
-    """A pydicom Dataset from data set bytes; ``IdentifierError`` if they are not one."""
+def decodeDataset(data, transferSyntax, stopBeforePixels=False):
+    """A pydicom Dataset from data set bytes; ``IdentifierError`` if they are
+    not one. ``stopBeforePixels``: only the elements before Pixel Data (a
+    stored object's attributes, without reading or checking its pixels)."""
     try:
-        walkDataset(bytes(data), transferSyntax, frozenset(), 0, 0xFFFFFFFF)  # pydicom stops silently at damage
+        if not stopBeforePixels:
+            walkDataset(bytes(data), transferSyntax, frozenset(), 0, 0xFFFFFFFF)  # pydicom stops silently at damage
         if transferSyntax == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
             data = zlib.decompress(bytes(data), -zlib.MAX_WBITS)
         implicit, little = _encoding(transferSyntax)
-        dataset = read_dataset(BytesIO(bytes(data)), implicit, little)
+        stop = (lambda tag, vr, length: tag >= PIXEL_DATA) if stopBeforePixels else None
+        dataset = read_dataset(BytesIO(bytes(data)), implicit, little, stop_when=stop)
         _decodeValues(dataset)
         return dataset
     except Exception as e:

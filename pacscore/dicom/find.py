@@ -8,10 +8,13 @@ response loop, ``answerFind``, also serves the Modality Worklist
 (pacscore.dicom.worklist).
 """
 
-from twisted.internet import defer, task
+from twisted.internet import defer, task, threads
 from twisted.logger import Logger
 
+from pacscore.converters.context import Outcome
+from pacscore.converters.hooks import LEFT_OUT
 from pacscore.dicom import commands
+from pacscore.dicom.datasets import IdentifierError
 from pacscore.dicom.identifiers import UNABLE_TO_PROCESS, BadIdentifier, MatchEncoder, readRequest
 from pacscore.dicom.models import modelOf
 
@@ -62,30 +65,71 @@ class FindService:
 
     log = Logger()
 
-    def __init__(self, index, query, retrieveAE, clock, counters=None):
+    def __init__(self, index, query, retrieveAE, clock, counters=None, requestHook=None, resultHook=None):
         self.index = index
         self.query = query
         self.retrieveAE = retrieveAE
         self.clock = clock
         self.counters = counters if counters is not None else {}
+        self.requestHook = requestHook  # QueryConverter0 (pacscore.converters.hooks.DatasetHook)
+        self.resultHook = resultHook    # QueryResultConverter0
 
     def handle(self, protocol, contextId, command, dataset):
         return defer.ensureDeferred(self._find(protocol, contextId, command, dataset))
 
     async def _find(self, protocol, contextId, command, dataset):
         sopClass, syntax = protocol.association.contexts[contextId]
-        data = None if dataset is None else bytes(dataset.data)
         try:
+            data = await convertIdentifier(self.requestHook, self.clock, protocol, dataset, syntax)
+            if data is DESTROYED:
+                return sendResponse(protocol, contextId, command, SUCCESS)
             request = readRequest(data, syntax, modelOf(sopClass).levels)
         except BadIdentifier as e:
             self.log.warn("{peer}: C-FIND refused: {error}", peer=protocol.peerName(), error=e)
             return sendResponse(protocol, contextId, command, e.status, comment=str(e))
         self.counters["queries"] = self.counters.get("queries", 0) + 1
-        encoder = MatchEncoder(request, self.retrieveAE, syntax)
+        encoder = MatchEncoder(request, self.retrieveAE, syntax, resultFilter(self.resultHook, protocol))
         await answerFind(protocol, contextId, command, self.index.runQuery(self._matches, request, encoder),
                          self.clock, self.log, f"C-FIND {modelOf(sopClass).name} at {request.level} level")
 
     def _matches(self, connection, request, encoder):
         """In a reader thread: the encoded matches."""
         rows = self.query.find(connection, request.level, request.keys)
-        return [encoder.encode(row) for row in rows]
+        return [match for match in map(encoder.encode, rows) if match is not None]
+
+
+DESTROYED = object()
+
+
+async def convertIdentifier(hook, reactor, protocol, dataset, transferSyntax):
+    """The identifier bytes of a request after its converter line (``hook``,
+    e.g. QueryConverter0; run in a thread), or DESTROYED when the line said
+    ``destroy``. Raises BadIdentifier for ``reject`` and for data the line
+    cannot decode."""
+    data = None if dataset is None else bytes(dataset.data)
+    if hook is None or data is None:
+        return data
+    association = protocol.association
+    try:
+        outcome, data = await threads.deferToThreadPool(
+            reactor, reactor.getThreadPool(), hook.applyToBytes, data, transferSyntax,
+            association.callingAE, association.calledAE)
+    except IdentifierError as e:
+        raise BadIdentifier(str(e), UNABLE_TO_PROCESS) from e
+    if outcome is Outcome.REJECT:
+        raise BadIdentifier(f"rejected by {hook.script.key}", UNABLE_TO_PROCESS)
+    return DESTROYED if outcome is Outcome.DESTROY else data
+
+
+def resultFilter(hook, protocol):
+    """For the encoders: ``keep(dataset)`` running a result converter line
+    (``hook``, e.g. QueryResultConverter0) on each answer, False when the
+    line said ``destroy`` or ``reject``; None without a hook."""
+    if hook is None:
+        return None
+    association = protocol.association
+
+    def keep(dataset):
+        outcome, _ = hook.run(dataset, association.callingAE, association.calledAE)
+        return outcome not in LEFT_OUT
+    return keep

@@ -147,17 +147,19 @@ def elementValue(vr, text):
 class MatchEncoder:
     """Builds the encoded response identifiers of one request."""
 
-    def __init__(self, request, retrieveAE, transferSyntax):
+    def __init__(self, request, retrieveAE, transferSyntax, keep=None):
         self.request = request
         self.retrieveAE = retrieveAE
         self.transferSyntax = transferSyntax
+        self.keep = keep  # keep(dataset) -> bool: a result converter line (see pacscore.dicom.find)
         uniqueTag, uniqueVR = UNIQUE_KEYS[request.level]
         self._returned = [(key.tag, key.vr) for key in request.keys]
         if uniqueTag not in {tag for tag, _ in self._returned}:
             self._returned.append((uniqueTag, uniqueVR))
 
     def encode(self, values):
-        """The response identifier bytes for one match (``{tag: text}``)."""
+        """The response identifier bytes for one match (``{tag: text}``), or
+        None when ``keep`` leaves it out."""
         dataset = Dataset()
         texts = []
         for tag, vr in self._returned:
@@ -171,4 +173,6 @@ class MatchEncoder:
         dataset.add_new(SPECIFIC_CHARACTER_SET, "CS", responseCharacterSet(self.request.characterSet, texts))
         dataset.add_new(QUERY_RETRIEVE_LEVEL, "CS", self.request.level)
         dataset.add_new(RETRIEVE_AE_TITLE, "AE", self.retrieveAE)
+        if self.keep is not None and not self.keep(dataset):
+            return None
         return encodeDataset(dataset, self.transferSyntax)

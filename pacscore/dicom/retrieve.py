@@ -22,7 +22,9 @@ from pacscore.codecs.syntaxes import NATIVE, UNCOMPRESSED, canDecode, canEncode,
 from pacscore.codecs.transcode import TranscodeError, transcode
 from pacscore.dicom import commands
 from pacscore.dicom.client import associate
+from pacscore.converters.hooks import LEFT_OUT
 from pacscore.dicom.datasets import encodeDataset
+from pacscore.dicom.find import DESTROYED, convertIdentifier
 from pacscore.dicom.identifiers import BadIdentifier, readRequest
 from pacscore.dicom.models import modelOf
 from pacscore.dicom.protocol import ESTABLISHED
@@ -129,7 +131,8 @@ class RetrieveService:
     responseField = None
     operation = None
 
-    def __init__(self, index, query, reader, workers, aeTitle, reactor, counters=None):
+    def __init__(self, index, query, reader, workers, aeTitle, reactor, counters=None, requestHook=None,
+                 resultHook=None):
         self.index = index
         self.query = query
         self.reader = reader
@@ -137,6 +140,8 @@ class RetrieveService:
         self.aeTitle = aeTitle
         self.reactor = reactor
         self.counters = counters if counters is not None else {}
+        self.requestHook = requestHook  # RetrieveConverter0 (pacscore.converters.hooks.DatasetHook)
+        self.resultHook = resultHook    # RetrieveResultConverter0
 
     def handle(self, protocol, contextId, command, dataset):
         return defer.ensureDeferred(self._retrieve(protocol, contextId, command, dataset))
@@ -153,8 +158,12 @@ class RetrieveService:
                                  identifier)
 
         try:
-            request = readRequest(None if dataset is None else bytes(dataset.data), syntax,
-                                  modelOf(sopClass).levels)
+            data = await convertIdentifier(self.requestHook, self.reactor, protocol, dataset, syntax)
+            if data is DESTROYED:
+                self.log.info("{peer}: {operation} answered with nothing: destroyed by {key}", peer=peer,
+                              operation=self.operation, key=self.requestHook.script.key)
+                return respond(SUCCESS, Progress(0))
+            request = readRequest(data, syntax, modelOf(sopClass).levels)
             self._check(protocol, command)
             instances = await self.index.runQuery(self.query.instances, request.level, request.keys)
             located = await self.workers.deferToWorker(self.reader.locate, instances)
@@ -199,18 +208,37 @@ class RetrieveService:
 
     async def _send(self, protocol, command, target, compression, located, progress, respond):
         """Send every object; True if cancelled."""
-        upcoming = _ReadAhead(self.reader, self.workers, located)
+        upcoming = _ReadAhead(self.reader, self.workers, located, self._converter(protocol))
         lastPending = self.reactor.seconds()
         for stored in located:
             if protocol.isCancelled(command) or protocol.state != ESTABLISHED:
                 return protocol.isCancelled(command)
             data = await upcoming.next()
-            status = await self._sendOne(target, stored, data, compression, self._originator(protocol, command))
+            if data is None and not isinstance(stored, Missing):
+                self.log.info("{operation}: {uid} left out by {key}", operation=self.operation,
+                              uid=stored.sopInstanceUID, key=self.resultHook.script.key)
+                status = None
+            else:
+                status = await self._sendOne(target, stored, data, compression,
+                                             self._originator(protocol, command))
             progress.done(stored.sopInstanceUID, status)
             if progress.remaining and self.reactor.seconds() - lastPending >= PENDING_INTERVAL:
                 lastPending = self.reactor.seconds()
                 respond(PENDING, progress, final=False)
         return False
+
+    def _converter(self, protocol):
+        """``convert(stored, data) -> data or None`` running RetrieveResultConverter0
+        on each object read (in the I/O pool); None without one."""
+        if self.resultHook is None:
+            return None
+        association = protocol.association
+
+        def convert(stored, data):
+            outcome, data = self.resultHook.applyToObject(data, stored.transferSyntax, association.callingAE,
+                                                          association.calledAE)
+            return None if outcome in LEFT_OUT else data
+        return convert
 
     async def _sendOne(self, target, stored, data, compression, originator):
         """One C-STORE sub-operation; its status (None: not even sent)."""
@@ -272,10 +300,11 @@ class _ReadAhead:
     batchBytes = 4 << 20
     batchCount = 32
 
-    def __init__(self, reader, workers, located):
+    def __init__(self, reader, workers, located, convert=None):
         self.reader = reader
         self.workers = workers
         self.located = located
+        self.convert = convert  # convert(stored, data) -> data or None, in the I/O pool
         self.position = 0
         self.ready = []
         self.reading = self._readBatch()
@@ -292,7 +321,11 @@ class _ReadAhead:
         return self.workers.deferToWorker(self._readAll, batch)
 
     def _readAll(self, batch):
-        return [None if isinstance(stored, Missing) else self.reader.read(stored) for stored in batch]
+        return [None if isinstance(stored, Missing) else self._read(stored) for stored in batch]
+
+    def _read(self, stored):
+        data = self.reader.read(stored)
+        return data if self.convert is None else self.convert(stored, data)
 
     async def next(self):
         """The next data set (None for a missing object)."""
@@ -309,8 +342,8 @@ class MoveService(RetrieveService):
     operation = "C-MOVE"
 
     def __init__(self, index, query, reader, workers, aeTitle, reactor, acrNemaMap, counters=None,
-                 dimseTimeout=300, connectTimeout=30):
-        super().__init__(index, query, reader, workers, aeTitle, reactor, counters)
+                 dimseTimeout=300, connectTimeout=30, **hooks):
+        super().__init__(index, query, reader, workers, aeTitle, reactor, counters, **hooks)
         self.acrNemaMap = acrNemaMap
         self.dimseTimeout = dimseTimeout
         self.connectTimeout = connectTimeout

@@ -31,7 +31,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from pacscore.dicom.datasets import encodeDataset
-from pacscore.dicom.find import answerFind, sendResponse
+from pacscore.dicom.find import DESTROYED, SUCCESS, answerFind, convertIdentifier, resultFilter, sendResponse
 from pacscore.dicom.identifiers import (
     SPECIFIC_CHARACTER_SET, TEXT_VRS, BadIdentifier, characterSetOf, datasetKeys, decodeIdentifier,
     elementValue, responseCharacterSet)
@@ -103,7 +103,8 @@ class WorklistFindService:
 
     log = Logger()
 
-    def __init__(self, index, query, columns, returnsIsoIr100=True, clock=None, counters=None):
+    def __init__(self, index, query, columns, returnsIsoIr100=True, clock=None, counters=None,
+                 requestHook=None, resultHook=None):
         if clock is None:
             from twisted.internet import reactor as clock
         self.index = index
@@ -112,6 +113,8 @@ class WorklistFindService:
         self.returnsIsoIr100 = returnsIsoIr100
         self.clock = clock
         self.counters = counters if counters is not None else {}
+        self.requestHook = requestHook  # WorkListQueryConverter0 (pacscore.converters.hooks.DatasetHook)
+        self.resultHook = resultHook    # ModalityWorkListQueryResultConverter0
 
     def handle(self, protocol, contextId, command, dataset):
         return defer.ensureDeferred(self._find(protocol, contextId, command, dataset))
@@ -119,18 +122,23 @@ class WorklistFindService:
     async def _find(self, protocol, contextId, command, dataset):
         _, syntax = protocol.association.contexts[contextId]
         try:
-            request = self.readRequest(None if dataset is None else bytes(dataset.data), syntax)
+            data = await convertIdentifier(self.requestHook, self.clock, protocol, dataset, syntax)
+            if data is DESTROYED:
+                return sendResponse(protocol, contextId, command, SUCCESS)
+            request = self.readRequest(data, syntax)
         except BadIdentifier as e:
             self.log.warn("{peer}: worklist C-FIND refused: {error}", peer=protocol.peerName(), error=e)
             return sendResponse(protocol, contextId, command, e.status, comment=str(e))
         self.counters["worklistQueries"] = self.counters.get("worklistQueries", 0) + 1
-        await answerFind(protocol, contextId, command, self.index.runQuery(self._matches, request, syntax),
+        keep = resultFilter(self.resultHook, protocol)
+        await answerFind(protocol, contextId, command, self.index.runQuery(self._matches, request, syntax, keep),
                          self.clock, self.log, "Modality Worklist C-FIND")
 
-    def _matches(self, connection, request, transferSyntax):
+    def _matches(self, connection, request, transferSyntax, keep=None):
         """In a reader thread: the encoded matches."""
-        return [self.encodeMatch(request, row, transferSyntax)
-                for row in self.query.find(connection, request.keys)]
+        matches = (self.encodeMatch(request, row, transferSyntax, keep)
+                   for row in self.query.find(connection, request.keys))
+        return [match for match in matches if match is not None]
 
     # -- identifiers -----------------------------------------------------
 
@@ -161,12 +169,15 @@ class WorklistFindService:
         return tuple(Returned(member, vr, self._wholeItem(member) if vr == "SQ" else None)
                      for member, vr in self.sequences[tag])
 
-    def encodeMatch(self, request, row, transferSyntax):
-        """The answer's bytes for one row (``{tag: text}``)."""
+    def encodeMatch(self, request, row, transferSyntax, keep=None):
+        """The answer's bytes for one row (``{tag: text}``), or None when
+        ``keep(dataset)`` (a result converter line) leaves it out."""
         texts = []
         dataset = _build(request.returned, row, texts)
         requested = "ISO_IR 100" if self.returnsIsoIr100 else request.characterSet
         dataset.add_new(SPECIFIC_CHARACTER_SET, "CS", responseCharacterSet(requested, texts))
+        if keep is not None and not keep(dataset):
+            return None
         return encodeDataset(dataset, transferSyntax)
 
 

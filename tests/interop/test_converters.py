@@ -15,7 +15,7 @@ from twisted.trial import unittest
 
 from pacscore.config.loader import defaultConfigDir
 from pacscore.testing.corpus import makeDataset
-from tests.interop.server import PacsServer
+from tests.interop.server import PacsServer, dcmtk
 
 IDENTIFYING = ("PatientName", "PatientID", "PatientBirthDate", "OtherPatientIDs", "PatientAddress",
                "ReferringPhysicianName", "InstitutionName", "AccessionNumber")
@@ -91,3 +91,47 @@ class ImportConverterTests(unittest.TestCase):
         self.assertEqual(stored[0].StudyInstanceUID, stored[1].StudyInstanceUID)
         self.assertEqual(stored[0].PatientID, stored[1].PatientID)
         self.assertEqual({ds.SOPInstanceUID for ds in stored} & {o.SOPInstanceUID for o, _ in originals}, set())
+
+
+class QueryRetrieveConverterTests(unittest.TestCase):
+    """QueryConverter0, QueryResultConverter0, RetrieveConverter0 and
+    RetrieveResultConverter0 with findscu and getscu."""
+
+    def test_queryAndRetrieveConverters(self):
+        workdir = tempfile.mkdtemp(prefix="pacs-qrconverters-")
+        server = PacsServer(os.path.join(workdir, "pacs"), ini={
+            "QueryConverter0": "nop query from %u: %V0008,0052 level",
+            "QueryResultConverter0": 'ifequal "%V0010,0020", "HIDDEN"; destroy',
+            "RetrieveConverter0": 'ifequal "%V0010,0020", "HIDDEN"; destroy',
+            "RetrieveResultConverter0": 'set 0008,0080 to "sent by %c"; delete 0010,1040',
+        })
+        server.start()
+        self.addCleanup(server.stop)
+        paths = []
+        for patient in ("SHOWN", "HIDDEN"):
+            ds = makeDataset(patient, "Some^One", generate_uid(), generate_uid(), generate_uid(), 1, 1,
+                             rows=8, columns=8)
+            ds.PatientAddress = "Secret street 1"
+            paths.append(os.path.join(workdir, f"{patient}.dcm"))
+            ds.save_as(paths[-1], enforce_file_format=True)
+        self.assertEqual(server.store(*paths, calling="FINDER").returncode, 0)
+        out = tempfile.mkdtemp(dir=workdir)
+        found = dcmtk("findscu", "-P", "-X", "-od", out, "-aet", "FINDER", "-aec", server.ae, "-k",
+                      "QueryRetrieveLevel=PATIENT", "-k", "PatientID", "127.0.0.1", server.port)
+        self.assertEqual(found.returncode, 0, found.stderr)
+        matches = [pydicom.dcmread(os.path.join(out, name)) for name in os.listdir(out)]
+        self.assertEqual([m.PatientID for m in matches], ["SHOWN"])
+        self.assertIn("query from FINDER: PATIENT level", server.log())
+        received = {}
+        for patient in ("SHOWN", "HIDDEN"):
+            out = tempfile.mkdtemp(dir=workdir)
+            got = dcmtk("getscu", "-P", "-aec", server.ae, "-od", out, "-k", "QueryRetrieveLevel=PATIENT", "-k",
+                        f"PatientID={patient}", "127.0.0.1", server.port)
+            self.assertEqual(got.returncode, 0, got.stderr)
+            received[patient] = [pydicom.dcmread(os.path.join(out, name)) for name in os.listdir(out)]
+        self.assertEqual(received["HIDDEN"], [])
+        self.assertIn("C-GET answered with nothing: destroyed by RetrieveConverter0", server.log())
+        [retrieved] = received["SHOWN"]
+        self.assertEqual(retrieved.InstitutionName, f"sent by {server.ae}")
+        self.assertNotIn("PatientAddress", retrieved)
+        self.assertEqual(retrieved.pixel_array.shape, (8, 8))

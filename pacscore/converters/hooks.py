@@ -1,0 +1,78 @@
+"""The query and retrieve converters (manual 7.2): converter lines run on
+the data sets of queries and retrieves instead of incoming images.
+
+- ``QueryConverter0`` / ``WorkListQueryConverter0`` / ``RetrieveConverter0``:
+  on the identifier of a C-FIND (query/retrieve models), a worklist C-FIND,
+  a C-MOVE or C-GET, before it is used; what they change is what is
+  searched.  ``reject`` refuses the request (0xC000), ``destroy`` answers
+  it with no match and no object.
+- ``QueryResultConverter0`` / ``ModalityWorkListQueryResultConverter0``: on
+  each answer before it is sent; ``destroy`` or ``reject`` leave the answer
+  out.
+- ``RetrieveResultConverter0``: on each object a C-MOVE or C-GET sends.
+  The line runs on the object's attributes (decoded up to Pixel Data, so a
+  line that only looks or logs costs no pixel decoding); the elements it
+  set or deleted are then applied to the whole object.  ``destroy`` or
+  ``reject`` leave the object out (a failed sub-operation).
+
+Every hook runs in a worker or reader thread, like every converter line.
+"""
+
+import copy
+
+from pacscore.converters.context import ConverterContext, Outcome
+from pacscore.dicom.datasets import decodeDataset, encodeDataset
+
+HOOK_KINDS = {
+    "QueryConverter0": "query",
+    "QueryResultConverter0": "queryresult",
+    "WorkListQueryConverter0": "worklistquery",
+    "ModalityWorkListQueryResultConverter0": "worklistresult",
+    "RetrieveConverter0": "retrieve",
+    "RetrieveResultConverter0": "retrieveresult",
+}
+LEFT_OUT = (Outcome.DESTROY, Outcome.REJECT)
+
+
+class DatasetHook:
+    """One special converter line and the services its commands use."""
+
+    def __init__(self, script, kind, services):
+        self.script = script
+        self.kind = kind
+        self.services = services
+
+    def run(self, dataset, callingAE, calledAE):
+        """Run the line on ``dataset`` (changed in place): ``(outcome, changed)``."""
+        context = ConverterContext(self.kind, dataset, callingAE, calledAE, services=self.services,
+                                   converterName=self.script.key)
+        return self.script.run(context), context.changed
+
+    def applyToBytes(self, data, transferSyntax, callingAE, calledAE):
+        """For identifiers: ``(outcome, data)``, the data re-encoded when the
+        line changed it. Raises IdentifierError for undecodable data."""
+        dataset = decodeDataset(data, transferSyntax)
+        outcome, changed = self.run(dataset, callingAE, calledAE)
+        return outcome, encodeDataset(dataset, transferSyntax) if changed else data
+
+    def applyToObject(self, data, transferSyntax, callingAE, calledAE):
+        """For stored objects: ``(outcome, data)`` (see the module docstring)."""
+        header = decodeDataset(data, transferSyntax, stopBeforePixels=True)
+        before = copy.deepcopy(header)
+        outcome, changed = self.run(header, callingAE, calledAE)
+        if not changed or outcome in LEFT_OUT:
+            return outcome, data
+        whole = decodeDataset(data, transferSyntax)
+        for element in before:
+            if element.tag not in header:
+                del whole[element.tag]
+        for element in header:
+            if element.tag not in before or before[element.tag] != element:
+                whole[element.tag] = element
+        return outcome, encodeDataset(whole, transferSyntax)
+
+
+def hooksFrom(special, services):
+    """``{key: DatasetHook}`` for the special lines present (``ConverterRules.special``)."""
+    return {key: DatasetHook(script, HOOK_KINDS[key], services)
+            for key, script in special.items() if script is not None and key in HOOK_KINDS}

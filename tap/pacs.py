@@ -120,6 +120,7 @@ def makeService(options):
     archive = options.archive
     top = service.MultiService()
     ArchiveService(archive).setServiceParent(top)
+    archive.exportService().setServiceParent(top)
     dicom = options["dicom"] or f"tcp:{archive.tcpPort}"
     ListeningService(f"DICOM service {archive.aeTitle}", dicom, archive.dicomFactory(),
                      archive.reactor).setServiceParent(top)

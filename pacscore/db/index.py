@@ -45,6 +45,10 @@ class Index:
                                          onRollback=self._forgetWriterCache)
         self.readerThreads = readerThreads
         self._readers = None  # a ThreadPool while started
+        # afterUpsert(connection, records): called by the writer inside the
+        # transaction of stored records (not storeMany), e.g. to queue their
+        # export jobs atomically with them.
+        self.afterUpsert = None
 
     def createTables(self):
         """Create the missing tables and indexes (an index added by a newer
@@ -168,7 +172,10 @@ class Index:
         return upserter
 
     def _upsertInWriter(self, connection, records):
-        return self._writerUpserter().upsertImages(connection, records)
+        results = self._writerUpserter().upsertImages(connection, records)
+        if self.afterUpsert is not None:
+            self.afterUpsert(connection, records)
+        return results
 
     def _forgetWriterCache(self):
         self._writerUpserter().forgetCache()

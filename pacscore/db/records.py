@@ -31,11 +31,15 @@ class ImageRecord:
     ``attrs`` maps tags (``0xGGGGEEEE``) to values as read from the object:
     stripped, multiple values joined with a backslash.  ``objectFile`` is the
     path relative to the MAG device ``deviceName``, with "/" separators.
+    ``callingAE``/``calledAE`` of the association it came on (export
+    converter filters); not indexed.
     """
 
     attrs: dict[int, str]
     deviceName: str
     objectFile: str
+    callingAE: str = ""
+    calledAE: str = ""
 
 
 class Replaced(NamedTuple):

@@ -134,7 +134,8 @@ class ObjectStore:
                                path=relative, error=value.getErrorMessage())
                 stored.errback(value)
 
-        self.index.storeFromThread(ImageRecord(attrs, device.name, relative), indexed)
+        self.index.storeFromThread(ImageRecord(attrs, device.name, relative, incoming.callingAE, incoming.calledAE),
+                                   indexed)
 
     def _writeFile(self, incoming, spool):
         """In the I/O pool: check, amend, name, write and fsync one object.

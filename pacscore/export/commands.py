@@ -1,0 +1,250 @@
+"""The converter commands that queue work for later (manual 7.2, the
+command table): ``forward``, ``get``, ``delete``, ``process``,
+``prefetch``, ``preretrieve`` and ``copy``.
+
+Full syntax (values may be double-quoted; %-variables are expanded when
+the command runs)::
+
+    forward [patient|study|series|image] [compressed as xx] [date yyyymmdd-yyyymmdd]
+            [now -ddd+ddd] [age -ddd+ddd] [modality mm] [sop xxxx] [imagetype xxxx]
+            [seriesdesc xxxx] [series xxx] [study xxx] [after NN] to AE
+    get    [patient|study|series|image] [the same filters] [after NN] from AE
+    delete patient|study|series|image [the same filters] [after NN]
+    process [patient|study|series|image] [after NN] by command line
+
+``forward to AE`` and ``forward compressed as XX to AE`` (export
+converters) forward the object itself.  The level defaults to image; an
+image goes at once (or ``after NN`` seconds), a patient, study or series
+``ForwardCollectDelay`` seconds (default 600) after the last of its
+objects arrived.  ``prefetch`` reads the patient's files once,
+``preretrieve AE`` (also spelled ``preretrive``, as in the manual) is
+``get patient from AE``, ``copy file to file`` copies the stored file
+(to a folder: under its own name).  Everything but ``copy`` goes to the
+export queue (``context.services.exportQueue``) and happens later, retried
+on failure.
+
+``delete`` with a level is this command; ``delete gggg,eeee`` (import
+converters) removes an element, so the level cannot be left out here.
+``process`` needs its ``by`` part.
+"""
+
+import datetime
+import os
+import re
+import shutil
+from typing import NamedTuple
+
+from pacscore.converters.command import Command, localPath
+from pacscore.converters.context import ConverterSyntaxError, Outcome
+from pacscore.export.queue import LEVELS, Target
+from pacscore.export.selection import FILTERS, resolveFilters
+
+_TOKEN = re.compile(r'"[^"]*"|\S+')
+_NUMBER = re.compile(r"^\d+$")
+
+
+class Request(NamedTuple):
+    """A parsed statement; texts still to be %-expanded."""
+
+    level: str
+    compression: str
+    filters: dict
+    after: str
+    destination: str   # the AE after 'to'/'from', or the command line after 'by'
+
+
+def _unquote(text):
+    return text[1:-1] if len(text) >= 2 and text[0] == text[-1] == '"' else text
+
+
+def parseRequest(text, where, name, options, ending, level=None):
+    """Parse ``[level] [options] [ending VALUE]``.  ``options`` are the
+    words allowed (filters, ``compressed``, ``after``); ``ending`` is
+    ``"to"``/``"from"`` (an AE follows, required), ``"by"`` (the rest of
+    the text, required) or None.  ``level`` fixes the level."""
+    tokens = list(_TOKEN.finditer(text))
+    position = 0
+
+    def value(word):
+        nonlocal position
+        if position >= len(tokens):
+            raise ConverterSyntaxError(f"{where}: '{name}': '{word}' needs a value")
+        position += 1
+        return _unquote(tokens[position - 1].group())
+
+    if level is None:
+        level = "IMAGE"
+        if tokens and tokens[0].group().upper() in LEVELS:
+            level = tokens[0].group().upper()
+            position = 1
+    compression, filters, after, destination = "", {}, "", ""
+    while position < len(tokens):
+        word = tokens[position].group().lower()
+        position += 1
+        if word == "compressed" and "compressed" in options:
+            if position >= len(tokens) or tokens[position].group().lower() != "as":
+                raise ConverterSyntaxError(f"{where}: '{name}': expected 'compressed as XX'")
+            position += 1
+            compression = value("compressed as")
+        elif word == "after" and "after" in options:
+            after = value(word)
+            if "%" not in after and not _NUMBER.match(after):
+                raise ConverterSyntaxError(f"{where}: '{name}': 'after' needs seconds, got {after!r}")
+        elif word in FILTERS and word in options:
+            filters[word] = value(word)
+        elif word == ending == "by":
+            destination = text[tokens[position - 1].end():].strip()
+            position = len(tokens)
+        elif word == ending:
+            destination = value(word)
+            if position < len(tokens):
+                raise ConverterSyntaxError(f"{where}: '{name}': nothing may follow '{ending} {destination}'")
+        else:
+            raise ConverterSyntaxError(f"{where}: '{name}': unexpected {tokens[position - 1].group()!r}")
+    if ending is not None and not destination:
+        raise ConverterSyntaxError(f"{where}: '{name}': '{ending} ...' is missing")
+    return Request(level, compression, filters, after, destination)
+
+
+def targetOf(dataset):
+    """The ``Target`` of the object a converter runs on."""
+    return Target(*(str(dataset.get(keyword, "") or "").strip() for keyword in
+                    ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")))
+
+
+def queueOf(context):
+    queue = context.services.exportQueue
+    if queue is None:
+        raise RuntimeError("no export queue: delayed actions are not available here")
+    return queue
+
+
+def enqueue(context, action, request, filters=None):
+    """Queue ``action`` for ``request`` with its values expanded now."""
+    queue = queueOf(context)
+    dataset = context.dataset
+    if filters is None:
+        filters = resolveFilters({word: context.expand(text) for word, text in request.filters.items()},
+                                 datetime.date.today(),
+                                 str(dataset.get("SeriesDate", "") or dataset.get("StudyDate", "") or ""))
+    notBefore = None
+    if request.after:
+        after = context.expand(request.after).strip()
+        if not _NUMBER.match(after):
+            raise ValueError(f"'after' needs seconds, got {after!r}")
+        notBefore = queue.clock() + int(after)
+    destination = context.expand(request.destination) if action in ("forward", "get") else ""
+    queue.addForward(destination, request.level, targetOf(dataset), context.expand(request.compression),
+                     notBefore, action, filters)
+    return Outcome.CONTINUE
+
+
+class ForwardCommand(Command):
+    """``forward ... to AE``; ``prefix`` makes ``forward to`` and
+    ``forward compressed as`` the same statement with their first words."""
+
+    options = ("compressed", "after", *FILTERS)
+
+    def __init__(self, name="forward", scope="IE", prefix=""):
+        self.name = name
+        self.scope = scope
+        self.prefix = prefix
+
+    def parse(self, arguments, where):
+        return parseRequest(self.prefix + arguments, where, self.name, self.options, "to",
+                            level="IMAGE" if self.prefix else None)
+
+    def run(self, arguments, context):
+        return enqueue(context, "forward", arguments)
+
+
+class GetCommand(Command):
+    """``get [level] [filters] [after NN] from AE``: a C-MOVE from AE to us."""
+
+    name = "get"
+    options = ("after", *FILTERS)
+
+    def parse(self, arguments, where):
+        return parseRequest(arguments, where, self.name, self.options, "from")
+
+    def run(self, arguments, context):
+        return enqueue(context, "get", arguments)
+
+
+class DeleteCommand(Command):
+    """``delete LEVEL [filters] [after NN]``, one instance per level."""
+
+    options = ("after", *FILTERS)
+
+    def __init__(self, level):
+        self.level = level.upper()
+        self.name = f"delete {level.lower()}"
+
+    def parse(self, arguments, where):
+        return parseRequest(arguments, where, self.name, self.options, None, level=self.level)
+
+    def run(self, arguments, context):
+        return enqueue(context, "delete", arguments)
+
+
+class ProcessCommand(Command):
+    """``process [level] [after NN] by command``: the command line runs
+    once the patient/study/series is complete (the collect delay)."""
+
+    name = "process"
+
+    def parse(self, arguments, where):
+        return parseRequest(arguments, where, self.name, ("after",), "by")
+
+    def run(self, arguments, context):
+        return enqueue(context, "process", arguments, filters={"by": context.expand(arguments.destination)})
+
+
+class PrefetchCommand(Command):
+    """``prefetch``: read the patient's files once, after the collect delay."""
+
+    name = "prefetch"
+
+    def parse(self, arguments, where):
+        super().parse(arguments, where)
+        return Request("PATIENT", "", {}, "", "")
+
+    def run(self, arguments, context):
+        return enqueue(context, "prefetch", arguments)
+
+
+class PreretrieveCommand(Command):
+    """``preretrieve AE``: ``get patient from AE``."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def parse(self, arguments, where):
+        return parseRequest(f"patient from {arguments}", where, self.name, (), "from")
+
+    def run(self, arguments, context):
+        return enqueue(context, "get", arguments)
+
+
+class CopyCommand(Command):
+    """``copy file to file`` (export converters): copy, at once; a
+    destination that is a folder (or ends with a separator) gets the
+    file under its own name."""
+
+    name = "copy"
+    scope = "E"
+    _form = re.compile(r"^(?P<source>.+?)\s+to\s+(?P<target>.+)$", re.IGNORECASE | re.DOTALL)
+
+    def parse(self, arguments, where):
+        match = self._form.match(arguments)
+        if not match:
+            raise ConverterSyntaxError(f"{where}: expected 'copy FILE to FILE', got {arguments!r}")
+        return _unquote(match.group("source").strip()), _unquote(match.group("target").strip())
+
+    def run(self, arguments, context):
+        source, target = (context.expand(text) for text in arguments)
+        source, target = localPath(context, source), localPath(context, target)
+        if target.endswith(("/", "\\")) or os.path.isdir(target):
+            target = os.path.join(target, os.path.basename(source))
+        shutil.copyfile(source, target)
+        return Outcome.CONTINUE

@@ -1,0 +1,319 @@
+"""Delivering queued actions to other AEs: ``forward`` (C-STOREs of our
+objects) and ``get`` (a C-MOVE from a remote AE to us).
+
+The destination's host, port and compression come from acrnema.map.
+Objects go through the same choice of transfer syntax and conversion as
+C-MOVE sub-operations (``pacscore.dicom.retrieve.contextsFor``/``choose``,
+``pacscore.codecs``): the ``compressed as XX`` code of the action, else
+the destination's compression column; a peer that refuses the compressed
+syntax gets the object in a simpler one, uncompressed at last (manual:
+"images will automatically be sent with simpler compression or
+uncompressed"), and an image the encoder cannot take goes uncompressed.
+
+Associations (manual appendix 3): ``ForwardAssociationLevel`` GLOBAL,
+SOPCLASS, PATIENT, STUDY, SERIES or IMAGE (default, a new association per
+image).  An association stays open while the UID at that level does not
+change and the object's kind (SOP class, stored syntax) was proposed on it;
+a new kind closes it and the next one proposes every kind sent before.
+It is closed after ``ForwardAssociationCloseDelay`` idle seconds (default
+5); the kinds sent are forgotten after ``ForwardAssociationRefreshDelay``
+idle seconds (default 3600).  A patient, study or series action is sent
+on one association whatever the level (the more general of the two
+counts).  ``ForwardAssociationRelease = 0`` aborts instead of releasing.
+
+One action per destination at a time (the runner sees to that); every
+failure raises ``ForwardError`` with the reason.
+"""
+
+from typing import NamedTuple
+
+from pydicom.dataset import Dataset
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from pacscore.codecs.syntaxes import UNCOMPRESSED, UNCOMPRESSED_CODE
+from pacscore.codecs.transcode import TranscodeError, transcode
+from pacscore.dicom import commands
+from pacscore.dicom.client import associate
+from pacscore.dicom.datasets import decodeDataset
+from pacscore.dicom.models import PATIENT_ROOT_FIND, PATIENT_ROOT_MOVE
+from pacscore.dicom.protocol import ESTABLISHED
+from pacscore.dicom.retrieve import choose, contextsFor
+from pacscore.export.queue import LEVELS
+from pacscore.export.selection import LEVEL_KEYS, indexKeys, remoteRequest
+from pacscore.storage.reader import Missing
+
+ASSOCIATION_LEVELS = ("GLOBAL", "SOPCLASS") + LEVELS
+SUCCESS = 0x0000
+
+
+def isSuccess(status):
+    """C-STORE success or warning (0x0000, 0x0001, 0xBxxx)."""
+    return status is not None and (status in (0x0000, 0x0001) or status & 0xF000 == 0xB000)
+
+
+class ForwardError(Exception):
+    """An action could not be delivered; the message says why."""
+
+
+class _Kind(NamedTuple):
+    """What a presentation context is proposed for."""
+
+    sopClassUID: str
+    transferSyntax: str
+
+
+class _Link:
+    """The association kept open to one destination, and what it knows."""
+
+    def __init__(self):
+        self.protocol = None
+        self.key = None
+        self.known = {}            # _Kind -> None: every kind sent (ordered)
+        self.proposed = frozenset()
+        self.closeTimer = None
+        self.lastUsed = None
+
+
+class Forwarder:
+    """See the module docstring.  ``query`` is the archive's
+    ``IndexQuery``, ``reader`` its ``ObjectReader``, ``workers`` a
+    ``WorkerPool`` for file reads and conversions."""
+
+    log = Logger()
+
+    def __init__(self, reactor, acrNemaMap, aeTitle, index, query, reader, workers, associationLevel="IMAGE", closeDelay=5, refreshDelay=3600, release=True,
+                 connectTimeout=30, dimseTimeout=300, endpointFor=None):
+        associationLevel = associationLevel.strip().upper() or "IMAGE"
+        if associationLevel not in ASSOCIATION_LEVELS:
+            raise ValueError(f"ForwardAssociationLevel must be one of {', '.join(ASSOCIATION_LEVELS)}, "
+                             f"not {associationLevel!r}")
+        self.reactor = reactor
+        self.acrNemaMap = acrNemaMap
+        self.aeTitle = aeTitle
+        self.index = index
+        self.query = query
+        self.reader = reader
+        self.workers = workers
+        self.associationLevel = associationLevel
+        self.closeDelay = closeDelay
+        self.refreshDelay = refreshDelay
+        self.release = release
+        self.connectTimeout = connectTimeout
+        self.dimseTimeout = dimseTimeout
+        self.endpointFor = endpointFor  # (host, port) -> client endpoint; None: TCP
+        self._links = {}
+
+    @classmethod
+    def fromConfiguration(cls, configuration, reactor, aeTitle, index, query, reader, workers):
+        """With the ForwardAssociation* keys and TCPIPTimeOut of dicom.ini."""
+        ini = configuration.ini
+        return cls(reactor, configuration.acrNemaMap, aeTitle, index, query, reader, workers,
+                   associationLevel=ini.get("ForwardAssociationLevel", "IMAGE") or "IMAGE",
+                   closeDelay=ini.getint("ForwardAssociationCloseDelay", 5),
+                   refreshDelay=ini.getint("ForwardAssociationRefreshDelay", 3600),
+                   release=ini.getint("ForwardAssociationRelease", 1) != 0,
+                   dimseTimeout=configuration.tcpipTimeout or 300)
+
+    def _node(self, destination):
+        node = self.acrNemaMap.lookup(destination)
+        if node is None:
+            raise ForwardError(f"{destination!r} is not in acrnema.map")
+        return node
+
+    # -- forward ----------------------------------------------------------
+
+    async def forward(self, action):
+        """C-STORE the objects of ``action`` (a ``queue.Action``) to its
+        destination; fires with how many were sent."""
+        node = self._node(action.destination)
+        instances = await self.index.runQuery(self.query.instances, "IMAGE",
+                                              indexKeys(action.level, action.target, action.filters))
+        if not instances:
+            self.log.info("forward to {destination}: no stored object of {entity} {uid} matches",
+                          destination=action.destination, entity=action.level.lower(),
+                          uid=action.target.uid(action.level))
+            return 0
+        located = await self.workers.deferToWorker(self.reader.locate, instances)
+        compression = action.compression or node.compression
+        level = min(self.associationLevel, action.level, key=ASSOCIATION_LEVELS.index)
+        link = self._links.setdefault(action.destination, _Link())
+        self._cancelClose(link)
+        now = self.reactor.seconds()
+        if link.lastUsed is not None and now - link.lastUsed > self.refreshDelay:
+            link.known.clear()
+        for stored in located:
+            if not isinstance(stored, Missing):
+                link.known[_Kind(stored.sopClassUID, stored.transferSyntax)] = None
+        sent = 0
+        try:
+            for instance, stored in zip(instances, located):
+                if isinstance(stored, Missing):
+                    self.log.warn("forward to {destination}: {uid} cannot be read: {reason}",
+                                  destination=action.destination, uid=stored.sopInstanceUID, reason=stored.reason)
+                    continue
+                protocol = await self._open(link, node, _associationKey(level, instance),
+                                            _Kind(stored.sopClassUID, stored.transferSyntax), compression)
+                await self._sendOne(protocol, action.destination, stored, compression)
+                sent += 1
+        except Exception:
+            await self._close(link, abort=True)
+            raise
+        finally:
+            link.lastUsed = self.reactor.seconds()
+        if level == "IMAGE":
+            await self._close(link)
+        else:
+            link.closeTimer = self.reactor.callLater(self.closeDelay, self._idle, link)
+        return sent
+
+    async def _open(self, link, node, key, kind, compression):
+        """The association to send ``kind`` on, opened if need be."""
+        protocol = link.protocol
+        if (protocol is not None and protocol.state == ESTABLISHED and link.key == key
+                and kind in link.proposed):
+            return protocol
+        await self._close(link)
+        contexts = contextsFor(list(link.known), compression)
+        link.protocol = await self._associate(node, contexts)
+        link.key = key
+        link.proposed = frozenset(link.known)
+        return link.protocol
+
+    async def _sendOne(self, protocol, destination, stored, compression):
+        data = await self.workers.deferToWorker(self.reader.read, stored)
+        accepted = protocol.acceptedSyntaxes(stored.sopClassUID)
+        syntax, data = await self._encode(stored, data, accepted, compression, destination)
+        try:
+            response = await protocol.store(data, stored.sopClassUID, stored.sopInstanceUID, syntax)
+        except Exception as e:
+            raise ForwardError(f"C-STORE of {stored.sopInstanceUID} failed: {e}") from e
+        status = response.get(commands.STATUS)
+        if not isSuccess(status):
+            raise ForwardError(f"{destination} answered the C-STORE of {stored.sopInstanceUID} with status "
+                               f"0x{status:04X}")
+
+    async def _encode(self, stored, data, accepted, compression, destination):
+        """``(syntax, data)`` to send ``stored`` in: the best one the peer
+        took, converted; uncompressed when that conversion fails."""
+        syntax = choose(stored, accepted, compression)
+        if syntax is None:
+            raise ForwardError(f"{destination} takes {stored.sopClassUID} in none of the syntaxes "
+                               f"{stored.sopInstanceUID} can be sent in (stored as {stored.transferSyntax})")
+        try:
+            return syntax, await self._convert(stored, data, syntax)
+        except TranscodeError as e:
+            fallback = choose(stored, accepted, UNCOMPRESSED_CODE)
+            if fallback is None or fallback == syntax:
+                raise ForwardError(f"{stored.sopInstanceUID} cannot be converted to {syntax}: {e}") from e
+            self.log.info("forward to {destination}: {uid} cannot be converted to {syntax} ({error}); "
+                          "sent as {fallback}", destination=destination, uid=stored.sopInstanceUID,
+                          syntax=syntax, error=e, fallback=fallback)
+        try:
+            return fallback, await self._convert(stored, data, fallback)
+        except TranscodeError as e:
+            raise ForwardError(f"{stored.sopInstanceUID} cannot be converted to {fallback}: {e}") from e
+
+    def _convert(self, stored, data, syntax):
+        if syntax == stored.transferSyntax:
+            return defer.succeed(data)
+        return self.workers.deferToWorker(transcode, data, stored.transferSyntax, syntax)
+
+    # -- get --------------------------------------------------------------
+
+    async def get(self, action):
+        """C-MOVE the entity of ``action`` from its destination (the source
+        AE) to us; with filters a C-FIND there first picks what to move.
+        Fires with the number of C-MOVEs done."""
+        node = self._node(action.destination)
+        queryLevel, identifier = remoteRequest(action.level, action.target, action.filters)
+        protocol = await self._associate(node, [(PATIENT_ROOT_FIND, list(UNCOMPRESSED)),
+                                                (PATIENT_ROOT_MOVE, list(UNCOMPRESSED))])
+        try:
+            if action.filters:
+                requests = await self._find(protocol, queryLevel, identifier)
+            else:
+                requests = [identifier]
+            for request in requests:
+                await self._move(protocol, node.ae, request)
+        except ForwardError:
+            protocol.abortAssociation()
+            raise
+        except Exception as e:
+            protocol.abortAssociation()
+            raise ForwardError(f"retrieve from {node.ae} failed: {e}") from e
+        await protocol.release()
+        return len(requests)
+
+    async def _find(self, protocol, queryLevel, identifier):
+        """The C-MOVE identifiers of the entities a C-FIND matches."""
+        keywords = [LEVEL_KEYS[level][2] for level in LEVELS[:LEVELS.index(queryLevel) + 1]]
+        found = {}
+
+        def onMatch(data, syntax):
+            match = decodeDataset(data, syntax)
+            values = tuple(str(match.get(keyword, "") or "") for keyword in keywords)
+            found[values] = None
+
+        status = await protocol.find(PATIENT_ROOT_FIND, identifier, onMatch)
+        if status != SUCCESS:
+            raise ForwardError(f"C-FIND on {protocol.association.calledAE} ended with status 0x{status:04X}")
+        requests = []
+        for values in found:
+            request = Dataset()
+            request.QueryRetrieveLevel = queryLevel
+            for keyword, value in zip(keywords, values):
+                setattr(request, keyword, value)
+            requests.append(request)
+        return requests
+
+    async def _move(self, protocol, source, identifier):
+        command, _ = await protocol.move(PATIENT_ROOT_MOVE, identifier, self.aeTitle)
+        status = command.get(commands.STATUS)
+        if status != SUCCESS:
+            failed = command.get(commands.FAILED_SUBOPERATIONS, "?")
+            raise ForwardError(f"C-MOVE from {source} to {self.aeTitle} ended with status 0x{status:04X} "
+                               f"({failed} sub-operations failed)")
+
+    # -- associations -----------------------------------------------------
+
+    async def _associate(self, node, contexts):
+        endpoint = None if self.endpointFor is None else self.endpointFor(node.host, int(node.port))
+        try:
+            return await associate(self.reactor, node.host, int(node.port), self.aeTitle, node.ae, contexts,
+                                   connectTimeout=self.connectTimeout, artimTimeout=self.connectTimeout,
+                                   dimseTimeout=self.dimseTimeout, endpoint=endpoint)
+        except Exception as e:
+            raise ForwardError(f"cannot associate with {node.ae} at {node.host}:{node.port}: {e}") from e
+
+    def _cancelClose(self, link):
+        if link.closeTimer is not None and link.closeTimer.active():
+            link.closeTimer.cancel()
+        link.closeTimer = None
+
+    def _idle(self, link):
+        link.closeTimer = None
+        defer.ensureDeferred(self._close(link)).addErrback(
+            lambda f: self.log.failure("closing an idle forward association failed", f))
+
+    async def _close(self, link, abort=False):
+        self._cancelClose(link)
+        protocol, link.protocol = link.protocol, None
+        if protocol is None or protocol.state != ESTABLISHED:
+            return
+        if abort or not self.release:
+            protocol.abortAssociation()
+        else:
+            await protocol.release()
+
+    async def closeAll(self):
+        """Close every open association (the service stops)."""
+        for link in list(self._links.values()):
+            await self._close(link)
+
+
+def _associationKey(level, instance):
+    """The UID at ``level`` of an ``IndexQuery`` ``Instance``."""
+    return {"GLOBAL": "", "SOPCLASS": instance.sopClassUID, "PATIENT": instance.patientID,
+            "STUDY": instance.studyInstanceUID, "SERIES": instance.seriesInstanceUID,
+            "IMAGE": instance.sopInstanceUID}[level]

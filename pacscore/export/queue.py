@@ -1,0 +1,417 @@
+"""The durable export queue: two tables of the index database.
+
+``PacsExportJobs`` holds one row per stored object and export converter
+line still to run (``ExportConverterN`` whose Modality/StationName/CalledAE/
+CallingAE filters match); the rows are inserted in the object's own index
+transaction (``enqueueJobs``), so an acknowledged object always has its
+export jobs, even across a crash.
+
+``PacsForwards`` holds the delayed actions those lines (and import
+converters) ask for: ``forward`` to a destination AE, ``get`` (a C-MOVE
+from a remote AE to us), ``delete``, ``process`` and ``prefetch``, each of
+one image or of a whole series, study or patient.  Actions above IMAGE
+level are collected: while one is pending and not yet tried, the same
+action for another object of the same series/study/patient only pushes its
+not-before time back (``ForwardCollectDelay``, default 600 s, or ``after
+NN``), so a study of 500 images gives one forward.
+
+Retries (manual appendix 3): a failed action or job is tried again
+``RetryDelay`` seconds later (default 100) until it has failed
+``MaximumExportRetries`` times; then it stays in the table in state
+``failed`` (visible in ``counts``, logged) until ``retryFailed`` puts it
+back.  Unlike Conquest, whose default 0 retries forever, an absent
+``MaximumExportRetries`` means 5 attempts; an explicit 0 still means
+forever, and N > 0 means N attempts.  Collected actions (patient, study,
+series) and ``get``/``prefetch`` use ``MaximumDelayedFetchForwardRetries``
+when it is set.  A deferred job (``defer``) is not a failure: it is tried
+again after RetryDelay without counting an attempt.
+
+Every method is synchronous and runs its own short transaction (except
+``enqueueJobs``, which uses the caller's): call them from worker threads.
+One pacs process runs the queue; a row being worked on is tracked in that
+process's memory, not in the table.
+"""
+
+import json
+import threading
+import time
+from typing import NamedTuple
+
+from sqlalchemy import Column, Float, Index, Integer, MetaData, String, Table, Text, and_, func, select, text
+from twisted.logger import Logger
+
+PENDING = "pending"
+FAILED = "failed"
+
+LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
+ACTIONS = ("forward", "get", "delete", "process", "prefetch")
+
+MODALITY = 0x00080060
+STATION_NAME = 0x00081010
+SOP_INSTANCE_UID = 0x00080018
+
+DEFAULT_RETRY_DELAY = 100
+DEFAULT_MAXIMUM_RETRIES = 5
+DEFAULT_COLLECT_DELAY = 600
+
+
+class Target(NamedTuple):
+    """The object an action was asked for, and so its series, study and patient."""
+
+    patientID: str = ""
+    studyInstanceUID: str = ""
+    seriesInstanceUID: str = ""
+    sopInstanceUID: str = ""
+
+    def uid(self, level):
+        """The identifier of the entity at ``level`` (PATIENT ... IMAGE)."""
+        return self[LEVELS.index(level)]
+
+
+class ExportJob(NamedTuple):
+    """A ``PacsExportJobs`` row."""
+
+    id: int
+    converter: str
+    sopInstanceUID: str
+    deviceName: str
+    objectFile: str
+    callingAE: str
+    calledAE: str
+    attempts: int
+
+
+class Action(NamedTuple):
+    """A ``PacsForwards`` row: what to do, where, with what."""
+
+    id: int
+    action: str
+    destination: str
+    level: str
+    target: Target
+    compression: str
+    filters: dict
+    attempts: int
+
+
+class ActionBuffer:
+    """Stands in for the queue while an export job's line runs: the actions
+    it adds are kept here and written with the job's deletion, in one
+    transaction (``ExportQueue.finishJob``)."""
+
+    def __init__(self, queue):
+        self.queue = queue
+        self.clock = queue.clock
+        self.actions = []
+
+    def addForward(self, destination, level, target, compression="", notBefore=None, action="forward",
+                   filters=None):
+        self.actions.append(self.queue.actionRow(destination, level, target, compression, notBefore, action,
+                                                 filters))
+
+
+def buildTables(metadata):
+    """``(jobs, forwards)`` tables in ``metadata``."""
+    jobs = Table(
+        "PacsExportJobs", metadata,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("Converter", String(32), nullable=False),
+        Column("SOPInstanceUID", String(64), nullable=False),
+        Column("DeviceName", String(32), nullable=False),
+        Column("ObjectFile", String(255), nullable=False),
+        Column("CallingAE", String(16), nullable=False, default=""),
+        Column("CalledAE", String(16), nullable=False, default=""),
+        Column("Modality", String(16), nullable=False, default=""),
+        Column("StationName", String(16), nullable=False, default=""),
+        Column("Created", Float, nullable=False),
+        Column("NextAttempt", Float, nullable=False),
+        Column("Attempts", Integer, nullable=False, default=0),
+        Column("State", String(8), nullable=False, default=PENDING),
+        Column("LastError", String(255), nullable=False, default=""),
+        Index("ix_PacsExportJobs_due", "State", "NextAttempt"))
+    forwards = Table(
+        "PacsForwards", metadata,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("Action", String(8), nullable=False),
+        Column("Destination", String(255), nullable=False, default=""),
+        Column("Level", String(8), nullable=False),
+        Column("PatientID", String(64), nullable=False, default=""),
+        Column("StudyInstanceUID", String(64), nullable=False, default=""),
+        Column("SeriesInstanceUID", String(64), nullable=False, default=""),
+        Column("SOPInstanceUID", String(64), nullable=False, default=""),
+        Column("CollectUID", String(64), nullable=False, default=""),
+        Column("Compression", String(8), nullable=False, default=""),
+        Column("Filters", Text, nullable=False, default="{}"),
+        Column("NotBefore", Float, nullable=False),
+        Column("NextAttempt", Float, nullable=False),
+        Column("Attempts", Integer, nullable=False, default=0),
+        Column("State", String(8), nullable=False, default=PENDING),
+        Column("LastError", String(255), nullable=False, default=""),
+        Column("Created", Float, nullable=False),
+        Index("ix_PacsForwards_due", "State", "NextAttempt"),
+        Index("ix_PacsForwards_collect", "CollectUID", "Action", "Destination"))
+    return jobs, forwards
+
+
+def retryLimit(ini, key, default):
+    """A retry limit from dicom.ini: absent -> ``default``; 0 -> None (forever)."""
+    value = ini.getint(key, None)
+    if value is None:
+        return default
+    return value if value > 0 else None
+
+
+class ExportQueue:
+    """See the module docstring.  ``rules`` are the export ``Rule``s of
+    ``pacscore.converters.rules`` (``key``, ``filter``, ``matches``);
+    ``maximumRetries`` None means forever; ``clock`` gives seconds."""
+
+    log = Logger()
+
+    def __init__(self, index, rules=(), retryDelay=DEFAULT_RETRY_DELAY,
+                 maximumRetries=DEFAULT_MAXIMUM_RETRIES, delayedRetries=None,
+                 collectDelay=DEFAULT_COLLECT_DELAY, clock=time.time):
+        self.index = index
+        self.engine = index.engine
+        self.rules = list(rules)
+        self.retryDelay = retryDelay
+        self.maximumRetries = maximumRetries
+        self.delayedRetries = maximumRetries if delayedRetries is None else delayedRetries
+        self.collectDelay = collectDelay
+        self.clock = clock
+        self.metadata = MetaData()
+        self.jobs, self.forwards = buildTables(self.metadata)
+        self._lock = threading.Lock()  # collecting reads, then writes
+
+    @classmethod
+    def fromConfiguration(cls, index, configuration, rules=(), clock=time.time):
+        """With RetryDelay, MaximumExportRetries,
+        MaximumDelayedFetchForwardRetries and ForwardCollectDelay of dicom.ini."""
+        ini = configuration.ini
+        maximum = retryLimit(ini, "MaximumExportRetries", DEFAULT_MAXIMUM_RETRIES)
+        delayed = retryLimit(ini, "MaximumDelayedFetchForwardRetries", maximum)
+        return cls(index, rules, retryDelay=ini.getint("RetryDelay", DEFAULT_RETRY_DELAY),
+                   maximumRetries=maximum, delayedRetries=delayed,
+                   collectDelay=ini.getint("ForwardCollectDelay", DEFAULT_COLLECT_DELAY), clock=clock)
+
+    def createTables(self):
+        """Create the two tables and their indexes if missing."""
+        self.metadata.create_all(self.engine)
+
+    # -- export converter jobs --------------------------------------------
+
+    def enqueueJobs(self, connection, records):
+        """Insert, in the caller's transaction, one job per record and
+        matching export converter line; returns how many."""
+        now = self.clock()
+        rows = []
+        for record in records:
+            modality = record.attrs.get(MODALITY, "")
+            station = record.attrs.get(STATION_NAME, "")
+            callingAE = getattr(record, "callingAE", "")
+            calledAE = getattr(record, "calledAE", "")
+            for rule in self.rules:
+                if rule.matches(modality, station, calledAE, callingAE):
+                    rows.append({"Converter": rule.key, "SOPInstanceUID": record.attrs.get(SOP_INSTANCE_UID, ""),
+                                 "DeviceName": record.deviceName, "ObjectFile": record.objectFile,
+                                 "CallingAE": callingAE[:16], "CalledAE": calledAE[:16],
+                                 "Modality": modality[:16], "StationName": station[:16], "Created": now,
+                                 "NextAttempt": now, "Attempts": 0, "State": PENDING, "LastError": ""})
+        if rows:
+            connection.execute(self.jobs.insert(), rows)
+        return len(rows)
+
+    def dueJobs(self, now, limit, exclude=()):
+        """Pending jobs whose time has come, oldest first, but ``exclude``d ids."""
+        jobs = self.jobs
+        query = (select(jobs.c.id, jobs.c.Converter, jobs.c.SOPInstanceUID, jobs.c.DeviceName,
+                        jobs.c.ObjectFile, jobs.c.CallingAE, jobs.c.CalledAE, jobs.c.Attempts)
+                 .where(jobs.c.State == PENDING, jobs.c.NextAttempt <= now)
+                 .order_by(jobs.c.id).limit(limit))
+        if exclude:
+            query = query.where(jobs.c.id.not_in(list(exclude)))
+        with self.engine.connect() as connection:
+            return [ExportJob(*row) for row in connection.execute(query)]
+
+    def filterMatches(self, sopInstanceUID, sqlFilter):
+        """Whether the object passes an ``ExportFilterN`` SQL condition on
+        the DICOMImages row joined with its series and study rows (column
+        names of dicom.sql; ambiguous ones such as StudyInstanceUID cannot
+        be used, as the manual says).  A condition the database refuses is
+        logged and does not match."""
+        if not sqlFilter or not sqlFilter.strip():
+            return True
+        tables, layout = self.index.tables, self.index.layout
+        image, series, study = tables.image, tables.series, tables.study
+        imageKey, imageLink = _keyAndLink(image, layout.image)
+        seriesKey, seriesLink = _keyAndLink(series, layout.series)
+        studyKey, _ = _keyAndLink(study, layout.study)
+        statement = text(
+            f"SELECT 1 FROM {image.name} JOIN {series.name} ON {image.name}.{imageLink.name} = "
+            f"{series.name}.{seriesKey.name} JOIN {study.name} ON {series.name}.{seriesLink.name} = "
+            f"{study.name}.{studyKey.name} WHERE {image.name}.{imageKey.name} = :uid AND ({sqlFilter})")
+        try:
+            with self.engine.connect() as connection:
+                return connection.execute(statement, {"uid": sopInstanceUID}).first() is not None
+        except Exception as e:
+            self.log.warn("export filter {filter!r} cannot be evaluated ({error}): taken as no match",
+                          filter=sqlFilter, error=e)
+            return False
+
+    def finishJob(self, jobId, actions=()):
+        """Delete a job that ran, and insert the ``actions`` its line added
+        (``ActionBuffer.actions``), in one transaction."""
+        with self._lock, self.engine.begin() as connection:
+            for row in actions:
+                self._addAction(connection, row)
+            connection.execute(self.jobs.delete().where(self.jobs.c.id == jobId))
+
+    def deferJob(self, jobId, now):
+        """``defer``: run the job again after RetryDelay; no attempt counted."""
+        with self.engine.begin() as connection:
+            connection.execute(self.jobs.update().where(self.jobs.c.id == jobId)
+                               .values(NextAttempt=now + self.retryDelay))
+
+    def failJob(self, jobId, error, now):
+        """The job's line raised: retried like a failed forward.  Returns
+        the job's new state."""
+        return self._fail(self.jobs, jobId, error, now, self.maximumRetries)
+
+    # -- delayed actions --------------------------------------------------
+
+    def actionRow(self, destination, level, target, compression="", notBefore=None, action="forward",
+                  filters=None):
+        """The ``PacsForwards`` row ``addForward`` writes (see there)."""
+        level = level.upper()
+        if level not in LEVELS:
+            raise ValueError(f"unknown level {level!r}")
+        if action not in ACTIONS:
+            raise ValueError(f"unknown action {action!r}")
+        target = Target(*target)
+        now = self.clock()
+        if notBefore is None:
+            notBefore = now if level == "IMAGE" else now + self.collectDelay
+        return {"Action": action, "Destination": destination, "Level": level,
+                "PatientID": target.patientID, "StudyInstanceUID": target.studyInstanceUID,
+                "SeriesInstanceUID": target.seriesInstanceUID, "SOPInstanceUID": target.sopInstanceUID,
+                "CollectUID": target.uid(level), "Compression": (compression or "").lower(),
+                "Filters": json.dumps(filters or {}, sort_keys=True), "NotBefore": notBefore,
+                "NextAttempt": notBefore, "Attempts": 0, "State": PENDING, "LastError": "", "Created": now}
+
+    def addForward(self, destination, level, target, compression="", notBefore=None, action="forward",
+                   filters=None):
+        """Queue ``action`` of the ``level`` entity (PATIENT ... IMAGE) of
+        ``target`` (a ``Target`` or 4-tuple). ``destination``: the AE to
+        forward to or get from (``""`` for local actions); ``filters``:
+        ``{name: value}`` narrowing which objects (see
+        ``pacscore.export.selection``); ``notBefore`` (seconds): default
+        now for IMAGE, now + ForwardCollectDelay above.  Collected with a
+        pending, untried identical action of the same entity."""
+        row = self.actionRow(destination, level, target, compression, notBefore, action, filters)
+        with self._lock, self.engine.begin() as connection:
+            self._addAction(connection, row)
+
+    def _addAction(self, connection, row):
+        forwards = self.forwards
+        same = and_(forwards.c.CollectUID == row["CollectUID"], forwards.c.Action == row["Action"],
+                    forwards.c.Destination == row["Destination"], forwards.c.Level == row["Level"],
+                    forwards.c.Compression == row["Compression"], forwards.c.Filters == row["Filters"],
+                    forwards.c.State == PENDING, forwards.c.Attempts == 0)
+        existing = connection.execute(select(forwards.c.id, forwards.c.NotBefore).where(same).limit(1)).first()
+        if existing is None:
+            connection.execute(forwards.insert(), row)
+        elif row["NotBefore"] > existing.NotBefore:
+            connection.execute(forwards.update().where(forwards.c.id == existing.id)
+                               .values(NotBefore=row["NotBefore"], NextAttempt=row["NotBefore"]))
+
+    def due(self, now, limit, skip=()):
+        """Pending actions whose time has come, in order of that time, but
+        none for a destination in ``skip`` (busy or held off)."""
+        f = self.forwards
+        query = (select(f).where(f.c.State == PENDING, f.c.NextAttempt <= now)
+                 .order_by(f.c.NextAttempt, f.c.id).limit(limit))
+        if skip:
+            query = query.where(f.c.Destination.not_in(list(skip)))
+        with self.engine.connect() as connection:
+            return [_action(row) for row in connection.execute(query)]
+
+    def markDone(self, actionId):
+        """The action succeeded: its row goes."""
+        with self.engine.begin() as connection:
+            connection.execute(self.forwards.delete().where(self.forwards.c.id == actionId))
+
+    def markFailed(self, actionId, error, now):
+        """Count a failed attempt: tried again RetryDelay seconds after
+        ``now``, or state ``failed`` once the retries are used up.
+        Returns the new state."""
+        with self.engine.connect() as connection:
+            row = connection.execute(select(self.forwards.c.Level, self.forwards.c.Action)
+                                     .where(self.forwards.c.id == actionId)).first()
+        delayed = row is not None and (row.Level != "IMAGE" or row.Action in ("get", "prefetch"))
+        return self._fail(self.forwards, actionId, error, now,
+                          self.delayedRetries if delayed else self.maximumRetries)
+
+    def _fail(self, table, rowId, error, now, limit):
+        with self.engine.begin() as connection:
+            attempts = connection.execute(select(table.c.Attempts).where(table.c.id == rowId)).scalar()
+            if attempts is None:
+                return None
+            attempts += 1
+            state = FAILED if limit is not None and attempts >= limit else PENDING
+            connection.execute(table.update().where(table.c.id == rowId).values(
+                Attempts=attempts, State=state, NextAttempt=now + self.retryDelay, LastError=str(error)[:255]))
+        return state
+
+    def retryFailed(self, destination=None):
+        """Put failed actions (of ``destination`` only, if given; with
+        None the failed export jobs too) back in the queue, due now and
+        with their attempts reset.  Returns how many."""
+        now = self.clock()
+        values = {"State": PENDING, "Attempts": 0, "NextAttempt": now}
+        count = 0
+        with self.engine.begin() as connection:
+            condition = self.forwards.c.State == FAILED
+            if destination is not None:
+                condition = and_(condition, self.forwards.c.Destination == destination)
+            count += connection.execute(self.forwards.update().where(condition).values(values)).rowcount
+            if destination is None:
+                count += connection.execute(self.jobs.update().where(self.jobs.c.State == FAILED)
+                                            .values(values)).rowcount
+        return count
+
+    def counts(self):
+        """Queue depths: ``{"jobs": {state: n}, "actions": {state: n},
+        "destinations": {destination: {state: n}}}``."""
+        f, j = self.forwards, self.jobs
+        result = {"jobs": {PENDING: 0, FAILED: 0}, "actions": {PENDING: 0, FAILED: 0}, "destinations": {}}
+        with self.engine.connect() as connection:
+            for state, count in connection.execute(select(j.c.State, func.count()).group_by(j.c.State)):
+                result["jobs"][state] = count
+            for destination, state, count in connection.execute(
+                    select(f.c.Destination, f.c.State, func.count()).group_by(f.c.Destination, f.c.State)):
+                result["actions"][state] = result["actions"].get(state, 0) + count
+                result["destinations"].setdefault(destination, {PENDING: 0, FAILED: 0})[state] = count
+        return result
+
+    def failedActions(self, destination=None):
+        """``(Action, last error)`` of every failed action (of
+        ``destination`` only, if given), for status pages and logs."""
+        f = self.forwards
+        condition = f.c.State == FAILED
+        if destination is not None:
+            condition = and_(condition, f.c.Destination == destination)
+        with self.engine.connect() as connection:
+            return [(_action(row), row.LastError)
+                    for row in connection.execute(select(f).where(condition).order_by(f.c.id))]
+
+
+def _action(row):
+    return Action(row.id, row.Action, row.Destination, row.Level,
+                  Target(row.PatientID, row.StudyInstanceUID, row.SeriesInstanceUID, row.SOPInstanceUID),
+                  row.Compression, json.loads(row.Filters), row.Attempts)
+
+
+def _keyAndLink(table, columns):
+    """The key (first) and link (last) columns of an index table."""
+    names = [c.name for c in columns if not c.isSequenceMarker]
+    return table.c[names[0]], table.c[names[-1]]

@@ -1,0 +1,115 @@
+"""Export converters forwarding from a running ``twistd -n pacs``: CT to a
+second pacs, MR "compressed as jk" (JPEG 2000 lossless) to DCMTK's
+storescp, and a destination that is down while the sender restarts: every
+image arrives exactly once when it comes up."""
+
+import os
+import shutil
+import sqlite3
+import tempfile
+import time
+
+import numpy
+import pydicom
+from twisted.trial import unittest
+
+from pacscore.testing.corpus import PREFIX, makeDataset
+from tests.interop.index import column
+from tests.interop.peers import StorescpServer
+from tests.interop.server import PacsServer
+
+JPEG_2000_LOSSLESS = "1.2.840.10008.1.2.4.90"
+
+
+def waitFor(condition, timeout=60, message="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {message}")
+
+
+def writeImages(folder, modality, count, study):
+    """``count`` 64x64 images of one series; their paths and SOP UIDs."""
+    os.makedirs(folder, exist_ok=True)
+    series = f"{study}.{ord(modality[0])}"
+    images = []
+    for n in range(count):
+        sop = f"{series}.{n + 1}"
+        ds = makeDataset("PATFWD", "Forward^Test", study, series, sop, 1, n + 1, modality=modality, seed=n)
+        path = os.path.join(folder, f"{modality}{n}.dcm")
+        ds.save_as(path, enforce_file_format=True)
+        images.append((path, sop))
+    return images
+
+
+def queued(server):
+    """The actions still in a pacs's export queue."""
+    with sqlite3.connect(server.database) as connection:
+        return connection.execute("SELECT count(*) FROM PacsForwards").fetchone()[0]
+
+
+class ForwardingTests(unittest.TestCase):
+
+    def setUp(self):
+        self.workdir = tempfile.mkdtemp(prefix="pacs-forwarding-")
+        self.running = []
+
+    def tearDown(self):
+        for peer in reversed(self.running):
+            peer.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def start(self, peer):
+        self.running.append(peer)
+        return peer.start()
+
+    def test_ctToPacsAndMrCompressedToStorescp(self):
+        receiver = PacsServer(os.path.join(self.workdir, "b"), ae="PACSB")
+        storescp = StorescpServer(os.path.join(self.workdir, "storescp"), aet="STORESCP")
+        sender = PacsServer(os.path.join(self.workdir, "a"), ae="PACSA", ini={
+            "ExportConverters": "2",
+            "ExportModality0": "CT", "ExportConverter0": "forward to PACSB",
+            "ExportModality1": "MR", "ExportConverter1": "forward compressed as jk to STORESCP"})
+        sender.addNode("PACSB", receiver.port)
+        sender.addNode("STORESCP", storescp.port)
+        for peer in (receiver, storescp, sender):
+            self.start(peer)
+        study = PREFIX + "77.1"
+        ct = writeImages(os.path.join(self.workdir, "in"), "CT", 3, study)
+        mr = writeImages(os.path.join(self.workdir, "in"), "MR", 2, study)
+        result = sender.store(*[path for path, _ in ct + mr])
+        self.assertEqual(result.returncode, 0, result.stderr)
+        waitFor(lambda: len(column(receiver.database, "DICOMImages", "SOPInstanceUID")) == 3 and
+                len(storescp.files()) == 2, message="the forwarded images")
+        self.assertEqual(column(receiver.database, "DICOMImages", "SOPInstanceUID"), sorted(sop for _, sop in ct))
+        received = {ds.SOPInstanceUID: ds for ds in storescp.datasets()}
+        self.assertEqual(sorted(received), sorted(sop for _, sop in mr))
+        for path, sop in mr:
+            self.assertEqual(received[sop].file_meta.TransferSyntaxUID, JPEG_2000_LOSSLESS)
+            self.assertTrue(numpy.array_equal(received[sop].pixel_array, pydicom.dcmread(path).pixel_array))
+        waitFor(lambda: queued(sender) == 0, message="an empty queue")
+
+    def test_downDestinationSenderRestartsEveryImageArrivesOnce(self):
+        destination = StorescpServer(os.path.join(self.workdir, "b"), aet="DOWNSCP")
+        sender = PacsServer(os.path.join(self.workdir, "a"), ae="PACSA", ini={
+            "ExportConverters": "1", "ExportConverter0": "forward to DOWNSCP",
+            "RetryDelay": "1", "FailHoldOff": "1", "MaximumExportRetries": "0"})
+        sender.addNode("DOWNSCP", destination.port)
+        self.start(sender)
+        images = writeImages(os.path.join(self.workdir, "in"), "CT", 4, PREFIX + "77.2")
+        result = sender.store(*[path for path, _ in images])
+        self.assertEqual(result.returncode, 0, result.stderr)
+        waitFor(lambda: sender.log().count("failed: cannot associate with DOWNSCP") >= 2,
+                message="failed attempts in the log")
+        waitFor(lambda: queued(sender) == 4, message="four queued forwards")
+        sender.stop()
+        self.assertEqual(queued(sender), 4)
+        sender.start()
+        self.start(destination)
+        waitFor(lambda: len(destination.files()) >= 4, message="the images at the destination")
+        waitFor(lambda: queued(sender) == 0, message="an empty queue")
+        time.sleep(2)  # several more polls and retry delays: nothing is sent twice
+        self.assertEqual(sorted(ds.SOPInstanceUID for ds in destination.datasets()),
+                         sorted(sop for _, sop in images))

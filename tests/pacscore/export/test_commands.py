@@ -1,0 +1,128 @@
+"""The queueing converter commands (pacscore.export.commands, registered
+by plugins/pacs_commands_forward.py): parsing through the real registry
+and running on a context whose export queue is a real one."""
+
+import datetime
+import os
+
+from pydicom.dataset import Dataset
+from twisted.trial import unittest
+
+from pacscore.converters.context import ConverterContext, ConverterServices, ConverterSyntaxError, Outcome
+from pacscore.converters.registry import CommandRegistry
+from pacscore.converters.script import parseScript
+from pacscore.export.queue import ActionBuffer, ExportQueue, Target
+from tests.pacscore.export.fixtures import Archive
+from tests.pacscore.export.test_queue import FakeClock
+
+TARGET = Target("PAT1", "1.2.3", "1.2.3.1", "1.2.3.1.1")
+
+
+def dataset():
+    ds = Dataset()
+    ds.PatientID, ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = TARGET
+    ds.Modality = "CT"
+    ds.SeriesDate = "20240110"
+    return ds
+
+
+class CommandTests(unittest.TestCase):
+
+    registry = CommandRegistry()
+
+    def setUp(self):
+        self.archive = Archive(self)
+        self.clock = FakeClock()
+        self.queue = ExportQueue(self.archive.index, collectDelay=600, clock=self.clock)
+        self.queue.createTables()
+
+    def run_(self, line, kind="export", exportQueue=None, filename=None):
+        script = parseScript(line, "ExportConverter0", self.registry, kind)
+        context = ConverterContext(kind, dataset(), "MODALITY", "PACS", filename=filename,
+                                   services=ConverterServices(exportQueue=exportQueue or self.queue))
+        return script.run(context)
+
+    def due(self, later=0):
+        return self.queue.due(self.clock.now + later, 100)
+
+    def assertSyntaxError(self, line, message, kind="export"):
+        with self.assertRaises(ConverterSyntaxError) as raised:
+            parseScript(line, "ExportConverter0", self.registry, kind)
+        self.assertIn(message, str(raised.exception))
+
+    def test_forwardTo(self):
+        self.assertEqual(self.run_("forward to SERVER1"), Outcome.CONTINUE)
+        [action] = self.due()
+        self.assertEqual((action.action, action.destination, action.level, action.target, action.compression),
+                         ("forward", "SERVER1", "IMAGE", TARGET, ""))
+
+    def test_forwardCompressedAsWithVariables(self):
+        self.run_('forward compressed as J2 to "%u"')
+        [action] = self.due()
+        self.assertEqual((action.destination, action.compression), ("MODALITY", "j2"))
+
+    def test_forwardPatientIsCollected(self):
+        self.run_("forward patient to VIEWER")
+        self.clock.now += 100
+        self.run_("forward patient to VIEWER")
+        self.assertEqual(self.due(599), [])
+        [action] = self.due(600)
+        self.assertEqual((action.level, action.target.uid("PATIENT")), ("PATIENT", "PAT1"))
+
+    def test_fullSyntax(self):
+        self.run_("forward study compressed as jk modality %m seriesdesc \"Scout view\" age -10+0 "
+                  "date 20240101-20241231 after 30 to SERVER3")
+        self.assertEqual(self.due(29), [])
+        [action] = self.due(30)
+        self.assertEqual(action.level, "STUDY")
+        self.assertEqual(action.compression, "jk")
+        self.assertEqual(action.filters, {"modality": "CT", "seriesdesc": "Scout view", "age": "20231231-20240110",
+                                          "date": "20240101-20241231"})
+
+    def test_nowIsADateRangeAroundToday(self):
+        self.run_("forward series now -7+0 to SERVER3")
+        [action] = self.due(600)
+        today = datetime.date.today()
+        self.assertEqual(action.filters["now"], f"{(today - datetime.timedelta(days=7)):%Y%m%d}-{today:%Y%m%d}")
+
+    def test_getDeleteProcessPrefetchPreretrieve(self):
+        self.run_("get series modality MR from NKIPACS; delete image after 5; "
+                  "process patient by echo %i; prefetch; preretrive PACS2", kind="import")
+        actions = {(a.action, a.destination): a for a in self.due(600)}
+        self.assertEqual(set(actions), {("get", "NKIPACS"), ("delete", ""), ("process", ""), ("prefetch", ""),
+                                        ("get", "PACS2")})
+        self.assertEqual(actions["get", "NKIPACS"].filters, {"modality": "MR"})
+        self.assertEqual(actions["process", ""].filters, {"by": "echo PAT1"})
+        self.assertEqual(actions["get", "PACS2"].level, "PATIENT")
+        self.assertEqual(actions["prefetch", ""].level, "PATIENT")
+
+    def test_inAnExportLineTheActionsWaitForTheJob(self):
+        buffer = ActionBuffer(self.queue)
+        self.run_("forward to A; forward series after 20 to B", exportQueue=buffer)
+        self.assertEqual(self.due(600), [])
+        self.assertEqual([(row["Destination"], row["NotBefore"]) for row in buffer.actions],
+                         [("A", self.clock.now), ("B", self.clock.now + 20)])
+
+    def test_syntaxErrors(self):
+        self.assertSyntaxError("forward patient", "'to ...' is missing")
+        self.assertSyntaxError("forward to A B", "nothing may follow")
+        self.assertSyntaxError("forward study colour red to A", "unexpected 'colour'")
+        self.assertSyntaxError("forward study after soon to A", "'after' needs seconds")
+        self.assertSyntaxError("forward compressed j2 to A", "expected 'compressed as XX'")
+        self.assertSyntaxError("get study compressed as j2 from A", "unexpected 'compressed'")
+        self.assertSyntaxError("process patient", "'by ...' is missing")
+        self.assertSyntaxError("prefetch now", "takes no arguments")
+        self.assertSyntaxError("forward to A", "not allowed in import converters", kind="import")
+        self.assertSyntaxError("copy %f", "expected 'copy FILE to FILE'")
+
+    def test_copyToAFolderAndToAFile(self):
+        source = os.path.join(self.archive.folder, "object.dcm")
+        os.makedirs(self.archive.folder)
+        with open(source, "wb") as f:
+            f.write(b"DICM")
+        folder = os.path.abspath(self.mktemp())
+        os.makedirs(folder)
+        self.run_(f"copy %f to {folder}; copy %f to {folder}/copy_%o.dcm", filename=source)
+        self.assertEqual(sorted(os.listdir(folder)), ["copy_1.2.3.1.1.dcm", "object.dcm"])
+        with open(os.path.join(folder, "object.dcm"), "rb") as f:
+            self.assertEqual(f.read(), b"DICM")

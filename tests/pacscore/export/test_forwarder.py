@@ -1,0 +1,223 @@
+"""The Forwarder against our own acceptor over twisted.test.iosim, with a
+task.Clock: association reuse by ForwardAssociationLevel, idle close,
+SOP class changes, compression and its fallbacks, failures; ``get`` as
+C-FIND and C-MOVE."""
+
+from pydicom.dataset import Dataset
+from twisted.internet import defer, task
+from twisted.trial import unittest
+
+from pacscore.config.acrnema import AcrNemaMap
+from pacscore.dicom import commands
+from pacscore.dicom.datasets import decodeDataset, encodeDataset
+from pacscore.dicom.models import PATIENT_ROOT_FIND, PATIENT_ROOT_MOVE
+from pacscore.export.forwarder import Forwarder, ForwardError
+from pacscore.export.queue import Action, Target
+from tests.pacscore.export.fixtures import (
+    EXPLICIT, IMPLICIT, JPEG_2000_LOSSLESS, MR_STORAGE, Acceptor, Archive, Recorder, SyncWorkers, settle)
+
+NODES = "DEST 127.0.0.1 104\nDESTJK 127.0.0.1 105 jk\n"
+
+
+def imageAction(sop, series="1.2.3.1", study="1.2.3", patient="PAT1", destination="DEST", compression="",
+                level="IMAGE", filters=None):
+    return Action(1, "forward", destination, level, Target(patient, study, series, sop), compression,
+                  filters or {}, 0)
+
+
+class ForwarderTests(unittest.TestCase):
+
+    def setUp(self):
+        self.clock = task.Clock()
+        self.archive = Archive(self)
+        self.datasets = [self.archive.add("PAT1", "1.2.3", "1.2.3.1", f"1.2.3.1.{n}", number=n + 1)
+                         for n in range(3)]
+        self.archive.add("PAT1", "1.2.3", "1.2.3.2", "1.2.3.2.1", sopClass=MR_STORAGE, modality="MR")
+        self.archive.add("PAT1", "1.2.3", "1.2.3.3", "1.2.3.3.1", description="Scout")
+        self.acceptor = Acceptor(self.clock)
+
+    def forwarder(self, **settings):
+        return Forwarder(self.clock, AcrNemaMap.fromString(NODES), "PACS", self.archive.syncIndex,
+                         self.archive.query, self.archive.reader, SyncWorkers(),
+                         endpointFor=self.acceptor.endpointFor, **settings)
+
+    def forward(self, forwarder, action):
+        return settle(self, defer.ensureDeferred(forwarder.forward(action)), self.acceptor, self.clock)
+
+    def received(self):
+        return [command[commands.AFFECTED_SOP_INSTANCE_UID] for command, _, _ in self.acceptor.recorder.received]
+
+    def test_imageLevelUsesOneAssociationPerImage(self):
+        forwarder = self.forwarder()
+        for n in range(3):
+            self.assertEqual(self.forward(forwarder, imageAction(f"1.2.3.1.{n}")), 1)
+        self.assertEqual(self.received(), ["1.2.3.1.0", "1.2.3.1.1", "1.2.3.1.2"])
+        self.assertEqual(self.acceptor.associations, 3)
+        self.acceptor.flush()
+        self.assertEqual(self.acceptor.openAssociations(), [])
+
+    def test_seriesLevelKeepsTheAssociationUntilIdle(self):
+        forwarder = self.forwarder(associationLevel="SERIES", closeDelay=5)
+        for n in range(3):
+            self.forward(forwarder, imageAction(f"1.2.3.1.{n}"))
+            self.clock.advance(4)
+        self.assertEqual(self.acceptor.associations, 1)
+        self.forward(forwarder, imageAction("1.2.3.3.1", series="1.2.3.3"))  # another series: a new one
+        self.assertEqual(self.acceptor.associations, 2)
+        self.assertEqual(len(self.acceptor.openAssociations()), 1)
+        self.clock.advance(5)
+        self.acceptor.flush()
+        self.assertEqual(self.acceptor.openAssociations(), [])
+        self.assertEqual(len(self.received()), 4)
+
+    def test_newSopClassReopensAndIsProposedAfterwards(self):
+        forwarder = self.forwarder(associationLevel="GLOBAL")
+        self.forward(forwarder, imageAction("1.2.3.1.0"))
+        self.forward(forwarder, imageAction("1.2.3.2.1", series="1.2.3.2"))  # MR: not proposed before
+        self.forward(forwarder, imageAction("1.2.3.1.1"))                      # CT again: still proposed
+        self.forward(forwarder, imageAction("1.2.3.2.1", series="1.2.3.2"))
+        self.assertEqual(self.acceptor.associations, 2)
+        self.assertEqual(len(self.received()), 4)
+
+    def test_refreshDelayForgetsTheSopClasses(self):
+        forwarder = self.forwarder(associationLevel="GLOBAL", closeDelay=5, refreshDelay=60)
+        self.forward(forwarder, imageAction("1.2.3.2.1", series="1.2.3.2"))
+        self.clock.advance(61)
+        self.forward(forwarder, imageAction("1.2.3.1.0"))
+        proposed = {sopClass for sopClass, _ in self.acceptor.clients[-1].association.contexts.values()}
+        self.assertEqual(proposed, {"1.2.840.10008.5.1.4.1.1.2"})
+
+    def test_studyActionGoesOnOneAssociationWithFilters(self):
+        forwarder = self.forwarder()
+        self.assertEqual(self.forward(forwarder, imageAction("", level="STUDY")), 5)
+        self.assertEqual(self.acceptor.associations, 1)
+        self.forward(forwarder, imageAction("", level="STUDY", filters={"modality": "MR"}))
+        self.forward(forwarder, imageAction("", level="PATIENT", filters={"seriesdesc": "Scout"}))
+        self.assertEqual(self.received()[5:], ["1.2.3.2.1", "1.2.3.3.1"])
+
+    def test_nothingToForwardIsDone(self):
+        self.assertEqual(self.forward(self.forwarder(), imageAction("9.9.9")), 0)
+        self.assertEqual(self.acceptor.associations, 0)
+
+    def test_compressedAsJ2KWhenThePeerTakesIt(self):
+        self.acceptor = Acceptor(self.clock, syntaxes=(JPEG_2000_LOSSLESS, EXPLICIT, IMPLICIT))
+        forwarder = self.forwarder()
+        self.forward(forwarder, imageAction("1.2.3.1.0", compression="jk"))
+        self.forward(forwarder, imageAction("1.2.3.1.1", destination="DESTJK"))  # acrnema.map column
+        [(_, data, syntax), (_, _, second)] = self.acceptor.recorder.received
+        self.assertEqual((syntax, second), (JPEG_2000_LOSSLESS, JPEG_2000_LOSSLESS))
+        dataset = decodeDataset(data, EXPLICIT)
+        dataset.file_meta = Dataset()
+        dataset.file_meta.TransferSyntaxUID = JPEG_2000_LOSSLESS
+        self.assertTrue((dataset.pixel_array == self.datasets[0].pixel_array).all())
+
+    def test_anImageTheEncoderRefusesGoesUncompressed(self):
+        self.archive.add("PAT1", "1.2.3", "1.2.3.4", "1.2.3.4.1", size=16)  # openjpeg wants >= 32 pixels
+        self.acceptor = Acceptor(self.clock, syntaxes=(JPEG_2000_LOSSLESS, EXPLICIT, IMPLICIT))
+        self.assertEqual(self.forward(self.forwarder(), imageAction("1.2.3.4.1", series="1.2.3.4",
+                                                                    compression="jk")), 1)
+        [(_, data, syntax)] = self.acceptor.recorder.received
+        self.assertEqual(syntax, EXPLICIT)
+        self.assertEqual(decodeDataset(data, EXPLICIT).Rows, 16)
+
+    def test_fallsBackToUncompressedWhenThePeerRefuses(self):
+        forwarder = self.forwarder()
+        self.forward(forwarder, imageAction("1.2.3.1.0", compression="jk"))
+        [(_, _, syntax)] = self.acceptor.recorder.received
+        self.assertEqual(syntax, EXPLICIT)
+
+    def test_implicitOnlyPeer(self):
+        self.acceptor = Acceptor(self.clock, syntaxes=(IMPLICIT,))
+        self.forward(self.forwarder(), imageAction("1.2.3.1.0", compression="jk"))
+        [(_, data, syntax)] = self.acceptor.recorder.received
+        self.assertEqual(syntax, IMPLICIT)
+        self.assertEqual(decodeDataset(data, IMPLICIT).SOPInstanceUID, "1.2.3.1.0")
+
+    def test_peerDown(self):
+        self.acceptor.down = True
+        failure = self.forward(self.forwarder(), imageAction("1.2.3.1.0"))
+        failure.trap(ForwardError)
+        self.assertIn("connection refused", str(failure.value))
+
+    def test_unknownDestination(self):
+        failure = self.forward(self.forwarder(), imageAction("1.2.3.1.0", destination="NOWHERE"))
+        failure.trap(ForwardError)
+        self.assertIn("not in acrnema.map", str(failure.value))
+
+    def test_failureStatusFailsAndAborts(self):
+        self.acceptor = Acceptor(self.clock, services={commands.C_STORE_RQ: Recorder(status=0xA700)})
+        forwarder = self.forwarder(associationLevel="GLOBAL")
+        failure = self.forward(forwarder, imageAction("1.2.3.1.0"))
+        failure.trap(ForwardError)
+        self.assertIn("0xA700", str(failure.value))
+        self.acceptor.flush()
+        self.assertEqual(self.acceptor.openAssociations(), [])
+
+    def test_badAssociationLevel(self):
+        self.assertRaises(ValueError, self.forwarder, associationLevel="WARD")
+
+
+
+class Mover:
+    """C-FIND and C-MOVE services of a remote archive holding two CT series
+    and an MR series of study 1.2.3: records the C-MOVE identifiers."""
+
+    SERIES = [("1.2.3.1", "CT"), ("1.2.3.2", "MR"), ("1.2.3.3", "CT")]
+
+    def __init__(self, status=0):
+        self.moves = []
+        self.status = status
+
+    def handle(self, protocol, contextId, command, dataset):
+        syntax = protocol.association.contexts[contextId][1]
+        identifier = decodeDataset(dataset.data, syntax)
+        field = command[commands.COMMAND_FIELD]
+        if field == commands.C_MOVE_RQ:
+            self.moves.append((command[commands.MOVE_DESTINATION], identifier))
+            protocol.sendMessage(contextId, commands.response(command, commands.C_MOVE_RSP, self.status))
+            return
+        for series, modality in self.SERIES:
+            if identifier.Modality in ("", modality):
+                match = Dataset()
+                match.QueryRetrieveLevel = "SERIES"
+                match.PatientID, match.StudyInstanceUID, match.SeriesInstanceUID = "PAT1", "1.2.3", series
+                match.Modality = modality
+                protocol.sendMessage(contextId, commands.response(command, commands.C_FIND_RSP, 0xFF00),
+                                     encodeDataset(match, syntax))
+        protocol.sendMessage(contextId, commands.response(command, commands.C_FIND_RSP, 0))
+
+
+class GetTests(unittest.TestCase):
+
+    def setUp(self):
+        self.clock = task.Clock()
+        self.mover = Mover()
+        self.acceptor = Acceptor(self.clock, sopClasses=(PATIENT_ROOT_FIND, PATIENT_ROOT_MOVE),
+                                 services={commands.C_FIND_RQ: self.mover, commands.C_MOVE_RQ: self.mover})
+        self.forwarder = Forwarder(self.clock, AcrNemaMap.fromString(NODES), "PACS", None, None, None, SyncWorkers(),
+                                   endpointFor=self.acceptor.endpointFor)
+
+    def get(self, level, filters=None):
+        action = Action(1, "get", "DEST", level, Target("PAT1", "1.2.3", "1.2.3.9", "1.2.3.9.1"), "",
+                        filters or {}, 0)
+        return settle(self, defer.ensureDeferred(self.forwarder.get(action)), self.acceptor, self.clock)
+
+    def test_getStudyIsOneMoveToUs(self):
+        self.assertEqual(self.get("STUDY"), 1)
+        [(destination, identifier)] = self.mover.moves
+        self.assertEqual(destination, "PACS")
+        self.assertEqual((identifier.QueryRetrieveLevel, identifier.PatientID, identifier.StudyInstanceUID),
+                         ("STUDY", "PAT1", "1.2.3"))
+        self.acceptor.flush()
+        self.assertEqual(self.acceptor.openAssociations(), [])
+
+    def test_filtersFindWhatToMove(self):
+        self.assertEqual(self.get("STUDY", {"modality": "CT"}), 2)
+        self.assertEqual([(i.QueryRetrieveLevel, i.SeriesInstanceUID) for _, i in self.mover.moves],
+                         [("SERIES", "1.2.3.1"), ("SERIES", "1.2.3.3")])
+
+    def test_failedMove(self):
+        self.mover.status = 0xA702
+        failure = self.get("PATIENT")
+        failure.trap(ForwardError)
+        self.assertIn("0xA702", str(failure.value))

@@ -1,0 +1,251 @@
+"""The durable export queue (pacscore.export.queue) on a real SQLite
+index, with a fake clock."""
+
+from types import SimpleNamespace
+
+from twisted.trial import unittest
+
+from pacscore.db.index import Index
+from pacscore.export.queue import FAILED, PENDING, ActionBuffer, ExportQueue, Target, retryLimit
+from pacscore.config.ini import DicomIni
+from tests.pacscore.db.test_index import makeRecord
+from tests.pacscore.db.test_schema import TABLE_NAMES, conquestLayout, sqliteEngine
+
+CT = Target("PAT1", "1.2.3", "1.2.3.1", "1.2.3.1.1")
+
+
+class FakeClock:
+    def __init__(self, now=1000.0):
+        self.now = now
+
+    def __call__(self):
+        return self.now
+
+
+class FakeRule:
+    """What the queue needs of pacscore.converters.rules.Rule."""
+
+    def __init__(self, key, modality="*", filter=""):
+        self.key = key
+        self.modality = modality
+        self.filter = filter
+
+    def matches(self, modality, stationName, calledAE, callingAE):
+        return self.modality in ("*", modality)
+
+
+class QueueTestCase(unittest.TestCase):
+
+    def setUp(self):
+        self.engine = sqliteEngine(self)
+        self.index = Index(self.engine, conquestLayout(), TABLE_NAMES)
+        self.index.createTables()
+        self.clock = FakeClock()
+        self.queue = ExportQueue(self.index, [FakeRule("ExportConverter0", "CT"), FakeRule("ExportConverter1")],
+                                 retryDelay=100, maximumRetries=3, collectDelay=600, clock=self.clock)
+        self.queue.createTables()
+
+    def store(self, *records):
+        with self.engine.begin() as connection:
+            for record in records:
+                self.index.upsertImage(connection, record)
+            return self.queue.enqueueJobs(connection, records)
+
+
+class JobTests(QueueTestCase):
+
+    def test_oneJobPerMatchingRule(self):
+        ct = makeRecord("1.2.3.1.1")
+        ct.callingAE, ct.calledAE = "MODALITY", "PACS"
+        mr = makeRecord("1.2.3.2.1", series="1.2.3.2", MODALITY="MR")
+        self.assertEqual(self.store(ct, mr), 3)
+        jobs = self.queue.dueJobs(self.clock(), 10)
+        self.assertEqual([(j.converter, j.sopInstanceUID) for j in jobs],
+                         [("ExportConverter0", "1.2.3.1.1"), ("ExportConverter1", "1.2.3.1.1"),
+                          ("ExportConverter1", "1.2.3.2.1")])
+        self.assertEqual((jobs[0].callingAE, jobs[0].calledAE, jobs[0].deviceName), ("MODALITY", "PACS", "MAG0"))
+        self.assertEqual(jobs[2].callingAE, "")  # records without the AE fields still queue
+
+    def test_rolledBackTransactionQueuesNothing(self):
+        with self.assertRaises(RuntimeError):
+            with self.engine.begin() as connection:
+                self.queue.enqueueJobs(connection, [makeRecord("1.2.3.1.1")])
+                raise RuntimeError("crash before commit")
+        self.assertEqual(self.queue.dueJobs(self.clock(), 10), [])
+
+    def test_finishWritesActionsAndDeletesJobInOneTransaction(self):
+        self.store(makeRecord("1.2.3.1.1", MODALITY="MR"))
+        [job] = self.queue.dueJobs(self.clock(), 10)
+        buffer = ActionBuffer(self.queue)
+        buffer.addForward("SERVER1", "IMAGE", CT)
+        buffer.addForward("VIEWER", "STUDY", CT)
+        self.assertEqual(self.queue.due(self.clock(), 10), [])
+        self.queue.finishJob(job.id, buffer.actions)
+        self.assertEqual(self.queue.dueJobs(self.clock(), 10), [])
+        self.assertEqual([a.destination for a in self.queue.due(self.clock(), 10)], ["SERVER1"])
+
+    def test_deferDoesNotCountAnAttempt(self):
+        self.store(makeRecord("1.2.3.1.1", MODALITY="MR"))
+        [job] = self.queue.dueJobs(self.clock(), 10)
+        for _ in range(5):
+            self.queue.deferJob(job.id, self.clock())
+            self.assertEqual(self.queue.dueJobs(self.clock.now + 99, 10), [])
+            self.clock.now += 100
+            [job] = self.queue.dueJobs(self.clock(), 10)
+        self.assertEqual(job.attempts, 0)
+
+    def test_failedJobsGiveUpAfterMaximumRetries(self):
+        self.store(makeRecord("1.2.3.1.1", MODALITY="MR"))
+        [job] = self.queue.dueJobs(self.clock(), 10)
+        self.assertEqual(self.queue.failJob(job.id, "boom", self.clock()), PENDING)
+        self.assertEqual(self.queue.failJob(job.id, "boom", self.clock()), PENDING)
+        self.assertEqual(self.queue.failJob(job.id, "boom", self.clock()), FAILED)
+        self.assertEqual(self.queue.dueJobs(self.clock.now + 1000, 10), [])
+        self.assertEqual(self.queue.counts()["jobs"], {PENDING: 0, FAILED: 1})
+        self.assertEqual(self.queue.retryFailed(), 1)
+        self.assertEqual(len(self.queue.dueJobs(self.clock(), 10)), 1)
+
+    def test_excludedJobsAreNotDue(self):
+        self.store(makeRecord("1.2.3.1.1", MODALITY="MR"))
+        [job] = self.queue.dueJobs(self.clock(), 10)
+        self.assertEqual(self.queue.dueJobs(self.clock(), 10, exclude={job.id}), [])
+
+
+class FilterTests(QueueTestCase):
+
+    def test_exportFilterSeesImageSeriesAndStudyColumns(self):
+        self.store(makeRecord("1.2.3.1.1", ROWS="512"))
+        self.assertTrue(self.queue.filterMatches("1.2.3.1.1", "Rows = 512 and Modality = 'CT'"))
+        self.assertTrue(self.queue.filterMatches("1.2.3.1.1", "StudyDate LIKE '2024%'"))
+        self.assertFalse(self.queue.filterMatches("1.2.3.1.1", "Rows = 256"))
+        self.assertFalse(self.queue.filterMatches("9.9.9", "Rows = 512"))
+        self.assertTrue(self.queue.filterMatches("1.2.3.1.1", ""))
+
+    def test_brokenFilterIsLoggedNonMatch(self):
+        self.store(makeRecord("1.2.3.1.1"))
+        self.assertFalse(self.queue.filterMatches("1.2.3.1.1", "NoSuchColumn = 1"))
+        self.assertTrue(self.flushLoggedErrors() == [])
+
+
+class ActionTests(QueueTestCase):
+
+    def test_imageForwardIsDueAtOnce(self):
+        self.queue.addForward("SERVER1", "IMAGE", CT, "J2")
+        [action] = self.queue.due(self.clock(), 10)
+        self.assertEqual((action.action, action.destination, action.level, action.target, action.compression),
+                         ("forward", "SERVER1", "IMAGE", CT, "j2"))
+
+    def test_studyForwardsAreCollected(self):
+        """Objects of one study give one row, due ForwardCollectDelay after the last."""
+        for n in range(5):
+            self.queue.addForward("VIEWER", "STUDY", CT._replace(sopInstanceUID=f"1.2.3.1.{n}"))
+            self.clock.now += 10
+        self.queue.addForward("VIEWER", "STUDY", CT._replace(studyInstanceUID="1.2.4"))
+        self.assertEqual(self.queue.due(self.clock.now + 589, 10), [])
+        [action] = self.queue.due(self.clock.now + 590, 10)
+        self.assertEqual(action.target.studyInstanceUID, "1.2.3")
+        self.assertEqual(len(self.queue.due(self.clock.now + 600, 10)), 2)
+        self.assertEqual(self.queue.counts()["destinations"], {"VIEWER": {PENDING: 2, FAILED: 0}})
+
+    def test_differentFiltersOrDestinationsAreNotCollected(self):
+        self.queue.addForward("A", "STUDY", CT, filters={"modality": "CT"})
+        self.queue.addForward("A", "STUDY", CT, filters={"modality": "MR"})
+        self.queue.addForward("B", "STUDY", CT, filters={"modality": "CT"})
+        self.queue.addForward("A", "STUDY", CT, action="get", filters={"modality": "CT"})
+        self.assertEqual(len(self.queue.due(self.clock.now + 600, 10)), 4)
+
+    def test_explicitNotBefore(self):
+        self.queue.addForward("A", "IMAGE", CT, notBefore=self.clock.now + 30)
+        self.assertEqual(self.queue.due(self.clock.now + 29, 10), [])
+        self.assertEqual(len(self.queue.due(self.clock.now + 30, 10)), 1)
+
+    def test_retryTimingAndMaximumRetries(self):
+        self.queue.addForward("A", "IMAGE", CT)
+        [action] = self.queue.due(self.clock(), 10)
+        self.assertEqual(self.queue.markFailed(action.id, ConnectionRefusedError("down"), self.clock()), PENDING)
+        self.assertEqual(self.queue.due(self.clock.now + 99, 10), [])
+        [again] = self.queue.due(self.clock.now + 100, 10)
+        self.assertEqual(again.attempts, 1)
+        self.queue.markFailed(action.id, "down", self.clock())
+        self.assertEqual(self.queue.markFailed(action.id, "still down", self.clock()), FAILED)
+        self.assertEqual(self.queue.due(self.clock.now + 10000, 10), [])
+        [(failed, error)] = self.queue.failedActions("A")
+        self.assertEqual((failed.id, error), (action.id, "still down"))
+        self.assertEqual(self.queue.counts()["actions"], {PENDING: 0, FAILED: 1})
+
+    def test_failedActionIsNotCollectedInto(self):
+        self.queue.addForward("A", "SERIES", CT)
+        [action] = self.queue.due(self.clock.now + 600, 10)
+        self.queue.markFailed(action.id, "down", self.clock())
+        self.queue.addForward("A", "SERIES", CT)
+        self.assertEqual(self.queue.due(self.clock.now + 99, 10), [])
+        self.assertEqual([a.attempts for a in self.queue.due(self.clock.now + 100, 10)], [1])
+        self.assertEqual(len(self.queue.due(self.clock.now + 600, 10)), 2)
+
+    def test_retryByHand(self):
+        for destination in ("A", "B"):
+            self.queue.addForward(destination, "IMAGE", CT)
+        for action in self.queue.due(self.clock(), 10):
+            for _ in range(3):
+                self.queue.markFailed(action.id, "down", self.clock())
+        self.assertEqual(self.queue.retryFailed("A"), 1)
+        [action] = self.queue.due(self.clock(), 10)
+        self.assertEqual((action.destination, action.attempts), ("A", 0))
+        self.assertEqual(self.queue.counts()["destinations"]["B"], {PENDING: 0, FAILED: 1})
+
+    def test_doneActionsGo(self):
+        self.queue.addForward("A", "IMAGE", CT)
+        [action] = self.queue.due(self.clock(), 10)
+        self.queue.markDone(action.id)
+        self.assertEqual(self.queue.due(self.clock(), 10), [])
+        self.assertEqual(self.queue.counts()["actions"], {PENDING: 0, FAILED: 0})
+
+    def test_skippedDestinations(self):
+        self.queue.addForward("A", "IMAGE", CT)
+        self.queue.addForward("B", "IMAGE", CT)
+        self.assertEqual([a.destination for a in self.queue.due(self.clock(), 10, skip={"A"})], ["B"])
+
+    def test_zeroRetriesMeansForever(self):
+        self.queue.maximumRetries = None
+        self.queue.addForward("A", "IMAGE", CT)
+        [action] = self.queue.due(self.clock(), 10)
+        for _ in range(50):
+            self.assertEqual(self.queue.markFailed(action.id, "down", self.clock()), PENDING)
+
+    def test_delayedActionsUseTheirOwnLimit(self):
+        self.queue.delayedRetries = 1
+        self.queue.addForward("A", "PATIENT", CT)
+        self.queue.addForward("A", "IMAGE", CT)
+        byLevel = {action.level: action for action in self.queue.due(self.clock.now + 600, 10)}
+        patient, image = byLevel["PATIENT"], byLevel["IMAGE"]
+        self.assertEqual(self.queue.markFailed(patient.id, "down", self.clock()), FAILED)
+        self.assertEqual(self.queue.markFailed(image.id, "down", self.clock()), PENDING)
+
+    def test_survivesANewQueueObject(self):
+        """What is queued is in the database: a restarted server finds it."""
+        self.queue.addForward("A", "IMAGE", CT)
+        restarted = ExportQueue(self.index, clock=self.clock)
+        restarted.createTables()
+        self.assertEqual([a.destination for a in restarted.due(self.clock(), 10)], ["A"])
+
+
+class ConfigurationTests(unittest.TestCase):
+
+    def ini(self, text):
+        return DicomIni.fromString("[sscscp]\n" + text)
+
+    def test_retryLimit(self):
+        self.assertEqual(retryLimit(self.ini(""), "MaximumExportRetries", 5), 5)
+        self.assertIsNone(retryLimit(self.ini("MaximumExportRetries = 0\n"), "MaximumExportRetries", 5))
+        self.assertEqual(retryLimit(self.ini("MaximumExportRetries = 7\n"), "MaximumExportRetries", 5), 7)
+
+    def test_fromConfiguration(self):
+        ini = self.ini("RetryDelay = 30\nMaximumExportRetries = 0\nMaximumDelayedFetchForwardRetries = 2\n"
+                       "ForwardCollectDelay = 20\n")
+        index = SimpleNamespace(engine=None)
+        queue = ExportQueue.fromConfiguration(index, SimpleNamespace(ini=ini))
+        self.assertEqual((queue.retryDelay, queue.maximumRetries, queue.delayedRetries, queue.collectDelay),
+                         (30, None, 2, 20))
+        defaults = ExportQueue.fromConfiguration(index, SimpleNamespace(ini=self.ini("")))
+        self.assertEqual((defaults.retryDelay, defaults.maximumRetries, defaults.delayedRetries,
+                          defaults.collectDelay), (100, 5, 5, 600))

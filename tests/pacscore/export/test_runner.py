@@ -1,0 +1,194 @@
+"""The ExportService (pacscore.export.runner) with synchronous pools, a
+task.Clock and a stand-in forwarder: export jobs, defer, retries,
+FailHoldOff per destination, counters."""
+
+import os
+
+from sqlalchemy import select
+from twisted.internet import task
+from twisted.trial import unittest
+
+from pacscore.converters.context import ConverterServices, Outcome
+from pacscore.db.index import ImageRecord
+from pacscore.export.actions import LocalActions
+from pacscore.export.forwarder import ForwardError
+from pacscore.export.queue import FAILED, ExportQueue, Target
+from pacscore.export.runner import ExportService
+from tests.pacscore.export.fixtures import TAGS, Archive, SyncWorkers
+
+
+class Reactor(task.Clock):
+    def callFromThread(self, f, *args, **kwargs):
+        f(*args, **kwargs)
+
+
+class Script:
+    def __init__(self, body):
+        self.body = body
+        self.contexts = []
+
+    def run(self, context):
+        self.contexts.append(context)
+        return self.body(context)
+
+
+class Rule:
+    def __init__(self, key, script, filter=""):
+        self.key = key
+        self.script = script
+        self.filter = filter
+
+    def matches(self, modality, stationName, calledAE, callingAE):
+        return True
+
+
+class Forwarder:
+    """Delivers to every destination but those in ``down``."""
+
+    def __init__(self):
+        self.down = set()
+        self.delivered = []
+        self.query = None
+
+    async def forward(self, action):
+        if action.destination in self.down:
+            raise ForwardError(f"{action.destination} is down")
+        self.delivered.append((action.destination, action.target.sopInstanceUID))
+        return 1
+
+    async def get(self, action):
+        return await self.forward(action)
+
+    async def closeAll(self):
+        pass
+
+
+def forwardTo(destination):
+    def body(context):
+        context.services.exportQueue.addForward(destination, "IMAGE", Target(
+            context.dataset.PatientID, context.dataset.StudyInstanceUID, context.dataset.SeriesInstanceUID,
+            context.dataset.SOPInstanceUID))
+        return Outcome.CONTINUE
+    return body
+
+
+class RunnerTests(unittest.TestCase):
+
+    def setUp(self):
+        self.reactor = Reactor()
+        self.archive = Archive(self)
+        self.forwarder = Forwarder()
+        self.counters = {}
+        self.script = Script(forwardTo("B"))
+        self.rules = [Rule("ExportConverter0", self.script)]
+        self.queue = ExportQueue(self.archive.index, self.rules, retryDelay=100, maximumRetries=3,
+                                 clock=self.reactor.seconds)
+        self.queue.createTables()
+        local = LocalActions(self.archive.syncIndex, self.archive.query, self.archive.reader, SyncWorkers())
+        self.service = ExportService(self.queue, self.forwarder, local, ConverterServices(counters=self.counters),
+                                     self.rules, self.archive.reader, self.reactor, SyncWorkers(), SyncWorkers(),
+                                     failHoldOff=60)
+        self.addCleanup(self.stop)
+
+    def stop(self):
+        if self.service.running:
+            return self.service.stopService()
+
+    def receive(self, sop, callingAE="MODALITY"):
+        ds = self.archive.add("PAT1", "1.2.3", "1.2.3.1", sop)
+        record = ImageRecord({tag: str(ds.get(keyword, "")) for keyword, tag in TAGS.items()}, "MAG0",
+                             f"PAT1/{sop}.dcm")
+        record.callingAE = callingAE
+        with self.archive.index.engine.begin() as connection:
+            self.queue.enqueueJobs(connection, [record])
+
+    def test_jobRunsItsLineAndItsForwardIsDelivered(self):
+        self.receive("1.2.3.1.1")
+        self.service.startService()
+        self.assertEqual(self.forwarder.delivered, [("B", "1.2.3.1.1")])
+        [context] = self.script.contexts
+        self.assertEqual((context.kind, context.callingAE, context.converterName),
+                         ("export", "MODALITY", "ExportConverter0"))
+        self.assertTrue(context.filename.endswith("PAT1/1.2.3.1.1.dcm"))
+        self.assertEqual(self.queue.dueJobs(1e12, 10), [])
+        self.assertEqual(self.counters["forwardsSent"], 1)
+
+    def test_kickRunsNewWorkAtOnce(self):
+        self.service.startService()
+        self.receive("1.2.3.1.1")
+        self.service.kick()
+        self.assertEqual(self.forwarder.delivered, [("B", "1.2.3.1.1")])
+
+    def test_deferRunsTheLineAgainAfterRetryDelay(self):
+        outcomes = [Outcome.DEFER, Outcome.CONTINUE]
+        self.script.body = lambda context: outcomes.pop(0)
+        self.receive("1.2.3.1.1")
+        self.service.startService()
+        self.assertEqual(len(self.script.contexts), 1)
+        self.reactor.advance(99.5)
+        self.assertEqual(len(self.script.contexts), 1)
+        self.reactor.advance(0.5)
+        self.assertEqual(len(self.script.contexts), 2)
+        self.assertEqual(self.queue.dueJobs(1e12, 10), [])
+
+    def test_failingLineIsRetried(self):
+        def body(context):
+            raise OSError("disk on fire")
+        self.script.body = body
+        self.receive("1.2.3.1.1")
+        self.service.startService()
+        [job] = self.queue.dueJobs(1e12, 10)
+        self.assertEqual(job.attempts, 1)
+
+    def test_exportFilterMismatchDropsTheJob(self):
+        self.rules[0].filter = "Modality = 'MR'"
+        self.receive("1.2.3.1.1")
+        self.service.startService()
+        self.assertEqual(self.script.contexts, [])
+        self.assertEqual(self.queue.dueJobs(1e12, 10), [])
+
+    def test_aDownDestinationIsHeldOffAndDoesNotDelayOthers(self):
+        self.forwarder.down.add("A")
+        for n in range(2):
+            self.queue.addForward("A", "IMAGE", Target("PAT1", "1.2.3", "1.2.3.1", f"a{n}"))
+            self.queue.addForward("B", "IMAGE", Target("PAT1", "1.2.3", "1.2.3.1", f"b{n}"))
+        self.service.startService()
+        self.assertEqual(self.forwarder.delivered, [("B", "b0"), ("B", "b1")])
+        self.assertEqual(self.counters["forwardsFailed"], 1)
+        self.forwarder.down.clear()
+        self.reactor.advance(59.5)  # FailHoldOff: the second A action waits
+        self.assertEqual(len(self.forwarder.delivered), 2)
+        self.reactor.advance(1)
+        self.assertEqual(self.forwarder.delivered[2:], [("A", "a1")])
+        self.reactor.advance(40)  # RetryDelay after the failure: the first one again
+        self.assertEqual(self.forwarder.delivered[3:], [("A", "a0")])
+        self.assertEqual(self.counters["forwardsSent"], 4)
+
+    def test_givenUpActionsAreCountedAndRetriedByHand(self):
+        self.forwarder.down.add("A")
+        self.queue.addForward("A", "IMAGE", Target("PAT1", "1.2.3", "1.2.3.1", "a0"))
+        self.service.startService()
+        for _ in range(3):
+            self.reactor.advance(100)
+        self.reactor.advance(5)
+        self.assertEqual(self.counters["forwardsFailed"], 3)
+        self.assertEqual(self.counters["forwardQueueFailed"], 1)
+        self.assertEqual(self.queue.counts()["destinations"]["A"][FAILED], 1)
+        self.forwarder.down.clear()
+        self.assertEqual(self.successResultOf(self.service.retryFailed("A")), 1)
+        self.assertEqual(self.forwarder.delivered, [("A", "a0")])
+
+    def test_localDeleteRemovesFilesAndRows(self):
+        self.archive.add("PAT1", "1.2.3", "1.2.3.9", "1.2.3.9.1")
+        self.archive.add("PAT1", "1.2.3", "1.2.3.8", "1.2.3.8.1")
+        self.queue.addForward("", "SERIES", Target("PAT1", "1.2.3", "1.2.3.9", "1.2.3.9.1"), action="delete",
+                              notBefore=0)
+        self.service.startService()
+        self.assertEqual(self.counters["deleteActions"], 1)
+        with self.archive.index.engine.connect() as connection:
+            left = self.archive.query.instances(connection, "PATIENT", [])
+            series = list(connection.execute(select(self.archive.index.tables.series.c.SeriesInstanceUID)).scalars())
+        self.assertEqual([i.sopInstanceUID for i in left], ["1.2.3.8.1"])
+        self.assertEqual(sorted(series), ["1.2.3.8"])
+        self.assertFalse(os.path.exists(os.path.join(self.archive.folder, "PAT1", "1.2.3.9.1.dcm")))
+        self.assertTrue(os.path.exists(os.path.join(self.archive.folder, "PAT1", "1.2.3.8.1.dcm")))

@@ -38,6 +38,7 @@ bench: $(VENV)/.installed system-deps
 	$(PY) bench/ingest.py
 	$(PY) bench/queryretrieve.py
 	$(PY) bench/worklist.py
+	$(PY) bench/converters.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info _trial_temp* .pytest_cache

@@ -9,8 +9,10 @@ dicom.ini, else the packaged defaults) without a running server:
     dgate -?                this help
     dgate --loadhl7:file    apply the HL7 messages of a file to the worklist
     dgate --initializetables:N   0/1: clear the image tables, 2: clear the worklist
+    dgate --forwardqueue    the export/forward queue: depths, failed items
+    dgate --retryforwards[:AE]   put failed forwards (to AE) back in the queue
 
-Until the control port exists, these two ``--`` commands work directly on
+Until the control port exists, these ``--`` commands work directly on
 the database of the working folder's configuration (SQLite allows that
 while the server runs); every other ``--command`` is refused.
 """
@@ -25,6 +27,7 @@ from pacscore.config.loader import loadConfiguration
 from pacscore.db.drivers import findDriver
 from pacscore.db.index import Index
 from pacscore.db.worklistitems import WorklistItems, runNow
+from pacscore.export.queue import ExportQueue
 from pacscore.hl7.dropfolder import applyMessages
 from pacscore.hl7.intake import WorklistIntake
 from pacscore.hl7.mapping import WorklistMapping
@@ -44,7 +47,9 @@ Usage:
 
 (2) dgate [-wDIR] --loadhl7:file          Apply the HL7 messages of a file to the worklist
     dgate [-wDIR] --initializetables:N    0 or 1: clear the image tables; 2: clear the worklist
-    (both work on the database directly)
+    dgate [-wDIR] --forwardqueue          Show the export/forward queue and its failed items
+    dgate [-wDIR] --retryforwards[:AE]    Put the failed forwards (to AE) back in the queue
+    (these work on the database directly; a running server picks the changes up)
 
 (3) dgate [-pPORT] [-qHOST] --command:arguments
     Send any other command to a running server (needs the control port; not in this version)
@@ -177,7 +182,35 @@ def initializeTables(configuration, argument, out):
     return 0
 
 
-OFFLINE_COMMANDS = {"loadhl7": loadHL7, "initializetables": initializeTables}
+def openQueue(configuration):
+    index, _ = openIndex(configuration)
+    queue = ExportQueue.fromConfiguration(index, configuration)
+    queue.createTables()
+    return queue
+
+
+def forwardQueue(configuration, argument, out):
+    """``--forwardqueue``: depths per state and destination, failed items."""
+    queue = openQueue(configuration)
+    counts = queue.counts()
+    out(f"export jobs: {counts['jobs'].get('pending', 0)} pending, {counts['jobs'].get('failed', 0)} failed")
+    for destination, states in sorted(counts["destinations"].items()):
+        out(f"{destination or '(local)'}: {states.get('pending', 0)} pending, {states.get('failed', 0)} failed")
+    for action, error in queue.failedActions():
+        out(f"failed: #{action.id} {action.action} {action.level} to {action.destination or '-'} "
+            f"after {action.attempts} attempts: {error}")
+    return 0
+
+
+def retryForwards(configuration, argument, out):
+    """``--retryforwards[:AE]``: failed items back in the queue."""
+    count = openQueue(configuration).retryFailed(argument.strip() or None)
+    out(f"{count} failed item(s) put back in the queue")
+    return 0
+
+
+OFFLINE_COMMANDS = {"loadhl7": loadHL7, "initializetables": initializeTables, "forwardqueue": forwardQueue,
+                    "retryforwards": retryForwards}
 
 
 if __name__ == "__main__":

@@ -113,3 +113,24 @@ class ForwardingTests(unittest.TestCase):
         time.sleep(2)  # several more polls and retry delays: nothing is sent twice
         self.assertEqual(sorted(ds.SOPInstanceUID for ds in destination.datasets()),
                          sorted(sop for _, sop in images))
+
+    def test_givenUpForwardsAreVisibleAndRetriedByHand(self):
+        destination = StorescpServer(os.path.join(self.workdir, "b"), aet="LATESCP")
+        sender = PacsServer(os.path.join(self.workdir, "a"), ae="PACSA", ini={
+            "ExportConverters": "1", "ExportConverter0": "forward to LATESCP",
+            "RetryDelay": "1", "FailHoldOff": "1", "MaximumExportRetries": "2"})
+        sender.addNode("LATESCP", destination.port)
+        self.start(sender)
+        images = writeImages(os.path.join(self.workdir, "in"), "CT", 2, PREFIX + "77.3")
+        self.assertEqual(sender.store(*[path for path, _ in images]).returncode, 0)
+        waitFor(lambda: "LATESCP: 0 pending, 2 failed" in sender.dgate("--forwardqueue").stdout,
+                message="two given-up forwards")
+        listing = sender.dgate("--forwardqueue").stdout
+        self.assertEqual(listing.count("failed: #"), 2, listing)
+        self.assertIn("after 2 attempts", listing)
+        self.start(destination)
+        retried = sender.dgate("--retryforwards:LATESCP")
+        self.assertEqual(retried.returncode, 0, retried.stderr)
+        self.assertIn("2 failed item(s) put back in the queue", retried.stdout)
+        waitFor(lambda: len(destination.files()) == 2, message="the retried images")
+        waitFor(lambda: queued(sender) == 0, message="an empty queue")

@@ -66,3 +66,28 @@ class IConverterCommand(Interface):
         and anything that needs the reactor goes through
         ``context.blockingCallFromThread``. Returns an ``Outcome`` (or a bool
         for a condition), or a Deferred that has already fired with one."""
+
+
+class IControlCommand(Interface):
+    """One command of the control port, sent as ``dgate --name:arguments``
+    (Conquest's manual, appendix 6): ``display_status``, ``get_param``,
+    ``deletepatient`` ...
+
+    Found with ``getPlugins(IControlCommand, plugins)``; the built-in ones
+    are plugins too, so a third party can add commands.
+    """
+
+    name = Attribute("The command word as typed after '--', lower case: 'display_status', 'get_amap'.")
+    usage = Attribute("One line for 'dgate -?', e.g. '--get_param:name,fmt  Read any parameter from DICOM.INI'.")
+
+    def run(arguments, context):
+        """Carry the command out. ``arguments`` is the text after the first
+        ':' ('' when none); ``context`` a
+        ``pacscore.control.context.ControlContext``. Called in the reactor
+        thread: anything that blocks (SQL, files, DICOM) goes through the
+        archive's Deferred APIs (``index.runQuery``/``runWrite``,
+        ``workers.deferToWorker``, the DICOM client). Returns the output
+        text (str, may be empty, lines separated by '\\n') or a Deferred of
+        it; a long command reports progress with ``context.progress(text)``.
+        Bad arguments or a failure: raise (or errback with)
+        ``pacscore.control.context.CommandError``."""

@@ -56,6 +56,8 @@ class Archive:
         self.reactor = reactor
         self.aeTitle = aeTitle or configuration.aeTitle
         self.counters = {}
+        self.startTime = None  # seconds since the epoch, set by startup()
+        self.dicomServerFactory = None  # made by dicomFactory()
         self.devices = [MagDevice(name, path) for name, path in configuration.magDevices]
         self.workers = WorkerPool(reactor, ioThreads, "pacs-io")
         self.driver, self.dbDescription = findDriver(dbDescription, configuration)
@@ -111,6 +113,7 @@ class Archive:
     def startup(self):
         """Synchronous preparation before the reactor serves: folders exist,
         crash leftovers are gone, the tables exist, the pools run."""
+        self.startTime = self.reactor.seconds()
         for device in self.devices:
             device.prepare()
         self.hl7DropFolder.prepare()
@@ -166,7 +169,7 @@ class Archive:
                                             dimseTimeout=self.idleTimeout, **retrieveHooks),
             commands.C_GET_RQ: GetService(*retrieveSettings, self.counters, **retrieveHooks),
         }
-        return DicomServerFactory(
+        self.dicomServerFactory = DicomServerFactory(
             self.acceptorPolicy(),
             services=services,
             sinks={commands.C_STORE_RQ: storage},
@@ -174,6 +177,12 @@ class Archive:
             idleTimeout=self.idleTimeout,
             artimTimeout=self.artimTimeout,
             counters=self.counters)
+        return self.dicomServerFactory
+
+    def refreshAcceptorPolicy(self):
+        """Let the associations opened from now on follow an edited dgatesop.lst."""
+        if self.dicomServerFactory is not None:
+            self.dicomServerFactory.policy = self.acceptorPolicy()
 
     def hl7Factory(self):
         """The protocol factory of the HL7 MLLP service."""

@@ -1,15 +1,16 @@
 """``twistd pacs``: options and the service tree.
 
     twistd -n pacs [--config PATH] [--workdir DIR] [--dicom ENDPOINT] [--hl7 ENDPOINT]
-                   [--ae TITLE] [--db SCHEME:...]
+                   [--control ENDPOINT] [--ae TITLE] [--db SCHEME:...]
 
 ``makeService`` reads the configuration, builds one ``Archive`` and returns
-a MultiService holding the DICOM listener and the HL7 MLLP listener
-(strports endpoints, so ``ssl:`` and ``unix:`` work too), the HL7 drop
-folder's timer and the service that runs the archive's pools.
+a MultiService holding the DICOM listener, the HL7 MLLP listener and the
+control port (strports endpoints, so ``ssl:`` and ``unix:`` work too), the
+HL7 drop folder's timer and the service that runs the archive's pools.
 """
 
 import os
+from typing import NamedTuple
 
 from twisted.application import internet, service
 from twisted.internet import endpoints
@@ -20,10 +21,23 @@ from twisted.python import usage
 from pacscore.archive import Archive
 from pacscore.config.errors import ConfigError
 from pacscore.config.loader import loadConfiguration
+from pacscore.control import endpoint as controlEndpoint
+from pacscore.control.protocol import ControlFactory
+from pacscore.control.shutdown import OrderlyStop
 
 
 DEFAULT_HL7_ENDPOINT = "tcp:2575:interface=127.0.0.1"
 DISABLED = ("off", "none", "")
+
+
+class ControlSettings(NamedTuple):
+    """The control port: ControlEndpoint, ControlSecret, whether clients must
+    give it, and QuitGracePeriod (seconds)."""
+
+    endpoint: str
+    secret: str | None
+    requireSecret: bool
+    gracePeriod: int
 
 
 class Options(usage.Options):
@@ -35,7 +49,8 @@ class Options(usage.Options):
     longdesc = (
         "Run the pacs DICOM archive: a DICOM service (C-ECHO, C-STORE, C-FIND, C-MOVE, C-GET, "
         "modality worklist) that files objects on the MAG devices of a Conquest-style configuration "
-        "and indexes them in SQL, and an HL7 MLLP listener that fills the worklist. Every "
+        "and indexes them in SQL, an HL7 MLLP listener that fills the worklist, and a control port "
+        "that 'dgate --command:arguments' talks to. Every "
         "ENDPOINT is a Twisted strports description, e.g. tcp:5678, tcp:11112:interface=127.0.0.1, "
         "ssl:5679:privateKey=key.pem.")
 
@@ -50,6 +65,10 @@ class Options(usage.Options):
         ["hl7", None, None,
          "Endpoint of the HL7 MLLP listener, or 'off' [default: HL7Endpoint of dicom.ini, else "
          f"{DEFAULT_HL7_ENDPOINT}]."],
+        ["control", None, None,
+         "Endpoint of the control port (dgate --command:...), or 'off' [default: ControlEndpoint of "
+         f"dicom.ini, else {controlEndpoint.DEFAULT_ENDPOINT}]. Bound to anything but 127.0.0.1, ::1 or "
+         "localhost, clients must give ControlSecret of dicom.ini."],
         ["ae", None, None, "AE title of this server; overrides MyACRNema."],
         ["db", None, None,
          "Index database, SCHEME:ARGS, e.g. sqlite:./data/dbase/conquest.db3; overrides the "
@@ -64,10 +83,27 @@ class Options(usage.Options):
             self.configuration = loadConfiguration(self["config"], workdir)
             self.archive = Archive(self.configuration, self.reactor, dbDescription=self["db"],
                                    aeTitle=self["ae"])
+            self.control = self._controlSettings()
         except ConfigError as e:
             raise usage.UsageError(f"configuration error: {e}")
         except ValueError as e:
             raise usage.UsageError(str(e))
+
+    def _controlSettings(self):
+        """The ``ControlSettings`` of the control port, or None when it is off."""
+        ini = self.configuration.ini
+        description = self["control"]
+        if description is None:
+            description = ini.get("ControlEndpoint", "") or controlEndpoint.DEFAULT_ENDPOINT
+        if description.strip().lower() in DISABLED:
+            return None
+        secret = ini.get("ControlSecret", "") or None
+        requireSecret = not controlEndpoint.isLoopback(description)
+        if requireSecret and secret is None:
+            raise ConfigError(self.configuration.iniPath, ini.lineOf("ControlEndpoint"),
+                              f"the control port {description} is not bound to 127.0.0.1, ::1 or localhost: "
+                              "set ControlSecret, or bind it to loopback")
+        return ControlSettings(description, secret, requireSecret, ini.getint("QuitGracePeriod", 30))
 
 
 class ArchiveService(service.Service):
@@ -122,13 +158,22 @@ def makeService(options):
     ArchiveService(archive).setServiceParent(top)
     archive.exportService().setServiceParent(top)
     dicom = options["dicom"] or f"tcp:{archive.tcpPort}"
-    ListeningService(f"DICOM service {archive.aeTitle}", dicom, archive.dicomFactory(),
-                     archive.reactor).setServiceParent(top)
+    dicomFactory = archive.dicomFactory()
+    listeners = [ListeningService(f"DICOM service {archive.aeTitle}", dicom, dicomFactory, archive.reactor)]
     hl7 = options["hl7"]
     if hl7 is None:
         hl7 = archive.configuration.ini.get("HL7Endpoint", DEFAULT_HL7_ENDPOINT)
     if hl7.strip().lower() not in DISABLED:
-        ListeningService("HL7 MLLP service", hl7, archive.hl7Factory(), archive.reactor).setServiceParent(top)
+        listeners.append(ListeningService("HL7 MLLP service", hl7, archive.hl7Factory(), archive.reactor))
+    for listener in listeners:
+        listener.setServiceParent(top)
+    control = options.control
+    if control is not None:
+        stopInOrder = OrderlyStop(archive.reactor, listeners, dicomFactory, control.gracePeriod)
+        ListeningService("control port", control.endpoint,
+                         ControlFactory(archive, archive.reactor, control.secret, control.requireSecret,
+                                        stopInOrder),
+                         archive.reactor).setServiceParent(top)
     dropFolder = internet.TimerService(archive.hl7DropInterval, archive.hl7DropFolder.scan)
     dropFolder.clock = archive.reactor
     dropFolder.setServiceParent(top)

@@ -36,15 +36,17 @@ nothing here reads or writes them, so j5/j6 ask for the non-retired lossy
 JPEG syntaxes instead.
 
 Note j1 is the SV1 syntax (4.70) and j2 the general process 14 one
-(4.57): Conquest compresses j1 with predictor 1, j2 with predictor 6.
+(4.57): Conquest compresses j1 with predictor 1, j2 with predictor 6; our
+encoder (``pacscore.codecs.jpeglossless``) uses predictor 1 for both.
 
 A code's syntaxes are proposed only when the object can go in them: it is
 already stored that way (then that one comes first), or ``canEncode`` says
 this installation can produce it. Then come the stored syntax and the
 uncompressed ones, so a peer that refuses the compression still gets the
 object (Conquest: "images will automatically be sent with simpler
-compression or uncompressed"). pydicom has no JPEG (ISO 10918) encoder, so
-j1..j6 only change anything for objects already stored in their syntaxes.
+compression or uncompressed"). pydicom has no JPEG (ISO 10918) encoder:
+the lossless ones (j1, j2) are written by ``pacscore.codecs.jpeglossless``;
+j3..j6 only change anything for objects already stored in their syntaxes.
 "un" proposes explicit then implicit VR little endian, after the stored
 syntax when that is uncompressed too (big endian, deflated): no
 conversion when the peer takes it.
@@ -80,6 +82,9 @@ NATIVE = frozenset({
     IMPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN,
     DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_BIG_ENDIAN,
 })
+
+# Encoded by pacscore.codecs.jpeglossless rather than pydicom.
+JPEG_LOSSLESS_SYNTAXES = frozenset({JPEG_LOSSLESS, JPEG_LOSSLESS_SV1})
 
 # Syntaxes whose pixel data is, or may be, lossy compressed.
 _LOSSY = frozenset(
@@ -166,9 +171,10 @@ def canDecode(syntax):
 
 def canEncode(syntax):
     """True when pixel data can be written in ``syntax`` here (pydicom and
-    its installed plugins); always for the uncompressed ones."""
+    its installed plugins, our lossless JPEG encoder); always for the
+    uncompressed ones."""
     syntax = _clean(syntax)
-    return syntax in NATIVE or _available(syntax, True)
+    return syntax in NATIVE or syntax in JPEG_LOSSLESS_SYNTAXES or _available(syntax, True)
 
 
 def _unique(syntaxes):

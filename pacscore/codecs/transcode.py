@@ -20,7 +20,8 @@ goes in P-DATA:
 * uncompressed -> compressed: ``Dataset.compress`` with the encoders
   available here (``syntaxes.canEncode``): RLE, JPEG 2000 lossless and
   lossy (compression ratio ``J2K_LOSSY_RATIO``), JPEG-LS when an encoder is
-  installed. Lossy results get Lossy Image Compression "01" and their ratio
+  installed; the JPEG lossless syntaxes (4.57, 4.70) with our own encoder,
+  ``jpeglossless.encodeDataset`` (8 or 16 bits allocated, 1 or 3 samples). Lossy results get Lossy Image Compression "01" and their ratio
   and method appended. Colour data by plane (Planar Configuration 1) is
   interleaved and YBR_FULL_422 expanded to YBR_FULL first, as the encoders
   want. openjpeg (6 resolution levels) refuses images under 32 pixels
@@ -56,10 +57,11 @@ from pydicom.filewriter import correct_ambiguous_vr, write_dataset
 from pydicom.pixels.utils import compress, decompress, expand_ybr422
 from pydicom.uid import UID
 
+from pacscore.codecs.jpeglossless import encodeDataset as encodeJpegLossless
 from pacscore.codecs.syntaxes import (
     DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_BIG_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN,
-    IMPLICIT_VR_LITTLE_ENDIAN, JPEG_2000, JPEG_LS_NEAR_LOSSLESS, NATIVE, canDecode, canEncode,
-    _isUID, isCompressed)
+    IMPLICIT_VR_LITTLE_ENDIAN, JPEG_2000, JPEG_LOSSLESS_SYNTAXES, JPEG_LS_NEAR_LOSSLESS, NATIVE,
+    canDecode, canEncode, _isUID, isCompressed)
 from pacscore.storage.attributes import DatasetError, walkDataset
 
 # The compression ratio asked of the JPEG 2000 encoder for the lossy syntax.
@@ -360,8 +362,11 @@ def _compress(ds, target):
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = EXPLICIT_VR_LITTLE_ENDIAN
     try:
-        with _codecLock(target):
-            compress(ds, target, generate_instance_uid=False, **options)
+        if target in JPEG_LOSSLESS_SYNTAXES:
+            encodeJpegLossless(ds, target)
+        else:
+            with _codecLock(target):
+                compress(ds, target, generate_instance_uid=False, **options)
     finally:
         del ds.file_meta
     method = _LOSSY_METHODS.get(target)

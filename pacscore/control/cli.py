@@ -1,38 +1,36 @@
 """The ``dgate`` command line, with Conquest's syntax (manual appendix 6).
 
-Offline options work on the configuration of the working folder (its
-dicom.ini, else the packaged defaults) without a running server:
+    dgate [-pPORT] [-qHOST] [-wDIR] --command:arguments   ask the running server
+    dgate [-v] [-wDIR] -i|-r                              offline: initialise / regenerate the index
+    dgate -?                                              the options and every command
 
-    dgate [-wDIR] -i        initialise the index tables
-    dgate [-wDIR] -r        initialise the tables and regenerate them from the MAG devices
-    dgate -v ...            report (log) to stdout
-    dgate -?                this help
-    dgate --loadhl7:file    apply the HL7 messages of a file to the worklist
-    dgate --initializetables:N   0/1: clear the image tables, 2: clear the worklist
-    dgate --forwardqueue    the export/forward queue: depths, failed items
-    dgate --retryforwards[:AE]   put failed forwards (to AE) back in the queue
-
-Until the control port exists, these ``--`` commands work directly on
-the database of the working folder's configuration (SQLite allows that
-while the server runs); every other ``--command`` is refused.
+A ``--command`` goes to the control port of the server whose ``dicom.ini``
+is in the working folder (``ControlEndpoint``, ``ControlSecret``; -p and -q
+override the port and host): OUTPUT lines are printed to stdout, PROGRESS
+lines to stderr; the exit status is 0 on OK, 1 on ERROR or when no server
+answers, 2 for an unknown command or a bad command line. The offline
+options work on the working folder's configuration (else the packaged
+defaults) without a server.
 """
 
 import os
 import sys
 
+from twisted.internet import error, task
 from twisted.logger import globalLogBeginner, textFileLogObserver
 
 from pacscore.config.errors import ConfigError
-from pacscore.config.loader import loadConfiguration
+from pacscore.config.ini import DicomIni
+from pacscore.config.loader import INI_NAME, defaultConfigDir, loadConfiguration
+from pacscore.control.client import NoAnswer, sendCommand
+from pacscore.control.endpoint import DEFAULT_ENDPOINT, clientEndpoint
+from pacscore.control.registry import CommandRegistry
 from pacscore.db.drivers import findDriver
 from pacscore.db.index import Index
-from pacscore.db.worklistitems import WorklistItems, runNow
-from pacscore.export.queue import ExportQueue
-from pacscore.hl7.dropfolder import applyMessages
-from pacscore.hl7.intake import WorklistIntake
-from pacscore.hl7.mapping import WorklistMapping
 from pacscore.storage.devices import MagDevice
 from pacscore.storage.regen import Regenerator
+
+DISABLED = ("off", "none")
 
 USAGE = """\
 DGATE: pacs DICOM archive utility (Conquest dgate syntax)
@@ -45,14 +43,9 @@ Usage:
     -v      Report to stdout
     -?      Show this help
 
-(2) dgate [-wDIR] --loadhl7:file          Apply the HL7 messages of a file to the worklist
-    dgate [-wDIR] --initializetables:N    0 or 1: clear the image tables; 2: clear the worklist
-    dgate [-wDIR] --forwardqueue          Show the export/forward queue and its failed items
-    dgate [-wDIR] --retryforwards[:AE]    Put the failed forwards (to AE) back in the queue
-    (these work on the database directly; a running server picks the changes up)
-
-(3) dgate [-pPORT] [-qHOST] --command:arguments
-    Send any other command to a running server (needs the control port; not in this version)
+(2) dgate [-pPORT] [-qHOST] [-wDIR] --command:arguments
+    Send a command to the running server (its control port: ControlEndpoint of the working
+    folder's dicom.ini, ControlSecret sent when set; -p and -q override port and host)
 """
 
 
@@ -60,9 +53,22 @@ class UsageError(Exception):
     """Bad command line."""
 
 
+def usage(registry=None):
+    """USAGE followed by the usage line of every installed control command."""
+    registry = registry or CommandRegistry()
+    return USAGE + "\nCommands:\n" + "\n".join(f"    {line}" for line in registry.usage())
+
+
+def _value(arg, args, what):
+    value = arg[2:] or (args.pop(0) if args else None)
+    if not value:
+        raise UsageError(f"{arg[:2]} needs {what}")
+    return value
+
+
 def parseArguments(argv):
     """Conquest style: options glued to their value (``-w/srv``) or separate."""
-    options = {"workdir": None, "actions": [], "verbose": False, "commands": []}
+    options = {"workdir": None, "actions": [], "verbose": False, "commands": [], "host": None, "port": None}
     args = list(argv)
     while args:
         arg = args.pop(0)
@@ -71,18 +77,20 @@ def parseArguments(argv):
         elif arg.startswith("--"):
             options["commands"].append(arg)
         elif arg.startswith("-w"):
-            value = arg[2:] or (args.pop(0) if args else None)
-            if not value:
-                raise UsageError("-w needs a folder")
-            options["workdir"] = value
+            options["workdir"] = _value(arg, args, "a folder")
+        elif arg.startswith("-p"):
+            port = _value(arg, args, "a port")
+            if not port.isdigit():
+                raise UsageError(f"-p needs a port number, not {port!r}")
+            options["port"] = int(port)
+        elif arg.startswith("-q"):
+            options["host"] = _value(arg, args, "a host")
         elif arg == "-i":
             options["actions"].append("init")
         elif arg == "-r":
             options["actions"].append("regen")
         elif arg == "-v":
             options["verbose"] = True
-        elif arg.startswith(("-p", "-q")):
-            continue
         else:
             raise UsageError(f"unknown option {arg}")
     return options
@@ -95,11 +103,11 @@ def openIndex(configuration):
                  writerThreads=driver.writerThreads), description
 
 
-def initialize(configuration, out, worklist=False):
-    """Drop and create the image tables, or with ``worklist`` the worklist table."""
+def initialize(configuration, out):
+    """Drop and create the image tables."""
     index, description = openIndex(configuration)
-    out(f"Initialising the {'worklist' if worklist else 'index'} tables in {description}")
-    index.initializeTables(worklist=worklist)
+    out(f"Initialising the index tables in {description}")
+    index.initializeTables()
     index.createTables()
     return index
 
@@ -112,105 +120,79 @@ def regenerate(configuration, out):
     return regenerator
 
 
-def main(argv=None, out=print):
+def _iniPath(workdir):
+    path = os.path.join(workdir, INI_NAME)
+    return path if os.path.exists(path) else None
+
+
+def main(argv=None, out=print, err=None):
+    """The console script; returns the exit status (with a ``--command``,
+    ``task.react`` ends the process with it once the server answered)."""
     argv = sys.argv[1:] if argv is None else argv
+    err = err or (lambda text: print(text, file=sys.stderr))
     try:
         options = parseArguments(argv)
     except UsageError as e:
-        out(f"dgate: {e}\n\n{USAGE}")
+        err(f"dgate: {e}\n\n{USAGE}")
         return 2
     if "help" in options["actions"] or not (options["actions"] or options["commands"]):
-        out(USAGE)
+        out(usage())
         return 0
-    unknown = [c for c in options["commands"] if _commandName(c) not in OFFLINE_COMMANDS]
-    if unknown:
-        out(f"dgate: {unknown[0]}: the control port is not available in this version")
-        return 2
     if options["verbose"]:
         globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)], redirectStandardIO=False)
     workdir = os.path.abspath(options["workdir"] or os.getcwd())
-    iniPath = os.path.join(workdir, "dicom.ini")
     try:
-        configuration = loadConfiguration(iniPath if os.path.exists(iniPath) else None, workdir)
+        if options["actions"]:
+            offline(options["actions"], loadConfiguration(_iniPath(workdir), workdir), out)
+        if options["commands"]:
+            ini = DicomIni.fromFile(_iniPath(workdir) or os.path.join(defaultConfigDir(), INI_NAME))
+            return remote(options, ini, out, err)
     except ConfigError as e:
-        out(f"dgate: configuration error: {e}")
+        err(f"dgate: configuration error: {e}")
         return 1
-    for action in options["actions"]:
-        if action == "init":
-            initialize(configuration, out)
-        elif action == "regen":
-            regenerate(configuration, out)
+    return 0
+
+
+def offline(actions, configuration, out):
+    """-i and -r, in the order given."""
+    for action in actions:
+        (initialize if action == "init" else regenerate)(configuration, out)
+
+
+def remote(options, ini, out, err):
+    """Send the ``--commands`` to the server that ``ini`` describes."""
+    description = ini.get("ControlEndpoint", "") or DEFAULT_ENDPOINT
+    if description.strip().lower() in DISABLED and options["host"] is None and options["port"] is None:
+        err(f"dgate: the control port is off (ControlEndpoint = {description} in the working folder's "
+            f"dicom.ini); give -p and -q to reach a server")
+        return 1
+    task.react(_sendAll, (options["commands"], description, options["host"], options["port"],
+                          ini.get("ControlSecret", "") or None, out, err))
+
+
+async def _sendAll(reactor, commands, description, host, port, secret, out, err):
+    """Send each command in turn; ends the process with the highest status."""
+    endpoint, label = clientEndpoint(reactor, description, host, port)
     status = 0
-    for command in options["commands"]:
-        name, _, argument = command[2:].partition(":")
-        status = max(status, OFFLINE_COMMANDS[name.lower()](configuration, argument, out))
-    return status
+    for command in commands:
+        status = max(status, await _send(endpoint, label, command, secret, out, err))
+    if status:
+        raise SystemExit(status)
 
 
-def _commandName(command):
-    return command[2:].partition(":")[0].lower()
-
-
-def loadHL7(configuration, path, out):
-    """``--loadhl7:file``: 0 when every message was accepted (AA)."""
+async def _send(endpoint, label, command, secret, out, err):
     try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        out(f"dgate: --loadhl7: {e}")
+        reply = await sendCommand(endpoint, command, secret, output=out, progress=err)
+    except error.ConnectionRefusedError:
+        err(f"dgate: no pacs server at {label}")
         return 1
-    index, description = openIndex(configuration)
-    index.createTables()
-    mapping = WorklistMapping(configuration.layout.worklist)
-    items = WorklistItems(index, mapping.generatedColumns, runWrite=runNow(index))
-    outcomes = []
-    applyMessages(WorklistIntake(mapping, items, application=configuration.aeTitle), data
-                  ).addCallback(outcomes.extend)
-    for number, outcome in enumerate(outcomes, 1):
-        out(f"message {number}: {outcome.code} {outcome.text}")
-    if not outcomes:
-        out(f"dgate: --loadhl7: no HL7 message in {path}")
-    return 0 if outcomes and all(o.code == "AA" for o in outcomes) else 1
-
-
-def initializeTables(configuration, argument, out):
-    """``--initializetables:N``: 0 or 1 the image tables, 2 the worklist."""
-    if argument.strip() not in ("", "0", "1", "2"):
-        out(f"dgate: --initializetables:{argument}: expected 0, 1 or 2")
-        return 2
-    initialize(configuration, out, worklist=argument.strip() == "2")
-    return 0
-
-
-def openQueue(configuration):
-    index, _ = openIndex(configuration)
-    queue = ExportQueue.fromConfiguration(index, configuration)
-    queue.createTables()
-    return queue
-
-
-def forwardQueue(configuration, argument, out):
-    """``--forwardqueue``: depths per state and destination, failed items."""
-    queue = openQueue(configuration)
-    counts = queue.counts()
-    out(f"export jobs: {counts['jobs'].get('pending', 0)} pending, {counts['jobs'].get('failed', 0)} failed")
-    for destination, states in sorted(counts["destinations"].items()):
-        out(f"{destination or '(local)'}: {states.get('pending', 0)} pending, {states.get('failed', 0)} failed")
-    for action, error in queue.failedActions():
-        out(f"failed: #{action.id} {action.action} {action.level} to {action.destination or '-'} "
-            f"after {action.attempts} attempts: {error}")
-    return 0
-
-
-def retryForwards(configuration, argument, out):
-    """``--retryforwards[:AE]``: failed items back in the queue."""
-    count = openQueue(configuration).retryFailed(argument.strip() or None)
-    out(f"{count} failed item(s) put back in the queue")
-    return 0
-
-
-OFFLINE_COMMANDS = {"loadhl7": loadHL7, "initializetables": initializeTables, "forwardqueue": forwardQueue,
-                    "retryforwards": retryForwards}
+    except (error.ConnectError, OSError, NoAnswer) as e:
+        err(f"dgate: {label}: {e}")
+        return 1
+    if reply.ok:
+        return 0
+    err(f"dgate: {reply.message}")
+    return 2 if reply.unknownCommand else 1
 
 
 if __name__ == "__main__":

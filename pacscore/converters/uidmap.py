@@ -42,7 +42,7 @@ class UIDMap:
 
     def __init__(self, engine=None, metadata=None, prefix=None, clock=time.time):
         self.engine = engine
-        self.prefix = prefix.rstrip(".") + "." if prefix else None
+        self.prefix = prefix
         self.clock = clock
         self.table = uidModsTable(metadata if metadata is not None else MetaData())
         self._lock = threading.Lock()
@@ -50,6 +50,16 @@ class UIDMap:
         self._oldByNew = {}
         if engine is not None:
             self.table.create(engine, checkfirst=True)
+
+    @property
+    def prefix(self):
+        """The root of new UIDs with its final dot, or None (``2.25.``);
+        may be changed while the server runs (``put_param:UIDPrefix``)."""
+        return self._prefix
+
+    @prefix.setter
+    def prefix(self, prefix):
+        self._prefix = prefix.rstrip(".") + "." if prefix else None
 
     def newFor(self, old, modType=""):
         """The new UID standing for ``old``, made and recorded (with

@@ -136,9 +136,15 @@ def _element(dataset, tag):
     return "" if dataset is None else textOf(dataset.get(tag))
 
 
+def checksum(text):
+    """Conquest's checksum of a string (%A, ``dgate --checksum``): its
+    CRC32, unsigned decimal."""
+    return str(zlib.crc32(text.encode("utf-8")))
+
+
 def _transform(letter, value, context):
     if letter == "A":
-        return str(zlib.crc32(value.encode("utf-8")))
+        return checksum(value)
     if letter == "V" or not value:
         return value
     uidMap = uidMapOf(context.services)

@@ -59,14 +59,16 @@ class Index:
                 for index in table.indexes:
                     connection.execute(CreateIndex(index, if_not_exists=True))
 
-    def initializeTables(self, worklist=False):
+    def initializeTables(self, worklist=False, connection=None):
         """Drop and recreate the patient/study/series/image tables, or with
-        ``worklist=True`` only the worklist table."""
+        ``worklist=True`` only the worklist table; with ``connection`` (in
+        ``runWrite``) inside its transaction."""
         tables = ([self.tables.worklist] if worklist else
                   [self.tables.patient, self.tables.study, self.tables.series,
                    self.tables.image])
-        self.metadata.drop_all(self.engine, tables=tables)
-        self.metadata.create_all(self.engine, tables=tables)
+        bind = self.engine if connection is None else connection
+        self.metadata.drop_all(bind, tables=tables)
+        self.metadata.create_all(bind, tables=tables)
         self.forgetCache()
         self.log.info("Initialized {tables}", tables=", ".join(t.name for t in tables))
 

@@ -17,6 +17,7 @@ from pacscore.dicom import commands
 from pacscore.dicom.datasets import IdentifierError
 from pacscore.dicom.identifiers import UNABLE_TO_PROCESS, BadIdentifier, MatchEncoder, readRequest
 from pacscore.dicom.models import modelOf
+from pacscore.dicom.timing import timed
 
 SUCCESS = 0x0000
 CANCELLED = 0xFE00
@@ -89,7 +90,8 @@ class FindService:
             return sendResponse(protocol, contextId, command, e.status, comment=str(e))
         self.counters["queries"] = self.counters.get("queries", 0) + 1
         encoder = MatchEncoder(request, self.retrieveAE, syntax, resultFilter(self.resultHook, protocol))
-        await answerFind(protocol, contextId, command, self.index.runQuery(self._matches, request, encoder),
+        matches = timed(self.index.runQuery(self._matches, request, encoder), self.counters, "queryTime")
+        await answerFind(protocol, contextId, command, matches,
                          self.clock, self.log, f"C-FIND {modelOf(sopClass).name} at {request.level} level")
 
     def _matches(self, connection, request, encoder):

@@ -535,9 +535,11 @@ class DicomFactory(Factory):
     def associationOpened(self, protocol):
         self.active.add(protocol)
         self.counters["associationsTotal"] = self.counters.get("associationsTotal", 0) + 1
+        self.counters["associationsActive"] = len(self.active)
 
     def associationClosed(self, protocol):
         self.active.discard(protocol)
+        self.counters["associationsActive"] = len(self.active)
 
 
 class DicomServerFactory(DicomFactory):

@@ -8,6 +8,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from pacscore.dicom import commands
+from pacscore.dicom.timing import timed
 from pacscore.storage.devices import isDiskFull
 from pacscore.storage.store import DatasetMismatch, Destroyed, IncomingObject, InvalidDataset, Refused
 
@@ -48,7 +49,7 @@ class StorageService:
         if dataset is None:
             stored = defer.fail(InvalidDataset("C-STORE-RQ without a data set"))
         else:
-            stored = self.objectStore.store(incoming, dataset)
+            stored = timed(self.objectStore.store(incoming, dataset), self.counters, "storeTime")
         stored.addCallbacks(self._success, self._failure, errbackArgs=(incoming,))
         stored.addCallback(self._respond, protocol, contextId, command, incoming)
         return stored

@@ -35,6 +35,7 @@ from pacscore.dicom.find import DESTROYED, SUCCESS, answerFind, convertIdentifie
 from pacscore.dicom.identifiers import (
     SPECIFIC_CHARACTER_SET, TEXT_VRS, BadIdentifier, characterSetOf, datasetKeys, decodeIdentifier,
     elementValue, responseCharacterSet)
+from pacscore.dicom.timing import timed
 
 MODALITY_WORKLIST_FIND = "1.2.840.10008.5.1.4.31"
 
@@ -131,7 +132,9 @@ class WorklistFindService:
             return sendResponse(protocol, contextId, command, e.status, comment=str(e))
         self.counters["worklistQueries"] = self.counters.get("worklistQueries", 0) + 1
         keep = resultFilter(self.resultHook, protocol)
-        await answerFind(protocol, contextId, command, self.index.runQuery(self._matches, request, syntax, keep),
+        matches = timed(self.index.runQuery(self._matches, request, syntax, keep), self.counters,
+                        "worklistQueryTime")
+        await answerFind(protocol, contextId, command, matches,
                          self.clock, self.log, "Modality Worklist C-FIND")
 
     def _matches(self, connection, request, transferSyntax, keep=None):

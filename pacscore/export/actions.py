@@ -46,10 +46,18 @@ class LocalActions:
         instances = await self._instances(action)
         if not instances:
             return 0
-        await self.workers.deferToWorker(self._removeFiles, instances)
-        await self.index.runWrite(self._deleteRows, instances)
+        await self.removeInstances(instances)
         self.log.info("deleted {count} objects of {entity} {uid}", count=len(instances),
                       entity=action.level.lower(), uid=action.target.uid(action.level))
+        return len(instances)
+
+    async def removeInstances(self, instances, files=True):
+        """Remove the files of ``instances`` (``IndexQuery`` ``Instance``s;
+        with ``files=False`` they stay), then their index rows and the
+        series, study and patient rows left empty; fires with how many."""
+        if files:
+            await self.workers.deferToWorker(self._removeFiles, instances)
+        await self.index.runWrite(self._deleteRows, instances)
         return len(instances)
 
     def _removeFiles(self, instances):

@@ -123,9 +123,10 @@ class Forwarder:
 
     # -- forward ----------------------------------------------------------
 
-    async def forward(self, action):
+    async def forward(self, action, onSent=None):
         """C-STORE the objects of ``action`` (a ``queue.Action``) to its
-        destination; fires with how many were sent."""
+        destination; fires with how many were sent. ``onSent(count)`` is
+        told after each object."""
         node = self._node(action.destination)
         instances = await self.index.runQuery(self.query.instances, "IMAGE",
                                               indexKeys(action.level, action.target, action.filters))
@@ -156,6 +157,8 @@ class Forwarder:
                                             _Kind(stored.sopClassUID, stored.transferSyntax), compression)
                 await self._sendOne(protocol, action.destination, stored, compression)
                 sent += 1
+                if onSent is not None:
+                    onSent(sent)
         except Exception:
             await self._close(link, abort=True)
             raise
@@ -221,9 +224,11 @@ class Forwarder:
 
     # -- get --------------------------------------------------------------
 
-    async def get(self, action):
+    async def get(self, action, moveTo=None, onResponse=None):
         """C-MOVE the entity of ``action`` from its destination (the source
-        AE) to us; with filters a C-FIND there first picks what to move.
+        AE) to us (or to the AE ``moveTo``); with filters a C-FIND there
+        first picks what to move. ``onResponse(command)`` sees every C-MOVE
+        response (pending and final: the sub-operation counters).
         Fires with the number of C-MOVEs done."""
         node = self._node(action.destination)
         queryLevel, identifier = remoteRequest(action.level, action.target, action.filters)
@@ -235,7 +240,7 @@ class Forwarder:
             else:
                 requests = [identifier]
             for request in requests:
-                await self._move(protocol, node.ae, request)
+                await self._move(protocol, node.ae, request, moveTo or self.aeTitle, onResponse)
         except ForwardError:
             protocol.abortAssociation()
             raise
@@ -267,12 +272,14 @@ class Forwarder:
             requests.append(request)
         return requests
 
-    async def _move(self, protocol, source, identifier):
-        command, _ = await protocol.move(PATIENT_ROOT_MOVE, identifier, self.aeTitle)
+    async def _move(self, protocol, source, identifier, destination, onResponse=None):
+        command, _ = await protocol.move(PATIENT_ROOT_MOVE, identifier, destination, onResponse)
+        if onResponse is not None:
+            onResponse(command)
         status = command.get(commands.STATUS)
         if status != SUCCESS:
             failed = command.get(commands.FAILED_SUBOPERATIONS, "?")
-            raise ForwardError(f"C-MOVE from {source} to {self.aeTitle} ended with status 0x{status:04X} "
+            raise ForwardError(f"C-MOVE from {source} to {destination} ended with status 0x{status:04X} "
                                f"({failed} sub-operations failed)")
 
     # -- associations -----------------------------------------------------

@@ -195,6 +195,7 @@ class FileNamer:
         self.maxFileNameLength = maxFileNameLength
         self.clock = clock
         self.counter = 0
+        self.testMode = ""  # appended to every name (dgate --testmode:)
         if "%" in syntax:
             self.mode = None
             self.template = _parseTemplate(syntax)
@@ -292,6 +293,7 @@ class FileNamer:
         if (transferSyntax is not None and self.mode not in _DCM_MODES
                 and transferSyntax.rstrip("\x00 ") not in _UNCOMPRESSED and "." in name):
             name = name[:name.rindex(".")] + ".dcm"
+        name += self.testMode
         keep = len(root) + 1 if root else 0
         if 0 < self.maxFileNameLength < len(name) - keep:
             name = name[:keep] + name[len(name) - self.maxFileNameLength:]

@@ -24,9 +24,10 @@ def _isDicomFile(path):
         return f.read(4) == b"DICM"
 
 
-def iterObjectFiles(device):
-    """Yield ``(absolute, relative)`` for every DICOM file on ``device``."""
-    for folder, subfolders, files in os.walk(device.path):
+def iterObjectFiles(device, folder=None):
+    """Yield ``(absolute, relative)`` for every DICOM file on ``device``, or
+    only those under ``folder`` (an absolute path on the device)."""
+    for folder, subfolders, files in os.walk(folder or device.path):
         subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
         for name in sorted(files):
             if name.startswith("."):
@@ -56,20 +57,25 @@ class Regenerator:
         self.indexed = self.failed = self.duplicates = 0
         self._newest = {}
 
-    def regenerate(self, devices):
+    def regenerate(self, devices, folder=None):
+        """Every file of ``devices`` (or of their ``folder``, absolute)."""
         for device in devices:
-            self.report(f"Regen device {device.name}: {device.path}")
-            batch = []
-            for path, relative in iterObjectFiles(device):
-                record = self._record(device, path, relative)
-                if record is not None:
-                    batch.append((record, path))
-                if len(batch) >= self.batchSize:
-                    self._flush(device, batch)
-            self._flush(device, batch)
+            self.report(f"Regen device {device.name}: {folder or device.path}")
+            self.enter(device, iterObjectFiles(device, folder))
         self.report(f"Regeneration complete: {self.indexed} files indexed, {self.failed} failed, "
                     f"{self.duplicates} duplicate SOP instances")
         return self
+
+    def enter(self, device, files):
+        """Index ``files``, ``(absolute, relative)`` pairs on ``device``."""
+        batch = []
+        for path, relative in files:
+            record = self._record(device, path, relative)
+            if record is not None:
+                batch.append((record, path))
+            if len(batch) >= self.batchSize:
+                self._flush(device, batch)
+        self._flush(device, batch)
 
     def _record(self, device, path, relative):
         try:

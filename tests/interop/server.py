@@ -64,10 +64,12 @@ class PacsServer:
         self.env = env  # the server's environment (None: this process's)
         self.port = freePort()
         self.hl7Port = freePort()
+        self.controlPort = freePort()
         self.process = None
         self.logPath = os.path.join(self.workdir, "pacs.log")
-        self.setIni(MyACRNema=ae, TCPPort=str(self.port),
-                    HL7Endpoint=f"tcp:{self.hl7Port}:interface=127.0.0.1", **(ini or {}))
+        self.setIni(**{"MyACRNema": ae, "TCPPort": str(self.port),
+                       "HL7Endpoint": f"tcp:{self.hl7Port}:interface=127.0.0.1",
+                       "ControlEndpoint": f"tcp:{self.controlPort}:interface=127.0.0.1", **(ini or {})})
 
     def setIni(self, **keys):
         path = os.path.join(self.workdir, "dicom.ini")
@@ -107,7 +109,7 @@ class PacsServer:
             if self.process.poll() is not None:
                 raise AssertionError(f"pacs exited with {self.process.returncode}:\n"
                                      f"{self.process.stdout.read().decode()}\n{self.log()}")
-            if "HL7 MLLP service listening on" in self.log()[logStart:]:
+            if "control port listening on" in self.log()[logStart:]:
                 return self
             time.sleep(0.05)
         raise AssertionError(f"pacs did not start within {timeout} s:\n{self.log()}")

@@ -8,9 +8,9 @@ from twisted.trial import unittest
 from pacscore.codecs.syntaxes import (
     CODE_SYNTAXES, DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_BIG_ENDIAN,
     EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, JPEG_2000, JPEG_2000_LOSSLESS,
-    JPEG_BASELINE, JPEG_EXTENDED, JPEG_LOSSLESS, JPEG_LOSSLESS_SV1, JPEG_LS_LOSSLESS,
-    JPEG_LS_NEAR_LOSSLESS, RLE_LOSSLESS, SUPPORTED_CODES, UNCOMPRESSED, canDecode, canEncode,
-    isCompressed, isLossy, isSupportedCode, proposals)
+    JPEG_BASELINE, JPEG_EXTENDED, JPEG_LOSSLESS, JPEG_LOSSLESS_SV1, JPEG_LOSSLESS_SYNTAXES,
+    JPEG_LS_LOSSLESS, JPEG_LS_NEAR_LOSSLESS, RLE_LOSSLESS, SUPPORTED_CODES, UNCOMPRESSED,
+    canDecode, canEncode, isCompressed, isLossy, isSupportedCode, proposals)
 
 NATIVE = [IMPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN,
           DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_BIG_ENDIAN]
@@ -106,15 +106,22 @@ class CodecAvailabilityTests(unittest.TestCase):
             self.assertTrue(canDecode(syntax), syntax)
 
     def test_asPydicomSays(self):
-        """The answer is pydicom's for the plugins installed here."""
+        """The answer is pydicom's for the plugins installed here, but for
+        the lossless JPEG syntaxes, which our own encoder writes."""
         for syntax in COMPRESSED:
-            self.assertEqual(canEncode(syntax), pydicomCan(syntax, True), syntax)
+            if syntax not in JPEG_LOSSLESS_SYNTAXES:
+                self.assertEqual(canEncode(syntax), pydicomCan(syntax, True), syntax)
             self.assertEqual(canDecode(syntax), pydicomCan(syntax, False), syntax)
 
-    def test_jpegNeverEncoded(self):
-        """pydicom has no JPEG (10918) encoder at all."""
-        for syntax in [JPEG_BASELINE, JPEG_EXTENDED, JPEG_LOSSLESS, JPEG_LOSSLESS_SV1]:
+    def test_jpegLosslessOnly(self):
+        """pydicom has no JPEG (10918) encoder at all; pacscore writes the
+        lossless ones."""
+        for syntax in [JPEG_BASELINE, JPEG_EXTENDED]:
             self.assertFalse(canEncode(syntax), syntax)
+        for syntax in [JPEG_LOSSLESS, JPEG_LOSSLESS_SV1]:
+            self.assertFalse(pydicomCan(syntax, True), syntax)
+            self.assertTrue(canEncode(syntax), syntax)
+            self.assertTrue(canEncode(syntax + "\x00"), syntax)
 
     def test_installedPlugins(self):
         """What the project's requirements bring (pylibjpeg, -libjpeg,
@@ -173,9 +180,18 @@ class ProposalTests(unittest.TestCase):
         self.assertProposals(JPEG_BASELINE, "JK", [JPEG_2000_LOSSLESS, JPEG_BASELINE] + list(UNCOMPRESSED))
         self.assertProposals(JPEG_2000_LOSSLESS, "jl", [JPEG_2000, JPEG_2000_LOSSLESS] + list(UNCOMPRESSED))
 
-    def test_jpegNotProducible(self):
-        """No JPEG encoder: j1..j6 on an uncompressed object are "as"."""
-        for code in ["j1", "j2", "j3", "j4", "j5", "j6"]:
+    def test_jpegLosslessProducible(self):
+        """j1 and j2 ask for the lossless JPEG syntaxes, whatever the stored
+        one."""
+        for code, syntax in [("j1", JPEG_LOSSLESS_SV1), ("J2", JPEG_LOSSLESS)]:
+            self.assertProposals(IMPLICIT_VR_LITTLE_ENDIAN, code,
+                                 [syntax, IMPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN])
+            self.assertProposals(JPEG_2000, code, [syntax, JPEG_2000] + list(UNCOMPRESSED))
+        self.assertProposals(JPEG_LOSSLESS, "j1", [JPEG_LOSSLESS_SV1, JPEG_LOSSLESS] + list(UNCOMPRESSED))
+
+    def test_jpegLossyNotProducible(self):
+        """No lossy JPEG encoder: j3..j6 on an uncompressed object are "as"."""
+        for code in ["j3", "j4", "j5", "j6"]:
             self.assertProposals(IMPLICIT_VR_LITTLE_ENDIAN, code,
                                  [IMPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN])
             self.assertProposals(JPEG_2000, code, [JPEG_2000] + list(UNCOMPRESSED))

@@ -1,37 +1,68 @@
-"""The offline ``dgate`` command line: parsing, help, -i."""
+"""The ``dgate`` command line offline: parsing, help, -i; with no server to answer."""
 
 import os
 import sqlite3
+import subprocess
 
 from twisted.trial import unittest
 
-from pacscore.control.cli import USAGE, main
-from tests.interop.server import PacsServer
+from pacscore.control.cli import USAGE, main, parseArguments
+from pacscore.control.registry import CommandRegistry
+from tests.interop.server import BIN, PacsServer, freePort
 
 
 class CliTests(unittest.TestCase):
 
     def dgate(self, *argv):
         lines = []
-        code = main(list(argv), out=lines.append)
+        code = main(list(argv), out=lines.append, err=lines.append)
         return code, "\n".join(lines)
 
     def test_help(self):
         code, output = self.dgate("-?")
         self.assertEqual(code, 0)
-        self.assertEqual(output, USAGE)
-        for option in ("-w", "-i", "-r", "-v", "--command"):
+        self.assertTrue(output.startswith(USAGE))
+        for option in ("-w", "-i", "-r", "-v", "-p", "-q", "--command"):
             self.assertIn(option, output)
+
+    def test_helpListsEveryInstalledCommand(self):
+        code, output = self.dgate("-?")
+        for usage in CommandRegistry().usage():
+            self.assertIn(f"    {usage}\n", output + "\n")
+        self.assertIn("--display_status:", output)
+        self.assertIn("--quit:", output)
 
     def test_unknownOption(self):
         code, output = self.dgate("-x")
         self.assertEqual(code, 2)
         self.assertIn("unknown option -x", output)
 
-    def test_controlCommandNotAvailableYet(self):
-        code, output = self.dgate("--display_status:")
+    def test_conquestStyleOptions(self):
+        options = parseArguments(["-p5679", "-q", "pacs.example", "-w/srv/pacs", "--display_status:"])
+        self.assertEqual((options["port"], options["host"], options["workdir"], options["commands"]),
+                         (5679, "pacs.example", "/srv/pacs", ["--display_status:"]))
+
+    def test_badPort(self):
+        code, output = self.dgate("-pabc", "--display_status:")
         self.assertEqual(code, 2)
-        self.assertIn("control port is not available", output)
+        self.assertIn("-p needs a port number", output)
+
+    def test_noServer(self):
+        server = PacsServer(self.mktemp())
+        result = subprocess.run([os.path.join(BIN, "dgate"), f"-w{server.workdir}", "--display_status:"],
+                                capture_output=True, text=True, timeout=60)
+        self.assertEqual(result.returncode, 1)
+        self.assertEqual(result.stderr.strip(), f"dgate: no pacs server at 127.0.0.1:{server.controlPort}")
+        port = freePort()
+        result = subprocess.run([os.path.join(BIN, "dgate"), f"-w{server.workdir}", f"-p{port}", "--quit:"],
+                                capture_output=True, text=True, timeout=60)
+        self.assertEqual(result.stderr.strip(), f"dgate: no pacs server at 127.0.0.1:{port}")
+
+    def test_controlPortOff(self):
+        server = PacsServer(self.mktemp(), ini={"ControlEndpoint": "off"})
+        code, output = self.dgate(f"-w{server.workdir}", "--display_status:")
+        self.assertEqual(code, 1)
+        self.assertIn("the control port is off", output)
 
     def test_initializeCreatesTables(self):
         server = PacsServer(self.mktemp())

@@ -1,0 +1,47 @@
+"""Saving and re-reading the configuration files of a running server
+(dicom.ini, acrnema.map, dgatesop.lst) for the control commands.
+
+The text to save is taken in the reactor thread, where the commands edit
+the files' objects; the disk work runs in the archive's I/O pool.  A file
+read again replaces the contents of the object the services already hold
+(``MoveService`` and the forwarder keep the AcrNemaMap, the converters the
+DicomIni), so they see it at once.
+"""
+
+import collections
+
+from twisted.internet import defer
+
+from pacscore.config.errors import ConfigError
+from pacscore.config.textfile import writeFileAtomically
+from pacscore.control.context import CommandError
+
+
+_fileLocks = collections.defaultdict(defer.DeferredLock)
+"""Per path: saves and re-reads of one file run one at a time, in the order asked."""
+
+
+def save(archive, lineFile):
+    """Write ``lineFile`` where it was read, comments kept; a Deferred."""
+    d = _fileLocks[lineFile.path].run(archive.workers.deferToWorker, writeFileAtomically, lineFile.path,
+                                    lineFile.toString())
+    d.addErrback(_refuse, f"cannot write {lineFile.path}")
+    return d
+
+
+def reload(archive, lineFile):
+    """Read ``lineFile`` from disk again, in place; a Deferred of ``lineFile``.
+    A file that no longer parses leaves the one in memory as it was."""
+
+    def adopt(fresh):
+        vars(lineFile).update(vars(fresh))
+        return lineFile
+
+    d = _fileLocks[lineFile.path].run(archive.workers.deferToWorker, type(lineFile).fromFile, lineFile.path)
+    d.addCallbacks(adopt, _refuse, errbackArgs=(f"cannot re-read {lineFile.path}",))
+    return d
+
+
+def _refuse(failure, what):
+    failure.trap(ConfigError, OSError)
+    raise CommandError(f"{what}: {failure.value}")

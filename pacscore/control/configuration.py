@@ -1,0 +1,147 @@
+"""Control commands on dicom.ini (manual appendix 6, configuration options):
+``get_param``/``get_ini_param``, ``get_ini_num``, ``get_ini``, ``put_param``,
+``delete_param``, ``read_ini``.
+
+They read and edit the server's own ``DicomIni`` (its main section,
+``[sscscp]``); ``put_param`` and ``delete_param`` also write dicom.ini at
+once, comments and order kept.  Most settings are read when the server
+starts, so a changed value takes effect at the next start, and the
+commands say so.  These are live, used the next time they are needed:
+
+- ``UIDPrefix``: the root of the UIDs ``genuid``, ``changeuid`` and the
+  converters make from then on;
+- ``LuaAllowUnsafe``, ``LuaMaxInstructions``: read each time a Lua
+  converter runs.
+
+Getting a key that is absent gives an empty value, and an index past the
+last entry no output, as with Conquest (scripts loop until it).
+"""
+
+from pacscore.control.arguments import ControlCommand, fields, number
+from pacscore.control.configfiles import reload, save
+from pacscore.control.context import CommandError, formatted
+
+ENTRY_FORMAT = "%s = %s"
+
+
+def _applyUIDPrefix(archive, value):
+    archive.converterServices.uidMap.prefix = value
+
+
+READ_WHEN_USED = ("LuaAllowUnsafe", "LuaMaxInstructions")
+APPLIED_AT_ONCE = {"UIDPrefix": _applyUIDPrefix}
+LIVE_KEYS = {key.lower() for key in (*READ_WHEN_USED, *APPLIED_AT_ONCE)}
+
+
+def applyLive(archive, key, value):
+    """Give the running server ``key``'s new ``value`` (None: deleted);
+    False when the key only takes effect at the next start."""
+    for name, apply in APPLIED_AT_ONCE.items():
+        if name.lower() == key.lower():
+            apply(archive, value)
+    return key.lower() in LIVE_KEYS
+
+
+def _restartNote(keys):
+    return f"takes effect when the server restarts: {', '.join(keys)}"
+
+
+class GetParam(ControlCommand):
+    """``get_param:name,fmt`` (and its twin ``get_ini_param``)."""
+
+    name = "get_param"
+    usage = "--get_param:name,fmt  Read any parameter from DICOM.INI"
+
+    def run(self, arguments, context):
+        key, fmt = fields(arguments, 2)
+        if not key:
+            raise CommandError(f"usage: {self.usage}")
+        return formatted(fmt, context.archive.configuration.ini.get(key, ""))
+
+
+class GetIniNum(ControlCommand):
+    name = "get_ini_num"
+    usage = "--get_ini_num:index,fmt  List any entry from DICOM.INI"
+
+    def run(self, arguments, context):
+        index, fmt = fields(arguments, 2)
+        items = context.archive.configuration.ini.items()
+        position = number(index, "index")
+        return formatted(fmt or ENTRY_FORMAT, *items[position]) if position < len(items) else ""
+
+
+class GetIni(ControlCommand):
+    name = "get_ini"
+    usage = "--get_ini:fmt  List all entries from DICOM.INI"
+
+    def run(self, arguments, context):
+        return "\n".join(formatted(arguments or ENTRY_FORMAT, key, value)
+                         for key, value in context.archive.configuration.ini.items())
+
+
+class PutParam(ControlCommand):
+    name = "put_param"
+    usage = "--put_param:name,value  Write any parameter to DICOM.INI"
+
+    def run(self, arguments, context):
+        key, value = fields(arguments, 2)
+        value = value.strip()
+        if not key:
+            raise CommandError(f"usage: {self.usage}")
+        archive = context.archive
+        try:
+            archive.configuration.ini.set(key, value)
+        except ValueError as e:
+            raise CommandError(str(e)) from e
+        live = applyLive(archive, key, value)
+        d = save(archive, archive.configuration.ini)
+        d.addCallback(lambda _: "" if live else _restartNote([key]))
+        return d
+
+
+class DeleteParam(ControlCommand):
+    name = "delete_param"
+    usage = "--delete_param:name  Delete any parameter from DICOM.INI"
+
+    def run(self, arguments, context):
+        key = arguments.strip()
+        archive = context.archive
+        ini = archive.configuration.ini
+        if not ini.has(key):
+            raise CommandError(f"{key!r} is not in {ini.path}")
+        ini.delete(key)
+        live = applyLive(archive, key, None)
+        d = save(archive, ini)
+        d.addCallback(lambda _: "" if live else _restartNote([key]))
+        return d
+
+
+class ReadIni(ControlCommand):
+    """Reports the keys that changed; the live ones are applied."""
+
+    name = "read_ini"
+    usage = "--read_ini:  Re-read all parameters from DICOM.INI"
+
+    def run(self, arguments, context):
+        archive = context.archive
+        ini = archive.configuration.ini
+        before = _keyed(ini)
+
+        def compare(_):
+            after = _keyed(ini)
+            changed = [after.get(k, before.get(k))[0] for k in sorted(set(before) | set(after))
+                       if before.get(k) != after.get(k)]
+            restart = [key for key in changed
+                       if not applyLive(archive, key, ini.get(key))]
+            lines = [f"{len(changed)} parameter(s) changed in {ini.path}"]
+            return "\n".join(lines + ([_restartNote(restart)] if restart else []))
+
+        return reload(archive, ini).addCallback(compare)
+
+
+def _keyed(ini):
+    """``{lower-case key: (key, value)}`` of the main section (first of equal keys wins)."""
+    result = {}
+    for key, value in ini.items():
+        result.setdefault(key.lower(), (key, value))
+    return result

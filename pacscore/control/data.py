@@ -1,0 +1,178 @@
+"""The control commands that take DICOM and HL7 files in and out (manual
+appendix 6, "Communication options"): ``addimagefile``, ``loadhl7``,
+``dump_header``, ``forward``, ``prefetch``.
+
+``addimagefile`` stores a file through the archive's ``ObjectStore``
+exactly as a C-STORE is stored (import converters, WorkListMode, file
+naming, index); ``loadhl7`` applies a file of HL7 messages through the
+worklist intake as the MLLP listener does; ``forward`` sends a stored file
+as the export queue forwards it; ``prefetch`` reads a patient's files once
+(``LocalActions.prefetch``).  Files are read and written in the I/O pool.
+"""
+
+import pydicom
+from pydicom.errors import InvalidDicomError
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from pacscore.control.arguments import ControlCommand, fields
+from pacscore.control.context import CommandError
+from pacscore.control.moves import forwarderFor
+from pacscore.control.output import deliver
+from pacscore.control.stored import exactValue, fileInstances, localActions, storedFile, storedName
+from pacscore.dicom.datasets import IdentifierError, decodeDataset, encodeDataset
+from pacscore.export.forwarder import ForwardError
+from pacscore.export.queue import Action, Target
+from pacscore.hl7.dropfolder import applyMessages
+from pacscore.storage.attributes import DatasetError, readAttributes
+from pacscore.storage.part10 import readFileMeta
+from pacscore.storage.store import SOP_CLASS_UID, SOP_INSTANCE_UID, IncomingObject, StoreError
+
+
+def readBytes(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _incomingObject(path, patientID, calledAE):
+    """In the I/O pool: ``(IncomingObject, data set bytes)`` of a DICOM file
+    (Part-10 or raw), its PatientID changed when ``patientID`` is given."""
+    with open(path, "rb") as f:
+        syntax = readFileMeta(f)[0]
+        data = f.read()
+    if patientID:
+        dataset = decodeDataset(data, syntax)
+        dataset.PatientID = patientID
+        data = encodeDataset(dataset, syntax)
+    attrs = readAttributes(data, syntax, frozenset((SOP_CLASS_UID, SOP_INSTANCE_UID)))
+    if not attrs.get(SOP_CLASS_UID) or not attrs.get(SOP_INSTANCE_UID):
+        raise DatasetError("no SOP Class or SOP Instance UID")
+    incoming = IncomingObject(attrs[SOP_CLASS_UID], attrs[SOP_INSTANCE_UID], syntax, "", calledAE)
+    return incoming, data
+
+
+def _header(path):
+    """In the I/O pool: the file's elements as text, pixel data left out."""
+    return str(pydicom.dcmread(path, stop_before_pixels=True, force=True)).splitlines()
+
+
+class AddImageFile(ControlCommand):
+    name = "addimagefile"
+    usage = "--addimagefile:file,patid  Copy file into server, optionally new patid"
+    log = Logger()
+
+    def run(self, arguments, context):
+        return defer.ensureDeferred(self._add(arguments, context))
+
+    async def _add(self, arguments, context):
+        text, patientID = fields(arguments, 2)
+        archive = context.archive
+        path = archive.configuration.resolvePath(text)
+        patientID = exactValue(patientID, "patient ID") if patientID.strip() else ""
+        try:
+            incoming, data = await archive.workers.deferToWorker(_incomingObject, path, patientID, archive.aeTitle)
+        except OSError as e:
+            raise CommandError(f"cannot read {path}: {e.strerror or e}") from e
+        except (DatasetError, IdentifierError) as e:
+            raise CommandError(f"{path} is not a readable DICOM object: {e}") from e
+        spool = archive.objectStore.spool(incoming)
+        spool.write(data)
+        try:
+            relative = await archive.objectStore.store(incoming, spool)
+        except (StoreError, OSError) as e:
+            raise CommandError(f"{path} was not stored: {e}") from e
+        self.log.info("{peer}: addimagefile {path}: stored as {relative}", peer=context.peer, path=path,
+                      relative=relative)
+        return f"{incoming.sopInstanceUID} stored as {relative}"
+
+
+class LoadHL7(ControlCommand):
+    name = "loadhl7"
+    usage = "--loadhl7:file  Load HL7 data into worklist"
+
+    def run(self, arguments, context):
+        return defer.ensureDeferred(self._load(arguments, context))
+
+    async def _load(self, arguments, context):
+        archive = context.archive
+        path = archive.configuration.resolvePath(arguments.strip())
+        try:
+            data = await archive.workers.deferToWorker(readBytes, path)
+        except OSError as e:
+            raise CommandError(f"cannot read {path}: {e.strerror or e}") from e
+        outcomes = await applyMessages(archive.hl7Intake, data)
+        if not outcomes:
+            raise CommandError(f"no HL7 message (no MSH segment) in {path}")
+        lines = [f"message {number}: {outcome.code} {outcome.text}"
+                 for number, outcome in enumerate(outcomes, 1)]
+        refused = [line for line, outcome in zip(lines, outcomes) if outcome.code != "AA"]
+        if refused:
+            raise CommandError(f"{len(refused)} of {len(outcomes)} message(s) not accepted: " + "; ".join(refused))
+        return "\n".join(lines)
+
+
+class DumpHeader(ControlCommand):
+    name = "dump_header"
+    usage = "--dump_header:filein,fileout  Create header dump of file"
+
+    def run(self, arguments, context):
+        source, target = fields(arguments, 2)
+        archive = context.archive
+        path = archive.configuration.resolvePath(source)
+        d = archive.workers.deferToWorker(_header, path)
+        d.addErrback(self._unreadable, path)
+        return d.addCallback(lambda lines: deliver(archive, lines, target))
+
+    @staticmethod
+    def _unreadable(failure, path):
+        failure.trap(OSError, InvalidDicomError)
+        raise CommandError(f"cannot read {path}: {failure.value}")
+
+
+class Forward(ControlCommand):
+    name = "forward"
+    usage = "--forward:file,mode,server  Send file with compr. mode to server"
+    log = Logger()
+
+    def run(self, arguments, context):
+        return defer.ensureDeferred(self._forward(arguments, context))
+
+    async def _forward(self, arguments, context):
+        text, mode, server = fields(arguments, 3)
+        archive = context.archive
+        server = server.strip()
+        if archive.configuration.acrNemaMap.lookup(server) is None:
+            raise CommandError(f"{server!r} is not in acrnema.map")
+        deviceName, objectFile = storedFile(archive, text)
+        instances = await archive.index.runQuery(fileInstances, archive.query, deviceName, objectFile)
+        if not instances:
+            raise CommandError(f"{storedName(deviceName, objectFile)} is not in the index")
+        instance = instances[0]
+        target = Target(instance.patientID, instance.studyInstanceUID, instance.seriesInstanceUID,
+                        instance.sopInstanceUID)
+        forwarder = forwarderFor(archive)
+        try:
+            sent = await forwarder.forward(Action(0, "forward", server, "IMAGE", target, mode.strip(), {}, 0))
+        except (ForwardError, ValueError) as e:
+            raise CommandError(str(e)) from e
+        finally:
+            await forwarder.closeAll()
+        if not sent:
+            raise CommandError(f"{storedName(deviceName, objectFile)} could not be read")
+        return f"{storedName(deviceName, objectFile)} sent to {server}"
+
+
+class Prefetch(ControlCommand):
+    name = "prefetch"
+    usage = "--prefetch:patientid  Prefetch all images for improved speed"
+
+    def run(self, arguments, context):
+        return defer.ensureDeferred(self._prefetch(arguments, context))
+
+    async def _prefetch(self, arguments, context):
+        patientID = exactValue(arguments, "patient ID")
+        action = Action(0, "prefetch", "", "PATIENT", Target(patientID), "", {}, 0)
+        count = await localActions(context.archive).prefetch(action)
+        if not count:
+            raise CommandError(f"no stored object of patient {patientID!r}")
+        return f"{count} object(s) of patient {patientID} read"

@@ -1,0 +1,141 @@
+"""The delete commands of the control port (manual appendix 6, "Delete
+options"): patients, studies, series and files leave the MAG devices and
+the index; ``deleteimagefromdb`` and ``deletesopfromdb`` only the index.
+
+They find the objects with ``IndexQuery.instances`` (or by file) and
+remove them through the export queue's ``LocalActions.removeInstances``:
+files first, then the rows (and the series, study and patient rows left
+empty) in the index writer, ordered with stores.  Each says how many
+objects it removed; nothing matched is a ``CommandError``.
+"""
+
+import re
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from pacscore.control.arguments import ControlCommand, fields
+from pacscore.control.context import CommandError
+from pacscore.control.stored import exactValue, fileInstances, localActions, storedFile
+from pacscore.db.query import PATIENT_ID, SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, QueryKey
+
+STUDY_DATE = 0x00080020
+_DATE_RANGE = re.compile(r"^[0-9]{8}(-[0-9]{8})?$")
+
+
+def patientKey(patientID):
+    return QueryKey(PATIENT_ID, "LO", exactValue(patientID, "patient ID"))
+
+
+def uidKey(tag, uid, what):
+    return QueryKey(tag, "UI", exactValue(uid, what))
+
+
+def studyDates(text):
+    """``YYYYMMDD`` or ``YYYYMMDD-YYYYMMDD``, checked."""
+    text = text.strip()
+    if not _DATE_RANGE.match(text):
+        raise CommandError(f"date {text!r}: expected YYYYMMDD or YYYYMMDD-YYYYMMDD")
+    return text
+
+
+def patientAndUID(arguments, tag, what):
+    """``patid:uid`` (patid may be left out): the query keys."""
+    patientID, _, uid = arguments.strip().rpartition(":")
+    keys = [uidKey(tag, uid, what)]
+    if patientID.strip():
+        keys.append(patientKey(patientID))
+    return keys
+
+
+class _Delete(ControlCommand):
+    """A delete: ``selection`` gives the Instances, ``files`` says whether
+    their files go too."""
+
+    log = Logger()
+    files = True
+
+    def run(self, arguments, context):
+        return defer.ensureDeferred(self._delete(arguments, context))
+
+    async def _delete(self, arguments, context):
+        what = arguments.strip()
+        instances = await self.selection(arguments, context.archive)
+        if not instances:
+            raise CommandError(f"{self.name}: no stored object matches {what!r}")
+        count = await localActions(context.archive).removeInstances(instances, files=self.files)
+        where = "the server" if self.files else "the database"
+        self.log.info("{peer}: {command}:{what}: {count} object(s) removed from {where}",
+                      peer=context.peer, command=self.name, what=what, count=count, where=where)
+        return f"{count} object(s) removed from {where}"
+
+    def selection(self, arguments, archive):
+        """Deferred of the ``Instance``s to remove."""
+        return archive.index.runQuery(archive.query.instances, "IMAGE", self.keys(arguments))
+
+    def keys(self, arguments):
+        raise NotImplementedError
+
+
+class DeleteImageFile(_Delete):
+    name = "deleteimagefile"
+    usage = "--deleteimagefile:file  Delete given image file from server"
+
+    def selection(self, arguments, archive):
+        deviceName, objectFile = storedFile(archive, arguments)
+        return archive.index.runQuery(fileInstances, archive.query, deviceName, objectFile)
+
+
+class DeleteImageFromDB(DeleteImageFile):
+    name = "deleteimagefromdb"
+    usage = "--deleteimagefromdb:file  Delete given file from db only"
+    files = False
+
+
+class DeletePatient(_Delete):
+    name = "deletepatient"
+    usage = "--deletepatient:patid  Delete given patient from server (also --deletpatient)"
+
+    def keys(self, arguments):
+        return [patientKey(arguments)]
+
+
+class DeleteStudy(_Delete):
+    name = "deletestudy"
+    usage = "--deletestudy:patid:studyuid  Delete given study from server"
+
+    def keys(self, arguments):
+        return patientAndUID(arguments, STUDY_INSTANCE_UID, "study UID")
+
+
+class DeleteStudies(_Delete):
+    name = "deletestudies"
+    usage = "--deletestudies:date(range)  Delete studies from server on date"
+
+    def keys(self, arguments):
+        return [QueryKey(STUDY_DATE, "DA", studyDates(arguments))]
+
+
+class DeleteSeries(_Delete):
+    name = "deleteseries"
+    usage = "--deleteseries:patid:seriesuid  Delete given series from server"
+
+    def keys(self, arguments):
+        return patientAndUID(arguments, SERIES_INSTANCE_UID, "series UID")
+
+
+class DeleteSopFromDB(_Delete):
+    name = "deletesopfromdb"
+    usage = "--deletesopfromdb:pat,study,series,sop  Delete specified image from db only"
+    files = False
+
+    def keys(self, arguments):
+        patientID, study, series, sop = fields(arguments, 4)
+        keys = [uidKey(SOP_INSTANCE_UID, sop, "SOP instance UID")]
+        for tag, value, what in ((STUDY_INSTANCE_UID, study, "study UID"),
+                                 (SERIES_INSTANCE_UID, series, "series UID")):
+            if value.strip():
+                keys.append(uidKey(tag, value, what))
+        if patientID.strip():
+            keys.append(patientKey(patientID))
+        return keys

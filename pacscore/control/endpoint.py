@@ -1,0 +1,62 @@
+"""Where the control port is: the server's strports description read both ways.
+
+The server listens on ``ControlEndpoint`` (``--control``); whether that is
+bound to loopback decides whether clients must give ``ControlSecret``, and
+``dgate`` derives from the same description where to connect.
+"""
+
+import re
+
+from twisted.internet import endpoints
+
+DEFAULT_ENDPOINT = "tcp:5679:interface=127.0.0.1"
+DEFAULT_PORT = 5679
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+_WILDCARD = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}
+_NETWORK_KINDS = ("tcp", "tcp6", "ssl")
+
+
+def fields(description):
+    """``(kind, positional, keywords)`` of a strports server description
+    (``\\:`` escapes a colon); a bare number is a TCP port."""
+    parts = [part.replace("\\:", ":") for part in re.split(r"(?<!\\):", description.strip())]
+    if parts[0].isdigit():
+        parts.insert(0, "tcp")
+    positional, keywords = [], {}
+    for part in parts[1:]:
+        key, equals, value = part.partition("=")
+        if equals:
+            keywords[key.strip().lower()] = value.strip()
+        else:
+            positional.append(part.strip())
+    return parts[0].strip().lower(), positional, keywords
+
+
+def isLoopback(description):
+    """Whether only this machine can reach the endpoint: a TCP/TLS port bound
+    to 127.0.0.1, ::1 or localhost, or a UNIX socket."""
+    kind, _, keywords = fields(description)
+    if kind == "unix":
+        return True
+    return kind in _NETWORK_KINDS and keywords.get("interface", "").lower() in LOOPBACK
+
+
+def clientEndpoint(reactor, description, host=None, port=None, timeout=10):
+    """``(endpoint, label)`` to reach a server listening on ``description``;
+    ``host``/``port`` (dgate's -q/-p) override it and imply TCP. ``label``
+    names the address in messages (``HOST:PORT`` or the socket's path)."""
+    kind, positional, keywords = fields(description)
+    if kind == "unix" and host is None and port is None:
+        path = keywords.get("address") or positional[0]
+        return endpoints.UNIXClientEndpoint(reactor, path, timeout=timeout), path
+    if kind not in _NETWORK_KINDS:
+        kind, positional, keywords = "tcp", [], {}
+    if port is None:
+        port = int(keywords.get("port") or (positional[0] if positional else DEFAULT_PORT))
+    if host is None:
+        interface = keywords.get("interface", "")
+        host = _WILDCARD.get(interface, interface)
+    if kind == "ssl":
+        escaped = host.replace(":", "\\:")
+        return endpoints.clientFromString(reactor, f"tls:{escaped}:{port}:timeout={timeout}"), f"{host}:{port}"
+    return endpoints.HostnameEndpoint(reactor, host, port, timeout=timeout), f"{host}:{port}"

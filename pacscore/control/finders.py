@@ -1,0 +1,229 @@
+"""The finders and listers of the control port (manual appendix 6,
+"Database options"): ``patientfinder``, ``studyfinder``, ``seriesfinder``,
+``serieslister``, ``imagelister``.
+
+The server argument picks where to look: empty, ``(local)`` or our own AE
+title is this archive's index (``IndexQuery.find`` in a reader thread);
+any other AE of acrnema.map gets C-FINDs through our DICOM client (Patient
+Root at PATIENT level, Study Root below).  A finder lists the entities one
+of whose searched attributes contains the text (case-insensitively: a
+``*text*`` wildcard on each, the answers merged); an empty text lists
+all.  Each entity is one row formatted with ``fmt`` (its values
+tab-separated without one), to ``file`` or the output.  The values, in
+order:
+
+- patientfinder: PatientID, PatientName, PatientBirthDate, PatientSex
+  (searched: PatientID, PatientName);
+- studyfinder: PatientID, PatientName, StudyDate, ModalitiesInStudy,
+  StudyDescription, StudyInstanceUID (searched: PatientID, PatientName,
+  StudyDescription);
+- seriesfinder: PatientID, PatientName, SeriesDate, Modality,
+  SeriesDescription, StudyInstanceUID, SeriesInstanceUID (searched:
+  PatientID, PatientName, SeriesDescription);
+- serieslister (the series of a study): SeriesInstanceUID, SeriesNumber,
+  Modality, SeriesDescription, SeriesDate, StudyInstanceUID, PatientID;
+- imagelister (the images of a series): locally the file as
+  ``MAG0:relative/path``, SOPInstanceUID, SOPClassUID; remotely
+  SOPInstanceUID, InstanceNumber, SOPClassUID.
+"""
+
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from pacscore.codecs.syntaxes import UNCOMPRESSED
+from pacscore.control.arguments import ControlCommand
+from pacscore.control.context import CommandError
+from pacscore.control.output import deliver, formatRow, pipeFields
+from pacscore.control.stored import exactValue, isLocal, storedName
+from pacscore.db.query import (
+    PATIENT_ID, SERIES_INSTANCE_UID, SOP_CLASS_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, QueryKey)
+from pacscore.dicom.client import associate
+from pacscore.dicom.datasets import decodeDataset
+from pacscore.dicom.models import PATIENT_ROOT_FIND, STUDY_ROOT_FIND
+
+SUCCESS = 0x0000
+PATIENT_NAME = (0x00100010, "PN")
+PATIENT = (PATIENT_ID, "LO")
+BIRTH_DATE = (0x00100030, "DA")
+SEX = (0x00100040, "CS")
+STUDY_DATE = (0x00080020, "DA")
+MODALITIES = (0x00080061, "CS")
+STUDY_DESCRIPTION = (0x00081030, "LO")
+STUDY = (STUDY_INSTANCE_UID, "UI")
+SERIES_DATE = (0x00080021, "DA")
+MODALITY = (0x00080060, "CS")
+SERIES_DESCRIPTION = (0x0008103E, "LO")
+SERIES_NUMBER = (0x00200011, "IS")
+SERIES = (SERIES_INSTANCE_UID, "UI")
+SOP = (SOP_INSTANCE_UID, "UI")
+SOP_CLASS = (SOP_CLASS_UID, "UI")
+INSTANCE_NUMBER = (0x00200013, "IS")
+UNIQUE = {"PATIENT": PATIENT_ID, "STUDY": STUDY_INSTANCE_UID, "SERIES": SERIES_INSTANCE_UID,
+          "IMAGE": SOP_INSTANCE_UID}
+
+
+class LocalIndex:
+    """The archive's own index as a place to look."""
+
+    def __init__(self, archive):
+        self.archive = archive
+
+    def find(self, level, keys):
+        """Deferred of ``[{tag: value}]``."""
+        return self.archive.index.runQuery(self.archive.query.find, level, keys)
+
+    def close(self):
+        return defer.succeed(None)
+
+
+class RemoteArchive:
+    """An AE of acrnema.map asked with C-FINDs on one association."""
+
+    log = Logger()
+
+    def __init__(self, protocol):
+        self.protocol = protocol
+
+    @classmethod
+    async def open(cls, archive, ae):
+        node = archive.configuration.acrNemaMap.lookup(ae)
+        if node is None:
+            raise CommandError(f"{ae!r} is not in acrnema.map")
+        contexts = [(PATIENT_ROOT_FIND, list(UNCOMPRESSED)), (STUDY_ROOT_FIND, list(UNCOMPRESSED))]
+        try:
+            protocol = await associate(archive.reactor, node.host, int(node.port), archive.aeTitle, node.ae,
+                                       contexts, dimseTimeout=archive.configuration.tcpipTimeout or 300)
+        except Exception as e:
+            raise CommandError(f"cannot associate with {node.ae} at {node.host}:{node.port}: {e}") from e
+        return cls(protocol)
+
+    async def find(self, level, keys):
+        identifier = Dataset()
+        identifier.QueryRetrieveLevel = level
+        for key in keys:
+            identifier.add_new(key.tag, key.vr, key.value)
+        tags = [key.tag for key in keys]
+        matches = []
+
+        def onMatch(data, syntax):
+            dataset = decodeDataset(data, syntax)
+            matches.append({tag: _text(dataset.get(tag)) for tag in tags})
+
+        model = PATIENT_ROOT_FIND if level == "PATIENT" else STUDY_ROOT_FIND
+        try:
+            status = await self.protocol.find(model, identifier, onMatch)
+        except Exception as e:
+            raise CommandError(f"C-FIND on {self.protocol.association.calledAE} failed: {e}") from e
+        if status != SUCCESS:
+            raise CommandError(f"C-FIND on {self.protocol.association.calledAE} ended with status 0x{status:04X}")
+        return matches
+
+    def close(self):
+        return self.protocol.release()
+
+
+def _text(element):
+    if element is None or element.value is None:
+        return ""
+    if isinstance(element.value, MultiValue):
+        return "\\".join(str(value) for value in element.value)
+    return str(element.value)
+
+
+async def openSource(archive, server):
+    """``LocalIndex`` or ``RemoteArchive`` for the server argument."""
+    if isLocal(archive, server):
+        return LocalIndex(archive)
+    return await RemoteArchive.open(archive, server.strip())
+
+
+class _Listing(ControlCommand):
+    """``srv|...|fmt|file``: subclasses give ``rows(source, fields)``."""
+
+    fieldCount = 4
+
+    def run(self, arguments, context):
+        server, *rest = pipeFields(arguments, self.fieldCount)
+        *selection, fmt, path = rest
+        return defer.ensureDeferred(self._list(context.archive, server, selection, fmt, path))
+
+    async def _list(self, archive, server, selection, fmt, path):
+        source = await openSource(archive, server)
+        try:
+            rows = await self.rows(source, selection)
+        finally:
+            await source.close()
+        return await deliver(archive, [formatRow(fmt, row) for row in rows], path)
+
+
+class Finder(_Listing):
+    """The entities at ``level`` whose ``searched`` attributes contain a text."""
+
+    def __init__(self, name, usage, level, columns, searched):
+        super().__init__(name, usage)
+        self.level = level
+        self.columns = columns
+        self.searched = searched
+
+    async def rows(self, source, selection):
+        text = selection[0].strip()
+        unique = UNIQUE[self.level]
+        found = {}
+        for searched in self.searched if text else [None]:
+            keys = [QueryKey(tag, vr, f"*{text}*" if tag == searched else "") for tag, vr in self.columns]
+            for match in await source.find(self.level, keys):
+                found.setdefault(match.get(unique, ""), match)
+        return [[match.get(tag, "") for tag, _ in self.columns] for match in found.values()]
+
+
+class SeriesLister(_Listing):
+    name = "serieslister"
+    usage = "--serieslister:srv|pat|stu|fmt|file  List series in a study"
+    fieldCount = 5
+    columns = (SERIES, SERIES_NUMBER, MODALITY, SERIES_DESCRIPTION, SERIES_DATE, STUDY, PATIENT)
+
+    async def rows(self, source, selection):
+        patientID, study = selection
+        values = {STUDY_INSTANCE_UID: exactValue(study, "study UID"),
+                  PATIENT_ID: exactValue(patientID, "patient ID") if patientID.strip() else ""}
+        keys = [QueryKey(tag, vr, values.get(tag, "")) for tag, vr in self.columns]
+        return [[match.get(tag, "") for tag, _ in self.columns] for match in await source.find("SERIES", keys)]
+
+
+class ImageLister(_Listing):
+    name = "imagelister"
+    usage = "--imagelister:srv|pat|ser|fmt|file  List files in a series"
+    fieldCount = 5
+    columns = (SOP, INSTANCE_NUMBER, SOP_CLASS, SERIES, PATIENT)
+
+    async def rows(self, source, selection):
+        patientID, series = selection
+        keys = [QueryKey(SERIES_INSTANCE_UID, "UI", exactValue(series, "series UID"))]
+        if patientID.strip():
+            keys.append(QueryKey(PATIENT_ID, "LO", exactValue(patientID, "patient ID")))
+        if isinstance(source, LocalIndex):
+            archive = source.archive
+            instances = await archive.index.runQuery(archive.query.instances, "IMAGE", keys)
+            return [[storedName(i.deviceName, i.objectFile), i.sopInstanceUID, i.sopClassUID] for i in instances]
+        given = {key.tag: key.value for key in keys}
+        matches = await source.find("IMAGE", [QueryKey(tag, vr, given.get(tag, "")) for tag, vr in self.columns])
+        return [[match.get(tag, "") for tag, _ in self.columns[:3]] for match in matches]
+
+
+def patientFinder():
+    return Finder("patientfinder", "--patientfinder:srv|str|fmt|file  List patients on server", "PATIENT",
+                  (PATIENT, PATIENT_NAME, BIRTH_DATE, SEX), (PATIENT_ID, PATIENT_NAME[0]))
+
+
+def studyFinder():
+    return Finder("studyfinder", "--studyfinder:srv|str|fmt|file  List studies on server", "STUDY",
+                  (PATIENT, PATIENT_NAME, STUDY_DATE, MODALITIES, STUDY_DESCRIPTION, STUDY),
+                  (PATIENT_ID, PATIENT_NAME[0], STUDY_DESCRIPTION[0]))
+
+
+def seriesFinder():
+    return Finder("seriesfinder", "--seriesfinder:srv|str|fmt|file  List series on server", "SERIES",
+                  (PATIENT, PATIENT_NAME, SERIES_DATE, MODALITY, SERIES_DESCRIPTION, STUDY, SERIES),
+                  (PATIENT_ID, PATIENT_NAME[0], SERIES_DESCRIPTION[0]))

@@ -1,0 +1,205 @@
+"""The maintenance commands of the control port (manual appendix 6,
+"Maintenance options"): ``regen``, ``regendev``, ``regendir``,
+``regenfile``, ``initializetables``, ``makespace``.
+
+Regeneration runs the ``Regenerator`` (``pacscore.storage.regen``) in a
+worker of the I/O pool while the DICOM service keeps serving; its batches
+go to the index writer (``Index.runWrite``), in order with the stores of
+incoming objects, and its report lines become progress lines.  ``regen``
+first drops and recreates the image tables, like ``initializetables``,
+also in the writer.  ``makespace`` deletes whole patients, least recently
+accessed first (the patient table's ``AccessTime``), until MAG0 has the
+space asked for.
+"""
+
+import os
+import shutil
+
+from sqlalchemy import select
+from twisted.internet import defer, threads
+from twisted.logger import Logger
+
+from pacscore.control.arguments import ControlCommand, fields, number
+from pacscore.control.context import CommandError
+from pacscore.control.stored import localActions, storedFile, storedName
+from pacscore.db.query import PATIENT_ID, QueryKey
+from pacscore.storage.regen import Regenerator
+
+MEGABYTE = 1 << 20
+
+
+def _upsert(connection, index, records):
+    """In the index writer: one batch of regenerated records."""
+    results = [index.upsertImage(connection, record) for record in records]
+    index.forgetCache()
+    return results
+
+
+class WriterIndex:
+    """What the ``Regenerator`` writes to, from a worker thread: each batch
+    is a ``runWrite`` of the running index."""
+
+    def __init__(self, index, reactor):
+        self.index = index
+        self.reactor = reactor
+
+    def storeMany(self, records):
+        return threads.blockingCallFromThread(self.reactor, self.index.runWrite, _upsert, self.index, list(records))
+
+
+def _initialize(connection, index, worklist):
+    index.initializeTables(worklist=worklist, connection=connection)
+
+
+def device(archive, name):
+    """The MAG device called ``name``; CommandError if there is none."""
+    for candidate in archive.devices:
+        if candidate.name.upper() == name.strip().upper():
+            return candidate
+    raise CommandError(f"no device {name.strip()!r} ({', '.join(d.name for d in archive.devices)})")
+
+
+class _Regen(ControlCommand):
+    """Runs ``regenerate(regenerator, arguments)`` in a worker."""
+
+    log = Logger()
+
+    def run(self, arguments, context):
+        return defer.ensureDeferred(self._run(arguments, context))
+
+    async def _run(self, arguments, context):
+        archive = context.archive
+        work = self.prepare(archive, arguments)
+        await self.before(archive)
+        reactor = context.reactor
+        regenerator = Regenerator(WriterIndex(archive.index, reactor), archive.configuration.layout.indexedTags(),
+                                  report=lambda line: reactor.callFromThread(context.progress, line))
+        await archive.workers.deferToWorker(work, regenerator)
+        summary = (f"{regenerator.indexed} file(s) indexed, {regenerator.failed} failed, "
+                   f"{regenerator.duplicates} duplicate SOP instance(s)")
+        self.log.info("{peer}: {command}:{arguments}: {summary}", peer=context.peer, command=self.name,
+                      arguments=arguments, summary=summary)
+        return summary
+
+    def before(self, archive):
+        return defer.succeed(None)
+
+    def prepare(self, archive, arguments):
+        """Check the arguments; ``work(regenerator)`` for the worker."""
+        raise NotImplementedError
+
+
+class Regen(_Regen):
+    name = "regen"
+    usage = "--regen:  Re-generate entire database"
+
+    def before(self, archive):
+        return archive.index.runWrite(_initialize, archive.index, False)
+
+    def prepare(self, archive, arguments):
+        return lambda regenerator: regenerator.regenerate([d for d in archive.devices if os.path.isdir(d.path)])
+
+
+class RegenDev(_Regen):
+    name = "regendev"
+    usage = "--regendev:device  Re-generate database for single device"
+
+    def prepare(self, archive, arguments):
+        magDevice = device(archive, arguments)
+        return lambda regenerator: regenerator.regenerate([magDevice])
+
+
+class RegenDir(_Regen):
+    name = "regendir"
+    usage = "--regendir:device,dir  Re-generate database for single directory"
+
+    def prepare(self, archive, arguments):
+        name, folder = fields(arguments, 2)
+        magDevice = device(archive, name)
+        path = os.path.normpath(os.path.join(magDevice.path, folder.strip().replace("\\", "/")))
+        if path != magDevice.path and not path.startswith(magDevice.path + os.sep):
+            raise CommandError(f"{folder.strip()!r} is not a folder of {magDevice.name}")
+
+        def work(regenerator):
+            if not os.path.isdir(path):
+                raise CommandError(f"no folder {path}")
+            regenerator.regenerate([magDevice], path)
+        return work
+
+
+class RegenFile(_Regen):
+    name = "regenfile"
+    usage = "--regenfile:file  Re-enter given file in database"
+
+    def prepare(self, archive, arguments):
+        deviceName, objectFile = storedFile(archive, arguments)
+        magDevice = device(archive, deviceName)
+
+        def work(regenerator):
+            regenerator.enter(magDevice, [(magDevice.absolute(objectFile), objectFile)])
+            if not regenerator.indexed:
+                raise CommandError(f"{storedName(deviceName, objectFile)} could not be entered")
+        return work
+
+
+class InitializeTables(ControlCommand):
+    name = "initializetables"
+    usage = "--initializetables:[1|2]  Clear and create database (1: same; 2: the worklist only)"
+    log = Logger()
+
+    def run(self, arguments, context):
+        argument = arguments.strip()
+        if argument not in ("", "0", "1", "2"):
+            raise CommandError(f"initializetables:{argument}: expected nothing, 1 or 2")
+        index = context.archive.index
+        worklist = argument == "2"
+        tables = [index.tables.worklist] if worklist else list(index.tables[:4])
+        names = ", ".join(table.name for table in tables)
+        self.log.info("{peer}: initializing {names}", peer=context.peer, names=names)
+        d = index.runWrite(_initialize, index, worklist)
+        return d.addCallback(lambda _: f"Initialized {names}")
+
+
+def _patientsByAccess(connection, query):
+    """In a reader thread: patient IDs, least recently accessed first."""
+    patient = query.tables[0]
+    return connection.execute(select(patient.key).order_by(patient.table.c.AccessTime, patient.key)).scalars().all()
+
+
+class MakeSpace(ControlCommand):
+    name = "makespace"
+    usage = "--makespace:#  Delete old patients to make #MB space"
+    log = Logger()
+
+    @staticmethod
+    def freeSpace(path):
+        """Free bytes on the file system of ``path`` (blocking)."""
+        return shutil.disk_usage(path).free
+
+    def run(self, arguments, context):
+        return defer.ensureDeferred(self._makeSpace(number(arguments, "#"), context))
+
+    async def _makeSpace(self, megabytes, context):
+        archive = context.archive
+        magDevice = archive.devices[0]
+        wanted = megabytes * MEGABYTE
+        actions = localActions(archive)
+        lines = []
+        free = await archive.workers.deferToWorker(self.freeSpace, magDevice.path)
+        for patientID in await archive.index.runQuery(_patientsByAccess, archive.query):
+            if free >= wanted:
+                break
+            if not patientID or any(c in patientID for c in "*?\\"):
+                continue  # would not select this patient alone
+            instances = await archive.index.runQuery(archive.query.instances, "IMAGE",
+                                                     [QueryKey(PATIENT_ID, "LO", patientID)])
+            count = await actions.removeInstances(instances)
+            lines.append(f"deleted patient {patientID}: {count} object(s)")
+            context.progress(lines[-1])
+            self.log.info("{peer}: makespace: {line}", peer=context.peer, line=lines[-1])
+            free = await archive.workers.deferToWorker(self.freeSpace, magDevice.path)
+        if free < wanted:
+            raise CommandError(f"only {free // MEGABYTE} MB free on {magDevice.name} after deleting "
+                               f"{len(lines)} patient(s)")
+        lines.append(f"{free // MEGABYTE} MB free on {magDevice.name}")
+        return "\n".join(lines)

@@ -1,0 +1,52 @@
+"""Where the listing commands (``query``, ``patientfinder`` ...) put their
+rows: Conquest's ``|``-separated arguments end in ``fmt`` and ``file``;
+each row is formatted with ``fmt`` (else its values tab-separated) and the
+rows go to ``file`` when one is named (written in the I/O pool), else to
+the command's output.
+"""
+
+import os
+
+from twisted.internet import defer
+
+from pacscore.control.context import CommandError, formatted
+
+
+def pipeFields(arguments, count):
+    """The ``count`` ``|``-separated fields of ``arguments`` (the last holds
+    the rest of the text); missing ones are ''. Blanks around the fields
+    are stripped, except in formats, which the caller strips itself."""
+    parts = arguments.split("|", count - 1)
+    return parts + [""] * (count - len(parts))
+
+
+def formatRow(fmt, values):
+    """One output line of ``values`` (strings or numbers)."""
+    if fmt:
+        return formatted(fmt, *values)
+    return "\t".join("" if value is None else str(value) for value in values)
+
+
+def deliver(archive, lines, path):
+    """Deferred of the command's output: the lines, or (with ``path``, relative
+    to the working folder) a line saying where they were written."""
+    path = path.strip()
+    if not path:
+        return defer.succeed("\n".join(lines))
+    target = archive.configuration.resolvePath(path)
+    d = archive.workers.deferToWorker(_write, target, lines)
+    d.addCallback(lambda _: f"{len(lines)} line(s) written to {target}")
+    return d.addErrback(_writeFailed, target)
+
+
+def _writeFailed(failure, path):
+    failure.trap(OSError)
+    raise CommandError(f"cannot write {path}: {failure.value.strerror or failure.value}")
+
+
+def _write(path, lines):
+    folder = os.path.dirname(path)
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        f.writelines(line + "\n" for line in lines)

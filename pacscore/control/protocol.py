@@ -1,0 +1,186 @@
+"""The control port: ``dgate --command:args`` requests to the running server.
+
+One request per connection. The client sends lines (CRLF or LF), optionally
+``AUTH <secret>``, then ``COMMAND --name:arguments``; the server answers
+``PROGRESS <text>`` lines while the command works, one ``OUTPUT <line>``
+per line of its output, and finally ``OK`` or ``ERROR <message>``, then
+closes. Commands run as Deferreds, so a long one never holds up other
+clients or the DICOM service.
+"""
+
+import hmac
+
+from twisted.internet import defer, protocol
+from twisted.logger import Logger
+from twisted.protocols import basic, policies
+
+from pacscore.control.context import CommandError, ControlContext
+from pacscore.control.registry import CommandRegistry
+
+UNKNOWN_COMMAND = "unknown command "   # an ERROR message starting so: dgate exits 2
+
+
+class BadRequest(Exception):
+    """A request line that is not ``AUTH ...`` or ``COMMAND --name[:args]``."""
+
+
+def parseCommand(text):
+    """``(name, arguments)`` of ``--name:arguments`` (the ``--`` optional)."""
+    text = text.strip()
+    if text.startswith("--"):
+        text = text[2:]
+    name, _, arguments = text.partition(":")
+    name = name.strip().lower()
+    if not name or not all(c.isalnum() or c == "_" for c in name):
+        raise BadRequest(f"expected --command:arguments, got {text!r}")
+    return name, arguments
+
+
+def _oneLine(text):
+    return " ".join(str(text).split())
+
+
+class ControlProtocol(basic.LineReceiver, policies.TimeoutMixin):
+    """One control connection; the factory runs its request. Lines end with
+    CRLF; a bare LF is accepted too."""
+
+    delimiter = b"\n"
+    MAX_LENGTH = 65536
+    log = Logger()
+
+    def __init__(self):
+        self.secret = None
+        self.finished = False
+        self.started = False
+
+    def connectionMade(self):
+        self.peer = self.transport.getPeer()
+        self.setTimeout(self.factory.idleTimeout)
+
+    def connectionLost(self, reason):
+        self.setTimeout(None)
+        self.finished = True
+
+    def callLater(self, delay, f, *args, **kw):
+        """The TimeoutMixin timer, on the factory's clock."""
+        return self.factory.reactor.callLater(delay, f, *args, **kw)
+
+    def timeoutConnection(self):
+        self.log.info("control: {peer}: no request within {timeout} s, closing",
+                      peer=self.peerName(), timeout=self.timeOut)
+        self.finish(f"no request within {self.timeOut} s")
+
+    def peerName(self):
+        peer = getattr(self, "peer", None)
+        return f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '')}"
+
+    # -- the request -------------------------------------------------------
+
+    def lineReceived(self, line):
+        if self.started or self.finished:
+            return
+        self.resetTimeout()
+        try:
+            verb, _, rest = line.rstrip(b"\r").decode("utf-8").partition(" ")
+            if verb == "AUTH":
+                self.secret = rest
+            elif verb == "COMMAND":
+                self.started = True
+                self.setTimeout(None)
+                self.factory.execute(self, *parseCommand(rest))
+            else:
+                raise BadRequest(f"expected AUTH or COMMAND, got {verb[:32]!r}")
+        except (UnicodeDecodeError, BadRequest) as e:
+            self.log.warn("control: {peer}: bad request: {error}", peer=self.peerName(), error=e)
+            self.finish(f"bad request: {e}")
+
+    def lineLengthExceeded(self, line):
+        self.log.warn("control: {peer}: request line longer than {limit} bytes",
+                      peer=self.peerName(), limit=self.MAX_LENGTH)
+        self.finish(f"request line longer than {self.MAX_LENGTH} bytes")
+
+    # -- the answer --------------------------------------------------------
+
+    def _send(self, kind, text=None):
+        if not self.finished:
+            self.transport.write((kind if text is None else kind + b" " + text.encode("utf-8")) + b"\r\n")
+
+    def progress(self, text):
+        """A PROGRESS line per line of ``text``."""
+        for line in str(text).splitlines():
+            self._send(b"PROGRESS", line)
+
+    def finish(self, error=None, output=None):
+        """The OUTPUT lines of ``output``, then OK (or ``ERROR error``), and close."""
+        self.setTimeout(None)
+        for line in ("" if output is None else str(output)).splitlines():
+            self._send(b"OUTPUT", line)
+        self._send(b"OK" if error is None else b"ERROR", None if error is None else _oneLine(error))
+        self.finished = True
+        self.transport.loseConnection()
+
+
+class ControlFactory(protocol.Factory):
+    """Serves the control port of ``archive``.
+
+    ``secret`` is ControlSecret; with ``requireSecret`` (the endpoint is not
+    loopback) a request without the right ``AUTH`` line is refused and
+    logged. ``quit`` (a callable returning a Deferred) stops the server in
+    order; ``commands`` is a ``CommandRegistry`` (default: every installed
+    command plugin).
+    """
+
+    protocol = ControlProtocol
+    noisy = False
+    idleTimeout = 30
+    log = Logger()
+
+    def __init__(self, archive, reactor, secret=None, requireSecret=False, quit=None, commands=None):
+        if requireSecret and not secret:
+            raise ValueError("the control port is not bound to loopback: a ControlSecret is required")
+        self.archive = archive
+        self.reactor = reactor
+        self.secret = secret
+        self.requireSecret = requireSecret
+        self.quit = quit
+        self.commands = commands if commands is not None else CommandRegistry()
+
+    def authorized(self, given):
+        """Whether ``given`` (the AUTH line's secret, or None) lets a request in."""
+        if not self.requireSecret:
+            return True
+        return given is not None and hmac.compare_digest(given.encode("utf-8"), self.secret.encode("utf-8"))
+
+    def execute(self, connection, name, arguments):
+        """Run ``--name:arguments`` for ``connection`` and answer it."""
+        peer = connection.peerName()
+        if not self.authorized(connection.secret):
+            why = "missing" if connection.secret is None else "wrong"
+            self.log.warn("control: refused --{command} from {peer}: {why} ControlSecret",
+                          command=name, peer=peer, why=why)
+            return connection.finish(f"refused: {why} secret")
+        command = self.commands.lookup(name)
+        if command is None:
+            self.log.info("control: {peer}: unknown command --{command}", peer=peer, command=name)
+            return connection.finish(f"{UNKNOWN_COMMAND}--{name}")
+        self.log.info("control: {peer}: --{command}:{arguments}", peer=peer, command=name, arguments=arguments)
+        context = ControlContext(self.archive, self.reactor, progress=connection.progress, peer=peer,
+                                 quit=self.quit)
+        d = defer.maybeDeferred(command.run, arguments, context)
+        d.addCallbacks(lambda output: connection.finish(output=output),
+                       self._failed, errbackArgs=(connection, name))
+        d.addErrback(self._notAnswered, connection, name)
+
+    def _failed(self, failure, connection, name):
+        if failure.check(CommandError):
+            self.log.info("control: {peer}: --{command} failed: {error}", peer=connection.peerName(),
+                          command=name, error=failure.value)
+        else:
+            self.log.failure("control: {peer}: --{command} raised an unexpected error", failure,
+                             peer=connection.peerName(), command=name)
+        connection.finish(str(failure.value) or failure.type.__name__)
+
+    def _notAnswered(self, failure, connection, name):
+        self.log.failure("control: {peer}: answering --{command} failed", failure, peer=connection.peerName(),
+                         command=name)
+        connection.transport.abortConnection()

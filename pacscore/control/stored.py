@@ -1,0 +1,77 @@
+"""Stored objects as the control commands name them.
+
+A stored file is given as its path (absolute, or relative to the working
+folder) on a MAG device, or as ``DEVICE:relative`` / Conquest's
+``MAG0\\relative``; the index knows it by ``DeviceName`` and ``ObjectFile``.
+A server given as empty, ``(local)`` or our own AE title is this archive.
+"""
+
+import os
+import re
+
+from sqlalchemy import and_, select
+
+from pacscore.control.context import CommandError
+from pacscore.db.query import SOP_INSTANCE_UID, QueryKey
+from pacscore.export.actions import LocalActions
+
+LOCAL = "(local)"
+_DEVICE_PREFIX = re.compile(r"^([A-Za-z]+[0-9]+)[:\\/](.+)$")
+_WILDCARDS = ("*", "?", "\\")
+
+
+def isLocal(archive, ae):
+    """True when ``ae`` names this archive."""
+    ae = ae.strip()
+    return ae in ("", LOCAL) or ae == archive.aeTitle
+
+
+def storedName(deviceName, objectFile):
+    """``MAG0:relative/path``: how listings name a stored file."""
+    return f"{deviceName}:{objectFile}"
+
+
+def storedFile(archive, text):
+    """``(deviceName, objectFile)`` of a file named as the module docstring
+    says; CommandError when it is on no MAG device."""
+    text = text.strip()
+    if not text:
+        raise CommandError("no file given")
+    devices = {device.name.upper(): device for device in archive.devices}
+    match = _DEVICE_PREFIX.match(text)
+    if match and match.group(1).upper() in devices:
+        relative = match.group(2).replace("\\", "/").strip("/")
+        return devices[match.group(1).upper()].name, relative
+    path = archive.configuration.resolvePath(text)
+    for device in archive.devices:
+        if path.startswith(device.path + os.sep):
+            return device.name, os.path.relpath(path, device.path).replace(os.sep, "/")
+    raise CommandError(f"{text} is not on a MAG device "
+                       f"({', '.join(f'{d.name} = {d.path}' for d in archive.devices)})")
+
+
+def fileInstances(connection, query, deviceName, objectFile):
+    """In a reader thread: the ``Instance``s indexed with that file."""
+    image = query.tables[3]
+    columns = image.table.c
+    sops = connection.execute(select(image.key).where(
+        and_(columns.DeviceName == deviceName, columns.ObjectFile == objectFile))).scalars().all()
+    if not sops:
+        return []
+    return query.instances(connection, "IMAGE", [QueryKey(SOP_INSTANCE_UID, "UI", "\\".join(sops))])
+
+
+def exactValue(text, what):
+    """``text`` stripped, refused when empty or holding wildcards, which
+    would widen a delete or move to other patients."""
+    text = text.strip()
+    if not text:
+        raise CommandError(f"no {what} given")
+    if any(character in text for character in _WILDCARDS):
+        raise CommandError(f"{what} {text!r}: wildcards are not allowed here")
+    return text
+
+
+def localActions(archive):
+    """The export queue's local actions (delete, prefetch) on ``archive``."""
+    return LocalActions(archive.index, archive.query, archive.objectReader, archive.workers)

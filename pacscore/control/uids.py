@@ -1,0 +1,63 @@
+"""Control commands on UIDs (manual appendix 6, test options): ``genuid``,
+``changeuid``, ``changeuidback``, ``checksum``.
+
+New UIDs start with dicom.ini's ``UIDPrefix`` (else pydicom's ``2.25.``).
+``changeuid`` and ``changeuidback`` use the archive's UID map, the one the
+anonymizing converters use (``newuids``, %E, %R): the pairs are kept in
+the UIDMODS table, so the same UID always gives the same new one.
+"""
+
+from pydicom.uid import generate_uid
+
+from pacscore.control.arguments import ControlCommand
+from pacscore.control.context import CommandError
+from pacscore.converters.variables import checksum
+
+
+def _uid(arguments, usage):
+    uid = arguments.strip()
+    if not uid:
+        raise CommandError(f"usage: {usage}")
+    return uid
+
+
+class GenUid(ControlCommand):
+    name = "genuid"
+    usage = "--genuid:  Generate an UID"
+
+    def run(self, arguments, context):
+        return generate_uid(context.archive.converterServices.uidMap.prefix)
+
+
+class ChangeUid(ControlCommand):
+    name = "changeuid"
+    usage = "--changeuid:UID  Give new UID as generated now or before"
+
+    def run(self, arguments, context):
+        uid = _uid(arguments, self.usage)
+        archive = context.archive
+        return archive.workers.deferToWorker(archive.converterServices.uidMap.newFor, uid, "changeuid")
+
+
+class ChangeUidBack(ControlCommand):
+    name = "changeuidback"
+    usage = "--changeuidback:UID  Give old UID from one generated above"
+
+    def run(self, arguments, context):
+        uid = _uid(arguments, self.usage)
+        archive = context.archive
+
+        def found(old):
+            if old is None:
+                raise CommandError(f"{uid} is not a UID made by changeuid or an anonymizer")
+            return old
+
+        return archive.workers.deferToWorker(archive.converterServices.uidMap.oldFor, uid).addCallback(found)
+
+
+class Checksum(ControlCommand):
+    name = "checksum"
+    usage = "--checksum:string  Give checksum of string"
+
+    def run(self, arguments, context):
+        return checksum(arguments)

@@ -1,0 +1,29 @@
+"""The built-in control commands that delete, move and take in objects
+(manual appendix 6: delete, DICOM move and communication options).
+
+Only instances live here; ``getPlugins(IControlCommand, plugins)`` finds
+them as it finds installed ones.
+"""
+
+from pacscore.control import data, deletes, moves
+
+deleteImageFile = deletes.DeleteImageFile()
+deletePatient = deletes.DeletePatient()
+deletPatient = deletes.DeletePatient(
+    "deletpatient", "--deletpatient:patid  Delete given patient from server (the manual's spelling)")
+deleteStudy = deletes.DeleteStudy()
+deleteStudies = deletes.DeleteStudies()
+deleteSeries = deletes.DeleteSeries()
+deleteImageFromDB = deletes.DeleteImageFromDB()
+deleteSopFromDB = deletes.DeleteSopFromDB()
+
+movePatient = moves.MovePatient()
+moveStudy = moves.MoveStudy()
+moveStudies = moves.MoveStudies()
+moveSeries = moves.MoveSeries()
+
+addImageFile = data.AddImageFile()
+loadHL7 = data.LoadHL7()
+dumpHeader = data.DumpHeader()
+forward = data.Forward()
+prefetch = data.Prefetch()

@@ -1,0 +1,15 @@
+"""The built-in control commands that rebuild, clear and prune the index
+(manual appendix 6: maintenance options).
+
+Only instances live here; ``getPlugins(IControlCommand, plugins)`` finds
+them as it finds installed ones.
+"""
+
+from pacscore.control import maintenance
+
+regen = maintenance.Regen()
+regenDev = maintenance.RegenDev()
+regenDir = maintenance.RegenDir()
+regenFile = maintenance.RegenFile()
+initializeTables = maintenance.InitializeTables()
+makeSpace = maintenance.MakeSpace()

@@ -1,0 +1,190 @@
+"""The control port through the real ``dgate`` console script against
+``twistd -n pacs``: display_status in text and JSON, an unknown command,
+-p/-q, quit in the middle of an ingest (running associations finish, or
+are aborted after the grace period; nothing acknowledged is lost), and the
+shared secret of a control port bound beyond 127.0.0.1."""
+
+import json
+import os
+import re
+import sqlite3
+import subprocess
+import time
+
+import pydicom
+from twisted.python import usage
+from twisted.trial import unittest
+
+from pacscore.testing.corpus import generateCorpus
+from tap.pacs import Options
+from tests.interop.index import column
+from tests.interop.server import BIN, PacsServer, dcmtkEnvironment, dcmtkTool
+from tests.interop.test_storage import storedFiles
+
+
+def acknowledged(storescuOutput):
+    """The SOP Instance UIDs ``storescu -v`` got a Success response for."""
+    uids, sending = set(), None
+    for line in storescuOutput.splitlines():
+        match = re.search(r"Sending file: (\S+)", line)
+        if match:
+            sending = match.group(1)
+        elif "Received Store Response (Success)" in line and sending:
+            uids.add(pydicom.dcmread(sending, stop_before_pixels=True).SOPInstanceUID)
+    return uids
+
+
+class StatusTests(unittest.TestCase):
+
+    def setUp(self):
+        self.server = PacsServer(self.mktemp())
+        self.addCleanup(self.server.stop)
+        self.server.start()
+
+    def test_displayStatusAfterAnIngest(self):
+        images = generateCorpus(self.mktemp(), patients=1, studiesPerPatient=1, seriesPerStudy=1, imagesPerSeries=5)
+        self.server.store(*[image.path for image in images])
+        result = self.server.dgate("--display_status:json")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        status = json.loads(result.stdout)
+        self.assertEqual(status["images"]["received"], 5)
+        self.assertEqual(status["associations"], {"active": 0, "total": 1})
+        self.assertEqual(status["counters"]["imagesReceived"], 5)
+        self.assertGreater(status["time"]["store"], 0)
+        self.assertEqual(status["devices"][0]["name"], "MAG0")
+        self.assertEqual(status["server"]["aeTitle"], "PACS")
+        text = self.server.dgate("--display_status:")
+        self.assertEqual(text.returncode, 0, text.stderr)
+        self.assertIn("Images received=5, sent=0, forwarded=0", text.stdout)
+        self.assertIn("Associations: 0 active, 1 since start", text.stdout)
+
+    def test_unknownCommandExits2(self):
+        result = self.server.dgate("--no_such_command:1")
+        self.assertEqual(result.returncode, 2)
+        self.assertEqual(result.stderr.strip(), "dgate: unknown command --no_such_command")
+        self.assertEqual(result.stdout, "")
+
+    def test_portAndHostOptions(self):
+        elsewhere = self.mktemp()
+        os.makedirs(elsewhere)
+        result = subprocess.run([os.path.join(BIN, "dgate"), f"-w{elsewhere}", f"-p{self.server.controlPort}",
+                                 "-q127.0.0.1", "--display_status:json"], capture_output=True, text=True, timeout=60)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(json.loads(result.stdout)["server"]["port"], self.server.port)
+
+    def test_forwardQueue(self):
+        result = self.server.dgate("--forwardqueue:")
+        self.assertEqual((result.returncode, result.stdout), (0, "export jobs: 0 pending, 0 failed\n"))
+        result = self.server.dgate("--retryforwards:")
+        self.assertEqual((result.returncode, result.stdout), (0, "0 failed item(s) put back in the queue\n"))
+
+
+class QuitTests(unittest.TestCase):
+    """``--quit:`` while storescu sends 600 objects over one association."""
+
+    def quitDuringIngest(self, gracePeriod):
+        self.server = PacsServer(self.mktemp(), ini={"QuitGracePeriod": str(gracePeriod)})
+        self.addCleanup(self.server.stop)
+        self.server.start()
+        self.images = generateCorpus(self.mktemp(), patients=2, studiesPerPatient=1, seriesPerStudy=3,
+                                     imagesPerSeries=100)
+        storescu = subprocess.Popen(
+            [dcmtkTool("storescu"), "-v", "-aec", "PACS", "127.0.0.1", str(self.server.port),
+             *[image.path for image in self.images]],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dcmtkEnvironment())
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and self.stored() < 30:
+            time.sleep(0.01)
+        result = self.server.dgate("--quit:")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn("stopping", result.stdout)
+        refused = subprocess.run([dcmtkTool("echoscu"), "-aec", "PACS", "127.0.0.1", str(self.server.port)],
+                                 capture_output=True, env=dcmtkEnvironment(), timeout=60)
+        output = storescu.communicate(timeout=120)[0]
+        self.assertEqual(self.server.process.wait(60), 0)
+        self.server.process.stdout.close()
+        self.assertNotEqual(refused.returncode, 0, "no new association once quit is asked")
+        self.assertIn("quit: no new associations; waiting up to", self.server.log())
+        return storescu.returncode, acknowledged(output)
+
+    def stored(self):
+        try:
+            with sqlite3.connect(self.server.database) as connection:
+                return connection.execute("SELECT COUNT(*) FROM DICOMImages").fetchone()[0]
+        except sqlite3.OperationalError:
+            return 0
+
+    def assertKept(self, uids):
+        self.assertLessEqual(uids, set(storedFiles(self.server.dataDir)), "on disk")
+        self.server.start()
+        self.assertLessEqual(uids, set(column(self.server.database, "DICOMImages", "SOPInstanceUID")),
+                             "and in the index after a restart")
+
+    def test_runningAssociationFinishes(self):
+        status, uids = self.quitDuringIngest(gracePeriod=60)
+        self.assertEqual(status, 0)
+        self.assertEqual(uids, {image.sopUID for image in self.images})
+        self.assertNotIn("aborting", self.server.log())
+        self.assertKept(uids)
+
+    def test_abortedAfterTheGracePeriod(self):
+        status, uids = self.quitDuringIngest(gracePeriod=1)
+        self.assertGreater(len(uids), 0)
+        self.assertLess(len(uids), len(self.images), "the association was aborted before the end")
+        self.assertIn("quit: aborting 1 association(s) still running after 1 s", self.server.log())
+        self.assertKept(uids)
+
+
+class SecretTests(unittest.TestCase):
+    """The control port on 127.0.0.2: not loopback for the rule (Linux
+    routes all of 127.0.0.0/8 to lo), so ControlSecret is required."""
+
+    def setUp(self):
+        self.server = PacsServer(self.mktemp(), ini={"ControlSecret": "open sesame"})
+        self.endpoint = f"tcp:{self.server.controlPort}:interface=127.0.0.2"
+        self.server.setIni(ControlEndpoint=self.endpoint)
+        self.addCleanup(self.server.stop)
+        self.server.start()
+
+    def dgateWithSecret(self, secret):
+        """dgate from another working folder whose dicom.ini names the
+        same control port and ``secret`` (None: no ControlSecret)."""
+        ini = {"ControlEndpoint": self.endpoint}
+        if secret is not None:
+            ini["ControlSecret"] = secret
+        return PacsServer(self.mktemp(), ini=ini).dgate("--display_status:json")
+
+    def test_rightSecret(self):
+        result = self.server.dgate("--display_status:json")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(json.loads(result.stdout)["server"]["aeTitle"], "PACS")
+
+    def test_wrongSecretRefusedAndLogged(self):
+        result = self.dgateWithSecret("open says me")
+        self.assertEqual(result.returncode, 1)
+        self.assertEqual(result.stderr.strip(), "dgate: refused: wrong secret")
+        self.assertRegex(self.server.log(),
+                         r"refused --display_status from 127\.0\.0\.\d+:\d+: wrong ControlSecret")
+        self.assertNotIn("open says me", self.server.log())
+
+    def test_missingSecretRefused(self):
+        result = self.dgateWithSecret(None)
+        self.assertEqual(result.returncode, 1)
+        self.assertEqual(result.stderr.strip(), "dgate: refused: missing secret")
+        self.assertRegex(self.server.log(), r"refused --display_status from 127\.0\.0\.\d+:\d+: missing ControlSecret")
+
+
+class ConfigurationTests(unittest.TestCase):
+
+    def test_secretRequiredBeyondLoopback(self):
+        server = PacsServer(self.mktemp())
+        for endpoint in ("tcp:0", "tcp:0:interface=0.0.0.0", "tcp:0:interface=127.0.0.2"):
+            error = self.assertRaises(usage.UsageError, Options().parseOptions,
+                                      ["--config", server.workdir, "--workdir", server.workdir, "--control", endpoint])
+            self.assertIn("set ControlSecret", str(error))
+
+    def test_controlPortOff(self):
+        server = PacsServer(self.mktemp())
+        options = Options()
+        options.parseOptions(["--config", server.workdir, "--workdir", server.workdir, "--control", "off"])
+        self.assertIsNone(options.control)

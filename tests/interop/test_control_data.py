@@ -1,0 +1,130 @@
+"""The data and database control commands through the real ``dgate``
+against a running ``twistd -n pacs`` holding a small corpus stored with
+DCMTK's storescu: deletes checked with DCMTK's findscu and on disk, a
+move to DCMTK's storescp, regen after losing the database file, query,
+the finders, loadhl7, addimagefile and initializetables."""
+
+import os
+import shutil
+import tempfile
+
+from twisted.trial import unittest
+
+from pacscore.testing.corpus import generateCorpus
+from pacscore.testing.orders import orderMessage, writeMessages
+from tests.interop.peers import StorescpServer
+from tests.interop.server import PacsServer
+from tests.interop.test_find import PATIENT_ROOT, STUDY_ROOT, findscu
+
+DESTINATION = "DATADEST"  # no wildcard entry of the default acrnema.map (V*, S*) matches it
+TABLES = ("DICOMPatients", "DICOMStudies", "DICOMSeries", "DICOMImages")
+
+
+class ControlDataTests(unittest.TestCase):
+
+    def setUp(self):
+        self.workdir = tempfile.mkdtemp(prefix="pacs-controldata-")
+        self.addCleanup(shutil.rmtree, self.workdir, True)
+        self.server = PacsServer(os.path.join(self.workdir, "pacs"))
+        self.storescp = StorescpServer(os.path.join(self.workdir, "storescp"), aet=DESTINATION)
+        self.server.addNode(DESTINATION, self.storescp.port)
+        self.server.start()
+        self.addCleanup(self.server.stop)
+        self.images = generateCorpus(os.path.join(self.workdir, "corpus"), patients=2, studiesPerPatient=2,
+                                     seriesPerStudy=1, imagesPerSeries=2)
+        result = self.server.store(*(image.path for image in self.images))
+        self.assertEqual(result.returncode, 0, result.stderr)
+
+    def dgate(self, *args):
+        """stdout lines of a dgate command that must succeed."""
+        result = self.server.dgate(*args)
+        self.assertEqual(result.returncode, 0, f"dgate {args}: {result.stdout}{result.stderr}")
+        return result.stdout.splitlines()
+
+    def counts(self):
+        """Rows of the four image tables, in one query."""
+        fields = ",".join(["count(*)"] + [f"(SELECT count(*) FROM {table})" for table in TABLES[1:]])
+        return [int(value) for value in self.dgate(f"--query:{TABLES[0]}|{fields}||")[0].split("\t")]
+
+    def storedFiles(self, patientID, seriesUID):
+        """Absolute paths of a series' files, from imagelister."""
+        names = self.dgate(f"--imagelister:|{patientID}|{seriesUID}|%s|")
+        self.assertTrue(all(name.startswith("MAG0:") for name in names), names)
+        return [os.path.join(self.server.dataDir, name[len("MAG0:"):]) for name in names]
+
+    def test_deletestudyAndDeletepatient(self):
+        image = self.images[0]
+        files = self.storedFiles(image.patientID, image.seriesUID)
+        self.assertEqual(len(files), 2)
+        self.assertTrue(all(os.path.exists(path) for path in files))
+        self.assertEqual(self.dgate(f"--deletestudy:{image.patientID}:{image.studyUID}"),
+                         ["2 object(s) removed from the server"])
+        matches, _ = findscu(self.server, STUDY_ROOT, "STUDY", {"StudyInstanceUID": image.studyUID})
+        self.assertEqual(matches, [])
+        self.assertFalse(any(os.path.exists(path) for path in files))
+        self.assertEqual(self.counts(), [2, 3, 3, 6])
+        failed = self.server.dgate(f"--deletestudy:{image.patientID}:{image.studyUID}")
+        self.assertEqual(failed.returncode, 1)
+        self.assertEqual(self.dgate("--deletepatient:PAT0001"), ["4 object(s) removed from the server"])
+        matches, _ = findscu(self.server, PATIENT_ROOT, "PATIENT", {"PatientID": "PAT0001"})
+        self.assertEqual(matches, [])
+        self.assertEqual(self.counts(), [1, 1, 1, 2])
+
+    def test_movestudyToStorescp(self):
+        self.storescp.start()
+        self.addCleanup(self.storescp.stop)
+        image = self.images[2]
+        self.assertEqual(self.dgate(f"--movestudy:(local),{DESTINATION},{image.patientID}:{image.studyUID}"),
+                         [f"2 object(s) sent to {DESTINATION}"])
+        received = self.storescp.datasets()
+        self.assertEqual(sorted(ds.SOPInstanceUID for ds in received),
+                         sorted(i.sopUID for i in self.images if i.studyUID == image.studyUID))
+        unknown = self.server.dgate(f"--movestudy:(local),NOWHERE,{image.studyUID}")
+        self.assertEqual(unknown.returncode, 1)
+        self.assertIn("NOWHERE", unknown.stdout + unknown.stderr)
+
+    def test_regenAfterLosingTheDatabase(self):
+        before = self.counts()
+        self.assertEqual(before, [2, 4, 4, 8])
+        self.server.stop()
+        os.remove(self.server.database)
+        self.server.start()
+        self.assertEqual(self.counts(), [0, 0, 0, 0])
+        result = self.server.dgate("--regen:")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(result.stdout.strip(), "8 file(s) indexed, 0 failed, 0 duplicate SOP instance(s)")
+        self.assertIn("Regen device MAG0", result.stderr)
+        self.assertEqual(self.counts(), before)
+        matches, _ = findscu(self.server, STUDY_ROOT, "STUDY", {"StudyInstanceUID": None})
+        self.assertEqual(len(matches), 4)
+
+    def test_queryAndFinders(self):
+        self.assertEqual(self.dgate("--query:DICOMPatients|PatientID,PatientName||%s=%s"),
+                         ["PAT0000=Test^Patient0", "PAT0001=Test^Patient1"])
+        self.assertEqual(self.dgate("--query2:DICOMImages|ImagePat||%s|3|"), ["PAT0000"] * 3)
+        self.assertEqual(self.dgate("--patientfinder:|patient1|%s|"), ["PAT0001"])
+        image = self.images[6]
+        self.assertEqual(sorted(self.dgate(f"--serieslister:|{image.patientID}|{image.studyUID}|%s|")),
+                         [image.seriesUID])
+        self.assertEqual(len(self.storedFiles(image.patientID, image.seriesUID)), 2)
+        refused = self.server.dgate("--query:DICOMPatients|PatientID|1=1; DELETE FROM DICOMImages|")
+        self.assertEqual(refused.returncode, 1)
+        self.assertEqual(self.counts(), [2, 4, 4, 8])
+
+    def test_addimagefileWithANewPatientID(self):
+        self.assertEqual(len(self.dgate(f"--addimagefile:{self.images[0].path},NEWPAT")), 1)
+        matches, _ = findscu(self.server, PATIENT_ROOT, "IMAGE",
+                             {"PatientID": "NEWPAT", "StudyInstanceUID": self.images[0].studyUID,
+                              "SeriesInstanceUID": self.images[0].seriesUID, "SOPInstanceUID": None})
+        self.assertEqual([m.SOPInstanceUID for m in matches], [self.images[0].sopUID])
+
+    def test_loadhl7AndInitializetables2(self):
+        path = os.path.join(self.workdir, "orders.hl7")
+        writeMessages(path, [orderMessage("MSG1", "ACC1", "P1", "Doe^John"),
+                             orderMessage("MSG2", "ACC2", "P2", "Roe^Jane")])
+        output = self.dgate(f"--loadhl7:{path}")
+        self.assertEqual([line.split()[2] for line in output], ["AA", "AA"])
+        self.assertEqual(sorted(self.dgate("--query:DICOMWorkList|AccessionNumber||")), ["ACC1", "ACC2"])
+        self.assertEqual(self.dgate("--initializetables:2"), ["Initialized DICOMWorkList"])
+        self.assertEqual(self.dgate("--query:DICOMWorkList|AccessionNumber||"), [])
+        self.assertEqual(self.counts(), [2, 4, 4, 8])

@@ -1,0 +1,71 @@
+"""A real Archive in a temporary working folder, started on the global
+reactor as ``twistd pacs`` starts it (``loadConfiguration`` + ``Archive``),
+for running control commands with a ``ControlContext``; optionally
+listening for DICOM on a free loopback port."""
+
+import os
+
+from sqlalchemy import func, select
+from twisted.internet import defer, reactor
+
+from pacscore.archive import Archive
+from pacscore.config.acrnema import Node
+from pacscore.config.loader import loadConfiguration
+from pacscore.control.context import ControlContext
+from tests.interop.server import PacsServer
+
+
+class RunningArchive:
+    """``archive``, ``context`` (progress lines in ``progress``) and
+    ``run(command, arguments)``; stopped by the test case's cleanup.
+    ``ini``: dicom.ini keys to set first."""
+
+    def __init__(self, testCase, ae="PACS", listen=False, ini=None):
+        self.workdir = PacsServer(testCase.mktemp(), ae=ae, ini=ini).workdir
+        self.configuration = loadConfiguration(self.workdir, self.workdir)
+        self.archive = Archive(self.configuration, reactor)
+        factory = self.archive.dicomFactory()
+        self.archive.startup()
+        testCase.addCleanup(self.archive.shutdown)
+        self.port = None
+        if listen:
+            listening = reactor.listenTCP(0, factory, interface="127.0.0.1")
+            testCase.addCleanup(listening.stopListening)
+            self.port = listening.getHost().port
+        self.progress = []
+        self.context = ControlContext(self.archive, reactor, progress=self.progress.append, peer="test")
+
+    @property
+    def ae(self):
+        return self.archive.aeTitle
+
+    def know(self, other, compression="un"):
+        """Put ``other`` (a listening RunningArchive) last in our acrnema.map:
+        its AE title must not match the wildcard entries (V*, S*) before it."""
+        acrNemaMap = self.configuration.acrNemaMap
+        acrNemaMap.put(len(acrNemaMap.nodes), Node(other.ae, "127.0.0.1", str(other.port), compression))
+
+    def run(self, command, arguments=""):
+        """Deferred of the command's output."""
+        return defer.maybeDeferred(command.run, arguments, self.context)
+
+    @defer.inlineCallbacks
+    def store(self, images):
+        """Store corpus images through ``addimagefile``."""
+        from pacscore.control.data import AddImageFile
+        for image in images:
+            yield self.run(AddImageFile(), image.path)
+
+    def count(self, level):
+        """Deferred of the number of rows of one index table ('patient' ... 'worklist')."""
+        table = getattr(self.archive.index.tables, level)
+        return self.archive.index.runQuery(
+            lambda connection: connection.execute(select(func.count()).select_from(table)).scalar())
+
+    def files(self):
+        """The DICOM files on MAG0 (the database folder left out)."""
+        found = []
+        for folder, subfolders, names in os.walk(self.archive.devices[0].path):
+            subfolders[:] = [d for d in subfolders if not d.startswith(".") and d != "dbase"]
+            found += [os.path.join(folder, name) for name in names]
+        return sorted(found)

@@ -1,0 +1,112 @@
+"""The dicom.ini control commands on a real Archive: what they print, what
+they change in memory and in the file on disk."""
+
+from pathlib import Path
+
+from twisted.internet import defer
+from twisted.trial import unittest
+
+from pacscore.config.ini import DicomIni
+from pacscore.control.context import CommandError
+from plugins import pacs_control_configuration as commands
+from plugins import pacs_control_uids as uids
+from tests.pacscore.control.running import RunningArchive
+
+
+class DicomIniCommandTests(unittest.TestCase):
+
+    def setUp(self):
+        self.running = RunningArchive(self)
+        self.archive = self.running.archive
+        self.ini = self.archive.configuration.ini
+        self.path = self.archive.configuration.iniPath
+
+    @defer.inlineCallbacks
+    def test_getParam(self):
+        port = self.ini.get("TCPPort")
+        self.assertEqual((yield self.running.run(commands.getParam, "TCPPort")), port)
+        self.assertEqual((yield self.running.run(commands.getParam, "tcpport,port=%s;")), f"port={port};")
+        self.assertEqual((yield self.running.run(commands.getIniParam, "TCPPort")), port)
+        self.assertEqual((yield self.running.run(commands.getParam, "NoSuchKey")), "")
+        yield self.assertFailure(self.running.run(commands.getParam, ""), CommandError)
+
+    @defer.inlineCallbacks
+    def test_getIniNumAndGetIni(self):
+        items = self.ini.items()
+        self.assertEqual((yield self.running.run(commands.getIniNum, "0")), "%s = %s" % items[0])
+        self.assertEqual((yield self.running.run(commands.getIniNum, "1,%s")), items[1][0])
+        self.assertEqual((yield self.running.run(commands.getIniNum, str(len(items)))), "")
+        yield self.assertFailure(self.running.run(commands.getIniNum, "x"), CommandError)
+        listing = (yield self.running.run(commands.getIni, "%s")).split("\n")
+        self.assertEqual(listing, [key for key, _ in items])
+
+    @defer.inlineCallbacks
+    def test_putParamWritesFileKeepingComments(self):
+        before = Path(self.path).read_text()
+        output = yield self.running.run(commands.putParam, "TCPPort, 11112")
+        self.assertIn("restart", output)
+        self.assertIn("TCPPort", output)
+        self.assertEqual(self.ini.get("TCPPort"), "11112")
+        after = Path(self.path).read_text()
+        self.assertEqual(DicomIni.fromFile(self.path).get("TCPPort"), "11112")
+        changed = [line for line in before.splitlines() if line not in after.splitlines()]
+        self.assertEqual(len(changed), 1)
+        self.assertTrue(changed[0].startswith("TCPPort"))
+        self.assertEqual(len(before.splitlines()), len(after.splitlines()))
+
+    @defer.inlineCallbacks
+    def test_putParamNewKeyWithCommas(self):
+        yield self.running.run(commands.putParam, "ImportConverter0,nop a,b")
+        self.assertEqual(DicomIni.fromFile(self.path).get("ImportConverter0"), "nop a,b")
+        self.assertEqual((yield self.running.run(commands.getParam, "ImportConverter0")), "nop a,b")
+
+    @defer.inlineCallbacks
+    def test_putParamUIDPrefixIsLive(self):
+        output = yield self.running.run(commands.putParam, "UIDPrefix,1.2.3.4")
+        self.assertEqual(output, "")
+        self.assertTrue((yield self.running.run(uids.genUid, "")).startswith("1.2.3.4."))
+        self.assertTrue((yield self.running.run(uids.changeUid, "9.8.7")).startswith("1.2.3.4."))
+
+    @defer.inlineCallbacks
+    def test_putParamRefusesBadValues(self):
+        yield self.assertFailure(self.running.run(commands.putParam, ""), CommandError)
+        yield self.assertFailure(self.running.run(commands.putParam, "[bad,1"), CommandError)
+
+    @defer.inlineCallbacks
+    def test_deleteParam(self):
+        self.assertTrue(self.ini.has("FileNameSyntax"))
+        output = yield self.running.run(commands.deleteParam, "FileNameSyntax")
+        self.assertIn("restart", output)
+        self.assertFalse(self.ini.has("FileNameSyntax"))
+        self.assertFalse(DicomIni.fromFile(self.path).has("FileNameSyntax"))
+        yield self.assertFailure(self.running.run(commands.deleteParam, "FileNameSyntax"), CommandError)
+
+    @defer.inlineCallbacks
+    def test_readIniInPlace(self):
+        onDisk = DicomIni.fromFile(self.path)
+        onDisk.set("TCPPort", "2222")
+        onDisk.set("LuaMaxInstructions", "5000")
+        onDisk.set("UIDPrefix", "1.9.9")
+        onDisk.write()
+        output = yield self.running.run(commands.readIni, "")
+        self.assertIs(self.archive.configuration.ini, self.ini)
+        self.assertEqual(self.ini.get("TCPPort"), "2222")
+        self.assertEqual(self.ini.get("LuaMaxInstructions"), "5000")
+        self.assertIn("3 parameter(s) changed", output)
+        self.assertIn("restarts: TCPPort", output)
+        self.assertNotIn("LuaMaxInstructions", output)
+        self.assertEqual(self.archive.converterServices.uidMap.prefix, "1.9.9.")
+
+    @defer.inlineCallbacks
+    def test_readIniOfBrokenFileKeepsMemory(self):
+        port = self.ini.get("TCPPort")
+        with open(self.path, "a") as f:
+            f.write("not a key value line\n")
+        error = yield self.assertFailure(self.running.run(commands.readIni, ""), CommandError)
+        self.assertIn("dicom.ini", str(error))
+        self.assertEqual(self.ini.get("TCPPort"), port)
+
+    @defer.inlineCallbacks
+    def test_savesLandInOrder(self):
+        yield defer.gatherResults([self.running.run(commands.putParam, f"OrderKey,{n}") for n in range(20)])
+        self.assertEqual(DicomIni.fromFile(self.path).get("OrderKey"), "19")

@@ -1,0 +1,195 @@
+"""The delete and communication control commands on a real Archive:
+addimagefile, the deletes, loadhl7, dump_header, prefetch."""
+
+import os
+
+from sqlalchemy import select
+from twisted.internet import defer
+from twisted.trial import unittest
+
+from pacscore.control.context import CommandError
+from pacscore.testing.corpus import generateCorpus
+from pacscore.testing.orders import orderMessage, writeMessages
+from plugins import pacs_control_data as commands
+from tests.pacscore.control.running import RunningArchive
+
+
+class StoredCorpusTests(unittest.TestCase):
+    """Two patients, two studies each, one series of two images each."""
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.running = RunningArchive(self)
+        self.images = generateCorpus(os.path.abspath(self.mktemp()), patients=2, studiesPerPatient=2, seriesPerStudy=1,
+                                     imagesPerSeries=2)
+        yield self.running.store(self.images)
+
+    def images(self, level, uid):
+        attribute = {"patient": "patientID", "study": "studyUID", "series": "seriesUID"}[level]
+        return [image for image in self.images if getattr(image, attribute) == uid]
+
+    def imageRows(self):
+        image = self.running.archive.index.tables.image
+        return self.running.archive.index.runQuery(
+            lambda connection: connection.execute(select(image.c.SOPInstanceUID, image.c.DeviceName,
+                                                         image.c.ObjectFile)).all())
+
+    @defer.inlineCallbacks
+    def test_addimagefileStoresLikeCStore(self):
+        self.assertEqual((yield self.running.count("image")), 8)
+        self.assertEqual((yield self.running.count("patient")), 2)
+        self.assertEqual(len(self.running.files()), 8)
+        rows = yield self.imageRows()
+        self.assertEqual({row.SOPInstanceUID for row in rows}, {image.sopUID for image in self.images})
+        self.assertEqual({row.DeviceName for row in rows}, {"MAG0"})
+
+    @defer.inlineCallbacks
+    def test_addimagefileWithNewPatientID(self):
+        first = self.images[0]
+        output = yield self.running.run(commands.addImageFile, f"{first.path},NEWPAT")
+        self.assertIn(first.sopUID, output)
+        found = yield self.running.run(commands.deletePatient, "NEWPAT")
+        self.assertEqual(found, "1 object(s) removed from the server")
+        self.assertEqual((yield self.running.count("image")), 7)
+
+    @defer.inlineCallbacks
+    def test_addimagefileRefusesWhatIsNotDicom(self):
+        path = os.path.abspath(self.mktemp())
+        with open(path, "wb") as f:
+            f.write(b"not a DICOM file at all" * 10)
+        yield self.assertFailure(self.running.run(commands.addImageFile, path), CommandError)
+        yield self.assertFailure(self.running.run(commands.addImageFile, path + ".missing"), CommandError)
+
+    @defer.inlineCallbacks
+    def test_deletestudyRemovesFilesAndRows(self):
+        study = self.images[0].studyUID
+        output = yield self.running.run(commands.deleteStudy, f"{self.images[0].patientID}:{study}")
+        self.assertEqual(output, "2 object(s) removed from the server")
+        self.assertEqual((yield self.running.count("study")), 3)
+        self.assertEqual((yield self.running.count("image")), 6)
+        self.assertEqual((yield self.running.count("patient")), 2)
+        self.assertEqual(len(self.running.files()), 6)
+        yield self.assertFailure(self.running.run(commands.deleteStudy, f":{study}"), CommandError)
+
+    @defer.inlineCallbacks
+    def test_deletestudyOfAnotherPatientMatchesNothing(self):
+        study = self.images[0].studyUID
+        yield self.assertFailure(self.running.run(commands.deleteStudy, f"PAT0001:{study}"), CommandError)
+        self.assertEqual((yield self.running.count("image")), 8)
+
+    @defer.inlineCallbacks
+    def test_deletepatientAndItsMisspelling(self):
+        self.assertEqual((yield self.running.run(commands.deletePatient, "PAT0000")),
+                         "4 object(s) removed from the server")
+        self.assertEqual((yield self.running.run(commands.deletPatient, "PAT0001")),
+                         "4 object(s) removed from the server")
+        for level in ("patient", "study", "series", "image"):
+            self.assertEqual((yield self.running.count(level)), 0)
+        self.assertEqual(self.running.files(), [])
+        yield self.assertFailure(self.running.run(commands.deletePatient, "PAT0000"), CommandError)
+
+    @defer.inlineCallbacks
+    def test_wildcardsAndEmptyValuesAreRefused(self):
+        for command, arguments in ((commands.deletePatient, "PAT*"), (commands.deletePatient, ""),
+                                   (commands.deleteStudy, "PAT0000:"), (commands.deleteSeries, "PAT?:1.2"),
+                                   (commands.deleteStudies, "2024"), (commands.deleteSopFromDB, "PAT0000,,,")):
+            yield self.assertFailure(self.running.run(command, arguments), CommandError)
+        self.assertEqual((yield self.running.count("image")), 8)
+
+    @defer.inlineCallbacks
+    def test_deleteseries(self):
+        series = self.images[2].seriesUID
+        self.assertEqual((yield self.running.run(commands.deleteSeries, f"PAT0000:{series}")),
+                         "2 object(s) removed from the server")
+        self.assertEqual((yield self.running.count("series")), 3)
+        self.assertEqual((yield self.running.count("study")), 3)
+
+    @defer.inlineCallbacks
+    def test_deletestudiesByDateRange(self):
+        yield self.assertFailure(self.running.run(commands.deleteStudies, "20230101-20231231"), CommandError)
+        self.assertEqual((yield self.running.run(commands.deleteStudies, "20240102")),
+                         "8 object(s) removed from the server")
+        self.assertEqual((yield self.running.count("patient")), 0)
+
+    @defer.inlineCallbacks
+    def test_deleteimagefileByPathAndByDevice(self):
+        rows = sorted((yield self.imageRows()))
+        device = self.running.archive.devices[0]
+        path = device.absolute(rows[0].ObjectFile)
+        self.assertEqual((yield self.running.run(commands.deleteImageFile, path)),
+                         "1 object(s) removed from the server")
+        self.assertFalse(os.path.exists(path))
+        conquestStyle = "MAG0\\" + rows[1].ObjectFile.replace("/", "\\")
+        yield self.running.run(commands.deleteImageFile, conquestStyle)
+        self.assertFalse(os.path.exists(device.absolute(rows[1].ObjectFile)))
+        self.assertEqual((yield self.running.count("image")), 6)
+        yield self.assertFailure(self.running.run(commands.deleteImageFile, path), CommandError)
+        yield self.assertFailure(self.running.run(commands.deleteImageFile, "/etc/passwd"), CommandError)
+
+    @defer.inlineCallbacks
+    def test_deleteimagefromdbKeepsTheFile(self):
+        rows = sorted((yield self.imageRows()))
+        yield self.running.run(commands.deleteImageFromDB, f"MAG0:{rows[0].ObjectFile}")
+        self.assertEqual((yield self.running.count("image")), 7)
+        self.assertEqual(len(self.running.files()), 8)
+
+    @defer.inlineCallbacks
+    def test_deletesopfromdbKeepsTheFile(self):
+        image = self.images[5]
+        output = yield self.running.run(commands.deleteSopFromDB,
+                                        f"{image.patientID},{image.studyUID},{image.seriesUID},{image.sopUID}")
+        self.assertEqual(output, "1 object(s) removed from the database")
+        self.assertEqual((yield self.running.count("image")), 7)
+        self.assertEqual(len(self.running.files()), 8)
+        yield self.assertFailure(self.running.run(commands.deleteSopFromDB, f",,,{image.sopUID}"), CommandError)
+
+    @defer.inlineCallbacks
+    def test_prefetch(self):
+        self.assertEqual((yield self.running.run(commands.prefetch, "PAT0001")), "4 object(s) of patient PAT0001 read")
+        yield self.assertFailure(self.running.run(commands.prefetch, "NOBODY"), CommandError)
+
+    @defer.inlineCallbacks
+    def test_dumpHeader(self):
+        path = self.images[0].path
+        dump = yield self.running.run(commands.dumpHeader, path)
+        self.assertIn("(0010,0020) Patient ID", dump)
+        self.assertIn("PAT0000", dump)
+        self.assertIn("Transfer Syntax UID", dump)
+        self.assertNotIn("Pixel Data", dump)
+        target = os.path.abspath(self.mktemp())
+        output = yield self.running.run(commands.dumpHeader, f"{path},{target}")
+        self.assertIn(target, output)
+        with open(target) as f:
+            self.assertEqual(f.read(), dump + "\n")
+        yield self.assertFailure(self.running.run(commands.dumpHeader, path + ".missing"), CommandError)
+
+
+class LoadHL7Tests(unittest.TestCase):
+
+    def setUp(self):
+        self.running = RunningArchive(self)
+        self.path = os.path.abspath(self.mktemp())
+
+    @defer.inlineCallbacks
+    def test_loadhl7AppliesEveryMessage(self):
+        writeMessages(self.path, [orderMessage("MSG1", "ACC1", "P1", "Doe^John"),
+                                  orderMessage("MSG2", "ACC2", "P2", "Roe^Jane")])
+        output = yield self.running.run(commands.loadHL7, self.path)
+        self.assertEqual([line.split()[:3] for line in output.split("\n")],
+                         [["message", "1:", "AA"], ["message", "2:", "AA"]])
+        self.assertEqual((yield self.running.count("worklist")), 2)
+
+    @defer.inlineCallbacks
+    def test_loadhl7ReportsRefusedMessages(self):
+        writeMessages(self.path, [orderMessage("MSG1", "ACC1", "P1", "Doe^John"),
+                                  orderMessage("MSG2", "NOSUCH", "P2", "Roe^Jane", control="XO")])
+        error = yield self.assertFailure(self.running.run(commands.loadHL7, self.path), CommandError)
+        self.assertIn("message 2: AE", str(error))
+        self.assertEqual((yield self.running.count("worklist")), 1)
+
+    @defer.inlineCallbacks
+    def test_loadhl7OfNothing(self):
+        with open(self.path, "w") as f:
+            f.write("no HL7 here\n")
+        yield self.assertFailure(self.running.run(commands.loadHL7, self.path), CommandError)
+        yield self.assertFailure(self.running.run(commands.loadHL7, self.path + ".missing"), CommandError)

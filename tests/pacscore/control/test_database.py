@@ -1,0 +1,92 @@
+"""query, query2, the finders and the listers on a real Archive, locally
+and (through C-FIND) on a second archive in the same reactor."""
+
+import os
+
+from twisted.internet import defer
+from twisted.trial import unittest
+
+from pacscore.control.context import CommandError
+from pacscore.testing.corpus import generateCorpus
+from plugins import pacs_control_database as commands
+from tests.pacscore.control.running import RunningArchive
+
+
+class DatabaseCommandTests(unittest.TestCase):
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.running = RunningArchive(self, ae="LISTED", listen=True)
+        self.images = generateCorpus(os.path.abspath(self.mktemp()), patients=3, studiesPerPatient=1,
+                                     seriesPerStudy=2, imagesPerSeries=2, namePrefix="Smith")
+        yield self.running.store(self.images)
+
+    def command(self, command, arguments):
+        return self.running.run(command, arguments)
+
+    @defer.inlineCallbacks
+    def test_queryWithAndWithoutFormat(self):
+        output = yield self.command(commands.query, "DICOMPatients|PatientID,PatientName||%s is %s")
+        self.assertEqual(output.split("\n"), [f"PAT000{n} is Smith^Patient{n}" for n in range(3)])
+        output = yield self.command(commands.query, "dicomseries|SeriesPat,count(*)|SeriesPat <> 'PAT0001'"
+                                               " GROUP BY SeriesPat ORDER BY SeriesPat|")
+        self.assertEqual(output.split("\n"), ["PAT0000\t2", "PAT0002\t2"])
+
+    @defer.inlineCallbacks
+    def test_query2LimitsRowsAndWritesFiles(self):
+        target = os.path.abspath(self.mktemp())
+        output = yield self.command(commands.query2, f"DICOMImages|SOPInstanceUID||%s|3|{target}")
+        self.assertIn("3 line(s) written to", output)
+        with open(target) as f:
+            self.assertEqual(len(f.read().splitlines()), 3)
+        yield self.assertFailure(self.command(commands.query2, "DICOMImages|SOPInstanceUID|||many|"), CommandError)
+
+    @defer.inlineCallbacks
+    def test_queryRefusals(self):
+        for arguments in ("sqlite_master|name||", "DICOMPatients|PatientID|1=1; DELETE FROM DICOMPatients|",
+                          "DICOMPatients||", "DICOMPatients|NoSuchColumn||"):
+            yield self.assertFailure(self.command(commands.query, arguments), CommandError)
+        self.assertEqual((yield self.running.count("patient")), 3)
+
+    @defer.inlineCallbacks
+    def test_patientfinderMatchesIDOrNameCaseInsensitively(self):
+        self.assertEqual((yield self.command(commands.patientFinder, "|patient1|%s|")), "PAT0001")
+        self.assertEqual((yield self.command(commands.patientFinder, "LISTED|0002|%s %s|")), "PAT0002 Smith^Patient2")
+        listing = yield self.command(commands.patientFinder, "||")
+        self.assertEqual(listing.split("\n")[0], "PAT0000\tSmith^Patient0\t19700101\tO")
+        self.assertEqual(len(listing.split("\n")), 3)
+
+    @defer.inlineCallbacks
+    def test_studyAndSeriesFinders(self):
+        image = self.images[4]
+        study = yield self.command(commands.studyFinder, "(local)|SMITH^PATIENT1||")
+        self.assertEqual(study.split("\t"), ["PAT0001", "Smith^Patient1", "20240102", "CT", "Synthetic study",
+                                             image.studyUID])
+        series = yield self.command(commands.seriesFinder, "|series 2|%s %0.0s%0.0s%0.0s%s|")
+        self.assertEqual(sorted(series.split("\n")), ["PAT0000 Series 2", "PAT0001 Series 2", "PAT0002 Series 2"])
+
+    @defer.inlineCallbacks
+    def test_serieslisterAndImagelister(self):
+        image = self.images[4]
+        series = yield self.command(commands.seriesLister, f"|{image.patientID}|{image.studyUID}|%s|")
+        self.assertEqual(sorted(series.split("\n")), sorted({i.seriesUID for i in self.images[4:8]}))
+        files = yield self.command(commands.imageLister, f"|{image.patientID}|{image.seriesUID}||")
+        rows = [line.split("\t") for line in files.split("\n")]
+        self.assertEqual([row[1] for row in rows], [image.sopUID, self.images[5].sopUID])
+        device = self.running.archive.devices[0]
+        for name, *_ in rows:
+            self.assertTrue(name.startswith("MAG0:"))
+            self.assertTrue(os.path.exists(device.absolute(name[len("MAG0:"):])))
+        yield self.assertFailure(self.command(commands.imageLister, "|PAT*|1.2|%s|"), CommandError)
+
+    @defer.inlineCallbacks
+    def test_findersOnAnotherArchive(self):
+        asking = RunningArchive(self, ae="ASKING")
+        asking.know(self.running)
+        self.assertEqual((yield asking.run(commands.patientFinder, "LISTED|patient2|%s %s|")), "PAT0002 Smith^Patient2")
+        image = self.images[0]
+        series = yield asking.run(commands.seriesLister, f"LISTED||{image.studyUID}|%s|")
+        self.assertEqual(sorted(series.split("\n")), sorted({i.seriesUID for i in self.images[:4]}))
+        sops = yield asking.run(commands.imageLister, f"LISTED|{image.patientID}|{image.seriesUID}|%s|")
+        self.assertEqual(sorted(sops.split("\n")), sorted([image.sopUID, self.images[1].sopUID]))
+        yield self.assertFailure(asking.run(commands.patientFinder, "NOWHERE|x||"), CommandError)

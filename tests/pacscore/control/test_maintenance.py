@@ -1,0 +1,124 @@
+"""regen, regendev, regendir, regenfile, initializetables and makespace on
+a real Archive: the index rebuilt from the files, tables cleared through
+the index writer, the least recently accessed patients deleted first."""
+
+import os
+
+from twisted.internet import defer
+from twisted.trial import unittest
+
+from pacscore.control import maintenance
+from pacscore.control.context import CommandError
+from pacscore.testing.corpus import generateCorpus
+from pacscore.testing.orders import orderMessage, writeMessages
+from plugins import pacs_control_data as data
+from plugins import pacs_control_maintenance as commands
+from tests.pacscore.control.running import RunningArchive
+
+LEVELS = ("patient", "study", "series", "image")
+
+
+class MaintenanceTests(unittest.TestCase):
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.running = RunningArchive(self)
+        self.images = generateCorpus(os.path.abspath(self.mktemp()), patients=3, studiesPerPatient=1,
+                                     seriesPerStudy=2, imagesPerSeries=2)
+        yield self.running.store(self.images)
+
+    @defer.inlineCallbacks
+    def counts(self):
+        counts = []
+        for level in LEVELS:
+            counts.append((yield self.running.count(level)))
+        return counts
+
+    @defer.inlineCallbacks
+    def test_initializetablesClearsTheImageTables(self):
+        self.assertEqual((yield self.counts()), [3, 3, 6, 12])
+        output = yield self.running.run(commands.initializeTables, "")
+        self.assertEqual(output, "Initialized DICOMPatients, DICOMStudies, DICOMSeries, DICOMImages")
+        self.assertEqual((yield self.counts()), [0, 0, 0, 0])
+        yield self.running.store(self.images[:1])  # stores go on, with the writer's cache forgotten
+        self.assertEqual((yield self.counts()), [1, 1, 1, 1])
+        yield self.running.run(commands.initializeTables, "1")
+        self.assertEqual((yield self.counts()), [0, 0, 0, 0])
+        yield self.assertFailure(self.running.run(commands.initializeTables, "3"), CommandError)
+
+    @defer.inlineCallbacks
+    def test_initializetables2ClearsOnlyTheWorklist(self):
+        path = os.path.abspath(self.mktemp())
+        writeMessages(path, [orderMessage("MSG1", "ACC1", "P1", "Doe^John")])
+        yield self.running.run(data.loadHL7, path)
+        self.assertEqual((yield self.running.count("worklist")), 1)
+        self.assertEqual((yield self.running.run(commands.initializeTables, "2")), "Initialized DICOMWorkList")
+        self.assertEqual((yield self.running.count("worklist")), 0)
+        self.assertEqual((yield self.counts()), [3, 3, 6, 12])
+
+    @defer.inlineCallbacks
+    def test_regenRebuildsTheSameIndex(self):
+        before = yield self.running.run(data.deleteSopFromDB, f",,,{self.images[0].sopUID}")
+        self.assertIn("1 object", before)
+        output = yield self.running.run(commands.regen)
+        self.assertEqual(output, "12 file(s) indexed, 0 failed, 0 duplicate SOP instance(s)")
+        self.assertEqual((yield self.counts()), [3, 3, 6, 12])
+        self.assertEqual(self.running.progress[0], f"Regen device MAG0: {self.running.archive.devices[0].path}")
+        self.assertTrue(self.running.progress[-1].startswith("Regeneration complete: 12 files indexed"))
+
+    @defer.inlineCallbacks
+    def test_regendevAndRegendir(self):
+        yield self.running.run(commands.initializeTables)
+        self.assertIn("4 file(s) indexed", (yield self.running.run(commands.regenDir, "MAG0,PAT0001")))
+        self.assertEqual((yield self.counts()), [1, 1, 2, 4])
+        self.assertIn("12 file(s) indexed", (yield self.running.run(commands.regenDev, "mag0")))
+        self.assertEqual((yield self.counts()), [3, 3, 6, 12])
+        for command, arguments in ((commands.regenDev, "MAG9"), (commands.regenDir, "MAG0,../.."),
+                                   (commands.regenDir, "MAG0,NOSUCHFOLDER")):
+            yield self.assertFailure(self.running.run(command, arguments), CommandError)
+
+    @defer.inlineCallbacks
+    def test_regenfileReentersOneFile(self):
+        path = self.running.files()[0]
+        yield self.running.run(data.deleteImageFromDB, path)
+        self.assertEqual((yield self.running.count("image")), 11)
+        self.assertIn("1 file(s) indexed", (yield self.running.run(commands.regenFile, path)))
+        self.assertEqual((yield self.running.count("image")), 12)
+        yield self.assertFailure(self.running.run(commands.regenFile, path + ".missing"), CommandError)
+
+
+class MakeSpaceTests(unittest.TestCase):
+    """Free space is counted as one MB per deleted file."""
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.running = RunningArchive(self)
+        images = generateCorpus(os.path.abspath(self.mktemp()), patients=3, studiesPerPatient=1,
+                                seriesPerStudy=1, imagesPerSeries=4)
+        yield self.running.store(images)
+        patient = self.running.archive.index.tables.patient
+        for patientID, accessed in (("PAT0000", 300), ("PAT0001", 200), ("PAT0002", 100)):
+            yield self.running.archive.index.runWrite(
+                lambda connection, p, t: connection.execute(
+                    patient.update().where(patient.c.PatientID == p).values(AccessTime=t)), patientID, accessed)
+        self.command = maintenance.MakeSpace()
+        self.command.freeSpace = lambda path: (12 - len(self.running.files())) * maintenance.MEGABYTE
+
+    @defer.inlineCallbacks
+    def test_deletesTheLeastRecentlyAccessedPatientsFirst(self):
+        output = yield self.running.run(self.command, "5")
+        self.assertEqual(output.split("\n"), ["deleted patient PAT0002: 4 object(s)",
+                                              "deleted patient PAT0001: 4 object(s)", "8 MB free on MAG0"])
+        self.assertEqual(self.running.progress, output.split("\n")[:2])
+        self.assertEqual((yield self.running.count("patient")), 1)
+
+    @defer.inlineCallbacks
+    def test_enoughSpaceDeletesNothing(self):
+        self.assertEqual((yield self.running.run(self.command, "0")), "0 MB free on MAG0")
+        self.assertEqual((yield self.running.count("image")), 12)
+
+    @defer.inlineCallbacks
+    def test_notEnoughSpaceEvenWithEverythingDeleted(self):
+        error = yield self.assertFailure(self.running.run(self.command, "100"), CommandError)
+        self.assertIn("only 12 MB free on MAG0 after deleting 3 patient(s)", str(error))
+        yield self.assertFailure(self.running.run(self.command, "lots"), CommandError)

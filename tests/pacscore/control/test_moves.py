@@ -1,0 +1,90 @@
+"""The move commands and forward between two real Archives listening on
+loopback ports in the same reactor: local sends (``(local)`` or our AE)
+and C-MOVEs requested from the other archive."""
+
+import os
+
+from twisted.internet import defer
+from twisted.trial import unittest
+
+from pacscore.control import moves
+from pacscore.control.context import CommandError
+from pacscore.dicom import retrieve
+from pacscore.testing.corpus import generateCorpus
+from plugins import pacs_control_data as commands
+from tests.pacscore.control.running import RunningArchive
+
+
+class MoveTests(unittest.TestCase):
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.source = RunningArchive(self, ae="ORIGIN", listen=True)
+        self.destination = RunningArchive(self, ae="DEST", listen=True)
+        self.source.know(self.destination)
+        self.destination.know(self.source)
+        self.images = generateCorpus(os.path.abspath(self.mktemp()), patients=2, studiesPerPatient=2,
+                                     seriesPerStudy=2, imagesPerSeries=3)
+        yield self.source.store(self.images)
+
+    @defer.inlineCallbacks
+    def test_movestudyFromLocal(self):
+        study = self.images[0].studyUID
+        output = yield self.source.run(commands.moveStudy, f"(local),DEST,PAT0000:{study}")
+        self.assertEqual(output, "6 object(s) sent to DEST")
+        self.assertEqual((yield self.destination.count("image")), 6)
+        self.assertEqual((yield self.destination.count("study")), 1)
+
+    @defer.inlineCallbacks
+    def test_movepatientFromOurOwnAEReportsProgress(self):
+        output = yield self.source.run(commands.movePatient, "ORIGIN,DEST,PAT0001")
+        self.assertEqual(output, "12 object(s) sent to DEST")
+        self.assertEqual(self.source.progress, ["10 object(s) sent to DEST"])
+        self.assertEqual((yield self.destination.count("patient")), 1)
+
+    @defer.inlineCallbacks
+    def test_moveseriesWithoutPatientID(self):
+        image = self.images[3]
+        yield self.source.run(commands.moveSeries, f",DEST,:{image.seriesUID},{image.studyUID}")
+        self.assertEqual((yield self.destination.count("image")), 3)
+
+    @defer.inlineCallbacks
+    def test_movestudiesByDate(self):
+        yield self.assertFailure(self.source.run(commands.moveStudies, "(local),DEST,19990101"), CommandError)
+        self.assertEqual((yield self.source.run(commands.moveStudies, "(local),DEST,20240101-20240131")),
+                         "24 object(s) sent to DEST")
+        self.assertEqual((yield self.destination.count("image")), 24)
+
+    @defer.inlineCallbacks
+    def test_remoteMoveOfAStudy(self):
+        study = self.images[6].studyUID
+        output = yield self.destination.run(commands.moveStudy, f"ORIGIN,DEST,PAT0000:{study}")
+        self.assertEqual(output, "6 object(s) moved from ORIGIN to DEST (0 failed, 0 warning(s)) in 1 C-MOVE(s)")
+        self.assertEqual((yield self.destination.count("image")), 6)
+
+    @defer.inlineCallbacks
+    def test_remoteMoveOfStudiesByDateFindsThemFirst(self):
+        self.patch(moves, "PROGRESS_EVERY", 3)
+        self.patch(retrieve, "PENDING_INTERVAL", 0)  # the source's C-MOVE SCP: a pending response per object
+        output = yield self.destination.run(commands.moveStudies, "ORIGIN,DEST,20240102")
+        self.assertEqual(output, "24 object(s) moved from ORIGIN to DEST (0 failed, 0 warning(s)) in 4 C-MOVE(s)")
+        self.assertEqual((yield self.destination.count("study")), 4)
+        self.assertIn("3 object(s) moved to DEST, 3 remaining", self.destination.progress)
+        self.assertTrue(all("moved to DEST" in line for line in self.destination.progress))
+
+    @defer.inlineCallbacks
+    def test_unknownAEs(self):
+        study = self.images[0].studyUID
+        yield self.assertFailure(self.source.run(commands.moveStudy, f"(local),NOWHERE,{study}"), CommandError)
+        yield self.assertFailure(self.destination.run(commands.moveStudy, f"NOWHERE,DEST,{study}"), CommandError)
+        yield self.assertFailure(self.source.run(commands.movePatient, "(local),DEST,NOBODY"), CommandError)
+        self.assertEqual((yield self.destination.count("image")), 0)
+
+    @defer.inlineCallbacks
+    def test_forwardOneStoredFile(self):
+        path = self.source.files()[0]
+        self.assertEqual((yield self.source.run(commands.forward, f"{path},un,DEST")),
+                         f"MAG0:{os.path.relpath(path, self.source.archive.devices[0].path)} sent to DEST")
+        self.assertEqual((yield self.destination.count("image")), 1)
+        yield self.assertFailure(self.source.run(commands.forward, f"{path},un,NOWHERE"), CommandError)
+        yield self.assertFailure(self.source.run(commands.forward, "MAG0:no/such.dcm,un,DEST"), CommandError)

@@ -1,0 +1,303 @@
+"""The control port protocol and its client, through StringTransport and
+iosim with a task.Clock: requests, streamed answers, secrets, failures, and
+several clients at once."""
+
+from twisted.internet import defer, task
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import StringTransport
+from twisted.logger import capturedLogs, formatEvent
+from twisted.test import iosim
+from twisted.trial import unittest
+from zope.interface import implementer
+
+from pacscore.control.client import ControlClientProtocol, NoAnswer, Reply
+from pacscore.control.context import CommandError
+from pacscore.control.protocol import BadRequest, ControlFactory, parseCommand
+from pacscore.control.registry import CommandRegistry
+from pacscore.interfaces import IControlCommand
+
+
+@implementer(IControlCommand)
+class Echo:
+    name = "echo"
+    usage = "--echo:text  Answer the text"
+
+    def run(self, arguments, context):
+        return f"{arguments}\nfrom {context.peer}"
+
+
+@implementer(IControlCommand)
+class Silent:
+    name = "silent"
+    usage = "--silent:  Answer nothing"
+
+    def run(self, arguments, context):
+        return None
+
+
+@implementer(IControlCommand)
+class Slow:
+    """Reports progress and answers when the test fires ``pending``."""
+
+    name = "slow"
+    usage = "--slow:  Take long"
+
+    def __init__(self):
+        self.pending = []
+
+    def run(self, arguments, context):
+        context.progress("started\nstill going")
+        d = defer.Deferred()
+        self.pending.append(d)
+        return d
+
+
+@implementer(IControlCommand)
+class Broken:
+    name = "broken"
+    usage = "--broken:  Fail"
+
+    def run(self, arguments, context):
+        if arguments == "refuse":
+            raise CommandError("no such patient")
+        return 1 / 0
+
+
+class ParseTests(unittest.TestCase):
+
+    def test_nameAndArguments(self):
+        self.assertEqual(parseCommand("--Get_Param:MyACRNema,%s"), ("get_param", "MyACRNema,%s"))
+
+    def test_noArguments(self):
+        self.assertEqual(parseCommand("--display_status"), ("display_status", ""))
+        self.assertEqual(parseCommand("quit:"), ("quit", ""))
+
+    def test_argumentsKeepColons(self):
+        self.assertEqual(parseCommand("--deletestudy:4711:1.2.3"), ("deletestudy", "4711:1.2.3"))
+
+    def test_badNames(self):
+        for text in ("--", "--:x", "--rm -rf:", "--a/b:"):
+            self.assertRaises(BadRequest, parseCommand, text)
+
+
+class RegistryTests(unittest.TestCase):
+
+    def test_builtInCommandsAreFound(self):
+        registry = CommandRegistry()
+        for name in ("display_status", "quit", "forwardqueue", "retryforwards"):
+            self.assertEqual(registry.lookup(name.upper()).name, name)
+
+    def test_duplicateNames(self):
+        error = self.assertRaises(ValueError, CommandRegistry, [Echo(), Echo()])
+        self.assertIn("'echo'", str(error))
+
+    def test_usageSortedByName(self):
+        self.assertEqual(CommandRegistry([Slow(), Echo()]).usage(), [Echo.usage, Slow.usage])
+
+
+class ServerTests(unittest.TestCase):
+
+    def setUp(self):
+        self.clock = task.Clock()
+        self.slow = Slow()
+        self.factory = self.makeFactory()
+
+    def makeFactory(self, **kw):
+        return ControlFactory(object(), self.clock, commands=CommandRegistry([Echo(), self.slow, Broken(), Silent()]),
+                              **kw)
+
+    preamble = ()  # the lines a client sends before its command
+
+    def connect(self, factory=None, preamble=None):
+        protocol = (factory or self.factory).buildProtocol(None)
+        transport = StringTransport(peerAddress=IPv4Address("TCP", "10.1.2.3", 40000))
+        protocol.makeConnection(transport)
+        for line in self.preamble if preamble is None else preamble:
+            protocol.dataReceived(line.encode("utf-8") + b"\r\n")
+        return protocol, transport
+
+    def request(self, *lines, factory=None, preamble=None):
+        protocol, transport = self.connect(factory, preamble)
+        for line in lines:
+            protocol.dataReceived(line.encode("utf-8") + b"\r\n")
+        return transport
+
+    def answer(self, transport):
+        return transport.value().decode("utf-8").split("\r\n")[:-1]
+
+    def test_outputThenOK(self):
+        transport = self.request("COMMAND --echo:hello, world")
+        self.assertEqual(self.answer(transport), ["OUTPUT hello, world", "OUTPUT from 10.1.2.3:40000", "OK"])
+        self.assertTrue(transport.disconnecting)
+
+    def test_noOutput(self):
+        self.assertEqual(self.answer(self.request("COMMAND --silent:")), ["OK"])
+
+    def test_bareLineFeedsAccepted(self):
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"COMMAND --echo:x\n")
+        self.assertEqual(self.answer(transport)[-1], "OK")
+
+    def test_progressWhileRunning(self):
+        transport = self.request("COMMAND --slow:")
+        self.assertEqual(self.answer(transport), ["PROGRESS started", "PROGRESS still going"])
+        self.assertFalse(transport.disconnecting)
+        self.slow.pending[0].callback("done")
+        self.assertEqual(self.answer(transport)[2:], ["OUTPUT done", "OK"])
+        self.assertTrue(transport.disconnecting)
+
+    def test_unknownCommand(self):
+        with capturedLogs() as events:
+            transport = self.request("COMMAND --nosuch:1")
+        self.assertEqual(self.answer(transport), ["ERROR unknown command --nosuch"])
+        self.assertIn("unknown command --nosuch", "\n".join(formatEvent(e) for e in events))
+
+    def test_badRequest(self):
+        transport = self.request("HELLO there")
+        self.assertEqual(len(self.answer(transport)), 1)
+        self.assertTrue(self.answer(transport)[0].startswith("ERROR bad request: expected AUTH or COMMAND"))
+        self.assertTrue(transport.disconnecting)
+
+    def test_nothingRunsAfterABadRequest(self):
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"HELLO\r\nCOMMAND --slow:\r\n")
+        self.assertEqual(len(self.answer(transport)), 1)
+        self.assertEqual(self.slow.pending, [])
+
+    def test_notUTF8(self):
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"COMMAND --echo:\xff\r\n")
+        self.assertTrue(self.answer(transport)[0].startswith("ERROR bad request"))
+
+    def test_lineTooLong(self):
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"COMMAND --echo:" + b"x" * protocol.MAX_LENGTH)
+        self.assertEqual(self.answer(transport), [f"ERROR request line longer than {protocol.MAX_LENGTH} bytes"])
+        self.assertTrue(transport.disconnecting)
+
+    def test_idleTimeout(self):
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"AUTH x\r\n")
+        self.clock.advance(self.factory.idleTimeout - 1)
+        self.assertFalse(transport.disconnecting)
+        self.clock.advance(1)
+        self.assertEqual(self.answer(transport), [f"ERROR no request within {self.factory.idleTimeout} s"])
+        self.assertTrue(transport.disconnecting)
+
+    def test_noTimeoutWhileACommandRuns(self):
+        transport = self.request("COMMAND --slow:")
+        self.clock.advance(self.factory.idleTimeout * 10)
+        self.assertFalse(transport.disconnecting)
+        self.slow.pending[0].callback("")
+        self.assertEqual(self.answer(transport)[-1], "OK")
+
+    def test_commandError(self):
+        transport = self.request("COMMAND --broken:refuse")
+        self.assertEqual(self.answer(transport), ["ERROR no such patient"])
+
+    def test_unexpectedExceptionIsLoggedAndAnswered(self):
+        transport = self.request("COMMAND --broken:")
+        self.assertEqual(self.answer(transport), ["ERROR division by zero"])
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        self.assertEqual(self.answer(self.request("COMMAND --echo:still here"))[0], "OUTPUT still here")
+
+    def test_clientGoneBeforeTheAnswer(self):
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"COMMAND --slow:\r\n")
+        protocol.connectionLost(None)
+        written = transport.value()
+        self.slow.pending[0].callback("late")
+        self.assertEqual(transport.value(), written)
+
+    def test_twoClientsOneSlow(self):
+        slow = self.request("COMMAND --slow:")
+        fast = self.request("COMMAND --echo:quick")
+        self.assertEqual(self.answer(fast)[-1], "OK")
+        self.assertTrue(fast.disconnecting)
+        self.assertFalse(slow.disconnecting)
+        self.slow.pending[0].callback("at last")
+        self.assertEqual(self.answer(slow)[-2:], ["OUTPUT at last", "OK"])
+
+
+class SecretTests(ServerTests):
+    """The same behaviour behind a secret, and the refusals."""
+
+    preamble = ("AUTH s3cr3t",)
+
+    def makeFactory(self, **kw):
+        return super().makeFactory(secret="s3cr3t", requireSecret=True)
+
+    def refused(self, *lines):
+        with capturedLogs() as events:
+            transport = self.request(*lines, preamble=())
+        return self.answer(transport), "\n".join(formatEvent(e) for e in events)
+
+    def test_missingSecret(self):
+        answer, log = self.refused("COMMAND --echo:x")
+        self.assertEqual(answer, ["ERROR refused: missing secret"])
+        self.assertIn("refused --echo from 10.1.2.3:40000: missing ControlSecret", log)
+
+    def test_wrongSecret(self):
+        answer, log = self.refused("AUTH s3cr3", "COMMAND --echo:x")
+        self.assertEqual(answer, ["ERROR refused: wrong secret"])
+        self.assertIn("refused --echo from 10.1.2.3:40000: wrong ControlSecret", log)
+        self.assertNotIn("s3cr3", log)
+
+    def test_unknownCommandsHiddenWithoutSecret(self):
+        answer, _ = self.refused("COMMAND --nosuch:")
+        self.assertEqual(answer, ["ERROR refused: missing secret"])
+
+    def test_requiredSecretMustBeConfigured(self):
+        self.assertRaises(ValueError, ControlFactory, object(), self.clock, requireSecret=True)
+
+    def test_loopbackIgnoresTheSecret(self):
+        factory = ControlFactory(object(), self.clock, secret="other", commands=CommandRegistry([Echo()]))
+        transport = self.request("COMMAND --echo:x", factory=factory, preamble=("AUTH wrong",))
+        self.assertEqual(self.answer(transport)[-1], "OK")
+
+
+class ClientTests(unittest.TestCase):
+    """The client protocol against the server, over iosim."""
+
+    def setUp(self):
+        self.clock = task.Clock()
+        self.slow = Slow()
+        self.factory = ControlFactory(object(), self.clock, secret="pw", requireSecret=True,
+                                      commands=CommandRegistry([Echo(), self.slow, Broken()]))
+
+    def send(self, request, secret="pw"):
+        output, progress = [], []
+        client = ControlClientProtocol(request, secret, output.append, progress.append)
+        server = self.factory.buildProtocol(None)
+        pump = iosim.connect(server, iosim.makeFakeServer(server), client, iosim.makeFakeClient(client))
+        return client, pump, output, progress
+
+    def test_replyAndOutput(self):
+        client, pump, output, progress = self.send("--echo:one")
+        self.assertEqual(self.successResultOf(client.finished), Reply(True, ""))
+        self.assertEqual(output[0], "one")
+
+    def test_progressBeforeTheEnd(self):
+        client, pump, output, progress = self.send("--slow:")
+        self.assertEqual(progress, ["started", "still going"])
+        self.assertNoResult(client.finished)
+        self.slow.pending[0].callback("two\nlines")
+        pump.flush()
+        self.assertEqual(output, ["two", "lines"])
+        self.assertTrue(self.successResultOf(client.finished).ok)
+
+    def test_errors(self):
+        client, *_ = self.send("--broken:refuse")
+        reply = self.successResultOf(client.finished)
+        self.assertEqual(reply, Reply(False, "no such patient"))
+        self.assertFalse(reply.unknownCommand)
+        client, *_ = self.send("--nosuch:")
+        self.assertTrue(self.successResultOf(client.finished).unknownCommand)
+        client, *_ = self.send("--echo:", secret="nope")
+        self.assertEqual(self.successResultOf(client.finished), Reply(False, "refused: wrong secret"))
+
+    def test_closedWithoutAnswer(self):
+        client = ControlClientProtocol("--echo:")
+        client.makeConnection(StringTransport())
+        client.connectionLost(None)
+        self.failureResultOf(client.finished, NoAnswer)

@@ -1,8 +1,9 @@
 """Control commands on the export and forward queue: ``--forwardqueue:`` shows
 its depths and failed items, ``--retryforwards[:AE]`` puts failed items back.
 
-Both work on ``archive.exportQueue`` in a worker thread; the running export
-service picks the changes up at its next poll.
+Both work on ``archive.exportQueue``: the listing reads in a worker thread,
+the retry writes through the index writer; the running export service picks
+the changes up at its next poll.
 """
 
 from pacscore.control.arguments import ControlCommand
@@ -37,5 +38,5 @@ class RetryForwards(ControlCommand):
 
     def run(self, arguments, context):
         archive = context.archive
-        retried = archive.workers.deferToWorker(archive.exportQueue.retryFailed, arguments.strip() or None)
+        retried = archive.exportQueue.retryFailed(arguments.strip() or None)
         return retried.addCallback(lambda count: f"{count} failed item(s) put back in the queue")

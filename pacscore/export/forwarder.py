@@ -123,19 +123,34 @@ class Forwarder:
 
     # -- forward ----------------------------------------------------------
 
-    async def forward(self, action, onSent=None):
+    def locate(self, actions):
+        """Deferred of ``(instances, located)`` for each forward action:
+        the objects it selects in the index and where they are stored, all
+        in one call of a reader thread (a lane's batch of actions)."""
+        return self.index.runQuery(self._locate, actions)
+
+    def _locate(self, connection, actions):
+        found = []
+        for action in actions:
+            instances = self.query.instances(connection, "IMAGE",
+                                             indexKeys(action.level, action.target, action.filters))
+            found.append((instances, self.reader.locate(instances)))
+        return found
+
+    async def forward(self, action, onSent=None, found=None):
         """C-STORE the objects of ``action`` (a ``queue.Action``) to its
         destination; fires with how many were sent. ``onSent(count)`` is
-        told after each object."""
+        told after each object; ``found``: its ``locate`` result, if
+        already known."""
         node = self._node(action.destination)
-        instances = await self.index.runQuery(self.query.instances, "IMAGE",
-                                              indexKeys(action.level, action.target, action.filters))
+        if found is None:
+            [found] = await self.locate([action])
+        instances, located = found
         if not instances:
             self.log.info("forward to {destination}: no stored object of {entity} {uid} matches",
                           destination=action.destination, entity=action.level.lower(),
                           uid=action.target.uid(action.level))
             return 0
-        located = await self.workers.deferToWorker(self.reader.locate, instances)
         compression = action.compression or node.compression
         level = min(self.associationLevel, action.level, key=ASSOCIATION_LEVELS.index)
         link = self._links.setdefault(action.destination, _Link())

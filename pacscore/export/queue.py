@@ -26,10 +26,17 @@ series) and ``get``/``prefetch`` use ``MaximumDelayedFetchForwardRetries``
 when it is set.  A deferred job (``defer``) is not a failure: it is tried
 again after RetryDelay without counting an attempt.
 
-Every method is synchronous and runs its own short transaction (except
-``enqueueJobs``, which uses the caller's): call them from worker threads.
-One pacs process runs the queue; a row being worked on is tracked in that
-process's memory, not in the table.
+Writes go through the index writer (``Index.runWrite``): ``recordJobs``,
+``markDone``, ``markFailed`` and ``retryFailed`` return Deferreds (call
+them from the reactor thread) and are group-committed with each other and
+with the stores of images, one fsync per group, with no second connection
+contending for the database's write lock.  ``enqueueJobs`` runs in the
+caller's transaction (the image's).  ``addForward`` is synchronous and runs
+its own short transaction: it is for import converter lines (worker
+threads) and tools.  The reads (``dueJobs``, ``filterMatches``, ``due``,
+``counts``, ``failedActions``) are synchronous, on their own connections:
+call them from worker threads.  One pacs process runs the queue; a row
+being worked on is tracked in that process's memory, not in the table.
 """
 
 import json
@@ -94,10 +101,22 @@ class Action(NamedTuple):
     attempts: int
 
 
+class JobOutcome(NamedTuple):
+    """What running export job ``jobId`` came to (``recordJobs``): by
+    default done, with the ``actions`` its line queued
+    (``ActionBuffer.actions``); ``deferred`` to run it again after
+    RetryDelay; or a failed attempt with its ``error``."""
+
+    jobId: int
+    actions: tuple = ()
+    deferred: bool = False
+    error: object = None
+
+
 class ActionBuffer:
     """Stands in for the queue while an export job's line runs: the actions
     it adds are kept here and written with the job's deletion, in one
-    transaction (``ExportQueue.finishJob``)."""
+    transaction (``ExportQueue.recordJobs``)."""
 
     def __init__(self, queue):
         self.queue = queue
@@ -221,15 +240,13 @@ class ExportQueue:
             connection.execute(self.jobs.insert(), rows)
         return len(rows)
 
-    def dueJobs(self, now, limit, exclude=()):
-        """Pending jobs whose time has come, oldest first, but ``exclude``d ids."""
+    def dueJobs(self, now, limit):
+        """Pending jobs whose time has come, oldest first."""
         jobs = self.jobs
         query = (select(jobs.c.id, jobs.c.Converter, jobs.c.SOPInstanceUID, jobs.c.DeviceName,
                         jobs.c.ObjectFile, jobs.c.CallingAE, jobs.c.CalledAE, jobs.c.Attempts)
                  .where(jobs.c.State == PENDING, jobs.c.NextAttempt <= now)
                  .order_by(jobs.c.id).limit(limit))
-        if exclude:
-            query = query.where(jobs.c.id.not_in(list(exclude)))
         with self.engine.connect() as connection:
             return [ExportJob(*row) for row in connection.execute(query)]
 
@@ -258,24 +275,31 @@ class ExportQueue:
                           filter=sqlFilter, error=e)
             return False
 
-    def finishJob(self, jobId, actions=()):
-        """Delete a job that ran, and insert the ``actions`` its line added
-        (``ActionBuffer.actions``), in one transaction."""
-        with self._lock, self.engine.begin() as connection:
-            for row in actions:
-                self._addAction(connection, row)
-            connection.execute(self.jobs.delete().where(self.jobs.c.id == jobId))
+    def recordJobs(self, outcomes, now):
+        """Record ``JobOutcome``s in one transaction of the index writer:
+        a done job is deleted and the actions its line queued inserted, a
+        deferred one is due again RetryDelay after ``now`` (no attempt
+        counted), a failed one is retried like a failed forward.  A
+        Deferred of the jobs' new states (None for a deleted one)."""
+        return self.index.runWrite(self._recordJobs, outcomes, now)
 
-    def deferJob(self, jobId, now):
-        """``defer``: run the job again after RetryDelay; no attempt counted."""
-        with self.engine.begin() as connection:
-            connection.execute(self.jobs.update().where(self.jobs.c.id == jobId)
-                               .values(NextAttempt=now + self.retryDelay))
-
-    def failJob(self, jobId, error, now):
-        """The job's line raised: retried like a failed forward.  Returns
-        the job's new state."""
-        return self._fail(self.jobs, jobId, error, now, self.maximumRetries)
+    def _recordJobs(self, connection, outcomes, now):
+        states = []
+        for outcome in outcomes:
+            if outcome.error is not None:
+                states.append(self._fail(connection, self.jobs, outcome.jobId, outcome.error, now,
+                                         self.maximumRetries))
+            elif outcome.deferred:
+                connection.execute(self.jobs.update().where(self.jobs.c.id == outcome.jobId)
+                                   .values(NextAttempt=now + self.retryDelay))
+                states.append(PENDING)
+            else:
+                with self._lock:
+                    for row in outcome.actions:
+                        self._addAction(connection, row)
+                connection.execute(self.jobs.delete().where(self.jobs.c.id == outcome.jobId))
+                states.append(None)
+        return states
 
     # -- delayed actions --------------------------------------------------
 
@@ -335,48 +359,52 @@ class ExportQueue:
         with self.engine.connect() as connection:
             return [_action(row) for row in connection.execute(query)]
 
-    def markDone(self, actionId):
-        """The action succeeded: its row goes."""
-        with self.engine.begin() as connection:
-            connection.execute(self.forwards.delete().where(self.forwards.c.id == actionId))
+    def markDone(self, actionIds):
+        """The actions succeeded: their rows go (a Deferred, see the module
+        docstring)."""
+        return self.index.runWrite(self._markDone, actionIds)
+
+    def _markDone(self, connection, actionIds):
+        connection.execute(self.forwards.delete().where(self.forwards.c.id.in_(actionIds)))
 
     def markFailed(self, actionId, error, now):
         """Count a failed attempt: tried again RetryDelay seconds after
         ``now``, or state ``failed`` once the retries are used up.
-        Returns the new state."""
-        with self.engine.connect() as connection:
-            row = connection.execute(select(self.forwards.c.Level, self.forwards.c.Action)
-                                     .where(self.forwards.c.id == actionId)).first()
+        A Deferred of the new state."""
+        return self.index.runWrite(self._markFailed, actionId, error, now)
+
+    def _markFailed(self, connection, actionId, error, now):
+        row = connection.execute(select(self.forwards.c.Level, self.forwards.c.Action)
+                                 .where(self.forwards.c.id == actionId)).first()
         delayed = row is not None and (row.Level != "IMAGE" or row.Action in ("get", "prefetch"))
-        return self._fail(self.forwards, actionId, error, now,
+        return self._fail(connection, self.forwards, actionId, error, now,
                           self.delayedRetries if delayed else self.maximumRetries)
 
-    def _fail(self, table, rowId, error, now, limit):
-        with self.engine.begin() as connection:
-            attempts = connection.execute(select(table.c.Attempts).where(table.c.id == rowId)).scalar()
-            if attempts is None:
-                return None
-            attempts += 1
-            state = FAILED if limit is not None and attempts >= limit else PENDING
-            connection.execute(table.update().where(table.c.id == rowId).values(
-                Attempts=attempts, State=state, NextAttempt=now + self.retryDelay, LastError=str(error)[:255]))
+    def _fail(self, connection, table, rowId, error, now, limit):
+        attempts = connection.execute(select(table.c.Attempts).where(table.c.id == rowId)).scalar()
+        if attempts is None:
+            return None
+        attempts += 1
+        state = FAILED if limit is not None and attempts >= limit else PENDING
+        connection.execute(table.update().where(table.c.id == rowId).values(
+            Attempts=attempts, State=state, NextAttempt=now + self.retryDelay, LastError=str(error)[:255]))
         return state
 
     def retryFailed(self, destination=None):
         """Put failed actions (of ``destination`` only, if given; with
         None the failed export jobs too) back in the queue, due now and
-        with their attempts reset.  Returns how many."""
-        now = self.clock()
-        values = {"State": PENDING, "Attempts": 0, "NextAttempt": now}
-        count = 0
-        with self.engine.begin() as connection:
-            condition = self.forwards.c.State == FAILED
-            if destination is not None:
-                condition = and_(condition, self.forwards.c.Destination == destination)
-            count += connection.execute(self.forwards.update().where(condition).values(values)).rowcount
-            if destination is None:
-                count += connection.execute(self.jobs.update().where(self.jobs.c.State == FAILED)
-                                            .values(values)).rowcount
+        with their attempts reset.  A Deferred of how many."""
+        return self.index.runWrite(self._retryFailed, destination)
+
+    def _retryFailed(self, connection, destination):
+        values = {"State": PENDING, "Attempts": 0, "NextAttempt": self.clock()}
+        condition = self.forwards.c.State == FAILED
+        if destination is not None:
+            condition = and_(condition, self.forwards.c.Destination == destination)
+        count = connection.execute(self.forwards.update().where(condition).values(values)).rowcount
+        if destination is None:
+            count += connection.execute(self.jobs.update().where(self.jobs.c.State == FAILED)
+                                        .values(values)).rowcount
         return count
 
     def counts(self):

@@ -1,33 +1,44 @@
 """The export queue runner: a child service of the application that runs
 due export converter jobs and delivers due actions.
 
-It polls the queue (``pollInterval``, 0.5 s) and at once after ``kick()``
-(called after each stored object).  Nothing here blocks the reactor or
-ingest: the converter lines run in a pool of their own (``scriptThreads``),
-queue bookkeeping, file reads and conversions in another, network I/O on
-the reactor.
+It polls the queue (``pollInterval``, 0.5 s), at once after ``kick()``,
+and again whenever a batch of jobs or a lane's actions ends, so work
+already due does not wait for the next tick.
+Nothing here blocks the reactor or ingest: the converter lines run in a
+pool of their own (``scriptThreads``), file reads and conversions in
+another, network I/O on the reactor; the queue's writes go to the index
+writer, group-committed with the stores of images (``ExportQueue``).
 
-Jobs: the line's Script runs on the stored object (read with pydicom,
-pixel data left out) in a ``ConverterContext`` of kind "export";
-``ExportFilterN`` is checked first against the index.  ``defer`` runs the
-job again after RetryDelay; otherwise the job is deleted, and the actions
-its line queued (``forward``, ``get`` ...) are inserted in the same
-transaction: a crash never loses them nor queues them twice.  Other
-effects of a line (``copy``, ``system``, files written) happen when it
-runs, so after a crash before that transaction commits they happen again:
-at least once.
+Jobs: the due jobs of a poll (up to ``batch`` per script worker) are
+split among the script workers, one call each; the next poll for jobs
+waits until they are recorded, so the jobs that come due meanwhile make
+the next batch, which grows with the load.  Each job's line runs on the
+stored object (read with pydicom, pixel data left out) in a
+``ConverterContext`` of kind "export"; ``ExportFilterN`` is checked first against the index.  What the
+jobs of a batch came to is recorded in one transaction
+(``ExportQueue.recordJobs``): ``defer`` runs a job again after RetryDelay;
+otherwise the job is deleted, and the actions its line queued
+(``forward``, ``get`` ...) are inserted in the same transaction: a crash
+never loses them nor queues them twice.  Other effects of a line
+(``copy``, ``system``, files written) happen when it runs, so after a
+crash before that transaction commits they happen again: at least once.
 
 Actions: one lane per destination AE (local actions share the lane
 ``""``), each running one action at a time in order, all lanes in
 parallel.  A failure is logged with the destination and reason, counted
 (``forwardsFailed``), retried after RetryDelay up to MaximumExportRetries,
 and holds its lane off for ``FailHoldOff`` seconds (default 60): other
-destinations go on.  An action is removed once delivered; a crash between
-the delivery and that removal sends it again after the restart (the
-window is one database write).
+destinations go on.  An action is removed once delivered; the removal
+goes to the index writer while the lane already sends the next actions
+(one removal write per lane at a time, taking every action delivered
+meanwhile), and the lane takes no new actions before its removals have
+committed.  So after a crash an action is sent again only if it was
+delivered but its row not yet removed: at most the few delivered during
+the last removal write of each lane.
 """
 
 import copy
+import math
 import os
 
 import pydicom
@@ -38,7 +49,7 @@ from twisted.logger import Logger
 from pacscore.converters.context import ConverterContext, Outcome
 from pacscore.export.actions import LocalActions
 from pacscore.export.forwarder import Forwarder
-from pacscore.export.queue import FAILED, ActionBuffer
+from pacscore.export.queue import FAILED, ActionBuffer, JobOutcome
 from pacscore.workers import WorkerPool
 
 LOCAL = ""
@@ -66,7 +77,7 @@ class ExportService(service.Service):
         self.io = io
         self.failHoldOff = failHoldOff
         self.counters = services.counters
-        self._runningJobs = set()
+        self._jobsRunning = False
         self._busyLanes = set()
         self._heldUntil = {}
         self._polling = None
@@ -100,7 +111,7 @@ class ExportService(service.Service):
 
     async def _stop(self):
         self._loop.stop()
-        while self._polling is not None or self._busyLanes or self._runningJobs:
+        while self._polling is not None or self._busyLanes or self._jobsRunning:
             await task.deferLater(self.reactor, 0.05, lambda: None)
         await self.forwarder.closeAll()
         await self.scripts.stop()
@@ -133,20 +144,19 @@ class ExportService(service.Service):
 
     async def _poll(self):
         now = self.reactor.seconds()
-        free = self.scripts.size * 2 - len(self._runningJobs)
-        if free > 0:
-            jobs = await self.io.deferToWorker(self.queue.dueJobs, self._wallClock(), free, set(self._runningJobs))
-            for job in jobs:
-                self._runningJobs.add(job.id)
-                self._runJob(job)
+        if not self._jobsRunning:
+            jobs = await self.io.deferToWorker(self.queue.dueJobs, self._wallClock(), self.scripts.size * self.batch)
+            if jobs:
+                defer.ensureDeferred(self._runJobs(jobs)).addErrback(
+                    lambda f: self.log.failure("export jobs failed", f))
         held = {lane for lane, until in self._heldUntil.items() if until > now}
         actions = await self.io.deferToWorker(self.queue.due, self._wallClock(), self.batch,
                                               self._busyLanes | held)
         lanes = {}
         for action in actions:
             lanes.setdefault(_lane(action), []).append(action)
+        self._busyLanes.update(lanes)
         for lane, queued in lanes.items():
-            self._busyLanes.add(lane)
             defer.ensureDeferred(self._runLane(lane, queued)).addErrback(
                 lambda f: self.log.failure("export lane failed", f))
         if self._lastCounts is None or now - self._lastCounts >= self.countsInterval:
@@ -168,33 +178,47 @@ class ExportService(service.Service):
 
     # -- jobs -------------------------------------------------------------
 
-    def _runJob(self, job):
-        d = self.scripts.deferToWorker(self._job, job)
-        d.addErrback(lambda f: self.log.failure("export job {id} failed", f, id=job.id))
-        d.addBoth(lambda _: self._jobEnded(job))
+    async def _runJobs(self, jobs):
+        """Run ``jobs`` split among the script workers, then record what
+        they all came to in one write."""
+        self._jobsRunning = True
+        try:
+            size = math.ceil(len(jobs) / self.scripts.size)
+            done = await defer.gatherResults([self.scripts.deferToWorker(self._jobs, jobs[start:start + size])
+                                              for start in range(0, len(jobs), size)], consumeErrors=True)
+            outcomes = [outcome for outcomes in done for outcome in outcomes]
+            states = await self.queue.recordJobs(outcomes, self._wallClock())
+            for job, outcome, state in zip(jobs, outcomes, states):
+                if outcome.error is not None:
+                    self.log.warn("{converter}: export of {uid} failed ({error}){final}", converter=job.converter,
+                                  uid=job.sopInstanceUID, error=outcome.error,
+                                  final="; given up (see MaximumExportRetries)" if state == FAILED else
+                                  "; will retry")
+        finally:
+            self._jobsRunning = False
+            self.kick()
 
-    def _jobEnded(self, job):
-        self._runningJobs.discard(job.id)
-        self.kick()
+    def _jobs(self, jobs):
+        """In a script worker: run the lines of ``jobs``; a ``JobOutcome`` each."""
+        return [self._job(job) for job in jobs]
 
     def _job(self, job):
-        """In a script worker: run one job's line and record the result."""
         rule = self.rules.get(job.converter)
         if rule is None:
             self.log.warn("{converter} is no longer configured: export job of {uid} dropped",
                           converter=job.converter, uid=job.sopInstanceUID)
-            return self.queue.finishJob(job.id)
+            return JobOutcome(job.id)
         try:
             path = self.reader.path(job.deviceName, job.objectFile)
             if not self.queue.filterMatches(job.sopInstanceUID, rule.filter):
-                return self.queue.finishJob(job.id)
+                return JobOutcome(job.id)
             dataset = pydicom.dcmread(path, stop_before_pixels=True)
         except FileNotFoundError:
             self.log.warn("{converter}: {path} is gone: export job of {uid} dropped",
                           converter=job.converter, path=job.objectFile, uid=job.sopInstanceUID)
-            return self.queue.finishJob(job.id)
+            return JobOutcome(job.id)
         except Exception as e:
-            return self._jobFailed(job, e)
+            return JobOutcome(job.id, error=e)
         buffer = ActionBuffer(self.queue)
         services = copy.copy(self.services)
         services.exportQueue = buffer
@@ -203,55 +227,75 @@ class ExportService(service.Service):
         try:
             outcome = rule.script.run(context)
         except Exception as e:
-            return self._jobFailed(job, e)
+            return JobOutcome(job.id, error=e)
         if outcome is Outcome.DEFER:
-            return self.queue.deferJob(job.id, self._wallClock())
-        self.queue.finishJob(job.id, buffer.actions)
-        if buffer.actions:
-            self.reactor.callFromThread(self.kick)
-
-    def _jobFailed(self, job, error):
-        state = self.queue.failJob(job.id, error, self._wallClock())
-        self.log.warn("{converter}: export of {uid} failed ({error}){final}", converter=job.converter,
-                      uid=job.sopInstanceUID, error=error,
-                      final="; given up (see MaximumExportRetries)" if state == FAILED else "; will retry")
+            return JobOutcome(job.id, deferred=True)
+        return JobOutcome(job.id, tuple(buffer.actions))
 
     # -- actions ----------------------------------------------------------
 
     async def _runLane(self, lane, actions):
+        """Deliver ``actions`` in order.  Delivered actions are removed by
+        one write at a time, while the next ones are sent: those delivered
+        meanwhile go together in the next write.  The lane is free again
+        once every removal has committed, so no poll sees a delivered
+        action."""
+        delivered = []
+        removing = defer.succeed(None)
         try:
+            found = await self._locate([action for action in actions if action.action == "forward"])
             for action in actions:
-                if not await self._deliver(action):
+                try:
+                    count = await self._perform(action, found.pop(action.id, None))
+                except Exception as e:
+                    await self._failed(action, e)
                     self._heldUntil[lane] = self.reactor.seconds() + self.failHoldOff
                     break
+                delivered.append(action.id)
+                if removing.called:
+                    removing, delivered = self._remove(delivered), []
+                if action.action == "forward":
+                    self._count("forwardsSent", count)
+                else:
+                    self._count(f"{action.action}Actions")
         finally:
+            await removing
+            if delivered:
+                await self._remove(delivered)
             self._busyLanes.discard(lane)
+            self.kick()
 
-    async def _deliver(self, action):
-        """Carry one action out and record the result; False if it failed."""
+    def _remove(self, actionIds):
+        """Deferred of the removal of delivered actions (a failure is logged)."""
+        return self.queue.markDone(actionIds).addErrback(
+            lambda f: self.log.failure("actions {ids} were delivered but could not be removed from the queue: "
+                                       "they will be delivered again", f, ids=actionIds))
+
+    async def _locate(self, forwards):
+        """``{action id: Forwarder.locate result}`` of a lane's forwards,
+        looked up together; empty if that fails (each forward then looks
+        its objects up itself, and fails alone)."""
         try:
-            count = await self._perform(action)
-        except Exception as e:
-            state = await self.io.deferToWorker(self.queue.markFailed, action.id, e, self._wallClock())
-            self._count("forwardsFailed")
-            self.log.warn("{action} of {entity} {uid} {direction} {destination} failed: {error}{final}",
-                          action=action.action, entity=action.level.lower(), uid=action.target.uid(action.level),
-                          direction="from" if action.action == "get" else "to",
-                          destination=action.destination or "(local)", error=e,
-                          final="; given up (see MaximumExportRetries)" if state == FAILED else
-                          f"; will retry, holding {action.destination or 'local actions'} off "
-                          f"for {self.failHoldOff} s")
-            return False
-        await self.io.deferToWorker(self.queue.markDone, action.id)
-        if action.action == "forward":
-            self._count("forwardsSent", count)
-        else:
-            self._count(f"{action.action}Actions")
-        return True
+            return dict(zip((action.id for action in forwards), await self.forwarder.locate(forwards)))
+        except Exception:
+            self.log.failure("looking up the objects of {count} forwards failed", count=len(forwards))
+            return {}
 
-    def _perform(self, action):
+    async def _failed(self, action, error):
+        """Record and log a failed attempt at ``action``."""
+        state = await self.queue.markFailed(action.id, error, self._wallClock())
+        self._count("forwardsFailed")
+        self.log.warn("{action} of {entity} {uid} {direction} {destination} failed: {error}{final}",
+                      action=action.action, entity=action.level.lower(), uid=action.target.uid(action.level),
+                      direction="from" if action.action == "get" else "to",
+                      destination=action.destination or "(local)", error=error,
+                      final="; given up (see MaximumExportRetries)" if state == FAILED else
+                      f"; will retry, holding {action.destination or 'local actions'} off "
+                      f"for {self.failHoldOff} s")
+
+    def _perform(self, action, found):
         if action.action == "forward":
-            return self.forwarder.forward(action)
+            return self.forwarder.forward(action, found=found)
         if action.action == "get":
             return self.forwarder.get(action)
         return getattr(self.local, action.action)(action)
@@ -263,7 +307,7 @@ class ExportService(service.Service):
             self._heldUntil.clear()
         else:
             self._heldUntil.pop(destination, None)
-        d = self.io.deferToWorker(self.queue.retryFailed, destination)
+        d = self.queue.retryFailed(destination)
         d.addCallback(lambda count: (self.kick(), count)[1])
         return d
 

@@ -82,7 +82,7 @@ class QueueCommandTests(unittest.TestCase):
         for destination in ("DOWN", "OTHER"):
             queue.addForward(destination, "IMAGE", ("p", "st", "se", destination))
         down = [action for action in queue.due(queue.clock(), 10) if action.destination == "DOWN"][0]
-        queue.markFailed(down.id, "connection refused", queue.clock())
+        return queue.markFailed(down.id, "connection refused", queue.clock())
 
     @defer.inlineCallbacks
     def test_forwardQueue(self):

@@ -6,10 +6,11 @@ from types import SimpleNamespace
 from twisted.trial import unittest
 
 from pacscore.db.index import Index
-from pacscore.export.queue import FAILED, PENDING, ActionBuffer, ExportQueue, Target, retryLimit
+from pacscore.export.queue import FAILED, PENDING, ActionBuffer, ExportQueue, JobOutcome, Target, retryLimit
 from pacscore.config.ini import DicomIni
 from tests.pacscore.db.test_index import makeRecord
 from tests.pacscore.db.test_schema import TABLE_NAMES, conquestLayout, sqliteEngine
+from tests.pacscore.export.fixtures import SyncIndex
 
 CT = Target("PAT1", "1.2.3", "1.2.3.1", "1.2.3.1.1")
 
@@ -41,7 +42,7 @@ class QueueTestCase(unittest.TestCase):
         self.index = Index(self.engine, conquestLayout(), TABLE_NAMES)
         self.index.createTables()
         self.clock = FakeClock()
-        self.queue = ExportQueue(self.index, [FakeRule("ExportConverter0", "CT"), FakeRule("ExportConverter1")],
+        self.queue = ExportQueue(SyncIndex(self.index), [FakeRule("ExportConverter0", "CT"), FakeRule("ExportConverter1")],
                                  retryDelay=100, maximumRetries=3, collectDelay=600, clock=self.clock)
         self.queue.createTables()
 
@@ -50,6 +51,10 @@ class QueueTestCase(unittest.TestCase):
             for record in records:
                 self.index.upsertImage(connection, record)
             return self.queue.enqueueJobs(connection, records)
+
+    def write(self, d):
+        """The result of a queue write (the index writer stand-in runs it at once)."""
+        return self.successResultOf(d)
 
 
 class JobTests(QueueTestCase):
@@ -80,7 +85,7 @@ class JobTests(QueueTestCase):
         buffer.addForward("SERVER1", "IMAGE", CT)
         buffer.addForward("VIEWER", "STUDY", CT)
         self.assertEqual(self.queue.due(self.clock(), 10), [])
-        self.queue.finishJob(job.id, buffer.actions)
+        self.assertEqual(self.write(self.queue.recordJobs([JobOutcome(job.id, buffer.actions)], self.clock())), [None])
         self.assertEqual(self.queue.dueJobs(self.clock(), 10), [])
         self.assertEqual([a.destination for a in self.queue.due(self.clock(), 10)], ["SERVER1"])
 
@@ -88,7 +93,8 @@ class JobTests(QueueTestCase):
         self.store(makeRecord("1.2.3.1.1", MODALITY="MR"))
         [job] = self.queue.dueJobs(self.clock(), 10)
         for _ in range(5):
-            self.queue.deferJob(job.id, self.clock())
+            self.assertEqual(self.write(self.queue.recordJobs([JobOutcome(job.id, deferred=True)], self.clock())),
+                             [PENDING])
             self.assertEqual(self.queue.dueJobs(self.clock.now + 99, 10), [])
             self.clock.now += 100
             [job] = self.queue.dueJobs(self.clock(), 10)
@@ -97,18 +103,31 @@ class JobTests(QueueTestCase):
     def test_failedJobsGiveUpAfterMaximumRetries(self):
         self.store(makeRecord("1.2.3.1.1", MODALITY="MR"))
         [job] = self.queue.dueJobs(self.clock(), 10)
-        self.assertEqual(self.queue.failJob(job.id, "boom", self.clock()), PENDING)
-        self.assertEqual(self.queue.failJob(job.id, "boom", self.clock()), PENDING)
-        self.assertEqual(self.queue.failJob(job.id, "boom", self.clock()), FAILED)
+        self.assertEqual(self.failOnce(job), PENDING)
+        self.assertEqual(self.failOnce(job), PENDING)
+        self.assertEqual(self.failOnce(job), FAILED)
         self.assertEqual(self.queue.dueJobs(self.clock.now + 1000, 10), [])
         self.assertEqual(self.queue.counts()["jobs"], {PENDING: 0, FAILED: 1})
-        self.assertEqual(self.queue.retryFailed(), 1)
+        self.assertEqual(self.write(self.queue.retryFailed()), 1)
         self.assertEqual(len(self.queue.dueJobs(self.clock(), 10)), 1)
 
-    def test_excludedJobsAreNotDue(self):
-        self.store(makeRecord("1.2.3.1.1", MODALITY="MR"))
-        [job] = self.queue.dueJobs(self.clock(), 10)
-        self.assertEqual(self.queue.dueJobs(self.clock(), 10, exclude={job.id}), [])
+    def failOnce(self, job):
+        [state] = self.write(self.queue.recordJobs([JobOutcome(job.id, error="boom")], self.clock()))
+        return state
+
+    def test_outcomesOfABatchAreRecordedTogether(self):
+        self.store(makeRecord("1.2.3.1.1"), makeRecord("1.2.3.1.2"))
+        jobs = self.queue.dueJobs(self.clock(), 10)
+        self.assertEqual(len(jobs), 4)
+        buffer = ActionBuffer(self.queue)
+        buffer.addForward("SERVER1", "IMAGE", CT)
+        outcomes = [JobOutcome(jobs[0].id, buffer.actions), JobOutcome(jobs[1].id, deferred=True),
+                    JobOutcome(jobs[2].id, error=OSError("disk on fire")), JobOutcome(jobs[3].id)]
+        self.assertEqual(self.write(self.queue.recordJobs(outcomes, self.clock())), [None, PENDING, PENDING, None])
+        self.assertEqual(self.queue.dueJobs(self.clock.now + 99, 10), [])
+        self.assertEqual([(j.id, j.attempts) for j in self.queue.dueJobs(self.clock.now + 100, 10)],
+                         [(jobs[1].id, 0), (jobs[2].id, 1)])
+        self.assertEqual([a.destination for a in self.queue.due(self.clock(), 10)], ["SERVER1"])
 
 
 class FilterTests(QueueTestCase):
@@ -162,12 +181,12 @@ class ActionTests(QueueTestCase):
     def test_retryTimingAndMaximumRetries(self):
         self.queue.addForward("A", "IMAGE", CT)
         [action] = self.queue.due(self.clock(), 10)
-        self.assertEqual(self.queue.markFailed(action.id, ConnectionRefusedError("down"), self.clock()), PENDING)
+        self.assertEqual(self.write(self.queue.markFailed(action.id, ConnectionRefusedError("down"), self.clock())), PENDING)
         self.assertEqual(self.queue.due(self.clock.now + 99, 10), [])
         [again] = self.queue.due(self.clock.now + 100, 10)
         self.assertEqual(again.attempts, 1)
-        self.queue.markFailed(action.id, "down", self.clock())
-        self.assertEqual(self.queue.markFailed(action.id, "still down", self.clock()), FAILED)
+        self.write(self.queue.markFailed(action.id, "down", self.clock()))
+        self.assertEqual(self.write(self.queue.markFailed(action.id, "still down", self.clock())), FAILED)
         self.assertEqual(self.queue.due(self.clock.now + 10000, 10), [])
         [(failed, error)] = self.queue.failedActions("A")
         self.assertEqual((failed.id, error), (action.id, "still down"))
@@ -176,7 +195,7 @@ class ActionTests(QueueTestCase):
     def test_failedActionIsNotCollectedInto(self):
         self.queue.addForward("A", "SERIES", CT)
         [action] = self.queue.due(self.clock.now + 600, 10)
-        self.queue.markFailed(action.id, "down", self.clock())
+        self.write(self.queue.markFailed(action.id, "down", self.clock()))
         self.queue.addForward("A", "SERIES", CT)
         self.assertEqual(self.queue.due(self.clock.now + 99, 10), [])
         self.assertEqual([a.attempts for a in self.queue.due(self.clock.now + 100, 10)], [1])
@@ -187,8 +206,8 @@ class ActionTests(QueueTestCase):
             self.queue.addForward(destination, "IMAGE", CT)
         for action in self.queue.due(self.clock(), 10):
             for _ in range(3):
-                self.queue.markFailed(action.id, "down", self.clock())
-        self.assertEqual(self.queue.retryFailed("A"), 1)
+                self.write(self.queue.markFailed(action.id, "down", self.clock()))
+        self.assertEqual(self.write(self.queue.retryFailed("A")), 1)
         [action] = self.queue.due(self.clock(), 10)
         self.assertEqual((action.destination, action.attempts), ("A", 0))
         self.assertEqual(self.queue.counts()["destinations"]["B"], {PENDING: 0, FAILED: 1})
@@ -196,7 +215,7 @@ class ActionTests(QueueTestCase):
     def test_doneActionsGo(self):
         self.queue.addForward("A", "IMAGE", CT)
         [action] = self.queue.due(self.clock(), 10)
-        self.queue.markDone(action.id)
+        self.write(self.queue.markDone([action.id]))
         self.assertEqual(self.queue.due(self.clock(), 10), [])
         self.assertEqual(self.queue.counts()["actions"], {PENDING: 0, FAILED: 0})
 
@@ -210,7 +229,7 @@ class ActionTests(QueueTestCase):
         self.queue.addForward("A", "IMAGE", CT)
         [action] = self.queue.due(self.clock(), 10)
         for _ in range(50):
-            self.assertEqual(self.queue.markFailed(action.id, "down", self.clock()), PENDING)
+            self.assertEqual(self.write(self.queue.markFailed(action.id, "down", self.clock())), PENDING)
 
     def test_delayedActionsUseTheirOwnLimit(self):
         self.queue.delayedRetries = 1
@@ -218,8 +237,8 @@ class ActionTests(QueueTestCase):
         self.queue.addForward("A", "IMAGE", CT)
         byLevel = {action.level: action for action in self.queue.due(self.clock.now + 600, 10)}
         patient, image = byLevel["PATIENT"], byLevel["IMAGE"]
-        self.assertEqual(self.queue.markFailed(patient.id, "down", self.clock()), FAILED)
-        self.assertEqual(self.queue.markFailed(image.id, "down", self.clock()), PENDING)
+        self.assertEqual(self.write(self.queue.markFailed(patient.id, "down", self.clock())), FAILED)
+        self.assertEqual(self.write(self.queue.markFailed(image.id, "down", self.clock())), PENDING)
 
     def test_survivesANewQueueObject(self):
         """What is queued is in the database: a restarted server finds it."""

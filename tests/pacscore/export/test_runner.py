@@ -5,7 +5,7 @@ FailHoldOff per destination, counters."""
 import os
 
 from sqlalchemy import select
-from twisted.internet import task
+from twisted.internet import defer, task
 from twisted.trial import unittest
 
 from pacscore.converters.context import ConverterServices, Outcome
@@ -50,7 +50,10 @@ class Forwarder:
         self.delivered = []
         self.query = None
 
-    async def forward(self, action):
+    def locate(self, actions):
+        return defer.succeed([None] * len(actions))
+
+    async def forward(self, action, found=None):
         if action.destination in self.down:
             raise ForwardError(f"{action.destination} is down")
         self.delivered.append((action.destination, action.target.sopInstanceUID))
@@ -81,7 +84,7 @@ class RunnerTests(unittest.TestCase):
         self.counters = {}
         self.script = Script(forwardTo("B"))
         self.rules = [Rule("ExportConverter0", self.script)]
-        self.queue = ExportQueue(self.archive.index, self.rules, retryDelay=100, maximumRetries=3,
+        self.queue = ExportQueue(self.archive.syncIndex, self.rules, retryDelay=100, maximumRetries=3,
                                  clock=self.reactor.seconds)
         self.queue.createTables()
         local = LocalActions(self.archive.syncIndex, self.archive.query, self.archive.reader, SyncWorkers())

@@ -2,6 +2,7 @@
 a free loopback port, and drive it with DCMTK's tools (``TCP_NODELAY=1``)."""
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -16,10 +17,27 @@ BIN = os.path.dirname(sys.executable)
 CONFIG_FILES = ("dicom.ini", "acrnema.map", "dgatesop.lst", "dicom.sql")
 
 
+# Listening ports come from below Linux's ephemeral range (32768-60999), so
+# that no outgoing connection of a test (which gets an ephemeral port) can
+# hold one between choosing it and the server binding it; a port is never
+# handed out twice in one test process.
+LISTEN_PORTS = range(20000, 32768)
+_handedOut = set()
+
+
 def freePort():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback TCP port nothing listens on, not handed out before."""
+    while True:
+        port = random.choice(LISTEN_PORTS)
+        if port in _handedOut:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handedOut.add(port)
+        return port
 
 
 def dcmtkEnvironment():

@@ -24,7 +24,6 @@ without converters.
 """
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -33,6 +32,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from bench.report import writeResults  # noqa: E402
 from bench.ingest import sendAll  # noqa: E402
 from pacscore.testing.corpus import generateCorpus  # noqa: E402
 from tests.interop.peers import StorescpServer  # noqa: E402
@@ -108,10 +108,7 @@ def main():
     finally:
         sink.stop()
         shutil.rmtree(workdir, ignore_errors=True)
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump({"machine": os.uname().nodename, "cpus": os.cpu_count(), "results": results}, f, indent=2)
-    print(f"written {args.out}")
+    writeResults(args.out, results=results)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ Prints images/s, MB/s and the ratio pacs/storescp for 64x64 and 512x512 CT.
 """
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -18,6 +17,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from bench.report import writeResults  # noqa: E402
 from pacscore.testing.corpus import generateCorpus  # noqa: E402
 from tests.interop.server import PacsServer, dcmtkEnvironment, dcmtkTool, freePort  # noqa: E402
 
@@ -112,10 +112,7 @@ def main():
         results = measure(workdir, "64x64", small, args.rounds) + measure(workdir, "512x512", large, args.rounds)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump({"machine": os.uname().nodename, "cpus": os.cpu_count(), "results": results}, f, indent=2)
-    print(f"written {args.out}")
+    writeResults(args.out, results=results)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from bench.report import writeResults  # noqa: E402
 from pydicom.dataset import Dataset  # noqa: E402
 from twisted.internet import defer, task  # noqa: E402
 
@@ -206,11 +207,7 @@ def main():
         server.stop()
         storescp.stop()
         shutil.rmtree(workdir, ignore_errors=True)
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump({"machine": os.uname().nodename, "cpus": os.cpu_count(), "index_images": total,
-                   "find": finds, "transfer": transfers}, f, indent=2)
-    print(f"written {args.out}")
+    writeResults(args.out, index_images=total, find=finds, transfer=transfers)
 
 
 def runFinds(server, seriesUID):

@@ -29,6 +29,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from bench.report import writeResults  # noqa: E402
 import hl7.client  # noqa: E402
 from pydicom.dataset import Dataset  # noqa: E402
 from twisted.internet import defer, task  # noqa: E402
@@ -184,11 +185,7 @@ def main():
         reference.kill()
         server.stop()
         shutil.rmtree(workdir, ignore_errors=True)
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump({"machine": os.uname().nodename, "cpus": os.cpu_count(), "mllp": mllp,
-                   "worklist_items": len(messages), "find": finds}, f, indent=2)
-    print(f"written {args.out}")
+    writeResults(args.out, mllp=mllp, worklist_items=len(messages), find=finds)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from pacscore.storage.devices import MagDevice
 from pacscore.storage.reader import ObjectReader
 from pacscore.testing.corpus import makeDataset
 from tests.pacscore.db.test_schema import TABLE_NAMES, conquestLayout, sqliteEngine
+from tests.pacscore.dicom.test_client import Recorder
 
 CT_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 MR_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
@@ -89,18 +90,6 @@ class Archive:
         with self.index.engine.begin() as connection:
             self.index.upsertImage(connection, ImageRecord(attrs, "MAG0", relative))
         return ds
-
-
-class Recorder:
-    """A C-STORE service keeping ``(command, data, transfer syntax)``."""
-
-    def __init__(self, status=0):
-        self.received = []
-        self.status = status
-
-    def handle(self, protocol, contextId, command, dataset):
-        self.received.append((command, bytes(dataset.data), protocol.association.contexts[contextId][1]))
-        protocol.sendMessage(contextId, commands.response(command, commands.C_STORE_RSP, self.status))
 
 
 class Acceptor:

@@ -24,7 +24,6 @@ import json
 import os
 import random
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,7 +31,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.report import writeResults  # noqa: E402
+from bench.report import findMedian, writeResults  # noqa: E402
 from pydicom.dataset import Dataset  # noqa: E402
 from twisted.internet import defer, task  # noqa: E402
 
@@ -117,16 +116,8 @@ async def findLatencies(reactor, server, seriesUID):
     }
     results = {}
     for name, (sopClass, query) in queries.items():
-        times, counts = [], []
-        for _ in range(20):
-            matches = []
-            started = time.perf_counter()
-            status = await association.find(sopClass, query, lambda data, syntax: matches.append(data))
-            times.append(time.perf_counter() - started)
-            counts.append(len(matches))
-            assert status == 0, hex(status)
-        results[name] = {"median_ms": round(statistics.median(times) * 1000, 2), "matches": counts[0]}
-        print(f"  C-FIND {name:28s} median {results[name]['median_ms']:7.2f} ms, {counts[0]} matches",
+        results[name] = await findMedian(association, sopClass, query)
+        print(f"  C-FIND {name:28s} median {results[name]['median_ms']:7.2f} ms, {results[name]['matches']} matches",
               flush=True)
     await association.release()
     return results

@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,7 +28,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.report import writeResults  # noqa: E402
+from bench.report import findMedian, writeResults  # noqa: E402
 import hl7.client  # noqa: E402
 from pydicom.dataset import Dataset  # noqa: E402
 from twisted.internet import defer, task  # noqa: E402
@@ -124,16 +123,9 @@ async def findLatencies(reactor, port, ae):
     }
     results = {}
     for name, query in queries.items():
-        times, counts = [], []
-        for _ in range(20 if name != "whole worklist" else 5):
-            matches = []
-            started = time.perf_counter()
-            status = await association.find(MODALITY_WORKLIST_FIND, query, lambda data, syntax: matches.append(data))
-            times.append(time.perf_counter() - started)
-            counts.append(len(matches))
-            assert status == 0, hex(status)
-        results[name] = {"median_ms": round(statistics.median(times) * 1000, 2), "matches": counts[0]}
-        print(f"  C-FIND {name:24s} median {results[name]['median_ms']:8.2f} ms, {counts[0]} matches",
+        results[name] = await findMedian(association, MODALITY_WORKLIST_FIND, query,
+                                         rounds=5 if name == "whole worklist" else 20)
+        print(f"  C-FIND {name:24s} median {results[name]['median_ms']:8.2f} ms, {results[name]['matches']} matches",
               file=sys.stderr, flush=True)
     await association.release()
     return results

@@ -18,10 +18,7 @@ from pacscore.codecs.syntaxes import proposals
 from pacscore.codecs.transcode import TranscodeError, transcode
 from pacscore.converters.context import ConverterContext, Outcome
 from pacscore.dicom.datasets import decodeDataset, encodeDataset
-from pacscore.storage.store import Destroyed, Refused
-
-MODALITY = 0x00080060
-STATION_NAME = 0x00081010
+from pacscore.storage.store import MODALITY, STATION_NAME, Destroyed, Refused
 
 
 class ImportDecision(NamedTuple):

@@ -16,14 +16,13 @@ All items of one message are applied in one transaction of the index
 writer: a message is applied whole or not at all.
 
 ``lookup`` is for ``WorkListMode``: it runs in the calling (I/O) thread.
-Offline tools (``dgate --loadhl7``) pass ``runWrite=runNow`` to apply
-orders synchronously without the index's writer thread.
+``runWrite`` (default: the index's group-commit writer) can be replaced,
+e.g. by tests that apply orders synchronously.
 """
 
 from typing import NamedTuple
 
 from sqlalchemy import delete, insert, select, update
-from twisted.internet import defer
 from twisted.logger import Logger
 
 INSERT_CONTROLS = frozenset(("NW",))
@@ -36,17 +35,6 @@ ACCESSION_NUMBER = 0x00080050
 
 class OrderRefused(Exception):
     """An order that was understood but cannot be applied (HL7 AE)."""
-
-
-def runNow(index):
-    """A ``runWrite`` for ``index`` that runs in the calling thread, in a
-    transaction of its own, and returns an already fired Deferred."""
-    def run(fn, *args):
-        def inTransaction():
-            with index.engine.begin() as connection:
-                return fn(connection, *args)
-        return defer.maybeDeferred(inTransaction)
-    return run
 
 
 class Applied(NamedTuple):

@@ -227,8 +227,7 @@ class ExportQueue:
         for record in records:
             modality = record.attrs.get(MODALITY, "")
             station = record.attrs.get(STATION_NAME, "")
-            callingAE = getattr(record, "callingAE", "")
-            calledAE = getattr(record, "calledAE", "")
+            callingAE, calledAE = record.callingAE, record.calledAE
             for rule in self.rules:
                 if rule.matches(modality, station, calledAE, callingAE):
                     rows.append({"Converter": rule.key, "SOPInstanceUID": record.attrs.get(SOP_INSTANCE_UID, ""),

@@ -32,6 +32,8 @@ SOP_CLASS_UID = 0x00080016
 SOP_INSTANCE_UID = 0x00080018
 STUDY_INSTANCE_UID = 0x0020000D
 SERIES_INSTANCE_UID = 0x0020000E
+MODALITY = 0x00080060
+STATION_NAME = 0x00081010
 
 
 class StoreError(Exception):
@@ -79,7 +81,8 @@ class ObjectStore:
         self.namer = namer
         self.index = index
         self.tags = frozenset(indexedTags) | namer.requiredTags | {
-            SOP_CLASS_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, SERIES_INSTANCE_UID}
+            SOP_CLASS_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, SERIES_INSTANCE_UID,
+            ACCESSION_NUMBER, MODALITY, STATION_NAME}  # WorkListMode's key, the converter filters' values
         self.workers = workers
         self.implementationClassUID = implementationClassUID
         self.implementationVersion = implementationVersion

@@ -3,15 +3,27 @@ table (insert, replace, update, cancel), generated values kept, all of a
 message or nothing, and the look-up WorkListMode uses."""
 
 from sqlalchemy import select
+from twisted.internet import defer
 from twisted.trial import unittest
 
 from pacscore.config.dicomsql import DatabaseLayout
 from pacscore.db.index import Index
-from pacscore.db.worklistitems import OrderRefused, WorklistItems, runNow
+from pacscore.db.worklistitems import OrderRefused, WorklistItems
 from pacscore.hl7.mapping import OrderItem
 from tests.pacscore.db.test_schema import TABLE_NAMES, sqliteEngine
 
 ACCESSION, PATIENT_NAME, STUDY_UID, START_DATE = 0x00080050, 0x00100010, 0x0020000D, 0x00400002
+
+
+def runNow(index):
+    """A ``runWrite`` for ``index`` that runs in the calling thread, in a
+    transaction of its own, and returns an already fired Deferred."""
+    def run(fn, *args):
+        def inTransaction():
+            with index.engine.begin() as connection:
+                return fn(connection, *args)
+        return defer.maybeDeferred(inTransaction)
+    return run
 
 
 def order(control, accession, **values):

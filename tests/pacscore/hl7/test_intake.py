@@ -9,13 +9,14 @@ from twisted.trial import unittest
 
 from pacscore.config.dicomsql import DatabaseLayout
 from pacscore.db.index import Index
-from pacscore.db.worklistitems import WorklistItems, runNow
+from pacscore.db.worklistitems import WorklistItems
 from pacscore.hl7.dropfolder import FAILED, PROCESSED, DropFolder
 from pacscore.hl7.intake import WorklistIntake
 from pacscore.hl7.mapping import WorklistMapping
 from pacscore.hl7.message import parseMessage
 from pacscore.testing.orders import orderMessage, writeMessages
 from tests.pacscore.db.test_schema import TABLE_NAMES, sqliteEngine
+from tests.pacscore.db.test_worklistitems import runNow
 
 
 class SynchronousWorkers:

@@ -4,7 +4,16 @@ pacs (index and fsync on) and, in the same run, into DCMTK ``storescp
 
     python bench/ingest.py [--small 5000] [--large 1000] [--rounds 2] [--out bench/out/ingest.json]
 
-Prints images/s, MB/s and the ratio pacs/storescp for 64x64 and 512x512 CT.
+Prints images/s, MB/s and the ratio pacs/storescp for 64x64 and 512x512 CT,
+and the disk cache flushes per image each server caused (the last round's,
+counted on the block device of the run's folder).
+
+Everything received is kept until the whole run ends: creating files next to
+thousands of just-deleted ones is slow (ext4 without a journal checks each
+recently freed inode, up to 1 ms a file), which would handicap whichever
+server runs after a deletion. The run happens under $TMPDIR; point it at a
+file system that is not cluttered with freed inodes (a long-lived /tmp often
+is) to measure the servers rather than the inode allocator.
 """
 
 import argparse
@@ -59,7 +68,6 @@ def intoStorescp(workdir, paths, associations):
     finally:
         process.terminate()
         process.wait()
-        shutil.rmtree(out, ignore_errors=True)
 
 
 def intoPacs(workdir, paths, associations):
@@ -69,7 +77,18 @@ def intoPacs(workdir, paths, associations):
         return sendAll(server.port, server.ae, paths, associations)
     finally:
         server.stop()
-        shutil.rmtree(server.workdir, ignore_errors=True)
+
+
+def deviceFlushes(path):
+    """Cache flushes completed so far by the block device holding ``path``
+    (field 16 of its /sys stat file), or None where the kernel does not say."""
+    device = os.stat(path).st_dev
+    try:
+        with open(f"/sys/dev/block/{os.major(device)}:{os.minor(device)}/stat") as f:
+            fields = f.read().split()
+    except OSError:
+        return None
+    return int(fields[15]) if len(fields) > 15 else None
 
 
 def measure(workdir, label, images, rounds):
@@ -78,20 +97,28 @@ def measure(workdir, label, images, rounds):
     results = []
     for associations in (1, 4):
         best = {"pacs": None, "storescp": None}
+        flushes = {}
         for _ in range(rounds):
             for name, run in (("storescp", intoStorescp), ("pacs", intoPacs)):
+                os.sync()  # the previous run's (or the corpus's) dirty pages must not be flushed during this one
+                before = deviceFlushes(workdir)
                 seconds = run(workdir, paths, associations)
+                after = deviceFlushes(workdir)
+                if before is not None and after is not None:
+                    flushes[name] = round((after - before) / len(paths), 2)
                 best[name] = seconds if best[name] is None else min(best[name], seconds)
         row = {"corpus": label, "images": len(paths), "megabytes": round(megabytes, 1),
                "associations": associations}
         for name, seconds in best.items():
             row[f"{name}_images_per_s"] = round(len(paths) / seconds, 1)
             row[f"{name}_mb_per_s"] = round(megabytes / seconds, 1)
+            row[f"{name}_flushes_per_image"] = flushes.get(name)
         row["ratio"] = round(row["pacs_images_per_s"] / row["storescp_images_per_s"], 3)
         results.append(row)
         print(f"{label:>8} x{len(paths):5d} {associations} assoc: pacs {row['pacs_images_per_s']:8.1f} img/s "
-              f"{row['pacs_mb_per_s']:7.1f} MB/s | storescp --fork {row['storescp_images_per_s']:8.1f} img/s "
-              f"{row['storescp_mb_per_s']:7.1f} MB/s | ratio {row['ratio']:.0%}", flush=True)
+              f"{row['pacs_mb_per_s']:7.1f} MB/s {row['pacs_flushes_per_image']} flushes/img | storescp --fork "
+              f"{row['storescp_images_per_s']:8.1f} img/s {row['storescp_mb_per_s']:7.1f} MB/s | "
+              f"ratio {row['ratio']:.0%}", flush=True)
     return results
 
 

@@ -38,6 +38,7 @@ from pacscore.hl7.intake import WorklistIntake
 from pacscore.hl7.mapping import WorklistMapping
 from pacscore.hl7.mllp import MLLPFactory
 from pacscore.storage.devices import MagDevice
+from pacscore.storage.durability import durabilityFor
 from pacscore.storage.filenames import FileNamer
 from pacscore.storage.reader import ObjectReader
 from pacscore.storage.store import ObjectStore
@@ -91,10 +92,11 @@ class Archive:
         self.converterHooks = hooksFrom(self.converterRules.special, self.converterServices)
         importers = (ImportConverters(self.converterRules.importRules, self.converterServices)
                      if self.converterRules.importRules else None)
+        self.durability = durabilityFor(self.devices, reactor)
         self.objectStore = ObjectStore(
             self.devices[0], self.namer, self.index, configuration.layout.indexedTags(),
             self.workers, IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION, amender=amender,
-            importers=importers, devices=self.devices)
+            importers=importers, devices=self.devices, durability=self.durability)
         self.objectReader = ObjectReader(self.devices)
         self.hl7Intake = WorklistIntake(self.worklistMapping, self.worklistItems,
                                         application=self.aeTitle, counters=self.counters)
@@ -121,11 +123,13 @@ class Archive:
         self.exportQueue.createTables()
         self.workers.start()
         self.index.start()
+        self.durability.start()
 
     def shutdown(self):
         """Stop the pools after the services stopped; returns a Deferred."""
-        d = self.index.stop()
-        d.addCallback(lambda _: self.workers.stop())
+        d = self.workers.stop()  # objects being written reach the flusher,
+        d.addCallback(lambda _: self.durability.stop())  # which passes them to the index,
+        d.addCallback(lambda _: self.index.stop())  # which commits them
         return d
 
     def exportService(self):

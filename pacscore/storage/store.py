@@ -3,8 +3,8 @@ acknowledged, indexed Part-10 file.
 
     read index attributes -> check them against the command -> amend the
     data set (WorkListMode, import converters) -> name the file
-    (FileNameSyntax) -> write temp file, fsync, rename, fsync folder
-    -> index upsert (group commit) -> Success
+    (FileNameSyntax) -> write temp file, rename -> made durable (see
+    pacscore.storage.durability) -> index upsert (group commit) -> Success
 
 Disk work runs in a worker of the I/O pool, which hands the record straight
 to the index writer thread; the reactor hears back once, after the commit. A
@@ -23,7 +23,7 @@ from twisted.python.failure import Failure
 from pacscore.db.index import ImageRecord
 from pacscore.dicom.datasets import IdentifierError
 from pacscore.storage.attributes import DatasetError, readAttributes
-from pacscore.storage.devices import fsyncDirectory, makeDirectories
+from pacscore.storage.durability import PerFileSync
 from pacscore.storage.part10 import encodeFileMeta
 from pacscore.storage.spool import Spool
 from pacscore.storage.worklistmode import ACCESSION_NUMBER, WorklistRefusal
@@ -76,7 +76,7 @@ class ObjectStore:
 
     def __init__(self, device, namer, index, indexedTags, workers,
                  implementationClassUID, implementationVersion, spoolThreshold=4 << 20, amender=None,
-                 importers=None, devices=()):
+                 importers=None, devices=(), durability=None):
         self.device = device
         self.namer = namer
         self.index = index
@@ -90,6 +90,8 @@ class ObjectStore:
         self.amender = amender      # a WorklistAmender, or None (WorkListMode = 0)
         self.importers = importers  # pacscore.converters.importing.ImportConverters, or None
         self.devicesByName = {d.name: d for d in devices or [device]}
+        # PerFileSync or FileSystemFlush (started and stopped by the caller)
+        self.durability = durability or PerFileSync()
 
     def _header(self, incoming, transferSyntax):
         return encodeFileMeta(incoming.sopClassUID, incoming.sopInstanceUID, transferSyntax,
@@ -120,7 +122,8 @@ class ObjectStore:
         return relative
 
     def _writeAndIndex(self, incoming, spool, stored):
-        """In the I/O pool: write the file, then queue its index row.
+        """In the I/O pool: write the file, then queue its index row for
+        when the file is durable.
         ``stored`` fires (in the reactor) with ``(relative, replaced)``."""
         callFromThread = self.workers.reactor.callFromThread
         try:
@@ -137,11 +140,17 @@ class ObjectStore:
                                path=relative, error=value.getErrorMessage())
                 stored.errback(value)
 
-        self.index.storeFromThread(ImageRecord(attrs, device.name, relative, incoming.callingAE, incoming.calledAE),
-                                   indexed)
+        def notDurable(failure):
+            self.log.error("{path} was written but not made durable ({error}); not acknowledged",
+                           path=relative, error=failure.getErrorMessage())
+            callFromThread(stored.errback, failure)
+
+        self.durability.whenDurable(
+            ImageRecord(attrs, device.name, relative, incoming.callingAE, incoming.calledAE),
+            lambda record: self.index.storeFromThread(record, indexed), notDurable)
 
     def _writeFile(self, incoming, spool):
-        """In the I/O pool: check, amend, name, write and fsync one object.
+        """In the I/O pool: check, amend, name and write one object.
         On any failure the temporary file (spool or reservoir file) is removed."""
         data = spool.inMemory
         header = spool.header
@@ -165,17 +174,17 @@ class ObjectStore:
                     f.write(header)
                     f.write(data)
                     f.flush()
-                    os.fsync(f.fileno())
+                    self.durability.fileWritten(f.fileno())
             else:
                 fd = os.open(temporary, os.O_RDONLY)
                 try:
-                    os.fsync(fd)
+                    self.durability.fileWritten(fd)
                 finally:
                     os.close(fd)
             folder = os.path.dirname(device.absolute(relative))
-            makeDirectories(folder)
+            self.durability.makeFolders(folder)
             os.replace(temporary, device.absolute(relative))
-            fsyncDirectory(folder)
+            self.durability.folderChanged(folder)
         except BaseException:
             if temporary is not None and os.path.exists(temporary):
                 os.unlink(temporary)

@@ -3,8 +3,10 @@
 Uses a real SQLite index, real files in a temporary MAG device and the real
 reactor (the worker threads report back through it)."""
 
+import ctypes
 import errno
 import os
+import sqlite3
 from io import BytesIO
 
 import pydicom
@@ -14,7 +16,8 @@ from twisted.trial import unittest
 
 from pacscore.config.loader import loadConfiguration
 from pacscore.db.index import Index
-from pacscore.storage.devices import MagDevice
+from pacscore.storage.devices import TEMP_FOLDER, MagDevice
+from pacscore.storage.durability import FileSystemFlush, libcSyncfs
 from pacscore.storage.filenames import FileNamer
 from pacscore.storage.part10 import readFileMeta
 from pacscore.storage.spool import Spool
@@ -168,3 +171,49 @@ class ObjectStoreTests(unittest.TestCase):
         self.patch(self.store, "_writeFile", full)
         error = yield self.assertFailure(self.store.store(incoming, spool), OSError)
         self.assertEqual(error.errno, errno.ENOSPC)
+
+
+class FileSystemFlushStoreTests(ObjectStoreTests):
+    """The same store with one syncfs per commit group (as ``twistd pacs``
+    runs on Linux): files are flushed before their rows are written, and a
+    failed flush acknowledges nothing."""
+
+    def setUp(self):
+        super().setUp()
+        self.flushes = []
+        self.flushFails = False
+        self.store.durability = FileSystemFlush([self.device], self.syncfs, reactor)
+        self.store.durability.start()
+        self.addCleanup(self.store.durability.stop)
+
+    def syncfs(self, fd):
+        """Record what the index and the folder hold at the moment of the flush."""
+        with sqlite3.connect(self.index.engine.url.database) as connection:
+            rows = connection.execute("SELECT ObjectFile FROM DICOMImages").fetchall()
+        stored = [os.path.relpath(os.path.join(folder, name), self.device.path)
+                  for folder, _, names in os.walk(self.device.path) if TEMP_FOLDER not in folder
+                  for name in names]
+        self.flushes.append((os.fstat(fd).st_ino, stored, rows))
+        if self.flushFails:
+            ctypes.set_errno(errno.EIO)
+            return -1
+        return libcSyncfs()(fd)
+
+    @defer.inlineCallbacks
+    def test_filesAreFlushedBeforeTheirRows(self):
+        uid = pydicom.dcmread(get_testdata_file("CT_small.dcm")).SOPInstanceUID
+        relative = yield self.store.store(*self.receive(datasetBytes("CT_small.dcm"), uid))
+        [(inode, stored, rows)] = self.flushes
+        self.assertEqual(inode, os.stat(self.device.path).st_ino, "the device's file system is flushed")
+        self.assertIn(relative, stored, "the file is in place when the flush runs")
+        self.assertEqual(rows, [], "its row is written only after the flush")
+
+    @defer.inlineCallbacks
+    def test_failedFlushAcknowledgesNothing(self):
+        self.flushFails = True
+        uid = pydicom.dcmread(get_testdata_file("CT_small.dcm")).SOPInstanceUID
+        error = yield self.assertFailure(self.store.store(*self.receive(datasetBytes("CT_small.dcm"), uid)),
+                                         OSError)
+        self.assertEqual(error.errno, errno.EIO)
+        rows = yield self.index.runQuery(lambda c: c.exec_driver_sql("SELECT * FROM DICOMImages").fetchall())
+        self.assertEqual(rows, [])

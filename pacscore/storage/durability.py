@@ -1,0 +1,184 @@
+"""What makes a stored object survive a crash before its index row commits.
+
+Two policies with one interface.  ``ObjectStore`` calls ``fileWritten``,
+``makeFolders`` and ``folderChanged`` as it writes an object (in the I/O
+pool), then hands the object's record to ``whenDurable``, which passes it
+on (to the index writer) once the file is durable:
+
+- ``FileSystemFlush`` (Linux): objects are written and renamed into place
+  without fsync.  A flusher thread takes every record queued so far, calls
+  syncfs(2) once per file system holding their files (which makes their
+  data, their names and any new folders durable together) and only then
+  passes them on.  One flush serves a whole group instead of two fsyncs
+  (file, folder) per object; it overlaps with the index writer committing
+  the previous group; and rows are still committed only after their files
+  are durable.  syncfs also writes back whatever else is dirty on that file
+  system, so a MAG device shared with heavy unrelated writers pays for them.
+- ``PerFileSync`` (where syncfs is missing): fsync each file and its folder
+  as it is written, and pass the record on at once.
+"""
+
+import ctypes
+import os
+import queue
+import threading
+
+from twisted.internet import defer
+from twisted.python.failure import Failure
+
+from pacscore.storage.devices import fsyncDirectory, makeDirectories
+
+
+class PerFileSync:
+    """fsync every file and folder as it is written."""
+
+    def fileWritten(self, fd):
+        os.fsync(fd)
+
+    def makeFolders(self, path):
+        makeDirectories(path)
+
+    def folderChanged(self, path):
+        fsyncDirectory(path)
+
+    def whenDurable(self, record, proceed, fail):
+        proceed(record)
+
+    def start(self):
+        pass
+
+    def stop(self):
+        return defer.succeed(None)
+
+
+_STOP = object()
+
+
+class FileSystemFlush:
+    """One syncfs(2) per file system per group of objects, in a flusher thread.
+
+    ``devices`` are the MAG devices records may name; ``syncfs(fd)``
+    returns 0 or -1 with errno set, like the C function.  ``start()``
+    before use; ``stop()`` (a Deferred) passes on what is queued, then ends
+    the thread.
+    """
+
+    def __init__(self, devices, syncfs, reactor=None, name="pacs-flusher"):
+        if reactor is None:
+            from twisted.internet import reactor
+        self.reactor = reactor
+        self.name = name
+        self._queue = queue.SimpleQueue()
+        self._thread = None
+        self._syncfs = syncfs
+        self._roots = {device.name: device.path for device in devices}
+        self._descriptors = {}  # device name -> (st_dev, fd), opened on first use
+        self._opening = threading.Lock()  # PostgreSQL/MySQL have several writer threads
+
+    def fileWritten(self, fd):
+        pass
+
+    def makeFolders(self, path):
+        os.makedirs(path, exist_ok=True)
+
+    def folderChanged(self, path):
+        pass
+
+    def whenDurable(self, record, proceed, fail):
+        """Call ``proceed(record)`` once its file is durable, or
+        ``fail(failure)``; both in the flusher thread.  Any thread."""
+        if self._thread is None:
+            fail(Failure(RuntimeError(f"{self.name} is not running")))
+            return
+        self._queue.put((record, proceed, fail))
+
+    def start(self):
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._work, name=self.name, daemon=True)
+            self._thread.start()
+
+    def stop(self):
+        thread, self._thread = self._thread, None
+        d = defer.Deferred()
+        if thread is None:
+            d.callback(None)
+        else:
+            self._queue.put(_STOP)
+
+            def join():
+                thread.join()
+                self.reactor.callFromThread(d.callback, None)
+
+            threading.Thread(target=join, name=f"{self.name}-join", daemon=True).start()
+        return d.addCallback(lambda _: self._close())
+
+    def _work(self):
+        stop = False
+        while not stop:
+            group = [self._queue.get()]
+            while True:
+                try:
+                    group.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            stop = _STOP in group
+            group = [item for item in group if item is not _STOP]
+            if not group:
+                continue
+            try:
+                self.flush([record for record, _, _ in group])
+            except Exception:
+                failure = Failure()
+                for _, _, fail in group:
+                    fail(failure)
+            else:
+                for record, proceed, fail in group:
+                    try:
+                        proceed(record)
+                    except Exception:
+                        fail(Failure())
+
+    def flush(self, records):
+        """Make every file of ``records`` durable; ``OSError`` if the file
+        system reports a failed write-back, so none of them is
+        acknowledged."""
+        flushed = set()
+        for name in {record.deviceName for record in records}:
+            fileSystem, fd = self._descriptor(name)
+            if fileSystem in flushed:
+                continue
+            if self._syncfs(fd) != 0:
+                number = ctypes.get_errno()
+                raise OSError(number, f"syncfs of {self._roots[name]}: {os.strerror(number)}")
+            flushed.add(fileSystem)
+
+    def _descriptor(self, name):
+        with self._opening:
+            entry = self._descriptors.get(name)
+            if entry is None:
+                fd = os.open(self._roots[name], os.O_RDONLY | os.O_DIRECTORY)
+                entry = self._descriptors[name] = (os.fstat(fd).st_dev, fd)
+            return entry
+
+    def _close(self):
+        """Close the descriptors kept open on the device folders."""
+        descriptors, self._descriptors = self._descriptors, {}
+        for _, fd in descriptors.values():
+            os.close(fd)
+
+
+def libcSyncfs():
+    """The C library's syncfs (it releases the GIL while it waits), or None."""
+    try:
+        syncfs = ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None
+    syncfs.argtypes = [ctypes.c_int]
+    syncfs.restype = ctypes.c_int
+    return syncfs
+
+
+def durabilityFor(devices, reactor=None):
+    """``FileSystemFlush`` where the C library has syncfs, else ``PerFileSync``."""
+    syncfs = libcSyncfs()
+    return PerFileSync() if syncfs is None else FileSystemFlush(devices, syncfs, reactor)

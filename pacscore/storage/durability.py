@@ -14,7 +14,8 @@ on (to the index writer) once the file is durable:
   the previous group; and rows are still committed only after their files
   are durable.  syncfs also writes back whatever else is dirty on that file
   system, so a MAG device shared with heavy unrelated writers pays for them.
-- ``PerFileSync`` (where syncfs is missing): fsync each file and its folder
+- ``PerFileSync`` (where syncfs is missing, or older than Linux 5.8, whose
+  syncfs does not report failed write-back): fsync each file and its folder
   as it is written, and pass the record on at once.
 """
 
@@ -178,7 +179,20 @@ def libcSyncfs():
     return syncfs
 
 
-def durabilityFor(devices, reactor=None):
-    """``FileSystemFlush`` where the C library has syncfs, else ``PerFileSync``."""
+def reportsWritebackErrors(release):
+    """True for Linux releases (``os.uname().release``) whose syncfs
+    reports failed write-back (5.8 and later); before, it always succeeded."""
+    try:
+        major, minor = (int(part) for part in release.split("-")[0].split(".")[:2])
+    except ValueError:
+        return False
+    return (major, minor) >= (5, 8)
+
+
+def durabilityFor(devices, reactor=None, release=None):
+    """``FileSystemFlush`` where the C library has syncfs and the kernel
+    reports its errors, else ``PerFileSync``."""
     syncfs = libcSyncfs()
-    return PerFileSync() if syncfs is None else FileSystemFlush(devices, syncfs, reactor)
+    if syncfs is None or not reportsWritebackErrors(release or os.uname().release):
+        return PerFileSync()
+    return FileSystemFlush(devices, syncfs, reactor)

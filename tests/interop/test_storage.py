@@ -191,8 +191,11 @@ class CorpusTests(ServerTestCase):
         self.assertEqual(self.server.store(image.path).returncode, 0)
         [record] = rows(self.server.database, "DICOMImages")
         self.assertNotEqual(record["ObjectFile"], first)
-        self.assertEqual(list(storedFiles(self.server.dataDir)), [image.sopUID])
+        deadline = time.monotonic() + 10  # the replaced file is removed after the answer
+        while os.path.exists(os.path.join(self.server.dataDir, first)) and time.monotonic() < deadline:
+            time.sleep(0.05)
         self.assertFalse(os.path.exists(os.path.join(self.server.dataDir, first)))
+        self.assertEqual(list(storedFiles(self.server.dataDir)), [image.sopUID])
 
 
 class CrashTests(ServerTestCase):

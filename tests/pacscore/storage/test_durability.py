@@ -10,7 +10,8 @@ from twisted.trial import unittest
 
 from pacscore.db.records import ImageRecord
 from pacscore.storage.devices import MagDevice
-from pacscore.storage.durability import FileSystemFlush, PerFileSync, durabilityFor, libcSyncfs
+from pacscore.storage.durability import (FileSystemFlush, PerFileSync, durabilityFor, libcSyncfs,
+                                         reportsWritebackErrors)
 
 
 class FileSystemFlushTests(unittest.TestCase):
@@ -107,6 +108,12 @@ class FileSystemFlushTests(unittest.TestCase):
         self.addCleanup(flusher.stop)
         flusher.flush([self.record(self.devices[0])])
         self.assertIsInstance(durabilityFor(self.devices), FileSystemFlush)
+
+    def test_perFileSyncOnKernelsWhoseSyncfsHidesErrors(self):
+        self.assertIsInstance(durabilityFor(self.devices, release="5.4.0-150-generic"), PerFileSync)
+        self.assertIsInstance(durabilityFor(self.devices, release="6.1.0-13-amd64"), FileSystemFlush)
+        self.assertEqual([reportsWritebackErrors(r) for r in ("5.7.19", "5.8.0", "5.10.0-28-amd64", "4.19", "x")],
+                         [False, True, True, False, False])
 
     def test_perFileSyncWithoutSyncfs(self):
         self.patch(ctypes, "CDLL", lambda *a, **kw: object())

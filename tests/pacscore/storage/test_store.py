@@ -7,6 +7,7 @@ import ctypes
 import errno
 import os
 import sqlite3
+import threading
 from io import BytesIO
 
 import pydicom
@@ -68,6 +69,13 @@ class ObjectStoreTests(unittest.TestCase):
         self.addCleanup(lambda: self.index.stop().addCallback(lambda _: self.workers.stop()))
         self.store = ObjectStore(self.device, FileNamer("4"), self.index, configuration.layout.indexedTags(),
                                  self.workers, "1.2.3.4", "TEST", spoolThreshold=64 << 10)
+
+    def drainWorkers(self):
+        """Fires once every call queued in the I/O pool so far has run: each
+        worker must finish what it took before it reaches the barrier."""
+        barrier = threading.Barrier(self.workers.size)
+        return defer.gatherResults([self.workers.deferToWorker(barrier.wait)
+                                    for _ in range(self.workers.size)])
 
     def receive(self, data, sopInstance, fragment=16384, sopClass=CT, transport=None):
         incoming = IncomingObject(sopClass, sopInstance, EXPLICIT, "MODALITY", "PACS")
@@ -135,7 +143,7 @@ class ObjectStoreTests(unittest.TestCase):
         first = yield self.store.store(*self.receive(data, uid))
         second = yield self.store.store(*self.receive(data, uid))
         self.assertNotEqual(first, second)
-        yield self.workers.deferToWorker(lambda: None)
+        yield self.drainWorkers()  # the replaced file is removed in a worker
         self.assertFalse(os.path.exists(self.device.absolute(first)))
         self.assertTrue(os.path.exists(self.device.absolute(second)))
         count = yield self.index.runQuery(

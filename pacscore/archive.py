@@ -92,7 +92,7 @@ class Archive:
         self.converterHooks = hooksFrom(self.converterRules.special, self.converterServices)
         importers = (ImportConverters(self.converterRules.importRules, self.converterServices)
                      if self.converterRules.importRules else None)
-        self.durability = durabilityFor(self.devices, reactor)
+        self.durability = durabilityFor(self.devices)
         self.objectStore = ObjectStore(
             self.devices[0], self.namer, self.index, configuration.layout.indexedTags(),
             self.workers, IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION, amender=amender,
@@ -123,13 +123,12 @@ class Archive:
         self.exportQueue.createTables()
         self.workers.start()
         self.index.start()
-        self.durability.start()
 
     def shutdown(self):
         """Stop the pools after the services stopped; returns a Deferred."""
-        d = self.workers.stop()  # objects being written reach the flusher,
-        d.addCallback(lambda _: self.durability.stop())  # which passes them to the index,
+        d = self.workers.stop()  # objects being written reach the index,
         d.addCallback(lambda _: self.index.stop())  # which commits them
+        d.addCallback(lambda _: self.durability.close())
         return d
 
     def exportService(self):

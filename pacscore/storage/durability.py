@@ -6,13 +6,13 @@ pool), then hands the object's record to ``whenDurable``, which passes it
 on (to the index writer) once the file is durable:
 
 - ``FileSystemFlush`` (Linux): objects are written and renamed into place
-  without fsync.  A flusher thread takes every record queued so far, calls
-  syncfs(2) once per file system holding their files (which makes their
-  data, their names and any new folders durable together) and only then
-  passes them on.  One flush serves a whole group instead of two fsyncs
-  (file, folder) per object; it overlaps with the index writer committing
-  the previous group; and rows are still committed only after their files
-  are durable.  syncfs also writes back whatever else is dirty on that file
+  without fsync.  One I/O worker at a time takes every record handed over
+  so far, calls syncfs(2) once per file system holding their files (which
+  makes their data, their names and any new folders durable together) and
+  only then passes them on.  One flush serves a whole group instead of two
+  fsyncs (file, folder) per object; it overlaps with the index writer
+  committing the previous group; and rows are still committed only after
+  their files are durable.  syncfs also writes back whatever else is dirty on that file
   system, so a MAG device shared with heavy unrelated writers pays for them.
 - ``PerFileSync`` (where syncfs is missing, or older than Linux 5.8, whose
   syncfs does not report failed write-back): fsync each file and its folder
@@ -21,10 +21,8 @@ on (to the index writer) once the file is durable:
 
 import ctypes
 import os
-import queue
 import threading
 
-from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from pacscore.storage.devices import fsyncDirectory, makeDirectories
@@ -45,36 +43,28 @@ class PerFileSync:
     def whenDurable(self, record, proceed, fail):
         proceed(record)
 
-    def start(self):
+    def close(self):
         pass
-
-    def stop(self):
-        return defer.succeed(None)
-
-
-_STOP = object()
 
 
 class FileSystemFlush:
-    """One syncfs(2) per file system per group of objects, in a flusher thread.
+    """One syncfs(2) per file system per group of objects.
 
-    ``devices`` are the MAG devices records may name; ``syncfs(fd)``
-    returns 0 or -1 with errno set, like the C function.  ``start()``
-    before use; ``stop()`` (a Deferred) passes on what is queued, then ends
-    the thread.
+    Group commit without a thread of its own: the I/O worker that hands
+    over an object while no flush runs becomes the leader and flushes
+    everything handed over so far, again and again until nothing waits;
+    the others just leave their objects to it.  ``devices`` are the MAG
+    devices records may name; ``syncfs(fd)`` returns 0 or -1 with errno
+    set, like the C function.
     """
 
-    def __init__(self, devices, syncfs, reactor=None, name="pacs-flusher"):
-        if reactor is None:
-            from twisted.internet import reactor
-        self.reactor = reactor
-        self.name = name
-        self._queue = queue.SimpleQueue()
-        self._thread = None
+    def __init__(self, devices, syncfs):
         self._syncfs = syncfs
         self._roots = {device.name: device.path for device in devices}
         self._descriptors = {}  # device name -> (st_dev, fd), opened on first use
-        self._opening = threading.Lock()  # PostgreSQL/MySQL have several writer threads
+        self._lock = threading.Lock()
+        self._waiting = []      # (record, proceed, fail) not yet flushed
+        self._leading = False   # a thread is flushing (and will look at _waiting again)
 
     def fileWritten(self, fd):
         pass
@@ -87,57 +77,38 @@ class FileSystemFlush:
 
     def whenDurable(self, record, proceed, fail):
         """Call ``proceed(record)`` once its file is durable, or
-        ``fail(failure)``; both in the flusher thread.  Any thread."""
-        if self._thread is None:
-            fail(Failure(RuntimeError(f"{self.name} is not running")))
-            return
-        self._queue.put((record, proceed, fail))
-
-    def start(self):
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._work, name=self.name, daemon=True)
-            self._thread.start()
-
-    def stop(self):
-        thread, self._thread = self._thread, None
-        d = defer.Deferred()
-        if thread is None:
-            d.callback(None)
-        else:
-            self._queue.put(_STOP)
-
-            def join():
-                thread.join()
-                self.reactor.callFromThread(d.callback, None)
-
-            threading.Thread(target=join, name=f"{self.name}-join", daemon=True).start()
-        return d.addCallback(lambda _: self._close())
-
-    def _work(self):
-        stop = False
-        while not stop:
-            group = [self._queue.get()]
-            while True:
-                try:
-                    group.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            stop = _STOP in group
-            group = [item for item in group if item is not _STOP]
-            if not group:
-                continue
+        ``fail(failure)``; in this thread or in the leader's.  Any thread."""
+        with self._lock:
+            self._waiting.append((record, proceed, fail))
+            if self._leading:
+                return
+            self._leading = True
+        while True:
+            with self._lock:
+                group, self._waiting = self._waiting, []
+                if not group:
+                    self._leading = False
+                    return
             try:
-                self.flush([record for record, _, _ in group])
+                self._flushGroup(group)
+            except BaseException:
+                with self._lock:
+                    self._leading = False  # the next object to come leads
+                raise
+
+    def _flushGroup(self, group):
+        try:
+            self.flush([record for record, _, _ in group])
+        except Exception:
+            failure = Failure()
+            for _, _, fail in group:
+                fail(failure)
+            return
+        for record, proceed, fail in group:
+            try:
+                proceed(record)
             except Exception:
-                failure = Failure()
-                for _, _, fail in group:
-                    fail(failure)
-            else:
-                for record, proceed, fail in group:
-                    try:
-                        proceed(record)
-                    except Exception:
-                        fail(Failure())
+                fail(Failure())
 
     def flush(self, records):
         """Make every file of ``records`` durable; ``OSError`` if the file
@@ -154,14 +125,14 @@ class FileSystemFlush:
             flushed.add(fileSystem)
 
     def _descriptor(self, name):
-        with self._opening:
+        with self._lock:
             entry = self._descriptors.get(name)
             if entry is None:
                 fd = os.open(self._roots[name], os.O_RDONLY | os.O_DIRECTORY)
                 entry = self._descriptors[name] = (os.fstat(fd).st_dev, fd)
             return entry
 
-    def _close(self):
+    def close(self):
         """Close the descriptors kept open on the device folders."""
         descriptors, self._descriptors = self._descriptors, {}
         for _, fd in descriptors.values():
@@ -189,10 +160,10 @@ def reportsWritebackErrors(release):
     return (major, minor) >= (5, 8)
 
 
-def durabilityFor(devices, reactor=None, release=None):
+def durabilityFor(devices, release=None):
     """``FileSystemFlush`` where the C library has syncfs and the kernel
     reports its errors, else ``PerFileSync``."""
     syncfs = libcSyncfs()
     if syncfs is None or not reportsWritebackErrors(release or os.uname().release):
         return PerFileSync()
-    return FileSystemFlush(devices, syncfs, reactor)
+    return FileSystemFlush(devices, syncfs)

@@ -90,7 +90,7 @@ class ObjectStore:
         self.amender = amender      # a WorklistAmender, or None (WorkListMode = 0)
         self.importers = importers  # pacscore.converters.importing.ImportConverters, or None
         self.devicesByName = {d.name: d for d in devices or [device]}
-        # PerFileSync or FileSystemFlush (started and stopped by the caller)
+        # PerFileSync or FileSystemFlush (its owner closes it)
         self.durability = durability or PerFileSync()
 
     def _header(self, incoming, transferSyntax):

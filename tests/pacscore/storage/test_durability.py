@@ -1,11 +1,13 @@
 """FileSystemFlush: one syncfs per file system, errors raised, records
-passed on only after their flush; the choice of policy."""
+passed on only after their flush, objects handed over during a flush
+sharing the next; the choice of policy."""
 
 import ctypes
 import errno
 import os
+import threading
+import time
 
-from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
 from pacscore.db.records import ImageRecord
@@ -31,8 +33,8 @@ class FileSystemFlushTests(unittest.TestCase):
             self.calls.append(os.fstat(fd).st_dev)
             ctypes.set_errno(error)
             return result
-        flusher = FileSystemFlush(self.devices, syncfs, reactor)
-        self.addCleanup(flusher.stop)
+        flusher = FileSystemFlush(self.devices, syncfs)
+        self.addCleanup(flusher.close)
         return flusher
 
     def test_oneFlushPerFileSystem(self):
@@ -49,33 +51,55 @@ class FileSystemFlushTests(unittest.TestCase):
         self.assertEqual(error.errno, errno.EIO)
         self.assertIn(self.devices[0].path, str(error))
 
-    @defer.inlineCallbacks
     def test_recordsPassedOnAfterTheirFlush(self):
         flusher = self.flusher()
-        flusher.start()
         passed = []
-        records = [self.record(device) for device in self.devices * 3]
+        records = [self.record(device) for device in self.devices]
         for record in records:
             flusher.whenDurable(record, lambda r: passed.append((r, len(self.calls))), self.fail)
-        yield flusher.stop()
-        self.assertEqual([r for r, _ in passed], records, "every record is passed on, in order")
-        self.assertTrue(all(flushes >= 1 for _, flushes in passed), "only after a flush")
-        self.assertLessEqual(len(self.calls), len(records), "records queued together share a flush")
+        self.assertEqual(passed, [(records[0], 1), (records[1], 2)], "each after a flush, in order")
 
-    @defer.inlineCallbacks
+    def test_objectsHandedOverDuringAFlushShareTheNext(self):
+        release = threading.Event()
+        calls = []
+
+        def syncfs(fd):
+            calls.append(threading.current_thread().name)
+            if len(calls) == 1:
+                release.wait(10)
+            return 0
+
+        flusher = FileSystemFlush(self.devices, syncfs)
+        self.addCleanup(flusher.close)
+        passed = []
+        records = [self.record(self.devices[0]) for _ in range(3)]
+
+        def handOver(record):
+            flusher.whenDurable(record, lambda r: passed.append((r, threading.current_thread().name)), self.fail)
+
+        leader = threading.Thread(target=handOver, args=(records[0],), name="leader")
+        leader.start()
+        while not calls:
+            time.sleep(0.001)
+        handOver(records[1])
+        handOver(records[2])
+        self.assertEqual(passed, [], "the leader is still flushing; the others did not wait for it")
+        release.set()
+        leader.join(10)
+        self.assertEqual(calls, ["leader", "leader"], "one more flush for both objects handed over meanwhile")
+        self.assertEqual(passed, [(record, "leader") for record in records])
+
     def test_failedFlushFailsItsRecords(self):
         flusher = self.flusher(result=-1, error=errno.EIO)
-        flusher.start()
         failures = []
         flusher.whenDurable(self.record(self.devices[0]), self.fail, failures.append)
-        yield flusher.stop()
         [failure] = failures
         self.assertEqual(failure.value.errno, errno.EIO)
+        flusher.whenDurable(self.record(self.devices[0]), self.fail, failures.append)
+        self.assertEqual(len(failures), 2, "the next object is flushed again")
 
-    @defer.inlineCallbacks
     def test_failureToPassOnFailsOnlyThatRecord(self):
         flusher = self.flusher()
-        flusher.start()
         failures, passed = [], []
 
         def refuse(record):
@@ -83,14 +107,8 @@ class FileSystemFlushTests(unittest.TestCase):
 
         flusher.whenDurable(self.record(self.devices[0]), refuse, failures.append)
         flusher.whenDurable(self.record(self.devices[1]), passed.append, self.fail)
-        yield flusher.stop()
         self.assertEqual(len(passed), 1, "the flusher keeps working")
         failures[0].trap(ValueError)
-
-    def test_notRunning(self):
-        failures = []
-        self.flusher().whenDurable(self.record(self.devices[0]), self.fail, failures.append)
-        self.assertIn("not running", str(failures[0].value))
 
     def test_writingDoesNotSync(self):
         flusher = self.flusher()
@@ -105,7 +123,7 @@ class FileSystemFlushTests(unittest.TestCase):
         syncfs = libcSyncfs()
         self.assertIsNotNone(syncfs, "Linux's C library has syncfs")
         flusher = FileSystemFlush(self.devices, syncfs)
-        self.addCleanup(flusher.stop)
+        self.addCleanup(flusher.close)
         flusher.flush([self.record(self.devices[0])])
         self.assertIsInstance(durabilityFor(self.devices), FileSystemFlush)
 

@@ -190,9 +190,8 @@ class FileSystemFlushStoreTests(ObjectStoreTests):
         super().setUp()
         self.flushes = []
         self.flushFails = False
-        self.store.durability = FileSystemFlush([self.device], self.syncfs, reactor)
-        self.store.durability.start()
-        self.addCleanup(self.store.durability.stop)
+        self.store.durability = FileSystemFlush([self.device], self.syncfs)
+        self.addCleanup(self.store.durability.close)
 
     def syncfs(self, fd):
         """Record what the index and the folder hold at the moment of the flush."""

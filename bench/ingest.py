@@ -9,11 +9,12 @@ and the disk cache flushes per image each server caused (the last round's,
 counted on the block device of the run's folder).
 
 Everything received is kept until the whole run ends: creating files next to
-thousands of just-deleted ones is slow (ext4 without a journal checks each
-recently freed inode, up to 1 ms a file), which would handicap whichever
-server runs after a deletion. The run happens under $TMPDIR; point it at a
-file system that is not cluttered with freed inodes (a long-lived /tmp often
-is) to measure the servers rather than the inode allocator.
+thousands of just-deleted ones is slow (ext4 without a journal skips every
+inode freed in the last 1-6 minutes, up to 1 ms a file), which would handicap
+whichever server runs after a deletion. The run happens under $TMPDIR; do not
+start it within minutes of deleting many files there (a test run does), or
+the reference, which creates its files on the answer path, measures the
+inode allocator rather than itself.
 """
 
 import argparse

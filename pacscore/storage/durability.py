@@ -12,8 +12,9 @@ on (to the index writer) once the file is durable:
   only then passes them on.  One flush serves a whole group instead of two
   fsyncs (file, folder) per object; it overlaps with the index writer
   committing the previous group; and rows are still committed only after
-  their files are durable.  syncfs also writes back whatever else is dirty on that file
-  system, so a MAG device shared with heavy unrelated writers pays for them.
+  their files are durable.  syncfs also writes back whatever else is dirty
+  on that file system, so a MAG device shared with heavy unrelated writers
+  pays for them.
 - ``PerFileSync`` (where syncfs is missing, or older than Linux 5.8, whose
   syncfs does not report failed write-back): fsync each file and its folder
   as it is written, and pass the record on at once.

@@ -79,6 +79,16 @@ class GetIni(ControlCommand):
                          for key, value in context.archive.configuration.ini.items())
 
 
+def _applyAndSave(archive, key, value):
+    """Apply a changed dicom.ini key (``value`` None: deleted) to the running
+    archive and save the file; Deferred of "" or, for a key that needs a
+    restart, the note saying so."""
+    live = applyLive(archive, key, value)
+    d = save(archive, archive.configuration.ini)
+    d.addCallback(lambda _: "" if live else _restartNote([key]))
+    return d
+
+
 class PutParam(ControlCommand):
     name = "put_param"
     usage = "--put_param:name,value  Write any parameter to DICOM.INI"
@@ -93,10 +103,7 @@ class PutParam(ControlCommand):
             archive.configuration.ini.set(key, value)
         except ValueError as e:
             raise CommandError(str(e)) from e
-        live = applyLive(archive, key, value)
-        d = save(archive, archive.configuration.ini)
-        d.addCallback(lambda _: "" if live else _restartNote([key]))
-        return d
+        return _applyAndSave(archive, key, value)
 
 
 class DeleteParam(ControlCommand):
@@ -110,10 +117,7 @@ class DeleteParam(ControlCommand):
         if not ini.has(key):
             raise CommandError(f"{key!r} is not in {ini.path}")
         ini.delete(key)
-        live = applyLive(archive, key, None)
-        d = save(archive, ini)
-        d.addCallback(lambda _: "" if live else _restartNote([key]))
-        return d
+        return _applyAndSave(archive, key, None)
 
 
 class ReadIni(ControlCommand):

@@ -63,8 +63,10 @@ class Archive:
         self.workers = WorkerPool(reactor, ioThreads, "pacs-io")
         self.driver, self.dbDescription = findDriver(dbDescription, configuration)
         self.engine = self.driver.createEngine(self.dbDescription, configuration)
+        self.durability, deferSync = self._durability()
         self.index = Index(self.engine, configuration.layout, configuration.tableNames,
-                           writerThreads=self.driver.writerThreads, reactor=reactor)
+                           writerThreads=self.driver.writerThreads, reactor=reactor,
+                           durability=self.durability, onWriterConnect=deferSync)
         self.namer = FileNamer(configuration.fileNameSyntax, configuration.maxFileNameLength)
         self.idleTimeout = configuration.tcpipTimeout
         self.artimTimeout = configuration.ini.getint("ARTIMTimeOut", 30)
@@ -92,11 +94,10 @@ class Archive:
         self.converterHooks = hooksFrom(self.converterRules.special, self.converterServices)
         importers = (ImportConverters(self.converterRules.importRules, self.converterServices)
                      if self.converterRules.importRules else None)
-        self.durability = durabilityFor(self.devices)
         self.objectStore = ObjectStore(
             self.devices[0], self.namer, self.index, configuration.layout.indexedTags(),
             self.workers, IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION, amender=amender,
-            importers=importers, devices=self.devices, durability=self.durability)
+            importers=importers, devices=self.devices)
         self.objectReader = ObjectReader(self.devices)
         self.hl7Intake = WorklistIntake(self.worklistMapping, self.worklistItems,
                                         application=self.aeTitle, counters=self.counters)
@@ -112,6 +113,16 @@ class Archive:
                         for level in ("PATIENT", "STUDY", "SERIES", "IMAGE")},
             computedFields=ini.getint("EnableComputedFields", 0) == 1)
 
+    def _durability(self):
+        """The durability policy, and the writer connection set-up that lets
+        a local database rely on its flushes (or None)."""
+        localFolder = getattr(self.driver, "localFolder", None)
+        indexFolder = localFolder(self.dbDescription, self.configuration) if localFolder else None
+        durability = durabilityFor(self.devices, indexFolder)
+        if durability.flushesAfterCommit and indexFolder is not None:
+            return durability, self.driver.deferSync
+        return durability, None
+
     def startup(self):
         """Synchronous preparation before the reactor serves: folders exist,
         crash leftovers are gone, the tables exist, the pools run."""
@@ -120,6 +131,7 @@ class Archive:
             device.prepare()
         self.hl7DropFolder.prepare()
         self.index.createTables()
+        self.index.recoverPending(self.objectReader.fileError)
         self.exportQueue.createTables()
         self.workers.start()
         self.index.start()

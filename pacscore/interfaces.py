@@ -32,6 +32,12 @@ class IDatabaseDriver(Interface):
         for this back end (pragmas, pool, isolation). Relative paths resolve
         against ``configuration.workdir``."""
 
+    # Optional, for databases kept in local files (the SQLite driver has them):
+    #   localFolder(description, configuration): the folder holding the files;
+    #   deferSync(connection): make the index writer's SQLAlchemy connection
+    #     commit without flushing, because the archive then flushes
+    #     localFolder's file system after each of its commits.
+
 
 class IConverterCommand(Interface):
     """One command of Conquest's converter language (manual 7.2, the command

@@ -4,7 +4,9 @@ Selected by ``--db sqlite:PATH`` or, from dicom.ini, by ``SQLite = 1`` or by
 neither ``Postgres`` nor ``MySQL`` being 1.  The file is ``SQLServer``
 (default ``./data/dbase/conquest.db3``), relative to the working folder.
 Every connection runs in WAL mode with ``synchronous=FULL``: an object
-acknowledged to a sender survives a power loss.
+acknowledged to a sender survives a power loss.  The index writer's own
+connection may run ``synchronous=NORMAL`` instead (``deferSync``) when the
+archive flushes the database's file system after each of its commits.
 """
 
 import os
@@ -44,6 +46,19 @@ class SQLiteDriver:
                                connect_args={"check_same_thread": False})
         event.listen(engine, "connect", self._setPragmas)
         return engine
+
+    def localFolder(self, description, configuration):
+        """The folder of the database file."""
+        return os.path.dirname(self.pathOf(description, configuration))
+
+    def deferSync(self, connection):
+        """Let the writer's ``connection`` commit without a flush of its own:
+        the archive flushes ``localFolder``'s file system after each commit.
+        (WAL checkpoints still sync, so the database stays consistent.)  The
+        connection leaves the pool, so no other user inherits the setting."""
+        connection.detach()
+        connection.exec_driver_sql("PRAGMA synchronous=NORMAL")
+        connection.commit()
 
     def pathOf(self, description, configuration):
         """The absolute database file of ``sqlite:PATH``, ``sqlite:///rel``

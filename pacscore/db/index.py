@@ -4,7 +4,8 @@ Nothing here blocks the reactor: ``store`` and ``runWrite`` go to the
 writer thread(s), ``runQuery`` to a pool of reader threads, and their
 results come back as Deferreds.  ``createTables``, ``initializeTables`` and
 ``storeMany`` are synchronous, for startup and offline tools (``dgate -i``,
-``dgate -r``).
+``dgate -r``).  After each commit the writer calls ``durability.flush``
+(see ``pacscore.storage.durability``) before anything is acknowledged.
 """
 
 import itertools
@@ -17,21 +18,28 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
+from pacscore.db.pending import PendingFiles
 from pacscore.db.records import ImageRecord, Replaced, Upserter, buildLevels, checkRecord
 from pacscore.db.schema import buildTables
 from pacscore.db.writer import BatchRunner, GroupCommitWriter, callEach
+from pacscore.storage.durability import PerFileSync
 
 __all__ = ["ImageRecord", "Index", "Replaced"]
 
 
 class Index:
-    """The index of one archive; ``start``/``stop`` for a wrapping Service."""
+    """The index of one archive; ``start``/``stop`` for a wrapping Service.
+
+    ``durability`` is the archive's ``PerFileSync`` or ``FileSystemFlush``;
+    ``onWriterConnect(connection)`` prepares each writer connection (the
+    SQLite driver's ``deferSync`` when the flush covers the database).
+    """
 
     log = Logger()
     storeManyBatch = 500
 
     def __init__(self, engine, layout, tableNames, writerThreads=1, readerThreads=4,
-                 reactor=None):
+                 reactor=None, durability=None, onWriterConnect=None):
         if reactor is None:
             from twisted.internet import reactor
         self.engine = engine
@@ -40,9 +48,12 @@ class Index:
         self.metadata = MetaData()
         self.tables = buildTables(layout, tableNames, self.metadata)
         self._levels = buildLevels(self.tables, layout)
+        self.durability = durability or PerFileSync()
+        self.pending = PendingFiles(self.metadata, self.tables.image)
         self._upserters = {}  # writer thread ident -> its Upserter
         self._writer = GroupCommitWriter(engine, reactor, writerThreads,
-                                         onRollback=self._forgetWriterCache)
+                                         onRollback=self._forgetWriterCache, onConnect=onWriterConnect,
+                                         afterCommit=self._afterCommit)
         self.readerThreads = readerThreads
         self._readers = None  # a ThreadPool while started
         # afterUpsert(connection, records): called by the writer inside the
@@ -173,11 +184,25 @@ class Index:
             upserter = self._upserters[thread] = Upserter(self._levels)
         return upserter
 
+    def recoverPending(self, fileError):
+        """At start-up, before the writer starts: see ``PendingFiles.recover``."""
+        with self.engine.begin() as connection:
+            return self.pending.recover(connection, fileError)
+
     def _upsertInWriter(self, connection, records):
         results = self._writerUpserter().upsertImages(connection, records)
+        if self.durability.flushesAfterCommit:
+            self.pending.mark(connection, records)
         if self.afterUpsert is not None:
             self.afterUpsert(connection, records)
         return results
+
+    def _afterCommit(self, requests):
+        """In the writer thread: make the commit and its images' files durable."""
+        records = [item for fn, item in requests if fn == self._upsertInWriter]
+        self.durability.flush(records)
+        if records and self.durability.flushesAfterCommit:
+            self.pending.flushed(records)
 
     def _forgetWriterCache(self):
         self._writerUpserter().forgetCache()

@@ -2,9 +2,11 @@
 
 A writer thread blocks for the first queued request, then takes whatever
 else is already queued (up to ``maxBatch``) into the same transaction,
-commits once and only then fires the requests' Deferreds in the reactor
-thread.  Idle, a single request is committed at once; under load the
-batches grow by themselves and one fsync serves hundreds of objects.
+commits once, calls ``afterCommit`` (the flush that makes the commit
+durable, when the connection does not) and only then fires the requests'
+Deferreds in the reactor thread.  Idle, a single request is committed at
+once; under load the batches grow by themselves and one flush serves
+hundreds of objects.
 """
 
 import itertools
@@ -36,20 +38,24 @@ class BatchRunner:
 
     Each thread keeps one connection open (checking a pooled connection out
     and back in for every batch costs more than a small batch's SQL);
-    ``closeConnection()`` ends it.
+    ``onConnect(connection)`` runs when it opens, ``closeConnection()``
+    ends it.
     """
 
     log = Logger()
 
-    def __init__(self, engine, onRollback):
+    def __init__(self, engine, onRollback, onConnect=None):
         self.engine = engine
         self.onRollback = onRollback
+        self.onConnect = onConnect
         self._local = threading.local()
 
     def _connection(self):
         connection = getattr(self._local, "connection", None)
         if connection is None or connection.closed or connection.invalidated:
             connection = self._local.connection = self.engine.connect()
+            if self.onConnect is not None:
+                self.onConnect(connection)
         return connection
 
     def closeConnection(self):
@@ -83,13 +89,17 @@ class GroupCommitWriter:
     """``threads`` writer threads sharing one queue (SQLite: exactly one).
 
     ``submit`` and ``stop`` must be called from the reactor thread;
-    ``enqueue`` from any thread.
+    ``enqueue`` from any thread.  ``afterCommit(requests)`` runs in the
+    writer thread with the ``(fn, item)`` requests of each commit; if it
+    raises, they all fail with its error.
     """
 
     def __init__(self, engine, reactor, threads=1, onRollback=lambda: None,
-                 maxBatch=1000, name="pacs-db-writer"):
+                 maxBatch=1000, name="pacs-db-writer", onConnect=None,
+                 afterCommit=lambda requests: None):
         self.reactor = reactor
-        self.runner = BatchRunner(engine, onRollback)
+        self.runner = BatchRunner(engine, onRollback, onConnect)
+        self.afterCommit = afterCommit
         self.threads = threads
         self.maxBatch = maxBatch
         self.name = name
@@ -151,10 +161,21 @@ class GroupCommitWriter:
                 stop = True
                 batch.pop()
             if batch:
-                results = self.runner.run([(fn, item) for _, fn, item in batch])
+                results = self._commit([(fn, item) for _, fn, item in batch])
                 self.reactor.callFromThread(self._fire, [d for d, _, _ in batch], results)
         self.runner.closeConnection()
         self.reactor.callFromThread(self._threadEnded)
+
+    def _commit(self, requests):
+        results = self.runner.run(requests)
+        committed = [request for request, (ok, _) in zip(requests, results) if ok]
+        if committed:
+            try:
+                self.afterCommit(committed)
+            except Exception:
+                failure = Failure()
+                results = [(False, failure) if ok else (ok, value) for ok, value in results]
+        return results
 
     @staticmethod
     def _fire(callbacks, results):

@@ -1,36 +1,44 @@
-"""What makes a stored object survive a crash before its index row commits.
+"""What makes a stored object and its index row survive a power loss.
 
 Two policies with one interface.  ``ObjectStore`` calls ``fileWritten``,
 ``makeFolders`` and ``folderChanged`` as it writes an object (in the I/O
-pool), then hands the object's record to ``whenDurable``, which passes it
-on (to the index writer) once the file is durable:
+pool); the index writer calls ``flush`` with the image records of each
+transaction it has committed, before any of them is acknowledged:
 
 - ``FileSystemFlush`` (Linux): objects are written and renamed into place
-  without fsync.  One I/O worker at a time takes every record handed over
-  so far, calls syncfs(2) once per file system holding their files (which
-  makes their data, their names and any new folders durable together) and
-  only then passes them on.  One flush serves a whole group instead of two
-  fsyncs (file, folder) per object; it overlaps with the index writer
-  committing the previous group; and rows are still committed only after
-  their files are durable.  syncfs also writes back whatever else is dirty
-  on that file system, so a MAG device shared with heavy unrelated writers
-  pays for them.
+  without fsync, and their rows committed without a flush of their own (the
+  SQLite writer runs ``synchronous=NORMAL``).  After each commit the writer
+  calls syncfs(2) once per file system holding the group's files or the
+  index database, which makes the files, their names, new folders and the
+  committed rows durable together: one flush per commit group instead of an
+  fsync of every file and folder plus one of the database.  A power loss
+  during that flush can keep a row whose file it loses; such rows are
+  marked pending in the same transaction and checked at the next start-up
+  (``Index.recoverPending``).  syncfs also writes back whatever else is
+  dirty on that file system, so a MAG device shared with heavy unrelated
+  writers pays for them.
 - ``PerFileSync`` (where syncfs is missing, or older than Linux 5.8, whose
   syncfs does not report failed write-back): fsync each file and its folder
-  as it is written, and pass the record on at once.
+  as it is written; the index commits durably by itself.
 """
 
 import ctypes
 import os
 import threading
 
-from twisted.python.failure import Failure
-
 from pacscore.storage.devices import fsyncDirectory, makeDirectories
+
+
+class FlushError(OSError):
+    """The file system reported a failed write-back: nothing of the group
+    flushed is acknowledged."""
 
 
 class PerFileSync:
     """fsync every file and folder as it is written."""
+
+    flushesAfterCommit = False
+    indexFolder = None
 
     def fileWritten(self, fd):
         os.fsync(fd)
@@ -41,31 +49,29 @@ class PerFileSync:
     def folderChanged(self, path):
         fsyncDirectory(path)
 
-    def whenDurable(self, record, proceed, fail):
-        proceed(record)
+    def flush(self, records):
+        pass
 
     def close(self):
         pass
 
 
 class FileSystemFlush:
-    """One syncfs(2) per file system per group of objects.
+    """One syncfs(2) per file system per committed group.
 
-    Group commit without a thread of its own: the I/O worker that hands
-    over an object while no flush runs becomes the leader and flushes
-    everything handed over so far, again and again until nothing waits;
-    the others just leave their objects to it.  ``devices`` are the MAG
-    devices records may name; ``syncfs(fd)`` returns 0 or -1 with errno
-    set, like the C function.
+    ``devices`` are the MAG devices records may name; ``indexFolder`` holds
+    the index database when it is a local file (SQLite), else None.
+    ``syncfs(fd)`` returns 0 or -1 with errno set, like the C function.
     """
 
-    def __init__(self, devices, syncfs):
+    flushesAfterCommit = True
+
+    def __init__(self, devices, syncfs, indexFolder=None):
         self._syncfs = syncfs
+        self.indexFolder = indexFolder
         self._roots = {device.name: device.path for device in devices}
-        self._descriptors = {}  # device name -> (st_dev, fd), opened on first use
+        self._descriptors = {}  # folder -> (st_dev, fd), opened on first use
         self._lock = threading.Lock()
-        self._waiting = []      # (record, proceed, fail) not yet flushed
-        self._leading = False   # a thread is flushing (and will look at _waiting again)
 
     def fileWritten(self, fd):
         pass
@@ -76,66 +82,35 @@ class FileSystemFlush:
     def folderChanged(self, path):
         pass
 
-    def whenDurable(self, record, proceed, fail):
-        """Call ``proceed(record)`` once its file is durable, or
-        ``fail(failure)``; in this thread or in the leader's.  Any thread."""
-        with self._lock:
-            self._waiting.append((record, proceed, fail))
-            if self._leading:
-                return
-            self._leading = True
-        while True:
-            with self._lock:
-                group, self._waiting = self._waiting, []
-                if not group:
-                    self._leading = False
-                    return
-            try:
-                self._flushGroup(group)
-            except BaseException:
-                with self._lock:
-                    self._leading = False  # the next object to come leads
-                raise
-
-    def _flushGroup(self, group):
-        try:
-            self.flush([record for record, _, _ in group])
-        except Exception:
-            failure = Failure()
-            for _, _, fail in group:
-                fail(failure)
-            return
-        for record, proceed, fail in group:
-            try:
-                proceed(record)
-            except Exception:
-                fail(Failure())
-
     def flush(self, records):
-        """Make every file of ``records`` durable; ``OSError`` if the file
-        system reports a failed write-back, so none of them is
-        acknowledged."""
+        """Make the files of ``records`` and the index's committed rows
+        durable; ``FlushError`` if a file system reports a failed write-back.
+        Any thread (the index writers)."""
+        folders = {self._roots[record.deviceName] for record in records}
+        if self.indexFolder is not None:
+            folders.add(self.indexFolder)
         flushed = set()
-        for name in {record.deviceName for record in records}:
-            fileSystem, fd = self._descriptor(name)
+        for folder in sorted(folders):
+            fileSystem, fd = self._descriptor(folder)
             if fileSystem in flushed:
                 continue
             if self._syncfs(fd) != 0:
                 number = ctypes.get_errno()
-                raise OSError(number, f"syncfs of {self._roots[name]}: {os.strerror(number)}")
+                raise FlushError(number, f"syncfs of {folder}: {os.strerror(number)}")
             flushed.add(fileSystem)
 
-    def _descriptor(self, name):
+    def _descriptor(self, folder):
         with self._lock:
-            entry = self._descriptors.get(name)
+            entry = self._descriptors.get(folder)
             if entry is None:
-                fd = os.open(self._roots[name], os.O_RDONLY | os.O_DIRECTORY)
-                entry = self._descriptors[name] = (os.fstat(fd).st_dev, fd)
+                fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+                entry = self._descriptors[folder] = (os.fstat(fd).st_dev, fd)
             return entry
 
     def close(self):
-        """Close the descriptors kept open on the device folders."""
-        descriptors, self._descriptors = self._descriptors, {}
+        """Close the descriptors kept open on the folders."""
+        with self._lock:
+            descriptors, self._descriptors = self._descriptors, {}
         for _, fd in descriptors.values():
             os.close(fd)
 
@@ -161,10 +136,11 @@ def reportsWritebackErrors(release):
     return (major, minor) >= (5, 8)
 
 
-def durabilityFor(devices, release=None):
+def durabilityFor(devices, indexFolder=None, release=None):
     """``FileSystemFlush`` where the C library has syncfs and the kernel
-    reports its errors, else ``PerFileSync``."""
+    reports its errors, else ``PerFileSync``.  ``indexFolder``: see
+    ``FileSystemFlush``."""
     syncfs = libcSyncfs()
     if syncfs is None or not reportsWritebackErrors(release or os.uname().release):
         return PerFileSync()
-    return FileSystemFlush(devices, syncfs)
+    return FileSystemFlush(devices, syncfs, indexFolder)

@@ -9,7 +9,7 @@ object's data set bytes exactly as stored.
 import os
 from typing import NamedTuple
 
-from pacscore.storage.attributes import DatasetError
+from pacscore.storage.attributes import DatasetError, walkDataset
 from pacscore.storage.part10 import readFileMeta
 
 
@@ -43,6 +43,18 @@ class ObjectReader:
         if root is None:
             raise OSError(f"no MAG device {deviceName!r}")
         return os.path.join(root, *objectFile.split("/"))
+
+    def fileError(self, deviceName, objectFile):
+        """Why the file an index row names is unusable (missing, not Part-10,
+        truncated or damaged data set), or None when it reads to its end."""
+        try:
+            with open(self.path(deviceName, objectFile), "rb") as f:
+                syntax, _, offset = readFileMeta(f)
+                f.seek(offset)
+                walkDataset(f, syntax, frozenset(), 0, 0xFFFFFFFF)
+        except (OSError, DatasetError) as e:
+            return str(e) or type(e).__name__
+        return None
 
     def locate(self, instances):
         """``StoredObject`` or ``Missing`` for each ``pacscore.db.query.Instance``."""

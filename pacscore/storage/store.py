@@ -3,8 +3,9 @@ acknowledged, indexed Part-10 file.
 
     read index attributes -> check them against the command -> amend the
     data set (WorkListMode, import converters) -> name the file
-    (FileNameSyntax) -> write temp file, rename -> made durable (see
-    pacscore.storage.durability) -> index upsert (group commit) -> Success
+    (FileNameSyntax) -> write temp file, rename -> index upsert (group
+    commit) -> file and row made durable (see pacscore.storage.durability)
+    -> Success
 
 Disk work runs in a worker of the I/O pool, which hands the record straight
 to the index writer thread; the reactor hears back once, after the commit. A
@@ -23,7 +24,7 @@ from twisted.python.failure import Failure
 from pacscore.db.index import ImageRecord
 from pacscore.dicom.datasets import IdentifierError
 from pacscore.storage.attributes import DatasetError, readAttributes
-from pacscore.storage.durability import PerFileSync
+from pacscore.storage.durability import FlushError
 from pacscore.storage.part10 import encodeFileMeta
 from pacscore.storage.spool import Spool
 from pacscore.storage.worklistmode import ACCESSION_NUMBER, WorklistRefusal
@@ -76,7 +77,7 @@ class ObjectStore:
 
     def __init__(self, device, namer, index, indexedTags, workers,
                  implementationClassUID, implementationVersion, spoolThreshold=4 << 20, amender=None,
-                 importers=None, devices=(), durability=None):
+                 importers=None, devices=()):
         self.device = device
         self.namer = namer
         self.index = index
@@ -90,8 +91,11 @@ class ObjectStore:
         self.amender = amender      # a WorklistAmender, or None (WorkListMode = 0)
         self.importers = importers  # pacscore.converters.importing.ImportConverters, or None
         self.devicesByName = {d.name: d for d in devices or [device]}
-        # PerFileSync or FileSystemFlush (its owner closes it)
-        self.durability = durability or PerFileSync()
+
+    @property
+    def durability(self):
+        """How files are made durable: the index's policy, which flushes them."""
+        return self.index.durability
 
     def _header(self, incoming, transferSyntax):
         return encodeFileMeta(incoming.sopClassUID, incoming.sopInstanceUID, transferSyntax,
@@ -122,32 +126,28 @@ class ObjectStore:
         return relative
 
     def _writeAndIndex(self, incoming, spool, stored):
-        """In the I/O pool: write the file, then queue its index row for
-        when the file is durable.
+        """In the I/O pool: write the file, then queue its index row.
         ``stored`` fires (in the reactor) with ``(relative, replaced)``."""
-        callFromThread = self.workers.reactor.callFromThread
         try:
             attrs, relative, device = self._writeFile(incoming, spool)
         except BaseException:
-            callFromThread(stored.errback, Failure())
+            self.workers.reactor.callFromThread(stored.errback, Failure())
             return
 
         def indexed(ok, value):
             if ok:
                 stored.callback((relative, value))
+                return
+            if value.check(FlushError):
+                self.log.error("{path} was written and indexed but not made durable ({error}); "
+                               "not acknowledged", path=relative, error=value.getErrorMessage())
             else:
                 self.log.error("{path} is on disk but could not be indexed ({error}); regen will pick it up",
                                path=relative, error=value.getErrorMessage())
-                stored.errback(value)
+            stored.errback(value)
 
-        def notDurable(failure):
-            self.log.error("{path} was written but not made durable ({error}); not acknowledged",
-                           path=relative, error=failure.getErrorMessage())
-            callFromThread(stored.errback, failure)
-
-        self.durability.whenDurable(
-            ImageRecord(attrs, device.name, relative, incoming.callingAE, incoming.calledAE),
-            lambda record: self.index.storeFromThread(record, indexed), notDurable)
+        self.index.storeFromThread(
+            ImageRecord(attrs, device.name, relative, incoming.callingAE, incoming.calledAE), indexed)
 
     def _writeFile(self, incoming, spool):
         """In the I/O pool: check, amend, name and write one object.

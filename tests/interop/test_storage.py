@@ -246,6 +246,34 @@ class CrashTests(ServerTestCase):
                             for name in os.listdir(temporary)), "only empty pre-created files remain")
 
 
+    def test_rowsWhoseFileWasLostRemovedAtStartup(self):
+        """As after a power loss during the flush that follows a commit: rows
+        marked pending whose file is gone or truncated are removed at the
+        next start; intact ones stay; regen agrees."""
+        images = generateCorpus(self.mktemp(), patients=1, studiesPerPatient=1, seriesPerStudy=1,
+                                imagesPerSeries=3)
+        self.assertEqual(self.server.store(*(i.path for i in images)).returncode, 0)
+        self.server.kill()
+        database = self.server.database
+        files = {r["SOPInstanceUID"]: r["ObjectFile"] for r in rows(database, "DICOMImages")}
+        intact, missing, truncated = (files[i.sopUID] for i in images)
+        os.unlink(os.path.join(self.server.dataDir, missing))
+        with open(os.path.join(self.server.dataDir, truncated), "r+b") as f:
+            f.truncate(os.path.getsize(f.name) // 2)
+        with sqlite3.connect(database) as c:
+            c.execute("DELETE FROM PendingFiles")
+            c.executemany("INSERT INTO PendingFiles (DeviceName, ObjectFile) VALUES ('MAG0', ?)",
+                          [(name,) for name in files.values()])
+        self.server.start()
+        self.assertEqual(column(database, "DICOMImages", "ObjectFile"), [intact])
+        self.assertEqual(column(database, "PendingFiles", "ObjectFile"), [])
+        log = self.server.log()
+        for name in (missing, truncated):
+            self.assertIn(f"MAG0:{name} was indexed but did not survive a crash", log)
+        self.assertIn("Checked the 3 files indexed last before the server stopped: 2 lost", log)
+        self.assertEqual(self.server.echo().returncode, 0)
+
+
 class LargeObjectTests(ServerTestCase):
 
     def test_300MBMultiframeWithBoundedMemory(self):

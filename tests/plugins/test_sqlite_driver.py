@@ -103,6 +103,24 @@ class EngineTests(unittest.TestCase):
                 self.assertEqual(pragma("foreign_keys"), 0)
             engine.dispose()
 
+    def test_deferSyncOnlyForItsConnection(self):
+        """The writer's connection commits with synchronous=NORMAL (1) and
+        never goes back to the pool: the next connection is FULL again."""
+        engine = self.createEngine("sqlite:index.db3")
+        self.assertEqual(sqliteDriver.localFolder("sqlite:index.db3", FakeConfiguration(self.workdir)),
+                         os.path.abspath(self.workdir))
+        writer = engine.connect()
+        sqliteDriver.deferSync(writer)
+        with writer.begin():
+            self.assertEqual(writer.exec_driver_sql("PRAGMA synchronous").scalar(), 1)
+            writer.exec_driver_sql("CREATE TABLE t (x)")
+        writer.close()
+        with engine.connect() as connection:
+            self.assertEqual(connection.exec_driver_sql("PRAGMA synchronous").scalar(), 2)
+            self.assertEqual(connection.exec_driver_sql("SELECT count(*) FROM t").scalar(), 0)
+        self.assertEqual(engine.pool.checkedin(), 1, "only the ordinary connection is pooled")
+        engine.dispose()
+
     def test_absoluteURLForm(self):
         path = os.path.join(os.path.abspath(self.workdir), "other", "x.db3")
         engine = self.createEngine("sqlite:///" + path)

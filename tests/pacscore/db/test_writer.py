@@ -12,6 +12,7 @@ from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
 from pacscore.db.index import Index, Replaced
+from pacscore.db.writer import GroupCommitWriter
 from plugins.pacs_sqlite import sqliteDriver
 from tests.pacscore.db.test_index import makeRecord
 from tests.pacscore.db.test_schema import TABLE_NAMES, conquestLayout
@@ -142,3 +143,56 @@ class WriterTests(unittest.TestCase):
         d.addCallback(lambda _: self.index.store(makeRecord("1.2.3.1.3")))
         d.addCallback(lambda _: self.assertEqual(self.count("patient"), 1))
         return d
+
+
+class AfterCommitTests(unittest.TestCase):
+    """GroupCommitWriter's ``afterCommit`` (the durability flush) and
+    ``onConnect`` (the writer connection's set-up)."""
+
+    def setUp(self):
+        workdir = self.mktemp()
+        os.makedirs(workdir)
+        self.engine = sqliteDriver.createEngine("sqlite:index.db3", FakeConfiguration(workdir))
+        self.addCleanup(self.engine.dispose)
+        self.seen = []
+        self.connections = []
+        self.failWith = None
+
+    def writer(self):
+        writer = GroupCommitWriter(self.engine, reactor, afterCommit=self.afterCommit,
+                                   onConnect=self.connections.append)
+        writer.start()
+        self.addCleanup(writer.stop)
+        return writer
+
+    def afterCommit(self, requests):
+        with self.engine.connect() as connection:  # what another connection sees now
+            rows = connection.exec_driver_sql("SELECT count(*) FROM sqlite_master").scalar()
+        self.seen.append(([item for _, item in requests], rows))
+        if self.failWith is not None:
+            raise self.failWith
+
+    @staticmethod
+    def create(connection, names):
+        for name in names:
+            connection.exec_driver_sql(f"CREATE TABLE {name} (x)")
+        return names
+
+    @defer.inlineCallbacks
+    def test_calledAfterTheCommitBeforeTheResults(self):
+        writer = self.writer()
+        result = yield writer.submit(self.create, "a")
+        self.assertEqual(result, "a")
+        self.assertEqual(self.seen, [(["a"], 1)], "committed (visible elsewhere) when it runs")
+        yield writer.submit(self.create, "b")
+        self.assertEqual(len(self.connections), 1, "onConnect once per writer connection")
+
+    @defer.inlineCallbacks
+    def test_itsFailureFailsTheGroup(self):
+        writer = self.writer()
+        self.failWith = OSError(5, "write-back failed")
+        yield self.assertFailure(writer.submit(self.create, "a"), OSError)
+        self.failWith = None
+        yield self.assertFailure(writer.submit(self.create, "a"), Exception)  # committed: exists
+        self.assertEqual([items for items, _ in self.seen], [["a"]],
+                         "a rolled-back request is not flushed")

@@ -1,19 +1,17 @@
-"""FileSystemFlush: one syncfs per file system, errors raised, records
-passed on only after their flush, objects handed over during a flush
-sharing the next; the choice of policy."""
+"""FileSystemFlush: one syncfs per file system of a commit group's files
+and of the index database, errors raised, no sync while writing; the
+choice of policy."""
 
 import ctypes
 import errno
 import os
-import threading
-import time
 
 from twisted.trial import unittest
 
 from pacscore.db.records import ImageRecord
 from pacscore.storage.devices import MagDevice
-from pacscore.storage.durability import (FileSystemFlush, PerFileSync, durabilityFor, libcSyncfs,
-                                         reportsWritebackErrors)
+from pacscore.storage.durability import (FileSystemFlush, FlushError, PerFileSync, durabilityFor,
+                                         libcSyncfs, reportsWritebackErrors)
 
 
 class FileSystemFlushTests(unittest.TestCase):
@@ -28,12 +26,13 @@ class FileSystemFlushTests(unittest.TestCase):
     def record(self, device):
         return ImageRecord({}, device.name, "a/b.dcm")
 
+    def syncfs(self, fd, result=0, error=0):
+        self.calls.append(os.fstat(fd).st_dev)
+        ctypes.set_errno(error)
+        return result
+
     def flusher(self, result=0, error=0):
-        def syncfs(fd):
-            self.calls.append(os.fstat(fd).st_dev)
-            ctypes.set_errno(error)
-            return result
-        flusher = FileSystemFlush(self.devices, syncfs)
+        flusher = FileSystemFlush(self.devices, lambda fd: self.syncfs(fd, result, error))
         self.addCleanup(flusher.close)
         return flusher
 
@@ -47,68 +46,23 @@ class FileSystemFlushTests(unittest.TestCase):
 
     def test_failureRaises(self):
         flusher = self.flusher(result=-1, error=errno.EIO)
-        error = self.assertRaises(OSError, flusher.flush, [self.record(self.devices[0])])
+        error = self.assertRaises(FlushError, flusher.flush, [self.record(self.devices[0])])
         self.assertEqual(error.errno, errno.EIO)
         self.assertIn(self.devices[0].path, str(error))
 
-    def test_recordsPassedOnAfterTheirFlush(self):
-        flusher = self.flusher()
-        passed = []
-        records = [self.record(device) for device in self.devices]
-        for record in records:
-            flusher.whenDurable(record, lambda r: passed.append((r, len(self.calls))), self.fail)
-        self.assertEqual(passed, [(records[0], 1), (records[1], 2)], "each after a flush, in order")
-
-    def test_objectsHandedOverDuringAFlushShareTheNext(self):
-        release = threading.Event()
-        calls = []
-
-        def syncfs(fd):
-            calls.append(threading.current_thread().name)
-            if len(calls) == 1:
-                release.wait(10)
-            return 0
-
-        flusher = FileSystemFlush(self.devices, syncfs)
+    def test_indexFolderFlushedWithEveryCommit(self):
+        root = os.path.dirname(self.devices[0].path)
+        flusher = FileSystemFlush(self.devices, self.syncfs, indexFolder=root)
         self.addCleanup(flusher.close)
-        passed = []
-        records = [self.record(self.devices[0]) for _ in range(3)]
+        flusher.flush([])
+        self.assertEqual(self.calls, [os.stat(root).st_dev], "a commit without images is flushed too")
+        flusher.flush([self.record(self.devices[0]), self.record(self.devices[1])])
+        self.assertEqual(len(self.calls), 2, "one file system: one syncfs for the files and the rows")
 
-        def handOver(record):
-            flusher.whenDurable(record, lambda r: passed.append((r, threading.current_thread().name)), self.fail)
-
-        leader = threading.Thread(target=handOver, args=(records[0],), name="leader")
-        leader.start()
-        while not calls:
-            time.sleep(0.001)
-        handOver(records[1])
-        handOver(records[2])
-        self.assertEqual(passed, [], "the leader is still flushing; the others did not wait for it")
-        release.set()
-        leader.join(10)
-        self.assertEqual(calls, ["leader", "leader"], "one more flush for both objects handed over meanwhile")
-        self.assertEqual(passed, [(record, "leader") for record in records])
-
-    def test_failedFlushFailsItsRecords(self):
-        flusher = self.flusher(result=-1, error=errno.EIO)
-        failures = []
-        flusher.whenDurable(self.record(self.devices[0]), self.fail, failures.append)
-        [failure] = failures
-        self.assertEqual(failure.value.errno, errno.EIO)
-        flusher.whenDurable(self.record(self.devices[0]), self.fail, failures.append)
-        self.assertEqual(len(failures), 2, "the next object is flushed again")
-
-    def test_failureToPassOnFailsOnlyThatRecord(self):
+    def test_withoutIndexFolderNothingToFlushWithoutImages(self):
         flusher = self.flusher()
-        failures, passed = [], []
-
-        def refuse(record):
-            raise ValueError("refused")
-
-        flusher.whenDurable(self.record(self.devices[0]), refuse, failures.append)
-        flusher.whenDurable(self.record(self.devices[1]), passed.append, self.fail)
-        self.assertEqual(len(passed), 1, "the flusher keeps working")
-        failures[0].trap(ValueError)
+        flusher.flush([])
+        self.assertEqual(self.calls, [])
 
     def test_writingDoesNotSync(self):
         flusher = self.flusher()

@@ -18,7 +18,7 @@ from twisted.trial import unittest
 from pacscore.config.loader import loadConfiguration
 from pacscore.db.index import Index
 from pacscore.storage.devices import TEMP_FOLDER, MagDevice
-from pacscore.storage.durability import FileSystemFlush, libcSyncfs
+from pacscore.storage.durability import FileSystemFlush, FlushError, libcSyncfs
 from pacscore.storage.filenames import FileNamer
 from pacscore.storage.part10 import readFileMeta
 from pacscore.storage.spool import Spool
@@ -183,44 +183,59 @@ class ObjectStoreTests(unittest.TestCase):
 
 class FileSystemFlushStoreTests(ObjectStoreTests):
     """The same store with one syncfs per commit group (as ``twistd pacs``
-    runs on Linux): files are flushed before their rows are written, and a
-    failed flush acknowledges nothing."""
+    runs on Linux): rows are committed and marked pending before the flush
+    that makes them and their files durable; a failed flush acknowledges
+    nothing."""
 
     def setUp(self):
         super().setUp()
         self.flushes = []
         self.flushFails = False
-        self.store.durability = FileSystemFlush([self.device], self.syncfs)
-        self.addCleanup(self.store.durability.close)
+        self.index.durability = FileSystemFlush([self.device], self.syncfs)
+        self.addCleanup(self.index.durability.close)
+        self.index.pending.dropEvery = 1
 
     def syncfs(self, fd):
         """Record what the index and the folder hold at the moment of the flush."""
         with sqlite3.connect(self.index.engine.url.database) as connection:
             rows = connection.execute("SELECT ObjectFile FROM DICOMImages").fetchall()
+            pending = connection.execute("SELECT ObjectFile FROM PendingFiles").fetchall()
         stored = [os.path.relpath(os.path.join(folder, name), self.device.path)
                   for folder, _, names in os.walk(self.device.path) if TEMP_FOLDER not in folder
                   for name in names]
-        self.flushes.append((os.fstat(fd).st_ino, stored, rows))
+        self.flushes.append((os.fstat(fd).st_ino, stored, rows, pending))
         if self.flushFails:
             ctypes.set_errno(errno.EIO)
             return -1
         return libcSyncfs()(fd)
 
+    def pendingFiles(self):
+        return self.index.runQuery(lambda c: [row.ObjectFile for row in c.exec_driver_sql(
+            "SELECT ObjectFile FROM PendingFiles")])
+
     @defer.inlineCallbacks
-    def test_filesAreFlushedBeforeTheirRows(self):
+    def test_rowsAndFilesFlushedTogether(self):
         uid = pydicom.dcmread(get_testdata_file("CT_small.dcm")).SOPInstanceUID
         relative = yield self.store.store(*self.receive(datasetBytes("CT_small.dcm"), uid))
-        [(inode, stored, rows)] = self.flushes
+        [(inode, stored, rows, pending)] = self.flushes
         self.assertEqual(inode, os.stat(self.device.path).st_ino, "the device's file system is flushed")
         self.assertIn(relative, stored, "the file is in place when the flush runs")
-        self.assertEqual(rows, [], "its row is written only after the flush")
+        self.assertEqual(rows, [(relative,)], "its row is committed before the flush")
+        self.assertEqual(pending, [(relative,)], "and marked pending in the same transaction")
+        other = pydicom.dcmread(get_testdata_file("MR_small.dcm")).SOPInstanceUID
+        second = yield self.store.store(*self.receive(datasetBytes("MR_small.dcm"), other,
+                                                      sopClass="1.2.840.10008.5.1.4.1.1.4"))
+        self.assertEqual(self.flushes[-1][3], [(second,)], "the next transaction drops the flushed mark")
 
     @defer.inlineCallbacks
     def test_failedFlushAcknowledgesNothing(self):
         self.flushFails = True
         uid = pydicom.dcmread(get_testdata_file("CT_small.dcm")).SOPInstanceUID
         error = yield self.assertFailure(self.store.store(*self.receive(datasetBytes("CT_small.dcm"), uid)),
-                                         OSError)
+                                         FlushError)
         self.assertEqual(error.errno, errno.EIO)
-        rows = yield self.index.runQuery(lambda c: c.exec_driver_sql("SELECT * FROM DICOMImages").fetchall())
-        self.assertEqual(rows, [])
+        self.flushFails = False
+        self.assertEqual(len(self.flushes), 1)
+        [(relative,)] = self.flushes[0][2]
+        pending = yield self.pendingFiles()
+        self.assertEqual(pending, [relative], "the unflushed row stays marked for the start-up check")

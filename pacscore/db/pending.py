@@ -1,0 +1,79 @@
+"""Image rows committed before their files were made durable.
+
+With ``FileSystemFlush`` the index writer commits a group's rows first and
+then flushes the file systems holding their files and the database, so one
+flush serves both.  A power loss during that flush may keep a row and lose
+its file.  Each such row is therefore marked in this table, in the
+transaction that writes it; once the group's flush has succeeded, a later
+transaction of the same writer thread removes its marks (in bulk, every
+``dropEvery`` flushed marks, which keeps the cost per image in the
+microseconds).  At start-up,
+``recover`` checks the file of every mark left over and removes the image
+rows whose file did not survive (the sender never got Success for them).
+"""
+
+import threading
+
+from sqlalchemy import Column, String, Table, bindparam, delete, insert, select
+from twisted.logger import Logger
+
+
+class PendingFiles:
+    """The ``PendingFiles`` table of ``metadata``; see the module docstring."""
+
+    log = Logger()
+    dropEvery = 256
+
+    def __init__(self, metadata, imageTable):
+        self.table = Table("PendingFiles", metadata,
+                           Column("DeviceName", String(32)), Column("ObjectFile", String(255)))
+        self.imageTable = imageTable
+        self._flushed = threading.local()  # per writer thread: marks whose group is durable
+
+    def mark(self, connection, records):
+        """In a writer transaction: mark ``records``, and drop the marks of
+        this thread's flushed groups once there are ``dropEvery`` of them.
+        (Should that transaction roll back, those marks stay until the
+        start-up check, which finds their files intact.)"""
+        flushed = getattr(self._flushed, "files", None)
+        if flushed and len(flushed) >= self.dropEvery:
+            self._flushed.files = []
+            self._delete(connection, self.table, flushed)
+        connection.execute(insert(self.table), [{"DeviceName": record.deviceName, "ObjectFile": record.objectFile}
+                                                for record in records])
+
+    def flushed(self, records):
+        """In the writer thread, after the flush that made ``records`` durable."""
+        files = getattr(self._flushed, "files", None)
+        if files is None:
+            files = self._flushed.files = []
+        files += [(record.deviceName, record.objectFile) for record in records]
+
+    def recover(self, connection, fileError):
+        """Check each marked file (``fileError(deviceName, objectFile)``
+        returns why it is unusable, or None), remove the image rows of the
+        unusable ones and every mark; returns the removed ``(device, file)``s."""
+        marked = set(connection.execute(select(self.table.c.DeviceName, self.table.c.ObjectFile)))
+        lost = []
+        for deviceName, objectFile in sorted(marked):
+            error = fileError(deviceName, objectFile)
+            if error is None:
+                continue
+            lost.append((deviceName, objectFile))
+            self.log.warn("{device}:{path} was indexed but did not survive a crash ({error}); "
+                          "its image row is removed (it was never acknowledged)",
+                          device=deviceName, path=objectFile, error=error)
+        if lost:
+            self._delete(connection, self.imageTable, lost)
+        connection.execute(delete(self.table))
+        if marked:
+            self.log.info("Checked the {count} files indexed last before the server stopped: {lost} lost",
+                          count=len(marked), lost=len(lost))
+        return lost
+
+    @staticmethod
+    def _delete(connection, table, files):
+        """Delete the rows of ``table`` naming one of ``files``."""
+        connection.execute(delete(table).where(table.c.DeviceName == bindparam("device"),
+                                               table.c.ObjectFile == bindparam("file")),
+                           [{"device": deviceName, "file": objectFile} for deviceName, objectFile in files])

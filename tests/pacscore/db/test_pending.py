@@ -1,0 +1,113 @@
+"""PendingFiles: image rows committed before the flush that makes their
+files durable are marked in their own transaction, unmarked by the writer's
+next transaction once flushed, and checked at start-up."""
+
+import os
+
+from sqlalchemy import select
+from twisted.internet import defer, reactor
+from twisted.trial import unittest
+
+from pacscore.db.index import Index
+from plugins.pacs_sqlite import sqliteDriver
+from tests.pacscore.db.test_index import makeRecord
+from tests.pacscore.db.test_schema import TABLE_NAMES, conquestLayout
+from tests.plugins.test_sqlite_driver import FakeConfiguration
+
+
+class FlushAfterCommit:
+    """A durability policy that flushes after commit, recording its calls."""
+
+    flushesAfterCommit = True
+
+    def __init__(self):
+        self.flushed = []
+        self.error = None
+
+    def flush(self, records):
+        if self.error is not None:
+            raise self.error
+        self.flushed.append([record.objectFile for record in records])
+
+
+class PendingFilesTests(unittest.TestCase):
+
+    def setUp(self):
+        workdir = self.mktemp()
+        os.makedirs(workdir)
+        self.engine = sqliteDriver.createEngine("sqlite:index.db3", FakeConfiguration(workdir))
+        self.addCleanup(self.engine.dispose)
+        self.durability = FlushAfterCommit()
+        self.index = Index(self.engine, conquestLayout(), TABLE_NAMES, reactor=reactor,
+                           durability=self.durability)
+        self.index.createTables()
+        self.index.pending.dropEvery = 1
+
+    def start(self):
+        self.index.start()
+        self.addCleanup(self.index.stop)
+
+    def marked(self):
+        table = self.index.pending.table
+        with self.engine.connect() as connection:
+            return sorted(connection.execute(select(table.c.DeviceName, table.c.ObjectFile)))
+
+    def images(self):
+        table = self.index.tables.image
+        with self.engine.connect() as connection:
+            return sorted(row.ObjectFile for row in connection.execute(select(table.c.ObjectFile)))
+
+    @defer.inlineCallbacks
+    def test_markedUntilTheNextTransactionAfterTheFlush(self):
+        self.start()
+        yield self.index.store(makeRecord("1.2.3.1.1", objectFile="a.dcm"))
+        self.assertEqual(self.durability.flushed, [["a.dcm"]])
+        self.assertEqual(self.marked(), [("MAG0", "a.dcm")], "flushed, but unmarked only by the next transaction")
+        yield self.index.store(makeRecord("1.2.3.1.2", objectFile="b.dcm"))
+        self.assertEqual(self.marked(), [("MAG0", "b.dcm")])
+        yield self.index.runWrite(lambda connection: None)
+        self.assertEqual(self.durability.flushed[-1], [], "a commit without images is flushed too")
+
+    @defer.inlineCallbacks
+    def test_flushedMarksDroppedInBulk(self):
+        self.index.pending.dropEvery = 3
+        self.start()
+        for n in range(5):
+            yield self.index.store(makeRecord(f"1.2.3.1.{n}", objectFile=f"{n}.dcm"))
+        self.assertEqual(self.marked(), [("MAG0", "3.dcm"), ("MAG0", "4.dcm")],
+                         "the three flushed before the fourth's transaction are dropped by it")
+
+    @defer.inlineCallbacks
+    def test_failedFlushKeepsTheMarks(self):
+        self.start()
+        self.durability.error = OSError(5, "write-back failed")
+        yield self.assertFailure(self.index.store(makeRecord("1.2.3.1.1", objectFile="a.dcm")), OSError)
+        self.durability.error = None
+        yield self.index.store(makeRecord("1.2.3.1.2", objectFile="b.dcm"))
+        yield self.index.store(makeRecord("1.2.3.1.3", objectFile="c.dcm"))
+        self.assertEqual(self.marked(), [("MAG0", "a.dcm"), ("MAG0", "c.dcm")])
+
+    @defer.inlineCallbacks
+    def test_recoverRemovesRowsWhoseFileDidNotSurvive(self):
+        self.start()
+        self.durability.error = OSError(5, "power loss")
+        for n, name in enumerate(["kept.dcm", "lost.dcm"]):
+            yield self.assertFailure(self.index.store(makeRecord(f"1.2.3.1.{n}", objectFile=name)), OSError)
+        yield self.index.stop()
+        checked = []
+
+        def fileError(deviceName, objectFile):
+            checked.append((deviceName, objectFile))
+            return "No such file or directory" if objectFile == "lost.dcm" else None
+
+        self.assertEqual(self.index.recoverPending(fileError), [("MAG0", "lost.dcm")])
+        self.assertEqual(sorted(checked), [("MAG0", "kept.dcm"), ("MAG0", "lost.dcm")])
+        self.assertEqual(self.images(), ["kept.dcm"])
+        self.assertEqual(self.marked(), [])
+        self.assertEqual(self.index.recoverPending(fileError), [], "nothing left to check")
+
+    def test_perFileSyncMarksNothing(self):
+        index = Index(self.engine, conquestLayout(), TABLE_NAMES, reactor=reactor)
+        index.start()
+        self.addCleanup(index.stop)
+        return index.store(makeRecord("1.2.3.1.1")).addCallback(lambda _: self.assertEqual(self.marked(), []))

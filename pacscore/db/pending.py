@@ -17,6 +17,8 @@ import threading
 from sqlalchemy import Column, String, Table, bindparam, delete, insert, select
 from twisted.logger import Logger
 
+from pacscore.db.records import executeRows
+
 
 class PendingFiles:
     """The ``PendingFiles`` table of ``metadata``; see the module docstring."""
@@ -28,6 +30,7 @@ class PendingFiles:
         self.table = Table("PendingFiles", metadata,
                            Column("DeviceName", String(32)), Column("ObjectFile", String(255)))
         self.imageTable = imageTable
+        self._insert = insert(self.table)
         self._flushed = threading.local()  # per writer thread: marks whose group is durable
 
     def mark(self, connection, records):
@@ -39,8 +42,8 @@ class PendingFiles:
         if flushed and len(flushed) >= self.dropEvery:
             self._flushed.files = []
             self._delete(connection, self.table, flushed)
-        connection.execute(insert(self.table), [{"DeviceName": record.deviceName, "ObjectFile": record.objectFile}
-                                                for record in records])
+        executeRows(connection, self._insert, [{"DeviceName": record.deviceName, "ObjectFile": record.objectFile}
+                                               for record in records])
 
     def flushed(self, records):
         """In the writer thread, after the flush that made ``records`` durable."""

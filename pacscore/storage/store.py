@@ -14,6 +14,7 @@ the new one is committed.
 """
 
 import dataclasses
+import errno
 import os
 from dataclasses import dataclass
 
@@ -170,20 +171,25 @@ class ObjectStore:
                 temporary, low = device.takeTemporaryFile()
                 if low:
                     self.workers.callInThread(device.refillTemporaryFiles)
-                with open(temporary, "wb") as f:
-                    f.write(header)
-                    f.write(data)
-                    f.flush()
-                    self.durability.fileWritten(f.fileno())
+                fd = os.open(temporary, os.O_WRONLY)
+                try:
+                    writeAll(fd, [header, data])
+                    self.durability.fileWritten(fd)
+                finally:
+                    os.close(fd)
             else:
                 fd = os.open(temporary, os.O_RDONLY)
                 try:
                     self.durability.fileWritten(fd)
                 finally:
                     os.close(fd)
-            folder = os.path.dirname(device.absolute(relative))
-            self.durability.makeFolders(folder)
-            os.replace(temporary, device.absolute(relative))
+            target = device.absolute(relative)
+            folder = os.path.dirname(target)
+            try:
+                os.replace(temporary, target)
+            except FileNotFoundError:  # a new folder (known ones cost no syscall)
+                self.durability.makeFolders(folder)
+                os.replace(temporary, target)
             self.durability.folderChanged(folder)
         except BaseException:
             if temporary is not None and os.path.exists(temporary):
@@ -254,3 +260,17 @@ class ObjectStore:
         if path and os.path.exists(path):
             os.unlink(path)
             self.log.info("removed {path}: replaced by a new copy of the same SOP instance", path=path)
+
+
+def writeAll(fd, buffers):
+    """Write ``buffers`` (bytes-like) to ``fd`` with as few system calls as
+    the kernel allows (each one also hands the GIL over and back)."""
+    views = [view for view in (memoryview(buffer).cast("B") for buffer in buffers) if len(view)]
+    while views:
+        written = os.writev(fd, views)
+        if written == 0:
+            raise OSError(errno.EIO, "the file system accepted no byte")
+        while views and written >= len(views[0]):
+            written -= len(views.pop(0))
+        if views:
+            views[0] = views[0][written:]

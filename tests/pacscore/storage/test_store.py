@@ -22,7 +22,7 @@ from pacscore.storage.durability import FileSystemFlush, FlushError, libcSyncfs
 from pacscore.storage.filenames import FileNamer
 from pacscore.storage.part10 import readFileMeta
 from pacscore.storage.spool import Spool
-from pacscore.storage.store import DatasetMismatch, IncomingObject, InvalidDataset, ObjectStore
+from pacscore.storage.store import DatasetMismatch, IncomingObject, InvalidDataset, ObjectStore, writeAll
 from pacscore.workers import WorkerPool
 from plugins.pacs_sqlite import sqliteDriver
 
@@ -239,3 +239,42 @@ class FileSystemFlushStoreTests(ObjectStoreTests):
         [(relative,)] = self.flushes[0][2]
         pending = yield self.pendingFiles()
         self.assertEqual(pending, [relative], "the unflushed row stays marked for the start-up check")
+
+
+class WriteAllTests(unittest.TestCase):
+    """``writeAll``: one writev for header and data, short writes resumed."""
+
+    def write(self, buffers, limit):
+        path = self.mktemp()
+        calls = []
+        realWritev = os.writev
+
+        def shortWritev(fd, views):
+            calls.append([len(view) for view in views])
+            head, left = [], limit
+            for view in views:
+                head.append(view[:left])
+                left -= len(head[-1])
+            return realWritev(fd, head)
+
+        self.patch(os, "writev", shortWritev)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+        try:
+            writeAll(fd, buffers)
+        finally:
+            os.close(fd)
+        with open(path, "rb") as f:
+            return f.read(), calls
+
+    def test_oneCallWhenTheKernelTakesAll(self):
+        data, calls = self.write([b"header", bytearray(b"data set"), b""], 1 << 20)
+        self.assertEqual(data, b"headerdata set")
+        self.assertEqual(calls, [[6, 8]])
+
+    def test_shortWritesResumed(self):
+        data, calls = self.write([b"header", memoryview(b"data set")], 4)
+        self.assertEqual(data, b"headerdata set")
+        self.assertEqual(calls, [[6, 8], [2, 8], [6], [2]])
+
+    def test_nothingAcceptedIsAnError(self):
+        self.assertRaises(OSError, self.write, [b"x"], 0)

@@ -198,7 +198,8 @@ class Index:
         return results
 
     def _afterCommit(self, requests):
-        """In the writer thread: make the commit and its images' files durable."""
+        """In the writer's flusher thread: make the commits and their images'
+        files durable."""
         records = [item for fn, item in requests if fn == self._upsertInWriter]
         self.durability.flush(records)
         if records and self.durability.flushesAfterCommit:

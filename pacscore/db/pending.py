@@ -5,11 +5,10 @@ then flushes the file systems holding their files and the database, so one
 flush serves both.  A power loss during that flush may keep a row and lose
 its file.  Each such row is therefore marked in this table, in the
 transaction that writes it; once the group's flush has succeeded, a later
-transaction of the same writer thread removes its marks (in bulk, every
-``dropEvery`` flushed marks, which keeps the cost per image in the
-microseconds).  At start-up,
-``recover`` checks the file of every mark left over and removes the image
-rows whose file did not survive (the sender never got Success for them).
+writer transaction removes its marks (in bulk, every ``dropEvery`` flushed
+marks, which keeps the cost per image in the microseconds).  At start-up, ``recover`` checks the file of every mark left
+over and removes the image rows whose file did not survive (the sender
+never got Success for them).
 """
 
 import threading
@@ -31,26 +30,27 @@ class PendingFiles:
                            Column("DeviceName", String(32)), Column("ObjectFile", String(255)))
         self.imageTable = imageTable
         self._insert = insert(self.table)
-        self._flushed = threading.local()  # per writer thread: marks whose group is durable
+        self._lock = threading.Lock()
+        self._flushed = []  # (device, file) of marks whose group is durable
 
     def mark(self, connection, records):
         """In a writer transaction: mark ``records``, and drop the marks of
-        this thread's flushed groups once there are ``dropEvery`` of them.
-        (Should that transaction roll back, those marks stay until the
-        start-up check, which finds their files intact.)"""
-        flushed = getattr(self._flushed, "files", None)
-        if flushed and len(flushed) >= self.dropEvery:
-            self._flushed.files = []
+        flushed groups once there are ``dropEvery`` of them.  (Should that
+        transaction roll back, those marks stay until the start-up check,
+        which finds their files intact.)"""
+        with self._lock:
+            flushed = self._flushed if len(self._flushed) >= self.dropEvery else None
+            if flushed is not None:
+                self._flushed = []
+        if flushed is not None:
             self._delete(connection, self.table, flushed)
         executeRows(connection, self._insert, [{"DeviceName": record.deviceName, "ObjectFile": record.objectFile}
                                                for record in records])
 
     def flushed(self, records):
-        """In the writer thread, after the flush that made ``records`` durable."""
-        files = getattr(self._flushed, "files", None)
-        if files is None:
-            files = self._flushed.files = []
-        files += [(record.deviceName, record.objectFile) for record in records]
+        """After the flush that made ``records`` durable (any thread)."""
+        with self._lock:
+            self._flushed += [(record.deviceName, record.objectFile) for record in records]
 
     def recover(self, connection, fileError):
         """Check each marked file (``fileError(deviceName, objectFile)``

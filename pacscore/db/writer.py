@@ -1,17 +1,20 @@
 """Group commit: dedicated writer threads, many writes per transaction.
 
 A writer thread blocks for the first queued request, then takes whatever
-else is already queued (up to ``maxBatch``) into the same transaction,
-commits once, calls ``afterCommit`` (the flush that makes the commit
-durable, when the connection does not) and only then fires the requests'
-Deferreds in the reactor thread.  Idle, a single request is committed at
-once; under load the batches grow by themselves and one flush serves
-hundreds of objects.
+else is already queued (up to ``maxBatch``) into the same transaction and
+commits once.  It hands the committed batch to the flusher thread and goes
+on with the next.  The flusher calls ``afterCommit`` (the flush that makes
+commits durable, when the connection does not) once for every batch
+committed since its last call, and only then are the requests' Deferreds
+fired in the reactor thread.  Idle, a single request is committed and
+flushed at once; under load the batches grow by themselves, one flush
+serves hundreds of objects, and it overlaps the next commit.
 """
 
 import itertools
 import operator
 import queue
+import sys
 import threading
 
 from twisted.internet import defer
@@ -86,12 +89,13 @@ class BatchRunner:
 
 
 class GroupCommitWriter:
-    """``threads`` writer threads sharing one queue (SQLite: exactly one).
+    """``threads`` writer threads sharing one queue (SQLite: exactly one),
+    and one flusher thread.
 
     ``submit`` and ``stop`` must be called from the reactor thread;
     ``enqueue`` from any thread.  ``afterCommit(requests)`` runs in the
-    writer thread with the ``(fn, item)`` requests of each commit; if it
-    raises, they all fail with its error.
+    flusher thread with the committed ``(fn, item)`` requests of one or
+    more batches; if it raises, they all fail with its error.
     """
 
     def __init__(self, engine, reactor, threads=1, onRollback=lambda: None,
@@ -104,15 +108,19 @@ class GroupCommitWriter:
         self.maxBatch = maxBatch
         self.name = name
         self._queue = queue.SimpleQueue()
-        self._running = 0
+        self._committed = queue.SimpleQueue()  # (callbacks, requests, results) for the flusher
+        self._running = 0        # writer threads alive
+        self._flushing = False   # the flusher thread is alive
         self._stopping = False
         self._stopWaiters = []
 
     def start(self):
-        """Start the writer threads (no-op while they run)."""
-        if self._running:
+        """Start the threads (no-op while they run)."""
+        if self._running or self._flushing:
             return
         self._stopping = False
+        self._flushing = True
+        threading.Thread(target=self._flush, name=f"{self.name}-flush", daemon=True).start()
         for number in range(self.threads):
             self._running += 1
             threading.Thread(target=self._work, name=f"{self.name}-{number}",
@@ -138,7 +146,7 @@ class GroupCommitWriter:
         """Deferred firing once everything submitted before is committed and
         the threads have ended."""
         d = defer.Deferred()
-        if not self._running:
+        if not self._running and not self._flushing:
             d.callback(None)
             return d
         if not self._stopping:
@@ -151,23 +159,31 @@ class GroupCommitWriter:
     def _work(self):
         stop = False
         while not stop:
-            batch = [self._queue.get()]
-            while batch[-1] is not _STOP and len(batch) < self.maxBatch:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
+            batch = _takeWaiting(self._queue, self.maxBatch)
             if batch[-1] is _STOP:
                 stop = True
                 batch.pop()
             if batch:
-                results = self._commit([(fn, item) for _, fn, item in batch])
-                self.reactor.callFromThread(self._fire, [d for d, _, _ in batch], results)
+                requests = [(fn, item) for _, fn, item in batch]
+                self._committed.put(([onResult for onResult, _, _ in batch], requests,
+                                     self.runner.run(requests)))
         self.runner.closeConnection()
         self.reactor.callFromThread(self._threadEnded)
 
-    def _commit(self, requests):
-        results = self.runner.run(requests)
+    def _flush(self):
+        stop = False
+        while not stop:
+            groups = _takeWaiting(self._committed, sys.maxsize)
+            if groups[-1] is _STOP:
+                stop = True
+                groups.pop()
+            if groups:
+                self._afterCommit(groups)
+        self.reactor.callFromThread(self._flusherEnded)
+
+    def _afterCommit(self, groups):
+        """One ``afterCommit`` for ``groups``, then fire their results."""
+        callbacks, requests, results = (list(itertools.chain.from_iterable(parts)) for parts in zip(*groups))
         committed = [request for request, (ok, _) in zip(requests, results) if ok]
         if committed:
             try:
@@ -175,7 +191,7 @@ class GroupCommitWriter:
             except Exception:
                 failure = Failure()
                 results = [(False, failure) if ok else (ok, value) for ok, value in results]
-        return results
+        self.reactor.callFromThread(self._fire, callbacks, results)
 
     @staticmethod
     def _fire(callbacks, results):
@@ -185,6 +201,22 @@ class GroupCommitWriter:
     def _threadEnded(self):
         self._running -= 1
         if not self._running:
-            waiters, self._stopWaiters = self._stopWaiters, []
-            for d in waiters:
-                d.callback(None)
+            self._committed.put(_STOP)  # after every batch the writers committed
+
+    def _flusherEnded(self):
+        self._flushing = False
+        waiters, self._stopWaiters = self._stopWaiters, []
+        for d in waiters:
+            d.callback(None)
+
+
+def _takeWaiting(waiting, limit):
+    """The next item of the queue ``waiting`` (blocking) and whatever else it
+    holds now, up to ``limit`` items or a ``_STOP``."""
+    items = [waiting.get()]
+    while items[-1] is not _STOP and len(items) < limit:
+        try:
+            items.append(waiting.get_nowait())
+        except queue.Empty:
+            break
+    return items

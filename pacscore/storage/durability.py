@@ -2,16 +2,18 @@
 
 Two policies with one interface.  ``ObjectStore`` calls ``fileWritten``,
 ``makeFolders`` and ``folderChanged`` as it writes an object (in the I/O
-pool); the index writer calls ``flush`` with the image records of each
-transaction it has committed, before any of them is acknowledged:
+pool); the index writer's flusher thread calls ``flush`` with the image
+records of the transactions committed since its last call, before any of
+them is acknowledged:
 
 - ``FileSystemFlush`` (Linux): objects are written and renamed into place
   without fsync, and their rows committed without a flush of their own (the
-  SQLite writer runs ``synchronous=NORMAL``).  After each commit the writer
-  calls syncfs(2) once per file system holding the group's files or the
-  index database, which makes the files, their names, new folders and the
-  committed rows durable together: one flush per commit group instead of an
-  fsync of every file and folder plus one of the database.  A power loss
+  SQLite writer runs ``synchronous=NORMAL``).  The flusher then calls
+  syncfs(2) once per file system holding their files or the index
+  database, which makes the files, their names, new folders and the
+  committed rows durable together: one flush per group of commits, while
+  the writer commits the next, instead of an fsync of every file and folder
+  plus one of the database.  A power loss
   during that flush can keep a row whose file it loses; such rows are
   marked pending in the same transaction and checked at the next start-up
   (``Index.recoverPending``).  syncfs also writes back whatever else is

@@ -6,6 +6,7 @@ reactor: the Deferreds they return fire from ``reactor.callFromThread``.
 
 import os
 import threading
+import time
 
 from sqlalchemy import create_engine, delete, event, func, select
 from twisted.internet import defer, reactor
@@ -159,16 +160,14 @@ class AfterCommitTests(unittest.TestCase):
         self.failWith = None
 
     def writer(self):
-        writer = GroupCommitWriter(self.engine, reactor, afterCommit=self.afterCommit,
+        writer = GroupCommitWriter(self.engine, reactor, afterCommit=lambda requests: self.afterCommit(requests),
                                    onConnect=self.connections.append)
         writer.start()
         self.addCleanup(writer.stop)
         return writer
 
     def afterCommit(self, requests):
-        with self.engine.connect() as connection:  # what another connection sees now
-            rows = connection.exec_driver_sql("SELECT count(*) FROM sqlite_master").scalar()
-        self.seen.append(([item for _, item in requests], rows))
+        self.seen.append(([item for _, item in requests], self.tables()))  # what another connection sees
         if self.failWith is not None:
             raise self.failWith
 
@@ -186,6 +185,38 @@ class AfterCommitTests(unittest.TestCase):
         self.assertEqual(self.seen, [(["a"], 1)], "committed (visible elsewhere) when it runs")
         yield writer.submit(self.create, "b")
         self.assertEqual(len(self.connections), 1, "onConnect once per writer connection")
+
+    @defer.inlineCallbacks
+    def test_commitsDuringAFlushShareTheNext(self):
+        """The writer goes on committing while a flush runs; what it
+        committed meanwhile is flushed together, by one call."""
+        release = threading.Event()
+        afterCommit = self.afterCommit
+
+        def slowFirstFlush(requests):
+            afterCommit(requests)
+            if len(self.seen) == 1:
+                release.wait(10)
+
+        self.afterCommit = slowFirstFlush
+        writer = self.writer()
+        first = writer.submit(self.create, "a")
+        while not self.seen:
+            time.sleep(0.001)
+        later = [writer.submit(self.create, name) for name in ("b", "c")]
+        deadline = time.monotonic() + 10
+        while self.tables() < 3 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        self.assertEqual(self.tables(), 3, "committed while the first flush still runs")
+        self.assertFalse(first.called, "nothing is answered before its flush")
+        release.set()
+        results = yield defer.gatherResults([first] + later)
+        self.assertEqual(results, ["a", "b", "c"])
+        self.assertEqual([items for items, _ in self.seen], [["a"], ["b", "c"]])
+
+    def tables(self):
+        with self.engine.connect() as connection:
+            return connection.exec_driver_sql("SELECT count(*) FROM sqlite_master").scalar()
 
     @defer.inlineCallbacks
     def test_itsFailureFailsTheGroup(self):

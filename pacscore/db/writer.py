@@ -157,28 +157,16 @@ class GroupCommitWriter:
         return d
 
     def _work(self):
-        stop = False
-        while not stop:
-            batch = _takeWaiting(self._queue, self.maxBatch)
-            if batch[-1] is _STOP:
-                stop = True
-                batch.pop()
-            if batch:
-                requests = [(fn, item) for _, fn, item in batch]
-                self._committed.put(([onResult for onResult, _, _ in batch], requests,
-                                     self.runner.run(requests)))
+        for batch in _batches(self._queue, self.maxBatch):
+            requests = [(fn, item) for _, fn, item in batch]
+            self._committed.put(([onResult for onResult, _, _ in batch], requests,
+                                 self.runner.run(requests)))
         self.runner.closeConnection()
         self.reactor.callFromThread(self._threadEnded)
 
     def _flush(self):
-        stop = False
-        while not stop:
-            groups = _takeWaiting(self._committed, sys.maxsize)
-            if groups[-1] is _STOP:
-                stop = True
-                groups.pop()
-            if groups:
-                self._afterCommit(groups)
+        for groups in _batches(self._committed, sys.maxsize):
+            self._afterCommit(groups)
         self.reactor.callFromThread(self._flusherEnded)
 
     def _afterCommit(self, groups):
@@ -210,13 +198,21 @@ class GroupCommitWriter:
             d.callback(None)
 
 
-def _takeWaiting(waiting, limit):
-    """The next item of the queue ``waiting`` (blocking) and whatever else it
-    holds now, up to ``limit`` items or a ``_STOP``."""
-    items = [waiting.get()]
-    while items[-1] is not _STOP and len(items) < limit:
-        try:
-            items.append(waiting.get_nowait())
-        except queue.Empty:
-            break
-    return items
+def _batches(waiting, limit):
+    """Yield lists of what the queue ``waiting`` holds: each blocks for one
+    item and takes whatever else is there, up to ``limit`` items; the
+    first ``_STOP`` ends them."""
+    while True:
+        items = [waiting.get()]
+        while items[-1] is not _STOP and len(items) < limit:
+            try:
+                items.append(waiting.get_nowait())
+            except queue.Empty:
+                break
+        stop = items[-1] is _STOP
+        if stop:
+            items.pop()
+        if items:
+            yield items
+        if stop:
+            return

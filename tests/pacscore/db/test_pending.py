@@ -2,17 +2,14 @@
 files durable are marked in their own transaction, unmarked by the writer's
 next transaction once flushed, and checked at start-up."""
 
-import os
-
 from sqlalchemy import select
 from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
 from pacscore.db.index import Index
-from plugins.pacs_sqlite import sqliteDriver
 from tests.pacscore.db.test_index import makeRecord
 from tests.pacscore.db.test_schema import TABLE_NAMES, conquestLayout
-from tests.plugins.test_sqlite_driver import FakeConfiguration
+from tests.pacscore.db.test_writer import sqliteEngine
 
 
 class FlushAfterCommit:
@@ -33,10 +30,7 @@ class FlushAfterCommit:
 class PendingFilesTests(unittest.TestCase):
 
     def setUp(self):
-        workdir = self.mktemp()
-        os.makedirs(workdir)
-        self.engine = sqliteDriver.createEngine("sqlite:index.db3", FakeConfiguration(workdir))
-        self.addCleanup(self.engine.dispose)
+        self.engine = sqliteEngine(self)
         self.durability = FlushAfterCommit()
         self.index = Index(self.engine, conquestLayout(), TABLE_NAMES, reactor=reactor,
                            durability=self.durability)

@@ -20,14 +20,21 @@ from tests.pacscore.db.test_schema import TABLE_NAMES, conquestLayout
 from tests.plugins.test_sqlite_driver import FakeConfiguration
 
 
+def sqliteEngine(testCase):
+    """The SQLite driver's engine on a new file in a folder of ``testCase``'s,
+    disposed of after the test."""
+    workdir = testCase.mktemp()
+    os.makedirs(workdir)
+    engine = sqliteDriver.createEngine("sqlite:index.db3", FakeConfiguration(workdir))
+    testCase.addCleanup(engine.dispose)
+    return engine
+
+
 class WriterTests(unittest.TestCase):
     """Index.store / runWrite / runQuery with the SQLite driver's engine."""
 
     def setUp(self):
-        workdir = self.mktemp()
-        os.makedirs(workdir)
-        self.engine = sqliteDriver.createEngine("sqlite:index.db3", FakeConfiguration(workdir))
-        self.addCleanup(self.engine.dispose)
+        self.engine = sqliteEngine(self)
         self.index = Index(self.engine, conquestLayout(), TABLE_NAMES, reactor=reactor)
         self.index.createTables()
         self.commits = []
@@ -35,8 +42,7 @@ class WriterTests(unittest.TestCase):
         self.index.start()
         self.addCleanup(self.index.stop)
         # Another connection pool on the same file, as a query would see it.
-        self.observer = create_engine("sqlite:///" + os.path.join(os.path.abspath(workdir),
-                                                                  "index.db3"))
+        self.observer = create_engine("sqlite:///" + self.engine.url.database)
         self.addCleanup(self.observer.dispose)
 
     def count(self, level, **where):
@@ -151,10 +157,7 @@ class AfterCommitTests(unittest.TestCase):
     ``onConnect`` (the writer connection's set-up)."""
 
     def setUp(self):
-        workdir = self.mktemp()
-        os.makedirs(workdir)
-        self.engine = sqliteDriver.createEngine("sqlite:index.db3", FakeConfiguration(workdir))
-        self.addCleanup(self.engine.dispose)
+        self.engine = sqliteEngine(self)
         self.seen = []
         self.connections = []
         self.failWith = None

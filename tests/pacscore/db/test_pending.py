@@ -1,6 +1,6 @@
 """PendingFiles: image rows committed before the flush that makes their
-files durable are marked in their own transaction, unmarked by the writer's
-next transaction once flushed, and checked at start-up."""
+files durable are marked in their own transaction, unmarked in bulk by a
+later writer transaction once flushed, and checked at start-up."""
 
 from sqlalchemy import select
 from twisted.internet import defer, reactor

@@ -4,8 +4,9 @@ Nothing here blocks the reactor: ``store`` and ``runWrite`` go to the
 writer thread(s), ``runQuery`` to a pool of reader threads, and their
 results come back as Deferreds.  ``createTables``, ``initializeTables`` and
 ``storeMany`` are synchronous, for startup and offline tools (``dgate -i``,
-``dgate -r``).  After each commit the writer calls ``durability.flush``
-(see ``pacscore.storage.durability``) before anything is acknowledged.
+``dgate -r``).  The writer's flusher thread calls ``durability.flush`` (see
+``pacscore.storage.durability``) for what was committed before anything of
+it is acknowledged.
 """
 
 import itertools

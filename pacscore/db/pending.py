@@ -6,9 +6,9 @@ flush serves both.  A power loss during that flush may keep a row and lose
 its file.  Each such row is therefore marked in this table, in the
 transaction that writes it; once the group's flush has succeeded, a later
 writer transaction removes its marks (in bulk, every ``dropEvery`` flushed
-marks, which keeps the cost per image in the microseconds).  At start-up, ``recover`` checks the file of every mark left
-over and removes the image rows whose file did not survive (the sender
-never got Success for them).
+marks, which keeps the cost per image in the microseconds).  At start-up,
+``recover`` checks the file of every mark left over and removes the image
+rows whose file did not survive (the sender never got Success for them).
 """
 
 import threading

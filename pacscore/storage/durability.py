@@ -13,12 +13,11 @@ them is acknowledged:
   database, which makes the files, their names, new folders and the
   committed rows durable together: one flush per group of commits, while
   the writer commits the next, instead of an fsync of every file and folder
-  plus one of the database.  A power loss
-  during that flush can keep a row whose file it loses; such rows are
-  marked pending in the same transaction and checked at the next start-up
-  (``Index.recoverPending``).  syncfs also writes back whatever else is
-  dirty on that file system, so a MAG device shared with heavy unrelated
-  writers pays for them.
+  plus one of the database.  A power loss during that flush can keep a row
+  whose file it loses; such rows are marked pending in the same transaction
+  and checked at the next start-up (``Index.recoverPending``).  syncfs also
+  writes back whatever else is dirty on that file system, so a MAG device
+  shared with heavy unrelated writers pays for them.
 - ``PerFileSync`` (where syncfs is missing, or older than Linux 5.8, whose
   syncfs does not report failed write-back): fsync each file and its folder
   as it is written; the index commits durably by itself.
@@ -40,7 +39,6 @@ class PerFileSync:
     """fsync every file and folder as it is written."""
 
     flushesAfterCommit = False
-    indexFolder = None
 
     def fileWritten(self, fd):
         os.fsync(fd)
@@ -70,7 +68,7 @@ class FileSystemFlush:
 
     def __init__(self, devices, syncfs, indexFolder=None):
         self._syncfs = syncfs
-        self.indexFolder = indexFolder
+        self._indexFolder = indexFolder
         self._roots = {device.name: device.path for device in devices}
         self._descriptors = {}  # folder -> (st_dev, fd), opened on first use
         self._lock = threading.Lock()
@@ -89,8 +87,8 @@ class FileSystemFlush:
         durable; ``FlushError`` if a file system reports a failed write-back.
         Any thread (the index writers)."""
         folders = {self._roots[record.deviceName] for record in records}
-        if self.indexFolder is not None:
-            folders.add(self.indexFolder)
+        if self._indexFolder is not None:
+            folders.add(self._indexFolder)
         flushed = set()
         for folder in sorted(folders):
             fileSystem, fd = self._descriptor(folder)

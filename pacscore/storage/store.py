@@ -187,7 +187,7 @@ class ObjectStore:
             folder = os.path.dirname(target)
             try:
                 os.replace(temporary, target)
-            except FileNotFoundError:  # a new folder (known ones cost no syscall)
+            except FileNotFoundError:  # a new folder; existing ones cost no extra system call
                 self.durability.makeFolders(folder)
                 os.replace(temporary, target)
             self.durability.folderChanged(folder)

@@ -2,11 +2,14 @@
 pacs (index and fsync on) and, in the same run, into DCMTK ``storescp
 --fork`` (no index: the upper bound), over 1 and 4 associations.
 
-    python bench/ingest.py [--small 5000] [--large 1000] [--rounds 2] [--out bench/out/ingest.json]
+    python bench/ingest.py [--small 5000] [--large 1000] [--single 200] [--rounds 2]
+                           [--out bench/out/ingest.json]
 
 Prints images/s, MB/s and the ratio pacs/storescp for 64x64 and 512x512 CT,
 and the disk cache flushes per image each server caused (the last round's,
-counted on the block device of the run's folder).
+counted on the block device of the run's folder).  Then ``--single`` 64x64
+images go one association each (one storescu per image, in turn), as many
+modalities send: that measures association set-up.
 
 Everything received is kept until the whole run ends: creating files next to
 thousands of just-deleted ones is slow (ext4 without a journal skips every
@@ -33,16 +36,21 @@ from tests.interop.server import PacsServer, dcmtkEnvironment, dcmtkTool, freePo
 
 
 def sendAll(port, ae, paths, associations):
-    """storescu over ``associations`` parallel associations; returns seconds."""
-    chunks = [paths[n::associations] for n in range(associations)]
+    """storescu over ``associations`` parallel associations (0: one
+    association per image, one after the other); returns seconds."""
+    if associations:
+        rounds = [[paths[n::associations] for n in range(associations)]]
+    else:
+        rounds = [[[path]] for path in paths]
     start = time.perf_counter()
-    processes = [subprocess.Popen([dcmtkTool("storescu"), "-aec", ae, "127.0.0.1", str(port), *chunk],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=dcmtkEnvironment())
-                 for chunk in chunks]
-    for process in processes:
-        _, err = process.communicate()
-        if process.returncode != 0:
-            raise RuntimeError(f"storescu failed: {err.decode()[-2000:]}")
+    for chunks in rounds:
+        processes = [subprocess.Popen([dcmtkTool("storescu"), "-aec", ae, "127.0.0.1", str(port), *chunk],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=dcmtkEnvironment())
+                     for chunk in chunks]
+        for process in processes:
+            _, err = process.communicate()
+            if process.returncode != 0:
+                raise RuntimeError(f"storescu failed: {err.decode()[-2000:]}")
     return time.perf_counter() - start
 
 
@@ -92,11 +100,13 @@ def deviceFlushes(path):
     return int(fields[15]) if len(fields) > 15 else None
 
 
-def measure(workdir, label, images, rounds):
+def measure(workdir, label, images, rounds, associationCounts=(1, 4)):
+    """Each count of ``associationCounts`` (0: one per image), into both
+    servers, best of ``rounds``; prints and returns one row per count."""
     paths = [i.path for i in images]
     megabytes = sum(os.path.getsize(p) for p in paths) / 1e6
     results = []
-    for associations in (1, 4):
+    for associations in associationCounts:
         best = {"pacs": None, "storescp": None}
         flushes = {}
         for _ in range(rounds):
@@ -116,7 +126,8 @@ def measure(workdir, label, images, rounds):
             row[f"{name}_flushes_per_image"] = flushes.get(name)
         row["ratio"] = round(row["pacs_images_per_s"] / row["storescp_images_per_s"], 3)
         results.append(row)
-        print(f"{label:>8} x{len(paths):5d} {associations} assoc: pacs {row['pacs_images_per_s']:8.1f} img/s "
+        how = f"{associations} assoc" if associations else "1 assoc/image"
+        print(f"{label:>8} x{len(paths):5d} {how}: pacs {row['pacs_images_per_s']:8.1f} img/s "
               f"{row['pacs_mb_per_s']:7.1f} MB/s {row['pacs_flushes_per_image']} flushes/img | storescp --fork "
               f"{row['storescp_images_per_s']:8.1f} img/s {row['storescp_mb_per_s']:7.1f} MB/s | "
               f"ratio {row['ratio']:.0%}", flush=True)
@@ -127,6 +138,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--small", type=int, default=5000, help="64x64 images")
     parser.add_argument("--large", type=int, default=1000, help="512x512 images")
+    parser.add_argument("--single", type=int, default=200, help="64x64 images sent one association each")
     parser.add_argument("--rounds", type=int, default=2, help="best of N per configuration")
     parser.add_argument("--out", default="bench/out/ingest.json")
     args = parser.parse_args()
@@ -137,7 +149,8 @@ def main():
                                seriesPerStudy=5, imagesPerSeries=max(1, args.small // 100), rows=64, columns=64)
         large = generateCorpus(os.path.join(workdir, "large"), patients=5, studiesPerPatient=2,
                                seriesPerStudy=2, imagesPerSeries=max(1, args.large // 20), rows=512, columns=512)
-        results = measure(workdir, "64x64", small, args.rounds) + measure(workdir, "512x512", large, args.rounds)
+        results = (measure(workdir, "64x64", small, args.rounds) + measure(workdir, "512x512", large, args.rounds)
+                   + measure(workdir, "64x64", small[:args.single], args.rounds, associationCounts=(0,)))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     writeResults(args.out, results=results)

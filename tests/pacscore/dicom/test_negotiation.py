@@ -1,0 +1,69 @@
+"""``negotiate`` answering repeated A-ASSOCIATE-RQs from memory."""
+
+from twisted.trial import unittest
+
+from pacscore.dicom import negotiation
+from pacscore.dicom.negotiation import AcceptorPolicy, AssociationRejected, negotiate
+from tests.pacscore.dicom.requests import CT_STORAGE, EXPLICIT, IMPLICIT, VERIFICATION, associateRQ
+
+
+def body(**kw):
+    """The body (after the 6-byte header) of an A-ASSOCIATE-RQ."""
+    kw.setdefault("contexts", [(VERIFICATION, [IMPLICIT]), (CT_STORAGE, [EXPLICIT, IMPLICIT])])
+    return associateRQ(kw.pop("contexts"), **kw)[6:]
+
+
+class RememberedNegotiationTests(unittest.TestCase):
+
+    def setUp(self):
+        self.policy = AcceptorPolicy(aeTitles=["PACS"], abstractSyntaxes={VERIFICATION: False, CT_STORAGE: True},
+                                     transferSyntaxes={IMPLICIT, EXPLICIT})
+        self.decoded = 0
+        decode = negotiation._decodePDU
+
+        def counting(*args):
+            self.decoded += 1
+            return decode(*args)
+        self.patch(negotiation, "_decodePDU", counting)
+
+    def test_repeatedRequestNotDecodedAgain(self):
+        first = negotiate(body(), self.policy)
+        second = negotiate(body(), self.policy)
+        self.assertEqual(self.decoded, 1)
+        self.assertEqual(second, first)
+        self.assertEqual(second.contexts, {1: (VERIFICATION, IMPLICIT), 3: (CT_STORAGE, EXPLICIT)})
+
+    def test_answersAreIndependent(self):
+        first = negotiate(body(), self.policy)
+        first.contexts.clear()
+        first.rolesAsSCU.add(CT_STORAGE)
+        second = negotiate(body(), self.policy)
+        self.assertEqual(len(second.contexts), 2)
+        self.assertEqual(second.rolesAsSCU, set())
+
+    def test_otherRequestsNegotiated(self):
+        negotiate(body(), self.policy)
+        other = negotiate(body(calling="OTHER"), self.policy)
+        self.assertEqual(self.decoded, 2)
+        self.assertEqual(other.callingAE, "OTHER")
+
+    def test_newPolicyNegotiatesAgain(self):
+        negotiate(body(), self.policy)
+        stricter = AcceptorPolicy(aeTitles=["PACS"], abstractSyntaxes={VERIFICATION: False},
+                                  transferSyntaxes={IMPLICIT}, callingAETitles={"FRIEND"})
+        self.assertRaises(AssociationRejected, negotiate, body(), stricter)
+
+    def test_rejectionsNotRemembered(self):
+        for _ in range(2):
+            self.assertRaises(AssociationRejected, negotiate, body(called="SOMEONE"), self.policy)
+        self.assertEqual(self.decoded, 2)
+        self.assertEqual(self.policy.accepted, {})
+
+    def test_oldestForgotten(self):
+        self.policy.rememberAccepted = 2
+        for calling in ("A", "B", "C"):
+            negotiate(body(calling=calling), self.policy)
+        negotiate(body(calling="C"), self.policy)
+        self.assertEqual(self.decoded, 3)
+        negotiate(body(calling="A"), self.policy)
+        self.assertEqual(self.decoded, 4, "A was the oldest, forgotten when C came")

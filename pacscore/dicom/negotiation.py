@@ -73,7 +73,8 @@ class AcceptorPolicy:
     callingAETitles: set[str] = field(default_factory=set)
     maxPDULength: int = 262144
     accepted: dict = field(default_factory=dict, repr=False, compare=False)  # RQ body -> Association
-    rememberAccepted = 64
+    rememberAccepted = 64        # requests
+    rememberLargest = 64 << 10   # bytes of one request (storescu's 112 contexts: 9.6 KB)
 
 
 @dataclass
@@ -154,15 +155,16 @@ def negotiate(body, policy):
 
     A sender repeats the same request for every association it opens, and
     decoding one (storescu proposes 112 contexts) takes pynetdicom about
-    18 ms: the last ``policy.rememberAccepted`` accepted requests are
-    answered from memory."""
+    18 ms: the last ``policy.rememberAccepted`` accepted requests of up to
+    ``policy.rememberLargest`` bytes are answered from memory."""
     key = bytes(body)
     known = policy.accepted.get(key)
     if known is None:
         known = _negotiate(key, policy)
-        if len(policy.accepted) >= policy.rememberAccepted:
-            del policy.accepted[next(iter(policy.accepted))]  # the oldest
-        policy.accepted[key] = known
+        if len(key) <= policy.rememberLargest:
+            if len(policy.accepted) >= policy.rememberAccepted:
+                del policy.accepted[next(iter(policy.accepted))]  # the oldest
+            policy.accepted[key] = known
     return dataclasses.replace(known, contexts=dict(known.contexts), rolesAsSCU=set(known.rolesAsSCU))
 
 

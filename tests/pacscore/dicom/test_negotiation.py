@@ -67,3 +67,11 @@ class RememberedNegotiationTests(unittest.TestCase):
         self.assertEqual(self.decoded, 3)
         negotiate(body(calling="A"), self.policy)
         self.assertEqual(self.decoded, 4, "A was the oldest, forgotten when C came")
+
+    def test_largeRequestsNotRemembered(self):
+        request = body()
+        self.policy.rememberLargest = len(request) - 1
+        negotiate(request, self.policy)
+        self.assertEqual(self.policy.accepted, {})
+        self.assertEqual(negotiate(request, self.policy).callingAE, "SCU")
+        self.assertEqual(self.decoded, 2)

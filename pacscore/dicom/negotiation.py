@@ -7,8 +7,7 @@ as they arrive) and builds the A-ASSOCIATE-AC or -RJ.  For the requestor it
 builds our A-ASSOCIATE-RQ and reads the peer's AC or RJ.
 """
 
-import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RJ, A_ASSOCIATE_RQ
 from pynetdicom.pdu_primitives import (
@@ -165,10 +164,11 @@ def negotiate(body, policy):
             if len(policy.accepted) >= policy.rememberAccepted:
                 del policy.accepted[next(iter(policy.accepted))]  # the oldest
             policy.accepted[key] = known
-    return dataclasses.replace(known, contexts=dict(known.contexts), rolesAsSCU=set(known.rolesAsSCU))
+    return replace(known, contexts=dict(known.contexts), rolesAsSCU=set(known.rolesAsSCU))
 
 
 def _negotiate(body, policy):
+    """``negotiate`` itself, for ``body`` as bytes."""
     rq = _decodePDU(A_ASSOCIATE_RQ, 0x01, body)
     try:
         primitive = rq.to_primitive()

@@ -39,11 +39,11 @@ def sendAll(port, ae, paths, associations):
     """storescu over ``associations`` parallel associations (0: one
     association per image, one after the other); returns seconds."""
     if associations:
-        rounds = [[paths[n::associations] for n in range(associations)]]
+        waves = [[paths[n::associations] for n in range(associations)]]  # storescus at once
     else:
-        rounds = [[[path]] for path in paths]
+        waves = [[[path]] for path in paths]
     start = time.perf_counter()
-    for chunks in rounds:
+    for chunks in waves:
         processes = [subprocess.Popen([dcmtkTool("storescu"), "-aec", ae, "127.0.0.1", str(port), *chunk],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=dcmtkEnvironment())
                      for chunk in chunks]

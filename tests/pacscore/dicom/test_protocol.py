@@ -1,19 +1,25 @@
 """The upper-layer state machine and negotiation, driven through a
 StringTransport with a task.Clock (no reactor, no sockets)."""
 
+import random
+import warnings
+
 from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RJ
 from pynetdicom.pdu_primitives import (
     AsynchronousOperationsWindowNegotiation, MaximumLengthNotification,
     SCP_SCU_RoleSelectionNegotiation)
 from twisted.internet import defer, task
 from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 from twisted.trial import unittest
 
 from pacscore.dicom import commands, pdu
 from pacscore.dicom.negotiation import AcceptorPolicy
 from pacscore.dicom.protocol import ESTABLISHED, DicomServerFactory
 from pacscore.dicom.verification import EchoService
+from pacscore.testing.mutations import mutated
 from tests.pacscore.dicom.requests import (
     CT_STORAGE, EXPLICIT, IMPLICIT, JPEG_LOSSLESS, STUDY_FIND, VERIFICATION, associateRQ, echoRQ,
     message, readMessages, readPDUs)
@@ -265,3 +271,36 @@ class ProtocolTests(unittest.TestCase):
         self.assertEqual(readMessages(self.written())[0][1][commands.STATUS], 0)
         self.assertEqual(self.factory.counters["associationsTotal"], 2)
         self.assertTrue(first.value())
+
+    def test_mutatedStreams(self):
+        """Seeded random damage anywhere in an association's bytes (delivered
+        in random pieces) ends in an A-ABORT, a rejection or answers, and
+        never in an internal error."""
+        rng = random.Random(20261202)
+        store = {commands.COMMAND_FIELD: commands.C_STORE_RQ, commands.MESSAGE_ID: 2, commands.PRIORITY: 0,
+                 commands.AFFECTED_SOP_CLASS_UID: CT_STORAGE, commands.AFFECTED_SOP_INSTANCE_UID: "1.2.3"}
+        session = [associateRQ([(VERIFICATION, [IMPLICIT]), (CT_STORAGE, [EXPLICIT, IMPLICIT])],
+                               roles=[(CT_STORAGE, False, True)], asyncWindow=(2, 2)),
+                   message(1, echoRQ()), message(3, store, b"\x08\x00\x18\x00\x06\x00\x00\x001.2.3\x00"),
+                   message(1, echoRQ(3)), pdu.encodeSimplePDU(pdu.A_RELEASE_RQ)]
+        outcomes = {}
+        for _ in range(2000):
+            damaged = list(session)
+            which = rng.randrange(len(damaged))
+            damaged[which] = mutated(rng, damaged[which])
+            data = b"".join(damaged)
+            protocol, transport = self.connect()
+            position = 0
+            while position < len(data) and not transport.disconnecting:
+                step = rng.randint(1, 4000)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # pydicom's about damaged UIDs
+                    protocol.dataReceived(data[position:position + step])
+                position += step
+            replies = [pduType for pduType, _ in readPDUs(transport.value())]
+            outcome = replies[-1] if replies else None
+            outcomes[outcome] = outcomes.get(outcome, 0) + 1
+            protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.flushLoggedErrors(), [])
+        self.assertGreater(outcomes.get(pdu.A_ABORT, 0), 500, outcomes)
+        self.assertGreater(outcomes.get(pdu.A_RELEASE_RP, 0), 100, outcomes)

@@ -21,6 +21,7 @@ from pydicom.sequence import Sequence
 from twisted.trial import unittest
 
 from pacscore.storage.attributes import DatasetError, readAttributes
+from pacscore.testing.mutations import mutated
 
 IMPLICIT = "1.2.840.10008.1.2"
 EXPLICIT = "1.2.840.10008.1.2.1"
@@ -469,6 +470,25 @@ class BrokenDatasetTests(unittest.TestCase):
                 else:
                     self.assertLessEqual(set(values), set(complete))
             self.assertGreater(failures, 0, name)
+
+    def test_mutatedBytes(self):
+        """Seeded random damage near the start of real data sets (where the
+        index attributes are), read from bytes and from a file."""
+        rng = random.Random(20261202)
+        splits = [splitFile(bundledFile(name)) for name in (
+            "CT_small.dcm", "MR_small_implicit.dcm", "MR_small_bigendian.dcm", "JPEG2000.dcm", "image_dfl.dcm")]
+        refused = 0
+        for _ in range(3000):
+            syntax, data, _ = rng.choice(splits)
+            damaged = mutated(rng, data, near=2000)
+            for source in (damaged, io.BytesIO(damaged)):
+                try:
+                    values = readQuietly(source, syntax, TAGS)
+                except DatasetError:
+                    refused += 1
+                else:
+                    self.assertTrue(all(isinstance(value, str) for value in values.values()))
+        self.assertGreater(refused, 1000)
 
     def test_truncatedValue(self):
         data = encode(studyDataset())

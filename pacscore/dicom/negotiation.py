@@ -204,6 +204,8 @@ def _negotiate(body, policy):
     rolesAsSCU = set()
     replyRoles = {}
     for rqContext in primitive.presentation_context_definition_list:
+        if rqContext.abstract_syntax is None:
+            raise PDUError(f"presentation context {rqContext.context_id} without an abstract syntax")
         result = PresentationContext()
         result.context_id = rqContext.context_id
         result.abstract_syntax = rqContext.abstract_syntax

@@ -260,9 +260,12 @@ def parseMessage(raw):
         raise HL7Error("the message does not start with an MSH segment", 100)
     msh = lines[0]
     fieldSeparator = msh[3:4]
-    if fieldSeparator.isalnum() or fieldSeparator in (b" ", b"\t"):
+    if not fieldSeparator.isascii() or fieldSeparator.isalnum() or fieldSeparator in (b" ", b"\t"):
         raise HL7Error(f"MSH-1 {fieldSeparator!r} is not a usable field separator", 102)
-    encodingCharacters = msh[4:].split(fieldSeparator, 1)[0].decode("ascii", errors="replace")
+    encodingBytes = msh[4:].split(fieldSeparator, 1)[0]
+    if not encodingBytes.isascii():
+        raise HL7Error(f"MSH-2 {encodingBytes!r} is not ASCII", 102)
+    encodingCharacters = encodingBytes.decode("ascii")
     encodingCharacters += _DEFAULT_ENCODING_CHARACTERS[len(encodingCharacters):]
     component, repetition, escape, subcomponent = encodingCharacters[:4]
     separator = fieldSeparator.decode("ascii")
@@ -357,8 +360,8 @@ def _fromRaw(raw):
     charset = _mshCharset(msh, fieldSeparator, repetition)
     try:
         codec = charsetCodec(charset) if charset else "latin-1"
-    except HL7Error:
-        codec = "latin-1"
+    except HL7Error:  # not repeated in the ACK: the sender could not read it either
+        codec, charset = "latin-1", ""
 
     def components(number):
         index = number - 1

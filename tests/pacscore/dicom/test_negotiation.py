@@ -4,6 +4,7 @@ from twisted.trial import unittest
 
 from pacscore.dicom import negotiation
 from pacscore.dicom.negotiation import AcceptorPolicy, AssociationRejected, negotiate
+from pacscore.dicom.pdu import PDUError
 from tests.pacscore.dicom.requests import CT_STORAGE, EXPLICIT, IMPLICIT, VERIFICATION, associateRQ
 
 
@@ -75,3 +76,21 @@ class RememberedNegotiationTests(unittest.TestCase):
         self.assertEqual(self.policy.accepted, {})
         self.assertEqual(negotiate(request, self.policy).callingAE, "SCU")
         self.assertEqual(self.decoded, 2)
+
+
+class MalformedRequestTests(unittest.TestCase):
+
+    def test_contextWithoutAbstractSyntax(self):
+        """A presentation context item without its abstract syntax sub-item
+        is a malformed PDU (A-ABORT), not an internal error."""
+        request = bytearray(body(contexts=[(VERIFICATION, [IMPLICIT])]))
+        context = request.index(b"\x20\x00", 68)  # the items follow 68 bytes of fixed fields
+        abstract = request.index(b"\x30\x00", context)
+        length = int.from_bytes(request[abstract + 2:abstract + 4], "big")
+        del request[abstract:abstract + 4 + length]
+        itemLength = int.from_bytes(request[context + 2:context + 4], "big") - 4 - length
+        request[context + 2:context + 4] = itemLength.to_bytes(2, "big")
+        policy = AcceptorPolicy(aeTitles=["PACS"], abstractSyntaxes={VERIFICATION: False},
+                                transferSyntaxes={IMPLICIT})
+        error = self.assertRaises(PDUError, negotiate, bytes(request), policy)
+        self.assertIn("without an abstract syntax", str(error))

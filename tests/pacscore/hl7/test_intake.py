@@ -2,6 +2,7 @@
 the worklist with their ACK codes, and the drop folder's file handling."""
 
 import os
+import random
 
 from sqlalchemy import select
 from twisted.internet import defer
@@ -14,6 +15,7 @@ from pacscore.hl7.dropfolder import FAILED, PROCESSED, DropFolder
 from pacscore.hl7.intake import WorklistIntake
 from pacscore.hl7.mapping import WorklistMapping
 from pacscore.hl7.message import parseMessage
+from pacscore.testing.mutations import mutated
 from pacscore.testing.orders import orderMessage, writeMessages
 from tests.pacscore.db.test_schema import TABLE_NAMES, sqliteEngine
 from tests.pacscore.db.test_worklistitems import runNow
@@ -89,6 +91,24 @@ class WorklistIntakeTests(IntakeTestCase):
             self.assertIn(b"MSA|AR", outcome.ack)
         self.assertEqual(self.rows(), {})
         self.assertEqual(self.counters["hl7Errors"], 5)
+
+    def test_mutatedMessages(self):
+        """Seeded random damage to orders in every character set gets an
+        ACK (AA, AE or AR) that parses, never an internal error."""
+        rng = random.Random(20261202)
+        codes = {}
+        for number in range(1500):
+            charset, name = rng.choice([("", "Muller^Hans"), ("8859/1", "Müller^Hans"),
+                                        ("UNICODE UTF-8", "Müller^Hans")])
+            raw = orderMessage(f"M{number}", f"ACC{number % 50}", f"PAT{number % 7}", name,
+                               control=rng.choice(["NW", "XO", "CA"]), charset=charset)
+            outcome = self.process(mutated(rng, raw))
+            codes[outcome.code] = codes.get(outcome.code, 0) + 1
+            self.assertIn(b"MSA|" + outcome.code.encode(), outcome.ack)
+            parseMessage(outcome.ack)
+        self.assertEqual(self.flushLoggedErrors(), [])
+        self.assertGreater(codes.get("AR", 0), 100, codes)
+        self.assertGreater(codes.get("AA", 0), 100, codes)
 
 
 class DropFolderTests(IntakeTestCase):

@@ -174,6 +174,8 @@ class ParseTests(unittest.TestCase):
             (b"\r\n\r\n", 100),
             (b"MSHA^~\\&|RIS", 102),
             (b"MSH|^^\\&|RIS||||||ORM^O01|1", 102),
+            (b"MSH\xc6^~\\&\xc6RIS\xc6\xc6\xc6\xc6\xc6\xc6ORM^O01\xc61", 102),
+            (b"MSH|^\xe9\\&|RIS||||||ORM^O01|1", 102),
             (b"MSH|^~\\&|RIS||PACS|||||X1|P|2.5\rPID|1", 101),
             (b"MSH|^~\\&|RIS||PACS||||ORM^O01||P|2.5\rPID|1", 101),
             (b"MSH|^~\\&|RIS||PACS||||^O01|X1|P|2.5", 101),
@@ -304,6 +306,11 @@ class AckTests(unittest.TestCase):
         self.assertEqual(reply.value("MSA", 2), "ID7")
         self.assertEqual(reply.value("MSH", 5), "SRC")
         self.assertEqual(reply.value("MSH", 9), "ACK^A01^ACK")
+
+    def test_unsupportedCharsetNotRepeated(self):
+        reply = self.parseAck(ack(None, "AR", "charset", 207, raw=msh(charset="KLINGON").encode("ascii")))
+        self.assertEqual(reply.value("MSA", 1), "AR")
+        self.assertEqual(reply.value("MSH", 18), "")
 
     def test_salvageNeverRaises(self):
         for raw in [None, b"", b"garbage", b"MSH", b"MSH|", b"MSH|^~\\&|\xff|||||||\xff\xfe|||||||KLINGON",

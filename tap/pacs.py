@@ -3,10 +3,12 @@
     twistd -n pacs [--config PATH] [--workdir DIR] [--dicom ENDPOINT] [--hl7 ENDPOINT]
                    [--control ENDPOINT] [--ae TITLE] [--db SCHEME:...]
 
-``makeService`` reads the configuration, builds one ``Archive`` and returns
-a MultiService holding the DICOM listener, the HL7 MLLP listener and the
-control port (strports endpoints, so ``ssl:`` and ``unix:`` work too), the
-HL7 drop folder's timer and the service that runs the archive's pools.
+``Options`` reads the configuration and builds one ``Archive`` and the
+service tree, so that any configuration error stops start-up with a message,
+not a traceback.  ``makeService`` returns that MultiService: the DICOM
+listener, the HL7 MLLP listener and the control port (strports endpoints, so
+``ssl:`` and ``unix:`` work too), the HL7 drop folder's timer and the
+service that runs the archive's pools.
 """
 
 import os
@@ -84,10 +86,24 @@ class Options(usage.Options):
             self.archive = Archive(self.configuration, self.reactor, dbDescription=self["db"],
                                    aeTitle=self["ae"])
             self.control = self._controlSettings()
+            self.services = serviceTree(self)
         except ConfigError as e:
             raise usage.UsageError(f"configuration error: {e}")
         except ValueError as e:
             raise usage.UsageError(str(e))
+
+    def endpoint(self, option, key, description):
+        """The server endpoint of ``description``, which ``--option`` or else
+        the dicom.ini ``key`` gave; an unusable one raises ValueError naming
+        the option, or ConfigError naming the line."""
+        try:
+            return endpoints.serverFromString(self.reactor, description)
+        except Exception as e:  # strports parsers raise TypeError, ValueError, KeyError ...
+            problem = f"{description!r} is not a usable endpoint ({e})"
+            if self[option] is not None:
+                raise ValueError(f"--{option} {problem}") from e
+            raise ConfigError(self.configuration.iniPath, self.configuration.ini.lineOf(key),
+                              f"{key}: {problem}") from e
 
     def _controlSettings(self):
         """The ``ControlSettings`` of the control port, or None when it is off."""
@@ -134,9 +150,8 @@ class ListeningService(internet.StreamServerEndpointService):
 
     log = Logger()
 
-    def __init__(self, label, description, factory, reactor):
-        internet.StreamServerEndpointService.__init__(
-            self, endpoints.serverFromString(reactor, description), factory)
+    def __init__(self, label, description, endpoint, factory):
+        internet.StreamServerEndpointService.__init__(self, endpoint, factory)
         self.label = label
         self.description = description
         self._raiseSynchronously = True
@@ -152,28 +167,35 @@ class ListeningService(internet.StreamServerEndpointService):
 
 
 def makeService(options):
-    """The ``twistd pacs`` service tree."""
+    """The ``twistd pacs`` service tree, built by ``Options``."""
+    return options.services
+
+
+def serviceTree(options):
+    """Build the service tree of parsed ``options`` (which hold the Archive)."""
     archive = options.archive
     top = service.MultiService()
     ArchiveService(archive).setServiceParent(top)
     archive.exportService().setServiceParent(top)
     dicom = options["dicom"] or f"tcp:{archive.tcpPort}"
     dicomFactory = archive.dicomFactory()
-    listeners = [ListeningService(f"DICOM service {archive.aeTitle}", dicom, dicomFactory, archive.reactor)]
+    listeners = [ListeningService(f"DICOM service {archive.aeTitle}", dicom,
+                                  options.endpoint("dicom", "TCPPort", dicom), dicomFactory)]
     hl7 = options["hl7"]
     if hl7 is None:
         hl7 = archive.configuration.ini.get("HL7Endpoint", DEFAULT_HL7_ENDPOINT)
     if hl7.strip().lower() not in DISABLED:
-        listeners.append(ListeningService("HL7 MLLP service", hl7, archive.hl7Factory(), archive.reactor))
+        listeners.append(ListeningService("HL7 MLLP service", hl7, options.endpoint("hl7", "HL7Endpoint", hl7),
+                                          archive.hl7Factory()))
     for listener in listeners:
         listener.setServiceParent(top)
     control = options.control
     if control is not None:
         stopInOrder = OrderlyStop(archive.reactor, listeners, dicomFactory, control.gracePeriod)
         ListeningService("control port", control.endpoint,
+                         options.endpoint("control", "ControlEndpoint", control.endpoint),
                          ControlFactory(archive, archive.reactor, control.secret, control.requireSecret,
-                                        stopInOrder),
-                         archive.reactor).setServiceParent(top)
+                                        stopInOrder)).setServiceParent(top)
     dropFolder = internet.TimerService(archive.hl7DropInterval, archive.hl7DropFolder.scan)
     dropFolder.clock = archive.reactor
     dropFolder.setServiceParent(top)

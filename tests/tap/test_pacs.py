@@ -1,6 +1,7 @@
 """``twistd pacs``: its options, its help, start-up errors."""
 
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -8,8 +9,9 @@ import sys
 from twisted.python import usage
 from twisted.trial import unittest
 
+from pacscore.testing.mutations import mutated
 from tap.pacs import Options
-from tests.interop.server import BIN, PacsServer
+from tests.interop.server import BIN, CONFIG_FILES, PacsServer
 
 OPTIONS = ("--config", "--workdir", "--dicom", "--ae", "--db")
 
@@ -135,3 +137,38 @@ class ConfigurationValueTests(unittest.TestCase):
         server, args = self.optionsFor(MAGDevices="0")
         error = self.assertRaises(usage.UsageError, Options().parseOptions, args)
         self.assertIn("no MAG device", str(error))
+
+    def test_badEndpointInDicomIni(self):
+        server, args = self.optionsFor(HL7Endpoint="tcp:2575:interfaJe=127.0.0.1")
+        error = self.assertRaises(usage.UsageError, Options().parseOptions, args)
+        self.assertIn("dicom.ini:", str(error))
+        self.assertIn("HL7Endpoint: 'tcp:2575:interfaJe=127.0.0.1' is not a usable endpoint", str(error))
+
+    def test_badEndpointOption(self):
+        server, args = self.optionsFor()
+        error = self.assertRaises(usage.UsageError, Options().parseOptions, args + ["--dicom", "tcp:x:y:z"])
+        self.assertIn("--dicom 'tcp:x:y:z' is not a usable endpoint", str(error))
+
+    def test_damagedConfigurationFiles(self):
+        """Seeded random damage to any of the four files either still
+        starts or stops with a UsageError, never another exception."""
+        rng = random.Random(20261202)
+        server, args = self.optionsFor()
+        originals = {}
+        for name in CONFIG_FILES:
+            with open(os.path.join(server.workdir, name), "rb") as f:
+                originals[name] = f.read()
+        refused = 0
+        for _ in range(60):
+            damaged = rng.choice(sorted(originals))
+            data = bytearray(originals[damaged])
+            position = rng.randrange(len(data))
+            data[position:position + 40] = mutated(rng, bytes(data[position:position + 40]))
+            for name, original in originals.items():
+                with open(os.path.join(server.workdir, name), "wb") as f:
+                    f.write(bytes(data) if name == damaged else original)
+            try:
+                Options().parseOptions(args)
+            except usage.UsageError:
+                refused += 1
+        self.assertGreater(refused, 10)

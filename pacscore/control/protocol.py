@@ -81,7 +81,10 @@ class ControlProtocol(basic.LineReceiver, policies.TimeoutMixin):
             return
         self.resetTimeout()
         try:
-            verb, _, rest = line.rstrip(b"\r").decode("utf-8").partition(" ")
+            text = line.rstrip(b"\r").decode("utf-8")
+            if "\x00" in text:  # no argument (a path, a value) may hold one
+                raise BadRequest("NUL character in the request")
+            verb, _, rest = text.partition(" ")
             if verb == "AUTH":
                 self.secret = rest
             elif verb == "COMMAND":

@@ -169,6 +169,12 @@ class ServerTests(unittest.TestCase):
         protocol.dataReceived(b"COMMAND --echo:\xff\r\n")
         self.assertTrue(self.answer(transport)[0].startswith("ERROR bad request"))
 
+    def test_nulCharacter(self):
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"COMMAND --slow:/tmp/x\x00y\r\n")
+        self.assertEqual(self.answer(transport), ["ERROR bad request: NUL character in the request"])
+        self.assertEqual(self.slow.pending, [])
+
     def test_lineTooLong(self):
         protocol, transport = self.connect()
         protocol.dataReceived(b"COMMAND --echo:" + b"x" * protocol.MAX_LENGTH)

@@ -1,5 +1,8 @@
 """Reading C-FIND/C-MOVE identifiers and encoding the matches."""
 
+import random
+import warnings
+
 from pydicom.dataset import Dataset
 from twisted.trial import unittest
 
@@ -9,9 +12,11 @@ from pacscore.dicom.identifiers import (
     IDENTIFIER_DOES_NOT_MATCH, UNABLE_TO_PROCESS, BadIdentifier, MatchEncoder, Request, readRequest,
     responseCharacterSet)
 from pacscore.dicom.models import ALL_LEVELS
+from pacscore.testing.mutations import mutated
 
 IMPLICIT = "1.2.840.10008.1.2"
 EXPLICIT = "1.2.840.10008.1.2.1"
+BIG_ENDIAN = "1.2.840.10008.1.2.2"
 
 
 def identifier(**keys):
@@ -44,6 +49,25 @@ class ReadRequestTests(unittest.TestCase):
         for data in (None, b"\x08\x00\x52\x00\xff\xff\xff\x7f"):
             error = self.assertRaises(BadIdentifier, readRequest, data, IMPLICIT, ALL_LEVELS)
             self.assertEqual(error.status, UNABLE_TO_PROCESS)
+
+    def test_mutatedIdentifiers(self):
+        """Seeded random damage to identifiers in three encodings: a
+        request, or BadIdentifier (a C-FIND/C-MOVE failure status)."""
+        rng = random.Random(20261202)
+        ds = identifier(SpecificCharacterSet="ISO_IR 100", QueryRetrieveLevel="STUDY", PatientName="Müller*",
+                        PatientID="", StudyDate="20260101-20261231", ModalitiesInStudy=["CT", "MR"],
+                        StudyInstanceUID="", ReferencedStudySequence=[identifier(ReferencedSOPInstanceUID="")])
+        sources = [(encodeDataset(ds, syntax), syntax) for syntax in (IMPLICIT, EXPLICIT, BIG_ENDIAN)]
+        refused = 0
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for _ in range(2000):
+                data, syntax = rng.choice(sources)
+                try:
+                    readRequest(mutated(rng, data), syntax, ALL_LEVELS)
+                except BadIdentifier:
+                    refused += 1
+        self.assertGreater(refused, 1000)
 
 
 class MatchEncoderTests(unittest.TestCase):

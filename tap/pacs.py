@@ -43,8 +43,8 @@ class ControlSettings(NamedTuple):
 
 
 class Options(usage.Options):
-    """Also builds the Archive, so a configuration error of any kind stops
-    start-up with a message instead of a traceback."""
+    """Also builds the Archive and the service tree, so a configuration
+    error of any kind stops start-up with a message instead of a traceback."""
 
     synopsis = "[options]"
     reactor = globalReactor

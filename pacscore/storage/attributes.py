@@ -482,7 +482,7 @@ def walkDataset(source, transferSyntax, tags, firstTag, lastTag):
             for tag, (vr, raw) in found.items()}, stop
 
 
-def readAttributes(source, transferSyntax, tags):
+def readAttributes(source, transferSyntax, tags, wholeDataset=False):
     """``{tag: str}`` for each of ``tags`` present at the top level of a dataset.
 
     ``source`` is the dataset (no file meta) as a bytes-like object, or a
@@ -492,10 +492,15 @@ def readAttributes(source, transferSyntax, tags):
     ``tags`` a set of ``0xGGGGEEEE`` ints. Absent tags are absent from the
     result, empty ones map to "", values of VRs that are not strings or
     numbers (OB, SQ, UN ...) to "". The walk stops at the first element past
-    the largest tag and never reaches (7FE0,0010) Pixel Data.
+    the largest tag and never reaches (7FE0,0010) Pixel Data; with
+    ``wholeDataset`` it goes on to the dataset's end, skipping the values it
+    does not want, so that damage or truncation anywhere raises DatasetError
+    (what is stored must read to its end).
 
     Raises DatasetError when the dataset cannot be walked.
     """
+    if wholeDataset:
+        return walkDataset(source, transferSyntax, tags, 0, 0xFFFFFFFF)[0]
     if not tags:
         return {}
     return walkDataset(source, transferSyntax, tags, 0, min(max(tags), PIXEL_DATA - 1))[0]

@@ -198,12 +198,15 @@ class ObjectStore:
         return attrs, relative, device
 
     def _readAttributes(self, incoming, spool):
+        """The index attributes of a received data set, which must read to its
+        end: the start-up check (``ObjectReader.fileError``) would take a
+        truncated file for one a crash damaged."""
         try:
             if spool.inMemory is not None:
-                return readAttributes(spool.inMemory, incoming.transferSyntax, self.tags)
+                return readAttributes(spool.inMemory, incoming.transferSyntax, self.tags, wholeDataset=True)
             with open(spool.path, "rb") as f:
                 f.seek(len(spool.header))
-                return readAttributes(f, incoming.transferSyntax, self.tags)
+                return readAttributes(f, incoming.transferSyntax, self.tags, wholeDataset=True)
         except DatasetError as e:
             raise InvalidDataset(str(e)) from e
 
@@ -234,7 +237,10 @@ class ObjectStore:
             raise InvalidDataset(str(e)) from e
         if data == original and transferSyntax == incoming.transferSyntax and device is self.device:
             return None
-        attrs = readAttributes(data, transferSyntax, self.tags)
+        try:
+            attrs = readAttributes(data, transferSyntax, self.tags, wholeDataset=True)
+        except DatasetError as e:
+            raise InvalidDataset(f"the amended data set: {e}") from e
         if not attrs.get(SOP_INSTANCE_UID) or not attrs.get(SOP_CLASS_UID):
             raise DatasetMismatch("the amended data set has no SOP Class or Instance UID")
         amended = dataclasses.replace(incoming, sopClassUID=attrs[SOP_CLASS_UID],

@@ -169,6 +169,30 @@ class ObjectStoreTests(unittest.TestCase):
         yield self.assertFailure(self.store.store(incoming, spool), InvalidDataset)
 
     @defer.inlineCallbacks
+    def test_truncatedPixelDataRefused(self):
+        """The index attributes all come before the pixel data, but an object
+        cut short there is refused too: what is acknowledged reads to its end."""
+        data = datasetBytes("CT_small.dcm")
+        uid = pydicom.dcmread(get_testdata_file("CT_small.dcm")).SOPInstanceUID
+        cut = data.index(b"\xe0\x7f\x10\x00") + 200
+        error = yield self.assertFailure(self.store.store(*self.receive(data[:cut], uid)), InvalidDataset)
+        self.assertIn("(7FE0,0010)", str(error))
+        self.assertEqual(sorted(os.listdir(self.device.path)), [".pacs-tmp", "dbase"], "no file was stored")
+
+    @defer.inlineCallbacks
+    def test_truncatedSpooledObjectRefused(self):
+        ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+        ds.PixelData = os.urandom(256 << 10)
+        ds[0x7FE00010].VR = "OB"
+        buffer = BytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+        buffer.seek(0)
+        data = buffer.getvalue()[readFileMeta(buffer)[2]:]
+        incoming, spool = self.receive(data[:-1000], ds.SOPInstanceUID)
+        self.assertIsNone(spool.inMemory)
+        yield self.assertFailure(self.store.store(incoming, spool), InvalidDataset)
+
+    @defer.inlineCallbacks
     def test_diskFullIsAnOSError(self):
         uid = pydicom.dcmread(get_testdata_file("CT_small.dcm")).SOPInstanceUID
         incoming, spool = self.receive(datasetBytes("CT_small.dcm"), uid)

@@ -38,6 +38,18 @@ def datasetBytes(name):
         return f.read()
 
 
+def largeDataset(pixelBytes):
+    """``(SOP Instance UID, data set bytes)`` of CT_small with ``pixelBytes``
+    of random pixel data."""
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.PixelData = os.urandom(pixelBytes)
+    ds[0x7FE00010].VR = "OB"
+    buffer = BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    buffer.seek(0)
+    return ds.SOPInstanceUID, buffer.getvalue()[readFileMeta(buffer)[2]:]
+
+
 class FakeTransport:
     connected = True
 
@@ -103,16 +115,9 @@ class ObjectStoreTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_largeDatasetSpooledToDisk(self):
-        ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
-        ds.PixelData = os.urandom(2 << 20)
-        ds[0x7FE00010].VR = "OB"
-        buffer = BytesIO()
-        ds.save_as(buffer, enforce_file_format=True)
-        buffer.seek(0)
-        _, _, offset = readFileMeta(buffer)
-        data = buffer.getvalue()[offset:]
+        uid, data = largeDataset(2 << 20)
         transport = FakeTransport()
-        incoming, spool = self.receive(data, ds.SOPInstanceUID, transport=transport)
+        incoming, spool = self.receive(data, uid, transport=transport)
         self.assertIsNone(spool.inMemory, "past the threshold the spool is a file")
         self.assertTrue(spool.path.startswith(self.device.tempDir))
         relative = yield self.store.store(incoming, spool)
@@ -181,14 +186,8 @@ class ObjectStoreTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_truncatedSpooledObjectRefused(self):
-        ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
-        ds.PixelData = os.urandom(256 << 10)
-        ds[0x7FE00010].VR = "OB"
-        buffer = BytesIO()
-        ds.save_as(buffer, enforce_file_format=True)
-        buffer.seek(0)
-        data = buffer.getvalue()[readFileMeta(buffer)[2]:]
-        incoming, spool = self.receive(data[:-1000], ds.SOPInstanceUID)
+        uid, data = largeDataset(256 << 10)
+        incoming, spool = self.receive(data[:-1000], uid)
         self.assertIsNone(spool.inMemory)
         yield self.assertFailure(self.store.store(incoming, spool), InvalidDataset)
 

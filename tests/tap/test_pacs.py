@@ -122,32 +122,30 @@ class ConfigurationValueTests(unittest.TestCase):
         server.setIni(**ini)
         return server, ["--config", server.workdir, "--workdir", server.workdir]
 
+    def refusal(self, extra=(), **ini):
+        """The UsageError message of starting with the dicom.ini keys ``ini``
+        and the ``extra`` command-line arguments."""
+        server, args = self.optionsFor(**ini)
+        return str(self.assertRaises(usage.UsageError, Options().parseOptions, args + list(extra)))
+
     def test_badPort(self):
-        server, args = self.optionsFor(TCPPort="five")
-        error = self.assertRaises(usage.UsageError, Options().parseOptions, args)
-        self.assertIn("dicom.ini:", str(error))
-        self.assertIn("TCPPort", str(error))
+        error = self.refusal(TCPPort="five")
+        self.assertIn("dicom.ini:", error)
+        self.assertIn("TCPPort", error)
 
     def test_unknownDatabaseScheme(self):
-        server, args = self.optionsFor()
-        error = self.assertRaises(usage.UsageError, Options().parseOptions, args + ["--db", "oracle:x"])
-        self.assertIn("sqlite", str(error))
+        self.assertIn("sqlite", self.refusal(["--db", "oracle:x"]))
 
     def test_noMagDevice(self):
-        server, args = self.optionsFor(MAGDevices="0")
-        error = self.assertRaises(usage.UsageError, Options().parseOptions, args)
-        self.assertIn("no MAG device", str(error))
+        self.assertIn("no MAG device", self.refusal(MAGDevices="0"))
 
     def test_badEndpointInDicomIni(self):
-        server, args = self.optionsFor(HL7Endpoint="tcp:2575:interfaJe=127.0.0.1")
-        error = self.assertRaises(usage.UsageError, Options().parseOptions, args)
-        self.assertIn("dicom.ini:", str(error))
-        self.assertIn("HL7Endpoint: 'tcp:2575:interfaJe=127.0.0.1' is not a usable endpoint", str(error))
+        error = self.refusal(HL7Endpoint="tcp:2575:interfaJe=127.0.0.1")
+        self.assertIn("dicom.ini:", error)
+        self.assertIn("HL7Endpoint: 'tcp:2575:interfaJe=127.0.0.1' is not a usable endpoint", error)
 
     def test_badEndpointOption(self):
-        server, args = self.optionsFor()
-        error = self.assertRaises(usage.UsageError, Options().parseOptions, args + ["--dicom", "tcp:x:y:z"])
-        self.assertIn("--dicom 'tcp:x:y:z' is not a usable endpoint", str(error))
+        self.assertIn("--dicom 'tcp:x:y:z' is not a usable endpoint", self.refusal(["--dicom", "tcp:x:y:z"]))
 
     def test_damagedConfigurationFiles(self):
         """Seeded random damage to any of the four files either still

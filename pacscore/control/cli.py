@@ -141,6 +141,9 @@ def main(argv=None, out=print, err=None):
     if options["verbose"]:
         globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)], redirectStandardIO=False)
     workdir = os.path.abspath(options["workdir"] or os.getcwd())
+    if not os.path.isdir(workdir):  # -i would make a new, empty archive there
+        err(f"dgate: -w {workdir}: no such folder")
+        return 2
     try:
         if options["actions"]:
             offline(options["actions"], loadConfiguration(_iniPath(workdir), workdir), out)

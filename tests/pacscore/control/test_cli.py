@@ -73,6 +73,14 @@ class CliTests(unittest.TestCase):
         self.assertLessEqual({"DICOMPatients", "DICOMStudies", "DICOMSeries", "DICOMImages", "DICOMWorkList"},
                              tables)
 
+    def test_missingWorkdir(self):
+        missing = os.path.abspath(self.mktemp())
+        for action in ("-i", "-r", "--display_status:"):
+            code, output = self.dgate(f"-w{missing}", action)
+            self.assertEqual(code, 2)
+            self.assertIn(f"-w {missing}: no such folder", output)
+        self.assertFalse(os.path.exists(missing), "no archive was made there")
+
     def test_badConfiguration(self):
         server = PacsServer(self.mktemp())
         with open(os.path.join(server.workdir, "dgatesop.lst"), "a") as f:

@@ -40,6 +40,7 @@ from pacscore.hl7.mllp import MLLPFactory
 from pacscore.storage.devices import MagDevice
 from pacscore.storage.durability import durabilityFor
 from pacscore.storage.filenames import FileNamer
+from pacscore.storage.objectfiles import DEFAULT_DIRECT_SIZE, FileWrites
 from pacscore.storage.reader import ObjectReader
 from pacscore.storage.store import ObjectStore
 from pacscore.storage.worklistmode import WorklistAmender
@@ -97,7 +98,8 @@ class Archive:
         self.objectStore = ObjectStore(
             self.devices[0], self.namer, self.index, configuration.layout.indexedTags(),
             self.workers, IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION, amender=amender,
-            importers=importers, devices=self.devices)
+            importers=importers, devices=self.devices,
+            fileWrites=FileWrites(ini.getint("DirectWriteSize", DEFAULT_DIRECT_SIZE)))
         self.objectReader = ObjectReader(self.devices)
         self.hl7Intake = WorklistIntake(self.worklistMapping, self.worklistItems,
                                         application=self.aeTitle, counters=self.counters)

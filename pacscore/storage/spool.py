@@ -3,8 +3,8 @@
 Up to ``threshold`` bytes stay in memory. Past that the spool becomes a
 temporary file on the MAG device that starts with the Part-10 header, so
 the finished object is renamed into place without another copy. File writes
-go to an I/O thread in order; while more than ``maxBacklog`` bytes wait,
-the peer's transport is paused.
+go to an I/O thread in order (through ``pacscore.storage.objectfiles``);
+while more than ``maxBacklog`` bytes wait, the peer's transport is paused.
 """
 
 import itertools
@@ -12,6 +12,8 @@ import os
 
 from twisted.internet import defer
 from twisted.logger import Logger
+
+from pacscore.storage.objectfiles import FileWrites
 
 _names = itertools.count()
 
@@ -22,7 +24,7 @@ class Spool:
     log = Logger()
 
     def __init__(self, directory, header, threshold, runInThread, transport=None,
-                 chunkSize=1 << 20, maxBacklog=8 << 20):
+                 chunkSize=1 << 20, maxBacklog=8 << 20, openFile=None):
         self.directory = directory
         self.header = header
         self.threshold = threshold
@@ -30,6 +32,7 @@ class Spool:
         self.size = 0
         self._memory = bytearray()
         self._runInThread = runInThread
+        self._openFile = openFile or FileWrites().open
         self._transport = transport
         self._chunkSize = chunkSize
         self._maxBacklog = maxBacklog
@@ -76,8 +79,8 @@ class Spool:
         """In the I/O thread; the first chunk creates the file (creating a
         file can wait for the file system's journal: never on the reactor)."""
         if self._file is None:
-            self._file = open(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644), "wb")
-        self._file.write(chunk)
+            self._file = self._openFile(self.path, create=True)
+        self._file.write([chunk])
 
     def _written(self, _, length):
         self._backlog -= length
@@ -110,6 +113,12 @@ class Spool:
         return done
 
     def _closeFile(self):
+        try:
+            self._file.finish()
+        finally:
+            self._dropFile()
+
+    def _dropFile(self):
         self._file.close()
         self._file = None
 
@@ -122,7 +131,7 @@ class Spool:
 
         def remove():
             if self._file is not None:
-                self._closeFile()
+                self._dropFile()
             if os.path.exists(path):
                 os.unlink(path)
 

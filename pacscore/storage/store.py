@@ -14,7 +14,6 @@ the new one is committed.
 """
 
 import dataclasses
-import errno
 import os
 from dataclasses import dataclass
 
@@ -26,6 +25,7 @@ from pacscore.db.index import ImageRecord
 from pacscore.dicom.datasets import IdentifierError
 from pacscore.storage.attributes import DatasetError, readAttributes
 from pacscore.storage.durability import FlushError
+from pacscore.storage.objectfiles import FileWrites
 from pacscore.storage.part10 import encodeFileMeta
 from pacscore.storage.spool import Spool
 from pacscore.storage.worklistmode import ACCESSION_NUMBER, WorklistRefusal
@@ -78,7 +78,7 @@ class ObjectStore:
 
     def __init__(self, device, namer, index, indexedTags, workers,
                  implementationClassUID, implementationVersion, spoolThreshold=4 << 20, amender=None,
-                 importers=None, devices=()):
+                 importers=None, devices=(), fileWrites=None):
         self.device = device
         self.namer = namer
         self.index = index
@@ -92,6 +92,7 @@ class ObjectStore:
         self.amender = amender      # a WorklistAmender, or None (WorkListMode = 0)
         self.importers = importers  # pacscore.converters.importing.ImportConverters, or None
         self.devicesByName = {d.name: d for d in devices or [device]}
+        self.fileWrites = fileWrites or FileWrites()  # which files bypass the page cache
 
     @property
     def durability(self):
@@ -106,7 +107,7 @@ class ObjectStore:
     def spool(self, incoming, transport=None):
         """A sink for the data set of ``incoming`` as its fragments arrive."""
         return Spool(self.device.tempDir, self._header(incoming, incoming.transferSyntax),
-                     self.spoolThreshold, self.workers.deferToWorker, transport)
+                     self.spoolThreshold, self.workers.deferToWorker, transport, openFile=self.fileWrites.open)
 
     def store(self, incoming, spool):
         """Store a received object. Fires with its path relative to the
@@ -171,12 +172,13 @@ class ObjectStore:
                 temporary, low = device.takeTemporaryFile()
                 if low:
                     self.workers.callInThread(device.refillTemporaryFiles)
-                fd = os.open(temporary, os.O_WRONLY)
+                out = self.fileWrites.open(temporary, len(header) + len(data))
                 try:
-                    writeAll(fd, [header, data])
-                    self.durability.fileWritten(fd)
+                    out.write([header, data])
+                    out.finish()
+                    self.durability.fileWritten(out.fd)
                 finally:
-                    os.close(fd)
+                    out.close()
             else:
                 fd = os.open(temporary, os.O_RDONLY)
                 try:
@@ -267,16 +269,3 @@ class ObjectStore:
             os.unlink(path)
             self.log.info("removed {path}: replaced by a new copy of the same SOP instance", path=path)
 
-
-def writeAll(fd, buffers):
-    """Write ``buffers`` (bytes-like) to ``fd`` with as few system calls as
-    the kernel allows (each one also hands the GIL over and back)."""
-    views = [view for view in (memoryview(buffer).cast("B") for buffer in buffers) if len(view)]
-    while views:
-        written = os.writev(fd, views)
-        if written == 0:
-            raise OSError(errno.EIO, "the file system accepted no byte")
-        while views and written >= len(views[0]):
-            written -= len(views.pop(0))
-        if views:
-            views[0] = views[0][written:]

@@ -20,9 +20,10 @@ from pacscore.db.index import Index
 from pacscore.storage.devices import TEMP_FOLDER, MagDevice
 from pacscore.storage.durability import FileSystemFlush, FlushError, libcSyncfs
 from pacscore.storage.filenames import FileNamer
+from pacscore.storage.objectfiles import FileWrites
 from pacscore.storage.part10 import readFileMeta
 from pacscore.storage.spool import Spool
-from pacscore.storage.store import DatasetMismatch, IncomingObject, InvalidDataset, ObjectStore, writeAll
+from pacscore.storage.store import DatasetMismatch, IncomingObject, InvalidDataset, ObjectStore
 from pacscore.workers import WorkerPool
 from plugins.pacs_sqlite import sqliteDriver
 
@@ -264,40 +265,22 @@ class FileSystemFlushStoreTests(ObjectStoreTests):
         self.assertEqual(pending, [relative], "the unflushed row stays marked for the start-up check")
 
 
-class WriteAllTests(unittest.TestCase):
-    """``writeAll``: one writev for header and data, short writes resumed."""
+class DirectWriteStoreTests(ObjectStoreTests):
+    """The same store writing every file with O_DIRECT (``DirectWriteSize = 1``):
+    in-memory and spooled data sets alike."""
 
-    def write(self, buffers, limit):
-        path = self.mktemp()
-        calls = []
-        realWritev = os.writev
+    def setUp(self):
+        super().setUp()
+        self.store.fileWrites = FileWrites(directSize=1)
+        self.opened = []
+        realOpen = self.store.fileWrites.open
 
-        def shortWritev(fd, views):
-            calls.append([len(view) for view in views])
-            head, left = [], limit
-            for view in views:
-                head.append(view[:left])
-                left -= len(head[-1])
-            return realWritev(fd, head)
+        def recordingOpen(*args, **kwargs):
+            out = realOpen(*args, **kwargs)
+            self.opened.append(out.direct)
+            return out
 
-        self.patch(os, "writev", shortWritev)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT)
-        try:
-            writeAll(fd, buffers)
-        finally:
-            os.close(fd)
-        with open(path, "rb") as f:
-            return f.read(), calls
+        self.patch(self.store.fileWrites, "open", recordingOpen)
 
-    def test_oneCallWhenTheKernelTakesAll(self):
-        data, calls = self.write([b"header", bytearray(b"data set"), b""], 1 << 20)
-        self.assertEqual(data, b"headerdata set")
-        self.assertEqual(calls, [[6, 8]])
-
-    def test_shortWritesResumed(self):
-        data, calls = self.write([b"header", memoryview(b"data set")], 4)
-        self.assertEqual(data, b"headerdata set")
-        self.assertEqual(calls, [[6, 8], [2, 8], [6], [2]])
-
-    def test_nothingAcceptedIsAnError(self):
-        self.assertRaises(OSError, self.write, [b"x"], 0)
+    def tearDown(self):
+        self.assertNotIn(False, self.opened, "every file written with O_DIRECT")

@@ -27,6 +27,7 @@ from twisted.logger import Logger
 ALIGNMENT = 4096        # direct writes start and end on multiples of this (the largest logical block size)
 BUFFER_SIZE = 1 << 20   # bytes gathered before a direct write
 DEFAULT_DIRECT_SIZE = 128 << 10  # DirectWriteSize
+O_DIRECT = getattr(os, "O_DIRECT", 0)  # 0 where the system has none (macOS): never direct
 
 
 class FileWrites:
@@ -50,35 +51,36 @@ class FileWrites:
         threshold, as for a spooled data set)."""
         flags = os.O_WRONLY | (os.O_CREAT | os.O_EXCL if create else 0)
         fd = os.open(path, flags, 0o644)
-        direct = 0 < self.directSize <= (size if size is not None else self.directSize)
+        direct = bool(O_DIRECT) and 0 < self.directSize <= (size if size is not None else self.directSize)
         if direct:
             try:
-                direct = self._startDirect(fd)
+                direct = self._startDirect(fd, path)
             except BaseException:
                 os.close(fd)
                 raise
-        return ObjectFile(fd, self, self._takeBuffer() if direct else None)
+        return ObjectFile(fd, path, self, self._takeBuffer() if direct else None)
 
-    def _startDirect(self, fd):
+    def _startDirect(self, fd, path):
         device = os.fstat(fd).st_dev
         if device in self._refused:
             return False
         try:
-            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_DIRECT)
+            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | O_DIRECT)
         except OSError as e:
             if e.errno != errno.EINVAL:
                 raise
-            self.refused(fd, e)
+            self.refused(fd, path, e)
             return False
         return True
 
-    def refused(self, fd, error):
-        """The file system of ``fd`` refused a direct write: page cache from now on."""
+    def refused(self, fd, path, error):
+        """The file system of ``fd`` (open on ``path``) refused a direct
+        write: the page cache from now on."""
         device = os.fstat(fd).st_dev
         if device not in self._refused:
             self._refused.add(device)
-            self.log.info("this file system refuses O_DIRECT ({error}); objects are written through "
-                          "the page cache", error=error)
+            self.log.info("the file system of {path} refuses O_DIRECT ({error}); its objects are "
+                          "written through the page cache", path=path, error=error)
 
     def _takeBuffer(self):
         with self._lock:
@@ -95,8 +97,9 @@ class ObjectFile:
     """One file being written front to back: ``write``, then ``finish``;
     ``fd`` stays open until ``close``."""
 
-    def __init__(self, fd, writes, buffer=None):
+    def __init__(self, fd, path, writes, buffer=None):
         self.fd = fd
+        self.path = path
         self._writes = writes
         self._buffer = buffer   # page-aligned, while writing directly
         self._filled = 0
@@ -153,7 +156,7 @@ class ObjectFile:
             except OSError as e:
                 if e.errno != errno.EINVAL:
                     raise
-                self._writes.refused(self.fd, e)
+                self._writes.refused(self.fd, self.path, e)
                 written = 0
         if written == length:
             self._filled -= length
@@ -163,7 +166,7 @@ class ObjectFile:
 
     def _writeBuffered(self, start):
         """Leave O_DIRECT and write the gathered bytes from ``start`` through the page cache."""
-        fcntl.fcntl(self.fd, fcntl.F_SETFL, fcntl.fcntl(self.fd, fcntl.F_GETFL) & ~os.O_DIRECT)
+        fcntl.fcntl(self.fd, fcntl.F_SETFL, fcntl.fcntl(self.fd, fcntl.F_GETFL) & ~O_DIRECT)
         with memoryview(self._buffer) as view:
             writeAll(self.fd, [view[start:self._filled]])
         self._filled = 0

@@ -114,6 +114,7 @@ class FileWritesTests(unittest.TestCase):
         refusals = [m for m in self.messages if "refuses O_DIRECT" in m.get("log_format", "")]
         self.assertEqual(len(refusals), 1)
         self.assertEqual(refusals[0]["log_level"], LogLevel.info)
+        self.assertEqual(refusals[0]["path"], os.path.join(self.folder, "first"))
 
     def test_fileSystemRefusesAWrite(self):
         """EINVAL from a direct write: what was gathered goes through the

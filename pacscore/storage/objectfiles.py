@@ -38,6 +38,7 @@ class FileWrites:
     """
 
     log = Logger()
+    freeBuffers = 8  # kept for reuse after a burst of large objects; more are unmapped
 
     def __init__(self, directSize=0):
         self.directSize = directSize
@@ -90,7 +91,10 @@ class FileWrites:
 
     def giveBack(self, buffer):
         with self._lock:
-            self._buffers.append(buffer)
+            if len(self._buffers) < self.freeBuffers:
+                self._buffers.append(buffer)
+                return
+        buffer.close()
 
 
 class ObjectFile:

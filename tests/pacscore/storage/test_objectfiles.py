@@ -90,6 +90,17 @@ class FileWritesTests(unittest.TestCase):
         out.close()
         self.assertEqual(writes._buffers, [buffer])
 
+    def test_freeBuffersBounded(self):
+        """After a burst of large objects written at once, only ``freeBuffers`` stay mapped."""
+        writes = FileWrites(directSize=1)
+        files = [writes.open(os.path.join(self.folder, f"burst{n}"), 5000, create=True)
+                 for n in range(writes.freeBuffers + 3)]
+        buffers = [out._buffer for out in files]
+        for out in files:
+            out.close()
+        self.assertEqual(len(writes._buffers), writes.freeBuffers)
+        self.assertEqual([b.closed for b in buffers], [False] * writes.freeBuffers + [True] * 3)
+
     def test_fileSystemRefusesAtOpen(self):
         """EINVAL when O_DIRECT is set (tmpfs before Linux 6.6, some FUSE
         file systems): the page cache takes this file and every later one

@@ -62,21 +62,21 @@ class FileWrites:
         return ObjectFile(fd, path, self, self._takeBuffer() if direct else None)
 
     def _startDirect(self, fd, path):
-        device = os.fstat(fd).st_dev
-        if device in self._refused:
+        if os.fstat(fd).st_dev in self._refused:
             return False
         try:
             fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | O_DIRECT)
         except OSError as e:
-            if e.errno != errno.EINVAL:
-                raise
-            self.refused(fd, path, e)
+            self.failed(fd, path, e)
             return False
         return True
 
-    def refused(self, fd, path, error):
-        """The file system of ``fd`` (open on ``path``) refused a direct
-        write: the page cache from now on."""
+    def failed(self, fd, path, error):
+        """Setting O_DIRECT on ``fd`` (open on ``path``), or a direct write,
+        raised ``error``: EINVAL means its file system refuses O_DIRECT,
+        and gets the page cache from now on; anything else is raised."""
+        if error.errno != errno.EINVAL:
+            raise error
         device = os.fstat(fd).st_dev
         if device not in self._refused:
             self._refused.add(device)
@@ -158,9 +158,7 @@ class ObjectFile:
             try:
                 written = os.write(self.fd, view[:length])
             except OSError as e:
-                if e.errno != errno.EINVAL:
-                    raise
-                self._writes.refused(self.fd, self.path, e)
+                self._writes.failed(self.fd, self.path, e)
                 written = 0
         if written == length:
             self._filled -= length

@@ -217,12 +217,15 @@ def _negotiate(body, policy):
         elif chosen is None:
             result.result = TRANSFER_SYNTAXES_NOT_SUPPORTED
         else:
-            result.result = ACCEPTANCE
-            contexts[rqContext.context_id] = (abstract, chosen)
-            if abstract in proposedRoles:
-                scu, scp = proposedRoles[abstract]
-                acceptScp = bool(scp) and policy.abstractSyntaxes[abstract]
-                replyRoles[abstract] = (bool(scu), acceptScp)
+            scu, scp = proposedRoles.get(abstract, (True, False))
+            acceptScp = bool(scp) and policy.abstractSyntaxes[abstract]
+            if not scu and not acceptScp:  # neither side could use it (PS3.7 D.3.3.4)
+                result.result = USER_REJECTION
+            else:
+                result.result = ACCEPTANCE
+                contexts[rqContext.context_id] = (abstract, chosen)
+                if abstract in proposedRoles:
+                    replyRoles[abstract] = (bool(scu), acceptScp)
                 if acceptScp:
                     rolesAsSCU.add(abstract)
         result.transfer_syntax = [chosen or (proposed[0] if proposed else "1.2.840.10008.1.2")]

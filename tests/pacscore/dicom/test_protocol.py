@@ -24,6 +24,8 @@ from tests.pacscore.dicom.requests import (
     CT_STORAGE, EXPLICIT, IMPLICIT, JPEG_LOSSLESS, STUDY_FIND, VERIFICATION, associateRQ, echoRQ,
     message, readMessages, readPDUs)
 
+MR_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
+
 
 class SlowService:
     """A service whose operations finish when the test says so."""
@@ -118,6 +120,24 @@ class ProtocolTests(unittest.TestCase):
         [window] = [i for i in user if isinstance(i, AsynchronousOperationsWindowNegotiation)]
         self.assertEqual(window.maximum_number_operations_invoked, 4)
         self.assertEqual(self.protocol.association.rolesAsSCU, {CT_STORAGE})
+
+    def test_rejectContextWithoutUsableRole(self):
+        """A context whose proposed roles leave neither side able to use it
+        (no SCU role for the requestor, and an SCP role we do not take, or
+        none) is rejected by the user (PS3.7 D.3.3.4); the rest is accepted."""
+        self.policy.abstractSyntaxes[MR_STORAGE] = True
+        rq = associateRQ([(VERIFICATION, [IMPLICIT]), (CT_STORAGE, [IMPLICIT]), (MR_STORAGE, [IMPLICIT])],
+                         roles=[(VERIFICATION, False, True), (CT_STORAGE, True, False), (MR_STORAGE, True, True)])
+        noRoles = CT_STORAGE.encode() + b"\x00\x00"  # pynetdicom will not encode this proposal itself
+        self.protocol.dataReceived(rq.replace(CT_STORAGE.encode() + b"\x01\x00", noRoles))
+        [(pduType, body)] = readPDUs(self.written())
+        self.assertEqual(pduType, pdu.A_ASSOCIATE_AC)
+        ac = self.decodeAC(body)
+        self.assertEqual({c.context_id: c.result for c in ac.presentation_context}, {1: 1, 3: 1, 5: 0})
+        roles = [i for i in ac.user_information.to_primitive() if isinstance(i, SCP_SCU_RoleSelectionNegotiation)]
+        self.assertEqual([(r.sop_class_uid, r.scu_role, r.scp_role) for r in roles], [(MR_STORAGE, True, True)])
+        self.assertEqual(self.protocol.association.contexts, {5: (MR_STORAGE, IMPLICIT)})
+        self.assertEqual(self.flushLoggedErrors(), [])
 
     def test_compressionSuffix(self):
         pduType, _ = self.associate(called="PACS~j2")

@@ -15,12 +15,17 @@ Character Set through pydicom's own charset functions. pydicom stays the
 reference; the tests compare both on every file pydicom ships.
 """
 
+import re
 import struct
 import zlib
 from functools import lru_cache
 
 from pydicom.charset import convert_encodings, decode_bytes
 from pydicom.datadict import dictionary_VR
+from pydicom.dataelem import RawDataElement
+from pydicom.multival import MultiValue
+from pydicom.tag import BaseTag
+from pydicom.values import convert_value
 
 IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
 EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
@@ -81,17 +86,47 @@ def _string(raw, encodings, layout):
     return raw.decode("latin-1").rstrip(" \x00")
 
 
+def _ui(raw, encodings, layout):
+    # pydicom: multi_string's rstrip, then UID() str.strip()s each value (any white space)
+    return "\\".join(v.strip() for v in raw.decode("latin-1").rstrip(" \x00").split("\\"))
+
+
+_PLAIN_IS = re.compile(r" *[+-]?[0-9]+ *\Z")
+_PLAIN_DS = re.compile(r" *[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)? *\Z")
+
+
+def _viaPydicom(vr, raw, encodings, layout):
+    """The rare value that is no plain number: ask pydicom (its IS()/DS()
+    rules, then its retry as SH); DatasetError where pydicom raises."""
+    element = RawDataElement(BaseTag(0), vr, len(raw), raw, 0, False, layout is _LITTLE)
+    try:
+        value = convert_value(vr, element, encodings)
+    except Exception as e:
+        raise DatasetError(f"{vr} value {raw[:32]!r} cannot be read: {e}")
+    if isinstance(value, bytes):
+        raise DatasetError(f"{vr} value {raw[:32]!r} cannot be read")
+    if isinstance(value, (list, MultiValue)):
+        return "\\".join(str(v) for v in value)
+    return str(value)
+
+
+def _plain(pattern, text):
+    """Whether each value of ``text`` is blank or a plain number (``pattern``),
+    which reads the same without pydicom."""
+    return all(pattern.match(v) or not v.strip(" ") for v in text.split("\\"))
+
+
 def _ds(raw, encodings, layout):
     text = raw.decode("latin-1").strip().rstrip(" \x00")
-    if "\\" not in text:
-        return _keepBlank(text)
+    if not _plain(_PLAIN_DS, text):
+        return _viaPydicom("DS", raw, encodings, layout)
     return "\\".join(_keepBlank(v) for v in text.split("\\"))
 
 
 def _is(raw, encodings, layout):
-    text = raw.decode("latin-1")
-    if "\\" not in text:
-        return _keepBlank(text)
+    text = raw.decode("latin-1").rstrip(" \x00")
+    if not _plain(_PLAIN_IS, text):
+        return _viaPydicom("IS", raw, encodings, layout)
     return "\\".join(_keepBlank(v) for v in text.split("\\"))
 
 
@@ -128,6 +163,8 @@ def _numbers(code):
     single = {"<": struct.Struct("<" + code).unpack, ">": struct.Struct(">" + code).unpack}
 
     def convert(raw, encodings, layout):
+        if len(raw) % size:  # pydicom raises BytesLengthException
+            raise DatasetError(f"a {code!r} value of {len(raw)} bytes")
         if len(raw) == size:
             return str(single[layout.order](raw)[0])
         values = struct.unpack_from(f"{layout.order}{len(raw) // size}{code}", raw)
@@ -139,7 +176,7 @@ def _numbers(code):
 _CONVERTERS = {
     b"AE": _ae,
     b"AS": _string, b"CS": _string, b"DA": _string, b"DT": _string,
-    b"TM": _string, b"UI": _string,
+    b"TM": _string, b"UI": _ui,
     b"DS": _ds, b"IS": _is, b"UR": _ur,
     b"LO": _multiText, b"SH": _multiText, b"UC": _multiText,
     b"LT": _singleText, b"ST": _singleText, b"UT": _singleText,
@@ -170,8 +207,8 @@ def _encodings(specificCharacterSet):
     values = specificCharacterSet.split("\\")
     try:
         return convert_encodings(values[0] if len(values) == 1 else values)
-    except ValueError:
-        return convert_encodings("")
+    except ValueError as e:  # pydicom's dcmread() raises on it too
+        raise DatasetError(f"(0008,0005) {specificCharacterSet!r} cannot be used: {e}")
 
 
 # -- where the bytes come from ----------------------------------------------
@@ -227,7 +264,12 @@ class _InflateWindow:
             data = inflater.unconsumed_tail or self.readCompressed(_CHUNK)
             try:
                 if not data:
-                    return inflater.flush()
+                    out = inflater.flush()
+                    if not out:
+                        raise DatasetError(
+                            f"deflated dataset truncated: the deflate stream does not end "
+                            f"(inflated up to offset {self.limit})")
+                    return out
                 out = inflater.decompress(data, maxLength)
             except zlib.error as e:
                 raise DatasetError(f"deflated dataset is corrupt (inflated up to offset {self.limit}): {e}")
@@ -379,6 +421,7 @@ class _Walker:
         """
         found = {}
         pos = 0
+        previous = -1
         if not self.atEnd(0):
             implicit = self.looksImplicit(0, implicit)
         window = self.window
@@ -412,6 +455,11 @@ class _Walker:
                     tag, vr, length, valuePos = self.header(pos, implicit)
             if not firstTag <= tag <= lastTag:
                 break
+            if tag <= previous or tag >= 0xFFFE0000:
+                raise DatasetError(
+                    f"element ({tag >> 16:04X},{tag & 0xFFFF:04X}) at offset {pos} is "
+                    + ("an item tag at the top level" if tag >= 0xFFFE0000 else "out of order"))
+            previous = tag
             if length == undefined:
                 if tag in wanted:
                     found[tag] = (b"SQ", b"")
@@ -474,6 +522,8 @@ def walkDataset(source, transferSyntax, tags, firstTag, lastTag):
     wanted = frozenset(tags) | {SPECIFIC_CHARACTER_SET}
     found, stop = walker.collect(implicit, wanted, firstTag, lastTag)
     charset = found.get(SPECIFIC_CHARACTER_SET)
+    if charset and charset[0] != b"CS":
+        raise DatasetError(f"(0008,0005) has VR {charset[0]!r}, not CS")
     encodings = _encodings(_string(charset[1], None, layout) if charset else "")
     if SPECIFIC_CHARACTER_SET not in tags:
         found.pop(SPECIFIC_CHARACTER_SET, None)

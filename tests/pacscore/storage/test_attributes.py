@@ -118,10 +118,10 @@ def decode(data, implicit=False, little=True):
     return read_dataset(io.BytesIO(data), implicit, little)
 
 
-def readQuietly(source, syntax, tags):
+def readQuietly(source, syntax, tags, wholeDataset=False):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return readAttributes(source, syntax, tags)
+        return readAttributes(source, syntax, tags, wholeDataset)
 
 
 class CountingFile(io.FileIO):
@@ -396,6 +396,32 @@ class EncodingTests(unittest.TestCase):
         self.assertEqual(expected[0x00100010], "Doe^J\\Roe^K")
 
 
+    def test_valuesPydicomReadsSpecially(self):
+        """UIDs pydicom strips on both sides, of any white space; IS and DS
+        values that are no plain numbers, which pydicom reads its own way
+        (as SH, decoded with the character set, when it cannot convert)."""
+        cases = [(0x0020000D, b"UI", raw) for raw in (b"1.2.3\t", b" 1.2.3", b"\x1c1.2", b"1.2\x85 ",
+                                                      b"1.2\\ 1.3")]
+        cases += [(0x00200013, b"IS", raw) for raw in (b"3\x1d", b"\x00\x00", b"\x0b ", b" 1a ", b".12",
+                                                       b"1.0e-3", b"1.5\\.2", b" 12 ", b"-0")]
+        cases += [(0x00201041, b"DS", raw) for raw in (b"\x85A4", b".12", b"1e5", b" 1.5 \\2 ", b"NaN")]
+        for charset in (b"", b"ISO_IR 192"):
+            for tag, vr, raw in cases + [(0x00201041, b"DS", b"1.5\x80")]:
+                data = struct.pack("<HH2sH", 8, 5, b"CS", len(charset)) + charset if charset else b""
+                data += struct.pack("<HH2sH", tag >> 16, tag & 0xFFFF, vr, len(raw)) + raw
+                self.assertEqual(readQuietly(data, EXPLICIT, {tag}),
+                                 pydicomValues(decode(data), {tag}), (charset, vr, raw))
+
+    def test_numbersPydicomCannotConvert(self):
+        for tag, vr, raw in ((0x00280010, b"US", b"\x00\x02\x00"), (0x00200013, b"IS", b"1e400 "),
+                             (0x00200013, b"IS", b"inf ")):
+            data = struct.pack("<HH2sH", tag >> 16, tag & 0xFFFF, vr, len(raw)) + raw
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self.assertRaises(Exception, lambda: decode(data)[tag].value)
+            self.assertRaises(DatasetError, readQuietly, data, EXPLICIT, {tag})
+
+
 class StopTests(unittest.TestCase):
     """The walk ends early and never touches pixel data."""
 
@@ -473,22 +499,40 @@ class BrokenDatasetTests(unittest.TestCase):
 
     def test_mutatedBytes(self):
         """Seeded random damage near the start of real data sets (where the
-        index attributes are), read from bytes and from a file."""
+        index attributes are), read whole as the store reads them, from
+        bytes and from a file: refused, or read as pydicom reads the
+        damaged file; what pydicom cannot read at all is refused."""
         rng = random.Random(20261202)
-        splits = [splitFile(bundledFile(name)) for name in (
+        files = [bundledFile(name) for name in (
             "CT_small.dcm", "MR_small_implicit.dcm", "MR_small_bigendian.dcm", "JPEG2000.dcm", "image_dfl.dcm")]
-        refused = 0
+        splits = [(path.read_bytes(), splitFile(path)) for path in files]
+        refused = compared = 0
         for _ in range(3000):
-            syntax, data, _ = rng.choice(splits)
+            whole, (syntax, data, _) = rng.choice(splits)
             damaged = mutated(rng, data, near=2000)
+            results = []
             for source in (damaged, io.BytesIO(damaged)):
                 try:
-                    values = readQuietly(source, syntax, TAGS)
+                    results.append(readQuietly(source, syntax, TAGS, wholeDataset=True))
                 except DatasetError:
-                    refused += 1
-                else:
-                    self.assertTrue(all(isinstance(value, str) for value in values.values()))
+                    results.append(None)
+            self.assertEqual(results[0], results[1])
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                try:
+                    dataset = pydicom.dcmread(io.BytesIO(whole[:len(whole) - len(data)] + damaged), force=True)
+                except Exception:
+                    dataset = None
+            if results[0] is None or dataset is None:
+                self.assertIsNone(results[0])
+                refused += 1
+                continue
+            expected = pydicomValues(dataset, TAGS)
+            self.assertEqual({tag: value for tag, value in results[0].items() if tag in expected}, expected)
+            self.assertLessEqual(set(results[0]), {tag for tag in TAGS if tag in dataset})
+            compared += 1
         self.assertGreater(refused, 1000)
+        self.assertGreater(compared, 200)
 
     def test_truncatedValue(self):
         data = encode(studyDataset())
@@ -534,6 +578,48 @@ class BrokenDatasetTests(unittest.TestCase):
         sequence = b"\x08\x00\x40\x11SQ\x00\x00\xff\xff\xff\xff"
         data = (sequence + item) * 200
         self.assertRaises(DatasetError, readAttributes, data, EXPLICIT, {PATIENT_ID})
+
+    def test_unusableCharacterSet(self):
+        """A (0008,0005) that makes pydicom's dcmread() itself fail."""
+        data = encode(studyDataset())
+        for old, new in ((b"\x08\x00\x05\x00CS", b"\x08\x00\x05\x00CP"),
+                         (b"\x08\x00\x05\x00CS\x0a\x00", b"\x08\x00\x05\x00US\x0a\x00"),
+                         (b"ISO_IR 100", b"ISO_IR\x00100")):
+            self.assertEqual(data.count(old), 1)
+            error = self.assertRaises(DatasetError, readQuietly, data.replace(old, new), EXPLICIT, TAGS)
+            self.assertIn("(0008,0005)", str(error))
+
+    def test_itemTagsAtTopLevel(self):
+        """pydicom ends a data set at a top-level item delimiter, and reads
+        a top-level item's contents as top-level elements: refused."""
+        data = encode(studyDataset())
+        cut = data.index(b"\x10\x00\x10\x00PN")
+        for inserted in (b"\xfe\xff\x0d\xe0\x00\x00\x00\x00", b"\xfe\xff\x00\xe0\x00\x00\x00\x00"):
+            error = self.assertRaises(DatasetError, readAttributes, data[:cut] + inserted + data[cut:],
+                                      EXPLICIT, TAGS, wholeDataset=True)
+            self.assertIn(f"(FFFE,E00{inserted[2] & 0xF:X}) at offset {cut} is an item tag at the top level",
+                          str(error))
+
+    def test_outOfOrder(self):
+        """Elements must ascend: a reader that stops after the largest tag
+        it wants (regen) would miss what comes later."""
+        data = encode(studyDataset())
+        cut = data.index(b"\x08\x00\x16\x00UI")
+        for inserted in (b"\x55\x00\x10\x00LO\x02\x00XY", b"\x08\x00\x08\x00CS\x02\x00XY"):
+            damaged = data[:cut] + inserted + data[cut:]
+            error = self.assertRaises(DatasetError, readAttributes, damaged, EXPLICIT, TAGS, wholeDataset=True)
+            self.assertIn("out of order", str(error))
+
+    def test_deflateStreamCut(self):
+        """Deflated bytes that end at a flush point, before the stream's end."""
+        data = encode(studyDataset())
+        compressor = zlib.compressobj(6, zlib.DEFLATED, -15)
+        cut = compressor.compress(data[:data.index(b"\x10\x00\x10\x00PN")]) + compressor.flush(zlib.Z_FULL_FLUSH)
+        error = self.assertRaises(DatasetError, readAttributes, cut, DEFLATED, TAGS, wholeDataset=True)
+        self.assertIn("truncated", str(error))
+        whole = cut + compressor.compress(data[data.index(b"\x10\x00\x10\x00PN"):]) + compressor.flush()
+        self.assertEqual(readAttributes(whole, DEFLATED, TAGS, wholeDataset=True),
+                         readAttributes(data, EXPLICIT, TAGS))
 
     def test_corruptDeflate(self):
         self.assertRaises(DatasetError, readAttributes, b"\xff" * 64, DEFLATED, {PATIENT_ID})

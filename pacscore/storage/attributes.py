@@ -378,9 +378,22 @@ class _Walker:
                 f"length {length}, past the end of the dataset ({self.total} bytes)")
         return end
 
-    def skipUndefined(self, pos, implicit, depth):
+    def isSequence(self, tag, vr, valuePos):
+        """Whether pydicom reads the items of the undefined-length element
+        ``tag`` as data sets (a sequence; UN counts as one) rather than as
+        raw fragments (encapsulated pixel data): by its VR, else by the
+        dictionary, else by whether an item follows."""
+        if vr is None:
+            vr = _dictionaryVR(tag)
+            if vr == b"UN":
+                group, element, _ = self.layout.implicitHeader(self.window.buf, self.need(valuePos, 8))
+                return group << 16 | element == _ITEM
+        return vr in (b"SQ", b"UN")
+
+    def skipUndefined(self, pos, implicit, depth, sequence):
         """Skip the items of an undefined-length value starting at ``pos``
-        (a sequence or encapsulated pixel data); return where it ends."""
+        (a ``sequence`` or encapsulated pixel data); return where it ends.
+        The elements of a sequence's items are walked, as pydicom reads them."""
         if depth > _MAX_NESTING:
             raise DatasetError(f"sequences nested more than {_MAX_NESTING} deep at offset {pos}")
         itemHeader = self.layout.implicitHeader
@@ -396,22 +409,30 @@ class _Walker:
                     f"found ({group:04X},{element:04X})")
             if length == _UNDEFINED_LENGTH:
                 pos = self.skipItem(pos + 8, implicit, depth + 1)
+            elif sequence:
+                pos = self.skipItem(pos + 8, implicit, depth + 1, self.end(tag, pos, length, pos + 8))
             else:
                 pos = self.end(tag, pos, length, pos + 8)
 
-    def skipItem(self, pos, implicit, depth):
-        """Skip the elements of an undefined-length item up to its delimiter."""
-        if not implicit:  # an item may be implicit VR inside explicit VR (pydicom)
+    def skipItem(self, pos, implicit, depth, end=None):
+        """Skip the elements of an item: up to its delimiter, or of a
+        defined-length item up to ``end``, which no element may cross."""
+        if not implicit and pos != end:  # an item may be implicit VR inside explicit VR (pydicom)
             implicit = self.looksImplicit(pos, implicit)
-        while True:
+        while pos != end:
             start = pos
             tag, vr, length, pos = self.header(pos, implicit)
-            if tag == _ITEM_DELIMITER:
+            if tag == _ITEM_DELIMITER and end is None:
                 return pos
             if length == _UNDEFINED_LENGTH:
-                pos = self.skipUndefined(pos, implicit, depth)
+                pos = self.skipUndefined(pos, implicit, depth, self.isSequence(tag, vr, pos))
             else:
                 pos = self.end(tag, start, length, pos)
+            if end is not None and (pos > end or tag >> 16 == 0xFFFE and not (tag == _ITEM_DELIMITER and pos == end)):
+                raise DatasetError(
+                    f"element ({tag >> 16:04X},{tag & 0xFFFF:04X}) at offset {start} does not fit "
+                    f"in its item, which ends at offset {end}")
+        return pos
 
     def collect(self, implicit, wanted, firstTag, lastTag):
         """Walk the top level; return ({tag: (vr, raw)}, stop offset).
@@ -463,7 +484,7 @@ class _Walker:
             if length == undefined:
                 if tag in wanted:
                     found[tag] = (b"SQ", b"")
-                pos = self.skipUndefined(valuePos, implicit, 0)
+                pos = self.skipUndefined(valuePos, implicit, 0, self.isSequence(tag, vr, valuePos))
                 buf, base, limit = window.buf, window.base, window.limit
                 continue
             end = valuePos + length

@@ -573,6 +573,33 @@ class BrokenDatasetTests(unittest.TestCase):
         error = self.assertRaises(DatasetError, readAttributes, data, EXPLICIT, {PATIENT_ID})
         self.assertIn("offset 12", str(error))
 
+    def test_damagedDefinedLengthItem(self):
+        """pydicom reads the items of a sequence of undefined length (and of
+        an undefined-length UN or unknown private element holding items)
+        as data sets, defined-length items too: an element that does not
+        fit in its item is refused, as pydicom's dcmread fails on it."""
+        ds = studyDataset()
+        for element in ds.iterall():
+            if element.VR == "SQ":
+                element.is_undefined_length = True  # the items keep their lengths
+        good = encode(ds)
+        self.assertEqual(readAttributes(good, EXPLICIT, TAGS, wholeDataset=True),
+                         pydicomValues(decode(good), TAGS))
+        crossing = (b"\x08\x00\x40\x11SQ\x00\x00\xff\xff\xff\xff" b"\xfe\xff\x00\xe0\x0c\x00\x00\x00"
+                    b"\x08\x00\x55\x11UI\x06\x001.2.3\x00" b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
+                    b"\x10\x00\x20\x00LO\x02\x00P1")
+        error = self.assertRaises(DatasetError, readAttributes, crossing, EXPLICIT, TAGS, wholeDataset=True)
+        self.assertIn("(0008,1155) at offset 20 does not fit in its item, which ends at offset 32", str(error))
+        garbage = b"\xfe\xff\x00\xe0\x04\x00\x00\x00\x01\x02\x03\x04\xfe\xff\xdd\xe0\x00\x00\x00\x00"
+        for header, syntax in ((b"\x11\x00\x10\x10UN\x00\x00\xff\xff\xff\xff", EXPLICIT),
+                               (b"\x11\x00\x10\x10\xff\xff\xff\xff", IMPLICIT)):
+            data = header + garbage + b"\x20\x00\x0d\x00" + (b"UI\x04\x00" if syntax == EXPLICIT else
+                                                              b"\x04\x00\x00\x00") + b"1.2\x00"
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self.assertRaises(Exception, decode, data, syntax == IMPLICIT)
+            self.assertRaises(DatasetError, readAttributes, data, syntax, TAGS, wholeDataset=True)
+
     def test_deepNesting(self):
         item = b"\xfe\xff\x00\xe0\xff\xff\xff\xff"
         sequence = b"\x08\x00\x40\x11SQ\x00\x00\xff\xff\xff\xff"

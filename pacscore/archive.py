@@ -22,7 +22,7 @@ from pacscore.db.worklistitems import WorklistItems
 from pacscore.db.worklistquery import WorklistQuery
 from pacscore.dicom import commands
 from pacscore.dicom.find import FindService
-from pacscore.dicom.models import modelOf
+from pacscore.dicom.models import FIND, GET, MOVE, modelOf, sopClassesFor
 from pacscore.dicom.negotiation import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION, AcceptorPolicy
 from pacscore.dicom.protocol import DicomServerFactory
 from pacscore.dicom.retrieve import GetService, MoveService
@@ -181,10 +181,13 @@ class Archive:
         services = {
             commands.C_ECHO_RQ: EchoService(),
             commands.C_STORE_RQ: storage,
-            commands.C_FIND_RQ: SopClassRouter({MODALITY_WORKLIST_FIND: worklist}, default=find),
-            commands.C_MOVE_RQ: MoveService(*retrieveSettings, self.configuration.acrNemaMap, self.counters,
-                                            dimseTimeout=self.idleTimeout, **retrieveHooks),
-            commands.C_GET_RQ: GetService(*retrieveSettings, self.counters, **retrieveHooks),
+            commands.C_FIND_RQ: SopClassRouter({**dict.fromkeys(sopClassesFor(FIND), find),
+                                                MODALITY_WORKLIST_FIND: worklist}),
+            commands.C_MOVE_RQ: SopClassRouter(dict.fromkeys(sopClassesFor(MOVE), MoveService(
+                *retrieveSettings, self.configuration.acrNemaMap, self.counters, dimseTimeout=self.idleTimeout,
+                **retrieveHooks))),
+            commands.C_GET_RQ: SopClassRouter(dict.fromkeys(sopClassesFor(GET), GetService(
+                *retrieveSettings, self.counters, **retrieveHooks))),
         }
         self.dicomServerFactory = DicomServerFactory(
             self.acceptorPolicy(),
@@ -193,6 +196,7 @@ class Archive:
             clock=self.reactor,
             idleTimeout=self.idleTimeout,
             artimTimeout=self.artimTimeout,
+            dimseTimeout=self.idleTimeout,  # a C-GET's C-STOREs to the requestor
             counters=self.counters)
         return self.dicomServerFactory
 

@@ -40,10 +40,11 @@ class DicomClientProtocol(DicomProtocol):
         self._released = None
 
     def connectionLost(self, reason):
-        pendingAssociation = self.state == AWAITING_ASSOCIATE_AC
+        answered = self.state != AWAITING_ASSOCIATE_AC
         super().connectionLost(reason)
-        if pendingAssociation:
+        if self.association is None:  # never accepted (the factory reports only the first outcome)
             self.factory.associationFailed(AssociationLost(
+                f"the association with {self.factory.calledAE} ended before it was accepted" if answered else
                 f"{self.factory.calledAE} closed the connection before answering the A-ASSOCIATE-RQ"))
         if self._released is not None:
             released, self._released = self._released, None

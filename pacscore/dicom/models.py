@@ -52,3 +52,8 @@ MODELS = _models()
 def modelOf(sopClassUID):
     """The ``Model`` of a query/retrieve SOP class, or None."""
     return MODELS.get(sopClassUID)
+
+
+def sopClassesFor(operation):
+    """The SOP class UIDs of every model serving ``operation`` (FIND, MOVE or GET)."""
+    return [uid for uid, model in MODELS.items() if model.operation == operation]

@@ -37,6 +37,7 @@ USER_NO_REASON = 1
 USER_APPLICATION_CONTEXT = 2
 USER_CALLING_AE = 3
 USER_CALLED_AE = 7
+SMALLEST_MAX_PDU_LENGTH = 1024  # a peer asking for smaller PDUs is refused
 ACSE_PROTOCOL_VERSION = 2
 
 MAX_ASYNC_OPERATIONS = 16
@@ -147,6 +148,15 @@ def _decodePDU(pduClass, pduType, body):
     return decoded
 
 
+def _peerMaxPDULength(items):
+    """The peer's maximum PDU length (0: unlimited), or None when it is too
+    small to send with (every PDU carries a 6-byte PDV header; DCMTK never
+    offers less than 4096)."""
+    maxLength = items.get(MaximumLengthNotification)
+    peerMax = maxLength[0].maximum_length_received if maxLength else 0
+    return None if 0 < peerMax < SMALLEST_MAX_PDU_LENGTH else peerMax
+
+
 def negotiate(body, policy):
     """Negotiate the A-ASSOCIATE-RQ whose PDU body (after the 6-byte header)
     is ``body``. Returns an ``Association`` (with ``acPDU`` to send) or raises
@@ -192,8 +202,10 @@ def _negotiate(body, policy):
                                   REJECTED_PERMANENT, SOURCE_USER, USER_CALLING_AE)
 
     items = _userItems(primitive.user_information or [])
-    maxLength = items.get(MaximumLengthNotification)
-    peerMax = maxLength[0].maximum_length_received if maxLength else 0
+    peerMax = _peerMaxPDULength(items)
+    if peerMax is None:
+        raise AssociationRejected(f"maximum PDU length below {SMALLEST_MAX_PDU_LENGTH} bytes",
+                                  REJECTED_PERMANENT, SOURCE_USER, USER_NO_REASON)
     implementationUID = items.get(ImplementationClassUIDNotification)
     implementationVersion = items.get(ImplementationVersionNameNotification)
     proposedRoles = {r.sop_class_uid: (r.scu_role, r.scp_role)
@@ -327,11 +339,13 @@ def accepted(body, callingAE, calledAE, contexts):
         if result.result == ACCEPTANCE and result.context_id in contexts and result.transfer_syntax:
             granted[result.context_id] = (contexts[result.context_id][0], str(result.transfer_syntax[0]))
     items = _userItems(primitive.user_information or [])
-    maxLength = items.get(MaximumLengthNotification)
+    peerMax = _peerMaxPDULength(items)
+    if peerMax is None:
+        raise PDUError(f"A-ASSOCIATE-AC with a maximum PDU length below {SMALLEST_MAX_PDU_LENGTH} bytes")
     window = items.get(AsynchronousOperationsWindowNegotiation)
     return Association(
         callingAE=callingAE, calledAE=calledAE, compression=None,
-        peerMaxPDULength=maxLength[0].maximum_length_received if maxLength else 0,
+        peerMaxPDULength=peerMax,
         peerImplementationClassUID=_firstText(items.get(ImplementationClassUIDNotification),
                                               "implementation_class_uid"),
         peerImplementationVersion=_firstText(items.get(ImplementationVersionNameNotification),

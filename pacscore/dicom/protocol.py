@@ -36,6 +36,7 @@ ASSOCIATION_PDU_LIMIT = 1 << 20
 STATUS_UNRECOGNIZED_OPERATION = 0x0211
 STATUS_PROCESSING_FAILURE = 0x0110
 PENDING_STATUSES = (0xFF00, 0xFF01)
+MAY_BE_PENDING = frozenset({commands.C_FIND_RSP, commands.C_GET_RSP, commands.C_MOVE_RSP})
 PRIORITY_MEDIUM = 0
 
 
@@ -334,7 +335,7 @@ class DicomProtocol(Protocol, TimeoutMixin):
                           peer=self.peerName(), id=messageID,
                           command=commands.COMMAND_NAMES.get(command[commands.COMMAND_FIELD]))
             return
-        if command.get(commands.STATUS) in PENDING_STATUSES:
+        if command.get(commands.STATUS) in PENDING_STATUSES and command[commands.COMMAND_FIELD] in MAY_BE_PENDING:
             self._armTimer(messageID, pending)
             if pending.onPending is not None:
                 pending.onPending(command, dataset)

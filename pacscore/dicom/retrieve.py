@@ -268,9 +268,9 @@ class RetrieveService:
             return None
         status = response.get(commands.STATUS)
         if status != SUCCESS:
-            self.log.warn("{operation}: {peer} answered C-STORE of {uid} with status 0x{status:04X}",
+            self.log.warn("{operation}: {peer} answered C-STORE of {uid} with status {status}",
                           operation=self.operation, peer=target.peerName(), uid=stored.sopInstanceUID,
-                          status=status)
+                          status="none" if status is None else f"0x{status:04X}")
         return status
 
     # -- what C-MOVE and C-GET do differently ---------------------------------

@@ -2,18 +2,37 @@
 
 C-FIND serves two information models that share nothing but the command:
 the query/retrieve models (FindService) and the modality worklist
-(WorklistFindService).
+(WorklistFindService); C-MOVE and C-GET serve their query/retrieve models.
+A request on a context of any other SOP class (a C-FIND on a Verification
+or storage context, say) is refused with 0122, SOP class not supported.
 """
+
+from twisted.logger import Logger
+
+from pacscore.dicom import commands
+
+SOP_CLASS_NOT_SUPPORTED = 0x0122
 
 
 class SopClassRouter:
-    """A service that hands each request to ``services[sopClass]``, or to
-    ``default`` for any other SOP class."""
+    """A service that hands each request to ``services[sopClass]``, by the
+    SOP class of its presentation context."""
 
-    def __init__(self, services, default):
+    log = Logger()
+
+    def __init__(self, services):
         self.services = services
-        self.default = default
 
     def handle(self, protocol, contextId, command, dataset):
         sopClass = protocol.association.contexts[contextId][0]
-        return self.services.get(sopClass, self.default).handle(protocol, contextId, command, dataset)
+        service = self.services.get(sopClass)
+        if service is not None:
+            return service.handle(protocol, contextId, command, dataset)
+        field = command[commands.COMMAND_FIELD]
+        name = commands.COMMAND_NAMES.get(field, hex(field))
+        self.log.warn("{peer}: {command} on a {sopClass} context refused: SOP class not supported",
+                      peer=protocol.peerName(), command=name, sopClass=sopClass)
+        protocol.sendMessage(contextId, commands.response(
+            command, field | 0x8000, SOP_CLASS_NOT_SUPPORTED,
+            {commands.ERROR_COMMENT: f"no {name} for {sopClass}"[:64]}))
+        return None

@@ -10,6 +10,7 @@ from twisted.trial import unittest
 from pacscore.config.acrnema import AcrNemaMap
 from pacscore.control.context import CommandError
 from pacscore.dicom import commands as dimse
+from pacscore.dicom.models import STUDY_ROOT_MOVE
 from plugins import pacs_control_configuration as commands
 from tests.pacscore.control.running import RunningArchive
 
@@ -41,7 +42,7 @@ class AcrNemaMapCommandTests(unittest.TestCase):
     def test_putAmapIsLiveForMoveButNotOnDisk(self):
         before = Path(self.path).read_text()
         yield self.running.run(commands.putAmap, "3,LIVEDEST,127.0.0.1,11113,j2")
-        move = self.archive.dicomServerFactory.services[dimse.C_MOVE_RQ]
+        move = self.archive.dicomServerFactory.services[dimse.C_MOVE_RQ].services[STUDY_ROOT_MOVE]
         node = move.acrNemaMap.lookup("LIVEDEST")
         self.assertEqual((node.host, node.port, node.compression), ("127.0.0.1", "11113", "j2"))
         self.assertEqual(Path(self.path).read_text(), before)

@@ -81,7 +81,8 @@ class ClientTests(unittest.TestCase):
                                      dimseTimeout=dimseTimeout)
         self.client, self.serverProtocol, self.pump = iosim.connectedServerAndClient(
             lambda: self.server.buildProtocol(None), lambda: factory.buildProtocol(None), clock=self.clock)
-        self.pump.flush()
+        for _ in range(5):
+            self.pump.flush()
         return result[0]
 
     def settle(self, d):
@@ -104,6 +105,23 @@ class ClientTests(unittest.TestCase):
         failure = self.connect([(VERIFICATION, [IMPLICIT])], calledAE="OTHER")
         failure.trap(AssociationRefused)
         self.assertIn("called AE title not recognized", str(failure.value))
+
+    def test_tooSmallMaximumLength(self):
+        """An acceptor limiting us to PDUs that hold almost nothing: the
+        association is aborted and fails, instead of a message split into
+        millions of PDUs."""
+        self.server.policy.maxPDULength = 512
+        failure = self.connect([(VERIFICATION, [IMPLICIT])])
+        failure.trap(AssociationLost)
+        self.assertEqual(self.client.state, "Sta13")
+
+    def test_pendingStatusEndsAStore(self):
+        """Only C-FIND, C-GET and C-MOVE have pending responses: a C-STORE
+        answered FF00 (as a broken C-GET requestor may) has ended."""
+        self.recorder.status = 0xFF00
+        association = self.connect([(CT_STORAGE, [EXPLICIT])])
+        response = self.settle(association.store(b"\x08\x00\x18\x00UI\x02\x001\x00", CT_STORAGE, "1.2.3", EXPLICIT))
+        self.assertEqual(response[commands.STATUS], 0xFF00)
 
     def test_storeUsesTheAcceptedSyntax(self):
         association = self.connect([(CT_STORAGE, [EXPLICIT, IMPLICIT])])

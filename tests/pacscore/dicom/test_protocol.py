@@ -139,6 +139,17 @@ class ProtocolTests(unittest.TestCase):
         self.assertEqual(self.protocol.association.contexts, {5: (MR_STORAGE, IMPLICIT)})
         self.assertEqual(self.flushLoggedErrors(), [])
 
+    def test_rejectTinyMaximumLength(self):
+        """A requestor whose PDUs could carry (almost) no data is rejected
+        (permanent, service user, no reason given); 0 means no limit."""
+        for maxLength, expected in ((6, pdu.A_ASSOCIATE_RJ), (1023, pdu.A_ASSOCIATE_RJ),
+                                    (1024, pdu.A_ASSOCIATE_AC), (0, pdu.A_ASSOCIATE_AC)):
+            self.protocol, self.transport = self.connect()
+            pduType, body = self.associate(maxLength=maxLength)
+            self.assertEqual(pduType, expected, maxLength)
+            if expected == pdu.A_ASSOCIATE_RJ:
+                self.assertRejected(body, 1, 1, 1)
+
     def test_compressionSuffix(self):
         pduType, _ = self.associate(called="PACS~j2")
         self.assertEqual(pduType, pdu.A_ASSOCIATE_AC)
@@ -170,14 +181,16 @@ class ProtocolTests(unittest.TestCase):
         self.assertRejected(body, 1, 1, 2)
 
     def test_fragmentsToPeerMaximum(self):
-        self.associate(maxLength=64)
-        self.protocol.dataReceived(message(1, echoRQ()))
-        pdus = readPDUs(self.written())
-        self.assertGreater(len(pdus), 1)
-        self.assertTrue(all(len(body) <= 64 for _, body in pdus))
-        self.assertEqual(readMessages(b"".join(
-            pdu.encodePData(c, h, d) for _, b in pdus for c, h, d in pdu.iterPDVs(b)))[0][1][
-            commands.STATUS], 0)
+        self.associate(maxLength=1024)
+        self.written()
+        dataset = bytes(range(256)) * 12
+        self.protocol.sendMessage(1, commands.response(echoRQ(), commands.C_ECHO_RSP, 0), dataset)
+        data = self.written()
+        pdus = readPDUs(data)
+        self.assertGreater(len(pdus), 3)
+        self.assertTrue(all(len(body) <= 1024 for _, body in pdus))
+        [(contextId, command, received)] = readMessages(data)
+        self.assertEqual((contextId, command[commands.STATUS], received), (1, 0, dataset))
 
     def test_unknownPDUType(self):
         self.associate()

@@ -22,7 +22,9 @@ Matching per key, by the request's VR:
   includes 13:00:59; empty stored values never match a range;
 - any other VR: ``*``/``?`` wildcards (SQL LIKE, ``%``/``_``/``\\`` escaped)
   or equality; PN case-insensitively (``lower()`` on both sides);
-  ``\\``-separated values match any of them;
+  ``\\``-separated values match any of them: those without wildcards in
+  one ``IN``, the others ORed as a balanced tree (SQLite refuses a chain of
+  a thousand ORs);
 - dicom.sql ``DT_MSTR`` columns (stored joined by ``\\``) match a value
   equal to the whole stored text or to any one of its parts.
 
@@ -41,12 +43,12 @@ import math
 import re
 from typing import NamedTuple
 
-from sqlalchemy import String, and_, distinct, func, literal, literal_column, or_, select
+from sqlalchemy import Boolean, String, and_, distinct, func, literal, literal_column, or_, select
 from sqlalchemy.sql.elements import UnaryExpression
 from sqlalchemy.sql.operators import custom_op
 from twisted.logger import Logger
 
-__all__ = ["LEVELS", "IndexQuery", "Instance", "QueryKey"]
+__all__ = ["LEVELS", "UNSPLIT_VRS", "IndexQuery", "Instance", "QueryKey"]
 
 LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
 
@@ -75,13 +77,16 @@ _COUNTS = {
 _LISTS = {MODALITIES_IN_STUDY: (2, MODALITY), SOP_CLASSES_IN_STUDY: (3, SOP_CLASS_UID)}
 
 # VRs whose values may contain a backslash (no value multiplicity).
-_UNSPLIT_VRS = frozenset(("LT", "ST", "UT", "UR"))
+UNSPLIT_VRS = frozenset(("LT", "ST", "UT", "UR"))
 _RANGE_VRS = frozenset(("DA", "TM", "DT"))
 _ESCAPE = "\\"
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 _SEPARATOR = "\\\\"  # a literal backslash in a LIKE pattern escaped by "\"
 # A DT range: two optional DT values (an optional UTC offset each) around "-".
 _DT_RANGE = re.compile(r"([0-9][0-9.]*(?:[+-][0-9]{4})?)?-([0-9][0-9.]*(?:[+-][0-9]{4})?)?")
+# OR as an operator SQLAlchemy does not flatten into one chain; OR's precedence,
+# so that its operands that are ORs keep their parentheses.
+_OR = custom_op("OR", precedence=2, return_type=Boolean)
 
 
 class QueryKey(NamedTuple):
@@ -336,7 +341,7 @@ def _listText(value):
 def _valuesOf(key):
     """The request values of a key (stripped, empty ones dropped), or None
     for universal matching."""
-    if key.vr in _UNSPLIT_VRS:
+    if key.vr in UNSPLIT_VRS:
         values = [key.value.rstrip(" \0")]
     else:
         values = [part.strip(" \0") for part in key.value.split("\\")]
@@ -361,23 +366,37 @@ def matchCondition(column, key, isMulti=False, prefixRange=False):
     if values is None:
         return None
     if key.vr == "UI":
-        return column == values[0] if len(values) == 1 else column.in_(values)
+        return _oneOf(column, values)
     if key.vr in _RANGE_VRS:
-        conditions = [_rangeCondition(column, key.vr, value) for value in values]
-    else:
-        conditions = [_textCondition(column, key.vr, value, isMulti, prefixRange)
-                      for value in values]
-    return conditions[0] if len(conditions) == 1 else or_(*conditions)
+        return _anyOf(_dateTimeConditions(column, key.vr, values))
+    return _anyOf(_textConditions(column, key.vr, values, isMulti, prefixRange))
+
+
+def _oneOf(target, values):
+    """``target`` equal to one of ``values``."""
+    return target == values[0] if len(values) == 1 else target.in_(values)
+
+
+def _anyOf(conditions):
+    """``conditions`` joined by OR as a balanced tree: SQLite refuses an
+    expression deeper than 1000, which a chain of as many ORs is (and
+    SQLAlchemy flattens nested ``or_``)."""
+    if len(conditions) == 1:
+        return conditions[0]
+    middle = len(conditions) // 2
+    return _OR(_anyOf(conditions[:middle]), _anyOf(conditions[middle:]))
+
+
+def _dateTimeConditions(column, vr, values):
+    """DA/TM/DT: one condition per range, the single values as text."""
+    values = [value.replace(".", "") if vr == "DA" else value.replace(":", "") for value in values]
+    conditions = [_rangeCondition(column, vr, value) for value in values if "-" in value]
+    return conditions + _textConditions(column, vr, [value for value in values if "-" not in value],
+                                        False)
 
 
 def _rangeCondition(column, vr, value):
-    """DA/TM/DT single value or range."""
-    if vr == "DA":
-        value = value.replace(".", "")
-    else:
-        value = value.replace(":", "")
-    if "-" not in value:
-        return _textCondition(column, vr, value, False)
+    """A DA/TM/DT range (``A-B``, ``A-``, ``-B``)."""
     if vr == "DT":
         match = _DT_RANGE.fullmatch(value)
         low, high = match.groups("") if match else value.partition("-")[::2]
@@ -392,21 +411,32 @@ def _rangeCondition(column, vr, value):
     return conditions[0] if len(conditions) == 1 else conditions[0] & conditions[1]
 
 
-def _textCondition(column, vr, value, isMulti, prefixRange=False):
-    """Equality or wildcards; PN case-insensitive; DT_MSTR any part."""
-    if vr != "PN":
-        return _compare(column, value, isMulti)
-    folded = func.lower(column)
-    # SQLite's lower() folds ASCII letters only ("MÄRY" -> "mÄry"): a value
-    # with other upper case letters also tries its ASCII-only folding.
-    variants = dict.fromkeys((value.lower(), value.translate(_ASCII_LOWER)))
-    conditions = []
-    for variant in variants:
-        condition = _compare(folded, variant, isMulti)
-        if prefixRange and not isMulti:
-            condition = _withPrefixRange(folded, variant, condition)
-        conditions.append(condition)
-    return conditions[0] if len(conditions) == 1 else or_(*conditions)
+def _textConditions(column, vr, values, isMulti, prefixRange=False):
+    """The conditions, one of which must hold, of text values: one per
+    wildcard value and an ``IN`` for the others; PN case-insensitive;
+    DT_MSTR one per value, matching any part."""
+    if vr == "PN":
+        column = func.lower(column)
+        values = _foldedVariants(values)
+    if isMulti:
+        return [_compare(column, value, True) for value in values]
+    wildcards = [value for value in values if _hasWildcards(value)]
+    exact = [value for value in values if not _hasWildcards(value)]
+    conditions = [_compare(column, value, False) for value in wildcards]
+    if vr == "PN" and prefixRange:
+        conditions = [_withPrefixRange(column, value, condition)
+                      for value, condition in zip(wildcards, conditions)]
+    if exact:
+        conditions.append(_oneOf(column, exact))
+    return conditions
+
+
+def _foldedVariants(values):
+    """PN values in lower case.  SQLite's lower() folds ASCII letters only
+    ("MÄRY" -> "mÄry"): a value with other upper case letters also comes
+    with its ASCII-only folding."""
+    return list(dict.fromkeys(variant for value in values
+                              for variant in (value.lower(), value.translate(_ASCII_LOWER))))
 
 
 def _withPrefixRange(target, value, condition):

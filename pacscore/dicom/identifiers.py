@@ -3,21 +3,31 @@ answer with.
 
 A request's identifier becomes its Query/Retrieve Level, the keys to match
 (as Unicode text: decoded with the request's Specific Character Set) and
-the list of attributes to return.  A match carries exactly the requested
-attributes, plus the level's unique key, the Query/Retrieve Level, the
-Retrieve AE Title and the Specific Character Set its text is encoded in:
-the request's when that can hold every value, else ISO_IR 100 (Latin-1)
-or, when even that cannot, ISO_IR 192 (UTF-8).
+the list of attributes to return; a key with more values, or a longer
+value, than SQL should be given refuses the request.  A match carries
+exactly the requested attributes, in the data dictionary's VR (the
+request's only for tags the dictionary does not know), plus the level's
+unique key, the Query/Retrieve Level, the Retrieve AE Title and the
+Specific Character Set its text is encoded in: the request's when that can
+hold every value, else ISO_IR 100 (Latin-1) or, when even that cannot,
+ISO_IR 192 (UTF-8).  A stored value its VR cannot encode (a SeriesNumber
+"abc") is answered empty.
 """
 
+import struct
 from typing import NamedTuple
 
 from pydicom.charset import convert_encodings
+from pydicom.datadict import dictionary_VR
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
+from twisted.logger import Logger
 
-from pacscore.db.query import QueryKey
+from pacscore.db.query import UNSPLIT_VRS, QueryKey
 from pacscore.dicom.datasets import decodeDataset, encodeDataset
+
+log = Logger()
 
 SPECIFIC_CHARACTER_SET = 0x00080005
 QUERY_RETRIEVE_LEVEL = 0x00080052
@@ -32,6 +42,15 @@ _INTEGER_VRS = ("US", "UL", "SS", "SL", "UV", "SV")
 _FLOAT_VRS = ("FL", "FD")
 TEXT_VRS = ("PN", "LO", "SH", "LT", "ST", "UT", "UC")
 _BINARY_VRS = ("OB", "OW", "OF", "OD", "OL", "OV", "UN", "AT")
+_NUMBER_STRING_VRS = ("IS", "DS")
+_PACKED_VRS = {"US": "H", "SS": "h", "UL": "L", "SL": "l", "UV": "Q", "SV": "q", "FL": "f", "FD": "d"}
+
+# The most values a key may have (a UID list, any other key) and the
+# longest value: beyond them SQL statements get too large to run.
+MAX_UIDS = 10000
+MAX_VALUES = 500
+MAX_VALUE_LENGTH = 1024
+MAX_TOTAL_VALUES = 20000
 
 
 class Request(NamedTuple):
@@ -96,6 +115,26 @@ def datasetKeys(dataset):
     return keys
 
 
+def checkKeys(keys):
+    """Raise ``BadIdentifier`` for a key with more than ``MAX_UIDS`` (UI) or
+    ``MAX_VALUES`` values, a value longer than ``MAX_VALUE_LENGTH``, or
+    more than ``MAX_TOTAL_VALUES`` in all."""
+    total = 0
+    for key in keys:
+        values = [key.value] if key.vr in UNSPLIT_VRS else key.value.split("\\")
+        total += len(values)
+        limit = MAX_UIDS if key.vr == "UI" else MAX_VALUES
+        name = f"({key.tag >> 16:04X},{key.tag & 0xFFFF:04X})"
+        if len(values) > limit:
+            raise BadIdentifier(f"{name} has {len(values)} values, at most {limit}", UNABLE_TO_PROCESS)
+        longest = max(map(len, values))
+        if longest > MAX_VALUE_LENGTH:
+            raise BadIdentifier(f"{name} has a value of {longest} characters, at most {MAX_VALUE_LENGTH}",
+                                UNABLE_TO_PROCESS)
+    if total > MAX_TOTAL_VALUES:
+        raise BadIdentifier(f"{total} values in all keys, at most {MAX_TOTAL_VALUES}", UNABLE_TO_PROCESS)
+
+
 def readRequest(data, transferSyntax, levels):
     """The ``Request`` of an identifier; ``levels`` are those its model allows.
 
@@ -105,7 +144,9 @@ def readRequest(data, transferSyntax, levels):
     if level not in levels:
         raise BadIdentifier(f"Query/Retrieve Level {level!r} is not one of {', '.join(levels)}",
                             IDENTIFIER_DOES_NOT_MATCH)
-    return Request(level, datasetKeys(dataset), characterSetOf(dataset))
+    keys = datasetKeys(dataset)
+    checkKeys(keys)
+    return Request(level, keys, characterSetOf(dataset))
 
 
 def _fits(values, characterSet):
@@ -144,6 +185,44 @@ def elementValue(vr, text):
     return text
 
 
+def answerVR(tag, requestVR):
+    """The VR answering attribute ``tag``: the data dictionary's (the first
+    of "US or SS"), ``requestVR`` for a tag it does not know."""
+    try:
+        return dictionary_VR(tag).split(" or ")[0]
+    except KeyError:
+        return requestVR
+
+
+def _checkFits(vr, value):
+    """Raise ValueError, OverflowError or struct.error when ``vr`` cannot
+    encode ``value`` (an ``elementValue``)."""
+    if value is None or vr in TEXT_VRS:
+        return
+    if vr in _PACKED_VRS:
+        numbers = value if isinstance(value, list) else [value]
+        struct.pack(f"<{len(numbers)}{_PACKED_VRS[vr]}", *numbers)
+    elif not value.isascii():
+        raise ValueError(f"{vr} holds ASCII text only")
+    elif vr in _NUMBER_STRING_VRS:
+        for part in value.split("\\"):
+            if part.strip():
+                float(part)
+
+
+def answerElement(tag, vr, text):
+    """The element answering with ``text`` (as stored in the index) in
+    ``vr``; empty when ``vr`` cannot hold it."""
+    try:
+        value = elementValue(vr, text)
+        _checkFits(vr, value)
+        return DataElement(tag, vr, value)
+    except (ValueError, TypeError, OverflowError, struct.error) as e:
+        log.debug("Answering ({tag}) empty: {vr} cannot hold {text!r} ({error})",
+                  tag=f"{tag >> 16:04X},{tag & 0xFFFF:04X}", text=text, vr=vr, error=e)
+        return DataElement(tag, vr, None)
+
+
 class MatchEncoder:
     """Builds the encoded response identifiers of one request."""
 
@@ -153,7 +232,7 @@ class MatchEncoder:
         self.transferSyntax = transferSyntax
         self.keep = keep  # keep(dataset) -> bool: a result converter line (see pacscore.dicom.find)
         uniqueTag, uniqueVR = UNIQUE_KEYS[request.level]
-        self._returned = [(key.tag, key.vr) for key in request.keys]
+        self._returned = [(key.tag, answerVR(key.tag, key.vr)) for key in request.keys]
         if uniqueTag not in {tag for tag, _ in self._returned}:
             self._returned.append((uniqueTag, uniqueVR))
 
@@ -169,7 +248,7 @@ class MatchEncoder:
             text = "ONLINE" if tag == INSTANCE_AVAILABILITY else values.get(tag, "")
             if vr in TEXT_VRS:
                 texts.append(text)
-            dataset.add_new(tag, vr, elementValue(vr, text))
+            dataset.add(answerElement(tag, vr, text))
         dataset.add_new(SPECIFIC_CHARACTER_SET, "CS", responseCharacterSet(self.request.characterSet, texts))
         dataset.add_new(QUERY_RETRIEVE_LEVEL, "CS", self.request.level)
         dataset.add_new(RETRIEVE_AE_TITLE, "AE", self.retrieveAE)

@@ -7,7 +7,9 @@ columns of a sequence's item between ``DT_STARTSEQUENCE`` and
 ``DT_ENDSEQUENCE`` lines tagged with the sequence.  As in Conquest (manual
 7.8), an answer mimics the request's organisation: it holds exactly the
 requested attributes, nested as requested, each valued by tag from the row
-wherever dicom.sql puts its column:
+wherever dicom.sql puts its column and in the data dictionary's VR (that of
+the request for tags it does not know; a value the VR cannot hold is
+answered empty):
 
 - a key inside the item of a sequence dicom.sql knows matches like a
   top-level one (``pacscore.db.worklistquery``) and is returned in the one
@@ -25,7 +27,6 @@ out through the C-FIND response loop of ``pacscore.dicom.find``.
 
 from typing import NamedTuple
 
-from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -33,8 +34,8 @@ from twisted.logger import Logger
 from pacscore.dicom.datasets import encodeDataset
 from pacscore.dicom.find import DESTROYED, SUCCESS, answerFind, convertIdentifier, resultFilter, sendResponse
 from pacscore.dicom.identifiers import (
-    SPECIFIC_CHARACTER_SET, TEXT_VRS, BadIdentifier, characterSetOf, datasetKeys, decodeIdentifier,
-    elementValue, responseCharacterSet)
+    SPECIFIC_CHARACTER_SET, TEXT_VRS, BadIdentifier, answerElement, answerVR, characterSetOf, checkKeys,
+    datasetKeys, decodeIdentifier, responseCharacterSet)
 from pacscore.dicom.timing import timed
 
 MODALITY_WORKLIST_FIND = "1.2.840.10008.5.1.4.31"
@@ -64,10 +65,7 @@ def _vrOf(column):
     """The VR answering with a dicom.sql column (a sequence marker: SQ)."""
     if column.isSequenceMarker:
         return "SQ"
-    try:
-        return dictionary_VR(column.tag).split(" or ")[0]
-    except KeyError:
-        return _DICOM_TYPE_VRS.get(column.dicomType, "LO")
+    return answerVR(column.tag, _DICOM_TYPE_VRS.get(column.dicomType, "LO"))
 
 
 def sequenceMembers(columns):
@@ -150,19 +148,21 @@ class WorklistFindService:
         dataset = decodeIdentifier(data, transferSyntax)
         keys = []
         returned = self._readItem(dataset, keys)
+        checkKeys(keys)
         return WorklistRequest(keys, returned, characterSetOf(dataset))
 
     def _readItem(self, dataset, keys):
         """The ``Returned`` of a data set's attributes; adds their keys to ``keys``."""
         returned = []
         for key in datasetKeys(dataset):
-            if key.vr != "SQ":
+            vr = answerVR(key.tag, key.vr)
+            if vr != "SQ":
                 keys.append(key)
-                returned.append(Returned(key.tag, key.vr))
+                returned.append(Returned(key.tag, vr))
             elif key.tag not in self.sequences:
                 returned.append(Returned(key.tag, "SQ"))
             else:
-                items = dataset[key.tag].value
+                items = dataset[key.tag].value if key.vr == "SQ" else ()
                 item = self._readItem(items[0], keys) if items else ()
                 returned.append(Returned(key.tag, "SQ", item or self._wholeItem(key.tag)))
         return tuple(returned)
@@ -194,5 +194,5 @@ def _build(returned, row, texts):
         text = row.get(entry.tag, "")
         if entry.vr in TEXT_VRS:
             texts.append(text)
-        dataset.add_new(entry.tag, entry.vr, elementValue(entry.vr, text))
+        dataset.add(answerElement(entry.tag, entry.vr, text))
     return dataset

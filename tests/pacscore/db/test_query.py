@@ -413,6 +413,25 @@ class MatchingTests(ArchiveTestCase):
         self.assertMatches("SERIES", K(MODALITY, "CS", "US\\C*"), ["1.1.1", "2.1.1", "4.1.1"])
         self.assertMatches("PATIENT", K(PATIENT_NAME, "PN", "DOE^JOHN\\山田*"), ["PAT1", "PAT3"])
 
+    def test_manyValues(self):
+        """Lists longer than SQLite's expressions may be deep (1000): the
+        values without wildcards in one IN, the others ORed as a balanced
+        tree (a PN value with a non-ASCII capital twice, a DT_MSTR value
+        four times)."""
+        statements = self.statements()
+        ids = [f"ID{i}" for i in range(1000)]
+        self.assertMatches("PATIENT", K(PATIENT_ID, "LO", "\\".join(ids + ["PAT2"])), ["PAT2"])
+        self.assertIn('"DICOMPatients"."PatientID" IN (', statements[-1])
+        uids = [f"9.{i}" for i in range(998)]
+        self.assertMatches("STUDY", K(STUDY_UID, "UI", "\\".join(uids + ["1.2", "2.1"])), ["1.2", "2.1"])
+        names = [f"MÄ{i}*" for i in range(1000)]
+        self.assertMatches("PATIENT", K(PATIENT_NAME, "PN", "\\".join(names + ["O'BRIEN^MÄ*", "DOE^JOHN"])),
+                           ["PAT1", "PAT_4"])
+        types = [f"T{i}*" for i in range(1000)]
+        self.assertMatches("IMAGE", K(IMAGE_TYPE, "CS", "\\".join(types + ["DERIVED"])), ["1.1.1.3"])
+        dates = [f"1{i:03}0101-1{i:03}0102" for i in range(1000)]
+        self.assertMatches("STUDY", K(STUDY_DATE, "DA", "\\".join(dates + ["20240301", "1999*"])), ["2.1", "5.1"])
+
     def test_severalKeysAllMatch(self):
         self.assertMatches("STUDY", [K(PATIENT_ID, "LO", "PAT1"), K(STUDY_DATE, "DA", "2024-")],
                            ["1.1"])

@@ -151,6 +151,16 @@ class WorklistQueryTests(unittest.TestCase):
         self.assertMatches(K(ACCESSION, "SH", "ACC1\\ACC4"), ["ACC1", "ACC4"])
         self.assertMatches(K(ACCESSION, "SH", "ACC%"), [])
 
+    def test_manyValues(self):
+        """Lists longer than SQLite's expressions may be deep (1000)."""
+        self.assertMatches(K(ACCESSION, "SH", "\\".join([f"X{i}" for i in range(1000)] + ["ACC3", "ACC5"])),
+                           ["ACC3", "ACC5"])
+        self.assertMatches(K(PATIENT_NAME, "PN", "\\".join([f"X{i}*" for i in range(1000)] + ["MÜLLER^HANS"])),
+                           ["ACC3"])
+        self.assertMatches(K(STUDY_UID, "UI", "\\".join([f"9.{i}" for i in range(1000)] + ["1.2.3.4"])), ["ACC4"])
+        self.assertMatches(K(START_DATE, "DA", "\\".join([f"1{i:03}0101-" for i in range(1000)])),
+                           [row[0] for row in ROWS if row[5]])
+
     def test_severalKeys(self):
         """Keys of the top level and of the SPS item, flattened, all apply."""
         self.assertMatches([K(PATIENT_ID, "LO", "P1"), K(MODALITY, "CS", "MR"),

@@ -4,15 +4,18 @@ import random
 import warnings
 
 from pydicom.dataset import Dataset
+from twisted.logger import Logger
 from twisted.trial import unittest
 
 from pacscore.db.query import QueryKey
+from pacscore.dicom import identifiers
 from pacscore.dicom.datasets import decodeDataset, encodeDataset
 from pacscore.dicom.identifiers import (
     IDENTIFIER_DOES_NOT_MATCH, UNABLE_TO_PROCESS, BadIdentifier, MatchEncoder, Request, readRequest,
     responseCharacterSet)
 from pacscore.dicom.models import ALL_LEVELS
 from pacscore.testing.mutations import mutated
+from tests.pacscore.db import test_query
 
 IMPLICIT = "1.2.840.10008.1.2"
 EXPLICIT = "1.2.840.10008.1.2.1"
@@ -49,6 +52,44 @@ class ReadRequestTests(unittest.TestCase):
         for data in (None, b"\x08\x00\x52\x00\xff\xff\xff\x7f"):
             error = self.assertRaises(BadIdentifier, readRequest, data, IMPLICIT, ALL_LEVELS)
             self.assertEqual(error.status, UNABLE_TO_PROCESS)
+
+    def readStudyRequest(self, syntax=IMPLICIT, **keys):
+        """``readRequest`` of a STUDY level identifier (pydicom's warnings
+        about long values silenced)."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            data = encodeDataset(identifier(QueryRetrieveLevel="STUDY", **keys), syntax)
+            return readRequest(data, syntax, ALL_LEVELS)
+
+    def test_tooManyValues(self):
+        """More than 500 values in a key, 10000 in a UID list: refused as
+        unprocessable before any SQL is built."""
+        read = self.readStudyRequest
+        ids = [f"ID{i}" for i in range(1001)]
+        error = self.assertRaises(BadIdentifier, read, PatientID=ids)
+        self.assertEqual(error.status, UNABLE_TO_PROCESS)
+        self.assertEqual(str(error), "(0010,0020) has 1001 values, at most 500")
+        self.assertEqual(read(PatientID=ids[:500]).keys, [QueryKey(0x00100020, "LO", "\\".join(ids[:500]))])
+        uids = [f"1.2.{i}" for i in range(10001)]
+        error = self.assertRaises(BadIdentifier, read, StudyInstanceUID=uids)
+        self.assertEqual(str(error), "(0020,000D) has 10001 values, at most 10000")
+        self.assertEqual(read(StudyInstanceUID=uids[:10000]).keys,
+                         [QueryKey(0x0020000D, "UI", "\\".join(uids[:10000]))])
+        error = self.assertRaises(BadIdentifier, read, StudyInstanceUID=uids[:10000],
+                                  SeriesInstanceUID=uids[:10000], PatientID=ids[:500])
+        self.assertEqual(str(error), "20500 values in all keys, at most 20000")
+
+    def test_tooLongValue(self):
+        """A value over 1024 characters (a LIKE pattern too complex for
+        SQLite, say) is refused; LT values are not split at backslashes."""
+        read = self.readStudyRequest
+        error = self.assertRaises(BadIdentifier, read, StudyDescription="*" + "a" * 50001 + "*")
+        self.assertEqual(error.status, UNABLE_TO_PROCESS)
+        self.assertEqual(str(error), "(0008,1030) has a value of 50003 characters, at most 1024")
+        self.assertRaises(BadIdentifier, read, PatientName="DOE^*\\" + "x" * 1025)
+        self.assertEqual(read(StudyDescription="*" + "a" * 1022 + "*").keys[0].value, "*" + "a" * 1022 + "*")
+        self.assertEqual(len(read(AdditionalPatientHistory="\\" * 600).keys), 1)
+        self.assertRaises(BadIdentifier, read, AdditionalPatientHistory="\\" * 1025)
 
     def test_mutatedIdentifiers(self):
         """Seeded random damage to identifiers in three encodings: a
@@ -100,6 +141,75 @@ class MatchEncoderTests(unittest.TestCase):
             match = self.encode([QueryKey(0x00100010, "PN", "")], {0x00100010: name}, "PATIENT", requested)
             self.assertEqual((str(match.PatientName), match.SpecificCharacterSet), (name, expected))
 
+    def test_dictionaryVRs(self):
+        """Answers carry the data dictionary's VR whatever VR the request
+        gave a key (explicit VR), the request's for unknown tags."""
+        match = self.encode([QueryKey(0x00100020, "US", ""), QueryKey(0x00100010, "IS", ""),
+                             QueryKey(0x00100030, "UI", ""), QueryKey(0x00280010, "UL", ""),
+                             QueryKey(0x00081110, "LO", "x"), QueryKey(0x00091010, "SH", "")],
+                            {0x00100020: "-5", 0x00100010: "山田^太郎", 0x00100030: "19700101",
+                             0x00280010: "512", 0x00091010: "private", 0x0020000D: "1.2.3"}, "PATIENT")
+        self.assertEqual([(match[tag].VR, match[tag].value) for tag in (0x00100020, 0x00100030, 0x00280010,
+                                                                       0x00091010)],
+                         [("LO", "-5"), ("DA", "19700101"), ("US", 512), ("SH", "private")])
+        self.assertEqual((match["PatientName"].VR, str(match.PatientName)), ("PN", "山田^太郎"))
+        self.assertEqual((match["ReferencedStudySequence"].VR, len(match.ReferencedStudySequence)), ("SQ", 0))
+
+    def test_valuesTheirVRCannotHold(self):
+        """Stored values their VR cannot encode are answered empty, with a
+        debug line; the match and its other values still go out."""
+        events = []
+        self.patch(identifiers, "log", Logger(observer=events.append))
+        keys = [QueryKey(tag, vr, "") for tag, vr in (
+            (0x00200011, "IS"), (0x00201041, "DS"), (0x00280010, "US"), (0x00180086, "IS"),
+            (0x00280106, "SS"), (0x00080021, "DA"), (0x0008103E, "LO"), (0x00200013, "IS"))]
+        match = self.encode(keys, {0x00200011: "abc", 0x00201041: "n/a", 0x00280010: "70000",
+                                   0x00180086: "1\\x", 0x00280106: "-40000", 0x00080021: "２０２４０１０２",
+                                   0x0008103E: "Kopf ü", 0x00200013: "7", 0x0020000E: "1.2.3.4"}, "SERIES")
+        for keyword in ("SeriesNumber", "SliceLocation", "Rows", "EchoNumbers", "SmallestImagePixelValue",
+                        "SeriesDate"):
+            self.assertEqual(match[keyword].VM, 0, keyword)
+        self.assertEqual((match.SeriesDescription, match.InstanceNumber, match.SeriesInstanceUID),
+                         ("Kopf ü", 7, "1.2.3.4"))
+        self.assertEqual(len(events), 6)
+        self.assertEqual({event["log_level"].name for event in events}, {"debug"})
+
     def test_responseCharacterSet(self):
         self.assertEqual(responseCharacterSet("ISO_IR 144", ["Иванов"]), "ISO_IR 144")
         self.assertEqual(responseCharacterSet("ISO_IR 6", ["Ærø"]), "ISO_IR 100")
+
+
+class StoredValuesTests(test_query.ArchiveTestCase):
+    """Index rows whose values do not fit their VR, queried and encoded."""
+
+    PATIENT_WEIGHT = 0x00101030  # DS
+    OVERRIDES = {"1.1.2": {test_query.SERIES_NUMBER: "abc"}, "1.1": {PATIENT_WEIGHT: "heavy"},
+                 "1.2": {PATIENT_WEIGHT: "72.5"}}
+
+    def records(self):
+        for record in test_query.archiveRecords():
+            for uid in (record.attrs[test_query.STUDY_UID], record.attrs[test_query.SERIES_UID]):
+                record.attrs.update(self.OVERRIDES.get(uid, {}))
+            yield record
+
+    def answers(self, level, *keys):
+        """The decoded matches of a query (explicit VR)."""
+        encoder = MatchEncoder(Request(level, list(keys), ""), "PACS", EXPLICIT)
+        return [decodeDataset(encoder.encode(row), EXPLICIT) for row in self.find(level, *keys)]
+
+    def test_seriesNumber(self):
+        """A SeriesNumber "abc" is answered empty in its series' match; the
+        other series of the query keep theirs."""
+        answers = self.answers("SERIES", QueryKey(test_query.STUDY_UID, "UI", "1.1"),
+                               QueryKey(test_query.SERIES_NUMBER, "IS", ""),
+                               QueryKey(test_query.MODALITY, "CS", ""))
+        self.assertEqual([(a.SeriesInstanceUID, a.Modality, a["SeriesNumber"].VM, a.get("SeriesNumber"))
+                          for a in answers],
+                         [("1.1.1", "CT", 1, 1), ("1.1.2", "MR", 0, None)])
+
+    def test_patientWeight(self):
+        answers = self.answers("STUDY", QueryKey(test_query.PATIENT_ID, "LO", "PAT1"),
+                               QueryKey(self.PATIENT_WEIGHT, "DS", ""), QueryKey(test_query.ACCESSION, "SH", ""))
+        self.assertEqual([(a.StudyInstanceUID, a.AccessionNumber, a["PatientWeight"].VM, a.get("PatientWeight"))
+                          for a in answers],
+                         [("1.1", "ACC1", 0, None), ("1.2", "ACC2", 1, 72.5)])

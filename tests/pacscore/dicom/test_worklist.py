@@ -1,6 +1,8 @@
 """The Modality Worklist C-FIND SCP driven by our client over
 twisted.test.iosim, on the shipped dicom.sql's worklist table in SQLite."""
 
+import warnings
+
 from pydicom.dataset import Dataset
 from twisted.internet import defer, task
 from twisted.logger import Logger, formatEvent
@@ -14,11 +16,13 @@ from pacscore.dicom.find import BATCH
 from pacscore.dicom.negotiation import AcceptorPolicy
 from pacscore.dicom.protocol import DicomServerFactory
 from pacscore.dicom.worklist import MODALITY_WORKLIST_FIND, WorklistFindService, sequenceMembers
-from tests.pacscore.db.test_worklistquery import ACCESSION, MODALITY, START_DATE, worklistDatabase, worklistRows
+from tests.pacscore.db.test_worklistquery import (
+    ACCESSION, MODALITY, START_DATE, STUDY_UID, worklistDatabase, worklistRows)
 from tests.pacscore.dicom.requests import EXPLICIT, IMPLICIT
 from tests.pacscore.dicom.test_client import ClientTests
 
 SPS = 0x00400100
+BIRTH_DATE = 0x00100030
 
 
 class SynchronousIndex:
@@ -161,6 +165,55 @@ class WorklistServiceTests(unittest.TestCase):
         self.assertIn("Müller^Hans".encode("utf-8"), data)
         _, [match], _ = self.find(identifier("ISO_IR 100", PatientID="P3", PatientName=""))
         self.assertEqual((match.SpecificCharacterSet, match.PatientName), ("ISO_IR 192", "山田^太郎"))
+
+    def test_absurdKeysRefused(self):
+        """More values in a key, or a longer value, than SQL should be
+        given: 0xC000 and a log line before any query, no failure."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pydicom's about the length of a PN
+            many = identifier(PatientID="\\".join(f"ID{i}" for i in range(1001)))
+            long = identifier(step={"ScheduledStationAETitle": ""}, PatientName="*" + "a" * 50001 + "*")
+            self.assertEqual([self.find(request)[:2] for request in (many, long)], [(0xC000, [])] * 2)
+        self.assertEqual([(event["log_level"].name, event["error"].status) for event in self.events],
+                         [("warn", 0xC000)] * 2)
+        logged = "\n".join(self.logged())
+        self.assertIn("worklist C-FIND refused: (0010,0020) has 1001 values, at most 500", logged)
+        self.assertIn("worklist C-FIND refused: (0010,0010) has a value of 50003 characters, at most 1024", logged)
+        self.assertNotIn("worklistQueries", self.counters)
+
+    def test_longUIDList(self):
+        uids = [f"9.{i}" for i in range(1000)] + ["1.2.3.4", "1.2.3.6"]
+        status, matches, _ = self.find(identifier(StudyInstanceUID=uids, AccessionNumber=""))
+        self.assertEqual((status, [m.AccessionNumber for m in matches]), (0, ["ACC6", "ACC4"]))
+
+    def test_answersInTheDictionaryVR(self):
+        """Keys sent in other VRs (explicit VR) are answered in the data
+        dictionary's; a private tag in the request's."""
+        request = identifier(AccessionNumber="ACC4")
+        for tag, vr in ((0x00100010, "DA"), (0x00100020, "US"), (BIRTH_DATE, "UI"), (0x00091010, "SH"),
+                        (SPS, "LO")):
+            request.add_new(tag, vr, None)
+        status, [match], _ = self.find(request, EXPLICIT)
+        self.assertEqual(status, 0)
+        self.assertEqual([(match[tag].VR, match[tag].value) for tag in (0x00100020, BIRTH_DATE, 0x00091010)],
+                         [("LO", "P3"), ("DA", ""), ("SH", "")])
+        self.assertEqual((match["PatientName"].VR, match.PatientName), ("PN", "山田^太郎"))
+        self.assertEqual(match[SPS].VR, "SQ")
+        self.assertEqual(match.ScheduledProcedureStepSequence[0].ScheduledStationAETitle, "US1")
+
+    def test_valuesTheirVRCannotHold(self):
+        """A stored value its VR cannot encode (non-ASCII text in DA or UI)
+        is answered empty; the other answers and values are intact."""
+        bad = {"ACC1": {BIRTH_DATE: "19700101"}, "ACC3": {BIRTH_DATE: "１９６５１２３１", STUDY_UID: "1.2.3.３"}}
+        rows = [{BIRTH_DATE: "", **row, **bad.get(row[ACCESSION], {})} for row in worklistRows()]
+        self.server = self.serve(rows)
+        request = identifier(AccessionNumber="", PatientName="", PatientBirthDate="", StudyInstanceUID="")
+        status, matches, _ = self.find(request, EXPLICIT)
+        self.assertEqual(status, 0)
+        answers = {m.AccessionNumber: (m.PatientName, m.PatientBirthDate, m.StudyInstanceUID) for m in matches}
+        self.assertEqual(answers["ACC1"], ("DOE^JOHN", "19700101", "1.2.3.1"))
+        self.assertEqual(answers["ACC3"], ("Müller^Hans", "", ""))
+        self.assertEqual(len(answers), 6)
 
     def test_countsAndLogs(self):
         status, matches, _ = self.find(identifier(step={"Modality": "CT"}))

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pacscore.config.errors import ConfigError
 from pacscore.config.textfile import LineFile, lineEnding, splitLines
 
+COMMENT_MARKERS = ("#", "//", "/*", "*/")
+
 
 @dataclass
 class Node:
@@ -90,6 +92,11 @@ def _problem(fields):
     return None
 
 
+def _writable(field):
+    """Whether ``field`` reads back as one field: no blanks, no comment marker."""
+    return bool(field) and field.split() == [field] and not any(marker in field for marker in COMMENT_MARKERS)
+
+
 def _formatNode(node):
     return f"{node.ae:<17} {node.host:<16} {node.port:<9} {node.compression}"
 
@@ -140,11 +147,11 @@ class AcrNemaMap(LineFile):
     def put(self, index, node):
         """Replace entry ``index``, or append after the last entry if ``index == len(nodes)``.
 
-        Raises ValueError for a node the file could not hold (blanks in a
-        field, a bad port).
+        Raises ValueError for a node the file could not hold (blanks or a
+        comment marker in a field, a bad port).
         """
         fields = [node.ae, node.host, node.port, node.compression]
-        if _problem(fields) or any(not f or f.split() != [f] for f in fields):
+        if _problem(fields) or not all(map(_writable, fields)):
             raise ValueError(f"cannot write {node} to {self.path}")
         positions = self._nodeRows()
         if index == len(positions):

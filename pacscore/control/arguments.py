@@ -25,9 +25,9 @@ def fields(arguments, count):
 
 
 def number(text, what):
-    """``text`` as a non-negative int, or CommandError naming ``what``."""
+    """``text`` (ASCII digits) as a non-negative int, or CommandError naming ``what``."""
     text = text.strip()
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):
         raise CommandError(f"{what} must be a number, not {text!r}")
     return int(text)
 

@@ -16,6 +16,7 @@ defaults) without a server.
 import os
 import sys
 
+from sqlalchemy.exc import SQLAlchemyError
 from twisted.internet import error, task
 from twisted.logger import globalLogBeginner, textFileLogObserver
 
@@ -23,7 +24,7 @@ from pacscore.config.errors import ConfigError
 from pacscore.config.ini import DicomIni
 from pacscore.config.loader import INI_NAME, defaultConfigDir, loadConfiguration
 from pacscore.control.client import NoAnswer, sendCommand
-from pacscore.control.endpoint import DEFAULT_ENDPOINT, clientEndpoint
+from pacscore.control.endpoint import DEFAULT_ENDPOINT, clientEndpoint, portNumber
 from pacscore.control.registry import CommandRegistry
 from pacscore.db.drivers import findDriver
 from pacscore.db.index import Index
@@ -53,6 +54,10 @@ class UsageError(Exception):
     """Bad command line."""
 
 
+class OfflineError(Exception):
+    """-i or -r could not be carried out."""
+
+
 def usage(registry=None):
     """USAGE followed by the usage line of every installed control command."""
     registry = registry or CommandRegistry()
@@ -80,9 +85,10 @@ def parseArguments(argv):
             options["workdir"] = _value(arg, args, "a folder")
         elif arg.startswith("-p"):
             port = _value(arg, args, "a port")
-            if not port.isdigit():
-                raise UsageError(f"-p needs a port number, not {port!r}")
-            options["port"] = int(port)
+            try:
+                options["port"] = portNumber(port)
+            except ValueError:
+                raise UsageError(f"-p needs a port number from 1 to 65535, not {port!r}") from None
         elif arg.startswith("-q"):
             options["host"] = _value(arg, args, "a host")
         elif arg == "-i":
@@ -153,13 +159,20 @@ def main(argv=None, out=print, err=None):
     except ConfigError as e:
         err(f"dgate: configuration error: {e}")
         return 1
+    except OfflineError as e:
+        err(f"dgate: {e}")
+        return 1
     return 0
 
 
 def offline(actions, configuration, out):
-    """-i and -r, in the order given."""
+    """-i and -r, in the order given; OfflineError when the index cannot
+    be opened or written."""
     for action in actions:
-        (initialize if action == "init" else regenerate)(configuration, out)
+        try:
+            (initialize if action == "init" else regenerate)(configuration, out)
+        except (OSError, SQLAlchemyError) as e:
+            raise OfflineError(f"-{action[0]} failed: {getattr(e, 'orig', None) or e}") from e
 
 
 def remote(options, ini, out, err):
@@ -175,7 +188,11 @@ def remote(options, ini, out, err):
 
 async def _sendAll(reactor, commands, description, host, port, secret, out, err):
     """Send each command in turn; ends the process with the highest status."""
-    endpoint, label = clientEndpoint(reactor, description, host, port)
+    try:
+        endpoint, label = clientEndpoint(reactor, description, host, port)
+    except ValueError as e:
+        err(f"dgate: bad address (ControlEndpoint = {description}): {e}")
+        raise SystemExit(1) from None
     status = 0
     for command in commands:
         status = max(status, await _send(endpoint, label, command, secret, out, err))
@@ -191,6 +208,9 @@ async def _send(endpoint, label, command, secret, out, err):
         return 1
     except (error.ConnectError, OSError, NoAnswer) as e:
         err(f"dgate: {label}: {e}")
+        return 1
+    except ValueError as e:  # e.g. HostnameEndpoint's "invalid hostname"
+        err(f"dgate: bad address {label}: {e}")
         return 1
     if reply.ok:
         return 0

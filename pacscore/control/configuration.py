@@ -9,7 +9,8 @@ starts, so a changed value takes effect at the next start, and the
 commands say so.  These are live, used the next time they are needed:
 
 - ``UIDPrefix``: the root of the UIDs ``genuid``, ``changeuid`` and the
-  converters make from then on;
+  converters make from then on (``put_param`` refuses one that is no UID
+  root of at most 53 characters);
 - ``LuaAllowUnsafe``, ``LuaMaxInstructions``: read each time a Lua
   converter runs.
 
@@ -17,15 +18,27 @@ Getting a key that is absent gives an empty value, and an index past the
 last entry no output, as with Conquest (scripts loop until it).
 """
 
+from pydicom.uid import RE_VALID_UID_PREFIX
+
 from pacscore.control.arguments import ControlCommand, fields, number
 from pacscore.control.configfiles import reload, save
 from pacscore.control.context import CommandError, formatted
 
 ENTRY_FORMAT = "%s = %s"
+MAX_UID_PREFIX = 53  # with its final dot, pydicom's limit for generated UIDs
 
 
 def _applyUIDPrefix(archive, value):
     archive.converterServices.uidMap.prefix = value
+
+
+def _checkUIDPrefix(value):
+    """CommandError unless ``value`` (its final dot optional) can start
+    generated UIDs; empty means pydicom's own ``2.25.``."""
+    prefix = value.rstrip(".")
+    if value and not (len(prefix) <= MAX_UID_PREFIX and RE_VALID_UID_PREFIX.match(prefix + ".")):
+        raise CommandError(f"UIDPrefix {value!r} is not a UID root (digits and dots, no leading zeros, "
+                           f"at most {MAX_UID_PREFIX} characters)")
 
 
 READ_WHEN_USED = ("LuaAllowUnsafe", "LuaMaxInstructions")
@@ -98,6 +111,8 @@ class PutParam(ControlCommand):
         value = value.strip()
         if not key:
             raise CommandError(f"usage: {self.usage}")
+        if key.lower() == "uidprefix":
+            _checkUIDPrefix(value)
         archive = context.archive
         try:
             archive.configuration.ini.set(key, value)

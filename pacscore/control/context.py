@@ -18,19 +18,25 @@ class CommandError(Exception):
     found, a failure); ``str(error)`` is shown to the operator."""
 
 
-_CONVERSION = re.compile(r"%[-#0 +]*[0-9]*(?:\.[0-9]+)?[sdiuxXfgeEc]")
+# A conversion (width and precision captured) or a literal ``%%``.
+_CONVERSION = re.compile(r"%%|%[-#0 +]*([0-9]*)(?:\.([0-9]*))?[hlL]?[diouxXeEfFgGcrsa]")
+MAX_WIDTH = 1024
 
 
 def formatted(fmt, *values):
     """Conquest's optional ``fmt`` argument: a printf-style template for one
     output line (``%s``, ``%d`` ..., ``\\n`` and ``\\t`` escapes) taking the
-    first values; without one, the values joined by spaces."""
+    first values; without one, the values joined by spaces. Widths and
+    precisions are at most ``MAX_WIDTH``."""
     if not fmt:
         return " ".join(str(v) for v in values)
     template = fmt.replace("\\n", "\n").replace("\\t", "\t")
+    conversions = [match for match in _CONVERSION.finditer(template) if match.group() != "%%"]
+    if any(int(number) > MAX_WIDTH for match in conversions for number in match.groups() if number):
+        raise CommandError(f"bad format {fmt!r}: widths and precisions are at most {MAX_WIDTH}")
     try:
-        return template % tuple(values[:len(_CONVERSION.findall(template))])
-    except (TypeError, ValueError) as e:
+        return template % tuple(values[:len(conversions)])
+    except (TypeError, ValueError, OverflowError) as e:
         raise CommandError(f"bad format {fmt!r}: {e}") from e
 
 

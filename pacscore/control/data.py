@@ -7,8 +7,14 @@ exactly as a C-STORE is stored (import converters, WorkListMode, file
 naming, index); ``loadhl7`` applies a file of HL7 messages through the
 worklist intake as the MLLP listener does; ``forward`` sends a stored file
 as the export queue forwards it; ``prefetch`` reads a patient's files once
-(``LocalActions.prefetch``).  Files are read and written in the I/O pool.
+(``LocalActions.prefetch``).  Files are read and written in the I/O pool;
+only regular files are read (a FIFO or a device would block it), and an
+HL7 file of at most ``HL7_LIMIT`` bytes.
 """
+
+import errno
+import os
+import stat
 
 import pydicom
 from pydicom.errors import InvalidDicomError
@@ -19,7 +25,7 @@ from pacscore.control.arguments import ControlCommand, fields
 from pacscore.control.context import CommandError
 from pacscore.control.moves import forwarderFor
 from pacscore.control.output import deliver
-from pacscore.control.stored import exactValue, fileInstances, localActions, storedFile, storedName
+from pacscore.control.stored import exactValue, fileInstances, isUID, localActions, storedFile, storedName
 from pacscore.dicom.datasets import IdentifierError, decodeDataset, encodeDataset
 from pacscore.export.forwarder import ForwardError
 from pacscore.export.queue import Action, Target
@@ -29,15 +35,32 @@ from pacscore.storage.part10 import readFileMeta
 from pacscore.storage.store import SOP_CLASS_UID, SOP_INSTANCE_UID, IncomingObject, StoreError
 
 
-def readBytes(path):
-    with open(path, "rb") as f:
-        return f.read()
+HL7_LIMIT = 64 << 20
+
+
+def openRegularFile(path):
+    """``path`` opened for binary reading; OSError unless it is a regular
+    file. Opening does not wait for a FIFO's writer (``O_NONBLOCK``)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file")
+    return os.fdopen(fd, "rb")
+
+
+def readHL7(path):
+    """In the I/O pool: the bytes of an HL7 file of at most ``HL7_LIMIT`` bytes."""
+    with openRegularFile(path) as f:
+        data = f.read(HL7_LIMIT + 1)
+    if len(data) > HL7_LIMIT:
+        raise OSError(errno.EFBIG, f"larger than {HL7_LIMIT >> 20} MB")
+    return data
 
 
 def _incomingObject(path, patientID, calledAE):
     """In the I/O pool: ``(IncomingObject, data set bytes)`` of a DICOM file
     (Part-10 or raw), its PatientID changed when ``patientID`` is given."""
-    with open(path, "rb") as f:
+    with openRegularFile(path) as f:
         syntax = readFileMeta(f)[0]
         data = f.read()
     if patientID:
@@ -45,15 +68,24 @@ def _incomingObject(path, patientID, calledAE):
         dataset.PatientID = patientID
         data = encodeDataset(dataset, syntax)
     attrs = readAttributes(data, syntax, frozenset((SOP_CLASS_UID, SOP_INSTANCE_UID)))
-    if not attrs.get(SOP_CLASS_UID) or not attrs.get(SOP_INSTANCE_UID):
-        raise DatasetError("no SOP Class or SOP Instance UID")
+    for tag, name in ((SOP_CLASS_UID, "SOP Class UID"), (SOP_INSTANCE_UID, "SOP Instance UID")):
+        uid = attrs.get(tag)
+        if not uid:
+            raise DatasetError(f"no {name}")
+        if not isUID(uid):
+            raise DatasetError(f"{name} {uid!r} is not a UID (digits and dots, at most 64 characters)")
     incoming = IncomingObject(attrs[SOP_CLASS_UID], attrs[SOP_INSTANCE_UID], syntax, "", calledAE)
     return incoming, data
 
 
 def _header(path):
-    """In the I/O pool: the file's elements as text, pixel data left out."""
-    return str(pydicom.dcmread(path, stop_before_pixels=True, force=True)).splitlines()
+    """In the I/O pool: the file's elements as text, pixel data left out;
+    InvalidDicomError when pydicom cannot read or show them."""
+    with openRegularFile(path) as f:
+        try:
+            return str(pydicom.dcmread(f, stop_before_pixels=True, force=True)).splitlines()
+        except Exception as e:  # damage surfaces as any exception while reading or formatting
+            raise InvalidDicomError(str(e) or type(e).__name__) from e
 
 
 class AddImageFile(ControlCommand):
@@ -97,7 +129,7 @@ class LoadHL7(ControlCommand):
         archive = context.archive
         path = archive.configuration.resolvePath(arguments.strip())
         try:
-            data = await archive.workers.deferToWorker(readBytes, path)
+            data = await archive.workers.deferToWorker(readHL7, path)
         except OSError as e:
             raise CommandError(f"cannot read {path}: {e.strerror or e}") from e
         outcomes = await applyMessages(archive.hl7Intake, data)
@@ -126,7 +158,7 @@ class DumpHeader(ControlCommand):
     @staticmethod
     def _unreadable(failure, path):
         failure.trap(OSError, InvalidDicomError)
-        raise CommandError(f"cannot read {path}: {failure.value}")
+        raise CommandError(f"cannot read {path}: {getattr(failure.value, 'strerror', None) or failure.value}")
 
 
 class Forward(ControlCommand):

@@ -31,7 +31,7 @@ class GetSqlDef(ControlCommand):
     def run(self, arguments, context):
         level, index, fmt = fields(arguments, 3)
         level = level.lower()
-        if level.isdigit() and int(level) < len(TABLES):
+        if level.isascii() and level.isdigit() and int(level) < len(TABLES):
             level = TABLES[int(level)]
         if level not in TABLES:
             raise CommandError(f"level must be one of {', '.join(TABLES)} (or 0-4), not {level!r}")

@@ -1,13 +1,16 @@
 """Control commands on the MAG devices (manual appendix 6, logging
 options): ``get_freestore:device,fmt``, the free space of a device in MB
 (``fmt`` default ``%d``; device default MAG0), and ``testmode:#``, text
-appended to the file name of every object stored from then on
-(``testmode:`` with nothing stops it; the index records the real names).
+appended to the file name of every object stored from then on (at most
+32 characters; ``testmode:`` with nothing stops it; the index records the
+real names).
 """
 
 from pacscore.control.arguments import ControlCommand, fields
 from pacscore.control.context import CommandError, formatted
 from pacscore.control.status import deviceSpace
+
+MAX_TEST_MODE = 32  # so that file names stay within the index's ObjectFile column
 
 
 class GetFreeStore(ControlCommand):
@@ -38,5 +41,7 @@ class SetTestMode(ControlCommand):
         text = arguments.strip()
         if "/" in text or "\\" in text:
             raise CommandError(f"testmode text may not contain a folder separator: {text!r}")
+        if len(text) > MAX_TEST_MODE:
+            raise CommandError(f"testmode text may have at most {MAX_TEST_MODE} characters, not {len(text)}")
         context.archive.namer.testMode = text
         return ""

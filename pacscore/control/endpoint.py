@@ -9,6 +9,11 @@ import re
 
 from twisted.internet import endpoints
 
+try:
+    from twisted.internet import ssl
+except ImportError:  # TLS needs pyOpenSSL
+    ssl = None
+
 DEFAULT_ENDPOINT = "tcp:5679:interface=127.0.0.1"
 DEFAULT_PORT = 5679
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
@@ -32,6 +37,13 @@ def fields(description):
     return parts[0].strip().lower(), positional, keywords
 
 
+def portNumber(text):
+    """``text`` as a TCP port: ASCII digits, 1 to 65535; ValueError otherwise."""
+    if not (text.isascii() and text.isdigit() and 0 < int(text) < 65536):
+        raise ValueError(f"port {text!r} is not a number from 1 to 65535")
+    return int(text)
+
+
 def isLoopback(description):
     """Whether only this machine can reach the endpoint: a TCP/TLS port bound
     to 127.0.0.1, ::1 or localhost, or a UNIX socket."""
@@ -44,19 +56,25 @@ def isLoopback(description):
 def clientEndpoint(reactor, description, host=None, port=None, timeout=10):
     """``(endpoint, label)`` to reach a server listening on ``description``;
     ``host``/``port`` (dgate's -q/-p) override it and imply TCP. ``label``
-    names the address in messages (``HOST:PORT`` or the socket's path)."""
+    names the address in messages (``HOST:PORT`` or the socket's path).
+    ValueError when the description gives no usable address (a bad port,
+    no socket path, TLS without pyOpenSSL)."""
     kind, positional, keywords = fields(description)
     if kind == "unix" and host is None and port is None:
-        path = keywords.get("address") or positional[0]
+        path = keywords.get("address") or (positional[0] if positional else "")
+        if not path:
+            raise ValueError("no UNIX socket path")
         return endpoints.UNIXClientEndpoint(reactor, path, timeout=timeout), path
     if kind not in _NETWORK_KINDS:
         kind, positional, keywords = "tcp", [], {}
     if port is None:
-        port = int(keywords.get("port") or (positional[0] if positional else DEFAULT_PORT))
+        port = portNumber(keywords.get("port") or (positional[0] if positional else str(DEFAULT_PORT)))
     if host is None:
         interface = keywords.get("interface", "")
         host = _WILDCARD.get(interface, interface)
     if kind == "ssl":
+        if ssl is None:
+            raise ValueError("TLS (ssl:) needs pyOpenSSL, which is not installed")
         escaped = host.replace(":", "\\:")
         return endpoints.clientFromString(reactor, f"tls:{escaped}:{port}:timeout={timeout}"), f"{host}:{port}"
     return endpoints.HostnameEndpoint(reactor, host, port, timeout=timeout), f"{host}:{port}"

@@ -8,9 +8,9 @@ any other AE of acrnema.map gets C-FINDs through our DICOM client (Patient
 Root at PATIENT level, Study Root below).  A finder lists the entities one
 of whose searched attributes contains the text (case-insensitively: a
 ``*text*`` wildcard on each, the answers merged); an empty text lists
-all.  Each entity is one row formatted with ``fmt`` (its values
-tab-separated without one), to ``file`` or the output.  The values, in
-order:
+all; the listers' study and series UIDs must be UIDs (digits and dots).
+Each entity is one row formatted with ``fmt`` (its values tab-separated
+without one), to ``file`` or the output.  The values, in order:
 
 - patientfinder: PatientID, PatientName, PatientBirthDate, PatientSex
   (searched: PatientID, PatientName);
@@ -36,7 +36,7 @@ from pacscore.codecs.syntaxes import UNCOMPRESSED
 from pacscore.control.arguments import ControlCommand
 from pacscore.control.context import CommandError
 from pacscore.control.output import deliver, formatRow, pipeFields
-from pacscore.control.stored import exactValue, isLocal, storedName
+from pacscore.control.stored import exactValue, isLocal, storedName, uidValue
 from pacscore.db.query import (
     PATIENT_ID, SERIES_INSTANCE_UID, SOP_CLASS_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, QueryKey)
 from pacscore.dicom.client import associate
@@ -186,7 +186,7 @@ class SeriesLister(_Listing):
 
     async def rows(self, source, selection):
         patientID, study = selection
-        values = {STUDY_INSTANCE_UID: exactValue(study, "study UID"),
+        values = {STUDY_INSTANCE_UID: uidValue(study, "study UID"),
                   PATIENT_ID: exactValue(patientID, "patient ID") if patientID.strip() else ""}
         keys = [QueryKey(tag, vr, values.get(tag, "")) for tag, vr in self.columns]
         return [[match.get(tag, "") for tag, _ in self.columns] for match in await source.find("SERIES", keys)]
@@ -200,7 +200,7 @@ class ImageLister(_Listing):
 
     async def rows(self, source, selection):
         patientID, series = selection
-        keys = [QueryKey(SERIES_INSTANCE_UID, "UI", exactValue(series, "series UID"))]
+        keys = [QueryKey(SERIES_INSTANCE_UID, "UI", uidValue(series, "series UID"))]
         if patientID.strip():
             keys.append(QueryKey(PATIENT_ID, "LO", exactValue(patientID, "patient ID")))
         if isinstance(source, LocalIndex):

@@ -8,7 +8,8 @@ per ForwardAssociationLevel); the destination must be in our acrnema.map.
 Any other source (in our acrnema.map) is asked for a C-MOVE to the
 destination, which it must know, through our DICOM client
 (``Forwarder.get``; a date range first finds the studies with a C-FIND).
-Progress is reported every ``PROGRESS_EVERY`` objects.
+Progress is reported every ``PROGRESS_EVERY`` objects. Study and series
+UIDs must be UIDs (digits and dots), patient IDs exact (no wildcards).
 """
 
 from twisted.internet import defer
@@ -17,7 +18,7 @@ from twisted.logger import Logger
 from pacscore.control.arguments import ControlCommand, fields
 from pacscore.control.context import CommandError
 from pacscore.control.deletes import studyDates
-from pacscore.control.stored import exactValue, isLocal
+from pacscore.control.stored import exactValue, isLocal, uidValue
 from pacscore.dicom import commands
 from pacscore.export.forwarder import Forwarder, ForwardError
 from pacscore.export.queue import Action, Target
@@ -26,9 +27,9 @@ PROGRESS_EVERY = 10
 PENDING = (0xFF00, 0xFF01)
 
 
-def optional(text, what):
-    """An optional identifier: '' or an exact value."""
-    return exactValue(text, what) if text.strip() else ""
+def optional(text, what, value=exactValue):
+    """An optional identifier: '' or ``value(text, what)``."""
+    return value(text, what) if text.strip() else ""
 
 
 def forwarderFor(archive):
@@ -131,7 +132,7 @@ class MoveStudy(_Move):
 
     def select(self, text):
         patientID, _, study = text.rpartition(":")
-        return "STUDY", Target(optional(patientID, "patient ID"), exactValue(study, "study UID")), {}
+        return "STUDY", Target(optional(patientID, "patient ID"), uidValue(study, "study UID")), {}
 
 
 class MoveStudies(_Move):
@@ -150,5 +151,5 @@ class MoveSeries(_Move):
     def select(self, text):
         selection, _, study = text.partition(",")
         patientID, _, series = selection.rpartition(":")
-        return "SERIES", Target(optional(patientID, "patient ID"), optional(study, "study UID"),
-                                exactValue(series, "series UID")), {}
+        return "SERIES", Target(optional(patientID, "patient ID"), optional(study, "study UID", uidValue),
+                                uidValue(series, "series UID")), {}

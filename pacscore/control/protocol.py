@@ -98,6 +98,8 @@ class ControlProtocol(basic.LineReceiver, policies.TimeoutMixin):
             self.finish(f"bad request: {e}")
 
     def lineLengthExceeded(self, line):
+        if self.started or self.finished:  # what follows the request is ignored, as in lineReceived
+            return
         self.log.warn("control: {peer}: request line longer than {limit} bytes",
                       peer=self.peerName(), limit=self.MAX_LENGTH)
         self.finish(f"request line longer than {self.MAX_LENGTH} bytes")

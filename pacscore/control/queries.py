@@ -16,6 +16,8 @@ from pacscore.control.arguments import ControlCommand, number
 from pacscore.control.context import CommandError
 from pacscore.control.output import deliver, formatRow, pipeFields
 
+MAX_ROWS = 2**31 - 1  # the largest fetchmany() takes
+
 
 def _select(connection, statement, limit):
     """In a reader thread: the rows, at most ``limit`` (None: all)."""
@@ -56,6 +58,8 @@ class Query2(Query):
     def run(self, arguments, context):
         table, columns, where, fmt, limit, path = pipeFields(arguments, 6)
         limit = number(limit, "max")
+        if limit > MAX_ROWS:
+            raise CommandError(f"max must be at most {MAX_ROWS}, not {limit}")
         return self.select(context.archive, table, columns, where, fmt, limit, path)
 
 

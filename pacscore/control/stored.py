@@ -3,10 +3,12 @@
 A stored file is given as its path (absolute, or relative to the working
 folder) on a MAG device, or as ``DEVICE:relative`` / Conquest's
 ``MAG0\\relative``; the index knows it by ``DeviceName`` and ``ObjectFile``.
+A relative part leading out of its device (``..``, absolute) is refused.
 A server given as empty, ``(local)`` or our own AE title is this archive.
 """
 
 import os
+import posixpath
 import re
 
 from sqlalchemy import and_, select
@@ -18,6 +20,7 @@ from pacscore.export.actions import LocalActions
 LOCAL = "(local)"
 _DEVICE_PREFIX = re.compile(r"^([A-Za-z]+[0-9]+)[:\\/](.+)$")
 _WILDCARDS = ("*", "?", "\\")
+_UID = re.compile(r"[0-9.]{1,64}")
 
 
 def isLocal(archive, ae):
@@ -40,14 +43,23 @@ def storedFile(archive, text):
     devices = {device.name.upper(): device for device in archive.devices}
     match = _DEVICE_PREFIX.match(text)
     if match and match.group(1).upper() in devices:
-        relative = match.group(2).replace("\\", "/").strip("/")
-        return devices[match.group(1).upper()].name, relative
+        device = devices[match.group(1).upper()]
+        return device.name, _insideDevice(device, match.group(2))
     path = archive.configuration.resolvePath(text)
     for device in archive.devices:
         if path.startswith(device.path + os.sep):
             return device.name, os.path.relpath(path, device.path).replace(os.sep, "/")
     raise CommandError(f"{text} is not on a MAG device "
                        f"({', '.join(f'{d.name} = {d.path}' for d in archive.devices)})")
+
+
+def _insideDevice(device, relative):
+    """``relative`` (``/`` or ``\\`` separated) normalised; CommandError
+    when it names no file inside ``device`` (``..``, absolute)."""
+    normalised = posixpath.normpath(relative.replace("\\", "/"))
+    if posixpath.isabs(normalised) or normalised in (".", "..") or normalised.startswith("../"):
+        raise CommandError(f"{relative!r} is not a file inside {device.name} ({device.path})")
+    return normalised
 
 
 def fileInstances(connection, query, deviceName, objectFile):
@@ -70,6 +82,19 @@ def exactValue(text, what):
     if any(character in text for character in _WILDCARDS):
         raise CommandError(f"{what} {text!r}: wildcards are not allowed here")
     return text
+
+
+def isUID(text):
+    """Whether ``text`` can be a UID: digits and dots, at most 64 characters."""
+    return _UID.fullmatch(text) is not None
+
+
+def uidValue(text, what):
+    """``exactValue`` of a UID, refused unless it is digits and dots."""
+    uid = exactValue(text, what)
+    if not isUID(uid):
+        raise CommandError(f"{what} {uid!r} is not a UID (digits and dots, at most 64 characters)")
+    return uid
 
 
 def localActions(archive):

@@ -21,12 +21,21 @@ def _uid(arguments, usage):
     return uid
 
 
+def _badPrefix(error, uidMap):
+    """The CommandError for pydicom's ValueError about the UID prefix."""
+    return CommandError(f"cannot make a UID with UIDPrefix {uidMap.prefix!r}: {error}")
+
+
 class GenUid(ControlCommand):
     name = "genuid"
     usage = "--genuid:  Generate an UID"
 
     def run(self, arguments, context):
-        return generate_uid(context.archive.converterServices.uidMap.prefix)
+        uidMap = context.archive.converterServices.uidMap
+        try:
+            return generate_uid(uidMap.prefix)
+        except ValueError as e:
+            raise _badPrefix(e, uidMap) from e
 
 
 class ChangeUid(ControlCommand):
@@ -36,7 +45,13 @@ class ChangeUid(ControlCommand):
     def run(self, arguments, context):
         uid = _uid(arguments, self.usage)
         archive = context.archive
-        return archive.workers.deferToWorker(archive.converterServices.uidMap.newFor, uid, "changeuid")
+        uidMap = archive.converterServices.uidMap
+
+        def failed(failure):
+            failure.trap(ValueError)
+            raise _badPrefix(failure.value, uidMap)
+
+        return archive.workers.deferToWorker(uidMap.newFor, uid, "changeuid").addErrback(failed)
 
 
 class ChangeUidBack(ControlCommand):

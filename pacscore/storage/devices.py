@@ -64,8 +64,12 @@ class MagDevice:
         return path
 
     def absolute(self, relative):
-        """The absolute path of a file stored as ``relative`` (``/`` separated)."""
-        return os.path.join(self.path, *relative.split("/"))
+        """The absolute path of a file stored as ``relative`` (``/`` separated);
+        ValueError when that is not inside the device folder."""
+        path = os.path.normpath(os.path.join(self.path, *relative.split("/")))
+        if not path.startswith(os.path.join(self.path, "")):
+            raise ValueError(f"{relative!r} is not inside {self.name} ({self.path})")
+        return path
 
     def __repr__(self):
         return f"MagDevice({self.name!r}, {self.path!r})"

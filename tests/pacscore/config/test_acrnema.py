@@ -161,6 +161,14 @@ class WriteTests(unittest.TestCase):
         self.assertRaises(ValueError, self.amap.put, 0, Node("AE", "h", "port"))
         self.assertEqual(self.amap.toString(), MANUAL_MAP)
 
+    def test_putRefusesCommentMarkers(self):
+        for node in (Node("AE#1", "127.0.0.1", "104"), Node("AE3//x", "h", "104"), Node("AE4", "h#", "104"),
+                     Node("AE2", "host/*x", "104"), Node("AE5", "*/", "104"), Node("AE6", "h", "104", "u#n")):
+            self.assertRaises(ValueError, self.amap.put, 3, node)
+        self.assertEqual(self.amap.toString(), MANUAL_MAP)
+        self.amap.put(3, Node("AE/1", "host.example", "10*", "j2"))
+        self.assertEqual(AcrNemaMap.fromString(self.amap.toString()).nodes, self.amap.nodes)
+
     def test_delete(self):
         self.amap.delete(0)
         self.assertEqual([n.ae for n in self.amap.nodes], ["V*", "S*"])

@@ -113,6 +113,12 @@ class DefinitionCommandTests(unittest.TestCase):
         yield self.assertFailure(self.running.run(commands.getSqlDef, "nolevel,0"), CommandError)
 
     @defer.inlineCallbacks
+    def test_getSqlDefRefusesNonASCIIDigits(self):
+        for arguments in ("\u00b2,0", "\u0661,0", "image,\u00b3"):
+            yield self.assertFailure(self.running.run(commands.getSqlDef, arguments), CommandError)
+        yield self.assertFailure(self.running.run(commands.getDic, "\U0001d7d9"), CommandError)
+
+    @defer.inlineCallbacks
     def test_getDic(self):
         first = yield self.running.run(commands.getDic, "0")
         self.assertEqual(first, "(0000,0000) UL CommandGroupLength")

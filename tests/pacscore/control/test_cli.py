@@ -47,6 +47,32 @@ class CliTests(unittest.TestCase):
         self.assertEqual(code, 2)
         self.assertIn("-p needs a port number", output)
 
+    def test_portIsANumberFrom1To65535(self):
+        for port in ("\u00b2", "\u0661", "0", "70000", "9" * 30):
+            code, output = self.dgate(f"-p{port}", "--display_status:")
+            self.assertEqual(code, 2)
+            self.assertIn(f"-p needs a port number from 1 to 65535, not {port!r}", output)
+
+    def runDgate(self, *argv):
+        """``(exit status, stderr)`` of the dgate script."""
+        result = subprocess.run([os.path.join(BIN, "dgate"), *argv], capture_output=True, text=True, timeout=60)
+        return result.returncode, result.stderr.strip()
+
+    def test_badHost(self):
+        server = PacsServer(self.mktemp())
+        for host in ("::::", "[::1]", "a..b", "h" * 300):
+            code, error = self.runDgate(f"-w{server.workdir}", "-q", host, "--display_status:")
+            self.assertEqual(code, 1)
+            self.assertTrue(error.startswith(f"dgate: bad address {host}:{server.controlPort}: invalid hostname"),
+                            error)
+
+    def test_badControlEndpoint(self):
+        server = PacsServer(self.mktemp(), ini={"ControlEndpoint": "tcp:abc"})
+        code, error = self.runDgate(f"-w{server.workdir}", "--display_status:")
+        self.assertEqual(code, 1)
+        self.assertEqual(error, "dgate: bad address (ControlEndpoint = tcp:abc): port 'abc' is not a number "
+                                "from 1 to 65535")
+
     def test_noServer(self):
         server = PacsServer(self.mktemp())
         result = subprocess.run([os.path.join(BIN, "dgate"), f"-w{server.workdir}", "--display_status:"],
@@ -88,3 +114,11 @@ class CliTests(unittest.TestCase):
         code, output = self.dgate("-w", server.workdir, "-i")
         self.assertEqual(code, 1)
         self.assertIn("dgatesop.lst:", output)
+
+    def test_indexThatCannotBeOpened(self):
+        server = PacsServer(self.mktemp())
+        server.setIni(SQLServer=os.path.join(server.workdir, "dicom.ini", "conquest.db3"))
+        for option in ("-i", "-r"):
+            code, output = self.dgate(f"-w{server.workdir}", option)
+            self.assertEqual(code, 1)
+            self.assertIn(f"dgate: {option} failed: ", output)

@@ -68,6 +68,18 @@ class DicomIniCommandTests(unittest.TestCase):
         self.assertTrue((yield self.running.run(uids.changeUid, "9.8.7")).startswith("1.2.3.4."))
 
     @defer.inlineCallbacks
+    def test_putParamRefusesAUIDPrefixThatMakesNoUIDs(self):
+        before = Path(self.path).read_text()
+        for value in ("not-a-uid-root", "1." * 40, "1.02.3", "1.2.\u0663", "1" * 54):
+            error = yield self.assertFailure(self.running.run(commands.putParam, f"UIDPrefix,{value}"), CommandError)
+            self.assertIn("is not a UID root", str(error))
+        self.assertEqual(Path(self.path).read_text(), before)
+        yield self.running.run(commands.putParam, "UIDPrefix," + "1" * 53 + ".")
+        uid = yield self.running.run(uids.genUid, "")
+        self.assertTrue(uid.startswith("1" * 53 + "."))
+        self.assertEqual(len(uid), 64)
+
+    @defer.inlineCallbacks
     def test_putParamRefusesBadValues(self):
         yield self.assertFailure(self.running.run(commands.putParam, ""), CommandError)
         yield self.assertFailure(self.running.run(commands.putParam, "[bad,1"), CommandError)

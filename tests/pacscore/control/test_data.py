@@ -2,11 +2,13 @@
 addimagefile, the deletes, loadhl7, dump_header, prefetch."""
 
 import os
+from pathlib import Path
 
 from sqlalchemy import select
 from twisted.internet import defer
 from twisted.trial import unittest
 
+from pacscore.control import data
 from pacscore.control.context import CommandError
 from pacscore.testing.corpus import generateCorpus
 from pacscore.testing.orders import orderMessage, writeMessages
@@ -163,6 +165,30 @@ class StoredCorpusTests(unittest.TestCase):
             self.assertEqual(f.read(), dump + "\n")
         yield self.assertFailure(self.running.run(commands.dumpHeader, path + ".missing"), CommandError)
 
+    def damagedCopy(self, old, new):
+        """A copy of the first image, the last ``old`` bytes (in its data set) replaced by ``new``."""
+        original = Path(self.images[0].path).read_bytes()
+        at = original.rindex(old)
+        path = os.path.abspath(self.mktemp())
+        Path(path).write_bytes(original[:at] + new + original[at + len(old):])
+        return path
+
+    @defer.inlineCallbacks
+    def test_dumpHeaderOfADamagedFile(self):
+        path = self.damagedCopy(b"\x08\x00\x16\x00UI", b"\x08\x00\x16\x00Uw")  # SOP Class UID's VR
+        error = yield self.assertFailure(self.running.run(commands.dumpHeader, path), CommandError)
+        self.assertIn(f"cannot read {path}: ", str(error))
+        self.assertIn("(0008,0016)", str(error))
+
+    @defer.inlineCallbacks
+    def test_addimagefileRefusesAnInvalidUID(self):
+        uid = self.images[0].sopUID.encode()
+        path = self.damagedCopy(uid, uid[:5] + b"\xc9" + uid[6:])
+        error = yield self.assertFailure(self.running.run(commands.addImageFile, path), CommandError)
+        self.assertIn("SOP Instance UID", str(error))
+        self.assertIn("is not a UID", str(error))
+        self.assertEqual((yield self.running.count("image")), 8)
+
 
 class LoadHL7Tests(unittest.TestCase):
 
@@ -193,3 +219,29 @@ class LoadHL7Tests(unittest.TestCase):
             f.write("no HL7 here\n")
         yield self.assertFailure(self.running.run(commands.loadHL7, self.path), CommandError)
         yield self.assertFailure(self.running.run(commands.loadHL7, self.path + ".missing"), CommandError)
+
+
+class SpecialFileTests(unittest.TestCase):
+    """Only regular files are read: a FIFO would hold an I/O thread until
+    a writer comes, a device like /dev/zero never ends."""
+
+    def setUp(self):
+        self.running = RunningArchive(self)
+        self.fifo = os.path.abspath(self.mktemp())
+        os.mkfifo(self.fifo)
+
+    @defer.inlineCallbacks
+    def test_notRegularFilesAreRefused(self):
+        for command in (commands.loadHL7, commands.addImageFile, commands.dumpHeader):
+            for path in (self.fifo, os.devnull, os.path.dirname(self.fifo)):
+                error = yield self.assertFailure(self.running.run(command, path), CommandError)
+                self.assertEqual(str(error), f"cannot read {path}: not a regular file")
+
+    @defer.inlineCallbacks
+    def test_loadhl7RefusesAFileOverTheLimit(self):
+        path = os.path.abspath(self.mktemp())
+        writeMessages(path, [orderMessage("MSG1", "ACC1", "P1", "Doe^John")])
+        self.patch(data, "HL7_LIMIT", os.path.getsize(path) - 1)
+        error = yield self.assertFailure(self.running.run(commands.loadHL7, path), CommandError)
+        self.assertIn(f"cannot read {path}: larger than", str(error))
+        self.assertEqual((yield self.running.count("worklist")), 0)

@@ -42,6 +42,15 @@ class DatabaseCommandTests(unittest.TestCase):
         yield self.assertFailure(self.command(commands.query2, "DICOMImages|SOPInstanceUID|||many|"), CommandError)
 
     @defer.inlineCallbacks
+    def test_query2LimitIsAtMostTheLargestFetch(self):
+        output = yield self.command(commands.query2, f"DICOMPatients|PatientID|||{2**31 - 1}|")
+        self.assertEqual(len(output.split("\n")), 3)
+        for limit in (2**31, 10**20):
+            error = yield self.assertFailure(self.command(commands.query2, f"DICOMPatients|PatientID|||{limit}|"),
+                                             CommandError)
+            self.assertEqual(str(error), f"max must be at most {2**31 - 1}, not {limit}")
+
+    @defer.inlineCallbacks
     def test_queryRefusals(self):
         for arguments in ("sqlite_master|name||", "DICOMPatients|PatientID|1=1; DELETE FROM DICOMPatients|",
                           "DICOMPatients||", "DICOMPatients|NoSuchColumn||"):
@@ -80,6 +89,14 @@ class DatabaseCommandTests(unittest.TestCase):
         yield self.assertFailure(self.command(commands.imageLister, "|PAT*|1.2|%s|"), CommandError)
 
     @defer.inlineCallbacks
+    def test_listersRefuseWhatIsNoUID(self):
+        for command, arguments in ((commands.seriesLister, "(local)|PAT0000|\U0001f600|"),
+                                   (commands.imageLister, "|PAT0000|1.2.\u0663|"),
+                                   (commands.imageLister, "LISTED||\u60a3\u8005|")):
+            error = yield self.assertFailure(self.command(command, arguments), CommandError)
+            self.assertIn("is not a UID", str(error))
+
+    @defer.inlineCallbacks
     def test_findersOnAnotherArchive(self):
         asking = RunningArchive(self, ae="ASKING")
         asking.know(self.running)
@@ -90,3 +107,5 @@ class DatabaseCommandTests(unittest.TestCase):
         sops = yield asking.run(commands.imageLister, f"LISTED|{image.patientID}|{image.seriesUID}|%s|")
         self.assertEqual(sorted(sops.split("\n")), sorted([image.sopUID, self.images[1].sopUID]))
         yield self.assertFailure(asking.run(commands.patientFinder, "NOWHERE|x||"), CommandError)
+        error = yield self.assertFailure(asking.run(commands.seriesLister, "LISTED|PAT0000|\U0001f600|"), CommandError)
+        self.assertIn("study UID '\U0001f600' is not a UID", str(error))

@@ -3,7 +3,8 @@
 from twisted.internet import endpoints, reactor
 from twisted.trial import unittest
 
-from pacscore.control.endpoint import DEFAULT_ENDPOINT, clientEndpoint, fields, isLoopback
+from pacscore.control import endpoint
+from pacscore.control.endpoint import DEFAULT_ENDPOINT, clientEndpoint, fields, isLoopback, portNumber
 
 
 class LoopbackTests(unittest.TestCase):
@@ -47,3 +48,23 @@ class ClientEndpointTests(unittest.TestCase):
         endpoint, label = clientEndpoint(self.reactor, "unix:address=/run/pacs.sock")
         self.assertIsInstance(endpoint, endpoints.UNIXClientEndpoint)
         self.assertEqual(label, "/run/pacs.sock")
+
+    def test_unusableDescriptions(self):
+        for description in ("tcp:abc", "tcp:port=x", "tcp:99999", "tcp:0", "tcp:\u00b2", "unix", "unix:"):
+            self.assertRaises(ValueError, clientEndpoint, self.reactor, description)
+
+    def test_tlsNeedsPyOpenSSL(self):
+        self.patch(endpoint, "ssl", None)
+        error = self.assertRaises(ValueError, clientEndpoint, self.reactor, "ssl:5679:interface=127.0.0.1")
+        self.assertIn("pyOpenSSL", str(error))
+
+
+class PortNumberTests(unittest.TestCase):
+
+    def test_ports(self):
+        self.assertEqual([portNumber(text) for text in ("1", "5679", "65535")], [1, 5679, 65535])
+
+    def test_notPorts(self):
+        for text in ("0", "65536", "9" * 30, "\u00b2", "\u0661", "-1", "", "abc"):
+            error = self.assertRaises(ValueError, portNumber, text)
+            self.assertIn("is not a number from 1 to 65535", str(error))

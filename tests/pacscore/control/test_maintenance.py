@@ -86,6 +86,18 @@ class MaintenanceTests(unittest.TestCase):
         self.assertEqual((yield self.running.count("image")), 12)
         yield self.assertFailure(self.running.run(commands.regenFile, path + ".missing"), CommandError)
 
+    @defer.inlineCallbacks
+    def test_regenfileAndDeleteimagefileStayInsideTheDevice(self):
+        victim = generateCorpus(os.path.abspath(self.mktemp()), patients=1, studiesPerPatient=1, seriesPerStudy=1,
+                                imagesPerSeries=1, namePrefix="Outside")[0].path
+        relative = os.path.relpath(victim, self.running.archive.devices[0].path)
+        for name in (f"MAG0:{relative}", "MAG0\\" + relative.replace("/", "\\")):
+            for command in (commands.regenFile, data.deleteImageFile):
+                error = yield self.assertFailure(self.running.run(command, name), CommandError)
+                self.assertIn("is not a file inside MAG0", str(error))
+        self.assertTrue(os.path.exists(victim))
+        self.assertEqual((yield self.counts()), [3, 3, 6, 12])
+
 
 class MakeSpaceTests(unittest.TestCase):
     """Free space is counted as one MB per deleted file."""

@@ -81,6 +81,17 @@ class MoveTests(unittest.TestCase):
         self.assertEqual((yield self.destination.count("image")), 0)
 
     @defer.inlineCallbacks
+    def test_uidsMustBeUIDs(self):
+        study = self.images[0].studyUID
+        for command, arguments in ((commands.moveStudy, "ORIGIN,DEST,\u60a3\u8005"),
+                                   (commands.moveStudy, "ORIGIN,DEST,PAT0000:1.2.\u00b2"),
+                                   (commands.moveSeries, f"ORIGIN,DEST,PAT0000:\U0001f600,{study}"),
+                                   (commands.moveSeries, f"ORIGIN,DEST,PAT0000:{study},1.2a")):
+            error = yield self.assertFailure(self.destination.run(command, arguments), CommandError)
+            self.assertIn("is not a UID", str(error))
+        self.assertEqual((yield self.destination.count("image")), 0)
+
+    @defer.inlineCallbacks
     def test_forwardOneStoredFile(self):
         path = self.source.files()[0]
         self.assertEqual((yield self.source.run(commands.forward, f"{path},un,DEST")),

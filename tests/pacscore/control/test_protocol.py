@@ -181,6 +181,15 @@ class ServerTests(unittest.TestCase):
         self.assertEqual(self.answer(transport), [f"ERROR request line longer than {protocol.MAX_LENGTH} bytes"])
         self.assertTrue(transport.disconnecting)
 
+    def test_bytesAfterTheCommandAreIgnored(self):
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"COMMAND --slow:\r\n" + b"x" * (protocol.MAX_LENGTH + 10))
+        protocol.dataReceived(b"y" * (protocol.MAX_LENGTH + 10) + b"\r\nCOMMAND --echo:again\r\n")
+        self.assertEqual(self.answer(transport), ["PROGRESS started", "PROGRESS still going"])
+        self.assertFalse(transport.disconnecting)
+        self.slow.pending[0].callback("done")
+        self.assertEqual(self.answer(transport)[2:], ["OUTPUT done", "OK"])
+
     def test_idleTimeout(self):
         protocol, transport = self.connect()
         protocol.dataReceived(b"AUTH x\r\n")

@@ -103,3 +103,11 @@ class DeviceCommandTests(unittest.TestCase):
         yield self.running.run(devices.SetTestMode(), "")
         self.assertNotIn(".1", self.archive.namer.name(attrs)[len(plain) - 8:])
         yield self.assertFailure(self.running.run(devices.SetTestMode(), "../x"), CommandError)
+
+    @defer.inlineCallbacks
+    def test_testmodeTextIsShort(self):
+        error = yield self.assertFailure(self.running.run(devices.SetTestMode(), "A" * 33), CommandError)
+        self.assertIn("at most 32 characters", str(error))
+        self.assertEqual(self.archive.namer.testMode, "")
+        yield self.running.run(devices.SetTestMode(), "A" * 32)
+        self.assertEqual(self.archive.namer.testMode, "A" * 32)

@@ -46,6 +46,13 @@ class UidCommandTests(unittest.TestCase):
         yield self.assertFailure(self.running.run(commands.changeUidBack, " "), CommandError)
 
     @defer.inlineCallbacks
+    def test_uidPrefixThatMakesNoUIDs(self):
+        self.archive.converterServices.uidMap.prefix = "not-a-uid-root"  # as read_ini may apply it
+        for command, arguments in ((commands.genUid, ""), (commands.changeUid, "1.2.3.4")):
+            error = yield self.assertFailure(self.running.run(command, arguments), CommandError)
+            self.assertIn("cannot make a UID with UIDPrefix 'not-a-uid-root.'", str(error))
+
+    @defer.inlineCallbacks
     def test_checksum(self):
         self.assertEqual((yield self.running.run(commands.checksum, "hello")), "907060870")
         self.assertEqual((yield self.running.run(commands.checksum, "a,b")), "752423903")

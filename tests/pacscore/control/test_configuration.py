@@ -77,7 +77,7 @@ class DicomIniCommandTests(unittest.TestCase):
         yield self.running.run(commands.putParam, "UIDPrefix," + "1" * 53 + ".")
         uid = yield self.running.run(uids.genUid, "")
         self.assertTrue(uid.startswith("1" * 53 + "."))
-        self.assertEqual(len(uid), 64)
+        self.assertLessEqual(len(uid), 64)  # the random suffix may be shorter
 
     @defer.inlineCallbacks
     def test_putParamRefusesBadValues(self):

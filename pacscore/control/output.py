@@ -2,7 +2,8 @@
 rows: Conquest's ``|``-separated arguments end in ``fmt`` and ``file``;
 each row is formatted with ``fmt`` (else its values tab-separated) and the
 rows go to ``file`` when one is named (written in the I/O pool), else to
-the command's output.
+the command's output.  No command writes over the archive's own files (its
+configuration, its index database, anything on a MAG device).
 """
 
 import os
@@ -27,13 +28,36 @@ def formatRow(fmt, values):
     return "\t".join("" if value is None else str(value) for value in values)
 
 
+def outputPath(archive, text):
+    """``text`` (relative to the working folder) as the absolute path of a
+    file a command may write; CommandError for one of the archive's own."""
+    path = archive.configuration.resolvePath(text)
+    real = os.path.realpath(path)
+    onDevice = any(real.startswith(os.path.join(os.path.realpath(device.path), "")) for device in archive.devices)
+    if onDevice or real in _ownFiles(archive):
+        raise CommandError(f"{path} is one of the archive's own files (configuration, index or MAG device)")
+    return path
+
+
+def _ownFiles(archive):
+    """The real paths of the configuration files and the index database's."""
+    configuration = archive.configuration
+    files = [configuration.iniPath, configuration.acrNemaMap.path, configuration.sopList.path,
+             configuration.layout.path]
+    pathOf = getattr(archive.driver, "pathOf", None)  # local database files (SQLite)
+    if pathOf is not None:
+        database = pathOf(archive.dbDescription, configuration)
+        files += [database + suffix for suffix in ("", "-wal", "-shm", "-journal")]
+    return {os.path.realpath(f) for f in files if f}
+
+
 def deliver(archive, lines, path):
     """Deferred of the command's output: the lines, or (with ``path``, relative
     to the working folder) a line saying where they were written."""
     path = path.strip()
     if not path:
         return defer.succeed("\n".join(lines))
-    target = archive.configuration.resolvePath(path)
+    target = outputPath(archive, path)
     d = archive.workers.deferToWorker(_write, target, lines)
     d.addCallback(lambda _: f"{len(lines)} line(s) written to {target}")
     return d.addErrback(_writeFailed, target)

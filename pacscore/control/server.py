@@ -6,6 +6,7 @@ from twisted.internet import defer
 from pacscore.control import status
 from pacscore.control.arguments import ControlCommand
 from pacscore.control.context import CommandError
+from pacscore.control.output import outputPath
 
 
 def _writeText(path, text):
@@ -28,7 +29,7 @@ class DisplayStatus(ControlCommand):
         text = gathered.addCallback(status.asText)
         if not argument:
             return text
-        path = context.archive.configuration.resolvePath(argument)
+        path = outputPath(context.archive, argument)
         written = text.addCallback(lambda report: context.archive.workers.deferToWorker(_writeText, path, report))
         return written.addCallbacks(lambda _: "", self._notWritten, errbackArgs=(path,))
 

@@ -20,6 +20,7 @@ from twisted.logger import (FilteringLogObserver, LogLevel, Logger, PredicateRes
 
 from pacscore.control.arguments import ControlCommand, number
 from pacscore.control.context import CommandError
+from pacscore.control.output import outputPath
 
 
 class ServerLog:
@@ -80,7 +81,7 @@ class LogOn(ControlCommand):
             return ""
         if target.isdigit():
             raise CommandError(f"{self.name}: logging to a UDP port is not supported, give a file")
-        path = context.archive.configuration.resolvePath(target)
+        path = outputPath(context.archive, target)
         d = context.archive.workers.deferToWorker(open, path, "a", encoding="utf-8")
 
         def opened(textFile):

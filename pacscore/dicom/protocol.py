@@ -66,12 +66,13 @@ class _Message:
 class _Request:
     """A request we sent, waiting for its final response."""
 
-    __slots__ = ("deferred", "onPending", "timer")
+    __slots__ = ("deferred", "onPending", "timer", "responseField")
 
-    def __init__(self, onPending):
+    def __init__(self, onPending, responseField):
         self.deferred = defer.Deferred()
         self.onPending = onPending
         self.timer = None
+        self.responseField = responseField  # the command field its responses must have
 
 
 @implementer(IPushProducer)
@@ -299,7 +300,7 @@ class DicomProtocol(Protocol, TimeoutMixin):
             return defer.fail(AssociationLost(f"no association with {self.peerName()}"))
         command = dict(command)
         messageID = command.setdefault(commands.MESSAGE_ID, self.nextMessageID())
-        pending = self._requests[messageID] = _Request(onPending)
+        pending = self._requests[messageID] = _Request(onPending, command[commands.COMMAND_FIELD] | 0x8000)
         self._armTimer(messageID, pending)
         self.sendMessage(contextId, command, dataset)
         return pending.deferred
@@ -330,12 +331,14 @@ class DicomProtocol(Protocol, TimeoutMixin):
     def _responseReceived(self, command, dataset):
         messageID = command.get(commands.MESSAGE_ID_RESPONDED_TO)
         pending = self._requests.get(messageID)
-        if pending is None:
-            self.log.warn("{peer}: {command} answers message {id}, which we did not send; ignored",
-                          peer=self.peerName(), id=messageID,
-                          command=commands.COMMAND_NAMES.get(command[commands.COMMAND_FIELD]))
+        field = command[commands.COMMAND_FIELD]
+        if pending is None or field != pending.responseField:
+            self.log.warn("{peer}: {command} answers message {id}, {which}; ignored",
+                          peer=self.peerName(), id=messageID, command=commands.COMMAND_NAMES.get(field, hex(field)),
+                          which="which we did not send" if pending is None else
+                          f"a {commands.COMMAND_NAMES.get(pending.responseField & 0x7FFF)}")
             return
-        if command.get(commands.STATUS) in PENDING_STATUSES and command[commands.COMMAND_FIELD] in MAY_BE_PENDING:
+        if command.get(commands.STATUS) in PENDING_STATUSES and field in MAY_BE_PENDING:
             self._armTimer(messageID, pending)
             if pending.onPending is not None:
                 pending.onPending(command, dataset)

@@ -164,6 +164,17 @@ class ClientTests(unittest.TestCase):
         failure = self.settle(association.echo())
         failure.trap(DIMSETimeout)
 
+    def test_responseOfAnotherKindIgnored(self):
+        """A C-STORE answered with a C-ECHO-RSP has not been answered (a
+        C-GET would count it as stored): it times out."""
+        class EchoAnswer:
+            def handle(self, protocol, contextId, command, dataset):
+                protocol.sendMessage(contextId, commands.response(command, commands.C_ECHO_RSP, 0))
+        self.server.services[commands.C_STORE_RQ] = EchoAnswer()
+        association = self.connect([(CT_STORAGE, [EXPLICIT])], dimseTimeout=5)
+        failure = self.settle(association.store(b"\x08\x00\x18\x00UI\x02\x001\x00", CT_STORAGE, "1.2.3", EXPLICIT))
+        failure.trap(DIMSETimeout)
+
     def test_serverGoneFailsPendingRequests(self):
         self.server.services[commands.C_ECHO_RQ] = Silent()
         association = self.connect([(VERIFICATION, [IMPLICIT])])

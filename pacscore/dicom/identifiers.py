@@ -15,9 +15,10 @@ ISO_IR 192 (UTF-8).  A stored value its VR cannot encode (a SeriesNumber
 """
 
 import struct
+import warnings
 from typing import NamedTuple
 
-from pydicom.charset import convert_encodings
+from pydicom.charset import convert_encodings, decode_bytes, encode_string
 from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
@@ -51,6 +52,7 @@ MAX_UIDS = 10000
 MAX_VALUES = 500
 MAX_VALUE_LENGTH = 1024
 MAX_TOTAL_VALUES = 20000
+_PN_DELIMITERS = {0x5C, 0x3D, 0x5E}  # "\\", "=", "^": each component decoded on its own
 
 
 class Request(NamedTuple):
@@ -150,12 +152,18 @@ def readRequest(data, transferSyntax, levels):
 
 
 def _fits(values, characterSet):
-    """Whether ``values`` can be encoded in the single ``characterSet``."""
+    """Whether pydicom writes ``values`` (none of them ASCII) in the single
+    ``characterSet`` and reads them back unchanged: Python's codec for a
+    character set may hold more than pydicom's encoding of it (ISO_IR 13,
+    ISO 2022 ones without the default repertoire)."""
+    if characterSet in ("", "ISO_IR 6"):
+        return not values
     try:
-        codec = "ascii" if characterSet in ("", "ISO_IR 6") else convert_encodings([characterSet])[0]
-        for value in values:
-            value.encode(codec)
-        return True
+        encodings = convert_encodings([characterSet])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pydicom's, about characters it replaced
+            return all(decode_bytes(encode_string(value, encodings), encodings, _PN_DELIMITERS) == value
+                       for value in values)
     except (LookupError, UnicodeError, ValueError):
         return False
 

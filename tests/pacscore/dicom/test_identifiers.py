@@ -177,6 +177,10 @@ class MatchEncoderTests(unittest.TestCase):
     def test_responseCharacterSet(self):
         self.assertEqual(responseCharacterSet("ISO_IR 144", ["Иванов"]), "ISO_IR 144")
         self.assertEqual(responseCharacterSet("ISO_IR 6", ["Ærø"]), "ISO_IR 100")
+        # Python's codec holds these, pydicom's encoding of the character set does not
+        self.assertEqual(responseCharacterSet("ISO_IR 13", ["山田^太郎", "ﾔﾏﾀﾞ"]), "ISO_IR 192")
+        self.assertEqual(responseCharacterSet("ISO 2022 IR 87", ["Müller"]), "ISO_IR 100")
+        self.assertEqual(responseCharacterSet("ISO 2022 IR 87", ["山田^太郎"]), "ISO 2022 IR 87")
 
 
 class StoredValuesTests(test_query.ArchiveTestCase):

@@ -63,19 +63,24 @@ def _incomingObject(path, patientID, calledAE):
     with openRegularFile(path) as f:
         syntax = readFileMeta(f)[0]
         data = f.read()
+    _checkUID(syntax, "Transfer Syntax UID")
     if patientID:
         dataset = decodeDataset(data, syntax)
         dataset.PatientID = patientID
         data = encodeDataset(dataset, syntax)
     attrs = readAttributes(data, syntax, frozenset((SOP_CLASS_UID, SOP_INSTANCE_UID)))
     for tag, name in ((SOP_CLASS_UID, "SOP Class UID"), (SOP_INSTANCE_UID, "SOP Instance UID")):
-        uid = attrs.get(tag)
-        if not uid:
-            raise DatasetError(f"no {name}")
-        if not isUID(uid):
-            raise DatasetError(f"{name} {uid!r} is not a UID (digits and dots, at most 64 characters)")
+        _checkUID(attrs.get(tag), name)
     incoming = IncomingObject(attrs[SOP_CLASS_UID], attrs[SOP_INSTANCE_UID], syntax, "", calledAE)
     return incoming, data
+
+
+def _checkUID(uid, name):
+    """DatasetError unless ``uid`` is a UID: digits and dots, at most 64 characters."""
+    if not uid:
+        raise DatasetError(f"no {name}")
+    if not isUID(uid):
+        raise DatasetError(f"{name} {uid!r} is not a UID (digits and dots, at most 64 characters)")
 
 
 def _header(path):

@@ -434,11 +434,12 @@ class _Walker:
                     f"in its item, which ends at offset {end}")
         return pos
 
-    def collect(self, implicit, wanted, firstTag, lastTag):
+    def collect(self, implicit, wanted, firstTag, lastTag, ascending):
         """Walk the top level; return ({tag: (vr, raw)}, stop offset).
 
         Stops at the end of the dataset or before the first element outside
-        ``firstTag``..``lastTag`` (the offset returned).
+        ``firstTag``..``lastTag`` (the offset returned); ``ascending``: see
+        ``walkDataset``.
         """
         found = {}
         pos = 0
@@ -476,7 +477,7 @@ class _Walker:
                     tag, vr, length, valuePos = self.header(pos, implicit)
             if not firstTag <= tag <= lastTag:
                 break
-            if tag <= previous or tag >= 0xFFFE0000:
+            if tag >= 0xFFFE0000 or ascending and tag <= previous:
                 raise DatasetError(
                     f"element ({tag >> 16:04X},{tag & 0xFFFF:04X}) at offset {pos} is "
                     + ("an item tag at the top level" if tag >= 0xFFFE0000 else "out of order"))
@@ -531,17 +532,19 @@ def _window(source, deflated):
     return _BytesWindow(source)
 
 
-def walkDataset(source, transferSyntax, tags, firstTag, lastTag):
+def walkDataset(source, transferSyntax, tags, firstTag, lastTag, ascending=False):
     """The values of ``tags`` at the top level of a dataset, and where the walk stopped.
 
     Returns ``({tag: value}, stop)``: ``stop`` is the offset of the first
     element outside ``firstTag``..``lastTag``, or the dataset's length. The
     Part-10 reader walks group 0002 this way to find where the meta ends.
+    ``ascending``: elements out of order are a DatasetError (pydicom reads
+    them, but a walk that stops after the tags it wants would miss some).
     """
     implicit, layout, deflated = _transferSyntax(transferSyntax)
     walker = _Walker(_window(source, deflated), layout)
     wanted = frozenset(tags) | {SPECIFIC_CHARACTER_SET}
-    found, stop = walker.collect(implicit, wanted, firstTag, lastTag)
+    found, stop = walker.collect(implicit, wanted, firstTag, lastTag, ascending)
     charset = found.get(SPECIFIC_CHARACTER_SET)
     if charset and charset[0] != b"CS":
         raise DatasetError(f"(0008,0005) has VR {charset[0]!r}, not CS")
@@ -566,12 +569,13 @@ def readAttributes(source, transferSyntax, tags, wholeDataset=False):
     the largest tag and never reaches (7FE0,0010) Pixel Data; with
     ``wholeDataset`` it goes on to the dataset's end, skipping the values it
     does not want, so that damage or truncation anywhere raises DatasetError
-    (what is stored must read to its end).
+    (what is stored must read to its end), and elements out of order too
+    (regen's walk stops early).
 
     Raises DatasetError when the dataset cannot be walked.
     """
     if wholeDataset:
-        return walkDataset(source, transferSyntax, tags, 0, 0xFFFFFFFF)[0]
+        return walkDataset(source, transferSyntax, tags, 0, 0xFFFFFFFF, ascending=True)[0]
     if not tags:
         return {}
     return walkDataset(source, transferSyntax, tags, 0, min(max(tags), PIXEL_DATA - 1))[0]

@@ -189,6 +189,14 @@ class StoredCorpusTests(unittest.TestCase):
         self.assertIn("is not a UID", str(error))
         self.assertEqual((yield self.running.count("image")), 8)
 
+    @defer.inlineCallbacks
+    def test_addimagefileRefusesAnInvalidTransferSyntax(self):
+        path = self.damagedCopy(b"1.2.840.10008.1.2.1\x00", b"1.2\x87840.10008.1.2.1\x00")
+        error = yield self.assertFailure(self.running.run(commands.addImageFile, path), CommandError)
+        self.assertIn("Transfer Syntax UID", str(error))
+        self.assertEqual((yield self.running.count("image")), 8)
+        self.assertEqual(self.flushLoggedErrors(), [])
+
 
 class LoadHL7Tests(unittest.TestCase):
 

@@ -20,7 +20,7 @@ from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from twisted.trial import unittest
 
-from pacscore.storage.attributes import DatasetError, readAttributes
+from pacscore.storage.attributes import DatasetError, readAttributes, walkDataset
 from pacscore.testing.mutations import mutated
 
 IMPLICIT = "1.2.840.10008.1.2"
@@ -636,6 +636,9 @@ class BrokenDatasetTests(unittest.TestCase):
             damaged = data[:cut] + inserted + data[cut:]
             error = self.assertRaises(DatasetError, readAttributes, damaged, EXPLICIT, TAGS, wholeDataset=True)
             self.assertIn("out of order", str(error))
+            # only what is stored must ascend: a query identifier is read as pydicom reads it
+            self.assertEqual(walkDataset(damaged, EXPLICIT, {0x00080016}, 0, 0xFFFFFFFF)[0],
+                             {0x00080016: "1.2.840.10008.5.1.4.1.1.2"})
 
     def test_deflateStreamCut(self):
         """Deflated bytes that end at a flush point, before the stream's end."""

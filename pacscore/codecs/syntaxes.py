@@ -60,6 +60,8 @@ Codes are compared case-insensitively; None or "" means "as".
 
 from functools import lru_cache
 
+from pacscore.dicom.uids import isUID
+
 IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
 EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
 DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1.99"
@@ -144,13 +146,9 @@ def isSupportedCode(compression):
     return _code(compression) in SUPPORTED_CODES
 
 
-def _isUID(syntax):
-    return 0 < len(syntax) <= 64 and not syntax.strip("0123456789.")
-
-
 @lru_cache(maxsize=None)
 def _available(syntax, encode):
-    if not _isUID(syntax):
+    if not isUID(syntax):
         return False
     try:
         from pydicom.pixels import get_decoder, get_encoder

@@ -61,7 +61,8 @@ from pacscore.codecs.jpeglossless import encodeDataset as encodeJpegLossless
 from pacscore.codecs.syntaxes import (
     DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_BIG_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN,
     IMPLICIT_VR_LITTLE_ENDIAN, JPEG_2000, JPEG_LOSSLESS_SYNTAXES, JPEG_LS_NEAR_LOSSLESS, NATIVE,
-    canDecode, canEncode, _isUID, isCompressed)
+    canDecode, canEncode, isCompressed)
+from pacscore.dicom.uids import isUID
 from pacscore.storage.attributes import DatasetError, walkDataset
 
 # The compression ratio asked of the JPEG 2000 encoder for the lossy syntax.
@@ -107,7 +108,7 @@ def _clean(syntax):
 
 
 def _describe(syntax):
-    name = UID(syntax).name if _isUID(syntax) else ""
+    name = UID(syntax).name if isUID(syntax) else ""
     return f"{name} ({syntax})" if name and name != syntax else repr(syntax)
 
 
@@ -139,7 +140,7 @@ def _encoding(syntax):
     if syntax in NATIVE:
         return False, True
     try:
-        known = _isUID(syntax) and UID(syntax).is_transfer_syntax
+        known = isUID(syntax) and UID(syntax).is_transfer_syntax
     except ValueError:  # a private UID pydicom knows nothing about
         known = False
     if not known:

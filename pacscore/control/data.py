@@ -25,8 +25,9 @@ from pacscore.control.arguments import ControlCommand, fields
 from pacscore.control.context import CommandError
 from pacscore.control.moves import forwarderFor
 from pacscore.control.output import deliver
-from pacscore.control.stored import exactValue, fileInstances, isUID, localActions, storedFile, storedName
+from pacscore.control.stored import exactValue, fileInstances, localActions, storedFile, storedName
 from pacscore.dicom.datasets import IdentifierError, decodeDataset, encodeDataset
+from pacscore.dicom.uids import isUID
 from pacscore.export.forwarder import ForwardError
 from pacscore.export.queue import Action, Target
 from pacscore.hl7.dropfolder import applyMessages

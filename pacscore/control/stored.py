@@ -15,12 +15,12 @@ from sqlalchemy import and_, select
 
 from pacscore.control.context import CommandError
 from pacscore.db.query import SOP_INSTANCE_UID, QueryKey
+from pacscore.dicom.uids import isUID
 from pacscore.export.actions import LocalActions
 
 LOCAL = "(local)"
 _DEVICE_PREFIX = re.compile(r"^([A-Za-z]+[0-9]+)[:\\/](.+)$")
 _WILDCARDS = ("*", "?", "\\")
-_UID = re.compile(r"[0-9.]{1,64}")
 
 
 def isLocal(archive, ae):
@@ -82,11 +82,6 @@ def exactValue(text, what):
     if any(character in text for character in _WILDCARDS):
         raise CommandError(f"{what} {text!r}: wildcards are not allowed here")
     return text
-
-
-def isUID(text):
-    """Whether ``text`` can be a UID: digits and dots, at most 64 characters."""
-    return _UID.fullmatch(text) is not None
 
 
 def uidValue(text, what):

@@ -422,13 +422,13 @@ class _Walker:
         while pos != end:
             start = pos
             tag, vr, length, pos = self.header(pos, implicit)
-            if tag == _ITEM_DELIMITER and end is None:
+            if tag == _ITEM_DELIMITER and (end is None or pos == end):
                 return pos
             if length == _UNDEFINED_LENGTH:
                 pos = self.skipUndefined(pos, implicit, depth, self.isSequence(tag, vr, pos))
             else:
                 pos = self.end(tag, start, length, pos)
-            if end is not None and (pos > end or tag >> 16 == 0xFFFE and not (tag == _ITEM_DELIMITER and pos == end)):
+            if end is not None and (pos > end or tag >> 16 == 0xFFFE):
                 raise DatasetError(
                     f"element ({tag >> 16:04X},{tag & 0xFFFF:04X}) at offset {start} does not fit "
                     f"in its item, which ends at offset {end}")

@@ -1,14 +1,15 @@
 """``twistd pacs``: options and the service tree.
 
-    twistd -n pacs [--config PATH] [--workdir DIR] [--dicom ENDPOINT] [--hl7 ENDPOINT]
-                   [--control ENDPOINT] [--ae TITLE] [--db SCHEME:...]
+    twistd -n pacs [--config PATH] [--workdir DIR] [--dicom ENDPOINT] [--dicom-tls ENDPOINT]
+                   [--hl7 ENDPOINT] [--control ENDPOINT] [--ae TITLE] [--db SCHEME:...]
 
 ``Options`` reads the configuration and builds one ``Archive`` and the
 service tree, so that any configuration error stops start-up with a message,
 not a traceback.  ``makeService`` returns that MultiService: the DICOM
-listener, the HL7 MLLP listener and the control port (strports endpoints, so
-``ssl:`` and ``unix:`` work too), the HL7 drop folder's timer and the
-service that runs the archive's pools.
+listener (and a second one, for TLS, when asked), the HL7 MLLP listener and
+the control port (strports endpoints, so ``ssl:``, ``unix:`` and pacs's own
+``mtls:`` work too), the HL7 drop folder's timer and the service that runs
+the archive's pools.
 """
 
 import os
@@ -64,6 +65,10 @@ class Options(usage.Options):
          "Working folder: relative paths in the configuration (MAGDevice0 = ./data/, SQLServer) "
          "resolve against it, like 'dgate -w' [default: the current folder]."],
         ["dicom", None, None, "Endpoint of the DICOM service [default: tcp:<TCPPort of dicom.ini>]."],
+        ["dicom-tls", None, None,
+         "A second endpoint of the DICOM service, meant for TLS, or 'off' [default: DICOMTLSEndpoint of "
+         "dicom.ini, else off], e.g. mtls:2762:privateKey=key.pem:certKey=cert.pem:caCerts=ca.pem "
+         "(clients must show a certificate signed by caCerts) or ssl:2762:privateKey=key.pem:certKey=cert.pem."],
         ["hl7", None, None,
          "Endpoint of the HL7 MLLP listener, or 'off' [default: HL7Endpoint of dicom.ini, else "
          f"{DEFAULT_HL7_ENDPOINT}]."],
@@ -181,12 +186,14 @@ def serviceTree(options):
     dicomFactory = archive.dicomFactory()
     listeners = [ListeningService(f"DICOM service {archive.aeTitle}", dicom,
                                   options.endpoint("dicom", "TCPPort", dicom), dicomFactory)]
-    hl7 = options["hl7"]
-    if hl7 is None:
-        hl7 = archive.configuration.ini.get("HL7Endpoint", DEFAULT_HL7_ENDPOINT)
-    if hl7.strip().lower() not in DISABLED:
-        listeners.append(ListeningService("HL7 MLLP service", hl7, options.endpoint("hl7", "HL7Endpoint", hl7),
-                                          archive.hl7Factory()))
+    for label, option, key, default, factory in (
+            (f"DICOM service {archive.aeTitle}", "dicom-tls", "DICOMTLSEndpoint", "off", dicomFactory),
+            ("HL7 MLLP service", "hl7", "HL7Endpoint", DEFAULT_HL7_ENDPOINT, archive.hl7Factory())):
+        description = options[option]
+        if description is None:
+            description = archive.configuration.ini.get(key, default)
+        if description.strip().lower() not in DISABLED:
+            listeners.append(ListeningService(label, description, options.endpoint(option, key, description), factory))
     for listener in listeners:
         listener.setServiceParent(top)
     control = options.control

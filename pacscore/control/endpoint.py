@@ -9,11 +9,6 @@ import re
 
 from twisted.internet import endpoints
 
-try:
-    from twisted.internet import ssl
-except ImportError:  # TLS needs pyOpenSSL
-    ssl = None
-
 DEFAULT_ENDPOINT = "tcp:5679:interface=127.0.0.1"
 DEFAULT_PORT = 5679
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
@@ -58,13 +53,16 @@ def clientEndpoint(reactor, description, host=None, port=None, timeout=10):
     ``host``/``port`` (dgate's -q/-p) override it and imply TCP. ``label``
     names the address in messages (``HOST:PORT`` or the socket's path).
     ValueError when the description gives no usable address (a bad port,
-    no socket path, TLS without pyOpenSSL)."""
+    no socket path, TLS with a client certificate)."""
     kind, positional, keywords = fields(description)
     if kind == "unix" and host is None and port is None:
         path = keywords.get("address") or (positional[0] if positional else "")
         if not path:
             raise ValueError("no UNIX socket path")
         return endpoints.UNIXClientEndpoint(reactor, path, timeout=timeout), path
+    if kind == "mtls" and host is None and port is None:
+        raise ValueError("the control port requires a client certificate (mtls:), which dgate cannot show; "
+                         "give it an ssl: or tcp: endpoint")
     if kind not in _NETWORK_KINDS:
         kind, positional, keywords = "tcp", [], {}
     if port is None:
@@ -73,8 +71,6 @@ def clientEndpoint(reactor, description, host=None, port=None, timeout=10):
         interface = keywords.get("interface", "")
         host = _WILDCARD.get(interface, interface)
     if kind == "ssl":
-        if ssl is None:
-            raise ValueError("TLS (ssl:) needs pyOpenSSL, which is not installed")
         escaped = host.replace(":", "\\:")
         return endpoints.clientFromString(reactor, f"tls:{escaped}:{port}:timeout={timeout}"), f"{host}:{port}"
     return endpoints.HostnameEndpoint(reactor, host, port, timeout=timeout), f"{host}:{port}"

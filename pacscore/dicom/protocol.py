@@ -24,6 +24,7 @@ from zope.interface import implementer
 from pacscore.dicom import commands, pdu
 from pacscore.dicom.negotiation import AssociationRejected, negotiate
 from pacscore.dicom.sinks import MemorySink
+from pacscore.tls import securityOf, tlsFailure
 
 AWAITING_ASSOCIATE = "Sta2"
 AWAITING_ASSOCIATE_AC = "Sta5"
@@ -111,6 +112,9 @@ class DicomProtocol(Protocol, TimeoutMixin):
         self.factory.associationOpened(self)
 
     def connectionLost(self, reason):
+        failure = tlsFailure(reason)
+        if failure is not None:
+            self.log.warn("{peer}: TLS failed: {failure}", peer=self.peerName(), failure=failure)
         self._stopArtim()
         self.setTimeout(None)
         for message in self._messages.values():
@@ -481,10 +485,11 @@ class DicomServerProtocol(DicomProtocol):
         self.state = ESTABLISHED
         self.setTimeout(factory.idleTimeout)
         self.transport.write(association.acPDU)
+        security = securityOf(self.transport)
         self.log.info(
-            "{peer}: association {calling} -> {called} accepted, {accepted} of the proposed contexts",
+            "{peer}: association {calling} -> {called} accepted, {accepted} of the proposed contexts{over}",
             peer=self.peerName(), calling=association.callingAE, called=association.calledAE,
-            accepted=len(association.contexts))
+            accepted=len(association.contexts), over=f", over {security}" if security else "")
 
     def _operationsChanged(self):
         if self._releaseRequested:

@@ -13,7 +13,7 @@ from pacscore.testing.mutations import mutated
 from tap.pacs import Options
 from tests.interop.server import BIN, CONFIG_FILES, PacsServer
 
-OPTIONS = ("--config", "--workdir", "--dicom", "--ae", "--db")
+OPTIONS = ("--config", "--workdir", "--dicom", "--dicom-tls", "--hl7", "--control", "--ae", "--db")
 
 
 class OptionsTests(unittest.TestCase):
@@ -94,7 +94,8 @@ class RegularInstallTests(unittest.TestCase):
         target = os.path.abspath(self.mktemp())
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
                         "--target", target, root], check=True, capture_output=True, timeout=300)
-        self.assertTrue(os.path.exists(os.path.join(target, "twisted", "plugins", "pacs_plugin.py")))
+        for dropin in ("pacs_plugin.py", "pacs_endpoints.py"):
+            self.assertTrue(os.path.exists(os.path.join(target, "twisted", "plugins", dropin)))
         self.assertFalse(os.path.exists(os.path.join(target, "twisted", "plugins", "__init__.py")))
         code = ("import sys; sys.path[:] = [p for p in sys.path if p not in ('', %r)];"
                 "from twisted.scripts.twistd import run; sys.argv = ['twistd'] + sys.argv[1:]; run()" % root)
@@ -146,6 +147,15 @@ class ConfigurationValueTests(unittest.TestCase):
 
     def test_badEndpointOption(self):
         self.assertIn("--dicom 'tcp:x:y:z' is not a usable endpoint", self.refusal(["--dicom", "tcp:x:y:z"]))
+
+    def test_badTLSEndpoint(self):
+        self.assertIn("--dicom-tls 'mtls:2762:privateKey=/no/key.pem:caCerts=/no/ca.pem' is not a usable endpoint "
+                      "(privateKey=/no/key.pem: No such file or directory)",
+                      self.refusal(["--dicom-tls", "mtls:2762:privateKey=/no/key.pem:caCerts=/no/ca.pem"]))
+        error = self.refusal(DICOMTLSEndpoint="mtls:2762:privateKey=/no/key.pem")
+        self.assertIn("dicom.ini:", error)
+        self.assertIn("DICOMTLSEndpoint: 'mtls:2762:privateKey=/no/key.pem' is not a usable endpoint "
+                      "(mtls: needs privateKey=FILE and caCerts=FILE", error)
 
     def test_damagedConfigurationFiles(self):
         """Seeded random damage to any of the four files either still

@@ -3,7 +3,6 @@
 from twisted.internet import endpoints, reactor
 from twisted.trial import unittest
 
-from pacscore.control import endpoint
 from pacscore.control.endpoint import DEFAULT_ENDPOINT, clientEndpoint, fields, isLoopback, portNumber
 
 
@@ -53,10 +52,16 @@ class ClientEndpointTests(unittest.TestCase):
         for description in ("tcp:abc", "tcp:port=x", "tcp:99999", "tcp:0", "tcp:\u00b2", "unix", "unix:"):
             self.assertRaises(ValueError, clientEndpoint, self.reactor, description)
 
-    def test_tlsNeedsPyOpenSSL(self):
-        self.patch(endpoint, "ssl", None)
-        error = self.assertRaises(ValueError, clientEndpoint, self.reactor, "ssl:5679:interface=127.0.0.1")
-        self.assertIn("pyOpenSSL", str(error))
+    def test_tls(self):
+        endpoint, label = clientEndpoint(self.reactor, "ssl:5679:interface=127.0.0.1:privateKey=k.pem")
+        self.assertNotIsInstance(endpoint, endpoints.HostnameEndpoint)  # wrapped in TLS
+        self.assertEqual(label, "127.0.0.1:5679")
+
+    def test_clientCertificateNeeded(self):
+        error = self.assertRaises(ValueError, clientEndpoint, self.reactor,
+                                  "mtls:5679:interface=127.0.0.1:privateKey=k.pem:caCerts=ca.pem")
+        self.assertIn("dgate cannot show", str(error))
+        self.assertEqual(clientEndpoint(self.reactor, "mtls:5679:privateKey=k.pem", port=11)[1], "127.0.0.1:11")
 
 
 class PortNumberTests(unittest.TestCase):

@@ -1,0 +1,70 @@
+"""Throwaway X.509 material for TLS tests: an authority and the keys and
+certificates it signs, written as PEM files."""
+
+import datetime
+import ipaddress
+import os
+from typing import NamedTuple
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+
+class Identity(NamedTuple):
+    """PEM files of one party: ``key`` (private key) and ``certificate``."""
+
+    key: str
+    certificate: str
+
+
+class Authority:
+    """A self-signed certificate authority in ``folder`` (created), named
+    ``name``; ``issue`` makes identities it signs."""
+
+    def __init__(self, folder, name):
+        os.makedirs(folder, exist_ok=True)
+        self.folder = folder
+        self._key = ec.generate_private_key(ec.SECP256R1())
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+        self._certificate = (
+            _builder(subject, subject, self._key.public_key())
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                         content_commitment=False, key_encipherment=False,
+                                         data_encipherment=False, key_agreement=False,
+                                         encipher_only=False, decipher_only=False), critical=True)
+            .sign(self._key, hashes.SHA256()))
+        self.certificate = os.path.join(folder, f"{name}-ca.pem")
+        _write(self.certificate, self._certificate.public_bytes(serialization.Encoding.PEM))
+
+    def issue(self, name, server=False):
+        """An ``Identity`` with common name ``name``, for a TLS server (with
+        ``localhost`` and 127.0.0.1 as its names) or a client."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        builder = _builder(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]),
+                           self._certificate.subject, key.public_key())
+        if server:
+            builder = builder.add_extension(x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
+        certificate = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False).sign(
+            self._key, hashes.SHA256())
+        identity = Identity(os.path.join(self.folder, f"{name}.key"), os.path.join(self.folder, f"{name}.pem"))
+        _write(identity.key, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()))
+        _write(identity.certificate, certificate.public_bytes(serialization.Encoding.PEM))
+        return identity
+
+
+def _builder(subject, issuer, publicKey):
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(publicKey)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=30)))
+
+
+def _write(path, data):
+    with open(path, "wb") as f:
+        f.write(data)

@@ -1,0 +1,102 @@
+"""TLS that authenticates both ends: the ``mtls:`` server endpoint.
+
+Twisted's ``ssl:`` server endpoint encrypts and proves the server's identity
+but lets any client in.  DICOM's secure transport profiles (PS3.15 annex B,
+BCP 195) authenticate the client too, so pacs adds a strports parser, found
+through the dropin ``twisted/plugins/pacs_endpoints.py`` by every endpoint
+option and key (``--dicom``, ``DICOMTLSEndpoint``, ``HL7Endpoint`` ...)::
+
+    mtls:2762:privateKey=server.key:certKey=server.pem:caCerts=clients.pem
+         [:extraCertChain=chain.pem][:interface=0.0.0.0][:backlog=50]
+
+The handshake fails for a client that shows no certificate, or one that no
+certificate in ``caCerts`` (PEM, one or more) signed; TLS 1.2 is the oldest
+version spoken.  ``certKey`` defaults to ``privateKey`` (both in one PEM
+file), as with ``ssl:``.  Files are read, and the key checked against the
+certificate, when the endpoint is parsed: a mistake stops start-up.
+"""
+
+import re
+
+from OpenSSL import SSL, crypto
+from twisted.internet import endpoints, ssl
+from twisted.internet.interfaces import ISSLTransport, IStreamServerEndpointStringParser
+from twisted.plugin import IPlugin
+from zope.interface import implementer
+
+_CERTIFICATE = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
+
+
+def _read(path, parameter):
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise ValueError(f"{parameter}={path}: {e.strerror}") from e
+
+
+def _certificates(path, parameter):
+    """The PEM certificates in the file ``path`` (at least one)."""
+    blocks = _CERTIFICATE.findall(_read(path, parameter))
+    if not blocks:
+        raise ValueError(f"{parameter}={path}: no PEM certificate in it")
+    try:
+        return [ssl.Certificate.loadPEM(block).original for block in blocks]
+    except Exception as e:  # OpenSSL.crypto.Error and friends
+        raise ValueError(f"{parameter}={path}: not a readable certificate ({e})") from e
+
+
+def mutualTLSOptions(privateKey, caCerts, certKey=None, extraCertChain=None):
+    """``CertificateOptions`` of a server that requires a client certificate
+    signed by one of ``caCerts``; ValueError names the file at fault."""
+    keyPEM = _read(privateKey, "privateKey")
+    certificate = _certificates(certKey or privateKey, "certKey" if certKey else "privateKey")[0]
+    try:
+        key = ssl.KeyPair.load(keyPEM, crypto.FILETYPE_PEM)
+    except Exception as e:
+        raise ValueError(f"privateKey={privateKey}: not a readable PEM private key ({e})") from e
+    try:
+        ssl.PrivateCertificate.fromCertificateAndKeyPair(ssl.Certificate(certificate), key)
+    except Exception as e:
+        raise ValueError(f"privateKey={privateKey} does not belong to certKey={certKey or privateKey} ({e})") from e
+    return ssl.CertificateOptions(
+        privateKey=key.original, certificate=certificate,
+        extraCertChain=_certificates(extraCertChain, "extraCertChain") if extraCertChain else None,
+        verify=True, caCerts=_certificates(caCerts, "caCerts"), requireCertificate=True,
+        raiseMinimumTo=ssl.TLSVersion.TLSv1_2)
+
+
+@implementer(IPlugin, IStreamServerEndpointStringParser)
+class MutualTLSServerParser:
+    """``mtls:PORT:privateKey=...:caCerts=...``: see the module docstring."""
+
+    prefix = "mtls"
+
+    def parseStreamServer(self, reactor, port, privateKey=None, caCerts=None, certKey=None,
+                          extraCertChain=None, interface="", backlog=50):
+        if not privateKey or not caCerts:
+            raise ValueError("mtls: needs privateKey=FILE and caCerts=FILE (the authorities of client certificates)")
+        options = mutualTLSOptions(privateKey, caCerts, certKey, extraCertChain)
+        return endpoints.SSL4ServerEndpoint(reactor, int(port), options, backlog=int(backlog), interface=interface)
+
+
+def securityOf(transport):
+    """How a connection is secured, for log lines: "" over plain TCP, else
+    "TLS", with the subject of the peer's certificate when it showed one."""
+    if not ISSLTransport.providedBy(transport):
+        return ""
+    certificate = transport.getPeerCertificate()
+    if certificate is None:
+        return "TLS"
+    subject = "".join(f"/{name.decode()}={value.decode(errors='replace')}"
+                      for name, value in certificate.get_subject().get_components())
+    return f"TLS, certificate {subject}"
+
+
+def tlsFailure(reason):
+    """What went wrong in TLS, as text, when that ended a connection
+    (``reason`` is connectionLost's Failure); None when something else did."""
+    if not reason.check(SSL.Error):
+        return None
+    errors = reason.value.args[0] if reason.value.args and isinstance(reason.value.args[0], list) else []
+    return "; ".join(str(error[-1]) for error in errors if isinstance(error, tuple)) or str(reason.value)

@@ -1,0 +1,84 @@
+"""DICOM over TLS with DCMTK's storescu and echoscu against ``twistd -n
+pacs``: ``DICOMTLSEndpoint`` beside the plain port, ``mtls:`` admitting only
+clients whose certificate the configured authority signed (refusing the
+others with a log line, and serving on), ``ssl:`` admitting any client."""
+
+import os
+
+from twisted.trial import unittest
+
+from pacscore.testing.certificates import Authority
+from pacscore.testing.corpus import generateCorpus
+from tests.interop.index import column
+from tests.interop.server import PacsServer, dcmtk, freePort
+from tests.interop.test_storage import storedFiles
+
+
+class TLSTests(unittest.TestCase):
+
+    def setUp(self):
+        folder = os.path.abspath(self.mktemp())
+        self.authority = Authority(os.path.join(folder, "hospital"), "hospital")
+        self.serverIdentity = self.authority.issue("pacs", server=True)
+        self.modality = self.authority.issue("ct1")
+        self.stranger = Authority(os.path.join(folder, "elsewhere"), "elsewhere").issue("intruder")
+        self.images = generateCorpus(os.path.join(folder, "corpus"), patients=1, studiesPerPatient=1,
+                                     seriesPerStudy=1, imagesPerSeries=3)
+
+    def startServer(self, kind):
+        self.tlsPort = freePort()
+        identity = self.serverIdentity
+        endpoint = (f"{kind}:{self.tlsPort}:interface=127.0.0.1:privateKey={identity.key}:"
+                    f"certKey={identity.certificate}")
+        if kind == "mtls":
+            endpoint += f":caCerts={self.authority.certificate}"
+        self.server = PacsServer(self.mktemp(), ini={"DICOMTLSEndpoint": endpoint})
+        self.addCleanup(self.server.stop)
+        self.server.start()
+
+    def overTLS(self, tool, client, *files):
+        """Run ``tool`` over TLS as ``client`` (an Identity, or None for
+        anonymous TLS), checking the server's certificate against the
+        hospital's authority."""
+        security = ("+tls", client.key, client.certificate) if client else ("+tla",)
+        return dcmtk(tool, "-v", *security, "+cf", self.authority.certificate, "-aec", self.server.ae,
+                     "127.0.0.1", self.tlsPort, *files)
+
+    def storeOverTLS(self, client):
+        return self.overTLS("storescu", client, *[image.path for image in self.images])
+
+    def assertStored(self):
+        expected = sorted(image.sopUID for image in self.images)
+        self.assertEqual(sorted(storedFiles(self.server.dataDir)), expected)
+        self.assertEqual(column(self.server.database, "DICOMImages", "SOPInstanceUID"), expected)
+
+    def test_mutualTLSBesideThePlainPort(self):
+        self.startServer("mtls")
+        result = self.storeOverTLS(self.modality)
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        self.assertEqual((result.stdout + result.stderr).count("Received Store Response (Success)"), 3)
+        self.assertStored()
+        self.assertIn("accepted, 112 of the proposed contexts, over TLS, certificate /CN=ct1", self.server.log())
+        plain = dcmtk("echoscu", "-aec", self.server.ae, "127.0.0.1", self.server.port)
+        self.assertEqual(plain.returncode, 0, plain.stderr)
+
+    def test_mutualTLSRefusesStrangersAndServesOn(self):
+        self.startServer("mtls")
+        for client in (self.stranger, None):
+            result = self.storeOverTLS(client)
+            self.assertNotEqual(result.returncode, 0, result.stdout)
+        self.assertEqual(storedFiles(self.server.dataDir), {})
+        log = self.server.log()
+        self.assertIn("TLS failed: certificate verify failed", log)
+        self.assertIn("TLS failed: peer did not return a certificate", log)
+        plainClient = dcmtk("echoscu", "-aec", self.server.ae, "127.0.0.1", self.tlsPort)
+        self.assertNotEqual(plainClient.returncode, 0)
+        echo = self.overTLS("echoscu", self.modality)
+        self.assertEqual(echo.returncode, 0, echo.stdout + echo.stderr)
+
+    def test_sslAdmitsAnyClient(self):
+        self.startServer("ssl")
+        result = self.storeOverTLS(self.stranger)
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        self.assertStored()
+        self.assertIn("accepted, 112 of the proposed contexts, over TLS\n", self.server.log())  # no certificate asked

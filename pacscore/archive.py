@@ -6,6 +6,7 @@ store and reader, the I/O thread pool, the worklist and its HL7 intake,
 and the counters behind ``--display_status``.
 """
 
+from sqlalchemy.exc import SQLAlchemyError
 from twisted.logger import Logger
 
 from pacscore.config.errors import ConfigError
@@ -47,9 +48,19 @@ from pacscore.storage.worklistmode import WorklistAmender
 from pacscore.workers import WorkerPool
 
 
+class StartupError(Exception):
+    """The archive cannot start; the message says why, for the operator."""
+
+    @classmethod
+    def ofFolder(cls, error):
+        """The StartupError of an ``OSError`` about a folder or file."""
+        return cls(f"{error.filename}: {error.strerror}")
+
+
 class Archive:
     """See the module docstring. ``dbDescription`` and ``aeTitle`` are the
-    ``--db`` and ``--ae`` overrides."""
+    ``--db`` and ``--ae`` overrides; ``ConfigError`` or ``StartupError``
+    when the configuration cannot be served."""
 
     log = Logger()
 
@@ -63,7 +74,10 @@ class Archive:
         self.devices = [MagDevice(name, path) for name, path in configuration.magDevices]
         self.workers = WorkerPool(reactor, ioThreads, "pacs-io")
         self.driver, self.dbDescription = findDriver(dbDescription, configuration)
-        self.engine = self.driver.createEngine(self.dbDescription, configuration)
+        try:
+            self.engine = self.driver.createEngine(self.dbDescription, configuration)
+        except OSError as e:  # its folder cannot be made
+            raise StartupError.ofFolder(e) from e
         self.durability, deferSync = self._durability()
         self.index = Index(self.engine, configuration.layout, configuration.tableNames,
                            writerThreads=self.driver.writerThreads, reactor=reactor,
@@ -85,10 +99,13 @@ class Archive:
                    if self.worklistMode in (1, 2) else None)
         self.commands = CommandRegistry()
         self.converterRules = loadRules(ini, self.commands)
+        try:
+            uidMap = UIDMap(self.engine, prefix=ini.get("UIDPrefix", "") or None)  # creates its table
+        except SQLAlchemyError as e:
+            raise self._indexUnusable(e) from e
         self.converterServices = ConverterServices(
             index=self.index, configuration=configuration, aeTitle=self.aeTitle, reactor=reactor,
-            worklistLookup=self.worklistItems.lookup, counters=self.counters,
-            uidMap=UIDMap(self.engine, prefix=ini.get("UIDPrefix", "") or None))
+            worklistLookup=self.worklistItems.lookup, counters=self.counters, uidMap=uidMap)
         self.exportQueue = ExportQueue.fromConfiguration(self.index, configuration, self.converterRules.exportRules)
         self.converterServices.exportQueue = self.exportQueue
         self.index.afterUpsert = self.exportQueue.enqueueJobs
@@ -127,16 +144,30 @@ class Archive:
 
     def startup(self):
         """Synchronous preparation before the reactor serves: folders exist,
-        crash leftovers are gone, the tables exist, the pools run."""
+        crash leftovers are gone, the tables exist, the pools run.
+        ``StartupError`` when a folder or the index database cannot be used."""
         self.startTime = self.reactor.seconds()
-        for device in self.devices:
-            device.prepare()
-        self.hl7DropFolder.prepare()
-        self.index.createTables()
-        self.index.recoverPending(self.objectReader.fileError)
-        self.exportQueue.createTables()
+        try:
+            for device in self.devices:
+                device.prepare()
+            self.hl7DropFolder.prepare()
+        except OSError as e:
+            raise StartupError.ofFolder(e) from e
+        try:
+            self.index.createTables()
+            self.index.recoverPending(self.objectReader.fileError)
+            self.exportQueue.createTables()
+        except SQLAlchemyError as e:
+            raise self._indexUnusable(e) from e
         self.workers.start()
         self.index.start()
+
+    def _indexUnusable(self, error):
+        """The ``StartupError`` of a SQLAlchemy ``error`` from the index database."""
+        return StartupError(
+            f"the index database {self.dbDescription} cannot be used: {getattr(error, 'orig', None) or error}. "
+            f"If it is damaged, 'dgate -r' in the working folder sets it aside and rebuilds the index "
+            f"from the stored files")
 
     def shutdown(self):
         """Stop the pools after the services stopped; returns a Deferred."""

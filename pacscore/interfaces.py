@@ -36,7 +36,10 @@ class IDatabaseDriver(Interface):
     #   localFolder(description, configuration): the folder holding the files;
     #   deferSync(connection): make the index writer's SQLAlchemy connection
     #     commit without flushing, because the archive then flushes
-    #     localFolder's file system after each of its commits.
+    #     localFolder's file system after each of its commits;
+    #   damage(engine): why the database files are damaged, or None;
+    #   setAside(description, configuration): move damaged files out of the
+    #     way (``dgate -i``/``-r`` then start a new database), returning where.
 
 
 class IConverterCommand(Interface):

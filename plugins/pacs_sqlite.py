@@ -10,8 +10,11 @@ archive flushes the database's file system after each of its commits.
 """
 
 import os
+import sqlite3
+import time
 
 from sqlalchemy import URL, create_engine, event
+from sqlalchemy.exc import DBAPIError
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
@@ -59,6 +62,34 @@ class SQLiteDriver:
         connection.detach()
         connection.exec_driver_sql("PRAGMA synchronous=NORMAL")
         connection.commit()
+
+    def damage(self, engine):
+        """Why the database file of ``engine`` is damaged (what SQLite's
+        ``quick_check``, or opening the file, reported), or None when it is
+        sound.  Reads the whole file: for offline tools, not for start-up."""
+        try:
+            with engine.connect() as connection:
+                problems = [row[0] for row in connection.exec_driver_sql("PRAGMA quick_check(5)")]
+        except DBAPIError as e:
+            if getattr(e.orig, "sqlite_errorcode", None) in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+                return str(e.orig)
+            raise
+        return None if problems == ["ok"] else "; ".join(problems)
+
+    def setAside(self, description, configuration):
+        """Rename the database file, with its ``-wal`` and ``-shm``, to
+        ``NAME.damaged-YYYYMMDD-HHMMSS`` (kept for whoever wants to recover
+        from it); returns the new name of the file."""
+        path = self.pathOf(description, configuration)
+        target = base = f"{path}.damaged-{time.strftime('%Y%m%d-%H%M%S')}"
+        number = 1
+        while os.path.exists(target):
+            number += 1
+            target = f"{base}-{number}"
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(path + suffix):
+                os.replace(path + suffix, target + suffix)
+        return target
 
     def pathOf(self, description, configuration):
         """The absolute database file of ``sqlite:PATH``, ``sqlite:///rel``

@@ -21,7 +21,7 @@ from twisted.internet import reactor as globalReactor
 from twisted.logger import Logger
 from twisted.python import usage
 
-from pacscore.archive import Archive
+from pacscore.archive import Archive, StartupError
 from pacscore.config.errors import ConfigError
 from pacscore.config.loader import loadConfiguration
 from pacscore.control import endpoint as controlEndpoint
@@ -94,6 +94,8 @@ class Options(usage.Options):
             self.services = serviceTree(self)
         except ConfigError as e:
             raise usage.UsageError(f"configuration error: {e}")
+        except StartupError as e:
+            raise usage.UsageError(f"cannot start: {e}")
         except ValueError as e:
             raise usage.UsageError(str(e))
 
@@ -137,7 +139,11 @@ class ArchiveService(service.Service):
         self.archive = archive
 
     def startService(self):
-        self.archive.startup()
+        try:
+            self.archive.startup()
+        except StartupError as e:
+            self.log.critical("cannot start: {problem}", problem=e)
+            raise SystemExit(f"twistd: cannot start: {e}") from None
         self.log.info("index: {driver} {db}", driver=self.archive.driver.name, db=self.archive.dbDescription)
         for device in self.archive.devices:
             self.log.info("storage: {name} = {path}", name=device.name, path=device.path)

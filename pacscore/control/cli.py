@@ -102,16 +102,25 @@ def parseArguments(argv):
     return options
 
 
-def openIndex(configuration):
-    driver, description = findDriver(None, configuration)
+def openIndex(driver, description, configuration):
     engine = driver.createEngine(description, configuration)
-    return Index(engine, configuration.layout, configuration.tableNames,
-                 writerThreads=driver.writerThreads), description
+    return Index(engine, configuration.layout, configuration.tableNames, writerThreads=driver.writerThreads)
 
 
 def initialize(configuration, out):
-    """Drop and create the image tables."""
-    index, description = openIndex(configuration)
+    """Drop and create the image tables.  Damaged database files (where the
+    driver can tell) are first set aside for a new database, so that -r can
+    always rebuild the index from the stored files."""
+    driver, description = findDriver(None, configuration)
+    index = openIndex(driver, description, configuration)
+    damage = getattr(driver, "damage", None)
+    problem = damage(index.engine) if damage is not None else None
+    if problem is not None:
+        index.engine.dispose()
+        kept = driver.setAside(description, configuration)
+        out(f"The index database is damaged ({problem}); it is kept as {kept}, and a new one is made "
+            f"(its worklist and export queue, if any, stay in the damaged copy)")
+        index = openIndex(driver, description, configuration)
     out(f"Initialising the index tables in {description}")
     index.initializeTables()
     index.createTables()

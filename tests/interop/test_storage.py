@@ -198,6 +198,41 @@ class CorpusTests(ServerTestCase):
         self.assertEqual(list(storedFiles(self.server.dataDir)), [image.sopUID])
 
 
+class DamagedIndexTests(ServerTestCase):
+
+    def test_refusedAtStartThenRebuiltByRegen(self):
+        """A damaged SQLite index stops start-up with a message naming the
+        remedy; ``dgate -r`` keeps the damaged file aside and rebuilds the
+        same rows from the stored files."""
+        images = generateCorpus(self.mktemp(), patients=2, studiesPerPatient=1, seriesPerStudy=1, imagesPerSeries=3)
+        self.assertEqual(self.server.store(*[i.path for i in images]).returncode, 0)
+        database = self.server.database
+        before = snapshot(database)
+        self.server.stop()
+        with open(database, "r+b") as f:
+            damaged = f.read()
+            f.seek(0)
+            f.write(b"not SQLite at all")  # over its "SQLite format 3" header
+        for suffix in ("-wal", "-shm"):
+            if os.path.exists(database + suffix):
+                os.unlink(database + suffix)
+        refusal = str(self.assertRaises(AssertionError, self.server.start))
+        self.assertIn(f"cannot start: the index database sqlite:{database} cannot be used: file is not a "
+                      f"database. If it is damaged, 'dgate -r' in the working folder sets it aside", refusal)
+        self.assertNotIn("Traceback", refusal)
+        result = self.server.dgate("-r")
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        self.assertIn("The index database is damaged (file is not a database); it is kept as "
+                      f"{database}.damaged-", result.stdout)
+        self.assertIn(f"{len(images)} files indexed", result.stdout)
+        [kept] = [name for name in os.listdir(os.path.dirname(database)) if ".damaged-" in name]
+        with open(os.path.join(os.path.dirname(database), kept), "rb") as f:
+            self.assertEqual(f.read()[17:], damaged[17:])
+        self.assertEqual(snapshot(database), before)
+        self.server.start()
+        self.assertEqual(dcmtk("echoscu", "-aec", self.server.ae, "127.0.0.1", self.server.port).returncode, 0)
+
+
 class CrashTests(ServerTestCase):
 
     def test_killDuringIngestLosesNothingAcknowledged(self):

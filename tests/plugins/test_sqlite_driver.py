@@ -168,3 +168,69 @@ class OrphanJournalTests(unittest.TestCase):
             connection.exec_driver_sql("CREATE TABLE u (y)")
         keep.close()
         engine.dispose()
+
+
+class DamageTests(unittest.TestCase):
+    """``damage`` tells a sound database from a damaged one, ``setAside``
+    moves the damaged files out of the way, keeping them."""
+
+    def setUp(self):
+        self.folder = os.path.abspath(self.mktemp())
+        os.makedirs(self.folder)
+        self.path = os.path.join(self.folder, "conquest.db3")
+        self.description = "sqlite:" + self.path
+        engine = self.engine()
+        with engine.begin() as connection:
+            connection.exec_driver_sql("CREATE TABLE t (x)")
+            connection.exec_driver_sql("INSERT INTO t SELECT randomblob(500) FROM "
+                                       "(WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n LIMIT 200) "
+                                       "SELECT i FROM n)")
+        engine.dispose()
+        with sqlite3.connect(self.path) as connection:  # everything into the file, no WAL left
+            connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def engine(self):
+        engine = sqliteDriver.createEngine(self.description, FakeConfiguration(self.folder))
+        self.addCleanup(engine.dispose)
+        return engine
+
+    def overwrite(self, offset, data):
+        with open(self.path, "r+b") as f:
+            f.seek(offset)
+            f.write(data)
+
+    def test_sound(self):
+        self.assertIsNone(sqliteDriver.damage(self.engine()))
+
+    def test_notADatabase(self):
+        self.overwrite(0, b"this is not SQLite at all")
+        self.assertEqual(sqliteDriver.damage(self.engine()), "file is not a database")
+
+    def test_truncated(self):
+        os.truncate(self.path, 1000)
+        self.assertEqual(sqliteDriver.damage(self.engine()), "database disk image is malformed")
+
+    def test_damagedPages(self):
+        self.overwrite(8192, bytes(range(256)) * 16)
+        problem = sqliteDriver.damage(self.engine())
+        self.assertIsNotNone(problem)
+        self.assertNotEqual(problem, "ok")
+
+    def test_setAsideKeepsEveryFile(self):
+        with open(self.path, "rb") as f:
+            original = f.read()
+        for suffix in ("-wal", "-shm"):
+            with open(self.path + suffix, "wb") as f:
+                f.write(suffix.encode())
+        first = sqliteDriver.setAside(self.description, FakeConfiguration(self.folder))
+        self.assertRegex(first, r"conquest\.db3\.damaged-\d{8}-\d{6}$")
+        self.assertFalse(any(os.path.exists(self.path + suffix) for suffix in ("", "-wal", "-shm")))
+        with open(first, "rb") as f:
+            self.assertEqual(f.read(), original)
+        with open(first + "-wal", "rb") as f:
+            self.assertEqual(f.read(), b"-wal")
+        with open(self.path, "wb") as f:
+            f.write(b"again")
+        second = sqliteDriver.setAside(self.description, FakeConfiguration(self.folder))
+        self.assertNotEqual(second, first)  # a second one in the same second gets its own name
+        self.assertTrue(os.path.exists(first) and os.path.exists(second))

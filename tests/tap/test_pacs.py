@@ -73,6 +73,18 @@ class TwistdTests(unittest.TestCase):
         self.assertIn(f"acrnema.map:{lines}", output)
         self.assertNotIn("Traceback", output)
 
+    def test_unusableMagDeviceStopsStartupWithoutTraceback(self):
+        server = PacsServer(self.mktemp())
+        blocker = os.path.join(server.workdir, "not-a-folder")
+        open(blocker, "w").close()
+        server.setIni(MAGDevice0=os.path.join(blocker, "data") + "/")
+        result = self.twistd("-n", "--pidfile=", "pacs", "--config", server.workdir, "--workdir", server.workdir,
+                             "--dicom", f"tcp:{server.port}:interface=127.0.0.1", cwd=server.workdir)
+        self.assertEqual(result.returncode, 1)
+        output = result.stdout + result.stderr
+        self.assertIn(f"twistd: cannot start: {blocker}/data: Not a directory", output)
+        self.assertNotIn("Traceback", output)
+
     def test_portInUseStopsStartup(self):
         server = PacsServer(self.mktemp())
         with socket.socket() as s:
@@ -147,6 +159,12 @@ class ConfigurationValueTests(unittest.TestCase):
 
     def test_badEndpointOption(self):
         self.assertIn("--dicom 'tcp:x:y:z' is not a usable endpoint", self.refusal(["--dicom", "tcp:x:y:z"]))
+
+    def test_indexFolderCannotBeMade(self):
+        blocker = os.path.abspath(self.mktemp())
+        open(blocker, "w").close()
+        self.assertIn(f"cannot start: {blocker}/dbase: Not a directory",
+                      self.refusal(SQLServer=os.path.join(blocker, "dbase", "conquest.db3")))
 
     def test_badTLSEndpoint(self):
         self.assertIn("--dicom-tls 'mtls:2762:privateKey=/no/key.pem:caCerts=/no/ca.pem' is not a usable endpoint "

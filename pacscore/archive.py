@@ -10,6 +10,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from twisted.logger import Logger
 
 from pacscore.config.errors import ConfigError
+from pacscore.codecs.syntaxes import isSupportedCode
 from pacscore.converters.context import ConverterServices
 from pacscore.converters.hooks import hooksFrom
 from pacscore.converters.importing import ImportConverters
@@ -86,6 +87,8 @@ class Archive:
         self.idleTimeout = configuration.tcpipTimeout
         self.artimTimeout = configuration.ini.getint("ARTIMTimeOut", 30)
         self.storageFailedStatus = configuration.storageFailedErrorCode
+        self.incomingCompression = self._compressionCode(configuration.ini, "IncomingCompression")
+        self.droppedFileCompression = self._compressionCode(configuration.ini, "DroppedFileCompression")
         self.tcpPort = configuration.tcpPort
         ini = configuration.ini
         worklistColumns = configuration.layout.worklist
@@ -141,6 +144,15 @@ class Archive:
         if durability.flushesAfterCommit and indexFolder is not None:
             return durability, self.driver.deferSync
         return durability, None
+
+    def _compressionCode(self, ini, key):
+        """The Conquest compression code of ``key`` ("un", Conquest's default,
+        when it is missing); a code not supported here is logged (objects are
+        then stored as received)."""
+        code = ini.get(key, "un").strip().lower()
+        if not isSupportedCode(code):
+            self.log.warn("{key} = {code}: not supported here, objects are stored as received", key=key, code=code)
+        return code
 
     def startup(self):
         """Synchronous preparation before the reactor serves: folders exist,
@@ -199,7 +211,7 @@ class Archive:
 
     def dicomFactory(self):
         """The protocol factory of the DICOM service."""
-        storage = StorageService(self.objectStore, self.storageFailedStatus, self.counters)
+        storage = StorageService(self.objectStore, self.storageFailedStatus, self.counters, self.incomingCompression)
         hooks = self.converterHooks.get
         retrieveSettings = (self.index, self.query, self.objectReader, self.workers, self.aeTitle, self.reactor)
         retrieveHooks = {"requestHook": hooks("RetrieveConverter0"), "resultHook": hooks("RetrieveResultConverter0")}

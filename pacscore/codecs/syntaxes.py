@@ -1,8 +1,10 @@
-"""Transfer syntaxes: what to propose when sending a stored object, and what
-this installation can read and write.
+"""Transfer syntaxes: what to propose when sending a stored object, what
+to store an incoming one in, and what this installation can read and write.
 
-Objects are stored exactly as received, in whatever transfer syntax. When
-one is sent (C-MOVE/C-GET sub-operations, forwarding) ``proposals`` lists,
+Objects are stored as received, in whatever transfer syntax, unless a
+compression code asks for another (IncomingCompression, DroppedFileCompression,
+the ``~xx`` of the called AE title, a converter's ``compression``):
+``storedSyntax`` says which, the first of ``proposals``. When one is sent (C-MOVE/C-GET sub-operations, forwarding) ``proposals`` lists,
 best first, the transfer syntaxes to propose for it, from the syntax it is
 stored in and the Conquest compression code of the destination (the
 acrnema.map column, "forward compressed as xx", or the ``~xx`` suffix of a
@@ -195,3 +197,12 @@ def proposals(storedSyntax, compression):
         first.remove(stored)
         first.insert(0, stored)
     return _unique(first + ([stored] if stored else []) + list(UNCOMPRESSED))
+
+
+def storedSyntax(incomingSyntax, compression):
+    """The transfer syntax to store an object that came in ``incomingSyntax``
+    in, under the Conquest compression code ``compression``: the first of
+    ``proposals``, so ``incomingSyntax`` itself for "as", for "un" on
+    uncompressed data, for codes not supported here, and for codes whose
+    syntaxes cannot be written here."""
+    return proposals(incomingSyntax, compression)[0]

@@ -58,9 +58,10 @@ def readHL7(path):
     return data
 
 
-def _incomingObject(path, patientID, calledAE):
+def _incomingObject(path, patientID, calledAE, compression):
     """In the I/O pool: ``(IncomingObject, data set bytes)`` of a DICOM file
-    (Part-10 or raw), its PatientID changed when ``patientID`` is given."""
+    (Part-10 or raw), its PatientID changed when ``patientID`` is given, to
+    be stored compressed as ``compression`` (DroppedFileCompression) says."""
     with openRegularFile(path) as f:
         syntax = readFileMeta(f)[0]
         data = f.read()
@@ -72,7 +73,7 @@ def _incomingObject(path, patientID, calledAE):
     attrs = readAttributes(data, syntax, frozenset((SOP_CLASS_UID, SOP_INSTANCE_UID)))
     for tag, name in ((SOP_CLASS_UID, "SOP Class UID"), (SOP_INSTANCE_UID, "SOP Instance UID")):
         _checkUID(attrs.get(tag), name)
-    incoming = IncomingObject(attrs[SOP_CLASS_UID], attrs[SOP_INSTANCE_UID], syntax, "", calledAE)
+    incoming = IncomingObject(attrs[SOP_CLASS_UID], attrs[SOP_INSTANCE_UID], syntax, "", calledAE, compression)
     return incoming, data
 
 
@@ -108,7 +109,8 @@ class AddImageFile(ControlCommand):
         path = archive.configuration.resolvePath(text)
         patientID = exactValue(patientID, "patient ID") if patientID.strip() else ""
         try:
-            incoming, data = await archive.workers.deferToWorker(_incomingObject, path, patientID, archive.aeTitle)
+            incoming, data = await archive.workers.deferToWorker(_incomingObject, path, patientID, archive.aeTitle,
+                                                                  archive.droppedFileCompression)
         except OSError as e:
             raise CommandError(f"cannot read {path}: {e.strerror or e}") from e
         except (DatasetError, IdentifierError) as e:

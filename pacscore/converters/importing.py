@@ -6,27 +6,27 @@ CallingAE filters match, in order, on one decoded data set (the lines
 share the variables %x %y %z).  ``stop`` ends only its own line; ``destroy``
 and ``reject`` end them all (the object is then not stored: Success or a
 failure status for the sender).  What the lines changed is re-encoded in
-the object's transfer syntax, or transcoded when a ``compression`` command
-asked for another one; ``storage MAGn`` picks the device.
+the object's transfer syntax; a ``compression`` command's code goes back
+to the store, which compresses the object accordingly (instead of by
+IncomingCompression); ``storage MAGn`` picks the device.
 """
 
 from typing import NamedTuple
 
 from twisted.logger import Logger
 
-from pacscore.codecs.syntaxes import proposals
-from pacscore.codecs.transcode import TranscodeError, transcode
 from pacscore.converters.context import ConverterContext, Outcome
 from pacscore.dicom.datasets import decodeDataset, encodeDataset
 from pacscore.storage.store import MODALITY, STATION_NAME, Destroyed, Refused
 
 
 class ImportDecision(NamedTuple):
-    """What the lines changed: new data set bytes (or None), the transfer
-    syntax they are in (or None: unchanged), the preferred device (or None)."""
+    """What the lines changed: new data set bytes in the object's transfer
+    syntax (or None), the compression code asked for (or None), the
+    preferred device (or None)."""
 
     data: bytes | None
-    transferSyntax: str | None
+    compression: str | None
     device: str | None
 
 
@@ -65,23 +65,6 @@ class ImportConverters:
             if outcome is Outcome.REJECT:
                 raise Refused(context.rejectReason or f"rejected by {rule.key}")
         data = encodeDataset(dataset, transferSyntax) if changed else None
-        target = self._target(transferSyntax, compression)
-        if target != transferSyntax:
-            try:
-                data = transcode(data if data is not None else encodeDataset(dataset, transferSyntax),
-                                 transferSyntax, target)
-            except TranscodeError as e:
-                self.log.warn("{uid}: compression {code} not applied, stored as received: {error}",
-                              uid=incoming.sopInstanceUID, code=compression, error=e)
-                target = transferSyntax
-        if data is None and device is None:
+        if data is None and compression is None and device is None:
             return None
-        return ImportDecision(data, target if target != transferSyntax else None, device)
-
-    @staticmethod
-    def _target(transferSyntax, compression):
-        """The syntax a ``compression`` code asks for (the first the codecs
-        can produce, as for sending), or ``transferSyntax`` itself."""
-        if not compression:
-            return transferSyntax
-        return proposals(transferSyntax, compression)[0]
+        return ImportDecision(data, compression, device)

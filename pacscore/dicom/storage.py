@@ -22,15 +22,18 @@ class StorageService:
     """C-STORE: spool the data set, store it, answer with the outcome.
 
     Success is sent only once the object is fsynced and committed to the
-    index; ``storageFailedStatus`` is Conquest's StorageFailedErrorCode.
+    index; ``storageFailedStatus`` is Conquest's StorageFailedErrorCode;
+    objects are stored compressed as ``incomingCompression`` (Conquest's
+    IncomingCompression) says, or the ``~xx`` of the called AE title.
     """
 
     log = Logger()
 
-    def __init__(self, objectStore, storageFailedStatus=0x0110, counters=None):
+    def __init__(self, objectStore, storageFailedStatus=0x0110, counters=None, incomingCompression=""):
         self.objectStore = objectStore
         self.storageFailedStatus = storageFailedStatus
         self.counters = counters if counters is not None else {}
+        self.incomingCompression = incomingCompression
 
     def _incoming(self, protocol, contextId, command):
         association = protocol.association
@@ -39,7 +42,8 @@ class StorageService:
             sopInstanceUID=command.get(commands.AFFECTED_SOP_INSTANCE_UID, ""),
             transferSyntax=association.contexts[contextId][1],
             callingAE=association.callingAE,
-            calledAE=association.calledAE)
+            calledAE=association.calledAE,
+            compression=association.compression or self.incomingCompression)
 
     def datasetSink(self, protocol, contextId, command):
         return self.objectStore.spool(self._incoming(protocol, contextId, command), protocol.transport)

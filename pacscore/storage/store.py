@@ -21,6 +21,8 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from pacscore.codecs.syntaxes import storedSyntax
+from pacscore.codecs.transcode import TranscodeError, transcode
 from pacscore.db.index import ImageRecord
 from pacscore.dicom.datasets import IdentifierError
 from pacscore.storage.attributes import DatasetError, readAttributes
@@ -62,13 +64,17 @@ class DatasetMismatch(StoreError):
 
 @dataclass(frozen=True)
 class IncomingObject:
-    """What the C-STORE command and association say about an object."""
+    """What the C-STORE command and association say about an object, and
+    the Conquest compression code to store it in (manual 7.7: the ``~xx``
+    of the called AE title, else IncomingCompression; DroppedFileCompression
+    for added files); "" or "as": as received."""
 
     sopClassUID: str
     sopInstanceUID: str
     transferSyntax: str
     callingAE: str
     calledAE: str
+    compression: str = ""
 
 
 class ObjectStore:
@@ -213,10 +219,13 @@ class ObjectStore:
             raise InvalidDataset(str(e)) from e
 
     def _amend(self, incoming, attrs, spool):
-        """WorkListMode, then the import converters: None when the object
-        is stored as received, else ``(data, attrs, header, device)``.
-        Raises Refused or Destroyed when a rule says so."""
-        if self.amender is None and self.importers is None:
+        """WorkListMode, the import converters, then the compression asked
+        for (a converter's ``compression`` command, else the incoming
+        object's): None when the object is stored as received, else
+        ``(data, attrs, header, device)``.  Raises Refused or Destroyed
+        when a rule says so."""
+        if (self.amender is None and self.importers is None
+                and storedSyntax(incoming.transferSyntax, incoming.compression) == incoming.transferSyntax):
             return None
         data = spool.inMemory
         if data is None:
@@ -224,19 +233,20 @@ class ObjectStore:
                 f.seek(len(spool.header))
                 data = f.read()
         data, original = bytes(data), data
-        transferSyntax, device = incoming.transferSyntax, self.device
+        transferSyntax, device, compression = incoming.transferSyntax, self.device, incoming.compression
         try:
             if self.amender is not None:
                 data = self.amender.amend(attrs.get(ACCESSION_NUMBER, ""), data, transferSyntax) or data
             if self.importers is not None:
                 decision = self.importers.apply(incoming, attrs, data, transferSyntax)
                 if decision is not None:
-                    data, transferSyntax = decision.data or data, decision.transferSyntax or transferSyntax
+                    data, compression = decision.data or data, decision.compression or compression
                     device = self.devicesByName.get(decision.device, device)
         except WorklistRefusal as e:
             raise Refused(str(e)) from e
         except IdentifierError as e:
             raise InvalidDataset(str(e)) from e
+        data, transferSyntax = self._compress(incoming, data, transferSyntax, compression)
         if data == original and transferSyntax == incoming.transferSyntax and device is self.device:
             return None
         try:
@@ -248,6 +258,20 @@ class ObjectStore:
         amended = dataclasses.replace(incoming, sopClassUID=attrs[SOP_CLASS_UID],
                                       sopInstanceUID=attrs[SOP_INSTANCE_UID], transferSyntax=transferSyntax)
         return data, attrs, self._header(amended, transferSyntax), device
+
+    def _compress(self, incoming, data, transferSyntax, compression):
+        """``(data, transferSyntax)`` in the syntax the Conquest code
+        ``compression`` asks for; unchanged when it asks for none the codecs
+        here can write, or when they fail on this object (logged)."""
+        target = storedSyntax(transferSyntax, compression)
+        if target == transferSyntax:
+            return data, transferSyntax
+        try:
+            return transcode(data, transferSyntax, target), target
+        except TranscodeError as e:
+            self.log.warn("{uid}: compression {code} not applied, stored as received: {error}",
+                          uid=incoming.sopInstanceUID, code=compression, error=e)
+            return data, transferSyntax
 
     def _check(self, incoming, attrs):
         sopClass = attrs.get(SOP_CLASS_UID)

@@ -198,6 +198,52 @@ class CorpusTests(ServerTestCase):
         self.assertEqual(list(storedFiles(self.server.dataDir)), [image.sopUID])
 
 
+class CompressionTests(ServerTestCase):
+    """Conquest's stored compression (manual 7.7): IncomingCompression for
+    C-STOREs, overridden by the ``~xx`` of the called AE title, and
+    DroppedFileCompression for added files."""
+
+    ini = {"IncomingCompression": "un", "DroppedFileCompression": "j1"}
+
+    def copyOf(self, name):
+        folder = os.path.abspath(self.mktemp())
+        os.makedirs(folder)
+        return uniqueCopy(name, folder)
+
+    def assertStoredAs(self, original, transferSyntax):
+        copy = pydicom.dcmread(storedFiles(self.server.dataDir)[original.SOPInstanceUID])
+        self.assertEqual(copy.file_meta.TransferSyntaxUID, transferSyntax)
+        self.assertEqual(copy.PatientName, original.PatientName)
+        self.assertTrue((copy.pixel_array == original.pixel_array).all())
+        self.assertIn(original.SOPInstanceUID, column(self.server.database, "DICOMImages", "SOPInstanceUID"))
+
+    def test_incomingCompressionDecompresses(self):
+        path = self.copyOf("MR_small_jpeg_ls_lossless.dcm")
+        result = self.server.store(path, extra=("-R", "-xt"))
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        self.assertStoredAs(pydicom.dcmread(path), "1.2.840.10008.1.2.1")
+
+    def test_uncompressedKeptAsReceived(self):
+        path = self.copyOf("MR_small_implicit.dcm")
+        self.assertEqual(self.server.store(path, extra=("-R", "-xi")).returncode, 0)
+        original = pydicom.dcmread(path)
+        copy = pydicom.dcmread(storedFiles(self.server.dataDir)[original.SOPInstanceUID])
+        self.assertEqual(copy.file_meta.TransferSyntaxUID, "1.2.840.10008.1.2")
+        self.assertEqual(elements(copy), elements(original))
+
+    def test_calledTitleSuffixOverrides(self):
+        path = self.copyOf("CT_small.dcm")
+        result = dcmtk("storescu", "-aec", f"{self.server.ae}~jk", "127.0.0.1", self.server.port, path)
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        self.assertStoredAs(pydicom.dcmread(path), "1.2.840.10008.1.2.4.90")
+
+    def test_droppedFileCompression(self):
+        path = self.copyOf("CT_small.dcm")
+        result = self.server.dgate(f"--addimagefile:{path}")
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        self.assertStoredAs(pydicom.dcmread(path), "1.2.840.10008.1.2.4.70")
+
+
 class DamagedIndexTests(ServerTestCase):
 
     def test_refusedAtStartThenRebuiltByRegen(self):

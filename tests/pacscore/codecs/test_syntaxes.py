@@ -1,5 +1,6 @@
 """Tests for pacscore.codecs.syntaxes: the transfer syntaxes proposed for
-an outgoing object, and what this installation can encode and decode."""
+an outgoing object, the one an incoming object is stored in, and what this
+installation can encode and decode."""
 
 from pydicom.pixels import get_decoder, get_encoder
 from pydicom.uid import UID
@@ -10,7 +11,7 @@ from pacscore.codecs.syntaxes import (
     EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, JPEG_2000, JPEG_2000_LOSSLESS,
     JPEG_BASELINE, JPEG_EXTENDED, JPEG_LOSSLESS, JPEG_LOSSLESS_SV1, JPEG_LOSSLESS_SYNTAXES,
     JPEG_LS_LOSSLESS, JPEG_LS_NEAR_LOSSLESS, RLE_LOSSLESS, SUPPORTED_CODES, UNCOMPRESSED,
-    canDecode, canEncode, isCompressed, isLossy, isSupportedCode, proposals)
+    canDecode, canEncode, isCompressed, isLossy, isSupportedCode, proposals, storedSyntax)
 
 NATIVE = [IMPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN,
           DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_BIG_ENDIAN]
@@ -237,3 +238,25 @@ class ProposalTests(unittest.TestCase):
         self.assertProposals(JPEG_BASELINE + "\x00", "as", [JPEG_BASELINE] + list(UNCOMPRESSED))
         self.assertProposals(IMPLICIT_VR_LITTLE_ENDIAN + "\x00", "un",
                              [IMPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN])
+
+
+class StoredSyntaxTests(unittest.TestCase):
+    """Conquest's IncomingCompression/DroppedFileCompression codes (manual 7.7)."""
+
+    def test_asReceived(self):
+        for code in ["as", "is", "", None] + UNSUPPORTED_CODES:
+            for syntax in NATIVE + COMPRESSED:
+                self.assertEqual(storedSyntax(syntax, code), syntax, (syntax, code))
+
+    def test_uncompressedOnlyChangesCompressedData(self):
+        for syntax in NATIVE:
+            self.assertEqual(storedSyntax(syntax, "un"), syntax)
+        for syntax in COMPRESSED:
+            self.assertEqual(storedSyntax(syntax, "un"), EXPLICIT_VR_LITTLE_ENDIAN)
+
+    def test_codesThatCanBeWritten(self):
+        self.assertEqual(storedSyntax(EXPLICIT_VR_LITTLE_ENDIAN, "j1"), JPEG_LOSSLESS_SV1)
+        self.assertEqual(storedSyntax(IMPLICIT_VR_LITTLE_ENDIAN, "J2"), JPEG_LOSSLESS)
+        self.assertEqual(storedSyntax(JPEG_BASELINE, "jk"), JPEG_2000_LOSSLESS)
+        self.assertEqual(storedSyntax(EXPLICIT_VR_LITTLE_ENDIAN, "j3"), EXPLICIT_VR_LITTLE_ENDIAN)  # no encoder
+        self.assertEqual(storedSyntax(JPEG_EXTENDED, "j3"), JPEG_EXTENDED)  # accepted as the second choice

@@ -13,6 +13,7 @@ from io import BytesIO
 import pydicom
 from pydicom.data import get_testdata_file
 from twisted.internet import defer, reactor
+from twisted.logger import Logger, formatEvent
 from twisted.trial import unittest
 
 from pacscore.config.loader import loadConfiguration
@@ -90,12 +91,19 @@ class ObjectStoreTests(unittest.TestCase):
         return defer.gatherResults([self.workers.deferToWorker(barrier.wait)
                                     for _ in range(self.workers.size)])
 
-    def receive(self, data, sopInstance, fragment=16384, sopClass=CT, transport=None):
-        incoming = IncomingObject(sopClass, sopInstance, EXPLICIT, "MODALITY", "PACS")
+    def receive(self, data, sopInstance, fragment=16384, sopClass=CT, transport=None, compression=""):
+        incoming = IncomingObject(sopClass, sopInstance, EXPLICIT, "MODALITY", "PACS", compression)
         spool = self.store.spool(incoming, transport)
         for offset in range(0, len(data), fragment):
             spool.write(memoryview(data)[offset:offset + fragment])
         return incoming, spool
+
+    def storedFile(self, relative):
+        """``(transfer syntax, file meta, data set bytes)`` of a stored file."""
+        with open(self.device.absolute(relative), "rb") as f:
+            transferSyntax, meta, offset = readFileMeta(f)
+            f.seek(offset)
+            return transferSyntax, meta, f.read()
 
     @defer.inlineCallbacks
     def test_storedBytesAreTheReceivedBytes(self):
@@ -104,15 +112,38 @@ class ObjectStoreTests(unittest.TestCase):
         incoming, spool = self.receive(data, uid)
         self.assertIsNotNone(spool.inMemory)
         relative = yield self.store.store(incoming, spool)
-        with open(self.device.absolute(relative), "rb") as f:
-            transferSyntax, meta, offset = readFileMeta(f)
-            f.seek(offset)
-            self.assertEqual(f.read(), data)
-        self.assertEqual(transferSyntax, EXPLICIT)
-        self.assertEqual(meta[0x00020016], "MODALITY")
+        self.assertEqual(self.storedFile(relative)[::2], (EXPLICIT, data))
+        self.assertEqual(self.storedFile(relative)[1][0x00020016], "MODALITY")
         rows = yield self.index.runQuery(
             lambda c: c.exec_driver_sql("SELECT ObjectFile, DeviceName FROM DICOMImages").fetchall())
         self.assertEqual([tuple(r) for r in rows], [(relative, "MAG0")])
+
+    @defer.inlineCallbacks
+    def test_storedInTheCompressionAskedFor(self):
+        data = datasetBytes("CT_small.dcm")
+        original = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+        incoming, spool = self.receive(data, original.SOPInstanceUID, compression="j2")
+        relative = yield self.store.store(incoming, spool)
+        stored = pydicom.dcmread(self.device.absolute(relative))
+        self.assertEqual(stored.file_meta.TransferSyntaxUID, "1.2.840.10008.1.2.4.57")
+        self.assertTrue((stored.pixel_array == original.pixel_array).all())
+
+    @defer.inlineCallbacks
+    def test_compressionThatFailsStoresAsReceived(self):
+        """openjpeg refuses images under 32 pixels across: the object is
+        stored as it came, with a warning."""
+        ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+        ds.Rows = ds.Columns = 16
+        ds.PixelData = bytes(16 * 16 * 2)
+        buffer = BytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+        data = buffer.getvalue()[readFileMeta(BytesIO(buffer.getvalue()))[2]:]
+        events = []
+        self.store.log = Logger(observer=events.append)
+        incoming, spool = self.receive(data, ds.SOPInstanceUID, compression="jk")
+        relative = yield self.store.store(incoming, spool)
+        self.assertEqual(self.storedFile(relative)[::2], (EXPLICIT, data))
+        self.assertIn("compression jk not applied, stored as received", formatEvent(events[0]))
 
     @defer.inlineCallbacks
     def test_largeDatasetSpooledToDisk(self):

@@ -33,6 +33,7 @@ from pacscore.dicom.storage import StorageService
 from pacscore.dicom.verification import EchoService
 from pacscore.dicom.sopclasses import VERIFICATION, isStorageClass
 from pacscore.dicom.worklist import MODALITY_WORKLIST_FIND, WorklistFindService
+from pacscore.export.actions import LocalActions
 from pacscore.export.queue import ExportQueue
 from pacscore.export.runner import ExportService
 from pacscore.hl7.dropfolder import DropFolder
@@ -44,6 +45,7 @@ from pacscore.storage.durability import durabilityFor
 from pacscore.storage.filenames import FileNamer
 from pacscore.storage.objectfiles import DEFAULT_DIRECT_SIZE, FileWrites
 from pacscore.storage.reader import ObjectReader
+from pacscore.storage.space import MEGABYTE, SpaceKeeper
 from pacscore.storage.store import ObjectStore
 from pacscore.storage.worklistmode import WorklistAmender
 from pacscore.workers import WorkerPool
@@ -115,12 +117,22 @@ class Archive:
         self.converterHooks = hooksFrom(self.converterRules.special, self.converterServices)
         importers = (ImportConverters(self.converterRules.importRules, self.converterServices)
                      if self.converterRules.importRules else None)
+        self.query = IndexQuery(
+            self.index.tables, configuration.layout,
+            sortOrders={level: ini.get(f"{level.capitalize()}QuerySortOrder", "")
+                        for level in ("PATIENT", "STUDY", "SERIES", "IMAGE")},
+            computedFields=ini.getint("EnableComputedFields", 0) == 1)
+        self.objectReader = ObjectReader(self.devices)
+        threshold = 0 if ini.getint("IgnoreMAGDeviceThreshHold", 0) else ini.getint("MAGDeviceThreshold", 0)
+        self.spaceKeeper = SpaceKeeper(self.devices[0], self.index, self.query,
+                                       LocalActions(self.index, self.query, self.objectReader, self.workers),
+                                       self.workers, threshold=max(threshold, 0) * MEGABYTE)
         self.objectStore = ObjectStore(
             self.devices[0], self.namer, self.index, configuration.layout.indexedTags(),
             self.workers, IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION, amender=amender,
             importers=importers, devices=self.devices,
-            fileWrites=FileWrites(ini.getint("DirectWriteSize", DEFAULT_DIRECT_SIZE)))
-        self.objectReader = ObjectReader(self.devices)
+            fileWrites=FileWrites(ini.getint("DirectWriteSize", DEFAULT_DIRECT_SIZE)),
+            spaceCheck=self.spaceKeeper.checkFromThread)
         self.hl7Intake = WorklistIntake(self.worklistMapping, self.worklistItems,
                                         application=self.aeTitle, counters=self.counters)
         self.hl7DropFolder = DropFolder(configuration.resolvePath(ini.get("HL7DropFolder", "") or "./hl7/"),
@@ -129,11 +141,6 @@ class Archive:
         self.hl7MaxMessageSize = ini.getint("HL7MaxMessageSize", 1 << 20)
         self.worklistQuery = WorklistQuery(self.index.tables.worklist, worklistColumns)
         self.worklistReturnsIsoIr100 = ini.getint("WorkListReturnsISO_IR_100", 1) == 1
-        self.query = IndexQuery(
-            self.index.tables, configuration.layout,
-            sortOrders={level: ini.get(f"{level.capitalize()}QuerySortOrder", "")
-                        for level in ("PATIENT", "STUDY", "SERIES", "IMAGE")},
-            computedFields=ini.getint("EnableComputedFields", 0) == 1)
 
     def _durability(self):
         """The durability policy, and the writer connection set-up that lets

@@ -9,23 +9,19 @@ incoming objects, and its report lines become progress lines.  ``regen``
 first drops and recreates the image tables, like ``initializetables``,
 also in the writer.  ``makespace`` deletes whole patients, least recently
 accessed first (the patient table's ``AccessTime``), until MAG0 has the
-space asked for.
+space asked for (the archive's ``SpaceKeeper``).
 """
 
 import os
-import shutil
 
-from sqlalchemy import select
 from twisted.internet import defer, threads
 from twisted.logger import Logger
 
 from pacscore.control.arguments import ControlCommand, fields, number
 from pacscore.control.context import CommandError
-from pacscore.control.stored import localActions, storedFile, storedName
-from pacscore.db.query import PATIENT_ID, QueryKey
+from pacscore.control.stored import storedFile, storedName
 from pacscore.storage.regen import Regenerator
-
-MEGABYTE = 1 << 20
+from pacscore.storage.space import MEGABYTE
 
 
 def _upsert(connection, index, records):
@@ -160,46 +156,25 @@ class InitializeTables(ControlCommand):
         return d.addCallback(lambda _: f"Initialized {names}")
 
 
-def _patientsByAccess(connection, query):
-    """In a reader thread: patient IDs, least recently accessed first."""
-    patient = query.tables[0]
-    return connection.execute(select(patient.key).order_by(patient.table.c.AccessTime, patient.key)).scalars().all()
-
-
 class MakeSpace(ControlCommand):
     name = "makespace"
     usage = "--makespace:#  Delete old patients to make #MB space"
     log = Logger()
 
-    @staticmethod
-    def freeSpace(path):
-        """Free bytes on the file system of ``path`` (blocking)."""
-        return shutil.disk_usage(path).free
-
     def run(self, arguments, context):
         return defer.ensureDeferred(self._makeSpace(number(arguments, "#"), context))
 
     async def _makeSpace(self, megabytes, context):
-        archive = context.archive
-        magDevice = archive.devices[0]
-        wanted = megabytes * MEGABYTE
-        actions = localActions(archive)
+        keeper = context.archive.spaceKeeper
         lines = []
-        free = await archive.workers.deferToWorker(self.freeSpace, magDevice.path)
-        for patientID in await archive.index.runQuery(_patientsByAccess, archive.query):
-            if free >= wanted:
-                break
-            if not patientID or any(c in patientID for c in "*?\\"):
-                continue  # would not select this patient alone
-            instances = await archive.index.runQuery(archive.query.instances, "IMAGE",
-                                                     [QueryKey(PATIENT_ID, "LO", patientID)])
-            count = await actions.removeInstances(instances)
-            lines.append(f"deleted patient {patientID}: {count} object(s)")
-            context.progress(lines[-1])
-            self.log.info("{peer}: makespace: {line}", peer=context.peer, line=lines[-1])
-            free = await archive.workers.deferToWorker(self.freeSpace, magDevice.path)
-        if free < wanted:
-            raise CommandError(f"only {free // MEGABYTE} MB free on {magDevice.name} after deleting "
-                               f"{len(lines)} patient(s)")
-        lines.append(f"{free // MEGABYTE} MB free on {magDevice.name}")
-        return "\n".join(lines)
+
+        def report(line):
+            lines.append(line)
+            context.progress(line)
+            self.log.info("{peer}: makespace: {line}", peer=context.peer, line=line)
+
+        free = await keeper.makeSpace(megabytes * MEGABYTE, report)
+        device = keeper.device.name
+        if free < megabytes * MEGABYTE:
+            raise CommandError(f"only {free // MEGABYTE} MB free on {device} after deleting {len(lines)} patient(s)")
+        return "\n".join(lines + [f"{free // MEGABYTE} MB free on {device}"])

@@ -84,7 +84,7 @@ class ObjectStore:
 
     def __init__(self, device, namer, index, indexedTags, workers,
                  implementationClassUID, implementationVersion, spoolThreshold=4 << 20, amender=None,
-                 importers=None, devices=(), fileWrites=None):
+                 importers=None, devices=(), fileWrites=None, spaceCheck=None):
         self.device = device
         self.namer = namer
         self.index = index
@@ -99,6 +99,7 @@ class ObjectStore:
         self.importers = importers  # pacscore.converters.importing.ImportConverters, or None
         self.devicesByName = {d.name: d for d in devices or [device]}
         self.fileWrites = fileWrites or FileWrites()  # which files bypass the page cache
+        self.spaceCheck = spaceCheck  # called before each write (MAGDeviceThreshold), or None
 
     @property
     def durability(self):
@@ -164,6 +165,8 @@ class ObjectStore:
         header = spool.header
         temporary = spool.path
         device = self.device
+        if self.spaceCheck is not None:
+            self.spaceCheck()
         try:
             attrs = self._readAttributes(incoming, spool)
             self._check(incoming, attrs)

@@ -390,17 +390,24 @@ class LargeObjectTests(ServerTestCase):
         self.assertEqual(column(self.server.database, "DICOMImages", "NumberOfFrames"), [str(frames)])
 
 
-class DiskFullTests(unittest.TestCase):
+class SmallDiskTestCase(unittest.TestCase):
+    """A server whose MAG0 is a tmpfs of ``size`` (needs root)."""
+
+    size = "4m"
+    ini = {}
 
     def setUp(self):
         self.server = PacsServer(self.mktemp())
         self.mount = os.path.join(self.server.workdir, "smalldisk")
         os.makedirs(self.mount)
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", self.mount], check=True)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={self.size}", "tmpfs", self.mount], check=True)
         self.addCleanup(subprocess.run, ["umount", "-l", self.mount])
-        self.server.setIni(MAGDevice0=self.mount + "/")
+        self.server.setIni(MAGDevice0=self.mount + "/", **self.ini)
         self.addCleanup(self.server.stop)
         self.server.start()
+
+
+class DiskFullTests(SmallDiskTestCase):
 
     def test_diskFullAnswersA700(self):
         images = generateCorpus(self.mktemp(), 1, 1, 1, 40, rows=256, columns=256)
@@ -412,3 +419,30 @@ class DiskFullTests(unittest.TestCase):
         indexed = set(column(self.server.database, "DICOMImages", "SOPInstanceUID"))
         self.assertEqual(indexed, set(storedFiles(self.mount)))
 
+
+class MagDeviceThresholdTests(SmallDiskTestCase):
+    """MAGDeviceThreshold = 2 on a 12 MB MAG device: 14 patients of 1 MB
+    each all go in, the oldest being deleted to keep 2 MB free."""
+
+    size = "12m"
+    ini = {"MAGDeviceThreshold": "2"}
+
+    def test_oldestPatientsDeletedToKeepSpace(self):
+        images = generateCorpus(self.mktemp(), patients=14, studiesPerPatient=1, seriesPerStudy=1,
+                                imagesPerSeries=2, rows=512, columns=512)
+        patients = sorted({image.patientID for image in images})
+        for patient in patients:
+            result = self.server.store(*[i.path for i in images if i.patientID == patient])
+            self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        deadline = time.monotonic() + 30
+        while "MB free on MAG0 after the clean-up" not in self.server.log() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        log = self.server.log()
+        self.assertIn("less than 2 MB free on MAG0 (MAGDeviceThreshold)", log)
+        self.assertIn(f"MAGDeviceThreshold: deleted patient {patients[0]}: 2 object(s)", log)
+        kept = column(self.server.database, "DICOMPatients", "PatientID")
+        self.assertIn(patients[-1], kept)
+        self.assertNotIn(patients[0], kept)
+        self.assertLess(len(kept), len(patients))
+        self.assertEqual(set(column(self.server.database, "DICOMImages", "SOPInstanceUID")),
+                         set(storedFiles(self.mount)))

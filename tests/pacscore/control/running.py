@@ -12,6 +12,7 @@ from pacscore.archive import Archive
 from pacscore.config.acrnema import Node
 from pacscore.config.loader import loadConfiguration
 from pacscore.control.context import ControlContext
+from pacscore.testing.corpus import generateCorpus
 from tests.interop.server import PacsServer
 
 
@@ -55,6 +56,17 @@ class RunningArchive:
         from pacscore.control.data import AddImageFile
         for image in images:
             yield self.run(AddImageFile(), image.path)
+
+    @defer.inlineCallbacks
+    def storeAgedPatients(self, folder):
+        """Three patients of four images each, accessed least recently
+        PAT0002, then PAT0001, then PAT0000."""
+        yield self.store(generateCorpus(folder, patients=3, studiesPerPatient=1, seriesPerStudy=1, imagesPerSeries=4))
+        patient = self.archive.index.tables.patient
+        for patientID, accessed in (("PAT0000", 300), ("PAT0001", 200), ("PAT0002", 100)):
+            yield self.archive.index.runWrite(
+                lambda connection, p, t: connection.execute(
+                    patient.update().where(patient.c.PatientID == p).values(AccessTime=t)), patientID, accessed)
 
     def count(self, level):
         """Deferred of the number of rows of one index table ('patient' ... 'worklist')."""

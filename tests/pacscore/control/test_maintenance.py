@@ -9,6 +9,7 @@ from twisted.trial import unittest
 
 from pacscore.control import maintenance
 from pacscore.control.context import CommandError
+from pacscore.storage.space import MEGABYTE
 from pacscore.testing.corpus import generateCorpus
 from pacscore.testing.orders import orderMessage, writeMessages
 from plugins import pacs_control_data as data
@@ -105,16 +106,9 @@ class MakeSpaceTests(unittest.TestCase):
     @defer.inlineCallbacks
     def setUp(self):
         self.running = RunningArchive(self)
-        images = generateCorpus(os.path.abspath(self.mktemp()), patients=3, studiesPerPatient=1,
-                                seriesPerStudy=1, imagesPerSeries=4)
-        yield self.running.store(images)
-        patient = self.running.archive.index.tables.patient
-        for patientID, accessed in (("PAT0000", 300), ("PAT0001", 200), ("PAT0002", 100)):
-            yield self.running.archive.index.runWrite(
-                lambda connection, p, t: connection.execute(
-                    patient.update().where(patient.c.PatientID == p).values(AccessTime=t)), patientID, accessed)
+        yield self.running.storeAgedPatients(os.path.abspath(self.mktemp()))
         self.command = maintenance.MakeSpace()
-        self.command.freeSpace = lambda path: (12 - len(self.running.files())) * maintenance.MEGABYTE
+        self.running.archive.spaceKeeper.freeSpace = lambda path: (12 - len(self.running.files())) * MEGABYTE
 
     @defer.inlineCallbacks
     def test_deletesTheLeastRecentlyAccessedPatientsFirst(self):

@@ -45,6 +45,7 @@ from pacscore.storage.durability import durabilityFor
 from pacscore.storage.filenames import FileNamer
 from pacscore.storage.objectfiles import DEFAULT_DIRECT_SIZE, FileWrites
 from pacscore.storage.reader import ObjectReader
+from pacscore.storage.regen import iterObjectFiles
 from pacscore.storage.space import MEGABYTE, SpaceKeeper
 from pacscore.storage.store import ObjectStore
 from pacscore.storage.worklistmode import WorklistAmender
@@ -176,10 +177,24 @@ class Archive:
             self.index.createTables()
             self.index.recoverPending(self.objectReader.fileError)
             self.exportQueue.createTables()
+            emptyIndex = not self.index.hasImages()
         except SQLAlchemyError as e:
             raise self._indexUnusable(e) from e
+        if emptyIndex:
+            self._warnOfUnindexedFiles()
         self.workers.start()
         self.index.start()
+
+    def _warnOfUnindexedFiles(self):
+        """An empty index beside MAG devices holding DICOM files was lost or
+        never built (a deleted or truncated database, an archive moved in):
+        say how to rebuild it."""
+        for device in self.devices:
+            for path, _ in iterObjectFiles(device):
+                self.log.warn("the index holds no image, but {device} holds DICOM files (e.g. {path}); "
+                              "if the index was lost, 'dgate -r' rebuilds it from them",
+                              device=device.name, path=path)
+                return
 
     def _indexUnusable(self, error):
         """The ``StartupError`` of a SQLAlchemy ``error`` from the index database."""

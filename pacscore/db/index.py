@@ -12,7 +12,7 @@ it is acknowledged.
 import itertools
 import threading
 
-from sqlalchemy import MetaData
+from sqlalchemy import MetaData, select
 from sqlalchemy.schema import CreateIndex
 from twisted.internet import defer, threads
 from twisted.logger import Logger
@@ -70,6 +70,11 @@ class Index:
             for table in self.tables:
                 for index in table.indexes:
                     connection.execute(CreateIndex(index, if_not_exists=True))
+
+    def hasImages(self):
+        """Whether the image table holds a row (synchronous, for start-up)."""
+        with self.engine.connect() as connection:
+            return connection.execute(select(self.tables.image.c[0]).limit(1)).first() is not None
 
     def initializeTables(self, worklist=False, connection=None):
         """Drop and recreate the patient/study/series/image tables, or with

@@ -279,6 +279,18 @@ class DamagedIndexTests(ServerTestCase):
         self.assertEqual(dcmtk("echoscu", "-aec", self.server.ae, "127.0.0.1", self.server.port).returncode, 0)
 
 
+    def test_lostIndexBesideStoredFilesWarned(self):
+        [image] = generateCorpus(self.mktemp(), 1, 1, 1, 1)
+        self.assertEqual(self.server.store(image.path).returncode, 0)
+        self.assertNotIn("the index holds no image", self.server.log())  # nothing stored at the first start
+        self.server.stop()
+        os.unlink(self.server.database)
+        self.server.start()
+        stored = storedFiles(self.server.dataDir)[image.sopUID]
+        self.assertIn(f"the index holds no image, but MAG0 holds DICOM files (e.g. {stored}); "
+                      f"if the index was lost, 'dgate -r' rebuilds it from them", self.server.log())
+
+
 class CrashTests(ServerTestCase):
 
     def test_killDuringIngestLosesNothingAcknowledged(self):

@@ -13,8 +13,6 @@ IncomingCompression); ``storage MAGn`` picks the device.
 
 from typing import NamedTuple
 
-from twisted.logger import Logger
-
 from pacscore.converters.context import ConverterContext, Outcome
 from pacscore.dicom.datasets import decodeDataset, encodeDataset
 from pacscore.storage.store import MODALITY, STATION_NAME, Destroyed, Refused
@@ -32,8 +30,6 @@ class ImportDecision(NamedTuple):
 
 class ImportConverters:
     """The import rules of a configuration (``ConverterRules.importRules``)."""
-
-    log = Logger()
 
     def __init__(self, rules, services):
         self.rules = rules

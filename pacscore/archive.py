@@ -17,7 +17,7 @@ from pacscore.converters.importing import ImportConverters
 from pacscore.converters.registry import CommandRegistry
 from pacscore.converters.rules import loadRules
 from pacscore.converters.uidmap import UIDMap
-from pacscore.db.drivers import findDriver
+from pacscore.db.drivers import databaseFiles, findDriver
 from pacscore.db.index import Index
 from pacscore.db.query import IndexQuery
 from pacscore.db.worklistitems import WorklistItems
@@ -78,6 +78,7 @@ class Archive:
         self.devices = [MagDevice(name, path) for name, path in configuration.magDevices]
         self.workers = WorkerPool(reactor, ioThreads, "pacs-io")
         self.driver, self.dbDescription = findDriver(dbDescription, configuration)
+        self.databaseFiles = databaseFiles(self.driver, self.dbDescription, configuration)
         try:
             self.engine = self.driver.createEngine(self.dbDescription, configuration)
         except OSError as e:  # its folder cannot be made
@@ -190,7 +191,7 @@ class Archive:
         never built (a deleted or truncated database, an archive moved in):
         say how to rebuild it."""
         for device in self.devices:
-            for path, _ in iterObjectFiles(device):
+            for path, _ in iterObjectFiles(device, skip=self.databaseFiles):
                 self.log.warn("the index holds no image, but {device} holds DICOM files (e.g. {path}); "
                               "if the index was lost, 'dgate -r' rebuilds it from them",
                               device=device.name, path=path)

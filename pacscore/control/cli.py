@@ -26,7 +26,7 @@ from pacscore.config.loader import INI_NAME, defaultConfigDir, loadConfiguration
 from pacscore.control.client import NoAnswer, sendCommand
 from pacscore.control.endpoint import DEFAULT_ENDPOINT, clientEndpoint, portNumber
 from pacscore.control.registry import CommandRegistry
-from pacscore.db.drivers import findDriver
+from pacscore.db.drivers import databaseFiles, findDriver
 from pacscore.db.index import Index
 from pacscore.storage.devices import MagDevice
 from pacscore.storage.regen import Regenerator
@@ -124,13 +124,13 @@ def initialize(configuration, out):
     out(f"Initialising the index tables in {description}")
     index.initializeTables()
     index.createTables()
-    return index
+    return index, databaseFiles(driver, description, configuration)
 
 
 def regenerate(configuration, out):
-    index = initialize(configuration, out)
+    index, skip = initialize(configuration, out)
     devices = [MagDevice(name, path) for name, path in configuration.magDevices]
-    regenerator = Regenerator(index, configuration.layout.indexedTags(), report=out)
+    regenerator = Regenerator(index, configuration.layout.indexedTags(), report=out, skip=skip)
     regenerator.regenerate([d for d in devices if os.path.isdir(d.path)])
     return regenerator
 

@@ -24,7 +24,7 @@ from twisted.logger import Logger
 from pacscore.control.arguments import ControlCommand, fields
 from pacscore.control.context import CommandError
 from pacscore.control.moves import forwarderFor
-from pacscore.control.output import deliver
+from pacscore.control.output import deliver, inputPath
 from pacscore.control.stored import exactValue, fileInstances, localActions, storedFile, storedName
 from pacscore.dicom.datasets import IdentifierError, decodeDataset, encodeDataset
 from pacscore.dicom.uids import isUID
@@ -106,7 +106,7 @@ class AddImageFile(ControlCommand):
     async def _add(self, arguments, context):
         text, patientID = fields(arguments, 2)
         archive = context.archive
-        path = archive.configuration.resolvePath(text)
+        path = inputPath(archive, text)
         patientID = exactValue(patientID, "patient ID") if patientID.strip() else ""
         try:
             incoming, data = await archive.workers.deferToWorker(_incomingObject, path, patientID, archive.aeTitle,
@@ -135,7 +135,7 @@ class LoadHL7(ControlCommand):
 
     async def _load(self, arguments, context):
         archive = context.archive
-        path = archive.configuration.resolvePath(arguments.strip())
+        path = inputPath(archive, arguments.strip())
         try:
             data = await archive.workers.deferToWorker(readHL7, path)
         except OSError as e:
@@ -158,7 +158,7 @@ class DumpHeader(ControlCommand):
     def run(self, arguments, context):
         source, target = fields(arguments, 2)
         archive = context.archive
-        path = archive.configuration.resolvePath(source)
+        path = inputPath(archive, source)
         d = archive.workers.deferToWorker(_header, path)
         d.addErrback(self._unreadable, path)
         return d.addCallback(lambda lines: deliver(archive, lines, target))

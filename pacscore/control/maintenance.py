@@ -69,7 +69,8 @@ class _Regen(ControlCommand):
         await self.before(archive)
         reactor = context.reactor
         regenerator = Regenerator(WriterIndex(archive.index, reactor), archive.configuration.layout.indexedTags(),
-                                  report=lambda line: reactor.callFromThread(context.progress, line))
+                                  report=lambda line: reactor.callFromThread(context.progress, line),
+                                  skip=archive.databaseFiles)
         await archive.workers.deferToWorker(work, regenerator)
         summary = (f"{regenerator.indexed} file(s) indexed, {regenerator.failed} failed, "
                    f"{regenerator.duplicates} duplicate SOP instance(s)")

@@ -39,16 +39,22 @@ def outputPath(archive, text):
     return path
 
 
+def inputPath(archive, text):
+    """``text`` (relative to the working folder) as the absolute path of a
+    file a command may read; CommandError for the index database's files
+    (opening one in the server would drop SQLite's locks on it)."""
+    path = archive.configuration.resolvePath(text)
+    if os.path.realpath(path) in archive.databaseFiles:
+        raise CommandError(f"{path} is the archive's index database, not a file to read")
+    return path
+
+
 def _ownFiles(archive):
     """The real paths of the configuration files and the index database's."""
     configuration = archive.configuration
     files = [configuration.iniPath, configuration.acrNemaMap.path, configuration.sopList.path,
              configuration.layout.path]
-    pathOf = getattr(archive.driver, "pathOf", None)  # local database files (SQLite)
-    if pathOf is not None:
-        database = pathOf(archive.dbDescription, configuration)
-        files += [database + suffix for suffix in ("", "-wal", "-shm", "-journal")]
-    return {os.path.realpath(f) for f in files if f}
+    return {os.path.realpath(f) for f in files if f} | archive.databaseFiles
 
 
 def deliver(archive, lines, path):

@@ -1,6 +1,8 @@
 """Choosing the database driver plugin, as twisted.cred's strcred picks a
 checker factory: by the scheme of ``--db SCHEME:...`` or by dicom.ini."""
 
+import os
+
 from twisted.plugin import getPlugins
 
 import plugins
@@ -10,6 +12,18 @@ from pacscore.interfaces import IDatabaseDriver
 def availableDrivers():
     """Every installed ``IDatabaseDriver`` plugin, sorted by name."""
     return sorted(getPlugins(IDatabaseDriver, plugins), key=lambda d: d.name)
+
+
+def databaseFiles(driver, description, configuration):
+    """The real paths of the files of a database kept in local files
+    (SQLite: the file, its -wal, -shm and -journal), else empty.  Nothing
+    else of the process may open them: closing any descriptor of a file
+    drops every POSIX lock the process holds on it, SQLite's included."""
+    pathOf = getattr(driver, "pathOf", None)
+    if pathOf is None:
+        return frozenset()
+    path = pathOf(description, configuration)
+    return frozenset(os.path.realpath(path + suffix) for suffix in ("", "-wal", "-shm", "-journal"))
 
 
 def findDriver(description, configuration):

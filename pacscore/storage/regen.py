@@ -24,15 +24,18 @@ def _isDicomFile(path):
         return f.read(4) == b"DICM"
 
 
-def iterObjectFiles(device, folder=None):
+def iterObjectFiles(device, folder=None, skip=frozenset()):
     """Yield ``(absolute, relative)`` for every DICOM file on ``device``, or
-    only those under ``folder`` (an absolute path on the device)."""
+    only those under ``folder`` (an absolute path on the device).  Files
+    whose real path is in ``skip`` (the index database's) are not opened."""
     for folder, subfolders, files in os.walk(folder or device.path):
         subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
         for name in sorted(files):
             if name.startswith("."):
                 continue
             path = os.path.join(folder, name)
+            if skip and os.path.realpath(path) in skip:
+                continue
             try:
                 if not _isDicomFile(path):
                     continue
@@ -45,11 +48,13 @@ class Regenerator:
     """Re-enters every file of some devices into ``index``.
 
     ``report(line)`` receives progress lines; counts end up in
-    ``indexed``, ``failed`` and ``duplicates``.
+    ``indexed``, ``failed`` and ``duplicates``.  ``skip``: the real paths
+    of the index database's files, never opened (see ``databaseFiles``).
     """
 
-    def __init__(self, index, tags, report=print, batchSize=500, progressEvery=1000):
+    def __init__(self, index, tags, report=print, batchSize=500, progressEvery=1000, skip=frozenset()):
         self.index = index
+        self.skip = skip  # real paths never opened: the index database's files
         self.tags = frozenset(tags) | {SOP_INSTANCE_UID}
         self.report = report
         self.batchSize = batchSize
@@ -61,7 +66,7 @@ class Regenerator:
         """Every file of ``devices`` (or of their ``folder``, absolute)."""
         for device in devices:
             self.report(f"Regen device {device.name}: {folder or device.path}")
-            self.enter(device, iterObjectFiles(device, folder))
+            self.enter(device, iterObjectFiles(device, folder, self.skip))
         self.report(f"Regeneration complete: {self.indexed} files indexed, {self.failed} failed, "
                     f"{self.duplicates} duplicate SOP instances")
         return self
@@ -70,6 +75,10 @@ class Regenerator:
         """Index ``files``, ``(absolute, relative)`` pairs on ``device``."""
         batch = []
         for path, relative in files:
+            if os.path.realpath(path) in self.skip:
+                self.failed += 1
+                self.report(f"[Regen] {path} -FAILED: the index database, not an object")
+                continue
             record = self._record(device, path, relative)
             if record is not None:
                 batch.append((record, path))

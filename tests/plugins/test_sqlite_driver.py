@@ -8,7 +8,7 @@ from twisted.plugin import IPlugin, getPlugins
 from twisted.trial import unittest
 
 import plugins
-from pacscore.db.drivers import findDriver
+from pacscore.db.drivers import databaseFiles, findDriver
 from pacscore.interfaces import IDatabaseDriver
 from plugins.pacs_sqlite import SQLiteDriver, sqliteDriver
 
@@ -141,6 +141,12 @@ class FindDriverTests(unittest.TestCase):
     def test_byScheme(self):
         driver, description = findDriver("sqlite:x.db3", FakeConfiguration("."))
         self.assertEqual((driver.name, description), ("sqlite", "sqlite:x.db3"))
+
+    def test_databaseFiles(self):
+        folder = os.path.realpath(self.mktemp())
+        self.assertEqual(databaseFiles(sqliteDriver, "sqlite:" + os.path.join(folder, "x.db3"), FakeConfiguration(".")),
+                         {os.path.join(folder, "x.db3" + suffix) for suffix in ("", "-wal", "-shm", "-journal")})
+        self.assertEqual(databaseFiles(object(), "other:x", FakeConfiguration(".")), frozenset())
 
     def test_unknownScheme(self):
         error = self.assertRaises(ValueError, findDriver, "oracle://db/x", FakeConfiguration("."))

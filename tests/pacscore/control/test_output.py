@@ -1,5 +1,6 @@
 """Tests for pacscore.control.output: commands that write a file never
-write over the archive's own files."""
+write over the archive's own files; commands that read one never open the
+index database's (closing it would drop SQLite's locks in the server)."""
 
 import os
 
@@ -7,6 +8,8 @@ from twisted.internet import defer
 from twisted.trial import unittest
 
 from pacscore.control.context import CommandError
+from pacscore.control.data import AddImageFile, DumpHeader, LoadHL7
+from pacscore.control.maintenance import RegenFile
 from pacscore.control.queries import Query
 from pacscore.control.server import DisplayStatus
 from pacscore.control.serverlog import LogOn
@@ -38,3 +41,19 @@ class OwnFilesTests(unittest.TestCase):
         yield self.running.run(DisplayStatus(), "status.txt")
         with open(os.path.join(self.running.configuration.workdir, "status.txt")) as f:
             self.assertIn("Run time", f.read())
+
+
+class IndexDatabaseReadTests(unittest.TestCase):
+
+    def setUp(self):
+        self.running = RunningArchive(self)
+
+    @defer.inlineCallbacks
+    def test_indexDatabaseNeverOpened(self):
+        for command in (AddImageFile(), LoadHL7(), DumpHeader()):
+            for path in ("data/dbase/conquest.db3", "./data/dbase/conquest.db3-wal"):
+                error = yield self.assertFailure(self.running.run(command, path), CommandError)
+                self.assertIn("is the archive's index database, not a file to read", str(error))
+        error = yield self.assertFailure(self.running.run(RegenFile(), "MAG0:dbase/conquest.db3"), CommandError)
+        self.assertEqual(str(error), "MAG0:dbase/conquest.db3 could not be entered")
+        self.assertIn("conquest.db3 -FAILED: the index database, not an object", self.running.progress[-1])

@@ -24,17 +24,32 @@ def _isDicomFile(path):
         return f.read(4) == b"DICM"
 
 
+class SkippedFiles:
+    """Real paths never to open (the index database's files); ``path in``
+    it costs a real path only for a file named like one of them or a
+    symbolic link (a hard link under another name is not recognised)."""
+
+    def __init__(self, paths=()):
+        self.paths = frozenset(paths)
+        self.names = {os.path.basename(path) for path in self.paths}
+
+    def __contains__(self, path):
+        return (bool(self.paths) and (os.path.basename(path) in self.names or os.path.islink(path))
+                and os.path.realpath(path) in self.paths)
+
+
 def iterObjectFiles(device, folder=None, skip=frozenset()):
     """Yield ``(absolute, relative)`` for every DICOM file on ``device``, or
     only those under ``folder`` (an absolute path on the device).  Files
     whose real path is in ``skip`` (the index database's) are not opened."""
+    skip = skip if isinstance(skip, SkippedFiles) else SkippedFiles(skip)
     for folder, subfolders, files in os.walk(folder or device.path):
         subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
         for name in sorted(files):
             if name.startswith("."):
                 continue
             path = os.path.join(folder, name)
-            if skip and os.path.realpath(path) in skip:
+            if path in skip:
                 continue
             try:
                 if not _isDicomFile(path):
@@ -54,7 +69,7 @@ class Regenerator:
 
     def __init__(self, index, tags, report=print, batchSize=500, progressEvery=1000, skip=frozenset()):
         self.index = index
-        self.skip = skip  # real paths never opened: the index database's files
+        self.skip = SkippedFiles(skip)  # never opened: the index database's files
         self.tags = frozenset(tags) | {SOP_INSTANCE_UID}
         self.report = report
         self.batchSize = batchSize
@@ -75,7 +90,7 @@ class Regenerator:
         """Index ``files``, ``(absolute, relative)`` pairs on ``device``."""
         batch = []
         for path, relative in files:
-            if os.path.realpath(path) in self.skip:
+            if path in self.skip:
                 self.failed += 1
                 self.report(f"[Regen] {path} -FAILED: the index database, not an object")
                 continue

@@ -10,7 +10,7 @@ from pydicom.data import get_testdata_file
 from twisted.trial import unittest
 
 from pacscore.storage.devices import MagDevice
-from pacscore.storage.regen import iterObjectFiles
+from pacscore.storage.regen import SkippedFiles, iterObjectFiles
 
 
 class SkipTests(unittest.TestCase):
@@ -29,3 +29,14 @@ class SkipTests(unittest.TestCase):
         found = list(iterObjectFiles(MagDevice("MAG0", root), skip=frozenset({os.path.realpath(database)})))
         self.assertEqual(found, [(image, "PAT/1.dcm")])
         self.assertEqual(opened, [image])
+
+    def test_linkToASkippedFileNeverOpened(self):
+        root = os.path.abspath(self.mktemp())
+        os.makedirs(os.path.join(root, "dbase"))
+        database = os.path.join(root, "dbase", "conquest.db3")
+        shutil.copy(get_testdata_file("CT_small.dcm"), database)
+        os.symlink(database, os.path.join(root, "other-name.dcm"))
+        skip = frozenset({os.path.realpath(database)})
+        self.assertEqual(list(iterObjectFiles(MagDevice("MAG0", root), skip=skip)), [])
+        self.assertIn(os.path.join(root, "other-name.dcm"), SkippedFiles(skip))
+        self.assertNotIn(os.path.join(root, "dbase", "x.dcm"), SkippedFiles(skip))

@@ -12,7 +12,7 @@ import time
 
 from twisted.internet import defer
 
-MB = 1 << 20
+from pacscore.storage.space import MEGABYTE
 
 
 def deviceSpace(devices):
@@ -25,7 +25,8 @@ def deviceSpace(devices):
         except OSError:
             pass
         else:
-            entry.update(freeMB=stat.f_bavail * stat.f_frsize // MB, totalMB=stat.f_blocks * stat.f_frsize // MB)
+            entry.update(freeMB=stat.f_bavail * stat.f_frsize // MEGABYTE,
+                         totalMB=stat.f_blocks * stat.f_frsize // MEGABYTE)
         space.append(entry)
     return space
 

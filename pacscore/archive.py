@@ -1,7 +1,7 @@
 """The Archive: everything the services of one running server share.
 
 Built once from the configuration by ``tap.pacs.makeService``: the MAG
-devices, the index and its query translator, the file namer, the object
+devices and their mirrors, the index and its query translator, the file namer, the object
 store and reader, the I/O thread pool, the worklist and its HL7 intake,
 and the counters behind ``--display_status``.
 """
@@ -43,6 +43,7 @@ from pacscore.hl7.mllp import MLLPFactory
 from pacscore.storage.devices import MagDevice
 from pacscore.storage.durability import durabilityFor
 from pacscore.storage.filenames import FileNamer
+from pacscore.storage.mirror import Mirrors
 from pacscore.storage.objectfiles import DEFAULT_DIRECT_SIZE, FileWrites
 from pacscore.storage.reader import ObjectReader
 from pacscore.storage.regen import iterObjectFiles
@@ -76,6 +77,7 @@ class Archive:
         self.startTime = None  # seconds since the epoch, set by startup()
         self.dicomServerFactory = None  # made by dicomFactory()
         self.devices = [MagDevice(name, path) for name, path in configuration.magDevices]
+        self.mirrors = Mirrors.fromConfiguration(configuration)
         self.workers = WorkerPool(reactor, ioThreads, "pacs-io")
         self.driver, self.dbDescription = findDriver(dbDescription, configuration)
         self.databaseFiles = databaseFiles(self.driver, self.dbDescription, configuration)
@@ -113,7 +115,8 @@ class Archive:
         self.converterServices = ConverterServices(
             index=self.index, configuration=configuration, aeTitle=self.aeTitle, reactor=reactor,
             worklistLookup=self.worklistItems.lookup, counters=self.counters, uidMap=uidMap)
-        self.exportQueue = ExportQueue.fromConfiguration(self.index, configuration, self.converterRules.exportRules)
+        self.exportQueue = ExportQueue.fromConfiguration(self.index, configuration, self.converterRules.exportRules,
+                                                         mirrored=self.mirrors.mirrored)
         self.converterServices.exportQueue = self.exportQueue
         self.index.afterUpsert = self.exportQueue.enqueueJobs
         self.converterHooks = hooksFrom(self.converterRules.special, self.converterServices)
@@ -124,7 +127,7 @@ class Archive:
             sortOrders={level: ini.get(f"{level.capitalize()}QuerySortOrder", "")
                         for level in ("PATIENT", "STUDY", "SERIES", "IMAGE")},
             computedFields=ini.getint("EnableComputedFields", 0) == 1)
-        self.objectReader = ObjectReader(self.devices)
+        self.objectReader = ObjectReader(self.devices, self.mirrors)
         threshold = 0 if ini.getint("IgnoreMAGDeviceThreshHold", 0) else ini.getint("MAGDeviceThreshold", 0)
         self.spaceKeeper = SpaceKeeper(self.devices[0], self.index, self.query,
                                        LocalActions(self.index, self.query, self.objectReader, self.workers),
@@ -132,7 +135,7 @@ class Archive:
         self.objectStore = ObjectStore(
             self.devices[0], self.namer, self.index, configuration.layout.indexedTags(),
             self.workers, IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION, amender=amender,
-            importers=importers, devices=self.devices,
+            importers=importers, devices=self.devices, mirrors=self.mirrors,
             fileWrites=FileWrites(ini.getint("DirectWriteSize", DEFAULT_DIRECT_SIZE)),
             spaceCheck=self.spaceKeeper.checkFromThread)
         self.hl7Intake = WorklistIntake(self.worklistMapping, self.worklistItems,
@@ -171,6 +174,7 @@ class Archive:
         try:
             for device in self.devices:
                 device.prepare()
+            self.mirrors.prepare()
             self.hl7DropFolder.prepare()
         except OSError as e:
             raise StartupError.ofFolder(e) from e

@@ -1,11 +1,12 @@
 """The built-in control commands that rebuild, clear and prune the index
-(manual appendix 6: maintenance options).
+(manual appendix 6: maintenance options), and verifymirrordisk (archival
+options).
 
 Only instances live here; ``getPlugins(IControlCommand, plugins)`` finds
 them as it finds installed ones.
 """
 
-from pacscore.control import maintenance
+from pacscore.control import devices, maintenance
 
 regen = maintenance.Regen()
 regenDev = maintenance.RegenDev()
@@ -13,3 +14,4 @@ regenDir = maintenance.RegenDir()
 regenFile = maintenance.RegenFile()
 initializeTables = maintenance.InitializeTables()
 makeSpace = maintenance.MakeSpace()
+verifyMirrorDisk = devices.VerifyMirrorDisk()

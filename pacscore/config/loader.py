@@ -21,7 +21,6 @@ from pacscore.config.ini import DicomIni
 from pacscore.config.soplist import SopList
 
 INI_NAME = "dicom.ini"
-_MAG_DEVICE = re.compile(r"MAGDevice([0-9]+)", re.IGNORECASE)
 
 DEFAULT_MAG_DEVICE = "./data/"
 
@@ -57,25 +56,48 @@ class Configuration:
         With MAGDevices absent, every MAGDeviceN present, in order of N;
         with neither, Conquest's ``./data/``.
         """
-        count = self.ini.getint("MAGDevices", None)
+        devices = self._devices("MAG")
+        if devices is None:
+            return [("MAG0", self.resolvePath(DEFAULT_MAG_DEVICE))]
+        if not devices:
+            raise ConfigError(self.iniPath, self.ini.lineOf("MAGDevices"),
+                              "no MAG device to store images on (MAGDevices / MAGDevice0)")
+        return devices
+
+    @property
+    def mirrorDevices(self):
+        """``[("MIRROR0", "/abs/path"), ...]`` from MIRRORDevices and
+        MIRRORDeviceN, read like the MAG devices (none when neither is
+        set).  MIRRORn mirrors MAGn: a folder inside a MAG device (or
+        holding one) cannot be a mirror."""
+        mirrors = self._devices("MIRROR") or []
+        for name, path in mirrors:
+            for magName, magPath in self.magDevices:
+                if _overlap(path, magPath):
+                    raise ConfigError(self.iniPath, self.ini.lineOf(f"MIRRORDevice{name[6:]}"),
+                                      f"{name} ({path}) and {magName} ({magPath}) overlap: a mirror "
+                                      f"must be a folder of its own")
+        return mirrors
+
+    def _devices(self, kind):
+        """``[(f"{kind}N", path), ...]`` from ``{kind}Devices`` (a count)
+        and ``{kind}DeviceN``; None when neither is set."""
+        count = self.ini.getint(f"{kind}Devices", None)
         if count is None:
-            numbers = sorted({int(m.group(1)) for key, _ in self.ini.items()
-                              if (m := _MAG_DEVICE.fullmatch(key))})
+            pattern = re.compile(rf"{kind}Device([0-9]+)", re.IGNORECASE)
+            numbers = sorted({int(m.group(1)) for key, _ in self.ini.items() if (m := pattern.fullmatch(key))})
             if not numbers:
-                return [("MAG0", self.resolvePath(DEFAULT_MAG_DEVICE))]
+                return None
         else:
             numbers = range(count)
         devices = []
         for n in numbers:
-            key = f"MAGDevice{n}"
+            key = f"{kind}Device{n}"
             path = self.ini.get(key, "")
             if not path:
-                raise ConfigError(self.iniPath, self.ini.lineOf(key) or self.ini.lineOf("MAGDevices"),
+                raise ConfigError(self.iniPath, self.ini.lineOf(key) or self.ini.lineOf(f"{kind}Devices"),
                                   f"{key} is missing or empty")
-            devices.append((f"MAG{n}", self.resolvePath(path)))
-        if not devices:
-            raise ConfigError(self.iniPath, self.ini.lineOf("MAGDevices"),
-                              "no MAG device to store images on (MAGDevices / MAGDevice0)")
+            devices.append((f"{kind}{n}", self.resolvePath(path)))
         return devices
 
     @property
@@ -167,3 +189,9 @@ def loadConfiguration(configPath=None, workdir=None):
         workdir=workdir,
         iniPath=iniPath,
     )
+
+
+def _overlap(first, second):
+    """Whether one of two absolute folders is, or lies inside, the other."""
+    first, second = os.path.join(first, ""), os.path.join(second, "")
+    return first.startswith(second) or second.startswith(first)

@@ -47,6 +47,7 @@ Usage:
 (2) dgate [-pPORT] [-qHOST] [-wDIR] --command:arguments
     Send a command to the running server (its control port: ControlEndpoint of the working
     folder's dicom.ini, ControlSecret sent when set; -p and -q override port and host)
+    -av[DEVICE]  Verify the mirror disk of DEVICE (default: all): --verifymirrordisk:DEVICE
 """
 
 
@@ -97,6 +98,8 @@ def parseArguments(argv):
             options["actions"].append("regen")
         elif arg == "-v":
             options["verbose"] = True
+        elif arg.startswith("-av"):
+            options["commands"].append(f"--verifymirrordisk:{arg[3:]}")
         else:
             raise UsageError(f"unknown option {arg}")
     return options

@@ -3,7 +3,7 @@ text like Conquest's or as one JSON object for monitoring systems.
 
 Counters come from ``archive.counters`` (every one of them, as kept by the
 services), queue depths from the export queue's tables and free space from
-the MAG devices, both read in a worker thread.
+the MAG and mirror devices, both read in a worker thread.
 """
 
 import json
@@ -16,7 +16,7 @@ from pacscore.storage.space import MEGABYTE
 
 
 def deviceSpace(devices):
-    """``[{name, path, freeMB, totalMB}]`` of the MAG devices (blocking)."""
+    """``[{name, path, freeMB, totalMB}]`` of the MAG (and mirror) devices (blocking)."""
     space = []
     for device in devices:
         entry = {"name": device.name, "path": device.path, "freeMB": None, "totalMB": None}
@@ -34,7 +34,9 @@ def deviceSpace(devices):
 async def gather(archive, reactor):
     """The status as a JSON-ready dict."""
     queues, devices = await defer.gatherResults([archive.workers.deferToWorker(archive.exportQueue.counts),
-                                                 archive.workers.deferToWorker(deviceSpace, archive.devices)])
+                                                 archive.workers.deferToWorker(deviceSpace, archive.devices + [
+                                                     archive.mirrors.devices[name]
+                                                     for name in sorted(archive.mirrors.mirrored)])])
     counters = json.loads(json.dumps(archive.counters, default=str))
 
     def count(name):

@@ -76,6 +76,13 @@ class Index:
         with self.engine.connect() as connection:
             return connection.execute(select(self.tables.image.c[0]).limit(1)).first() is not None
 
+    def storedOn(self, connection, deviceName):
+        """``(SOPInstanceUID, ObjectFile)`` of every image on ``deviceName``."""
+        image = self._levels[3]
+        columns = image.table.c
+        return connection.execute(select(image.key, columns.ObjectFile).where(columns.DeviceName == deviceName)
+                                  .order_by(columns.ObjectFile)).all()
+
     def initializeTables(self, worklist=False, connection=None):
         """Drop and recreate the patient/study/series/image tables, or with
         ``worklist=True`` only the worklist table; with ``connection`` (in

@@ -1,7 +1,7 @@
 """The queued actions that stay on this server: ``delete``, ``process``
 and ``prefetch`` (manual 7.2, the command table).
 
-``delete`` removes the files first, then their index rows (and the series,
+``delete`` removes the files (and their mirror copies) first, then their index rows (and the series,
 study and patient rows left without images) through the index writer, so
 it is ordered with stores.  A crash between the two leaves rows whose
 files are gone; the action is still queued then, runs again and removes
@@ -62,10 +62,11 @@ class LocalActions:
 
     def _removeFiles(self, instances):
         for instance in instances:
-            try:
-                os.unlink(self.reader.path(instance.deviceName, instance.objectFile))
-            except FileNotFoundError:
-                pass
+            for path in self.reader.copies(instance.deviceName, instance.objectFile):
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
 
     def _deleteRows(self, connection, instances):
         """In the index writer: the image rows, then parents left empty."""

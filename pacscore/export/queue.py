@@ -4,7 +4,8 @@
 line still to run (``ExportConverterN`` whose Modality/StationName/CalledAE/
 CallingAE filters match); the rows are inserted in the object's own index
 transaction (``enqueueJobs``), so an acknowledged object always has its
-export jobs, even across a crash.
+export jobs, even across a crash.  An object stored on a mirrored MAG
+device gets a ``MIRRORCOPY`` job as well (``pacscore.storage.mirror``).
 
 ``PacsForwards`` holds the delayed actions those lines (and import
 converters) ask for: ``forward`` to a destination AE, ``get`` (a C-MOVE
@@ -46,6 +47,8 @@ from typing import NamedTuple
 
 from sqlalchemy import Column, Float, Index, Integer, MetaData, String, Table, Text, and_, func, select, text
 from twisted.logger import Logger
+
+from pacscore.storage.mirror import MIRROR_COPY
 
 PENDING = "pending"
 FAILED = "failed"
@@ -105,12 +108,14 @@ class JobOutcome(NamedTuple):
     """What running export job ``jobId`` came to (``recordJobs``): by
     default done, with the ``actions`` its line queued
     (``ActionBuffer.actions``); ``deferred`` to run it again after
-    RetryDelay; or a failed attempt with its ``error``."""
+    RetryDelay; or a failed attempt with its ``error``, retried up to
+    MaximumExportRetries times unless ``retryForever``."""
 
     jobId: int
     actions: tuple = ()
     deferred: bool = False
     error: object = None
+    retryForever: bool = False  # a failure never uses up the retries (mirror copies)
 
 
 class ActionBuffer:
@@ -183,16 +188,19 @@ def retryLimit(ini, key, default):
 class ExportQueue:
     """See the module docstring.  ``rules`` are the export ``Rule``s of
     ``pacscore.converters.rules`` (``key``, ``filter``, ``matches``);
-    ``maximumRetries`` None means forever; ``clock`` gives seconds."""
+    ``maximumRetries`` None means forever; ``mirrored``: the names of the
+    MAG devices whose objects get a ``MIRRORCOPY`` job; ``clock`` gives
+    seconds."""
 
     log = Logger()
 
     def __init__(self, index, rules=(), retryDelay=DEFAULT_RETRY_DELAY,
                  maximumRetries=DEFAULT_MAXIMUM_RETRIES, delayedRetries=None,
-                 collectDelay=DEFAULT_COLLECT_DELAY, clock=time.time):
+                 collectDelay=DEFAULT_COLLECT_DELAY, mirrored=frozenset(), clock=time.time):
         self.index = index
         self.engine = index.engine
         self.rules = list(rules)
+        self.mirrored = frozenset(mirrored)
         self.retryDelay = retryDelay
         self.maximumRetries = maximumRetries
         self.delayedRetries = maximumRetries if delayedRetries is None else delayedRetries
@@ -203,7 +211,7 @@ class ExportQueue:
         self._lock = threading.Lock()  # collecting reads, then writes
 
     @classmethod
-    def fromConfiguration(cls, index, configuration, rules=(), clock=time.time):
+    def fromConfiguration(cls, index, configuration, rules=(), mirrored=frozenset(), clock=time.time):
         """With RetryDelay, MaximumExportRetries,
         MaximumDelayedFetchForwardRetries and ForwardCollectDelay of dicom.ini."""
         ini = configuration.ini
@@ -211,7 +219,8 @@ class ExportQueue:
         delayed = retryLimit(ini, "MaximumDelayedFetchForwardRetries", maximum)
         return cls(index, rules, retryDelay=ini.getint("RetryDelay", DEFAULT_RETRY_DELAY),
                    maximumRetries=maximum, delayedRetries=delayed,
-                   collectDelay=ini.getint("ForwardCollectDelay", DEFAULT_COLLECT_DELAY), clock=clock)
+                   collectDelay=ini.getint("ForwardCollectDelay", DEFAULT_COLLECT_DELAY), mirrored=mirrored,
+                   clock=clock)
 
     def createTables(self):
         """Create the two tables and their indexes if missing."""
@@ -221,23 +230,41 @@ class ExportQueue:
 
     def enqueueJobs(self, connection, records):
         """Insert, in the caller's transaction, one job per record and
-        matching export converter line; returns how many."""
+        matching export converter line, and one mirror copy job per record
+        of a mirrored device; returns how many."""
         now = self.clock()
         rows = []
         for record in records:
             modality = record.attrs.get(MODALITY, "")
             station = record.attrs.get(STATION_NAME, "")
             callingAE, calledAE = record.callingAE, record.calledAE
-            for rule in self.rules:
-                if rule.matches(modality, station, calledAE, callingAE):
-                    rows.append({"Converter": rule.key, "SOPInstanceUID": record.attrs.get(SOP_INSTANCE_UID, ""),
-                                 "DeviceName": record.deviceName, "ObjectFile": record.objectFile,
-                                 "CallingAE": callingAE[:16], "CalledAE": calledAE[:16],
-                                 "Modality": modality[:16], "StationName": station[:16], "Created": now,
-                                 "NextAttempt": now, "Attempts": 0, "State": PENDING, "LastError": ""})
+            converters = [rule.key for rule in self.rules if rule.matches(modality, station, calledAE, callingAE)]
+            if record.deviceName in self.mirrored:
+                converters.append(MIRROR_COPY)
+            rows += [_jobRow(converter, record.attrs.get(SOP_INSTANCE_UID, ""), record.deviceName,
+                             record.objectFile, now, callingAE, calledAE, modality, station)
+                     for converter in converters]
         if rows:
             connection.execute(self.jobs.insert(), rows)
         return len(rows)
+
+    def queueMirrorCopies(self, objects):
+        """Queue a mirror copy of each ``(SOPInstanceUID, DeviceName,
+        ObjectFile)`` (``dgate --verifymirrordisk``); a Deferred."""
+        return self.index.runWrite(self._queueMirrorCopies, list(objects))
+
+    def _queueMirrorCopies(self, connection, objects):
+        now = self.clock()
+        if objects:
+            connection.execute(self.jobs.insert(), [_jobRow(MIRROR_COPY, *names, now) for names in objects])
+
+    def queuedMirrorCopies(self, deviceName):
+        """The ObjectFiles of ``deviceName`` whose mirror copy is still
+        queued (pending or failed)."""
+        jobs = self.jobs
+        with self.engine.connect() as connection:
+            return set(connection.execute(select(jobs.c.ObjectFile).where(
+                jobs.c.Converter == MIRROR_COPY, jobs.c.DeviceName == deviceName)).scalars())
 
     def dueJobs(self, now, limit):
         """Pending jobs whose time has come, oldest first."""
@@ -287,7 +314,7 @@ class ExportQueue:
         for outcome in outcomes:
             if outcome.error is not None:
                 states.append(self._fail(connection, self.jobs, outcome.jobId, outcome.error, now,
-                                         self.maximumRetries))
+                                         None if outcome.retryForever else self.maximumRetries))
             elif outcome.deferred:
                 connection.execute(self.jobs.update().where(self.jobs.c.id == outcome.jobId)
                                    .values(NextAttempt=now + self.retryDelay))
@@ -430,6 +457,15 @@ class ExportQueue:
         with self.engine.connect() as connection:
             return [(_action(row), row.LastError)
                     for row in connection.execute(select(f).where(condition).order_by(f.c.id))]
+
+
+def _jobRow(converter, sopInstanceUID, deviceName, objectFile, now, callingAE="", calledAE="", modality="",
+            station=""):
+    """A new ``PacsExportJobs`` row."""
+    return {"Converter": converter, "SOPInstanceUID": sopInstanceUID, "DeviceName": deviceName,
+            "ObjectFile": objectFile, "CallingAE": callingAE[:16], "CalledAE": calledAE[:16],
+            "Modality": modality[:16], "StationName": station[:16], "Created": now, "NextAttempt": now,
+            "Attempts": 0, "State": PENDING, "LastError": ""}
 
 
 def _action(row):

@@ -22,6 +22,8 @@ otherwise the job is deleted, and the actions its line queued
 never loses them nor queues them twice.  Other effects of a line
 (``copy``, ``system``, files written) happen when it runs, so after a
 crash before that transaction commits they happen again: at least once.
+A ``MIRRORCOPY`` job copies its object to the mirror of its MAG device
+instead (``pacscore.storage.mirror``), and is retried without limit.
 
 Actions: one lane per destination AE (local actions share the lane
 ``""``), each running one action at a time in order, all lanes in
@@ -50,6 +52,7 @@ from pacscore.converters.context import ConverterContext, Outcome
 from pacscore.export.actions import LocalActions
 from pacscore.export.forwarder import Forwarder
 from pacscore.export.queue import FAILED, ActionBuffer, JobOutcome
+from pacscore.storage.mirror import MIRROR_COPY
 from pacscore.workers import WorkerPool
 
 LOCAL = ""
@@ -190,8 +193,8 @@ class ExportService(service.Service):
             states = await self.queue.recordJobs(outcomes, self._wallClock())
             for job, outcome, state in zip(jobs, outcomes, states):
                 if outcome.error is not None:
-                    self.log.warn("{converter}: export of {uid} failed ({error}){final}", converter=job.converter,
-                                  uid=job.sopInstanceUID, error=outcome.error,
+                    self.log.warn("{job} of {uid} failed ({error}){final}", uid=job.sopInstanceUID, error=outcome.error,
+                                  job="mirror copy" if job.converter == MIRROR_COPY else f"{job.converter}: export",
                                   final="; given up (see MaximumExportRetries)" if state == FAILED else
                                   "; will retry")
         finally:
@@ -203,6 +206,8 @@ class ExportService(service.Service):
         return [self._job(job) for job in jobs]
 
     def _job(self, job):
+        if job.converter == MIRROR_COPY:
+            return self._mirrorCopy(job)
         rule = self.rules.get(job.converter)
         if rule is None:
             self.log.warn("{converter} is no longer configured: export job of {uid} dropped",
@@ -231,6 +236,22 @@ class ExportService(service.Service):
         if outcome is Outcome.DEFER:
             return JobOutcome(job.id, deferred=True)
         return JobOutcome(job.id, tuple(buffer.actions))
+
+    def _mirrorCopy(self, job):
+        """Copy a stored object to its mirror device; a failure is retried
+        without limit (a mirror disk that is away comes back)."""
+        mirrors = self.reader.mirrors
+        if job.deviceName not in mirrors.mirrored:
+            self.log.warn("{device} is no longer mirrored: mirror copy of {uid} dropped",
+                          device=job.deviceName, uid=job.sopInstanceUID)
+            return JobOutcome(job.id)
+        try:
+            copied = mirrors.copy(job.deviceName, job.objectFile, self.reader.magPath(job.deviceName, job.objectFile))
+        except OSError as e:
+            return JobOutcome(job.id, error=e, retryForever=True)
+        if copied:
+            self.reactor.callFromThread(self._count, "mirrorCopies")
+        return JobOutcome(job.id)
 
     # -- actions ----------------------------------------------------------
 

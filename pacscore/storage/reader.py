@@ -3,13 +3,17 @@
 Blocking: call these in the I/O pool.  ``locate`` reads only each file's
 Part-10 header (its transfer syntax and where the data set starts), so a
 retrieve can negotiate before it reads any pixel; ``read`` then returns one
-object's data set bytes exactly as stored.
+object's data set bytes exactly as stored.  A file missing from its MAG
+device is read from its mirror copy, when there is one (``Mirrors``).
 """
 
 import os
 from typing import NamedTuple
 
+from twisted.logger import Logger
+
 from pacscore.storage.attributes import DatasetError, walkDataset
+from pacscore.storage.mirror import Mirrors
 from pacscore.storage.part10 import readFileMeta
 
 
@@ -32,17 +36,38 @@ class Missing(NamedTuple):
 
 
 class ObjectReader:
-    """Finds and reads the files of indexed objects on the MAG devices."""
+    """Finds and reads the files of indexed objects on the MAG devices
+    (and their ``mirrors``)."""
 
-    def __init__(self, devices):
+    log = Logger()
+
+    def __init__(self, devices, mirrors=None):
         self.roots = {device.name: device.path for device in devices}
+        self.mirrors = mirrors if mirrors is not None else Mirrors()
 
     def path(self, deviceName, objectFile):
-        """The absolute path of a file named in the index."""
+        """The absolute path of a file named in the index: on its MAG
+        device, or its mirror copy when only that exists."""
+        path = self.magPath(deviceName, objectFile)
+        if self.mirrors and not os.path.exists(path):
+            copy = self.mirrors.path(deviceName, objectFile)
+            if copy is not None and os.path.exists(copy):
+                self.log.warn("{path} is missing: its mirror copy {copy} is read instead", path=path, copy=copy)
+                return copy
+        return path
+
+    def magPath(self, deviceName, objectFile):
+        """Where a file named in the index is on its MAG device."""
         root = self.roots.get(deviceName)
         if root is None:
             raise OSError(f"no MAG device {deviceName!r}")
         return os.path.join(root, *objectFile.split("/"))
+
+    def copies(self, deviceName, objectFile):
+        """The paths of every copy a file named in the index may have: on
+        its MAG device, on its mirror."""
+        mirrored = self.mirrors.path(deviceName, objectFile)
+        return [self.magPath(deviceName, objectFile)] + ([mirrored] if mirrored is not None else [])
 
     def fileError(self, deviceName, objectFile):
         """Why the file an index row names is unusable (missing, not Part-10,

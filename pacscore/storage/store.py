@@ -84,7 +84,7 @@ class ObjectStore:
 
     def __init__(self, device, namer, index, indexedTags, workers,
                  implementationClassUID, implementationVersion, spoolThreshold=4 << 20, amender=None,
-                 importers=None, devices=(), fileWrites=None, spaceCheck=None):
+                 importers=None, devices=(), fileWrites=None, spaceCheck=None, mirrors=None):
         self.device = device
         self.namer = namer
         self.index = index
@@ -100,6 +100,7 @@ class ObjectStore:
         self.devicesByName = {d.name: d for d in devices or [device]}
         self.fileWrites = fileWrites or FileWrites()  # which files bypass the page cache
         self.spaceCheck = spaceCheck  # called before each write (MAGDeviceThreshold), or None
+        self.mirrors = mirrors  # pacscore.storage.mirror.Mirrors, or None
 
     @property
     def durability(self):
@@ -295,4 +296,6 @@ class ObjectStore:
         if path and os.path.exists(path):
             os.unlink(path)
             self.log.info("removed {path}: replaced by a new copy of the same SOP instance", path=path)
+        if self.mirrors is not None:
+            self.mirrors.remove(replaced.deviceName, replaced.objectFile)
 

@@ -135,11 +135,15 @@ COVERAGE = {
     "serieslister": _OTHER + "test_control_data.ControlDataTests.test_queryAndFinders",
     "studyfinder": _HERE + "DataCommandTests.test_studyfinderAndSeriesfinder",
     "testmode": _HERE + "MaintenanceCommandTests.test_testmode",
+    "verifymirrordisk": _OTHER + "test_mirror.MirrorTests.test_verifyCopiesDamagedCopiesAgain",
     "write_amap": _OTHER + "test_control_configuration.ControlConfigurationTests.test_putAmapIsLiveForMove",
 }
 
 # Refused command lines and what dgate prints after "dgate: " ({workdir}: the server's folder).
 BAD_ARGUMENTS = (
+    ("--verifymirrordisk:", "there is no mirror device (MIRRORDevices, MIRRORDevice0 ... in dicom.ini)"),
+    ("--verifymirrordisk:MAG0", "MAG0 has no mirror device (MIRRORDevice0 in dicom.ini)"),
+    ("--verifymirrordisk:MAG7", "no device 'MAG7' (MAG0)"),
     ("--get_ini_num:last", "index must be a number, not 'last'"),
     ("--get_sop:first,%s", "index must be a number, not 'first'"),
     ("--delete_sop:9999", "no sop entry 9999: there are "),

@@ -31,6 +31,18 @@ def movescu(server, destination, level, keys, model="-S"):
     return dcmtk("movescu", "-v", *args, "127.0.0.1", server.port)
 
 
+def getSeries(server, workdir, studyUID, seriesUID):
+    """The SOP Instance UIDs getscu received of a series (in a new folder of
+    ``workdir``); it must succeed."""
+    out = tempfile.mkdtemp(dir=workdir)
+    result = dcmtk("getscu", "-S", "-aec", server.ae, "-od", out, "-k", "QueryRetrieveLevel=SERIES",
+                   "-k", f"StudyInstanceUID={studyUID}", "-k", f"SeriesInstanceUID={seriesUID}",
+                   "127.0.0.1", server.port)
+    if result.returncode != 0:
+        raise AssertionError(f"getscu failed: {result.stdout}{result.stderr}")
+    return {pydicom.dcmread(os.path.join(out, name)).SOPInstanceUID for name in os.listdir(out)}
+
+
 def pixels(ds):
     return numpy.asarray(ds.pixel_array)
 
@@ -141,13 +153,7 @@ class RetrieveTests(unittest.TestCase):
 
     def test_getSeries(self):
         series = CORPUS.series[0]
-        out = tempfile.mkdtemp(dir=self.workdir)
-        result = dcmtk("getscu", "-S", "-aec", self.server.ae, "-od", out, "-k", "QueryRetrieveLevel=SERIES",
-                       "-k", f"StudyInstanceUID={series.studyUID}", "-k", f"SeriesInstanceUID={series.uid}",
-                       "127.0.0.1", self.server.port)
-        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
-        received = {pydicom.dcmread(os.path.join(out, name)).SOPInstanceUID for name in os.listdir(out)}
-        self.assertEqual(received, set(series.sopUIDs))
+        self.assertEqual(getSeries(self.server, self.workdir, series.studyUID, series.uid), set(series.sopUIDs))
 
     def test_getCompressedAsUncompressed(self):
         """getscu proposes uncompressed syntaxes only: a JPEG 2000 object arrives decompressed."""

@@ -178,6 +178,37 @@ class AccessorTests(unittest.TestCase):
         self.assertIn("/c/dicom.ini:1:", str(error))
         self.assertIn("no MAG device", str(error))
 
+    def test_mirrorDevices(self):
+        configuration = self.configuration(
+            "MAGDevices = 2\nMAGDevice0 = ./data/\nMAGDevice1 = /mnt/archive/\n"
+            "MIRRORDevices = 1\nMIRRORDevice0 = /mnt/mirror/\nMIRRORDevice1 = /ignored\n")
+        self.assertEqual(configuration.mirrorDevices, [("MIRROR0", "/mnt/mirror")])
+
+    def test_mirrorDevicesWithoutCount(self):
+        configuration = self.configuration("mirrordevice1 = /m1\n")
+        self.assertEqual(configuration.mirrorDevices, [("MIRROR1", "/m1")])
+
+    def test_noMirrorDevices(self):
+        self.assertEqual(self.configuration("").mirrorDevices, [])
+        self.assertEqual(self.configuration("MIRRORDevices = 0\nMIRRORDevice0 = /m\n").mirrorDevices, [])
+
+    def test_mirrorDeviceMissing(self):
+        configuration = self.configuration("MIRRORDevices = 1\n")
+        error = self.assertRaises(ConfigError, lambda: configuration.mirrorDevices)
+        self.assertIn("/c/dicom.ini:1:", str(error))
+        self.assertIn("MIRRORDevice0", str(error))
+
+    def test_mirrorInsideMagDevice(self):
+        for mirror in ("./data/mirror/", "./data/", "."):
+            configuration = self.configuration(f"MAGDevice0 = ./data/\nMIRRORDevice0 = {mirror}\n")
+            error = self.assertRaises(ConfigError, lambda: configuration.mirrorDevices)
+            self.assertIn("/c/dicom.ini:2:", str(error))
+            self.assertIn("overlap", str(error))
+
+    def test_mirrorBesideMagDevice(self):
+        configuration = self.configuration("MAGDevice0 = ./data/\nMIRRORDevice0 = ./data-mirror/\n")
+        self.assertEqual(configuration.mirrorDevices, [("MIRROR0", "/w/data-mirror")])
+
     def test_resolvePath(self):
         configuration = self.configuration("", workdir="/srv/pacs")
         self.assertEqual(configuration.resolvePath("./data/"), "/srv/pacs/data")

@@ -42,6 +42,10 @@ class CliTests(unittest.TestCase):
         self.assertEqual((options["port"], options["host"], options["workdir"], options["commands"]),
                          (5679, "pacs.example", "/srv/pacs", ["--display_status:"]))
 
+    def test_verifyMirrorDiskShorthand(self):
+        self.assertEqual(parseArguments(["-avMAG0", "-av"])["commands"],
+                         ["--verifymirrordisk:MAG0", "--verifymirrordisk:"])
+
     def test_badPort(self):
         code, output = self.dgate("-pabc", "--display_status:")
         self.assertEqual(code, 2)

@@ -148,6 +148,14 @@ class UpsertTests(IndexTestCase):
                          ("MAG1", "new/a.dcm", ""))
         self.assertEqual(len(self.rows("image")), 1)
 
+    def test_storedOn(self):
+        self.upsert(makeRecord("1.2.3.1.2", objectFile="b.dcm"))
+        self.upsert(makeRecord("1.2.3.1.1", objectFile="a.dcm"))
+        self.upsert(makeRecord("1.2.3.1.3", objectFile="c.dcm", deviceName="MAG1"))
+        with self.engine.connect() as connection:
+            self.assertEqual([tuple(row) for row in self.index.storedOn(connection, "MAG0")],
+                             [("1.2.3.1.1", "a.dcm"), ("1.2.3.1.2", "b.dcm")])
+
     def test_truncation(self):
         """Too long values are cut to the column length and logged (debug)."""
         events = []

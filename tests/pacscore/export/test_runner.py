@@ -14,6 +14,9 @@ from pacscore.export.actions import LocalActions
 from pacscore.export.forwarder import ForwardError
 from pacscore.export.queue import FAILED, ExportQueue, Target
 from pacscore.export.runner import ExportService
+from pacscore.storage.devices import MagDevice
+from pacscore.storage.mirror import Mirrors
+from pacscore.storage.reader import ObjectReader
 from tests.pacscore.export.fixtures import TAGS, Archive, SyncWorkers
 
 
@@ -195,3 +198,90 @@ class RunnerTests(unittest.TestCase):
         self.assertEqual(sorted(series), ["1.2.3.8"])
         self.assertFalse(os.path.exists(os.path.join(self.archive.folder, "PAT1", "1.2.3.9.1.dcm")))
         self.assertTrue(os.path.exists(os.path.join(self.archive.folder, "PAT1", "1.2.3.8.1.dcm")))
+
+
+class MirrorCopyTests(unittest.TestCase):
+    """MIRRORCOPY jobs: queued with the object's row, copied by the runner,
+    retried without limit; deletes remove the mirror copies."""
+
+    def setUp(self):
+        self.reactor = Reactor()
+        self.archive = Archive(self)
+        self.mirror = MagDevice("MIRROR0", self.mktemp())
+        mirrors = Mirrors({"MAG0": self.mirror})
+        mirrors.prepare()
+        self.archive.reader = ObjectReader([MagDevice("MAG0", self.archive.folder)], mirrors)
+        self.counters = {}
+        self.queue = ExportQueue(self.archive.syncIndex, [], retryDelay=100, maximumRetries=2,
+                                 mirrored={"MAG0"}, clock=self.reactor.seconds)
+        self.queue.createTables()
+        self.local = LocalActions(self.archive.syncIndex, self.archive.query, self.archive.reader, SyncWorkers())
+        self.service = ExportService(self.queue, Forwarder(), self.local, ConverterServices(counters=self.counters),
+                                     [], self.archive.reader, self.reactor, SyncWorkers(), SyncWorkers())
+        self.addCleanup(lambda: self.service.running and self.service.stopService())
+
+    def receive(self, sop, deviceName="MAG0"):
+        ds = self.archive.add("PAT1", "1.2.3", "1.2.3.1", sop)
+        record = ImageRecord({tag: str(ds.get(keyword, "")) for keyword, tag in TAGS.items()}, deviceName,
+                             f"PAT1/{sop}.dcm")
+        with self.archive.index.engine.begin() as connection:
+            return self.queue.enqueueJobs(connection, [record])
+
+    def readBoth(self, relative):
+        with open(os.path.join(self.archive.folder, relative), "rb") as f, \
+                open(self.mirror.absolute(relative), "rb") as g:
+            return f.read(), g.read()
+
+    def test_storedObjectsAreCopied(self):
+        self.assertEqual(self.receive("1.2.3.1.1"), 1)
+        self.assertEqual(self.receive("1.2.3.1.2", deviceName="MAG1"), 0)
+        self.service.startService()
+        original, copy = self.readBoth("PAT1/1.2.3.1.1.dcm")
+        self.assertEqual(original, copy)
+        self.assertEqual(self.queue.dueJobs(1e12, 10), [])
+        self.assertEqual(self.counters["mirrorCopies"], 1)
+
+    def test_aFailingCopyIsRetriedWithoutLimit(self):
+        with open(os.path.join(self.mirror.path, "PAT1"), "w"):  # where the copy's folder must go
+            pass
+        self.receive("1.2.3.1.1")
+        self.service.startService()
+        for _ in range(4):
+            self.reactor.advance(100)
+        [job] = self.queue.dueJobs(1e12, 10)
+        self.assertEqual(job.attempts, 5)
+        self.assertEqual(self.queue.counts()["jobs"][FAILED], 0)
+        os.unlink(os.path.join(self.mirror.path, "PAT1"))
+        self.reactor.advance(100)
+        self.assertEqual(self.queue.dueJobs(1e12, 10), [])
+        original, copy = self.readBoth("PAT1/1.2.3.1.1.dcm")
+        self.assertEqual(original, copy)
+
+    def test_aCopyOfAGoneFileIsDropped(self):
+        self.receive("1.2.3.1.1")
+        os.unlink(os.path.join(self.archive.folder, "PAT1", "1.2.3.1.1.dcm"))
+        self.service.startService()
+        self.assertEqual(self.queue.dueJobs(1e12, 10), [])
+        self.assertFalse(os.path.exists(self.mirror.absolute("PAT1/1.2.3.1.1.dcm")))
+
+    def test_queuedCopiesAreKnownAndCanBeAddedAgain(self):
+        self.receive("1.2.3.1.1")
+        self.assertEqual(self.queue.queuedMirrorCopies("MAG0"), {"PAT1/1.2.3.1.1.dcm"})
+        self.assertEqual(self.queue.queuedMirrorCopies("MAG1"), set())
+        self.service.startService()
+        self.assertEqual(self.queue.queuedMirrorCopies("MAG0"), set())
+        os.unlink(self.mirror.absolute("PAT1/1.2.3.1.1.dcm"))
+        self.successResultOf(self.queue.queueMirrorCopies([("1.2.3.1.1", "MAG0", "PAT1/1.2.3.1.1.dcm")]))
+        self.service.kick()
+        original, copy = self.readBoth("PAT1/1.2.3.1.1.dcm")
+        self.assertEqual(original, copy)
+
+    def test_deletesRemoveTheMirrorCopies(self):
+        self.receive("1.2.3.1.1")
+        self.service.startService()
+        self.assertTrue(os.path.exists(self.mirror.absolute("PAT1/1.2.3.1.1.dcm")))
+        with self.archive.index.engine.connect() as connection:
+            instances = self.archive.query.instances(connection, "PATIENT", [])
+        self.assertEqual(self.successResultOf(self.local.removeInstances(instances)), 1)
+        self.assertFalse(os.path.exists(self.mirror.absolute("PAT1/1.2.3.1.1.dcm")))
+        self.assertFalse(os.path.exists(os.path.join(self.archive.folder, "PAT1", "1.2.3.1.1.dcm")))

@@ -21,6 +21,7 @@ from pacscore.db.index import Index
 from pacscore.storage.devices import TEMP_FOLDER, MagDevice
 from pacscore.storage.durability import FileSystemFlush, FlushError, libcSyncfs
 from pacscore.storage.filenames import FileNamer
+from pacscore.storage.mirror import Mirrors
 from pacscore.storage.objectfiles import FileWrites
 from pacscore.storage.part10 import readFileMeta
 from pacscore.storage.spool import Spool
@@ -186,6 +187,21 @@ class ObjectStoreTests(unittest.TestCase):
         count = yield self.index.runQuery(
             lambda c: c.exec_driver_sql("SELECT COUNT(*) FROM DICOMImages").scalar())
         self.assertEqual(count, 1)
+
+    @defer.inlineCallbacks
+    def test_aReplacedFileLosesItsMirrorCopy(self):
+        mirror = MagDevice("MIRROR0", self.mktemp())
+        self.store.mirrors = Mirrors({"MAG0": mirror})
+        data = datasetBytes("CT_small.dcm")
+        uid = pydicom.dcmread(get_testdata_file("CT_small.dcm")).SOPInstanceUID
+        first = yield self.store.store(*self.receive(data, uid))
+        os.makedirs(os.path.dirname(mirror.absolute(first)))
+        with open(mirror.absolute(first), "wb") as f:
+            f.write(b"the mirror copy")
+        second = yield self.store.store(*self.receive(data, uid))
+        yield self.drainWorkers()
+        self.assertFalse(os.path.exists(mirror.absolute(first)))
+        self.assertTrue(os.path.exists(self.device.absolute(second)))
 
     @defer.inlineCallbacks
     def test_mismatchedInstance(self):

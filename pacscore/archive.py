@@ -31,6 +31,7 @@ from pacscore.dicom.retrieve import GetService, MoveService
 from pacscore.dicom.routing import SopClassRouter
 from pacscore.dicom.storage import StorageService
 from pacscore.dicom.verification import EchoService
+from pacscore.dicom.virtual import VirtualServers
 from pacscore.dicom.sopclasses import VERIFICATION, isStorageClass
 from pacscore.dicom.worklist import MODALITY_WORKLIST_FIND, WorklistFindService
 from pacscore.export.actions import LocalActions
@@ -47,7 +48,7 @@ from pacscore.storage.mirror import Mirrors
 from pacscore.storage.objectfiles import DEFAULT_DIRECT_SIZE, FileWrites
 from pacscore.storage.reader import ObjectReader
 from pacscore.storage.regen import iterObjectFiles
-from pacscore.storage.space import MEGABYTE, SpaceKeeper
+from pacscore.storage.space import MEGABYTE, NightlyClean, SpaceKeeper, lruSortTag
 from pacscore.storage.store import ObjectStore
 from pacscore.storage.worklistmode import WorklistAmender
 from pacscore.workers import WorkerPool
@@ -129,9 +130,14 @@ class Archive:
             computedFields=ini.getint("EnableComputedFields", 0) == 1)
         self.objectReader = ObjectReader(self.devices, self.mirrors)
         threshold = 0 if ini.getint("IgnoreMAGDeviceThreshHold", 0) else ini.getint("MAGDeviceThreshold", 0)
-        self.spaceKeeper = SpaceKeeper(self.devices[0], self.index, self.query,
-                                       LocalActions(self.index, self.query, self.objectReader, self.workers),
-                                       self.workers, threshold=max(threshold, 0) * MEGABYTE)
+        try:
+            sortTag = lruSortTag(ini.get("LRUSort", ""))
+        except ValueError as e:
+            raise ConfigError(configuration.iniPath, ini.lineOf("LRUSort"), str(e)) from e
+        self.localActions = LocalActions(self.index, self.query, self.objectReader, self.workers)
+        self.spaceKeeper = SpaceKeeper(self.devices[0], self.index, self.query, self.localActions, self.workers,
+                                       threshold=max(threshold, 0) * MEGABYTE, sortTag=sortTag)
+        self.nightlyCleanThreshold = max(ini.getint("NightlyCleanThreshold", 0), 0) * MEGABYTE
         self.objectStore = ObjectStore(
             self.devices[0], self.namer, self.index, configuration.layout.indexedTags(),
             self.workers, IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION, amender=amender,
@@ -221,6 +227,12 @@ class Archive:
                                                self.converterRules.exportRules, self.query, self.objectReader,
                                                self.reactor)
 
+    def nightlyClean(self):
+        """The NightlyCleanThreshold service, or None when it is 0."""
+        if self.nightlyCleanThreshold:
+            return NightlyClean(self.spaceKeeper, self.nightlyCleanThreshold, self.reactor)
+        return None
+
     def acceptorPolicy(self):
         """What the DICOM service accepts, from dgatesop.lst and dicom.ini."""
         sopList = self.configuration.sopList
@@ -241,13 +253,17 @@ class Archive:
         storage = StorageService(self.objectStore, self.storageFailedStatus, self.counters, self.incomingCompression)
         hooks = self.converterHooks.get
         retrieveSettings = (self.index, self.query, self.objectReader, self.workers, self.aeTitle, self.reactor)
-        retrieveHooks = {"requestHook": hooks("RetrieveConverter0"), "resultHook": hooks("RetrieveResultConverter0")}
+        virtual = VirtualServers.fromConfiguration(self.configuration, self.aeTitle, self.reactor, self.index,
+                                                   self.query, self.localActions)
+        retrieveHooks = {"requestHook": hooks("RetrieveConverter0"), "resultHook": hooks("RetrieveResultConverter0"),
+                         "virtual": virtual}
         worklist = WorklistFindService(
             self.index, self.worklistQuery, self.configuration.layout.worklist, self.worklistReturnsIsoIr100,
             self.reactor, self.counters, requestHook=hooks("WorkListQueryConverter0"),
             resultHook=hooks("ModalityWorkListQueryResultConverter0"))
         find = FindService(self.index, self.query, self.aeTitle, self.reactor, self.counters,
-                           requestHook=hooks("QueryConverter0"), resultHook=hooks("QueryResultConverter0"))
+                           requestHook=hooks("QueryConverter0"), resultHook=hooks("QueryResultConverter0"),
+                           virtual=virtual)
         services = {
             commands.C_ECHO_RQ: EchoService(),
             commands.C_STORE_RQ: storage,

@@ -188,6 +188,9 @@ def serviceTree(options):
     top = service.MultiService()
     ArchiveService(archive).setServiceParent(top)
     archive.exportService().setServiceParent(top)
+    nightlyClean = archive.nightlyClean()
+    if nightlyClean is not None:
+        nightlyClean.setServiceParent(top)
     dicom = options["dicom"] or f"tcp:{archive.tcpPort}"
     dicomFactory = archive.dicomFactory()
     listeners = [ListeningService(f"DICOM service {archive.aeTitle}", dicom,

@@ -25,7 +25,7 @@ from pacscore.control.arguments import ControlCommand, fields
 from pacscore.control.context import CommandError
 from pacscore.control.moves import forwarderFor
 from pacscore.control.output import deliver, inputPath
-from pacscore.control.stored import exactValue, fileInstances, localActions, storedFile, storedName
+from pacscore.control.stored import exactValue, fileInstances, storedFile, storedName
 from pacscore.dicom.datasets import IdentifierError, decodeDataset, encodeDataset
 from pacscore.dicom.uids import isUID
 from pacscore.export.forwarder import ForwardError
@@ -212,7 +212,7 @@ class Prefetch(ControlCommand):
     async def _prefetch(self, arguments, context):
         patientID = exactValue(arguments, "patient ID")
         action = Action(0, "prefetch", "", "PATIENT", Target(patientID), "", {}, 0)
-        count = await localActions(context.archive).prefetch(action)
+        count = await context.archive.localActions.prefetch(action)
         if not count:
             raise CommandError(f"no stored object of patient {patientID!r}")
         return f"{count} object(s) of patient {patientID} read"

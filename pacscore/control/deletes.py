@@ -16,7 +16,7 @@ from twisted.logger import Logger
 
 from pacscore.control.arguments import ControlCommand, fields
 from pacscore.control.context import CommandError
-from pacscore.control.stored import exactValue, fileInstances, localActions, storedFile
+from pacscore.control.stored import exactValue, fileInstances, storedFile
 from pacscore.db.query import PATIENT_ID, SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, QueryKey
 
 STUDY_DATE = 0x00080020
@@ -63,7 +63,7 @@ class _Delete(ControlCommand):
         instances = await self.selection(arguments, context.archive)
         if not instances:
             raise CommandError(f"{self.name}: no stored object matches {what!r}")
-        count = await localActions(context.archive).removeInstances(instances, files=self.files)
+        count = await context.archive.localActions.removeInstances(instances, files=self.files)
         where = "the server" if self.files else "the database"
         self.log.info("{peer}: {command}:{what}: {count} object(s) removed from {where}",
                       peer=context.peer, command=self.name, what=what, count=count, where=where)

@@ -7,9 +7,9 @@ worker of the I/O pool while the DICOM service keeps serving; its batches
 go to the index writer (``Index.runWrite``), in order with the stores of
 incoming objects, and its report lines become progress lines.  ``regen``
 first drops and recreates the image tables, like ``initializetables``,
-also in the writer.  ``makespace`` deletes whole patients, least recently
-accessed first (the patient table's ``AccessTime``), until MAG0 has the
-space asked for (the archive's ``SpaceKeeper``).
+also in the writer.  ``makespace`` deletes whole patients, first those
+Conquest's ``LRUSort`` names (by default the first entered), until MAG0
+has the space asked for (the archive's ``SpaceKeeper``).
 """
 
 import os

@@ -16,7 +16,6 @@ from sqlalchemy import and_, select
 from pacscore.control.context import CommandError
 from pacscore.db.query import SOP_INSTANCE_UID, QueryKey
 from pacscore.dicom.uids import isUID
-from pacscore.export.actions import LocalActions
 
 LOCAL = "(local)"
 _DEVICE_PREFIX = re.compile(r"^([A-Za-z]+[0-9]+)[:\\/](.+)$")
@@ -90,8 +89,3 @@ def uidValue(text, what):
     if not isUID(uid):
         raise CommandError(f"{what} {uid!r} is not a UID (digits and dots, at most 64 characters)")
     return uid
-
-
-def localActions(archive):
-    """The export queue's local actions (delete, prefetch) on ``archive``."""
-    return LocalActions(archive.index, archive.query, archive.objectReader, archive.workers)

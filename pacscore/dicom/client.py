@@ -228,3 +228,20 @@ def associate(reactor, host, port, callingAE, calledAE, contexts, roles=None, se
         endpoint = HostnameEndpoint(reactor, host, int(port), timeout=connectTimeout)
     endpoint.connect(factory).addErrback(factory.associationFailed)
     return deferred
+
+
+class NodeUnreachable(Exception):
+    """No association with an acrnema.map node; the message says why."""
+
+
+async def associateNode(reactor, node, callingAE, contexts, connectTimeout=30, dimseTimeout=300, endpointFor=None):
+    """``associate`` with the AE, host and port of an acrnema.map ``node``
+    (``endpointFor(host, port)``: a client endpoint instead of TCP);
+    any failure is a ``NodeUnreachable`` naming the node."""
+    endpoint = None if endpointFor is None else endpointFor(node.host, int(node.port))
+    try:
+        return await associate(reactor, node.host, int(node.port), callingAE, node.ae, contexts,
+                               connectTimeout=connectTimeout, artimTimeout=connectTimeout,
+                               dimseTimeout=dimseTimeout, endpoint=endpoint)
+    except Exception as e:
+        raise NodeUnreachable(f"cannot associate with {node.ae} at {node.host}:{node.port}: {e}") from e

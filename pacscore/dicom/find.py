@@ -14,7 +14,7 @@ from twisted.logger import Logger
 from pacscore.converters.context import Outcome
 from pacscore.converters.hooks import LEFT_OUT
 from pacscore.dicom import commands
-from pacscore.dicom.datasets import IdentifierError
+from pacscore.dicom.datasets import IdentifierError, decodeDataset
 from pacscore.dicom.identifiers import UNABLE_TO_PROCESS, BadIdentifier, MatchEncoder, readRequest
 from pacscore.dicom.models import modelOf
 from pacscore.dicom.timing import timed
@@ -66,7 +66,8 @@ class FindService:
 
     log = Logger()
 
-    def __init__(self, index, query, retrieveAE, clock, counters=None, requestHook=None, resultHook=None):
+    def __init__(self, index, query, retrieveAE, clock, counters=None, requestHook=None, resultHook=None,
+                 virtual=None):
         self.index = index
         self.query = query
         self.retrieveAE = retrieveAE
@@ -74,6 +75,7 @@ class FindService:
         self.counters = counters if counters is not None else {}
         self.requestHook = requestHook  # QueryConverter0 (pacscore.converters.hooks.DatasetHook)
         self.resultHook = resultHook    # QueryResultConverter0
+        self.virtual = virtual          # pacscore.dicom.virtual.VirtualServers, or None
 
     def handle(self, protocol, contextId, command, dataset):
         return defer.ensureDeferred(self._find(protocol, contextId, command, dataset))
@@ -89,10 +91,19 @@ class FindService:
             self.log.warn("{peer}: C-FIND refused: {error}", peer=protocol.peerName(), error=e)
             return sendResponse(protocol, contextId, command, e.status, comment=str(e))
         self.counters["queries"] = self.counters.get("queries", 0) + 1
-        encoder = MatchEncoder(request, self.retrieveAE, syntax, resultFilter(self.resultHook, protocol))
+        keep = resultFilter(self.resultHook, protocol)
+        encoder = MatchEncoder(request, self.retrieveAE, syntax, keep)
         matches = timed(self.index.runQuery(self._matches, request, encoder), self.counters, "queryTime")
+        if self.virtual is not None:
+            matches = defer.ensureDeferred(self._withVirtualServers(matches, sopClass, data, syntax, request, keep))
         await answerFind(protocol, contextId, command, matches,
                          self.clock, self.log, f"C-FIND {modelOf(sopClass).name} at {request.level} level")
+
+    async def _withVirtualServers(self, matches, sopClass, data, syntax, request, keep):
+        """Our matches, then the new ones of the virtual servers."""
+        local = await matches
+        remote = await self.virtual.find(sopClass, decodeDataset(data, syntax))
+        return self.virtual.merge(local, remote, request.level, syntax, keep)
 
     def _matches(self, connection, request, encoder):
         """In a reader thread: the encoded matches."""

@@ -23,7 +23,7 @@ from pacscore.codecs.transcode import TranscodeError, transcode
 from pacscore.dicom import commands
 from pacscore.dicom.client import associate
 from pacscore.converters.hooks import LEFT_OUT
-from pacscore.dicom.datasets import encodeDataset
+from pacscore.dicom.datasets import decodeDataset, encodeDataset
 from pacscore.dicom.find import DESTROYED, convertIdentifier
 from pacscore.dicom.identifiers import BadIdentifier, readRequest
 from pacscore.dicom.models import modelOf
@@ -132,7 +132,7 @@ class RetrieveService:
     operation = None
 
     def __init__(self, index, query, reader, workers, aeTitle, reactor, counters=None, requestHook=None,
-                 resultHook=None):
+                 resultHook=None, virtual=None):
         self.index = index
         self.query = query
         self.reader = reader
@@ -142,11 +142,20 @@ class RetrieveService:
         self.counters = counters if counters is not None else {}
         self.requestHook = requestHook  # RetrieveConverter0 (pacscore.converters.hooks.DatasetHook)
         self.resultHook = resultHook    # RetrieveResultConverter0
+        self.virtual = virtual          # pacscore.dicom.virtual.VirtualServers, or None
 
     def handle(self, protocol, contextId, command, dataset):
         return defer.ensureDeferred(self._retrieve(protocol, contextId, command, dataset))
 
     async def _retrieve(self, protocol, contextId, command, dataset):
+        fetched = []  # what the virtual servers moved here for this retrieve
+        try:
+            await self._serve(protocol, contextId, command, dataset, fetched)
+        finally:
+            if fetched:
+                await self.virtual.release(fetched)
+
+    async def _serve(self, protocol, contextId, command, dataset, fetched):
         sopClass, syntax = protocol.association.contexts[contextId]
         peer = protocol.peerName()
 
@@ -165,6 +174,8 @@ class RetrieveService:
                 return respond(SUCCESS, Progress(0))
             request = readRequest(data, syntax, modelOf(sopClass).levels)
             self._check(protocol, command)
+            if self.virtual is not None:
+                fetched += await self.virtual.fetch(sopClass, decodeDataset(data, syntax))
             instances = await self.index.runQuery(self.query.instances, request.level, request.keys)
             located = await self.workers.deferToWorker(self.reader.locate, instances)
         except (BadIdentifier, Refused) as e:

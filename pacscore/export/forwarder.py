@@ -34,7 +34,7 @@ from twisted.logger import Logger
 from pacscore.codecs.syntaxes import UNCOMPRESSED, UNCOMPRESSED_CODE
 from pacscore.codecs.transcode import TranscodeError, transcode
 from pacscore.dicom import commands
-from pacscore.dicom.client import associate
+from pacscore.dicom.client import NodeUnreachable, associateNode
 from pacscore.dicom.datasets import decodeDataset
 from pacscore.dicom.models import PATIENT_ROOT_FIND, PATIENT_ROOT_MOVE
 from pacscore.dicom.protocol import ESTABLISHED
@@ -300,13 +300,11 @@ class Forwarder:
     # -- associations -----------------------------------------------------
 
     async def _associate(self, node, contexts):
-        endpoint = None if self.endpointFor is None else self.endpointFor(node.host, int(node.port))
         try:
-            return await associate(self.reactor, node.host, int(node.port), self.aeTitle, node.ae, contexts,
-                                   connectTimeout=self.connectTimeout, artimTimeout=self.connectTimeout,
-                                   dimseTimeout=self.dimseTimeout, endpoint=endpoint)
-        except Exception as e:
-            raise ForwardError(f"cannot associate with {node.ae} at {node.host}:{node.port}: {e}") from e
+            return await associateNode(self.reactor, node, self.aeTitle, contexts, self.connectTimeout,
+                                       self.dimseTimeout, self.endpointFor)
+        except NodeUnreachable as e:
+            raise ForwardError(str(e)) from e
 
     def _cancelClose(self, link):
         if link.closeTimer is not None and link.closeTimer.active():

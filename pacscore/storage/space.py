@@ -1,19 +1,28 @@
-"""Free space on MAG0: whole patients deleted, least recently accessed first.
+"""Free space on MAG0: whole patients deleted, least recently used first.
+
+Which patients go first is Conquest's ``LRUSort``: by default (or
+``AccessTime``) the oldest ``AccessTime`` of the patient table (set when a
+patient is entered: the first entered go first, as in Conquest); with
+``StudyDate`` the patients whose last study is oldest; with ``PatientBir``
+the oldest patients (birth date).  Ties go by AccessTime.
 
 ``SpaceKeeper.makeSpace`` serves the control command ``makespace``.
 ``SpaceKeeper.checkFromThread`` is Conquest's ``MAGDeviceThreshold``
 (manual, dicom.ini): the I/O thread that is about to write an object calls
 it; when MAG0 has less than the threshold free (in MB), patients are
-deleted, oldest ``AccessTime`` first, until 5 MB more than the threshold is
-free.  That runs in the background, one clean-up at a time, so the object
-being written waits for nothing (if the disk is really full it gets A700,
-as without a threshold).  A threshold of 0, or ``IgnoreMAGDeviceThreshHold
-= 1``, turns it off.
+deleted until 5 MB more than the threshold is free.  That runs in the
+background, one clean-up at a time (``clean``), so the object being written
+waits for nothing (if the disk is really full it gets A700, as without a
+threshold).  A threshold of 0, or ``IgnoreMAGDeviceThreshHold = 1``, turns
+it off.  ``NightlyCleanThreshold`` (``NightlyClean``) does the same once a
+night, at 01:00.
 """
 
 import shutil
+import time
 
-from sqlalchemy import select
+from sqlalchemy import func, select
+from twisted.application import service
 from twisted.internet import defer
 from twisted.logger import Logger
 
@@ -28,26 +37,54 @@ def freeSpace(path):
     return shutil.disk_usage(path).free
 
 
-def _patientsByAccess(connection, query):
-    """In a reader thread: patient IDs, least recently accessed first."""
-    patient = query.tables[0]
-    return connection.execute(select(patient.key).order_by(patient.table.c.AccessTime, patient.key)).scalars().all()
+STUDY_DATE = 0x00080020
+PATIENT_BIRTH_DATE = 0x00100030
+LRU_SORTS = {"": None, "accesstime": None, "studydate": STUDY_DATE, "patientbir": PATIENT_BIRTH_DATE}
+
+
+def lruSortTag(value):
+    """The tag Conquest's ``LRUSort`` orders patients by (None: AccessTime
+    alone); ValueError for a value it does not know."""
+    key = value.strip().lower()
+    if key.startswith("patientbir"):  # PatientBir, PatientBirthDate
+        key = "patientbir"
+    if key not in LRU_SORTS:
+        raise ValueError(f"LRUSort = {value.strip()}: expected StudyDate, PatientBir or AccessTime")
+    return LRU_SORTS[key]
+
+
+def patientsInDeletionOrder(connection, query, sortTag):
+    """In a reader thread: patient IDs, the first to delete first."""
+    patient, study = query.tables[0], query.tables[1]
+    order = []
+    statement = select(patient.key)
+    if sortTag == STUDY_DATE and STUDY_DATE in study.byTag:
+        lastStudy = (select(study.link.label("patient"), func.max(study.byTag[STUDY_DATE][0]).label("date"))
+                     .group_by(study.link).subquery())
+        statement = statement.outerjoin(lastStudy, lastStudy.c.patient == patient.key)
+        order.append(func.coalesce(lastStudy.c.date, ""))
+    elif sortTag is not None and sortTag in patient.byTag:
+        order.append(func.coalesce(patient.byTag[sortTag][0], ""))
+    statement = statement.order_by(*order, patient.table.c.AccessTime, patient.key)
+    return connection.execute(statement).scalars().all()
 
 
 class SpaceKeeper:
     """``device`` is MAG0; ``actions`` the archive's ``LocalActions``;
-    ``threshold`` Conquest's MAGDeviceThreshold in bytes (0: off)."""
+    ``threshold`` Conquest's MAGDeviceThreshold in bytes (0: off);
+    ``sortTag`` what LRUSort orders patients by (``lruSortTag``)."""
 
     log = Logger()
     freeSpace = staticmethod(freeSpace)
 
-    def __init__(self, device, index, query, actions, workers, threshold=0):
+    def __init__(self, device, index, query, actions, workers, threshold=0, sortTag=None):
         self.device = device
         self.index = index
         self.query = query
         self.actions = actions
         self.workers = workers
         self.threshold = threshold
+        self.sortTag = sortTag
         self.cleaning = None  # the Deferred of the clean-up under way, or None
 
     async def makeSpace(self, wanted, report=lambda line: None):
@@ -55,7 +92,7 @@ class SpaceKeeper:
         calling ``report`` with a line for each; fires with the free bytes
         (fewer than wanted when there was nobody left to delete)."""
         free = await self.workers.deferToWorker(self.freeSpace, self.device.path)
-        for patientID in await self.index.runQuery(_patientsByAccess, self.query):
+        for patientID in await self.index.runQuery(patientsInDeletionOrder, self.query, self.sortTag):
             if free >= wanted:
                 break
             if not patientID or any(c in patientID for c in "*?\\"):
@@ -71,19 +108,32 @@ class SpaceKeeper:
         """In an I/O thread, before an object is written: start a clean-up
         (in the reactor) when the device is below the threshold."""
         if self.threshold and self.freeSpace(self.device.path) < self.threshold:
-            self.workers.reactor.callFromThread(self._startCleaning)
+            self.workers.reactor.callFromThread(self.clean, self.threshold, "MAGDeviceThreshold")
 
-    def _startCleaning(self):
-        if self.cleaning is not None:
-            return
-        wanted = self.threshold + MARGIN
-        self.log.warn("less than {threshold} MB free on {device} (MAGDeviceThreshold): deleting the least "
-                      "recently accessed patients", threshold=self.threshold // MEGABYTE, device=self.device.name)
-        report = lambda line: self.log.info("MAGDeviceThreshold: {line}", line=line)
-        self.cleaning = defer.ensureDeferred(self.makeSpace(wanted, report))
-        self.cleaning.addCallback(self._cleaned, wanted)
-        self.cleaning.addErrback(lambda failure: self.log.failure("MAGDeviceThreshold clean-up failed", failure))
-        self.cleaning.addBoth(self._idle)
+    async def cleanIfBelow(self, threshold, reason):
+        """Start a clean-up when less than ``threshold`` bytes are free, and
+        wait for it."""
+        if await self.workers.deferToWorker(self.freeSpace, self.device.path) < threshold:
+            await self.clean(threshold, reason)
+
+    def clean(self, threshold, reason):
+        """Delete patients until ``threshold`` + 5 MB are free, logged with
+        ``reason`` (the dicom.ini key); a Deferred.  One clean-up at a time:
+        while one runs, this returns a Deferred of its end."""
+        if self.cleaning is None:
+            wanted = threshold + MARGIN
+            self.log.warn("less than {threshold} MB free on {device} ({reason}): deleting the least "
+                          "recently used patients", threshold=threshold // MEGABYTE, device=self.device.name,
+                          reason=reason)
+            report = lambda line: self.log.info("{reason}: {line}", reason=reason, line=line)
+            self.cleaning = defer.ensureDeferred(self.makeSpace(wanted, report))
+            self.cleaning.addCallback(self._cleaned, wanted)
+            self.cleaning.addErrback(lambda failure: self.log.failure("{reason} clean-up failed", failure,
+                                                                      reason=reason))
+            self.cleaning.addBoth(self._idle)
+        done = defer.Deferred()
+        self.cleaning.addBoth(lambda result: (done.callback(None), result)[1])
+        return done
 
     def _cleaned(self, free, wanted):
         level = self.log.info if free >= wanted else self.log.warn
@@ -91,3 +141,46 @@ class SpaceKeeper:
 
     def _idle(self, _):
         self.cleaning = None
+
+
+class NightlyClean(service.Service):
+    """Conquest's ``NightlyCleanThreshold`` (MB, here in bytes): at 01:00
+    local time, when MAG0 has less than that free, the ``keeper`` deletes
+    the least recently used patients until 5 MB more is free."""
+
+    log = Logger()
+    hour = 1
+
+    def __init__(self, keeper, threshold, clock):
+        self.keeper = keeper
+        self.threshold = threshold
+        self.clock = clock
+        self._call = None
+
+    def startService(self):
+        service.Service.startService(self)
+        self._schedule()
+
+    def stopService(self):
+        service.Service.stopService(self)
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+
+    def nextRun(self, now):
+        """Seconds since the epoch of the first 01:00 (local time) after ``now``."""
+        day = time.localtime(now)
+        for offset in (0, 1, 2):  # 2: a day that has no 01:00 (a clock change)
+            target = time.mktime((day.tm_year, day.tm_mon, day.tm_mday + offset, self.hour, 0, 0, 0, 0, -1))
+            if target > now:
+                return target
+        raise AssertionError("no 01:00 within two days")
+
+    def _schedule(self):
+        now = self.clock.seconds()
+        self._call = self.clock.callLater(self.nextRun(now) - now, self._run)
+
+    def _run(self):
+        d = defer.ensureDeferred(self.keeper.cleanIfBelow(self.threshold, "NightlyCleanThreshold"))
+        d.addErrback(lambda failure: self.log.failure("NightlyCleanThreshold check failed", failure))
+        d.addBoth(lambda _: self._schedule() if self.running else None)

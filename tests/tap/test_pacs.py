@@ -9,6 +9,7 @@ import sys
 from twisted.python import usage
 from twisted.trial import unittest
 
+from pacscore.storage.space import NightlyClean
 from pacscore.testing.mutations import mutated
 from tap.pacs import Options
 from tests.interop.server import BIN, CONFIG_FILES, PacsServer
@@ -165,6 +166,26 @@ class ConfigurationValueTests(unittest.TestCase):
         open(blocker, "w").close()
         self.assertIn(f"cannot start: {blocker}/dbase: Not a directory",
                       self.refusal(SQLServer=os.path.join(blocker, "dbase", "conquest.db3")))
+
+    def test_badLRUSort(self):
+        error = self.refusal(LRUSort="PatientName")
+        self.assertIn("dicom.ini:", error)
+        self.assertIn("LRUSort = PatientName: expected StudyDate, PatientBir or AccessTime", error)
+
+    def test_mirrorInsideAMagDevice(self):
+        error = self.refusal(MIRRORDevice0="./data/mirror/")
+        self.assertIn("dicom.ini:", error)
+        self.assertIn("MIRROR0", error)
+        self.assertIn("overlap", error)
+
+    def test_nightlyCleanIsAServiceWhenSet(self):
+        for value, expected in (("0", []), ("300", [300 << 20])):
+            server, args = self.optionsFor(NightlyCleanThreshold=value)
+            options = Options()
+            options.parseOptions(args)
+            self.addCleanup(options.archive.engine.dispose)
+            self.assertEqual([child.threshold for child in options.services if isinstance(child, NightlyClean)],
+                             expected)
 
     def test_badTLSEndpoint(self):
         self.assertIn("--dicom-tls 'mtls:2762:privateKey=/no/key.pem:caCerts=/no/ca.pem' is not a usable endpoint "

@@ -1,13 +1,17 @@
 """MAGDeviceThreshold: a write below the threshold starts a background
 clean-up that deletes the least recently accessed patients until 5 MB more
-than the threshold is free, one clean-up at a time.  Free space is counted as one MB per stored file, out of 12."""
+than the threshold is free, one clean-up at a time.  Free space is counted
+as one MB per stored file, out of 12.  LRUSort orders; NightlyCleanThreshold
+checks at 01:00."""
 
 import os
+import time
 
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.trial import unittest
 
-from pacscore.storage.space import MEGABYTE
+from pacscore.config.errors import ConfigError
+from pacscore.storage.space import MEGABYTE, STUDY_DATE, NightlyClean, patientsInDeletionOrder, lruSortTag
 from tests.pacscore.control.running import RunningArchive
 
 
@@ -58,3 +62,100 @@ class ThresholdTests(unittest.TestCase):
                          300 * MEGABYTE)
         ignored = RunningArchive(self, ini={"MAGDeviceThreshold": "300", "IgnoreMAGDeviceThreshHold": "1"})
         self.assertEqual(ignored.archive.spaceKeeper.threshold, 0)
+
+
+class LRUSortTests(unittest.TestCase):
+    """Which patients go first: AccessTime (default), the last StudyDate or
+    the PatientBirthDate, as Conquest's LRUSort says."""
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.running = RunningArchive(self)
+        yield self.running.storeAgedPatients(os.path.abspath(self.mktemp()))
+        index = self.running.archive.index
+        patient, study = index.tables.patient, index.tables.study
+        for patientID, studyDate, birthDate in (("PAT0000", "20200101", "19900101"),
+                                                ("PAT0001", "20230101", "19500101"),
+                                                ("PAT0002", "20220101", "")):
+            yield index.runWrite(lambda connection, p, d, b: (
+                connection.execute(study.update().where(study.c.PatientID == p).values(StudyDate=d)),
+                connection.execute(patient.update().where(patient.c.PatientID == p).values(PatientBirthDate=b))),
+                patientID, studyDate, birthDate)
+
+    def order(self, sortTag):
+        archive = self.running.archive
+        return archive.index.runQuery(patientsInDeletionOrder, archive.query, sortTag)
+
+    @defer.inlineCallbacks
+    def test_orders(self):
+        for value, expected in (("", ["PAT0002", "PAT0001", "PAT0000"]),
+                                ("AccessTime", ["PAT0002", "PAT0001", "PAT0000"]),
+                                ("StudyDate", ["PAT0000", "PAT0002", "PAT0001"]),
+                                ("PatientBir", ["PAT0002", "PAT0001", "PAT0000"]),
+                                ("patientbirthdate", ["PAT0002", "PAT0001", "PAT0000"])):
+            self.assertEqual((yield self.order(lruSortTag(value))), expected, value)
+
+    @defer.inlineCallbacks
+    def test_aPatientWithoutStudyGoesFirstByStudyDate(self):
+        patient = self.running.archive.index.tables.patient
+        yield self.running.archive.index.runWrite(
+            lambda connection: connection.execute(patient.insert().values(PatientID="EMPTY", AccessTime=999)))
+        self.assertEqual((yield self.order(STUDY_DATE))[0], "EMPTY")
+
+    def test_fromDicomIni(self):
+        self.assertEqual(RunningArchive(self, ini={"LRUSort": "StudyDate"}).archive.spaceKeeper.sortTag, STUDY_DATE)
+        self.assertIsNone(RunningArchive(self).archive.spaceKeeper.sortTag)
+        error = self.assertRaises(ConfigError, RunningArchive, self, ini={"LRUSort": "PatientName"})
+        self.assertIn("LRUSort = PatientName: expected StudyDate, PatientBir or AccessTime", str(error))
+
+
+class Keeper:
+    def __init__(self):
+        self.checks = []
+
+    async def cleanIfBelow(self, threshold, reason):
+        self.checks.append((threshold, reason))
+
+
+class NightlyCleanTests(unittest.TestCase):
+
+    def at(self, day, hour, minute=0):
+        return time.mktime((2026, 3, day, hour, minute, 0, 0, 0, -1))
+
+    def test_nextRunIsTheNext0100LocalTime(self):
+        nightly = NightlyClean(Keeper(), MEGABYTE, task.Clock())
+        self.assertEqual(nightly.nextRun(self.at(1, 0, 30)), self.at(1, 1))
+        self.assertEqual(nightly.nextRun(self.at(1, 1)), self.at(2, 1))
+        self.assertEqual(nightly.nextRun(self.at(1, 23, 59)), self.at(2, 1))
+        self.assertEqual(nightly.nextRun(self.at(31, 12)), time.mktime((2026, 4, 1, 1, 0, 0, 0, 0, -1)))
+
+    def test_checksEveryNightAt0100(self):
+        clock, keeper = task.Clock(), Keeper()
+        clock.advance(self.at(1, 0, 59))
+        nightly = NightlyClean(keeper, 300 * MEGABYTE, clock)
+        nightly.startService()
+        clock.advance(59)
+        self.assertEqual(keeper.checks, [])
+        clock.advance(1)
+        self.assertEqual(keeper.checks, [(300 * MEGABYTE, "NightlyCleanThreshold")])
+        [call] = clock.getDelayedCalls()
+        self.assertEqual(call.getTime(), self.at(2, 1))
+        nightly.stopService()
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    @defer.inlineCallbacks
+    def test_cleanIfBelow(self):
+        running = RunningArchive(self)
+        yield running.storeAgedPatients(os.path.abspath(self.mktemp()))
+        keeper = running.archive.spaceKeeper
+        keeper.freeSpace = lambda path: (12 - len(running.files())) * MEGABYTE
+        yield defer.ensureDeferred(keeper.cleanIfBelow(0, "NightlyCleanThreshold"))
+        self.assertEqual(len(running.files()), 12)
+        yield defer.ensureDeferred(keeper.cleanIfBelow(MEGABYTE, "NightlyCleanThreshold"))  # 0 free: 6 MB wanted
+        self.assertEqual(len(running.files()), 4)
+        self.assertIsNone(keeper.cleaning)
+
+    def test_fromDicomIni(self):
+        self.assertIsNone(RunningArchive(self).archive.nightlyClean())
+        nightly = RunningArchive(self, ini={"NightlyCleanThreshold": "300"}).archive.nightlyClean()
+        self.assertEqual(nightly.threshold, 300 * MEGABYTE)

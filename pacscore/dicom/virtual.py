@@ -1,0 +1,277 @@
+"""Conquest's virtual server (``VirtualServerFor0`` ... ``VirtualServerFor9``,
+``VirtualPerSeries0`` ..., ``CacheVirtualData``): this archive stands in
+front of other DICOM archives, named by AE title (acrnema.map gives their
+addresses), and its clients see their data merged with its own.
+
+C-FIND: the query goes to every listed archive as well, and their matches
+are added to ours, one per entity (the unique key of the level; ours
+first), with our AE title as the Retrieve AE Title.  C-MOVE and C-GET:
+before any object is sent, each listed archive is asked (a C-FIND at IMAGE
+level with the retrieve's keys) which of the objects it selects it holds
+that are not here, and moves them here (a C-MOVE to our AE title, which
+the other archive must know): by lists of SOP Instance UIDs or, when
+more than ``VirtualPerSeriesN`` objects are to be fetched (0, the
+default: never), whole series.  They are stored and indexed like
+any object received, then sent with ours.  With ``CacheVirtualData = 0``
+they are deleted again once the retrieve is over; by default they stay,
+so the archive works as a DICOM cache.
+
+An archive that cannot be reached, or fails a request, is logged and left
+out: clients get what the others and this one hold.  A ``,FIXKODAK``
+after an AE title (Conquest 1.4.12) is not supported: logged and ignored.
+"""
+
+from typing import NamedTuple
+
+from pydicom.dataset import Dataset
+from sqlalchemy import select
+from twisted.logger import Logger
+
+from pacscore.codecs.syntaxes import UNCOMPRESSED
+from pacscore.dicom import commands
+from pacscore.db.query import QueryKey
+from pacscore.dicom.client import associateNode
+from pacscore.dicom.datasets import decodeDataset, encodeDataset
+from pacscore.dicom.models import (
+    PATIENT_ROOT_FIND, PATIENT_ROOT_MOVE, STUDY_ROOT_FIND, STUDY_ROOT_MOVE, modelOf)
+
+SUCCESS = 0x0000
+WARNING = 0xB000
+MAX_SERVERS = 10
+UIDS_PER_MOVE = 64
+CHUNK = 500  # UIDs per SELECT ... IN (SQLite's variable limit)
+
+UNIQUE_KEYS = {"PATIENT": "PatientID", "STUDY": "StudyInstanceUID", "SERIES": "SeriesInstanceUID",
+               "IMAGE": "SOPInstanceUID"}
+
+
+class VirtualServer(NamedTuple):
+    """One archive this one stands in front of."""
+
+    ae: str
+    perSeriesAbove: int = 0  # fetch whole series past this many objects (VirtualPerSeriesN; 0: never)
+
+
+class VirtualServerError(Exception):
+    """A listed archive could not answer."""
+
+
+class RemoteImage(NamedTuple):
+    patientID: str
+    studyInstanceUID: str
+    seriesInstanceUID: str
+    sopInstanceUID: str
+
+
+def serversFrom(ini, log):
+    """The ``VirtualServer``s of ``VirtualServerFor0`` ... ``9`` in dicom.ini."""
+    servers = []
+    for n in range(MAX_SERVERS):
+        value = ini.get(f"VirtualServerFor{n}", "").strip()
+        if not value:
+            continue
+        ae, _, option = value.partition(",")
+        if option.strip():
+            log.warn("VirtualServerFor{n} = {value}: {option} is not supported, ignored", n=n, value=value,
+                     option=option.strip())
+        servers.append(VirtualServer(ae.strip(), max(ini.getint(f"VirtualPerSeries{n}", 0), 0)))
+    return servers
+
+
+def _rootClasses(sopClassUID):
+    """The (FIND, MOVE) SOP classes to ask a listed archive with, for a
+    request on ``sopClassUID``: Study Root for Study Root, else Patient Root."""
+    model = modelOf(sopClassUID)
+    if model is not None and model.name.startswith("Study Root"):
+        return STUDY_ROOT_FIND, STUDY_ROOT_MOVE
+    return PATIENT_ROOT_FIND, PATIENT_ROOT_MOVE
+
+
+def _text(dataset, keyword):
+    return str(dataset.get(keyword, "") or "").strip()
+
+
+def _existing(connection, query, uids):
+    """In a reader thread: which of ``uids`` the index holds."""
+    image = query.tables[3]
+    found = set()
+    for start in range(0, len(uids), CHUNK):
+        found.update(connection.execute(select(image.key).where(image.key.in_(uids[start:start + CHUNK])))
+                     .scalars())
+    return found
+
+
+class VirtualServers:
+    """See the module docstring.  ``actions`` (``LocalActions``) deletes
+    fetched objects when ``cache`` is off."""
+
+    log = Logger()
+
+    def __init__(self, servers, acrNemaMap, aeTitle, reactor, index, query, actions, cache=True,
+                 connectTimeout=30, dimseTimeout=300, endpointFor=None):
+        self.servers = list(servers)
+        self.acrNemaMap = acrNemaMap
+        self.aeTitle = aeTitle
+        self.reactor = reactor
+        self.index = index
+        self.query = query
+        self.actions = actions
+        self.cache = cache
+        self.connectTimeout = connectTimeout
+        self.dimseTimeout = dimseTimeout
+        self.endpointFor = endpointFor  # (host, port) -> client endpoint; None: TCP
+
+    @classmethod
+    def fromConfiguration(cls, configuration, aeTitle, reactor, index, query, actions):
+        """The virtual servers of dicom.ini, or None when none is listed."""
+        ini = configuration.ini
+        servers = serversFrom(ini, cls.log)
+        if not servers:
+            return None
+        for server in servers:
+            if configuration.acrNemaMap.lookup(server.ae) is None:
+                cls.log.warn("VirtualServerFor: {ae} is not in acrnema.map: it will not be asked", ae=server.ae)
+        return cls(servers, configuration.acrNemaMap, aeTitle, reactor, index, query, actions,
+                   cache=ini.getint("CacheVirtualData", 1) != 0, dimseTimeout=configuration.tcpipTimeout or 300)
+
+    async def _associate(self, ae, contexts):
+        node = self.acrNemaMap.lookup(ae)
+        if node is None:
+            raise VirtualServerError(f"{ae} is not in acrnema.map")
+        return await associateNode(self.reactor, node, self.aeTitle, contexts, self.connectTimeout,
+                                   self.dimseTimeout, self.endpointFor)
+
+    async def _find(self, protocol, sopClass, identifier):
+        """The matches (Datasets) of one C-FIND on an open association."""
+        matches = []
+        status = await protocol.find(sopClass, identifier,
+                                     lambda data, syntax: matches.append(decodeDataset(data, syntax)))
+        if status != SUCCESS:
+            raise VirtualServerError(f"C-FIND ended with status 0x{status:04X}")
+        return matches
+
+    # -- C-FIND -----------------------------------------------------------
+
+    async def find(self, sopClass, identifier):
+        """The matches of the listed archives for a C-FIND ``identifier``
+        (a Dataset) on ``sopClass``, in their order, one per entity."""
+        found = []
+        for server in self.servers:
+            try:
+                protocol = await self._associate(server.ae, [(sopClass, list(UNCOMPRESSED))])
+                try:
+                    found += await self._find(protocol, sopClass, identifier)
+                finally:
+                    await _close(protocol)
+            except Exception as e:
+                self.log.warn("virtual server {ae}: C-FIND failed, its matches are left out: {error}",
+                              ae=server.ae, error=e)
+        return found
+
+    def merge(self, local, remote, level, syntax, keep=None):
+        """Our encoded matches ``local``, then those of ``remote`` (Datasets)
+        whose unique key is new, encoded in ``syntax`` with our AE title to
+        retrieve from; ``keep(dataset)`` (the result converter) may leave
+        some out."""
+        keyword = UNIQUE_KEYS[level]
+        seen = {_text(decodeDataset(match, syntax), keyword) for match in local}
+        merged = list(local)
+        for dataset in remote:
+            key = _text(dataset, keyword)
+            if key in seen:
+                continue
+            seen.add(key)
+            dataset.RetrieveAETitle = self.aeTitle
+            if keep is None or keep(dataset):
+                merged.append(encodeDataset(dataset, syntax))
+        return merged
+
+    # -- C-MOVE and C-GET -------------------------------------------------
+
+    async def fetch(self, sopClass, identifier):
+        """Move here what the listed archives hold of a retrieve
+        ``identifier`` (a Dataset) on ``sopClass`` and this archive does
+        not; the SOP Instance UIDs of the objects fetched."""
+        findClass, moveClass = _rootClasses(sopClass)
+        request = Dataset()
+        request.QueryRetrieveLevel = "IMAGE"
+        if findClass == PATIENT_ROOT_FIND:
+            request.PatientID = _text(identifier, "PatientID")
+        for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+            setattr(request, keyword, _text(identifier, keyword))
+        fetched = []
+        for server in self.servers:
+            try:
+                fetched += await self._fetchFrom(server, findClass, moveClass, request)
+            except Exception as e:
+                self.log.warn("virtual server {ae}: its objects are left out of the retrieve: {error}",
+                              ae=server.ae, error=e)
+        return fetched
+
+    async def _fetchFrom(self, server, findClass, moveClass, request):
+        protocol = await self._associate(server.ae, [(findClass, list(UNCOMPRESSED)),
+                                                     (moveClass, list(UNCOMPRESSED))])
+        try:
+            images = {}
+            for match in await self._find(protocol, findClass, request):
+                image = RemoteImage(*(_text(match, keyword) for keyword in
+                                      ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")))
+                if image.sopInstanceUID:
+                    images[image.sopInstanceUID] = image
+            known = await self.index.runQuery(_existing, self.query, list(images))
+            missing = [image for uid, image in images.items() if uid not in known]
+            for identifier in self._moves(server, findClass, missing):
+                await self._move(protocol, server.ae, moveClass, identifier)
+        finally:
+            await _close(protocol)
+        if missing:
+            self.log.info("virtual server {ae}: {count} object(s) fetched", ae=server.ae, count=len(missing))
+        return [image.sopInstanceUID for image in missing]
+
+    def _moves(self, server, findClass, missing):
+        """The C-MOVE identifiers that bring ``missing`` here."""
+        perSeries = 0 < server.perSeriesAbove < len(missing)
+        bySeries = {}
+        for image in missing:
+            bySeries.setdefault(image[:3], []).append(image.sopInstanceUID)
+        for (patientID, study, series), uids in bySeries.items():
+            chunks = [None] if perSeries else [uids[n:n + UIDS_PER_MOVE]
+                                                      for n in range(0, len(uids), UIDS_PER_MOVE)]
+            for chunk in chunks:
+                identifier = Dataset()
+                identifier.QueryRetrieveLevel = "SERIES" if chunk is None else "IMAGE"
+                if findClass == PATIENT_ROOT_FIND:
+                    identifier.PatientID = patientID
+                identifier.StudyInstanceUID = study
+                identifier.SeriesInstanceUID = series
+                if chunk is not None:
+                    identifier.SOPInstanceUID = chunk
+                yield identifier
+
+    async def _move(self, protocol, source, moveClass, identifier):
+        command, _ = await protocol.move(moveClass, identifier, self.aeTitle)
+        status = command.get(commands.STATUS)
+        if status not in (SUCCESS, WARNING):
+            failed = command.get(commands.FAILED_SUBOPERATIONS, "?")
+            raise VirtualServerError(f"C-MOVE to {self.aeTitle} ended with status 0x{status:04X} "
+                                     f"({failed} sub-operations failed)")
+
+    async def release(self, fetched):
+        """A retrieve is over: delete the objects it fetched unless the
+        fetched data is kept (CacheVirtualData)."""
+        if self.cache or not fetched:
+            return
+        count = 0
+        for start in range(0, len(fetched), CHUNK):
+            key = QueryKey(self.query.tables[3].keyTag, "UI", "\\".join(fetched[start:start + CHUNK]))
+            count += await self.actions.removeInstances(await self.index.runQuery(self.query.instances, "IMAGE",
+                                                                                 [key]))
+        self.log.info("{count} object(s) fetched from virtual servers deleted (CacheVirtualData = 0)",
+                      count=count)
+
+
+async def _close(protocol):
+    try:
+        await protocol.release()
+    except Exception:
+        protocol.abortAssociation()

@@ -1,0 +1,101 @@
+"""VirtualServerFor0 against two running ``twistd -n pacs``: FRONT stands
+in front of BACKEND.  DCMTK's findscu on FRONT sees both archives merged
+(one match per entity), getscu and movescu on FRONT get BACKEND's objects,
+which FRONT fetches (and keeps, unless CacheVirtualData = 0); with BACKEND
+down, FRONT answers with its own."""
+
+import os
+import shutil
+import tempfile
+
+import pydicom
+from twisted.trial import unittest
+
+from pacscore.testing.corpus import generateCorpus
+from tests.interop.index import column
+from tests.interop.peers import StorescpServer
+from tests.interop.server import PacsServer
+from tests.interop.test_find import findscu
+from tests.interop.test_retrieve import getSeries, movescu
+
+DESTINATION = "VIEWER"
+
+
+class VirtualServerTests(unittest.TestCase):
+
+    def setUp(self):
+        self.workdir = tempfile.mkdtemp(prefix="pacs-virtual-")
+        self.addCleanup(shutil.rmtree, self.workdir, True)
+        self.backend = PacsServer(os.path.join(self.workdir, "backend"), ae="BACKEND")
+        self.front = PacsServer(os.path.join(self.workdir, "front"), ae="FRONT")
+        self.viewer = StorescpServer(os.path.join(self.workdir, "viewer"), aet=DESTINATION)
+        self.backend.addNode("FRONT", self.front.port)
+        self.front.addNode("BACKEND", self.backend.port)
+        self.front.addNode(DESTINATION, self.viewer.port)
+        self.backend.start()
+        self.addCleanup(self.backend.stop)
+        corpus = generateCorpus(os.path.join(self.workdir, "corpus"), patients=3, studiesPerPatient=1,
+                                seriesPerStudy=2, imagesPerSeries=3)
+        self.byPatient = {}
+        for image in corpus:
+            self.byPatient.setdefault(image.patientID, []).append(image)
+        here, both, there = sorted(self.byPatient)
+        self.assertEqual(self.backend.store(*(i.path for i in self.byPatient[both] + self.byPatient[there]))
+                         .returncode, 0)
+        self.here, self.both, self.there = here, both, there
+
+    def startFront(self, **ini):
+        self.front.setIni(VirtualServerFor0="BACKEND", **ini)
+        self.front.start()
+        self.addCleanup(self.front.stop)
+        result = self.front.store(*(i.path for i in self.byPatient[self.here] + self.byPatient[self.both]))
+        self.assertEqual(result.returncode, 0, result.stderr)
+
+    def studies(self):
+        matches, result = findscu(self.front, "-S", "STUDY", {"StudyInstanceUID": None, "PatientID": None,
+                                                              "RetrieveAETitle": None})
+        self.assertEqual(result.returncode, 0, result.stderr)
+        return sorted((str(m.PatientID), str(m.RetrieveAETitle)) for m in matches)
+
+    def test_findMergesBothArchives(self):
+        self.startFront()
+        self.assertEqual(self.studies(), [(self.here, "FRONT"), (self.both, "FRONT"), (self.there, "FRONT")])
+        images, result = findscu(self.front, "-P", "IMAGE", {"PatientID": self.there,
+                                                             "StudyInstanceUID": self.byPatient[self.there][0].studyUID,
+                                                             "SeriesInstanceUID": self.byPatient[self.there][0].seriesUID,
+                                                             "SOPInstanceUID": None})
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(len(images), 3)
+
+    def test_getFetchesAndKeepsTheBackendsObjects(self):
+        self.startFront()
+        image = self.byPatient[self.there][0]
+        expected = {i.sopUID for i in self.byPatient[self.there] if i.seriesUID == image.seriesUID}
+        self.assertEqual(getSeries(self.front, self.workdir, image.studyUID, image.seriesUID), expected)
+        self.assertIn("virtual server BACKEND: 3 object(s) fetched", self.front.log())
+        self.assertTrue(expected <= set(column(self.front.database, "DICOMImages", "SOPInstanceUID")))
+        self.assertEqual(getSeries(self.front, self.workdir, image.studyUID, image.seriesUID), expected)
+        self.assertEqual(self.front.log().count("object(s) fetched"), 1, "the second get found them here")
+
+    def test_moveWholeSeriesWithoutCaching(self):
+        self.viewer.start()
+        self.addCleanup(self.viewer.stop)
+        self.startFront(VirtualPerSeries0="1", CacheVirtualData="0")
+        first = self.byPatient[self.there][0]
+        result = movescu(self.front, DESTINATION, "STUDY", {"StudyInstanceUID": first.studyUID})
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        received = {pydicom.dcmread(path).SOPInstanceUID for path in self.viewer.files()}
+        self.assertEqual(received, {i.sopUID for i in self.byPatient[self.there]})
+        self.assertIn("virtual server BACKEND: 6 object(s) fetched", self.front.log())
+        self.assertIn("6 object(s) fetched from virtual servers deleted", self.front.log())
+        self.assertFalse({i.sopUID for i in self.byPatient[self.there]}
+                         & set(column(self.front.database, "DICOMImages", "SOPInstanceUID")))
+
+    def test_aBackendDownLeavesItsDataOut(self):
+        self.startFront()
+        self.backend.stop()
+        self.assertEqual(self.studies(), [(self.here, "FRONT"), (self.both, "FRONT")])
+        self.assertIn("virtual server BACKEND: C-FIND failed", self.front.log())
+        image = self.byPatient[self.both][0]
+        expected = {i.sopUID for i in self.byPatient[self.both] if i.seriesUID == image.seriesUID}
+        self.assertEqual(getSeries(self.front, self.workdir, image.studyUID, image.seriesUID), expected)

@@ -1,0 +1,74 @@
+"""The virtual server's pure parts (pacscore.dicom.virtual): dicom.ini keys,
+merging matches, the C-MOVE requests that fetch missing objects.  The
+network side is tested against real archives in tests/interop/test_virtual.py."""
+
+from pydicom.dataset import Dataset
+from twisted.logger import capturedLogs, formatEvent
+from twisted.trial import unittest
+
+from pacscore.config.ini import DicomIni
+from pacscore.dicom.datasets import decodeDataset, encodeDataset
+from pacscore.dicom.models import (
+    PATIENT_ROOT_FIND, PATIENT_ROOT_GET, PATIENT_ROOT_MOVE, STUDY_ROOT_FIND, STUDY_ROOT_GET, STUDY_ROOT_MOVE)
+from pacscore.dicom.virtual import RemoteImage, VirtualServer, VirtualServers, _rootClasses, serversFrom
+
+EXPLICIT = "1.2.840.10008.1.2.1"
+
+
+def study(uid, patientID="P1", retrieveAE=None):
+    ds = Dataset()
+    ds.QueryRetrieveLevel = "STUDY"
+    ds.PatientID = patientID
+    ds.StudyInstanceUID = uid
+    if retrieveAE:
+        ds.RetrieveAETitle = retrieveAE
+    return ds
+
+
+class VirtualServerTests(unittest.TestCase):
+
+    def servers(self, *servers):
+        return VirtualServers(servers, None, "FRONT", None, None, None, None)
+
+    def test_serversFromDicomIni(self):
+        ini = DicomIni.fromString("VirtualServerFor0 = PACS1\nVirtualServerFor2 = PACS2,FIXKODAK\n"
+                                  "VirtualPerSeries2 = 1000\nVirtualServerFor1 =\n")
+        with capturedLogs() as events:
+            servers = serversFrom(ini, VirtualServers.log)
+        self.assertEqual(servers, [VirtualServer("PACS1", 0), VirtualServer("PACS2", 1000)])
+        self.assertEqual([formatEvent(e) for e in events],
+                         ["VirtualServerFor2 = PACS2,FIXKODAK: FIXKODAK is not supported, ignored"])
+        self.assertEqual(serversFrom(DicomIni.fromString(""), VirtualServers.log), [])
+
+    def test_rootClasses(self):
+        self.assertEqual(_rootClasses(STUDY_ROOT_GET), (STUDY_ROOT_FIND, STUDY_ROOT_MOVE))
+        self.assertEqual(_rootClasses(STUDY_ROOT_FIND), (STUDY_ROOT_FIND, STUDY_ROOT_MOVE))
+        self.assertEqual(_rootClasses(PATIENT_ROOT_GET), (PATIENT_ROOT_FIND, PATIENT_ROOT_MOVE))
+
+    def test_mergeKeepsOursFirstAndOneMatchPerEntity(self):
+        local = [encodeDataset(study("1.1", retrieveAE="FRONT"), EXPLICIT)]
+        remote = [study("1.1", retrieveAE="BACK"), study("1.2", retrieveAE="BACK"), study("1.2"), study("1.3")]
+        merged = self.servers().merge(local, remote, "STUDY", EXPLICIT, keep=lambda ds: ds.StudyInstanceUID != "1.3")
+        found = [decodeDataset(match, EXPLICIT) for match in merged]
+        self.assertEqual([(ds.StudyInstanceUID, ds.RetrieveAETitle) for ds in found],
+                         [("1.1", "FRONT"), ("1.2", "FRONT")])
+
+    def test_movesByListsOfUIDs(self):
+        missing = [RemoteImage("P1", "1", "1.1", f"1.1.{n}") for n in range(70)] + [RemoteImage("P1", "1", "1.2",
+                                                                                                 "1.2.1")]
+        moves = list(self.servers()._moves(VirtualServer("B"), STUDY_ROOT_FIND, missing))
+        self.assertEqual([(m.QueryRetrieveLevel, m.SeriesInstanceUID, m["SOPInstanceUID"].VM) for m in moves],
+                         [("IMAGE", "1.1", 64), ("IMAGE", "1.1", 6), ("IMAGE", "1.2", 1)])
+        self.assertNotIn("PatientID", moves[0])
+        [patientRoot] = self.servers()._moves(VirtualServer("B"), PATIENT_ROOT_FIND, missing[-1:])
+        self.assertEqual((patientRoot.PatientID, patientRoot.StudyInstanceUID, patientRoot.SOPInstanceUID),
+                         ("P1", "1", "1.2.1"))
+
+    def test_movesWholeSeriesPastVirtualPerSeries(self):
+        missing = [RemoteImage("P1", "1", "1.1", "1.1.1"), RemoteImage("P1", "1", "1.1", "1.1.2"),
+                   RemoteImage("P1", "1", "1.2", "1.2.1")]
+        moves = list(self.servers()._moves(VirtualServer("B", 2), STUDY_ROOT_FIND, missing))
+        self.assertEqual([(m.QueryRetrieveLevel, m.SeriesInstanceUID, "SOPInstanceUID" in m) for m in moves],
+                         [("SERIES", "1.1", False), ("SERIES", "1.2", False)])
+        moves = list(self.servers()._moves(VirtualServer("B", 3), STUDY_ROOT_FIND, missing))
+        self.assertEqual([m.QueryRetrieveLevel for m in moves], ["IMAGE", "IMAGE"])

@@ -48,7 +48,8 @@ from pacscore.storage.mirror import Mirrors
 from pacscore.storage.objectfiles import DEFAULT_DIRECT_SIZE, FileWrites
 from pacscore.storage.reader import ObjectReader
 from pacscore.storage.regen import iterObjectFiles
-from pacscore.storage.space import MEGABYTE, NightlyClean, SpaceKeeper, lruSortTag
+from pacscore.storage.relocation import DeviceMover
+from pacscore.storage.space import MEGABYTE, Nightly, SpaceKeeper, lruSortTag
 from pacscore.storage.store import ObjectStore
 from pacscore.storage.worklistmode import WorklistAmender
 from pacscore.workers import WorkerPool
@@ -135,9 +136,20 @@ class Archive:
         except ValueError as e:
             raise ConfigError(configuration.iniPath, ini.lineOf("LRUSort"), str(e)) from e
         self.localActions = LocalActions(self.index, self.query, self.objectReader, self.workers)
+        self.deviceMover = DeviceMover(self.devices, self.index, self.objectReader, self.workers)
         self.spaceKeeper = SpaceKeeper(self.devices[0], self.index, self.query, self.localActions, self.workers,
-                                       threshold=max(threshold, 0) * MEGABYTE, sortTag=sortTag)
+                                       threshold=max(threshold, 0) * MEGABYTE, sortTag=sortTag,
+                                       mover=self.deviceMover)
         self.nightlyCleanThreshold = max(ini.getint("NightlyCleanThreshold", 0), 0) * MEGABYTE
+        self.nightlyMoveThreshold = max(ini.getint("NightlyMoveThreshold", 0), 0) * MEGABYTE
+        self.nightlyMoveTarget = ini.get("NightlyMoveTarget", "").strip().upper()
+        targets = [device.name for device in self.devices[1:]]
+        if self.nightlyMoveThreshold and self.nightlyMoveTarget not in targets:
+            raise ConfigError(configuration.iniPath,
+                              ini.lineOf("NightlyMoveTarget") or ini.lineOf("NightlyMoveThreshold"),
+                              f"NightlyMoveTarget = {self.nightlyMoveTarget or '(none)'}: NightlyMoveThreshold "
+                              f"moves patients from MAG0 to another MAG device "
+                              f"({', '.join(targets) or 'there is none'})")
         self.objectStore = ObjectStore(
             self.devices[0], self.namer, self.index, configuration.layout.indexedTags(),
             self.workers, IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION, amender=amender,
@@ -227,11 +239,16 @@ class Archive:
                                                self.converterRules.exportRules, self.query, self.objectReader,
                                                self.reactor)
 
-    def nightlyClean(self):
-        """The NightlyCleanThreshold service, or None when it is 0."""
+    def nightlyServices(self):
+        """The NightlyCleanThreshold and NightlyMoveThreshold services (those not 0)."""
+        keeper, services = self.spaceKeeper, []
         if self.nightlyCleanThreshold:
-            return NightlyClean(self.spaceKeeper, self.nightlyCleanThreshold, self.reactor)
-        return None
+            services.append(Nightly("NightlyCleanThreshold", 1, lambda: keeper.cleanIfBelow(
+                self.nightlyCleanThreshold, "NightlyCleanThreshold"), self.reactor))
+        if self.nightlyMoveThreshold:
+            services.append(Nightly("NightlyMoveThreshold", 2, lambda: keeper.moveIfBelow(
+                self.nightlyMoveThreshold, self.nightlyMoveTarget), self.reactor))
+        return services
 
     def acceptorPolicy(self):
         """What the DICOM service accepts, from dgatesop.lst and dicom.ini."""

@@ -1,6 +1,6 @@
 """The built-in control commands that rebuild, clear and prune the index
-(manual appendix 6: maintenance options), and verifymirrordisk (archival
-options).
+(manual appendix 6: maintenance options), and the archival options
+movedatatodevice, renamedevice, testimages and verifymirrordisk.
 
 Only instances live here; ``getPlugins(IControlCommand, plugins)`` finds
 them as it finds installed ones.
@@ -15,3 +15,6 @@ regenFile = maintenance.RegenFile()
 initializeTables = maintenance.InitializeTables()
 makeSpace = maintenance.MakeSpace()
 verifyMirrorDisk = devices.VerifyMirrorDisk()
+testImages = devices.ImageReadTest()
+moveDataToDevice = devices.MoveDataToDevice()
+renameDevice = devices.RenameDevice()

@@ -188,9 +188,8 @@ def serviceTree(options):
     top = service.MultiService()
     ArchiveService(archive).setServiceParent(top)
     archive.exportService().setServiceParent(top)
-    nightlyClean = archive.nightlyClean()
-    if nightlyClean is not None:
-        nightlyClean.setServiceParent(top)
+    for nightly in archive.nightlyServices():
+        nightly.setServiceParent(top)
     dicom = options["dicom"] or f"tcp:{archive.tcpPort}"
     dicomFactory = archive.dicomFactory()
     listeners = [ListeningService(f"DICOM service {archive.aeTitle}", dicom,

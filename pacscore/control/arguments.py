@@ -6,6 +6,7 @@ the rest of the text, commas included, so a format or a value may hold
 commas (``put_param:ImportConverter0,nop a,b``).  Missing fields are empty.
 """
 
+from twisted.internet import defer
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
@@ -47,4 +48,14 @@ class ControlCommand:
             self.usage = usage
 
     def run(self, arguments, context):
+        raise NotImplementedError
+
+
+class AsyncControlCommand(ControlCommand):
+    """A control command whose work is a coroutine, ``execute``."""
+
+    def run(self, arguments, context):
+        return defer.ensureDeferred(self.execute(arguments, context))
+
+    async def execute(self, arguments, context):
         raise NotImplementedError

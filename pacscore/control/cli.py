@@ -48,6 +48,9 @@ Usage:
     Send a command to the running server (its control port: ControlEndpoint of the working
     folder's dicom.ini, ControlSecret sent when set; -p and -q override port and host)
     -av[DEVICE]  Verify the mirror disk of DEVICE (default: all): --verifymirrordisk:DEVICE
+    -at[DEVICE]  Test read all files of DEVICE (default: MAG0): --testimages:DEVICE
+    -amFROM,TO   Move the data of device FROM to device TO: --movedatatodevice:TO,FROM
+    -aeFROM,TO   Rename device FROM to TO in the database: --renamedevice:FROM,TO
 """
 
 
@@ -100,6 +103,13 @@ def parseArguments(argv):
             options["verbose"] = True
         elif arg.startswith("-av"):
             options["commands"].append(f"--verifymirrordisk:{arg[3:]}")
+        elif arg.startswith("-at"):
+            options["commands"].append(f"--testimages:{arg[3:]}")
+        elif arg.startswith("-am"):
+            source, _, target = arg[3:].partition(",")
+            options["commands"].append(f"--movedatatodevice:{target},{source}")
+        elif arg.startswith("-ae"):
+            options["commands"].append(f"--renamedevice:{arg[3:]}")
         else:
             raise UsageError(f"unknown option {arg}")
     return options

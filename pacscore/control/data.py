@@ -18,10 +18,9 @@ import stat
 
 import pydicom
 from pydicom.errors import InvalidDicomError
-from twisted.internet import defer
 from twisted.logger import Logger
 
-from pacscore.control.arguments import ControlCommand, fields
+from pacscore.control.arguments import AsyncControlCommand, ControlCommand, fields
 from pacscore.control.context import CommandError
 from pacscore.control.moves import forwarderFor
 from pacscore.control.output import deliver, inputPath
@@ -95,15 +94,12 @@ def _header(path):
             raise InvalidDicomError(str(e) or type(e).__name__) from e
 
 
-class AddImageFile(ControlCommand):
+class AddImageFile(AsyncControlCommand):
     name = "addimagefile"
     usage = "--addimagefile:file,patid  Copy file into server, optionally new patid"
     log = Logger()
 
-    def run(self, arguments, context):
-        return defer.ensureDeferred(self._add(arguments, context))
-
-    async def _add(self, arguments, context):
+    async def execute(self, arguments, context):
         text, patientID = fields(arguments, 2)
         archive = context.archive
         path = inputPath(archive, text)
@@ -126,14 +122,11 @@ class AddImageFile(ControlCommand):
         return f"{incoming.sopInstanceUID} stored as {relative}"
 
 
-class LoadHL7(ControlCommand):
+class LoadHL7(AsyncControlCommand):
     name = "loadhl7"
     usage = "--loadhl7:file  Load HL7 data into worklist"
 
-    def run(self, arguments, context):
-        return defer.ensureDeferred(self._load(arguments, context))
-
-    async def _load(self, arguments, context):
+    async def execute(self, arguments, context):
         archive = context.archive
         path = inputPath(archive, arguments.strip())
         try:
@@ -169,15 +162,12 @@ class DumpHeader(ControlCommand):
         raise CommandError(f"cannot read {path}: {getattr(failure.value, 'strerror', None) or failure.value}")
 
 
-class Forward(ControlCommand):
+class Forward(AsyncControlCommand):
     name = "forward"
     usage = "--forward:file,mode,server  Send file with compr. mode to server"
     log = Logger()
 
-    def run(self, arguments, context):
-        return defer.ensureDeferred(self._forward(arguments, context))
-
-    async def _forward(self, arguments, context):
+    async def execute(self, arguments, context):
         text, mode, server = fields(arguments, 3)
         archive = context.archive
         server = server.strip()
@@ -202,14 +192,11 @@ class Forward(ControlCommand):
         return f"{storedName(deviceName, objectFile)} sent to {server}"
 
 
-class Prefetch(ControlCommand):
+class Prefetch(AsyncControlCommand):
     name = "prefetch"
     usage = "--prefetch:patientid  Prefetch all images for improved speed"
 
-    def run(self, arguments, context):
-        return defer.ensureDeferred(self._prefetch(arguments, context))
-
-    async def _prefetch(self, arguments, context):
+    async def execute(self, arguments, context):
         patientID = exactValue(arguments, "patient ID")
         action = Action(0, "prefetch", "", "PATIENT", Target(patientID), "", {}, 0)
         count = await context.archive.localActions.prefetch(action)

@@ -11,10 +11,9 @@ objects it removed; nothing matched is a ``CommandError``.
 
 import re
 
-from twisted.internet import defer
 from twisted.logger import Logger
 
-from pacscore.control.arguments import ControlCommand, fields
+from pacscore.control.arguments import AsyncControlCommand, fields
 from pacscore.control.context import CommandError
 from pacscore.control.stored import exactValue, fileInstances, storedFile
 from pacscore.db.query import PATIENT_ID, SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, QueryKey
@@ -48,17 +47,14 @@ def patientAndUID(arguments, tag, what):
     return keys
 
 
-class _Delete(ControlCommand):
+class _Delete(AsyncControlCommand):
     """A delete: ``selection`` gives the Instances, ``files`` says whether
     their files go too."""
 
     log = Logger()
     files = True
 
-    def run(self, arguments, context):
-        return defer.ensureDeferred(self._delete(arguments, context))
-
-    async def _delete(self, arguments, context):
+    async def execute(self, arguments, context):
         what = arguments.strip()
         instances = await self.selection(arguments, context.archive)
         if not instances:

@@ -17,7 +17,7 @@ import os
 from twisted.internet import defer, threads
 from twisted.logger import Logger
 
-from pacscore.control.arguments import ControlCommand, fields, number
+from pacscore.control.arguments import AsyncControlCommand, ControlCommand, fields, number
 from pacscore.control.context import CommandError
 from pacscore.control.stored import storedFile, storedName
 from pacscore.storage.regen import Regenerator
@@ -55,15 +55,12 @@ def device(archive, name):
     raise CommandError(f"no device {name.strip()!r} ({', '.join(d.name for d in archive.devices)})")
 
 
-class _Regen(ControlCommand):
+class _Regen(AsyncControlCommand):
     """Runs ``regenerate(regenerator, arguments)`` in a worker."""
 
     log = Logger()
 
-    def run(self, arguments, context):
-        return defer.ensureDeferred(self._run(arguments, context))
-
-    async def _run(self, arguments, context):
+    async def execute(self, arguments, context):
         archive = context.archive
         work = self.prepare(archive, arguments)
         await self.before(archive)
@@ -157,15 +154,13 @@ class InitializeTables(ControlCommand):
         return d.addCallback(lambda _: f"Initialized {names}")
 
 
-class MakeSpace(ControlCommand):
+class MakeSpace(AsyncControlCommand):
     name = "makespace"
     usage = "--makespace:#  Delete old patients to make #MB space"
     log = Logger()
 
-    def run(self, arguments, context):
-        return defer.ensureDeferred(self._makeSpace(number(arguments, "#"), context))
-
-    async def _makeSpace(self, megabytes, context):
+    async def execute(self, arguments, context):
+        megabytes = number(arguments, "#")
         keeper = context.archive.spaceKeeper
         lines = []
 

@@ -76,11 +76,15 @@ class Index:
         with self.engine.connect() as connection:
             return connection.execute(select(self.tables.image.c[0]).limit(1)).first() is not None
 
+    @property
+    def imageKey(self):
+        """The image table's key column (SOPInstanceUID in dicom.sql)."""
+        return self._levels[3].key
+
     def storedOn(self, connection, deviceName):
         """``(SOPInstanceUID, ObjectFile)`` of every image on ``deviceName``."""
-        image = self._levels[3]
-        columns = image.table.c
-        return connection.execute(select(image.key, columns.ObjectFile).where(columns.DeviceName == deviceName)
+        columns = self.tables.image.c
+        return connection.execute(select(self.imageKey, columns.ObjectFile).where(columns.DeviceName == deviceName)
                                   .order_by(columns.ObjectFile)).all()
 
     def initializeTables(self, worklist=False, connection=None):

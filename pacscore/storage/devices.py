@@ -11,10 +11,14 @@ import collections
 import errno
 import itertools
 import os
+import shutil
 import threading
 
 TEMP_FOLDER = ".pacs-tmp"
 FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+COPY_CHUNK = 1 << 20
+
+_renaming = threading.Lock()  # copyFile: no older copy overwrites a newer one
 
 
 class MagDevice:
@@ -101,3 +105,51 @@ def makeDirectories(path):
         except FileExistsError:
             continue
         fsyncDirectory(os.path.dirname(folder))
+
+
+def copyFile(source, device, relative):
+    """Copy the file ``source`` into ``device`` as ``relative``, durably
+    (temporary file, fsync, rename, fsync of the folder; a device folder
+    that went away is made again).  Blocking.  Returns False, copying
+    nothing, when ``source`` is gone, or is replaced by another file while
+    it is copied (a new object stored under its name); OSError when the
+    device cannot be written."""
+    target = device.absolute(relative)
+    try:
+        original = open(source, "rb")
+    except FileNotFoundError:
+        return False
+    temporary = None
+    try:
+        with original:
+            copied = _identity(os.fstat(original.fileno()))
+            if not os.path.isdir(device.tempDir):
+                device.prepare()
+            temporary, low = device.takeTemporaryFile()
+            if low:
+                device.refillTemporaryFiles()
+            with open(temporary, "wb") as out:
+                shutil.copyfileobj(original, out, COPY_CHUNK)
+                out.flush()
+                os.fsync(out.fileno())
+        folder = os.path.dirname(target)
+        makeDirectories(folder)
+        with _renaming:
+            try:
+                current = _identity(os.stat(source))
+            except FileNotFoundError:
+                current = None
+            if current != copied:
+                return False
+            os.replace(temporary, target)
+            temporary = None
+        fsyncDirectory(folder)
+        return True
+    finally:
+        if temporary is not None and os.path.exists(temporary):
+            os.unlink(temporary)
+
+
+def _identity(status):
+    """What tells a file from its replacement: inode, size, modification time."""
+    return status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns

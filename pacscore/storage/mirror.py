@@ -16,12 +16,10 @@ object deletes both copies.
 """
 
 import os
-import shutil
-import threading
 
 from twisted.logger import Logger
 
-from pacscore.storage.devices import MagDevice, fsyncDirectory, makeDirectories
+from pacscore.storage.devices import MagDevice, copyFile
 
 MIRROR_COPY = "MIRRORCOPY"  # the export queue's name for the job of a copy
 CHUNK = 1 << 20
@@ -37,7 +35,6 @@ class Mirrors:
 
     def __init__(self, mirrors=None):
         self.devices = dict(mirrors or {})
-        self._renaming = threading.Lock()
 
     @classmethod
     def fromConfiguration(cls, configuration):
@@ -80,46 +77,9 @@ class Mirrors:
 
     def copy(self, deviceName, objectFile, source):
         """Copy the file ``source`` (``objectFile`` of ``deviceName``) to
-        its mirror, durably; returns whether the copy was put in place.
-        Blocking: call it in a worker.  Nothing is copied when ``source``
-        is gone (the object was deleted), and the copy is dropped when
-        ``source`` is replaced by a new object meanwhile (whose own job
-        copies it).  OSError when the mirror cannot be written."""
-        mirror = self.devices[deviceName]
-        target = mirror.absolute(objectFile)
-        try:
-            original = open(source, "rb")
-        except FileNotFoundError:
-            return False
-        temporary = None
-        try:
-            with original:
-                copied = _identity(os.fstat(original.fileno()))
-                if not os.path.isdir(mirror.tempDir):  # a mirror disk that was away
-                    mirror.prepare()
-                temporary, low = mirror.takeTemporaryFile()
-                if low:
-                    mirror.refillTemporaryFiles()
-                with open(temporary, "wb") as out:
-                    shutil.copyfileobj(original, out, CHUNK)
-                    out.flush()
-                    os.fsync(out.fileno())
-            folder = os.path.dirname(target)
-            makeDirectories(folder)
-            with self._renaming:  # no older copy overwrites a newer one
-                try:
-                    current = _identity(os.stat(source))
-                except FileNotFoundError:
-                    current = None
-                if current != copied:
-                    return False
-                os.replace(temporary, target)
-                temporary = None
-            fsyncDirectory(folder)
-            return True
-        finally:
-            if temporary is not None and os.path.exists(temporary):
-                os.unlink(temporary)
+        its mirror, durably (``copyFile``); returns whether the copy was put
+        in place.  OSError when the mirror cannot be written."""
+        return copyFile(source, self.devices[deviceName], objectFile)
 
     def remove(self, deviceName, objectFile):
         """Delete the mirror copy of ``objectFile``, if there is one."""
@@ -198,8 +158,3 @@ class Verification:
         return (f"{self.deviceName} against {self.mirrorName}: {self.identical} identical, "
                 f"{len(self.damaged)} missing or different (queued for copying), "
                 f"{self.unreadable} unreadable on {self.deviceName}, {self.queued} not copied yet")
-
-
-def _identity(status):
-    """What tells a file from its replacement: inode, size, modification time."""
-    return status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns

@@ -35,6 +35,19 @@ class Missing(NamedTuple):
     reason: str
 
 
+def fileError(path):
+    """Why the Part-10 file ``path`` is unusable (missing, not Part-10,
+    truncated or damaged data set), or None when it reads to its end."""
+    try:
+        with open(path, "rb") as f:
+            syntax, _, offset = readFileMeta(f)
+            f.seek(offset)
+            walkDataset(f, syntax, frozenset(), 0, 0xFFFFFFFF)
+    except (OSError, DatasetError) as e:
+        return str(e) or type(e).__name__
+    return None
+
+
 class ObjectReader:
     """Finds and reads the files of indexed objects on the MAG devices
     (and their ``mirrors``)."""
@@ -73,13 +86,9 @@ class ObjectReader:
         """Why the file an index row names is unusable (missing, not Part-10,
         truncated or damaged data set), or None when it reads to its end."""
         try:
-            with open(self.path(deviceName, objectFile), "rb") as f:
-                syntax, _, offset = readFileMeta(f)
-                f.seek(offset)
-                walkDataset(f, syntax, frozenset(), 0, 0xFFFFFFFF)
-        except (OSError, DatasetError) as e:
-            return str(e) or type(e).__name__
-        return None
+            return fileError(self.path(deviceName, objectFile))
+        except OSError as e:
+            return str(e)
 
     def locate(self, instances):
         """``StoredObject`` or ``Missing`` for each ``pacscore.db.query.Instance``."""

@@ -14,8 +14,9 @@ deleted until 5 MB more than the threshold is free.  That runs in the
 background, one clean-up at a time (``clean``), so the object being written
 waits for nothing (if the disk is really full it gets A700, as without a
 threshold).  A threshold of 0, or ``IgnoreMAGDeviceThreshHold = 1``, turns
-it off.  ``NightlyCleanThreshold`` (``NightlyClean``) does the same once a
-night, at 01:00.
+it off.  ``NightlyCleanThreshold`` (a ``Nightly`` service) does the same once a
+night, at 01:00; ``NightlyMoveThreshold`` moves patients to
+``NightlyMoveTarget`` instead (``moveIfBelow``), at 02:00.
 """
 
 import shutil
@@ -71,26 +72,29 @@ def patientsInDeletionOrder(connection, query, sortTag):
 
 class SpaceKeeper:
     """``device`` is MAG0; ``actions`` the archive's ``LocalActions``;
-    ``threshold`` Conquest's MAGDeviceThreshold in bytes (0: off);
-    ``sortTag`` what LRUSort orders patients by (``lruSortTag``)."""
+    ``mover`` its ``DeviceMover``; ``threshold`` Conquest's
+    MAGDeviceThreshold in bytes (0: off); ``sortTag`` what LRUSort orders
+    patients by (``lruSortTag``)."""
 
     log = Logger()
     freeSpace = staticmethod(freeSpace)
 
-    def __init__(self, device, index, query, actions, workers, threshold=0, sortTag=None):
+    def __init__(self, device, index, query, actions, workers, threshold=0, sortTag=None, mover=None):
         self.device = device
         self.index = index
         self.query = query
         self.actions = actions
+        self.mover = mover
         self.workers = workers
         self.threshold = threshold
         self.sortTag = sortTag
         self.cleaning = None  # the Deferred of the clean-up under way, or None
 
-    async def makeSpace(self, wanted, report=lambda line: None):
-        """Delete patients until ``wanted`` bytes are free on the device,
-        calling ``report`` with a line for each; fires with the free bytes
-        (fewer than wanted when there was nobody left to delete)."""
+    async def makeSpace(self, wanted, report=lambda line: None, moveTo=None):
+        """Delete patients (or, with ``moveTo``, move their objects on the
+        device to that MAG device) until ``wanted`` bytes are free on the
+        device, calling ``report`` with a line for each; fires with the free
+        bytes (fewer than wanted when there was nobody left)."""
         free = await self.workers.deferToWorker(self.freeSpace, self.device.path)
         for patientID in await self.index.runQuery(patientsInDeletionOrder, self.query, self.sortTag):
             if free >= wanted:
@@ -99,10 +103,31 @@ class SpaceKeeper:
                 continue  # would not select this patient alone
             instances = await self.index.runQuery(self.query.instances, "IMAGE",
                                                   [QueryKey(PATIENT_ID, "LO", patientID)])
-            count = await self.actions.removeInstances(instances)
-            report(f"deleted patient {patientID}: {count} object(s)")
+            if moveTo is None:
+                count = await self.actions.removeInstances(instances)
+                report(f"deleted patient {patientID}: {count} object(s)")
+            else:
+                here = [(i.sopInstanceUID, i.deviceName, i.objectFile) for i in instances
+                        if i.deviceName == self.device.name]
+                if not here:
+                    continue
+                count = await self.mover.move(here, moveTo)
+                report(f"moved patient {patientID}: {count} object(s) to {moveTo}")
             free = await self.workers.deferToWorker(self.freeSpace, self.device.path)
         return free
+
+    async def moveIfBelow(self, threshold, target):
+        """Conquest's NightlyMoveThreshold: when less than ``threshold``
+        bytes are free, move patients to the MAG device ``target`` until
+        that much is free."""
+        if await self.workers.deferToWorker(self.freeSpace, self.device.path) >= threshold:
+            return
+        self.log.warn("less than {threshold} MB free on {device} (NightlyMoveThreshold): moving the least "
+                      "recently used patients to {target}", threshold=threshold // MEGABYTE,
+                      device=self.device.name, target=target)
+        free = await self.makeSpace(threshold, lambda line: self.log.info("NightlyMoveThreshold: {line}", line=line),
+                                    moveTo=target)
+        self._cleaned(free, threshold)
 
     def checkFromThread(self):
         """In an I/O thread, before an object is written: start a clean-up
@@ -143,17 +168,17 @@ class SpaceKeeper:
         self.cleaning = None
 
 
-class NightlyClean(service.Service):
-    """Conquest's ``NightlyCleanThreshold`` (MB, here in bytes): at 01:00
-    local time, when MAG0 has less than that free, the ``keeper`` deletes
-    the least recently used patients until 5 MB more is free."""
+class Nightly(service.Service):
+    """Runs ``task()`` (a coroutine function) every night at ``hour``:00
+    local time; ``name`` (the dicom.ini key) is in the log lines.
+    Conquest's NightlyCleanThreshold (01:00) and NightlyMoveThreshold (02:00)."""
 
     log = Logger()
-    hour = 1
 
-    def __init__(self, keeper, threshold, clock):
-        self.keeper = keeper
-        self.threshold = threshold
+    def __init__(self, name, hour, task, clock):
+        self.name = name
+        self.hour = hour
+        self.task = task
         self.clock = clock
         self._call = None
 
@@ -168,19 +193,19 @@ class NightlyClean(service.Service):
         self._call = None
 
     def nextRun(self, now):
-        """Seconds since the epoch of the first 01:00 (local time) after ``now``."""
+        """Seconds since the epoch of the first ``hour``:00 (local time) after ``now``."""
         day = time.localtime(now)
-        for offset in (0, 1, 2):  # 2: a day that has no 01:00 (a clock change)
+        for offset in (0, 1, 2):  # 2: a day that has no such hour (a clock change)
             target = time.mktime((day.tm_year, day.tm_mon, day.tm_mday + offset, self.hour, 0, 0, 0, 0, -1))
             if target > now:
                 return target
-        raise AssertionError("no 01:00 within two days")
+        raise AssertionError(f"no {self.hour}:00 within two days")
 
     def _schedule(self):
         now = self.clock.seconds()
         self._call = self.clock.callLater(self.nextRun(now) - now, self._run)
 
     def _run(self):
-        d = defer.ensureDeferred(self.keeper.cleanIfBelow(self.threshold, "NightlyCleanThreshold"))
-        d.addErrback(lambda failure: self.log.failure("NightlyCleanThreshold check failed", failure))
+        d = defer.ensureDeferred(self.task())
+        d.addErrback(lambda failure: self.log.failure("{name} failed", failure, name=self.name))
         d.addBoth(lambda _: self._schedule() if self.running else None)

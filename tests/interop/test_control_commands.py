@@ -44,6 +44,7 @@ from pacscore.testing.orders import orderMessage, writeMessages
 from tests.interop.index import snapshot
 from tests.interop.peers import StorescpServer
 from tests.interop.server import BIN, PacsServer, dcmtk
+from tests.interop.test_retrieve import getSeries
 
 MB = 1 << 20
 DESTINATION = "CMDDEST"   # no wildcard entry of the default acrnema.map (V*, S*) matches it
@@ -134,6 +135,9 @@ COVERAGE = {
     "seriesfinder": _HERE + "DataCommandTests.test_studyfinderAndSeriesfinder",
     "serieslister": _OTHER + "test_control_data.ControlDataTests.test_queryAndFinders",
     "studyfinder": _HERE + "DataCommandTests.test_studyfinderAndSeriesfinder",
+    "movedatatodevice": _HERE + "DeviceCommandTests.test_movedatatodeviceThenRenamedevice",
+    "renamedevice": _HERE + "DeviceCommandTests.test_movedatatodeviceThenRenamedevice",
+    "testimages": _HERE + "MaintenanceCommandTests.test_testimages",
     "testmode": _HERE + "MaintenanceCommandTests.test_testmode",
     "verifymirrordisk": _OTHER + "test_mirror.MirrorTests.test_verifyCopiesDamagedCopiesAgain",
     "write_amap": _OTHER + "test_control_configuration.ControlConfigurationTests.test_putAmapIsLiveForMove",
@@ -144,6 +148,7 @@ BAD_ARGUMENTS = (
     ("--verifymirrordisk:", "there is no mirror device (MIRRORDevices, MIRRORDevice0 ... in dicom.ini)"),
     ("--verifymirrordisk:MAG0", "MAG0 has no mirror device (MIRRORDevice0 in dicom.ini)"),
     ("--verifymirrordisk:MAG7", "no device 'MAG7' (MAG0)"),
+    ("--testimages:MAG7", "no device 'MAG7' (MAG0)"),
     ("--get_ini_num:last", "index must be a number, not 'last'"),
     ("--get_sop:first,%s", "index must be a number, not 'first'"),
     ("--delete_sop:9999", "no sop entry 9999: there are "),
@@ -726,6 +731,37 @@ class DataCommandTests(DgateMixin, unittest.TestCase):
         self.assertEqual(sorted(output[8:]), expected, "through C-FIND")
 
 
+class DeviceCommandTests(DgateMixin, unittest.TestCase):
+    """movedatatodevice and renamedevice on a server with MAG0 and MAG1."""
+
+    def setUp(self):
+        self.workdir = tempfile.mkdtemp(prefix="pacs-controlcommands-devices-")
+        self.addCleanup(shutil.rmtree, self.workdir, True)
+        self.server = PacsServer(os.path.join(self.workdir, "pacs"))
+        self.mag1 = os.path.join(self.server.workdir, "data1")
+        self.server.setIni(MAGDevices="2", MAGDevice1="./data1/")
+        self.server.start()
+        self.addCleanup(self.server.stop)
+        self.images = writeImages(os.path.join(self.workdir, "corpus"), "MOVED", ["20240105"], imagesPerSeries=3)
+        self.store(*self.images)
+
+    def test_movedatatodeviceThenRenamedevice(self):
+        before = {uid: objectFile for uid, objectFile in
+                  indexQuery(self.server, "SELECT SOPInstanceUID, ObjectFile FROM DICOMImages")}
+        self.assertEqual(self.dgate("--movedatatodevice:MAG1,MAG0"), ["3 object(s) moved from MAG0 to MAG1"])
+        self.assertEqual(indexQuery(self.server, "SELECT DISTINCT DeviceName FROM DICOMImages"), [("MAG1",)])
+        for objectFile in before.values():
+            self.assertTrue(os.path.exists(os.path.join(self.mag1, objectFile)))
+            self.assertFalse(os.path.exists(os.path.join(self.server.dataDir, objectFile)))
+        image = self.images[0]
+        self.assertEqual(getSeries(self.server, self.workdir, image.studyUID, image.seriesUID), set(before))
+        self.assertEqual(self.dgate("-atMAG1"), ["MAG1: 3 of 3 files read to their end, 0 unusable"])
+        folder = os.path.dirname(before[image.sopUID]).split("/")[0]
+        os.rename(os.path.join(self.mag1, folder), os.path.join(self.server.dataDir, folder))
+        self.assertEqual(self.dgate("--renamedevice:MAG1,MAG0"), ["3 image(s) renamed from MAG1 to MAG0"])
+        self.assertEqual(getSeries(self.server, self.workdir, image.studyUID, image.seriesUID), set(before))
+
+
 class MaintenanceCommandTests(DgateMixin, unittest.TestCase):
     """regendir/regendev, testmode, the log commands and get_freestore."""
 
@@ -763,6 +799,25 @@ class MaintenanceCommandTests(DgateMixin, unittest.TestCase):
                          [f"{len(before['DICOMImages'])} file(s) indexed, 0 failed, 0 duplicate SOP instance(s)"])
         self.assertIn("MAG0", result.stderr, "progress lines")
         self.assertEqual(snapshot(self.server.database), before)
+
+    def test_testimages(self):
+        count = len(self.images)
+        self.assertEqual(self.dgate("--testimages:MAG0"),
+                         [f"MAG0: {count} of {count} files read to their end, 0 unusable"])
+        [(objectFile,)] = indexQuery(self.server, "SELECT ObjectFile FROM DICOMImages WHERE ImagePat = 'REGEN2' "
+                                                  "ORDER BY ObjectFile LIMIT 1")
+        path = os.path.join(self.server.dataDir, objectFile)
+        with open(path, "rb") as f:
+            content = f.read()
+        with open(path, "r+b") as f:
+            f.truncate(len(content) - 100)
+
+        def restore():
+            with open(path, "wb") as f:
+                f.write(content)
+        self.addCleanup(restore)
+        result = self.dgateFails("-at", f"MAG0: {count - 1} of {count} files read to their end, 1 unusable")
+        self.assertIn(f"MAG0:{objectFile}: ", result.stderr)
 
     def test_testmode(self):
         images = writeImages(os.path.join(self.workdir, "testmode"), "TESTMODE", ["20240104"])

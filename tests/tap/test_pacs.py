@@ -9,7 +9,7 @@ import sys
 from twisted.python import usage
 from twisted.trial import unittest
 
-from pacscore.storage.space import NightlyClean
+from pacscore.storage.space import Nightly
 from pacscore.testing.mutations import mutated
 from tap.pacs import Options
 from tests.interop.server import BIN, CONFIG_FILES, PacsServer
@@ -179,13 +179,12 @@ class ConfigurationValueTests(unittest.TestCase):
         self.assertIn("overlap", error)
 
     def test_nightlyCleanIsAServiceWhenSet(self):
-        for value, expected in (("0", []), ("300", [300 << 20])):
+        for value, expected in (("0", []), ("300", ["NightlyCleanThreshold"])):
             server, args = self.optionsFor(NightlyCleanThreshold=value)
             options = Options()
             options.parseOptions(args)
             self.addCleanup(options.archive.engine.dispose)
-            self.assertEqual([child.threshold for child in options.services if isinstance(child, NightlyClean)],
-                             expected)
+            self.assertEqual([child.name for child in options.services if isinstance(child, Nightly)], expected)
 
     def test_badTLSEndpoint(self):
         self.assertIn("--dicom-tls 'mtls:2762:privateKey=/no/key.pem:caCerts=/no/ca.pem' is not a usable endpoint "

@@ -42,9 +42,10 @@ class CliTests(unittest.TestCase):
         self.assertEqual((options["port"], options["host"], options["workdir"], options["commands"]),
                          (5679, "pacs.example", "/srv/pacs", ["--display_status:"]))
 
-    def test_verifyMirrorDiskShorthand(self):
-        self.assertEqual(parseArguments(["-avMAG0", "-av"])["commands"],
-                         ["--verifymirrordisk:MAG0", "--verifymirrordisk:"])
+    def test_archivalShorthands(self):
+        self.assertEqual(parseArguments(["-avMAG0", "-av", "-atMAG1", "-amMAG0,MAG1", "-aeMAG3,MAG0"])["commands"],
+                         ["--verifymirrordisk:MAG0", "--verifymirrordisk:", "--testimages:MAG1",
+                          "--movedatatodevice:MAG1,MAG0", "--renamedevice:MAG3,MAG0"])
 
     def test_badPort(self):
         code, output = self.dgate("-pabc", "--display_status:")

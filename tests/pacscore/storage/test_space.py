@@ -11,7 +11,7 @@ from twisted.internet import defer, task
 from twisted.trial import unittest
 
 from pacscore.config.errors import ConfigError
-from pacscore.storage.space import MEGABYTE, STUDY_DATE, NightlyClean, patientsInDeletionOrder, lruSortTag
+from pacscore.storage.space import MEGABYTE, STUDY_DATE, Nightly, patientsInDeletionOrder, lruSortTag
 from tests.pacscore.control.running import RunningArchive
 
 
@@ -109,35 +109,30 @@ class LRUSortTests(unittest.TestCase):
         self.assertIn("LRUSort = PatientName: expected StudyDate, PatientBir or AccessTime", str(error))
 
 
-class Keeper:
-    def __init__(self):
-        self.checks = []
-
-    async def cleanIfBelow(self, threshold, reason):
-        self.checks.append((threshold, reason))
-
-
-class NightlyCleanTests(unittest.TestCase):
+class NightlyTests(unittest.TestCase):
 
     def at(self, day, hour, minute=0):
         return time.mktime((2026, 3, day, hour, minute, 0, 0, 0, -1))
 
     def test_nextRunIsTheNext0100LocalTime(self):
-        nightly = NightlyClean(Keeper(), MEGABYTE, task.Clock())
+        nightly = Nightly("NightlyCleanThreshold", 1, None, task.Clock())
         self.assertEqual(nightly.nextRun(self.at(1, 0, 30)), self.at(1, 1))
         self.assertEqual(nightly.nextRun(self.at(1, 1)), self.at(2, 1))
         self.assertEqual(nightly.nextRun(self.at(1, 23, 59)), self.at(2, 1))
         self.assertEqual(nightly.nextRun(self.at(31, 12)), time.mktime((2026, 4, 1, 1, 0, 0, 0, 0, -1)))
 
-    def test_checksEveryNightAt0100(self):
-        clock, keeper = task.Clock(), Keeper()
+    def test_runsEveryNightAtItsHour(self):
+        clock, runs = task.Clock(), []
+
+        async def run():
+            runs.append(clock.seconds())
         clock.advance(self.at(1, 0, 59))
-        nightly = NightlyClean(keeper, 300 * MEGABYTE, clock)
+        nightly = Nightly("NightlyCleanThreshold", 1, run, clock)
         nightly.startService()
         clock.advance(59)
-        self.assertEqual(keeper.checks, [])
+        self.assertEqual(runs, [])
         clock.advance(1)
-        self.assertEqual(keeper.checks, [(300 * MEGABYTE, "NightlyCleanThreshold")])
+        self.assertEqual(runs, [self.at(1, 1)])
         [call] = clock.getDelayedCalls()
         self.assertEqual(call.getTime(), self.at(2, 1))
         nightly.stopService()
@@ -156,6 +151,6 @@ class NightlyCleanTests(unittest.TestCase):
         self.assertIsNone(keeper.cleaning)
 
     def test_fromDicomIni(self):
-        self.assertIsNone(RunningArchive(self).archive.nightlyClean())
-        nightly = RunningArchive(self, ini={"NightlyCleanThreshold": "300"}).archive.nightlyClean()
-        self.assertEqual(nightly.threshold, 300 * MEGABYTE)
+        self.assertEqual(RunningArchive(self).archive.nightlyServices(), [])
+        [nightly] = RunningArchive(self, ini={"NightlyCleanThreshold": "300"}).archive.nightlyServices()
+        self.assertEqual((nightly.name, nightly.hour), ("NightlyCleanThreshold", 1))

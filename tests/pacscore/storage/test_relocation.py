@@ -1,0 +1,115 @@
+"""Moving objects between MAG devices (pacscore.storage.relocation) on a
+real archive with MAG0 and MAG1: the mover, NightlyMoveThreshold's
+moves and the control commands movedatatodevice and renamedevice."""
+
+import os
+
+from twisted.internet import defer
+from twisted.trial import unittest
+
+from pacscore.config.errors import ConfigError
+from pacscore.control.context import CommandError
+from pacscore.control.devices import MoveDataToDevice, RenameDevice, ImageReadTest
+from pacscore.storage.space import MEGABYTE
+from tests.pacscore.control.running import RunningArchive
+
+TWO_DEVICES = {"MAGDevices": "2", "MAGDevice1": "./data1/"}
+
+
+class DeviceMoveTests(unittest.TestCase):
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.running = RunningArchive(self, ini=TWO_DEVICES)
+        self.archive = self.running.archive
+        yield self.running.storeAgedPatients(os.path.abspath(self.mktemp()))
+        self.mag0, self.mag1 = self.archive.devices
+
+    def rows(self):
+        index = self.archive.index
+        image = index.tables.image
+        return self.archive.index.runQuery(lambda connection: {
+            row[0]: (row[1], row[2]) for row in connection.execute(
+                image.select().with_only_columns(index.imageKey, image.c.DeviceName, image.c.ObjectFile))})
+
+    def contents(self, device, relative):
+        with open(device.absolute(relative), "rb") as f:
+            return f.read()
+
+    @defer.inlineCallbacks
+    def test_moveCopiesRepointsAndDeletes(self):
+        before = yield self.rows()
+        uid, (_, objectFile) = sorted(before.items())[0]
+        content = self.contents(self.mag0, objectFile)
+        moved = yield self.archive.deviceMover.move([(uid, "MAG0", objectFile)], "MAG1")
+        self.assertEqual(moved, 1)
+        self.assertEqual((yield self.rows())[uid], ("MAG1", objectFile))
+        self.assertEqual(self.contents(self.mag1, objectFile), content)
+        self.assertFalse(os.path.exists(self.mag0.absolute(objectFile)))
+        self.assertEqual(self.archive.objectReader.path("MAG1", objectFile), self.mag1.absolute(objectFile))
+
+    @defer.inlineCallbacks
+    def test_anObjectWhoseRowChangedKeepsItsFile(self):
+        """The row names another file now (stored anew): the copy goes, the file stays."""
+        before = yield self.rows()
+        uid, (_, objectFile) = sorted(before.items())[0]
+        other = sorted(before.values())[1][1]
+        moved = yield self.archive.deviceMover.move([(uid, "MAG0", other)], "MAG1")
+        self.assertEqual(moved, 0)
+        self.assertEqual((yield self.rows()), before)
+        self.assertTrue(os.path.exists(self.mag0.absolute(other)))
+        self.assertFalse(os.path.exists(self.mag1.absolute(other)))
+
+    @defer.inlineCallbacks
+    def test_moveIfBelowMovesTheLeastRecentlyUsedPatients(self):
+        keeper = self.archive.spaceKeeper
+        keeper.freeSpace = lambda path: (12 - len(self.running.files())) * MEGABYTE
+        yield defer.ensureDeferred(keeper.moveIfBelow(0, "MAG1"))
+        self.assertEqual(len(self.running.files()), 12)
+        yield defer.ensureDeferred(keeper.moveIfBelow(6 * MEGABYTE, "MAG1"))  # 0 free: two patients go
+        rows = yield self.rows()
+        self.assertEqual(sorted(device for device, _ in rows.values()), ["MAG0"] * 4 + ["MAG1"] * 8)
+        self.assertEqual(len(self.running.files()), 4)
+        self.assertEqual((yield self.running.count("patient")), 3)
+
+    @defer.inlineCallbacks
+    def test_moveDataToDeviceThenRenameDeviceThenTestImages(self):
+        output = yield self.running.run(MoveDataToDevice(), "MAG1,MAG0")
+        self.assertEqual(output, "12 object(s) moved from MAG0 to MAG1")
+        self.assertEqual(self.running.progress, ["12 of 12 objects moved to MAG1"])
+        self.assertEqual(self.running.files(), [])
+        self.assertEqual((yield self.running.run(ImageReadTest(), "MAG1")),
+                         "MAG1: 12 of 12 files read to their end, 0 unusable")
+        # the disk of MAG1 is now configured as MAG0: point the rows back without moving a file
+        for name in os.listdir(self.mag1.path):
+            if not name.startswith("."):
+                os.rename(os.path.join(self.mag1.path, name), os.path.join(self.mag0.path, name))
+        self.assertEqual((yield self.running.run(RenameDevice(), "MAG1,MAG0")), "12 image(s) renamed from MAG1 to MAG0")
+        self.assertEqual((yield self.running.run(ImageReadTest(), "MAG0")),
+                         "MAG0: 12 of 12 files read to their end, 0 unusable")
+
+    @defer.inlineCallbacks
+    def test_badArguments(self):
+        for command, arguments, message in ((MoveDataToDevice(), "MAG0,MAG0", "MAG0 is both the source and the target"),
+                                            (MoveDataToDevice(), "MAG2,MAG0", "no device 'MAG2'"),
+                                            (RenameDevice(), "MAG0,MAG7", "no device 'MAG7'"),
+                                            (RenameDevice(), ",MAG0", "renamedevice needs the device name")):
+            error = yield self.assertFailure(self.running.run(command, arguments), CommandError)
+            self.assertIn(message, str(error))
+
+
+class NightlyMoveConfigurationTests(unittest.TestCase):
+
+    def test_nightlyServices(self):
+        running = RunningArchive(self, ini={**TWO_DEVICES, "NightlyMoveThreshold": "100", "NightlyMoveTarget": "mag1",
+                                            "NightlyCleanThreshold": "50"})
+        services = running.archive.nightlyServices()
+        self.assertEqual([(service.name, service.hour) for service in services],
+                         [("NightlyCleanThreshold", 1), ("NightlyMoveThreshold", 2)])
+        self.assertEqual(running.archive.nightlyMoveTarget, "MAG1")
+
+    def test_targetMustBeAnotherMagDevice(self):
+        for ini in ({"NightlyMoveThreshold": "100", "NightlyMoveTarget": "MAG1"},
+                    {**TWO_DEVICES, "NightlyMoveThreshold": "100", "NightlyMoveTarget": "MAG0"}):
+            error = self.assertRaises(ConfigError, RunningArchive, self, ini=ini)
+            self.assertIn("NightlyMoveThreshold moves patients from MAG0 to another MAG device", str(error))

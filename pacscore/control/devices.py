@@ -20,7 +20,7 @@ from pacscore.control.arguments import AsyncControlCommand, ControlCommand, fiel
 from pacscore.control.context import CommandError, formatted
 from pacscore.control.maintenance import device
 from pacscore.control.status import deviceSpace
-from pacscore.storage.reader import fileError
+from pacscore.storage.part10 import fileError
 
 MAX_TEST_MODE = 32  # so that file names stay within the index's ObjectFile column
 
@@ -86,8 +86,7 @@ class VerifyMirrorDisk(AsyncControlCommand):
             queued = await workers.deferToWorker(queue.queuedMirrorCopies, deviceName)
             verification = await workers.deferToWorker(mirrors.verify, deviceName, objects,
                                                        archive.objectReader.magPath, queued, report)
-            await queue.queueMirrorCopies([(uid, deviceName, objectFile)
-                                           for uid, objectFile in verification.damaged])
+            await queue.queueMirrorCopies(verification.damaged)
             summaries.append(verification.summary())
             problems += verification.problems
             self.log.info("{peer}: verifymirrordisk: {summary}", peer=context.peer, summary=summaries[-1])

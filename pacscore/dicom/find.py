@@ -103,7 +103,8 @@ class FindService:
         """Our matches, then the new ones of the virtual servers."""
         local = await matches
         remote = await self.virtual.find(sopClass, decodeDataset(data, syntax))
-        return self.virtual.merge(local, remote, request.level, syntax, keep)
+        return await threads.deferToThreadPool(self.clock, self.clock.getThreadPool(), self.virtual.merge,
+                                               local, remote, request.level, syntax, keep)
 
     def _matches(self, connection, request, encoder):
         """In a reader thread: the encoded matches."""

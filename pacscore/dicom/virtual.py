@@ -24,6 +24,7 @@ after an AE title (Conquest 1.4.12) is not supported: logged and ignored.
 from typing import NamedTuple
 
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 from sqlalchemy import select
 from twisted.logger import Logger
 
@@ -172,7 +173,7 @@ class VirtualServers:
         """Our encoded matches ``local``, then those of ``remote`` (Datasets)
         whose unique key is new, encoded in ``syntax`` with our AE title to
         retrieve from; ``keep(dataset)`` (the result converter) may leave
-        some out."""
+        some out.  Decodes and encodes: call it in a worker."""
         keyword = UNIQUE_KEYS[level]
         seen = {_text(decodeDataset(match, syntax), keyword) for match in local}
         merged = list(local)
@@ -198,7 +199,8 @@ class VirtualServers:
         if findClass == PATIENT_ROOT_FIND:
             request.PatientID = _text(identifier, "PatientID")
         for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
-            setattr(request, keyword, _text(identifier, keyword))
+            value = identifier.get(keyword, "")  # a list of UIDs stays a list
+            setattr(request, keyword, list(value) if isinstance(value, MultiValue) else str(value or "").strip())
         fetched = []
         for server in self.servers:
             try:

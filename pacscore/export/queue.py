@@ -272,7 +272,7 @@ class ExportQueue:
         query = (select(jobs.c.id, jobs.c.Converter, jobs.c.SOPInstanceUID, jobs.c.DeviceName,
                         jobs.c.ObjectFile, jobs.c.CallingAE, jobs.c.CalledAE, jobs.c.Attempts)
                  .where(jobs.c.State == PENDING, jobs.c.NextAttempt <= now)
-                 .order_by(jobs.c.id).limit(limit))
+                 .order_by(jobs.c.NextAttempt, jobs.c.id).limit(limit))
         with self.engine.connect() as connection:
             return [ExportJob(*row) for row in connection.execute(query)]
 

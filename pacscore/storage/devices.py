@@ -109,21 +109,26 @@ def makeDirectories(path):
 
 def copyFile(source, device, relative):
     """Copy the file ``source`` into ``device`` as ``relative``, durably
-    (temporary file, fsync, rename, fsync of the folder; a device folder
-    that went away is made again).  Blocking.  Returns False, copying
-    nothing, when ``source`` is gone, or is replaced by another file while
-    it is copied (a new object stored under its name); OSError when the
-    device cannot be written."""
+    (temporary file, fsync, rename, fsync of the folder; the device's
+    temporary folder is made again if it went, but not the device folder:
+    a disk that is not mounted is an error, not an empty folder to fill).
+    Blocking.  Returns the ``fileIdentity`` of the file copied, or None,
+    copying nothing, when ``source`` is gone, or is replaced by another
+    file while it is copied (a new object stored under its name); OSError
+    when the device cannot be written."""
     target = device.absolute(relative)
     try:
         original = open(source, "rb")
     except FileNotFoundError:
-        return False
+        return None
     temporary = None
     try:
         with original:
-            copied = _identity(os.fstat(original.fileno()))
+            copied = fileIdentity(os.fstat(original.fileno()))
             if not os.path.isdir(device.tempDir):
+                if not os.path.isdir(device.path):
+                    raise FileNotFoundError(errno.ENOENT, f"{device.name} is not there (a disk not mounted?)",
+                                            device.path)
                 device.prepare()
             temporary, low = device.takeTemporaryFile()
             if low:
@@ -135,21 +140,26 @@ def copyFile(source, device, relative):
         folder = os.path.dirname(target)
         makeDirectories(folder)
         with _renaming:
-            try:
-                current = _identity(os.stat(source))
-            except FileNotFoundError:
-                current = None
-            if current != copied:
-                return False
+            if identityOf(source) != copied:
+                return None
             os.replace(temporary, target)
             temporary = None
         fsyncDirectory(folder)
-        return True
+        return copied
     finally:
         if temporary is not None and os.path.exists(temporary):
             os.unlink(temporary)
 
 
-def _identity(status):
-    """What tells a file from its replacement: inode, size, modification time."""
+def fileIdentity(status):
+    """What tells a file (its ``os.stat``) from its replacement: inode, size,
+    modification time."""
     return status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns
+
+
+def identityOf(path):
+    """The ``fileIdentity`` of ``path``, or None when there is no such file."""
+    try:
+        return fileIdentity(os.stat(path))
+    except FileNotFoundError:
+        return None

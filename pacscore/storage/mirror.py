@@ -12,7 +12,8 @@ is written like a stored object: temporary file, fsync, rename, fsync of
 its folder.  The objects of a MAG device can be verified against its
 mirror (``dgate --verifymirrordisk:MAGn``); reads fall back on the mirror
 copy of a file missing from its MAG device (``ObjectReader``); deleting an
-object deletes both copies.
+object deletes both copies.  A mirror folder that is not there (a disk not
+mounted) fails the copies, which are retried; it is never made anew.
 """
 
 import os
@@ -20,6 +21,7 @@ import os
 from twisted.logger import Logger
 
 from pacscore.storage.devices import MagDevice, copyFile
+from pacscore.storage.part10 import fileError
 
 MIRROR_COPY = "MIRRORCOPY"  # the export queue's name for the job of a copy
 CHUNK = 1 << 20
@@ -79,7 +81,7 @@ class Mirrors:
         """Copy the file ``source`` (``objectFile`` of ``deviceName``) to
         its mirror, durably (``copyFile``); returns whether the copy was put
         in place.  OSError when the mirror cannot be written."""
-        return copyFile(source, self.devices[deviceName], objectFile)
+        return copyFile(source, self.devices[deviceName], objectFile) is not None
 
     def remove(self, deviceName, objectFile):
         """Delete the mirror copy of ``objectFile``, if there is one."""
@@ -101,16 +103,22 @@ class Mirrors:
             if objectFile in queued:
                 verification.queued += 1
             else:
+                path = magPath(deviceName, objectFile)
                 try:
-                    problem = self.compare(deviceName, objectFile, magPath(deviceName, objectFile))
+                    problem = self.compare(deviceName, objectFile, path)
                 except OSError as e:
                     verification.unreadable += 1
                     report(f"{deviceName}:{objectFile}: cannot be read ({e.strerror or e})")
                 else:
+                    damage = fileError(path) if problem == DIFFERENT else None
                     if problem is None:
                         verification.identical += 1
+                    elif damage is not None:  # the mirror copy may be the good one: not overwritten
+                        verification.unreadable += 1
+                        report(f"{deviceName}:{objectFile}: mirror copy different, and the file on "
+                               f"{deviceName} is damaged ({damage}); its mirror copy is kept")
                     else:
-                        verification.damaged.append((uid, objectFile))
+                        verification.damaged.append((uid, deviceName, objectFile))
                         report(f"{deviceName}:{objectFile}: mirror copy {problem}")
             if count % progressEvery == 0:
                 report(f"{count} of {len(objects)} files of {deviceName} verified")
@@ -139,8 +147,9 @@ class Mirrors:
 
 class Verification:
     """What ``Mirrors.verify`` found: files whose copy is identical, still
-    ``queued``, missing or different (``damaged``: their UIDs and
-    ObjectFiles), and files ``unreadable`` on the MAG device."""
+    ``queued``, missing or different (``damaged``: their SOPInstanceUID,
+    DeviceName, ObjectFile), and files ``unreadable`` (or damaged) on the
+    MAG device."""
 
     def __init__(self, deviceName, mirrorName):
         self.deviceName = deviceName

@@ -11,7 +11,7 @@ import struct
 
 from pacscore.storage.attributes import (
     EXPLICIT_VR_BIG_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN,
-    readAttributes, walkDataset)
+    DatasetError, readAttributes, walkDataset)
 
 PREAMBLE_LENGTH = 128
 MAGIC = b"DICM"
@@ -119,3 +119,16 @@ def readFileAttributes(path, tags):
     with open(path, "rb") as fileobj:
         transferSyntax = readFileMeta(fileobj)[0]
         return transferSyntax, readAttributes(fileobj, transferSyntax, tags)
+
+
+def fileError(path):
+    """Why the Part-10 file ``path`` is unusable (missing, not Part-10,
+    truncated or damaged data set), or None when it reads to its end."""
+    try:
+        with open(path, "rb") as f:
+            syntax, _, offset = readFileMeta(f)
+            f.seek(offset)
+            walkDataset(f, syntax, frozenset(), 0, 0xFFFFFFFF)
+    except (OSError, DatasetError) as e:
+        return str(e) or type(e).__name__
+    return None

@@ -12,7 +12,8 @@ from typing import NamedTuple
 
 from twisted.logger import Logger
 
-from pacscore.storage.attributes import DatasetError, walkDataset
+from pacscore.storage import part10
+from pacscore.storage.attributes import DatasetError
 from pacscore.storage.mirror import Mirrors
 from pacscore.storage.part10 import readFileMeta
 
@@ -33,19 +34,6 @@ class Missing(NamedTuple):
 
     sopInstanceUID: str
     reason: str
-
-
-def fileError(path):
-    """Why the Part-10 file ``path`` is unusable (missing, not Part-10,
-    truncated or damaged data set), or None when it reads to its end."""
-    try:
-        with open(path, "rb") as f:
-            syntax, _, offset = readFileMeta(f)
-            f.seek(offset)
-            walkDataset(f, syntax, frozenset(), 0, 0xFFFFFFFF)
-    except (OSError, DatasetError) as e:
-        return str(e) or type(e).__name__
-    return None
 
 
 class ObjectReader:
@@ -86,7 +74,7 @@ class ObjectReader:
         """Why the file an index row names is unusable (missing, not Part-10,
         truncated or damaged data set), or None when it reads to its end."""
         try:
-            return fileError(self.path(deviceName, objectFile))
+            return part10.fileError(self.path(deviceName, objectFile))
         except OSError as e:
             return str(e)
 

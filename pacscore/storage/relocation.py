@@ -9,8 +9,9 @@ Each object is copied to the same relative name on the target, durably
 writer, in order with stores; then the old file (and its mirror copy, a
 mirror of the target is not made: manual) is deleted.  A crash between two
 steps leaves a copy too many, never an object without a file.  An object
-stored anew while it moves keeps its new file: the row no longer names the
-old one, so the copy on the target is deleted instead.
+stored anew while it moves (under the same name or another) keeps its new
+file: each step checks that the file is still the one copied, and the copy
+on the target is deleted instead.
 """
 
 import os
@@ -18,7 +19,7 @@ import os
 from sqlalchemy import and_, bindparam
 from twisted.logger import Logger
 
-from pacscore.storage.devices import copyFile
+from pacscore.storage.devices import copyFile, identityOf
 
 
 class DeviceMover:
@@ -50,31 +51,64 @@ class DeviceMover:
         return len(moved)
 
     def _copy(self, objects, device):
-        """In a worker: copy each object to ``device``; those copied."""
+        """In a worker: copy each object to ``device``; ``(object, identity
+        of the file copied)`` of those copied."""
         copied = []
         for uid, deviceName, objectFile in objects:
-            if copyFile(self.reader.magPath(deviceName, objectFile), device, objectFile):
-                copied.append((uid, deviceName, objectFile))
-            else:
+            identity = copyFile(self.reader.magPath(deviceName, objectFile), device, objectFile)
+            if identity is None:
                 self.log.info("{device}:{path} is gone or was replaced: not moved", device=deviceName,
                               path=objectFile)
+            else:
+                copied.append(((uid, deviceName, objectFile), identity))
         return copied
 
-    def _repointRows(self, connection, objects, target):
-        """In the index writer: the objects whose row now names ``target``."""
-        moved = [o for o in objects
-                 if connection.execute(self._repoint, {"b_uid": o[0], "b_from": o[1], "b_file": o[2],
-                                                       "b_to": target}).rowcount]
+    def _repointRows(self, connection, copied, target):
+        """In the index writer (so no store of the same objects runs
+        meanwhile): point at ``target`` the rows of the objects whose file
+        is still the one copied; those moved."""
+        moved = []
+        for (uid, deviceName, objectFile), identity in copied:
+            if identityOf(self.reader.magPath(deviceName, objectFile)) != identity:
+                continue  # stored anew under the same name since it was copied
+            if connection.execute(self._repoint, {"b_uid": uid, "b_from": deviceName, "b_file": objectFile,
+                                                  "b_to": target}).rowcount:
+                moved.append(((uid, deviceName, objectFile), identity))
         self.index.forgetCache()
         return moved
 
     def _remove(self, moved, stale, device):
-        """In a worker: the old files of ``moved`` objects (and their mirror
-        copies), and the new copies of ``stale`` ones."""
-        paths = [path for _, deviceName, objectFile in moved for path in self.reader.copies(deviceName, objectFile)]
-        paths += [device.absolute(objectFile) for _, _, objectFile in stale]
-        for path in paths:
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
+        """In a worker: the old files of ``moved`` objects (unless stored
+        anew since: set aside, checked, then deleted or put back) and their
+        mirror copies, and the new copies of ``stale`` ones."""
+        for (_, deviceName, objectFile), identity in moved:
+            _removeIfSame(self.reader.magPath(deviceName, objectFile), identity)
+            for path in self.reader.copies(deviceName, objectFile)[1:]:
+                _unlink(path)
+        for (_, _, objectFile), _ in stale:
+            _unlink(device.absolute(objectFile))
+
+
+def _unlink(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _removeIfSame(path, identity):
+    """Delete ``path`` if it is still the file of ``identity``; a file
+    stored there since stays (never overwritten: put back with a link)."""
+    aside = f"{path}.moved-{os.getpid()}"
+    try:
+        os.rename(path, aside)
+    except FileNotFoundError:
+        return
+    if identityOf(aside) == identity:
+        os.unlink(aside)
+        return
+    try:
+        os.link(aside, path)
+    except FileExistsError:
+        pass  # a newer object is there already
+    os.unlink(aside)

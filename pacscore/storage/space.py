@@ -133,7 +133,11 @@ class SpaceKeeper:
         """In an I/O thread, before an object is written: start a clean-up
         (in the reactor) when the device is below the threshold."""
         if self.threshold and self.freeSpace(self.device.path) < self.threshold:
-            self.workers.reactor.callFromThread(self.clean, self.threshold, "MAGDeviceThreshold")
+            self.workers.reactor.callFromThread(self._cleanUnlessCleaning)
+
+    def _cleanUnlessCleaning(self):
+        if self.cleaning is None:
+            self.clean(self.threshold, "MAGDeviceThreshold")
 
     async def cleanIfBelow(self, threshold, reason):
         """Start a clean-up when less than ``threshold`` bytes are free, and

@@ -3,6 +3,7 @@ merging matches, the C-MOVE requests that fetch missing objects.  The
 network side is tested against real archives in tests/interop/test_virtual.py."""
 
 from pydicom.dataset import Dataset
+from twisted.internet import defer
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial import unittest
 
@@ -72,3 +73,22 @@ class VirtualServerTests(unittest.TestCase):
                          [("SERIES", "1.1", False), ("SERIES", "1.2", False)])
         moves = list(self.servers()._moves(VirtualServer("B", 3), STUDY_ROOT_FIND, missing))
         self.assertEqual([m.QueryRetrieveLevel for m in moves], ["IMAGE", "IMAGE"])
+
+    def test_fetchAsksWithTheRetrievesUIDList(self):
+        servers = self.servers(VirtualServer("B"))
+        asked = []
+
+        async def fetchFrom(server, findClass, moveClass, request):
+            asked.append((findClass, request))
+            return []
+        servers._fetchFrom = fetchFrom
+        identifier = study("1")
+        identifier.QueryRetrieveLevel = "IMAGE"
+        identifier.SeriesInstanceUID = "1.1"
+        identifier.SOPInstanceUID = ["1.1.1", "1.1.2"]
+        self.assertEqual(self.successResultOf(defer.ensureDeferred(servers.fetch(STUDY_ROOT_GET, identifier))), [])
+        [(findClass, request)] = asked
+        self.assertEqual(findClass, STUDY_ROOT_FIND)
+        self.assertEqual((request.QueryRetrieveLevel, request.StudyInstanceUID, request.SeriesInstanceUID,
+                          list(request.SOPInstanceUID)), ("IMAGE", "1", "1.1", ["1.1.1", "1.1.2"]))
+        self.assertNotIn("PatientID", request)

@@ -1,6 +1,7 @@
 """Mirror devices (pacscore.storage.mirror) and the reads that fall back on
 them (pacscore.storage.reader): copies, replaced sources, verification."""
 
+import io
 import os
 import shutil
 
@@ -10,6 +11,14 @@ from twisted.trial import unittest
 from pacscore.storage.devices import MagDevice
 from pacscore.storage.mirror import DIFFERENT, MISSING, Mirrors
 from pacscore.storage.reader import ObjectReader
+from pacscore.testing.corpus import makeDataset
+
+
+def dicomBytes(n):
+    """A small Part-10 file."""
+    buffer = io.BytesIO()
+    makeDataset("P", "P^P", "1", "1.1", f"1.1.{n}", 1, n, rows=8, columns=8).save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
 
 
 class MirrorTests(unittest.TestCase):
@@ -76,9 +85,14 @@ class MirrorTests(unittest.TestCase):
             pass
         self.assertRaises(OSError, self.mirrors.copy, "MAG0", "PAT1/1.dcm", source)
 
-    def test_aMirrorFolderThatWasAwayIsMadeAgain(self):
+    def test_aMirrorDiskThatIsAwayIsAnErrorUntilItIsBack(self):
+        """Not mounted: its folder is not made anew on the disk beneath (the
+        copies would vanish under the mount); back without the temporary folder: it is made."""
         source = self.store("PAT1/1.dcm", b"x")
         shutil.rmtree(self.mirror.path)
+        self.assertRaises(FileNotFoundError, self.mirrors.copy, "MAG0", "PAT1/1.dcm", source)
+        self.assertFalse(os.path.exists(self.mirror.path))
+        os.makedirs(self.mirror.path)
         self.assertTrue(self.mirrors.copy("MAG0", "PAT1/1.dcm", source))
         self.assertEqual(self.mirrored("PAT1/1.dcm"), b"x")
 
@@ -104,28 +118,32 @@ class MirrorTests(unittest.TestCase):
         self.assertEqual(self.mirrors.compare("MAG0", "PAT1/1.dcm", source), DIFFERENT)
 
     def test_verify(self):
-        for n in range(5):
-            self.mirrors.copy("MAG0", f"P/{n}.dcm", self.store(f"P/{n}.dcm", b"%d" % n))
+        for n in range(6):
+            self.mirrors.copy("MAG0", f"P/{n}.dcm", self.store(f"P/{n}.dcm", dicomBytes(n)))
         os.unlink(self.mirror.absolute("P/1.dcm"))
         with open(self.mirror.absolute("P/2.dcm"), "wb") as f:
             f.write(b"?")
         os.unlink(self.mag.absolute("P/3.dcm"))
         os.unlink(self.mirror.absolute("P/4.dcm"))
+        with open(self.mag.absolute("P/5.dcm"), "r+b") as f:  # damaged on MAG0: its mirror copy is the good one
+            f.truncate(os.path.getsize(self.mag.absolute("P/5.dcm")) - 10)
         lines = []
-        objects = [(f"1.{n}", f"P/{n}.dcm") for n in range(5)]
+        objects = [(f"1.{n}", f"P/{n}.dcm") for n in range(6)]
         verification = self.mirrors.verify("MAG0", objects, self.reader.magPath, queued={"P/4.dcm"},
                                            report=lines.append, progressEvery=2)
         self.assertEqual((verification.identical, verification.queued, verification.unreadable),
-                         (1, 1, 1))
-        self.assertEqual(verification.damaged, [("1.1", "P/1.dcm"), ("1.2", "P/2.dcm")])
-        self.assertEqual(verification.problems, 3)
+                         (1, 1, 2))
+        self.assertEqual(verification.damaged, [("1.1", "MAG0", "P/1.dcm"), ("1.2", "MAG0", "P/2.dcm")])
+        self.assertEqual(verification.problems, 4)
         self.assertIn("MAG0:P/1.dcm: mirror copy missing", lines)
         self.assertIn("MAG0:P/2.dcm: mirror copy different", lines)
         self.assertIn("MAG0:P/3.dcm: cannot be read (No such file or directory)", lines)
-        self.assertIn("4 of 5 files of MAG0 verified", lines)
+        self.assertTrue(any(line.startswith("MAG0:P/5.dcm: mirror copy different, and the file on MAG0 is damaged")
+                            and line.endswith("its mirror copy is kept") for line in lines), lines)
+        self.assertIn("4 of 6 files of MAG0 verified", lines)
         self.assertEqual(verification.summary(),
                          "MAG0 against MIRROR0: 1 identical, 2 missing or different (queued for copying), "
-                         "1 unreadable on MAG0, 1 not copied yet")
+                         "2 unreadable on MAG0, 1 not copied yet")
 
     def test_readerFallsBackOnTheMirrorCopy(self):
         source = self.store("PAT1/1.dcm", b"x")

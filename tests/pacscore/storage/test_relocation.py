@@ -10,6 +10,8 @@ from twisted.trial import unittest
 from pacscore.config.errors import ConfigError
 from pacscore.control.context import CommandError
 from pacscore.control.devices import MoveDataToDevice, RenameDevice, ImageReadTest
+from pacscore.storage import relocation
+from pacscore.storage.devices import identityOf
 from pacscore.storage.space import MEGABYTE
 from tests.pacscore.control.running import RunningArchive
 
@@ -53,12 +55,47 @@ class DeviceMoveTests(unittest.TestCase):
         """The row names another file now (stored anew): the copy goes, the file stays."""
         before = yield self.rows()
         uid, (_, objectFile) = sorted(before.items())[0]
-        other = sorted(before.values())[1][1]
+        other = next(name for _, name in sorted(before.values()) if name != objectFile)
         moved = yield self.archive.deviceMover.move([(uid, "MAG0", other)], "MAG1")
         self.assertEqual(moved, 0)
         self.assertEqual((yield self.rows()), before)
         self.assertTrue(os.path.exists(self.mag0.absolute(other)))
         self.assertFalse(os.path.exists(self.mag1.absolute(other)))
+
+    @defer.inlineCallbacks
+    def test_anObjectStoredAnewUnderItsNameWhileItMovesKeepsItsNewFile(self):
+        before = yield self.rows()
+        uid, (_, objectFile) = sorted(before.items())[0]
+        path = self.mag0.absolute(objectFile)
+        copyFile = relocation.copyFile
+
+        def storedAnewAfterTheCopy(source, device, relative):
+            identity = copyFile(source, device, relative)
+            with open(path + ".new", "wb") as f:
+                f.write(b"the new object")
+            os.replace(path + ".new", path)
+            return identity
+
+        self.patch(relocation, "copyFile", storedAnewAfterTheCopy)
+        moved = yield self.archive.deviceMover.move([(uid, "MAG0", objectFile)], "MAG1")
+        self.assertEqual(moved, 0)
+        self.assertEqual((yield self.rows())[uid], ("MAG0", objectFile))
+        self.assertEqual(self.contents(self.mag0, objectFile), b"the new object")
+        self.assertFalse(os.path.exists(self.mag1.absolute(objectFile)))
+
+    def test_removeIfSameKeepsAFileStoredSince(self):
+        path = os.path.join(self.mag0.path, "x.dcm")
+        with open(path, "wb") as f:
+            f.write(b"old")
+        old = identityOf(path)
+        relocation._removeIfSame(path, old)
+        self.assertFalse(os.path.exists(path))
+        with open(path, "wb") as f:
+            f.write(b"new")
+        relocation._removeIfSame(path, old)
+        with open(path, "rb") as f:
+            self.assertEqual(f.read(), b"new")
+        self.assertEqual([name for name in os.listdir(self.mag0.path) if "moved" in name], [])
 
     @defer.inlineCallbacks
     def test_moveIfBelowMovesTheLeastRecentlyUsedPatients(self):

@@ -6,9 +6,10 @@ addresses), and its clients see their data merged with its own.
 C-FIND: the query goes to every listed archive as well, and their matches
 are added to ours, one per entity (the unique key of the level; ours
 first), with our AE title as the Retrieve AE Title.  C-MOVE and C-GET:
-before any object is sent, each listed archive is asked (a C-FIND at IMAGE
-level with the retrieve's keys) which of the objects it selects it holds
-that are not here, and moves them here (a C-MOVE to our AE title, which
+before any object is sent, each listed archive is asked (C-FINDs from the
+retrieve's level down to IMAGE, each with the unique keys above it, as
+strictly hierarchical archives want) which of the objects it selects it
+holds that are not here, and moves them here (a C-MOVE to our AE title, which
 the other archive must know): by lists of SOP Instance UIDs or, when
 more than ``VirtualPerSeriesN`` objects are to be fetched (0, the
 default: never), whole series.  They are stored and indexed like
@@ -44,6 +45,7 @@ CHUNK = 500  # UIDs per SELECT ... IN (SQLite's variable limit)
 
 UNIQUE_KEYS = {"PATIENT": "PatientID", "STUDY": "StudyInstanceUID", "SERIES": "SeriesInstanceUID",
                "IMAGE": "SOPInstanceUID"}
+LEVELS = ("STUDY", "SERIES", "IMAGE")  # below PATIENT (Study Root starts here)
 
 
 class VirtualServer(NamedTuple):
@@ -90,6 +92,11 @@ def _rootClasses(sopClassUID):
 
 def _text(dataset, keyword):
     return str(dataset.get(keyword, "") or "").strip()
+
+
+def _single(value):
+    """A key the match did not echo: the request's, unless it was a list."""
+    return value if isinstance(value, str) else ""
 
 
 def _existing(connection, query, uids):
@@ -194,32 +201,48 @@ class VirtualServers:
         ``identifier`` (a Dataset) on ``sopClass`` and this archive does
         not; the SOP Instance UIDs of the objects fetched."""
         findClass, moveClass = _rootClasses(sopClass)
-        request = Dataset()
-        request.QueryRetrieveLevel = "IMAGE"
-        if findClass == PATIENT_ROOT_FIND:
-            request.PatientID = _text(identifier, "PatientID")
-        for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+        level = _text(identifier, "QueryRetrieveLevel").upper()
+        keys = {}
+        for keyword in UNIQUE_KEYS.values():
             value = identifier.get(keyword, "")  # a list of UIDs stays a list
-            setattr(request, keyword, list(value) if isinstance(value, MultiValue) else str(value or "").strip())
+            keys[keyword] = list(value) if isinstance(value, MultiValue) else str(value or "").strip()
         fetched = []
         for server in self.servers:
             try:
-                fetched += await self._fetchFrom(server, findClass, moveClass, request)
+                fetched += await self._fetchFrom(server, findClass, moveClass, level, keys)
             except Exception as e:
                 self.log.warn("virtual server {ae}: its objects are left out of the retrieve: {error}",
                               ae=server.ae, error=e)
         return fetched
 
-    async def _fetchFrom(self, server, findClass, moveClass, request):
+    async def _remoteImages(self, protocol, findClass, level, keys):
+        """The ``RemoteImage``s an archive holds of a retrieve at ``level``
+        with ``keys`` (unique keys by keyword), asked level by level from
+        there down, each query with the unique keys of every level above
+        it (what strictly hierarchical archives require)."""
+        levels = ("PATIENT",) + LEVELS if findClass == PATIENT_ROOT_FIND else LEVELS
+        if level not in levels:
+            raise VirtualServerError(f"Query/Retrieve Level {level!r}")
+        found = [keys]
+        for depth in range(levels.index(level), len(levels)):
+            below = []
+            for known in found:
+                request = Dataset()
+                request.QueryRetrieveLevel = levels[depth]
+                for at in levels[:depth + 1]:
+                    setattr(request, UNIQUE_KEYS[at], known.get(UNIQUE_KEYS[at], ""))
+                for match in await self._find(protocol, findClass, request):
+                    below.append({**known, **{UNIQUE_KEYS[at]: _text(match, UNIQUE_KEYS[at]) or _single(
+                        known.get(UNIQUE_KEYS[at], "")) for at in levels[:depth + 1]}})
+            found = below
+        return [RemoteImage(*(known.get(UNIQUE_KEYS[at], "") for at in ("PATIENT",) + LEVELS)) for known in found]
+
+    async def _fetchFrom(self, server, findClass, moveClass, level, keys):
         protocol = await self._associate(server.ae, [(findClass, list(UNCOMPRESSED)),
                                                      (moveClass, list(UNCOMPRESSED))])
         try:
-            images = {}
-            for match in await self._find(protocol, findClass, request):
-                image = RemoteImage(*(_text(match, keyword) for keyword in
-                                      ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")))
-                if image.sopInstanceUID:
-                    images[image.sopInstanceUID] = image
+            images = {image.sopInstanceUID: image
+                      for image in await self._remoteImages(protocol, findClass, level, keys) if image.sopInstanceUID}
             known = await self.index.runQuery(_existing, self.query, list(images))
             missing = [image for uid, image in images.items() if uid not in known]
             for identifier in self._moves(server, findClass, missing):

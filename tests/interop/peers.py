@@ -348,3 +348,34 @@ class StorescpServer(_Peer):
         """Delete every received file."""
         for path in self.files():
             os.remove(path)
+
+
+class DcmqrscpServer(_Peer):
+    """DCMTK's dcmqrscp: a strictly hierarchical query/retrieve archive (a
+    C-FIND that skips a level's unique key is refused), storing what it
+    receives in ``workdir/db``; ``hosts`` maps the AE titles it may C-MOVE
+    to to their ports on 127.0.0.1."""
+
+    name = "dcmqrscp"
+
+    def __init__(self, workdir, aet="DCMQR", hosts=None):
+        self.workdir = os.path.abspath(workdir)
+        self.database = os.path.join(self.workdir, "db")
+        os.makedirs(self.database, exist_ok=True)
+        self.aet = aet
+        self.port = freePort()
+        self.hosts = dict(hosts or {})
+        self.logPath = os.path.join(self.workdir, "dcmqrscp.log")
+        self.configPath = os.path.join(self.workdir, "dcmqrscp.cfg")
+
+    def writeConfig(self):
+        hosts = "".join(f"{ae.lower()} = ({ae}, 127.0.0.1, {port})\n" for ae, port in self.hosts.items())
+        with open(self.configPath, "w") as f:
+            f.write(f"NetworkTCPPort = {self.port}\nMaxPDUSize = 16384\nMaxAssociations = 16\n\n"
+                    f"HostTable BEGIN\n{hosts}HostTable END\n\nVendorTable BEGIN\nVendorTable END\n\n"
+                    f"AETable BEGIN\n{self.aet} {self.database} RW (200, 1024mb) ANY\nAETable END\n")
+
+    def start(self, timeout=30):
+        self.writeConfig()
+        self._spawn([dcmtkTool("dcmqrscp"), "-v", "-c", self.configPath])
+        return self._waitUntil(lambda: _portAccepts(self.port), timeout)

@@ -2,7 +2,8 @@
 in front of BACKEND.  DCMTK's findscu on FRONT sees both archives merged
 (one match per entity), getscu and movescu on FRONT get BACKEND's objects,
 which FRONT fetches (and keeps, unless CacheVirtualData = 0); with BACKEND
-down, FRONT answers with its own."""
+down, FRONT answers with its own; in front of DCMTK's dcmqrscp, which
+wants strictly hierarchical queries, FRONT still finds a study's objects."""
 
 import os
 import shutil
@@ -13,8 +14,8 @@ from twisted.trial import unittest
 
 from pacscore.testing.corpus import generateCorpus
 from tests.interop.index import column
-from tests.interop.peers import StorescpServer
-from tests.interop.server import PacsServer
+from tests.interop.peers import DcmqrscpServer, StorescpServer
+from tests.interop.server import PacsServer, dcmtk
 from tests.interop.test_find import findscu
 from tests.interop.test_retrieve import getSeries, movescu
 
@@ -99,3 +100,30 @@ class VirtualServerTests(unittest.TestCase):
         image = self.byPatient[self.both][0]
         expected = {i.sopUID for i in self.byPatient[self.both] if i.seriesUID == image.seriesUID}
         self.assertEqual(getSeries(self.front, self.workdir, image.studyUID, image.seriesUID), expected)
+
+
+class HierarchicalBackendTests(unittest.TestCase):
+    """FRONT in front of DCMTK's dcmqrscp, which refuses a C-FIND that skips
+    a level: the objects of a study are found series by series."""
+
+    def test_getStudyFromAStrictlyHierarchicalArchive(self):
+        workdir = tempfile.mkdtemp(prefix="pacs-virtual-qr-")
+        self.addCleanup(shutil.rmtree, workdir, True)
+        front = PacsServer(os.path.join(workdir, "front"), ae="FRONT")
+        backend = DcmqrscpServer(os.path.join(workdir, "dcmqrscp"), hosts={"FRONT": front.port})
+        front.addNode(backend.aet, backend.port)
+        front.setIni(VirtualServerFor0=backend.aet)
+        backend.start()
+        self.addCleanup(backend.stop)
+        front.start()
+        self.addCleanup(front.stop)
+        images = generateCorpus(os.path.join(workdir, "corpus"), patients=1, studiesPerPatient=1,
+                                seriesPerStudy=2, imagesPerSeries=2)
+        self.assertEqual(backend.store(*(image.path for image in images)).returncode, 0)
+        out = tempfile.mkdtemp(dir=workdir)
+        result = dcmtk("getscu", "-S", "-aec", front.ae, "-od", out, "-k", "QueryRetrieveLevel=STUDY",
+                       "-k", f"StudyInstanceUID={images[0].studyUID}", "127.0.0.1", front.port)
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        received = {pydicom.dcmread(os.path.join(out, name)).SOPInstanceUID for name in os.listdir(out)}
+        self.assertEqual(received, {image.sopUID for image in images})
+        self.assertIn(f"virtual server {backend.aet}: 4 object(s) fetched", front.log())

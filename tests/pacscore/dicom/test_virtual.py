@@ -74,21 +74,53 @@ class VirtualServerTests(unittest.TestCase):
         moves = list(self.servers()._moves(VirtualServer("B", 3), STUDY_ROOT_FIND, missing))
         self.assertEqual([m.QueryRetrieveLevel for m in moves], ["IMAGE", "IMAGE"])
 
-    def test_fetchAsksWithTheRetrievesUIDList(self):
-        servers = self.servers(VirtualServer("B"))
-        asked = []
+    def answering(self, answers):
+        """Virtual servers whose C-FINDs get ``answers(request)``; the requests asked."""
+        servers, asked = self.servers(VirtualServer("B")), []
 
-        async def fetchFrom(server, findClass, moveClass, request):
-            asked.append((findClass, request))
-            return []
-        servers._fetchFrom = fetchFrom
+        async def find(protocol, sopClass, request):
+            asked.append((sopClass, request))
+            return answers(request)
+        servers._find = find
+        return servers, asked
+
+    def test_remoteImagesAreAskedLevelByLevel(self):
+        def answers(request):
+            level = request.QueryRetrieveLevel
+            if level == "STUDY":
+                return [study("1")]
+            if level == "SERIES":
+                return [match(SeriesInstanceUID=uid) for uid in ("1.1", "1.2")]
+            return [match(SOPInstanceUID=f"{request.SeriesInstanceUID}.{n}")
+                    for n in range(1, 2 if request.SeriesInstanceUID == "1.1" else 3)]
+        servers, asked = self.answering(answers)
+        images = self.successResultOf(defer.ensureDeferred(servers._remoteImages(
+            None, STUDY_ROOT_FIND, "STUDY", {"StudyInstanceUID": "1", "PatientID": "P1"})))
+        self.assertEqual([image.sopInstanceUID for image in images], ["1.1.1", "1.2.1", "1.2.2"])
+        self.assertEqual(images[0], RemoteImage("P1", "1", "1.1", "1.1.1"))
+        self.assertEqual([(sopClass, r.QueryRetrieveLevel, r.StudyInstanceUID, r.get("SeriesInstanceUID"),
+                           "PatientID" in r) for sopClass, r in asked],
+                         [(STUDY_ROOT_FIND, "STUDY", "1", None, False), (STUDY_ROOT_FIND, "SERIES", "1", "", False),
+                          (STUDY_ROOT_FIND, "IMAGE", "1", "1.1", False), (STUDY_ROOT_FIND, "IMAGE", "1", "1.2", False)])
+
+    def test_fetchAsksWithTheRetrievesUIDList(self):
+        servers, asked = self.answering(lambda request: [])
         identifier = study("1")
         identifier.QueryRetrieveLevel = "IMAGE"
         identifier.SeriesInstanceUID = "1.1"
         identifier.SOPInstanceUID = ["1.1.1", "1.1.2"]
-        self.assertEqual(self.successResultOf(defer.ensureDeferred(servers.fetch(STUDY_ROOT_GET, identifier))), [])
-        [(findClass, request)] = asked
-        self.assertEqual(findClass, STUDY_ROOT_FIND)
-        self.assertEqual((request.QueryRetrieveLevel, request.StudyInstanceUID, request.SeriesInstanceUID,
-                          list(request.SOPInstanceUID)), ("IMAGE", "1", "1.1", ["1.1.1", "1.1.2"]))
-        self.assertNotIn("PatientID", request)
+        images = self.successResultOf(defer.ensureDeferred(servers._remoteImages(
+            None, PATIENT_ROOT_FIND, "IMAGE", {"PatientID": "P1", "StudyInstanceUID": "1",
+                                               "SeriesInstanceUID": "1.1", "SOPInstanceUID": ["1.1.1", "1.1.2"]})))
+        self.assertEqual(images, [])
+        [(_, request)] = asked
+        self.assertEqual((request.QueryRetrieveLevel, request.PatientID, request.StudyInstanceUID,
+                          request.SeriesInstanceUID, list(request.SOPInstanceUID)),
+                         ("IMAGE", "P1", "1", "1.1", ["1.1.1", "1.1.2"]))
+
+
+def match(**values):
+    ds = Dataset()
+    for keyword, value in values.items():
+        setattr(ds, keyword, value)
+    return ds

@@ -57,6 +57,10 @@ class ControlContext:
         if self._progress is not None:
             self._progress(text)
 
+    def progressFromThread(self, text):
+        """``progress`` for a command's work in a worker thread."""
+        self.reactor.callFromThread(self.progress, text)
+
     def quit(self):
         """Stop the server in order (see the control service); a Deferred."""
         if self._quit is None:

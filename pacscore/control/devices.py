@@ -77,15 +77,13 @@ class VerifyMirrorDisk(AsyncControlCommand):
             if not names:
                 raise CommandError("there is no mirror device (MIRRORDevices, MIRRORDevice0 ... in dicom.ini)")
 
-        def report(line):
-            context.reactor.callFromThread(context.progress, line)
-
         summaries, problems = [], 0
         for deviceName in names:
             objects = await index.runQuery(index.storedOn, deviceName)
             queued = await workers.deferToWorker(queue.queuedMirrorCopies, deviceName)
             verification = await workers.deferToWorker(mirrors.verify, deviceName, objects,
-                                                       archive.objectReader.magPath, queued, report)
+                                                       archive.objectReader.magPath, queued,
+                                                       context.progressFromThread)
             await queue.queueMirrorCopies(verification.damaged)
             summaries.append(verification.summary())
             problems += verification.problems
@@ -121,7 +119,7 @@ class ImageReadTest(AsyncControlCommand):
         objects = await archive.index.runQuery(archive.index.storedOn, deviceName)
         failed = await archive.workers.deferToWorker(
             readEveryFile, deviceName, objects, archive.objectReader.magPath,
-            lambda line: context.reactor.callFromThread(context.progress, line))
+            context.progressFromThread)
         summary = f"{deviceName}: {len(objects) - failed} of {len(objects)} files read to their end, {failed} unusable"
         self.log.info("{peer}: testimages: {summary}", peer=context.peer, summary=summary)
         if failed:

@@ -26,7 +26,6 @@ from typing import NamedTuple
 
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
-from sqlalchemy import select
 from twisted.logger import Logger
 
 from pacscore.codecs.syntaxes import UNCOMPRESSED
@@ -97,16 +96,6 @@ def _text(dataset, keyword):
 def _single(value):
     """A key the match did not echo: the request's, unless it was a list."""
     return value if isinstance(value, str) else ""
-
-
-def _existing(connection, query, uids):
-    """In a reader thread: which of ``uids`` the index holds."""
-    image = query.tables[3]
-    found = set()
-    for start in range(0, len(uids), CHUNK):
-        found.update(connection.execute(select(image.key).where(image.key.in_(uids[start:start + CHUNK])))
-                     .scalars())
-    return found
 
 
 class VirtualServers:
@@ -243,7 +232,7 @@ class VirtualServers:
         try:
             images = {image.sopInstanceUID: image
                       for image in await self._remoteImages(protocol, findClass, level, keys) if image.sopInstanceUID}
-            known = await self.index.runQuery(_existing, self.query, list(images))
+            known = {instance.sopInstanceUID for instance in await self._instancesOf(list(images))}
             missing = [image for uid, image in images.items() if uid not in known]
             for identifier in self._moves(server, findClass, missing):
                 await self._move(protocol, server.ae, moveClass, identifier)
@@ -286,13 +275,17 @@ class VirtualServers:
         fetched data is kept (CacheVirtualData)."""
         if self.cache or not fetched:
             return
-        count = 0
-        for start in range(0, len(fetched), CHUNK):
-            key = QueryKey(self.query.tables[3].keyTag, "UI", "\\".join(fetched[start:start + CHUNK]))
-            count += await self.actions.removeInstances(await self.index.runQuery(self.query.instances, "IMAGE",
-                                                                                 [key]))
+        count = await self.actions.removeInstances(await self._instancesOf(fetched))
         self.log.info("{count} object(s) fetched from virtual servers deleted (CacheVirtualData = 0)",
                       count=count)
+
+    async def _instancesOf(self, uids):
+        """The index's ``Instance``s of the SOP Instance UIDs ``uids``."""
+        instances = []
+        for start in range(0, len(uids), CHUNK):  # an empty list asks nothing (not everything)
+            key = QueryKey(self.query.tables[3].keyTag, "UI", "\\".join(uids[start:start + CHUNK]))
+            instances += await self.index.runQuery(self.query.instances, "IMAGE", [key])
+        return instances
 
 
 async def _close(protocol):

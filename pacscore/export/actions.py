@@ -12,7 +12,6 @@ collect delay has passed; a non-zero exit status is a failure, retried.
 hierarchical storage).
 """
 
-import os
 import subprocess
 
 from sqlalchemy import and_, exists, select
@@ -20,6 +19,7 @@ from twisted.logger import Logger
 
 from pacscore.export.forwarder import ForwardError
 from pacscore.export.selection import indexKeys
+from pacscore.storage.devices import removeFile
 from pacscore.storage.reader import Missing
 
 CHUNK = 500  # UIDs per IN (...): SQLite's variable limit
@@ -63,10 +63,7 @@ class LocalActions:
     def _removeFiles(self, instances):
         for instance in instances:
             for path in self.reader.copies(instance.deviceName, instance.objectFile):
-                try:
-                    os.unlink(path)
-                except FileNotFoundError:
-                    pass
+                removeFile(path)
 
     def _deleteRows(self, connection, instances):
         """In the index writer: the image rows, then parents left empty."""

@@ -79,6 +79,14 @@ class MagDevice:
         return f"MagDevice({self.name!r}, {self.path!r})"
 
 
+def removeFile(path):
+    """Delete ``path``; a file already gone is no error."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
 def isDiskFull(error):
     """True when an OSError means the disk or quota is full."""
     return isinstance(error, OSError) and error.errno in FULL_ERRNOS

@@ -20,11 +20,10 @@ import os
 
 from twisted.logger import Logger
 
-from pacscore.storage.devices import MagDevice, copyFile
+from pacscore.storage.devices import COPY_CHUNK, MagDevice, copyFile, removeFile
 from pacscore.storage.part10 import fileError
 
 MIRROR_COPY = "MIRRORCOPY"  # the export queue's name for the job of a copy
-CHUNK = 1 << 20
 
 MISSING = "missing"
 DIFFERENT = "different"
@@ -87,10 +86,7 @@ class Mirrors:
         """Delete the mirror copy of ``objectFile``, if there is one."""
         path = self.path(deviceName, objectFile)
         if path is not None:
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
+            removeFile(path)
 
     def verify(self, deviceName, objects, magPath, queued=frozenset(), report=print, progressEvery=1000):
         """Compare the ``(SOPInstanceUID, ObjectFile)`` ``objects`` of MAG
@@ -138,8 +134,8 @@ class Mirrors:
             if os.fstat(copy.fileno()).st_size != os.fstat(original.fileno()).st_size:
                 return DIFFERENT
             while True:
-                chunk = original.read(CHUNK)
-                if chunk != copy.read(CHUNK):
+                chunk = original.read(COPY_CHUNK)
+                if chunk != copy.read(COPY_CHUNK):
                     return DIFFERENT
                 if not chunk:
                     return None

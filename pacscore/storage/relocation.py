@@ -19,7 +19,7 @@ import os
 from sqlalchemy import and_, bindparam
 from twisted.logger import Logger
 
-from pacscore.storage.devices import copyFile, identityOf
+from pacscore.storage.devices import copyFile, identityOf, removeFile
 
 
 class DeviceMover:
@@ -84,16 +84,9 @@ class DeviceMover:
         for (_, deviceName, objectFile), identity in moved:
             _removeIfSame(self.reader.magPath(deviceName, objectFile), identity)
             for path in self.reader.copies(deviceName, objectFile)[1:]:
-                _unlink(path)
+                removeFile(path)
         for (_, _, objectFile), _ in stale:
-            _unlink(device.absolute(objectFile))
-
-
-def _unlink(path):
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
+            removeFile(device.absolute(objectFile))
 
 
 def _removeIfSame(path, identity):

@@ -16,7 +16,7 @@ import threading
 from sqlalchemy import Column, String, Table, bindparam, delete, insert, select
 from twisted.logger import Logger
 
-from pacscore.db.records import executeRows
+from pacscore.db.direct import DirectStatement
 
 
 class PendingFiles:
@@ -29,7 +29,7 @@ class PendingFiles:
         self.table = Table("PendingFiles", metadata,
                            Column("DeviceName", String(32)), Column("ObjectFile", String(255)))
         self.imageTable = imageTable
-        self._insert = insert(self.table)
+        self._insert = DirectStatement(insert(self.table))
         self._lock = threading.Lock()
         self._flushed = []  # (device, file) of marks whose group is durable
 
@@ -44,7 +44,7 @@ class PendingFiles:
                 self._flushed = []
         if flushed is not None:
             self._delete(connection, self.table, flushed)
-        executeRows(connection, self._insert, [{"DeviceName": record.deviceName, "ObjectFile": record.objectFile}
+        self._insert.execute(connection, [{"DeviceName": record.deviceName, "ObjectFile": record.objectFile}
                                                for record in records])
 
     def flushed(self, records):

@@ -21,6 +21,7 @@ from typing import NamedTuple
 from sqlalchemy import bindparam, select
 from twisted.logger import Logger
 
+from pacscore.db.direct import DirectStatement
 from pacscore.db.schema import LEVELS
 
 
@@ -70,10 +71,10 @@ class Level:
         self.keyName = self.fields[0].name
         self.keyTag = self.fields[0].tag
         self.key = table.c[self.keyName]
-        self.selectRow = select(*(table.c[f.name] for f in self.fields)).where(
-            self.key == bindparam("b_key"))
-        self.insert = table.insert()
-        self.update = table.update().where(self.key == bindparam("b_key"))
+        self.selectRow = DirectStatement(select(*(table.c[f.name] for f in self.fields)).where(
+            self.key == bindparam("b_key")))
+        self.insert = DirectStatement(table.insert())
+        self.update = DirectStatement(table.update().where(self.key == bindparam("b_key")))
 
     def values(self, attrs):
         """Column name -> value for this table, dates as YYYYMMDD, truncated."""
@@ -133,7 +134,7 @@ class Upserter:
         columns = self._image.table.c
         locations = select(self._image.key, columns.DeviceName, columns.ObjectFile)
         self._selectLocations = locations.where(self._image.key.in_(bindparam("b_keys", expanding=True)))
-        self._selectLocation = locations.where(self._image.key == bindparam("b_key"))  # compiled once
+        self._selectLocation = DirectStatement(locations.where(self._image.key == bindparam("b_key")))
         self._cache = {}
 
     def forgetCache(self):
@@ -170,17 +171,16 @@ class Upserter:
         if cached is not None:
             known = cached[1]
         else:
-            row = connection.execute(level.selectRow, {"b_key": key}).first()
-            if row is None:
-                connection.execute(level.insert, {**values, "AccessTime": now,
-                                                  "qTimeStamp": now})
+            rows = level.selectRow.execute(connection, {"b_key": key})
+            if not rows:
+                level.insert.execute(connection, {**values, "AccessTime": now, "qTimeStamp": now})
                 self._remember(cacheKey, seen, values)
                 return
-            known = row._asdict()
+            known = dict(zip((field.name for field in level.fields), rows[0]))
         changes = {name: value for name, value in values.items()
                    if value and value != known[name]}
         if changes:
-            connection.execute(level.update, {**changes, "b_key": key})
+            level.update.execute(connection, {**changes, "b_key": key})
         self._remember(cacheKey, seen, {**known, **changes})
 
     def _remember(self, cacheKey, seen, known):
@@ -203,16 +203,16 @@ class Upserter:
             results.append(Replaced(*previous) if previous not in (None, location) else None)
             locations[key] = location
         if inserts:
-            executeRows(connection, self._image.insert, inserts)
+            self._image.insert.execute(connection, inserts)
         for update in updates:  # after the inserts: a SOP twice in one batch
-            connection.execute(self._image.update, update)
+            self._image.update.execute(connection, update)
         return results
 
     def _locations(self, connection, keys):
         """SOPInstanceUID -> (DeviceName, ObjectFile) of the rows that exist."""
         if len(keys) == 1:
             return {key: (device, path) for key, device, path in
-                    connection.execute(self._selectLocation, {"b_key": keys[0]})}
+                    self._selectLocation.execute(connection, {"b_key": keys[0]})}
         locations = {}
         for start in range(0, len(keys), self.selectChunk):
             chunk = keys[start:start + self.selectChunk]
@@ -220,9 +220,3 @@ class Upserter:
                              connection.execute(self._selectLocations, {"b_keys": chunk}))
         return locations
 
-
-def executeRows(connection, statement, rows):
-    """``statement`` once per row of ``rows`` (a non-empty list of dicts):
-    a single row takes SQLAlchemy's execute path, which costs half of an
-    executemany of one."""
-    connection.execute(statement, rows[0] if len(rows) == 1 else rows)

@@ -1,0 +1,69 @@
+"""Core statements the index writer runs for every stored object, compiled
+once and executed straight on the DBAPI cursor of the writer's connection.
+
+For the few small statements of one image (look up its SOP Instance UID,
+insert its row, mark it pending) SQLAlchemy's execute path - cache key,
+execution context, result set-up - costs several times what the database
+takes to run them, and the writer thread is where an ingest waits.  A
+statement goes direct only where that changes nothing: its dialect needs no
+processing of the bound values or of the columns selected, it has no Python-side column defaults, and
+no IN list to expand, and no event listener wants to see the statements
+of the engine; any other statement, or key set, takes ``Connection.execute``
+as before.  Either way it runs in the caller's transaction, and a database
+error is raised as SQLAlchemy's ``DBAPIError``.
+"""
+
+from sqlalchemy.exc import DBAPIError
+
+_INDIRECT = object()
+
+
+class DirectStatement:
+    """``statement`` (a Core insert/select/update/delete) run by ``execute``."""
+
+    def __init__(self, statement):
+        self.statement = statement
+        self._plans = {}  # (dialect name, parameter keys) -> (sql, keys in order, named) or _INDIRECT
+
+    def execute(self, connection, parameters):
+        """Run with ``parameters`` (a dict, or a non-empty list of dicts with
+        the same keys: executemany); the rows of a select, as tuples, else
+        None."""
+        many = isinstance(parameters, list)
+        first = parameters[0] if many else parameters
+        keys = tuple(first)
+        plan = self._plans.get((connection.dialect.name, keys))
+        if plan is None:
+            plan = self._plans[(connection.dialect.name, keys)] = self._plan(connection.dialect, keys)
+        if plan is _INDIRECT or connection._has_events or connection.engine._has_events:
+            result = connection.execute(self.statement, parameters)
+            return result.all() if result.returns_rows else None
+        sql, order, named = plan
+        if named:
+            values = [{name: row[name] for name in order} for row in parameters] if many else first
+        else:
+            values = [[row[name] for name in order] for row in parameters] if many else [first[n] for n in order]
+        cursor = connection.connection.cursor()
+        try:
+            if many:
+                cursor.executemany(sql, values)
+            else:
+                cursor.execute(sql, values)
+            return [tuple(row) for row in cursor.fetchall()] if cursor.description else None
+        except connection.dialect.loaded_dbapi.Error as error:
+            raise DBAPIError.instance(sql, values, error, connection.dialect.loaded_dbapi.Error,
+                                      dialect=connection.dialect) from error
+        finally:
+            cursor.close()
+
+    def _plan(self, dialect, keys):
+        compiled = self.statement.compile(dialect=dialect, column_keys=list(keys))
+        order = compiled.positiontup if compiled.positional else list(compiled.binds)
+        processed = [bind.type for bind in compiled.binds.values()
+                     if bind.type.dialect_impl(dialect).bind_processor(dialect) is not None]
+        processed += [column.type for column in getattr(self.statement, "selected_columns", ())
+                      if column.type.dialect_impl(dialect).result_processor(dialect, None) is not None]
+        if (processed or compiled.insert_prefetch or compiled.update_prefetch or compiled.escaped_bind_names
+                or any(bind.expanding for bind in compiled.binds.values()) or not set(order) <= set(keys)):
+            return _INDIRECT
+        return str(compiled), tuple(order), not compiled.positional

@@ -11,21 +11,25 @@ export TCP_NODELAY := 1
 
 .PHONY: run test system-deps bench clean
 
-$(VENV)/.installed: setup.cfg pyproject.toml
+$(VENV)/.installed: setup.cfg pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,postgresql]'
 	touch $@
 
 run: $(VENV)/.installed
 	$(VENV)/bin/twistd -n pacs
 
+# The tests run their own PostgreSQL server (tests/postgres.py) from
+# Debian's postgresql package.
 # Debian's orthanc package enables and starts a system Orthanc (ports 4242
 # and 8042) where an init system runs; the tests run their own on free
 # ports without systemd, so the one the install starts is stopped again.
 system-deps:
 	@command -v storescu >/dev/null && command -v echoscu >/dev/null || \
 	  ( $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dcmtk )
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+	  ( $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql )
 	@[ -x /usr/sbin/Orthanc ] || \
 	  ( $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq orthanc && \
 	    if [ -d /run/systemd/system ]; then $(SUDO) systemctl disable --now -q orthanc.service; \

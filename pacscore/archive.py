@@ -17,7 +17,7 @@ from pacscore.converters.importing import ImportConverters
 from pacscore.converters.registry import CommandRegistry
 from pacscore.converters.rules import loadRules
 from pacscore.converters.uidmap import UIDMap
-from pacscore.db.drivers import databaseFiles, findDriver
+from pacscore.db.drivers import databaseFiles, findDriver, redacted
 from pacscore.db.index import Index
 from pacscore.db.query import IndexQuery
 from pacscore.db.worklistitems import WorklistItems
@@ -222,7 +222,7 @@ class Archive:
     def _indexUnusable(self, error):
         """The ``StartupError`` of a SQLAlchemy ``error`` from the index database."""
         return StartupError(
-            f"the index database {self.dbDescription} cannot be used: {getattr(error, 'orig', None) or error}. "
+            f"the index database {redacted(self.dbDescription)} cannot be used: {getattr(error, 'orig', None) or error}. "
             f"If it is damaged, 'dgate -r' in the working folder sets it aside and rebuilds the index "
             f"from the stored files")
 

@@ -1,7 +1,7 @@
 """The built-in SQLite driver: the embedded default index database.
 
-Selected by ``--db sqlite:PATH`` or, from dicom.ini, by ``SQLite = 1`` or by
-neither ``Postgres`` nor ``MySQL`` being 1.  The file is ``SQLServer``
+Selected by ``--db sqlite:PATH`` or, from dicom.ini, unless ``Postgres = 1``,
+by ``SQLite = 1`` or by ``MySQL`` not being 1 either.  The file is ``SQLServer``
 (default ``./data/dbase/conquest.db3``), relative to the working folder.
 Every connection runs in WAL mode with ``synchronous=FULL``: an object
 acknowledged to a sender survives a power loss.  The index writer's own
@@ -35,7 +35,7 @@ class SQLiteDriver:
     def selectedBy(self, configuration):
         def flag(key):
             return configuration.ini.get(key, "0").strip() == "1"
-        return flag("SQLite") or not (flag("Postgres") or flag("MySQL"))
+        return not flag("Postgres") and (flag("SQLite") or not flag("MySQL"))
 
     def urlFromConfiguration(self, configuration):
         path = configuration.ini.get("SQLServer", "").strip() or self.defaultPath

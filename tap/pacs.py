@@ -27,6 +27,7 @@ from pacscore.config.loader import loadConfiguration
 from pacscore.control import endpoint as controlEndpoint
 from pacscore.control.protocol import ControlFactory
 from pacscore.control.shutdown import OrderlyStop
+from pacscore.db.drivers import redacted
 
 
 DEFAULT_HL7_ENDPOINT = "tcp:2575:interface=127.0.0.1"
@@ -144,7 +145,7 @@ class ArchiveService(service.Service):
         except StartupError as e:
             self.log.critical("cannot start: {problem}", problem=e)
             raise SystemExit(f"twistd: cannot start: {e}") from None
-        self.log.info("index: {driver} {db}", driver=self.archive.driver.name, db=self.archive.dbDescription)
+        self.log.info("index: {driver} {db}", driver=self.archive.driver.name, db=redacted(self.archive.dbDescription))
         for device in self.archive.devices:
             self.log.info("storage: {name} = {path}", name=device.name, path=device.path)
         self.log.info("HL7 drop folder: {path} (WorkListMode {mode})",

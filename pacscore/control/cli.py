@@ -26,7 +26,7 @@ from pacscore.config.loader import INI_NAME, defaultConfigDir, loadConfiguration
 from pacscore.control.client import NoAnswer, sendCommand
 from pacscore.control.endpoint import DEFAULT_ENDPOINT, clientEndpoint, portNumber
 from pacscore.control.registry import CommandRegistry
-from pacscore.db.drivers import databaseFiles, findDriver
+from pacscore.db.drivers import databaseFiles, findDriver, redacted
 from pacscore.db.index import Index
 from pacscore.storage.devices import MagDevice
 from pacscore.storage.regen import Regenerator
@@ -134,7 +134,7 @@ def initialize(configuration, out):
         out(f"The index database is damaged ({problem}); it is kept as {kept}, and a new one is made "
             f"(its worklist and export queue, if any, stay in the damaged copy)")
         index = openIndex(driver, description, configuration)
-    out(f"Initialising the index tables in {description}")
+    out(f"Initialising the index tables in {redacted(description)}")
     index.initializeTables()
     index.createTables()
     return index, databaseFiles(driver, description, configuration)

@@ -7,7 +7,8 @@ row with ``fmt`` (tab-separated without one), to ``file`` or the output;
 ``query2`` has a ``max`` row limit before ``file``.  Only the index tables
 are allowed, and no ``;``: one SELECT, nothing else.  The text is the
 operator's own SQL (the control port is the operator's console), sent to
-the driver as written.
+the driver as written but for the names of the index's tables and columns,
+which are quoted as the database stores them (``pacscore.db.rawsql``).
 """
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -21,6 +22,8 @@ MAX_ROWS = 2**31 - 1  # the largest fetchmany() takes
 
 def _select(connection, statement, limit):
     """In a reader thread: the rows, at most ``limit`` (None: all)."""
+    if connection.dialect.paramstyle in ("format", "pyformat"):
+        statement = statement.replace("%", "%%")  # no parameters: each % is the operator's (LIKE 'A%')
     result = connection.exec_driver_sql(statement)
     rows = result.fetchmany(limit) if limit is not None else result.all()
     return [["" if value is None else value for value in row] for row in rows]
@@ -46,7 +49,7 @@ class Query(ControlCommand):
             statement += f" WHERE {where.strip()}"
         if ";" in statement:
             raise CommandError("';' is not allowed in a query")
-        d = archive.index.runQuery(_select, statement, limit)
+        d = archive.index.runQuery(_select, archive.index.quoteNames(statement), limit)
         d.addErrback(_failed, statement)
         return d.addCallback(lambda rows: deliver(archive, [formatRow(fmt, row) for row in rows], path))
 

@@ -2,6 +2,7 @@
 checker factory: by the scheme of ``--db SCHEME:...`` or by dicom.ini."""
 
 import os
+import re
 
 from twisted.plugin import getPlugins
 
@@ -43,3 +44,9 @@ def findDriver(description, configuration):
             return driver, description
     raise ValueError(f"Unknown database driver {scheme!r} in --db {description!r} "
                      f"(available: {names})")
+
+
+def redacted(description):
+    """``description`` for logs and output: the password of a URL
+    (``scheme://user:password@host/...``) replaced by ``***``."""
+    return re.sub(r"(://[^/@:]*:)[^/@]*@", r"\1***@", description)

@@ -20,6 +20,7 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from pacscore.db.pending import PendingFiles
+from pacscore.db.rawsql import IdentifierQuoter
 from pacscore.db.records import ImageRecord, Replaced, Upserter, buildLevels, checkRecord
 from pacscore.db.schema import buildTables
 from pacscore.db.writer import BatchRunner, GroupCommitWriter, callEach
@@ -49,6 +50,9 @@ class Index:
         self.metadata = MetaData()
         self.tables = buildTables(layout, tableNames, self.metadata)
         self._levels = buildLevels(self.tables, layout)
+        # Operators' SQL text (dgate --query, export filters) naming these
+        # tables and columns in any case, as the database stores them.
+        self.quoteNames = IdentifierQuoter(self.tables, engine.dialect)
         self.durability = durability or PerFileSync()
         self.pending = PendingFiles(self.metadata, self.tables.image)
         self._upserters = {}  # writer thread ident -> its Upserter

@@ -289,10 +289,11 @@ class ExportQueue:
         imageKey, imageLink = _keyAndLink(image, layout.image)
         seriesKey, seriesLink = _keyAndLink(series, layout.series)
         studyKey, _ = _keyAndLink(study, layout.study)
-        statement = text(
+        quoted = self.index.quoteNames
+        statement = text(quoted(
             f"SELECT 1 FROM {image.name} JOIN {series.name} ON {image.name}.{imageLink.name} = "
             f"{series.name}.{seriesKey.name} JOIN {study.name} ON {series.name}.{seriesLink.name} = "
-            f"{study.name}.{studyKey.name} WHERE {image.name}.{imageKey.name} = :uid AND ({sqlFilter})")
+            f"{study.name}.{studyKey.name} WHERE {image.name}.{imageKey.name}") + f" = :uid AND ({quoted(sqlFilter)})")
         try:
             with self.engine.connect() as connection:
                 return connection.execute(statement, {"uid": sopInstanceUID}).first() is not None

@@ -48,6 +48,7 @@ class PluginTests(unittest.TestCase):
         self.assertTrue(sqliteDriver.selectedBy(FakeConfiguration(".", Postgres="0", MySQL="0")))
         self.assertTrue(sqliteDriver.selectedBy(FakeConfiguration(".", SQLite="1", MySQL="1")))
         self.assertFalse(sqliteDriver.selectedBy(FakeConfiguration(".", Postgres="1")))
+        self.assertFalse(sqliteDriver.selectedBy(FakeConfiguration(".", Postgres="1", SQLite="1")))
         self.assertFalse(sqliteDriver.selectedBy(FakeConfiguration(".", mysql="1", SQLite="0")))
 
     def test_urlFromConfiguration(self):

@@ -16,8 +16,11 @@ from tests.pacscore.db.test_writer import sqliteEngine
 
 class DirectStatementTests(unittest.TestCase):
 
+    def makeEngine(self):
+        return sqliteEngine(self)
+
     def setUp(self):
-        self.engine = sqliteEngine(self)
+        self.engine = self.makeEngine()
         metadata = MetaData()
         self.table = Table("Things", metadata, Column("Key", String(16), primary_key=True),
                            Column("Name", String(16)), Column("Count", Integer),

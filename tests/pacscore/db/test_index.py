@@ -32,8 +32,11 @@ def makeRecord(sop, series="1.2.3.1", study="1.2.3", patient="PAT1",
 class IndexTestCase(unittest.TestCase):
     """An Index on a fresh SQLite file with Conquest's default tables."""
 
+    def makeEngine(self):
+        return sqliteEngine(self)
+
     def setUp(self):
-        self.engine = sqliteEngine(self)
+        self.engine = self.makeEngine()
         self.index = Index(self.engine, conquestLayout(), TABLE_NAMES)
         self.index.createTables()
 

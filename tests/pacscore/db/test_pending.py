@@ -29,8 +29,11 @@ class FlushAfterCommit:
 
 class PendingFilesTests(unittest.TestCase):
 
+    def makeEngine(self):
+        return sqliteEngine(self)
+
     def setUp(self):
-        self.engine = sqliteEngine(self)
+        self.engine = self.makeEngine()
         self.durability = FlushAfterCommit()
         self.index = Index(self.engine, conquestLayout(), TABLE_NAMES, reactor=reactor,
                            durability=self.durability)

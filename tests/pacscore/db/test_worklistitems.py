@@ -32,8 +32,11 @@ def order(control, accession, **values):
 
 class WorklistItemsTests(unittest.TestCase):
 
+    def makeEngine(self):
+        return sqliteEngine(self)
+
     def setUp(self):
-        self.engine = sqliteEngine(self)
+        self.engine = self.makeEngine()
         self.index = Index(self.engine, DatabaseLayout.fromFile("etc/dicom.sql"), TABLE_NAMES)
         self.index.createTables()
         self.items = WorklistItems(self.index, {"StudyInstanceUID"}, runWrite=runNow(self.index))

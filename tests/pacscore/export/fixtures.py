@@ -52,6 +52,7 @@ class SyncIndex:
         self.engine = index.engine
         self.tables = index.tables
         self.layout = index.layout
+        self.quoteNames = index.quoteNames
 
     def runQuery(self, fn, *args, **kw):
         with self.engine.connect() as connection:

@@ -37,8 +37,11 @@ class FakeRule:
 
 class QueueTestCase(unittest.TestCase):
 
+    def makeEngine(self):
+        return sqliteEngine(self)
+
     def setUp(self):
-        self.engine = sqliteEngine(self)
+        self.engine = self.makeEngine()
         self.index = Index(self.engine, conquestLayout(), TABLE_NAMES)
         self.index.createTables()
         self.clock = FakeClock()

@@ -36,6 +36,7 @@ class PostgreSQLDriver:
     writerThreads = 1
     defaultDatabase = "conquest"
     poolSize = 8
+    connectTimeout = 10  # seconds: a server that does not answer fails the store instead of stalling it
 
     def selectedBy(self, configuration):
         return configuration.ini.get("PostGres", "0").strip() == "1"
@@ -58,7 +59,8 @@ class PostgreSQLDriver:
             raise ValueError(f"not a PostgreSQL database description: {redacted(description)!r}")
         try:
             return create_engine(url.set(drivername="postgresql+psycopg"), pool_size=self.poolSize,
-                                 max_overflow=2 * self.poolSize, pool_pre_ping=True)
+                                 max_overflow=2 * self.poolSize, pool_pre_ping=True,
+                                 connect_args={"connect_timeout": self.connectTimeout})
         except ImportError as e:
             raise ValueError(f"the PostgreSQL driver needs psycopg ({e}): pip install 'pacs[postgresql]'") from None
 

@@ -5,7 +5,9 @@ it when missing); the server runs from a cluster made with initdb in a
 temporary folder, on a free loopback port, with trust authentication, and
 stops when the test process ends.  initdb and postgres refuse to run as
 root: as root they run as the ``postgres`` user.  Each test gets a database
-of its own (``createDatabase``).
+of its own (``createDatabase``); the server runs with ``fsync=off``, which
+makes creating one fast (commits still wait for the server: the tests
+check pacs's side, not the disk's).
 """
 
 import atexit
@@ -14,6 +16,7 @@ import itertools
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -61,12 +64,14 @@ class PostgresServer:
         return result.stdout
 
     def start(self, timeout=60):
-        self._run(os.path.join(self.bin, "initdb"), "-D", self.data, "-U", self.user, "-A", "trust",
-                  "-E", "UTF8", "--no-sync")
-        log = open(os.path.join(self.folder, "postgres.log"), "wb")
+        """Make the cluster (the first time) and start the server."""
+        if not os.path.exists(self.data):
+            self._run(os.path.join(self.bin, "initdb"), "-D", self.data, "-U", self.user, "-A", "trust",
+                      "-E", "UTF8", "--no-sync")
+        log = open(os.path.join(self.folder, "postgres.log"), "ab")
         self.process = subprocess.Popen(
             [*self._runAs, os.path.join(self.bin, "postgres"), "-D", self.data, "-p", str(self.port),
-             "-k", self.folder, "-c", "listen_addresses=127.0.0.1", "-c", "fsync=on",
+             "-k", self.folder, "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
              "-c", "max_connections=200"],
             stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
@@ -78,6 +83,20 @@ class PostgresServer:
                 return self
             time.sleep(0.1)
         raise RuntimeError(f"postgres did not start within {timeout} s:\n{self.log()}")
+
+    def crash(self):
+        """SIGKILL the server and wait for its processes to end, as after
+        a crash of its machine (``start`` runs crash recovery)."""
+        with open(os.path.join(self.data, "postmaster.pid")) as f:
+            pid = int(f.readline())
+        children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+        os.kill(pid, signal.SIGKILL)
+        self.process.wait()
+        deadline = time.monotonic() + 30
+        while any(os.path.exists(f"/proc/{child}") for child in children):  # they notice and end
+            if time.monotonic() > deadline:
+                raise RuntimeError("postgres processes outlived their postmaster")
+            time.sleep(0.1)
 
     def log(self):
         with open(os.path.join(self.folder, "postgres.log"), errors="replace") as f:

@@ -4,6 +4,7 @@ Like every service it answers ``handle(protocol, contextId, command,
 dataset)``; it also provides the data set sink (a spool on the MAG device).
 """
 
+from sqlalchemy.exc import SQLAlchemyError
 from twisted.internet import defer
 from twisted.logger import Logger
 
@@ -76,7 +77,8 @@ class StorageService:
             return self.storageFailedStatus, str(error)
         if isDiskFull(error):
             return OUT_OF_RESOURCES, f"disk full: {error}"
-        self.log.failure("storing {uid} failed", failure, uid=incoming.sopInstanceUID)
+        if not failure.check(SQLAlchemyError):  # the index refusing is logged by the store, in a line
+            self.log.failure("storing {uid} failed", failure, uid=incoming.sopInstanceUID)
         return self.storageFailedStatus, f"storage failed: {error}"
 
     def _respond(self, outcome, protocol, contextId, command, incoming):

@@ -44,6 +44,7 @@ import math
 import os
 
 import pydicom
+from sqlalchemy.exc import SQLAlchemyError
 from twisted.application import service
 from twisted.internet import defer, task
 from twisted.logger import Logger
@@ -128,6 +129,15 @@ class ExportService(service.Service):
 
     # -- polling ----------------------------------------------------------
 
+    def _pollFailed(self, failure):
+        """The index database refusing (a database server that is down) is
+        one log line per poll; anything else, with its traceback."""
+        if failure.check(SQLAlchemyError):
+            self.log.error("export queue poll failed, retried at the next poll: {error}",
+                           error=failure.getErrorMessage().splitlines()[0])
+        else:
+            self.log.failure("export queue poll failed", failure)
+
     def kick(self):
         """Look for due work now (from the reactor thread)."""
         if not self.running:
@@ -136,7 +146,7 @@ class ExportService(service.Service):
             self._again = True
             return
         self._polling = defer.ensureDeferred(self._poll())
-        self._polling.addErrback(lambda f: self.log.failure("export queue poll failed", f))
+        self._polling.addErrback(self._pollFailed)
         self._polling.addBoth(self._polled)
 
     def _polled(self, _):

@@ -1,7 +1,8 @@
 """``twistd -n pacs`` with its index on a real PostgreSQL server, chosen the
 Conquest way in dicom.ini (PostGres = 1, SQLHost, SQLServer, Username,
 Password): DCMTK's storescu over parallel associations, findscu, a kill in
-the middle of an ingest, and ``dgate -r`` rebuilding the same rows."""
+the middle of an ingest, ``dgate -r`` rebuilding the same rows, and the
+database server crashing under a running archive."""
 
 import concurrent.futures
 import os
@@ -18,7 +19,7 @@ from tests.interop.index import BOOKKEEPING
 from tests.interop.server import PacsServer, dcmtkTool
 from tests.interop.test_find import STUDY_ROOT, findscu
 from tests.interop.test_storage import storedFiles
-from tests.postgres import createDatabase, postgresServer
+from tests.postgres import PostgresServer, createDatabase, postgresServer
 
 TABLES = ("DICOMPatients", "DICOMStudies", "DICOMSeries", "DICOMImages")
 
@@ -117,3 +118,33 @@ class PostgreSQLServerTests(unittest.TestCase):
         self.server.start()
         with self.engine.connect() as connection:
             self.assertEqual(connection.execute(select(func.count()).select_from(text('"PendingFiles"'))).scalar(), 0)
+
+
+class DatabaseCrashTests(unittest.TestCase):
+    """A PostgreSQL server of its own, crashed and restarted under pacs."""
+
+    def test_storesFailWhileTheDatabaseIsDownThenSucceed(self):
+        postgres = PostgresServer().start()
+        self.addCleanup(postgres.stop)
+        postgres.sql("CREATE DATABASE conquest")
+        server = PacsServer(self.mktemp(), ini={"PostGres": "1", "SQLHost": f"127.0.0.1:{postgres.port}",
+                                                "SQLServer": "conquest", "Username": postgres.user})
+        self.addCleanup(server.stop)
+        server.start()
+        first, second, third = generateCorpus(self.mktemp(), 1, 1, 1, 3)
+        self.assertEqual(server.store(first.path).returncode, 0)
+
+        postgres.crash()
+        refused = server.store(second.path, extra=("-v",))
+        self.assertNotEqual(refused.returncode, 0)
+        self.assertIn("Status: 0x110", refused.stderr)  # StorageFailedErrorCode: never Success unindexed
+
+        postgres.start()
+        for image in (second, third):
+            result = server.store(image.path)
+            self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        self.assertEqual(postgres.sql('SELECT "SOPInstanceUID" FROM "DICOMImages" ORDER BY 1', "conquest").split(),
+                         sorted(i.sopUID for i in (first, second, third)))
+        server.stop()
+        self.assertEqual(server.dgate("-r").returncode, 0)
+        self.assertEqual(set(storedFiles(server.dataDir)), {first.sopUID, second.sopUID, third.sopUID})

@@ -7,6 +7,7 @@ import warnings
 
 from sqlalchemy import select
 from twisted.internet import defer, reactor
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial import unittest
 
 from pacscore.dicom import commands
@@ -49,3 +50,31 @@ class DamagedDatasetTests(unittest.TestCase):
         yield client.release()
         self.assertEqual(self.flushLoggedErrors(), [])
         self.assertEqual(set(statuses), {SUCCESS, CANNOT_UNDERSTAND, DATASET_DOES_NOT_MATCH}, statuses)
+
+
+class IndexRefusalTests(unittest.TestCase):
+
+    @defer.inlineCallbacks
+    def test_indexRefusingIsAFailureStatusAndOneLogLine(self):
+        """The index database refusing the row (its server down, a trigger
+        here) answers StorageFailedErrorCode, logged in lines, with no
+        traceback."""
+        running = RunningArchive(self, listen=True)
+        with running.archive.index.engine.begin() as connection:
+            connection.exec_driver_sql("CREATE TRIGGER refuse BEFORE INSERT ON DICOMImages "
+                                       "BEGIN SELECT RAISE(ABORT, 'the index is away'); END")
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        syntax, data, dataset = splitFile(bundledFile("CT_small.dcm"))
+        client = yield associate(reactor, "127.0.0.1", running.port, "SENDER", running.ae,
+                                 [(CT_STORAGE, [syntax])])
+        command = {commands.COMMAND_FIELD: commands.C_STORE_RQ, commands.PRIORITY: 0,
+                   commands.AFFECTED_SOP_CLASS_UID: CT_STORAGE,
+                   commands.AFFECTED_SOP_INSTANCE_UID: str(dataset.SOPInstanceUID)}
+        response, _ = yield client.request(1, command, data)
+        yield client.release()
+        self.assertEqual(response[commands.STATUS], 0x0110)
+        self.assertIn("the index is away", response[commands.ERROR_COMMENT])
+        self.assertFalse([e for e in events if "log_failure" in e])
+        self.assertTrue([e for e in events if "could not be indexed" in formatEvent(e)])

@@ -5,7 +5,9 @@ FailHoldOff per destination, counters."""
 import os
 
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 from twisted.internet import defer, task
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial import unittest
 
 from pacscore.converters.context import ConverterServices, Outcome
@@ -118,6 +120,27 @@ class RunnerTests(unittest.TestCase):
         self.assertTrue(context.filename.endswith("PAT1/1.2.3.1.1.dcm"))
         self.assertEqual(self.queue.dueJobs(1e12, 10), [])
         self.assertEqual(self.counters["forwardsSent"], 1)
+
+    def test_databaseDownIsOneLinePerPoll(self):
+        """The index database refusing (its server down) is logged as one
+        error line, no traceback, and polled again; work resumes after."""
+        events = []
+        observer = events.append
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        dueJobs = self.queue.dueJobs
+
+        def down(*args):
+            raise OperationalError("SELECT", {}, Exception("connection refused"))
+        self.queue.dueJobs = down
+        self.service.startService()
+        [event] = [e for e in events if "export queue poll failed" in e.get("log_format", "")]
+        self.assertNotIn("log_failure", event)
+        self.assertIn("connection refused", formatEvent(event))
+        self.queue.dueJobs = dueJobs
+        self.receive("1.2.3.1.1")
+        self.service.kick()
+        self.assertEqual(self.forwarder.delivered, [("B", "1.2.3.1.1")])
 
     def test_kickRunsNewWorkAtOnce(self):
         self.service.startService()

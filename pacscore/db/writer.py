@@ -70,9 +70,11 @@ class BatchRunner:
 
     def run(self, requests):
         """``[(True, result) | (False, Failure)]``, one per request, in
-        order; the successful ones are committed."""
-        connection = self._connection()
+        order; the successful ones are committed.  A connection that cannot
+        be opened (a database server that is down) fails them, like any
+        other error: the writer thread goes on with the next batch."""
         try:
+            connection = self._connection()
             with connection.begin():
                 results = []
                 for fn, group in itertools.groupby(requests, key=operator.itemgetter(0)):

@@ -3,12 +3,15 @@ a free loopback port, and drive it with DCMTK's tools (``TCP_NODELAY=1``)."""
 
 import os
 import random
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+
+import pydicom
 
 from pacscore.config.ini import DicomIni
 from pacscore.config.loader import defaultConfigDir
@@ -182,3 +185,28 @@ class PacsServer:
     def dgate(self, *args):
         return subprocess.run([os.path.join(BIN, "dgate"), f"-w{self.workdir}", *args],
                               capture_output=True, text=True, timeout=600)
+
+
+def acknowledged(storescuOutput):
+    """The SOP Instance UIDs ``storescu -v`` got a Success response for."""
+    uids, sending = set(), None
+    for line in storescuOutput.splitlines():
+        match = re.search(r"Sending file: (\S+)", line)
+        if match:
+            sending = match.group(1)
+        elif "Received Store Response (Success)" in line and sending:
+            uids.add(pydicom.dcmread(sending, stop_before_pixels=True).SOPInstanceUID)
+    return uids
+
+
+def acknowledgedBy(processes):
+    """What ``storescu -v`` processes got Success for (waits for them to end)."""
+    return set().union(*(acknowledged(process.communicate(timeout=60)[0]) for process in processes))
+
+
+def killWhenIndexed(server, indexed, count, timeout=60):
+    """SIGKILL ``server`` once ``indexed()`` (its image rows) reaches ``count``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and indexed() < count:
+        time.sleep(0.01)
+    server.kill()

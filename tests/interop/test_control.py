@@ -6,32 +6,18 @@ shared secret of a control port bound beyond 127.0.0.1."""
 
 import json
 import os
-import re
 import sqlite3
 import subprocess
 import time
 
-import pydicom
 from twisted.python import usage
 from twisted.trial import unittest
 
 from pacscore.testing.corpus import generateCorpus
 from tap.pacs import Options
 from tests.interop.index import column
-from tests.interop.server import BIN, PacsServer, dcmtkEnvironment, dcmtkTool
+from tests.interop.server import BIN, PacsServer, acknowledged, dcmtkEnvironment, dcmtkTool
 from tests.interop.test_storage import storedFiles
-
-
-def acknowledged(storescuOutput):
-    """The SOP Instance UIDs ``storescu -v`` got a Success response for."""
-    uids, sending = set(), None
-    for line in storescuOutput.splitlines():
-        match = re.search(r"Sending file: (\S+)", line)
-        if match:
-            sending = match.group(1)
-        elif "Received Store Response (Success)" in line and sending:
-            uids.add(pydicom.dcmread(sending, stop_before_pixels=True).SOPInstanceUID)
-    return uids
 
 
 class StatusTests(unittest.TestCase):

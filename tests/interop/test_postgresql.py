@@ -6,17 +6,14 @@ database server crashing under a running archive."""
 
 import concurrent.futures
 import os
-import re
 import subprocess
-import time
 
-import pydicom
 from sqlalchemy import create_engine, func, select, text
 from twisted.trial import unittest
 
 from pacscore.testing.corpus import generateCorpus
 from tests.interop.index import BOOKKEEPING
-from tests.interop.server import PacsServer, dcmtkTool
+from tests.interop.server import PacsServer, acknowledgedBy, dcmtkTool, killWhenIndexed
 from tests.interop.test_find import STUDY_ROOT, findscu
 from tests.interop.test_storage import storedFiles
 from tests.postgres import PostgresServer, createDatabase, postgresServer
@@ -92,22 +89,8 @@ class PostgreSQLServerTests(unittest.TestCase):
             [dcmtkTool("storescu"), "-v", "-aec", "PACS", "127.0.0.1", str(self.server.port), *paths],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ, TCP_NODELAY="1"))
             for paths in chunks]
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            with self.engine.connect() as connection:
-                if connection.execute(text('SELECT count(*) FROM "DICOMImages"')).scalar() >= len(images) // 4:
-                    break
-            time.sleep(0.01)
-        self.server.kill()
-        acknowledged = set()
-        for process in processes:
-            sending = None
-            for line in process.communicate(timeout=60)[0].splitlines():
-                match = re.search(r"Sending file: (\S+)", line)
-                if match:
-                    sending = match.group(1)
-                elif "Received Store Response (Success)" in line and sending:
-                    acknowledged.add(pydicom.dcmread(sending, stop_before_pixels=True).SOPInstanceUID)
+        killWhenIndexed(self.server, lambda: len(self.column("DICOMImages", "SOPInstanceUID")), len(images) // 4)
+        acknowledged = acknowledgedBy(processes)
         self.assertGreater(len(acknowledged), 0)
         self.assertLess(len(acknowledged), len(images), "the kill came before the end of the ingest")
         self.assertLessEqual(acknowledged, set(self.column("DICOMImages", "SOPInstanceUID")))
@@ -138,6 +121,8 @@ class DatabaseCrashTests(unittest.TestCase):
         refused = server.store(second.path, extra=("-v",))
         self.assertNotEqual(refused.returncode, 0)
         self.assertIn("Status: 0x110", refused.stderr)  # StorageFailedErrorCode: never Success unindexed
+        refused = server.store(third.path, extra=("-v",), timeout=60)  # the index writer has to reconnect now
+        self.assertIn("Status: 0x110", refused.stderr)
 
         postgres.start()
         for image in (second, third):

@@ -20,7 +20,7 @@ from twisted.trial import unittest
 from pacscore.storage.part10 import readFileMeta
 from pacscore.testing.corpus import generateCorpus, makeDataset
 from tests.interop.index import column, rows, snapshot
-from tests.interop.server import PacsServer, dcmtk, dcmtkTool
+from tests.interop.server import PacsServer, acknowledgedBy, dcmtk, dcmtkTool, killWhenIndexed
 
 # transfer syntax -> (pydicom test file, storescu option proposing it)
 TRANSFER_SYNTAX_FILES = {
@@ -302,26 +302,14 @@ class CrashTests(ServerTestCase):
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ, TCP_NODELAY="1"))
             for paths in chunks]
         database = self.server.database
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+        def indexed():
             try:
                 with sqlite3.connect(database) as c:
-                    if c.execute("SELECT COUNT(*) FROM DICOMImages").fetchone()[0] >= len(images) // 4:
-                        break
+                    return c.execute("SELECT COUNT(*) FROM DICOMImages").fetchone()[0]
             except sqlite3.OperationalError:
-                pass
-            time.sleep(0.01)
-        self.server.kill()
-        acknowledged = set()
-        for process, paths in zip(processes, chunks):
-            output = process.communicate(timeout=60)[0]
-            sending = None
-            for line in output.splitlines():
-                match = re.search(r"Sending file: (\S+)", line)
-                if match:
-                    sending = match.group(1)
-                elif "Received Store Response (Success)" in line and sending:
-                    acknowledged.add(pydicom.dcmread(sending, stop_before_pixels=True).SOPInstanceUID)
+                return 0
+        killWhenIndexed(self.server, indexed, len(images) // 4)
+        acknowledged = acknowledgedBy(processes)
         self.assertGreater(len(acknowledged), 0)
         self.assertLess(len(acknowledged), len(images), "the kill came before the end of the ingest")
         self.assertLessEqual(acknowledged, set(column(database, "DICOMImages", "SOPInstanceUID")),

@@ -9,6 +9,7 @@ import threading
 import time
 
 from sqlalchemy import create_engine, delete, event, func, select
+from sqlalchemy.exc import OperationalError
 from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
@@ -230,3 +231,22 @@ class AfterCommitTests(unittest.TestCase):
         yield self.assertFailure(writer.submit(self.create, "a"), Exception)  # committed: exists
         self.assertEqual([items for items, _ in self.seen], [["a"]],
                          "a rolled-back request is not flushed")
+
+
+class UnreachableDatabaseTests(unittest.TestCase):
+    """A database that cannot be connected to (its server down; here a
+    SQLite file in a folder not there yet) fails the writes of the moment,
+    and the writer thread serves the next ones once it is back."""
+
+    @defer.inlineCallbacks
+    def test_writerOutlivesAFailedConnect(self):
+        folder = os.path.abspath(self.mktemp())
+        engine = create_engine("sqlite:///" + os.path.join(folder, "index.db3"))
+        self.addCleanup(engine.dispose)
+        writer = GroupCommitWriter(engine, reactor)
+        writer.start()
+        self.addCleanup(writer.stop)
+        create = AfterCommitTests.create
+        yield self.assertFailure(writer.submit(create, ["a"]), OperationalError)
+        os.makedirs(folder)
+        self.assertEqual((yield writer.submit(create, ["b"])), ["b"])

@@ -5,12 +5,12 @@ For the few small statements of one image (look up its SOP Instance UID,
 insert its row, mark it pending) SQLAlchemy's execute path - cache key,
 execution context, result set-up - costs several times what the database
 takes to run them, and the writer thread is where an ingest waits.  A
-statement goes direct only where that changes nothing: its dialect needs no
-processing of the bound values or of the columns selected, it has no Python-side column defaults, and
-no IN list to expand, and no event listener wants to see the statements
-of the engine; any other statement, or key set, takes ``Connection.execute``
-as before.  Either way it runs in the caller's transaction, and a database
-error is raised as SQLAlchemy's ``DBAPIError``.
+statement goes direct only where that changes nothing: the dialect needs to
+process neither its bound values nor the columns it selects, it has no
+Python-side column defaults and no IN list to expand, and no event listener
+wants to see the engine's statements; any other statement, or key set,
+takes ``Connection.execute`` as before.  Either way it runs in the caller's
+transaction, and a database error is raised as SQLAlchemy's ``DBAPIError``.
 """
 
 from sqlalchemy.exc import DBAPIError

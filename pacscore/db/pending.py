@@ -45,7 +45,7 @@ class PendingFiles:
         if flushed is not None:
             self._delete(connection, self.table, flushed)
         self._insert.execute(connection, [{"DeviceName": record.deviceName, "ObjectFile": record.objectFile}
-                                               for record in records])
+                                          for record in records])
 
     def flushed(self, records):
         """After the flush that made ``records`` durable (any thread)."""

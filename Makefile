@@ -1,7 +1,8 @@
 # The two commands of the README: `make run` and `make test`.
 # Each creates/refreshes .venv itself; `make test` also installs the real
-# DICOM tools the interop tests drive (Debian's dcmtk and orthanc) when they
-# are missing.
+# DICOM tools the interop tests drive (Debian's dcmtk and orthanc) and the
+# database servers they start (postgresql, mariadb-server) when they are
+# missing.
 
 VENV ?= .venv
 PYTHON ?= python3
@@ -14,14 +15,14 @@ export TCP_NODELAY := 1
 $(VENV)/.installed: setup.cfg pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,postgresql]'
+	$(PY) -m pip install -q -e '.[test,postgresql,mysql]'
 	touch $@
 
 run: $(VENV)/.installed
 	$(VENV)/bin/twistd -n pacs
 
-# The tests run their own PostgreSQL server (tests/postgres.py) from
-# Debian's postgresql package.
+# The tests run their own PostgreSQL and MariaDB servers (tests/dbservers.py)
+# from Debian's postgresql and mariadb-server packages.
 # Debian's orthanc package enables and starts a system Orthanc (ports 4242
 # and 8042) where an init system runs; the tests run their own on free
 # ports without systemd, so the one the install starts is stopped again.
@@ -30,6 +31,8 @@ system-deps:
 	  ( $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dcmtk )
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
 	  ( $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql )
+	@[ -x /usr/sbin/mariadbd ] || \
+	  ( $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mariadb-server )
 	@[ -x /usr/sbin/Orthanc ] || \
 	  ( $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq orthanc && \
 	    if [ -d /run/systemd/system ]; then $(SUDO) systemctl disable --now -q orthanc.service; \

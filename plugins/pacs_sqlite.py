@@ -33,9 +33,9 @@ class SQLiteDriver:
                "PRAGMA busy_timeout=10000", "PRAGMA foreign_keys=OFF")
 
     def selectedBy(self, configuration):
-        def flag(key):
-            return configuration.ini.get(key, "0").strip() == "1"
-        return not flag("Postgres") and (flag("SQLite") or not flag("MySQL"))
+        # The default: PostGres = 1 or MySQL = 1 wins over SQLite = 1, which
+        # Conquest's dicom.ini (and the one in etc/) has.
+        return not any(configuration.ini.get(key, "0").strip() == "1" for key in ("PostGres", "MySQL"))
 
     def urlFromConfiguration(self, configuration):
         path = configuration.ini.get("SQLServer", "").strip() or self.defaultPath

@@ -17,6 +17,8 @@ from sqlalchemy import Column, Index, Integer, MetaData, String, Table, insert, 
 from sqlalchemy.exc import IntegrityError
 from twisted.logger import Logger
 
+from pacscore.db.schema import MYSQL_TABLE
+
 TABLE_NAME = "UIDMODS"
 
 
@@ -26,7 +28,7 @@ def uidModsTable(metadata):
                  Column("MODTime", Integer), Column("OldUID", String(64)),
                  Column("MODType", String(32)), Column("NewUID", String(64)),
                  Index(f"ux_{TABLE_NAME}_OldUID", "OldUID", unique=True),
-                 Index(f"ix_{TABLE_NAME}_NewUID", "NewUID"))
+                 Index(f"ix_{TABLE_NAME}_NewUID", "NewUID"), **MYSQL_TABLE)
 
 
 class UIDMap:

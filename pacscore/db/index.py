@@ -71,9 +71,15 @@ class Index:
         version also appears in an existing database)."""
         self.metadata.create_all(self.engine)
         with self.engine.begin() as connection:
+            dialect = connection.dialect.name
             for table in self.tables:
                 for index in table.indexes:
-                    connection.execute(CreateIndex(index, if_not_exists=True))
+                    if dialect not in index.info.get("dialects", (dialect,)):
+                        continue
+                    if dialect == "mysql":  # no CREATE INDEX IF NOT EXISTS in MySQL
+                        index.create(connection, checkfirst=True)
+                    else:  # SQLite's reflection (checkfirst) does not see indexes on expressions
+                        connection.execute(CreateIndex(index, if_not_exists=True))
 
     def hasImages(self):
         """Whether the image table holds a row (synchronous, for start-up)."""

@@ -17,6 +17,7 @@ from sqlalchemy import Column, String, Table, bindparam, delete, insert, select
 from twisted.logger import Logger
 
 from pacscore.db.direct import DirectStatement
+from pacscore.db.schema import MYSQL_TABLE
 
 
 class PendingFiles:
@@ -27,7 +28,7 @@ class PendingFiles:
 
     def __init__(self, metadata, imageTable):
         self.table = Table("PendingFiles", metadata,
-                           Column("DeviceName", String(32)), Column("ObjectFile", String(255)))
+                           Column("DeviceName", String(32)), Column("ObjectFile", String(255)), **MYSQL_TABLE)
         self.imageTable = imageTable
         self._insert = DirectStatement(insert(self.table))
         self._lock = threading.Lock()

@@ -10,7 +10,8 @@ the object lives (``DeviceName`` ``MAG0`` + ``ObjectFile`` relative path).
 Indexes (what pacscore.db.query relies on): unique on each key, plain on
 each link, on the usual search columns and on every PatientID column
 (SeriesPat, ImagePat), and on ``lower(PatientName)`` for case-insensitive
-name matching (SQLite and PostgreSQL only).
+name matching (SQLite and PostgreSQL only; on MySQL and MariaDB every text
+column compares byte for byte, utf8mb4_bin).
 """
 
 from typing import NamedTuple
@@ -29,8 +30,12 @@ PATIENT_ID_TAG = 0x00100020
 # Columns matched case-insensitively (``lower(column)``, see pacscore.db.query)
 # that also get an index on ``lower(column)`` where the database supports
 # one: SQLite and PostgreSQL (there with text_pattern_ops, for LIKE 'DOE%').
+# The index's info["dialects"] tells Index.createTables the same.
 CASE_FOLDED = ("PatientName",)
 CASE_FOLDED_DIALECTS = ("sqlite", "postgresql")
+# MySQL/MariaDB: Unicode text compared byte for byte, as the other databases
+# compare it (their default collations ignore case and accents).
+MYSQL_TABLE = {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"}
 
 
 class Tables(NamedTuple):
@@ -82,7 +87,7 @@ def _foldedIndexes(table, names):
         if name in names:
             label = f"{name}_lower"
             Index(f"ix_{table.name}_{label}", func.lower(table.c[name]).label(label),
-                  postgresql_ops={label: "text_pattern_ops"}
+                  postgresql_ops={label: "text_pattern_ops"}, info={"dialects": CASE_FOLDED_DIALECTS}
                   ).ddl_if(dialect=CASE_FOLDED_DIALECTS)
 
 
@@ -100,7 +105,7 @@ def buildTable(level, columns, tableName, metadata):
         seen.add(column.name.lower())
     names = [c.name for c in dicom]
     table = Table(tableName, metadata, *sqlColumns,
-                  *_indexes(level, tableName, names, [c.tag for c in dicom]))
+                  *_indexes(level, tableName, names, [c.tag for c in dicom]), **MYSQL_TABLE)
     _foldedIndexes(table, names)
     return table
 

@@ -48,6 +48,7 @@ from typing import NamedTuple
 from sqlalchemy import Column, Float, Index, Integer, MetaData, String, Table, Text, and_, func, select, text
 from twisted.logger import Logger
 
+from pacscore.db.schema import MYSQL_TABLE
 from pacscore.storage.mirror import MIRROR_COPY
 
 PENDING = "pending"
@@ -152,7 +153,7 @@ def buildTables(metadata):
         Column("Attempts", Integer, nullable=False, default=0),
         Column("State", String(8), nullable=False, default=PENDING),
         Column("LastError", String(255), nullable=False, default=""),
-        Index("ix_PacsExportJobs_due", "State", "NextAttempt"))
+        Index("ix_PacsExportJobs_due", "State", "NextAttempt"), **MYSQL_TABLE)
     forwards = Table(
         "PacsForwards", metadata,
         Column("id", Integer, primary_key=True, autoincrement=True),
@@ -173,7 +174,7 @@ def buildTables(metadata):
         Column("LastError", String(255), nullable=False, default=""),
         Column("Created", Float, nullable=False),
         Index("ix_PacsForwards_due", "State", "NextAttempt"),
-        Index("ix_PacsForwards_collect", "CollectUID", "Action", "Destination"))
+        Index("ix_PacsForwards_collect", "CollectUID", "Action", "Destination"), **MYSQL_TABLE)
     return jobs, forwards
 
 

@@ -10,7 +10,7 @@ from pacscore.db.drivers import findDriver, redacted
 from pacscore.interfaces import IDatabaseDriver
 from plugins.pacs_postgresql import postgresqlDriver
 from tests.plugins.test_sqlite_driver import FakeConfiguration
-from tests.postgres import createDatabase, postgresServer
+from tests.dbservers import postgresServer
 
 
 class PostgreSQLDriverTests(unittest.TestCase):
@@ -54,8 +54,7 @@ class PostgreSQLDriverTests(unittest.TestCase):
         self.assertNotIn("secret", str(error))
 
     def test_engineOnARealServer(self):
-        engine = postgresqlDriver.createEngine(postgresServer().url(createDatabase(self)), None)
-        self.addCleanup(engine.dispose)
+        engine = postgresServer().newEngine(postgresqlDriver, self)
         with engine.connect() as connection:
             self.assertEqual(connection.execute(text("SHOW synchronous_commit")).scalar(), "on")
             self.assertEqual(engine.dialect.driver, "psycopg")

@@ -46,7 +46,7 @@ class PluginTests(unittest.TestCase):
         self.assertTrue(sqliteDriver.selectedBy(FakeConfiguration(".")))
         self.assertTrue(sqliteDriver.selectedBy(FakeConfiguration(".", SQLite="1")))
         self.assertTrue(sqliteDriver.selectedBy(FakeConfiguration(".", Postgres="0", MySQL="0")))
-        self.assertTrue(sqliteDriver.selectedBy(FakeConfiguration(".", SQLite="1", MySQL="1")))
+        self.assertFalse(sqliteDriver.selectedBy(FakeConfiguration(".", SQLite="1", MySQL="1")))
         self.assertFalse(sqliteDriver.selectedBy(FakeConfiguration(".", Postgres="1")))
         self.assertFalse(sqliteDriver.selectedBy(FakeConfiguration(".", Postgres="1", SQLite="1")))
         self.assertFalse(sqliteDriver.selectedBy(FakeConfiguration(".", mysql="1", SQLite="0")))

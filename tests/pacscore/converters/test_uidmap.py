@@ -13,8 +13,11 @@ from tests.pacscore.db.test_schema import sqliteEngine
 
 class UIDMapTests(unittest.TestCase):
 
+    def makeEngine(self):
+        return sqliteEngine(self)
+
     def setUp(self):
-        self.engine = sqliteEngine(self)
+        self.engine = self.makeEngine()
         self.uidMap = UIDMap(self.engine, clock=lambda: 1700000000)
 
     def rows(self):

@@ -149,11 +149,12 @@ class ArchiveTestCase(unittest.TestCase):
             return (query or self.query).instances(connection, level, list(keys))
 
     def statements(self):
-        """A list collecting every SQL statement run from now on."""
+        """A list collecting every SQL statement run from now on, names
+        quoted the standard way (MySQL quotes them `so`)."""
         statements = []
 
         def listener(conn, cursor, statement, *rest):
-            statements.append(statement)
+            statements.append(statement.replace("`", '"'))
         event.listen(self.engine, "before_cursor_execute", listener)
         self.addCleanup(event.remove, self.engine, "before_cursor_execute", listener)
         return statements

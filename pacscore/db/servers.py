@@ -1,0 +1,73 @@
+"""What the drivers of database servers (PostgreSQL, MySQL) share.
+
+Conquest's dicom.ini names the server with ``SQLHost`` (``host`` or
+``host:port``; default localhost), the database with ``SQLServer``
+(default conquest) and the account with ``Username`` and ``Password``;
+a flag (``PostGres = 1``, ``MySQL = 1``) picks the server's kind.  The
+database must exist, as with Conquest; ``dgate -i`` or the first start
+creates the tables in it.
+
+One writer thread, as for SQLite: group commit keeps it far from busy, and
+with a second one two images of a new series arriving together would both
+insert its row (the unique key refuses the second, and its whole batch is
+retried row by row); readers get connections of their own from the pool.
+Such a server makes each commit durable by itself (the drivers have no
+``localFolder``), so after an index commit the archive flushes only the
+MAG devices.
+"""
+
+from urllib.parse import quote
+
+from sqlalchemy import create_engine
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from pacscore.db.drivers import redacted
+
+
+class DatabaseServerDriver:
+    """A driver for a database server reached with a SQLAlchemy URL
+    ``<name>://USER:PASSWORD@HOST:PORT/DATABASE``.
+
+    Subclasses set ``name``, ``description``, ``flag`` (the dicom.ini key),
+    ``dbapi`` (SQLAlchemy's name of the Python driver), ``extra`` (the pip
+    extra that installs it) and may add ``engineOptions``.
+    """
+
+    writerThreads = 1
+    defaultDatabase = "conquest"
+    poolSize = 8
+    connectTimeout = 10  # seconds: a server that does not answer fails the store instead of stalling it
+
+    def selectedBy(self, configuration):
+        return configuration.ini.get(self.flag, "0").strip() == "1"
+
+    def urlFromConfiguration(self, configuration):
+        ini = configuration.ini
+        host = ini.get("SQLHost", "").strip() or "localhost"
+        database = ini.get("SQLServer", "").strip() or self.defaultDatabase
+        user = ini.get("Username", "").strip()
+        password = ini.get("Password", "")
+        credentials = quote(user, safe="") + (":" + quote(password, safe="") if password else "")
+        return f"{self.name}://{credentials + '@' if credentials else ''}{host}/{quote(database, safe='')}"
+
+    def engineOptions(self, url):
+        """``(url, keyword arguments)`` for ``create_engine`` beyond the pool's."""
+        return url, {}
+
+    def createEngine(self, description, configuration):
+        what = f"not a {self.label} database description: {redacted(description)!r}"
+        try:
+            url = make_url(description)
+            url.port  # a port that is no number raises only here
+        except (ArgumentError, ValueError) as e:
+            raise ValueError(f"{what} ({e})") from None
+        if url.get_backend_name() != self.name:
+            raise ValueError(what)
+        url, options = self.engineOptions(url.set(drivername=f"{self.name}+{self.dbapi}"))
+        try:
+            return create_engine(url, pool_size=self.poolSize, max_overflow=2 * self.poolSize,
+                                 pool_pre_ping=True, **options)
+        except ImportError as e:
+            raise ValueError(f"the {self.label} driver needs {self.dbapi} ({e}): "
+                             f"pip install 'pacs[{self.extra}]'") from None

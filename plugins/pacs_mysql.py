@@ -1,0 +1,46 @@
+"""The MySQL driver: the index in a MySQL or MariaDB database, through PyMySQL.
+
+Selected by ``--db mysql://USER:PASSWORD@HOST:PORT/DATABASE`` or, from
+dicom.ini, by ``MySQL = 1`` (Conquest's flag) with Conquest's keys
+``SQLHost``, ``SQLServer``, ``Username`` and ``Password`` (see
+pacscore.db.servers).  The database must exist, as with Conquest
+(``mysqladmin -u root create conquest``).
+
+Text is utf8mb4 and the index tables compare it byte for byte
+(``utf8mb4_bin``, see pacscore.db.schema), so that C-FIND matches as on
+the other databases: case-sensitive except where DICOM says otherwise.
+Transactions are READ COMMITTED, as PostgreSQL's: a reader sees every
+commit made before its statement.  Neither MySQL nor MariaDB indexes
+``lower(PatientName)`` (MariaDB has no functional indexes), so a
+case-insensitive name search reads the patient table through.
+"""
+
+from twisted.plugin import IPlugin
+from zope.interface import implementer
+
+from pacscore.db.servers import DatabaseServerDriver
+from pacscore.interfaces import IDatabaseDriver
+
+
+@implementer(IPlugin, IDatabaseDriver)
+class MySQLDriver(DatabaseServerDriver):
+    """MySQL or MariaDB through PyMySQL (``pip install 'pacs[mysql]'``)."""
+
+    name = "mysql"
+    label = "MySQL"
+    description = "MySQL or MariaDB server: mysql://USER:PASSWORD@HOST:PORT/DATABASE"
+    flag = "MySQL"
+    dbapi = "pymysql"
+    extra = "mysql"
+
+    def selectedBy(self, configuration):
+        # PostGres = 1 wins, as over SQLite = 1 (see the SQLite driver).
+        return super().selectedBy(configuration) and configuration.ini.get("PostGres", "0").strip() != "1"
+
+    def engineOptions(self, url):
+        return url.update_query_dict({"charset": "utf8mb4"}), {
+            "isolation_level": "READ COMMITTED",
+            "connect_args": {"connect_timeout": self.connectTimeout}}
+
+
+mysqlDriver = MySQLDriver()

@@ -46,6 +46,7 @@ from pacscore.storage.durability import durabilityFor
 from pacscore.storage.filenames import FileNamer
 from pacscore.storage.mirror import Mirrors
 from pacscore.storage.objectfiles import DEFAULT_DIRECT_SIZE, FileWrites
+from pacscore.storage.patientids import PatientIDFixer
 from pacscore.storage.reader import ObjectReader
 from pacscore.storage.regen import iterObjectFiles
 from pacscore.storage.relocation import DeviceMover
@@ -106,8 +107,9 @@ class Archive:
             raise ConfigError(configuration.layout.path, None, f"*WorkList* HL7 mapping: {e}") from e
         self.worklistItems = WorklistItems(self.index, self.worklistMapping.generatedColumns)
         self.worklistMode = ini.getint("WorkListMode", 0)
-        amender = (WorklistAmender(self.worklistMode, self.worklistItems.lookup, worklistColumns)
-                   if self.worklistMode in (1, 2) else None)
+        amenders = [amender for amender in (
+            WorklistAmender(self.worklistMode, self.worklistItems.lookup, worklistColumns)
+            if self.worklistMode in (1, 2) else None, PatientIDFixer.fromIni(ini)) if amender is not None]
         self.commands = CommandRegistry()
         self.converterRules = loadRules(ini, self.commands)
         try:
@@ -152,7 +154,7 @@ class Archive:
                               f"({', '.join(targets) or 'there is none'})")
         self.objectStore = ObjectStore(
             self.devices[0], self.namer, self.index, configuration.layout.indexedTags(),
-            self.workers, IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION, amender=amender,
+            self.workers, IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION, amenders=amenders,
             importers=importers, devices=self.devices, mirrors=self.mirrors,
             fileWrites=FileWrites(ini.getint("DirectWriteSize", DEFAULT_DIRECT_SIZE)),
             spaceCheck=self.spaceKeeper.checkFromThread)

@@ -83,7 +83,7 @@ class ObjectStore:
     log = Logger()
 
     def __init__(self, device, namer, index, indexedTags, workers,
-                 implementationClassUID, implementationVersion, spoolThreshold=4 << 20, amender=None,
+                 implementationClassUID, implementationVersion, spoolThreshold=4 << 20, amenders=(),
                  importers=None, devices=(), fileWrites=None, spaceCheck=None, mirrors=None):
         self.device = device
         self.namer = namer
@@ -95,7 +95,9 @@ class ObjectStore:
         self.implementationClassUID = implementationClassUID
         self.implementationVersion = implementationVersion
         self.spoolThreshold = spoolThreshold
-        self.amender = amender      # a WorklistAmender, or None (WorkListMode = 0)
+        # WorkListMode's WorklistAmender, then FixPhilips/FixKodak's PatientIDFixer (when on):
+        # each has amend(attrs, data, transferSyntax) -> new data set bytes or None
+        self.amenders = amenders
         self.importers = importers  # pacscore.converters.importing.ImportConverters, or None
         self.devicesByName = {d.name: d for d in devices or [device]}
         self.fileWrites = fileWrites or FileWrites()  # which files bypass the page cache
@@ -223,12 +225,12 @@ class ObjectStore:
             raise InvalidDataset(str(e)) from e
 
     def _amend(self, incoming, attrs, spool):
-        """WorkListMode, the import converters, then the compression asked
+        """WorkListMode, FixPhilips/FixKodak, the import converters, then the compression asked
         for (a converter's ``compression`` command, else the incoming
         object's): None when the object is stored as received, else
         ``(data, attrs, header, device)``.  Raises Refused or Destroyed
         when a rule says so."""
-        if (self.amender is None and self.importers is None
+        if (not self.amenders and self.importers is None
                 and storedSyntax(incoming.transferSyntax, incoming.compression) == incoming.transferSyntax):
             return None
         data = spool.inMemory
@@ -239,8 +241,8 @@ class ObjectStore:
         data, original = bytes(data), data
         transferSyntax, device, compression = incoming.transferSyntax, self.device, incoming.compression
         try:
-            if self.amender is not None:
-                data = self.amender.amend(attrs.get(ACCESSION_NUMBER, ""), data, transferSyntax) or data
+            for amender in self.amenders:
+                data = amender.amend(attrs, data, transferSyntax) or data
             if self.importers is not None:
                 decision = self.importers.apply(incoming, attrs, data, transferSyntax)
                 if decision is not None:

@@ -39,8 +39,9 @@ def topLevelTags(columns):
 
 
 class WorklistAmender:
-    """``amend(accessionNumber, data, transferSyntax)`` -> new data set
-    bytes, or None when nothing changes; ``lookup(accession)`` is
+    """``amend(attrs, data, transferSyntax)`` -> new data set bytes, or
+    None when nothing changes (``attrs``: the object's index attributes,
+    for its Accession Number); ``lookup(accession)`` is
     ``WorklistItems.lookup``."""
 
     def __init__(self, mode, lookup, columns):
@@ -48,7 +49,8 @@ class WorklistAmender:
         self.lookup = lookup
         self.addable = topLevelTags(columns)
 
-    def amend(self, accessionNumber, data, transferSyntax):
+    def amend(self, attrs, data, transferSyntax):
+        accessionNumber = attrs.get(ACCESSION_NUMBER, "")
         item = self.lookup(accessionNumber) if accessionNumber else None
         if item is None:
             if self.mode == 2:

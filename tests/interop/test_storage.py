@@ -446,3 +446,31 @@ class MagDeviceThresholdTests(SmallDiskTestCase):
         self.assertLess(len(kept), len(patients))
         self.assertEqual(set(column(self.server.database, "DICOMImages", "SOPInstanceUID")),
                          set(storedFiles(self.mount)))
+
+
+class PatientIDFixTests(ServerTestCase):
+    """FixPhilips and FixKodak: leading zeros stripped from incoming Patient
+    IDs, in the stored file, its name and the index."""
+
+    ini = {"FixPhilips": "1", "FixKodak": "1"}
+
+    def test_leadingZerosStripped(self):
+        folder = os.path.abspath(self.mktemp())
+        os.makedirs(folder)
+        fixes = {"0001234567": "1234567", "0012345678": "12345678", "07654321": "7654321",
+                 "00012345": "00012345", "PAT1": "PAT1"}
+        expected, paths = {}, []
+        for n, patientID in enumerate(fixes):
+            ds = makeDataset(patientID, f"Fix^{n}", generate_uid(), generate_uid(), generate_uid(), 1, 1)
+            paths.append(os.path.join(folder, f"{n}.dcm"))
+            ds.save_as(paths[-1], enforce_file_format=True)
+            expected[ds.SOPInstanceUID] = fixes[patientID]
+        result = self.server.store(*paths)
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        stored = storedFiles(self.server.dataDir)
+        self.assertEqual({uid: pydicom.dcmread(stored[uid]).PatientID for uid in expected}, expected)
+        self.assertEqual({uid: os.path.relpath(stored[uid], self.server.dataDir).split(os.sep)[0]
+                          for uid in expected}, expected)  # FileNameSyntax 4: <PatientID>/...
+        self.assertEqual(column(self.server.database, "DICOMPatients", "PatientID"), sorted(fixes.values()))
+        self.assertEqual(column(self.server.database, "DICOMImages", "ImagePat"), sorted(fixes.values()))
+        self.assertIn("Patient ID 07654321 fixed to 7654321", self.server.log())

@@ -42,7 +42,7 @@ class WorklistAmenderTests(unittest.TestCase):
     def test_replacesPresentAndAddsPatientStudyAttributes(self):
         for syntax in (ExplicitVRLittleEndian, ImplicitVRLittleEndian):
             original, data = self.data(syntax)
-            amended = decodeDataset(self.amender(1).amend("ACC1", data, syntax), syntax)
+            amended = decodeDataset(self.amender(1).amend({ACCESSION: "ACC1"}, data, syntax), syntax)
             self.assertEqual(str(amended.PatientName), "Wörklist^Name")
             self.assertEqual(amended.PatientID, "WL1")
             self.assertEqual(amended.StudyInstanceUID, "1.2.826.0.1.99")
@@ -55,18 +55,19 @@ class WorklistAmenderTests(unittest.TestCase):
     def test_existingCharacterSetWidenedWhenNeeded(self):
         self.items["ACC1"][PATIENT_NAME] = "山田^太郎"
         _, data = self.data(charset="ISO_IR 100", name="Ödön^Typed")
-        amended = decodeDataset(self.amender(1).amend("ACC1", data, ExplicitVRLittleEndian), ExplicitVRLittleEndian)
+        amended = decodeDataset(self.amender(1).amend({ACCESSION: "ACC1"}, data, ExplicitVRLittleEndian),
+                                ExplicitVRLittleEndian)
         self.assertEqual(amended.SpecificCharacterSet, "ISO_IR 192")
         self.assertEqual(str(amended.PatientName), "山田^太郎")
 
     def test_nothingToChange(self):
         self.items["ACC1"] = {ACCESSION: "ACC1", MODALITY: "CT"}
         _, data = self.data()
-        self.assertIsNone(self.amender(1).amend("ACC1", data, ExplicitVRLittleEndian))
+        self.assertIsNone(self.amender(1).amend({ACCESSION: "ACC1"}, data, ExplicitVRLittleEndian))
 
     def test_unknownAccessionNumber(self):
         _, data = self.data(accession="NOPE")
-        self.assertIsNone(self.amender(1).amend("NOPE", data, ExplicitVRLittleEndian))
-        self.assertIsNone(self.amender(1).amend("", data, ExplicitVRLittleEndian))
-        error = self.assertRaises(WorklistRefusal, self.amender(2).amend, "NOPE", data, ExplicitVRLittleEndian)
+        self.assertIsNone(self.amender(1).amend({ACCESSION: "NOPE"}, data, ExplicitVRLittleEndian))
+        self.assertIsNone(self.amender(1).amend({}, data, ExplicitVRLittleEndian))
+        error = self.assertRaises(WorklistRefusal, self.amender(2).amend, {ACCESSION: "NOPE"}, data, ExplicitVRLittleEndian)
         self.assertIn("'NOPE' is not in the worklist", str(error))

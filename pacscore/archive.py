@@ -138,7 +138,8 @@ class Archive:
         except ValueError as e:
             raise ConfigError(configuration.iniPath, ini.lineOf("LRUSort"), str(e)) from e
         self.localActions = LocalActions(self.index, self.query, self.objectReader, self.workers)
-        self.deviceMover = DeviceMover(self.devices, self.index, self.objectReader, self.workers)
+        self.deviceMover = DeviceMover(self.devices, self.index, self.objectReader, self.workers,
+                                       compression=ini.get("ArchiveCompression", "as"))
         self.spaceKeeper = SpaceKeeper(self.devices[0], self.index, self.query, self.localActions, self.workers,
                                        threshold=max(threshold, 0) * MEGABYTE, sortTag=sortTag,
                                        mover=self.deviceMover)

@@ -115,7 +115,7 @@ def makeDirectories(path):
         fsyncDirectory(os.path.dirname(folder))
 
 
-def copyFile(source, device, relative):
+def copyFile(source, device, relative, convert=None):
     """Copy the file ``source`` into ``device`` as ``relative``, durably
     (temporary file, fsync, rename, fsync of the folder; the device's
     temporary folder is made again if it went, but not the device folder:
@@ -123,7 +123,8 @@ def copyFile(source, device, relative):
     Blocking.  Returns the ``fileIdentity`` of the file copied, or None,
     copying nothing, when ``source`` is gone, or is replaced by another
     file while it is copied (a new object stored under its name); OSError
-    when the device cannot be written."""
+    when the device cannot be written.  ``convert``: a function of the
+    file's bytes giving the bytes to write instead (a recompression)."""
     target = device.absolute(relative)
     try:
         original = open(source, "rb")
@@ -142,7 +143,10 @@ def copyFile(source, device, relative):
             if low:
                 device.refillTemporaryFiles()
             with open(temporary, "wb") as out:
-                shutil.copyfileobj(original, out, COPY_CHUNK)
+                if convert is None:
+                    shutil.copyfileobj(original, out, COPY_CHUNK)
+                else:
+                    out.write(convert(original.read()))
                 out.flush()
                 os.fsync(out.fileno())
         folder = os.path.dirname(target)

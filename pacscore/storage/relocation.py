@@ -4,6 +4,11 @@
 less than the threshold free, the least recently used patients move to
 the target device until it has the threshold free).
 
+``ArchiveCompression`` (a Conquest compression code, default ``as``: as
+stored) converts each object on its way to the target device; an object
+the codecs here cannot convert moves as it is, with a log line, as does a
+Conquest ".v2" file (no file meta to record another transfer syntax in).
+
 Each object is copied to the same relative name on the target, durably
 (``copyFile``); then its image row is pointed at the target in the index
 writer, in order with stores; then the old file (and its mirror copy, a
@@ -15,20 +20,30 @@ on the target is deleted instead.
 """
 
 import os
+from io import BytesIO
 
 from sqlalchemy import and_, bindparam
 from twisted.logger import Logger
 
+from pacscore.codecs.syntaxes import storedSyntax
+from pacscore.codecs.transcode import TranscodeError, transcode
+from pacscore.dicom.negotiation import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION
 from pacscore.storage.devices import copyFile, identityOf, removeFile
+from pacscore.storage.attributes import DatasetError
+from pacscore.storage.part10 import (
+    MEDIA_STORAGE_SOP_CLASS_UID, MEDIA_STORAGE_SOP_INSTANCE_UID, SOURCE_APPLICATION_ENTITY_TITLE, encodeFileMeta,
+    readFileMeta)
 
 
 class DeviceMover:
     """``devices``: the MAG devices; ``reader`` the archive's
-    ``ObjectReader`` (for the copies an object has)."""
+    ``ObjectReader`` (for the copies an object has); ``compression``:
+    ArchiveCompression."""
 
     log = Logger()
 
-    def __init__(self, devices, index, reader, workers):
+    def __init__(self, devices, index, reader, workers, compression="as"):
+        self.compression = compression.strip().lower() or "as"
         self.devices = {device.name: device for device in devices}
         self.index = index
         self.reader = reader
@@ -55,13 +70,33 @@ class DeviceMover:
         of the file copied)`` of those copied."""
         copied = []
         for uid, deviceName, objectFile in objects:
-            identity = copyFile(self.reader.magPath(deviceName, objectFile), device, objectFile)
+            identity = copyFile(self.reader.magPath(deviceName, objectFile), device, objectFile,
+                                convert=None if self.compression == "as" else self._recompressed)
             if identity is None:
                 self.log.info("{device}:{path} is gone or was replaced: not moved", device=deviceName,
                               path=objectFile)
             else:
                 copied.append(((uid, deviceName, objectFile), identity))
         return copied
+
+    def _recompressed(self, content):
+        """A Part-10 file's bytes in the transfer syntax ArchiveCompression
+        asks for (``content`` itself when that is its own, or when it
+        cannot be converted: logged)."""
+        meta = {}
+        try:
+            transferSyntax, meta, offset = readFileMeta(BytesIO(content))
+            target = storedSyntax(transferSyntax, self.compression)
+            if not meta or target == transferSyntax:
+                return content
+            data = transcode(content[offset:], transferSyntax, target)
+        except (TranscodeError, DatasetError) as e:
+            self.log.warn("ArchiveCompression {code} not applied to {uid}: {error}", code=self.compression,
+                          uid=meta.get(MEDIA_STORAGE_SOP_INSTANCE_UID, "?"), error=e)
+            return content
+        return encodeFileMeta(meta.get(MEDIA_STORAGE_SOP_CLASS_UID, ""), meta.get(MEDIA_STORAGE_SOP_INSTANCE_UID, ""),
+                              target, IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION,
+                              meta.get(SOURCE_APPLICATION_ENTITY_TITLE) or None) + data
 
     def _repointRows(self, connection, copied, target):
         """In the index writer (so no store of the same objects runs

@@ -4,6 +4,7 @@ moves and the control commands movedatatodevice and renamedevice."""
 
 import os
 
+import pydicom
 from twisted.internet import defer
 from twisted.trial import unittest
 
@@ -69,8 +70,8 @@ class DeviceMoveTests(unittest.TestCase):
         path = self.mag0.absolute(objectFile)
         copyFile = relocation.copyFile
 
-        def storedAnewAfterTheCopy(source, device, relative):
-            identity = copyFile(source, device, relative)
+        def storedAnewAfterTheCopy(source, device, relative, convert=None):
+            identity = copyFile(source, device, relative, convert)
             with open(path + ".new", "wb") as f:
                 f.write(b"the new object")
             os.replace(path + ".new", path)
@@ -150,3 +151,52 @@ class NightlyMoveConfigurationTests(unittest.TestCase):
                     {**TWO_DEVICES, "NightlyMoveThreshold": "100", "NightlyMoveTarget": "MAG0"}):
             error = self.assertRaises(ConfigError, RunningArchive, self, ini=ini)
             self.assertIn("NightlyMoveThreshold moves patients from MAG0 to another MAG device", str(error))
+
+
+class ArchiveCompressionTests(unittest.TestCase):
+    """ArchiveCompression converts the objects that move to another device."""
+
+    @defer.inlineCallbacks
+    def setUpArchive(self, compression):
+        self.running = RunningArchive(self, ini=dict(TWO_DEVICES, ArchiveCompression=compression))
+        self.archive = self.running.archive
+        yield self.running.storeAgedPatients(os.path.abspath(self.mktemp()))
+        self.originals = {ds.SOPInstanceUID: ds for ds in map(pydicom.dcmread, self.running.files())}
+
+    def moved(self):
+        """The data sets on MAG1, by SOP Instance UID."""
+        mag1 = self.archive.devices[1].path
+        paths = [os.path.join(folder, name) for folder, _, names in os.walk(mag1) if "/." not in folder
+                 for name in names]
+        return {ds.SOPInstanceUID: ds for ds in map(pydicom.dcmread, paths)}
+
+    @defer.inlineCallbacks
+    def test_losslessCompressionOnTheWay(self):
+        yield self.setUpArchive("j2")
+        self.assertEqual((yield self.running.run(MoveDataToDevice(), "MAG1,MAG0")), "12 object(s) moved from MAG0 to MAG1")
+        moved = self.moved()
+        self.assertEqual(set(moved), set(self.originals))
+        for uid, ds in moved.items():
+            original = self.originals[uid]
+            self.assertEqual(ds.file_meta.TransferSyntaxUID, "1.2.840.10008.1.2.4.57")
+            self.assertEqual(ds.file_meta.MediaStorageSOPInstanceUID, uid)
+            self.assertEqual((ds.PatientID, ds.SOPClassUID), (original.PatientID, original.SOPClassUID))
+            self.assertTrue((ds.pixel_array == original.pixel_array).all())
+        self.assertEqual((yield self.running.run(ImageReadTest(), "MAG1")),
+                         "MAG1: 12 of 12 files read to their end, 0 unusable")
+
+    @defer.inlineCallbacks
+    def test_asStoredByDefaultAndForCodesNotWritableHere(self):
+        for compression in ("as", "j3"):
+            yield self.setUpArchive(compression)
+            contents = {}
+            for path in self.running.files():
+                with open(path, "rb") as f:
+                    contents[pydicom.dcmread(path).SOPInstanceUID] = f.read()
+            yield self.running.run(MoveDataToDevice(), "MAG1,MAG0")
+            mag1 = self.archive.devices[1]
+            rows = yield self.archive.index.runQuery(lambda connection: connection.execute(
+                self.archive.index.tables.image.select()).mappings().all())
+            for row in rows:
+                with open(mag1.absolute(row["ObjectFile"]), "rb") as f:
+                    self.assertEqual(f.read(), contents[row["SOPInstanceUID"]])

@@ -21,6 +21,7 @@ from pacscore.control.context import CommandError, formatted
 from pacscore.control.maintenance import device
 from pacscore.control.status import deviceSpace
 from pacscore.storage.part10 import fileError
+from pacscore.storage.relocation import MoveStopped
 
 MAX_TEST_MODE = 32  # so that file names stay within the index's ObjectFile column
 
@@ -142,8 +143,12 @@ class MoveDataToDevice(AsyncControlCommand):
         objects = await archive.index.runQuery(archive.index.storedOn, origin)
         moved = 0
         for start in range(0, len(objects), self.batch):
-            moved += await archive.deviceMover.move(
-                [(uid, origin, objectFile) for uid, objectFile in objects[start:start + self.batch]], target)
+            try:
+                moved += await archive.deviceMover.move(
+                    [(uid, origin, objectFile) for uid, objectFile in objects[start:start + self.batch]], target)
+            except MoveStopped as e:
+                raise CommandError(f"{moved + e.moved} object(s) moved from {origin} to {target}, "
+                                   f"then stopped: {e.error}") from None
             context.progress(f"{moved} of {len(objects)} objects moved to {target}")
         summary = f"{moved} object(s) moved from {origin} to {target}"
         self.log.info("{peer}: movedatatodevice: {summary}", peer=context.peer, summary=summary)

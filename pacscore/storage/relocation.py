@@ -13,9 +13,11 @@ Each object is copied to the same relative name on the target, durably
 (``copyFile``); then its image row is pointed at the target in the index
 writer, in order with stores; then the old file (and its mirror copy, a
 mirror of the target is not made: manual) is deleted.  A crash between two
-steps leaves a copy too many, never an object without a file.  An object
-stored anew while it moves (under the same name or another) keeps its new
-file: each step checks that the file is still the one copied, and the copy
+steps leaves a copy too many, never an object without a file; a target
+that fills up (or a write that fails) in the middle of a batch ends the
+move after the objects copied so far.  An object stored anew while it
+moves (under the same name or another) keeps its new file: each step
+checks that the file is still the one copied, and the copy
 on the target is deleted instead.
 """
 
@@ -33,6 +35,16 @@ from pacscore.storage.attributes import DatasetError
 from pacscore.storage.part10 import (
     MEDIA_STORAGE_SOP_CLASS_UID, MEDIA_STORAGE_SOP_INSTANCE_UID, SOURCE_APPLICATION_ENTITY_TITLE, encodeFileMeta,
     readFileMeta)
+
+
+class MoveStopped(Exception):
+    """A move ended early: ``moved`` objects moved, then ``error`` (an
+    OSError writing the target) stopped it."""
+
+    def __init__(self, moved, error):
+        super().__init__(f"{moved} object(s) moved, then: {error}")
+        self.moved = moved
+        self.error = error
 
 
 class DeviceMover:
@@ -56,28 +68,36 @@ class DeviceMover:
 
     async def move(self, objects, target):
         """Move ``(SOPInstanceUID, DeviceName, ObjectFile)`` ``objects`` to
-        the MAG device named ``target``; fires with how many moved."""
+        the MAG device named ``target``; fires with how many moved.  When a
+        copy fails (OSError: the target is full or gone), the objects
+        copied before it are moved, then MoveStopped is raised."""
         device = self.devices[target]
         objects = [o for o in objects if o[1] != target]
-        copied = await self.workers.deferToWorker(self._copy, objects, device)
+        copied, copyError = await self.workers.deferToWorker(self._copy, objects, device)
         moved = await self.index.runWrite(self._repointRows, copied, target)
         stale = [o for o in copied if o not in moved]
         await self.workers.deferToWorker(self._remove, moved, stale, device)
+        if copyError is not None:
+            raise MoveStopped(len(moved), copyError)
         return len(moved)
 
     def _copy(self, objects, device):
-        """In a worker: copy each object to ``device``; ``(object, identity
-        of the file copied)`` of those copied."""
+        """In a worker: copy each object to ``device``; ``(copied, error)``:
+        ``(object, identity of the file copied)`` of those copied, and the
+        OSError that stopped the copying, or None."""
         copied = []
         for uid, deviceName, objectFile in objects:
-            identity = copyFile(self.reader.magPath(deviceName, objectFile), device, objectFile,
-                                convert=None if self.compression == "as" else self._recompressed)
+            try:
+                identity = copyFile(self.reader.magPath(deviceName, objectFile), device, objectFile,
+                                    convert=None if self.compression == "as" else self._recompressed)
+            except OSError as e:
+                return copied, e
             if identity is None:
                 self.log.info("{device}:{path} is gone or was replaced: not moved", device=deviceName,
                               path=objectFile)
             else:
                 copied.append(((uid, deviceName, objectFile), identity))
-        return copied
+        return copied, None
 
     def _recompressed(self, content):
         """A Part-10 file's bytes in the transfer syntax ArchiveCompression

@@ -2,6 +2,7 @@
 real archive with MAG0 and MAG1: the mover, NightlyMoveThreshold's
 moves and the control commands movedatatodevice and renamedevice."""
 
+import errno
 import os
 
 import pydicom
@@ -83,6 +84,35 @@ class DeviceMoveTests(unittest.TestCase):
         self.assertEqual((yield self.rows())[uid], ("MAG0", objectFile))
         self.assertEqual(self.contents(self.mag0, objectFile), b"the new object")
         self.assertFalse(os.path.exists(self.mag1.absolute(objectFile)))
+
+    @defer.inlineCallbacks
+    def test_aTargetThatFillsUpEndsTheMoveAfterTheObjectsCopied(self):
+        before = yield self.rows()
+        objects = [(uid, "MAG0", objectFile) for uid, (_, objectFile) in sorted(before.items())[:4]]
+        copyFile, calls = relocation.copyFile, []
+
+        def fullAfterTwo(source, device, relative, convert=None):
+            calls.append(relative)
+            if len(calls) > 2:
+                raise OSError(errno.ENOSPC, "No space left on device", device.absolute(relative))
+            return copyFile(source, device, relative, convert)
+
+        self.patch(relocation, "copyFile", fullAfterTwo)
+        stopped = yield self.assertFailure(defer.ensureDeferred(self.archive.deviceMover.move(objects, "MAG1")),
+                                           relocation.MoveStopped)
+        self.assertEqual((stopped.moved, stopped.error.errno), (2, errno.ENOSPC))
+        self.assertEqual(len(calls), 3)
+        rows = yield self.rows()
+        for n, (uid, _, objectFile) in enumerate(objects):
+            where = "MAG1" if n < 2 else "MAG0"
+            self.assertEqual(rows[uid], (where, objectFile))
+            self.assertEqual([os.path.exists(d.absolute(objectFile)) for d in (self.mag0, self.mag1)],
+                             [where == "MAG0", where == "MAG1"])
+
+        calls.clear()  # movedatatodevice says how far it got
+        error = yield self.assertFailure(self.running.run(MoveDataToDevice(), "MAG1,MAG0"), CommandError)
+        self.assertEqual(str(error), "2 object(s) moved from MAG0 to MAG1, then stopped: "
+                                     f"[Errno {errno.ENOSPC}] No space left on device: '{self.mag1.absolute(calls[-1])}'")
 
     def test_removeIfSameKeepsAFileStoredSince(self):
         path = os.path.join(self.mag0.path, "x.dcm")

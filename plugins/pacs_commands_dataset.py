@@ -3,7 +3,8 @@ set, setifempty, delete gggg,eeee, newuids, fixkodak, unfixkodak,
 save to, process with."""
 
 from pacscore.converters.dataset import (
-    DeleteElementCommand, PatientIDCommand, SetCommand, SetIfEmptyCommand, kodakToNKI, nkiToKodak)
+    DeleteElementCommand, PatientIDCommand, SetCommand, SetIfEmptyCommand)
+from pacscore.storage.patientids import kodakToNKI, nkiToKodak
 from pacscore.converters.newuids import NewUIDsCommand
 from pacscore.converters.saving import ProcessWithCommand, SaveToCommand
 

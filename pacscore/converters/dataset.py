@@ -186,20 +186,6 @@ class DeleteElementCommand(Command):
         return Outcome.CONTINUE
 
 
-def kodakToNKI(patientID):
-    """``01234567`` -> ``1234567``; other IDs unchanged."""
-    if len(patientID) == 8 and patientID.isdigit() and patientID.startswith("0"):
-        return patientID[1:]
-    return patientID
-
-
-def nkiToKodak(patientID):
-    """``1234567`` -> ``01234567``; other IDs unchanged."""
-    if len(patientID) == 7 and patientID.isdigit():
-        return "0" + patientID
-    return patientID
-
-
 class PatientIDCommand(Command):
     """``fixkodak`` / ``unfixkodak``: rewrite the Patient ID by ``rule``."""
 

@@ -18,10 +18,16 @@ they are deleted again once the retrieve is over; by default they stay,
 so the archive works as a DICOM cache.
 
 An archive that cannot be reached, or fails a request, is logged and left
-out: clients get what the others and this one hold.  A ``,FIXKODAK``
-after an AE title (Conquest 1.4.12) is not supported: logged and ignored.
+out: clients get what the others and this one hold.  ``,FIXKODAK`` after
+an AE title (Conquest 1.4.12) names an archive that keeps Kodak's 8-digit
+Patient IDs: what goes to it (C-FIND and C-MOVE identifiers) has 7-digit
+IDs given their leading zero, and its matches lose it (Conquest's
+``unfixkodak`` / ``fixkodak``).  The objects it sends are stored as they
+come: a retrieve by Patient ID finds them here only with ``FixKodak = 1``,
+which stores them with the IDs the clients use.
 """
 
+import copy
 from typing import NamedTuple
 
 from pydicom.dataset import Dataset
@@ -35,6 +41,7 @@ from pacscore.dicom.client import associateNode
 from pacscore.dicom.datasets import decodeDataset, encodeDataset
 from pacscore.dicom.models import (
     PATIENT_ROOT_FIND, PATIENT_ROOT_MOVE, STUDY_ROOT_FIND, STUDY_ROOT_MOVE, modelOf)
+from pacscore.storage.patientids import kodakToNKI, nkiToKodak
 
 SUCCESS = 0x0000
 WARNING = 0xB000
@@ -52,6 +59,7 @@ class VirtualServer(NamedTuple):
 
     ae: str
     perSeriesAbove: int = 0  # fetch whole series past this many objects (VirtualPerSeriesN; 0: never)
+    fixKodak: bool = False  # ",FIXKODAK": it keeps Kodak's Patient IDs
 
 
 class VirtualServerError(Exception):
@@ -73,10 +81,12 @@ def serversFrom(ini, log):
         if not value:
             continue
         ae, _, option = value.partition(",")
-        if option.strip():
+        option = option.strip()
+        if option and option.upper() != "FIXKODAK":
             log.warn("VirtualServerFor{n} = {value}: {option} is not supported, ignored", n=n, value=value,
-                     option=option.strip())
-        servers.append(VirtualServer(ae.strip(), max(ini.getint(f"VirtualPerSeries{n}", 0), 0)))
+                     option=option)
+        servers.append(VirtualServer(ae.strip(), max(ini.getint(f"VirtualPerSeries{n}", 0), 0),
+                                     option.upper() == "FIXKODAK"))
     return servers
 
 
@@ -131,12 +141,13 @@ class VirtualServers:
         return cls(servers, configuration.acrNemaMap, aeTitle, reactor, index, query, actions,
                    cache=ini.getint("CacheVirtualData", 1) != 0, dimseTimeout=configuration.tcpipTimeout or 300)
 
-    async def _associate(self, ae, contexts):
-        node = self.acrNemaMap.lookup(ae)
+    async def _associate(self, server, contexts):
+        node = self.acrNemaMap.lookup(server.ae)
         if node is None:
-            raise VirtualServerError(f"{ae} is not in acrnema.map")
-        return await associateNode(self.reactor, node, self.aeTitle, contexts, self.connectTimeout,
-                                   self.dimseTimeout, self.endpointFor)
+            raise VirtualServerError(f"{server.ae} is not in acrnema.map")
+        protocol = await associateNode(self.reactor, node, self.aeTitle, contexts, self.connectTimeout,
+                                       self.dimseTimeout, self.endpointFor)
+        return KodakPatientIDs(protocol) if server.fixKodak else protocol
 
     async def _find(self, protocol, sopClass, identifier):
         """The matches (Datasets) of one C-FIND on an open association."""
@@ -155,7 +166,7 @@ class VirtualServers:
         found = []
         for server in self.servers:
             try:
-                protocol = await self._associate(server.ae, [(sopClass, list(UNCOMPRESSED))])
+                protocol = await self._associate(server, [(sopClass, list(UNCOMPRESSED))])
                 try:
                     found += await self._find(protocol, sopClass, identifier)
                 finally:
@@ -227,7 +238,7 @@ class VirtualServers:
         return [RemoteImage(*(known.get(UNIQUE_KEYS[at], "") for at in ("PATIENT",) + LEVELS)) for known in found]
 
     async def _fetchFrom(self, server, findClass, moveClass, level, keys):
-        protocol = await self._associate(server.ae, [(findClass, list(UNCOMPRESSED)),
+        protocol = await self._associate(server, [(findClass, list(UNCOMPRESSED)),
                                                      (moveClass, list(UNCOMPRESSED))])
         try:
             images = {image.sopInstanceUID: image
@@ -286,6 +297,37 @@ class VirtualServers:
             key = QueryKey(self.query.tables[3].keyTag, "UI", "\\".join(uids[start:start + CHUNK]))
             instances += await self.index.runQuery(self.query.instances, "IMAGE", [key])
         return instances
+
+
+def _withPatientID(identifier, rule):
+    """``identifier`` (a Dataset) with its Patient ID rewritten by ``rule``
+    (a copy: the caller's stays as it is)."""
+    patientID = identifier.get("PatientID")
+    if not isinstance(patientID, str) or rule(patientID) == patientID:
+        return identifier
+    identifier = copy.deepcopy(identifier)
+    identifier.PatientID = rule(patientID)
+    return identifier
+
+
+class KodakPatientIDs:
+    """A client association to a ``,FIXKODAK`` archive: Patient IDs go to
+    it in Kodak's form and its matches come back in NKI's."""
+
+    def __init__(self, protocol):
+        self.protocol = protocol
+
+    def __getattr__(self, name):  # release, abortAssociation ...
+        return getattr(self.protocol, name)
+
+    def find(self, sopClassUID, identifier, onMatch):
+        def fixed(data, syntax):
+            match = decodeDataset(data, syntax)
+            onMatch(encodeDataset(_withPatientID(match, kodakToNKI), syntax), syntax)
+        return self.protocol.find(sopClassUID, _withPatientID(identifier, nkiToKodak), fixed)
+
+    def move(self, sopClassUID, identifier, destination, onPending=None):
+        return self.protocol.move(sopClassUID, _withPatientID(identifier, nkiToKodak), destination, onPending)
 
 
 async def _close(protocol):

@@ -1,4 +1,6 @@
-"""FixPhilips and FixKodak (dicom.ini): Patient IDs of incoming objects
+"""Conquest's Patient ID fixes.
+
+FixPhilips and FixKodak (dicom.ini): Patient IDs of incoming objects
 stripped of leading zeros, as Conquest does before it stores an object.
 
 ``FixPhilips = 1``: a 10-digit Patient ID starting with ``00`` (as a Philips
@@ -8,6 +10,9 @@ ID starting with ``0`` (as a Kodak RIS writes it) and above 1000000 loses
 that zero.  Other IDs are kept.  Both run after WorkListMode and before the
 import converters (manual, ImportConverterN); the amended data set is what
 is written and indexed.
+
+``kodakToNKI`` and ``nkiToKodak``: the rules of the ``fixkodak`` and
+``unfixkodak`` converter commands, and of a ``,FIXKODAK`` virtual server.
 """
 
 from twisted.logger import Logger
@@ -29,6 +34,20 @@ def kodakFixed(patientID):
     """``01234567`` -> ``1234567``; others unchanged."""
     if len(patientID) == 8 and patientID.isdigit() and patientID.startswith("0") and int(patientID) > 1000000:
         return patientID[1:]
+    return patientID
+
+
+def kodakToNKI(patientID):
+    """``01234567`` -> ``1234567``; other IDs unchanged."""
+    if len(patientID) == 8 and patientID.isdigit() and patientID.startswith("0"):
+        return patientID[1:]
+    return patientID
+
+
+def nkiToKodak(patientID):
+    """``1234567`` -> ``01234567``; other IDs unchanged."""
+    if len(patientID) == 7 and patientID.isdigit():
+        return "0" + patientID
     return patientID
 
 

@@ -2,17 +2,20 @@
 in front of BACKEND.  DCMTK's findscu on FRONT sees both archives merged
 (one match per entity), getscu and movescu on FRONT get BACKEND's objects,
 which FRONT fetches (and keeps, unless CacheVirtualData = 0); with BACKEND
-down, FRONT answers with its own; in front of DCMTK's dcmqrscp, which
-wants strictly hierarchical queries, FRONT still finds a study's objects."""
+down, FRONT answers with its own; in front of an archive of Kodak Patient
+IDs (,FIXKODAK) the IDs are translated both ways; in front of DCMTK's
+dcmqrscp, which wants strictly hierarchical queries, FRONT still finds a
+study's objects."""
 
 import os
 import shutil
 import tempfile
 
 import pydicom
+from pydicom.uid import generate_uid
 from twisted.trial import unittest
 
-from pacscore.testing.corpus import generateCorpus
+from pacscore.testing.corpus import generateCorpus, makeDataset
 from tests.interop.index import column
 from tests.interop.peers import DcmqrscpServer, StorescpServer
 from tests.interop.server import PacsServer, dcmtk
@@ -100,6 +103,42 @@ class VirtualServerTests(unittest.TestCase):
         image = self.byPatient[self.both][0]
         expected = {i.sopUID for i in self.byPatient[self.both] if i.seriesUID == image.seriesUID}
         self.assertEqual(getSeries(self.front, self.workdir, image.studyUID, image.seriesUID), expected)
+
+
+class KodakBackendTests(unittest.TestCase):
+    """FRONT in front of an archive that keeps Kodak's 8-digit Patient IDs
+    (VirtualServerFor0 = BACKEND,FIXKODAK; FixKodak = 1 stores the fetched
+    objects with the 7-digit IDs FRONT's clients use)."""
+
+    def test_patientIDsTranslatedBothWays(self):
+        workdir = tempfile.mkdtemp(prefix="pacs-virtual-kodak-")
+        self.addCleanup(shutil.rmtree, workdir, True)
+        backend = PacsServer(os.path.join(workdir, "backend"), ae="BACKEND")
+        front = PacsServer(os.path.join(workdir, "front"), ae="FRONT")
+        viewer = StorescpServer(os.path.join(workdir, "viewer"), aet=DESTINATION)
+        backend.addNode("FRONT", front.port)
+        front.addNode("BACKEND", backend.port)
+        front.addNode(DESTINATION, viewer.port)
+        front.setIni(VirtualServerFor0="BACKEND,FIXKODAK", FixKodak="1")
+        for server in (backend, viewer, front):
+            server.start()
+            self.addCleanup(server.stop)
+        study, series, paths, uids = generate_uid(), generate_uid(), [], set()
+        for n in range(3):
+            ds = makeDataset("01234567", "Kodak^Patient", study, series, generate_uid(), 1, n + 1)
+            paths.append(os.path.join(workdir, f"kodak{n}.dcm"))
+            ds.save_as(paths[-1], enforce_file_format=True)
+            uids.add(ds.SOPInstanceUID)
+        self.assertEqual(backend.store(*paths).returncode, 0)
+
+        matches, result = findscu(front, "-P", "STUDY", {"PatientID": "1234567", "StudyInstanceUID": None})
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual([(m.PatientID, m.StudyInstanceUID) for m in matches], [("1234567", study)])
+        result = movescu(front, DESTINATION, "STUDY", {"PatientID": "1234567", "StudyInstanceUID": study}, model="-P")
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        self.assertIn("virtual server BACKEND: 3 object(s) fetched", front.log())
+        self.assertEqual({pydicom.dcmread(path).SOPInstanceUID for path in viewer.files()}, uids)
+        self.assertEqual({pydicom.dcmread(path).PatientID for path in viewer.files()}, {"1234567"})
 
 
 class HierarchicalBackendTests(unittest.TestCase):

@@ -11,7 +11,8 @@ from pacscore.config.ini import DicomIni
 from pacscore.dicom.datasets import decodeDataset, encodeDataset
 from pacscore.dicom.models import (
     PATIENT_ROOT_FIND, PATIENT_ROOT_GET, PATIENT_ROOT_MOVE, STUDY_ROOT_FIND, STUDY_ROOT_GET, STUDY_ROOT_MOVE)
-from pacscore.dicom.virtual import RemoteImage, VirtualServer, VirtualServers, _rootClasses, serversFrom
+from pacscore.dicom.virtual import (
+    KodakPatientIDs, RemoteImage, VirtualServer, VirtualServers, _rootClasses, serversFrom)
 
 EXPLICIT = "1.2.840.10008.1.2.1"
 
@@ -33,13 +34,45 @@ class VirtualServerTests(unittest.TestCase):
 
     def test_serversFromDicomIni(self):
         ini = DicomIni.fromString("VirtualServerFor0 = PACS1\nVirtualServerFor2 = PACS2,FIXKODAK\n"
-                                  "VirtualPerSeries2 = 1000\nVirtualServerFor1 =\n")
+                                  "VirtualPerSeries2 = 1000\nVirtualServerFor1 =\nVirtualServerFor3 = PACS3,fixkodak\n"
+                                  "VirtualServerFor4 = PACS4,OTHER\n")
         with capturedLogs() as events:
             servers = serversFrom(ini, VirtualServers.log)
-        self.assertEqual(servers, [VirtualServer("PACS1", 0), VirtualServer("PACS2", 1000)])
+        self.assertEqual(servers, [VirtualServer("PACS1", 0), VirtualServer("PACS2", 1000, True),
+                                   VirtualServer("PACS3", 0, True), VirtualServer("PACS4", 0, False)])
         self.assertEqual([formatEvent(e) for e in events],
-                         ["VirtualServerFor2 = PACS2,FIXKODAK: FIXKODAK is not supported, ignored"])
+                         ["VirtualServerFor4 = PACS4,OTHER: OTHER is not supported, ignored"])
         self.assertEqual(serversFrom(DicomIni.fromString(""), VirtualServers.log), [])
+
+    def test_kodakPatientIDsGoOutAndComeBackTranslated(self):
+        class Association:
+            def __init__(self):
+                self.sent, self.released = [], False
+
+            def find(self, sopClass, identifier, onMatch):
+                self.sent.append(identifier)
+                for patientID in ("01234567", "PAT9"):
+                    onMatch(encodeDataset(study("1.1", patientID), EXPLICIT), EXPLICIT)
+                return defer.succeed(0)
+
+            def move(self, sopClass, identifier, destination, onPending=None):
+                self.sent.append(identifier)
+                return defer.succeed(({}, None))
+
+            def release(self):
+                self.released = True
+
+        association = Association()
+        kodak = KodakPatientIDs(association)
+        request = study("1.1", "1234567")
+        matches = []
+        kodak.find(STUDY_ROOT_FIND, request, lambda data, syntax: matches.append(decodeDataset(data, syntax)))
+        kodak.move(PATIENT_ROOT_MOVE, request, "FRONT")
+        kodak.release()
+        self.assertEqual([ds.PatientID for ds in association.sent], ["01234567", "01234567"])
+        self.assertEqual(request.PatientID, "1234567")  # the caller's identifier is left alone
+        self.assertEqual([ds.PatientID for ds in matches], ["1234567", "PAT9"])
+        self.assertTrue(association.released)
 
     def test_rootClasses(self):
         self.assertEqual(_rootClasses(STUDY_ROOT_GET), (STUDY_ROOT_FIND, STUDY_ROOT_MOVE))

@@ -25,6 +25,7 @@ from pacscore.converters.arguments import leadingString
 from pacscore.converters.command import Command
 from pacscore.converters.context import ConverterSyntaxError, Outcome
 from pacscore.converters.elements import TAG_PATTERN, assign, parseTag, textOf, vrOf
+from pacscore.dicom.virtual import SERVER_MASK
 
 PATIENT_ID = 0x00100020
 VARIABLES = ("x", "y", "z")
@@ -183,6 +184,28 @@ class DeleteElementCommand(Command):
         if arguments in context.dataset:
             del context.dataset[arguments]
             context.changed = True
+        return Outcome.CONTINUE
+
+
+class VirtualServersCommand(Command):
+    """``virtualserver N`` / ``virtualservermask N`` (QueryConverter0,
+    RetrieveConverter0): the request goes to VirtualServerForN only, or to
+    those of the bit mask N, by Conquest's (9999,0802) control element."""
+
+    scope = "I"
+
+    def __init__(self, name, mask):
+        self.name = name
+        self.mask = mask  # N -> the bit mask
+
+    def parse(self, arguments, where):
+        if not arguments.strip().isdigit():
+            raise ConverterSyntaxError(f"{where}: '{self.name}' needs a number, got {arguments!r}")
+        return self.mask(int(arguments))
+
+    def run(self, arguments, context):
+        context.dataset.add_new(SERVER_MASK, "IS", str(arguments))
+        context.changed = True
         return Outcome.CONTINUE
 
 

@@ -18,6 +18,7 @@ from pacscore.dicom.datasets import IdentifierError, decodeDataset
 from pacscore.dicom.identifiers import UNABLE_TO_PROCESS, BadIdentifier, MatchEncoder, readRequest
 from pacscore.dicom.models import modelOf
 from pacscore.dicom.timing import timed
+from pacscore.dicom.virtual import takeServerMask
 
 SUCCESS = 0x0000
 CANCELLED = 0xFE00
@@ -86,6 +87,7 @@ class FindService:
             data = await convertIdentifier(self.requestHook, self.clock, protocol, dataset, syntax)
             if data is DESTROYED:
                 return sendResponse(protocol, contextId, command, SUCCESS)
+            data, mask = takeServerMask(data, syntax)
             request = readRequest(data, syntax, modelOf(sopClass).levels)
         except BadIdentifier as e:
             self.log.warn("{peer}: C-FIND refused: {error}", peer=protocol.peerName(), error=e)
@@ -95,14 +97,15 @@ class FindService:
         encoder = MatchEncoder(request, self.retrieveAE, syntax, keep)
         matches = timed(self.index.runQuery(self._matches, request, encoder), self.counters, "queryTime")
         if self.virtual is not None:
-            matches = defer.ensureDeferred(self._withVirtualServers(matches, sopClass, data, syntax, request, keep))
+            matches = defer.ensureDeferred(self._withVirtualServers(matches, sopClass, data, syntax, request, keep,
+                                                                    mask))
         await answerFind(protocol, contextId, command, matches,
                          self.clock, self.log, f"C-FIND {modelOf(sopClass).name} at {request.level} level")
 
-    async def _withVirtualServers(self, matches, sopClass, data, syntax, request, keep):
-        """Our matches, then the new ones of the virtual servers."""
+    async def _withVirtualServers(self, matches, sopClass, data, syntax, request, keep, mask):
+        """Our matches, then the new ones of the virtual servers (of ``mask``)."""
         local = await matches
-        remote = await self.virtual.find(sopClass, decodeDataset(data, syntax))
+        remote = await self.virtual.find(sopClass, decodeDataset(data, syntax), mask)
         return await threads.deferToThreadPool(self.clock, self.clock.getThreadPool(), self.virtual.merge,
                                                local, remote, request.level, syntax, keep)
 

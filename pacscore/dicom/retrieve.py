@@ -28,6 +28,7 @@ from pacscore.dicom.find import DESTROYED, convertIdentifier
 from pacscore.dicom.identifiers import BadIdentifier, readRequest
 from pacscore.dicom.models import modelOf
 from pacscore.dicom.protocol import ESTABLISHED
+from pacscore.dicom.virtual import takeServerMask
 from pacscore.storage.reader import Missing
 
 SUCCESS = 0x0000
@@ -172,10 +173,11 @@ class RetrieveService:
                 self.log.info("{peer}: {operation} answered with nothing: destroyed by {key}", peer=peer,
                               operation=self.operation, key=self.requestHook.script.key)
                 return respond(SUCCESS, Progress(0))
+            data, mask = takeServerMask(data, syntax)
             request = readRequest(data, syntax, modelOf(sopClass).levels)
             self._check(protocol, command)
             if self.virtual is not None:
-                fetched += await self.virtual.fetch(sopClass, decodeDataset(data, syntax))
+                fetched += await self.virtual.fetch(sopClass, decodeDataset(data, syntax), mask)
             instances = await self.index.runQuery(self.query.instances, request.level, request.keys)
             located = await self.workers.deferToWorker(self.reader.locate, instances)
         except (BadIdentifier, Refused) as e:

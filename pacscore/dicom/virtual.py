@@ -17,6 +17,13 @@ any object received, then sent with ours.  With ``CacheVirtualData = 0``
 they are deleted again once the retrieve is over; by default they stay,
 so the archive works as a DICOM cache.
 
+A query or retrieve may name the archives it goes to: Conquest's control
+element (9999,0802) in its identifier, set by the ``virtualserver N`` and
+``virtualservermask N`` converter commands (QueryConverter0,
+RetrieveConverter0) or sent by the client, holds a mask whose bit N stands
+for VirtualServerForN; the element is taken out before the request is
+answered (``takeServerMask``).
+
 An archive that cannot be reached, or fails a request, is logged and left
 out: clients get what the others and this one hold.  ``,FIXKODAK`` after
 an AE title (Conquest 1.4.12) names an archive that keeps Kodak's 8-digit
@@ -38,7 +45,7 @@ from pacscore.codecs.syntaxes import UNCOMPRESSED
 from pacscore.dicom import commands
 from pacscore.db.query import QueryKey
 from pacscore.dicom.client import associateNode
-from pacscore.dicom.datasets import decodeDataset, encodeDataset
+from pacscore.dicom.datasets import IdentifierError, decodeDataset, encodeDataset
 from pacscore.dicom.models import (
     PATIENT_ROOT_FIND, PATIENT_ROOT_MOVE, STUDY_ROOT_FIND, STUDY_ROOT_MOVE, modelOf)
 from pacscore.storage.patientids import kodakToNKI, nkiToKodak
@@ -48,6 +55,8 @@ WARNING = 0xB000
 MAX_SERVERS = 10
 UIDS_PER_MOVE = 64
 CHUNK = 500  # UIDs per SELECT ... IN (SQLite's variable limit)
+SERVER_MASK = 0x99990802  # Conquest's control element: bit N asks VirtualServerForN
+_SERVER_MASK_TAGS = (b"\x99\x99\x02\x08", b"\x99\x99\x08\x02")  # as little and big endian bytes
 
 UNIQUE_KEYS = {"PATIENT": "PatientID", "STUDY": "StudyInstanceUID", "SERIES": "SeriesInstanceUID",
                "IMAGE": "SOPInstanceUID"}
@@ -60,6 +69,7 @@ class VirtualServer(NamedTuple):
     ae: str
     perSeriesAbove: int = 0  # fetch whole series past this many objects (VirtualPerSeriesN; 0: never)
     fixKodak: bool = False  # ",FIXKODAK": it keeps Kodak's Patient IDs
+    number: int = 0  # N of VirtualServerForN
 
 
 class VirtualServerError(Exception):
@@ -86,8 +96,31 @@ def serversFrom(ini, log):
             log.warn("VirtualServerFor{n} = {value}: {option} is not supported, ignored", n=n, value=value,
                      option=option)
         servers.append(VirtualServer(ae.strip(), max(ini.getint(f"VirtualPerSeries{n}", 0), 0),
-                                     option.upper() == "FIXKODAK"))
+                                     option.upper() == "FIXKODAK", n))
     return servers
+
+
+def takeServerMask(data, transferSyntax):
+    """``(identifier, mask)``: the identifier bytes without a (9999,0802)
+    control element and the mask it held, or ``(data, None)`` without one
+    (or with one that holds no number, which is dropped all the same).
+    Undecodable data is left to the request's reader to refuse."""
+    if data is None or not any(tag in data for tag in _SERVER_MASK_TAGS):
+        return data, None
+    try:
+        dataset = decodeDataset(data, transferSyntax)
+    except IdentifierError:
+        return data, None
+    element = dataset.get(SERVER_MASK)
+    if element is None:
+        return data, None
+    del dataset[SERVER_MASK]
+    value = element.value.decode("ascii", "replace") if isinstance(element.value, bytes) else str(element.value)
+    try:
+        mask = int(value.strip(" \x00"))
+    except ValueError:
+        mask = None
+    return encodeDataset(dataset, transferSyntax), mask
 
 
 def _rootClasses(sopClassUID):
@@ -160,11 +193,16 @@ class VirtualServers:
 
     # -- C-FIND -----------------------------------------------------------
 
-    async def find(self, sopClass, identifier):
-        """The matches of the listed archives for a C-FIND ``identifier``
-        (a Dataset) on ``sopClass``, in their order, one per entity."""
+    def chosen(self, mask):
+        """The servers a request with (9999,0802) ``mask`` goes to: all when None."""
+        return [server for server in self.servers if mask is None or mask >> server.number & 1]
+
+    async def find(self, sopClass, identifier, mask=None):
+        """The matches of the listed archives (those of ``mask``) for a
+        C-FIND ``identifier`` (a Dataset) on ``sopClass``, in their order,
+        one per entity."""
         found = []
-        for server in self.servers:
+        for server in self.chosen(mask):
             try:
                 protocol = await self._associate(server, [(sopClass, list(UNCOMPRESSED))])
                 try:
@@ -196,10 +234,10 @@ class VirtualServers:
 
     # -- C-MOVE and C-GET -------------------------------------------------
 
-    async def fetch(self, sopClass, identifier):
-        """Move here what the listed archives hold of a retrieve
-        ``identifier`` (a Dataset) on ``sopClass`` and this archive does
-        not; the SOP Instance UIDs of the objects fetched."""
+    async def fetch(self, sopClass, identifier, mask=None):
+        """Move here what the listed archives (those of ``mask``) hold of a
+        retrieve ``identifier`` (a Dataset) on ``sopClass`` and this archive
+        does not; the SOP Instance UIDs of the objects fetched."""
         findClass, moveClass = _rootClasses(sopClass)
         level = _text(identifier, "QueryRetrieveLevel").upper()
         keys = {}
@@ -207,7 +245,7 @@ class VirtualServers:
             value = identifier.get(keyword, "")  # a list of UIDs stays a list
             keys[keyword] = list(value) if isinstance(value, MultiValue) else str(value or "").strip()
         fetched = []
-        for server in self.servers:
+        for server in self.chosen(mask):
             try:
                 fetched += await self._fetchFrom(server, findClass, moveClass, level, keys)
             except Exception as e:

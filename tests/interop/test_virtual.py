@@ -95,6 +95,16 @@ class VirtualServerTests(unittest.TestCase):
         self.assertFalse({i.sopUID for i in self.byPatient[self.there]}
                          & set(column(self.front.database, "DICOMImages", "SOPInstanceUID")))
 
+    def test_convertersChooseTheVirtualServers(self):
+        """QueryConverter0 asks no archive (mask 0), RetrieveConverter0 only
+        VirtualServerFor1, which is not listed: FRONT answers alone."""
+        self.startFront(QueryConverter0="virtualservermask 0", RetrieveConverter0="virtualserver 1")
+        self.assertEqual(self.studies(), [(self.here, "FRONT"), (self.both, "FRONT")])
+        image = self.byPatient[self.there][0]
+        self.assertEqual(getSeries(self.front, self.workdir, image.studyUID, image.seriesUID), set())
+        self.assertNotIn("fetched", self.front.log())
+        self.assertNotIn("virtual server BACKEND", self.front.log())
+
     def test_aBackendDownLeavesItsDataOut(self):
         self.startFront()
         self.backend.stop()

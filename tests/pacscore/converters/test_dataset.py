@@ -66,12 +66,15 @@ class PluginTests(unittest.TestCase):
         self.assertEqual({command.name: command.scope for command in vars(commands).values()
                           if IConverterCommand.providedBy(command)},
                          {"set": "I", "setifempty": "I", "delete": "I", "newuids": "I",
-                          "fixkodak": "I", "unfixkodak": "I", "save to": "IE", "process with": "I"})
+                          "fixkodak": "I", "unfixkodak": "I", "save to": "IE", "process with": "I",
+                          "virtualserver": "I", "virtualservermask": "I"})
 
 
 class SyntaxTests(unittest.TestCase):
 
     cases = [
+        (commands.virtualServerCommand, 'x'),
+        (commands.virtualServerMaskCommand, ''),
         (commands.setCommand, '0010,0010'),
         (commands.setCommand, '0010,0010 "x"'),
         (commands.setCommand, '0010,0010 into "x"'),

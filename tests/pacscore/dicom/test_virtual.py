@@ -12,7 +12,8 @@ from pacscore.dicom.datasets import decodeDataset, encodeDataset
 from pacscore.dicom.models import (
     PATIENT_ROOT_FIND, PATIENT_ROOT_GET, PATIENT_ROOT_MOVE, STUDY_ROOT_FIND, STUDY_ROOT_GET, STUDY_ROOT_MOVE)
 from pacscore.dicom.virtual import (
-    KodakPatientIDs, RemoteImage, VirtualServer, VirtualServers, _rootClasses, serversFrom)
+    SERVER_MASK, KodakPatientIDs, RemoteImage, VirtualServer, VirtualServers, _rootClasses, serversFrom,
+    takeServerMask)
 
 EXPLICIT = "1.2.840.10008.1.2.1"
 
@@ -38,8 +39,13 @@ class VirtualServerTests(unittest.TestCase):
                                   "VirtualServerFor4 = PACS4,OTHER\n")
         with capturedLogs() as events:
             servers = serversFrom(ini, VirtualServers.log)
-        self.assertEqual(servers, [VirtualServer("PACS1", 0), VirtualServer("PACS2", 1000, True),
-                                   VirtualServer("PACS3", 0, True), VirtualServer("PACS4", 0, False)])
+        self.assertEqual(servers, [VirtualServer("PACS1", 0, False, 0), VirtualServer("PACS2", 1000, True, 2),
+                                   VirtualServer("PACS3", 0, True, 3), VirtualServer("PACS4", 0, False, 4)])
+        chosen = self.servers(*servers).chosen
+        self.assertEqual([s.ae for s in chosen(None)], ["PACS1", "PACS2", "PACS3", "PACS4"])
+        self.assertEqual([s.ae for s in chosen(1 << 2)], ["PACS2"])
+        self.assertEqual([s.ae for s in chosen(0b11001)], ["PACS1", "PACS3", "PACS4"])
+        self.assertEqual(chosen(0), [])
         self.assertEqual([formatEvent(e) for e in events],
                          ["VirtualServerFor4 = PACS4,OTHER: OTHER is not supported, ignored"])
         self.assertEqual(serversFrom(DicomIni.fromString(""), VirtualServers.log), [])
@@ -73,6 +79,19 @@ class VirtualServerTests(unittest.TestCase):
         self.assertEqual(request.PatientID, "1234567")  # the caller's identifier is left alone
         self.assertEqual([ds.PatientID for ds in matches], ["1234567", "PAT9"])
         self.assertTrue(association.released)
+
+    def test_takeServerMask(self):
+        for syntax in (EXPLICIT, "1.2.840.10008.1.2", "1.2.840.10008.1.2.2"):
+            request = study("1.1")
+            plain = encodeDataset(request, syntax)
+            self.assertEqual(takeServerMask(plain, syntax), (plain, None))
+            request.add_new(SERVER_MASK, "IS", "5")
+            data, mask = takeServerMask(encodeDataset(request, syntax), syntax)
+            self.assertEqual((data, mask), (plain, 5))
+            del request[SERVER_MASK]
+            request.add_new(SERVER_MASK, "LO", "x")
+            self.assertEqual(takeServerMask(encodeDataset(request, syntax), syntax), (plain, None))
+        self.assertEqual(takeServerMask(None, EXPLICIT), (None, None))
 
     def test_rootClasses(self):
         self.assertEqual(_rootClasses(STUDY_ROOT_GET), (STUDY_ROOT_FIND, STUDY_ROOT_MOVE))

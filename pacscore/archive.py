@@ -107,9 +107,12 @@ class Archive:
             raise ConfigError(configuration.layout.path, None, f"*WorkList* HL7 mapping: {e}") from e
         self.worklistItems = WorklistItems(self.index, self.worklistMapping.generatedColumns)
         self.worklistMode = ini.getint("WorkListMode", 0)
-        amenders = [amender for amender in (
-            WorklistAmender(self.worklistMode, self.worklistItems.lookup, worklistColumns)
-            if self.worklistMode in (1, 2) else None, PatientIDFixer.fromIni(ini)) if amender is not None]
+        amenders = []  # in this order: the import converters then see Conquest's fixed Patient IDs
+        if self.worklistMode in (1, 2):
+            amenders.append(WorklistAmender(self.worklistMode, self.worklistItems.lookup, worklistColumns))
+        patientIDFixer = PatientIDFixer.fromIni(ini)
+        if patientIDFixer is not None:
+            amenders.append(patientIDFixer)
         self.commands = CommandRegistry()
         self.converterRules = loadRules(ini, self.commands)
         try:

@@ -171,6 +171,11 @@ class PostgresServer(DatabaseServer):
                         "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, "-d", database, "-c", statement)
 
 
+def _program(name):
+    """The path of a MariaDB program (the server is in /usr/sbin), or None."""
+    return shutil.which(name, path=os.environ.get("PATH", "") + ":/usr/sbin")
+
+
 class MariaDBServer(DatabaseServer):
     """A MariaDB server (the MySQL driver's tests)."""
 
@@ -180,9 +185,8 @@ class MariaDBServer(DatabaseServer):
 
     def __init__(self):
         super().__init__()
-        for program in ("mariadbd", "mariadb-install-db", "mariadb"):
-            if shutil.which(program, path=os.environ.get("PATH", "") + ":/usr/sbin") is None:
-                raise RuntimeError("MariaDB is not installed (Debian: apt-get install mariadb-server)")
+        if any(_program(name) is None for name in ("mariadbd", "mariadb-install-db", "mariadb")):
+            raise RuntimeError("MariaDB is not installed (Debian: apt-get install mariadb-server)")
 
     def prepare(self):
         self.run("mariadb-install-db", "--no-defaults", f"--datadir={self.data}", "--user=root",
@@ -192,7 +196,7 @@ class MariaDBServer(DatabaseServer):
                     f"GRANT ALL ON *.* TO '{self.user}'@'%';\n")
 
     def command(self):
-        return [shutil.which("mariadbd", path=os.environ.get("PATH", "") + ":/usr/sbin"), "--no-defaults",
+        return [_program("mariadbd"), "--no-defaults",
                 f"--datadir={self.data}", "--user=root", f"--port={self.port}", "--bind-address=127.0.0.1",
                 f"--socket={self.folder}/mariadb.sock", f"--pid-file={self.folder}/mariadb.pid",
                 f"--init-file={self.folder}/init.sql", "--skip-name-resolve", "--skip-log-bin",

@@ -29,9 +29,10 @@ class DatabaseServerDriver:
     """A driver for a database server reached with a SQLAlchemy URL
     ``<name>://USER:PASSWORD@HOST:PORT/DATABASE``.
 
-    Subclasses set ``name``, ``description``, ``flag`` (the dicom.ini key),
-    ``dbapi`` (SQLAlchemy's name of the Python driver), ``extra`` (the pip
-    extra that installs it) and may add ``engineOptions``.
+    Subclasses set ``name``, ``label`` (the name in messages),
+    ``description``, ``flag`` (the dicom.ini key), ``dbapi`` (SQLAlchemy's
+    name of the Python driver), ``extra`` (the pip extra that installs it)
+    and may add ``engineOptions``.
     """
 
     writerThreads = 1

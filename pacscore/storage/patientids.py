@@ -31,10 +31,9 @@ def philipsFixed(patientID):
 
 
 def kodakFixed(patientID):
-    """``01234567`` -> ``1234567``; others unchanged."""
-    if len(patientID) == 8 and patientID.isdigit() and patientID.startswith("0") and int(patientID) > 1000000:
-        return patientID[1:]
-    return patientID
+    """``kodakToNKI`` for an ID above 1000000: ``01234567`` -> ``1234567``,
+    ``00123456`` unchanged."""
+    return kodakToNKI(patientID) if patientID.isdigit() and int(patientID) > 1000000 else patientID
 
 
 def kodakToNKI(patientID):

@@ -51,7 +51,24 @@ Usage:
     -at[DEVICE]  Test read all files of DEVICE (default: MAG0): --testimages:DEVICE
     -amFROM,TO   Move the data of device FROM to device TO: --movedatatodevice:TO,FROM
     -aeFROM,TO   Rename device FROM to TO in the database: --renamedevice:FROM,TO
+    -arDEVICE    Regenerate the database of one device: --regendev:DEVICE
+    -frDEVICE,DIR  Regenerate one folder of a device: --regendir:DEVICE,DIR
+    -fefile      Enter file in the database: --regenfile:file
+    -fdfile      Delete file from the database only: --deleteimagefromdb:file
+    -fzfile      Delete (zap) file from the server: --deleteimagefile:file
+    -zID         Delete (zap) patient: --deletepatient:ID
+    -faFILE[,ID] Add file to the server, optionally as patient ID: --addimagefile:FILE,ID
+    -fcPATID,file  Change the patient ID of a stored file: --modifypatid:PATID,file
+    -fkPATID,file  Copy a stored file to patient PATID: --copypatid:PATID,file
+    -ff#         Delete old patients until # MB are free: --makespace:#
+    -fu          Make a new UID: --genuid:
 """
+
+# Conquest's options that stand for a --command with the rest of the option as its argument.
+SHORTCUTS = (("-av", "verifymirrordisk"), ("-at", "testimages"), ("-ae", "renamedevice"), ("-ar", "regendev"),
+             ("-fr", "regendir"), ("-fe", "regenfile"), ("-fd", "deleteimagefromdb"), ("-fz", "deleteimagefile"),
+             ("-z", "deletepatient"), ("-fa", "addimagefile"), ("-fc", "modifypatid"), ("-fk", "copypatid"),
+             ("-ff", "makespace"), ("-fu", "genuid"))
 
 
 class UsageError(Exception):
@@ -101,18 +118,22 @@ def parseArguments(argv):
             options["actions"].append("regen")
         elif arg == "-v":
             options["verbose"] = True
-        elif arg.startswith("-av"):
-            options["commands"].append(f"--verifymirrordisk:{arg[3:]}")
-        elif arg.startswith("-at"):
-            options["commands"].append(f"--testimages:{arg[3:]}")
         elif arg.startswith("-am"):
             source, _, target = arg[3:].partition(",")
             options["commands"].append(f"--movedatatodevice:{target},{source}")
-        elif arg.startswith("-ae"):
-            options["commands"].append(f"--renamedevice:{arg[3:]}")
+        elif (command := _shortcut(arg)) is not None:
+            options["commands"].append(command)
         else:
             raise UsageError(f"unknown option {arg}")
     return options
+
+
+def _shortcut(arg):
+    """The ``--command:argument`` a SHORTCUTS option stands for, or None."""
+    for option, command in SHORTCUTS:
+        if arg.startswith(option):
+            return f"--{command}:{arg[len(option):]}"
+    return None
 
 
 def openIndex(driver, description, configuration):

@@ -3,8 +3,11 @@ appendix 6, "Communication options"): ``addimagefile``, ``loadhl7``,
 ``dump_header``, ``forward``, ``prefetch``.
 
 ``addimagefile`` stores a file through the archive's ``ObjectStore``
-exactly as a C-STORE is stored (import converters, WorkListMode, file
-naming, index); ``loadhl7`` applies a file of HL7 messages through the
+as a C-STORE is stored (WorkListMode, file naming, index; the import and
+export converters only with ImportExportDragAndDrop = 1, as in Conquest);
+with a new patient ID the copy gets new Study, Series and SOP Instance UIDs
+too (Conquest's ModifyPATIDofDDO), so the original stays as it is;
+``loadhl7`` applies a file of HL7 messages through the
 worklist intake as the MLLP listener does; ``forward`` sends a stored file
 as the export queue forwards it; ``prefetch`` reads a patient's files once
 (``LocalActions.prefetch``).  Files are read and written in the I/O pool;
@@ -21,6 +24,7 @@ from pydicom.errors import InvalidDicomError
 from twisted.logger import Logger
 
 from pacscore.control.arguments import AsyncControlCommand, ControlCommand, fields
+from pacscore.control.changes import ScriptRefused, newPatient
 from pacscore.control.context import CommandError
 from pacscore.control.moves import forwarderFor
 from pacscore.control.output import deliver, inputPath
@@ -57,23 +61,53 @@ def readHL7(path):
     return data
 
 
-def _incomingObject(path, patientID, calledAE, compression):
-    """In the I/O pool: ``(IncomingObject, data set bytes)`` of a DICOM file
-    (Part-10 or raw), its PatientID changed when ``patientID`` is given, to
-    be stored compressed as ``compression`` (DroppedFileCompression) says."""
+def _changedObject(path, change, callingAE, calledAE, compression, converters):
+    """In the I/O pool: ``(IncomingObject, data set bytes, changed)`` of a
+    DICOM file (Part-10 or raw), ``change(dataset)`` applied when given
+    (changed: it did not return False), to be stored compressed as
+    ``compression`` says."""
     with openRegularFile(path) as f:
         syntax = readFileMeta(f)[0]
         data = f.read()
     _checkUID(syntax, "Transfer Syntax UID")
-    if patientID:
+    changed = False
+    if change is not None:
         dataset = decodeDataset(data, syntax)
-        dataset.PatientID = patientID
-        data = encodeDataset(dataset, syntax)
+        changed = change(dataset) is not False
+        if changed:
+            data = encodeDataset(dataset, syntax)
     attrs = readAttributes(data, syntax, frozenset((SOP_CLASS_UID, SOP_INSTANCE_UID)))
     for tag, name in ((SOP_CLASS_UID, "SOP Class UID"), (SOP_INSTANCE_UID, "SOP Instance UID")):
         _checkUID(attrs.get(tag), name)
-    incoming = IncomingObject(attrs[SOP_CLASS_UID], attrs[SOP_INSTANCE_UID], syntax, "", calledAE, compression)
-    return incoming, data
+    incoming = IncomingObject(attrs[SOP_CLASS_UID], attrs[SOP_INSTANCE_UID], syntax, callingAE, calledAE,
+                              compression, converters)
+    return incoming, data, changed
+
+
+async def readObject(archive, path, change=None, callingAE="", compression="", converters=False):
+    """``_changedObject`` in the I/O pool, its failures CommandErrors."""
+    try:
+        return await archive.workers.deferToWorker(_changedObject, path, change, callingAE, archive.aeTitle,
+                                                   compression, converters)
+    except OSError as e:
+        raise CommandError(f"cannot read {path}: {e.strerror or e}") from e
+    except (DatasetError, IdentifierError) as e:
+        raise CommandError(f"{path} is not a readable DICOM object: {e}") from e
+    except ScriptRefused as e:
+        raise CommandError(f"{path}: {e}; nothing was changed") from e
+    except ValueError as e:  # a new UID with a bad UIDPrefix
+        raise CommandError(f"{path} could not be changed: {e}") from e
+
+
+async def storeObject(archive, incoming, data, path):
+    """Store what ``readObject`` gave through the ObjectStore; the stored
+    file's path relative to its device."""
+    spool = archive.objectStore.spool(incoming)
+    spool.write(data)
+    try:
+        return await archive.objectStore.store(incoming, spool)
+    except (StoreError, OSError) as e:
+        raise CommandError(f"{path} was not stored: {e}") from e
 
 
 def _checkUID(uid, name):
@@ -103,20 +137,13 @@ class AddImageFile(AsyncControlCommand):
         text, patientID = fields(arguments, 2)
         archive = context.archive
         path = inputPath(archive, text)
-        patientID = exactValue(patientID, "patient ID") if patientID.strip() else ""
-        try:
-            incoming, data = await archive.workers.deferToWorker(_incomingObject, path, patientID, archive.aeTitle,
-                                                                  archive.droppedFileCompression)
-        except OSError as e:
-            raise CommandError(f"cannot read {path}: {e.strerror or e}") from e
-        except (DatasetError, IdentifierError) as e:
-            raise CommandError(f"{path} is not a readable DICOM object: {e}") from e
-        spool = archive.objectStore.spool(incoming)
-        spool.write(data)
-        try:
-            relative = await archive.objectStore.store(incoming, spool)
-        except (StoreError, OSError) as e:
-            raise CommandError(f"{path} was not stored: {e}") from e
+        change = None
+        if patientID.strip():
+            change = newPatient(archive.converterServices.uidMap, exactValue(patientID, "patient ID"))
+        converters = archive.configuration.ini.getint("ImportExportDragAndDrop", 0) == 1
+        incoming, data, _ = await readObject(archive, path, change, compression=archive.droppedFileCompression,
+                                             converters=converters)
+        relative = await storeObject(archive, incoming, data, path)
         self.log.info("{peer}: addimagefile {path}: stored as {relative}", peer=context.peer, path=path,
                       relative=relative)
         return f"{incoming.sopInstanceUID} stored as {relative}"

@@ -67,13 +67,25 @@ class UIDMap:
         """The new UID standing for ``old``, made and recorded (with
         ``modType``, e.g. the element's keyword) the first time."""
         with self._lock:
-            new = self._newByOld.get(old)
+            new = self._known(old)
             if new is None:
-                new = self._stored(self.table.c.OldUID, old, self.table.c.NewUID)
-                if new is None:
-                    new = self._record(old, modType)
+                new = self._record(old, modType)
                 self._remember(old, new)
             return new
+
+    def lookup(self, old):
+        """The UID recorded for ``old``, or None (nothing is made)."""
+        with self._lock:
+            return self._known(old)
+
+    def assign(self, old, new, modType=""):
+        """Record that ``new`` stands for ``old`` (a merge: several old UIDs
+        become one). ValueError when ``old`` already stands for another."""
+        with self._lock:
+            present = self._known(old) or self._insert(old, new, modType)
+            if present != new:
+                raise ValueError(f"{old} was changed to {present} before (UIDMODS)")
+            self._remember(old, new)
 
     def oldFor(self, new):
         """The original UID ``new`` replaced, or None when it replaced none."""
@@ -85,6 +97,15 @@ class UIDMap:
                     self._remember(old, new)
             return old
 
+    def _known(self, old):
+        """(Under the lock) the UID recorded for ``old``, or None."""
+        new = self._newByOld.get(old)
+        if new is None:
+            new = self._stored(self.table.c.OldUID, old, self.table.c.NewUID)
+            if new is not None:
+                self._remember(old, new)
+        return new
+
     def _stored(self, keyColumn, key, valueColumn):
         if self.engine is None:
             return None
@@ -94,7 +115,11 @@ class UIDMap:
     def _record(self, old, modType):
         """A fresh UID for ``old``, inserted into UIDMODS.  When another
         process recorded ``old`` meanwhile, its UID wins."""
-        new = generate_uid(self.prefix)
+        return self._insert(old, generate_uid(self.prefix), modType)
+
+    def _insert(self, old, new, modType):
+        """Insert the pair; the UID recorded for ``old`` (another process's
+        when it recorded ``old`` meanwhile)."""
         if self.engine is None:
             return new
         try:

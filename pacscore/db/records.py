@@ -33,7 +33,8 @@ class ImageRecord:
     stripped, multiple values joined with a backslash.  ``objectFile`` is the
     path relative to the MAG device ``deviceName``, with "/" separators.
     ``callingAE``/``calledAE`` of the association it came on (export
-    converter filters); not indexed.
+    converter filters); not indexed.  ``converters``: whether the export
+    converter lines see it (mirror copies are made regardless).
     """
 
     attrs: dict[int, str]
@@ -41,6 +42,7 @@ class ImageRecord:
     objectFile: str
     callingAE: str = ""
     calledAE: str = ""
+    converters: bool = True
 
 
 class Replaced(NamedTuple):

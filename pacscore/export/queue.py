@@ -239,7 +239,8 @@ class ExportQueue:
             modality = record.attrs.get(MODALITY, "")
             station = record.attrs.get(STATION_NAME, "")
             callingAE, calledAE = record.callingAE, record.calledAE
-            converters = [rule.key for rule in self.rules if rule.matches(modality, station, calledAE, callingAE)]
+            converters = [rule.key for rule in self.rules
+                          if record.converters and rule.matches(modality, station, calledAE, callingAE)]
             if record.deviceName in self.mirrored:
                 converters.append(MIRROR_COPY)
             rows += [_jobRow(converter, record.attrs.get(SOP_INSTANCE_UID, ""), record.deviceName,

@@ -67,7 +67,10 @@ class IncomingObject:
     """What the C-STORE command and association say about an object, and
     the Conquest compression code to store it in (manual 7.7: the ``~xx``
     of the called AE title, else IncomingCompression; DroppedFileCompression
-    for added files); "" or "as": as received."""
+    for added files); "" or "as": as received.  ``converters``: whether
+    the import converters and the export converter lines see it (not for
+    objects the control commands rewrite, nor for added files unless
+    ImportExportDragAndDrop = 1)."""
 
     sopClassUID: str
     sopInstanceUID: str
@@ -75,6 +78,7 @@ class IncomingObject:
     callingAE: str
     calledAE: str
     compression: str = ""
+    converters: bool = True
 
 
 class ObjectStore:
@@ -159,7 +163,8 @@ class ObjectStore:
             stored.errback(value)
 
         self.index.storeFromThread(
-            ImageRecord(attrs, device.name, relative, incoming.callingAE, incoming.calledAE), indexed)
+            ImageRecord(attrs, device.name, relative, incoming.callingAE, incoming.calledAE,
+                        incoming.converters), indexed)
 
     def _writeFile(self, incoming, spool):
         """In the I/O pool: check, amend, name and write one object.
@@ -230,7 +235,8 @@ class ObjectStore:
         object's): None when the object is stored as received, else
         ``(data, attrs, header, device)``.  Raises Refused or Destroyed
         when a rule says so."""
-        if (not self.amenders and self.importers is None
+        importers = self.importers if incoming.converters else None
+        if (not self.amenders and importers is None
                 and storedSyntax(incoming.transferSyntax, incoming.compression) == incoming.transferSyntax):
             return None
         data = spool.inMemory
@@ -243,8 +249,8 @@ class ObjectStore:
         try:
             for amender in self.amenders:
                 data = amender.amend(attrs, data, transferSyntax) or data
-            if self.importers is not None:
-                decision = self.importers.apply(incoming, attrs, data, transferSyntax)
+            if importers is not None:
+                decision = importers.apply(incoming, attrs, data, transferSyntax)
                 if decision is not None:
                     data, compression = decision.data or data, decision.compression or compression
                     device = self.devicesByName.get(decision.device, device)

@@ -63,8 +63,17 @@ SEQUENCE_MARKER = "-----"
 # Each command of ``dgate -?`` and the test that runs it, as "module.Class.method".
 _OTHER = "tests.interop."
 _HERE = "tests.interop.test_control_commands."
+_MODIFY = "tests.interop.test_control_modify.ControlModifyTests."
 COVERAGE = {
     "addimagefile": _OTHER + "test_control_data.ControlDataTests.test_addimagefileWithANewPatientID",
+    "anonymize": _MODIFY + "test_anonymizeWithAConverterScript",
+    "copypatid": _MODIFY + "test_copypatidKeepsTheOriginal",
+    "mergeseries": _MODIFY + "test_mergestudyThenMergeseries",
+    "mergeseriesfile": _MODIFY + "test_mergestudyThenMergeseries",
+    "mergestudy": _MODIFY + "test_mergestudyThenMergeseries",
+    "mergestudyfile": _MODIFY + "test_mergestudyThenMergeseries",
+    "modifyimage": _MODIFY + "test_modifyimage",
+    "modifypatid": _MODIFY + "test_modifypatidGivesNewUIDs",
     "changeuid": _OTHER + "test_control_configuration.ControlConfigurationTests.test_uidRoundTrip",
     "changeuidback": _OTHER + "test_control_configuration.ControlConfigurationTests.test_uidRoundTrip",
     "checksum": _HERE + "ConfigurationCommandTests.test_dictionaryAndChecksum",

@@ -5,41 +5,22 @@ move to DCMTK's storescp, regen after losing the database file, query,
 the finders, loadhl7, addimagefile and initializetables."""
 
 import os
-import shutil
-import tempfile
 
-from twisted.trial import unittest
 
-from pacscore.testing.corpus import generateCorpus
 from pacscore.testing.orders import orderMessage, writeMessages
 from tests.interop.peers import StorescpServer
-from tests.interop.server import PacsServer
+from tests.interop.storedcorpus import StoredCorpusTestCase
 from tests.interop.test_find import PATIENT_ROOT, STUDY_ROOT, findscu
 
 DESTINATION = "DATADEST"  # no wildcard entry of the default acrnema.map (V*, S*) matches it
 TABLES = ("DICOMPatients", "DICOMStudies", "DICOMSeries", "DICOMImages")
 
 
-class ControlDataTests(unittest.TestCase):
+class ControlDataTests(StoredCorpusTestCase):
 
-    def setUp(self):
-        self.workdir = tempfile.mkdtemp(prefix="pacs-controldata-")
-        self.addCleanup(shutil.rmtree, self.workdir, True)
-        self.server = PacsServer(os.path.join(self.workdir, "pacs"))
+    def prepare(self):
         self.storescp = StorescpServer(os.path.join(self.workdir, "storescp"), aet=DESTINATION)
         self.server.addNode(DESTINATION, self.storescp.port)
-        self.server.start()
-        self.addCleanup(self.server.stop)
-        self.images = generateCorpus(os.path.join(self.workdir, "corpus"), patients=2, studiesPerPatient=2,
-                                     seriesPerStudy=1, imagesPerSeries=2)
-        result = self.server.store(*(image.path for image in self.images))
-        self.assertEqual(result.returncode, 0, result.stderr)
-
-    def dgate(self, *args):
-        """stdout lines of a dgate command that must succeed."""
-        result = self.server.dgate(*args)
-        self.assertEqual(result.returncode, 0, f"dgate {args}: {result.stdout}{result.stderr}")
-        return result.stdout.splitlines()
 
     def counts(self):
         """Rows of the four image tables, in one query."""
@@ -112,11 +93,17 @@ class ControlDataTests(unittest.TestCase):
         self.assertEqual(self.counts(), [2, 4, 4, 8])
 
     def test_addimagefileWithANewPatientID(self):
-        self.assertEqual(len(self.dgate(f"--addimagefile:{self.images[0].path},NEWPAT")), 1)
+        """A copy under another patient ID gets new UIDs (Conquest's
+        ModifyPATIDofDDO): the original stays."""
+        image = self.images[0]
+        self.assertEqual(len(self.dgate(f"--addimagefile:{image.path},NEWPAT")), 1)
         matches, _ = findscu(self.server, PATIENT_ROOT, "IMAGE",
-                             {"PatientID": "NEWPAT", "StudyInstanceUID": self.images[0].studyUID,
-                              "SeriesInstanceUID": self.images[0].seriesUID, "SOPInstanceUID": None})
-        self.assertEqual([m.SOPInstanceUID for m in matches], [self.images[0].sopUID])
+                             {"PatientID": "NEWPAT", "StudyInstanceUID": None, "SeriesInstanceUID": None,
+                              "SOPInstanceUID": None})
+        self.assertEqual(len(matches), 1)
+        self.assertEqual(self.dgate(f"--changeuidback:{matches[0].SOPInstanceUID}"), [image.sopUID])
+        self.assertEqual(self.dgate(f"--changeuidback:{matches[0].StudyInstanceUID}"), [image.studyUID])
+        self.assertEqual(self.counts(), [3, 5, 5, 9])
 
     def test_loadhl7AndInitializetables2(self):
         path = os.path.join(self.workdir, "orders.hl7")

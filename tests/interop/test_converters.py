@@ -1,7 +1,7 @@
 """Import converters in a running ``twistd -n pacs``, through storescu:
 rules that change objects, ``reject`` (a failure status for the sender),
-``destroy`` (nothing stored, Success, as Conquest does) and the shipped Lua
-anonymizer."""
+``destroy`` (nothing stored, Success, as Conquest does), the shipped Lua
+anonymizer, and files added with dgate (ImportExportDragAndDrop)."""
 
 import glob
 import os
@@ -91,6 +91,21 @@ class ImportConverterTests(unittest.TestCase):
         self.assertEqual(stored[0].StudyInstanceUID, stored[1].StudyInstanceUID)
         self.assertEqual(stored[0].PatientID, stored[1].PatientID)
         self.assertEqual({ds.SOPInstanceUID for ds in stored} & {o.SOPInstanceUID for o, _ in originals}, set())
+
+
+    def test_addedFilesPassTheConvertersOnlyWithImportExportDragAndDrop(self):
+        server = PacsServer(os.path.join(self.workdir, "pacs"), ini={
+            "ImportConverters": "1", "ImportConverter0": 'set 0008,0080 to "converted"'})
+        server.start()
+        self.addCleanup(server.stop)
+        _, first = self.image("first.dcm", "PAT1")
+        _, second = self.image("second.dcm", "PAT2")
+        for path, setting in ((first, "0"), (second, "1")):
+            self.assertEqual(server.dgate(f"--put_param:ImportExportDragAndDrop,{setting}").returncode, 0)
+            added = server.dgate(f"--addimagefile:{path}")
+            self.assertEqual(added.returncode, 0, added.stdout + added.stderr)
+        stored = {ds.PatientID: ds.InstitutionName for ds in self.stored(server)}
+        self.assertEqual(stored, {"PAT1": "General Hospital", "PAT2": "converted"})
 
 
 class QueryRetrieveConverterTests(unittest.TestCase):

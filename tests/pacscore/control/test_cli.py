@@ -47,6 +47,15 @@ class CliTests(unittest.TestCase):
                          ["--verifymirrordisk:MAG0", "--verifymirrordisk:", "--testimages:MAG1",
                           "--movedatatodevice:MAG1,MAG0", "--renamedevice:MAG3,MAG0"])
 
+    def test_fileAndDatabaseShorthands(self):
+        self.assertEqual(parseArguments(["-arMAG1", "-frMAG0,PAT1", "-fe/d/a.dcm", "-fd/d/a.dcm", "-fz/d/a.dcm",
+                                         "-zPAT1", "-fa/in/b.dcm,NEW", "-fcNEW,/d/a.dcm", "-fkCOPY,/d/a.dcm",
+                                         "-ff500", "-fu"])["commands"],
+                         ["--regendev:MAG1", "--regendir:MAG0,PAT1", "--regenfile:/d/a.dcm",
+                          "--deleteimagefromdb:/d/a.dcm", "--deleteimagefile:/d/a.dcm", "--deletepatient:PAT1",
+                          "--addimagefile:/in/b.dcm,NEW", "--modifypatid:NEW,/d/a.dcm", "--copypatid:COPY,/d/a.dcm",
+                          "--makespace:500", "--genuid:"])
+
     def test_badPort(self):
         code, output = self.dgate("-pabc", "--display_status:")
         self.assertEqual(code, 2)

@@ -49,10 +49,11 @@ class StoredCorpusTests(unittest.TestCase):
     def test_addimagefileWithNewPatientID(self):
         first = self.images[0]
         output = yield self.running.run(commands.addImageFile, f"{first.path},NEWPAT")
-        self.assertIn(first.sopUID, output)
+        self.assertNotIn(first.sopUID, output)  # a copy with new UIDs: the original stays
+        self.assertEqual((yield self.running.count("image")), 9)
         found = yield self.running.run(commands.deletePatient, "NEWPAT")
         self.assertEqual(found, "1 object(s) removed from the server")
-        self.assertEqual((yield self.running.count("image")), 7)
+        self.assertEqual((yield self.running.count("image")), 8)
 
     @defer.inlineCallbacks
     def test_addimagefileRefusesWhatIsNotDicom(self):

@@ -74,6 +74,14 @@ class JobTests(QueueTestCase):
         self.assertEqual((jobs[0].callingAE, jobs[0].calledAE, jobs[0].deviceName), ("MODALITY", "PACS", "MAG0"))
         self.assertEqual(jobs[2].callingAE, "")  # records without the AE fields still queue
 
+    def test_recordsKeptFromTheConvertersQueueNone(self):
+        """Objects a control command rewrote, or added with
+        ImportExportDragAndDrop = 0, pass no export converter."""
+        record = makeRecord("1.2.3.1.1")
+        record.converters = False
+        self.assertEqual(self.store(record), 0)
+        self.assertEqual(self.queue.dueJobs(self.clock(), 10), [])
+
     def test_rolledBackTransactionQueuesNothing(self):
         with self.assertRaises(RuntimeError):
             with self.engine.begin() as connection:

@@ -1,0 +1,248 @@
+"""The control commands that change stored objects (manual appendix 6,
+"Modification of dicom objects"): ``modifypatid``, ``copypatid`` (dgate
+-fk), ``anonymize``, ``modifyimage``, ``mergestudy``, ``mergestudyfile``,
+``mergeseries`` and ``mergeseriesfile``.
+
+Each reads stored objects (a file named as ``stored`` says, or the objects
+of the studies or series to merge), changes the data set in the I/O pool
+(``pacscore.control.changes``), stores the result through the ObjectStore
+(file naming, index, mirror copy; not through the import and export
+converters, as Conquest's own rewrites are not) and only then removes the
+original, file and rows, so a failure never loses it; ``copypatid`` keeps
+it.  As in Conquest, a new Patient ID and a merge give the objects new
+UIDs from the UID map:
+
+- ``modifypatid:patid,file`` / ``copypatid:patid,file``: the Patient ID,
+  and new Study, Series and SOP Instance UIDs (so changing it back later
+  makes other new objects; a second copy of one file replaces the first);
+- ``anonymize:patid,file``: ``anonymize_script.cq`` (converter lines) or
+  else ``anonymize_script.lua`` of the configuration folder, when there is
+  one, then Patient ID and Name ``patid``, the patient's other identifying
+  attributes removed, Patient Identity Removed YES, and new UIDs;
+- ``modifyimage:file,script``: the converter lines ``script`` (``set
+  0010,0010 to "X"`` ...); UIDs change only if the script changes them;
+- ``mergestudy:A,B,...``: the objects of studies B ... join study A (new
+  Series and SOP Instance UIDs), all of one patient; ``mergeseries:A,B,...``
+  likewise for series of one study (new SOP Instance UIDs).  The merge is
+  recorded in UIDMODS (B -> A), so ``mergestudyfile:file`` /
+  ``mergeseriesfile:file`` can bring in one object of B stored later.
+"""
+
+import os
+
+from twisted.logger import Logger
+
+from pacscore.control.arguments import AsyncControlCommand, fields
+from pacscore.control.changes import anonymized, mergedInto, newPatient, scripted
+from pacscore.control.context import CommandError
+from pacscore.control.data import readObject, storeObject
+from pacscore.control.stored import exactValue, fileInstances, storedFile, storedName, uidValue
+from pacscore.converters.context import ConverterSyntaxError
+from pacscore.converters.script import parseScript
+from pacscore.db.query import SERIES_INSTANCE_UID, STUDY_INSTANCE_UID, QueryKey
+
+ANONYMIZE_SCRIPTS = ("anonymize_script.cq", "anonymize_script.lua")
+PROGRESS_EVERY = 100
+
+
+async def storedInstance(archive, text):
+    """The indexed ``Instance`` of the stored file ``text``."""
+    deviceName, objectFile = storedFile(archive, text)
+    instances = await archive.index.runQuery(fileInstances, archive.query, deviceName, objectFile)
+    if not instances:
+        raise CommandError(f"{storedName(deviceName, objectFile)} is not in the index")
+    return instances[0]
+
+
+async def rewrite(archive, instance, change, callingAE, keep=False):
+    """Store ``change`` of the stored object ``instance`` (see the module
+    docstring); the new file as ``storedName`` gives it, or None when the
+    change changed nothing."""
+    try:
+        path = await archive.workers.deferToWorker(archive.objectReader.path, instance.deviceName,
+                                                   instance.objectFile)
+    except OSError as e:
+        raise CommandError(f"{storedName(instance.deviceName, instance.objectFile)}: {e}") from e
+    incoming, data, changed = await readObject(archive, path, change, callingAE=callingAE)
+    if not changed:
+        return None
+    relative = await storeObject(archive, incoming, data, storedName(instance.deviceName, instance.objectFile))
+    device = archive.objectStore.device.name
+    if not keep and incoming.sopInstanceUID != instance.sopInstanceUID:
+        sameFile = (device, relative) == (instance.deviceName, instance.objectFile)
+        await archive.localActions.removeInstances([instance], files=not sameFile)
+    return storedName(device, relative)
+
+
+class _FileCommand(AsyncControlCommand):
+    """A change of one stored file: ``split(arguments)`` gives the file and
+    the other argument, ``change(other, archive, instance)`` the change;
+    ``keep`` the original."""
+
+    log = Logger()
+    keep = False
+
+    async def execute(self, arguments, context):
+        archive = context.archive
+        text, other = self.split(arguments)
+        instance = await storedInstance(archive, text)
+        change = await self.change(other, archive, instance)
+        stored = await rewrite(archive, instance, change, self.name[:16], self.keep)
+        old = storedName(instance.deviceName, instance.objectFile)
+        if stored is None:
+            return f"{old}: nothing changed"
+        self.log.info("{peer}: {command}: {old} stored as {new}", peer=context.peer, command=self.name,
+                      old=old, new=stored)
+        return f"{old} {'copied' if self.keep else 'changed'}: {stored}"
+
+    def split(self, arguments):
+        """``patid,file`` -> ``(file, patid)``."""
+        patientID, text = fields(arguments, 2)
+        return text, exactValue(patientID, "patient ID")
+
+    async def change(self, other, archive, instance):
+        raise NotImplementedError
+
+
+class ModifyPatID(_FileCommand):
+    name = "modifypatid"
+    usage = "--modifypatid:patid,file  Change patid of given file (new UIDs)"
+
+    async def change(self, patientID, archive, instance):
+        return newPatient(archive.converterServices.uidMap, patientID)
+
+
+class CopyPatID(ModifyPatID):
+    name = "copypatid"
+    usage = "--copypatid:patid,file  Copy given file to patid (new UIDs; dgate -fk)"
+    keep = True
+
+
+class Anonymize(_FileCommand):
+    name = "anonymize"
+    usage = "--anonymize:patid,file  Anonymize given file (anonymize_script.cq/.lua, new UIDs)"
+
+    async def change(self, patientID, archive, instance):
+        script = await archive.workers.deferToWorker(self._script, archive)
+        return anonymized(archive.converterServices.uidMap, patientID, script, archive.converterServices)
+
+    @staticmethod
+    def _script(archive):
+        """The configuration folder's anonymize script, or None."""
+        folder = archive.configuration.configDir
+        for name in ANONYMIZE_SCRIPTS:
+            path = os.path.join(folder, name)
+            if os.path.isfile(path):
+                if name.endswith(".lua"):
+                    return _parsed(f"lua:{name}", name, archive)
+                try:
+                    with open(path, encoding="latin-1") as f:
+                        return _parsed(";".join(f.read().splitlines()), name, archive)
+                except OSError as e:
+                    raise CommandError(f"cannot read {path}: {e.strerror}") from e
+        return None
+
+
+class ModifyImage(_FileCommand):
+    name = "modifyimage"
+    usage = "--modifyimage:file,script  Change items in file (converter script)"
+
+    def split(self, arguments):
+        text, script = fields(arguments, 2)
+        if not script.strip():
+            raise CommandError('modifyimage needs a script, e.g. modifyimage:file,set 0010,0010 to "X"')
+        return text, script
+
+    async def change(self, script, archive, instance):
+        return scripted(_parsed(script, self.name, archive), archive.converterServices)
+
+
+def _parsed(text, name, archive):
+    try:
+        return parseScript(text, name, archive.commands, "import")
+    except ConverterSyntaxError as e:
+        raise CommandError(str(e)) from e
+
+
+class _Merge(AsyncControlCommand):
+    """``mergestudy`` / ``mergeseries``: ``tag`` and ``keyword`` of the
+    level, ``parent`` the attribute all must share."""
+
+    log = Logger()
+
+    async def execute(self, arguments, context):
+        archive = context.archive
+        uids = [uidValue(uid, self.what) for uid in arguments.split(",")]
+        if len(uids) < 2 or len(set(uids)) < len(uids):
+            raise CommandError(f"{self.name} needs two or more different {self.what}s")
+        target, others = uids[0], uids[1:]
+        instances = await archive.index.runQuery(archive.query.instances, self.level,
+                                                 [QueryKey(self.tag, "UI", "\\".join(uids))])
+        found = {getattr(instance, self.field) for instance in instances}
+        missing = [uid for uid in uids if uid not in found]
+        if missing:
+            raise CommandError(f"no stored object in {self.what} {', '.join(missing)}")
+        parents = {getattr(instance, self.parent) for instance in instances}
+        if len(parents) > 1:
+            raise CommandError(f"{self.name}: the {self.what}s are not of one {self.parentWhat} "
+                               f"({', '.join(sorted(parents))})")
+        uidMap = archive.converterServices.uidMap
+        try:
+            for uid in others:
+                await archive.workers.deferToWorker(uidMap.assign, uid, target, self.modType)
+        except ValueError as e:
+            raise CommandError(f"{self.name}: {e}") from e
+        moving = [instance for instance in instances if getattr(instance, self.field) != target]
+        change = mergedInto(uidMap, self.keyword, target)
+        for number, instance in enumerate(moving, 1):
+            await rewrite(archive, instance, change, self.name[:16])
+            if number % PROGRESS_EVERY == 0:
+                context.progress(f"{number} of {len(moving)} object(s) merged")
+        self.log.info("{peer}: {command}: {count} object(s) of {others} merged into {target}",
+                      peer=context.peer, command=self.name, count=len(moving), others=",".join(others),
+                      target=target)
+        return f"{len(moving)} object(s) of {len(others)} {self.what}(s) merged into {self.what} {target}"
+
+
+class MergeStudy(_Merge):
+    name = "mergestudy"
+    usage = "--mergestudy:uid,uid,..  Merge studies into the first (one patient)"
+    what, level, tag, field, keyword = "study", "STUDY", STUDY_INSTANCE_UID, "studyInstanceUID", "StudyInstanceUID"
+    parent, parentWhat, modType = "patientID", "patient", "MergeStudy"
+
+
+class MergeSeries(_Merge):
+    name = "mergeseries"
+    usage = "--mergeseries:uid,uid,..  Merge series into the first (one study)"
+    what, level, tag, field, keyword = "series", "SERIES", SERIES_INSTANCE_UID, "seriesInstanceUID", \
+        "SeriesInstanceUID"
+    parent, parentWhat, modType = "studyInstanceUID", "study", "MergeSeries"
+
+
+class _MergeFile(_FileCommand):
+    """``mergestudyfile`` / ``mergeseriesfile``: one object of a study or
+    series merged before joins the one it was merged into."""
+
+    merge = MergeStudy
+
+    def split(self, arguments):
+        return arguments, ""
+
+    async def change(self, other, archive, instance):
+        merge = self.merge
+        old = getattr(instance, merge.field)
+        target = await archive.workers.deferToWorker(archive.converterServices.uidMap.lookup, old)
+        if target is None:
+            raise CommandError(f"{merge.what} {old} was not merged ({merge.name})")
+        return mergedInto(archive.converterServices.uidMap, merge.keyword, target)
+
+
+class MergeStudyFile(_MergeFile):
+    name = "mergestudyfile"
+    usage = "--mergestudyfile:file  Merge file into the study its study was merged into"
+
+
+class MergeSeriesFile(_MergeFile):
+    name = "mergeseriesfile"
+    usage = "--mergeseriesfile:file  Merge file into the series its series was merged into"
+    merge = MergeSeries

@@ -1,0 +1,17 @@
+"""The built-in control commands that change stored objects (manual
+appendix 6: modification of dicom objects); see pacscore.control.modify.
+
+Only instances live here; ``getPlugins(IControlCommand, plugins)`` finds
+them as it finds installed ones.
+"""
+
+from pacscore.control import modify
+
+modifyPatID = modify.ModifyPatID()
+copyPatID = modify.CopyPatID()
+anonymize = modify.Anonymize()
+modifyImage = modify.ModifyImage()
+mergeStudy = modify.MergeStudy()
+mergeStudyFile = modify.MergeStudyFile()
+mergeSeries = modify.MergeSeries()
+mergeSeriesFile = modify.MergeSeriesFile()

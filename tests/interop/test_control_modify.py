@@ -1,0 +1,140 @@
+"""The commands that change stored objects through the real ``dgate``
+against a running ``twistd -n pacs`` holding a corpus stored with DCMTK's
+storescu: modifypatid (-fc), copypatid (-fk), anonymize (with a Lua and a
+converter-language script), modifyimage, mergestudy/mergestudyfile and
+mergeseries; checked with DCMTK's findscu, on disk and with changeuidback."""
+
+import os
+import shutil
+
+import pydicom
+
+from pacscore.config.loader import defaultConfigDir
+from tests.interop.storedcorpus import StoredCorpusTestCase
+from tests.interop.test_find import PATIENT_ROOT, STUDY_ROOT, findscu
+
+
+class ControlModifyTests(StoredCorpusTestCase):
+
+    # PAT0000: studies of images 0, 1 and 2, 3; PAT0001: 4, 5 and 6, 7; each image a series of its own
+    corpus = {"patients": 2, "studiesPerPatient": 2, "seriesPerStudy": 2, "imagesPerSeries": 1}
+
+    def refused(self, *args):
+        """The message of a dgate command that must fail."""
+        result = self.server.dgate(*args)
+        self.assertEqual(result.returncode, 1, f"dgate {args}: {result.stdout}{result.stderr}")
+        return result.stderr
+
+    def storedFile(self, image):
+        """The absolute path of a corpus image's stored file."""
+        names = self.dgate(f"--query:DICOMImages|ObjectFile|SOPInstanceUID = '{image.sopUID}'|%s")
+        self.assertEqual(len(names), 1, names)
+        return os.path.join(self.server.dataDir, names[0])
+
+    def changedFile(self, line):
+        """The file a ``... changed: MAG0:path`` answer names, read."""
+        stored = line.rpartition(": ")[2]
+        self.assertTrue(stored.startswith("MAG0:"), line)
+        return pydicom.dcmread(os.path.join(self.server.dataDir, stored[len("MAG0:"):]))
+
+    def imagesOf(self, **keys):
+        matches, _ = findscu(self.server, PATIENT_ROOT, "IMAGE",
+                             {"PatientID": None, "StudyInstanceUID": None, "SeriesInstanceUID": None,
+                              "SOPInstanceUID": None, **keys})
+        return matches
+
+    def test_modifypatidGivesNewUIDs(self):
+        image = self.images[0]
+        path = self.storedFile(image)
+        [line] = self.dgate(f"-fcNEWPAT,{path}")
+        changed = self.changedFile(line)
+        self.assertEqual(changed.PatientID, "NEWPAT")
+        self.assertNotEqual(changed.SOPInstanceUID, image.sopUID)
+        self.assertNotEqual(changed.StudyInstanceUID, image.studyUID)
+        self.assertEqual(changed.file_meta.MediaStorageSOPInstanceUID, changed.SOPInstanceUID)
+        self.assertFalse(os.path.exists(path))
+        self.assertEqual([m.SOPInstanceUID for m in self.imagesOf(PatientID="NEWPAT")], [changed.SOPInstanceUID])
+        self.assertEqual(self.imagesOf(SOPInstanceUID=image.sopUID), [])
+        self.assertEqual(self.dgate(f"--changeuidback:{changed.StudyInstanceUID}"), [image.studyUID])
+        # the other image of the study joins the same new study
+        second = self.changedFile(self.dgate(f"--modifypatid:NEWPAT,{self.storedFile(self.images[1])}")[0])
+        self.assertEqual(second.StudyInstanceUID, changed.StudyInstanceUID)
+        self.assertIn("not in the index", self.refused(f"--modifypatid:X,{path}"))
+        self.assertIn("no patient ID", self.refused(f"--modifypatid:,{self.storedFile(self.images[2])}"))
+
+    def test_copypatidKeepsTheOriginal(self):
+        image = self.images[2]
+        path = self.storedFile(image)
+        [line] = self.dgate(f"--copypatid:COPY,{path}")
+        self.assertIn("copied", line)
+        copy = self.changedFile(line)
+        self.assertEqual(copy.PatientID, "COPY")
+        self.assertTrue(os.path.exists(path))
+        self.assertEqual(len(self.imagesOf(SOPInstanceUID=image.sopUID)), 1)
+        self.assertEqual(len(self.imagesOf(PatientID="COPY")), 1)
+
+    def test_anonymizeWithTheLuaScript(self):
+        shutil.copy(os.path.join(defaultConfigDir(), "anonymize_script.lua"), self.server.workdir)
+        image = self.images[0]
+        path = self.storedFile(image)
+        anonymous = self.changedFile(self.dgate(f"--anonymize:ANON1,{path}")[0])
+        self.assertEqual((anonymous.PatientID, str(anonymous.PatientName)), ("ANON1", "ANON1"))
+        self.assertNotIn("PatientBirthDate", anonymous)
+        self.assertEqual(anonymous.PatientIdentityRemoved, "YES")
+        self.assertEqual(anonymous.AccessionNumber, "")  # the Lua script blanks it
+        self.assertNotIn(image.studyUID, (anonymous.StudyInstanceUID, anonymous.SeriesInstanceUID,
+                                          anonymous.SOPInstanceUID))
+        self.assertFalse(os.path.exists(path))
+        self.assertEqual(self.imagesOf(PatientID=image.patientID, StudyInstanceUID=image.studyUID)[0].SOPInstanceUID,
+                         self.images[1].sopUID)
+
+    def test_anonymizeWithAConverterScript(self):
+        with open(os.path.join(self.server.workdir, "anonymize_script.cq"), "w") as f:
+            f.write('set 0008,1030 to "anonymous"\nset 0008,0050 to "X"\n')
+        anonymous = self.changedFile(self.dgate(f"--anonymize:ANON2,{self.storedFile(self.images[3])}")[0])
+        self.assertEqual((anonymous.StudyDescription, anonymous.AccessionNumber), ("anonymous", "X"))
+        self.assertEqual(anonymous.PatientID, "ANON2")
+        with open(os.path.join(self.server.workdir, "anonymize_script.cq"), "w") as f:
+            f.write("destroy\n")
+        path = self.storedFile(self.images[2])
+        self.assertIn("nothing was changed", self.refused(f"--anonymize:ANON2,{path}"))
+        self.assertTrue(os.path.exists(path))
+
+    def test_modifyimage(self):
+        image = self.images[4]
+        path = self.storedFile(image)
+        changed = self.changedFile(self.dgate(f'--modifyimage:{path},set 0008,1030 to "Changed, again"')[0])
+        self.assertEqual((changed.SOPInstanceUID, changed.StudyDescription), (image.sopUID, "Changed, again"))
+        matches, _ = findscu(self.server, STUDY_ROOT, "STUDY",
+                             {"StudyInstanceUID": image.studyUID, "StudyDescription": None})
+        self.assertEqual([m.StudyDescription for m in matches], ["Changed, again"])
+        self.assertEqual(self.dgate(f"--modifyimage:{self.storedFile(image)},nop"),
+                         [f"MAG0:{os.path.relpath(self.storedFile(image), self.server.dataDir)}: nothing changed"])
+        self.assertIn("unknown command", self.refused(f"--modifyimage:{self.storedFile(image)},frobnicate"))
+
+    def test_mergestudyThenMergeseries(self):
+        first, second = self.images[0], self.images[2]
+        self.assertEqual(self.dgate(f"--mergestudy:{first.studyUID},{second.studyUID}"),
+                         [f"2 object(s) of 1 study(s) merged into study {first.studyUID}"])
+        merged = self.imagesOf(StudyInstanceUID=first.studyUID)
+        self.assertEqual(len(merged), 4)
+        self.assertEqual(len({m.SeriesInstanceUID for m in merged}), 4)
+        self.assertEqual(self.imagesOf(StudyInstanceUID=second.studyUID), [])
+        # an object of the merged study that arrives later is brought in with mergestudyfile
+        self.assertEqual(self.server.store(second.path).returncode, 0)
+        [line] = self.dgate(f"--mergestudyfile:{self.storedFile(second)}")
+        self.assertEqual(self.changedFile(line).StudyInstanceUID, first.studyUID)
+        self.assertEqual(len(self.imagesOf(StudyInstanceUID=first.studyUID)), 4)  # the same new UIDs again
+        other = self.images[1]
+        self.assertEqual(self.dgate(f"--mergeseries:{first.seriesUID},{other.seriesUID}"),
+                         [f"1 object(s) of 1 series(s) merged into series {first.seriesUID}"])
+        self.assertEqual(len(self.imagesOf(SeriesInstanceUID=first.seriesUID)), 2)
+        self.assertEqual(self.server.store(other.path).returncode, 0)
+        [line] = self.dgate(f"--mergeseriesfile:{self.storedFile(other)}")
+        self.assertEqual(self.changedFile(line).SeriesInstanceUID, first.seriesUID)
+        self.assertEqual(len(self.imagesOf(SeriesInstanceUID=first.seriesUID)), 2)
+        self.assertIn("not of one patient",
+                      self.refused(f"--mergestudy:{first.studyUID},{self.images[4].studyUID}"))
+        self.assertIn("not of one study",
+                      self.refused(f"--mergeseries:{first.seriesUID},{self.images[4].seriesUID}"))
+        self.assertIn("was not merged", self.refused(f"--mergestudyfile:{self.storedFile(self.images[6])}"))

@@ -47,6 +47,25 @@ class UIDMapTests(unittest.TestCase):
         self.assertIsNone(self.uidMap.oldFor("1.2.3"))
         self.assertIsNone(self.uidMap.oldFor("9.9.9"))
 
+    def test_lookupMakesNothing(self):
+        self.assertIsNone(self.uidMap.lookup("1.2.3"))
+        self.assertEqual(self.rows(), [])
+        new = self.uidMap.newFor("1.2.3")
+        self.assertEqual(UIDMap(self.engine).lookup("1.2.3"), new)
+
+    def test_assignForAMerge(self):
+        """Several old UIDs may stand for one; a UID changed before keeps its pair."""
+        self.uidMap.assign("1.2.4", "1.2.3", "MergeStudy")
+        self.uidMap.assign("1.2.5", "1.2.3", "MergeStudy")
+        self.uidMap.assign("1.2.5", "1.2.3", "MergeStudy")  # again: nothing new
+        self.assertEqual(UIDMap(self.engine).lookup("1.2.5"), "1.2.3")
+        self.assertEqual(len(self.rows()), 2)
+        changed = self.uidMap.newFor("1.2.6")
+        with self.assertRaises(ValueError) as raised:
+            self.uidMap.assign("1.2.6", "1.2.3", "MergeStudy")
+        self.assertIn(changed, str(raised.exception))
+        self.assertEqual(self.uidMap.newFor("1.2.6"), changed)
+
     def test_survivesRestart(self):
         """A new map on the same database (an existing table) knows the pairs."""
         new = self.uidMap.newFor("1.2.3")

@@ -1,11 +1,11 @@
 """The built-in control commands that delete, move and take in objects
-(manual appendix 6: delete, DICOM move and communication options).
+(manual appendix 6: delete, DICOM move, communication and conversion options).
 
 Only instances live here; ``getPlugins(IControlCommand, plugins)`` finds
 them as it finds installed ones.
 """
 
-from pacscore.control import data, deletes, moves
+from pacscore.control import conversion, data, deletes, moves
 
 deleteImageFile = deletes.DeleteImageFile()
 deletePatient = deletes.DeletePatient()
@@ -27,3 +27,7 @@ loadHL7 = data.LoadHL7()
 dumpHeader = data.DumpHeader()
 forward = data.Forward()
 prefetch = data.Prefetch()
+
+countFrames = conversion.CountFrames()
+extractFrames = conversion.ExtractFrames()
+uncompress = conversion.Uncompress()

@@ -90,21 +90,20 @@ class UIDMap:
     def oldFor(self, new):
         """The original UID ``new`` replaced, or None when it replaced none."""
         with self._lock:
-            old = self._oldByNew.get(new)
-            if old is None:
-                old = self._stored(self.table.c.NewUID, new, self.table.c.OldUID)
-                if old is not None:
-                    self._remember(old, new)
-            return old
+            return self._known(new, byNew=True)
 
-    def _known(self, old):
-        """(Under the lock) the UID recorded for ``old``, or None."""
-        new = self._newByOld.get(old)
-        if new is None:
-            new = self._stored(self.table.c.OldUID, old, self.table.c.NewUID)
-            if new is not None:
-                self._remember(old, new)
-        return new
+    def _known(self, uid, byNew=False):
+        """(Under the lock) the UID recorded with ``uid`` (an original one,
+        or with ``byNew`` a new one), or None."""
+        columns = self.table.c
+        cache, column, other = ((self._oldByNew, columns.NewUID, columns.OldUID) if byNew
+                                else (self._newByOld, columns.OldUID, columns.NewUID))
+        paired = cache.get(uid)
+        if paired is None:
+            paired = self._stored(column, uid, other)
+            if paired is not None:
+                self._remember(*((paired, uid) if byNew else (uid, paired)))
+        return paired
 
     def _stored(self, keyColumn, key, valueColumn):
         if self.engine is None:

@@ -64,10 +64,14 @@ SEQUENCE_MARKER = "-----"
 _OTHER = "tests.interop."
 _HERE = "tests.interop.test_control_commands."
 _MODIFY = "tests.interop.test_control_modify.ControlModifyTests."
+_CONVERSION = "tests.interop.test_control_conversion.ConversionCommandTests."
 COVERAGE = {
     "addimagefile": _OTHER + "test_control_data.ControlDataTests.test_addimagefileWithANewPatientID",
     "anonymize": _MODIFY + "test_anonymizeWithAConverterScript",
     "copypatid": _MODIFY + "test_copypatidKeepsTheOriginal",
+    "count_frames": _CONVERSION + "test_countAndExtractNativeFrames",
+    "extract_frames": _CONVERSION + "test_countAndExtractNativeFrames",
+    "uncompress": _CONVERSION + "test_uncompress",
     "mergeseries": _MODIFY + "test_mergestudyThenMergeseries",
     "mergeseriesfile": _MODIFY + "test_mergestudyThenMergeseries",
     "mergestudy": _MODIFY + "test_mergestudyThenMergeseries",

@@ -1,0 +1,138 @@
+"""Conversion control commands on DICOM files (manual appendix 6,
+"Conversion options"): ``count_frames``, ``extract_frames`` and
+``uncompress``.
+
+They read any DICOM file (Part-10 or a bare data set, stored or not) and
+write their result as a Part-10 file where the operator says (never over
+the archive's own files, ``output.outputPath``); the work runs in the I/O
+pool.  ``extract_frames`` numbers frames from 0, as Conquest's frame
+arguments do, and keeps the object's UIDs; ``uncompress`` writes explicit
+VR little endian.
+"""
+
+import os
+
+from pydicom.encaps import encapsulate, generate_frames
+from pydicom.uid import ExplicitVRLittleEndian
+
+from pacscore.codecs.transcode import TranscodeError, transcode
+from pacscore.control.arguments import ControlCommand, fields, number
+from pacscore.control.context import CommandError
+from pacscore.control.data import openRegularFile
+from pacscore.control.output import inputPath, outputPath
+from pacscore.dicom.datasets import IdentifierError, decodeDataset, encodeDataset
+from pacscore.dicom.negotiation import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION
+from pacscore.storage.attributes import DatasetError
+from pacscore.storage.part10 import encodeFileMeta, readFileMeta
+
+
+def _read(path):
+    """``(transfer syntax, data set bytes)`` of a DICOM file."""
+    with openRegularFile(path) as f:
+        syntax = readFileMeta(f)[0]
+        return syntax, f.read()
+
+
+def _write(path, dataset, syntax, data):
+    """A Part-10 file of ``data`` (``dataset``'s bytes in ``syntax``)."""
+    header = encodeFileMeta(str(dataset.get("SOPClassUID", "")), str(dataset.get("SOPInstanceUID", "")), syntax,
+                            IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION)
+    folder = os.path.dirname(path)
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(header)
+        f.write(data)
+
+
+def frameCount(dataset):
+    """Number of Frames, 1 when absent or empty."""
+    try:
+        return max(int(dataset.get("NumberOfFrames") or 1), 1)
+    except (TypeError, ValueError):
+        raise DatasetError(f"Number of Frames {dataset.get('NumberOfFrames')!r} is not a number") from None
+
+
+def _countFrames(path):
+    syntax, data = _read(path)
+    return frameCount(decodeDataset(data, syntax, stopBeforePixels=True))
+
+
+def _extractFrames(path, target, first, last):
+    """Frames ``first``..``last`` of ``path`` written to ``target``; how many."""
+    syntax, data = _read(path)
+    dataset = decodeDataset(data, syntax)
+    count = frameCount(dataset)
+    if "PixelData" not in dataset:
+        raise DatasetError("it has no Pixel Data")
+    if first >= count:
+        raise DatasetError(f"it has {count} frame(s), numbered from 0")
+    last = min(last, count - 1)
+    element = dataset["PixelData"]
+    if element.is_undefined_length:
+        frames = list(generate_frames(dataset.PixelData, number_of_frames=count))
+        dataset.PixelData = encapsulate(frames[first:last + 1])
+    else:
+        bits = int(dataset.get("BitsAllocated") or 0)
+        if bits % 8:
+            raise DatasetError(f"frames of {bits} bit(s) per pixel cannot be cut apart here")
+        size = int(dataset.Rows) * int(dataset.Columns) * int(dataset.get("SamplesPerPixel") or 1) * bits // 8
+        dataset.PixelData = dataset.PixelData[first * size:(last + 1) * size]
+    dataset.NumberOfFrames = last - first + 1
+    _write(target, dataset, syntax, encodeDataset(dataset, syntax))
+    return last - first + 1
+
+
+def _uncompress(path, target):
+    syntax, data = _read(path)
+    data = transcode(data, syntax, ExplicitVRLittleEndian)
+    dataset = decodeDataset(data, ExplicitVRLittleEndian, stopBeforePixels=True)
+    _write(target, dataset, ExplicitVRLittleEndian, data)
+
+
+class _Conversion(ControlCommand):
+    """Runs ``work(path, ...)`` in the I/O pool; its failures become CommandErrors."""
+
+    def convert(self, archive, source, work, *args):
+        path = inputPath(archive, source)
+        d = archive.workers.deferToWorker(work, path, *args)
+
+        def failed(failure):
+            error = failure.trap(OSError, DatasetError, IdentifierError, TranscodeError, ValueError)
+            reason = failure.value.strerror if error is OSError and failure.value.strerror else failure.value
+            raise CommandError(f"{self.name}: {path}: {reason}")
+        return d.addErrback(failed)
+
+
+class CountFrames(_Conversion):
+    name = "count_frames"
+    usage = "--count_frames:file  report # frames in DICOM file"
+
+    def run(self, arguments, context):
+        return self.convert(context.archive, arguments.strip(), _countFrames).addCallback(str)
+
+
+class ExtractFrames(_Conversion):
+    name = "extract_frames"
+    usage = "--extract_frames:file,out,first,last  Select frames of DICOM file (from 0)"
+
+    def run(self, arguments, context):
+        source, out, first, last = fields(arguments, 4)
+        first = number(first, "first frame")
+        last = number(last, "last frame") if last.strip() else first
+        if last < first:
+            raise CommandError(f"last frame {last} comes before first frame {first}")
+        target = outputPath(context.archive, out)
+        d = self.convert(context.archive, source, _extractFrames, target, first, last)
+        return d.addCallback(lambda count: f"{count} frame(s) written to {target}")
+
+
+class Uncompress(_Conversion):
+    name = "uncompress"
+    usage = "--uncompress:file,out  Uncompress DICOM"
+
+    def run(self, arguments, context):
+        source, out = fields(arguments, 2)
+        target = outputPath(context.archive, out)
+        return self.convert(context.archive, source, _uncompress, target).addCallback(
+            lambda _: f"{target} written (explicit VR little endian)")

@@ -5,7 +5,7 @@ Only instances live here; ``getPlugins(IControlCommand, plugins)`` finds
 them as it finds installed ones.
 """
 
-from pacscore.control import conversion, data, deletes, moves
+from pacscore.control import conversion, data, deletes, grab, moves
 
 deleteImageFile = deletes.DeleteImageFile()
 deletePatient = deletes.DeletePatient()
@@ -31,3 +31,5 @@ prefetch = data.Prefetch()
 countFrames = conversion.CountFrames()
 extractFrames = conversion.ExtractFrames()
 uncompress = conversion.Uncompress()
+
+grabImagesFromServer = grab.GrabImagesFromServer()

@@ -62,13 +62,14 @@ Usage:
     -fkPATID,file  Copy a stored file to patient PATID: --copypatid:PATID,file
     -ff#         Delete old patients until # MB are free: --makespace:#
     -fu          Make a new UID: --genuid:
+    -gAE,DATE    Fetch what AE holds of the studies of DATE and this server lacks: --grabimagesfromserver:AE,DATE
 """
 
 # Conquest's options that stand for a --command with the rest of the option as its argument.
 SHORTCUTS = (("-av", "verifymirrordisk"), ("-at", "testimages"), ("-ae", "renamedevice"), ("-ar", "regendev"),
              ("-fr", "regendir"), ("-fe", "regenfile"), ("-fd", "deleteimagefromdb"), ("-fz", "deleteimagefile"),
              ("-z", "deletepatient"), ("-fa", "addimagefile"), ("-fc", "modifypatid"), ("-fk", "copypatid"),
-             ("-ff", "makespace"), ("-fu", "genuid"))
+             ("-ff", "makespace"), ("-fu", "genuid"), ("-g", "grabimagesfromserver"))
 
 
 class UsageError(Exception):

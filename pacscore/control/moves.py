@@ -86,7 +86,7 @@ class _Move(ControlCommand):
         return f"{count} object(s) sent to {action.destination}"
 
     async def _remote(self, context, forwarder, action, destination):
-        counts = _MoveCounts(context, destination)
+        counts = MoveCounts(context, destination)
         moves = await forwarder.get(action, moveTo=destination, onResponse=counts.update)
         return (f"{counts.completed} object(s) moved from {action.destination} to {destination} "
                 f"({counts.failed} failed, {counts.warning} warning(s)) in {moves} C-MOVE(s)")
@@ -95,7 +95,7 @@ class _Move(ControlCommand):
         raise NotImplementedError
 
 
-class _MoveCounts:
+class MoveCounts:
     """Adds up the sub-operation counters of the C-MOVE responses."""
 
     def __init__(self, context, destination):

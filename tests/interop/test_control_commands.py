@@ -102,6 +102,7 @@ COVERAGE = {
     "dump_header": _HERE + "DataCommandTests.test_dumpHeader",
     "forward": _HERE + "DataCommandTests.test_forwardCompressed",
     "forwardqueue": _OTHER + "test_control.StatusTests.test_forwardQueue",
+    "grabimagesfromserver": _OTHER + "test_control_grab.GrabImagesTests.test_grabWhatIsMissing",
     "genuid": _HERE + "ConfigurationCommandTests.test_readIni",
     "get_amap": _HERE + "ConfigurationCommandTests.test_deleteAmapThenReadAmap",
     "get_amaps": _HERE + "ConfigurationCommandTests.test_deleteAmapThenReadAmap",

@@ -1,11 +1,12 @@
 """The built-in control commands that change stored objects (manual
-appendix 6: modification of dicom objects); see pacscore.control.modify.
+appendix 6: modification of dicom objects); see pacscore.control.modify and
+pacscore.control.attach.
 
 Only instances live here; ``getPlugins(IControlCommand, plugins)`` finds
 them as it finds installed ones.
 """
 
-from pacscore.control import modify
+from pacscore.control import attach, modify
 
 modifyPatID = modify.ModifyPatID()
 copyPatID = modify.CopyPatID()
@@ -15,3 +16,8 @@ mergeStudy = modify.MergeStudy()
 mergeStudyFile = modify.MergeStudyFile()
 mergeSeries = modify.MergeSeries()
 mergeSeriesFile = modify.MergeSeriesFile()
+
+attachAnyToPatient = attach.AttachAnyToPatient()
+attachAnyToStudy = attach.AttachAnyToStudy()
+attachAnyToSeries = attach.AttachAnyToSeries()
+attachRTPlanToRTStruct = attach.AttachRTPlanToRTStruct()

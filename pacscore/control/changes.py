@@ -8,6 +8,8 @@ objects of one study changed one by one stay one study, and
 ``changeuidback`` finds the originals.
 """
 
+from pydicom.dataset import Dataset
+
 from pacscore.converters.context import ConverterContext, Outcome
 from pacscore.storage.attributes import DatasetError
 
@@ -93,4 +95,56 @@ def mergedInto(uidMap, keyword, target):
     def change(dataset):
         _renew(dataset, uidMap, lower)
         setattr(dataset, keyword, target)
+    return change
+
+
+PATIENT_ATTRIBUTES = ("PatientID", "PatientName", "PatientBirthDate", "PatientBirthTime", "PatientSex",
+                      "OtherPatientIDs")
+STUDY_ATTRIBUTES = ("StudyInstanceUID", "StudyDate", "StudyTime", "StudyID", "AccessionNumber",
+                    "StudyDescription", "ReferringPhysicianName")
+LEVELS = ("PATIENT", "STUDY", "SERIES")
+
+
+def attachedTo(uidMap, sample, level):
+    """``attachanyto...``: the object joins the patient, study or series
+    (``level``) of the data set ``sample``.  It takes the sample's patient
+    attributes (and study ones, from STUDY; and Series Instance and Frame of
+    Reference UID at SERIES), those the sample lacks removed (the Frame of
+    Reference kept); the UIDs below the level are new."""
+    depth = LEVELS.index(level)
+    names = PATIENT_ATTRIBUTES + (STUDY_ATTRIBUTES if depth else ()) + (
+        ("SeriesInstanceUID",) if depth == 2 else ())
+    kept = ("FrameOfReferenceUID",) if depth == 2 else ()
+
+    def change(dataset):
+        _renew(dataset, uidMap, NEW_UIDS[depth:])
+        for keyword in names + kept:
+            if keyword in sample:
+                setattr(dataset, keyword, sample.data_element(keyword).value)
+            elif keyword in dataset and keyword not in kept:
+                delattr(dataset, keyword)
+    return change
+
+
+RT_STRUCTURE_SET = "1.2.840.10008.5.1.4.1.1.481.3"
+RT_PLAN = "1.2.840.10008.5.1.4.1.1.481.5"
+
+
+def planOnStructures(uidMap, structures):
+    """``attachrtplantortstruct``: an RT Plan joins the study of the RT
+    Structure Set ``structures`` (``attachedTo`` at STUDY), takes its Frame
+    of Reference and references it in Referenced Structure Set Sequence."""
+    attach = attachedTo(uidMap, structures, "STUDY")
+    frames = structures.get("ReferencedFrameOfReferenceSequence") or []
+
+    def change(dataset):
+        if dataset.get("SOPClassUID") != RT_PLAN:
+            raise DatasetError(f"it is not an RT Plan (SOP Class {dataset.get('SOPClassUID')})")
+        attach(dataset)
+        reference = Dataset()
+        reference.ReferencedSOPClassUID = structures.SOPClassUID
+        reference.ReferencedSOPInstanceUID = structures.SOPInstanceUID
+        dataset.ReferencedStructureSetSequence = [reference]
+        if frames and "FrameOfReferenceUID" in frames[0]:
+            dataset.FrameOfReferenceUID = frames[0].FrameOfReferenceUID
     return change

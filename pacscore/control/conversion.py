@@ -18,19 +18,12 @@ from pydicom.uid import ExplicitVRLittleEndian
 from pacscore.codecs.transcode import TranscodeError, transcode
 from pacscore.control.arguments import ControlCommand, fields, number
 from pacscore.control.context import CommandError
-from pacscore.control.data import openRegularFile
+from pacscore.control.data import readFile
 from pacscore.control.output import inputPath, outputPath
 from pacscore.dicom.datasets import IdentifierError, decodeDataset, encodeDataset
 from pacscore.dicom.negotiation import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION
 from pacscore.storage.attributes import DatasetError
-from pacscore.storage.part10 import encodeFileMeta, readFileMeta
-
-
-def _read(path):
-    """``(transfer syntax, data set bytes)`` of a DICOM file."""
-    with openRegularFile(path) as f:
-        syntax = readFileMeta(f)[0]
-        return syntax, f.read()
+from pacscore.storage.part10 import encodeFileMeta
 
 
 def _write(path, dataset, syntax, data):
@@ -54,13 +47,13 @@ def frameCount(dataset):
 
 
 def _countFrames(path):
-    syntax, data = _read(path)
+    syntax, data = readFile(path)
     return frameCount(decodeDataset(data, syntax, stopBeforePixels=True))
 
 
 def _extractFrames(path, target, first, last):
     """Frames ``first``..``last`` of ``path`` written to ``target``; how many."""
-    syntax, data = _read(path)
+    syntax, data = readFile(path)
     dataset = decodeDataset(data, syntax)
     count = frameCount(dataset)
     if "PixelData" not in dataset:
@@ -84,7 +77,7 @@ def _extractFrames(path, target, first, last):
 
 
 def _uncompress(path, target):
-    syntax, data = _read(path)
+    syntax, data = readFile(path)
     data = transcode(data, syntax, ExplicitVRLittleEndian)
     dataset = decodeDataset(data, ExplicitVRLittleEndian, stopBeforePixels=True)
     _write(target, dataset, ExplicitVRLittleEndian, data)

@@ -61,14 +61,20 @@ def readHL7(path):
     return data
 
 
+def readFile(path):
+    """In the I/O pool: ``(transfer syntax, data set bytes)`` of a DICOM
+    file (Part-10 or a bare data set)."""
+    with openRegularFile(path) as f:
+        syntax = readFileMeta(f)[0]
+        return syntax, f.read()
+
+
 def _changedObject(path, change, callingAE, calledAE, compression, converters):
     """In the I/O pool: ``(IncomingObject, data set bytes, changed)`` of a
     DICOM file (Part-10 or raw), ``change(dataset)`` applied when given
     (changed: it did not return False), to be stored compressed as
     ``compression`` says."""
-    with openRegularFile(path) as f:
-        syntax = readFileMeta(f)[0]
-        data = f.read()
+    syntax, data = readFile(path)
     _checkUID(syntax, "Transfer Syntax UID")
     changed = False
     if change is not None:
@@ -86,9 +92,14 @@ def _changedObject(path, change, callingAE, calledAE, compression, converters):
 
 async def readObject(archive, path, change=None, callingAE="", compression="", converters=False):
     """``_changedObject`` in the I/O pool, its failures CommandErrors."""
+    return await fromFile(archive, path, _changedObject, change, callingAE, archive.aeTitle, compression, converters)
+
+
+async def fromFile(archive, path, work, *args):
+    """``work(path, *args)`` in the I/O pool; its failures to read or
+    change the DICOM file ``path`` are CommandErrors."""
     try:
-        return await archive.workers.deferToWorker(_changedObject, path, change, callingAE, archive.aeTitle,
-                                                   compression, converters)
+        return await archive.workers.deferToWorker(work, path, *args)
     except OSError as e:
         raise CommandError(f"cannot read {path}: {e.strerror or e}") from e
     except (DatasetError, IdentifierError) as e:

@@ -67,6 +67,10 @@ _MODIFY = "tests.interop.test_control_modify.ControlModifyTests."
 _CONVERSION = "tests.interop.test_control_conversion.ConversionCommandTests."
 COVERAGE = {
     "addimagefile": _OTHER + "test_control_data.ControlDataTests.test_addimagefileWithANewPatientID",
+    "attachanytopatient": _MODIFY + "test_attachAnyToPatientStudySeries",
+    "attachanytoseries": _MODIFY + "test_attachAnyToPatientStudySeries",
+    "attachanytostudy": _MODIFY + "test_attachAnyToPatientStudySeries",
+    "attachrtplantortstruct": _MODIFY + "test_attachRTPlanToRTStruct",
     "anonymize": _MODIFY + "test_anonymizeWithAConverterScript",
     "copypatid": _MODIFY + "test_copypatidKeepsTheOriginal",
     "count_frames": _CONVERSION + "test_countAndExtractNativeFrames",

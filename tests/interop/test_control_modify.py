@@ -2,14 +2,19 @@
 against a running ``twistd -n pacs`` holding a corpus stored with DCMTK's
 storescu: modifypatid (-fc), copypatid (-fk), anonymize (with a Lua and a
 converter-language script), modifyimage, mergestudy/mergestudyfile and
-mergeseries; checked with DCMTK's findscu, on disk and with changeuidback."""
+mergeseries/mergeseriesfile, the attach commands; checked with DCMTK's
+findscu, on disk and with changeuidback."""
 
 import os
 import shutil
 
 import pydicom
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
 
 from pacscore.config.loader import defaultConfigDir
+from pacscore.control.changes import RT_PLAN, RT_STRUCTURE_SET
+from pacscore.testing.corpus import makeDataset
 from tests.interop.storedcorpus import StoredCorpusTestCase
 from tests.interop.test_find import PATIENT_ROOT, STUDY_ROOT, findscu
 
@@ -138,3 +143,47 @@ class ControlModifyTests(StoredCorpusTestCase):
         self.assertIn("not of one study",
                       self.refused(f"--mergeseries:{first.seriesUID},{self.images[4].seriesUID}"))
         self.assertIn("was not merged", self.refused(f"--mergestudyfile:{self.storedFile(self.images[6])}"))
+
+    def test_attachAnyToPatientStudySeries(self):
+        sample = self.images[0]
+        toPatient = self.changedFile(self.dgate(f"--attachanytopatient:{self.images[4].path},{sample.path}")[0])
+        self.assertEqual((toPatient.PatientID, str(toPatient.PatientName)), (sample.patientID, "Test^Patient0"))
+        self.assertNotIn(toPatient.StudyInstanceUID, (sample.studyUID, self.images[4].studyUID))
+        toStudy = self.changedFile(self.dgate(f"--attachanytostudy:{self.images[5].path},{sample.path}")[0])
+        self.assertEqual((toStudy.PatientID, toStudy.StudyInstanceUID), (sample.patientID, sample.studyUID))
+        self.assertNotIn(toStudy.SeriesInstanceUID, (sample.seriesUID, self.images[5].seriesUID))
+        toSeries = self.changedFile(self.dgate(f"--attachanytoseries:{self.images[6].path},{sample.path}")[0])
+        self.assertEqual((toSeries.StudyInstanceUID, toSeries.SeriesInstanceUID), (sample.studyUID, sample.seriesUID))
+        self.assertNotEqual(toSeries.SOPInstanceUID, self.images[6].sopUID)
+        self.assertEqual(len(self.imagesOf(SeriesInstanceUID=sample.seriesUID)), 2)
+        self.assertEqual(len(self.imagesOf(StudyInstanceUID=sample.studyUID)), 4)
+        self.assertEqual(len(self.imagesOf(SOPInstanceUID=self.images[6].sopUID)), 1)  # the original stays
+
+    def test_attachRTPlanToRTStruct(self):
+        frame = generate_uid()
+        structures = self.rtObject("structures.dcm", RT_STRUCTURE_SET, "RTSTRUCT", "STRUCT1")
+        reference = Dataset()
+        reference.FrameOfReferenceUID = frame
+        structures.ReferencedFrameOfReferenceSequence = [reference]
+        structures.save_as(structures.path, enforce_file_format=True)
+        plan = self.rtObject("plan.dcm", RT_PLAN, "RTPLAN", "OTHER")
+        plan.save_as(plan.path, enforce_file_format=True)
+        attached = self.changedFile(self.dgate(f"--attachrtplantortstruct:{plan.path},{structures.path}")[0])
+        self.assertEqual((attached.PatientID, attached.StudyInstanceUID, attached.FrameOfReferenceUID),
+                         ("STRUCT1", structures.StudyInstanceUID, frame))
+        self.assertEqual(attached.ReferencedStructureSetSequence[0].ReferencedSOPInstanceUID,
+                         structures.SOPInstanceUID)
+        self.assertIn("not an RT Structure Set",
+                      self.refused(f"--attachrtplantortstruct:{plan.path},{self.images[0].path}"))
+        self.assertIn("not an RT Plan",
+                      self.refused(f"--attachrtplantortstruct:{self.images[0].path},{structures.path}"))
+
+    def rtObject(self, name, sopClass, modality, patientID):
+        ds = makeDataset(patientID, f"RT^{patientID}", generate_uid(), generate_uid(), generate_uid(), 1, 1)
+        for keyword in ("PixelData", "Rows", "Columns", "BitsAllocated", "BitsStored", "HighBit",
+                        "PixelRepresentation", "SamplesPerPixel", "PhotometricInterpretation", "ImageType",
+                        "SliceLocation"):
+            delattr(ds, keyword)
+        ds.SOPClassUID, ds.file_meta.MediaStorageSOPClassUID, ds.Modality = sopClass, sopClass, modality
+        ds.path = os.path.join(self.workdir, name)
+        return ds

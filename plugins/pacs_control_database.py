@@ -9,6 +9,8 @@ from pacscore.control import finders, queries
 
 query = queries.Query()
 query2 = queries.Query2()
+addRecord = queries.AddRecord()
+deleteRecord = queries.DeleteRecord()
 
 patientFinder = finders.patientFinder()
 studyFinder = finders.studyFinder()

@@ -1,5 +1,6 @@
-"""``query`` and ``query2`` (manual appendix 6, "Database options"): an
-operator's SELECT on one of the index tables.
+"""``query``, ``query2``, ``addrecord`` and ``deleterecord`` (manual
+appendix 6, "Database options"): an operator's SQL on one of the index
+tables.
 
 ``query:table|fields|where|fmt|file`` runs ``SELECT fields FROM table
 [WHERE where]`` in a reader thread (``Index.runQuery``) and formats each
@@ -9,6 +10,13 @@ are allowed, and no ``;``: one SELECT, nothing else.  The text is the
 operator's own SQL (the control port is the operator's console), sent to
 the driver as written but for the names of the index's tables and columns,
 which are quoted as the database stores them (``pacscore.db.rawsql``).
+
+``addrecord:table|fields|values`` inserts one row (``INSERT INTO table
+(fields) VALUES (values)``, the values quoted as SQL literals: 'text'),
+``deleterecord:table,where`` deletes the rows ``where`` selects (a where is
+required: ``1=1`` for all).  Both run in the index writer, in order with
+stores, and make it re-read the rows it caches.  Deleting image rows leaves
+their files: ``dgate -r`` would index them again.
 """
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -29,6 +37,23 @@ def _select(connection, statement, limit):
     return [["" if value is None else value for value in row] for row in rows]
 
 
+def tableName(archive, table):
+    """The index table ``table`` names (any case); CommandError for another."""
+    names = {t.name.lower(): t.name for t in archive.index.tables}
+    name = names.get(table.strip().lower())
+    if name is None:
+        raise CommandError(f"table {table.strip()!r} is not an index table ({', '.join(names.values())})")
+    return name
+
+
+def statementOf(archive, statement):
+    """``statement`` checked (one statement: no ';') and with the index's
+    names quoted."""
+    if ";" in statement:
+        raise CommandError("';' is not allowed here: one statement only")
+    return archive.index.quoteNames(statement)
+
+
 class Query(ControlCommand):
     name = "query"
     usage = "--query:table|fields|where|fmt|file  Arbitrary query output to file"
@@ -38,18 +63,13 @@ class Query(ControlCommand):
         return self.select(context.archive, table, columns, where, fmt, None, path)
 
     def select(self, archive, table, columns, where, fmt, limit, path):
-        names = {t.name.lower(): t.name for t in archive.index.tables}
-        name = names.get(table.strip().lower())
-        if name is None:
-            raise CommandError(f"table {table.strip()!r} is not an index table ({', '.join(names.values())})")
+        name = tableName(archive, table)
         if not columns.strip():
             raise CommandError("no fields given")
         statement = f"SELECT {columns.strip()} FROM {name}"
         if where.strip():
             statement += f" WHERE {where.strip()}"
-        if ";" in statement:
-            raise CommandError("';' is not allowed in a query")
-        d = archive.index.runQuery(_select, archive.index.quoteNames(statement), limit)
+        d = archive.index.runQuery(_select, statementOf(archive, statement), limit)
         d.addErrback(_failed, statement)
         return d.addCallback(lambda rows: deliver(archive, [formatRow(fmt, row) for row in rows], path))
 
@@ -64,6 +84,49 @@ class Query2(Query):
         if limit > MAX_ROWS:
             raise CommandError(f"max must be at most {MAX_ROWS}, not {limit}")
         return self.select(context.archive, table, columns, where, fmt, limit, path)
+
+
+def _change(connection, statement, index):
+    """In the index writer: run ``statement``; how many rows it changed."""
+    if connection.dialect.paramstyle in ("format", "pyformat"):
+        statement = statement.replace("%", "%%")
+    count = connection.exec_driver_sql(statement).rowcount
+    index.forgetCache()
+    return count
+
+
+class _Change(ControlCommand):
+    """A statement changing an index table, run by the index writer."""
+
+    def change(self, archive, statement):
+        d = archive.index.runWrite(_change, statementOf(archive, statement), archive.index)
+        d.addErrback(_failed, statement)
+        return d.addCallback(lambda count: f"{count} record(s) {self.done}")
+
+
+class AddRecord(_Change):
+    name = "addrecord"
+    usage = "--addrecord:table|flds|values  Append record, values must be in ''"
+    done = "added"
+
+    def run(self, arguments, context):
+        table, columns, values = pipeFields(arguments, 3)
+        if not columns.strip() or not values.strip():
+            raise CommandError("addrecord needs fields and values: table|field,field|'value','value'")
+        statement = f"INSERT INTO {tableName(context.archive, table)} ({columns.strip()}) VALUES ({values.strip()})"
+        return self.change(context.archive, statement)
+
+
+class DeleteRecord(_Change):
+    name = "deleterecord"
+    usage = "--deleterecord:table,where  Delete record from table (where 1=1: all)"
+    done = "deleted"
+
+    def run(self, arguments, context):
+        table, _, where = arguments.partition(",")
+        if not where.strip():
+            raise CommandError("deleterecord needs a where: table,where (1=1 deletes every record)")
+        return self.change(context.archive, f"DELETE FROM {tableName(context.archive, table)} WHERE {where.strip()}")
 
 
 def _failed(failure, statement):

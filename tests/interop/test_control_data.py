@@ -11,6 +11,7 @@ from pacscore.testing.orders import orderMessage, writeMessages
 from tests.interop.peers import StorescpServer
 from tests.interop.storedcorpus import StoredCorpusTestCase
 from tests.interop.test_find import PATIENT_ROOT, STUDY_ROOT, findscu
+from tests.interop.test_worklist import worklistFind
 
 DESTINATION = "DATADEST"  # no wildcard entry of the default acrnema.map (V*, S*) matches it
 TABLES = ("DICOMPatients", "DICOMStudies", "DICOMSeries", "DICOMImages")
@@ -91,6 +92,27 @@ class ControlDataTests(StoredCorpusTestCase):
         refused = self.server.dgate("--query:DICOMPatients|PatientID|1=1; DELETE FROM DICOMImages|")
         self.assertEqual(refused.returncode, 1)
         self.assertEqual(self.counts(), [2, 4, 4, 8])
+
+    def test_addrecordAndDeleterecord(self):
+        """A worklist entry added with addrecord is answered to findscu -W;
+        deleterecord takes it away, and image rows (their files stay)."""
+        self.assertEqual(self.dgate("--addrecord:DICOMWorkList|AccessionNumber,PatientID,PatientName,Modality"
+                                    "|'ACC42','WLPAT','Doe^Jane','MR'"), ["1 record(s) added"])
+        [match] = worklistFind(self.server, ["AccessionNumber", "PatientID"])
+        self.assertEqual((match.AccessionNumber, match.PatientID), ("ACC42", "WLPAT"))
+        self.assertEqual(self.dgate("--deleterecord:DICOMWorkList,AccessionNumber = 'ACC42'"),
+                         ["1 record(s) deleted"])
+        self.assertEqual(worklistFind(self.server, ["AccessionNumber"]), [])
+        image = self.images[0]
+        files = self.storedFiles(image.patientID, image.seriesUID)
+        self.assertEqual(self.dgate(f"--deleterecord:dicomimages,SOPInstanceUID = '{image.sopUID}'"),
+                         ["1 record(s) deleted"])
+        self.assertEqual(self.counts(), [2, 4, 4, 7])
+        self.assertTrue(all(os.path.exists(path) for path in files))
+        for refused in ("--deleterecord:DICOMImages", "--deleterecord:DICOMImages,1=1; DROP TABLE DICOMImages",
+                        "--addrecord:NoTable|a|'b'", "--addrecord:DICOMWorkList|PatientID|"):
+            self.assertEqual(self.server.dgate(refused).returncode, 1, refused)
+        self.assertEqual(self.counts(), [2, 4, 4, 7])
 
     def test_addimagefileWithANewPatientID(self):
         """A copy under another patient ID gets new UIDs (Conquest's

@@ -134,8 +134,8 @@ class ObjectStore:
         return stored.addCallback(self._stored)
 
     def _stored(self, result):
-        relative, replaced = result
-        if replaced is not None and replaced.objectFile != relative:
+        relative, deviceName, replaced = result
+        if replaced is not None and (replaced.deviceName, replaced.objectFile) != (deviceName, relative):
             self.workers.deferToWorker(self._removeReplaced, replaced).addErrback(
                 lambda f: self.log.failure("could not remove replaced file {path}", f,
                                            path=replaced.objectFile))
@@ -143,7 +143,7 @@ class ObjectStore:
 
     def _writeAndIndex(self, incoming, spool, stored):
         """In the I/O pool: write the file, then queue its index row.
-        ``stored`` fires (in the reactor) with ``(relative, replaced)``."""
+        ``stored`` fires (in the reactor) with ``(relative, device name, replaced)``."""
         try:
             attrs, relative, device = self._writeFile(incoming, spool)
         except BaseException:
@@ -152,7 +152,7 @@ class ObjectStore:
 
         def indexed(ok, value):
             if ok:
-                stored.callback((relative, value))
+                stored.callback((relative, device.name, value))
                 return
             if value.check(FlushError):
                 self.log.error("{path} was written and indexed but not made durable ({error}); "
@@ -300,7 +300,8 @@ class ObjectStore:
                 raise DatasetMismatch(f"no {name} in the data set")
 
     def _removeReplaced(self, replaced):
-        path = self.device.absolute(replaced.objectFile) if replaced.deviceName == self.device.name else None
+        device = self.devicesByName.get(replaced.deviceName)  # a copy moved to MAG1 goes too
+        path = device.absolute(replaced.objectFile) if device is not None else None
         if path and os.path.exists(path):
             os.unlink(path)
             self.log.info("removed {path}: replaced by a new copy of the same SOP instance", path=path)

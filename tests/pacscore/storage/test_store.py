@@ -189,6 +189,23 @@ class ObjectStoreTests(unittest.TestCase):
         self.assertEqual(count, 1)
 
     @defer.inlineCallbacks
+    def test_aReplacedFileOnAnotherDeviceIsRemoved(self):
+        """The first copy was moved to MAG1 (movedatatodevice): a new copy
+        on MAG0 replaces it, and the file on MAG1 goes."""
+        mag1 = MagDevice("MAG1", os.path.abspath(self.mktemp()))
+        self.store.devicesByName["MAG1"] = mag1
+        data = datasetBytes("CT_small.dcm")
+        uid = pydicom.dcmread(get_testdata_file("CT_small.dcm")).SOPInstanceUID
+        first = yield self.store.store(*self.receive(data, uid))
+        os.makedirs(os.path.dirname(mag1.absolute(first)))
+        os.replace(self.device.absolute(first), mag1.absolute(first))
+        yield self.index.runWrite(lambda c: c.exec_driver_sql("UPDATE DICOMImages SET DeviceName = 'MAG1'"))
+        second = yield self.store.store(*self.receive(data, uid))
+        yield self.drainWorkers()
+        self.assertFalse(os.path.exists(mag1.absolute(first)))
+        self.assertTrue(os.path.exists(self.device.absolute(second)))
+
+    @defer.inlineCallbacks
     def test_aReplacedFileLosesItsMirrorCopy(self):
         mirror = MagDevice("MIRROR0", self.mktemp())
         self.store.mirrors = Mirrors({"MAG0": mirror})

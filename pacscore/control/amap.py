@@ -19,7 +19,8 @@ from pacscore.control.context import CommandError, formatted
 NODE_FORMAT = "%-17s %-30s %-10s %s"
 
 
-def _line(node, fmt):
+def nodeLine(node, fmt=""):
+    """One acrnema.map entry as ``get_amap`` prints it."""
     return formatted(fmt or NODE_FORMAT, node.ae, node.host, node.port, node.compression)
 
 
@@ -31,7 +32,7 @@ class GetAmap(ControlCommand):
         index, fmt = fields(arguments, 2)
         nodes = context.archive.configuration.acrNemaMap.nodes
         position = number(index, "index")
-        return _line(nodes[position], fmt) if position < len(nodes) else ""
+        return nodeLine(nodes[position], fmt) if position < len(nodes) else ""
 
 
 class GetAmaps(ControlCommand):
@@ -39,7 +40,7 @@ class GetAmaps(ControlCommand):
     usage = "--get_amaps:fmt  List all entries from ACRNEMA.MAP"
 
     def run(self, arguments, context):
-        return "\n".join(_line(node, arguments) for node in context.archive.configuration.acrNemaMap.nodes)
+        return "\n".join(nodeLine(node, arguments) for node in context.archive.configuration.acrNemaMap.nodes)
 
 
 class PutAmap(ControlCommand):

@@ -16,6 +16,8 @@ defaults) without a server.
 import os
 import sys
 
+import pydicom
+
 from sqlalchemy.exc import SQLAlchemyError
 from twisted.internet import error, task
 from twisted.logger import globalLogBeginner, textFileLogObserver
@@ -23,7 +25,10 @@ from twisted.logger import globalLogBeginner, textFileLogObserver
 from pacscore.config.errors import ConfigError
 from pacscore.config.ini import DicomIni
 from pacscore.config.loader import INI_NAME, defaultConfigDir, loadConfiguration
+from pacscore.config.dicomsql import TABLES
+from pacscore.control.amap import nodeLine
 from pacscore.control.client import NoAnswer, sendCommand
+from pacscore.control.definitions import columnLine
 from pacscore.control.endpoint import DEFAULT_ENDPOINT, clientEndpoint, portNumber
 from pacscore.control.registry import CommandRegistry
 from pacscore.db.drivers import databaseFiles, findDriver, redacted
@@ -37,10 +42,14 @@ USAGE = """\
 DGATE: pacs DICOM archive utility (Conquest dgate syntax)
 
 Usage:
-(1) dgate [-v] [-wDIR] [-i|-r]
+(1) dgate [-v] [-wDIR] [-i|-r|-d|-m|-k|-f?file]
     -wDIR   Set the working folder (dicom.ini, acrnema.map, ... and relative paths)
     -i      Initialise the index tables (patients, studies, series, images)
     -r      Initialise the index tables and regenerate them from the files on the MAG devices
+    -d      List the MAG and MIRROR devices
+    -m      List the AE map (acrnema.map)
+    -k      List the database definition (dicom.sql)
+    -f?file Print the SOP Instance UID of a DICOM file
     -v      Report to stdout
     -?      Show this help
 
@@ -100,7 +109,7 @@ def parseArguments(argv):
     while args:
         arg = args.pop(0)
         if arg in ("-?", "-h", "--help"):
-            options["actions"].append("help")
+            options["actions"].append(("help", ""))
         elif arg.startswith("--"):
             options["commands"].append(arg)
         elif arg.startswith("-w"):
@@ -113,10 +122,10 @@ def parseArguments(argv):
                 raise UsageError(f"-p needs a port number from 1 to 65535, not {port!r}") from None
         elif arg.startswith("-q"):
             options["host"] = _value(arg, args, "a host")
-        elif arg == "-i":
-            options["actions"].append("init")
-        elif arg == "-r":
-            options["actions"].append("regen")
+        elif arg in ("-i", "-r", "-d", "-m", "-k"):
+            options["actions"].append((arg[1], ""))
+        elif arg.startswith("-f?"):
+            options["actions"].append(("?", _value(arg[1:], args, "a file")))
         elif arg == "-v":
             options["verbose"] = True
         elif arg.startswith("-am"):
@@ -185,7 +194,7 @@ def main(argv=None, out=print, err=None):
     except UsageError as e:
         err(f"dgate: {e}\n\n{USAGE}")
         return 2
-    if "help" in options["actions"] or not (options["actions"] or options["commands"]):
+    if ("help", "") in options["actions"] or not (options["actions"] or options["commands"]):
         out(usage())
         return 0
     if options["verbose"]:
@@ -209,14 +218,45 @@ def main(argv=None, out=print, err=None):
     return 0
 
 
+def listDevices(configuration, out):
+    for name, path in configuration.magDevices + configuration.mirrorDevices:
+        out(f"{name:<10} {path}")
+
+
+def listAeMap(configuration, out):
+    for node in configuration.acrNemaMap.nodes:
+        out(nodeLine(node))
+
+
+def listDatabase(configuration, out):
+    layout, names = configuration.layout, configuration.tableNames
+    for level in TABLES:
+        out(f"{names[level]}:")
+        for column in getattr(layout, level):
+            out(f"    {columnLine(column)} {column.hl7 or ''}".rstrip())
+
+
+def printUID(configuration, out, path):
+    try:
+        dataset = pydicom.dcmread(configuration.resolvePath(path), stop_before_pixels=True, force=True)
+    except Exception as e:  # a damaged file surfaces as any exception
+        raise OSError(f"{path}: {e}") from e
+    if "SOPInstanceUID" not in dataset:
+        raise OSError(f"{path} has no SOP Instance UID")
+    out(str(dataset.SOPInstanceUID))
+
+
+OFFLINE = {"i": initialize, "r": regenerate, "d": listDevices, "m": listAeMap, "k": listDatabase, "?": printUID}
+
+
 def offline(actions, configuration, out):
-    """-i and -r, in the order given; OfflineError when the index cannot
-    be opened or written."""
-    for action in actions:
+    """-i, -r and the listings, in the order given; OfflineError when one
+    fails (the index cannot be opened or written, a file not read)."""
+    for action, argument in actions:
         try:
-            (initialize if action == "init" else regenerate)(configuration, out)
+            OFFLINE[action](configuration, out, *([argument] if argument else []))
         except (OSError, SQLAlchemyError) as e:
-            raise OfflineError(f"-{action[0]} failed: {getattr(e, 'orig', None) or e}") from e
+            raise OfflineError(f"-{action} failed: {getattr(e, 'orig', None) or e}") from e
 
 
 def remote(options, ini, out, err):

@@ -39,9 +39,13 @@ class GetSqlDef(ControlCommand):
         position = number(index, "index")
         if position >= len(columns):
             return ""
-        c = columns[position]
-        return formatted(fmt or COLUMN_FORMAT, c.group, c.element, c.name, c.length, c.sqlType,
-                         c.dicomType, c.hl7 or "")
+        return columnLine(columns[position], fmt)
+
+
+def columnLine(c, fmt=""):
+    """One dicom.sql column as ``get_sqldef`` prints it."""
+    return formatted(fmt or COLUMN_FORMAT, c.group, c.element, c.name, c.length, c.sqlType, c.dicomType,
+                     c.hl7 or "")
 
 
 class GetDic(ControlCommand):

@@ -8,6 +8,7 @@ from twisted.trial import unittest
 
 from pacscore.control.cli import USAGE, main, parseArguments
 from pacscore.control.registry import CommandRegistry
+from pacscore.testing.corpus import makeDataset
 from tests.interop.server import BIN, PacsServer, freePort
 
 
@@ -112,6 +113,23 @@ class CliTests(unittest.TestCase):
             tables = {r[0] for r in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         self.assertLessEqual({"DICOMPatients", "DICOMStudies", "DICOMSeries", "DICOMImages", "DICOMWorkList"},
                              tables)
+
+    def test_offlineListings(self):
+        """-d, -m, -k and -f? read the working folder's configuration or a file, no server."""
+        server = PacsServer(self.mktemp())
+        server.addNode("LISTED", 4242, host="listed.example")
+        code, output = self.dgate(f"-w{server.workdir}", "-d", "-m", "-k")
+        self.assertEqual(code, 0, output)
+        self.assertIn(f"MAG0       {server.workdir}/data", output)
+        self.assertIn("LISTED            listed.example                 4242       un", output)
+        self.assertIn("DICOMWorkList:\n    0x0008 0x0050 AccessionNumber 16 SQL_C_CHAR DT_STR OBR.3", output)
+        path = os.path.abspath(self.mktemp())
+        dataset = makeDataset("P", "N^M", "1.2.3", "1.2.3.4", "1.2.3.4.5", 1, 1, rows=2, columns=2)
+        dataset.save_as(path, enforce_file_format=True)
+        self.assertEqual(self.dgate(f"-f?{path}"), (0, "1.2.3.4.5"))
+        code, output = self.dgate(f"-f?{path}.missing")
+        self.assertEqual(code, 1)
+        self.assertIn("-? failed", output)
 
     def test_missingWorkdir(self):
         missing = os.path.abspath(self.mktemp())

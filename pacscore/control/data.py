@@ -69,7 +69,7 @@ def readFile(path):
         return syntax, f.read()
 
 
-def _changedObject(path, change, callingAE, calledAE, compression, converters):
+def _changedObject(path, change, callingAE, calledAE, compression, converters, amended):
     """In the I/O pool: ``(IncomingObject, data set bytes, changed)`` of a
     DICOM file (Part-10 or raw), ``change(dataset)`` applied when given
     (changed: it did not return False), to be stored compressed as
@@ -86,13 +86,16 @@ def _changedObject(path, change, callingAE, calledAE, compression, converters):
     for tag, name in ((SOP_CLASS_UID, "SOP Class UID"), (SOP_INSTANCE_UID, "SOP Instance UID")):
         _checkUID(attrs.get(tag), name)
     incoming = IncomingObject(attrs[SOP_CLASS_UID], attrs[SOP_INSTANCE_UID], syntax, callingAE, calledAE,
-                              compression, converters)
+                              compression, converters, amended)
     return incoming, data, changed
 
 
-async def readObject(archive, path, change=None, callingAE="", compression="", converters=False):
-    """``_changedObject`` in the I/O pool, its failures CommandErrors."""
-    return await fromFile(archive, path, _changedObject, change, callingAE, archive.aeTitle, compression, converters)
+async def readObject(archive, path, change=None, callingAE="", compression="", converters=False, amended=False):
+    """``_changedObject`` in the I/O pool, its failures CommandErrors; by
+    default an object the command rewrote, which neither the converters
+    nor WorkListMode and FixPhilips/FixKodak change again."""
+    return await fromFile(archive, path, _changedObject, change, callingAE, archive.aeTitle, compression,
+                          converters, amended)
 
 
 async def fromFile(archive, path, work, *args):
@@ -153,7 +156,7 @@ class AddImageFile(AsyncControlCommand):
             change = newPatient(archive.converterServices.uidMap, exactValue(patientID, "patient ID"))
         converters = archive.configuration.ini.getint("ImportExportDragAndDrop", 0) == 1
         incoming, data, _ = await readObject(archive, path, change, compression=archive.droppedFileCompression,
-                                             converters=converters)
+                                             converters=converters, amended=True)
         relative = await storeObject(archive, incoming, data, path)
         self.log.info("{peer}: addimagefile {path}: stored as {relative}", peer=context.peer, path=path,
                       relative=relative)

@@ -7,7 +7,8 @@ Each reads stored objects (a file named as ``stored`` says, or the objects
 of the studies or series to merge), changes the data set in the I/O pool
 (``pacscore.control.changes``), stores the result through the ObjectStore
 (file naming, index, mirror copy; not through the import and export
-converters, as Conquest's own rewrites are not) and only then removes the
+converters, as Conquest's own rewrites are not, nor WorkListMode and
+FixPhilips/FixKodak, which would undo the change) and only then removes the
 original, file and rows, so a failure never loses it; ``copypatid`` keeps
 it.  As in Conquest, a new Patient ID and a merge give the objects new
 UIDs from the UID map:

@@ -70,7 +70,8 @@ class IncomingObject:
     for added files); "" or "as": as received.  ``converters``: whether
     the import converters and the export converter lines see it (not for
     objects the control commands rewrite, nor for added files unless
-    ImportExportDragAndDrop = 1)."""
+    ImportExportDragAndDrop = 1); ``amended``: whether WorkListMode and
+    FixPhilips/FixKodak change it (not for rewritten objects)."""
 
     sopClassUID: str
     sopInstanceUID: str
@@ -79,6 +80,7 @@ class IncomingObject:
     calledAE: str
     compression: str = ""
     converters: bool = True
+    amended: bool = True
 
 
 class ObjectStore:
@@ -236,7 +238,8 @@ class ObjectStore:
         ``(data, attrs, header, device)``.  Raises Refused or Destroyed
         when a rule says so."""
         importers = self.importers if incoming.converters else None
-        if (not self.amenders and importers is None
+        amenders = self.amenders if incoming.amended else ()
+        if (not amenders and importers is None
                 and storedSyntax(incoming.transferSyntax, incoming.compression) == incoming.transferSyntax):
             return None
         data = spool.inMemory
@@ -247,7 +250,7 @@ class ObjectStore:
         data, original = bytes(data), data
         transferSyntax, device, compression = incoming.transferSyntax, self.device, incoming.compression
         try:
-            for amender in self.amenders:
+            for amender in amenders:
                 data = amender.amend(attrs, data, transferSyntax) or data
             if importers is not None:
                 decision = importers.apply(incoming, attrs, data, transferSyntax)

@@ -24,6 +24,9 @@ class ControlModifyTests(StoredCorpusTestCase):
     # PAT0000: studies of images 0, 1 and 2, 3; PAT0001: 4, 5 and 6, 7; each image a series of its own
     corpus = {"patients": 2, "studiesPerPatient": 2, "seriesPerStudy": 2, "imagesPerSeries": 1}
 
+    def prepare(self):
+        self.server.setIni(FixKodak="1")  # amends incoming objects, never what a command rewrote
+
     def refused(self, *args):
         """The message of a dgate command that must fail."""
         result = self.server.dgate(*args)
@@ -66,6 +69,14 @@ class ControlModifyTests(StoredCorpusTestCase):
         self.assertEqual(second.StudyInstanceUID, changed.StudyInstanceUID)
         self.assertIn("not in the index", self.refused(f"--modifypatid:X,{path}"))
         self.assertIn("no patient ID", self.refused(f"--modifypatid:,{self.storedFile(self.images[2])}"))
+
+    def test_rewritesAreNotAmendedAgain(self):
+        """FixKodak changes an incoming Kodak Patient ID, added files' too,
+        but not the one modifypatid was told to set."""
+        changed = self.changedFile(self.dgate(f"--modifypatid:01234567,{self.storedFile(self.images[0])}")[0])
+        self.assertEqual(changed.PatientID, "01234567")
+        added = self.dgate(f"--addimagefile:{self.images[1].path},07654321")[0]
+        self.assertIn(" stored as 7654321/", added)
 
     def test_copypatidKeepsTheOriginal(self):
         image = self.images[2]

@@ -65,6 +65,7 @@ Usage:
     -fefile      Enter file in the database: --regenfile:file
     -fdfile      Delete file from the database only: --deleteimagefromdb:file
     -fzfile      Delete (zap) file from the server: --deleteimagefile:file
+    -fpID / -ftUID / -fsUID / -fiUID  Delete patient / study / series / image from the database only
     -zID         Delete (zap) patient: --deletepatient:ID
     -faFILE[,ID] Add file to the server, optionally as patient ID: --addimagefile:FILE,ID
     -fcPATID,file  Change the patient ID of a stored file: --modifypatid:PATID,file
@@ -74,11 +75,14 @@ Usage:
     -gAE,DATE    Fetch what AE holds of the studies of DATE and this server lacks: --grabimagesfromserver:AE,DATE
 """
 
-# Conquest's options that stand for a --command with the rest of the option as its argument.
-SHORTCUTS = (("-av", "verifymirrordisk"), ("-at", "testimages"), ("-ae", "renamedevice"), ("-ar", "regendev"),
-             ("-fr", "regendir"), ("-fe", "regenfile"), ("-fd", "deleteimagefromdb"), ("-fz", "deleteimagefile"),
-             ("-z", "deletepatient"), ("-fa", "addimagefile"), ("-fc", "modifypatid"), ("-fk", "copypatid"),
-             ("-ff", "makespace"), ("-fu", "genuid"), ("-g", "grabimagesfromserver"))
+# Conquest's options that stand for a --command: the rest of the option completes it.
+SHORTCUTS = (
+    ("-av", "--verifymirrordisk:"), ("-at", "--testimages:"), ("-ae", "--renamedevice:"), ("-ar", "--regendev:"),
+    ("-fr", "--regendir:"), ("-fe", "--regenfile:"), ("-fd", "--deleteimagefromdb:"), ("-fz", "--deleteimagefile:"),
+    ("-z", "--deletepatient:"), ("-fa", "--addimagefile:"), ("-fc", "--modifypatid:"), ("-fk", "--copypatid:"),
+    ("-ff", "--makespace:"), ("-fu", "--genuid:"), ("-g", "--grabimagesfromserver:"),
+    ("-fp", "--deletepatientfromdb:"), ("-ft", "--deletestudyfromdb:"), ("-fs", "--deleteseriesfromdb:"),
+    ("-fi", "--deletesopfromdb:,,,"))
 
 
 class UsageError(Exception):
@@ -142,7 +146,7 @@ def _shortcut(arg):
     """The ``--command:argument`` a SHORTCUTS option stands for, or None."""
     for option, command in SHORTCUTS:
         if arg.startswith(option):
-            return f"--{command}:{arg[len(option):]}"
+            return command + arg[len(option):]
     return None
 
 

@@ -1,6 +1,8 @@
 """The delete commands of the control port (manual appendix 6, "Delete
 options"): patients, studies, series and files leave the MAG devices and
-the index; ``deleteimagefromdb`` and ``deletesopfromdb`` only the index.
+the index; ``deleteimagefromdb`` and ``deletesopfromdb`` only the index, as
+do ``deletepatientfromdb``, ``deletestudyfromdb`` and ``deleteseriesfromdb``
+(pacs additions: what dgate's ``-fp``, ``-ft`` and ``-fs`` send).
 
 They find the objects with ``IndexQuery.instances`` (or by file) and
 remove them through the export queue's ``LocalActions.removeInstances``:
@@ -135,3 +137,21 @@ class DeleteSopFromDB(_Delete):
         if patientID.strip():
             keys.append(patientKey(patientID))
         return keys
+
+
+class DeletePatientFromDB(DeletePatient):
+    name = "deletepatientfromdb"
+    usage = "--deletepatientfromdb:patid  Delete given patient from db only (dgate -fp)"
+    files = False
+
+
+class DeleteStudyFromDB(DeleteStudy):
+    name = "deletestudyfromdb"
+    usage = "--deletestudyfromdb:patid:studyuid  Delete given study from db only, patid: optional (-ft)"
+    files = False
+
+
+class DeleteSeriesFromDB(DeleteSeries):
+    name = "deleteseriesfromdb"
+    usage = "--deleteseriesfromdb:patid:seriesuid  Delete given series from db only, patid: optional (-fs)"
+    files = False

@@ -114,6 +114,22 @@ class ControlDataTests(StoredCorpusTestCase):
             self.assertEqual(self.server.dgate(refused).returncode, 1, refused)
         self.assertEqual(self.counts(), [2, 4, 4, 7])
 
+    def test_deletesFromTheDatabaseOnly(self):
+        """deleteseriesfromdb, deletestudyfromdb, deletepatientfromdb (-fs, -ft,
+        -fp): the rows go, with their emptied parents; the files stay."""
+        files = [path for image in self.images[::2] for path in self.storedFiles(image.patientID, image.seriesUID)]
+        self.assertEqual(len(files), 8)
+        self.assertEqual(self.dgate(f"--deleteseriesfromdb:{self.images[0].seriesUID}"),
+                         ["2 object(s) removed from the database"])
+        self.assertEqual(self.counts(), [2, 3, 3, 6])
+        self.assertEqual(self.dgate(f"--deletestudyfromdb:{self.images[2].studyUID}"),
+                         ["2 object(s) removed from the database"])
+        self.assertEqual(self.counts(), [1, 2, 2, 4])
+        self.assertEqual(self.dgate("--deletepatientfromdb:PAT0001"), ["4 object(s) removed from the database"])
+        self.assertEqual(self.counts(), [0, 0, 0, 0])
+        self.assertTrue(all(os.path.exists(path) for path in files))
+        self.assertEqual(self.server.dgate("-fpPAT0001").returncode, 1)
+
     def test_addimagefileWithANewPatientID(self):
         """A copy under another patient ID gets new UIDs (Conquest's
         ModifyPATIDofDDO): the original stays."""

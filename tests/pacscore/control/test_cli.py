@@ -51,11 +51,14 @@ class CliTests(unittest.TestCase):
     def test_fileAndDatabaseShorthands(self):
         self.assertEqual(parseArguments(["-arMAG1", "-frMAG0,PAT1", "-fe/d/a.dcm", "-fd/d/a.dcm", "-fz/d/a.dcm",
                                          "-zPAT1", "-fa/in/b.dcm,NEW", "-fcNEW,/d/a.dcm", "-fkCOPY,/d/a.dcm",
-                                         "-ff500", "-fu", "-gTHERE,20240102"])["commands"],
+                                         "-ff500", "-fu", "-gTHERE,20240102", "-fpPAT1", "-ft1.2.3", "-fs1.2.3.4",
+                                         "-fi1.2.3.4.5"])["commands"],
                          ["--regendev:MAG1", "--regendir:MAG0,PAT1", "--regenfile:/d/a.dcm",
                           "--deleteimagefromdb:/d/a.dcm", "--deleteimagefile:/d/a.dcm", "--deletepatient:PAT1",
                           "--addimagefile:/in/b.dcm,NEW", "--modifypatid:NEW,/d/a.dcm", "--copypatid:COPY,/d/a.dcm",
-                          "--makespace:500", "--genuid:", "--grabimagesfromserver:THERE,20240102"])
+                          "--makespace:500", "--genuid:", "--grabimagesfromserver:THERE,20240102",
+                          "--deletepatientfromdb:PAT1", "--deletestudyfromdb:1.2.3", "--deleteseriesfromdb:1.2.3.4",
+                          "--deletesopfromdb:,,,1.2.3.4.5"])
 
     def test_badPort(self):
         code, output = self.dgate("-pabc", "--display_status:")

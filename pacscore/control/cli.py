@@ -25,6 +25,7 @@ from twisted.logger import globalLogBeginner, textFileLogObserver
 from pacscore.config.errors import ConfigError
 from pacscore.config.ini import DicomIni
 from pacscore.config.loader import INI_NAME, defaultConfigDir, loadConfiguration
+from pacscore.codecs.transcode import TranscodeError
 from pacscore.config.dicomsql import TABLES
 from pacscore.control.amap import nodeLine
 from pacscore.control.client import NoAnswer, sendCommand
@@ -33,7 +34,9 @@ from pacscore.control.endpoint import DEFAULT_ENDPOINT, clientEndpoint, portNumb
 from pacscore.control.registry import CommandRegistry
 from pacscore.db.drivers import databaseFiles, findDriver, redacted
 from pacscore.db.index import Index
+from pacscore.storage.attributes import DatasetError
 from pacscore.storage.devices import MagDevice
+from pacscore.storage.recompression import recompressedFile
 from pacscore.storage.regen import Regenerator
 
 DISABLED = ("off", "none")
@@ -50,6 +53,7 @@ Usage:
     -m      List the AE map (acrnema.map)
     -k      List the database definition (dicom.sql)
     -f?file Print the SOP Instance UID of a DICOM file
+    -jdFILE / -jc#FILE / -j*##FILE  Uncompress FILE / compress it as j# / convert it to code ## (in place)
     -v      Report to stdout
     -?      Show this help
 
@@ -130,6 +134,10 @@ def parseArguments(argv):
             options["actions"].append((arg[1], ""))
         elif arg.startswith("-f?"):
             options["actions"].append(("?", _value(arg[1:], args, "a file")))
+        elif arg[:3] in ("-jd", "-jc", "-j*", "-j-"):
+            options["actions"].append(("j", _recompression(arg)))
+        elif arg[:3] in ("-nd", "-nc"):
+            raise UsageError(f"{arg[:3]}: NKI compression is not supported here")
         elif arg == "-v":
             options["verbose"] = True
         elif arg.startswith("-am"):
@@ -140,6 +148,16 @@ def parseArguments(argv):
         else:
             raise UsageError(f"unknown option {arg}")
     return options
+
+
+def _recompression(arg):
+    """``code,file`` of -jdFILE (un), -jc#FILE (j#), -j*##FILE / -j-##FILE (##)."""
+    kind = arg[2]
+    code = "un" if kind == "d" else f"j{arg[3:4]}" if kind == "c" else arg[3:5]
+    path = arg[3 if kind == "d" else 4 if kind == "c" else 5:]
+    if len(code) != 2 or not path:
+        raise UsageError(f"{arg[:3]} needs a compression code and a file, e.g. -jc2image.dcm, -j*jkimage.dcm")
+    return f"{code},{path}"
 
 
 def _shortcut(arg):
@@ -250,7 +268,30 @@ def printUID(configuration, out, path):
     out(str(dataset.SOPInstanceUID))
 
 
-OFFLINE = {"i": initialize, "r": regenerate, "d": listDevices, "m": listAeMap, "k": listDatabase, "?": printUID}
+def recompressFile(configuration, out, argument):
+    """Convert a file in place (written to a temporary file, flushed, renamed)."""
+    code, path = argument.split(",", 1)
+    path = configuration.resolvePath(path)
+    with open(path, "rb") as f:
+        content = f.read()
+    try:
+        converted, source, target = recompressedFile(content, code)
+    except (TranscodeError, DatasetError) as e:
+        raise OSError(f"{path}: {e}") from e
+    if target == source:
+        out(f"{path}: left as it is ({source})")
+        return
+    temporary = f"{path}.pacs-tmp"
+    with open(temporary, "wb") as f:
+        f.write(converted)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(temporary, path)
+    out(f"{path}: {source} -> {target}")
+
+
+OFFLINE = {"i": initialize, "r": regenerate, "d": listDevices, "m": listAeMap, "k": listDatabase, "?": printUID,
+           "j": recompressFile}
 
 
 def offline(actions, configuration, out):

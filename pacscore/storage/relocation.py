@@ -22,19 +22,14 @@ on the target is deleted instead.
 """
 
 import os
-from io import BytesIO
 
 from sqlalchemy import and_, bindparam
 from twisted.logger import Logger
 
-from pacscore.codecs.syntaxes import storedSyntax
-from pacscore.codecs.transcode import TranscodeError, transcode
-from pacscore.dicom.negotiation import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION
+from pacscore.codecs.transcode import TranscodeError
 from pacscore.storage.devices import copyFile, identityOf, removeFile
 from pacscore.storage.attributes import DatasetError
-from pacscore.storage.part10 import (
-    MEDIA_STORAGE_SOP_CLASS_UID, MEDIA_STORAGE_SOP_INSTANCE_UID, SOURCE_APPLICATION_ENTITY_TITLE, encodeFileMeta,
-    readFileMeta)
+from pacscore.storage.recompression import recompressedFile
 
 
 class MoveStopped(Exception):
@@ -103,20 +98,11 @@ class DeviceMover:
         """A Part-10 file's bytes in the transfer syntax ArchiveCompression
         asks for (``content`` itself when that is its own, or when it
         cannot be converted: logged)."""
-        meta = {}
         try:
-            transferSyntax, meta, offset = readFileMeta(BytesIO(content))
-            target = storedSyntax(transferSyntax, self.compression)
-            if not meta or target == transferSyntax:
-                return content
-            data = transcode(content[offset:], transferSyntax, target)
+            return recompressedFile(content, self.compression)[0]
         except (TranscodeError, DatasetError) as e:
-            self.log.warn("ArchiveCompression {code} not applied to {uid}: {error}", code=self.compression,
-                          uid=meta.get(MEDIA_STORAGE_SOP_INSTANCE_UID, "?"), error=e)
+            self.log.warn("ArchiveCompression {code} not applied: {error}", code=self.compression, error=e)
             return content
-        return encodeFileMeta(meta.get(MEDIA_STORAGE_SOP_CLASS_UID, ""), meta.get(MEDIA_STORAGE_SOP_INSTANCE_UID, ""),
-                              target, IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION,
-                              meta.get(SOURCE_APPLICATION_ENTITY_TITLE) or None) + data
 
     def _repointRows(self, connection, copied, target):
         """In the index writer (so no store of the same objects runs

@@ -4,6 +4,8 @@ import os
 import sqlite3
 import subprocess
 
+import pydicom
+from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, JPEGLosslessSV1
 from twisted.trial import unittest
 
 from pacscore.control.cli import USAGE, main, parseArguments
@@ -133,6 +135,23 @@ class CliTests(unittest.TestCase):
         code, output = self.dgate(f"-f?{path}.missing")
         self.assertEqual(code, 1)
         self.assertIn("-? failed", output)
+
+    def test_recompressFilesInPlace(self):
+        """-jc1 (JPEG lossless), -j*jk (JPEG 2000 lossless), -jd (back to
+        uncompressed): the pixels stay the same; NKI is refused."""
+        path = os.path.abspath(self.mktemp())
+        dataset = makeDataset("P", "N^M", "1.2.3", "1.2.3.4", "1.2.3.4.5", 1, 1)
+        dataset.save_as(path, enforce_file_format=True)
+        pixels = dataset.pixel_array.tolist()
+        for option, syntax in (("-jc1", JPEGLosslessSV1), ("-j*jk", JPEG2000Lossless), ("-jd", ExplicitVRLittleEndian)):
+            code, output = self.dgate(f"{option}{path}")
+            self.assertEqual(code, 0, output)
+            converted = pydicom.dcmread(path)
+            self.assertEqual((converted.file_meta.TransferSyntaxUID, converted.SOPInstanceUID), (syntax, "1.2.3.4.5"))
+            self.assertEqual(converted.pixel_array.tolist(), pixels)
+        self.assertEqual(self.dgate(f"-jd{path}"), (0, f"{path}: left as it is ({ExplicitVRLittleEndian})"))
+        self.assertEqual(self.dgate(f"-nc1{path}")[0], 2)
+        self.assertEqual(self.dgate("-jc1")[0], 2)
 
     def test_missingWorkdir(self):
         missing = os.path.abspath(self.mktemp())

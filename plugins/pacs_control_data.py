@@ -34,5 +34,6 @@ prefetch = data.Prefetch()
 countFrames = conversion.CountFrames()
 extractFrames = conversion.ExtractFrames()
 uncompress = conversion.Uncompress()
+testCompress = conversion.TestCompress()
 
 grabImagesFromServer = grab.GrabImagesFromServer()

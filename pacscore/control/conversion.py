@@ -1,6 +1,6 @@
 """Conversion control commands on DICOM files (manual appendix 6,
 "Conversion options"): ``count_frames``, ``extract_frames`` and
-``uncompress``.
+``uncompress``; and ``testcompress`` (a test option).
 
 They read any DICOM file (Part-10 or a bare data set, stored or not) and
 write their result as a Part-10 file where the operator says (never over
@@ -8,22 +8,32 @@ the archive's own files, ``output.outputPath``); the work runs in the I/O
 pool.  ``extract_frames`` numbers frames from 0, as Conquest's frame
 arguments do, and keeps the object's UIDs; ``uncompress`` writes explicit
 VR little endian.
+
+``testcompress:file`` stores the object once per compression code the
+archive knows (``TEST_CODES``), each copy a series of its own in the
+object's study (new Series and SOP Instance UIDs, Series Description
+"testcompress CODE"), compressed by the store as that code asks; it
+answers, per code, the transfer syntax stored, or that the codecs could
+not convert to it (the copy is then stored as it came).
 """
 
 import os
 
 from pydicom.encaps import encapsulate, generate_frames
-from pydicom.uid import ExplicitVRLittleEndian
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from twisted.logger import Logger
 
+from pacscore.codecs.syntaxes import storedSyntax
 from pacscore.codecs.transcode import TranscodeError, transcode
-from pacscore.control.arguments import ControlCommand, fields, number
+from pacscore.control.arguments import AsyncControlCommand, ControlCommand, fields, number
 from pacscore.control.context import CommandError
-from pacscore.control.data import readFile
+from pacscore.control.data import readFile, readObject, storeObject
 from pacscore.control.output import inputPath, outputPath
+from pacscore.control.stored import storedName
 from pacscore.dicom.datasets import IdentifierError, decodeDataset, encodeDataset
 from pacscore.dicom.negotiation import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION
 from pacscore.storage.attributes import DatasetError
-from pacscore.storage.part10 import encodeFileMeta
+from pacscore.storage.part10 import encodeFileMeta, readFileMeta
 
 
 def _write(path, dataset, syntax, data):
@@ -129,3 +139,44 @@ class Uncompress(_Conversion):
         target = outputPath(context.archive, out)
         return self.convert(context.archive, source, _uncompress, target).addCallback(
             lambda _: f"{target} written (explicit VR little endian)")
+
+
+TEST_CODES = ("un", "j1", "j2", "j3", "j4", "j5", "j6", "jk", "jl")
+
+
+def testCopy(prefix, code):
+    """The change giving a ``testcompress`` copy its own series and SOP Instance UID."""
+
+    def change(dataset):
+        dataset.SeriesInstanceUID = generate_uid(prefix)
+        dataset.SOPInstanceUID = generate_uid(prefix)
+        dataset.SeriesDescription = f"testcompress {code}"
+    return change
+
+
+def _storedSyntax(path):
+    with open(path, "rb") as f:
+        return readFileMeta(f)[0]
+
+
+class TestCompress(AsyncControlCommand):
+    name = "testcompress"
+    usage = "--testcompress:file  Enter file in server with many compressions"
+    log = Logger()
+
+    async def execute(self, arguments, context):
+        archive = context.archive
+        path = inputPath(archive, arguments.strip())
+        device = archive.objectStore.device
+        lines = []
+        for code in TEST_CODES:
+            change = testCopy(archive.converterServices.uidMap.prefix, code)
+            incoming, data, _ = await readObject(archive, path, change, callingAE=self.name, compression=code)
+            relative = await storeObject(archive, incoming, data, path)
+            stored = await archive.workers.deferToWorker(_storedSyntax, device.absolute(relative))
+            wanted = storedSyntax(incoming.transferSyntax, code)
+            note = "" if stored == wanted else f" (not converted to {wanted}: see the log)"
+            lines.append(f"{code}: {storedName(device.name, relative)} {stored}{note}")
+        self.log.info("{peer}: testcompress {path}: {count} copies stored", peer=context.peer, path=path,
+                      count=len(lines))
+        return "\n".join(lines)

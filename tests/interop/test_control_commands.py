@@ -76,6 +76,7 @@ COVERAGE = {
     "copypatid": _MODIFY + "test_copypatidKeepsTheOriginal",
     "count_frames": _CONVERSION + "test_countAndExtractNativeFrames",
     "extract_frames": _CONVERSION + "test_countAndExtractNativeFrames",
+    "testcompress": _CONVERSION + "test_testcompress",
     "uncompress": _CONVERSION + "test_uncompress",
     "mergeseries": _MODIFY + "test_mergestudyThenMergeseries",
     "mergeseriesfile": _MODIFY + "test_mergestudyThenMergeseries",

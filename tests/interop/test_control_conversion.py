@@ -1,7 +1,8 @@
 """The conversion commands through the real ``dgate`` against a running
 ``twistd -n pacs``: count_frames, extract_frames (native and
-encapsulated Pixel Data) and uncompress (JPEG lossless back to explicit
-little endian, the pixels compared with numpy)."""
+encapsulated Pixel Data), uncompress (JPEG lossless back to explicit
+little endian, the pixels compared with numpy) and testcompress (one
+stored series per compression code, checked with findscu)."""
 
 import os
 import shutil
@@ -10,23 +11,25 @@ import tempfile
 import numpy
 import pydicom
 from pydicom.encaps import encapsulate
-from pydicom.uid import ExplicitVRLittleEndian, JPEGLosslessSV1, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, JPEGLosslessSV1, generate_uid
 from twisted.trial import unittest
 
 from pacscore.codecs.transcode import transcode
+from pacscore.control.conversion import TEST_CODES
 from pacscore.dicom.datasets import encodeDataset
 from pacscore.storage.part10 import encodeFileMeta
 from pacscore.testing.corpus import makeDataset
 from tests.interop.server import PacsServer
+from tests.interop.test_find import STUDY_ROOT, findscu
 
 FRAMES = 4
 
 
-def multiFrame(path, syntax=ExplicitVRLittleEndian, encapsulated=False):
-    """A ``FRAMES``-frame 16x16 image whose frame N holds the value N (or,
+def multiFrame(path, syntax=ExplicitVRLittleEndian, encapsulated=False, size=16):
+    """A ``FRAMES``-frame ``size``x``size`` image whose frame N holds the value N (or,
     ``encapsulated``, fragments b"frame N"), written as Part-10."""
     ds = makeDataset("FRAMES", "Multi^Frame", generate_uid(), generate_uid(), generate_uid(), 1, 1,
-                     rows=16, columns=16)
+                     rows=size, columns=size)
     ds.NumberOfFrames = FRAMES
     if encapsulated:
         ds.PixelData = encapsulate([f"frame {n}".encode() + b" " * (n % 2) for n in range(FRAMES)])
@@ -34,7 +37,7 @@ def multiFrame(path, syntax=ExplicitVRLittleEndian, encapsulated=False):
         ds["PixelData"].is_undefined_length = True
         data = encodeDataset(ds, syntax)
     else:
-        ds.PixelData = numpy.repeat(numpy.arange(FRAMES, dtype=numpy.uint16), 16 * 16).tobytes()
+        ds.PixelData = numpy.repeat(numpy.arange(FRAMES, dtype=numpy.uint16), size * size).tobytes()
         data = transcode(encodeDataset(ds, ExplicitVRLittleEndian), ExplicitVRLittleEndian, syntax)
     with open(path, "wb") as f:
         f.write(encodeFileMeta(ds.SOPClassUID, ds.SOPInstanceUID, syntax, "1.2.3", "TEST"))
@@ -86,3 +89,19 @@ class ConversionCommandTests(unittest.TestCase):
         self.assertEqual(plain.file_meta.TransferSyntaxUID, ExplicitVRLittleEndian)
         self.assertEqual(plain.pixel_array[:, 0, 0].tolist(), list(range(FRAMES)))
         self.assertIn("No such file", self.dgate(f"--uncompress:{self.workdir}/missing.dcm,{out}", status=1))
+
+    def test_testcompress(self):
+        path = multiFrame(os.path.join(self.workdir, "test.dcm"), size=64)  # openjpeg wants 64x64 or more
+        lines = self.dgate(f"--testcompress:{path}").splitlines()
+        self.assertEqual([line.split(":")[0] for line in lines], list(TEST_CODES))
+        byCode = dict(line.split(": ", 1) for line in lines)
+        self.assertTrue(byCode["j1"].endswith(f" {JPEGLosslessSV1}"), byCode["j1"])
+        self.assertTrue(byCode["jk"].endswith(f" {JPEG2000Lossless}"), byCode["jk"])
+        self.assertTrue(byCode["un"].endswith(f" {ExplicitVRLittleEndian}"), byCode["un"])
+        study = pydicom.dcmread(path).StudyInstanceUID
+        matches, _ = findscu(self.server, STUDY_ROOT, "SERIES",
+                             {"StudyInstanceUID": study, "SeriesInstanceUID": None, "SeriesDescription": None})
+        self.assertEqual(sorted(m.SeriesDescription for m in matches), sorted(f"testcompress {c}" for c in TEST_CODES))
+        for code in ("j1", "jk"):
+            stored = pydicom.dcmread(os.path.join(self.server.dataDir, byCode[code].split()[0][len("MAG0:"):]))
+            self.assertEqual(stored.pixel_array[:, 0, 0].tolist(), list(range(FRAMES)))

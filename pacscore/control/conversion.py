@@ -30,22 +30,18 @@ from pacscore.control.context import CommandError
 from pacscore.control.data import readFile, readObject, storeObject
 from pacscore.control.output import inputPath, outputPath
 from pacscore.control.stored import storedName
+from pacscore.converters.saving import writePart10
 from pacscore.dicom.datasets import IdentifierError, decodeDataset, encodeDataset
-from pacscore.dicom.negotiation import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION
 from pacscore.storage.attributes import DatasetError
-from pacscore.storage.part10 import encodeFileMeta, readFileMeta
+from pacscore.storage.part10 import readFileMeta
 
 
 def _write(path, dataset, syntax, data):
-    """A Part-10 file of ``data`` (``dataset``'s bytes in ``syntax``)."""
-    header = encodeFileMeta(str(dataset.get("SOPClassUID", "")), str(dataset.get("SOPInstanceUID", "")), syntax,
-                            IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION)
+    """A Part-10 file of ``data`` (``dataset``'s bytes in ``syntax``), its folder made."""
     folder = os.path.dirname(path)
     if folder:
         os.makedirs(folder, exist_ok=True)
-    with open(path, "wb") as f:
-        f.write(header)
-        f.write(data)
+    writePart10(dataset, path, syntax, data)
 
 
 def frameCount(dataset):

@@ -7,8 +7,9 @@ C-FINDs, Study Root, down the levels: the studies of the date, their
 series, their images; each series' SOP Instance UIDs are compared with the
 index here.  A series missing entirely is C-MOVEd to us as a series, one
 missing in part image by image (``MOVE_CHUNK`` SOP Instance UIDs per
-C-MOVE), each C-MOVE on an association of its own (``Forwarder.get``).  The answer counts the
-objects missing and the sub-operations of the C-MOVEs.
+C-MOVE), each C-MOVE on an association of its own (``Forwarder.get``).
+The answer counts the objects missing and the sub-operations of the
+C-MOVEs.
 """
 
 from twisted.logger import Logger

@@ -28,11 +28,16 @@ from pacscore.control.output import deliver, formatRow, pipeFields
 MAX_ROWS = 2**31 - 1  # the largest fetchmany() takes
 
 
-def _select(connection, statement, limit):
-    """In a reader thread: the rows, at most ``limit`` (None: all)."""
+def _execute(connection, statement):
+    """Run the operator's ``statement`` as written."""
     if connection.dialect.paramstyle in ("format", "pyformat"):
         statement = statement.replace("%", "%%")  # no parameters: each % is the operator's (LIKE 'A%')
-    result = connection.exec_driver_sql(statement)
+    return connection.exec_driver_sql(statement)
+
+
+def _select(connection, statement, limit):
+    """In a reader thread: the rows, at most ``limit`` (None: all)."""
+    result = _execute(connection, statement)
     rows = result.fetchmany(limit) if limit is not None else result.all()
     return [["" if value is None else value for value in row] for row in rows]
 
@@ -88,9 +93,7 @@ class Query2(Query):
 
 def _change(connection, statement, index):
     """In the index writer: run ``statement``; how many rows it changed."""
-    if connection.dialect.paramstyle in ("format", "pyformat"):
-        statement = statement.replace("%", "%%")
-    count = connection.exec_driver_sql(statement).rowcount
+    count = _execute(connection, statement).rowcount
     index.forgetCache()
     return count
 

@@ -34,12 +34,14 @@ def transferSyntaxOf(dataset):
     return (meta.get("TransferSyntaxUID") if meta is not None else None) or ExplicitVRLittleEndian
 
 
-def writePart10(dataset, path):
-    """Write ``dataset`` to ``path`` as a Part-10 file."""
-    syntax = transferSyntaxOf(dataset)
-    header = encodeFileMeta(dataset.get("SOPClassUID", ""), dataset.get("SOPInstanceUID", ""),
+def writePart10(dataset, path, syntax=None, body=None):
+    """Write ``dataset`` to ``path`` as a Part-10 file: in ``syntax`` (by
+    default its file meta's), ``body`` its bytes when already encoded."""
+    syntax = syntax or transferSyntaxOf(dataset)
+    header = encodeFileMeta(str(dataset.get("SOPClassUID", "")), str(dataset.get("SOPInstanceUID", "")),
                             syntax, IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION)
-    body = encodeDataset(dataset, syntax)
+    if body is None:
+        body = encodeDataset(dataset, syntax)
     with open(path, "wb") as f:
         f.write(header)
         f.write(body)

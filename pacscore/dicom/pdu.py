@@ -45,12 +45,13 @@ class PDUError(Exception):
 
 
 class PDUFramer:
-    """Accumulates received bytes and hands out whole PDUs.
+    """Splits received bytes into whole PDUs.
 
-    The buffer is consumed from an offset and compacted once per feed, so a
-    large transfer costs no quadratic copying. ``maximumLength(pduType)``
-    bounds what a length field may announce: a larger one is an error
-    before any byte of it is buffered.
+    The PDUs that arrive whole within one received ``bytes`` are handed out
+    as views of it, without a copy; only a PDU split across receives is
+    gathered in a buffer. ``maximumLength(pduType)`` bounds what a length
+    field may announce: a larger one is an error before any byte of it is
+    buffered.
     """
 
     def __init__(self, maximumLength):
@@ -60,29 +61,67 @@ class PDUFramer:
     def feed(self, data):
         """Add received bytes; yield ``(pduType, body)`` for each whole PDU.
 
-        ``body`` is a ``bytes`` copy of the PDU's variable part.
+        ``body`` is the PDU's variable part: for a P-DATA-TF a read-only
+        memoryview of bytes that never change (so it may be kept), for the
+        other PDUs ``bytes``.
         """
-        buffer = self._buffer
-        buffer += data
+        if not isinstance(data, bytes):
+            data = bytes(data)
+        if self._buffer and self._holdsWholePDU():  # left there by an iteration stopped early
+            data = bytes(self._buffer) + data
+            self._buffer.clear()
+        view = memoryview(data)
         offset = 0
-        end = len(buffer)
         try:
+            if self._buffer:
+                offset = self._topUp(view)
+                if offset is None:
+                    offset = len(data)
+                    return
+                pduType, body = self._buffer[0], bytes(self._buffer[6:])
+                self._buffer.clear()
+                yield pduType, memoryview(body) if pduType == P_DATA_TF else body
+            end = len(data)
             while end - offset >= 6:
-                pduType, length = _HEADER.unpack_from(buffer, offset)
-                if pduType not in PDU_NAMES:
-                    raise PDUError(f"unknown PDU type 0x{pduType:02x}", REASON_UNRECOGNIZED_PDU)
-                limit = self._maximumLength(pduType)
-                if length > limit:
-                    raise PDUError(
-                        f"{PDU_NAMES[pduType]} announces {length} bytes, more than the {limit} allowed")
+                pduType, length = self._header(data, offset)
                 if end - offset - 6 < length:
                     break
-                with memoryview(buffer) as view:
-                    body = bytes(view[offset + 6:offset + 6 + length])
+                body = view[offset + 6:offset + 6 + length]
                 offset += 6 + length
-                yield pduType, body
+                yield pduType, body if pduType == P_DATA_TF else bytes(body)
         finally:
-            del buffer[:offset]
+            self._buffer += view[offset:]
+
+    def _holdsWholePDU(self):
+        buffer = self._buffer
+        return len(buffer) >= 6 and len(buffer) >= 6 + _HEADER.unpack_from(buffer, 0)[1]
+
+    def _topUp(self, view):
+        """Move bytes of ``view`` into the buffer until it holds a whole PDU;
+        how many it took, or None when ``view`` had too few (all are taken)."""
+        buffer = self._buffer
+        taken = 0
+        if len(buffer) < 6:
+            taken = min(6 - len(buffer), len(view))
+            buffer += view[:taken]
+            if len(buffer) < 6:
+                return None
+        _, length = self._header(buffer, 0)
+        needed = 6 + length - len(buffer)
+        if len(view) - taken < needed:
+            buffer += view[taken:]
+            return None
+        buffer += view[taken:taken + needed]
+        return taken + needed
+
+    def _header(self, data, offset):
+        pduType, length = _HEADER.unpack_from(data, offset)
+        if pduType not in PDU_NAMES:
+            raise PDUError(f"unknown PDU type 0x{pduType:02x}", REASON_UNRECOGNIZED_PDU)
+        limit = self._maximumLength(pduType)
+        if length > limit:
+            raise PDUError(f"{PDU_NAMES[pduType]} announces {length} bytes, more than the {limit} allowed")
+        return pduType, length
 
     @property
     def pendingBytes(self):

@@ -1,10 +1,13 @@
 """A C-STORE data set arriving in fragments, kept with bounded memory.
 
-Up to ``threshold`` bytes stay in memory. Past that the spool becomes a
-temporary file on the MAG device that starts with the Part-10 header, so
-the finished object is renamed into place without another copy. File writes
-go to an I/O thread in order (through ``pacscore.storage.objectfiles``);
-while more than ``maxBacklog`` bytes wait, the peer's transport is paused.
+Up to ``threshold`` bytes stay in memory, as the fragments were received
+(views of bytes that never change are kept, not copied, until the whole is
+wanted: growing one buffer cost a 512 KB object more time than framing
+it). Past that the spool becomes a temporary file on the MAG device that
+starts with the Part-10 header, so the finished object is renamed into
+place without another copy. File writes go to an I/O thread in order
+(through ``pacscore.storage.objectfiles``); while more than ``maxBacklog``
+bytes wait, the peer's transport is paused.
 """
 
 import itertools
@@ -30,7 +33,7 @@ class Spool:
         self.threshold = threshold
         self.path = None
         self.size = 0
-        self._memory = bytearray()
+        self._memory = []  # the fragments while in memory, else None
         self._runInThread = runInThread
         self._openFile = openFile or FileWrites().open
         self._transport = transport
@@ -47,40 +50,49 @@ class Spool:
     @property
     def inMemory(self):
         """The data set bytes while it is held in memory, else None."""
-        return self._memory
+        if self._memory is None:
+            return None
+        if len(self._memory) != 1 or not isinstance(self._memory[0], bytes):
+            self._memory = [b"".join(self._memory)]
+        return self._memory[0]
 
     def write(self, data):
+        """Add a fragment: bytes, or a view of bytes (kept as it is), or
+        any other bytes-like object (copied)."""
+        if not (isinstance(data, bytes) or (isinstance(data, memoryview) and isinstance(data.obj, bytes))):
+            data = bytes(data)
         self.size += len(data)
         if self._failure is not None:
             return
         if self._memory is not None:
-            self._memory += data
-            if len(self._memory) > self.threshold:
+            self._memory.append(data)
+            if self.size > self.threshold:
                 self.path = os.path.join(self.directory, f"spool-{os.getpid()}-{next(_names)}.part")
-                first, self._memory = self.header + bytes(self._memory), None
-                self._queue(first)
+                fragments, self._memory = self._memory, None
+                self._queue([self.header, *fragments])
             return
-        self._pending.append(bytes(data))
+        self._pending.append(data)
         self._pendingBytes += len(data)
         if self._pendingBytes >= self._chunkSize:
-            self._queue(b"".join(self._pending))
+            self._queue(self._pending)
 
-    def _queue(self, chunk):
+    def _queue(self, fragments):
+        length = sum(len(fragment) for fragment in fragments)
         self._pending, self._pendingBytes = [], 0
-        self._backlog += len(chunk)
+        self._backlog += length
         if self._backlog > self._maxBacklog and not self._paused and self._transport is not None:
             self._paused = True
             self._transport.pauseProducing()
-        self._tail.addCallback(lambda _: self._runInThread(self._writeChunk, chunk))
+        self._tail.addCallback(lambda _: self._runInThread(self._writeChunk, fragments))
         self._tail.addCallbacks(self._written, self._writeFailed,
-                                callbackArgs=(len(chunk),), errbackArgs=(len(chunk),))
+                                callbackArgs=(length,), errbackArgs=(length,))
 
-    def _writeChunk(self, chunk):
+    def _writeChunk(self, fragments):
         """In the I/O thread; the first chunk creates the file (creating a
         file can wait for the file system's journal: never on the reactor)."""
         if self._file is None:
             self._file = self._openFile(self.path, create=True)
-        self._file.write([chunk])
+        self._file.write(fragments)
 
     def _written(self, _, length):
         self._backlog -= length
@@ -99,7 +111,7 @@ class Spool:
         if self.path is None:
             return defer.succeed(self)
         if self._pending:
-            self._queue(b"".join(self._pending))
+            self._queue(self._pending)
         self._tail.addCallback(lambda _: self._runInThread(self._closeFile) if self._file else None)
         done = defer.Deferred()
 

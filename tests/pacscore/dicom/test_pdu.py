@@ -1,0 +1,96 @@
+"""PDU framing: whole PDUs out of a byte stream cut anywhere, without
+copying the P-DATA that arrives whole."""
+
+from twisted.trial import unittest
+
+from pacscore.dicom import pdu
+
+LIMIT = 1 << 20
+
+
+def stream():
+    """An A-RELEASE-RQ, three P-DATA-TF of different sizes and an A-ABORT:
+    ``(bytes, [(pduType, body bytes), ...])``."""
+    pdus = [pdu.encodeSimplePDU(pdu.A_RELEASE_RQ),
+            pdu.encodePData(1, 0, bytes(range(256)) * 3),
+            pdu.encodePData(3, 2, b"x" * 10),
+            pdu.encodePData(1, 3, b""),
+            pdu.encodeAbort(pdu.SOURCE_SERVICE_USER, 0)]
+    return b"".join(pdus), [(raw[0], raw[6:]) for raw in pdus]
+
+
+def collect(framer, data):
+    return [(pduType, bytes(body)) for pduType, body in framer.feed(data)]
+
+
+class PDUFramerTests(unittest.TestCase):
+
+    def test_cutAnywhere(self):
+        """Cut in two at every position, or fed byte by byte, the stream
+        gives the same PDUs, and nothing stays buffered."""
+        data, expected = stream()
+        for cut in range(len(data) + 1):
+            framer = pdu.PDUFramer(lambda pduType: LIMIT)
+            self.assertEqual(collect(framer, data[:cut]) + collect(framer, data[cut:]), expected, cut)
+            self.assertEqual(framer.pendingBytes, 0)
+        framer = pdu.PDUFramer(lambda pduType: LIMIT)
+        got = [item for i in range(len(data)) for item in collect(framer, data[i:i + 1])]
+        self.assertEqual(got, expected)
+
+    def test_wholePDataIsAViewOfWhatArrived(self):
+        """A P-DATA-TF that arrives whole is a read-only view of the
+        received bytes; the association PDUs are bytes."""
+        data, _ = stream()
+        bodies = list(pdu.PDUFramer(lambda pduType: LIMIT).feed(data))
+        pdata = [body for pduType, body in bodies if pduType == pdu.P_DATA_TF]
+        self.assertEqual(len(pdata), 3)
+        for body in pdata:
+            self.assertIsInstance(body, memoryview)
+            self.assertIs(body.obj, data)
+            self.assertTrue(body.readonly)
+        others = [body for pduType, body in bodies if pduType != pdu.P_DATA_TF]
+        self.assertEqual([type(body) for body in others], [bytes, bytes])
+
+    def test_splitPDataIsGathered(self):
+        """A P-DATA-TF split across receives comes out once whole, as a view
+        of bytes of its own (the framer's buffer is reused)."""
+        data, expected = stream()
+        framer = pdu.PDUFramer(lambda pduType: LIMIT)
+        self.assertEqual(collect(framer, data[:100]), expected[:1])
+        self.assertEqual(framer.pendingBytes, 100 - 10)
+        pduType, body = next(framer.feed(data[100:]))
+        self.assertEqual((pduType, bytes(body)), expected[1])
+        self.assertIsInstance(body.obj, bytes)
+
+    def test_bytearrayReceived(self):
+        """Bytes that may change later (a bytearray) are copied first."""
+        data, expected = stream()
+        received = bytearray(data)
+        bodies = list(pdu.PDUFramer(lambda pduType: LIMIT).feed(received))
+        received[:] = bytes(len(received))
+        self.assertEqual([(pduType, bytes(body)) for pduType, body in bodies], expected)
+
+    def test_iterationStoppedEarly(self):
+        """PDUs not taken when the reader stopped come out with the next
+        bytes received."""
+        data, expected = stream()
+        framer = pdu.PDUFramer(lambda pduType: LIMIT)
+        first = framer.feed(data[:-3])
+        self.assertEqual(next(first)[0], pdu.A_RELEASE_RQ)
+        first.close()
+        self.assertEqual(collect(framer, data[-3:]), expected[1:])
+
+    def test_lengthOverTheLimit(self):
+        """A length field above the limit is refused as soon as the header is
+        complete, before its body is buffered."""
+        framer = pdu.PDUFramer(lambda pduType: 100 if pduType == pdu.P_DATA_TF else LIMIT)
+        header = pdu.encodePData(1, 0, b"y" * 200)[:6]
+        self.assertEqual(collect(framer, header[:4]), [])
+        with self.assertRaises(pdu.PDUError) as raised:
+            collect(framer, header[4:] + b"y" * 50)
+        self.assertIn("more than the 100 allowed", str(raised.exception))
+
+    def test_unknownType(self):
+        with self.assertRaises(pdu.PDUError) as raised:
+            collect(pdu.PDUFramer(lambda pduType: LIMIT), b"\x09\x00\x00\x00\x00\x00")
+        self.assertEqual(raised.exception.reason, pdu.REASON_UNRECOGNIZED_PDU)

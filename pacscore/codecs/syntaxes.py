@@ -53,7 +53,9 @@ j3..j6 only change anything for objects already stored in their syntaxes.
 syntax when that is uncompressed too (big endian, deflated): no
 conversion when the peer takes it.
 
-The NKI codes (n1..n4, nj, uj) and the downsizing ones (k1..k8) are not
+The NKI codes (n1..n4, nj, uj) keep the object in a native syntax and
+NKI compress its pixel data or not (``pacscore.codecs.compression``):
+``proposals`` treats them as "as". The downsizing ones (k1..k8) are not
 supported: ``proposals`` treats them, and any unknown code, as "as";
 ``isSupportedCode`` tells the caller so it can log it.
 
@@ -117,7 +119,8 @@ CODE_SYNTAXES = {
 
 AS_IS = "as"
 UNCOMPRESSED_CODE = "un"
-SUPPORTED_CODES = frozenset(CODE_SYNTAXES) | {AS_IS, UNCOMPRESSED_CODE}
+NKI_CODES = frozenset({"n1", "n2", "n3", "n4", "nj", "uj"})
+SUPPORTED_CODES = frozenset(CODE_SYNTAXES) | NKI_CODES | {AS_IS, UNCOMPRESSED_CODE}
 
 
 def _clean(syntax):
@@ -125,7 +128,8 @@ def _clean(syntax):
     return syntax.rstrip("\x00 ") if syntax else ""
 
 
-def _code(compression):
+def codeOf(compression):
+    """A compression code as compared: lower case, "as" for none."""
     return (compression or AS_IS).strip().lower() or AS_IS
 
 
@@ -142,10 +146,10 @@ def isLossy(syntax):
 
 
 def isSupportedCode(compression):
-    """True when ``proposals`` honours the compression code ``compression``
-    (None or "" count as "as"); False for the NKI, downsizing and unknown
-    codes, which it treats as "as"."""
-    return _code(compression) in SUPPORTED_CODES
+    """True when the compression code ``compression`` is honoured here
+    (None or "" count as "as"); False for the downsizing and unknown
+    codes, which are taken as "as"."""
+    return codeOf(compression) in SUPPORTED_CODES
 
 
 @lru_cache(maxsize=None)
@@ -187,7 +191,7 @@ def proposals(storedSyntax, compression):
     ``compression`` (see the module docstring). Never empty, no duplicates;
     always ends with the uncompressed syntaxes."""
     stored = _clean(storedSyntax)
-    code = _code(compression)
+    code = codeOf(compression)
     if code == UNCOMPRESSED_CODE:
         first = [stored] if stored in NATIVE else []
         return _unique(first + list(UNCOMPRESSED))

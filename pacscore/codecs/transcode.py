@@ -242,16 +242,8 @@ def _littleEndianParts(raw, sourceImplicit, targetImplicit):
     parts = [_write(head, targetImplicit, True)]
     if pos >= len(raw):
         return parts
-    if implicit:
-        group, element, length = _IMPLICIT_HEADER.unpack_from(raw, pos)
-        vr, valuePos = None, pos + 8
-    else:
-        group, element, vr, length = _EXPLICIT_HEADER.unpack_from(raw, pos)
-        valuePos = pos + 8
-        if vr in _LONG_VRS:
-            length = _LONG_LENGTH.unpack_from(raw, pos + 8)[0]
-            valuePos = pos + 12
-    if (group << 16 | element) != PIXEL_DATA or length == _UNDEFINED_LENGTH:
+    tag, vr, length, valuePos = elementHeader(raw, pos, implicit)
+    if tag != PIXEL_DATA or length == _UNDEFINED_LENGTH:
         return None
     end = valuePos + length
     if targetImplicit:
@@ -271,6 +263,18 @@ def _littleEndianParts(raw, sourceImplicit, targetImplicit):
         tail = read_dataset(fileobj, implicit, True, parent_encoding=encoding)
         parts.append(_write(tail, targetImplicit, True, encoding))
     return parts
+
+
+def elementHeader(raw, pos, implicit):
+    """``(tag, VR or None, length, value offset)`` of the little endian
+    element header at ``pos`` of ``raw``."""
+    if implicit:
+        group, element, length = _IMPLICIT_HEADER.unpack_from(raw, pos)
+        return group << 16 | element, None, length, pos + 8
+    group, element, vr, length = _EXPLICIT_HEADER.unpack_from(raw, pos)
+    if vr in _LONG_VRS:
+        return group << 16 | element, vr, _LONG_LENGTH.unpack_from(raw, pos + 8)[0], pos + 12
+    return group << 16 | element, vr, length, pos + 8
 
 
 def _swapBytes(ds):

@@ -54,6 +54,7 @@ Usage:
     -k      List the database definition (dicom.sql)
     -f?file Print the SOP Instance UID of a DICOM file
     -jdFILE / -jc#FILE / -j*##FILE  Uncompress FILE / compress it as j# / convert it to code ## (in place)
+    -ndFILE / -nc#FILE              NKI decompress FILE / NKI compress it in mode # (in place)
     -v      Report to stdout
     -?      Show this help
 
@@ -134,10 +135,8 @@ def parseArguments(argv):
             options["actions"].append((arg[1], ""))
         elif arg.startswith("-f?"):
             options["actions"].append(("?", _value(arg[1:], args, "a file")))
-        elif arg[:3] in ("-jd", "-jc", "-j*", "-j-"):
+        elif arg[:3] in ("-jd", "-jc", "-j*", "-j-", "-nd", "-nc"):
             options["actions"].append(("j", _recompression(arg)))
-        elif arg[:3] in ("-nd", "-nc"):
-            raise UsageError(f"{arg[:3]}: NKI compression is not supported here")
         elif arg == "-v":
             options["verbose"] = True
         elif arg.startswith("-am"):
@@ -151,9 +150,11 @@ def parseArguments(argv):
 
 
 def _recompression(arg):
-    """``code,file`` of -jdFILE (un), -jc#FILE (j#), -j*##FILE / -j-##FILE (##)."""
-    kind = arg[2]
-    code = "un" if kind == "d" else f"j{arg[3:4]}" if kind == "c" else arg[3:5]
+    """``code,file`` of -jdFILE (un), -jc#FILE (j#), -j*##FILE / -j-##FILE (##),
+    -ndFILE (uj: NKI decompressed, JPEG left as it is), -nc#FILE (n#)."""
+    family, kind = arg[1], arg[2]
+    uncompressed = "un" if family == "j" else "uj"
+    code = uncompressed if kind == "d" else f"{family}{arg[3:4]}" if kind == "c" else arg[3:5]
     path = arg[3 if kind == "d" else 4 if kind == "c" else 5:]
     if len(code) != 2 or not path:
         raise UsageError(f"{arg[:3]} needs a compression code and a file, e.g. -jc2image.dcm, -j*jkimage.dcm")
@@ -278,7 +279,7 @@ def recompressFile(configuration, out, argument):
         converted, source, target = recompressedFile(content, code)
     except (TranscodeError, DatasetError) as e:
         raise OSError(f"{path}: {e}") from e
-    if target == source:
+    if converted is content:
         out(f"{path}: left as it is ({source})")
         return
     temporary = f"{path}.pacs-tmp"
@@ -287,7 +288,7 @@ def recompressFile(configuration, out, argument):
         f.flush()
         os.fsync(f.fileno())
     os.replace(temporary, path)
-    out(f"{path}: {source} -> {target}")
+    out(f"{path}: {source} -> {target}" if target != source else f"{path}: {code} applied ({target})")
 
 
 OFFLINE = {"i": initialize, "r": regenerate, "d": listDevices, "m": listAeMap, "k": listDatabase, "?": printUID,

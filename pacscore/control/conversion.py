@@ -7,14 +7,15 @@ write their result as a Part-10 file where the operator says (never over
 the archive's own files, ``output.outputPath``); the work runs in the I/O
 pool.  ``extract_frames`` numbers frames from 0, as Conquest's frame
 arguments do, and keeps the object's UIDs; ``uncompress`` writes explicit
-VR little endian.
+VR little endian, NKI pixel data decompressed too.
 
 ``testcompress:file`` stores the object once per compression code the
 archive knows (``TEST_CODES``), each copy a series of its own in the
 object's study (new Series and SOP Instance UIDs, Series Description
 "testcompress CODE"), compressed by the store as that code asks; it
-answers, per code, the transfer syntax stored, or that the codecs could
-not convert to it (the copy is then stored as it came).
+answers, per code, the transfer syntax stored (and the NKI mode of NKI
+compressed pixel data), or that the codecs could not convert to it (the
+copy is then stored as it came).
 """
 
 import os
@@ -23,6 +24,8 @@ from pydicom.encaps import encapsulate, generate_frames
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from twisted.logger import Logger
 
+from pacscore.codecs import nki, nkipixels
+from pacscore.codecs.compression import nkiMode, recode
 from pacscore.codecs.syntaxes import storedSyntax
 from pacscore.codecs.transcode import TranscodeError, transcode
 from pacscore.control.arguments import AsyncControlCommand, ControlCommand, fields, number
@@ -33,7 +36,6 @@ from pacscore.control.stored import storedName
 from pacscore.converters.saving import writePart10
 from pacscore.dicom.datasets import IdentifierError, decodeDataset, encodeDataset
 from pacscore.storage.attributes import DatasetError
-from pacscore.storage.part10 import readFileMeta
 
 
 def _write(path, dataset, syntax, data):
@@ -84,6 +86,7 @@ def _extractFrames(path, target, first, last):
 
 def _uncompress(path, target):
     syntax, data = readFile(path)
+    data, syntax = recode(data, syntax, "un")
     data = transcode(data, syntax, ExplicitVRLittleEndian)
     dataset = decodeDataset(data, ExplicitVRLittleEndian, stopBeforePixels=True)
     _write(target, dataset, ExplicitVRLittleEndian, data)
@@ -137,7 +140,7 @@ class Uncompress(_Conversion):
             lambda _: f"{target} written (explicit VR little endian)")
 
 
-TEST_CODES = ("un", "j1", "j2", "j3", "j4", "j5", "j6", "jk", "jl")
+TEST_CODES = ("un", "j1", "j2", "j3", "j4", "j5", "j6", "jk", "jl", "n1", "n2", "n3", "n4")
 
 
 def testCopy(prefix, code):
@@ -150,9 +153,11 @@ def testCopy(prefix, code):
     return change
 
 
-def _storedSyntax(path):
-    with open(path, "rb") as f:
-        return readFileMeta(f)[0]
+def _storedForm(path):
+    """``(transfer syntax, NKI mode or None)`` of a stored file."""
+    syntax, data = readFile(path)
+    element = nkipixels.nkiValue(data, syntax)
+    return syntax, None if element is None else nki.mode(element)
 
 
 class TestCompress(AsyncControlCommand):
@@ -169,10 +174,11 @@ class TestCompress(AsyncControlCommand):
             change = testCopy(archive.converterServices.uidMap.prefix, code)
             incoming, data, _ = await readObject(archive, path, change, callingAE=self.name, compression=code)
             relative = await storeObject(archive, incoming, data, path)
-            stored = await archive.workers.deferToWorker(_storedSyntax, device.absolute(relative))
-            wanted = storedSyntax(incoming.transferSyntax, code)
-            note = "" if stored == wanted else f" (not converted to {wanted}: see the log)"
-            lines.append(f"{code}: {storedName(device.name, relative)} {stored}{note}")
+            stored, mode = await archive.workers.deferToWorker(_storedForm, device.absolute(relative))
+            wanted, wantedMode = storedSyntax(incoming.transferSyntax, code), nkiMode(code)
+            form = stored + (f" NKI mode {mode}" if mode else "")
+            note = "" if (stored, mode) == (wanted, wantedMode) else " (not converted: see the log)"
+            lines.append(f"{code}: {storedName(device.name, relative)} {form}{note}")
         self.log.info("{peer}: testcompress {path}: {count} copies stored", peer=context.peer, path=path,
                       count=len(lines))
         return "\n".join(lines)

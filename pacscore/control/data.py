@@ -23,6 +23,8 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 from twisted.logger import Logger
 
+from pacscore.codecs.nki import NKIError
+from pacscore.codecs.nkipixels import withPlainPixels
 from pacscore.control.arguments import AsyncControlCommand, ControlCommand, fields
 from pacscore.control.changes import ScriptRefused, newPatient
 from pacscore.control.context import CommandError
@@ -78,7 +80,7 @@ def _changedObject(path, change, callingAE, calledAE, compression, converters, a
     _checkUID(syntax, "Transfer Syntax UID")
     changed = False
     if change is not None:
-        dataset = decodeDataset(data, syntax)
+        dataset = decodeDataset(withPlainPixels(data, syntax), syntax)
         changed = change(dataset) is not False
         if changed:
             data = encodeDataset(dataset, syntax)
@@ -105,7 +107,7 @@ async def fromFile(archive, path, work, *args):
         return await archive.workers.deferToWorker(work, path, *args)
     except OSError as e:
         raise CommandError(f"cannot read {path}: {e.strerror or e}") from e
-    except (DatasetError, IdentifierError) as e:
+    except (DatasetError, IdentifierError, NKIError) as e:
         raise CommandError(f"{path} is not a readable DICOM object: {e}") from e
     except ScriptRefused as e:
         raise CommandError(f"{path}: {e}; nothing was changed") from e

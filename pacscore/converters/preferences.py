@@ -22,7 +22,7 @@ class Storage(TextCommand):
 
 
 class Compression(TextCommand):
-    """A code this installation cannot honour (the NKI ones, downsizing,
+    """A code this installation cannot honour (downsizing,
     unknown ones) is logged and ignored: the object is kept as it came."""
 
     name = "compression"

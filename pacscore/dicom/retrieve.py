@@ -18,6 +18,8 @@ from pydicom.dataset import Dataset
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from pacscore.codecs.compression import forPeer
+from pacscore.codecs.nkipixels import withPlainPixels
 from pacscore.codecs.syntaxes import NATIVE, UNCOMPRESSED, canDecode, canEncode, proposals
 from pacscore.codecs.transcode import TranscodeError, transcode
 from pacscore.dicom import commands
@@ -221,7 +223,7 @@ class RetrieveService:
 
     async def _send(self, protocol, command, target, compression, located, progress, respond):
         """Send every object; True if cancelled."""
-        upcoming = _ReadAhead(self.reader, self.workers, located, self._converter(protocol))
+        upcoming = _ReadAhead(self.reader, self.workers, located, self._converter(protocol, compression))
         lastPending = self.reactor.seconds()
         for stored in located:
             if protocol.isCancelled(command) or protocol.state != ESTABLISHED:
@@ -240,17 +242,25 @@ class RetrieveService:
                 respond(PENDING, progress, final=False)
         return False
 
-    def _converter(self, protocol):
-        """``convert(stored, data) -> data or None`` running RetrieveResultConverter0
-        on each object read (in the I/O pool); None without one."""
-        if self.resultHook is None:
-            return None
+    def _converter(self, protocol, compression):
+        """``convert(stored, data) -> data or None`` for each object read (in
+        the I/O pool): RetrieveResultConverter0, then NKI pixel data
+        decompressed or compressed for the destination (``forPeer``)."""
         association = protocol.association
 
         def convert(stored, data):
-            outcome, data = self.resultHook.applyToObject(data, stored.transferSyntax, association.callingAE,
-                                                          association.calledAE)
-            return None if outcome in LEFT_OUT else data
+            try:
+                if self.resultHook is not None:
+                    data = withPlainPixels(data, stored.transferSyntax)
+                    outcome, data = self.resultHook.applyToObject(data, stored.transferSyntax,
+                                                                  association.callingAE, association.calledAE)
+                    if outcome in LEFT_OUT:
+                        return None
+                return forPeer(data, stored.transferSyntax, compression)
+            except TranscodeError as e:
+                self.log.warn("{operation}: {uid} is sent as stored: {error}", operation=self.operation,
+                              uid=stored.sopInstanceUID, error=e)
+                return data
         return convert
 
     async def _sendOne(self, target, stored, data, compression, originator):
@@ -313,7 +323,7 @@ class _ReadAhead:
     batchBytes = 4 << 20
     batchCount = 32
 
-    def __init__(self, reader, workers, located, convert=None):
+    def __init__(self, reader, workers, located, convert):
         self.reader = reader
         self.workers = workers
         self.located = located
@@ -337,8 +347,7 @@ class _ReadAhead:
         return [None if isinstance(stored, Missing) else self._read(stored) for stored in batch]
 
     def _read(self, stored):
-        data = self.reader.read(stored)
-        return data if self.convert is None else self.convert(stored, data)
+        return self.convert(stored, self.reader.read(stored))
 
     async def next(self):
         """The next data set (None for a missing object)."""

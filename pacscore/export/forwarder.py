@@ -31,6 +31,7 @@ from pydicom.dataset import Dataset
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from pacscore.codecs.compression import forPeer
 from pacscore.codecs.syntaxes import UNCOMPRESSED, UNCOMPRESSED_CODE
 from pacscore.codecs.transcode import TranscodeError, transcode
 from pacscore.dicom import commands
@@ -199,7 +200,7 @@ class Forwarder:
         return link.protocol
 
     async def _sendOne(self, protocol, destination, stored, compression):
-        data = await self.workers.deferToWorker(self.reader.read, stored)
+        data = await self.workers.deferToWorker(self._read, stored, compression)
         accepted = protocol.acceptedSyntaxes(stored.sopClassUID)
         syntax, data = await self._encode(stored, data, accepted, compression, destination)
         try:
@@ -231,6 +232,15 @@ class Forwarder:
             return fallback, await self._convert(stored, data, fallback)
         except TranscodeError as e:
             raise ForwardError(f"{stored.sopInstanceUID} cannot be converted to {fallback}: {e}") from e
+
+    def _read(self, stored, compression):
+        """In the I/O pool: the data set of ``stored`` as the destination
+        takes NKI pixel data (``forPeer``)."""
+        data = self.reader.read(stored)
+        try:
+            return forPeer(data, stored.transferSyntax, compression)
+        except TranscodeError as e:
+            raise ForwardError(f"{stored.sopInstanceUID}: {e}") from e
 
     def _convert(self, stored, data, syntax):
         if syntax == stored.transferSyntax:

@@ -21,8 +21,10 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from pacscore.codecs.syntaxes import storedSyntax
-from pacscore.codecs.transcode import TranscodeError, transcode
+from pacscore.codecs.compression import mayChange, recode
+from pacscore.codecs.nki import NKIError
+from pacscore.codecs.nkipixels import withPlainPixels
+from pacscore.codecs.transcode import TranscodeError
 from pacscore.db.index import ImageRecord
 from pacscore.dicom.datasets import IdentifierError
 from pacscore.storage.attributes import DatasetError, readAttributes
@@ -240,7 +242,7 @@ class ObjectStore:
         importers = self.importers if incoming.converters else None
         amenders = self.amenders if incoming.amended else ()
         if (not amenders and importers is None
-                and storedSyntax(incoming.transferSyntax, incoming.compression) == incoming.transferSyntax):
+                and not mayChange(spool.inMemory, incoming.transferSyntax, incoming.compression)):
             return None
         data = spool.inMemory
         if data is None:
@@ -250,6 +252,8 @@ class ObjectStore:
         data, original = bytes(data), data
         transferSyntax, device, compression = incoming.transferSyntax, self.device, incoming.compression
         try:
+            if amenders or importers is not None:
+                data = withPlainPixels(data, transferSyntax)
             for amender in amenders:
                 data = amender.amend(attrs, data, transferSyntax) or data
             if importers is not None:
@@ -259,7 +263,7 @@ class ObjectStore:
                     device = self.devicesByName.get(decision.device, device)
         except WorklistRefusal as e:
             raise Refused(str(e)) from e
-        except IdentifierError as e:
+        except (IdentifierError, NKIError) as e:
             raise InvalidDataset(str(e)) from e
         data, transferSyntax = self._compress(incoming, data, transferSyntax, compression)
         if data == original and transferSyntax == incoming.transferSyntax and device is self.device:
@@ -275,14 +279,12 @@ class ObjectStore:
         return data, attrs, self._header(amended, transferSyntax), device
 
     def _compress(self, incoming, data, transferSyntax, compression):
-        """``(data, transferSyntax)`` in the syntax the Conquest code
-        ``compression`` asks for; unchanged when it asks for none the codecs
-        here can write, or when they fail on this object (logged)."""
-        target = storedSyntax(transferSyntax, compression)
-        if target == transferSyntax:
-            return data, transferSyntax
+        """``(data, transferSyntax)`` as the Conquest code ``compression``
+        asks for (``pacscore.codecs.compression``); unchanged when it asks
+        for nothing the codecs here can do, or when they fail on this
+        object (logged)."""
         try:
-            return transcode(data, transferSyntax, target), target
+            return recode(data, transferSyntax, compression)
         except TranscodeError as e:
             self.log.warn("{uid}: compression {code} not applied, stored as received: {error}",
                           uid=incoming.sopInstanceUID, code=compression, error=e)

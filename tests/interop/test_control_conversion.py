@@ -14,6 +14,7 @@ from pydicom.encaps import encapsulate
 from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, JPEGLosslessSV1, generate_uid
 from twisted.trial import unittest
 
+from pacscore.codecs import nki
 from pacscore.codecs.transcode import transcode
 from pacscore.control.conversion import TEST_CODES
 from pacscore.dicom.datasets import encodeDataset
@@ -98,6 +99,9 @@ class ConversionCommandTests(unittest.TestCase):
         self.assertTrue(byCode["j1"].endswith(f" {JPEGLosslessSV1}"), byCode["j1"])
         self.assertTrue(byCode["jk"].endswith(f" {JPEG2000Lossless}"), byCode["jk"])
         self.assertTrue(byCode["un"].endswith(f" {ExplicitVRLittleEndian}"), byCode["un"])
+        for mode in (1, 2, 3, 4):
+            self.assertTrue(byCode[f"n{mode}"].endswith(f" {ExplicitVRLittleEndian} NKI mode {mode}"),
+                            byCode[f"n{mode}"])
         study = pydicom.dcmread(path).StudyInstanceUID
         matches, _ = findscu(self.server, STUDY_ROOT, "SERIES",
                              {"StudyInstanceUID": study, "SeriesInstanceUID": None, "SeriesDescription": None})
@@ -105,3 +109,8 @@ class ConversionCommandTests(unittest.TestCase):
         for code in ("j1", "jk"):
             stored = pydicom.dcmread(os.path.join(self.server.dataDir, byCode[code].split()[0][len("MAG0:"):]))
             self.assertEqual(stored.pixel_array[:, 0, 0].tolist(), list(range(FRAMES)))
+        original = pydicom.dcmread(path).PixelData
+        for code in ("n1", "n4"):
+            stored = pydicom.dcmread(os.path.join(self.server.dataDir, byCode[code].split()[0][len("MAG0:"):]))
+            self.assertNotIn("PixelData", stored)
+            self.assertEqual(nki.decompress(stored[0x7FDF0010].value), original)

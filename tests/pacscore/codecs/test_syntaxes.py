@@ -18,7 +18,8 @@ NATIVE = [IMPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN,
 LOSSLESS = [JPEG_LOSSLESS, JPEG_LOSSLESS_SV1, JPEG_LS_LOSSLESS, JPEG_2000_LOSSLESS, RLE_LOSSLESS]
 LOSSY = [JPEG_BASELINE, JPEG_EXTENDED, JPEG_LS_NEAR_LOSSLESS, JPEG_2000]
 COMPRESSED = LOSSLESS + LOSSY
-UNSUPPORTED_CODES = ["n1", "n2", "n3", "n4", "nj", "uj", "k1", "k2", "k4", "k8", "zz", "j9"]
+NKI_CODES = ["n1", "n2", "n3", "n4", "nj", "uj"]  # their syntax proposals are those of "as"
+UNSUPPORTED_CODES = ["k1", "k2", "k4", "k8", "zz", "j9"]
 CONQUEST_JPEG = {
     "j1": JPEG_LOSSLESS_SV1, "j2": JPEG_LOSSLESS, "j3": JPEG_BASELINE, "j4": JPEG_EXTENDED,
     "j5": JPEG_BASELINE, "j6": JPEG_EXTENDED, "jk": JPEG_2000_LOSSLESS, "jl": JPEG_2000,
@@ -221,9 +222,15 @@ class ProposalTests(unittest.TestCase):
             self.assertFalse(isSupportedCode(code), code)
 
     def test_supportedCodes(self):
-        for code in list(CONQUEST_JPEG) + ["as", "un", "UN", None, "", "Jk"]:
+        for code in list(CONQUEST_JPEG) + NKI_CODES + ["as", "un", "UN", None, "", "Jk", "N4"]:
             self.assertTrue(isSupportedCode(code), code)
-        self.assertEqual(SUPPORTED_CODES, set(CONQUEST_JPEG) | {"as", "un"})
+        self.assertEqual(SUPPORTED_CODES, set(CONQUEST_JPEG) | set(NKI_CODES) | {"as", "un"})
+
+    def test_nkiCodesProposeAsAs(self):
+        for code in NKI_CODES:
+            for stored in NATIVE + COMPRESSED:
+                self.assertProposals(stored, code, proposals(stored, "as"))
+                self.assertEqual(storedSyntax(stored, code), stored)
 
     def test_everyCodeEndsUncompressed(self):
         for code in list(SUPPORTED_CODES) + UNSUPPORTED_CODES:

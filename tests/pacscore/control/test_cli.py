@@ -8,6 +8,7 @@ import pydicom
 from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, JPEGLosslessSV1
 from twisted.trial import unittest
 
+from pacscore.codecs import nki
 from pacscore.control.cli import USAGE, main, parseArguments
 from pacscore.control.registry import CommandRegistry
 from pacscore.testing.corpus import makeDataset
@@ -138,7 +139,7 @@ class CliTests(unittest.TestCase):
 
     def test_recompressFilesInPlace(self):
         """-jc1 (JPEG lossless), -j*jk (JPEG 2000 lossless), -jd (back to
-        uncompressed): the pixels stay the same; NKI is refused."""
+        uncompressed), -nc4 (NKI), -nd (back): the pixels stay the same."""
         path = os.path.abspath(self.mktemp())
         dataset = makeDataset("P", "N^M", "1.2.3", "1.2.3.4", "1.2.3.4.5", 1, 1)
         dataset.save_as(path, enforce_file_format=True)
@@ -150,8 +151,15 @@ class CliTests(unittest.TestCase):
             self.assertEqual((converted.file_meta.TransferSyntaxUID, converted.SOPInstanceUID), (syntax, "1.2.3.4.5"))
             self.assertEqual(converted.pixel_array.tolist(), pixels)
         self.assertEqual(self.dgate(f"-jd{path}"), (0, f"{path}: left as it is ({ExplicitVRLittleEndian})"))
-        self.assertEqual(self.dgate(f"-nc1{path}")[0], 2)
+        self.assertEqual(self.dgate(f"-nc4{path}"), (0, f"{path}: n4 applied ({ExplicitVRLittleEndian})"))
+        compressed = pydicom.dcmread(path)
+        self.assertNotIn("PixelData", compressed)
+        self.assertEqual(nki.decompress(compressed[0x7FDF0010].value), dataset.PixelData)
+        self.assertEqual(self.dgate(f"-nc2{path}"), (0, f"{path}: left as it is ({ExplicitVRLittleEndian})"))
+        self.assertEqual(self.dgate(f"-nd{path}"), (0, f"{path}: uj applied ({ExplicitVRLittleEndian})"))
+        self.assertEqual(pydicom.dcmread(path).pixel_array.tolist(), pixels)
         self.assertEqual(self.dgate("-jc1")[0], 2)
+        self.assertEqual(self.dgate("-nc")[0], 2)
 
     def test_missingWorkdir(self):
         missing = os.path.abspath(self.mktemp())

@@ -18,6 +18,7 @@ class PreferenceTests(unittest.TestCase):
             ("compression j2", "import", "compression", "j2"),
             ("compression JK", "import", "compression", "JK"),
             ("compression un", "import", "compression", "un"),
+            ("compression n4", "import", "compression", "n4"),
             ("testmode .1", "import", "testMode", ".1"),
             ("testmode .%i", "export", "testMode", ".123"),
             ("testmode", "import", "testMode", ""),
@@ -28,8 +29,8 @@ class PreferenceTests(unittest.TestCase):
             self.assertEqual(getattr(context, attribute), value, line)
 
     def test_unsupportedCompression(self):
-        """An NKI or unknown code is logged and leaves the object as it came."""
-        for code in ("n4", "zz"):
+        """A downsizing or unknown code is logged and leaves the object as it came."""
+        for code in ("k4", "zz"):
             with capturedLogs() as events:
                 outcome, marks, context = run(f"compression {code}; mark a")
             self.assertEqual((outcome, marks, context.compression), (Outcome.CONTINUE, "a", None))

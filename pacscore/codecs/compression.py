@@ -1,0 +1,83 @@
+"""A data set in the form a Conquest compression code asks for (manual
+7.7): the one function storing, ``dgate -jd/-jc/-nd/-nc``, ArchiveCompression
+and sending use to apply a code to an object.
+
+The JPEG, JPEG 2000 and "un" codes ask for a transfer syntax
+(``pacscore.codecs.syntaxes``); the NKI codes n1..n4 for NKI compressed
+pixel data in the object's own uncompressed little endian syntax (explicit
+VR little endian when it was in another one, JPEG decompressed first);
+"nj" is n4 but leaves an object with compressed pixel data as it is, "uj"
+is "un" for one with native pixel data and leaves the others as they are.
+Every code but "as" (and unknown ones) and the NKI ones decompresses NKI
+pixel data first: Conquest's "un" is "uncompress NKI and/or JPEG".
+"""
+
+from pacscore.codecs import nkipixels
+from pacscore.codecs.syntaxes import (
+    AS_IS, EXPLICIT_VR_LITTLE_ENDIAN, codeOf, isCompressed, isSupportedCode, storedSyntax)
+from pacscore.codecs.transcode import transcode
+
+NKI_MODES = {"n1": 1, "n2": 2, "n3": 3, "n4": 4, "nj": 4}
+LEAVE_COMPRESSED = frozenset({"nj", "uj"})  # codes that leave compressed pixel data as it is
+
+
+def nkiMode(code):
+    """The NKI mode (1..4) a compression code asks for, or None."""
+    return NKI_MODES.get(codeOf(code))
+
+
+def keepsNKI(code):
+    """Whether objects with NKI pixel data stay so under ``code``."""
+    code = codeOf(code)
+    return code == AS_IS or code in NKI_MODES or not isSupportedCode(code)
+
+
+def recode(data, syntax, code):
+    """``(data, syntax)``: the data set ``data`` (no file meta) in
+    ``syntax`` as the compression code ``code`` wants it; the same objects
+    when it changes nothing. TranscodeError (NKIError is one) when the
+    codecs cannot do it."""
+    code = codeOf(code)
+    if code in LEAVE_COMPRESSED and isCompressed(syntax):
+        return data, syntax
+    mode = NKI_MODES.get(code)
+    if mode is not None:
+        if syntax not in nkipixels.SYNTAXES:
+            data, syntax = transcode(data, syntax, EXPLICIT_VR_LITTLE_ENDIAN), EXPLICIT_VR_LITTLE_ENDIAN
+        compressed = nkipixels.compressDataset(data, syntax, mode)
+        return (data if compressed is None else compressed), syntax
+    if keepsNKI(code):
+        return data, syntax
+    plain = nkipixels.decompressDataset(data, syntax)
+    if plain is not None:
+        data = plain
+    target = storedSyntax(syntax, code)
+    return transcode(data, syntax, target), target
+
+
+def mayChange(data, syntax, code):
+    """False when ``recode`` surely leaves the data set as it is; ``data``
+    may be None when it is not at hand (then an object that may hold NKI
+    pixel data counts as unchanged unless its syntax changes)."""
+    code = codeOf(code)
+    if code in LEAVE_COMPRESSED and isCompressed(syntax):
+        return False
+    if code in NKI_MODES:
+        return True
+    if keepsNKI(code):
+        return False
+    return storedSyntax(syntax, code) != syntax or (data is not None and nkipixels.holdsNKI(data, syntax))
+
+
+def forPeer(data, syntax, code):
+    """The data set ``data`` in ``syntax`` as it goes to a peer whose
+    compression code is ``code``, in the same syntax: NKI compressed for
+    the NKI codes when its pixel data is native little endian (a Conquest
+    peer), else with any NKI pixel data decompressed ("compression is
+    transparent for DICOM connections"). NKIError when that is damaged."""
+    mode = nkiMode(code)
+    if mode is None:
+        converted = nkipixels.decompressDataset(data, syntax)
+    else:
+        converted = nkipixels.compressDataset(data, syntax, mode)
+    return data if converted is None else converted

@@ -1,0 +1,99 @@
+"""NKI private compression (Conquest's n1..n4) against real clients: a
+pacs storing with IncomingCompression = n4, its objects fetched with DCMTK
+getscu and moved with movescu to a DCMTK storescp registered with "un"
+(they arrive decompressed) and to one registered with "n4" (a Conquest
+peer: they arrive NKI compressed); a second pacs with IncomingCompression
+= un (Conquest's default) receiving such an NKI object from storescu
+stores it decompressed."""
+
+import os
+import tempfile
+
+import pydicom
+from pydicom.data import get_testdata_file
+from twisted.trial import unittest
+
+from pacscore.codecs import nki
+from tests.interop.peers import StorescpServer
+from tests.interop.server import PacsServer, dcmtk
+from tests.interop.test_control_commands import storedFile
+from tests.interop.test_retrieve import movescu
+
+NKI_PIXEL_DATA = 0x7FDF0010
+
+
+def nkiPixels(ds):
+    """The decompressed NKI pixel data of ``ds`` (read raw: pydicom takes
+    (7FDF,0010) for a private creator)."""
+    return nki.decompress(ds.get_item(NKI_PIXEL_DATA).value)
+
+
+class NKITests(unittest.TestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        cls.workdir = tempfile.mkdtemp(prefix="pacs-nki-")
+        cls.plainPeer = StorescpServer(os.path.join(cls.workdir, "plain"), aet="PLAINSCP")
+        cls.conquestPeer = StorescpServer(os.path.join(cls.workdir, "conquest"), aet="CONQUESTSCP")
+        cls.server = PacsServer(os.path.join(cls.workdir, "pacs"))
+        cls.server.setIni(IncomingCompression="n4")
+        cls.server.addNode(cls.plainPeer.aet, cls.plainPeer.port, compression="un")
+        cls.server.addNode(cls.conquestPeer.aet, cls.conquestPeer.port, compression="n4")
+        cls.receiver = PacsServer(os.path.join(cls.workdir, "receiver"), ae="RECEIVER")
+        cls.receiver.setIni(IncomingCompression="un")
+        for process in (cls.plainPeer, cls.conquestPeer, cls.server, cls.receiver):
+            process.start()
+        cls.path = get_testdata_file("CT_small.dcm")
+        cls.original = pydicom.dcmread(cls.path)
+        result = cls.server.store(cls.path)
+        assert result.returncode == 0, result.stderr
+
+    @classmethod
+    def tearDownClass(cls):
+        for process in (cls.receiver, cls.server, cls.conquestPeer, cls.plainPeer):
+            process.stop()
+
+    def assertOriginalPixels(self, ds):
+        self.assertEqual(ds.PixelData, self.original.PixelData)
+        self.assertNotIn(NKI_PIXEL_DATA, ds)
+
+    def moveTo(self, peer):
+        peer.reset()
+        result = movescu(self.server, peer.aet, "IMAGE",
+                         {"StudyInstanceUID": self.original.StudyInstanceUID,
+                          "SeriesInstanceUID": self.original.SeriesInstanceUID,
+                          "SOPInstanceUID": self.original.SOPInstanceUID})
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        [received] = peer.datasets()
+        return received
+
+    def test_storedNKICompressed(self):
+        _, path = storedFile(self.server, self.original.SOPInstanceUID)
+        stored = pydicom.dcmread(path)
+        self.assertNotIn("PixelData", stored)
+        self.assertEqual(nkiPixels(stored), self.original.PixelData)
+        self.assertEqual(stored.get_item(NKI_PIXEL_DATA).value[4:8], b"\x04\x00\x00\x00", "mode 4")
+        self.assertEqual(stored.PatientName, self.original.PatientName)
+        self.assertLess(os.path.getsize(path), os.path.getsize(self.path))
+
+    def test_getscuReceivesPixelData(self):
+        out = tempfile.mkdtemp(dir=self.workdir)
+        result = dcmtk("getscu", "-S", "-aec", self.server.ae, "-od", out, "-k", "QueryRetrieveLevel=STUDY",
+                       "-k", f"StudyInstanceUID={self.original.StudyInstanceUID}", "127.0.0.1", self.server.port)
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        [name] = os.listdir(out)
+        self.assertOriginalPixels(pydicom.dcmread(os.path.join(out, name)))
+
+    def test_movedDecompressedOrNKIByDestination(self):
+        self.assertOriginalPixels(self.moveTo(self.plainPeer))
+        toConquest = self.moveTo(self.conquestPeer)
+        self.assertNotIn("PixelData", toConquest)
+        self.assertEqual(nkiPixels(toConquest), self.original.PixelData)
+
+    def test_nkiObjectReceivedWithUnStoredDecompressed(self):
+        self.moveTo(self.conquestPeer)
+        [nkiFile] = self.conquestPeer.files()
+        result = self.receiver.store(nkiFile)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        _, path = storedFile(self.receiver, self.original.SOPInstanceUID)
+        self.assertOriginalPixels(pydicom.dcmread(path))

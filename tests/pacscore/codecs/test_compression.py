@@ -1,0 +1,67 @@
+"""Compression codes applied to data sets: the NKI codes beside the
+transfer syntax ones."""
+
+from twisted.trial import unittest
+
+from pacscore.codecs import nkipixels
+from pacscore.codecs.compression import forPeer, keepsNKI, mayChange, nkiMode, recode
+from pacscore.codecs.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, JPEG_LOSSLESS_SV1
+from pacscore.codecs.transcode import transcode
+from tests.pacscore.codecs.test_nkipixels import encode, sample
+
+EXPLICIT = EXPLICIT_VR_LITTLE_ENDIAN
+
+
+class RecodeTests(unittest.TestCase):
+
+    def setUp(self):
+        self.plain = encode(sample(), EXPLICIT)
+        self.nki = nkipixels.compressDataset(self.plain, EXPLICIT, 3)
+        self.jpeg = transcode(self.plain, EXPLICIT, JPEG_LOSSLESS_SV1)
+
+    def test_nkiCodes(self):
+        for code, mode in (("n1", 1), ("N2", 2), ("n3", 3), ("n4", 4), ("nj", 4)):
+            self.assertEqual(nkiMode(code), mode)
+            data, syntax = recode(self.plain, EXPLICIT, code)
+            self.assertEqual(syntax, EXPLICIT)
+            self.assertEqual(data, nkipixels.compressDataset(self.plain, EXPLICIT, mode))
+            self.assertTrue(mayChange(None, EXPLICIT, code))
+        self.assertIs(recode(self.nki, EXPLICIT, "n4")[0], self.nki, "already NKI: left as it is")
+
+    def test_nkiOfCompressedData(self):
+        """n4 decompresses JPEG first (explicit VR little endian); nj leaves it."""
+        data, syntax = recode(self.jpeg, JPEG_LOSSLESS_SV1, "n4")
+        self.assertEqual(syntax, EXPLICIT)
+        self.assertEqual(nkipixels.decompressDataset(data, syntax), self.plain)
+        self.assertEqual(recode(self.jpeg, JPEG_LOSSLESS_SV1, "nj"), (self.jpeg, JPEG_LOSSLESS_SV1))
+        self.assertFalse(mayChange(self.jpeg, JPEG_LOSSLESS_SV1, "nj"))
+
+    def test_otherCodesDecompressNKI(self):
+        self.assertEqual(recode(self.nki, EXPLICIT, "un"), (self.plain, EXPLICIT))
+        self.assertEqual(recode(self.nki, EXPLICIT, "uj"), (self.plain, EXPLICIT))
+        data, syntax = recode(self.nki, EXPLICIT, "j1")
+        self.assertEqual((data, syntax), (self.jpeg, JPEG_LOSSLESS_SV1))
+        for code in ("un", "uj", "j1"):
+            self.assertTrue(mayChange(self.nki, EXPLICIT, code), code)
+            self.assertFalse(keepsNKI(code))
+        self.assertFalse(mayChange(self.plain, EXPLICIT, "un"))
+        self.assertFalse(mayChange(None, EXPLICIT, "un"), "not at hand: only the syntax counts")
+        self.assertEqual(recode(self.jpeg, JPEG_LOSSLESS_SV1, "uj"), (self.jpeg, JPEG_LOSSLESS_SV1))
+
+    def test_asAndUnknownCodesKeepNKI(self):
+        for code in ("as", "", None, "k4", "zz"):
+            self.assertTrue(keepsNKI(code))
+            self.assertEqual(recode(self.nki, EXPLICIT, code), (self.nki, EXPLICIT))
+            self.assertFalse(mayChange(self.nki, EXPLICIT, code))
+
+    def test_forPeer(self):
+        """A peer gets NKI pixel data when its code is an NKI one, plain
+        pixel data otherwise; the syntax stays."""
+        self.assertEqual(forPeer(self.nki, EXPLICIT, "un"), self.plain)
+        self.assertEqual(forPeer(self.nki, EXPLICIT, "as"), self.plain)
+        self.assertIs(forPeer(self.plain, EXPLICIT, "j2"), self.plain)
+        self.assertEqual(forPeer(self.plain, EXPLICIT, "n2"), nkipixels.compressDataset(self.plain, EXPLICIT, 2))
+        self.assertIs(forPeer(self.jpeg, JPEG_LOSSLESS_SV1, "n4"), self.jpeg)
+        implicit = encode(sample(), IMPLICIT_VR_LITTLE_ENDIAN)
+        self.assertEqual(forPeer(forPeer(implicit, IMPLICIT_VR_LITTLE_ENDIAN, "n1"), IMPLICIT_VR_LITTLE_ENDIAN, "un"),
+                         implicit)

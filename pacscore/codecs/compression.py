@@ -8,11 +8,15 @@ pixel data in the object's own uncompressed little endian syntax (explicit
 VR little endian when it was in another one, JPEG decompressed first);
 "nj" is n4 but leaves an object with compressed pixel data as it is, "uj"
 is "un" for one with native pixel data and leaves the others as they are.
+The downsizing codes k1..kc subsample images larger than their size
+(``pacscore.codecs.downsize``), decompressing those with compressed pixel
+data (explicit VR little endian) first.
 Every code but "as" (and unknown ones) and the NKI ones decompresses NKI
 pixel data first: Conquest's "un" is "uncompress NKI and/or JPEG".
 """
 
 from pacscore.codecs import nkipixels
+from pacscore.codecs.downsize import SIZES, downsizeDataset, needsDownsizing
 from pacscore.codecs.syntaxes import (
     AS_IS, EXPLICIT_VR_LITTLE_ENDIAN, codeOf, isCompressed, isSupportedCode, storedSyntax)
 from pacscore.codecs.transcode import transcode
@@ -48,9 +52,14 @@ def recode(data, syntax, code):
         return (data if compressed is None else compressed), syntax
     if keepsNKI(code):
         return data, syntax
-    plain = nkipixels.decompressDataset(data, syntax)
-    if plain is not None:
-        data = plain
+    data = nkipixels.withPlainPixels(data, syntax)
+    size = SIZES.get(code)
+    if size is not None:
+        if not needsDownsizing(data, syntax, size):
+            return data, syntax
+        if isCompressed(syntax):
+            data, syntax = transcode(data, syntax, EXPLICIT_VR_LITTLE_ENDIAN), EXPLICIT_VR_LITTLE_ENDIAN
+        return downsizeDataset(data, syntax, size) or data, syntax
     target = storedSyntax(syntax, code)
     return transcode(data, syntax, target), target
 
@@ -66,6 +75,8 @@ def mayChange(data, syntax, code):
         return True
     if keepsNKI(code):
         return False
+    if code in SIZES:  # not at hand: to be read (an image that large is often spooled)
+        return data is None or nkipixels.holdsNKI(data, syntax) or needsDownsizing(data, syntax, SIZES[code])
     return storedSyntax(syntax, code) != syntax or (data is not None and nkipixels.holdsNKI(data, syntax))
 
 
@@ -74,10 +85,15 @@ def forPeer(data, syntax, code):
     compression code is ``code``, in the same syntax: NKI compressed for
     the NKI codes when its pixel data is native little endian (a Conquest
     peer), else with any NKI pixel data decompressed ("compression is
-    transparent for DICOM connections"). NKIError when that is damaged."""
+    transparent for DICOM connections"); downsized for the downsizing codes
+    when its pixel data is native. TranscodeError (NKIError is one) when it
+    is damaged."""
     mode = nkiMode(code)
-    if mode is None:
-        converted = nkipixels.decompressDataset(data, syntax)
-    else:
+    if mode is not None:
         converted = nkipixels.compressDataset(data, syntax, mode)
-    return data if converted is None else converted
+        return data if converted is None else converted
+    data = nkipixels.withPlainPixels(data, syntax)
+    size = SIZES.get(codeOf(code))
+    if size is None or isCompressed(syntax):
+        return data
+    return downsizeDataset(data, syntax, size) or data

@@ -54,10 +54,10 @@ syntax when that is uncompressed too (big endian, deflated): no
 conversion when the peer takes it.
 
 The NKI codes (n1..n4, nj, uj) keep the object in a native syntax and
-NKI compress its pixel data or not (``pacscore.codecs.compression``):
-``proposals`` treats them as "as". The downsizing ones (k1..k8) are not
-supported: ``proposals`` treats them, and any unknown code, as "as";
-``isSupportedCode`` tells the caller so it can log it.
+NKI compress its pixel data or not, the downsizing ones (k1..kc) subsample
+its image (``pacscore.codecs.compression``): ``proposals`` treats them
+as "as", and so any unknown code; ``isSupportedCode`` tells the caller
+so it can log it.
 
 Codes are compared case-insensitively; None or "" means "as".
 """
@@ -120,7 +120,8 @@ CODE_SYNTAXES = {
 AS_IS = "as"
 UNCOMPRESSED_CODE = "un"
 NKI_CODES = frozenset({"n1", "n2", "n3", "n4", "nj", "uj"})
-SUPPORTED_CODES = frozenset(CODE_SYNTAXES) | NKI_CODES | {AS_IS, UNCOMPRESSED_CODE}
+DOWNSIZING_CODES = frozenset({"k1", "k2", "k4", "k8", "ka", "kb", "kc"})
+SUPPORTED_CODES = frozenset(CODE_SYNTAXES) | NKI_CODES | DOWNSIZING_CODES | {AS_IS, UNCOMPRESSED_CODE}
 
 
 def _clean(syntax):
@@ -147,8 +148,8 @@ def isLossy(syntax):
 
 def isSupportedCode(compression):
     """True when the compression code ``compression`` is honoured here
-    (None or "" count as "as"); False for the downsizing and unknown
-    codes, which are taken as "as"."""
+    (None or "" count as "as"); False for unknown codes (vX, s0..s9 ...),
+    which are taken as "as"."""
     return codeOf(compression) in SUPPORTED_CODES
 
 

@@ -22,7 +22,7 @@ class Storage(TextCommand):
 
 
 class Compression(TextCommand):
-    """A code this installation cannot honour (downsizing,
+    """A code this installation cannot honour (vX, s0..s9,
     unknown ones) is logged and ignored: the object is kept as it came."""
 
     name = "compression"

@@ -6,8 +6,9 @@ from pydicom.pixels import get_decoder, get_encoder
 from pydicom.uid import UID
 from twisted.trial import unittest
 
+from pacscore.codecs.downsize import SIZES
 from pacscore.codecs.syntaxes import (
-    CODE_SYNTAXES, DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_BIG_ENDIAN,
+    CODE_SYNTAXES, DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, DOWNSIZING_CODES, EXPLICIT_VR_BIG_ENDIAN,
     EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, JPEG_2000, JPEG_2000_LOSSLESS,
     JPEG_BASELINE, JPEG_EXTENDED, JPEG_LOSSLESS, JPEG_LOSSLESS_SV1, JPEG_LOSSLESS_SYNTAXES,
     JPEG_LS_LOSSLESS, JPEG_LS_NEAR_LOSSLESS, RLE_LOSSLESS, SUPPORTED_CODES, UNCOMPRESSED,
@@ -18,8 +19,9 @@ NATIVE = [IMPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN,
 LOSSLESS = [JPEG_LOSSLESS, JPEG_LOSSLESS_SV1, JPEG_LS_LOSSLESS, JPEG_2000_LOSSLESS, RLE_LOSSLESS]
 LOSSY = [JPEG_BASELINE, JPEG_EXTENDED, JPEG_LS_NEAR_LOSSLESS, JPEG_2000]
 COMPRESSED = LOSSLESS + LOSSY
-NKI_CODES = ["n1", "n2", "n3", "n4", "nj", "uj"]  # their syntax proposals are those of "as"
-UNSUPPORTED_CODES = ["k1", "k2", "k4", "k8", "zz", "j9"]
+# NKI and downsizing codes: their syntax proposals are those of "as"
+PIXEL_CODES = ["n1", "n2", "n3", "n4", "nj", "uj", "k1", "k2", "k4", "k8", "ka", "kb", "kc"]
+UNSUPPORTED_CODES = ["v2", "s0", "zz", "j9"]
 CONQUEST_JPEG = {
     "j1": JPEG_LOSSLESS_SV1, "j2": JPEG_LOSSLESS, "j3": JPEG_BASELINE, "j4": JPEG_EXTENDED,
     "j5": JPEG_BASELINE, "j6": JPEG_EXTENDED, "jk": JPEG_2000_LOSSLESS, "jl": JPEG_2000,
@@ -222,12 +224,12 @@ class ProposalTests(unittest.TestCase):
             self.assertFalse(isSupportedCode(code), code)
 
     def test_supportedCodes(self):
-        for code in list(CONQUEST_JPEG) + NKI_CODES + ["as", "un", "UN", None, "", "Jk", "N4"]:
+        for code in list(CONQUEST_JPEG) + PIXEL_CODES + ["as", "un", "UN", None, "", "Jk", "N4"]:
             self.assertTrue(isSupportedCode(code), code)
-        self.assertEqual(SUPPORTED_CODES, set(CONQUEST_JPEG) | set(NKI_CODES) | {"as", "un"})
+        self.assertEqual(SUPPORTED_CODES, set(CONQUEST_JPEG) | set(PIXEL_CODES) | {"as", "un"})
 
-    def test_nkiCodesProposeAsAs(self):
-        for code in NKI_CODES:
+    def test_pixelCodesProposeAsAs(self):
+        for code in PIXEL_CODES:
             for stored in NATIVE + COMPRESSED:
                 self.assertProposals(stored, code, proposals(stored, "as"))
                 self.assertEqual(storedSyntax(stored, code), stored)
@@ -267,3 +269,6 @@ class StoredSyntaxTests(unittest.TestCase):
         self.assertEqual(storedSyntax(JPEG_BASELINE, "jk"), JPEG_2000_LOSSLESS)
         self.assertEqual(storedSyntax(EXPLICIT_VR_LITTLE_ENDIAN, "j3"), EXPLICIT_VR_LITTLE_ENDIAN)  # no encoder
         self.assertEqual(storedSyntax(JPEG_EXTENDED, "j3"), JPEG_EXTENDED)  # accepted as the second choice
+
+    def test_downsizingCodesAreThoseWithSizes(self):
+        self.assertEqual(set(SIZES), DOWNSIZING_CODES)

@@ -29,8 +29,8 @@ class PreferenceTests(unittest.TestCase):
             self.assertEqual(getattr(context, attribute), value, line)
 
     def test_unsupportedCompression(self):
-        """A downsizing or unknown code is logged and leaves the object as it came."""
-        for code in ("k4", "zz"):
+        """An unknown code is logged and leaves the object as it came."""
+        for code in ("v2", "zz"):
             with capturedLogs() as events:
                 outcome, marks, context = run(f"compression {code}; mark a")
             self.assertEqual((outcome, marks, context.compression), (Outcome.CONTINUE, "a", None))

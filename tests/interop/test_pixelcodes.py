@@ -1,10 +1,12 @@
-"""NKI private compression (Conquest's n1..n4) against real clients: a
-pacs storing with IncomingCompression = n4, its objects fetched with DCMTK
-getscu and moved with movescu to a DCMTK storescp registered with "un"
-(they arrive decompressed) and to one registered with "n4" (a Conquest
-peer: they arrive NKI compressed); a second pacs with IncomingCompression
-= un (Conquest's default) receiving such an NKI object from storescu
-stores it decompressed."""
+"""Conquest's NKI private compression (n1..n4) and downsizing (k1..kc)
+codes against real clients: a pacs storing with IncomingCompression = n4,
+its objects fetched with DCMTK getscu and moved with movescu to a DCMTK
+storescp registered with "un" (they arrive decompressed), to one
+registered with "n4" (a Conquest peer: they arrive NKI compressed) and to
+one registered with "ka" (they arrive downsized to 64 pixels across); a
+second pacs with IncomingCompression = un (Conquest's default) receiving
+such an NKI object from storescu stores it decompressed, and an object
+sent to it as RECEIVER~kb downsized."""
 
 import os
 import tempfile
@@ -35,13 +37,16 @@ class NKITests(unittest.TestCase):
         cls.workdir = tempfile.mkdtemp(prefix="pacs-nki-")
         cls.plainPeer = StorescpServer(os.path.join(cls.workdir, "plain"), aet="PLAINSCP")
         cls.conquestPeer = StorescpServer(os.path.join(cls.workdir, "conquest"), aet="CONQUESTSCP")
+        cls.thumbnailPeer = StorescpServer(os.path.join(cls.workdir, "thumbnails"), aet="THUMBSCP")
         cls.server = PacsServer(os.path.join(cls.workdir, "pacs"))
         cls.server.setIni(IncomingCompression="n4")
         cls.server.addNode(cls.plainPeer.aet, cls.plainPeer.port, compression="un")
         cls.server.addNode(cls.conquestPeer.aet, cls.conquestPeer.port, compression="n4")
+        cls.server.addNode(cls.thumbnailPeer.aet, cls.thumbnailPeer.port, compression="ka")
         cls.receiver = PacsServer(os.path.join(cls.workdir, "receiver"), ae="RECEIVER")
         cls.receiver.setIni(IncomingCompression="un")
-        for process in (cls.plainPeer, cls.conquestPeer, cls.server, cls.receiver):
+        cls.processes = (cls.plainPeer, cls.conquestPeer, cls.thumbnailPeer, cls.server, cls.receiver)
+        for process in cls.processes:
             process.start()
         cls.path = get_testdata_file("CT_small.dcm")
         cls.original = pydicom.dcmread(cls.path)
@@ -50,7 +55,7 @@ class NKITests(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        for process in (cls.receiver, cls.server, cls.conquestPeer, cls.plainPeer):
+        for process in reversed(cls.processes):
             process.stop()
 
     def assertOriginalPixels(self, ds):
@@ -97,3 +102,22 @@ class NKITests(unittest.TestCase):
         self.assertEqual(result.returncode, 0, result.stderr)
         _, path = storedFile(self.receiver, self.original.SOPInstanceUID)
         self.assertOriginalPixels(pydicom.dcmread(path))
+
+    def test_movedDownsized(self):
+        """128 x 128 to a node registered "ka": 64 x 64, every other pixel, Pixel Spacing doubled."""
+        small = self.moveTo(self.thumbnailPeer)
+        self.assertEqual((small.Rows, small.Columns), (64, 64))
+        self.assertEqual(small.pixel_array.tolist(), self.original.pixel_array[::2, ::2].tolist())
+        self.assertEqual([float(v) for v in small.PixelSpacing],
+                         [float(f"{float(v) * 2:g}") for v in self.original.PixelSpacing])
+
+    def test_storedDownsizedByCalledAE(self):
+        """RECEIVER~kb: stored 32 x 32."""
+        source = get_testdata_file("MR_small.dcm")  # 64 x 64
+        result = dcmtk("storescu", "-aec", "RECEIVER~kb", "127.0.0.1", self.receiver.port, source)
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        mr = pydicom.dcmread(source)
+        _, path = storedFile(self.receiver, mr.SOPInstanceUID)
+        stored = pydicom.dcmread(path)
+        self.assertEqual((stored.Rows, stored.Columns), (32, 32))
+        self.assertEqual(stored.pixel_array.tolist(), mr.pixel_array[::2, ::2].tolist())

@@ -104,6 +104,18 @@ def withPlainPixels(data, syntax):
     return data if plain is None else plain
 
 
+def decompressDecoded(dataset):
+    """The same for a data set pydicom has just read (its (7FDF,0010) not
+    yet converted): NKI compressed pixel data replaced by (7FE0,0010) OW.
+    NKIError when it is damaged."""
+    if PIXEL_DATA in dataset or NKI_PIXEL_DATA not in dataset:
+        return
+    value = dataset.get_item(NKI_PIXEL_DATA).value
+    if isinstance(value, bytes) and nki.mode(value):
+        dataset.add_new(PIXEL_DATA, "OW", nki.decompress(value))
+        del dataset[NKI_PIXEL_DATA]
+
+
 def compressDataset(data, syntax, mode):
     """``data`` with its (7FE0,0010) NKI compressed in ``mode`` (1..4) into
     (7FDF,0010); None when there is nothing to compress (no native Pixel

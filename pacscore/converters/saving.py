@@ -2,7 +2,8 @@
 (manual 7.2): ``save to FILE`` and ``process with COMMAND``.
 
 ``save to`` writes the current data set as a Part-10 file (the name is
-expanded, missing folders are created).  ``process with`` writes it to a
+expanded, missing folders are created); in an export converter, the whole
+stored object (NKI compressed pixel data decompressed).  ``process with`` writes it to a
 temporary Part-10 file, runs the expanded command through the shell with
 that file's name appended as its last argument, and reads the file back
 as the new data set; a command that fails (non-zero exit) or leaves an
@@ -22,6 +23,8 @@ from pydicom.errors import InvalidDicomError
 from pydicom.uid import ExplicitVRLittleEndian
 from twisted.logger import Logger
 
+from pacscore.codecs.nki import NKIError
+from pacscore.codecs.nkipixels import decompressDecoded
 from pacscore.converters.command import TextCommand, localPath
 from pacscore.converters.context import Outcome
 from pacscore.dicom.datasets import encodeDataset
@@ -49,10 +52,15 @@ def writePart10(dataset, path, syntax=None, body=None):
 
 def readObject(path):
     """The whole object in ``path`` (Part-10, or a bare data set as
-    Conquest's .v2 files); InvalidDicomError when it holds no element."""
+    Conquest's .v2 files), NKI compressed pixel data decompressed;
+    InvalidDicomError when it holds no element or damaged NKI data."""
     dataset = dcmread(path, force=True)
     if not len(dataset):
         raise InvalidDicomError(f"{path} holds no DICOM element")
+    try:
+        decompressDecoded(dataset)
+    except NKIError as e:
+        raise InvalidDicomError(f"{path}: {e}") from e
     return dataset
 
 
@@ -61,10 +69,20 @@ class SaveToCommand(TextCommand):
 
     name = "save to"
 
+    log = Logger()
+
     def run(self, arguments, context):
         path = localPath(context, context.expand(arguments))
+        dataset = context.dataset
+        if not context.isImport:  # an export converter's data set stops before the pixels
+            try:
+                dataset = readObject(context.filename)
+            except (OSError, InvalidDicomError) as e:
+                self.log.error("{converter}: save to {path}: {error}", converter=context.converterName,
+                               path=path, error=e)
+                return Outcome.CONTINUE
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        writePart10(context.dataset, path)
+        writePart10(dataset, path)
         return Outcome.CONTINUE
 
 

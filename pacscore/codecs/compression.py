@@ -64,6 +64,17 @@ def recode(data, syntax, code):
     return transcode(data, syntax, target), target
 
 
+def recodedSyntax(syntax, code):
+    """The transfer syntax ``recode`` gives an object in ``syntax`` (for
+    the downsizing codes: when it is not downsized)."""
+    code = codeOf(code)
+    if code in LEAVE_COMPRESSED and isCompressed(syntax):
+        return syntax
+    if code in NKI_MODES:
+        return syntax if syntax in nkipixels.SYNTAXES else EXPLICIT_VR_LITTLE_ENDIAN
+    return storedSyntax(syntax, code)
+
+
 def mayChange(data, syntax, code):
     """False when ``recode`` surely leaves the data set as it is; ``data``
     may be None when it is not at hand (then an object that may hold NKI

@@ -25,8 +25,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from twisted.logger import Logger
 
 from pacscore.codecs import nki, nkipixels
-from pacscore.codecs.compression import nkiMode, recode
-from pacscore.codecs.syntaxes import storedSyntax
+from pacscore.codecs.compression import nkiMode, recode, recodedSyntax
 from pacscore.codecs.transcode import TranscodeError, transcode
 from pacscore.control.arguments import AsyncControlCommand, ControlCommand, fields, number
 from pacscore.control.context import CommandError
@@ -175,7 +174,7 @@ class TestCompress(AsyncControlCommand):
             incoming, data, _ = await readObject(archive, path, change, callingAE=self.name, compression=code)
             relative = await storeObject(archive, incoming, data, path)
             stored, mode = await archive.workers.deferToWorker(_storedForm, device.absolute(relative))
-            wanted, wantedMode = storedSyntax(incoming.transferSyntax, code), nkiMode(code)
+            wanted, wantedMode = recodedSyntax(incoming.transferSyntax, code), nkiMode(code)
             form = stored + (f" NKI mode {mode}" if mode else "")
             note = "" if (stored, mode) == (wanted, wantedMode) else " (not converted: see the log)"
             lines.append(f"{code}: {storedName(device.name, relative)} {form}{note}")

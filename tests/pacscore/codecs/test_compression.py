@@ -4,7 +4,7 @@ transfer syntax ones."""
 from twisted.trial import unittest
 
 from pacscore.codecs import nkipixels
-from pacscore.codecs.compression import forPeer, keepsNKI, mayChange, nkiMode, recode
+from pacscore.codecs.compression import forPeer, keepsNKI, mayChange, nkiMode, recode, recodedSyntax
 from pacscore.codecs.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, JPEG_LOSSLESS_SV1
 from pacscore.codecs.transcode import transcode
 from tests.pacscore.codecs.test_nkipixels import encode, sample
@@ -32,6 +32,10 @@ class RecodeTests(unittest.TestCase):
         """n4 decompresses JPEG first (explicit VR little endian); nj leaves it."""
         data, syntax = recode(self.jpeg, JPEG_LOSSLESS_SV1, "n4")
         self.assertEqual(syntax, EXPLICIT)
+        self.assertEqual(recodedSyntax(JPEG_LOSSLESS_SV1, "n4"), EXPLICIT)
+        self.assertEqual(recodedSyntax(JPEG_LOSSLESS_SV1, "nj"), JPEG_LOSSLESS_SV1)
+        self.assertEqual(recodedSyntax(IMPLICIT_VR_LITTLE_ENDIAN, "n1"), IMPLICIT_VR_LITTLE_ENDIAN)
+        self.assertEqual(recodedSyntax(EXPLICIT, "j1"), JPEG_LOSSLESS_SV1)
         self.assertEqual(nkipixels.decompressDataset(data, syntax), self.plain)
         self.assertEqual(recode(self.jpeg, JPEG_LOSSLESS_SV1, "nj"), (self.jpeg, JPEG_LOSSLESS_SV1))
         self.assertFalse(mayChange(self.jpeg, JPEG_LOSSLESS_SV1, "nj"))

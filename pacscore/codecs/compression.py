@@ -36,20 +36,24 @@ def keepsNKI(code):
     return code == AS_IS or code in NKI_MODES or not isSupportedCode(code)
 
 
+def _leavesAsItIs(code, syntax):
+    return code in LEAVE_COMPRESSED and isCompressed(syntax)
+
+
 def recode(data, syntax, code):
     """``(data, syntax)``: the data set ``data`` (no file meta) in
     ``syntax`` as the compression code ``code`` wants it; the same objects
     when it changes nothing. TranscodeError (NKIError is one) when the
     codecs cannot do it."""
     code = codeOf(code)
-    if code in LEAVE_COMPRESSED and isCompressed(syntax):
+    if _leavesAsItIs(code, syntax):
         return data, syntax
     mode = NKI_MODES.get(code)
     if mode is not None:
-        if syntax not in nkipixels.SYNTAXES:
-            data, syntax = transcode(data, syntax, EXPLICIT_VR_LITTLE_ENDIAN), EXPLICIT_VR_LITTLE_ENDIAN
-        compressed = nkipixels.compressDataset(data, syntax, mode)
-        return (data if compressed is None else compressed), syntax
+        target = recodedSyntax(syntax, code)
+        data = transcode(data, syntax, target)
+        compressed = nkipixels.compressDataset(data, target, mode)
+        return (data if compressed is None else compressed), target
     if keepsNKI(code):
         return data, syntax
     data = nkipixels.withPlainPixels(data, syntax)
@@ -68,7 +72,7 @@ def recodedSyntax(syntax, code):
     """The transfer syntax ``recode`` gives an object in ``syntax`` (for
     the downsizing codes: when it is not downsized)."""
     code = codeOf(code)
-    if code in LEAVE_COMPRESSED and isCompressed(syntax):
+    if _leavesAsItIs(code, syntax):
         return syntax
     if code in NKI_MODES:
         return syntax if syntax in nkipixels.SYNTAXES else EXPLICIT_VR_LITTLE_ENDIAN
@@ -80,7 +84,7 @@ def mayChange(data, syntax, code):
     may be None when it is not at hand (then an object that may hold NKI
     pixel data counts as unchanged unless its syntax changes)."""
     code = codeOf(code)
-    if code in LEAVE_COMPRESSED and isCompressed(syntax):
+    if _leavesAsItIs(code, syntax):
         return False
     if code in NKI_MODES:
         return True

@@ -142,7 +142,8 @@ class Archive:
             raise ConfigError(configuration.iniPath, ini.lineOf("LRUSort"), str(e)) from e
         self.localActions = LocalActions(self.index, self.query, self.objectReader, self.workers)
         self.deviceMover = DeviceMover(self.devices, self.index, self.objectReader, self.workers,
-                                       compression=ini.get("ArchiveCompression", "as"))
+                                       compression=ini.get("ArchiveCompression", "as"),
+                                       lossyQuality=configuration.lossyQuality)
         self.spaceKeeper = SpaceKeeper(self.devices[0], self.index, self.query, self.localActions, self.workers,
                                        threshold=max(threshold, 0) * MEGABYTE, sortTag=sortTag,
                                        mover=self.deviceMover)
@@ -161,7 +162,7 @@ class Archive:
             self.workers, IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION, amenders=amenders,
             importers=importers, devices=self.devices, mirrors=self.mirrors,
             fileWrites=FileWrites(ini.getint("DirectWriteSize", DEFAULT_DIRECT_SIZE)),
-            spaceCheck=self.spaceKeeper.checkFromThread)
+            spaceCheck=self.spaceKeeper.checkFromThread, lossyQuality=configuration.lossyQuality)
         self.hl7Intake = WorklistIntake(self.worklistMapping, self.worklistItems,
                                         application=self.aeTitle, counters=self.counters)
         self.hl7DropFolder = DropFolder(configuration.resolvePath(ini.get("HL7DropFolder", "") or "./hl7/"),
@@ -279,7 +280,7 @@ class Archive:
         virtual = VirtualServers.fromConfiguration(self.configuration, self.aeTitle, self.reactor, self.index,
                                                    self.query, self.localActions)
         retrieveHooks = {"requestHook": hooks("RetrieveConverter0"), "resultHook": hooks("RetrieveResultConverter0"),
-                         "virtual": virtual}
+                         "virtual": virtual, "lossyQuality": self.configuration.lossyQuality}
         worklist = WorklistFindService(
             self.index, self.worklistQuery, self.configuration.layout.worklist, self.worklistReturnsIsoIr100,
             self.reactor, self.counters, requestHook=hooks("WorkListQueryConverter0"),

@@ -17,9 +17,11 @@ pixel data first: Conquest's "un" is "uncompress NKI and/or JPEG".
 
 from pacscore.codecs import nkipixels
 from pacscore.codecs.downsize import SIZES, downsizeDataset, needsDownsizing
+from pacscore.codecs.jpeglossy import DEFAULT_QUALITY
 from pacscore.codecs.syntaxes import (
-    AS_IS, EXPLICIT_VR_LITTLE_ENDIAN, codeOf, isCompressed, isSupportedCode, storedSyntax)
-from pacscore.codecs.transcode import transcode
+    AS_IS, CODE_SYNTAXES, EXPLICIT_VR_LITTLE_ENDIAN, codeOf, isCompressed, isSupportedCode, proposals,
+    storedSyntax)
+from pacscore.codecs.transcode import TranscodeError, transcode
 
 NKI_MODES = {"n1": 1, "n2": 2, "n3": 3, "n4": 4, "nj": 4}
 LEAVE_COMPRESSED = frozenset({"nj", "uj"})  # codes that leave compressed pixel data as it is
@@ -40,17 +42,19 @@ def _leavesAsItIs(code, syntax):
     return code in LEAVE_COMPRESSED and isCompressed(syntax)
 
 
-def recode(data, syntax, code):
+def recode(data, syntax, code, quality=DEFAULT_QUALITY):
     """``(data, syntax)``: the data set ``data`` (no file meta) in
-    ``syntax`` as the compression code ``code`` wants it; the same objects
-    when it changes nothing. TranscodeError (NKIError is one) when the
+    ``syntax`` as the compression code ``code`` wants it (lossy JPEG at
+    ``quality``, LossyQuality); the same objects when it changes nothing.
+    A code with two syntaxes (j3..j6) takes the second when the image
+    cannot go in the first. TranscodeError (NKIError is one) when the
     codecs cannot do it."""
     code = codeOf(code)
     if _leavesAsItIs(code, syntax):
         return data, syntax
     mode = NKI_MODES.get(code)
     if mode is not None:
-        target = recodedSyntax(syntax, code)
+        target = recodedSyntaxes(syntax, code)[0]
         data = transcode(data, syntax, target)
         compressed = nkipixels.compressDataset(data, target, mode)
         return (data if compressed is None else compressed), target
@@ -64,19 +68,32 @@ def recode(data, syntax, code):
         if isCompressed(syntax):
             data, syntax = transcode(data, syntax, EXPLICIT_VR_LITTLE_ENDIAN), EXPLICIT_VR_LITTLE_ENDIAN
         return downsizeDataset(data, syntax, size) or data, syntax
-    target = storedSyntax(syntax, code)
-    return transcode(data, syntax, target), target
+    *preferred, last = _targets(syntax, code)
+    for target in preferred:
+        try:
+            return transcode(data, syntax, target, quality), target
+        except TranscodeError:
+            pass  # the next may take it: JPEG Extended a 12-bit image Baseline cannot
+    return transcode(data, syntax, last, quality), last
 
 
-def recodedSyntax(syntax, code):
-    """The transfer syntax ``recode`` gives an object in ``syntax`` (for
-    the downsizing codes: when it is not downsized)."""
+def _targets(syntax, code):
+    """The syntaxes ``recode`` tries for ``code``, in order: those of the
+    code that can be written here, else the one ``storedSyntax`` gives."""
+    wanted = CODE_SYNTAXES.get(code, ())
+    return [target for target in proposals(syntax, code) if target in wanted] or [storedSyntax(syntax, code)]
+
+
+def recodedSyntaxes(syntax, code):
+    """The transfer syntaxes ``recode`` may give an object in ``syntax``,
+    the one it tries first first (for the downsizing codes: when it is not
+    downsized)."""
     code = codeOf(code)
     if _leavesAsItIs(code, syntax):
-        return syntax
+        return [syntax]
     if code in NKI_MODES:
-        return syntax if syntax in nkipixels.SYNTAXES else EXPLICIT_VR_LITTLE_ENDIAN
-    return storedSyntax(syntax, code)
+        return [syntax if syntax in nkipixels.SYNTAXES else EXPLICIT_VR_LITTLE_ENDIAN]
+    return _targets(syntax, code)
 
 
 def mayChange(data, syntax, code):

@@ -24,88 +24,20 @@ Pixel Data by the encapsulated codestreams (with a basic offset table).
 import struct
 
 import numpy as np
-from pydicom.dataset import FileMetaDataset
-from pydicom.encaps import encapsulate
-from pydicom.valuerep import VR
 
+from pacscore.codecs.huffman import CATEGORY, SEGMENT, dhtSegment, extraBits, optimalTable, pack
+from pacscore.codecs.pixelframes import encapsulateFrames, nativeFrames
 from pacscore.codecs.syntaxes import JPEG_LOSSLESS_SYNTAXES
 
 PREDICTOR = 1  # T.81 table H.1: Px = Ra
 
 _SOI, _EOI = b"\xff\xd8", b"\xff\xd9"
-_SOF3, _DHT, _SOS = 0xFFC3, 0xFFC4, 0xFFDA
-_SEGMENT = struct.Struct(">HH")
+_SOF3, _SOS = 0xFFC3, 0xFFDA
 _CATEGORIES = 17  # SSSS 0..16 (T.81 table H.2)
-_MAX_CODE_LENGTH = 16
-# SSSS of a difference magnitude 0..32768: its bit length.
-_SSSS = np.concatenate([np.zeros(1, np.uint8)] + [np.full(1 << k, k + 1, np.uint8) for k in range(16)])
 # Additional bits after the code of each SSSS; none for 16 (difference 32768).
 _EXTRA_BITS = np.array(list(range(16)) + [0], np.uint64)
-_SUBSAMPLED = ("YBR_FULL_422", "YBR_PARTIAL_422", "YBR_PARTIAL_420")
 # The precision of up to 8 bits stored in 16 allocated.
 _WIDE_PRECISION = 12
-
-
-def _codeLengths(counts):
-    """``(bits, values)``, the Huffman table for the SSSS frequencies
-    ``counts`` as DHT gives it: the number of codes of each length 1..16,
-    and the SSSS values used, in code order. T.81 K.2 (Huffman codes, with
-    a reserved symbol of frequency 1 so that no code is all ones) and K.3
-    (lengths over 16 bits folded back)."""
-    freq = [int(c) for c in counts] + [1]  # the reserved symbol last
-    size = [0] * len(freq)
-    others = [-1] * len(freq)
-    while True:
-        # The two least frequent, the higher symbol first on ties (libjpeg).
-        live = sorted((f, -v) for v, f in enumerate(freq) if f)
-        if len(live) < 2:
-            break
-        v1, v2 = -live[0][1], -live[1][1]
-        freq[v1] += freq[v2]
-        freq[v2] = 0
-        for v in (v1, v2):
-            size[v] += 1
-            while others[v] >= 0:
-                v = others[v]
-                size[v] += 1
-        tail = v1
-        while others[tail] >= 0:
-            tail = others[tail]
-        others[tail] = v2
-    bits = [0] * (2 * _MAX_CODE_LENGTH + 1)
-    for s in size:
-        if s:
-            bits[s] += 1
-    for i in range(len(bits) - 1, _MAX_CODE_LENGTH, -1):
-        while bits[i]:
-            j = i - 2
-            while not bits[j]:
-                j -= 1
-            bits[i] -= 2
-            bits[i - 1] += 1
-            bits[j + 1] += 2
-            bits[j] -= 1
-    longest = max(i for i, b in enumerate(bits) if b)
-    bits[longest] -= 1  # the reserved symbol's code
-    values = sorted((v for v in range(_CATEGORIES) if size[v]), key=lambda v: (size[v], v))
-    return bits[1:_MAX_CODE_LENGTH + 1], values
-
-
-def _huffmanTable(counts):
-    """``(segment, codes, lengths)``: the DHT marker segment for the SSSS
-    frequencies ``counts``, and each SSSS's code and code length."""
-    bits, values = _codeLengths(counts)
-    codes = np.zeros(_CATEGORIES, np.uint64)
-    lengths = np.zeros(_CATEGORIES, np.uint64)
-    code, k = 0, 0
-    for length, count in enumerate(bits, 1):
-        for value in values[k:k + count]:
-            codes[value], lengths[value] = code, length
-            code += 1
-        k += count
-        code <<= 1
-    body = bytes([0x00]) + bytes(bits) + bytes(values)  # Tc = 0, Th = 0
-    return _SEGMENT.pack(_DHT, 2 + len(body)) + body, codes, lengths
 
 
 def _differences(samples, precision):
@@ -118,27 +50,6 @@ def _differences(samples, precision):
     prediction[0, 0] = 1 << (precision - 1)
     difference = x - prediction
     return (((difference + 32767) & 0xFFFF) - 32767).ravel()
-
-
-def _pack(values, lengths):
-    """The bit fields ``values`` (``lengths`` bits each, at most 32) one
-    after the other, most significant bit first, the last byte padded with
-    1 bits, then 0xFF bytes stuffed with 0x00 (T.81 F.1.2.3, B.1.1.5)."""
-    lengths = lengths.astype(np.int64)
-    ends = np.cumsum(lengths)
-    total = int(ends[-1])
-    starts = ends - lengths
-    words = starts >> 5
-    # Each field in a 64-bit window starting at its 32-bit word.
-    window = values << (64 - (starts & 31) - lengths).astype(np.uint64)
-    count = total // 32 + 2
-    packed = (np.bincount(words, weights=window >> np.uint64(32), minlength=count)
-              + np.bincount(words + 1, weights=window & np.uint64(0xFFFFFFFF), minlength=count))
-    data = packed.astype(">u4").view(np.uint8)[:(total + 7) // 8].copy()
-    if total % 8:
-        data[-1] |= (1 << (8 - total % 8)) - 1
-    stuffed = np.flatnonzero(data == 0xFF)
-    return np.insert(data, stuffed + 1, 0).tobytes() if stuffed.size else data.tobytes()
 
 
 def encodeFrame(pixels, bitsStored):
@@ -160,12 +71,11 @@ def encodeFrame(pixels, bitsStored):
         raise ValueError(f"lossless JPEG takes 2 to 16 bits per sample, not {bitsStored}")
 
     difference = _differences(samples, bitsStored)
-    ssss = _SSSS[np.abs(difference)]
-    table, codes, codeLengths = _huffmanTable(np.bincount(ssss, minlength=_CATEGORIES))
-    extraBits = _EXTRA_BITS[ssss]
-    # Negative differences: the low bits of difference - 1 (T.81 F.1.2.1.1).
-    extra = (difference - (difference < 0)).astype(np.uint64) & ((np.uint64(1) << extraBits) - np.uint64(1))
-    scan = _pack((codes[ssss] << extraBits) | extra, codeLengths[ssss] + extraBits)
+    ssss = CATEGORY[np.abs(difference)]
+    table, codes, codeLengths = optimalTable(np.bincount(ssss, minlength=_CATEGORIES), 0, 0)
+    extraLengths = _EXTRA_BITS[ssss]
+    extra = extraBits(difference, extraLengths)
+    scan = pack((codes[ssss] << extraLengths) | extra, codeLengths[ssss] + extraLengths)
 
     ids = range(1, components + 1)
     frame = struct.pack(">BHHB", bitsStored, rows, columns, components) + b"".join(
@@ -174,39 +84,12 @@ def encodeFrame(pixels, bitsStored):
         [PREDICTOR, 0, 0])  # Ss = predictor, Se = 0, Ah = Al = 0
     return b"".join([
         _SOI,
-        _SEGMENT.pack(_SOF3, 2 + len(frame)), frame,
-        table,
-        _SEGMENT.pack(_SOS, 2 + len(scanHeader)), scanHeader,
+        SEGMENT.pack(_SOF3, 2 + len(frame)), frame,
+        dhtSegment(table),
+        SEGMENT.pack(_SOS, 2 + len(scanHeader)), scanHeader,
         scan,
         _EOI,
     ])
-
-
-def _frames(ds):
-    """The frames of the native Pixel Data of ``ds``, as arrays."""
-    samples = ds.get("SamplesPerPixel") or 1
-    bitsAllocated, bitsStored = ds.get("BitsAllocated"), ds.get("BitsStored")
-    photometric = ds.get("PhotometricInterpretation") or ""
-    if samples not in (1, 3):
-        raise ValueError(f"lossless JPEG is written here for 1 or 3 samples per pixel, not {samples}")
-    if samples == 3 and (ds.get("PlanarConfiguration") or 0) != 0:
-        raise ValueError("colour by plane (Planar Configuration 1) must be interleaved first")
-    if photometric in _SUBSAMPLED:
-        raise ValueError(f"{photometric} pixel data must be expanded first")
-    if bitsAllocated not in (8, 16):
-        raise ValueError(f"lossless JPEG takes 8 or 16 bits allocated, not {bitsAllocated}")
-    if bitsStored is None or not 2 <= bitsStored <= bitsAllocated:
-        raise ValueError(f"lossless JPEG cannot take {bitsStored} bits stored of {bitsAllocated}")
-    if ds.get("HighBit", bitsStored - 1) != bitsStored - 1:
-        raise ValueError(f"the high bit ({ds.HighBit}) is not the top one of {bitsStored} bits stored")
-    frames = int(ds.get("NumberOfFrames") or 1)
-    shape = (frames, ds.Rows, ds.Columns, samples)
-    count = int(np.prod(shape))
-    dtype = np.dtype("<u1" if bitsAllocated == 8 else "<u2")
-    if len(ds.PixelData) < count * dtype.itemsize:
-        raise ValueError(f"Pixel Data has {len(ds.PixelData)} bytes, not the "
-                         f"{count * dtype.itemsize} of {frames} frame(s) of {shape[1:]}")
-    return np.frombuffer(ds.PixelData, dtype, count).reshape(shape)
 
 
 def encodeDataset(ds, transferSyntax):
@@ -218,12 +101,6 @@ def encodeDataset(ds, transferSyntax):
     Raises ValueError for an image this encoder cannot take."""
     if transferSyntax not in JPEG_LOSSLESS_SYNTAXES:
         raise ValueError(f"{transferSyntax} is not a lossless JPEG syntax")
-    frames = _frames(ds)
+    frames = nativeFrames(ds, "lossless JPEG")
     precision = ds.BitsStored if ds.BitsStored > 8 or ds.BitsAllocated == 8 else _WIDE_PRECISION
-    ds.PixelData = encapsulate([encodeFrame(frame, precision) for frame in frames])
-    element = ds["PixelData"]
-    element.VR = VR.OB
-    element.is_undefined_length = True
-    if not hasattr(ds, "file_meta"):
-        ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = transferSyntax
+    encapsulateFrames(ds, (encodeFrame(frame, precision) for frame in frames), transferSyntax)

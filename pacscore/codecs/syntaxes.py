@@ -13,7 +13,8 @@ called AE title; manual section 7.7).
 The codes and the transfer syntaxes they ask for. The JPEG mapping is the
 one Conquest's own JPEG compressor (jpegconv.cpp, ``CompressJPEGL``) writes
 in (0002,0010); there j3/j4 and j5/j6 pick the syntax by the image's
-precision, here the first one listed is preferred and the second accepted:
+precision, here the first one listed is tried first and the second when
+the image cannot go in it (JPEG Baseline takes 8-bit images only):
 
 ====  ==========================================  ===========================
 code  Conquest                                    proposed first
@@ -47,8 +48,8 @@ this installation can produce it. Then come the stored syntax and the
 uncompressed ones, so a peer that refuses the compression still gets the
 object (Conquest: "images will automatically be sent with simpler
 compression or uncompressed"). pydicom has no JPEG (ISO 10918) encoder:
-the lossless ones (j1, j2) are written by ``pacscore.codecs.jpeglossless``;
-j3..j6 only change anything for objects already stored in their syntaxes.
+the lossless ones (j1, j2) are written by ``pacscore.codecs.jpeglossless``,
+the lossy ones (j3..j6) by ``pacscore.codecs.jpeglossy``.
 "un" proposes explicit then implicit VR little endian, after the stored
 syntax when that is uncompressed too (big endian, deflated): no
 conversion when the peer takes it.
@@ -89,8 +90,9 @@ NATIVE = frozenset({
     DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_BIG_ENDIAN,
 })
 
-# Encoded by pacscore.codecs.jpeglossless rather than pydicom.
+# Encoded by pacscore.codecs.jpeglossless and jpeglossy rather than pydicom.
 JPEG_LOSSLESS_SYNTAXES = frozenset({JPEG_LOSSLESS, JPEG_LOSSLESS_SV1})
+JPEG_LOSSY_SYNTAXES = frozenset({JPEG_BASELINE, JPEG_EXTENDED})
 
 # Syntaxes whose pixel data is, or may be, lossy compressed.
 _LOSSY = frozenset(
@@ -176,10 +178,11 @@ def canDecode(syntax):
 
 def canEncode(syntax):
     """True when pixel data can be written in ``syntax`` here (pydicom and
-    its installed plugins, our lossless JPEG encoder); always for the
+    its installed plugins, our JPEG encoders); always for the
     uncompressed ones."""
     syntax = _clean(syntax)
-    return syntax in NATIVE or syntax in JPEG_LOSSLESS_SYNTAXES or _available(syntax, True)
+    return (syntax in NATIVE or syntax in JPEG_LOSSLESS_SYNTAXES or syntax in JPEG_LOSSY_SYNTAXES
+            or _available(syntax, True))
 
 
 def _unique(syntaxes):

@@ -21,8 +21,10 @@ goes in P-DATA:
   available here (``syntaxes.canEncode``): RLE, JPEG 2000 lossless and
   lossy (compression ratio ``J2K_LOSSY_RATIO``), JPEG-LS when an encoder is
   installed; the JPEG lossless syntaxes (4.57, 4.70) with our own encoder,
-  ``jpeglossless.encodeDataset`` (8 or 16 bits allocated, 1 or 3 samples). Lossy results get Lossy Image Compression "01" and their ratio
-  and method appended. Colour data by plane (Planar Configuration 1) is
+  ``jpeglossless.encodeDataset`` (8 or 16 bits allocated, 1 or 3 samples),
+  the lossy ones (4.50, 4.51) with ``jpeglossy.encodeDataset`` at the
+  ``quality`` given (LossyQuality). Lossy results get Lossy Image
+  Compression "01" and their ratio and method appended. Colour data by plane (Planar Configuration 1) is
   interleaved and YBR_FULL_422 expanded to YBR_FULL first, as the encoders
   want. openjpeg (6 resolution levels) refuses images under 32 pixels
   across and more than 24 bits stored, RLE more than 16 bits: such images
@@ -58,10 +60,12 @@ from pydicom.pixels.utils import compress, decompress, expand_ybr422
 from pydicom.uid import UID
 
 from pacscore.codecs.jpeglossless import encodeDataset as encodeJpegLossless
+from pacscore.codecs.jpeglossy import DEFAULT_QUALITY
+from pacscore.codecs.jpeglossy import encodeDataset as encodeJpegLossy
 from pacscore.codecs.syntaxes import (
     DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_BIG_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN,
-    IMPLICIT_VR_LITTLE_ENDIAN, JPEG_2000, JPEG_LOSSLESS_SYNTAXES, JPEG_LS_NEAR_LOSSLESS, NATIVE,
-    canDecode, canEncode, isCompressed)
+    IMPLICIT_VR_LITTLE_ENDIAN, JPEG_2000, JPEG_BASELINE, JPEG_EXTENDED, JPEG_LOSSLESS_SYNTAXES,
+    JPEG_LOSSY_SYNTAXES, JPEG_LS_NEAR_LOSSLESS, NATIVE, canDecode, canEncode, isCompressed)
 from pacscore.dicom.uids import isUID
 from pacscore.storage.attributes import DatasetError, walkDataset
 
@@ -92,7 +96,8 @@ _WORD_SIZES = {"OW": 2, "OF": 4, "OL": 4, "OD": 8, "OV": 8}
 _ALWAYS_LOSSY = frozenset(
     ["1.2.840.10008.1.2.4." + str(n) for n in (50, 51, 52, 53, 54, 55, 56, 59, 60, 61, 62, 63, 64)]
     + ["1.2.840.10008.1.2.4." + str(n) for n in range(100, 109)])
-_LOSSY_METHODS = {JPEG_2000: "ISO_15444_1", JPEG_LS_NEAR_LOSSLESS: "ISO_14495_1"}
+_LOSSY_METHODS = {JPEG_2000: "ISO_15444_1", JPEG_LS_NEAR_LOSSLESS: "ISO_14495_1",
+                  JPEG_BASELINE: "ISO_10918_1", JPEG_EXTENDED: "ISO_10918_1"}
 
 
 class TranscodeError(Exception):
@@ -112,9 +117,10 @@ def _describe(syntax):
     return f"{name} ({syntax})" if name and name != syntax else repr(syntax)
 
 
-def transcode(dataset, fromSyntax, toSyntax):
+def transcode(dataset, fromSyntax, toSyntax, quality=DEFAULT_QUALITY):
     """``dataset`` (bytes, no file meta), encoded in ``fromSyntax``,
     re-encoded in ``toSyntax``; the same object when both are the same.
+    ``quality`` (1..100, Conquest's LossyQuality) is the lossy JPEG one.
 
     Raises TranscodeError, and only that, when it cannot be done.
     """
@@ -122,7 +128,7 @@ def transcode(dataset, fromSyntax, toSyntax):
     if source == target:
         return dataset
     try:
-        return _transcode(dataset, source, target)
+        return _transcode(dataset, source, target, quality)
     except Exception as e:
         reason = str(e) if isinstance(e, _Problem) else f"{type(e).__name__}: {e}"
         raise TranscodeError(
@@ -187,7 +193,7 @@ def _finish(parts, target):
 
 # -- the conversion -------------------------------------------------------------
 
-def _transcode(data, source, target):
+def _transcode(data, source, target, quality):
     sourceImplicit, sourceLittle = _encoding(source)
     targetImplicit, targetLittle = _encoding(target)
     raw = _inflate(data) if source == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN else data
@@ -221,7 +227,7 @@ def _transcode(data, source, target):
                        "does not allow")
     if isCompressed(target):
         if PIXEL_DATA in ds:
-            _compress(ds, target)
+            _compress(ds, target, quality)
     elif not targetLittle:
         _swapBytes(ds)
     return _finish([_write(ds, targetImplicit, targetLittle)], target)
@@ -347,7 +353,7 @@ def _interleave(ds):
     ds.PlanarConfiguration = 0
 
 
-def _compress(ds, target):
+def _compress(ds, target, quality):
     if not canEncode(target):
         raise _Problem("no encoder for it is installed")
     if (ds.get("SamplesPerPixel") or 1) > 1 and ds.get("PlanarConfiguration") == 1:
@@ -369,6 +375,8 @@ def _compress(ds, target):
     try:
         if target in JPEG_LOSSLESS_SYNTAXES:
             encodeJpegLossless(ds, target)
+        elif target in JPEG_LOSSY_SYNTAXES:
+            encodeJpegLossy(ds, target, quality)
         else:
             with _codecLock(target):
                 compress(ds, target, generate_instance_uid=False, **options)

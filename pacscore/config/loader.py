@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pacscore
+from pacscore.codecs.jpeglossy import DEFAULT_QUALITY
 from pacscore.config.acrnema import AcrNemaMap
 from pacscore.config.dicomsql import DatabaseLayout
 from pacscore.config.errors import ConfigError
@@ -116,6 +117,11 @@ class Configuration:
     @property
     def storageFailedErrorCode(self):
         return self.ini.getint("StorageFailedErrorCode", 272)
+
+    @property
+    def lossyQuality(self):
+        """LossyQuality, the quality 1..100 of lossy JPEG compression."""
+        return min(max(self.ini.getint("LossyQuality", DEFAULT_QUALITY), 1), 100)
 
     @property
     def tableNames(self):

@@ -276,7 +276,7 @@ def recompressFile(configuration, out, argument):
     with open(path, "rb") as f:
         content = f.read()
     try:
-        converted, source, target = recompressedFile(content, code)
+        converted, source, target = recompressedFile(content, code, configuration.lossyQuality)
     except (TranscodeError, DatasetError) as e:
         raise OSError(f"{path}: {e}") from e
     if converted is content:

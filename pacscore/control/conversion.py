@@ -25,7 +25,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from twisted.logger import Logger
 
 from pacscore.codecs import nki, nkipixels
-from pacscore.codecs.compression import nkiMode, recode, recodedSyntax
+from pacscore.codecs.compression import nkiMode, recode, recodedSyntaxes
 from pacscore.codecs.transcode import TranscodeError, transcode
 from pacscore.control.arguments import AsyncControlCommand, ControlCommand, fields, number
 from pacscore.control.context import CommandError
@@ -174,9 +174,9 @@ class TestCompress(AsyncControlCommand):
             incoming, data, _ = await readObject(archive, path, change, callingAE=self.name, compression=code)
             relative = await storeObject(archive, incoming, data, path)
             stored, mode = await archive.workers.deferToWorker(_storedForm, device.absolute(relative))
-            wanted, wantedMode = recodedSyntax(incoming.transferSyntax, code), nkiMode(code)
             form = stored + (f" NKI mode {mode}" if mode else "")
-            note = "" if (stored, mode) == (wanted, wantedMode) else " (not converted: see the log)"
+            converted = stored in recodedSyntaxes(incoming.transferSyntax, code) and mode == nkiMode(code)
+            note = "" if converted else " (not converted: see the log)"
             lines.append(f"{code}: {storedName(device.name, relative)} {form}{note}")
         self.log.info("{peer}: testcompress {path}: {count} copies stored", peer=context.peer, path=path,
                       count=len(lines))

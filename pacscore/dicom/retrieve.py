@@ -19,6 +19,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from pacscore.codecs.compression import forPeer
+from pacscore.codecs.jpeglossy import DEFAULT_QUALITY
 from pacscore.codecs.nkipixels import withPlainPixels
 from pacscore.codecs.syntaxes import NATIVE, UNCOMPRESSED, canDecode, canEncode, proposals
 from pacscore.codecs.transcode import TranscodeError, transcode
@@ -92,17 +93,31 @@ class Progress:
         return SUBOPERATIONS_FAILED
 
 
-def choose(stored, accepted, compression):
-    """The transfer syntax to send ``stored`` in, given ``accepted``
-    (``{syntax: contextId}`` for its SOP class), or None."""
-    for syntax in proposals(stored.transferSyntax, compression):
-        if syntax not in accepted:
-            continue
+def choices(stored, accepted, compression):
+    """The transfer syntaxes to send ``stored`` in, best first, given
+    ``accepted`` (``{syntax: contextId}`` for its SOP class): those of
+    ``proposals`` the peer took that it can be converted to."""
+    source = stored.transferSyntax
+    return [syntax for syntax in proposals(source, compression) if syntax in accepted and (
+        syntax == source or canDecode(source) and (syntax in UNCOMPRESSED or canEncode(syntax)))]
+
+
+async def convertToFirst(stored, data, syntaxes, workers, quality):
+    """``(syntax, data, refusals)``: ``data`` of ``stored`` converted (in
+    ``workers``, lossy JPEG at ``quality``) to the first of ``syntaxes`` it
+    can go in (an image a lossy JPEG encoder cannot take goes in the next
+    one), and ``(syntax, error)`` for those before that it could not; the
+    last TranscodeError when it goes in none."""
+    refusals = []
+    for syntax in syntaxes:
         if syntax == stored.transferSyntax:
-            return syntax
-        if canDecode(stored.transferSyntax) and (syntax in UNCOMPRESSED or canEncode(syntax)):
-            return syntax
-    return None
+            return syntax, data, refusals
+        try:
+            return syntax, await workers.deferToWorker(
+                transcode, data, stored.transferSyntax, syntax, quality), refusals
+        except TranscodeError as e:
+            refusals.append((syntax, e))
+    raise refusals[-1][1]
 
 
 def contextsFor(located, compression):
@@ -135,7 +150,7 @@ class RetrieveService:
     operation = None
 
     def __init__(self, index, query, reader, workers, aeTitle, reactor, counters=None, requestHook=None,
-                 resultHook=None, virtual=None):
+                 resultHook=None, virtual=None, lossyQuality=DEFAULT_QUALITY):
         self.index = index
         self.query = query
         self.reader = reader
@@ -146,6 +161,7 @@ class RetrieveService:
         self.requestHook = requestHook  # RetrieveConverter0 (pacscore.converters.hooks.DatasetHook)
         self.resultHook = resultHook    # RetrieveResultConverter0
         self.virtual = virtual          # pacscore.dicom.virtual.VirtualServers, or None
+        self.lossyQuality = lossyQuality  # LossyQuality, for the lossy JPEG codes
 
     def handle(self, protocol, contextId, command, dataset):
         return defer.ensureDeferred(self._retrieve(protocol, contextId, command, dataset))
@@ -269,20 +285,22 @@ class RetrieveService:
             self.log.warn("{operation}: {uid} cannot be read: {reason}",
                           operation=self.operation, uid=stored.sopInstanceUID, reason=stored.reason)
             return None
-        accepted = target.acceptedSyntaxes(stored.sopClassUID)
-        syntax = choose(stored, accepted, compression)
-        if syntax is None:
+        syntaxes = choices(stored, target.acceptedSyntaxes(stored.sopClassUID), compression)
+        if not syntaxes:
             self.log.warn("{operation}: {peer} takes {sopClass} in none of the syntaxes we can send "
                           "{uid} in (stored as {stored})", operation=self.operation, peer=target.peerName(),
                           sopClass=stored.sopClassUID, uid=stored.sopInstanceUID, stored=stored.transferSyntax)
             return None
-        if syntax != stored.transferSyntax:
-            try:
-                data = await self.workers.deferToWorker(transcode, data, stored.transferSyntax, syntax)
-            except TranscodeError as e:
-                self.log.warn("{operation}: {uid} cannot be converted to {syntax}: {error}",
-                              operation=self.operation, uid=stored.sopInstanceUID, syntax=syntax, error=e)
-                return None
+        try:
+            syntax, data, refusals = await convertToFirst(stored, data, syntaxes, self.workers, self.lossyQuality)
+        except TranscodeError as e:
+            self.log.warn("{operation}: {uid} cannot be converted to {syntax}: {error}",
+                          operation=self.operation, uid=stored.sopInstanceUID, syntax=syntaxes[-1], error=e)
+            return None
+        for refused, error in refusals:
+            self.log.info("{operation}: {uid} cannot be converted to {refused} ({error}); sent as {syntax}",
+                          operation=self.operation, uid=stored.sopInstanceUID, refused=refused, error=error,
+                          syntax=syntax)
         try:
             response = await target.store(data, stored.sopClassUID, stored.sopInstanceUID, syntax, originator)
         except Exception as e:

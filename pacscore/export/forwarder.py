@@ -3,7 +3,7 @@ objects) and ``get`` (a C-MOVE from a remote AE to us).
 
 The destination's host, port and compression come from acrnema.map.
 Objects go through the same choice of transfer syntax and conversion as
-C-MOVE sub-operations (``pacscore.dicom.retrieve.contextsFor``/``choose``,
+C-MOVE sub-operations (``pacscore.dicom.retrieve.contextsFor``/``choices``,
 ``pacscore.codecs``): the ``compressed as XX`` code of the action, else
 the destination's compression column; a peer that refuses the compressed
 syntax gets the object in a simpler one, uncompressed at last (manual:
@@ -32,14 +32,15 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from pacscore.codecs.compression import forPeer
-from pacscore.codecs.syntaxes import UNCOMPRESSED, UNCOMPRESSED_CODE
-from pacscore.codecs.transcode import TranscodeError, transcode
+from pacscore.codecs.jpeglossy import DEFAULT_QUALITY
+from pacscore.codecs.syntaxes import UNCOMPRESSED
+from pacscore.codecs.transcode import TranscodeError
 from pacscore.dicom import commands
 from pacscore.dicom.client import NodeUnreachable, associateNode
 from pacscore.dicom.datasets import decodeDataset
 from pacscore.dicom.models import PATIENT_ROOT_FIND, PATIENT_ROOT_MOVE
 from pacscore.dicom.protocol import ESTABLISHED
-from pacscore.dicom.retrieve import choose, contextsFor
+from pacscore.dicom.retrieve import choices, contextsFor, convertToFirst
 from pacscore.export.queue import LEVELS
 from pacscore.export.selection import LEVEL_KEYS, indexKeys, remoteRequest
 from pacscore.storage.reader import Missing
@@ -84,7 +85,7 @@ class Forwarder:
     log = Logger()
 
     def __init__(self, reactor, acrNemaMap, aeTitle, index, query, reader, workers, associationLevel="IMAGE", closeDelay=5, refreshDelay=3600, release=True,
-                 connectTimeout=30, dimseTimeout=300, endpointFor=None):
+                 connectTimeout=30, dimseTimeout=300, endpointFor=None, lossyQuality=DEFAULT_QUALITY):
         associationLevel = associationLevel.strip().upper() or "IMAGE"
         if associationLevel not in ASSOCIATION_LEVELS:
             raise ValueError(f"ForwardAssociationLevel must be one of {', '.join(ASSOCIATION_LEVELS)}, "
@@ -103,6 +104,7 @@ class Forwarder:
         self.connectTimeout = connectTimeout
         self.dimseTimeout = dimseTimeout
         self.endpointFor = endpointFor  # (host, port) -> client endpoint; None: TCP
+        self.lossyQuality = lossyQuality  # LossyQuality, for the lossy JPEG codes
         self._links = {}
 
     @classmethod
@@ -114,7 +116,7 @@ class Forwarder:
                    closeDelay=ini.getint("ForwardAssociationCloseDelay", 5),
                    refreshDelay=ini.getint("ForwardAssociationRefreshDelay", 3600),
                    release=ini.getint("ForwardAssociationRelease", 1) != 0,
-                   dimseTimeout=configuration.tcpipTimeout or 300)
+                   dimseTimeout=configuration.tcpipTimeout or 300, lossyQuality=configuration.lossyQuality)
 
     def _node(self, destination):
         node = self.acrNemaMap.lookup(destination)
@@ -214,24 +216,20 @@ class Forwarder:
 
     async def _encode(self, stored, data, accepted, compression, destination):
         """``(syntax, data)`` to send ``stored`` in: the best one the peer
-        took, converted; uncompressed when that conversion fails."""
-        syntax = choose(stored, accepted, compression)
-        if syntax is None:
+        took that it can be converted to, uncompressed at last."""
+        syntaxes = choices(stored, accepted, compression)
+        if not syntaxes:
             raise ForwardError(f"{destination} takes {stored.sopClassUID} in none of the syntaxes "
                                f"{stored.sopInstanceUID} can be sent in (stored as {stored.transferSyntax})")
         try:
-            return syntax, await self._convert(stored, data, syntax)
+            syntax, data, refusals = await convertToFirst(stored, data, syntaxes, self.workers, self.lossyQuality)
         except TranscodeError as e:
-            fallback = choose(stored, accepted, UNCOMPRESSED_CODE)
-            if fallback is None or fallback == syntax:
-                raise ForwardError(f"{stored.sopInstanceUID} cannot be converted to {syntax}: {e}") from e
-            self.log.info("forward to {destination}: {uid} cannot be converted to {syntax} ({error}); "
-                          "sent as {fallback}", destination=destination, uid=stored.sopInstanceUID,
-                          syntax=syntax, error=e, fallback=fallback)
-        try:
-            return fallback, await self._convert(stored, data, fallback)
-        except TranscodeError as e:
-            raise ForwardError(f"{stored.sopInstanceUID} cannot be converted to {fallback}: {e}") from e
+            raise ForwardError(f"{stored.sopInstanceUID} cannot be converted to {syntaxes[-1]}: {e}") from e
+        for refused, error in refusals:
+            self.log.info("forward to {destination}: {uid} cannot be converted to {refused} ({error}); "
+                          "sent as {syntax}", destination=destination, uid=stored.sopInstanceUID,
+                          refused=refused, error=error, syntax=syntax)
+        return syntax, data
 
     def _read(self, stored, compression):
         """In the I/O pool: the data set of ``stored`` as the destination
@@ -241,11 +239,6 @@ class Forwarder:
             return forPeer(data, stored.transferSyntax, compression)
         except TranscodeError as e:
             raise ForwardError(f"{stored.sopInstanceUID}: {e}") from e
-
-    def _convert(self, stored, data, syntax):
-        if syntax == stored.transferSyntax:
-            return defer.succeed(data)
-        return self.workers.deferToWorker(transcode, data, stored.transferSyntax, syntax)
 
     # -- get --------------------------------------------------------------
 

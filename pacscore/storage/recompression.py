@@ -7,6 +7,7 @@ objects move under ArchiveCompression and by ``dgate -jd``, ``-jc#``,
 from io import BytesIO
 
 from pacscore.codecs.compression import recode
+from pacscore.codecs.jpeglossy import DEFAULT_QUALITY
 from pacscore.codecs.transcode import TranscodeError
 from pacscore.dicom.negotiation import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION
 from pacscore.storage.part10 import (
@@ -14,17 +15,17 @@ from pacscore.storage.part10 import (
     readFileMeta)
 
 
-def recompressedFile(content, code):
+def recompressedFile(content, code, quality=DEFAULT_QUALITY):
     """``(bytes, source syntax, target syntax)``: the file ``content`` as
     ``code`` asks for; ``content`` itself when that changes nothing, or
     when it has no file meta (a ``.v2`` file) and ``code`` asks for
     another transfer syntax.  Raises TranscodeError (naming its SOP
     Instance UID) when the codecs cannot convert it, DatasetError when its
-    file meta is broken."""
+    file meta is broken. ``quality``: LossyQuality."""
     transferSyntax, meta, offset = readFileMeta(BytesIO(content))
     dataset = content[offset:]
     try:
-        data, target = recode(dataset, transferSyntax, code)
+        data, target = recode(dataset, transferSyntax, code, quality)
     except TranscodeError as e:
         raise TranscodeError(f"{meta.get(MEDIA_STORAGE_SOP_INSTANCE_UID, '?')}: {e}") from e
     if data is dataset or (not meta and target != transferSyntax):

@@ -29,6 +29,7 @@ from twisted.logger import Logger
 from pacscore.codecs.transcode import TranscodeError
 from pacscore.storage.devices import copyFile, identityOf, removeFile
 from pacscore.storage.attributes import DatasetError
+from pacscore.codecs.jpeglossy import DEFAULT_QUALITY
 from pacscore.storage.recompression import recompressedFile
 
 
@@ -49,8 +50,9 @@ class DeviceMover:
 
     log = Logger()
 
-    def __init__(self, devices, index, reader, workers, compression="as"):
+    def __init__(self, devices, index, reader, workers, compression="as", lossyQuality=DEFAULT_QUALITY):
         self.compression = compression.strip().lower() or "as"
+        self.lossyQuality = lossyQuality
         self.devices = {device.name: device for device in devices}
         self.index = index
         self.reader = reader
@@ -99,7 +101,7 @@ class DeviceMover:
         asks for (``content`` itself when that is its own, or when it
         cannot be converted: logged)."""
         try:
-            return recompressedFile(content, self.compression)[0]
+            return recompressedFile(content, self.compression, self.lossyQuality)[0]
         except (TranscodeError, DatasetError) as e:
             self.log.warn("ArchiveCompression {code} not applied: {error}", code=self.compression, error=e)
             return content

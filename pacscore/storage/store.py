@@ -22,6 +22,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from pacscore.codecs.compression import mayChange, recode
+from pacscore.codecs.jpeglossy import DEFAULT_QUALITY
 from pacscore.codecs.nki import NKIError
 from pacscore.codecs.nkipixels import withPlainPixels
 from pacscore.codecs.transcode import TranscodeError
@@ -92,8 +93,10 @@ class ObjectStore:
 
     def __init__(self, device, namer, index, indexedTags, workers,
                  implementationClassUID, implementationVersion, spoolThreshold=4 << 20, amenders=(),
-                 importers=None, devices=(), fileWrites=None, spaceCheck=None, mirrors=None):
+                 importers=None, devices=(), fileWrites=None, spaceCheck=None, mirrors=None,
+                 lossyQuality=DEFAULT_QUALITY):
         self.device = device
+        self.lossyQuality = lossyQuality  # LossyQuality, for the lossy JPEG codes
         self.namer = namer
         self.index = index
         self.tags = frozenset(indexedTags) | namer.requiredTags | {
@@ -284,7 +287,7 @@ class ObjectStore:
         for nothing the codecs here can do, or when they fail on this
         object (logged)."""
         try:
-            return recode(data, transferSyntax, compression)
+            return recode(data, transferSyntax, compression, self.lossyQuality)
         except TranscodeError as e:
             self.log.warn("{uid}: compression {code} not applied, stored as received: {error}",
                           uid=incoming.sopInstanceUID, code=compression, error=e)

@@ -11,7 +11,7 @@ import tempfile
 import numpy
 import pydicom
 from pydicom.encaps import encapsulate
-from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, JPEGLosslessSV1, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, JPEGExtended12Bit, JPEGLosslessSV1, generate_uid
 from twisted.trial import unittest
 
 from pacscore.codecs import nki
@@ -99,6 +99,9 @@ class ConversionCommandTests(unittest.TestCase):
         self.assertTrue(byCode["j1"].endswith(f" {JPEGLosslessSV1}"), byCode["j1"])
         self.assertTrue(byCode["jk"].endswith(f" {JPEG2000Lossless}"), byCode["jk"])
         self.assertTrue(byCode["un"].endswith(f" {ExplicitVRLittleEndian}"), byCode["un"])
+        for code in ("j3", "j4", "j5", "j6"):  # 16 bits allocated: JPEG Extended, not Baseline
+            self.assertTrue(byCode[code].endswith(f" {JPEGExtended12Bit}"), byCode[code])
+        self.assertNotIn("not converted", "\n".join(lines))
         for mode in (1, 2, 3, 4):
             self.assertTrue(byCode[f"n{mode}"].endswith(f" {ExplicitVRLittleEndian} NKI mode {mode}"),
                             byCode[f"n{mode}"])

@@ -1,27 +1,49 @@
-"""Conquest's NKI private compression (n1..n4) and downsizing (k1..kc)
-codes against real clients: a pacs storing with IncomingCompression = n4,
+"""Conquest's NKI private compression (n1..n4), downsizing (k1..kc) and
+lossy JPEG (j3..j6) codes against real clients: a pacs storing with
+IncomingCompression = n4,
 its objects fetched with DCMTK getscu and moved with movescu to a DCMTK
 storescp registered with "un" (they arrive decompressed), to one
 registered with "n4" (a Conquest peer: they arrive NKI compressed) and to
 one registered with "ka" (they arrive downsized to 64 pixels across); a
 second pacs with IncomingCompression = un (Conquest's default) receiving
 such an NKI object from storescu stores it decompressed, and an object
-sent to it as RECEIVER~kb downsized."""
+sent to it as RECEIVER~kb downsized. A pacs with LossyQuality = 50 sends
+to a storescp registered "j3" a 16-bit CT in JPEG Extended (Baseline
+takes 8 bits only) and an RGB image in JPEG Baseline, which DCMTK's
+dcmdjpeg decodes close to the originals, and stores what storescu sends
+to PACS~j4 in JPEG Extended."""
 
 import os
+import struct
 import tempfile
 
+import numpy as np
 import pydicom
 from pydicom.data import get_testdata_file
+from pydicom.encaps import generate_frames
+from pydicom.pixels import apply_rescale
 from twisted.trial import unittest
 
 from pacscore.codecs import nki
+from pacscore.codecs.syntaxes import JPEG_BASELINE, JPEG_EXTENDED
 from tests.interop.peers import StorescpServer
 from tests.interop.server import PacsServer, dcmtk
 from tests.interop.test_control_commands import storedFile
 from tests.interop.test_retrieve import movescu
 
 NKI_PIXEL_DATA = 0x7FDF0010
+DQT = 0xFFDB
+
+
+def moveInstance(test, server, peer, original):
+    """``original`` moved by movescu from ``server`` to ``peer``; what it received."""
+    peer.reset()
+    result = movescu(server, peer.aet, "IMAGE", {"StudyInstanceUID": original.StudyInstanceUID,
+                                                  "SeriesInstanceUID": original.SeriesInstanceUID,
+                                                  "SOPInstanceUID": original.SOPInstanceUID})
+    test.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+    [received] = peer.datasets()
+    return received
 
 
 def nkiPixels(ds):
@@ -63,14 +85,7 @@ class NKITests(unittest.TestCase):
         self.assertNotIn(NKI_PIXEL_DATA, ds)
 
     def moveTo(self, peer):
-        peer.reset()
-        result = movescu(self.server, peer.aet, "IMAGE",
-                         {"StudyInstanceUID": self.original.StudyInstanceUID,
-                          "SeriesInstanceUID": self.original.SeriesInstanceUID,
-                          "SOPInstanceUID": self.original.SOPInstanceUID})
-        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
-        [received] = peer.datasets()
-        return received
+        return moveInstance(self, self.server, peer, self.original)
 
     def test_storedNKICompressed(self):
         _, path = storedFile(self.server, self.original.SOPInstanceUID)
@@ -121,3 +136,77 @@ class NKITests(unittest.TestCase):
         stored = pydicom.dcmread(path)
         self.assertEqual((stored.Rows, stored.Columns), (32, 32))
         self.assertEqual(stored.pixel_array.tolist(), mr.pixel_array[::2, ::2].tolist())
+
+
+def firstQuantisationEntry(ds):
+    """The first entry of the first DQT table of the first frame of ``ds``."""
+    codestream = next(generate_frames(ds.PixelData, number_of_frames=1))
+    pos = 2
+    while True:
+        marker, length = struct.unpack_from(">HH", codestream, pos)
+        if marker == DQT:
+            return codestream[pos + 5]
+        pos += 2 + length
+
+
+class LossyJPEGTests(unittest.TestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        cls.workdir = tempfile.mkdtemp(prefix="pacs-jpeg-")
+        cls.viewer = StorescpServer(os.path.join(cls.workdir, "viewer"), aet="VIEWERSCP")
+        cls.server = PacsServer(os.path.join(cls.workdir, "pacs"))
+        cls.server.setIni(LossyQuality="50")
+        cls.server.addNode(cls.viewer.aet, cls.viewer.port, compression="j3")
+        cls.processes = (cls.viewer, cls.server)
+        for process in cls.processes:
+            process.start()
+        cls.ct = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+        cls.rgb = pydicom.dcmread(get_testdata_file("examples_rgb_color.dcm"))
+        result = cls.server.store(get_testdata_file("CT_small.dcm"), get_testdata_file("examples_rgb_color.dcm"))
+        assert result.returncode == 0, result.stderr
+
+    @classmethod
+    def tearDownClass(cls):
+        for process in reversed(cls.processes):
+            process.stop()
+
+    def decompressed(self, ds):
+        """``ds`` as DCMTK's dcmdjpeg decompresses it."""
+        source, target = self.mktemp() + ".dcm", self.mktemp() + ".dcm"
+        ds.save_as(source)
+        result = dcmtk("dcmdjpeg", source, target)
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        return pydicom.dcmread(target)
+
+    def test_ctMovedInJpegExtended(self):
+        """16 bits allocated: JPEG Baseline cannot take it, Extended (12
+        bits, shifted, the Rescale Intercept taking up the shift) does."""
+        received = moveInstance(self, self.server, self.viewer, self.ct)
+        self.assertEqual(received.file_meta.TransferSyntaxUID, JPEG_EXTENDED)
+        self.assertEqual(received.LossyImageCompression, "01")
+        self.assertEqual(received.LossyImageCompressionMethod, "ISO_10918_1")
+        self.assertEqual(firstQuantisationEntry(received), 16, "LossyQuality 50: the annex K table")
+        plain = self.decompressed(received)
+        self.assertEqual(plain.BitsStored, 12)
+        error = np.abs(apply_rescale(plain.pixel_array, plain) - apply_rescale(self.ct.pixel_array, self.ct))
+        self.assertLess(error.mean(), 20)
+        self.assertEqual(plain.SOPInstanceUID, self.ct.SOPInstanceUID)
+
+    def test_rgbMovedInJpegBaseline(self):
+        received = moveInstance(self, self.server, self.viewer, self.rgb)
+        self.assertEqual(received.file_meta.TransferSyntaxUID, JPEG_BASELINE)
+        self.assertEqual(received.PhotometricInterpretation, "YBR_FULL")
+        plain = self.decompressed(received)
+        self.assertEqual(plain.PhotometricInterpretation, "RGB")
+        error = np.abs(plain.pixel_array.astype(float) - self.rgb.pixel_array)
+        self.assertLess(error.mean(), 6)
+
+    def test_storedInJpegExtendedByCalledAE(self):
+        source = get_testdata_file("MR_small.dcm")
+        result = dcmtk("storescu", "-aec", f"{self.server.ae}~j4", "127.0.0.1", self.server.port, source)
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        _, path = storedFile(self.server, pydicom.dcmread(source).SOPInstanceUID)
+        stored = pydicom.dcmread(path)
+        self.assertEqual(stored.file_meta.TransferSyntaxUID, JPEG_EXTENDED)
+        self.assertEqual(stored.LossyImageCompression, "01")

@@ -4,8 +4,9 @@ transfer syntax ones."""
 from twisted.trial import unittest
 
 from pacscore.codecs import nkipixels
-from pacscore.codecs.compression import forPeer, keepsNKI, mayChange, nkiMode, recode, recodedSyntax
-from pacscore.codecs.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, JPEG_LOSSLESS_SV1
+from pacscore.codecs.compression import forPeer, keepsNKI, mayChange, nkiMode, recode, recodedSyntaxes
+from pacscore.codecs.syntaxes import (
+    EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, JPEG_BASELINE, JPEG_EXTENDED, JPEG_LOSSLESS_SV1)
 from pacscore.codecs.transcode import transcode
 from tests.pacscore.codecs.test_nkipixels import encode, sample
 
@@ -18,6 +19,15 @@ class RecodeTests(unittest.TestCase):
         self.plain = encode(sample(), EXPLICIT)
         self.nki = nkipixels.compressDataset(self.plain, EXPLICIT, 3)
         self.jpeg = transcode(self.plain, EXPLICIT, JPEG_LOSSLESS_SV1)
+
+    def test_lossyJpegTakesTheSecondSyntaxWhenTheFirstCannot(self):
+        """j3 asks for JPEG Baseline, which takes 8-bit images only: a
+        16-bit one goes in JPEG Extended."""
+        self.assertEqual(recodedSyntaxes(EXPLICIT, "j3"), [JPEG_BASELINE, JPEG_EXTENDED])
+        data, syntax = recode(self.plain, EXPLICIT, "j3")
+        self.assertEqual(syntax, JPEG_EXTENDED)
+        self.assertEqual(data, transcode(self.plain, EXPLICIT, JPEG_EXTENDED))
+        self.assertNotEqual(recode(self.plain, EXPLICIT, "j4", quality=20)[0], data)
 
     def test_nkiCodes(self):
         for code, mode in (("n1", 1), ("N2", 2), ("n3", 3), ("n4", 4), ("nj", 4)):
@@ -32,10 +42,10 @@ class RecodeTests(unittest.TestCase):
         """n4 decompresses JPEG first (explicit VR little endian); nj leaves it."""
         data, syntax = recode(self.jpeg, JPEG_LOSSLESS_SV1, "n4")
         self.assertEqual(syntax, EXPLICIT)
-        self.assertEqual(recodedSyntax(JPEG_LOSSLESS_SV1, "n4"), EXPLICIT)
-        self.assertEqual(recodedSyntax(JPEG_LOSSLESS_SV1, "nj"), JPEG_LOSSLESS_SV1)
-        self.assertEqual(recodedSyntax(IMPLICIT_VR_LITTLE_ENDIAN, "n1"), IMPLICIT_VR_LITTLE_ENDIAN)
-        self.assertEqual(recodedSyntax(EXPLICIT, "j1"), JPEG_LOSSLESS_SV1)
+        self.assertEqual(recodedSyntaxes(JPEG_LOSSLESS_SV1, "n4"), [EXPLICIT])
+        self.assertEqual(recodedSyntaxes(JPEG_LOSSLESS_SV1, "nj"), [JPEG_LOSSLESS_SV1])
+        self.assertEqual(recodedSyntaxes(IMPLICIT_VR_LITTLE_ENDIAN, "n1"), [IMPLICIT_VR_LITTLE_ENDIAN])
+        self.assertEqual(recodedSyntaxes(EXPLICIT, "j1"), [JPEG_LOSSLESS_SV1])
         self.assertEqual(nkipixels.decompressDataset(data, syntax), self.plain)
         self.assertEqual(recode(self.jpeg, JPEG_LOSSLESS_SV1, "nj"), (self.jpeg, JPEG_LOSSLESS_SV1))
         self.assertFalse(mayChange(self.jpeg, JPEG_LOSSLESS_SV1, "nj"))

@@ -10,7 +10,7 @@ from pacscore.codecs.downsize import SIZES
 from pacscore.codecs.syntaxes import (
     CODE_SYNTAXES, DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, DOWNSIZING_CODES, EXPLICIT_VR_BIG_ENDIAN,
     EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, JPEG_2000, JPEG_2000_LOSSLESS,
-    JPEG_BASELINE, JPEG_EXTENDED, JPEG_LOSSLESS, JPEG_LOSSLESS_SV1, JPEG_LOSSLESS_SYNTAXES,
+    JPEG_BASELINE, JPEG_EXTENDED, JPEG_LOSSLESS, JPEG_LOSSLESS_SV1, JPEG_LOSSLESS_SYNTAXES, JPEG_LOSSY_SYNTAXES,
     JPEG_LS_LOSSLESS, JPEG_LS_NEAR_LOSSLESS, RLE_LOSSLESS, SUPPORTED_CODES, UNCOMPRESSED,
     canDecode, canEncode, isCompressed, isLossy, isSupportedCode, proposals, storedSyntax)
 
@@ -111,18 +111,16 @@ class CodecAvailabilityTests(unittest.TestCase):
 
     def test_asPydicomSays(self):
         """The answer is pydicom's for the plugins installed here, but for
-        the lossless JPEG syntaxes, which our own encoder writes."""
+        the JPEG (10918) syntaxes, which our own encoders write."""
         for syntax in COMPRESSED:
-            if syntax not in JPEG_LOSSLESS_SYNTAXES:
+            if syntax not in JPEG_LOSSLESS_SYNTAXES | JPEG_LOSSY_SYNTAXES:
                 self.assertEqual(canEncode(syntax), pydicomCan(syntax, True), syntax)
             self.assertEqual(canDecode(syntax), pydicomCan(syntax, False), syntax)
 
-    def test_jpegLosslessOnly(self):
+    def test_jpegByOurEncoders(self):
         """pydicom has no JPEG (10918) encoder at all; pacscore writes the
-        lossless ones."""
-        for syntax in [JPEG_BASELINE, JPEG_EXTENDED]:
-            self.assertFalse(canEncode(syntax), syntax)
-        for syntax in [JPEG_LOSSLESS, JPEG_LOSSLESS_SV1]:
+        lossless ones and the lossy baseline and extended ones."""
+        for syntax in [JPEG_LOSSLESS, JPEG_LOSSLESS_SV1, JPEG_BASELINE, JPEG_EXTENDED]:
             self.assertFalse(pydicomCan(syntax, True), syntax)
             self.assertTrue(canEncode(syntax), syntax)
             self.assertTrue(canEncode(syntax + "\x00"), syntax)
@@ -193,29 +191,31 @@ class ProposalTests(unittest.TestCase):
             self.assertProposals(JPEG_2000, code, [syntax, JPEG_2000] + list(UNCOMPRESSED))
         self.assertProposals(JPEG_LOSSLESS, "j1", [JPEG_LOSSLESS_SV1, JPEG_LOSSLESS] + list(UNCOMPRESSED))
 
-    def test_jpegLossyNotProducible(self):
-        """No lossy JPEG encoder: j3..j6 on an uncompressed object are "as"."""
-        for code in ["j3", "j4", "j5", "j6"]:
+    def test_jpegLossyProducible(self):
+        """j3/j5 ask for baseline then extended lossy JPEG, j4/j6 the other
+        way round, whatever the stored syntax."""
+        for code, first, second in [("j3", JPEG_BASELINE, JPEG_EXTENDED), ("J4", JPEG_EXTENDED, JPEG_BASELINE),
+                                    ("j5", JPEG_BASELINE, JPEG_EXTENDED), ("j6", JPEG_EXTENDED, JPEG_BASELINE)]:
             self.assertProposals(IMPLICIT_VR_LITTLE_ENDIAN, code,
-                                 [IMPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN])
-            self.assertProposals(JPEG_2000, code, [JPEG_2000] + list(UNCOMPRESSED))
+                                 [first, second, IMPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN])
+            self.assertProposals(JPEG_2000, code, [first, second, JPEG_2000] + list(UNCOMPRESSED))
 
     def test_alreadyInTheCodesSyntax(self):
         """Stored as the code asks: that first, no conversion needed."""
         self.assertProposals(JPEG_LOSSLESS_SV1, "j1", [JPEG_LOSSLESS_SV1] + list(UNCOMPRESSED))
         self.assertProposals(JPEG_LOSSLESS, "j2", [JPEG_LOSSLESS] + list(UNCOMPRESSED))
-        self.assertProposals(JPEG_BASELINE, "j3", [JPEG_BASELINE] + list(UNCOMPRESSED))
-        self.assertProposals(JPEG_EXTENDED, "j4", [JPEG_EXTENDED] + list(UNCOMPRESSED))
+        self.assertProposals(JPEG_BASELINE, "j3", [JPEG_BASELINE, JPEG_EXTENDED] + list(UNCOMPRESSED))
+        self.assertProposals(JPEG_EXTENDED, "j4", [JPEG_EXTENDED, JPEG_BASELINE] + list(UNCOMPRESSED))
         self.assertProposals(JPEG_2000_LOSSLESS, "jk", [JPEG_2000_LOSSLESS] + list(UNCOMPRESSED))
         self.assertProposals(JPEG_2000, "jl", [JPEG_2000] + list(UNCOMPRESSED))
 
     def test_otherPrecision(self):
         """j3 on a 12-bit object stored as extended JPEG, j4 on an 8-bit one
         stored as baseline: Conquest would have chosen that syntax too."""
-        self.assertProposals(JPEG_EXTENDED, "j3", [JPEG_EXTENDED] + list(UNCOMPRESSED))
-        self.assertProposals(JPEG_BASELINE, "j4", [JPEG_BASELINE] + list(UNCOMPRESSED))
-        self.assertProposals(JPEG_EXTENDED, "j5", [JPEG_EXTENDED] + list(UNCOMPRESSED))
-        self.assertProposals(JPEG_BASELINE, "j6", [JPEG_BASELINE] + list(UNCOMPRESSED))
+        self.assertProposals(JPEG_EXTENDED, "j3", [JPEG_EXTENDED, JPEG_BASELINE] + list(UNCOMPRESSED))
+        self.assertProposals(JPEG_BASELINE, "j4", [JPEG_BASELINE, JPEG_EXTENDED] + list(UNCOMPRESSED))
+        self.assertProposals(JPEG_EXTENDED, "j5", [JPEG_EXTENDED, JPEG_BASELINE] + list(UNCOMPRESSED))
+        self.assertProposals(JPEG_BASELINE, "j6", [JPEG_BASELINE, JPEG_EXTENDED] + list(UNCOMPRESSED))
 
     def test_unsupportedCodesAreAsIs(self):
         for code in UNSUPPORTED_CODES + [c.upper() for c in UNSUPPORTED_CODES]:
@@ -267,7 +267,8 @@ class StoredSyntaxTests(unittest.TestCase):
         self.assertEqual(storedSyntax(EXPLICIT_VR_LITTLE_ENDIAN, "j1"), JPEG_LOSSLESS_SV1)
         self.assertEqual(storedSyntax(IMPLICIT_VR_LITTLE_ENDIAN, "J2"), JPEG_LOSSLESS)
         self.assertEqual(storedSyntax(JPEG_BASELINE, "jk"), JPEG_2000_LOSSLESS)
-        self.assertEqual(storedSyntax(EXPLICIT_VR_LITTLE_ENDIAN, "j3"), EXPLICIT_VR_LITTLE_ENDIAN)  # no encoder
+        self.assertEqual(storedSyntax(EXPLICIT_VR_LITTLE_ENDIAN, "j3"), JPEG_BASELINE)
+        self.assertEqual(storedSyntax(EXPLICIT_VR_LITTLE_ENDIAN, "j4"), JPEG_EXTENDED)
         self.assertEqual(storedSyntax(JPEG_EXTENDED, "j3"), JPEG_EXTENDED)  # accepted as the second choice
 
     def test_downsizingCodesAreThoseWithSizes(self):

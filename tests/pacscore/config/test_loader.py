@@ -132,6 +132,7 @@ class AccessorTests(unittest.TestCase):
         self.assertEqual(configuration.maxFileNameLength, 255)
         self.assertEqual(configuration.tcpipTimeout, 300)
         self.assertEqual(configuration.storageFailedErrorCode, 272)
+        self.assertEqual(configuration.lossyQuality, 95)
         self.assertEqual(configuration.magDevices, [("MAG0", "/w/data")])
         self.assertEqual(configuration.tableNames, {
             "patient": "DICOMPatients", "study": "DICOMStudies", "series": "DICOMSeries",
@@ -142,7 +143,8 @@ class AccessorTests(unittest.TestCase):
             "[sscscp]\nMyACRNema = ARCHIVE\nTCPPort = 104\nFileNameSyntax = %id\\%sopuid.dcm\n"
             "MaxFileNameLength = 64\nTCPIPTimeOut = 30\nStorageFailedErrorCode = 42752\n"
             "PatientTableName = P\nStudyTableName = S\nSeriesTableName = E\nImageTableName = I\n"
-            "WorkListTableName = W\n")
+            "WorkListTableName = W\nLossyQuality = 70\n")
+        self.assertEqual(configuration.lossyQuality, 70)
         self.assertEqual(configuration.aeTitle, "ARCHIVE")
         self.assertEqual(configuration.tcpPort, 104)
         self.assertEqual(configuration.fileNameSyntax, "%id\\%sopuid.dcm")
@@ -151,6 +153,10 @@ class AccessorTests(unittest.TestCase):
         self.assertEqual(configuration.storageFailedErrorCode, 42752)
         self.assertEqual(configuration.tableNames, {
             "patient": "P", "study": "S", "series": "E", "image": "I", "worklist": "W"})
+
+    def test_lossyQualityWithinOneToHundred(self):
+        self.assertEqual(self.configuration("[sscscp]\nLossyQuality = 0\n").lossyQuality, 1)
+        self.assertEqual(self.configuration("[sscscp]\nLossyQuality = 200\n").lossyQuality, 100)
 
     def test_badInteger(self):
         error = self.assertRaises(ConfigError, lambda: self.configuration("[sscscp]\nTCPPort = five\n").tcpPort)

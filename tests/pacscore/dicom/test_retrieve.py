@@ -1,12 +1,18 @@
 """The pieces of C-MOVE/C-GET that decide: which contexts to propose, which
 syntax to send an object in, which status ends the retrieve."""
 
+from twisted.internet import defer
 from twisted.trial import unittest
 
+from pacscore.codecs.syntaxes import JPEG_BASELINE, JPEG_EXTENDED
+from pacscore.codecs.transcode import TranscodeError, transcode
 from pacscore.dicom import commands
 from pacscore.dicom.retrieve import (
-    SUBOPERATIONS_FAILED, SUCCESS, UNABLE_TO_PERFORM_SUBOPERATIONS, Progress, choose, contextsFor)
+    SUBOPERATIONS_FAILED, SUCCESS, UNABLE_TO_PERFORM_SUBOPERATIONS, Progress, choices, contextsFor,
+    convertToFirst)
 from pacscore.storage.reader import Missing, StoredObject
+from tests.pacscore.codecs.test_transcode import split
+from tests.pacscore.export.fixtures import SyncWorkers
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 MR = "1.2.840.10008.5.1.4.1.1.4"
@@ -38,24 +44,58 @@ class ContextsTests(unittest.TestCase):
         self.assertEqual(contexts[:100], [(f"1.2.3.{n}", [EXPLICIT, IMPLICIT]) for n in range(100)])
 
 
-class ChooseTests(unittest.TestCase):
+class ChoicesTests(unittest.TestCase):
 
     def test_asStoredWhenAccepted(self):
-        self.assertEqual(choose(stored(J2K_LOSSLESS), {J2K_LOSSLESS: 3, EXPLICIT: 1}, "as"), J2K_LOSSLESS)
+        self.assertEqual(choices(stored(J2K_LOSSLESS), {J2K_LOSSLESS: 3, EXPLICIT: 1}, "as")[0], J2K_LOSSLESS)
 
     def test_decompressedWhenOnlyUncompressedIsAccepted(self):
-        self.assertEqual(choose(stored(JPEG_LOSSLESS), {IMPLICIT: 1}, "as"), IMPLICIT)
-        self.assertEqual(choose(stored(J2K_LOSSLESS), {EXPLICIT: 1, IMPLICIT: 3}, "as"), EXPLICIT)
+        self.assertEqual(choices(stored(JPEG_LOSSLESS), {IMPLICIT: 1}, "as")[0], IMPLICIT)
+        self.assertEqual(choices(stored(J2K_LOSSLESS), {EXPLICIT: 1, IMPLICIT: 3}, "as")[0], EXPLICIT)
 
     def test_uncompressedCodeDecompressesEvenIfTheStoredSyntaxIsAccepted(self):
-        self.assertEqual(choose(stored(J2K_LOSSLESS), {J2K_LOSSLESS: 3, EXPLICIT: 1}, "un"), EXPLICIT)
+        self.assertEqual(choices(stored(J2K_LOSSLESS), {J2K_LOSSLESS: 3, EXPLICIT: 1}, "un")[0], EXPLICIT)
 
     def test_compressionCodeCompresses(self):
-        self.assertEqual(choose(stored(EXPLICIT), {J2K_LOSSLESS: 3, EXPLICIT: 1}, "jk"), J2K_LOSSLESS)
+        self.assertEqual(choices(stored(EXPLICIT), {J2K_LOSSLESS: 3, EXPLICIT: 1}, "jk")[0], J2K_LOSSLESS)
 
     def test_nothingAccepted(self):
-        self.assertIsNone(choose(stored(EXPLICIT), {}, "as"))
-        self.assertIsNone(choose(stored(EXPLICIT), {JPEG_LOSSLESS: 1}, "as"))
+        self.assertEqual(choices(stored(EXPLICIT), {}, "as"), [])
+        self.assertEqual(choices(stored(EXPLICIT), {JPEG_LOSSLESS: 1}, "as"), [])
+
+    def test_lossyJpegBothThenUncompressed(self):
+        accepted = {JPEG_BASELINE: 1, JPEG_EXTENDED: 3, EXPLICIT: 5}
+        self.assertEqual(choices(stored(IMPLICIT), accepted, "j3"), [JPEG_BASELINE, JPEG_EXTENDED, EXPLICIT])
+        self.assertEqual(choices(stored(IMPLICIT), accepted, "j4"), [JPEG_EXTENDED, JPEG_BASELINE, EXPLICIT])
+
+
+class ConvertToFirstTests(unittest.TestCase):
+    """An object goes in the first syntax it can be converted to."""
+
+    def setUp(self):
+        self.syntax, self.data, _ = split("CT_small.dcm")  # 16 bits allocated
+        self.ct = stored(self.syntax)
+
+    @defer.inlineCallbacks
+    def test_nextWhenTheEncoderRefuses(self):
+        syntax, data, refusals = yield defer.ensureDeferred(convertToFirst(
+            self.ct, self.data, [JPEG_BASELINE, JPEG_EXTENDED, EXPLICIT], SyncWorkers(), 60))
+        self.assertEqual(syntax, JPEG_EXTENDED)
+        self.assertEqual(data, transcode(self.data, self.syntax, JPEG_EXTENDED, 60))
+        [(refused, error)] = refusals
+        self.assertEqual(refused, JPEG_BASELINE)
+        self.assertIn("8-bit", str(error))
+
+    @defer.inlineCallbacks
+    def test_asStoredUnconverted(self):
+        syntax, data, refusals = yield defer.ensureDeferred(convertToFirst(
+            self.ct, self.data, [JPEG_BASELINE, self.syntax], SyncWorkers(), 95))
+        self.assertEqual((syntax, refusals[0][0]), (self.syntax, JPEG_BASELINE))
+        self.assertIs(data, self.data)
+
+    def test_noneTakesIt(self):
+        result = defer.ensureDeferred(convertToFirst(self.ct, self.data, [JPEG_BASELINE], SyncWorkers(), 95))
+        self.failureResultOf(result, TranscodeError)
 
 
 class ProgressTests(unittest.TestCase):

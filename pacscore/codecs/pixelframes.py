@@ -1,0 +1,52 @@
+"""The native frames our JPEG encoders (``jpeglossless``, ``jpeglossy``)
+take from a data set, and the encapsulated Pixel Data they put back."""
+
+import numpy as np
+from pydicom.dataset import FileMetaDataset
+from pydicom.encaps import encapsulate
+from pydicom.valuerep import VR
+
+_SUBSAMPLED = ("YBR_FULL_422", "YBR_PARTIAL_422", "YBR_PARTIAL_420")
+
+
+def nativeFrames(ds, codec):
+    """The frames of the native Pixel Data of ``ds`` (little endian, 8 or
+    16 bits allocated, 1 sample or 3 by pixel, high bit on top of the bits
+    stored), as an array (frames, rows, columns, samples) of the stored
+    words. ValueError, naming ``codec``, for anything else."""
+    samples = ds.get("SamplesPerPixel") or 1
+    bitsAllocated, bitsStored = ds.get("BitsAllocated"), ds.get("BitsStored")
+    photometric = ds.get("PhotometricInterpretation") or ""
+    if samples not in (1, 3):
+        raise ValueError(f"{codec} is written here for 1 or 3 samples per pixel, not {samples}")
+    if samples == 3 and (ds.get("PlanarConfiguration") or 0) != 0:
+        raise ValueError("colour by plane (Planar Configuration 1) must be interleaved first")
+    if photometric in _SUBSAMPLED:
+        raise ValueError(f"{photometric} pixel data must be expanded first")
+    if bitsAllocated not in (8, 16):
+        raise ValueError(f"{codec} takes 8 or 16 bits allocated, not {bitsAllocated}")
+    if bitsStored is None or not 2 <= bitsStored <= bitsAllocated:
+        raise ValueError(f"{codec} cannot take {bitsStored} bits stored of {bitsAllocated}")
+    if ds.get("HighBit", bitsStored - 1) != bitsStored - 1:
+        raise ValueError(f"the high bit ({ds.HighBit}) is not the top one of {bitsStored} bits stored")
+    frames = int(ds.get("NumberOfFrames") or 1)
+    shape = (frames, ds.Rows, ds.Columns, samples)
+    count = int(np.prod(shape))
+    dtype = np.dtype("<u1" if bitsAllocated == 8 else "<u2")
+    if len(ds.PixelData) < count * dtype.itemsize:
+        raise ValueError(f"Pixel Data has {len(ds.PixelData)} bytes, not the "
+                         f"{count * dtype.itemsize} of {frames} frame(s) of {shape[1:]}")
+    return np.frombuffer(ds.PixelData, dtype, count).reshape(shape)
+
+
+def encapsulateFrames(ds, codestreams, transferSyntax):
+    """Replace the Pixel Data of ``ds`` by ``codestreams``, one per frame,
+    encapsulated with a basic offset table, and set
+    ``ds.file_meta.TransferSyntaxUID``, as pydicom's ``Dataset.compress`` does."""
+    ds.PixelData = encapsulate(list(codestreams))
+    element = ds["PixelData"]
+    element.VR = VR.OB
+    element.is_undefined_length = True
+    if not hasattr(ds, "file_meta"):
+        ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = transferSyntax

@@ -1,0 +1,248 @@
+"""Tests for pacscore.codecs.jpeglossy: lossy JPEG (baseline, extended)
+written here, read back by pydicom (pylibjpeg-libjpeg) and by DCMTK's
+dcmdjpeg within the error the quality allows."""
+
+import numpy as np
+import pydicom
+from pydicom.data import get_testdata_file
+from pydicom.encaps import generate_frames
+from pydicom.pixels import apply_rescale
+from twisted.trial import unittest
+
+from libjpeg import decode
+from pacscore.codecs.jpeglossy import _DCT, _ZIGZAG, encodeDataset, encodeFrame, quantisationTable
+from pacscore.codecs.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN, JPEG_BASELINE, JPEG_EXTENDED
+from pacscore.codecs.transcode import TranscodeError, transcode
+from tests.interop.server import dcmtk
+from tests.pacscore.codecs.test_jpeglossless import dataset, datasetBytes, noise, partTen, segments, smooth
+from tests.pacscore.codecs.test_transcode import asFile, pixels, split
+
+SOF0, SOF1, DQT = 0xFFC0, 0xFFC1, 0xFFDB
+LUMINANCE_FIRST_ROW = [16, 11, 10, 16, 24, 40, 51, 61]
+
+
+def errors(decoded, original):
+    difference = np.abs(np.asarray(decoded, np.float64) - np.asarray(original, np.float64))
+    return difference.max(), difference.mean()
+
+
+class TableTests(unittest.TestCase):
+
+    def test_zigzag(self):
+        """T.81 figure A.6."""
+        self.assertEqual(_ZIGZAG[:16].tolist(), [0, 1, 8, 16, 9, 2, 3, 10, 17, 24, 32, 25, 18, 11, 4, 5])
+        self.assertEqual(_ZIGZAG[-4:].tolist(), [47, 55, 62, 63])
+        self.assertEqual(sorted(_ZIGZAG.tolist()), list(range(64)))
+
+    def test_qualityScaling(self):
+        """IJG's jpeg_set_quality: 50 is the annex K table, 100 all ones,
+        lower qualities coarser, entries at most 255."""
+        base = np.array(LUMINANCE_FIRST_ROW)
+        self.assertEqual(quantisationTable(base, 50).tolist(), LUMINANCE_FIRST_ROW)
+        self.assertEqual(quantisationTable(base, 100).tolist(), [1] * 8)
+        self.assertEqual(quantisationTable(base, 95).tolist(), [2, 1, 1, 2, 2, 4, 5, 6])
+        self.assertEqual(quantisationTable(base, 1).tolist(), [255] * 8)
+        self.assertEqual(quantisationTable(base, 0).tolist(), quantisationTable(base, 1).tolist())
+
+    def test_dctIsOrthonormal(self):
+        self.assertTrue(np.allclose(_DCT @ _DCT.T, np.eye(8)))
+
+
+class FrameTests(unittest.TestCase):
+
+    def assertDecodesClose(self, samples, precision, quality=95, maxError=None, meanError=None):
+        codestream = encodeFrame(samples, precision, quality)
+        decoded = decode(codestream)
+        self.assertEqual(decoded.shape, samples.shape)
+        worst, mean = errors(decoded, samples)
+        if maxError is not None:
+            self.assertLessEqual(worst, maxError)
+        if meanError is not None:
+            self.assertLessEqual(mean, meanError)
+        return codestream
+
+    def test_baselineAndExtendedMarkers(self):
+        found, _ = segments(encodeFrame(smooth((1, 16, 16), 8)[0], 8))
+        self.assertIn(SOF0, found)
+        self.assertEqual(found[SOF0][0][0], 8)
+        found, _ = segments(encodeFrame(smooth((1, 16, 16), 12)[0], 12))
+        self.assertIn(SOF1, found)
+        self.assertEqual(found[SOF1][0][0], 12)
+
+    def test_smoothImagesCloseAtHighQuality(self):
+        self.assertDecodesClose(smooth((1, 64, 80), 8)[0], 8, 95, maxError=8, meanError=1.5)
+        self.assertDecodesClose(smooth((1, 64, 80), 12)[0], 12, 95, maxError=24, meanError=4)
+
+    def test_oddSizes(self):
+        """Edges repeated to whole blocks; the decoder crops them."""
+        for rows, columns in [(1, 1), (7, 9), (13, 31), (65, 3)]:
+            self.assertDecodesClose(smooth((1, rows, columns), 8)[0], 8, 95, maxError=12)
+
+    def test_constantImage(self):
+        """Every block only a DC value and an end of block."""
+        for precision, value in [(8, 0), (8, 255), (12, 4095), (12, 1234)]:
+            samples = np.full((24, 40), value)
+            self.assertDecodesClose(samples, precision, 90, maxError=1)
+
+    def test_longZeroRuns(self):
+        """A block whose only AC coefficient is the last one: three ZRL
+        symbols (16 zeros each) before it, and no end of block."""
+        coefficients = np.zeros(64)
+        coefficients[_ZIGZAG[63]] = 40
+        block = _DCT.T @ coefficients.reshape(8, 8) @ _DCT + 128
+        samples = np.clip(np.rint(block), 0, 255)
+        decoded = decode(encodeFrame(samples, 8, 100))
+        self.assertLessEqual(errors(decoded, samples)[0], 1)
+
+    def test_noiseAtEveryQuality(self):
+        """The largest coefficients and differences each precision has."""
+        for precision in (8, 12):
+            samples = noise((1, 32, 32), precision)[0]
+            sizes = [len(self.assertDecodesClose(samples, precision, quality)) for quality in (100, 75, 25, 1)]
+            self.assertEqual(sizes, sorted(sizes, reverse=True))
+        extremes = np.indices((16, 16)).sum(axis=0) % 2 * 4095
+        self.assertDecodesClose(extremes, 12, 100, maxError=64)
+
+    def test_lowerQualityCoarser(self):
+        samples = smooth((1, 64, 64), 12)[0]
+        fine = errors(decode(encodeFrame(samples, 12, 95)), samples)[1]
+        coarse = errors(decode(encodeFrame(samples, 12, 20)), samples)[1]
+        self.assertLess(fine, coarse)
+
+    def test_refusesOtherPrecisions(self):
+        self.assertRaises(ValueError, encodeFrame, np.zeros((8, 8)), 16)
+        self.assertRaises(ValueError, encodeFrame, np.zeros((8, 8, 2)), 8)
+
+
+class DatasetTests(unittest.TestCase):
+
+    def encoded(self, ds, syntax, quality=95):
+        encodeDataset(ds, syntax, quality)
+        self.assertEqual(ds.file_meta.TransferSyntaxUID, syntax)
+        self.assertTrue(ds["PixelData"].is_undefined_length)
+        return ds
+
+    def test_eightBitMonochromeBaseline(self):
+        array = smooth((1, 40, 48), 8)
+        ds = self.encoded(dataset(array, 8), JPEG_BASELINE)
+        self.assertLessEqual(errors(pixels(ds), array[0])[0], 10)
+        self.assertEqual(ds.BitsStored, 8)
+
+    def test_twelveBitExtended(self):
+        array = smooth((1, 40, 48), 12)
+        ds = self.encoded(dataset(array, 12), JPEG_EXTENDED)
+        self.assertLessEqual(errors(pixels(ds), array[0])[0], 30)
+        self.assertEqual((ds.BitsStored, ds.PixelRepresentation), (12, 0))
+        self.assertNotIn("RescaleIntercept", ds)
+
+    def test_baselineTakesEightBitsAllocatedOnly(self):
+        error = self.assertRaises(ValueError, encodeDataset, dataset(smooth((1, 8, 8), 12), 12), JPEG_BASELINE)
+        self.assertIn("8-bit", str(error))
+
+    def test_signedShiftedWithTheRescaleIntercept(self):
+        """Signed pixels move into 0..4095; modality values stay."""
+        array = smooth((1, 40, 48), 11) - 1024
+        array[0, :4, :4] = -2000  # padding
+        ds = dataset(array, 16, signed=True)
+        ds.RescaleIntercept, ds.RescaleSlope = "-1024", "2"
+        ds.PixelPaddingValue = -2000
+        self.encoded(ds, JPEG_EXTENDED)
+        self.assertEqual((ds.BitsStored, ds.HighBit, ds.PixelRepresentation), (12, 11, 0))
+        self.assertEqual(float(ds.RescaleIntercept), -1024 + 2 * -2000)
+        self.assertEqual(ds.PixelPaddingValue, 0)
+        self.assertEqual(ds["PixelPaddingValue"].VR, "US")
+        modality = pixels(ds) * 2.0 + float(ds.RescaleIntercept)
+        self.assertLessEqual(errors(modality, array[0] * 2.0 - 1024)[0], 60)
+
+    def test_paddingValueNoPixelHasGoes(self):
+        ds = dataset(smooth((1, 16, 16), 10) - 512, 16, signed=True)
+        ds.PixelPaddingValue = -30000
+        self.encoded(ds, JPEG_EXTENDED)
+        self.assertNotIn("PixelPaddingValue", ds)
+
+    def test_sixteenBitsStoredInTwelveWhenTheyFit(self):
+        array = smooth((1, 16, 16), 12) + 30000
+        ds = self.encoded(dataset(array, 16), JPEG_EXTENDED)
+        self.assertEqual(float(ds.RescaleIntercept), float(array.min()))
+        self.assertEqual(ds.RescaleSlope, "1")
+
+    def test_tooWideARange(self):
+        array = np.array([[[0, 5000], [10, 20]]])
+        error = self.assertRaises(ValueError, encodeDataset, dataset(array, 16), JPEG_EXTENDED)
+        self.assertIn("12 bits", str(error))
+        self.assertRaises(ValueError, encodeDataset, dataset(array % 200, 8, signed=True), JPEG_BASELINE)
+
+    def test_paletteRefused(self):
+        ds = dataset(smooth((1, 8, 8), 8), 8)
+        ds.PhotometricInterpretation = "PALETTE COLOR"
+        error = self.assertRaises(ValueError, encodeDataset, ds, JPEG_BASELINE)
+        self.assertIn("palette", str(error))
+
+    def test_rgbAsYbrFull(self):
+        ds = pydicom.dcmread(get_testdata_file("examples_rgb_color.dcm"))
+        original = ds.pixel_array
+        self.encoded(ds, JPEG_BASELINE, 90)
+        self.assertEqual(ds.PhotometricInterpretation, "YBR_FULL")
+        worst, mean = errors(pixels(ds), original)
+        self.assertLessEqual(mean, 3)
+
+    def test_multiFrame(self):
+        array = smooth((3, 16, 24), 8)
+        ds = self.encoded(dataset(array, 8), JPEG_BASELINE)
+        self.assertEqual(len(list(generate_frames(ds.PixelData, number_of_frames=3))), 3)
+        self.assertLessEqual(errors(pixels(ds), array)[0], 10)
+
+
+class TranscodeTests(unittest.TestCase):
+
+    def test_ctMarkedLossy(self):
+        syntax, data, original = split("CT_small.dcm")
+        converted = asFile(transcode(data, syntax, JPEG_EXTENDED, 90), JPEG_EXTENDED, original)
+        self.assertEqual(converted.LossyImageCompression, "01")
+        self.assertEqual(converted.LossyImageCompressionMethod, "ISO_10918_1")
+        self.assertGreater(float(converted.LossyImageCompressionRatio), 1)
+        self.assertEqual(converted.SOPInstanceUID, original.SOPInstanceUID)
+        worst, _ = errors(apply_rescale(pixels(converted), converted), apply_rescale(original.pixel_array, original))
+        self.assertLessEqual(worst, 40)
+
+    def test_qualityGoesToTheTables(self):
+        syntax, data, original = split("MR_small.dcm")
+        for quality, first in [(95, 2), (50, 16)]:
+            converted = asFile(transcode(data, syntax, JPEG_EXTENDED, quality), JPEG_EXTENDED, original)
+            codestream = next(generate_frames(converted.PixelData, number_of_frames=1))
+            found, _ = segments(codestream)
+            self.assertEqual(found[DQT][0][1], first)
+
+    def test_baselineRefusedForSixteenBits(self):
+        syntax, data, _ = split("CT_small.dcm")
+        error = self.assertRaises(TranscodeError, transcode, data, syntax, JPEG_BASELINE)
+        self.assertIn("8-bit", str(error))
+
+
+class DcmtkTests(unittest.TestCase):
+    """DCMTK's dcmdjpeg reads what we write."""
+
+    def assertDcmtkDecodes(self, ds, syntax, expected, maxError):
+        source = partTen(datasetBytes(ds), syntax, self.mktemp() + ".dcm")
+        target = self.mktemp() + ".dcm"
+        dcmtk("dcmdjpeg", source, target, check=True)
+        decompressed = pydicom.dcmread(target)
+        self.assertEqual(decompressed.file_meta.TransferSyntaxUID, EXPLICIT_VR_LITTLE_ENDIAN)
+        array = pixels(decompressed)
+        self.assertEqual(array.shape, expected.shape)
+        self.assertLessEqual(errors(array, expected)[0], maxError)
+        return decompressed
+
+    def test_monochrome(self):
+        for bits, syntax, maxError in [(8, JPEG_BASELINE, 10), (8, JPEG_EXTENDED, 10), (12, JPEG_EXTENDED, 30)]:
+            array = smooth((1, 33, 47), bits)
+            ds = dataset(array, bits)
+            encodeDataset(ds, syntax)
+            self.assertDcmtkDecodes(ds, syntax, array[0], maxError)
+
+    def test_colour(self):
+        ds = pydicom.dcmread(get_testdata_file("examples_rgb_color.dcm"))
+        original = ds.pixel_array
+        encodeDataset(ds, JPEG_BASELINE, 95)
+        decompressed = self.assertDcmtkDecodes(ds, JPEG_BASELINE, original, 64)
+        self.assertLessEqual(errors(pixels(decompressed), original)[1], 3)

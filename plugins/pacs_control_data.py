@@ -5,7 +5,7 @@ Only instances live here; ``getPlugins(IControlCommand, plugins)`` finds
 them as it finds installed ones.
 """
 
-from pacscore.control import conversion, data, deletes, grab, moves
+from pacscore.control import conversion, data, deletes, grab, moves, pictures
 
 deleteImageFile = deletes.DeleteImageFile()
 deletePatient = deletes.DeletePatient()
@@ -35,5 +35,9 @@ countFrames = conversion.CountFrames()
 extractFrames = conversion.ExtractFrames()
 uncompress = conversion.Uncompress()
 testCompress = conversion.TestCompress()
+convertToGif = pictures.ConvertToGif()
+convertToBmp = pictures.ConvertToBmp()
+convertToJpg = pictures.ConvertToJpg()
+convertToDicom = pictures.ConvertToDicom()
 
 grabImagesFromServer = grab.GrabImagesFromServer()

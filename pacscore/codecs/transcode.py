@@ -310,7 +310,7 @@ def _swapBytes(ds):
         element.value = np.frombuffer(value, dtype=f"u{size}").byteswap().tobytes()
 
 
-def _codecLock(syntax):
+def codecLock(syntax):
     return OPENJPEG_LOCK if syntax in _OPENJPEG_SYNTAXES else contextlib.nullcontext()
 
 
@@ -330,7 +330,7 @@ def _decompress(ds, source):
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = source
     try:
-        with _codecLock(source):
+        with codecLock(source):
             decompress(ds, as_rgb=True, generate_instance_uid=False)
     finally:
         del ds.file_meta
@@ -378,7 +378,7 @@ def _compress(ds, target, quality):
         elif target in JPEG_LOSSY_SYNTAXES:
             encodeJpegLossy(ds, target, quality)
         else:
-            with _codecLock(target):
+            with codecLock(target):
                 compress(ds, target, generate_instance_uid=False, **options)
     finally:
         del ds.file_meta

@@ -330,9 +330,16 @@ async def _sendAll(reactor, commands, description, host, port, secret, out, err)
         raise SystemExit(status)
 
 
+def _writeBinary(content):
+    """A command's file (a converted image) to standard output, as it is."""
+    sys.stdout.flush()
+    sys.stdout.buffer.write(content)
+    sys.stdout.buffer.flush()
+
+
 async def _send(endpoint, label, command, secret, out, err):
     try:
-        reply = await sendCommand(endpoint, command, secret, output=out, progress=err)
+        reply = await sendCommand(endpoint, command, secret, output=out, progress=err, data=_writeBinary)
     except error.ConnectionRefusedError:
         err(f"dgate: no pacs server at {label}")
         return 1

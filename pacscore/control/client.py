@@ -2,7 +2,7 @@
 
 ``sendCommand(endpoint, '--display_status:json', secret)`` connects, sends
 the request (see ``pacscore.control.protocol``), hands OUTPUT and PROGRESS
-lines to callbacks as they arrive and fires with a ``Reply``.
+lines (and DATA bytes) to callbacks as they arrive and fires with a ``Reply``.
 """
 
 from typing import NamedTuple
@@ -35,12 +35,15 @@ class ControlClientProtocol(basic.LineReceiver):
     delimiter = b"\n"
     MAX_LENGTH = 1 << 24
 
-    def __init__(self, request, secret=None, output=None, progress=None):
+    def __init__(self, request, secret=None, output=None, progress=None, data=None):
         self.request = request
         self.secret = secret
         self.output = output or (lambda line: None)
         self.progress = progress or (lambda line: None)
+        self.data = data or (lambda content: None)
         self.finished = defer.Deferred()
+        self._expected = 0
+        self._received = []
 
     def connectionMade(self):
         lines = ([f"AUTH {self.secret}"] if self.secret else []) + [f"COMMAND {self.request}"]
@@ -50,10 +53,24 @@ class ControlClientProtocol(basic.LineReceiver):
         kind, _, text = line.rstrip(b"\r").decode("utf-8", errors="replace").partition(" ")
         if kind == "OUTPUT":
             self.output(text)
+        elif kind == "DATA" and text.isdigit():
+            self._expected = int(text)
+            self._received = []
+            self.setRawMode()
+            if not self._expected:
+                self.rawDataReceived(b"")
         elif kind == "PROGRESS":
             self.progress(text)
         elif kind in ("OK", "ERROR") and not self.finished.called:
             self.finished.callback(Reply(kind == "OK", text))
+
+    def rawDataReceived(self, data):
+        wanted = self._expected - sum(len(part) for part in self._received)
+        self._received.append(data[:wanted])
+        if len(data) >= wanted:
+            self.data(b"".join(self._received))
+            self._received = []
+            self.setLineMode(data[wanted:])
 
     def lineLengthExceeded(self, line):
         self.transport.loseConnection()
@@ -63,10 +80,11 @@ class ControlClientProtocol(basic.LineReceiver):
             self.finished.errback(NoAnswer("the server closed the connection without an answer"))
 
 
-def sendCommand(endpoint, request, secret=None, output=None, progress=None):
+def sendCommand(endpoint, request, secret=None, output=None, progress=None, data=None):
     """A Deferred ``Reply`` to ``request`` sent to the control port at
     ``endpoint`` (an ``IStreamClientEndpoint``); ``output`` and ``progress``
-    get each OUTPUT and PROGRESS line. Errbacks with the connection error
-    (e.g. ``ConnectionRefusedError``) or ``NoAnswer``."""
-    client = ControlClientProtocol(request, secret, output, progress)
+    get each OUTPUT and PROGRESS line, ``data`` the bytes of a DATA answer.
+    Errbacks with the connection error (e.g. ``ConnectionRefusedError``)
+    or ``NoAnswer``."""
+    client = ControlClientProtocol(request, secret, output, progress, data)
     return endpoints.connectProtocol(endpoint, client).addCallback(lambda _: client.finished)

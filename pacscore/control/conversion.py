@@ -58,10 +58,10 @@ def _countFrames(path):
     return frameCount(decodeDataset(data, syntax, stopBeforePixels=True))
 
 
-def _extractFrames(path, target, first, last):
-    """Frames ``first``..``last`` of ``path`` written to ``target``; how many."""
-    syntax, data = readFile(path)
-    dataset = decodeDataset(data, syntax)
+def keepFrames(dataset, first, last):
+    """Only frames ``first``..``last`` (from 0; ``last`` past the end: to
+    the end) left in ``dataset``; how many. DatasetError when it has no
+    such frame."""
     count = frameCount(dataset)
     if "PixelData" not in dataset:
         raise DatasetError("it has no Pixel Data")
@@ -79,8 +79,16 @@ def _extractFrames(path, target, first, last):
         size = int(dataset.Rows) * int(dataset.Columns) * int(dataset.get("SamplesPerPixel") or 1) * bits // 8
         dataset.PixelData = dataset.PixelData[first * size:(last + 1) * size]
     dataset.NumberOfFrames = last - first + 1
-    _write(target, dataset, syntax, encodeDataset(dataset, syntax))
     return last - first + 1
+
+
+def _extractFrames(path, target, first, last):
+    """Frames ``first``..``last`` of ``path`` written to ``target``; how many."""
+    syntax, data = readFile(path)
+    dataset = decodeDataset(data, syntax)
+    count = keepFrames(dataset, first, last)
+    _write(target, dataset, syntax, encodeDataset(dataset, syntax))
+    return count
 
 
 def _uncompress(path, target):
@@ -91,7 +99,7 @@ def _uncompress(path, target):
     _write(target, dataset, ExplicitVRLittleEndian, data)
 
 
-class _Conversion(ControlCommand):
+class FileConversion(ControlCommand):
     """Runs ``work(path, ...)`` in the I/O pool; its failures become CommandErrors."""
 
     def convert(self, archive, source, work, *args):
@@ -105,7 +113,7 @@ class _Conversion(ControlCommand):
         return d.addErrback(failed)
 
 
-class CountFrames(_Conversion):
+class CountFrames(FileConversion):
     name = "count_frames"
     usage = "--count_frames:file  report # frames in DICOM file"
 
@@ -113,7 +121,7 @@ class CountFrames(_Conversion):
         return self.convert(context.archive, arguments.strip(), _countFrames).addCallback(str)
 
 
-class ExtractFrames(_Conversion):
+class ExtractFrames(FileConversion):
     name = "extract_frames"
     usage = "--extract_frames:file,out,first,last  Select frames of DICOM file (from 0)"
 
@@ -128,7 +136,7 @@ class ExtractFrames(_Conversion):
         return d.addCallback(lambda count: f"{count} frame(s) written to {target}")
 
 
-class Uncompress(_Conversion):
+class Uncompress(FileConversion):
     name = "uncompress"
     usage = "--uncompress:file,out  Uncompress DICOM"
 

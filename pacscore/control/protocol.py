@@ -3,8 +3,10 @@
 One request per connection. The client sends lines (CRLF or LF), optionally
 ``AUTH <secret>``, then ``COMMAND --name:arguments``; the server answers
 ``PROGRESS <text>`` lines while the command works, one ``OUTPUT <line>``
-per line of its output, and finally ``OK`` or ``ERROR <message>``, then
-closes. Commands run as Deferreds, so a long one never holds up other
+per line of its output (or, for a command whose output is a file's bytes,
+such as ``convert_to_jpg`` without an output file, one ``DATA <length>``
+line followed by that many bytes), and finally ``OK`` or ``ERROR
+<message>``, then closes. Commands run as Deferreds, so a long one never holds up other
 clients or the DICOM service.
 """
 
@@ -116,8 +118,14 @@ class ControlProtocol(basic.LineReceiver, policies.TimeoutMixin):
             self._send(b"PROGRESS", line)
 
     def finish(self, error=None, output=None):
-        """The OUTPUT lines of ``output``, then OK (or ``ERROR error``), and close."""
+        """The OUTPUT lines of ``output`` (text; bytes go as DATA), then
+        OK (or ``ERROR error``), and close."""
         self.setTimeout(None)
+        if isinstance(output, bytes):
+            self._send(b"DATA", str(len(output)))
+            if not self.finished:
+                self.transport.write(output)
+            output = None
         for line in ("" if output is None else str(output)).splitlines():
             self._send(b"OUTPUT", line)
         self._send(b"OK" if error is None else b"ERROR", None if error is None else _oneLine(error))

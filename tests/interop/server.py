@@ -182,9 +182,10 @@ class PacsServer:
             raise AssertionError(f"mllp_send failed: {result.stderr.decode(errors='replace')}")
         return result.stdout.decode("utf-8", errors="replace")
 
-    def dgate(self, *args):
+    def dgate(self, *args, text=True):
+        """dgate run in the server's folder; ``text=False``: its output as bytes."""
         return subprocess.run([os.path.join(BIN, "dgate"), f"-w{self.workdir}", *args],
-                              capture_output=True, text=True, timeout=600)
+                              capture_output=True, text=text, timeout=600)
 
 
 def acknowledged(storescuOutput):

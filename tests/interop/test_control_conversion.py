@@ -1,15 +1,20 @@
 """The conversion commands through the real ``dgate`` against a running
 ``twistd -n pacs``: count_frames, extract_frames (native and
 encapsulated Pixel Data), uncompress (JPEG lossless back to explicit
-little endian, the pixels compared with numpy) and testcompress (one
-stored series per compression code, checked with findscu)."""
+little endian, the pixels compared with numpy), testcompress (one
+stored series per compression code, checked with findscu) and the
+picture conversions (convert_to_gif/bmp/jpg read back with Pillow,
+convert_to_dicom with pydicom), to files and to dgate's standard output."""
 
+import io
 import os
 import shutil
 import tempfile
 
 import numpy
 import pydicom
+from PIL import Image
+from pydicom.data import get_testdata_file
 from pydicom.encaps import encapsulate
 from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, JPEGExtended12Bit, JPEGLosslessSV1, generate_uid
 from twisted.trial import unittest
@@ -117,3 +122,70 @@ class ConversionCommandTests(unittest.TestCase):
             stored = pydicom.dcmread(os.path.join(self.server.dataDir, byCode[code].split()[0][len("MAG0:"):]))
             self.assertNotIn("PixelData", stored)
             self.assertEqual(nki.decompress(stored[0x7FDF0010].value), original)
+
+
+class PictureCommandTests(unittest.TestCase):
+    """convert_to_gif/bmp/jpg/dicom through dgate and the control port."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.workdir = tempfile.mkdtemp(prefix="pacs-pictures-")
+        cls.server = PacsServer(os.path.join(cls.workdir, "pacs"))
+        cls.server.start()
+        cls.ct = get_testdata_file("CT_small.dcm")
+        cls.frames = multiFrame(os.path.join(cls.workdir, "frames.dcm"), size=64)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.stop()
+        shutil.rmtree(cls.workdir, True)
+
+    def dgateBytes(self, command):
+        result = self.server.dgate(command, text=False)
+        self.assertEqual(result.returncode, 0, result.stderr.decode(errors="replace"))
+        return result.stdout
+
+    def test_toStandardOutput(self):
+        """No output file (or ``binary``): the picture on standard output."""
+        for command, kind, size in (("convert_to_gif", "GIF", 64), ("convert_to_bmp", "BMP", 32),
+                                    ("convert_to_jpg", "JPEG", 0)):
+            for out in ("", "binary"):
+                image = Image.open(io.BytesIO(self.dgateBytes(f"--{command}:{self.ct},{size},{out}")))
+                self.assertEqual(image.format, kind)
+                self.assertEqual(image.size, (size or 128, size or 128))
+        image = Image.open(io.BytesIO(self.dgateBytes(f"--convert_to_gif:{self.ct}")))
+        self.assertEqual(image.size, (128, 128), "size 256 by default: not enlarged")
+
+    def test_cgi(self):
+        content = self.dgateBytes(f"--convert_to_jpg:{self.ct},64,cgi")
+        header, _, picture = content.partition(b"\n\n")
+        self.assertEqual(header, b"Content-type: image/jpeg")
+        self.assertEqual(Image.open(io.BytesIO(picture)).size, (64, 64))
+
+    def test_toAFileWithWindowAndFrame(self):
+        out = os.path.join(self.workdir, "frame.bmp")
+        self.assertEqual(self.dgate(f"--convert_to_bmp:{self.frames},0,{out},2/2/2"), f"{out} written")
+        # frame 2 holds 2 everywhere: level 2, width 2 puts it in the middle of the grey scale
+        pixels = numpy.asarray(Image.open(out).convert("L"))
+        self.assertEqual(pixels.shape, (64, 64))
+        self.assertEqual(set(pixels.ravel().tolist()), {128})
+        self.assertIn("numbered from 0", self.dgate(f"--convert_to_bmp:{self.frames},0,{out},0/0/9", status=1))
+        self.assertIn("archive's own files",
+                      self.dgate(f"--convert_to_gif:{self.ct},0,{self.server.dataDir}/x.gif", status=1))
+
+    def dgate(self, command, status=0):
+        result = self.server.dgate(command)
+        self.assertEqual(result.returncode, status, result.stdout + result.stderr)
+        return (result.stdout if status == 0 else result.stderr).strip()
+
+    def test_toDicom(self):
+        """Frame 3 alone, in JPEG Extended (j4); CT_small downsized to 32."""
+        content = self.dgateBytes(f"--convert_to_dicom:{self.frames},0,j4,3")
+        frame = pydicom.dcmread(io.BytesIO(content))
+        self.assertEqual(frame.file_meta.TransferSyntaxUID, JPEGExtended12Bit)
+        self.assertEqual(int(frame.NumberOfFrames), 1)
+        self.assertEqual(int(frame.pixel_array.mean().round()), 3)
+        small = pydicom.dcmread(io.BytesIO(self.dgateBytes(f"--convert_to_dicom:{self.ct},32")))
+        self.assertEqual((small.Rows, small.Columns), (32, 32))
+        self.assertEqual(small.file_meta.TransferSyntaxUID, ExplicitVRLittleEndian)
+        self.assertEqual(small.SOPInstanceUID, pydicom.dcmread(self.ct).SOPInstanceUID)

@@ -53,6 +53,18 @@ class Slow:
 
 
 @implementer(IControlCommand)
+class Picture:
+    """Answers bytes (a converted picture): line ends and answer words among them."""
+
+    name = "picture"
+    usage = "--picture:  Answer bytes"
+    content = bytes(range(256)) * 3 + b"\r\nOK\r\nOUTPUT x\n"
+
+    def run(self, arguments, context):
+        return b"" if arguments == "empty" else self.content
+
+
+@implementer(IControlCommand)
 class Broken:
     name = "broken"
     usage = "--broken:  Fail"
@@ -103,8 +115,8 @@ class ServerTests(unittest.TestCase):
         self.factory = self.makeFactory()
 
     def makeFactory(self, **kw):
-        return ControlFactory(object(), self.clock, commands=CommandRegistry([Echo(), self.slow, Broken(), Silent()]),
-                              **kw)
+        return ControlFactory(object(), self.clock,
+                              commands=CommandRegistry([Echo(), self.slow, Broken(), Silent(), Picture()]), **kw)
 
     preamble = ()  # the lines a client sends before its command
 
@@ -132,6 +144,12 @@ class ServerTests(unittest.TestCase):
 
     def test_noOutput(self):
         self.assertEqual(self.answer(self.request("COMMAND --silent:")), ["OK"])
+
+    def test_bytesAsData(self):
+        transport = self.request("COMMAND --picture:")
+        content = Picture.content
+        self.assertEqual(transport.value(), f"DATA {len(content)}\r\n".encode() + content + b"OK\r\n")
+        self.assertEqual(self.request("COMMAND --picture:empty").value(), b"DATA 0\r\nOK\r\n")
 
     def test_bareLineFeedsAccepted(self):
         protocol, transport = self.connect()
@@ -277,12 +295,13 @@ class ClientTests(unittest.TestCase):
     def setUp(self):
         self.clock = task.Clock()
         self.slow = Slow()
+        self.data = []
         self.factory = ControlFactory(object(), self.clock, secret="pw", requireSecret=True,
-                                      commands=CommandRegistry([Echo(), self.slow, Broken()]))
+                                      commands=CommandRegistry([Echo(), self.slow, Broken(), Picture()]))
 
     def send(self, request, secret="pw"):
         output, progress = [], []
-        client = ControlClientProtocol(request, secret, output.append, progress.append)
+        client = ControlClientProtocol(request, secret, output.append, progress.append, self.data.append)
         server = self.factory.buildProtocol(None)
         pump = iosim.connect(server, iosim.makeFakeServer(server), client, iosim.makeFakeClient(client))
         return client, pump, output, progress
@@ -310,6 +329,29 @@ class ClientTests(unittest.TestCase):
         self.assertTrue(self.successResultOf(client.finished).unknownCommand)
         client, *_ = self.send("--echo:", secret="nope")
         self.assertEqual(self.successResultOf(client.finished), Reply(False, "refused: wrong secret"))
+
+    def test_data(self):
+        client, pump, output, progress = self.send("--picture:")
+        self.assertEqual(self.successResultOf(client.finished), Reply(True, ""))
+        self.assertEqual(self.data, [Picture.content])
+        self.assertEqual(output, [])
+
+    def test_dataInPieces(self):
+        """The bytes arrive one by one, lines before and after them too."""
+        content = Picture.content
+        answer = b"PROGRESS going\r\n" + f"DATA {len(content)}\r\n".encode() + content + b"OUTPUT done\r\nOK\r\n"
+        output, progress, data = [], [], []
+        client = ControlClientProtocol("--picture:", None, output.append, progress.append, data.append)
+        client.makeConnection(StringTransport())
+        for i in range(len(answer)):
+            client.dataReceived(answer[i:i + 1])
+        self.assertEqual((progress, data, output), (["going"], [content], ["done"]))
+        self.assertTrue(self.successResultOf(client.finished).ok)
+
+    def test_emptyData(self):
+        client, *_ = self.send("--picture:empty")
+        self.assertTrue(self.successResultOf(client.finished).ok)
+        self.assertEqual(self.data, [b""])
 
     def test_closedWithoutAnswer(self):
         client = ControlClientProtocol("--echo:")

@@ -1,0 +1,95 @@
+"""One frame of a DICOM image as 8-bit grey or RGB pixels for display, as
+Conquest's ``To8bitMonochromeOrRGB`` makes them for ``convert_to_gif``,
+``convert_to_bmp`` and ``convert_to_jpg``:
+
+- the frame (numbered from 0) of the pixel data, decoded (JPEG, JPEG 2000,
+  RLE, NKI ...); colour made RGB, palette colour looked up;
+- shrunk to ``size`` pixels at most across by keeping every f-th pixel of
+  every f-th row, f the smallest whole factor that does it (never enlarged);
+- grey values windowed: ``level``/``window`` in modality units (the
+  Rescale Slope and Intercept applied), from the Window Center and Width
+  of the object when ``window`` is 0; with neither, 8-bit data as it is
+  and wider data stretched from its smallest to its largest value (Conquest
+  uses fixed ranges there); MONOCHROME1 inverted. Colour is not windowed.
+"""
+
+import numpy as np
+from pydicom.dataset import FileMetaDataset
+from pydicom.pixels import apply_color_lut, apply_rescale, get_decoder
+
+from pacscore.codecs import nkipixels
+from pacscore.codecs.syntaxes import DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN
+from pacscore.codecs.transcode import TranscodeError, codecLock
+from pacscore.dicom.datasets import decodeDataset
+
+
+def _first(value):
+    if value is None or value == "":
+        return None
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        value = value[0] if len(value) else None
+    return None if value is None else float(value)
+
+
+def _frame(ds, syntax, frame):
+    """The pixels of ``frame`` of ``ds``: (rows, columns) or (rows, columns, 3)."""
+    if "PixelData" not in ds:
+        raise TranscodeError("it has no Pixel Data")
+    frames = int(ds.get("NumberOfFrames") or 1)
+    if not 0 <= frame < frames:
+        raise TranscodeError(f"it has {frames} frame(s), numbered from 0, not frame {frame}")
+    try:
+        with codecLock(syntax):
+            pixels, _ = get_decoder(syntax).as_array(ds, index=frame)
+    except Exception as e:  # no decoder, damaged data: pydicom raises anything
+        raise TranscodeError(f"its pixel data cannot be decoded: {e}") from e
+    if ds.get("PhotometricInterpretation") == "PALETTE COLOR":
+        pixels = apply_color_lut(pixels, ds)
+        if pixels.dtype != np.uint8:  # 16-bit palette entries
+            pixels = (pixels >> 8).astype(np.uint8)
+    return pixels
+
+
+def _shrunk(pixels, size):
+    rows, columns = pixels.shape[:2]
+    factor = max(-(-max(rows, columns) // size), 1) if size > 0 else 1
+    return pixels[::factor, ::factor][:max(rows // factor, 1), :max(columns // factor, 1)]
+
+
+def _grey(ds, pixels, level, window):
+    """Grey ``pixels`` windowed into 0..255."""
+    if not window:
+        level, window = _first(ds.get("WindowCenter")), _first(ds.get("WindowWidth"))
+    values = apply_rescale(pixels, ds) if "RescaleIntercept" in ds or "RescaleSlope" in ds else pixels
+    values = np.asarray(values, np.float64)
+    if window and level is not None:
+        scaled = (values - level + window / 2) * 255 / window
+    elif int(ds.get("BitsStored") or 8) <= 8 and values.min() >= 0:
+        scaled = values
+    else:
+        low, high = values.min(), values.max()
+        scaled = (values - low) * 255 / max(high - low, 1)
+    grey = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+    return 255 - grey if ds.get("PhotometricInterpretation") == "MONOCHROME1" else grey
+
+
+def renderFrame(data, syntax, size=0, level=0, window=0, frame=0):
+    """The 8-bit pixels of ``frame`` of the data set ``data`` (bytes in
+    ``syntax``) for display: (rows, columns) grey or (rows, columns, 3)
+    RGB uint8, at most ``size`` across (0: as large as it is). See the
+    module docstring. TranscodeError when it has no image to show."""
+    data = nkipixels.withPlainPixels(data, syntax)
+    try:
+        ds = decodeDataset(data, syntax)
+    except Exception as e:  # IdentifierError, or anything pydicom raises on damage
+        raise TranscodeError(f"the data set cannot be read: {e}") from e
+    if syntax == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:  # decodeDataset inflated it
+        syntax = EXPLICIT_VR_LITTLE_ENDIAN
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = syntax
+    pixels = _shrunk(_frame(ds, syntax, frame), size)
+    if pixels.ndim == 3:
+        if pixels.dtype != np.uint8:
+            pixels = (pixels >> (int(ds.get("BitsStored") or 16) - 8)).astype(np.uint8)
+        return np.ascontiguousarray(pixels)
+    return _grey(ds, pixels, level, window)

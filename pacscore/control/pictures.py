@@ -1,0 +1,141 @@
+"""Conquest's picture conversions (manual appendix 6, "Conversion
+options"): ``convert_to_gif:file,size,out,l/w/f`` (grey GIF),
+``convert_to_bmp`` (colour BMP), ``convert_to_jpg`` (JPEG) and
+``convert_to_dicom:file,size,comp,f``.
+
+``size`` is the largest width or height wanted, the image shrunk by a whole
+factor (256 when the field is missing; empty or 0: as large as it is);
+``l/w/f`` the window level and width (0: the object's own, see
+``pacscore.codecs.rendering``) and the frame, from 0. ``out`` is a file the
+server writes; missing, empty or ``binary``: the picture goes to dgate's
+standard output; ``cgi``: the same behind a ``Content-type`` header, as a
+CGI script answers.
+
+``convert_to_dicom`` writes a Part-10 file to dgate's standard output: the
+frame ``f`` alone when given, the image downsized to ``size`` (0 or
+missing: not; single-frame images with a Pixel Spacing, as Conquest's
+MaybeDownsize), in the compression code ``comp`` (default ``un``).
+"""
+
+import math
+
+from pydicom.uid import ExplicitVRLittleEndian
+
+from pacscore.codecs.compression import recode
+from pacscore.codecs.downsize import downsizeDataset
+from pacscore.codecs.imagefiles import bmpImage, gifImage, jpegImage
+from pacscore.codecs.rendering import renderFrame
+from pacscore.codecs.syntaxes import codeOf, isCompressed
+from pacscore.codecs.transcode import transcode
+from pacscore.control.arguments import fields, number
+from pacscore.control.context import CommandError
+from pacscore.control.conversion import FileConversion, keepFrames
+from pacscore.control.data import readFile
+from pacscore.control.output import outputPath
+from pacscore.dicom.datasets import decodeDataset, encodeDataset
+from pacscore.dicom.negotiation import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION
+from pacscore.storage.part10 import encodeFileMeta
+
+DEFAULT_SIZE = 256
+TO_STANDARD_OUTPUT = ("", "binary")
+CGI = "cgi"
+
+
+def _integer(text, what):
+    """A level or width as Conquest reads it: a number rounded, 0 when empty."""
+    text = text.strip()
+    if not text:
+        return 0
+    try:
+        return math.floor(float(text) + 0.5)
+    except ValueError:
+        raise CommandError(f"{what} must be a number, not {text!r}") from None
+
+
+def _size(text, given):
+    if not given:
+        return DEFAULT_SIZE
+    return number(text, "size") if text.strip() else 0
+
+
+def _picture(path, write, size, level, window, frame):
+    syntax, data = readFile(path)
+    return write(renderFrame(data, syntax, size, level, window, frame))
+
+
+class PictureConversion(FileConversion):
+    """``convert_to_XXX:file,size,out,l/w/f``; ``write`` makes the file."""
+
+    contentType = ""
+    write = None
+
+    def run(self, arguments, context):
+        given = arguments.count(",") >= 1
+        source, size, out, rest = fields(arguments, 4)
+        level, window, frame = (rest.split("/") + ["", "", ""])[:3]
+        work = (_picture, self.write, _size(size, given), _integer(level, "level"), _integer(window, "window"),
+                number(frame, "frame") if frame.strip() else 0)
+        d = self.convert(context.archive, source, *work)
+        out = out.strip()
+        if out.lower() in TO_STANDARD_OUTPUT:
+            return d
+        if out.lower() == CGI:
+            return d.addCallback(lambda picture: f"Content-type: {self.contentType}\n\n".encode() + picture)
+        target = outputPath(context.archive, out)
+        d.addCallback(lambda picture: context.archive.workers.deferToWorker(_writeFile, target, picture))
+        return d.addCallback(lambda _: f"{target} written")
+
+
+def _writeFile(path, content):
+    with open(path, "wb") as f:
+        f.write(content)
+
+
+def _dicom(path, size, code, frame, quality):
+    syntax, data = readFile(path)
+    if frame is not None:
+        dataset = decodeDataset(data, syntax)
+        keepFrames(dataset, frame, frame)
+        data = encodeDataset(dataset, syntax)
+    if size:
+        if isCompressed(syntax):
+            data, syntax = transcode(data, syntax, ExplicitVRLittleEndian), ExplicitVRLittleEndian
+        data = downsizeDataset(data, syntax, size) or data
+    data, syntax = recode(data, syntax, code, quality)
+    dataset = decodeDataset(data, syntax, stopBeforePixels=True)
+    header = encodeFileMeta(dataset.get("SOPClassUID", ""), dataset.get("SOPInstanceUID", ""), syntax,
+                            IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION)
+    return header + data
+
+
+class ConvertToDicom(FileConversion):
+    name = "convert_to_dicom"
+    usage = "--convert_to_dicom:file,size,comp,f  Downsize/compress/frame DICOM to standard output"
+
+    def run(self, arguments, context):
+        source, size, code, frame = fields(arguments, 4)
+        archive = context.archive
+        return self.convert(archive, source, _dicom, number(size, "size") if size.strip() else 0,
+                            codeOf(code or "un"), number(frame, "frame") if frame.strip() else None,
+                            archive.configuration.lossyQuality)
+
+
+class ConvertToGif(PictureConversion):
+    name = "convert_to_gif"
+    usage = "--convert_to_gif:file,size,out,l/w/f  Downsize and convert to mono GIF"
+    contentType = "image/gif"
+    write = staticmethod(gifImage)
+
+
+class ConvertToBmp(PictureConversion):
+    name = "convert_to_bmp"
+    usage = "--convert_to_bmp:file,size,out,l/w/f  Downsize and convert to color BMP"
+    contentType = "image/bmp"
+    write = staticmethod(bmpImage)
+
+
+class ConvertToJpg(PictureConversion):
+    name = "convert_to_jpg"
+    usage = "--convert_to_jpg:file,size,out,l/w/f  Downsize and convert to color JPG"
+    contentType = "image/jpeg"
+    write = staticmethod(jpegImage)

@@ -1,0 +1,107 @@
+"""Tests for pacscore.codecs.rendering: a frame as 8-bit pixels to show."""
+
+import numpy as np
+from twisted.trial import unittest
+
+from pacscore.codecs import nkipixels
+from pacscore.codecs.rendering import renderFrame
+from pacscore.codecs.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN
+from pacscore.codecs.transcode import TranscodeError, transcode
+from pacscore.dicom.datasets import encodeDataset
+from tests.pacscore.codecs.test_jpeglossless import dataset
+from tests.pacscore.codecs.test_transcode import pixels, split
+
+EXPLICIT = EXPLICIT_VR_LITTLE_ENDIAN
+
+
+def render(ds, **kw):
+    return renderFrame(encodeDataset(ds, EXPLICIT), EXPLICIT, **kw)
+
+
+def ramp(rows=4, columns=256, frames=1, high=4095):
+    return np.broadcast_to(np.linspace(0, high, columns).round().astype(np.int64), (frames, rows, columns)).copy()
+
+
+class WindowTests(unittest.TestCase):
+
+    def test_stretchedWithoutAWindow(self):
+        grey = render(dataset(ramp(high=3900) + 100, 12))
+        self.assertEqual((grey.dtype, grey.min(), grey.max()), (np.uint8, 0, 255))
+        self.assertTrue(np.all(np.diff(grey[0].astype(int)) >= 0))
+
+    def test_eightBitsAsTheyAre(self):
+        array = ramp(high=200)
+        self.assertEqual(render(dataset(array, 8)).tolist(), array[0].tolist())
+
+    def test_levelAndWidth(self):
+        """In modality units: the Rescale Intercept applied first."""
+        ds = dataset(ramp(), 12)
+        ds.RescaleIntercept, ds.RescaleSlope = "-1024", "1"
+        grey = render(ds, level=0, window=200)
+        values = ramp()[0, 0] - 1024
+        self.assertTrue(np.all(grey[0][values <= -100] == 0))
+        self.assertTrue(np.all(grey[0][values >= 100] == 255))
+        middle = np.abs(values) < 90
+        self.assertTrue(np.all(np.abs(grey[0][middle] - (values[middle] + 100) * 255 / 200) <= 1))
+
+    def test_theObjectsWindowWhenNoneIsGiven(self):
+        ds = dataset(ramp(), 12)
+        ds.WindowCenter, ds.WindowWidth = ["1000", "40"], ["500", "80"]
+        self.assertEqual(render(ds).tolist(), render(ds, level=1000, window=500).tolist())
+        self.assertEqual(render(ds, level=7).tolist(), render(ds, level=1000, window=500).tolist())
+
+    def test_monochrome1Inverted(self):
+        ds = dataset(ramp(high=255), 8)
+        ds.PhotometricInterpretation = "MONOCHROME1"
+        self.assertEqual(render(ds)[0].tolist(), (255 - ramp(high=255)[0, 0]).tolist())
+
+    def test_signed(self):
+        grey = render(dataset(ramp() - 2048, 16, signed=True))
+        self.assertEqual((grey[0, 0], grey[0, -1]), (0, 255))
+
+
+class GeometryTests(unittest.TestCase):
+
+    def test_shrunkByAWholeFactor(self):
+        array = ramp(rows=300, columns=200)
+        ds = dataset(array, 12)
+        self.assertEqual(render(ds, size=256).shape, (150, 100))
+        self.assertEqual(render(ds, size=100).shape, (100, 66))
+        self.assertEqual(render(ds, size=400).shape, (300, 200), "never enlarged")
+        self.assertEqual(render(ds, size=0).shape, (300, 200))
+        self.assertEqual(render(ds, size=1).shape, (1, 1))
+
+    def test_frames(self):
+        array = np.stack([np.full((6, 6), value) for value in (10, 20, 30)])
+        ds = dataset(array, 8)
+        self.assertEqual([int(render(ds, frame=n)[0, 0]) for n in range(3)], [10, 20, 30])
+        error = self.assertRaises(TranscodeError, render, ds, frame=3)
+        self.assertIn("numbered from 0", str(error))
+
+
+class SourceTests(unittest.TestCase):
+
+    def test_compressedAndColour(self):
+        for name in ("JPEG2000.dcm", "SC_rgb_rle.dcm", "examples_ybr_color.dcm", "examples_palette.dcm"):
+            syntax, data, original = split(name)
+            picture = renderFrame(data, syntax)
+            self.assertEqual(picture.dtype, np.uint8, name)
+            self.assertEqual(picture.shape[:2], (original.Rows, original.Columns), name)
+        syntax, data, original = split("SC_rgb_rle.dcm")
+        self.assertEqual(renderFrame(data, syntax).tolist(), pixels(original).tolist(), "RGB as it is")
+        syntax, data, original = split("examples_palette.dcm")
+        self.assertEqual(renderFrame(data, syntax).shape, (original.Rows, original.Columns, 3))
+
+    def test_deflatedAndNKI(self):
+        syntax, data, original = split("CT_small.dcm")
+        expected = renderFrame(data, syntax)
+        deflated = "1.2.840.10008.1.2.1.99"
+        self.assertEqual(renderFrame(transcode(data, syntax, deflated), deflated).tolist(), expected.tolist())
+        self.assertEqual(renderFrame(nkipixels.compressDataset(data, syntax, 2), syntax).tolist(),
+                         expected.tolist())
+
+    def test_noPixelData(self):
+        syntax, data, _ = split("rtplan.dcm")
+        error = self.assertRaises(TranscodeError, renderFrame, data, syntax)
+        self.assertIn("no Pixel Data", str(error))
+        self.assertRaises(TranscodeError, renderFrame, b"\x08\x00\x05\x00garbage", EXPLICIT)

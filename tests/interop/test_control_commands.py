@@ -65,6 +65,7 @@ _OTHER = "tests.interop."
 _HERE = "tests.interop.test_control_commands."
 _MODIFY = "tests.interop.test_control_modify.ControlModifyTests."
 _CONVERSION = "tests.interop.test_control_conversion.ConversionCommandTests."
+_PICTURES = "tests.interop.test_control_conversion.PictureCommandTests."
 COVERAGE = {
     "addimagefile": _OTHER + "test_control_data.ControlDataTests.test_addimagefileWithANewPatientID",
     "attachanytopatient": _MODIFY + "test_attachAnyToPatientStudySeries",
@@ -75,6 +76,10 @@ COVERAGE = {
     "anonymize": _MODIFY + "test_anonymizeWithAConverterScript",
     "copypatid": _MODIFY + "test_copypatidKeepsTheOriginal",
     "count_frames": _CONVERSION + "test_countAndExtractNativeFrames",
+    "convert_to_bmp": _PICTURES + "test_toAFileWithWindowAndFrame",
+    "convert_to_dicom": _PICTURES + "test_toDicom",
+    "convert_to_gif": _PICTURES + "test_toStandardOutput",
+    "convert_to_jpg": _PICTURES + "test_cgi",
     "extract_frames": _CONVERSION + "test_countAndExtractNativeFrames",
     "testcompress": _CONVERSION + "test_testcompress",
     "uncompress": _CONVERSION + "test_uncompress",

@@ -138,8 +138,17 @@ def _roleItems(roles):
     return items
 
 
+def _spacePadded(body):
+    """An A-ASSOCIATE-RQ/AC body with NULs in its AE titles made spaces:
+    Conquest pads them with zeros (PadAEWithZeros), pynetdicom refuses them."""
+    titles = body[4:36]
+    return body if b"\x00" not in titles else bytes(body[:4]) + bytes(titles).replace(b"\x00", b" ") + bytes(body[36:])
+
+
 def _decodePDU(pduClass, pduType, body):
     """A pynetdicom PDU object decoded from the body of a PDU, or PDUError."""
+    if pduType in (0x01, 0x02):
+        body = _spacePadded(body)
     decoded = pduClass()
     try:
         decoded.decode(bytes((pduType, 0)) + len(body).to_bytes(4, "big") + body)

@@ -78,6 +78,29 @@ class RememberedNegotiationTests(unittest.TestCase):
         self.assertEqual(self.decoded, 2)
 
 
+class ZeroPaddedTitlesTests(unittest.TestCase):
+    """AE titles padded with NULs (Conquest's PadAEWithZeros = 1) are taken
+    as if padded with spaces."""
+
+    def test_request(self):
+        request = bytearray(body(called="PACS", calling="CONQUEST"))
+        request[4:20] = b"PACS".ljust(16, b"\x00")
+        request[20:36] = b"CONQUEST".ljust(16, b"\x00")
+        policy = AcceptorPolicy(aeTitles=["PACS"], abstractSyntaxes={VERIFICATION: False},
+                                transferSyntaxes={IMPLICIT}, callingAETitles={"CONQUEST"})
+        association = negotiate(bytes(request), policy)
+        self.assertEqual((association.calledAE, association.callingAE), ("PACS", "CONQUEST"))
+
+    def test_acceptance(self):
+        request = associateRQ([(VERIFICATION, [IMPLICIT])])
+        policy = AcceptorPolicy(aeTitles=["PACS"], abstractSyntaxes={VERIFICATION: False},
+                                transferSyntaxes={IMPLICIT})
+        answer = bytearray(negotiate(request[6:], policy).acPDU)
+        answer[10:26] = b"PACS".ljust(16, b"\x00")
+        granted = negotiation.accepted(bytes(answer[6:]), "SCU", "PACS", {1: (VERIFICATION, [IMPLICIT])})
+        self.assertEqual(granted.contexts, {1: (VERIFICATION, IMPLICIT)})
+
+
 class MalformedRequestTests(unittest.TestCase):
 
     def test_contextWithoutAbstractSyntax(self):

@@ -2,7 +2,8 @@
 "Conversion options"): ``count_frames``, ``extract_frames`` and
 ``uncompress``; and ``testcompress`` (a test option).
 
-They read any DICOM file (Part-10 or a bare data set, stored or not) and
+They read any DICOM file (Part-10 or a bare data set, stored or not;
+Conquest's ``patid:sop`` names a stored object, ``stored.objectFile``) and
 write their result as a Part-10 file where the operator says (never over
 the archive's own files, ``output.outputPath``); the work runs in the I/O
 pool.  ``extract_frames`` numbers frames from 0, as Conquest's frame
@@ -22,6 +23,7 @@ import os
 
 from pydicom.encaps import encapsulate, generate_frames
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from twisted.internet import defer
 from twisted.logger import Logger
 
 from pacscore.codecs import nki, nkipixels
@@ -30,8 +32,8 @@ from pacscore.codecs.transcode import TranscodeError, transcode
 from pacscore.control.arguments import AsyncControlCommand, ControlCommand, fields, number
 from pacscore.control.context import CommandError
 from pacscore.control.data import readFile, readObject, storeObject
-from pacscore.control.output import inputPath, outputPath
-from pacscore.control.stored import storedName
+from pacscore.control.output import outputPath
+from pacscore.control.stored import objectFile, storedName
 from pacscore.converters.saving import writePart10
 from pacscore.dicom.datasets import IdentifierError, decodeDataset, encodeDataset
 from pacscore.storage.attributes import DatasetError
@@ -103,14 +105,17 @@ class FileConversion(ControlCommand):
     """Runs ``work(path, ...)`` in the I/O pool; its failures become CommandErrors."""
 
     def convert(self, archive, source, work, *args):
-        path = inputPath(archive, source)
-        d = archive.workers.deferToWorker(work, path, *args)
+        """``work(path, *args)`` for the file ``source`` names (a path or
+        ``patid:sop``, ``stored.objectFile``)."""
+        return defer.ensureDeferred(self._convert(archive, source, work, *args))
 
-        def failed(failure):
-            error = failure.trap(OSError, DatasetError, IdentifierError, TranscodeError, ValueError)
-            reason = failure.value.strerror if error is OSError and failure.value.strerror else failure.value
-            raise CommandError(f"{self.name}: {path}: {reason}")
-        return d.addErrback(failed)
+    async def _convert(self, archive, source, work, *args):
+        path = await objectFile(archive, source)
+        try:
+            return await archive.workers.deferToWorker(work, path, *args)
+        except (OSError, DatasetError, IdentifierError, TranscodeError, ValueError) as e:
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else e
+            raise CommandError(f"{self.name}: {path}: {reason}") from e
 
 
 class CountFrames(FileConversion):
@@ -174,7 +179,7 @@ class TestCompress(AsyncControlCommand):
 
     async def execute(self, arguments, context):
         archive = context.archive
-        path = inputPath(archive, arguments.strip())
+        path = await objectFile(archive, arguments.strip())
         device = archive.objectStore.device
         lines = []
         for code in TEST_CODES:

@@ -48,7 +48,7 @@ def _integer(text, what):
         return 0
     try:
         return math.floor(float(text) + 0.5)
-    except ValueError:
+    except (ValueError, OverflowError):  # not a number, or infinite
         raise CommandError(f"{what} must be a number, not {text!r}") from None
 
 

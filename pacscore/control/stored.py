@@ -5,6 +5,9 @@ folder) on a MAG device, or as ``DEVICE:relative`` / Conquest's
 ``MAG0\\relative``; the index knows it by ``DeviceName`` and ``ObjectFile``.
 A relative part leading out of its device (``..``, absolute) is refused.
 A server given as empty, ``(local)`` or our own AE title is this archive.
+A file to read may also be Conquest's ``patid:sop`` (``|``, ``?`` or ``*``
+for the colon; the patient ID may be empty): the stored object with that
+SOP Instance UID (``objectFile``).
 """
 
 import os
@@ -14,12 +17,14 @@ import re
 from sqlalchemy import and_, select
 
 from pacscore.control.context import CommandError
-from pacscore.db.query import SOP_INSTANCE_UID, QueryKey
+from pacscore.control.output import inputPath
+from pacscore.db.query import PATIENT_ID, SOP_INSTANCE_UID, QueryKey
 from pacscore.dicom.uids import isUID
 
 LOCAL = "(local)"
 _DEVICE_PREFIX = re.compile(r"^([A-Za-z]+[0-9]+)[:\\/](.+)$")
 _WILDCARDS = ("*", "?", "\\")
+_OBJECT_REFERENCE = re.compile(r"^([^|?*:]*)[|?*:]([0-9.]+)$")
 
 
 def isLocal(archive, ae):
@@ -59,6 +64,24 @@ def _insideDevice(device, relative):
     if posixpath.isabs(normalised) or normalised in (".", "..") or normalised.startswith("../"):
         raise CommandError(f"{relative!r} is not a file inside {device.name} ({device.path})")
     return normalised
+
+
+async def objectFile(archive, text):
+    """The path of a DICOM file to read named by ``text``: a file (as
+    ``output.inputPath``), or ``patid:sop``, the file of that stored object
+    (its mirror copy when only that is left); CommandError when the index
+    holds no such object."""
+    match = _OBJECT_REFERENCE.match(text.strip())
+    if match is None or not isUID(match.group(2)) or os.path.exists(archive.configuration.resolvePath(text)):
+        return inputPath(archive, text)
+    patientID, uid = match.groups()
+    keys = [QueryKey(SOP_INSTANCE_UID, "UI", uid)]
+    if patientID.strip():
+        keys.append(QueryKey(PATIENT_ID, "LO", exactValue(patientID, "patient ID")))
+    instances = await archive.index.runQuery(lambda connection: archive.query.instances(connection, "IMAGE", keys))
+    if not instances:
+        raise CommandError(f"no stored object {uid}" + (f" of patient {patientID.strip()}" if patientID.strip() else ""))
+    return archive.objectReader.path(instances[0].deviceName, instances[0].objectFile)
 
 
 def fileInstances(connection, query, deviceName, objectFile):

@@ -134,6 +134,8 @@ class PictureCommandTests(unittest.TestCase):
         cls.server.start()
         cls.ct = get_testdata_file("CT_small.dcm")
         cls.frames = multiFrame(os.path.join(cls.workdir, "frames.dcm"), size=64)
+        result = cls.server.store(cls.ct)
+        assert result.returncode == 0, result.stderr
 
     @classmethod
     def tearDownClass(cls):
@@ -177,6 +179,19 @@ class PictureCommandTests(unittest.TestCase):
         result = self.server.dgate(command)
         self.assertEqual(result.returncode, status, result.stdout + result.stderr)
         return (result.stdout if status == 0 else result.stderr).strip()
+
+    def test_storedObjectsByPatientAndSOP(self):
+        """Conquest's ``patid:sop`` (or ``|``, the patient ID may be empty)
+        names a stored object."""
+        ct = pydicom.dcmread(self.ct)
+        byPath = self.dgateBytes(f"--convert_to_jpg:{self.ct},64")
+        self.assertEqual(self.dgateBytes(f"--convert_to_jpg:{ct.PatientID}:{ct.SOPInstanceUID},64"), byPath)
+        self.assertEqual(self.dgateBytes(f"--convert_to_jpg:|{ct.SOPInstanceUID},64"), byPath)
+        self.assertEqual(self.dgate(f"--count_frames:{ct.PatientID}:{ct.SOPInstanceUID}"), "1")
+        self.assertIn("no stored object 1.2.3.4 of patient nobody",
+                      self.dgate("--count_frames:nobody:1.2.3.4", status=1))
+        self.assertIn(f"no stored object {ct.SOPInstanceUID} of patient other",
+                      self.dgate(f"--convert_to_gif:other:{ct.SOPInstanceUID}", status=1))
 
     def test_toDicom(self):
         """Frame 3 alone, in JPEG Extended (j4); CT_small downsized to 32."""

@@ -19,7 +19,8 @@ goes in P-DATA:
   the like) gets Lossy Image Compression "01" if it did not say so.
 * uncompressed -> compressed: ``Dataset.compress`` with the encoders
   available here (``syntaxes.canEncode``): RLE, JPEG 2000 lossless and
-  lossy (compression ratio ``J2K_LOSSY_RATIO``), JPEG-LS when an encoder is
+  lossy (compression ratio 100 / ``quality`` at most, as Conquest asks of
+  OpenJPEG: 95 is nearly lossless, 10 about 10:1), JPEG-LS when an encoder is
   installed; the JPEG lossless syntaxes (4.57, 4.70) with our own encoder,
   ``jpeglossless.encodeDataset`` (8 or 16 bits allocated, 1 or 3 samples),
   the lossy ones (4.50, 4.51) with ``jpeglossy.encodeDataset`` at the
@@ -69,8 +70,6 @@ from pacscore.codecs.syntaxes import (
 from pacscore.dicom.uids import isUID
 from pacscore.storage.attributes import DatasetError, walkDataset
 
-# The compression ratio asked of the JPEG 2000 encoder for the lossy syntax.
-J2K_LOSSY_RATIO = 10
 # The NEAR parameter for JPEG-LS near-lossless.
 JPEG_LS_NEAR_ERROR = 2
 
@@ -366,7 +365,7 @@ def _compress(ds, target, quality):
             delattr(ds, keyword)
     options = {}
     if target == JPEG_2000:
-        options["j2k_cr"] = [J2K_LOSSY_RATIO]
+        options["j2k_cr"] = [100 / quality]
     elif target == JPEG_LS_NEAR_LOSSLESS:
         options["jls_error"] = JPEG_LS_NEAR_ERROR
     before = len(ds.PixelData)

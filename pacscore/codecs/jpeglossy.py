@@ -242,13 +242,13 @@ def encodeDataset(ds, transferSyntax, quality=DEFAULT_QUALITY):
     if ds.BitsAllocated == 8:
         if ds.get("PixelRepresentation") == 1:
             raise ValueError("signed 8-bit pixels cannot go in lossy JPEG")
-        precision, values = 8, frames
+        precision, values = 8, frames & ((1 << ds.BitsStored) - 1)  # bits above them may hold overlays
     elif transferSyntax == JPEG_BASELINE:
         raise ValueError("JPEG Baseline takes 8-bit samples, and this image has 16 bits allocated")
     else:
         precision = _WIDE
         values = (_shiftIntoRange(ds, frames) if ds.get("PixelRepresentation") == 1 or ds.BitsStored > _WIDE
-                  else frames)
+                  else frames & ((1 << ds.BitsStored) - 1))
     if colour:
         photometric = ds.get("PhotometricInterpretation")
         if photometric not in ("RGB", "YBR_FULL"):

@@ -135,6 +135,13 @@ class DatasetTests(unittest.TestCase):
         self.assertEqual((ds.BitsStored, ds.PixelRepresentation), (12, 0))
         self.assertNotIn("RescaleIntercept", ds)
 
+    def test_bitsAboveTheStoredOnesIgnored(self):
+        """Old data keeps overlays in the bits above Bits Stored."""
+        array = smooth((1, 16, 16), 12)
+        ds = dataset(array | 0xF000, 12)
+        self.encoded(ds, JPEG_EXTENDED)
+        self.assertLessEqual(errors(pixels(ds), array[0])[0], 30)
+
     def test_baselineTakesEightBitsAllocatedOnly(self):
         error = self.assertRaises(ValueError, encodeDataset, dataset(smooth((1, 8, 8), 12), 12), JPEG_BASELINE)
         self.assertIn("8-bit", str(error))

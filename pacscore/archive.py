@@ -11,6 +11,7 @@ from twisted.logger import Logger
 
 from pacscore.config.errors import ConfigError
 from pacscore.codecs.syntaxes import isSupportedCode
+from pacscore.converters.compressing import CompressionScripts
 from pacscore.converters.context import ConverterServices
 from pacscore.converters.hooks import hooksFrom
 from pacscore.converters.importing import ImportConverters
@@ -127,6 +128,7 @@ class Archive:
         self.converterServices.exportQueue = self.exportQueue
         self.index.afterUpsert = self.exportQueue.enqueueJobs
         self.converterHooks = hooksFrom(self.converterRules.special, self.converterServices)
+        self.compressionScripts = CompressionScripts(self.converterHooks)
         importers = (ImportConverters(self.converterRules.importRules, self.converterServices)
                      if self.converterRules.importRules else None)
         self.query = IndexQuery(
@@ -162,7 +164,8 @@ class Archive:
             self.workers, IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION, amenders=amenders,
             importers=importers, devices=self.devices, mirrors=self.mirrors,
             fileWrites=FileWrites(ini.getint("DirectWriteSize", DEFAULT_DIRECT_SIZE)),
-            spaceCheck=self.spaceKeeper.checkFromThread, lossyQuality=configuration.lossyQuality)
+            spaceCheck=self.spaceKeeper.checkFromThread, lossyQuality=configuration.lossyQuality,
+            compressionScripts=self.compressionScripts)
         self.hl7Intake = WorklistIntake(self.worklistMapping, self.worklistItems,
                                         application=self.aeTitle, counters=self.counters)
         self.hl7DropFolder = DropFolder(configuration.resolvePath(ini.get("HL7DropFolder", "") or "./hl7/"),
@@ -244,7 +247,7 @@ class Archive:
         """The service running the export queue (export converters, forwards)."""
         return ExportService.fromConfiguration(self.configuration, self.exportQueue, self.converterServices,
                                                self.converterRules.exportRules, self.query, self.objectReader,
-                                               self.reactor)
+                                               self.reactor, compressionScripts=self.compressionScripts)
 
     def nightlyServices(self):
         """The NightlyCleanThreshold and NightlyMoveThreshold services (those not 0)."""
@@ -280,7 +283,8 @@ class Archive:
         virtual = VirtualServers.fromConfiguration(self.configuration, self.aeTitle, self.reactor, self.index,
                                                    self.query, self.localActions)
         retrieveHooks = {"requestHook": hooks("RetrieveConverter0"), "resultHook": hooks("RetrieveResultConverter0"),
-                         "virtual": virtual, "lossyQuality": self.configuration.lossyQuality}
+                         "virtual": virtual, "lossyQuality": self.configuration.lossyQuality,
+                         "compressionScripts": self.compressionScripts}
         worklist = WorklistFindService(
             self.index, self.worklistQuery, self.configuration.layout.worklist, self.worklistReturnsIsoIr100,
             self.reactor, self.counters, requestHook=hooks("WorkListQueryConverter0"),

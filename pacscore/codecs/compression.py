@@ -11,16 +11,19 @@ is "un" for one with native pixel data and leaves the others as they are.
 The downsizing codes k1..kc subsample images larger than their size
 (``pacscore.codecs.downsize``), decompressing those with compressed pixel
 data (explicit VR little endian) first.
-Every code but "as" (and unknown ones) and the NKI ones decompresses NKI
-pixel data first: Conquest's "un" is "uncompress NKI and/or JPEG".
+The script codes s0..s9 change nothing here (their converter lines run
+where the object is stored or sent, ``pacscore.converters.hooks``).
+Every code but "as" (and unknown ones), the NKI and the script ones
+decompresses NKI pixel data first: Conquest's "un" is "uncompress NKI
+and/or JPEG".
 """
 
 from pacscore.codecs import nkipixels
 from pacscore.codecs.downsize import SIZES, downsizeDataset, needsDownsizing
 from pacscore.codecs.jpeglossy import DEFAULT_QUALITY
 from pacscore.codecs.syntaxes import (
-    AS_IS, CODE_SYNTAXES, EXPLICIT_VR_LITTLE_ENDIAN, codeOf, isCompressed, isSupportedCode, proposals,
-    storedSyntax)
+    AS_IS, CODE_SYNTAXES, EXPLICIT_VR_LITTLE_ENDIAN, SCRIPT_CODES, codeOf, isCompressed, isSupportedCode,
+    proposals, storedSyntax)
 from pacscore.codecs.transcode import TranscodeError, transcode
 
 NKI_MODES = {"n1": 1, "n2": 2, "n3": 3, "n4": 4, "nj": 4}
@@ -35,7 +38,7 @@ def nkiMode(code):
 def keepsNKI(code):
     """Whether objects with NKI pixel data stay so under ``code``."""
     code = codeOf(code)
-    return code == AS_IS or code in NKI_MODES or not isSupportedCode(code)
+    return code == AS_IS or code in NKI_MODES or code in SCRIPT_CODES or not isSupportedCode(code)
 
 
 def _leavesAsItIs(code, syntax):

@@ -56,9 +56,10 @@ conversion when the peer takes it.
 
 The NKI codes (n1..n4, nj, uj) keep the object in a native syntax and
 NKI compress its pixel data or not, the downsizing ones (k1..kc) subsample
-its image (``pacscore.codecs.compression``): ``proposals`` treats them
-as "as", and so any unknown code; ``isSupportedCode`` tells the caller
-so it can log it.
+its image (``pacscore.codecs.compression``), the script ones (s0..s9) run
+a converter line on it (``pacscore.converters.hooks``): ``proposals``
+treats them as "as", and so any unknown code (vX ...); ``isSupportedCode``
+tells the caller so it can log it.
 
 Codes are compared case-insensitively; None or "" means "as".
 """
@@ -123,7 +124,9 @@ AS_IS = "as"
 UNCOMPRESSED_CODE = "un"
 NKI_CODES = frozenset({"n1", "n2", "n3", "n4", "nj", "uj"})
 DOWNSIZING_CODES = frozenset({"k1", "k2", "k4", "k8", "ka", "kb", "kc"})
-SUPPORTED_CODES = frozenset(CODE_SYNTAXES) | NKI_CODES | DOWNSIZING_CODES | {AS_IS, UNCOMPRESSED_CODE}
+SCRIPT_CODES = frozenset(f"s{n}" for n in range(10))  # run CompressionConverterN, the syntax as it is
+SUPPORTED_CODES = (frozenset(CODE_SYNTAXES) | NKI_CODES | DOWNSIZING_CODES | SCRIPT_CODES
+                   | {AS_IS, UNCOMPRESSED_CODE})
 
 
 def _clean(syntax):
@@ -150,7 +153,7 @@ def isLossy(syntax):
 
 def isSupportedCode(compression):
     """True when the compression code ``compression`` is honoured here
-    (None or "" count as "as"); False for unknown codes (vX, s0..s9 ...),
+    (None or "" count as "as"); False for unknown codes (vX ...),
     which are taken as "as"."""
     return codeOf(compression) in SUPPORTED_CODES
 

@@ -35,7 +35,8 @@ def optional(text, what, value=exactValue):
 def forwarderFor(archive):
     """A ``Forwarder`` sending from ``archive`` (``closeAll()`` when done)."""
     return Forwarder.fromConfiguration(archive.configuration, archive.reactor, archive.aeTitle, archive.index,
-                                       archive.query, archive.objectReader, archive.workers)
+                                       archive.query, archive.objectReader, archive.workers,
+                                       archive.compressionScripts)
 
 
 class _Move(ControlCommand):

@@ -16,7 +16,7 @@ from twisted.internet import threads
 from twisted.logger import Logger
 
 KINDS = ("import", "export", "query", "worklistquery", "retrieve", "queryresult", "worklistresult",
-         "retrieveresult")
+         "retrieveresult", "compression")
 
 
 class ConverterSyntaxError(ValueError):

@@ -14,6 +14,10 @@ the data sets of queries and retrieves instead of incoming images.
   line that only looks or logs costs no pixel decoding); the elements it
   set or deleted are then applied to the whole object.  ``destroy`` or
   ``reject`` leave the object out (a failed sub-operation).
+- ``CompressionConverter0`` ... ``9``: Conquest's compression codes
+  ``s0`` ... ``s9`` ("run CompressionConverterN"), on an object stored,
+  sent or forwarded with that code, as ``RetrieveResultConverter0`` runs
+  (``pacscore.converters.compressing``).
 
 Every hook runs in a worker or reader thread, like every converter line.
 """
@@ -30,6 +34,7 @@ HOOK_KINDS = {
     "ModalityWorkListQueryResultConverter0": "worklistresult",
     "RetrieveConverter0": "retrieve",
     "RetrieveResultConverter0": "retrieveresult",
+    **{f"CompressionConverter{n}": "compression" for n in range(10)},
 }
 LEFT_OUT = (Outcome.DESTROY, Outcome.REJECT)
 

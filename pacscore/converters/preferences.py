@@ -22,8 +22,7 @@ class Storage(TextCommand):
 
 
 class Compression(TextCommand):
-    """A code this installation cannot honour (vX, s0..s9,
-    unknown ones) is logged and ignored: the object is kept as it came."""
+    """A code this installation cannot honour (vX, unknown ones) is logged and ignored: the object is kept as it came."""
 
     name = "compression"
     scope = "I"

@@ -24,7 +24,7 @@ from pacscore.converters.script import Script, parseScript
 
 SPECIAL_KEYS = ("QueryConverter0", "WorkListQueryConverter0", "RetrieveConverter0",
                 "RetrieveResultConverter0", "QueryResultConverter0",
-                "ModalityWorkListQueryResultConverter0")
+                "ModalityWorkListQueryResultConverter0") + tuple(f"CompressionConverter{n}" for n in range(10))
 
 log = Logger()
 

@@ -150,7 +150,7 @@ class RetrieveService:
     operation = None
 
     def __init__(self, index, query, reader, workers, aeTitle, reactor, counters=None, requestHook=None,
-                 resultHook=None, virtual=None, lossyQuality=DEFAULT_QUALITY):
+                 resultHook=None, virtual=None, lossyQuality=DEFAULT_QUALITY, compressionScripts=None):
         self.index = index
         self.query = query
         self.reader = reader
@@ -162,6 +162,7 @@ class RetrieveService:
         self.resultHook = resultHook    # RetrieveResultConverter0
         self.virtual = virtual          # pacscore.dicom.virtual.VirtualServers, or None
         self.lossyQuality = lossyQuality  # LossyQuality, for the lossy JPEG codes
+        self.compressionScripts = compressionScripts  # the s0..s9 codes' lines (converters.compressing), or None
 
     def handle(self, protocol, contextId, command, dataset):
         return defer.ensureDeferred(self._retrieve(protocol, contextId, command, dataset))
@@ -246,8 +247,9 @@ class RetrieveService:
                 return protocol.isCancelled(command)
             data = await upcoming.next()
             if data is None and not isinstance(stored, Missing):
-                self.log.info("{operation}: {uid} left out by {key}", operation=self.operation,
-                              uid=stored.sopInstanceUID, key=self.resultHook.script.key)
+                self.log.info("{operation}: {uid} left out by RetrieveResultConverter0 or the "
+                              "CompressionConverter of code {code}", operation=self.operation,
+                              uid=stored.sopInstanceUID, code=compression)
                 status = None
             else:
                 status = await self._sendOne(target, stored, data, compression,
@@ -260,9 +262,11 @@ class RetrieveService:
 
     def _converter(self, protocol, compression):
         """``convert(stored, data) -> data or None`` for each object read (in
-        the I/O pool): RetrieveResultConverter0, then NKI pixel data
-        decompressed or compressed for the destination (``forPeer``)."""
+        the I/O pool): RetrieveResultConverter0, the CompressionConverterN
+        line of an sN code, then NKI pixel data decompressed or compressed
+        for the destination (``forPeer``)."""
         association = protocol.association
+        scripts = self.compressionScripts
 
         def convert(stored, data):
             try:
@@ -271,6 +275,11 @@ class RetrieveService:
                     outcome, data = self.resultHook.applyToObject(data, stored.transferSyntax,
                                                                   association.callingAE, association.calledAE)
                     if outcome in LEFT_OUT:
+                        return None
+                if scripts is not None:
+                    kept, data = scripts.apply(data, stored.transferSyntax, compression, association.callingAE,
+                                               association.calledAE)
+                    if not kept:
                         return None
                 return forPeer(data, stored.transferSyntax, compression)
             except TranscodeError as e:

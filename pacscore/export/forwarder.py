@@ -37,7 +37,7 @@ from pacscore.codecs.syntaxes import UNCOMPRESSED
 from pacscore.codecs.transcode import TranscodeError
 from pacscore.dicom import commands
 from pacscore.dicom.client import NodeUnreachable, associateNode
-from pacscore.dicom.datasets import decodeDataset
+from pacscore.dicom.datasets import IdentifierError, decodeDataset
 from pacscore.dicom.models import PATIENT_ROOT_FIND, PATIENT_ROOT_MOVE
 from pacscore.dicom.protocol import ESTABLISHED
 from pacscore.dicom.retrieve import choices, contextsFor, convertToFirst
@@ -85,7 +85,8 @@ class Forwarder:
     log = Logger()
 
     def __init__(self, reactor, acrNemaMap, aeTitle, index, query, reader, workers, associationLevel="IMAGE", closeDelay=5, refreshDelay=3600, release=True,
-                 connectTimeout=30, dimseTimeout=300, endpointFor=None, lossyQuality=DEFAULT_QUALITY):
+                 connectTimeout=30, dimseTimeout=300, endpointFor=None, lossyQuality=DEFAULT_QUALITY,
+                 compressionScripts=None):
         associationLevel = associationLevel.strip().upper() or "IMAGE"
         if associationLevel not in ASSOCIATION_LEVELS:
             raise ValueError(f"ForwardAssociationLevel must be one of {', '.join(ASSOCIATION_LEVELS)}, "
@@ -105,13 +106,16 @@ class Forwarder:
         self.dimseTimeout = dimseTimeout
         self.endpointFor = endpointFor  # (host, port) -> client endpoint; None: TCP
         self.lossyQuality = lossyQuality  # LossyQuality, for the lossy JPEG codes
+        self.compressionScripts = compressionScripts  # the s0..s9 codes' lines (converters.compressing), or None
         self._links = {}
 
     @classmethod
-    def fromConfiguration(cls, configuration, reactor, aeTitle, index, query, reader, workers):
-        """With the ForwardAssociation* keys and TCPIPTimeOut of dicom.ini."""
+    def fromConfiguration(cls, configuration, reactor, aeTitle, index, query, reader, workers,
+                          compressionScripts=None):
+        """With the ForwardAssociation* keys, TCPIPTimeOut and LossyQuality of dicom.ini."""
         ini = configuration.ini
         return cls(reactor, configuration.acrNemaMap, aeTitle, index, query, reader, workers,
+                   compressionScripts=compressionScripts,
                    associationLevel=ini.get("ForwardAssociationLevel", "IMAGE") or "IMAGE",
                    closeDelay=ini.getint("ForwardAssociationCloseDelay", 5),
                    refreshDelay=ini.getint("ForwardAssociationRefreshDelay", 3600),
@@ -173,8 +177,8 @@ class Forwarder:
                     continue
                 protocol = await self._open(link, node, _associationKey(level, instance),
                                             _Kind(stored.sopClassUID, stored.transferSyntax), compression)
-                await self._sendOne(protocol, action.destination, stored, compression)
-                sent += 1
+                if await self._sendOne(protocol, action.destination, stored, compression):
+                    sent += 1
                 if onSent is not None:
                     onSent(sent)
         except Exception:
@@ -202,7 +206,13 @@ class Forwarder:
         return link.protocol
 
     async def _sendOne(self, protocol, destination, stored, compression):
-        data = await self.workers.deferToWorker(self._read, stored, compression)
+        """C-STORE ``stored``: True when sent, False when the line of its
+        compression code (s0..s9) left it out."""
+        data = await self.workers.deferToWorker(self._read, stored, compression, destination)
+        if data is None:
+            self.log.info("forward to {destination}: {uid} left out by the CompressionConverter of code {code}",
+                          destination=destination, uid=stored.sopInstanceUID, code=compression)
+            return False
         accepted = protocol.acceptedSyntaxes(stored.sopClassUID)
         syntax, data = await self._encode(stored, data, accepted, compression, destination)
         try:
@@ -213,6 +223,7 @@ class Forwarder:
         if not isSuccess(status):
             raise ForwardError(f"{destination} answered the C-STORE of {stored.sopInstanceUID} with status "
                                f"0x{status:04X}")
+        return True
 
     async def _encode(self, stored, data, accepted, compression, destination):
         """``(syntax, data)`` to send ``stored`` in: the best one the peer
@@ -231,13 +242,19 @@ class Forwarder:
                           refused=refused, error=error, syntax=syntax)
         return syntax, data
 
-    def _read(self, stored, compression):
-        """In the I/O pool: the data set of ``stored`` as the destination
-        takes NKI pixel data (``forPeer``)."""
+    def _read(self, stored, compression, destination):
+        """In the I/O pool: the data set of ``stored`` after the line of its
+        compression code (s0..s9; None when it left the object out), as
+        the destination takes NKI pixel data (``forPeer``)."""
         data = self.reader.read(stored)
         try:
+            if self.compressionScripts is not None:
+                kept, data = self.compressionScripts.apply(data, stored.transferSyntax, compression, self.aeTitle,
+                                                           destination)
+                if not kept:
+                    return None
             return forPeer(data, stored.transferSyntax, compression)
-        except TranscodeError as e:
+        except (TranscodeError, IdentifierError) as e:
             raise ForwardError(f"{stored.sopInstanceUID}: {e}") from e
 
     # -- get --------------------------------------------------------------

@@ -94,9 +94,11 @@ class ObjectStore:
     def __init__(self, device, namer, index, indexedTags, workers,
                  implementationClassUID, implementationVersion, spoolThreshold=4 << 20, amenders=(),
                  importers=None, devices=(), fileWrites=None, spaceCheck=None, mirrors=None,
-                 lossyQuality=DEFAULT_QUALITY):
+                 lossyQuality=DEFAULT_QUALITY, compressionScripts=None):
         self.device = device
         self.lossyQuality = lossyQuality  # LossyQuality, for the lossy JPEG codes
+        # pacscore.converters.compressing.CompressionScripts (the s0..s9 codes), or None
+        self.compressionScripts = compressionScripts
         self.namer = namer
         self.index = index
         self.tags = frozenset(indexedTags) | namer.requiredTags | {
@@ -239,12 +241,14 @@ class ObjectStore:
     def _amend(self, incoming, attrs, spool):
         """WorkListMode, FixPhilips/FixKodak, the import converters, then the compression asked
         for (a converter's ``compression`` command, else the incoming
-        object's): None when the object is stored as received, else
+        object's; s0..s9 run their CompressionConverterN line): None when
+        the object is stored as received, else
         ``(data, attrs, header, device)``.  Raises Refused or Destroyed
         when a rule says so."""
         importers = self.importers if incoming.converters else None
         amenders = self.amenders if incoming.amended else ()
-        if (not amenders and importers is None
+        scripts = self.compressionScripts
+        if (not amenders and importers is None and not (scripts and scripts.runs(incoming.compression))
                 and not mayChange(spool.inMemory, incoming.transferSyntax, incoming.compression)):
             return None
         data = spool.inMemory
@@ -264,6 +268,8 @@ class ObjectStore:
                 if decision is not None:
                     data, compression = decision.data or data, decision.compression or compression
                     device = self.devicesByName.get(decision.device, device)
+            if scripts is not None:
+                data = scripts.applyToIncoming(incoming, data, transferSyntax, compression)
         except WorklistRefusal as e:
             raise Refused(str(e)) from e
         except (IdentifierError, NKIError) as e:

@@ -11,7 +11,10 @@ sent to it as RECEIVER~kb downsized. A pacs with LossyQuality = 50 sends
 to a storescp registered "j3" a 16-bit CT in JPEG Extended (Baseline
 takes 8 bits only) and an RGB image in JPEG Baseline, which DCMTK's
 dcmdjpeg decodes close to the originals, and stores what storescu sends
-to PACS~j4 in JPEG Extended."""
+to PACS~j4 in JPEG Extended. The script codes s0..s9 run their
+CompressionConverterN line on objects moved to a node registered with
+one, forwarded with ``forward compressed as s0`` or sent to PACS~s0
+(``destroy`` leaving them out)."""
 
 import os
 import struct
@@ -26,9 +29,11 @@ from twisted.trial import unittest
 
 from pacscore.codecs import nki
 from pacscore.codecs.syntaxes import JPEG_BASELINE, JPEG_EXTENDED
+from tests.interop.index import column
 from tests.interop.peers import StorescpServer
 from tests.interop.server import PacsServer, dcmtk
 from tests.interop.test_control_commands import storedFile
+from tests.interop.test_forwarding import waitFor
 from tests.interop.test_retrieve import movescu
 
 NKI_PIXEL_DATA = 0x7FDF0010
@@ -210,3 +215,71 @@ class LossyJPEGTests(unittest.TestCase):
         stored = pydicom.dcmread(path)
         self.assertEqual(stored.file_meta.TransferSyntaxUID, JPEG_EXTENDED)
         self.assertEqual(stored.LossyImageCompression, "01")
+
+
+class ScriptCodeTests(unittest.TestCase):
+    """Conquest's s0..s9: CompressionConverterN runs on objects stored,
+    moved or forwarded with code sN."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.workdir = tempfile.mkdtemp(prefix="pacs-scripts-")
+        cls.anonymous = StorescpServer(os.path.join(cls.workdir, "anonymous"), aet="ANONSCP")
+        cls.dropped = StorescpServer(os.path.join(cls.workdir, "dropped"), aet="DROPSCP")
+        cls.forwarded = StorescpServer(os.path.join(cls.workdir, "forwarded"), aet="FWDSCP")
+        cls.server = PacsServer(os.path.join(cls.workdir, "pacs"), ini={
+            "CompressionConverter0": 'set 0010,0010 to "ANON^PATIENT"',
+            "CompressionConverter1": "destroy",
+            "ExportConverters": "1", "ExportModality0": "MR",
+            "ExportConverter0": "forward compressed as s0 to FWDSCP"})
+        cls.server.addNode(cls.anonymous.aet, cls.anonymous.port, compression="s0")
+        cls.server.addNode(cls.dropped.aet, cls.dropped.port, compression="s1")
+        cls.server.addNode(cls.forwarded.aet, cls.forwarded.port, compression="un")
+        cls.processes = (cls.anonymous, cls.dropped, cls.forwarded, cls.server)
+        for process in cls.processes:
+            process.start()
+        cls.ct = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+        result = cls.server.store(get_testdata_file("CT_small.dcm"))
+        assert result.returncode == 0, result.stderr
+
+    @classmethod
+    def tearDownClass(cls):
+        for process in reversed(cls.processes):
+            process.stop()
+
+    def test_movedThroughTheLine(self):
+        received = moveInstance(self, self.server, self.anonymous, self.ct)
+        self.assertEqual(received.PatientName, "ANON^PATIENT")
+        self.assertEqual(received.PixelData, self.ct.PixelData)
+        _, path = storedFile(self.server, self.ct.SOPInstanceUID)
+        self.assertEqual(pydicom.dcmread(path).PatientName, self.ct.PatientName, "the stored object unchanged")
+
+    def test_destroyLeavesItOut(self):
+        result = movescu(self.server, self.dropped.aet, "IMAGE", {
+            "StudyInstanceUID": self.ct.StudyInstanceUID, "SeriesInstanceUID": self.ct.SeriesInstanceUID,
+            "SOPInstanceUID": self.ct.SOPInstanceUID})
+        self.assertIn("Refused: OutOfResourcesSubOperations", result.stdout + result.stderr, "its one sub-operation failed")
+        self.assertEqual(self.dropped.files(), [])
+
+    def test_storedThroughTheLineByCalledAE(self):
+        source = get_testdata_file("examples_rgb_color.dcm")
+        result = dcmtk("storescu", "-aec", f"{self.server.ae}~s0", "127.0.0.1", self.server.port, source)
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        _, path = storedFile(self.server, pydicom.dcmread(source).SOPInstanceUID)
+        self.assertEqual(pydicom.dcmread(path).PatientName, "ANON^PATIENT")
+
+    def test_destroyedWhenStored(self):
+        source = get_testdata_file("SC_rgb_small_odd.dcm")
+        result = dcmtk("storescu", "-aec", f"{self.server.ae}~s1", "127.0.0.1", self.server.port, source)
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        uid = pydicom.dcmread(source).SOPInstanceUID
+        self.assertNotIn(uid, column(self.server.database, "DICOMImages", "SOPInstanceUID"))
+
+    def test_forwardedThroughTheLine(self):
+        source = get_testdata_file("MR_small.dcm")
+        result = self.server.store(source)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        waitFor(lambda: len(self.forwarded.files()) == 1, message="the forwarded MR")
+        [received] = self.forwarded.datasets()
+        self.assertEqual(received.PatientName, "ANON^PATIENT")
+        self.assertEqual(received.SOPInstanceUID, pydicom.dcmread(source).SOPInstanceUID)

@@ -21,7 +21,8 @@ LOSSY = [JPEG_BASELINE, JPEG_EXTENDED, JPEG_LS_NEAR_LOSSLESS, JPEG_2000]
 COMPRESSED = LOSSLESS + LOSSY
 # NKI and downsizing codes: their syntax proposals are those of "as"
 PIXEL_CODES = ["n1", "n2", "n3", "n4", "nj", "uj", "k1", "k2", "k4", "k8", "ka", "kb", "kc"]
-UNSUPPORTED_CODES = ["v2", "s0", "zz", "j9"]
+SCRIPT_CODES = [f"s{n}" for n in range(10)]  # their converter lines run elsewhere; "as" here
+UNSUPPORTED_CODES = ["v2", "zz", "j9", "s10"]
 CONQUEST_JPEG = {
     "j1": JPEG_LOSSLESS_SV1, "j2": JPEG_LOSSLESS, "j3": JPEG_BASELINE, "j4": JPEG_EXTENDED,
     "j5": JPEG_BASELINE, "j6": JPEG_EXTENDED, "jk": JPEG_2000_LOSSLESS, "jl": JPEG_2000,
@@ -224,9 +225,14 @@ class ProposalTests(unittest.TestCase):
             self.assertFalse(isSupportedCode(code), code)
 
     def test_supportedCodes(self):
-        for code in list(CONQUEST_JPEG) + PIXEL_CODES + ["as", "un", "UN", None, "", "Jk", "N4"]:
+        for code in list(CONQUEST_JPEG) + PIXEL_CODES + SCRIPT_CODES + ["as", "un", "UN", None, "", "Jk", "N4"]:
             self.assertTrue(isSupportedCode(code), code)
-        self.assertEqual(SUPPORTED_CODES, set(CONQUEST_JPEG) | set(PIXEL_CODES) | {"as", "un"})
+        self.assertEqual(SUPPORTED_CODES, set(CONQUEST_JPEG) | set(PIXEL_CODES) | set(SCRIPT_CODES) | {"as", "un"})
+
+    def test_scriptCodesAsIs(self):
+        for code in SCRIPT_CODES:
+            for stored in [IMPLICIT_VR_LITTLE_ENDIAN, JPEG_BASELINE, RLE_LOSSLESS]:
+                self.assertProposals(stored, code, proposals(stored, "as"))
 
     def test_pixelCodesProposeAsAs(self):
         for code in PIXEL_CODES:

@@ -31,7 +31,14 @@ j6    as j5                                       as j4: 1.2.840.10008.1.2.4.51,
                                                   .50
 jk    JPEG 2000 lossless                          1.2.840.10008.1.2.4.90
 jl    JPEG 2000 lossy                             1.2.840.10008.1.2.4.91
+js    JPEG-LS lossless                            1.2.840.10008.1.2.4.80
+j7    JPEG-LS near-lossless                       1.2.840.10008.1.2.4.81, .80
+ui    uncompressed, implicit VR little endian     1.2.840.10008.1.2
+ul    uncompressed, explicit VR little endian     1.2.840.10008.1.2.1
+ub    uncompressed, explicit VR big endian        1.2.840.10008.1.2.2
 ====  ==========================================  ===========================
+
+(js, j7, ui, ul and ub are in Conquest's code, not its manual.)
 
 The retired spectral selection / progressive syntaxes (4.53, 4.55) that
 Conquest writes for j5/j6 are never proposed: few peers accept them and
@@ -118,7 +125,14 @@ CODE_SYNTAXES = {
     "j6": (JPEG_EXTENDED, JPEG_BASELINE),
     "jk": (JPEG_2000_LOSSLESS,),
     "jl": (JPEG_2000,),
+    "js": (JPEG_LS_LOSSLESS,),
+    "j7": (JPEG_LS_NEAR_LOSSLESS, JPEG_LS_LOSSLESS),
+    "ui": (IMPLICIT_VR_LITTLE_ENDIAN,),
+    "ul": (EXPLICIT_VR_LITTLE_ENDIAN,),
+    "ub": (EXPLICIT_VR_BIG_ENDIAN,),
 }
+# Codes for one uncompressed syntax: as "un", never the stored syntax if compressed.
+NATIVE_CODES = frozenset({"ui", "ul", "ub"})
 
 AS_IS = "as"
 UNCOMPRESSED_CODE = "un"
@@ -202,6 +216,8 @@ def proposals(storedSyntax, compression):
     if code == UNCOMPRESSED_CODE:
         first = [stored] if stored in NATIVE else []
         return _unique(first + list(UNCOMPRESSED))
+    if code in NATIVE_CODES:
+        return _unique(list(CODE_SYNTAXES[code]) + list(UNCOMPRESSED))
     wanted = CODE_SYNTAXES.get(code, ())
     first = [syntax for syntax in wanted if syntax == stored or canEncode(syntax)]
     if stored in first:  # already compressed as asked: no conversion at all

@@ -20,8 +20,8 @@ goes in P-DATA:
 * uncompressed -> compressed: ``Dataset.compress`` with the encoders
   available here (``syntaxes.canEncode``): RLE, JPEG 2000 lossless and
   lossy (compression ratio 100 / ``quality`` at most, as Conquest asks of
-  OpenJPEG: 95 is nearly lossless, 10 about 10:1), JPEG-LS when an encoder is
-  installed; the JPEG lossless syntaxes (4.57, 4.70) with our own encoder,
+  OpenJPEG: 95 is nearly lossless, 10 about 10:1), JPEG-LS (pyjpegls;
+  near-lossless with the NEAR ``nearError(quality)``); the JPEG lossless syntaxes (4.57, 4.70) with our own encoder,
   ``jpeglossless.encodeDataset`` (8 or 16 bits allocated, 1 or 3 samples),
   the lossy ones (4.50, 4.51) with ``jpeglossy.encodeDataset`` at the
   ``quality`` given (LossyQuality). Lossy results get Lossy Image
@@ -70,8 +70,6 @@ from pacscore.codecs.syntaxes import (
 from pacscore.dicom.uids import isUID
 from pacscore.storage.attributes import DatasetError, walkDataset
 
-# The NEAR parameter for JPEG-LS near-lossless.
-JPEG_LS_NEAR_ERROR = 2
 
 # pylibjpeg-openjpeg (2.6) is not thread-safe: its C side logs through
 # Python with static variables, and concurrent encoding and decoding in two
@@ -367,7 +365,7 @@ def _compress(ds, target, quality):
     if target == JPEG_2000:
         options["j2k_cr"] = [100 / quality]
     elif target == JPEG_LS_NEAR_LOSSLESS:
-        options["jls_error"] = JPEG_LS_NEAR_ERROR
+        options["jls_error"] = nearError(quality)
     before = len(ds.PixelData)
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = EXPLICIT_VR_LITTLE_ENDIAN
@@ -384,6 +382,12 @@ def _compress(ds, target, quality):
     method = _LOSSY_METHODS.get(target)
     if method:
         _markLossy(ds, before / max(len(ds.PixelData), 1), method)
+
+
+def nearError(quality):
+    """The JPEG-LS NEAR parameter for a LossyQuality, as Conquest computes
+    it: 0 (lossless) from 91 up, 1 for 81..90 ... 9 below 2."""
+    return 10 - (quality + 9) // 10
 
 
 def _asList(value):

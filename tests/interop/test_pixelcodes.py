@@ -28,7 +28,7 @@ from pydicom.pixels import apply_rescale
 from twisted.trial import unittest
 
 from pacscore.codecs import nki
-from pacscore.codecs.syntaxes import JPEG_BASELINE, JPEG_EXTENDED
+from pacscore.codecs.syntaxes import EXPLICIT_VR_BIG_ENDIAN, JPEG_BASELINE, JPEG_EXTENDED, JPEG_LS_LOSSLESS
 from tests.interop.index import column
 from tests.interop.peers import StorescpServer
 from tests.interop.server import PacsServer, dcmtk
@@ -206,6 +206,28 @@ class LossyJPEGTests(unittest.TestCase):
         self.assertEqual(plain.PhotometricInterpretation, "RGB")
         error = np.abs(plain.pixel_array.astype(float) - self.rgb.pixel_array)
         self.assertLess(error.mean(), 6)
+
+    def test_storedInJpegLSByCalledAE(self):
+        """js: JPEG-LS lossless, which DCMTK's dcmdjpls decodes to the same pixels."""
+        source = get_testdata_file("MR_small.dcm")
+        result = dcmtk("storescu", "-aec", f"{self.server.ae}~js", "127.0.0.1", self.server.port, source)
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        _, path = storedFile(self.server, pydicom.dcmread(source).SOPInstanceUID)
+        self.assertEqual(pydicom.dcmread(path).file_meta.TransferSyntaxUID, JPEG_LS_LOSSLESS)
+        target = self.mktemp() + ".dcm"
+        result = dcmtk("dcmdjpls", path, target)
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        self.assertEqual(pydicom.dcmread(target).pixel_array.tolist(), pydicom.dcmread(source).pixel_array.tolist())
+
+    def test_storedBigEndianByCalledAE(self):
+        """ub: explicit VR big endian, the pixel values the same."""
+        source = get_testdata_file("rtdose_1frame.dcm")  # 32-bit, implicit VR
+        result = dcmtk("storescu", "-aec", f"{self.server.ae}~ub", "127.0.0.1", self.server.port, source)
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        _, path = storedFile(self.server, pydicom.dcmread(source).SOPInstanceUID)
+        stored = pydicom.dcmread(path)
+        self.assertEqual(stored.file_meta.TransferSyntaxUID, EXPLICIT_VR_BIG_ENDIAN)
+        self.assertEqual(stored.pixel_array.tolist(), pydicom.dcmread(source).pixel_array.tolist())
 
     def test_storedInJpegExtendedByCalledAE(self):
         source = get_testdata_file("MR_small.dcm")

@@ -26,7 +26,10 @@ UNSUPPORTED_CODES = ["v2", "zz", "j9", "s10"]
 CONQUEST_JPEG = {
     "j1": JPEG_LOSSLESS_SV1, "j2": JPEG_LOSSLESS, "j3": JPEG_BASELINE, "j4": JPEG_EXTENDED,
     "j5": JPEG_BASELINE, "j6": JPEG_EXTENDED, "jk": JPEG_2000_LOSSLESS, "jl": JPEG_2000,
+    "js": JPEG_LS_LOSSLESS, "j7": JPEG_LS_NEAR_LOSSLESS,
 }
+NATIVE_CODE_SYNTAXES = {"ui": IMPLICIT_VR_LITTLE_ENDIAN, "ul": EXPLICIT_VR_LITTLE_ENDIAN,
+                        "ub": EXPLICIT_VR_BIG_ENDIAN}
 
 
 def pydicomCan(syntax, encode):
@@ -68,7 +71,9 @@ class ConstantTests(unittest.TestCase):
     def test_codeMapping(self):
         """Conquest's jpegconv.cpp: j1 writes 4.70, j2 4.57, j3/j4 4.50 or
         4.51 by precision; j5/j6 (retired progressive) as j3/j4."""
-        self.assertEqual({code: syntaxes[0] for code, syntaxes in CODE_SYNTAXES.items()}, CONQUEST_JPEG)
+        self.assertEqual({code: syntaxes[0] for code, syntaxes in CODE_SYNTAXES.items()},
+                         {**CONQUEST_JPEG, **NATIVE_CODE_SYNTAXES})
+        self.assertEqual(CODE_SYNTAXES["j7"], (JPEG_LS_NEAR_LOSSLESS, JPEG_LS_LOSSLESS))
         self.assertEqual(set(CODE_SYNTAXES["j3"]), {JPEG_BASELINE, JPEG_EXTENDED})
         self.assertEqual(set(CODE_SYNTAXES["j6"]), {JPEG_BASELINE, JPEG_EXTENDED})
 
@@ -227,7 +232,14 @@ class ProposalTests(unittest.TestCase):
     def test_supportedCodes(self):
         for code in list(CONQUEST_JPEG) + PIXEL_CODES + SCRIPT_CODES + ["as", "un", "UN", None, "", "Jk", "N4"]:
             self.assertTrue(isSupportedCode(code), code)
-        self.assertEqual(SUPPORTED_CODES, set(CONQUEST_JPEG) | set(PIXEL_CODES) | set(SCRIPT_CODES) | {"as", "un"})
+        self.assertEqual(SUPPORTED_CODES, set(CONQUEST_JPEG) | set(NATIVE_CODE_SYNTAXES) | set(PIXEL_CODES)
+                         | set(SCRIPT_CODES) | {"as", "un"})
+
+    def test_oneUncompressedSyntax(self):
+        """ui, ul, ub: that syntax first, then the uncompressed ones; never a compressed stored one."""
+        for code, syntax in NATIVE_CODE_SYNTAXES.items():
+            for stored in [JPEG_2000, EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN]:
+                self.assertProposals(stored, code, list(dict.fromkeys([syntax] + list(UNCOMPRESSED))))
 
     def test_scriptCodesAsIs(self):
         for code in SCRIPT_CODES:
@@ -246,7 +258,7 @@ class ProposalTests(unittest.TestCase):
                 result = proposals(stored, code)
                 self.assertEqual(set(result[-2:]), set(UNCOMPRESSED), (stored, code))
                 self.assertEqual(len(result), len(set(result)), (stored, code))
-                self.assertTrue(stored in result or code == "un", (stored, code))
+                self.assertTrue(stored in result or code in {"un"} | set(NATIVE_CODE_SYNTAXES), (stored, code))
 
     def test_paddedStoredSyntax(self):
         """The stored syntax as read from a file may carry its NUL pad."""

@@ -23,7 +23,7 @@ from pacscore.codecs.downsize import SIZES, downsizeDataset, needsDownsizing
 from pacscore.codecs.jpeglossy import DEFAULT_QUALITY
 from pacscore.codecs.syntaxes import (
     AS_IS, CODE_SYNTAXES, EXPLICIT_VR_LITTLE_ENDIAN, SCRIPT_CODES, codeOf, isCompressed, isSupportedCode,
-    proposals, storedSyntax)
+    proposals, qualityOf, storedSyntax)
 from pacscore.codecs.transcode import TranscodeError, transcode
 
 NKI_MODES = {"n1": 1, "n2": 2, "n3": 3, "n4": 4, "nj": 4}
@@ -50,8 +50,10 @@ def recode(data, syntax, code, quality=DEFAULT_QUALITY):
     ``syntax`` as the compression code ``code`` wants it (lossy JPEG at
     ``quality``, LossyQuality); the same objects when it changes nothing.
     A code with two syntaxes (j3..j6) takes the second when the image
-    cannot go in the first. TranscodeError (NKIError is one) when the
-    codecs cannot do it."""
+    cannot go in the first; a JPEG code's own quality (``jl50``) wins over
+    ``quality``. TranscodeError (NKIError is one) when the codecs cannot
+    do it."""
+    quality = qualityOf(code, quality)
     code = codeOf(code)
     if _leavesAsItIs(code, syntax):
         return data, syntax

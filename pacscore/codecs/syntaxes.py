@@ -71,6 +71,7 @@ tells the caller so it can log it.
 Codes are compared case-insensitively; None or "" means "as".
 """
 
+import re
 from functools import lru_cache
 
 from pacscore.dicom.uids import isUID
@@ -135,6 +136,7 @@ CODE_SYNTAXES = {
 NATIVE_CODES = frozenset({"ui", "ul", "ub"})
 
 AS_IS = "as"
+_WITH_QUALITY = re.compile(r"^(j[0-9a-z])([0-9]{1,3})$")
 UNCOMPRESSED_CODE = "un"
 NKI_CODES = frozenset({"n1", "n2", "n3", "n4", "nj", "uj"})
 DOWNSIZING_CODES = frozenset({"k1", "k2", "k4", "k8", "ka", "kb", "kc"})
@@ -149,8 +151,20 @@ def _clean(syntax):
 
 
 def codeOf(compression):
-    """A compression code as compared: lower case, "as" for none."""
-    return (compression or AS_IS).strip().lower() or AS_IS
+    """A compression code as compared: lower case, "as" for none, without
+    the quality a JPEG code may carry (``jl50``: ``jl``)."""
+    code = (compression or AS_IS).strip().lower() or AS_IS
+    match = _WITH_QUALITY.match(code)
+    return match.group(1) if match else code
+
+
+def qualityOf(compression, default):
+    """The quality a JPEG code carries after its two letters, as Conquest
+    reads it (``j390``, ``jl50``; over 100 is 100), else (or 0) ``default``
+    (LossyQuality)."""
+    match = _WITH_QUALITY.match((compression or "").strip().lower())
+    quality = int(match.group(2)) if match else 0
+    return min(quality, 100) if quality > 0 else default
 
 
 def isCompressed(syntax):

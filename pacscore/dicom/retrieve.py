@@ -21,7 +21,7 @@ from twisted.logger import Logger
 from pacscore.codecs.compression import forPeer
 from pacscore.codecs.jpeglossy import DEFAULT_QUALITY
 from pacscore.codecs.nkipixels import withPlainPixels
-from pacscore.codecs.syntaxes import NATIVE, UNCOMPRESSED, canDecode, canEncode, proposals
+from pacscore.codecs.syntaxes import NATIVE, UNCOMPRESSED, canDecode, canEncode, proposals, qualityOf
 from pacscore.codecs.transcode import TranscodeError, transcode
 from pacscore.dicom import commands
 from pacscore.dicom.client import associate
@@ -301,7 +301,8 @@ class RetrieveService:
                           sopClass=stored.sopClassUID, uid=stored.sopInstanceUID, stored=stored.transferSyntax)
             return None
         try:
-            syntax, data, refusals = await convertToFirst(stored, data, syntaxes, self.workers, self.lossyQuality)
+            syntax, data, refusals = await convertToFirst(stored, data, syntaxes, self.workers,
+                                                          qualityOf(compression, self.lossyQuality))
         except TranscodeError as e:
             self.log.warn("{operation}: {uid} cannot be converted to {syntax}: {error}",
                           operation=self.operation, uid=stored.sopInstanceUID, syntax=syntaxes[-1], error=e)

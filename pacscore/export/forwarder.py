@@ -33,7 +33,7 @@ from twisted.logger import Logger
 
 from pacscore.codecs.compression import forPeer
 from pacscore.codecs.jpeglossy import DEFAULT_QUALITY
-from pacscore.codecs.syntaxes import UNCOMPRESSED
+from pacscore.codecs.syntaxes import UNCOMPRESSED, qualityOf
 from pacscore.codecs.transcode import TranscodeError
 from pacscore.dicom import commands
 from pacscore.dicom.client import NodeUnreachable, associateNode
@@ -233,7 +233,8 @@ class Forwarder:
             raise ForwardError(f"{destination} takes {stored.sopClassUID} in none of the syntaxes "
                                f"{stored.sopInstanceUID} can be sent in (stored as {stored.transferSyntax})")
         try:
-            syntax, data, refusals = await convertToFirst(stored, data, syntaxes, self.workers, self.lossyQuality)
+            syntax, data, refusals = await convertToFirst(stored, data, syntaxes, self.workers,
+                                                          qualityOf(compression, self.lossyQuality))
         except TranscodeError as e:
             raise ForwardError(f"{stored.sopInstanceUID} cannot be converted to {syntaxes[-1]}: {e}") from e
         for refused, error in refusals:

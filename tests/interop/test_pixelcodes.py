@@ -229,6 +229,16 @@ class LossyJPEGTests(unittest.TestCase):
         self.assertEqual(stored.file_meta.TransferSyntaxUID, EXPLICIT_VR_BIG_ENDIAN)
         self.assertEqual(stored.pixel_array.tolist(), pydicom.dcmread(source).pixel_array.tolist())
 
+    def test_codeWithItsOwnQuality(self):
+        """PACS~j390: quality 90 instead of LossyQuality (50)."""
+        source = get_testdata_file("SC_rgb_small_odd.dcm")
+        result = dcmtk("storescu", "-aec", f"{self.server.ae}~j390", "127.0.0.1", self.server.port, source)
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        _, path = storedFile(self.server, pydicom.dcmread(source).SOPInstanceUID)
+        stored = pydicom.dcmread(path)
+        self.assertEqual(stored.file_meta.TransferSyntaxUID, JPEG_BASELINE)
+        self.assertEqual(firstQuantisationEntry(stored), 3, "16 scaled for quality 90")
+
     def test_storedInJpegExtendedByCalledAE(self):
         source = get_testdata_file("MR_small.dcm")
         result = dcmtk("storescu", "-aec", f"{self.server.ae}~j4", "127.0.0.1", self.server.port, source)

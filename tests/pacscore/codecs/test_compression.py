@@ -28,6 +28,8 @@ class RecodeTests(unittest.TestCase):
         self.assertEqual(syntax, JPEG_EXTENDED)
         self.assertEqual(data, transcode(self.plain, EXPLICIT, JPEG_EXTENDED))
         self.assertNotEqual(recode(self.plain, EXPLICIT, "j4", quality=20)[0], data)
+        self.assertEqual(recode(self.plain, EXPLICIT, "j420")[0], recode(self.plain, EXPLICIT, "j4", quality=20)[0],
+                         "the code's own quality")
 
     def test_nkiCodes(self):
         for code, mode in (("n1", 1), ("N2", 2), ("n3", 3), ("n4", 4), ("nj", 4)):

@@ -12,7 +12,7 @@ from pacscore.codecs.syntaxes import (
     EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, JPEG_2000, JPEG_2000_LOSSLESS,
     JPEG_BASELINE, JPEG_EXTENDED, JPEG_LOSSLESS, JPEG_LOSSLESS_SV1, JPEG_LOSSLESS_SYNTAXES, JPEG_LOSSY_SYNTAXES,
     JPEG_LS_LOSSLESS, JPEG_LS_NEAR_LOSSLESS, RLE_LOSSLESS, SUPPORTED_CODES, UNCOMPRESSED,
-    canDecode, canEncode, isCompressed, isLossy, isSupportedCode, proposals, storedSyntax)
+    canDecode, canEncode, codeOf, isCompressed, isLossy, isSupportedCode, proposals, qualityOf, storedSyntax)
 
 NATIVE = [IMPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN,
           DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_BIG_ENDIAN]
@@ -234,6 +234,18 @@ class ProposalTests(unittest.TestCase):
             self.assertTrue(isSupportedCode(code), code)
         self.assertEqual(SUPPORTED_CODES, set(CONQUEST_JPEG) | set(NATIVE_CODE_SYNTAXES) | set(PIXEL_CODES)
                          | set(SCRIPT_CODES) | {"as", "un"})
+
+    def test_jpegCodesWithAQuality(self):
+        """Conquest reads digits after a JPEG code's two letters as its quality."""
+        self.assertEqual((codeOf("jl50"), qualityOf("jl50", 95)), ("jl", 50))
+        self.assertEqual((codeOf("J390"), qualityOf("J390", 95)), ("j3", 90))
+        self.assertEqual(qualityOf("j3", 95), 95)
+        self.assertEqual(qualityOf("jl0", 95), 95, "0: LossyQuality")
+        self.assertEqual(qualityOf("jl500", 95), 100)
+        self.assertEqual(qualityOf("n4", 70), 70)
+        self.assertEqual(codeOf("n44"), "n44")
+        self.assertProposals(IMPLICIT_VR_LITTLE_ENDIAN, "jl50", proposals(IMPLICIT_VR_LITTLE_ENDIAN, "jl"))
+        self.assertTrue(isSupportedCode("j475"))
 
     def test_oneUncompressedSyntax(self):
         """ui, ul, ub: that syntax first, then the uncompressed ones; never a compressed stored one."""

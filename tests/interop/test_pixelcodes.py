@@ -51,13 +51,42 @@ def moveInstance(test, server, peer, original):
     return received
 
 
+def sendVia(test, server, code, source):
+    """storescu sends ``source`` to ``server`` called as AE~code; it must succeed."""
+    result = dcmtk("storescu", "-aec", f"{server.ae}~{code}", "127.0.0.1", server.port, source)
+    test.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+
+
+def storedVia(test, server, code, source):
+    """``sendVia``, then the path of the file ``server`` stored."""
+    sendVia(test, server, code, source)
+    return storedFile(server, pydicom.dcmread(source).SOPInstanceUID)[1]
+
+
 def nkiPixels(ds):
     """The decompressed NKI pixel data of ``ds`` (read raw: pydicom takes
     (7FDF,0010) for a private creator)."""
     return nki.decompress(ds.get_item(NKI_PIXEL_DATA).value)
 
 
-class NKITests(unittest.TestCase):
+class ServersTestCase(unittest.TestCase):
+    """Processes (servers, peers) started once for the class, stopped after it."""
+
+    processes = ()
+
+    @classmethod
+    def startAll(cls, *processes):
+        cls.processes = processes
+        for process in processes:
+            process.start()
+
+    @classmethod
+    def tearDownClass(cls):
+        for process in reversed(cls.processes):
+            process.stop()
+
+
+class NKITests(ServersTestCase):
 
     @classmethod
     def setUpClass(cls):
@@ -72,18 +101,11 @@ class NKITests(unittest.TestCase):
         cls.server.addNode(cls.thumbnailPeer.aet, cls.thumbnailPeer.port, compression="ka")
         cls.receiver = PacsServer(os.path.join(cls.workdir, "receiver"), ae="RECEIVER")
         cls.receiver.setIni(IncomingCompression="un")
-        cls.processes = (cls.plainPeer, cls.conquestPeer, cls.thumbnailPeer, cls.server, cls.receiver)
-        for process in cls.processes:
-            process.start()
+        cls.startAll(cls.plainPeer, cls.conquestPeer, cls.thumbnailPeer, cls.server, cls.receiver)
         cls.path = get_testdata_file("CT_small.dcm")
         cls.original = pydicom.dcmread(cls.path)
         result = cls.server.store(cls.path)
         assert result.returncode == 0, result.stderr
-
-    @classmethod
-    def tearDownClass(cls):
-        for process in reversed(cls.processes):
-            process.stop()
 
     def assertOriginalPixels(self, ds):
         self.assertEqual(ds.PixelData, self.original.PixelData)
@@ -134,11 +156,8 @@ class NKITests(unittest.TestCase):
     def test_storedDownsizedByCalledAE(self):
         """RECEIVER~kb: stored 32 x 32."""
         source = get_testdata_file("MR_small.dcm")  # 64 x 64
-        result = dcmtk("storescu", "-aec", "RECEIVER~kb", "127.0.0.1", self.receiver.port, source)
-        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
         mr = pydicom.dcmread(source)
-        _, path = storedFile(self.receiver, mr.SOPInstanceUID)
-        stored = pydicom.dcmread(path)
+        stored = pydicom.dcmread(storedVia(self, self.receiver, "kb", source))
         self.assertEqual((stored.Rows, stored.Columns), (32, 32))
         self.assertEqual(stored.pixel_array.tolist(), mr.pixel_array[::2, ::2].tolist())
 
@@ -154,7 +173,7 @@ def firstQuantisationEntry(ds):
         pos += 2 + length
 
 
-class LossyJPEGTests(unittest.TestCase):
+class LossyJPEGTests(ServersTestCase):
 
     @classmethod
     def setUpClass(cls):
@@ -163,18 +182,11 @@ class LossyJPEGTests(unittest.TestCase):
         cls.server = PacsServer(os.path.join(cls.workdir, "pacs"))
         cls.server.setIni(LossyQuality="50")
         cls.server.addNode(cls.viewer.aet, cls.viewer.port, compression="j3")
-        cls.processes = (cls.viewer, cls.server)
-        for process in cls.processes:
-            process.start()
+        cls.startAll(cls.viewer, cls.server)
         cls.ct = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
         cls.rgb = pydicom.dcmread(get_testdata_file("examples_rgb_color.dcm"))
         result = cls.server.store(get_testdata_file("CT_small.dcm"), get_testdata_file("examples_rgb_color.dcm"))
         assert result.returncode == 0, result.stderr
-
-    @classmethod
-    def tearDownClass(cls):
-        for process in reversed(cls.processes):
-            process.stop()
 
     def decompressed(self, ds):
         """``ds`` as DCMTK's dcmdjpeg decompresses it."""
@@ -210,9 +222,7 @@ class LossyJPEGTests(unittest.TestCase):
     def test_storedInJpegLSByCalledAE(self):
         """js: JPEG-LS lossless, which DCMTK's dcmdjpls decodes to the same pixels."""
         source = get_testdata_file("MR_small.dcm")
-        result = dcmtk("storescu", "-aec", f"{self.server.ae}~js", "127.0.0.1", self.server.port, source)
-        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
-        _, path = storedFile(self.server, pydicom.dcmread(source).SOPInstanceUID)
+        path = storedVia(self, self.server, "js", source)
         self.assertEqual(pydicom.dcmread(path).file_meta.TransferSyntaxUID, JPEG_LS_LOSSLESS)
         target = self.mktemp() + ".dcm"
         result = dcmtk("dcmdjpls", path, target)
@@ -222,9 +232,7 @@ class LossyJPEGTests(unittest.TestCase):
     def test_storedBigEndianByCalledAE(self):
         """ub: explicit VR big endian, the pixel values the same."""
         source = get_testdata_file("rtdose_1frame.dcm")  # 32-bit, implicit VR
-        result = dcmtk("storescu", "-aec", f"{self.server.ae}~ub", "127.0.0.1", self.server.port, source)
-        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
-        _, path = storedFile(self.server, pydicom.dcmread(source).SOPInstanceUID)
+        path = storedVia(self, self.server, "ub", source)
         stored = pydicom.dcmread(path)
         self.assertEqual(stored.file_meta.TransferSyntaxUID, EXPLICIT_VR_BIG_ENDIAN)
         self.assertEqual(stored.pixel_array.tolist(), pydicom.dcmread(source).pixel_array.tolist())
@@ -232,24 +240,20 @@ class LossyJPEGTests(unittest.TestCase):
     def test_codeWithItsOwnQuality(self):
         """PACS~j390: quality 90 instead of LossyQuality (50)."""
         source = get_testdata_file("SC_rgb_small_odd.dcm")
-        result = dcmtk("storescu", "-aec", f"{self.server.ae}~j390", "127.0.0.1", self.server.port, source)
-        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
-        _, path = storedFile(self.server, pydicom.dcmread(source).SOPInstanceUID)
+        path = storedVia(self, self.server, "j390", source)
         stored = pydicom.dcmread(path)
         self.assertEqual(stored.file_meta.TransferSyntaxUID, JPEG_BASELINE)
         self.assertEqual(firstQuantisationEntry(stored), 3, "16 scaled for quality 90")
 
     def test_storedInJpegExtendedByCalledAE(self):
         source = get_testdata_file("MR_small.dcm")
-        result = dcmtk("storescu", "-aec", f"{self.server.ae}~j4", "127.0.0.1", self.server.port, source)
-        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
-        _, path = storedFile(self.server, pydicom.dcmread(source).SOPInstanceUID)
+        path = storedVia(self, self.server, "j4", source)
         stored = pydicom.dcmread(path)
         self.assertEqual(stored.file_meta.TransferSyntaxUID, JPEG_EXTENDED)
         self.assertEqual(stored.LossyImageCompression, "01")
 
 
-class ScriptCodeTests(unittest.TestCase):
+class ScriptCodeTests(ServersTestCase):
     """Conquest's s0..s9: CompressionConverterN runs on objects stored,
     moved or forwarded with code sN."""
 
@@ -267,17 +271,10 @@ class ScriptCodeTests(unittest.TestCase):
         cls.server.addNode(cls.anonymous.aet, cls.anonymous.port, compression="s0")
         cls.server.addNode(cls.dropped.aet, cls.dropped.port, compression="s1")
         cls.server.addNode(cls.forwarded.aet, cls.forwarded.port, compression="un")
-        cls.processes = (cls.anonymous, cls.dropped, cls.forwarded, cls.server)
-        for process in cls.processes:
-            process.start()
+        cls.startAll(cls.anonymous, cls.dropped, cls.forwarded, cls.server)
         cls.ct = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
         result = cls.server.store(get_testdata_file("CT_small.dcm"))
         assert result.returncode == 0, result.stderr
-
-    @classmethod
-    def tearDownClass(cls):
-        for process in reversed(cls.processes):
-            process.stop()
 
     def test_movedThroughTheLine(self):
         received = moveInstance(self, self.server, self.anonymous, self.ct)
@@ -295,15 +292,12 @@ class ScriptCodeTests(unittest.TestCase):
 
     def test_storedThroughTheLineByCalledAE(self):
         source = get_testdata_file("examples_rgb_color.dcm")
-        result = dcmtk("storescu", "-aec", f"{self.server.ae}~s0", "127.0.0.1", self.server.port, source)
-        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
-        _, path = storedFile(self.server, pydicom.dcmread(source).SOPInstanceUID)
+        path = storedVia(self, self.server, "s0", source)
         self.assertEqual(pydicom.dcmread(path).PatientName, "ANON^PATIENT")
 
     def test_destroyedWhenStored(self):
         source = get_testdata_file("SC_rgb_small_odd.dcm")
-        result = dcmtk("storescu", "-aec", f"{self.server.ae}~s1", "127.0.0.1", self.server.port, source)
-        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        sendVia(self, self.server, "s1", source)
         uid = pydicom.dcmread(source).SOPInstanceUID
         self.assertNotIn(uid, column(self.server.database, "DICOMImages", "SOPInstanceUID"))
 

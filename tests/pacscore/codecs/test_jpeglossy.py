@@ -21,6 +21,15 @@ SOF0, SOF1, DQT = 0xFFC0, 0xFFC1, 0xFFDB
 LUMINANCE_FIRST_ROW = [16, 11, 10, 16, 24, 40, 51, 61]
 
 
+def acSymbols(codestream):
+    """The RS symbols of the AC Huffman table (the second of the DHT)."""
+    found, _ = segments(codestream)
+    body = found[0xFFC4][0]
+    dcCount = sum(body[1:17])
+    ac = body[17 + dcCount:]
+    return ac[17:17 + sum(ac[1:17])]
+
+
 def errors(decoded, original):
     difference = np.abs(np.asarray(decoded, np.float64) - np.asarray(original, np.float64))
     return difference.max(), difference.mean()
@@ -100,8 +109,12 @@ class FrameTests(unittest.TestCase):
             samples = noise((1, 32, 32), precision)[0]
             sizes = [len(self.assertDecodesClose(samples, precision, quality)) for quality in (100, 75, 25, 1)]
             self.assertEqual(sizes, sorted(sizes, reverse=True))
-        extremes = np.indices((16, 16)).sum(axis=0) % 2 * 4095
-        self.assertDecodesClose(extremes, 12, 100, maxError=64)
+        for precision in (8, 12):
+            extremes = np.indices((16, 16)).sum(axis=0) % 2 * ((1 << precision) - 1)
+            codestream = self.assertDecodesClose(extremes, precision, 100, maxError=1 << (precision - 6))
+            self.assertLessEqual(max(size & 0x0F for size in acSymbols(codestream)), precision + 2,
+                                 "T.81 F.1.2.2: AC coefficients of at most 10 / 14 bits, even for the "
+                                 "largest a checkerboard gives at quality 100")
 
     def test_lowerQualityCoarser(self):
         samples = smooth((1, 64, 64), 12)[0]

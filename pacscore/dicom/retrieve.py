@@ -26,7 +26,7 @@ from pacscore.codecs.transcode import TranscodeError, transcode
 from pacscore.dicom import commands
 from pacscore.dicom.client import associate
 from pacscore.converters.hooks import LEFT_OUT
-from pacscore.dicom.datasets import decodeDataset, encodeDataset
+from pacscore.dicom.datasets import IdentifierError, decodeDataset, encodeDataset
 from pacscore.dicom.find import DESTROYED, convertIdentifier
 from pacscore.dicom.identifiers import BadIdentifier, readRequest
 from pacscore.dicom.models import modelOf
@@ -277,8 +277,14 @@ class RetrieveService:
                     if outcome in LEFT_OUT:
                         return None
                 if scripts is not None:
-                    kept, data = scripts.apply(data, stored.transferSyntax, compression, association.callingAE,
-                                               association.calledAE)
+                    try:
+                        kept, data = scripts.apply(data, stored.transferSyntax, compression,
+                                                   association.callingAE, association.calledAE)
+                    except IdentifierError as e:  # never sent without the line it should go through
+                        self.log.warn("{operation}: {uid} left out: the line of compression {code} cannot "
+                                      "read it: {error}", operation=self.operation, uid=stored.sopInstanceUID,
+                                      code=compression, error=e)
+                        return None
                     if not kept:
                         return None
                 return forPeer(data, stored.transferSyntax, compression)

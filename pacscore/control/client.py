@@ -42,7 +42,7 @@ class ControlClientProtocol(basic.LineReceiver):
         self.progress = progress or (lambda line: None)
         self.data = data or (lambda content: None)
         self.finished = defer.Deferred()
-        self._expected = 0
+        self._remaining = 0  # bytes of a DATA answer still to come
         self._received = []
 
     def connectionMade(self):
@@ -54,10 +54,10 @@ class ControlClientProtocol(basic.LineReceiver):
         if kind == "OUTPUT":
             self.output(text)
         elif kind == "DATA" and text.isdigit():
-            self._expected = int(text)
+            self._remaining = int(text)
             self._received = []
             self.setRawMode()
-            if not self._expected:
+            if not self._remaining:
                 self.rawDataReceived(b"")
         elif kind == "PROGRESS":
             self.progress(text)
@@ -65,9 +65,10 @@ class ControlClientProtocol(basic.LineReceiver):
             self.finished.callback(Reply(kind == "OK", text))
 
     def rawDataReceived(self, data):
-        wanted = self._expected - sum(len(part) for part in self._received)
+        wanted = self._remaining
         self._received.append(data[:wanted])
-        if len(data) >= wanted:
+        self._remaining -= len(self._received[-1])
+        if not self._remaining:
             self.data(b"".join(self._received))
             self._received = []
             self.setLineMode(data[wanted:])

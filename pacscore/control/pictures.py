@@ -25,7 +25,7 @@ from pacscore.codecs.compression import recode
 from pacscore.codecs.downsize import downsizeDataset
 from pacscore.codecs.imagefiles import bmpImage, gifImage, jpegImage
 from pacscore.codecs.rendering import renderFrame
-from pacscore.codecs.syntaxes import codeOf, isCompressed
+from pacscore.codecs.syntaxes import isCompressed
 from pacscore.codecs.transcode import transcode
 from pacscore.control.arguments import fields, number
 from pacscore.control.context import CommandError
@@ -116,7 +116,7 @@ class ConvertToDicom(FileConversion):
         source, size, code, frame = fields(arguments, 4)
         archive = context.archive
         return self.convert(archive, source, _dicom, number(size, "size") if size.strip() else 0,
-                            codeOf(code or "un"), number(frame, "frame") if frame.strip() else None,
+                            code.strip() or "un", number(frame, "frame") if frame.strip() else None,
                             archive.configuration.lossyQuality)
 
 

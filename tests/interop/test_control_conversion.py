@@ -27,6 +27,7 @@ from pacscore.storage.part10 import encodeFileMeta
 from pacscore.testing.corpus import makeDataset
 from tests.interop.server import PacsServer
 from tests.interop.test_find import STUDY_ROOT, findscu
+from tests.interop.test_pixelcodes import firstQuantisationEntry
 
 FRAMES = 4
 
@@ -194,12 +195,13 @@ class PictureCommandTests(unittest.TestCase):
                       self.dgate(f"--convert_to_gif:other:{ct.SOPInstanceUID}", status=1))
 
     def test_toDicom(self):
-        """Frame 3 alone, in JPEG Extended (j4); CT_small downsized to 32."""
-        content = self.dgateBytes(f"--convert_to_dicom:{self.frames},0,j4,3")
+        """Frame 3 alone, in JPEG Extended at quality 20 (j420); CT_small downsized to 32."""
+        content = self.dgateBytes(f"--convert_to_dicom:{self.frames},0,j420,3")
         frame = pydicom.dcmread(io.BytesIO(content))
         self.assertEqual(frame.file_meta.TransferSyntaxUID, JPEGExtended12Bit)
         self.assertEqual(int(frame.NumberOfFrames), 1)
         self.assertEqual(int(frame.pixel_array.mean().round()), 3)
+        self.assertEqual(firstQuantisationEntry(frame), 40, "the code's own quality, 20")
         small = pydicom.dcmread(io.BytesIO(self.dgateBytes(f"--convert_to_dicom:{self.ct},32")))
         self.assertEqual((small.Rows, small.Columns), (32, 32))
         self.assertEqual(small.file_meta.TransferSyntaxUID, ExplicitVRLittleEndian)

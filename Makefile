@@ -1,8 +1,8 @@
 # The two commands of the README: `make run` and `make test`.
 # Each creates/refreshes .venv itself; `make test` also installs the real
-# DICOM tools the interop tests drive (Debian's dcmtk and orthanc) and the
-# database servers they start (postgresql, mariadb-server) when they are
-# missing.
+# DICOM tools the interop tests drive (Debian's dcmtk and orthanc), the
+# database servers they start (postgresql, mariadb-server) and the browser
+# that loads the web pages (chromium) when they are missing.
 
 VENV ?= .venv
 PYTHON ?= python3
@@ -31,6 +31,8 @@ system-deps:
 	  ( $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dcmtk )
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
 	  ( $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql )
+	@command -v chromium >/dev/null || \
+	  ( $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium )
 	@[ -x /usr/sbin/mariadbd ] || \
 	  ( $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mariadb-server )
 	@[ -x /usr/sbin/Orthanc ] || \

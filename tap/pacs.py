@@ -1,13 +1,13 @@
 """``twistd pacs``: options and the service tree.
 
     twistd -n pacs [--config PATH] [--workdir DIR] [--dicom ENDPOINT] [--dicom-tls ENDPOINT]
-                   [--hl7 ENDPOINT] [--control ENDPOINT] [--ae TITLE] [--db SCHEME:...]
+                   [--hl7 ENDPOINT] [--web ENDPOINT] [--control ENDPOINT] [--ae TITLE] [--db SCHEME:...]
 
 ``Options`` reads the configuration and builds one ``Archive`` and the
 service tree, so that any configuration error stops start-up with a message,
 not a traceback.  ``makeService`` returns that MultiService: the DICOM
-listener (and a second one, for TLS, when asked), the HL7 MLLP listener and
-the control port (strports endpoints, so ``ssl:``, ``unix:`` and pacs's own
+listener (and a second one, for TLS, when asked), the HL7 MLLP listener, the
+web interface and the control port (strports endpoints, so ``ssl:``, ``unix:`` and pacs's own
 ``mtls:`` work too), the HL7 drop folder's timer and the service that runs
 the archive's pools.
 """
@@ -28,9 +28,11 @@ from pacscore.control import endpoint as controlEndpoint
 from pacscore.control.protocol import ControlFactory
 from pacscore.control.shutdown import OrderlyStop
 from pacscore.db.drivers import redacted
+from pacscore.web.site import webSite
 
 
 DEFAULT_HL7_ENDPOINT = "tcp:2575:interface=127.0.0.1"
+DEFAULT_WEB_ENDPOINT = "tcp:8080:interface=127.0.0.1"
 DISABLED = ("off", "none", "")
 
 
@@ -53,7 +55,8 @@ class Options(usage.Options):
     longdesc = (
         "Run the pacs DICOM archive: a DICOM service (C-ECHO, C-STORE, C-FIND, C-MOVE, C-GET, "
         "modality worklist) that files objects on the MAG devices of a Conquest-style configuration "
-        "and indexes them in SQL, an HL7 MLLP listener that fills the worklist, and a control port "
+        "and indexes them in SQL, an HL7 MLLP listener that fills the worklist, Conquest's web pages "
+        "and WADO (http://HOST:PORT/cgi-bin/dgate?mode=top), and a control port "
         "that 'dgate --command:arguments' talks to. Every "
         "ENDPOINT is a Twisted strports description, e.g. tcp:5678, tcp:11112:interface=127.0.0.1, "
         "ssl:5679:privateKey=key.pem.")
@@ -73,6 +76,9 @@ class Options(usage.Options):
         ["hl7", None, None,
          "Endpoint of the HL7 MLLP listener, or 'off' [default: HL7Endpoint of dicom.ini, else "
          f"{DEFAULT_HL7_ENDPOINT}]."],
+        ["web", None, None,
+         "Endpoint of the web interface (Conquest's /cgi-bin/dgate pages and WADO), or 'off' [default: "
+         f"WebEndpoint of dicom.ini, else {DEFAULT_WEB_ENDPOINT}]."],
         ["control", None, None,
          "Endpoint of the control port (dgate --command:...), or 'off' [default: ControlEndpoint of "
          f"dicom.ini, else {controlEndpoint.DEFAULT_ENDPOINT}]. Bound to anything but 127.0.0.1, ::1 or "
@@ -197,7 +203,8 @@ def serviceTree(options):
                                   options.endpoint("dicom", "TCPPort", dicom), dicomFactory)]
     for label, option, key, default, factory in (
             (f"DICOM service {archive.aeTitle}", "dicom-tls", "DICOMTLSEndpoint", "off", dicomFactory),
-            ("HL7 MLLP service", "hl7", "HL7Endpoint", DEFAULT_HL7_ENDPOINT, archive.hl7Factory())):
+            ("HL7 MLLP service", "hl7", "HL7Endpoint", DEFAULT_HL7_ENDPOINT, archive.hl7Factory()),
+            ("web interface", "web", "WebEndpoint", DEFAULT_WEB_ENDPOINT, webSite(archive))):
         description = options[option]
         if description is None:
             description = archive.configuration.ini.get(key, default)

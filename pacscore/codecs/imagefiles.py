@@ -1,9 +1,11 @@
 """8-bit pixels (``rendering.renderFrame``) as the picture files of
 Conquest's ``convert_to_gif`` (grey GIF), ``convert_to_bmp`` (24-bit
-colour BMP) and ``convert_to_jpg`` (JPEG, quality 95, JFIF).
+colour BMP) and ``convert_to_jpg`` (JPEG, quality 95, JFIF), and PNG
+(grey or RGB, for WADO).
 """
 
 import struct
+import zlib
 
 import numpy as np
 
@@ -106,3 +108,18 @@ def jpegImage(pixels):
     pixels = np.asarray(pixels, np.uint8)
     codestream = encodeFrame(pixels, 8, JPEG_QUALITY, colour=pixels.ndim == 3)
     return codestream[:2] + _JFIF + codestream[2:]
+
+
+def _pngChunk(kind, data):
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def pngImage(pixels):
+    """A PNG of grey or RGB 8-bit pixels (no filtering, zlib level 6)."""
+    pixels = np.asarray(pixels, np.uint8)
+    rows, columns = pixels.shape[:2]
+    lines = pixels.reshape(rows, -1)
+    raw = np.concatenate([np.zeros((rows, 1), np.uint8), lines], axis=1)  # filter type 0 before each row
+    header = struct.pack(">IIBBBBB", columns, rows, 8, 2 if pixels.ndim == 3 else 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + _pngChunk(b"IHDR", header) + _pngChunk(b"IDAT", zlib.compress(raw.tobytes(), 6))
+            + _pngChunk(b"IEND", b""))

@@ -134,7 +134,7 @@ def _checkUID(uid, name):
         raise DatasetError(f"{name} {uid!r} is not a UID (digits and dots, at most 64 characters)")
 
 
-def _header(path):
+def headerLines(path):
     """In the I/O pool: the file's elements as text, pixel data left out;
     InvalidDicomError when pydicom cannot read or show them."""
     with openRegularFile(path) as f:
@@ -195,7 +195,7 @@ class DumpHeader(ControlCommand):
         source, target = fields(arguments, 2)
         archive = context.archive
         path = inputPath(archive, source)
-        d = archive.workers.deferToWorker(_header, path)
+        d = archive.workers.deferToWorker(headerLines, path)
         d.addErrback(self._unreadable, path)
         return d.addCallback(lambda lines: deliver(archive, lines, target))
 

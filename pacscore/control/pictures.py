@@ -58,7 +58,9 @@ def _size(text, given):
     return number(text, "size") if text.strip() else 0
 
 
-def _picture(path, write, size, level, window, frame):
+def renderPicture(path, write, size, level, window, frame):
+    """In the I/O pool: frame ``frame`` of the file ``path`` as the picture
+    ``write`` makes of its 8-bit pixels (see the module docstring)."""
     syntax, data = readFile(path)
     return write(renderFrame(data, syntax, size, level, window, frame))
 
@@ -73,7 +75,7 @@ class PictureConversion(FileConversion):
         given = arguments.count(",") >= 1
         source, size, out, rest = fields(arguments, 4)
         level, window, frame = (rest.split("/") + ["", "", ""])[:3]
-        work = (_picture, self.write, _size(size, given), _integer(level, "level"), _integer(window, "window"),
+        work = (renderPicture, self.write, _size(size, given), _integer(level, "level"), _integer(window, "window"),
                 number(frame, "frame") if frame.strip() else 0)
         d = self.convert(context.archive, source, *work)
         out = out.strip()
@@ -91,7 +93,9 @@ def _writeFile(path, content):
         f.write(content)
 
 
-def _dicom(path, size, code, frame, quality):
+def dicomFile(path, size, code, frame, quality):
+    """In the I/O pool: the file ``path`` as Part-10 bytes, frame ``frame``
+    alone (None: all), downsized to ``size`` (0: not), in compression ``code``."""
     syntax, data = readFile(path)
     if frame is not None:
         dataset = decodeDataset(data, syntax)
@@ -115,7 +119,7 @@ class ConvertToDicom(FileConversion):
     def run(self, arguments, context):
         source, size, code, frame = fields(arguments, 4)
         archive = context.archive
-        return self.convert(archive, source, _dicom, number(size, "size") if size.strip() else 0,
+        return self.convert(archive, source, dicomFile, number(size, "size") if size.strip() else 0,
                             code.strip() or "un", number(frame, "frame") if frame.strip() else None,
                             archive.configuration.lossyQuality)
 

@@ -86,11 +86,13 @@ class PacsServer:
         self.port = freePort()
         self.hl7Port = freePort()
         self.controlPort = freePort()
+        self.webPort = freePort()
         self.process = None
         self.logPath = os.path.join(self.workdir, "pacs.log")
         self.setIni(**{"MyACRNema": ae, "TCPPort": str(self.port),
                        "HL7Endpoint": f"tcp:{self.hl7Port}:interface=127.0.0.1",
-                       "ControlEndpoint": f"tcp:{self.controlPort}:interface=127.0.0.1", **(ini or {})})
+                       "ControlEndpoint": f"tcp:{self.controlPort}:interface=127.0.0.1",
+                       "WebEndpoint": f"tcp:{self.webPort}:interface=127.0.0.1", **(ini or {})})
 
     def setIni(self, **keys):
         path = os.path.join(self.workdir, "dicom.ini")

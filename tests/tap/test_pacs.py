@@ -14,7 +14,7 @@ from pacscore.testing.mutations import mutated
 from tap.pacs import Options
 from tests.interop.server import BIN, CONFIG_FILES, PacsServer
 
-OPTIONS = ("--config", "--workdir", "--dicom", "--dicom-tls", "--hl7", "--control", "--ae", "--db")
+OPTIONS = ("--config", "--workdir", "--dicom", "--dicom-tls", "--hl7", "--web", "--control", "--ae", "--db")
 
 
 class OptionsTests(unittest.TestCase):

@@ -1,4 +1,4 @@
-"""Tests for pacscore.codecs.imagefiles: the GIF, BMP and JPEG files
+"""Tests for pacscore.codecs.imagefiles: the GIF, BMP, JPEG and PNG files
 written here, read back by Pillow."""
 
 import io
@@ -7,7 +7,7 @@ import numpy as np
 from PIL import Image
 from twisted.trial import unittest
 
-from pacscore.codecs.imagefiles import bmpImage, gifImage, jpegImage
+from pacscore.codecs.imagefiles import bmpImage, gifImage, jpegImage, pngImage
 
 RNG = np.random.default_rng(7)
 
@@ -79,3 +79,14 @@ class JpegTests(unittest.TestCase):
         self.assertEqual(content[:4], b"\xff\xd8\xff\xe0")
         self.assertEqual(content[6:11], b"JFIF\x00")
         self.assertEqual(Image.open(io.BytesIO(content)).info.get("jfif"), 257)
+
+
+class PngTests(unittest.TestCase):
+
+    def test_greyAndColourExactly(self):
+        colour = RNG.integers(0, 256, (19, 23, 3), dtype=np.uint8)
+        for pixels, mode in ((gradient(37, 53), "L"), (np.zeros((1, 1), np.uint8), "L"), (colour, "RGB")):
+            image = Image.open(io.BytesIO(pngImage(pixels)))
+            image.load()
+            self.assertEqual((image.format, image.mode), ("PNG", mode))
+            self.assertEqual(np.asarray(image).tolist(), pixels.tolist())

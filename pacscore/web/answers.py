@@ -1,0 +1,63 @@
+"""What a web page answers: ``Answer`` (bytes, content type, extra headers),
+``WebError`` (an HTTP error status with a message for the user and the log),
+and ``Parameters``, a request's query parameters with the ``[webdefaults]``
+of dicom.ini behind them."""
+
+from typing import NamedTuple
+
+from pacscore.web.html import page
+
+HTML = "text/html; charset=utf-8"
+NO_CACHE = (("Cache-Control", "no-cache"),)
+
+
+class Answer(NamedTuple):
+    body: bytes
+    contentType: str
+    headers: tuple = ()
+
+
+class WebError(Exception):
+    """A request that gets ``code`` and a page saying ``message``."""
+
+    def __init__(self, code, message):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def htmlAnswer(title, *parts, cache=False):
+    """A whole page (``html.page``) as an Answer; not cached unless ``cache``."""
+    return Answer(page(title, *parts).encode("utf-8"), HTML, () if cache else NO_CACHE)
+
+
+class Parameters:
+    """A request's parameters (first value of each, UTF-8, names matched
+    exactly as Conquest does) over ``defaults`` ({name: value})."""
+
+    def __init__(self, args, defaults=None):
+        self.given = {}
+        for name, values in args.items():
+            try:
+                self.given[name.decode("utf-8")] = values[0].decode("utf-8")
+            except UnicodeDecodeError:
+                raise WebError(400, "request parameters must be UTF-8") from None
+        self.defaults = defaults or {}
+
+    def get(self, name, default=""):
+        if name in self.given:
+            return self.given[name]
+        return self.defaults.get(name.lower(), default)
+
+    def number(self, name, default, low=0, high=65536):
+        """An integer parameter from ``low`` to ``high``."""
+        text = self.get(name, "").strip()
+        if not text:
+            return default
+        try:
+            value = int(text)
+        except ValueError:
+            raise WebError(400, f"{name} must be a whole number, not {text!r}") from None
+        if not low <= value <= high:
+            raise WebError(400, f"{name} must be from {low} to {high}, not {value}")
+        return value

@@ -1,0 +1,209 @@
+"""The pages that show the archive (Conquest's CGI modes): ``top`` (status
+and search forms), ``querypatients``, ``querystudies``, ``queryseries``,
+``queryallimages`` and ``queryimages`` (the local index, each row linking to
+the level below), ``queryworklist`` and ``showconfig``.  They only read:
+nothing here changes the archive, so WebReadOnly has nothing to turn off.
+
+A list selects with Conquest's ``query`` text and search fields
+(``pacscore.web.querytext``); its links carry ``query`` texts as Conquest's
+do, so bookmarks of Conquest's pages keep working.
+"""
+
+import re
+
+from sqlalchemy import select
+
+from pacscore.control import status
+from pacscore.db.drivers import redacted
+from pacscore.db.query import PATIENT_ID, SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, QueryKey
+from pacscore.web.answers import WebError, htmlAnswer
+from pacscore.web.html import SCRIPT, Markup, image, join, link, table, url
+from pacscore.web.querytext import ColumnNames, QueryTextError, parseQueryText, quoted, searchKeys
+
+PATIENT_NAME = (0x00100010, "PN")
+SEX = (0x00100040, "CS")
+BIRTH_DATE = (0x00100030, "DA")
+STUDY_DATE = (0x00080020, "DA")
+STUDY_DESCRIPTION = (0x00081030, "LO")
+MODALITIES = (0x00080061, "CS")
+SERIES_NUMBER = (0x00200011, "IS")
+SERIES_DATE = (0x00080021, "DA")
+SERIES_TIME = (0x00080031, "TM")
+SERIES_DESCRIPTION = (0x0008103E, "LO")
+MODALITY = (0x00080060, "CS")
+INSTANCE_NUMBER = (0x00200013, "IS")
+SOP_CLASS = (0x00080016, "UI")
+PATIENT = (PATIENT_ID, "LO")
+STUDY = (STUDY_INSTANCE_UID, "UI")
+SERIES = (SERIES_INSTANCE_UID, "UI")
+SOP = (SOP_INSTANCE_UID, "UI")
+MOST_THUMBNAILS = 50  # as Conquest's queryimages
+SECRET_KEY = re.compile(r"secret|password", re.IGNORECASE)
+
+
+def _selection(archive, parameters):
+    """The keys of the request's ``query`` text and search fields."""
+    columns = ColumnNames(archive.configuration.layout, archive.configuration.tableNames)
+    try:
+        return parseQueryText(columns, parameters.get("query")) + searchKeys(
+            parameters.get("patientidmatch"), parameters.get("patientnamematch"), parameters.get("studydatematch"))
+    except QueryTextError as e:
+        raise WebError(400, str(e)) from e
+
+
+async def _find(archive, parameters, level, shown):
+    """``[{tag: value}]`` of the entities at ``level`` the request selects,
+    with the ``shown`` ((tag, vr), ...) values."""
+    keys = {tag: QueryKey(tag, vr, "") for tag, vr in shown}
+    for key in _selection(archive, parameters):
+        keys[key.tag] = key
+    return await archive.index.runQuery(archive.query.find, level, list(keys.values()))
+
+
+def _caption(what, count, parameters):
+    selection = " and ".join(text for text in (parameters.get("query"),) if text)
+    return f"{count} {what}" + (f" where {selection}" if selection else "")
+
+
+async def queryPatients(archive, parameters):
+    found = await _find(archive, parameters, "PATIENT", (PATIENT, PATIENT_NAME, SEX, BIRTH_DATE))
+    rows = [[link(url("querystudies", query=f"DICOMStudies.PatientID = {quoted(match[PATIENT_ID])}"),
+                  match[PATIENT_ID]), match[PATIENT_NAME[0]], match[SEX[0]], match[BIRTH_DATE[0]]]
+            for match in found]
+    return htmlAnswer("patients", table(_caption("patients", len(rows), parameters),
+                                        ("Patient ID", "Name", "Sex", "Birth date"), rows))
+
+
+async def queryStudies(archive, parameters):
+    found = await _find(archive, parameters, "STUDY", (PATIENT, PATIENT_NAME, STUDY_DATE, STUDY_DESCRIPTION,
+                                                       MODALITIES, STUDY))
+    rows = []
+    for match in found:
+        series = url("queryseries", query=f"DICOMStudies.PatientID = {quoted(match[PATIENT_ID])} and "
+                                          f"DICOMSeries.StudyInstanceUID = {quoted(match[STUDY_INSTANCE_UID])}")
+        rows.append([match[PATIENT_ID], match[PATIENT_NAME[0]], link(series, match[STUDY_DATE[0]] or "(no date)"),
+                     match[STUDY_DESCRIPTION[0]], match[MODALITIES[0]]])
+    return htmlAnswer("studies", table(_caption("studies", len(rows), parameters),
+                                       ("Patient ID", "Name", "Study date", "Description", "Modalities"), rows))
+
+
+def _seriesQuery(match):
+    return (f"DICOMStudies.PatientID = {quoted(match[PATIENT_ID])} and "
+            f"DICOMSeries.SeriesInstanceUID = {quoted(match[SERIES_INSTANCE_UID])}")
+
+
+async def querySeries(archive, parameters):
+    found = await _find(archive, parameters, "SERIES", (PATIENT, PATIENT_NAME, SERIES_NUMBER, SERIES_DATE,
+                                                        SERIES_TIME, SERIES_DESCRIPTION, MODALITY, SERIES))
+    rows = []
+    for match in found:
+        query = _seriesQuery(match)
+        rows.append([match[PATIENT_ID], match[PATIENT_NAME[0]], match[SERIES_NUMBER[0]], match[SERIES_DATE[0]],
+                     match[SERIES_TIME[0]], link(url("queryallimages", query=query),
+                                                 match[SERIES_DESCRIPTION[0]] or "(no description)"),
+                     match[MODALITY[0]], link(url("queryimages", query=query), "thumbs")])
+    return htmlAnswer("series", table(_caption("series", len(rows), parameters),
+                                      ("Patient ID", "Name", "Number", "Date", "Time", "Description", "Modality",
+                                       "Icons"), rows))
+
+
+def _byInstanceNumber(match):
+    number = match[INSTANCE_NUMBER[0]]
+    return (0, int(number), "") if str(number).strip().lstrip("-").isdigit() else (1, 0, str(number))
+
+
+async def _images(archive, parameters):
+    found = await _find(archive, parameters, "IMAGE", (PATIENT, INSTANCE_NUMBER, SOP, SOP_CLASS, SERIES))
+    return sorted(found, key=_byInstanceNumber)
+
+
+def _slice(match):
+    return f"{match[PATIENT_ID]}:{match[SOP_INSTANCE_UID]}"
+
+
+async def queryAllImages(archive, parameters):
+    size, graphic = parameters.get("size"), parameters.get("graphic")
+    rows = [[link(url("sliceviewer", slice=_slice(match), size=size, graphic=graphic),
+                  match[INSTANCE_NUMBER[0]] or "(no number)"),
+             match[SOP_INSTANCE_UID], match[SOP_CLASS[0]],
+             join(link(url("headerdump", slice=_slice(match)), "header"), " ",
+                  link(url("dicom", slice=_slice(match)), "DICOM"))]
+            for match in await _images(archive, parameters)]
+    return htmlAnswer("images", table(_caption("images", len(rows), parameters),
+                                      ("Image", "SOP Instance UID", "SOP Class UID", "Show"), rows))
+
+
+def _evenly(items, most):
+    """At most ``most`` of ``items``, spread evenly, first and last kept."""
+    if len(items) <= most:
+        return items
+    return [items[round(n * (len(items) - 1) / (most - 1))] for n in range(most)]
+
+
+async def queryImages(archive, parameters):
+    found = _evenly(await _images(archive, parameters), MOST_THUMBNAILS)
+    iconSize, graphic = parameters.get("iconsize", "48"), parameters.get("graphic")
+    icons = [link(url("sliceviewer", slice=_slice(match), size=parameters.get("size"), graphic=graphic),
+                  image(url("slice", slice=_slice(match), size=iconSize, graphic=graphic),
+                        f"image {match[INSTANCE_NUMBER[0]]}", title=f"image {match[INSTANCE_NUMBER[0]]}"))
+             for match in found]
+    return htmlAnswer("image icons", Markup(f"<p>{len(icons)} images</p>"), Markup("\n".join(icons)))
+
+
+def _worklistRows(connection, table, limit):
+    return connection.execute(select(table).limit(limit)).all()
+
+
+async def queryWorklist(archive, parameters):
+    worklist = archive.index.tables.worklist
+    columns = [column.name for column in archive.configuration.layout.worklist]
+    limit = parameters.number("max", 1000, low=1, high=100000)
+    found = await archive.index.runQuery(_worklistRows, worklist, limit)
+    rows = [["" if row._mapping[name] is None else row._mapping[name] for name in columns] for row in found]
+    return htmlAnswer("worklist", table(f"{len(rows)} worklist entries", columns, rows))
+
+
+def _shownValue(key, value):
+    if SECRET_KEY.search(key):
+        return "********" if value else ""
+    return redacted(value)
+
+
+async def showConfig(archive, parameters):
+    ini = archive.configuration.ini
+    parts = [table(f"[{section}] of {archive.configuration.iniPath}", ("Key", "Value"),
+                   [[key, _shownValue(key, value)] for key, value in ini.items(section)])
+             for section in ini.sectionNames()]
+    return htmlAnswer("configuration", *parts)
+
+
+def _form(mode, legend, *fields):
+    inputs = "".join(f"<label>{label} <input name=\"{name}\" size=16></label> " for name, label in fields)
+    return Markup(f"<form action=\"{SCRIPT}\" method=\"get\"><fieldset><legend>{legend}</legend>"
+                  f"<input type=\"hidden\" name=\"mode\" value=\"{mode}\">{inputs}"
+                  f"<input type=\"submit\" value=\"Find\"></fieldset></form>")
+
+
+async def top(archive, parameters):
+    report = status.asText(await status.gather(archive, archive.reactor))
+    who = (("patientidmatch", "Patient ID"), ("patientnamematch", "Name"))
+    return htmlAnswer(
+        archive.aeTitle,
+        Markup("<pre id=\"status\">"), report, Markup("</pre>"),
+        _form("querypatients", "Local patients", *who),
+        _form("querystudies", "Local studies", *who, ("studydatematch", "Study date")),
+        _form("queryseries", "Local series", *who, ("studydatematch", "Study date")),
+        join(Markup("<p>"), link(url("queryworklist"), "Worklist"), " | ",
+             link(url("showconfig"), "Configuration"), Markup("</p>")))
+
+
+MODES = {
+    "top": top,
+    "querypatients": queryPatients,
+    "querystudies": queryStudies,
+    "queryseries": querySeries,
+    "queryallimages": queryAllImages,
+    "queryimages": queryImages,
+    "queryworklist": queryWorklist,
+    "showconfig": showConfig,
+}

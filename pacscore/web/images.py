@@ -1,0 +1,110 @@
+"""One stored image on the web (Conquest's CGI modes): ``slice`` (the image
+as a picture: ``graphic`` gif, bmp, jpg or png, ``size``, ``lw`` =
+level/window[/frame]), ``dicom`` (the Part-10 file, downsized to ``dsize``
+and in compression ``compress``), ``sliceviewer`` (a page showing the
+slice, with a form for level, window and frame) and ``headerdump``."""
+
+from pacscore.codecs.imagefiles import bmpImage, gifImage, jpegImage, pngImage
+from pacscore.codecs.syntaxes import isSupportedCode
+from pacscore.control.data import headerLines
+from pacscore.control.pictures import dicomFile, renderPicture
+from pacscore.web.answers import Answer, WebError, htmlAnswer
+from pacscore.web.html import SCRIPT, Markup, image, join, link, text, url
+from pacscore.web.objects import onFile, sliceReference, storedPath
+
+PICTURES = {"gif": (gifImage, "image/gif"), "bmp": (bmpImage, "image/bmp"), "jpg": (jpegImage, "image/jpeg"),
+            "jpeg": (jpegImage, "image/jpeg"), "png": (pngImage, "image/png")}
+DEFAULT_GRAPHIC = "jpg"
+DEFAULT_SIZE = 512
+MOST_FRAMES = 100000
+
+
+def levelWindowFrame(text):
+    """``(level, window, frame)`` of Conquest's ``lw`` = level/window[/frame]."""
+    parts = (text.split("/") + ["", "", ""])[:3]
+    try:
+        level, window = (round(float(part)) if part.strip() else 0 for part in parts[:2])
+        frame = int(parts[2]) if parts[2].strip() else 0
+    except (ValueError, OverflowError):
+        raise WebError(400, f"lw must be level/window[/frame] numbers, not {text!r}") from None
+    if not 0 <= frame < MOST_FRAMES:
+        raise WebError(400, f"the frame must be from 0, not {frame}")
+    return level, window, frame
+
+
+def pictureKind(graphic):
+    """``(write, content type)`` of a ``graphic`` name."""
+    kind = PICTURES.get((graphic or DEFAULT_GRAPHIC).strip().lower())
+    if kind is None:
+        raise WebError(400, f"graphic must be one of {', '.join(PICTURES)}, not {graphic!r}")
+    return kind
+
+
+async def picture(archive, path, graphic, size, level, window, frame):
+    """An Answer with the picture of a stored file."""
+    write, contentType = pictureKind(graphic)
+    return Answer(await onFile(archive, path, renderPicture, write, size, level, window, frame), contentType)
+
+
+async def _slicePath(archive, parameters):
+    patientID, sop = sliceReference(parameters.get("slice"))
+    return await storedPath(archive, sop, patientID)
+
+
+async def slice_(archive, parameters):
+    path = await _slicePath(archive, parameters)
+    return await picture(archive, path, parameters.get("graphic"), parameters.number("size", DEFAULT_SIZE),
+                         *levelWindowFrame(parameters.get("lw")))
+
+
+def compressionCode(code):
+    """A compression code a user asked for (``un`` when none)."""
+    code = (code or "un").strip().lower()
+    if not isSupportedCode(code):
+        raise WebError(400, f"{code!r} is not a compression code")
+    return code
+
+
+async def dicom(archive, parameters):
+    path = await _slicePath(archive, parameters)
+    code = compressionCode(parameters.get("compress"))
+    data = await onFile(archive, path, dicomFile, parameters.number("dsize", 0), code, None,
+                        archive.configuration.lossyQuality)
+    return Answer(data, "application/dicom", (("Content-Disposition", "attachment; filename=\"file.dcm\""),))
+
+
+async def sliceViewer(archive, parameters):
+    reference = parameters.get("slice")
+    await _slicePath(archive, parameters)
+    level, window, frame = levelWindowFrame(parameters.get("lw"))
+    size, graphic = parameters.number("size", DEFAULT_SIZE), parameters.get("graphic")
+    lw = f"{level}/{window}/{frame}"
+    source = url("slice", slice=reference, size=size, graphic=graphic, lw=lw)
+    shown = image(source, f"slice {reference}", id="slice",
+                  onload="document.getElementById('shape').textContent = this.naturalWidth + ' x ' + "
+                         "this.naturalHeight + ' pixels'",
+                  onerror="document.getElementById('shape').textContent = 'the image cannot be shown'")
+    form = Markup(
+        f"<form action=\"{SCRIPT}\" method=\"get\"><input type=\"hidden\" name=\"mode\" value=\"sliceviewer\">"
+        f"<input type=\"hidden\" name=\"slice\" value=\"{text(reference)}\">"
+        f"<input type=\"hidden\" name=\"size\" value=\"{size}\">"
+        f"<label>Level/window/frame <input name=\"lw\" value=\"{lw}\" size=16></label> "
+        "<input type=\"submit\" value=\"Show\"></form>")
+    return htmlAnswer(f"slice {reference}", shown, Markup("<p id=\"shape\"></p>"), form,
+                      join(Markup("<p>"), link(url("headerdump", slice=reference), "header"), " | ",
+                           link(url("dicom", slice=reference), "DICOM file"), Markup("</p>")))
+
+
+async def headerDump(archive, parameters):
+    path = await _slicePath(archive, parameters)
+    lines = await onFile(archive, path, headerLines)
+    return htmlAnswer(f"header of {parameters.get('slice')}", Markup("<pre id=\"header\">"), "\n".join(lines),
+                      Markup("</pre>"))
+
+
+MODES = {
+    "slice": slice_,
+    "dicom": dicom,
+    "sliceviewer": sliceViewer,
+    "headerdump": headerDump,
+}

@@ -1,0 +1,61 @@
+"""Stored objects named by a web request: ``slice=PatientID:SOPInstanceUID``
+as Conquest's pages name them, or WADO's study, series and object UIDs;
+and the work done on their files in the I/O pool, its failures made
+``WebError``s."""
+
+import errno
+
+from pydicom.errors import InvalidDicomError
+from twisted.logger import Logger
+
+from pacscore.codecs.transcode import TranscodeError
+from pacscore.db.query import PATIENT_ID, SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, QueryKey
+from pacscore.dicom.datasets import IdentifierError
+from pacscore.dicom.uids import isUID
+from pacscore.storage.attributes import DatasetError
+from pacscore.web.answers import WebError
+
+log = Logger()
+
+
+def uid(text, what):
+    """``text`` stripped, a UID; WebError 400 otherwise."""
+    text = text.strip()
+    if not isUID(text):
+        raise WebError(400, f"{what} must be a UID, not {text!r}")
+    return text
+
+
+def sliceReference(text):
+    """``(patientID, sopInstanceUID)`` of Conquest's ``patid:sop`` (the
+    patient ID may be missing)."""
+    patientID, _, sop = text.strip().rpartition(":")
+    return patientID, uid(sop, "the slice's SOP Instance UID")
+
+
+async def storedPath(archive, sop, patientID="", series="", study=""):
+    """The file of the stored object ``sop`` (of that patient, series and
+    study when given); WebError 404 when the index holds none."""
+    keys = [QueryKey(SOP_INSTANCE_UID, "UI", sop)]
+    for tag, vr, value in ((PATIENT_ID, "LO", patientID), (SERIES_INSTANCE_UID, "UI", series),
+                           (STUDY_INSTANCE_UID, "UI", study)):
+        if value:
+            keys.append(QueryKey(tag, vr, value.replace("\\", "")))
+    instances = await archive.index.runQuery(archive.query.instances, "IMAGE", keys)
+    if not instances:
+        raise WebError(404, f"no stored object {sop}")
+    return archive.objectReader.path(instances[0].deviceName, instances[0].objectFile)
+
+
+async def onFile(archive, path, work, *args):
+    """``work(path, *args)`` in the I/O pool; a file that is gone is a 404,
+    one that cannot be read or shown a 422 (the path goes to the log only)."""
+    try:
+        return await archive.workers.deferToWorker(work, path, *args)
+    except OSError as e:
+        log.warn("web: cannot read {path}: {error}", path=path, error=e.strerror or e)
+        raise WebError(404 if e.errno == errno.ENOENT else 500,
+                       f"the stored file cannot be read: {e.strerror or e}") from e
+    except (DatasetError, IdentifierError, InvalidDicomError, TranscodeError, ValueError) as e:
+        log.info("web: {path} cannot be shown: {error}", path=path, error=e)
+        raise WebError(422, f"the stored object cannot be shown: {e}") from e

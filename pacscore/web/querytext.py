@@ -1,0 +1,128 @@
+"""What the list pages select, from Conquest's request parameters.
+
+Conquest's pages pass a ``query`` parameter that is the WHERE clause of
+their SQL (``DICOMStudies.patientid = 'P1' and DICOMSeries.studyinsta =
+'1.2.3'``) and ANDs the search fields to it (``patientidmatch``,
+``patientnamematch``, ``studydatematch``).  Here that text is never SQL:
+``queryKeys`` reads it as terms ``[table.]column = 'value'`` or ``column
+like 'pattern'`` joined by ``and`` (column names as in dicom.sql, any case,
+maybe cut to TruncateFieldNames characters) and turns them into C-FIND keys
+that ``IndexQuery`` matches with bound parameters; anything else is a
+``QueryTextError``.  The search fields match within the ID or name; a study
+date is ``yyyy``, ``yyyymm``, ``yyyymmdd`` or a DICOM range ``a-b``.
+"""
+
+import re
+
+from pydicom.datadict import dictionary_VR
+
+from pacscore.db.query import QueryKey
+
+PATIENT_ID = 0x00100020
+PATIENT_NAME = 0x00100010
+STUDY_DATE = 0x00080020
+
+_TERM = re.compile(r"\s*(?:([A-Za-z_][A-Za-z0-9_]*)\.)?([A-Za-z_][A-Za-z0-9_]*)\s*(=|like)\s*'((?:[^']|'')*)'\s*",
+                   re.IGNORECASE)
+_AND = re.compile(r"and\b", re.IGNORECASE)
+_VR_OF_TYPE = {"DT_DATE": "DA", "DT_TIME": "TM", "DT_UI": "UI"}
+_DATE = re.compile(r"^[0-9]{4}(?:[0-9]{2}(?:[0-9]{2})?)?$")
+_RANGE = re.compile(r"^[0-9.]*-[0-9.]*$")
+
+
+class QueryTextError(ValueError):
+    """A query text or search field that cannot be read; says why."""
+
+
+def _vr(column):
+    if column.dicomType in _VR_OF_TYPE:
+        return _VR_OF_TYPE[column.dicomType]
+    try:
+        return dictionary_VR(column.tag)
+    except KeyError:
+        return "LO"
+
+
+class ColumnNames:
+    """The columns of the four image-level tables by (table, column) name;
+    ``tableNames`` maps a level to its table (``Configuration.tableNames``)."""
+
+    def __init__(self, layout, tableNames):
+        self.tables = {tableNames[level].lower(): columns for level, columns in layout.levels()}
+
+    def lookup(self, table, name):
+        """The dicom.sql column ``name`` (maybe truncated; an exact name
+        first) of ``table`` (None: any); QueryTextError when there is none."""
+        if table is not None and table.lower() not in self.tables:
+            raise QueryTextError(f"{table} is not a table of the index ({', '.join(self.tables)})")
+        tables = [self.tables[table.lower()]] if table is not None else self.tables.values()
+        for matches in (str.__eq__, str.startswith):
+            for columns in tables:
+                for column in columns:
+                    if matches(column.name.lower(), name.lower()):
+                        return column
+        raise QueryTextError(f"{table + '.' if table else ''}{name} is not a column of the index")
+
+
+def _likeToWildcards(pattern):
+    return pattern.replace("%", "*").replace("_", "?")
+
+
+def _termKey(columns, table, name, operator, value):
+    column = columns.lookup(table, name)
+    value = value.replace("''", "'")
+    vr = _vr(column)
+    if operator.lower() == "like":
+        value = _likeToWildcards(value)
+        if vr == "DA":
+            return QueryKey(column.tag, vr, dateMatch(value.strip("*")))
+    return QueryKey(column.tag, vr, value)
+
+
+def parseQueryText(columns, text):
+    """The QueryKeys of a Conquest ``query`` text (see the module docstring)."""
+    keys, position, text = [], 0, text.strip()
+    while position < len(text):
+        if keys:
+            match = _AND.match(text, position)
+            if match is None:
+                raise QueryTextError(f"expected 'and' at {text[position:position + 20]!r}")
+            position = match.end()
+        match = _TERM.match(text, position)
+        if match is None:
+            raise QueryTextError(f"expected column = 'value' or column like 'pattern' at "
+                                 f"{text[position:position + 20]!r}")
+        keys.append(_termKey(columns, *match.groups()))
+        position = match.end()
+    return keys
+
+
+def dateMatch(text):
+    """A study date search field as a DICOM date match."""
+    text = text.strip()
+    if not text or _RANGE.match(text):
+        return text.replace(".", "")
+    if not _DATE.match(text):
+        raise QueryTextError(f"a date is yyyy, yyyymm, yyyymmdd or a range yyyymmdd-yyyymmdd, not {text!r}")
+    if len(text) == 4:
+        return f"{text}0101-{text}1231"
+    if len(text) == 6:
+        return f"{text}01-{text}31"
+    return text
+
+
+def searchKeys(patientID="", patientName="", studyDate=""):
+    """The keys of the search fields (empty ones select everything)."""
+    keys = []
+    if patientID.strip():
+        keys.append(QueryKey(PATIENT_ID, "LO", f"*{patientID.strip()}*"))
+    if patientName.strip():
+        keys.append(QueryKey(PATIENT_NAME, "PN", f"*{patientName.strip()}*"))
+    if studyDate.strip():
+        keys.append(QueryKey(STUDY_DATE, "DA", dateMatch(studyDate)))
+    return keys
+
+
+def quoted(value):
+    """``value`` as a query text literal."""
+    return "'" + value.replace("'", "''") + "'"

@@ -1,0 +1,185 @@
+"""Scripted pages (Conquest's web "script engine", manual appendix 5): a
+dicom.ini section named like the mode, e.g. ``[sample]``, makes the page
+``dgate?mode=sample``; ``[AnyPage]`` (with ``exceptions = a,b``) serves
+every mode and ``[DefaultPage]`` every mode nothing else serves.
+
+The section gives ``source`` (a ``.cq`` file, relative to dicom.ini's
+folder, ``*`` standing for the mode) or ``line0``, ``line1``, ... (read
+until the first missing one, also when the source cannot be read), an
+optional ``header`` (header lines separated by ``\\``; default
+``Content-type: text/html``) and defaults for the page's variables.  Each
+line, in order:
+
+- the request's variables are put in: ``%mode%``, ``%query_string%``,
+  ``%script_name%``, ``%server_name%``, ``%port%``, ``%address%``,
+  ``%version%``, ``%patid%``, ``%studyuid%``, ``%seruid%``, ``%sopuid%``
+  (from ``study``/``series``/``slice`` = patid:uid; ``%patid%`` else from a
+  ``patid`` parameter) and every Conquest page
+  parameter (``%query%``, ``%size%``, ``%slice%`` ...); then the first other
+  ``%name%`` that the request has a parameter ``name`` for, or the section a
+  key ``name``, becomes its value (others stay, as ``%s%s`` in a format);
+- a line starting with ``#`` is a comment; one starting with ``--`` is a
+  control command (``--display_status:``, ``--query2:...``, see the
+  control port), whose output takes its place as it is (its format
+  argument writes HTML); any other line is written out.
+
+Unlike Conquest, values from the request are HTML-escaped in the lines
+written out, and a command line refuses values holding ``|``, ``'``,
+``;``, ``,`` or a line break, so that a request cannot add fields to the
+command.  Lua sources and ``<%= %>`` / ``<?lua ?>`` are not run.
+"""
+
+import os
+import re
+from html import escape
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from pacscore.control.context import CommandError, ControlContext
+from pacscore.control.protocol import BadRequest, parseCommand
+from pacscore.web.answers import HTML, Answer, WebError
+
+MAX_LINES = 10000
+_VARIABLE = re.compile(r"%([A-Za-z0-9_]+)%")
+_UNSAFE_IN_COMMANDS = re.compile(r"[|';,\r\n]")
+PAGE_PARAMETERS = ("query", "size", "dsize", "compress", "iconsize", "graphic", "viewer", "lw", "db", "source",
+                   "dest", "series", "slice", "study", "key", "patientidmatch", "patientnamematch",
+                   "studydatematch", "startdatematch")
+VERSION = "pacs"
+
+
+class ScriptedPages:
+    """The scripted pages of ``configuration``'s dicom.ini; ``commands`` is
+    the control port's ``CommandRegistry``."""
+
+    log = Logger()
+
+    def __init__(self, configuration, commands):
+        self.ini = configuration.ini
+        self.folder = os.path.dirname(configuration.iniPath)
+        self.commands = commands
+        self.sections = {name.lower(): name for name in self.ini.sectionNames()}
+
+    def _page(self, name):
+        section = self.sections.get(name.lower())
+        if section is None:
+            return None
+        if self.ini.get("source", "", section) or self.ini.get("line0", "", section):
+            return section
+        return None
+
+    def sectionFor(self, mode, builtIn):
+        """The section serving ``mode``, or None (``builtIn``: pacs has a page for it)."""
+        anyPage = self._page("AnyPage")
+        if anyPage is not None:
+            exceptions = {part.strip().lower() for part in self.ini.get("exceptions", "", anyPage).split(",")}
+            if mode.lower() not in exceptions:
+                return anyPage
+        own = self._page(mode) if mode else None
+        if own is not None or builtIn:
+            return own
+        return self._page("DefaultPage")
+
+    def _lines(self, section, mode):
+        source = self.ini.get("source", "", section).replace("*", mode)
+        if source:
+            if source.lower().endswith(".lua"):
+                raise WebError(501, f"[{section}] source {source}: Lua pages are not supported")
+            path = os.path.join(self.folder, source)
+            try:
+                with open(path, encoding="utf-8", errors="replace") as f:
+                    return [line.rstrip("\r\n") for line, _ in zip(f, range(MAX_LINES))]
+            except OSError as e:
+                self.log.warn("web page [{section}]: cannot read {path}: {error}; using its lineN keys",
+                              section=section, path=path, error=e.strerror)
+        lines = []
+        while self.ini.has(f"line{len(lines)}", section):
+            lines.append(self.ini.get(f"line{len(lines)}", "", section))
+        return lines
+
+    @staticmethod
+    def _headers(section, ini):
+        headers, contentType = [], HTML
+        for line in ini.get("header", "Content-type: text/html", section).split("\\"):
+            name, colon, value = line.partition(":")
+            if not colon:
+                continue
+            if name.strip().lower() == "content-type":
+                contentType = value.strip()
+            else:
+                headers.append((name.strip(), value.strip()))
+        return contentType, tuple(headers)
+
+    async def render(self, archive, parameters, request, section, mode):
+        """The Answer of the page of ``section`` for ``mode``."""
+        variables = _variables(archive, parameters, request, mode)
+        contentType, headers = self._headers(section, self.ini)
+        output = []
+        for line in self._lines(section, mode):
+            if line.startswith("#"):
+                continue
+            isCommand = line.startswith("--")
+            line = _substituted(line, variables, parameters, self.ini, section, isCommand)
+            output.append(await self._run(archive, line) if isCommand else line)
+        return Answer(("\n".join(output) + "\n").encode("utf-8"), contentType, headers)
+
+    async def _run(self, archive, line):
+        try:
+            name, arguments = parseCommand(line)
+        except BadRequest as e:
+            return f"<p>{escape(str(e))}</p>"
+        command = self.commands.lookup(name)
+        if command is None:
+            return f"<p>unknown command --{escape(name)}</p>"
+        context = ControlContext(archive, archive.reactor, peer="web page")
+        try:
+            output = await defer.maybeDeferred(command.run, arguments, context)
+        except CommandError as e:
+            return f"<p>--{escape(name)} failed: {escape(str(e))}</p>"
+        return output.decode("utf-8", "replace") if isinstance(output, bytes) else str(output or "")
+
+
+def _uidParts(text):
+    patientID, _, uid = text.rpartition(":")
+    return patientID, uid
+
+
+def _variables(archive, parameters, request, mode):
+    """The request's fixed variables (see the module docstring), unescaped."""
+    found = {name: parameters.get(name) for name in PAGE_PARAMETERS}
+    patientIDs = [parameters.get("patid")]
+    for name, parameter in (("studyuid", "study"), ("seruid", "series"), ("sopuid", "slice")):
+        patientID, found[name] = _uidParts(parameters.get(parameter))
+        patientIDs.insert(0, patientID)
+    found["patid"] = next((patientID for patientID in patientIDs if patientID), "")
+    host = request.getRequestHostname().decode("utf-8", "replace")
+    found.update(mode=mode, query_string=request.uri.decode("utf-8", "replace").partition("?")[2],
+                 script_name=request.path.decode("utf-8", "replace"), server_name=host,
+                 port=str(archive.tcpPort), address="127.0.0.1", version=VERSION)
+    return found
+
+
+def _safe(value, isCommand):
+    if not isCommand:
+        return escape(value)
+    if _UNSAFE_IN_COMMANDS.search(value):
+        raise WebError(400, f"{value!r} cannot go into a command of this page")
+    return value
+
+
+def _substituted(line, variables, parameters, ini, section, isCommand):
+    """``line`` with the fixed variables, then the first other known %name%, put in."""
+    def fixed(match):
+        name = match.group(1).lower()
+        if name in variables:
+            return _safe(variables[name], isCommand)
+        return match.group(0)
+
+    line = _VARIABLE.sub(fixed, line)
+    for match in _VARIABLE.finditer(line):
+        name = match.group(1)
+        value = parameters.given.get(name, ini.get(name, None, section))
+        if value is not None:
+            return line[:match.start()] + _safe(value, isCommand) + line[match.end():]
+    return line

@@ -1,0 +1,118 @@
+"""The web service's resources: ``/cgi-bin/dgate`` (also ``dgate.exe``, as
+Conquest's links name it) answers Conquest's CGI modes and WADO-URI
+(``requestType=WADO``), ``/wado`` answers WADO-URI alone, and ``/`` leads
+to the top page.  Parameters without a value in the request take the
+``[webdefaults]`` of dicom.ini (``size``, ``dsize``, ``compress``,
+``iconsize``, ``graphic``).
+
+Pages are made by coroutines ``mode(archive, parameters) -> Answer`` (see
+``browse``, ``images``, ``wado``) and by ``scripted`` dicom.ini sections;
+index reads and file work run in the archive's pools, never on the
+reactor.  A bad request gets a 4xx page and a log line; an unexpected
+failure a 500 page and the traceback in the log.
+"""
+
+from html import escape
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.web import resource, server, util
+
+from pacscore.control.registry import CommandRegistry
+from pacscore.web import browse, images, wado
+from pacscore.web.answers import HTML, Answer, Parameters, WebError
+from pacscore.web.html import SCRIPT, Markup, page
+from pacscore.web.scripted import ScriptedPages
+
+MODES = {**browse.MODES, **images.MODES}
+DEFAULTS_SECTION = "webdefaults"
+TOP = SCRIPT.encode() + b"?mode=top"
+
+
+class DgateResource(resource.Resource):
+    """Conquest's CGI script: the pages by ``mode`` and WADO; with
+    ``wadoOnly`` WADO alone."""
+
+    isLeaf = True
+    log = Logger()
+
+    def __init__(self, archive, scripts, wadoOnly=False):
+        super().__init__()
+        self.archive = archive
+        self.scripts = scripts
+        self.wadoOnly = wadoOnly
+        ini = archive.configuration.ini
+        self.defaults = {key.lower(): value for key, value in ini.items(DEFAULTS_SECTION)}
+
+    def render_GET(self, request):
+        finished = []
+        request.notifyFinish().addBoth(finished.append)
+        d = defer.ensureDeferred(self._answer(request))
+        d.addCallbacks(self._write, self._failed, callbackArgs=(request, finished),
+                       errbackArgs=(request, finished))
+        d.addErrback(lambda failure: self.log.failure("web: answering {uri} failed", failure, uri=_uri(request)))
+        return server.NOT_DONE_YET
+
+    render_POST = render_GET
+
+    async def _answer(self, request):
+        parameters = Parameters(request.args, self.defaults)
+        if self.wadoOnly or parameters.get("requestType") == "WADO":
+            return await wado.answer(self.archive, parameters)
+        mode = parameters.get("mode").strip() or "top"
+        handler = MODES.get(mode.lower())
+        section = self.scripts.sectionFor(mode, builtIn=handler is not None)
+        if section is not None:
+            return await self.scripts.render(self.archive, parameters, request, section, mode)
+        if handler is None:
+            raise WebError(404, f"there is no page {mode!r}")
+        return await handler(self.archive, parameters)
+
+    def _write(self, answer, request, finished):
+        if finished:
+            return
+        request.setHeader(b"Content-Type", answer.contentType.encode("utf-8"))
+        for name, value in answer.headers:
+            request.setHeader(name.encode("utf-8"), value.encode("utf-8"))
+        request.setHeader(b"Content-Length", str(len(answer.body)).encode())
+        request.write(answer.body)
+        request.finish()
+
+    def _failed(self, failure, request, finished):
+        if failure.check(WebError):
+            error = failure.value
+            self.log.info("web: {peer} {uri}: {code} {message}", peer=_peer(request), uri=_uri(request),
+                          code=error.code, message=error.message)
+        else:
+            self.log.failure("web: {peer} {uri} failed", failure, peer=_peer(request), uri=_uri(request))
+            error = WebError(500, "the server failed to answer this request; its log says why")
+        if finished:
+            return
+        body = page(f"error {error.code}", Markup(f"<p id=\"error\">{escape(error.message)}</p>"))
+        request.setResponseCode(error.code)
+        self._write(Answer(body.encode("utf-8"), HTML), request, finished)
+
+
+def _uri(request):
+    return request.uri.decode("utf-8", "replace")
+
+
+def _peer(request):
+    address = request.getClientAddress()
+    return f"{getattr(address, 'host', address)}"
+
+
+def webSite(archive):
+    """The ``server.Site`` of the web interface of ``archive``."""
+    scripts = ScriptedPages(archive.configuration, CommandRegistry())
+    dgate = DgateResource(archive, scripts)
+    root = resource.Resource()
+    root.putChild(b"", util.Redirect(TOP))
+    cgi = resource.Resource()
+    cgi.putChild(b"dgate", dgate)
+    cgi.putChild(b"dgate.exe", dgate)
+    root.putChild(b"cgi-bin", cgi)
+    root.putChild(b"wado", DgateResource(archive, scripts, wadoOnly=True))
+    site = server.Site(root)
+    site.displayTracebacks = False
+    return site

@@ -1,0 +1,80 @@
+"""WADO-URI (PS3.18 section 6.2), as Conquest's dgate answers it:
+``requestType=WADO&studyUID=..&seriesUID=..&objectUID=..`` with
+
+- ``contentType``: a list in order of preference (``;q=`` ignored):
+  ``image/jpeg`` (the default), ``image/gif``, ``image/png``, ``image/bmp``,
+  ``application/dicom``, ``text/html`` or ``text/plain`` (a header dump);
+- ``rows`` / ``columns``: the largest size wanted (shrunk by a whole factor,
+  as Conquest does), ``windowCenter`` / ``windowWidth``, ``frameNumber``
+  (from 1) for pictures;
+- ``transferSyntax`` for ``application/dicom`` (default Explicit VR Little
+  Endian, as the standard says; any syntax a compression code writes).
+
+``anonymize=yes`` is refused (400): pacs would not remove the identifying
+attributes. Answers carry ``Access-Control-Allow-Origin: *`` for viewers
+served from elsewhere.
+"""
+
+from pacscore.codecs.syntaxes import CODE_SYNTAXES, EXPLICIT_VR_LITTLE_ENDIAN
+from pacscore.control.data import headerLines
+from pacscore.control.pictures import dicomFile
+from pacscore.web.answers import Answer, WebError, htmlAnswer
+from pacscore.web.html import Markup
+from pacscore.web.images import picture
+from pacscore.web.objects import onFile, storedPath, uid
+
+ANY_ORIGIN = ("Access-Control-Allow-Origin", "*")
+PICTURE_TYPES = {"image/jpeg": "jpg", "image/jpg": "jpg", "image/gif": "gif", "image/png": "png",
+                 "image/bmp": "bmp", "image/*": "jpg", "*/*": "jpg"}
+OTHER_TYPES = ("application/dicom", "text/html", "text/plain")
+SYNTAX_CODES = {syntaxes[0]: code for code, syntaxes in reversed(CODE_SYNTAXES.items())}
+WHOLE = 0  # size: not shrunk
+
+
+def _contentType(text):
+    """The first content type of the list that pacs answers."""
+    wanted = [part.split(";")[0].strip().lower() for part in (text or "image/jpeg").split(",")]
+    for kind in wanted:
+        if kind in PICTURE_TYPES or kind in OTHER_TYPES:
+            return kind
+    raise WebError(406, f"cannot answer contentType {text!r}: pacs answers "
+                        f"{', '.join(sorted(set(PICTURE_TYPES) | set(OTHER_TYPES)))}")
+
+
+def _number(parameters, name, default):
+    text = parameters.get(name).strip()
+    if not text:
+        return default
+    try:
+        return round(float(text))
+    except (ValueError, OverflowError):
+        raise WebError(400, f"{name} must be a number, not {text!r}") from None
+
+
+async def answer(archive, parameters):
+    """The WADO answer to ``parameters`` (``answers.Parameters``)."""
+    if parameters.get("anonymize").strip():
+        raise WebError(400, "anonymize is not supported: ask without it")
+    study = uid(parameters.get("studyUID"), "studyUID")
+    series = uid(parameters.get("seriesUID"), "seriesUID")
+    sop = uid(parameters.get("objectUID"), "objectUID")
+    kind = _contentType(parameters.get("contentType"))
+    path = await storedPath(archive, sop, series=series, study=study)
+    if kind == "application/dicom":
+        syntax = parameters.get("transferSyntax").strip() or EXPLICIT_VR_LITTLE_ENDIAN
+        if syntax not in SYNTAX_CODES:
+            raise WebError(406, f"cannot send transferSyntax {syntax!r}: pacs writes {', '.join(sorted(SYNTAX_CODES))}")
+        data = await onFile(archive, path, dicomFile, WHOLE, SYNTAX_CODES[syntax], None,
+                            archive.configuration.lossyQuality)
+        return Answer(data, kind, (ANY_ORIGIN, ("Content-Disposition", f"attachment; filename=\"{sop}.dcm\"")))
+    if kind in ("text/html", "text/plain"):
+        lines = await onFile(archive, path, headerLines)
+        if kind == "text/plain":
+            return Answer("\n".join(lines).encode("utf-8") + b"\n", "text/plain; charset=utf-8", (ANY_ORIGIN,))
+        found = htmlAnswer(f"header of {sop}", Markup("<pre>"), "\n".join(lines), Markup("</pre>"))
+        return found._replace(headers=found.headers + (ANY_ORIGIN,))
+    size = max(parameters.number("rows", 0), parameters.number("columns", 0))
+    frame = parameters.number("frameNumber", 1, low=1) - 1
+    found = await picture(archive, path, PICTURE_TYPES[kind], size, _number(parameters, "windowCenter", 0),
+                          _number(parameters, "windowWidth", 0), frame)
+    return found._replace(headers=(ANY_ORIGIN,))

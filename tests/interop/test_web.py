@@ -1,0 +1,134 @@
+"""The web interface of ``twistd -n pacs`` in a real browser (headless
+Chromium) and to a WADO client: images stored with storescu are found by
+following the pages' links, shown by the browser, and fetched by WADO."""
+
+import io
+import os
+import re
+import shutil
+import socket
+import tempfile
+import urllib.error
+import urllib.request
+from html import unescape
+
+import pydicom
+from PIL import Image
+from pydicom.data import get_testdata_file
+from twisted.trial import unittest
+
+from tests.interop.browser import renderedDOM
+from tests.interop.server import PacsServer
+from tests.pacscore.web.test_scripted import SAMPLE_CQ
+
+CT = get_testdata_file("CT_small.dcm")
+RGB = get_testdata_file("examples_rgb_color.dcm")
+FRAMES = get_testdata_file("examples_ybr_color.dcm")
+
+
+def links(dom):
+    return [unescape(href) for href in re.findall(r'href="([^"]*)"', dom)]
+
+
+class WebInterfaceTests(unittest.TestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        cls.folder = tempfile.mkdtemp(prefix="pacs-web-")
+        cls.server = PacsServer(os.path.join(cls.folder, "pacs"), ae="WEBPACS")
+        with open(os.path.join(cls.server.workdir, "sample.cq"), "w") as f:
+            f.write(SAMPLE_CQ)
+        with open(os.path.join(cls.server.workdir, "dicom.ini"), "a") as f:
+            f.write("\n[sample]\nsource = sample.cq\nvariable = sample 1\n")
+        cls.server.start()
+        for files, extra in (((CT, RGB), ()), ((FRAMES,), ("-xy",))):
+            result = cls.server.store(*files, extra=extra)
+            assert result.returncode == 0, result.stderr
+        cls.base = f"http://127.0.0.1:{cls.server.webPort}"
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.stop()
+        shutil.rmtree(cls.folder, ignore_errors=True)
+
+    def fetch(self, path):
+        """``(status, headers, body)`` of a plain HTTP GET."""
+        try:
+            with urllib.request.urlopen(self.base + path, timeout=60) as response:
+                return response.status, response.headers, response.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.headers, e.read()
+
+    def test_listening(self):
+        self.assertIn(f"web interface listening on tcp:{self.server.webPort}:interface=127.0.0.1", self.server.log())
+
+    def test_topPage(self):
+        dom = renderedDOM(self.base + "/")
+        self.assertIn("DICOM server 'WEBPACS'", dom)
+        self.assertIn("Images received=3", dom)
+        self.assertEqual(len(re.findall(r"<form ", dom)), 3)
+
+    def test_browseToEachImage(self):
+        """From the patient list down to each stored image, shown by Chromium
+        at its size (the viewer page writes what the browser decoded)."""
+        expected = {"1CT1": "128 x 128 pixels", "13US1": "320 x 240 pixels", "204": "320 x 240 pixels"}
+        patients = renderedDOM(self.base + "/cgi-bin/dgate?mode=querypatients")
+        self.assertIn("3 patients", patients)
+        shown = {}
+        for patientLink in links(patients)[:3]:
+            studies = renderedDOM(self.base + patientLink)
+            series = renderedDOM(self.base + links(studies)[0])
+            images = renderedDOM(self.base + links(series)[0])
+            viewer = renderedDOM(self.base + links(images)[0])
+            patientID = re.search(r"slice ([^:<]+):", viewer).group(1)
+            shown[patientID] = re.search(r'<p id="shape">([^<]*)</p>', viewer).group(1)
+        self.assertEqual(shown, expected)
+
+    def test_frameAndWindow(self):
+        ybr = pydicom.dcmread(FRAMES, stop_before_pixels=True)
+        viewer = renderedDOM(self.base + f"/cgi-bin/dgate?mode=sliceviewer&slice={ybr.PatientID}:"
+                                         f"{ybr.SOPInstanceUID}&lw=0/0/29&size=160&graphic=gif")
+        self.assertIn('<p id="shape">160 x 120 pixels</p>', viewer)
+        beyond = renderedDOM(self.base + f"/cgi-bin/dgate?mode=sliceviewer&slice=:{ybr.SOPInstanceUID}&lw=0/0/30")
+        self.assertIn('<p id="shape">the image cannot be shown</p>', beyond)
+
+    def test_scriptedSample(self):
+        dom = renderedDOM(self.base + "/cgi-bin/dgate?mode=sample")
+        self.assertIn("Conquest DICOM server - sample 1", dom)
+        self.assertIn("Images received=3", dom)
+        self.assertIn("<br>1CT1", dom)
+
+    def test_wado(self):
+        ct = pydicom.dcmread(CT)
+        query = (f"/wado?requestType=WADO&studyUID={ct.StudyInstanceUID}&seriesUID={ct.SeriesInstanceUID}"
+                 f"&objectUID={ct.SOPInstanceUID}")
+        status, headers, body = self.fetch(query)
+        self.assertEqual((status, headers["Content-Type"]), (200, "image/jpeg"))
+        self.assertEqual(Image.open(io.BytesIO(body)).size, (128, 128))
+        status, headers, body = self.fetch(query.replace("/wado?", "/cgi-bin/dgate.exe?")
+                                           + "&contentType=application/dicom&transferSyntax=1.2.840.10008.1.2.4.70")
+        received = pydicom.dcmread(io.BytesIO(body))
+        self.assertEqual(received.file_meta.TransferSyntaxUID, "1.2.840.10008.1.2.4.70")
+        self.assertEqual(received.pixel_array.tolist(), ct.pixel_array.tolist())
+        status, _, _ = self.fetch(query.replace(ct.SOPInstanceUID, "1.2.3.4"))
+        self.assertEqual(status, 404)
+
+    def test_badRequestsKeepItServing(self):
+        status, _, body = self.fetch("/cgi-bin/dgate?mode=querypatients&query=1%3D1")
+        self.assertEqual(status, 400)
+        with socket.create_connection(("127.0.0.1", self.server.webPort), timeout=10) as s:
+            s.sendall(b"NONSENSE\r\n\r\n")
+            self.assertIn(b"400", s.recv(1024))
+        status, _, body = self.fetch("/cgi-bin/dgate?mode=querypatients")
+        self.assertEqual(status, 200)
+        self.assertIn("web: 127.0.0.1 /cgi-bin/dgate?mode=querypatients&query=1%3D1: 400", self.server.log())
+
+
+class WebOffTests(unittest.TestCase):
+
+    def test_off(self):
+        server = PacsServer(self.mktemp(), ini={"WebEndpoint": "off"}).start()
+        self.addCleanup(server.stop)
+        self.assertNotIn("web interface listening", server.log())
+        with socket.socket() as s:
+            self.assertNotEqual(s.connect_ex(("127.0.0.1", server.webPort)), 0)

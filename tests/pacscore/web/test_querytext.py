@@ -1,0 +1,73 @@
+"""Tests for pacscore.web.querytext: Conquest's ``query`` texts and search
+fields read as C-FIND keys, never as SQL."""
+
+from twisted.trial import unittest
+
+from pacscore.config.loader import loadConfiguration
+from pacscore.db.query import QueryKey
+from pacscore.web.querytext import (
+    ColumnNames, QueryTextError, dateMatch, parseQueryText, quoted, searchKeys)
+
+PATIENT_ID = 0x00100020
+STUDY_UID = 0x0020000D
+SERIES_UID = 0x0020000E
+STUDY_DATE = 0x00080020
+
+
+class QueryTextTests(unittest.TestCase):
+
+    def setUp(self):
+        configuration = loadConfiguration()
+        self.columns = ColumnNames(configuration.layout, configuration.tableNames)
+
+    def parse(self, text):
+        return parseQueryText(self.columns, text)
+
+    def test_conquestLinks(self):
+        """The texts of Conquest's own links, with names cut to 10 characters."""
+        self.assertEqual(self.parse("patientid = 'P1'"), [QueryKey(PATIENT_ID, "LO", "P1")])
+        self.assertEqual(self.parse("DICOMStudies.patientid = 'P1' and DICOMSeries.studyinsta = '1.2.3'"),
+                         [QueryKey(PATIENT_ID, "LO", "P1"), QueryKey(STUDY_UID, "UI", "1.2.3")])
+        self.assertEqual(self.parse("DICOMStudies.patientid = 'P 1' AND DICOMSeries.seriesinst = '1.2'"),
+                         [QueryKey(PATIENT_ID, "LO", "P 1"), QueryKey(SERIES_UID, "UI", "1.2")])
+        self.assertEqual(self.parse(""), [])
+
+    def test_likeAndQuotes(self):
+        self.assertEqual(self.parse("PatientName like '%O''Br_en%'"),
+                         [QueryKey(0x00100010, "PN", "*O'Br?en*")])
+        self.assertEqual(self.parse("StudyDate like '%2024%'"), [QueryKey(STUDY_DATE, "DA", "20240101-20241231")])
+        self.assertEqual(self.parse(f"PatientID = {quoted(chr(39) + 'x')}"), [QueryKey(PATIENT_ID, "LO", "'x")])
+
+    def test_notSQL(self):
+        for text in ("PatientID = 'a' or 1=1", "PatientID = 'a'; drop table DICOMPatients",
+                     "PatientID = 'a' and", "PatientID = a", "1=1", "PatientID = 'unclosed",
+                     "DICOMPatients.PatientID = 'a' and (PatientName = 'b')"):
+            self.assertRaises(QueryTextError, self.parse, text)
+
+    def test_unknownNames(self):
+        error = self.assertRaises(QueryTextError, self.parse, "Nonsense = 'a'")
+        self.assertIn("Nonsense is not a column", str(error))
+        error = self.assertRaises(QueryTextError, self.parse, "DICOMOther.PatientID = 'a'")
+        self.assertIn("DICOMOther is not a table", str(error))
+
+    def test_exactNameBeforePrefix(self):
+        """PatientID is the column of that name, not the first starting so."""
+        self.assertEqual(self.columns.lookup(None, "patientid").tag, PATIENT_ID)
+        self.assertEqual(self.columns.lookup("DICOMImages", "SOPInstanc").tag, 0x00080018)
+
+
+class SearchFieldTests(unittest.TestCase):
+
+    def test_searchKeys(self):
+        self.assertEqual(searchKeys(" P1 ", "SMITH", "2024"), [
+            QueryKey(PATIENT_ID, "LO", "*P1*"), QueryKey(0x00100010, "PN", "*SMITH*"),
+            QueryKey(STUDY_DATE, "DA", "20240101-20241231")])
+        self.assertEqual(searchKeys(), [])
+
+    def test_dates(self):
+        self.assertEqual(dateMatch("202403"), "20240301-20240331")
+        self.assertEqual(dateMatch("20240315"), "20240315")
+        self.assertEqual(dateMatch("2024.03.01-2024.03.31"), "20240301-20240331")
+        self.assertEqual(dateMatch("-20240101"), "-20240101")
+        for bad in ("March", "20241", "2024-13-01x"):
+            self.assertRaises(QueryTextError, dateMatch, bad)

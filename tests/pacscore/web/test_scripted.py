@@ -1,0 +1,149 @@
+"""Tests for pacscore.web.scripted: dicom.ini sections as web pages, with
+the manual's own sample.cq and [sample2]."""
+
+import os
+
+from twisted.internet import defer
+from twisted.trial import unittest
+
+from pacscore.config.loader import loadConfiguration
+from pacscore.control.registry import CommandRegistry
+from pacscore.testing.corpus import generateCorpus
+from pacscore.web.scripted import ScriptedPages
+from pacscore.web.site import DgateResource
+from tests.pacscore.control.running import RunningArchive
+from tests.pacscore.web.pages import get
+
+# appendix 5 of Conquest's manual
+SAMPLE_CQ = """<HEAD><TITLE>Conquest DICOM server - %variable%</TITLE></HEAD>
+<BODY BGCOLOR='CFDFCF'>
+<H2>Conquest DICOM server - %variable%</H2>
+
+<BR>
+#this is equivalent to: dgate "--display_status:"
+#where the output is sent to the web page (unquoted)
+<listing>
+--display_status:
+</listing>
+
+<hr>
+#the format parameter of the dgate -- command is used to create HTML tags
+--get_amaps:<br>%s <strong>%s %s</strong>
+
+<hr>
+#example of database query
+--query2:DICOMPatients|PatientID||<br>%s|10
+
+</BODY>
+"""
+
+SECTIONS = """
+[sample]
+source    = sample.cq
+variable  = sample 1
+
+[sample2]
+variable  = sample 2
+line0     = <HEAD><TITLE>Conquest DICOM server - %variable%</TITLE></HEAD>
+line1     = <BODY BGCOLOR='CFDFCF'>
+line2     = <H2>Conquest DICOM server - %variable%</H2>
+line3     = </BODY>
+header    = Content-type: text/html\\Cache-Control: no-cache\\
+
+[patients]
+line0     = <ul>
+line1     = --query2:DICOMPatients|PatientID,PatientName|PatientID like '%patid%'|<li>%s %s</li>|5
+line2     = </ul>
+line3     = %s%s stays
+
+[lua]
+source    = page.lua
+
+[missing]
+source    = nothere.cq
+line0     = from the lines
+"""
+
+
+class ScriptedPageTests(unittest.TestCase):
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.running = RunningArchive(self, ae="SCRIPTED")
+        yield self.running.store(generateCorpus(os.path.abspath(self.mktemp()), patients=2, studiesPerPatient=1,
+                                                seriesPerStudy=1, imagesPerSeries=1))
+        self.resource = self.resourceWith(SECTIONS)
+
+    def resourceWith(self, sections):
+        workdir = self.running.workdir
+        with open(os.path.join(workdir, "sample.cq"), "w") as f:
+            f.write(SAMPLE_CQ)
+        with open(os.path.join(workdir, "dicom.ini"), "a") as f:
+            f.write(sections)
+        configuration = loadConfiguration(workdir, workdir)
+        return DgateResource(self.running.archive, ScriptedPages(configuration, CommandRegistry()))
+
+    @defer.inlineCallbacks
+    def test_manualSample(self):
+        page = yield get(self.resource, mode="sample")
+        self.assertEqual((page.code, page.headers["content-type"]), (200, "text/html"))
+        self.assertIn("<H2>Conquest DICOM server - sample 1</H2>", page.text)
+        self.assertIn("DICOM server 'SCRIPTED' (pacs, port", page.text)
+        self.assertIn("<br>PAT0000\n<br>PAT0001", page.text)
+        self.assertRegex(page.text, r"<br>\S+ <strong>\S+ \d+</strong>")
+        self.assertNotIn("#this is equivalent", page.text)
+        overridden = yield get(self.resource, mode="sample", variable="<script>alert(1)</script>")
+        self.assertIn("server - &lt;script&gt;alert(1)&lt;/script&gt;</H2>", overridden.text)
+
+    @defer.inlineCallbacks
+    def test_lines(self):
+        page = yield get(self.resource, mode="sample2")
+        self.assertEqual(page.text.splitlines(), [
+            "<HEAD><TITLE>Conquest DICOM server - sample 2</TITLE></HEAD>", "<BODY BGCOLOR='CFDFCF'>",
+            "<H2>Conquest DICOM server - sample 2</H2>", "</BODY>"])
+        self.assertEqual(page.headers["cache-control"], "no-cache")
+        missing = yield get(self.resource, mode="missing")
+        self.assertEqual(missing.text, "from the lines\n")
+
+    @defer.inlineCallbacks
+    def test_commandVariables(self):
+        page = yield get(self.resource, mode="patients", patid="PAT0001")
+        self.assertIn("<li>PAT0001 Test^Patient1</li>", page.text)
+        self.assertNotIn("PAT0000", page.text)
+        self.assertIn("%s%s stays", page.text)
+        for unsafe in ("x' or '1'='1", "a|b", "a;b", "a,b", "a\nb"):
+            refused = yield get(self.resource, mode="patients", patid=unsafe)
+            self.assertEqual(refused.code, 400, unsafe)
+            self.assertIn("cannot go into a command", refused.text)
+
+    @defer.inlineCallbacks
+    def test_requestVariables(self):
+        resource = self.resourceWith("[vars]\nline0 = mode=%mode% series=%seruid% patient=%patid% "
+                                     "size=%size% graphic=%graphic%\n")
+        page = yield get(resource, mode="vars", series="PAT0000:1.2.3", size="64")
+        self.assertEqual(page.text, "mode=vars series=1.2.3 patient=PAT0000 size=64 graphic=jpg\n")
+
+    @defer.inlineCallbacks
+    def test_failingAndUnknownCommands(self):
+        resource = self.resourceWith("[cmds]\nline0 = --nosuchcommand:x\nline1 = --query:NotATable|a||\n")
+        page = yield get(resource, mode="cmds")
+        self.assertIn("unknown command --nosuchcommand", page.text)
+        self.assertIn("--query failed: table &#x27;NotATable&#x27; is not an index table", page.text)
+
+    @defer.inlineCallbacks
+    def test_lua(self):
+        page = yield get(self.resource, mode="lua")
+        self.assertEqual(page.code, 501)
+        self.assertIn("Lua pages are not supported", page.text)
+
+    @defer.inlineCallbacks
+    def test_anyAndDefaultPages(self):
+        resource = self.resourceWith("[DefaultPage]\nline0 = default for %mode%\n")
+        unknown = yield get(resource, mode="whatever")
+        self.assertEqual(unknown.text, "default for whatever\n")
+        builtIn = yield get(resource, mode="querypatients")
+        self.assertIn("<caption>2 patients</caption>", builtIn.text)
+        resource = self.resourceWith("[AnyPage]\nline0 = any %mode%\nexceptions = querypatients,sample\n")
+        self.assertEqual((yield get(resource, mode="top")).text, "any top\n")
+        self.assertIn("<caption>2 patients</caption>", (yield get(resource, mode="querypatients")).text)
+        self.assertIn("sample 1", (yield get(resource, mode="sample")).text)

@@ -1,0 +1,227 @@
+"""Tests for pacscore.web.site, browse, images and wado: the pages of a
+real archive (its index and files), answered through the resource."""
+
+import io
+import os
+import re
+
+import numpy as np
+import pydicom
+from PIL import Image
+from pydicom.data import get_testdata_file
+from twisted.internet import defer
+from twisted.trial import unittest
+
+from pacscore.control.data import AddImageFile
+from pacscore.control.registry import CommandRegistry
+from pacscore.testing.corpus import generateCorpus
+from pacscore.web.scripted import ScriptedPages
+from pacscore.web.site import DgateResource, webSite
+from tests.pacscore.control.running import RunningArchive
+from tests.pacscore.web.pages import get
+
+CT = get_testdata_file("CT_small.dcm")
+
+
+def dgate(running):
+    return DgateResource(running.archive, ScriptedPages(running.configuration, CommandRegistry()))
+
+
+class BrowseTests(unittest.TestCase):
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.running = RunningArchive(self, ini={"MyACRNema": "WEBPACS"})
+        self.corpus = generateCorpus(os.path.abspath(self.mktemp()), patients=2, studiesPerPatient=1, seriesPerStudy=2,
+                                     imagesPerSeries=3, namePrefix="Web")
+        yield self.running.store(self.corpus)
+        self.resource = dgate(self.running)
+
+    @defer.inlineCallbacks
+    def test_top(self):
+        page = yield get(self.resource)
+        self.assertEqual(page.code, 200)
+        self.assertEqual(page.headers["content-type"], "text/html; charset=utf-8")
+        self.assertIn("DICOM server &#x27;WEBPACS&#x27;", page.text)
+        self.assertIn("Images received=0", page.text)  # stored with addimagefile, not over DICOM
+        for mode in ("querypatients", "querystudies", "queryseries"):
+            self.assertIn(f'value="{mode}"', page.text)
+
+    @defer.inlineCallbacks
+    def test_downTheLinks(self):
+        """Patients -> studies -> series -> images -> one slice, by the pages' own links."""
+        patients = yield get(self.resource, mode="querypatients")
+        self.assertIn("<caption>2 patients</caption>", patients.text)
+        studies = yield get(self.resource, patients.links()[0])
+        self.assertIn("<caption>1 studies where DICOMStudies.PatientID = &#x27;PAT0000&#x27;</caption>",
+                      studies.text)
+        series = yield get(self.resource, studies.links()[0])
+        self.assertIn("<caption>2 series where", series.text)
+        images = yield get(self.resource, series.links()[0])
+        self.assertIn("<caption>3 images where", images.text)
+        shown = set(re.findall(r"<td>([0-9.]+)</td>", images.text))
+        self.assertEqual(len([image for image in self.corpus if image.sopUID in shown]), 3)
+        self.assertEqual({image.patientID for image in self.corpus if image.sopUID in shown}, {"PAT0000"})
+        viewer = yield get(self.resource, images.links()[0])
+        self.assertIn('id="slice"', viewer.text)
+        picture = yield get(self.resource, viewer.images()[0])
+        self.assertEqual(picture.headers["content-type"], "image/jpeg")
+        self.assertEqual(Image.open(io.BytesIO(picture.body)).size, (64, 64))
+
+    @defer.inlineCallbacks
+    def test_thumbnails(self):
+        page = yield get(self.resource, mode="queryimages", iconsize="16", graphic="gif")
+        self.assertEqual(len(page.images()), 12)
+        icon = yield get(self.resource, page.images()[0])
+        self.assertEqual((icon.headers["content-type"], Image.open(io.BytesIO(icon.body)).size), ("image/gif", (16, 16)))
+
+    @defer.inlineCallbacks
+    def test_searchFields(self):
+        page = yield get(self.resource, mode="querystudies", patientidmatch="0001")
+        self.assertIn("<caption>1 studies</caption>", page.text)
+        self.assertIn("PAT0001", page.text)
+        page = yield get(self.resource, mode="querystudies", studydatematch="2023")
+        self.assertIn("<caption>0 studies</caption>", page.text)
+        page = yield get(self.resource, mode="queryseries", patientnamematch="web", studydatematch="202401")
+        self.assertIn("<caption>4 series</caption>", page.text)
+
+    @defer.inlineCallbacks
+    def test_headerAndDicom(self):
+        image = self.corpus[0]
+        slice_ = f"{image.patientID}:{image.sopUID}"
+        header = yield get(self.resource, mode="headerdump", slice=slice_)
+        self.assertIn(image.sopUID, header.text)
+        download = yield get(self.resource, mode="dicom", slice=slice_, compress="j2")
+        self.assertEqual(download.headers["content-type"], "application/dicom")
+        received = pydicom.dcmread(io.BytesIO(download.body))
+        self.assertEqual(received.file_meta.TransferSyntaxUID, "1.2.840.10008.1.2.4.57")
+        self.assertEqual(received.pixel_array.tolist(), pydicom.dcmread(image.path).pixel_array.tolist())
+
+    @defer.inlineCallbacks
+    def test_worklistAndConfiguration(self):
+        worklist = yield get(self.resource, mode="queryworklist")
+        self.assertIn("<caption>0 worklist entries</caption>", worklist.text)
+        self.assertIn("<th>AccessionNumber</th>", worklist.text)
+        self.running.configuration.ini.set("ControlSecret", "hush")
+        self.running.configuration.ini.set("PostGres", "postgresql://pacs:topsecret@db/pacs")
+        config = yield get(self.resource, mode="showconfig")
+        self.assertIn("<td>MyACRNema</td><td>WEBPACS</td>", config.text)
+        self.assertIn("[webdefaults]", config.text)
+        self.assertNotIn("hush", config.text)
+        self.assertNotIn("topsecret", config.text)
+
+    @defer.inlineCallbacks
+    def test_badRequests(self):
+        """Each gets its 4xx page saying why; nothing is read for them."""
+        image = self.corpus[0]
+        for parameters, code, why in [
+                ({"mode": "nothing"}, 404, "there is no page"),
+                ({"mode": "querypatients", "query": "1=1 or PatientID = 'x'"}, 400, "expected column"),
+                ({"mode": "querystudies", "studydatematch": "last week"}, 400, "a date is yyyy"),
+                ({"mode": "slice", "slice": "x:../../dicom.ini"}, 400, "must be a UID"),
+                ({"mode": "slice", "slice": f"{image.patientID}:1.2.3.4"}, 404, "no stored object 1.2.3.4"),
+                ({"mode": "slice", "slice": f":{image.sopUID}", "lw": "high"}, 400, "lw must be"),
+                ({"mode": "slice", "slice": f":{image.sopUID}", "lw": "0/0/7"}, 422, "cannot be shown"),
+                ({"mode": "slice", "slice": f":{image.sopUID}", "graphic": "tiff"}, 400, "graphic must be"),
+                ({"mode": "slice", "slice": f":{image.sopUID}", "size": "-3"}, 400, "size must be"),
+                ({"mode": "dicom", "slice": f":{image.sopUID}", "compress": "zz"}, 400, "not a compression code"),
+                ({"mode": "queryworklist", "max": "many"}, 400, "max must be")]:
+            page = yield get(self.resource, **parameters)
+            self.assertEqual(page.code, code, (parameters, page.text))
+            self.assertIn(why, page.text)
+        self.assertNotIn(self.running.workdir, page.text)
+
+    @defer.inlineCallbacks
+    def test_webDefaults(self):
+        self.running.configuration.ini.set("graphic", "png", section="webdefaults")
+        self.running.configuration.ini.set("size", "32", section="webdefaults")
+        resource = dgate(self.running)
+        picture = yield get(resource, mode="slice", slice=f":{self.corpus[0].sopUID}")
+        self.assertEqual(picture.headers["content-type"], "image/png")
+        self.assertEqual(Image.open(io.BytesIO(picture.body)).size, (32, 32))
+        picture = yield get(resource, mode="slice", slice=f":{self.corpus[0].sopUID}", graphic="bmp")
+        self.assertEqual(picture.headers["content-type"], "image/bmp")
+
+    def test_siteRoutes(self):
+        site = webSite(self.running.archive)
+        root = site.resource
+        self.assertIs(root.children[b"cgi-bin"].children[b"dgate"], root.children[b"cgi-bin"].children[b"dgate.exe"])
+        self.assertTrue(root.children[b"wado"].wadoOnly)
+        self.assertFalse(site.displayTracebacks)
+
+
+class WadoTests(unittest.TestCase):
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.running = RunningArchive(self)
+        yield self.running.run(AddImageFile(), CT)
+        self.ct = pydicom.dcmread(CT)
+        self.resource = dgate(self.running)
+
+    def wado(self, **parameters):
+        return get(self.resource, requestType="WADO", studyUID=self.ct.StudyInstanceUID,
+                   seriesUID=self.ct.SeriesInstanceUID, objectUID=self.ct.SOPInstanceUID, **parameters)
+
+    @defer.inlineCallbacks
+    def test_pictures(self):
+        answer = yield self.wado()
+        self.assertEqual((answer.code, answer.headers["content-type"]), (200, "image/jpeg"))
+        self.assertEqual(answer.headers["access-control-allow-origin"], "*")
+        for kind, format_ in (("image/png", "PNG"), ("image/gif", "GIF"), ("image/bmp", "BMP"),
+                              ("video/mpeg, image/png;q=0.5", "PNG")):
+            answer = yield self.wado(contentType=kind, rows="64")
+            image = Image.open(io.BytesIO(answer.body))
+            self.assertEqual((image.format, image.size), (format_, (64, 64)))
+        wide = yield self.wado(contentType="image/png", windowCenter="0", windowWidth="100000")
+        narrow = yield self.wado(contentType="image/png", windowCenter="40", windowWidth="40")
+        spread = [np.asarray(Image.open(io.BytesIO(a.body))).std() for a in (wide, narrow)]
+        self.assertLess(spread[0], spread[1])
+
+    @defer.inlineCallbacks
+    def test_dicom(self):
+        answer = yield self.wado(contentType="application/dicom")
+        self.assertEqual(answer.headers["content-type"], "application/dicom")
+        received = pydicom.dcmread(io.BytesIO(answer.body))
+        self.assertEqual(received.file_meta.TransferSyntaxUID, "1.2.840.10008.1.2.1")
+        self.assertEqual(received.pixel_array.tolist(), self.ct.pixel_array.tolist())
+        self.assertEqual(received.PatientName, self.ct.PatientName)
+        for syntax in ("1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.90"):
+            answer = yield self.wado(contentType="application/dicom", transferSyntax=syntax)
+            received = pydicom.dcmread(io.BytesIO(answer.body))
+            self.assertEqual(received.file_meta.TransferSyntaxUID, syntax)
+            self.assertEqual(received.pixel_array.tolist(), self.ct.pixel_array.tolist())
+        text = yield self.wado(contentType="text/plain")
+        self.assertIn(self.ct.SOPInstanceUID, text.text)
+
+    @defer.inlineCallbacks
+    def test_refusals(self):
+        for parameters, code, why in [
+                ({"contentType": "video/mpeg"}, 406, "cannot answer contentType"),
+                ({"contentType": "application/dicom", "transferSyntax": "1.2.3"}, 406, "cannot send transferSyntax"),
+                ({"anonymize": "yes"}, 400, "anonymize is not supported"),
+                ({"frameNumber": "0"}, 400, "frameNumber must be from 1"),
+                ({"frameNumber": "2"}, 422, "cannot be shown"),
+                ({"rows": "x"}, 400, "rows must be")]:
+            answer = yield self.wado(**parameters)
+            self.assertEqual(answer.code, code, (parameters, answer.text))
+            self.assertIn(why, answer.text)
+        for wrong in ({"seriesUID": "1.2.3"}, {"studyUID": "1.2.3"}):
+            answer = yield get(self.resource, **{"requestType": "WADO", "studyUID": self.ct.StudyInstanceUID,
+                                                 "seriesUID": self.ct.SeriesInstanceUID,
+                                                 "objectUID": self.ct.SOPInstanceUID, **wrong})
+            self.assertEqual(answer.code, 404)
+        answer = yield get(self.resource, requestType="WADO", objectUID=self.ct.SOPInstanceUID)
+        self.assertEqual(answer.code, 400)
+        self.assertIn("studyUID must be a UID", answer.text)
+
+    @defer.inlineCallbacks
+    def test_missingFile(self):
+        """The index names a file that is gone: a 404, the path only in the log."""
+        path = [os.path.join(folder, name) for folder, _, names in os.walk(self.running.archive.devices[0].path)
+                for name in names if name.endswith(".dcm")][0]
+        os.remove(path)
+        answer = yield self.wado()
+        self.assertEqual(answer.code, 404)
+        self.assertIn("the stored file cannot be read", answer.text)
+        self.assertNotIn(path, answer.text)

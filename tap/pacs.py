@@ -33,6 +33,9 @@ from pacscore.web.site import webSite
 
 DEFAULT_HL7_ENDPOINT = "tcp:2575:interface=127.0.0.1"
 DEFAULT_WEB_ENDPOINT = "tcp:8080:interface=127.0.0.1"
+WEB_WITHOUT_LOGIN = ("the web interface has no login: whoever reaches it can see every stored image and, unless "
+                     "WEBPush = 0, send them anywhere acrnema.map names; bind it to 127.0.0.1 behind a proxy that "
+                     "authenticates")
 DISABLED = ("off", "none", "")
 
 
@@ -164,9 +167,11 @@ class ArchiveService(service.Service):
 
 
 class ListeningService(internet.StreamServerEndpointService):
-    """A strports listener that logs the address it is bound to."""
+    """A strports listener that logs the address it is bound to, and a
+    ``warning`` about it when there is one."""
 
     log = Logger()
+    warning = None
 
     def __init__(self, label, description, endpoint, factory):
         internet.StreamServerEndpointService.__init__(self, endpoint, factory)
@@ -181,6 +186,9 @@ class ListeningService(internet.StreamServerEndpointService):
     def _listening(self, port):
         self.log.info("{label} listening on {description} ({address})",
                       label=self.label, description=self.description, address=port.getHost())
+        if self.warning:
+            self.log.warn("{label} on {description}: {warning}", label=self.label, description=self.description,
+                          warning=self.warning)
         return port
 
 
@@ -209,7 +217,10 @@ def serviceTree(options):
         if description is None:
             description = archive.configuration.ini.get(key, default)
         if description.strip().lower() not in DISABLED:
-            listeners.append(ListeningService(label, description, options.endpoint(option, key, description), factory))
+            listener = ListeningService(label, description, options.endpoint(option, key, description), factory)
+            if option == "web" and not controlEndpoint.isLoopback(description):
+                listener.warning = WEB_WITHOUT_LOGIN
+            listeners.append(listener)
     for listener in listeners:
         listener.setServiceParent(top)
     control = options.control

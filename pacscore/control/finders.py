@@ -158,6 +158,20 @@ class _Listing(ControlCommand):
         return await deliver(archive, [formatRow(fmt, row) for row in rows], path)
 
 
+async def findContaining(source, level, columns, searched, text, fixed=()):
+    """``[{tag: value}]`` of the ``columns`` ((tag, vr), ...) of the
+    entities at ``level`` one of whose ``searched`` tags contains ``text``
+    (all when it is empty), each once, that also match the ``fixed`` keys."""
+    unique = UNIQUE[level]
+    found = {}
+    for searchedTag in searched if text else [None]:
+        keys = {tag: QueryKey(tag, vr, f"*{text}*" if tag == searchedTag else "") for tag, vr in columns}
+        keys.update((key.tag, key) for key in fixed)
+        for match in await source.find(level, list(keys.values())):
+            found.setdefault(match.get(unique, ""), match)
+    return list(found.values())
+
+
 class Finder(_Listing):
     """The entities at ``level`` whose ``searched`` attributes contain a text."""
 
@@ -168,14 +182,8 @@ class Finder(_Listing):
         self.searched = searched
 
     async def rows(self, source, selection):
-        text = selection[0].strip()
-        unique = UNIQUE[self.level]
-        found = {}
-        for searched in self.searched if text else [None]:
-            keys = [QueryKey(tag, vr, f"*{text}*" if tag == searched else "") for tag, vr in self.columns]
-            for match in await source.find(self.level, keys):
-                found.setdefault(match.get(unique, ""), match)
-        return [[match.get(tag, "") for tag, _ in self.columns] for match in found.values()]
+        found = await findContaining(source, self.level, self.columns, self.searched, selection[0].strip())
+        return [[match.get(tag, "") for tag, _ in self.columns] for match in found]
 
 
 class SeriesLister(_Listing):

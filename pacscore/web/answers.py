@@ -1,5 +1,5 @@
-"""What a web page answers: ``Answer`` (bytes, content type, extra headers),
-``WebError`` (an HTTP error status with a message for the user and the log),
+"""What a web page answers: ``Answer`` (bytes, content type, extra headers)
+or ``FileAnswer`` (an open file, sent as it is read), ``WebError`` (an HTTP error status with a message for the user and the log),
 and ``Parameters``, a request's query parameters with the ``[webdefaults]``
 of dicom.ini behind them."""
 
@@ -13,6 +13,15 @@ NO_CACHE = (("Cache-Control", "no-cache"),)
 
 class Answer(NamedTuple):
     body: bytes
+    contentType: str
+    headers: tuple = ()
+
+
+class FileAnswer(NamedTuple):
+    """An answer of ``size`` bytes read from the open ``file`` (closed once sent)."""
+
+    file: object
+    size: int
     contentType: str
     headers: tuple = ()
 

@@ -17,8 +17,10 @@ from pacscore.control import status
 from pacscore.db.drivers import redacted
 from pacscore.db.query import PATIENT_ID, SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, QueryKey
 from pacscore.web.answers import WebError, htmlAnswer
-from pacscore.web.html import SCRIPT, Markup, image, join, link, table, url
+from pacscore.control.stored import LOCAL
+from pacscore.web.html import SCRIPT, Markup, image, join, link, table, text, url
 from pacscore.web.querytext import ColumnNames, QueryTextError, parseQueryText, quoted, searchKeys
+from pacscore.web.remote import destinations, pushAllowed
 
 PATIENT_NAME = (0x00100010, "PN")
 SEX = (0x00100040, "CS")
@@ -81,10 +83,19 @@ async def queryStudies(archive, parameters):
     for match in found:
         series = url("queryseries", query=f"DICOMStudies.PatientID = {quoted(match[PATIENT_ID])} and "
                                           f"DICOMSeries.StudyInstanceUID = {quoted(match[STUDY_INSTANCE_UID])}")
+        study = f"{match[PATIENT_ID]}:{match[STUDY_INSTANCE_UID]}"
         rows.append([match[PATIENT_ID], match[PATIENT_NAME[0]], link(series, match[STUDY_DATE[0]] or "(no date)"),
-                     match[STUDY_DESCRIPTION[0]], match[MODALITIES[0]]])
+                     match[STUDY_DESCRIPTION[0]], match[MODALITIES[0]],
+                     _actions(archive, url("zipstudy", study=study), url("studymover", study=study))])
     return htmlAnswer("studies", table(_caption("studies", len(rows), parameters),
-                                       ("Patient ID", "Name", "Study date", "Description", "Modalities"), rows))
+                                       ("Patient ID", "Name", "Study date", "Description", "Modalities", ""), rows))
+
+
+def _actions(archive, zipURL, pushURL):
+    """The zip download link, and the push link unless WEBPush = 0."""
+    if not pushAllowed(archive):
+        return link(zipURL, "zip")
+    return join(link(zipURL, "zip"), " ", link(pushURL, "push"))
 
 
 def _seriesQuery(match):
@@ -94,17 +105,20 @@ def _seriesQuery(match):
 
 async def querySeries(archive, parameters):
     found = await _find(archive, parameters, "SERIES", (PATIENT, PATIENT_NAME, SERIES_NUMBER, SERIES_DATE,
-                                                        SERIES_TIME, SERIES_DESCRIPTION, MODALITY, SERIES))
+                                                        SERIES_TIME, SERIES_DESCRIPTION, MODALITY, SERIES, STUDY))
     rows = []
     for match in found:
         query = _seriesQuery(match)
+        series = f"{match[PATIENT_ID]}:{match[SERIES_INSTANCE_UID]}"
         rows.append([match[PATIENT_ID], match[PATIENT_NAME[0]], match[SERIES_NUMBER[0]], match[SERIES_DATE[0]],
                      match[SERIES_TIME[0]], link(url("queryallimages", query=query),
                                                  match[SERIES_DESCRIPTION[0]] or "(no description)"),
-                     match[MODALITY[0]], link(url("queryimages", query=query), "thumbs")])
+                     match[MODALITY[0]], link(url("queryimages", query=query), "thumbs"),
+                     _actions(archive, url("zipseries", series=series),
+                              url("seriesmover", series=series, studyuid=match[STUDY_INSTANCE_UID]))])
     return htmlAnswer("series", table(_caption("series", len(rows), parameters),
                                       ("Patient ID", "Name", "Number", "Date", "Time", "Description", "Modality",
-                                       "Icons"), rows))
+                                       "Icons", ""), rows))
 
 
 def _byInstanceNumber(match):
@@ -184,6 +198,17 @@ def _form(mode, legend, *fields):
                   f"<input type=\"submit\" value=\"Find\"></fieldset></form>")
 
 
+def _finderForm(archive):
+    """Find patients or studies on a server of acrnema.map (or here)."""
+    options = "".join(f"<option>{text(server)}</option>" for server in [LOCAL] + destinations(archive))
+    return Markup(f"<form action=\"{SCRIPT}\" method=\"get\"><fieldset><legend>Find on a server</legend>"
+                  "<select name=\"mode\"><option value=\"patientfinder\">patients</option>"
+                  "<option value=\"studyfinder\">studies</option></select> "
+                  f"<label>on <select name=\"dest\">{options}</select></label> "
+                  "<label>whose ID, name or description holds <input name=\"query\" size=16></label> "
+                  "<input type=\"submit\" value=\"Find\"></fieldset></form>")
+
+
 async def top(archive, parameters):
     report = status.asText(await status.gather(archive, archive.reactor))
     who = (("patientidmatch", "Patient ID"), ("patientnamematch", "Name"))
@@ -193,6 +218,7 @@ async def top(archive, parameters):
         _form("querypatients", "Local patients", *who),
         _form("querystudies", "Local studies", *who, ("studydatematch", "Study date")),
         _form("queryseries", "Local series", *who, ("studydatematch", "Study date")),
+        _finderForm(archive),
         join(Markup("<p>"), link(url("queryworklist"), "Worklist"), " | ",
              link(url("showconfig"), "Configuration"), Markup("</p>")))
 

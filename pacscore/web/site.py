@@ -16,15 +16,17 @@ from html import escape
 
 from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.protocols.basic import FileSender
 from twisted.web import resource, server, util
 
 from pacscore.control.registry import CommandRegistry
-from pacscore.web import browse, images, wado
-from pacscore.web.answers import HTML, Answer, Parameters, WebError
+from pacscore.web import browse, downloads, images, remote, wado
+from pacscore.web.answers import HTML, Answer, FileAnswer, Parameters, WebError
 from pacscore.web.html import SCRIPT, Markup, page
 from pacscore.web.scripted import ScriptedPages
 
-MODES = {**browse.MODES, **images.MODES}
+MODES = {**browse.MODES, **images.MODES, **remote.MODES, **downloads.MODES}
+REQUEST_MODES = remote.REQUEST_MODES  # these also get the request (its method)
 DEFAULTS_SECTION = "webdefaults"
 TOP = SCRIPT.encode() + b"?mode=top"
 
@@ -60,20 +62,30 @@ class DgateResource(resource.Resource):
         if self.wadoOnly or parameters.get("requestType") == "WADO":
             return await wado.answer(self.archive, parameters)
         mode = parameters.get("mode").strip() or "top"
-        handler = MODES.get(mode.lower())
-        section = self.scripts.sectionFor(mode, builtIn=handler is not None)
+        handler, withRequest = MODES.get(mode.lower()), mode.lower() in REQUEST_MODES
+        section = self.scripts.sectionFor(mode, builtIn=handler is not None or withRequest)
         if section is not None:
             return await self.scripts.render(self.archive, parameters, request, section, mode)
+        if withRequest:
+            return await REQUEST_MODES[mode.lower()](self.archive, parameters, request)
         if handler is None:
             raise WebError(404, f"there is no page {mode!r}")
         return await handler(self.archive, parameters)
 
     def _write(self, answer, request, finished):
         if finished:
+            if isinstance(answer, FileAnswer):
+                answer.file.close()
             return
         request.setHeader(b"Content-Type", answer.contentType.encode("utf-8"))
         for name, value in answer.headers:
             request.setHeader(name.encode("utf-8"), value.encode("utf-8"))
+        if isinstance(answer, FileAnswer):
+            request.setHeader(b"Content-Length", str(answer.size).encode())
+            sent = FileSender().beginFileTransfer(answer.file, request)
+            sent.addCallbacks(lambda _: request.finish(), lambda _: None)  # failed: the client went away
+            sent.addBoth(lambda _: answer.file.close())
+            return
         request.setHeader(b"Content-Length", str(len(answer.body)).encode())
         request.write(answer.body)
         request.finish()

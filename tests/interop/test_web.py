@@ -10,6 +10,7 @@ import socket
 import tempfile
 import urllib.error
 import urllib.request
+import zipfile
 from html import unescape
 
 import pydicom
@@ -41,9 +42,13 @@ class WebInterfaceTests(unittest.TestCase):
         with open(os.path.join(cls.server.workdir, "dicom.ini"), "a") as f:
             f.write("\n[sample]\nsource = sample.cq\nvariable = sample 1\n")
         cls.server.start()
-        for files, extra in (((CT, RGB), ()), ((FRAMES,), ("-xy",))):
-            result = cls.server.store(*files, extra=extra)
-            assert result.returncode == 0, result.stderr
+        try:
+            for files, extra in (((CT, RGB), ()), ((FRAMES,), ("-xy",))):
+                result = cls.server.store(*files, extra=extra)
+                assert result.returncode == 0, result.stderr
+        except BaseException:
+            cls.tearDownClass()
+            raise
         cls.base = f"http://127.0.0.1:{cls.server.webPort}"
 
     @classmethod
@@ -61,12 +66,14 @@ class WebInterfaceTests(unittest.TestCase):
 
     def test_listening(self):
         self.assertIn(f"web interface listening on tcp:{self.server.webPort}:interface=127.0.0.1", self.server.log())
+        self.assertNotIn("has no login", self.server.log())
 
     def test_topPage(self):
         dom = renderedDOM(self.base + "/")
         self.assertIn("DICOM server 'WEBPACS'", dom)
         self.assertIn("Images received=3", dom)
-        self.assertEqual(len(re.findall(r"<form ", dom)), 3)
+        self.assertEqual(len(re.findall(r"<form ", dom)), 4)
+        self.assertIn("<option>(local)</option><option>CONQUESTSRV1</option>", dom)
 
     def test_browseToEachImage(self):
         """From the patient list down to each stored image, shown by Chromium
@@ -113,6 +120,16 @@ class WebInterfaceTests(unittest.TestCase):
         status, _, _ = self.fetch(query.replace(ct.SOPInstanceUID, "1.2.3.4"))
         self.assertEqual(status, 404)
 
+    def test_zipStudy(self):
+        ybr = pydicom.dcmread(FRAMES, stop_before_pixels=True)
+        status, headers, body = self.fetch(f"/cgi-bin/dgate?mode=zipstudy&study=:{ybr.StudyInstanceUID}&dum=.zip")
+        self.assertEqual((status, headers["Content-Type"]), (200, "application/zip"))
+        with zipfile.ZipFile(io.BytesIO(body)) as zipped:
+            [name] = zipped.namelist()
+            received = pydicom.dcmread(zipped.open(name))
+        self.assertEqual(received.SOPInstanceUID, ybr.SOPInstanceUID)
+        self.assertEqual(received.PixelData, pydicom.dcmread(FRAMES).PixelData)
+
     def test_badRequestsKeepItServing(self):
         status, _, body = self.fetch("/cgi-bin/dgate?mode=querypatients&query=1%3D1")
         self.assertEqual(status, 400)
@@ -124,7 +141,7 @@ class WebInterfaceTests(unittest.TestCase):
         self.assertIn("web: 127.0.0.1 /cgi-bin/dgate?mode=querypatients&query=1%3D1: 400", self.server.log())
 
 
-class WebOffTests(unittest.TestCase):
+class WebEndpointTests(unittest.TestCase):
 
     def test_off(self):
         server = PacsServer(self.mktemp(), ini={"WebEndpoint": "off"}).start()
@@ -132,3 +149,12 @@ class WebOffTests(unittest.TestCase):
         self.assertNotIn("web interface listening", server.log())
         with socket.socket() as s:
             self.assertNotEqual(s.connect_ex(("127.0.0.1", server.webPort)), 0)
+
+    def test_openToTheNetworkWarns(self):
+        server = PacsServer(self.mktemp())
+        server.setIni(WebEndpoint=f"tcp:{server.webPort}")
+        server.start()
+        self.addCleanup(server.stop)
+        self.assertIn(f"web interface on tcp:{server.webPort}: the web interface has no login", server.log())
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.webPort}/cgi-bin/dgate?mode=top", timeout=30) as r:
+            self.assertEqual(r.status, 200)

@@ -287,7 +287,9 @@ class PackagedDefaultsTests(unittest.TestCase):
 
     def test_dicomIni(self):
         ini = self.configuration.ini
-        self.assertEqual(ini.sectionNames(), ["sscscp"])
+        self.assertEqual(ini.sectionNames(), ["sscscp", "webdefaults"])
+        self.assertEqual(dict(ini.items("webdefaults")),
+                         {"size": "512", "dsize": "0", "compress": "un", "iconsize": "48", "graphic": "jpg"})
         expected = {"SQLite": "1", "Postgres": "0", "MySQL": "0", "MAGDevices": "1",
                     "IncomingCompression": "as", "DroppedFileCompression": "as",
                     "EnableComputedFields": "1", "ExportConverters": "0", "ImportConverters": "0",

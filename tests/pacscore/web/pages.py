@@ -27,12 +27,18 @@ class Answered(NamedTuple):
         return [unescape(src) for src in re.findall(r'src="([^"]*)"', self.text)]
 
 
+def post(resource, **parameters):
+    """POST ``parameters`` (as a form sends them)."""
+    return get(resource, method=b"POST", **parameters)
+
+
 @defer.inlineCallbacks
-def get(resource, target=None, **parameters):
+def get(resource, target=None, method=b"GET", **parameters):
     """GET ``target`` (a URL whose query is the parameters) or ``parameters``."""
     if target is not None:
         parameters = dict(parse_qsl(urlsplit(target).query, keep_blank_values=True))
     request = DummyRequest([])
+    request.method = method
     request.uri = b"/cgi-bin/dgate?" + urlencode(parameters).encode()
     request.path = b"/cgi-bin/dgate"
     request.args = {name.encode(): [value.encode()] for name, value in parameters.items()}

@@ -4,6 +4,7 @@ real archive (its index and files), answered through the resource."""
 import io
 import os
 import re
+import zipfile
 
 import numpy as np
 import pydicom
@@ -44,8 +45,9 @@ class BrowseTests(unittest.TestCase):
         self.assertEqual(page.headers["content-type"], "text/html; charset=utf-8")
         self.assertIn("DICOM server &#x27;WEBPACS&#x27;", page.text)
         self.assertIn("Images received=0", page.text)  # stored with addimagefile, not over DICOM
-        for mode in ("querypatients", "querystudies", "queryseries"):
+        for mode in ("querypatients", "querystudies", "queryseries", "patientfinder", "studyfinder"):
             self.assertIn(f'value="{mode}"', page.text)
+        self.assertIn("<option>(local)</option><option>CONQUESTSRV1</option></select>", page.text)
 
     @defer.inlineCallbacks
     def test_downTheLinks(self):
@@ -67,6 +69,19 @@ class BrowseTests(unittest.TestCase):
         picture = yield get(self.resource, viewer.images()[0])
         self.assertEqual(picture.headers["content-type"], "image/jpeg")
         self.assertEqual(Image.open(io.BytesIO(picture.body)).size, (64, 64))
+
+    @defer.inlineCallbacks
+    def test_zipAndPushLinks(self):
+        studies = yield get(self.resource, mode="querystudies")
+        series = yield get(self.resource, mode="queryseries")
+        for page, modes in ((studies, ("zipstudy", "studymover")), (series, ("zipseries", "seriesmover"))):
+            for mode in modes:
+                self.assertEqual(len([target for target in page.links() if f"mode={mode}&" in target]),
+                                 2 if page is studies else 4)
+        self.running.configuration.ini.set("WEBPush", "0")
+        studies = yield get(self.resource, mode="querystudies")
+        self.assertNotIn("studymover", studies.text)
+        self.assertIn("zipstudy", studies.text)
 
     @defer.inlineCallbacks
     def test_thumbnails(self):
@@ -225,3 +240,30 @@ class WadoTests(unittest.TestCase):
         self.assertEqual(answer.code, 404)
         self.assertIn("the stored file cannot be read", answer.text)
         self.assertNotIn(path, answer.text)
+
+
+class ZipTests(unittest.TestCase):
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.running = RunningArchive(self)
+        self.corpus = generateCorpus(os.path.abspath(self.mktemp()), patients=1, studiesPerPatient=1,
+                                     seriesPerStudy=2, imagesPerSeries=3)
+        yield self.running.store(self.corpus)
+        self.resource = dgate(self.running)
+
+    @defer.inlineCallbacks
+    def test_studyAndSeries(self):
+        image = self.corpus[0]
+        for parameters, count in (({"mode": "zipstudy", "study": f"{image.patientID}:{image.studyUID}"}, 6),
+                                  ({"mode": "zipseries", "series": f":{image.seriesUID}", "dum": ".zip"}, 3)):
+            answer = yield get(self.resource, **parameters)
+            self.assertEqual(answer.headers["content-type"], "application/zip")
+            self.assertEqual(int(answer.headers["content-length"]), len(answer.body))
+            with zipfile.ZipFile(io.BytesIO(answer.body)) as zipped:
+                names = zipped.namelist()
+                self.assertEqual(len(names), count)
+                received = {pydicom.dcmread(zipped.open(name)).SOPInstanceUID for name in names}
+        self.assertEqual(received, {i.sopUID for i in self.corpus if i.seriesUID == image.seriesUID})
+        missing = yield get(self.resource, mode="zipstudy", study=":1.2.3")
+        self.assertEqual(missing.code, 404)

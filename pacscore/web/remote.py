@@ -1,0 +1,222 @@
+"""Other archives on the web (Conquest's CGI modes): the finders and the
+push pages.
+
+``patientfinder``, ``studyfinder``, ``seriesfinder`` and ``imagefinder``
+list what a server holds: ``dest`` is an AE of acrnema.map (asked with
+C-FINDs, as ``dgate --patientfinder:`` does) or ``(local)``; ``query`` a
+text found within patient IDs, names (and study or series descriptions),
+``patientid`` a patient, ``study`` / ``series`` (patid:uid) the study or
+series whose series or images are listed.  Each row leads to the level
+below, and studies and series to their push page.
+
+``studymover`` / ``seriesmover`` (``study`` / ``series`` = patid:uid,
+``source``) list the AEs of acrnema.map to send to; ``movestudy`` /
+``moveseries`` (POST only, from those pages' buttons) send it with the
+control port's ``movestudy`` / ``moveseries``: from this archive as
+C-STOREs, from another one by asking it for a C-MOVE.  ``WEBPush = 0``
+turns the push pages off (403) and their links with them.
+"""
+
+from twisted.internet import defer
+
+from pacscore.control import moves
+from pacscore.control.context import CommandError, ControlContext
+from pacscore.control.finders import (
+    BIRTH_DATE, INSTANCE_NUMBER, MODALITIES, MODALITY, PATIENT, PATIENT_NAME, SERIES, SERIES_DATE,
+    SERIES_DESCRIPTION, SERIES_NUMBER, SEX, SOP, SOP_CLASS, STUDY, STUDY_DATE, STUDY_DESCRIPTION, findContaining,
+    openSource)
+from pacscore.control.stored import LOCAL, isLocal
+from pacscore.db.query import PATIENT_ID, SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, QueryKey
+from pacscore.web.answers import WebError, htmlAnswer
+from pacscore.web.html import SCRIPT, Markup, link, table, text, url
+from pacscore.web.objects import uid
+
+PATIENT_COLUMNS = (PATIENT, PATIENT_NAME, BIRTH_DATE, SEX)
+STUDY_COLUMNS = (PATIENT, PATIENT_NAME, STUDY_DATE, MODALITIES, STUDY_DESCRIPTION, STUDY)
+SERIES_COLUMNS = (PATIENT, SERIES_NUMBER, MODALITY, SERIES_DESCRIPTION, SERIES_DATE, STUDY, SERIES)
+IMAGE_COLUMNS = (PATIENT, INSTANCE_NUMBER, SOP, SOP_CLASS, SERIES)
+
+
+def _server(archive, parameters):
+    """The server a page asks: ``(local)`` or an AE of acrnema.map."""
+    dest = parameters.get("dest").strip() or LOCAL
+    if isLocal(archive, dest):
+        return LOCAL
+    if archive.configuration.acrNemaMap.lookup(dest) is None:
+        raise WebError(400, f"{dest!r} is not in acrnema.map")
+    return dest
+
+
+def _reference(parameters, name, what):
+    """``(patientID, uid)`` of a ``patid:uid`` parameter."""
+    patientID, _, value = parameters.get(name).strip().rpartition(":")
+    return patientID, uid(value, what)
+
+
+async def _found(archive, server, level, columns, searched=(), text="", fixed=()):
+    try:
+        source = await openSource(archive, server)
+    except CommandError as e:
+        raise WebError(502, str(e)) from e
+    try:
+        return await findContaining(source, level, columns, searched, text, fixed)
+    except CommandError as e:
+        raise WebError(502, str(e)) from e
+    finally:
+        await source.close()
+
+
+def pushAllowed(archive):
+    return archive.configuration.ini.getint("WEBPush", 1) != 0
+
+
+def _caption(what, count, server):
+    return f"{count} {what} on {server}"
+
+
+async def patientFinder(archive, parameters):
+    server = _server(archive, parameters)
+    found = await _found(archive, server, "PATIENT", PATIENT_COLUMNS, (PATIENT_ID, PATIENT_NAME[0]),
+                         parameters.get("query").strip())
+    rows = [[link(url("studyfinder", dest=server, patientid=match[PATIENT_ID]), match[PATIENT_ID]),
+             match[PATIENT_NAME[0]], match[BIRTH_DATE[0]], match[SEX[0]]] for match in found]
+    return htmlAnswer(f"patients on {server}", table(_caption("patients", len(rows), server),
+                                                     ("Patient ID", "Name", "Birth date", "Sex"), rows))
+
+
+async def studyFinder(archive, parameters):
+    server = _server(archive, parameters)
+    patientID = parameters.get("patientid").strip()
+    fixed = [QueryKey(PATIENT_ID, "LO", patientID.replace("*", "").replace("?", ""))] if patientID else []
+    found = await _found(archive, server, "STUDY", STUDY_COLUMNS, (PATIENT_ID, PATIENT_NAME[0], STUDY_DESCRIPTION[0]),
+                         parameters.get("query").strip(), fixed)
+    push = pushAllowed(archive)
+    rows = []
+    for match in found:
+        study = f"{match[PATIENT_ID]}:{match[STUDY_INSTANCE_UID]}"
+        row = [match[PATIENT_ID], match[PATIENT_NAME[0]],
+               link(url("seriesfinder", dest=server, study=study), match[STUDY_DATE[0]] or "(no date)"),
+               match[MODALITIES[0]], match[STUDY_DESCRIPTION[0]]]
+        rows.append(row + ([link(url("studymover", source=server, study=study), "push")] if push else []))
+    headers = ("Patient ID", "Name", "Study date", "Modalities", "Description") + (("Push",) if push else ())
+    return htmlAnswer(f"studies on {server}", table(_caption("studies", len(rows), server), headers, rows))
+
+
+async def seriesFinder(archive, parameters):
+    server = _server(archive, parameters)
+    patientID, study = _reference(parameters, "study", "the study UID")
+    found = await _found(archive, server, "SERIES", SERIES_COLUMNS, fixed=[QueryKey(STUDY_INSTANCE_UID, "UI", study)])
+    push = pushAllowed(archive)
+    rows = []
+    for match in found:
+        series = f"{match[PATIENT_ID] or patientID}:{match[SERIES_INSTANCE_UID]}"
+        row = [match[SERIES_NUMBER[0]], match[MODALITY[0]],
+               link(url("imagefinder", dest=server, series=series), match[SERIES_DESCRIPTION[0]] or "(no description)"),
+               match[SERIES_DATE[0]]]
+        rows.append(row + ([link(url("seriesmover", source=server, series=series, studyuid=study), "push")]
+                           if push else []))
+    headers = ("Number", "Modality", "Description", "Date") + (("Push",) if push else ())
+    return htmlAnswer(f"series of study {study} on {server}", table(_caption("series", len(rows), server), headers, rows))
+
+
+async def imageFinder(archive, parameters):
+    server = _server(archive, parameters)
+    patientID, series = _reference(parameters, "series", "the series UID")
+    found = await _found(archive, server, "IMAGE", IMAGE_COLUMNS, fixed=[QueryKey(SERIES_INSTANCE_UID, "UI", series)])
+    rows = []
+    for match in found:
+        number = match[INSTANCE_NUMBER[0]] or "(no number)"
+        shown = (link(url("sliceviewer", slice=f"{match[PATIENT_ID] or patientID}:{match[SOP_INSTANCE_UID]}"), number)
+                 if server == LOCAL else number)
+        rows.append([shown, match[SOP_INSTANCE_UID], match[SOP_CLASS[0]]])
+    return htmlAnswer(f"images of series {series} on {server}",
+                      table(_caption("images", len(rows), server), ("Image", "SOP Instance UID", "SOP Class UID"), rows))
+
+
+def destinations(archive):
+    """The AEs of acrnema.map one can send to (no wildcard entries)."""
+    return [node.ae for node in archive.configuration.acrNemaMap.nodes
+            if not any(c in node.ae for c in "*?") and node.ae != archive.aeTitle]
+
+
+def _checkPush(archive):
+    if not pushAllowed(archive):
+        raise WebError(403, "pushing is turned off (WEBPush = 0)")
+
+
+def _moverPage(archive, parameters, what, mode, hidden):
+    _checkPush(archive)
+    source = parameters.get("source").strip() or LOCAL
+    fields = "".join(f"<input type=\"hidden\" name=\"{name}\" value=\"{text(value)}\">"
+                     for name, value in (*hidden, ("source", source)))
+    buttons = [Markup(f"<form action=\"{SCRIPT}?mode={mode}\" method=\"post\">{fields}"
+                      f"<input type=\"hidden\" name=\"dest\" value=\"{text(ae)}\">"
+                      f"<input type=\"submit\" value=\"Send to {text(ae)}\"></form>")
+               for ae in destinations(archive)]
+    return htmlAnswer(f"push {what} from {source}", Markup("\n".join(buttons)) if buttons else "acrnema.map lists no AE")
+
+
+async def studyMover(archive, parameters):
+    patientID, study = _reference(parameters, "study", "the study UID")
+    return _moverPage(archive, parameters, f"study {study}", "movestudy", (("study", f"{patientID}:{study}"),))
+
+
+async def seriesMover(archive, parameters):
+    patientID, series = _reference(parameters, "series", "the series UID")
+    study = parameters.get("studyuid").strip()
+    hidden = (("series", f"{patientID}:{series}"),) + ((("studyuid", uid(study, "the study UID")),) if study else ())
+    return _moverPage(archive, parameters, f"series {series}", "moveseries", hidden)
+
+
+def _endpoints(archive, parameters, request):
+    """``(source, destination)`` of a move request, checked."""
+    _checkPush(archive)
+    if request.method != b"POST":
+        raise WebError(405, "a move is asked with the push page's button (POST)")
+    source = parameters.get("source").strip() or LOCAL
+    destination = parameters.get("dest").strip()
+    for ae in (source, destination):
+        if "," in ae:
+            raise WebError(400, f"{ae!r} is not an AE title")
+    if not destination:
+        raise WebError(400, "no destination (dest) given")
+    return source, destination
+
+
+async def _move(archive, command, arguments, what):
+    context = ControlContext(archive, archive.reactor, peer="web page")
+    try:
+        result = await defer.maybeDeferred(command.run, arguments, context)
+    except CommandError as e:
+        raise WebError(502, str(e)) from e
+    return htmlAnswer(what, Markup("<p id=\"result\">"), result, Markup("</p>"))
+
+
+async def moveStudy(archive, parameters, request):
+    source, destination = _endpoints(archive, parameters, request)
+    _, study = _reference(parameters, "study", "the study UID")
+    return await _move(archive, moves.MoveStudy(), f"{source},{destination},:{study}",
+                       f"study {study} from {source} to {destination}")
+
+
+async def moveSeries(archive, parameters, request):
+    source, destination = _endpoints(archive, parameters, request)
+    _, series = _reference(parameters, "series", "the series UID")
+    study = parameters.get("studyuid").strip()
+    study = uid(study, "the study UID") if study else ""
+    return await _move(archive, moves.MoveSeries(), f"{source},{destination},:{series},{study}",
+                       f"series {series} from {source} to {destination}")
+
+
+MODES = {
+    "patientfinder": patientFinder,
+    "studyfinder": studyFinder,
+    "seriesfinder": seriesFinder,
+    "imagefinder": imageFinder,
+    "studymover": studyMover,
+    "seriesmover": seriesMover,
+}
+REQUEST_MODES = {
+    "movestudy": moveStudy,
+    "moveseries": moveSeries,
+}

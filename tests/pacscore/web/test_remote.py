@@ -1,0 +1,88 @@
+"""Tests for pacscore.web.remote: the finder pages asking another real
+archive over DICOM (and this one), and the push pages sending studies and
+series both ways."""
+
+import os
+
+from twisted.internet import defer
+from twisted.trial import unittest
+
+from pacscore.testing.corpus import generateCorpus
+from tests.pacscore.web.pages import get, post
+from tests.pacscore.web.test_site import dgate
+from tests.pacscore.control.running import RunningArchive
+
+
+class RemoteTests(unittest.TestCase):
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.here = RunningArchive(self, ae="HERE", listen=True)
+        self.there = RunningArchive(self, ae="THERE", listen=True)
+        self.here.know(self.there)
+        self.there.know(self.here)
+        self.corpus = generateCorpus(os.path.abspath(self.mktemp()), patients=2, studiesPerPatient=1,
+                                     seriesPerStudy=2, imagesPerSeries=2, namePrefix="Far")
+        yield self.there.store(self.corpus)
+        self.resource = dgate(self.here)
+
+    @defer.inlineCallbacks
+    def test_findersDownToImages(self):
+        patients = yield get(self.resource, mode="patientfinder", dest="THERE", query="far")
+        self.assertIn("<caption>2 patients on THERE</caption>", patients.text)
+        studies = yield get(self.resource, patients.links()[0])
+        self.assertIn("<caption>1 studies on THERE</caption>", studies.text)
+        series = yield get(self.resource, studies.links()[0])
+        self.assertIn("<caption>2 series on THERE</caption>", series.text)
+        images = yield get(self.resource, series.links()[0])
+        self.assertIn("<caption>2 images on THERE</caption>", images.text)
+        self.assertNotIn("sliceviewer", images.text)  # not stored here
+        nobody = yield get(self.resource, mode="patientfinder", dest="THERE", query="nobody")
+        self.assertIn("<caption>0 patients on THERE</caption>", nobody.text)
+
+    @defer.inlineCallbacks
+    def test_localFinders(self):
+        yield self.here.store(self.corpus[:1])
+        images = yield get(self.resource, mode="imagefinder",
+                           series=f"{self.corpus[0].patientID}:{self.corpus[0].seriesUID}")
+        self.assertIn("<caption>1 images on (local)</caption>", images.text)
+        self.assertIn("mode=sliceviewer", images.text)
+
+    @defer.inlineCallbacks
+    def test_refusals(self):
+        for parameters, code, why in [
+                ({"mode": "patientfinder", "dest": "NOBODY"}, 400, "is not in acrnema.map"),
+                ({"mode": "seriesfinder", "dest": "THERE", "study": "P:x"}, 400, "must be a UID"),
+                ({"mode": "movestudy", "study": f":{self.corpus[0].studyUID}", "dest": "THERE"}, 405, "(POST)")]:
+            page = yield get(self.resource, **parameters)
+            self.assertEqual((page.code, why in page.text), (code, True), page.text)
+
+    @defer.inlineCallbacks
+    def test_pushBothWays(self):
+        """From THERE to HERE (a C-MOVE THERE carries out), then a series back
+        from HERE to a third archive (C-STOREs from here)."""
+        image = self.corpus[0]
+        mover = yield get(self.resource, mode="studymover", source="THERE", study=f"{image.patientID}:{image.studyUID}")
+        self.assertIn('value="Send to THERE"', mover.text)
+        moved = yield post(self.resource, mode="movestudy", source="THERE", dest="HERE",
+                           study=f"{image.patientID}:{image.studyUID}")
+        self.assertIn("4 object(s) moved from THERE to HERE", moved.text)
+        self.assertEqual((yield self.here.count("image")), 4)
+        third = RunningArchive(self, ae="THIRD", listen=True)
+        self.here.know(third)
+        mover = yield get(self.resource, mode="seriesmover", series=f"{image.patientID}:{image.seriesUID}",
+                          studyuid=image.studyUID)
+        self.assertIn('value="Send to THIRD"', mover.text)
+        sent = yield post(self.resource, mode="moveseries", dest="THIRD",
+                          series=f"{image.patientID}:{image.seriesUID}", studyuid=image.studyUID)
+        self.assertIn("2 object(s) sent to THIRD", sent.text)
+        self.assertEqual((yield third.count("image")), 2)
+
+    @defer.inlineCallbacks
+    def test_pushOff(self):
+        self.here.configuration.ini.set("WEBPush", "0")
+        studies = yield get(self.resource, mode="studyfinder", dest="THERE")
+        self.assertNotIn("push", studies.text)
+        for page in ((yield get(self.resource, mode="studymover", study=f":{self.corpus[0].studyUID}")),
+                     (yield post(self.resource, mode="movestudy", study=f":{self.corpus[0].studyUID}", dest="THERE"))):
+            self.assertEqual(page.code, 403)

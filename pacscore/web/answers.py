@@ -42,18 +42,23 @@ def htmlAnswer(title, *parts, cache=False):
 
 class Parameters:
     """A request's parameters (first value of each, UTF-8, names matched
-    exactly as Conquest does) over ``defaults`` ({name: value})."""
+    exactly as Conquest does) over ``defaults`` ({name: value}).  A value
+    that is not UTF-8 text (an uploaded file) is a 400 when asked for."""
 
     def __init__(self, args, defaults=None):
         self.given = {}
+        self.binary = set()
         for name, values in args.items():
+            name = name.decode("utf-8", "replace")
             try:
-                self.given[name.decode("utf-8")] = values[0].decode("utf-8")
+                self.given[name] = values[0].decode("utf-8")
             except UnicodeDecodeError:
-                raise WebError(400, "request parameters must be UTF-8") from None
+                self.binary.add(name)
         self.defaults = defaults or {}
 
     def get(self, name, default=""):
+        if name in self.binary:
+            raise WebError(400, f"the parameter {name} must be UTF-8 text")
         if name in self.given:
             return self.given[name]
         return self.defaults.get(name.lower(), default)

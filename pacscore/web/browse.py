@@ -1,8 +1,8 @@
 """The pages that show the archive (Conquest's CGI modes): ``top`` (status
 and search forms), ``querypatients``, ``querystudies``, ``queryseries``,
 ``queryallimages`` and ``queryimages`` (the local index, each row linking to
-the level below), ``queryworklist`` and ``showconfig``.  They only read:
-nothing here changes the archive, so WebReadOnly has nothing to turn off.
+the level below), ``queryworklist`` and ``showconfig``.  They only read
+(the pages that change the archive are ``pacscore.web.edits``).
 
 A list selects with Conquest's ``query`` text and search fields
 (``pacscore.web.querytext``); its links carry ``query`` texts as Conquest's
@@ -17,6 +17,7 @@ from pacscore.control import status
 from pacscore.db.drivers import redacted
 from pacscore.db.query import PATIENT_ID, SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, QueryKey
 from pacscore.web.answers import WebError, htmlAnswer
+from pacscore.web.edits import uploadForm, writable
 from pacscore.control.stored import LOCAL
 from pacscore.web.html import SCRIPT, Markup, image, join, link, table, text, url
 from pacscore.web.querytext import ColumnNames, QueryTextError, parseQueryText, quoted, searchKeys
@@ -86,16 +87,21 @@ async def queryStudies(archive, parameters):
         study = f"{match[PATIENT_ID]}:{match[STUDY_INSTANCE_UID]}"
         rows.append([match[PATIENT_ID], match[PATIENT_NAME[0]], link(series, match[STUDY_DATE[0]] or "(no date)"),
                      match[STUDY_DESCRIPTION[0]], match[MODALITIES[0]],
-                     _actions(archive, url("zipstudy", study=study), url("studymover", study=study))])
+                     _actions(archive, url("zipstudy", study=study), url("studymover", study=study),
+                              url("studydeleter", study=study))])
     return htmlAnswer("studies", table(_caption("studies", len(rows), parameters),
                                        ("Patient ID", "Name", "Study date", "Description", "Modalities", ""), rows))
 
 
-def _actions(archive, zipURL, pushURL):
-    """The zip download link, and the push link unless WEBPush = 0."""
-    if not pushAllowed(archive):
-        return link(zipURL, "zip")
-    return join(link(zipURL, "zip"), " ", link(pushURL, "push"))
+def _actions(archive, zipURL, pushURL, deleteURL):
+    """The zip download link, the push link unless WEBPush = 0 and the
+    delete link when WebReadOnly = 0."""
+    links = [link(zipURL, "zip")]
+    if pushAllowed(archive):
+        links.append(link(pushURL, "push"))
+    if writable(archive):
+        links.append(link(deleteURL, "delete"))
+    return join(*(part for item in links for part in (" ", item)))
 
 
 def _seriesQuery(match):
@@ -115,7 +121,8 @@ async def querySeries(archive, parameters):
                                                  match[SERIES_DESCRIPTION[0]] or "(no description)"),
                      match[MODALITY[0]], link(url("queryimages", query=query), "thumbs"),
                      _actions(archive, url("zipseries", series=series),
-                              url("seriesmover", series=series, studyuid=match[STUDY_INSTANCE_UID]))])
+                              url("seriesmover", series=series, studyuid=match[STUDY_INSTANCE_UID]),
+                              url("seriesdeleter", series=series))])
     return htmlAnswer("series", table(_caption("series", len(rows), parameters),
                                       ("Patient ID", "Name", "Number", "Date", "Time", "Description", "Modality",
                                        "Icons", ""), rows))
@@ -219,6 +226,7 @@ async def top(archive, parameters):
         _form("querystudies", "Local studies", *who, ("studydatematch", "Study date")),
         _form("queryseries", "Local series", *who, ("studydatematch", "Study date")),
         _finderForm(archive),
+        uploadForm(archive),
         join(Markup("<p>"), link(url("queryworklist"), "Worklist"), " | ",
              link(url("showconfig"), "Configuration"), Markup("</p>")))
 

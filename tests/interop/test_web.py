@@ -158,3 +158,38 @@ class WebEndpointTests(unittest.TestCase):
         self.assertIn(f"web interface on tcp:{server.webPort}: the web interface has no login", server.log())
         with urllib.request.urlopen(f"http://127.0.0.1:{server.webPort}/cgi-bin/dgate?mode=top", timeout=30) as r:
             self.assertEqual(r.status, 200)
+
+
+class WebEditTests(unittest.TestCase):
+    """WebReadOnly = 0: a browser's multipart upload and a delete, over HTTP."""
+
+    def setUp(self):
+        self.server = PacsServer(self.mktemp(), ini={"WebReadOnly": "0"}).start()
+        self.addCleanup(self.server.stop)
+        self.base = f"http://127.0.0.1:{self.server.webPort}/cgi-bin/dgate"
+
+    def post(self, query, body, contentType):
+        request = urllib.request.Request(f"{self.base}?{query}", data=body, method="POST",
+                                         headers={"Content-Type": contentType})
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+    def test_uploadThenDelete(self):
+        with open(CT, "rb") as f:
+            content = f.read()
+        boundary = "pacsboundary1234"
+        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"filetoupload\"; filename=\"ct.dcm\"\r\n"
+                f"Content-Type: application/octet-stream\r\n\r\n").encode() + content + f"\r\n--{boundary}--\r\n".encode()
+        status, page = self.post("mode=addlocalfile", body, f"multipart/form-data; boundary={boundary}")
+        self.assertEqual(status, 200, page)
+        ct = pydicom.dcmread(CT, stop_before_pixels=True)
+        self.assertIn(f"{ct.SOPInstanceUID} stored as", page)
+        self.assertEqual(self.server.dgate("--imagelister:(local)||" + ct.SeriesInstanceUID).stdout.count("MAG0:"), 1)
+        status, page = self.post("mode=deletestudy", f"study=:{ct.StudyInstanceUID}".encode(),
+                                 "application/x-www-form-urlencoded")
+        self.assertEqual(status, 200, page)
+        self.assertIn("1 object(s) removed from the server", page)
+        self.assertEqual(self.server.dgate("--imagelister:(local)||" + ct.SeriesInstanceUID).stdout.count("MAG0:"), 0)

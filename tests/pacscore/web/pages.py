@@ -39,9 +39,10 @@ def get(resource, target=None, method=b"GET", **parameters):
         parameters = dict(parse_qsl(urlsplit(target).query, keep_blank_values=True))
     request = DummyRequest([])
     request.method = method
-    request.uri = b"/cgi-bin/dgate?" + urlencode(parameters).encode()
+    request.uri = b"/cgi-bin/dgate?" + urlencode({n: v for n, v in parameters.items() if isinstance(v, str)}).encode()
     request.path = b"/cgi-bin/dgate"
-    request.args = {name.encode(): [value.encode()] for name, value in parameters.items()}
+    request.args = {name.encode(): [value if isinstance(value, bytes) else value.encode()]
+                    for name, value in parameters.items()}
     finished = request.notifyFinish()
     resource.render(request)
     yield finished

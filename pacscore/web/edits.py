@@ -1,0 +1,129 @@
+"""The web pages that change the archive, only where dicom.ini says
+``WebReadOnly = 0`` (Conquest's default, 1, leaves them out: their pages
+answer 403 and the lists show no links to them):
+
+- ``studydeleter`` / ``seriesdeleter`` (``study`` / ``series`` = patid:uid)
+  ask to confirm; their button POSTs ``deletestudy`` / ``deleteseries``,
+  which remove the files and index rows as ``dgate --deletestudy:`` does;
+- ``addlocalfile``: a POSTed form's ``filetoupload`` (multipart) is stored
+  as ``dgate --addimagefile:`` stores a file (an HL7 message, starting with
+  ``MSH``, is applied to the worklist as ``--loadhl7:``).
+
+Changes are only made for a POST: a link or a page prefetch cannot make them.
+"""
+
+import os
+import tempfile
+
+from twisted.internet import defer
+
+from pacscore.control.context import CommandError, ControlContext
+from pacscore.control.data import AddImageFile, LoadHL7
+from pacscore.control.deletes import DeleteSeries, DeleteStudy
+from pacscore.web.answers import WebError, htmlAnswer
+from pacscore.web.html import SCRIPT, Markup, text
+from pacscore.web.objects import uid
+
+
+def writable(archive):
+    """Whether WebReadOnly = 0 lets the web pages change the archive."""
+    return archive.configuration.ini.getint("WebReadOnly", 1) == 0
+
+
+def _checkWritable(archive):
+    if not writable(archive):
+        raise WebError(403, "the web interface is read-only (WebReadOnly = 1)")
+
+
+def _checkPost(request):
+    if request.method != b"POST":
+        raise WebError(405, "changes are made with the page's button (POST)")
+
+
+def _reference(parameters, name):
+    patientID, _, value = parameters.get(name).strip().rpartition(":")
+    return f"{patientID}:{uid(value, f'the {name} UID')}"
+
+
+async def _run(archive, command, arguments, title):
+    context = ControlContext(archive, archive.reactor, peer="web page")
+    try:
+        result = await defer.maybeDeferred(command.run, arguments, context)
+    except CommandError as e:
+        raise WebError(422, str(e)) from e
+    return htmlAnswer(title, Markup("<p id=\"result\">"), result, Markup("</p>"))
+
+
+def _confirmPage(archive, parameters, name, mode):
+    _checkWritable(archive)
+    reference = _reference(parameters, name)
+    form = Markup(f"<form action=\"{SCRIPT}?mode={mode}\" method=\"post\">"
+                  f"<input type=\"hidden\" name=\"{name}\" value=\"{text(reference)}\">"
+                  f"<input type=\"submit\" value=\"Delete {name} {text(reference)}\"></form>")
+    return htmlAnswer(f"delete {name} {reference}?",
+                      Markup("<p>Its files and index rows will be removed from this archive.</p>"), form)
+
+
+async def studyDeleter(archive, parameters):
+    return _confirmPage(archive, parameters, "study", "deletestudy")
+
+
+async def seriesDeleter(archive, parameters):
+    return _confirmPage(archive, parameters, "series", "deleteseries")
+
+
+async def deleteStudy(archive, parameters, request):
+    _checkWritable(archive)
+    _checkPost(request)
+    reference = _reference(parameters, "study")
+    return await _run(archive, DeleteStudy(), reference, f"study {reference} deleted")
+
+
+async def deleteSeries(archive, parameters, request):
+    _checkWritable(archive)
+    _checkPost(request)
+    reference = _reference(parameters, "series")
+    return await _run(archive, DeleteSeries(), reference, f"series {reference} deleted")
+
+
+def _spooled(content):
+    """In the I/O pool: ``content`` in a new temporary file; its path."""
+    descriptor, path = tempfile.mkstemp(prefix="pacs-upload-")
+    with os.fdopen(descriptor, "wb") as f:
+        f.write(content)
+    return path
+
+
+async def addLocalFile(archive, parameters, request):
+    _checkWritable(archive)
+    _checkPost(request)
+    content = request.args.get(b"filetoupload", [b""])[0]
+    if not content:
+        raise WebError(400, "no file was uploaded (a multipart form field filetoupload)")
+    path = await archive.workers.deferToWorker(_spooled, content)
+    try:
+        command = LoadHL7() if content.lstrip().startswith(b"MSH") else AddImageFile()
+        return await _run(archive, command, path, "uploaded file")
+    finally:
+        await archive.workers.deferToWorker(os.remove, path)
+
+
+def uploadForm(archive):
+    """The top page's upload form, when the pages may change the archive."""
+    if not writable(archive):
+        return ""
+    return Markup(f"<form action=\"{SCRIPT}?mode=addlocalfile\" method=\"post\" enctype=\"multipart/form-data\">"
+                  "<fieldset><legend>Upload a DICOM file or HL7 message</legend>"
+                  "<input type=\"file\" name=\"filetoupload\"> <input type=\"submit\" value=\"Upload\">"
+                  "</fieldset></form>")
+
+
+MODES = {
+    "studydeleter": studyDeleter,
+    "seriesdeleter": seriesDeleter,
+}
+REQUEST_MODES = {
+    "deletestudy": deleteStudy,
+    "deleteseries": deleteSeries,
+    "addlocalfile": addLocalFile,
+}

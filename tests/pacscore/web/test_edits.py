@@ -1,0 +1,92 @@
+"""Tests for pacscore.web.edits: deleting studies and series and uploading
+files through the web pages, only with WebReadOnly = 0 and only by POST."""
+
+import os
+
+from pydicom.data import get_testdata_file
+from twisted.internet import defer
+from twisted.trial import unittest
+
+from pacscore.testing.corpus import generateCorpus
+from pacscore.testing.orders import orderMessage
+from tests.pacscore.control.running import RunningArchive
+from tests.pacscore.web.pages import get, post
+from tests.pacscore.web.test_site import dgate
+
+
+class EditTests(unittest.TestCase):
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.running = RunningArchive(self, ini={"WebReadOnly": "0"})
+        self.corpus = generateCorpus(os.path.abspath(self.mktemp()), patients=1, studiesPerPatient=2,
+                                     seriesPerStudy=2, imagesPerSeries=2)
+        yield self.running.store(self.corpus)
+        self.resource = dgate(self.running)
+
+    @defer.inlineCallbacks
+    def test_deleteStudyThenSeries(self):
+        studies = yield get(self.resource, mode="querystudies")
+        deleters = [target for target in studies.links() if "mode=studydeleter" in target]
+        self.assertEqual(len(deleters), 2)
+        confirm = yield get(self.resource, deleters[0])
+        self.assertIn('method="post"', confirm.text)
+        study = [image for image in self.corpus if image.studyUID in confirm.text][0]
+        refused = yield get(self.resource, mode="deletestudy", study=f"{study.patientID}:{study.studyUID}")
+        self.assertEqual(refused.code, 405)
+        self.assertEqual((yield self.running.count("image")), 8)
+        deleted = yield post(self.resource, mode="deletestudy", study=f"{study.patientID}:{study.studyUID}")
+        self.assertIn("4 object(s) removed from the server", deleted.text)
+        self.assertEqual(((yield self.running.count("study")), (yield self.running.count("image"))), (1, 4))
+        self.assertEqual(len(self.running.files()), 4)
+        left = [image for image in self.corpus if image.studyUID != study.studyUID][0]
+        deleted = yield post(self.resource, mode="deleteseries", series=f":{left.seriesUID}")
+        self.assertIn("2 object(s) removed from the server", deleted.text)
+        again = yield post(self.resource, mode="deleteseries", series=f":{left.seriesUID}")
+        self.assertEqual(again.code, 422)
+        self.assertIn("no stored object matches", again.text)
+
+    @defer.inlineCallbacks
+    def test_upload(self):
+        top = yield get(self.resource)
+        self.assertIn('enctype="multipart/form-data"', top.text)
+        with open(get_testdata_file("CT_small.dcm"), "rb") as f:
+            uploaded = yield post(self.resource, mode="addlocalfile", filetoupload=f.read())
+        self.assertIn("1.3.6.1.4.1.5962.1.1.1.1.1.20040119072730.12322 stored as", uploaded.text)
+        self.assertEqual((yield self.running.count("image")), 9)
+        order = orderMessage("MSG1", "ACC1", "WL1", "Upload^Test")
+        uploaded = yield post(self.resource, mode="addlocalfile", filetoupload=order)
+        self.assertEqual(uploaded.code, 200, uploaded.text)
+        self.assertEqual((yield self.running.count("worklist")), 1)
+        for content, code in ((b"", 400), (b"not DICOM at all", 422)):
+            refused = yield post(self.resource, mode="addlocalfile", filetoupload=content)
+            self.assertEqual(refused.code, code, refused.text)
+        self.assertEqual([name for name in os.listdir(os.environ.get("TMPDIR", "/tmp"))
+                          if name.startswith("pacs-upload-")], [])
+
+
+class ReadOnlyTests(unittest.TestCase):
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.running = RunningArchive(self)
+        self.corpus = generateCorpus(os.path.abspath(self.mktemp()), patients=1, studiesPerPatient=1,
+                                     seriesPerStudy=1, imagesPerSeries=1)
+        yield self.running.store(self.corpus)
+        self.resource = dgate(self.running)
+
+    @defer.inlineCallbacks
+    def test_nothingChanges(self):
+        """Conquest's default WebReadOnly = 1: no links, no forms, 403s."""
+        image = self.corpus[0]
+        for page in ((yield get(self.resource)), (yield get(self.resource, mode="querystudies")),
+                     (yield get(self.resource, mode="queryseries"))):
+            self.assertNotIn("deleter", page.text)
+            self.assertNotIn("multipart", page.text)
+        for answer in ((yield get(self.resource, mode="studydeleter", study=f":{image.studyUID}")),
+                       (yield post(self.resource, mode="deletestudy", study=f":{image.studyUID}")),
+                       (yield post(self.resource, mode="deleteseries", series=f":{image.seriesUID}")),
+                       (yield post(self.resource, mode="addlocalfile", filetoupload=b"x"))):
+            self.assertEqual(answer.code, 403)
+            self.assertIn("read-only (WebReadOnly = 1)", answer.text)
+        self.assertEqual((yield self.running.count("image")), 1)

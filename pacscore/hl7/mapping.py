@@ -142,6 +142,13 @@ class WorklistMapping:
                 self._columns.append(_Column(column, source))
         self.generatedColumns = frozenset(c.name for c in self._columns if c.source in _GENERATED)
 
+    def generated(self, name):
+        """A new value for the ``*AN`` or ``*UI`` column ``name``; None for another column."""
+        for column in self._columns:
+            if column.name == name and column.source in _GENERATED:
+                return self.newAccessionNumber() if column.source == "*AN" else self.newUID()
+        return None
+
     def items(self, message):
         """One ``OrderItem`` per OBR (with the ORC before it), or per ORC without OBR."""
         orders = []

@@ -1,7 +1,7 @@
 """The pages that show the archive (Conquest's CGI modes): ``top`` (status
 and search forms), ``querypatients``, ``querystudies``, ``queryseries``,
 ``queryallimages`` and ``queryimages`` (the local index, each row linking to
-the level below), ``queryworklist`` and ``showconfig``.  They only read
+the level below) and ``showconfig``.  They only read
 (the pages that change the archive are ``pacscore.web.edits``).
 
 A list selects with Conquest's ``query`` text and search fields
@@ -10,8 +10,6 @@ do, so bookmarks of Conquest's pages keep working.
 """
 
 import re
-
-from sqlalchemy import select
 
 from pacscore.control import status
 from pacscore.db.drivers import redacted
@@ -171,19 +169,6 @@ async def queryImages(archive, parameters):
     return htmlAnswer("image icons", Markup(f"<p>{len(icons)} images</p>"), Markup("\n".join(icons)))
 
 
-def _worklistRows(connection, table, limit):
-    return connection.execute(select(table).limit(limit)).all()
-
-
-async def queryWorklist(archive, parameters):
-    worklist = archive.index.tables.worklist
-    columns = [column.name for column in archive.configuration.layout.worklist]
-    limit = parameters.number("max", 1000, low=1, high=100000)
-    found = await archive.index.runQuery(_worklistRows, worklist, limit)
-    rows = [["" if row._mapping[name] is None else row._mapping[name] for name in columns] for row in found]
-    return htmlAnswer("worklist", table(f"{len(rows)} worklist entries", columns, rows))
-
-
 def _shownValue(key, value):
     if SECRET_KEY.search(key):
         return "********" if value else ""
@@ -238,6 +223,5 @@ MODES = {
     "queryseries": querySeries,
     "queryallimages": queryAllImages,
     "queryimages": queryImages,
-    "queryworklist": queryWorklist,
     "showconfig": showConfig,
 }

@@ -30,12 +30,12 @@ def writable(archive):
     return archive.configuration.ini.getint("WebReadOnly", 1) == 0
 
 
-def _checkWritable(archive):
+def checkWritable(archive):
     if not writable(archive):
         raise WebError(403, "the web interface is read-only (WebReadOnly = 1)")
 
 
-def _checkPost(request):
+def checkPost(request):
     if request.method != b"POST":
         raise WebError(405, "changes are made with the page's button (POST)")
 
@@ -55,7 +55,7 @@ async def _run(archive, command, arguments, title):
 
 
 def _confirmPage(archive, parameters, name, mode):
-    _checkWritable(archive)
+    checkWritable(archive)
     reference = _reference(parameters, name)
     form = Markup(f"<form action=\"{SCRIPT}?mode={mode}\" method=\"post\">"
                   f"<input type=\"hidden\" name=\"{name}\" value=\"{text(reference)}\">"
@@ -73,15 +73,15 @@ async def seriesDeleter(archive, parameters):
 
 
 async def deleteStudy(archive, parameters, request):
-    _checkWritable(archive)
-    _checkPost(request)
+    checkWritable(archive)
+    checkPost(request)
     reference = _reference(parameters, "study")
     return await _run(archive, DeleteStudy(), reference, f"study {reference} deleted")
 
 
 async def deleteSeries(archive, parameters, request):
-    _checkWritable(archive)
-    _checkPost(request)
+    checkWritable(archive)
+    checkPost(request)
     reference = _reference(parameters, "series")
     return await _run(archive, DeleteSeries(), reference, f"series {reference} deleted")
 
@@ -95,8 +95,8 @@ def _spooled(content):
 
 
 async def addLocalFile(archive, parameters, request):
-    _checkWritable(archive)
-    _checkPost(request)
+    checkWritable(archive)
+    checkPost(request)
     content = request.args.get(b"filetoupload", [b""])[0]
     if not content:
         raise WebError(400, "no file was uploaded (a multipart form field filetoupload)")

@@ -20,13 +20,13 @@ from twisted.protocols.basic import FileSender
 from twisted.web import resource, server, util
 
 from pacscore.control.registry import CommandRegistry
-from pacscore.web import browse, downloads, edits, images, remote, wado
+from pacscore.web import browse, downloads, edits, images, remote, wado, worklist
 from pacscore.web.answers import HTML, Answer, FileAnswer, Parameters, WebError
 from pacscore.web.html import SCRIPT, Markup, page
 from pacscore.web.scripted import ScriptedPages
 
-MODES = {**browse.MODES, **images.MODES, **remote.MODES, **downloads.MODES, **edits.MODES}
-REQUEST_MODES = {**remote.REQUEST_MODES, **edits.REQUEST_MODES}  # these also get the request (its method)
+MODES = {**browse.MODES, **images.MODES, **remote.MODES, **downloads.MODES, **edits.MODES, **worklist.MODES}
+REQUEST_MODES = {**remote.REQUEST_MODES, **edits.REQUEST_MODES, **worklist.REQUEST_MODES}  # these also get the request (its method)
 DEFAULTS_SECTION = "webdefaults"
 TOP = SCRIPT.encode() + b"?mode=top"
 

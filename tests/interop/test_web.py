@@ -9,6 +9,7 @@ import shutil
 import socket
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 import zipfile
 from html import unescape
@@ -20,6 +21,7 @@ from twisted.trial import unittest
 
 from tests.interop.browser import renderedDOM
 from tests.interop.server import PacsServer
+from tests.interop.test_worklist import worklistFind
 from tests.pacscore.web.test_scripted import SAMPLE_CQ
 
 CT = get_testdata_file("CT_small.dcm")
@@ -193,3 +195,15 @@ class WebEditTests(unittest.TestCase):
         self.assertEqual(status, 200, page)
         self.assertIn("1 object(s) removed from the server", page)
         self.assertEqual(self.server.dgate("--imagelister:(local)||" + ct.SeriesInstanceUID).stdout.count("MAG0:"), 0)
+
+    def test_worklistItemForModalities(self):
+        """An item added on the web page is what a modality's worklist query finds."""
+        form = urllib.parse.urlencode({"original accession": "", "AccessionNumber": "WEB1", "PatientID": "WP1",
+                                       "PatientName": "Web^Order", "Modality": "MR", "StartDate": "20261203",
+                                       "StartTime": "1015", "ScheduledAE": "MR1"}).encode()
+        status, page = self.post("mode=saverecord", form, "application/x-www-form-urlencoded")
+        self.assertEqual(status, 200, page)
+        [match] = worklistFind(self.server, keys=["AccessionNumber", "PatientName"],
+                               sequenceKeys=["Modality=MR", "ScheduledStationAETitle"])
+        self.assertEqual((match.AccessionNumber, str(match.PatientName)), ("WEB1", "Web^Order"))
+        self.assertEqual(match.ScheduledProcedureStepSequence[0].ScheduledStationAETitle, "MR1")

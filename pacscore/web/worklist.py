@@ -1,0 +1,164 @@
+"""The modality worklist on the web (Conquest's CGI modes): ``queryworklist``
+lists the items; with ``WebReadOnly = 0`` also ``editrecord`` (an item, by
+``accession``, or Conquest's ``query=AccessionN = 'A1'``) and ``addrecord``
+(a new one) show a form whose button POSTs ``saverecord``, and
+``deleterecord`` (POST) removes an item.
+
+Saving goes through ``WorklistItems.apply`` as HL7 orders do: a change is
+an XO of the item (a changed accession number: the old item cancelled and
+the new one inserted, in one transaction), a new item an NW; ``*AN`` and
+``*UI`` columns (dicom.sql's HL7 sources) left empty are generated, and
+keep their value when an item changes.  Values longer than their column,
+and dates that are not YYYYMMDD, are refused (400).
+"""
+
+import re
+
+from sqlalchemy import select
+
+from pacscore.db.worklistitems import OrderRefused
+from pacscore.hl7.mapping import OrderItem
+from pacscore.web.answers import WebError, htmlAnswer
+from pacscore.web.edits import checkPost, checkWritable, writable
+from pacscore.web.html import SCRIPT, Markup, join, link, table, text, url
+
+_CONQUEST_QUERY = re.compile(r"^\s*(?:\w+\.)?AccessionN\w*\s*=\s*'((?:[^']|'')*)'\s*$", re.IGNORECASE)
+_DATE = re.compile(r"^([0-9]{8})?$")
+ORIGINAL = "original accession"
+
+
+def _columns(archive):
+    return [column for column in archive.configuration.layout.worklist if not column.isSequenceMarker]
+
+
+def _accessionColumn(archive):
+    name = archive.worklistItems.accessionColumn
+    if name is None:
+        raise WebError(501, "the WorkList table of dicom.sql has no AccessionNumber (0008,0050) column")
+    return name
+
+
+def _rows(connection, worklistTable, limit, column=None, value=None):
+    query = select(worklistTable)
+    if column is not None:
+        query = query.where(worklistTable.c[column] == value)
+    return [dict(row._mapping) for row in connection.execute(query.limit(limit)).all()]
+
+
+async def queryWorklist(archive, parameters):
+    names = [column.name for column in _columns(archive)]
+    limit = parameters.number("max", 1000, low=1, high=100000)
+    found = await archive.index.runQuery(_rows, archive.index.tables.worklist, limit)
+    rows = [["" if row[name] is None else row[name] for name in names] for row in found]
+    parts = []
+    accession = archive.worklistItems.accessionColumn
+    if writable(archive) and accession is not None:
+        for row, item in zip(rows, found):
+            row.insert(0, link(url("editrecord", accession=item[accession] or ""), "edit"))
+        names.insert(0, "")
+        parts.append(join(Markup("<p>"), link(url("addrecord"), "Add an item"), Markup("</p>")))
+    return htmlAnswer("worklist", table(f"{len(rows)} worklist entries", names, rows), *parts)
+
+
+def _accession(parameters):
+    accession = parameters.get("accession")
+    if not accession:
+        match = _CONQUEST_QUERY.match(parameters.get("query"))
+        if match is None:
+            raise WebError(400, "which item? give accession=... (or Conquest's query=AccessionN = '...')")
+        accession = match.group(1).replace("''", "'")
+    return accession
+
+
+def _form(archive, values, original):
+    fields = "".join(
+        f"<tr><th><label for=\"f{n}\">{text(column.name)}</label></th><td><input id=\"f{n}\" "
+        f"name=\"{text(column.name)}\" value=\"{text(values.get(column.name) or '')}\" maxlength=\"{column.length}\" "
+        f"size=\"{min(column.length, 64)}\"></td></tr>"
+        for n, column in enumerate(_columns(archive)))
+    return Markup(f"<form action=\"{SCRIPT}?mode=saverecord\" method=\"post\">"
+                  f"<input type=\"hidden\" name=\"{ORIGINAL}\" value=\"{text(original)}\">"
+                  f"<table>{fields}</table><input type=\"submit\" value=\"Save\"></form>")
+
+
+async def editRecord(archive, parameters):
+    checkWritable(archive)
+    accession = _accession(parameters)
+    column = _accessionColumn(archive)
+    found = await archive.index.runQuery(_rows, archive.index.tables.worklist, 1, column, accession)
+    if not found:
+        raise WebError(404, f"no worklist item with accession number {accession}")
+    delete = Markup(f"<form action=\"{SCRIPT}?mode=deleterecord\" method=\"post\">"
+                    f"<input type=\"hidden\" name=\"accession\" value=\"{text(accession)}\">"
+                    "<input type=\"submit\" value=\"Delete this item\"></form>")
+    return htmlAnswer(f"worklist item {accession}", _form(archive, found[0], accession), delete)
+
+
+async def addRecord(archive, parameters):
+    checkWritable(archive)
+    return htmlAnswer("new worklist item", _form(archive, {}, ""))
+
+
+def _values(archive, parameters):
+    """The submitted item, checked; generated columns filled when empty."""
+    values = {}
+    for column in _columns(archive):
+        value = parameters.get(column.name).strip()
+        if len(value) > column.length:
+            raise WebError(400, f"{column.name} holds at most {column.length} characters")
+        if column.dicomType == "DT_DATE" and not _DATE.match(value):
+            raise WebError(400, f"{column.name} is a date: YYYYMMDD, not {value!r}")
+        values[column.name] = value
+    return values
+
+
+async def saveRecord(archive, parameters, request):
+    checkWritable(archive)
+    checkPost(request)
+    accessionColumn = _accessionColumn(archive)
+    original = parameters.get(ORIGINAL).strip()
+    values = _values(archive, parameters)
+    mapping = archive.worklistMapping
+    for name, value in values.items():
+        if not value and (original == "" or name == accessionColumn):
+            values[name] = mapping.generated(name) or ""
+    accession = values[accessionColumn]
+    if not accession:
+        raise WebError(400, f"{accessionColumn} is needed")
+    if original and not await archive.index.runQuery(_rows, archive.index.tables.worklist, 1, accessionColumn,
+                                                     original):
+        raise WebError(409, f"no worklist item with accession number {original} (deleted meanwhile?)")
+    if not original:
+        orders = [OrderItem("NW", values)]
+    elif original == accession:
+        orders = [OrderItem("XO", values)]
+    else:
+        orders = [OrderItem("CA", {accessionColumn: original}), OrderItem("NW", values)]
+    try:
+        applied = await archive.worklistItems.apply(orders)
+    except OrderRefused as e:
+        raise WebError(409, str(e)) from e
+    return htmlAnswer(f"worklist item {accession}",
+                      Markup("<p id=\"result\">"), f"worklist item {accession} {applied[-1].action}", Markup("</p>"),
+                      join(Markup("<p>"), link(url("queryworklist"), "Worklist"), Markup("</p>")))
+
+
+async def deleteRecord(archive, parameters, request):
+    checkWritable(archive)
+    checkPost(request)
+    accession = _accession(parameters)
+    applied = await archive.worklistItems.apply([OrderItem("CA", {_accessionColumn(archive): accession})])
+    return htmlAnswer(f"worklist item {accession}",
+                      Markup("<p id=\"result\">"), f"worklist item {accession} {applied[0].action}", Markup("</p>"),
+                      join(Markup("<p>"), link(url("queryworklist"), "Worklist"), Markup("</p>")))
+
+
+MODES = {
+    "queryworklist": queryWorklist,
+    "editrecord": editRecord,
+    "addrecord": addRecord,
+}
+REQUEST_MODES = {
+    "saverecord": saveRecord,
+    "deleterecord": deleteRecord,
+}

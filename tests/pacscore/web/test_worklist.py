@@ -1,0 +1,78 @@
+"""Tests for pacscore.web.worklist: listing the worklist, and with
+WebReadOnly = 0 adding, changing and deleting items as HL7 orders would."""
+
+from sqlalchemy import select
+from twisted.internet import defer
+from twisted.trial import unittest
+
+from pacscore.dicom.uids import isUID
+from tests.pacscore.control.running import RunningArchive
+from tests.pacscore.web.pages import get, post
+from tests.pacscore.web.test_site import dgate
+
+ITEM = {"original accession": "", "AccessionNumber": "ACC1", "PatientID": "WL1", "PatientName": "Web^Item",
+        "Modality": "CT", "StartDate": "20261203", "StartTime": "0930", "ScheduledAE": "CT1"}
+
+
+class WorklistPageTests(unittest.TestCase):
+
+    def setUp(self):
+        self.running = RunningArchive(self, ini={"WebReadOnly": "0"})
+        self.resource = dgate(self.running)
+
+    def items(self):
+        table = self.running.archive.index.tables.worklist
+        return self.running.archive.index.runQuery(
+            lambda connection: [dict(row._mapping) for row in connection.execute(select(table)).all()])
+
+    @defer.inlineCallbacks
+    def test_addChangeDelete(self):
+        added = yield post(self.resource, mode="saverecord", **ITEM)
+        self.assertIn("worklist item ACC1 inserted", added.text)
+        [item] = yield self.items()
+        self.assertEqual((item["PatientName"], item["StartDate"]), ("Web^Item", "20261203"))
+        self.assertTrue(isUID(item["StudyInstanceUID"]))  # *UI in dicom.sql: generated
+        listed = yield get(self.resource, mode="queryworklist")
+        self.assertIn("<caption>1 worklist entries</caption>", listed.text)
+        form = yield get(self.resource, listed.links()[0])
+        self.assertIn('value="Web^Item"', form.text)
+        conquest = yield get(self.resource, mode="editrecord", db="DICOMWorkList", query="AccessionN = 'ACC1'")
+        self.assertEqual(conquest.text, form.text)
+        changed = yield post(self.resource, mode="saverecord", **dict(
+            ITEM, **{"original accession": "ACC1", "PatientName": "Web^Changed", "StudyInstanceUID": ""}))
+        self.assertIn("worklist item ACC1 updated", changed.text)
+        [after] = yield self.items()
+        self.assertEqual((after["PatientName"], after["StudyInstanceUID"]), ("Web^Changed", item["StudyInstanceUID"]))
+        renumbered = yield post(self.resource, mode="saverecord", **dict(
+            ITEM, **{"original accession": "ACC1", "AccessionNumber": "ACC2"}))
+        self.assertIn("worklist item ACC2 inserted", renumbered.text)
+        self.assertEqual([i["AccessionNumber"] for i in (yield self.items())], ["ACC2"])
+        deleted = yield post(self.resource, mode="deleterecord", accession="ACC2")
+        self.assertIn("worklist item ACC2 deleted", deleted.text)
+        self.assertEqual((yield self.items()), [])
+
+    @defer.inlineCallbacks
+    def test_refusals(self):
+        for parameters, code, why in [
+                (dict(ITEM, StartDate="3 Dec"), 400, "StartDate is a date: YYYYMMDD"),
+                (dict(ITEM, PatientID="x" * 65), 400, "PatientID holds at most 64 characters"),
+                (dict(ITEM, **{"original accession": "NOPE"}), 409, "no worklist item with accession number NOPE")]:
+            answer = yield post(self.resource, mode="saverecord", **parameters)
+            self.assertEqual(answer.code, code, answer.text)
+            self.assertIn(why, answer.text)
+        self.assertEqual((yield get(self.resource, mode="saverecord", **ITEM)).code, 405)
+        self.assertEqual((yield get(self.resource, mode="editrecord", accession="NONE")).code, 404)
+        self.assertEqual((yield get(self.resource, mode="editrecord", query="1=1")).code, 400)
+        self.assertEqual((yield self.items()), [])
+
+    @defer.inlineCallbacks
+    def test_readOnly(self):
+        yield post(self.resource, mode="saverecord", **ITEM)
+        self.running.configuration.ini.set("WebReadOnly", "1")
+        listed = yield get(self.resource, mode="queryworklist")
+        self.assertIn("<caption>1 worklist entries</caption>", listed.text)
+        self.assertNotIn("editrecord", listed.text)
+        for answer in ((yield get(self.resource, mode="addrecord")), (yield post(self.resource, mode="saverecord", **ITEM)),
+                       (yield post(self.resource, mode="deleterecord", accession="ACC1"))):
+            self.assertEqual(answer.code, 403)
+        self.assertEqual([i["AccessionNumber"] for i in (yield self.items())], ["ACC1"])

@@ -1,7 +1,8 @@
 """The pages that show the archive (Conquest's CGI modes): ``top`` (status
 and search forms), ``querypatients``, ``querystudies``, ``queryseries``,
 ``queryallimages`` and ``queryimages`` (the local index, each row linking to
-the level below) and ``showconfig``.  They only read
+the level below), ``showconfig``, ``showsops`` (dgatesop.lst) and ``showdb``
+(dicom.sql).  They only read
 (the pages that change the archive are ``pacscore.web.edits``).
 
 A list selects with Conquest's ``query`` text and search fields
@@ -183,6 +184,24 @@ async def showConfig(archive, parameters):
     return htmlAnswer("configuration", *parts)
 
 
+async def showSops(archive, parameters):
+    sopList = archive.configuration.sopList
+    rows = [[entry.name, entry.uid, entry.kind, entry.extra or "", "yes" if entry.enabled else "no"]
+            for entry in sopList.entries]
+    return htmlAnswer("SOP classes and transfer syntaxes",
+                      table(f"{len(rows)} entries of {sopList.path}", ("Name", "UID", "Kind", "Extra", "Enabled"), rows))
+
+
+async def showDb(archive, parameters):
+    configuration = archive.configuration
+    parts = [table(f"{configuration.tableNames[level]} ({level})", ("Group", "Element", "Column", "Length", "SQL type",
+                                                                   "DICOM type", "HL7"),
+                   [[f"0x{c.group:04x}", f"0x{c.element:04x}", c.name, c.length, c.sqlType, c.dicomType, c.hl7 or ""]
+                    for c in columns])
+             for level, columns in configuration.layout.levels() + [("worklist", configuration.layout.worklist)]]
+    return htmlAnswer(f"database layout of {configuration.layout.path}", *parts)
+
+
 def _form(mode, legend, *fields):
     inputs = "".join(f"<label>{label} <input name=\"{name}\" size=16></label> " for name, label in fields)
     return Markup(f"<form action=\"{SCRIPT}\" method=\"get\"><fieldset><legend>{legend}</legend>"
@@ -213,7 +232,8 @@ async def top(archive, parameters):
         _finderForm(archive),
         uploadForm(archive),
         join(Markup("<p>"), link(url("queryworklist"), "Worklist"), " | ",
-             link(url("showconfig"), "Configuration"), Markup("</p>")))
+             link(url("showconfig"), "Configuration"), " | ", link(url("showsops"), "SOP classes"), " | ",
+             link(url("showdb"), "Database layout"), Markup("</p>")))
 
 
 MODES = {
@@ -224,4 +244,6 @@ MODES = {
     "queryallimages": queryAllImages,
     "queryimages": queryImages,
     "showconfig": showConfig,
+    "showsops": showSops,
+    "showdb": showDb,
 }

@@ -124,6 +124,11 @@ class BrowseTests(unittest.TestCase):
         self.assertIn("[webdefaults]", config.text)
         self.assertNotIn("hush", config.text)
         self.assertNotIn("topsecret", config.text)
+        sops = yield get(self.resource, mode="showsops")
+        self.assertIn("<td>CTStorage</td><td>1.2.840.10008.5.1.4.1.1.2</td><td>sop</td>", sops.text)
+        layout = yield get(self.resource, mode="showdb")
+        self.assertIn("<caption>DICOMWorkList (worklist)</caption>", layout.text)
+        self.assertIn("<td>0x0010</td><td>0x0020</td><td>PatientID</td><td>64</td>", layout.text)
 
     @defer.inlineCallbacks
     def test_badRequests(self):

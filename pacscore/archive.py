@@ -26,7 +26,7 @@ from pacscore.db.worklistquery import WorklistQuery
 from pacscore.dicom import commands
 from pacscore.dicom.find import FindService
 from pacscore.dicom.models import FIND, GET, MOVE, modelOf, sopClassesFor
-from pacscore.dicom.negotiation import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION, AcceptorPolicy
+from pacscore.dicom.negotiation import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION, AcceptorPolicy, TitleStyle
 from pacscore.dicom.protocol import DicomServerFactory
 from pacscore.dicom.retrieve import GetService, MoveService
 from pacscore.dicom.routing import SopClassRouter
@@ -100,6 +100,7 @@ class Archive:
         self.incomingCompression = self._compressionCode(configuration.ini, "IncomingCompression")
         self.droppedFileCompression = self._compressionCode(configuration.ini, "DroppedFileCompression")
         self.tcpPort = configuration.tcpPort
+        self.titleStyle = TitleStyle.fromIni(configuration.ini)  # PadAEWithZeros, SendUpperCaseAE
         ini = configuration.ini
         worklistColumns = configuration.layout.worklist
         try:
@@ -273,7 +274,8 @@ class Archive:
             aeTitles=[self.aeTitle] + [e.aeTitle for e in sopList.localAEs()],
             abstractSyntaxes=served,
             transferSyntaxes={e.uid for e in sopList.transfers()},
-            callingAETitles={e.aeTitle for e in sopList.remoteAEs()})
+            callingAETitles={e.aeTitle for e in sopList.remoteAEs()},
+            titleStyle=self.titleStyle)
 
     def dicomFactory(self):
         """The protocol factory of the DICOM service."""
@@ -299,7 +301,7 @@ class Archive:
                                                 MODALITY_WORKLIST_FIND: worklist}),
             commands.C_MOVE_RQ: SopClassRouter(dict.fromkeys(sopClassesFor(MOVE), MoveService(
                 *retrieveSettings, self.configuration.acrNemaMap, self.counters, dimseTimeout=self.idleTimeout,
-                **retrieveHooks))),
+                titleStyle=self.titleStyle, **retrieveHooks))),
             commands.C_GET_RQ: SopClassRouter(dict.fromkeys(sopClassesFor(GET), GetService(
                 *retrieveSettings, self.counters, **retrieveHooks))),
         }

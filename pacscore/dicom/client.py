@@ -18,7 +18,7 @@ from twisted.internet.endpoints import HostnameEndpoint
 
 from pacscore.dicom import commands, pdu
 from pacscore.dicom.datasets import encodeDataset
-from pacscore.dicom.negotiation import accepted, refusal, requestPDU
+from pacscore.dicom.negotiation import PLAIN_TITLES, accepted, refusal, requestPDU
 from pacscore.dicom.protocol import (
     AWAITING_ASSOCIATE_AC, AWAITING_RELEASE_RP, ESTABLISHED, PRIORITY_MEDIUM, AssociationLost,
     DicomFactory, DicomProtocol, NoContext)
@@ -35,7 +35,7 @@ class DicomClientProtocol(DicomProtocol):
         super().connectionMade()
         factory = self.factory
         self.transport.write(requestPDU(factory.callingAE, factory.calledAE, factory.contexts,
-                                        factory.maxPDULength, factory.roles))
+                                        factory.maxPDULength, factory.roles, factory.titleStyle))
         self._startArtim()
         self._released = None
 
@@ -180,10 +180,11 @@ class DicomClientFactory(DicomFactory):
 
     protocol = DicomClientProtocol
 
-    def __init__(self, callingAE, calledAE, contexts, roles, deferred, **settings):
+    def __init__(self, callingAE, calledAE, contexts, roles, deferred, titleStyle=PLAIN_TITLES, **settings):
         super().__init__(**settings)
         self.callingAE = callingAE
         self.calledAE = calledAE
+        self.titleStyle = titleStyle
         self.contexts = contexts
         self.roles = roles
         self.deferred = deferred
@@ -209,7 +210,7 @@ def numberContexts(contexts):
 
 def associate(reactor, host, port, callingAE, calledAE, contexts, roles=None, services=None,
               sinks=None, connectTimeout=30, artimTimeout=30, dimseTimeout=None, idleTimeout=None,
-              maxPDULength=262144, endpoint=None):
+              maxPDULength=262144, endpoint=None, titleStyle=PLAIN_TITLES):
     """Open an association; fires with the ``DicomClientProtocol`` once it is
     accepted, or fails with ``AssociationRefused``/``AssociationLost``/a
     connection error.
@@ -217,11 +218,13 @@ def associate(reactor, host, port, callingAE, calledAE, contexts, roles=None, se
     ``contexts`` lists ``(abstract syntax, [transfer syntaxes])``; ``roles``
     ``{sopClass: (scu, scp)}`` for role selection (C-GET asks for the SCP
     role on storage classes); ``services``/``sinks`` answer the peer's
-    requests (C-STORE sub-operations of a C-GET), as for a server.
+    requests (C-STORE sub-operations of a C-GET), as for a server;
+    ``titleStyle`` how the A-ASSOCIATE-RQ writes the AE titles
+    (``negotiation.TitleStyle``: PadAEWithZeros, SendUpperCaseAE).
     """
     deferred = defer.Deferred()
     factory = DicomClientFactory(
-        callingAE, calledAE, numberContexts(contexts), roles, deferred,
+        callingAE, calledAE, numberContexts(contexts), roles, deferred, titleStyle,
         services=services or {}, sinks=sinks or {}, clock=reactor, idleTimeout=idleTimeout,
         artimTimeout=artimTimeout, dimseTimeout=dimseTimeout, maxPDULength=maxPDULength)
     if endpoint is None:
@@ -234,7 +237,8 @@ class NodeUnreachable(Exception):
     """No association with an acrnema.map node; the message says why."""
 
 
-async def associateNode(reactor, node, callingAE, contexts, connectTimeout=30, dimseTimeout=300, endpointFor=None):
+async def associateNode(reactor, node, callingAE, contexts, connectTimeout=30, dimseTimeout=300, endpointFor=None,
+                        titleStyle=PLAIN_TITLES):
     """``associate`` with the AE, host and port of an acrnema.map ``node``
     (``endpointFor(host, port)``: a client endpoint instead of TCP);
     any failure is a ``NodeUnreachable`` naming the node."""
@@ -242,6 +246,6 @@ async def associateNode(reactor, node, callingAE, contexts, connectTimeout=30, d
     try:
         return await associate(reactor, node.host, int(node.port), callingAE, node.ae, contexts,
                                connectTimeout=connectTimeout, artimTimeout=connectTimeout,
-                               dimseTimeout=dimseTimeout, endpoint=endpoint)
+                               dimseTimeout=dimseTimeout, endpoint=endpoint, titleStyle=titleStyle)
     except Exception as e:
         raise NodeUnreachable(f"cannot associate with {node.ae} at {node.host}:{node.port}: {e}") from e

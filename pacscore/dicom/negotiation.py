@@ -8,6 +8,7 @@ builds our A-ASSOCIATE-RQ and reads the peer's AC or RJ.
 """
 
 from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RJ, A_ASSOCIATE_RQ
 from pynetdicom.pdu_primitives import (
@@ -41,6 +42,36 @@ SMALLEST_MAX_PDU_LENGTH = 1024  # a peer asking for smaller PDUs is refused
 ACSE_PROTOCOL_VERSION = 2
 
 MAX_ASYNC_OPERATIONS = 16
+AE_FIELDS = slice(10, 42)  # called and calling AE title in an A-ASSOCIATE-RQ/AC PDU
+
+
+class TitleStyle(NamedTuple):
+    """How our A-ASSOCIATE-RQ and -AC write AE titles: Conquest's
+    PadAEWithZeros = 1 pads both with NULs instead of spaces, SendUpperCaseAE
+    (any value but empty or 0) sends the called AE title of our requests in
+    upper case."""
+
+    zeroPadded: bool = False
+    upperCaseCalled: bool = False
+
+    @classmethod
+    def fromIni(cls, ini):
+        return cls(ini.getint("PadAEWithZeros", 0) == 1,
+                   ini.get("SendUpperCaseAE", "").strip() not in ("", "0"))
+
+    def calledAE(self, ae):
+        return ae.upper() if self.upperCaseCalled else ae
+
+    def written(self, pdu):
+        """An encoded A-ASSOCIATE-RQ or -AC with its AE titles padded so."""
+        if not self.zeroPadded:
+            return pdu
+        titles = bytes(pdu[AE_FIELDS])
+        padded = b"".join(title.rstrip(b" ").ljust(16, b"\0") for title in (titles[:16], titles[16:]))
+        return bytes(pdu[:AE_FIELDS.start]) + padded + bytes(pdu[AE_FIELDS.stop:])
+
+
+PLAIN_TITLES = TitleStyle()
 
 
 class AssociationRejected(Exception):
@@ -72,6 +103,7 @@ class AcceptorPolicy:
     transferSyntaxes: set[str]
     callingAETitles: set[str] = field(default_factory=set)
     maxPDULength: int = 262144
+    titleStyle: TitleStyle = PLAIN_TITLES  # how the A-ASSOCIATE-AC writes the AE titles
     accepted: dict = field(default_factory=dict, repr=False, compare=False)  # RQ body -> Association
     rememberAccepted = 64        # requests
     rememberLargest = 64 << 10   # bytes of one request (storescu's 112 contexts: 9.6 KB)
@@ -282,7 +314,7 @@ def _negotiate(body, policy):
         peerImplementationVersion=_firstText(implementationVersion, "implementation_version_name"),
         contexts=contexts, rolesAsSCU=rolesAsSCU,
         maxOperationsInvoked=invoked, maxOperationsPerformed=performed,
-        acPDU=acPDU.encode())
+        acPDU=policy.titleStyle.written(acPDU.encode()))
 
 
 # -- the requestor's side ----------------------------------------------------
@@ -307,13 +339,14 @@ class AssociationRefused(Exception):
         super().__init__(f"association rejected {kind}: {text}")
 
 
-def requestPDU(callingAE, calledAE, contexts, maxPDULength, roles=None):
+def requestPDU(callingAE, calledAE, contexts, maxPDULength, roles=None, titleStyle=PLAIN_TITLES):
     """Our A-ASSOCIATE-RQ: ``contexts`` is ``{contextId: (abstract, [transfer
-    syntaxes])}`` (odd ids), ``roles`` ``{sopClass: (scu, scp)}``."""
+    syntaxes])}`` (odd ids), ``roles`` ``{sopClass: (scu, scp)}``, the AE
+    titles written in ``titleStyle``."""
     primitive = A_ASSOCIATE()
     primitive.application_context_name = APPLICATION_CONTEXT
     primitive.calling_ae_title = callingAE
-    primitive.called_ae_title = calledAE
+    primitive.called_ae_title = titleStyle.calledAE(calledAE)
     proposed = []
     for contextId, (abstract, syntaxes) in contexts.items():
         context = PresentationContext()
@@ -326,7 +359,7 @@ def requestPDU(callingAE, calledAE, contexts, maxPDULength, roles=None):
     primitive.user_information = _ourUserItems(maxPDULength) + _roleItems(roles or {})
     rq = A_ASSOCIATE_RQ()
     rq.from_primitive(primitive)
-    return rq.encode()
+    return titleStyle.written(rq.encode())
 
 
 def refusal(body):

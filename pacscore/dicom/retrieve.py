@@ -25,6 +25,7 @@ from pacscore.codecs.syntaxes import NATIVE, UNCOMPRESSED, canDecode, canEncode,
 from pacscore.codecs.transcode import TranscodeError, transcode
 from pacscore.dicom import commands
 from pacscore.dicom.client import associate
+from pacscore.dicom.negotiation import PLAIN_TITLES
 from pacscore.converters.hooks import LEFT_OUT
 from pacscore.dicom.datasets import IdentifierError, decodeDataset, encodeDataset
 from pacscore.dicom.find import DESTROYED, convertIdentifier
@@ -398,9 +399,10 @@ class MoveService(RetrieveService):
     operation = "C-MOVE"
 
     def __init__(self, index, query, reader, workers, aeTitle, reactor, acrNemaMap, counters=None,
-                 dimseTimeout=300, connectTimeout=30, **hooks):
+                 dimseTimeout=300, connectTimeout=30, titleStyle=PLAIN_TITLES, **hooks):
         super().__init__(index, query, reader, workers, aeTitle, reactor, counters, **hooks)
         self.acrNemaMap = acrNemaMap
+        self.titleStyle = titleStyle  # how we write AE titles to the destination
         self.dimseTimeout = dimseTimeout
         self.connectTimeout = connectTimeout
 
@@ -420,7 +422,7 @@ class MoveService(RetrieveService):
             return _Nowhere(node.ae), compression
         target = await associate(self.reactor, node.host, int(node.port), self.aeTitle, node.ae, contexts,
                                  connectTimeout=self.connectTimeout, artimTimeout=self.connectTimeout,
-                                 dimseTimeout=self.dimseTimeout)
+                                 dimseTimeout=self.dimseTimeout, titleStyle=self.titleStyle)
         return target, compression
 
     async def _close(self, protocol, target):

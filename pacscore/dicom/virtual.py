@@ -45,6 +45,7 @@ from pacscore.codecs.syntaxes import UNCOMPRESSED
 from pacscore.dicom import commands
 from pacscore.db.query import QueryKey
 from pacscore.dicom.client import associateNode
+from pacscore.dicom.negotiation import PLAIN_TITLES, TitleStyle
 from pacscore.dicom.datasets import IdentifierError, decodeDataset, encodeDataset
 from pacscore.dicom.models import (
     PATIENT_ROOT_FIND, PATIENT_ROOT_MOVE, STUDY_ROOT_FIND, STUDY_ROOT_MOVE, modelOf)
@@ -148,7 +149,7 @@ class VirtualServers:
     log = Logger()
 
     def __init__(self, servers, acrNemaMap, aeTitle, reactor, index, query, actions, cache=True,
-                 connectTimeout=30, dimseTimeout=300, endpointFor=None):
+                 connectTimeout=30, dimseTimeout=300, endpointFor=None, titleStyle=PLAIN_TITLES):
         self.servers = list(servers)
         self.acrNemaMap = acrNemaMap
         self.aeTitle = aeTitle
@@ -160,6 +161,7 @@ class VirtualServers:
         self.connectTimeout = connectTimeout
         self.dimseTimeout = dimseTimeout
         self.endpointFor = endpointFor  # (host, port) -> client endpoint; None: TCP
+        self.titleStyle = titleStyle  # PadAEWithZeros, SendUpperCaseAE (negotiation.TitleStyle)
 
     @classmethod
     def fromConfiguration(cls, configuration, aeTitle, reactor, index, query, actions):
@@ -172,14 +174,15 @@ class VirtualServers:
             if configuration.acrNemaMap.lookup(server.ae) is None:
                 cls.log.warn("VirtualServerFor: {ae} is not in acrnema.map: it will not be asked", ae=server.ae)
         return cls(servers, configuration.acrNemaMap, aeTitle, reactor, index, query, actions,
-                   cache=ini.getint("CacheVirtualData", 1) != 0, dimseTimeout=configuration.tcpipTimeout or 300)
+                   cache=ini.getint("CacheVirtualData", 1) != 0, dimseTimeout=configuration.tcpipTimeout or 300,
+                   titleStyle=TitleStyle.fromIni(ini))
 
     async def _associate(self, server, contexts):
         node = self.acrNemaMap.lookup(server.ae)
         if node is None:
             raise VirtualServerError(f"{server.ae} is not in acrnema.map")
         protocol = await associateNode(self.reactor, node, self.aeTitle, contexts, self.connectTimeout,
-                                       self.dimseTimeout, self.endpointFor)
+                                       self.dimseTimeout, self.endpointFor, self.titleStyle)
         return KodakPatientIDs(protocol) if server.fixKodak else protocol
 
     async def _find(self, protocol, sopClass, identifier):

@@ -37,6 +37,7 @@ from pacscore.codecs.syntaxes import UNCOMPRESSED, qualityOf
 from pacscore.codecs.transcode import TranscodeError
 from pacscore.dicom import commands
 from pacscore.dicom.client import NodeUnreachable, associateNode
+from pacscore.dicom.negotiation import PLAIN_TITLES, TitleStyle
 from pacscore.dicom.datasets import IdentifierError, decodeDataset
 from pacscore.dicom.models import PATIENT_ROOT_FIND, PATIENT_ROOT_MOVE
 from pacscore.dicom.protocol import ESTABLISHED
@@ -86,7 +87,7 @@ class Forwarder:
 
     def __init__(self, reactor, acrNemaMap, aeTitle, index, query, reader, workers, associationLevel="IMAGE", closeDelay=5, refreshDelay=3600, release=True,
                  connectTimeout=30, dimseTimeout=300, endpointFor=None, lossyQuality=DEFAULT_QUALITY,
-                 compressionScripts=None):
+                 compressionScripts=None, titleStyle=PLAIN_TITLES):
         associationLevel = associationLevel.strip().upper() or "IMAGE"
         if associationLevel not in ASSOCIATION_LEVELS:
             raise ValueError(f"ForwardAssociationLevel must be one of {', '.join(ASSOCIATION_LEVELS)}, "
@@ -107,12 +108,14 @@ class Forwarder:
         self.endpointFor = endpointFor  # (host, port) -> client endpoint; None: TCP
         self.lossyQuality = lossyQuality  # LossyQuality, for the lossy JPEG codes
         self.compressionScripts = compressionScripts  # the s0..s9 codes' lines (converters.compressing), or None
+        self.titleStyle = titleStyle  # PadAEWithZeros, SendUpperCaseAE (negotiation.TitleStyle)
         self._links = {}
 
     @classmethod
     def fromConfiguration(cls, configuration, reactor, aeTitle, index, query, reader, workers,
                           compressionScripts=None):
-        """With the ForwardAssociation* keys, TCPIPTimeOut and LossyQuality of dicom.ini."""
+        """With the ForwardAssociation* keys, TCPIPTimeOut, LossyQuality,
+        PadAEWithZeros and SendUpperCaseAE of dicom.ini."""
         ini = configuration.ini
         return cls(reactor, configuration.acrNemaMap, aeTitle, index, query, reader, workers,
                    compressionScripts=compressionScripts,
@@ -120,7 +123,8 @@ class Forwarder:
                    closeDelay=ini.getint("ForwardAssociationCloseDelay", 5),
                    refreshDelay=ini.getint("ForwardAssociationRefreshDelay", 3600),
                    release=ini.getint("ForwardAssociationRelease", 1) != 0,
-                   dimseTimeout=configuration.tcpipTimeout or 300, lossyQuality=configuration.lossyQuality)
+                   dimseTimeout=configuration.tcpipTimeout or 300, lossyQuality=configuration.lossyQuality,
+                   titleStyle=TitleStyle.fromIni(ini))
 
     def _node(self, destination):
         node = self.acrNemaMap.lookup(destination)
@@ -323,7 +327,7 @@ class Forwarder:
     async def _associate(self, node, contexts):
         try:
             return await associateNode(self.reactor, node, self.aeTitle, contexts, self.connectTimeout,
-                                       self.dimseTimeout, self.endpointFor)
+                                       self.dimseTimeout, self.endpointFor, self.titleStyle)
         except NodeUnreachable as e:
             raise ForwardError(str(e)) from e
 

@@ -3,7 +3,8 @@
 from twisted.trial import unittest
 
 from pacscore.dicom import negotiation
-from pacscore.dicom.negotiation import AcceptorPolicy, AssociationRejected, negotiate
+from pacscore.config.ini import DicomIni
+from pacscore.dicom.negotiation import AcceptorPolicy, AssociationRejected, TitleStyle, negotiate
 from pacscore.dicom.pdu import PDUError
 from tests.pacscore.dicom.requests import CT_STORAGE, EXPLICIT, IMPLICIT, VERIFICATION, associateRQ
 
@@ -98,6 +99,38 @@ class ZeroPaddedTitlesTests(unittest.TestCase):
         answer = bytearray(negotiate(request[6:], policy).acPDU)
         answer[10:26] = b"PACS".ljust(16, b"\x00")
         granted = negotiation.accepted(bytes(answer[6:]), "SCU", "PACS", {1: (VERIFICATION, [IMPLICIT])})
+        self.assertEqual(granted.contexts, {1: (VERIFICATION, IMPLICIT)})
+
+
+class TitleStyleTests(unittest.TestCase):
+    """What we write: PadAEWithZeros = 1 pads both AE titles of our
+    A-ASSOCIATE-RQ and -AC with NULs, SendUpperCaseAE upper-cases the called
+    AE title of our requests."""
+
+    def test_fromIni(self):
+        for keys, expected in (({}, (False, False)), ({"PadAEWithZeros": "1"}, (True, False)),
+                               ({"SendUpperCaseAE": "1"}, (False, True)), ({"SendUpperCaseAE": "0"}, (False, False))):
+            ini = DicomIni.fromString("".join(f"{key} = {value}\n" for key, value in keys.items()))
+            self.assertEqual(tuple(TitleStyle.fromIni(ini)), expected)
+
+    def test_request(self):
+        contexts = {1: (VERIFICATION, [IMPLICIT])}
+        plain = negotiation.requestPDU("ME", "pacs", contexts, 16384)
+        self.assertEqual(plain[10:42], b"pacs" + b" " * 12 + b"ME" + b" " * 14)
+        styled = negotiation.requestPDU("ME", "pacs", contexts, 16384, titleStyle=TitleStyle(True, True))
+        self.assertEqual(styled[10:42], b"PACS" + b"\0" * 12 + b"ME" + b"\0" * 14)
+        self.assertEqual(styled[42:], plain[42:])
+        policy = AcceptorPolicy(aeTitles=["PACS"], abstractSyntaxes={VERIFICATION: False}, transferSyntaxes={IMPLICIT})
+        self.assertEqual(negotiate(styled[6:], policy).calledAE, "PACS")
+
+    def test_acceptance(self):
+        request = associateRQ([(VERIFICATION, [IMPLICIT])])
+        policy = AcceptorPolicy(aeTitles=["PACS"], abstractSyntaxes={VERIFICATION: False},
+                                transferSyntaxes={IMPLICIT}, titleStyle=TitleStyle(zeroPadded=True))
+        answer = negotiate(request[6:], policy).acPDU
+        self.assertEqual(answer[10:26], b"PACS".ljust(16, b"\0"))
+        self.assertNotIn(b" ", answer[10:42])
+        granted = negotiation.accepted(answer[6:], "SCU", "PACS", {1: (VERIFICATION, [IMPLICIT])})
         self.assertEqual(granted.contexts, {1: (VERIFICATION, IMPLICIT)})
 
 

@@ -92,7 +92,8 @@ class Archive:
         self.durability, deferSync = self._durability()
         self.index = Index(self.engine, configuration.layout, configuration.tableNames,
                            writerThreads=self.driver.writerThreads, reactor=reactor,
-                           durability=self.durability, onWriterConnect=deferSync)
+                           durability=self.durability, onWriterConnect=deferSync,
+                           allowTruncate=configuration.allowTruncate)
         self.namer = FileNamer(configuration.fileNameSyntax, configuration.maxFileNameLength)
         self.idleTimeout = configuration.tcpipTimeout
         self.artimTimeout = configuration.ini.getint("ARTIMTimeOut", 30)

@@ -13,7 +13,7 @@ WorkList is optional, as in dicom.sql files older than Conquest 1.4.9.
 """
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from pacscore.config.errors import ConfigError
 from pacscore.config.textfile import readConfigText
@@ -61,6 +61,12 @@ class DatabaseLayout:
         """``[("patient", cols), ("study", cols), ("series", cols), ("image", cols)]``."""
         return [("patient", self.patient), ("study", self.study),
                 ("series", self.series), ("image", self.image)]
+
+    def capped(self, maxLength):
+        """This layout with no column longer than ``maxLength`` (Conquest's
+        MaxFieldLength, which overrules dicom.sql)."""
+        return replace(self, **{table: [replace(c, length=min(c.length, maxLength)) for c in getattr(self, table)]
+                                for table in TABLES})
 
     def indexedTags(self) -> set[int]:
         """Every tag the four image-level tables store (what a C-STORE must read)."""

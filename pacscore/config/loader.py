@@ -124,6 +124,12 @@ class Configuration:
         return min(max(self.ini.getint("LossyQuality", DEFAULT_QUALITY), 1), 100)
 
     @property
+    def allowTruncate(self):
+        """AllowTruncate: the index columns (lower case) whose values may be
+        cut to fit with an informational line rather than a warning."""
+        return frozenset(name.strip().lower() for name in self.ini.get("AllowTruncate", "").split(",") if name.strip())
+
+    @property
     def tableNames(self):
         """SQL table names by level; WorkListTableName is a pacs addition."""
         return {
@@ -186,11 +192,15 @@ def loadConfiguration(configPath=None, workdir=None):
     configDir = os.path.dirname(iniPath)
     ini = DicomIni.fromFile(iniPath)
     folders = [configDir, workdir]
+    layout = DatabaseLayout.fromFile(_findFile(ini, iniPath, "kFactorFile", "dicom.sql", folders))
+    maxFieldLength = ini.getint("MaxFieldLength", 0)
+    if maxFieldLength > 0:
+        layout = layout.capped(maxFieldLength)
     return Configuration(
         ini=ini,
         acrNemaMap=AcrNemaMap.fromFile(_findFile(ini, iniPath, "ACRNemaMap", "acrnema.map", folders)),
         sopList=SopList.fromFile(_findFile(ini, iniPath, "SOPClassList", "dgatesop.lst", folders)),
-        layout=DatabaseLayout.fromFile(_findFile(ini, iniPath, "kFactorFile", "dicom.sql", folders)),
+        layout=layout,
         configDir=configDir,
         workdir=workdir,
         iniPath=iniPath,

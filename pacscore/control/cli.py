@@ -171,7 +171,8 @@ def _shortcut(arg):
 
 def openIndex(driver, description, configuration):
     engine = driver.createEngine(description, configuration)
-    return Index(engine, configuration.layout, configuration.tableNames, writerThreads=driver.writerThreads)
+    return Index(engine, configuration.layout, configuration.tableNames, writerThreads=driver.writerThreads,
+                 allowTruncate=configuration.allowTruncate)
 
 
 def initialize(configuration, out):

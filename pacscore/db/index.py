@@ -41,7 +41,7 @@ class Index:
     storeManyBatch = 500
 
     def __init__(self, engine, layout, tableNames, writerThreads=1, readerThreads=4,
-                 reactor=None, durability=None, onWriterConnect=None):
+                 reactor=None, durability=None, onWriterConnect=None, allowTruncate=frozenset()):
         if reactor is None:
             from twisted.internet import reactor
         self.engine = engine
@@ -49,7 +49,7 @@ class Index:
         self.reactor = reactor
         self.metadata = MetaData()
         self.tables = buildTables(layout, tableNames, self.metadata)
-        self._levels = buildLevels(self.tables, layout)
+        self._levels = buildLevels(self.tables, layout, allowTruncate)
         # Operators' SQL text (dgate --query, export filters) naming these
         # tables and columns in any case, as the database stores them.
         self.quoteNames = IdentifierQuoter(self.tables, engine.dialect)

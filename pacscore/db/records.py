@@ -11,7 +11,9 @@ value from the object by the column's tag, the link columns too.
 - An existing image row (the same SOPInstanceUID arrives again) is replaced
   completely, file location included; the previous file is reported as
   ``Replaced`` when it differs, so the caller can delete it.
-- Values longer than their column are truncated (as Conquest does).
+- Values longer than their column are truncated (as Conquest does): the
+  first time for each column a warning, then debug lines; the columns
+  AllowTruncate names only ever get debug lines.
 """
 
 import time
@@ -64,9 +66,11 @@ class Level:
 
     log = Logger()
 
-    def __init__(self, name, table, columns):
+    def __init__(self, name, table, columns, allowTruncate=frozenset()):
         self.name = name
         self.table = table
+        self.allowTruncate = allowTruncate  # column names, lower case
+        self.warned = set()  # columns whose truncation has been warned of
         self.fields = [_Field(c.name, c.tag, table.c[c.name].type.length,
                               c.sqlType == "SQL_C_DATE") for c in columns]
         self.tags = tuple(f.tag for f in self.fields)
@@ -86,17 +90,21 @@ class Level:
             if isDate:
                 value = value.replace(".", "")
             if len(value) > length:
-                self.log.debug("Truncating {table}.{column} to {length} characters: "
-                               "{value!r}", table=self.table.name, column=name,
-                               length=length, value=value)
+                report = self.log.debug
+                if name not in self.warned and name.lower() not in self.allowTruncate:
+                    self.warned.add(name)
+                    report = self.log.warn
+                report("{table}.{column} truncated to {length} characters: {value!r} (further ones of this "
+                       "column are logged at debug level; AllowTruncate lists columns never warned of)",
+                       table=self.table.name, column=name, length=length, value=value)
                 value = value[:length]
             values[name] = value
         return values
 
 
-def buildLevels(tables, layout):
+def buildLevels(tables, layout, allowTruncate=frozenset()):
     """The four ``Level`` objects, patient first."""
-    return [Level(name, getattr(tables, name), getattr(layout, name))
+    return [Level(name, getattr(tables, name), getattr(layout, name), allowTruncate)
             for name in LEVELS]
 
 

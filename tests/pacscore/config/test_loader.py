@@ -55,6 +55,16 @@ class LoadTests(unittest.TestCase):
         writeFile(self.configDir, "dicom.sql", SQL)
         writeFile(self.configDir, "dgatesop.lst", SOPS)
 
+    def test_maxFieldLength(self):
+        """MaxFieldLength overrules dicom.sql's longer lengths."""
+        self.assertEqual({c.length for _, columns in loadConfiguration(self.configDir).layout.levels()
+                          for c in columns}, {64})
+        with open(self.ini, "a") as f:
+            f.write("MaxFieldLength = 40\nAllowTruncate = PatientName, StudyDescription\n")
+        configuration = loadConfiguration(self.configDir, self.workdir)
+        self.assertEqual({c.length for _, columns in configuration.layout.levels() for c in columns}, {40})
+        self.assertEqual(configuration.allowTruncate, {"patientname", "studydescription"})
+
     def test_folder(self):
         configuration = loadConfiguration(self.configDir, self.workdir)
         self.assertIsInstance(configuration, Configuration)

@@ -160,7 +160,8 @@ class UpsertTests(IndexTestCase):
                              [("1.2.3.1.1", "a.dcm"), ("1.2.3.1.2", "b.dcm")])
 
     def test_truncation(self):
-        """Too long values are cut to the column length and logged (debug)."""
+        """Too long values are cut to the column length; the first of each
+        column is a warning, the next ones debug lines."""
         events = []
         self.patch(Level, "log", Logger(observer=events.append))
         self.upsert(makeRecord("1.2.3.1.1", PATIENT_NAME="X" * 70, STUDY_DESCRIPTION="D" * 65))
@@ -170,7 +171,20 @@ class UpsertTests(IndexTestCase):
         self.assertEqual(columns, {("DICOMPatients", "PatientName"),
                                    ("DICOMStudies", "PatientName"),
                                    ("DICOMStudies", "StudyDescription")})
-        self.assertEqual({e["log_level"].name for e in events}, {"debug"})
+        self.assertEqual({e["log_level"].name for e in events}, {"warn"})
+        del events[:]
+        self.upsert(makeRecord("1.2.3.1.2", study="1.2.4", STUDY_DESCRIPTION="E" * 65))
+        self.assertEqual([(e["column"], e["log_level"].name) for e in events], [("StudyDescription", "debug")])
+
+    def test_allowTruncate(self):
+        """The columns AllowTruncate names are never warned of."""
+        events = []
+        self.patch(Level, "log", Logger(observer=events.append))
+        index = Index(self.engine, conquestLayout(), TABLE_NAMES, allowTruncate=frozenset({"studydescription"}))
+        with self.engine.begin() as connection:
+            index.upsertImage(connection, makeRecord("1.2.3.1.1", PATIENT_NAME="X" * 70, STUDY_DESCRIPTION="D" * 65))
+        levels = {e["column"]: e["log_level"].name for e in events}
+        self.assertEqual(levels, {"PatientName": "warn", "StudyDescription": "debug"})
 
     def test_oldStyleDate(self):
         """ACR-NEMA dates (YYYY.MM.DD) are stored as Conquest's YYYYMMDD."""

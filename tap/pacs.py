@@ -28,11 +28,11 @@ from pacscore.control import endpoint as controlEndpoint
 from pacscore.control.protocol import ControlFactory
 from pacscore.control.shutdown import OrderlyStop
 from pacscore.db.drivers import redacted
+from pacscore.web import DEFAULT_WEB_ENDPOINT
 from pacscore.web.site import webSite
 
 
 DEFAULT_HL7_ENDPOINT = "tcp:2575:interface=127.0.0.1"
-DEFAULT_WEB_ENDPOINT = "tcp:8080:interface=127.0.0.1"
 WEB_WITHOUT_LOGIN = ("the web interface has no login: whoever reaches it can see every stored image and, unless "
                      "WEBPush = 0, send them anywhere acrnema.map names; bind it to 127.0.0.1 behind a proxy that "
                      "authenticates")

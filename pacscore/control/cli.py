@@ -3,6 +3,7 @@
     dgate [-pPORT] [-qHOST] [-wDIR] --command:arguments   ask the running server
     dgate [-v] [-wDIR] -i|-r                              offline: initialise / regenerate the index
     dgate -?                                              the options and every command
+    dgate                    (run by a web server, as a CGI script: see cgigateway)
 
 A ``--command`` goes to the control port of the server whose ``dicom.ini``
 is in the working folder (``ControlEndpoint``, ``ControlSecret``; -p and -q
@@ -28,6 +29,7 @@ from pacscore.config.loader import INI_NAME, defaultConfigDir, loadConfiguration
 from pacscore.codecs.transcode import TranscodeError
 from pacscore.config.dicomsql import TABLES
 from pacscore.control.amap import nodeLine
+from pacscore.control.cgigateway import isCGIRequest, runCGI
 from pacscore.control.client import NoAnswer, sendCommand
 from pacscore.control.definitions import columnLine
 from pacscore.control.endpoint import DEFAULT_ENDPOINT, clientEndpoint, portNumber
@@ -213,6 +215,9 @@ def main(argv=None, out=print, err=None):
     ``task.react`` ends the process with it once the server answered)."""
     argv = sys.argv[1:] if argv is None else argv
     err = err or (lambda text: print(text, file=sys.stderr))
+    if isCGIRequest(argv, os.environ):
+        ini = DicomIni.fromFile(_iniPath(os.getcwd()) or os.path.join(defaultConfigDir(), INI_NAME))
+        return runCGI(ini, os.environ, sys.stdin.buffer, _writeBinary)
     try:
         options = parseArguments(argv)
     except UsageError as e:

@@ -48,6 +48,22 @@ def isLoopback(description):
     return kind in _NETWORK_KINDS and keywords.get("interface", "").lower() in LOOPBACK
 
 
+def hostAndPort(description, defaultPort, host=None, port=None):
+    """``(secure, host, port)`` at which a client reaches a server listening
+    on the tcp: or ssl: ``description`` (a wildcard interface: loopback;
+    another kind: TCP on ``defaultPort``); ``host``/``port`` override it.
+    ValueError for a bad port."""
+    kind, positional, keywords = fields(description)
+    if kind not in _NETWORK_KINDS:
+        kind, positional, keywords = "tcp", [], {}
+    if port is None:
+        port = portNumber(keywords.get("port") or (positional[0] if positional else str(defaultPort)))
+    if host is None:
+        interface = keywords.get("interface", "")
+        host = _WILDCARD.get(interface, interface)
+    return kind == "ssl", host, port
+
+
 def clientEndpoint(reactor, description, host=None, port=None, timeout=10):
     """``(endpoint, label)`` to reach a server listening on ``description``;
     ``host``/``port`` (dgate's -q/-p) override it and imply TCP. ``label``
@@ -63,14 +79,8 @@ def clientEndpoint(reactor, description, host=None, port=None, timeout=10):
     if kind == "mtls" and host is None and port is None:
         raise ValueError("the control port requires a client certificate (mtls:), which dgate cannot show; "
                          "give it an ssl: or tcp: endpoint")
-    if kind not in _NETWORK_KINDS:
-        kind, positional, keywords = "tcp", [], {}
-    if port is None:
-        port = portNumber(keywords.get("port") or (positional[0] if positional else str(DEFAULT_PORT)))
-    if host is None:
-        interface = keywords.get("interface", "")
-        host = _WILDCARD.get(interface, interface)
-    if kind == "ssl":
+    secure, host, port = hostAndPort(description, DEFAULT_PORT, host, port)
+    if secure:
         escaped = host.replace(":", "\\:")
         return endpoints.clientFromString(reactor, f"tls:{escaped}:{port}:timeout={timeout}"), f"{host}:{port}"
     return endpoints.HostnameEndpoint(reactor, host, port, timeout=timeout), f"{host}:{port}"

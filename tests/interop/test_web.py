@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import socket
+import subprocess
 import tempfile
 import urllib.error
 import urllib.parse
@@ -20,7 +21,7 @@ from pydicom.data import get_testdata_file
 from twisted.trial import unittest
 
 from tests.interop.browser import renderedDOM
-from tests.interop.server import PacsServer
+from tests.interop.server import BIN, PacsServer
 from tests.interop.test_worklist import worklistFind
 from tests.pacscore.web.test_scripted import SAMPLE_CQ
 
@@ -207,3 +208,44 @@ class WebEditTests(unittest.TestCase):
                                sequenceKeys=["Modality=MR", "ScheduledStationAETitle"])
         self.assertEqual((match.AccessionNumber, str(match.PatientName)), ("WEB1", "Web^Order"))
         self.assertEqual(match.ScheduledProcedureStepSequence[0].ScheduledStationAETitle, "MR1")
+
+
+class CGIScriptTests(unittest.TestCase):
+    """dgate run by a web server as a CGI script (Conquest's set-up): it asks
+    the running server's web interface and answers as a CGI script does."""
+
+    def setUp(self):
+        self.server = PacsServer(self.mktemp(), ini={"WebReadOnly": "0"}).start()
+        self.addCleanup(self.server.stop)
+
+    def cgi(self, query, method="GET", body=b"", contentType=""):
+        environment = dict(os.environ, GATEWAY_INTERFACE="CGI/1.1", QUERY_STRING=query, REQUEST_METHOD=method,
+                           CONTENT_LENGTH=str(len(body)), CONTENT_TYPE=contentType)
+        result = subprocess.run([os.path.join(BIN, "dgate")], input=body, capture_output=True,
+                                cwd=self.server.workdir, env=environment, timeout=120)
+        head, _, content = result.stdout.partition(b"\r\n\r\n")
+        return result.returncode, head.decode("latin-1").split("\r\n"), content
+
+    def test_pages(self):
+        self.assertEqual(self.server.store(CT).returncode, 0)
+        status, head, content = self.cgi("mode=querypatients")
+        self.assertEqual((status, head), (0, ["Content-Type: text/html; charset=utf-8", "Cache-Control: no-cache"]))
+        self.assertIn(b"<caption>1 patients</caption>", content)
+        ct = pydicom.dcmread(CT, stop_before_pixels=True)
+        status, head, content = self.cgi(f"mode=slice&slice=:{ct.SOPInstanceUID}&graphic=gif")
+        self.assertEqual(head, ["Content-Type: image/gif"])
+        self.assertEqual(Image.open(io.BytesIO(content)).size, (128, 128))
+        status, head, _ = self.cgi("mode=nothing")
+        self.assertEqual(head[0], "Status: 404 Not Found")
+
+    def test_post(self):
+        status, head, content = self.cgi("mode=saverecord", "POST", b"AccessionNumber=CGI1&PatientName=Cgi%5EPost",
+                                         "application/x-www-form-urlencoded")
+        self.assertEqual(status, 0)
+        self.assertIn(b"worklist item CGI1 inserted", content)
+
+    def test_noServer(self):
+        self.server.stop()
+        status, head, content = self.cgi("mode=top")
+        self.assertEqual((status, head[0]), (1, "Status: 502 Bad Gateway"))
+        self.assertIn(b"no pacs web interface at 127.0.0.1:", content)

@@ -1,0 +1,61 @@
+"""``dgate`` as a CGI script, as Conquest's dgate is one (manual appendix 5):
+started by a web server (Apache, IIS ...) with no arguments and the request
+in its environment (``QUERY_STRING``, ``REQUEST_METHOD``, ``CONTENT_TYPE``,
+``CONTENT_LENGTH``, a POST body on standard input), it asks the web
+interface of the running pacs for ``/cgi-bin/dgate?QUERY_STRING`` (at
+``WebEndpoint`` of the dicom.ini in its folder, else the default) and
+writes the answer as a CGI answer: ``Status`` (when not 200), the content
+type and other headers, a blank line, the body.  So an existing Conquest
+web set-up keeps working with pacs behind it.
+"""
+
+import ssl
+import urllib.error
+import urllib.request
+
+from pacscore.control.endpoint import LOOPBACK, hostAndPort
+from pacscore.web import DEFAULT_WEB_ENDPOINT, DEFAULT_WEB_PORT
+from pacscore.web.html import SCRIPT
+
+PASSED_HEADERS = ("content-type", "content-disposition", "cache-control", "access-control-allow-origin", "location")
+TIMEOUT = 600
+
+
+def isCGIRequest(argv, environ):
+    """Whether dgate runs as a CGI script: no arguments, a request in the environment."""
+    return not argv and "QUERY_STRING" in environ and "GATEWAY_INTERFACE" in environ
+
+
+def _answer(write, status, reason, headers, body):
+    lines = [] if status == 200 else [f"Status: {status} {reason}"]
+    lines += [f"{name}: {value}" for name, value in headers if name.lower() in PASSED_HEADERS]
+    write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+
+
+def runCGI(ini, environ, stdin, write):
+    """Pass the CGI request on to the server's web interface; 0, or 1 when
+    no server answered (the web server still gets a 502 answer)."""
+    description = ini.get("WebEndpoint", "") or DEFAULT_WEB_ENDPOINT
+    try:
+        secure, host, port = hostAndPort(description, DEFAULT_WEB_PORT)
+    except ValueError as e:
+        _answer(write, 502, "Bad Gateway", [("Content-Type", "text/plain")],
+                f"dgate: bad WebEndpoint {description}: {e}\n".encode())
+        return 1
+    address = f"[{host}]" if ":" in host else host
+    url = f"{'https' if secure else 'http'}://{address}:{port}{SCRIPT}?{environ.get('QUERY_STRING', '')}"
+    method = environ.get("REQUEST_METHOD", "GET").upper()
+    body = stdin.read(int(environ.get("CONTENT_LENGTH") or 0)) if method == "POST" else None
+    headers = {"Content-Type": environ["CONTENT_TYPE"]} if environ.get("CONTENT_TYPE") else {}
+    context = ssl._create_unverified_context() if secure and host in LOOPBACK else None
+    request = urllib.request.Request(url, data=body, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=TIMEOUT, context=context) as response:
+            _answer(write, response.status, response.reason, response.headers.items(), response.read())
+    except urllib.error.HTTPError as e:
+        _answer(write, e.code, e.reason, e.headers.items(), e.read())
+    except (urllib.error.URLError, OSError) as e:
+        _answer(write, 502, "Bad Gateway", [("Content-Type", "text/plain")],
+                f"dgate: no pacs web interface at {host}:{port} ({getattr(e, 'reason', e)})\n".encode())
+        return 1
+    return 0

@@ -17,28 +17,15 @@ from pacscore.db.drivers import redacted
 from pacscore.db.query import PATIENT_ID, SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, QueryKey
 from pacscore.web.answers import WebError, htmlAnswer
 from pacscore.web.edits import uploadForm, writable
+from pacscore.control.finders import (
+    BIRTH_DATE, INSTANCE_NUMBER, MODALITIES, MODALITY, PATIENT, PATIENT_NAME, SERIES, SERIES_DATE,
+    SERIES_DESCRIPTION, SERIES_NUMBER, SEX, SOP, SOP_CLASS, STUDY, STUDY_DATE, STUDY_DESCRIPTION)
 from pacscore.control.stored import LOCAL
 from pacscore.web.html import SCRIPT, Markup, image, join, link, table, text, url
 from pacscore.web.querytext import ColumnNames, QueryTextError, parseQueryText, quoted, searchKeys
 from pacscore.web.remote import destinations, pushAllowed
 
-PATIENT_NAME = (0x00100010, "PN")
-SEX = (0x00100040, "CS")
-BIRTH_DATE = (0x00100030, "DA")
-STUDY_DATE = (0x00080020, "DA")
-STUDY_DESCRIPTION = (0x00081030, "LO")
-MODALITIES = (0x00080061, "CS")
-SERIES_NUMBER = (0x00200011, "IS")
-SERIES_DATE = (0x00080021, "DA")
 SERIES_TIME = (0x00080031, "TM")
-SERIES_DESCRIPTION = (0x0008103E, "LO")
-MODALITY = (0x00080060, "CS")
-INSTANCE_NUMBER = (0x00200013, "IS")
-SOP_CLASS = (0x00080016, "UI")
-PATIENT = (PATIENT_ID, "LO")
-STUDY = (STUDY_INSTANCE_UID, "UI")
-SERIES = (SERIES_INSTANCE_UID, "UI")
-SOP = (SOP_INSTANCE_UID, "UI")
 MOST_THUMBNAILS = 50  # as Conquest's queryimages
 SECRET_KEY = re.compile(r"secret|password", re.IGNORECASE)
 

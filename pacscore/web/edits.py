@@ -45,12 +45,14 @@ def _reference(parameters, name):
     return f"{patientID}:{uid(value, f'the {name} UID')}"
 
 
-async def _run(archive, command, arguments, title):
+async def commandAnswer(archive, command, arguments, title, failure=422):
+    """A page with what the control ``command`` answered to ``arguments``;
+    its refusal is a WebError ``failure``."""
     context = ControlContext(archive, archive.reactor, peer="web page")
     try:
         result = await defer.maybeDeferred(command.run, arguments, context)
     except CommandError as e:
-        raise WebError(422, str(e)) from e
+        raise WebError(failure, str(e)) from e
     return htmlAnswer(title, Markup("<p id=\"result\">"), result, Markup("</p>"))
 
 
@@ -76,14 +78,14 @@ async def deleteStudy(archive, parameters, request):
     checkWritable(archive)
     checkPost(request)
     reference = _reference(parameters, "study")
-    return await _run(archive, DeleteStudy(), reference, f"study {reference} deleted")
+    return await commandAnswer(archive, DeleteStudy(), reference, f"study {reference} deleted")
 
 
 async def deleteSeries(archive, parameters, request):
     checkWritable(archive)
     checkPost(request)
     reference = _reference(parameters, "series")
-    return await _run(archive, DeleteSeries(), reference, f"series {reference} deleted")
+    return await commandAnswer(archive, DeleteSeries(), reference, f"series {reference} deleted")
 
 
 def _spooled(content):
@@ -103,7 +105,7 @@ async def addLocalFile(archive, parameters, request):
     path = await archive.workers.deferToWorker(_spooled, content)
     try:
         command = LoadHL7() if content.lstrip().startswith(b"MSH") else AddImageFile()
-        return await _run(archive, command, path, "uploaded file")
+        return await commandAnswer(archive, command, path, "uploaded file")
     finally:
         await archive.workers.deferToWorker(os.remove, path)
 

@@ -17,10 +17,8 @@ C-STOREs, from another one by asking it for a C-MOVE.  ``WEBPush = 0``
 turns the push pages off (403) and their links with them.
 """
 
-from twisted.internet import defer
-
 from pacscore.control import moves
-from pacscore.control.context import CommandError, ControlContext
+from pacscore.control.context import CommandError
 from pacscore.control.finders import (
     BIRTH_DATE, INSTANCE_NUMBER, MODALITIES, MODALITY, PATIENT, PATIENT_NAME, SERIES, SERIES_DATE,
     SERIES_DESCRIPTION, SERIES_NUMBER, SEX, SOP, SOP_CLASS, STUDY, STUDY_DATE, STUDY_DESCRIPTION, findContaining,
@@ -29,6 +27,7 @@ from pacscore.control.stored import LOCAL, isLocal
 from pacscore.db.query import PATIENT_ID, SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, QueryKey
 from pacscore.web.answers import WebError, htmlAnswer
 from pacscore.web.html import SCRIPT, Markup, link, table, text, url
+from pacscore.web.edits import commandAnswer
 from pacscore.web.objects import uid
 
 PATIENT_COLUMNS = (PATIENT, PATIENT_NAME, BIRTH_DATE, SEX)
@@ -183,20 +182,11 @@ def _endpoints(archive, parameters, request):
     return source, destination
 
 
-async def _move(archive, command, arguments, what):
-    context = ControlContext(archive, archive.reactor, peer="web page")
-    try:
-        result = await defer.maybeDeferred(command.run, arguments, context)
-    except CommandError as e:
-        raise WebError(502, str(e)) from e
-    return htmlAnswer(what, Markup("<p id=\"result\">"), result, Markup("</p>"))
-
-
 async def moveStudy(archive, parameters, request):
     source, destination = _endpoints(archive, parameters, request)
     _, study = _reference(parameters, "study", "the study UID")
-    return await _move(archive, moves.MoveStudy(), f"{source},{destination},:{study}",
-                       f"study {study} from {source} to {destination}")
+    return await commandAnswer(archive, moves.MoveStudy(), f"{source},{destination},:{study}",
+                               f"study {study} from {source} to {destination}", failure=502)
 
 
 async def moveSeries(archive, parameters, request):
@@ -204,8 +194,8 @@ async def moveSeries(archive, parameters, request):
     _, series = _reference(parameters, "series", "the series UID")
     study = parameters.get("studyuid").strip()
     study = uid(study, "the study UID") if study else ""
-    return await _move(archive, moves.MoveSeries(), f"{source},{destination},:{series},{study}",
-                       f"series {series} from {source} to {destination}")
+    return await commandAnswer(archive, moves.MoveSeries(), f"{source},{destination},:{series},{study}",
+                               f"series {series} from {source} to {destination}", failure=502)
 
 
 MODES = {

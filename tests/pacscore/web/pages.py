@@ -1,13 +1,43 @@
 """Requests to the web resources of a RunningArchive, answered in the test
-(twisted.web's DummyRequest), and what they answered."""
+(twisted.web's DummyRequest), and what they answered; ``WebTestCase``, an
+archive holding a generated corpus, with its ``/cgi-bin/dgate``."""
 
+import os
 import re
 from html import unescape
 from typing import NamedTuple
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from twisted.internet import defer
+from twisted.trial import unittest
 from twisted.web.test.requesthelper import DummyRequest
+
+from pacscore.control.registry import CommandRegistry
+from pacscore.testing.corpus import generateCorpus
+from pacscore.web.scripted import ScriptedPages
+from pacscore.web.site import DgateResource
+from tests.pacscore.control.running import RunningArchive
+
+
+def dgate(running):
+    """The ``/cgi-bin/dgate`` resource of a RunningArchive."""
+    return DgateResource(running.archive, ScriptedPages(running.configuration, CommandRegistry()))
+
+
+class WebTestCase(unittest.TestCase):
+    """``running``: a RunningArchive (``ae``, ``ini``) that stored ``corpus``,
+    generated in the ``corpusShape``; ``resource``: its dgate."""
+
+    ae = "PACS"
+    ini = None
+    corpusShape = {"patients": 1, "studiesPerPatient": 1, "seriesPerStudy": 1, "imagesPerSeries": 1}
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.running = RunningArchive(self, ae=self.ae, ini=self.ini)
+        self.corpus = generateCorpus(os.path.abspath(self.mktemp()), **self.corpusShape)
+        yield self.running.store(self.corpus)
+        self.resource = dgate(self.running)
 
 
 class Answered(NamedTuple):

@@ -5,24 +5,15 @@ import os
 
 from pydicom.data import get_testdata_file
 from twisted.internet import defer
-from twisted.trial import unittest
 
-from pacscore.testing.corpus import generateCorpus
 from pacscore.testing.orders import orderMessage
-from tests.pacscore.control.running import RunningArchive
-from tests.pacscore.web.pages import get, post
-from tests.pacscore.web.test_site import dgate
+from tests.pacscore.web.pages import WebTestCase, get, post
 
 
-class EditTests(unittest.TestCase):
+class EditTests(WebTestCase):
 
-    @defer.inlineCallbacks
-    def setUp(self):
-        self.running = RunningArchive(self, ini={"WebReadOnly": "0"})
-        self.corpus = generateCorpus(os.path.abspath(self.mktemp()), patients=1, studiesPerPatient=2,
-                                     seriesPerStudy=2, imagesPerSeries=2)
-        yield self.running.store(self.corpus)
-        self.resource = dgate(self.running)
+    ini = {"WebReadOnly": "0"}
+    corpusShape = {"patients": 1, "studiesPerPatient": 2, "seriesPerStudy": 2, "imagesPerSeries": 2}
 
     @defer.inlineCallbacks
     def test_deleteStudyThenSeries(self):
@@ -65,15 +56,7 @@ class EditTests(unittest.TestCase):
                           if name.startswith("pacs-upload-")], [])
 
 
-class ReadOnlyTests(unittest.TestCase):
-
-    @defer.inlineCallbacks
-    def setUp(self):
-        self.running = RunningArchive(self)
-        self.corpus = generateCorpus(os.path.abspath(self.mktemp()), patients=1, studiesPerPatient=1,
-                                     seriesPerStudy=1, imagesPerSeries=1)
-        yield self.running.store(self.corpus)
-        self.resource = dgate(self.running)
+class ReadOnlyTests(WebTestCase):
 
     @defer.inlineCallbacks
     def test_nothingChanges(self):

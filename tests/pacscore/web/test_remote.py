@@ -8,8 +8,7 @@ from twisted.internet import defer
 from twisted.trial import unittest
 
 from pacscore.testing.corpus import generateCorpus
-from tests.pacscore.web.pages import get, post
-from tests.pacscore.web.test_site import dgate
+from tests.pacscore.web.pages import dgate, get, post
 from tests.pacscore.control.running import RunningArchive
 
 

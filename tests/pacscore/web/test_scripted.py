@@ -4,15 +4,12 @@ the manual's own sample.cq and [sample2]."""
 import os
 
 from twisted.internet import defer
-from twisted.trial import unittest
 
 from pacscore.config.loader import loadConfiguration
 from pacscore.control.registry import CommandRegistry
-from pacscore.testing.corpus import generateCorpus
 from pacscore.web.scripted import ScriptedPages
 from pacscore.web.site import DgateResource
-from tests.pacscore.control.running import RunningArchive
-from tests.pacscore.web.pages import get
+from tests.pacscore.web.pages import WebTestCase, get
 
 # appendix 5 of Conquest's manual
 SAMPLE_CQ = """<HEAD><TITLE>Conquest DICOM server - %variable%</TITLE></HEAD>
@@ -65,13 +62,14 @@ line0     = from the lines
 """
 
 
-class ScriptedPageTests(unittest.TestCase):
+class ScriptedPageTests(WebTestCase):
+
+    ae = "SCRIPTED"
+    corpusShape = {"patients": 2, "studiesPerPatient": 1, "seriesPerStudy": 1, "imagesPerSeries": 1}
 
     @defer.inlineCallbacks
     def setUp(self):
-        self.running = RunningArchive(self, ae="SCRIPTED")
-        yield self.running.store(generateCorpus(os.path.abspath(self.mktemp()), patients=2, studiesPerPatient=1,
-                                                seriesPerStudy=1, imagesPerSeries=1))
+        yield super().setUp()
         self.resource = self.resourceWith(SECTIONS)
 
     def resourceWith(self, sections):

@@ -14,29 +14,18 @@ from twisted.internet import defer
 from twisted.trial import unittest
 
 from pacscore.control.data import AddImageFile
-from pacscore.control.registry import CommandRegistry
-from pacscore.testing.corpus import generateCorpus
-from pacscore.web.scripted import ScriptedPages
-from pacscore.web.site import DgateResource, webSite
+from pacscore.web.site import webSite
 from tests.pacscore.control.running import RunningArchive
-from tests.pacscore.web.pages import get
+from tests.pacscore.web.pages import WebTestCase, dgate, get
 
 CT = get_testdata_file("CT_small.dcm")
 
 
-def dgate(running):
-    return DgateResource(running.archive, ScriptedPages(running.configuration, CommandRegistry()))
+class BrowseTests(WebTestCase):
 
-
-class BrowseTests(unittest.TestCase):
-
-    @defer.inlineCallbacks
-    def setUp(self):
-        self.running = RunningArchive(self, ini={"MyACRNema": "WEBPACS"})
-        self.corpus = generateCorpus(os.path.abspath(self.mktemp()), patients=2, studiesPerPatient=1, seriesPerStudy=2,
-                                     imagesPerSeries=3, namePrefix="Web")
-        yield self.running.store(self.corpus)
-        self.resource = dgate(self.running)
+    ae = "WEBPACS"
+    corpusShape = {"patients": 2, "studiesPerPatient": 1, "seriesPerStudy": 2, "imagesPerSeries": 3,
+                   "namePrefix": "Web"}
 
     @defer.inlineCallbacks
     def test_top(self):
@@ -247,15 +236,9 @@ class WadoTests(unittest.TestCase):
         self.assertNotIn(path, answer.text)
 
 
-class ZipTests(unittest.TestCase):
+class ZipTests(WebTestCase):
 
-    @defer.inlineCallbacks
-    def setUp(self):
-        self.running = RunningArchive(self)
-        self.corpus = generateCorpus(os.path.abspath(self.mktemp()), patients=1, studiesPerPatient=1,
-                                     seriesPerStudy=2, imagesPerSeries=3)
-        yield self.running.store(self.corpus)
-        self.resource = dgate(self.running)
+    corpusShape = {"patients": 1, "studiesPerPatient": 1, "seriesPerStudy": 2, "imagesPerSeries": 3}
 
     @defer.inlineCallbacks
     def test_studyAndSeries(self):

@@ -7,8 +7,7 @@ from twisted.trial import unittest
 
 from pacscore.dicom.uids import isUID
 from tests.pacscore.control.running import RunningArchive
-from tests.pacscore.web.pages import get, post
-from tests.pacscore.web.test_site import dgate
+from tests.pacscore.web.pages import dgate, get, post
 
 ITEM = {"original accession": "", "AccessionNumber": "ACC1", "PatientID": "WL1", "PatientName": "Web^Item",
         "Modality": "CT", "StartDate": "20261203", "StartTime": "0930", "ScheduledAE": "CT1"}

@@ -27,6 +27,7 @@ from pacscore.web.remote import destinations, pushAllowed
 
 SERIES_TIME = (0x00080031, "TM")
 MOST_THUMBNAILS = 50  # as Conquest's queryimages
+MOST_ROWS = 1000  # rows of a list page unless max= says otherwise
 SECRET_KEY = re.compile(r"secret|password", re.IGNORECASE)
 
 
@@ -49,17 +50,29 @@ async def _find(archive, parameters, level, shown):
     return await archive.index.runQuery(archive.query.find, level, list(keys.values()))
 
 
-def _caption(what, count, parameters):
-    selection = " and ".join(text for text in (parameters.get("query"),) if text)
-    return f"{count} {what}" + (f" where {selection}" if selection else "")
+def _most(parameters):
+    return parameters.number("max", MOST_ROWS, low=1, high=10**7)
+
+
+def _first(found, parameters):
+    """The rows a list page shows: the first ``max`` (default MOST_ROWS)."""
+    return found[:_most(parameters)]
+
+
+def _caption(what, found, parameters):
+    selection = parameters.get("query")
+    caption = f"{len(found)} {what}" + (f" where {selection}" if selection else "")
+    if len(found) > _most(parameters):
+        caption += f" (the first {_most(parameters)} shown; max=N shows more)"
+    return caption
 
 
 async def queryPatients(archive, parameters):
     found = await _find(archive, parameters, "PATIENT", (PATIENT, PATIENT_NAME, SEX, BIRTH_DATE))
     rows = [[link(url("querystudies", query=f"DICOMStudies.PatientID = {quoted(match[PATIENT_ID])}"),
                   match[PATIENT_ID]), match[PATIENT_NAME[0]], match[SEX[0]], match[BIRTH_DATE[0]]]
-            for match in found]
-    return htmlAnswer("patients", table(_caption("patients", len(rows), parameters),
+            for match in _first(found, parameters)]
+    return htmlAnswer("patients", table(_caption("patients", found, parameters),
                                         ("Patient ID", "Name", "Sex", "Birth date"), rows))
 
 
@@ -67,7 +80,7 @@ async def queryStudies(archive, parameters):
     found = await _find(archive, parameters, "STUDY", (PATIENT, PATIENT_NAME, STUDY_DATE, STUDY_DESCRIPTION,
                                                        MODALITIES, STUDY))
     rows = []
-    for match in found:
+    for match in _first(found, parameters):
         series = url("queryseries", query=f"DICOMStudies.PatientID = {quoted(match[PATIENT_ID])} and "
                                           f"DICOMSeries.StudyInstanceUID = {quoted(match[STUDY_INSTANCE_UID])}")
         study = f"{match[PATIENT_ID]}:{match[STUDY_INSTANCE_UID]}"
@@ -75,7 +88,7 @@ async def queryStudies(archive, parameters):
                      match[STUDY_DESCRIPTION[0]], match[MODALITIES[0]],
                      _actions(archive, url("zipstudy", study=study), url("studymover", study=study),
                               url("studydeleter", study=study))])
-    return htmlAnswer("studies", table(_caption("studies", len(rows), parameters),
+    return htmlAnswer("studies", table(_caption("studies", found, parameters),
                                        ("Patient ID", "Name", "Study date", "Description", "Modalities", ""), rows))
 
 
@@ -99,7 +112,7 @@ async def querySeries(archive, parameters):
     found = await _find(archive, parameters, "SERIES", (PATIENT, PATIENT_NAME, SERIES_NUMBER, SERIES_DATE,
                                                         SERIES_TIME, SERIES_DESCRIPTION, MODALITY, SERIES, STUDY))
     rows = []
-    for match in found:
+    for match in _first(found, parameters):
         query = _seriesQuery(match)
         series = f"{match[PATIENT_ID]}:{match[SERIES_INSTANCE_UID]}"
         rows.append([match[PATIENT_ID], match[PATIENT_NAME[0]], match[SERIES_NUMBER[0]], match[SERIES_DATE[0]],
@@ -109,7 +122,7 @@ async def querySeries(archive, parameters):
                      _actions(archive, url("zipseries", series=series),
                               url("seriesmover", series=series, studyuid=match[STUDY_INSTANCE_UID]),
                               url("seriesdeleter", series=series))])
-    return htmlAnswer("series", table(_caption("series", len(rows), parameters),
+    return htmlAnswer("series", table(_caption("series", found, parameters),
                                       ("Patient ID", "Name", "Number", "Date", "Time", "Description", "Modality",
                                        "Icons", ""), rows))
 
@@ -130,13 +143,14 @@ def _slice(match):
 
 async def queryAllImages(archive, parameters):
     size, graphic = parameters.get("size"), parameters.get("graphic")
+    found = await _images(archive, parameters)
     rows = [[link(url("sliceviewer", slice=_slice(match), size=size, graphic=graphic),
                   match[INSTANCE_NUMBER[0]] or "(no number)"),
              match[SOP_INSTANCE_UID], match[SOP_CLASS[0]],
              join(link(url("headerdump", slice=_slice(match)), "header"), " ",
                   link(url("dicom", slice=_slice(match)), "DICOM"))]
-            for match in await _images(archive, parameters)]
-    return htmlAnswer("images", table(_caption("images", len(rows), parameters),
+            for match in _first(found, parameters)]
+    return htmlAnswer("images", table(_caption("images", found, parameters),
                                       ("Image", "SOP Instance UID", "SOP Class UID", "Show"), rows))
 
 

@@ -73,6 +73,14 @@ class BrowseTests(WebTestCase):
         self.assertIn("zipstudy", studies.text)
 
     @defer.inlineCallbacks
+    def test_longListsCut(self):
+        page = yield get(self.resource, mode="queryallimages", max="5")
+        self.assertIn("<caption>12 images (the first 5 shown; max=N shows more)</caption>", page.text)
+        self.assertEqual(page.text.count("mode=sliceviewer"), 5)
+        page = yield get(self.resource, mode="queryseries", max="4")
+        self.assertIn("<caption>4 series</caption>", page.text)
+
+    @defer.inlineCallbacks
     def test_thumbnails(self):
         page = yield get(self.resource, mode="queryimages", iconsize="16", graphic="gif")
         self.assertEqual(len(page.images()), 12)

@@ -12,7 +12,9 @@ commands say so.  These are live, used the next time they are needed:
   converters make from then on (``put_param`` refuses one that is no UID
   root of at most 53 characters);
 - ``LuaAllowUnsafe``, ``LuaMaxInstructions``: read each time a Lua
-  converter runs.
+  converter runs;
+- ``WebReadOnly``, ``WEBPush`` (and the ``[webdefaults]`` and scripted page
+  sections, which these commands do not edit): read by each web request.
 
 Getting a key that is absent gives an empty value, and an index past the
 last entry no output, as with Conquest (scripts loop until it).
@@ -41,7 +43,7 @@ def _checkUIDPrefix(value):
                            f"at most {MAX_UID_PREFIX} characters)")
 
 
-READ_WHEN_USED = ("LuaAllowUnsafe", "LuaMaxInstructions")
+READ_WHEN_USED = ("LuaAllowUnsafe", "LuaMaxInstructions", "WebReadOnly", "WEBPush")
 APPLIED_AT_ONCE = {"UIDPrefix": _applyUIDPrefix}
 LIVE_KEYS = {key.lower() for key in (*READ_WHEN_USED, *APPLIED_AT_ONCE)}
 

@@ -59,10 +59,9 @@ class ScriptedPages:
         self.ini = configuration.ini
         self.folder = os.path.dirname(configuration.iniPath)
         self.commands = commands
-        self.sections = {name.lower(): name for name in self.ini.sectionNames()}
 
     def _page(self, name):
-        section = self.sections.get(name.lower())
+        section = {known.lower(): known for known in self.ini.sectionNames()}.get(name.lower())
         if section is None:
             return None
         if self.ini.get("source", "", section) or self.ini.get("line0", "", section):

@@ -3,7 +3,8 @@ Conquest's links name it) answers Conquest's CGI modes and WADO-URI
 (``requestType=WADO``), ``/wado`` answers WADO-URI alone, and ``/`` leads
 to the top page.  Parameters without a value in the request take the
 ``[webdefaults]`` of dicom.ini (``size``, ``dsize``, ``compress``,
-``iconsize``, ``graphic``).
+``iconsize``, ``graphic``), read for each request, as are the scripted
+pages' sections: ``--read_ini:`` changes them for the next request.
 
 Pages are made by coroutines ``mode(archive, parameters) -> Answer`` (see
 ``browse``, ``images``, ``wado``) and by ``scripted`` dicom.ini sections;
@@ -43,8 +44,6 @@ class DgateResource(resource.Resource):
         self.archive = archive
         self.scripts = scripts
         self.wadoOnly = wadoOnly
-        ini = archive.configuration.ini
-        self.defaults = {key.lower(): value for key, value in ini.items(DEFAULTS_SECTION)}
 
     def render_GET(self, request):
         finished = []
@@ -58,7 +57,10 @@ class DgateResource(resource.Resource):
     render_POST = render_GET
 
     async def _answer(self, request):
-        parameters = Parameters(request.args, self.defaults)
+        defaults = {}
+        for key, value in self.archive.configuration.ini.items(DEFAULTS_SECTION):
+            defaults.setdefault(key.lower(), value)  # the first of equal keys, as everywhere in dicom.ini
+        parameters = Parameters(request.args, defaults)
         if self.wadoOnly or parameters.get("requestType") == "WADO":
             return await wado.answer(self.archive, parameters)
         mode = parameters.get("mode").strip() or "top"

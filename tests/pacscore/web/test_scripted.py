@@ -6,10 +6,11 @@ import os
 from twisted.internet import defer
 
 from pacscore.config.loader import loadConfiguration
+from pacscore.control.configuration import ReadIni
 from pacscore.control.registry import CommandRegistry
 from pacscore.web.scripted import ScriptedPages
 from pacscore.web.site import DgateResource
-from tests.pacscore.web.pages import WebTestCase, get
+from tests.pacscore.web.pages import WebTestCase, dgate, get
 
 # appendix 5 of Conquest's manual
 SAMPLE_CQ = """<HEAD><TITLE>Conquest DICOM server - %variable%</TITLE></HEAD>
@@ -145,3 +146,13 @@ class ScriptedPageTests(WebTestCase):
         self.assertEqual((yield get(resource, mode="top")).text, "any top\n")
         self.assertIn("<caption>2 patients</caption>", (yield get(resource, mode="querypatients")).text)
         self.assertIn("sample 1", (yield get(resource, mode="sample")).text)
+
+    @defer.inlineCallbacks
+    def test_readIniChangesPages(self):
+        """A page added to dicom.ini and --read_ini: is there at the next request."""
+        resource = dgate(self.running)
+        self.assertEqual((yield get(resource, mode="later")).code, 404)
+        with open(os.path.join(self.running.workdir, "dicom.ini"), "a") as f:
+            f.write("\n[later]\nline0 = added later, graphic %graphic%\n")
+        yield self.running.run(ReadIni())
+        self.assertEqual((yield get(resource, mode="later")).text, "added later, graphic jpg\n")

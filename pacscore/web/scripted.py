@@ -115,7 +115,7 @@ class ScriptedPages:
         variables = _variables(archive, parameters, request, mode)
         contentType, headers = self._headers(section, self.ini)
         output = []
-        for line in self._lines(section, mode):
+        for line in await archive.workers.deferToWorker(self._lines, section, mode):
             if line.startswith("#"):
                 continue
             isCommand = line.startswith("--")

@@ -285,11 +285,18 @@ class LuaRuntime:
         functions the script calls, raise ``lupa.LuaError``."""
         context = api.context
         handle = None if context.dataset is None else _DatasetHandle(context, context.dataset)
-        globals = self.lua.table_from({"CallingAE": context.callingAE, "CalledAE": context.calledAE,
-                                       "Filename": context.filename or ""})
-        functions = self.lua.table_from({"forward": api.forward, "script": api.script,
-                                         "dbquery": api.dbquery})
-        self._prepare(chunk, unsafe, globals, handle, api.print, functions)
+        globals = {"CallingAE": context.callingAE, "CalledAE": context.calledAE, "Filename": context.filename or ""}
+        functions = {"forward": api.forward, "script": api.script, "dbquery": api.dbquery}
+        return self.execute(chunk, globals, functions, api.print, handle, unsafe, maxInstructions)
+
+    def execute(self, chunk, globals, functions, printer, handle=None, unsafe=False,
+                maxInstructions=DEFAULT_MAX_INSTRUCTIONS):
+        """Run a compiled chunk sandboxed (unless ``unsafe``) with the
+        ``globals`` ({name: value}), the Python ``functions`` ({name: f},
+        their exceptions Lua errors), ``print`` going to ``printer(text)``
+        and ``Data`` the data set ``handle`` (None: none); the first value
+        the script returns."""
+        self._prepare(chunk, unsafe, self.lua.table_from(globals), handle, printer, self.lua.table_from(functions))
         outer = self._gethook()  # a script running this one through script('lua ...')
         if maxInstructions > 0:
             self._sethook(self._limitHook(maxInstructions), "", maxInstructions)
@@ -335,25 +342,33 @@ class LuaApi:
         index = self.context.services.index
         if index is None:
             raise LuaApiError("dbquery: there is no index database")
-        tables = {table.name.lower(): table for table in index.tables}
-        table = tables.get(str(tableName).lower())
-        if table is None:
-            raise LuaApiError(f"dbquery: {tableName!r} is not one of the index tables "
-                              f"({', '.join(t.name for t in index.tables)})")
-        columns = {column.name.lower(): column for column in table.columns}
-        names = [name.strip() for name in str(fields).split(",")]
-        unknown = [name for name in names if name.lower() not in columns]
-        if unknown:
-            raise LuaApiError(f"dbquery: {table.name} has no column {', '.join(map(repr, unknown))}")
-        query = select(*(columns[name.lower()] for name in names))
-        if where is not None and str(where).strip():
-            where = str(where)
-            if any(mark in where for mark in (";", "--", "/*")):
-                raise LuaApiError("dbquery: the where clause may not hold ';' or comments")
-            query = query.where(text("(" + where.replace(":", "\\:") + ")"))
-        with index.engine.connect() as connection:
-            rows = connection.execute(query).all()
-        return self.runtime.table([["" if v is None else str(v) for v in row] for row in rows])
+        return self.runtime.table(selectRows(index, tableName, fields, where))
+
+
+def selectRows(index, tableName, fields, where=None):
+    """In the calling thread: the rows (lists of strings) of ``SELECT fields
+    FROM tableName [WHERE where]`` on one index table, for a Lua script's
+    ``dbquery``; LuaApiError for another table, an unknown column or a
+    where clause with ``;`` or comments."""
+    tables = {table.name.lower(): table for table in index.tables}
+    table = tables.get(str(tableName).lower())
+    if table is None:
+        raise LuaApiError(f"dbquery: {tableName!r} is not one of the index tables "
+                          f"({', '.join(t.name for t in index.tables)})")
+    columns = {column.name.lower(): column for column in table.columns}
+    names = [name.strip() for name in str(fields).split(",")]
+    unknown = [name for name in names if name.lower() not in columns]
+    if unknown:
+        raise LuaApiError(f"dbquery: {table.name} has no column {', '.join(map(repr, unknown))}")
+    query = select(*(columns[name.lower()] for name in names))
+    if where is not None and str(where).strip():
+        where = str(where)
+        if any(mark in where for mark in (";", "--", "/*")):
+            raise LuaApiError("dbquery: the where clause may not hold ';' or comments")
+        query = query.where(text("(" + where.replace(":", "\\:") + ")"))
+    with index.engine.connect() as connection:
+        rows = connection.execute(query).all()
+    return [["" if v is None else str(v) for v in row] for row in rows]
 
 
 _parsedScript = functools.lru_cache(maxsize=256)(parseScript)

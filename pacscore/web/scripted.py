@@ -26,7 +26,8 @@ line, in order:
 Unlike Conquest, values from the request are HTML-escaped in the lines
 written out, and a command line refuses values holding ``|``, ``'``,
 ``;``, ``,`` or a line break, so that a request cannot add fields to the
-command.  Lua sources and ``<%= %>`` / ``<?lua ?>`` are not run.
+command.  A ``.lua`` source runs as ``pacscore.web.luapages`` says;
+``<%= %>`` and ``<?lua ?>`` in other pages are not run.
 """
 
 import os
@@ -39,6 +40,7 @@ from twisted.logger import Logger
 from pacscore.control.context import CommandError, ControlContext
 from pacscore.control.protocol import BadRequest, parseCommand
 from pacscore.web.answers import HTML, Answer, WebError
+from pacscore.web.luapages import renderLua
 
 MAX_LINES = 10000
 _VARIABLE = re.compile(r"%([A-Za-z0-9_]+)%")
@@ -80,11 +82,12 @@ class ScriptedPages:
             return own
         return self._page("DefaultPage")
 
+    def _source(self, section, mode):
+        return self.ini.get("source", "", section).replace("*", mode)
+
     def _lines(self, section, mode):
-        source = self.ini.get("source", "", section).replace("*", mode)
+        source = self._source(section, mode)
         if source:
-            if source.lower().endswith(".lua"):
-                raise WebError(501, f"[{section}] source {source}: Lua pages are not supported")
             path = os.path.join(self.folder, source)
             try:
                 with open(path, encoding="utf-8", errors="replace") as f:
@@ -113,6 +116,11 @@ class ScriptedPages:
     async def render(self, archive, parameters, request, section, mode):
         """The Answer of the page of ``section`` for ``mode``."""
         variables = _variables(archive, parameters, request, mode)
+        source = self._source(section, mode)
+        if source.lower().endswith(".lua"):
+            header = self.ini.get("header", "", section).replace("\\", "\n")
+            return await renderLua(archive, self.commands, parameters, variables, os.path.join(self.folder, source),
+                                   source, header + "\n" if header else "")
         contentType, headers = self._headers(section, self.ini)
         output = []
         for line in await archive.workers.deferToWorker(self._lines, section, mode):

@@ -42,8 +42,11 @@ class WebInterfaceTests(unittest.TestCase):
         cls.server = PacsServer(os.path.join(cls.folder, "pacs"), ae="WEBPACS")
         with open(os.path.join(cls.server.workdir, "sample.cq"), "w") as f:
             f.write(SAMPLE_CQ)
+        with open(os.path.join(cls.server.workdir, "list.lua"), "w") as f:
+            f.write("HTML('Content-type: text/html\\n')\n"
+                    "for _, row in ipairs(dbquery('DICOMPatients', 'PatientID')) do HTML('<p>%s</p>', row[1]) end\n")
         with open(os.path.join(cls.server.workdir, "dicom.ini"), "a") as f:
-            f.write("\n[sample]\nsource = sample.cq\nvariable = sample 1\n")
+            f.write("\n[sample]\nsource = sample.cq\nvariable = sample 1\n\n[list]\nsource = list.lua\n")
         cls.server.start()
         try:
             for files, extra in (((CT, RGB), ()), ((FRAMES,), ("-xy",))):
@@ -107,6 +110,10 @@ class WebInterfaceTests(unittest.TestCase):
         self.assertIn("Conquest DICOM server - sample 1", dom)
         self.assertIn("Images received=3", dom)
         self.assertIn("<br>1CT1", dom)
+
+    def test_luaPage(self):
+        dom = renderedDOM(self.base + "/cgi-bin/dgate?mode=list")
+        self.assertEqual(sorted(re.findall(r"<p>([^<]*)</p>", dom)), ["13US1", "1CT1", "204"])
 
     def test_wado(self):
         ct = pydicom.dcmread(CT)

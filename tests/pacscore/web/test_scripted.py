@@ -35,6 +35,18 @@ SAMPLE_CQ = """<HEAD><TITLE>Conquest DICOM server - %variable%</TITLE></HEAD>
 </BODY>
 """
 
+SAMPLE_LUA = """HTML('Content-type: text/html\\nCache-Control: no-cache\\n')
+HTML('<H1>Welcome to %s, version %s</H1>', Global.MyACRNema, version)
+local rows = dbquery('DICOMPatients', 'PatientID', "PatientID like 'PAT%'")
+HTML('<p>%d patients, first %s</p>', #rows, rows[1][1])
+print('<p>mode=' .. mode .. ' patient=' .. CGI('patient') .. ' missing=' .. CGI('missing', 'none')
+      .. ' graphic=' .. gpps('webdefaults', 'graphic', '?') .. '</p>')
+print('<pre>' .. servercommand('display_status:') .. '</pre>')
+local out, err = servercommand('nosuch:')
+print('<p>' .. tostring(out) .. ' ' .. tostring(err) .. '</p>')
+print(servercommand('query:DICOMPatients|PatientID||<td>%s</td>'))
+"""
+
 SECTIONS = """
 [sample]
 source    = sample.cq
@@ -131,9 +143,36 @@ class ScriptedPageTests(WebTestCase):
 
     @defer.inlineCallbacks
     def test_lua(self):
-        page = yield get(self.resource, mode="lua")
-        self.assertEqual(page.code, 501)
-        self.assertIn("Lua pages are not supported", page.text)
+        """A Lua page in the manner of Conquest's sample3.lua."""
+        with open(os.path.join(self.running.workdir, "page.lua"), "w") as f:
+            f.write(SAMPLE_LUA)
+        page = yield get(self.resource, mode="lua", patient="<b>P1</b>")
+        self.assertEqual((page.code, page.headers["content-type"], page.headers["cache-control"]),
+                         (200, "text/html", "no-cache"))
+        lines = page.text.splitlines()
+        self.assertEqual(lines[0], "<H1>Welcome to SCRIPTED, version pacs</H1>")
+        self.assertIn("<p>2 patients, first PAT0000</p>", lines)
+        self.assertIn("<p>mode=lua patient=<b>P1</b> missing=none graphic=jpg</p>", lines)
+        self.assertIn("<p>nil unknown command --nosuch</p>", lines)
+        self.assertIn("DICOM server 'SCRIPTED' (pacs, port", page.text)
+        self.assertIn("<td>PAT0001</td>", page.text)
+
+    @defer.inlineCallbacks
+    def test_luaFailures(self):
+        """Sandboxed as Lua converters are; a failing script is a 500 naming its error."""
+        for script, why in (("os.execute('true')", "attempt to call a nil value (field &#x27;execute&#x27;)"),
+                            ("while true do end", "script stopped after 1000 instructions"),
+                            ("print(dbquery('NoTable', 'x'))", "&#x27;NoTable&#x27; is not one of the index tables")):
+            with open(os.path.join(self.running.workdir, "page.lua"), "w") as f:
+                f.write(script)
+            self.running.configuration.ini.set("LuaMaxInstructions", "1000")
+            page = yield get(self.resource, mode="lua")
+            self.assertEqual(page.code, 500, page.text)
+            self.assertIn(why, page.text)
+        os.remove(os.path.join(self.running.workdir, "page.lua"))
+        missing = yield get(self.resource, mode="lua")
+        self.assertEqual(missing.code, 404)
+        self.assertNotIn(self.running.workdir, missing.text)
 
     @defer.inlineCallbacks
     def test_anyAndDefaultPages(self):

@@ -1,0 +1,133 @@
+"""Lua web pages, as Conquest (1.4.17 and later) runs them: a scripted page
+section whose ``source`` is a ``.lua`` file (relative to dicom.ini) runs it
+with lupa in an I/O pool thread, sandboxed unless ``LuaAllowUnsafe = 1``
+and stopped after ``LuaMaxInstructions`` (as Lua converters are).
+
+The script sees the page's variables as globals (``mode``, ``query_string``,
+``script_name``, ``server_name``, ``port``, ``address``, ``version``,
+``webscriptaddress`` and Conquest's misspelt ``webscriptadress``, the page
+parameters ``query``, ``size``, ``slice``, ``series``, ``study``, ``patid``,
+``seruid``, ``studyuid``, ``sopuid`` ...), ``Global`` (the keys of dicom.ini's
+main section), and the functions ``CGI(name[, default])`` (a request
+parameter), ``print(...)`` and ``HTML(format, ...)`` (``string.format``)
+writing a line of the page, ``servercommand('command:arguments')`` (what a
+control command answers; nil and the reason when it fails),
+``dbquery(table, fields[, where])`` (rows of an index table, as for Lua
+converters) and ``gpps(section, key[, default])`` (a dicom.ini value).
+
+A page prints its own header lines first, as Conquest's do
+(``HTML('Content-type: text/html\\n\\n')``), after the section's ``header``
+when it has one; without them it is sent as HTML.  A failing script is a
+500 page and a log line naming the script's error.
+"""
+
+import os
+import re
+
+import lupa.lua54 as lupa
+from twisted.internet import defer, threads
+from twisted.logger import Logger
+
+from pacscore.control.context import CommandError, ControlContext
+from pacscore.control.protocol import BadRequest, parseCommand
+from pacscore.converters.lua import (
+    DEFAULT_MAX_INSTRUCTIONS, LuaAccessDenied, LuaApiError, LuaRuntime, LuaScriptError, selectRows)
+from pacscore.web.answers import HTML, Answer, WebError
+
+_HEADER = re.compile(r"^([A-Za-z][A-Za-z0-9-]*):[ \t]*(.*)$")
+log = Logger()
+
+
+def _command(archive, commands, text):
+    """In the reactor: a Deferred of a control command's output."""
+    name, arguments = parseCommand(text)
+    command = commands.lookup(name)
+    if command is None:
+        raise CommandError(f"unknown command --{name}")
+    context = ControlContext(archive, archive.reactor, peer="Lua web page")
+    return defer.maybeDeferred(command.run, arguments, context)
+
+
+class _PageApi:
+    """What one run of a page may call, from its I/O pool thread."""
+
+    def __init__(self, archive, commands, parameters, runtime):
+        self.archive = archive
+        self.commands = commands
+        self.parameters = parameters
+        self.runtime = runtime
+        self.output = []
+
+    def print(self, text):
+        self.output.append(text + "\n")
+
+    def HTML(self, fmt, *values):
+        self.output.append(str(self.runtime.lua.globals().string.format(fmt, *values)) + "\n")
+
+    def CGI(self, name, default=""):
+        value = self.parameters.given.get(str(name))
+        return ("" if default is None else default) if value is None else value
+
+    def servercommand(self, text):
+        try:
+            output = threads.blockingCallFromThread(self.archive.reactor, _command, self.archive, self.commands,
+                                                    str(text))
+        except (CommandError, BadRequest) as e:
+            return None, str(e)
+        return output.decode("utf-8", "replace") if isinstance(output, bytes) else str(output or "")
+
+    def dbquery(self, tableName, fields, where=None):
+        return self.runtime.table(selectRows(self.archive.index, tableName, fields, where))
+
+    def gpps(self, section, key, default=""):
+        return self.archive.configuration.ini.get(str(key), default, str(section))
+
+
+def _run(archive, commands, parameters, variables, path, name):
+    """In an I/O pool thread: the text the page printed."""
+    if not os.path.isfile(path):
+        raise WebError(404, f"the page's script {name} is missing")
+    ini = archive.configuration.ini
+    runtime = LuaRuntime.forThread()
+    api = _PageApi(archive, commands, parameters, runtime)
+    script = variables.get("script_name", "")
+    globals = {**variables, "webscriptaddress": script, "webscriptadress": script,
+               "Global": runtime.lua.table_from(dict(ini.items()))}
+    functions = {name: getattr(api, name) for name in ("HTML", "CGI", "servercommand", "dbquery", "gpps")}
+    runtime.execute(runtime.compileFile(path, name), globals, functions, api.print, None,
+                    ini.get("LuaAllowUnsafe", "0").strip() == "1",
+                    ini.getint("LuaMaxInstructions", DEFAULT_MAX_INSTRUCTIONS))
+    return "".join(api.output)
+
+
+def _answer(text):
+    """The Answer of a page's output: its leading header lines, then the body."""
+    lines = text.split("\n")
+    headers, contentType = [], HTML
+    count = 0
+    while count < len(lines) and _HEADER.match(lines[count].rstrip("\r")):
+        name, value = _HEADER.match(lines[count].rstrip("\r")).groups()
+        if name.lower() == "content-type":
+            contentType = value.strip()
+        else:
+            headers.append((name, value.strip()))
+        count += 1
+    if count and (count == len(lines) or lines[count].strip() == ""):
+        body = "\n".join(lines[count + 1:])
+    else:
+        headers, contentType, body = [], HTML, text
+    return Answer(body.encode("utf-8"), contentType, tuple(headers))
+
+
+async def renderLua(archive, commands, parameters, variables, path, name, header=""):
+    """The Answer of the Lua page ``path`` (``name`` in its messages)."""
+    try:
+        text = await archive.workers.deferToWorker(_run, archive, commands, parameters, variables, path, name)
+    except lupa.LuaError as e:
+        reason = str(e).partition("\nstack traceback:")[0]
+    except (LuaScriptError, LuaApiError, LuaAccessDenied) as e:
+        reason = str(e)
+    else:
+        return _answer(header + text)
+    log.error("web page {name}: Lua script failed: {reason}", name=name, reason=reason)
+    raise WebError(500, f"the page's script {name} failed: {reason}")

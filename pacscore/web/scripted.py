@@ -45,6 +45,7 @@ from pacscore.web.luapages import renderLua
 MAX_LINES = 10000
 _VARIABLE = re.compile(r"%([A-Za-z0-9_]+)%")
 _UNSAFE_IN_COMMANDS = re.compile(r"[|';,\r\n]")
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 PAGE_PARAMETERS = ("query", "size", "dsize", "compress", "iconsize", "graphic", "viewer", "lw", "db", "source",
                    "dest", "series", "slice", "study", "key", "patientidmatch", "patientnamematch",
                    "studydatematch", "startdatematch")
@@ -83,7 +84,12 @@ class ScriptedPages:
         return self._page("DefaultPage")
 
     def _source(self, section, mode):
-        return self.ini.get("source", "", section).replace("*", mode)
+        """The section's source file, ``*`` standing for the mode: then only a
+        plain name (a request must not lead the server to another folder)."""
+        source = self.ini.get("source", "", section)
+        if "*" in source and not _PLAIN_NAME.fullmatch(mode):
+            raise WebError(400, f"{mode!r} is not a page name")
+        return source.replace("*", mode)
 
     def _lines(self, section, mode):
         source = self._source(section, mode)

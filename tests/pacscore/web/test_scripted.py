@@ -175,6 +175,18 @@ class ScriptedPageTests(WebTestCase):
         self.assertNotIn(self.running.workdir, missing.text)
 
     @defer.inlineCallbacks
+    def test_starSource(self):
+        """``*`` in a source stands for the mode, which must then be a plain name."""
+        with open(os.path.join(self.running.workdir, "hello.cq"), "w") as f:
+            f.write("hello from %mode%\n")
+        resource = self.resourceWith("[DefaultPage]\nsource = *.cq\n")
+        self.assertEqual((yield get(resource, mode="hello")).text, "hello from hello\n")
+        for bad in ("../hello", "hello.cq/..", "a b"):
+            page = yield get(resource, mode=bad)
+            self.assertEqual(page.code, 400, bad)
+            self.assertIn("is not a page name", page.text)
+
+    @defer.inlineCallbacks
     def test_anyAndDefaultPages(self):
         resource = self.resourceWith("[DefaultPage]\nline0 = default for %mode%\n")
         unknown = yield get(resource, mode="whatever")

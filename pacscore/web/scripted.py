@@ -54,14 +54,18 @@ VERSION = "pacs"
 
 class ScriptedPages:
     """The scripted pages of ``configuration``'s dicom.ini; ``commands`` is
-    the control port's ``CommandRegistry``."""
+    the control port's ``CommandRegistry``; ``luaSlots`` Lua pages run at once."""
 
     log = Logger()
 
-    def __init__(self, configuration, commands):
+    def __init__(self, configuration, commands, luaSlots=2):
         self.ini = configuration.ini
         self.folder = os.path.dirname(configuration.iniPath)
         self.commands = commands
+        # A Lua page holds an I/O pool thread while it waits for its
+        # servercommand()s, which may need that pool too: ``luaSlots`` (less
+        # than the pool's threads) Lua pages run at once, the others wait.
+        self.luaRuns = defer.DeferredSemaphore(luaSlots)
 
     def _page(self, name):
         section = {known.lower(): known for known in self.ini.sectionNames()}.get(name.lower())
@@ -125,8 +129,9 @@ class ScriptedPages:
         source = self._source(section, mode)
         if source.lower().endswith(".lua"):
             header = self.ini.get("header", "", section).replace("\\", "\n")
-            return await renderLua(archive, self.commands, parameters, variables, os.path.join(self.folder, source),
-                                   source, header + "\n" if header else "")
+            return await self.luaRuns.run(
+                renderLua, archive, self.commands, parameters, variables, os.path.join(self.folder, source), source,
+                header + "\n" if header else "")
         contentType, headers = self._headers(section, self.ini)
         output = []
         for line in await archive.workers.deferToWorker(self._lines, section, mode):

@@ -118,7 +118,7 @@ def _peer(request):
 
 def webSite(archive):
     """The ``server.Site`` of the web interface of ``archive``."""
-    scripts = ScriptedPages(archive.configuration, CommandRegistry())
+    scripts = ScriptedPages(archive.configuration, CommandRegistry(), luaSlots=max(archive.workers.size // 2, 1))
     dgate = DgateResource(archive, scripts)
     root = resource.Resource()
     root.putChild(b"", util.Redirect(TOP))

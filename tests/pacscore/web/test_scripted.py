@@ -207,3 +207,13 @@ class ScriptedPageTests(WebTestCase):
             f.write("\n[later]\nline0 = added later, graphic %graphic%\n")
         yield self.running.run(ReadIni())
         self.assertEqual((yield get(resource, mode="later")).text, "added later, graphic jpg\n")
+
+    @defer.inlineCallbacks
+    def test_manyLuaPagesAtOnce(self):
+        """More Lua pages at once than the I/O pool has threads, each asking
+        for a command that needs that pool: all are answered."""
+        with open(os.path.join(self.running.workdir, "page.lua"), "w") as f:
+            f.write("print(servercommand('display_status:'))\n")
+        pages = yield defer.gatherResults([get(self.resource, mode="lua") for _ in range(8)])
+        self.assertEqual({page.code for page in pages}, {200})
+        self.assertTrue(all("DICOM server 'SCRIPTED'" in page.text for page in pages))

@@ -10,6 +10,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from twisted.internet import defer
 from twisted.trial import unittest
+from twisted.web.http import parse_qs
 from twisted.web.test.requesthelper import DummyRequest
 
 from pacscore.control.registry import CommandRegistry
@@ -55,6 +56,20 @@ class Answered(NamedTuple):
 
     def images(self):
         return [unescape(src) for src in re.findall(r'src="([^"]*)"', self.text)]
+
+
+@defer.inlineCallbacks
+def getQuery(resource, query):
+    """GET with the query string ``query`` (bytes) as it came, parsed as twisted.web parses it."""
+    request = DummyRequest([])
+    request.method = b"GET"
+    request.uri = b"/cgi-bin/dgate?" + query
+    request.path = b"/cgi-bin/dgate"
+    request.args = parse_qs(query, 1)
+    finished = request.notifyFinish()
+    resource.render(request)
+    yield finished
+    return Answered(request.responseCode or 200, {}, b"".join(request.written))
 
 
 def post(resource, **parameters):

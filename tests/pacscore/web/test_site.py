@@ -1,8 +1,10 @@
 """Tests for pacscore.web.site, browse, images and wado: the pages of a
 real archive (its index and files), answered through the resource."""
 
+import collections
 import io
 import os
+import random
 import re
 import zipfile
 
@@ -16,7 +18,8 @@ from twisted.trial import unittest
 from pacscore.control.data import AddImageFile
 from pacscore.web.site import webSite
 from tests.pacscore.control.running import RunningArchive
-from tests.pacscore.web.pages import WebTestCase, dgate, get
+from pacscore.testing.mutations import mutated
+from tests.pacscore.web.pages import WebTestCase, dgate, get, getQuery
 
 CT = get_testdata_file("CT_small.dcm")
 
@@ -263,3 +266,41 @@ class ZipTests(WebTestCase):
         self.assertEqual(received, {i.sopUID for i in self.corpus if i.seriesUID == image.seriesUID})
         missing = yield get(self.resource, mode="zipstudy", study=":1.2.3")
         self.assertEqual(missing.code, 404)
+
+
+class DamagedRequestTests(WebTestCase):
+    """Seeded random damage to the query strings of valid requests: every
+    answer is a page or a 4xx, never a 500 (an internal error)."""
+
+    corpusShape = {"patients": 1, "studiesPerPatient": 1, "seriesPerStudy": 1, "imagesPerSeries": 2}
+    COUNT = 400
+
+    @defer.inlineCallbacks
+    def test_damagedQueries(self):
+        image = self.corpus[0]
+        valid = [
+            "mode=querypatients&patientidmatch=PAT&patientnamematch=Test",
+            "mode=querystudies&studydatematch=20240101-20241231",
+            f"mode=queryseries&query=DICOMStudies.PatientID+%3D+%27{image.patientID}%27+and+"
+            f"DICOMSeries.StudyInstanceUID+%3D+%27{image.studyUID}%27",
+            f"mode=queryallimages&query=DICOMSeries.SeriesInstanceUID+like+%27{image.seriesUID[:10]}%25%27&max=5",
+            f"mode=slice&slice={image.patientID}:{image.sopUID}&size=32&graphic=gif&lw=100/200/0",
+            f"mode=sliceviewer&slice=:{image.sopUID}&lw=1/2/0",
+            f"mode=dicom&slice=:{image.sopUID}&compress=j2&dsize=16",
+            f"mode=zipseries&series={image.patientID}:{image.seriesUID}",
+            f"mode=seriesfinder&study=:{image.studyUID}",
+            f"requestType=WADO&studyUID={image.studyUID}&seriesUID={image.seriesUID}&objectUID={image.sopUID}"
+            "&contentType=image/png&rows=16&windowCenter=40&windowWidth=400&frameNumber=1",
+            f"requestType=WADO&studyUID={image.studyUID}&seriesUID={image.seriesUID}&objectUID={image.sopUID}"
+            "&contentType=application/dicom&transferSyntax=1.2.840.10008.1.2.4.70",
+            "mode=editrecord&query=AccessionN+%3D+%27A1%27",
+        ]
+        rng = random.Random(20261203)
+        codes = collections.Counter()
+        for n in range(self.COUNT):
+            query = mutated(rng, valid[n % len(valid)].encode())
+            answer = yield getQuery(self.resource, query)
+            self.assertLess(answer.code, 500, (query, answer.body[:500]))
+            codes[answer.code] += 1
+        self.assertGreater(codes[200], self.COUNT // 10)
+        self.assertGreater(codes[400] + codes[404], self.COUNT // 10)

@@ -18,7 +18,9 @@ NN``), so a study of 500 images gives one forward.
 
 Retries (manual appendix 3): a failed action or job is tried again
 ``RetryDelay`` seconds later (default 100) until it has failed
-``MaximumExportRetries`` times; then it stays in the table in state
+``MaximumExportRetries`` times (image forwards without limit when
+``RetryForwardFailed = 1`` and MaximumExportRetries is not given, as
+Conquest's flag asks); then it stays in the table in state
 ``failed`` (visible in ``counts``, logged) until ``retryFailed`` puts it
 back.  Unlike Conquest, whose default 0 retries forever, an absent
 ``MaximumExportRetries`` means 5 attempts; an explicit 0 still means
@@ -186,17 +188,21 @@ def retryLimit(ini, key, default):
     return value if value > 0 else None
 
 
+_AS_MAXIMUM = object()
+
+
 class ExportQueue:
     """See the module docstring.  ``rules`` are the export ``Rule``s of
     ``pacscore.converters.rules`` (``key``, ``filter``, ``matches``);
-    ``maximumRetries`` None means forever; ``mirrored``: the names of the
+    ``maximumRetries`` None means forever (``delayedRetries`` and
+    ``forwardRetries``, for image forwards, default to it); ``mirrored``: the names of the
     MAG devices whose objects get a ``MIRRORCOPY`` job; ``clock`` gives
     seconds."""
 
     log = Logger()
 
     def __init__(self, index, rules=(), retryDelay=DEFAULT_RETRY_DELAY,
-                 maximumRetries=DEFAULT_MAXIMUM_RETRIES, delayedRetries=None,
+                 maximumRetries=DEFAULT_MAXIMUM_RETRIES, delayedRetries=None, forwardRetries=_AS_MAXIMUM,
                  collectDelay=DEFAULT_COLLECT_DELAY, mirrored=frozenset(), clock=time.time):
         self.index = index
         self.engine = index.engine
@@ -205,21 +211,30 @@ class ExportQueue:
         self.retryDelay = retryDelay
         self.maximumRetries = maximumRetries
         self.delayedRetries = maximumRetries if delayedRetries is None else delayedRetries
+        self._forwardRetries = forwardRetries
         self.collectDelay = collectDelay
         self.clock = clock
         self.metadata = MetaData()
         self.jobs, self.forwards = buildTables(self.metadata)
         self._lock = threading.Lock()  # collecting reads, then writes
 
+    @property
+    def forwardRetries(self):
+        """The limit of image forwards' attempts (None: forever)."""
+        return self.maximumRetries if self._forwardRetries is _AS_MAXIMUM else self._forwardRetries
+
     @classmethod
     def fromConfiguration(cls, index, configuration, rules=(), mirrored=frozenset(), clock=time.time):
         """With RetryDelay, MaximumExportRetries,
-        MaximumDelayedFetchForwardRetries and ForwardCollectDelay of dicom.ini."""
+        MaximumDelayedFetchForwardRetries, RetryForwardFailed and
+        ForwardCollectDelay of dicom.ini."""
         ini = configuration.ini
         maximum = retryLimit(ini, "MaximumExportRetries", DEFAULT_MAXIMUM_RETRIES)
         delayed = retryLimit(ini, "MaximumDelayedFetchForwardRetries", maximum)
+        forwardForever = ini.getint("RetryForwardFailed", 0) == 1 and not ini.has("MaximumExportRetries")
         return cls(index, rules, retryDelay=ini.getint("RetryDelay", DEFAULT_RETRY_DELAY),
                    maximumRetries=maximum, delayedRetries=delayed,
+                   forwardRetries=None if forwardForever else _AS_MAXIMUM,
                    collectDelay=ini.getint("ForwardCollectDelay", DEFAULT_COLLECT_DELAY), mirrored=mirrored,
                    clock=clock)
 
@@ -406,8 +421,9 @@ class ExportQueue:
         row = connection.execute(select(self.forwards.c.Level, self.forwards.c.Action)
                                  .where(self.forwards.c.id == actionId)).first()
         delayed = row is not None and (row.Level != "IMAGE" or row.Action in ("get", "prefetch"))
-        return self._fail(connection, self.forwards, actionId, error, now,
-                          self.delayedRetries if delayed else self.maximumRetries)
+        forward = row is not None and row.Action == "forward"
+        limit = self.delayedRetries if delayed else self.forwardRetries if forward else self.maximumRetries
+        return self._fail(connection, self.forwards, actionId, error, now, limit)
 
     def _fail(self, connection, table, rowId, error, now, limit):
         attempts = connection.execute(select(table.c.Attempts).where(table.c.id == rowId)).scalar()

@@ -242,6 +242,19 @@ class ActionTests(QueueTestCase):
         for _ in range(50):
             self.assertEqual(self.write(self.queue.markFailed(action.id, "down", self.clock())), PENDING)
 
+    def test_retryForwardFailed(self):
+        """RetryForwardFailed = 1 (MaximumExportRetries not given): image
+        forwards are tried until they succeed, other actions as before."""
+        self.queue = ExportQueue(SyncIndex(self.index), retryDelay=100, maximumRetries=3, forwardRetries=None,
+                                 clock=self.clock)
+        self.queue.addForward("A", "IMAGE", CT)
+        self.queue.addForward("", "IMAGE", CT, action="delete")
+        byAction = {action.action: action for action in self.queue.due(self.clock(), 10)}
+        for _ in range(20):
+            self.assertEqual(self.write(self.queue.markFailed(byAction["forward"].id, "down", self.clock())), PENDING)
+        states = [self.write(self.queue.markFailed(byAction["delete"].id, "x", self.clock())) for _ in range(3)]
+        self.assertEqual(states[-1], FAILED)
+
     def test_delayedActionsUseTheirOwnLimit(self):
         self.queue.delayedRetries = 1
         self.queue.addForward("A", "PATIENT", CT)
@@ -279,3 +292,9 @@ class ConfigurationTests(unittest.TestCase):
         defaults = ExportQueue.fromConfiguration(index, SimpleNamespace(ini=self.ini("")))
         self.assertEqual((defaults.retryDelay, defaults.maximumRetries, defaults.delayedRetries,
                           defaults.collectDelay), (100, 5, 5, 600))
+        self.assertEqual(defaults.forwardRetries, 5)
+        for text, expected in (("RetryForwardFailed = 1\n", None),
+                               ("RetryForwardFailed = 1\nMaximumExportRetries = 2\n", 2),
+                               ("RetryForwardFailed = 0\n", 5)):
+            queue = ExportQueue.fromConfiguration(index, SimpleNamespace(ini=self.ini(text)))
+            self.assertEqual(queue.forwardRetries, expected, text)

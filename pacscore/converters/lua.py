@@ -365,7 +365,8 @@ def selectRows(index, tableName, fields, where=None):
         where = str(where)
         if any(mark in where for mark in (";", "--", "/*")):
             raise LuaApiError("dbquery: the where clause may not hold ';' or comments")
-        query = query.where(text("(" + where.replace(":", "\\:") + ")"))
+        # the index's names quoted as the database stores them (PostgreSQL folds unquoted ones)
+        query = query.where(text("(" + index.quoteNames(where).replace(":", "\\:") + ")"))
     with index.engine.connect() as connection:
         rows = connection.execute(query).all()
     return [["" if v is None else str(v) for v in row] for row in rows]

@@ -13,6 +13,8 @@ themselves, so that only the test modules' classes are collected.
 import concurrent.futures
 import os
 import subprocess
+import urllib.parse
+import urllib.request
 
 from sqlalchemy import text
 
@@ -43,13 +45,28 @@ def selectFrom(engine, columns, table):
         return connection.execute(text(f"SELECT {columns} FROM {quoted(engine, table)}")).all()
 
 
+def web(server, query, form=None):
+    """The text of a web page of ``server`` (a POST of ``form`` when given)."""
+    data = None if form is None else urllib.parse.urlencode(form).encode()
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.webPort}/cgi-bin/dgate?{query}", data, timeout=60) as r:
+        return r.read().decode()
+
+
+LUA_PAGE = "print('<p>' .. #dbquery('DICOMPatients', 'PatientID', \"PatientID like 'PAT%'\") .. ' patients</p>')\n"
+
+
 class IndexOnServer:
     """pacs on the test run's database server of ``serverClass``."""
 
     def setUp(self):
         self.database = started(self.serverClass)
         self.engine = self.database.newEngine(self.driver, self)
-        self.server = PacsServer(self.mktemp(), ini=serverIni(self.driver, self.database, self.engine.url.database))
+        self.server = PacsServer(self.mktemp(), ini={**serverIni(self.driver, self.database, self.engine.url.database),
+                                                     "WebReadOnly": "0"})
+        with open(os.path.join(self.server.workdir, "page.lua"), "w") as f:
+            f.write(LUA_PAGE)
+        with open(os.path.join(self.server.workdir, "dicom.ini"), "a") as f:
+            f.write("\n[lua]\nsource = page.lua\n")
         self.addCleanup(self.server.stop)
         self.server.start()
 
@@ -118,6 +135,22 @@ class IndexOnServer:
         self.assertEqual(set(self.column("DICOMImages", "SOPInstanceUID")), set(storedFiles(self.server.dataDir)))
         self.server.start()
         self.assertEqual(selectFrom(self.engine, "count(*)", "PendingFiles"), [(0,)])
+
+    def test_webPages(self):
+        """The web pages' index reads and worklist writes, and a Lua page's
+        SQL, on this database server."""
+        images = generateCorpus(self.mktemp(), patients=2, studiesPerPatient=1, seriesPerStudy=1, imagesPerSeries=2)
+        self.assertEqual(self.server.store(*(i.path for i in images)).returncode, 0)
+        patient = images[0].patientID
+        page = web(self.server, "mode=querystudies&patientnamematch=patient1&query=" + urllib.parse.quote(
+            f"DICOMStudies.patientid like '{patient[:-1]}%' and DICOMSeries.studyinsta = '{images[2].studyUID}'"))
+        self.assertIn("<caption>1 studies where", page)
+        self.assertIn(images[2].patientID, page)
+        saved = web(self.server, "mode=saverecord", {"AccessionNumber": "DB1", "PatientName": "Db^Item",
+                                                      "StartDate": "20261203"})
+        self.assertIn("worklist item DB1 inserted", saved)
+        self.assertEqual(self.column("DICOMWorkList", "AccessionNumber"), ["DB1"])
+        self.assertIn("<p>2 patients</p>", web(self.server, "mode=lua"))
 
 
 class DatabaseCrash:

@@ -73,11 +73,23 @@ def _grey(ds, pixels, level, window):
     return 255 - grey if ds.get("PhotometricInterpretation") == "MONOCHROME1" else grey
 
 
-def renderFrame(data, syntax, size=0, level=0, window=0, frame=0):
+def _cropped(pixels, region):
+    """The part of ``pixels`` that ``region`` = (x-min, y-min, x-max, y-max),
+    fractions of the width and height, covers (at least one pixel)."""
+    rows, columns = pixels.shape[:2]
+    xmin, ymin, xmax, ymax = region
+    left, top = min(int(xmin * columns), columns - 1), min(int(ymin * rows), rows - 1)
+    right, bottom = max(round(xmax * columns), left + 1), max(round(ymax * rows), top + 1)
+    return pixels[top:bottom, left:right]
+
+
+def renderFrame(data, syntax, size=0, level=0, window=0, frame=0, region=None):
     """The 8-bit pixels of ``frame`` of the data set ``data`` (bytes in
     ``syntax``) for display: (rows, columns) grey or (rows, columns, 3)
-    RGB uint8, at most ``size`` across (0: as large as it is). See the
-    module docstring. TranscodeError when it has no image to show."""
+    RGB uint8, only the ``region`` (x-min, y-min, x-max, y-max fractions,
+    as WADO asks; None: all), at most ``size`` across (0: as large as it
+    is). See the module docstring. TranscodeError when it has no image to
+    show."""
     data = nkipixels.withPlainPixels(data, syntax)
     try:
         ds = decodeDataset(data, syntax)
@@ -87,7 +99,10 @@ def renderFrame(data, syntax, size=0, level=0, window=0, frame=0):
         syntax = EXPLICIT_VR_LITTLE_ENDIAN
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = syntax
-    pixels = _shrunk(_frame(ds, syntax, frame), size)
+    pixels = _frame(ds, syntax, frame)
+    if region is not None:
+        pixels = _cropped(pixels, region)
+    pixels = _shrunk(pixels, size)
     if pixels.ndim == 3:
         if pixels.dtype != np.uint8:
             pixels = (pixels >> (int(ds.get("BitsStored") or 16) - 8)).astype(np.uint8)

@@ -58,11 +58,12 @@ def _size(text, given):
     return number(text, "size") if text.strip() else 0
 
 
-def renderPicture(path, write, size, level, window, frame):
-    """In the I/O pool: frame ``frame`` of the file ``path`` as the picture
-    ``write`` makes of its 8-bit pixels (see the module docstring)."""
+def renderPicture(path, write, size, level, window, frame, region=None):
+    """In the I/O pool: frame ``frame`` of the file ``path`` (its ``region``,
+    see ``renderFrame``) as the picture ``write`` makes of its 8-bit pixels
+    (see the module docstring)."""
     syntax, data = readFile(path)
-    return write(renderFrame(data, syntax, size, level, window, frame))
+    return write(renderFrame(data, syntax, size, level, window, frame, region))
 
 
 class PictureConversion(FileConversion):

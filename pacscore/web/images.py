@@ -40,10 +40,10 @@ def pictureKind(graphic):
     return kind
 
 
-async def picture(archive, path, graphic, size, level, window, frame):
+async def picture(archive, path, graphic, size, level, window, frame, region=None):
     """An Answer with the picture of a stored file."""
     write, contentType = pictureKind(graphic)
-    return Answer(await onFile(archive, path, renderPicture, write, size, level, window, frame), contentType)
+    return Answer(await onFile(archive, path, renderPicture, write, size, level, window, frame, region), contentType)
 
 
 async def _slicePath(archive, parameters):

@@ -5,8 +5,9 @@
   ``image/jpeg`` (the default), ``image/gif``, ``image/png``, ``image/bmp``,
   ``application/dicom``, ``text/html`` or ``text/plain`` (a header dump);
 - ``rows`` / ``columns``: the largest size wanted (shrunk by a whole factor,
-  as Conquest does), ``windowCenter`` / ``windowWidth``, ``frameNumber``
-  (from 1) for pictures;
+  as Conquest does), ``region`` (x-min,y-min,x-max,y-max, fractions of the
+  image, 0 to 1), ``windowCenter`` / ``windowWidth``, ``frameNumber`` (from
+  1) for pictures;
 - ``transferSyntax`` for ``application/dicom`` (default Explicit VR Little
   Endian, as the standard says; any syntax a compression code writes).
 
@@ -39,6 +40,20 @@ def _contentType(text):
             return kind
     raise WebError(406, f"cannot answer contentType {text!r}: pacs answers "
                         f"{', '.join(sorted(set(PICTURE_TYPES) | set(OTHER_TYPES)))}")
+
+
+def _region(parameters):
+    """``region`` as four fractions, None when not given."""
+    text = parameters.get("region").strip()
+    if not text:
+        return None
+    try:
+        region = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        region = ()
+    if len(region) != 4 or not all(0 <= v <= 1 for v in region) or region[0] >= region[2] or region[1] >= region[3]:
+        raise WebError(400, f"region must be x-min,y-min,x-max,y-max from 0 to 1, not {text!r}")
+    return region
 
 
 def _number(parameters, name, default):
@@ -76,5 +91,5 @@ async def answer(archive, parameters):
     size = max(parameters.number("rows", 0), parameters.number("columns", 0))
     frame = parameters.number("frameNumber", 1, low=1) - 1
     found = await picture(archive, path, PICTURE_TYPES[kind], size, _number(parameters, "windowCenter", 0),
-                          _number(parameters, "windowWidth", 0), frame)
+                          _number(parameters, "windowWidth", 0), frame, _region(parameters))
     return found._replace(headers=(ANY_ORIGIN,))

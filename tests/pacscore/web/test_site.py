@@ -199,6 +199,20 @@ class WadoTests(unittest.TestCase):
         self.assertLess(spread[0], spread[1])
 
     @defer.inlineCallbacks
+    def test_region(self):
+        window = {"windowCenter": "100", "windowWidth": "1000"}  # the same grey mapping for every part
+        whole = yield self.wado(contentType="image/png", **window)
+        quarter = yield self.wado(contentType="image/png", region="0.5,0,1,0.5", **window)
+        small = yield self.wado(contentType="image/png", region="0.5,0,1,0.5", rows="32", **window)
+        pixels = [np.asarray(Image.open(io.BytesIO(answer.body))) for answer in (whole, quarter, small)]
+        self.assertEqual([p.shape for p in pixels], [(128, 128), (64, 64), (32, 32)])
+        self.assertEqual(pixels[1].tolist(), pixels[0][:64, 64:].tolist())
+        for bad in ("0,0,1", "0.5,0,0.4,1", "0,0,1,2", "a,b,c,d", "nan,0,1,1"):
+            answer = yield self.wado(region=bad)
+            self.assertEqual(answer.code, 400, bad)
+            self.assertIn("region must be", answer.text)
+
+    @defer.inlineCallbacks
     def test_dicom(self):
         answer = yield self.wado(contentType="application/dicom")
         self.assertEqual(answer.headers["content-type"], "application/dicom")

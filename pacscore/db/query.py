@@ -48,7 +48,7 @@ from sqlalchemy.sql.elements import UnaryExpression
 from sqlalchemy.sql.operators import custom_op
 from twisted.logger import Logger
 
-__all__ = ["LEVELS", "UNSPLIT_VRS", "IndexQuery", "Instance", "QueryKey"]
+__all__ = ["LEVELS", "UNSPLIT_VRS", "IndexQuery", "Instance", "QueryKey", "columnNamed"]
 
 LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
 
@@ -469,6 +469,22 @@ def _compare(target, value, isMulti):
                target.like("%" + _SEPARATOR + pattern + _SEPARATOR + "%", escape=_ESCAPE))
 
 
+def columnNamed(columns, name):
+    """The one of ``columns`` (anything with a ``name``) called ``name``
+    (case-insensitively), else the first whose name starts with it, as
+    Conquest's names cut to TruncateFieldNames characters do; None."""
+    name = name.lower()
+    if not name:
+        return None
+    for column in columns:
+        if column.name.lower() == name:
+            return column
+    for column in columns:
+        if column.name.lower().startswith(name):
+            return column
+    return None
+
+
 class IndexQuery:
     """C-FIND and C-MOVE/C-GET queries on an ``Index``'s tables.
 
@@ -525,24 +541,10 @@ class IndexQuery:
                 return "the table is not part of this query level"
             candidates = named
         for index in candidates:
-            column = self._findColumn(self.tables[index].table, columnName)
+            column = columnNamed(self.tables[index].table.c, columnName)
             if column is not None:
                 return index, column
         return "no such column"
-
-    @staticmethod
-    def _findColumn(table, name):
-        """Exact (case-insensitive) name, else the first starting with it."""
-        name = name.lower()
-        if not name:
-            return None
-        for column in table.c:
-            if column.name.lower() == name:
-                return column
-        for column in table.c:
-            if column.name.lower().startswith(name):
-                return column
-        return None
 
     # -- queries ---------------------------------------------------------
 

@@ -15,12 +15,11 @@ Changes are only made for a POST: a link or a page prefetch cannot make them.
 import os
 import tempfile
 
-from twisted.internet import defer
-
-from pacscore.control.context import CommandError, ControlContext
+from pacscore.control.context import CommandError
 from pacscore.control.data import AddImageFile, LoadHL7
 from pacscore.control.deletes import DeleteSeries, DeleteStudy
 from pacscore.web.answers import WebError, htmlAnswer
+from pacscore.web.commands import runCommand
 from pacscore.web.html import SCRIPT, Markup, text
 from pacscore.web.objects import uid
 
@@ -48,9 +47,8 @@ def _reference(parameters, name):
 async def commandAnswer(archive, command, arguments, title, failure=422):
     """A page with what the control ``command`` answered to ``arguments``;
     its refusal is a WebError ``failure``."""
-    context = ControlContext(archive, archive.reactor, peer="web page")
     try:
-        result = await defer.maybeDeferred(command.run, arguments, context)
+        result = await runCommand(archive, command, arguments)
     except CommandError as e:
         raise WebError(failure, str(e)) from e
     return htmlAnswer(title, Markup("<p id=\"result\">"), result, Markup("</p>"))

@@ -25,27 +25,18 @@ import os
 import re
 
 import lupa.lua54 as lupa
-from twisted.internet import defer, threads
+from twisted.internet import threads
 from twisted.logger import Logger
 
-from pacscore.control.context import CommandError, ControlContext
-from pacscore.control.protocol import BadRequest, parseCommand
+from pacscore.control.context import CommandError
+from pacscore.control.protocol import BadRequest
 from pacscore.converters.lua import (
     DEFAULT_MAX_INSTRUCTIONS, LuaAccessDenied, LuaApiError, LuaRuntime, LuaScriptError, selectRows)
 from pacscore.web.answers import HTML, Answer, WebError
+from pacscore.web.commands import commandOutput
 
 _HEADER = re.compile(r"^([A-Za-z][A-Za-z0-9-]*):[ \t]*(.*)$")
 log = Logger()
-
-
-def _command(archive, commands, text):
-    """In the reactor: a Deferred of a control command's output."""
-    name, arguments = parseCommand(text)
-    command = commands.lookup(name)
-    if command is None:
-        raise CommandError(f"unknown command --{name}")
-    context = ControlContext(archive, archive.reactor, peer="Lua web page")
-    return defer.maybeDeferred(command.run, arguments, context)
 
 
 class _PageApi:
@@ -70,11 +61,10 @@ class _PageApi:
 
     def servercommand(self, text):
         try:
-            output = threads.blockingCallFromThread(self.archive.reactor, _command, self.archive, self.commands,
-                                                    str(text))
+            return threads.blockingCallFromThread(self.archive.reactor, commandOutput, self.archive, self.commands,
+                                                  str(text))
         except (CommandError, BadRequest) as e:
             return None, str(e)
-        return output.decode("utf-8", "replace") if isinstance(output, bytes) else str(output or "")
 
     def dbquery(self, tableName, fields, where=None):
         return self.runtime.table(selectRows(self.archive.index, tableName, fields, where))
@@ -92,7 +82,7 @@ def _run(archive, commands, parameters, variables, path, name):
     api = _PageApi(archive, commands, parameters, runtime)
     script = variables.get("script_name", "")
     globals = {**variables, "webscriptaddress": script, "webscriptadress": script,
-               "Global": runtime.lua.table_from(dict(ini.items()))}
+               "Global": runtime.lua.table_from(dict(reversed(ini.items())))}  # the first of equal keys
     functions = {name: getattr(api, name) for name in ("HTML", "CGI", "servercommand", "dbquery", "gpps")}
     runtime.execute(runtime.compileFile(path, name), globals, functions, api.print, None,
                     ini.get("LuaAllowUnsafe", "0").strip() == "1",

@@ -16,7 +16,7 @@ import re
 
 from pydicom.datadict import dictionary_VR
 
-from pacscore.db.query import QueryKey
+from pacscore.db.query import QueryKey, columnNamed
 
 PATIENT_ID = 0x00100020
 PATIENT_NAME = 0x00100010
@@ -51,16 +51,16 @@ class ColumnNames:
         self.tables = {tableNames[level].lower(): columns for level, columns in layout.levels()}
 
     def lookup(self, table, name):
-        """The dicom.sql column ``name`` (maybe truncated; an exact name
-        first) of ``table`` (None: any); QueryTextError when there is none."""
+        """The dicom.sql column ``name`` (maybe truncated: ``columnNamed``)
+        of ``table`` (None: the first table, patient first, that has one);
+        QueryTextError when there is none."""
         if table is not None and table.lower() not in self.tables:
             raise QueryTextError(f"{table} is not a table of the index ({', '.join(self.tables)})")
         tables = [self.tables[table.lower()]] if table is not None else self.tables.values()
-        for matches in (str.__eq__, str.startswith):
-            for columns in tables:
-                for column in columns:
-                    if matches(column.name.lower(), name.lower()):
-                        return column
+        for columns in tables:
+            column = columnNamed(columns, name)
+            if column is not None:
+                return column
         raise QueryTextError(f"{table + '.' if table else ''}{name} is not a column of the index")
 
 

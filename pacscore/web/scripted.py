@@ -37,9 +37,10 @@ from html import escape
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from pacscore.control.context import CommandError, ControlContext
-from pacscore.control.protocol import BadRequest, parseCommand
+from pacscore.control.context import CommandError
+from pacscore.control.protocol import BadRequest
 from pacscore.web.answers import HTML, Answer, WebError
+from pacscore.web.commands import commandOutput
 from pacscore.web.luapages import renderLua
 
 MAX_LINES = 10000
@@ -144,18 +145,9 @@ class ScriptedPages:
 
     async def _run(self, archive, line):
         try:
-            name, arguments = parseCommand(line)
-        except BadRequest as e:
+            return await commandOutput(archive, self.commands, line)
+        except (BadRequest, CommandError) as e:
             return f"<p>{escape(str(e))}</p>"
-        command = self.commands.lookup(name)
-        if command is None:
-            return f"<p>unknown command --{escape(name)}</p>"
-        context = ControlContext(archive, archive.reactor, peer="web page")
-        try:
-            output = await defer.maybeDeferred(command.run, arguments, context)
-        except CommandError as e:
-            return f"<p>--{escape(name)} failed: {escape(str(e))}</p>"
-        return output.decode("utf-8", "replace") if isinstance(output, bytes) else str(output or "")
 
 
 def _uidParts(text):

@@ -1,0 +1,35 @@
+"""Control commands run for web pages, in-process, as the control port runs
+them: ``runCommand`` (a command object and its arguments) and
+``commandOutput`` (a ``--name:arguments`` line of a scripted or Lua page,
+its output as text).  Both return Deferreds; call them in the reactor."""
+
+from twisted.internet import defer
+
+from pacscore.control.context import CommandError, ControlContext
+from pacscore.control.protocol import parseCommand
+
+
+def runCommand(archive, command, arguments):
+    """Deferred of what ``command`` answers to ``arguments``; CommandError when it refuses."""
+    context = ControlContext(archive, archive.reactor, peer="web page")
+    return defer.maybeDeferred(command.run, arguments, context)
+
+
+def _text(output):
+    return output.decode("utf-8", "replace") if isinstance(output, bytes) else str(output or "")
+
+
+def _failed(failure, name):
+    failure.trap(CommandError)
+    raise CommandError(f"--{name} failed: {failure.value}")
+
+
+def commandOutput(archive, commands, line):
+    """Deferred of the text a ``--name:arguments`` line's command (of the
+    ``CommandRegistry`` ``commands``) outputs; BadRequest for a line that is
+    no command, CommandError for an unknown one or a refusal."""
+    name, arguments = parseCommand(line)
+    command = commands.lookup(name)
+    if command is None:
+        return defer.fail(CommandError(f"unknown command --{name}"))
+    return runCommand(archive, command, arguments).addCallbacks(_text, _failed, errbackArgs=(name,))

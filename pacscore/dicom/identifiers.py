@@ -247,6 +247,12 @@ class MatchEncoder:
     def encode(self, values):
         """The response identifier bytes for one match (``{tag: text}``), or
         None when ``keep`` leaves it out."""
+        dataset = self.dataset(values)
+        return None if dataset is None else encodeDataset(dataset, self.transferSyntax)
+
+    def dataset(self, values):
+        """The response identifier of one match as a Dataset, or None when
+        ``keep`` leaves it out."""
         dataset = Dataset()
         texts = []
         for tag, vr in self._returned:
@@ -262,4 +268,4 @@ class MatchEncoder:
         dataset.add_new(RETRIEVE_AE_TITLE, "AE", self.retrieveAE)
         if self.keep is not None and not self.keep(dataset):
             return None
-        return encodeDataset(dataset, self.transferSyntax)
+        return dataset

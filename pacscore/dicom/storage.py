@@ -51,13 +51,20 @@ class StorageService:
 
     def handle(self, protocol, contextId, command, dataset):
         incoming = self._incoming(protocol, contextId, command)
+        stored = self.storeIncoming(incoming, dataset, "C-STORE-RQ without a data set")
+        stored.addCallback(self._respond, protocol, contextId, command)
+        return stored
+
+    def storeIncoming(self, incoming, dataset, missing):
+        """Store ``incoming`` from its spool ``dataset`` (None: there is
+        none, ``missing`` says why). Fires with ``(status, comment)``, a
+        failure counted and logged."""
         if dataset is None:
-            stored = defer.fail(InvalidDataset("C-STORE-RQ without a data set"))
+            stored = defer.fail(InvalidDataset(missing))
         else:
             stored = timed(self.objectStore.store(incoming, dataset), self.counters, "storeTime")
         stored.addCallbacks(self._success, self._failure, errbackArgs=(incoming,))
-        stored.addCallback(self._respond, protocol, contextId, command, incoming)
-        return stored
+        return stored.addCallback(self._counted, incoming)
 
     def _success(self, relative):
         self.counters["imagesReceived"] = self.counters.get("imagesReceived", 0) + 1
@@ -81,13 +88,16 @@ class StorageService:
             self.log.failure("storing {uid} failed", failure, uid=incoming.sopInstanceUID)
         return self.storageFailedStatus, f"storage failed: {error}"
 
-    def _respond(self, outcome, protocol, contextId, command, incoming):
+    def _counted(self, outcome, incoming):
         status, comment = outcome
-        extra = None
         if status != SUCCESS:
             self.counters["storeFailures"] = self.counters.get("storeFailures", 0) + 1
-            self.log.warn("C-STORE of {uid} from {calling} refused with status 0x{status:04X}: {comment}",
-                          uid=incoming.sopInstanceUID, calling=incoming.callingAE,
+            self.log.warn("storing {uid} from {calling} refused with status 0x{status:04X}: {comment}",
+                          uid=incoming.sopInstanceUID, calling=incoming.callingAE or "the web",
                           status=status, comment=comment)
-            extra = {commands.ERROR_COMMENT: comment[:64]}
+        return outcome
+
+    def _respond(self, outcome, protocol, contextId, command):
+        status, comment = outcome
+        extra = None if status == SUCCESS else {commands.ERROR_COMMENT: comment[:64]}
         protocol.sendMessage(contextId, commands.response(command, commands.C_STORE_RSP, status, extra))

@@ -1,5 +1,7 @@
-"""What a web page answers: ``Answer`` (bytes, content type, extra headers)
-or ``FileAnswer`` (an open file, sent as it is read), ``WebError`` (an HTTP error status with a message for the user and the log),
+"""What a web page answers: ``Answer`` (bytes, content type, extra headers),
+``FileAnswer`` (an open file, sent as it is read) or ``StreamAnswer`` (the
+chunks of an asynchronous iterator, each made as the client takes the
+last), ``WebError`` (an HTTP error status with a message for the user and the log),
 and ``Parameters``, a request's query parameters with the ``[webdefaults]``
 of dicom.ini behind them."""
 
@@ -15,6 +17,7 @@ class Answer(NamedTuple):
     body: bytes
     contentType: str
     headers: tuple = ()
+    status: int = 200
 
 
 class FileAnswer(NamedTuple):
@@ -24,6 +27,15 @@ class FileAnswer(NamedTuple):
     size: int
     contentType: str
     headers: tuple = ()
+
+
+class StreamAnswer(NamedTuple):
+    """An answer of the bytes ``chunks`` (an asynchronous iterator) yields."""
+
+    chunks: object
+    contentType: str
+    headers: tuple = ()
+    status: int = 200
 
 
 class WebError(Exception):

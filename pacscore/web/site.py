@@ -1,7 +1,7 @@
 """The web service's resources: ``/cgi-bin/dgate`` (also ``dgate.exe``, as
 Conquest's links name it) answers Conquest's CGI modes and WADO-URI
-(``requestType=WADO``), ``/wado`` answers WADO-URI alone, and ``/`` leads
-to the top page.  Parameters without a value in the request take the
+(``requestType=WADO``), ``/wado`` answers WADO-URI alone, ``/dicom-web``
+DICOMweb (``pacscore.web.dicomweb``), and ``/`` leads to the top page.  Parameters without a value in the request take the
 ``[webdefaults]`` of dicom.ini (``size``, ``dsize``, ``compress``,
 ``iconsize``, ``graphic``), read for each request, as are the scripted
 pages' sections: ``--read_ini:`` changes them for the next request.
@@ -13,17 +13,14 @@ reactor.  A bad request gets a 4xx page and a log line; an unexpected
 failure a 500 page and the traceback in the log.
 """
 
-from html import escape
-
-from twisted.internet import defer
-from twisted.logger import Logger
-from twisted.protocols.basic import FileSender
 from twisted.web import resource, server, util
 
 from pacscore.control.registry import CommandRegistry
 from pacscore.web import browse, downloads, edits, images, remote, wado, worklist
-from pacscore.web.answers import HTML, Answer, FileAnswer, Parameters, WebError
-from pacscore.web.html import SCRIPT, Markup, page
+from pacscore.web.answering import AnsweringResource
+from pacscore.web.answers import Parameters, WebError
+from pacscore.web.dicomweb.resource import DicomWebResource
+from pacscore.web.html import SCRIPT
 from pacscore.web.scripted import ScriptedPages
 
 MODES = {**browse.MODES, **images.MODES, **remote.MODES, **downloads.MODES, **edits.MODES, **worklist.MODES}
@@ -32,12 +29,9 @@ DEFAULTS_SECTION = "webdefaults"
 TOP = SCRIPT.encode() + b"?mode=top"
 
 
-class DgateResource(resource.Resource):
+class DgateResource(AnsweringResource):
     """Conquest's CGI script: the pages by ``mode`` and WADO; with
     ``wadoOnly`` WADO alone."""
-
-    isLeaf = True
-    log = Logger()
 
     def __init__(self, archive, scripts, wadoOnly=False):
         super().__init__()
@@ -45,18 +39,7 @@ class DgateResource(resource.Resource):
         self.scripts = scripts
         self.wadoOnly = wadoOnly
 
-    def render_GET(self, request):
-        finished = []
-        request.notifyFinish().addBoth(finished.append)
-        d = defer.ensureDeferred(self._answer(request))
-        d.addCallbacks(self._write, self._failed, callbackArgs=(request, finished),
-                       errbackArgs=(request, finished))
-        d.addErrback(lambda failure: self.log.failure("web: answering {uri} failed", failure, uri=_uri(request)))
-        return server.NOT_DONE_YET
-
-    render_POST = render_GET
-
-    async def _answer(self, request):
+    async def answer(self, request):
         defaults = {}
         for key, value in self.archive.configuration.ini.items(DEFAULTS_SECTION):
             defaults.setdefault(key.lower(), value)  # the first of equal keys, as everywhere in dicom.ini
@@ -74,47 +57,6 @@ class DgateResource(resource.Resource):
             raise WebError(404, f"there is no page {mode!r}")
         return await handler(self.archive, parameters)
 
-    def _write(self, answer, request, finished):
-        if finished:
-            if isinstance(answer, FileAnswer):
-                answer.file.close()
-            return
-        request.setHeader(b"Content-Type", answer.contentType.encode("utf-8"))
-        for name, value in answer.headers:
-            request.setHeader(name.encode("utf-8"), value.encode("utf-8"))
-        if isinstance(answer, FileAnswer):
-            request.setHeader(b"Content-Length", str(answer.size).encode())
-            sent = FileSender().beginFileTransfer(answer.file, request)
-            sent.addCallbacks(lambda _: request.finish(), lambda _: None)  # failed: the client went away
-            sent.addBoth(lambda _: answer.file.close())
-            return
-        request.setHeader(b"Content-Length", str(len(answer.body)).encode())
-        request.write(answer.body)
-        request.finish()
-
-    def _failed(self, failure, request, finished):
-        if failure.check(WebError):
-            error = failure.value
-            self.log.info("web: {peer} {uri}: {code} {message}", peer=_peer(request), uri=_uri(request),
-                          code=error.code, message=error.message)
-        else:
-            self.log.failure("web: {peer} {uri} failed", failure, peer=_peer(request), uri=_uri(request))
-            error = WebError(500, "the server failed to answer this request; its log says why")
-        if finished:
-            return
-        body = page(f"error {error.code}", Markup(f"<p id=\"error\">{escape(error.message)}</p>"))
-        request.setResponseCode(error.code)
-        self._write(Answer(body.encode("utf-8"), HTML), request, finished)
-
-
-def _uri(request):
-    return request.uri.decode("utf-8", "replace")
-
-
-def _peer(request):
-    address = request.getClientAddress()
-    return f"{getattr(address, 'host', address)}"
-
 
 def webSite(archive):
     """The ``server.Site`` of the web interface of ``archive``."""
@@ -127,6 +69,7 @@ def webSite(archive):
     cgi.putChild(b"dgate.exe", dgate)
     root.putChild(b"cgi-bin", cgi)
     root.putChild(b"wado", DgateResource(archive, scripts, wadoOnly=True))
+    root.putChild(b"dicom-web", DicomWebResource(archive))
     site = server.Site(root)
     site.displayTracebacks = False
     return site

@@ -16,6 +16,8 @@ import subprocess
 import urllib.parse
 import urllib.request
 
+import pydicom
+from dicomweb_client.api import DICOMwebClient
 from sqlalchemy import text
 
 from pacscore.testing.corpus import generateCorpus
@@ -151,6 +153,23 @@ class IndexOnServer:
         self.assertIn("worklist item DB1 inserted", saved)
         self.assertEqual(self.column("DICOMWorkList", "AccessionNumber"), ["DB1"])
         self.assertIn("<p>2 patients</p>", web(self.server, "mode=lua"))
+
+    def test_dicomWeb(self):
+        """QIDO-RS with wildcards and computed attributes, STOW-RS and
+        WADO-RS through dicomweb-client on this database server."""
+        images = generateCorpus(self.mktemp(), patients=2, studiesPerPatient=1, seriesPerStudy=2, imagesPerSeries=1)
+        client = DICOMwebClient(url=f"http://127.0.0.1:{self.server.webPort}/dicom-web")
+        answer = client.store_instances([pydicom.dcmread(i.path) for i in images])
+        self.assertEqual(len(answer.ReferencedSOPSequence), 4)
+        (study,) = client.search_for_studies(search_filters={"PatientName": "*patient1"})
+        self.assertEqual(study["00100020"]["Value"], [images[2].patientID])
+        self.assertEqual(study["00080061"]["Value"], ["CT"])  # ModalitiesInStudy: string_agg / group_concat
+        self.assertEqual(study["00201208"]["Value"], [2])
+        (series,) = client.search_for_series(images[2].studyUID,
+                                             search_filters={"SeriesInstanceUID": images[3].seriesUID})
+        self.assertEqual(series["0020000E"]["Value"], [images[3].seriesUID])
+        (got,) = client.retrieve_series(images[3].studyUID, images[3].seriesUID)
+        self.assertEqual(got.PixelData, pydicom.dcmread(images[3].path).PixelData)
 
 
 class DatabaseCrash:

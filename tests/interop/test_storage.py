@@ -355,23 +355,28 @@ class CrashTests(ServerTestCase):
         self.assertEqual(self.server.echo().returncode, 0)
 
 
+def writeLargeMultiframe(path, sop, frames=600, rows_=512, columns=512):
+    """A Part-10 file of ``frames`` 16-bit frames (600 of 512x512: over 300
+    MB) written without holding them in memory; its size."""
+    ds = makeDataset("BIG", "Big^Object", "1.2.3.4.5", "1.2.3.4.5.6", sop, 1, 1, rows=rows_, columns=columns)
+    ds.NumberOfFrames = frames
+    del ds.PixelData
+    ds.save_as(path, enforce_file_format=True)
+    frameBytes = rows_ * columns * 2
+    with open(path, "ab") as f:
+        f.write(struct.pack("<HH2sHL", 0x7FE0, 0x0010, b"OW", 0, frames * frameBytes))
+        block = os.urandom(frameBytes)
+        for _ in range(frames):
+            f.write(block)
+    return os.path.getsize(path)
+
+
 class LargeObjectTests(ServerTestCase):
 
     def test_300MBMultiframeWithBoundedMemory(self):
-        frames, rows_, columns = 600, 512, 512
-        ds = makeDataset("BIG", "Big^Object", "1.2.3.4.5", "1.2.3.4.5.6", "1.2.3.4.5.6.7", 1, 1,
-                         rows=rows_, columns=columns)
-        ds.NumberOfFrames = frames
-        del ds.PixelData
+        frames = 600
         path = os.path.join(self.mktemp() + ".dcm")
-        ds.save_as(path, enforce_file_format=True)
-        frameBytes = rows_ * columns * 2
-        with open(path, "ab") as f:
-            f.write(struct.pack("<HH2sHL", 0x7FE0, 0x0010, b"OW", 0, frames * frameBytes))
-            block = os.urandom(frameBytes)
-            for _ in range(frames):
-                f.write(block)
-        size = os.path.getsize(path)
+        size = writeLargeMultiframe(path, "1.2.3.4.5.6.7", frames)
         self.assertGreater(size, 300 * 10**6)
         before = self.server.peakRSSKilobytes()
         result = self.server.store(path, extra=("-R", "-xe"))

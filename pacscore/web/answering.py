@@ -1,0 +1,148 @@
+"""The base of the web service's resources: a leaf resource answering each
+request with what a coroutine makes of it (``answers.Answer``,
+``FileAnswer`` or ``StreamAnswer``), a ``WebError`` as an error page and
+anything else as a 500 with its traceback in the log."""
+
+import sys
+from html import escape
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IPushProducer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.protocols.basic import FileSender
+from twisted.web import resource, server
+from zope.interface import implementer
+
+from pacscore.web.answers import HTML, Answer, FileAnswer, StreamAnswer, WebError
+from pacscore.web.html import Markup, page
+
+
+@implementer(IPushProducer)
+class _Flow:
+    """Paces a StreamAnswer: ``resumed()`` waits while the client's
+    connection asks the answer to pause."""
+
+    def __init__(self):
+        self._paused = None
+        self.stopped = False
+
+    def pauseProducing(self):
+        if self._paused is None:
+            self._paused = defer.Deferred()
+
+    def resumeProducing(self):
+        paused, self._paused = self._paused, None
+        if paused is not None:
+            paused.callback(None)
+
+    def stopProducing(self):
+        self.stopped = True
+        self.resumeProducing()
+
+    def resumed(self):
+        return defer.succeed(None) if self._paused is None else self._paused
+
+
+class AnsweringResource(resource.Resource):
+    """A leaf resource answering each request with what the coroutine
+    ``answer(request)`` returns (an Answer, FileAnswer or StreamAnswer); a
+    WebError it raises is an error page, anything else a 500."""
+
+    isLeaf = True
+    log = Logger()
+
+    def render_GET(self, request):
+        finished = []
+        request.notifyFinish().addBoth(finished.append)
+        d = defer.ensureDeferred(self.answer(request))
+        d.addCallbacks(self._write, self._failed, callbackArgs=(request, finished),
+                       errbackArgs=(request, finished))
+        d.addErrback(lambda failure: self.log.failure("web: answering {uri} failed", failure, uri=_uri(request)))
+        return server.NOT_DONE_YET
+
+    render_POST = render_GET
+
+    async def answer(self, request):
+        raise NotImplementedError
+
+    def _write(self, answer, request, finished):
+        if finished:
+            if isinstance(answer, FileAnswer):
+                answer.file.close()
+            return
+        request.setHeader(b"Content-Type", answer.contentType.encode("utf-8"))
+        for name, value in answer.headers:
+            request.setHeader(name.encode("utf-8"), value.encode("utf-8"))
+        if isinstance(answer, StreamAnswer):
+            request.setResponseCode(answer.status)
+            return defer.ensureDeferred(self._stream(answer, request, finished))
+        if isinstance(answer, FileAnswer):
+            request.setHeader(b"Content-Length", str(answer.size).encode())
+            sent = FileSender().beginFileTransfer(answer.file, request)
+            sent.addCallbacks(lambda _: request.finish(), lambda _: None)  # failed: the client went away
+            sent.addBoth(lambda _: answer.file.close())
+            return
+        request.setResponseCode(answer.status)
+        request.setHeader(b"Content-Length", str(len(answer.body)).encode())
+        request.write(answer.body)
+        request.finish()
+
+    async def _stream(self, answer, request, finished):
+        """Send the chunks of a StreamAnswer (chunked), each made once the
+        client took the last. A failure before the first chunk is answered
+        as any other; one midway breaks the connection, so that the client
+        sees the answer cut short."""
+        flow = _Flow()
+        started = False
+        try:
+            async for chunk in answer.chunks:
+                if finished or flow.stopped:
+                    break
+                if not started:
+                    request.registerProducer(flow, True)
+                    started = True
+                request.write(chunk)
+                await flow.resumed()
+        except Exception:
+            if not started:
+                return self._failed(Failure(), request, finished)
+            request.unregisterProducer()
+            if isinstance(sys.exc_info()[1], WebError):
+                self.log.warn("web: {peer} {uri}: the answer broke off: {message}", peer=_peer(request),
+                              uri=_uri(request), message=sys.exc_info()[1].message)
+            else:
+                self.log.failure("web: {peer} {uri}: the answer broke off", peer=_peer(request), uri=_uri(request))
+            request.loseConnection()
+            return
+        finally:
+            await answer.chunks.aclose()
+        if started:
+            request.unregisterProducer()
+        if not finished:
+            request.finish()
+
+    def errorAnswer(self, error):
+        """The Answer of a WebError: a page saying its message."""
+        body = page(f"error {error.code}", Markup(f"<p id=\"error\">{escape(error.message)}</p>"))
+        return Answer(body.encode("utf-8"), HTML, status=error.code)
+
+    def _failed(self, failure, request, finished):
+        if failure.check(WebError):
+            error = failure.value
+            self.log.info("web: {peer} {uri}: {code} {message}", peer=_peer(request), uri=_uri(request),
+                          code=error.code, message=error.message)
+        else:
+            self.log.failure("web: {peer} {uri} failed", failure, peer=_peer(request), uri=_uri(request))
+            error = WebError(500, "the server failed to answer this request; its log says why")
+        if not finished:
+            self._write(self.errorAnswer(error), request, finished)
+
+
+def _uri(request):
+    return request.uri.decode("utf-8", "replace")
+
+
+def _peer(request):
+    address = request.getClientAddress()
+    return f"{getattr(address, 'host', address)}"

@@ -1,0 +1,132 @@
+"""The work WADO-RS does on stored files, in the I/O pool: an instance's
+metadata as DICOM JSON, its frames (as stored or as native little-endian
+pixels) and the value of a bulk data attribute."""
+
+import pydicom
+from pydicom.encaps import generate_frames
+from pydicom.pixels import pixel_array
+from pydicom.tag import Tag
+
+from pacscore.codecs.syntaxes import (
+    EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, JPEG_BASELINE, JPEG_EXTENDED, JPEG_LOSSLESS,
+    JPEG_LOSSLESS_SV1, JPEG_LS_LOSSLESS, JPEG_LS_NEAR_LOSSLESS, JPEG_2000, JPEG_2000_LOSSLESS, RLE_LOSSLESS,
+    isCompressed)
+from pacscore.codecs.nkipixels import NKI_PIXEL_DATA
+from pacscore.control.data import openRegularFile
+from pacscore.storage.attributes import readAttributes
+from pacscore.storage.part10 import readFileMeta
+from pacscore.web.dicomweb.dicomjson import jsonDataset
+
+PIXEL_DATA = 0x7FE00010
+AVAILABLE_TRANSFER_SYNTAX = "00083002"
+OCTET_STREAM = "application/octet-stream"
+# PS3.18 table 8.7.3-2: the media type of a frame in a compressed syntax.
+FRAME_TYPES = {JPEG_BASELINE: "image/jpeg", JPEG_EXTENDED: "image/jpeg", JPEG_LOSSLESS: "image/jpeg",
+               JPEG_LOSSLESS_SV1: "image/jpeg", JPEG_LS_LOSSLESS: "image/jls", JPEG_LS_NEAR_LOSSLESS: "image/jls",
+               JPEG_2000_LOSSLESS: "image/jp2", JPEG_2000: "image/jp2", RLE_LOSSLESS: "image/dicom-rle"}
+_LITTLE_ENDIAN_NATIVE = (EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN)
+
+
+class NoSuchFrame(LookupError):
+    """A frame number the object does not have."""
+
+
+class NoSuchAttribute(LookupError):
+    """A bulk data attribute the object does not have."""
+
+
+def storedSyntax(path):
+    """The transfer syntax of a stored file."""
+    with openRegularFile(path) as f:
+        return readFileMeta(f)[0]
+
+
+def sendableAsStored(path, wanted):
+    """The stored file's transfer syntax when it can be sent as it is in
+    ``wanted`` (a syntax or ``*``): it is in that syntax and holds no NKI
+    pixel data (7FDF,0010); else None."""
+    with openRegularFile(path) as f:
+        syntax, meta, offset = readFileMeta(f)
+        if not meta or wanted not in ("*", syntax):
+            return None
+        return None if NKI_PIXEL_DATA in readAttributes(f, syntax, {NKI_PIXEL_DATA}) else syntax
+
+
+def fileChunk(path, offset, size):
+    """Up to ``size`` bytes of the file ``path`` from ``offset``."""
+    with openRegularFile(path) as f:
+        f.seek(offset)
+        return f.read(size)
+
+
+def _read(path, pixels):
+    with openRegularFile(path) as f:
+        return pydicom.dcmread(f, stop_before_pixels=not pixels, force=True)
+
+
+def instanceMetadata(path, url):
+    """The DICOM JSON of the stored file ``path`` whose WADO-RS address is
+    ``url``: every attribute but the bulk data (binary values over 1 KB and
+    Pixel Data), which are ``BulkDataURI``s of ``url/bulk/{tag}``; with the
+    Available Transfer Syntax UID it is stored in."""
+    dataset = _read(path, pixels=False)
+    syntax = str(dataset.file_meta.get("TransferSyntaxUID", "")) if hasattr(dataset, "file_meta") else ""
+    found = jsonDataset(dataset, lambda element: f"{url}/bulk/{int(element.tag):08X}")
+    if "Rows" in dataset:
+        wide = not isCompressed(syntax) and (dataset.get("BitsAllocated") or 8) > 8
+        found[f"{PIXEL_DATA:08X}"] = {"vr": "OW" if wide else "OB", "BulkDataURI": f"{url}/bulk/{PIXEL_DATA:08X}"}
+    if syntax:
+        found[AVAILABLE_TRANSFER_SYNTAX] = {"vr": "UI", "Value": [syntax]}
+    return dict(sorted(found.items()))
+
+
+def frameCount(dataset):
+    return int(dataset.get("NumberOfFrames") or 1)
+
+
+def storedFrameCount(path):
+    """How many frames the stored file ``path`` holds."""
+    return frameCount(_read(path, pixels=False))
+
+
+def _nativeFrame(dataset, syntax, index):
+    """Frame ``index`` (from 0) as native little-endian pixels."""
+    if syntax in _LITTLE_ENDIAN_NATIVE:
+        bits = dataset.Rows * dataset.Columns * (dataset.get("SamplesPerPixel") or 1) * dataset.BitsAllocated
+        if bits % 8 == 0:
+            length = bits // 8
+            return bytes(dataset.PixelData[index * length:(index + 1) * length])
+    frame = pixel_array(dataset, index=index)
+    return frame.astype(frame.dtype.newbyteorder("<"), copy=False).tobytes()
+
+
+def instanceFrames(path, numbers, asStored):
+    """``(transfer syntax, [frame bytes])`` of the frames ``numbers`` (from
+    1) of the stored file ``path``: as stored when ``asStored`` (a
+    compressed frame as its codestream), else native pixels in Explicit VR
+    Little Endian. NoSuchFrame for a number beyond its frames."""
+    dataset = _read(path, pixels=True)
+    if "PixelData" not in dataset:
+        raise NoSuchFrame("the object has no Pixel Data")
+    syntax = str(dataset.file_meta.TransferSyntaxUID)
+    count = frameCount(dataset)
+    for number in numbers:
+        if not 1 <= number <= count:
+            raise NoSuchFrame(f"the object has {count} frame(s), not a frame {number}")
+    if asStored and isCompressed(syntax):
+        frames = list(generate_frames(dataset.PixelData, number_of_frames=count))
+        return syntax, [frames[number - 1] for number in numbers]
+    return EXPLICIT_VR_LITTLE_ENDIAN, [_nativeFrame(dataset, syntax, number - 1) for number in numbers]
+
+
+def bulkValue(path, tag):
+    """The bytes of the top-level attribute ``tag`` (not Pixel Data, which
+    goes as frames) of the stored file ``path``, as stored."""
+    dataset = _read(path, pixels=False)
+    element = dataset.get(Tag(tag))
+    if element is None or element.VR == "SQ":
+        raise NoSuchAttribute(f"the object has no bulk data attribute ({tag >> 16:04X},{tag & 0xFFFF:04X})")
+    value = element.value
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value)
+    return str(value).encode("utf-8")

@@ -1,0 +1,136 @@
+"""The ``/dicom-web`` resource: routes each path of PS3.18's studies /
+series / instances tree to its QIDO-RS, WADO-RS or STOW-RS handler, answers
+CORS preflight requests (OPTIONS) and gives every answer
+``Access-Control-Allow-Origin: *``, so that viewers served from elsewhere
+can use it.
+
+Handlers are coroutines ``handler(archive, request, target, base)``:
+``target`` names the study, series, instance, frames or bulk data tag of
+the path, ``base`` is the absolute address of ``/dicom-web`` that the
+answers' RetrieveURLs start with.
+"""
+
+from functools import partial
+from typing import NamedTuple
+
+from pacscore.dicom.uids import isUID
+from pacscore.web.answering import AnsweringResource
+from pacscore.web.answers import WebError
+from pacscore.web.dicomweb import multipart
+from pacscore.web.dicomweb.dicomjson import ANY_ORIGIN, DICOM_JSON
+from pacscore.web.dicomweb.retrieve import (
+    retrieveBulk, retrieveFrames, retrieveInstances, retrieveMetadata, retrieveRendered, retrieveThumbnail)
+from pacscore.web.dicomweb.search import search
+from pacscore.web.dicomweb.store import storeInstances
+
+JSON_TYPES = (DICOM_JSON, "application/json")
+ALLOWED = "GET, POST, OPTIONS"
+
+
+class Target(NamedTuple):
+    """What a path names."""
+
+    study: str = ""
+    series: str = ""
+    instance: str = ""
+    frames: str = ""
+    tag: str = ""
+
+    def describe(self):
+        named = [f"{name} {value}" for name, value in zip(("study", "series", "instance"), self) if value]
+        return ", ".join(named) or "all studies"
+
+
+INSTANCE = "studies/{study}/series/{series}/instances/{instance}"
+ROUTES = {
+    "studies": {"GET": partial(search, level="STUDY"), "POST": storeInstances},
+    "series": {"GET": partial(search, level="SERIES")},
+    "instances": {"GET": partial(search, level="IMAGE")},
+    "studies/{study}": {"GET": retrieveInstances, "POST": storeInstances},
+    "studies/{study}/metadata": {"GET": retrieveMetadata},
+    "studies/{study}/thumbnail": {"GET": retrieveThumbnail},
+    "studies/{study}/series": {"GET": partial(search, level="SERIES")},
+    "studies/{study}/instances": {"GET": partial(search, level="IMAGE")},
+    "studies/{study}/series/{series}": {"GET": retrieveInstances},
+    "studies/{study}/series/{series}/metadata": {"GET": retrieveMetadata},
+    "studies/{study}/series/{series}/thumbnail": {"GET": retrieveThumbnail},
+    "studies/{study}/series/{series}/instances": {"GET": partial(search, level="IMAGE")},
+    INSTANCE: {"GET": retrieveInstances},
+    INSTANCE + "/metadata": {"GET": retrieveMetadata},
+    INSTANCE + "/rendered": {"GET": retrieveRendered},
+    INSTANCE + "/thumbnail": {"GET": retrieveThumbnail},
+    INSTANCE + "/frames/{frames}": {"GET": retrieveFrames},
+    INSTANCE + "/frames/{frames}/rendered": {"GET": retrieveRendered},
+    INSTANCE + "/bulk/{tag}": {"GET": retrieveBulk},
+}
+_PATTERNS = [(pattern.split("/"), methods) for pattern, methods in ROUTES.items()]
+JSON_ANSWERS = {"retrieveMetadata", "search"}
+
+
+def route(segments):
+    """``(methods, Target)`` of a path's segments below ``/dicom-web``;
+    WebError 404 for a path that names nothing, 400 for a bad UID."""
+    for pattern, methods in _PATTERNS:
+        if len(pattern) != len(segments):
+            continue
+        captured = {}
+        for wanted, given in zip(pattern, segments):
+            if wanted.startswith("{"):
+                captured[wanted[1:-1]] = given
+            elif wanted != given:
+                break
+        else:
+            for name in ("study", "series", "instance"):
+                if name in captured and not isUID(captured[name]):
+                    raise WebError(400, f"the {name} in the path must be a UID, not {captured[name]!r}")
+            return methods, Target(**captured)
+    raise WebError(404, f"DICOMweb has no resource /{'/'.join(segments)}")
+
+
+def _handlerName(handler):
+    return getattr(handler, "func", handler).__name__
+
+
+def jsonType(request):
+    """The JSON media type the Accept header takes; WebError 406 when none."""
+    for media in multipart.accepted(request):
+        if media.name in JSON_TYPES:
+            return media.name
+        if media.name in ("*/*", "application/*"):
+            return DICOM_JSON
+    raise WebError(406, f"pacs answers this as {' or '.join(JSON_TYPES)}")
+
+
+class DicomWebResource(AnsweringResource):
+    """``/dicom-web``: QIDO-RS, WADO-RS and STOW-RS on ``archive``."""
+
+    def __init__(self, archive):
+        super().__init__()
+        self.archive = archive
+
+    async def answer(self, request):
+        segments = [segment.decode("utf-8", "replace") for segment in request.postpath]
+        while segments and not segments[-1]:
+            segments.pop()
+        methods, target = route(segments)
+        method = request.method.decode("ascii", "replace")
+        handler = methods.get(method)
+        if handler is None:
+            raise WebError(405, f"{method} is not answered here: {', '.join(methods)} is")
+        contentType = jsonType(request) if _handlerName(handler) in JSON_ANSWERS else None
+        base = request.prePathURL()
+        base = (base.decode("utf-8") if isinstance(base, bytes) else base).rstrip("/")
+        found = await handler(self.archive, request, target, base)
+        return found._replace(contentType=contentType) if contentType else found
+
+    def render_OPTIONS(self, request):
+        request.setResponseCode(204)
+        for name, value in (ANY_ORIGIN, ("Access-Control-Allow-Methods", ALLOWED), ("Allow", ALLOWED),
+                            ("Access-Control-Allow-Headers", "Accept, Content-Type, Authorization"),
+                            ("Access-Control-Max-Age", "86400")):
+            request.setHeader(name, value)
+        return b""
+
+    def errorAnswer(self, error):
+        found = super().errorAnswer(error)
+        return found._replace(headers=found.headers + (ANY_ORIGIN,))

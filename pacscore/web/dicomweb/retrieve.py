@@ -1,0 +1,261 @@
+"""WADO-RS (PS3.18 section 10.4): a study, series or instance as
+``multipart/related; type="application/dicom"`` (Part-10 objects made one
+by one as the client takes them), its ``metadata`` (DICOM JSON), an
+instance's ``frames/{list}`` and ``bulk/{tag}`` data, and ``rendered`` and
+``thumbnail`` pictures.
+
+The Accept header chooses the transfer syntax: ``transfer-syntax=*`` sends
+objects and frames as stored (NKI-compressed pixels expanded), none
+Explicit VR Little Endian as the standard says, any other one that pacs
+writes is made with its codecs; what pacs cannot send is a 406.
+"""
+
+import io
+
+from pacscore.codecs.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN
+from pacscore.control.pictures import dicomFile
+from pacscore.db.query import SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, QueryKey
+from pacscore.storage.part10 import readFileMeta
+from pacscore.web.answers import StreamAnswer, WebError
+from pacscore.web.dicomweb import multipart
+from pacscore.web.dicomweb.dicomjson import ANY_ORIGIN, jsonAnswer
+from pacscore.web.dicomweb.instancefiles import (
+    FRAME_TYPES, OCTET_STREAM, PIXEL_DATA, NoSuchAttribute, NoSuchFrame, bulkValue, fileChunk, instanceFrames,
+    instanceMetadata, sendableAsStored, storedFrameCount, storedSyntax)
+from pacscore.web.images import picture
+from pacscore.web.objects import onFile
+from pacscore.web.wado import SYNTAX_CODES
+
+DICOM = "application/dicom"
+AS_STORED = "*"
+AS_STORED_CODE = "uj"  # Conquest's code: as stored, NKI pixels expanded
+PICTURES = {"image/jpeg": "jpg", "image/png": "png", "image/gif": "gif"}
+THUMBNAIL_SIZE = 128
+CHUNK = 1 << 20
+MOST_FRAMES = 100000
+
+
+def _anything(media):
+    return media.name in ("*/*", "multipart/*", "multipart/related")
+
+
+async def storedInstances(archive, target):
+    """``[(Instance, path)]`` of the objects ``target`` names, in study,
+    series and instance number order; WebError 404 when there are none."""
+    keys, level = [], "STUDY"
+    for tag, uid, name in ((STUDY_INSTANCE_UID, target.study, "STUDY"), (SERIES_INSTANCE_UID, target.series, "SERIES"),
+                           (SOP_INSTANCE_UID, target.instance, "IMAGE")):
+        if uid:
+            keys.append(QueryKey(tag, "UI", uid))
+            level = name
+    instances = await archive.index.runQuery(archive.query.instances, level, keys)
+    if not instances:
+        raise WebError(404, f"no stored objects at {target.describe()}")
+    return [(instance, archive.objectReader.path(instance.deviceName, instance.objectFile)) for instance in instances]
+
+
+def instanceURL(base, instance):
+    return (f"{base}/studies/{instance.studyInstanceUID}/series/{instance.seriesInstanceUID}"
+            f"/instances/{instance.sopInstanceUID}")
+
+
+def _objectCode(accepted):
+    """``(transfer syntax or *, compression code)`` that send objects as the
+    Accept header asks."""
+    for media in accepted:
+        if not (_anything(media) or media.name == DICOM):
+            continue
+        if media.name == "multipart/related" and media.get("type", DICOM).lower() != DICOM:
+            continue
+        syntax = media.get("transfer-syntax", EXPLICIT_VR_LITTLE_ENDIAN)
+        if syntax == AS_STORED:
+            return syntax, AS_STORED_CODE
+        if syntax in SYNTAX_CODES:
+            return syntax, SYNTAX_CODES[syntax]
+    raise WebError(406, "pacs sends objects as multipart/related; type=\"application/dicom\" in the transfer "
+                        f"syntaxes {', '.join(sorted(SYNTAX_CODES))} or * (as stored)")
+
+
+def _partObject(path, code, quality):
+    """In the I/O pool: ``(transfer syntax, Part-10 bytes)`` of a stored object in ``code``."""
+    data = dicomFile(path, 0, code, None, quality)
+    return readFileMeta(io.BytesIO(data))[0], data
+
+
+async def _objectChunks(archive, path, wanted, code):
+    """``(transfer syntax, chunks)`` of a stored object sent in ``wanted``:
+    the file read 1 MB at a time when it is in that syntax already, else
+    made whole in ``code``."""
+    syntax = await onFile(archive, path, sendableAsStored, wanted)
+    if syntax is None:
+        syntax, data = await onFile(archive, path, _partObject, code, archive.configuration.lossyQuality)
+        return syntax, _once(data)
+    return syntax, _fileChunks(archive, path)
+
+
+async def _once(data):
+    yield data
+
+
+async def _fileChunks(archive, path):
+    offset = 0
+    while True:
+        chunk = await onFile(archive, path, fileChunk, offset, CHUNK)
+        if not chunk:
+            return
+        yield chunk
+        offset += len(chunk)
+
+
+async def retrieveInstances(archive, request, target, base):
+    """The objects ``target`` names, each a part made as the client takes the last."""
+    wanted, code = _objectCode(multipart.accepted(request))
+    found = await storedInstances(archive, target)
+    boundary = multipart.newBoundary()
+
+    async def parts():
+        for instance, path in found:
+            syntax, chunks = await _objectChunks(archive, path, wanted, code)
+            yield multipart.partHeader(boundary, f"{DICOM}; transfer-syntax={syntax}", instanceURL(base, instance))
+            async for chunk in chunks:
+                yield chunk
+            yield multipart.CRLF
+        yield multipart.closing(boundary)
+    return StreamAnswer(parts(), multipart.multipartType(boundary, DICOM), (ANY_ORIGIN,))
+
+
+async def retrieveMetadata(archive, request, target, base):
+    """The DICOM JSON of every object ``target`` names."""
+    found = await storedInstances(archive, target)
+    answers = []
+    for instance, path in found:
+        answers.append(await onFile(archive, path, instanceMetadata, instanceURL(base, instance)))
+    return jsonAnswer(answers)
+
+
+def frameNumbers(text):
+    """The frame numbers of a ``frames/1,3,5`` path."""
+    try:
+        numbers = [int(part) for part in text.split(",")]
+    except ValueError:
+        numbers = []
+    if not numbers or not all(1 <= number <= MOST_FRAMES for number in numbers):
+        raise WebError(400, f"frames must be numbers from 1 separated by commas, not {text!r}")
+    return numbers
+
+
+def _frameChoice(accepted, syntax):
+    """``(as stored, media type)`` of frames stored in ``syntax`` as the
+    Accept header asks; WebError 406 when pacs cannot send what it asks."""
+    stored = FRAME_TYPES.get(syntax)
+    for media in accepted:
+        kind = media.get("type", OCTET_STREAM).lower() if _anything(media) else media.name
+        wanted = media.get("transfer-syntax", "")
+        if kind == "*/*" and wanted in ("", AS_STORED):  # the server's choice: as stored
+            return (True, stored) if stored is not None else (False, OCTET_STREAM)
+        if kind == OCTET_STREAM:
+            if wanted == AS_STORED:
+                return True, OCTET_STREAM
+            if wanted in ("", EXPLICIT_VR_LITTLE_ENDIAN):
+                return False, OCTET_STREAM
+        elif stored is not None and kind in (stored, "image/*") and wanted in ("", AS_STORED, syntax):
+            return True, stored
+    raise WebError(406, f"pacs sends these frames as application/octet-stream (native, or transfer-syntax=* as "
+                        f"stored){f' or {stored}' if stored else ''}")
+
+
+async def _frameParts(archive, request, path, numbers):
+    """The StreamAnswer of frames ``numbers`` of the object at ``path``."""
+    syntax = await onFile(archive, path, storedSyntax)
+    asStored, kind = _frameChoice(multipart.accepted(request), syntax)
+    try:
+        sentSyntax, frames = await onFile(archive, path, instanceFrames, numbers, asStored)
+    except NoSuchFrame as e:
+        raise WebError(404, str(e)) from e
+    boundary = multipart.newBoundary()
+
+    async def parts():
+        for frame in frames:
+            yield multipart.partHeader(boundary, f"{kind}; transfer-syntax={sentSyntax}")
+            yield frame + multipart.CRLF
+        yield multipart.closing(boundary)
+    return StreamAnswer(parts(), multipart.multipartType(boundary, kind), (ANY_ORIGIN,))
+
+
+async def retrieveFrames(archive, request, target, base):
+    (_, path), = await storedInstances(archive, target)
+    return await _frameParts(archive, request, path, frameNumbers(target.frames))
+
+
+async def retrieveBulk(archive, request, target, base):
+    """A bulk data attribute of an instance; Pixel Data as its frames."""
+    (_, path), = await storedInstances(archive, target)
+    try:
+        tag = int(target.tag, 16)
+    except ValueError:
+        raise WebError(400, f"{target.tag!r} is not a tag (eight hex digits)") from None
+    if tag == PIXEL_DATA:
+        count = await onFile(archive, path, storedFrameCount)
+        return await _frameParts(archive, request, path, list(range(1, count + 1)))
+    try:
+        value = await onFile(archive, path, bulkValue, tag)
+    except NoSuchAttribute as e:
+        raise WebError(404, str(e)) from e
+    boundary = multipart.newBoundary()
+    body = multipart.partHeader(boundary, OCTET_STREAM) + value + multipart.CRLF + multipart.closing(boundary)
+
+    async def parts():
+        yield body
+    return StreamAnswer(parts(), multipart.multipartType(boundary, OCTET_STREAM), (ANY_ORIGIN,))
+
+
+def _argument(request, name):
+    values = request.args.get(name.encode("ascii"), [])
+    return values[-1].decode("utf-8", "replace").strip() if values else ""
+
+
+def _numbers(request, name, count):
+    """The first ``count`` numbers of the comma-separated parameter ``name`` (0 when not given)."""
+    text = _argument(request, name)
+    if not text:
+        return [0] * count
+    try:
+        numbers = [round(float(part)) for part in text.split(",")[:count]]
+    except (ValueError, OverflowError):
+        numbers = []
+    if len(numbers) < count:
+        raise WebError(400, f"{name} must be {count} numbers separated by commas, not {text!r}")
+    return numbers
+
+
+def _pictureKind(accepted):
+    for media in accepted:
+        if media.name in PICTURES:
+            return PICTURES[media.name]
+        if media.name in ("*/*", "image/*"):
+            return PICTURES["image/jpeg"]
+    raise WebError(406, f"pacs renders pictures as {', '.join(PICTURES)}")
+
+
+async def _rendered(archive, request, path, frame, size):
+    kind = _pictureKind(multipart.accepted(request))
+    width, height = _numbers(request, "viewport", 2)
+    if min(width, height) < 0:
+        raise WebError(400, "viewport must be positive numbers")
+    center, window = _numbers(request, "window", 2)
+    found = await picture(archive, path, kind, max(width, height) or size, center, window, frame)
+    return found._replace(headers=(ANY_ORIGIN,))
+
+
+async def retrieveRendered(archive, request, target, base):
+    """An instance (or one of its frames) as a picture: ``viewport`` =
+    width,height (the largest size), ``window`` = center,width[,function]."""
+    (_, path), = await storedInstances(archive, target)
+    frame = frameNumbers(target.frames)[0] - 1 if target.frames else 0
+    return await _rendered(archive, request, path, frame, 0)
+
+
+async def retrieveThumbnail(archive, request, target, base):
+    """The first instance of a study, series or an instance as a small picture."""
+    (_, path), *_ = await storedInstances(archive, target)
+    return await _rendered(archive, request, path, 0, THUMBNAIL_SIZE)

@@ -1,0 +1,166 @@
+"""QIDO-RS (PS3.18 section 10.6): searches for studies, series and
+instances in the index, answered in DICOM JSON (``application/dicom+json``).
+
+A search is a C-FIND on the index (``IndexQuery.find``, in a reader
+thread) with C-FIND's matching: ``{attribute}={value}`` (a keyword or
+eight hex digits) matches as the same key would in a C-FIND, wildcards,
+date ranges and UID lists (separated by ``,`` or ``\\``) included.
+Each match carries the attributes the standard lists for its level (those
+of the levels above too when the path does not name them), those named by
+``includefield`` (``all``: every attribute the index keeps), the
+Retrieve AE Title and a RetrieveURL of the entity.  ``limit`` and
+``offset`` page the matches (a Warning header says when more are left);
+``fuzzymatching=true`` is answered with a Warning that matching was
+literal.  Attributes inside sequences (``a.b``) are refused (400).
+"""
+
+import re
+
+from pydicom.datadict import dictionary_VR, tag_for_keyword
+
+from pacscore.db.query import SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, QueryKey, levelIndex
+from pacscore.dicom.identifiers import (
+    QUERY_RETRIEVE_LEVEL, SPECIFIC_CHARACTER_SET, BadIdentifier, MatchEncoder, Request, checkKeys)
+from pacscore.web.answers import WebError
+from pacscore.web.dicomweb.dicomjson import jsonAnswer, jsonDataset
+
+RETRIEVE_URL = 0x00081190
+_COMPUTED = (0x00201200, 0x00201202, 0x00201204, 0x00201206, 0x00201208, 0x00201209, 0x00080061, 0x00080062)
+STUDY_FIELDS = ("StudyDate", "StudyTime", "AccessionNumber", "InstanceAvailability", "ModalitiesInStudy",
+                "ReferringPhysicianName", "PatientName", "PatientID", "PatientBirthDate", "PatientSex",
+                "StudyInstanceUID", "StudyID", "StudyDescription", "NumberOfStudyRelatedSeries",
+                "NumberOfStudyRelatedInstances")
+SERIES_FIELDS = ("Modality", "SeriesDescription", "SeriesInstanceUID", "SeriesNumber", "SeriesDate",
+                 "SeriesTime", "NumberOfSeriesRelatedInstances", "PerformedProcedureStepStartDate",
+                 "PerformedProcedureStepStartTime", "StudyInstanceUID")
+INSTANCE_FIELDS = ("SOPClassUID", "SOPInstanceUID", "InstanceAvailability", "InstanceNumber", "Rows",
+                   "Columns", "BitsAllocated", "NumberOfFrames", "SeriesInstanceUID", "StudyInstanceUID")
+LEVEL_FIELDS = {"STUDY": STUDY_FIELDS, "SERIES": SERIES_FIELDS, "IMAGE": INSTANCE_FIELDS}
+_HEX_TAG = re.compile(r"[0-9A-Fa-f]{8}")
+_CONTROL = frozenset(("includefield", "limit", "offset", "fuzzymatching", "accept", "charset"))
+MORE = '299 pacs "There are additional results that can be requested"'
+LITERAL = '299 pacs "The fuzzymatching parameter is not supported. Only literal matching has been performed."'
+
+
+def attributeTag(name):
+    """``(tag, vr)`` of a QIDO attribute ID: a keyword or eight hex digits."""
+    if "." in name:
+        raise WebError(400, f"{name}: attributes inside sequences cannot be searched for here")
+    tag = int(name, 16) if _HEX_TAG.fullmatch(name) else tag_for_keyword(name)
+    if tag is None:
+        raise WebError(400, f"{name!r} is neither a DICOM keyword nor a tag")
+    try:
+        return tag, dictionary_VR(tag).split(" or ")[0]
+    except KeyError:
+        raise WebError(400, f"{name}: the data dictionary does not know this tag") from None
+
+
+def _text(values):
+    return [value.decode("utf-8", "replace") for value in values]
+
+
+def _number(request, name, default):
+    values = _text(request.args.get(name.encode(), []))
+    if not values or not values[0].strip():
+        return default
+    try:
+        number = int(values[0])
+    except ValueError:
+        number = -1
+    if number < 0:
+        raise WebError(400, f"{name} must be a whole number from 0, not {values[0]!r}")
+    return number
+
+
+def _levelTags(level, target):
+    """The tags answered at ``level`` by default: its own fields and those of
+    the levels above that the path does not name."""
+    names = list(LEVEL_FIELDS[level])
+    if level == "IMAGE" and not target.series:
+        names += SERIES_FIELDS
+    if level != "STUDY" and not target.study:
+        names += STUDY_FIELDS
+    return [tag_for_keyword(name) for name in names]
+
+
+def _allTags(archive, level):
+    """Every attribute the index keeps at ``level`` and above, and the computed ones."""
+    tags = [tag for table in archive.query.tables[:levelIndex(level) + 1] for tag in table.byTag]
+    return tags + list(_COMPUTED)
+
+
+def searchKeys(archive, request, level, target):
+    """The C-FIND keys of a QIDO request: one per answered attribute, with
+    the value it must match (``""``: any)."""
+    keys = {}
+    for tag in _levelTags(level, target):
+        keys.setdefault(tag, "")
+    for field in _text(request.args.get(b"includefield", [])):
+        for name in filter(None, (part.strip() for part in field.split(","))):
+            for tag in (_allTags(archive, level) if name == "all" else [attributeTag(name)[0]]):
+                keys.setdefault(tag, "")
+    for name, values in request.args.items():
+        name = name.decode("utf-8", "replace")
+        if name.lower() in _CONTROL:
+            continue
+        tag, vr = attributeTag(name)
+        value = _text(values)[-1].strip()
+        keys[tag] = value.replace(",", "\\") if vr == "UI" else value
+    for tag, uid in ((STUDY_INSTANCE_UID, target.study), (SERIES_INSTANCE_UID, target.series)):
+        if uid:
+            keys[tag] = uid
+    found = []
+    for tag, value in keys.items():
+        if tag in (SPECIFIC_CHARACTER_SET, QUERY_RETRIEVE_LEVEL):
+            continue
+        try:
+            vr = dictionary_VR(tag).split(" or ")[0]
+        except KeyError:
+            vr = "UN"
+        found.append(QueryKey(tag, vr, value))
+    try:
+        checkKeys(found)
+    except BadIdentifier as e:
+        raise WebError(400, str(e)) from e
+    return found
+
+
+def retrieveURL(base, values, level):
+    """The WADO-RS address of a matched entity."""
+    url = f"{base}/studies/{values.get(STUDY_INSTANCE_UID, '')}"
+    if level in ("SERIES", "IMAGE"):
+        url += f"/series/{values.get(SERIES_INSTANCE_UID, '')}"
+    if level == "IMAGE":
+        url += f"/instances/{values.get(SOP_INSTANCE_UID, '')}"
+    return url
+
+
+def _matches(connection, query, level, keys, encoder, base, offset, limit):
+    """In a reader thread: the count of all matches and the JSON of those
+    from ``offset`` (at most ``limit``, None: all)."""
+    rows = query.find(connection, level, keys)
+    chosen = rows[offset:] if limit is None else rows[offset:offset + limit]
+    answers = []
+    for values in chosen:
+        dataset = encoder.dataset(values)
+        del dataset[QUERY_RETRIEVE_LEVEL]
+        del dataset[SPECIFIC_CHARACTER_SET]
+        dataset.add_new(RETRIEVE_URL, "UR", retrieveURL(base, values, level))
+        answers.append(jsonDataset(dataset))
+    return len(rows), answers
+
+
+async def search(archive, request, target, base, level):
+    """The QIDO-RS answer at ``level`` (STUDY, SERIES, IMAGE) within ``target``."""
+    keys = searchKeys(archive, request, level, target)
+    offset = _number(request, "offset", 0)
+    limit = _number(request, "limit", None)
+    encoder = MatchEncoder(Request(level, keys, "ISO_IR 192"), archive.aeTitle, None)
+    total, answers = await archive.index.runQuery(_matches, archive.query, level, keys, encoder, base,
+                                                  offset, limit)
+    warnings = []
+    if limit is not None and offset + limit < total:
+        warnings.append(MORE)
+    if _text(request.args.get(b"fuzzymatching", [b"false"]))[-1].strip().lower() == "true":
+        warnings.append(LITERAL)
+    return jsonAnswer(answers, (("Warning", ", ".join(warnings)),) if warnings else ())

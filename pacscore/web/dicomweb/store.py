@@ -1,0 +1,155 @@
+"""STOW-RS (PS3.18 section 10.5): ``POST /studies`` (or
+``/studies/{study}``, whose objects must belong to that study) with a
+``multipart/related; type="application/dicom"`` body of Part-10 objects.
+
+Each part is stored as a C-STORE data set is (``StorageService``): import
+converters, IncomingCompression, the file on disk and its index row
+committed before the answer says it is stored.  The body, which
+twisted.web keeps in a temporary file when it is large, is read part by
+part in 1 MB pieces.  The answer is Conquest-independent DICOM JSON: the
+Referenced SOP Sequence of the stored objects (with their RetrieveURL),
+the Failed SOP Sequence (with a C-STORE failure status as Failure Reason)
+and the study's RetrieveURL; 200 when all were stored, 202 when some,
+409 when none.  ``DICOMwebStore = 0`` in dicom.ini refuses every STOW-RS
+request (403).
+"""
+
+import json
+
+from pydicom.dataset import Dataset
+
+from pacscore.db.query import SERIES_INSTANCE_UID, STUDY_INSTANCE_UID
+from pacscore.dicom.storage import SUCCESS, StorageService
+from pacscore.storage.attributes import DatasetError, readAttributes
+from pacscore.storage.part10 import MAGIC, PREAMBLE_LENGTH, readFileMeta
+from pacscore.storage.store import IncomingObject
+from pacscore.web.answers import Answer, WebError
+from pacscore.web.dicomweb import multipart
+from pacscore.web.dicomweb.dicomjson import ANY_ORIGIN, DICOM_JSON, jsonDataset
+from pacscore.web.dicomweb.search import RETRIEVE_URL
+
+DICOM = "application/dicom"
+CHUNK = 1 << 20
+HEAD = 1 << 16
+MEDIA_SOP_CLASS = 0x00020002
+MEDIA_SOP_INSTANCE = 0x00020003
+CANNOT_UNDERSTAND = 0xC000
+DATASET_DOES_NOT_MATCH = 0xA900
+FAILED_SOP_SEQUENCE = 0x00081198
+REFERENCED_SOP_SEQUENCE = 0x00081199
+FAILURE_REASON = 0x00081197
+
+
+def storeAllowed(archive):
+    return archive.configuration.ini.getint("DICOMwebStore", 1) != 0
+
+
+def _readAt(body, start, length):
+    body.seek(start)
+    return body.read(length)
+
+
+class _Outcome:
+    """What became of the parts: their references and failures."""
+
+    def __init__(self, base):
+        self.base = base
+        self.stored = []
+        self.failed = []
+        self.studies = set()
+
+    def failure(self, sopClass, sop, status):
+        item = Dataset()
+        item.ReferencedSOPClassUID = sopClass
+        item.ReferencedSOPInstanceUID = sop
+        item.add_new(FAILURE_REASON, "US", status)
+        self.failed.append(item)
+
+    def success(self, sopClass, sop, study, series):
+        item = Dataset()
+        item.ReferencedSOPClassUID = sopClass
+        item.ReferencedSOPInstanceUID = sop
+        item.add_new(RETRIEVE_URL, "UR", f"{self.base}/studies/{study}/series/{series}/instances/{sop}")
+        self.stored.append(item)
+        self.studies.add(study)
+
+    def answer(self):
+        dataset = Dataset()
+        if len(self.studies) == 1:
+            dataset.add_new(RETRIEVE_URL, "UR", f"{self.base}/studies/{next(iter(self.studies))}")
+        if self.failed:
+            dataset.add_new(FAILED_SOP_SEQUENCE, "SQ", self.failed)
+        if self.stored:
+            dataset.add_new(REFERENCED_SOP_SEQUENCE, "SQ", self.stored)
+        status = 200 if not self.failed else 202 if self.stored else 409
+        return Answer(json.dumps(jsonDataset(dataset)).encode("utf-8"), DICOM_JSON, (ANY_ORIGIN,), status)
+
+
+def _partObject(body, part):
+    """In the I/O pool: ``(transfer syntax, meta, data set offset, {tag:
+    value})`` of the Part-10 object in a part, with its study and series UIDs."""
+    view = multipart.PartFile(body, part.start, part.end)
+    if view.read(PREAMBLE_LENGTH + len(MAGIC))[PREAMBLE_LENGTH:] != MAGIC:
+        raise DatasetError("not a DICOM Part-10 file (no DICM after the preamble)")
+    view.seek(0)
+    syntax, meta, offset = readFileMeta(view)
+    view.seek(offset)
+    return syntax, meta, offset, readAttributes(view, syntax, {STUDY_INSTANCE_UID, SERIES_INSTANCE_UID})
+
+
+async def _storePart(archive, storage, body, part, rootType, target, outcome):
+    """Store one part of the body; its outcome noted in ``outcome``."""
+    kind = multipart.mediaType(part.headers.get("content-type", rootType)).name
+    if kind != DICOM:
+        storage.log.warn("STOW-RS: a part of type {kind!r} refused: only application/dicom is stored", kind=kind)
+        return outcome.failure("", "", CANNOT_UNDERSTAND)
+    try:
+        syntax, meta, offset, attributes = await archive.workers.deferToWorker(_partObject, body, part)
+    except DatasetError as e:
+        storage.log.warn("STOW-RS: a part refused: {error}", error=e)
+        return outcome.failure("", "", CANNOT_UNDERSTAND)
+    sopClass, sop = meta.get(MEDIA_SOP_CLASS, ""), meta.get(MEDIA_SOP_INSTANCE, "")
+    study, series = attributes.get(STUDY_INSTANCE_UID, ""), attributes.get(SERIES_INSTANCE_UID, "")
+    if target.study and study != target.study:
+        storage.log.warn("STOW-RS: {sop} refused: its study {study} is not {target}", sop=sop, study=study,
+                         target=target.study)
+        return outcome.failure(sopClass, sop, DATASET_DOES_NOT_MATCH)
+    incoming = IncomingObject(sopClassUID=sopClass, sopInstanceUID=sop, transferSyntax=syntax, callingAE="",
+                              calledAE=archive.aeTitle, compression=archive.incomingCompression)
+    spool = archive.objectStore.spool(incoming)
+    position = part.start + offset
+    while position < part.end:
+        chunk = await archive.workers.deferToWorker(_readAt, body, position, min(CHUNK, part.end - position))
+        spool.write(chunk)
+        position += len(chunk)
+    status, _ = await storage.storeIncoming(incoming, spool, "an empty part")
+    if status != SUCCESS:
+        return outcome.failure(sopClass, sop, status)
+    outcome.success(sopClass, sop, study, series)
+
+
+async def storeInstances(archive, request, target, base):
+    """The STOW-RS answer to a POSTed multipart body."""
+    if not storeAllowed(archive):
+        raise WebError(403, "storing over DICOMweb is off (DICOMwebStore = 0)")
+    contentType = multipart.mediaType((request.getHeader(b"content-type") or b"").decode("latin-1"))
+    rootType = contentType.get("type", DICOM).lower()
+    if contentType.name != "multipart/related" or rootType != DICOM:
+        raise WebError(415, "pacs stores multipart/related; type=\"application/dicom\" bodies "
+                            "(DICOM JSON and XML with bulk data are not taken)")
+    boundary = contentType.get("boundary")
+    if not boundary:
+        raise WebError(400, "the Content-Type has no boundary")
+    body = request.content
+    try:
+        parts = await archive.workers.deferToWorker(multipart.splitParts, body, boundary)
+    except ValueError as e:
+        raise WebError(400, f"the body is not multipart/related: {e}") from e
+    if not parts:
+        raise WebError(400, "the body has no parts")
+    storage = StorageService(archive.objectStore, archive.storageFailedStatus, archive.counters,
+                             archive.incomingCompression)
+    outcome = _Outcome(base)
+    for part in parts:
+        await _storePart(archive, storage, body, part, rootType, target, outcome)
+    return outcome.answer()

@@ -1,0 +1,223 @@
+"""DICOMweb of ``twistd -n pacs`` to a real client, dicomweb-client (the
+library and its command line), and DCMTK on the other side: what storescu
+stored is found and retrieved over QIDO-RS/WADO-RS, what STOW-RS stored
+is found by findscu and fetched by getscu."""
+
+import io
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pydicom
+from PIL import Image
+from dicomweb_client.api import DICOMwebClient
+from pydicom.data import get_testdata_file
+from pydicom.encaps import generate_frames
+from pydicom.pixels import pixel_array
+from twisted.trial import unittest
+
+from tests.interop.browser import renderedDOM
+from tests.interop.server import BIN, PacsServer, dcmtk, freePort
+from tests.interop.test_find import STUDY_ROOT, findscu
+from tests.interop.test_storage import writeLargeMultiframe
+
+CT = get_testdata_file("CT_small.dcm")
+RGB = get_testdata_file("examples_rgb_color.dcm")
+FRAMES = get_testdata_file("examples_ybr_color.dcm")
+MR = get_testdata_file("MR_small.dcm")
+J2K = get_testdata_file("JPEG2000.dcm")
+EXPLICIT = "1.2.840.10008.1.2.1"
+
+
+class QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+class DicomWebTests(unittest.TestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        cls.folder = tempfile.mkdtemp(prefix="pacs-dicomweb-")
+        cls.server = PacsServer(os.path.join(cls.folder, "pacs"), ae="WEBPACS")
+        cls.server.start()
+        try:
+            for files, extra in (((CT, RGB), ()), ((FRAMES,), ("-xy",))):
+                result = cls.server.store(*files, extra=extra)
+                assert result.returncode == 0, result.stderr
+        except BaseException:
+            cls.tearDownClass()
+            raise
+        cls.url = f"http://127.0.0.1:{cls.server.webPort}/dicom-web"
+        cls.client = DICOMwebClient(url=cls.url)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.stop()
+        shutil.rmtree(cls.folder, ignore_errors=True)
+
+    def test_search(self):
+        studies = self.client.search_for_studies()
+        byPatient = {pydicom.Dataset.from_json(s).PatientID: pydicom.Dataset.from_json(s) for s in studies}
+        self.assertTrue({"1CT1", "13US1", "204"} <= set(byPatient))
+        ct = pydicom.dcmread(CT, stop_before_pixels=True)
+        self.assertEqual(byPatient["1CT1"].StudyInstanceUID, ct.StudyInstanceUID)
+        self.assertEqual(byPatient["1CT1"].ModalitiesInStudy, "CT")
+        series = self.client.search_for_series(search_filters={"Modality": "CT"})
+        self.assertEqual([pydicom.Dataset.from_json(s).SeriesInstanceUID for s in series], [ct.SeriesInstanceUID])
+        instances = self.client.search_for_instances(study_instance_uid=ct.StudyInstanceUID)
+        self.assertEqual([pydicom.Dataset.from_json(i).SOPInstanceUID for i in instances], [ct.SOPInstanceUID])
+        self.assertEqual(self.client.search_for_studies(search_filters={"PatientName": "Compressed*"},
+                                                        fields=["StudyDescription"])[0]["00100020"]["Value"],
+                         ["1CT1"])
+
+    def test_retrieve(self):
+        for path in (CT, RGB):
+            sent = pydicom.dcmread(path)
+            (got,) = self.client.retrieve_series(sent.StudyInstanceUID, sent.SeriesInstanceUID)
+            self.assertEqual(got.file_meta.TransferSyntaxUID, EXPLICIT)
+            self.assertEqual(got.SOPInstanceUID, sent.SOPInstanceUID)
+            np.testing.assert_array_equal(got.pixel_array, sent.pixel_array)
+
+    def test_multiFrame(self):
+        sent = pydicom.dcmread(FRAMES)
+        uids = (sent.StudyInstanceUID, sent.SeriesInstanceUID, sent.SOPInstanceUID)
+        stored = self.client.retrieve_instance(*uids, media_types=(("application/dicom", "*"),))
+        self.assertEqual(stored.file_meta.TransferSyntaxUID, sent.file_meta.TransferSyntaxUID)
+        self.assertEqual(stored.PixelData, sent.PixelData)
+        (jpeg,) = self.client.retrieve_instance_frames(*uids, frame_numbers=[29], media_types=("image/jpeg",))
+        self.assertEqual(jpeg, list(generate_frames(sent.PixelData, number_of_frames=sent.NumberOfFrames))[28])
+        (native,) = self.client.retrieve_instance_frames(*uids, frame_numbers=[29],
+                                                        media_types=(("application/octet-stream", EXPLICIT),))
+        self.assertEqual(native, pixel_array(sent, index=28).tobytes())
+        metadata = self.client.retrieve_instance_metadata(*uids)
+        self.assertEqual(metadata["00280008"]["Value"], [sent.NumberOfFrames])
+        self.assertIn("BulkDataURI", metadata["7FE00010"])
+        rendered = self.client.retrieve_instance_frames_rendered(*uids, frame_numbers=[29], media_types=("image/png",))
+        self.assertEqual(Image.open(io.BytesIO(rendered)).size, (sent.Columns, sent.Rows))
+
+    def test_storeThenDicom(self):
+        """STOW-RS of two objects, then DCMTK finds them and fetches them back."""
+        sent = [pydicom.dcmread(MR), pydicom.dcmread(J2K)]
+        answer = self.client.store_instances(sent)
+        self.assertEqual([item.ReferencedSOPInstanceUID for item in answer.ReferencedSOPSequence],
+                         [ds.SOPInstanceUID for ds in sent])
+        for ds in sent:
+            matches, result = findscu(self.server, STUDY_ROOT, "IMAGE",
+                                      {"StudyInstanceUID": ds.StudyInstanceUID, "SOPInstanceUID": None})
+            self.assertEqual([m.SOPInstanceUID for m in matches], [ds.SOPInstanceUID], result.stdout)
+            out = tempfile.mkdtemp(dir=self.folder)
+            result = dcmtk("getscu", "-S", "-aec", self.server.ae, "-od", out, "-k", "QueryRetrieveLevel=STUDY",
+                           "-k", f"StudyInstanceUID={ds.StudyInstanceUID}", "127.0.0.1", self.server.port)
+            (name,) = os.listdir(out)
+            fetched = pydicom.dcmread(os.path.join(out, name))
+            self.assertEqual(fetched.SOPInstanceUID, ds.SOPInstanceUID, result.stderr)
+            np.testing.assert_array_equal(fetched.pixel_array, ds.pixel_array)  # getscu takes it uncompressed
+
+    def test_commandLine(self):
+        """dicomweb-client's own command line searches and retrieves."""
+        tool = os.path.join(BIN, "dicomweb_client")
+        result = subprocess.run([tool, "--url", self.url, "search", "studies", "--filter", "PatientID=204"],
+                                capture_output=True, text=True, timeout=120)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn("204", result.stdout)
+        ybr = pydicom.dcmread(FRAMES, stop_before_pixels=True)
+        out = tempfile.mkdtemp(dir=self.folder)
+        result = subprocess.run([tool, "--url", self.url, "retrieve", "instances", "--study", ybr.StudyInstanceUID,
+                                 "--series", ybr.SeriesInstanceUID, "--instance", ybr.SOPInstanceUID, "full",
+                                 "--save", "--output-dir", out],
+                                capture_output=True, text=True, timeout=120)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        (name,) = os.listdir(out)
+        self.assertEqual(pydicom.dcmread(os.path.join(out, name)).SOPInstanceUID, ybr.SOPInstanceUID)
+
+    def test_damagedRequests(self):
+        """Garbage to /dicom-web gets 4xx answers and the server goes on."""
+        for path, data in (("/studies?%ff%fe=1", None), ("/studies/1.2..3", None), ("/studies", b"junk")):
+            request = urllib.request.Request(self.url + path, data=data)
+            if data:
+                request.add_header("Content-Type", "multipart/related; boundary=x")
+            with self.assertRaises(urllib.error.HTTPError) as caught:
+                urllib.request.urlopen(request, timeout=30)
+            self.assertEqual(caught.exception.code // 100, 4, path)
+        self.assertTrue(self.client.search_for_studies())
+
+    def test_viewerFromElsewhere(self):
+        """A page served from another origin (as a viewer such as OHIF is)
+        searches and fetches metadata with an Authorization header in
+        headless Chromium: the preflight and the CORS headers let it."""
+        ct = pydicom.dcmread(CT, stop_before_pixels=True)
+        site = tempfile.mkdtemp(dir=self.folder)
+        with open(os.path.join(site, "viewer.html"), "w") as f:
+            f.write(f"""<html><body><p id="out">waiting</p><script>
+const base = "{self.url}";
+async function run() {{
+  const studies = await (await fetch(base + "/studies?PatientID=1CT1",
+                                     {{headers: {{Accept: "application/dicom+json"}}}})).json();
+  const study = studies[0]["0020000D"].Value[0];
+  const metadata = await (await fetch(base + "/studies/" + study + "/metadata",
+                                      {{headers: {{Authorization: "Bearer none", Accept: "application/dicom+json"}}}})).json();
+  document.getElementById("out").textContent = "rows " + metadata[0]["00280010"].Value[0];
+}}
+run().catch(e => document.getElementById("out").textContent = "failed " + e);
+</script></body></html>""")
+        handler = partial(QuietHandler, directory=site)
+        server = ThreadingHTTPServer(("127.0.0.1", freePort()), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            dom = renderedDOM(f"http://127.0.0.1:{server.server_address[1]}/viewer.html")
+        finally:
+            server.shutdown()
+            server.server_close()
+        self.assertIn(f'<p id="out">rows {ct.Rows}</p>', dom)
+        self.assertIn('"OPTIONS /dicom-web/studies/', self.server.log())
+
+
+class LargeObjectTests(unittest.TestCase):
+
+    def setUp(self):
+        self.server = PacsServer(self.mktemp())
+        self.addCleanup(self.server.stop)
+        self.server.start()
+
+    def test_300MBOverDicomWebWithBoundedMemory(self):
+        """A 300 MB multi-frame object stored with STOW-RS (a chunked upload)
+        and retrieved as stored with WADO-RS: the server's peak memory grows
+        by less than 64 MB, and the bytes come back as they went."""
+        path = os.path.abspath(self.mktemp() + ".dcm")
+        size = writeLargeMultiframe(path, "1.2.3.4.5.6.9")
+        self.assertGreater(size, 300 * 10**6)
+        url = f"http://127.0.0.1:{self.server.webPort}/dicom-web/studies"
+        before = self.server.peakRSSKilobytes()
+
+        def body():
+            yield b"--big\r\nContent-Type: application/dicom\r\n\r\n"
+            with open(path, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    yield chunk
+            yield b"\r\n--big--\r\n"
+        request = urllib.request.Request(url, data=body(), method="POST", headers={
+            "Content-Type": 'multipart/related; type="application/dicom"; boundary=big'})
+        with urllib.request.urlopen(request, timeout=600) as response:
+            self.assertEqual(response.status, 200)
+        request = urllib.request.Request(f"{url}/1.2.3.4.5", headers={
+            "Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'})
+        received = 0
+        with urllib.request.urlopen(request, timeout=600) as response, open(path, "rb") as original:
+            original.seek(size - 4096)
+            tail = original.read()
+            last = b""
+            while chunk := response.read(1 << 20):
+                received += len(chunk)
+                last = (last + chunk)[-8192:]
+        self.assertIn(tail + b"\r\n--", last)
+        self.assertGreater(received, size)
+        peak = self.server.peakRSSKilobytes()
+        self.assertLess(peak - before, 64 * 1024, f"peak RSS grew from {before} kB to {peak} kB")

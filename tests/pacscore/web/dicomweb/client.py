@@ -1,0 +1,74 @@
+"""``DicomWebTestCase``: a RunningArchive holding a generated corpus, its
+web site listening on a free loopback port, and ``fetch`` through
+twisted.web's Agent, so that answers cross real HTTP (chunked streams,
+backpressure, cut connections); ``parts`` splits a multipart answer."""
+
+import io
+import json
+from typing import NamedTuple
+
+from twisted.internet import defer, reactor
+from twisted.web.client import Agent, FileBodyProducer, readBody
+from twisted.web.http_headers import Headers
+
+from pacscore.web.dicomweb import multipart
+from pacscore.web.site import webSite
+from tests.pacscore.web.pages import WebTestCase
+
+
+class Fetched(NamedTuple):
+    code: int
+    headers: Headers
+    body: bytes
+
+    def header(self, name):
+        values = self.headers.getRawHeaders(name, [])
+        return values[0] if values else None
+
+    def json(self):
+        return json.loads(self.body)
+
+    def parts(self):
+        """``[(Content-Type, content)]`` of a multipart answer."""
+        boundary = multipart.mediaType(self.header("content-type")).get("boundary")
+        f = io.BytesIO(self.body)
+        return [(part.headers.get("content-type"), self.body[part.start:part.end])
+                for part in multipart.splitParts(f, boundary)]
+
+
+class DicomWebTestCase(WebTestCase):
+
+    corpusShape = {"patients": 2, "studiesPerPatient": 1, "seriesPerStudy": 2, "imagesPerSeries": 2}
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        yield super().setUp()
+        listening = reactor.listenTCP(0, webSite(self.running.archive), interface="127.0.0.1")
+        self.addCleanup(listening.stopListening)
+        self.base = f"http://127.0.0.1:{listening.getHost().port}/dicom-web"
+        self.archive = self.running.archive
+
+    @defer.inlineCallbacks
+    def fetch(self, path, method=b"GET", accept=None, body=None, contentType=None):
+        headers = Headers()
+        if accept:
+            headers.addRawHeader("accept", accept)
+        if contentType:
+            headers.addRawHeader("content-type", contentType)
+        producer = None if body is None else FileBodyProducer(io.BytesIO(body))
+        url = path if path.startswith("http") else self.base + path
+        response = yield Agent(reactor).request(method, url.encode(), headers, producer)
+        data = yield readBody(response)
+        return Fetched(response.code, response.headers, data)
+
+
+def stowBody(*files, boundary="stow-boundary", kinds=None):
+    """A STOW-RS body of the Part-10 files ``files`` (bytes)."""
+    data = b""
+    for number, content in enumerate(files):
+        kind = kinds[number] if kinds else "application/dicom"
+        data += multipart.partHeader(boundary, kind) + content + multipart.CRLF
+    return data + multipart.closing(boundary)
+
+
+STOW_TYPE = 'multipart/related; type="application/dicom"; boundary=stow-boundary'

@@ -1,0 +1,87 @@
+"""Accept headers read as DICOMweb clients write them, and multipart
+bodies split into parts from a file without reading it whole."""
+
+import io
+
+from twisted.trial import unittest
+from twisted.web.test.requesthelper import DummyRequest
+
+from pacscore.web.answers import WebError
+from pacscore.web.dicomweb import multipart
+
+
+def requestAccepting(*values, query=()):
+    request = DummyRequest([])
+    for value in values:
+        request.requestHeaders.addRawHeader(b"accept", value.encode())
+    request.args = {b"accept": [value.encode() for value in query]} if query else {}
+    return request
+
+
+class AcceptTests(unittest.TestCase):
+
+    def test_none(self):
+        self.assertEqual(multipart.accepted(requestAccepting()), [multipart.MediaType("*/*", {})])
+
+    def test_parametersAndQuotes(self):
+        (media,) = multipart.accepted(requestAccepting(
+            'multipart/related; type="application/dicom"; transfer-syntax=*'))
+        self.assertEqual(media.name, "multipart/related")
+        self.assertEqual(media.parameters, {"type": "application/dicom", "transfer-syntax": "*"})
+
+    def test_qualityOrdersAndZeroDrops(self):
+        found = multipart.accepted(requestAccepting(
+            "image/png;q=0.5, image/jpeg, image/gif;q=0", 'multipart/related; type="a,b";q=0.7'))
+        self.assertEqual([m.name for m in found], ["image/jpeg", "multipart/related", "image/png"])
+        self.assertEqual(found[1].get("type"), "a,b")
+
+    def test_queryParameterFirst(self):
+        found = multipart.accepted(requestAccepting("image/png", query=("image/gif",)))
+        self.assertEqual([m.name for m in found], ["image/gif", "image/png"])
+
+    def test_badQuality(self):
+        self.assertRaises(WebError, multipart.accepted, requestAccepting("image/png;q=x"))
+
+
+def body(boundary, *parts, preamble=b"", epilogue=b""):
+    data = preamble
+    for headers, content in parts:
+        data += multipart.partHeader(boundary, headers) + content + multipart.CRLF
+    return data + multipart.closing(boundary) + epilogue
+
+
+class SplitTests(unittest.TestCase):
+
+    def setUp(self):
+        self.patch(multipart, "SCAN_CHUNK", 7)  # boundaries and header ends straddle the chunks read
+
+    def contents(self, data, boundary):
+        f = io.BytesIO(data)
+        return [(part.headers, data[part.start:part.end]) for part in multipart.splitParts(f, boundary)]
+
+    def test_parts(self):
+        first, second = b"\0" * 100 + b"--notit\r\n", b"DICM" * 50
+        data = body("b0undary", ("application/dicom", first), ("application/dicom; x=1", second),
+                    preamble=b"ignored\r\n", epilogue=b"ignored too")
+        found = self.contents(data, "b0undary")
+        self.assertEqual([content for _, content in found], [first, second])
+        self.assertEqual(found[1][0], {"content-type": "application/dicom; x=1"})
+
+    def test_partWithoutHeaders(self):
+        data = b"--b\r\n\r\nabc\r\n--b--\r\n"
+        self.assertEqual(self.contents(data, "b"), [({}, b"abc")])
+
+    def test_damaged(self):
+        for data in (b"no boundary here", b"--b\r\nContent-Type: x\r\n\r\nnever closed",
+                     b"--b\r\nContent-Type: x"):
+            self.assertRaises(ValueError, multipart.splitParts, io.BytesIO(data), "b")
+
+    def test_partFile(self):
+        view = multipart.PartFile(io.BytesIO(b"0123456789"), 2, 8)
+        self.assertEqual(view.read(3), b"234")
+        self.assertEqual(view.tell(), 3)
+        self.assertEqual(view.read(), b"567")
+        self.assertEqual(view.read(5), b"")
+        self.assertEqual(view.seek(0, 2), 6)
+        view.seek(1)
+        self.assertEqual(view.read(100), b"34567")

@@ -1,0 +1,125 @@
+"""WADO-RS over HTTP: objects in transfer syntaxes, metadata with bulk
+data addresses that lead to the data, frames, rendered pictures, and an
+answer cut short when a file vanishes after the first part went out."""
+
+import io
+import os
+
+import numpy as np
+import pydicom
+from PIL import Image
+from twisted.internet import defer
+from twisted.web.client import ResponseFailed
+
+from tests.pacscore.web.dicomweb.client import DicomWebTestCase
+
+JPEG_LOSSLESS = "1.2.840.10008.1.2.4.70"
+
+
+class RetrieveTests(DicomWebTestCase):
+
+    def instancePath(self, image):
+        return f"/studies/{image.studyUID}/series/{image.seriesUID}/instances/{image.sopUID}"
+
+    @defer.inlineCallbacks
+    def test_study(self):
+        image = self.corpus[0]
+        found = yield self.fetch(f"/studies/{image.studyUID}")
+        self.assertEqual(found.code, 200)
+        self.assertTrue(found.header("content-type").startswith('multipart/related; type="application/dicom"'))
+        sent = {i.sopUID: pydicom.dcmread(i.path) for i in self.corpus if i.studyUID == image.studyUID}
+        parts = found.parts()
+        self.assertEqual(len(parts), 4)
+        for kind, content in parts:
+            self.assertEqual(kind, "application/dicom; transfer-syntax=1.2.840.10008.1.2.1")
+            got = pydicom.dcmread(io.BytesIO(content))
+            self.assertEqual(got, sent[got.SOPInstanceUID])
+
+    @defer.inlineCallbacks
+    def test_transferSyntaxes(self):
+        image = self.corpus[1]
+        original = pydicom.dcmread(image.path)
+        found = yield self.fetch(self.instancePath(image),
+                                 accept=f'multipart/related; type="application/dicom"; transfer-syntax={JPEG_LOSSLESS}')
+        ((kind, content),) = found.parts()
+        self.assertEqual(kind, f"application/dicom; transfer-syntax={JPEG_LOSSLESS}")
+        got = pydicom.dcmread(io.BytesIO(content))
+        self.assertEqual(got.file_meta.TransferSyntaxUID, JPEG_LOSSLESS)
+        np.testing.assert_array_equal(got.pixel_array, original.pixel_array)
+        stored = yield self.fetch(f"/studies/{image.studyUID}/series/{image.seriesUID}",
+                                  accept='multipart/related; type="application/dicom"; transfer-syntax=*')
+        self.assertEqual(len(stored.parts()), 2)
+        refused = yield self.fetch(self.instancePath(image),
+                                   accept='multipart/related; type="application/dicom"; transfer-syntax=1.2.3')
+        self.assertEqual(refused.code, 406)
+
+    @defer.inlineCallbacks
+    def test_notFound(self):
+        image = self.corpus[0]
+        for path in ("/studies/1.2.3", f"/studies/{image.studyUID}/series/1.2.3",
+                     f"/studies/{self.corpus[-1].studyUID}/series/{image.seriesUID}"):
+            found = yield self.fetch(path)
+            self.assertEqual((path, found.code), (path, 404))
+
+    @defer.inlineCallbacks
+    def test_metadataAndBulkData(self):
+        image = self.corpus[2]
+        (metadata,) = (yield self.fetch(self.instancePath(image) + "/metadata")).json()
+        self.assertEqual(metadata["00100020"]["Value"], [image.patientID])
+        self.assertEqual(metadata["00083002"]["Value"], ["1.2.840.10008.1.2.1"])
+        uri = metadata["7FE00010"]["BulkDataURI"]
+        ((kind, frame),) = (yield self.fetch(uri)).parts()
+        self.assertEqual(kind, "application/octet-stream; transfer-syntax=1.2.840.10008.1.2.1")
+        self.assertEqual(frame, pydicom.dcmread(image.path).PixelData)
+        series = (yield self.fetch(f"/studies/{image.studyUID}/series/{image.seriesUID}/metadata")).json()
+        self.assertEqual(len(series), 2)
+        missing = yield self.fetch(self.instancePath(image) + "/bulk/00091001")
+        self.assertEqual(missing.code, 404)
+
+    @defer.inlineCallbacks
+    def test_frames(self):
+        image = self.corpus[3]
+        found = yield self.fetch(self.instancePath(image) + "/frames/1",
+                                 accept='multipart/related; type="application/octet-stream"')
+        ((_, frame),) = found.parts()
+        self.assertEqual(frame, pydicom.dcmread(image.path).PixelData)
+        for frames, code in (("2", 404), ("0", 400), ("1,x", 400)):
+            found = yield self.fetch(self.instancePath(image) + f"/frames/{frames}")
+            self.assertEqual((frames, found.code), (frames, code))
+        found = yield self.fetch(self.instancePath(image) + "/frames/1", accept='multipart/related; type="image/jpeg"')
+        self.assertEqual(found.code, 406)
+
+    @defer.inlineCallbacks
+    def test_renderedAndThumbnail(self):
+        image = self.corpus[0]
+        found = yield self.fetch(self.instancePath(image) + "/rendered?window=2048,4096")
+        self.assertEqual(found.header("content-type"), "image/jpeg")
+        self.assertEqual(Image.open(io.BytesIO(found.body)).size, (64, 64))
+        png = yield self.fetch(self.instancePath(image) + "/frames/1/rendered?viewport=32,32", accept="image/png")
+        self.assertEqual(Image.open(io.BytesIO(png.body)).format, "PNG")
+        self.assertEqual(Image.open(io.BytesIO(png.body)).size, (32, 32))
+        thumbnail = yield self.fetch(f"/studies/{image.studyUID}/thumbnail")
+        self.assertEqual(Image.open(io.BytesIO(thumbnail.body)).format, "JPEG")
+        refused = yield self.fetch(self.instancePath(image) + "/rendered", accept="application/pdf")
+        self.assertEqual(refused.code, 406)
+
+    @defer.inlineCallbacks
+    def test_vanishedFiles(self):
+        """The first file gone: a 404; a later one: the answer is cut short
+        (the client must not take a partial study for a whole one)."""
+        image = self.corpus[0]
+        series = [i for i in self.corpus if i.seriesUID == image.seriesUID]
+        paths = yield self.archive.index.runQuery(self.archive.query.instances, "SERIES",
+                                                  [self.queryKey(image.seriesUID)])
+        files = [self.archive.objectReader.path(p.deviceName, p.objectFile) for p in paths]
+        self.assertEqual(len(files), len(series))
+        os.remove(files[1])
+        with self.assertRaises(ResponseFailed):
+            yield self.fetch(f"/studies/{image.studyUID}/series/{image.seriesUID}")
+        os.remove(files[0])
+        found = yield self.fetch(f"/studies/{image.studyUID}/series/{image.seriesUID}")
+        self.assertEqual(found.code, 404)
+
+    def queryKey(self, seriesUID):
+        from pacscore.db.query import SERIES_INSTANCE_UID, QueryKey
+        return QueryKey(SERIES_INSTANCE_UID, "UI", seriesUID)

@@ -1,0 +1,108 @@
+"""QIDO-RS over HTTP on an archive holding two patients, each with one
+study of two series of two images."""
+
+from twisted.internet import defer
+
+from pacscore.web.dicomweb.search import LITERAL, MORE
+from tests.pacscore.web.dicomweb.client import DicomWebTestCase
+
+
+def values(match, tag):
+    return match.get(tag, {}).get("Value", [])
+
+
+class SearchTests(DicomWebTestCase):
+
+    @defer.inlineCallbacks
+    def test_studies(self):
+        found = yield self.fetch("/studies")
+        self.assertEqual(found.code, 200)
+        self.assertEqual(found.header("content-type"), "application/dicom+json")
+        self.assertEqual(found.header("access-control-allow-origin"), "*")
+        matches = found.json()
+        self.assertEqual(sorted(values(m, "00100020")[0] for m in matches), ["PAT0000", "PAT0001"])
+        study = self.corpus[0].studyUID
+        (first,) = [m for m in matches if values(m, "0020000D") == [study]]
+        self.assertEqual(values(first, "00201206"), [2])  # NumberOfStudyRelatedSeries
+        self.assertEqual(values(first, "00201208"), [4])
+        self.assertEqual(values(first, "00080056"), ["ONLINE"])
+        self.assertEqual(values(first, "00081190"), [f"{self.base}/studies/{study}"])
+        self.assertEqual(values(first, "00100010"), [{"Alphabetic": "Test^Patient0"}])
+        self.assertNotIn("00080052", first)
+
+    @defer.inlineCallbacks
+    def test_matching(self):
+        for query, expected in (("PatientID=PAT0001", ["PAT0001"]), ("PatientName=Test*0", ["PAT0000"]),
+                                ("00100020=PAT0000", ["PAT0000"]), ("PatientID=nobody", []),
+                                (f"StudyInstanceUID={self.corpus[0].studyUID},{self.corpus[-1].studyUID}",
+                                 ["PAT0000", "PAT0001"])):
+            found = yield self.fetch(f"/studies?{query}")
+            self.assertEqual((query, sorted(values(m, "00100020")[0] for m in found.json())), (query, expected))
+
+    @defer.inlineCallbacks
+    def test_seriesAndInstancesInside(self):
+        image = self.corpus[0]
+        series = (yield self.fetch(f"/studies/{image.studyUID}/series")).json()
+        self.assertEqual(len(series), 2)
+        self.assertNotIn("00100020", series[0])  # the study's attributes: the path names it
+        self.assertEqual(values(series[0], "00201209"), [2])
+        instances = (yield self.fetch(f"/studies/{image.studyUID}/series/{image.seriesUID}/instances")).json()
+        self.assertEqual(sorted(values(m, "00080018")[0] for m in instances),
+                         sorted(i.sopUID for i in self.corpus if i.seriesUID == image.seriesUID))
+        self.assertEqual(values(instances[0], "00280010"), [64])
+        self.assertEqual(values(instances[0], "00081190")[0],
+                         f"{self.base}/studies/{image.studyUID}/series/{image.seriesUID}"
+                         f"/instances/{values(instances[0], '00080018')[0]}")
+
+    @defer.inlineCallbacks
+    def test_allSeriesAndInstances(self):
+        series = (yield self.fetch("/series?PatientID=PAT0001")).json()
+        self.assertEqual(len(series), 2)
+        self.assertEqual(values(series[0], "00100020"), ["PAT0001"])
+        instances = (yield self.fetch("/instances")).json()
+        self.assertEqual(len(instances), 8)
+        self.assertIn("0020000E", instances[0])
+
+    @defer.inlineCallbacks
+    def test_limitOffsetAndWarnings(self):
+        everything = (yield self.fetch("/instances")).json()
+        page = yield self.fetch("/instances?limit=3&offset=2")
+        self.assertEqual(page.json(), everything[2:5])
+        self.assertEqual(page.header("warning"), MORE)
+        last = yield self.fetch("/instances?limit=3&offset=6&fuzzymatching=true")
+        self.assertEqual(len(last.json()), 2)
+        self.assertEqual(last.header("warning"), LITERAL)
+
+    @defer.inlineCallbacks
+    def test_includefield(self):
+        plain = (yield self.fetch("/studies")).json()[0]
+        self.assertNotIn("00080062", plain)
+        named = (yield self.fetch("/studies?includefield=SOPClassesInStudy,00081030")).json()[0]
+        self.assertEqual(values(named, "00080062"), ["1.2.840.10008.5.1.4.1.1.2"])
+        every = (yield self.fetch("/studies?includefield=all")).json()[0]
+        self.assertTrue(set(plain) < set(every))
+
+    @defer.inlineCallbacks
+    def test_jsonTypes(self):
+        found = yield self.fetch("/studies", accept="application/json")
+        self.assertEqual(found.header("content-type"), "application/json")
+        refused = yield self.fetch("/studies", accept='multipart/related; type="application/dicom+xml"')
+        self.assertEqual(refused.code, 406)
+
+    @defer.inlineCallbacks
+    def test_badRequests(self):
+        for path, code in (("/studies?NoSuchKeyword=1", 400), ("/studies?00400275.00321060=x", 400),
+                           ("/studies?limit=-1", 400), ("/studies?limit=many", 400),
+                           ("/studies/not-a-uid/series", 400), ("/patients", 404), ("/studies/1.2/nothing", 404)):
+            found = yield self.fetch(path)
+            self.assertEqual((path, found.code), (path, code))
+            self.assertEqual(found.header("access-control-allow-origin"), "*")
+        found = yield self.fetch("/series", method=b"POST")
+        self.assertEqual(found.code, 405)
+
+    @defer.inlineCallbacks
+    def test_preflight(self):
+        found = yield self.fetch("/studies", method=b"OPTIONS")
+        self.assertEqual(found.code, 204)
+        self.assertEqual(found.header("access-control-allow-methods"), "GET, POST, OPTIONS")
+        self.assertEqual(found.header("access-control-allow-origin"), "*")

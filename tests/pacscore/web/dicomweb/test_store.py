@@ -1,0 +1,97 @@
+"""STOW-RS over HTTP: objects stored as C-STOREs are (on disk and in the
+index before the answer), the answer's references and failures, and the
+requests refused whole."""
+
+import os
+
+import pydicom
+from twisted.internet import defer
+
+from pacscore.testing.corpus import generateCorpus
+from tests.pacscore.web.dicomweb.client import STOW_TYPE, DicomWebTestCase, stowBody
+
+
+def read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def sequence(answer, tag):
+    return answer.get(tag, {}).get("Value", [])
+
+
+class StoreTests(DicomWebTestCase):
+
+    def newImages(self, **shape):
+        return generateCorpus(os.path.abspath(self.mktemp()), **{"patients": 1, "studiesPerPatient": 1,
+                                                                 "seriesPerStudy": 1, "imagesPerSeries": 2, **shape})
+
+    @defer.inlineCallbacks
+    def stored(self, sop):
+        from pacscore.web.objects import storedPath
+        path = yield storedPath(self.archive, sop)
+        return pydicom.dcmread(path)
+
+    @defer.inlineCallbacks
+    def test_store(self):
+        images = self.newImages()
+        found = yield self.fetch("/studies", method=b"POST", body=stowBody(*(read(i.path) for i in images)),
+                                 contentType=STOW_TYPE)
+        self.assertEqual(found.code, 200)
+        answer = found.json()
+        self.assertEqual(sequence(answer, "00081190"), [f"{self.base}/studies/{images[0].studyUID}"])
+        references = sequence(answer, "00081199")
+        self.assertEqual([r["00081155"]["Value"][0] for r in references], [i.sopUID for i in images])
+        self.assertNotIn("00081198", answer)
+        for image, reference in zip(images, references):
+            self.assertEqual((yield self.stored(image.sopUID)), pydicom.dcmread(image.path))
+            fetched = yield self.fetch(reference["00081190"]["Value"][0])
+            self.assertEqual(len(fetched.parts()), 1)
+        studies = (yield self.fetch("/studies")).json()
+        self.assertEqual(len(studies), 3)
+
+    @defer.inlineCallbacks
+    def test_someRefused(self):
+        images = self.newImages()
+        other = self.newImages()[0]
+        body = stowBody(read(images[0].path), read(other.path), b"not DICOM at all" * 20, read(images[1].path),
+                        kinds=["application/dicom", "application/dicom", "application/dicom", "text/plain"])
+        found = yield self.fetch(f"/studies/{images[0].studyUID}", method=b"POST", body=body, contentType=STOW_TYPE)
+        self.assertEqual(found.code, 202)
+        answer = found.json()
+        self.assertEqual([r["00081155"]["Value"][0] for r in sequence(answer, "00081199")], [images[0].sopUID])
+        reasons = [(f.get("00081155", {}).get("Value", [""])[0], f["00081197"]["Value"][0])
+                   for f in sequence(answer, "00081198")]
+        self.assertEqual(reasons, [(other.sopUID, 0xA900), ("", 0xC000), ("", 0xC000)])
+        found = (yield self.fetch(f"/studies?StudyInstanceUID={other.studyUID}")).json()
+        self.assertEqual(found, [])
+
+    @defer.inlineCallbacks
+    def test_noneStored(self):
+        images = self.newImages()
+        damaged = read(images[0].path)[:-1000]
+        found = yield self.fetch("/studies", method=b"POST", body=stowBody(damaged), contentType=STOW_TYPE)
+        self.assertEqual(found.code, 409)
+        (failure,) = sequence(found.json(), "00081198")
+        self.assertEqual(failure["00081155"]["Value"], [images[0].sopUID])
+        self.assertEqual(failure["00081197"]["Value"], [0xC000])
+
+    @defer.inlineCallbacks
+    def test_refusedRequests(self):
+        body = stowBody(read(self.corpus[0].path))
+        for contentType, code in (("application/dicom", 415), ('multipart/related; type="application/dicom+json"; '
+                                                                "boundary=stow-boundary", 415),
+                                  ('multipart/related; type="application/dicom"', 400),
+                                  ('multipart/related; type="application/dicom"; boundary=other', 400)):
+            found = yield self.fetch("/studies", method=b"POST", body=body, contentType=contentType)
+            self.assertEqual((contentType, found.code), (contentType, code))
+
+
+class StoreOffTests(DicomWebTestCase):
+    ini = {"DICOMwebStore": "0"}
+
+    @defer.inlineCallbacks
+    def test_off(self):
+        found = yield self.fetch("/studies", method=b"POST", body=stowBody(read(self.corpus[0].path)),
+                                 contentType=STOW_TYPE)
+        self.assertEqual(found.code, 403)

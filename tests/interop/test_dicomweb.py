@@ -27,10 +27,8 @@ from tests.interop.browser import renderedDOM
 from tests.interop.server import BIN, PacsServer, dcmtk, freePort
 from tests.interop.test_find import STUDY_ROOT, findscu
 from tests.interop.test_storage import writeLargeMultiframe
+from tests.interop.test_web import CT, FRAMES, RGB, startWithSamples
 
-CT = get_testdata_file("CT_small.dcm")
-RGB = get_testdata_file("examples_rgb_color.dcm")
-FRAMES = get_testdata_file("examples_ybr_color.dcm")
 MR = get_testdata_file("MR_small.dcm")
 J2K = get_testdata_file("JPEG2000.dcm")
 EXPLICIT = "1.2.840.10008.1.2.1"
@@ -47,14 +45,7 @@ class DicomWebTests(unittest.TestCase):
     def setUpClass(cls):
         cls.folder = tempfile.mkdtemp(prefix="pacs-dicomweb-")
         cls.server = PacsServer(os.path.join(cls.folder, "pacs"), ae="WEBPACS")
-        cls.server.start()
-        try:
-            for files, extra in (((CT, RGB), ()), ((FRAMES,), ("-xy",))):
-                result = cls.server.store(*files, extra=extra)
-                assert result.returncode == 0, result.stderr
-        except BaseException:
-            cls.tearDownClass()
-            raise
+        startWithSamples(cls)
         cls.url = f"http://127.0.0.1:{cls.server.webPort}/dicom-web"
         cls.client = DICOMwebClient(url=cls.url)
 

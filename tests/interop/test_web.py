@@ -34,6 +34,19 @@ def links(dom):
     return [unescape(href) for href in re.findall(r'href="([^"]*)"', dom)]
 
 
+def startWithSamples(testClass):
+    """Start ``testClass.server`` and store CT, RGB and the multi-frame YBR
+    JPEG (as it is, ``-xy``) in it; the class torn down if that fails."""
+    testClass.server.start()
+    try:
+        for files, extra in (((CT, RGB), ()), ((FRAMES,), ("-xy",))):
+            result = testClass.server.store(*files, extra=extra)
+            assert result.returncode == 0, result.stderr
+    except BaseException:
+        testClass.tearDownClass()
+        raise
+
+
 class WebInterfaceTests(unittest.TestCase):
 
     @classmethod
@@ -47,14 +60,7 @@ class WebInterfaceTests(unittest.TestCase):
                     "for _, row in ipairs(dbquery('DICOMPatients', 'PatientID')) do HTML('<p>%s</p>', row[1]) end\n")
         with open(os.path.join(cls.server.workdir, "dicom.ini"), "a") as f:
             f.write("\n[sample]\nsource = sample.cq\nvariable = sample 1\n\n[list]\nsource = list.lua\n")
-        cls.server.start()
-        try:
-            for files, extra in (((CT, RGB), ()), ((FRAMES,), ("-xy",))):
-                result = cls.server.store(*files, extra=extra)
-                assert result.returncode == 0, result.stderr
-        except BaseException:
-            cls.tearDownClass()
-            raise
+        startWithSamples(cls)
         cls.base = f"http://127.0.0.1:{cls.server.webPort}"
 
     @classmethod

@@ -106,3 +106,15 @@ class SearchTests(DicomWebTestCase):
         self.assertEqual(found.code, 204)
         self.assertEqual(found.header("access-control-allow-methods"), "GET, POST, OPTIONS")
         self.assertEqual(found.header("access-control-allow-origin"), "*")
+
+    @defer.inlineCallbacks
+    def test_asOHIFAsks(self):
+        """The searches the OHIF viewer sends for its study list."""
+        found = yield self.fetch("/studies?limit=101&offset=0&fuzzymatching=false&includefield=00081030%2C00080060"
+                                 "&ModalitiesInStudy=CT&StudyDate=19000101-20991231&PatientName=*Patient1*")
+        self.assertEqual(found.code, 200)
+        (study,) = found.json()
+        self.assertEqual(values(study, "00100020"), ["PAT0001"])
+        self.assertEqual(values(study, "00080061"), ["CT"])
+        none = yield self.fetch("/studies?ModalitiesInStudy=MR")
+        self.assertEqual(none.json(), [])

@@ -7,41 +7,14 @@ import sys
 from html import escape
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.protocols.basic import FileSender
 from twisted.web import resource, server
-from zope.interface import implementer
 
 from pacscore.web.answers import HTML, Answer, FileAnswer, StreamAnswer, WebError
 from pacscore.web.html import Markup, page
-
-
-@implementer(IPushProducer)
-class _Flow:
-    """Paces a StreamAnswer: ``resumed()`` waits while the client's
-    connection asks the answer to pause."""
-
-    def __init__(self):
-        self._paused = None
-        self.stopped = False
-
-    def pauseProducing(self):
-        if self._paused is None:
-            self._paused = defer.Deferred()
-
-    def resumeProducing(self):
-        paused, self._paused = self._paused, None
-        if paused is not None:
-            paused.callback(None)
-
-    def stopProducing(self):
-        self.stopped = True
-        self.resumeProducing()
-
-    def resumed(self):
-        return defer.succeed(None) if self._paused is None else self._paused
+from pacscore.web.pacing import Pacer
 
 
 class AnsweringResource(resource.Resource):
@@ -93,7 +66,7 @@ class AnsweringResource(resource.Resource):
         client took the last. A failure before the first chunk is answered
         as any other; one midway breaks the connection, so that the client
         sees the answer cut short."""
-        flow = _Flow()
+        flow = Pacer()
         started = False
         try:
             async for chunk in answer.chunks:

@@ -6,7 +6,7 @@ Each part is stored as a C-STORE data set is (``StorageService``): import
 converters, IncomingCompression, the file on disk and its index row
 committed before the answer says it is stored.  The body, which
 twisted.web keeps in a temporary file when it is large, is read part by
-part in 1 MB pieces.  The answer is Conquest-independent DICOM JSON: the
+part in 1 MB pieces, no faster than the spool writes them.  The answer is Conquest-independent DICOM JSON: the
 Referenced SOP Sequence of the stored objects (with their RetrieveURL),
 the Failed SOP Sequence (with a C-STORE failure status as Failure Reason)
 and the study's RetrieveURL; 200 when all were stored, 202 when some,
@@ -27,6 +27,7 @@ from pacscore.web.answers import Answer, WebError
 from pacscore.web.dicomweb import multipart
 from pacscore.web.dicomweb.dicomjson import ANY_ORIGIN, DICOM_JSON, jsonDataset
 from pacscore.web.dicomweb.search import RETRIEVE_URL
+from pacscore.web.pacing import Pacer
 
 DICOM = "application/dicom"
 CHUNK = 1 << 20
@@ -116,12 +117,14 @@ async def _storePart(archive, storage, body, part, rootType, target, outcome):
         return outcome.failure(sopClass, sop, DATASET_DOES_NOT_MATCH)
     incoming = IncomingObject(sopClassUID=sopClass, sopInstanceUID=sop, transferSyntax=syntax, callingAE="",
                               calledAE=archive.aeTitle, compression=archive.incomingCompression)
-    spool = archive.objectStore.spool(incoming)
+    pacer = Pacer()
+    spool = archive.objectStore.spool(incoming, pacer)
     position = part.start + offset
     while position < part.end:
         chunk = await archive.workers.deferToWorker(_readAt, body, position, min(CHUNK, part.end - position))
         spool.write(chunk)
         position += len(chunk)
+        await pacer.resumed()  # while the spool's writes to disk fall behind
     status, _ = await storage.storeIncoming(incoming, spool, "an empty part")
     if status != SUCCESS:
         return outcome.failure(sopClass, sop, status)

@@ -48,6 +48,7 @@ bench: $(VENV)/.installed system-deps
 	$(PY) bench/queryretrieve.py
 	$(PY) bench/worklist.py
 	$(PY) bench/converters.py
+	$(PY) bench/dicomweb.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info _trial_temp* .pytest_cache

@@ -2,6 +2,8 @@
 metadata as DICOM JSON, its frames (as stored or as native little-endian
 pixels) and the value of a bulk data attribute."""
 
+import os
+
 import pydicom
 from pydicom.encaps import generate_frames
 from pydicom.pixels import pixel_array
@@ -41,15 +43,17 @@ def storedSyntax(path):
         return readFileMeta(f)[0]
 
 
-def sendableAsStored(path, wanted):
-    """The stored file's transfer syntax when it can be sent as it is in
-    ``wanted`` (a syntax or ``*``): it is in that syntax and holds no NKI
-    pixel data (7FDF,0010); else None."""
+def startAsStored(path, wanted, size):
+    """``(transfer syntax, first bytes, file size)`` of the stored file when
+    it can be sent as it is in ``wanted`` (a syntax or ``*``): it is in
+    that syntax and holds no NKI pixel data (7FDF,0010); the first bytes are
+    at most ``size`` of them.  None when it cannot."""
     with openRegularFile(path) as f:
         syntax, meta, offset = readFileMeta(f)
-        if not meta or wanted not in ("*", syntax):
+        if not meta or wanted not in ("*", syntax) or NKI_PIXEL_DATA in readAttributes(f, syntax, {NKI_PIXEL_DATA}):
             return None
-        return None if NKI_PIXEL_DATA in readAttributes(f, syntax, {NKI_PIXEL_DATA}) else syntax
+        f.seek(0)
+        return syntax, f.read(size), os.fstat(f.fileno()).st_size
 
 
 def fileChunk(path, offset, size):

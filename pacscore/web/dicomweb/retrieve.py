@@ -21,7 +21,7 @@ from pacscore.web.dicomweb import multipart
 from pacscore.web.dicomweb.dicomjson import ANY_ORIGIN, jsonAnswer
 from pacscore.web.dicomweb.instancefiles import (
     FRAME_TYPES, OCTET_STREAM, PIXEL_DATA, NoSuchAttribute, NoSuchFrame, bulkValue, fileChunk, instanceFrames,
-    instanceMetadata, sendableAsStored, storedFrameCount, storedSyntax)
+    instanceMetadata, startAsStored, storedFrameCount, storedSyntax)
 from pacscore.web.images import picture
 from pacscore.web.objects import onFile
 from pacscore.web.wado import SYNTAX_CODES
@@ -86,23 +86,22 @@ async def _objectChunks(archive, path, wanted, code):
     """``(transfer syntax, chunks)`` of a stored object sent in ``wanted``:
     the file read 1 MB at a time when it is in that syntax already, else
     made whole in ``code``."""
-    syntax = await onFile(archive, path, sendableAsStored, wanted)
-    if syntax is None:
+    started = await onFile(archive, path, startAsStored, wanted, CHUNK)
+    if started is None:
         syntax, data = await onFile(archive, path, _partObject, code, archive.configuration.lossyQuality)
-        return syntax, _once(data)
-    return syntax, _fileChunks(archive, path)
+        return syntax, _fileChunks(archive, path, data, len(data))
+    syntax, first, size = started
+    return syntax, _fileChunks(archive, path, first, size)
 
 
-async def _once(data):
-    yield data
-
-
-async def _fileChunks(archive, path):
-    offset = 0
-    while True:
-        chunk = await onFile(archive, path, fileChunk, offset, CHUNK)
+async def _fileChunks(archive, path, first, size):
+    """``first``, then the rest of the ``size`` bytes of the file ``path``."""
+    yield first
+    offset = len(first)
+    while offset < size:
+        chunk = await onFile(archive, path, fileChunk, offset, min(CHUNK, size - offset))
         if not chunk:
-            return
+            raise WebError(500, f"the stored file ended after {offset} of {size} bytes")
         yield chunk
         offset += len(chunk)
 

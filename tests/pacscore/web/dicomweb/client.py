@@ -5,6 +5,7 @@ backpressure, cut connections); ``parts`` splits a multipart answer."""
 
 import io
 import json
+import warnings
 from typing import NamedTuple
 
 from twisted.internet import defer, reactor
@@ -58,7 +59,9 @@ class DicomWebTestCase(WebTestCase):
         producer = None if body is None else FileBodyProducer(io.BytesIO(body))
         url = path if path.startswith("http") else self.base + path
         response = yield Agent(reactor).request(method, url.encode(), headers, producer)
-        data = yield readBody(response)
+        with warnings.catch_warnings():  # Twisted's, about its own client transport
+            warnings.filterwarnings("ignore", "Using readBody with a transport", DeprecationWarning)
+            data = yield readBody(response)
         return Fetched(response.code, response.headers, data)
 
 

@@ -34,8 +34,8 @@ from pacscore.web.site import webSite
 
 DEFAULT_HL7_ENDPOINT = "tcp:2575:interface=127.0.0.1"
 WEB_WITHOUT_LOGIN = ("the web interface has no login: whoever reaches it can see every stored image and, unless "
-                     "WEBPush = 0, send them anywhere acrnema.map names; bind it to 127.0.0.1 behind a proxy that "
-                     "authenticates")
+                     "WEBPush = 0, send them anywhere acrnema.map names, and unless DICOMwebStore = 0 store objects "
+                     "with STOW-RS; bind it to 127.0.0.1 behind a proxy that authenticates")
 DISABLED = ("off", "none", "")
 
 

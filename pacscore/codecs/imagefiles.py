@@ -103,10 +103,10 @@ def gifImage(pixels):
     ])
 
 
-def jpegImage(pixels):
-    """A baseline JPEG (JFIF) of grey or RGB pixels at Conquest's quality 95."""
+def jpegImage(pixels, quality=JPEG_QUALITY):
+    """A baseline JPEG (JFIF) of grey or RGB pixels, at Conquest's quality 95 unless told."""
     pixels = np.asarray(pixels, np.uint8)
-    codestream = encodeFrame(pixels, 8, JPEG_QUALITY, colour=pixels.ndim == 3)
+    codestream = encodeFrame(pixels, 8, quality, colour=pixels.ndim == 3)
     return codestream[:2] + _JFIF + codestream[2:]
 
 

@@ -4,6 +4,8 @@ level/window[/frame]), ``dicom`` (the Part-10 file, downsized to ``dsize``
 and in compression ``compress``), ``sliceviewer`` (a page showing the
 slice, with a form for level, window and frame) and ``headerdump``."""
 
+from functools import partial
+
 from pacscore.codecs.imagefiles import bmpImage, gifImage, jpegImage, pngImage
 from pacscore.codecs.syntaxes import isSupportedCode
 from pacscore.control.data import headerLines
@@ -40,9 +42,12 @@ def pictureKind(graphic):
     return kind
 
 
-async def picture(archive, path, graphic, size, level, window, frame, region=None):
-    """An Answer with the picture of a stored file."""
+async def picture(archive, path, graphic, size, level, window, frame, region=None, quality=None):
+    """An Answer with the picture of a stored file; ``quality`` (1-100) that
+    of a JPEG, Conquest's 95 when None."""
     write, contentType = pictureKind(graphic)
+    if quality is not None and write is jpegImage:
+        write = partial(jpegImage, quality=quality)
     return Answer(await onFile(archive, path, renderPicture, write, size, level, window, frame, region), contentType)
 
 

@@ -7,7 +7,7 @@
 - ``rows`` / ``columns``: the largest size wanted (shrunk by a whole factor,
   as Conquest does), ``region`` (x-min,y-min,x-max,y-max, fractions of the
   image, 0 to 1), ``windowCenter`` / ``windowWidth``, ``frameNumber`` (from
-  1) for pictures;
+  1), ``imageQuality`` (1-100, of a JPEG) for pictures;
 - ``transferSyntax`` for ``application/dicom`` (default Explicit VR Little
   Endian, as the standard says; any syntax a compression code writes).
 
@@ -90,6 +90,7 @@ async def answer(archive, parameters):
         return found._replace(headers=found.headers + (ANY_ORIGIN,))
     size = max(parameters.number("rows", 0), parameters.number("columns", 0))
     frame = parameters.number("frameNumber", 1, low=1) - 1
+    quality = parameters.number("imageQuality", None, low=1, high=100)
     found = await picture(archive, path, PICTURE_TYPES[kind], size, _number(parameters, "windowCenter", 0),
-                          _number(parameters, "windowWidth", 0), frame, _region(parameters))
+                          _number(parameters, "windowWidth", 0), frame, _region(parameters), quality)
     return found._replace(headers=(ANY_ORIGIN,))

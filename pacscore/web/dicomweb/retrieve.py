@@ -242,13 +242,17 @@ async def _rendered(archive, request, path, frame, size):
     if min(width, height) < 0:
         raise WebError(400, "viewport must be positive numbers")
     center, window = _numbers(request, "window", 2)
-    found = await picture(archive, path, kind, max(width, height) or size, center, window, frame)
+    quality = _numbers(request, "quality", 1)[0] if _argument(request, "quality") else None
+    if quality is not None and not 1 <= quality <= 100:
+        raise WebError(400, f"quality must be from 1 to 100, not {quality}")
+    found = await picture(archive, path, kind, max(width, height) or size, center, window, frame, quality=quality)
     return found._replace(headers=(ANY_ORIGIN,))
 
 
 async def retrieveRendered(archive, request, target, base):
     """An instance (or one of its frames) as a picture: ``viewport`` =
-    width,height (the largest size), ``window`` = center,width[,function]."""
+    width,height (the largest size), ``window`` = center,width[,function],
+    ``quality`` (1-100, of a JPEG)."""
     (_, path), = await storedInstances(archive, target)
     frame = frameNumbers(target.frames)[0] - 1 if target.frames else 0
     return await _rendered(archive, request, path, frame, 0)

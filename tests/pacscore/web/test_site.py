@@ -199,6 +199,16 @@ class WadoTests(unittest.TestCase):
         self.assertLess(spread[0], spread[1])
 
     @defer.inlineCallbacks
+    def test_imageQuality(self):
+        best = yield self.wado()
+        worst = yield self.wado(imageQuality="5")
+        self.assertLess(len(worst.body), len(best.body) / 2)
+        self.assertEqual(Image.open(io.BytesIO(worst.body)).size, (128, 128))
+        for bad in ("0", "101", "x"):
+            answer = yield self.wado(imageQuality=bad)
+            self.assertEqual(answer.code, 400, bad)
+
+    @defer.inlineCallbacks
     def test_region(self):
         window = {"windowCenter": "100", "windowWidth": "1000"}  # the same grey mapping for every part
         whole = yield self.wado(contentType="image/png", **window)

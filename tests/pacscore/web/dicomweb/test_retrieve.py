@@ -102,6 +102,11 @@ class RetrieveTests(DicomWebTestCase):
         self.assertEqual(Image.open(io.BytesIO(thumbnail.body)).format, "JPEG")
         refused = yield self.fetch(self.instancePath(image) + "/rendered", accept="application/pdf")
         self.assertEqual(refused.code, 406)
+        poor = yield self.fetch(self.instancePath(image) + "/rendered?quality=5")
+        self.assertLess(len(poor.body), len((yield self.fetch(self.instancePath(image) + "/rendered")).body) / 2)
+        for bad in ("0", "101", "x", "5,6"):
+            refused = yield self.fetch(self.instancePath(image) + f"/rendered?quality={bad}")
+            self.assertEqual((bad, refused.code), (bad, 400 if bad != "5,6" else 200))
 
     @defer.inlineCallbacks
     def test_vanishedFiles(self):

@@ -27,9 +27,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.queryretrieve import storeInto, timed  # noqa: E402
+from bench.queryretrieve import generateCorpora, storeInto, timed  # noqa: E402
 from bench.report import writeResults  # noqa: E402
-from pacscore.testing.corpus import generateCorpus  # noqa: E402
 from tests.interop.server import PacsServer, dcmtkTool  # noqa: E402
 
 BOUNDARY = "pacs-bench"
@@ -131,12 +130,7 @@ def main():
     dicom = PacsServer(os.path.join(workdir, "dicom"))
     web = PacsServer(os.path.join(workdir, "web"))
     try:
-        print("generating corpora ...", flush=True)
-        small = generateCorpus(os.path.join(workdir, "small"), patients=10, studiesPerPatient=1,
-                               seriesPerStudy=5, imagesPerSeries=max(1, args.small // 50))
-        large = generateCorpus(os.path.join(workdir, "large"), patients=5, studiesPerPatient=1,
-                               seriesPerStudy=2, imagesPerSeries=max(1, args.large // 10), rows=512, columns=512,
-                               namePrefix="Large")
+        small, large = generateCorpora(workdir, args.small, args.large)
         dicom.start()
         web.start()
         print("ingest: storescu (one association) / STOW-RS (one connection):", flush=True)

@@ -123,6 +123,17 @@ async def findLatencies(reactor, server, seriesUID):
     return results
 
 
+def generateCorpora(workdir, small, large):
+    """The 64x64 corpus (10 patients, 5 series each) and the 512x512 one (5
+    patients, 2 series each) of about ``small`` and ``large`` images."""
+    print("generating corpora ...", flush=True)
+    return (generateCorpus(os.path.join(workdir, "small"), patients=10, studiesPerPatient=1,
+                           seriesPerStudy=5, imagesPerSeries=max(1, small // 50)),
+            generateCorpus(os.path.join(workdir, "large"), patients=5, studiesPerPatient=1,
+                           seriesPerStudy=2, imagesPerSeries=max(1, large // 10), rows=512, columns=512,
+                           namePrefix="Large"))
+
+
 def timed(command):
     started = time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True, env=dcmtkEnvironment())
@@ -175,12 +186,7 @@ def main():
     storescp = StorescpServer(os.path.join(workdir, "storescp"), aet="STORESCP")
     server.addNode(storescp.aet, storescp.port)
     try:
-        print("generating corpora ...", flush=True)
-        small = generateCorpus(os.path.join(workdir, "small"), patients=10, studiesPerPatient=1,
-                               seriesPerStudy=5, imagesPerSeries=max(1, args.small // 50))
-        large = generateCorpus(os.path.join(workdir, "large"), patients=5, studiesPerPatient=1,
-                               seriesPerStudy=2, imagesPerSeries=max(1, args.large // 10), rows=512, columns=512,
-                               namePrefix="Large")
+        small, large = generateCorpora(workdir, args.small, args.large)
         print(f"writing {args.index_images} synthetic index rows ...", flush=True)
         seconds = addSyntheticRows(server, args.index_images)
         print(f"  {args.index_images / seconds:.0f} rows/s", flush=True)

@@ -19,6 +19,12 @@ def jsonDataset(dataset, bulkDataURI=None):
                                 suppress_invalid_tags=True)
 
 
-def jsonAnswer(datasets, headers=()):
-    """An Answer with the DICOM JSON array ``datasets``."""
-    return Answer(json.dumps(datasets).encode("utf-8"), DICOM_JSON, (ANY_ORIGIN, *headers))
+def jsonBytes(value):
+    """The JSON text of ``value`` (DICOM JSON objects), encoded; made in a
+    worker thread for long answers."""
+    return json.dumps(value).encode("utf-8")
+
+
+def jsonAnswer(body, headers=(), status=200):
+    """An Answer with the encoded DICOM JSON ``body``."""
+    return Answer(body, DICOM_JSON, (ANY_ORIGIN, *headers), status)

@@ -18,7 +18,7 @@ from pacscore.db.query import SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTA
 from pacscore.storage.part10 import readFileMeta
 from pacscore.web.answers import StreamAnswer, WebError
 from pacscore.web.dicomweb import multipart
-from pacscore.web.dicomweb.dicomjson import ANY_ORIGIN, jsonAnswer
+from pacscore.web.dicomweb.dicomjson import ANY_ORIGIN, jsonAnswer, jsonBytes
 from pacscore.web.dicomweb.instancefiles import (
     FRAME_TYPES, OCTET_STREAM, PIXEL_DATA, NoSuchAttribute, NoSuchFrame, bulkValue, fileChunk, instanceFrames,
     instanceMetadata, startAsStored, storedFrameCount, storedSyntax)
@@ -129,7 +129,7 @@ async def retrieveMetadata(archive, request, target, base):
     answers = []
     for instance, path in found:
         answers.append(await onFile(archive, path, instanceMetadata, instanceURL(base, instance)))
-    return jsonAnswer(answers)
+    return jsonAnswer(await archive.workers.deferToWorker(jsonBytes, answers))
 
 
 def frameNumbers(text):

@@ -22,7 +22,7 @@ from pacscore.db.query import SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTA
 from pacscore.dicom.identifiers import (
     QUERY_RETRIEVE_LEVEL, SPECIFIC_CHARACTER_SET, BadIdentifier, MatchEncoder, Request, checkKeys)
 from pacscore.web.answers import WebError
-from pacscore.web.dicomweb.dicomjson import jsonAnswer, jsonDataset
+from pacscore.web.dicomweb.dicomjson import jsonAnswer, jsonBytes, jsonDataset
 
 RETRIEVE_URL = 0x00081190
 _COMPUTED = (0x00201200, 0x00201202, 0x00201204, 0x00201206, 0x00201208, 0x00201209, 0x00080061, 0x00080062)
@@ -136,8 +136,8 @@ def retrieveURL(base, values, level):
 
 
 def _matches(connection, query, level, keys, encoder, base, offset, limit):
-    """In a reader thread: the count of all matches and the JSON of those
-    from ``offset`` (at most ``limit``, None: all)."""
+    """In a reader thread: the count of all matches and the encoded JSON
+    array of those from ``offset`` (at most ``limit``, None: all)."""
     rows = query.find(connection, level, keys)
     chosen = rows[offset:] if limit is None else rows[offset:offset + limit]
     answers = []
@@ -147,7 +147,7 @@ def _matches(connection, query, level, keys, encoder, base, offset, limit):
         del dataset[SPECIFIC_CHARACTER_SET]
         dataset.add_new(RETRIEVE_URL, "UR", retrieveURL(base, values, level))
         answers.append(jsonDataset(dataset))
-    return len(rows), answers
+    return len(rows), jsonBytes(answers)
 
 
 async def search(archive, request, target, base, level):

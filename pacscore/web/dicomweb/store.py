@@ -14,8 +14,6 @@ and the study's RetrieveURL; 200 when all were stored, 202 when some,
 request (403).
 """
 
-import json
-
 from pydicom.dataset import Dataset
 
 from pacscore.db.query import SERIES_INSTANCE_UID, STUDY_INSTANCE_UID
@@ -23,9 +21,9 @@ from pacscore.dicom.storage import SUCCESS, StorageService
 from pacscore.storage.attributes import DatasetError, readAttributes
 from pacscore.storage.part10 import MAGIC, PREAMBLE_LENGTH, readFileMeta
 from pacscore.storage.store import IncomingObject
-from pacscore.web.answers import Answer, WebError
+from pacscore.web.answers import WebError
 from pacscore.web.dicomweb import multipart
-from pacscore.web.dicomweb.dicomjson import ANY_ORIGIN, DICOM_JSON, jsonDataset
+from pacscore.web.dicomweb.dicomjson import jsonAnswer, jsonBytes, jsonDataset
 from pacscore.web.dicomweb.search import RETRIEVE_URL
 from pacscore.web.pacing import Pacer
 
@@ -83,7 +81,7 @@ class _Outcome:
         if self.stored:
             dataset.add_new(REFERENCED_SOP_SEQUENCE, "SQ", self.stored)
         status = 200 if not self.failed else 202 if self.stored else 409
-        return Answer(json.dumps(jsonDataset(dataset)).encode("utf-8"), DICOM_JSON, (ANY_ORIGIN,), status)
+        return jsonAnswer(jsonBytes(jsonDataset(dataset)), status=status)
 
 
 def _partObject(body, part):

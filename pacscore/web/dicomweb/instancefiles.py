@@ -37,12 +37,6 @@ class NoSuchAttribute(LookupError):
     """A bulk data attribute the object does not have."""
 
 
-def storedSyntax(path):
-    """The transfer syntax of a stored file."""
-    with openRegularFile(path) as f:
-        return readFileMeta(f)[0]
-
-
 def startAsStored(path, wanted, size):
     """``(transfer syntax, first bytes, file size)`` of the stored file when
     it can be sent as it is in ``wanted`` (a syntax or ``*``): it is in
@@ -88,11 +82,6 @@ def frameCount(dataset):
     return int(dataset.get("NumberOfFrames") or 1)
 
 
-def storedFrameCount(path):
-    """How many frames the stored file ``path`` holds."""
-    return frameCount(_read(path, pixels=False))
-
-
 def _nativeFrame(dataset, syntax, index):
     """Frame ``index`` (from 0) as native little-endian pixels."""
     if syntax in _LITTLE_ENDIAN_NATIVE:
@@ -104,23 +93,26 @@ def _nativeFrame(dataset, syntax, index):
     return frame.astype(frame.dtype.newbyteorder("<"), copy=False).tobytes()
 
 
-def instanceFrames(path, numbers, asStored):
-    """``(transfer syntax, [frame bytes])`` of the frames ``numbers`` (from
-    1) of the stored file ``path``: as stored when ``asStored`` (a
-    compressed frame as its codestream), else native pixels in Explicit VR
+def instanceFrames(path, numbers, choose):
+    """``(media type, transfer syntax, [frame bytes])`` of the frames
+    ``numbers`` (from 1; None: all) of the stored file ``path``, read once:
+    ``choose(stored syntax)`` gives ``(as stored, media type)``; as stored
+    a compressed frame is its codestream, else native pixels in Explicit VR
     Little Endian. NoSuchFrame for a number beyond its frames."""
     dataset = _read(path, pixels=True)
     if "PixelData" not in dataset:
         raise NoSuchFrame("the object has no Pixel Data")
     syntax = str(dataset.file_meta.TransferSyntaxUID)
+    asStored, kind = choose(syntax)
     count = frameCount(dataset)
+    numbers = numbers or range(1, count + 1)
     for number in numbers:
         if not 1 <= number <= count:
             raise NoSuchFrame(f"the object has {count} frame(s), not a frame {number}")
     if asStored and isCompressed(syntax):
         frames = list(generate_frames(dataset.PixelData, number_of_frames=count))
-        return syntax, [frames[number - 1] for number in numbers]
-    return EXPLICIT_VR_LITTLE_ENDIAN, [_nativeFrame(dataset, syntax, number - 1) for number in numbers]
+        return kind, syntax, [frames[number - 1] for number in numbers]
+    return kind, EXPLICIT_VR_LITTLE_ENDIAN, [_nativeFrame(dataset, syntax, number - 1) for number in numbers]
 
 
 def bulkValue(path, tag):

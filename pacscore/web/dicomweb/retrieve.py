@@ -11,6 +11,7 @@ writes is made with its codecs; what pacs cannot send is a 406.
 """
 
 import io
+from functools import partial
 
 from pacscore.codecs.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN
 from pacscore.control.pictures import dicomFile
@@ -21,7 +22,7 @@ from pacscore.web.dicomweb import multipart
 from pacscore.web.dicomweb.dicomjson import ANY_ORIGIN, jsonAnswer, jsonBytes
 from pacscore.web.dicomweb.instancefiles import (
     FRAME_TYPES, OCTET_STREAM, PIXEL_DATA, NoSuchAttribute, NoSuchFrame, bulkValue, fileChunk, instanceFrames,
-    instanceMetadata, startAsStored, storedFrameCount, storedSyntax)
+    instanceMetadata, startAsStored)
 from pacscore.web.images import picture
 from pacscore.web.objects import onFile
 from pacscore.web.wado import SYNTAX_CODES
@@ -164,11 +165,10 @@ def _frameChoice(accepted, syntax):
 
 
 async def _frameParts(archive, request, path, numbers):
-    """The StreamAnswer of frames ``numbers`` of the object at ``path``."""
-    syntax = await onFile(archive, path, storedSyntax)
-    asStored, kind = _frameChoice(multipart.accepted(request), syntax)
+    """The StreamAnswer of frames ``numbers`` (None: all) of the object at ``path``."""
+    choose = partial(_frameChoice, multipart.accepted(request))
     try:
-        sentSyntax, frames = await onFile(archive, path, instanceFrames, numbers, asStored)
+        kind, sentSyntax, frames = await onFile(archive, path, instanceFrames, numbers, choose)
     except NoSuchFrame as e:
         raise WebError(404, str(e)) from e
     boundary = multipart.newBoundary()
@@ -194,8 +194,7 @@ async def retrieveBulk(archive, request, target, base):
     except ValueError:
         raise WebError(400, f"{target.tag!r} is not a tag (eight hex digits)") from None
     if tag == PIXEL_DATA:
-        count = await onFile(archive, path, storedFrameCount)
-        return await _frameParts(archive, request, path, list(range(1, count + 1)))
+        return await _frameParts(archive, request, path, None)
     try:
         value = await onFile(archive, path, bulkValue, tag)
     except NoSuchAttribute as e:

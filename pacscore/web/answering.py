@@ -1,6 +1,6 @@
 """The base of the web service's resources: a leaf resource answering each
-request with what a coroutine makes of it (``answers.Answer``,
-``FileAnswer`` or ``StreamAnswer``), a ``WebError`` as an error page and
+request with what a coroutine makes of it (``answers.Answer`` or
+``StreamAnswer``), a ``WebError`` as an error page and
 anything else as a 500 with its traceback in the log."""
 
 import sys
@@ -9,17 +9,16 @@ from html import escape
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.protocols.basic import FileSender
 from twisted.web import resource, server
 
-from pacscore.web.answers import HTML, Answer, FileAnswer, StreamAnswer, WebError
+from pacscore.web.answers import HTML, Answer, StreamAnswer, WebError
 from pacscore.web.html import Markup, page
 from pacscore.web.pacing import Pacer
 
 
 class AnsweringResource(resource.Resource):
     """A leaf resource answering each request with what the coroutine
-    ``answer(request)`` returns (an Answer, FileAnswer or StreamAnswer); a
+    ``answer(request)`` returns (an Answer or StreamAnswer); a
     WebError it raises is an error page, anything else a 500."""
 
     isLeaf = True
@@ -41,8 +40,6 @@ class AnsweringResource(resource.Resource):
 
     def _write(self, answer, request, finished):
         if finished:
-            if isinstance(answer, FileAnswer):
-                answer.file.close()
             return
         request.setHeader(b"Content-Type", answer.contentType.encode("utf-8"))
         for name, value in answer.headers:
@@ -50,12 +47,6 @@ class AnsweringResource(resource.Resource):
         if isinstance(answer, StreamAnswer):
             request.setResponseCode(answer.status)
             return defer.ensureDeferred(self._stream(answer, request, finished))
-        if isinstance(answer, FileAnswer):
-            request.setHeader(b"Content-Length", str(answer.size).encode())
-            sent = FileSender().beginFileTransfer(answer.file, request)
-            sent.addCallbacks(lambda _: request.finish(), lambda _: None)  # failed: the client went away
-            sent.addBoth(lambda _: answer.file.close())
-            return
         request.setResponseCode(answer.status)
         request.setHeader(b"Content-Length", str(len(answer.body)).encode())
         request.write(answer.body)

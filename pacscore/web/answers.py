@@ -1,5 +1,5 @@
-"""What a web page answers: ``Answer`` (bytes, content type, extra headers),
-``FileAnswer`` (an open file, sent as it is read) or ``StreamAnswer`` (the
+"""What a web page answers: ``Answer`` (bytes, content type, extra headers)
+or ``StreamAnswer`` (the
 chunks of an asynchronous iterator, each made as the client takes the
 last), ``WebError`` (an HTTP error status with a message for the user and the log),
 and ``Parameters``, a request's query parameters with the ``[webdefaults]``
@@ -18,15 +18,6 @@ class Answer(NamedTuple):
     contentType: str
     headers: tuple = ()
     status: int = 200
-
-
-class FileAnswer(NamedTuple):
-    """An answer of ``size`` bytes read from the open ``file`` (closed once sent)."""
-
-    file: object
-    size: int
-    contentType: str
-    headers: tuple = ()
 
 
 class StreamAnswer(NamedTuple):

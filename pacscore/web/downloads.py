@@ -1,27 +1,107 @@
 """Whole studies and series as zip files (Conquest's ``zipstudy`` and
 ``zipseries`` modes: ``study`` / ``series`` = patid:uid): the stored files,
-named as on the MAG device, zipped (deflated) into a temporary file in the
-I/O pool and sent from there without holding it in memory."""
+named as on the MAG device, zipped (deflated) in the I/O pool a piece at a
+time as the client takes the zip, so that neither memory nor a temporary
+file holds it whole."""
 
-import os
-import tempfile
+import errno
 import zipfile
 
+from twisted.logger import Logger
+
+from pacscore.control.data import openRegularFile
 from pacscore.db.query import PATIENT_ID, SERIES_INSTANCE_UID, STUDY_INSTANCE_UID, QueryKey
-from pacscore.web.answers import FileAnswer, WebError
+from pacscore.web.answers import StreamAnswer, WebError
 from pacscore.web.objects import uid
 
 ZIP = "application/zip"
+PIECE = 1 << 20
+LEVEL = 1  # deflate level: fast; images gain little from more
+
+log = Logger()
 
 
-def _zipped(paths, names):
-    """In the I/O pool: an open temporary file holding the zip of ``paths``."""
-    archiveFile = tempfile.TemporaryFile(prefix="pacs-zip-")
-    with zipfile.ZipFile(archiveFile, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zipped:
-        for path, name in zip(paths, names):
-            zipped.write(path, name)
-    archiveFile.seek(0)
-    return archiveFile
+class _Collected:
+    """The unseekable file a ZipStream writes to: what came since the last ``take()``."""
+
+    def __init__(self):
+        self.pieces = []
+
+    def write(self, data):
+        self.pieces.append(bytes(data))
+        return len(data)
+
+    def flush(self):
+        pass
+
+    def take(self):
+        data, self.pieces = b"".join(self.pieces), []
+        return data
+
+
+class ZipStream:
+    """The zip of the files ``paths`` (named ``names``), made as it is read:
+    each ``read(size)`` (in the I/O pool, one at a time) zips about ``size``
+    more bytes of the files and gives what that added; b"" at the end."""
+
+    def __init__(self, paths, names):
+        self._files = iter(zip(paths, names))
+        self._out = _Collected()
+        self._zip = zipfile.ZipFile(self._out, "w", zipfile.ZIP_DEFLATED, compresslevel=LEVEL)
+        self._source = self._entry = None
+
+    def read(self, size):
+        taken = 0
+        while taken < size and self._zip is not None:
+            if self._source is None and not self._nextFile():
+                break
+            piece = self._source.read(size - taken)
+            self._entry.write(piece)
+            taken += len(piece)
+            if not piece:
+                self._endFile()
+        return self._out.take()
+
+    def _nextFile(self):
+        """Start the entry of the next file; False (the zip ended) after the last."""
+        following = next(self._files, None)
+        if following is None:
+            self._zip.close()
+            self._zip = None
+            return False
+        path, name = following
+        self._source = openRegularFile(path)
+        info = zipfile.ZipInfo.from_file(path, name)
+        info.compress_type = zipfile.ZIP_DEFLATED
+        info._compresslevel = LEVEL  # what ZipFile.write sets (public as compress_level from 3.13)
+        self._entry = self._zip.open(info, "w")  # Zip64 as file_size asks
+        return True
+
+    def _endFile(self):
+        self._entry.close()
+        self.close()
+
+    def close(self):
+        """Close the file being read (the zip is given up if not ended)."""
+        source, self._source = self._source, None
+        if source is not None:
+            source.close()
+
+
+async def _zipChunks(archive, stream):
+    try:
+        while True:
+            try:
+                chunk = await archive.workers.deferToWorker(stream.read, PIECE)
+            except OSError as e:
+                log.warn("web: cannot zip {path}: {error}", path=e.filename, error=e.strerror or e)
+                raise WebError(404 if e.errno == errno.ENOENT else 500,
+                               f"a stored file cannot be read: {e.strerror or e}") from e
+            if not chunk:
+                return
+            yield chunk
+    finally:
+        stream.close()
 
 
 async def _zipAnswer(archive, level, tag, parameter, parameters):
@@ -33,14 +113,9 @@ async def _zipAnswer(archive, level, tag, parameter, parameters):
     if not instances:
         raise WebError(404, f"no stored {parameter} {value}")
     paths = [archive.objectReader.path(i.deviceName, i.objectFile) for i in instances]
-    names = [i.objectFile for i in instances]
-    try:
-        archiveFile = await archive.workers.deferToWorker(_zipped, paths, names)
-    except OSError as e:
-        raise WebError(404 if isinstance(e, FileNotFoundError) else 500,
-                       f"a stored file cannot be read: {e.strerror or e}") from e
-    size = os.fstat(archiveFile.fileno()).st_size
-    return FileAnswer(archiveFile, size, ZIP, (("Content-Disposition", f"attachment; filename=\"{value}.zip\""),))
+    stream = ZipStream(paths, [i.objectFile for i in instances])
+    return StreamAnswer(_zipChunks(archive, stream), ZIP,
+                        (("Content-Disposition", f"attachment; filename=\"{value}.zip\""),))
 
 
 async def zipStudy(archive, parameters):

@@ -13,6 +13,7 @@ from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 import urllib.error
 import urllib.request
+import zipfile
 
 import numpy as np
 import pydicom
@@ -180,8 +181,9 @@ class LargeObjectTests(unittest.TestCase):
 
     def test_300MBOverDicomWebWithBoundedMemory(self):
         """A 300 MB multi-frame object stored with STOW-RS (a chunked upload)
-        and retrieved as stored with WADO-RS: the server's peak memory grows
-        by less than 64 MB, and the bytes come back as they went."""
+        and retrieved as stored with WADO-RS and zipped (``zipstudy``): the
+        server's peak memory grows by less than 64 MB, and the bytes come
+        back as they went."""
         path = os.path.abspath(self.mktemp() + ".dcm")
         size = writeLargeMultiframe(path, "1.2.3.4.5.6.9")
         self.assertGreater(size, 300 * 10**6)
@@ -210,5 +212,16 @@ class LargeObjectTests(unittest.TestCase):
                 last = (last + chunk)[-8192:]
         self.assertIn(tail + b"\r\n--", last)
         self.assertGreater(received, size)
+        zipped = self.mktemp() + ".zip"
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.server.webPort}/cgi-bin/dgate?mode=zipstudy"
+                                    "&study=:1.2.3.4.5", timeout=600) as response, open(zipped, "wb") as f:
+            shutil.copyfileobj(response, f, 1 << 20)
+        with zipfile.ZipFile(zipped) as archive, open(path, "rb") as original:
+            [entry] = archive.infolist()
+            self.assertLess(abs(entry.file_size - size), 1024)  # the stored file's meta header is pacs's
+            self.assertIsNone(archive.testzip())
+            with archive.open(entry) as unzipped:
+                unzipped.seek(entry.file_size - 4096)
+                self.assertEqual(unzipped.read(), tail)
         peak = self.server.peakRSSKilobytes()
         self.assertLess(peak - before, 64 * 1024, f"peak RSS grew from {before} kB to {peak} kB")

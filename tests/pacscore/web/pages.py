@@ -1,5 +1,6 @@
 """Requests to the web resources of a RunningArchive, answered in the test
-(twisted.web's DummyRequest), and what they answered; ``WebTestCase``, an
+(twisted.web's DummyRequest, taking streamed answers as a connection
+does), and what they answered; ``WebTestCase``, an
 archive holding a generated corpus, with its ``/cgi-bin/dgate``."""
 
 import os
@@ -18,6 +19,20 @@ from pacscore.testing.corpus import generateCorpus
 from pacscore.web.scripted import ScriptedPages
 from pacscore.web.site import DgateResource
 from tests.pacscore.control.running import RunningArchive
+
+
+class Request(DummyRequest):
+    """A DummyRequest that, like a connection that keeps up, never pauses
+    a push producer (DummyRequest would call resumeProducing in a loop)."""
+
+    def registerProducer(self, producer, streaming):
+        if not streaming:
+            return super().registerProducer(producer, streaming)
+        self.producer = producer
+
+    def unregisterProducer(self):
+        self.producer = None
+        super().unregisterProducer()
 
 
 def dgate(running):
@@ -61,7 +76,7 @@ class Answered(NamedTuple):
 @defer.inlineCallbacks
 def getQuery(resource, query):
     """GET with the query string ``query`` (bytes) as it came, parsed as twisted.web parses it."""
-    request = DummyRequest([])
+    request = Request([])
     request.method = b"GET"
     request.uri = b"/cgi-bin/dgate?" + query
     request.path = b"/cgi-bin/dgate"
@@ -82,7 +97,7 @@ def get(resource, target=None, method=b"GET", **parameters):
     """GET ``target`` (a URL whose query is the parameters) or ``parameters``."""
     if target is not None:
         parameters = dict(parse_qsl(urlsplit(target).query, keep_blank_values=True))
-    request = DummyRequest([])
+    request = Request([])
     request.method = method
     request.uri = b"/cgi-bin/dgate?" + urlencode({n: v for n, v in parameters.items() if isinstance(v, str)}).encode()
     request.path = b"/cgi-bin/dgate"

@@ -1,8 +1,9 @@
 # The two commands of the README: `make run` and `make test`.
 # Each creates/refreshes .venv itself; `make test` also installs the real
 # DICOM tools the interop tests drive (Debian's dcmtk and orthanc), the
-# database servers they start (postgresql, mariadb-server) and the browser
-# that loads the web pages (chromium) when they are missing.
+# database servers they start (postgresql, mariadb-server), the browser
+# that loads the web pages (chromium) and Apache's htpasswd that makes the
+# web logins (apache2-utils) when they are missing.
 
 VENV ?= .venv
 PYTHON ?= python3
@@ -33,6 +34,8 @@ system-deps:
 	  ( $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql )
 	@command -v chromium >/dev/null || \
 	  ( $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium )
+	@command -v htpasswd >/dev/null || \
+	  ( $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq apache2-utils )
 	@[ -x /usr/sbin/mariadbd ] || \
 	  ( $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mariadb-server )
 	@[ -x /usr/sbin/Orthanc ] || \

@@ -35,7 +35,10 @@ from pacscore.web.site import webSite
 DEFAULT_HL7_ENDPOINT = "tcp:2575:interface=127.0.0.1"
 WEB_WITHOUT_LOGIN = ("the web interface has no login: whoever reaches it can see every stored image and, unless "
                      "WEBPush = 0, send them anywhere acrnema.map names, and unless DICOMwebStore = 0 store objects "
-                     "with STOW-RS; bind it to 127.0.0.1 behind a proxy that authenticates")
+                     "with STOW-RS; set WebUsers (an htpasswd -B file), or bind it to 127.0.0.1 behind a proxy that "
+                     "authenticates")
+WEB_PASSWORDS_IN_CLEAR = ("the web interface asks for WebUsers passwords over plain HTTP, where anyone on the way can "
+                          "read them: serve it on an ssl: endpoint")
 DISABLED = ("off", "none", "")
 
 
@@ -209,17 +212,17 @@ def serviceTree(options):
     dicomFactory = archive.dicomFactory()
     listeners = [ListeningService(f"DICOM service {archive.aeTitle}", dicom,
                                   options.endpoint("dicom", "TCPPort", dicom), dicomFactory)]
-    for label, option, key, default, factory in (
-            (f"DICOM service {archive.aeTitle}", "dicom-tls", "DICOMTLSEndpoint", "off", dicomFactory),
-            ("HL7 MLLP service", "hl7", "HL7Endpoint", DEFAULT_HL7_ENDPOINT, archive.hl7Factory()),
-            ("web interface", "web", "WebEndpoint", DEFAULT_WEB_ENDPOINT, webSite(archive))):
+    for label, option, key, default, makeFactory in (
+            (f"DICOM service {archive.aeTitle}", "dicom-tls", "DICOMTLSEndpoint", "off", lambda: dicomFactory),
+            ("HL7 MLLP service", "hl7", "HL7Endpoint", DEFAULT_HL7_ENDPOINT, archive.hl7Factory),
+            ("web interface", "web", "WebEndpoint", DEFAULT_WEB_ENDPOINT, lambda: webSite(archive))):
         description = options[option]
         if description is None:
             description = archive.configuration.ini.get(key, default)
         if description.strip().lower() not in DISABLED:
-            listener = ListeningService(label, description, options.endpoint(option, key, description), factory)
+            listener = ListeningService(label, description, options.endpoint(option, key, description), makeFactory())
             if option == "web" and not controlEndpoint.isLoopback(description):
-                listener.warning = WEB_WITHOUT_LOGIN
+                listener.warning = _webWarning(description, archive.configuration.ini.get("WebUsers", "").strip())
             listeners.append(listener)
     for listener in listeners:
         listener.setServiceParent(top)
@@ -234,3 +237,12 @@ def serviceTree(options):
     dropFolder.clock = archive.reactor
     dropFolder.setServiceParent(top)
     return top
+
+
+def _webWarning(description, webUsers):
+    """What start-up warns of a web endpoint that others can reach, or None."""
+    if not webUsers:
+        return WEB_WITHOUT_LOGIN
+    if controlEndpoint.fields(description)[0] != "ssl":
+        return WEB_PASSWORDS_IN_CLEAR
+    return None

@@ -6,7 +6,9 @@ interface of the running pacs for ``/cgi-bin/dgate?QUERY_STRING`` (at
 ``WebEndpoint`` of the dicom.ini in its folder, else the default) and
 writes the answer as a CGI answer: ``Status`` (when not 200), the content
 type and other headers, a blank line, the body.  So an existing Conquest
-web set-up keeps working with pacs behind it.
+web set-up keeps working with pacs behind it.  With ``WebUsers`` set, the
+browser's login goes through (``HTTP_AUTHORIZATION``, which Apache sets
+under ``CGIPassAuth On``) and the server's challenge comes back.
 """
 
 import ssl
@@ -17,7 +19,8 @@ from pacscore.control.endpoint import LOOPBACK, hostAndPort
 from pacscore.web import DEFAULT_WEB_ENDPOINT, DEFAULT_WEB_PORT
 from pacscore.web.html import SCRIPT
 
-PASSED_HEADERS = ("content-type", "content-disposition", "cache-control", "access-control-allow-origin", "location")
+PASSED_HEADERS = ("content-type", "content-disposition", "cache-control", "access-control-allow-origin", "location",
+                  "www-authenticate")
 TIMEOUT = 600
 
 
@@ -46,7 +49,9 @@ def runCGI(ini, environ, stdin, write):
     url = f"{'https' if secure else 'http'}://{address}:{port}{SCRIPT}?{environ.get('QUERY_STRING', '')}"
     method = environ.get("REQUEST_METHOD", "GET").upper()
     body = stdin.read(int(environ.get("CONTENT_LENGTH") or 0)) if method == "POST" else None
-    headers = {"Content-Type": environ["CONTENT_TYPE"]} if environ.get("CONTENT_TYPE") else {}
+    headers = {name: environ[variable] for name, variable in (("Content-Type", "CONTENT_TYPE"),
+                                                              ("Authorization", "HTTP_AUTHORIZATION"))
+               if environ.get(variable)}
     context = ssl._create_unverified_context() if secure and host in LOOPBACK else None
     request = urllib.request.Request(url, data=body, method=method, headers=headers)
     try:

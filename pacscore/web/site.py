@@ -1,7 +1,9 @@
 """The web service's resources: ``/cgi-bin/dgate`` (also ``dgate.exe``, as
 Conquest's links name it) answers Conquest's CGI modes and WADO-URI
 (``requestType=WADO``), ``/wado`` answers WADO-URI alone, ``/dicom-web``
-DICOMweb (``pacscore.web.dicomweb``), and ``/`` leads to the top page.  Parameters without a value in the request take the
+DICOMweb (``pacscore.web.dicomweb``), and ``/`` leads to the top page;
+with ``WebUsers`` set, all of it only for the users of that htpasswd file
+(``pacscore.web.logins``).  Parameters without a value in the request take the
 ``[webdefaults]`` of dicom.ini (``size``, ``dsize``, ``compress``,
 ``iconsize``, ``graphic``), read for each request, as are the scripted
 pages' sections: ``--read_ini:`` changes them for the next request.
@@ -15,18 +17,21 @@ failure a 500 page and the traceback in the log.
 
 from twisted.web import resource, server, util
 
+from pacscore.config.errors import ConfigError
 from pacscore.control.registry import CommandRegistry
 from pacscore.web import browse, downloads, edits, images, remote, wado, worklist
 from pacscore.web.answering import AnsweringResource
 from pacscore.web.answers import Parameters, WebError
 from pacscore.web.dicomweb.resource import DicomWebResource
 from pacscore.web.html import SCRIPT
+from pacscore.web.logins import PasswordFile, guarded
 from pacscore.web.scripted import ScriptedPages
 
 MODES = {**browse.MODES, **images.MODES, **remote.MODES, **downloads.MODES, **edits.MODES, **worklist.MODES}
 REQUEST_MODES = {**remote.REQUEST_MODES, **edits.REQUEST_MODES, **worklist.REQUEST_MODES}  # these also get the request (its method)
 DEFAULTS_SECTION = "webdefaults"
 TOP = SCRIPT.encode() + b"?mode=top"
+DICOMWEB = b"dicom-web"
 
 
 class DgateResource(AnsweringResource):
@@ -59,7 +64,8 @@ class DgateResource(AnsweringResource):
 
 
 def webSite(archive):
-    """The ``server.Site`` of the web interface of ``archive``."""
+    """The ``server.Site`` of the web interface of ``archive``; ConfigError
+    when its ``WebUsers`` file cannot be used."""
     scripts = ScriptedPages(archive.configuration, CommandRegistry(), luaSlots=max(archive.workers.size // 2, 1))
     dgate = DgateResource(archive, scripts)
     root = resource.Resource()
@@ -69,7 +75,21 @@ def webSite(archive):
     cgi.putChild(b"dgate.exe", dgate)
     root.putChild(b"cgi-bin", cgi)
     root.putChild(b"wado", DgateResource(archive, scripts, wadoOnly=True))
-    root.putChild(b"dicom-web", DicomWebResource(archive))
-    site = server.Site(root)
+    root.putChild(DICOMWEB, DicomWebResource(archive))
+    site = server.Site(_withLogins(root, archive))
     site.displayTracebacks = False
     return site
+
+
+def _withLogins(root, archive):
+    """``root`` guarded by the ``WebUsers`` file of dicom.ini, or as it is without one."""
+    configuration = archive.configuration
+    name = configuration.ini.get("WebUsers", "").strip()
+    if not name:
+        return root
+    try:
+        passwords = PasswordFile(configuration.resolvePath(name))
+    except OSError as e:
+        raise ConfigError(configuration.iniPath, configuration.ini.lineOf("WebUsers"),
+                          f"WebUsers {name}: {e.strerror or e}") from e
+    return guarded(root, passwords, archive.workers.deferToWorker, f"pacs {archive.aeTitle}", {DICOMWEB})

@@ -146,30 +146,36 @@ class DicomWebTests(unittest.TestCase):
         searches and fetches metadata with an Authorization header in
         headless Chromium: the preflight and the CORS headers let it."""
         ct = pydicom.dcmread(CT, stop_before_pixels=True)
-        site = tempfile.mkdtemp(dir=self.folder)
-        with open(os.path.join(site, "viewer.html"), "w") as f:
-            f.write(f"""<html><body><p id="out">waiting</p><script>
-const base = "{self.url}";
+        dom = viewerFromElsewhere(tempfile.mkdtemp(dir=self.folder), self.url, "Bearer none")
+        self.assertIn(f'<p id="out">rows {ct.Rows}</p>', dom)
+        self.assertIn('"OPTIONS /dicom-web/studies', self.server.log())
+
+
+def viewerFromElsewhere(folder, base, authorization):
+    """The DOM, in headless Chromium, of a page served from ``folder`` on
+    another origin that searches the DICOMweb server at ``base`` for CT's
+    patient and fetches the study's metadata (both with ``authorization``):
+    ``<p id="out">rows N</p>`` when it got them."""
+    with open(os.path.join(folder, "viewer.html"), "w") as f:
+        f.write(f"""<html><body><p id="out">waiting</p><script>
+const base = "{base}";
+const headers = {{Authorization: "{authorization}", Accept: "application/dicom+json"}};
 async function run() {{
-  const studies = await (await fetch(base + "/studies?PatientID=1CT1",
-                                     {{headers: {{Accept: "application/dicom+json"}}}})).json();
+  const studies = await (await fetch(base + "/studies?PatientID=1CT1", {{headers}})).json();
   const study = studies[0]["0020000D"].Value[0];
-  const metadata = await (await fetch(base + "/studies/" + study + "/metadata",
-                                      {{headers: {{Authorization: "Bearer none", Accept: "application/dicom+json"}}}})).json();
+  const metadata = await (await fetch(base + "/studies/" + study + "/metadata", {{headers}})).json();
   document.getElementById("out").textContent = "rows " + metadata[0]["00280010"].Value[0];
 }}
 run().catch(e => document.getElementById("out").textContent = "failed " + e);
 </script></body></html>""")
-        handler = partial(QuietHandler, directory=site)
-        server = ThreadingHTTPServer(("127.0.0.1", freePort()), handler)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        try:
-            dom = renderedDOM(f"http://127.0.0.1:{server.server_address[1]}/viewer.html")
-        finally:
-            server.shutdown()
-            server.server_close()
-        self.assertIn(f'<p id="out">rows {ct.Rows}</p>', dom)
-        self.assertIn('"OPTIONS /dicom-web/studies/', self.server.log())
+    handler = partial(QuietHandler, directory=folder)
+    server = ThreadingHTTPServer(("127.0.0.1", freePort()), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        return renderedDOM(f"http://127.0.0.1:{server.server_address[1]}/viewer.html")
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 class LargeObjectTests(unittest.TestCase):

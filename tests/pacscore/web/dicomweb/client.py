@@ -44,14 +44,20 @@ class DicomWebTestCase(WebTestCase):
     @defer.inlineCallbacks
     def setUp(self):
         yield super().setUp()
-        listening = reactor.listenTCP(0, webSite(self.running.archive), interface="127.0.0.1")
+        listening = reactor.listenTCP(0, self.site(), interface="127.0.0.1")
         self.addCleanup(listening.stopListening)
-        self.base = f"http://127.0.0.1:{listening.getHost().port}/dicom-web"
+        self.root = f"http://127.0.0.1:{listening.getHost().port}"
+        self.base = f"{self.root}/dicom-web"
         self.archive = self.running.archive
 
+    def site(self):
+        """The site under test: the archive's web site."""
+        return webSite(self.running.archive)
+
     @defer.inlineCallbacks
-    def fetch(self, path, method=b"GET", accept=None, body=None, contentType=None):
-        headers = Headers()
+    def fetch(self, path, method=b"GET", accept=None, body=None, contentType=None, headers=()):
+        """Fetched of ``path`` (a URL, or one under /dicom-web); ``headers``: more (name, value) to send."""
+        headers = Headers({name: [value] for name, value in headers})
         if accept:
             headers.addRawHeader("accept", accept)
         if contentType:

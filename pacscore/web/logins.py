@@ -1,0 +1,218 @@
+"""Who may use the web service: with ``WebUsers`` set, every request needs
+HTTP Basic credentials of a user of that file, an Apache htpasswd file of
+bcrypt hashes (``htpasswd -B``), re-read when it changes.  The site is
+guarded the twisted.cred way (a Portal, this checker, a realm handing out
+the site's root); CORS preflights (OPTIONS, which browsers send without
+credentials) pass unguarded.
+
+Checking a bcrypt hash takes milliseconds of CPU (hundreds at high costs),
+so it runs in the I/O pool, and a password once verified is remembered
+(as a keyed digest, never in clear) while its user's line is unchanged:
+a viewer sends the credentials with each of hundreds of requests."""
+
+import collections
+import hashlib
+import hmac
+import os
+import threading
+
+import bcrypt
+from twisted.cred import error
+from twisted.cred.checkers import ICredentialsChecker
+from twisted.cred.credentials import IUsernamePassword
+from twisted.cred.portal import IRealm, Portal
+from twisted.logger import Logger
+from twisted.web import guard
+from twisted.web.resource import IResource
+from zope.interface import implementer
+
+from pacscore.config.errors import ConfigError
+
+BCRYPT_PREFIXES = ("$2a$", "$2b$", "$2y$")
+BCRYPT_LIMIT = 72  # bytes of a password that bcrypt (and Apache) look at
+REMEMBERED = 1024  # verified passwords kept (as digests)
+
+
+def readPasswordFile(path):
+    """``{user: bcrypt hash}`` of the htpasswd file ``path`` (UTF-8; blank
+    lines and ``#`` comments skipped); ConfigError naming the line of
+    anything else, OSError when it cannot be read."""
+    users = {}
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8").strip()
+            except UnicodeDecodeError:
+                raise ConfigError(path, number, "not UTF-8 text") from None
+            if not line or line.startswith("#"):
+                continue
+            user, colon, hashed = line.partition(":")
+            if not colon or not user:
+                raise ConfigError(path, number, "expected user:hash, as htpasswd writes")
+            if not hashed.startswith(BCRYPT_PREFIXES) or len(hashed) != 60:
+                raise ConfigError(path, number, f"the password of {user} is not a bcrypt hash; "
+                                                "make it with htpasswd -B")
+            if user in users:
+                raise ConfigError(path, number, f"{user} is given twice")
+            users[user] = hashed.encode("ascii")
+    return users
+
+
+class PasswordFile:
+    """The users of an htpasswd file, read anew when its size, time or
+    inode changed.  A file that became unreadable or wrong lets nobody in
+    (logged once per change) rather than keep users its editor removed."""
+
+    log = Logger()
+
+    def __init__(self, path):
+        self.path = path
+        self._lock = threading.Lock()
+        self._stamp = None
+        self._users = readPasswordFile(path)
+        self._stamp = self._stampNow()
+
+    def _stampNow(self):
+        status = os.stat(self.path)
+        return status.st_mtime_ns, status.st_size, status.st_ino
+
+    def users(self):
+        """In the I/O pool: ``{user: hash}`` as the file now says."""
+        with self._lock:
+            try:
+                stamp = self._stampNow()
+                if stamp != self._stamp:
+                    self._stamp = stamp
+                    self._users = {}
+                    self._users = readPasswordFile(self.path)
+                    self.log.info("web: read {count} users from {path}", count=len(self._users), path=self.path)
+            except (OSError, ConfigError) as e:
+                if self._stamp is not None:
+                    self.log.error("web: WebUsers {path} cannot be used, so nobody can log in: {error}",
+                                   path=self.path, error=e)
+                self._stamp, self._users = None, {}
+            return self._users
+
+
+@implementer(ICredentialsChecker)
+class PasswordFileChecker:
+    """Checks user names and passwords against a PasswordFile, in the I/O
+    pool (``deferToWorker``); the avatar ID is the user name."""
+
+    credentialInterfaces = (IUsernamePassword,)
+    log = Logger()
+
+    def __init__(self, passwords, deferToWorker):
+        self.passwords = passwords
+        self.deferToWorker = deferToWorker
+        self._key = os.urandom(32)
+        self._verified = collections.OrderedDict()
+        self._lock = threading.Lock()
+        self._unknownUser = bcrypt.hashpw(os.urandom(16), bcrypt.gensalt(5))
+
+    def requestAvatarId(self, credentials):
+        d = self.deferToWorker(self._check, credentials.username, credentials.password)
+        d.addErrback(self._refused, credentials)
+        return d
+
+    def _refused(self, failure, credentials):
+        failure.trap(error.UnauthorizedLogin)
+        self.log.warn("web: {peer}: login of {user!r} refused: {why}", peer=getattr(credentials, "peer", "?"),
+                      user=credentials.username.decode("utf-8", "replace"), why=failure.getErrorMessage())
+        return failure
+
+    def _check(self, username, password):
+        user = _asUTF8(username).decode("utf-8")
+        password = _asUTF8(password)[:BCRYPT_LIMIT]
+        hashed = self.passwords.users().get(user)
+        if hashed is None:
+            bcrypt.checkpw(password, self._unknownUser)  # as long as a wrong password takes
+            raise error.UnauthorizedLogin("no such user")
+        digest = hmac.new(self._key, b"\0".join((username, password, hashed)), hashlib.sha256).digest()
+        with self._lock:
+            if digest in self._verified:
+                self._verified.move_to_end(digest)
+                return user
+        if not bcrypt.checkpw(password, hashed):
+            raise error.UnauthorizedLogin("wrong password")
+        with self._lock:
+            self._verified[digest] = True
+            while len(self._verified) > REMEMBERED:
+                self._verified.popitem(last=False)
+        return user
+
+
+def _asUTF8(value):
+    """Credentials a client sent (bytes) in UTF-8, as browsers send them;
+    those that are not UTF-8 read as Latin-1 (what requests and other older
+    clients send)."""
+    try:
+        value.decode("utf-8")
+        return value
+    except UnicodeDecodeError:
+        return value.decode("latin-1").encode("utf-8")
+
+
+@implementer(IRealm)
+class SiteRealm:
+    """Every user gets the whole site: its root resource."""
+
+    def __init__(self, root):
+        self.root = root
+
+    def requestAvatar(self, avatarId, mind, *interfaces):
+        if IResource not in interfaces:
+            raise NotImplementedError("the web service hands out resources only")
+        return IResource, self.root, lambda: None
+
+
+class BasicLogin(guard.BasicCredentialFactory):
+    """HTTP Basic credentials (UTF-8, the challenge says) that know their
+    client's address (for the log); a malformed Authorization header is
+    logged and refused."""
+
+    log = Logger()
+
+    def getChallenge(self, request):
+        return {**super().getChallenge(request), "charset": "UTF-8"}
+
+    def decode(self, response, request):
+        peer = getattr(request.getClientAddress(), "host", "?")
+        try:
+            credentials = super().decode(response, request)
+        except error.LoginFailed:
+            self.log.warn("web: {peer}: a malformed Basic Authorization header refused", peer=peer)
+            raise
+        credentials.peer = peer
+        return credentials
+
+
+class LoginGuard(guard.HTTPAuthSessionWrapper):
+    """The site root, for users that log in; OPTIONS requests (CORS
+    preflights) reach it without credentials, and the refusals of
+    ``openOrigin`` paths (DICOMweb) may be read by pages of any origin."""
+
+    def __init__(self, root, portal, realmName, openOrigin):
+        super().__init__(portal, [BasicLogin(realmName)])
+        self.root = root
+        self.openOrigin = openOrigin
+
+    def getChildWithDefault(self, path, request):
+        if request.method == b"OPTIONS":
+            return self.root.getChildWithDefault(path, request)
+        if path in self.openOrigin:
+            request.setHeader(b"Access-Control-Allow-Origin", b"*")
+        return super().getChildWithDefault(path, request)
+
+    def render(self, request):
+        if request.method == b"OPTIONS":
+            return self.root.render(request)
+        return super().render(request)
+
+
+def guarded(root, passwords, deferToWorker, realmName, openOrigin=()):
+    """``root`` behind a login for the users of ``passwords`` (a
+    PasswordFile); refusals under the children ``openOrigin`` (bytes)
+    readable from any origin."""
+    portal = Portal(SiteRealm(root), [PasswordFileChecker(passwords, deferToWorker)])
+    return LoginGuard(root, portal, realmName, openOrigin)

@@ -1,0 +1,141 @@
+"""Interop tests of WebUsers: `twistd -n pacs` whose web interface needs the
+login of a user of an htpasswd file made by Apache's htpasswd, used by
+dicomweb-client, headless Chromium (a page, and a viewer from another
+origin) and dgate as a CGI script; start-up refusing an unusable file."""
+
+import base64
+import os
+import shutil
+import subprocess
+import tempfile
+import urllib.error
+import urllib.request
+
+import pydicom
+import requests
+from dicomweb_client.api import DICOMwebClient
+from dicomweb_client.session_utils import create_session_from_user_pass
+from twisted.trial import unittest
+
+from tests.interop.browser import renderedDOM
+from tests.interop.server import BIN, PacsServer
+from tests.interop.test_dicomweb import viewerFromElsewhere
+from tests.interop.test_web import CT, startWithSamples
+from tests.pacscore.web.test_logins import htpasswd
+
+USER, PASSWORD = "alice", "s\u00e9cret wonder"
+
+
+def basic(user, password):
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+class WebLoginTests(unittest.TestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        cls.folder = tempfile.mkdtemp(prefix="pacs-logins-")
+        cls.server = PacsServer(os.path.join(cls.folder, "pacs"), ae="WEBPACS", ini={"WebUsers": "webusers"})
+        htpasswd(os.path.join(cls.server.workdir, "webusers"), USER, PASSWORD, create=True)
+        startWithSamples(cls)
+        cls.root = f"http://127.0.0.1:{cls.server.webPort}"
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.stop()
+        shutil.rmtree(cls.folder, ignore_errors=True)
+
+    def fetch(self, path, authorization=None):
+        request = urllib.request.Request(self.root + path, headers={"Authorization": authorization} if authorization else {})
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return response.status, response.headers, response.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.headers, e.read()
+
+    def test_pagesNeedTheLogin(self):
+        for path in ("/cgi-bin/dgate?mode=querypatients", "/dicom-web/studies", "/wado?requestType=WADO"):
+            status, headers, _ = self.fetch(path)
+            self.assertEqual((status, headers["WWW-Authenticate"]), (401, 'basic realm="pacs WEBPACS", charset="UTF-8"'), path)
+        status, _, body = self.fetch("/cgi-bin/dgate?mode=querypatients", basic(USER, PASSWORD))
+        self.assertEqual(status, 200)
+        self.assertIn(b"<caption>3 patients</caption>", body)
+        status, _, _ = self.fetch("/cgi-bin/dgate?mode=querypatients", basic(USER, "wrong"))
+        self.assertEqual(status, 401)
+        self.assertIn("login of 'alice' refused: wrong password", self.server.log())
+        self.assertNotIn("has no login", self.server.log())
+
+    def test_dicomwebClient(self):
+        """dicomweb-client with the user's HTTP Basic session searches and retrieves; without it, 401."""
+        url = f"{self.root}/dicom-web"
+        client = DICOMwebClient(url=url, session=create_session_from_user_pass(USER, PASSWORD))
+        ct = pydicom.dcmread(CT)
+        [study] = client.search_for_studies(search_filters={"PatientID": ct.PatientID})
+        self.assertEqual(pydicom.Dataset.from_json(study).StudyInstanceUID, ct.StudyInstanceUID)
+        instance = client.retrieve_instance(ct.StudyInstanceUID, ct.SeriesInstanceUID, ct.SOPInstanceUID)
+        self.assertEqual(instance.pixel_array.tolist(), ct.pixel_array.tolist())
+        with self.assertRaises(requests.HTTPError) as raised:
+            DICOMwebClient(url=url).search_for_studies()
+        self.assertEqual(raised.exception.response.status_code, 401)
+
+    def test_browser(self):
+        """Chromium with the login in the address sees the page; without it
+        nothing (headless, it cannot show the login prompt)."""
+        page = "127.0.0.1:{}/cgi-bin/dgate?mode=querypatients".format(self.server.webPort)
+        user = urllib.request.quote(USER) + ":" + urllib.request.quote(PASSWORD)
+        self.assertIn("<caption>3 patients</caption>", renderedDOM(f"http://{user}@{page}"))
+        self.assertNotIn("patients</caption>", renderedDOM(f"http://{page}"))
+
+    def test_viewerFromElsewhere(self):
+        """A viewer page of another origin with the user's Authorization
+        header: the preflights pass without it, the requests with it."""
+        ct = pydicom.dcmread(CT, stop_before_pixels=True)
+        folder = tempfile.mkdtemp(dir=self.folder)
+        dom = viewerFromElsewhere(folder, f"{self.root}/dicom-web", basic(USER, PASSWORD))
+        self.assertIn(f'<p id="out">rows {ct.Rows}</p>', dom)
+        dom = viewerFromElsewhere(folder, f"{self.root}/dicom-web", basic(USER, "wrong"))
+        self.assertIn('<p id="out">failed SyntaxError', dom)  # the 401 page read, as no JSON
+
+    def test_cgiGateway(self):
+        """dgate as a CGI script passes the browser's login on (Apache's
+        CGIPassAuth On) and the server's challenge back."""
+        def cgi(**more):
+            environment = dict(os.environ, GATEWAY_INTERFACE="CGI/1.1", QUERY_STRING="mode=querypatients",
+                               REQUEST_METHOD="GET", **more)
+            result = subprocess.run([os.path.join(BIN, "dgate")], capture_output=True, cwd=self.server.workdir,
+                                    env=environment, timeout=120)
+            head, _, content = result.stdout.partition(b"\r\n\r\n")
+            return head.decode("latin-1").split("\r\n"), content
+        head, content = cgi(HTTP_AUTHORIZATION=basic(USER, PASSWORD))
+        self.assertEqual(head[0], "Content-Type: text/html; charset=utf-8")
+        self.assertIn(b"<caption>3 patients</caption>", content)
+        head, _ = cgi()
+        self.assertEqual(head[0], "Status: 401 Unauthorized")
+        self.assertIn('WWW-Authenticate: basic realm="pacs WEBPACS", charset="UTF-8"', head)
+
+
+class WebUsersStartUpTests(unittest.TestCase):
+
+    def test_unusableFileStopsStartUp(self):
+        """A WebUsers line htpasswd made without -B (MD5): start-up stops naming the file and line."""
+        server = PacsServer(self.mktemp(), ini={"WebUsers": "webusers"})
+        path = os.path.join(server.workdir, "webusers")
+        htpasswd(path, "bob", "builder", create=True)
+        subprocess.run(["htpasswd", "-bm", path, "carol", "md5"], check=True, capture_output=True)
+        result = subprocess.run(server.command(), cwd=server.workdir, capture_output=True, text=True, timeout=120)
+        self.assertNotEqual(result.returncode, 0)
+        output = result.stdout + result.stderr
+        self.assertIn(f"configuration error: {path}:2: the password of carol is not a bcrypt hash; make it with "
+                      "htpasswd -B", output)
+        self.assertNotIn("Traceback", output)
+
+    def test_passwordsInClearWarn(self):
+        """WebUsers on a plain-HTTP endpoint others can reach: a warning to use ssl:."""
+        server = PacsServer(self.mktemp(), ini={"WebUsers": "webusers"})
+        htpasswd(os.path.join(server.workdir, "webusers"), "bob", "builder", create=True)
+        server.setIni(WebEndpoint=f"tcp:{server.webPort}")
+        server.start()
+        self.addCleanup(server.stop)
+        self.assertIn(f"web interface on tcp:{server.webPort}: the web interface asks for WebUsers passwords over "
+                      "plain HTTP", server.log())
+        self.assertNotIn("has no login", server.log())

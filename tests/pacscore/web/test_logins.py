@@ -1,0 +1,187 @@
+"""Tests for pacscore.web.logins: WebUsers files made by Apache's
+htpasswd, and a site guarded by them, over real HTTP."""
+
+import base64
+import os
+import subprocess
+import threading
+
+import bcrypt
+from twisted.internet import defer
+from twisted.logger import capturedLogs, formatEvent
+from twisted.trial import unittest
+
+from pacscore.config.errors import ConfigError
+from pacscore.web import logins
+from pacscore.web.logins import readPasswordFile
+from pacscore.web.site import webSite
+from tests.pacscore.control.running import RunningArchive
+from tests.pacscore.web.dicomweb.client import DicomWebTestCase
+
+
+def htpasswd(path, user, password, create=False):
+    """Add ``user`` to the htpasswd file ``path`` as Apache's tool does (bcrypt)."""
+    subprocess.run(["htpasswd", "-bB" + ("c" if create else ""), path, user, password], check=True,
+                   capture_output=True)
+
+
+def basic(user, password):
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+class PasswordFileTests(unittest.TestCase):
+
+    def setUp(self):
+        self.path = self.mktemp()
+
+    def test_htpasswd(self):
+        htpasswd(self.path, "alice", "wonder land", create=True)
+        htpasswd(self.path, "bob", "b\u00f6b")
+        with open(self.path, "a") as f:
+            f.write("\n# a comment\n\n")
+        users = readPasswordFile(self.path)
+        self.assertEqual(sorted(users), ["alice", "bob"])
+        self.assertTrue(bcrypt.checkpw("b\u00f6b".encode(), users["bob"]))
+
+    def test_refusedLines(self):
+        """Anything but user:bcrypt lines is a ConfigError naming the line."""
+        good = bcrypt.hashpw(b"x", bcrypt.gensalt(4)).decode()
+        for lines, number, message in (
+                ([f"alice:{good}", "bob"], 2, "expected user:hash"),
+                ([f":{good}"], 1, "expected user:hash"),
+                (["carol:$apr1$abcdefgh$0123456789abcdefghijkl"], 1, "not a bcrypt hash; make it with htpasswd -B"),
+                (["dave:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g="], 1, "not a bcrypt hash"),
+                ([f"erin:{good}", "", f"erin:{good}"], 3, "erin is given twice")):
+            with open(self.path, "w") as f:
+                f.write("\n".join(lines) + "\n")
+            with self.assertRaises(ConfigError) as raised:
+                readPasswordFile(self.path)
+            self.assertEqual(raised.exception.line, number, lines)
+            self.assertIn(message, str(raised.exception))
+        with open(self.path, "wb") as f:
+            f.write(b"fr\xe9d:" + good.encode() + b"\n")
+        self.assertRaisesRegex(ConfigError, ":1: not UTF-8", readPasswordFile, self.path)
+
+    def test_unusableFileStopsStartUp(self):
+        """webSite: a missing or wrong WebUsers file is a ConfigError naming dicom.ini's line or the file's."""
+        running = RunningArchive(self, ini={"WebUsers": "missing-users"})
+        self.assertRaisesRegex(ConfigError, r"dicom\.ini:\d+: WebUsers missing-users: No such file",
+                               webSite, running.archive)
+        with open(os.path.join(running.workdir, "missing-users"), "w") as f:
+            f.write("alice:plain\n")
+        self.assertRaisesRegex(ConfigError, "missing-users:1: the password of alice is not a bcrypt hash",
+                               webSite, running.archive)
+
+
+class GuardedSiteTests(DicomWebTestCase):
+    """A site whose dicom.ini names a WebUsers file, made by htpasswd."""
+
+    corpusShape = {"patients": 1, "studiesPerPatient": 1, "seriesPerStudy": 1, "imagesPerSeries": 2}
+    ini = {"WebUsers": "webusers"}
+    PAGES = ("/cgi-bin/dgate?mode=top", "/dicom-web/studies", "/wado?requestType=WADO")
+
+    def site(self):
+        self.users = os.path.join(self.running.workdir, "webusers")
+        htpasswd(self.users, "alice", "secret", create=True)
+        return super().site()
+
+    def get(self, path, user=None, password=None, headers=(), **more):
+        """Fetched of ``path`` under the site's root, as ``user`` when given."""
+        headers = [*headers, *([] if user is None else [("authorization", basic(user, password))])]
+        return self.fetch(self.root + path, headers=headers, **more)
+
+    @defer.inlineCallbacks
+    def test_loginNeeded(self):
+        """Without credentials every page is a 401 asking for Basic ones; with them it is there."""
+        for path in self.PAGES:
+            refused = yield self.get(path)
+            self.assertEqual(refused.code, 401, path)
+            self.assertEqual(refused.header("www-authenticate"), 'basic realm="pacs PACS", charset="UTF-8"')
+            self.assertEqual(refused.header("access-control-allow-origin"),  # a viewer elsewhere may see the 401
+                             "*" if path.startswith("/dicom-web") else None)
+        top = yield self.get(self.PAGES[0], "alice", "secret")
+        self.assertEqual(top.code, 200)
+        self.assertIn(b"Local patients", top.body)
+        studies = yield self.get(self.PAGES[1], "alice", "secret")
+        self.assertEqual(studies.code, 200)
+        self.assertEqual(studies.json()[0]["0020000D"]["Value"], [self.corpus[0].studyUID])
+
+    @defer.inlineCallbacks
+    def test_nonAsciiCredentials(self):
+        """Credentials in UTF-8 (browsers) and in Latin-1 (requests, older clients) both match htpasswd's."""
+        htpasswd(self.users, "z\u00f6e", "\u00e9t\u00e9")
+        for encoding in ("utf-8", "latin-1"):
+            credentials = base64.b64encode("z\u00f6e:\u00e9t\u00e9".encode(encoding)).decode()
+            answer = yield self.fetch("/studies", headers=[("authorization", "Basic " + credentials)])
+            self.assertEqual(answer.code, 200, encoding)
+
+    @defer.inlineCallbacks
+    def test_refusedLogins(self):
+        """Wrong passwords, unknown users and garbage headers: 401 and a log line each."""
+        with capturedLogs() as events:
+            for user, password in (("alice", "Secret"), ("alice", ""), ("mallory", "secret")):
+                answer = yield self.get("/dicom-web/studies", user, password)
+                self.assertEqual(answer.code, 401)
+            garbage = yield self.fetch("/studies", headers=[("authorization", "Basic !!not base64")])
+            self.assertEqual(garbage.code, 401)
+        lines = [formatEvent(event) for event in events]
+        self.assertEqual(len([line for line in lines if "login of 'alice' refused: wrong password" in line]), 2)
+        self.assertTrue(any("login of 'mallory' refused: no such user" in line for line in lines), lines)
+        self.assertTrue(any("127.0.0.1: a malformed Basic Authorization header refused" in line for line in lines))
+
+    @defer.inlineCallbacks
+    def test_corsPreflight(self):
+        """OPTIONS (a browser's preflight, never with credentials) passes; the request after it needs them."""
+        origin = [("origin", "http://viewer.example")]
+        preflight = yield self.get("/dicom-web/studies", method=b"OPTIONS", headers=[
+            *origin, ("access-control-request-method", "GET"), ("access-control-request-headers", "authorization")])
+        self.assertEqual(preflight.code, 204)
+        self.assertIn("authorization", preflight.header("access-control-allow-headers").lower())
+        refused = yield self.get("/dicom-web/studies", headers=origin)
+        allowed = yield self.get("/dicom-web/studies", "alice", "secret", headers=origin)
+        self.assertEqual((refused.code, allowed.code), (401, 200))
+        self.assertEqual(allowed.header("access-control-allow-origin"), "*")
+
+    @defer.inlineCallbacks
+    def test_passwordCheckedOnceOffTheReactor(self):
+        """bcrypt runs in the I/O pool, and once per password: the next
+        requests with it are let in from a keyed digest."""
+        threads = []
+        checkpw = bcrypt.checkpw
+
+        def counted(password, hashed):
+            threads.append(threading.current_thread())
+            return checkpw(password, hashed)
+        self.patch(logins.bcrypt, "checkpw", counted)
+        for _ in range(5):
+            answer = yield self.get("/dicom-web/studies", "alice", "secret")
+            self.assertEqual(answer.code, 200)
+        self.assertEqual(len(threads), 1)
+        self.assertTrue(threads[0].name.startswith(self.archive.workers.name), threads[0].name)
+        wrong = yield self.get("/dicom-web/studies", "alice", "secreT")
+        self.assertEqual((wrong.code, len(threads)), (401, 2))
+
+    @defer.inlineCallbacks
+    def test_fileChanges(self):
+        """Users added or removed take effect at once; a file made
+        unusable lets nobody in (with a log line) until it is mended."""
+        first = yield self.get("/dicom-web/studies", "alice", "secret")
+        self.assertEqual(first.code, 200)
+        replacement = self.users + ".new"
+        htpasswd(replacement, "bob", "builder", create=True)
+        os.replace(replacement, self.users)
+        bob = yield self.get("/dicom-web/studies", "bob", "builder")
+        alice = yield self.get("/dicom-web/studies", "alice", "secret")
+        self.assertEqual((bob.code, alice.code), (200, 401))
+        with open(replacement, "w") as f:
+            f.write("bob:builder\n")
+        os.replace(replacement, self.users)
+        with capturedLogs() as events:
+            broken = yield self.get("/dicom-web/studies", "bob", "builder")
+        self.assertEqual(broken.code, 401)
+        self.assertTrue(any("cannot be used, so nobody can log in" in formatEvent(e) and ":1: the password of bob"
+                            in formatEvent(e) for e in events))
+        htpasswd(replacement, "bob", "builder", create=True)
+        os.replace(replacement, self.users)
+        mended = yield self.get("/dicom-web/studies", "bob", "builder")
+        self.assertEqual(mended.code, 200)

@@ -5,14 +5,16 @@ answer 403 and the lists show no links to them):
 - ``studydeleter`` / ``seriesdeleter`` (``study`` / ``series`` = patid:uid)
   ask to confirm; their button POSTs ``deletestudy`` / ``deleteseries``,
   which remove the files and index rows as ``dgate --deletestudy:`` does;
-- ``addlocalfile``: a POSTed form's ``filetoupload`` (multipart) is stored
-  as ``dgate --addimagefile:`` stores a file (an HL7 message, starting with
-  ``MSH``, is applied to the worklist as ``--loadhl7:``).
+- ``addlocalfile``: a POSTed form's ``filetoupload`` (multipart; copied
+  from the request body to a temporary file, never whole in memory) is
+  stored as ``dgate --addimagefile:`` stores a file (an HL7 message,
+  starting with ``MSH``, is applied to the worklist as ``--loadhl7:``).
 
 Changes are only made for a POST: a link or a page prefetch cannot make them.
 """
 
 import os
+import shutil
 import tempfile
 
 from pacscore.control.context import CommandError
@@ -22,6 +24,8 @@ from pacscore.web.answers import WebError, htmlAnswer
 from pacscore.web.commands import runCommand
 from pacscore.web.html import SCRIPT, Markup, text
 from pacscore.web.objects import uid
+
+COPY_CHUNK = 1 << 20
 
 
 def writable(archive):
@@ -86,23 +90,26 @@ async def deleteSeries(archive, parameters, request):
     return await commandAnswer(archive, DeleteSeries(), reference, f"series {reference} deleted")
 
 
-def _spooled(content):
-    """In the I/O pool: ``content`` in a new temporary file; its path."""
+def _spooled(upload):
+    """In the I/O pool: the uploaded file copied into a new temporary file;
+    ``(path, whether it is an HL7 message)``."""
     descriptor, path = tempfile.mkstemp(prefix="pacs-upload-")
     with os.fdopen(descriptor, "wb") as f:
-        f.write(content)
-    return path
+        upload.file.seek(0)
+        shutil.copyfileobj(upload.file, f, COPY_CHUNK)
+    upload.file.seek(0)
+    return path, upload.file.read(4096).lstrip().startswith(b"MSH")
 
 
 async def addLocalFile(archive, parameters, request):
     checkWritable(archive)
     checkPost(request)
-    content = request.args.get(b"filetoupload", [b""])[0]
-    if not content:
+    upload = request.uploads.get(b"filetoupload", [None])[0]
+    if upload is None or not upload.size:
         raise WebError(400, "no file was uploaded (a multipart form field filetoupload)")
-    path = await archive.workers.deferToWorker(_spooled, content)
+    path, hl7 = await archive.workers.deferToWorker(_spooled, upload)
     try:
-        command = LoadHL7() if content.lstrip().startswith(b"MSH") else AddImageFile()
+        command = LoadHL7() if hl7 else AddImageFile()
         return await commandAnswer(archive, command, path, "uploaded file")
     finally:
         await archive.workers.deferToWorker(os.remove, path)

@@ -24,6 +24,7 @@ from pacscore.web.answering import AnsweringResource
 from pacscore.web.answers import Parameters, WebError
 from pacscore.web.dicomweb.resource import DicomWebResource
 from pacscore.web.html import SCRIPT
+from pacscore.web.forms import readPostedForm
 from pacscore.web.logins import PasswordFile, guarded
 from pacscore.web.scripted import ScriptedPages
 
@@ -48,6 +49,7 @@ class DgateResource(AnsweringResource):
         defaults = {}
         for key, value in self.archive.configuration.ini.items(DEFAULTS_SECTION):
             defaults.setdefault(key.lower(), value)  # the first of equal keys, as everywhere in dicom.ini
+        await readPostedForm(self.archive, request)
         parameters = Parameters(request.args, defaults)
         if self.wadoOnly or parameters.get("requestType") == "WADO":
             return await wado.answer(self.archive, parameters)
@@ -76,7 +78,7 @@ def webSite(archive):
     root.putChild(b"cgi-bin", cgi)
     root.putChild(b"wado", DgateResource(archive, scripts, wadoOnly=True))
     root.putChild(DICOMWEB, DicomWebResource(archive))
-    site = server.Site(_withLogins(root, archive))
+    site = server.Site(_withLogins(root, archive), parsePOSTFormSubmission=False)  # pacscore.web.forms reads them
     site.displayTracebacks = False
     return site
 

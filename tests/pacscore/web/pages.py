@@ -3,6 +3,7 @@
 does), and what they answered; ``WebTestCase``, an
 archive holding a generated corpus, with its ``/cgi-bin/dgate``."""
 
+import io
 import os
 import re
 from html import unescape
@@ -16,6 +17,7 @@ from twisted.web.test.requesthelper import DummyRequest
 
 from pacscore.control.registry import CommandRegistry
 from pacscore.testing.corpus import generateCorpus
+from pacscore.web.forms import URLENCODED
 from pacscore.web.scripted import ScriptedPages
 from pacscore.web.site import DgateResource
 from tests.pacscore.control.running import RunningArchive
@@ -87,22 +89,51 @@ def getQuery(resource, query):
     return Answered(request.responseCode or 200, {}, b"".join(request.written))
 
 
-def post(resource, **parameters):
-    """POST ``parameters`` (as a form sends them)."""
-    return get(resource, method=b"POST", **parameters)
+def formBody(parameters):
+    """``(Content-Type, body)`` of a form of ``parameters``, as a browser
+    POSTs it: multipart/form-data when a value is bytes (a file), else
+    URL-encoded."""
+    if not any(isinstance(value, bytes) for value in parameters.values()):
+        return URLENCODED, urlencode(parameters).encode()
+    boundary = "----formboundary7MA4YWxkTrZu0gW"
+    body = b""
+    for name, value in parameters.items():
+        if isinstance(value, bytes):
+            body += (f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{name}.bin"\r\n'
+                     "Content-Type: application/octet-stream\r\n\r\n").encode() + value + b"\r\n"
+        else:
+            body += f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+    return f"multipart/form-data; boundary={boundary}", body + f"--{boundary}--\r\n".encode()
 
 
 @defer.inlineCallbacks
-def get(resource, target=None, method=b"GET", **parameters):
+def post(resource, **parameters):
+    """POST ``parameters`` as a form (its body read by the resource)."""
+    request = Request([])
+    request.method = b"POST"
+    request.uri = request.path = b"/cgi-bin/dgate"
+    contentType, body = formBody(parameters)
+    request.requestHeaders.setRawHeaders(b"content-type", [contentType.encode()])
+    request.content = io.BytesIO(body)
+    return (yield answered(resource, request))
+
+
+@defer.inlineCallbacks
+def get(resource, target=None, **parameters):
     """GET ``target`` (a URL whose query is the parameters) or ``parameters``."""
     if target is not None:
         parameters = dict(parse_qsl(urlsplit(target).query, keep_blank_values=True))
     request = Request([])
-    request.method = method
-    request.uri = b"/cgi-bin/dgate?" + urlencode({n: v for n, v in parameters.items() if isinstance(v, str)}).encode()
+    request.method = b"GET"
+    request.uri = b"/cgi-bin/dgate?" + urlencode(parameters).encode()
     request.path = b"/cgi-bin/dgate"
-    request.args = {name.encode(): [value if isinstance(value, bytes) else value.encode()]
-                    for name, value in parameters.items()}
+    request.args = {name.encode(): [value.encode()] for name, value in parameters.items()}
+    return (yield answered(resource, request))
+
+
+@defer.inlineCallbacks
+def answered(resource, request):
+    """The Answered of ``resource`` to ``request``."""
     finished = request.notifyFinish()
     resource.render(request)
     yield finished

@@ -130,6 +130,15 @@ class GuardedSiteTests(DicomWebTestCase):
         self.assertTrue(any("127.0.0.1: a malformed Basic Authorization header refused" in line for line in lines))
 
     @defer.inlineCallbacks
+    def test_formsReadAfterTheLogin(self):
+        """A POSTed form is read only for a user that logged in: without a
+        login even a malformed one is a 401, with one a 400."""
+        form = {"method": b"POST", "body": b"junk", "contentType": "multipart/form-data"}
+        refused = yield self.get("/cgi-bin/dgate?mode=top", **form)
+        malformed = yield self.get("/cgi-bin/dgate?mode=top", "alice", "secret", **form)
+        self.assertEqual((refused.code, malformed.code), (401, 400))
+
+    @defer.inlineCallbacks
     def test_corsPreflight(self):
         """OPTIONS (a browser's preflight, never with credentials) passes; the request after it needs them."""
         origin = [("origin", "http://viewer.example")]

@@ -78,10 +78,10 @@ async def objectFile(archive, text):
     keys = [QueryKey(SOP_INSTANCE_UID, "UI", uid)]
     if patientID.strip():
         keys.append(QueryKey(PATIENT_ID, "LO", exactValue(patientID, "patient ID")))
-    instances = await archive.index.runQuery(lambda connection: archive.query.instances(connection, "IMAGE", keys))
-    if not instances:
+    found = await archive.index.runQuery(archive.objectReader.instancePaths, archive.query, "IMAGE", keys)
+    if not found:
         raise CommandError(f"no stored object {uid}" + (f" of patient {patientID.strip()}" if patientID.strip() else ""))
-    return archive.objectReader.path(instances[0].deviceName, instances[0].objectFile)
+    return found[0][1]
 
 
 def fileInstances(connection, query, deviceName, objectFile):

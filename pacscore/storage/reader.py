@@ -57,6 +57,13 @@ class ObjectReader:
                 return copy
         return path
 
+    def instancePaths(self, connection, query, level, keys):
+        """In a reader thread (``index.runQuery``): ``[(Instance, path)]`` of
+        the objects ``query.instances`` finds, each file as ``path`` finds
+        it (which looks at the disk when there are mirrors)."""
+        return [(instance, self.path(instance.deviceName, instance.objectFile))
+                for instance in query.instances(connection, level, keys)]
+
     def magPath(self, deviceName, objectFile):
         """Where a file named in the index is on its MAG device."""
         root = self.roots.get(deviceName)

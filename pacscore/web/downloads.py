@@ -109,11 +109,10 @@ async def _zipAnswer(archive, level, tag, parameter, parameters):
     keys = [QueryKey(tag, "UI", uid(value, f"the {parameter} UID"))]
     if patientID:
         keys.append(QueryKey(PATIENT_ID, "LO", patientID.replace("*", "").replace("?", "")))
-    instances = await archive.index.runQuery(archive.query.instances, level, keys)
-    if not instances:
+    found = await archive.index.runQuery(archive.objectReader.instancePaths, archive.query, level, keys)
+    if not found:
         raise WebError(404, f"no stored {parameter} {value}")
-    paths = [archive.objectReader.path(i.deviceName, i.objectFile) for i in instances]
-    stream = ZipStream(paths, [i.objectFile for i in instances])
+    stream = ZipStream([path for _, path in found], [instance.objectFile for instance, _ in found])
     return StreamAnswer(_zipChunks(archive, stream), ZIP,
                         (("Content-Disposition", f"attachment; filename=\"{value}.zip\""),))
 

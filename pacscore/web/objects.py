@@ -41,10 +41,10 @@ async def storedPath(archive, sop, patientID="", series="", study=""):
                            (STUDY_INSTANCE_UID, "UI", study)):
         if value:
             keys.append(QueryKey(tag, vr, value.replace("\\", "")))
-    instances = await archive.index.runQuery(archive.query.instances, "IMAGE", keys)
-    if not instances:
+    found = await archive.index.runQuery(archive.objectReader.instancePaths, archive.query, "IMAGE", keys)
+    if not found:
         raise WebError(404, f"no stored object {sop}")
-    return archive.objectReader.path(instances[0].deviceName, instances[0].objectFile)
+    return found[0][1]
 
 
 async def onFile(archive, path, work, *args):

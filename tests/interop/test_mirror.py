@@ -1,14 +1,18 @@
 """MIRRORDevices against a running ``twistd -n pacs``: every object DCMTK's
-storescu stores on MAG0 gets a byte-identical copy on MIRROR0; getscu still
-retrieves objects whose MAG0 files were lost (read from the mirror);
+storescu stores on MAG0 gets a byte-identical copy on MIRROR0; getscu, a
+zip download and WADO-RS still retrieve objects whose MAG0 files were lost
+(read from the mirror);
 ``dgate -av`` verifies and queues damaged copies again; a delete removes
 both copies; copies that could not be made before a SIGKILL are made after
 the restart."""
 
+import io
 import os
 import shutil
 import tempfile
 import time
+import urllib.request
+import zipfile
 
 from twisted.trial import unittest
 
@@ -85,6 +89,17 @@ class MirrorTests(unittest.TestCase):
         self.assertEqual(getSeries(self.server, self.workdir, series.studyUID, series.seriesUID),
                          {image.sopUID for image in self.images if image.seriesUID == series.seriesUID})
         self.assertIn("is missing: its mirror copy", self.server.log())
+        web = f"http://127.0.0.1:{self.server.webPort}"
+        wanted = {image.sopUID for image in self.images if image.seriesUID == series.seriesUID}
+        with urllib.request.urlopen(f"{web}/cgi-bin/dgate?mode=zipseries&series=:{series.seriesUID}", timeout=60) as r:
+            with zipfile.ZipFile(io.BytesIO(r.read())) as zipped:
+                self.assertEqual(len(zipped.namelist()), len(wanted))
+        request = urllib.request.Request(f"{web}/dicom-web/studies/{series.studyUID}/series/{series.seriesUID}",
+                                         headers={"Accept": 'multipart/related; type="application/dicom"; '
+                                                            'transfer-syntax=*'})
+        with urllib.request.urlopen(request, timeout=60) as r:
+            body = r.read()
+        self.assertEqual({uid for uid in wanted if uid.encode() in body}, wanted)
         result = self.server.dgate("-av")
         self.assertEqual(result.returncode, 1)
         self.assertIn("2 unreadable on MAG0", result.stdout + result.stderr)

@@ -49,10 +49,10 @@ async def storedInstances(archive, target):
         if uid:
             keys.append(QueryKey(tag, "UI", uid))
             level = name
-    instances = await archive.index.runQuery(archive.query.instances, level, keys)
-    if not instances:
+    found = await archive.index.runQuery(archive.objectReader.instancePaths, archive.query, level, keys)
+    if not found:
         raise WebError(404, f"no stored objects at {target.describe()}")
-    return [(instance, archive.objectReader.path(instance.deviceName, instance.objectFile)) for instance in instances]
+    return found
 
 
 def instanceURL(base, instance):

@@ -7,7 +7,9 @@ the level below), ``showconfig``, ``showsops`` (dgatesop.lst) and ``showdb``
 
 A list selects with Conquest's ``query`` text and search fields
 (``pacscore.web.querytext``); its links carry ``query`` texts as Conquest's
-do, so bookmarks of Conquest's pages keep working.
+do, so bookmarks of Conquest's pages keep working.  The index is read in a
+reader thread; the matches are sorted and the page made in the I/O pool
+(``max=`` may ask for millions of rows).
 """
 
 import re
@@ -67,8 +69,18 @@ def _caption(what, found, parameters):
     return caption
 
 
+async def _page(archive, parameters, level, shown, make):
+    """The page ``make(archive, parameters, found)`` makes (in the I/O pool)
+    of the matches at ``level`` with the ``shown`` values."""
+    found = await _find(archive, parameters, level, shown)
+    return await archive.workers.deferToWorker(make, archive, parameters, found)
+
+
 async def queryPatients(archive, parameters):
-    found = await _find(archive, parameters, "PATIENT", (PATIENT, PATIENT_NAME, SEX, BIRTH_DATE))
+    return await _page(archive, parameters, "PATIENT", (PATIENT, PATIENT_NAME, SEX, BIRTH_DATE), _patientsPage)
+
+
+def _patientsPage(archive, parameters, found):
     rows = [[link(url("querystudies", query=f"DICOMStudies.PatientID = {quoted(match[PATIENT_ID])}"),
                   match[PATIENT_ID]), match[PATIENT_NAME[0]], match[SEX[0]], match[BIRTH_DATE[0]]]
             for match in _first(found, parameters)]
@@ -77,8 +89,11 @@ async def queryPatients(archive, parameters):
 
 
 async def queryStudies(archive, parameters):
-    found = await _find(archive, parameters, "STUDY", (PATIENT, PATIENT_NAME, STUDY_DATE, STUDY_DESCRIPTION,
-                                                       MODALITIES, STUDY))
+    return await _page(archive, parameters, "STUDY", (PATIENT, PATIENT_NAME, STUDY_DATE, STUDY_DESCRIPTION,
+                                                      MODALITIES, STUDY), _studiesPage)
+
+
+def _studiesPage(archive, parameters, found):
     rows = []
     for match in _first(found, parameters):
         series = url("queryseries", query=f"DICOMStudies.PatientID = {quoted(match[PATIENT_ID])} and "
@@ -109,8 +124,11 @@ def _seriesQuery(match):
 
 
 async def querySeries(archive, parameters):
-    found = await _find(archive, parameters, "SERIES", (PATIENT, PATIENT_NAME, SERIES_NUMBER, SERIES_DATE,
-                                                        SERIES_TIME, SERIES_DESCRIPTION, MODALITY, SERIES, STUDY))
+    return await _page(archive, parameters, "SERIES", (PATIENT, PATIENT_NAME, SERIES_NUMBER, SERIES_DATE, SERIES_TIME,
+                                                       SERIES_DESCRIPTION, MODALITY, SERIES, STUDY), _seriesPage)
+
+
+def _seriesPage(archive, parameters, found):
     rows = []
     for match in _first(found, parameters):
         query = _seriesQuery(match)
@@ -132,9 +150,7 @@ def _byInstanceNumber(match):
     return (0, int(number), "") if str(number).strip().lstrip("-").isdigit() else (1, 0, str(number))
 
 
-async def _images(archive, parameters):
-    found = await _find(archive, parameters, "IMAGE", (PATIENT, INSTANCE_NUMBER, SOP, SOP_CLASS, SERIES))
-    return sorted(found, key=_byInstanceNumber)
+IMAGE_VALUES = (PATIENT, INSTANCE_NUMBER, SOP, SOP_CLASS, SERIES)
 
 
 def _slice(match):
@@ -142,8 +158,12 @@ def _slice(match):
 
 
 async def queryAllImages(archive, parameters):
+    return await _page(archive, parameters, "IMAGE", IMAGE_VALUES, _imagesPage)
+
+
+def _imagesPage(archive, parameters, found):
     size, graphic = parameters.get("size"), parameters.get("graphic")
-    found = await _images(archive, parameters)
+    found = sorted(found, key=_byInstanceNumber)
     rows = [[link(url("sliceviewer", slice=_slice(match), size=size, graphic=graphic),
                   match[INSTANCE_NUMBER[0]] or "(no number)"),
              match[SOP_INSTANCE_UID], match[SOP_CLASS[0]],
@@ -162,7 +182,11 @@ def _evenly(items, most):
 
 
 async def queryImages(archive, parameters):
-    found = _evenly(await _images(archive, parameters), MOST_THUMBNAILS)
+    return await _page(archive, parameters, "IMAGE", IMAGE_VALUES, _iconsPage)
+
+
+def _iconsPage(archive, parameters, found):
+    found = _evenly(sorted(found, key=_byInstanceNumber), MOST_THUMBNAILS)
     iconSize, graphic = parameters.get("iconsize", "48"), parameters.get("graphic")
     icons = [link(url("sliceviewer", slice=_slice(match), size=parameters.get("size"), graphic=graphic),
                   image(url("slice", slice=_slice(match), size=iconSize, graphic=graphic),

@@ -35,7 +35,7 @@ from twisted.logger import Logger
 from pacscore.codecs.syntaxes import UNCOMPRESSED
 from pacscore.control.arguments import ControlCommand
 from pacscore.control.context import CommandError
-from pacscore.control.output import deliver, formatRow, pipeFields
+from pacscore.control.output import deliverRows, pipeFields
 from pacscore.control.stored import exactValue, isLocal, storedName, uidValue
 from pacscore.db.query import (
     PATIENT_ID, SERIES_INSTANCE_UID, SOP_CLASS_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, QueryKey)
@@ -156,7 +156,7 @@ class _Listing(ControlCommand):
             rows = await self.rows(source, selection)
         finally:
             await source.close()
-        return await deliver(archive, [formatRow(fmt, row) for row in rows], path)
+        return await deliverRows(archive, fmt, rows, path)
 
 
 async def findContaining(source, level, columns, searched, text, fixed=()):

@@ -57,6 +57,13 @@ def _ownFiles(archive):
     return {os.path.realpath(f) for f in files if f} | archive.databaseFiles
 
 
+def deliverRows(archive, fmt, rows, path):
+    """``deliver`` of ``rows`` each made a line by ``fmt`` (in the I/O pool:
+    a listing may have millions)."""
+    d = archive.workers.deferToWorker(lambda: [formatRow(fmt, row) for row in rows])
+    return d.addCallback(lambda lines: deliver(archive, lines, path))
+
+
 def deliver(archive, lines, path):
     """Deferred of the command's output: the lines, or (with ``path``, relative
     to the working folder) a line saying where they were written."""

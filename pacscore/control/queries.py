@@ -23,7 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from pacscore.control.arguments import ControlCommand, number
 from pacscore.control.context import CommandError
-from pacscore.control.output import deliver, formatRow, pipeFields
+from pacscore.control.output import deliverRows, pipeFields
 
 MAX_ROWS = 2**31 - 1  # the largest fetchmany() takes
 
@@ -76,7 +76,7 @@ class Query(ControlCommand):
             statement += f" WHERE {where.strip()}"
         d = archive.index.runQuery(_select, statementOf(archive, statement), limit)
         d.addErrback(_failed, statement)
-        return d.addCallback(lambda rows: deliver(archive, [formatRow(fmt, row) for row in rows], path))
+        return d.addCallback(lambda rows: deliverRows(archive, fmt, rows, path))
 
 
 class Query2(Query):

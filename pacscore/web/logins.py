@@ -8,13 +8,17 @@ credentials) pass unguarded.
 Checking a bcrypt hash takes milliseconds of CPU (hundreds at high costs),
 so it runs in the I/O pool, and a password once verified is remembered
 (as a keyed digest, never in clear) while its user's line is unchanged:
-a viewer sends the credentials with each of hundreds of requests."""
+a viewer sends the credentials with each of hundreds of requests.
+
+The access log lines (Apache's combined format, in the server log) name
+the user a request logged in as, where Apache's ``%u`` stands."""
 
 import collections
 import hashlib
 import hmac
 import os
 import threading
+from urllib.parse import quote
 
 import bcrypt
 from twisted.cred import error
@@ -23,8 +27,10 @@ from twisted.cred.credentials import IUsernamePassword
 from twisted.cred.portal import IRealm, Portal
 from twisted.logger import Logger
 from twisted.web import guard
+from twisted.web.http import combinedLogFormatter
+from twisted.web.iweb import IAccessLogFormatter
 from twisted.web.resource import IResource
-from zope.interface import implementer
+from zope.interface import implementer, provider
 
 from pacscore.config.errors import ConfigError
 
@@ -112,12 +118,19 @@ class PasswordFileChecker:
 
     def requestAvatarId(self, credentials):
         d = self.deferToWorker(self._check, credentials.username, credentials.password)
-        d.addErrback(self._refused, credentials)
+        d.addCallbacks(self._loggedIn, self._refused, (credentials,), None, (credentials,))
         return d
+
+    def _loggedIn(self, user, credentials):
+        request = getattr(credentials, "request", None)
+        if request is not None:
+            request.webUser = user  # for the access log
+        return user
 
     def _refused(self, failure, credentials):
         failure.trap(error.UnauthorizedLogin)
-        self.log.warn("web: {peer}: login of {user!r} refused: {why}", peer=getattr(credentials, "peer", "?"),
+        request = getattr(credentials, "request", None)
+        self.log.warn("web: {peer}: login of {user!r} refused: {why}", peer=_peer(request),
                       user=credentials.username.decode("utf-8", "replace"), why=failure.getErrorMessage())
         return failure
 
@@ -166,10 +179,23 @@ class SiteRealm:
         return IResource, self.root, lambda: None
 
 
+def _peer(request):
+    return "?" if request is None else getattr(request.getClientAddress(), "host", "?")
+
+
+@provider(IAccessLogFormatter)
+def accessLogLine(timestamp, request):
+    """Apache's combined log line of ``request``, with the user it logged
+    in as (URL-quoted) where Apache's ``%u`` stands."""
+    line = combinedLogFormatter(timestamp, request)
+    user = getattr(request, "webUser", None)
+    return line if user is None else line.replace(" - - ", f" - {quote(user, safe='@.-_')} ", 1)
+
+
 class BasicLogin(guard.BasicCredentialFactory):
     """HTTP Basic credentials (UTF-8, the challenge says) that know their
-    client's address (for the log); a malformed Authorization header is
-    logged and refused."""
+    request (for the logs); a malformed Authorization header is logged and
+    refused."""
 
     log = Logger()
 
@@ -177,13 +203,12 @@ class BasicLogin(guard.BasicCredentialFactory):
         return {**super().getChallenge(request), "charset": "UTF-8"}
 
     def decode(self, response, request):
-        peer = getattr(request.getClientAddress(), "host", "?")
         try:
             credentials = super().decode(response, request)
         except error.LoginFailed:
-            self.log.warn("web: {peer}: a malformed Basic Authorization header refused", peer=peer)
+            self.log.warn("web: {peer}: a malformed Basic Authorization header refused", peer=_peer(request))
             raise
-        credentials.peer = peer
+        credentials.request = request
         return credentials
 
 

@@ -25,7 +25,7 @@ from pacscore.web.answers import Parameters, WebError
 from pacscore.web.dicomweb.resource import DicomWebResource
 from pacscore.web.html import SCRIPT
 from pacscore.web.forms import readPostedForm
-from pacscore.web.logins import PasswordFile, guarded
+from pacscore.web.logins import PasswordFile, accessLogLine, guarded
 from pacscore.web.scripted import ScriptedPages
 
 MODES = {**browse.MODES, **images.MODES, **remote.MODES, **downloads.MODES, **edits.MODES, **worklist.MODES}
@@ -78,7 +78,8 @@ def webSite(archive):
     root.putChild(b"cgi-bin", cgi)
     root.putChild(b"wado", DgateResource(archive, scripts, wadoOnly=True))
     root.putChild(DICOMWEB, DicomWebResource(archive))
-    site = server.Site(_withLogins(root, archive), parsePOSTFormSubmission=False)  # pacscore.web.forms reads them
+    site = server.Site(_withLogins(root, archive), logFormatter=accessLogLine,
+                       parsePOSTFormSubmission=False)  # pacscore.web.forms reads forms
     site.displayTracebacks = False
     return site
 

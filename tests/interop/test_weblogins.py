@@ -62,8 +62,10 @@ class WebLoginTests(unittest.TestCase):
         self.assertIn(b"<caption>3 patients</caption>", body)
         status, _, _ = self.fetch("/cgi-bin/dgate?mode=querypatients", basic(USER, "wrong"))
         self.assertEqual(status, 401)
-        self.assertIn("login of 'alice' refused: wrong password", self.server.log())
+        self.assertIn("127.0.0.1: login of 'alice' refused: wrong password", self.server.log())
         self.assertNotIn("has no login", self.server.log())
+        self.assertIn('"127.0.0.1" - alice [', self.server.log())  # the access log names the user
+        self.assertIn('"127.0.0.1" - - [', self.server.log())
 
     def test_dicomwebClient(self):
         """dicomweb-client with the user's HTTP Basic session searches and retrieves; without it, 401."""

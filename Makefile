@@ -1,6 +1,7 @@
 # The two commands of the README: `make run` and `make test`.
 # Each creates/refreshes .venv itself; `make test` also installs the real
-# DICOM tools the interop tests drive (Debian's dcmtk and orthanc), the
+# DICOM tools the interop tests drive (Debian's dcmtk, orthanc and its
+# DICOMweb plugin orthanc-dicomweb), the
 # database servers they start (postgresql, mariadb-server), the browser
 # that loads the web pages (chromium) and Apache's htpasswd that makes the
 # web logins (apache2-utils) when they are missing.
@@ -38,8 +39,9 @@ system-deps:
 	  ( $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq apache2-utils )
 	@[ -x /usr/sbin/mariadbd ] || \
 	  ( $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mariadb-server )
-	@[ -x /usr/sbin/Orthanc ] || \
-	  ( $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq orthanc && \
+	@[ -x /usr/sbin/Orthanc ] && [ -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || \
+	  ( $(SUDO) apt-get update -qq && \
+	    $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq orthanc orthanc-dicomweb && \
 	    if [ -d /run/systemd/system ]; then $(SUDO) systemctl disable --now -q orthanc.service; \
 	    elif [ -e /run/orthanc.pid ]; then $(SUDO) /etc/init.d/orthanc stop >/dev/null; fi )
 

@@ -1,5 +1,7 @@
 """Delivering queued actions to other AEs: ``forward`` (C-STOREs of our
-objects) and ``get`` (a C-MOVE from a remote AE to us).
+objects) and ``get`` (a C-MOVE from a remote AE to us).  A destination
+named in dicom.ini's ``[DICOMwebServers]`` gets forwards with STOW-RS
+instead (``pacscore.export.stow``).
 
 The destination's host, port and compression come from acrnema.map.
 Objects go through the same choice of transfer syntax and conversion as
@@ -44,6 +46,7 @@ from pacscore.dicom.protocol import ESTABLISHED
 from pacscore.dicom.retrieve import choices, contextsFor, convertToFirst
 from pacscore.export.queue import LEVELS
 from pacscore.export.selection import LEVEL_KEYS, indexKeys, remoteRequest
+from pacscore.export.stow import StowError, StowSender, dicomWebServers
 from pacscore.storage.reader import Missing
 
 ASSOCIATION_LEVELS = ("GLOBAL", "SOPCLASS") + LEVELS
@@ -87,7 +90,7 @@ class Forwarder:
 
     def __init__(self, reactor, acrNemaMap, aeTitle, index, query, reader, workers, associationLevel="IMAGE", closeDelay=5, refreshDelay=3600, release=True,
                  connectTimeout=30, dimseTimeout=300, endpointFor=None, lossyQuality=DEFAULT_QUALITY,
-                 compressionScripts=None, titleStyle=PLAIN_TITLES):
+                 compressionScripts=None, titleStyle=PLAIN_TITLES, dicomWebServers=None, stow=None):
         associationLevel = associationLevel.strip().upper() or "IMAGE"
         if associationLevel not in ASSOCIATION_LEVELS:
             raise ValueError(f"ForwardAssociationLevel must be one of {', '.join(ASSOCIATION_LEVELS)}, "
@@ -109,13 +112,15 @@ class Forwarder:
         self.lossyQuality = lossyQuality  # LossyQuality, for the lossy JPEG codes
         self.compressionScripts = compressionScripts  # the s0..s9 codes' lines (converters.compressing), or None
         self.titleStyle = titleStyle  # PadAEWithZeros, SendUpperCaseAE (negotiation.TitleStyle)
+        self.dicomWebServers = dicomWebServers or {}  # NAME -> stow.DicomWebServer
+        self.stow = stow or StowSender(reactor, reader, workers, dimseTimeout, lossyQuality)
         self._links = {}
 
     @classmethod
     def fromConfiguration(cls, configuration, reactor, aeTitle, index, query, reader, workers,
                           compressionScripts=None):
         """With the ForwardAssociation* keys, TCPIPTimeOut, LossyQuality,
-        PadAEWithZeros and SendUpperCaseAE of dicom.ini."""
+        PadAEWithZeros, SendUpperCaseAE and [DICOMwebServers] of dicom.ini."""
         ini = configuration.ini
         return cls(reactor, configuration.acrNemaMap, aeTitle, index, query, reader, workers,
                    compressionScripts=compressionScripts,
@@ -124,7 +129,7 @@ class Forwarder:
                    refreshDelay=ini.getint("ForwardAssociationRefreshDelay", 3600),
                    release=ini.getint("ForwardAssociationRelease", 1) != 0,
                    dimseTimeout=configuration.tcpipTimeout or 300, lossyQuality=configuration.lossyQuality,
-                   titleStyle=TitleStyle.fromIni(ini))
+                   titleStyle=TitleStyle.fromIni(ini), dicomWebServers=dicomWebServers(configuration))
 
     def _node(self, destination):
         node = self.acrNemaMap.lookup(destination)
@@ -153,7 +158,8 @@ class Forwarder:
         destination; fires with how many were sent. ``onSent(count)`` is
         told after each object; ``found``: its ``locate`` result, if
         already known."""
-        node = self._node(action.destination)
+        server = self.dicomWebServers.get(action.destination.strip().upper())
+        node = self._node(action.destination) if server is None else None
         if found is None:
             [found] = await self.locate([action])
         instances, located = found
@@ -162,6 +168,8 @@ class Forwarder:
                           destination=action.destination, entity=action.level.lower(),
                           uid=action.target.uid(action.level))
             return 0
+        if server is not None:
+            return await self._stow(server, action, located, onSent)
         compression = action.compression or node.compression
         level = min(self.associationLevel, action.level, key=ASSOCIATION_LEVELS.index)
         link = self._links.setdefault(action.destination, _Link())
@@ -195,6 +203,20 @@ class Forwarder:
         else:
             link.closeTimer = self.reactor.callLater(self.closeDelay, self._idle, link)
         return sent
+
+    async def _stow(self, server, action, located, onSent):
+        """Forward to a DICOMweb server: STOW-RS of the readable objects."""
+        readable = []
+        for stored in located:
+            if isinstance(stored, Missing):
+                self.log.warn("forward to {destination}: {uid} cannot be read: {reason}",
+                              destination=action.destination, uid=stored.sopInstanceUID, reason=stored.reason)
+            else:
+                readable.append(stored)
+        try:
+            return await self.stow.send(server, readable, action.compression, onSent)
+        except StowError as e:
+            raise ForwardError(str(e)) from e
 
     async def _open(self, link, node, key, kind, compression):
         """The association to send ``kind`` on, opened if need be."""
@@ -270,6 +292,9 @@ class Forwarder:
         first picks what to move. ``onResponse(command)`` sees every C-MOVE
         response (pending and final: the sub-operation counters).
         Fires with the number of C-MOVEs done."""
+        if action.destination.strip().upper() in self.dicomWebServers:
+            raise ForwardError(f"{action.destination} is a DICOMweb server: pacs forwards to it (STOW-RS) but "
+                               "does not retrieve from it")
         node = self._node(action.destination)
         queryLevel, identifier = remoteRequest(action.level, action.target, action.filters)
         protocol = await self._associate(node, [(PATIENT_ROOT_FIND, list(UNCOMPRESSED)),

@@ -13,7 +13,7 @@ import time
 
 import pydicom
 
-from pacscore.config.ini import DicomIni
+from pacscore.config.ini import MAIN_SECTION, DicomIni
 from pacscore.config.loader import defaultConfigDir
 
 BIN = os.path.dirname(sys.executable)
@@ -94,11 +94,11 @@ class PacsServer:
                        "ControlEndpoint": f"tcp:{self.controlPort}:interface=127.0.0.1",
                        "WebEndpoint": f"tcp:{self.webPort}:interface=127.0.0.1", **(ini or {})})
 
-    def setIni(self, **keys):
+    def setIni(self, section=MAIN_SECTION, **keys):
         path = os.path.join(self.workdir, "dicom.ini")
         ini = DicomIni.fromFile(path)
         for key, value in keys.items():
-            ini.set(key, value)
+            ini.set(key, value, section)
         ini.write(path)
 
     def addNode(self, ae, port, host="127.0.0.1", compression="un"):

@@ -1,13 +1,16 @@
 """Export converters forwarding from a running ``twistd -n pacs``: CT to a
 second pacs, MR "compressed as jk" (JPEG 2000 lossless) to DCMTK's
 storescp, and a destination that is down while the sender restarts: every
-image arrives exactly once when it comes up."""
+image arrives exactly once when it comes up; STOW-RS to Orthanc's DICOMweb
+plugin (a ``[DICOMwebServers]`` destination), refused until its password
+is right."""
 
 import os
 import shutil
 import sqlite3
 import tempfile
 import time
+import urllib.request
 
 import numpy
 import pydicom
@@ -15,7 +18,7 @@ from twisted.trial import unittest
 
 from pacscore.testing.corpus import PREFIX, makeDataset
 from tests.interop.index import column
-from tests.interop.peers import StorescpServer
+from tests.interop.peers import OrthancServer, StorescpServer
 from tests.interop.server import PacsServer
 
 JPEG_2000_LOSSLESS = "1.2.840.10008.1.2.4.90"
@@ -134,3 +137,50 @@ class ForwardingTests(unittest.TestCase):
         self.assertIn("2 failed item(s) put back in the queue", retried.stdout)
         waitFor(lambda: len(destination.files()) == 2, message="the retried images")
         waitFor(lambda: queued(sender) == 0, message="an empty queue")
+
+
+ORTHANC_DICOMWEB = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
+
+
+class DicomWebForwardingTests(unittest.TestCase):
+
+    def setUp(self):
+        self.workdir = tempfile.mkdtemp(prefix="pacs-stow-")
+        self.addCleanup(shutil.rmtree, self.workdir, True)
+        self.orthanc = OrthancServer(os.path.join(self.workdir, "orthanc"), config={
+            "Plugins": [ORTHANC_DICOMWEB], "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
+            "AuthenticationEnabled": True, "RegisteredUsers": {"router": "s3cret"}})
+        passwords = urllib.request.HTTPPasswordMgrWithPriorAuth()
+        passwords.add_password(None, self.orthanc.url, "router", "s3cret", is_authenticated=True)
+        self.orthanc._opener = urllib.request.build_opener(  # its REST API with the login too
+            urllib.request.ProxyHandler({}), urllib.request.HTTPBasicAuthHandler(passwords))
+        self.orthanc.start()
+        self.addCleanup(self.orthanc.stop)
+
+    def sender(self, password):
+        sender = PacsServer(os.path.join(self.workdir, "pacs"), ae="PACSA", ini={
+            "ExportConverters": "1", "ExportModality0": "CT", "ExportConverter0": "forward to OrthancWeb",
+            "RetryDelay": "1", "FailHoldOff": "1"})
+        sender.setIni(section="DICOMwebServers",
+                      OrthancWeb=f"http://router:{password}@127.0.0.1:{self.orthanc.httpPort}/dicom-web")
+        return sender
+
+    def test_ctForwardedWithStowRs(self):
+        """CT images stored in pacs reach Orthanc with STOW-RS; a wrong
+        password is retried (logged) until the right one is configured."""
+        sender = self.sender("wrong")
+        sender.start()
+        self.addCleanup(sender.stop)
+        images = writeImages(os.path.join(self.workdir, "in"), "CT", 3, PREFIX + "77.4")
+        self.assertEqual(sender.store(*[path for path, _ in images]).returncode, 0)
+        waitFor(lambda: "OrthancWeb answered STOW-RS of 1 object(s) with 401 Unauthorized" in sender.log(),
+                message="a refused STOW-RS in the log")
+        sender.stop()
+        sender = self.sender("s3cret")
+        sender.start()
+        waitFor(lambda: len(self.orthanc.instances()) == 3, message="the images in Orthanc")
+        waitFor(lambda: queued(sender) == 0, message="an empty queue")
+        self.assertEqual(self.orthanc.instances(), sorted(sop for _, sop in images))
+        for path, sop in images:
+            self.assertTrue(numpy.array_equal(self.orthanc.dataset(sop).pixel_array, pydicom.dcmread(path).pixel_array))
+        self.assertIn("STOW-RS to OrthancWeb: 1 object(s) stored", sender.log())

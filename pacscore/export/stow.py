@@ -1,0 +1,167 @@
+"""Forwarding to DICOMweb servers with STOW-RS (PS3.18 section 10.5).
+
+dicom.ini's ``[DICOMwebServers]`` section names them, ``NAME = URL`` of the
+server's DICOMweb root (``https://user:password@host/dicom-web``: the user
+and password, if any, go as HTTP Basic credentials).  ``forward to NAME``
+(export converters, ``dgate --move...`` to NAME) then POSTs the objects to
+``URL/studies`` as ``multipart/related; type="application/dicom"``, a
+request per ``BATCH_BYTES`` or so, each object as stored (NKI pixels
+expanded) or in the syntax of ``forward compressed as XX``.  An answer
+that is not 200, or that lists failed objects, is a ``ForwardError``, so
+the export queue retries the action as it does a refused C-STORE."""
+
+import base64
+import io
+import json
+from typing import NamedTuple
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool, readBody
+from twisted.web.http_headers import Headers
+
+from pacscore.codecs.compression import recode
+from pacscore.codecs.transcode import TranscodeError
+from pacscore.config.errors import ConfigError
+from pacscore.dicom.datasets import IdentifierError
+from pacscore.dicom.negotiation import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION
+from pacscore.storage.part10 import encodeFileMeta
+from pacscore.web.dicomweb import multipart
+
+SECTION = "DICOMwebServers"
+AS_STORED = "uj"  # Conquest's code: as stored, NKI pixels expanded
+BATCH_BYTES = 16 << 20
+FAILED_SOP_SEQUENCE = "00081198"
+FAILURE_REASON = "00081197"
+REFERENCED_SOP_INSTANCE_UID = "00081155"
+
+
+class DicomWebServer(NamedTuple):
+    """A STOW-RS destination: its name, root URL (no credentials) and
+    Authorization header value (or None)."""
+
+    name: str
+    url: str
+    authorization: str | None
+
+    @classmethod
+    def fromURL(cls, name, text):
+        """ValueError for anything but an http(s) URL with a host."""
+        parts = urlsplit(text.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{text!r} is not an http:// or https:// URL")
+        authorization = None
+        if parts.username is not None:
+            credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode("utf-8")
+            authorization = "Basic " + base64.b64encode(credentials).decode("ascii")
+        host = parts.hostname if parts.port is None else f"{parts.hostname}:{parts.port}"
+        if ":" in parts.hostname:
+            host = f"[{parts.hostname}]" + ("" if parts.port is None else f":{parts.port}")
+        return cls(name, urlunsplit((parts.scheme, host, parts.path.rstrip("/"), "", "")), authorization)
+
+
+def dicomWebServers(configuration):
+    """``{NAME (upper case): DicomWebServer}`` of the ``[DICOMwebServers]``
+    section; ConfigError naming the line of a bad URL."""
+    ini = configuration.ini
+    servers = {}
+    for name, url in ini.items(SECTION):
+        try:
+            servers[name.strip().upper()] = DicomWebServer.fromURL(name.strip(), url)
+        except ValueError as e:
+            raise ConfigError(configuration.iniPath, ini.lineOf(name, SECTION), f"[{SECTION}] {name}: {e}") from e
+    return servers
+
+
+class StowError(Exception):
+    """A STOW-RS request that did not store everything; says why."""
+
+
+def _partFile(reader, stored, code, quality):
+    """In the I/O pool: the Part-10 bytes of ``stored`` (a StoredObject) in ``code``."""
+    data, syntax = recode(reader.read(stored), stored.transferSyntax, code, quality)
+    return encodeFileMeta(stored.sopClassUID, stored.sopInstanceUID, syntax, IMPLEMENTATION_CLASS_UID,
+                          IMPLEMENTATION_VERSION) + data
+
+
+class StowSender:
+    """POSTs stored objects (read by ``reader``, an ObjectReader) to
+    DICOMweb servers: reads and conversions in ``workers``, HTTP through
+    one persistent connection pool."""
+
+    log = Logger()
+
+    def __init__(self, reactor, reader, workers, timeout=300, lossyQuality=None, agent=None):
+        self.reactor = reactor
+        self.reader = reader
+        self.workers = workers
+        self.timeout = timeout
+        self.lossyQuality = lossyQuality
+        self.agent = agent or Agent(reactor, connectTimeout=30, pool=HTTPConnectionPool(reactor, persistent=True))
+
+    async def send(self, server, located, compression="", onSent=None):
+        """STOW-RS the StoredObjects ``located`` to ``server``; how many were
+        stored. ``onSent(count)`` after each request."""
+        code = compression or AS_STORED
+        batch, size, sent = [], 0, 0
+        for stored in located:
+            try:
+                data = await self.workers.deferToWorker(_partFile, self.reader, stored, code, self.lossyQuality)
+            except (OSError, TranscodeError, IdentifierError, ValueError) as e:
+                raise StowError(f"{stored.sopInstanceUID} cannot be sent in {code}: {e}") from e
+            batch.append((stored.sopInstanceUID, data))
+            size += len(data)
+            if size >= BATCH_BYTES:
+                sent += await self._post(server, batch)
+                batch, size = [], 0
+                if onSent is not None:
+                    onSent(sent)
+        if batch:
+            sent += await self._post(server, batch)
+            if onSent is not None:
+                onSent(sent)
+        return sent
+
+    async def _post(self, server, batch):
+        boundary = multipart.newBoundary()
+        body = b"".join(multipart.partHeader(boundary, "application/dicom") + data + multipart.CRLF
+                        for _, data in batch) + multipart.closing(boundary)
+        headers = Headers({"Content-Type": [multipart.multipartType(boundary, "application/dicom")],
+                           "Accept": ["application/dicom+json"], "User-Agent": ["pacs"]})
+        if server.authorization:
+            headers.addRawHeader("Authorization", server.authorization)
+        url = f"{server.url}/studies"
+        try:
+            requested = self.agent.request(b"POST", url.encode("ascii"), headers, FileBodyProducer(io.BytesIO(body)))
+            response = await requested.addTimeout(self.timeout, self.reactor)
+            answer = await readBody(response).addTimeout(self.timeout, self.reactor)
+        except defer.TimeoutError as e:
+            raise StowError(f"{server.name} ({url}) did not answer within {self.timeout} s") from e
+        except Exception as e:
+            raise StowError(f"STOW-RS to {server.name} ({url}) failed: {e}") from e
+        failed = _failures(answer)
+        if response.code == 200 or (response.code == 202 and not failed):
+            self.log.info("STOW-RS to {server}: {count} object(s) stored", server=server.name, count=len(batch))
+            return len(batch)
+        reason = "; ".join(failed[:5]) if failed else answer[:200].decode("utf-8", "replace").strip()
+        raise StowError(f"{server.name} answered STOW-RS of {len(batch)} object(s) with {response.code} "
+                        f"{response.phrase.decode('latin-1')}" + (f": {reason}" if reason else ""))
+
+
+def _failures(answer):
+    """``["UID: reason 0xXXXX"]`` of the Failed SOP Sequence of a STOW-RS answer (DICOM JSON)."""
+    try:
+        dataset = json.loads(answer)
+    except ValueError:
+        return []
+    if isinstance(dataset, list) and dataset:
+        dataset = dataset[0]
+    if not isinstance(dataset, dict):
+        return []
+    failures = []
+    for item in dataset.get(FAILED_SOP_SEQUENCE, {}).get("Value", []):
+        uid = (item.get(REFERENCED_SOP_INSTANCE_UID, {}).get("Value") or ["?"])[0]
+        reason = (item.get(FAILURE_REASON, {}).get("Value") or [None])[0]
+        failures.append(f"{uid}: " + (f"reason 0x{reason:04X}" if isinstance(reason, int) else "failed"))
+    return failures

@@ -1,0 +1,106 @@
+"""Forwards to a DICOMweb server (pacscore.export.stow): one archive's
+Forwarder POSTs with STOW-RS, over real HTTP, to another archive's
+/dicom-web (behind a WebUsers login); compression, batches, refusals."""
+
+import os
+
+import pydicom
+from twisted.internet import defer, reactor
+from twisted.trial import unittest
+
+from pacscore.config.errors import ConfigError
+from pacscore.export import stow
+from pacscore.export.forwarder import Forwarder, ForwardError
+from pacscore.export.queue import Action, Target
+from pacscore.export.stow import DicomWebServer, dicomWebServers
+from pacscore.testing.corpus import generateCorpus
+from pacscore.web.site import webSite
+from tests.pacscore.control.running import RunningArchive
+from tests.pacscore.web.test_logins import htpasswd
+
+JPEG_2000_LOSSLESS = "1.2.840.10008.1.2.4.90"
+
+
+class ServerListTests(unittest.TestCase):
+
+    def test_urls(self):
+        server = DicomWebServer.fromURL("Cloud", "https://us%40er:p%3Ass@[::1]:8443/dicom-web/")
+        self.assertEqual(server.url, "https://[::1]:8443/dicom-web")
+        self.assertEqual(server.authorization, "Basic dXNAZXI6cDpzcw==")  # us@er:p:ss
+        self.assertEqual(DicomWebServer.fromURL("X", "http://host/wado").authorization, None)
+        for bad in ("ftp://host/x", "host/dicom-web", "http:///dicom-web"):
+            self.assertRaises(ValueError, DicomWebServer.fromURL, "X", bad)
+
+    def test_section(self):
+        running = RunningArchive(self)
+        ini = running.configuration.ini
+        ini.set("Cloud", "https://h/dicom-web", section=stow.SECTION)
+        self.assertEqual(list(dicomWebServers(running.configuration)), ["CLOUD"])
+        ini.set("Broken", "nothing like a URL", section=stow.SECTION)
+        self.assertRaisesRegex(ConfigError, r"\[DICOMwebServers\] Broken: 'nothing like a URL' is not",
+                               dicomWebServers, running.configuration)
+
+
+class StowForwardTests(unittest.TestCase):
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.source = RunningArchive(self, ae="SOURCE")
+        self.corpus = generateCorpus(os.path.abspath(self.mktemp()), patients=1, studiesPerPatient=1,
+                                     seriesPerStudy=2, imagesPerSeries=3)
+        yield self.source.store(self.corpus)
+        self.destination = RunningArchive(self, ae="CLOUD", ini={"WebUsers": "webusers"})
+        htpasswd(os.path.join(self.destination.workdir, "webusers"), "router", "s3cret", create=True)
+        listening = reactor.listenTCP(0, webSite(self.destination.archive), interface="127.0.0.1")
+        self.addCleanup(listening.stopListening)
+        self.url = f"http://127.0.0.1:{listening.getHost().port}/dicom-web"
+
+    def forwarder(self, url=None):
+        archive = self.source.archive
+        servers = {"CLOUD": DicomWebServer.fromURL("Cloud", url or self.url.replace("//", "//router:s3cret@"))}
+        forwarder = Forwarder(reactor, archive.configuration.acrNemaMap, archive.aeTitle, archive.index,
+                              archive.query, archive.objectReader, archive.workers, dicomWebServers=servers)
+        self.addCleanup(lambda: forwarder.stow.agent._pool.closeCachedConnections())
+        return forwarder
+
+    def action(self, level="STUDY", compression="", destination="cloud"):
+        image = self.corpus[0]
+        return Action(1, "forward", destination, level, Target(image.patientID, image.studyUID), compression, {}, 0)
+
+    @defer.inlineCallbacks
+    def test_studyForwarded(self):
+        """Every object of the study arrives byte for byte (data set), in
+        two requests when the batch is small; onSent counts them."""
+        self.patch(stow, "BATCH_BYTES", 3 * os.path.getsize(self.corpus[0].path))
+        counts = []
+        sent = yield defer.ensureDeferred(self.forwarder().forward(self.action(), counts.append))
+        self.assertEqual(sent, len(self.corpus))
+        self.assertEqual(counts, [3, 6])
+        self.assertEqual((yield self.destination.count("image")), len(self.corpus))
+        stored = {pydicom.dcmread(path).SOPInstanceUID: pydicom.dcmread(path) for path in self.destination.files()}
+        for image in self.corpus:
+            original = pydicom.dcmread(image.path)
+            self.assertEqual(stored[image.sopUID].PixelData, original.PixelData)
+            self.assertEqual(stored[image.sopUID].PatientName, original.PatientName)
+
+    @defer.inlineCallbacks
+    def test_compressedAs(self):
+        """``forward compressed as jk``: the server gets JPEG 2000 lossless."""
+        yield defer.ensureDeferred(self.forwarder().forward(self.action(compression="jk")))
+        syntaxes = {pydicom.dcmread(path).file_meta.TransferSyntaxUID for path in self.destination.files()}
+        self.assertEqual(syntaxes, {JPEG_2000_LOSSLESS})
+
+    @defer.inlineCallbacks
+    def test_refusals(self):
+        """A wrong password, a server that refuses STOW-RS and one that is
+        not there: ForwardErrors saying so (the queue retries them)."""
+        wrong = self.forwarder(self.url.replace("//", "//router:wrong@"))
+        error = yield self.assertFailure(defer.ensureDeferred(wrong.forward(self.action())), ForwardError)
+        self.assertIn("Cloud answered STOW-RS of 6 object(s) with 401 Unauthorized", str(error))
+        self.destination.configuration.ini.set("DICOMwebStore", "0")
+        error = yield self.assertFailure(defer.ensureDeferred(self.forwarder().forward(self.action())), ForwardError)
+        self.assertIn("with 403 Forbidden", str(error))
+        nobody = self.forwarder("http://127.0.0.1:1/dicom-web")
+        error = yield self.assertFailure(defer.ensureDeferred(nobody.forward(self.action())), ForwardError)
+        self.assertIn("STOW-RS to Cloud (http://127.0.0.1:1/dicom-web/studies) failed", str(error))
+        self.assertEqual((yield self.destination.count("image")), 0)

@@ -24,6 +24,7 @@ from pacscore.db.query import IndexQuery
 from pacscore.db.worklistitems import WorklistItems
 from pacscore.db.worklistquery import WorklistQuery
 from pacscore.dicom import commands
+from pacscore.dicom.commitment import STORAGE_COMMITMENT, CommitmentService
 from pacscore.dicom.find import FindService
 from pacscore.dicom.models import FIND, GET, MOVE, modelOf, sopClassesFor
 from pacscore.dicom.negotiation import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION, AcceptorPolicy, TitleStyle
@@ -55,6 +56,8 @@ from pacscore.storage.space import MEGABYTE, Nightly, SpaceKeeper, lruSortTag
 from pacscore.storage.store import ObjectStore
 from pacscore.storage.worklistmode import WorklistAmender
 from pacscore.workers import WorkerPool
+
+NON_STORAGE_SERVICES = (VERIFICATION, MODALITY_WORKLIST_FIND, STORAGE_COMMITMENT)  # served but not stored
 
 
 class StartupError(Exception):
@@ -267,7 +270,7 @@ class Archive:
         sopList = self.configuration.sopList
         served = {}
         for entry in sopList.sops():
-            if entry.uid in (VERIFICATION, MODALITY_WORKLIST_FIND) or modelOf(entry.uid) is not None:
+            if entry.uid in NON_STORAGE_SERVICES or modelOf(entry.uid) is not None:
                 served[entry.uid] = False
             elif isStorageClass(entry.uid):
                 served[entry.uid] = True
@@ -305,6 +308,10 @@ class Archive:
                 titleStyle=self.titleStyle, **retrieveHooks))),
             commands.C_GET_RQ: SopClassRouter(dict.fromkeys(sopClassesFor(GET), GetService(
                 *retrieveSettings, self.counters, **retrieveHooks))),
+            commands.N_ACTION_RQ: SopClassRouter({STORAGE_COMMITMENT: CommitmentService(
+                self.index, self.query, self.objectReader, self.aeTitle, self.configuration.acrNemaMap, self.reactor,
+                self.counters, retryDelay=self.configuration.ini.getint("RetryDelay", 100),
+                dimseTimeout=self.idleTimeout, titleStyle=self.titleStyle)}),
         }
         self.dicomServerFactory = DicomServerFactory(
             self.acceptorPolicy(),

@@ -82,7 +82,7 @@ class DicomClientProtocol(DicomProtocol):
 
     # -- presentation contexts ----------------------------------------------
 
-    def _context(self, abstract):
+    def contextFor(self, abstract):
         """The first accepted context for ``abstract`` and its transfer syntax."""
         for contextId, (sopClass, syntax) in sorted(self.association.contexts.items()):
             if sopClass == abstract:
@@ -93,7 +93,7 @@ class DicomClientProtocol(DicomProtocol):
 
     def echo(self):
         """C-ECHO; fires with the status."""
-        contextId, _ = self._context(VERIFICATION)
+        contextId, _ = self.contextFor(VERIFICATION)
         d = self.request(contextId, {commands.COMMAND_FIELD: commands.C_ECHO_RQ,
                                      commands.AFFECTED_SOP_CLASS_UID: VERIFICATION,
                                      commands.COMMAND_DATASET_TYPE: commands.NO_DATASET})
@@ -108,7 +108,7 @@ class DicomClientProtocol(DicomProtocol):
         return d.addCallback(_status)
 
     def _matchCallback(self, sopClassUID, onMatch):
-        _, syntax = self._context(sopClassUID)
+        _, syntax = self.contextFor(sopClassUID)
 
         def pending(command, dataset):
             if dataset is not None:
@@ -129,7 +129,7 @@ class DicomClientProtocol(DicomProtocol):
 
     def _query(self, field, sopClassUID, identifier, onPending, extra=None):
         try:
-            contextId, syntax = self._context(sopClassUID)
+            contextId, syntax = self.contextFor(sopClassUID)
         except NoContext:
             return defer.fail()
         if isinstance(identifier, Dataset):
@@ -142,7 +142,7 @@ class DicomClientProtocol(DicomProtocol):
 
     def cancelLast(self, sopClassUID):
         """C-CANCEL the last C-FIND/C-MOVE/C-GET sent (``lastMessageID``)."""
-        contextId, _ = self._context(sopClassUID)
+        contextId, _ = self.contextFor(sopClassUID)
         self.cancel(contextId, self.lastMessageID)
 
     # -- ending ---------------------------------------------------------------
@@ -238,13 +238,14 @@ class NodeUnreachable(Exception):
 
 
 async def associateNode(reactor, node, callingAE, contexts, connectTimeout=30, dimseTimeout=300, endpointFor=None,
-                        titleStyle=PLAIN_TITLES):
+                        titleStyle=PLAIN_TITLES, roles=None):
     """``associate`` with the AE, host and port of an acrnema.map ``node``
-    (``endpointFor(host, port)``: a client endpoint instead of TCP);
-    any failure is a ``NodeUnreachable`` naming the node."""
+    (``endpointFor(host, port)``: a client endpoint instead of TCP;
+    ``roles`` as for ``associate``); any failure is a ``NodeUnreachable``
+    naming the node."""
     endpoint = None if endpointFor is None else endpointFor(node.host, int(node.port))
     try:
-        return await associate(reactor, node.host, int(node.port), callingAE, node.ae, contexts,
+        return await associate(reactor, node.host, int(node.port), callingAE, node.ae, contexts, roles=roles,
                                connectTimeout=connectTimeout, artimTimeout=connectTimeout,
                                dimseTimeout=dimseTimeout, endpoint=endpoint, titleStyle=titleStyle)
     except Exception as e:

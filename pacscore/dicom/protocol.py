@@ -67,13 +67,14 @@ class _Message:
 class _Request:
     """A request we sent, waiting for its final response."""
 
-    __slots__ = ("deferred", "onPending", "timer", "responseField")
+    __slots__ = ("deferred", "onPending", "timer", "responseField", "yieldsToRelease")
 
-    def __init__(self, onPending, responseField):
+    def __init__(self, onPending, responseField, yieldsToRelease=False):
         self.deferred = defer.Deferred()
         self.onPending = onPending
         self.timer = None
         self.responseField = responseField  # the command field its responses must have
+        self.yieldsToRelease = yieldsToRelease  # a release the peer asks for fails it rather than waits
 
 
 @implementer(IPushProducer)
@@ -292,19 +293,22 @@ class DicomProtocol(Protocol, TimeoutMixin):
             self._nextMessageID = self._nextMessageID % 0xFFFF + 1
         return self._nextMessageID
 
-    def request(self, contextId, command, dataset=None, onPending=None):
+    def request(self, contextId, command, dataset=None, onPending=None, yieldsToRelease=False):
         """Send a request; a Deferred fires with ``(command, dataset bytes
         or None)`` of its final response.  Pending responses (status
         FF00/FF01) go to ``onPending(command, dataset)`` as they arrive.
         The Message ID is assigned here when ``command`` has none.  Fails
         with ``AssociationLost`` if the association ends first, or with
         ``DIMSETimeout`` (and an A-ABORT) when the peer stays silent for
-        the factory's ``dimseTimeout``."""
+        the factory's ``dimseTimeout``.  A release the peer asks for waits
+        for the response unless ``yieldsToRelease``: then the request fails
+        (``AssociationLost``) and the association is released."""
         if self.state != ESTABLISHED:
             return defer.fail(AssociationLost(f"no association with {self.peerName()}"))
         command = dict(command)
         messageID = command.setdefault(commands.MESSAGE_ID, self.nextMessageID())
-        pending = self._requests[messageID] = _Request(onPending, command[commands.COMMAND_FIELD] | 0x8000)
+        pending = self._requests[messageID] = _Request(onPending, command[commands.COMMAND_FIELD] | 0x8000,
+                                                       yieldsToRelease)
         self._armTimer(messageID, pending)
         self.sendMessage(contextId, command, dataset)
         return pending.deferred
@@ -353,9 +357,13 @@ class DicomProtocol(Protocol, TimeoutMixin):
         pending.deferred.callback((command, dataset))
         self._operationsChanged()
 
-    def _failRequests(self, reason):
-        requests, self._requests = self._requests, {}
-        for pending in requests.values():
+    def _failRequests(self, reason, onlyYielding=False):
+        """Fail the requests still waiting (``onlyYielding``: those that
+        yield to a release) with ``reason``."""
+        failing = {messageID: pending for messageID, pending in self._requests.items()
+                   if pending.yieldsToRelease or not onlyYielding}
+        for messageID, pending in failing.items():
+            del self._requests[messageID]
             if pending.timer is not None and pending.timer.active():
                 pending.timer.cancel()
             pending.deferred.errback(reason)
@@ -397,8 +405,9 @@ class DicomProtocol(Protocol, TimeoutMixin):
 
     @property
     def busy(self):
-        """Whether operations or requests of this association are under way."""
-        return bool(self._operations or self._requests)
+        """Whether operations or requests of this association are under way
+        (requests that yield to a release aside)."""
+        return bool(self._operations) or any(not pending.yieldsToRelease for pending in self._requests.values())
 
     # -- endings -----------------------------------------------------------
 
@@ -498,6 +507,7 @@ class DicomServerProtocol(DicomProtocol):
     def _releaseWhenIdle(self):
         if self.busy or self.state != ESTABLISHED:
             return
+        self._failRequests(AssociationLost(f"{self.peerName()} released the association first"), onlyYielding=True)
         self.log.info("{peer}: association released", peer=self.peerName())
         self.transport.write(pdu.encodeSimplePDU(pdu.A_RELEASE_RP))
         self._awaitClose()

@@ -270,6 +270,25 @@ class ProtocolTests(unittest.TestCase):
         slow.pending[0].callback(None)
         self.assertEqual([t for t, _ in readPDUs(self.written())], [pdu.P_DATA_TF, pdu.A_RELEASE_RP])
 
+    def test_releaseWaitsForOurRequestsUnlessTheyYield(self):
+        """A release waits for the response to a request we sent (a C-GET's
+        C-STORE), but fails one sent with yieldsToRelease (a storage
+        commitment report) and releases at once."""
+        self.associate()
+        report = {commands.COMMAND_FIELD: commands.N_EVENT_REPORT_RQ, commands.AFFECTED_SOP_CLASS_UID: VERIFICATION,
+                  commands.COMMAND_DATASET_TYPE: commands.NO_DATASET}
+        waiting = self.protocol.request(1, report)
+        yielding = self.protocol.request(1, report, yieldsToRelease=True)
+        self.written()
+        self.protocol.dataReceived(pdu.encodeSimplePDU(pdu.A_RELEASE_RQ))
+        self.assertEqual(self.written(), b"")
+        answer = commands.response(report, commands.N_EVENT_REPORT_RSP, 0)
+        answer[commands.MESSAGE_ID_RESPONDED_TO] = 1
+        self.protocol.dataReceived(message(1, answer))
+        self.assertEqual(self.successResultOf(waiting)[0][commands.STATUS], 0)
+        self.assertEqual([t for t, _ in readPDUs(self.written())], [pdu.A_RELEASE_RP])
+        self.assertIn("released the association first", str(self.failureResultOf(yielding).value))
+
     def test_peerAbort(self):
         self.associate()
         self.protocol.dataReceived(pdu.encodeAbort(pdu.SOURCE_SERVICE_USER, 0))

@@ -1,0 +1,243 @@
+"""Storage Commitment Push Model SCP (PS3.4 annex J), what modalities ask
+before they delete the images they sent.
+
+An N-ACTION-RQ (action type 1, on the well-known instance
+1.2.840.10008.1.20.1.1) lists objects by SOP class and instance and
+carries a Transaction UID.  It is answered at once (Success when it is
+well formed), then each object is looked up in the index, its file on
+its MAG device (or mirror): committed when both are there and the SOP
+class agrees.  The outcome goes back in an N-EVENT-REPORT-RQ, event type 1
+when every object was committed, 2 when some were not (Failed SOP
+Sequence: Failure Reason 0x0112 no such object instance, 0x0119 class /
+instance conflict, 0x0110 processing failure for a file that cannot be
+read).  The report goes on the requesting association while it is open,
+else on a new association to the requestor's AE (acrnema.map), proposing
+the SOP class with the SCP role, tried ``ATTEMPTS`` times ``RetryDelay``
+seconds apart.
+"""
+
+import os
+
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
+from twisted.internet import defer, task
+from twisted.logger import Logger
+
+from pacscore.codecs.syntaxes import UNCOMPRESSED
+from pacscore.db.query import SOP_INSTANCE_UID, QueryKey
+from pacscore.dicom import commands
+from pacscore.dicom.client import associateNode
+from pacscore.dicom.datasets import IdentifierError, decodeDataset, encodeDataset
+from pacscore.dicom.negotiation import PLAIN_TITLES
+
+STORAGE_COMMITMENT = "1.2.840.10008.1.20.1"
+STORAGE_COMMITMENT_INSTANCE = "1.2.840.10008.1.20.1.1"
+REQUEST_COMMITMENT = 1  # the Action Type ID of a commitment request
+ALL_COMMITTED, SOME_FAILED = 1, 2  # Event Type IDs
+
+SUCCESS = 0x0000
+PROCESSING_FAILURE = 0x0110
+NO_SUCH_OBJECT_INSTANCE = 0x0112
+INVALID_ARGUMENT_VALUE = 0x0115
+NO_SUCH_SOP_CLASS = 0x0118
+CLASS_INSTANCE_CONFLICT = 0x0119
+NO_SUCH_ACTION = 0x0123
+INVALID_OBJECT_INSTANCE = 0x0117
+
+UIDS_PER_QUERY = 500  # SQLite's variable limit, with room
+ATTEMPTS = 3
+
+
+class BadCommitmentRequest(Exception):
+    def __init__(self, message, status):
+        super().__init__(message)
+        self.status = status
+
+
+def readCommitmentRequest(command, data, syntax):
+    """``(transaction UID, [(SOP class, SOP instance)])`` of an N-ACTION-RQ;
+    BadCommitmentRequest with the status to answer otherwise."""
+    if command.get(commands.REQUESTED_SOP_CLASS_UID) != STORAGE_COMMITMENT:
+        raise BadCommitmentRequest("not a Storage Commitment Push Model request", NO_SUCH_SOP_CLASS)
+    if command.get(commands.REQUESTED_SOP_INSTANCE_UID) != STORAGE_COMMITMENT_INSTANCE:
+        raise BadCommitmentRequest(f"the requested SOP instance must be {STORAGE_COMMITMENT_INSTANCE}",
+                                   INVALID_OBJECT_INSTANCE)
+    if command.get(commands.ACTION_TYPE_ID) != REQUEST_COMMITMENT:
+        raise BadCommitmentRequest(f"action type {command.get(commands.ACTION_TYPE_ID)} is not 1 (request "
+                                   "storage commitment)", NO_SUCH_ACTION)
+    if data is None:
+        raise BadCommitmentRequest("no data set", INVALID_ARGUMENT_VALUE)
+    try:
+        dataset = decodeDataset(data, syntax)
+        transaction = str(dataset.get("TransactionUID", "") or "").strip()
+        references = [(str(item.get("ReferencedSOPClassUID", "") or "").strip(),
+                       str(item.get("ReferencedSOPInstanceUID", "") or "").strip())
+                      for item in dataset.get("ReferencedSOPSequence", None) or []]
+    except (IdentifierError, AttributeError, TypeError, ValueError) as e:
+        raise BadCommitmentRequest(f"unreadable data set: {e}", INVALID_ARGUMENT_VALUE) from e
+    if not transaction:
+        raise BadCommitmentRequest("no Transaction UID (0008,1195)", INVALID_ARGUMENT_VALUE)
+    if not references or not all(sopClass and sop for sopClass, sop in references):
+        raise BadCommitmentRequest("no Referenced SOP Sequence (0008,1199) of classes and instances",
+                                   INVALID_ARGUMENT_VALUE)
+    return transaction, references
+
+
+def commitmentOutcome(connection, query, reader, references):
+    """In a reader thread: ``(committed, failed)``, the references whose
+    objects are in the index and on disk, and ``(class, instance, reason)``
+    of the others."""
+    stored = {}
+    uids = sorted({sop for _, sop in references})
+    for start in range(0, len(uids), UIDS_PER_QUERY):
+        key = QueryKey(SOP_INSTANCE_UID, "UI", "\\".join(uids[start:start + UIDS_PER_QUERY]))
+        for instance in query.instances(connection, "IMAGE", [key]):
+            stored[instance.sopInstanceUID] = instance
+    committed, failed = [], []
+    for sopClass, sop in references:
+        instance = stored.get(sop)
+        if instance is None:
+            failed.append((sopClass, sop, NO_SUCH_OBJECT_INSTANCE))
+        elif instance.sopClassUID != sopClass:
+            failed.append((sopClass, sop, CLASS_INSTANCE_CONFLICT))
+        elif not _readable(reader, instance):
+            failed.append((sopClass, sop, PROCESSING_FAILURE))
+        else:
+            committed.append((sopClass, sop))
+    return committed, failed
+
+
+def _readable(reader, instance):
+    try:
+        return os.access(reader.path(instance.deviceName, instance.objectFile), os.R_OK)
+    except OSError:
+        return False
+
+
+def eventReport(transaction, committed, failed, retrieveAE):
+    """``(event type, Dataset)`` of the N-EVENT-REPORT of a commitment."""
+    dataset = Dataset()
+    dataset.TransactionUID = transaction
+    if committed:
+        dataset.RetrieveAETitle = retrieveAE
+        dataset.ReferencedSOPSequence = Sequence([_item(sopClass, sop) for sopClass, sop in committed])
+    if failed:
+        items = []
+        for sopClass, sop, reason in failed:
+            item = _item(sopClass, sop)
+            item.FailureReason = reason
+            items.append(item)
+        dataset.FailedSOPSequence = Sequence(items)
+    return (SOME_FAILED if failed else ALL_COMMITTED), dataset
+
+
+def _item(sopClass, sop):
+    item = Dataset()
+    item.ReferencedSOPClassUID = sopClass
+    item.ReferencedSOPInstanceUID = sop
+    return item
+
+
+def reportCommand(eventType):
+    return {commands.COMMAND_FIELD: commands.N_EVENT_REPORT_RQ, commands.AFFECTED_SOP_CLASS_UID: STORAGE_COMMITMENT,
+            commands.AFFECTED_SOP_INSTANCE_UID: STORAGE_COMMITMENT_INSTANCE, commands.EVENT_TYPE_ID: eventType,
+            commands.COMMAND_DATASET_TYPE: commands.DATASET_PRESENT}
+
+
+class CommitmentService:
+    """Answers N-ACTION on the Storage Commitment Push Model SOP class; see
+    the module docstring."""
+
+    log = Logger()
+
+    def __init__(self, index, query, reader, aeTitle, acrNemaMap, reactor, counters=None, retryDelay=100,
+                 connectTimeout=30, dimseTimeout=300, titleStyle=PLAIN_TITLES):
+        self.index = index
+        self.query = query
+        self.reader = reader
+        self.aeTitle = aeTitle
+        self.acrNemaMap = acrNemaMap
+        self.reactor = reactor
+        self.counters = counters if counters is not None else {}
+        self.retryDelay = retryDelay
+        self.connectTimeout = connectTimeout
+        self.dimseTimeout = dimseTimeout
+        self.titleStyle = titleStyle
+
+    def handle(self, protocol, contextId, command, dataset):
+        _, syntax = protocol.association.contexts[contextId]
+        data = None if dataset is None else bytes(dataset.data)
+        try:
+            transaction, references = readCommitmentRequest(command, data, syntax)
+        except BadCommitmentRequest as e:
+            self.log.warn("{peer}: storage commitment refused: {error}", peer=protocol.peerName(), error=e)
+            protocol.sendMessage(contextId, self._response(command, e.status, {commands.ERROR_COMMENT: str(e)[:64]}))
+            return None
+        self.counters["commitmentRequests"] = self.counters.get("commitmentRequests", 0) + 1
+        protocol.sendMessage(contextId, self._response(command, SUCCESS))
+        # the N-ACTION is done: the report may outlive the association (and must not hold its release)
+        committing = defer.ensureDeferred(self._commit(protocol, contextId, syntax, transaction, references))
+        committing.addErrback(lambda failure: self.log.failure("storage commitment {transaction} failed", failure,
+                                                               transaction=transaction))
+        return None
+
+    def _response(self, command, status, extra=None):
+        return commands.response(command, commands.N_ACTION_RSP, status, {
+            commands.AFFECTED_SOP_INSTANCE_UID: STORAGE_COMMITMENT_INSTANCE,
+            commands.ACTION_TYPE_ID: command.get(commands.ACTION_TYPE_ID, REQUEST_COMMITMENT), **(extra or {})})
+
+    async def _commit(self, protocol, contextId, syntax, transaction, references):
+        requestor = protocol.association.callingAE
+        committed, failed = await self.index.runQuery(commitmentOutcome, self.query, self.reader, references)
+        eventType, report = eventReport(transaction, committed, failed, self.aeTitle)
+        self.log.info("storage commitment {transaction} from {ae}: {committed} committed, {failed} not",
+                      transaction=transaction, ae=requestor, committed=len(committed), failed=len(failed))
+        try:
+            await self._report(protocol, contextId, eventType, encodeDataset(report, syntax), yieldsToRelease=True)
+            self.log.info("storage commitment {transaction}: reported to {ae} on its association",
+                          transaction=transaction, ae=requestor)
+            return
+        except Exception as e:
+            self.log.info("storage commitment {transaction}: not reported on the association ({error}); "
+                          "opening one to {ae}", transaction=transaction, error=e, ae=requestor)
+        await self._reportOnNewAssociation(requestor, transaction, eventType, report)
+
+    async def _report(self, protocol, contextId, eventType, data, yieldsToRelease=False):
+        response, _ = await protocol.request(contextId, reportCommand(eventType), data,
+                                             yieldsToRelease=yieldsToRelease)
+        status = response.get(commands.STATUS)
+        if status != SUCCESS:
+            raise CommitmentReportRefused(f"N-EVENT-REPORT answered with status 0x{status:04X}")
+
+    async def _reportOnNewAssociation(self, requestor, transaction, eventType, report):
+        node = self.acrNemaMap.lookup(requestor)
+        if node is None:
+            self.log.error("storage commitment {transaction}: {ae} is not in acrnema.map, so its result cannot be "
+                           "reported", transaction=transaction, ae=requestor)
+            return
+        contexts = [(STORAGE_COMMITMENT, list(UNCOMPRESSED))]
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                association = await associateNode(self.reactor, node, self.aeTitle, contexts, self.connectTimeout,
+                                                  self.dimseTimeout, titleStyle=self.titleStyle,
+                                                  roles={STORAGE_COMMITMENT: (False, True)})
+                try:
+                    contextId, syntax = association.contextFor(STORAGE_COMMITMENT)
+                    await self._report(association, contextId, eventType, encodeDataset(report, syntax))
+                finally:
+                    await association.release()
+                self.log.info("storage commitment {transaction}: reported to {ae} on a new association",
+                              transaction=transaction, ae=requestor)
+                return
+            except Exception as e:  # NodeUnreachable, CommitmentReportRefused, a lost association
+                self.log.warn("storage commitment {transaction}: report to {ae} failed (attempt {attempt} of "
+                              "{attempts}): {error}", transaction=transaction, ae=requestor, attempt=attempt,
+                              attempts=ATTEMPTS, error=e)
+            if attempt < ATTEMPTS:
+                await task.deferLater(self.reactor, self.retryDelay, lambda: None)
+        self.log.error("storage commitment {transaction}: its result could not be reported to {ae}",
+                       transaction=transaction, ae=requestor)
+
+
+class CommitmentReportRefused(Exception):
+    """The requestor did not take the N-EVENT-REPORT."""

@@ -1,0 +1,128 @@
+"""Storage Commitment Push Model against a running ``twistd -n pacs``, with
+pynetdicom as the modality (DCMTK has no storage commitment SCU): objects
+stored with DCMTK's storescu are committed, unknown ones and a wrong SOP
+class are not; the report comes on the requesting association while it is
+open, else on a new association to the modality's own listener (SCP role,
+acrnema.map); a malformed request is refused."""
+
+import threading
+
+import pydicom
+from pydicom.data import get_testdata_file
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
+from pynetdicom import AE, evt
+from twisted.trial import unittest
+
+from tests.interop.server import PacsServer, freePort
+from tests.interop.test_forwarding import waitFor
+
+STORAGE_COMMITMENT = "1.2.840.10008.1.20.1"
+STORAGE_COMMITMENT_INSTANCE = "1.2.840.10008.1.20.1.1"
+CT = get_testdata_file("CT_small.dcm")
+MR_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
+
+
+class Reports:
+    """The N-EVENT-REPORTs a pynetdicom handler received."""
+
+    def __init__(self):
+        self.received = []
+        self.arrived = threading.Event()
+
+    def handle(self, event):
+        self.received.append((event.event_type_id if hasattr(event, "event_type_id") else
+                              event.request.EventTypeID, event.event_information, event.assoc.is_requestor))
+        self.arrived.set()
+        return 0x0000, None
+
+    def wait(self, timeout=30):
+        if not self.arrived.wait(timeout):
+            raise AssertionError("no N-EVENT-REPORT arrived")
+        return self.received[-1]
+
+
+def commitmentRequest(references):
+    request = Dataset()
+    request.TransactionUID = generate_uid()
+    request.ReferencedSOPSequence = []
+    for sopClass, sop in references:
+        item = Dataset()
+        item.ReferencedSOPClassUID = sopClass
+        item.ReferencedSOPInstanceUID = sop
+        request.ReferencedSOPSequence.append(item)
+    return request
+
+
+class StorageCommitmentTests(unittest.TestCase):
+
+    def setUp(self):
+        self.server = PacsServer(self.mktemp())
+        self.listenPort = freePort()
+        self.server.addNode("MODALITY", self.listenPort)
+        self.server.start()
+        self.addCleanup(self.server.stop)
+        self.assertEqual(self.server.store(CT).returncode, 0)
+        self.ct = pydicom.dcmread(CT, stop_before_pixels=True)
+        self.modality = AE(ae_title="MODALITY")
+        self.modality.add_requested_context(STORAGE_COMMITMENT)
+
+    def send(self, request, handlers=(), release=True):
+        """N-ACTION ``request`` from MODALITY; the N-ACTION-RSP status."""
+        association = self.modality.associate("127.0.0.1", self.server.port, ae_title="PACS",
+                                              evt_handlers=list(handlers))
+        self.assertTrue(association.is_established)
+        status, _ = association.send_n_action(request, 1, STORAGE_COMMITMENT, STORAGE_COMMITMENT_INSTANCE)
+        if release:
+            association.release()
+        return association, status
+
+    def test_reportOnTheSameAssociation(self):
+        """Stored CT committed; an unknown UID (0x0112) and CT's UID under
+        the MR class (0x0119) not: event type 2 on the open association."""
+        reports = Reports()
+        unknown = generate_uid()
+        request = commitmentRequest([(self.ct.SOPClassUID, self.ct.SOPInstanceUID), (self.ct.SOPClassUID, unknown),
+                                     (MR_STORAGE, self.ct.SOPInstanceUID)])
+        association, status = self.send(request, [(evt.EVT_N_EVENT_REPORT, reports.handle)], release=False)
+        self.assertEqual(status.Status, 0x0000)
+        eventType, report, onRequestor = reports.wait()
+        self.assertEqual((eventType, onRequestor), (2, True))
+        self.assertEqual(report.TransactionUID, request.TransactionUID)
+        self.assertEqual([item.ReferencedSOPInstanceUID for item in report.ReferencedSOPSequence],
+                         [self.ct.SOPInstanceUID])
+        self.assertEqual(report.RetrieveAETitle, "PACS")
+        self.assertEqual({(item.ReferencedSOPInstanceUID, item.ReferencedSOPClassUID, item.FailureReason)
+                          for item in report.FailedSOPSequence},
+                         {(unknown, self.ct.SOPClassUID, 0x0112), (self.ct.SOPInstanceUID, MR_STORAGE, 0x0119)})
+        waitFor(lambda: "reported to MODALITY on its association" in self.server.log(), message="the log line")
+        association.release()
+
+    def test_reportOnANewAssociation(self):
+        """The modality releases at once and listens with the SCP role: the
+        report (event type 1, all committed) comes on a new association."""
+        reports = Reports()
+        listener = AE(ae_title="MODALITY")
+        listener.add_supported_context(STORAGE_COMMITMENT, scu_role=False, scp_role=True)
+        server = listener.start_server(("127.0.0.1", self.listenPort), block=False,
+                                       evt_handlers=[(evt.EVT_N_EVENT_REPORT, reports.handle)])
+        self.addCleanup(server.shutdown)
+        request = commitmentRequest([(self.ct.SOPClassUID, self.ct.SOPInstanceUID)])
+        _, status = self.send(request)
+        self.assertEqual(status.Status, 0x0000)
+        eventType, report, onRequestor = reports.wait()
+        self.assertEqual((eventType, onRequestor), (1, False))
+        self.assertEqual(report.TransactionUID, request.TransactionUID)
+        self.assertNotIn("FailedSOPSequence", report)
+        waitFor(lambda: "reported to MODALITY on a new association" in self.server.log(), message="the log line")
+
+    def test_malformedRequests(self):
+        """No Transaction UID, or an empty reference list: 0x0115 and a log line."""
+        for request in (commitmentRequest([(self.ct.SOPClassUID, self.ct.SOPInstanceUID)]), commitmentRequest([])):
+            if request.ReferencedSOPSequence:
+                del request.TransactionUID
+            _, status = self.send(request)
+            self.assertEqual(status.Status, 0x0115)
+        self.assertIn("storage commitment refused: no Transaction UID", self.server.log())
+        self.assertIn("storage commitment refused: no Referenced SOP Sequence", self.server.log())
+        self.assertEqual(self.server.echo().returncode, 0)  # still serving

@@ -6,6 +6,8 @@ store and reader, the I/O thread pool, the worklist and its HL7 intake,
 and the counters behind ``--display_status``.
 """
 
+import time
+
 from sqlalchemy.exc import SQLAlchemyError
 from twisted.logger import Logger
 
@@ -25,6 +27,7 @@ from pacscore.db.worklistitems import WorklistItems
 from pacscore.db.worklistquery import WorklistQuery
 from pacscore.dicom import commands
 from pacscore.dicom.commitment import STORAGE_COMMITMENT, CommitmentService
+from pacscore.dicom.mpps import MPPS, MppsService, StepTable
 from pacscore.dicom.find import FindService
 from pacscore.dicom.models import FIND, GET, MOVE, modelOf, sopClassesFor
 from pacscore.dicom.negotiation import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION, AcceptorPolicy, TitleStyle
@@ -57,7 +60,7 @@ from pacscore.storage.store import ObjectStore
 from pacscore.storage.worklistmode import WorklistAmender
 from pacscore.workers import WorkerPool
 
-NON_STORAGE_SERVICES = (VERIFICATION, MODALITY_WORKLIST_FIND, STORAGE_COMMITMENT)  # served but not stored
+NON_STORAGE_SERVICES = (VERIFICATION, MODALITY_WORKLIST_FIND, STORAGE_COMMITMENT, MPPS)  # served but not stored
 
 
 class StartupError(Exception):
@@ -131,6 +134,7 @@ class Archive:
         self.exportQueue = ExportQueue.fromConfiguration(self.index, configuration, self.converterRules.exportRules,
                                                          mirrored=self.mirrors.mirrored)
         self.converterServices.exportQueue = self.exportQueue
+        self.procedureSteps = StepTable(self.index, time.time)
         self.index.afterUpsert = self.exportQueue.enqueueJobs
         self.converterHooks = hooksFrom(self.converterRules.special, self.converterServices)
         self.compressionScripts = CompressionScripts(self.converterHooks)
@@ -215,6 +219,7 @@ class Archive:
             self.index.createTables()
             self.index.recoverPending(self.objectReader.fileError)
             self.exportQueue.createTables()
+            self.procedureSteps.createTables()
             emptyIndex = not self.index.hasImages()
         except SQLAlchemyError as e:
             raise self._indexUnusable(e) from e
@@ -298,6 +303,7 @@ class Archive:
         find = FindService(self.index, self.query, self.aeTitle, self.reactor, self.counters,
                            requestHook=hooks("QueryConverter0"), resultHook=hooks("QueryResultConverter0"),
                            virtual=virtual)
+        mpps = MppsService(self.procedureSteps, self.converterServices.uidMap.prefix, self.counters)
         services = {
             commands.C_ECHO_RQ: EchoService(),
             commands.C_STORE_RQ: storage,
@@ -312,6 +318,8 @@ class Archive:
                 self.index, self.query, self.objectReader, self.aeTitle, self.configuration.acrNemaMap, self.reactor,
                 self.counters, retryDelay=self.configuration.ini.getint("RetryDelay", 100),
                 dimseTimeout=self.idleTimeout, titleStyle=self.titleStyle)}),
+            commands.N_CREATE_RQ: SopClassRouter({MPPS: mpps}),
+            commands.N_SET_RQ: SopClassRouter({MPPS: mpps}),
         }
         self.dicomServerFactory = DicomServerFactory(
             self.acceptorPolicy(),

@@ -19,7 +19,7 @@ from twisted.web import resource, server, util
 
 from pacscore.config.errors import ConfigError
 from pacscore.control.registry import CommandRegistry
-from pacscore.web import browse, downloads, edits, images, remote, wado, worklist
+from pacscore.web import browse, downloads, edits, images, procedures, remote, wado, worklist
 from pacscore.web.answering import AnsweringResource
 from pacscore.web.answers import Parameters, WebError
 from pacscore.web.dicomweb.resource import DicomWebResource
@@ -28,7 +28,8 @@ from pacscore.web.forms import readPostedForm
 from pacscore.web.logins import PasswordFile, accessLogLine, guarded
 from pacscore.web.scripted import ScriptedPages
 
-MODES = {**browse.MODES, **images.MODES, **remote.MODES, **downloads.MODES, **edits.MODES, **worklist.MODES}
+MODES = {**browse.MODES, **images.MODES, **remote.MODES, **downloads.MODES, **edits.MODES, **worklist.MODES,
+         **procedures.MODES}
 REQUEST_MODES = {**remote.REQUEST_MODES, **edits.REQUEST_MODES, **worklist.REQUEST_MODES}  # these also get the request (its method)
 DEFAULTS_SECTION = "webdefaults"
 TOP = SCRIPT.encode() + b"?mode=top"

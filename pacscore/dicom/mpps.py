@@ -1,0 +1,209 @@
+"""Modality Performed Procedure Step SCP (PS3.4 annex F.7): what a modality
+reports of the procedure it performs, N-CREATE when it starts (status IN
+PROGRESS) and N-SET as it goes (COMPLETED or DISCONTINUED at the end, with
+the series it made).  Not in Conquest; as in dcm4chee.
+
+Each step is a row of ``PacsMPPS`` in the index database: its status, the
+attributes a list shows (patient, accession number and study of the
+scheduled step, modality, station, start and end) and the whole data set
+(Explicit VR Little Endian) with every N-SET applied, written by the index
+writer before the answer.  The standard's rules answer the rest: a create
+not IN PROGRESS is 0x0106, a second create of an instance 0x0111, a set
+of an unknown one 0x0112, a set after COMPLETED or DISCONTINUED 0x0110
+(Error ID 0xA710, "may no longer be updated").
+"""
+
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
+from sqlalchemy import Column, Float, Index, LargeBinary, MetaData, String, Table, select
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from pacscore.codecs.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN
+from pacscore.db.schema import MYSQL_TABLE
+from pacscore.dicom import commands
+from pacscore.dicom.datasets import IdentifierError, decodeDataset, encodeDataset
+
+MPPS = "1.2.840.10008.3.1.2.3.3"
+IN_PROGRESS, COMPLETED, DISCONTINUED = "IN PROGRESS", "COMPLETED", "DISCONTINUED"
+STATUSES = (IN_PROGRESS, COMPLETED, DISCONTINUED)
+
+SUCCESS = 0x0000
+INVALID_ATTRIBUTE_VALUE = 0x0106
+PROCESSING_FAILURE = 0x0110
+DUPLICATE_SOP_INSTANCE = 0x0111
+NO_SUCH_OBJECT_INSTANCE = 0x0112
+MISSING_ATTRIBUTE = 0x0120
+MAY_NO_LONGER_BE_UPDATED = 0xA710  # the Error ID of a set after the end
+
+# the columns a list shows: (column, keyword of the step, or of the first scheduled step's item)
+SHOWN = (("PatientID", "PatientID", False), ("PatientName", "PatientName", False),
+         ("AccessionNumber", "AccessionNumber", True), ("StudyInstanceUID", "StudyInstanceUID", True),
+         ("Modality", "Modality", False), ("StationAE", "PerformedStationAETitle", False),
+         ("StepID", "PerformedProcedureStepID", False),
+         ("Description", "PerformedProcedureStepDescription", False),
+         ("StartDate", "PerformedProcedureStepStartDate", False),
+         ("StartTime", "PerformedProcedureStepStartTime", False),
+         ("EndDate", "PerformedProcedureStepEndDate", False), ("EndTime", "PerformedProcedureStepEndTime", False))
+
+
+def buildTable(metadata):
+    return Table(
+        "PacsMPPS", metadata,
+        Column("SOPInstanceUID", String(64), primary_key=True),
+        Column("Status", String(16), nullable=False),
+        *(Column(column, String(64), nullable=False, default="") for column, _, _ in SHOWN),
+        Column("CallingAE", String(16), nullable=False, default=""),
+        Column("Created", Float, nullable=False),
+        Column("Updated", Float, nullable=False),
+        Column("Dataset", LargeBinary, nullable=False),
+        Index("ix_PacsMPPS_AccessionNumber", "AccessionNumber"), **MYSQL_TABLE)
+
+
+class StepRefused(Exception):
+    """A request the standard refuses: ``status`` (and ``errorID``) to answer."""
+
+    def __init__(self, message, status, errorID=None):
+        super().__init__(message)
+        self.status = status
+        self.errorID = errorID
+
+
+def _text(dataset, keyword):
+    value = dataset.get(keyword, "")
+    return "" if value is None else str(value).strip()[:64]
+
+
+def shownValues(dataset):
+    """``{column: text}`` of the list columns of a step's data set."""
+    scheduled = dataset.get("ScheduledStepAttributesSequence", None) or [Dataset()]
+    return {column: _text(scheduled[0] if inScheduled else dataset, keyword) for column, keyword, inScheduled in SHOWN}
+
+
+def stepStatus(dataset, required):
+    """The Performed Procedure Step Status of ``dataset`` (None when absent
+    and not ``required``); StepRefused otherwise."""
+    if "PerformedProcedureStepStatus" not in dataset:
+        if required:
+            raise StepRefused("no Performed Procedure Step Status (0040,0252)", MISSING_ATTRIBUTE)
+        return None
+    status = _text(dataset, "PerformedProcedureStepStatus").upper()
+    if status not in STATUSES:
+        raise StepRefused(f"Performed Procedure Step Status {status!r} is not one of {', '.join(STATUSES)}",
+                          INVALID_ATTRIBUTE_VALUE)
+    return status
+
+
+class StepTable:
+    """The ``PacsMPPS`` table of the index database (``index``)."""
+
+    def __init__(self, index, clock):
+        self.index = index
+        self.clock = clock
+        self.metadata = MetaData()
+        self.table = buildTable(self.metadata)
+
+    def createTables(self):
+        self.metadata.create_all(self.index.engine)
+
+    def create(self, connection, uid, dataset, callingAE):
+        """In the writer: insert the step ``uid``; StepRefused when it exists."""
+        table = self.table
+        if connection.execute(select(table.c.SOPInstanceUID).where(table.c.SOPInstanceUID == uid)).first():
+            raise StepRefused(f"performed procedure step {uid} exists already", DUPLICATE_SOP_INSTANCE)
+        now = self.clock()
+        connection.execute(table.insert().values(
+            SOPInstanceUID=uid, Status=IN_PROGRESS, CallingAE=callingAE[:16], Created=now, Updated=now,
+            Dataset=encodeDataset(dataset, EXPLICIT_VR_LITTLE_ENDIAN), **shownValues(dataset)))
+
+    def update(self, connection, uid, changes):
+        """In the writer: apply the attributes of ``changes`` to the step
+        ``uid``; its new status. StepRefused for an unknown or ended step."""
+        table = self.table
+        row = connection.execute(select(table.c.Status, table.c.Dataset).where(table.c.SOPInstanceUID == uid)).first()
+        if row is None:
+            raise StepRefused(f"no performed procedure step {uid}", NO_SUCH_OBJECT_INSTANCE)
+        if row.Status != IN_PROGRESS:
+            raise StepRefused(f"performed procedure step {uid} is {row.Status}: it may no longer be updated",
+                              PROCESSING_FAILURE, MAY_NO_LONGER_BE_UPDATED)
+        dataset = decodeDataset(row.Dataset, EXPLICIT_VR_LITTLE_ENDIAN)
+        for element in changes:
+            dataset[element.tag] = element
+        status = stepStatus(dataset, required=True)
+        connection.execute(table.update().where(table.c.SOPInstanceUID == uid).values(
+            Status=status, Updated=self.clock(), Dataset=encodeDataset(dataset, EXPLICIT_VR_LITTLE_ENDIAN),
+            **shownValues(dataset)))
+        return status
+
+    def steps(self, connection, limit):
+        """In a reader: the last ``limit`` steps started, newest first, as dicts."""
+        table = self.table
+        query = select(*(column for column in table.c if column.name != "Dataset")).order_by(
+            table.c.Created.desc()).limit(limit)
+        return [dict(row._mapping) for row in connection.execute(query)]
+
+
+class MppsService:
+    """Answers N-CREATE and N-SET on the MPPS SOP class; see the module docstring."""
+
+    log = Logger()
+
+    def __init__(self, steps, uidPrefix=None, counters=None):
+        self.steps = steps
+        self.uidPrefix = uidPrefix
+        self.counters = counters if counters is not None else {}
+
+    def handle(self, protocol, contextId, command, dataset):
+        field = command[commands.COMMAND_FIELD]
+        work = self._create if field == commands.N_CREATE_RQ else self._set
+        return defer.ensureDeferred(work(protocol, contextId, command, dataset))
+
+    async def _create(self, protocol, contextId, command, dataset):
+        uid = command.get(commands.AFFECTED_SOP_INSTANCE_UID) or generate_uid(self.uidPrefix)
+        callingAE = protocol.association.callingAE
+        try:
+            data = self._decode(protocol, contextId, dataset)
+            if stepStatus(data, required=True) != IN_PROGRESS:
+                raise StepRefused("a step is created IN PROGRESS", INVALID_ATTRIBUTE_VALUE)
+            await self.steps.index.runWrite(self.steps.create, uid, data, callingAE)
+        except StepRefused as e:
+            return self._refuse(protocol, contextId, command, commands.N_CREATE_RSP, uid, e)
+        self.counters["mppsCreated"] = self.counters.get("mppsCreated", 0) + 1
+        shown = shownValues(data)
+        self.log.info("MPPS {uid} from {ae}: IN PROGRESS ({modality} on {station}, patient {patient}, accession "
+                      "{accession})", uid=uid, ae=callingAE, modality=shown["Modality"] or "?",
+                      station=shown["StationAE"] or "?", patient=shown["PatientID"],
+                      accession=shown["AccessionNumber"] or "-")
+        protocol.sendMessage(contextId, commands.response(command, commands.N_CREATE_RSP, SUCCESS, {
+            commands.AFFECTED_SOP_CLASS_UID: MPPS, commands.AFFECTED_SOP_INSTANCE_UID: uid}))
+
+    async def _set(self, protocol, contextId, command, dataset):
+        uid = command.get(commands.REQUESTED_SOP_INSTANCE_UID, "")
+        try:
+            changes = self._decode(protocol, contextId, dataset)
+            stepStatus(changes, required=False)
+            status = await self.steps.index.runWrite(self.steps.update, uid, changes)
+        except StepRefused as e:
+            return self._refuse(protocol, contextId, command, commands.N_SET_RSP, uid, e)
+        self.counters["mppsUpdated"] = self.counters.get("mppsUpdated", 0) + 1
+        self.log.info("MPPS {uid} from {ae}: {status}", uid=uid, ae=protocol.association.callingAE, status=status)
+        protocol.sendMessage(contextId, commands.response(command, commands.N_SET_RSP, SUCCESS, {
+            commands.AFFECTED_SOP_INSTANCE_UID: uid}))
+
+    def _decode(self, protocol, contextId, dataset):
+        if dataset is None:
+            raise StepRefused("no data set", MISSING_ATTRIBUTE)
+        try:
+            return decodeDataset(bytes(dataset.data), protocol.association.contexts[contextId][1])
+        except IdentifierError as e:
+            raise StepRefused(str(e), PROCESSING_FAILURE) from e
+
+    def _refuse(self, protocol, contextId, command, field, uid, error):
+        self.log.warn("{peer}: MPPS {uid} refused (0x{status:04X}): {error}", peer=protocol.peerName(), uid=uid,
+                      status=error.status, error=error)
+        extra = {commands.ERROR_COMMENT: str(error)[:64]}
+        if uid:
+            extra[commands.AFFECTED_SOP_INSTANCE_UID] = uid
+        if error.errorID is not None:
+            extra[commands.ERROR_ID] = error.errorID
+        protocol.sendMessage(contextId, commands.response(command, field, error.status, extra))

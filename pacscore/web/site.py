@@ -1,7 +1,8 @@
 """The web service's resources: ``/cgi-bin/dgate`` (also ``dgate.exe``, as
 Conquest's links name it) answers Conquest's CGI modes and WADO-URI
 (``requestType=WADO``), ``/wado`` answers WADO-URI alone, ``/dicom-web``
-DICOMweb (``pacscore.web.dicomweb``), and ``/`` leads to the top page;
+DICOMweb (``pacscore.web.dicomweb``), ``/metrics`` the status for
+Prometheus (``pacscore.web.metrics``), and ``/`` leads to the top page;
 with ``WebUsers`` set, all of it only for the users of that htpasswd file
 (``pacscore.web.logins``).  Parameters without a value in the request take the
 ``[webdefaults]`` of dicom.ini (``size``, ``dsize``, ``compress``,
@@ -26,6 +27,7 @@ from pacscore.web.dicomweb.resource import DicomWebResource
 from pacscore.web.html import SCRIPT
 from pacscore.web.forms import readPostedForm
 from pacscore.web.logins import PasswordFile, accessLogLine, guarded
+from pacscore.web.metrics import MetricsResource
 from pacscore.web.scripted import ScriptedPages
 
 MODES = {**browse.MODES, **images.MODES, **remote.MODES, **downloads.MODES, **edits.MODES, **worklist.MODES,
@@ -79,6 +81,7 @@ def webSite(archive):
     root.putChild(b"cgi-bin", cgi)
     root.putChild(b"wado", DgateResource(archive, scripts, wadoOnly=True))
     root.putChild(DICOMWEB, DicomWebResource(archive))
+    root.putChild(b"metrics", MetricsResource(archive))
     site = server.Site(_withLogins(root, archive), logFormatter=accessLogLine,
                        parsePOSTFormSubmission=False)  # pacscore.web.forms reads forms
     site.displayTracebacks = False

@@ -17,6 +17,7 @@ from html import unescape
 
 import pydicom
 from PIL import Image
+from prometheus_client.parser import text_string_to_metric_families
 from pydicom.data import get_testdata_file
 from twisted.trial import unittest
 
@@ -75,6 +76,18 @@ class WebInterfaceTests(unittest.TestCase):
                 return response.status, response.headers, response.read()
         except urllib.error.HTTPError as e:
             return e.code, e.headers, e.read()
+
+    def test_metrics(self):
+        """/metrics, read by prometheus_client's parser: what storescu sent is counted."""
+        status, headers, body = self.fetch("/metrics")
+        self.assertEqual((status, headers["Content-Type"]), (200, "text/plain; version=0.0.4; charset=utf-8"))
+        samples = {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+                   for family in text_string_to_metric_families(body.decode()) for sample in family.samples}
+        self.assertEqual(samples[("pacs_up", (("ae", "WEBPACS"),))], 1)
+        self.assertGreaterEqual(samples[("pacs_images_received_total", ())], 3)
+        self.assertGreaterEqual(samples[("pacs_associations_total", ())], 2)
+        self.assertGreater(samples[("pacs_device_free_bytes", (("device", "MAG0"),))], 0)
+        self.assertGreater(samples[("pacs_store_seconds_total", ())], 0)
 
     def test_listening(self):
         self.assertIn(f"web interface listening on tcp:{self.server.webPort}:interface=127.0.0.1", self.server.log())

@@ -40,6 +40,7 @@ from pacscore.dicom.virtual import VirtualServers
 from pacscore.dicom.sopclasses import VERIFICATION, isStorageClass
 from pacscore.dicom.worklist import MODALITY_WORKLIST_FIND, WorklistFindService
 from pacscore.export.actions import LocalActions
+from pacscore.export.fetch import DicomWebFetcher
 from pacscore.export.queue import ExportQueue
 from pacscore.export.runner import ExportService
 from pacscore.hl7.dropfolder import DropFolder
@@ -257,7 +258,8 @@ class Archive:
         """The service running the export queue (export converters, forwards)."""
         return ExportService.fromConfiguration(self.configuration, self.exportQueue, self.converterServices,
                                                self.converterRules.exportRules, self.query, self.objectReader,
-                                               self.reactor, compressionScripts=self.compressionScripts)
+                                               self.reactor, compressionScripts=self.compressionScripts,
+                                               fetcher=DicomWebFetcher(self))
 
     def nightlyServices(self):
         """The NightlyCleanThreshold and NightlyMoveThreshold services (those not 0)."""

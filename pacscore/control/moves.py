@@ -20,8 +20,10 @@ from pacscore.control.context import CommandError
 from pacscore.control.deletes import studyDates
 from pacscore.control.stored import exactValue, isLocal, uidValue
 from pacscore.dicom import commands
+from pacscore.export.fetch import DicomWebFetcher
 from pacscore.export.forwarder import Forwarder, ForwardError
 from pacscore.export.queue import Action, Target
+from pacscore.export.stow import dicomWebServers
 
 PROGRESS_EVERY = 10
 PENDING = (0xFF00, 0xFF01)
@@ -36,7 +38,7 @@ def forwarderFor(archive):
     """A ``Forwarder`` sending from ``archive`` (``closeAll()`` when done)."""
     return Forwarder.fromConfiguration(archive.configuration, archive.reactor, archive.aeTitle, archive.index,
                                        archive.query, archive.objectReader, archive.workers,
-                                       archive.compressionScripts)
+                                       archive.compressionScripts, DicomWebFetcher(archive))
 
 
 class _Move(ControlCommand):
@@ -58,8 +60,8 @@ class _Move(ControlCommand):
             raise CommandError("no destination AE given")
         # A remote source must know the destination; we must know whom we send to or ask.
         known = source if remote else destination
-        if acrNemaMap.lookup(known) is None:
-            raise CommandError(f"{known!r} is not in acrnema.map")
+        if acrNemaMap.lookup(known) is None and known.strip().upper() not in dicomWebServers(archive.configuration):
+            raise CommandError(f"{known!r} is not in acrnema.map (nor a DICOMweb server of dicom.ini)")
         forwarder = forwarderFor(archive)
         action = Action(0, "forward", destination, level, target, "", filters, 0)
         try:

@@ -1,7 +1,8 @@
 """Delivering queued actions to other AEs: ``forward`` (C-STOREs of our
 objects) and ``get`` (a C-MOVE from a remote AE to us).  A destination
 named in dicom.ini's ``[DICOMwebServers]`` gets forwards with STOW-RS
-instead (``pacscore.export.stow``).
+instead (``pacscore.export.stow``), and gets are WADO-RS fetches from it
+(``pacscore.export.fetch``, when the Forwarder has a ``fetcher``).
 
 The destination's host, port and compression come from acrnema.map.
 Objects go through the same choice of transfer syntax and conversion as
@@ -90,7 +91,7 @@ class Forwarder:
 
     def __init__(self, reactor, acrNemaMap, aeTitle, index, query, reader, workers, associationLevel="IMAGE", closeDelay=5, refreshDelay=3600, release=True,
                  connectTimeout=30, dimseTimeout=300, endpointFor=None, lossyQuality=DEFAULT_QUALITY,
-                 compressionScripts=None, titleStyle=PLAIN_TITLES, dicomWebServers=None, stow=None):
+                 compressionScripts=None, titleStyle=PLAIN_TITLES, dicomWebServers=None, stow=None, fetcher=None):
         associationLevel = associationLevel.strip().upper() or "IMAGE"
         if associationLevel not in ASSOCIATION_LEVELS:
             raise ValueError(f"ForwardAssociationLevel must be one of {', '.join(ASSOCIATION_LEVELS)}, "
@@ -114,11 +115,12 @@ class Forwarder:
         self.titleStyle = titleStyle  # PadAEWithZeros, SendUpperCaseAE (negotiation.TitleStyle)
         self.dicomWebServers = dicomWebServers or {}  # NAME -> stow.DicomWebServer
         self.stow = stow or StowSender(reactor, reader, workers, dimseTimeout, lossyQuality)
+        self.fetcher = fetcher  # fetch.DicomWebFetcher, or None: no gets from DICOMweb servers
         self._links = {}
 
     @classmethod
     def fromConfiguration(cls, configuration, reactor, aeTitle, index, query, reader, workers,
-                          compressionScripts=None):
+                          compressionScripts=None, fetcher=None):
         """With the ForwardAssociation* keys, TCPIPTimeOut, LossyQuality,
         PadAEWithZeros, SendUpperCaseAE and [DICOMwebServers] of dicom.ini."""
         ini = configuration.ini
@@ -129,7 +131,8 @@ class Forwarder:
                    refreshDelay=ini.getint("ForwardAssociationRefreshDelay", 3600),
                    release=ini.getint("ForwardAssociationRelease", 1) != 0,
                    dimseTimeout=configuration.tcpipTimeout or 300, lossyQuality=configuration.lossyQuality,
-                   titleStyle=TitleStyle.fromIni(ini), dicomWebServers=dicomWebServers(configuration))
+                   titleStyle=TitleStyle.fromIni(ini), dicomWebServers=dicomWebServers(configuration),
+                   fetcher=fetcher)
 
     def _node(self, destination):
         node = self.acrNemaMap.lookup(destination)
@@ -292,9 +295,9 @@ class Forwarder:
         first picks what to move. ``onResponse(command)`` sees every C-MOVE
         response (pending and final: the sub-operation counters).
         Fires with the number of C-MOVEs done."""
-        if action.destination.strip().upper() in self.dicomWebServers:
-            raise ForwardError(f"{action.destination} is a DICOMweb server: pacs forwards to it (STOW-RS) but "
-                               "does not retrieve from it")
+        server = self.dicomWebServers.get(action.destination.strip().upper())
+        if server is not None:
+            return await self._fetch(server, action, moveTo, onResponse)
         node = self._node(action.destination)
         queryLevel, identifier = remoteRequest(action.level, action.target, action.filters)
         protocol = await self._associate(node, [(PATIENT_ROOT_FIND, list(UNCOMPRESSED)),
@@ -314,6 +317,25 @@ class Forwarder:
             raise ForwardError(f"retrieve from {node.ae} failed: {e}") from e
         await protocol.release()
         return len(requests)
+
+    async def _fetch(self, server, action, moveTo, onResponse):
+        """A get from a DICOMweb server: WADO-RS into this archive; the
+        outcome shown to ``onResponse`` as a final C-MOVE response's counters."""
+        if self.fetcher is None or (moveTo or self.aeTitle) != self.aeTitle:
+            raise ForwardError(f"objects of the DICOMweb server {server.name} can only be fetched into "
+                               f"{self.aeTitle}")
+        if action.filters:
+            raise ForwardError(f"a fetch from the DICOMweb server {server.name} takes no filters")
+        try:
+            stored, failed = await self.fetcher.fetch(server, action.level, action.target)
+        except StowError as e:
+            raise ForwardError(str(e)) from e
+        if onResponse is not None:
+            onResponse({commands.STATUS: SUCCESS if not failed else 0xB000, commands.COMPLETED_SUBOPERATIONS: stored,
+                        commands.FAILED_SUBOPERATIONS: failed, commands.WARNING_SUBOPERATIONS: 0})
+        if failed:
+            raise ForwardError(f"{failed} object(s) fetched from {server.name} could not be stored")
+        return 1
 
     async def _find(self, protocol, queryLevel, identifier):
         """The C-MOVE identifiers of the entities a C-FIND matches."""

@@ -3,7 +3,7 @@ second pacs, MR "compressed as jk" (JPEG 2000 lossless) to DCMTK's
 storescp, and a destination that is down while the sender restarts: every
 image arrives exactly once when it comes up; STOW-RS to Orthanc's DICOMweb
 plugin (a ``[DICOMwebServers]`` destination), refused until its password
-is right."""
+is right, and a study fetched from it with WADO-RS."""
 
 import os
 import shutil
@@ -154,8 +154,8 @@ class DicomWebForwardingTests(unittest.TestCase):
         passwords.add_password(None, self.orthanc.url, "router", "s3cret", is_authenticated=True)
         self.orthanc._opener = urllib.request.build_opener(  # its REST API with the login too
             urllib.request.ProxyHandler({}), urllib.request.HTTPBasicAuthHandler(passwords))
-        self.orthanc.start()
         self.addCleanup(self.orthanc.stop)
+        self.orthanc.start()
 
     def sender(self, password):
         sender = PacsServer(os.path.join(self.workdir, "pacs"), ae="PACSA", ini={
@@ -178,9 +178,24 @@ class DicomWebForwardingTests(unittest.TestCase):
         sender.stop()
         sender = self.sender("s3cret")
         sender.start()
+        self.addCleanup(sender.stop)
         waitFor(lambda: len(self.orthanc.instances()) == 3, message="the images in Orthanc")
         waitFor(lambda: queued(sender) == 0, message="an empty queue")
         self.assertEqual(self.orthanc.instances(), sorted(sop for _, sop in images))
         for path, sop in images:
             self.assertTrue(numpy.array_equal(self.orthanc.dataset(sop).pixel_array, pydicom.dcmread(path).pixel_array))
         self.assertIn("STOW-RS to OrthancWeb: 1 object(s) stored", sender.log())
+
+    def test_studyFetchedWithWadoRs(self):
+        """dgate --movestudy from the DICOMweb server into pacs: Orthanc's
+        objects (stored there by storescu) arrive by WADO-RS, indexed."""
+        images = writeImages(os.path.join(self.workdir, "in"), "MR", 3, PREFIX + "77.5")
+        self.assertEqual(self.orthanc.store(*[path for path, _ in images]).returncode, 0)
+        receiver = self.sender("s3cret")
+        receiver.start()
+        self.addCleanup(receiver.stop)
+        moved = receiver.dgate(f"--movestudy:OrthancWeb,PACSA,:{PREFIX}77.5")
+        self.assertEqual(moved.returncode, 0, moved.stdout + moved.stderr)
+        self.assertIn("3 object(s) moved from OrthancWeb to PACSA (0 failed", moved.stdout)
+        self.assertEqual(column(receiver.database, "DICOMImages", "SOPInstanceUID"), sorted(sop for _, sop in images))
+        self.assertIn("fetched from OrthancWeb", receiver.log())

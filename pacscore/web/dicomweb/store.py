@@ -39,6 +39,12 @@ REFERENCED_SOP_SEQUENCE = 0x00081199
 FAILURE_REASON = 0x00081197
 
 
+def storageOf(archive):
+    """The StorageService that stores parts in ``archive`` as C-STOREs are."""
+    return StorageService(archive.objectStore, archive.storageFailedStatus, archive.counters,
+                          archive.incomingCompression)
+
+
 def storeAllowed(archive):
     return archive.configuration.ini.getint("DICOMwebStore", 1) != 0
 
@@ -48,7 +54,7 @@ def _readAt(body, start, length):
     return body.read(length)
 
 
-class _Outcome:
+class Outcome:
     """What became of the parts: their references and failures."""
 
     def __init__(self, base):
@@ -96,8 +102,10 @@ def _partObject(body, part):
     return syntax, meta, offset, readAttributes(view, syntax, {STUDY_INSTANCE_UID, SERIES_INSTANCE_UID})
 
 
-async def _storePart(archive, storage, body, part, rootType, target, outcome):
-    """Store one part of the body; its outcome noted in ``outcome``."""
+async def storePart(archive, storage, body, part, rootType, study, outcome, callingAE=""):
+    """Store one part of the multipart ``body`` (an open file) as a C-STORE
+    from ``callingAE`` would be, when it belongs to ``study`` (any: "");
+    its outcome noted in ``outcome``."""
     kind = multipart.mediaType(part.headers.get("content-type", rootType)).name
     if kind != DICOM:
         storage.log.warn("STOW-RS: a part of type {kind!r} refused: only application/dicom is stored", kind=kind)
@@ -108,12 +116,12 @@ async def _storePart(archive, storage, body, part, rootType, target, outcome):
         storage.log.warn("STOW-RS: a part refused: {error}", error=e)
         return outcome.failure("", "", CANNOT_UNDERSTAND)
     sopClass, sop = meta.get(MEDIA_SOP_CLASS, ""), meta.get(MEDIA_SOP_INSTANCE, "")
-    study, series = attributes.get(STUDY_INSTANCE_UID, ""), attributes.get(SERIES_INSTANCE_UID, "")
-    if target.study and study != target.study:
-        storage.log.warn("STOW-RS: {sop} refused: its study {study} is not {target}", sop=sop, study=study,
-                         target=target.study)
+    partStudy, series = attributes.get(STUDY_INSTANCE_UID, ""), attributes.get(SERIES_INSTANCE_UID, "")
+    if study and partStudy != study:
+        storage.log.warn("STOW-RS: {sop} refused: its study {study} is not {target}", sop=sop, study=partStudy,
+                         target=study)
         return outcome.failure(sopClass, sop, DATASET_DOES_NOT_MATCH)
-    incoming = IncomingObject(sopClassUID=sopClass, sopInstanceUID=sop, transferSyntax=syntax, callingAE="",
+    incoming = IncomingObject(sopClassUID=sopClass, sopInstanceUID=sop, transferSyntax=syntax, callingAE=callingAE,
                               calledAE=archive.aeTitle, compression=archive.incomingCompression)
     pacer = Pacer()
     spool = archive.objectStore.spool(incoming, pacer)
@@ -126,7 +134,7 @@ async def _storePart(archive, storage, body, part, rootType, target, outcome):
     status, _ = await storage.storeIncoming(incoming, spool, "an empty part")
     if status != SUCCESS:
         return outcome.failure(sopClass, sop, status)
-    outcome.success(sopClass, sop, study, series)
+    outcome.success(sopClass, sop, partStudy, series)
 
 
 async def storeInstances(archive, request, target, base):
@@ -148,9 +156,8 @@ async def storeInstances(archive, request, target, base):
         raise WebError(400, f"the body is not multipart/related: {e}") from e
     if not parts:
         raise WebError(400, "the body has no parts")
-    storage = StorageService(archive.objectStore, archive.storageFailedStatus, archive.counters,
-                             archive.incomingCompression)
-    outcome = _Outcome(base)
+    storage = storageOf(archive)
+    outcome = Outcome(base)
     for part in parts:
-        await _storePart(archive, storage, body, part, rootType, target, outcome)
+        await storePart(archive, storage, body, part, rootType, target.study, outcome)
     return outcome.answer()

@@ -1,8 +1,10 @@
-"""Forwards to a DICOMweb server (pacscore.export.stow): one archive's
-Forwarder POSTs with STOW-RS, over real HTTP, to another archive's
-/dicom-web (behind a WebUsers login); compression, batches, refusals."""
+"""Forwards to a DICOMweb server (pacscore.export.stow) and gets from one
+(pacscore.export.fetch): one archive's Forwarder POSTs with STOW-RS, or
+fetches with WADO-RS, over real HTTP, another archive's /dicom-web (behind
+a WebUsers login); levels, compression, batches, refusals."""
 
 import os
+from dataclasses import replace
 
 import pydicom
 from twisted.internet import defer, reactor
@@ -10,6 +12,7 @@ from twisted.trial import unittest
 
 from pacscore.config.errors import ConfigError
 from pacscore.export import stow
+from pacscore.export.fetch import DicomWebFetcher
 from pacscore.export.forwarder import Forwarder, ForwardError
 from pacscore.export.queue import Action, Target
 from pacscore.export.stow import DicomWebServer, dicomWebServers
@@ -104,3 +107,67 @@ class StowForwardTests(unittest.TestCase):
         error = yield self.assertFailure(defer.ensureDeferred(nobody.forward(self.action())), ForwardError)
         self.assertIn("STOW-RS to Cloud (http://127.0.0.1:1/dicom-web/studies) failed", str(error))
         self.assertEqual((yield self.destination.count("image")), 0)
+
+
+class FetchTests(unittest.TestCase):
+    """``get`` from a DICOMweb server: one archive fetches from another's
+    /dicom-web (behind a WebUsers login) into its own index and disk."""
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.cloud = RunningArchive(self, ae="CLOUD", ini={"WebUsers": "webusers"})
+        htpasswd(os.path.join(self.cloud.workdir, "webusers"), "router", "s3cret", create=True)
+        self.corpus = generateCorpus(os.path.abspath(self.mktemp()), patients=2, studiesPerPatient=1,
+                                     seriesPerStudy=2, imagesPerSeries=2)
+        yield self.cloud.store(self.corpus)
+        listening = reactor.listenTCP(0, webSite(self.cloud.archive), interface="127.0.0.1")
+        self.addCleanup(listening.stopListening)
+        self.url = f"http://router:s3cret@127.0.0.1:{listening.getHost().port}/dicom-web"
+        self.local = RunningArchive(self, ae="LOCAL")
+
+    def forwarder(self, url=None):
+        archive = self.local.archive
+        fetcher = DicomWebFetcher(archive)
+        self.addCleanup(lambda: fetcher.agent._pool.closeCachedConnections())
+        return Forwarder(reactor, archive.configuration.acrNemaMap, archive.aeTitle, archive.index, archive.query,
+                         archive.objectReader, archive.workers, fetcher=fetcher,
+                         dicomWebServers={"CLOUD": DicomWebServer.fromURL("Cloud", url or self.url)})
+
+    def get(self, forwarder, level, image, **more):
+        target = Target(image.patientID, image.studyUID, image.seriesUID, image.sopUID)
+        return defer.ensureDeferred(forwarder.get(Action(1, "get", "CLOUD", level, target, "", {}, 0), **more))
+
+    @defer.inlineCallbacks
+    def test_levels(self):
+        """A series, then its study, then the other patient (QIDO-RS first):
+        every object arrives as stored there, counted for dgate."""
+        forwarder, first = self.forwarder(), self.corpus[0]
+        counts = []
+        yield self.get(forwarder, "SERIES", first, onResponse=counts.append)
+        self.assertEqual((yield self.local.count("image")), 2)
+        self.assertEqual((counts[-1][0x1021], counts[-1][0x1022]), (2, 0))
+        yield self.get(forwarder, "STUDY", first)
+        yield self.get(forwarder, "PATIENT", [i for i in self.corpus if i.patientID != first.patientID][0])
+        self.assertEqual((yield self.local.count("image")), len(self.corpus))
+        here = {pydicom.dcmread(path).SOPInstanceUID: path for path in self.local.files()}
+        for image in self.corpus:
+            self.assertEqual(pydicom.dcmread(here[image.sopUID]).PixelData, pydicom.dcmread(image.path).PixelData)
+
+    @defer.inlineCallbacks
+    def test_refusals(self):
+        """Wrong password, an unknown study, another destination, filters: ForwardErrors."""
+        image = self.corpus[0]
+        wrong = self.forwarder(self.url.replace("s3cret", "wrong"))
+        error = yield self.assertFailure(self.get(wrong, "STUDY", image), ForwardError)
+        self.assertIn("Cloud answered GET", str(error))
+        self.assertIn("with 401 Unauthorized", str(error))
+        forwarder = self.forwarder()
+        error = yield self.assertFailure(self.get(forwarder, "STUDY", replace(image, studyUID="1.2.3.4")),
+                                         ForwardError)
+        self.assertIn("with 404 Not Found", str(error))
+        error = yield self.assertFailure(self.get(forwarder, "STUDY", image, moveTo="ELSEWHERE"), ForwardError)
+        self.assertIn("can only be fetched into LOCAL", str(error))
+        action = Action(1, "get", "CLOUD", "STUDY", Target(image.patientID, image.studyUID), "", {"modality": "CT"}, 0)
+        error = yield self.assertFailure(defer.ensureDeferred(forwarder.get(action)), ForwardError)
+        self.assertIn("takes no filters", str(error))
+        self.assertEqual((yield self.local.count("image")), 0)

@@ -257,8 +257,9 @@ async def top(archive, parameters):
         _finderForm(archive),
         uploadForm(archive),
         join(Markup("<p>"), link(url("queryworklist"), "Worklist"), " | ",
-             link(url("querympps"), "Performed procedure steps"), " | ", link(url("showconfig"), "Configuration"), " | ", link(url("showsops"), "SOP classes"), " | ",
-             link(url("showdb"), "Database layout"), Markup("</p>")))
+             link(url("querympps"), "Performed procedure steps"), " | ", link(url("showconfig"), "Configuration"),
+             " | ", link(url("showsops"), "SOP classes"), " | ", link(url("showdb"), "Database layout"),
+             Markup("</p>")))
 
 
 MODES = {

@@ -4,7 +4,8 @@
 
 Each part is stored as a C-STORE data set is (``StorageService``): import
 converters, IncomingCompression, the file on disk and its index row
-committed before the answer says it is stored.  The body, which
+committed before the answer says it is stored; the calling AE converters
+see is the name of the ``WebUsers`` user who logged in.  The body, which
 twisted.web keeps in a temporary file when it is large, is read part by
 part in 1 MB pieces, no faster than the spool writes them.  The answer is Conquest-independent DICOM JSON: the
 Referenced SOP Sequence of the stored objects (with their RetrieveURL),
@@ -37,6 +38,12 @@ DATASET_DOES_NOT_MATCH = 0xA900
 FAILED_SOP_SEQUENCE = 0x00081198
 REFERENCED_SOP_SEQUENCE = 0x00081199
 FAILURE_REASON = 0x00081197
+
+
+def _callingAE(request):
+    """What converters see as the calling AE (``%u``) of a STOW-RS: the
+    WebUsers user who logged in (16 characters at most), else nothing."""
+    return getattr(request, "webUser", "")[:16]
 
 
 def storageOf(archive):
@@ -159,5 +166,5 @@ async def storeInstances(archive, request, target, base):
     storage = storageOf(archive)
     outcome = Outcome(base)
     for part in parts:
-        await storePart(archive, storage, body, part, rootType, target.study, outcome)
+        await storePart(archive, storage, body, part, rootType, target.study, outcome, _callingAE(request))
     return outcome.answer()

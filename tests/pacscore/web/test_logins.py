@@ -7,6 +7,8 @@ import subprocess
 import threading
 
 import bcrypt
+import pydicom
+from pydicom.data import get_testdata_file
 from twisted.internet import defer
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial import unittest
@@ -16,7 +18,10 @@ from pacscore.web import logins
 from pacscore.web.logins import readPasswordFile
 from pacscore.web.site import webSite
 from tests.pacscore.control.running import RunningArchive
-from tests.pacscore.web.dicomweb.client import DicomWebTestCase
+from tests.pacscore.web.dicomweb.client import STOW_TYPE, DicomWebTestCase, stowBody
+
+
+CT = get_testdata_file("CT_small.dcm")
 
 
 def htpasswd(path, user, password, create=False):
@@ -77,7 +82,7 @@ class GuardedSiteTests(DicomWebTestCase):
     """A site whose dicom.ini names a WebUsers file, made by htpasswd."""
 
     corpusShape = {"patients": 1, "studiesPerPatient": 1, "seriesPerStudy": 1, "imagesPerSeries": 2}
-    ini = {"WebUsers": "webusers"}
+    ini = {"WebUsers": "webusers", "ImportConverters": "1", "ImportConverter0": 'set 0008,1010 to "%u"'}
     PAGES = ("/cgi-bin/dgate?mode=top", "/dicom-web/studies", "/wado?requestType=WADO")
 
     def site(self):
@@ -128,6 +133,18 @@ class GuardedSiteTests(DicomWebTestCase):
         self.assertEqual(len([line for line in lines if "login of 'alice' refused: wrong password" in line]), 2)
         self.assertTrue(any("login of 'mallory' refused: no such user" in line for line in lines), lines)
         self.assertTrue(any("127.0.0.1: a malformed Basic Authorization header refused" in line for line in lines))
+
+    @defer.inlineCallbacks
+    def test_storeAsTheUser(self):
+        """STOW-RS as alice: converters see her as the calling AE (%u)."""
+        with open(CT, "rb") as f:
+            body = stowBody(f.read())
+        stored = yield self.get("/dicom-web/studies", "alice", "secret", method=b"POST", body=body,
+                                contentType=STOW_TYPE)
+        self.assertEqual(stored.code, 200, stored.body)
+        uid = pydicom.dcmread(CT).SOPInstanceUID
+        [path] = [p for p in self.running.files() if pydicom.dcmread(p).SOPInstanceUID == uid]
+        self.assertEqual(pydicom.dcmread(path).StationName, "alice")
 
     @defer.inlineCallbacks
     def test_formsReadAfterTheLogin(self):

@@ -1,4 +1,7 @@
-"""TLS that authenticates both ends: the ``mtls:`` server endpoint.
+"""TLS that authenticates both ends: the ``mtls:`` server endpoint, and
+``ClientTLS``, how pacs connects to the nodes of dicom.ini's
+``[DICOMTLSNodes]`` (``AE = caCerts=servers.pem[:privateKey=client.key]
+[:certKey=client.pem][:hostname=pacs.example]``).
 
 Twisted's ``ssl:`` server endpoint encrypts and proves the server's identity
 but lets any client in.  DICOM's secure transport profiles (PS3.15 annex B,
@@ -46,9 +49,9 @@ def _certificates(path, parameter):
         raise ValueError(f"{parameter}={path}: not a readable certificate ({e})") from e
 
 
-def mutualTLSOptions(privateKey, caCerts, certKey=None, extraCertChain=None):
-    """``CertificateOptions`` of a server that requires a client certificate
-    signed by one of ``caCerts``; ValueError names the file at fault."""
+def _identity(privateKey, certKey):
+    """``(KeyPair, X509, PrivateCertificate)`` of the key and certificate
+    files; ValueError names the file at fault."""
     keyPEM = _read(privateKey, "privateKey")
     certificate = _certificates(certKey or privateKey, "certKey" if certKey else "privateKey")[0]
     try:
@@ -56,14 +59,54 @@ def mutualTLSOptions(privateKey, caCerts, certKey=None, extraCertChain=None):
     except Exception as e:
         raise ValueError(f"privateKey={privateKey}: not a readable PEM private key ({e})") from e
     try:
-        ssl.PrivateCertificate.fromCertificateAndKeyPair(ssl.Certificate(certificate), key)
+        private = ssl.PrivateCertificate.fromCertificateAndKeyPair(ssl.Certificate(certificate), key)
     except Exception as e:
         raise ValueError(f"privateKey={privateKey} does not belong to certKey={certKey or privateKey} ({e})") from e
+    return key, certificate, private
+
+
+def mutualTLSOptions(privateKey, caCerts, certKey=None, extraCertChain=None):
+    """``CertificateOptions`` of a server that requires a client certificate
+    signed by one of ``caCerts``; ValueError names the file at fault."""
+    key, certificate, _ = _identity(privateKey, certKey)
     return ssl.CertificateOptions(
         privateKey=key.original, certificate=certificate,
         extraCertChain=_certificates(extraCertChain, "extraCertChain") if extraCertChain else None,
         verify=True, caCerts=_certificates(caCerts, "caCerts"), requireCertificate=True,
         raiseMinimumTo=ssl.TLSVersion.TLSv1_2)
+
+
+class ClientTLS:
+    """TLS to one node: its certificate checked against ``caCerts`` and the
+    host name (``hostname``, else the node's acrnema.map host), ours shown
+    when ``privateKey`` (and ``certKey``) are given; TLS 1.2 at least.
+    ValueError names what is wrong in ``description``."""
+
+    KEYWORDS = ("caCerts", "privateKey", "certKey", "hostname")
+
+    def __init__(self, description):
+        keywords = {}
+        for part in description.strip().split(":"):
+            name, equals, value = part.partition("=")
+            if not equals or name.strip() not in self.KEYWORDS or not value.strip():
+                raise ValueError(f"{part!r}: expected one of {', '.join(k + '=...' for k in self.KEYWORDS)}")
+            keywords[name.strip()] = value.strip()
+        if "caCerts" not in keywords:
+            raise ValueError("caCerts=FILE (the authorities of the node's certificate) is required")
+        self.trustRoot = ssl.trustRootFromCertificates(
+            [ssl.Certificate(c) for c in _certificates(keywords["caCerts"], "caCerts")])
+        self.clientCertificate = None
+        if "privateKey" in keywords:
+            self.clientCertificate = _identity(keywords["privateKey"], keywords.get("certKey"))[2]
+        elif "certKey" in keywords:
+            raise ValueError("certKey needs privateKey")
+        self.hostname = keywords.get("hostname")
+
+    def creatorFor(self, host):
+        """The connection creator for a node at ``host``."""
+        return ssl.optionsForClientTLS(self.hostname or host, trustRoot=self.trustRoot,
+                                       clientCertificate=self.clientCertificate,
+                                       extraCertificateOptions={"raiseMinimumTo": ssl.TLSVersion.TLSv1_2})
 
 
 @implementer(IPlugin, IStreamServerEndpointStringParser)

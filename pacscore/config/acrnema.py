@@ -16,7 +16,7 @@ second pass over exact entries is deliberately not reproduced: AE titles are
 case-sensitive in DICOM).
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from pacscore.config.errors import ConfigError
 from pacscore.config.textfile import LineFile, lineEnding, splitLines
@@ -26,12 +26,15 @@ COMMENT_MARKERS = ("#", "//", "/*", "*/")
 
 @dataclass
 class Node:
-    """One acrnema.map entry; ``port`` is text as it may be a wildcard (``56*``)."""
+    """One acrnema.map entry; ``port`` is text as it may be a wildcard (``56*``).
+    ``tls``: a ``pacscore.tls.ClientTLS`` when dicom.ini's ``[DICOMTLSNodes]``
+    names the AE (set by ``lookup``)."""
 
     ae: str
     host: str
     port: str
     compression: str = "un"
+    tls: object = field(default=None, compare=False, repr=False)
 
 
 @dataclass
@@ -102,7 +105,11 @@ def _formatNode(node):
 
 
 class AcrNemaMap(LineFile):
-    """The parsed acrnema.map.  Edit it with ``put``/``delete``, not through ``nodes``."""
+    """The parsed acrnema.map.  Edit it with ``put``/``delete``, not through
+    ``nodes``.  ``tlsNodes``: ``{AE upper case: ClientTLS}`` of dicom.ini's
+    ``[DICOMTLSNodes]`` (set by the loader; kept when the file is read again)."""
+
+    tlsNodes = {}
 
     @classmethod
     def fromString(cls, text, path="acrnema.map"):
@@ -134,10 +141,13 @@ class AcrNemaMap(LineFile):
                 prefix = node.ae[:-1]
                 if ae[:len(prefix)].lower() == prefix.lower():
                     rest = ae[len(prefix):]
-                    return Node(ae, _fill(node.host, rest), _fill(node.port, rest), node.compression)
+                    return self._withTLS(Node(ae, _fill(node.host, rest), _fill(node.port, rest), node.compression))
             elif node.ae == ae:
-                return Node(node.ae, node.host, node.port, node.compression)
+                return self._withTLS(Node(node.ae, node.host, node.port, node.compression))
         return None
+
+    def _withTLS(self, node):
+        return replace(node, tls=self.tlsNodes.get(node.ae.upper()))
 
     # -- editing
 

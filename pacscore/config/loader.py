@@ -20,8 +20,10 @@ from pacscore.config.dicomsql import DatabaseLayout
 from pacscore.config.errors import ConfigError
 from pacscore.config.ini import DicomIni
 from pacscore.config.soplist import SopList
+from pacscore.tls import ClientTLS
 
 INI_NAME = "dicom.ini"
+TLS_NODES = "DICOMTLSNodes"
 
 DEFAULT_MAG_DEVICE = "./data/"
 
@@ -196,15 +198,38 @@ def loadConfiguration(configPath=None, workdir=None):
     maxFieldLength = ini.getint("MaxFieldLength", 0)
     if maxFieldLength > 0:
         layout = layout.capped(maxFieldLength)
+    acrNemaMap = AcrNemaMap.fromFile(_findFile(ini, iniPath, "ACRNemaMap", "acrnema.map", folders))
+    acrNemaMap.tlsNodes = _tlsNodes(ini, iniPath, workdir)
     return Configuration(
         ini=ini,
-        acrNemaMap=AcrNemaMap.fromFile(_findFile(ini, iniPath, "ACRNemaMap", "acrnema.map", folders)),
+        acrNemaMap=acrNemaMap,
         sopList=SopList.fromFile(_findFile(ini, iniPath, "SOPClassList", "dgatesop.lst", folders)),
         layout=layout,
         configDir=configDir,
         workdir=workdir,
         iniPath=iniPath,
     )
+
+
+def _tlsNodes(ini, iniPath, workdir):
+    """``{AE: ClientTLS}`` of the ``[DICOMTLSNodes]`` section (file names
+    relative to ``workdir``); ConfigError naming the line of a bad one."""
+    nodes = {}
+    for ae, description in ini.items(TLS_NODES):
+        try:
+            resolved = ":".join(_resolvedFile(part, workdir) for part in description.split(":"))
+            nodes[ae.strip().upper()] = ClientTLS(resolved)
+        except ValueError as e:
+            raise ConfigError(iniPath, ini.lineOf(ae, TLS_NODES), f"[{TLS_NODES}] {ae}: {e}") from e
+    return nodes
+
+
+def _resolvedFile(part, workdir):
+    """A ``name=value`` of a TLS description, a file's value made absolute."""
+    name, equals, value = part.partition("=")
+    if equals and name.strip() in ("caCerts", "privateKey", "certKey"):
+        return f"{name}={os.path.join(workdir, value.strip())}"
+    return part
 
 
 def _overlap(first, second):

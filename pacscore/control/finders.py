@@ -39,7 +39,7 @@ from pacscore.control.output import deliverRows, pipeFields
 from pacscore.control.stored import exactValue, isLocal, storedName, uidValue
 from pacscore.db.query import (
     PATIENT_ID, SERIES_INSTANCE_UID, SOP_CLASS_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, QueryKey)
-from pacscore.dicom.client import associate
+from pacscore.dicom.client import associate, nodeEndpoint
 from pacscore.dicom.datasets import decodeDataset
 from pacscore.dicom.models import PATIENT_ROOT_FIND, STUDY_ROOT_FIND
 
@@ -95,7 +95,7 @@ class RemoteArchive:
         try:
             protocol = await associate(archive.reactor, node.host, int(node.port), archive.aeTitle, node.ae,
                                        contexts, dimseTimeout=archive.configuration.tcpipTimeout or 300,
-                                       titleStyle=archive.titleStyle)
+                                       titleStyle=archive.titleStyle, endpoint=nodeEndpoint(archive.reactor, node))
         except Exception as e:
             raise CommandError(f"cannot associate with {node.ae} at {node.host}:{node.port}: {e}") from e
         return cls(protocol)

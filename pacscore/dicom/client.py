@@ -14,7 +14,7 @@ silence on an idle association (``idleTimeout``).
 
 from pydicom.dataset import Dataset
 from twisted.internet import defer
-from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 
 from pacscore.dicom import commands, pdu
 from pacscore.dicom.datasets import encodeDataset
@@ -233,6 +233,13 @@ def associate(reactor, host, port, callingAE, calledAE, contexts, roles=None, se
     return deferred
 
 
+def nodeEndpoint(reactor, node, connectTimeout=30):
+    """The client endpoint of an acrnema.map ``node``: TCP, inside TLS
+    when ``[DICOMTLSNodes]`` names it (``node.tls``)."""
+    endpoint = HostnameEndpoint(reactor, node.host, int(node.port), timeout=connectTimeout)
+    return endpoint if node.tls is None else wrapClientTLS(node.tls.creatorFor(node.host), endpoint)
+
+
 class NodeUnreachable(Exception):
     """No association with an acrnema.map node; the message says why."""
 
@@ -243,7 +250,8 @@ async def associateNode(reactor, node, callingAE, contexts, connectTimeout=30, d
     (``endpointFor(host, port)``: a client endpoint instead of TCP;
     ``roles`` as for ``associate``); any failure is a ``NodeUnreachable``
     naming the node."""
-    endpoint = None if endpointFor is None else endpointFor(node.host, int(node.port))
+    endpoint = nodeEndpoint(reactor, node, connectTimeout) if endpointFor is None else endpointFor(node.host,
+                                                                                                   int(node.port))
     try:
         return await associate(reactor, node.host, int(node.port), callingAE, node.ae, contexts, roles=roles,
                                connectTimeout=connectTimeout, artimTimeout=connectTimeout,

@@ -24,7 +24,7 @@ from pacscore.codecs.nkipixels import withPlainPixels
 from pacscore.codecs.syntaxes import NATIVE, UNCOMPRESSED, canDecode, canEncode, proposals, qualityOf
 from pacscore.codecs.transcode import TranscodeError, transcode
 from pacscore.dicom import commands
-from pacscore.dicom.client import associate
+from pacscore.dicom.client import associate, nodeEndpoint
 from pacscore.dicom.negotiation import PLAIN_TITLES
 from pacscore.converters.hooks import LEFT_OUT
 from pacscore.dicom.datasets import IdentifierError, decodeDataset, encodeDataset
@@ -422,7 +422,8 @@ class MoveService(RetrieveService):
             return _Nowhere(node.ae), compression
         target = await associate(self.reactor, node.host, int(node.port), self.aeTitle, node.ae, contexts,
                                  connectTimeout=self.connectTimeout, artimTimeout=self.connectTimeout,
-                                 dimseTimeout=self.dimseTimeout, titleStyle=self.titleStyle)
+                                 dimseTimeout=self.dimseTimeout, titleStyle=self.titleStyle,
+                                 endpoint=nodeEndpoint(self.reactor, node, self.connectTimeout))
         return target, compression
 
     async def _close(self, protocol, target):

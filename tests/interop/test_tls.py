@@ -1,15 +1,19 @@
 """DICOM over TLS with DCMTK's storescu and echoscu against ``twistd -n
 pacs``: ``DICOMTLSEndpoint`` beside the plain port, ``mtls:`` admitting only
 clients whose certificate the configured authority signed (refusing the
-others with a log line, and serving on), ``ssl:`` admitting any client."""
+others with a log line, and serving on), ``ssl:`` admitting any client;
+pacs as a TLS client of ``[DICOMTLSNodes]`` (forwards and C-MOVEs to
+storescp over TLS)."""
 
 import os
+import subprocess
 
 from twisted.trial import unittest
 
 from pacscore.testing.certificates import Authority
 from pacscore.testing.corpus import generateCorpus
 from tests.interop.index import column
+from tests.interop.peers import StorescpServer
 from tests.interop.server import PacsServer, dcmtk, freePort
 from tests.interop.test_storage import storedFiles
 
@@ -82,3 +86,61 @@ class TLSTests(unittest.TestCase):
         self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
         self.assertStored()
         self.assertIn("accepted, 112 of the proposed contexts, over TLS\n", self.server.log())  # no certificate asked
+
+
+class OutgoingTLSTests(unittest.TestCase):
+    """pacs as the TLS client of a node of ``[DICOMTLSNodes]``: DCMTK's
+    storescp over TLS, requiring a client certificate from the hospital's
+    authority, gets a forwarded study and C-MOVE sub-operations; against
+    an authority it does not know, pacs refuses the connection."""
+
+    def setUp(self):
+        folder = os.path.abspath(self.mktemp())
+        self.authority = Authority(os.path.join(folder, "hospital"), "hospital")
+        archive = self.authority.issue("archive", server=True)
+        self.pacsClient = self.authority.issue("pacs")
+        self.storescp = StorescpServer(os.path.join(folder, "storescp"), aet="SECURESCP", options=(
+            "+tls", archive.key, archive.certificate, "+cf", self.authority.certificate))
+        self.addCleanup(self.storescp.stop)
+        self.storescp.start()
+        self.images = generateCorpus(os.path.join(folder, "corpus"), patients=1, studiesPerPatient=1,
+                                     seriesPerStudy=1, imagesPerSeries=3)
+
+    def startPacs(self, caCerts):
+        server = PacsServer(self.mktemp())
+        server.addNode("SECURESCP", self.storescp.port)
+        server.setIni(section="DICOMTLSNodes", SECURESCP=f"caCerts={caCerts}:privateKey={self.pacsClient.key}:"
+                                                         f"certKey={self.pacsClient.certificate}")
+        self.addCleanup(server.stop)
+        server.start()
+        self.assertEqual(server.store(*[image.path for image in self.images]).returncode, 0)
+        return server
+
+    def test_forwardAndMoveOverTLS(self):
+        server = self.startPacs(self.authority.certificate)
+        study = self.images[0].studyUID
+        moved = server.dgate(f"--movestudy:(local),SECURESCP,:{study}")
+        self.assertEqual(moved.returncode, 0, moved.stdout + moved.stderr)
+        self.assertEqual(sorted(ds.SOPInstanceUID for ds in self.storescp.datasets()),
+                         sorted(image.sopUID for image in self.images))
+        self.storescp.reset()
+        result = dcmtk("movescu", "-S", "-aec", server.ae, "-aem", "SECURESCP", "-k", "QueryRetrieveLevel=STUDY",
+                       "-k", f"StudyInstanceUID={study}", "127.0.0.1", server.port)
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        self.assertEqual(len(self.storescp.files()), 3)
+
+    def test_unknownAuthorityRefused(self):
+        stranger = Authority(os.path.join(os.path.abspath(self.mktemp()), "elsewhere"), "elsewhere")
+        server = self.startPacs(stranger.certificate)
+        moved = server.dgate(f"--movestudy:(local),SECURESCP,:{self.images[0].studyUID}")
+        self.assertNotEqual(moved.returncode, 0)
+        self.assertIn("cannot associate with SECURESCP", moved.stdout + moved.stderr)
+        self.assertEqual(self.storescp.files(), [])
+
+    def test_badConfigurationStopsStartUp(self):
+        server = PacsServer(self.mktemp())
+        server.setIni(section="DICOMTLSNodes", SECURESCP="privateKey=nothing.key")
+        result = subprocess.run(server.command(), cwd=server.workdir, capture_output=True, text=True, timeout=120)
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn("[DICOMTLSNodes] SECURESCP: caCerts=FILE (the authorities of the node's certificate) is "
+                      "required", result.stdout + result.stderr)

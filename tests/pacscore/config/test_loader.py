@@ -297,8 +297,8 @@ class PackagedDefaultsTests(unittest.TestCase):
 
     def test_dicomIni(self):
         ini = self.configuration.ini
-        self.assertEqual(ini.sectionNames(), ["sscscp", "webdefaults", "DICOMwebServers"])
-        self.assertEqual(ini.items("DICOMwebServers"), [])  # an example, commented out
+        self.assertEqual(ini.sectionNames(), ["sscscp", "webdefaults", "DICOMwebServers", "DICOMTLSNodes"])
+        self.assertEqual(ini.items("DICOMwebServers") + ini.items("DICOMTLSNodes"), [])  # examples, commented out
         self.assertEqual(dict(ini.items("webdefaults")),
                          {"size": "512", "dsize": "0", "compress": "un", "iconsize": "48", "graphic": "jpg"})
         expected = {"SQLite": "1", "Postgres": "0", "MySQL": "0", "MAGDevices": "1",

@@ -48,6 +48,15 @@ def startWithSamples(testClass):
         raise
 
 
+def httpGet(url, headers=None):
+    """``(status, headers, body)`` of a plain HTTP GET of ``url`` with ``headers``."""
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=60) as response:
+            return response.status, response.headers, response.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read()
+
+
 class WebInterfaceTests(unittest.TestCase):
 
     @classmethod
@@ -70,12 +79,7 @@ class WebInterfaceTests(unittest.TestCase):
         shutil.rmtree(cls.folder, ignore_errors=True)
 
     def fetch(self, path):
-        """``(status, headers, body)`` of a plain HTTP GET."""
-        try:
-            with urllib.request.urlopen(self.base + path, timeout=60) as response:
-                return response.status, response.headers, response.read()
-        except urllib.error.HTTPError as e:
-            return e.code, e.headers, e.read()
+        return httpGet(self.base + path)
 
     def test_metrics(self):
         """/metrics, read by prometheus_client's parser: what storescu sent is counted."""

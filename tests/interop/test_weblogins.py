@@ -20,7 +20,7 @@ from twisted.trial import unittest
 from tests.interop.browser import renderedDOM
 from tests.interop.server import BIN, PacsServer
 from tests.interop.test_dicomweb import viewerFromElsewhere
-from tests.interop.test_web import CT, startWithSamples
+from tests.interop.test_web import CT, httpGet, startWithSamples
 from tests.pacscore.web.test_logins import htpasswd
 
 USER, PASSWORD = "alice", "s\u00e9cret wonder"
@@ -46,12 +46,7 @@ class WebLoginTests(unittest.TestCase):
         shutil.rmtree(cls.folder, ignore_errors=True)
 
     def fetch(self, path, authorization=None):
-        request = urllib.request.Request(self.root + path, headers={"Authorization": authorization} if authorization else {})
-        try:
-            with urllib.request.urlopen(request, timeout=60) as response:
-                return response.status, response.headers, response.read()
-        except urllib.error.HTTPError as e:
-            return e.code, e.headers, e.read()
+        return httpGet(self.root + path, {"Authorization": authorization} if authorization else {})
 
     def test_pagesNeedTheLogin(self):
         for path in ("/cgi-bin/dgate?mode=querypatients", "/dicom-web/studies", "/wado?requestType=WADO"):

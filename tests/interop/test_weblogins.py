@@ -8,7 +8,6 @@ import os
 import shutil
 import subprocess
 import tempfile
-import urllib.error
 import urllib.request
 
 import pydicom

@@ -33,6 +33,7 @@ AWAITING_RELEASE_RP = "Sta7"
 AWAITING_CLOSE = "Sta13"
 
 ASSOCIATION_PDU_LIMIT = 1 << 20
+COMMAND_LIMIT = 1 << 16  # bytes of a DIMSE command set (they are tens to hundreds)
 
 STATUS_UNRECOGNIZED_OPERATION = 0x0211
 STATUS_PROCESSING_FAILURE = 0x0110
@@ -213,6 +214,8 @@ class DicomProtocol(Protocol, TimeoutMixin):
                 if message.command is not None:
                     raise pdu.PDUError("command fragment after the command set ended")
                 message.commandBytes += data
+                if len(message.commandBytes) > COMMAND_LIMIT:
+                    raise pdu.PDUError(f"a command set larger than {COMMAND_LIMIT} bytes")
                 if control & 2:
                     self._commandComplete(contextId, message)
             else:

@@ -7,14 +7,21 @@ we refuse) stay in memory; C-STORE uses ``pacscore.storage.spool.Spool``.
 
 from twisted.internet import defer
 
+from pacscore.dicom.pdu import PDUError
+
+MEMORY_LIMIT = 16 << 20  # bytes of a data set kept in memory (identifiers, N-ACTION/N-CREATE data sets ...)
+
 
 class MemorySink:
-    """Collects a data set in memory."""
+    """Collects a data set in memory; one larger than ``MEMORY_LIMIT`` is
+    a PDUError (the association is aborted: a peer cannot fill our memory)."""
 
     def __init__(self):
         self.data = bytearray()
 
     def write(self, data):
+        if len(self.data) + len(data) > MEMORY_LIMIT:
+            raise PDUError(f"a data set larger than {MEMORY_LIMIT >> 20} MB where only a small one belongs")
         self.data += data
 
     def close(self):

@@ -203,6 +203,26 @@ class ProtocolTests(unittest.TestCase):
         self.assertAborted(pdu.REASON_INVALID_PARAMETER)
         self.assertLess(self.protocol._framer.pendingBytes, 16)
 
+    def test_oversizedCommandOrIdentifier(self):
+        """A command set over 64 KB, or a data set over 16 MB that would be
+        kept in memory (a C-FIND identifier): A-ABORT, little kept."""
+        self.associate()
+        for _ in range(5):  # command fragments that never end
+            self.protocol.dataReceived(pdu.encodePData(1, 0x01, b"\x00" * 16000))
+        self.assertEqual(readPDUs(self.written())[-1][0], pdu.A_ABORT)
+        self.protocol, self.transport = self.connect()
+        self.associate()
+        find = {commands.COMMAND_FIELD: commands.C_FIND_RQ, commands.MESSAGE_ID: 3,
+                commands.AFFECTED_SOP_CLASS_UID: VERIFICATION, commands.PRIORITY: 0,
+                commands.COMMAND_DATASET_TYPE: commands.DATASET_PRESENT}
+        self.protocol.dataReceived(pdu.encodePData(1, 0x03, commands.encodeCommand(find)))
+        sent = 0
+        while not self.transport.value() and sent < 32 << 20:  # an identifier that never ends
+            self.protocol.dataReceived(pdu.encodePData(1, 0x00, b"\x00" * 65536))
+            sent += 65536
+        self.assertEqual(readPDUs(self.written())[-1][0], pdu.A_ABORT)
+        self.assertLessEqual(sent, (16 << 20) + 65536)
+
     def test_hugeAssociateRequest(self):
         self.protocol.dataReceived(b"\x01\x00\x7f\xff\xff\xff")
         self.assertAborted(pdu.REASON_INVALID_PARAMETER)

@@ -1,6 +1,8 @@
 """DICOMweb benchmark: STOW-RS ingest against DCMTK storescu C-STOREs,
-WADO-RS retrieval against DCMTK getscu C-GETs, and QIDO-RS latency, all
-on ``twistd -n pacs`` in the same run.
+WADO-RS retrieval against DCMTK getscu C-GETs, QIDO-RS latency, and pacs
+routing over DICOMweb against DICOM (forwards by STOW-RS against C-STORE,
+fetches by WADO-RS against C-MOVE), all on ``twistd -n pacs`` in the same
+run.
 
     python bench/dicomweb.py [--small 2000] [--large 500] [--batch 50]
                              [--out bench/out/dicomweb.json]
@@ -13,7 +15,11 @@ corpus's studies from the first pacs (one C-GET of all of them) and the
 WADO-RS client fetches each study as stored (``transfer-syntax=*``), one
 request after the other on one connection, reading the multipart answers
 as they stream.  QIDO-RS: the median of 20 study searches by patient ID
-and 20 instance searches of a series, on one connection.
+and 20 instance searches of a series, on one connection.  Routing: the
+first pacs forwards the corpus (``dgate --movestudies``, one forward
+action) to a fresh pacs by C-STORE and to another as a ``[DICOMwebServers]``
+destination by STOW-RS; then two fresh ones fetch it study by study
+(``dgate --movestudy``) from the first, by C-MOVE and by WADO-RS.
 """
 
 import argparse
@@ -29,6 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.queryretrieve import generateCorpora, storeInto, timed  # noqa: E402
 from bench.report import writeResults  # noqa: E402
+from tests.interop.index import column  # noqa: E402
 from tests.interop.server import PacsServer, dcmtkTool  # noqa: E402
 
 BOUNDARY = "pacs-bench"
@@ -119,6 +126,75 @@ def searches(server, images):
     return found
 
 
+ALL_DATES = "19000101-29991231"
+
+
+def dgateStartUp(server):
+    """Seconds a dgate command that does nothing costs (median of 5): its
+    process start-up and control connection, subtracted from each run."""
+    times = []
+    for _ in range(5):
+        started = time.perf_counter()
+        server.dgate("--display_status:")
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def routed(label, images, direction, ways):
+    """Time each way, ``(server, dgate commands, receiver)``, DICOM first,
+    then DICOMweb: the commands run on the server (their start-up not
+    counted), the receiver must then hold every image. The row of the two
+    rates."""
+    rates = []
+    for server, commands, receiver in ways:
+        overhead = dgateStartUp(server) * len(commands)
+        started = time.perf_counter()
+        for text in commands:
+            result = server.dgate(text)
+            if result.returncode != 0:
+                raise RuntimeError(f"dgate {text}: {result.stdout[-500:]}{result.stderr[-500:]}")
+        rates.append(round(len(images) / max(time.perf_counter() - started - overhead, 1e-3), 1))
+        held = len(column(receiver.database, "DICOMImages", "SOPInstanceUID"))
+        if held != len(images):
+            raise RuntimeError(f"{label} {direction}: {receiver.ae} holds {held} of {len(images)} images")
+    dicom, web = rates
+    print(f"  {label:>8} x{len(images):5d} {direction}: DICOM {dicom:7.1f} img/s | DICOMweb {web:7.1f} img/s "
+          f"({web / dicom:.0%})", flush=True)
+    return {"corpus": label, "images": len(images), "dicom_images_per_s": dicom, "dicomweb_images_per_s": web,
+            "ratio": round(web / dicom, 3)}
+
+
+def routing(workdir, label, images):
+    """Forward ``images`` from a pacs holding them to fresh ones by C-STORE
+    and STOW-RS, then fetch them from it into fresh ones by C-MOVE and
+    WADO-RS; ``(forward row, fetch row)``."""
+    folder = tempfile.mkdtemp(dir=workdir)
+    source = PacsServer(os.path.join(folder, "source"), ae="SOURCE")
+    peers = {ae: PacsServer(os.path.join(folder, ae.lower()), ae=ae) for ae in ("CSTORED", "STOWED", "MOVED",
+                                                                                "FETCHED")}
+    source.addNode("CSTORED", peers["CSTORED"].port)
+    source.addNode("MOVED", peers["MOVED"].port)
+    source.setIni(section="DICOMwebServers", STOWWEB=f"http://127.0.0.1:{peers['STOWED'].webPort}/dicom-web")
+    peers["MOVED"].addNode("SOURCE", source.port)
+    peers["FETCHED"].setIni(section="DICOMwebServers", SOURCEWEB=f"http://127.0.0.1:{source.webPort}/dicom-web")
+    servers = [source, *peers.values()]
+    try:
+        for server in servers:
+            server.start()
+        storeInto(source, [i.path for i in images])
+        forward = routed(label, images, "forward", [
+            (source, [f"--movestudies:(local),{ae},{ALL_DATES}"], peers[receiver])
+            for ae, receiver in (("CSTORED", "CSTORED"), ("STOWWEB", "STOWED"))])
+        studies = sorted({i.studyUID for i in images})
+        fetch = routed(label, images, "fetch", [
+            (peers[receiver], [f"--movestudy:{ae},{receiver},:{study}" for study in studies], peers[receiver])
+            for ae, receiver in (("SOURCE", "MOVED"), ("SOURCEWEB", "FETCHED"))])
+    finally:
+        for server in servers:
+            server.stop()
+    return forward, fetch
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--small", type=int, default=2000, help="64x64 images")
@@ -139,11 +215,18 @@ def main():
         retrievals = [retrieve(dicom, "64x64", small, workdir), retrieve(dicom, "512x512", large, workdir)]
         print("QIDO-RS:", flush=True)
         qido = searches(dicom, small)
+        dicom.stop()
+        web.stop()
+        print("routing: forwards by C-STORE / STOW-RS (one forward action), fetches by C-MOVE / WADO-RS "
+              "(a study per dgate command):", flush=True)
+        forwards, fetches = zip(*(routing(workdir, label, images) for label, images in (("64x64", small),
+                                                                                        ("512x512", large))))
     finally:
         dicom.stop()
         web.stop()
         shutil.rmtree(workdir, ignore_errors=True)
-    writeResults(args.out, ingest=ingests, retrieval=retrievals, qido=qido)
+    writeResults(args.out, ingest=ingests, retrieval=retrievals, qido=qido, forward=list(forwards),
+                 fetch=list(fetches))
 
 
 if __name__ == "__main__":

@@ -6,9 +6,11 @@ the site's root); CORS preflights (OPTIONS, which browsers send without
 credentials) pass unguarded.
 
 Checking a bcrypt hash takes milliseconds of CPU (hundreds at high costs),
-so it runs in the I/O pool, and a password once verified is remembered
-(as a keyed digest, never in clear) while its user's line is unchanged:
-a viewer sends the credentials with each of hundreds of requests.
+so it runs in a thread (the reactor's pool, not the I/O pool that stores
+use: a flood of bad logins must not slow them), and a password once
+verified is remembered (as a keyed digest, never in clear) while its
+user's line is unchanged: a viewer sends the credentials with each of
+hundreds of requests.
 
 The access log lines (Apache's combined format, in the server log) name
 the user a request logged in as, where Apache's ``%u`` stands."""
@@ -83,7 +85,7 @@ class PasswordFile:
         return status.st_mtime_ns, status.st_size, status.st_ino
 
     def users(self):
-        """In the I/O pool: ``{user: hash}`` as the file now says."""
+        """In a thread: ``{user: hash}`` as the file now says."""
         with self._lock:
             try:
                 stamp = self._stampNow()
@@ -102,22 +104,22 @@ class PasswordFile:
 
 @implementer(ICredentialsChecker)
 class PasswordFileChecker:
-    """Checks user names and passwords against a PasswordFile, in the I/O
-    pool (``deferToWorker``); the avatar ID is the user name."""
+    """Checks user names and passwords against a PasswordFile in a thread
+    (``inThread(f, *args)``, a Deferred); the avatar ID is the user name."""
 
     credentialInterfaces = (IUsernamePassword,)
     log = Logger()
 
-    def __init__(self, passwords, deferToWorker):
+    def __init__(self, passwords, inThread):
         self.passwords = passwords
-        self.deferToWorker = deferToWorker
+        self.inThread = inThread
         self._key = os.urandom(32)
         self._verified = collections.OrderedDict()
         self._lock = threading.Lock()
         self._unknownUser = bcrypt.hashpw(os.urandom(16), bcrypt.gensalt(5))
 
     def requestAvatarId(self, credentials):
-        d = self.deferToWorker(self._check, credentials.username, credentials.password)
+        d = self.inThread(self._check, credentials.username, credentials.password)
         d.addCallbacks(self._loggedIn, self._refused, (credentials,), None, (credentials,))
         return d
 
@@ -235,9 +237,9 @@ class LoginGuard(guard.HTTPAuthSessionWrapper):
         return super().render(request)
 
 
-def guarded(root, passwords, deferToWorker, realmName, openOrigin=()):
+def guarded(root, passwords, inThread, realmName, openOrigin=()):
     """``root`` behind a login for the users of ``passwords`` (a
-    PasswordFile); refusals under the children ``openOrigin`` (bytes)
-    readable from any origin."""
-    portal = Portal(SiteRealm(root), [PasswordFileChecker(passwords, deferToWorker)])
+    PasswordFile, checked with ``inThread``); refusals under the children
+    ``openOrigin`` (bytes) readable from any origin."""
+    portal = Portal(SiteRealm(root), [PasswordFileChecker(passwords, inThread)])
     return LoginGuard(root, portal, realmName, openOrigin)

@@ -16,6 +16,9 @@ reactor.  A bad request gets a 4xx page and a log line; an unexpected
 failure a 500 page and the traceback in the log.
 """
 
+from functools import partial
+
+from twisted.internet import threads
 from twisted.web import resource, server, util
 
 from pacscore.config.errors import ConfigError
@@ -99,4 +102,6 @@ def _withLogins(root, archive):
     except OSError as e:
         raise ConfigError(configuration.iniPath, configuration.ini.lineOf("WebUsers"),
                           f"WebUsers {name}: {e.strerror or e}") from e
-    return guarded(root, passwords, archive.workers.deferToWorker, f"pacs {archive.aeTitle}", {DICOMWEB})
+    # bcrypt in the reactor's thread pool: a flood of bad logins must not hold up the I/O pool's stores
+    checkInThread = partial(threads.deferToThreadPool, archive.reactor, archive.reactor.getThreadPool())
+    return guarded(root, passwords, checkInThread, f"pacs {archive.aeTitle}", {DICOMWEB})

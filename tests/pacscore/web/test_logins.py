@@ -170,8 +170,9 @@ class GuardedSiteTests(DicomWebTestCase):
 
     @defer.inlineCallbacks
     def test_passwordCheckedOnceOffTheReactor(self):
-        """bcrypt runs in the I/O pool, and once per password: the next
-        requests with it are let in from a keyed digest."""
+        """bcrypt runs in the reactor's thread pool (not the I/O pool), and
+        once per password: the next requests with it are let in from a
+        keyed digest."""
         threads = []
         checkpw = bcrypt.checkpw
 
@@ -183,7 +184,8 @@ class GuardedSiteTests(DicomWebTestCase):
             answer = yield self.get("/dicom-web/studies", "alice", "secret")
             self.assertEqual(answer.code, 200)
         self.assertEqual(len(threads), 1)
-        self.assertTrue(threads[0].name.startswith(self.archive.workers.name), threads[0].name)
+        self.assertIsNot(threads[0], threading.main_thread())
+        self.assertFalse(threads[0].name.startswith(self.archive.workers.name), threads[0].name)
         wrong = yield self.get("/dicom-web/studies", "alice", "secreT")
         self.assertEqual((wrong.code, len(threads)), (401, 2))
 

@@ -153,6 +153,9 @@ class Archive:
         except ValueError as e:
             raise ConfigError(configuration.iniPath, ini.lineOf("LRUSort"), str(e)) from e
         self.localActions = LocalActions(self.index, self.query, self.objectReader, self.workers)
+        # VirtualServerForN (C-FIND, C-MOVE/C-GET and DICOMweb), or None
+        self.virtualServers = VirtualServers.fromConfiguration(configuration, self.aeTitle, reactor, self.index,
+                                                               self.query, self.localActions)
         self.deviceMover = DeviceMover(self.devices, self.index, self.objectReader, self.workers,
                                        compression=ini.get("ArchiveCompression", "as"),
                                        lossyQuality=configuration.lossyQuality)
@@ -293,8 +296,7 @@ class Archive:
         storage = StorageService(self.objectStore, self.storageFailedStatus, self.counters, self.incomingCompression)
         hooks = self.converterHooks.get
         retrieveSettings = (self.index, self.query, self.objectReader, self.workers, self.aeTitle, self.reactor)
-        virtual = VirtualServers.fromConfiguration(self.configuration, self.aeTitle, self.reactor, self.index,
-                                                   self.query, self.localActions)
+        virtual = self.virtualServers
         retrieveHooks = {"requestHook": hooks("RetrieveConverter0"), "resultHook": hooks("RetrieveResultConverter0"),
                          "virtual": virtual, "lossyQuality": self.configuration.lossyQuality,
                          "compressionScripts": self.compressionScripts}

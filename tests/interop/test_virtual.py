@@ -7,6 +7,7 @@ IDs (,FIXKODAK) the IDs are translated both ways; in front of DCMTK's
 dcmqrscp, which wants strictly hierarchical queries, FRONT still finds a
 study's objects."""
 
+import json
 import os
 import shutil
 import tempfile
@@ -21,6 +22,9 @@ from tests.interop.peers import DcmqrscpServer, StorescpServer
 from tests.interop.server import PacsServer, dcmtk
 from tests.interop.test_find import findscu
 from tests.interop.test_retrieve import getSeries, movescu
+from tests.interop.test_web import httpGet
+
+AS_STORED = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 
 DESTINATION = "VIEWER"
 
@@ -94,6 +98,27 @@ class VirtualServerTests(unittest.TestCase):
         self.assertIn("6 object(s) fetched from virtual servers deleted", self.front.log())
         self.assertFalse({i.sopUID for i in self.byPatient[self.there]}
                          & set(column(self.front.database, "DICOMImages", "SOPInstanceUID")))
+
+    def test_dicomWebSeesAndFetchesTheBackend(self):
+        """QIDO-RS on FRONT lists BACKEND's studies too (one per study,
+        RetrieveAETitle FRONT, a RetrieveURL of FRONT); WADO-RS of a study
+        only BACKEND has fetches it, and FRONT keeps it."""
+        self.startFront()
+        web = f"http://127.0.0.1:{self.front.webPort}/dicom-web"
+        status, _, body = httpGet(f"{web}/studies?includefield=PatientID", {"Accept": "application/dicom+json"})
+        self.assertEqual(status, 200)
+        studies = {s["00100020"]["Value"][0]: s for s in json.loads(body)}
+        self.assertEqual(sorted(studies), [self.here, self.both, self.there])
+        there = self.byPatient[self.there][0]
+        self.assertEqual(studies[self.there]["00080054"]["Value"], ["FRONT"])
+        self.assertEqual(studies[self.there]["00081190"]["Value"], [f"{web}/studies/{there.studyUID}"])
+        status, headers, body = httpGet(f"{web}/studies/{there.studyUID}", {"Accept": AS_STORED})
+        self.assertEqual(status, 200)
+        self.assertEqual({i.sopUID for i in self.byPatient[self.there] if i.sopUID.encode() in body},
+                         {i.sopUID for i in self.byPatient[self.there]})
+        self.assertIn("virtual server BACKEND: 6 object(s) fetched", self.front.log())
+        self.assertTrue({i.sopUID for i in self.byPatient[self.there]}
+                        <= set(column(self.front.database, "DICOMImages", "SOPInstanceUID")))
 
     def test_convertersChooseTheVirtualServers(self):
         """QueryConverter0 asks no archive (mask 0), RetrieveConverter0 only

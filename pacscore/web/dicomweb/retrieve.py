@@ -13,9 +13,12 @@ writes is made with its codecs; what pacs cannot send is a 406.
 import io
 from functools import partial
 
+from pydicom.dataset import Dataset
+
 from pacscore.codecs.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN
 from pacscore.control.pictures import dicomFile
 from pacscore.db.query import SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, QueryKey
+from pacscore.dicom.models import STUDY_ROOT_MOVE
 from pacscore.storage.part10 import readFileMeta
 from pacscore.web.answers import StreamAnswer, WebError
 from pacscore.web.dicomweb import multipart
@@ -42,14 +45,21 @@ def _anything(media):
 
 async def storedInstances(archive, target):
     """``[(Instance, path)]`` of the objects ``target`` names, in study,
-    series and instance number order; WebError 404 when there are none."""
-    keys, level = [], "STUDY"
+    series and instance number order; WebError 404 when there are none.
+    With virtual servers, an entity none of whose objects is here is first
+    fetched from them (C-MOVE here, as a C-MOVE to us would)."""
+    keys, level, identifier = [], "STUDY", Dataset()
     for tag, uid, name in ((STUDY_INSTANCE_UID, target.study, "STUDY"), (SERIES_INSTANCE_UID, target.series, "SERIES"),
                            (SOP_INSTANCE_UID, target.instance, "IMAGE")):
         if uid:
             keys.append(QueryKey(tag, "UI", uid))
+            identifier.add_new(tag, "UI", uid)
             level = name
     found = await archive.index.runQuery(archive.objectReader.instancePaths, archive.query, level, keys)
+    if not found and archive.virtualServers is not None:
+        identifier.QueryRetrieveLevel = level
+        if await archive.virtualServers.fetch(STUDY_ROOT_MOVE, identifier):
+            found = await archive.index.runQuery(archive.objectReader.instancePaths, archive.query, level, keys)
     if not found:
         raise WebError(404, f"no stored objects at {target.describe()}")
     return found

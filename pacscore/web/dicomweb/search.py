@@ -17,14 +17,17 @@ literal.  Attributes inside sequences (``a.b``) are refused (400).
 import re
 
 from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.dataset import Dataset
 
 from pacscore.db.query import SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, QueryKey, levelIndex
 from pacscore.dicom.identifiers import (
     QUERY_RETRIEVE_LEVEL, SPECIFIC_CHARACTER_SET, BadIdentifier, MatchEncoder, Request, checkKeys)
+from pacscore.dicom.models import STUDY_ROOT_FIND
 from pacscore.web.answers import WebError
 from pacscore.web.dicomweb.dicomjson import jsonAnswer, jsonBytes, jsonDataset
 
 RETRIEVE_URL = 0x00081190
+UNIQUE_KEYWORDS = {"STUDY": "StudyInstanceUID", "SERIES": "SeriesInstanceUID", "IMAGE": "SOPInstanceUID"}
 _COMPUTED = (0x00201200, 0x00201202, 0x00201204, 0x00201206, 0x00201208, 0x00201209, 0x00080061, 0x00080062)
 STUDY_FIELDS = ("StudyDate", "StudyTime", "AccessionNumber", "InstanceAvailability", "ModalitiesInStudy",
                 "ReferringPhysicianName", "PatientName", "PatientID", "PatientBirthDate", "PatientSex",
@@ -135,9 +138,9 @@ def retrieveURL(base, values, level):
     return url
 
 
-def _matches(connection, query, level, keys, encoder, base, offset, limit):
-    """In a reader thread: the count of all matches and the encoded JSON
-    array of those from ``offset`` (at most ``limit``, None: all)."""
+def _localMatches(connection, query, level, keys, encoder, base, offset=0, limit=None):
+    """In a reader thread: the count of all matches and the answers
+    (Datasets) of those from ``offset`` (at most ``limit``, None: all)."""
     rows = query.find(connection, level, keys)
     chosen = rows[offset:] if limit is None else rows[offset:offset + limit]
     answers = []
@@ -146,8 +149,47 @@ def _matches(connection, query, level, keys, encoder, base, offset, limit):
         del dataset[QUERY_RETRIEVE_LEVEL]
         del dataset[SPECIFIC_CHARACTER_SET]
         dataset.add_new(RETRIEVE_URL, "UR", retrieveURL(base, values, level))
-        answers.append(jsonDataset(dataset))
-    return len(rows), jsonBytes(answers)
+        answers.append(dataset)
+    return len(rows), answers
+
+
+def _matches(connection, query, level, keys, encoder, base, offset, limit):
+    """In a reader thread: the count of all matches and the encoded JSON
+    array of those from ``offset`` (at most ``limit``, None: all)."""
+    total, answers = _localMatches(connection, query, level, keys, encoder, base, offset, limit)
+    return total, jsonBytes([jsonDataset(dataset) for dataset in answers])
+
+
+def _identifier(level, keys):
+    """The C-FIND identifier of a search, for the virtual servers."""
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel = level
+    for key in keys:
+        identifier.add_new(key.tag, key.vr, key.value)
+    return identifier
+
+
+def _withRemote(local, remote, level, base, aeTitle, offset, limit):
+    """In a worker: the count and JSON array of our answers then those of
+    the virtual servers (Datasets) whose entity is new, paged."""
+    keyword = UNIQUE_KEYWORDS[level]
+    seen = {str(answer.get(keyword, "")) for answer in local}
+    merged = list(local)
+    for dataset in remote:
+        uid = str(dataset.get(keyword, "") or "")
+        if not uid or uid in seen:
+            continue
+        seen.add(uid)
+        for tag in (QUERY_RETRIEVE_LEVEL, SPECIFIC_CHARACTER_SET):
+            if tag in dataset:
+                del dataset[tag]
+        dataset.RetrieveAETitle = aeTitle
+        values = {tag: str(dataset.get(tag).value if tag in dataset else "")
+                  for tag in (STUDY_INSTANCE_UID, SERIES_INSTANCE_UID, SOP_INSTANCE_UID)}
+        dataset.add_new(RETRIEVE_URL, "UR", retrieveURL(base, values, level))
+        merged.append(dataset)
+    chosen = merged[offset:] if limit is None else merged[offset:offset + limit]
+    return len(merged), jsonBytes([jsonDataset(dataset) for dataset in chosen])
 
 
 async def search(archive, request, target, base, level):
@@ -156,8 +198,15 @@ async def search(archive, request, target, base, level):
     offset = _number(request, "offset", 0)
     limit = _number(request, "limit", None)
     encoder = MatchEncoder(Request(level, keys, "ISO_IR 192"), archive.aeTitle, None)
-    total, answers = await archive.index.runQuery(_matches, archive.query, level, keys, encoder, base,
-                                                  offset, limit)
+    virtual = archive.virtualServers
+    if virtual is None:
+        total, answers = await archive.index.runQuery(_matches, archive.query, level, keys, encoder, base,
+                                                      offset, limit)
+    else:
+        _, local = await archive.index.runQuery(_localMatches, archive.query, level, keys, encoder, base)
+        remote = await virtual.find(STUDY_ROOT_FIND, _identifier(level, keys))
+        total, answers = await archive.workers.deferToWorker(_withRemote, local, remote, level, base,
+                                                             archive.aeTitle, offset, limit)
     warnings = []
     if limit is not None and offset + limit < total:
         warnings.append(MORE)

@@ -14,11 +14,10 @@ from urllib.parse import quote
 
 from twisted.internet import defer, protocol
 from twisted.logger import Logger
-from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone, readBody
+from twisted.web.client import ResponseDone, readBody
 from twisted.web.http import PotentialDataLoss
-from twisted.web.http_headers import Headers
 
-from pacscore.export.stow import StowError
+from pacscore.export.stow import DicomWebClient, StowError
 from pacscore.web.dicomweb import multipart
 from pacscore.web.dicomweb.store import DICOM, Outcome, storageOf, storePart
 
@@ -85,16 +84,14 @@ class _BodyFile(protocol.Protocol):
             self.done.errback(self.ended)
 
 
-class DicomWebFetcher:
+class DicomWebFetcher(DicomWebClient):
     """Fetches objects from DICOMweb servers into ``archive``."""
 
     log = Logger()
 
-    def __init__(self, archive, timeout=300, agent=None):
+    def __init__(self, archive, timeout=300):
+        super().__init__(archive.reactor, timeout)
         self.archive = archive
-        self.timeout = timeout
-        self.agent = agent or Agent(archive.reactor, connectTimeout=30,
-                                    pool=HTTPConnectionPool(archive.reactor, persistent=True))
 
     async def fetch(self, server, level, target):
         """Fetch the entity ``target`` (a queue Target) at ``level``;
@@ -114,17 +111,11 @@ class DicomWebFetcher:
             stored, failed = stored + counts[0], failed + counts[1]
         return stored, failed
 
-    def _headers(self, server, accept):
-        headers = Headers({"Accept": [accept], "User-Agent": ["pacs"]})
-        if server.authorization:
-            headers.addRawHeader("Authorization", server.authorization)
-        return headers
-
     async def _get(self, server, path, accept):
         url = server.url + path
         try:
-            requested = self.agent.request(b"GET", url.encode("ascii"), self._headers(server, accept))
-            response = await requested.addTimeout(self.timeout, self.archive.reactor)
+            requested = self.agent.request(b"GET", url.encode("ascii"), self.headers(server, Accept=accept))
+            response = await requested.addTimeout(self.timeout, self.reactor)
         except Exception as e:
             raise StowError(f"GET {url} from {server.name} failed: {e}") from e
         if response.code == 204 and accept == "application/dicom+json":

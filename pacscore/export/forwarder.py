@@ -399,9 +399,12 @@ class Forwarder:
             await protocol.release()
 
     async def closeAll(self):
-        """Close every open association (the service stops)."""
+        """Close every open association and idle HTTP connection (the service stops)."""
         for link in list(self._links.values()):
             await self._close(link)
+        await self.stow.close()
+        if self.fetcher is not None:
+            await self.fetcher.close()
 
 
 def _associationKey(level, instance):

@@ -85,20 +85,40 @@ def _partFile(reader, stored, code, quality):
                           IMPLEMENTATION_VERSION) + data
 
 
-class StowSender:
+class DicomWebClient:
+    """HTTP to DICOMweb servers through one pool of persistent connections
+    (``close()`` when done), each request answered within ``timeout`` s."""
+
+    def __init__(self, reactor, timeout=300):
+        self.reactor = reactor
+        self.timeout = timeout
+        self.pool = HTTPConnectionPool(reactor, persistent=True)
+        self.agent = Agent(reactor, connectTimeout=30, pool=self.pool)
+
+    def headers(self, server, **fields):
+        """Headers (``fields``: name with ``_`` for ``-``: value) with the server's Authorization."""
+        headers = Headers({name.replace("_", "-"): [value] for name, value in fields.items()})
+        headers.addRawHeader("User-Agent", "pacs")
+        if server.authorization:
+            headers.addRawHeader("Authorization", server.authorization)
+        return headers
+
+    def close(self):
+        """Deferred: the idle connections are closed."""
+        return self.pool.closeCachedConnections()
+
+
+class StowSender(DicomWebClient):
     """POSTs stored objects (read by ``reader``, an ObjectReader) to
-    DICOMweb servers: reads and conversions in ``workers``, HTTP through
-    one persistent connection pool."""
+    DICOMweb servers: reads and conversions in ``workers``."""
 
     log = Logger()
 
-    def __init__(self, reactor, reader, workers, timeout=300, lossyQuality=None, agent=None):
-        self.reactor = reactor
+    def __init__(self, reactor, reader, workers, timeout=300, lossyQuality=None):
+        super().__init__(reactor, timeout)
         self.reader = reader
         self.workers = workers
-        self.timeout = timeout
         self.lossyQuality = lossyQuality
-        self.agent = agent or Agent(reactor, connectTimeout=30, pool=HTTPConnectionPool(reactor, persistent=True))
 
     async def send(self, server, located, compression="", onSent=None):
         """STOW-RS the StoredObjects ``located`` to ``server``; how many were
@@ -127,10 +147,8 @@ class StowSender:
         boundary = multipart.newBoundary()
         body = b"".join(multipart.partHeader(boundary, "application/dicom") + data + multipart.CRLF
                         for _, data in batch) + multipart.closing(boundary)
-        headers = Headers({"Content-Type": [multipart.multipartType(boundary, "application/dicom")],
-                           "Accept": ["application/dicom+json"], "User-Agent": ["pacs"]})
-        if server.authorization:
-            headers.addRawHeader("Authorization", server.authorization)
+        headers = self.headers(server, Content_Type=multipart.multipartType(boundary, "application/dicom"),
+                               Accept="application/dicom+json")
         url = f"{server.url}/studies"
         try:
             requested = self.agent.request(b"POST", url.encode("ascii"), headers, FileBodyProducer(io.BytesIO(body)))

@@ -63,7 +63,7 @@ class StowForwardTests(unittest.TestCase):
         servers = {"CLOUD": DicomWebServer.fromURL("Cloud", url or self.url.replace("//", "//router:s3cret@"))}
         forwarder = Forwarder(reactor, archive.configuration.acrNemaMap, archive.aeTitle, archive.index,
                               archive.query, archive.objectReader, archive.workers, dicomWebServers=servers)
-        self.addCleanup(lambda: forwarder.stow.agent._pool.closeCachedConnections())
+        self.addCleanup(lambda: defer.ensureDeferred(forwarder.closeAll()))
         return forwarder
 
     def action(self, level="STUDY", compression="", destination="cloud"):
@@ -127,11 +127,11 @@ class FetchTests(unittest.TestCase):
 
     def forwarder(self, url=None):
         archive = self.local.archive
-        fetcher = DicomWebFetcher(archive)
-        self.addCleanup(lambda: fetcher.agent._pool.closeCachedConnections())
-        return Forwarder(reactor, archive.configuration.acrNemaMap, archive.aeTitle, archive.index, archive.query,
-                         archive.objectReader, archive.workers, fetcher=fetcher,
-                         dicomWebServers={"CLOUD": DicomWebServer.fromURL("Cloud", url or self.url)})
+        forwarder = Forwarder(reactor, archive.configuration.acrNemaMap, archive.aeTitle, archive.index,
+                              archive.query, archive.objectReader, archive.workers, fetcher=DicomWebFetcher(archive),
+                              dicomWebServers={"CLOUD": DicomWebServer.fromURL("Cloud", url or self.url)})
+        self.addCleanup(lambda: defer.ensureDeferred(forwarder.closeAll()))
+        return forwarder
 
     def get(self, forwarder, level, image, **more):
         target = Target(image.patientID, image.studyUID, image.seriesUID, image.sopUID)

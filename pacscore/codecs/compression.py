@@ -28,6 +28,7 @@ from pacscore.codecs.transcode import TranscodeError, transcode
 
 NKI_MODES = {"n1": 1, "n2": 2, "n3": 3, "n4": 4, "nj": 4}
 LEAVE_COMPRESSED = frozenset({"nj", "uj"})  # codes that leave compressed pixel data as it is
+AS_STORED_CODE = "uj"  # an object as stored, NKI pixels expanded (WADO-RS transfer-syntax=*, STOW-RS forwards)
 
 
 def nkiMode(code):

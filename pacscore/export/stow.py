@@ -21,7 +21,7 @@ from twisted.logger import Logger
 from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool, readBody
 from twisted.web.http_headers import Headers
 
-from pacscore.codecs.compression import recode
+from pacscore.codecs.compression import AS_STORED_CODE, recode
 from pacscore.codecs.transcode import TranscodeError
 from pacscore.config.errors import ConfigError
 from pacscore.dicom.datasets import IdentifierError
@@ -30,7 +30,6 @@ from pacscore.storage.part10 import encodeFileMeta
 from pacscore.web.dicomweb import multipart
 
 SECTION = "DICOMwebServers"
-AS_STORED = "uj"  # Conquest's code: as stored, NKI pixels expanded
 BATCH_BYTES = 16 << 20
 FAILED_SOP_SEQUENCE = "00081198"
 FAILURE_REASON = "00081197"
@@ -123,7 +122,7 @@ class StowSender(DicomWebClient):
     async def send(self, server, located, compression="", onSent=None):
         """STOW-RS the StoredObjects ``located`` to ``server``; how many were
         stored. ``onSent(count)`` after each request."""
-        code = compression or AS_STORED
+        code = compression or AS_STORED_CODE
         batch, size, sent = [], 0, 0
         for stored in located:
             try:

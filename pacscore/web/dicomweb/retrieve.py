@@ -15,6 +15,7 @@ from functools import partial
 
 from pydicom.dataset import Dataset
 
+from pacscore.codecs.compression import AS_STORED_CODE
 from pacscore.codecs.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN
 from pacscore.control.pictures import dicomFile
 from pacscore.db.query import SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, QueryKey
@@ -32,7 +33,6 @@ from pacscore.web.wado import SYNTAX_CODES
 
 DICOM = "application/dicom"
 AS_STORED = "*"
-AS_STORED_CODE = "uj"  # Conquest's code: as stored, NKI pixels expanded
 PICTURES = {"image/jpeg": "jpg", "image/png": "png", "image/gif": "gif"}
 THUMBNAIL_SIZE = 128
 CHUNK = 1 << 20

@@ -26,7 +26,7 @@ from pacscore.db.query import IndexQuery
 from pacscore.db.worklistitems import WorklistItems
 from pacscore.db.worklistquery import WorklistQuery
 from pacscore.dicom import commands
-from pacscore.dicom.commitment import STORAGE_COMMITMENT, CommitmentService
+from pacscore.dicom.commitment import STORAGE_COMMITMENT, CommitmentService, PendingCommitments
 from pacscore.dicom.mpps import MPPS, MppsService, StepTable
 from pacscore.dicom.find import FindService
 from pacscore.dicom.models import FIND, GET, MOVE, modelOf, sopClassesFor
@@ -147,6 +147,10 @@ class Archive:
                         for level in ("PATIENT", "STUDY", "SERIES", "IMAGE")},
             computedFields=ini.getint("EnableComputedFields", 0) == 1)
         self.objectReader = ObjectReader(self.devices, self.mirrors)
+        self.commitments = CommitmentService(
+            PendingCommitments(self.index, time.time), self.query, self.objectReader, self.aeTitle,
+            configuration.acrNemaMap, reactor, self.counters, retryDelay=ini.getint("RetryDelay", 100),
+            dimseTimeout=self.idleTimeout, titleStyle=self.titleStyle)
         threshold = 0 if ini.getint("IgnoreMAGDeviceThreshHold", 0) else ini.getint("MAGDeviceThreshold", 0)
         try:
             sortTag = lruSortTag(ini.get("LRUSort", ""))
@@ -224,6 +228,7 @@ class Archive:
             self.index.recoverPending(self.objectReader.fileError)
             self.exportQueue.createTables()
             self.procedureSteps.createTables()
+            self.commitments.pending.createTables()
             emptyIndex = not self.index.hasImages()
         except SQLAlchemyError as e:
             raise self._indexUnusable(e) from e
@@ -318,10 +323,7 @@ class Archive:
                 titleStyle=self.titleStyle, **retrieveHooks))),
             commands.C_GET_RQ: SopClassRouter(dict.fromkeys(sopClassesFor(GET), GetService(
                 *retrieveSettings, self.counters, **retrieveHooks))),
-            commands.N_ACTION_RQ: SopClassRouter({STORAGE_COMMITMENT: CommitmentService(
-                self.index, self.query, self.objectReader, self.aeTitle, self.configuration.acrNemaMap, self.reactor,
-                self.counters, retryDelay=self.configuration.ini.getint("RetryDelay", 100),
-                dimseTimeout=self.idleTimeout, titleStyle=self.titleStyle)}),
+            commands.N_ACTION_RQ: SopClassRouter({STORAGE_COMMITMENT: self.commitments}),
             commands.N_CREATE_RQ: SopClassRouter({MPPS: mpps}),
             commands.N_SET_RQ: SopClassRouter({MPPS: mpps}),
         }

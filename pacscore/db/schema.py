@@ -16,7 +16,8 @@ column compares byte for byte, utf8mb4_bin).
 
 from typing import NamedTuple
 
-from sqlalchemy import Column, Index, Integer, String, Table, func
+from sqlalchemy import Column, Index, Integer, LargeBinary, MetaData, String, Table, func
+from sqlalchemy.dialects import mysql
 
 LEVELS = ("patient", "study", "series", "image")
 
@@ -36,6 +37,24 @@ CASE_FOLDED_DIALECTS = ("sqlite", "postgresql")
 # MySQL/MariaDB: Unicode text compared byte for byte, as the other databases
 # compare it (their default collations ignore case and accents).
 MYSQL_TABLE = {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"}
+# Whole data sets and reference lists: MySQL's BLOB stops at 64 KB.
+LARGE_BINARY = LargeBinary().with_variant(mysql.LONGBLOB(), "mysql")
+
+
+class OwnTable:
+    """A table of pacs' own in the index database, beside Conquest's:
+    ``build(metadata)`` makes it, ``clock()`` dates its rows."""
+
+    build = None
+
+    def __init__(self, index, clock):
+        self.index = index
+        self.clock = clock
+        self.metadata = MetaData()
+        self.table = self.build(self.metadata)
+
+    def createTables(self):
+        self.metadata.create_all(self.index.engine)
 
 
 class Tables(NamedTuple):

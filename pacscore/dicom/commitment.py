@@ -14,17 +14,26 @@ read).  The report goes on the requesting association while it is open,
 else on a new association to the requestor's AE (acrnema.map), proposing
 the SOP class with the SCP role, tried ``ATTEMPTS`` times ``RetryDelay``
 seconds apart.
+
+Answering Success promises the report, so a request is written to the
+``PacsCommitments`` table of the index database before that answer (a
+failure to write it is answered 0x0110) and removed when its report was
+taken.  Those left when pacs stopped, crashed, or ran out of attempts are
+looked up and reported again, on a new association, when it starts.
 """
 
+import json
 import os
 
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
+from sqlalchemy import Column, Float, String, Table, select
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from pacscore.codecs.syntaxes import UNCOMPRESSED
 from pacscore.db.query import SOP_INSTANCE_UID, QueryKey
+from pacscore.db.schema import LARGE_BINARY, MYSQL_TABLE, OwnTable
 from pacscore.dicom import commands
 from pacscore.dicom.client import associateNode
 from pacscore.dicom.datasets import IdentifierError, decodeDataset, encodeDataset
@@ -144,15 +153,57 @@ def reportCommand(eventType):
             commands.COMMAND_DATASET_TYPE: commands.DATASET_PRESENT}
 
 
+def buildTable(metadata):
+    return Table(
+        "PacsCommitments", metadata,
+        Column("TransactionUID", String(64), primary_key=True),
+        Column("CallingAE", String(16), primary_key=True),
+        Column("Received", Float, nullable=False),
+        Column("Refs", LARGE_BINARY, nullable=False),  # JSON [[class, instance], ...]
+        **MYSQL_TABLE)
+
+
+class PendingCommitments(OwnTable):
+    """The ``PacsCommitments`` table: requests answered Success whose report
+    was not taken yet."""
+
+    build = staticmethod(buildTable)
+
+    def _row(self, transaction, requestor):
+        table = self.table
+        return (table.c.TransactionUID == transaction) & (table.c.CallingAE == requestor)
+
+    def add(self, connection, transaction, requestor, references):
+        """In the writer (which may run it twice): record a request."""
+        connection.execute(self.table.delete().where(self._row(transaction, requestor)))
+        connection.execute(self.table.insert().values(
+            TransactionUID=transaction, CallingAE=requestor, Received=self.clock(),
+            Refs=json.dumps(references).encode()))
+
+    def remove(self, connection, transaction, requestor):
+        """In the writer: forget a request whose report was taken."""
+        connection.execute(self.table.delete().where(self._row(transaction, requestor)))
+
+    def requests(self, connection):
+        """In a reader: ``[(transaction, requestor, references)]``, oldest first."""
+        table = self.table
+        rows = connection.execute(select(table.c.TransactionUID, table.c.CallingAE, table.c.Refs)
+                                  .order_by(table.c.Received))
+        return [(row.TransactionUID, row.CallingAE, [tuple(reference) for reference in json.loads(row.Refs)])
+                for row in rows]
+
+
 class CommitmentService:
-    """Answers N-ACTION on the Storage Commitment Push Model SOP class; see
-    the module docstring."""
+    """Answers N-ACTION on the Storage Commitment Push Model SOP class and
+    reports again what ``pending`` (PendingCommitments) holds at start-up;
+    see the module docstring."""
 
     log = Logger()
 
-    def __init__(self, index, query, reader, aeTitle, acrNemaMap, reactor, counters=None, retryDelay=100,
+    def __init__(self, pending, query, reader, aeTitle, acrNemaMap, reactor, counters=None, retryDelay=100,
                  connectTimeout=30, dimseTimeout=300, titleStyle=PLAIN_TITLES):
-        self.index = index
+        self.pending = pending
+        self.index = pending.index
         self.query = query
         self.reader = reader
         self.aeTitle = aeTitle
@@ -173,34 +224,78 @@ class CommitmentService:
             self.log.warn("{peer}: storage commitment refused: {error}", peer=protocol.peerName(), error=e)
             protocol.sendMessage(contextId, self._response(command, e.status, {commands.ERROR_COMMENT: str(e)[:64]}))
             return None
+        return defer.ensureDeferred(self._accept(protocol, contextId, command, syntax, transaction, references))
+
+    async def _accept(self, protocol, contextId, command, syntax, transaction, references):
+        requestor = protocol.association.callingAE
+        try:
+            await self.index.runWrite(self.pending.add, transaction, requestor, references)
+        except Exception:
+            self.log.failure("storage commitment {transaction} from {ae}: the request could not be recorded",
+                             transaction=transaction, ae=requestor)
+            protocol.sendMessage(contextId, self._response(command, PROCESSING_FAILURE, {
+                commands.ERROR_COMMENT: "the request could not be recorded"}))
+            return
         self.counters["commitmentRequests"] = self.counters.get("commitmentRequests", 0) + 1
         protocol.sendMessage(contextId, self._response(command, SUCCESS))
         # the N-ACTION is done: the report may outlive the association (and must not hold its release)
-        committing = defer.ensureDeferred(self._commit(protocol, contextId, syntax, transaction, references))
+        self._spawn(transaction, requestor, references, (protocol, contextId, syntax))
+
+    def resume(self):
+        """Report again every recorded request (at start-up); fires when
+        their reports were tried, never fails."""
+        d = self.index.runQuery(self.pending.requests)
+
+        def spawnEach(requests):
+            for transaction, requestor, references in requests:
+                self.log.info("storage commitment {transaction} from {ae}: recorded but not reported before pacs "
+                              "stopped; reporting it now", transaction=transaction, ae=requestor)
+            return defer.DeferredList([self._spawn(*request) for request in requests])
+
+        d.addCallback(spawnEach)
+        d.addErrback(lambda failure: self.log.failure("storage commitment: the recorded requests could not be read",
+                                                      failure))
+        return d
+
+    def _spawn(self, transaction, requestor, references, requesting=None):
+        committing = defer.ensureDeferred(self._commit(transaction, requestor, references, requesting))
         committing.addErrback(lambda failure: self.log.failure("storage commitment {transaction} failed", failure,
                                                                transaction=transaction))
-        return None
+        return committing
 
     def _response(self, command, status, extra=None):
         return commands.response(command, commands.N_ACTION_RSP, status, {
             commands.AFFECTED_SOP_INSTANCE_UID: STORAGE_COMMITMENT_INSTANCE,
             commands.ACTION_TYPE_ID: command.get(commands.ACTION_TYPE_ID, REQUEST_COMMITMENT), **(extra or {})})
 
-    async def _commit(self, protocol, contextId, syntax, transaction, references):
-        requestor = protocol.association.callingAE
+    async def _commit(self, transaction, requestor, references, requesting):
+        """Check the objects and report, on ``requesting`` ``(protocol,
+        context ID, syntax)`` while it is open, else on a new association;
+        forget the request once reported."""
         committed, failed = await self.index.runQuery(commitmentOutcome, self.query, self.reader, references)
         eventType, report = eventReport(transaction, committed, failed, self.aeTitle)
         self.log.info("storage commitment {transaction} from {ae}: {committed} committed, {failed} not",
                       transaction=transaction, ae=requestor, committed=len(committed), failed=len(failed))
+        if await self._reportOnItsAssociation(requesting, transaction, requestor, eventType, report) or \
+                await self._reportOnNewAssociation(requestor, transaction, eventType, report):
+            await self.index.runWrite(self.pending.remove, transaction, requestor)
+        else:
+            self.log.error("storage commitment {transaction}: its result could not be reported to {ae}; it is "
+                           "tried again when pacs starts", transaction=transaction, ae=requestor)
+
+    async def _reportOnItsAssociation(self, requesting, transaction, requestor, eventType, report):
+        if requesting is None:
+            return False
+        protocol, contextId, syntax = requesting
         try:
             await self._report(protocol, contextId, eventType, encodeDataset(report, syntax), yieldsToRelease=True)
-            self.log.info("storage commitment {transaction}: reported to {ae} on its association",
-                          transaction=transaction, ae=requestor)
-            return
         except Exception as e:
             self.log.info("storage commitment {transaction}: not reported on the association ({error}); "
                           "opening one to {ae}", transaction=transaction, error=e, ae=requestor)
-        await self._reportOnNewAssociation(requestor, transaction, eventType, report)
+            return False
+        self.log.info("storage commitment {transaction}: reported to {ae} on its association",
+                      transaction=transaction, ae=requestor)
+        return True
 
     async def _report(self, protocol, contextId, eventType, data, yieldsToRelease=False):
         response, _ = await protocol.request(contextId, reportCommand(eventType), data,
@@ -210,11 +305,12 @@ class CommitmentService:
             raise CommitmentReportRefused(f"N-EVENT-REPORT answered with status 0x{status:04X}")
 
     async def _reportOnNewAssociation(self, requestor, transaction, eventType, report):
+        """Whether the report was taken on a new association to ``requestor``."""
         node = self.acrNemaMap.lookup(requestor)
         if node is None:
             self.log.error("storage commitment {transaction}: {ae} is not in acrnema.map, so its result cannot be "
                            "reported", transaction=transaction, ae=requestor)
-            return
+            return False
         contexts = [(STORAGE_COMMITMENT, list(UNCOMPRESSED))]
         for attempt in range(1, ATTEMPTS + 1):
             try:
@@ -228,15 +324,14 @@ class CommitmentService:
                     await association.release()
                 self.log.info("storage commitment {transaction}: reported to {ae} on a new association",
                               transaction=transaction, ae=requestor)
-                return
+                return True
             except Exception as e:  # NodeUnreachable, CommitmentReportRefused, a lost association
                 self.log.warn("storage commitment {transaction}: report to {ae} failed (attempt {attempt} of "
                               "{attempts}): {error}", transaction=transaction, ae=requestor, attempt=attempt,
                               attempts=ATTEMPTS, error=e)
             if attempt < ATTEMPTS:
                 await task.deferLater(self.reactor, self.retryDelay, lambda: None)
-        self.log.error("storage commitment {transaction}: its result could not be reported to {ae}",
-                       transaction=transaction, ae=requestor)
+        return False
 
 
 class CommitmentReportRefused(Exception):

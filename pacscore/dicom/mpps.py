@@ -15,12 +15,12 @@ of an unknown one 0x0112, a set after COMPLETED or DISCONTINUED 0x0110
 
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
-from sqlalchemy import Column, Float, Index, LargeBinary, MetaData, String, Table, select
+from sqlalchemy import Column, Float, Index, String, Table, select
 from twisted.internet import defer
 from twisted.logger import Logger
 
 from pacscore.codecs.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN
-from pacscore.db.schema import MYSQL_TABLE
+from pacscore.db.schema import LARGE_BINARY, MYSQL_TABLE, OwnTable
 from pacscore.dicom import commands
 from pacscore.dicom.datasets import IdentifierError, decodeDataset, encodeDataset
 
@@ -56,7 +56,7 @@ def buildTable(metadata):
         Column("CallingAE", String(16), nullable=False, default=""),
         Column("Created", Float, nullable=False),
         Column("Updated", Float, nullable=False),
-        Column("Dataset", LargeBinary, nullable=False),
+        Column("Dataset", LARGE_BINARY, nullable=False),
         Index("ix_PacsMPPS_AccessionNumber", "AccessionNumber"), **MYSQL_TABLE)
 
 
@@ -94,17 +94,10 @@ def stepStatus(dataset, required):
     return status
 
 
-class StepTable:
+class StepTable(OwnTable):
     """The ``PacsMPPS`` table of the index database (``index``)."""
 
-    def __init__(self, index, clock):
-        self.index = index
-        self.clock = clock
-        self.metadata = MetaData()
-        self.table = buildTable(self.metadata)
-
-    def createTables(self):
-        self.metadata.create_all(self.index.engine)
+    build = staticmethod(buildTable)
 
     def create(self, connection, uid, dataset, callingAE):
         """In the writer: insert the step ``uid``; StepRefused when it exists."""

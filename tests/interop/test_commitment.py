@@ -3,8 +3,9 @@ pynetdicom as the modality (DCMTK has no storage commitment SCU): objects
 stored with DCMTK's storescu are committed, unknown ones and a wrong SOP
 class are not; the report comes on the requesting association while it is
 open, else on a new association to the modality's own listener (SCP role,
-acrnema.map); a malformed request is refused."""
+acrnema.map), else after pacs starts again; a malformed request is refused."""
 
+import sqlite3
 import threading
 
 import pydicom
@@ -115,6 +116,35 @@ class StorageCommitmentTests(unittest.TestCase):
         self.assertEqual(report.TransactionUID, request.TransactionUID)
         self.assertNotIn("FailedSOPSequence", report)
         waitFor(lambda: "reported to MODALITY on a new association" in self.server.log(), message="the log line")
+
+    def test_reportAfterACrash(self):
+        """The modality is not listening when the report is due and pacs is
+        killed: the request was recorded before its Success, so pacs checks
+        and reports it when it starts again, then forgets it."""
+        request = commitmentRequest([(self.ct.SOPClassUID, self.ct.SOPInstanceUID)])
+        _, status = self.send(request)
+        self.assertEqual(status.Status, 0x0000)
+        waitFor(lambda: "report to MODALITY failed (attempt 1 of 3)" in self.server.log(), message="a failed attempt")
+        self.server.kill()
+        reports = Reports()
+        listener = AE(ae_title="MODALITY")
+        listener.add_supported_context(STORAGE_COMMITMENT, scu_role=False, scp_role=True)
+        server = listener.start_server(("127.0.0.1", self.listenPort), block=False,
+                                       evt_handlers=[(evt.EVT_N_EVENT_REPORT, reports.handle)])
+        self.addCleanup(server.shutdown)
+        self.server.start()
+        eventType, report, onRequestor = reports.wait()
+        self.assertEqual((eventType, onRequestor), (1, False))
+        self.assertEqual(report.TransactionUID, request.TransactionUID)
+        self.assertEqual([item.ReferencedSOPInstanceUID for item in report.ReferencedSOPSequence],
+                         [self.ct.SOPInstanceUID])
+        self.assertIn(f"storage commitment {request.TransactionUID} from MODALITY: recorded but not reported",
+                      self.server.log())
+
+        def recorded():
+            with sqlite3.connect(self.server.database) as connection:
+                return connection.execute("SELECT TransactionUID FROM PacsCommitments").fetchall()
+        waitFor(lambda: recorded() == [], message="the request forgotten")
 
     def test_malformedRequests(self):
         """No Transaction UID, or an empty reference list: 0x0115 and a log line."""

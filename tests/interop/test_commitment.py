@@ -10,13 +10,13 @@ import threading
 
 import pydicom
 from pydicom.data import get_testdata_file
-from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 from pynetdicom import AE, evt
 from twisted.trial import unittest
 
 from tests.interop.server import PacsServer, freePort
 from tests.interop.test_forwarding import waitFor
+from tests.pacscore.dicom.requests import commitmentRequest
 
 STORAGE_COMMITMENT = "1.2.840.10008.1.20.1"
 STORAGE_COMMITMENT_INSTANCE = "1.2.840.10008.1.20.1.1"
@@ -43,18 +43,6 @@ class Reports:
         return self.received[-1]
 
 
-def commitmentRequest(references):
-    request = Dataset()
-    request.TransactionUID = generate_uid()
-    request.ReferencedSOPSequence = []
-    for sopClass, sop in references:
-        item = Dataset()
-        item.ReferencedSOPClassUID = sopClass
-        item.ReferencedSOPInstanceUID = sop
-        request.ReferencedSOPSequence.append(item)
-    return request
-
-
 class StorageCommitmentTests(unittest.TestCase):
 
     def setUp(self):
@@ -67,6 +55,16 @@ class StorageCommitmentTests(unittest.TestCase):
         self.ct = pydicom.dcmread(CT, stop_before_pixels=True)
         self.modality = AE(ae_title="MODALITY")
         self.modality.add_requested_context(STORAGE_COMMITMENT)
+
+    def listen(self):
+        """Start MODALITY's own listener (SCP role); the Reports it takes."""
+        reports = Reports()
+        listener = AE(ae_title="MODALITY")
+        listener.add_supported_context(STORAGE_COMMITMENT, scu_role=False, scp_role=True)
+        server = listener.start_server(("127.0.0.1", self.listenPort), block=False,
+                                       evt_handlers=[(evt.EVT_N_EVENT_REPORT, reports.handle)])
+        self.addCleanup(server.shutdown)
+        return reports
 
     def send(self, request, handlers=(), release=True):
         """N-ACTION ``request`` from MODALITY; the N-ACTION-RSP status."""
@@ -102,12 +100,7 @@ class StorageCommitmentTests(unittest.TestCase):
     def test_reportOnANewAssociation(self):
         """The modality releases at once and listens with the SCP role: the
         report (event type 1, all committed) comes on a new association."""
-        reports = Reports()
-        listener = AE(ae_title="MODALITY")
-        listener.add_supported_context(STORAGE_COMMITMENT, scu_role=False, scp_role=True)
-        server = listener.start_server(("127.0.0.1", self.listenPort), block=False,
-                                       evt_handlers=[(evt.EVT_N_EVENT_REPORT, reports.handle)])
-        self.addCleanup(server.shutdown)
+        reports = self.listen()
         request = commitmentRequest([(self.ct.SOPClassUID, self.ct.SOPInstanceUID)])
         _, status = self.send(request)
         self.assertEqual(status.Status, 0x0000)
@@ -126,12 +119,7 @@ class StorageCommitmentTests(unittest.TestCase):
         self.assertEqual(status.Status, 0x0000)
         waitFor(lambda: "report to MODALITY failed (attempt 1 of 3)" in self.server.log(), message="a failed attempt")
         self.server.kill()
-        reports = Reports()
-        listener = AE(ae_title="MODALITY")
-        listener.add_supported_context(STORAGE_COMMITMENT, scu_role=False, scp_role=True)
-        server = listener.start_server(("127.0.0.1", self.listenPort), block=False,
-                                       evt_handlers=[(evt.EVT_N_EVENT_REPORT, reports.handle)])
-        self.addCleanup(server.shutdown)
+        reports = self.listen()
         self.server.start()
         eventType, report, onRequestor = reports.wait()
         self.assertEqual((eventType, onRequestor), (1, False))

@@ -7,6 +7,8 @@ from pynetdicom.pdu import A_ASSOCIATE_RQ
 from pynetdicom.pdu_primitives import (
     A_ASSOCIATE, AsynchronousOperationsWindowNegotiation, ImplementationClassUIDNotification,
     MaximumLengthNotification, SCP_SCU_RoleSelectionNegotiation)
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
 from pynetdicom.presentation import PresentationContext
 
 from pacscore.dicom import commands, pdu
@@ -102,3 +104,20 @@ def readMessages(data):
                     messages.append((pending[0], pending[1], bytes(dataset)))
                     dataset = bytearray()
     return messages
+
+
+def commitmentRequest(references, transaction=None):
+    """A Storage Commitment N-ACTION data set referencing ``references``
+    (class, instance) pairs, with ``transaction`` as its Transaction UID (a
+    new one when None, none when empty)."""
+    request = Dataset()
+    transaction = generate_uid() if transaction is None else transaction
+    if transaction:
+        request.TransactionUID = transaction
+    request.ReferencedSOPSequence = []
+    for sopClass, sop in references:
+        item = Dataset()
+        item.ReferencedSOPClassUID = sopClass
+        item.ReferencedSOPInstanceUID = sop
+        request.ReferencedSOPSequence.append(item)
+    return request

@@ -3,7 +3,6 @@ the table of requests whose report is still owed."""
 
 from types import SimpleNamespace
 
-from pydicom.dataset import Dataset
 from sqlalchemy import create_engine
 from twisted.trial import unittest
 
@@ -13,6 +12,7 @@ from pacscore.dicom.commitment import (
     INVALID_ARGUMENT_VALUE, NO_SUCH_ACTION, STORAGE_COMMITMENT, STORAGE_COMMITMENT_INSTANCE, BadCommitmentRequest,
     PendingCommitments, readCommitmentRequest)
 from pacscore.dicom.datasets import encodeDataset
+from tests.pacscore.dicom.requests import commitmentRequest
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 
@@ -23,16 +23,7 @@ def actionCommand(actionType=1):
 
 
 def requestData(transaction, references):
-    dataset = Dataset()
-    if transaction:
-        dataset.TransactionUID = transaction
-    dataset.ReferencedSOPSequence = []
-    for sopClass, sop in references:
-        item = Dataset()
-        item.ReferencedSOPClassUID = sopClass
-        item.ReferencedSOPInstanceUID = sop
-        dataset.ReferencedSOPSequence.append(item)
-    return encodeDataset(dataset, EXPLICIT_VR_LITTLE_ENDIAN)
+    return encodeDataset(commitmentRequest(references, transaction), EXPLICIT_VR_LITTLE_ENDIAN)
 
 
 class ReadCommitmentRequestTests(unittest.TestCase):

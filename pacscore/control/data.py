@@ -12,7 +12,7 @@ worklist intake as the MLLP listener does; ``forward`` sends a stored file
 as the export queue forwards it; ``prefetch`` reads a patient's files once
 (``LocalActions.prefetch``).  Files are read and written in the I/O pool;
 only regular files are read (a FIFO or a device would block it), and an
-HL7 file of at most ``HL7_LIMIT`` bytes.
+HL7 file of at most ``HL7_FILE_LIMIT`` bytes (pacscore.hl7.dropfolder).
 """
 
 import errno
@@ -35,13 +35,10 @@ from pacscore.dicom.datasets import IdentifierError, decodeDataset, encodeDatase
 from pacscore.dicom.uids import isUID
 from pacscore.export.forwarder import ForwardError
 from pacscore.export.queue import Action, Target
-from pacscore.hl7.dropfolder import applyMessages
+from pacscore.hl7.dropfolder import applyMessages, readMessages
 from pacscore.storage.attributes import DatasetError, readAttributes
 from pacscore.storage.part10 import readFileMeta
 from pacscore.storage.store import SOP_CLASS_UID, SOP_INSTANCE_UID, IncomingObject, StoreError
-
-
-HL7_LIMIT = 64 << 20
 
 
 def openRegularFile(path):
@@ -55,12 +52,9 @@ def openRegularFile(path):
 
 
 def readHL7(path):
-    """In the I/O pool: the bytes of an HL7 file of at most ``HL7_LIMIT`` bytes."""
+    """In the I/O pool: the raw messages of a regular HL7 file."""
     with openRegularFile(path) as f:
-        data = f.read(HL7_LIMIT + 1)
-    if len(data) > HL7_LIMIT:
-        raise OSError(errno.EFBIG, f"larger than {HL7_LIMIT >> 20} MB")
-    return data
+        return readMessages(f)
 
 
 def readFile(path):
@@ -173,10 +167,10 @@ class LoadHL7(AsyncControlCommand):
         archive = context.archive
         path = inputPath(archive, arguments.strip())
         try:
-            data = await archive.workers.deferToWorker(readHL7, path)
+            messages = await archive.workers.deferToWorker(readHL7, path)
         except OSError as e:
             raise CommandError(f"cannot read {path}: {e.strerror or e}") from e
-        outcomes = await applyMessages(archive.hl7Intake, data)
+        outcomes = await applyMessages(archive.hl7Intake, messages)
         if not outcomes:
             raise CommandError(f"no HL7 message (no MSH segment) in {path}")
         lines = [f"message {number}: {outcome.code} {outcome.text}"

@@ -7,9 +7,11 @@ several messages; they are applied in order like MLLP messages, then the
 file moves to ``processed/`` when every message was accepted (AA) or to
 ``failed/`` otherwise, with a log line per file saying why.  Files whose
 name starts with a dot or that changed in the last second (still being
-written) wait for the next scan.
+written) wait for the next scan.  Files are read and cut into messages in
+the I/O pool; one over ``HL7_FILE_LIMIT`` bytes goes to ``failed/`` unread.
 """
 
+import errno
 import os
 import time
 
@@ -21,6 +23,7 @@ from pacscore.hl7.message import splitMessages
 PROCESSED = "processed"
 FAILED = "failed"
 SETTLE_SECONDS = 1.0
+HL7_FILE_LIMIT = 64 << 20
 
 
 class DropFolder:
@@ -74,13 +77,19 @@ class DropFolder:
         of ``Outcome``s of its messages."""
         path = os.path.join(self.path, name)
         try:
-            data = yield self.workers.deferToWorker(_read, path)
+            messages = yield self.workers.deferToWorker(_readMessages, path)
         except OSError as e:
-            self.log.error("HL7 drop folder: cannot read {path}: {error}", path=path, error=e)
-            return []
-        outcomes = yield applyMessages(self.intake, data)
+            if e.errno != errno.EFBIG:
+                self.log.error("HL7 drop folder: cannot read {path}: {error}", path=path, error=e)
+                return []
+            messages, tooLarge = [], e.strerror
+        else:
+            tooLarge = None
+        outcomes = yield applyMessages(self.intake, messages)
         failed = [o for o in outcomes if o.code != "AA"]
-        if not outcomes:
+        if tooLarge:
+            target, why = FAILED, tooLarge
+        elif not outcomes:
             target, why = FAILED, "no HL7 message (no MSH segment) in the file"
         elif failed:
             target = FAILED
@@ -94,18 +103,27 @@ class DropFolder:
 
 
 @defer.inlineCallbacks
-def applyMessages(intake, data):
-    """Apply the messages of a file's bytes in order; fires with their Outcomes."""
+def applyMessages(intake, messages):
+    """Apply raw messages in order; fires with their Outcomes."""
     outcomes = []
-    for raw in splitMessages(data):
+    for raw in messages:
         outcome = yield intake.process(raw)
         outcomes.append(outcome)
     return outcomes
 
 
-def _read(path):
+def readMessages(file):
+    """In the I/O pool: the raw messages of an open HL7 file; OSError
+    EFBIG when it holds over ``HL7_FILE_LIMIT`` bytes."""
+    data = file.read(HL7_FILE_LIMIT + 1)
+    if len(data) > HL7_FILE_LIMIT:
+        raise OSError(errno.EFBIG, f"larger than {HL7_FILE_LIMIT >> 20} MB")
+    return splitMessages(data)
+
+
+def _readMessages(path):
     with open(path, "rb") as f:
-        return f.read()
+        return readMessages(f)
 
 
 def _moveInto(path, folder):

@@ -8,7 +8,7 @@ from sqlalchemy import select
 from twisted.internet import defer
 from twisted.trial import unittest
 
-from pacscore.control import data
+from pacscore.hl7 import dropfolder
 from pacscore.control.context import CommandError
 from pacscore.testing.corpus import generateCorpus
 from pacscore.testing.orders import orderMessage, writeMessages
@@ -250,7 +250,7 @@ class SpecialFileTests(unittest.TestCase):
     def test_loadhl7RefusesAFileOverTheLimit(self):
         path = os.path.abspath(self.mktemp())
         writeMessages(path, [orderMessage("MSG1", "ACC1", "P1", "Doe^John")])
-        self.patch(data, "HL7_LIMIT", os.path.getsize(path) - 1)
+        self.patch(dropfolder, "HL7_FILE_LIMIT", os.path.getsize(path) - 1)
         error = yield self.assertFailure(self.running.run(commands.loadHL7, path), CommandError)
         self.assertIn(f"cannot read {path}: larger than", str(error))
         self.assertEqual((yield self.running.count("worklist")), 0)

@@ -6,11 +6,13 @@ import random
 
 from sqlalchemy import select
 from twisted.internet import defer
+from twisted.logger import Logger, formatEvent
 from twisted.trial import unittest
 
 from pacscore.config.dicomsql import DatabaseLayout
 from pacscore.db.index import Index
 from pacscore.db.worklistitems import WorklistItems
+from pacscore.hl7 import dropfolder
 from pacscore.hl7.dropfolder import FAILED, PROCESSED, DropFolder
 from pacscore.hl7.intake import WorklistIntake
 from pacscore.hl7.mapping import WorklistMapping
@@ -148,3 +150,17 @@ class DropFolderTests(IntakeTestCase):
             self.drop("a.hl7", [orderMessage(f"M{number}", f"ACC{number}", "P1", "A^B")])
             self.successResultOf(self.folder.scan())
         self.assertEqual(sorted(os.listdir(os.path.join(self.path, PROCESSED))), ["a.hl7", "a.hl7.1"])
+
+    def test_fileOverTheLimitFailsUnread(self):
+        """A file over HL7_FILE_LIMIT bytes is not read into memory: it moves
+        to failed/ with a log line saying why, and applies nothing."""
+        self.drop("big.hl7", [orderMessage("M1", "ACC1", "P1", "A^B")])
+        self.patch(dropfolder, "HL7_FILE_LIMIT", os.path.getsize(os.path.join(self.path, "big.hl7")) - 1)
+        logged = []
+        self.patch(DropFolder, "log", Logger(observer=logged.append))
+        self.successResultOf(self.folder.scan())
+        self.assertEqual(self.rows(), {})
+        self.assertEqual(os.listdir(os.path.join(self.path, FAILED)), ["big.hl7"])
+        self.assertEqual([formatEvent(event) for event in logged if "big.hl7" in formatEvent(event)],
+                         [f"HL7 drop folder: big.hl7 -> {os.path.join(self.path, FAILED, 'big.hl7')}: "
+                          "larger than 0 MB"])

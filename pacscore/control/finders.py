@@ -40,7 +40,6 @@ from pacscore.control.stored import exactValue, isLocal, storedName, uidValue
 from pacscore.db.query import (
     PATIENT_ID, SERIES_INSTANCE_UID, SOP_CLASS_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, QueryKey)
 from pacscore.dicom.client import associate, nodeEndpoint
-from pacscore.dicom.datasets import decodeDataset
 from pacscore.dicom.models import PATIENT_ROOT_FIND, STUDY_ROOT_FIND
 
 SUCCESS = 0x0000
@@ -79,12 +78,14 @@ class LocalIndex:
 
 
 class RemoteArchive:
-    """An AE of acrnema.map asked with C-FINDs on one association."""
+    """An AE of acrnema.map asked with C-FINDs on one association; its
+    matches are decoded in ``workers`` (the archive's I/O pool)."""
 
     log = Logger()
 
-    def __init__(self, protocol):
+    def __init__(self, protocol, workers):
         self.protocol = protocol
+        self.workers = workers
 
     @classmethod
     async def open(cls, archive, ae):
@@ -98,7 +99,7 @@ class RemoteArchive:
                                        titleStyle=archive.titleStyle, endpoint=nodeEndpoint(archive.reactor, node))
         except Exception as e:
             raise CommandError(f"cannot associate with {node.ae} at {node.host}:{node.port}: {e}") from e
-        return cls(protocol)
+        return cls(protocol, archive.workers)
 
     async def find(self, level, keys):
         identifier = Dataset()
@@ -106,20 +107,14 @@ class RemoteArchive:
         for key in keys:
             identifier.add_new(key.tag, key.vr, key.value)
         tags = [key.tag for key in keys]
-        matches = []
-
-        def onMatch(data, syntax):
-            dataset = decodeDataset(data, syntax)
-            matches.append({tag: _text(dataset.get(tag)) for tag in tags})
-
         model = PATIENT_ROOT_FIND if level == "PATIENT" else STUDY_ROOT_FIND
         try:
-            status = await self.protocol.find(model, identifier, onMatch)
+            status, matches = await self.protocol.findMatches(model, identifier, self.workers.deferToWorker)
         except Exception as e:
             raise CommandError(f"C-FIND on {self.protocol.association.calledAE} failed: {e}") from e
         if status != SUCCESS:
             raise CommandError(f"C-FIND on {self.protocol.association.calledAE} ended with status 0x{status:04X}")
-        return matches
+        return [{tag: _text(match.get(tag)) for tag in tags} for match in matches]
 
     def close(self):
         return self.protocol.release()

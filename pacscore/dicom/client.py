@@ -17,7 +17,7 @@ from twisted.internet import defer
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 
 from pacscore.dicom import commands, pdu
-from pacscore.dicom.datasets import encodeDataset
+from pacscore.dicom.datasets import decodeDataset, encodeDataset
 from pacscore.dicom.negotiation import PLAIN_TITLES, accepted, refusal, requestPDU
 from pacscore.dicom.protocol import (
     AWAITING_ASSOCIATE_AC, AWAITING_RELEASE_RP, ESTABLISHED, PRIORITY_MEDIUM, AssociationLost,
@@ -106,6 +106,19 @@ class DicomClientProtocol(DicomProtocol):
         d = self._query(commands.C_FIND_RQ, sopClassUID, identifier,
                         onPending=None if onMatch is None else self._matchCallback(sopClassUID, onMatch))
         return d.addCallback(_status)
+
+    def findMatches(self, sopClassUID, identifier, inThread, adjust=None):
+        """C-FIND collecting its matches: fires with ``(status, [Dataset])``,
+        the matches decoded (and passed through ``adjust(dataset)``) by
+        ``inThread(function, *args)`` (a thread pool's Deferred-returning
+        runner) once the final response has come; fails with
+        IdentifierError when one cannot be decoded."""
+        received = []
+
+        def decoded(status):
+            return inThread(_decodeMatches, received, adjust).addCallback(lambda matches: (status, matches))
+        return self.find(sopClassUID, identifier, lambda data, syntax: received.append((data, syntax))).addCallback(
+            decoded)
 
     def _matchCallback(self, sopClassUID, onMatch):
         _, syntax = self.contextFor(sopClassUID)
@@ -206,6 +219,11 @@ def numberContexts(contexts):
     if len(contexts) > 128:
         raise ValueError(f"{len(contexts)} presentation contexts proposed; at most 128 fit")
     return {2 * n + 1: (abstract, list(syntaxes)) for n, (abstract, syntaxes) in enumerate(contexts)}
+
+
+def _decodeMatches(received, adjust):
+    matches = [decodeDataset(data, syntax) for data, syntax in received]
+    return matches if adjust is None else [adjust(match) for match in matches]
 
 
 def associate(reactor, host, port, callingAE, calledAE, contexts, roles=None, services=None,

@@ -39,6 +39,7 @@ from typing import NamedTuple
 
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
+from twisted.internet import threads
 from twisted.logger import Logger
 
 from pacscore.codecs.syntaxes import UNCOMPRESSED
@@ -185,11 +186,12 @@ class VirtualServers:
                                        self.dimseTimeout, self.endpointFor, self.titleStyle)
         return KodakPatientIDs(protocol) if server.fixKodak else protocol
 
+    def _inThread(self, function, *args):
+        return threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), function, *args)
+
     async def _find(self, protocol, sopClass, identifier):
         """The matches (Datasets) of one C-FIND on an open association."""
-        matches = []
-        status = await protocol.find(sopClass, identifier,
-                                     lambda data, syntax: matches.append(decodeDataset(data, syntax)))
+        status, matches = await protocol.findMatches(sopClass, identifier, self._inThread)
         if status != SUCCESS:
             raise VirtualServerError(f"C-FIND ended with status 0x{status:04X}")
         return matches
@@ -361,11 +363,9 @@ class KodakPatientIDs:
     def __getattr__(self, name):  # release, abortAssociation ...
         return getattr(self.protocol, name)
 
-    def find(self, sopClassUID, identifier, onMatch):
-        def fixed(data, syntax):
-            match = decodeDataset(data, syntax)
-            onMatch(encodeDataset(_withPatientID(match, kodakToNKI), syntax), syntax)
-        return self.protocol.find(sopClassUID, _withPatientID(identifier, nkiToKodak), fixed)
+    def findMatches(self, sopClassUID, identifier, inThread):
+        return self.protocol.findMatches(sopClassUID, _withPatientID(identifier, nkiToKodak), inThread,
+                                         lambda match: _withPatientID(match, kodakToNKI))
 
     def move(self, sopClassUID, identifier, destination, onPending=None):
         return self.protocol.move(sopClassUID, _withPatientID(identifier, nkiToKodak), destination, onPending)

@@ -41,7 +41,7 @@ from pacscore.codecs.transcode import TranscodeError
 from pacscore.dicom import commands
 from pacscore.dicom.client import NodeUnreachable, associateNode
 from pacscore.dicom.negotiation import PLAIN_TITLES, TitleStyle
-from pacscore.dicom.datasets import IdentifierError, decodeDataset
+from pacscore.dicom.datasets import IdentifierError
 from pacscore.dicom.models import PATIENT_ROOT_FIND, PATIENT_ROOT_MOVE
 from pacscore.dicom.protocol import ESTABLISHED
 from pacscore.dicom.retrieve import choices, contextsFor, convertToFirst
@@ -340,16 +340,10 @@ class Forwarder:
     async def _find(self, protocol, queryLevel, identifier):
         """The C-MOVE identifiers of the entities a C-FIND matches."""
         keywords = [LEVEL_KEYS[level][2] for level in LEVELS[:LEVELS.index(queryLevel) + 1]]
-        found = {}
-
-        def onMatch(data, syntax):
-            match = decodeDataset(data, syntax)
-            values = tuple(str(match.get(keyword, "") or "") for keyword in keywords)
-            found[values] = None
-
-        status = await protocol.find(PATIENT_ROOT_FIND, identifier, onMatch)
+        status, matches = await protocol.findMatches(PATIENT_ROOT_FIND, identifier, self.workers.deferToWorker)
         if status != SUCCESS:
             raise ForwardError(f"C-FIND on {protocol.association.calledAE} ended with status 0x{status:04X}")
+        found = dict.fromkeys(tuple(str(match.get(keyword, "") or "") for keyword in keywords) for match in matches)
         requests = []
         for values in found:
             request = Dataset()

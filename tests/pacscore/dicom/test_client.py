@@ -148,6 +148,19 @@ class ClientTests(unittest.TestCase):
         self.assertEqual([m.PatientID for m in matches], ["P0", "P1", "P2"])
         self.assertEqual(self.finder.identifiers[0].PatientID, "*")
 
+    def test_findMatchesDecodesInThePoolGiven(self):
+        """The matches are decoded after the final response, by the runner
+        given (a thread pool's), and passed through ``adjust``."""
+        association = self.connect([(STUDY_FIND, [IMPLICIT])])
+        ran = []
+
+        def inThread(function, *args):
+            ran.append(len(args[0]))
+            return defer.maybeDeferred(function, *args)
+        status, matches = self.settle(association.findMatches(STUDY_FIND, Dataset(), inThread,
+                                                              lambda match: match.PatientID))
+        self.assertEqual((status, matches, ran), (0, ["P0", "P1", "P2"], [3]))
+
     def test_cancel(self):
         self.finder.matches = 100
         association = self.connect([(STUDY_FIND, [IMPLICIT])])

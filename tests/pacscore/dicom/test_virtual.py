@@ -55,11 +55,9 @@ class VirtualServerTests(unittest.TestCase):
             def __init__(self):
                 self.sent, self.released = [], False
 
-            def find(self, sopClass, identifier, onMatch):
+            def findMatches(self, sopClass, identifier, inThread, adjust):
                 self.sent.append(identifier)
-                for patientID in ("01234567", "PAT9"):
-                    onMatch(encodeDataset(study("1.1", patientID), EXPLICIT), EXPLICIT)
-                return defer.succeed(0)
+                return defer.succeed((0, [adjust(study("1.1", patientID)) for patientID in ("01234567", "PAT9")]))
 
             def move(self, sopClass, identifier, destination, onPending=None):
                 self.sent.append(identifier)
@@ -71,8 +69,8 @@ class VirtualServerTests(unittest.TestCase):
         association = Association()
         kodak = KodakPatientIDs(association)
         request = study("1.1", "1234567")
-        matches = []
-        kodak.find(STUDY_ROOT_FIND, request, lambda data, syntax: matches.append(decodeDataset(data, syntax)))
+        status, matches = self.successResultOf(kodak.findMatches(STUDY_ROOT_FIND, request, None))
+        self.assertEqual(status, 0)
         kodak.move(PATIENT_ROOT_MOVE, request, "FRONT")
         kodak.release()
         self.assertEqual([ds.PatientID for ds in association.sent], ["01234567", "01234567"])

@@ -137,6 +137,9 @@
     { 0x0040, 0x0010, "SchedStationName", 16, SQL_C_CHAR, DT_STR, "OBR.24" },
     { 0x0040, 0x0011, "SchedPSLocation", 16, SQL_C_CHAR, DT_STR, "---" },
     { 0x0040, 0x0012, "PreMedication", 64, SQL_C_CHAR, DT_STR, "---" },
+# pacs: uncomment the next line (then dgate --initializetables:2) for a Scheduled Procedure Step
+# Status that new orders set to SCHEDULED and MPPS to STARTED, COMPLETED or DISCONTINUED
+#   { 0x0040, 0x0020, "SchedPSStatus", 16, SQL_C_CHAR, DT_STR, "---" },
     { 0x0040, 0x0400, "SchedPSComments", 64, SQL_C_CHAR, DT_STR, "---" },
     { 0x0040, 0x0100, "-----", 0, SQL_C_CHAR, DT_ENDSEQUENCE, "---" },
     { 0x0040, 0x1001, "ReqProcID", 16, SQL_C_CHAR, DT_STR, "OBR.4.0" },

@@ -312,7 +312,8 @@ class Archive:
         find = FindService(self.index, self.query, self.aeTitle, self.reactor, self.counters,
                            requestHook=hooks("QueryConverter0"), resultHook=hooks("QueryResultConverter0"),
                            virtual=virtual)
-        mpps = MppsService(self.procedureSteps, self.converterServices.uidMap.prefix, self.counters)
+        mpps = MppsService(self.procedureSteps, self.converterServices.uidMap.prefix, self.counters,
+                           worklist=self.worklistItems)
         services = {
             commands.C_ECHO_RQ: EchoService(),
             commands.C_STORE_RQ: storage,

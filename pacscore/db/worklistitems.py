@@ -15,6 +15,11 @@ item is updated, so a Study Instance UID handed to a modality stays valid.
 All items of one message are applied in one transaction of the index
 writer: a message is applied whole or not at all.
 
+When dicom.sql gives the worklist a Scheduled Procedure Step Status
+(0040,0020) column, a new item is SCHEDULED (unless its order says
+otherwise) and ``markPerformed`` sets it from the modality's MPPS
+(``pacscore.dicom.mpps``), so a worklist query can leave out started items.
+
 ``lookup`` is for ``WorkListMode``: it runs in the calling (I/O) thread.
 ``runWrite`` (default: the index's group-commit writer) can be replaced,
 e.g. by tests that apply orders synchronously.
@@ -31,6 +36,8 @@ DELETE_CONTROLS = frozenset(("CA", "DC", "OC", "CR", "DR", "OD"))
 ORDER_CONTROLS = INSERT_CONTROLS | UPDATE_CONTROLS | DELETE_CONTROLS
 
 ACCESSION_NUMBER = 0x00080050
+STEP_STATUS = 0x00400020
+SCHEDULED = "SCHEDULED"
 
 
 class OrderRefused(Exception):
@@ -58,8 +65,13 @@ class WorklistItems:
         self.generatedColumns = frozenset(generatedColumns)
         dicomColumns = [c for c in index.layout.worklist if not c.isSequenceMarker]
         self.tagOf = {c.name: c.tag for c in dicomColumns}
-        names = [c.name for c in dicomColumns if c.tag == ACCESSION_NUMBER]
-        self.accessionColumn = names[0] if names else None
+        self.accessionColumn = self._columnOf(dicomColumns, ACCESSION_NUMBER)
+        self.statusColumn = self._columnOf(dicomColumns, STEP_STATUS)
+
+    @staticmethod
+    def _columnOf(columns, tag):
+        names = [c.name for c in columns if c.tag == tag]
+        return names[0] if names else None
 
     def apply(self, orders):
         """Deferred firing with one ``Applied`` per order once committed;
@@ -87,11 +99,25 @@ class WorklistItems:
         if existing is None:
             if order.control in UPDATE_CONTROLS:
                 raise OrderRefused(f"order {order.control}: no worklist item with accession number {accession}")
+            if self.statusColumn is not None and not values.get(self.statusColumn):
+                values[self.statusColumn] = SCHEDULED
             connection.execute(insert(self.table).values(values))
             return Applied(order.control, accession, "inserted")
         kept = {name: value for name, value in values.items() if name not in self.generatedColumns}
         connection.execute(update(self.table).where(key == accession).values(kept))
         return Applied(order.control, accession, "updated" if order.control in UPDATE_CONTROLS else "replaced")
+
+    def markPerformed(self, connection, accessions, status):
+        """In the writer: set the Scheduled Procedure Step Status of the
+        items of ``accessions`` to ``status``; the accession numbers of
+        those there are (none without a status column)."""
+        if self.statusColumn is None or self.accessionColumn is None or not accessions:
+            return []
+        key = self.table.c[self.accessionColumn]
+        found = sorted({row[0] for row in connection.execute(select(key).where(key.in_(accessions)))})
+        if found:
+            connection.execute(update(self.table).where(key.in_(found)).values({self.statusColumn: status}))
+        return found
 
     def lookup(self, accessionNumber):
         """In the calling thread: ``{tag: value}`` of the non-empty columns of

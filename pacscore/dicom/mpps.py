@@ -11,6 +11,12 @@ writer before the answer.  The standard's rules answer the rest: a create
 not IN PROGRESS is 0x0106, a second create of an instance 0x0111, a set
 of an unknown one 0x0112, a set after COMPLETED or DISCONTINUED 0x0110
 (Error ID 0xA710, "may no longer be updated").
+
+In the same transaction, the worklist items of the step's scheduled steps
+(by the Accession Numbers of its Scheduled Step Attributes Sequence) get
+the Scheduled Procedure Step Status its status means - STARTED, COMPLETED
+or DISCONTINUED, as dcm4chee sets them - when dicom.sql gives the worklist
+a (0040,0020) column (``WorklistItems.markPerformed``).
 """
 
 from pydicom.dataset import Dataset
@@ -27,6 +33,8 @@ from pacscore.dicom.datasets import IdentifierError, decodeDataset, encodeDatase
 MPPS = "1.2.840.10008.3.1.2.3.3"
 IN_PROGRESS, COMPLETED, DISCONTINUED = "IN PROGRESS", "COMPLETED", "DISCONTINUED"
 STATUSES = (IN_PROGRESS, COMPLETED, DISCONTINUED)
+# the Scheduled Procedure Step Status (0040,0020) of a worklist item whose step is performed
+SCHEDULED_STEP_STATUS = {IN_PROGRESS: "STARTED", COMPLETED: "COMPLETED", DISCONTINUED: "DISCONTINUED"}
 
 SUCCESS = 0x0000
 INVALID_ATTRIBUTE_VALUE = 0x0106
@@ -80,6 +88,12 @@ def shownValues(dataset):
     return {column: _text(scheduled[0] if inScheduled else dataset, keyword) for column, keyword, inScheduled in SHOWN}
 
 
+def scheduledAccessions(dataset):
+    """The Accession Numbers of the scheduled steps a step performs."""
+    items = dataset.get("ScheduledStepAttributesSequence", None) or []
+    return sorted({_text(item, "AccessionNumber") for item in items} - {""})
+
+
 def stepStatus(dataset, required):
     """The Performed Procedure Step Status of ``dataset`` (None when absent
     and not ``required``); StepRefused otherwise."""
@@ -111,7 +125,7 @@ class StepTable(OwnTable):
 
     def update(self, connection, uid, changes):
         """In the writer: apply the attributes of ``changes`` to the step
-        ``uid``; its new status. StepRefused for an unknown or ended step."""
+        ``uid``; its new data set. StepRefused for an unknown or ended step."""
         table = self.table
         row = connection.execute(select(table.c.Status, table.c.Dataset).where(table.c.SOPInstanceUID == uid)).first()
         if row is None:
@@ -126,7 +140,7 @@ class StepTable(OwnTable):
         connection.execute(table.update().where(table.c.SOPInstanceUID == uid).values(
             Status=status, Updated=self.clock(), Dataset=encodeDataset(dataset, EXPLICIT_VR_LITTLE_ENDIAN),
             **shownValues(dataset)))
-        return status
+        return dataset
 
     def steps(self, connection, limit):
         """In a reader: the last ``limit`` steps started, newest first, as dicts."""
@@ -141,8 +155,9 @@ class MppsService:
 
     log = Logger()
 
-    def __init__(self, steps, uidPrefix=None, counters=None):
+    def __init__(self, steps, uidPrefix=None, counters=None, worklist=None):
         self.steps = steps
+        self.worklist = worklist  # WorklistItems
         self.uidPrefix = uidPrefix
         self.counters = counters if counters is not None else {}
 
@@ -158,7 +173,7 @@ class MppsService:
             data = self._decode(protocol, contextId, dataset)
             if stepStatus(data, required=True) != IN_PROGRESS:
                 raise StepRefused("a step is created IN PROGRESS", INVALID_ATTRIBUTE_VALUE)
-            await self.steps.index.runWrite(self.steps.create, uid, data, callingAE)
+            marked = await self.steps.index.runWrite(self._createStep, uid, data, callingAE)
         except StepRefused as e:
             return self._refuse(protocol, contextId, command, commands.N_CREATE_RSP, uid, e)
         self.counters["mppsCreated"] = self.counters.get("mppsCreated", 0) + 1
@@ -167,6 +182,7 @@ class MppsService:
                       "{accession})", uid=uid, ae=callingAE, modality=shown["Modality"] or "?",
                       station=shown["StationAE"] or "?", patient=shown["PatientID"],
                       accession=shown["AccessionNumber"] or "-")
+        self._logMarked(uid, marked, IN_PROGRESS)
         protocol.sendMessage(contextId, commands.response(command, commands.N_CREATE_RSP, SUCCESS, {
             commands.AFFECTED_SOP_CLASS_UID: MPPS, commands.AFFECTED_SOP_INSTANCE_UID: uid}))
 
@@ -175,13 +191,36 @@ class MppsService:
         try:
             changes = self._decode(protocol, contextId, dataset)
             stepStatus(changes, required=False)
-            status = await self.steps.index.runWrite(self.steps.update, uid, changes)
+            status, marked = await self.steps.index.runWrite(self._updateStep, uid, changes)
         except StepRefused as e:
             return self._refuse(protocol, contextId, command, commands.N_SET_RSP, uid, e)
         self.counters["mppsUpdated"] = self.counters.get("mppsUpdated", 0) + 1
         self.log.info("MPPS {uid} from {ae}: {status}", uid=uid, ae=protocol.association.callingAE, status=status)
+        self._logMarked(uid, marked, status)
         protocol.sendMessage(contextId, commands.response(command, commands.N_SET_RSP, SUCCESS, {
             commands.AFFECTED_SOP_INSTANCE_UID: uid}))
+
+    def _createStep(self, connection, uid, data, callingAE):
+        """In the writer: record a new step; the worklist items it marked."""
+        self.steps.create(connection, uid, data, callingAE)
+        return self._mark(connection, data, IN_PROGRESS)
+
+    def _updateStep(self, connection, uid, changes):
+        """In the writer: apply an N-SET; the step's status and the
+        worklist items it marked."""
+        dataset = self.steps.update(connection, uid, changes)
+        status = stepStatus(dataset, required=True)
+        return status, self._mark(connection, dataset, status)
+
+    def _mark(self, connection, dataset, status):
+        if self.worklist is None:
+            return []
+        return self.worklist.markPerformed(connection, scheduledAccessions(dataset), SCHEDULED_STEP_STATUS[status])
+
+    def _logMarked(self, uid, marked, status):
+        if marked:
+            self.log.info("MPPS {uid}: worklist item(s) {accessions} now {status}", uid=uid,
+                          accessions=", ".join(marked), status=SCHEDULED_STEP_STATUS[status])
 
     def _decode(self, protocol, contextId, dataset):
         if dataset is None:

@@ -1,8 +1,10 @@
 """Modality Performed Procedure Step against a running ``twistd -n pacs``,
 with pynetdicom as the modality (DCMTK has no MPPS SCU): a step created IN
 PROGRESS and set COMPLETED with its series, kept across a restart and
-listed on the web page; the standard's refusals."""
+listed on the web page; the standard's refusals; the worklist item's
+Scheduled Procedure Step Status following the step."""
 
+import os
 import urllib.request
 
 from pydicom.dataset import Dataset
@@ -10,7 +12,10 @@ from pydicom.uid import generate_uid
 from pynetdicom import AE
 from twisted.trial import unittest
 
+from pacscore.testing.orders import orderMessage, writeMessages
 from tests.interop.server import PacsServer
+from tests.interop.test_worklist import acks, worklistFind
+from tests.pacscore.db.test_worklistitems import uncommentStepStatus
 
 MPPS = "1.2.840.10008.3.1.2.3.3"
 
@@ -48,16 +53,22 @@ def completed():
     return changes
 
 
-class MppsTests(unittest.TestCase):
+class ModalityTestCase(unittest.TestCase):
+    """A pacs and an association from the modality CT1 proposing MPPS."""
 
     def setUp(self):
-        self.server = PacsServer(self.mktemp()).start()
+        self.server = PacsServer(self.mktemp())
+        self.configure(self.server.workdir)
+        self.server.start()
         self.addCleanup(self.server.stop)
         ae = AE(ae_title="CT1")
         ae.add_requested_context(MPPS)
         self.association = ae.associate("127.0.0.1", self.server.port, ae_title="PACS")
         self.assertTrue(self.association.is_established)
         self.addCleanup(self.association.release)
+
+    def configure(self, workdir):
+        """Change the configuration files in ``workdir`` before pacs starts."""
 
     def create(self, step, uid=None):
         status, _ = self.association.send_n_create(step, MPPS, uid or generate_uid())
@@ -71,6 +82,9 @@ class MppsTests(unittest.TestCase):
         with urllib.request.urlopen(f"http://127.0.0.1:{self.server.webPort}/cgi-bin/dgate?mode=querympps",
                                     timeout=30) as response:
             return response.read().decode()
+
+
+class MppsTests(ModalityTestCase):
 
     def test_createdThenCompleted(self):
         uid = generate_uid()
@@ -104,3 +118,41 @@ class MppsTests(unittest.TestCase):
         self.assertEqual(self.create(missing).Status, 0x0120)
         self.assertIn("refused (0x0111): performed procedure step", self.server.log())
         self.assertIn("<td>IN PROGRESS</td>", self.page())
+
+
+class WorklistStatusTests(ModalityTestCase):
+    """With a Scheduled Procedure Step Status column in dicom.sql's
+    worklist, an HL7 order is SCHEDULED and the modality's MPPS marks it
+    STARTED then COMPLETED, as findscu -W sees it."""
+
+    def configure(self, workdir):
+        path = os.path.join(workdir, "dicom.sql")
+        with open(path) as f:
+            text = f.read()
+        with open(path, "w") as f:
+            f.write(uncommentStepStatus(text))
+
+    def statuses(self, *status):
+        """``{accession: status}`` of the worklist items findscu -W finds
+        (with the status key ``status``, when given)."""
+        matches = worklistFind(self.server, ["AccessionNumber"],
+                               sequenceKeys=[f"ScheduledProcedureStepStatus={value}" for value in status] or
+                               ["ScheduledProcedureStepStatus"])
+        return {str(m.AccessionNumber): m.ScheduledProcedureStepSequence[0].ScheduledProcedureStepStatus
+                for m in matches}
+
+    def test_mppsMarksTheWorklistItem(self):
+        path = os.path.join(self.server.workdir, "orders.hl7")
+        writeMessages(path, [orderMessage("MSG1", "ACC-MPPS-1", "PATMPPS", "Mpps^Test", modality="CT"),
+                             orderMessage("MSG2", "ACC-MPPS-2", "PATMPPS2", "Other^Test", modality="CT")])
+        self.assertEqual(acks(self.server.sendHL7(path)), [("AA", "MSG1"), ("AA", "MSG2")])
+        self.assertEqual(self.statuses(), {"ACC-MPPS-1": "SCHEDULED", "ACC-MPPS-2": "SCHEDULED"})
+        uid = generate_uid()
+        self.assertEqual(self.create(inProgress(), uid).Status, 0x0000)
+        self.assertEqual(self.statuses(), {"ACC-MPPS-1": "STARTED", "ACC-MPPS-2": "SCHEDULED"})
+        self.assertEqual(self.statuses("SCHEDULED"), {"ACC-MPPS-2": "SCHEDULED"})
+        self.assertEqual(self.set(completed(), uid).Status, 0x0000)
+        self.assertEqual(self.statuses(), {"ACC-MPPS-1": "COMPLETED", "ACC-MPPS-2": "SCHEDULED"})
+        log = self.server.log()
+        self.assertIn(f"MPPS {uid}: worklist item(s) ACC-MPPS-1 now STARTED", log)
+        self.assertIn(f"MPPS {uid}: worklist item(s) ACC-MPPS-1 now COMPLETED", log)

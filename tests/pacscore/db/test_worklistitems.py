@@ -26,6 +26,13 @@ def runNow(index):
     return run
 
 
+def uncommentStepStatus(text):
+    """etc/dicom.sql's text with its Scheduled Procedure Step Status line in use."""
+    commented = '#   { 0x0040, 0x0020, "SchedPSStatus"'
+    assert commented in text
+    return text.replace(commented, '    { 0x0040, 0x0020, "SchedPSStatus"')
+
+
 def order(control, accession, **values):
     return OrderItem(control, dict({"AccessionNumber": accession}, **values))
 
@@ -107,3 +114,36 @@ class WorklistItemsTests(unittest.TestCase):
         self.addCleanup(self.index.stop)
         return items.apply([order("NW", "A5", PatientName="X^Y")]).addCallback(
             lambda applied: self.assertEqual(self.rows(), [("A5", "X^Y", None, None)]))
+
+    def test_noStatusColumnNothingMarked(self):
+        self.apply(order("NW", "A1", PatientName="DOE^JOHN"))
+        with self.engine.begin() as connection:
+            self.assertEqual(self.items.markPerformed(connection, ["A1"], "STARTED"), [])
+
+
+class ScheduledStepStatusTests(unittest.TestCase):
+    """A dicom.sql whose worklist has a Scheduled Procedure Step Status
+    column: new items are SCHEDULED, MPPS marks them."""
+
+    def setUp(self):
+        self.engine = sqliteEngine(self)
+        with open("etc/dicom.sql") as f:
+            text = uncommentStepStatus(f.read())
+        self.index = Index(self.engine, DatabaseLayout.fromString(text), TABLE_NAMES)
+        self.index.createTables()
+        self.items = WorklistItems(self.index, runWrite=runNow(self.index))
+
+    def statuses(self):
+        table = self.index.tables.worklist
+        with self.engine.connect() as connection:
+            return dict(connection.execute(select(table.c.AccessionNumber, table.c.SchedPSStatus)).all())
+
+    def test_newItemsAreScheduledAndMarked(self):
+        self.successResultOf(self.items.apply([order("NW", "A1"), order("NW", "A2", SchedPSStatus="ARRIVED"),
+                                               order("NW", "A3")]))
+        self.assertEqual(self.statuses(), {"A1": "SCHEDULED", "A2": "ARRIVED", "A3": "SCHEDULED"})
+        with self.engine.begin() as connection:
+            self.assertEqual(self.items.markPerformed(connection, ["A3", "A1", "A9"], "STARTED"), ["A1", "A3"])
+            self.assertEqual(self.items.markPerformed(connection, [], "STARTED"), [])
+        self.assertEqual(self.statuses(), {"A1": "STARTED", "A2": "ARRIVED", "A3": "STARTED"})
+        self.assertEqual(self.items.lookup("A1")[0x00400020], "STARTED")

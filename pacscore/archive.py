@@ -28,6 +28,7 @@ from pacscore.db.worklistquery import WorklistQuery
 from pacscore.dicom import commands
 from pacscore.dicom.commitment import STORAGE_COMMITMENT, CommitmentService, PendingCommitments
 from pacscore.dicom.mpps import MPPS, MppsService, StepTable
+from pacscore.dicom.mppsforward import MppsForwarder
 from pacscore.dicom.find import FindService
 from pacscore.dicom.models import FIND, GET, MOVE, modelOf, sopClassesFor
 from pacscore.dicom.negotiation import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION, AcceptorPolicy, TitleStyle
@@ -313,7 +314,8 @@ class Archive:
                            requestHook=hooks("QueryConverter0"), resultHook=hooks("QueryResultConverter0"),
                            virtual=virtual)
         mpps = MppsService(self.procedureSteps, self.converterServices.uidMap.prefix, self.counters,
-                           worklist=self.worklistItems)
+                           worklist=self.worklistItems,
+                           forwarder=MppsForwarder.fromConfiguration(self.configuration, self.aeTitle, self.reactor))
         services = {
             commands.C_ECHO_RQ: EchoService(),
             commands.C_STORE_RQ: storage,

@@ -13,7 +13,7 @@ silence on an idle association (``idleTimeout``).
 """
 
 from pydicom.dataset import Dataset
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 
 from pacscore.dicom import commands, pdu
@@ -276,3 +276,27 @@ async def associateNode(reactor, node, callingAE, contexts, connectTimeout=30, d
                                dimseTimeout=dimseTimeout, endpoint=endpoint, titleStyle=titleStyle)
     except Exception as e:
         raise NodeUnreachable(f"cannot associate with {node.ae} at {node.host}:{node.port}: {e}") from e
+
+
+async def sendToNode(reactor, node, callingAE, contexts, send, log, what, attempts, retryDelay, connectTimeout=30,
+                     dimseTimeout=300, titleStyle=PLAIN_TITLES, roles=None):
+    """``await send(association)`` on a new association to an acrnema.map
+    ``node`` (released after), tried ``attempts`` times ``retryDelay``
+    seconds apart while associating or ``send`` fails, each failure logged
+    as a warning ("``what`` to AE failed (attempt 1 of 3): why"); whether
+    an attempt succeeded."""
+    for attempt in range(1, attempts + 1):
+        try:
+            association = await associateNode(reactor, node, callingAE, contexts, connectTimeout, dimseTimeout,
+                                              titleStyle=titleStyle, roles=roles)
+            try:
+                await send(association)
+            finally:
+                await association.release()
+            return True
+        except Exception as e:  # NodeUnreachable, a refusal send raised, a lost association
+            log.warn("{what} to {ae} failed (attempt {attempt} of {attempts}): {error}", what=what, ae=node.ae,
+                     attempt=attempt, attempts=attempts, error=e)
+        if attempt < attempts:
+            await task.deferLater(reactor, retryDelay, lambda: None)
+    return False

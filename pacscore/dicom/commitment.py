@@ -28,14 +28,14 @@ import os
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from sqlalchemy import Column, Float, String, Table, select
-from twisted.internet import defer, task
+from twisted.internet import defer
 from twisted.logger import Logger
 
 from pacscore.codecs.syntaxes import UNCOMPRESSED
 from pacscore.db.query import SOP_INSTANCE_UID, QueryKey
 from pacscore.db.schema import LARGE_BINARY, MYSQL_TABLE, OwnTable
 from pacscore.dicom import commands
-from pacscore.dicom.client import associateNode
+from pacscore.dicom.client import sendToNode
 from pacscore.dicom.datasets import IdentifierError, decodeDataset, encodeDataset
 from pacscore.dicom.negotiation import PLAIN_TITLES
 
@@ -311,27 +311,18 @@ class CommitmentService:
             self.log.error("storage commitment {transaction}: {ae} is not in acrnema.map, so its result cannot be "
                            "reported", transaction=transaction, ae=requestor)
             return False
-        contexts = [(STORAGE_COMMITMENT, list(UNCOMPRESSED))]
-        for attempt in range(1, ATTEMPTS + 1):
-            try:
-                association = await associateNode(self.reactor, node, self.aeTitle, contexts, self.connectTimeout,
-                                                  self.dimseTimeout, titleStyle=self.titleStyle,
-                                                  roles={STORAGE_COMMITMENT: (False, True)})
-                try:
-                    contextId, syntax = association.contextFor(STORAGE_COMMITMENT)
-                    await self._report(association, contextId, eventType, encodeDataset(report, syntax))
-                finally:
-                    await association.release()
-                self.log.info("storage commitment {transaction}: reported to {ae} on a new association",
-                              transaction=transaction, ae=requestor)
-                return True
-            except Exception as e:  # NodeUnreachable, CommitmentReportRefused, a lost association
-                self.log.warn("storage commitment {transaction}: report to {ae} failed (attempt {attempt} of "
-                              "{attempts}): {error}", transaction=transaction, ae=requestor, attempt=attempt,
-                              attempts=ATTEMPTS, error=e)
-            if attempt < ATTEMPTS:
-                await task.deferLater(self.reactor, self.retryDelay, lambda: None)
-        return False
+
+        async def send(association):
+            contextId, syntax = association.contextFor(STORAGE_COMMITMENT)
+            await self._report(association, contextId, eventType, encodeDataset(report, syntax))
+        if not await sendToNode(self.reactor, node, self.aeTitle, [(STORAGE_COMMITMENT, list(UNCOMPRESSED))], send,
+                                self.log, f"storage commitment {transaction}: report", ATTEMPTS, self.retryDelay,
+                                self.connectTimeout, self.dimseTimeout, self.titleStyle,
+                                roles={STORAGE_COMMITMENT: (False, True)}):
+            return False
+        self.log.info("storage commitment {transaction}: reported to {ae} on a new association",
+                      transaction=transaction, ae=requestor)
+        return True
 
 
 class CommitmentReportRefused(Exception):

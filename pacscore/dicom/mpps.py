@@ -16,7 +16,9 @@ In the same transaction, the worklist items of the step's scheduled steps
 (by the Accession Numbers of its Scheduled Step Attributes Sequence) get
 the Scheduled Procedure Step Status its status means - STARTED, COMPLETED
 or DISCONTINUED, as dcm4chee sets them - when dicom.sql gives the worklist
-a (0040,0020) column (``WorklistItems.markPerformed``).
+a (0040,0020) column (``WorklistItems.markPerformed``).  Once answered,
+each message goes on to the AEs of ``ForwardMPPSTo``
+(``pacscore.dicom.mppsforward``).
 """
 
 from pydicom.dataset import Dataset
@@ -155,9 +157,10 @@ class MppsService:
 
     log = Logger()
 
-    def __init__(self, steps, uidPrefix=None, counters=None, worklist=None):
+    def __init__(self, steps, uidPrefix=None, counters=None, worklist=None, forwarder=None):
         self.steps = steps
         self.worklist = worklist  # WorklistItems
+        self.forwarder = forwarder  # MppsForwarder
         self.uidPrefix = uidPrefix
         self.counters = counters if counters is not None else {}
 
@@ -185,6 +188,7 @@ class MppsService:
         self._logMarked(uid, marked, IN_PROGRESS)
         protocol.sendMessage(contextId, commands.response(command, commands.N_CREATE_RSP, SUCCESS, {
             commands.AFFECTED_SOP_CLASS_UID: MPPS, commands.AFFECTED_SOP_INSTANCE_UID: uid}))
+        self._forward(commands.N_CREATE_RQ, uid, data)
 
     async def _set(self, protocol, contextId, command, dataset):
         uid = command.get(commands.REQUESTED_SOP_INSTANCE_UID, "")
@@ -199,6 +203,11 @@ class MppsService:
         self._logMarked(uid, marked, status)
         protocol.sendMessage(contextId, commands.response(command, commands.N_SET_RSP, SUCCESS, {
             commands.AFFECTED_SOP_INSTANCE_UID: uid}))
+        self._forward(commands.N_SET_RQ, uid, changes)
+
+    def _forward(self, field, uid, dataset):
+        if self.forwarder is not None:
+            self.forwarder.forward(field, uid, dataset)
 
     def _createStep(self, connection, uid, data, callingAE):
         """In the writer: record a new step; the worklist items it marked."""

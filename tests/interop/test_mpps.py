@@ -9,11 +9,12 @@ import urllib.request
 
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
-from pynetdicom import AE
+from pynetdicom import AE, evt
 from twisted.trial import unittest
 
 from pacscore.testing.orders import orderMessage, writeMessages
-from tests.interop.server import PacsServer
+from tests.interop.server import PacsServer, freePort
+from tests.interop.test_forwarding import waitFor
 from tests.interop.test_worklist import acks, worklistFind
 from tests.pacscore.db.test_worklistitems import uncommentStepStatus
 
@@ -58,7 +59,7 @@ class ModalityTestCase(unittest.TestCase):
 
     def setUp(self):
         self.server = PacsServer(self.mktemp())
-        self.configure(self.server.workdir)
+        self.configure(self.server)
         self.server.start()
         self.addCleanup(self.server.stop)
         ae = AE(ae_title="CT1")
@@ -67,8 +68,8 @@ class ModalityTestCase(unittest.TestCase):
         self.assertTrue(self.association.is_established)
         self.addCleanup(self.association.release)
 
-    def configure(self, workdir):
-        """Change the configuration files in ``workdir`` before pacs starts."""
+    def configure(self, server):
+        """Change the configuration of ``server`` before it starts."""
 
     def create(self, step, uid=None):
         status, _ = self.association.send_n_create(step, MPPS, uid or generate_uid())
@@ -125,8 +126,8 @@ class WorklistStatusTests(ModalityTestCase):
     worklist, an HL7 order is SCHEDULED and the modality's MPPS marks it
     STARTED then COMPLETED, as findscu -W sees it."""
 
-    def configure(self, workdir):
-        path = os.path.join(workdir, "dicom.sql")
+    def configure(self, server):
+        path = os.path.join(server.workdir, "dicom.sql")
         with open(path) as f:
             text = f.read()
         with open(path, "w") as f:
@@ -156,3 +157,55 @@ class WorklistStatusTests(ModalityTestCase):
         log = self.server.log()
         self.assertIn(f"MPPS {uid}: worklist item(s) ACC-MPPS-1 now STARTED", log)
         self.assertIn(f"MPPS {uid}: worklist item(s) ACC-MPPS-1 now COMPLETED", log)
+
+
+class ForwardTests(ModalityTestCase):
+    """``ForwardMPPSTo = RIS``: a RIS (pynetdicom) gets the N-CREATE and the
+    N-SET in order, with the step's UID; an unknown step's N-SET pacs
+    refused is not forwarded; the RIS's refusal is logged, not retried."""
+
+    def configure(self, server):
+        self.received = []
+        self.setStatus = 0x0000
+        self.ris = AE(ae_title="RIS")
+        self.ris.add_supported_context(MPPS)
+        port = freePort()
+        self.risServer = self.ris.start_server(("127.0.0.1", port), block=False, evt_handlers=[
+            (evt.EVT_N_CREATE, self.onCreate), (evt.EVT_N_SET, self.onSet)])
+        self.addCleanup(self.risServer.shutdown)
+        server.addNode("RIS", port)
+        server.setIni(ForwardMPPSTo="RIS")
+
+    def onCreate(self, event):
+        self.received.append(("N-CREATE", event.request.AffectedSOPInstanceUID, event.attribute_list))
+        return 0x0000, event.attribute_list
+
+    def onSet(self, event):
+        self.received.append(("N-SET", event.request.RequestedSOPInstanceUID, event.attribute_list))
+        return self.setStatus, event.attribute_list
+
+    def test_stepsGoOnToTheRis(self):
+        uid = generate_uid()
+        self.assertEqual(self.create(inProgress(), uid).Status, 0x0000)
+        self.assertEqual(self.set(completed(), generate_uid()).Status, 0x0112)
+        self.assertEqual(self.set(completed(), uid).Status, 0x0000)
+        waitFor(lambda: len(self.received) == 2, message="the forwarded N-CREATE and N-SET")
+        (create, createdUID, created), (set_, setUID, changes) = self.received
+        self.assertEqual((create, createdUID, set_, setUID), ("N-CREATE", uid, "N-SET", uid))
+        self.assertEqual((created.PatientID, created.PerformedProcedureStepStatus,
+                          created.ScheduledStepAttributesSequence[0].AccessionNumber),
+                         ("PATMPPS", "IN PROGRESS", "ACC-MPPS-1"))
+        self.assertEqual((changes.PerformedProcedureStepStatus, changes.PerformedProcedureStepEndTime),
+                         ("COMPLETED", "103000"))
+        waitFor(lambda: f"MPPS {uid}: N-SET-RQ forwarded to RIS" in self.server.log(), message="the log line")
+        self.assertIn(f"MPPS {uid}: N-CREATE-RQ forwarded to RIS", self.server.log())
+
+    def test_aRefusalIsLoggedNotRetried(self):
+        self.setStatus = 0x0110
+        uid = generate_uid()
+        self.assertEqual(self.create(inProgress(), uid).Status, 0x0000)
+        self.assertEqual(self.set(completed(), uid).Status, 0x0000)
+        waitFor(lambda: f"MPPS {uid}: RIS refused the forwarded N-SET-RQ with status 0x0110" in self.server.log(),
+                message="the refusal logged")
+        self.assertEqual([kind for kind, _, _ in self.received], ["N-CREATE", "N-SET"])
+        self.assertNotIn("failed (attempt", self.server.log())

@@ -118,35 +118,48 @@ class FindService:
 DESTROYED = object()
 
 
+class RequestRejected(BadIdentifier):
+    """A request converter line said ``reject``."""
+
+
 async def convertIdentifier(hook, reactor, protocol, dataset, transferSyntax):
     """The identifier bytes of a request after its converter line (``hook``,
-    e.g. QueryConverter0; run in a thread), or DESTROYED when the line said
-    ``destroy``. Raises BadIdentifier for ``reject`` and for data the line
-    cannot decode."""
-    data = None if dataset is None else bytes(dataset.data)
+    e.g. QueryConverter0); see ``convertRequest``."""
+    association = protocol.association
+    return await convertRequest(hook, reactor, None if dataset is None else bytes(dataset.data), transferSyntax,
+                                association.callingAE, association.calledAE)
+
+
+async def convertRequest(hook, reactor, data, transferSyntax, callingAE, calledAE):
+    """Identifier bytes after a request converter line (``hook``; run in
+    the reactor's thread pool), or DESTROYED when the line said
+    ``destroy``. Raises RequestRejected for ``reject`` and BadIdentifier
+    for data the line cannot decode."""
     if hook is None or data is None:
         return data
-    association = protocol.association
     try:
         outcome, data = await threads.deferToThreadPool(
-            reactor, reactor.getThreadPool(), hook.applyToBytes, data, transferSyntax,
-            association.callingAE, association.calledAE)
+            reactor, reactor.getThreadPool(), hook.applyToBytes, data, transferSyntax, callingAE, calledAE)
     except IdentifierError as e:
         raise BadIdentifier(str(e), UNABLE_TO_PROCESS) from e
     if outcome is Outcome.REJECT:
-        raise BadIdentifier(f"rejected by {hook.script.key}", UNABLE_TO_PROCESS)
+        raise RequestRejected(f"rejected by {hook.script.key}", UNABLE_TO_PROCESS)
     return DESTROYED if outcome is Outcome.DESTROY else data
 
 
 def resultFilter(hook, protocol):
     """For the encoders: ``keep(dataset)`` running a result converter line
-    (``hook``, e.g. QueryResultConverter0) on each answer, False when the
-    line said ``destroy`` or ``reject``; None without a hook."""
+    (``hook``, e.g. QueryResultConverter0) on each answer to the
+    association of ``protocol``; see ``resultFilterFor``."""
     if hook is None:
         return None
-    association = protocol.association
+    return resultFilterFor(hook, protocol.association.callingAE, protocol.association.calledAE)
 
-    def keep(dataset):
-        outcome, _ = hook.run(dataset, association.callingAE, association.calledAE)
-        return outcome not in LEFT_OUT
-    return keep
+
+def resultFilterFor(hook, callingAE, calledAE):
+    """``keep(dataset)`` running a result converter line (``hook``) on each
+    answer, False when the line said ``destroy`` or ``reject``; None
+    without a hook."""
+    if hook is None:
+        return None
+    return lambda dataset: hook.run(dataset, callingAE, calledAE)[0] not in LEFT_OUT

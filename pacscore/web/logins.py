@@ -185,6 +185,12 @@ def _peer(request):
     return "?" if request is None else getattr(request.getClientAddress(), "host", "?")
 
 
+def callingAE(request):
+    """What converters see as the calling AE (``%u``) of a web request:
+    the WebUsers user who logged in (16 characters at most), else nothing."""
+    return getattr(request, "webUser", "")[:16]
+
+
 @provider(IAccessLogFormatter)
 def accessLogLine(timestamp, request):
     """Apache's combined log line of ``request``, with the user it logged

@@ -4,10 +4,12 @@ rules that change objects, ``reject`` (a failure status for the sender),
 anonymizer, and files added with dgate (ImportExportDragAndDrop)."""
 
 import glob
+import json
 import os
 import shutil
 import sqlite3
 import tempfile
+import urllib.request
 
 import pydicom
 from pydicom.uid import generate_uid
@@ -137,6 +139,11 @@ class QueryRetrieveConverterTests(unittest.TestCase):
         matches = [pydicom.dcmread(os.path.join(out, name)) for name in os.listdir(out)]
         self.assertEqual([m.PatientID for m in matches], ["SHOWN"])
         self.assertIn("query from FINDER: PATIENT level", server.log())
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.webPort}/dicom-web/studies?PatientID=*",
+                                    timeout=30) as response:
+            studies = json.load(response)
+        self.assertEqual([study["00100020"]["Value"] for study in studies], [["SHOWN"]])
+        self.assertIn("query from : STUDY level", server.log())
         received = {}
         for patient in ("SHOWN", "HIDDEN"):
             out = tempfile.mkdtemp(dir=workdir)

@@ -12,6 +12,11 @@ Retrieve AE Title and a RetrieveURL of the entity.  ``limit`` and
 ``offset`` page the matches (a Warning header says when more are left);
 ``fuzzymatching=true`` is answered with a Warning that matching was
 literal.  Attributes inside sequences (``a.b``) are refused (400).
+
+As a C-FIND, a search goes through ``QueryConverter0`` (its keys as an
+identifier; ``%u`` the WebUsers login, else empty; ``reject`` is a 403,
+``destroy`` an empty answer; ``virtualserver N`` chooses the virtual
+servers asked) and each match through ``QueryResultConverter0``.
 """
 
 import re
@@ -20,11 +25,16 @@ from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataset import Dataset
 
 from pacscore.db.query import SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, QueryKey, levelIndex
+from pacscore.codecs.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN
+from pacscore.dicom.datasets import encodeDataset
+from pacscore.dicom.find import DESTROYED, RequestRejected, convertRequest, resultFilterFor
 from pacscore.dicom.identifiers import (
-    QUERY_RETRIEVE_LEVEL, SPECIFIC_CHARACTER_SET, BadIdentifier, MatchEncoder, Request, checkKeys)
+    QUERY_RETRIEVE_LEVEL, SPECIFIC_CHARACTER_SET, BadIdentifier, MatchEncoder, Request, checkKeys, readRequest)
 from pacscore.dicom.models import STUDY_ROOT_FIND
+from pacscore.dicom.virtual import takeServerMask
 from pacscore.web.answers import WebError
 from pacscore.web.dicomweb.dicomjson import jsonAnswer, jsonBytes, jsonDataset
+from pacscore.web.logins import callingAE
 
 RETRIEVE_URL = 0x00081190
 UNIQUE_KEYWORDS = {"STUDY": "StudyInstanceUID", "SERIES": "SeriesInstanceUID", "IMAGE": "SOPInstanceUID"}
@@ -142,15 +152,26 @@ def _localMatches(connection, query, level, keys, encoder, base, offset=0, limit
     """In a reader thread: the count of all matches and the answers
     (Datasets) of those from ``offset`` (at most ``limit``, None: all)."""
     rows = query.find(connection, level, keys)
-    chosen = rows[offset:] if limit is None else rows[offset:offset + limit]
+    filtered = encoder.keep is not None
+    if not filtered:  # every row is answered: page before making the answers
+        total, rows = len(rows), _page(rows, offset, limit)
     answers = []
-    for values in chosen:
+    for values in rows:
         dataset = encoder.dataset(values)
+        if dataset is None:  # left out by QueryResultConverter0
+            continue
         del dataset[QUERY_RETRIEVE_LEVEL]
         del dataset[SPECIFIC_CHARACTER_SET]
         dataset.add_new(RETRIEVE_URL, "UR", retrieveURL(base, values, level))
         answers.append(dataset)
-    return len(rows), answers
+    if filtered:
+        total, answers = len(answers), _page(answers, offset, limit)
+    return total, answers
+
+
+def _page(items, offset, limit):
+    """The items from ``offset``, at most ``limit`` (None: all)."""
+    return items[offset:] if limit is None else items[offset:offset + limit]
 
 
 def _matches(connection, query, level, keys, encoder, base, offset, limit):
@@ -188,23 +209,48 @@ def _withRemote(local, remote, level, base, aeTitle, offset, limit):
                   for tag in (STUDY_INSTANCE_UID, SERIES_INSTANCE_UID, SOP_INSTANCE_UID)}
         dataset.add_new(RETRIEVE_URL, "UR", retrieveURL(base, values, level))
         merged.append(dataset)
-    chosen = merged[offset:] if limit is None else merged[offset:offset + limit]
-    return len(merged), jsonBytes([jsonDataset(dataset) for dataset in chosen])
+    return len(merged), jsonBytes([jsonDataset(dataset) for dataset in _page(merged, offset, limit)])
+
+
+async def convertedKeys(archive, request, level, keys):
+    """``(keys, virtual server mask)`` after QueryConverter0, or None when
+    its line said ``destroy``; WebError 403 when it said ``reject``."""
+    hook = archive.converterHooks.get("QueryConverter0")
+    if hook is None:
+        return keys, None
+    identifier = _identifier(level, keys)
+    identifier.SpecificCharacterSet = "ISO_IR 192"
+    syntax = EXPLICIT_VR_LITTLE_ENDIAN
+    try:
+        data = await convertRequest(hook, archive.reactor, encodeDataset(identifier, syntax), syntax,
+                                    callingAE(request), archive.aeTitle)
+        if data is DESTROYED:
+            return None
+        data, mask = takeServerMask(data, syntax)
+        return readRequest(data, syntax, (level,)).keys, mask
+    except RequestRejected as e:
+        raise WebError(403, f"the search was {e}") from e
+    except BadIdentifier as e:
+        raise WebError(400, f"the search after {hook.script.key}: {e}") from e
 
 
 async def search(archive, request, target, base, level):
     """The QIDO-RS answer at ``level`` (STUDY, SERIES, IMAGE) within ``target``."""
-    keys = searchKeys(archive, request, level, target)
+    converted = await convertedKeys(archive, request, level, searchKeys(archive, request, level, target))
+    if converted is None:
+        return jsonAnswer(jsonBytes([]))
+    keys, mask = converted
     offset = _number(request, "offset", 0)
     limit = _number(request, "limit", None)
-    encoder = MatchEncoder(Request(level, keys, "ISO_IR 192"), archive.aeTitle, None)
+    keep = resultFilterFor(archive.converterHooks.get("QueryResultConverter0"), callingAE(request), archive.aeTitle)
+    encoder = MatchEncoder(Request(level, keys, "ISO_IR 192"), archive.aeTitle, None, keep)
     virtual = archive.virtualServers
     if virtual is None:
         total, answers = await archive.index.runQuery(_matches, archive.query, level, keys, encoder, base,
                                                       offset, limit)
     else:
         _, local = await archive.index.runQuery(_localMatches, archive.query, level, keys, encoder, base)
-        remote = await virtual.find(STUDY_ROOT_FIND, _identifier(level, keys))
+        remote = await virtual.find(STUDY_ROOT_FIND, _identifier(level, keys), mask)
         total, answers = await archive.workers.deferToWorker(_withRemote, local, remote, level, base,
                                                              archive.aeTitle, offset, limit)
     warnings = []

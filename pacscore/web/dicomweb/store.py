@@ -26,6 +26,7 @@ from pacscore.web.answers import WebError
 from pacscore.web.dicomweb import multipart
 from pacscore.web.dicomweb.dicomjson import jsonAnswer, jsonBytes, jsonDataset
 from pacscore.web.dicomweb.search import RETRIEVE_URL
+from pacscore.web.logins import callingAE
 from pacscore.web.pacing import Pacer
 
 DICOM = "application/dicom"
@@ -38,12 +39,6 @@ DATASET_DOES_NOT_MATCH = 0xA900
 FAILED_SOP_SEQUENCE = 0x00081198
 REFERENCED_SOP_SEQUENCE = 0x00081199
 FAILURE_REASON = 0x00081197
-
-
-def _callingAE(request):
-    """What converters see as the calling AE (``%u``) of a STOW-RS: the
-    WebUsers user who logged in (16 characters at most), else nothing."""
-    return getattr(request, "webUser", "")[:16]
 
 
 def storageOf(archive):
@@ -166,5 +161,5 @@ async def storeInstances(archive, request, target, base):
     storage = storageOf(archive)
     outcome = Outcome(base)
     for part in parts:
-        await storePart(archive, storage, body, part, rootType, target.study, outcome, _callingAE(request))
+        await storePart(archive, storage, body, part, rootType, target.study, outcome, callingAE(request))
     return outcome.answer()

@@ -118,3 +118,25 @@ class SearchTests(DicomWebTestCase):
         self.assertEqual(values(study, "00080061"), ["CT"])
         none = yield self.fetch("/studies?ModalitiesInStudy=MR")
         self.assertEqual(none.json(), [])
+
+
+class ConvertedSearchTests(DicomWebTestCase):
+    """QueryConverter0 and QueryResultConverter0 apply to QIDO-RS as to C-FIND."""
+
+    ini = {"QueryConverter0": 'ifequal "%V0010,0020", "NOBODY"; reject; ifequal "%V0010,0020", "GONE"; destroy; '
+                              'ifequal "%V0010,0020", "FIRST"; set 0010,0020 to "PAT0000"',
+           "QueryResultConverter0": 'ifequal "%V0010,0020", "PAT0001"; destroy'}
+
+    @defer.inlineCallbacks
+    def test_linesApply(self):
+        shown = yield self.fetch("/studies")
+        self.assertEqual([values(m, "00100020") for m in shown.json()], [["PAT0000"]])
+        paged = yield self.fetch("/studies?limit=1")  # the study left out is not one "more"
+        self.assertEqual((len(paged.json()), paged.header("warning")), (1, None))
+        changed = yield self.fetch("/studies?PatientID=FIRST")
+        self.assertEqual([values(m, "00100020") for m in changed.json()], [["PAT0000"]])
+        destroyed = yield self.fetch("/studies?PatientID=GONE")
+        self.assertEqual((destroyed.code, destroyed.json()), (200, []))
+        rejected = yield self.fetch("/studies?PatientID=NOBODY")
+        self.assertEqual(rejected.code, 403)
+        self.assertIn(b"rejected by QueryConverter0", rejected.body)

@@ -28,6 +28,7 @@ from pacscore.control import endpoint as controlEndpoint
 from pacscore.control.protocol import ControlFactory
 from pacscore.control.shutdown import OrderlyStop
 from pacscore.db.drivers import redacted
+from pacscore.errormail import ErrorMail
 from pacscore.web import DEFAULT_WEB_ENDPOINT
 from pacscore.web.site import webSite
 
@@ -205,6 +206,9 @@ def serviceTree(options):
     """Build the service tree of parsed ``options`` (which hold the Archive)."""
     archive = options.archive
     top = service.MultiService()
+    errorMail = ErrorMail.fromIni(archive.configuration.ini, archive.reactor, f"pacs {archive.aeTitle}")
+    if errorMail is not None:  # first: it starts before and stops after the others, seeing their errors
+        errorMail.setServiceParent(top)
     ArchiveService(archive).setServiceParent(top)
     archive.exportService().setServiceParent(top)
     for nightly in archive.nightlyServices():

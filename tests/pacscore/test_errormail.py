@@ -1,0 +1,120 @@
+"""Unit tests of pacscore.errormail: which events are collected, when the
+mail goes, what it says, and the Mail* keys of dicom.ini."""
+
+import email
+from email import policy
+
+from twisted.internet import defer, task
+from twisted.logger import LogLevel, LogPublisher, Logger, capturedLogs, formatEvent
+from twisted.trial import unittest
+
+from pacscore.config.ini import DicomIni
+from pacscore.errormail import MOST_LINES, ErrorMail, recipientsFrom
+
+
+class ClockReactor(task.Clock):
+    """A Clock whose callFromThread runs at once (the tests' one thread)."""
+
+    def callFromThread(self, f, *args, **kwargs):
+        f(*args, **kwargs)
+
+
+class ErrorMailTests(unittest.TestCase):
+
+    def setUp(self):
+        self.clock = ClockReactor()
+        self.publisher = LogPublisher()
+        self.sent = []
+        self.answer = defer.succeed
+        self.mail = ErrorMail(self.clock, "smtp.example", ["ops@example", "pacs-admin@example"], port=2525,
+                              signon="pacs.example", sender="pacs@example", collectMinutes=1, waitSeconds=10,
+                              name="pacs PACS", publisher=self.publisher, send=self.send)
+        self.mail.startService()
+        self.log = Logger(namespace="pacscore.storage.store", observer=self.publisher)
+
+    def send(self, host, sender, recipients, message, senderDomainName, port):
+        mail = email.message_from_bytes(message, policy=policy.default)
+        self.sent.append((host, sender, recipients, mail, senderDomainName, port))
+        return self.answer(None)
+
+    def test_errorsCollectedForMailCollectTime(self):
+        self.log.info("stored {n}", n=1)
+        self.log.warn("slow disk")
+        self.log.error("disk full: {path} not stored", path="/data/1.dcm")
+        try:
+            1 / 0
+        except ZeroDivisionError:
+            self.log.failure("export failed")
+        self.clock.advance(59)
+        self.assertEqual(self.sent, [])
+        self.clock.advance(1)
+        [(host, sender, recipients, message, signon, port)] = self.sent
+        self.assertEqual((host, sender, recipients, signon, port),
+                         ("smtp.example", "pacs@example", ["ops@example", "pacs-admin@example"], "pacs.example",
+                          2525))
+        self.assertEqual(message["Subject"], "pacs PACS: 2 error messages")
+        self.assertEqual(message["To"], "ops@example, pacs-admin@example")
+        lines = message.get_content().splitlines()
+        self.assertEqual(len(lines), 2)
+        self.assertTrue(lines[0].endswith("[pacscore.storage.store] disk full: /data/1.dcm not stored"), lines)
+        self.assertTrue(lines[1].endswith("export failed: division by zero"), lines)
+        self.log.error("again")
+        self.clock.advance(60)
+        self.assertEqual(len(self.sent), 2)
+
+    def test_aFloodIsCapped(self):
+        for number in range(MOST_LINES + 5):
+            self.log.error("error {n}", n=number)
+        self.clock.advance(60)
+        [(_, _, _, message, _, _)] = self.sent
+        self.assertEqual(message["Subject"], f"pacs PACS: {MOST_LINES + 5} error messages")
+        self.assertTrue(message.get_content().rstrip().endswith("... and 5 more (see the server log)"))
+
+    def test_stoppingSendsWhatWasCollected(self):
+        self.log.error("last words")
+        self.successResultOf(defer.maybeDeferred(self.mail.stopService))
+        self.assertEqual(len(self.sent), 1)
+        self.log.error("after the end")
+        self.clock.advance(120)
+        self.assertEqual(len(self.sent), 1)
+
+    def test_aFailedMailIsLoggedAsAWarningNotMailed(self):
+        self.answer = lambda _: defer.fail(OSError("connection refused"))
+        self.log.error("broken")
+        with capturedLogs() as events:
+            self.clock.advance(60)
+        self.assertEqual([(e["log_level"], formatEvent(e)) for e in events],
+                         [(LogLevel.warn, "error messages could not be mailed through smtp.example:2525: "
+                                          "connection refused")])
+        self.clock.advance(120)
+        self.assertEqual(len(self.sent), 1)
+
+    def test_aMailServerThatHangsTimesOut(self):
+        self.answer = lambda _: defer.Deferred()
+        self.log.error("broken")
+        with capturedLogs() as events:
+            self.clock.advance(60)
+            self.assertEqual(events, [])
+            self.clock.advance(10)
+        self.assertEqual([e["log_level"] for e in events], [LogLevel.warn])
+        self.assertIn("could not be mailed", formatEvent(events[0]))
+
+
+class ConfigurationTests(unittest.TestCase):
+
+    def test_fromIni(self):
+        ini = DicomIni.fromString("MailHost = 127.0.0.1\nMailPort = 2525\nMailSignon = pacs.local\n"
+                                  "MailFromName = pacs@local\nMailRcptName2 = b@x\nMailRcptName1 = a@x\n"
+                                  "MailRcptName3 =\nMailCollectTime = 0\nMailWaitTime = 5\n")
+        mail = ErrorMail.fromIni(ini, ClockReactor(), "pacs PACS")
+        self.assertEqual((mail.host, mail.port, mail.signon, mail.sender, mail.recipients, mail.collectSeconds,
+                          mail.waitSeconds), ("127.0.0.1", 2525, "pacs.local", "pacs@local", ["a@x", "b@x"], 0, 5))
+        self.assertEqual(recipientsFrom(ini), ["a@x", "b@x"])
+
+    def test_offWithoutHostOrRecipient(self):
+        self.assertIsNone(ErrorMail.fromIni(DicomIni.fromString("MailHost =\nMailRcptName1 = a@x\n"),
+                                            ClockReactor(), "pacs"))
+        self.assertIsNone(ErrorMail.fromIni(DicomIni.fromString("MailHost = smtp\nMailRcptName1 =\n"),
+                                            ClockReactor(), "pacs"))
+        self.assertIsNone(ErrorMail.fromIni(DicomIni.fromString(open("etc/dicom.ini").read()), ClockReactor(),
+                                            "pacs"))

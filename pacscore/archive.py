@@ -9,6 +9,7 @@ and the counters behind ``--display_status``.
 import time
 
 from sqlalchemy.exc import SQLAlchemyError
+from twisted.internet import threads
 from twisted.logger import Logger
 
 from pacscore.config.errors import ConfigError
@@ -185,7 +186,8 @@ class Archive:
             spaceCheck=self.spaceKeeper.checkFromThread, lossyQuality=configuration.lossyQuality,
             compressionScripts=self.compressionScripts)
         self.hl7Intake = WorklistIntake(self.worklistMapping, self.worklistItems,
-                                        application=self.aeTitle, counters=self.counters)
+                                        application=self.aeTitle, counters=self.counters,
+                                        inThread=self.inReactorPool)
         self.hl7DropFolder = DropFolder(configuration.resolvePath(ini.get("HL7DropFolder", "") or "./hl7/"),
                                         self.hl7Intake, self.workers)
         self.hl7DropInterval = ini.getint("HL7DropFolderInterval", 2)
@@ -296,6 +298,10 @@ class Archive:
             transferSyntaxes={e.uid for e in sopList.transfers()},
             callingAETitles={e.aeTitle for e in sopList.remoteAEs()},
             titleStyle=self.titleStyle)
+
+    def inReactorPool(self, function, *args):
+        """Run ``function`` in the reactor's thread pool (CPU work); a Deferred."""
+        return threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), function, *args)
 
     def dicomFactory(self):
         """The protocol factory of the DICOM service."""

@@ -1,6 +1,7 @@
 """HL7 orders into the worklist: one raw message in, one ACK out.
 
 Shared by the MLLP listener, the drop folder and ``dgate --loadhl7``.
+Messages are parsed and mapped in the reactor's thread pool.
 Every message gets an original-mode acknowledgement:
 
 - AA: the orders are in the worklist (committed);
@@ -42,11 +43,13 @@ class WorklistIntake:
 
     log = Logger()
 
-    def __init__(self, mapping, items, application="PACS", counters=None):
+    def __init__(self, mapping, items, application="PACS", counters=None, inThread=None):
         self.mapping = mapping
         self.items = items
         self.application = application
         self.counters = counters if counters is not None else {}
+        # inThread(f, *args) -> Deferred: where messages are parsed (the reactor's pool; None: at once)
+        self.inThread = inThread or defer.maybeDeferred
 
     def handle(self, raw):
         """The MLLP handler: Deferred firing with the ACK bytes."""
@@ -54,18 +57,27 @@ class WorklistIntake:
 
     def process(self, raw):
         """Deferred firing with the ``Outcome`` of one raw message."""
+        return self.inThread(self._read, raw).addCallback(self._apply, raw)
+
+    def _read(self, raw):
+        """In ``inThread``: ``(message or None, orders or None, HL7Error or None)``."""
         try:
             message = parseMessage(raw)
         except HL7Error as e:
-            return defer.succeed(self._reject(None, raw, str(e), e.code))
+            return None, None, e
         try:
-            orders = self._orders(message)
+            return message, self._orders(message), None
         except HL7Error as e:
-            return defer.succeed(self._reject(message, raw, str(e), e.code))
+            return message, None, e
+
+    def _apply(self, read, raw):
+        message, orders, error = read
+        if error is not None:
+            return self._reject(message, raw, str(error), error.code)
         try:
             applying = self.items.apply(orders)
         except OrderRefused as e:
-            return defer.succeed(self._error(message, str(e)))
+            return self._error(message, str(e))
         return applying.addCallbacks(self._accepted, self._failed, (message,), None, (message,))
 
     def _orders(self, message):

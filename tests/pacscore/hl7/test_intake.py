@@ -54,6 +54,22 @@ class IntakeTestCase(unittest.TestCase):
 
 class WorklistIntakeTests(IntakeTestCase):
 
+    def test_parsedInTheRunnerGiven(self):
+        """Parsing and mapping go to ``inThread``; applying waits for it."""
+        calls = []
+
+        def inThread(f, *args):
+            calls.append((f, args, defer.Deferred()))
+            return calls[-1][2]
+        self.intake.inThread = inThread
+        outcome = self.intake.process(orderMessage("M1", "ACC1", "PAT1", "A^B"))
+        self.assertNoResult(outcome)
+        self.assertEqual(self.rows(), {})
+        [(f, args, running)] = calls
+        running.callback(f(*args))
+        self.assertEqual(self.successResultOf(outcome).code, "AA")
+        self.assertEqual(sorted(self.rows()), ["ACC1"])
+
     def test_newOrderAccepted(self):
         outcome = self.process(orderMessage("M1", "ACC1", "PAT1", "Müller^Hans", charset="8859/1"))
         self.assertEqual(outcome.code, "AA")

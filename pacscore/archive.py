@@ -55,6 +55,7 @@ from pacscore.storage.filenames import FileNamer
 from pacscore.storage.mirror import Mirrors
 from pacscore.storage.objectfiles import DEFAULT_DIRECT_SIZE, FileWrites
 from pacscore.storage.patientids import PatientIDFixer
+from pacscore.storage.prefetcher import Prefetcher
 from pacscore.storage.reader import ObjectReader
 from pacscore.storage.regen import iterObjectFiles
 from pacscore.storage.relocation import DeviceMover
@@ -149,6 +150,8 @@ class Archive:
                         for level in ("PATIENT", "STUDY", "SERIES", "IMAGE")},
             computedFields=ini.getint("EnableComputedFields", 0) == 1)
         self.objectReader = ObjectReader(self.devices, self.mirrors)
+        self.prefetcher = (Prefetcher(self.index, self.query, self.objectReader, self.workers)
+                           if ini.getint("Prefetcher", 0) else None)
         self.commitments = CommitmentService(
             PendingCommitments(self.index, time.time), self.query, self.objectReader, self.aeTitle,
             configuration.acrNemaMap, reactor, self.counters, retryDelay=ini.getint("RetryDelay", 100),
@@ -311,14 +314,14 @@ class Archive:
         virtual = self.virtualServers
         retrieveHooks = {"requestHook": hooks("RetrieveConverter0"), "resultHook": hooks("RetrieveResultConverter0"),
                          "virtual": virtual, "lossyQuality": self.configuration.lossyQuality,
-                         "compressionScripts": self.compressionScripts}
+                         "compressionScripts": self.compressionScripts, "prefetcher": self.prefetcher}
         worklist = WorklistFindService(
             self.index, self.worklistQuery, self.configuration.layout.worklist, self.worklistReturnsIsoIr100,
             self.reactor, self.counters, requestHook=hooks("WorkListQueryConverter0"),
             resultHook=hooks("ModalityWorkListQueryResultConverter0"))
         find = FindService(self.index, self.query, self.aeTitle, self.reactor, self.counters,
                            requestHook=hooks("QueryConverter0"), resultHook=hooks("QueryResultConverter0"),
-                           virtual=virtual)
+                           virtual=virtual, prefetcher=self.prefetcher)
         mpps = MppsService(self.procedureSteps, self.converterServices.uidMap.prefix, self.counters,
                            worklist=self.worklistItems,
                            forwarder=MppsForwarder.fromConfiguration(self.configuration, self.aeTitle, self.reactor))

@@ -19,6 +19,7 @@ from pacscore.dicom.identifiers import UNABLE_TO_PROCESS, BadIdentifier, MatchEn
 from pacscore.dicom.models import modelOf
 from pacscore.dicom.timing import timed
 from pacscore.dicom.virtual import takeServerMask
+from pacscore.storage.prefetcher import queriedPatient
 
 SUCCESS = 0x0000
 CANCELLED = 0xFE00
@@ -68,7 +69,7 @@ class FindService:
     log = Logger()
 
     def __init__(self, index, query, retrieveAE, clock, counters=None, requestHook=None, resultHook=None,
-                 virtual=None):
+                 virtual=None, prefetcher=None):
         self.index = index
         self.query = query
         self.retrieveAE = retrieveAE
@@ -77,6 +78,7 @@ class FindService:
         self.requestHook = requestHook  # QueryConverter0 (pacscore.converters.hooks.DatasetHook)
         self.resultHook = resultHook    # QueryResultConverter0
         self.virtual = virtual          # pacscore.dicom.virtual.VirtualServers, or None
+        self.prefetcher = prefetcher    # pacscore.storage.prefetcher.Prefetcher (Prefetcher = 1), or None
 
     def handle(self, protocol, contextId, command, dataset):
         return defer.ensureDeferred(self._find(protocol, contextId, command, dataset))
@@ -95,7 +97,8 @@ class FindService:
         self.counters["queries"] = self.counters.get("queries", 0) + 1
         keep = resultFilter(self.resultHook, protocol)
         encoder = MatchEncoder(request, self.retrieveAE, syntax, keep)
-        matches = timed(self.index.runQuery(self._matches, request, encoder), self.counters, "queryTime")
+        matches = timed(self.index.runQuery(self._matches, request, encoder), self.counters,
+                        "queryTime").addCallback(self._prefetching)
         if self.virtual is not None:
             matches = defer.ensureDeferred(self._withVirtualServers(matches, sopClass, data, syntax, request, keep,
                                                                     mask))
@@ -110,9 +113,17 @@ class FindService:
                                                local, remote, request.level, syntax, keep)
 
     def _matches(self, connection, request, encoder):
-        """In a reader thread: the encoded matches."""
+        """In a reader thread: the encoded matches, and the one patient they
+        are about when there is a prefetcher."""
         rows = self.query.find(connection, request.level, request.keys)
-        return [match for match in map(encoder.encode, rows) if match is not None]
+        patient = None if self.prefetcher is None else queriedPatient(request.keys, rows)
+        return [match for match in map(encoder.encode, rows) if match is not None], patient
+
+    def _prefetching(self, found):
+        matches, patient = found
+        if patient is not None:
+            self.prefetcher.start(patient)
+        return matches
 
 
 DESTROYED = object()

@@ -151,7 +151,8 @@ class RetrieveService:
     operation = None
 
     def __init__(self, index, query, reader, workers, aeTitle, reactor, counters=None, requestHook=None,
-                 resultHook=None, virtual=None, lossyQuality=DEFAULT_QUALITY, compressionScripts=None):
+                 resultHook=None, virtual=None, lossyQuality=DEFAULT_QUALITY, compressionScripts=None,
+                 prefetcher=None):
         self.index = index
         self.query = query
         self.reader = reader
@@ -164,6 +165,7 @@ class RetrieveService:
         self.virtual = virtual          # pacscore.dicom.virtual.VirtualServers, or None
         self.lossyQuality = lossyQuality  # LossyQuality, for the lossy JPEG codes
         self.compressionScripts = compressionScripts  # the s0..s9 codes' lines (converters.compressing), or None
+        self.prefetcher = prefetcher  # pacscore.storage.prefetcher.Prefetcher (Prefetcher = 1), or None
 
     def handle(self, protocol, contextId, command, dataset):
         return defer.ensureDeferred(self._retrieve(protocol, contextId, command, dataset))
@@ -203,6 +205,8 @@ class RetrieveService:
         except (BadIdentifier, Refused) as e:
             self.log.warn("{peer}: {operation} refused: {error}", peer=peer, operation=self.operation, error=e)
             return respond(e.status, comment=str(e))
+        if self.prefetcher is not None and len(located) >= 2:
+            self.prefetcher.stop(f"a {self.operation} of {len(located)} objects")
         progress = Progress(len(located))
         self.log.info("{peer}: {operation} at {qrLevel} level: {count} objects{target}",
                       peer=peer, operation=self.operation, qrLevel=request.level, count=len(located),

@@ -20,7 +20,6 @@ from twisted.logger import Logger
 from pacscore.export.forwarder import ForwardError
 from pacscore.export.selection import indexKeys
 from pacscore.storage.devices import removeFile
-from pacscore.storage.reader import Missing
 
 CHUNK = 500  # UIDs per IN (...): SQLite's variable limit
 
@@ -93,15 +92,7 @@ class LocalActions:
 
     async def prefetch(self, action):
         instances = await self._instances(action)
-        return await self.workers.deferToWorker(self._readAll, instances)
-
-    def _readAll(self, instances):
-        count = 0
-        for stored in self.reader.locate(instances):
-            if not isinstance(stored, Missing):
-                self.reader.read(stored)
-                count += 1
-        return count
+        return await self.workers.deferToWorker(self.reader.readAll, instances)
 
 
 def _chunks(values):

@@ -106,3 +106,13 @@ class ObjectReader:
         with open(stored.path, "rb") as f:
             f.seek(stored.datasetOffset)
             return f.read()
+
+    def readAll(self, instances):
+        """Read the file of each ``pacscore.db.query.Instance`` once (to warm
+        a cache or hierarchical storage); how many could be read."""
+        count = 0
+        for stored in self.locate(instances):
+            if not isinstance(stored, Missing):
+                self.read(stored)
+                count += 1
+        return count

@@ -11,6 +11,7 @@ from twisted.trial import unittest
 from pacscore.testing.corpus import generateCorpus
 from tests.interop.qrcorpus import CORPUS, storeCorpus
 from tests.interop.server import PacsServer, dcmtk
+from tests.interop.test_forwarding import waitFor
 
 PATIENT_ROOT, STUDY_ROOT, PATIENT_STUDY_ONLY = "-P", "-S", "-O"
 ALWAYS = {"SpecificCharacterSet", "QueryRetrieveLevel", "RetrieveAETitle"}
@@ -225,3 +226,24 @@ class CancelTests(unittest.TestCase):
         self.assertGreaterEqual(len(matches), 2)
         self.assertLess(len(matches), 2000)
         self.assertIn("C-FIND cancelled after", server.log())
+
+
+class PrefetcherTests(unittest.TestCase):
+    """``Prefetcher = 1``: a C-FIND about one patient reads that patient's
+    files in the background, logged with how many."""
+
+    def test_aQueryPrefetchesItsPatient(self):
+        workdir = tempfile.mkdtemp(prefix="pacs-prefetch-")
+        server = PacsServer(os.path.join(workdir, "pacs"), ini={"Prefetcher": "1"})
+        server.start()
+        self.addCleanup(server.stop)
+        storeCorpus(server, os.path.join(workdir, "corpus"))
+        patient = CORPUS.patientIDs()[0]
+        images = sum(1 for _, ds in CORPUS.datasets() if ds.PatientID == patient)
+        matches, result = findscu(server, STUDY_ROOT, "STUDY", {"PatientID": patient, "StudyInstanceUID": None})
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertTrue(matches)
+        waitFor(lambda: f"prefetcher: {images} object(s) of patient {patient} read" in server.log(),
+                message="the prefetch")
+        findscu(server, STUDY_ROOT, "STUDY", {"PatientID": "*", "StudyInstanceUID": None})
+        self.assertEqual(server.log().count("object(s) of patient"), 1)  # no single patient: no prefetch

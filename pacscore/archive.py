@@ -235,6 +235,7 @@ class Archive:
             self.exportQueue.createTables()
             self.procedureSteps.createTables()
             self.commitments.pending.createTables()
+            self.worklistItems.checkStatusColumn()
             emptyIndex = not self.index.hasImages()
         except SQLAlchemyError as e:
             raise self._indexUnusable(e) from e

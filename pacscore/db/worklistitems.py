@@ -27,7 +27,7 @@ e.g. by tests that apply orders synchronously.
 
 from typing import NamedTuple
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, insert, inspect, select, update
 from twisted.logger import Logger
 
 INSERT_CONTROLS = frozenset(("NW",))
@@ -67,6 +67,19 @@ class WorklistItems:
         self.tagOf = {c.name: c.tag for c in dicomColumns}
         self.accessionColumn = self._columnOf(dicomColumns, ACCESSION_NUMBER)
         self.statusColumn = self._columnOf(dicomColumns, STEP_STATUS)
+
+    def checkStatusColumn(self):
+        """At start-up: forget the status column when the worklist table in
+        the database predates it (dicom.sql gained it without a
+        ``dgate --initializetables:2``), so MPPS and orders still work."""
+        if self.statusColumn is None:
+            return
+        existing = {column["name"] for column in inspect(self.index.engine).get_columns(self.table.name)}
+        if self.statusColumn not in existing:
+            self.log.warn("the {table} table has no {column} column yet, so MPPS does not mark worklist items: "
+                          "dgate --initializetables:2 makes it as dicom.sql says (and empties the worklist)",
+                          table=self.table.name, column=self.statusColumn)
+            self.statusColumn = None
 
     @staticmethod
     def _columnOf(columns, tag):

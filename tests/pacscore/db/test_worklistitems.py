@@ -4,6 +4,7 @@ message or nothing, and the look-up WorkListMode uses."""
 
 from sqlalchemy import select
 from twisted.internet import defer
+from twisted.logger import capturedLogs, formatEvent
 from twisted.trial import unittest
 
 from pacscore.config.dicomsql import DatabaseLayout
@@ -147,3 +148,20 @@ class ScheduledStepStatusTests(unittest.TestCase):
             self.assertEqual(self.items.markPerformed(connection, [], "STARTED"), [])
         self.assertEqual(self.statuses(), {"A1": "STARTED", "A2": "ARRIVED", "A3": "STARTED"})
         self.assertEqual(self.items.lookup("A1")[0x00400020], "STARTED")
+
+    def test_aTableThatPredatesTheColumnIsLeftAlone(self):
+        """dicom.sql gained the column, the database table did not: warned
+        at start-up, and orders and MPPS go on without it."""
+        engine = sqliteEngine(self)
+        Index(engine, DatabaseLayout.fromFile("etc/dicom.sql"), TABLE_NAMES).createTables()
+        index = Index(engine, self.index.layout, TABLE_NAMES)
+        items = WorklistItems(index, runWrite=runNow(index))
+        with capturedLogs() as events:
+            items.checkStatusColumn()
+        self.assertIsNone(items.statusColumn)
+        self.assertIn("no SchedPSStatus column yet", formatEvent(events[0]))
+        self.successResultOf(items.apply([order("NW", "A1")]))
+        with engine.begin() as connection:
+            self.assertEqual(items.markPerformed(connection, ["A1"], "STARTED"), [])
+        self.items.checkStatusColumn()
+        self.assertEqual(self.items.statusColumn, "SchedPSStatus")

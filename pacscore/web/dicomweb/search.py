@@ -190,9 +190,10 @@ def _identifier(level, keys):
     return identifier
 
 
-def _withRemote(local, remote, level, base, aeTitle, offset, limit):
+def _withRemote(local, remote, level, base, aeTitle, offset, limit, keep=None):
     """In a worker: the count and JSON array of our answers then those of
-    the virtual servers (Datasets) whose entity is new, paged."""
+    the virtual servers (Datasets) whose entity is new and that ``keep``
+    (QueryResultConverter0, as for ours) keeps, paged."""
     keyword = UNIQUE_KEYWORDS[level]
     seen = {str(answer.get(keyword, "")) for answer in local}
     merged = list(local)
@@ -205,6 +206,8 @@ def _withRemote(local, remote, level, base, aeTitle, offset, limit):
             if tag in dataset:
                 del dataset[tag]
         dataset.RetrieveAETitle = aeTitle
+        if keep is not None and not keep(dataset):
+            continue
         values = {tag: str(dataset.get(tag).value if tag in dataset else "")
                   for tag in (STUDY_INSTANCE_UID, SERIES_INSTANCE_UID, SOP_INSTANCE_UID)}
         dataset.add_new(RETRIEVE_URL, "UR", retrieveURL(base, values, level))
@@ -252,7 +255,7 @@ async def search(archive, request, target, base, level):
         _, local = await archive.index.runQuery(_localMatches, archive.query, level, keys, encoder, base)
         remote = await virtual.find(STUDY_ROOT_FIND, _identifier(level, keys), mask)
         total, answers = await archive.workers.deferToWorker(_withRemote, local, remote, level, base,
-                                                             archive.aeTitle, offset, limit)
+                                                             archive.aeTitle, offset, limit, keep)
     warnings = []
     if limit is not None and offset + limit < total:
         warnings.append(MORE)

@@ -1,9 +1,13 @@
 """QIDO-RS over HTTP on an archive holding two patients, each with one
 study of two series of two images."""
 
-from twisted.internet import defer
+import json
 
-from pacscore.web.dicomweb.search import LITERAL, MORE
+from pydicom.dataset import Dataset
+from twisted.internet import defer
+from twisted.trial import unittest
+
+from pacscore.web.dicomweb.search import LITERAL, MORE, _withRemote
 from tests.pacscore.web.dicomweb.client import DicomWebTestCase
 
 
@@ -140,3 +144,18 @@ class ConvertedSearchTests(DicomWebTestCase):
         rejected = yield self.fetch("/studies?PatientID=NOBODY")
         self.assertEqual(rejected.code, 403)
         self.assertIn(b"rejected by QueryConverter0", rejected.body)
+
+
+class RemoteMatchesTests(unittest.TestCase):
+
+    def test_resultConverterAppliesToRemoteMatches(self):
+        """The virtual servers' matches go through QueryResultConverter0 as ours do."""
+        remote = []
+        for uid, patient in (("1.2.1", "SHOWN"), ("1.2.2", "HIDDEN")):
+            match = Dataset()
+            match.StudyInstanceUID, match.PatientID = uid, patient
+            remote.append(match)
+        total, body = _withRemote([], remote, "STUDY", "http://pacs/dicom-web", "PACS", 0, None,
+                                  keep=lambda dataset: dataset.PatientID != "HIDDEN")
+        self.assertEqual(total, 1)
+        self.assertEqual([values(m, "00100020") for m in json.loads(body)], [["SHOWN"]])

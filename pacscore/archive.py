@@ -29,7 +29,7 @@ from pacscore.db.worklistquery import WorklistQuery
 from pacscore.dicom import commands
 from pacscore.dicom.commitment import STORAGE_COMMITMENT, CommitmentService, PendingCommitments
 from pacscore.dicom.mpps import MPPS, MppsService, StepTable
-from pacscore.dicom.mppsforward import MppsForwarder
+from pacscore.dicom.mppsforward import MppsForwarder, WaitingForwards
 from pacscore.dicom.find import FindService
 from pacscore.dicom.models import FIND, GET, MOVE, modelOf, sopClassesFor
 from pacscore.dicom.negotiation import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION, AcceptorPolicy, TitleStyle
@@ -139,6 +139,8 @@ class Archive:
                                                          mirrored=self.mirrors.mirrored)
         self.converterServices.exportQueue = self.exportQueue
         self.procedureSteps = StepTable(self.index, time.time)
+        self.mppsForwards = WaitingForwards(self.index, time.time)
+        self.mppsForwarder = MppsForwarder.fromConfiguration(self.mppsForwards, configuration, self.aeTitle, reactor)
         self.index.afterUpsert = self.exportQueue.enqueueJobs
         self.converterHooks = hooksFrom(self.converterRules.special, self.converterServices)
         self.compressionScripts = CompressionScripts(self.converterHooks)
@@ -234,6 +236,7 @@ class Archive:
             self.index.recoverPending(self.objectReader.fileError)
             self.exportQueue.createTables()
             self.procedureSteps.createTables()
+            self.mppsForwards.createTables()
             self.commitments.pending.createTables()
             self.worklistItems.checkStatusColumn()
             emptyIndex = not self.index.hasImages()
@@ -262,8 +265,17 @@ class Archive:
             f"If it is damaged, 'dgate -r' in the working folder sets it aside and rebuilds the index "
             f"from the stored files")
 
+    def resume(self):
+        """Once the reactor runs: take up the storage commitment reports and
+        MPPS forwards that were due when pacs stopped."""
+        self.commitments.resume()
+        if self.mppsForwarder is not None:
+            self.mppsForwarder.resume()
+
     def shutdown(self):
         """Stop the pools after the services stopped; returns a Deferred."""
+        if self.mppsForwarder is not None:
+            self.mppsForwarder.stop()
         d = self.workers.stop()  # objects being written reach the index,
         d.addCallback(lambda _: self.index.stop())  # which commits them
         d.addCallback(lambda _: self.durability.close())
@@ -324,8 +336,7 @@ class Archive:
                            requestHook=hooks("QueryConverter0"), resultHook=hooks("QueryResultConverter0"),
                            virtual=virtual, prefetcher=self.prefetcher)
         mpps = MppsService(self.procedureSteps, self.converterServices.uidMap.prefix, self.counters,
-                           worklist=self.worklistItems,
-                           forwarder=MppsForwarder.fromConfiguration(self.configuration, self.aeTitle, self.reactor))
+                           worklist=self.worklistItems, forwarder=self.mppsForwarder)
         services = {
             commands.C_ECHO_RQ: EchoService(),
             commands.C_STORE_RQ: storage,

@@ -163,7 +163,7 @@ class ArchiveService(service.Service):
             self.log.info("storage: {name} = {path}", name=device.name, path=device.path)
         self.log.info("HL7 drop folder: {path} (WorkListMode {mode})",
                       path=self.archive.hl7DropFolder.path, mode=self.archive.worklistMode)
-        self.archive.reactor.callWhenRunning(self.archive.commitments.resume)
+        self.archive.reactor.callWhenRunning(self.archive.resume)
         service.Service.startService(self)
 
     def stopService(self):

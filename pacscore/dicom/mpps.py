@@ -16,9 +16,9 @@ In the same transaction, the worklist items of the step's scheduled steps
 (by the Accession Numbers of its Scheduled Step Attributes Sequence) get
 the Scheduled Procedure Step Status its status means - STARTED, COMPLETED
 or DISCONTINUED, as dcm4chee sets them - when dicom.sql gives the worklist
-a (0040,0020) column (``WorklistItems.markPerformed``).  Once answered,
-each message goes on to the AEs of ``ForwardMPPSTo``
-(``pacscore.dicom.mppsforward``).
+a (0040,0020) column (``WorklistItems.markPerformed``), and the message is
+queued for the AEs of ``ForwardMPPSTo`` (``pacscore.dicom.mppsforward``),
+which get it once it was answered.
 """
 
 from pydicom.dataset import Dataset
@@ -188,7 +188,7 @@ class MppsService:
         self._logMarked(uid, marked, IN_PROGRESS)
         protocol.sendMessage(contextId, commands.response(command, commands.N_CREATE_RSP, SUCCESS, {
             commands.AFFECTED_SOP_CLASS_UID: MPPS, commands.AFFECTED_SOP_INSTANCE_UID: uid}))
-        self._forward(commands.N_CREATE_RQ, uid, data)
+        self._forward()
 
     async def _set(self, protocol, contextId, command, dataset):
         uid = command.get(commands.REQUESTED_SOP_INSTANCE_UID, "")
@@ -203,22 +203,29 @@ class MppsService:
         self._logMarked(uid, marked, status)
         protocol.sendMessage(contextId, commands.response(command, commands.N_SET_RSP, SUCCESS, {
             commands.AFFECTED_SOP_INSTANCE_UID: uid}))
-        self._forward(commands.N_SET_RQ, uid, changes)
+        self._forward()
 
-    def _forward(self, field, uid, dataset):
+    def _forward(self):
         if self.forwarder is not None:
-            self.forwarder.forward(field, uid, dataset)
+            self.forwarder.send()
+
+    def _record(self, connection, field, uid, dataset):
+        if self.forwarder is not None:
+            self.forwarder.record(connection, field, uid, dataset)
 
     def _createStep(self, connection, uid, data, callingAE):
-        """In the writer: record a new step; the worklist items it marked."""
+        """In the writer: record a new step (and its forwards); the
+        worklist items it marked."""
         self.steps.create(connection, uid, data, callingAE)
+        self._record(connection, commands.N_CREATE_RQ, uid, data)
         return self._mark(connection, data, IN_PROGRESS)
 
     def _updateStep(self, connection, uid, changes):
-        """In the writer: apply an N-SET; the step's status and the
-        worklist items it marked."""
+        """In the writer: apply an N-SET (and record its forwards); the
+        step's status and the worklist items it marked."""
         dataset = self.steps.update(connection, uid, changes)
         status = stepStatus(dataset, required=True)
+        self._record(connection, commands.N_SET_RQ, uid, changes)
         return status, self._mark(connection, dataset, status)
 
     def _mark(self, connection, dataset, status):

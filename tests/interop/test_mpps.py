@@ -5,6 +5,7 @@ listed on the web page; the standard's refusals; the worklist item's
 Scheduled Procedure Step Status following the step."""
 
 import os
+import sqlite3
 import urllib.request
 
 from pydicom.dataset import Dataset
@@ -162,19 +163,23 @@ class WorklistStatusTests(ModalityTestCase):
 class ForwardTests(ModalityTestCase):
     """``ForwardMPPSTo = RIS``: a RIS (pynetdicom) gets the N-CREATE and the
     N-SET in order, with the step's UID; an unknown step's N-SET pacs
-    refused is not forwarded; the RIS's refusal is logged, not retried."""
+    refused is not forwarded; the RIS's refusal is logged, not retried;
+    what the RIS did not get before pacs was killed goes when it starts."""
 
     def configure(self, server):
         self.received = []
         self.setStatus = 0x0000
         self.ris = AE(ae_title="RIS")
         self.ris.add_supported_context(MPPS)
-        port = freePort()
-        self.risServer = self.ris.start_server(("127.0.0.1", port), block=False, evt_handlers=[
-            (evt.EVT_N_CREATE, self.onCreate), (evt.EVT_N_SET, self.onSet)])
-        self.addCleanup(self.risServer.shutdown)
-        server.addNode("RIS", port)
+        self.risPort = freePort()
+        self.startRis()
+        self.addCleanup(self.ris.shutdown)
+        server.addNode("RIS", self.risPort)
         server.setIni(ForwardMPPSTo="RIS")
+
+    def startRis(self):
+        self.ris.start_server(("127.0.0.1", self.risPort), block=False, evt_handlers=[
+            (evt.EVT_N_CREATE, self.onCreate), (evt.EVT_N_SET, self.onSet)])
 
     def onCreate(self, event):
         self.received.append(("N-CREATE", event.request.AffectedSOPInstanceUID, event.attribute_list))
@@ -209,3 +214,26 @@ class ForwardTests(ModalityTestCase):
                 message="the refusal logged")
         self.assertEqual([kind for kind, _, _ in self.received], ["N-CREATE", "N-SET"])
         self.assertNotIn("failed (attempt", self.server.log())
+
+    def test_forwardedAfterARestart(self):
+        """The RIS is down: the N-CREATE and the N-SET after it wait (in
+        PacsMPPSForwards); pacs is killed; when it starts again they reach
+        the RIS in order, and the table is empty."""
+        self.ris.shutdown()
+        uid = generate_uid()
+        self.assertEqual(self.create(inProgress(), uid).Status, 0x0000)
+        waitFor(lambda: f"MPPS {uid}: N-CREATE-RQ to RIS failed (attempt 1 of 3)" in self.server.log(),
+                message="a failed attempt")
+        self.assertEqual(self.set(completed(), uid).Status, 0x0000)
+        self.server.kill()
+        self.startRis()
+        self.server.start()
+        waitFor(lambda: len(self.received) == 2, message="the N-CREATE and N-SET sent after the restart")
+        self.assertEqual([(kind, sent) for kind, sent, _ in self.received], [("N-CREATE", uid), ("N-SET", uid)])
+        self.assertEqual(self.received[1][2].PerformedProcedureStepStatus, "COMPLETED")
+        self.assertIn("MPPS: 2 message(s) for RIS waited when pacs stopped; sending them now", self.server.log())
+
+        def waiting():
+            with sqlite3.connect(self.server.database) as connection:
+                return connection.execute("SELECT id FROM PacsMPPSForwards").fetchall()
+        waitFor(lambda: waiting() == [], message="the forwarded messages forgotten")

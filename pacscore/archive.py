@@ -120,6 +120,7 @@ class Archive:
             raise ConfigError(configuration.layout.path, None, f"*WorkList* HL7 mapping: {e}") from e
         self.worklistItems = WorklistItems(self.index, self.worklistMapping.generatedColumns)
         self.worklistMode = ini.getint("WorkListMode", 0)
+        self.debugLevel = ini.getint("DebugLevel", 0)  # of the debug log, set when the service starts
         amenders = []  # in this order: the import converters then see Conquest's fixed Patient IDs
         if self.worklistMode in (1, 2):
             amenders.append(WorklistAmender(self.worklistMode, self.worklistItems.lookup, worklistColumns))

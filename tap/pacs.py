@@ -28,6 +28,7 @@ from pacscore.control import endpoint as controlEndpoint
 from pacscore.control.protocol import ControlFactory
 from pacscore.control.shutdown import OrderlyStop
 from pacscore.db.drivers import redacted
+from pacscore.debuglog import serverLog
 from pacscore.errormail import ErrorMail
 from pacscore.web import DEFAULT_WEB_ENDPOINT
 from pacscore.web.site import webSite
@@ -158,6 +159,7 @@ class ArchiveService(service.Service):
         except StartupError as e:
             self.log.critical("cannot start: {problem}", problem=e)
             raise SystemExit(f"twistd: cannot start: {e}") from None
+        serverLog.debugLevel = self.archive.debugLevel
         self.log.info("index: {driver} {db}", driver=self.archive.driver.name, db=redacted(self.archive.dbDescription))
         for device in self.archive.devices:
             self.log.info("storage: {name} = {path}", name=device.name, path=device.path)

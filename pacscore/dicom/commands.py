@@ -7,6 +7,8 @@ for every DIMSE message, so it stays small and fast.
 
 import struct
 
+from pydicom.datadict import keyword_for_tag
+
 from pacscore.dicom.pdu import PDUError
 
 COMMAND_GROUP_LENGTH = 0x00000000
@@ -112,6 +114,20 @@ def decodeCommand(data):
     if COMMAND_FIELD not in command:
         raise PDUError("command set without Command Field (0000,0100)")
     return command
+
+
+def describeCommand(command):
+    """A decoded command set as text for the debug log, one element a line."""
+    lines = []
+    for tag, value in sorted(command.items()):
+        if tag in (COMMAND_FIELD, STATUS):
+            value = f"0x{value:04X}" + (f" {COMMAND_NAMES.get(value, '?')}" if tag == COMMAND_FIELD else "")
+        elif isinstance(value, list):
+            value = " ".join(f"({t >> 16:04X},{t & 0xFFFF:04X})" for t in value)
+        elif isinstance(value, bytes):
+            value = f"<{len(value)} bytes>"
+        lines.append(f"(0000,{tag:04X}) {_VR.get(tag, 'UN')} {keyword_for_tag(tag) or '?'}: {value}")
+    return "\n".join(lines)
 
 
 def _encodeValue(tag, value):

@@ -12,6 +12,7 @@ from twisted.internet import defer, task, threads
 from twisted.logger import Logger
 
 from pacscore.converters.context import Outcome
+from pacscore.debuglog import IDENTIFIERS, serverLog
 from pacscore.converters.hooks import LEFT_OUT
 from pacscore.dicom import commands
 from pacscore.dicom.datasets import IdentifierError, decodeDataset
@@ -27,6 +28,8 @@ PENDING = 0xFF00
 
 # Matches sent before giving the reactor a turn (to read a C-CANCEL, say).
 BATCH = 16
+
+log = Logger()
 
 
 def sendResponse(protocol, contextId, command, status, identifier=None, comment=None):
@@ -137,8 +140,23 @@ async def convertIdentifier(hook, reactor, protocol, dataset, transferSyntax):
     """The identifier bytes of a request after its converter line (``hook``,
     e.g. QueryConverter0); see ``convertRequest``."""
     association = protocol.association
-    return await convertRequest(hook, reactor, None if dataset is None else bytes(dataset.data), transferSyntax,
-                                association.callingAE, association.calledAE)
+    data = None if dataset is None else bytes(dataset.data)
+    if data is not None:
+        dumpDatasets(protocol.peerName(), "query identifier", [data], transferSyntax, IDENTIFIERS)
+    return await convertRequest(hook, reactor, data, transferSyntax, association.callingAE, association.calledAE)
+
+
+def dumpDatasets(peer, what, encoded, transferSyntax, level):
+    """Write the data sets ``encoded`` (bytes each) to the debug log as
+    text when the debug level (pacscore.debuglog) asks for ``level``."""
+    if not serverLog.wants(level):
+        return
+    for data in encoded:
+        try:
+            text = str(decodeDataset(data, transferSyntax))
+        except IdentifierError as e:
+            text = f"(cannot be decoded: {e})"
+        log.debug("{peer}: {what}:\n{dump}", peer=peer, what=what, dump=text, debugLevel=level)
 
 
 async def convertRequest(hook, reactor, data, transferSyntax, callingAE, calledAE):

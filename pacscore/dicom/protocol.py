@@ -21,6 +21,7 @@ from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 from zope.interface import implementer
 
+from pacscore.debuglog import COMMANDS, memoryInUse, serverLog
 from pacscore.dicom import commands, pdu
 from pacscore.dicom.negotiation import AssociationRejected, negotiate
 from pacscore.dicom.sinks import MemorySink
@@ -229,6 +230,10 @@ class DicomProtocol(Protocol, TimeoutMixin):
     def _commandComplete(self, contextId, message):
         command = message.command = commands.decodeCommand(message.commandBytes)
         message.commandBytes = None
+        if serverLog.wants(COMMANDS):
+            self.log.debug("{peer}: {name} received (memory in use {memory}):\n{dump}", peer=self.peerName(),
+                           name=commands.COMMAND_NAMES.get(command[commands.COMMAND_FIELD], "command"),
+                           memory=memoryInUse(), dump=commands.describeCommand(command), debugLevel=COMMANDS)
         if command.get(commands.COMMAND_DATASET_TYPE, commands.NO_DATASET) == commands.NO_DATASET:
             del self._messages[contextId]
             self._dispatch(contextId, command, None)

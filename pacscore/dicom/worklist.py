@@ -31,8 +31,10 @@ from pydicom.dataset import Dataset
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from pacscore.debuglog import COMMANDS
 from pacscore.dicom.datasets import encodeDataset
-from pacscore.dicom.find import DESTROYED, SUCCESS, answerFind, convertIdentifier, resultFilter, sendResponse
+from pacscore.dicom.find import (DESTROYED, SUCCESS, answerFind, convertIdentifier, dumpDatasets, resultFilter,
+                                 sendResponse)
 from pacscore.dicom.identifiers import (
     SPECIFIC_CHARACTER_SET, TEXT_VRS, BadIdentifier, answerElement, answerVR, characterSetOf, checkKeys,
     datasetKeys, decodeIdentifier, responseCharacterSet)
@@ -131,9 +133,14 @@ class WorklistFindService:
         self.counters["worklistQueries"] = self.counters.get("worklistQueries", 0) + 1
         keep = resultFilter(self.resultHook, protocol)
         matches = timed(self.index.runQuery(self._matches, request, syntax, keep), self.counters,
-                        "worklistQueryTime")
+                        "worklistQueryTime").addCallback(self._dumped, protocol.peerName(), syntax)
         await answerFind(protocol, contextId, command, matches,
                          self.clock, self.log, "Modality Worklist C-FIND")
+
+    @staticmethod
+    def _dumped(matches, peer, syntax):
+        dumpDatasets(peer, "worklist query result", matches, syntax, COMMANDS)
+        return matches
 
     def _matches(self, connection, request, transferSyntax, keep=None):
         """In a reader thread: the encoded matches."""

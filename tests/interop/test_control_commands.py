@@ -45,6 +45,7 @@ from tests.interop.index import snapshot
 from tests.interop.peers import StorescpServer
 from tests.interop.server import BIN, PacsServer, dcmtk
 from tests.interop.test_retrieve import getSeries
+from tests.interop.test_worklist import worklistFind
 
 MB = 1 << 20
 DESTINATION = "CMDDEST"   # no wildcard entry of the default acrnema.map (V*, S*) matches it
@@ -867,7 +868,10 @@ class MaintenanceCommandTests(DgateMixin, unittest.TestCase):
         self.assertEqual(imageUIDs(self.server, "TESTMODE"), set())
 
     def test_logOnDebugLogOnAndDebugLevel(self):
-        done = self.undoUnlessDone(lambda: self.server.dgate("--log_on:", "--debuglevel:1"))
+        """log_on writes no debug event; debuglog_on does, and debuglevel
+        adds Conquest's dumps: 1 the incoming command sets and worklist
+        answers, 2 also the query identifiers."""
+        done = self.undoUnlessDone(lambda: self.server.dgate("--log_on:", "--debuglevel:0"))
         orders = []
         for number in range(1, 4):
             path = os.path.join(self.workdir, f"order{number}.hl7")
@@ -881,17 +885,28 @@ class MaintenanceCommandTests(DgateMixin, unittest.TestCase):
         self.assertIn(f"logging to {normal}", text)
         self.assertIn(f"--loadhl7:{orders[0]}", text)
         self.assertNotIn("worklist values", text, "no debug events in the normal log")
-        self.assertEqual(len(self.dgate("--debuglog_on:logs/debug.log", "--debuglevel:1",
+        self.assertEqual(len(self.dgate("--debuglog_on:logs/debug.log", "--debuglevel:0",
                                         f"--loadhl7:{orders[1]}")), 1)
+        self.assertEqual(self.server.echo().returncode, 0)
         self.assertNotIn(f"--loadhl7:{orders[1]}", readText(normal), "the normal log is no longer written")
         text = readText(debug)
         self.assertIn(f"logging with debug events to {debug}", text)
-        self.assertIn("HL7 NW LOGMSG2: worklist values", text)
-        self.assertEqual(len(self.dgate("--debuglevel:0", f"--loadhl7:{orders[2]}")), 1)
+        self.assertIn("HL7 NW LOGMSG2: worklist values", text, "level 0: the ordinary debug events")
+        self.assertNotIn("C-ECHO-RQ received", text)
+        self.assertEqual(len(self.dgate("--debuglevel:1", f"--loadhl7:{orders[2]}")), 1)
+        self.assertEqual(self.server.echo().returncode, 0)
+        self.assertEqual(len(worklistFind(self.server, ["AccessionNumber=LOGACC3", "PatientName"])), 1)
         text = readText(debug)
-        self.assertIn(f"--loadhl7:{orders[2]}", text)
-        self.assertNotIn("LOGMSG3: worklist values", text, "debug level 0 writes no debug event")
-        self.assertEqual(self.dgate("--log_on:", "--debuglevel:1", "--checksum:after the log stopped"),
+        self.assertIn("LOGMSG3: worklist values", text)
+        self.assertRegex(text, r"C-ECHO-RQ received \(memory in use \d+\.\d MB\):\n(.*\n)*"
+                               r"\s*\(0000,0100\) US CommandField: 0x0030 C-ECHO-RQ")
+        self.assertIn("C-FIND-RQ received", text)
+        self.assertRegex(text, r"worklist query result:\n(.*\n)*.*Accession Number +SH: 'LOGACC3'")
+        self.assertNotIn("query identifier", text)
+        self.assertEqual(len(self.dgate("--debuglevel:2")), 0)
+        self.assertEqual(len(worklistFind(self.server, ["AccessionNumber=LOGACC2"])), 1)
+        self.assertRegex(readText(debug), r"query identifier:\n(.*\n)*.*Accession Number +SH: 'LOGACC2'")
+        self.assertEqual(self.dgate("--log_on:", "--debuglevel:0", "--checksum:after the log stopped"),
                          [str(zlib.crc32(b"after the log stopped"))])
         done()
         self.assertNotIn("after the log stopped", readText(debug))
@@ -943,3 +958,22 @@ class MakeSpaceTests(DgateMixin, unittest.TestCase):
         self.assertEqual(self.counts(), [1, 1, 1, 2])
         self.assertEqual([os.path.exists(paths[image.sopUID]) for image in self.old + self.young],
                          [False] * 4 + [True] * 2)
+
+
+class DebugLevelKeyTests(DgateMixin, unittest.TestCase):
+    """dicom.ini's DebugLevel sets the level the debug log starts with."""
+
+    def setUp(self):
+        self.server = PacsServer(self.mktemp())
+        self.server.setIni(DebugLevel="2")
+        self.server.start()
+        self.addCleanup(self.server.stop)
+
+    def test_debugLevelKey(self):
+        self.dgate("--debuglog_on:debug.log")
+        result = dcmtk("findscu", "-P", "-aec", self.server.ae, "-k", "QueryRetrieveLevel=PATIENT",
+                       "-k", "PatientID=DEBUGKEY", "127.0.0.1", self.server.port)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        text = readText(os.path.join(self.server.workdir, "debug.log"))
+        self.assertIn("C-FIND-RQ received", text)
+        self.assertRegex(text, r"query identifier:\n(.*\n)*.*Patient ID +LO: 'DEBUGKEY'")

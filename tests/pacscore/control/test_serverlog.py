@@ -8,6 +8,7 @@ from twisted.internet import defer
 from twisted.logger import Logger, LogPublisher
 from twisted.trial import unittest
 
+from pacscore import debuglog
 from pacscore.control import devices, serverlog
 from pacscore.control.context import CommandError
 from tests.pacscore.control.running import RunningArchive
@@ -20,7 +21,7 @@ class LoggingCommandTests(unittest.TestCase):
         self.archive = self.running.archive
         self.publisher = LogPublisher()
         self.log = Logger(namespace="test", observer=self.publisher)
-        self.serverLog = serverlog.ServerLog(self.publisher)
+        self.serverLog = debuglog.ServerLog(self.publisher)
         self.addCleanup(self.serverLog.stop)
         self.logOn = serverlog.LogOn(self.serverLog)
         self.debugLogOn = serverlog.DebugLogOn(self.serverLog)
@@ -55,9 +56,9 @@ class LoggingCommandTests(unittest.TestCase):
         self.emit("three")
         self.serverLog.stop()
         text = Path(path).read_text()
-        for line in ("info one", "debug one", "debug two", "detail two", "info three"):
+        for line in ("info one", "debug one", "debug two", "detail two", "info three", "debug three"):
             self.assertIn(line, text)
-        for line in ("detail one", "debug three", "detail three"):
+        for line in ("detail one", "detail three"):
             self.assertNotIn(line, text)
 
     @defer.inlineCallbacks
@@ -75,7 +76,7 @@ class LoggingCommandTests(unittest.TestCase):
         yield self.assertFailure(self.running.run(self.logOn, "1111"), CommandError)
         yield self.assertFailure(self.running.run(self.logOn, "no/such/folder/x.log"), CommandError)
         yield self.assertFailure(self.running.run(self.debugLevel, "high"), CommandError)
-        self.assertEqual(self.serverLog.debugLevel, 1)
+        self.assertEqual(self.serverLog.debugLevel, 0)
 
 
 class DeviceCommandTests(unittest.TestCase):

@@ -35,7 +35,8 @@ from pacscore.web.scripted import ScriptedPages
 
 MODES = {**browse.MODES, **images.MODES, **remote.MODES, **downloads.MODES, **edits.MODES, **worklist.MODES,
          **procedures.MODES}
-REQUEST_MODES = {**remote.REQUEST_MODES, **edits.REQUEST_MODES, **worklist.REQUEST_MODES}  # these also get the request (its method)
+# these also get the request (its method, the login)
+REQUEST_MODES = {**browse.REQUEST_MODES, **remote.REQUEST_MODES, **edits.REQUEST_MODES, **worklist.REQUEST_MODES}
 DEFAULTS_SECTION = "webdefaults"
 TOP = SCRIPT.encode() + b"?mode=top"
 DICOMWEB = b"dicom-web"

@@ -144,6 +144,13 @@ class QueryRetrieveConverterTests(unittest.TestCase):
             studies = json.load(response)
         self.assertEqual([study["00100020"]["Value"] for study in studies], [["SHOWN"]])
         self.assertIn("query from : STUDY level", server.log())
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.webPort}/cgi-bin/dgate?mode=querypatients",
+                                    timeout=30) as response:
+            page = response.read().decode()
+        self.assertIn("<caption>1 patients</caption>", page)
+        self.assertIn("SHOWN", page)
+        self.assertNotIn("HIDDEN", page)
+        self.assertIn("query from : PATIENT level", server.log())
         received = {}
         for patient in ("SHOWN", "HIDDEN"):
             out = tempfile.mkdtemp(dir=workdir)

@@ -13,28 +13,21 @@ Retrieve AE Title and a RetrieveURL of the entity.  ``limit`` and
 ``fuzzymatching=true`` is answered with a Warning that matching was
 literal.  Attributes inside sequences (``a.b``) are refused (400).
 
-As a C-FIND, a search goes through ``QueryConverter0`` (its keys as an
-identifier; ``%u`` the WebUsers login, else empty; ``reject`` is a 403,
-``destroy`` an empty answer; ``virtualserver N`` chooses the virtual
-servers asked) and each match through ``QueryResultConverter0``.
+As a C-FIND, a search goes through ``QueryConverter0`` and each match
+through ``QueryResultConverter0`` (pacscore.web.converting).
 """
 
 import re
 
 from pydicom.datadict import dictionary_VR, tag_for_keyword
-from pydicom.dataset import Dataset
 
 from pacscore.db.query import SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, QueryKey, levelIndex
-from pacscore.codecs.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN
-from pacscore.dicom.datasets import encodeDataset
-from pacscore.dicom.find import DESTROYED, RequestRejected, convertRequest, resultFilterFor
 from pacscore.dicom.identifiers import (
-    QUERY_RETRIEVE_LEVEL, SPECIFIC_CHARACTER_SET, BadIdentifier, MatchEncoder, Request, checkKeys, readRequest)
+    QUERY_RETRIEVE_LEVEL, SPECIFIC_CHARACTER_SET, BadIdentifier, MatchEncoder, Request, checkKeys)
 from pacscore.dicom.models import STUDY_ROOT_FIND
-from pacscore.dicom.virtual import takeServerMask
 from pacscore.web.answers import WebError
 from pacscore.web.dicomweb.dicomjson import jsonAnswer, jsonBytes, jsonDataset
-from pacscore.web.logins import callingAE
+from pacscore.web.converting import convertedKeys, identifierOf, resultFilter
 
 RETRIEVE_URL = 0x00081190
 UNIQUE_KEYWORDS = {"STUDY": "StudyInstanceUID", "SERIES": "SeriesInstanceUID", "IMAGE": "SOPInstanceUID"}
@@ -181,15 +174,6 @@ def _matches(connection, query, level, keys, encoder, base, offset, limit):
     return total, jsonBytes([jsonDataset(dataset) for dataset in answers])
 
 
-def _identifier(level, keys):
-    """The C-FIND identifier of a search, for the virtual servers."""
-    identifier = Dataset()
-    identifier.QueryRetrieveLevel = level
-    for key in keys:
-        identifier.add_new(key.tag, key.vr, key.value)
-    return identifier
-
-
 def _withRemote(local, remote, level, base, aeTitle, offset, limit, keep=None):
     """In a worker: the count and JSON array of our answers then those of
     the virtual servers (Datasets) whose entity is new and that ``keep``
@@ -215,28 +199,6 @@ def _withRemote(local, remote, level, base, aeTitle, offset, limit, keep=None):
     return len(merged), jsonBytes([jsonDataset(dataset) for dataset in _page(merged, offset, limit)])
 
 
-async def convertedKeys(archive, request, level, keys):
-    """``(keys, virtual server mask)`` after QueryConverter0, or None when
-    its line said ``destroy``; WebError 403 when it said ``reject``."""
-    hook = archive.converterHooks.get("QueryConverter0")
-    if hook is None:
-        return keys, None
-    identifier = _identifier(level, keys)
-    identifier.SpecificCharacterSet = "ISO_IR 192"
-    syntax = EXPLICIT_VR_LITTLE_ENDIAN
-    try:
-        data = await convertRequest(hook, archive.reactor, encodeDataset(identifier, syntax), syntax,
-                                    callingAE(request), archive.aeTitle)
-        if data is DESTROYED:
-            return None
-        data, mask = takeServerMask(data, syntax)
-        return readRequest(data, syntax, (level,)).keys, mask
-    except RequestRejected as e:
-        raise WebError(403, f"the search was {e}") from e
-    except BadIdentifier as e:
-        raise WebError(400, f"the search after {hook.script.key}: {e}") from e
-
-
 async def search(archive, request, target, base, level):
     """The QIDO-RS answer at ``level`` (STUDY, SERIES, IMAGE) within ``target``."""
     converted = await convertedKeys(archive, request, level, searchKeys(archive, request, level, target))
@@ -245,7 +207,7 @@ async def search(archive, request, target, base, level):
     keys, mask = converted
     offset = _number(request, "offset", 0)
     limit = _number(request, "limit", None)
-    keep = resultFilterFor(archive.converterHooks.get("QueryResultConverter0"), callingAE(request), archive.aeTitle)
+    keep = resultFilter(archive, request)
     encoder = MatchEncoder(Request(level, keys, "ISO_IR 192"), archive.aeTitle, None, keep)
     virtual = archive.virtualServers
     if virtual is None:
@@ -253,7 +215,7 @@ async def search(archive, request, target, base, level):
                                                       offset, limit)
     else:
         _, local = await archive.index.runQuery(_localMatches, archive.query, level, keys, encoder, base)
-        remote = await virtual.find(STUDY_ROOT_FIND, _identifier(level, keys), mask)
+        remote = await virtual.find(STUDY_ROOT_FIND, identifierOf(level, keys), mask)
         total, answers = await archive.workers.deferToWorker(_withRemote, local, remote, level, base,
                                                              archive.aeTitle, offset, limit, keep)
     warnings = []

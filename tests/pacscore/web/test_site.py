@@ -170,6 +170,34 @@ class BrowseTests(WebTestCase):
         self.assertFalse(site.displayTracebacks)
 
 
+class ConvertedBrowseTests(WebTestCase):
+    """The lists go through QueryConverter0 and QueryResultConverter0, as
+    Conquest's pages (which query the server over DICOM) do."""
+
+    corpusShape = {"patients": 3, "studiesPerPatient": 1, "seriesPerStudy": 1, "imagesPerSeries": 1}
+    ini = {"QueryConverter0": 'ifequal "%V0010,0020", "NOBODY"; reject; ifequal "%V0010,0020", "GONE"; destroy; '
+                              'ifequal "%V0010,0020", "FIRST"; set 0010,0020 to "PAT0000"',
+           "QueryResultConverter0": 'ifequal "%V0010,0020", "PAT0001"; destroy; '
+                                    'ifequal "%V0010,0020", "PAT0002"; set 0010,0010 to "Hidden^Name"'}
+
+    @defer.inlineCallbacks
+    def test_linesApply(self):
+        patients = yield get(self.resource, mode="querypatients")
+        self.assertIn("<caption>2 patients</caption>", patients.text)
+        self.assertNotIn("PAT0001", patients.text)
+        self.assertIn("<td>Hidden^Name</td>", patients.text)
+        series = yield get(self.resource, mode="queryseries")
+        self.assertIn("<caption>2 series</caption>", series.text)
+        changed = yield get(self.resource, mode="querystudies", query="DICOMStudies.PatientID = 'FIRST'")
+        self.assertIn("<caption>1 studies where", changed.text)
+        self.assertIn("<td>PAT0000</td>", changed.text)
+        destroyed = yield get(self.resource, mode="queryallimages", query="DICOMStudies.PatientID = 'GONE'")
+        self.assertIn("<caption>0 images where", destroyed.text)
+        rejected = yield get(self.resource, mode="querypatients", query="DICOMPatients.PatientID = 'NOBODY'")
+        self.assertEqual(rejected.code, 403)
+        self.assertIn("rejected by QueryConverter0", rejected.text)
+
+
 class WadoTests(unittest.TestCase):
 
     @defer.inlineCallbacks

@@ -1,7 +1,8 @@
 """VirtualServerFor0 against two running ``twistd -n pacs``: FRONT stands
 in front of BACKEND.  DCMTK's findscu on FRONT sees both archives merged
 (one match per entity), getscu and movescu on FRONT get BACKEND's objects,
-which FRONT fetches (and keeps, unless CacheVirtualData = 0); with BACKEND
+which FRONT fetches (and keeps, unless CacheVirtualData = 0), over DICOM
+and WADO-RS; with BACKEND
 down, FRONT answers with its own; in front of an archive of Kodak Patient
 IDs (,FIXKODAK) the IDs are translated both ways; in front of DCMTK's
 dcmqrscp, which wants strictly hierarchical queries, FRONT still finds a
@@ -119,6 +120,24 @@ class VirtualServerTests(unittest.TestCase):
         self.assertIn("virtual server BACKEND: 6 object(s) fetched", self.front.log())
         self.assertTrue({i.sopUID for i in self.byPatient[self.there]}
                         <= set(column(self.front.database, "DICOMImages", "SOPInstanceUID")))
+
+    def test_dicomWebWithoutCaching(self):
+        """With CacheVirtualData = 0 what WADO-RS fetched is deleted again
+        once sent: the objects, and their metadata asked later."""
+        self.startFront(CacheVirtualData="0")
+        web = f"http://127.0.0.1:{self.front.webPort}/dicom-web"
+        there = self.byPatient[self.there]
+        status, _, body = httpGet(f"{web}/studies/{there[0].studyUID}", {"Accept": AS_STORED})
+        self.assertEqual(status, 200)
+        self.assertEqual({i.sopUID for i in there if i.sopUID.encode() in body}, {i.sopUID for i in there})
+        self.assertIn("6 object(s) fetched from virtual servers deleted", self.front.log())
+        self.assertFalse({i.sopUID for i in there} & set(column(self.front.database, "DICOMImages", "SOPInstanceUID")))
+        status, _, body = httpGet(f"{web}/studies/{there[0].studyUID}/series/{there[0].seriesUID}/metadata",
+                                  {"Accept": "application/dicom+json"})
+        self.assertEqual(status, 200)
+        self.assertEqual(len(json.loads(body)), 3)
+        self.assertEqual(self.front.log().count("object(s) fetched from virtual servers deleted"), 2)
+        self.assertFalse({i.sopUID for i in there} & set(column(self.front.database, "DICOMImages", "SOPInstanceUID")))
 
     def test_convertersChooseTheVirtualServers(self):
         """QueryConverter0 asks no archive (mask 0), RetrieveConverter0 only

@@ -44,10 +44,12 @@ def _anything(media):
 
 
 async def storedInstances(archive, target):
-    """``[(Instance, path)]`` of the objects ``target`` names, in study,
-    series and instance number order; WebError 404 when there are none.
-    With virtual servers, an entity none of whose objects is here is first
-    fetched from them (C-MOVE here, as a C-MOVE to us would)."""
+    """``([(Instance, path)], fetched)``: the objects ``target`` names, in
+    study, series and instance number order, and the SOP Instance UIDs of
+    those fetched for it; WebError 404 when there are none.  With virtual
+    servers, an entity none of whose objects is here is first fetched from
+    them (C-MOVE here, as a C-MOVE to us would); ``released`` deletes them
+    again when done, unless CacheVirtualData keeps them."""
     keys, level, identifier = [], "STUDY", Dataset()
     for tag, uid, name in ((STUDY_INSTANCE_UID, target.study, "STUDY"), (SERIES_INSTANCE_UID, target.series, "SERIES"),
                            (SOP_INSTANCE_UID, target.instance, "IMAGE")):
@@ -56,13 +58,33 @@ async def storedInstances(archive, target):
             identifier.add_new(tag, "UI", uid)
             level = name
     found = await archive.index.runQuery(archive.objectReader.instancePaths, archive.query, level, keys)
+    fetched = []
     if not found and archive.virtualServers is not None:
         identifier.QueryRetrieveLevel = level
-        if await archive.virtualServers.fetch(STUDY_ROOT_MOVE, identifier):
+        fetched = await archive.virtualServers.fetch(STUDY_ROOT_MOVE, identifier)
+        if fetched:
             found = await archive.index.runQuery(archive.objectReader.instancePaths, archive.query, level, keys)
     if not found:
+        await released(archive, fetched)
         raise WebError(404, f"no stored objects at {target.describe()}")
-    return found
+    return found, fetched
+
+
+async def released(archive, fetched):
+    """The objects ``fetched`` from the virtual servers were sent: deleted
+    unless CacheVirtualData keeps them."""
+    if fetched:
+        await archive.virtualServers.release(fetched)
+
+
+async def withInstances(archive, target, use):
+    """``await use(found)`` with the ``storedInstances`` of ``target``,
+    which must have read what it needs of them: then they are ``released``."""
+    found, fetched = await storedInstances(archive, target)
+    try:
+        return await use(found)
+    finally:
+        await released(archive, fetched)
 
 
 def instanceURL(base, instance):
@@ -120,26 +142,29 @@ async def _fileChunks(archive, path, first, size):
 async def retrieveInstances(archive, request, target, base):
     """The objects ``target`` names, each a part made as the client takes the last."""
     wanted, code = _objectCode(multipart.accepted(request))
-    found = await storedInstances(archive, target)
+    found, fetched = await storedInstances(archive, target)
     boundary = multipart.newBoundary()
 
     async def parts():
-        for instance, path in found:
-            syntax, chunks = await _objectChunks(archive, path, wanted, code)
-            yield multipart.partHeader(boundary, f"{DICOM}; transfer-syntax={syntax}", instanceURL(base, instance))
-            async for chunk in chunks:
-                yield chunk
-            yield multipart.CRLF
-        yield multipart.closing(boundary)
+        try:
+            for instance, path in found:
+                syntax, chunks = await _objectChunks(archive, path, wanted, code)
+                yield multipart.partHeader(boundary, f"{DICOM}; transfer-syntax={syntax}", instanceURL(base, instance))
+                async for chunk in chunks:
+                    yield chunk
+                yield multipart.CRLF
+            yield multipart.closing(boundary)
+        finally:
+            await released(archive, fetched)
     return StreamAnswer(parts(), multipart.multipartType(boundary, DICOM), (ANY_ORIGIN,))
 
 
 async def retrieveMetadata(archive, request, target, base):
     """The DICOM JSON of every object ``target`` names."""
-    found = await storedInstances(archive, target)
-    answers = []
-    for instance, path in found:
-        answers.append(await onFile(archive, path, instanceMetadata, instanceURL(base, instance)))
+
+    async def metadata(found):
+        return [await onFile(archive, path, instanceMetadata, instanceURL(base, instance)) for instance, path in found]
+    answers = await withInstances(archive, target, metadata)
     return jsonAnswer(await archive.workers.deferToWorker(jsonBytes, answers))
 
 
@@ -192,17 +217,26 @@ async def _frameParts(archive, request, path, numbers):
 
 
 async def retrieveFrames(archive, request, target, base):
-    (_, path), = await storedInstances(archive, target)
-    return await _frameParts(archive, request, path, frameNumbers(target.frames))
+    numbers = frameNumbers(target.frames)
+    return await withInstances(archive, target,
+                               lambda found: _frameParts(archive, request, _onlyPath(found), numbers))
+
+
+def _onlyPath(found):
+    (_, path), = found
+    return path
 
 
 async def retrieveBulk(archive, request, target, base):
     """A bulk data attribute of an instance; Pixel Data as its frames."""
-    (_, path), = await storedInstances(archive, target)
     try:
         tag = int(target.tag, 16)
     except ValueError:
         raise WebError(400, f"{target.tag!r} is not a tag (eight hex digits)") from None
+    return await withInstances(archive, target, lambda found: _bulk(archive, request, _onlyPath(found), tag))
+
+
+async def _bulk(archive, request, path, tag):
     if tag == PIXEL_DATA:
         return await _frameParts(archive, request, path, None)
     try:
@@ -262,12 +296,11 @@ async def retrieveRendered(archive, request, target, base):
     """An instance (or one of its frames) as a picture: ``viewport`` =
     width,height (the largest size), ``window`` = center,width[,function],
     ``quality`` (1-100, of a JPEG)."""
-    (_, path), = await storedInstances(archive, target)
     frame = frameNumbers(target.frames)[0] - 1 if target.frames else 0
-    return await _rendered(archive, request, path, frame, 0)
+    return await withInstances(archive, target, lambda found: _rendered(archive, request, _onlyPath(found), frame, 0))
 
 
 async def retrieveThumbnail(archive, request, target, base):
     """The first instance of a study, series or an instance as a small picture."""
-    (_, path), *_ = await storedInstances(archive, target)
-    return await _rendered(archive, request, path, 0, THUMBNAIL_SIZE)
+    return await withInstances(archive, target,
+                               lambda found: _rendered(archive, request, found[0][1], 0, THUMBNAIL_SIZE))

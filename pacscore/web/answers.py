@@ -45,10 +45,12 @@ def htmlAnswer(title, *parts, cache=False):
 
 class Parameters:
     """A request's parameters (first value of each, UTF-8, names matched
-    exactly as Conquest does) over ``defaults`` ({name: value}).  A value
-    that is not UTF-8 text (an uploaded file) is a 400 when asked for."""
+    exactly as Conquest does) over ``defaults`` ({name: value}), and the
+    WebUsers ``user`` who made it (None without a login).  A value that is
+    not UTF-8 text (an uploaded file) is a 400 when asked for."""
 
-    def __init__(self, args, defaults=None):
+    def __init__(self, args, defaults=None, user=None):
+        self.user = user
         self.given = {}
         self.binary = set()
         for name, values in args.items():

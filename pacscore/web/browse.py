@@ -114,19 +114,19 @@ def _studiesPage(archive, parameters, found):
         study = f"{match[PATIENT_ID]}:{match[STUDY_INSTANCE_UID]}"
         rows.append([match[PATIENT_ID], match[PATIENT_NAME[0]], link(series, match[STUDY_DATE[0]] or "(no date)"),
                      match[STUDY_DESCRIPTION[0]], match[MODALITIES[0]],
-                     _actions(archive, url("zipstudy", study=study), url("studymover", study=study),
+                     _actions(archive, parameters, url("zipstudy", study=study), url("studymover", study=study),
                               url("studydeleter", study=study))])
     return htmlAnswer("studies", table(_caption("studies", found, parameters),
                                        ("Patient ID", "Name", "Study date", "Description", "Modalities", ""), rows))
 
 
-def _actions(archive, zipURL, pushURL, deleteURL):
+def _actions(archive, parameters, zipURL, pushURL, deleteURL):
     """The zip download link, the push link unless WEBPush = 0 and the
-    delete link when WebReadOnly = 0."""
+    delete link when the user may change the archive (edits.writable)."""
     links = [link(zipURL, "zip")]
     if pushAllowed(archive):
         links.append(link(pushURL, "push"))
-    if writable(archive):
+    if writable(archive, parameters):
         links.append(link(deleteURL, "delete"))
     return join(*(part for item in links for part in (" ", item)))
 
@@ -150,7 +150,7 @@ def _seriesPage(archive, parameters, found):
                      match[SERIES_TIME[0]], link(url("queryallimages", query=query),
                                                  match[SERIES_DESCRIPTION[0]] or "(no description)"),
                      match[MODALITY[0]], link(url("queryimages", query=query), "thumbs"),
-                     _actions(archive, url("zipseries", series=series),
+                     _actions(archive, parameters, url("zipseries", series=series),
                               url("seriesmover", series=series, studyuid=match[STUDY_INSTANCE_UID]),
                               url("seriesdeleter", series=series))])
     return htmlAnswer("series", table(_caption("series", found, parameters),
@@ -268,7 +268,7 @@ async def top(archive, parameters):
         _form("querystudies", "Local studies", *who, ("studydatematch", "Study date")),
         _form("queryseries", "Local series", *who, ("studydatematch", "Study date")),
         _finderForm(archive),
-        uploadForm(archive),
+        uploadForm(archive, parameters),
         join(Markup("<p>"), link(url("queryworklist"), "Worklist"), " | ",
              link(url("querympps"), "Performed procedure steps"), " | ", link(url("showconfig"), "Configuration"),
              " | ", link(url("showsops"), "SOP classes"), " | ", link(url("showdb"), "Database layout"),

@@ -28,14 +28,34 @@ from pacscore.web.objects import uid
 COPY_CHUNK = 1 << 20
 
 
-def writable(archive):
-    """Whether WebReadOnly = 0 lets the web pages change the archive."""
-    return archive.configuration.ini.getint("WebReadOnly", 1) == 0
+def webWriters(ini):
+    """The WebUsers users of ``WebWriters`` (comma or space separated)."""
+    return set(ini.get("WebWriters", "").replace(",", " ").split())
 
 
-def checkWritable(archive):
-    if not writable(archive):
-        raise WebError(403, "the web interface is read-only (WebReadOnly = 1)")
+def _refusal(archive, parameters):
+    """Why the pages may not change the archive for the user of
+    ``parameters``, or None when they may."""
+    ini = archive.configuration.ini
+    if ini.getint("WebReadOnly", 1) != 0:
+        return "the web interface is read-only (WebReadOnly = 1)"
+    writers = webWriters(ini)
+    if writers and parameters.user not in writers:
+        who = f"user {parameters.user}" if parameters.user else "a request without a login"
+        return f"{who} may not change the archive (WebWriters)"
+    return None
+
+
+def writable(archive, parameters):
+    """Whether the web pages may change the archive for the user of
+    ``parameters``: WebReadOnly = 0 and, when WebWriters lists users, one of them."""
+    return _refusal(archive, parameters) is None
+
+
+def checkWritable(archive, parameters):
+    refusal = _refusal(archive, parameters)
+    if refusal is not None:
+        raise WebError(403, refusal)
 
 
 def checkPost(request):
@@ -59,7 +79,7 @@ async def commandAnswer(archive, command, arguments, title, failure=422):
 
 
 def _confirmPage(archive, parameters, name, mode):
-    checkWritable(archive)
+    checkWritable(archive, parameters)
     reference = _reference(parameters, name)
     form = Markup(f"<form action=\"{SCRIPT}?mode={mode}\" method=\"post\">"
                   f"<input type=\"hidden\" name=\"{name}\" value=\"{text(reference)}\">"
@@ -77,14 +97,14 @@ async def seriesDeleter(archive, parameters):
 
 
 async def deleteStudy(archive, parameters, request):
-    checkWritable(archive)
+    checkWritable(archive, parameters)
     checkPost(request)
     reference = _reference(parameters, "study")
     return await commandAnswer(archive, DeleteStudy(), reference, f"study {reference} deleted")
 
 
 async def deleteSeries(archive, parameters, request):
-    checkWritable(archive)
+    checkWritable(archive, parameters)
     checkPost(request)
     reference = _reference(parameters, "series")
     return await commandAnswer(archive, DeleteSeries(), reference, f"series {reference} deleted")
@@ -102,7 +122,7 @@ def _spooled(upload):
 
 
 async def addLocalFile(archive, parameters, request):
-    checkWritable(archive)
+    checkWritable(archive, parameters)
     checkPost(request)
     upload = request.uploads.get(b"filetoupload", [None])[0]
     if upload is None or not upload.size:
@@ -115,9 +135,9 @@ async def addLocalFile(archive, parameters, request):
         await archive.workers.deferToWorker(os.remove, path)
 
 
-def uploadForm(archive):
+def uploadForm(archive, parameters):
     """The top page's upload form, when the pages may change the archive."""
-    if not writable(archive):
+    if not writable(archive, parameters):
         return ""
     return Markup(f"<form action=\"{SCRIPT}?mode=addlocalfile\" method=\"post\" enctype=\"multipart/form-data\">"
                   "<fieldset><legend>Upload a DICOM file or HL7 message</legend>"

@@ -19,6 +19,7 @@ failure a 500 page and the traceback in the log.
 from functools import partial
 
 from twisted.internet import threads
+from twisted.logger import Logger
 from twisted.web import resource, server, util
 
 from pacscore.config.errors import ConfigError
@@ -39,6 +40,7 @@ MODES = {**browse.MODES, **images.MODES, **remote.MODES, **downloads.MODES, **ed
 REQUEST_MODES = {**browse.REQUEST_MODES, **remote.REQUEST_MODES, **edits.REQUEST_MODES, **worklist.REQUEST_MODES}
 DEFAULTS_SECTION = "webdefaults"
 TOP = SCRIPT.encode() + b"?mode=top"
+log = Logger()
 DICOMWEB = b"dicom-web"
 
 
@@ -57,7 +59,7 @@ class DgateResource(AnsweringResource):
         for key, value in self.archive.configuration.ini.items(DEFAULTS_SECTION):
             defaults.setdefault(key.lower(), value)  # the first of equal keys, as everywhere in dicom.ini
         await readPostedForm(self.archive, request)
-        parameters = Parameters(request.args, defaults)
+        parameters = Parameters(request.args, defaults, user=getattr(request, "webUser", None))
         if self.wadoOnly or parameters.get("requestType") == "WADO":
             return await wado.answer(self.archive, parameters)
         mode = parameters.get("mode").strip() or "top"
@@ -97,6 +99,9 @@ def _withLogins(root, archive):
     configuration = archive.configuration
     name = configuration.ini.get("WebUsers", "").strip()
     if not name:
+        if edits.webWriters(configuration.ini):
+            log.warn("WebWriters lists users but WebUsers is not set: nobody logs in, so the web pages change "
+                     "nothing")
         return root
     try:
         passwords = PasswordFile(configuration.resolvePath(name))

@@ -52,7 +52,7 @@ async def queryWorklist(archive, parameters):
     rows = [["" if row[name] is None else row[name] for name in names] for row in found]
     parts = []
     accession = archive.worklistItems.accessionColumn
-    if writable(archive) and accession is not None:
+    if writable(archive, parameters) and accession is not None:
         for row, item in zip(rows, found):
             row.insert(0, link(url("editrecord", accession=item[accession] or ""), "edit"))
         names.insert(0, "")
@@ -82,7 +82,7 @@ def _form(archive, values, original):
 
 
 async def editRecord(archive, parameters):
-    checkWritable(archive)
+    checkWritable(archive, parameters)
     accession = _accession(parameters)
     column = _accessionColumn(archive)
     found = await archive.index.runQuery(_rows, archive.index.tables.worklist, 1, column, accession)
@@ -95,7 +95,7 @@ async def editRecord(archive, parameters):
 
 
 async def addRecord(archive, parameters):
-    checkWritable(archive)
+    checkWritable(archive, parameters)
     return htmlAnswer("new worklist item", _form(archive, {}, ""))
 
 
@@ -113,7 +113,7 @@ def _values(archive, parameters):
 
 
 async def saveRecord(archive, parameters, request):
-    checkWritable(archive)
+    checkWritable(archive, parameters)
     checkPost(request)
     accessionColumn = _accessionColumn(archive)
     original = parameters.get(ORIGINAL).strip()
@@ -144,7 +144,7 @@ async def saveRecord(archive, parameters, request):
 
 
 async def deleteRecord(archive, parameters, request):
-    checkWritable(archive)
+    checkWritable(archive, parameters)
     checkPost(request)
     accession = _accession(parameters)
     applied = await archive.worklistItems.apply([OrderItem("CA", {_accessionColumn(archive): accession})])

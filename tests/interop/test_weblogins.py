@@ -23,6 +23,7 @@ from tests.interop.test_web import CT, httpGet, startWithSamples
 from tests.pacscore.web.test_logins import htpasswd
 
 USER, PASSWORD = "alice", "s\u00e9cret wonder"
+READER, READER_PASSWORD = "bob", "builder"
 
 
 def basic(user, password):
@@ -34,8 +35,10 @@ class WebLoginTests(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.folder = tempfile.mkdtemp(prefix="pacs-logins-")
-        cls.server = PacsServer(os.path.join(cls.folder, "pacs"), ae="WEBPACS", ini={"WebUsers": "webusers"})
+        cls.server = PacsServer(os.path.join(cls.folder, "pacs"), ae="WEBPACS", ini={
+            "WebUsers": "webusers", "WebReadOnly": "0", "WebWriters": USER})
         htpasswd(os.path.join(cls.server.workdir, "webusers"), USER, PASSWORD, create=True)
+        htpasswd(os.path.join(cls.server.workdir, "webusers"), READER, READER_PASSWORD)
         startWithSamples(cls)
         cls.root = f"http://127.0.0.1:{cls.server.webPort}"
 
@@ -92,6 +95,21 @@ class WebLoginTests(unittest.TestCase):
         dom = viewerFromElsewhere(folder, f"{self.root}/dicom-web", basic(USER, "wrong"))
         self.assertIn('<p id="out">failed SyntaxError', dom)  # the 401 page read, as no JSON
 
+    def test_onlyWebWritersChange(self):
+        """WebWriters = alice: bob sees no delete links and his delete is a
+        403 with a log line; alice gets the links."""
+        status, _, body = self.fetch("/cgi-bin/dgate?mode=querystudies", basic(READER, READER_PASSWORD))
+        self.assertEqual(status, 200)
+        self.assertIn(b"<caption>", body)
+        self.assertNotIn(b"studydeleter", body)
+        response = requests.post(f"{self.root}/cgi-bin/dgate?mode=deletestudy", data={"study": ":1.2.3"},
+                                 auth=(READER, READER_PASSWORD), timeout=30)
+        self.assertEqual(response.status_code, 403)
+        self.assertIn("user bob may not change the archive (WebWriters)", response.text)
+        status, _, body = self.fetch("/cgi-bin/dgate?mode=querystudies", basic(USER, PASSWORD))
+        self.assertEqual(status, 200)
+        self.assertIn(b"studydeleter", body)
+
     def test_cgiGateway(self):
         """dgate as a CGI script passes the browser's login on (Apache's
         CGIPassAuth On) and the server's challenge back."""
@@ -124,6 +142,13 @@ class WebUsersStartUpTests(unittest.TestCase):
         self.assertIn(f"configuration error: {path}:2: the password of carol is not a bcrypt hash; make it with "
                       "htpasswd -B", output)
         self.assertNotIn("Traceback", output)
+
+    def test_writersWithoutLoginsWarn(self):
+        server = PacsServer(self.mktemp(), ini={"WebReadOnly": "0", "WebWriters": "alice"})
+        server.start()
+        self.addCleanup(server.stop)
+        self.assertIn("WebWriters lists users but WebUsers is not set: nobody logs in, so the web pages change "
+                      "nothing", server.log())
 
     def test_passwordsInClearWarn(self):
         """WebUsers on a plain-HTTP endpoint others can reach: a warning to use ssl:."""

@@ -107,9 +107,12 @@ def formBody(parameters):
 
 
 @defer.inlineCallbacks
-def post(resource, **parameters):
-    """POST ``parameters`` as a form (its body read by the resource)."""
+def post(resource, user=None, **parameters):
+    """POST ``parameters`` as a form (its body read by the resource), as
+    the WebUsers ``user`` when given."""
     request = Request([])
+    if user is not None:
+        request.webUser = user
     request.method = b"POST"
     request.uri = request.path = b"/cgi-bin/dgate"
     contentType, body = formBody(parameters)
@@ -119,11 +122,14 @@ def post(resource, **parameters):
 
 
 @defer.inlineCallbacks
-def get(resource, target=None, **parameters):
-    """GET ``target`` (a URL whose query is the parameters) or ``parameters``."""
+def get(resource, target=None, user=None, **parameters):
+    """GET ``target`` (a URL whose query is the parameters) or
+    ``parameters``, as the WebUsers ``user`` when given."""
     if target is not None:
         parameters = dict(parse_qsl(urlsplit(target).query, keep_blank_values=True))
     request = Request([])
+    if user is not None:
+        request.webUser = user
     request.method = b"GET"
     request.uri = b"/cgi-bin/dgate?" + urlencode(parameters).encode()
     request.path = b"/cgi-bin/dgate"

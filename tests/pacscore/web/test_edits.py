@@ -73,3 +73,28 @@ class ReadOnlyTests(WebTestCase):
             self.assertEqual(answer.code, 403)
             self.assertIn("read-only (WebReadOnly = 1)", answer.text)
         self.assertEqual((yield self.running.count("image")), 1)
+
+
+class WebWritersTests(WebTestCase):
+    """WebWriters: only the users it lists may change the archive."""
+
+    ini = {"WebReadOnly": "0", "WebWriters": "alice, carol"}
+    corpusShape = {"patients": 1, "studiesPerPatient": 1, "seriesPerStudy": 1, "imagesPerSeries": 2}
+
+    @defer.inlineCallbacks
+    def test_onlyWritersChange(self):
+        study = self.corpus[0]
+        reference = f"{study.patientID}:{study.studyUID}"
+        for user, who in (("bob", "user bob"), (None, "a request without a login")):
+            studies = yield get(self.resource, mode="querystudies", user=user)
+            self.assertFalse([target for target in studies.links() if "mode=studydeleter" in target])
+            self.assertNotIn("addlocalfile", (yield get(self.resource, user=user)).text)
+            refused = yield post(self.resource, mode="deletestudy", study=reference, user=user)
+            self.assertEqual(refused.code, 403)
+            self.assertIn(f"{who} may not change the archive (WebWriters)", refused.text)
+        self.assertEqual((yield self.running.count("image")), 2)
+        studies = yield get(self.resource, mode="querystudies", user="carol")
+        self.assertEqual(len([target for target in studies.links() if "mode=studydeleter" in target]), 1)
+        self.assertIn("addlocalfile", (yield get(self.resource, user="carol")).text)
+        deleted = yield post(self.resource, mode="deletestudy", study=reference, user="alice")
+        self.assertIn("2 object(s) removed from the server", deleted.text)

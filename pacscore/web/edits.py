@@ -23,14 +23,10 @@ from pacscore.control.deletes import DeleteSeries, DeleteStudy
 from pacscore.web.answers import WebError, htmlAnswer
 from pacscore.web.commands import runCommand
 from pacscore.web.html import SCRIPT, Markup, text
+from pacscore.web.logins import writerRefusal
 from pacscore.web.objects import uid
 
 COPY_CHUNK = 1 << 20
-
-
-def webWriters(ini):
-    """The WebUsers users of ``WebWriters`` (comma or space separated)."""
-    return set(ini.get("WebWriters", "").replace(",", " ").split())
 
 
 def _refusal(archive, parameters):
@@ -39,11 +35,7 @@ def _refusal(archive, parameters):
     ini = archive.configuration.ini
     if ini.getint("WebReadOnly", 1) != 0:
         return "the web interface is read-only (WebReadOnly = 1)"
-    writers = webWriters(ini)
-    if writers and parameters.user not in writers:
-        who = f"user {parameters.user}" if parameters.user else "a request without a login"
-        return f"{who} may not change the archive (WebWriters)"
-    return None
+    return writerRefusal(ini, parameters.user, "change the archive")
 
 
 def writable(archive, parameters):

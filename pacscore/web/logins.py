@@ -185,6 +185,21 @@ def _peer(request):
     return "?" if request is None else getattr(request.getClientAddress(), "host", "?")
 
 
+def webWriters(ini):
+    """The WebUsers users of ``WebWriters`` (comma or space separated)."""
+    return set(ini.get("WebWriters", "").replace(",", " ").split())
+
+
+def writerRefusal(ini, user, what):
+    """Why the WebUsers ``user`` (None: no login) may not ``what`` by
+    ``WebWriters``, or None when it lists nobody or them."""
+    writers = webWriters(ini)
+    if not writers or user in writers:
+        return None
+    who = f"user {user}" if user else "a request without a login"
+    return f"{who} may not {what} (WebWriters)"
+
+
 def callingAE(request):
     """What converters see as the calling AE (``%u``) of a web request:
     the WebUsers user who logged in (16 characters at most), else nothing."""

@@ -30,7 +30,7 @@ from pacscore.web.answers import Parameters, WebError
 from pacscore.web.dicomweb.resource import DicomWebResource
 from pacscore.web.html import SCRIPT
 from pacscore.web.forms import readPostedForm
-from pacscore.web.logins import PasswordFile, accessLogLine, guarded
+from pacscore.web.logins import PasswordFile, accessLogLine, guarded, webWriters
 from pacscore.web.metrics import MetricsResource
 from pacscore.web.scripted import ScriptedPages
 
@@ -99,7 +99,7 @@ def _withLogins(root, archive):
     configuration = archive.configuration
     name = configuration.ini.get("WebUsers", "").strip()
     if not name:
-        if edits.webWriters(configuration.ini):
+        if webWriters(configuration.ini):
             log.warn("WebWriters lists users but WebUsers is not set: nobody logs in, so the web pages change "
                      "nothing")
         return root

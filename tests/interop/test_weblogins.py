@@ -96,8 +96,8 @@ class WebLoginTests(unittest.TestCase):
         self.assertIn('<p id="out">failed SyntaxError', dom)  # the 401 page read, as no JSON
 
     def test_onlyWebWritersChange(self):
-        """WebWriters = alice: bob sees no delete links and his delete is a
-        403 with a log line; alice gets the links."""
+        """WebWriters = alice: bob sees no delete links, his delete and his
+        STOW-RS are 403s; alice gets the links and stores."""
         status, _, body = self.fetch("/cgi-bin/dgate?mode=querystudies", basic(READER, READER_PASSWORD))
         self.assertEqual(status, 200)
         self.assertIn(b"<caption>", body)
@@ -109,6 +109,14 @@ class WebLoginTests(unittest.TestCase):
         status, _, body = self.fetch("/cgi-bin/dgate?mode=querystudies", basic(USER, PASSWORD))
         self.assertEqual(status, 200)
         self.assertIn(b"studydeleter", body)
+        ct = pydicom.dcmread(CT)
+        url = f"{self.root}/dicom-web"
+        with self.assertRaises(requests.HTTPError) as raised:
+            DICOMwebClient(url=url, session=create_session_from_user_pass(READER, READER_PASSWORD)).store_instances([ct])
+        self.assertEqual(raised.exception.response.status_code, 403)
+        self.assertIn("user bob may not store over DICOMweb (WebWriters)", raised.exception.response.text)
+        stored = DICOMwebClient(url=url, session=create_session_from_user_pass(USER, PASSWORD)).store_instances([ct])
+        self.assertEqual([item.ReferencedSOPInstanceUID for item in stored.ReferencedSOPSequence], [ct.SOPInstanceUID])
 
     def test_cgiGateway(self):
         """dgate as a CGI script passes the browser's login on (Apache's

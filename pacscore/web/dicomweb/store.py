@@ -12,7 +12,7 @@ Referenced SOP Sequence of the stored objects (with their RetrieveURL),
 the Failed SOP Sequence (with a C-STORE failure status as Failure Reason)
 and the study's RetrieveURL; 200 when all were stored, 202 when some,
 409 when none.  ``DICOMwebStore = 0`` in dicom.ini refuses every STOW-RS
-request (403).
+request (403), and ``WebWriters``, when it lists users, those of the others.
 """
 
 from pydicom.dataset import Dataset
@@ -26,7 +26,7 @@ from pacscore.web.answers import WebError
 from pacscore.web.dicomweb import multipart
 from pacscore.web.dicomweb.dicomjson import jsonAnswer, jsonBytes, jsonDataset
 from pacscore.web.dicomweb.search import RETRIEVE_URL
-from pacscore.web.logins import callingAE
+from pacscore.web.logins import callingAE, writerRefusal
 from pacscore.web.pacing import Pacer
 
 DICOM = "application/dicom"
@@ -143,6 +143,9 @@ async def storeInstances(archive, request, target, base):
     """The STOW-RS answer to a POSTed multipart body."""
     if not storeAllowed(archive):
         raise WebError(403, "storing over DICOMweb is off (DICOMwebStore = 0)")
+    refusal = writerRefusal(archive.configuration.ini, getattr(request, "webUser", None), "store over DICOMweb")
+    if refusal is not None:
+        raise WebError(403, refusal)
     contentType = multipart.mediaType((request.getHeader(b"content-type") or b"").decode("latin-1"))
     rootType = contentType.get("type", DICOM).lower()
     if contentType.name != "multipart/related" or rootType != DICOM:

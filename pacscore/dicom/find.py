@@ -142,21 +142,32 @@ async def convertIdentifier(hook, reactor, protocol, dataset, transferSyntax):
     association = protocol.association
     data = None if dataset is None else bytes(dataset.data)
     if data is not None:
-        dumpDatasets(protocol.peerName(), "query identifier", [data], transferSyntax, IDENTIFIERS)
+        await dumpDatasets(reactor, protocol.peerName(), "query identifier", [data], transferSyntax, IDENTIFIERS)
     return await convertRequest(hook, reactor, data, transferSyntax, association.callingAE, association.calledAE)
 
 
-def dumpDatasets(peer, what, encoded, transferSyntax, level):
+def dumpDatasets(reactor, peer, what, encoded, transferSyntax, level):
     """Write the data sets ``encoded`` (bytes each) to the debug log as
-    text when the debug level (pacscore.debuglog) asks for ``level``."""
+    text when the debug level (pacscore.debuglog) asks for ``level``;
+    they are decoded in the reactor's thread pool.  A Deferred."""
     if not serverLog.wants(level):
-        return
+        return defer.succeed(None)
+
+    def logEach(texts):
+        for text in texts:
+            log.debug("{peer}: {what}:\n{dump}", peer=peer, what=what, dump=text, debugLevel=level)
+    return threads.deferToThreadPool(reactor, reactor.getThreadPool(), _describe, encoded,
+                                     transferSyntax).addCallback(logEach)
+
+
+def _describe(encoded, transferSyntax):
+    texts = []
     for data in encoded:
         try:
-            text = str(decodeDataset(data, transferSyntax))
+            texts.append(str(decodeDataset(data, transferSyntax)))
         except IdentifierError as e:
-            text = f"(cannot be decoded: {e})"
-        log.debug("{peer}: {what}:\n{dump}", peer=peer, what=what, dump=text, debugLevel=level)
+            texts.append(f"(cannot be decoded: {e})")
+    return texts
 
 
 async def convertRequest(hook, reactor, data, transferSyntax, callingAE, calledAE):

@@ -137,10 +137,9 @@ class WorklistFindService:
         await answerFind(protocol, contextId, command, matches,
                          self.clock, self.log, "Modality Worklist C-FIND")
 
-    @staticmethod
-    def _dumped(matches, peer, syntax):
-        dumpDatasets(peer, "worklist query result", matches, syntax, COMMANDS)
-        return matches
+    def _dumped(self, matches, peer, syntax):
+        d = dumpDatasets(self.clock, peer, "worklist query result", matches, syntax, COMMANDS)
+        return d.addCallback(lambda _: matches)
 
     def _matches(self, connection, request, transferSyntax, keep=None):
         """In a reader thread: the encoded matches."""

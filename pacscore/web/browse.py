@@ -23,6 +23,7 @@ from pacscore.db.drivers import redacted
 from pacscore.db.query import PATIENT_ID, SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, QueryKey
 from pacscore.web.answers import WebError, htmlAnswer
 from pacscore.web.converting import convertedKeys, keptRows, resultFilter
+from pacscore.web.logins import loginAE
 from pacscore.web.edits import uploadForm, writable
 from pacscore.control.finders import (
     BIRTH_DATE, INSTANCE_NUMBER, MODALITIES, MODALITY, PATIENT, PATIENT_NAME, SERIES, SERIES_DATE,
@@ -48,17 +49,18 @@ def _selection(archive, parameters):
         raise WebError(400, str(e)) from e
 
 
-async def _find(archive, parameters, request, level, shown):
+async def _find(archive, parameters, level, shown):
     """``[{tag: value}]`` of the entities at ``level`` the request selects,
     with the ``shown`` ((tag, vr), ...) values, after the query converters."""
     keys = {tag: QueryKey(tag, vr, "") for tag, vr in shown}
     for key in _selection(archive, parameters):
         keys[key.tag] = key
-    converted = await convertedKeys(archive, request, level, list(keys.values()))
+    caller = loginAE(parameters.user)
+    converted = await convertedKeys(archive, caller, level, list(keys.values()))
     if converted is None:
         return []
     keys, _ = converted
-    return await archive.index.runQuery(_kept, archive.query, level, keys, resultFilter(archive, request))
+    return await archive.index.runQuery(_kept, archive.query, level, keys, resultFilter(archive, caller))
 
 
 def _kept(connection, query, level, keys, keep):
@@ -82,15 +84,15 @@ def _caption(what, found, parameters):
     return caption
 
 
-async def _page(archive, parameters, request, level, shown, make):
+async def _page(archive, parameters, level, shown, make):
     """The page ``make(archive, parameters, found)`` makes (in the I/O pool)
     of the matches at ``level`` with the ``shown`` values."""
-    found = await _find(archive, parameters, request, level, shown)
+    found = await _find(archive, parameters, level, shown)
     return await archive.workers.deferToWorker(make, archive, parameters, found)
 
 
-async def queryPatients(archive, parameters, request):
-    return await _page(archive, parameters, request, "PATIENT", (PATIENT, PATIENT_NAME, SEX, BIRTH_DATE), _patientsPage)
+async def queryPatients(archive, parameters):
+    return await _page(archive, parameters, "PATIENT", (PATIENT, PATIENT_NAME, SEX, BIRTH_DATE), _patientsPage)
 
 
 def _patientsPage(archive, parameters, found):
@@ -101,8 +103,8 @@ def _patientsPage(archive, parameters, found):
                                         ("Patient ID", "Name", "Sex", "Birth date"), rows))
 
 
-async def queryStudies(archive, parameters, request):
-    return await _page(archive, parameters, request, "STUDY", (PATIENT, PATIENT_NAME, STUDY_DATE, STUDY_DESCRIPTION,
+async def queryStudies(archive, parameters):
+    return await _page(archive, parameters, "STUDY", (PATIENT, PATIENT_NAME, STUDY_DATE, STUDY_DESCRIPTION,
                                                       MODALITIES, STUDY), _studiesPage)
 
 
@@ -136,8 +138,8 @@ def _seriesQuery(match):
             f"DICOMSeries.SeriesInstanceUID = {quoted(match[SERIES_INSTANCE_UID])}")
 
 
-async def querySeries(archive, parameters, request):
-    return await _page(archive, parameters, request, "SERIES", (PATIENT, PATIENT_NAME, SERIES_NUMBER, SERIES_DATE, SERIES_TIME,
+async def querySeries(archive, parameters):
+    return await _page(archive, parameters, "SERIES", (PATIENT, PATIENT_NAME, SERIES_NUMBER, SERIES_DATE, SERIES_TIME,
                                                        SERIES_DESCRIPTION, MODALITY, SERIES, STUDY), _seriesPage)
 
 
@@ -170,8 +172,8 @@ def _slice(match):
     return f"{match[PATIENT_ID]}:{match[SOP_INSTANCE_UID]}"
 
 
-async def queryAllImages(archive, parameters, request):
-    return await _page(archive, parameters, request, "IMAGE", IMAGE_VALUES, _imagesPage)
+async def queryAllImages(archive, parameters):
+    return await _page(archive, parameters, "IMAGE", IMAGE_VALUES, _imagesPage)
 
 
 def _imagesPage(archive, parameters, found):
@@ -194,8 +196,8 @@ def _evenly(items, most):
     return [items[round(n * (len(items) - 1) / (most - 1))] for n in range(most)]
 
 
-async def queryImages(archive, parameters, request):
-    return await _page(archive, parameters, request, "IMAGE", IMAGE_VALUES, _iconsPage)
+async def queryImages(archive, parameters):
+    return await _page(archive, parameters, "IMAGE", IMAGE_VALUES, _iconsPage)
 
 
 def _iconsPage(archive, parameters, found):
@@ -277,15 +279,12 @@ async def top(archive, parameters):
 
 MODES = {
     "top": top,
-    "showconfig": showConfig,
-    "showsops": showSops,
-    "showdb": showDb,
-}
-
-REQUEST_MODES = {  # these also get the request (the login the converters see)
     "querypatients": queryPatients,
     "querystudies": queryStudies,
     "queryseries": querySeries,
     "queryallimages": queryAllImages,
     "queryimages": queryImages,
+    "showconfig": showConfig,
+    "showsops": showSops,
+    "showdb": showDb,
 }

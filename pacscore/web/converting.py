@@ -15,7 +15,6 @@ from pacscore.dicom.find import DESTROYED, RequestRejected, convertRequest, resu
 from pacscore.dicom.identifiers import BadIdentifier, readRequest
 from pacscore.dicom.virtual import takeServerMask
 from pacscore.web.answers import WebError
-from pacscore.web.logins import callingAE
 
 
 def identifierOf(level, keys):
@@ -27,9 +26,10 @@ def identifierOf(level, keys):
     return identifier
 
 
-async def convertedKeys(archive, request, level, keys):
-    """``(keys, virtual server mask)`` after QueryConverter0, or None when
-    its line said ``destroy``; WebError 403 when it said ``reject``."""
+async def convertedKeys(archive, caller, level, keys):
+    """``(keys, virtual server mask)`` after QueryConverter0 (``%u`` the
+    calling AE ``caller``), or None when its line said ``destroy``;
+    WebError 403 when it said ``reject``."""
     hook = archive.converterHooks.get("QueryConverter0")
     if hook is None:
         return keys, None
@@ -38,7 +38,7 @@ async def convertedKeys(archive, request, level, keys):
     syntax = EXPLICIT_VR_LITTLE_ENDIAN
     try:
         data = await convertRequest(hook, archive.reactor, encodeDataset(identifier, syntax), syntax,
-                                    callingAE(request), archive.aeTitle)
+                                    caller, archive.aeTitle)
         if data is DESTROYED:
             return None
         data, mask = takeServerMask(data, syntax)
@@ -49,9 +49,9 @@ async def convertedKeys(archive, request, level, keys):
         raise WebError(400, f"the search after {hook.script.key}: {e}") from e
 
 
-def resultFilter(archive, request):
-    """``keep(dataset)`` of QueryResultConverter0 for ``request``, or None."""
-    return resultFilterFor(archive.converterHooks.get("QueryResultConverter0"), callingAE(request), archive.aeTitle)
+def resultFilter(archive, caller):
+    """``keep(dataset)`` of QueryResultConverter0 for the calling AE ``caller``, or None."""
+    return resultFilterFor(archive.converterHooks.get("QueryResultConverter0"), caller, archive.aeTitle)
 
 
 def keptRows(rows, keys, keep):

@@ -203,7 +203,12 @@ def writerRefusal(ini, user, what):
 def callingAE(request):
     """What converters see as the calling AE (``%u``) of a web request:
     the WebUsers user who logged in (16 characters at most), else nothing."""
-    return getattr(request, "webUser", "")[:16]
+    return loginAE(getattr(request, "webUser", None))
+
+
+def loginAE(user):
+    """The calling AE (``%u``) converters see for the WebUsers ``user`` (None: no login)."""
+    return (user or "")[:16]
 
 
 @provider(IAccessLogFormatter)

@@ -36,12 +36,12 @@ from pacscore.web.scripted import ScriptedPages
 
 MODES = {**browse.MODES, **images.MODES, **remote.MODES, **downloads.MODES, **edits.MODES, **worklist.MODES,
          **procedures.MODES}
-# these also get the request (its method, the login)
-REQUEST_MODES = {**browse.REQUEST_MODES, **remote.REQUEST_MODES, **edits.REQUEST_MODES, **worklist.REQUEST_MODES}
+REQUEST_MODES = {**remote.REQUEST_MODES, **edits.REQUEST_MODES, **worklist.REQUEST_MODES}  # these also get the request (its method)
 DEFAULTS_SECTION = "webdefaults"
 TOP = SCRIPT.encode() + b"?mode=top"
-log = Logger()
 DICOMWEB = b"dicom-web"
+
+log = Logger()
 
 
 class DgateResource(AnsweringResource):

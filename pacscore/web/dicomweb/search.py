@@ -28,6 +28,7 @@ from pacscore.dicom.models import STUDY_ROOT_FIND
 from pacscore.web.answers import WebError
 from pacscore.web.dicomweb.dicomjson import jsonAnswer, jsonBytes, jsonDataset
 from pacscore.web.converting import convertedKeys, identifierOf, resultFilter
+from pacscore.web.logins import callingAE
 
 RETRIEVE_URL = 0x00081190
 UNIQUE_KEYWORDS = {"STUDY": "StudyInstanceUID", "SERIES": "SeriesInstanceUID", "IMAGE": "SOPInstanceUID"}
@@ -201,13 +202,13 @@ def _withRemote(local, remote, level, base, aeTitle, offset, limit, keep=None):
 
 async def search(archive, request, target, base, level):
     """The QIDO-RS answer at ``level`` (STUDY, SERIES, IMAGE) within ``target``."""
-    converted = await convertedKeys(archive, request, level, searchKeys(archive, request, level, target))
+    converted = await convertedKeys(archive, callingAE(request), level, searchKeys(archive, request, level, target))
     if converted is None:
         return jsonAnswer(jsonBytes([]))
     keys, mask = converted
     offset = _number(request, "offset", 0)
     limit = _number(request, "limit", None)
-    keep = resultFilter(archive, request)
+    keep = resultFilter(archive, callingAE(request))
     encoder = MatchEncoder(Request(level, keys, "ISO_IR 192"), archive.aeTitle, None, keep)
     virtual = archive.virtualServers
     if virtual is None:

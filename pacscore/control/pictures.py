@@ -94,13 +94,17 @@ def _writeFile(path, content):
         f.write(content)
 
 
-def dicomFile(path, size, code, frame, quality):
+def dicomFile(path, size, code, frame, quality, change=None):
     """In the I/O pool: the file ``path`` as Part-10 bytes, frame ``frame``
-    alone (None: all), downsized to ``size`` (0: not), in compression ``code``."""
+    alone (None: all), downsized to ``size`` (0: not), in compression ``code``,
+    changed first by ``change(dataset)`` when given."""
     syntax, data = readFile(path)
-    if frame is not None:
+    if frame is not None or change is not None:
         dataset = decodeDataset(data, syntax)
-        keepFrames(dataset, frame, frame)
+        if frame is not None:
+            keepFrames(dataset, frame, frame)
+        if change is not None:
+            change(dataset)
         data = encodeDataset(dataset, syntax)
     if size:
         if isCompressed(syntax):

@@ -11,13 +11,16 @@
 - ``transferSyntax`` for ``application/dicom`` (default Explicit VR Little
   Endian, as the standard says; any syntax a compression code writes).
 
-``anonymize=yes`` is refused (400): pacs would not remove the identifying
-attributes. Answers carry ``Access-Control-Allow-Origin: *`` for viewers
+``anonymize=yes`` (with ``application/dicom`` only, as the standard says)
+answers the object de-identified by the Basic Application Level
+Confidentiality Profile (``pacscore.control.deidentification``): new UIDs
+and a patient pseudonym, the same for every object of a study.  Answers carry ``Access-Control-Allow-Origin: *`` for viewers
 served from elsewhere.
 """
 
 from pacscore.codecs.syntaxes import CODE_SYNTAXES, EXPLICIT_VR_LITTLE_ENDIAN
 from pacscore.control.data import headerLines
+from pacscore.control.deidentification import basicProfile
 from pacscore.control.pictures import dicomFile
 from pacscore.web.answers import Answer, WebError, htmlAnswer
 from pacscore.web.html import Markup
@@ -68,20 +71,25 @@ def _number(parameters, name, default):
 
 async def answer(archive, parameters):
     """The WADO answer to ``parameters`` (``answers.Parameters``)."""
-    if parameters.get("anonymize").strip():
-        raise WebError(400, "anonymize is not supported: ask without it")
+    anonymize = parameters.get("anonymize").strip().lower()
+    if anonymize not in ("", "yes"):
+        raise WebError(400, f"anonymize must be yes, not {anonymize!r}")
     study = uid(parameters.get("studyUID"), "studyUID")
     series = uid(parameters.get("seriesUID"), "seriesUID")
     sop = uid(parameters.get("objectUID"), "objectUID")
     kind = _contentType(parameters.get("contentType"))
+    if anonymize and kind != "application/dicom":
+        raise WebError(400, "anonymize is only for contentType application/dicom")
     path = await storedPath(archive, sop, series=series, study=study)
     if kind == "application/dicom":
         syntax = parameters.get("transferSyntax").strip() or EXPLICIT_VR_LITTLE_ENDIAN
         if syntax not in SYNTAX_CODES:
             raise WebError(406, f"cannot send transferSyntax {syntax!r}: pacs writes {', '.join(sorted(SYNTAX_CODES))}")
+        change = basicProfile(archive.converterServices.uidMap) if anonymize else None
         data = await onFile(archive, path, dicomFile, WHOLE, SYNTAX_CODES[syntax], None,
-                            archive.configuration.lossyQuality)
-        return Answer(data, kind, (ANY_ORIGIN, ("Content-Disposition", f"attachment; filename=\"{sop}.dcm\"")))
+                            archive.configuration.lossyQuality, change)
+        name = "anonymized" if anonymize else sop
+        return Answer(data, kind, (ANY_ORIGIN, ("Content-Disposition", f"attachment; filename=\"{name}.dcm\"")))
     if kind in ("text/html", "text/plain"):
         lines = await onFile(archive, path, headerLines)
         if kind == "text/plain":

@@ -152,6 +152,15 @@ class WebInterfaceTests(unittest.TestCase):
         self.assertEqual(received.pixel_array.tolist(), ct.pixel_array.tolist())
         status, _, _ = self.fetch(query.replace(ct.SOPInstanceUID, "1.2.3.4"))
         self.assertEqual(status, 404)
+        status, headers, body = self.fetch(query + "&contentType=application/dicom&anonymize=yes")
+        anonymized = pydicom.dcmread(io.BytesIO(body))
+        self.assertEqual((status, anonymized.PatientIdentityRemoved), (200, "YES"))
+        for keyword in ("PatientID", "PatientName", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+            self.assertNotEqual(anonymized[keyword].value, ct[keyword].value, keyword)
+        self.assertNotIn("InstitutionName", anonymized)
+        self.assertEqual(anonymized.pixel_array.tolist(), ct.pixel_array.tolist())
+        original = self.server.dgate(f"--changeuidback:{anonymized.StudyInstanceUID}").stdout
+        self.assertEqual(original.strip(), ct.StudyInstanceUID)
 
     def test_zipStudy(self):
         ybr = pydicom.dcmread(FRAMES, stop_before_pixels=True)

@@ -267,11 +267,33 @@ class WadoTests(unittest.TestCase):
         self.assertIn(self.ct.SOPInstanceUID, text.text)
 
     @defer.inlineCallbacks
+    def test_anonymized(self):
+        """The object de-identified with new UIDs and a pseudonym, the same
+        ones each time; the pixels and the original file unchanged."""
+        first = yield self.wado(contentType="application/dicom", anonymize="yes")
+        second = yield self.wado(contentType="application/dicom", anonymize="yes")
+        self.assertEqual(first.body, second.body)
+        self.assertEqual(first.headers["content-disposition"], 'attachment; filename="anonymized.dcm"')
+        received = pydicom.dcmread(io.BytesIO(first.body))
+        uidMap = self.running.archive.converterServices.uidMap
+        self.assertEqual(uidMap.oldFor(received.SOPInstanceUID), self.ct.SOPInstanceUID)
+        self.assertEqual(received.file_meta.MediaStorageSOPInstanceUID, received.SOPInstanceUID)
+        self.assertEqual(uidMap.oldFor(received.StudyInstanceUID), self.ct.StudyInstanceUID)
+        self.assertEqual(uidMap.oldFor(received.PatientID), self.ct.PatientID)
+        self.assertEqual((received.PatientName, received.PatientIdentityRemoved), (received.PatientID, "YES"))
+        self.assertEqual((received.PatientBirthDate, received.StudyDate), ("", ""))
+        self.assertNotIn("InstitutionName", received)
+        self.assertEqual(received.pixel_array.tolist(), self.ct.pixel_array.tolist())
+        original = yield self.wado(contentType="application/dicom")
+        self.assertEqual(pydicom.dcmread(io.BytesIO(original.body)).PatientName, self.ct.PatientName)
+
+    @defer.inlineCallbacks
     def test_refusals(self):
         for parameters, code, why in [
                 ({"contentType": "video/mpeg"}, 406, "cannot answer contentType"),
                 ({"contentType": "application/dicom", "transferSyntax": "1.2.3"}, 406, "cannot send transferSyntax"),
-                ({"anonymize": "yes"}, 400, "anonymize is not supported"),
+                ({"anonymize": "yes"}, 400, "anonymize is only for contentType application/dicom"),
+                ({"anonymize": "no", "contentType": "application/dicom"}, 400, "anonymize must be yes"),
                 ({"frameNumber": "0"}, 400, "frameNumber must be from 1"),
                 ({"frameNumber": "2"}, 422, "cannot be shown"),
                 ({"rows": "x"}, 400, "rows must be")]:

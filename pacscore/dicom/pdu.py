@@ -157,13 +157,13 @@ def encodePData(contextId, control, data):
 
 
 def fragmentMessage(contextId, command, dataset, maxPDULength):
-    """The PDUs that carry one DIMSE message (command, then optional dataset).
+    """The PDUs that carry one DIMSE message (command, then optional
+    dataset), made one by one as they are taken.
 
     ``maxPDULength`` is the peer's maximum (0 means unlimited); each PDV
     then holds at most ``maxPDULength - 6`` bytes of data.
     """
     chunk = (maxPDULength - 6) if maxPDULength else 0x7FFFFFFF
-    pdus = []
     for data, isCommand in ((command, True), (dataset, False)):
         if data is None:
             continue
@@ -174,10 +174,9 @@ def fragmentMessage(contextId, command, dataset, maxPDULength):
             piece = view[offset:offset + chunk]
             offset += len(piece)
             control = (1 if isCommand else 0) | (2 if offset >= total else 0)
-            pdus.append(encodePData(contextId, control, piece))
+            yield encodePData(contextId, control, piece)
             if offset >= total:
                 break
-    return pdus
 
 
 def encodeSimplePDU(pduType, body=b"\x00\x00\x00\x00"):

@@ -14,6 +14,8 @@ the ARTIM timer running (Sta2), and the release.  The requestor is
 ``pacscore.dicom.client.DicomClientProtocol``.
 """
 
+from collections import deque
+
 from twisted.internet import defer
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Factory, Protocol
@@ -34,6 +36,8 @@ AWAITING_RELEASE_RP = "Sta7"
 AWAITING_CLOSE = "Sta13"
 
 ASSOCIATION_PDU_LIMIT = 1 << 20
+STREAMED_DATASET = 1 << 20  # data sets larger than this are written as the transport drains
+WRITE_BATCH = 256 << 10     # bytes of PDUs handed to the transport at a time when streaming
 COMMAND_LIMIT = 1 << 16  # bytes of a DIMSE command set (they are tens to hundreds)
 
 STATUS_UNRECOGNIZED_OPERATION = 0x0211
@@ -104,6 +108,7 @@ class DicomProtocol(Protocol, TimeoutMixin):
         self._artim = None
         self._writePaused = False
         self._writeWaiters = []
+        self._outbox = None         # messages waiting for a streamed one to be written (a deque)
 
     # -- transport events --------------------------------------------------
 
@@ -291,7 +296,8 @@ class DicomProtocol(Protocol, TimeoutMixin):
         self._operationsChanged()
 
     def _operationsChanged(self):
-        """An operation we performed, or a request we sent, has ended."""
+        """An operation we performed, or a request we sent, has ended (or
+        the messages waiting behind a streamed one are written)."""
 
     # -- DIMSE: requests we send -------------------------------------------
 
@@ -377,14 +383,52 @@ class DicomProtocol(Protocol, TimeoutMixin):
             pending.deferred.errback(reason)
 
     def sendMessage(self, contextId, command, dataset=None):
-        """Send a DIMSE message on ``contextId`` if the association is still up."""
-        if self.state not in (ESTABLISHED, AWAITING_RELEASE_RP) or self.transport is None:
+        """Send a DIMSE message on ``contextId`` if the association is still up.
+
+        A data set over ``STREAMED_DATASET`` bytes is not made into PDUs all
+        at once: they are made and written ``WRITE_BATCH`` bytes at a time,
+        as the transport takes them (a large object would otherwise hold the
+        reactor and be copied twice in memory).  Messages sent meanwhile
+        wait their turn, so none is interleaved with another."""
+        if not self._maySend():
             return
         if dataset is not None:
             command = dict(command)
             command[commands.COMMAND_DATASET_TYPE] = commands.DATASET_PRESENT
-        self.transport.writeSequence(pdu.fragmentMessage(
-            contextId, commands.encodeCommand(command), dataset, self.association.peerMaxPDULength))
+        pdus = pdu.fragmentMessage(contextId, commands.encodeCommand(command), dataset,
+                                   self.association.peerMaxPDULength)
+        if self._outbox is None and (dataset is None or len(dataset) <= STREAMED_DATASET):
+            self.transport.writeSequence(list(pdus))
+        elif self._outbox is not None:
+            self._outbox.append(pdus)
+        else:
+            self._outbox = deque([pdus])
+            defer.ensureDeferred(self._writeOutbox()).addErrback(
+                lambda f: self.log.failure("{peer}: sending a message failed", f, peer=self.peerName()))
+
+    def _maySend(self):
+        return self.state in (ESTABLISHED, AWAITING_RELEASE_RP) and self.transport is not None
+
+    async def _writeOutbox(self):
+        """Write the waiting messages' PDUs in order, a batch each time the
+        transport wants more; dropped once the association is gone."""
+        try:
+            while self._outbox:
+                batch, size = [], 0
+                for piece in self._outbox.popleft():
+                    batch.append(piece)
+                    size += len(piece)
+                    if size >= WRITE_BATCH:
+                        if not self._maySend():
+                            return
+                        self.transport.writeSequence(batch)
+                        batch, size = [], 0
+                        await self.whenWritable()
+                if batch and self._maySend():
+                    self.transport.writeSequence(batch)
+        finally:
+            self._outbox = None
+            self._operationsChanged()
 
     def acceptedSyntaxes(self, abstract):
         """``{transferSyntax: contextId}`` accepted for ``abstract``."""
@@ -415,7 +459,8 @@ class DicomProtocol(Protocol, TimeoutMixin):
     def busy(self):
         """Whether operations or requests of this association are under way
         (requests that yield to a release aside)."""
-        return bool(self._operations) or any(not pending.yieldsToRelease for pending in self._requests.values())
+        return (bool(self._operations) or self._outbox is not None
+                or any(not pending.yieldsToRelease for pending in self._requests.values()))
 
     # -- endings -----------------------------------------------------------
 

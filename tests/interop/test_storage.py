@@ -371,6 +371,14 @@ def writeLargeMultiframe(path, sop, frames=600, rows_=512, columns=512):
     return os.path.getsize(path)
 
 
+def _datasetEnd(path):
+    """The data set length of a Part-10 file and its last 4 kB."""
+    with open(path, "rb") as f:
+        length = os.path.getsize(path) - readFileMeta(f)[2]
+        f.seek(-4096, 2)
+        return length, f.read()
+
+
 class LargeObjectTests(ServerTestCase):
 
     def test_300MBMultiframeWithBoundedMemory(self):
@@ -386,13 +394,19 @@ class LargeObjectTests(ServerTestCase):
         stored = storedFiles(self.server.dataDir)["1.2.3.4.5.6.7"]
         copy = pydicom.dcmread(stored, stop_before_pixels=True)
         self.assertEqual(int(copy.NumberOfFrames), frames)
-        with open(path, "rb") as a, open(stored, "rb") as b:
-            a.seek(-4096, 2)
-            b.seek(-4096, 2)
-            self.assertEqual(a.read(), b.read())
-        with open(path, "rb") as a, open(stored, "rb") as b:
-            self.assertEqual(os.path.getsize(stored) - readFileMeta(b)[2], size - readFileMeta(a)[2])
+        self.assertEqual(_datasetEnd(stored), _datasetEnd(path))
         self.assertEqual(column(self.server.database, "DICOMImages", "NumberOfFrames"), [str(frames)])
+        out = self.mktemp()
+        os.makedirs(out)
+        before = self.server.peakRSSKilobytes()
+        got = dcmtk("getscu", "-aec", self.server.ae, "-od", out, "-k", "QueryRetrieveLevel=STUDY",
+                    "-k", f"StudyInstanceUID={copy.StudyInstanceUID}", "127.0.0.1", self.server.port, timeout=600)
+        self.assertEqual(got.returncode, 0, got.stdout + got.stderr)
+        peak = self.server.peakRSSKilobytes()
+        [fetched] = [os.path.join(out, name) for name in os.listdir(out)]
+        self.assertEqual(_datasetEnd(fetched), _datasetEnd(path))
+        # the object is read into memory once; its PDUs are made as the socket takes them
+        self.assertLess(peak - before, size // 1024 + 64 * 1024, f"peak RSS grew from {before} kB to {peak} kB")
 
 
 class SmallDiskTestCase(unittest.TestCase):

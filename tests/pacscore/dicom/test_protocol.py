@@ -17,7 +17,7 @@ from twisted.trial import unittest
 
 from pacscore.dicom import commands, pdu
 from pacscore.dicom.negotiation import AcceptorPolicy
-from pacscore.dicom.protocol import ESTABLISHED, DicomServerFactory
+from pacscore.dicom.protocol import ESTABLISHED, STREAMED_DATASET, WRITE_BATCH, DicomServerFactory
 from pacscore.dicom.verification import EchoService
 from pacscore.testing.mutations import mutated
 from tests.pacscore.dicom.requests import (
@@ -191,6 +191,39 @@ class ProtocolTests(unittest.TestCase):
         self.assertTrue(all(len(body) <= 1024 for _, body in pdus))
         [(contextId, command, received)] = readMessages(data)
         self.assertEqual((contextId, command[commands.STATUS], received), (1, 0, dataset))
+
+    def test_largeDatasetWrittenAsTheTransportDrains(self):
+        """A data set over STREAMED_DATASET is written a batch each time the
+        transport wants more; a message sent meanwhile and a release wait
+        for it, and nothing is interleaved."""
+        slow = SlowService()
+        self.services[commands.C_ECHO_RQ] = slow
+        self.associate(maxLength=16384)
+        writeSequence = self.transport.writeSequence
+
+        def fills(pieces):  # as a real transport whose buffer is then full
+            writeSequence(pieces)
+            self.protocol.pauseProducing()
+        self.transport.writeSequence = fills
+        dataset = random.Random(7).randbytes(STREAMED_DATASET * 2 + 12345)
+        self.protocol.sendMessage(1, commands.response(echoRQ(), commands.C_ECHO_RSP, 0), dataset)
+        batches = [self.written()]
+        self.assertLess(len(batches[0]), WRITE_BATCH + 16384 + 256)
+        self.protocol.dataReceived(message(1, echoRQ(messageId=2)) + pdu.encodeSimplePDU(pdu.A_RELEASE_RQ))
+        slow.pending[0].callback(None)  # its response waits behind the data set
+        self.assertEqual(self.written(), b"")
+        while True:
+            self.protocol.resumeProducing()
+            batch = self.written()
+            if not batch:
+                break
+            batches.append(batch)
+        self.assertGreater(len(batches), (STREAMED_DATASET * 2) // WRITE_BATCH)
+        data = b"".join(batches)
+        [(_, first, received), (_, second, nothing)] = readMessages(data)
+        self.assertEqual((received, nothing), (dataset, None))
+        self.assertEqual(second[commands.MESSAGE_ID_RESPONDED_TO], 2)
+        self.assertEqual(readPDUs(data)[-1][0], pdu.A_RELEASE_RP)
 
     def test_unknownPDUType(self):
         self.associate()

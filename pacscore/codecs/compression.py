@@ -118,6 +118,12 @@ def mayChange(data, syntax, code):
     return storedSyntax(syntax, code) != syntax or (data is not None and nkipixels.holdsNKI(data, syntax))
 
 
+def forPeerChanges(code):
+    """Whether ``forPeer`` changes data sets without NKI pixel data for a
+    peer whose compression code is ``code`` (NKI codes, downsizing codes)."""
+    return nkiMode(code) is not None or codeOf(code) in SIZES
+
+
 def forPeer(data, syntax, code):
     """The data set ``data`` in ``syntax`` as it goes to a peer whose
     compression code is ``code``, in the same syntax: NKI compressed for

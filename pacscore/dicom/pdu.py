@@ -163,20 +163,33 @@ def fragmentMessage(contextId, command, dataset, maxPDULength):
     ``maxPDULength`` is the peer's maximum (0 means unlimited); each PDV
     then holds at most ``maxPDULength - 6`` bytes of data.
     """
+    yield from fragments(contextId, command, True, maxPDULength)
+    if dataset is not None:
+        yield from fragments(contextId, dataset, False, maxPDULength)
+
+
+def fragments(contextId, data, isCommand, maxPDULength, final=True):
+    """The PDUs that carry ``data``, a command set or (a piece of) a data
+    set; the last is marked the last fragment when ``final``."""
     chunk = (maxPDULength - 6) if maxPDULength else 0x7FFFFFFF
-    for data, isCommand in ((command, True), (dataset, False)):
-        if data is None:
-            continue
-        view = memoryview(data)
-        total = len(view)
-        offset = 0
-        while True:
-            piece = view[offset:offset + chunk]
-            offset += len(piece)
-            control = (1 if isCommand else 0) | (2 if offset >= total else 0)
-            yield encodePData(contextId, control, piece)
-            if offset >= total:
-                break
+    view = memoryview(data)
+    total = len(view)
+    offset = 0
+    while True:
+        piece = view[offset:offset + chunk]
+        offset += len(piece)
+        control = (1 if isCommand else 0) | (2 if final and offset >= total else 0)
+        yield encodePData(contextId, control, piece)
+        if offset >= total:
+            break
+
+
+def pieceSize(maxPDULength, batch):
+    """How many data set bytes to fragment at a time when a data set is
+    read piece by piece: a whole number of the peer's largest PDVs, about
+    ``batch`` (at least one PDV)."""
+    chunk = (maxPDULength - 6) if maxPDULength else batch
+    return chunk * max(1, batch // chunk)
 
 
 def encodeSimplePDU(pduType, body=b"\x00\x00\x00\x00"):

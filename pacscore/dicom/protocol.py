@@ -27,6 +27,7 @@ from pacscore.debuglog import COMMANDS, memoryInUse, serverLog
 from pacscore.dicom import commands, pdu
 from pacscore.dicom.negotiation import AssociationRejected, negotiate
 from pacscore.dicom.sinks import MemorySink
+from pacscore.dicom.storeddata import StoredData, closeIfStored
 from pacscore.tls import securityOf, tlsFailure
 
 AWAITING_ASSOCIATE = "Sta2"
@@ -171,7 +172,7 @@ class DicomProtocol(Protocol, TimeoutMixin):
     def whenWritable(self):
         """A Deferred that fires once the transport wants more data (at once
         if it does, or if the connection is gone: then check ``state``)."""
-        if not self._writePaused or self.transport is None:
+        if not self._writePaused or not self._maySend():
             return defer.succeed(None)
         d = defer.Deferred()
         self._writeWaiters.append(d)
@@ -318,6 +319,7 @@ class DicomProtocol(Protocol, TimeoutMixin):
         for the response unless ``yieldsToRelease``: then the request fails
         (``AssociationLost``) and the association is released."""
         if self.state != ESTABLISHED:
+            closeIfStored(dataset)
             return defer.fail(AssociationLost(f"no association with {self.peerName()}"))
         command = dict(command)
         messageID = command.setdefault(commands.MESSAGE_ID, self.nextMessageID())
@@ -385,24 +387,27 @@ class DicomProtocol(Protocol, TimeoutMixin):
     def sendMessage(self, contextId, command, dataset=None):
         """Send a DIMSE message on ``contextId`` if the association is still up.
 
-        A data set over ``STREAMED_DATASET`` bytes is not made into PDUs all
-        at once: they are made and written ``WRITE_BATCH`` bytes at a time,
-        as the transport takes them (a large object would otherwise hold the
-        reactor and be copied twice in memory).  Messages sent meanwhile
-        wait their turn, so none is interleaved with another."""
+        ``dataset`` is bytes, or a ``StoredData`` left in its file.  A data
+        set over ``STREAMED_DATASET`` bytes is not made into PDUs all at
+        once: they are made (a ``StoredData`` read) and written about
+        ``WRITE_BATCH`` bytes at a time, as the transport takes them (a
+        large object would otherwise hold the reactor and be copied twice in
+        memory).  Messages sent meanwhile wait their turn, so none is
+        interleaved with another."""
         if not self._maySend():
+            closeIfStored(dataset)
             return
         if dataset is not None:
             command = dict(command)
             command[commands.COMMAND_DATASET_TYPE] = commands.DATASET_PRESENT
-        pdus = pdu.fragmentMessage(contextId, commands.encodeCommand(command), dataset,
-                                   self.association.peerMaxPDULength)
-        if self._outbox is None and (dataset is None or len(dataset) <= STREAMED_DATASET):
-            self.transport.writeSequence(list(pdus))
+        message = (contextId, commands.encodeCommand(command), dataset)
+        small = dataset is None or (not isinstance(dataset, StoredData) and len(dataset) <= STREAMED_DATASET)
+        if self._outbox is None and small:
+            self.transport.writeSequence(list(pdu.fragmentMessage(*message, self.association.peerMaxPDULength)))
         elif self._outbox is not None:
-            self._outbox.append(pdus)
+            self._outbox.append(message)
         else:
-            self._outbox = deque([pdus])
+            self._outbox = deque([message])
             defer.ensureDeferred(self._writeOutbox()).addErrback(
                 lambda f: self.log.failure("{peer}: sending a message failed", f, peer=self.peerName()))
 
@@ -410,25 +415,68 @@ class DicomProtocol(Protocol, TimeoutMixin):
         return self.state in (ESTABLISHED, AWAITING_RELEASE_RP) and self.transport is not None
 
     async def _writeOutbox(self):
-        """Write the waiting messages' PDUs in order, a batch each time the
-        transport wants more; dropped once the association is gone."""
+        """Write the waiting messages in order; dropped (their files closed)
+        once the association is gone."""
         try:
             while self._outbox:
-                batch, size = [], 0
-                for piece in self._outbox.popleft():
-                    batch.append(piece)
-                    size += len(piece)
-                    if size >= WRITE_BATCH:
-                        if not self._maySend():
-                            return
-                        self.transport.writeSequence(batch)
-                        batch, size = [], 0
-                        await self.whenWritable()
-                if batch and self._maySend():
-                    self.transport.writeSequence(batch)
+                contextId, command, dataset = self._outbox.popleft()
+                maxLength = self.association.peerMaxPDULength
+                if isinstance(dataset, StoredData):
+                    sent = await self._writeStored(contextId, command, dataset, maxLength)
+                else:
+                    sent = await self._writeBatches(pdu.fragmentMessage(contextId, command, dataset, maxLength))
+                if not sent:
+                    return
         finally:
+            for _, _, dataset in self._outbox or ():
+                closeIfStored(dataset)
             self._outbox = None
             self._operationsChanged()
+
+    async def _writeBatches(self, pdus):
+        """Write ``pdus``, a batch each time the transport wants more;
+        False once the association is gone."""
+        batch, size = [], 0
+        for piece in pdus:
+            batch.append(piece)
+            size += len(piece)
+            if size >= WRITE_BATCH:
+                if not self._maySend():
+                    return False
+                self.transport.writeSequence(batch)
+                batch, size = [], 0
+                await self.whenWritable()
+        if batch:
+            if not self._maySend():
+                return False
+            self.transport.writeSequence(batch)
+        return True
+
+    async def _writeStored(self, contextId, command, stored, maxLength):
+        """A message whose data set is the ``StoredData`` ``stored``, read a
+        piece at a time (then closed); a file that cannot be read midway
+        aborts the association."""
+        try:
+            if not await self._writeBatches(pdu.fragmentMessage(contextId, command, None, maxLength)):
+                return False
+            step = pdu.pieceSize(maxLength, WRITE_BATCH)
+            for position in range(0, len(stored), step):
+                size = min(step, len(stored) - position)
+                try:
+                    piece = await stored.read(position, size)
+                except (OSError, ValueError) as e:
+                    if self._maySend():
+                        self.log.error("{peer}: cannot read {path} while sending it, aborting: {error}",
+                                       peer=self.peerName(), path=stored.file.name, error=e)
+                        self.abort()
+                    return False
+                if not await self._writeBatches(pdu.fragments(
+                        contextId, piece, False, maxLength, final=position + size >= len(stored))):
+                    return False
+                await self.whenWritable()
+            return True
+        finally:
+            stored.close()
 
     def acceptedSyntaxes(self, abstract):
         """``{transferSyntax: contextId}`` accepted for ``abstract``."""
@@ -439,13 +487,15 @@ class DicomProtocol(Protocol, TimeoutMixin):
         return found
 
     def store(self, dataset, sopClassUID, sopInstanceUID, transferSyntax, moveOriginator=None):
-        """Send a C-STORE of ``dataset`` (bytes in ``transferSyntax``, which
-        must have been accepted for ``sopClassUID``); fires with the
+        """Send a C-STORE of ``dataset`` (bytes or a ``StoredData``, which is
+        then the protocol's to close, in ``transferSyntax``, which must have
+        been accepted for ``sopClassUID``); fires with the
         response command (see its ``commands.STATUS``).  ``moveOriginator``
         is the ``(AE title, Message ID)`` of the C-MOVE this sub-operation
         serves."""
         contextId = self.acceptedSyntaxes(sopClassUID).get(transferSyntax)
         if contextId is None:
+            closeIfStored(dataset)
             return defer.fail(NoContext(f"{self.peerName()} accepted {sopClassUID} not in {transferSyntax}"))
         command = {commands.COMMAND_FIELD: commands.C_STORE_RQ,
                    commands.AFFECTED_SOP_CLASS_UID: sopClassUID,

@@ -18,7 +18,7 @@ from pydicom.dataset import Dataset
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from pacscore.codecs.compression import forPeer
+from pacscore.codecs.compression import forPeer, forPeerChanges
 from pacscore.codecs.jpeglossy import DEFAULT_QUALITY
 from pacscore.codecs.nkipixels import withPlainPixels
 from pacscore.codecs.syntaxes import NATIVE, UNCOMPRESSED, canDecode, canEncode, proposals, qualityOf
@@ -32,6 +32,7 @@ from pacscore.dicom.find import DESTROYED, convertIdentifier
 from pacscore.dicom.identifiers import BadIdentifier, readRequest
 from pacscore.dicom.models import modelOf
 from pacscore.dicom.protocol import ESTABLISHED
+from pacscore.dicom.storeddata import StoredData, closeIfStored, openStored
 from pacscore.dicom.virtual import takeServerMask
 from pacscore.storage.reader import Missing
 
@@ -104,11 +105,15 @@ def choices(stored, accepted, compression):
 
 
 async def convertToFirst(stored, data, syntaxes, workers, quality):
-    """``(syntax, data, refusals)``: ``data`` of ``stored`` converted (in
+    """``(syntax, data, refusals)``: ``data`` of ``stored`` (bytes or a
+    ``StoredData``) converted (in
     ``workers``, lossy JPEG at ``quality``) to the first of ``syntaxes`` it
     can go in (an image a lossy JPEG encoder cannot take goes in the next
     one), and ``(syntax, error)`` for those before that it could not; the
-    last TranscodeError when it goes in none."""
+    last TranscodeError when it goes in none.  A ``StoredData`` goes as
+    it is in its own syntax, else it is read to be converted."""
+    if isinstance(data, StoredData) and syntaxes[0] != stored.transferSyntax:
+        data = await workers.deferToWorker(data.readAll)
     refusals = []
     for syntax in syntaxes:
         if syntax == stored.transferSyntax:
@@ -245,25 +250,31 @@ class RetrieveService:
 
     async def _send(self, protocol, command, target, compression, located, progress, respond):
         """Send every object; True if cancelled."""
-        upcoming = _ReadAhead(self.reader, self.workers, located, self._converter(protocol, compression))
+        scripts = self.compressionScripts
+        asStored = (self.resultHook is None and not (scripts is not None and scripts.runs(compression))
+                    and not forPeerChanges(compression))
+        upcoming = _ReadAhead(self.reader, self.workers, located, self._converter(protocol, compression), asStored)
         lastPending = self.reactor.seconds()
-        for stored in located:
-            if protocol.isCancelled(command) or protocol.state != ESTABLISHED:
-                return protocol.isCancelled(command)
-            data = await upcoming.next()
-            if data is None and not isinstance(stored, Missing):
-                self.log.info("{operation}: {uid} left out by RetrieveResultConverter0 or the "
-                              "CompressionConverter of code {code}", operation=self.operation,
-                              uid=stored.sopInstanceUID, code=compression)
-                status = None
-            else:
-                status = await self._sendOne(target, stored, data, compression,
-                                             self._originator(protocol, command))
-            progress.done(stored.sopInstanceUID, status)
-            if progress.remaining and self.reactor.seconds() - lastPending >= PENDING_INTERVAL:
-                lastPending = self.reactor.seconds()
-                respond(PENDING, progress, final=False)
-        return False
+        try:
+            for stored in located:
+                if protocol.isCancelled(command) or protocol.state != ESTABLISHED:
+                    return protocol.isCancelled(command)
+                data = await upcoming.next()
+                if data is None and not isinstance(stored, Missing):
+                    self.log.info("{operation}: {uid} left out by RetrieveResultConverter0 or the "
+                                  "CompressionConverter of code {code}", operation=self.operation,
+                                  uid=stored.sopInstanceUID, code=compression)
+                    status = None
+                else:
+                    status = await self._sendOne(target, stored, data, compression,
+                                                 self._originator(protocol, command))
+                progress.done(stored.sopInstanceUID, status)
+                if progress.remaining and self.reactor.seconds() - lastPending >= PENDING_INTERVAL:
+                    lastPending = self.reactor.seconds()
+                    respond(PENDING, progress, final=False)
+            return False
+        finally:
+            upcoming.close()
 
     def _converter(self, protocol, compression):
         """``convert(stored, data) -> data or None`` for each object read (in
@@ -307,6 +318,7 @@ class RetrieveService:
             return None
         syntaxes = choices(stored, target.acceptedSyntaxes(stored.sopClassUID), compression)
         if not syntaxes:
+            closeIfStored(data)
             self.log.warn("{operation}: {peer} takes {sopClass} in none of the syntaxes we can send "
                           "{uid} in (stored as {stored})", operation=self.operation, peer=target.peerName(),
                           sopClass=stored.sopClassUID, uid=stored.sopInstanceUID, stored=stored.transferSyntax)
@@ -362,11 +374,12 @@ class _ReadAhead:
     batchBytes = 4 << 20
     batchCount = 32
 
-    def __init__(self, reader, workers, located, convert):
+    def __init__(self, reader, workers, located, convert, asStored=False):
         self.reader = reader
         self.workers = workers
         self.located = located
         self.convert = convert  # convert(stored, data) -> data or None, in the I/O pool
+        self.asStored = asStored  # whether convert changes nothing but NKI pixel data
         self.position = 0
         self.ready = []
         self.reading = self._readBatch()
@@ -386,7 +399,21 @@ class _ReadAhead:
         return [None if isinstance(stored, Missing) else self._read(stored) for stored in batch]
 
     def _read(self, stored):
+        """The data set of ``stored``: a large one sent as stored stays in
+        its file (a ``StoredData``), others are read and converted."""
+        if self.asStored:
+            data = openStored(stored, self.workers.deferToWorker)
+            if data is not None:
+                return data
         return self.convert(stored, self.reader.read(stored))
+
+    def close(self):
+        """Close the files of objects read ahead and not sent."""
+        for data in self.ready:
+            closeIfStored(data)
+        self.ready = []
+        if self.reading is not None:
+            self.reading.addCallback(lambda batch: [closeIfStored(data) for data in batch])
 
     async def next(self):
         """The next data set (None for a missing object)."""

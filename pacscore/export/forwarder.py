@@ -34,7 +34,7 @@ from pydicom.dataset import Dataset
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from pacscore.codecs.compression import forPeer
+from pacscore.codecs.compression import forPeer, forPeerChanges
 from pacscore.codecs.jpeglossy import DEFAULT_QUALITY
 from pacscore.codecs.syntaxes import UNCOMPRESSED, qualityOf
 from pacscore.codecs.transcode import TranscodeError
@@ -45,6 +45,7 @@ from pacscore.dicom.datasets import IdentifierError
 from pacscore.dicom.models import PATIENT_ROOT_FIND, PATIENT_ROOT_MOVE
 from pacscore.dicom.protocol import ESTABLISHED
 from pacscore.dicom.retrieve import choices, contextsFor, convertToFirst
+from pacscore.dicom.storeddata import closeIfStored, openStored
 from pacscore.export.queue import LEVELS
 from pacscore.export.selection import LEVEL_KEYS, indexKeys, remoteRequest
 from pacscore.export.stow import StowError, StowSender, dicomWebServers
@@ -259,6 +260,7 @@ class Forwarder:
         took that it can be converted to, uncompressed at last."""
         syntaxes = choices(stored, accepted, compression)
         if not syntaxes:
+            closeIfStored(data)
             raise ForwardError(f"{destination} takes {stored.sopClassUID} in none of the syntaxes "
                                f"{stored.sopInstanceUID} can be sent in (stored as {stored.transferSyntax})")
         try:
@@ -275,7 +277,13 @@ class Forwarder:
     def _read(self, stored, compression, destination):
         """In the I/O pool: the data set of ``stored`` after the line of its
         compression code (s0..s9; None when it left the object out), as
-        the destination takes NKI pixel data (``forPeer``)."""
+        the destination takes NKI pixel data (``forPeer``); a large one
+        that goes as stored is left in its file (``StoredData``)."""
+        scripts = self.compressionScripts
+        if not (scripts is not None and scripts.runs(compression)) and not forPeerChanges(compression):
+            data = openStored(stored, self.workers.deferToWorker)
+            if data is not None:
+                return data
         data = self.reader.read(stored)
         try:
             if self.compressionScripts is not None:

@@ -18,6 +18,7 @@ from twisted.trial import unittest
 from pacscore.dicom import commands, pdu
 from pacscore.dicom.negotiation import AcceptorPolicy
 from pacscore.dicom.protocol import ESTABLISHED, STREAMED_DATASET, WRITE_BATCH, DicomServerFactory
+from pacscore.dicom.storeddata import StoredData
 from pacscore.dicom.verification import EchoService
 from pacscore.testing.mutations import mutated
 from tests.pacscore.dicom.requests import (
@@ -224,6 +225,47 @@ class ProtocolTests(unittest.TestCase):
         self.assertEqual((received, nothing), (dataset, None))
         self.assertEqual(second[commands.MESSAGE_ID_RESPONDED_TO], 2)
         self.assertEqual(readPDUs(data)[-1][0], pdu.A_RELEASE_RP)
+
+    def storedData(self, dataset):
+        """A StoredData of ``dataset`` behind 100 bytes of file, read at once."""
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(bytes(100) + dataset)
+        return StoredData(open(path, "rb"), 100, len(dataset), lambda f, *a: defer.maybeDeferred(f, *a))
+
+    def test_storedDataReadAPieceAtATime(self):
+        self.associate(maxLength=16384)
+        writeSequence = self.transport.writeSequence
+
+        def fills(pieces):
+            writeSequence(pieces)
+            self.protocol.pauseProducing()
+        self.transport.writeSequence = fills
+        dataset = random.Random(8).randbytes(WRITE_BATCH * 3 + 777)
+        stored = self.storedData(dataset)
+        self.protocol.sendMessage(1, commands.response(echoRQ(), commands.C_ECHO_RSP, 0), stored)
+        data = self.written()
+        for _ in range(20):
+            self.protocol.resumeProducing()
+            data += self.written()
+        self.assertTrue(stored.file.closed)
+        [(_, _, received)] = readMessages(data)
+        self.assertEqual(received, dataset)
+        self.assertTrue(all(len(body) <= 16384 for _, body in readPDUs(data)))
+
+    def test_storedDataClosedWhenTheAssociationEnds(self):
+        self.associate()
+        self.transport.writeSequence = lambda pieces, write=self.transport.writeSequence: (
+            write(pieces), self.protocol.pauseProducing())
+        stored, waiting = self.storedData(bytes(WRITE_BATCH * 2)), self.storedData(bytes(10))
+        self.protocol.sendMessage(1, commands.response(echoRQ(), commands.C_ECHO_RSP, 0), stored)
+        self.protocol.sendMessage(1, commands.response(echoRQ(), commands.C_ECHO_RSP, 0), waiting)
+        self.assertFalse(stored.file.closed)
+        self.protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertTrue(stored.file.closed and waiting.file.closed)
+        late = self.storedData(bytes(10))
+        self.protocol.sendMessage(1, commands.response(echoRQ(), commands.C_ECHO_RSP, 0), late)
+        self.assertTrue(late.file.closed)
 
     def test_unknownPDUType(self):
         self.associate()

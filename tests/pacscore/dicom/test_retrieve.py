@@ -8,8 +8,9 @@ from pacscore.codecs.syntaxes import JPEG_BASELINE, JPEG_EXTENDED
 from pacscore.codecs.transcode import TranscodeError, transcode
 from pacscore.dicom import commands
 from pacscore.dicom.retrieve import (
-    SUBOPERATIONS_FAILED, SUCCESS, UNABLE_TO_PERFORM_SUBOPERATIONS, Progress, choices, contextsFor,
+    SUBOPERATIONS_FAILED, SUCCESS, UNABLE_TO_PERFORM_SUBOPERATIONS, GetService, Progress, choices, contextsFor,
     convertToFirst)
+from pacscore.dicom.storeddata import StoredData
 from pacscore.storage.reader import Missing, StoredObject
 from tests.pacscore.codecs.test_transcode import split
 from tests.pacscore.export.fixtures import SyncWorkers
@@ -96,6 +97,58 @@ class ConvertToFirstTests(unittest.TestCase):
     def test_noneTakesIt(self):
         result = defer.ensureDeferred(convertToFirst(self.ct, self.data, [JPEG_BASELINE], SyncWorkers(), 95))
         self.failureResultOf(result, TranscodeError)
+
+
+class Target:
+    """A retrieve's destination that takes ``accepted`` syntaxes and keeps what it is sent."""
+
+    def __init__(self, *accepted):
+        self.accepted = {syntax: n for n, syntax in enumerate(accepted, 1)}
+        self.sent = []
+
+    def acceptedSyntaxes(self, sopClassUID):
+        return self.accepted
+
+    def store(self, data, sopClassUID, sopInstanceUID, syntax, originator):
+        self.sent.append((data, syntax))
+        return defer.succeed({commands.STATUS: SUCCESS})
+
+    def peerName(self):
+        return "TARGET"
+
+
+class StoredDataTests(unittest.TestCase):
+    """An object left in its file goes as it is when the target takes its
+    syntax, else it is read and converted; its file closed when not sent."""
+
+    def setUp(self):
+        self.syntax, self.data, _ = split("CT_small.dcm")
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(bytes(10) + self.data)
+        self.ct = StoredObject("1.2.3", CT, path, self.syntax, 10, 10 + len(self.data))
+        self.stored = StoredData(open(path, "rb"), 10, len(self.data), SyncWorkers().deferToWorker)
+        self.addCleanup(self.stored.close)
+        self.service = GetService(None, None, None, SyncWorkers(), "PACS", None)
+
+    def send(self, target):
+        return self.successResultOf(defer.ensureDeferred(
+            self.service._sendOne(target, self.ct, self.stored, "as", None)))
+
+    def test_asStored(self):
+        target = Target(self.syntax)
+        self.assertEqual(self.send(target), SUCCESS)
+        self.assertEqual(target.sent, [(self.stored, self.syntax)])
+
+    def test_converted(self):
+        target = Target(IMPLICIT)
+        self.assertEqual(self.send(target), SUCCESS)
+        self.assertEqual(target.sent, [(transcode(self.data, self.syntax, IMPLICIT, 95), IMPLICIT)])
+        self.assertTrue(self.stored.file.closed)
+
+    def test_notTaken(self):
+        self.assertIsNone(self.send(Target(JPEG_LOSSLESS)))
+        self.assertTrue(self.stored.file.closed)
 
 
 class ProgressTests(unittest.TestCase):

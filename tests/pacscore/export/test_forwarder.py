@@ -3,6 +3,9 @@ task.Clock: association reuse by ForwardAssociationLevel, idle close,
 SOP class changes, compression and its fallbacks, failures; ``get`` as
 C-FIND and C-MOVE."""
 
+import math
+import os
+
 from pydicom.dataset import Dataset
 from twisted.internet import defer, task
 from twisted.trial import unittest
@@ -11,6 +14,7 @@ from pacscore.config.acrnema import AcrNemaMap
 from pacscore.dicom import commands
 from pacscore.dicom.datasets import decodeDataset, encodeDataset
 from pacscore.dicom.models import PATIENT_ROOT_FIND, PATIENT_ROOT_MOVE
+from pacscore.dicom.storeddata import STREAMED_OBJECT
 from pacscore.export.forwarder import Forwarder, ForwardError
 from pacscore.export.queue import Action, Target
 from tests.pacscore.export.fixtures import (
@@ -132,6 +136,20 @@ class ForwarderTests(unittest.TestCase):
         [(_, data, syntax)] = self.acceptor.recorder.received
         self.assertEqual(syntax, IMPLICIT)
         self.assertEqual(decodeDataset(data, IMPLICIT).SOPInstanceUID, "1.2.3.1.0")
+
+    def test_largeObjectGoesFromItsFile(self):
+        """An object over STREAMED_OBJECT goes piece by piece from its file
+        as stored, or is read whole to be converted; the file is closed."""
+        size = math.isqrt(STREAMED_OBJECT // 2) + 8
+        big = self.archive.add("PAT1", "1.2.3", "1.2.3.5", "1.2.3.5.1", size=size)
+        for syntax in (EXPLICIT, IMPLICIT):
+            self.acceptor = Acceptor(self.clock, syntaxes=(syntax,))
+            self.assertEqual(self.forward(self.forwarder(), imageAction("1.2.3.5.1", series="1.2.3.5")), 1)
+            [(_, data, sent)] = self.acceptor.recorder.received
+            self.assertEqual(sent, syntax)
+            self.assertEqual(decodeDataset(data, syntax).PixelData, big.PixelData)
+        path = os.path.join(self.archive.folder, "PAT1", "1.2.3.5.1.dcm")
+        self.assertNotIn(path, [os.path.realpath(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")])
 
     def test_peerDown(self):
         self.acceptor.down = True

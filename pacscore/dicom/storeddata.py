@@ -1,0 +1,77 @@
+"""The data set of a large stored object left in its file until it is
+sent.
+
+A retrieve hands a ``StoredData`` to ``DicomProtocol.sendMessage`` in place
+of the bytes; the protocol reads it a piece at a time in the I/O pool as
+the connection takes it, so an object of any size costs a few hundred kB
+of memory while it goes.  The file is opened when the object is read ahead
+(a file replaced or deleted meanwhile still sends what was located) and
+closed once it is sent or given up.
+"""
+
+import os
+
+from pacscore.codecs.nkipixels import NKI_PIXEL_DATA
+from pacscore.storage.attributes import readAttributes
+
+STREAMED_OBJECT = 8 << 20  # data sets larger than this stay in their file
+
+
+class StoredData:
+    """``length`` bytes of data set at ``offset`` of the open ``file``;
+    ``deferToWorker`` runs its reads in the I/O pool."""
+
+    def __init__(self, file, offset, length, deferToWorker):
+        self.file = file
+        self.offset = offset
+        self.length = length
+        self.deferToWorker = deferToWorker
+
+    def __len__(self):
+        return self.length
+
+    def read(self, position, size):
+        """A Deferred firing with ``size`` bytes from ``position``."""
+        return self.deferToWorker(self._readAt, position, size)
+
+    def readAll(self):
+        """In the I/O pool: the whole data set as bytes; the file is closed."""
+        try:
+            return self._readAt(0, self.length)
+        finally:
+            self.close()
+
+    def close(self):
+        self.file.close()
+
+    def _readAt(self, position, size):
+        data = os.pread(self.file.fileno(), size, self.offset + position)
+        if len(data) != size:
+            raise OSError(f"{self.file.name} ends before its data set does")
+        return data
+
+
+def closeIfStored(data):
+    """Close the file of ``data`` when it is a ``StoredData`` (whoever gives
+    one up: it is not sent, or no longer can be)."""
+    if isinstance(data, StoredData):
+        data.close()
+
+
+def openStored(stored, deferToWorker):
+    """In the I/O pool: a ``StoredData`` of the ``StoredObject`` when it is
+    larger than ``STREAMED_OBJECT`` and holds no NKI compressed pixel data
+    (which goes out decompressed), else None."""
+    if stored.size <= STREAMED_OBJECT:
+        return None
+    f = open(stored.path, "rb")
+    try:
+        f.seek(stored.datasetOffset)
+        if NKI_PIXEL_DATA in readAttributes(f, stored.transferSyntax, {NKI_PIXEL_DATA}):
+            f.close()
+            return None
+        return StoredData(f, stored.datasetOffset, os.fstat(f.fileno()).st_size - stored.datasetOffset,
+                          deferToWorker)
+    except BaseException:
+        f.close()
+        raise

@@ -1,0 +1,62 @@
+"""Tests for pacscore.dicom.storeddata: which stored objects stay in their
+file for sending, and reading them piece by piece."""
+
+import struct
+
+from twisted.internet import defer
+from twisted.trial import unittest
+
+from pacscore.dicom.storeddata import STREAMED_OBJECT, StoredData, closeIfStored, openStored
+from pacscore.storage.reader import StoredObject
+
+EXPLICIT = "1.2.840.10008.1.2.1"
+HEADER = b"\x00" * 132  # stands for the preamble and file meta
+
+
+def element(group, number, vr, value):
+    """One Explicit VR Little Endian element with a 4-byte length."""
+    return struct.pack("<HH2s2xL", group, number, vr, len(value)) + value
+
+
+def immediately(f, *args):
+    return defer.maybeDeferred(f, *args)
+
+
+class OpenStoredTests(unittest.TestCase):
+
+    def storedFile(self, dataset):
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(HEADER + dataset)
+        return StoredObject("1.2.3", "1.2.840.10008.5.1.4.1.1.2", path, EXPLICIT, len(HEADER),
+                            len(HEADER) + len(dataset))
+
+    def test_largeObjectStaysInItsFile(self):
+        dataset = element(0x0008, 0x0016, b"OB", b"1.2.840.10008.5.1.4.1.1.2\0") + \
+            element(0x7FE0, 0x0010, b"OW", bytes(range(256)) * (STREAMED_OBJECT // 256 + 8))
+        data = openStored(self.storedFile(dataset), immediately)
+        self.addCleanup(closeIfStored, data)
+        self.assertIsInstance(data, StoredData)
+        self.assertEqual(len(data), len(dataset))
+        self.assertEqual(self.successResultOf(data.read(len(dataset) - 1000, 1000)), dataset[-1000:])
+        self.assertEqual(data.readAll(), dataset)
+        self.assertTrue(data.file.closed)
+
+    def test_smallObjectIsRead(self):
+        self.assertIsNone(openStored(self.storedFile(element(0x7FE0, 0x0010, b"OW", bytes(1024))), immediately))
+
+    def test_nkiPixelDataIsRead(self):
+        """NKI compressed pixel data goes out decompressed, so from memory."""
+        dataset = element(0x7FDF, 0x0010, b"OB", bytes(STREAMED_OBJECT + 2))
+        self.assertIsNone(openStored(self.storedFile(dataset), immediately))
+
+    def test_fileCutShortFailsTheRead(self):
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(HEADER + bytes(100))
+        data = StoredData(open(path, "rb"), len(HEADER), 200, immediately)
+        self.addCleanup(data.close)
+        self.failureResultOf(data.read(0, 200), OSError)
+        data.close()
+        self.failureResultOf(data.read(0, 10), ValueError)
+        closeIfStored(b"bytes are left alone")

@@ -6,19 +6,20 @@ and password, if any, go as HTTP Basic credentials).  ``forward to NAME``
 (export converters, ``dgate --move...`` to NAME) then POSTs the objects to
 ``URL/studies`` as ``multipart/related; type="application/dicom"``, a
 request per ``BATCH_BYTES`` or so, each object as stored (NKI pixels
-expanded) or in the syntax of ``forward compressed as XX``.  An answer
+expanded; a large one read from its file as the body goes, see
+``pacscore.export.partsbody``) or in the syntax of ``forward compressed as
+XX``.  An answer
 that is not 200, or that lists failed objects, is a ``ForwardError``, so
 the export queue retries the action as it does a refused C-STORE."""
 
 import base64
-import io
 import json
 from typing import NamedTuple
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from twisted.internet import defer
 from twisted.logger import Logger
-from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool, readBody
+from twisted.web.client import Agent, HTTPConnectionPool, readBody
 from twisted.web.http_headers import Headers
 
 from pacscore.codecs.compression import AS_STORED_CODE, recode
@@ -26,6 +27,8 @@ from pacscore.codecs.transcode import TranscodeError
 from pacscore.config.errors import ConfigError
 from pacscore.dicom.datasets import IdentifierError
 from pacscore.dicom.negotiation import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION
+from pacscore.dicom.storeddata import closeIfStored, openStored
+from pacscore.export.partsbody import PartsBody
 from pacscore.storage.part10 import encodeFileMeta
 from pacscore.web.dicomweb import multipart
 
@@ -77,11 +80,17 @@ class StowError(Exception):
     """A STOW-RS request that did not store everything; says why."""
 
 
-def _partFile(reader, stored, code, quality):
-    """In the I/O pool: the Part-10 bytes of ``stored`` (a StoredObject) in ``code``."""
-    data, syntax = recode(reader.read(stored), stored.transferSyntax, code, quality)
+def _part(reader, stored, code, quality, deferToWorker):
+    """In the I/O pool: ``(file meta, data set)`` of ``stored`` (a
+    StoredObject) in ``code``; a large object sent as stored is left in its
+    file (a ``StoredData``)."""
+    data = openStored(stored, deferToWorker) if code == AS_STORED_CODE else None
+    if data is not None:
+        syntax = stored.transferSyntax
+    else:
+        data, syntax = recode(reader.read(stored), stored.transferSyntax, code, quality)
     return encodeFileMeta(stored.sopClassUID, stored.sopInstanceUID, syntax, IMPLEMENTATION_CLASS_UID,
-                          IMPLEMENTATION_VERSION) + data
+                          IMPLEMENTATION_VERSION), data
 
 
 class DicomWebClient:
@@ -124,39 +133,46 @@ class StowSender(DicomWebClient):
         stored. ``onSent(count)`` after each request."""
         code = compression or AS_STORED_CODE
         batch, size, sent = [], 0, 0
-        for stored in located:
-            try:
-                data = await self.workers.deferToWorker(_partFile, self.reader, stored, code, self.lossyQuality)
-            except (OSError, TranscodeError, IdentifierError, ValueError) as e:
-                raise StowError(f"{stored.sopInstanceUID} cannot be sent in {code}: {e}") from e
-            batch.append((stored.sopInstanceUID, data))
-            size += len(data)
-            if size >= BATCH_BYTES:
+        try:
+            for stored in located:
+                try:
+                    meta, data = await self.workers.deferToWorker(_part, self.reader, stored, code,
+                                                                  self.lossyQuality, self.workers.deferToWorker)
+                except (OSError, TranscodeError, IdentifierError, ValueError) as e:
+                    raise StowError(f"{stored.sopInstanceUID} cannot be sent in {code}: {e}") from e
+                batch.append((meta, data))
+                size += len(meta) + len(data)
+                if size >= BATCH_BYTES:
+                    sent += await self._post(server, batch)
+                    batch, size = [], 0
+                    if onSent is not None:
+                        onSent(sent)
+            if batch:
                 sent += await self._post(server, batch)
-                batch, size = [], 0
                 if onSent is not None:
                     onSent(sent)
-        if batch:
-            sent += await self._post(server, batch)
-            if onSent is not None:
-                onSent(sent)
+        finally:
+            for _, data in batch:
+                closeIfStored(data)
         return sent
 
     async def _post(self, server, batch):
+        """POST ``batch``, ``[(file meta, data set)]``; how many were stored."""
         boundary = multipart.newBoundary()
-        body = b"".join(multipart.partHeader(boundary, "application/dicom") + data + multipart.CRLF
-                        for _, data in batch) + multipart.closing(boundary)
+        body = PartsBody(boundary, batch)
         headers = self.headers(server, Content_Type=multipart.multipartType(boundary, "application/dicom"),
                                Accept="application/dicom+json")
         url = f"{server.url}/studies"
         try:
-            requested = self.agent.request(b"POST", url.encode("ascii"), headers, FileBodyProducer(io.BytesIO(body)))
+            requested = self.agent.request(b"POST", url.encode("ascii"), headers, body)
             response = await requested.addTimeout(self.timeout, self.reactor)
             answer = await readBody(response).addTimeout(self.timeout, self.reactor)
         except defer.TimeoutError as e:
             raise StowError(f"{server.name} ({url}) did not answer within {self.timeout} s") from e
         except Exception as e:
             raise StowError(f"STOW-RS to {server.name} ({url}) failed: {e}") from e
+        finally:
+            body.close()
         failed = _failures(answer)
         if response.code == 200 or (response.code == 202 and not failed):
             self.log.info("STOW-RS to {server}: {count} object(s) stored", server=server.name, count=len(batch))

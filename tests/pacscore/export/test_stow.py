@@ -11,11 +11,13 @@ from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
 from pacscore.config.errors import ConfigError
-from pacscore.export import stow
+from pacscore.dicom import storeddata
+from pacscore.export import partsbody, stow
 from pacscore.export.fetch import DicomWebFetcher
 from pacscore.export.forwarder import Forwarder, ForwardError
 from pacscore.export.queue import Action, Target
 from pacscore.export.stow import DicomWebServer, dicomWebServers
+from pacscore.storage.part10 import readFileMeta
 from pacscore.testing.corpus import generateCorpus
 from pacscore.web.site import webSite
 from tests.pacscore.control.running import RunningArchive
@@ -42,6 +44,13 @@ class ServerListTests(unittest.TestCase):
         ini.set("Broken", "nothing like a URL", section=stow.SECTION)
         self.assertRaisesRegex(ConfigError, r"\[DICOMwebServers\] Broken: 'nothing like a URL' is not",
                                dicomWebServers, running.configuration)
+
+
+def datasetBytes(path):
+    """The data set of a Part-10 file, as bytes."""
+    with open(path, "rb") as f:
+        readFileMeta(f)
+        return f.read()
 
 
 class StowForwardTests(unittest.TestCase):
@@ -85,6 +94,24 @@ class StowForwardTests(unittest.TestCase):
             original = pydicom.dcmread(image.path)
             self.assertEqual(stored[image.sopUID].PixelData, original.PixelData)
             self.assertEqual(stored[image.sopUID].PatientName, original.PatientName)
+
+    @defer.inlineCallbacks
+    def test_storedObjectsGoFromTheirFiles(self):
+        """Objects sent as stored stream from their files a piece at a time
+        (here every object counts as large); the files are closed after."""
+        self.patch(storeddata, "STREAMED_OBJECT", 1024)
+        self.patch(partsbody, "PIECE_BYTES", 1000)
+        opened = []
+        self.patch(stow, "openStored", lambda *a: opened.append(storeddata.openStored(*a)) or opened[-1])
+        sent = yield defer.ensureDeferred(self.forwarder().forward(self.action()))
+        self.assertEqual(sent, len(self.corpus))
+        self.assertEqual(len([data for data in opened if data is not None]), len(self.corpus))
+        stored = {pydicom.dcmread(path).SOPInstanceUID: path for path in self.destination.files()}
+        for image in self.corpus:
+            self.assertEqual(datasetBytes(stored[image.sopUID]), datasetBytes(image.path))
+        folder = os.path.realpath(self.source.archive.devices[0].path)
+        files = [os.path.realpath(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")]
+        self.assertEqual([path for path in files if path.startswith(folder) and path.endswith(".dcm")], [])
 
     @defer.inlineCallbacks
     def test_compressedAs(self):

@@ -18,7 +18,7 @@ from pydicom.dataset import Dataset
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from pacscore.codecs.compression import forPeer, forPeerChanges
+from pacscore.codecs.compression import forPeer
 from pacscore.codecs.jpeglossy import DEFAULT_QUALITY
 from pacscore.codecs.nkipixels import withPlainPixels
 from pacscore.codecs.syntaxes import NATIVE, UNCOMPRESSED, canDecode, canEncode, proposals, qualityOf
@@ -32,7 +32,7 @@ from pacscore.dicom.find import DESTROYED, convertIdentifier
 from pacscore.dicom.identifiers import BadIdentifier, readRequest
 from pacscore.dicom.models import modelOf
 from pacscore.dicom.protocol import ESTABLISHED
-from pacscore.dicom.storeddata import StoredData, closeIfStored, openStored
+from pacscore.dicom.storeddata import StoredData, closeIfStored, goesAsStored, openStored
 from pacscore.dicom.virtual import takeServerMask
 from pacscore.storage.reader import Missing
 
@@ -250,9 +250,7 @@ class RetrieveService:
 
     async def _send(self, protocol, command, target, compression, located, progress, respond):
         """Send every object; True if cancelled."""
-        scripts = self.compressionScripts
-        asStored = (self.resultHook is None and not (scripts is not None and scripts.runs(compression))
-                    and not forPeerChanges(compression))
+        asStored = self.resultHook is None and goesAsStored(self.compressionScripts, compression)
         upcoming = _ReadAhead(self.reader, self.workers, located, self._converter(protocol, compression), asStored)
         lastPending = self.reactor.seconds()
         try:

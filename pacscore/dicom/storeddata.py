@@ -11,6 +11,7 @@ closed once it is sent or given up.
 
 import os
 
+from pacscore.codecs.compression import forPeerChanges
 from pacscore.codecs.nkipixels import NKI_PIXEL_DATA
 from pacscore.storage.attributes import readAttributes
 
@@ -49,6 +50,15 @@ class StoredData:
         if len(data) != size:
             raise OSError(f"{self.file.name} ends before its data set does")
         return data
+
+
+def goesAsStored(compressionScripts, compression):
+    """Whether an object without NKI pixel data goes to a peer of code
+    ``compression`` as it is stored: no s0..s9 line (``compressionScripts``,
+    or None) runs on it and ``forPeer`` changes nothing (so a large one may
+    be left in its file)."""
+    return not (compressionScripts is not None and compressionScripts.runs(compression)) and (
+        not forPeerChanges(compression))
 
 
 def closeIfStored(data):

@@ -34,7 +34,7 @@ from pydicom.dataset import Dataset
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from pacscore.codecs.compression import forPeer, forPeerChanges
+from pacscore.codecs.compression import forPeer
 from pacscore.codecs.jpeglossy import DEFAULT_QUALITY
 from pacscore.codecs.syntaxes import UNCOMPRESSED, qualityOf
 from pacscore.codecs.transcode import TranscodeError
@@ -45,7 +45,7 @@ from pacscore.dicom.datasets import IdentifierError
 from pacscore.dicom.models import PATIENT_ROOT_FIND, PATIENT_ROOT_MOVE
 from pacscore.dicom.protocol import ESTABLISHED
 from pacscore.dicom.retrieve import choices, contextsFor, convertToFirst
-from pacscore.dicom.storeddata import closeIfStored, openStored
+from pacscore.dicom.storeddata import closeIfStored, goesAsStored, openStored
 from pacscore.export.queue import LEVELS
 from pacscore.export.selection import LEVEL_KEYS, indexKeys, remoteRequest
 from pacscore.export.stow import StowError, StowSender, dicomWebServers
@@ -279,8 +279,7 @@ class Forwarder:
         compression code (s0..s9; None when it left the object out), as
         the destination takes NKI pixel data (``forPeer``); a large one
         that goes as stored is left in its file (``StoredData``)."""
-        scripts = self.compressionScripts
-        if not (scripts is not None and scripts.runs(compression)) and not forPeerChanges(compression):
+        if goesAsStored(self.compressionScripts, compression):
             data = openStored(stored, self.workers.deferToWorker)
             if data is not None:
                 return data

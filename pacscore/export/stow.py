@@ -22,7 +22,7 @@ from twisted.logger import Logger
 from twisted.web.client import Agent, HTTPConnectionPool, readBody
 from twisted.web.http_headers import Headers
 
-from pacscore.codecs.compression import AS_STORED_CODE, recode
+from pacscore.codecs.compression import AS_STORED_CODE, recode, recodedSyntaxes
 from pacscore.codecs.transcode import TranscodeError
 from pacscore.config.errors import ConfigError
 from pacscore.dicom.datasets import IdentifierError
@@ -84,7 +84,8 @@ def _part(reader, stored, code, quality, deferToWorker):
     """In the I/O pool: ``(file meta, data set)`` of ``stored`` (a
     StoredObject) in ``code``; a large object sent as stored is left in its
     file (a ``StoredData``)."""
-    data = openStored(stored, deferToWorker) if code == AS_STORED_CODE else None
+    asStored = code == AS_STORED_CODE and recodedSyntaxes(stored.transferSyntax, code) == [stored.transferSyntax]
+    data = openStored(stored, deferToWorker) if asStored else None
     if data is not None:
         syntax = stored.transferSyntax
     else:

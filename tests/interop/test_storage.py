@@ -20,6 +20,7 @@ from twisted.trial import unittest
 from pacscore.storage.part10 import readFileMeta
 from pacscore.testing.corpus import generateCorpus, makeDataset
 from tests.interop.index import column, rows, snapshot
+from tests.interop.peers import StorescpServer
 from tests.interop.server import PacsServer, acknowledgedBy, dcmtk, dcmtkTool, killWhenIndexed
 
 # transfer syntax -> (pydicom test file, storescu option proposing it)
@@ -381,32 +382,44 @@ def _datasetEnd(path):
 
 class LargeObjectTests(ServerTestCase):
 
+    def assertBoundedMemory(self, run):
+        """``run()`` (a DCMTK tool) succeeds and grows the server's peak RSS
+        by less than 64 MB."""
+        before = self.server.peakRSSKilobytes()
+        result = run()
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        peak = self.server.peakRSSKilobytes()
+        self.assertLess(peak - before, 64 * 1024, f"peak RSS grew from {before} kB to {peak} kB")
+
     def test_300MBMultiframeWithBoundedMemory(self):
+        """Received (spooled to disk as it arrives), then fetched by getscu
+        and moved to a storescp (read from its file as the socket takes it)."""
         frames = 600
         path = os.path.join(self.mktemp() + ".dcm")
         size = writeLargeMultiframe(path, "1.2.3.4.5.6.7", frames)
         self.assertGreater(size, 300 * 10**6)
-        before = self.server.peakRSSKilobytes()
-        result = self.server.store(path, extra=("-R", "-xe"))
-        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
-        peak = self.server.peakRSSKilobytes()
-        self.assertLess(peak - before, 64 * 1024, f"peak RSS grew from {before} kB to {peak} kB")
+        self.assertBoundedMemory(lambda: self.server.store(path, extra=("-R", "-xe")))
         stored = storedFiles(self.server.dataDir)["1.2.3.4.5.6.7"]
         copy = pydicom.dcmread(stored, stop_before_pixels=True)
         self.assertEqual(int(copy.NumberOfFrames), frames)
         self.assertEqual(_datasetEnd(stored), _datasetEnd(path))
         self.assertEqual(column(self.server.database, "DICOMImages", "NumberOfFrames"), [str(frames)])
+        study = ("-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={copy.StudyInstanceUID}",
+                 "127.0.0.1", self.server.port)
         out = self.mktemp()
         os.makedirs(out)
-        before = self.server.peakRSSKilobytes()
-        got = dcmtk("getscu", "-aec", self.server.ae, "-od", out, "-k", "QueryRetrieveLevel=STUDY",
-                    "-k", f"StudyInstanceUID={copy.StudyInstanceUID}", "127.0.0.1", self.server.port, timeout=600)
-        self.assertEqual(got.returncode, 0, got.stdout + got.stderr)
-        peak = self.server.peakRSSKilobytes()
+        self.assertBoundedMemory(lambda: dcmtk("getscu", "-aec", self.server.ae, "-od", out, *study, timeout=600))
         [fetched] = [os.path.join(out, name) for name in os.listdir(out)]
         self.assertEqual(_datasetEnd(fetched), _datasetEnd(path))
-        # sent as stored: read from its file a piece at a time as the socket takes them
-        self.assertLess(peak - before, 64 * 1024, f"peak RSS grew from {before} kB to {peak} kB")
+        storescp = StorescpServer(self.mktemp(), aet="BIGSCP")
+        self.addCleanup(storescp.stop)
+        storescp.start()
+        self.server.addNode(storescp.aet, storescp.port, compression="as")
+        self.assertEqual(self.server.dgate("--read_amap:").returncode, 0)
+        self.assertBoundedMemory(lambda: dcmtk("movescu", "-aec", self.server.ae, "-aem", storescp.aet, "-S",
+                                               *study, timeout=600))
+        [moved] = storescp.files()
+        self.assertEqual(_datasetEnd(moved), _datasetEnd(path))
 
 
 class SmallDiskTestCase(unittest.TestCase):

@@ -119,7 +119,7 @@ def _clean(dataset, uidMap):
                 _clean(item, uidMap)
         elif element.VR == "UI" and element.value and _replaced(keyword):
             values = element.value if isinstance(element.value, MultiValue) else [element.value]
-            new = [uidMap.newFor(str(v), keyword) if UID(str(v)).is_private and str(v) else v for v in values]
+            new = [uidMap.newFor(str(v), keyword) if str(v) and UID(str(v)).is_private else v for v in values]
             element.value = new if isinstance(element.value, MultiValue) else new[0]
 
 

@@ -103,7 +103,8 @@ class Archive:
         self.index = Index(self.engine, configuration.layout, configuration.tableNames,
                            writerThreads=self.driver.writerThreads, reactor=reactor,
                            durability=self.durability, onWriterConnect=deferSync,
-                           allowTruncate=configuration.allowTruncate)
+                           allowTruncate=configuration.allowTruncate,
+                           onTablesBuilt=getattr(self.driver, "indexTablesBuilt", None))
         self.namer = FileNamer(configuration.fileNameSyntax, configuration.maxFileNameLength)
         self.idleTimeout = configuration.tcpipTimeout
         self.artimTimeout = configuration.ini.getint("ARTIMTimeOut", 30)
@@ -137,7 +138,8 @@ class Archive:
             index=self.index, configuration=configuration, aeTitle=self.aeTitle, reactor=reactor,
             worklistLookup=self.worklistItems.lookup, counters=self.counters, uidMap=uidMap)
         self.exportQueue = ExportQueue.fromConfiguration(self.index, configuration, self.converterRules.exportRules,
-                                                         mirrored=self.mirrors.mirrored)
+                                                         mirrored=self.mirrors.mirrored,
+                                                         recordsPaths=not getattr(self.driver, "keepsIndex", True))
         self.converterServices.exportQueue = self.exportQueue
         self.procedureSteps = StepTable(self.index, time.time)
         self.mppsForwards = WaitingForwards(self.index, time.time)
@@ -243,7 +245,7 @@ class Archive:
             emptyIndex = not self.index.hasImages()
         except SQLAlchemyError as e:
             raise self._indexUnusable(e) from e
-        if emptyIndex:
+        if emptyIndex and getattr(self.driver, "keepsIndex", True):
             self._warnOfUnindexedFiles()
         self.workers.start()
         self.index.start()

@@ -40,6 +40,11 @@ class IDatabaseDriver(Interface):
     #   damage(engine): why the database files are damaged, or None;
     #   setAside(description, configuration): move damaged files out of the
     #     way (``dgate -i``/``-r`` then start a new database), returning where.
+    # And for any driver:
+    #   indexTablesBuilt(metadata, tables): attach DDL events to the index
+    #     tables (``pacscore.db.schema.Tables``) before they are created;
+    #   keepsIndex: False when the index tables never keep a row (the NULL
+    #     driver), so that start-up does not offer ``dgate -r``.
 
 
 class IConverterCommand(Interface):

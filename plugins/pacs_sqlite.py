@@ -1,8 +1,10 @@
 """The built-in SQLite driver: the embedded default index database.
 
 Selected by ``--db sqlite:PATH`` or, from dicom.ini, unless ``Postgres = 1``,
-by ``SQLite = 1`` or by ``MySQL`` not being 1 either.  The file is ``SQLServer``
-(default ``./data/dbase/conquest.db3``), relative to the working folder.
+by ``SQLite = 1`` or by ``MySQL`` not being 1 either (an empty ``SQLServer``
+selects the NULL driver).  The file is ``SQLServer`` (default
+``./data/dbase/conquest.db3`` when the key is absent), relative to the
+working folder.
 Every connection runs in WAL mode with ``synchronous=FULL``: an object
 acknowledged to a sender survives a power loss.  The index writer's own
 connection may run ``synchronous=NORMAL`` instead (``deferSync``) when the
@@ -18,6 +20,7 @@ from sqlalchemy.exc import DBAPIError
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
+from pacscore.db.drivers import namesNoDatabase
 from pacscore.interfaces import IDatabaseDriver
 
 
@@ -34,8 +37,10 @@ class SQLiteDriver:
 
     def selectedBy(self, configuration):
         # The default: PostGres = 1 or MySQL = 1 wins over SQLite = 1, which
-        # Conquest's dicom.ini (and the one in etc/) has.
-        return not any(configuration.ini.get(key, "0").strip() == "1" for key in ("PostGres", "MySQL"))
+        # Conquest's dicom.ini (and the one in etc/) has; an empty SQLServer
+        # selects the NULL driver.
+        return not namesNoDatabase(configuration) and not any(
+            configuration.ini.get(key, "0").strip() == "1" for key in ("PostGres", "MySQL"))
 
     def urlFromConfiguration(self, configuration):
         path = configuration.ini.get("SQLServer", "").strip() or self.defaultPath

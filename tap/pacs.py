@@ -161,6 +161,9 @@ class ArchiveService(service.Service):
             raise SystemExit(f"twistd: cannot start: {e}") from None
         serverLog.debugLevel = self.archive.debugLevel
         self.log.info("index: {driver} {db}", driver=self.archive.driver.name, db=redacted(self.archive.dbDescription))
+        if not getattr(self.archive.driver, "keepsIndex", True):
+            self.log.warn("no image index is kept (NULL driver: empty SQLServer): queries and retrieves find "
+                          "nothing; objects are stored and forwarded")
         for device in self.archive.devices:
             self.log.info("storage: {name} = {path}", name=device.name, path=device.path)
         self.log.info("HL7 drop folder: {path} (WorkListMode {mode})",

@@ -27,6 +27,13 @@ def databaseFiles(driver, description, configuration):
     return frozenset(os.path.realpath(path + suffix) for suffix in ("", "-wal", "-shm", "-journal"))
 
 
+def namesNoDatabase(configuration):
+    """Whether dicom.ini asks for no index: ``SQLServer`` present and empty
+    (Conquest's NULL driver, whatever the PostGres/MySQL/SQLite flags)."""
+    server = configuration.ini.get("SQLServer")
+    return server is not None and not server.strip()
+
+
 def findDriver(description, configuration):
     """``(driver, description)`` for ``--db description``, or with None the
     first driver (by name) that the dicom.ini selects, with the description

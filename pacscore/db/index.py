@@ -34,14 +34,17 @@ class Index:
 
     ``durability`` is the archive's ``PerFileSync`` or ``FileSystemFlush``;
     ``onWriterConnect(connection)`` prepares each writer connection (the
-    SQLite driver's ``deferSync`` when the flush covers the database).
+    SQLite driver's ``deferSync`` when the flush covers the database);
+    ``onTablesBuilt(metadata, tables)`` (the driver's optional
+    ``indexTablesBuilt``) may attach DDL events to the tables.
     """
 
     log = Logger()
     storeManyBatch = 500
 
     def __init__(self, engine, layout, tableNames, writerThreads=1, readerThreads=4,
-                 reactor=None, durability=None, onWriterConnect=None, allowTruncate=frozenset()):
+                 reactor=None, durability=None, onWriterConnect=None, allowTruncate=frozenset(),
+                 onTablesBuilt=None):
         if reactor is None:
             from twisted.internet import reactor
         self.engine = engine
@@ -50,6 +53,8 @@ class Index:
         self.metadata = MetaData()
         self.tables = buildTables(layout, tableNames, self.metadata)
         self._levels = buildLevels(self.tables, layout, allowTruncate)
+        if onTablesBuilt is not None:
+            onTablesBuilt(self.metadata, self.tables)
         # Operators' SQL text (dgate --query, export filters) naming these
         # tables and columns in any case, as the database stores them.
         self.quoteNames = IdentifierQuoter(self.tables, engine.dialect)

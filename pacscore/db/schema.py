@@ -16,7 +16,7 @@ column compares byte for byte, utf8mb4_bin).
 
 from typing import NamedTuple
 
-from sqlalchemy import Column, Index, Integer, LargeBinary, MetaData, String, Table, func
+from sqlalchemy import Column, Index, Integer, LargeBinary, MetaData, String, Table, func, inspect
 from sqlalchemy.dialects import mysql
 
 LEVELS = ("patient", "study", "series", "image")
@@ -134,3 +134,19 @@ def buildTables(layout, tableNames, metadata):
     return Tables(**{
         level: buildTable(level, getattr(layout, level), tableNames[level], metadata)
         for level in Tables._fields})
+
+
+def addMissingColumns(engine, table):
+    """Add to ``table``'s table in the database each column of ``table`` it
+    lacks (one a newer version added); such a column must be NOT NULL with
+    a string default, which the existing rows get."""
+    with engine.begin() as connection:
+        present = {column["name"].lower() for column in inspect(connection).get_columns(table.name)}
+        preparer = connection.dialect.identifier_preparer
+        for column in table.columns:
+            if column.name.lower() in present:
+                continue
+            default = str(column.default.arg).replace("'", "''")
+            connection.exec_driver_sql(
+                f"ALTER TABLE {preparer.format_table(table)} ADD COLUMN {preparer.format_column(column)} "
+                f"{column.type.compile(dialect=connection.dialect)} NOT NULL DEFAULT '{default}'")

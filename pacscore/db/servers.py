@@ -22,7 +22,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from pacscore.db.drivers import redacted
+from pacscore.db.drivers import namesNoDatabase, redacted
 
 
 class DatabaseServerDriver:
@@ -41,7 +41,7 @@ class DatabaseServerDriver:
     connectTimeout = 10  # seconds: a server that does not answer fails the store instead of stalling it
 
     def selectedBy(self, configuration):
-        return configuration.ini.get(self.flag, "0").strip() == "1"
+        return configuration.ini.get(self.flag, "0").strip() == "1" and not namesNoDatabase(configuration)
 
     def urlFromConfiguration(self, configuration):
         ini = configuration.ini

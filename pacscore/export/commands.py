@@ -135,7 +135,7 @@ def enqueue(context, action, request, filters=None):
         notBefore = queue.clock() + int(after)
     destination = context.expand(request.destination) if action in ("forward", "get") else ""
     queue.addForward(destination, request.level, targetOf(dataset), context.expand(request.compression),
-                     notBefore, action, filters)
+                     notBefore, action, filters, context.filename or "")
     return Outcome.CONTINUE
 
 

@@ -154,6 +154,8 @@ class Forwarder:
         for action in actions:
             instances = self.query.instances(connection, "IMAGE",
                                              indexKeys(action.level, action.target, action.filters))
+            if not instances and action.objectPath:  # the index keeps no rows (NULL driver)
+                instances = self.reader.instancesAt(action.objectPath, action.target)
             found.append((instances, self.reader.locate(instances)))
         return found
 

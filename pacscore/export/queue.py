@@ -50,7 +50,7 @@ from typing import NamedTuple
 from sqlalchemy import Column, Float, Index, Integer, MetaData, String, Table, Text, and_, func, select, text
 from twisted.logger import Logger
 
-from pacscore.db.schema import MYSQL_TABLE
+from pacscore.db.schema import MYSQL_TABLE, addMissingColumns
 from pacscore.storage.mirror import MIRROR_COPY
 
 PENDING = "pending"
@@ -105,6 +105,7 @@ class Action(NamedTuple):
     compression: str
     filters: dict
     attempts: int
+    objectPath: str = ""  # the file of an image-level action, recorded where the index keeps no rows
 
 
 class JobOutcome(NamedTuple):
@@ -132,9 +133,9 @@ class ActionBuffer:
         self.actions = []
 
     def addForward(self, destination, level, target, compression="", notBefore=None, action="forward",
-                   filters=None):
+                   filters=None, objectPath=""):
         self.actions.append(self.queue.actionRow(destination, level, target, compression, notBefore, action,
-                                                 filters))
+                                                 filters, objectPath))
 
 
 def buildTables(metadata):
@@ -175,6 +176,7 @@ def buildTables(metadata):
         Column("State", String(8), nullable=False, default=PENDING),
         Column("LastError", String(255), nullable=False, default=""),
         Column("Created", Float, nullable=False),
+        Column("ObjectPath", String(1024), nullable=False, default=""),
         Index("ix_PacsForwards_due", "State", "NextAttempt"),
         Index("ix_PacsForwards_collect", "CollectUID", "Action", "Destination"), **MYSQL_TABLE)
     return jobs, forwards
@@ -203,8 +205,9 @@ class ExportQueue:
 
     def __init__(self, index, rules=(), retryDelay=DEFAULT_RETRY_DELAY,
                  maximumRetries=DEFAULT_MAXIMUM_RETRIES, delayedRetries=None, forwardRetries=_AS_MAXIMUM,
-                 collectDelay=DEFAULT_COLLECT_DELAY, mirrored=frozenset(), clock=time.time):
+                 collectDelay=DEFAULT_COLLECT_DELAY, mirrored=frozenset(), clock=time.time, recordsPaths=False):
         self.index = index
+        self.recordsPaths = recordsPaths  # the index keeps no rows (NULL driver): see addForward
         self.engine = index.engine
         self.rules = list(rules)
         self.mirrored = frozenset(mirrored)
@@ -224,7 +227,8 @@ class ExportQueue:
         return self.maximumRetries if self._forwardRetries is _AS_MAXIMUM else self._forwardRetries
 
     @classmethod
-    def fromConfiguration(cls, index, configuration, rules=(), mirrored=frozenset(), clock=time.time):
+    def fromConfiguration(cls, index, configuration, rules=(), mirrored=frozenset(), clock=time.time,
+                          recordsPaths=False):
         """With RetryDelay, MaximumExportRetries,
         MaximumDelayedFetchForwardRetries, RetryForwardFailed and
         ForwardCollectDelay of dicom.ini."""
@@ -236,11 +240,13 @@ class ExportQueue:
                    maximumRetries=maximum, delayedRetries=delayed,
                    forwardRetries=None if forwardForever else _AS_MAXIMUM,
                    collectDelay=ini.getint("ForwardCollectDelay", DEFAULT_COLLECT_DELAY), mirrored=mirrored,
-                   clock=clock)
+                   clock=clock, recordsPaths=recordsPaths)
 
     def createTables(self):
-        """Create the two tables and their indexes if missing."""
+        """Create the two tables and their indexes if missing, and the
+        columns a newer version added to an existing table."""
         self.metadata.create_all(self.engine)
+        addMissingColumns(self.engine, self.forwards)
 
     # -- export converter jobs --------------------------------------------
 
@@ -348,7 +354,7 @@ class ExportQueue:
     # -- delayed actions --------------------------------------------------
 
     def actionRow(self, destination, level, target, compression="", notBefore=None, action="forward",
-                  filters=None):
+                  filters=None, objectPath=""):
         """The ``PacsForwards`` row ``addForward`` writes (see there)."""
         level = level.upper()
         if level not in LEVELS:
@@ -364,18 +370,22 @@ class ExportQueue:
                 "SeriesInstanceUID": target.seriesInstanceUID, "SOPInstanceUID": target.sopInstanceUID,
                 "CollectUID": target.uid(level), "Compression": (compression or "").lower(),
                 "Filters": json.dumps(filters or {}, sort_keys=True), "NotBefore": notBefore,
-                "NextAttempt": notBefore, "Attempts": 0, "State": PENDING, "LastError": "", "Created": now}
+                "NextAttempt": notBefore, "Attempts": 0, "State": PENDING, "LastError": "", "Created": now,
+                "ObjectPath": objectPath if self.recordsPaths and level == "IMAGE" else ""}
 
     def addForward(self, destination, level, target, compression="", notBefore=None, action="forward",
-                   filters=None):
+                   filters=None, objectPath=""):
         """Queue ``action`` of the ``level`` entity (PATIENT ... IMAGE) of
         ``target`` (a ``Target`` or 4-tuple). ``destination``: the AE to
         forward to or get from (``""`` for local actions); ``filters``:
         ``{name: value}`` narrowing which objects (see
         ``pacscore.export.selection``); ``notBefore`` (seconds): default
         now for IMAGE, now + ForwardCollectDelay above.  Collected with a
-        pending, untried identical action of the same entity."""
-        row = self.actionRow(destination, level, target, compression, notBefore, action, filters)
+        pending, untried identical action of the same entity.
+        ``objectPath``: the file of the object an export converter runs
+        on, kept with an IMAGE action when ``recordsPaths`` (the index
+        keeps no rows to find it by)."""
+        row = self.actionRow(destination, level, target, compression, notBefore, action, filters, objectPath)
         with self._lock, self.engine.begin() as connection:
             self._addAction(connection, row)
 
@@ -490,7 +500,7 @@ def _jobRow(converter, sopInstanceUID, deviceName, objectFile, now, callingAE=""
 def _action(row):
     return Action(row.id, row.Action, row.Destination, row.Level,
                   Target(row.PatientID, row.StudyInstanceUID, row.SeriesInstanceUID, row.SOPInstanceUID),
-                  row.Compression, json.loads(row.Filters), row.Attempts)
+                  row.Compression, json.loads(row.Filters), row.Attempts, row.ObjectPath)
 
 
 def _keyAndLink(table, columns):

@@ -12,6 +12,7 @@ from typing import NamedTuple
 
 from twisted.logger import Logger
 
+from pacscore.db.query import Instance
 from pacscore.storage import part10
 from pacscore.storage.attributes import DatasetError
 from pacscore.storage.mirror import Mirrors
@@ -56,6 +57,27 @@ class ObjectReader:
                 self.log.warn("{path} is missing: its mirror copy {copy} is read instead", path=path, copy=copy)
                 return copy
         return path
+
+    def instancesAt(self, path, target):
+        """``[Instance]`` of the object in the file ``path`` on a MAG device,
+        which the index does not know (the NULL driver keeps no rows), with
+        the patient, study, series and image UIDs of ``target`` (a
+        ``pacscore.export.queue.Target``); empty when no MAG device holds
+        ``path``.  A file that cannot be read is found too: ``locate`` then
+        reports it ``Missing``."""
+        for deviceName, root in self.roots.items():
+            relative = os.path.relpath(path, root)
+            if relative != os.pardir and not relative.startswith(os.pardir + os.sep):
+                break
+        else:
+            return []
+        try:
+            with open(path, "rb") as f:
+                sopClassUID = readFileMeta(f)[1].get(part10.MEDIA_STORAGE_SOP_CLASS_UID, "")
+        except (OSError, DatasetError):
+            sopClassUID = ""
+        return [Instance(target.sopInstanceUID, sopClassUID, deviceName, relative.replace(os.sep, "/"),
+                         target.patientID, target.studyInstanceUID, target.seriesInstanceUID)]
 
     def instancePaths(self, connection, query, level, keys):
         """In a reader thread (``index.runQuery``): ``[(Instance, path)]`` of

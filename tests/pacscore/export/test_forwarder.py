@@ -24,9 +24,9 @@ NODES = "DEST 127.0.0.1 104\nDESTJK 127.0.0.1 105 jk\n"
 
 
 def imageAction(sop, series="1.2.3.1", study="1.2.3", patient="PAT1", destination="DEST", compression="",
-                level="IMAGE", filters=None):
+                level="IMAGE", filters=None, objectPath=""):
     return Action(1, "forward", destination, level, Target(patient, study, series, sop), compression,
-                  filters or {}, 0)
+                  filters or {}, 0, objectPath)
 
 
 class ForwarderTests(unittest.TestCase):
@@ -102,6 +102,18 @@ class ForwarderTests(unittest.TestCase):
     def test_nothingToForwardIsDone(self):
         self.assertEqual(self.forward(self.forwarder(), imageAction("9.9.9")), 0)
         self.assertEqual(self.acceptor.associations, 0)
+
+    def test_unindexedImageGoesFromTheFileItsActionNames(self):
+        """Where the index keeps no rows (the NULL driver), an image action
+        recorded with its object's file still forwards it."""
+        with self.archive.index.engine.begin() as connection:
+            connection.execute(self.archive.index.tables.image.delete())
+        path = os.path.join(self.archive.folder, "PAT1", "1.2.3.1.1.dcm")
+        self.assertEqual(self.forward(self.forwarder(), imageAction("1.2.3.1.1")), 0)
+        self.assertEqual(self.forward(self.forwarder(), imageAction("1.2.3.1.1", objectPath=path)), 1)
+        [(command, data, sent)] = self.acceptor.recorder.received
+        self.assertEqual(command[commands.AFFECTED_SOP_INSTANCE_UID], "1.2.3.1.1")
+        self.assertEqual(decodeDataset(data, sent).PixelData, self.datasets[1].PixelData)
 
     def test_compressedAsJ2KWhenThePeerTakesIt(self):
         self.acceptor = Acceptor(self.clock, syntaxes=(JPEG_2000_LOSSLESS, EXPLICIT, IMPLICIT))

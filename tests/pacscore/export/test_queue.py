@@ -3,9 +3,11 @@ index, with a fake clock."""
 
 from types import SimpleNamespace
 
+from sqlalchemy import MetaData, Table
 from twisted.trial import unittest
 
 from pacscore.db.index import Index
+from pacscore.db.schema import MYSQL_TABLE
 from pacscore.export.queue import FAILED, PENDING, ActionBuffer, ExportQueue, JobOutcome, Target, retryLimit
 from pacscore.config.ini import DicomIni
 from tests.pacscore.db.test_index import makeRecord
@@ -164,6 +166,34 @@ class ActionTests(QueueTestCase):
         [action] = self.queue.due(self.clock(), 10)
         self.assertEqual((action.action, action.destination, action.level, action.target, action.compression),
                          ("forward", "SERVER1", "IMAGE", CT, "j2"))
+
+    def test_objectPathOnlyWhereTheIndexKeepsNoRows(self):
+        """An image action keeps its file only with ``recordsPaths`` (the
+        NULL driver's index cannot find it); collected ones never."""
+        self.queue.addForward("A", "IMAGE", CT, objectPath="/data/PAT1/ct.dcm")
+        self.queue.recordsPaths = True
+        self.queue.addForward("B", "IMAGE", CT, objectPath="/data/PAT1/ct.dcm")
+        self.queue.addForward("C", "STUDY", CT, objectPath="/data/PAT1/ct.dcm")
+        due = self.queue.due(self.clock.now + 600, 10)
+        self.assertEqual(sorted((a.destination, a.objectPath) for a in due),
+                         [("A", ""), ("B", "/data/PAT1/ct.dcm"), ("C", "")])
+
+    def test_tableOfAnOlderVersionGetsObjectPath(self):
+        forwards = self.queue.forwards
+        older = Table(forwards.name, MetaData(), *(c._copy() for c in forwards.columns if c.name != "ObjectPath"),
+                      **MYSQL_TABLE)
+        with self.engine.begin() as connection:
+            forwards.drop(connection)
+            older.create(connection)
+            row = self.queue.actionRow("OLD", "IMAGE", CT)
+            del row["ObjectPath"]
+            connection.execute(older.insert(), row)
+        self.queue.createTables()
+        self.queue.createTables()
+        self.queue.recordsPaths = True
+        self.queue.addForward("NEW", "IMAGE", CT, objectPath="/data/ct.dcm")
+        self.assertEqual(sorted((a.destination, a.objectPath) for a in self.queue.due(self.clock(), 10)),
+                         [("NEW", "/data/ct.dcm"), ("OLD", "")])
 
     def test_studyForwardsAreCollected(self):
         """Objects of one study give one row, due ForwardCollectDelay after the last."""

@@ -137,9 +137,11 @@ class Archive:
         self.converterServices = ConverterServices(
             index=self.index, configuration=configuration, aeTitle=self.aeTitle, reactor=reactor,
             worklistLookup=self.worklistItems.lookup, counters=self.counters, uidMap=uidMap)
+        self.objectReader = ObjectReader(self.devices, self.mirrors)
+        keepsIndex = getattr(self.driver, "keepsIndex", True)
         self.exportQueue = ExportQueue.fromConfiguration(self.index, configuration, self.converterRules.exportRules,
                                                          mirrored=self.mirrors.mirrored,
-                                                         recordsPaths=not getattr(self.driver, "keepsIndex", True))
+                                                         objectPaths=None if keepsIndex else self.objectReader.magPath)
         self.converterServices.exportQueue = self.exportQueue
         self.procedureSteps = StepTable(self.index, time.time)
         self.mppsForwards = WaitingForwards(self.index, time.time)
@@ -154,7 +156,6 @@ class Archive:
             sortOrders={level: ini.get(f"{level.capitalize()}QuerySortOrder", "")
                         for level in ("PATIENT", "STUDY", "SERIES", "IMAGE")},
             computedFields=ini.getint("EnableComputedFields", 0) == 1)
-        self.objectReader = ObjectReader(self.devices, self.mirrors)
         self.prefetcher = (Prefetcher(self.index, self.query, self.objectReader, self.workers)
                            if ini.getint("Prefetcher", 0) else None)
         self.commitments = CommitmentService(

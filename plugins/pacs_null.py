@@ -14,7 +14,9 @@ What a router needs to survive a restart still persists, in an SQLite file
 (``PATH``, default ``./data/dbase/null.db3``, relative to the working
 folder): the export queue (forwards not yet sent), the UID map of the
 anonymizing converters, the pending flushes.  Its index tables stay empty:
-a trigger deletes what each insert adds.
+a trigger deletes what each insert adds.  An image-level forward of a
+converter line keeps the object's file with the queued action
+(``ExportQueue.objectPaths``), since no index can find it.
 """
 
 from sqlalchemy import event

@@ -8,12 +8,19 @@ and ``reject`` end them all (the object is then not stored: Success or a
 failure status for the sender).  What the lines changed is re-encoded in
 the object's transfer syntax; a ``compression`` command's code goes back
 to the store, which compresses the object accordingly (instead of by
-IncomingCompression); ``storage MAGn`` picks the device.
+IncomingCompression); ``storage MAGn`` picks the device.  The delayed
+actions the lines ask for (``forward ... to``, ``get``, ``prefetch`` ...)
+are kept in an ``ActionBuffer`` and go to the export queue in the stored
+object's index transaction: a forward is never looked for before its
+object is indexed, nor queued for an object that is not stored.
 """
+
+import copy
 
 from typing import NamedTuple
 
 from pacscore.converters.context import ConverterContext, Outcome
+from pacscore.export.queue import ActionBuffer
 from pacscore.dicom.datasets import decodeDataset, encodeDataset
 from pacscore.storage.store import MODALITY, STATION_NAME, Destroyed, Refused
 
@@ -21,11 +28,12 @@ from pacscore.storage.store import MODALITY, STATION_NAME, Destroyed, Refused
 class ImportDecision(NamedTuple):
     """What the lines changed: new data set bytes in the object's transfer
     syntax (or None), the compression code asked for (or None), the
-    preferred device (or None)."""
+    preferred device (or None); the ``PacsForwards`` rows they queued."""
 
     data: bytes | None
     compression: str | None
     device: str | None
+    actions: tuple = ()
 
 
 class ImportConverters:
@@ -49,9 +57,14 @@ class ImportConverters:
         dataset = decodeDataset(data, transferSyntax)
         variables = {"x": "", "y": "", "z": ""}
         changed, device, compression = False, None, None
+        services, buffer = self.services, None
+        if services.exportQueue is not None:
+            buffer = ActionBuffer(services.exportQueue)
+            services = copy.copy(services)
+            services.exportQueue = buffer
         for rule in rules:
             context = ConverterContext("import", dataset, incoming.callingAE, incoming.calledAE,
-                                       services=self.services, converterName=rule.key, variables=variables)
+                                       services=services, converterName=rule.key, variables=variables)
             outcome = rule.script.run(context)
             changed = changed or context.changed
             device = context.storageDevice or device
@@ -61,6 +74,7 @@ class ImportConverters:
             if outcome is Outcome.REJECT:
                 raise Refused(context.rejectReason or f"rejected by {rule.key}")
         data = encodeDataset(dataset, transferSyntax) if changed else None
-        if data is None and compression is None and device is None:
+        actions = tuple(buffer.actions) if buffer is not None else ()
+        if data is None and compression is None and device is None and not actions:
             return None
-        return ImportDecision(data, compression, device)
+        return ImportDecision(data, compression, device, actions)

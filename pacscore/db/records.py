@@ -37,6 +37,8 @@ class ImageRecord:
     ``callingAE``/``calledAE`` of the association it came on (export
     converter filters); not indexed.  ``converters``: whether the export
     converter lines see it (mirror copies are made regardless).
+    ``actions``: the ``PacsForwards`` rows its import converter lines
+    queued, written in its index transaction (``ExportQueue.enqueueJobs``).
     """
 
     attrs: dict[int, str]
@@ -45,6 +47,7 @@ class ImageRecord:
     callingAE: str = ""
     calledAE: str = ""
     converters: bool = True
+    actions: tuple = ()
 
 
 class Replaced(NamedTuple):

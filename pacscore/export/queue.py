@@ -34,9 +34,11 @@ Writes go through the index writer (``Index.runWrite``): ``recordJobs``,
 them from the reactor thread) and are group-committed with each other and
 with the stores of images, one fsync per group, with no second connection
 contending for the database's write lock.  ``enqueueJobs`` runs in the
-caller's transaction (the image's).  ``addForward`` is synchronous and runs
-its own short transaction: it is for import converter lines (worker
-threads) and tools.  The reads (``dueJobs``, ``filterMatches``, ``due``,
+caller's transaction (the image's), with the actions its import converter
+lines queued (``ImageRecord.actions``, kept meanwhile in an
+``ActionBuffer``).  ``addForward`` is synchronous and runs its own short
+transaction: it is for the lines of other converters (worker threads) and
+tools.  The reads (``dueJobs``, ``filterMatches``, ``due``,
 ``counts``, ``failedActions``) are synchronous, on their own connections:
 call them from worker threads.  One pacs process runs the queue; a row
 being worked on is tracked in that process's memory, not in the table.
@@ -205,9 +207,11 @@ class ExportQueue:
 
     def __init__(self, index, rules=(), retryDelay=DEFAULT_RETRY_DELAY,
                  maximumRetries=DEFAULT_MAXIMUM_RETRIES, delayedRetries=None, forwardRetries=_AS_MAXIMUM,
-                 collectDelay=DEFAULT_COLLECT_DELAY, mirrored=frozenset(), clock=time.time, recordsPaths=False):
+                 collectDelay=DEFAULT_COLLECT_DELAY, mirrored=frozenset(), clock=time.time, objectPaths=None):
         self.index = index
-        self.recordsPaths = recordsPaths  # the index keeps no rows (NULL driver): see addForward
+        # Where the index keeps no rows (NULL driver): (DeviceName, ObjectFile) -> the
+        # absolute path an IMAGE action records (see addForward); else None.
+        self.objectPaths = objectPaths
         self.engine = index.engine
         self.rules = list(rules)
         self.mirrored = frozenset(mirrored)
@@ -228,7 +232,7 @@ class ExportQueue:
 
     @classmethod
     def fromConfiguration(cls, index, configuration, rules=(), mirrored=frozenset(), clock=time.time,
-                          recordsPaths=False):
+                          objectPaths=None):
         """With RetryDelay, MaximumExportRetries,
         MaximumDelayedFetchForwardRetries, RetryForwardFailed and
         ForwardCollectDelay of dicom.ini."""
@@ -240,7 +244,7 @@ class ExportQueue:
                    maximumRetries=maximum, delayedRetries=delayed,
                    forwardRetries=None if forwardForever else _AS_MAXIMUM,
                    collectDelay=ini.getint("ForwardCollectDelay", DEFAULT_COLLECT_DELAY), mirrored=mirrored,
-                   clock=clock, recordsPaths=recordsPaths)
+                   clock=clock, objectPaths=objectPaths)
 
     def createTables(self):
         """Create the two tables and their indexes if missing, and the
@@ -253,10 +257,17 @@ class ExportQueue:
     def enqueueJobs(self, connection, records):
         """Insert, in the caller's transaction, one job per record and
         matching export converter line, and one mirror copy job per record
-        of a mirrored device; returns how many."""
+        of a mirrored device; returns how many.  The actions the import
+        converter lines queued for a record (``ImageRecord.actions``) are
+        written too, so that none is seen before its object is stored, nor
+        at all when it is not."""
         now = self.clock()
         rows = []
         for record in records:
+            for action in record.actions:
+                if self.objectPaths is not None and action["Level"] == "IMAGE":
+                    action = {**action, "ObjectPath": self.objectPaths(record.deviceName, record.objectFile)}
+                self._addAction(connection, action)
             modality = record.attrs.get(MODALITY, "")
             station = record.attrs.get(STATION_NAME, "")
             callingAE, calledAE = record.callingAE, record.calledAE
@@ -371,7 +382,7 @@ class ExportQueue:
                 "CollectUID": target.uid(level), "Compression": (compression or "").lower(),
                 "Filters": json.dumps(filters or {}, sort_keys=True), "NotBefore": notBefore,
                 "NextAttempt": notBefore, "Attempts": 0, "State": PENDING, "LastError": "", "Created": now,
-                "ObjectPath": objectPath if self.recordsPaths and level == "IMAGE" else ""}
+                "ObjectPath": objectPath if self.objectPaths is not None and level == "IMAGE" else ""}
 
     def addForward(self, destination, level, target, compression="", notBefore=None, action="forward",
                    filters=None, objectPath=""):
@@ -383,8 +394,8 @@ class ExportQueue:
         now for IMAGE, now + ForwardCollectDelay above.  Collected with a
         pending, untried identical action of the same entity.
         ``objectPath``: the file of the object an export converter runs
-        on, kept with an IMAGE action when ``recordsPaths`` (the index
-        keeps no rows to find it by)."""
+        on, kept with an IMAGE action when there are ``objectPaths`` (the
+        index keeps no rows to find it by)."""
         row = self.actionRow(destination, level, target, compression, notBefore, action, filters, objectPath)
         with self._lock, self.engine.begin() as connection:
             self._addAction(connection, row)

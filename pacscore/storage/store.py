@@ -154,7 +154,7 @@ class ObjectStore:
         """In the I/O pool: write the file, then queue its index row.
         ``stored`` fires (in the reactor) with ``(relative, device name, replaced)``."""
         try:
-            attrs, relative, device = self._writeFile(incoming, spool)
+            attrs, relative, device, actions = self._writeFile(incoming, spool)
         except BaseException:
             self.workers.reactor.callFromThread(stored.errback, Failure())
             return
@@ -173,11 +173,13 @@ class ObjectStore:
 
         self.index.storeFromThread(
             ImageRecord(attrs, device.name, relative, incoming.callingAE, incoming.calledAE,
-                        incoming.converters), indexed)
+                        incoming.converters, actions), indexed)
 
     def _writeFile(self, incoming, spool):
-        """In the I/O pool: check, amend, name and write one object.
-        On any failure the temporary file (spool or reservoir file) is removed."""
+        """In the I/O pool: check, amend, name and write one object; its
+        attributes, path relative to its device, device and the actions
+        its import converter lines queued.  On any failure the temporary
+        file (spool or reservoir file) is removed."""
         data = spool.inMemory
         header = spool.header
         temporary = spool.path
@@ -187,7 +189,8 @@ class ObjectStore:
         try:
             attrs = self._readAttributes(incoming, spool)
             self._check(incoming, attrs)
-            changed = self._amend(incoming, attrs, spool)
+            actions = []
+            changed = self._amend(incoming, attrs, spool, actions)
             if changed is not None:
                 data, attrs, header, device = changed
                 if temporary is not None:
@@ -223,7 +226,7 @@ class ObjectStore:
             if temporary is not None and os.path.exists(temporary):
                 os.unlink(temporary)
             raise
-        return attrs, relative, device
+        return attrs, relative, device, tuple(actions)
 
     def _readAttributes(self, incoming, spool):
         """The index attributes of a received data set, which must read to its
@@ -238,13 +241,14 @@ class ObjectStore:
         except DatasetError as e:
             raise InvalidDataset(str(e)) from e
 
-    def _amend(self, incoming, attrs, spool):
+    def _amend(self, incoming, attrs, spool, actions):
         """WorkListMode, FixPhilips/FixKodak, the import converters, then the compression asked
         for (a converter's ``compression`` command, else the incoming
         object's; s0..s9 run their CompressionConverterN line): None when
         the object is stored as received, else
-        ``(data, attrs, header, device)``.  Raises Refused or Destroyed
-        when a rule says so."""
+        ``(data, attrs, header, device)``; the actions the import
+        converters queued are added to ``actions``.  Raises Refused or
+        Destroyed when a rule says so."""
         importers = self.importers if incoming.converters else None
         amenders = self.amenders if incoming.amended else ()
         scripts = self.compressionScripts
@@ -266,6 +270,7 @@ class ObjectStore:
             if importers is not None:
                 decision = importers.apply(incoming, attrs, data, transferSyntax)
                 if decision is not None:
+                    actions.extend(decision.actions)
                     data, compression = decision.data or data, decision.compression or compression
                     device = self.devicesByName.get(decision.device, device)
             if scripts is not None:

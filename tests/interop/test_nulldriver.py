@@ -1,6 +1,7 @@
 """A running ``twistd -n pacs`` with an empty ``SQLServer`` (Conquest's NULL
 driver) as a router: storescu's images are stored and forwarded to DCMTK's
-storescp, across a restart of the router while the destination is down,
+storescp by an export and an import converter line, across a restart of
+the router while the destinations are down,
 findscu finds nothing, and ``dgate -r`` under the SQLite driver later
 indexes every stored file."""
 
@@ -31,10 +32,13 @@ class NullDriverTests(unittest.TestCase):
 
     def test_routerKeepsNoIndexAndLosesNoForward(self):
         destination = StorescpServer(os.path.join(self.workdir, "storescp"), aet="NEXTHOP")
+        other = StorescpServer(os.path.join(self.workdir, "other"), aet="OTHERHOP")
         router = PacsServer(os.path.join(self.workdir, "router"), ae="ROUTER", ini={
             "SQLServer": "", "ExportConverters": "1", "ExportConverter0": "forward to NEXTHOP",
+            "ImportConverters": "1", "ImportConverter0": "forward image to OTHERHOP",
             "RetryDelay": "1", "FailHoldOff": "1", "MaximumExportRetries": "0"})
         router.addNode("NEXTHOP", destination.port)
+        router.addNode("OTHERHOP", other.port)
         self.start(router)
         self.assertIn("index: null ", router.log())
         self.assertIn("no image index is kept", router.log())
@@ -47,18 +51,20 @@ class NullDriverTests(unittest.TestCase):
         self.assertEqual(matches, [])
         queue = os.path.join(router.dataDir, "dbase", "null.db3")
         self.assertFalse(os.path.exists(router.database), "no conquest.db3 beside the NULL driver's file")
-        waitFor(lambda: router.log().count("cannot associate with NEXTHOP") >= 1, message="a failed forward")
+        waitFor(lambda: "cannot associate with NEXTHOP" in router.log() and "cannot associate with OTHERHOP" in
+                router.log(), message="failed forwards")
         router.stop()
         with sqlite3.connect(queue) as connection:
-            self.assertEqual(connection.execute("SELECT count(*) FROM PacsForwards").fetchone()[0], 4)
+            self.assertEqual(connection.execute("SELECT count(*) FROM PacsForwards").fetchone()[0], 8)
             self.assertEqual(connection.execute("SELECT count(*) FROM DICOMImages").fetchone()[0], 0)
             self.assertEqual(connection.execute("SELECT count(*) FROM DICOMPatients").fetchone()[0], 0)
 
         router.start()
         self.start(destination)
-        waitFor(lambda: len(destination.files()) >= 4, message="the forwarded images")
-        self.assertEqual(sorted(ds.SOPInstanceUID for ds in destination.datasets()),
-                         sorted(sop for _, sop in images))
+        self.start(other)
+        waitFor(lambda: len(destination.files()) >= 4 and len(other.files()) >= 4, message="the forwarded images")
+        for peer in (destination, other):
+            self.assertEqual(sorted(ds.SOPInstanceUID for ds in peer.datasets()), sorted(sop for _, sop in images))
         router.stop()
 
         router.setIni(SQLServer="./data/dbase/conquest.db3")

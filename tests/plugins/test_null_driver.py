@@ -88,7 +88,7 @@ class IndexTests(unittest.TestCase):
         self.assertEqual(self.counts(reopened), [0] * 5)
 
     def test_exportQueueKeepsItsRows(self):
-        queue = ExportQueue(self.index, recordsPaths=True)
+        queue = ExportQueue(self.index, objectPaths=lambda device, objectFile: f"/{device}/{objectFile}")
         queue.createTables()
         queue.addForward("NEXT", "IMAGE", ("PAT1", "1.2", "1.2.3", "1.2.3.4"), objectPath="/data/PAT1/x.dcm")
         queue.addForward("NEXT", "SERIES", ("PAT1", "1.2", "1.2.3", "1.2.3.4"), objectPath="/data/PAT1/x.dcm")

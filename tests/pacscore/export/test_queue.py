@@ -168,10 +168,10 @@ class ActionTests(QueueTestCase):
                          ("forward", "SERVER1", "IMAGE", CT, "j2"))
 
     def test_objectPathOnlyWhereTheIndexKeepsNoRows(self):
-        """An image action keeps its file only with ``recordsPaths`` (the
+        """An image action keeps its file only with ``objectPaths`` (the
         NULL driver's index cannot find it); collected ones never."""
         self.queue.addForward("A", "IMAGE", CT, objectPath="/data/PAT1/ct.dcm")
-        self.queue.recordsPaths = True
+        self.queue.objectPaths = lambda device, objectFile: f"/{device}/{objectFile}"
         self.queue.addForward("B", "IMAGE", CT, objectPath="/data/PAT1/ct.dcm")
         self.queue.addForward("C", "STUDY", CT, objectPath="/data/PAT1/ct.dcm")
         due = self.queue.due(self.clock.now + 600, 10)
@@ -190,7 +190,7 @@ class ActionTests(QueueTestCase):
             connection.execute(older.insert(), row)
         self.queue.createTables()
         self.queue.createTables()
-        self.queue.recordsPaths = True
+        self.queue.objectPaths = lambda device, objectFile: f"/{device}/{objectFile}"
         self.queue.addForward("NEW", "IMAGE", CT, objectPath="/data/ct.dcm")
         self.assertEqual(sorted((a.destination, a.objectPath) for a in self.queue.due(self.clock(), 10)),
                          [("NEW", "/data/ct.dcm"), ("OLD", "")])

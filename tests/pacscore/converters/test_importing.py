@@ -1,0 +1,72 @@
+"""Import converter lines on incoming objects (pacscore.converters.importing):
+the delayed actions they queue wait in the decision and reach the export
+queue only in the stored object's index transaction."""
+
+from sqlalchemy import func, select
+from twisted.trial import unittest
+
+from pacscore.config.ini import DicomIni
+from pacscore.converters.context import ConverterServices
+from pacscore.converters.importing import ImportConverters
+from pacscore.converters.registry import CommandRegistry
+from pacscore.converters.rules import loadRules
+from pacscore.db.index import Index
+from pacscore.dicom.datasets import encodeDataset
+from pacscore.export.queue import ExportQueue
+from pacscore.storage.store import IncomingObject
+from pacscore.testing.corpus import makeDataset
+from tests.pacscore.db.test_index import makeRecord
+from tests.pacscore.db.test_schema import TABLE_NAMES, conquestLayout, sqliteEngine
+
+EXPLICIT = "1.2.840.10008.1.2.1"
+
+
+class ImportActionsTests(unittest.TestCase):
+
+    def setUp(self):
+        self.index = Index(sqliteEngine(self), conquestLayout(), TABLE_NAMES)
+        self.index.createTables()
+        self.queue = ExportQueue(self.index)
+        self.queue.createTables()
+
+    def apply(self, lines):
+        ini = DicomIni.fromString("[sscscp]\nImportConverters = %d\n" % len(lines) +
+                                  "".join(f"ImportConverter{n} = {line}\n" for n, line in enumerate(lines)))
+        importers = ImportConverters(loadRules(ini, CommandRegistry()).importRules,
+                                     ConverterServices(index=self.index, exportQueue=self.queue))
+        dataset = makeDataset("PAT1", "Test^One", "1.2.3", "1.2.3.1", "1.2.3.1.1", 1, 1)
+        incoming = IncomingObject(dataset.SOPClassUID, dataset.SOPInstanceUID, EXPLICIT, "MODALITY", "PACS")
+        return importers.apply(incoming, {}, encodeDataset(dataset, EXPLICIT), EXPLICIT)
+
+    def queued(self):
+        with self.index.engine.connect() as connection:
+            return connection.execute(select(func.count()).select_from(self.queue.forwards)).scalar()
+
+    def store(self, record):
+        with self.index.engine.begin() as connection:
+            self.index.upsertImage(connection, record)
+            self.queue.enqueueJobs(connection, [record])
+
+    def test_actionsWaitForTheStoredObject(self):
+        decision = self.apply(["forward image to DEST", "forward series to VIEWER"])
+        self.assertEqual((decision.data, decision.compression, decision.device), (None, None, None))
+        self.assertEqual([(row["Level"], row["Destination"]) for row in decision.actions],
+                         [("IMAGE", "DEST"), ("SERIES", "VIEWER")])
+        self.assertEqual(self.queued(), 0, "nothing is queued before the object is stored")
+        record = makeRecord("1.2.3.1.1")
+        record.actions = decision.actions
+        self.store(record)
+        actions = self.queue.due(self.queue.clock() + 600, 10)
+        self.assertEqual(sorted((a.level, a.destination, a.objectPath) for a in actions),
+                         [("IMAGE", "DEST", ""), ("SERIES", "VIEWER", "")])
+
+    def test_whereTheIndexKeepsNoRowsTheImageActionKeepsTheFile(self):
+        self.queue.objectPaths = lambda device, objectFile: f"/archive/{device}/{objectFile}"
+        record = makeRecord("1.2.3.1.1", objectFile="PAT1/1.dcm")
+        record.actions = self.apply(["forward image to DEST"]).actions
+        self.store(record)
+        [action] = self.queue.due(self.queue.clock(), 10)
+        self.assertEqual(action.objectPath, "/archive/MAG0/PAT1/1.dcm")
+
+    def test_noActionsNoDecision(self):
+        self.assertIsNone(self.apply(["nop nothing to do"]))

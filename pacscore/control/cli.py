@@ -199,6 +199,9 @@ def initialize(configuration, out):
 
 
 def regenerate(configuration, out):
+    if not getattr(findDriver(None, configuration)[0], "keepsIndex", True):
+        raise OfflineError("-r: SQLServer is empty, which selects the NULL driver: it keeps no index to "
+                           "regenerate (give SQLServer a database first)")
     index, skip = initialize(configuration, out)
     devices = [MagDevice(name, path) for name, path in configuration.magDevices]
     regenerator = Regenerator(index, configuration.layout.indexedTags(), report=out, skip=skip)

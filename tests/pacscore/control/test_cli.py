@@ -177,6 +177,14 @@ class CliTests(unittest.TestCase):
         self.assertEqual(code, 1)
         self.assertIn("dgatesop.lst:", output)
 
+    def test_regenerateRefusedWithoutAnIndex(self):
+        """An empty SQLServer selects the NULL driver, which keeps no index."""
+        server = PacsServer(self.mktemp())
+        server.setIni(SQLServer="")
+        code, output = self.dgate(f"-w{server.workdir}", "-r")
+        self.assertEqual(code, 1)
+        self.assertIn("dgate: -r: SQLServer is empty, which selects the NULL driver", output)
+
     def test_indexThatCannotBeOpened(self):
         server = PacsServer(self.mktemp())
         server.setIni(SQLServer=os.path.join(server.workdir, "dicom.ini", "conquest.db3"))

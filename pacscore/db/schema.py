@@ -16,7 +16,7 @@ column compares byte for byte, utf8mb4_bin).
 
 from typing import NamedTuple
 
-from sqlalchemy import Column, Index, Integer, LargeBinary, MetaData, String, Table, func, inspect
+from sqlalchemy import Column, Double, Float, Index, Integer, LargeBinary, MetaData, String, Table, func, inspect
 from sqlalchemy.dialects import mysql
 
 LEVELS = ("patient", "study", "series", "image")
@@ -55,6 +55,7 @@ class OwnTable:
 
     def createTables(self):
         self.metadata.create_all(self.index.engine)
+        upgradeTable(self.index.engine, self.table)
 
 
 class Tables(NamedTuple):
@@ -136,17 +137,24 @@ def buildTables(layout, tableNames, metadata):
         for level in Tables._fields})
 
 
-def addMissingColumns(engine, table):
-    """Add to ``table``'s table in the database each column of ``table`` it
-    lacks (one a newer version added); such a column must be NOT NULL with
-    a string default, which the existing rows get."""
+def upgradeTable(engine, table):
+    """Bring ``table``'s table in the database up to ``table``: add each
+    column it lacks (one a newer version added; it must be NOT NULL with a
+    string default, which the existing rows get), and on MySQL/MariaDB
+    widen to DOUBLE the FLOAT columns an older version made for times in
+    seconds (single precision: a time of today to the nearest 128 s)."""
     with engine.begin() as connection:
-        present = {column["name"].lower() for column in inspect(connection).get_columns(table.name)}
+        present = {column["name"].lower(): column["type"] for column in inspect(connection).get_columns(table.name)}
         preparer = connection.dialect.identifier_preparer
         for column in table.columns:
-            if column.name.lower() in present:
-                continue
-            default = str(column.default.arg).replace("'", "''")
-            connection.exec_driver_sql(
-                f"ALTER TABLE {preparer.format_table(table)} ADD COLUMN {preparer.format_column(column)} "
-                f"{column.type.compile(dialect=connection.dialect)} NOT NULL DEFAULT '{default}'")
+            name = preparer.format_column(column)
+            kind = column.type.compile(dialect=connection.dialect)
+            old = present.get(column.name.lower())
+            if old is None:
+                default = str(column.default.arg).replace("'", "''")
+                connection.exec_driver_sql(f"ALTER TABLE {preparer.format_table(table)} ADD COLUMN {name} {kind} "
+                                           f"NOT NULL DEFAULT '{default}'")
+            elif (connection.dialect.name == "mysql" and isinstance(column.type, Double)
+                  and isinstance(old, Float) and not isinstance(old, Double)):
+                connection.exec_driver_sql(f"ALTER TABLE {preparer.format_table(table)} MODIFY COLUMN {name} {kind} "
+                                           f"{'' if column.nullable else 'NOT '}NULL")

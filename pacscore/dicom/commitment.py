@@ -27,7 +27,7 @@ import os
 
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
-from sqlalchemy import Column, Float, String, Table, select
+from sqlalchemy import Column, Double, String, Table, select
 from twisted.internet import defer
 from twisted.logger import Logger
 
@@ -158,7 +158,7 @@ def buildTable(metadata):
         "PacsCommitments", metadata,
         Column("TransactionUID", String(64), primary_key=True),
         Column("CallingAE", String(16), primary_key=True),
-        Column("Received", Float, nullable=False),
+        Column("Received", Double, nullable=False),
         Column("Refs", LARGE_BINARY, nullable=False),  # JSON [[class, instance], ...]
         **MYSQL_TABLE)
 

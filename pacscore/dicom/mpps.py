@@ -23,7 +23,7 @@ which get it once it was answered.
 
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
-from sqlalchemy import Column, Float, Index, String, Table, select
+from sqlalchemy import Column, Double, Index, String, Table, select
 from twisted.internet import defer
 from twisted.logger import Logger
 
@@ -64,8 +64,8 @@ def buildTable(metadata):
         Column("Status", String(16), nullable=False),
         *(Column(column, String(64), nullable=False, default="") for column, _, _ in SHOWN),
         Column("CallingAE", String(16), nullable=False, default=""),
-        Column("Created", Float, nullable=False),
-        Column("Updated", Float, nullable=False),
+        Column("Created", Double, nullable=False),
+        Column("Updated", Double, nullable=False),
         Column("Dataset", LARGE_BINARY, nullable=False),
         Index("ix_PacsMPPS_AccessionNumber", "AccessionNumber"), **MYSQL_TABLE)
 

@@ -18,7 +18,7 @@ tried again ``RetryDelay`` seconds later, with the next message for it and
 when pacs starts.
 """
 
-from sqlalchemy import Column, Float, Integer, String, Table, select
+from sqlalchemy import Column, Double, Integer, String, Table, select
 from twisted.internet import defer
 from twisted.logger import Logger
 
@@ -55,7 +55,7 @@ def buildTable(metadata):
         Column("Destination", String(16), nullable=False),
         Column("SOPInstanceUID", String(64), nullable=False),
         Column("CommandField", Integer, nullable=False),
-        Column("Queued", Float, nullable=False),
+        Column("Queued", Double, nullable=False),
         Column("Dataset", LARGE_BINARY, nullable=False),  # Explicit VR Little Endian
         **MYSQL_TABLE)
 

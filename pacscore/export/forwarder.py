@@ -178,6 +178,8 @@ class Forwarder:
             return await self._stow(server, action, located, onSent)
         compression = action.compression or node.compression
         level = min(self.associationLevel, action.level, key=ASSOCIATION_LEVELS.index)
+        if level == "SOPCLASS" and action.level != "IMAGE":
+            level = action.level  # a collected action goes on one association, whatever its SOP classes
         link = self._links.setdefault(action.destination, _Link())
         self._cancelClose(link)
         now = self.reactor.seconds()
@@ -208,6 +210,7 @@ class Forwarder:
             await self._close(link)
         else:
             link.closeTimer = self.reactor.callLater(self.closeDelay, self._idle, link)
+        _failUnreadable(located)
         return sent
 
     async def _stow(self, server, action, located, onSent):
@@ -220,9 +223,11 @@ class Forwarder:
             else:
                 readable.append(stored)
         try:
-            return await self.stow.send(server, readable, action.compression, onSent)
+            sent = await self.stow.send(server, readable, action.compression, onSent)
         except StowError as e:
             raise ForwardError(str(e)) from e
+        _failUnreadable(located)
+        return sent
 
     async def _open(self, link, node, key, kind, compression):
         """The association to send ``kind`` on, opened if need be."""
@@ -408,6 +413,16 @@ class Forwarder:
         await self.stow.close()
         if self.fetcher is not None:
             await self.fetcher.close()
+
+
+def _failUnreadable(located):
+    """``ForwardError`` when an object of the action exists but could not
+    be read (the action is then tried again, as for a peer that failed);
+    objects whose file is gone were deleted meanwhile and are skipped."""
+    unreadable = [stored for stored in located if isinstance(stored, Missing) and not stored.gone]
+    if unreadable:
+        raise ForwardError(f"{len(unreadable)} of its objects could not be read, e.g. {unreadable[0].sopInstanceUID}: "
+                           f"{unreadable[0].reason}")
 
 
 def _associationKey(level, instance):

@@ -49,16 +49,18 @@ import threading
 import time
 from typing import NamedTuple
 
-from sqlalchemy import Column, Float, Index, Integer, MetaData, String, Table, Text, and_, func, select, text
+from sqlalchemy import Column, Double, Index, Integer, MetaData, String, Table, Text, and_, exists, func, or_, select, text
 from twisted.logger import Logger
 
-from pacscore.db.schema import MYSQL_TABLE, addMissingColumns
+from pacscore.db.schema import MYSQL_TABLE, upgradeTable
 from pacscore.storage.mirror import MIRROR_COPY
 
 PENDING = "pending"
 FAILED = "failed"
 
 LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
+LEVEL_NAMES = {"PATIENT": "Patient ID", "STUDY": "Study Instance UID", "SERIES": "Series Instance UID",
+               "IMAGE": "SOP Instance UID"}
 ACTIONS = ("forward", "get", "delete", "process", "prefetch")
 
 MODALITY = 0x00080060
@@ -153,8 +155,8 @@ def buildTables(metadata):
         Column("CalledAE", String(16), nullable=False, default=""),
         Column("Modality", String(16), nullable=False, default=""),
         Column("StationName", String(16), nullable=False, default=""),
-        Column("Created", Float, nullable=False),
-        Column("NextAttempt", Float, nullable=False),
+        Column("Created", Double, nullable=False),
+        Column("NextAttempt", Double, nullable=False),
         Column("Attempts", Integer, nullable=False, default=0),
         Column("State", String(8), nullable=False, default=PENDING),
         Column("LastError", String(255), nullable=False, default=""),
@@ -172,12 +174,12 @@ def buildTables(metadata):
         Column("CollectUID", String(64), nullable=False, default=""),
         Column("Compression", String(8), nullable=False, default=""),
         Column("Filters", Text, nullable=False, default="{}"),
-        Column("NotBefore", Float, nullable=False),
-        Column("NextAttempt", Float, nullable=False),
+        Column("NotBefore", Double, nullable=False),
+        Column("NextAttempt", Double, nullable=False),
         Column("Attempts", Integer, nullable=False, default=0),
         Column("State", String(8), nullable=False, default=PENDING),
         Column("LastError", String(255), nullable=False, default=""),
-        Column("Created", Float, nullable=False),
+        Column("Created", Double, nullable=False),
         Column("ObjectPath", String(1024), nullable=False, default=""),
         Index("ix_PacsForwards_due", "State", "NextAttempt"),
         Index("ix_PacsForwards_collect", "CollectUID", "Action", "Destination"), **MYSQL_TABLE)
@@ -247,10 +249,11 @@ class ExportQueue:
                    clock=clock, objectPaths=objectPaths)
 
     def createTables(self):
-        """Create the two tables and their indexes if missing, and the
-        columns a newer version added to an existing table."""
+        """Create the two tables and their indexes if missing; bring
+        existing ones up to date (``upgradeTable``)."""
         self.metadata.create_all(self.engine)
-        addMissingColumns(self.engine, self.forwards)
+        for table in (self.jobs, self.forwards):
+            upgradeTable(self.engine, table)
 
     # -- export converter jobs --------------------------------------------
 
@@ -373,6 +376,9 @@ class ExportQueue:
         if action not in ACTIONS:
             raise ValueError(f"unknown action {action!r}")
         target = Target(*target)
+        if not target.uid(level).strip():
+            raise ValueError(f"the object has no {LEVEL_NAMES[level]}: a {level.lower()} {action} "
+                             f"would select every object")
         now = self.clock()
         if notBefore is None:
             notBefore = now if level == "IMAGE" else now + self.collectDelay
@@ -401,11 +407,15 @@ class ExportQueue:
             self._addAction(connection, row)
 
     def _addAction(self, connection, row):
+        """Insert ``row``, or collect it into the same pending action not
+        yet tried nor due: one that is due may be under way already, its
+        objects looked up before this one's, and deleted once done."""
         forwards = self.forwards
         same = and_(forwards.c.CollectUID == row["CollectUID"], forwards.c.Action == row["Action"],
                     forwards.c.Destination == row["Destination"], forwards.c.Level == row["Level"],
                     forwards.c.Compression == row["Compression"], forwards.c.Filters == row["Filters"],
-                    forwards.c.State == PENDING, forwards.c.Attempts == 0)
+                    forwards.c.State == PENDING, forwards.c.Attempts == 0,
+                    forwards.c.NextAttempt > row["Created"])
         existing = connection.execute(select(forwards.c.id, forwards.c.NotBefore).where(same).limit(1)).first()
         if existing is None:
             connection.execute(forwards.insert(), row)
@@ -415,9 +425,18 @@ class ExportQueue:
 
     def due(self, now, limit, skip=()):
         """Pending actions whose time has come, in order of that time, but
-        none for a destination in ``skip`` (busy or held off)."""
+        none for a destination in ``skip`` (busy or held off).  A ``delete``
+        waits while a forward or get queued before it for the same patient
+        is still in the table (pending, under way or failed): actions run
+        in parallel lanes, and "forward study to X; delete study" must not
+        delete what has not reached X."""
         f = self.forwards
-        query = (select(f).where(f.c.State == PENDING, f.c.NextAttempt <= now)
+        earlier = f.alias("earlier")
+        unsent = (select(earlier.c.id)
+                  .where(earlier.c.id < f.c.id, earlier.c.Action.in_(("forward", "get")),
+                         earlier.c.PatientID == f.c.PatientID))
+        query = (select(f).where(f.c.State == PENDING, f.c.NextAttempt <= now,
+                                 or_(f.c.Action != "delete", ~exists(unsent)))
                  .order_by(f.c.NextAttempt, f.c.id).limit(limit))
         if skip:
             query = query.where(f.c.Destination.not_in(list(skip)))

@@ -71,8 +71,10 @@ def resolveFilters(values, today, seriesDate=""):
 def indexKeys(level, target, filters):
     """``QueryKey``s for ``IndexQuery.instances(connection, "IMAGE", keys)``:
     the ``level`` entity of ``target`` (a ``queue.Target``) and the filters."""
-    tag, vr, _ = LEVEL_KEYS[level]
-    keys = [QueryKey(tag, vr, target.uid(level))]
+    tag, _, _ = LEVEL_KEYS[level]
+    # The entity's own key matches as a UID does, exactly (unique key
+    # matching): a Patient ID holding "*" or "?" must not select others.
+    keys = [QueryKey(tag, "UI", target.uid(level))]
     for word, value in sorted(filters.items()):
         tag, vr, _ = FILTERS[word]
         keys.append(QueryKey(tag, vr, value))

@@ -31,10 +31,13 @@ class StoredObject(NamedTuple):
 
 
 class Missing(NamedTuple):
-    """An indexed object whose file cannot be read."""
+    """An indexed object whose file cannot be read: ``gone`` when there is
+    no such file (deleted meanwhile), else it may be readable later (an
+    I/O error, a share offline, permissions) or is damaged."""
 
     sopInstanceUID: str
     reason: str
+    gone: bool = False
 
 
 class ObjectReader:
@@ -117,7 +120,8 @@ class ObjectReader:
                     syntax, meta, offset = readFileMeta(f)
                     size = os.fstat(f.fileno()).st_size
             except (OSError, DatasetError) as e:
-                found.append(Missing(instance.sopInstanceUID, f"{instance.objectFile}: {e}"))
+                found.append(Missing(instance.sopInstanceUID, f"{instance.objectFile}: {e}",
+                                     isinstance(e, FileNotFoundError)))
                 continue
             found.append(StoredObject(instance.sopInstanceUID, instance.sopClassUID, path, syntax,
                                       offset, size))

@@ -89,8 +89,11 @@ class CommandTests(unittest.TestCase):
         self.run_("get series modality MR from NKIPACS; delete image after 5; "
                   "process patient by echo %i; prefetch; preretrive PACS2", kind="import")
         actions = {(a.action, a.destination): a for a in self.due(600)}
-        self.assertEqual(set(actions), {("get", "NKIPACS"), ("delete", ""), ("process", ""), ("prefetch", ""),
-                                        ("get", "PACS2")})
+        self.assertEqual(set(actions), {("get", "NKIPACS"), ("process", ""), ("prefetch", ""), ("get", "PACS2")},
+                         "the delete waits for the gets of its patient queued before it")
+        with self.archive.index.engine.begin() as connection:
+            self.queue._markDone(connection, [actions["get", "NKIPACS"].id, actions["get", "PACS2"].id])
+        self.assertIn("delete", [a.action for a in self.due(600)])
         self.assertEqual(actions["get", "NKIPACS"].filters, {"modality": "MR"})
         self.assertEqual(actions["process", ""].filters, {"by": "echo PAT1"})
         self.assertEqual(actions["get", "PACS2"].level, "PATIENT")

@@ -99,6 +99,30 @@ class ForwarderTests(unittest.TestCase):
         self.forward(forwarder, imageAction("", level="PATIENT", filters={"seriesdesc": "Scout"}))
         self.assertEqual(self.received()[5:], ["1.2.3.2.1", "1.2.3.3.1"])
 
+    def test_sopClassLevelKeepsACollectedActionOnOneAssociation(self):
+        self.assertEqual(self.forward(self.forwarder(associationLevel="SOPCLASS"), imageAction("", level="STUDY")), 5)
+        self.assertEqual(self.acceptor.associations, 1)
+
+    def test_anUnreadableObjectFailsTheActionAGoneOneIsSkipped(self):
+        """A file that exists but cannot be read (here a folder: EISDIR, as
+        EIO or EACCES would be) fails the action, to be tried again, after
+        the others went; a file deleted meanwhile is left out."""
+        folder = os.path.join(self.archive.folder, "PAT1")
+        os.remove(os.path.join(folder, "1.2.3.1.0.dcm"))
+        os.mkdir(os.path.join(folder, "1.2.3.1.0.dcm"))
+        failure = self.forward(self.forwarder(), imageAction("", level="SERIES"))
+        failure.trap(ForwardError)
+        self.assertIn("1 of its objects could not be read, e.g. 1.2.3.1.0", failure.getErrorMessage())
+        self.assertEqual(self.received(), ["1.2.3.1.1", "1.2.3.1.2"])
+        os.rmdir(os.path.join(folder, "1.2.3.1.0.dcm"))
+        self.assertEqual(self.forward(self.forwarder(), imageAction("", level="SERIES")), 2)
+
+    def test_thePatientIDMatchesExactly(self):
+        """A Patient ID holding a wildcard character selects only itself."""
+        self.archive.add("PAT*", "1.2.9", "1.2.9.1", "1.2.9.1.1")
+        self.assertEqual(self.forward(self.forwarder(), imageAction("", "", "", patient="PAT*", level="PATIENT")), 1)
+        self.assertEqual(self.received(), ["1.2.9.1.1"])
+
     def test_nothingToForwardIsDone(self):
         self.assertEqual(self.forward(self.forwarder(), imageAction("9.9.9")), 0)
         self.assertEqual(self.acceptor.associations, 0)

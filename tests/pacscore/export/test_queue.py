@@ -3,7 +3,7 @@ index, with a fake clock."""
 
 from types import SimpleNamespace
 
-from sqlalchemy import MetaData, Table
+from sqlalchemy import Column, Double, Float, MetaData, Table
 from twisted.trial import unittest
 
 from pacscore.db.index import Index
@@ -178,9 +178,12 @@ class ActionTests(QueueTestCase):
         self.assertEqual(sorted((a.destination, a.objectPath) for a in due),
                          [("A", ""), ("B", "/data/PAT1/ct.dcm"), ("C", "")])
 
-    def test_tableOfAnOlderVersionGetsObjectPath(self):
+    def test_tableOfAnOlderVersionIsUpgraded(self):
+        """It gets ObjectPath, and its times (single precision FLOAT on
+        MySQL, to the nearest 128 s) become DOUBLE."""
         forwards = self.queue.forwards
-        older = Table(forwards.name, MetaData(), *(c._copy() for c in forwards.columns if c.name != "ObjectPath"),
+        older = Table(forwards.name, MetaData(), *(Column(c.name, Float, nullable=False) if isinstance(c.type, Double)
+                                                   else c._copy() for c in forwards.columns if c.name != "ObjectPath"),
                       **MYSQL_TABLE)
         with self.engine.begin() as connection:
             forwards.drop(connection)
@@ -191,9 +194,47 @@ class ActionTests(QueueTestCase):
         self.queue.createTables()
         self.queue.createTables()
         self.queue.objectPaths = lambda device, objectFile: f"/{device}/{objectFile}"
-        self.queue.addForward("NEW", "IMAGE", CT, objectPath="/data/ct.dcm")
-        self.assertEqual(sorted((a.destination, a.objectPath) for a in self.queue.due(self.clock(), 10)),
+        self.clock.now = 1_800_000_000.25
+        self.queue.addForward("NEW", "IMAGE", CT, objectPath="/data/ct.dcm", notBefore=self.clock.now + 100)
+        self.assertEqual([a.destination for a in self.queue.due(self.clock.now + 99.5, 10)], ["OLD"])
+        self.assertEqual(sorted((a.destination, a.objectPath) for a in self.queue.due(self.clock.now + 100, 10)),
                          [("NEW", "/data/ct.dcm"), ("OLD", "")])
+
+    def test_aDueActionCollectsNothing(self):
+        """A due action may be under way, its objects already looked up:
+        a request for the same study then gets a row of its own, which
+        stays when the first is done."""
+        self.queue.addForward("VIEWER", "STUDY", CT)
+        self.clock.now += 600
+        [first] = self.queue.due(self.clock(), 10)
+        self.queue.addForward("VIEWER", "STUDY", CT._replace(sopInstanceUID="1.2.3.1.2"))
+        self.write(self.queue.markDone([first.id]))
+        self.assertEqual(self.queue.due(self.clock.now + 599, 10), [])
+        [second] = self.queue.due(self.clock.now + 600, 10)
+        self.assertNotEqual(second.id, first.id)
+
+    def test_aDeleteWaitsForEarlierForwardsOfItsPatient(self):
+        """Until a forward or get queued before it for the same patient has
+        left the table (delivered), even when it failed for good."""
+        self.queue.addForward("X", "STUDY", CT, notBefore=self.clock())
+        self.queue.addForward("", "STUDY", CT, notBefore=self.clock(), action="delete")
+        self.queue.addForward("", "STUDY", CT._replace(patientID="PAT2"), notBefore=self.clock(), action="delete")
+        self.queue.addForward("", "STUDY", CT, notBefore=self.clock(), action="process")
+        due = self.queue.due(self.clock(), 10)
+        self.assertEqual([(a.action, a.target.patientID) for a in due],
+                         [("forward", "PAT1"), ("delete", "PAT2"), ("process", "PAT1")])
+        forward = due[0]
+        for _ in range(3):
+            self.write(self.queue.markFailed(forward.id, "down", self.clock()))
+        self.assertEqual([a.action for a in self.queue.due(self.clock.now + 10000, 10)], ["delete", "process"])
+        self.write(self.queue.markDone([forward.id]))
+        self.assertEqual([a.action for a in self.queue.due(self.clock(), 10)], ["delete", "delete", "process"])
+
+    def test_anEmptyKeyIsRefused(self):
+        """A patient action of an object without Patient ID would select every object."""
+        for level, target in (("PATIENT", CT._replace(patientID="")), ("STUDY", CT._replace(studyInstanceUID=" "))):
+            self.assertRaises(ValueError, self.queue.addForward, "A", level, target)
+        self.assertEqual(self.queue.due(self.clock.now + 600, 10), [])
 
     def test_studyForwardsAreCollected(self):
         """Objects of one study give one row, due ForwardCollectDelay after the last."""
@@ -278,7 +319,7 @@ class ActionTests(QueueTestCase):
         self.queue = ExportQueue(SyncIndex(self.index), retryDelay=100, maximumRetries=3, forwardRetries=None,
                                  clock=self.clock)
         self.queue.addForward("A", "IMAGE", CT)
-        self.queue.addForward("", "IMAGE", CT, action="delete")
+        self.queue.addForward("", "IMAGE", CT._replace(patientID="PAT2"), action="delete")
         byAction = {action.action: action for action in self.queue.due(self.clock(), 10)}
         for _ in range(20):
             self.assertEqual(self.write(self.queue.markFailed(byAction["forward"].id, "down", self.clock())), PENDING)

@@ -42,6 +42,7 @@ class InstancesAtTests(unittest.TestCase):
         self.assertEqual((instance.deviceName, instance.objectFile, instance.sopClassUID), ("MAG0", "P/gone.dcm", ""))
         [missing] = self.reader.locate([instance])
         self.assertIsInstance(missing, Missing)
+        self.assertTrue(missing.gone)
 
     def test_fileOnNoDevice(self):
         outside = os.path.join(os.path.dirname(self.mag0.path.rstrip(os.sep)), "elsewhere", "x.dcm")

@@ -80,12 +80,14 @@ class Progress:
             self.failedUIDs.append(sopInstanceUID)
 
     def counters(self, final=False):
+        """The response's counts: each US, so a retrieve of more than 65535
+        objects reports 65535 until its count falls below (as other SCPs do)."""
         counters = {commands.COMPLETED_SUBOPERATIONS: self.completed,
                     commands.FAILED_SUBOPERATIONS: self.failed,
                     commands.WARNING_SUBOPERATIONS: self.warning}
         if not final or self.remaining:
             counters[commands.REMAINING_SUBOPERATIONS] = self.remaining
-        return counters
+        return {tag: min(count, 0xFFFF) for tag, count in counters.items()}
 
     def finalStatus(self):
         if not self.failed and not self.warning:

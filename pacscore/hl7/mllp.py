@@ -5,14 +5,18 @@ the byte stream into messages, hands them one at a time, in order, to the
 factory's handler and writes each ACK (framed) before the next message is
 handed on.  Bytes outside a frame are discarded, an oversized frame gets an
 AR and the connection is closed; nothing a peer sends raises out of
-``dataReceived``.
+``dataReceived``.  A peer that half-closes after sending (``nc -N``, a
+``shutdown(SHUT_WR)``) still gets the ACKs of its messages; the connection
+closes once they are written.
 """
 
 from collections import deque
 
 from twisted.internet import defer, protocol
+from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.logger import Logger
 from twisted.protocols import policies
+from zope.interface import implementer
 
 from pacscore.hl7 import message
 
@@ -31,6 +35,7 @@ def frame(data):
     return START_BLOCK + data + END_BLOCK + b"\r"
 
 
+@implementer(IHalfCloseableProtocol)
 class MLLPProtocol(protocol.Protocol, policies.TimeoutMixin):
     """One MLLP connection; the factory gives ``handler``, ``maxMessageSize``,
     ``idleTimeout``, ``clock`` and ``counters``."""
@@ -47,6 +52,7 @@ class MLLPProtocol(protocol.Protocol, policies.TimeoutMixin):
         self._readPaused = False
         self._tooLarge = None      # the start of an oversized frame, answered once the queue is done
         self._received = 0
+        self._readClosed = False   # the peer half-closed: close once every ACK is written
 
     # -- connection --------------------------------------------------------
 
@@ -68,6 +74,16 @@ class MLLPProtocol(protocol.Protocol, policies.TimeoutMixin):
         self.log.info("{peer}: HL7 connection closed after {received} messages{unanswered}",
                       peer=self.peerName(), received=self._received,
                       unanswered=f", {dropped} left unanswered" if dropped else "")
+
+    def readConnectionLost(self):
+        if self._state != OUTSIDE and self._buffer:
+            self.log.warn("{peer}: the peer stopped sending in the middle of an MLLP frame; its "
+                          "{size} bytes are dropped", peer=self.peerName(), size=len(self._buffer))
+        self._readClosed = True
+        self._processQueue()
+
+    def writeConnectionLost(self):
+        self.transport.loseConnection()
 
     def peerName(self):
         peer = getattr(self, "peer", None)
@@ -174,7 +190,9 @@ class MLLPProtocol(protocol.Protocol, policies.TimeoutMixin):
                     self._rejectTooLarge()
                     return
                 else:
-                    if self._readPaused:
+                    if self._readClosed:
+                        self.transport.loseConnection()
+                    elif self._readPaused:
                         self._readPaused = False
                         self.transport.resumeProducing()
                     return

@@ -89,7 +89,7 @@ class AnsweringResource(resource.Resource):
     def errorAnswer(self, error):
         """The Answer of a WebError: a page saying its message."""
         body = page(f"error {error.code}", Markup(f"<p id=\"error\">{escape(error.message)}</p>"))
-        return Answer(body.encode("utf-8"), HTML, status=error.code)
+        return Answer(body.encode("utf-8"), HTML, error.headers, status=error.code)
 
     def _failed(self, failure, request, finished):
         if failure.check(WebError):

@@ -30,12 +30,14 @@ class StreamAnswer(NamedTuple):
 
 
 class WebError(Exception):
-    """A request that gets ``code`` and a page saying ``message``."""
+    """A request that gets ``code`` and a page saying ``message``, with
+    ``headers`` (``(name, value)`` pairs, e.g. a 405's ``Allow``)."""
 
-    def __init__(self, code, message):
+    def __init__(self, code, message, headers=()):
         super().__init__(message)
         self.code = code
         self.message = message
+        self.headers = tuple(headers)
 
 
 def htmlAnswer(title, *parts, cache=False):

@@ -56,6 +56,7 @@ async def onFile(archive, path, work, *args):
         log.warn("web: cannot read {path}: {error}", path=path, error=e.strerror or e)
         raise WebError(404 if e.errno == errno.ENOENT else 500,
                        f"the stored file cannot be read: {e.strerror or e}") from e
-    except (DatasetError, IdentifierError, InvalidDicomError, TranscodeError, ValueError) as e:
+    except (DatasetError, IdentifierError, InvalidDicomError, TranscodeError, ValueError,
+            NotImplementedError, RuntimeError) as e:  # the last two: pixel data pydicom cannot decode
         log.info("web: {path} cannot be shown: {error}", path=path, error=e)
         raise WebError(422, f"the stored object cannot be shown: {e}") from e

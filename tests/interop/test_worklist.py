@@ -6,6 +6,7 @@ WorkListMode 1 and 2 through ``storescu``."""
 import glob
 import os
 import re
+import socket
 import sqlite3
 import tempfile
 import time
@@ -14,6 +15,7 @@ import pydicom
 from pydicom.uid import generate_uid
 from twisted.trial import unittest
 
+from pacscore.hl7.mllp import frame
 from pacscore.testing.corpus import makeDataset
 from pacscore.testing.orders import orderMessage, writeMessages
 from tests.interop.server import PacsServer, dcmtk
@@ -161,6 +163,21 @@ class WorklistTests(unittest.TestCase):
         self.assertEqual(accessions(worklistFind(self.server, ["AccessionNumber=ACC9999"])), [])
         self.assertIn("HL7 BAD1 rejected (AR)", self.server.log())
         self.assertEqual(self.server.echo().returncode, 0)
+
+    def test_aSenderThatHalfClosesGetsItsAck(self):
+        """As ``nc -N`` does: the orders, then shutdown(SHUT_WR), then read
+        (an order and its cancel, leaving the other tests' worklist as it was)."""
+        new, cancel = (order(number, "ACC1095", "PAT95", "Half^Closed", "", "CT", "20261207100000", "", "",
+                             control=control) for number, control in ((95, "NW"), (96, "CA")))
+        with socket.create_connection(("127.0.0.1", self.server.hl7Port), timeout=30) as connection:
+            connection.sendall(frame(new) + frame(cancel))
+            connection.shutdown(socket.SHUT_WR)
+            answer = b""
+            while chunk := connection.recv(65536):
+                answer += chunk
+        self.assertEqual(acks(answer.decode()), [("AA", "MSG95"), ("AA", "MSG96")])
+        self.assertIn("NW ACC1095: inserted", self.server.log())
+        self.assertIn("CA ACC1095: deleted", self.server.log())
 
     # -- worklist C-FIND ----------------------------------------------------
 

@@ -114,11 +114,15 @@ class DicomWebResource(AnsweringResource):
             segments.pop()
         methods, target = route(segments)
         method = request.method.decode("ascii", "replace")
-        handler = methods.get(method)
+        handler = methods.get("GET" if method == "HEAD" else method)  # HEAD: GET's headers, no body
         if handler is None:
-            raise WebError(405, f"{method} is not answered here: {', '.join(methods)} is")
+            allowed = ", ".join([*methods, "HEAD"] if "GET" in methods else methods)
+            raise WebError(405, f"{method} is not answered here: {allowed} is", [("Allow", allowed)])
         contentType = jsonType(request) if _handlerName(handler) in JSON_ANSWERS else None
-        base = request.prePathURL()
+        try:
+            base = request.prePathURL()
+        except UnicodeError:
+            raise WebError(400, "the Host header is not an ASCII host name") from None
         base = (base.decode("utf-8") if isinstance(base, bytes) else base).rstrip("/")
         found = await handler(self.archive, request, target, base)
         return found._replace(contentType=contentType) if contentType else found

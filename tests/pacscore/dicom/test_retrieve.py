@@ -168,6 +168,16 @@ class ProgressTests(unittest.TestCase):
         progress.done("a", SUCCESS)
         self.assertEqual(progress.counters()[commands.REMAINING_SUBOPERATIONS], 2)
 
+    def test_countsOver65535AreSentAs65535(self):
+        """Each count is a US: a retrieve of 70000 objects must still
+        encode its pending responses."""
+        progress = Progress(70000)
+        progress.done("a", SUCCESS)
+        counters = progress.counters()
+        self.assertEqual(counters[commands.REMAINING_SUBOPERATIONS], 0xFFFF)
+        self.assertEqual(counters[commands.COMPLETED_SUBOPERATIONS], 1)
+        commands.encodeCommand(commands.response({commands.MESSAGE_ID: 1}, commands.C_MOVE_RSP, 0xFF00, counters))
+
     def test_finalStatuses(self):
         progress = Progress(2)
         progress.done("a", SUCCESS)

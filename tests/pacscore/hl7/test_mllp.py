@@ -130,6 +130,23 @@ class MLLPTests(unittest.TestCase):
         waiting["M1"].callback(ack(parseMessage(hl7("M1")), "AE", "late"))
         self.assertEqual(self.acks(), [("AE", "M1"), ("AA", "M2")])
 
+    def test_halfCloseStillGetsEveryAck(self):
+        """A peer that shuts its sending side after its messages gets their
+        ACKs, then the connection closes; a frame cut short is dropped."""
+        handler = RecordingHandler(deferred=True)
+        self.connect(handler)
+        self.protocol.dataReceived(frame(hl7("M1")) + frame(hl7("M2")) + b"\x0bMSH|cut")
+        self.protocol.readConnectionLost()
+        self.assertEqual(self.logged("middle of an MLLP frame"),
+                         ["10.0.0.7:40000: the peer stopped sending in the middle of an MLLP frame; "
+                          "its 7 bytes are dropped"])
+        for number in range(2):
+            self.assertFalse(self.transport.disconnecting)
+            d, answer = handler.pending[number]
+            d.callback(answer)
+        self.assertEqual(self.acks(), [("AA", "M1"), ("AA", "M2")])
+        self.assertTrue(self.transport.disconnecting)
+
     def test_garbageBeforeAFrame(self):
         self.protocol.dataReceived(b"hello\r\n")
         self.protocol.dataReceived(b"more noise")

@@ -7,10 +7,12 @@ import os
 
 import numpy as np
 import pydicom
+from pydicom.encaps import encapsulate
 from PIL import Image
 from twisted.internet import defer
 from twisted.web.client import ResponseFailed
 
+from pacscore.db.query import SERIES_INSTANCE_UID, SOP_INSTANCE_UID, QueryKey
 from tests.pacscore.web.dicomweb.client import DicomWebTestCase
 
 JPEG_LOSSLESS = "1.2.840.10008.1.2.4.70"
@@ -90,6 +92,22 @@ class RetrieveTests(DicomWebTestCase):
         self.assertEqual(found.code, 406)
 
     @defer.inlineCallbacks
+    def test_pixelsNoCodecDecodes(self):
+        """Frames and pixel bulk data of an object in a syntax pydicom
+        cannot decode (MPEG-4 video): 422, not a failure of the server."""
+        image = self.corpus[2]
+        dataset = pydicom.dcmread(image.path)
+        dataset.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.102"
+        dataset.PixelData = encapsulate([b"\x00\x00\x00\x01" * 64])
+        dataset["PixelData"].VR = "OB"
+        [stored] = yield self.archive.index.runQuery(self.archive.query.instances, "IMAGE",
+                                                     [self.queryKey(image.sopUID, SOP_INSTANCE_UID)])
+        dataset.save_as(self.archive.objectReader.path(stored.deviceName, stored.objectFile), enforce_file_format=True)
+        for path in ("/frames/1", "/bulk/7FE00010"):
+            found = yield self.fetch(self.instancePath(image) + path)
+            self.assertEqual((path, found.code), (path, 422))
+
+    @defer.inlineCallbacks
     def test_renderedAndThumbnail(self):
         image = self.corpus[0]
         found = yield self.fetch(self.instancePath(image) + "/rendered?window=2048,4096")
@@ -125,6 +143,5 @@ class RetrieveTests(DicomWebTestCase):
         found = yield self.fetch(f"/studies/{image.studyUID}/series/{image.seriesUID}")
         self.assertEqual(found.code, 404)
 
-    def queryKey(self, seriesUID):
-        from pacscore.db.query import SERIES_INSTANCE_UID, QueryKey
-        return QueryKey(SERIES_INSTANCE_UID, "UI", seriesUID)
+    def queryKey(self, uid, tag=SERIES_INSTANCE_UID):
+        return QueryKey(tag, "UI", uid)

@@ -102,7 +102,19 @@ class SearchTests(DicomWebTestCase):
             self.assertEqual((path, found.code), (path, code))
             self.assertEqual(found.header("access-control-allow-origin"), "*")
         found = yield self.fetch("/series", method=b"POST")
-        self.assertEqual(found.code, 405)
+        self.assertEqual((found.code, found.header("allow")), (405, "GET, HEAD"))
+        found = yield self.fetch("/studies", headers=[("Host", "h\xf6st.example")])
+        self.assertEqual(found.code, 400)
+        self.assertIn(b"the Host header is not an ASCII host name", found.body)
+
+    @defer.inlineCallbacks
+    def test_head(self):
+        """HEAD answers as GET does, without the body."""
+        got = yield self.fetch("/studies", accept="application/dicom+json")
+        found = yield self.fetch("/studies", method=b"HEAD", accept="application/dicom+json")
+        self.assertEqual((found.code, found.body), (200, b""))
+        self.assertEqual(found.header("content-type"), got.header("content-type"))
+        self.assertEqual(found.header("content-length"), str(len(got.body)))
 
     @defer.inlineCallbacks
     def test_preflight(self):

@@ -15,7 +15,9 @@ Matching per key, by the request's VR:
 
 - empty or only ``*``: universal matching (no condition, value returned);
 - SQ: ignored (sequence matching is not supported) and not returned;
-- UI: a single UID or a ``\\``-separated list (``IN``), no wildcards;
+- UI: a single UID or a ``\\``-separated list (``IN``), no wildcards; any
+  attribute's key with this VR (``EXACT``) matches so, e.g. a Patient ID
+  holding ``*`` as itself;
 - DA, TM, DT: single values and ranges ``A-B``, ``A-``, ``-B``; ``YYYY.MM.DD``
   dates and ``HH:MM:SS`` times are accepted; the upper bound of TM/DT
   compares the stored value's prefix of the bound's length, so ``-1300``
@@ -53,6 +55,8 @@ __all__ = ["LEVELS", "UNSPLIT_VRS", "IndexQuery", "Instance", "QueryKey", "colum
 LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
 
 PATIENT_ID = 0x00100020
+EXACT = "UI"  # the VR of a key matched exactly (see the module docstring)
+
 STUDY_INSTANCE_UID = 0x0020000D
 SERIES_INSTANCE_UID = 0x0020000E
 SOP_INSTANCE_UID = 0x00080018

@@ -15,7 +15,7 @@ import re
 
 from pydicom.dataset import Dataset
 
-from pacscore.db.query import QueryKey
+from pacscore.db.query import EXACT, QueryKey
 from pacscore.export.queue import LEVELS
 
 FILTERS = {  # word -> (tag, VR, query level it belongs to)
@@ -72,9 +72,9 @@ def indexKeys(level, target, filters):
     """``QueryKey``s for ``IndexQuery.instances(connection, "IMAGE", keys)``:
     the ``level`` entity of ``target`` (a ``queue.Target``) and the filters."""
     tag, _, _ = LEVEL_KEYS[level]
-    # The entity's own key matches as a UID does, exactly (unique key
-    # matching): a Patient ID holding "*" or "?" must not select others.
-    keys = [QueryKey(tag, "UI", target.uid(level))]
+    # The entity's own key matches exactly (unique key matching): a Patient
+    # ID holding "*" or "?" must not select others.
+    keys = [QueryKey(tag, EXACT, target.uid(level))]
     for word, value in sorted(filters.items()):
         tag, vr, _ = FILTERS[word]
         keys.append(QueryKey(tag, vr, value))

@@ -60,18 +60,21 @@ class WorklistIntake:
         return self.inThread(self._read, raw).addCallback(self._apply, raw)
 
     def _read(self, raw):
-        """In ``inThread``: ``(message or None, orders or None, HL7Error or None)``."""
+        """In ``inThread``: ``(message or None, orders or None, HL7Error,
+        OrderRefused or None)``."""
         try:
             message = parseMessage(raw)
         except HL7Error as e:
             return None, None, e
         try:
             return message, self._orders(message), None
-        except HL7Error as e:
+        except (HL7Error, OrderRefused) as e:
             return message, None, e
 
     def _apply(self, read, raw):
         message, orders, error = read
+        if isinstance(error, OrderRefused):
+            return self._error(message, str(error))
         if error is not None:
             return self._reject(message, raw, str(error), error.code)
         try:

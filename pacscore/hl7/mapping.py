@@ -15,6 +15,7 @@ from pydicom.datadict import dictionary_VR
 from pydicom.uid import generate_uid
 from twisted.logger import Logger
 
+from pacscore.db.worklistitems import OrderRefused
 from pacscore.hl7.message import uniqueNumber
 
 ACCESSION_NUMBER = 0x00080050
@@ -150,7 +151,9 @@ class WorklistMapping:
         return None
 
     def items(self, message):
-        """One ``OrderItem`` per OBR (with the ORC before it), or per ORC without OBR."""
+        """One ``OrderItem`` per OBR (with the ORC before it), or per ORC
+        without OBR; ``OrderRefused`` for an accession number longer than its
+        column (every other value is cut to fit, as Conquest does)."""
         orders = []
         orc, orcUsed = None, True
         for segment in message.segments:
@@ -193,6 +196,9 @@ class WorklistMapping:
                 value = segment.value(source.field, source.part)
             if column.isDate:
                 value = datePart(value)
+        if column.name == self.accessionColumn and column.length and len(value) > column.length:
+            raise OrderRefused(f"accession number {value!r} is longer than the {column.length} characters of "
+                               f"{column.name} in dicom.sql: cut, it could name another order")
         return column.truncate(value)
 
     @staticmethod

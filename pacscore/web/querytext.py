@@ -16,7 +16,7 @@ import re
 
 from pydicom.datadict import dictionary_VR
 
-from pacscore.db.query import QueryKey, columnNamed
+from pacscore.db.query import EXACT, QueryKey, columnNamed
 
 PATIENT_ID = 0x00100020
 PATIENT_NAME = 0x00100010
@@ -76,7 +76,8 @@ def _termKey(columns, table, name, operator, value):
         value = _likeToWildcards(value)
         if vr == "DA":
             return QueryKey(column.tag, vr, dateMatch(value.strip("*")))
-    return QueryKey(column.tag, vr, value)
+        return QueryKey(column.tag, vr, value)
+    return QueryKey(column.tag, EXACT, value)  # SQL's =: a "*" in a Patient ID is no wildcard
 
 
 def parseQueryText(columns, text):

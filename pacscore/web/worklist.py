@@ -125,9 +125,12 @@ async def saveRecord(archive, parameters, request):
     accession = values[accessionColumn]
     if not accession:
         raise WebError(400, f"{accessionColumn} is needed")
-    if original and not await archive.index.runQuery(_rows, archive.index.tables.worklist, 1, accessionColumn,
-                                                     original):
+    table = archive.index.tables.worklist
+    if original and not await archive.index.runQuery(_rows, table, 1, accessionColumn, original):
         raise WebError(409, f"no worklist item with accession number {original} (deleted meanwhile?)")
+    if accession != original and await archive.index.runQuery(_rows, table, 1, accessionColumn, accession):
+        raise WebError(409, f"a worklist item with accession number {accession} exists already: "
+                            f"edit that one, or give this one another accession number")
     if not original:
         orders = [OrderItem("NW", values)]
     elif original == accession:

@@ -97,6 +97,16 @@ class WorklistIntakeTests(IntakeTestCase):
         self.assertIsNotNone(ack.segment("ERR"))
         self.assertEqual(self.rows(), {})
 
+    def test_tooLongAccessionNumberIsAnApplicationError(self):
+        """Cut to its 16 characters, it could name another order."""
+        self.assertEqual(self.process(orderMessage("M1", "ACC-2024-0000001A", "PAT1", "A^B")).code, "AE")
+        outcome = self.process(orderMessage("M2", "ACC-2024-0000001B", "PAT2", "C^D"))
+        self.assertEqual(outcome.code, "AE")
+        self.assertIn("longer than the 16 characters of AccessionNumber",
+                      parseMessage(outcome.ack).segment("MSA").value(3))
+        self.assertEqual(self.rows(), {})
+        self.assertEqual(self.process(orderMessage("M3", "ACC-2024-000001", "PAT1", "A^B")).code, "AA")
+
     def test_unhandledMessagesRejected(self):
         for raw, why in [(orderMessage("M3", "ACC1", "P", "A^B", messageType="ADT^A01"), "ADT^A01"),
                          (orderMessage("M4", "ACC1", "P", "A^B", messageType="ORM^O02"), "O02"),

@@ -4,7 +4,7 @@ fields read as C-FIND keys, never as SQL."""
 from twisted.trial import unittest
 
 from pacscore.config.loader import loadConfiguration
-from pacscore.db.query import QueryKey
+from pacscore.db.query import EXACT, QueryKey
 from pacscore.web.querytext import (
     ColumnNames, QueryTextError, dateMatch, parseQueryText, quoted, searchKeys)
 
@@ -25,18 +25,20 @@ class QueryTextTests(unittest.TestCase):
 
     def test_conquestLinks(self):
         """The texts of Conquest's own links, with names cut to 10 characters."""
-        self.assertEqual(self.parse("patientid = 'P1'"), [QueryKey(PATIENT_ID, "LO", "P1")])
+        self.assertEqual(self.parse("patientid = 'P1'"), [QueryKey(PATIENT_ID, EXACT, "P1")])
         self.assertEqual(self.parse("DICOMStudies.patientid = 'P1' and DICOMSeries.studyinsta = '1.2.3'"),
-                         [QueryKey(PATIENT_ID, "LO", "P1"), QueryKey(STUDY_UID, "UI", "1.2.3")])
+                         [QueryKey(PATIENT_ID, EXACT, "P1"), QueryKey(STUDY_UID, EXACT, "1.2.3")])
         self.assertEqual(self.parse("DICOMStudies.patientid = 'P 1' AND DICOMSeries.seriesinst = '1.2'"),
-                         [QueryKey(PATIENT_ID, "LO", "P 1"), QueryKey(SERIES_UID, "UI", "1.2")])
+                         [QueryKey(PATIENT_ID, EXACT, "P 1"), QueryKey(SERIES_UID, EXACT, "1.2")])
+        # "=" is SQL's equality: a "*" in a Patient ID is no wildcard
+        self.assertEqual(self.parse("PatientID = 'PID*'"), [QueryKey(PATIENT_ID, EXACT, "PID*")])
         self.assertEqual(self.parse(""), [])
 
     def test_likeAndQuotes(self):
         self.assertEqual(self.parse("PatientName like '%O''Br_en%'"),
                          [QueryKey(0x00100010, "PN", "*O'Br?en*")])
         self.assertEqual(self.parse("StudyDate like '%2024%'"), [QueryKey(STUDY_DATE, "DA", "20240101-20241231")])
-        self.assertEqual(self.parse(f"PatientID = {quoted(chr(39) + 'x')}"), [QueryKey(PATIENT_ID, "LO", "'x")])
+        self.assertEqual(self.parse(f"PatientID = {quoted(chr(39) + 'x')}"), [QueryKey(PATIENT_ID, EXACT, "'x")])
 
     def test_notSQL(self):
         for text in ("PatientID = 'a' or 1=1", "PatientID = 'a'; drop table DICOMPatients",

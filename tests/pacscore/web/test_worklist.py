@@ -65,6 +65,20 @@ class WorklistPageTests(unittest.TestCase):
         self.assertEqual((yield self.items()), [])
 
     @defer.inlineCallbacks
+    def test_anotherItemIsNeverOverwritten(self):
+        """A new item, or one renumbered, with the accession number of an
+        existing item: 409, both items as they were."""
+        yield post(self.resource, mode="saverecord", **ITEM)
+        yield post(self.resource, mode="saverecord", **dict(ITEM, AccessionNumber="ACC2", PatientName="Second^Item"))
+        before = yield self.items()
+        for original in ("", "ACC1"):
+            answer = yield post(self.resource, mode="saverecord", **dict(
+                ITEM, **{"original accession": original, "AccessionNumber": "ACC2", "PatientName": "Third^Item"}))
+            self.assertEqual(answer.code, 409, answer.text)
+            self.assertIn("a worklist item with accession number ACC2 exists already", answer.text)
+        self.assertEqual((yield self.items()), before)
+
+    @defer.inlineCallbacks
     def test_readOnly(self):
         yield post(self.resource, mode="saverecord", **ITEM)
         self.running.configuration.ini.set("WebReadOnly", "1")

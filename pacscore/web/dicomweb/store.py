@@ -92,6 +92,15 @@ class Outcome:
         return jsonAnswer(jsonBytes(jsonDataset(dataset)), status=status)
 
 
+class UnreadableDataset(DatasetError):
+    """A part whose file meta reads but whose data set does not: ``meta``
+    still names the object in the answer's Failed SOP Sequence."""
+
+    def __init__(self, meta, error):
+        super().__init__(str(error))
+        self.meta = meta
+
+
 def _partObject(body, part):
     """In the I/O pool: ``(transfer syntax, meta, data set offset, {tag:
     value})`` of the Part-10 object in a part, with its study and series UIDs."""
@@ -101,7 +110,10 @@ def _partObject(body, part):
     view.seek(0)
     syntax, meta, offset = readFileMeta(view)
     view.seek(offset)
-    return syntax, meta, offset, readAttributes(view, syntax, {STUDY_INSTANCE_UID, SERIES_INSTANCE_UID})
+    try:
+        return syntax, meta, offset, readAttributes(view, syntax, {STUDY_INSTANCE_UID, SERIES_INSTANCE_UID})
+    except DatasetError as e:
+        raise UnreadableDataset(meta, e) from e
 
 
 async def storePart(archive, storage, body, part, rootType, study, outcome, callingAE=""):
@@ -116,7 +128,8 @@ async def storePart(archive, storage, body, part, rootType, study, outcome, call
         syntax, meta, offset, attributes = await archive.workers.deferToWorker(_partObject, body, part)
     except DatasetError as e:
         storage.log.warn("STOW-RS: a part refused: {error}", error=e)
-        return outcome.failure("", "", CANNOT_UNDERSTAND)
+        meta = getattr(e, "meta", {})
+        return outcome.failure(meta.get(MEDIA_SOP_CLASS, ""), meta.get(MEDIA_SOP_INSTANCE, ""), CANNOT_UNDERSTAND)
     sopClass, sop = meta.get(MEDIA_SOP_CLASS, ""), meta.get(MEDIA_SOP_INSTANCE, "")
     partStudy, series = attributes.get(STUDY_INSTANCE_UID, ""), attributes.get(SERIES_INSTANCE_UID, "")
     if study and partStudy != study:

@@ -7,6 +7,7 @@ import os
 import pydicom
 from twisted.internet import defer
 
+from pacscore.storage.part10 import MEDIA_STORAGE_SOP_CLASS_UID, readFileMeta
 from pacscore.testing.corpus import generateCorpus
 from tests.pacscore.web.dicomweb.client import STOW_TYPE, DicomWebTestCase, stowBody
 
@@ -75,6 +76,20 @@ class StoreTests(DicomWebTestCase):
         (failure,) = sequence(found.json(), "00081198")
         self.assertEqual(failure["00081155"]["Value"], [images[0].sopUID])
         self.assertEqual(failure["00081197"]["Value"], [0xC000])
+
+    @defer.inlineCallbacks
+    def test_aDataSetCutShortEarlyIsNamedByItsFileMeta(self):
+        """Cut 40 bytes into its data set, before its study and series: the
+        file meta still says which object failed."""
+        image = self.newImages()[0]
+        with open(image.path, "rb") as f:
+            _, meta, offset = readFileMeta(f)
+        found = yield self.fetch("/studies", method=b"POST", body=stowBody(read(image.path)[:offset + 40]),
+                                 contentType=STOW_TYPE)
+        self.assertEqual(found.code, 409)
+        (failure,) = sequence(found.json(), "00081198")
+        self.assertEqual((failure["00081150"]["Value"], failure["00081155"]["Value"], failure["00081197"]["Value"]),
+                         ([meta[MEDIA_STORAGE_SOP_CLASS_UID]], [image.sopUID], [0xC000]))
 
     @defer.inlineCallbacks
     def test_refusedRequests(self):

@@ -225,7 +225,7 @@ class ExportQueue:
         self.clock = clock
         self.metadata = MetaData()
         self.jobs, self.forwards = buildTables(self.metadata)
-        self._lock = threading.Lock()  # collecting reads, then writes
+        self._lock = threading.Lock()  # addForward's collecting reads, then writes
 
     @property
     def forwardRetries(self):
@@ -358,9 +358,11 @@ class ExportQueue:
                                    .values(NextAttempt=now + self.retryDelay))
                 states.append(PENDING)
             else:
-                with self._lock:
-                    for row in outcome.actions:
-                        self._addAction(connection, row)
+                # Not under _lock: addForward holds it while it waits for the
+                # database, which waits for this transaction (a deadlock until
+                # the busy timeout).  At worst an action is collected twice.
+                for row in outcome.actions:
+                    self._addAction(connection, row)
                 connection.execute(self.jobs.delete().where(self.jobs.c.id == outcome.jobId))
                 states.append(None)
         return states

@@ -410,14 +410,17 @@ class ExportQueue:
 
     def _addAction(self, connection, row):
         """Insert ``row``, or collect it into the same pending action not
-        yet tried nor due: one that is due may be under way already, its
-        objects looked up before this one's, and deleted once done."""
+        yet tried.  A forward is not collected into one already due: that
+        may be under way, its objects looked up before this one's, and
+        deleted once done.  Other actions are: a ``get`` under way brings
+        in objects whose import lines ask for the same get again (as
+        ``preretrieve`` does), which must not start it over and over."""
         forwards = self.forwards
         same = and_(forwards.c.CollectUID == row["CollectUID"], forwards.c.Action == row["Action"],
                     forwards.c.Destination == row["Destination"], forwards.c.Level == row["Level"],
                     forwards.c.Compression == row["Compression"], forwards.c.Filters == row["Filters"],
                     forwards.c.State == PENDING, forwards.c.Attempts == 0,
-                    forwards.c.NextAttempt > row["Created"])
+                    *([forwards.c.NextAttempt > row["Created"]] if row["Action"] == "forward" else []))
         existing = connection.execute(select(forwards.c.id, forwards.c.NotBefore).where(same).limit(1)).first()
         if existing is None:
             connection.execute(forwards.insert(), row)

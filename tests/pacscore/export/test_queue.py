@@ -213,12 +213,24 @@ class ActionTests(QueueTestCase):
         [second] = self.queue.due(self.clock.now + 600, 10)
         self.assertNotEqual(second.id, first.id)
 
+    def test_aGetUnderWayCollectsTheGetsItsObjectsAskFor(self):
+        """``preretrieve``: the objects a get brings in ask for the same get
+        (their import lines run too); collected into it, they do not start
+        it over once it is done."""
+        self.queue.addForward("SRC", "PATIENT", CT, action="get")
+        self.clock.now += 600
+        [running] = self.queue.due(self.clock(), 10)
+        self.queue.addForward("SRC", "PATIENT", CT._replace(sopInstanceUID="1.2.3.1.2"), action="get")
+        self.write(self.queue.markDone([running.id]))
+        self.assertEqual(self.queue.due(self.clock.now + 10000, 10), [])
+
     def test_aDeleteWaitsForEarlierForwardsOfItsPatient(self):
         """Until a forward or get queued before it for the same patient has
         left the table (delivered), even when it failed for good."""
         self.queue.addForward("X", "STUDY", CT, notBefore=self.clock())
         self.queue.addForward("", "STUDY", CT, notBefore=self.clock(), action="delete")
-        self.queue.addForward("", "STUDY", CT._replace(patientID="PAT2"), notBefore=self.clock(), action="delete")
+        self.queue.addForward("", "STUDY", Target("PAT2", "1.2.4", "1.2.4.1", "1.2.4.1.1"), notBefore=self.clock(),
+                              action="delete")
         self.queue.addForward("", "STUDY", CT, notBefore=self.clock(), action="process")
         due = self.queue.due(self.clock(), 10)
         self.assertEqual([(a.action, a.target.patientID) for a in due],

@@ -21,7 +21,9 @@ Matching per key, by the request's VR:
 - DA, TM, DT: single values and ranges ``A-B``, ``A-``, ``-B``; ``YYYY.MM.DD``
   dates and ``HH:MM:SS`` times are accepted; the upper bound of TM/DT
   compares the stored value's prefix of the bound's length, so ``-1300``
-  includes 13:00:59; empty stored values never match a range;
+  includes 13:00:59, and the lower bound the stored value padded with
+  zeros to whole seconds, so ``081500-`` includes a short-form ``0815``; empty stored values
+  never match a range;
 - any other VR: ``*``/``?`` wildcards (SQL LIKE, ``%``/``_``/``\\`` escaped)
   or equality; PN case-insensitively (``lower()`` on both sides);
   ``\\``-separated values match any of them: those without wildcards in
@@ -45,7 +47,7 @@ import math
 import re
 from typing import NamedTuple
 
-from sqlalchemy import Boolean, String, and_, distinct, func, literal, literal_column, or_, select
+from sqlalchemy import Boolean, String, and_, case, distinct, func, literal, literal_column, or_, select
 from sqlalchemy.sql.elements import UnaryExpression
 from sqlalchemy.sql.operators import custom_op
 from twisted.logger import Logger
@@ -399,6 +401,9 @@ def _dateTimeConditions(column, vr, values):
                                         False)
 
 
+_WHOLE_SECONDS = {"TM": len("HHMMSS"), "DT": len("YYYYMMDDHHMMSS")}
+
+
 def _rangeCondition(column, vr, value):
     """A DA/TM/DT range (``A-B``, ``A-``, ``-B``)."""
     if vr == "DT":
@@ -406,13 +411,21 @@ def _rangeCondition(column, vr, value):
         low, high = match.groups("") if match else value.partition("-")[::2]
     else:
         low, _, high = value.partition("-")
-    conditions = [column >= low] if low else [column > ""]
+    conditions = [column > ""]
+    if low:
+        if vr == "DA":
+            conditions = [column >= low]
+        else:  # a short stored time (0815 for 08:15) counts as padded with zeros to whole seconds
+            whole = _WHOLE_SECONDS[vr]
+            padded = case((func.length(column) < whole, func.substr(column.concat("0" * whole), 1, whole)),
+                          else_=column)
+            conditions.append(padded >= low)
     if high:
         if vr == "DA":
             conditions.append(column <= high)
         else:
             conditions.append(func.substr(column, 1, len(high)) <= high)
-    return conditions[0] if len(conditions) == 1 else conditions[0] & conditions[1]
+    return and_(*conditions)
 
 
 def _textConditions(column, vr, values, isMulti, prefixRange=False):

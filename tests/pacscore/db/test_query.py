@@ -368,6 +368,12 @@ class MatchingTests(ArchiveTestCase):
         self.assertMatches("STUDY", K(STUDY_TIME, "TM", "-1300\\2300-"),
                            ["1.1", "1.2", "2.1", "4.1", "5.1"])
 
+    def test_shortFormTimesInRanges(self):
+        """A stored 1300 (13:00, a valid short TM) is 130000 for a lower bound."""
+        self.assertMatches("STUDY", K(STUDY_TIME, "TM", "130000-"), ["1.2", "2.1", "5.1"])
+        self.assertMatches("STUDY", K(STUDY_TIME, "TM", "130000-130100"), ["2.1", "5.1"])
+        self.assertMatches("STUDY", K(STUDY_TIME, "TM", "130001-"), ["1.2", "2.1"])
+
     def test_exactText(self):
         self.assertMatches("STUDY", K(ACCESSION, "SH", "ACC1"), ["1.1"])
         self.assertMatches("STUDY", K(ACCESSION, "SH", "acc1"), [])
@@ -544,6 +550,7 @@ class DateTimeTests(ArchiveTestCase):
         match("-2024010210", ["1.1.1.1", "1.1.1.2", "1.1.2.2"])
         match("20240102101500.1-", ["1.1.1.2", "1.1.1.3", "1.1.2.1"])
         match("20240102120000-", ["1.1.1.3", "1.1.2.1"])
+        match("20240103000000-", ["1.1.2.1"])  # a stored date-only 20240103 is midnight
         match("20240102101500+0100-", ["1.1.1.2", "1.1.1.3", "1.1.2.1", "1.1.2.2"])
         match("-20240102101500+0100", ["1.1.1.1", "1.1.2.2"])
         match("2024-01-02", [])

@@ -116,7 +116,8 @@ class WorklistItems:
                 values[self.statusColumn] = SCHEDULED
             connection.execute(insert(self.table).values(values))
             return Applied(order.control, accession, "inserted")
-        kept = {name: value for name, value in values.items() if name not in self.generatedColumns}
+        kept = {name: value for name, value in values.items()
+                if name not in self.generatedColumns and name not in order.absent}  # an XO without PID keeps the name
         connection.execute(update(self.table).where(key == accession).values(kept))
         return Applied(order.control, accession, "updated" if order.control in UPDATE_CONTROLS else "replaced")
 

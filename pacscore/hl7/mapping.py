@@ -38,6 +38,7 @@ class OrderItem(NamedTuple):
 
     control: str    # ORC-1 of the item's order ("NW", "XO", "CA", ...); "NW" without an ORC
     values: dict    # column name -> str for every column with a source
+    absent: frozenset = frozenset()  # columns whose source segment the message lacks: a change keeps them
 
 
 class _Field(NamedTuple):
@@ -171,9 +172,11 @@ class WorklistMapping:
             control = (orc.value(1) if orc is not None else "") or "NW"
             groups = {"ORC": orc, "OBR": obr}
             values = {c.name: self._value(c, message, groups) for c in self._columns}
+            absent = frozenset(name for name, value in values.items() if value is None)
+            values = {name: "" if value is None else value for name, value in values.items()}
             self.log.debug("HL7 {control} {id}: worklist values {values}",
                            control=control, id=message.controlId, values=values)
-            items.append(OrderItem(control, values))
+            items.append(OrderItem(control, values, absent))
         return items
 
     def _value(self, column, message, groups):
@@ -184,7 +187,7 @@ class WorklistMapping:
             return self.newUID()
         segment = groups[source.segment] if source.segment in groups else message.segment(source.segment)
         if segment is None:
-            return ""
+            return None
         if source.part == "DATE":
             value = datePart(segment.value(source.field, 0))
         elif source.part == "TIME":

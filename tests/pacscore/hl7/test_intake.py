@@ -97,6 +97,17 @@ class WorklistIntakeTests(IntakeTestCase):
         self.assertIsNotNone(ack.segment("ERR"))
         self.assertEqual(self.rows(), {})
 
+    def test_aChangeWithoutPIDKeepsThePatient(self):
+        """An XO of only ORC and OBR (PID is optional in ORM^O01) changes the
+        order's columns and leaves those that come from PID as they were."""
+        self.process(orderMessage("M1", "ACC1", "PAT1", "Müller^Hans"))
+        change = b"\r".join(segment for segment in orderMessage("M2", "ACC1", "", "", control="XO",
+                                                                 modality="MR").split(b"\r")
+                             if not segment.startswith(b"PID"))
+        self.assertEqual(self.process(change).code, "AA")
+        row = self.rows()["ACC1"]
+        self.assertEqual((row.PatientName, row.PatientID, row.Modality), ("Müller^Hans", "PAT1", "MR"))
+
     def test_tooLongAccessionNumberIsAnApplicationError(self):
         """Cut to its 16 characters, it could name another order."""
         self.assertEqual(self.process(orderMessage("M1", "ACC-2024-0000001A", "PAT1", "A^B")).code, "AE")

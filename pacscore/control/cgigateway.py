@@ -8,7 +8,10 @@ writes the answer as a CGI answer: ``Status`` (when not 200), the content
 type and other headers, a blank line, the body.  So an existing Conquest
 web set-up keeps working with pacs behind it.  With ``WebUsers`` set, the
 browser's login goes through (``HTTP_AUTHORIZATION``, which Apache sets
-under ``CGIPassAuth On``) and the server's challenge comes back.
+under ``CGIPassAuth On``) and the server's challenge comes back; the
+browser's ``Host``, ``Origin`` and ``Sec-Fetch-Site`` go through too, so
+that a form posted from a page of another site is refused as it is
+without the gateway.
 """
 
 import ssl
@@ -21,6 +24,9 @@ from pacscore.web.html import SCRIPT
 
 PASSED_HEADERS = ("content-type", "content-disposition", "cache-control", "access-control-allow-origin", "location",
                   "www-authenticate")
+# the browser's: its login, and where its request comes from (pacscore.web.crossorigin)
+PASSED_REQUEST_HEADERS = (("Content-Type", "CONTENT_TYPE"), ("Authorization", "HTTP_AUTHORIZATION"),
+                          ("Host", "HTTP_HOST"), ("Origin", "HTTP_ORIGIN"), ("Sec-Fetch-Site", "HTTP_SEC_FETCH_SITE"))
 TIMEOUT = 600
 
 
@@ -49,9 +55,7 @@ def runCGI(ini, environ, stdin, write):
     url = f"{'https' if secure else 'http'}://{address}:{port}{SCRIPT}?{environ.get('QUERY_STRING', '')}"
     method = environ.get("REQUEST_METHOD", "GET").upper()
     body = stdin.read(int(environ.get("CONTENT_LENGTH") or 0)) if method == "POST" else None
-    headers = {name: environ[variable] for name, variable in (("Content-Type", "CONTENT_TYPE"),
-                                                              ("Authorization", "HTTP_AUTHORIZATION"))
-               if environ.get(variable)}
+    headers = {name: environ[variable] for name, variable in PASSED_REQUEST_HEADERS if environ.get(variable)}
     context = ssl._create_unverified_context() if secure and host in LOOPBACK else None
     request = urllib.request.Request(url, data=body, method=method, headers=headers)
     try:

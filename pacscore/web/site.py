@@ -12,7 +12,8 @@ pages' sections: ``--read_ini:`` changes them for the next request.
 Pages are made by coroutines ``mode(archive, parameters) -> Answer`` (see
 ``browse``, ``images``, ``wado``) and by ``scripted`` dicom.ini sections;
 index reads and file work run in the archive's pools, never on the
-reactor.  A bad request gets a 4xx page and a log line; an unexpected
+reactor; a POST from a page of another site is refused
+(``pacscore.web.crossorigin``).  A bad request gets a 4xx page and a log line; an unexpected
 failure a 500 page and the traceback in the log.
 """
 
@@ -27,6 +28,7 @@ from pacscore.control.registry import CommandRegistry
 from pacscore.web import browse, downloads, edits, images, procedures, remote, wado, worklist
 from pacscore.web.answering import AnsweringResource
 from pacscore.web.answers import Parameters, WebError
+from pacscore.web.crossorigin import refuseCrossOrigin
 from pacscore.web.dicomweb.resource import DicomWebResource
 from pacscore.web.html import SCRIPT
 from pacscore.web.forms import readPostedForm
@@ -55,6 +57,7 @@ class DgateResource(AnsweringResource):
         self.wadoOnly = wadoOnly
 
     async def answer(self, request):
+        refuseCrossOrigin(request)  # before a posted form is read
         defaults = {}
         for key, value in self.archive.configuration.ini.items(DEFAULTS_SECTION):
             defaults.setdefault(key.lower(), value)  # the first of equal keys, as everywhere in dicom.ini

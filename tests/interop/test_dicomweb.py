@@ -8,9 +8,6 @@ import os
 import shutil
 import subprocess
 import tempfile
-import threading
-from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 import urllib.error
 import urllib.request
 import zipfile
@@ -24,8 +21,8 @@ from pydicom.encaps import generate_frames
 from pydicom.pixels import pixel_array
 from twisted.trial import unittest
 
-from tests.interop.browser import renderedDOM
-from tests.interop.server import BIN, PacsServer, dcmtk, freePort
+from tests.interop.browser import renderedFromElsewhere
+from tests.interop.server import BIN, PacsServer, dcmtk
 from tests.interop.test_find import STUDY_ROOT, findscu
 from tests.interop.test_storage import writeLargeMultiframe
 from tests.interop.test_web import CT, FRAMES, RGB, startWithSamples
@@ -33,11 +30,6 @@ from tests.interop.test_web import CT, FRAMES, RGB, startWithSamples
 MR = get_testdata_file("MR_small.dcm")
 J2K = get_testdata_file("JPEG2000.dcm")
 EXPLICIT = "1.2.840.10008.1.2.1"
-
-
-class QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
 
 
 class DicomWebTests(unittest.TestCase):
@@ -156,8 +148,7 @@ def viewerFromElsewhere(folder, base, authorization):
     another origin that searches the DICOMweb server at ``base`` for CT's
     patient and fetches the study's metadata (both with ``authorization``):
     ``<p id="out">rows N</p>`` when it got them."""
-    with open(os.path.join(folder, "viewer.html"), "w") as f:
-        f.write(f"""<html><body><p id="out">waiting</p><script>
+    return renderedFromElsewhere(folder, "viewer.html", f"""<html><body><p id="out">waiting</p><script>
 const base = "{base}";
 const headers = {{Authorization: "{authorization}", Accept: "application/dicom+json"}};
 async function run() {{
@@ -168,14 +159,6 @@ async function run() {{
 }}
 run().catch(e => document.getElementById("out").textContent = "failed " + e);
 </script></body></html>""")
-    handler = partial(QuietHandler, directory=folder)
-    server = ThreadingHTTPServer(("127.0.0.1", freePort()), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        return renderedDOM(f"http://127.0.0.1:{server.server_address[1]}/viewer.html")
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 class LargeObjectTests(unittest.TestCase):

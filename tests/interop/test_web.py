@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydicom.data import get_testdata_file
 from twisted.trial import unittest
 
-from tests.interop.browser import renderedDOM
+from tests.interop.browser import renderedDOM, renderedFromElsewhere
 from tests.interop.server import BIN, PacsServer
 from tests.interop.test_worklist import worklistFind
 from tests.pacscore.web.test_scripted import SAMPLE_CQ
@@ -236,6 +236,27 @@ class WebEditTests(unittest.TestCase):
         self.assertIn("1 object(s) removed from the server", page)
         self.assertEqual(self.server.dgate("--imagelister:(local)||" + ct.SeriesInstanceUID).stdout.count("MAG0:"), 0)
 
+    def test_formsOfOtherSitesRefused(self):
+        """Chromium posting the delete form of a page of another origin (a
+        CSRF attack) gets a 403 and the study stays; the same form on a
+        page of this server (a scripted page) deletes it."""
+        self.assertEqual(self.server.store(CT).returncode, 0)
+        ct = pydicom.dcmread(CT, stop_before_pixels=True)
+        form = ('<html><body><form id="f" method="post" action="{}?mode=deletestudy">'
+                f'<input type="hidden" name="study" value=":{ct.StudyInstanceUID}"></form>'
+                "<script>document.getElementById('f').submit()</script></body></html>")
+        folder = tempfile.mkdtemp(dir=self.server.workdir)
+        dom = renderedFromElsewhere(folder, "attack.html", form.format(self.base))
+        self.assertIn("a page of another site may not change the archive (Sec-Fetch-Site: ", dom)
+        self.assertIn("403 a page of another site may not change the archive", self.server.log())
+        listed = "--imagelister:(local)||" + ct.SeriesInstanceUID
+        self.assertEqual(self.server.dgate(listed).stdout.count("MAG0:"), 1)
+        self.server.setIni(section="ownpage", line0=form.format("/cgi-bin/dgate"))
+        self.assertEqual(self.server.dgate("--read_ini:").returncode, 0)
+        dom = renderedDOM(f"{self.base}?mode=ownpage")
+        self.assertIn("1 object(s) removed from the server", dom)
+        self.assertEqual(self.server.dgate(listed).stdout.count("MAG0:"), 0)
+
     def test_worklistItemForModalities(self):
         """An item added on the web page is what a modality's worklist query finds."""
         form = urllib.parse.urlencode({"original accession": "", "AccessionNumber": "WEB1", "PatientID": "WP1",
@@ -257,9 +278,9 @@ class CGIScriptTests(unittest.TestCase):
         self.server = PacsServer(self.mktemp(), ini={"WebReadOnly": "0"}).start()
         self.addCleanup(self.server.stop)
 
-    def cgi(self, query, method="GET", body=b"", contentType=""):
+    def cgi(self, query, method="GET", body=b"", contentType="", **browser):
         environment = dict(os.environ, GATEWAY_INTERFACE="CGI/1.1", QUERY_STRING=query, REQUEST_METHOD=method,
-                           CONTENT_LENGTH=str(len(body)), CONTENT_TYPE=contentType)
+                           CONTENT_LENGTH=str(len(body)), CONTENT_TYPE=contentType, **browser)
         result = subprocess.run([os.path.join(BIN, "dgate")], input=body, capture_output=True,
                                 cwd=self.server.workdir, env=environment, timeout=120)
         head, _, content = result.stdout.partition(b"\r\n\r\n")
@@ -282,6 +303,22 @@ class CGIScriptTests(unittest.TestCase):
                                          "application/x-www-form-urlencoded")
         self.assertEqual(status, 0)
         self.assertIn(b"worklist item CGI1 inserted", content)
+
+    def test_postOfAnotherSite(self):
+        """The browser's Origin, Host and Sec-Fetch-Site go through the
+        gateway: a form of another site's page is refused, one of the
+        server's own pages (behind Apache at another host name) accepted."""
+        form = b"AccessionNumber=CGI2&PatientName=Cgi%5EPost"
+        urlencoded = "application/x-www-form-urlencoded"
+        for browser in ({"HTTP_SEC_FETCH_SITE": "cross-site"},
+                        {"HTTP_ORIGIN": "http://evil.example", "HTTP_HOST": "pacs.example"}):
+            status, head, content = self.cgi("mode=saverecord", "POST", form, urlencoded, **browser)
+            self.assertEqual((status, head[0]), (0, "Status: 403 Forbidden"), browser)
+            self.assertIn(b"may not change the archive", content)
+        self.assertEqual(worklistFind(self.server, keys=["AccessionNumber"]), [])
+        status, head, content = self.cgi("mode=saverecord", "POST", form, urlencoded,
+                                         HTTP_ORIGIN="https://pacs.example", HTTP_HOST="pacs.example")
+        self.assertIn(b"worklist item CGI2 inserted", content)
 
     def test_noServer(self):
         self.server.stop()

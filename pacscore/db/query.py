@@ -565,8 +565,9 @@ class IndexQuery:
 
     # -- queries ---------------------------------------------------------
 
-    def find(self, connection, level, keys):
-        """C-FIND at ``level``: one ``{tag: value}`` per matching entity."""
+    def find(self, connection, level, keys, limit=None):
+        """C-FIND at ``level``: one ``{tag: value}`` per matching entity (the
+        first ``limit`` of them in the sort order, None: all)."""
         level, keys = levelIndex(level), list(keys)
         statement = _Statement(self, connection, level, level, keys)
         table = self.tables[level]
@@ -591,7 +592,8 @@ class IndexQuery:
         query = (select(*(outputs[tag][0].label(f"k{n}") for n, tag in enumerate(tags)))
                  .select_from(statement.fromClause())
                  .where(*statement.conditions)
-                 .order_by(*orderBy, table.key))
+                 .order_by(*orderBy, table.key)
+                 .limit(limit))
         computed = [(n, outputs[tag][1]) for n, tag in enumerate(tags) if outputs[tag][1]]
         results = []
         for row in connection.execute(query).all():

@@ -14,6 +14,7 @@ import zipfile
 
 import numpy as np
 import pydicom
+import requests
 from PIL import Image
 from dicomweb_client.api import DICOMwebClient
 from pydicom.data import get_testdata_file
@@ -21,6 +22,7 @@ from pydicom.encaps import generate_frames
 from pydicom.pixels import pixel_array
 from twisted.trial import unittest
 
+from pacscore.web.dicomweb.search import CAPPED
 from tests.interop.browser import renderedFromElsewhere
 from tests.interop.server import BIN, PacsServer, dcmtk
 from tests.interop.test_find import STUDY_ROOT, findscu
@@ -61,6 +63,21 @@ class DicomWebTests(unittest.TestCase):
         self.assertEqual(self.client.search_for_studies(search_filters={"PatientName": "Compressed*"},
                                                         fields=["StudyDescription"])[0]["00100020"]["Value"],
                          ["1CT1"])
+
+    def test_serverMaximum(self):
+        """QIDOMaxResults = 2: dicomweb-client gets two of the three
+        studies, and all of them when it pages on (get_remaining)."""
+        everything = self.client.search_for_studies()
+        self.assertEqual(len(everything), 3)
+        self.server.setIni(QIDOMaxResults="2")
+        self.addCleanup(self.server.dgate, "--read_ini:")
+        self.addCleanup(self.server.setIni, QIDOMaxResults="1000")
+        self.assertEqual(self.server.dgate("--read_ini:").returncode, 0)
+        response = requests.get(f"{self.url}/studies", timeout=30)
+        self.assertEqual(response.headers["Warning"], CAPPED)
+        self.assertEqual(response.json(), everything[:2])
+        self.assertEqual(self.client.search_for_studies(), everything[:2])
+        self.assertEqual(self.client.search_for_studies(get_remaining=True), everything)
 
     def test_retrieve(self):
         for path in (CT, RGB):

@@ -10,6 +10,11 @@ of the levels above too when the path does not name them), those named by
 ``includefield`` (``all``: every attribute the index keeps), the
 Retrieve AE Title and a RetrieveURL of the entity.  ``limit`` and
 ``offset`` page the matches (a Warning header says when more are left);
+dicom.ini's ``QIDOMaxResults`` (default 1000, 0: none) caps ``limit`` and
+stands for a missing one, with the standard's Warning when it cut the
+answer, so that a search for everything cannot make the server gather a
+whole large archive into one answer; where no QueryResultConverter0 or
+virtual server takes part the index itself is asked for just the page;
 ``fuzzymatching=true`` is answered with a Warning that matching was
 literal.  Attributes inside sequences (``a.b``) are refused (400).
 
@@ -46,6 +51,8 @@ LEVEL_FIELDS = {"STUDY": STUDY_FIELDS, "SERIES": SERIES_FIELDS, "IMAGE": INSTANC
 _HEX_TAG = re.compile(r"[0-9A-Fa-f]{8}")
 _CONTROL = frozenset(("includefield", "limit", "offset", "fuzzymatching", "accept", "charset"))
 MORE = '299 pacs "There are additional results that can be requested"'
+CAPPED = '299 pacs "The number of results exceeded the maximum supported by the server. Additional results can be requested."'
+DEFAULT_MAX_RESULTS = 1000
 LITERAL = '299 pacs "The fuzzymatching parameter is not supported. Only literal matching has been performed."'
 
 
@@ -145,9 +152,10 @@ def retrieveURL(base, values, level):
 def _localMatches(connection, query, level, keys, encoder, base, offset=0, limit=None):
     """In a reader thread: the count of all matches and the answers
     (Datasets) of those from ``offset`` (at most ``limit``, None: all)."""
-    rows = query.find(connection, level, keys)
     filtered = encoder.keep is not None
-    if not filtered:  # every row is answered: page before making the answers
+    # every row is answered when unfiltered: the index gives the page and one more (to tell if more are left)
+    rows = query.find(connection, level, keys, None if filtered or limit is None else offset + limit + 1)
+    if not filtered:
         total, rows = len(rows), _page(rows, offset, limit)
     answers = []
     for values in rows:
@@ -208,6 +216,10 @@ async def search(archive, request, target, base, level):
     keys, mask = converted
     offset = _number(request, "offset", 0)
     limit = _number(request, "limit", None)
+    maximum = archive.configuration.ini.getint("QIDOMaxResults", DEFAULT_MAX_RESULTS)
+    capped = maximum > 0 and (limit is None or limit > maximum)
+    if capped:
+        limit = maximum
     keep = resultFilter(archive, callingAE(request))
     encoder = MatchEncoder(Request(level, keys, "ISO_IR 192"), archive.aeTitle, None, keep)
     virtual = archive.virtualServers
@@ -221,7 +233,7 @@ async def search(archive, request, target, base, level):
                                                              archive.aeTitle, offset, limit, keep)
     warnings = []
     if limit is not None and offset + limit < total:
-        warnings.append(MORE)
+        warnings.append(CAPPED if capped else MORE)
     if _text(request.args.get(b"fuzzymatching", [b"false"]))[-1].strip().lower() == "true":
         warnings.append(LITERAL)
     return jsonAnswer(answers, (("Warning", ", ".join(warnings)),) if warnings else ())

@@ -7,7 +7,7 @@ from pydicom.dataset import Dataset
 from twisted.internet import defer
 from twisted.trial import unittest
 
-from pacscore.web.dicomweb.search import LITERAL, MORE, _withRemote
+from pacscore.web.dicomweb.search import CAPPED, LITERAL, MORE, _withRemote
 from tests.pacscore.web.dicomweb.client import DicomWebTestCase
 
 
@@ -76,6 +76,25 @@ class SearchTests(DicomWebTestCase):
         last = yield self.fetch("/instances?limit=3&offset=6&fuzzymatching=true")
         self.assertEqual(len(last.json()), 2)
         self.assertEqual(last.header("warning"), LITERAL)
+
+    @defer.inlineCallbacks
+    def test_serverMaximum(self):
+        """QIDOMaxResults caps the answer, with the standard's Warning when
+        it cut it; a client's smaller limit is its own; 0: no maximum."""
+        everything = (yield self.fetch("/instances")).json()
+        self.assertEqual(len(everything), 8)  # under the default maximum, 1000
+        self.running.configuration.ini.set("QIDOMaxResults", "5")
+        for path, expected, warning in (("/instances", everything[:5], CAPPED),
+                                        ("/instances?limit=100&offset=2", everything[2:7], CAPPED),
+                                        ("/instances?offset=5", everything[5:], None),
+                                        ("/instances?limit=2&offset=4", everything[4:6], MORE),
+                                        ("/studies?limit=5", None, None)):
+            page = yield self.fetch(path)
+            self.assertEqual((path, page.header("warning")), (path, warning))
+            if expected is not None:
+                self.assertEqual(page.json(), expected)
+        self.running.configuration.ini.set("QIDOMaxResults", "0")
+        self.assertEqual((yield self.fetch("/instances")).json(), everything)
 
     @defer.inlineCallbacks
     def test_includefield(self):

@@ -48,6 +48,7 @@ threads use it at once.
 
 import contextlib
 import struct
+from dataclasses import dataclass
 import threading
 import zlib
 from io import BytesIO
@@ -238,17 +239,45 @@ def _littleEndianParts(raw, sourceImplicit, targetImplicit):
     """The output of a little endian -> little endian conversion as pieces,
     the Pixel Data value a view of ``raw``; None when the Pixel Data is not
     a plain value (then the general path handles it)."""
-    fileobj = BytesIO(raw)
+    layout = littleEndianLayout(BytesIO(raw), len(raw), sourceImplicit, targetImplicit)
+    if layout is None:
+        return None
+    if layout.valueLength is None:
+        return [layout.head]
+    value = memoryview(raw)[layout.valueStart:layout.valueStart + layout.valueLength]
+    return [layout.head, layout.pixelHeader, value, *layout.padding, *layout.tail]
+
+
+@dataclass
+class LittleEndianLayout:
+    """A little endian data set re-encoded in another little endian one,
+    but for its Pixel Data value: the elements before it (``head``, in the
+    target encoding), the target's Pixel Data element header, where the
+    value lies in the source (``valueStart``, ``valueLength``; None when
+    there is no Pixel Data), the padding to an even length and the
+    elements after it (``tail``, a list of 0 or 1 bytes)."""
+
+    head: bytes
+    pixelHeader: bytes = b""
+    valueStart: int = 0
+    valueLength: int = None
+    padding: tuple = ()
+    tail: list = ()
+
+
+def littleEndianLayout(fileobj, end, sourceImplicit, targetImplicit):
+    """The ``LittleEndianLayout`` of the data set from the position of
+    ``fileobj`` (bytes or a file) to ``end`` there; None when its Pixel
+    Data is not a plain value."""
     head = read_dataset(fileobj, sourceImplicit, True, stop_when=_atPixelData)
     implicit = head.original_encoding[0]  # pydicom may have found the other VR encoding
     pos = fileobj.tell()
-    parts = [_write(head, targetImplicit, True)]
-    if pos >= len(raw):
-        return parts
-    tag, vr, length, valuePos = elementHeader(raw, pos, implicit)
+    layout = LittleEndianLayout(_write(head, targetImplicit, True))
+    if pos >= end:
+        return layout
+    tag, vr, length, valueOffset = elementHeader(fileobj.read(12), 0, implicit)
     if tag != PIXEL_DATA or length == _UNDEFINED_LENGTH:
         return None
-    end = valuePos + length
     if targetImplicit:
         header = _IMPLICIT_HEADER.pack(0x7FE0, 0x0010, length + length % 2)
     else:
@@ -257,15 +286,15 @@ def _littleEndianParts(raw, sourceImplicit, targetImplicit):
             bitsAllocated = head.get("BitsAllocated")
             vr = b"OB" if not implicit and bitsAllocated is not None and bitsAllocated <= 8 else b"OW"
         header = _EXPLICIT_HEADER.pack(0x7FE0, 0x0010, vr, 0) + _LONG_LENGTH.pack(length + length % 2)
-    parts += [header, memoryview(raw)[valuePos:end]]
-    if length % 2:
-        parts.append(b"\x00")
-    if end < len(raw):
-        fileobj.seek(end)
+    layout.pixelHeader, layout.valueStart, layout.valueLength = header, pos + valueOffset, length
+    layout.padding = (b"\x00",) if length % 2 else ()
+    layout.tail = []
+    if pos + valueOffset + length < end:
+        fileobj.seek(pos + valueOffset + length)
         encoding = head.original_character_set
         tail = read_dataset(fileobj, implicit, True, parent_encoding=encoding)
-        parts.append(_write(tail, targetImplicit, True, encoding))
-    return parts
+        layout.tail.append(_write(tail, targetImplicit, True, encoding))
+    return layout
 
 
 def elementHeader(raw, pos, implicit):

@@ -14,11 +14,14 @@ Warning, the final one lists the failed SOP instances.  A C-CANCEL stops the tra
 before the next object.
 """
 
+import os
+
 from pydicom.dataset import Dataset
 from twisted.internet import defer
 from twisted.logger import Logger
 
 from pacscore.codecs.compression import forPeer
+from pacscore.codecs.filetranscode import NotStreamed, streams
 from pacscore.codecs.jpeglossy import DEFAULT_QUALITY
 from pacscore.codecs.nkipixels import withPlainPixels
 from pacscore.codecs.syntaxes import NATIVE, UNCOMPRESSED, canDecode, canEncode, proposals, qualityOf
@@ -113,18 +116,29 @@ async def convertToFirst(stored, data, syntaxes, workers, quality):
     can go in (an image a lossy JPEG encoder cannot take goes in the next
     one), and ``(syntax, error)`` for those before that it could not; the
     last TranscodeError when it goes in none.  A ``StoredData`` goes as
-    it is in its own syntax, else it is read to be converted."""
-    if isinstance(data, StoredData) and syntaxes[0] != stored.transferSyntax:
-        data = await workers.deferToWorker(data.readAll)
+    it is in its own syntax, converted file to file into one where
+    ``filetranscode`` can, else it is read to be converted."""
     refusals = []
     for syntax in syntaxes:
         if syntax == stored.transferSyntax:
             return syntax, data, refusals
         try:
+            if isinstance(data, StoredData) and streams(stored.transferSyntax, syntax):
+                try:
+                    converted = await workers.deferToWorker(data.transcoded, stored.transferSyntax, syntax,
+                                                            os.path.dirname(stored.path))
+                except NotStreamed:
+                    pass
+                else:
+                    data.close()
+                    return syntax, converted, refusals
+            if isinstance(data, StoredData):
+                data = await workers.deferToWorker(data.readAll)
             return syntax, await workers.deferToWorker(
                 transcode, data, stored.transferSyntax, syntax, quality), refusals
         except TranscodeError as e:
             refusals.append((syntax, e))
+    closeIfStored(data)
     raise refusals[-1][1]
 
 

@@ -6,12 +6,17 @@ of the bytes; the protocol reads it a piece at a time in the I/O pool as
 the connection takes it, so an object of any size costs a few hundred kB
 of memory while it goes.  The file is opened when the object is read ahead
 (a file replaced or deleted meanwhile still sends what was located) and
-closed once it is sent or given up.
+closed once it is sent or given up.  One that must go in another syntax
+is converted into an unnamed temporary file beside it where that can be
+done a piece at a time (``pacscore.codecs.filetranscode``), and goes from
+there the same way.
 """
 
 import os
+import tempfile
 
 from pacscore.codecs.compression import forPeerChanges
+from pacscore.codecs.filetranscode import transcodeFile
 from pacscore.codecs.nkipixels import NKI_PIXEL_DATA
 from pacscore.storage.attributes import readAttributes
 
@@ -44,6 +49,24 @@ class StoredData:
 
     def close(self):
         self.file.close()
+
+    def transcoded(self, fromSyntax, toSyntax, folder):
+        """In the I/O pool: a ``StoredData`` of this data set (in
+        ``fromSyntax``) converted to ``toSyntax``, in an unnamed temporary
+        file in ``folder`` (else the system's temporary folder) that goes
+        when it is closed; this one stays open.  Raises what
+        ``transcodeFile`` raises."""
+        try:
+            out = tempfile.TemporaryFile(dir=folder)
+        except OSError:  # a read-only device
+            out = tempfile.TemporaryFile()
+        try:
+            length = transcodeFile(self.file, self.offset, self.length, fromSyntax, toSyntax, out)
+            out.flush()  # read back with pread
+        except BaseException:
+            out.close()
+            raise
+        return StoredData(out, 0, length, self.deferToWorker)
 
     def _readAt(self, position, size):
         data = os.pread(self.file.fileno(), size, self.offset + position)

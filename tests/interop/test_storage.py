@@ -12,9 +12,11 @@ import sqlite3
 import subprocess
 import time
 
+import numpy as np
 import pydicom
 from pydicom.data import get_testdata_file
-from pydicom.uid import generate_uid
+from pydicom.encaps import encapsulate, generate_frames
+from pydicom.uid import JPEGLSLossless, generate_uid
 from twisted.trial import unittest
 
 from pacscore.storage.part10 import readFileMeta
@@ -372,6 +374,22 @@ def writeLargeMultiframe(path, sop, frames=600, rows_=512, columns=512):
     return os.path.getsize(path)
 
 
+def writeLargeCompressed(path, sop, frames=200, rows_=512, columns=512):
+    """A JPEG-LS lossless Part-10 file of ``frames`` 16-bit frames (one
+    encoded frame repeated: about 16 MB that decode to 100 MB); the pixel
+    values of a frame."""
+    ds = makeDataset("BIGJLS", "Big^Compressed", "1.2.3.4.6", "1.2.3.4.6.1", sop, 1, 1, rows=rows_, columns=columns)
+    y, x = np.mgrid[0:rows_, 0:columns]
+    frame = ((x * 7 + y * 3) % 3840 + np.random.default_rng(7).integers(0, 256, (rows_, columns))).astype(np.uint16)
+    ds.PixelRepresentation = 0
+    ds.compress(JPEGLSLossless, frame)
+    [encoded] = generate_frames(ds.PixelData, number_of_frames=1)
+    ds.PixelData = encapsulate([encoded] * frames)
+    ds.NumberOfFrames = frames
+    ds.save_as(path, enforce_file_format=True)
+    return frame
+
+
 def _datasetEnd(path):
     """The data set length of a Part-10 file and its last 4 kB."""
     with open(path, "rb") as f:
@@ -420,6 +438,39 @@ class LargeObjectTests(ServerTestCase):
                                                *study, timeout=600))
         [moved] = storescp.files()
         self.assertEqual(_datasetEnd(moved), _datasetEnd(path))
+
+
+    def test_largeCompressedDecodedWithBoundedMemory(self):
+        """A JPEG-LS multi-frame object of 16 MB that decodes to 100 MB,
+        fetched by getscu and moved to a storescp that take it only
+        uncompressed: converted from its file a frame at a time into a
+        temporary file (explicit, then implicit VR), never whole in memory."""
+        path = os.path.join(self.mktemp() + ".dcm")
+        frame = writeLargeCompressed(path, "1.2.3.4.6.1.1")
+        self.assertGreater(os.path.getsize(path), 8 << 20)  # over STREAMED_OBJECT: left in its file
+        result = self.server.store(path, extra=("-R", "-xt"))
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        study = ("-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID=1.2.3.4.6", "127.0.0.1", self.server.port)
+        out = self.mktemp()
+        os.makedirs(out)
+        self.assertBoundedMemory(lambda: dcmtk("getscu", "-aec", self.server.ae, "-od", out, *study, timeout=600))
+        storescp = StorescpServer(self.mktemp(), aet="PLAINSCP", acceptedSyntaxes="implicit")
+        self.addCleanup(storescp.stop)
+        storescp.start()
+        self.server.addNode(storescp.aet, storescp.port)
+        self.assertEqual(self.server.dgate("--read_amap:").returncode, 0)
+        self.assertBoundedMemory(lambda: dcmtk("movescu", "-aec", self.server.ae, "-aem", storescp.aet, "-S",
+                                               *study, timeout=600))
+        [fetched] = [os.path.join(out, name) for name in os.listdir(out)]
+        [moved] = storescp.files()
+        for received, syntax in ((fetched, "1.2.840.10008.1.2.1"), (moved, "1.2.840.10008.1.2")):
+            ds = pydicom.dcmread(received)
+            self.assertEqual((ds.file_meta.TransferSyntaxUID, int(ds.NumberOfFrames)), (syntax, 200))
+            pixels = ds.pixel_array
+            self.assertEqual(pixels.shape, (200, 512, 512))
+            np.testing.assert_array_equal(pixels[0], frame)
+            np.testing.assert_array_equal(pixels[-1], frame)
+            del ds, pixels
 
 
 class SmallDiskTestCase(unittest.TestCase):

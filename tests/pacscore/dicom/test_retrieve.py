@@ -131,9 +131,9 @@ class StoredDataTests(unittest.TestCase):
         self.addCleanup(self.stored.close)
         self.service = GetService(None, None, None, SyncWorkers(), "PACS", None)
 
-    def send(self, target):
+    def send(self, target, compression="as"):
         return self.successResultOf(defer.ensureDeferred(
-            self.service._sendOne(target, self.ct, self.stored, "as", None)))
+            self.service._sendOne(target, self.ct, self.stored, compression, None)))
 
     def test_asStored(self):
         target = Target(self.syntax)
@@ -141,9 +141,20 @@ class StoredDataTests(unittest.TestCase):
         self.assertEqual(target.sent, [(self.stored, self.syntax)])
 
     def test_converted(self):
+        """Into a little endian syntax file to file: the target gets a
+        ``StoredData`` of a temporary file holding what ``transcode`` makes."""
         target = Target(IMPLICIT)
         self.assertEqual(self.send(target), SUCCESS)
-        self.assertEqual(target.sent, [(transcode(self.data, self.syntax, IMPLICIT, 95), IMPLICIT)])
+        [(sent, syntax)] = target.sent
+        self.assertEqual((type(sent), syntax), (StoredData, IMPLICIT))
+        self.assertEqual(sent.readAll(), transcode(self.data, self.syntax, IMPLICIT, 95))
+        self.assertTrue(self.stored.file.closed)
+
+    def test_convertedInMemory(self):
+        """Into a compressed syntax (node code j1): read, then converted in memory."""
+        target = Target(JPEG_LOSSLESS)
+        self.assertEqual(self.send(target, "j1"), SUCCESS)
+        self.assertEqual(target.sent, [(transcode(self.data, self.syntax, JPEG_LOSSLESS, 95), JPEG_LOSSLESS)])
         self.assertTrue(self.stored.file.closed)
 
     def test_notTaken(self):

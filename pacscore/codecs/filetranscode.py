@@ -1,0 +1,170 @@
+"""Converting a large stored object for a peer without holding it in
+memory: from its file into a temporary file, the Pixel Data a piece (a
+frame, for compressed data) at a time.
+
+``transcodeFile(source, offset, length, fromSyntax, toSyntax, out)``
+writes into ``out`` what ``transcode.transcode`` would return for the data
+set at ``offset`` of the open file ``source``, for the conversions large
+objects need: into implicit or explicit VR little endian (what every peer
+takes), from either of those or from a compressed syntax a decoder here
+reads.  Byte for byte the same output (the tests compare them); it raises
+``NotStreamed`` for anything else (another target, Pixel Data not where
+the syntax wants it, no Pixel Data at all), which the caller then converts
+in memory, and ``TranscodeError`` as ``transcode`` does.
+
+A compressed object is decoded a frame at a time by pydicom's decoder
+reading the fragments from the file (``iter_array`` on a file-like); the
+elements around the Pixel Data are small and go through pydicom as
+``transcode`` does.
+"""
+
+from pydicom.filereader import read_dataset
+from pydicom.pixels import get_decoder
+from pydicom.pixels.utils import as_pixel_options
+from pydicom.uid import UID
+
+from pacscore.codecs.syntaxes import (
+    EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, canDecode, isCompressed)
+from pacscore.codecs.transcode import (
+    _ALWAYS_LOSSY, _EXPLICIT_HEADER, _EXTENDED_OFFSET_TABLE, _IMPLICIT_HEADER, _LONG_LENGTH, PIXEL_DATA,
+    TranscodeError, _atPixelData, _clean, _decompressAll, _describe, _write, codecLock, elementHeader,
+    littleEndianLayout)
+
+COPY_CHUNK = 1 << 20
+TARGETS = {IMPLICIT_VR_LITTLE_ENDIAN: True, EXPLICIT_VR_LITTLE_ENDIAN: False}  # syntax -> implicit VR
+_ITEM, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE0DD
+
+
+class NotStreamed(Exception):
+    """This conversion is not done file to file; convert in memory."""
+
+
+def streams(fromSyntax, toSyntax):
+    """Whether ``transcodeFile`` takes this conversion (it may still raise
+    ``NotStreamed`` for a particular object)."""
+    source, target = _clean(fromSyntax), _clean(toSyntax)
+    return source != target and target in TARGETS and (
+        source in TARGETS or isCompressed(source) and canDecode(source))
+
+
+def transcodeFile(source, offset, length, fromSyntax, toSyntax, out):
+    """Write the data set at ``offset`` of the file ``source`` (``length``
+    bytes, in ``fromSyntax``) into the file ``out`` in ``toSyntax``; the
+    bytes written."""
+    fromSyntax, toSyntax = _clean(fromSyntax), _clean(toSyntax)
+    if not streams(fromSyntax, toSyntax):
+        raise NotStreamed(f"{fromSyntax} -> {toSyntax}")
+    start = out.tell()
+    try:
+        source.seek(offset)
+        if fromSyntax in TARGETS:
+            _copyNative(source, offset + length, TARGETS[fromSyntax], TARGETS[toSyntax], out)
+        else:
+            _decodeFrames(source, offset + length, fromSyntax, TARGETS[toSyntax], out)
+    except (NotStreamed, TranscodeError):
+        raise
+    except Exception as e:
+        raise TranscodeError(f"cannot convert from {_describe(fromSyntax)} to {_describe(toSyntax)}: "
+                             f"{type(e).__name__}: {e}") from e
+    return out.tell() - start
+
+
+def _copyNative(source, end, sourceImplicit, targetImplicit, out):
+    layout = littleEndianLayout(source, end, sourceImplicit, targetImplicit)
+    if layout is None or layout.valueLength is None:
+        raise NotStreamed("no plain Pixel Data")
+    out.write(layout.head)
+    out.write(layout.pixelHeader)
+    source.seek(layout.valueStart)
+    _copy(source, out, layout.valueLength)
+    for piece in (*layout.padding, *layout.tail):
+        out.write(piece)
+
+
+def _copy(source, out, size):
+    while size:
+        chunk = source.read(min(COPY_CHUNK, size))
+        if not chunk:
+            raise TranscodeError("the stored file ends inside its Pixel Data")
+        out.write(chunk)
+        size -= len(chunk)
+
+
+def _fragmentsEnd(source, end):
+    """Past the sequence delimiter of the encapsulated Pixel Data whose
+    value starts at the position of ``source``; where it is left."""
+    while True:
+        header = source.read(8)
+        if len(header) < 8:
+            raise TranscodeError("the stored file ends inside its encapsulated Pixel Data")
+        tag, _, itemLength, _ = elementHeader(header, 0, True)
+        if tag == _SEQUENCE_END:
+            return source.tell()
+        if tag != _ITEM or source.tell() + itemLength > end:
+            raise TranscodeError(f"the encapsulated Pixel Data has a bad item at {source.tell() - 8}")
+        source.seek(itemLength, 1)
+
+
+def _decodeFrames(source, end, syntax, targetImplicit, out):
+    """Encapsulated Pixel Data decoded frame by frame, as
+    ``transcode._decompress`` decodes it whole."""
+    head = read_dataset(source, False, True, stop_when=_atPixelData)
+    position = source.tell()
+    if position >= end:
+        raise NotStreamed("no Pixel Data")
+    tag, vr, length, valueOffset = elementHeader(source.read(12), 0, False)
+    if tag != PIXEL_DATA or length != 0xFFFFFFFF:
+        raise NotStreamed("Pixel Data not encapsulated")
+    valueStart = position + valueOffset
+    tailStart = _fragmentsEnd(source, end)
+    _decompressAll(head, syntax)  # icons in sequences
+    options = as_pixel_options(head, transfer_syntax_uid=UID(syntax), pixel_keyword="PixelData",
+                               pixel_vr=vr.decode("ascii"))
+    source.seek(valueStart)
+    with codecLock(syntax):
+        frames = get_decoder(syntax).iter_array(source, validate=True, as_rgb=True, **options)
+        first, pixels = next(frames)
+        _decodedHead(head, syntax, pixels, options)
+        out.write(_write(head, targetImplicit, True))
+        headerAt = out.tell()
+        out.write(b"\0" * (8 if targetImplicit else 12))
+        written = _writeArray(out, first)
+        for array, _ in frames:
+            written += _writeArray(out, array)
+    if written >= 0xFFFFFFFE:
+        raise TranscodeError("its uncompressed Pixel Data would be longer than a DICOM element can be")
+    if written % 2:
+        out.write(b"\0")
+    after = out.tell()
+    out.seek(headerAt)
+    pixelVR = b"OB" if head.BitsAllocated <= 8 else b"OW"
+    out.write(_IMPLICIT_HEADER.pack(0x7FE0, 0x0010, written + written % 2) if targetImplicit else
+              _EXPLICIT_HEADER.pack(0x7FE0, 0x0010, pixelVR, 0) + _LONG_LENGTH.pack(written + written % 2))
+    out.seek(after)
+    if tailStart < end:
+        source.seek(tailStart)
+        encoding = head.original_character_set
+        out.write(_write(read_dataset(source, False, True, parent_encoding=encoding), targetImplicit, True,
+                         encoding))
+
+
+def _writeArray(out, array):
+    data = array.tobytes()
+    out.write(data)
+    return len(data)
+
+
+def _decodedHead(head, syntax, pixels, options):
+    """The elements before the Pixel Data changed as pydicom's
+    ``decompress`` (then ``transcode._decompress``) changes them."""
+    head.PhotometricInterpretation = pixels["photometric_interpretation"]
+    if pixels["samples_per_pixel"] > 1:
+        head.PlanarConfiguration = pixels["planar_configuration"]
+    if "NumberOfFrames" in head or options["number_of_frames"] > 1:
+        head.NumberOfFrames = options["number_of_frames"]
+    for keyword in _EXTENDED_OFFSET_TABLE:
+        if keyword in head:
+            delattr(head, keyword)
+    if syntax in _ALWAYS_LOSSY and head.get("LossyImageCompression") != "01":
+        head.LossyImageCompression = "01"
+

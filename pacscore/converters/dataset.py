@@ -128,8 +128,8 @@ class AssignmentCommand(Command):
     def assign(self, arguments, context):
         """Expand the value and put it where the target says (the 'if'
         form: only a value that is not empty).  A sequence (the manual's
-        own ``set 0010,1002 to ..``) cannot hold text: a warning, and the
-        data set stays as it is."""
+        own ``set 0010,1002 to ..``) cannot hold text, nor a number element
+        what is no number: a warning, and the data set stays as it is."""
         value = context.expand(arguments.value)
         if arguments.onlyIfValue and not value:
             return
@@ -144,7 +144,13 @@ class AssignmentCommand(Command):
             return
         dataset = context.dataset
         holder = dataset if target.sequence is None else _itemFor(dataset, target)
-        assign(holder, target.tag, value, root=dataset)
+        try:
+            assign(holder, target.tag, value, root=dataset)
+        except ValueError as e:  # the rest of the line still runs (an anonymising newuids ...)
+            self.log.warn("{converter}: {command}: ({tag}) left as it was: {error}",
+                          converter=context.converterName, command=self.name,
+                          tag=f"{target.tag >> 16:04x},{target.tag & 0xFFFF:04x}", error=e)
+            return
         context.changed = True
 
 

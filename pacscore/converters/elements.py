@@ -4,19 +4,22 @@ Tags are written ``gggg,eeee`` (hexadecimal).  A path into sequences is a
 list of ``(tag, item)`` steps, the last one naming the element itself, as in
 ``%V\\300c,0060.0\\0008,1155`` or ``set 0040,0275.1\\0040,0007 to ..``.
 Values read are text: multiple values joined with a backslash, person
-names as their DICOM string.  Values written are text too, converted for
-the element's VR (numbers for US, FL ...); the VR is the element's own when
-it has one, else pydicom's dictionary's, and LO for private and unknown
-tags.
+names as their DICOM string, tags (AT) as ``gggg,eeee``.  Values written
+are text too, converted for the element's VR (every backslash-separated
+number for US, FL ..., ``gggg,eeee`` for AT); the VR is the element's own
+when it has one, else pydicom's dictionary's, and LO for private and
+unknown tags.  Text that is no value of the VR (``1,5`` for a DS, ``n/a``
+for a US) is a ValueError, never an emptied element.
 """
 
 import re
+import struct
 
 from pydicom.datadict import dictionary_VR
 from pydicom.multival import MultiValue
 from pydicom.tag import Tag
 
-from pacscore.dicom.identifiers import TEXT_VRS, elementValue
+from pacscore.dicom.identifiers import TEXT_VRS, checkFits
 
 TAG_PATTERN = r"[0-9A-Fa-f]{4},[0-9A-Fa-f]{4}"
 SPECIFIC_CHARACTER_SET = 0x00080005
@@ -105,12 +108,38 @@ def assign(dataset, tag, text, root=None):
         raise ValueError(f"({tag >> 16:04x},{tag & 0xFFFF:04x}) is a sequence: it takes no text")
     if vr in TEXT_VRS and not text.isascii():
         ensureUnicode(dataset if root is None else root)
-    value = elementValue(vr, text)
+    value = valueFor(vr, text)
     element = dataset.get(tag)
     if element is not None and element.VR == vr:
         element.value = value
     else:
         dataset.add_new(tag, vr, value)
+
+
+_NUMBERS = {"US": int, "UL": int, "SS": int, "SL": int, "UV": int, "SV": int, "FL": float, "FD": float,
+            "DS": float, "IS": int}
+_UNWRITTEN = ("OB", "OW", "OF", "OD", "OL", "OV", "UN")  # binary: no text goes in
+
+
+def valueFor(vr, text):
+    """The pydicom value of an element of ``vr`` holding ``text`` (None
+    when empty); ValueError when ``text`` is no value of ``vr``."""
+    if not text or vr in _UNWRITTEN:
+        return None
+    parts = text.split("\\")
+    if vr == "AT":
+        values = [parseTag(part.strip().strip("()")) for part in parts]
+    elif vr in _NUMBERS:
+        try:
+            values = [_NUMBERS[vr](part.strip()) for part in parts if part.strip() or vr not in ("DS", "IS")]
+            checkFits(vr, text if vr in ("DS", "IS") else (values if len(values) > 1 else values[0]))
+        except (ValueError, OverflowError, struct.error):
+            raise ValueError(f"{text!r} is no {vr} value") from None
+        if vr in ("DS", "IS"):
+            return text  # as written: pydicom keeps its text
+    else:
+        return text
+    return values[0] if len(values) == 1 else values
 
 
 def ensureUnicode(dataset):

@@ -14,7 +14,6 @@ key and column.
 
 import re
 from dataclasses import dataclass, field
-from fnmatch import fnmatchcase
 
 from twisted.logger import Logger
 
@@ -29,15 +28,15 @@ SPECIAL_KEYS = ("QueryConverter0", "WorkListQueryConverter0", "RetrieveConverter
 log = Logger()
 
 
-def filterMatches(pattern, value, ignoreCase=False):
-    """Conquest's filter test: ``*`` matches anything, ``RT*`` style
-    patterns match as fnmatch does, an empty filter only an empty value."""
+def filterMatches(pattern, value):
+    """Conquest's filter test: ``*`` matches anything (also within a
+    pattern, ``RT*``; no other character is a wildcard), an empty filter
+    only an empty value; case-insensitive, as Conquest's export filters are."""
     if pattern == "*":
         return True
     value = (value or "").strip()
-    if ignoreCase:
-        pattern, value = pattern.upper(), value.upper()
-    return fnmatchcase(value, pattern)
+    expression = ".*".join(re.escape(part) for part in pattern.split("*"))
+    return re.fullmatch(expression, value, re.IGNORECASE | re.DOTALL) is not None
 
 
 @dataclass(frozen=True)
@@ -54,12 +53,11 @@ class Rule:
     filter: str = ""    # ExportFilterN: SQL on the index, tested by the exporter
 
     def matches(self, modality, stationName, calledAE, callingAE):
-        """Whether an object with these values passes the filters (AE
-        titles compare case-insensitively, the others exactly)."""
+        """Whether an object with these values passes the filters."""
         return (filterMatches(self.modality, modality)
                 and filterMatches(self.stationName, stationName)
-                and filterMatches(self.calledAE, calledAE, ignoreCase=True)
-                and filterMatches(self.callingAE, callingAE, ignoreCase=True))
+                and filterMatches(self.calledAE, calledAE)
+                and filterMatches(self.callingAE, callingAE))
 
 
 @dataclass

@@ -119,5 +119,7 @@ class ProcessWithCommand(TextCommand):
             self.log.error("{converter}: process with {commandLine!r} left no readable object: "
                            "{error}", converter=context.converterName, commandLine=commandLine, error=e)
             return
-        context.dataset = dataset
+        # in place: whoever runs the line (the import converters, the hooks) encodes this object
+        context.dataset.clear()
+        context.dataset.update(dataset)
         context.changed = True

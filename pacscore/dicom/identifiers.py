@@ -202,7 +202,7 @@ def answerVR(tag, requestVR):
         return requestVR
 
 
-def _checkFits(vr, value):
+def checkFits(vr, value):
     """Raise ValueError, OverflowError or struct.error when ``vr`` cannot
     encode ``value`` (an ``elementValue``)."""
     if value is None or vr in TEXT_VRS:
@@ -223,7 +223,7 @@ def answerElement(tag, vr, text):
     ``vr``; empty when ``vr`` cannot hold it."""
     try:
         value = elementValue(vr, text)
-        _checkFits(vr, value)
+        checkFits(vr, value)
         return DataElement(tag, vr, value)
     except (ValueError, TypeError, OverflowError, struct.error) as e:
         log.debug("Answering ({tag}) empty: {vr} cannot hold {text!r} ({error})",

@@ -132,6 +132,35 @@ class SetTests(unittest.TestCase):
                                 ExplicitVRLittleEndian)
         self.assertEqual((encoded.Rows, encoded.Columns, encoded.InstanceNumber), (256, 128, 7))
 
+    def test_numbersOfEveryKind(self):
+        """Every value of FD, a tag for AT, as ``%V`` reads them back."""
+        context = makeContext()
+        run(commands.setCommand, '0018,9089 to "0.5\\0.5\\0.7"', context)
+        run(commands.setCommand, '0028,0009 to "0018,1063"', context)
+        run(commands.setCommand, '0028,0034 to "1\\1"', context)
+        self.assertEqual(list(context.dataset[0x00189089].value), [0.5, 0.5, 0.7])
+        self.assertEqual(context.dataset[0x00280009].value, 0x00181063)
+        self.assertEqual(list(context.dataset.PixelAspectRatio), [1, 1])
+        self.assertEqual(context.expand("%V0018,9089 %V0028,0009"), "0.5\\0.5\\0.7 0018,1063")
+        encoded = decodeDataset(encodeDataset(context.dataset, ExplicitVRLittleEndian), ExplicitVRLittleEndian)
+        self.assertEqual(encoded[0x00280009].value, 0x00181063)
+
+    def test_noNumberLeavesTheElementAndTheLineGoesOn(self):
+        """A value a number element cannot hold is a warning; the element
+        keeps its value and the rest of the line (anonymising) still runs."""
+        events = []
+        self.patch(commands.setCommand, "log", Logger(observer=events.append))
+        context = makeContext()
+        for value in ("1,5", "n/a"):
+            run(commands.setCommand, f'0020,0013 to "{value}"', context)
+            run(commands.setCommand, f'0028,0010 to "{value}"', context)
+        run(commands.setCommand, '0028,0010 to "70000"', context)  # no US
+        self.assertEqual((context.dataset.get("InstanceNumber"), context.dataset.Rows), (None, 512))
+        self.assertFalse(context.changed)
+        self.assertEqual(len(events), 5)
+        self.assertIn("(0020,0013) left as it was: '1,5' is no IS value", formatEvent(events[0]))
+        self.assertIn("(0028,0010) left as it was: '70000' is no US value", formatEvent(events[4]))
+
     def test_multipleValues(self):
         context = makeContext()
         run(commands.setCommand, '0008,0008 to "DERIVED\\SECONDARY"', context)

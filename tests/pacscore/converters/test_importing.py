@@ -2,6 +2,9 @@
 the delayed actions they queue wait in the decision and reach the export
 queue only in the stored object's index transaction."""
 
+import os
+import sys
+
 from sqlalchemy import func, select
 from twisted.trial import unittest
 
@@ -11,11 +14,12 @@ from pacscore.converters.importing import ImportConverters
 from pacscore.converters.registry import CommandRegistry
 from pacscore.converters.rules import loadRules
 from pacscore.db.index import Index
-from pacscore.dicom.datasets import encodeDataset
+from pacscore.dicom.datasets import decodeDataset, encodeDataset
 from pacscore.export.queue import ExportQueue
 from pacscore.storage.store import IncomingObject
 from pacscore.testing.corpus import makeDataset
 from tests.pacscore.db.test_index import makeRecord
+from tests.pacscore.converters.test_dataset import PROCESSOR
 from tests.pacscore.db.test_schema import TABLE_NAMES, conquestLayout, sqliteEngine
 
 EXPLICIT = "1.2.840.10008.1.2.1"
@@ -67,6 +71,20 @@ class ImportActionsTests(unittest.TestCase):
         self.store(record)
         [action] = self.queue.due(self.queue.clock(), 10)
         self.assertEqual(action.objectPath, "/archive/MAG0/PAT1/1.dcm")
+
+    def test_processedObjectIsStored(self):
+        """``process with``'s object is what is stored, with what the next
+        commands and lines set on it."""
+        folder = os.path.abspath(self.mktemp())
+        os.makedirs(folder)
+        script = os.path.join(folder, "processor.py")
+        with open(script, "w") as f:
+            f.write(PROCESSOR)
+        decision = self.apply([f"process with {sys.executable} {script} EDITED; set 0008,1030 to \"%V0010,0010\"",
+                               "set 0008,0080 to \"%V0008,1030\""])
+        stored = decodeDataset(decision.data, EXPLICIT)
+        self.assertEqual((str(stored.PatientName), stored.StudyDescription, stored.InstitutionName),
+                         ("EDITED", "EDITED", "EDITED"))
 
     def test_noActionsNoDecision(self):
         self.assertIsNone(self.apply(["nop nothing to do"]))

@@ -91,32 +91,36 @@ class LoadTests(unittest.TestCase):
 class MatchTests(unittest.TestCase):
 
     def test_filterMatches(self):
-        """(filter, value, AE title, matches)"""
+        """(filter, value, matches): case-insensitive, ``*`` the only wildcard."""
         cases = [
-            ("*", "", False, True),
-            ("*", None, False, True),
-            ("CT", "CT", False, True),
-            ("CT", "ct", False, False),
-            ("CT", "MR", False, False),
-            ("", "", False, True),
-            ("", None, False, True),
-            ("", "CT", False, False),
-            ("RT*", "RTPLAN", False, True),
-            ("RT*", "CT", False, False),
-            ("*PLAN", "RTPLAN", False, True),
-            ("server*", "SERVER1", True, True),
-            ("server*", "SERVER1", False, False),
-            ("SERVER1", "server1 ", True, True),
+            ("*", "", True),
+            ("*", None, True),
+            ("CT", "CT", True),
+            ("CT", "ct", True),
+            ("ct", "CT", True),
+            ("CT", "MR", False),
+            ("", "", True),
+            ("", None, True),
+            ("", "CT", False),
+            ("RT*", "RTPLAN", True),
+            ("RT*", "CT", False),
+            ("*PLAN", "RTPLAN", True),
+            ("server*", "SERVER1", True),
+            ("SERVER1", "server1 ", True),
+            ("RT[1]", "RT[1]", True),
+            ("RT[1]", "RT1", False),
+            ("CT?", "CT1", False),
+            ("C.*", "CT", False),
         ]
-        for pattern, value, ignoreCase, expected in cases:
-            self.assertEqual(filterMatches(pattern, value, ignoreCase), expected, (pattern, value))
+        for pattern, value, expected in cases:
+            self.assertEqual(filterMatches(pattern, value), expected, (pattern, value))
 
     def test_ruleMatches(self):
         script = parseScript("mark a", "ImportConverter0", registry(), "import")
         rule = Rule("ImportConverter0", 0, script, modality="CT", stationName="", calledAE="ARCH*",
                     callingAE="*")
         self.assertTrue(rule.matches("CT", "", "archive", "ANY"))
-        self.assertFalse(rule.matches("ct", "", "ARCHIVE", "ANY"))
+        self.assertTrue(rule.matches("ct", "", "ARCHIVE", "ANY"))
         self.assertFalse(rule.matches("CT", "ST1", "ARCHIVE", "ANY"))
         self.assertFalse(rule.matches("CT", "", "OTHER", "ANY"))
         self.assertTrue(Rule("ImportConverter1", 1, script).matches("MR", "X", "Y", "Z"))

@@ -63,13 +63,14 @@ class ConverterContext:
     log = Logger()
 
     def __init__(self, kind, dataset, callingAE="", calledAE="", filename=None, services=None,
-                 converterName="", variables=None):
+                 converterName="", variables=None, moveDestination=None):
         if kind not in KINDS:
             raise ValueError(f"unknown converter kind {kind!r}")
         self.kind = kind
         self.dataset = dataset
         self.callingAE = callingAE
         self.calledAE = calledAE
+        self.moveDestination = moveDestination  # where a retrieve sends (RetrieveConverter0 ...: %s), or None
         self.filename = filename            # absolute path of the stored object (export converters)
         self.services = services or ConverterServices()
         self.converterName = converterName  # "ImportConverter0", "ExportConverter2", "QueryConverter0" ...

@@ -47,24 +47,25 @@ class DatasetHook:
         self.kind = kind
         self.services = services
 
-    def run(self, dataset, callingAE, calledAE):
-        """Run the line on ``dataset`` (changed in place): ``(outcome, changed)``."""
+    def run(self, dataset, callingAE, calledAE, moveDestination=None):
+        """Run the line on ``dataset`` (changed in place): ``(outcome, changed)``;
+        ``moveDestination``: where a retrieve sends, ``%s`` in the line."""
         context = ConverterContext(self.kind, dataset, callingAE, calledAE, services=self.services,
-                                   converterName=self.script.key)
+                                   converterName=self.script.key, moveDestination=moveDestination)
         return self.script.run(context), context.changed
 
-    def applyToBytes(self, data, transferSyntax, callingAE, calledAE):
+    def applyToBytes(self, data, transferSyntax, callingAE, calledAE, moveDestination=None):
         """For identifiers: ``(outcome, data)``, the data re-encoded when the
         line changed it. Raises IdentifierError for undecodable data."""
         dataset = decodeDataset(data, transferSyntax)
-        outcome, changed = self.run(dataset, callingAE, calledAE)
+        outcome, changed = self.run(dataset, callingAE, calledAE, moveDestination)
         return outcome, encodeDataset(dataset, transferSyntax) if changed else data
 
-    def applyToObject(self, data, transferSyntax, callingAE, calledAE):
+    def applyToObject(self, data, transferSyntax, callingAE, calledAE, moveDestination=None):
         """For stored objects: ``(outcome, data)`` (see the module docstring)."""
         header = decodeDataset(data, transferSyntax, stopBeforePixels=True)
         before = copy.deepcopy(header)
-        outcome, changed = self.run(header, callingAE, calledAE)
+        outcome, changed = self.run(header, callingAE, calledAE, moveDestination)
         if not changed or outcome in LEFT_OUT:
             return outcome, data
         whole = decodeDataset(data, transferSyntax)

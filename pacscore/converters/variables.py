@@ -108,6 +108,8 @@ def _variable(text, position, context):
     letter = text[position:position + 1]
     position += 1
     dataset = context.dataset
+    if letter == "s" and context.moveDestination is not None:
+        return context.moveDestination, position
     if letter in DATASET_LETTERS:
         return _element(dataset, DATASET_LETTERS[letter]), position
     if letter in ("x", "y", "z"):

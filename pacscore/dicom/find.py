@@ -136,14 +136,16 @@ class RequestRejected(BadIdentifier):
     """A request converter line said ``reject``."""
 
 
-async def convertIdentifier(hook, reactor, protocol, dataset, transferSyntax):
+async def convertIdentifier(hook, reactor, protocol, dataset, transferSyntax, moveDestination=None):
     """The identifier bytes of a request after its converter line (``hook``,
-    e.g. QueryConverter0); see ``convertRequest``."""
+    e.g. QueryConverter0; ``moveDestination`` where a retrieve sends); see
+    ``convertRequest``."""
     association = protocol.association
     data = None if dataset is None else bytes(dataset.data)
     if data is not None:
         await dumpDatasets(reactor, protocol.peerName(), "query identifier", [data], transferSyntax, IDENTIFIERS)
-    return await convertRequest(hook, reactor, data, transferSyntax, association.callingAE, association.calledAE)
+    return await convertRequest(hook, reactor, data, transferSyntax, association.callingAE, association.calledAE,
+                                moveDestination)
 
 
 def dumpDatasets(reactor, peer, what, encoded, transferSyntax, level):
@@ -170,7 +172,7 @@ def _describe(encoded, transferSyntax):
     return texts
 
 
-async def convertRequest(hook, reactor, data, transferSyntax, callingAE, calledAE):
+async def convertRequest(hook, reactor, data, transferSyntax, callingAE, calledAE, moveDestination=None):
     """Identifier bytes after a request converter line (``hook``; run in
     the reactor's thread pool), or DESTROYED when the line said
     ``destroy``. Raises RequestRejected for ``reject`` and BadIdentifier
@@ -179,7 +181,8 @@ async def convertRequest(hook, reactor, data, transferSyntax, callingAE, calledA
         return data
     try:
         outcome, data = await threads.deferToThreadPool(
-            reactor, reactor.getThreadPool(), hook.applyToBytes, data, transferSyntax, callingAE, calledAE)
+            reactor, reactor.getThreadPool(), hook.applyToBytes, data, transferSyntax, callingAE, calledAE,
+            moveDestination)
     except IdentifierError as e:
         raise BadIdentifier(str(e), UNABLE_TO_PROCESS) from e
     if outcome is Outcome.REJECT:

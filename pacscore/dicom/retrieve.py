@@ -211,7 +211,8 @@ class RetrieveService:
                                  identifier)
 
         try:
-            data = await convertIdentifier(self.requestHook, self.reactor, protocol, dataset, syntax)
+            data = await convertIdentifier(self.requestHook, self.reactor, protocol, dataset, syntax,
+                                           self._destination(protocol, command))
             if data is DESTROYED:
                 self.log.info("{peer}: {operation} answered with nothing: destroyed by {key}", peer=peer,
                               operation=self.operation, key=self.requestHook.script.key)
@@ -267,7 +268,8 @@ class RetrieveService:
     async def _send(self, protocol, command, target, compression, located, progress, respond):
         """Send every object; True if cancelled."""
         asStored = self.resultHook is None and goesAsStored(self.compressionScripts, compression)
-        upcoming = _ReadAhead(self.reader, self.workers, located, self._converter(protocol, compression), asStored)
+        upcoming = _ReadAhead(self.reader, self.workers, located,
+                              self._converter(protocol, compression, self._destination(protocol, command)), asStored)
         lastPending = self.reactor.seconds()
         try:
             for stored in located:
@@ -290,7 +292,7 @@ class RetrieveService:
         finally:
             upcoming.close()
 
-    def _converter(self, protocol, compression):
+    def _converter(self, protocol, compression, destination):
         """``convert(stored, data) -> data or None`` for each object read (in
         the I/O pool): RetrieveResultConverter0, the CompressionConverterN
         line of an sN code, then NKI pixel data decompressed or compressed
@@ -302,8 +304,8 @@ class RetrieveService:
             try:
                 if self.resultHook is not None:
                     data = withPlainPixels(data, stored.transferSyntax)
-                    outcome, data = self.resultHook.applyToObject(data, stored.transferSyntax,
-                                                                  association.callingAE, association.calledAE)
+                    outcome, data = self.resultHook.applyToObject(data, stored.transferSyntax, association.callingAE,
+                                                                  association.calledAE, destination)
                     if outcome in LEFT_OUT:
                         return None
                 if scripts is not None:
@@ -368,6 +370,10 @@ class RetrieveService:
 
     def _describe(self, command):
         return ""
+
+    def _destination(self, protocol, command):
+        """Where the objects go, ``%s`` of the converter lines: the requestor (C-GET)."""
+        return protocol.association.callingAE
 
     async def _open(self, protocol, command, located):
         """``(target, compression)``: where the C-STOREs go."""
@@ -458,6 +464,9 @@ class MoveService(RetrieveService):
 
     def _describe(self, command):
         return f" to {command.get(commands.MOVE_DESTINATION, '')}"
+
+    def _destination(self, protocol, command):
+        return command.get(commands.MOVE_DESTINATION, "").strip()
 
     async def _open(self, protocol, command, located):
         node = self.acrNemaMap.lookup(command.get(commands.MOVE_DESTINATION, ""))

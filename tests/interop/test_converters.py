@@ -17,6 +17,7 @@ from twisted.trial import unittest
 
 from pacscore.config.loader import defaultConfigDir
 from pacscore.testing.corpus import makeDataset
+from tests.interop.peers import StorescpServer
 from tests.interop.server import PacsServer, dcmtk
 
 IDENTIFYING = ("PatientName", "PatientID", "PatientBirthDate", "OtherPatientIDs", "PatientAddress",
@@ -119,8 +120,8 @@ class QueryRetrieveConverterTests(unittest.TestCase):
         server = PacsServer(os.path.join(workdir, "pacs"), ini={
             "QueryConverter0": "nop query from %u: %V0008,0052 level",
             "QueryResultConverter0": 'ifequal "%V0010,0020", "HIDDEN"; destroy',
-            "RetrieveConverter0": 'ifequal "%V0010,0020", "HIDDEN"; destroy',
-            "RetrieveResultConverter0": 'set 0008,0080 to "sent by %c"; delete 0010,1040',
+            "RetrieveConverter0": 'nop retrieve by %u to %s; ifequal "%V0010,0020", "HIDDEN"; destroy',
+            "RetrieveResultConverter0": 'set 0008,0080 to "sent by %c to %s"; delete 0010,1040',
         })
         server.start()
         self.addCleanup(server.stop)
@@ -154,13 +155,25 @@ class QueryRetrieveConverterTests(unittest.TestCase):
         received = {}
         for patient in ("SHOWN", "HIDDEN"):
             out = tempfile.mkdtemp(dir=workdir)
-            got = dcmtk("getscu", "-P", "-aec", server.ae, "-od", out, "-k", "QueryRetrieveLevel=PATIENT", "-k",
-                        f"PatientID={patient}", "127.0.0.1", server.port)
+            got = dcmtk("getscu", "-P", "-aet", "GETTER", "-aec", server.ae, "-od", out, "-k",
+                        "QueryRetrieveLevel=PATIENT", "-k", f"PatientID={patient}", "127.0.0.1", server.port)
             self.assertEqual(got.returncode, 0, got.stderr)
             received[patient] = [pydicom.dcmread(os.path.join(out, name)) for name in os.listdir(out)]
         self.assertEqual(received["HIDDEN"], [])
         self.assertIn("C-GET answered with nothing: destroyed by RetrieveConverter0", server.log())
         [retrieved] = received["SHOWN"]
-        self.assertEqual(retrieved.InstitutionName, f"sent by {server.ae}")
+        self.assertEqual(retrieved.InstitutionName, f"sent by {server.ae} to GETTER")
         self.assertNotIn("PatientAddress", retrieved)
         self.assertEqual(retrieved.pixel_array.shape, (8, 8))
+        self.assertIn("retrieve by GETTER to GETTER", server.log())
+        storescp = StorescpServer(tempfile.mkdtemp(dir=workdir), aet="MOVEDEST")
+        self.addCleanup(storescp.stop)
+        storescp.start()
+        server.addNode(storescp.aet, storescp.port)
+        self.assertEqual(server.dgate("--read_amap:").returncode, 0)
+        moved = dcmtk("movescu", "-P", "-aet", "MOVER", "-aec", server.ae, "-aem", storescp.aet, "-k",
+                      "QueryRetrieveLevel=PATIENT", "-k", "PatientID=SHOWN", "127.0.0.1", server.port)
+        self.assertEqual(moved.returncode, 0, moved.stderr)
+        self.assertIn("retrieve by MOVER to MOVEDEST", server.log())
+        [arrived] = storescp.files()
+        self.assertEqual(pydicom.dcmread(arrived).InstitutionName, f"sent by {server.ae} to MOVEDEST")

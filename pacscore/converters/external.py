@@ -1,6 +1,7 @@
 """Converter commands that reach outside the archive (manual 7.2):
 ``write "text" to file``, ``append "text" to file`` and ``system command
-line``.  Text, file names and command lines are expanded when they run;
+line``; in export converters also a statement that names no command: a
+program to run (``ExternalProgram``).  Text, file names and command lines are expanded when they run;
 relative file names (and the folder the command runs in) are the
 configuration's working folder.  They run in a worker thread, so they may
 block.
@@ -9,7 +10,7 @@ block.
 import re
 import subprocess
 
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 
 from pacscore.converters.arguments import leadingString
 from pacscore.converters.command import Command, TextCommand, localPath
@@ -63,6 +64,27 @@ class System(TextCommand):
         configuration = context.services.configuration
         status = subprocess.call(commandLine, shell=True,
                                  cwd=configuration.workdir if configuration is not None else None)
-        self.log.info("{converter}: system {commandLine!r} exited with status {status}",
-                      converter=context.converterName, commandLine=commandLine, status=status)
+        self.log.emit(self.level(status), "{converter}: {name} {commandLine!r} exited with status {status}",
+                      converter=context.converterName, name=self.name, commandLine=commandLine, status=status)
         return Outcome.CONTINUE
+
+    def level(self, status):
+        return LogLevel.info
+
+
+class ExternalProgram(System):
+    """An export converter statement naming no command (manual 7.2, export
+    converter options 1 and 3): a program run by the shell, ``myconverter``
+    with the object's file name as its only argument, ``dicomtobitmap %f
+    out/%b.bmp`` with its %-variables expanded.  Made by the parser, not
+    registered: it has no name of its own to start a statement with."""
+
+    name = "program"
+    scope = "E"
+
+    def parse(self, arguments, where):
+        text = super().parse(arguments, where)
+        return text if "%" in text else f'{text} "%f"'
+
+    def level(self, status):
+        return LogLevel.info if status == 0 else LogLevel.warn

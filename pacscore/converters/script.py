@@ -6,7 +6,10 @@ empty statements are ignored), each a command name and its arguments.
 condition (``ifequal``, ``between`` ...) guards the statement or block
 after it, and conditions chain: ``ifequal "a", "a"; ifnotempty "%i"; nop``
 runs ``nop`` only when both hold.  A command whose registered name ends
-with ':' (``lua:``) takes the rest of the line as its argument.
+with ':' (``lua:``) takes the rest of the line as its argument.  In an
+export converter a statement that starts with no command's name is a
+program to run (``external.ExternalProgram``, as Conquest runs
+``myconverter.exe`` or ``dicomtobitmap %f ...``); elsewhere it is an error.
 
 ``parseScript`` builds the tree of (command, parsed arguments, column)
 and raises ``ConverterSyntaxError("<key>, column N: ...")`` for what it
@@ -21,8 +24,10 @@ from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 from pacscore.converters.context import ConverterSyntaxError, Outcome
+from pacscore.converters.external import ExternalProgram
 
 SCOPES = {"import": "I", "export": "E"}
+PROGRAM = ExternalProgram()  # an export statement naming no command runs it as a program
 
 
 class Location(str):
@@ -195,6 +200,10 @@ class _Parser:
     def statement(self):
         start = self.pos
         found = self.registry.lookup(self.text[start:])
+        if found is None and self.kind == "export":
+            self.pos = self.statementEnd(start)
+            where = Location(self.key, start + 1, self.registry, self.kind)
+            return Statement(PROGRAM, PROGRAM.parse(self.text[start:self.pos].strip(), where), start + 1)
         if found is None:
             word = re.match(r"[^\s;{}]+", self.text[start:]).group()
             self.error(start, f"unknown command {word!r}")

@@ -94,6 +94,29 @@ class ForwardingTests(unittest.TestCase):
             self.assertTrue(numpy.array_equal(received[sop].pixel_array, pydicom.dcmread(path).pixel_array))
         waitFor(lambda: queued(sender) == 0, message="an empty queue")
 
+    def test_programsAsExportConverters(self):
+        """Conquest's export converter options 1 and 3: a program given the
+        stored file's name (``convert.sh``), and a command line with
+        %-variables (``cp %f copies/%o.dcm``)."""
+        sender = PacsServer(os.path.join(self.workdir, "a"), ae="PACSA", ini={
+            "ExportConverters": "2", "ExportConverter0": "sh convert.sh",
+            "ExportModality1": "CT", "ExportConverter1": "mkdir -p copies && cp %f copies/%o.dcm"})
+        with open(os.path.join(sender.workdir, "convert.sh"), "w") as f:
+            f.write('echo "$1" >> converted.txt\n')
+        self.start(sender)
+        ct = writeImages(os.path.join(self.workdir, "in"), "CT", 2, PREFIX + "77.3")
+        result = sender.store(*[path for path, _ in ct])
+        self.assertEqual(result.returncode, 0, result.stderr)
+        copies = os.path.join(sender.workdir, "copies")
+        waitFor(lambda: os.path.isdir(copies) and len(os.listdir(copies)) == 2, message="the copies")
+        waitFor(lambda: queued(sender) == 0, message="an empty queue")
+        with open(os.path.join(sender.workdir, "converted.txt")) as f:
+            converted = sorted(f.read().split())
+        self.assertEqual([pydicom.dcmread(path).SOPInstanceUID for path in converted], sorted(sop for _, sop in ct))
+        for path, sop in ct:
+            self.assertEqual(pydicom.dcmread(os.path.join(copies, f"{sop}.dcm")).PixelData,
+                             pydicom.dcmread(path).PixelData)
+
     def test_downDestinationSenderRestartsEveryImageArrivesOnce(self):
         destination = StorescpServer(os.path.join(self.workdir, "b"), aet="DOWNSCP")
         sender = PacsServer(os.path.join(self.workdir, "a"), ae="PACSA", ini={

@@ -1,4 +1,5 @@
-"""Tests for pacscore.converters.external: write, append and system."""
+"""Tests for pacscore.converters.external: write, append, system and the
+programs export converter statements name."""
 
 import os
 
@@ -7,7 +8,7 @@ from twisted.trial import unittest
 
 from pacscore.converters.context import ConverterSyntaxError, Outcome
 from pacscore.converters.script import parseScript
-from tests.pacscore.converters.lines import registry, run
+from tests.pacscore.converters.lines import context, registry, run
 
 
 class ExternalTests(unittest.TestCase):
@@ -51,6 +52,30 @@ class ExternalTests(unittest.TestCase):
         with capturedLogs() as events:
             run('system sh -c "exit 3"', kind="export", workdir=self.workdir)
         self.assertEqual([e["status"] for e in events if "status" in e], [3])
+
+    def test_programsOfExportConverters(self):
+        """An export statement naming no command runs as a program: with the
+        object's file name as its only argument when it has no %-variable
+        (``myconverter.exe``), else as written; a failure is a warning."""
+        with open(os.path.join(self.workdir, "convert.sh"), "w") as f:
+            f.write('echo "converted $1" > converted.txt\n')
+        script = parseScript("sh convert.sh; echo %i %m > %o.txt; sh -c 'exit 4'; mark a", "ExportConverter0",
+                             registry(), "export")
+        lineContext = context("export", workdir=self.workdir)
+        lineContext.filename = "/data/with space/1.dcm"
+        lineContext.dataset.SOPInstanceUID = "1.2.3"
+        with capturedLogs() as events:
+            self.assertEqual(script.run(lineContext), Outcome.CONTINUE)
+        self.assertEqual(lineContext.variables["x"], "a")
+        self.assertEqual(self.read("converted.txt"), "converted /data/with space/1.dcm\n")
+        self.assertEqual(self.read("1.2.3.txt"), "123 RTPLAN\n")
+        self.assertEqual([(e["commandLine"], e["status"], e["log_level"].name) for e in events if "status" in e],
+                         [('sh convert.sh "/data/with space/1.dcm"', 0, "info"),
+                          ("echo 123 RTPLAN > 1.2.3.txt", 0, "info"),
+                          ('sh -c \'exit 4\' "/data/with space/1.dcm"', 4, "warn")])
+        error = self.assertRaises(ConverterSyntaxError, parseScript, "sh convert.sh", "ImportConverter0",
+                                  registry(), "import")
+        self.assertIn("unknown command 'sh'", str(error))
 
     def test_unwritable(self):
         """A file that cannot be written is logged and stops the line."""

@@ -26,7 +26,7 @@ from pacscore.web.dicomweb.search import CAPPED
 from tests.interop.browser import renderedFromElsewhere
 from tests.interop.server import BIN, PacsServer, dcmtk
 from tests.interop.test_find import STUDY_ROOT, findscu
-from tests.interop.test_storage import writeLargeMultiframe
+from tests.interop.test_storage import writeLargeCompressed, writeLargeMultiframe
 from tests.interop.test_web import CT, FRAMES, RGB, startWithSamples
 
 MR = get_testdata_file("MR_small.dcm")
@@ -231,3 +231,22 @@ class LargeObjectTests(unittest.TestCase):
                 self.assertEqual(unzipped.read(), tail)
         peak = self.server.peakRSSKilobytes()
         self.assertLess(peak - before, 64 * 1024, f"peak RSS grew from {before} kB to {peak} kB")
+
+    def test_largeCompressedDecodedWithBoundedMemory(self):
+        """A JPEG-LS object of 16 MB that decodes to 100 MB, retrieved by
+        dicomweb-client in explicit VR little endian:
+        converted file to file, the server's peak memory grows by less than
+        64 MB, and every frame comes back."""
+        path = os.path.abspath(self.mktemp() + ".dcm")
+        frame = writeLargeCompressed(path, "1.2.3.4.6.1.2")
+        self.assertEqual(self.server.store(path, extra=("-R", "-xt")).returncode, 0)
+        before = self.server.peakRSSKilobytes()
+        client = DICOMwebClient(url=f"http://127.0.0.1:{self.server.webPort}/dicom-web")
+        instance = client.retrieve_instance("1.2.3.4.6", "1.2.3.4.6.1", "1.2.3.4.6.1.2",
+                                            media_types=(("application/dicom", EXPLICIT),))
+        peak = self.server.peakRSSKilobytes()
+        self.assertLess(peak - before, 64 * 1024, f"peak RSS grew from {before} kB to {peak} kB")
+        self.assertEqual((instance.file_meta.TransferSyntaxUID, int(instance.NumberOfFrames)), (EXPLICIT, 200))
+        pixels = instance.pixel_array
+        np.testing.assert_array_equal(pixels[0], frame)
+        np.testing.assert_array_equal(pixels[-1], frame)

@@ -382,7 +382,7 @@ def writeLargeCompressed(path, sop, frames=200, rows_=512, columns=512):
     y, x = np.mgrid[0:rows_, 0:columns]
     frame = ((x * 7 + y * 3) % 3840 + np.random.default_rng(7).integers(0, 256, (rows_, columns))).astype(np.uint16)
     ds.PixelRepresentation = 0
-    ds.compress(JPEGLSLossless, frame)
+    ds.compress(JPEGLSLossless, frame, generate_instance_uid=False)
     [encoded] = generate_frames(ds.PixelData, number_of_frames=1)
     ds.PixelData = encapsulate([encoded] * frames)
     ds.NumberOfFrames = frames

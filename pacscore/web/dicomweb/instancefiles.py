@@ -1,6 +1,7 @@
 """The work WADO-RS does on stored files, in the I/O pool: an instance's
 metadata as DICOM JSON, its frames (as stored or as native little-endian
-pixels) and the value of a bulk data attribute."""
+pixels), the value of a bulk data attribute, and a large object converted
+file to file into little endian."""
 
 import os
 
@@ -13,10 +14,13 @@ from pacscore.codecs.syntaxes import (
     EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, JPEG_BASELINE, JPEG_EXTENDED, JPEG_LOSSLESS,
     JPEG_LOSSLESS_SV1, JPEG_LS_LOSSLESS, JPEG_LS_NEAR_LOSSLESS, JPEG_2000, JPEG_2000_LOSSLESS, RLE_LOSSLESS,
     isCompressed)
+from pacscore.codecs.filetranscode import NotStreamed, streams
 from pacscore.codecs.nkipixels import NKI_PIXEL_DATA
 from pacscore.control.data import openRegularFile
+from pacscore.dicom.negotiation import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION
+from pacscore.dicom.storeddata import STREAMED_OBJECT, StoredData
 from pacscore.storage.attributes import readAttributes
-from pacscore.storage.part10 import readFileMeta
+from pacscore.storage.part10 import encodeFileMeta, readFileMeta
 from pacscore.web.dicomweb.dicomjson import jsonDataset
 
 PIXEL_DATA = 0x7FE00010
@@ -48,6 +52,26 @@ def startAsStored(path, wanted, size):
             return None
         f.seek(0)
         return syntax, f.read(size), os.fstat(f.fileno()).st_size
+
+
+def startConverted(path, wanted, deferToWorker):
+    """``(file meta bytes, StoredData)`` of the stored file converted to
+    ``wanted`` in a temporary file (``StoredData.transcoded``) when it is a
+    large one (over ``STREAMED_OBJECT``) that ``filetranscode`` converts,
+    without NKI pixel data; None when it is not."""
+    with openRegularFile(path) as f:
+        syntax, meta, offset = readFileMeta(f)
+        length = os.fstat(f.fileno()).st_size - offset
+        if (not meta or length <= STREAMED_OBJECT or not streams(syntax, wanted)
+                or NKI_PIXEL_DATA in readAttributes(f, syntax, {NKI_PIXEL_DATA})):
+            return None
+        try:
+            converted = StoredData(f, offset, length, deferToWorker).transcoded(syntax, wanted, os.path.dirname(path))
+        except NotStreamed:
+            return None
+    header = encodeFileMeta(meta.get(0x00020002, ""), meta.get(0x00020003, ""), wanted, IMPLEMENTATION_CLASS_UID,
+                            IMPLEMENTATION_VERSION)
+    return header, converted
 
 
 def fileChunk(path, offset, size):

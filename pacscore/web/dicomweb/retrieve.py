@@ -26,7 +26,7 @@ from pacscore.web.dicomweb import multipart
 from pacscore.web.dicomweb.dicomjson import ANY_ORIGIN, jsonAnswer, jsonBytes
 from pacscore.web.dicomweb.instancefiles import (
     FRAME_TYPES, OCTET_STREAM, PIXEL_DATA, NoSuchAttribute, NoSuchFrame, bulkValue, fileChunk, instanceFrames,
-    instanceMetadata, startAsStored)
+    instanceMetadata, startAsStored, startConverted)
 from pacscore.web.images import picture
 from pacscore.web.objects import onFile
 from pacscore.web.wado import SYNTAX_CODES
@@ -117,9 +117,14 @@ def _partObject(path, code, quality):
 
 async def _objectChunks(archive, path, wanted, code):
     """``(transfer syntax, chunks)`` of a stored object sent in ``wanted``:
-    the file read 1 MB at a time when it is in that syntax already, else
-    made whole in ``code``."""
+    the file read 1 MB at a time when it is in that syntax already, a large
+    one converted file to file into a little endian ``wanted`` and read
+    from there, else made whole in ``code``."""
     started = await onFile(archive, path, startAsStored, wanted, CHUNK)
+    if started is None and wanted != AS_STORED:
+        converted = await onFile(archive, path, startConverted, wanted, archive.workers.deferToWorker)
+        if converted is not None:
+            return wanted, _convertedChunks(*converted)
     if started is None:
         syntax, data = await onFile(archive, path, _partObject, code, archive.configuration.lossyQuality)
         return syntax, _fileChunks(archive, path, data, len(data))
@@ -137,6 +142,17 @@ async def _fileChunks(archive, path, first, size):
             raise WebError(500, f"the stored file ended after {offset} of {size} bytes")
         yield chunk
         offset += len(chunk)
+
+
+async def _convertedChunks(header, converted):
+    """``header``, then the data set of the StoredData ``converted`` a
+    chunk at a time; its temporary file closed at the end."""
+    try:
+        yield header
+        for position in range(0, len(converted), CHUNK):
+            yield await converted.read(position, min(CHUNK, len(converted) - position))
+    finally:
+        converted.close()
 
 
 async def retrieveInstances(archive, request, target, base):

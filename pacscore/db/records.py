@@ -10,7 +10,10 @@ value from the object by the column's tag, the link columns too.
   is non-empty and differs: a known value is never blanked out.
 - An existing image row (the same SOPInstanceUID arrives again) is replaced
   completely, file location included; the previous file is reported as
-  ``Replaced`` when it differs, so the caller can delete it.
+  ``Replaced`` when it differs, so the caller can delete it.  When the
+  image moved to another series, or its series or study to another study
+  or patient (a corrected Patient ID), the series, study and patient rows
+  left empty are deleted.
 - Values longer than their column are truncated (as Conquest does): the
   first time for each column a warning, then debug lines; the columns
   AllowTruncate names only ever get debug lines.
@@ -137,6 +140,7 @@ class Upserter:
     initialization).
     """
 
+    log = Logger()
     maxCached = 10000
     selectChunk = 500  # keys per SELECT ... IN (SQLite's variable limit)
 
@@ -145,7 +149,8 @@ class Upserter:
         self._parents = levels[:3]
         self._image = levels[3]
         columns = self._image.table.c
-        locations = select(self._image.key, columns.DeviceName, columns.ObjectFile)
+        self._links = [level.table.c[level.fields[-1].name] for level in levels]  # [0] unused: patients link nowhere
+        locations = select(self._image.key, columns.DeviceName, columns.ObjectFile, self._links[3])
         self._selectLocations = locations.where(self._image.key.in_(bindparam("b_keys", expanding=True)))
         self._selectLocation = DirectStatement(locations.where(self._image.key == bindparam("b_key")))
         self._cache = {}
@@ -164,16 +169,19 @@ class Upserter:
         for record in records:
             checkRecord(self._levels, record)
         now = int(time.time())
-        rows = []
+        rows, left = [], set()  # left: (level index, key) of rows a child left
         for record in records:
-            for level in self._parents:
-                self._upsertParent(connection, level, record.attrs, now)
+            for index, level in enumerate(self._parents):
+                self._upsertParent(connection, index, level, record.attrs, now, left)
             rows.append({**self._image.values(record.attrs),
                          "DeviceName": record.deviceName, "ObjectFile": record.objectFile,
                          "AccessTime": now, "qTimeStamp": now})
-        return self._writeImages(connection, rows)
+        results = self._writeImages(connection, rows, left)
+        for index, key in sorted(left, reverse=True):  # series before studies before patients
+            self._deleteIfEmpty(connection, index, key)
+        return results
 
-    def _upsertParent(self, connection, level, attrs, now):
+    def _upsertParent(self, connection, index, level, attrs, now, left):
         seen = tuple(map(attrs.get, level.tags))
         cacheKey = (level.name, attrs.get(level.keyTag, ""))
         cached = self._cache.get(cacheKey)
@@ -192,6 +200,9 @@ class Upserter:
             known = dict(zip((field.name for field in level.fields), rows[0]))
         changes = {name: value for name, value in values.items()
                    if value and value != known[name]}
+        link = self._links[index].name
+        if index and link in changes and known[link]:
+            left.add((index - 1, known[link]))
         if changes:
             level.update.execute(connection, {**changes, "b_key": key})
         self._remember(cacheKey, seen, {**known, **changes})
@@ -201,19 +212,22 @@ class Upserter:
             self._cache.clear()
         self._cache[cacheKey] = (seen, known)
 
-    def _writeImages(self, connection, rows):
-        keyName = self._image.keyName
+    def _writeImages(self, connection, rows, left):
+        keyName, seriesName = self._image.keyName, self._links[3].name
         locations = self._locations(connection, [row[keyName] for row in rows])
         inserts, updates, results = [], [], []
         for row in rows:
             key = row[keyName]
-            location = (row["DeviceName"], row["ObjectFile"])
+            location = (row["DeviceName"], row["ObjectFile"], row[seriesName])
             previous = locations.get(key)
             if previous is None:
                 inserts.append(row)
             else:
                 updates.append({**row, "b_key": key})
-            results.append(Replaced(*previous) if previous not in (None, location) else None)
+                if previous[2] != location[2]:
+                    left.add((2, previous[2]))
+            results.append(Replaced(*previous[:2]) if previous is not None and previous[:2] != location[:2]
+                           else None)
             locations[key] = location
         if inserts:
             self._image.insert.execute(connection, inserts)
@@ -221,15 +235,30 @@ class Upserter:
             self._image.update.execute(connection, update)
         return results
 
+    def _deleteIfEmpty(self, connection, index, key):
+        """Delete the row ``key`` of level ``index`` (2: series, 1: study,
+        0: patient) when no row below links to it any more, then likewise
+        the row above it."""
+        for index in range(index, -1, -1):
+            parent, childLink = self._levels[index], self._links[index + 1]
+            if connection.execute(select(childLink).where(childLink == key).limit(1)).first() is not None:
+                break
+            above = connection.execute(select(self._links[index]).where(parent.key == key)).scalar() if index else None
+            connection.execute(parent.table.delete().where(parent.key == key))
+            self.log.info("{table} row {key} deleted: its last image moved elsewhere", table=parent.table.name, key=key)
+            if not above:
+                break
+            key = above
+        self.forgetCache()
+
     def _locations(self, connection, keys):
-        """SOPInstanceUID -> (DeviceName, ObjectFile) of the rows that exist."""
+        """SOPInstanceUID -> (DeviceName, ObjectFile, SeriesInstanceUID) of the rows that exist."""
         if len(keys) == 1:
-            return {key: (device, path) for key, device, path in
-                    self._selectLocation.execute(connection, {"b_key": keys[0]})}
+            return {key: tuple(rest) for key, *rest in self._selectLocation.execute(connection, {"b_key": keys[0]})}
         locations = {}
         for start in range(0, len(keys), self.selectChunk):
             chunk = keys[start:start + self.selectChunk]
-            locations.update((key, (device, path)) for key, device, path in
+            locations.update((key, tuple(rest)) for key, *rest in
                              connection.execute(self._selectLocations, {"b_keys": chunk}))
         return locations
 

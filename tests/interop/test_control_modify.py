@@ -7,6 +7,7 @@ findscu, on disk and with changeuidback."""
 
 import os
 import shutil
+from types import SimpleNamespace
 
 import pydicom
 from pydicom.dataset import Dataset
@@ -127,6 +128,21 @@ class ControlModifyTests(StoredCorpusTestCase):
         self.assertEqual(self.dgate(f"--modifyimage:{self.storedFile(image)},nop"),
                          [f"MAG0:{os.path.relpath(self.storedFile(image), self.server.dataDir)}: nothing changed"])
         self.assertIn("unknown command", self.refused(f"--modifyimage:{self.storedFile(image)},frobnicate"))
+
+    def test_modifyimageOfAPatientsLastImage(self):
+        """A patient's only image given another Patient ID: the old patient
+        is gone from the finders and from C-FIND."""
+        ds = makeDataset("LONELY", "Lonely^One", "1.2.826.0.1.99.1", "1.2.826.0.1.99.1.1", "1.2.826.0.1.99.1.1.1",
+                         1, 1, rows=8, columns=8)
+        path = os.path.join(self.mktemp() + ".dcm")
+        ds.save_as(path, enforce_file_format=True)
+        self.assertEqual(self.server.store(path).returncode, 0)
+        [line] = self.dgate(f'--modifyimage:{self.storedFile(SimpleNamespace(sopUID=ds.SOPInstanceUID))},set 0010,0020 to "FOUND"')
+        self.assertEqual(self.changedFile(line).PatientID, "FOUND")
+        self.assertEqual(self.dgate("--patientfinder:|LONELY"), ["FOUND\tLonely^One\t19700101\tO"])
+        matches, _ = findscu(self.server, PATIENT_ROOT, "PATIENT", {"PatientID": "LONELY"})
+        self.assertEqual(matches, [])
+        self.assertIn("DICOMPatients row LONELY deleted: its last image moved elsewhere", self.server.log())
 
     def test_mergestudyThenMergeseries(self):
         first, second = self.images[0], self.images[2]

@@ -151,6 +151,31 @@ class UpsertTests(IndexTestCase):
                          ("MAG1", "new/a.dcm", ""))
         self.assertEqual(len(self.rows("image")), 1)
 
+    def test_imageMovedLeavesNoEmptyParents(self):
+        """The same SOPInstanceUID again under another Patient ID (a
+        corrected object): the series, study and patient it left empty go;
+        a parent that still has other children stays."""
+        self.upsert(makeRecord("1.2.3.1.1"))
+        self.upsert(makeRecord("1.2.3.2.1", series="1.2.3.2"))
+        self.upsert(makeRecord("1.2.3.1.1", series="9.1", study="9", patient="PAT2"))
+        self.assertEqual([r["SeriesInstanceUID"] for r in self.rows("series")], ["1.2.3.2", "9.1"])
+        self.assertEqual(sorted(r["StudyInstanceUID"] for r in self.rows("study")), ["1.2.3", "9"])
+        self.upsert(makeRecord("1.2.3.2.1", series="9.2", study="9", patient="PAT2"))
+        self.assertEqual(sorted(r["SeriesInstanceUID"] for r in self.rows("series")), ["9.1", "9.2"])
+        self.assertEqual([r["StudyInstanceUID"] for r in self.rows("study")], ["9"])
+        self.assertEqual([r["PatientID"] for r in self.rows("patient")], ["PAT2"])
+        self.upsert(makeRecord("1.2.3.2.1", series="1.2.3.2"))  # back: the cache must not hide the deleted rows
+        self.assertEqual(sorted(r["PatientID"] for r in self.rows("patient")), ["PAT1", "PAT2"])
+        self.assertEqual(self.row("series", SeriesInstanceUID="1.2.3.2")["SeriesPat"], "PAT1")
+
+    def test_studyMovedLeavesNoEmptyPatient(self):
+        """Only the Patient ID corrected, the UIDs kept: the study row now
+        names the new patient, and the old one, left empty, goes."""
+        self.upsert(makeRecord("1.2.3.1.1", patient="WRONG"))
+        self.upsert(makeRecord("1.2.3.1.1", patient="RIGHT"))
+        self.assertEqual([r["PatientID"] for r in self.rows("patient")], ["RIGHT"])
+        self.assertEqual(self.row("study")["PatientID"], "RIGHT")
+
     def test_storedOn(self):
         self.upsert(makeRecord("1.2.3.1.2", objectFile="b.dcm"))
         self.upsert(makeRecord("1.2.3.1.1", objectFile="a.dcm"))

@@ -106,10 +106,10 @@ def usage(registry=None):
     return USAGE + "\nCommands:\n" + "\n".join(f"    {line}" for line in registry.usage())
 
 
-def _value(arg, args, what):
-    value = arg[2:] or (args.pop(0) if args else None)
+def _value(arg, args, what, optionLength=2):
+    value = arg[optionLength:] or (args.pop(0) if args else None)
     if not value:
-        raise UsageError(f"{arg[:2]} needs {what}")
+        raise UsageError(f"{arg[:optionLength]} needs {what}")
     return value
 
 
@@ -136,7 +136,7 @@ def parseArguments(argv):
         elif arg in ("-i", "-r", "-d", "-m", "-k"):
             options["actions"].append((arg[1], ""))
         elif arg.startswith("-f?"):
-            options["actions"].append(("?", _value(arg[1:], args, "a file")))
+            options["actions"].append(("f?", _value(arg, args, "a file", 3)))
         elif arg[:3] in ("-jd", "-jc", "-j*", "-j-", "-nd", "-nc"):
             options["actions"].append(("j", _recompression(arg)))
         elif arg == "-v":
@@ -301,7 +301,7 @@ def recompressFile(configuration, out, argument):
     out(f"{path}: {source} -> {target}" if target != source else f"{path}: {code} applied ({target})")
 
 
-OFFLINE = {"i": initialize, "r": regenerate, "d": listDevices, "m": listAeMap, "k": listDatabase, "?": printUID,
+OFFLINE = {"i": initialize, "r": regenerate, "d": listDevices, "m": listAeMap, "k": listDatabase, "f?": printUID,
            "j": recompressFile}
 
 

@@ -7,8 +7,10 @@ title is this archive's index (``IndexQuery.find`` in a reader thread);
 any other AE of acrnema.map gets C-FINDs through our DICOM client (Patient
 Root at PATIENT level, Study Root below).  A finder lists the entities one
 of whose searched attributes contains the text (case-insensitively: a
-``*text*`` wildcard on each, the answers merged); an empty text lists
-all; the listers' study and series UIDs must be UIDs (digits and dots).
+``*text*`` wildcard on each, the answers merged), and the studyfinder and
+seriesfinder also those whose date is in a text that is a date (as the
+manual's web pages say): ``yyyy``, ``yyyymm``, ``yyyymmdd`` or
+``yyyymmdd-yyyymmdd``; an empty text lists all; the listers' study and series UIDs must be UIDs (digits and dots).
 Each entity is one row formatted with ``fmt`` (its values tab-separated
 without one), to ``file`` or the output.  The values, in order:
 
@@ -26,6 +28,9 @@ without one), to ``file`` or the output.  The values, in order:
   ``MAG0:relative/path``, SOPInstanceUID, SOPClassUID; remotely
   SOPInstanceUID, InstanceNumber, SOPClassUID.
 """
+
+import calendar
+import re
 
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
@@ -61,6 +66,26 @@ SOP_CLASS = (SOP_CLASS_UID, "UI")
 INSTANCE_NUMBER = (0x00200013, "IS")
 UNIQUE = {"PATIENT": PATIENT_ID, "STUDY": STUDY_INSTANCE_UID, "SERIES": SERIES_INSTANCE_UID,
           "IMAGE": SOP_INSTANCE_UID}
+DATES = {"STUDY": STUDY_DATE[0], "SERIES": SERIES_DATE[0]}  # what a date-like text also searches
+_DATE_TEXT = re.compile(r"(\d{4})(\d{2})?(\d{2})?(-\d{8})?")
+
+
+def dateRange(text):
+    """The DA range a finder's text stands for (``2004`` is all of 2004,
+    ``200408`` all of August, ``20040826-20040901`` as it is), or None when
+    it is no date."""
+    match = _DATE_TEXT.fullmatch(text)
+    if match is None or (match.group(4) and not match.group(3)):
+        return None
+    year, month, day, end = match.groups()
+    if day:
+        return text
+    try:
+        if month:
+            return f"{year}{month}01-{year}{month}{calendar.monthrange(int(year), int(month))[1]:02d}"
+    except calendar.IllegalMonthError:
+        return None
+    return f"{year}0101-{year}1231"
 
 
 class LocalIndex:
@@ -159,9 +184,13 @@ async def findContaining(source, level, columns, searched, text, fixed=()):
     entities at ``level`` one of whose ``searched`` tags contains ``text``
     (all when it is empty), each once, that also match the ``fixed`` keys."""
     unique = UNIQUE[level]
+    searches = [(tag, f"*{text}*") for tag in searched] if text else [(None, "")]
+    dates = dateRange(text) if text and searched else None
+    if dates is not None and DATES.get(level) in dict(columns):
+        searches.append((DATES[level], dates))
     found = {}
-    for searchedTag in searched if text else [None]:
-        keys = {tag: QueryKey(tag, vr, f"*{text}*" if tag == searchedTag else "") for tag, vr in columns}
+    for searchedTag, value in searches:
+        keys = {tag: QueryKey(tag, vr, value if tag == searchedTag else "") for tag, vr in columns}
         keys.update((key.tag, key) for key in fixed)
         for match in await source.find(level, list(keys.values())):
             found.setdefault(match.get(unique, ""), match)

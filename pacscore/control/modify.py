@@ -175,7 +175,7 @@ class _Merge(AsyncControlCommand):
         archive = context.archive
         uids = [uidValue(uid, self.what) for uid in arguments.split(",")]
         if len(uids) < 2 or len(set(uids)) < len(uids):
-            raise CommandError(f"{self.name} needs two or more different {self.what}s")
+            raise CommandError(f"{self.name} needs two or more different {self.whats}")
         target, others = uids[0], uids[1:]
         instances = await archive.index.runQuery(archive.query.instances, self.level,
                                                  [QueryKey(self.tag, "UI", "\\".join(uids))])
@@ -185,7 +185,7 @@ class _Merge(AsyncControlCommand):
             raise CommandError(f"no stored object in {self.what} {', '.join(missing)}")
         parents = {getattr(instance, self.parent) for instance in instances}
         if len(parents) > 1:
-            raise CommandError(f"{self.name}: the {self.what}s are not of one {self.parentWhat} "
+            raise CommandError(f"{self.name}: the {self.whats} are not of one {self.parentWhat} "
                                f"({', '.join(sorted(parents))})")
         uidMap = archive.converterServices.uidMap
         try:
@@ -209,7 +209,7 @@ class MergeStudy(_Merge):
     name = "mergestudy"
     usage = "--mergestudy:uid,uid,..  Merge studies into the first (one patient)"
     what, level, tag, field, keyword = "study", "STUDY", STUDY_INSTANCE_UID, "studyInstanceUID", "StudyInstanceUID"
-    parent, parentWhat, modType = "patientID", "patient", "MergeStudy"
+    parent, parentWhat, modType, whats = "patientID", "patient", "MergeStudy", "studies"
 
 
 class MergeSeries(_Merge):
@@ -217,7 +217,7 @@ class MergeSeries(_Merge):
     usage = "--mergeseries:uid,uid,..  Merge series into the first (one study)"
     what, level, tag, field, keyword = "series", "SERIES", SERIES_INSTANCE_UID, "seriesInstanceUID", \
         "SeriesInstanceUID"
-    parent, parentWhat, modType = "studyInstanceUID", "study", "MergeSeries"
+    parent, parentWhat, modType, whats = "studyInstanceUID", "study", "MergeSeries", "series"
 
 
 class _MergeFile(_FileCommand):

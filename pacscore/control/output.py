@@ -30,7 +30,10 @@ def formatRow(fmt, values):
 
 def outputPath(archive, text):
     """``text`` (relative to the working folder) as the absolute path of a
-    file a command may write; CommandError for one of the archive's own."""
+    file a command may write; CommandError for one of the archive's own,
+    or for no name at all."""
+    if not text.strip():
+        raise CommandError("no output file given")
     path = archive.configuration.resolvePath(text)
     real = os.path.realpath(path)
     onDevice = any(real.startswith(os.path.join(os.path.realpath(device.path), "")) for device in archive.devices)

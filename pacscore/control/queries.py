@@ -36,9 +36,9 @@ def _execute(connection, statement):
 
 
 def _select(connection, statement, limit):
-    """In a reader thread: the rows, at most ``limit`` (None: all)."""
+    """In a reader thread: the rows, at most ``limit`` (None or 0: all)."""
     result = _execute(connection, statement)
-    rows = result.fetchmany(limit) if limit is not None else result.all()
+    rows = result.fetchmany(limit) if limit else result.all()
     return [["" if value is None else value for value in row] for row in rows]
 
 
@@ -84,8 +84,10 @@ class Query2(Query):
     usage = "--query2:tab|fld|whe|fmt|max|file  Same but limit output rows to max"
 
     def run(self, arguments, context):
+        """An empty or 0 ``max`` limits nothing (the manual's own sample.cq
+        leaves it out)."""
         table, columns, where, fmt, limit, path = pipeFields(arguments, 6)
-        limit = number(limit, "max")
+        limit = number(limit, "max") if limit.strip() else 0
         if limit > MAX_ROWS:
             raise CommandError(f"max must be at most {MAX_ROWS}, not {limit}")
         return self.select(context.archive, table, columns, where, fmt, limit, path)

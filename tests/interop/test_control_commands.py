@@ -730,14 +730,18 @@ class DataCommandTests(DgateMixin, unittest.TestCase):
         target = os.path.join(self.server.workdir, "query", "rows.txt")
         output = self.dgate("--query2:DICOMImages|SOPInstanceUID|ImagePat = 'MOVEPAT'|%s|3|query/rows.txt",
                             "--query2:DICOMImages|SOPInstanceUID|ImagePat = 'MOVEPAT'|%s|10|",
-                            "--query2:DICOMImages|SOPInstanceUID|ImagePat = 'MOVEPAT'|[%s]|1|")
+                            "--query2:DICOMImages|SOPInstanceUID|ImagePat = 'MOVEPAT'|[%s]|1|",
+                            "--query2:DICOMImages|SOPInstanceUID|ImagePat = 'MOVEPAT'|%s",  # no max: all
+                            "--query2:DICOMImages|SOPInstanceUID|ImagePat = 'MOVEPAT'|%s|0|")
         self.assertEqual(output[0], f"3 line(s) written to {target}")
         written = readText(target).splitlines()
         self.assertEqual(len(written), 3)
         self.assertLessEqual(set(written), uids)
         self.assertEqual(sorted(output[1:5]), sorted(uids))
-        self.assertEqual(len(output), 6)
+        self.assertEqual(len(output), 14)
         self.assertRegex(output[5], r"^\[[0-9.]+\]$")
+        self.assertEqual(sorted(output[6:10]), sorted(uids))
+        self.assertEqual(sorted(output[10:]), sorted(uids))
 
     def test_studyfinderAndSeriesfinder(self):
         expected = sorted(";".join(row) for row in indexQuery(
@@ -759,6 +763,35 @@ class DataCommandTests(DgateMixin, unittest.TestCase):
         self.assertEqual(len(expected), 2)
         self.assertEqual(sorted(output[6:8]), expected)
         self.assertEqual(sorted(output[8:]), expected, "through C-FIND")
+
+
+    def test_findersByDate(self):
+        """A date as the text (yyyy, yyyymm, yyyymmdd, a range) also finds
+        the studies and series of those dates, here and through C-FIND."""
+        dates = indexQuery(self.server, "SELECT StudyDate, StudyInstanceUID FROM DICOMStudies WHERE StudyDate <> ''")
+        day = dates[0][0]
+        for text, where in ((day, f"= '{day}'"), (day[:6], f"LIKE '{day[:6]}%'"), (day[:4], f"LIKE '{day[:4]}%'"),
+                            (f"{day}-{day[:4]}1231", f"BETWEEN '{day}' AND '{day[:4]}1231'")):
+            expected = sorted(uid for date, uid in dates if passes(date, where))
+            self.assertTrue(expected)
+            for server in ("", SELF):
+                found = self.dgate(f"--studyfinder:{server}|{text}|%s;%s;%s;%s;%s;%s|")
+                self.assertEqual(sorted(line.split(";")[5] for line in found), expected, (text, server))
+        series = indexQuery(self.server, f"SELECT SeriesInstanceUID FROM DICOMSeries WHERE SeriesDate = '{day}'")
+        expected = sorted(uid for (uid,) in series)
+        for server in ("", SELF):
+            found = self.dgate(f"--seriesfinder:{server}|{day}|%s;%s;%s;%s;%s;%s;%s|")
+            self.assertEqual(sorted(line.split(";")[6] for line in found), expected, server)
+
+
+def passes(date, where):
+    """Whether ``date`` passes the SQL condition ``where`` (=, LIKE 'x%', BETWEEN)."""
+    if where.startswith("= "):
+        return date == where[3:-1]
+    if where.startswith("LIKE"):
+        return date.startswith(where[6:-2])
+    low, high = where[9:].replace("'", "").split(" AND ")
+    return low <= date <= high
 
 
 class DeviceCommandTests(DgateMixin, unittest.TestCase):

@@ -96,6 +96,8 @@ class ConversionCommandTests(unittest.TestCase):
         self.assertEqual(plain.file_meta.TransferSyntaxUID, ExplicitVRLittleEndian)
         self.assertEqual(plain.pixel_array[:, 0, 0].tolist(), list(range(FRAMES)))
         self.assertIn("No such file", self.dgate(f"--uncompress:{self.workdir}/missing.dcm,{out}", status=1))
+        self.assertIn("no output file given", self.dgate(f"--uncompress:{path}", status=1))
+        self.assertIn("no output file given", self.dgate(f"--extract_frames:{path},,0", status=1))
 
     def test_testcompress(self):
         path = multiFrame(os.path.join(self.workdir, "test.dcm"), size=64)  # openjpeg wants 64x64 or more

@@ -169,6 +169,9 @@ class ControlModifyTests(StoredCorpusTestCase):
                       self.refused(f"--mergestudy:{first.studyUID},{self.images[4].studyUID}"))
         self.assertIn("not of one study",
                       self.refused(f"--mergeseries:{first.seriesUID},{self.images[4].seriesUID}"))
+        self.assertIn("mergestudy needs two or more different studies", self.refused(f"--mergestudy:{first.studyUID}"))
+        self.assertIn("the series are not of one study",
+                      self.refused(f"--mergeseries:{first.seriesUID},{self.images[4].seriesUID}"))
         self.assertIn("was not merged", self.refused(f"--mergestudyfile:{self.storedFile(self.images[6])}"))
 
     def test_attachAnyToPatientStudySeries(self):

@@ -135,7 +135,10 @@ class CliTests(unittest.TestCase):
         self.assertEqual(self.dgate(f"-f?{path}"), (0, "1.2.3.4.5"))
         code, output = self.dgate(f"-f?{path}.missing")
         self.assertEqual(code, 1)
-        self.assertIn("-? failed", output)
+        self.assertIn(f"-f? failed: {path}.missing", output)
+        code, output = self.dgate("-f?")
+        self.assertEqual(code, 2)
+        self.assertIn("-f? needs a file", output)
 
     def test_recompressFilesInPlace(self):
         """-jc1 (JPEG lossless), -j*jk (JPEG 2000 lossless), -jd (back to

@@ -10,7 +10,10 @@ acknowledged, indexed Part-10 file.
 Disk work runs in a worker of the I/O pool, which hands the record straight
 to the index writer thread; the reactor hears back once, after the commit. A
 replaced object (same SOP Instance UID) has its old file removed only after
-the new one is committed.
+the new one is committed.  A spooled (large) object whose compression code
+asks only for explicit or implicit VR little endian is converted from its
+spool file into the device's temporary file a frame at a time
+(``pacscore.codecs.filetranscode``), never whole in memory.
 """
 
 import dataclasses
@@ -21,10 +24,11 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from pacscore.codecs.compression import mayChange, recode
+from pacscore.codecs.compression import mayChange, recode, recodedSyntaxes
+from pacscore.codecs.filetranscode import NotStreamed, streams, transcodeFile
 from pacscore.codecs.jpeglossy import DEFAULT_QUALITY
 from pacscore.codecs.nki import NKIError
-from pacscore.codecs.nkipixels import withPlainPixels
+from pacscore.codecs.nkipixels import NKI_PIXEL_DATA, withPlainPixels
 from pacscore.codecs.transcode import TranscodeError
 from pacscore.db.index import ImageRecord
 from pacscore.dicom.datasets import IdentifierError
@@ -192,10 +196,10 @@ class ObjectStore:
             actions = []
             changed = self._amend(incoming, attrs, spool, actions)
             if changed is not None:
-                data, attrs, header, device = changed
+                data, attrs, header, device, converted = changed
                 if temporary is not None:
                     os.unlink(temporary)
-                    temporary = None
+                temporary = converted
             relative = self.namer.name(attrs, incoming.callingAE, incoming.calledAE)
             if data is not None:
                 temporary, low = device.takeTemporaryFile()
@@ -246,15 +250,21 @@ class ObjectStore:
         for (a converter's ``compression`` command, else the incoming
         object's; s0..s9 run their CompressionConverterN line): None when
         the object is stored as received, else
-        ``(data, attrs, header, device)``; the actions the import
+        ``(data, attrs, header, device, None)``, or ``(None, attrs, header,
+        device, path)`` for one converted file to file into the temporary
+        file ``path``; the actions the import
         converters queued are added to ``actions``.  Raises Refused or
         Destroyed when a rule says so."""
         importers = self.importers if incoming.converters else None
         amenders = self.amenders if incoming.amended else ()
         scripts = self.compressionScripts
-        if (not amenders and importers is None and not (scripts and scripts.runs(incoming.compression))
-                and not mayChange(spool.inMemory, incoming.transferSyntax, incoming.compression)):
-            return None
+        if not amenders and importers is None and not (scripts and scripts.runs(incoming.compression)):
+            if not mayChange(spool.inMemory, incoming.transferSyntax, incoming.compression):
+                return None
+            if spool.inMemory is None:
+                converted = self._convertSpooled(incoming, spool)
+                if converted is not None:
+                    return converted
         data = spool.inMemory
         if data is None:
             with open(spool.path, "rb") as f:
@@ -290,7 +300,43 @@ class ObjectStore:
             raise DatasetMismatch("the amended data set has no SOP Class or Instance UID")
         amended = dataclasses.replace(incoming, sopClassUID=attrs[SOP_CLASS_UID],
                                       sopInstanceUID=attrs[SOP_INSTANCE_UID], transferSyntax=transferSyntax)
-        return data, attrs, self._header(amended, transferSyntax), device
+        return data, attrs, self._header(amended, transferSyntax), device, None
+
+    def _convertSpooled(self, incoming, spool):
+        """The spooled object in the one little endian syntax its
+        compression code asks for, converted file to file into a temporary
+        file of the device: ``(None, attrs, header, device, path)``; None
+        when that cannot be done so (then it is converted in memory)."""
+        syntax = incoming.transferSyntax
+        targets = recodedSyntaxes(syntax, incoming.compression)
+        if len(targets) != 1 or not streams(syntax, targets[0]):
+            return None
+        target = targets[0]
+        header = self._header(dataclasses.replace(incoming, transferSyntax=target), target)
+        temporary, low = self.device.takeTemporaryFile()
+        if low:
+            self.workers.callInThread(self.device.refillTemporaryFiles)
+        try:
+            with open(spool.path, "rb") as source, open(temporary, "wb") as out:
+                start = len(spool.header)
+                source.seek(start)
+                if NKI_PIXEL_DATA in readAttributes(source, syntax, {NKI_PIXEL_DATA}):
+                    raise NotStreamed("NKI pixel data")
+                out.write(header)
+                transcodeFile(source, start, os.fstat(source.fileno()).st_size - start, syntax, target, out)
+            with open(temporary, "rb") as written:
+                written.seek(len(header))
+                attrs = readAttributes(written, target, self.tags, wholeDataset=True)
+        except (NotStreamed, TranscodeError, DatasetError) as e:
+            os.unlink(temporary)
+            if not isinstance(e, NotStreamed):
+                self.log.warn("{uid}: compression {code} not applied file to file, trying in memory: {error}",
+                              uid=incoming.sopInstanceUID, code=incoming.compression, error=e)
+            return None
+        except BaseException:
+            os.unlink(temporary)
+            raise
+        return None, attrs, header, self.device, temporary
 
     def _compress(self, incoming, data, transferSyntax, compression):
         """``(data, transferSyntax)`` as the Conquest code ``compression``

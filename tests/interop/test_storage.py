@@ -473,6 +473,24 @@ class LargeObjectTests(ServerTestCase):
             del ds, pixels
 
 
+    def test_largeCompressedStoredUncompressedWithBoundedMemory(self):
+        """IncomingCompression = un: the 16 MB JPEG-LS object that decodes
+        to 100 MB is stored in explicit VR little endian, converted from its
+        spool file a frame at a time."""
+        self.server.stop()
+        self.server.setIni(IncomingCompression="un")
+        self.server.start()
+        path = os.path.join(self.mktemp() + ".dcm")
+        frame = writeLargeCompressed(path, "1.2.3.4.6.1.3")
+        self.assertBoundedMemory(lambda: self.server.store(path, extra=("-R", "-xt")))
+        stored = pydicom.dcmread(storedFiles(self.server.dataDir)["1.2.3.4.6.1.3"])
+        self.assertEqual((stored.file_meta.TransferSyntaxUID, int(stored.NumberOfFrames)), ("1.2.840.10008.1.2.1", 200))
+        pixels = stored.pixel_array
+        np.testing.assert_array_equal(pixels[0], frame)
+        np.testing.assert_array_equal(pixels[-1], frame)
+        self.assertEqual(column(self.server.database, "DICOMImages", "NumberOfFrames"), ["200"])
+
+
 class SmallDiskTestCase(unittest.TestCase):
     """A server whose MAG0 is a tmpfs of ``size`` (needs root)."""
 

@@ -12,10 +12,12 @@ from io import BytesIO
 
 import pydicom
 from pydicom.data import get_testdata_file
+from pydicom.encaps import encapsulate, generate_frames
 from twisted.internet import defer, reactor
 from twisted.logger import Logger, formatEvent
 from twisted.trial import unittest
 
+from pacscore.codecs.transcode import transcode
 from pacscore.config.loader import loadConfiguration
 from pacscore.db.index import Index
 from pacscore.storage.devices import TEMP_FOLDER, MagDevice
@@ -31,6 +33,8 @@ from plugins.pacs_sqlite import sqliteDriver
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 EXPLICIT = "1.2.840.10008.1.2.1"
+IMPLICIT = "1.2.840.10008.1.2"
+RLE = "1.2.840.10008.1.2.5"
 
 
 def datasetBytes(name):
@@ -92,8 +96,9 @@ class ObjectStoreTests(unittest.TestCase):
         return defer.gatherResults([self.workers.deferToWorker(barrier.wait)
                                     for _ in range(self.workers.size)])
 
-    def receive(self, data, sopInstance, fragment=16384, sopClass=CT, transport=None, compression=""):
-        incoming = IncomingObject(sopClass, sopInstance, EXPLICIT, "MODALITY", "PACS", compression)
+    def receive(self, data, sopInstance, fragment=16384, sopClass=CT, transport=None, compression="",
+                syntax=EXPLICIT):
+        incoming = IncomingObject(sopClass, sopInstance, syntax, "MODALITY", "PACS", compression)
         spool = self.store.spool(incoming, transport)
         for offset in range(0, len(data), fragment):
             spool.write(memoryview(data)[offset:offset + fragment])
@@ -158,6 +163,30 @@ class ObjectStoreTests(unittest.TestCase):
             f.seek(readFileMeta(f)[2])
             self.assertEqual(f.read(), data)
         self.assertFalse(os.path.exists(spool.path), "the spool file was renamed into place")
+
+    @defer.inlineCallbacks
+    def test_spooledObjectConvertedFileToFile(self):
+        """A spooled object that ``ui`` or ``un`` turns into little endian is
+        converted from its spool file (never read whole): the same bytes
+        as the conversion in memory, indexed with its attributes."""
+        uid, data = largeDataset(2 << 20)
+        rle = pydicom.dcmread(get_testdata_file("SC_rgb_rle_2frame.dcm"))
+        rle.PixelData = encapsulate(list(generate_frames(rle.PixelData, number_of_frames=2)) * 100)
+        rle.NumberOfFrames = 200
+        buffer = BytesIO()
+        rle.save_as(buffer, enforce_file_format=True)
+        compressed = buffer.getvalue()[readFileMeta(BytesIO(buffer.getvalue()))[2]:]
+        self.patch(ObjectStore, "_compress", lambda *args: self.fail("converted in memory"))
+        for sop, syntax, payload, code, target in ((uid, EXPLICIT, data, "ui", IMPLICIT),
+                                                   (rle.SOPInstanceUID, RLE, compressed, "un", EXPLICIT)):
+            incoming, spool = self.receive(payload, sop, sopClass=rle.SOPClassUID if syntax == RLE else CT,
+                                           compression=code, syntax=syntax)
+            self.assertIsNone(spool.inMemory)
+            relative = yield self.store.store(incoming, spool)
+            self.assertEqual(self.storedFile(relative)[::2], (target, transcode(payload, syntax, target)))
+        rows = yield self.index.runQuery(
+            lambda c: c.exec_driver_sql("SELECT NumberOfFrames FROM DICOMImages ORDER BY NumberOfFrames").fetchall())
+        self.assertEqual([r[0] for r in rows], ["", "200"])
 
     def test_backpressure(self):
         transport = FakeTransport()

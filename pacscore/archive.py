@@ -342,7 +342,7 @@ class Archive:
         mpps = MppsService(self.procedureSteps, self.converterServices.uidMap.prefix, self.counters,
                            worklist=self.worklistItems, forwarder=self.mppsForwarder)
         services = {
-            commands.C_ECHO_RQ: EchoService(),
+            commands.C_ECHO_RQ: SopClassRouter({VERIFICATION: EchoService()}),
             commands.C_STORE_RQ: storage,
             commands.C_FIND_RQ: SopClassRouter({**dict.fromkeys(sopClassesFor(FIND), find),
                                                 MODALITY_WORKLIST_FIND: worklist}),

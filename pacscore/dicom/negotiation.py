@@ -38,7 +38,10 @@ USER_NO_REASON = 1
 USER_APPLICATION_CONTEXT = 2
 USER_CALLING_AE = 3
 USER_CALLED_AE = 7
-SMALLEST_MAX_PDU_LENGTH = 1024  # a peer asking for smaller PDUs is refused
+SMALLEST_MAX_PDU_LENGTH = 256  # a peer asking for smaller PDUs is refused (PS3.8 sets no floor; this bounds
+                               # the PDUs a large object takes)
+USER_INFORMATION = 0x50
+KNOWN_USER_ITEMS = frozenset(range(0x51, 0x5A))  # PS3.7 D.3.3 and PS3.8 D.3.3: max length ... user identity AC
 ACSE_PROTOCOL_VERSION = 2
 
 MAX_ASYNC_OPERATIONS = 16
@@ -177,10 +180,33 @@ def _spacePadded(body):
     return body if b"\x00" not in titles else bytes(body[:4]) + bytes(titles).replace(b"\x00", b" ") + bytes(body[36:])
 
 
+def _withoutUnknownUserItems(body):
+    """An A-ASSOCIATE-RQ/AC body without the User Information sub-items of
+    types it does not define, which PS3.8 D.2 says an acceptor ignores
+    (pynetdicom refuses them); as it is when its items do not parse."""
+    position, items = 68, [bytes(body[:68])]
+    while position + 4 <= len(body):
+        itemType, length = body[position], int.from_bytes(body[position + 2:position + 4], "big")
+        value = bytes(body[position + 4:position + 4 + length])
+        if len(value) < length:
+            return body
+        if itemType == USER_INFORMATION:
+            kept, sub = [], 0
+            while sub + 4 <= len(value):
+                subLength = int.from_bytes(value[sub + 2:sub + 4], "big")
+                if value[sub] in KNOWN_USER_ITEMS:
+                    kept.append(value[sub:sub + 4 + subLength])
+                sub += 4 + subLength
+            value = b"".join(kept)
+        items.append(bytes((itemType, 0)) + len(value).to_bytes(2, "big") + value)
+        position += 4 + length
+    return b"".join(items)
+
+
 def _decodePDU(pduClass, pduType, body):
     """A pynetdicom PDU object decoded from the body of a PDU, or PDUError."""
     if pduType in (0x01, 0x02):
-        body = _spacePadded(body)
+        body = _withoutUnknownUserItems(_spacePadded(body))
     decoded = pduClass()
     try:
         decoded.decode(bytes((pduType, 0)) + len(body).to_bytes(4, "big") + body)

@@ -153,6 +153,11 @@ class DicomProtocol(Protocol, TimeoutMixin):
             self.abort(pdu.REASON_NOT_SPECIFIED)
 
     def timeoutConnection(self):
+        if self._operations or self._outbox is not None:
+            # serving a request (a C-MOVE sending for an hour, a slow C-FIND): the
+            # requestor rightly sends nothing meanwhile; the association is not idle
+            self.setTimeout(self.timeOut)  # re-armed: the expired call is gone
+            return
         self.log.warn("{peer}: no data for {timeout} s (TCPIPTimeOut), aborting",
                       peer=self.peerName(), timeout=self.timeOut)
         self.abort(pdu.REASON_NOT_SPECIFIED)

@@ -9,6 +9,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from pacscore.dicom import commands
+from pacscore.dicom.routing import refuse
 from pacscore.dicom.timing import timed
 from pacscore.storage.devices import isDiskFull
 from pacscore.storage.store import DatasetMismatch, Destroyed, IncomingObject, InvalidDataset, Refused
@@ -51,6 +52,14 @@ class StorageService:
 
     def handle(self, protocol, contextId, command, dataset):
         incoming = self._incoming(protocol, contextId, command)
+        contextClass = protocol.association.contexts[contextId][0]
+        if incoming.sopClassUID != contextClass:
+            # PS3.7 9.1.1.1: the context's abstract syntax is the SOP class; else an object
+            # refused at negotiation (dgatesop.lst) would come in on any other context
+            if dataset is not None:
+                dataset.discard()
+            refuse(protocol, contextId, command, contextClass, f"a {incoming.sopClassUID} object on this context")
+            return defer.succeed(None)
         stored = self.storeIncoming(incoming, dataset, "C-STORE-RQ without a data set")
         stored.addCallback(self._respond, protocol, contextId, command)
         return stored

@@ -110,7 +110,7 @@ class ClientTests(unittest.TestCase):
         """An acceptor limiting us to PDUs that hold almost nothing: the
         association is aborted and fails, instead of a message split into
         millions of PDUs."""
-        self.server.policy.maxPDULength = 512
+        self.server.policy.maxPDULength = 128
         failure = self.connect([(VERIFICATION, [IMPLICIT])])
         failure.trap(AssociationLost)
         self.assertEqual(self.client.state, "Sta13")

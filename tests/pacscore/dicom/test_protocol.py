@@ -143,13 +143,29 @@ class ProtocolTests(unittest.TestCase):
     def test_rejectTinyMaximumLength(self):
         """A requestor whose PDUs could carry (almost) no data is rejected
         (permanent, service user, no reason given); 0 means no limit."""
-        for maxLength, expected in ((6, pdu.A_ASSOCIATE_RJ), (1023, pdu.A_ASSOCIATE_RJ),
-                                    (1024, pdu.A_ASSOCIATE_AC), (0, pdu.A_ASSOCIATE_AC)):
+        for maxLength, expected in ((6, pdu.A_ASSOCIATE_RJ), (255, pdu.A_ASSOCIATE_RJ),
+                                    (256, pdu.A_ASSOCIATE_AC), (512, pdu.A_ASSOCIATE_AC), (0, pdu.A_ASSOCIATE_AC)):
             self.protocol, self.transport = self.connect()
             pduType, body = self.associate(maxLength=maxLength)
             self.assertEqual(pduType, expected, maxLength)
             if expected == pdu.A_ASSOCIATE_RJ:
                 self.assertRejected(body, 1, 1, 1)
+
+    def test_unknownUserInformationItemsIgnored(self):
+        """PS3.8 D.2: sub-items of the User Information item of types it
+        does not define are ignored, not a reason to abort."""
+        rq = bytearray(associateRQ([(VERIFICATION, [IMPLICIT])]))
+        user = rq.index(b"\x50\x00", 74)
+        extra = b"\x60\x00\x00\x02ab\xff\x00\x00\x00"
+        rq[user + 2:user + 4] = (int.from_bytes(rq[user + 2:user + 4], "big") + len(extra)).to_bytes(2, "big")
+        rq[user + 4:user + 4] = extra
+        rq[2:6] = (len(rq) - 6).to_bytes(4, "big")
+        self.protocol.dataReceived(bytes(rq))
+        [(pduType, body)] = readPDUs(self.written())
+        self.assertEqual(pduType, pdu.A_ASSOCIATE_AC)
+        self.protocol.dataReceived(message(1, echoRQ()))
+        [(_, rsp, _)] = readMessages(self.written())
+        self.assertEqual(rsp[commands.STATUS], 0)
 
     def test_compressionSuffix(self):
         pduType, _ = self.associate(called="PACS~j2")
@@ -347,6 +363,20 @@ class ProtocolTests(unittest.TestCase):
         self.clock.advance(299)
         self.assertEqual(self.written(), b"")
         self.clock.advance(1)
+        self.assertAborted(pdu.REASON_NOT_SPECIFIED)
+
+    def test_noIdleTimeoutWhileServing(self):
+        """TCPIPTimeOut counts from the end of the last operation: a C-MOVE
+        or C-FIND that takes longer is not cut off."""
+        slow = SlowService()
+        self.services[commands.C_ECHO_RQ] = slow
+        self.associate()
+        self.protocol.dataReceived(message(1, echoRQ()))
+        self.clock.advance(900)
+        self.assertEqual(self.written(), b"")
+        slow.pending[0].callback(None)
+        self.assertEqual([t for t, _ in readPDUs(self.written())], [pdu.P_DATA_TF])
+        self.clock.advance(300)
         self.assertAborted(pdu.REASON_NOT_SPECIFIED)
 
     def test_release(self):

@@ -10,10 +10,10 @@ in ``*`` matches every called AE starting with the part before the ``*``; the
 rest of the called AE is then put in place of a ``*`` ending host or port.
 So with ``V*  *  1234`` the AE ``V192.168.1.5`` maps to host ``192.168.1.5``,
 port 1234.  Entries are tried in file order and the first match wins.  As in
-Conquest the prefix of a wildcard entry is compared case-insensitively; an
-exact entry must match case-sensitively (Conquest's extra case-insensitive
-second pass over exact entries is deliberately not reproduced: AE titles are
-case-sensitive in DICOM).
+Conquest the prefix of a wildcard entry is compared case-insensitively, an
+exact entry first case-sensitively, then, when nothing matched, in a second
+pass case-insensitively (``conquestsrv1`` finds ``CONQUESTSRV1``, which is
+then the AE title called).
 """
 
 from dataclasses import dataclass, field, replace
@@ -143,6 +143,9 @@ class AcrNemaMap(LineFile):
                     rest = ae[len(prefix):]
                     return self._withTLS(Node(ae, _fill(node.host, rest), _fill(node.port, rest), node.compression))
             elif node.ae == ae:
+                return self._withTLS(Node(node.ae, node.host, node.port, node.compression))
+        for node in self.nodes:
+            if not node.ae.endswith("*") and node.ae.lower() == ae.lower():
                 return self._withTLS(Node(node.ae, node.host, node.port, node.compression))
         return None
 

@@ -7,17 +7,27 @@ keys and section names case-insensitive), whole-line comments starting with
 are no inline comments, because converter scripts contain ``#``, ``=`` and
 ``;``.  Like Conquest, a value wholly enclosed in matching double or single
 quotes is unquoted, and the first of two equal keys in a section wins.
+A number is read as Conquest's ``atoi`` reads it where the text after it is
+plainly no part of it: ``5678  # port`` is 5678, ``100MB`` 100 (with a
+warning naming the line); a value that does not start with a number, or
+goes on like a mistyped one (``56a8``), is an error.
 
 Keys written before any header belong to Conquest's main section ``sscscp``.
 The writer keeps comments, blank lines and the text of untouched lines.
 """
 
+import re
 from dataclasses import dataclass
+
+from twisted.logger import Logger
 
 from pacscore.config.errors import ConfigError
 from pacscore.config.textfile import LineFile, lineEnding, splitLines
 
 MAIN_SECTION = "sscscp"
+_LEADING_INTEGER = re.compile(r"\s*([+-]?\d+)")
+log = Logger()
+_warned = set()  # (path, line, key, value) of the numbers read past text, warned of once
 
 
 @dataclass
@@ -96,11 +106,15 @@ class DicomIni(LineFile):
         row = self._find(key, section)
         if row is None or row.value == "":
             return default
-        try:
-            return int(row.value)
-        except ValueError:
-            raise ConfigError(self.path, row.line,
-                              f"{row.key} must be an integer, not {row.value!r}") from None
+        match = _LEADING_INTEGER.match(row.value)
+        rest = row.value[match.end():] if match else ""
+        if match is None or rest and not (rest[0].isspace() or rest[0] in "#;" or rest.isalpha()):
+            raise ConfigError(self.path, row.line, f"{row.key} must be an integer, not {row.value!r}")
+        if rest and (self.path, row.line, row.key, row.value) not in _warned:
+            _warned.add((self.path, row.line, row.key, row.value))
+            log.warn("{path}:{line}: {key} = {value!r} read as {number}, as Conquest reads it",
+                     path=self.path, line=row.line, key=row.key, value=row.value, number=int(match.group(1)))
+        return int(match.group(1))
 
     def has(self, key, section=MAIN_SECTION):
         return self._find(key, section) is not None

@@ -40,6 +40,7 @@ _UNCOMPRESSED = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.
 _DCM_MODES = frozenset({4, 8, 9, 10, 11, 12})
 
 _CLEANED = str.maketrans(dict.fromkeys('/\\;><|,. :?*"', "_"))
+NAME_MAX = 255  # bytes of one file or folder name (ext4, XFS ...)
 _VALUE_END = re.compile("[\x00-\x20]")  # Cleanup() ends a value at a control character
 _UNSAFE = re.compile("[\x00-\x1f/\\\\]")
 _CONTROLS = re.compile("[\x00-\x1f]")
@@ -76,10 +77,23 @@ _MODE_TAGS = {
 _MODE_TAGS.update({1: _MODE_TAGS[0], 4: _MODE_TAGS[3], 8: _MODE_TAGS[6], 9: _MODE_TAGS[7]})
 
 
+def _bytesCut(value, size):
+    """``value`` cut to at most ``size`` bytes of UTF-8, at a character
+    boundary (Conquest counts bytes: 64 Japanese characters are 192)."""
+    return value.encode("utf-8")[:size].decode("utf-8", "ignore")
+
+
 def cleanup(value):
     """Conquest's Cleanup(): a value made fit for a file or directory name."""
-    value = _VALUE_END.split(value.translate(_CLEANED), 1)[0][:65].rstrip("_")
+    value = _bytesCut(_VALUE_END.split(value.translate(_CLEANED), 1)[0], 65).rstrip("_")
     return value or "unknown"
+
+
+def _fitted(part):
+    """A path part of at most 255 bytes (NAME_MAX), as a long template can
+    make one: its start cut, the end (the UID, the extension) kept."""
+    data = part.encode("utf-8")
+    return part if len(data) <= NAME_MAX else data[len(data) - NAME_MAX:].decode("utf-8", "ignore")
 
 
 def _atoi(text):
@@ -88,9 +102,9 @@ def _atoi(text):
 
 
 def _value(attrs, tag):
-    """The attribute as Conquest reads it: at most 64 characters, "empty" if absent."""
+    """The attribute as Conquest reads it: at most 64 bytes, "empty" if absent."""
     value = attrs.get(tag)
-    return "empty" if value is None else value[:64]
+    return "empty" if value is None else _bytesCut(value, 64)
 
 
 def _safe(value):
@@ -283,7 +297,8 @@ class FileNamer:
 
         Give ``transferSyntax`` to have Conquest's rule applied that a ".v2"
         name becomes ".dcm" when the object is not in one of the three
-        uncompressed syntaxes.
+        uncompressed syntaxes (only a name ending in ".v2": a template
+        without an extension keeps the end of its UID).
         """
         fields = _Fields(attrs, callingAE, calledAE)
         if self.template is None:
@@ -291,12 +306,12 @@ class FileNamer:
         else:
             root, name = self._templated(fields, attrs)
         if (transferSyntax is not None and self.mode not in _DCM_MODES
-                and transferSyntax.rstrip("\x00 ") not in _UNCOMPRESSED and "." in name):
-            name = name[:name.rindex(".")] + ".dcm"
+                and transferSyntax.rstrip("\x00 ") not in _UNCOMPRESSED and name.lower().endswith(".v2")):
+            name = name[:-3] + ".dcm"
         name += self.testMode
         keep = len(root) + 1 if root else 0
         if 0 < self.maxFileNameLength < len(name) - keep:
             name = name[:keep] + name[len(name) - self.maxFileNameLength:]
-        parts = [part if part.strip(".") else "_" * len(part)
+        parts = [_fitted(part) if part.strip(".") else "_" * len(part)
                  for part in _CONTROLS.sub("_", name).split("/") if part]
         return "/".join(parts) or "unknown"

@@ -195,12 +195,13 @@ class ObjectStore:
             self._check(incoming, attrs)
             actions = []
             changed = self._amend(incoming, attrs, spool, actions)
+            transferSyntax = incoming.transferSyntax
             if changed is not None:
-                data, attrs, header, device, converted = changed
+                data, attrs, header, device, converted, transferSyntax = changed
                 if temporary is not None:
                     os.unlink(temporary)
                 temporary = converted
-            relative = self.namer.name(attrs, incoming.callingAE, incoming.calledAE)
+            relative = self.namer.name(attrs, incoming.callingAE, incoming.calledAE, transferSyntax)
             if data is not None:
                 temporary, low = device.takeTemporaryFile()
                 if low:
@@ -250,9 +251,10 @@ class ObjectStore:
         for (a converter's ``compression`` command, else the incoming
         object's; s0..s9 run their CompressionConverterN line): None when
         the object is stored as received, else
-        ``(data, attrs, header, device, None)``, or ``(None, attrs, header,
-        device, path)`` for one converted file to file into the temporary
-        file ``path``; the actions the import
+        ``(data, attrs, header, device, None, transfer syntax)``, or
+        ``(None, attrs, header, device, path, transfer syntax)`` for one
+        converted file to file into the temporary file ``path``; the
+        actions the import
         converters queued are added to ``actions``.  Raises Refused or
         Destroyed when a rule says so."""
         importers = self.importers if incoming.converters else None
@@ -300,7 +302,7 @@ class ObjectStore:
             raise DatasetMismatch("the amended data set has no SOP Class or Instance UID")
         amended = dataclasses.replace(incoming, sopClassUID=attrs[SOP_CLASS_UID],
                                       sopInstanceUID=attrs[SOP_INSTANCE_UID], transferSyntax=transferSyntax)
-        return data, attrs, self._header(amended, transferSyntax), device, None
+        return data, attrs, self._header(amended, transferSyntax), device, None, transferSyntax
 
     def _convertSpooled(self, incoming, spool):
         """The spooled object in the one little endian syntax its
@@ -336,7 +338,7 @@ class ObjectStore:
         except BaseException:
             os.unlink(temporary)
             raise
-        return None, attrs, header, self.device, temporary
+        return None, attrs, header, self.device, temporary, target
 
     def _compress(self, incoming, data, transferSyntax, compression):
         """``(data, transferSyntax)`` as the Conquest code ``compression``

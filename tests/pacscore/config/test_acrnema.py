@@ -67,8 +67,13 @@ class LookupTests(unittest.TestCase):
     def test_exact(self):
         self.assertEqual(self.amap.lookup("CONQUESTSRV1"), Node("CONQUESTSRV1", "127.0.0.1", "5678", "un"))
 
-    def test_exactIsCaseSensitive(self):
-        self.assertIsNone(self.amap.lookup("conquestsrv1"))
+    def test_exactCaseSensitiveFirstThenNot(self):
+        """As Conquest's second pass: an exact entry of another case is
+        found when nothing else matched, and its own spelling is called."""
+        self.assertEqual(self.amap.lookup("conquestsrv1"), Node("CONQUESTSRV1", "127.0.0.1", "5678", "un"))
+        amap = AcrNemaMap.fromString("Viewer 10.0.0.1 104 un\nVIEWER 10.0.0.2 104 un\n")
+        self.assertEqual(amap.lookup("VIEWER").host, "10.0.0.2")
+        self.assertEqual(amap.lookup("viewer").host, "10.0.0.1")
 
     def test_paddingIsIgnored(self):
         self.assertEqual(self.amap.lookup("CONQUESTSRV1    ").host, "127.0.0.1")

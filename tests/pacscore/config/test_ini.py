@@ -3,6 +3,7 @@
 import os
 import re
 
+from twisted.logger import capturedLogs, formatEvent
 from twisted.trial import unittest
 
 from pacscore.config.errors import ConfigError
@@ -99,6 +100,20 @@ class ReadTests(unittest.TestCase):
         ini = DicomIni.fromString("[sscscp]\nLossyQuality =\n")
         self.assertEqual(ini.get("LossyQuality"), "")
         self.assertEqual(ini.getint("LossyQuality", 95), 95)
+
+    def test_numbersReadAsConquestReadsThem(self):
+        """atoi: a number followed by text (an inline comment, a unit) is
+        the number, with one warning naming the line; no number is an error."""
+        ini = DicomIni.fromString("[sscscp]\nTCPPort = 5678   # port\nMAGDeviceThreshold = 100MB\nX = -3\n"
+                                  "Y = many\n", path="dicom.ini")
+        with capturedLogs() as events:
+            self.assertEqual([ini.getint(key, 0) for key in ("TCPPort", "MAGDeviceThreshold", "X", "TCPPort")],
+                             [5678, 100, -3, 5678])
+        self.assertEqual([formatEvent(e) for e in events],
+                         ["dicom.ini:2: TCPPort = '5678   # port' read as 5678, as Conquest reads it",
+                          "dicom.ini:3: MAGDeviceThreshold = '100MB' read as 100, as Conquest reads it"])
+        error = self.assertRaises(ConfigError, ini.getint, "Y", 0)
+        self.assertEqual((error.line, error.message), (5, "Y must be an integer, not 'many'"))
 
     def test_itemsKeepFileOrderAndSpelling(self):
         ini = DicomIni.fromString(MANUAL_INI)

@@ -149,6 +149,17 @@ class NumberedModeTests(unittest.TestCase):
         attrs[PATIENT_NAME] = "N" * 70
         self.assertEqual(namer("5").name(attrs).split("/")[0], "N" * 64)
 
+    def test_longNonAsciiValuesFitTheFileSystem(self):
+        """Values are cut at 64 bytes as Conquest cuts them (not 64
+        characters: 64 CJK ones are 192 bytes), and no path part is longer
+        than 255 bytes, whatever a template puts in it."""
+        attrs = {**ATTRS, PATIENT_NAME: "\u5c71" * 64, PATIENT_ID: "P" * 64}
+        folder = namer("12").name(attrs).split("/")[0]
+        self.assertEqual(folder, "\u5c71" * 21 + "_" + "P" * 64)
+        long = namer("%name_%id_%name_%id_%name_%id/%sopuid.dcm").name(attrs)
+        self.assertLessEqual(len(long.split("/")[0].encode()), 255)
+        self.assertTrue(long.endswith(f"/{SOP}.dcm"))
+
     def test_compressedV2BecomesDcm(self):
         self.assertEqual(namer("3").name(ATTRS, transferSyntax=JPEG_BASELINE),
                          EXPECTED[3][:-3] + ".dcm")
@@ -209,6 +220,8 @@ class TemplateTests(unittest.TestCase):
     def test_compressedV2BecomesDcm(self):
         named = namer("%id/%sopuid.v2")
         self.assertEqual(named.name(ATTRS, transferSyntax=JPEG_BASELINE), f"{ID}/{SOP}.dcm")
+        self.assertEqual(namer("%id/%sopuid").name(ATTRS, transferSyntax=JPEG_BASELINE), f"{ID}/{SOP}",
+                         "no .v2, nothing to change: the UID keeps its end")
 
     def test_maxFileNameLength(self):
         named = namer("%id/%seriesuid/%sopuid.dcm", maxFileNameLength=12)

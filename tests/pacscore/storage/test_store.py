@@ -135,6 +135,18 @@ class ObjectStoreTests(unittest.TestCase):
         self.assertTrue((stored.pixel_array == original.pixel_array).all())
 
     @defer.inlineCallbacks
+    def test_compressedObjectNamedDcm(self):
+        """FileNameSyntax 3 names .v2 files; one stored compressed is named
+        .dcm, as Conquest names it (also when compressed file to file)."""
+        self.store.namer = FileNamer("3")
+        original = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+        incoming, spool = self.receive(datasetBytes("CT_small.dcm"), original.SOPInstanceUID, compression="j2")
+        self.assertTrue((yield self.store.store(incoming, spool)).endswith(".dcm"))
+        uid, data = largeDataset(2 << 20)
+        incoming, spool = self.receive(data, uid, compression="ui")
+        self.assertTrue((yield self.store.store(incoming, spool)).endswith(".v2"), "uncompressed: .v2")
+
+    @defer.inlineCallbacks
     def test_compressionThatFailsStoresAsReceived(self):
         """openjpeg refuses images under 32 pixels across: the object is
         stored as it came, with a warning."""

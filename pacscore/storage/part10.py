@@ -111,15 +111,16 @@ def readFileMeta(fileobj):
     return transferSyntax, meta, datasetOffset
 
 
-def readFileAttributes(path, tags):
-    """``(transferSyntax, {tag: str})`` of a stored file, for regeneration.
+def readFileAttributes(path, tags, wholeDataset=False):
+    """``(transferSyntax, {tag: str})`` of a stored file, for regeneration;
+    with ``wholeDataset`` the data set must read to its end.
 
     Raises attributes.DatasetError when the file is not a readable DICOM
     object, and OSError when it cannot be read at all.
     """
     with open(path, "rb") as fileobj:
         transferSyntax = readFileMeta(fileobj)[0]
-        return transferSyntax, readAttributes(fileobj, transferSyntax, tags)
+        return transferSyntax, readAttributes(fileobj, transferSyntax, tags, wholeDataset=wholeDataset)
 
 
 def fileError(path):

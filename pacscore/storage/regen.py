@@ -1,12 +1,16 @@
 """Rebuild the index from the files on the MAG devices (``dgate -r``).
 
-Walks every device (skipping hidden folders such as ``.pacs-tmp``), reads
-the index attributes of each DICOM file (Part-10, or a raw ``.v2`` data
-set) and upserts them in batches. When two files hold the same SOP
-instance, the newest one wins.
+Walks every device (skipping hidden folders such as ``.pacs-tmp`` and the
+files set aside while being rewritten or moved), reads the index attributes
+of each DICOM file (Part-10, or a raw ``.v2`` data set) that reads to its
+end and upserts them in batches, the files of a folder oldest first: a
+patient, study or series row ends with the values of the object stored
+last, as it does live.  When two files hold the same SOP instance, on one
+device or two, the newest one wins.
 """
 
 import os
+import re
 
 from pacscore.db.index import ImageRecord
 from pacscore.storage.attributes import DatasetError
@@ -14,6 +18,7 @@ from pacscore.storage.part10 import readFileAttributes
 from pacscore.storage.store import SOP_INSTANCE_UID
 
 RAW_EXTENSIONS = (".v2",)
+_SET_ASIDE = re.compile(r".*(\.pacs-tmp|\.moved-\d+)$")  # a rewrite's or a move's unfinished copy
 
 
 def _isDicomFile(path):
@@ -45,8 +50,8 @@ def iterObjectFiles(device, folder=None, skip=frozenset()):
     skip = skip if isinstance(skip, SkippedFiles) else SkippedFiles(skip)
     for folder, subfolders, files in os.walk(folder or device.path):
         subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
-        for name in sorted(files):
-            if name.startswith("."):
+        for name in _oldestFirst(folder, files):
+            if name.startswith(".") or _SET_ASIDE.match(name):
                 continue
             path = os.path.join(folder, name)
             if path in skip:
@@ -57,6 +62,16 @@ def iterObjectFiles(device, folder=None, skip=frozenset()):
             except OSError:
                 continue
             yield path, os.path.relpath(path, device.path).replace(os.sep, "/")
+
+
+def _oldestFirst(folder, names):
+    """``names`` of ``folder`` by modification time, then name."""
+    def key(name):
+        try:
+            return os.stat(os.path.join(folder, name), follow_symlinks=False).st_mtime, name
+        except OSError:
+            return 0, name
+    return sorted(names, key=key)
 
 
 class Regenerator:
@@ -75,10 +90,11 @@ class Regenerator:
         self.batchSize = batchSize
         self.progressEvery = progressEvery
         self.indexed = self.failed = self.duplicates = 0
-        self._newest = {}
+        self.devices = {}  # name -> device, of those regenerated: a duplicate on another is compared too
 
     def regenerate(self, devices, folder=None):
         """Every file of ``devices`` (or of their ``folder``, absolute)."""
+        self.devices.update((device.name, device) for device in devices)
         for device in devices:
             self.report(f"Regen device {device.name}: {folder or device.path}")
             self.enter(device, iterObjectFiles(device, folder, self.skip))
@@ -103,7 +119,7 @@ class Regenerator:
 
     def _record(self, device, path, relative):
         try:
-            _, attrs = readFileAttributes(path, self.tags)
+            _, attrs = readFileAttributes(path, self.tags, wholeDataset=True)  # a truncated file is no object
         except (DatasetError, OSError) as e:
             self.failed += 1
             self.report(f"[Regen] {path} -FAILED: {e}")
@@ -139,10 +155,12 @@ class Regenerator:
     def _keepNewest(self, device, record, path, replaced):
         """Two files hold one SOP instance: index the newer one."""
         self.duplicates += 1
-        older = os.path.join(device.path, *replaced.objectFile.split("/")) \
-            if replaced.deviceName == device.name else None
-        if older and os.path.exists(older) and os.path.getmtime(older) > os.path.getmtime(path):
-            self.index.storeMany([self._record(device, older, replaced.objectFile)])
+        olderDevice = device if replaced.deviceName == device.name else self.devices.get(replaced.deviceName)
+        older = os.path.join(olderDevice.path, *replaced.objectFile.split("/")) if olderDevice else None
+        record = (self._record(olderDevice, older, replaced.objectFile)
+                  if older and os.path.exists(older) and os.path.getmtime(older) > os.path.getmtime(path) else None)
+        if record is not None:
+            self.index.storeMany([record])
             self.report(f"[Regen] {path}: same SOP instance as the newer {older}; keeping the newer")
         else:
             self.report(f"[Regen] {path}: same SOP instance as {replaced.objectFile}; keeping the newer")

@@ -1,16 +1,21 @@
 """iterObjectFiles never opens the files it is told to skip (the index
 database's: closing any descriptor of a file drops the process's POSIX
-locks on it, SQLite's included)."""
+locks on it, SQLite's included); the Regenerator rebuilds what the live
+index held."""
 
 import builtins
 import os
 import shutil
 
 from pydicom.data import get_testdata_file
+from sqlalchemy import select
 from twisted.trial import unittest
 
+from pacscore.db.index import Index
 from pacscore.storage.devices import MagDevice
-from pacscore.storage.regen import SkippedFiles, iterObjectFiles
+from pacscore.storage.regen import Regenerator, SkippedFiles, iterObjectFiles
+from pacscore.testing.corpus import makeDataset
+from tests.pacscore.db.test_schema import TABLE_NAMES, conquestLayout, sqliteEngine
 
 
 class SkipTests(unittest.TestCase):
@@ -40,3 +45,68 @@ class SkipTests(unittest.TestCase):
         self.assertEqual(list(iterObjectFiles(MagDevice("MAG0", root), skip=skip)), [])
         self.assertIn(os.path.join(root, "other-name.dcm"), SkippedFiles(skip))
         self.assertNotIn(os.path.join(root, "dbase", "x.dcm"), SkippedFiles(skip))
+
+
+class RegenerationTests(unittest.TestCase):
+    """What ``dgate -r`` makes of the files: as the live index had them."""
+
+    def setUp(self):
+        self.index = Index(sqliteEngine(self), conquestLayout(), TABLE_NAMES)
+        self.index.createTables()
+        self.root = os.path.abspath(self.mktemp())
+        self.devices = [MagDevice(name, os.path.join(self.root, name)) for name in ("MAG0", "MAG1")]
+        self.lines = []
+
+    def write(self, device, relative, mtime, **values):
+        """A Part-10 file of one CT image on ``device`` written at ``mtime``."""
+        ds = makeDataset("PAT1", values.pop("name", "Doe^John"), "1.2.3", "1.2.3.1", values.pop("sop", "1.2.3.1.1"),
+                         1, 1, rows=4, columns=4)
+        for keyword, value in values.items():
+            setattr(ds, keyword, value)
+        path = os.path.join(device.path, relative)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        ds.save_as(path, enforce_file_format=True)
+        os.utime(path, (mtime, mtime))
+        return path
+
+    def regenerate(self):
+        regenerator = Regenerator(self.index, conquestLayout().indexedTags(), report=self.lines.append)
+        return regenerator.regenerate(self.devices)
+
+    def column(self, table, name):
+        with self.index.engine.connect() as connection:
+            return [row[0] for row in connection.execute(select(getattr(self.index.tables, table).c[name]))]
+
+    def test_lastStoredWinsTheParentRows(self):
+        """A name corrected by a later object (named before the first one):
+        regeneration enters a folder's files oldest first."""
+        mag0 = self.devices[0]
+        self.write(mag0, "PAT1/b.dcm", 1000, sop="1.2.3.1.1", name="Wrong^Name")
+        self.write(mag0, "PAT1/a.dcm", 2000, sop="1.2.3.1.2", name="Right^Name")
+        self.regenerate()
+        self.assertEqual(self.column("patient", "PatientName"), ["Right^Name"])
+
+    def test_setAsideAndTruncatedFilesAreNoObjects(self):
+        mag0 = self.devices[0]
+        path = self.write(mag0, "PAT1/1.dcm", 1000)
+        with open(path, "rb") as f:
+            content = f.read()
+        for name in ("1.dcm.pacs-tmp", "1.dcm.moved-4242"):
+            with open(os.path.join(mag0.path, "PAT1", name), "wb") as f:
+                f.write(content)
+        with open(os.path.join(mag0.path, "PAT1", "cut.dcm"), "wb") as f:
+            f.write(content[:-10])
+        regenerator = self.regenerate()
+        self.assertEqual((regenerator.indexed, regenerator.failed, regenerator.duplicates), (1, 1, 0))
+        self.assertEqual(self.column("image", "ObjectFile"), ["PAT1/1.dcm"])
+        self.assertTrue(any("cut.dcm -FAILED" in line for line in self.lines), self.lines)
+
+    def test_newestCopyWinsAcrossDevices(self):
+        """An old copy left on MAG1 (walked after MAG0) does not replace the
+        newer one on MAG0."""
+        self.write(self.devices[0], "PAT1/new.dcm", 2000)
+        self.write(self.devices[1], "PAT1/old.dcm", 1000)
+        regenerator = self.regenerate()
+        self.assertEqual(regenerator.duplicates, 1)
+        self.assertEqual(list(zip(self.column("image", "DeviceName"), self.column("image", "ObjectFile"))),
+                         [("MAG0", "PAT1/new.dcm")])

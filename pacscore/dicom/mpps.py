@@ -8,9 +8,14 @@ attributes a list shows (patient, accession number and study of the
 scheduled step, modality, station, start and end) and the whole data set
 (Explicit VR Little Endian) with every N-SET applied, written by the index
 writer before the answer.  The standard's rules answer the rest: a create
-not IN PROGRESS is 0x0106, a second create of an instance 0x0111, a set
-of an unknown one 0x0112, a set after COMPLETED or DISCONTINUED 0x0110
-(Error ID 0xA710, "may no longer be updated").
+not IN PROGRESS is 0x0106 (the status is a CS: upper case only), a second
+create of an instance 0x0111, an instance UID that is none 0x0117, a set of
+an unknown one 0x0112, a set after COMPLETED or DISCONTINUED 0x0110 (Error
+ID 0xA710 and the standard's comment), a set of an attribute table F.7.2-1
+does not allow in N-SET (the patient, the scheduled steps, the step's
+identity and start: only the SCP may correct those) 0x0106.  A set's
+Specific Character Set does not replace the step's (F.7.2.2.3): both are
+decoded and the step kept in UTF-8.
 
 In the same transaction, the worklist items of the step's scheduled steps
 (by the Accession Numbers of its Scheduled Step Attributes Sequence) get
@@ -30,7 +35,9 @@ from twisted.logger import Logger
 from pacscore.codecs.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN
 from pacscore.db.schema import LARGE_BINARY, MYSQL_TABLE, OwnTable
 from pacscore.dicom import commands
+from pacscore.converters.elements import ensureUnicode
 from pacscore.dicom.datasets import IdentifierError, decodeDataset, encodeDataset
+from pacscore.dicom.uids import isUID
 
 MPPS = "1.2.840.10008.3.1.2.3.3"
 IN_PROGRESS, COMPLETED, DISCONTINUED = "IN PROGRESS", "COMPLETED", "DISCONTINUED"
@@ -43,8 +50,19 @@ INVALID_ATTRIBUTE_VALUE = 0x0106
 PROCESSING_FAILURE = 0x0110
 DUPLICATE_SOP_INSTANCE = 0x0111
 NO_SUCH_OBJECT_INSTANCE = 0x0112
+INVALID_OBJECT_INSTANCE = 0x0117
 MISSING_ATTRIBUTE = 0x0120
 MAY_NO_LONGER_BE_UPDATED = 0xA710  # the Error ID of a set after the end
+ENDED_COMMENT = "Performed Procedure Step Object may no longer be updated"  # table F.7.2-2
+SPECIFIC_CHARACTER_SET = 0x00080005
+# table F.7.2-1: attributes an N-SET may not carry (only the SCP corrects them)
+NOT_SET = {0x00080016: "SOP Class UID", 0x00080018: "SOP Instance UID", 0x00080060: "Modality",
+           0x00081120: "Referenced Patient Sequence", 0x00100010: "Patient's Name", 0x00100020: "Patient ID",
+           0x00100021: "Issuer of Patient ID", 0x00100030: "Patient's Birth Date", 0x00100040: "Patient's Sex",
+           0x00200010: "Study ID", 0x00400241: "Performed Station AE Title", 0x00400242: "Performed Station Name",
+           0x00400243: "Performed Location", 0x00400244: "Performed Procedure Step Start Date",
+           0x00400245: "Performed Procedure Step Start Time", 0x00400253: "Performed Procedure Step ID",
+           0x00400270: "Scheduled Step Attributes Sequence"}
 
 # the columns a list shows: (column, keyword of the step, or of the first scheduled step's item)
 SHOWN = (("PatientID", "PatientID", False), ("PatientName", "PatientName", False),
@@ -71,12 +89,14 @@ def buildTable(metadata):
 
 
 class StepRefused(Exception):
-    """A request the standard refuses: ``status`` (and ``errorID``) to answer."""
+    """A request the standard refuses: ``status`` (and ``errorID``) to
+    answer, the message as its Error Comment; ``detail`` for the log only."""
 
-    def __init__(self, message, status, errorID=None):
+    def __init__(self, message, status, errorID=None, detail=""):
         super().__init__(message)
         self.status = status
         self.errorID = errorID
+        self.detail = detail
 
 
 def _text(dataset, keyword):
@@ -103,7 +123,7 @@ def stepStatus(dataset, required):
         if required:
             raise StepRefused("no Performed Procedure Step Status (0040,0252)", MISSING_ATTRIBUTE)
         return None
-    status = _text(dataset, "PerformedProcedureStepStatus").upper()
+    status = _text(dataset, "PerformedProcedureStepStatus")
     if status not in STATUSES:
         raise StepRefused(f"Performed Procedure Step Status {status!r} is not one of {', '.join(STATUSES)}",
                           INVALID_ATTRIBUTE_VALUE)
@@ -133,11 +153,14 @@ class StepTable(OwnTable):
         if row is None:
             raise StepRefused(f"no performed procedure step {uid}", NO_SUCH_OBJECT_INSTANCE)
         if row.Status != IN_PROGRESS:
-            raise StepRefused(f"performed procedure step {uid} is {row.Status}: it may no longer be updated",
-                              PROCESSING_FAILURE, MAY_NO_LONGER_BE_UPDATED)
+            raise StepRefused(ENDED_COMMENT, PROCESSING_FAILURE, MAY_NO_LONGER_BE_UPDATED,
+                              f"performed procedure step {uid} is {row.Status}")
         dataset = decodeDataset(row.Dataset, EXPLICIT_VR_LITTLE_ENDIAN)
+        ensureUnicode(dataset)
+        ensureUnicode(changes)  # each decoded with its own character set; the step's stays (UTF-8)
         for element in changes:
-            dataset[element.tag] = element
+            if element.tag != SPECIFIC_CHARACTER_SET:
+                dataset[element.tag] = element
         status = stepStatus(dataset, required=True)
         connection.execute(table.update().where(table.c.SOPInstanceUID == uid).values(
             Status=status, Updated=self.clock(), Dataset=encodeDataset(dataset, EXPLICIT_VR_LITTLE_ENDIAN),
@@ -173,6 +196,8 @@ class MppsService:
         uid = command.get(commands.AFFECTED_SOP_INSTANCE_UID) or generate_uid(self.uidPrefix)
         callingAE = protocol.association.callingAE
         try:
+            if not isUID(uid):
+                raise StepRefused(f"{uid!r} is no SOP Instance UID", INVALID_OBJECT_INSTANCE)
             data = self._decode(protocol, contextId, dataset)
             if stepStatus(data, required=True) != IN_PROGRESS:
                 raise StepRefused("a step is created IN PROGRESS", INVALID_ATTRIBUTE_VALUE)
@@ -195,6 +220,9 @@ class MppsService:
         try:
             changes = self._decode(protocol, contextId, dataset)
             stepStatus(changes, required=False)
+            refused = [name for tag, name in NOT_SET.items() if tag in changes]
+            if refused:
+                raise StepRefused(f"N-SET may not change {', '.join(refused)}", INVALID_ATTRIBUTE_VALUE)
             status, marked = await self.steps.index.runWrite(self._updateStep, uid, changes)
         except StepRefused as e:
             return self._refuse(protocol, contextId, command, commands.N_SET_RSP, uid, e)
@@ -247,8 +275,8 @@ class MppsService:
             raise StepRefused(str(e), PROCESSING_FAILURE) from e
 
     def _refuse(self, protocol, contextId, command, field, uid, error):
-        self.log.warn("{peer}: MPPS {uid} refused (0x{status:04X}): {error}", peer=protocol.peerName(), uid=uid,
-                      status=error.status, error=error)
+        self.log.warn("{peer}: MPPS {uid} refused (0x{status:04X}): {error}{detail}", peer=protocol.peerName(),
+                      uid=uid, status=error.status, error=error, detail=f" ({error.detail})" if error.detail else "")
         extra = {commands.ERROR_COMMENT: str(error)[:64]}
         if uid:
             extra[commands.AFFECTED_SOP_INSTANCE_UID] = uid

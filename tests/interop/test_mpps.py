@@ -97,7 +97,8 @@ class MppsTests(ModalityTestCase):
         self.assertEqual(self.set(completed(), uid).Status, 0x0000)
         self.assertIn(f"MPPS {uid} from CT1: COMPLETED", self.server.log())
         again = self.set(completed(), uid)
-        self.assertEqual((again.Status, again.ErrorID), (0x0110, 0xA710))
+        self.assertEqual((again.Status, again.ErrorID, again.ErrorComment),
+                         (0x0110, 0xA710, "Performed Procedure Step Object may no longer be updated"))
         self.association.release()
         self.server.stop()
         self.server.start()
@@ -118,8 +119,36 @@ class MppsTests(ModalityTestCase):
         missing = inProgress()
         del missing.PerformedProcedureStepStatus
         self.assertEqual(self.create(missing).Status, 0x0120)
+        self.assertEqual(self.create(inProgress(status="in progress")).Status, 0x0106, "a CS: upper case")
+        self.assertEqual(self.create(inProgress(), "1.2.3.abc").Status, 0x0117)
+        other = Dataset()
+        other.PatientID = "SOMEONE_ELSE"
+        other.ScheduledStepAttributesSequence = inProgress("OTHER_ACC").ScheduledStepAttributesSequence
+        refused = self.association.send_n_set(other, MPPS, uid)[0]
+        self.assertEqual(refused.Status, 0x0106)
+        self.assertEqual(refused.ErrorComment, "N-SET may not change Patient ID, Scheduled Step Attributes Seque")
         self.assertIn("refused (0x0111): performed procedure step", self.server.log())
-        self.assertIn("<td>IN PROGRESS</td>", self.page())
+        page = self.page()
+        self.assertIn("<td>IN PROGRESS</td>", page)
+        self.assertIn("<td>PATMPPS</td>", page)
+        self.assertNotIn("SOMEONE_ELSE", page)
+
+    def test_aSetKeepsTheStepsCharacterSet(self):
+        """F.7.2.2.3: an N-SET in ISO_IR 100 after an N-CREATE in UTF-8
+        keeps the name the create gave."""
+        uid = generate_uid()
+        step = inProgress()
+        step.SpecificCharacterSet = "ISO_IR 192"
+        step.PatientName = "\u0141ukasz^\u017b\u00f3\u0142\u0107"
+        self.assertEqual(self.create(step, uid).Status, 0x0000)
+        changes = Dataset()
+        changes.SpecificCharacterSet = "ISO_IR 100"
+        changes.PerformedProcedureStepDescription = "Sch\u00e4del"
+        self.assertEqual(self.set(changes, uid).Status, 0x0000)
+        self.assertEqual(self.set(completed(), uid).Status, 0x0000)
+        page = self.page()
+        self.assertIn("<td>\u0141ukasz^\u017b\u00f3\u0142\u0107</td>", page)
+        self.assertIn("<td>Sch\u00e4del</td>", page)
 
 
 class WorklistStatusTests(ModalityTestCase):

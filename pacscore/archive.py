@@ -278,6 +278,7 @@ class Archive:
 
     def shutdown(self):
         """Stop the pools after the services stopped; returns a Deferred."""
+        self.commitments.stop()
         if self.mppsForwarder is not None:
             self.mppsForwarder.stop()
         d = self.workers.stop()  # objects being written reach the index,

@@ -13,13 +13,14 @@ instance conflict, 0x0110 processing failure for a file that cannot be
 read).  The report goes on the requesting association while it is open,
 else on a new association to the requestor's AE (acrnema.map), proposing
 the SOP class with the SCP role, tried ``ATTEMPTS`` times ``RetryDelay``
-seconds apart.
+seconds apart, and while it cannot be delivered again every ``RetryDelay``
+seconds (a modality switched off for the night gets it when it is back).
 
 Answering Success promises the report, so a request is written to the
 ``PacsCommitments`` table of the index database before that answer (a
 failure to write it is answered 0x0110) and removed when its report was
-taken.  Those left when pacs stopped, crashed, or ran out of attempts are
-looked up and reported again, on a new association, when it starts.
+taken.  Those left when pacs stopped or crashed are looked up and
+reported again, on a new association, when it starts.
 """
 
 import json
@@ -214,6 +215,7 @@ class CommitmentService:
         self.connectTimeout = connectTimeout
         self.dimseTimeout = dimseTimeout
         self.titleStyle = titleStyle
+        self._retries = {}  # (transaction, requestor) -> the call reporting it again
 
     def handle(self, protocol, contextId, command, dataset):
         _, syntax = protocol.association.contexts[contextId]
@@ -257,6 +259,13 @@ class CommitmentService:
                                                       failure))
         return d
 
+    def stop(self):
+        """Cancel the reports due again later (they are in the table)."""
+        for call in self._retries.values():
+            if call.active():
+                call.cancel()
+        self._retries.clear()
+
     def _spawn(self, transaction, requestor, references, requesting=None):
         committing = defer.ensureDeferred(self._commit(transaction, requestor, references, requesting))
         committing.addErrback(lambda failure: self.log.failure("storage commitment {transaction} failed", failure,
@@ -280,8 +289,14 @@ class CommitmentService:
                 await self._reportOnNewAssociation(requestor, transaction, eventType, report):
             await self.index.runWrite(self.pending.remove, transaction, requestor)
         else:
-            self.log.error("storage commitment {transaction}: its result could not be reported to {ae}; it is "
-                           "tried again when pacs starts", transaction=transaction, ae=requestor)
+            self.log.error("storage commitment {transaction}: its result could not be reported to {ae}; tried "
+                           "again in {delay} s", transaction=transaction, ae=requestor, delay=self.retryDelay)
+            key = (transaction, requestor)
+            self._retries[key] = self.reactor.callLater(self.retryDelay, self._retry, key, references)
+
+    def _retry(self, key, references):
+        self._retries.pop(key, None)
+        self._spawn(*key, references)
 
     async def _reportOnItsAssociation(self, requesting, transaction, requestor, eventType, report):
         if requesting is None:

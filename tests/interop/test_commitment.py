@@ -3,7 +3,8 @@ pynetdicom as the modality (DCMTK has no storage commitment SCU): objects
 stored with DCMTK's storescu are committed, unknown ones and a wrong SOP
 class are not; the report comes on the requesting association while it is
 open, else on a new association to the modality's own listener (SCP role,
-acrnema.map), else after pacs starts again; a malformed request is refused."""
+acrnema.map), again while the modality is away, and after pacs starts
+again; a malformed request is refused."""
 
 import sqlite3
 import threading
@@ -133,6 +134,21 @@ class StorageCommitmentTests(unittest.TestCase):
             with sqlite3.connect(self.server.database) as connection:
                 return connection.execute("SELECT TransactionUID FROM PacsCommitments").fetchall()
         waitFor(lambda: recorded() == [], message="the request forgotten")
+
+    def test_reportWhenTheModalityIsBack(self):
+        """RetryDelay = 1: the modality listens only after every attempt
+        failed; the report comes without a restart of pacs."""
+        self.server.stop()
+        self.server.setIni(RetryDelay="1")
+        self.server.start()
+        request = commitmentRequest([(self.ct.SOPClassUID, self.ct.SOPInstanceUID)])
+        _, status = self.send(request)
+        self.assertEqual(status.Status, 0x0000)
+        waitFor(lambda: "could not be reported to MODALITY; tried again in 1 s" in self.server.log(),
+                message="every attempt failed")
+        reports = self.listen()
+        eventType, report, onRequestor = reports.wait()
+        self.assertEqual((eventType, onRequestor, report.TransactionUID), (1, False, request.TransactionUID))
 
     def test_malformedRequests(self):
         """No Transaction UID, or an empty reference list: 0x0115 and a log line."""

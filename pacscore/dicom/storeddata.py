@@ -97,14 +97,21 @@ def openStored(stored, deferToWorker):
     (which goes out decompressed), else None."""
     if stored.size <= STREAMED_OBJECT:
         return None
-    f = open(stored.path, "rb")
+    return openDataset(stored.path, stored.datasetOffset, stored.transferSyntax, deferToWorker)
+
+
+def openDataset(path, offset, transferSyntax, deferToWorker):
+    """In the I/O pool: a ``StoredData`` of the data set at ``offset`` of
+    the file ``path`` when it is larger than ``STREAMED_OBJECT`` and holds
+    no NKI compressed pixel data, else None."""
+    f = open(path, "rb")
     try:
-        f.seek(stored.datasetOffset)
-        if NKI_PIXEL_DATA in readAttributes(f, stored.transferSyntax, {NKI_PIXEL_DATA}):
+        length = os.fstat(f.fileno()).st_size - offset
+        f.seek(offset)
+        if length <= STREAMED_OBJECT or NKI_PIXEL_DATA in readAttributes(f, transferSyntax, {NKI_PIXEL_DATA}):
             f.close()
             return None
-        return StoredData(f, stored.datasetOffset, os.fstat(f.fileno()).st_size - stored.datasetOffset,
-                          deferToWorker)
+        return StoredData(f, offset, length, deferToWorker)
     except BaseException:
         f.close()
         raise

@@ -18,7 +18,7 @@ from pacscore.codecs.filetranscode import NotStreamed, streams
 from pacscore.codecs.nkipixels import NKI_PIXEL_DATA
 from pacscore.control.data import openRegularFile
 from pacscore.dicom.negotiation import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION
-from pacscore.dicom.storeddata import STREAMED_OBJECT, StoredData
+from pacscore.dicom.storeddata import openDataset
 from pacscore.storage.attributes import readAttributes
 from pacscore.storage.part10 import encodeFileMeta, readFileMeta
 from pacscore.web.dicomweb.dicomjson import jsonDataset
@@ -61,14 +61,15 @@ def startConverted(path, wanted, deferToWorker):
     without NKI pixel data; None when it is not."""
     with openRegularFile(path) as f:
         syntax, meta, offset = readFileMeta(f)
-        length = os.fstat(f.fileno()).st_size - offset
-        if (not meta or length <= STREAMED_OBJECT or not streams(syntax, wanted)
-                or NKI_PIXEL_DATA in readAttributes(f, syntax, {NKI_PIXEL_DATA})):
-            return None
-        try:
-            converted = StoredData(f, offset, length, deferToWorker).transcoded(syntax, wanted, os.path.dirname(path))
-        except NotStreamed:
-            return None
+    stored = openDataset(path, offset, syntax, deferToWorker) if meta and streams(syntax, wanted) else None
+    if stored is None:
+        return None
+    try:
+        converted = stored.transcoded(syntax, wanted, os.path.dirname(path))
+    except NotStreamed:
+        return None
+    finally:
+        stored.close()
     header = encodeFileMeta(meta.get(0x00020002, ""), meta.get(0x00020003, ""), wanted, IMPLEMENTATION_CLASS_UID,
                             IMPLEMENTATION_VERSION)
     return header, converted

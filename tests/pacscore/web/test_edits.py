@@ -2,6 +2,7 @@
 files through the web pages, only with WebReadOnly = 0 and only by POST."""
 
 import os
+import tempfile
 
 from pydicom.data import get_testdata_file
 from twisted.internet import defer
@@ -52,7 +53,7 @@ class EditTests(WebTestCase):
         for content, code in ((b"", 400), (b"not DICOM at all", 422)):
             refused = yield post(self.resource, mode="addlocalfile", filetoupload=content)
             self.assertEqual(refused.code, code, refused.text)
-        self.assertEqual([name for name in os.listdir(os.environ.get("TMPDIR", "/tmp"))
+        self.assertEqual([name for name in os.listdir(tempfile.gettempdir())
                           if name.startswith("pacs-upload-")], [])
 
 

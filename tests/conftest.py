@@ -1,0 +1,67 @@
+"""Disk hygiene for the test run: what a passing test wrote is removed.
+
+Interop tests store real objects (one of 300 MB), so a whole run writes
+several GB.  Trial's ``TestCase.mktemp`` makes its folders under the current
+folder (``<module>/<class>/<method>/...``) and never removes them, and
+``tempfile`` folders stay in /tmp.  Here a test's ``mktemp`` folder goes as
+soon as the test has passed, and the run's ``tempfile`` folders (kept in
+one folder of the run) go when the whole run has passed; what a failing
+test left stays for reading, and its place is printed at the end.
+"""
+
+import os
+import shutil
+import tempfile
+
+import pytest
+
+_MAX_FILENAME = 32  # as trial's TestCase.mktemp cuts its folder names
+
+
+def pytest_configure(config):
+    config._pacsTempFolder = tempfile.mkdtemp(prefix="pacs-tests-")
+    tempfile.tempdir = config._pacsTempFolder
+
+
+def pytest_sessionfinish(session, exitstatus):
+    folder = session.config._pacsTempFolder
+    tempfile.tempdir = None
+    if exitstatus == 0:
+        shutil.rmtree(folder, ignore_errors=True)
+    else:
+        session.config._pacsKept = folder
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    kept = getattr(config, "_pacsKept", None)
+    if kept:
+        terminalreporter.write_line(f"temporary folders of this run kept in {kept} and under tests.*/")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if report.failed:
+        item._pacsFailed = True
+    return report
+
+
+def _mktempFolder(testCase):
+    """Where trial's mktemp puts this test's folders."""
+    cls = type(testCase)
+    return os.path.join(cls.__module__[:_MAX_FILENAME], cls.__name__[:_MAX_FILENAME],
+                        testCase._testMethodName[:_MAX_FILENAME])
+
+
+@pytest.fixture(autouse=True)
+def _removeTemporaryFolders(request):
+    yield
+    testCase = request.instance
+    if testCase is None or not hasattr(testCase, "mktemp") or getattr(request.node, "_pacsFailed", False):
+        return
+    folder = _mktempFolder(testCase)
+    shutil.rmtree(folder, ignore_errors=True)
+    try:
+        os.removedirs(os.path.dirname(folder))
+    except OSError:
+        pass  # other tests of the class or module still have folders there

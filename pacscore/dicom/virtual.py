@@ -206,6 +206,10 @@ class VirtualServers:
         """The matches of the listed archives (those of ``mask``) for a
         C-FIND ``identifier`` (a Dataset) on ``sopClass``, in their order,
         one per entity."""
+        keyword = UNIQUE_KEYS.get(_text(identifier, "QueryRetrieveLevel").upper())
+        if keyword and keyword not in identifier:
+            identifier = copy.deepcopy(identifier)  # the level's unique key tells their matches apart
+            setattr(identifier, keyword, "")
         found = []
         for server in self.chosen(mask):
             try:
@@ -229,7 +233,7 @@ class VirtualServers:
         merged = list(local)
         for dataset in remote:
             key = _text(dataset, keyword)
-            if key in seen:
+            if key and key in seen:
                 continue
             seen.add(key)
             dataset.RetrieveAETitle = self.aeTitle

@@ -197,26 +197,41 @@ class KodakBackendTests(unittest.TestCase):
 
 class HierarchicalBackendTests(unittest.TestCase):
     """FRONT in front of DCMTK's dcmqrscp, which refuses a C-FIND that skips
-    a level: the objects of a study are found series by series."""
+    a level and answers only the keys asked for."""
 
-    def test_getStudyFromAStrictlyHierarchicalArchive(self):
-        workdir = tempfile.mkdtemp(prefix="pacs-virtual-qr-")
-        self.addCleanup(shutil.rmtree, workdir, True)
-        front = PacsServer(os.path.join(workdir, "front"), ae="FRONT")
-        backend = DcmqrscpServer(os.path.join(workdir, "dcmqrscp"), hosts={"FRONT": front.port})
-        front.addNode(backend.aet, backend.port)
-        front.setIni(VirtualServerFor0=backend.aet)
+    def setUp(self):
+        self.workdir = tempfile.mkdtemp(prefix="pacs-virtual-qr-")
+        self.addCleanup(shutil.rmtree, self.workdir, True)
+        self.front = PacsServer(os.path.join(self.workdir, "front"), ae="FRONT")
+        backend = DcmqrscpServer(os.path.join(self.workdir, "dcmqrscp"), hosts={"FRONT": self.front.port})
+        self.front.addNode(backend.aet, backend.port)
+        self.front.setIni(VirtualServerFor0=backend.aet)
         backend.start()
         self.addCleanup(backend.stop)
-        front.start()
-        self.addCleanup(front.stop)
-        images = generateCorpus(os.path.join(workdir, "corpus"), patients=1, studiesPerPatient=1,
-                                seriesPerStudy=2, imagesPerSeries=2)
-        self.assertEqual(backend.store(*(image.path for image in images)).returncode, 0)
-        out = tempfile.mkdtemp(dir=workdir)
-        result = dcmtk("getscu", "-S", "-aec", front.ae, "-od", out, "-k", "QueryRetrieveLevel=STUDY",
-                       "-k", f"StudyInstanceUID={images[0].studyUID}", "127.0.0.1", front.port)
+        self.front.start()
+        self.addCleanup(self.front.stop)
+        self.backend = backend
+
+    def store(self, **counts):
+        images = generateCorpus(os.path.join(self.workdir, "corpus"), **counts)
+        self.assertEqual(self.backend.store(*(image.path for image in images)).returncode, 0)
+        return images
+
+    def test_getStudyFromAStrictlyHierarchicalArchive(self):
+        """The objects of a study are found series by series."""
+        images = self.store(patients=1, studiesPerPatient=1, seriesPerStudy=2, imagesPerSeries=2)
+        out = tempfile.mkdtemp(dir=self.workdir)
+        result = dcmtk("getscu", "-S", "-aec", self.front.ae, "-od", out, "-k", "QueryRetrieveLevel=STUDY",
+                       "-k", f"StudyInstanceUID={images[0].studyUID}", "127.0.0.1", self.front.port)
         self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
         received = {pydicom.dcmread(os.path.join(out, name)).SOPInstanceUID for name in os.listdir(out)}
         self.assertEqual(received, {image.sopUID for image in images})
-        self.assertIn(f"virtual server {backend.aet}: 4 object(s) fetched", front.log())
+        self.assertIn(f"virtual server {self.backend.aet}: 4 object(s) fetched", self.front.log())
+
+    def test_findWithoutTheUniqueKey(self):
+        """A query that does not ask for the level's unique key still gets
+        every study of the other archive, not the first alone."""
+        images = self.store(patients=3, studiesPerPatient=1, seriesPerStudy=1, imagesPerSeries=1)
+        matches, result = findscu(self.front, "-S", "STUDY", {"PatientName": "*", "PatientID": None})
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(sorted(str(m.PatientID) for m in matches), sorted(i.patientID for i in images))

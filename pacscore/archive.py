@@ -50,6 +50,7 @@ from pacscore.hl7.intake import WorklistIntake
 from pacscore.hl7.mapping import WorklistMapping
 from pacscore.hl7.mllp import MLLPFactory
 from pacscore.storage.devices import MagDevice
+from pacscore.storage.devicechoice import DeviceChoice
 from pacscore.storage.durability import durabilityFor
 from pacscore.storage.filenames import FileNamer
 from pacscore.storage.mirror import Mirrors
@@ -193,7 +194,7 @@ class Archive:
             importers=importers, devices=self.devices, mirrors=self.mirrors,
             fileWrites=FileWrites(ini.getint("DirectWriteSize", DEFAULT_DIRECT_SIZE)),
             spaceCheck=self.spaceKeeper.checkFromThread, lossyQuality=configuration.lossyQuality,
-            compressionScripts=self.compressionScripts)
+            compressionScripts=self.compressionScripts, choice=DeviceChoice.fromIni(self.devices, ini))
         self.hl7Intake = WorklistIntake(self.worklistMapping, self.worklistItems,
                                         application=self.aeTitle, counters=self.counters,
                                         inThread=self.inReactorPool)

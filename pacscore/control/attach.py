@@ -42,8 +42,7 @@ class _Attach(AsyncControlCommand):
         sample = await fromFile(archive, samplePath, _sample)
         change = self.change(archive.converterServices.uidMap, sample)
         incoming, data, _ = await readObject(archive, path, change, callingAE=self.name[:16])
-        relative = await storeObject(archive, incoming, data, path)
-        stored = storedName(archive.objectStore.device.name, relative)
+        stored = storedName(*await storeObject(archive, incoming, data, path))
         self.log.info("{peer}: {command}: {path} stored as {stored}", peer=context.peer, command=self.name,
                       path=path, stored=stored)
         return f"{path} attached: {stored}"

@@ -180,17 +180,17 @@ class TestCompress(AsyncControlCommand):
     async def execute(self, arguments, context):
         archive = context.archive
         path = await objectFile(archive, arguments.strip())
-        device = archive.objectStore.device
         lines = []
         for code in TEST_CODES:
             change = testCopy(archive.converterServices.uidMap.prefix, code)
             incoming, data, _ = await readObject(archive, path, change, callingAE=self.name, compression=code)
-            relative = await storeObject(archive, incoming, data, path)
-            stored, mode = await archive.workers.deferToWorker(_storedForm, device.absolute(relative))
+            device, relative = await storeObject(archive, incoming, data, path)
+            stored, mode = await archive.workers.deferToWorker(_storedForm,
+                                                               archive.objectReader.magPath(device, relative))
             form = stored + (f" NKI mode {mode}" if mode else "")
             converted = stored in recodedSyntaxes(incoming.transferSyntax, code) and mode == nkiMode(code)
             note = "" if converted else " (not converted: see the log)"
-            lines.append(f"{code}: {storedName(device.name, relative)} {form}{note}")
+            lines.append(f"{code}: {storedName(device, relative)} {form}{note}")
         self.log.info("{peer}: testcompress {path}: {count} copies stored", peer=context.peer, path=path,
                       count=len(lines))
         return "\n".join(lines)

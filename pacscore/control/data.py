@@ -111,7 +111,7 @@ async def fromFile(archive, path, work, *args):
 
 async def storeObject(archive, incoming, data, path):
     """Store what ``readObject`` gave through the ObjectStore; the stored
-    file's path relative to its device."""
+    file's ``(device name, path relative to the device)``."""
     spool = archive.objectStore.spool(incoming)
     spool.write(data)
     try:
@@ -153,7 +153,7 @@ class AddImageFile(AsyncControlCommand):
         converters = archive.configuration.ini.getint("ImportExportDragAndDrop", 0) == 1
         incoming, data, _ = await readObject(archive, path, change, compression=archive.droppedFileCompression,
                                              converters=converters, amended=True)
-        relative = await storeObject(archive, incoming, data, path)
+        _, relative = await storeObject(archive, incoming, data, path)
         self.log.info("{peer}: addimagefile {path}: stored as {relative}", peer=context.peer, path=path,
                       relative=relative)
         return f"{incoming.sopInstanceUID} stored as {relative}"

@@ -67,8 +67,7 @@ async def rewrite(archive, instance, change, callingAE, keep=False):
     incoming, data, changed = await readObject(archive, path, change, callingAE=callingAE)
     if not changed:
         return None
-    relative = await storeObject(archive, incoming, data, storedName(instance.deviceName, instance.objectFile))
-    device = archive.objectStore.device.name
+    device, relative = await storeObject(archive, incoming, data, storedName(instance.deviceName, instance.objectFile))
     if not keep and incoming.sopInstanceUID != instance.sopInstanceUID:
         sameFile = (device, relative) == (instance.deviceName, instance.objectFile)
         await archive.localActions.removeInstances([instance], files=not sameFile)

@@ -103,14 +103,14 @@ class SpaceKeeper:
                 continue  # would not select this patient alone
             instances = await self.index.runQuery(self.query.instances, "IMAGE",
                                                   [QueryKey(PATIENT_ID, "LO", patientID)])
+            here = [(i.sopInstanceUID, i.deviceName, i.objectFile) for i in instances
+                    if i.deviceName == self.device.name]
+            if not here:
+                continue  # as Conquest's list of the oldest patients on the device: freeing nothing here
             if moveTo is None:
                 count = await self.actions.removeInstances(instances)
                 report(f"deleted patient {patientID}: {count} object(s)")
             else:
-                here = [(i.sopInstanceUID, i.deviceName, i.objectFile) for i in instances
-                        if i.deviceName == self.device.name]
-                if not here:
-                    continue
                 count = await self.mover.move(here, moveTo)
                 report(f"moved patient {patientID}: {count} object(s) to {moveTo}")
             free = await self.workers.deferToWorker(self.freeSpace, self.device.path)

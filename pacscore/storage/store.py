@@ -33,6 +33,7 @@ from pacscore.codecs.transcode import TranscodeError
 from pacscore.db.index import ImageRecord
 from pacscore.dicom.datasets import IdentifierError
 from pacscore.storage.attributes import DatasetError, readAttributes
+from pacscore.storage.devicechoice import DeviceChoice
 from pacscore.storage.durability import FlushError
 from pacscore.storage.objectfiles import FileWrites
 from pacscore.storage.part10 import encodeFileMeta
@@ -98,8 +99,9 @@ class ObjectStore:
     def __init__(self, device, namer, index, indexedTags, workers,
                  implementationClassUID, implementationVersion, spoolThreshold=4 << 20, amenders=(),
                  importers=None, devices=(), fileWrites=None, spaceCheck=None, mirrors=None,
-                 lossyQuality=DEFAULT_QUALITY, compressionScripts=None):
-        self.device = device
+                 lossyQuality=DEFAULT_QUALITY, compressionScripts=None, choice=None):
+        self.device = device  # MAG0
+        self.choice = choice or DeviceChoice([device], 0)  # which device new objects go to
         self.lossyQuality = lossyQuality  # LossyQuality, for the lossy JPEG codes
         # pacscore.converters.compressing.CompressionScripts (the s0..s9 codes), or None
         self.compressionScripts = compressionScripts
@@ -132,14 +134,18 @@ class ObjectStore:
                               incoming.callingAE or None)
 
     def spool(self, incoming, transport=None):
-        """A sink for the data set of ``incoming`` as its fragments arrive."""
-        return Spool(self.device.tempDir, self._header(incoming, incoming.transferSyntax),
-                     self.spoolThreshold, self.workers.deferToWorker, transport, openFile=self.fileWrites.open)
+        """A sink for the data set of ``incoming`` as its fragments arrive;
+        its ``device`` is the one a large data set is spooled on."""
+        device = self.choice.current
+        spool = Spool(device.tempDir, self._header(incoming, incoming.transferSyntax),
+                      self.spoolThreshold, self.workers.deferToWorker, transport, openFile=self.fileWrites.open)
+        spool.device = device
+        return spool
 
     def store(self, incoming, spool):
-        """Store a received object. Fires with its path relative to the
-        device once it is on disk and committed to the index; fails with a
-        StoreError subclass or an OSError."""
+        """Store a received object. Fires with ``(device name, path relative
+        to the device)`` once it is on disk and committed to the index;
+        fails with a StoreError subclass or an OSError."""
         stored = defer.Deferred()
         spool.close().addCallbacks(
             lambda _: self.workers.callInThread(self._writeAndIndex, incoming, spool, stored),
@@ -152,7 +158,7 @@ class ObjectStore:
             self.workers.deferToWorker(self._removeReplaced, replaced).addErrback(
                 lambda f: self.log.failure("could not remove replaced file {path}", f,
                                            path=replaced.objectFile))
-        return relative
+        return deviceName, relative
 
     def _writeAndIndex(self, incoming, spool, stored):
         """In the I/O pool: write the file, then queue its index row.
@@ -187,14 +193,14 @@ class ObjectStore:
         data = spool.inMemory
         header = spool.header
         temporary = spool.path
-        device = self.device
+        device = spool.device if temporary is not None else self.choice.check()
         if self.spaceCheck is not None:
             self.spaceCheck()
         try:
             attrs = self._readAttributes(incoming, spool)
             self._check(incoming, attrs)
             actions = []
-            changed = self._amend(incoming, attrs, spool, actions)
+            changed = self._amend(incoming, attrs, spool, actions, device)
             transferSyntax = incoming.transferSyntax
             if changed is not None:
                 data, attrs, header, device, converted, transferSyntax = changed
@@ -246,14 +252,15 @@ class ObjectStore:
         except DatasetError as e:
             raise InvalidDataset(str(e)) from e
 
-    def _amend(self, incoming, attrs, spool, actions):
+    def _amend(self, incoming, attrs, spool, actions, device):
         """WorkListMode, FixPhilips/FixKodak, the import converters, then the compression asked
         for (a converter's ``compression`` command, else the incoming
         object's; s0..s9 run their CompressionConverterN line): None when
         the object is stored as received, else
         ``(data, attrs, header, device, None, transfer syntax)``, or
         ``(None, attrs, header, device, path, transfer syntax)`` for one
-        converted file to file into the temporary file ``path``; the
+        converted file to file into the temporary file ``path``; ``device``
+        the one it goes to unless an import converter names another; the
         actions the import
         converters queued are added to ``actions``.  Raises Refused or
         Destroyed when a rule says so."""
@@ -264,7 +271,7 @@ class ObjectStore:
             if not mayChange(spool.inMemory, incoming.transferSyntax, incoming.compression):
                 return None
             if spool.inMemory is None:
-                converted = self._convertSpooled(incoming, spool)
+                converted = self._convertSpooled(incoming, spool, device)
                 if converted is not None:
                     return converted
         data = spool.inMemory
@@ -273,7 +280,7 @@ class ObjectStore:
                 f.seek(len(spool.header))
                 data = f.read()
         data, original = bytes(data), data
-        transferSyntax, device, compression = incoming.transferSyntax, self.device, incoming.compression
+        transferSyntax, chosen, compression = incoming.transferSyntax, device, incoming.compression
         try:
             if amenders or importers is not None:
                 data = withPlainPixels(data, transferSyntax)
@@ -292,7 +299,7 @@ class ObjectStore:
         except (IdentifierError, NKIError) as e:
             raise InvalidDataset(str(e)) from e
         data, transferSyntax = self._compress(incoming, data, transferSyntax, compression)
-        if data == original and transferSyntax == incoming.transferSyntax and device is self.device:
+        if data == original and transferSyntax == incoming.transferSyntax and device is chosen:
             return None
         try:
             attrs = readAttributes(data, transferSyntax, self.tags, wholeDataset=True)
@@ -304,7 +311,7 @@ class ObjectStore:
                                       sopInstanceUID=attrs[SOP_INSTANCE_UID], transferSyntax=transferSyntax)
         return data, attrs, self._header(amended, transferSyntax), device, None, transferSyntax
 
-    def _convertSpooled(self, incoming, spool):
+    def _convertSpooled(self, incoming, spool, device):
         """The spooled object in the one little endian syntax its
         compression code asks for, converted file to file into a temporary
         file of the device: ``(None, attrs, header, device, path)``; None
@@ -315,9 +322,9 @@ class ObjectStore:
             return None
         target = targets[0]
         header = self._header(dataclasses.replace(incoming, transferSyntax=target), target)
-        temporary, low = self.device.takeTemporaryFile()
+        temporary, low = device.takeTemporaryFile()
         if low:
-            self.workers.callInThread(self.device.refillTemporaryFiles)
+            self.workers.callInThread(device.refillTemporaryFiles)
         try:
             with open(spool.path, "rb") as source, open(temporary, "wb") as out:
                 start = len(spool.header)
@@ -338,7 +345,7 @@ class ObjectStore:
         except BaseException:
             os.unlink(temporary)
             raise
-        return None, attrs, header, self.device, temporary, target
+        return None, attrs, header, device, temporary, target
 
     def _compress(self, incoming, data, transferSyntax, compression):
         """``(data, transferSyntax)`` as the Conquest code ``compression``

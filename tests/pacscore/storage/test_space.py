@@ -7,6 +7,7 @@ checks at 01:00."""
 import os
 import time
 
+from sqlalchemy import select
 from twisted.internet import defer, task
 from twisted.trial import unittest
 
@@ -48,6 +49,21 @@ class ThresholdTests(unittest.TestCase):
         self.assertEqual(len(self.running.files()), 4)
         yield self.checkBeforeAWrite()  # 8 MB free now
         self.assertIsNone(self.keeper.cleaning)
+
+    @defer.inlineCallbacks
+    def test_onlyPatientsWithObjectsOnTheDevice(self):
+        """The oldest patient, moved to MAG1 (NightlyMoveThreshold's way),
+        frees nothing on MAG0 and stays: the next two go."""
+        image = self.running.archive.index.tables.image
+        yield self.running.archive.index.runWrite(lambda connection: connection.execute(
+            image.update().where(image.c.ImagePat == "PAT0002").values(DeviceName="MAG1")))
+        self.keeper.threshold = 2 * MEGABYTE
+        yield self.checkBeforeAWrite()
+        yield self.keeper.cleaning
+        patient = self.running.archive.index.tables.patient
+        left = yield self.running.archive.index.runQuery(
+            lambda connection: connection.execute(select(patient.c.PatientID)).scalars().all())
+        self.assertEqual(left, ["PAT0002"])
 
     @defer.inlineCallbacks
     def test_offByDefault(self):

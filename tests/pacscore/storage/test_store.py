@@ -20,6 +20,7 @@ from twisted.trial import unittest
 from pacscore.codecs.transcode import transcode
 from pacscore.config.loader import loadConfiguration
 from pacscore.db.index import Index
+from pacscore.storage.devicechoice import DeviceChoice
 from pacscore.storage.devices import TEMP_FOLDER, MagDevice
 from pacscore.storage.durability import FileSystemFlush, FlushError, libcSyncfs
 from pacscore.storage.filenames import FileNamer
@@ -89,6 +90,13 @@ class ObjectStoreTests(unittest.TestCase):
         self.store = ObjectStore(self.device, FileNamer("4"), self.index, configuration.layout.indexedTags(),
                                  self.workers, "1.2.3.4", "TEST", spoolThreshold=64 << 10)
 
+    def addDevice(self, name):
+        """A second MAG device the store may write to."""
+        device = MagDevice(name, os.path.abspath(self.mktemp()))
+        device.prepare()
+        self.store.devicesByName[name] = device
+        return device
+
     def drainWorkers(self):
         """Fires once every call queued in the I/O pool so far has run: each
         worker must finish what it took before it reaches the barrier."""
@@ -117,7 +125,7 @@ class ObjectStoreTests(unittest.TestCase):
         uid = pydicom.dcmread(get_testdata_file("CT_small.dcm")).SOPInstanceUID
         incoming, spool = self.receive(data, uid)
         self.assertIsNotNone(spool.inMemory)
-        relative = yield self.store.store(incoming, spool)
+        _, relative = yield self.store.store(incoming, spool)
         self.assertEqual(self.storedFile(relative)[::2], (EXPLICIT, data))
         self.assertEqual(self.storedFile(relative)[1][0x00020016], "MODALITY")
         rows = yield self.index.runQuery(
@@ -129,7 +137,7 @@ class ObjectStoreTests(unittest.TestCase):
         data = datasetBytes("CT_small.dcm")
         original = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
         incoming, spool = self.receive(data, original.SOPInstanceUID, compression="j2")
-        relative = yield self.store.store(incoming, spool)
+        _, relative = yield self.store.store(incoming, spool)
         stored = pydicom.dcmread(self.device.absolute(relative))
         self.assertEqual(stored.file_meta.TransferSyntaxUID, "1.2.840.10008.1.2.4.57")
         self.assertTrue((stored.pixel_array == original.pixel_array).all())
@@ -141,10 +149,10 @@ class ObjectStoreTests(unittest.TestCase):
         self.store.namer = FileNamer("3")
         original = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
         incoming, spool = self.receive(datasetBytes("CT_small.dcm"), original.SOPInstanceUID, compression="j2")
-        self.assertTrue((yield self.store.store(incoming, spool)).endswith(".dcm"))
+        self.assertTrue((yield self.store.store(incoming, spool))[1].endswith(".dcm"))
         uid, data = largeDataset(2 << 20)
         incoming, spool = self.receive(data, uid, compression="ui")
-        self.assertTrue((yield self.store.store(incoming, spool)).endswith(".v2"), "uncompressed: .v2")
+        self.assertTrue((yield self.store.store(incoming, spool))[1].endswith(".v2"), "uncompressed: .v2")
 
     @defer.inlineCallbacks
     def test_compressionThatFailsStoresAsReceived(self):
@@ -159,7 +167,7 @@ class ObjectStoreTests(unittest.TestCase):
         events = []
         self.store.log = Logger(observer=events.append)
         incoming, spool = self.receive(data, ds.SOPInstanceUID, compression="jk")
-        relative = yield self.store.store(incoming, spool)
+        _, relative = yield self.store.store(incoming, spool)
         self.assertEqual(self.storedFile(relative)[::2], (EXPLICIT, data))
         self.assertIn("compression jk not applied, stored as received", formatEvent(events[0]))
 
@@ -170,7 +178,7 @@ class ObjectStoreTests(unittest.TestCase):
         incoming, spool = self.receive(data, uid, transport=transport)
         self.assertIsNone(spool.inMemory, "past the threshold the spool is a file")
         self.assertTrue(spool.path.startswith(self.device.tempDir))
-        relative = yield self.store.store(incoming, spool)
+        _, relative = yield self.store.store(incoming, spool)
         with open(self.device.absolute(relative), "rb") as f:
             f.seek(readFileMeta(f)[2])
             self.assertEqual(f.read(), data)
@@ -194,7 +202,7 @@ class ObjectStoreTests(unittest.TestCase):
             incoming, spool = self.receive(payload, sop, sopClass=rle.SOPClassUID if syntax == RLE else CT,
                                            compression=code, syntax=syntax)
             self.assertIsNone(spool.inMemory)
-            relative = yield self.store.store(incoming, spool)
+            _, relative = yield self.store.store(incoming, spool)
             self.assertEqual(self.storedFile(relative)[::2], (target, transcode(payload, syntax, target)))
         rows = yield self.index.runQuery(
             lambda c: c.exec_driver_sql("SELECT NumberOfFrames FROM DICOMImages ORDER BY NumberOfFrames").fetchall())
@@ -219,8 +227,8 @@ class ObjectStoreTests(unittest.TestCase):
     def test_sameInstanceReplacesFileAndRow(self):
         data = datasetBytes("CT_small.dcm")
         uid = pydicom.dcmread(get_testdata_file("CT_small.dcm")).SOPInstanceUID
-        first = yield self.store.store(*self.receive(data, uid))
-        second = yield self.store.store(*self.receive(data, uid))
+        _, first = yield self.store.store(*self.receive(data, uid))
+        _, second = yield self.store.store(*self.receive(data, uid))
         self.assertNotEqual(first, second)
         yield self.drainWorkers()  # the replaced file is removed in a worker
         self.assertFalse(os.path.exists(self.device.absolute(first)))
@@ -237,14 +245,35 @@ class ObjectStoreTests(unittest.TestCase):
         self.store.devicesByName["MAG1"] = mag1
         data = datasetBytes("CT_small.dcm")
         uid = pydicom.dcmread(get_testdata_file("CT_small.dcm")).SOPInstanceUID
-        first = yield self.store.store(*self.receive(data, uid))
+        _, first = yield self.store.store(*self.receive(data, uid))
         os.makedirs(os.path.dirname(mag1.absolute(first)))
         os.replace(self.device.absolute(first), mag1.absolute(first))
         yield self.index.runWrite(lambda c: c.exec_driver_sql("UPDATE DICOMImages SET DeviceName = 'MAG1'"))
-        second = yield self.store.store(*self.receive(data, uid))
+        _, second = yield self.store.store(*self.receive(data, uid))
         yield self.drainWorkers()
         self.assertFalse(os.path.exists(mag1.absolute(first)))
         self.assertTrue(os.path.exists(self.device.absolute(second)))
+
+    @defer.inlineCallbacks
+    def test_aFullMAG0SpillsOverToMAG1(self):
+        """MAGDeviceFullThreshHold: with MAG0 below it, objects held in memory
+        and objects spooled to disk as they arrive are both stored on MAG1."""
+        mag1 = self.addDevice("MAG1")
+        self.store.choice = DeviceChoice([self.device, mag1], 30 << 20,
+                                         lambda path: 0 if path == self.device.path else 100 << 20)
+        small = datasetBytes("MR_small.dcm")
+        stored = yield self.store.store(*self.receive(small, pydicom.dcmread(get_testdata_file("MR_small.dcm"))
+                                                      .SOPInstanceUID, sopClass="1.2.840.10008.5.1.4.1.1.4"))
+        incoming, spool = self.receive(*reversed(largeDataset(2 << 20)))
+        self.assertIsNotNone(spool.path, "spooled to disk")
+        self.assertTrue(spool.path.startswith(mag1.tempDir))
+        spooled = yield self.store.store(incoming, spool)
+        for device, relative in (stored, spooled):
+            self.assertEqual(device, "MAG1")
+            self.assertTrue(os.path.exists(mag1.absolute(relative)))
+        rows = yield self.index.runQuery(
+            lambda c: c.exec_driver_sql("SELECT DISTINCT DeviceName FROM DICOMImages").scalars().all())
+        self.assertEqual(rows, ["MAG1"])
 
     @defer.inlineCallbacks
     def test_aReplacedFileLosesItsMirrorCopy(self):
@@ -252,11 +281,11 @@ class ObjectStoreTests(unittest.TestCase):
         self.store.mirrors = Mirrors({"MAG0": mirror})
         data = datasetBytes("CT_small.dcm")
         uid = pydicom.dcmread(get_testdata_file("CT_small.dcm")).SOPInstanceUID
-        first = yield self.store.store(*self.receive(data, uid))
+        _, first = yield self.store.store(*self.receive(data, uid))
         os.makedirs(os.path.dirname(mirror.absolute(first)))
         with open(mirror.absolute(first), "wb") as f:
             f.write(b"the mirror copy")
-        second = yield self.store.store(*self.receive(data, uid))
+        _, second = yield self.store.store(*self.receive(data, uid))
         yield self.drainWorkers()
         self.assertFalse(os.path.exists(mirror.absolute(first)))
         self.assertTrue(os.path.exists(self.device.absolute(second)))
@@ -324,6 +353,13 @@ class FileSystemFlushStoreTests(ObjectStoreTests):
         self.addCleanup(self.index.durability.close)
         self.index.pending.dropEvery = 1
 
+    def addDevice(self, name):
+        device = super().addDevice(name)
+        self.index.durability.close()
+        self.index.durability = FileSystemFlush(self.store.devicesByName.values(), self.syncfs)
+        self.addCleanup(self.index.durability.close)
+        return device
+
     def syncfs(self, fd):
         """Record what the index and the folder hold at the moment of the flush."""
         with sqlite3.connect(self.index.engine.url.database) as connection:
@@ -345,14 +381,14 @@ class FileSystemFlushStoreTests(ObjectStoreTests):
     @defer.inlineCallbacks
     def test_rowsAndFilesFlushedTogether(self):
         uid = pydicom.dcmread(get_testdata_file("CT_small.dcm")).SOPInstanceUID
-        relative = yield self.store.store(*self.receive(datasetBytes("CT_small.dcm"), uid))
+        _, relative = yield self.store.store(*self.receive(datasetBytes("CT_small.dcm"), uid))
         [(inode, stored, rows, pending)] = self.flushes
         self.assertEqual(inode, os.stat(self.device.path).st_ino, "the device's file system is flushed")
         self.assertIn(relative, stored, "the file is in place when the flush runs")
         self.assertEqual(rows, [(relative,)], "its row is committed before the flush")
         self.assertEqual(pending, [(relative,)], "and marked pending in the same transaction")
         other = pydicom.dcmread(get_testdata_file("MR_small.dcm")).SOPInstanceUID
-        second = yield self.store.store(*self.receive(datasetBytes("MR_small.dcm"), other,
+        _, second = yield self.store.store(*self.receive(datasetBytes("MR_small.dcm"), other,
                                                       sopClass="1.2.840.10008.5.1.4.1.1.4"))
         self.assertEqual(self.flushes[-1][3], [(second,)], "the next transaction drops the flushed mark")
 

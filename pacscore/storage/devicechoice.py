@@ -1,0 +1,75 @@
+"""Which MAG device a new object goes to, as Conquest's ``GetDevice``: the
+first of MAG0, MAG1 ... with more than ``MAGDeviceFullThreshHold`` MB free
+(default 30), so that a full MAG0 spills over to MAG1 instead of refusing
+objects.  When no device has that much, MAG0 (its writes may still fit, or
+fail with A700).  ``MAGDeviceThreshold``'s clean-up (``space``) keeps MAG0
+from filling when it is set above this threshold, as Conquest intends.
+
+Free space is looked at again at most once a second, by the I/O thread
+about to write an object (``check``); the reactor reads ``current`` when
+an object starts to arrive (where a large one is spooled).  With one
+device, or ``MAGDeviceFullThreshHold = 0``, nothing is looked at (MAG0 takes
+every object).
+"""
+
+import threading
+import time
+
+from twisted.logger import Logger
+
+from pacscore.storage.space import MEGABYTE, freeSpace
+
+DEFAULT_FULL_THRESHOLD = 30 * MEGABYTE
+
+
+class DeviceChoice:
+    """``devices``: the MAG devices in order; ``threshold``: bytes a device
+    needs free to take new objects (0: MAG0 always)."""
+
+    log = Logger()
+    interval = 1.0  # seconds between looks at the free space
+
+    def __init__(self, devices, threshold=DEFAULT_FULL_THRESHOLD, freeSpace=freeSpace, clock=time.monotonic):
+        self.devices = list(devices)
+        self.threshold = threshold
+        self.freeSpace = freeSpace
+        self.clock = clock
+        self.current = self.devices[0]
+        self._lookedAt = None
+        self._looking = threading.Lock()
+
+    @classmethod
+    def fromIni(cls, devices, ini):
+        return cls(devices, max(ini.getint("MAGDeviceFullThreshHold", DEFAULT_FULL_THRESHOLD // MEGABYTE), 0)
+                   * MEGABYTE)
+
+    def check(self):
+        """In an I/O thread, before an object is written: the device it goes
+        to, free space looked at again when a second has passed."""
+        if self.threshold <= 0 or len(self.devices) < 2:
+            return self.current
+        now = self.clock()
+        if self._lookedAt is not None and now - self._lookedAt < self.interval:
+            return self.current
+        with self._looking:
+            if self._lookedAt is None or now - self._lookedAt >= self.interval:
+                self._lookedAt = now
+                self._choose()
+        return self.current
+
+    def _choose(self):
+        chosen = next((device for device in self.devices if self._free(device) > self.threshold), self.devices[0])
+        if chosen is not self.current:
+            self.log.warn("{previous} has {threshold} MB free or less (MAGDeviceFullThreshHold): new objects go to "
+                          "{device}" if chosen is not self.devices[0] else
+                          "{device} has room again: new objects go to {device}",
+                          previous=self.current.name, device=chosen.name, threshold=self.threshold // MEGABYTE)
+            self.current = chosen
+
+    def _free(self, device):
+        try:
+            return self.freeSpace(device.path)
+        except OSError as e:
+            self.log.warn("{device}: free space unknown ({error}): no new objects go there", device=device.name,
+                          error=e)
+            return 0

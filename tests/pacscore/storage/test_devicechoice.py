@@ -1,0 +1,73 @@
+"""MAGDeviceFullThreshHold: new objects go to the first MAG device with more
+than the threshold free, looked at again at most once a second; MAG0 when
+none has room; one device, or a threshold of 0, looks at nothing."""
+
+from twisted.trial import unittest
+
+from pacscore.config.ini import DicomIni
+from pacscore.storage.devicechoice import DEFAULT_FULL_THRESHOLD, DeviceChoice
+from pacscore.storage.devices import MagDevice
+from pacscore.storage.space import MEGABYTE
+
+
+class DeviceChoiceTests(unittest.TestCase):
+
+    def setUp(self):
+        self.devices = [MagDevice(f"MAG{n}", f"/archive/mag{n}") for n in range(3)]
+        self.free = {device.path: 100 * MEGABYTE for device in self.devices}
+        self.looks = []
+        self.now = 0.0
+
+        def freeSpace(path):
+            self.looks.append(path)
+            return self.free[path]
+        self.choice = DeviceChoice(self.devices, 30 * MEGABYTE, freeSpace, lambda: self.now)
+
+    def test_aFullDeviceSpillsOverToTheNext(self):
+        self.assertIs(self.choice.check(), self.devices[0])
+        self.free["/archive/mag0"] = 30 * MEGABYTE
+        self.now += 1
+        self.assertIs(self.choice.check(), self.devices[1])
+        self.assertIs(self.choice.current, self.devices[1])
+        self.free["/archive/mag1"] = MEGABYTE
+        self.now += 1
+        self.assertIs(self.choice.check(), self.devices[2])
+        self.free["/archive/mag0"] = 31 * MEGABYTE  # a clean-up freed MAG0
+        self.now += 1
+        self.assertIs(self.choice.check(), self.devices[0])
+
+    def test_noneWithRoomMeansMAG0(self):
+        self.free = dict.fromkeys(self.free, MEGABYTE)
+        self.assertIs(self.choice.check(), self.devices[0])
+
+    def test_looksOnceASecond(self):
+        self.choice.check()
+        self.free["/archive/mag0"] = 0
+        self.now += 0.5
+        self.assertIs(self.choice.check(), self.devices[0])
+        self.assertEqual(self.looks, ["/archive/mag0"])
+        self.now += 0.5
+        self.assertIs(self.choice.check(), self.devices[1])
+
+    def test_anUnreadableDeviceTakesNothing(self):
+        def freeSpace(path):
+            if path == "/archive/mag0":
+                raise FileNotFoundError(2, "No such file or directory")
+            return 100 * MEGABYTE
+        choice = DeviceChoice(self.devices, 30 * MEGABYTE, freeSpace, lambda: 0)
+        self.assertIs(choice.check(), self.devices[1])
+
+    def test_oneDeviceOrNoThresholdLooksAtNothing(self):
+        for devices, threshold in ((self.devices[:1], 30 * MEGABYTE), (self.devices, 0)):
+            choice = DeviceChoice(devices, threshold, lambda path: self.fail("looked"), lambda: 0)
+            self.assertIs(choice.check(), self.devices[0])
+
+    def ini(self, text):
+        return DicomIni.fromString("[sscscp]\n" + text, "dicom.ini")
+
+    def test_fromIni(self):
+        self.assertEqual(DeviceChoice.fromIni(self.devices, self.ini("")).threshold, DEFAULT_FULL_THRESHOLD)
+        self.assertEqual(DEFAULT_FULL_THRESHOLD, 30 * MEGABYTE)
+        self.assertEqual(DeviceChoice.fromIni(self.devices, self.ini("MAGDeviceFullThreshHold = 500")).threshold,
+                         500 * MEGABYTE)
+        self.assertEqual(DeviceChoice.fromIni(self.devices, self.ini("MAGDeviceFullThreshHold = 0")).threshold, 0)

@@ -41,7 +41,12 @@ SCHEDULED = "SCHEDULED"
 
 
 class OrderRefused(Exception):
-    """An order that was understood but cannot be applied (HL7 AE)."""
+    """An order that was understood but cannot be applied (HL7 AE);
+    ``code`` is its error code of HL7 table 0357 (ERR)."""
+
+    def __init__(self, text, code=207):
+        super().__init__(text)
+        self.code = code
 
 
 class Applied(NamedTuple):
@@ -101,7 +106,7 @@ class WorklistItems:
         accession = order.values.get(self.accessionColumn, "")
         if not accession:
             raise OrderRefused(f"order {order.control} has no accession number "
-                               f"(the source of {self.accessionColumn} in dicom.sql)")
+                               f"(the source of {self.accessionColumn} in dicom.sql)", 101)
         values = {name: value for name, value in order.values.items() if name in self.table.c}
         existing = connection.execute(select(key).where(key == accession).limit(1)).first()
         if order.control in DELETE_CONTROLS:
@@ -111,7 +116,8 @@ class WorklistItems:
             return Applied(order.control, accession, "deleted")
         if existing is None:
             if order.control in UPDATE_CONTROLS:
-                raise OrderRefused(f"order {order.control}: no worklist item with accession number {accession}")
+                raise OrderRefused(f"order {order.control}: no worklist item with accession number {accession}",
+                                   204)
             if self.statusColumn is not None and not values.get(self.statusColumn):
                 values[self.statusColumn] = SCHEDULED
             connection.execute(insert(self.table).values(values))

@@ -5,11 +5,15 @@ Messages are parsed and mapped in the reactor's thread pool.
 Every message gets an original-mode acknowledgement:
 
 - AA: the orders are in the worklist (committed);
-- AE: understood but not applied (an XO for an unknown accession number,
-  an order without an accession number, a database failure), with the
-  reason in MSA-3 and ERR;
+- AE: understood but not applied, for what the message holds (an XO for
+  an unknown accession number, an order without an accession number, an
+  order control or structure we do not handle), with the reason in MSA-3
+  and ERR (its code of HL7 table 0357);
 - AR: not parsed, or not a message we handle (only order messages ORM^O01,
-  OMG^O19 and OMI^O23 fill the worklist; unknown order controls too).
+  OMG^O19 and OMI^O23 fill the worklist), or not applied for a reason
+  that is not the message's (the database failing): the sender may send
+  it again later.  The reason is logged in full; the ACK names only its
+  kind (no SQL, no patient data).
 """
 
 from typing import NamedTuple
@@ -25,7 +29,7 @@ ORDER_MESSAGES = {"ORM": "O01", "OMG": "O19", "OMI": "O23"}
 UNSUPPORTED_MESSAGE_TYPE = 200
 UNSUPPORTED_EVENT_CODE = 201
 SEGMENT_SEQUENCE_ERROR = 100
-REQUIRED_FIELD_MISSING = 101
+TABLE_VALUE_NOT_FOUND = 103
 APPLICATION_ERROR = 207
 
 
@@ -74,13 +78,13 @@ class WorklistIntake:
     def _apply(self, read, raw):
         message, orders, error = read
         if isinstance(error, OrderRefused):
-            return self._error(message, str(error))
+            return self._error(message, error)
         if error is not None:
             return self._reject(message, raw, str(error), error.code)
         try:
             applying = self.items.apply(orders)
         except OrderRefused as e:
-            return self._error(message, str(e))
+            return self._error(message, e)
         return applying.addCallbacks(self._accepted, self._failed, (message,), None, (message,))
 
     def _orders(self, message):
@@ -93,11 +97,11 @@ class WorklistIntake:
             raise HL7Error(f"trigger event {kind} is not handled", UNSUPPORTED_EVENT_CODE)
         orders = self.mapping.items(message)
         if not orders:
-            raise HL7Error(f"{kind} without ORC or OBR segment", SEGMENT_SEQUENCE_ERROR)
+            raise OrderRefused(f"{kind} without ORC or OBR segment", SEGMENT_SEQUENCE_ERROR)
         for order in orders:
             if order.control not in ORDER_CONTROLS:
-                raise HL7Error(f"order control {order.control!r} (ORC-1) is not handled "
-                               f"(expected one of {', '.join(sorted(ORDER_CONTROLS))})", APPLICATION_ERROR)
+                raise OrderRefused(f"order control {order.control!r} (ORC-1) is not handled "
+                                   f"(expected one of {', '.join(sorted(ORDER_CONTROLS))})", TABLE_VALUE_NOT_FOUND)
         return orders
 
     def _count(self, name):
@@ -112,14 +116,16 @@ class WorklistIntake:
 
     def _failed(self, failure, message):
         if failure.check(OrderRefused):
-            return self._error(message, failure.getErrorMessage())
+            return self._error(message, failure.value)
         self.log.failure("HL7 {controlId}: applying the orders failed", failure, controlId=message.controlId)
-        return self._error(message, f"worklist update failed: {failure.getErrorMessage()}")
+        return self._reject(message, message.raw, f"worklist update failed ({failure.type.__name__}): "
+                                                  f"not applied, send it again later", APPLICATION_ERROR)
 
-    def _error(self, message, text):
+    def _error(self, message, refusal):
         self._count("hl7Errors")
+        text = str(refusal)
         self.log.warn("HL7 {controlId} not applied (AE): {text}", controlId=message.controlId, text=text)
-        return Outcome("AE", text, ack(message, "AE", text, APPLICATION_ERROR, application=self.application))
+        return Outcome("AE", text, ack(message, "AE", text, refusal.code, application=self.application))
 
     def _reject(self, message, raw, text, code):
         self._count("hl7Errors")

@@ -6,6 +6,12 @@ Each WorkList column's seventh field names where its value comes from:
 ``SEQ.N.DATE`` / ``SEQ.N.TIME`` the date or time part of a timestamp.
 ``WorklistMapping.items`` turns a message into one ``OrderItem`` per
 ordered procedure (OBR), with the ORC control code that says what to do.
+
+HL7's null values: a field the message leaves empty (or a segment it
+lacks) changes nothing, so a change order (XO) keeps what the column holds;
+``""`` clears it.  The placer and filler order numbers (field 2 and 3) are
+the same in ORC and OBR, and may be sent in either: an order (a cancel
+above all) with only an ORC finds its accession number in ORC-3.
 """
 
 import re
@@ -26,6 +32,9 @@ _NOTHING = ("", "---")
 _GENERATED = ("*AN", "*UI")
 _TIME = re.compile(r"[0-9]{8}([0-9]{2}(?:[0-9]{2}(?:[0-9]{2}(\.[0-9]+)?)?)?)")
 
+# The placer (2) and filler (3) order numbers: each in ORC or OBR, the same in both.
+ORDER_NUMBERS = {("ORC", 2): "OBR", ("ORC", 3): "OBR", ("OBR", 2): "ORC", ("OBR", 3): "ORC"}
+
 # Fields of type XCN (ID number^family^given^...): a person name after the ID.
 XCN_FIELDS = frozenset({
     ("OBR", 10), ("OBR", 16), ("OBR", 28), ("ORC", 10), ("ORC", 11), ("ORC", 12),
@@ -38,7 +47,7 @@ class OrderItem(NamedTuple):
 
     control: str    # ORC-1 of the item's order ("NW", "XO", "CA", ...); "NW" without an ORC
     values: dict    # column name -> str for every column with a source
-    absent: frozenset = frozenset()  # columns whose source segment the message lacks: a change keeps them
+    absent: frozenset = frozenset()  # columns the message sends no value for: a change keeps them
 
 
 class _Field(NamedTuple):
@@ -186,8 +195,10 @@ class WorklistMapping:
         if source == "*UI":
             return self.newUID()
         segment = groups[source.segment] if source.segment in groups else message.segment(source.segment)
-        if segment is None:
-            return None
+        if segment is None or not segment.field(source.field):
+            segment = groups.get(ORDER_NUMBERS.get((source.segment, source.field)))
+            if segment is None or not segment.field(source.field):
+                return None  # not sent: HL7 says to leave it as it is
         if source.part == "DATE":
             value = datePart(segment.value(source.field, 0))
         elif source.part == "TIME":

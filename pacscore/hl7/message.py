@@ -254,10 +254,14 @@ def parseMessage(raw):
 
     Segments may end in CR, LF or CR LF.  MSH-1 and MSH-2 give the
     delimiters, MSH-18 the character set.  MSH-9 and MSH-10 are required.
+    A second MSH is an error: two messages run together would mix their
+    orders and patients.
     """
     lines = _segmentLines(raw)
     if not lines or not lines[0].startswith(b"MSH") or len(lines[0]) < 5:
         raise HL7Error("the message does not start with an MSH segment", 100)
+    if any(line.startswith(b"MSH") for line in lines[1:]):
+        raise HL7Error("a second MSH segment: one message at a time (several messages ran together)", 100)
     msh = lines[0]
     fieldSeparator = msh[3:4]
     if not fieldSeparator.isascii() or fieldSeparator.isalnum() or fieldSeparator in (b" ", b"\t"):
@@ -288,10 +292,14 @@ def parseMessage(raw):
     return message
 
 
+_BATCH_SEGMENTS = (b"FHS", b"BHS", b"BTS", b"FTS")
+
+
 def splitMessages(data):
     """The messages of a file or buffer, as raw bytes with segments joined by CR.
 
-    MLLP start and end bytes, a UTF-8 byte order mark and blank lines are
+    MLLP start and end bytes, a UTF-8 byte order mark, blank lines and the
+    header and trailer segments of HL7 batch files (FHS, BHS, BTS, FTS) are
     removed; a new message starts at every segment beginning with MSH.
     Anything before the first MSH is returned as a piece of its own (which
     ``parseMessage`` then rejects), so nothing is silently lost.
@@ -301,6 +309,8 @@ def splitMessages(data):
     data = data.translate(None, MLLP_BYTES)
     messages = []
     for line in _segmentLines(data):
+        if line[:3] in _BATCH_SEGMENTS:
+            continue
         if line.startswith(b"MSH") or not messages:
             messages.append([line])
         else:

@@ -3,8 +3,11 @@
 A message travels as ``0x0B <message> 0x1C 0x0D``.  ``MLLPProtocol`` cuts
 the byte stream into messages, hands them one at a time, in order, to the
 factory's handler and writes each ACK (framed) before the next message is
-handed on.  Bytes outside a frame are discarded, an oversized frame gets an
-AR and the connection is closed; nothing a peer sends raises out of
+handed on.  Bytes outside a frame are discarded; a start byte inside a
+frame starts a new one, the unfinished one discarded unanswered (a sender
+that gave up on a message and sent the next must not have the two run
+together: the second would take the first one's patient); an oversized
+frame gets an AR and the connection is closed; nothing a peer sends raises out of
 ``dataReceived``.  A peer that half-closes after sending (``nc -N``, a
 ``shutdown(SHUT_WR)``) still gets the ACKs of its messages; the connection
 closes once they are written.
@@ -129,6 +132,11 @@ class MLLPProtocol(protocol.Protocol, policies.TimeoutMixin):
                 position = start + 1
             elif self._state == INSIDE:
                 end = data.find(END_BLOCK, position)
+                restart = data.find(START_BLOCK, position, len(data) if end < 0 else end)
+                if restart >= 0:
+                    self._frameAbandoned(len(self._buffer) + restart - position)
+                    position = restart + 1
+                    continue
                 chunk = data[position:len(data) if end < 0 else end]
                 if len(self._buffer) + len(chunk) > self.factory.maxMessageSize:
                     self._frameTooLarge(bytes(self._buffer[:SALVAGE_BYTES]) + chunk[:SALVAGE_BYTES])
@@ -157,6 +165,12 @@ class MLLPProtocol(protocol.Protocol, policies.TimeoutMixin):
             self.log.warn("{peer}: more than {limit} bytes without an MLLP start byte, closing",
                           peer=self.peerName(), limit=self.factory.maxMessageSize)
             self.transport.loseConnection()
+
+    def _frameAbandoned(self, size):
+        self._buffer = bytearray()
+        self.factory.count("hl7Errors")
+        self.log.warn("{peer}: MLLP start byte 0x0B inside a frame: the unfinished frame ({size} bytes) is "
+                      "discarded unanswered, a new one starts", peer=self.peerName(), size=size)
 
     def _frameComplete(self):
         raw, self._buffer = bytes(self._buffer), bytearray()

@@ -179,6 +179,50 @@ class WorklistTests(unittest.TestCase):
         self.assertIn("NW ACC1095: inserted", self.server.log())
         self.assertIn("CA ACC1095: deleted", self.server.log())
 
+    def test_aChangeKeepsWhatItLeavesOutAndACancelNeedsNoOBR(self):
+        """HL7's null values over mllp_send: an XO that sends only the new
+        start (PID-7, PID-8, OBR-16 empty) keeps the birth date, sex and
+        physician; a cancel of PID and ORC alone (the accession number in
+        ORC-3) removes the order."""
+        new = order(97, "ACC1097", "PAT97", "Kept^Values", "", "CT", "20261208100000", "", "")
+        change = ("MSH|^~\\&|RIS|HOSPITAL|PACS|HOSPITAL|20261202080000||ORM^O01|MSG98|P|2.3.1\r"
+                  "PID|1||PAT97|PAT97|Kept^Values\rORC|XO|PACC1097|ACC1097||SC\r"
+                  "OBR|1|PACC1097|ACC1097|CT123^CT HEAD|||20261208113000").encode()
+        cancel = ("MSH|^~\\&|RIS|HOSPITAL|PACS|HOSPITAL|20261202080000||ORM^O01|MSG99|P|2.3.1\r"
+                  "PID|1||PAT97|PAT97|Kept^Values\rORC|CA|PACC1097|ACC1097||CA").encode()
+        path = os.path.join(self.workdir, "change.hl7")
+        writeMessages(path, [new, change])
+        self.assertEqual(acks(self.server.sendHL7(path)), [("AA", "MSG97"), ("AA", "MSG98")])
+        [match] = worklistFind(self.server, ["AccessionNumber=ACC1097", "PatientBirthDate", "PatientSex",
+                                             "RequestingPhysician"], sequenceKeys=["ScheduledProcedureStepStartTime"])
+        self.assertEqual((match.PatientBirthDate, match.PatientSex, str(match.RequestingPhysician),
+                          match[SPS][0].ScheduledProcedureStepStartTime), ("19800101", "M", "House^Gregory", "113000"))
+        writeMessages(path, [cancel])
+        self.assertEqual(acks(self.server.sendHL7(path)), [("AA", "MSG99")])
+        self.assertEqual(worklistFind(self.server, ["AccessionNumber=ACC1097"]), [])
+
+    def test_anAbandonedFrameDoesNotLendItsPatient(self):
+        """A sender gives up on one order halfway and sends another: only
+        the second is answered and entered, with its own patient."""
+        first = order(80, "ACC1080", "PAT80", "First^Abandoned", "", "CT", "20261209100000", "", "")
+        second = order(81, "ACC1081", "PAT81", "Second^Complete", "", "CT", "20261209110000", "", "")
+        cancel = order(82, "ACC1081", "PAT81", "Second^Complete", "", "CT", "20261209110000", "", "",
+                       control="CA")
+        with socket.create_connection(("127.0.0.1", self.server.hl7Port), timeout=30) as connection:
+            connection.sendall(b"\x0b" + first[:first.index(b"ORC")] + frame(second))
+            connection.shutdown(socket.SHUT_WR)
+            answer = b""
+            while chunk := connection.recv(65536):
+                answer += chunk
+        self.assertEqual(acks(answer.decode()), [("AA", "MSG81")])
+        matches = worklistFind(self.server, ["AccessionNumber=ACC108*", "PatientID", "PatientName"])
+        self.assertEqual([(m.AccessionNumber, m.PatientID, str(m.PatientName)) for m in matches],
+                         [("ACC1081", "PAT81", "Second^Complete")])
+        self.assertIn("MLLP start byte 0x0B inside a frame", self.server.log())
+        path = os.path.join(self.workdir, "cancel81.hl7")
+        writeMessages(path, [cancel])
+        self.assertEqual(acks(self.server.sendHL7(path)), [("AA", "MSG82")])
+
     # -- worklist C-FIND ----------------------------------------------------
 
     def test_matchingOnStationModalityDateTime(self):
@@ -281,6 +325,19 @@ class WorklistFilesTests(unittest.TestCase):
         log = self.server.log()
         self.assertIn("good.hl7 -> ", log)
         self.assertRegex(log, r"bad\.hl7 -> .*failed.*message 2: AR")
+
+    def test_batchFile(self):
+        """An HL7 batch file (FHS, BHS, messages, BTS, FTS) is processed,
+        not failed."""
+        batch = os.path.join(self.workdir, "batch.hl7")
+        with open(batch, "wb") as f:
+            f.write(b"FHS|^~\\&|RIS|HOSPITAL\r\nBHS|^~\\&|RIS|HOSPITAL\r\n")
+            f.write(b"\r\n".join(order(n, *o).replace(b"\r", b"\r\n") for n, o in enumerate(ORDERS[:2], 1)))
+            f.write(b"\r\nBTS|2\r\nFTS|1\r\n")
+        os.replace(batch, os.path.join(self.drop, "batch.hl7"))
+        waitFor(lambda: os.path.exists(os.path.join(self.drop, "processed", "batch.hl7")), what="the drop folder")
+        self.assertEqual(accessions(worklistFind(self.server, ["AccessionNumber"])), ["ACC1001", "ACC1002"])
+        self.assertNotIn("AR", self.server.log().split("batch.hl7 -> ")[-1].splitlines()[0])
 
     def test_dgateLoadHL7AndClearWorklist(self):
         path = os.path.join(self.workdir, "orders.hl7")

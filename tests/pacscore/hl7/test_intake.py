@@ -94,7 +94,7 @@ class WorklistIntakeTests(IntakeTestCase):
         ack = parseMessage(outcome.ack)
         self.assertEqual(ack.segment("MSA").value(1), "AE")
         self.assertIn("ACC9", ack.segment("MSA").value(3))
-        self.assertIsNotNone(ack.segment("ERR"))
+        self.assertEqual(ack.segment("ERR").value(3, 0), "204", "unknown key identifier")
         self.assertEqual(self.rows(), {})
 
     def test_aChangeWithoutPIDKeepsThePatient(self):
@@ -119,17 +119,36 @@ class WorklistIntakeTests(IntakeTestCase):
         self.assertEqual(self.process(orderMessage("M3", "ACC-2024-000001", "PAT1", "A^B")).code, "AA")
 
     def test_unhandledMessagesRejected(self):
-        for raw, why in [(orderMessage("M3", "ACC1", "P", "A^B", messageType="ADT^A01"), "ADT^A01"),
-                         (orderMessage("M4", "ACC1", "P", "A^B", messageType="ORM^O02"), "O02"),
-                         (orderMessage("M5", "ACC1", "P", "A^B", control="ZZ"), "ZZ"),
-                         (b"MSH|^~\\&|RIS|H|PACS|H|2026||ORM^O01|M6|P|2.3.1\rPID|1||P", "without ORC or OBR"),
-                         (b"this is not HL7", "")]:
+        """Messages we do not take (MSH-9) get AR; orders whose content we
+        cannot apply get AE, with the code of HL7 table 0357 in ERR-3."""
+        for raw, why, code, error in [
+                (orderMessage("M3", "ACC1", "P", "A^B", messageType="ADT^A01"), "ADT^A01", "AR", "200"),
+                (orderMessage("M4", "ACC1", "P", "A^B", messageType="ORM^O02"), "O02", "AR", "201"),
+                (b"this is not HL7", "", "AR", "100"),
+                (orderMessage("M5", "ACC1", "P", "A^B", control="ZZ"), "ZZ", "AE", "103"),
+                (b"MSH|^~\\&|RIS|H|PACS|H|2026||ORM^O01|M6|P|2.3.1\rPID|1||P", "without ORC or OBR", "AE", "100"),
+                (orderMessage("M7", "", "P", "A^B"), "no accession number", "AE", "101")]:
             outcome = self.process(raw)
-            self.assertEqual(outcome.code, "AR", raw)
+            self.assertEqual(outcome.code, code, raw)
             self.assertIn(why, outcome.text)
-            self.assertIn(b"MSA|AR", outcome.ack)
+            self.assertIn(b"MSA|" + code.encode(), outcome.ack)
+            self.assertEqual(parseMessage(outcome.ack).segment("ERR").value(3, 0), error, raw)
         self.assertEqual(self.rows(), {})
-        self.assertEqual(self.counters["hl7Errors"], 5)
+        self.assertEqual(self.counters["hl7Errors"], 6)
+
+    def test_aDatabaseFailureIsRejectedForTheSenderToRetry(self):
+        """Not the message's fault: AR (the sender sends it again later),
+        the ACK naming only the kind of failure, the log all of it."""
+        events = []
+        self.intake.log = Logger(observer=events.append)
+        self.intake.items.apply = lambda orders: defer.fail(
+            RuntimeError("database is locked [SQL: INSERT INTO DICOMWorkList ... ('Doe^John')]"))
+        outcome = self.process(orderMessage("M1", "ACC1", "PAT1", "Doe^John"))
+        self.assertEqual(outcome.code, "AR")
+        msa = parseMessage(outcome.ack).segment("MSA")
+        self.assertEqual(msa.value(3), "worklist update failed (RuntimeError): not applied, send it again later")
+        self.assertNotIn(b"Doe", outcome.ack.split(b"\rMSA")[1])
+        self.assertIn("database is locked", str(events[0]["log_failure"].value))
 
     def test_mutatedMessages(self):
         """Seeded random damage to orders in every character set gets an

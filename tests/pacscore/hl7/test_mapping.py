@@ -64,7 +64,8 @@ class SourceTests(unittest.TestCase):
         ]
         for source, expected in cases:
             mapping = WorklistMapping([column("Value", source)])
-            absent = frozenset({"Value"}) if source.startswith("NTE") else frozenset()  # the message has no NTE
+            # the message has no NTE, and no PID-40: a change leaves those columns as they are
+            absent = frozenset({"Value"}) if source.startswith("NTE") or source == "PID.40" else frozenset()
             self.assertEqual(mapping.items(ms), [OrderItem("NW", {"Value": expected}, absent)], source)
 
     def test_noSource(self):
@@ -227,16 +228,29 @@ class ItemTests(unittest.TestCase):
                           ("XO", "A3", "P-0815", "P2")])
 
     def test_cancelWithoutObr(self):
-        self.assertEqual(self.items(orc("CA", "P1")), [("CA", "", "P-0815", "P1")])
+        """The filler order number (the accession number, OBR-3) is ORC-3 as well."""
+        self.assertEqual(self.items(orc("CA", "P1", "ACC7")), [("CA", "ACC7", "P-0815", "P1")])
+        self.assertEqual(self.items(orc("CA", "P1", "")), [("CA", "", "P-0815", "P1")])
 
     def test_orcWithoutObrAmongOthers(self):
-        self.assertEqual(self.items(orc("CA", "P1"), orc("NW", "P2"), obr("A2"), orc("DC", "P3")),
-                         [("CA", "", "P-0815", "P1"), ("NW", "A2", "P-0815", "P2"),
-                          ("DC", "", "P-0815", "P3")])
+        self.assertEqual(self.items(orc("CA", "P1", "F1"), orc("NW", "P2"), obr("A2"), orc("DC", "P3", "F3")),
+                         [("CA", "F1", "P-0815", "P1"), ("NW", "A2", "P-0815", "P2"),
+                          ("DC", "F3", "P-0815", "P3")])
 
     def test_obrWithoutOrc(self):
+        """The placer order number (ORC-2) is OBR-2 as well."""
         self.assertEqual(self.items(obr("A1"), obr("A2")),
-                         [("NW", "A1", "P-0815", ""), ("NW", "A2", "P-0815", "")])
+                         [("NW", "A1", "P-0815", "PL100"), ("NW", "A2", "P-0815", "PL100")])
+
+    def test_emptyFieldsChangeNothingAndNullClears(self):
+        """HL7's null values: an XO that leaves OBR-21 empty keeps the
+        modality; ``""`` in OBR-24 clears the station."""
+        mapping = WorklistMapping([column("Modality", "OBR.21"), column("Station", "OBR.24"),
+                                   column("Start", "OBR.7.DATE")])
+        change = segment("OBR", {1: "1", 3: "ACC100", 7: "20261202", 24: '""'})
+        [item] = mapping.items(message(PID, orc("XO"), change))
+        self.assertEqual(item, OrderItem("XO", {"Modality": "", "Station": "", "Start": "20261202"},
+                                         frozenset({"Modality"})))
 
     def test_emptyOrderControlMeansNew(self):
         self.assertEqual(self.items(orc(""), obr("A1")), [("NW", "A1", "P-0815", "PL100")])

@@ -179,6 +179,7 @@ class ParseTests(unittest.TestCase):
             (b"MSH|^~\\&|RIS||PACS|||||X1|P|2.5\rPID|1", 101),
             (b"MSH|^~\\&|RIS||PACS||||ORM^O01||P|2.5\rPID|1", 101),
             (b"MSH|^~\\&|RIS||PACS||||^O01|X1|P|2.5", 101),
+            (b"MSH|^~\\&|RIS||PACS||||ORM^O01|X1|P|2.5\rPID|1\rMSH|^~\\&|RIS||PACS||||ORM^O01|X2|P|2.5", 100),
         ]
         for raw, code in cases:
             error = self.assertRaises(HL7Error, parseMessage, raw)
@@ -196,6 +197,12 @@ class SplitTests(unittest.TestCase):
     def test_severalMessages(self):
         data = b"MSH|^~\\&|A|1\nPID|1\n\nMSH|^~\\&|A|2\r\nPV1|1\r\nOBR|1\r\n"
         self.assertEqual(splitMessages(data), [b"MSH|^~\\&|A|1\rPID|1", b"MSH|^~\\&|A|2\rPV1|1\rOBR|1"])
+
+    def test_batchFile(self):
+        """HL7's batch file layout: FHS, BHS, the messages, BTS, FTS."""
+        data = (b"FHS|^~\\&|RIS\r\nBHS|^~\\&|RIS\r\nMSH|^~\\&|A|1\r\nPID|1\r\nMSH|^~\\&|A|2\r\n"
+                b"BTS|2\r\nFTS|1\r\n")
+        self.assertEqual(splitMessages(data), [b"MSH|^~\\&|A|1\rPID|1", b"MSH|^~\\&|A|2"])
 
     def test_framingAndBOM(self):
         data = b"\xef\xbb\xbf\x0bMSH|^~\\&|A|1\rPID|1\r\x1c\r\x0bMSH|^~\\&|A|2\r\x1c\r\n"

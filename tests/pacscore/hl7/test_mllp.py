@@ -156,6 +156,22 @@ class MLLPTests(unittest.TestCase):
         self.assertEqual(len(self.logged("discarding bytes outside an MLLP frame")), 2)
         self.assertFalse(self.transport.disconnecting)
 
+    def test_aStartByteInsideAFrameStartsANewOne(self):
+        """A sender that gave up on M1 halfway and sent M2: M1 is dropped
+        unanswered, never run together with M2 (byte by byte too)."""
+        data = b"\x0b" + hl7("M1")[:40] + frame(hl7("M2"))
+        for chunks in ([data], [data[i:i + 1] for i in range(len(data))]):
+            self.handler.received.clear()
+            self.connect()
+            for chunk in chunks:
+                self.protocol.dataReceived(chunk)
+            self.assertEqual(self.handler.received, [hl7("M2")])
+            self.assertEqual(self.acks(), [("AA", "M2")])
+            self.assertEqual(self.logged("inside a frame"),
+                             ["10.0.0.7:40000: MLLP start byte 0x0B inside a frame: the unfinished frame (40 bytes) "
+                              "is discarded unanswered, a new one starts"])
+            self.assertEqual(self.factory.counters["hl7Errors"], 1)
+
     def test_endByteWithoutCarriageReturn(self):
         """A frame ending in 0x1C alone is answered at once; what follows is logged."""
         self.protocol.dataReceived(b"\x0b" + hl7("M1") + b"\x1c")

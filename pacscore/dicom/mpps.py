@@ -8,6 +8,10 @@ attributes a list shows (patient, accession number and study of the
 scheduled step, modality, station, start and end) and the whole data set
 (Explicit VR Little Endian) with every N-SET applied, written by the index
 writer before the answer.  The standard's rules answer the rest: a create
+without an attribute table F.7.2-1 requires of it (type 1: the step's ID,
+station, start, status, modality, the scheduled steps with their Study
+Instance UIDs) is 0x0120, with one empty 0x0121, named in the Error
+Comment (as dcm4chee refuses them); a create
 not IN PROGRESS is 0x0106 (the status is a CS: upper case only), a second
 create of an instance 0x0111, an instance UID that is none 0x0117, a set of
 an unknown one 0x0112, a set after COMPLETED or DISCONTINUED 0x0110 (Error
@@ -52,6 +56,7 @@ DUPLICATE_SOP_INSTANCE = 0x0111
 NO_SUCH_OBJECT_INSTANCE = 0x0112
 INVALID_OBJECT_INSTANCE = 0x0117
 MISSING_ATTRIBUTE = 0x0120
+MISSING_ATTRIBUTE_VALUE = 0x0121
 MAY_NO_LONGER_BE_UPDATED = 0xA710  # the Error ID of a set after the end
 ENDED_COMMENT = "Performed Procedure Step Object may no longer be updated"  # table F.7.2-2
 SPECIFIC_CHARACTER_SET = 0x00080005
@@ -88,6 +93,13 @@ def buildTable(metadata):
         Index("ix_PacsMPPS_AccessionNumber", "AccessionNumber"), **MYSQL_TABLE)
 
 
+# table F.7.2-1: what an N-CREATE must carry with a value (type 1 for the SCU)
+REQUIRED_ON_CREATE = {0x00400270: "Scheduled Step Attributes Sequence", 0x00400253: "Performed Procedure Step ID",
+                      0x00400241: "Performed Station AE Title", 0x00400244: "Performed Procedure Step Start Date",
+                      0x00400245: "Performed Procedure Step Start Time", 0x00080060: "Modality"}
+STUDY_INSTANCE_UID = 0x0020000D
+
+
 class StepRefused(Exception):
     """A request the standard refuses: ``status`` (and ``errorID``) to
     answer, the message as its Error Comment; ``detail`` for the log only."""
@@ -97,6 +109,23 @@ class StepRefused(Exception):
         self.status = status
         self.errorID = errorID
         self.detail = detail
+
+
+def checkRequired(dataset):
+    """StepRefused (0x0120 or 0x0121, naming what it lacks) unless ``dataset`` has
+    every attribute an N-CREATE requires, with a value."""
+    missing = [tag for tag in REQUIRED_ON_CREATE if tag not in dataset]
+    empty = [tag for tag in REQUIRED_ON_CREATE if tag in dataset and dataset[tag].is_empty]
+    for item in dataset.get("ScheduledStepAttributesSequence", None) or []:
+        if STUDY_INSTANCE_UID not in item:
+            missing.append(STUDY_INSTANCE_UID)
+        elif item[STUDY_INSTANCE_UID].is_empty:
+            empty.append(STUDY_INSTANCE_UID)
+    for tags, status, what in ((missing, MISSING_ATTRIBUTE, "without"), (empty, MISSING_ATTRIBUTE_VALUE, "with no")):
+        if tags:
+            tags = sorted(set(tags))
+            names = ", ".join(REQUIRED_ON_CREATE.get(tag, "Study Instance UID") for tag in tags)
+            raise StepRefused(f"N-CREATE {what} {names}", status)
 
 
 def _text(dataset, keyword):
@@ -201,6 +230,7 @@ class MppsService:
             data = self._decode(protocol, contextId, dataset)
             if stepStatus(data, required=True) != IN_PROGRESS:
                 raise StepRefused("a step is created IN PROGRESS", INVALID_ATTRIBUTE_VALUE)
+            checkRequired(data)
             marked = await self.steps.index.runWrite(self._createStep, uid, data, callingAE)
         except StepRefused as e:
             return self._refuse(protocol, contextId, command, commands.N_CREATE_RSP, uid, e)

@@ -119,6 +119,24 @@ class MppsTests(ModalityTestCase):
         missing = inProgress()
         del missing.PerformedProcedureStepStatus
         self.assertEqual(self.create(missing).Status, 0x0120)
+        for keyword, name in (("PerformedProcedureStepID", "Performed Procedure Step ID"), ("Modality", "Modality"),
+                              ("PerformedProcedureStepStartTime", "Performed Procedure Step Start Time")):
+            missing = inProgress()
+            delattr(missing, keyword)
+            refused = self.association.send_n_create(missing, MPPS, generate_uid())[0]
+            self.assertEqual((refused.Status, refused.ErrorComment), (0x0120, f"N-CREATE without {name}"), keyword)
+        empty = inProgress()
+        empty.PerformedStationAETitle = ""
+        del empty.ScheduledStepAttributesSequence[0].StudyInstanceUID
+        refused = self.association.send_n_create(empty, MPPS, generate_uid())[0]
+        self.assertEqual((refused.Status, refused.ErrorComment), (0x0120, "N-CREATE without Study Instance UID"))
+        del empty.ScheduledStepAttributesSequence
+        refused = self.association.send_n_create(empty, MPPS, generate_uid())[0]
+        self.assertEqual((refused.Status, refused.ErrorComment),
+                         (0x0120, "N-CREATE without Scheduled Step Attributes Sequence"))
+        empty.ScheduledStepAttributesSequence = inProgress().ScheduledStepAttributesSequence
+        refused = self.association.send_n_create(empty, MPPS, generate_uid())[0]
+        self.assertEqual((refused.Status, refused.ErrorComment), (0x0121, "N-CREATE with no Performed Station AE Title"))
         self.assertEqual(self.create(inProgress(status="in progress")).Status, 0x0106, "a CS: upper case")
         self.assertEqual(self.create(inProgress(), "1.2.3.abc").Status, 0x0117)
         other = Dataset()

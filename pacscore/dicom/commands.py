@@ -159,6 +159,13 @@ def encodeCommand(command):
     return _ELEMENT.pack(0, 0, 4) + _UL.pack(len(body)) + body
 
 
+def isWarning(status):
+    """A Warning status of PS3.7 annex C: 0x0001, 0x0107 (attribute list
+    error), 0x0116 (attribute value out of range) or 0xBxxx; the object of
+    a C-STORE answered so was stored."""
+    return status in (0x0001, 0x0107, 0x0116) or status & 0xF000 == 0xB000
+
+
 def response(request, commandField, status, extra=None):
     """The response command to ``request``: echoes the message ID and the
     affected SOP class/instance; ``extra`` maps more tags (ints) to values."""

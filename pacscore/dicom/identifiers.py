@@ -151,6 +151,28 @@ def readRequest(data, transferSyntax, levels):
     return Request(level, keys, characterSetOf(dataset))
 
 
+def checkRetrieveKeys(request):
+    """BadIdentifier (A900) unless a retrieve ``request`` names what it
+    moves by a unique key, of its level or, relationally (as Conquest's
+    clients move all of a patient's studies by Patient ID), of one above:
+    a retrieve without one would send the whole archive (PS3.4 C.4.2.2.1:
+    the unique keys select, single values or UID lists, no wildcards)."""
+    levels = tuple(UNIQUE_KEYS)
+    values = {key.tag: key.value.strip() for key in request.keys}
+    named = [(level, values.get(UNIQUE_KEYS[level][0], "")) for level in levels[:levels.index(request.level) + 1]]
+    for level, value in named:
+        if "*" in value or "?" in value:
+            raise BadIdentifier(f"a wildcard in the {level} unique key of a retrieve: {value[:32]}",
+                                IDENTIFIER_DOES_NOT_MATCH)
+    if not any(value for _, value in named):
+        raise BadIdentifier(f"a {request.level} retrieve without a unique key "
+                            f"({', '.join(_KEY_NAMES[level] for level, _ in named)})", IDENTIFIER_DOES_NOT_MATCH)
+
+
+_KEY_NAMES = {"PATIENT": "PatientID", "STUDY": "StudyInstanceUID", "SERIES": "SeriesInstanceUID",
+              "IMAGE": "SOPInstanceUID"}
+
+
 def _fits(values, characterSet):
     """Whether pydicom writes ``values`` (none of them ASCII) in the single
     ``characterSet`` and reads them back unchanged: Python's codec for a

@@ -32,7 +32,7 @@ from pacscore.dicom.negotiation import PLAIN_TITLES
 from pacscore.converters.hooks import LEFT_OUT
 from pacscore.dicom.datasets import IdentifierError, decodeDataset, encodeDataset
 from pacscore.dicom.find import DESTROYED, convertIdentifier
-from pacscore.dicom.identifiers import BadIdentifier, readRequest
+from pacscore.dicom.identifiers import BadIdentifier, checkRetrieveKeys, readRequest
 from pacscore.dicom.models import modelOf
 from pacscore.dicom.protocol import ESTABLISHED
 from pacscore.dicom.storeddata import StoredData, closeIfStored, goesAsStored, openStored
@@ -76,7 +76,7 @@ class Progress:
         self.remaining -= 1
         if status == SUCCESS:
             self.completed += 1
-        elif status is not None and status & 0xF000 == 0xB000:
+        elif status is not None and commands.isWarning(status):
             self.warning += 1
         else:
             self.failed += 1
@@ -219,6 +219,7 @@ class RetrieveService:
                 return respond(SUCCESS, Progress(0))
             data, mask = takeServerMask(data, syntax)
             request = readRequest(data, syntax, modelOf(sopClass).levels)
+            checkRetrieveKeys(request)
             self._check(protocol, command)
             if self.virtual is not None:
                 fetched += await self.virtual.fetch(sopClass, decodeDataset(data, syntax), mask)

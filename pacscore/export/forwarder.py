@@ -56,8 +56,8 @@ SUCCESS = 0x0000
 
 
 def isSuccess(status):
-    """C-STORE success or warning (0x0000, 0x0001, 0xBxxx)."""
-    return status is not None and (status in (0x0000, 0x0001) or status & 0xF000 == 0xB000)
+    """C-STORE success or warning (``commands.isWarning``)."""
+    return status is not None and (status == SUCCESS or commands.isWarning(status))
 
 
 class ForwardError(Exception):

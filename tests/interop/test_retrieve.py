@@ -114,6 +114,22 @@ class RetrieveTests(unittest.TestCase):
         self.assertMoved(result)
         self.assertEqual(self.receivedBy(self.storescp), set(CORPUS.sopUIDs(patientID="PAT0004")))
 
+    def test_aRetrieveWithoutAUniqueKeyMovesNothing(self):
+        """An empty or missing Study Instance UID (or a wildcard) would
+        select the whole archive: A900. Relationally, by Patient ID at
+        STUDY level, all of the patient's studies move (as Conquest does)."""
+        self.storescp.reset()
+        for keys in ({"StudyInstanceUID": ""}, {"PatientName": "*"}, {"StudyInstanceUID": "1.2.*"}):
+            result = movescu(self.server, "STORESCP", "STUDY", keys)
+            self.assertIn("Received Final Move Response (Error: DataSetDoesNotMatchSOPClass)", result.stderr,
+                          keys)
+        self.assertEqual(self.receivedBy(self.storescp), set())
+        self.assertIn("C-MOVE refused: a STUDY retrieve without a unique key (PatientID, StudyInstanceUID)",
+                      self.server.log())
+        result = movescu(self.server, "STORESCP", "STUDY", {"PatientID": "PAT0004"})
+        self.assertMoved(result)
+        self.assertEqual(self.receivedBy(self.storescp), set(CORPUS.sopUIDs(patientID="PAT0004")))
+
     def test_unknownDestination(self):
         result = movescu(self.server, "NOWHERE", "STUDY", {"StudyInstanceUID": CORPUS.studyUIDs()[0]})
         self.assertIn("Received Final Move Response (Refused: MoveDestinationUnknown)", result.stderr)

@@ -174,6 +174,15 @@ class ProgressTests(unittest.TestCase):
         self.assertEqual(progress.failedUIDs, ["c", "d"])
         self.assertEqual(progress.finalStatus(), SUBOPERATIONS_FAILED)
 
+    def test_everyWarningStatusIsAWarning(self):
+        """PS3.7 annex C: 0x0001, 0x0107 and 0x0116 are warnings as 0xBxxx
+        are: the object was stored, so it is not in the failed list."""
+        progress = Progress(4)
+        for uid, status in (("a", 0x0001), ("b", 0x0107), ("c", 0x0116), ("d", 0xB000)):
+            progress.done(uid, status)
+        self.assertEqual((progress.warning, progress.failed, progress.failedUIDs), (4, 0, []))
+        self.assertEqual(progress.finalStatus(), SUBOPERATIONS_FAILED)
+
     def test_pendingCountsRemaining(self):
         progress = Progress(3)
         progress.done("a", SUCCESS)

@@ -20,10 +20,10 @@ from tests.pacscore.control.running import RunningArchive
 from tests.pacscore.dicom.requests import CT_STORAGE, IMPLICIT, VERIFICATION
 
 
-def studyIdentifier():
+def studyIdentifier(uid=""):
     identifier = Dataset()
     identifier.QueryRetrieveLevel = "STUDY"
-    identifier.StudyInstanceUID = ""
+    identifier.StudyInstanceUID = uid
     return identifier
 
 
@@ -56,7 +56,7 @@ class RoutingTests(unittest.TestCase):
         worklist = Dataset()
         worklist.PatientID = ""
         self.assertEqual((yield self.client.find(MODALITY_WORKLIST_FIND, worklist)), 0)
-        response, _ = yield self.client.get(STUDY_ROOT_GET, studyIdentifier())
+        response, _ = yield self.client.get(STUDY_ROOT_GET, studyIdentifier("1.2.3"))
         self.assertEqual(response[commands.STATUS], 0)
 
     @defer.inlineCallbacks

@@ -5,8 +5,11 @@ ones alike); a statement's command is found by its first words, the way
 an authentication plugin is picked by name: the longest registered name
 that starts the statement wins, so ``forward compressed as`` beats
 ``forward``.  Names match case-insensitively, with any whitespace between
-their words, and must end at a word boundary unless they end with ':'
-(``lua:`` is followed directly by code).
+their words, and must end where the word does unless they end with ':'
+(``lua:`` is followed directly by code): a name followed by a letter,
+digit, ``_``, ``.``, ``-`` or a slash is part of a program's name
+(``nop.exe``, ``process.sh %f``, ``copy-files``), which export converters
+run as a program.
 """
 
 import re
@@ -24,7 +27,7 @@ def _describe(command):
 
 def _pattern(name):
     words = r"\s+".join(re.escape(word) for word in name.split())
-    boundary = r"(?!\w)" if re.match(r"\w", name[-1]) else ""
+    boundary = r"(?![\w.\-/\\])" if re.match(r"\w", name[-1]) else ""
     return re.compile(r"\s*" + words + boundary, re.IGNORECASE)
 
 

@@ -28,6 +28,7 @@ One action per destination at a time (the runner sees to that); every
 failure raises ``ForwardError`` with the reason.
 """
 
+import re
 from typing import NamedTuple
 
 from pydicom.dataset import Dataset
@@ -35,6 +36,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from pacscore.codecs.compression import forPeer
+from pacscore.config.acrnema import Node
 from pacscore.codecs.jpeglossy import DEFAULT_QUALITY
 from pacscore.codecs.syntaxes import UNCOMPRESSED, qualityOf
 from pacscore.codecs.transcode import TranscodeError
@@ -52,6 +54,7 @@ from pacscore.export.stow import StowError, StowSender, dicomWebServers
 from pacscore.storage.reader import Missing
 
 ASSOCIATION_LEVELS = ("GLOBAL", "SOPCLASS") + LEVELS
+_HOST_PORT = re.compile(r"([A-Za-z0-9.\-]+):([0-9]{1,5})")  # forward to 10.0.0.5:104
 SUCCESS = 0x0000
 
 
@@ -62,6 +65,12 @@ def isSuccess(status):
 
 class ForwardError(Exception):
     """An action could not be delivered; the message says why."""
+
+
+class NotAccepted(ForwardError):
+    """The destination takes an object's SOP class in no syntax it can be
+    sent in: trying again changes nothing (Conquest 1.4.11: "unaccepted
+    images were retried forever"), so it is left out, logged."""
 
 
 class _Kind(NamedTuple):
@@ -79,6 +88,7 @@ class _Link:
         self.key = None
         self.known = {}            # _Kind -> None: every kind sent (ordered)
         self.proposed = frozenset()
+        self.compression = None    # the compression code the contexts were proposed for
         self.closeTimer = None
         self.lastUsed = None
 
@@ -136,9 +146,17 @@ class Forwarder:
                    fetcher=fetcher)
 
     def _node(self, destination):
+        """The acrnema.map entry of ``destination``; one written as
+        ``host:port`` (manual: "AE must be known to this server or may be
+        written as ip:port") is reached there, uncompressed, called by that
+        text (its first 16 characters).  Only converters' forwards take
+        this form: a C-MOVE destination must be in acrnema.map."""
         node = self.acrNemaMap.lookup(destination)
         if node is None:
-            raise ForwardError(f"{destination!r} is not in acrnema.map")
+            address = _HOST_PORT.fullmatch(destination.strip())
+            if address is None:
+                raise ForwardError(f"{destination!r} is not in acrnema.map")
+            node = Node(destination.strip()[:16], address.group(1), address.group(2))
         return node
 
     # -- forward ----------------------------------------------------------
@@ -197,8 +215,12 @@ class Forwarder:
                     continue
                 protocol = await self._open(link, node, _associationKey(level, instance),
                                             _Kind(stored.sopClassUID, stored.transferSyntax), compression)
-                if await self._sendOne(protocol, action.destination, stored, compression):
-                    sent += 1
+                try:
+                    if await self._sendOne(protocol, action.destination, stored, compression):
+                        sent += 1
+                except NotAccepted as e:
+                    self.log.warn("forward to {destination}: {uid} left out, not retried: {error}",
+                                  destination=action.destination, uid=stored.sopInstanceUID, error=e)
                 if onSent is not None:
                     onSent(sent)
         except Exception:
@@ -233,13 +255,14 @@ class Forwarder:
         """The association to send ``kind`` on, opened if need be."""
         protocol = link.protocol
         if (protocol is not None and protocol.state == ESTABLISHED and link.key == key
-                and kind in link.proposed):
+                and kind in link.proposed and link.compression == compression):
             return protocol
         await self._close(link)
         contexts = contextsFor(list(link.known), compression)
         link.protocol = await self._associate(node, contexts)
         link.key = key
         link.proposed = frozenset(link.known)
+        link.compression = compression
         return link.protocol
 
     async def _sendOne(self, protocol, destination, stored, compression):
@@ -268,7 +291,7 @@ class Forwarder:
         syntaxes = choices(stored, accepted, compression)
         if not syntaxes:
             closeIfStored(data)
-            raise ForwardError(f"{destination} takes {stored.sopClassUID} in none of the syntaxes "
+            raise NotAccepted(f"{destination} takes {stored.sopClassUID} in none of the syntaxes "
                                f"{stored.sopInstanceUID} can be sent in (stored as {stored.transferSyntax})")
         try:
             syntax, data, refusals = await convertToFirst(stored, data, syntaxes, self.workers,

@@ -17,14 +17,15 @@ not-before time back (``ForwardCollectDelay``, default 600 s, or ``after
 NN``), so a study of 500 images gives one forward.
 
 Retries (manual appendix 3): a failed action or job is tried again
-``RetryDelay`` seconds later (default 100) until it has failed
-``MaximumExportRetries`` times (image forwards without limit when
+``RetryDelay`` seconds later (default 100) until it has been retried
+``MaximumExportRetries`` times (as the manual says: "give up after this
+number of retries", so N retries are N + 1 attempts; image forwards without limit when
 ``RetryForwardFailed = 1`` and MaximumExportRetries is not given, as
 Conquest's flag asks); then it stays in the table in state
 ``failed`` (visible in ``counts``, logged) until ``retryFailed`` puts it
 back.  Unlike Conquest, whose default 0 retries forever, an absent
-``MaximumExportRetries`` means 5 attempts; an explicit 0 still means
-forever, and N > 0 means N attempts.  Collected actions (patient, study,
+``MaximumExportRetries`` means 5 retries; an explicit 0 still means
+forever.  Collected actions (patient, study,
 series) and ``get``/``prefetch`` use ``MaximumDelayedFetchForwardRetries``
 when it is set.  A deferred job (``defer``) is not a failure: it is tried
 again after RetryDelay without counting an attempt.
@@ -200,7 +201,7 @@ _AS_MAXIMUM = object()
 class ExportQueue:
     """See the module docstring.  ``rules`` are the export ``Rule``s of
     ``pacscore.converters.rules`` (``key``, ``filter``, ``matches``);
-    ``maximumRetries`` None means forever (``delayedRetries`` and
+    ``maximumRetries`` (retries after the first attempt) None means forever (``delayedRetries`` and
     ``forwardRetries``, for image forwards, default to it); ``mirrored``: the names of the
     MAG devices whose objects get a ``MIRRORCOPY`` job; ``clock`` gives
     seconds."""
@@ -229,7 +230,7 @@ class ExportQueue:
 
     @property
     def forwardRetries(self):
-        """The limit of image forwards' attempts (None: forever)."""
+        """The limit of image forwards' retries (None: forever)."""
         return self.maximumRetries if self._forwardRetries is _AS_MAXIMUM else self._forwardRetries
 
     @classmethod
@@ -475,7 +476,7 @@ class ExportQueue:
         if attempts is None:
             return None
         attempts += 1
-        state = FAILED if limit is not None and attempts >= limit else PENDING
+        state = FAILED if limit is not None and attempts > limit else PENDING
         connection.execute(table.update().where(table.c.id == rowId).values(
             Attempts=attempts, State=state, NextAttempt=now + self.retryDelay, LastError=str(error)[:255]))
         return state

@@ -94,6 +94,20 @@ class ForwardingTests(unittest.TestCase):
             self.assertTrue(numpy.array_equal(received[sop].pixel_array, pydicom.dcmread(path).pixel_array))
         waitFor(lambda: queued(sender) == 0, message="an empty queue")
 
+    def test_forwardToHostAndPort(self):
+        """Manual: "AE must be known to this server or may be written as
+        ip:port": storescp, in no acrnema.map, gets the image."""
+        storescp = StorescpServer(os.path.join(self.workdir, "storescp"), aet="STORESCP")
+        sender = PacsServer(os.path.join(self.workdir, "a"), ae="PACSA", ini={
+            "ExportConverters": "1", "ExportConverter0": f"forward to 127.0.0.1:{storescp.port}"})
+        for peer in (storescp, sender):
+            self.start(peer)
+        [(path, sop)] = writeImages(os.path.join(self.workdir, "in"), "CT", 1, PREFIX + "77.5")
+        self.assertEqual(sender.store(path).returncode, 0)
+        waitFor(lambda: len(storescp.files()) == 1, message="the forwarded image")
+        self.assertEqual([ds.SOPInstanceUID for ds in storescp.datasets()], [sop])
+        waitFor(lambda: queued(sender) == 0, message="an empty queue")
+
     def test_programsAsExportConverters(self):
         """Conquest's export converter options 1 and 3: a program given the
         stored file's name (``convert.sh``), and a command line with
@@ -153,7 +167,7 @@ class ForwardingTests(unittest.TestCase):
                 message="two given-up forwards")
         listing = sender.dgate("--forwardqueue").stdout
         self.assertEqual(listing.count("failed: #"), 2, listing)
-        self.assertIn("after 2 attempts", listing)
+        self.assertIn("after 3 attempts", listing)
         self.start(destination)
         retried = sender.dgate("--retryforwards:LATESCP")
         self.assertEqual(retried.returncode, 0, retried.stderr)

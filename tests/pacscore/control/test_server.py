@@ -76,13 +76,15 @@ class QuitTests(unittest.TestCase):
 
 class QueueCommandTests(unittest.TestCase):
 
+    @defer.inlineCallbacks
     def setUp(self):
         self.running = RunningArchive(self, ini={"MaximumExportRetries": "1"})
         queue = self.running.archive.exportQueue
         for destination in ("DOWN", "OTHER"):
             queue.addForward(destination, "IMAGE", ("p", "st", "se", destination))
         down = [action for action in queue.due(queue.clock(), 10) if action.destination == "DOWN"][0]
-        return queue.markFailed(down.id, "connection refused", queue.clock())
+        for _ in range(2):  # the first attempt and its one retry
+            yield queue.markFailed(down.id, "connection refused", queue.clock())
 
     @defer.inlineCallbacks
     def test_forwardQueue(self):
@@ -90,7 +92,7 @@ class QueueCommandTests(unittest.TestCase):
         self.assertEqual(lines[0], "export jobs: 0 pending, 0 failed")
         self.assertIn("DOWN: 0 pending, 1 failed", lines)
         self.assertIn("OTHER: 1 pending, 0 failed", lines)
-        self.assertRegex(lines[-1], r"failed: #\d+ forward IMAGE to DOWN after 1 attempts: connection refused")
+        self.assertRegex(lines[-1], r"failed: #\d+ forward IMAGE to DOWN after 2 attempts: connection refused")
 
     @defer.inlineCallbacks
     def test_retryForwards(self):

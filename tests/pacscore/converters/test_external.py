@@ -73,6 +73,11 @@ class ExternalTests(unittest.TestCase):
                          [('sh convert.sh "/data/with space/1.dcm"', 0, "info"),
                           ("echo 123 RTPLAN > 1.2.3.txt", 0, "info"),
                           ('sh -c \'exit 4\' "/data/with space/1.dcm"', 4, "warn")])
+        script = parseScript("process.sh %f; nop.exe", "ExportConverter0", registry(), "export")
+        with capturedLogs() as events:  # programs whose names start with a command's (not on the PATH here)
+            script.run(lineContext)
+        self.assertEqual([(e["commandLine"], e["status"]) for e in events if "status" in e],
+                         [("process.sh /data/with space/1.dcm", 127), ('nop.exe "/data/with space/1.dcm"', 127)])
         error = self.assertRaises(ConverterSyntaxError, parseScript, "sh convert.sh", "ImportConverter0",
                                   registry(), "import")
         self.assertIn("unknown command 'sh'", str(error))

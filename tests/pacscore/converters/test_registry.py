@@ -76,6 +76,9 @@ class RegistryTests(unittest.TestCase):
             ("  nop   any text %i  ", "nop", "any text %i"),
             ("nop", "nop", ""),
             ("nopx", None, None),
+            ("nop.exe", None, None),  # programs, as export converters run them
+            ("nop-files %f", None, None),
+            ("nop/bin %f", None, None),
             ('ifequal"%m","CT"', "ifequal", '"%m","CT"'),
             ("lua:print(1)", "lua:", "print(1)"),
             ("LUA: print(1)", "lua:", "print(1)"),

@@ -8,6 +8,7 @@ import os
 
 from pydicom.dataset import Dataset
 from twisted.internet import defer, task
+from twisted.logger import Logger, formatEvent
 from twisted.trial import unittest
 
 from pacscore.config.acrnema import AcrNemaMap
@@ -159,6 +160,32 @@ class ForwarderTests(unittest.TestCase):
         [(_, data, syntax)] = self.acceptor.recorder.received
         self.assertEqual(syntax, EXPLICIT)
         self.assertEqual(decodeDataset(data, EXPLICIT).Rows, 16)
+
+    def test_aKeptAssociationServesEachActionsCompression(self):
+        """ForwardAssociationLevel GLOBAL: 'forward to DEST', then 'forward
+        compressed as jk to DEST' of the next object: the association
+        proposed for the first has no JPEG 2000 context, so a new one is
+        opened and the object goes as JPEG 2000."""
+        self.acceptor = Acceptor(self.clock, syntaxes=(JPEG_2000_LOSSLESS, EXPLICIT, IMPLICIT))
+        forwarder = self.forwarder(associationLevel="GLOBAL")
+        self.forward(forwarder, imageAction("1.2.3.1.0"))
+        self.forward(forwarder, imageAction("1.2.3.1.1", compression="jk"))
+        self.forward(forwarder, imageAction("1.2.3.1.2", compression="jk"))
+        self.assertEqual([syntax for _, _, syntax in self.acceptor.recorder.received],
+                         [EXPLICIT, JPEG_2000_LOSSLESS, JPEG_2000_LOSSLESS])
+        self.assertEqual(self.acceptor.associations, 2)
+
+    def test_anObjectThePeerDoesNotTakeIsLeftOutNotRetried(self):
+        """DEST takes no MR: the MR object of a study is left out with a log
+        line (retrying would change nothing), the others go, the action is done."""
+        self.acceptor = Acceptor(self.clock, sopClasses=("1.2.840.10008.5.1.4.1.1.2",))
+        forwarder = self.forwarder()
+        events = []
+        forwarder.log = Logger(observer=events.append)
+        self.assertEqual(self.forward(forwarder, imageAction("", level="STUDY")), 4)
+        self.assertNotIn("1.2.3.2.1", self.received())
+        self.assertIn("forward to DEST: 1.2.3.2.1 left out, not retried: DEST takes 1.2.840.10008.5.1.4.1.1.4 "
+                      "in none of the syntaxes", formatEvent(events[0]))
 
     def test_fallsBackToUncompressedWhenThePeerRefuses(self):
         forwarder = self.forwarder()

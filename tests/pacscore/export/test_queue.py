@@ -48,7 +48,7 @@ class QueueTestCase(unittest.TestCase):
         self.index.createTables()
         self.clock = FakeClock()
         self.queue = ExportQueue(SyncIndex(self.index), [FakeRule("ExportConverter0", "CT"), FakeRule("ExportConverter1")],
-                                 retryDelay=100, maximumRetries=3, collectDelay=600, clock=self.clock)
+                                 retryDelay=100, maximumRetries=2, collectDelay=600, clock=self.clock)
         self.queue.createTables()
 
     def store(self, *records):
@@ -328,7 +328,7 @@ class ActionTests(QueueTestCase):
     def test_retryForwardFailed(self):
         """RetryForwardFailed = 1 (MaximumExportRetries not given): image
         forwards are tried until they succeed, other actions as before."""
-        self.queue = ExportQueue(SyncIndex(self.index), retryDelay=100, maximumRetries=3, forwardRetries=None,
+        self.queue = ExportQueue(SyncIndex(self.index), retryDelay=100, maximumRetries=2, forwardRetries=None,
                                  clock=self.clock)
         self.queue.addForward("A", "IMAGE", CT)
         self.queue.addForward("", "IMAGE", CT._replace(patientID="PAT2"), action="delete")
@@ -339,7 +339,7 @@ class ActionTests(QueueTestCase):
         self.assertEqual(states[-1], FAILED)
 
     def test_delayedActionsUseTheirOwnLimit(self):
-        self.queue.delayedRetries = 1
+        self.queue.delayedRetries = 0
         self.queue.addForward("A", "PATIENT", CT)
         self.queue.addForward("A", "IMAGE", CT)
         byLevel = {action.level: action for action in self.queue.due(self.clock.now + 600, 10)}

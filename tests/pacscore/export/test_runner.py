@@ -89,7 +89,7 @@ class RunnerTests(unittest.TestCase):
         self.counters = {}
         self.script = Script(forwardTo("B"))
         self.rules = [Rule("ExportConverter0", self.script)]
-        self.queue = ExportQueue(self.archive.syncIndex, self.rules, retryDelay=100, maximumRetries=3,
+        self.queue = ExportQueue(self.archive.syncIndex, self.rules, retryDelay=100, maximumRetries=2,
                                  clock=self.reactor.seconds)
         self.queue.createTables()
         local = LocalActions(self.archive.syncIndex, self.archive.query, self.archive.reader, SyncWorkers())
@@ -235,7 +235,7 @@ class MirrorCopyTests(unittest.TestCase):
         mirrors.prepare()
         self.archive.reader = ObjectReader([MagDevice("MAG0", self.archive.folder)], mirrors)
         self.counters = {}
-        self.queue = ExportQueue(self.archive.syncIndex, [], retryDelay=100, maximumRetries=2,
+        self.queue = ExportQueue(self.archive.syncIndex, [], retryDelay=100, maximumRetries=1,
                                  mirrored={"MAG0"}, clock=self.reactor.seconds)
         self.queue.createTables()
         self.local = LocalActions(self.archive.syncIndex, self.archive.query, self.archive.reader, SyncWorkers())

@@ -13,6 +13,16 @@ HTML = "text/html; charset=utf-8"
 NO_CACHE = (("Cache-Control", "no-cache"),)
 
 
+def utf8ContentType(contentType):
+    """A page author's content type (``Content-type: text/html`` of a
+    scripted or Lua page) for the UTF-8 pages are sent in: a text type
+    without a charset gets ``; charset=utf-8``, or a browser reads
+    "Gräßle" as Latin-1."""
+    if contentType.lower().startswith("text/") and "charset" not in contentType.lower():
+        return contentType + "; charset=utf-8"
+    return contentType
+
+
 class Answer(NamedTuple):
     body: bytes
     contentType: str

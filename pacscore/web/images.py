@@ -93,6 +93,7 @@ async def sliceViewer(archive, parameters):
         f"<form action=\"{SCRIPT}\" method=\"get\"><input type=\"hidden\" name=\"mode\" value=\"sliceviewer\">"
         f"<input type=\"hidden\" name=\"slice\" value=\"{text(reference)}\">"
         f"<input type=\"hidden\" name=\"size\" value=\"{size}\">"
+        f"<input type=\"hidden\" name=\"graphic\" value=\"{text(graphic)}\">"
         f"<label>Level/window/frame <input name=\"lw\" value=\"{lw}\" size=16></label> "
         "<input type=\"submit\" value=\"Show\"></form>")
     return htmlAnswer(f"slice {reference}", shown, Markup("<p id=\"shape\"></p>"), form,

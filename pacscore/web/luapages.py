@@ -32,7 +32,7 @@ from pacscore.control.context import CommandError
 from pacscore.control.protocol import BadRequest
 from pacscore.converters.lua import (
     DEFAULT_MAX_INSTRUCTIONS, LuaAccessDenied, LuaApiError, LuaRuntime, LuaScriptError, selectRows)
-from pacscore.web.answers import HTML, Answer, WebError
+from pacscore.web.answers import HTML, Answer, WebError, utf8ContentType
 from pacscore.web.commands import commandOutput
 
 _HEADER = re.compile(r"^([A-Za-z][A-Za-z0-9-]*):[ \t]*(.*)$")
@@ -98,7 +98,7 @@ def _answer(text):
     while count < len(lines) and _HEADER.match(lines[count].rstrip("\r")):
         name, value = _HEADER.match(lines[count].rstrip("\r")).groups()
         if name.lower() == "content-type":
-            contentType = value.strip()
+            contentType = utf8ContentType(value.strip())
         else:
             headers.append((name, value.strip()))
         count += 1

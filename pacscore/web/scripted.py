@@ -39,7 +39,7 @@ from twisted.logger import Logger
 
 from pacscore.control.context import CommandError
 from pacscore.control.protocol import BadRequest
-from pacscore.web.answers import HTML, Answer, WebError
+from pacscore.web.answers import HTML, Answer, WebError, utf8ContentType
 from pacscore.web.commands import commandOutput
 from pacscore.web.luapages import renderLua
 
@@ -119,7 +119,7 @@ class ScriptedPages:
             if not colon:
                 continue
             if name.strip().lower() == "content-type":
-                contentType = value.strip()
+                contentType = utf8ContentType(value.strip())
             else:
                 headers.append((name.strip(), value.strip()))
         return contentType, tuple(headers)

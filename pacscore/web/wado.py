@@ -18,10 +18,13 @@ and a patient pseudonym, the same for every object of a study.  Answers carry ``
 served from elsewhere.
 """
 
+import io
+
 from pacscore.codecs.syntaxes import CODE_SYNTAXES, EXPLICIT_VR_LITTLE_ENDIAN
 from pacscore.control.data import headerLines
 from pacscore.control.deidentification import basicProfile
 from pacscore.control.pictures import dicomFile
+from pacscore.storage.part10 import readFileMeta
 from pacscore.web.answers import Answer, WebError, htmlAnswer
 from pacscore.web.html import Markup
 from pacscore.web.images import picture
@@ -88,6 +91,9 @@ async def answer(archive, parameters):
         change = basicProfile(archive.converterServices.uidMap) if anonymize else None
         data = await onFile(archive, path, dicomFile, WHOLE, SYNTAX_CODES[syntax], None,
                             archive.configuration.lossyQuality, change)
+        made = readFileMeta(io.BytesIO(data))[0]
+        if made != syntax:  # e.g. a 12-bit image, which JPEG baseline cannot hold, made 4.51
+            raise WebError(406, f"{sop} cannot be sent in transferSyntax {syntax} (it can in {made})")
         name = "anonymized" if anonymize else sop
         return Answer(data, kind, (ANY_ORIGIN, ("Content-Disposition", f"attachment; filename=\"{name}.dcm\"")))
     if kind in ("text/html", "text/plain"):

@@ -97,7 +97,7 @@ class ScriptedPageTests(WebTestCase):
     @defer.inlineCallbacks
     def test_manualSample(self):
         page = yield get(self.resource, mode="sample")
-        self.assertEqual((page.code, page.headers["content-type"]), (200, "text/html"))
+        self.assertEqual((page.code, page.headers["content-type"]), (200, "text/html; charset=utf-8"))
         self.assertIn("<H2>Conquest DICOM server - sample 1</H2>", page.text)
         self.assertIn("DICOM server 'SCRIPTED' (pacs, port", page.text)
         self.assertIn("<br>PAT0000\n<br>PAT0001", page.text)
@@ -148,7 +148,7 @@ class ScriptedPageTests(WebTestCase):
             f.write(SAMPLE_LUA)
         page = yield get(self.resource, mode="lua", patient="<b>P1</b>")
         self.assertEqual((page.code, page.headers["content-type"], page.headers["cache-control"]),
-                         (200, "text/html", "no-cache"))
+                         (200, "text/html; charset=utf-8", "no-cache"))
         lines = page.text.splitlines()
         self.assertEqual(lines[0], "<H1>Welcome to SCRIPTED, version pacs</H1>")
         self.assertIn("<p>2 patients, first PAT0000</p>", lines)

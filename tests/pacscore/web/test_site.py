@@ -61,6 +61,9 @@ class BrowseTests(WebTestCase):
         picture = yield get(self.resource, viewer.images()[0])
         self.assertEqual(picture.headers["content-type"], "image/jpeg")
         self.assertEqual(Image.open(io.BytesIO(picture.body)).size, (64, 64))
+        png = yield get(self.resource, images.links()[0] + "&graphic=png")
+        self.assertIn('<input type="hidden" name="graphic" value="png">', png.text,
+                      "the Level/window form keeps the picture format")
 
     @defer.inlineCallbacks
     def test_zipAndPushLinks(self):
@@ -263,6 +266,10 @@ class WadoTests(unittest.TestCase):
             received = pydicom.dcmread(io.BytesIO(answer.body))
             self.assertEqual(received.file_meta.TransferSyntaxUID, syntax)
             self.assertEqual(received.pixel_array.tolist(), self.ct.pixel_array.tolist())
+        baseline = yield self.wado(contentType="application/dicom", transferSyntax="1.2.840.10008.1.2.4.50")
+        self.assertEqual(baseline.code, 406, "CT_small is 16-bit: JPEG baseline cannot hold it")
+        self.assertIn("cannot be sent in transferSyntax 1.2.840.10008.1.2.4.50 (it can in 1.2.840.10008.1.2.4.51)",
+                      baseline.text)
         text = yield self.wado(contentType="text/plain")
         self.assertIn(self.ct.SOPInstanceUID, text.text)
 

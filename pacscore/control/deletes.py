@@ -18,7 +18,7 @@ from twisted.logger import Logger
 from pacscore.control.arguments import AsyncControlCommand, fields
 from pacscore.control.context import CommandError
 from pacscore.control.stored import exactValue, fileInstances, storedFile
-from pacscore.db.query import PATIENT_ID, SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, QueryKey
+from pacscore.db.query import EXACT, PATIENT_ID, SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, QueryKey
 
 STUDY_DATE = 0x00080020
 _DATE_RANGE = re.compile(r"^[0-9]{8}(-[0-9]{8})?$")
@@ -41,11 +41,13 @@ def studyDates(text):
 
 
 def patientAndUID(arguments, tag, what):
-    """``patid:uid`` (patid may be left out): the query keys."""
+    """``patid:uid`` (patid may be left out): the query keys.  The patient
+    ID is matched as it is written (a ``*`` in it is a character: Patient
+    IDs may hold one, and the UID selects anyway)."""
     patientID, _, uid = arguments.strip().rpartition(":")
     keys = [uidKey(tag, uid, what)]
     if patientID.strip():
-        keys.append(patientKey(patientID))
+        keys.append(QueryKey(PATIENT_ID, EXACT, patientID.strip()))
     return keys
 
 

@@ -10,7 +10,7 @@ import zipfile
 from twisted.logger import Logger
 
 from pacscore.control.data import openRegularFile
-from pacscore.db.query import PATIENT_ID, SERIES_INSTANCE_UID, STUDY_INSTANCE_UID, QueryKey
+from pacscore.db.query import EXACT, PATIENT_ID, SERIES_INSTANCE_UID, STUDY_INSTANCE_UID, QueryKey
 from pacscore.web.answers import StreamAnswer, WebError
 from pacscore.web.objects import uid
 
@@ -108,7 +108,7 @@ async def _zipAnswer(archive, level, tag, parameter, parameters):
     patientID, _, value = parameters.get(parameter).strip().rpartition(":")
     keys = [QueryKey(tag, "UI", uid(value, f"the {parameter} UID"))]
     if patientID:
-        keys.append(QueryKey(PATIENT_ID, "LO", patientID.replace("*", "").replace("?", "")))
+        keys.append(QueryKey(PATIENT_ID, EXACT, patientID))  # as written: "A*3" is a Patient ID
     found = await archive.index.runQuery(archive.objectReader.instancePaths, archive.query, level, keys)
     if not found:
         raise WebError(404, f"no stored {parameter} {value}")

@@ -7,6 +7,8 @@ import tempfile
 from pydicom.data import get_testdata_file
 from twisted.internet import defer
 
+from pacscore.control.data import AddImageFile
+from pacscore.testing.corpus import makeDataset
 from pacscore.testing.orders import orderMessage
 from tests.pacscore.web.pages import WebTestCase, get, post
 
@@ -15,6 +17,26 @@ class EditTests(WebTestCase):
 
     ini = {"WebReadOnly": "0"}
     corpusShape = {"patients": 1, "studiesPerPatient": 2, "seriesPerStudy": 2, "imagesPerSeries": 2}
+
+    @defer.inlineCallbacks
+    def test_aPatientIDWithAWildcardCharacter(self):
+        """"A&B*3" is a Patient ID (LO allows * and ?): its study zips and
+        deletes by the pages' own links, and only it."""
+        ds = makeDataset("A&B*3", "Star^Patient", "1.2.826.0.1.3680043.8.498.9", "1.2.826.0.1.3680043.8.498.9.1",
+                         "1.2.826.0.1.3680043.8.498.9.1.1", 1, 1)
+        path = os.path.join(self.running.workdir, "star.dcm")
+        ds.save_as(path, enforce_file_format=True)
+        yield self.running.run(AddImageFile(), path)
+        studies = yield get(self.resource, mode="querystudies")
+        [zipLink] = [target for target in studies.links() if "mode=zipstudy&study=A%26B%2A3%3A" in target]
+        zipped = yield get(self.resource, zipLink)
+        self.assertEqual((zipped.code, zipped.headers["content-type"]), (200, "application/zip"))
+        [deleter] = [target for target in studies.links() if "mode=studydeleter&study=A%26B%2A3%3A" in target]
+        confirm = yield get(self.resource, deleter)
+        self.assertIn('method="post"', confirm.text)
+        deleted = yield post(self.resource, mode="deletestudy", study=f"A&B*3:{ds.StudyInstanceUID}")
+        self.assertIn("1 object(s) removed from the server", deleted.text)
+        self.assertEqual((yield self.running.count("image")), 8)
 
     @defer.inlineCallbacks
     def test_deleteStudyThenSeries(self):

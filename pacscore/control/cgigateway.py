@@ -11,7 +11,10 @@ browser's login goes through (``HTTP_AUTHORIZATION``, which Apache sets
 under ``CGIPassAuth On``) and the server's challenge comes back; the
 browser's ``Host``, ``Origin`` and ``Sec-Fetch-Site`` go through too, so
 that a form posted from a page of another site is refused as it is
-without the gateway.
+without the gateway.  The pages' links and forms name the script as the
+browser reaches it: dicom.ini's ``WebScriptAddress`` (Conquest's "path to
+script engine", e.g. ``http://server/cgi-bin/dgate.exe``), else the web
+server's ``SCRIPT_NAME``, in place of pacs's own ``/cgi-bin/dgate``.
 """
 
 import ssl
@@ -35,10 +38,29 @@ def isCGIRequest(argv, environ):
     return not argv and "QUERY_STRING" in environ and "GATEWAY_INTERFACE" in environ
 
 
-def _answer(write, status, reason, headers, body):
+def _answer(write, status, reason, headers, body, script=SCRIPT):
     lines = [] if status == 200 else [f"Status: {status} {reason}"]
-    lines += [f"{name}: {value}" for name, value in headers if name.lower() in PASSED_HEADERS]
+    headers = [(name, value) for name, value in headers if name.lower() in PASSED_HEADERS]
+    if script != SCRIPT:
+        headers = [(name, value.replace(SCRIPT, script, 1) if name.lower() == "location" and value.startswith(SCRIPT)
+                    else value) for name, value in headers]
+        if any(name.lower() == "content-type" and value.startswith("text/html") for name, value in headers):
+            body = _scriptNamed(body, script)
+    lines += [f"{name}: {value}" for name, value in headers]
     write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+
+
+def _scriptNamed(body, script):
+    """An HTML page whose links (``"/cgi-bin/dgate?...``) and form actions
+    (``"/cgi-bin/dgate"``) name ``script`` instead."""
+    quoted = script.replace("&", "&amp;").replace('"', "&quot;").encode("utf-8")
+    return body.replace(f'"{SCRIPT}?'.encode(), b'"' + quoted + b"?").replace(f'"{SCRIPT}"'.encode(),
+                                                                             b'"' + quoted + b'"')
+
+
+def _scriptAddress(ini, environ):
+    """Where the browser reaches this script: WebScriptAddress, else SCRIPT_NAME."""
+    return ini.get("WebScriptAddress", "").strip() or environ.get("SCRIPT_NAME", "").strip() or SCRIPT
 
 
 def runCGI(ini, environ, stdin, write):
@@ -58,11 +80,12 @@ def runCGI(ini, environ, stdin, write):
     headers = {name: environ[variable] for name, variable in PASSED_REQUEST_HEADERS if environ.get(variable)}
     context = ssl._create_unverified_context() if secure and host in LOOPBACK else None
     request = urllib.request.Request(url, data=body, method=method, headers=headers)
+    script = _scriptAddress(ini, environ)
     try:
         with urllib.request.urlopen(request, timeout=TIMEOUT, context=context) as response:
-            _answer(write, response.status, response.reason, response.headers.items(), response.read())
+            _answer(write, response.status, response.reason, response.headers.items(), response.read(), script)
     except urllib.error.HTTPError as e:
-        _answer(write, e.code, e.reason, e.headers.items(), e.read())
+        _answer(write, e.code, e.reason, e.headers.items(), e.read(), script)
     except (urllib.error.URLError, OSError) as e:
         _answer(write, 502, "Bad Gateway", [("Content-Type", "text/plain")],
                 f"dgate: no pacs web interface at {host}:{port} ({getattr(e, 'reason', e)})\n".encode())

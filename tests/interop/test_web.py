@@ -298,6 +298,20 @@ class CGIScriptTests(unittest.TestCase):
         status, head, _ = self.cgi("mode=nothing")
         self.assertEqual(head[0], "Status: 404 Not Found")
 
+    def test_linksNameTheScriptAsTheBrowserReachesIt(self):
+        """Behind Apache at /cgi-bin/conquest/dgate.exe (SCRIPT_NAME), or
+        where dicom.ini's WebScriptAddress says, every link and form of
+        the pages goes there, not to pacs's own /cgi-bin/dgate."""
+        self.assertEqual(self.server.store(CT).returncode, 0)
+        _, _, content = self.cgi("mode=querypatients", SCRIPT_NAME="/cgi-bin/conquest/dgate.exe")
+        page = content.decode()
+        self.assertIn('href="/cgi-bin/conquest/dgate.exe?mode=querystudies', page)
+        self.assertNotIn("/cgi-bin/dgate", page)
+        self.server.setIni(WebScriptAddress="http://webhost/scripts/dgate.exe")
+        _, _, content = self.cgi("mode=studydeleter&study=:1.2.3", SCRIPT_NAME="/cgi-bin/conquest/dgate.exe")
+        self.assertIn('action="http://webhost/scripts/dgate.exe?mode=deletestudy"', content.decode())
+        self.assertNotIn("/cgi-bin/", content.decode())
+
     def test_post(self):
         status, head, content = self.cgi("mode=saverecord", "POST", b"AccessionNumber=CGI1&PatientName=Cgi%5EPost",
                                          "application/x-www-form-urlencoded")

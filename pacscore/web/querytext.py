@@ -75,6 +75,10 @@ def _termKey(columns, table, name, operator, value):
     if operator.lower() == "like":
         value = _likeToWildcards(value)
         if vr == "DA":
+            prefix = value.rstrip("*")
+            if prefix.isdigit() and len(prefix) not in (4, 6, 8) and len(prefix) < 8 and value != prefix:
+                # like '2004011%', as SQL matches it: 20040110 to 20040119
+                return QueryKey(column.tag, vr, f"{prefix.ljust(8, '0')}-{prefix.ljust(8, '9')}")
             return QueryKey(column.tag, vr, dateMatch(value.strip("*")))
         return QueryKey(column.tag, vr, value)
     return QueryKey(column.tag, EXACT, value)  # SQL's =: a "*" in a Patient ID is no wildcard

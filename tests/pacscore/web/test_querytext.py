@@ -38,6 +38,8 @@ class QueryTextTests(unittest.TestCase):
         self.assertEqual(self.parse("PatientName like '%O''Br_en%'"),
                          [QueryKey(0x00100010, "PN", "*O'Br?en*")])
         self.assertEqual(self.parse("StudyDate like '%2024%'"), [QueryKey(STUDY_DATE, "DA", "20240101-20241231")])
+        self.assertEqual(self.parse("StudyDate like '2004011%'"), [QueryKey(STUDY_DATE, "DA", "20040110-20040119")])
+        self.assertEqual(self.parse("StudyDate like '2%'"), [QueryKey(STUDY_DATE, "DA", "20000000-29999999")])
         self.assertEqual(self.parse(f"PatientID = {quoted(chr(39) + 'x')}"), [QueryKey(PATIENT_ID, EXACT, "'x")])
 
     def test_notSQL(self):

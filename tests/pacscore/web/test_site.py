@@ -102,6 +102,9 @@ class BrowseTests(WebTestCase):
         self.assertIn("<caption>0 studies</caption>", page.text)
         page = yield get(self.resource, mode="queryseries", patientnamematch="web", studydatematch="202401")
         self.assertIn("<caption>4 series</caption>", page.text)
+        for pattern, count in (("2024010%", 4), ("2%", 4), ("2023%", 0), ("20240103%", 0)):
+            page = yield get(self.resource, mode="queryseries", query=f"StudyDate like '{pattern}'")
+            self.assertIn(f"<caption>{count} series where", page.text, pattern)
 
     @defer.inlineCallbacks
     def test_headerAndDicom(self):

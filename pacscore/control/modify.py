@@ -189,7 +189,7 @@ class _Merge(AsyncControlCommand):
         uidMap = archive.converterServices.uidMap
         try:
             for uid in others:
-                await archive.workers.deferToWorker(uidMap.assign, uid, target, self.modType)
+                await archive.workers.deferToWorker(uidMap.merge, uid, target, self.modType)
         except ValueError as e:
             raise CommandError(f"{self.name}: {e}") from e
         moving = [instance for instance in instances if getattr(instance, self.field) != target]
@@ -231,7 +231,7 @@ class _MergeFile(_FileCommand):
     async def change(self, other, archive, instance):
         merge = self.merge
         old = getattr(instance, merge.field)
-        target = await archive.workers.deferToWorker(archive.converterServices.uidMap.lookup, old)
+        target = await archive.workers.deferToWorker(archive.converterServices.uidMap.mergedInto, old)
         if target is None:
             raise CommandError(f"{merge.what} {old} was not merged ({merge.name})")
         return mergedInto(archive.converterServices.uidMap, merge.keyword, target)

@@ -4,7 +4,11 @@ Used by ``newuids`` and the %E / %R variables.  The same original UID
 always gives the same new UID, across objects and restarts: the pairs are
 kept in Conquest's ``UIDMODS`` table (MODTime, OldUID, MODType, NewUID) of
 the index database, and cached in memory.  Without an engine the map lives
-in memory only (tests, converters run without an index).
+in memory only (tests, converters run without an index).  Merges
+(``mergestudy``, ``mergeseries``: which study or series went into which)
+are kept in a table of their own, ``PacsUIDMerges``: a merge target is no
+new UID (given as one, a later change of patient took the real UID of the
+study merged into), and a UID made new once may still be merged.
 
 Synchronous and thread-safe: converter commands call it from worker threads.
 """
@@ -13,26 +17,96 @@ import threading
 import time
 
 from pydicom.uid import generate_uid
-from sqlalchemy import Column, Index, Integer, MetaData, String, Table, insert, select
+from sqlalchemy import Column, Index, Integer, MetaData, String, Table, delete, insert, inspect, select
 from sqlalchemy.exc import IntegrityError
 from twisted.logger import Logger
 
 from pacscore.db.schema import MYSQL_TABLE
 
 TABLE_NAME = "UIDMODS"
+MERGES_TABLE_NAME = "PacsUIDMerges"
+MERGE_TYPES = ("MergeStudy", "MergeSeries")
+
+
+def _pairsTable(name, metadata):
+    return Table(name, metadata,
+                 Column("MODTime", Integer), Column("OldUID", String(64)),
+                 Column("MODType", String(32)), Column("NewUID", String(64)),
+                 Index(f"ux_{name}_OldUID", "OldUID", unique=True),
+                 Index(f"ix_{name}_NewUID", "NewUID"), **MYSQL_TABLE)
 
 
 def uidModsTable(metadata):
     """Conquest's UIDMODS table, unique on the original UID."""
-    return Table(TABLE_NAME, metadata,
-                 Column("MODTime", Integer), Column("OldUID", String(64)),
-                 Column("MODType", String(32)), Column("NewUID", String(64)),
-                 Index(f"ux_{TABLE_NAME}_OldUID", "OldUID", unique=True),
-                 Index(f"ix_{TABLE_NAME}_NewUID", "NewUID"), **MYSQL_TABLE)
+    return _pairsTable(TABLE_NAME, metadata)
+
+
+def uidMergesTable(metadata):
+    """Which study or series another was merged into (``mergestudy``,
+    ``mergeseries``): kept apart from UIDMODS, whose pairs stand for new
+    UIDs (a merge target is no new UID for anonymizing or a new patient,
+    and a UID anonymized once may still be merged)."""
+    return _pairsTable(MERGES_TABLE_NAME, metadata)
+
+
+class _Pairs:
+    """Old UID -> new UID pairs of one table, cached both ways (the
+    caller holds the map's lock)."""
+
+    maxCached = 100000
+
+    def __init__(self, engine, table, clock):
+        self.engine = engine
+        self.table = table
+        self.clock = clock
+        self._newByOld = {}
+        self._oldByNew = {}
+
+    def known(self, uid, byNew=False):
+        """The UID recorded with ``uid`` (an original one, or with ``byNew``
+        a new one), or None."""
+        columns = self.table.c
+        cache, column, other = ((self._oldByNew, columns.NewUID, columns.OldUID) if byNew
+                                else (self._newByOld, columns.OldUID, columns.NewUID))
+        paired = cache.get(uid)
+        if paired is None:
+            paired = self.stored(column, uid, other)
+            if paired is not None:
+                self.remember(*((paired, uid) if byNew else (uid, paired)))
+        return paired
+
+    def stored(self, keyColumn, key, valueColumn):
+        if self.engine is None:
+            return None
+        with self.engine.connect() as connection:
+            return connection.execute(select(valueColumn).where(keyColumn == key).limit(1)).scalar()
+
+    def insert(self, old, new, modType):
+        """Insert the pair; the UID recorded for ``old`` (another process's
+        when it recorded ``old`` meanwhile)."""
+        if self.engine is None:
+            return new
+        try:
+            with self.engine.begin() as connection:
+                connection.execute(insert(self.table).values(
+                    MODTime=int(self.clock()), OldUID=old, MODType=modType[:32], NewUID=new))
+        except IntegrityError:
+            new = self.stored(self.table.c.OldUID, old, self.table.c.NewUID)
+            if new is None:
+                raise
+        return new
+
+    def remember(self, old, new):
+        if self.engine is not None and len(self._newByOld) >= self.maxCached:
+            self._newByOld.clear()
+            self._oldByNew.clear()
+        self._newByOld[old] = new
+        self._oldByNew[new] = old
 
 
 class UIDMap:
-    """``newFor(old)`` and ``oldFor(new)`` over UIDMODS (or memory only).
+    """``newFor(old)`` and ``oldFor(new)`` over UIDMODS (or memory only);
+    ``merge`` and ``mergedInto`` over the merges table.
 
     New UIDs are ``prefix`` followed by random digits (dicom.ini's
     UIDPrefix, given with or without its final dot), or, without a
@@ -40,18 +114,32 @@ class UIDMap:
     """
 
     log = Logger()
-    maxCached = 100000
 
     def __init__(self, engine=None, metadata=None, prefix=None, clock=time.time):
         self.engine = engine
         self.prefix = prefix
         self.clock = clock
-        self.table = uidModsTable(metadata if metadata is not None else MetaData())
+        metadata = metadata if metadata is not None else MetaData()
+        self.table = uidModsTable(metadata)
         self._lock = threading.Lock()
-        self._newByOld = {}
-        self._oldByNew = {}
+        self._uids = _Pairs(engine, self.table, clock)
+        self._merges = _Pairs(engine, uidMergesTable(metadata), clock)
         if engine is not None:
             self.table.create(engine, checkfirst=True)
+            if not inspect(engine).has_table(MERGES_TABLE_NAME):
+                self._merges.table.create(engine)
+                self._moveMerges()
+
+    def _moveMerges(self):
+        """Merges an earlier version recorded in UIDMODS move to their own table."""
+        modType = self.table.c.MODType
+        with self.engine.begin() as connection:
+            merges = connection.execute(select(self.table).where(modType.in_(MERGE_TYPES))).mappings().all()
+            if merges:
+                connection.execute(insert(self._merges.table), [dict(row) for row in merges])
+                connection.execute(delete(self.table).where(modType.in_(MERGE_TYPES)))
+                self.log.info("{count} merge(s) moved from {old} to {new}", count=len(merges), old=TABLE_NAME,
+                              new=MERGES_TABLE_NAME)
 
     @property
     def prefix(self):
@@ -67,76 +155,36 @@ class UIDMap:
         """The new UID standing for ``old``, made and recorded (with
         ``modType``, e.g. the element's keyword) the first time."""
         with self._lock:
-            new = self._known(old)
+            new = self._uids.known(old)
             if new is None:
-                new = self._record(old, modType)
-                self._remember(old, new)
+                new = self._uids.insert(old, generate_uid(self.prefix), modType)
+                self._uids.remember(old, new)
             return new
 
     def lookup(self, old):
-        """The UID recorded for ``old``, or None (nothing is made)."""
+        """The new UID recorded for ``old``, or None (nothing is made)."""
         with self._lock:
-            return self._known(old)
-
-    def assign(self, old, new, modType=""):
-        """Record that ``new`` stands for ``old`` (a merge: several old UIDs
-        become one). ValueError when ``old`` already stands for another."""
-        with self._lock:
-            present = self._known(old) or self._insert(old, new, modType)
-            if present != new:
-                raise ValueError(f"{old} was changed to {present} before (UIDMODS)")
-            self._remember(old, new)
+            return self._uids.known(old)
 
     def oldFor(self, new):
         """The original UID ``new`` replaced, or None when it replaced none."""
         with self._lock:
-            return self._known(new, byNew=True)
+            return self._uids.known(new, byNew=True)
 
-    def _known(self, uid, byNew=False):
-        """(Under the lock) the UID recorded with ``uid`` (an original one,
-        or with ``byNew`` a new one), or None."""
-        columns = self.table.c
-        cache, column, other = ((self._oldByNew, columns.NewUID, columns.OldUID) if byNew
-                                else (self._newByOld, columns.OldUID, columns.NewUID))
-        paired = cache.get(uid)
-        if paired is None:
-            paired = self._stored(column, uid, other)
-            if paired is not None:
-                self._remember(*((paired, uid) if byNew else (uid, paired)))
-        return paired
+    def merge(self, old, new, modType):
+        """Record that the study or series ``old`` was merged into ``new``
+        (several may go into one). ValueError when ``old`` was merged into
+        another."""
+        with self._lock:
+            present = self._merges.known(old) or self._merges.insert(old, new, modType)
+            if present != new:
+                raise ValueError(f"{old} was merged into {present} before")
+            self._merges.remember(old, new)
 
-    def _stored(self, keyColumn, key, valueColumn):
-        if self.engine is None:
-            return None
-        with self.engine.connect() as connection:
-            return connection.execute(select(valueColumn).where(keyColumn == key).limit(1)).scalar()
-
-    def _record(self, old, modType):
-        """A fresh UID for ``old``, inserted into UIDMODS.  When another
-        process recorded ``old`` meanwhile, its UID wins."""
-        return self._insert(old, generate_uid(self.prefix), modType)
-
-    def _insert(self, old, new, modType):
-        """Insert the pair; the UID recorded for ``old`` (another process's
-        when it recorded ``old`` meanwhile)."""
-        if self.engine is None:
-            return new
-        try:
-            with self.engine.begin() as connection:
-                connection.execute(insert(self.table).values(
-                    MODTime=int(self.clock()), OldUID=old, MODType=modType[:32], NewUID=new))
-        except IntegrityError:
-            new = self._stored(self.table.c.OldUID, old, self.table.c.NewUID)
-            if new is None:
-                raise
-        return new
-
-    def _remember(self, old, new):
-        if self.engine is not None and len(self._newByOld) >= self.maxCached:
-            self._newByOld.clear()
-            self._oldByNew.clear()
-        self._newByOld[old] = new
-        self._oldByNew[new] = old
+    def mergedInto(self, old):
+        """The study or series ``old`` was merged into, or None."""
+        with self._lock:
+            return self._merges.known(old)
 
 
 memoryUIDMap = UIDMap()

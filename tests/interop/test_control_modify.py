@@ -173,6 +173,12 @@ class ControlModifyTests(StoredCorpusTestCase):
         self.assertIn("the series are not of one study",
                       self.refused(f"--mergeseries:{first.seriesUID},{self.images[4].seriesUID}"))
         self.assertIn("was not merged", self.refused(f"--mergestudyfile:{self.storedFile(self.images[6])}"))
+        # a late object of the merged study given to a new patient gets a new study, not the real
+        # UID of the study its study was merged into (which would move that study to the new patient)
+        self.assertEqual(self.server.store(second.path).returncode, 0)
+        [line] = self.dgate(f"-fcMERGEDLATE,{self.storedFile(second)}")
+        self.assertNotIn(self.changedFile(line).StudyInstanceUID, (first.studyUID, second.studyUID))
+        self.assertEqual({m.PatientID for m in self.imagesOf(StudyInstanceUID=first.studyUID)}, {first.patientID})
 
     def test_attachAnyToPatientStudySeries(self):
         sample = self.images[0]

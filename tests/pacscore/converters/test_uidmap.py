@@ -53,18 +53,36 @@ class UIDMapTests(unittest.TestCase):
         new = self.uidMap.newFor("1.2.3")
         self.assertEqual(UIDMap(self.engine).lookup("1.2.3"), new)
 
-    def test_assignForAMerge(self):
-        """Several old UIDs may stand for one; a UID changed before keeps its pair."""
-        self.uidMap.assign("1.2.4", "1.2.3", "MergeStudy")
-        self.uidMap.assign("1.2.5", "1.2.3", "MergeStudy")
-        self.uidMap.assign("1.2.5", "1.2.3", "MergeStudy")  # again: nothing new
-        self.assertEqual(UIDMap(self.engine).lookup("1.2.5"), "1.2.3")
-        self.assertEqual(len(self.rows()), 2)
-        changed = self.uidMap.newFor("1.2.6")
+    def test_merges(self):
+        """Several studies may be merged into one, each once; merges are no
+        new UIDs (a merged study anonymized later gets a new UID, not the
+        real UID of the study it went into) and a UID anonymized before may
+        still be merged."""
+        self.uidMap.merge("1.2.4", "1.2.3", "MergeStudy")
+        self.uidMap.merge("1.2.5", "1.2.3", "MergeStudy")
+        self.uidMap.merge("1.2.5", "1.2.3", "MergeStudy")  # again: nothing new
+        self.assertEqual(UIDMap(self.engine).mergedInto("1.2.5"), "1.2.3")
         with self.assertRaises(ValueError) as raised:
-            self.uidMap.assign("1.2.6", "1.2.3", "MergeStudy")
-        self.assertIn(changed, str(raised.exception))
-        self.assertEqual(self.uidMap.newFor("1.2.6"), changed)
+            self.uidMap.merge("1.2.5", "1.2.9", "MergeStudy")
+        self.assertIn("1.2.5 was merged into 1.2.3 before", str(raised.exception))
+        self.assertEqual(self.rows(), [], "UIDMODS holds no merge")
+        self.assertNotIn(self.uidMap.newFor("1.2.4"), ("1.2.3", "1.2.4"))
+        changed = self.uidMap.newFor("1.2.6")
+        self.uidMap.merge("1.2.6", "1.2.3", "MergeStudy")
+        self.assertEqual((self.uidMap.newFor("1.2.6"), self.uidMap.mergedInto("1.2.6")), (changed, "1.2.3"))
+        self.assertIsNone(self.uidMap.mergedInto("1.2.7"))
+
+    def test_mergesOfAnEarlierVersionMoveOutOfUIDMODS(self):
+        engine = self.makeEngine()
+        old = UIDMap(engine)
+        old._merges.table.drop(engine)
+        with engine.begin() as connection:
+            connection.execute(old.table.insert(), [
+                {"MODTime": 1, "OldUID": "1.2.4", "MODType": "MergeStudy", "NewUID": "1.2.3"},
+                {"MODTime": 1, "OldUID": "1.2.8", "MODType": "SOPInstanceUID", "NewUID": "2.25.8"}])
+        again = UIDMap(engine)
+        self.assertEqual((again.mergedInto("1.2.4"), again.lookup("1.2.4")), ("1.2.3", None))
+        self.assertEqual(again.newFor("1.2.8"), "2.25.8")
 
     def test_survivesRestart(self):
         """A new map on the same database (an existing table) knows the pairs."""
@@ -78,13 +96,13 @@ class UIDMapTests(unittest.TestCase):
         """When the pair was recorded between the look-up and the insert,
         the recorded UID is used."""
         other = UIDMap(self.engine)
-        stored = other._stored
+        stored = other._uids.stored
         calls = []
 
         def missFirst(*args):
             calls.append(args)
             return None if len(calls) == 1 else stored(*args)
-        self.patch(other, "_stored", missFirst)
+        self.patch(other._uids, "stored", missFirst)
         new = self.uidMap.newFor("1.2.3")
         self.assertEqual(other.newFor("1.2.3"), new)
         self.assertEqual(len(calls), 2)

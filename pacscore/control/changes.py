@@ -11,20 +11,29 @@ objects of one study changed one by one stay one study, and
 from pydicom.dataset import Dataset
 
 from pacscore.converters.context import ConverterContext, Outcome
+from pacscore.converters.newuids import replaceUIDs
 from pacscore.storage.attributes import DatasetError
 
 NEW_UIDS = (("StudyInstanceUID", "StudyUID"), ("SeriesInstanceUID", "SeriesUID"),
             ("SOPInstanceUID", "SOPInstanceUID"))
 
-# The patient's own identifying attributes ``anonymize`` removes (its script may remove more).
-IDENTIFYING = (
+# The patient's own identifying attributes ``anonymize`` removes, in sequence items too (its
+# script may remove more); private attributes go as well.
+IDENTIFYING = frozenset((
     "PatientBirthDate", "PatientBirthTime", "PatientBirthName", "PatientMotherBirthName",
     "OtherPatientIDs", "OtherPatientIDsSequence", "OtherPatientNames", "PatientAddress",
-    "PatientTelephoneNumbers", "MedicalRecordLocator", "MilitaryRank", "BranchOfService",
-    "PatientInsurancePlanCodeSequence", "PatientComments", "AdditionalPatientHistory",
+    "PatientTelephoneNumbers", "PatientTelecomInformation", "MedicalRecordLocator", "MilitaryRank",
+    "BranchOfService", "PatientInsurancePlanCodeSequence", "PatientComments", "AdditionalPatientHistory",
     "ReferringPhysicianName", "ReferringPhysicianAddress", "ReferringPhysicianTelephoneNumbers",
     "PerformingPhysicianName", "OperatorsName", "PhysiciansOfRecord", "NameOfPhysiciansReadingStudy",
-    "InstitutionName", "InstitutionAddress", "InstitutionalDepartmentName")
+    "InstitutionName", "InstitutionAddress", "InstitutionalDepartmentName", "IssuerOfPatientID",
+    "IssuerOfPatientIDQualifiersSequence", "SourcePatientGroupIdentificationSequence",
+    "GroupOfPatientsIdentificationSequence", "IdentifyingComments", "PatientBirthDateInAlternativeCalendar",
+    "PatientDeathDateInAlternativeCalendar", "PatientAlternativeCalendar", "RequestAttributesSequence",
+    "ReferencedPatientSequence", "AdmissionID", "ServiceEpisodeID"))
+# In sequence items the patient is named only by what was removed above.
+NESTED_IDENTIFYING = frozenset(("PatientID", "PatientName"))
+METHOD = "pacs anonymize: identifying attributes removed, every instance UID new"
 
 
 class ScriptRefused(Exception):
@@ -52,19 +61,41 @@ def newPatient(uidMap, patientID):
 
 def anonymized(uidMap, patientID, script=None, services=None):
     """``script`` (a converter ``Script``, or None) first, then the
-    IDENTIFYING attributes go, ``patientID`` becomes Patient ID and Name,
-    Patient Identity Removed is YES, and the UIDs are new (``newPatient``)."""
+    IDENTIFYING attributes go (private ones too, in sequence items as
+    well), the Accession Number is emptied unless the script set it,
+    ``patientID`` becomes Patient ID
+    and Name, Patient Identity Removed is YES with a De-identification
+    Method, and every instance UID that is not new yet becomes new (those
+    the script's ``newuids`` made are not made new twice, so references
+    between objects hold)."""
 
     def change(dataset):
+        accession = dataset.get("AccessionNumber")
         if script is not None:
             runScript(script, dataset, services, "anonymize")
-        for keyword in IDENTIFYING:
-            if keyword in dataset:
-                delattr(dataset, keyword)
-        dataset.PatientName = patientID
+        _removeIdentifying(dataset, IDENTIFYING)
+        if "AccessionNumber" in dataset and dataset.AccessionNumber == accession:
+            dataset.AccessionNumber = ""
+        for keyword, _ in NEW_UIDS:
+            if not str(dataset.get(keyword, "") or "").strip():
+                raise DatasetError(f"no {keyword}")
+        replaceUIDs(dataset, uidMap, keepNew=True)
+        dataset.PatientID = dataset.PatientName = patientID
         dataset.PatientIdentityRemoved = "YES"
-        newPatient(uidMap, patientID)(dataset)
+        if not str(dataset.get("DeidentificationMethod", "") or "").strip():
+            dataset.DeidentificationMethod = METHOD
     return change
+
+
+def _removeIdentifying(dataset, keywords):
+    """Delete ``keywords`` and private attributes from ``dataset``, and
+    from its sequence items also ``NESTED_IDENTIFYING``."""
+    for element in list(dataset):
+        if element.tag.is_private or element.keyword in keywords:
+            del dataset[element.tag]
+        elif element.VR == "SQ":
+            for item in element.value or []:
+                _removeIdentifying(item, IDENTIFYING | NESTED_IDENTIFYING)
 
 
 def scripted(script, services):

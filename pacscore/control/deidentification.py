@@ -68,8 +68,12 @@ REMOVED = frozenset((
     "GraphicAnnotationSequence", "AcquisitionContextSequence", "StorageMediaFileSetID",
     "ClinicalTrialSubjectID", "ClinicalTrialSubjectReadingID", "TimezoneOffsetFromUTC",
     "RTPlanName", "RTPlanDescription", "StructureSetName", "StructureSetDescription",
-    "ROIGenerationDescription",
+    "ROIGenerationDescription", "SourcePatientGroupIdentificationSequence",
+    "GroupOfPatientsIdentificationSequence", "IdentifyingComments", "PatientBirthDateInAlternativeCalendar",
+    "PatientDeathDateInAlternativeCalendar", "PatientAlternativeCalendar",
 ))
+# In sequence items the patient's ID goes too (at the top it becomes the pseudonym).
+NESTED_REMOVED = REMOVED | {"PatientID"}
 
 # Type 2 attributes kept without a value (action Z).
 EMPTIED = frozenset((
@@ -104,19 +108,19 @@ def basicProfile(uidMap):
     return change
 
 
-def _clean(dataset, uidMap):
+def _clean(dataset, uidMap, removed=REMOVED):
     """Apply the profile to ``dataset`` and the items of its sequences."""
     for element in list(dataset):
         tag, keyword = element.tag, element.keyword
         group = tag.group
-        if (tag.is_private or keyword in REMOVED or 0x5000 <= group <= 0x50FF
+        if (tag.is_private or keyword in removed or 0x5000 <= group <= 0x50FF
                 or (0x6000 <= group <= 0x60FF and tag.element in (0x3000, 0x4000))):
             del dataset[tag]
         elif keyword in EMPTIED or element.VR == "PN" or element.VR in TEMPORAL:
             element.value = [] if element.VR == "SQ" else ""
         elif element.VR == "SQ":
             for item in element.value:
-                _clean(item, uidMap)
+                _clean(item, uidMap, NESTED_REMOVED)
         elif element.VR == "UI" and element.value and _replaced(keyword):
             values = element.value if isinstance(element.value, MultiValue) else [element.value]
             new = [uidMap.newFor(str(v), keyword) if str(v) and UID(str(v)).is_private else v for v in values]

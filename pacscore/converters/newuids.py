@@ -60,15 +60,21 @@ def parseExceptions(arguments, where):
     return Exceptions(frozenset(tags), frozenset(uids))
 
 
-def replaceUIDs(dataset, uidMap, exceptions):
-    """Replace the UIDs of ``dataset`` in place; True when any changed."""
+NO_EXCEPTIONS = Exceptions(frozenset(), frozenset())
+
+
+def replaceUIDs(dataset, uidMap, exceptions=NO_EXCEPTIONS, keepNew=False):
+    """Replace the UIDs of ``dataset`` in place; True when any changed.
+    With ``keepNew`` a UID that is a replacement already (a script's
+    ``newuids`` made it) stays: it is not replaced a second time."""
     changed = False
     for _, element in walkElements(dataset):
         if element.VR != "UI" or element.tag in CLASS_TAGS or element.tag in exceptions.tags:
             continue
         values = element.value
         many = isinstance(values, (list, MultiValue))
-        new = [_newUID(uid, uidMap, exceptions, element.keyword) for uid in (values if many else [values])]
+        new = [uid if keepNew and uid and uidMap.oldFor(uid) is not None
+               else _newUID(uid, uidMap, exceptions, element.keyword) for uid in (values if many else [values])]
         if new != (list(values) if many else [values]):
             element.value = new if many else new[0]
             changed = True

@@ -5,6 +5,7 @@ from pydicom.dataset import Dataset
 from twisted.trial import unittest
 
 from pacscore.control.changes import anonymized, mergedInto, newPatient
+from pacscore.converters.newuids import replaceUIDs
 from pacscore.converters.uidmap import UIDMap
 from pacscore.storage.attributes import DatasetError
 
@@ -45,6 +46,51 @@ class ChangeTests(unittest.TestCase):
             self.assertNotIn(keyword, ds)
         self.assertEqual(ds.StudyDescription, "Chest")
         self.assertEqual(self.uidMap.oldFor(ds.SOPInstanceUID), "1.2.3.1.1")
+
+    def test_anonymizedLeavesNoIdentifierAndKeepsReferences(self):
+        """Without a script: nested IDs, issuers, comments, private
+        attributes and the Accession Number go, the method is said, and
+        every instance UID is new, the same for a reference as for the
+        object it names (B names A)."""
+        a, b = image(sop="1.2.3.1.1"), image(sop="1.2.3.1.2")
+        b.IssuerOfPatientID, b.IdentifyingComments, b.AccessionNumber = "HOSP", "Smith^John room 5", "ACC9"
+        b.FrameOfReferenceUID = "1.2.3.99"
+        b.add_new(0x00091001, "LO", "SMITH^JOHN")
+        group, reference, request = Dataset(), Dataset(), Dataset()
+        group.PatientID = "PID123"
+        b.SourcePatientGroupIdentificationSequence = [group]
+        reference.ReferencedSOPClassUID, reference.ReferencedSOPInstanceUID = "1.2.840.10008.5.1.4.1.1.2", "1.2.3.1.1"
+        reference.PatientID = "PID123"
+        b.ReferencedImageSequence = [reference]
+        request.AccessionNumber = "ACC9"
+        b.RequestAttributesSequence = [request]
+        for ds in (a, b):
+            anonymized(self.uidMap, "ANON")(ds)
+        for keyword in ("IssuerOfPatientID", "IdentifyingComments", "SourcePatientGroupIdentificationSequence",
+                        "RequestAttributesSequence"):
+            self.assertNotIn(keyword, b)
+        self.assertEqual((b.AccessionNumber, b.DeidentificationMethod[:15]), ("", "pacs anonymize:"))
+        self.assertEqual(len([e for e in b if e.tag.is_private]), 0)
+        [item] = b.ReferencedImageSequence
+        self.assertNotIn("PatientID", item)
+        self.assertEqual(item.ReferencedSOPInstanceUID, a.SOPInstanceUID)
+        self.assertEqual(item.ReferencedSOPClassUID, "1.2.840.10008.5.1.4.1.1.2")
+        self.assertEqual(self.uidMap.oldFor(b.FrameOfReferenceUID), "1.2.3.99")
+
+    def test_anonymizedAfterAScriptsNewUIDsMakesNoUIDNewTwice(self):
+        """The shipped anonymize script's ``newuids`` (run here before) made
+        the UIDs new: each stays, so B's reference is A's new UID and
+        changeuidback finds the original."""
+        a, b = image(sop="1.2.3.1.1"), image(sop="1.2.3.1.2")
+        reference = Dataset()
+        reference.ReferencedSOPInstanceUID = "1.2.3.1.1"
+        b.ReferencedImageSequence = [reference]
+        for ds in (a, b):
+            replaceUIDs(ds, self.uidMap)
+            anonymized(self.uidMap, "ANON")(ds)
+        self.assertEqual(b.ReferencedImageSequence[0].ReferencedSOPInstanceUID, a.SOPInstanceUID)
+        self.assertEqual(self.uidMap.oldFor(a.SOPInstanceUID), "1.2.3.1.1")
+        self.assertEqual(self.uidMap.oldFor(a.StudyInstanceUID), "1.2.3")
 
     def test_mergedIntoAStudyRenewsItsSeriesAndImages(self):
         ds = image(study="1.2.4", series="1.2.4.1", sop="1.2.4.1.1")

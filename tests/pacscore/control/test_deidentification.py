@@ -99,6 +99,25 @@ class MadeUpDatasetTests(unittest.TestCase):
         self.assertEqual(ds[0x60000010].value, 8)
         self.assertEqual(ds.ReferencedFrameOfReferenceUID, "1.2.840.10008.1.4")
 
+    def test_patientGroupsCommentsAndNestedIDsGo(self):
+        """Table E.1-1's X attributes a patient's ID or name hides in."""
+        ds = Dataset()
+        ds.PatientID = "PID123"
+        group = Dataset()
+        group.PatientID = "PID123"
+        ds.SourcePatientGroupIdentificationSequence = [group]
+        ds.IdentifyingComments = "patient Smith^John room 5"
+        ds.PatientBirthDateInAlternativeCalendar = "57300101"
+        referenced = Dataset()
+        referenced.PatientID = "PID123"
+        ds.ReferencedImageSequence = [referenced]
+        basicProfile(self.uidMap)(ds)
+        for keyword in ("SourcePatientGroupIdentificationSequence", "IdentifyingComments",
+                        "PatientBirthDateInAlternativeCalendar"):
+            self.assertNotIn(keyword, ds)
+        self.assertNotIn("PatientID", ds.ReferencedImageSequence[0])
+        self.assertNotEqual(ds.PatientID, "PID123")
+
     def test_burnedInAnnotationIsRefused(self):
         ds = Dataset()
         ds.PatientID, ds.BurnedInAnnotation = "P1", "YES"

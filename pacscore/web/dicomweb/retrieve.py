@@ -7,19 +7,27 @@ instance's ``frames/{list}`` and ``bulk/{tag}`` data, and ``rendered`` and
 The Accept header chooses the transfer syntax: ``transfer-syntax=*`` sends
 objects and frames as stored (NKI-compressed pixels expanded), none
 Explicit VR Little Endian as the standard says, any other one that pacs
-writes is made with its codecs; what pacs cannot send is a 406.
+writes is made with its codecs, and one it does not write (RLE ...) goes
+for objects stored in it.  Each object goes in the first of the Accept
+header's syntaxes (in its order of preference) it can go in: an object
+that a codec would make in another syntax (a 16-bit image asked for in
+JPEG baseline comes out as JPEG extended) goes in the next one.  When the
+first object can go in none, the answer is a 406; a later one that cannot
+is left out of the answer, with a log line.
 """
 
 import io
 from functools import partial
 
 from pydicom.dataset import Dataset
+from twisted.logger import Logger
 
 from pacscore.codecs.compression import AS_STORED_CODE
 from pacscore.codecs.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN
 from pacscore.control.pictures import dicomFile
 from pacscore.db.query import SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, QueryKey
 from pacscore.dicom.models import STUDY_ROOT_MOVE
+from pacscore.dicom.uids import isUID
 from pacscore.storage.part10 import readFileMeta
 from pacscore.web.answers import StreamAnswer, WebError
 from pacscore.web.dicomweb import multipart
@@ -30,6 +38,8 @@ from pacscore.web.dicomweb.instancefiles import (
 from pacscore.web.images import picture
 from pacscore.web.objects import onFile
 from pacscore.web.wado import SYNTAX_CODES
+
+log = Logger()
 
 DICOM = "application/dicom"
 AS_STORED = "*"
@@ -92,9 +102,11 @@ def instanceURL(base, instance):
             f"/instances/{instance.sopInstanceUID}")
 
 
-def _objectCode(accepted):
-    """``(transfer syntax or *, compression code)`` that send objects as the
-    Accept header asks."""
+def _objectChoices(accepted):
+    """``[(transfer syntax or *, compression code)]`` that send objects as
+    the Accept header asks, in its order; the code is None for a syntax
+    pacs does not write (objects stored in it go as they are)."""
+    choices = []
     for media in accepted:
         if not (_anything(media) or media.name == DICOM):
             continue
@@ -102,11 +114,16 @@ def _objectCode(accepted):
             continue
         syntax = media.get("transfer-syntax", EXPLICIT_VR_LITTLE_ENDIAN)
         if syntax == AS_STORED:
-            return syntax, AS_STORED_CODE
-        if syntax in SYNTAX_CODES:
-            return syntax, SYNTAX_CODES[syntax]
-    raise WebError(406, "pacs sends objects as multipart/related; type=\"application/dicom\" in the transfer "
-                        f"syntaxes {', '.join(sorted(SYNTAX_CODES))} or * (as stored)")
+            choices.append((syntax, AS_STORED_CODE))
+        elif syntax in SYNTAX_CODES:
+            choices.append((syntax, SYNTAX_CODES[syntax]))
+        elif isUID(syntax):
+            choices.append((syntax, None))
+    if not choices:
+        raise WebError(406, "pacs sends objects as multipart/related; type=\"application/dicom\" in the transfer "
+                            f"syntaxes {', '.join(sorted(SYNTAX_CODES))}, in the one they are stored in, or * "
+                            "(as stored)")
+    return choices
 
 
 def _partObject(path, code, quality):
@@ -115,21 +132,27 @@ def _partObject(path, code, quality):
     return readFileMeta(io.BytesIO(data))[0], data
 
 
-async def _objectChunks(archive, path, wanted, code):
-    """``(transfer syntax, chunks)`` of a stored object sent in ``wanted``:
-    the file read 1 MB at a time when it is in that syntax already, a large
-    one converted file to file into a little endian ``wanted`` and read
-    from there, else made whole in ``code``."""
-    started = await onFile(archive, path, startAsStored, wanted, CHUNK)
-    if started is None and wanted != AS_STORED:
-        converted = await onFile(archive, path, startConverted, wanted, archive.workers.deferToWorker)
-        if converted is not None:
-            return wanted, _convertedChunks(*converted)
-    if started is None:
+async def _objectChunks(archive, path, choices):
+    """``(transfer syntax, chunks)`` of a stored object sent in the first
+    of ``choices`` (``_objectChoices``) it can go in, or None: the file read
+    1 MB at a time when it is in that syntax already, a large one converted
+    file to file into a little endian syntax and read from there, else
+    made whole with the syntax's code."""
+    for wanted, code in choices:
+        started = await onFile(archive, path, startAsStored, wanted, CHUNK)
+        if started is not None:
+            syntax, first, size = started
+            return syntax, _fileChunks(archive, path, first, size)
+        if code is None:
+            continue
+        if wanted != AS_STORED:
+            converted = await onFile(archive, path, startConverted, wanted, archive.workers.deferToWorker)
+            if converted is not None:
+                return wanted, _convertedChunks(*converted)
         syntax, data = await onFile(archive, path, _partObject, code, archive.configuration.lossyQuality)
-        return syntax, _fileChunks(archive, path, data, len(data))
-    syntax, first, size = started
-    return syntax, _fileChunks(archive, path, first, size)
+        if wanted in (AS_STORED, syntax):
+            return syntax, _fileChunks(archive, path, data, len(data))
+    return None
 
 
 async def _fileChunks(archive, path, first, size):
@@ -157,14 +180,28 @@ async def _convertedChunks(header, converted):
 
 async def retrieveInstances(archive, request, target, base):
     """The objects ``target`` names, each a part made as the client takes the last."""
-    wanted, code = _objectCode(multipart.accepted(request))
+    choices = _objectChoices(multipart.accepted(request))
     found, fetched = await storedInstances(archive, target)
+    try:
+        first = await _objectChunks(archive, found[0][1], choices)
+    except BaseException:
+        await released(archive, fetched)
+        raise
+    if first is None:
+        await released(archive, fetched)
+        raise WebError(406, f"{found[0][0].sopInstanceUID} can be sent in none of the transfer syntaxes asked for "
+                            f"({', '.join(syntax for syntax, _ in choices)})")
     boundary = multipart.newBoundary()
 
     async def parts():
         try:
-            for instance, path in found:
-                syntax, chunks = await _objectChunks(archive, path, wanted, code)
+            for number, (instance, path) in enumerate(found):
+                made = first if number == 0 else await _objectChunks(archive, path, choices)
+                if made is None:
+                    log.warn("WADO-RS: {uid} left out: it can be sent in none of the transfer syntaxes asked for",
+                             uid=instance.sopInstanceUID)
+                    continue
+                syntax, chunks = made
                 yield multipart.partHeader(boundary, f"{DICOM}; transfer-syntax={syntax}", instanceURL(base, instance))
                 async for chunk in chunks:
                     yield chunk

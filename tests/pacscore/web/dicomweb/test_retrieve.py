@@ -7,11 +7,13 @@ import os
 
 import numpy as np
 import pydicom
+from pydicom.data import get_testdata_file
 from pydicom.encaps import encapsulate
 from PIL import Image
 from twisted.internet import defer
 from twisted.web.client import ResponseFailed
 
+from pacscore.control.data import AddImageFile
 from pacscore.db.query import SERIES_INSTANCE_UID, SOP_INSTANCE_UID, QueryKey
 from tests.pacscore.web.dicomweb.client import DicomWebTestCase
 
@@ -54,6 +56,29 @@ class RetrieveTests(DicomWebTestCase):
         refused = yield self.fetch(self.instancePath(image),
                                    accept='multipart/related; type="application/dicom"; transfer-syntax=1.2.3')
         self.assertEqual(refused.code, 406)
+
+    @defer.inlineCallbacks
+    def test_onlyASyntaxAskedFor(self):
+        """A 12-bit image asked for in JPEG baseline alone (which a codec
+        would make JPEG extended): 406; with Explicit VR Little Endian as
+        a second choice, it goes in that.  An object stored in RLE, which
+        pacs does not write, goes when RLE is asked for."""
+        image = self.corpus[1]
+        dicom = 'multipart/related; type="application/dicom"; transfer-syntax='
+        baseline = yield self.fetch(self.instancePath(image), accept=dicom + "1.2.840.10008.1.2.4.50")
+        self.assertEqual(baseline.code, 406)
+        self.assertIn(f"{image.sopUID} can be sent in none of the transfer syntaxes asked for", baseline.body.decode())
+        second = yield self.fetch(self.instancePath(image),
+                                  accept=f"{dicom}1.2.840.10008.1.2.4.50, {dicom}1.2.840.10008.1.2.1;q=0.5")
+        ((kind, _),) = second.parts()
+        self.assertEqual(kind, "application/dicom; transfer-syntax=1.2.840.10008.1.2.1")
+        rle = pydicom.dcmread(get_testdata_file("SC_rgb_rle_2frame.dcm"))
+        yield self.running.run(AddImageFile(), get_testdata_file("SC_rgb_rle_2frame.dcm"))
+        found = yield self.fetch(f"/studies/{rle.StudyInstanceUID}/series/{rle.SeriesInstanceUID}/instances/"
+                                 f"{rle.SOPInstanceUID}", accept=dicom + "1.2.840.10008.1.2.5")
+        ((kind, content),) = found.parts()
+        self.assertEqual(kind, "application/dicom; transfer-syntax=1.2.840.10008.1.2.5")
+        self.assertEqual(pydicom.dcmread(io.BytesIO(content)).PixelData, rle.PixelData)
 
     @defer.inlineCallbacks
     def test_notFound(self):

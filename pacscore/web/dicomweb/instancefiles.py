@@ -91,10 +91,13 @@ def instanceMetadata(path, url):
     """The DICOM JSON of the stored file ``path`` whose WADO-RS address is
     ``url``: every attribute but the bulk data (binary values over 1 KB and
     Pixel Data), which are ``BulkDataURI``s of ``url/bulk/{tag}``; with the
-    Available Transfer Syntax UID it is stored in."""
+    Available Transfer Syntax UID it is stored in.  Binary values in
+    sequence items (an icon's pixels) stay inline: ``bulk/{tag}`` names a
+    top-level attribute."""
     dataset = _read(path, pixels=False)
     syntax = str(dataset.file_meta.get("TransferSyntaxUID", "")) if hasattr(dataset, "file_meta") else ""
-    found = jsonDataset(dataset, lambda element: f"{url}/bulk/{int(element.tag):08X}")
+    found = jsonDataset(dataset, lambda element: f"{url}/bulk/{int(element.tag):08X}"
+                        if dataset.get(element.tag) is element else None)
     if "Rows" in dataset:
         wide = not isCompressed(syntax) and (dataset.get("BitsAllocated") or 8) > 8
         found[f"{PIXEL_DATA:08X}"] = {"vr": "OW" if wide else "OB", "BulkDataURI": f"{url}/bulk/{PIXEL_DATA:08X}"}

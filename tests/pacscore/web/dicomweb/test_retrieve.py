@@ -2,12 +2,14 @@
 data addresses that lead to the data, frames, rendered pictures, and an
 answer cut short when a file vanishes after the first part went out."""
 
+import base64
 import io
 import os
 
 import numpy as np
 import pydicom
 from pydicom.data import get_testdata_file
+from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
 from PIL import Image
 from twisted.internet import defer
@@ -15,6 +17,7 @@ from twisted.web.client import ResponseFailed
 
 from pacscore.control.data import AddImageFile
 from pacscore.db.query import SERIES_INSTANCE_UID, SOP_INSTANCE_UID, QueryKey
+from pacscore.testing.corpus import makeDataset
 from tests.pacscore.web.dicomweb.client import DicomWebTestCase
 
 JPEG_LOSSLESS = "1.2.840.10008.1.2.4.70"
@@ -102,6 +105,30 @@ class RetrieveTests(DicomWebTestCase):
         self.assertEqual(len(series), 2)
         missing = yield self.fetch(self.instancePath(image) + "/bulk/00091001")
         self.assertEqual(missing.code, 404)
+
+    @defer.inlineCallbacks
+    def test_binaryValuesInSequencesStayInline(self):
+        """An icon's 4 KB of pixels in Icon Image Sequence: inline, not a
+        BulkDataURI that would name the image's own Pixel Data."""
+        ds = makeDataset("ICON1", "Icon^Test", "1.2.826.0.1.3680043.8.498.7", "1.2.826.0.1.3680043.8.498.7.1",
+                         "1.2.826.0.1.3680043.8.498.7.1.1", 1, 1)
+        icon = Dataset()
+        icon.Rows = icon.Columns = 64
+        icon.BitsAllocated, icon.BitsStored, icon.HighBit, icon.SamplesPerPixel = 8, 8, 7, 1
+        icon.PhotometricInterpretation, icon.PixelRepresentation = "MONOCHROME2", 0
+        icon.PixelData = bytes(range(256)) * 16
+        icon["PixelData"].VR = "OB"
+        ds.IconImageSequence = [icon]
+        path = os.path.join(self.running.workdir, "icon.dcm")
+        ds.save_as(path, enforce_file_format=True)
+        yield self.running.run(AddImageFile(), path)
+        (metadata,) = (yield self.fetch(f"/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/"
+                                        f"{ds.SOPInstanceUID}/metadata")).json()
+        [item] = metadata["00880200"]["Value"]
+        self.assertEqual(base64.b64decode(item["7FE00010"]["InlineBinary"]), icon.PixelData)
+        self.assertNotIn("BulkDataURI", item["7FE00010"])
+        ((_, pixels),) = (yield self.fetch(metadata["7FE00010"]["BulkDataURI"])).parts()
+        self.assertEqual(pixels, ds.PixelData)
 
     @defer.inlineCallbacks
     def test_frames(self):

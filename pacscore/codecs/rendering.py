@@ -31,13 +31,22 @@ def _first(value):
     return None if value is None else float(value)
 
 
+class FrameOutOfRange(TranscodeError):
+    """The object has ``frames`` frames, none numbered ``frame`` (from 0)."""
+
+    def __init__(self, frames, frame):
+        super().__init__(f"it has {frames} frame(s), numbered from 0, not frame {frame}")
+        self.frames = frames
+        self.frame = frame
+
+
 def _frame(ds, syntax, frame):
     """The pixels of ``frame`` of ``ds``: (rows, columns) or (rows, columns, 3)."""
     if "PixelData" not in ds:
         raise TranscodeError("it has no Pixel Data")
     frames = int(ds.get("NumberOfFrames") or 1)
     if not 0 <= frame < frames:
-        raise TranscodeError(f"it has {frames} frame(s), numbered from 0, not frame {frame}")
+        raise FrameOutOfRange(frames, frame)
     try:
         with codecLock(syntax):
             pixels, _ = get_decoder(syntax).as_array(ds, index=frame)

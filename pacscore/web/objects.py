@@ -8,6 +8,7 @@ import errno
 from pydicom.errors import InvalidDicomError
 from twisted.logger import Logger
 
+from pacscore.codecs.rendering import FrameOutOfRange
 from pacscore.codecs.transcode import TranscodeError
 from pacscore.db.query import PATIENT_ID, SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, QueryKey
 from pacscore.dicom.datasets import IdentifierError
@@ -56,6 +57,8 @@ async def onFile(archive, path, work, *args):
         log.warn("web: cannot read {path}: {error}", path=path, error=e.strerror or e)
         raise WebError(404 if e.errno == errno.ENOENT else 500,
                        f"the stored file cannot be read: {e.strerror or e}") from e
+    except FrameOutOfRange as e:
+        raise WebError(404, f"the object has {e.frames} frame(s): there is no frame {e.frame + 1}") from e
     except (DatasetError, IdentifierError, InvalidDicomError, TranscodeError, ValueError,
             NotImplementedError, RuntimeError) as e:  # the last two: pixel data pydicom cannot decode
         log.info("web: {path} cannot be shown: {error}", path=path, error=e)

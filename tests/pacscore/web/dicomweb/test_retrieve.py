@@ -168,6 +168,8 @@ class RetrieveTests(DicomWebTestCase):
         png = yield self.fetch(self.instancePath(image) + "/frames/1/rendered?viewport=32,32", accept="image/png")
         self.assertEqual(Image.open(io.BytesIO(png.body)).format, "PNG")
         self.assertEqual(Image.open(io.BytesIO(png.body)).size, (32, 32))
+        beyond = yield self.fetch(self.instancePath(image) + "/frames/2/rendered")
+        self.assertEqual((beyond.code, beyond.body.count(b"there is no frame 2")), (404, 1))
         thumbnail = yield self.fetch(f"/studies/{image.studyUID}/thumbnail")
         self.assertEqual(Image.open(io.BytesIO(thumbnail.body)).format, "JPEG")
         refused = yield self.fetch(self.instancePath(image) + "/rendered", accept="application/pdf")

@@ -28,7 +28,7 @@ from pydicom.datadict import dictionary_VR, tag_for_keyword
 
 from pacscore.db.query import SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, QueryKey, levelIndex
 from pacscore.dicom.identifiers import (
-    QUERY_RETRIEVE_LEVEL, SPECIFIC_CHARACTER_SET, BadIdentifier, MatchEncoder, Request, checkKeys)
+    INSTANCE_AVAILABILITY, QUERY_RETRIEVE_LEVEL, SPECIFIC_CHARACTER_SET, BadIdentifier, MatchEncoder, Request, checkKeys)
 from pacscore.dicom.models import STUDY_ROOT_FIND
 from pacscore.web.answers import WebError
 from pacscore.web.dicomweb.dicomjson import jsonAnswer, jsonBytes, jsonDataset
@@ -149,10 +149,19 @@ def retrieveURL(base, values, level):
     return url
 
 
+def _unheld(query, level, keys):
+    """The tags of ``keys`` the index keeps no value of (no dicom.sql column
+    at ``level`` or above, nothing computed): an answer leaves them out
+    rather than saying the object has them empty."""
+    held = {tag for table in query.tables[:levelIndex(level) + 1] for tag in table.byTag}
+    return {key.tag for key in keys} - held - set(_COMPUTED) - {INSTANCE_AVAILABILITY}
+
+
 def _localMatches(connection, query, level, keys, encoder, base, offset=0, limit=None):
     """In a reader thread: the count of all matches and the answers
     (Datasets) of those from ``offset`` (at most ``limit``, None: all)."""
     filtered = encoder.keep is not None
+    unheld = _unheld(query, level, keys)
     # every row is answered when unfiltered: the index gives the page and one more (to tell if more are left)
     rows = query.find(connection, level, keys, None if filtered or limit is None else offset + limit + 1)
     if not filtered:
@@ -164,6 +173,9 @@ def _localMatches(connection, query, level, keys, encoder, base, offset=0, limit
             continue
         del dataset[QUERY_RETRIEVE_LEVEL]
         del dataset[SPECIFIC_CHARACTER_SET]
+        for tag in unheld:
+            if tag in dataset and dataset[tag].is_empty:
+                del dataset[tag]
         dataset.add_new(RETRIEVE_URL, "UR", retrieveURL(base, values, level))
         answers.append(dataset)
     if filtered:

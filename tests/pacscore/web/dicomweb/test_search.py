@@ -54,6 +54,11 @@ class SearchTests(DicomWebTestCase):
         self.assertEqual(sorted(values(m, "00080018")[0] for m in instances),
                          sorted(i.sopUID for i in self.corpus if i.seriesUID == image.seriesUID))
         self.assertEqual(values(instances[0], "00280010"), [64])
+        # Bits Allocated is no column of the default dicom.sql: left out, not answered empty
+        self.assertNotIn("00280100", instances[0])
+        named = (yield self.fetch(f"/studies/{image.studyUID}/series/{image.seriesUID}/instances"
+                                  "?includefield=SliceThickness")).json()
+        self.assertNotIn("00180050", named[0])
         self.assertEqual(values(instances[0], "00081190")[0],
                          f"{self.base}/studies/{image.studyUID}/series/{image.seriesUID}"
                          f"/instances/{values(instances[0], '00080018')[0]}")

@@ -59,6 +59,19 @@ def _frame(ds, syntax, frame):
     return pixels
 
 
+def fitted(pixels, width, height):
+    """``pixels`` scaled (nearest neighbour, up or down) to fit ``width`` x
+    ``height`` keeping their aspect ratio, as DICOMweb's ``viewport`` asks
+    (either may be 0: not bounding)."""
+    rows, columns = pixels.shape[:2]
+    scales = [bound / extent for bound, extent in ((width, columns), (height, rows)) if bound > 0]
+    if not scales:
+        return pixels
+    scale = min(scales)
+    newRows, newColumns = max(round(rows * scale), 1), max(round(columns * scale), 1)
+    return pixels[(np.arange(newRows) * rows // newRows)][:, (np.arange(newColumns) * columns // newColumns)]
+
+
 def _shrunk(pixels, size):
     rows, columns = pixels.shape[:2]
     factor = max(-(-max(rows, columns) // size), 1) if size > 0 else 1

@@ -24,7 +24,7 @@ from pydicom.uid import ExplicitVRLittleEndian
 from pacscore.codecs.compression import recode
 from pacscore.codecs.downsize import downsizeDataset
 from pacscore.codecs.imagefiles import bmpImage, gifImage, jpegImage
-from pacscore.codecs.rendering import renderFrame
+from pacscore.codecs.rendering import fitted, renderFrame
 from pacscore.codecs.syntaxes import isCompressed
 from pacscore.codecs.transcode import transcode
 from pacscore.control.arguments import fields, number
@@ -58,12 +58,14 @@ def _size(text, given):
     return number(text, "size") if text.strip() else 0
 
 
-def renderPicture(path, write, size, level, window, frame, region=None):
+def renderPicture(path, write, size, level, window, frame, region=None, viewport=None):
     """In the I/O pool: frame ``frame`` of the file ``path`` (its ``region``,
     see ``renderFrame``) as the picture ``write`` makes of its 8-bit pixels
-    (see the module docstring)."""
+    (see the module docstring); scaled to fit ``viewport`` (width, height)
+    when given."""
     syntax, data = readFile(path)
-    return write(renderFrame(data, syntax, size, level, window, frame, region))
+    pixels = renderFrame(data, syntax, size, level, window, frame, region)
+    return write(fitted(pixels, *viewport) if viewport else pixels)
 
 
 class PictureConversion(FileConversion):

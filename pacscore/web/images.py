@@ -42,13 +42,15 @@ def pictureKind(graphic):
     return kind
 
 
-async def picture(archive, path, graphic, size, level, window, frame, region=None, quality=None):
+async def picture(archive, path, graphic, size, level, window, frame, region=None, quality=None, viewport=None):
     """An Answer with the picture of a stored file; ``quality`` (1-100) that
-    of a JPEG, Conquest's 95 when None."""
+    of a JPEG, Conquest's 95 when None; ``viewport`` (width, height) it is
+    scaled to fit."""
     write, contentType = pictureKind(graphic)
     if quality is not None and write is jpegImage:
         write = partial(jpegImage, quality=quality)
-    return Answer(await onFile(archive, path, renderPicture, write, size, level, window, frame, region), contentType)
+    return Answer(await onFile(archive, path, renderPicture, write, size, level, window, frame, region, viewport),
+                  contentType)
 
 
 async def _slicePath(archive, parameters):

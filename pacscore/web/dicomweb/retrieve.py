@@ -341,7 +341,9 @@ async def _rendered(archive, request, path, frame, size):
     quality = _numbers(request, "quality", 1)[0] if _argument(request, "quality") else None
     if quality is not None and not 1 <= quality <= 100:
         raise WebError(400, f"quality must be from 1 to 100, not {quality}")
-    found = await picture(archive, path, kind, max(width, height) or size, center, window, frame, quality=quality)
+    viewport = (width, height) if width or height else None
+    found = await picture(archive, path, kind, 0 if viewport else size, center, window, frame, quality=quality,
+                          viewport=viewport)
     return found._replace(headers=(ANY_ORIGIN,))
 
 

@@ -168,6 +168,15 @@ class RetrieveTests(DicomWebTestCase):
         png = yield self.fetch(self.instancePath(image) + "/frames/1/rendered?viewport=32,32", accept="image/png")
         self.assertEqual(Image.open(io.BytesIO(png.body)).format, "PNG")
         self.assertEqual(Image.open(io.BytesIO(png.body)).size, (32, 32))
+        wide = makeDataset("WIDE1", "Wide^Image", "1.2.826.0.1.3680043.8.498.8", "1.2.826.0.1.3680043.8.498.8.1",
+                           "1.2.826.0.1.3680043.8.498.8.1.1", 1, 1, rows=48, columns=64)
+        path = os.path.join(self.running.workdir, "wide.dcm")
+        wide.save_as(path, enforce_file_format=True)
+        yield self.running.run(AddImageFile(), path)
+        widePath = f"/studies/{wide.StudyInstanceUID}/series/{wide.SeriesInstanceUID}/instances/{wide.SOPInstanceUID}"
+        for viewport, size in (("50,100", (50, 38)), ("300,300", (300, 225)), ("0,24", (32, 24))):
+            shown = yield self.fetch(f"{widePath}/rendered?viewport={viewport}")
+            self.assertEqual(Image.open(io.BytesIO(shown.body)).size, size, f"viewport={viewport}: fits, aspect kept")
         beyond = yield self.fetch(self.instancePath(image) + "/frames/2/rendered")
         self.assertEqual((beyond.code, beyond.body.count(b"there is no frame 2")), (404, 1))
         thumbnail = yield self.fetch(f"/studies/{image.studyUID}/thumbnail")

@@ -193,7 +193,8 @@ class ObjectStore:
         data = spool.inMemory
         header = spool.header
         temporary = spool.path
-        device = spool.device if temporary is not None else self.choice.check()
+        chosen = self.choice.check()  # looked at for spooled objects too: they may be all that arrives
+        device = spool.device if temporary is not None else chosen
         if self.spaceCheck is not None:
             self.spaceCheck()
         try:

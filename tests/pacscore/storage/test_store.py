@@ -276,6 +276,20 @@ class ObjectStoreTests(unittest.TestCase):
         self.assertEqual(rows, ["MAG1"])
 
     @defer.inlineCallbacks
+    def test_onlyLargeObjectsStillSpillOver(self):
+        """When only spooled objects arrive, each write looks at the free
+        space too: the first (spooled on MAG0 before anything was looked
+        at) stays there, the next is spooled on MAG1."""
+        mag1 = self.addDevice("MAG1")
+        self.store.choice = DeviceChoice([self.device, mag1], 30 << 20,
+                                         lambda path: 0 if path == self.device.path else 100 << 20)
+        stored = []
+        for _ in range(2):  # the same object twice: the second replaces the first
+            incoming, spool = self.receive(*reversed(largeDataset(2 << 20)))
+            stored.append((yield self.store.store(incoming, spool))[0])
+        self.assertEqual(stored, ["MAG0", "MAG1"])
+
+    @defer.inlineCallbacks
     def test_aReplacedFileLosesItsMirrorCopy(self):
         mirror = MagDevice("MIRROR0", self.mktemp())
         self.store.mirrors = Mirrors({"MAG0": mirror})

@@ -19,7 +19,7 @@ import warnings
 from typing import NamedTuple
 
 from pydicom.charset import convert_encodings, decode_bytes, encode_string
-from pydicom.datadict import dictionary_VR
+from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
@@ -166,11 +166,8 @@ def checkRetrieveKeys(request):
                                 IDENTIFIER_DOES_NOT_MATCH)
     if not any(value for _, value in named):
         raise BadIdentifier(f"a {request.level} retrieve without a unique key "
-                            f"({', '.join(_KEY_NAMES[level] for level, _ in named)})", IDENTIFIER_DOES_NOT_MATCH)
-
-
-_KEY_NAMES = {"PATIENT": "PatientID", "STUDY": "StudyInstanceUID", "SERIES": "SeriesInstanceUID",
-              "IMAGE": "SOPInstanceUID"}
+                            f"({', '.join(keyword_for_tag(UNIQUE_KEYS[level][0]) for level, _ in named)})",
+                            IDENTIFIER_DOES_NOT_MATCH)
 
 
 def _fits(values, characterSet):

@@ -26,6 +26,9 @@ SPECIFIC_CHARACTER_SET = 0x00080005
 UNICODE_CHARACTER_SET = "ISO_IR 192"
 
 _TAG = re.compile(TAG_PATTERN)
+_STEP = rf"({TAG_PATTERN})(?:\.([0-9]+)(?=[\\/]{TAG_PATTERN}))?"
+_PATH = re.compile(rf"[\\/]{_STEP}(?:[\\/]{_STEP})*|{TAG_PATTERN}")
+_STEPS = re.compile(_STEP)
 
 
 def parseTag(text):
@@ -86,6 +89,36 @@ def findAnywhere(dataset, tag):
         if element.tag == tag:
             return element
     return None
+
+
+def parsePath(text, position=0):
+    """``(steps, end)`` of a tag or a ``\\``-path (``/`` works as ``\\``,
+    ``gggg,eeee.N`` picks item N, else the first) at ``position`` of
+    ``text``, or None."""
+    match = _PATH.match(text, position)
+    if match is None:
+        return None
+    steps = [(parseTag(tag), int(item or 0)) for tag, item in _STEPS.findall(match.group())]
+    steps[-1] = (steps[-1][0], None)
+    return steps, match.end()
+
+
+def parseReference(text, position=0):
+    """``(reference, end)`` of the element reference at ``position`` (what
+    follows %V): ``*gggg,eeee``, the first such element anywhere, depth
+    first, or a tag or ``\\``-path (``parsePath``); None when there is none.
+    ``findReference`` looks the reference up."""
+    if text.startswith("*", position):
+        match = _TAG.match(text, position + 1)
+        return None if match is None else ((True, [(parseTag(match.group()), None)]), match.end())
+    parsed = parsePath(text, position)
+    return None if parsed is None else ((False, parsed[0]), parsed[1])
+
+
+def findReference(dataset, reference):
+    """The element a ``parseReference`` reference names in ``dataset``, or None."""
+    anywhere, steps = reference
+    return findAnywhere(dataset, steps[-1][0]) if anywhere else findPath(dataset, steps)
 
 
 def findPath(dataset, steps):

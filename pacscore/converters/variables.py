@@ -45,7 +45,8 @@ from pydicom.errors import InvalidDicomError
 from sqlalchemy import select
 from twisted.logger import Logger
 
-from pacscore.converters.elements import TAG_PATTERN, findAnywhere, findPath, parseTag, textOf
+from pacscore.converters.elements import (TAG_PATTERN, findPath, findReference, parsePath, parseReference, parseTag,
+                                           textOf)
 from pacscore.converters.uidmap import uidMapOf
 from pacscore.db.worklistitems import WorklistItems
 
@@ -57,9 +58,6 @@ QUERY_LEVELS = {"P": "patient", "S": "study", "E": "series"}
 LITERALS = {"n": "\n", "t": "\t", "%": "%", "^": "^", "~": "~", "[": "["}
 DATASET_LETTERS = {"m": MODALITY, "s": STATION_NAME, "o": SOP_INSTANCE_UID, "i": PATIENT_ID}
 
-_STEP = rf"({TAG_PATTERN})(?:\.([0-9]+)(?=[\\/]{TAG_PATTERN}))?"
-_PATH = re.compile(rf"[\\/]{_STEP}(?:[\\/]{_STEP})*|{TAG_PATTERN}")
-_STEPS = re.compile(_STEP)
 _TAG = re.compile(TAG_PATTERN)
 _SUBSTRING = re.compile(r"\[([0-9]+),([0-9]+)\]")
 
@@ -155,40 +153,24 @@ def _transform(letter, value, context):
     return "\\".join(uidMap.oldFor(v) or v for v in value.split("\\"))
 
 
-def _path(text, position):
-    """``(steps, end)`` of a tag or a ``\\``-path at ``position``, or None."""
-    match = _PATH.match(text, position)
-    if match is None:
-        return None
-    steps = [(parseTag(tag), int(item or 0)) for tag, item in _STEPS.findall(match.group())]
-    steps[-1] = (steps[-1][0], None)
-    return steps, match.end()
-
-
 def _reference(text, position, context):
     """``(value, end)`` of the element reference after %V/%E/%R/%A."""
     dataset = context.dataset
-    if text.startswith("*", position):
-        match = _TAG.match(text, position + 1)
-        if match is None:
-            return None
-        element = None if dataset is None else findAnywhere(dataset, parseTag(match.group()))
-        return textOf(element), match.end()
     if text.startswith("(", position):
-        inner = _path(text, position + 1)
+        inner = parsePath(text, position + 1)
         if inner is None or not text.startswith(")", inner[1]):
             return None
-        outer = _path(text, inner[1] + 1)
+        outer = parsePath(text, inner[1] + 1)
         if outer is None:
             return None
         sopInstanceUID = "" if dataset is None else textOf(findPath(dataset, inner[0]))
         other = _storedObject(sopInstanceUID, context)
         return ("" if other is None else textOf(findPath(other, outer[0]))), outer[1]
-    parsed = _path(text, position)
+    parsed = parseReference(text, position)
     if parsed is None:
         return None
-    steps, end = parsed
-    return ("" if dataset is None else textOf(findPath(dataset, steps))), end
+    reference, end = parsed
+    return ("" if dataset is None else textOf(findReference(dataset, reference))), end
 
 
 def _storedObject(sopInstanceUID, context):

@@ -21,6 +21,8 @@ result is relative without ".", ".." or empty components.
 import re
 import time
 
+from pacscore.converters.elements import findReference, parseReference, textOf
+
 PATIENT_NAME = 0x00100010
 PATIENT_ID = 0x00100020
 STUDY_INSTANCE_UID = 0x0020000D
@@ -46,7 +48,6 @@ _UNSAFE = re.compile("[\x00-\x1f/\\\\]")
 _CONTROLS = re.compile("[\x00-\x1f]")
 _ATOI = re.compile(r"\s*([+-]?\d+)")
 _SUBSTRING = re.compile(r"\[\s*([+-]?\d+)(?:,\s*([+-]?\d+))?")
-_ELEMENT = re.compile(r"([0-9A-Fa-f]{4}),([0-9A-Fa-f]{4})")
 
 # The %-template names in the order Conquest tries them (first prefix wins).
 _TEMPLATE_NAMES = (
@@ -149,7 +150,9 @@ def _parseTemplate(syntax):
     """Split a %-template into parts: literal strings and (name, tag, substring).
 
     Unknown names vanish with their "%" (the text after them stays, as in
-    Conquest); ``tag`` is set for %Vgggg,eeee; ``substring`` is the
+    Conquest); ``tag`` is set for %Vgggg,eeee, and is the
+    ``elements.parseReference`` reference of a "reference" (%V*gggg,eeee
+    or a sequence path); ``substring`` is the
     (first, last) of a ``[first,last]`` suffix or None.
     """
     parts = []
@@ -172,13 +175,16 @@ def _parseTemplate(syntax):
                 break
         else:
             if syntax[i:i + 1] in ("v", "V"):
-                match = _ELEMENT.match(syntax, i + 1)
-                if not match:
+                parsed = parseReference(syntax, i + 1)
+                if not parsed:
                     raise ValueError(
-                        f"FileNameSyntax {syntax!r}: only %Vgggg,eeee of a top-level "
-                        f"element is supported, at {syntax[i - 1:i + 11]!r}")
-                name, tag = "v", int(match.group(1) + match.group(2), 16)
-                i = match.end()
+                        f"FileNameSyntax {syntax!r}: %V takes gggg,eeee, *gggg,eeee or a "
+                        f"\\gggg,eeee\\... sequence path, at {syntax[i - 1:i + 11]!r}")
+                (anywhere, steps), i = parsed
+                if anywhere or len(steps) > 1:
+                    name, tag = "reference", (anywhere, tuple(steps))
+                else:
+                    name, tag = "v", steps[0][0]
         substring = None
         if syntax.startswith("[", i):
             match = _SUBSTRING.match(syntax, i)
@@ -215,13 +221,15 @@ class FileNamer:
             self.template = _parseTemplate(syntax)
             tags = set()
             for part in self.template:
-                if isinstance(part, tuple):
+                if isinstance(part, tuple) and part[0] != "reference":
                     tags |= {part[1]} if part[1] is not None else _TEMPLATE_TAGS.get(part[0], set())
             self.requiredTags = frozenset(tags)
+            self.needsDataset = any(isinstance(part, tuple) and part[0] == "reference" for part in self.template)
         else:
             self.mode = _atoi(syntax)
             self.template = None
             self.requiredTags = frozenset(_MODE_TAGS.get(self.mode, _MODE_TAGS[0]))
+            self.needsDataset = False  # name() needs the parsed data set (%V into sequences)
 
     def _count(self):
         counter = self.counter & 0xFFFF
@@ -261,7 +269,7 @@ class FileNamer:
         root = f"{f.name[:8]}_{f.id[:8]}"
         return root, f"{root}/{f.series}_{f.image}_{self._time()}.v2"
 
-    def _templated(self, f, attrs):
+    def _templated(self, f, attrs, dataset):
         """(root, name) of a %-template; the root is its first directory."""
         out = []
         for part in self.template:
@@ -269,7 +277,9 @@ class FileNamer:
                 out.append(part)
                 continue
             name, tag, substring = part
-            if tag is not None:
+            if name == "reference":
+                value = cleanup(_bytesCut(textOf(findReference(dataset, tag)), 64))
+            elif tag is not None:
                 value = cleanup(attrs.get(tag, ""))
             elif name == "image":
                 value = f"{f.image:06d}"
@@ -292,8 +302,9 @@ class FileNamer:
         name = "".join(out)
         return (name.split("/", 1)[0] if "/" in name else ""), name
 
-    def name(self, attrs, callingAE="", calledAE="", transferSyntax=None):
-        """The relative path for an object with index attributes ``attrs``.
+    def name(self, attrs, callingAE="", calledAE="", transferSyntax=None, dataset=None):
+        """The relative path for an object with index attributes ``attrs``;
+        when ``needsDataset``, ``dataset`` is the object as a pydicom Dataset.
 
         Give ``transferSyntax`` to have Conquest's rule applied that a ".v2"
         name becomes ".dcm" when the object is not in one of the three
@@ -304,7 +315,7 @@ class FileNamer:
         if self.template is None:
             root, name = self._numbered(fields)
         else:
-            root, name = self._templated(fields, attrs)
+            root, name = self._templated(fields, attrs, dataset)
         if (transferSyntax is not None and self.mode not in _DCM_MODES
                 and transferSyntax.rstrip("\x00 ") not in _UNCOMPRESSED and name.lower().endswith(".v2")):
             name = name[:-3] + ".dcm"

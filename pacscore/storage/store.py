@@ -19,7 +19,9 @@ spool file into the device's temporary file a frame at a time
 import dataclasses
 import os
 from dataclasses import dataclass
+from io import BytesIO
 
+from pydicom import dcmread
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -208,7 +210,8 @@ class ObjectStore:
                 if temporary is not None:
                     os.unlink(temporary)
                 temporary = converted
-            relative = self.namer.name(attrs, incoming.callingAE, incoming.calledAE, transferSyntax)
+            dataset = self._parsed(header, data, temporary) if self.namer.needsDataset else None
+            relative = self.namer.name(attrs, incoming.callingAE, incoming.calledAE, transferSyntax, dataset)
             if data is not None:
                 temporary, low = device.takeTemporaryFile()
                 if low:
@@ -239,6 +242,17 @@ class ObjectStore:
                 os.unlink(temporary)
             raise
         return attrs, relative, device, tuple(actions)
+
+    @staticmethod
+    def _parsed(header, data, temporary):
+        """The object without its pixel data as a pydicom Dataset, for a
+        FileNameSyntax whose %V reads into sequences: ``header + data`` in
+        memory, else the Part-10 file ``temporary``."""
+        try:
+            return dcmread(BytesIO(header + data) if data is not None else temporary,
+                           stop_before_pixels=True, force=True)
+        except Exception as e:  # pydicom raises what its parsers meet
+            raise InvalidDataset(f"cannot be parsed for FileNameSyntax: {e}") from e
 
     def _readAttributes(self, incoming, spool):
         """The index attributes of a received data set, which must read to its

@@ -575,3 +575,33 @@ class PatientIDFixTests(ServerTestCase):
         self.assertEqual(column(self.server.database, "DICOMPatients", "PatientID"), sorted(fixes.values()))
         self.assertEqual(column(self.server.database, "DICOMImages", "ImagePat"), sorted(fixes.values()))
         self.assertIn("Patient ID 07654321 fixed to 7654321", self.server.log())
+
+
+class SequenceFileNameTests(ServerTestCase):
+    """A FileNameSyntax whose %V reads into sequences (manual 7.2: "for the
+    syntax of the %v option (e.g., to read items in a sequence), see
+    ImportConverters"), for an object held in memory and one spooled to disk."""
+
+    ini = {"FileNameSyntax": r"%V\0008,1111\0008,1155\%V*0018,1030\%V/0008,1111.1/0008,1150[0,5]\%sopuid.dcm"}
+
+    def test_namedFromSequenceItems(self):
+        folder = os.path.abspath(self.mktemp())
+        os.makedirs(folder)
+        expected, paths = {}, []
+        for n, size in enumerate((64, 1600)):  # 1600x1600x16 bit: 5 MB, spooled to disk
+            ds = makeDataset("SEQ", "Seq^Name", "1.2.3.7", "1.2.3.7.1", generate_uid(), 1, n + 1,
+                             rows=size, columns=size)
+            ds.ReferencedPerformedProcedureStepSequence = [pydicom.Dataset(), pydicom.Dataset()]
+            for item, uid in zip(ds.ReferencedPerformedProcedureStepSequence, (f"1.2.{n}", "1.3.4.5.6")):
+                item.ReferencedSOPInstanceUID = uid
+                item.ReferencedSOPClassUID = "1.2.840.10008.3.1.2.3.3"
+            ds.RequestAttributesSequence = [pydicom.Dataset()]
+            ds.RequestAttributesSequence[0].ProtocolName = f"Chest {n}"
+            paths.append(os.path.join(folder, f"{n}.dcm"))
+            ds.save_as(paths[-1], enforce_file_format=True)
+            expected[ds.SOPInstanceUID] = f"1_2_{n}/Chest_{n}/1_2_84/{ds.SOPInstanceUID}.dcm"
+        result = self.server.store(*paths)
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        stored = storedFiles(self.server.dataDir)
+        self.assertEqual({uid: os.path.relpath(stored[uid], self.server.dataDir) for uid in expected}, expected)
+        self.assertEqual(column(self.server.database, "DICOMImages", "ObjectFile"), sorted(expected.values()))

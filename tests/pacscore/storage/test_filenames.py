@@ -2,6 +2,7 @@
 
 import time
 
+from pydicom.dataset import Dataset
 from twisted.trial import unittest
 
 from pacscore.storage.filenames import (
@@ -207,9 +208,29 @@ class TemplateTests(unittest.TestCase):
         self.assertEqual(named.name(ATTRS), f"CT/Müller/unknown/{SOP}")
         self.assertEqual(named.requiredTags, {MODALITY, PATIENT_NAME, 0x00091001, SOP_INSTANCE_UID})
 
+    def test_sequenceElements(self):
+        """%V\\gggg,eeee\\gggg,eeee (first item), .N (item N) and *gggg,eeee
+        (anywhere, depth first) read the parsed data set; each value is
+        cleaned, and what is missing reads "unknown"."""
+        dataset = Dataset()
+        dataset.SOPInstanceUID = SOP
+        dataset.ReferencedImageSequence = [Dataset(), Dataset()]
+        dataset.ReferencedImageSequence[0].ReferencedSOPInstanceUID = "1.2.3"
+        dataset.ReferencedImageSequence[1].ReferencedSOPInstanceUID = "4.5.6"
+        dataset.ReferencedImageSequence[1].ReferencedFrameNumber = "7"
+        named = namer(r"%V\0008,1140\0008,1155\%V/0008,1140.1/0008,1155[0,2]\%V*0008,1160/"
+                      r"%V\0008,1140.2\0008,1155\%V*0008,1150\%sopuid.dcm")
+        self.assertTrue(named.needsDataset)
+        self.assertEqual(named.requiredTags, {SOP_INSTANCE_UID})
+        self.assertEqual(named.name(ATTRS, dataset=dataset), f"1_2_3/4_5/7/unknown/unknown/{SOP}.dcm")
+
+    def test_topLevelElementsNeedNoDataset(self):
+        self.assertFalse(namer(r"%V0008,0060\%sopuid").needsDataset)
+        self.assertFalse(namer("4").needsDataset)
+
     def test_unsupported(self):
-        self.assertRaises(ValueError, FileNamer, r"%V\0008,1140\0008,1155")
-        self.assertRaises(ValueError, FileNamer, "%V*0008,1155")
+        self.assertRaises(ValueError, FileNamer, r"%V(\0008,1140\0008,1155)0010,0010")
+        self.assertRaises(ValueError, FileNamer, "%V*name")
         self.assertRaises(ValueError, FileNamer, "lua:filename()")
 
     def test_counterPerOccurrence(self):

@@ -33,7 +33,8 @@ class SQLiteDriver:
     writerThreads = 1
     defaultPath = "./data/dbase/conquest.db3"
     pragmas = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL",
-               "PRAGMA busy_timeout=10000", "PRAGMA foreign_keys=OFF")
+               "PRAGMA busy_timeout=10000", "PRAGMA foreign_keys=OFF",
+               "PRAGMA case_sensitive_like=ON")  # C-FIND's wildcards match as on other databases
 
     def selectedBy(self, configuration):
         # The default: PostGres = 1 or MySQL = 1 wins over SQLite = 1, which

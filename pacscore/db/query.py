@@ -450,10 +450,20 @@ def _textConditions(column, vr, values, isMulti, prefixRange=False):
 
 def _foldedVariants(values):
     """PN values in lower case.  SQLite's lower() folds ASCII letters only
-    ("MÄRY" -> "mÄry"): a value with other upper case letters also comes
-    with its ASCII-only folding."""
+    ("MÄRY" -> "mÄry"): a value with other cased letters also comes with
+    its ASCII-only folding and with its ASCII letters lower and the others
+    upper case ("märy" -> "mÄry"), which finds the names stored with those
+    letters in capitals."""
     return list(dict.fromkeys(variant for value in values
-                              for variant in (value.lower(), value.translate(_ASCII_LOWER))))
+                              for variant in (value.lower(), value.translate(_ASCII_LOWER),
+                                              _upperNonAscii(value.lower()))))
+
+
+def _upperNonAscii(text):
+    """``text`` with its non-ASCII letters in upper case (where that is one letter)."""
+    if text.isascii():
+        return text
+    return "".join(c.upper() if not c.isascii() and len(c.upper()) == 1 else c for c in text)
 
 
 def _withPrefixRange(target, value, condition):

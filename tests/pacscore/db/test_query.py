@@ -16,7 +16,7 @@ from pacscore.config.ini import DicomIni
 from pacscore.config.loader import Configuration
 from pacscore.db.index import ImageRecord, Index
 from pacscore.db.query import LEVELS, IndexQuery, Instance, QueryKey
-from tests.pacscore.db.test_schema import sqliteEngine
+from tests.pacscore.db.test_writer import sqliteEngine
 
 DICOM_SQL = os.path.join(os.path.dirname(__file__), "..", "..", "..", "etc", "dicom.sql")
 
@@ -465,7 +465,8 @@ class PersonNameTests(ArchiveTestCase):
     def test_upperCaseNonAsciiLetters(self):
         """O'BRIEN^MÄRY: found in its own case and by its ASCII letters in
         any case (SQLite's lower() folds ASCII letters only)."""
-        for value in ("O'BRIEN^MÄRY", "o'brien^mÄry", "*MÄRY", "*mÄry", "O'B*^MÄ*"):
+        for value in ("O'BRIEN^MÄRY", "o'brien^mÄry", "*MÄRY", "*mÄry", "O'B*^MÄ*", "o'brien^märy", "*märy",
+                      "o'b*^mä*"):
             self.assertMatches("PATIENT", K(PATIENT_NAME, "PN", value), ["PAT_4"])
 
     def test_cjkName(self):
@@ -479,8 +480,13 @@ class PersonNameTests(ArchiveTestCase):
         self.assertMatches("IMAGE", K(PATIENT_NAME, "PN", "müller*"), ["2.1.1.1", "2.1.2.1"])
 
     def test_otherTextIsCaseSensitive(self):
+        """Wildcards too (SQLite's LIKE ignores the case of ASCII letters unless told)."""
         self.assertMatches("STUDY", K(STUDY_DESCRIPTION, "LO", "mr knee"), [])
         self.assertMatches("SERIES", K(MODALITY, "CS", "ct"), [])
+        self.assertMatches("STUDY", K(STUDY_DESCRIPTION, "LO", "mr*"), [])
+        self.assertMatches("STUDY", K(STUDY_DESCRIPTION, "LO", "MR*"), ["1.2"])
+        self.assertMatches("SERIES", K(MODALITY, "CS", "c?"), [])
+        self.assertMatches("STUDY", K(MODALITIES_IN_STUDY, "CS", "mr"), [])
 
 
 class MultiValuedColumnTests(ArchiveTestCase):

@@ -21,7 +21,7 @@ from sqlalchemy import Column, Index, Integer, MetaData, String, Table, delete, 
 from sqlalchemy.exc import IntegrityError
 from twisted.logger import Logger
 
-from pacscore.db.schema import MYSQL_TABLE
+from pacscore.db.schema import MYSQL_TABLE, adoptFoldedTable
 
 TABLE_NAME = "UIDMODS"
 MERGES_TABLE_NAME = "PacsUIDMerges"
@@ -125,6 +125,7 @@ class UIDMap:
         self._uids = _Pairs(engine, self.table, clock)
         self._merges = _Pairs(engine, uidMergesTable(metadata), clock)
         if engine is not None:
+            adoptFoldedTable(engine, self.table, self.log)
             self.table.create(engine, checkfirst=True)
             if not inspect(engine).has_table(MERGES_TABLE_NAME):
                 self._merges.table.create(engine)

@@ -137,6 +137,36 @@ def buildTables(layout, tableNames, metadata):
         for level in Tables._fields})
 
 
+def adoptFoldedTable(engine, table, log):
+    """On PostgreSQL, take over the table Conquest made for ``table``.
+
+    Conquest's SQL quotes no names, so PostgreSQL folded them to lower case
+    (``dicompatients`` with ``patientid`` ...), where pacs quotes dicom.sql's
+    own (``"DICOMPatients"``): without this an existing Conquest database
+    would be ignored and empty tables made beside it.  When only the folded
+    table exists it and its folded columns are renamed to dicom.sql's names
+    (operators' unquoted SQL still finds them: ``rawsql`` quotes it).
+    Elsewhere nothing: SQLite and MySQL keep names as written."""
+    folded = table.name.lower()
+    if engine.dialect.name != "postgresql" or folded == table.name:
+        return
+    with engine.begin() as connection:
+        present = inspect(connection).get_table_names()
+        if table.name in present or folded not in present:
+            return
+        preparer = connection.dialect.identifier_preparer
+        columns = {column["name"] for column in inspect(connection).get_columns(folded)}
+        connection.exec_driver_sql(f"ALTER TABLE {preparer.quote(folded)} RENAME TO {preparer.format_table(table)}")
+        renamed = [column.name for column in table.columns
+                   if column.name != column.name.lower() and column.name.lower() in columns]
+        for name in renamed:
+            connection.exec_driver_sql(f"ALTER TABLE {preparer.format_table(table)} "
+                                       f"RENAME COLUMN {preparer.quote(name.lower())} TO {preparer.quote(name)}")
+    log.warn("Took over table {folded} (made by Conquest, its names folded to lower case by PostgreSQL) as "
+             "{table} with {count} columns renamed to dicom.sql's names", folded=folded, table=table.name,
+             count=len(renamed))
+
+
 def upgradeTable(engine, table):
     """Bring ``table``'s table in the database up to ``table``: add each
     column it lacks (one a newer version added; it must be NOT NULL with a

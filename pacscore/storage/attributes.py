@@ -434,18 +434,22 @@ class _Walker:
                     f"in its item, which ends at offset {end}")
         return pos
 
-    def collect(self, implicit, wanted, firstTag, lastTag, ascending):
+    def collect(self, implicit, wanted, firstTag, lastTag, ascending, strict=False):
         """Walk the top level; return ({tag: (vr, raw)}, stop offset).
 
         Stops at the end of the dataset or before the first element outside
-        ``firstTag``..``lastTag`` (the offset returned); ``ascending``: see
-        ``walkDataset``.
+        ``firstTag``..``lastTag`` (the offset returned); ``ascending`` and
+        ``strict``: see ``walkDataset``.
         """
         found = {}
         pos = 0
         previous = -1
         if not self.atEnd(0):
-            implicit = self.looksImplicit(0, implicit)
+            looksImplicit = self.looksImplicit(0, implicit)
+            if strict and looksImplicit != implicit:
+                raise DatasetError(f"the data set is encoded with {'implicit' if looksImplicit else 'explicit'} VRs, "
+                                   f"not in its transfer syntax")
+            implicit = looksImplicit
         window = self.window
         total = self.total
         implicitHeader = self.layout.implicitHeader
@@ -532,7 +536,7 @@ def _window(source, deflated):
     return _BytesWindow(source)
 
 
-def walkDataset(source, transferSyntax, tags, firstTag, lastTag, ascending=False):
+def walkDataset(source, transferSyntax, tags, firstTag, lastTag, ascending=False, strict=False):
     """The values of ``tags`` at the top level of a dataset, and where the walk stopped.
 
     Returns ``({tag: value}, stop)``: ``stop`` is the offset of the first
@@ -540,11 +544,14 @@ def walkDataset(source, transferSyntax, tags, firstTag, lastTag, ascending=False
     Part-10 reader walks group 0002 this way to find where the meta ends.
     ``ascending``: elements out of order are a DatasetError (pydicom reads
     them, but a walk that stops after the tags it wants would miss some).
+    ``strict``: a data set whose first element has (explicit) or lacks
+    (implicit) a VR against ``transferSyntax`` is a DatasetError, where
+    otherwise it is read as it is encoded, as pydicom reads files.
     """
     implicit, layout, deflated = _transferSyntax(transferSyntax)
     walker = _Walker(_window(source, deflated), layout)
     wanted = frozenset(tags) | {SPECIFIC_CHARACTER_SET}
-    found, stop = walker.collect(implicit, wanted, firstTag, lastTag, ascending)
+    found, stop = walker.collect(implicit, wanted, firstTag, lastTag, ascending, strict)
     charset = found.get(SPECIFIC_CHARACTER_SET)
     if charset and charset[0] != b"CS":
         raise DatasetError(f"(0008,0005) has VR {charset[0]!r}, not CS")
@@ -556,7 +563,7 @@ def walkDataset(source, transferSyntax, tags, firstTag, lastTag, ascending=False
             for tag, (vr, raw) in found.items()}, stop
 
 
-def readAttributes(source, transferSyntax, tags, wholeDataset=False):
+def readAttributes(source, transferSyntax, tags, wholeDataset=False, strict=False):
     """``{tag: str}`` for each of ``tags`` present at the top level of a dataset.
 
     ``source`` is the dataset (no file meta) as a bytes-like object, or a
@@ -572,10 +579,12 @@ def readAttributes(source, transferSyntax, tags, wholeDataset=False):
     (what is stored must read to its end), and elements out of order too
     (regen's walk stops early).
 
+    ``strict`` (data as received): see ``walkDataset``.
+
     Raises DatasetError when the dataset cannot be walked.
     """
     if wholeDataset:
-        return walkDataset(source, transferSyntax, tags, 0, 0xFFFFFFFF, ascending=True)[0]
+        return walkDataset(source, transferSyntax, tags, 0, 0xFFFFFFFF, ascending=True, strict=strict)[0]
     if not tags:
         return {}
     return walkDataset(source, transferSyntax, tags, 0, min(max(tags), PIXEL_DATA - 1))[0]

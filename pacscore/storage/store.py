@@ -256,14 +256,17 @@ class ObjectStore:
 
     def _readAttributes(self, incoming, spool):
         """The index attributes of a received data set, which must read to its
-        end: the start-up check (``ObjectReader.fileError``) would take a
-        truncated file for one a crash damaged."""
+        end (the start-up check, ``ObjectReader.fileError``, would take a
+        truncated file for one a crash damaged) and be encoded in the
+        transfer syntax of its presentation context (its file is labelled
+        with that syntax)."""
         try:
             if spool.inMemory is not None:
-                return readAttributes(spool.inMemory, incoming.transferSyntax, self.tags, wholeDataset=True)
+                return readAttributes(spool.inMemory, incoming.transferSyntax, self.tags, wholeDataset=True,
+                                      strict=True)
             with open(spool.path, "rb") as f:
                 f.seek(len(spool.header))
-                return readAttributes(f, incoming.transferSyntax, self.tags, wholeDataset=True)
+                return readAttributes(f, incoming.transferSyntax, self.tags, wholeDataset=True, strict=True)
         except DatasetError as e:
             raise InvalidDataset(str(e)) from e
 

@@ -33,6 +33,7 @@ from pacscore.workers import WorkerPool
 from plugins.pacs_sqlite import sqliteDriver
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
+MR = "1.2.840.10008.5.1.4.1.1.4"
 EXPLICIT = "1.2.840.10008.1.2.1"
 IMPLICIT = "1.2.840.10008.1.2"
 RLE = "1.2.840.10008.1.2.5"
@@ -321,6 +322,21 @@ class ObjectStoreTests(unittest.TestCase):
     def test_garbage(self):
         incoming, spool = self.receive(b"\x08\x00\x05\x00CS\xff\xffgarbage", "1.2.3")
         yield self.assertFailure(self.store.store(incoming, spool), InvalidDataset)
+
+    @defer.inlineCallbacks
+    def test_dataSetNotInItsTransferSyntaxRefused(self):
+        """Explicit VR data on an implicit VR context and the other way round,
+        in memory and spooled: refused, never stored under the wrong label."""
+        uid = pydicom.dcmread(get_testdata_file("CT_small.dcm")).SOPInstanceUID
+        largeUID, large = largeDataset(256 << 10)
+        implicit = datasetBytes("MR_small_implicit.dcm")
+        implicitUID = pydicom.dcmread(get_testdata_file("MR_small_implicit.dcm")).SOPInstanceUID
+        for data, sop, syntax in ((datasetBytes("CT_small.dcm"), uid, IMPLICIT), (large, largeUID, IMPLICIT),
+                                  (implicit, implicitUID, EXPLICIT)):
+            incoming, spool = self.receive(data, sop, syntax=syntax, sopClass=CT if sop != implicitUID else MR)
+            error = yield self.assertFailure(self.store.store(incoming, spool), InvalidDataset)
+            self.assertIn("not in its transfer syntax", str(error))
+        self.assertEqual(sorted(os.listdir(self.device.path)), [".pacs-tmp", "dbase"], "no file was stored")
 
     @defer.inlineCallbacks
     def test_truncatedPixelDataRefused(self):

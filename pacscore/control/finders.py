@@ -190,7 +190,8 @@ async def findContaining(source, level, columns, searched, text, fixed=()):
         searches.append((DATES[level], dates))
     found = {}
     for searchedTag, value in searches:
-        keys = {tag: QueryKey(tag, vr, value if tag == searchedTag else "") for tag, vr in columns}
+        keys = {tag: QueryKey(tag, vr, value if tag == searchedTag else "", foldCase=tag == searchedTag)
+                for tag, vr in columns}
         keys.update((key.tag, key) for key in fixed)
         for match in await source.find(level, list(keys.values())):
             found.setdefault(match.get(unique, ""), match)

@@ -105,6 +105,7 @@ class QueryKey(NamedTuple):
     tag: int     # 0xGGGGEEEE
     vr: str      # "PN", "DA", "TM", "DT", "UI", "CS", "LO", "SQ" ... as in the request
     value: str
+    foldCase: bool = False  # text matched case-insensitively, as PN is (search boxes)
 
 
 class Instance(NamedTuple):
@@ -375,7 +376,7 @@ def matchCondition(column, key, isMulti=False, prefixRange=False):
         return _oneOf(column, values)
     if key.vr in _RANGE_VRS:
         return _anyOf(_dateTimeConditions(column, key.vr, values))
-    return _anyOf(_textConditions(column, key.vr, values, isMulti, prefixRange))
+    return _anyOf(_textConditions(column, key.vr, values, isMulti, prefixRange, key.foldCase))
 
 
 def _oneOf(target, values):
@@ -428,11 +429,11 @@ def _rangeCondition(column, vr, value):
     return and_(*conditions)
 
 
-def _textConditions(column, vr, values, isMulti, prefixRange=False):
+def _textConditions(column, vr, values, isMulti, prefixRange=False, foldCase=False):
     """The conditions, one of which must hold, of text values: one per
-    wildcard value and an ``IN`` for the others; PN case-insensitive;
-    DT_MSTR one per value, matching any part."""
-    if vr == "PN":
+    wildcard value and an ``IN`` for the others; PN (and with ``foldCase``
+    any text) case-insensitive; DT_MSTR one per value, matching any part."""
+    if vr == "PN" or foldCase:
         column = func.lower(column)
         values = _foldedVariants(values)
     if isMulti:

@@ -8,8 +8,8 @@ their SQL (``DICOMStudies.patientid = 'P1' and DICOMSeries.studyinsta =
 like 'pattern'`` joined by ``and`` (column names as in dicom.sql, any case,
 maybe cut to TruncateFieldNames characters) and turns them into C-FIND keys
 that ``IndexQuery`` matches with bound parameters; anything else is a
-``QueryTextError``.  The search fields match within the ID or name; a study
-date is ``yyyy``, ``yyyymm``, ``yyyymmdd`` or a DICOM range ``a-b``.
+``QueryTextError``.  The search fields match within the ID or name, in
+any case; a study date is ``yyyy``, ``yyyymm``, ``yyyymmdd`` or a DICOM range ``a-b``.
 """
 
 import re
@@ -120,7 +120,7 @@ def searchKeys(patientID="", patientName="", studyDate=""):
     """The keys of the search fields (empty ones select everything)."""
     keys = []
     if patientID.strip():
-        keys.append(QueryKey(PATIENT_ID, "LO", f"*{patientID.strip()}*"))
+        keys.append(QueryKey(PATIENT_ID, "LO", f"*{patientID.strip()}*", foldCase=True))
     if patientName.strip():
         keys.append(QueryKey(PATIENT_NAME, "PN", f"*{patientName.strip()}*"))
     if studyDate.strip():

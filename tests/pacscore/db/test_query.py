@@ -488,6 +488,11 @@ class PersonNameTests(ArchiveTestCase):
         self.assertMatches("SERIES", K(MODALITY, "CS", "c?"), [])
         self.assertMatches("STUDY", K(MODALITIES_IN_STUDY, "CS", "mr"), [])
 
+    def test_foldCase(self):
+        """What the search boxes (finders, web search fields) ask for."""
+        self.assertMatches("STUDY", QueryKey(STUDY_DESCRIPTION, "LO", "*knee*", foldCase=True), ["1.2"])
+        self.assertMatches("STUDY", QueryKey(STUDY_DESCRIPTION, "LO", "mr KNEE", foldCase=True), ["1.2"])
+
 
 class MultiValuedColumnTests(ArchiveTestCase):
     """DT_MSTR columns hold several values joined by a backslash."""

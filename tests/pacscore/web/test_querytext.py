@@ -64,7 +64,7 @@ class SearchFieldTests(unittest.TestCase):
 
     def test_searchKeys(self):
         self.assertEqual(searchKeys(" P1 ", "SMITH", "2024"), [
-            QueryKey(PATIENT_ID, "LO", "*P1*"), QueryKey(0x00100010, "PN", "*SMITH*"),
+            QueryKey(PATIENT_ID, "LO", "*P1*", foldCase=True), QueryKey(0x00100010, "PN", "*SMITH*"),
             QueryKey(STUDY_DATE, "DA", "20240101-20241231")])
         self.assertEqual(searchKeys(), [])
 

@@ -22,9 +22,11 @@ last entry no output, as with Conquest (scripts loop until it).
 
 from pydicom.uid import RE_VALID_UID_PREFIX
 
+from pacscore.config.errors import ConfigError
 from pacscore.control.arguments import ControlCommand, fields, number
 from pacscore.control.configfiles import reload, save
 from pacscore.control.context import CommandError, formatted
+from pacscore.converters.rules import loadRules
 
 ENTRY_FORMAT = "%s = %s"
 MAX_UID_PREFIX = 53  # with its final dot, pydicom's limit for generated UIDs
@@ -116,11 +118,29 @@ class PutParam(ControlCommand):
         if key.lower() == "uidprefix":
             _checkUIDPrefix(value)
         archive = context.archive
+        ini = archive.configuration.ini
+        previous = ini.get(key) if ini.has(key) else None
         try:
-            archive.configuration.ini.set(key, value)
+            ini.set(key, value)
         except ValueError as e:
             raise CommandError(str(e)) from e
+        if "converter" in key.lower():
+            _checkConverters(archive, key, previous)
         return _applyAndSave(archive, key, value)
+
+
+def _checkConverters(archive, key, previous):
+    """CommandError, with ``key`` set back to ``previous`` (None: absent),
+    when the converter lines no longer parse: the server would not start."""
+    ini = archive.configuration.ini
+    try:
+        loadRules(ini, archive.commands)
+    except ConfigError as e:
+        if previous is None:
+            ini.delete(key)
+        else:
+            ini.set(key, previous)
+        raise CommandError(f"{key} not changed: {e.message}") from None
 
 
 class DeleteParam(ControlCommand):

@@ -51,6 +51,21 @@ class ControlConfigurationTests(unittest.TestCase):
         self.assertFalse(DicomIni.fromFile(path).has("ControlTestKey"))
         self.assertEqual(self.server.dgate("--delete_param:ControlTestKey").returncode, 1)
 
+    def test_putParamRefusesAConverterLineThatWouldStopStartUp(self):
+        """A Lua syntax error (or an unknown command) in a converter line in
+        use is refused and dicom.ini kept; a good line is written."""
+        path = os.path.join(self.server.workdir, "dicom.ini")
+        for line in ('lua "print(1"', "nosuchcommand 1"):
+            result = self.server.dgate(f"--put_param:QueryConverter0,{line}")
+            self.assertEqual(result.returncode, 1, result.stdout + result.stderr)
+            self.assertIn("QueryConverter0 not changed: QueryConverter0", result.stdout + result.stderr)
+            self.assertFalse(DicomIni.fromFile(path).has("QueryConverter0"))
+        self.dgate('--put_param:QueryConverter0,lua "print(1)"')
+        result = self.server.dgate('--put_param:QueryConverter0,lua "print("')
+        self.assertEqual(result.returncode, 1, result.stdout + result.stderr)
+        self.assertEqual(DicomIni.fromFile(path).get("QueryConverter0"), 'lua "print(1)"')
+        self.dgate("--delete_param:QueryConverter0")
+
     def test_getAmaps(self):
         lines = self.dgate("--get_amaps:%s %s %s").splitlines()
         self.assertIn("CONQUESTSRV1 127.0.0.1 5678", lines)

@@ -37,13 +37,13 @@ local function pseudonym(text)
   return string.format('%016x', hash):sub(1, 12):upper()
 end
 
-local original = Data.PatientID
-if original == '' then original = Data.PatientName end
+local original = Data.PatientID or ''    -- an absent element reads nil
+if original == '' then original = Data.PatientName or '' end
 local anonymous = pseudonym(SALT .. original)
 Data.PatientID = anonymous
 Data.PatientName = 'ANON^' .. anonymous
 
-local birthDate = Data.PatientBirthDate
+local birthDate = Data.PatientBirthDate or ''
 if #birthDate >= 4 then
   Data.PatientBirthDate = birthDate:sub(1, 4) .. '0101'
 end
@@ -70,7 +70,8 @@ for _, keyword in ipairs(removed) do
 end
 
 for _, keyword in ipairs({'AccessionNumber', 'ReferringPhysicianName', 'StudyID'}) do
-  if Data[keyword] ~= '' then Data[keyword] = '' end
+  local value = Data[keyword]
+  if value and value ~= '' then Data[keyword] = '' end
 end
 
 Data.PatientIdentityRemoved = 'YES'

@@ -2,12 +2,13 @@
 
 A script sees ``Data`` (the object's data set: ``Data.PatientName``,
 ``Data['0010,0010']``, ``Data.ReferencedSeriesSequence[0].SeriesInstanceUID``
-read and written, 0-based sequence items as in Conquest, ``Data:Delete(tag)``
-or assigning nil deletes), ``CallingAE``, ``CalledAE``, ``Filename`` and the
+read and written, 0-based sequence items and ``Data.Seq.Name`` for item 0's
+element as in Conquest, an absent element nil, ``Data:Delete(tag)`` or
+assigning nil deletes), ``CallingAE``, ``CalledAE``, ``Filename`` and the
 functions ``print`` (to the server log), ``forward(ae)``, ``script(rule)``
 (runs a converter rule on the same object and returns its outcome's name)
-and ``dbquery(table, fields, where)`` (a read-only SELECT on an index
-table, rows as tables of strings).  It may return ``'destroy'``,
+and ``dbquery(table, fields, where, order)`` (a read-only SELECT on an
+index table, rows as tables of strings).  It may return ``'destroy'``,
 ``'reject'``, ``'stop'`` or ``'defer'``; nothing means go on.
 
 Each worker thread has its own Lua state (lupa runtimes are not thread
@@ -15,7 +16,7 @@ safe); a script is compiled once per thread.  Scripts run sandboxed: only
 string, table, math, os.time/date/clock and the safe base functions, unless
 dicom.ini says ``LuaAllowUnsafe = 1``; Lua never reaches Python objects'
 attributes.  ``LuaMaxInstructions`` (default 10,000,000) stops a run-away
-script.  A failing script is logged and ends its line with ``stop``.
+script; what it runs through ``script('lua ...')`` counts towards it.  A failing script is logged and ends its line with ``stop``.
 """
 
 import functools
@@ -26,6 +27,7 @@ from typing import NamedTuple
 
 import lupa.lua54 as lupa
 from pydicom.datadict import tag_for_keyword
+from pydicom.dataset import Dataset
 from sqlalchemy import select, text
 from twisted.logger import Logger
 from twisted.plugin import IPlugin
@@ -43,12 +45,12 @@ _BINARY_VRS = frozenset({"OB", "OW", "OF", "OD", "OL", "OV", "UN", "AT"})
 _FATE_OUTCOMES = (Outcome.DESTROY, Outcome.REJECT, Outcome.DEFER)
 
 # Run once in each Lua state: builds the sandboxes and the Data proxies.
-# Receives the Python accessors; returns (compile, prepare, sethook, gethook, limitHook).
+# Receives the Python accessors; returns (compile, prepare, beginRun, sethook).
 _SETUP = r"""
 local getElement, setElement, sequenceItem, sequenceLength = ...
 local load, pcall, error, tostring, pairs, setmetatable = load, pcall, error, tostring, pairs, setmetatable
 local pack, unpack, concat, select = table.pack, table.unpack, table.concat, select
-local setupvalue, sethook, gethook = debug.setupvalue, debug.sethook, debug.gethook
+local setupvalue, sethook, gethook, min = debug.setupvalue, debug.sethook, debug.gethook, math.min
 local G = _G
 G.python = nil
 
@@ -65,14 +67,22 @@ getElement, setElement = guard(getElement, 3), guard(setElement, 3)
 sequenceItem, sequenceLength = guard(sequenceItem, 3), guard(sequenceLength, 3)
 
 local wrapDataset
+-- Data.Seq[N] is item N (from 0); Data.Seq.Name is item 0's element, as
+-- in Conquest (set: item 0 is made when the sequence is empty)
 local function wrapSequence(handle)
   return setmetatable({}, {
     __index = function(_, index)
-      local item = sequenceItem(handle, index)
-      if item ~= nil then return wrapDataset(item) end
+      local item = sequenceItem(handle, index, false)
+      if item == nil or type(index) ~= "string" then return item and wrapDataset(item) end
+      local value, isSequence = getElement(item, index)
+      if isSequence then return wrapSequence(value) end
+      return value
     end,
     __len = function() return sequenceLength(handle) end,
-    __newindex = function() error("sequence items cannot be replaced, set their elements", 2) end,
+    __newindex = function(_, index, value)
+      if type(index) ~= "string" then error("sequence items cannot be replaced, set their elements", 2) end
+      setElement(sequenceItem(handle, index, true), index, value)
+    end,
   })
 end
 wrapDataset = function(handle)
@@ -121,16 +131,33 @@ local function prepare(chunk, unsafe, globals, dataset, log, functions)
   return chunk
 end
 
+-- LuaMaxInstructions: a count hook adds up what the outermost run and the
+-- runs it starts through script('lua ...') execute (they share its budget);
 -- after the limit, error at every instruction: pcall cannot swallow it
-local function limitHook(limit)
-  local function hook()
-    sethook(hook, "", 1)
-    error("script stopped after " .. limit .. " instructions (LuaMaxInstructions)", 2)
+local budget = {used = 0, limit = 0, step = 1}
+local function stopHook()
+  sethook(stopHook, "", 1)
+  error("script stopped after " .. budget.limit .. " instructions (LuaMaxInstructions)", 2)
+end
+local function countHook()
+  budget.used = budget.used + budget.step
+  if budget.used >= budget.limit then
+    sethook(stopHook, "", 1)
+    error("script stopped after " .. budget.limit .. " instructions (LuaMaxInstructions)", 2)
   end
-  return hook
+end
+-- true for an outermost run (ended by sethook() with no hook: a C function,
+-- which a stopping hook cannot interrupt), false for one within another
+local function beginRun(limit)
+  if gethook() ~= nil then return false end
+  if limit > 0 then
+    budget.used, budget.limit, budget.step = 0, limit, min(limit, 1000)
+    sethook(countHook, "", budget.step)
+  end
+  return true
 end
 
-return compile, prepare, sethook, gethook, limitHook
+return compile, prepare, beginRun, sethook
 """
 
 
@@ -178,11 +205,15 @@ class _SequenceHandle:
 
 
 def _getElement(handle, key):
-    """``(text, False)``, or ``(_SequenceHandle, True)`` for a sequence."""
+    """``(text, False)``, ``(None, False)`` for an absent element (nil, as
+    in Conquest: ``Data.X or 'default'``), or ``(_SequenceHandle, True)``
+    for a sequence."""
     element = handle.dataset.get(_tagOf(key))
-    if element is not None and element.VR == "SQ":
+    if element is None:
+        return None, False
+    if element.VR == "SQ":
         return _SequenceHandle(handle.context, element.value), True
-    if element is not None and element.VR in _BINARY_VRS:
+    if element.VR in _BINARY_VRS:
         return element.value or b"", False
     return textOf(element), False
 
@@ -206,11 +237,18 @@ def _setElement(handle, key, value):
     handle.context.changed = True
 
 
-def _sequenceItem(handle, index):
+def _sequenceItem(handle, index, create):
+    """Item ``index`` (from 0), or None; for an element name item 0, made
+    when the sequence is empty and ``create``."""
+    if isinstance(index, str):
+        if create and not handle.sequence:
+            handle.sequence.append(Dataset())
+            handle.context.changed = True
+        index = 0
     if isinstance(index, float) and index.is_integer():
         index = int(index)
     if not isinstance(index, int):
-        raise LuaApiError(f"a sequence is indexed by item number (from 0), not {index!r}")
+        raise LuaApiError(f"a sequence is indexed by item number (from 0) or element name, not {index!r}")
     if 0 <= index < len(handle.sequence):
         return _DatasetHandle(handle.context, handle.sequence[index])
     return None
@@ -229,9 +267,8 @@ class LuaRuntime:
     def __init__(self):
         self.lua = lupa.LuaRuntime(register_eval=False, register_builtins=False,
                                    attribute_filter=_denyAttributes, unpack_returned_tuples=True)
-        self._compile, self._prepare, self._sethook, self._gethook, limitHook = self.lua.execute(
+        self._compile, self._prepare, self._beginRun, self._sethook = self.lua.execute(
             _SETUP, _getElement, _setElement, _sequenceItem, _sequenceLength)
-        self._limitHook = functools.lru_cache(maxsize=8)(limitHook)
         self._sources = {}  # source text -> compiled chunk
         self._files = {}    # path -> ((mtime, size), compiled chunk)
 
@@ -297,13 +334,12 @@ class LuaRuntime:
         and ``Data`` the data set ``handle`` (None: none); the first value
         the script returns."""
         self._prepare(chunk, unsafe, self.lua.table_from(globals), handle, printer, self.lua.table_from(functions))
-        outer = self._gethook()  # a script running this one through script('lua ...')
-        if maxInstructions > 0:
-            self._sethook(self._limitHook(maxInstructions), "", maxInstructions)
+        outermost = self._beginRun(maxInstructions)  # else run by a script through script('lua ...')
         try:
             result = chunk()
         finally:
-            self._sethook(*(outer or ()))
+            if outermost:
+                self._sethook()
         return result[0] if isinstance(result, tuple) else result
 
 
@@ -337,19 +373,28 @@ class LuaApi:
             self.fate = outcome
         return outcome.value
 
-    def dbquery(self, tableName, fields, where=None):
+    def dbquery(self, tableName, fields, where=None, order=None):
         """Rows of a SELECT on one index table, as a Lua array of arrays of strings."""
         index = self.context.services.index
         if index is None:
             raise LuaApiError("dbquery: there is no index database")
-        return self.runtime.table(selectRows(index, tableName, fields, where))
+        return self.runtime.table(selectRows(index, tableName, fields, where, order))
 
 
-def selectRows(index, tableName, fields, where=None):
+def _operatorSQL(index, clause, what):
+    """An operator's where or order clause as SQL text: the index's names
+    quoted as the database stores them (PostgreSQL folds unquoted ones);
+    LuaApiError for ``;`` or comments."""
+    if any(mark in clause for mark in (";", "--", "/*")):
+        raise LuaApiError(f"dbquery: the {what} may not hold ';' or comments")
+    return text(index.quoteNames(clause).replace(":", "\\:"))
+
+
+def selectRows(index, tableName, fields, where=None, order=None):
     """In the calling thread: the rows (lists of strings) of ``SELECT fields
-    FROM tableName [WHERE where]`` on one index table, for a Lua script's
-    ``dbquery``; LuaApiError for another table, an unknown column or a
-    where clause with ``;`` or comments."""
+    FROM tableName [WHERE where] [ORDER BY order]`` on one index table, for
+    a Lua script's ``dbquery`` (Conquest's four arguments); LuaApiError for
+    another table, an unknown column or a clause with ``;`` or comments."""
     tables = {table.name.lower(): table for table in index.tables}
     table = tables.get(str(tableName).lower())
     if table is None:
@@ -362,11 +407,9 @@ def selectRows(index, tableName, fields, where=None):
         raise LuaApiError(f"dbquery: {table.name} has no column {', '.join(map(repr, unknown))}")
     query = select(*(columns[name.lower()] for name in names))
     if where is not None and str(where).strip():
-        where = str(where)
-        if any(mark in where for mark in (";", "--", "/*")):
-            raise LuaApiError("dbquery: the where clause may not hold ';' or comments")
-        # the index's names quoted as the database stores them (PostgreSQL folds unquoted ones)
-        query = query.where(text("(" + index.quoteNames(where).replace(":", "\\:") + ")"))
+        query = query.where(_operatorSQL(index, f"({where})", "where clause"))
+    if order is not None and str(order).strip():
+        query = query.order_by(_operatorSQL(index, str(order), "sort order"))
     with index.engine.connect() as connection:
         rows = connection.execute(query).all()
     return [["" if v is None else str(v) for v in row] for row in rows]

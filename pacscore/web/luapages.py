@@ -66,8 +66,8 @@ class _PageApi:
         except (CommandError, BadRequest) as e:
             return None, str(e)
 
-    def dbquery(self, tableName, fields, where=None):
-        return self.runtime.table(selectRows(self.archive.index, tableName, fields, where))
+    def dbquery(self, tableName, fields, where=None, order=None):
+        return self.runtime.table(selectRows(self.archive.index, tableName, fields, where, order))
 
     def gpps(self, section, key, default=""):
         return self.archive.configuration.ini.get(str(key), default, str(section))

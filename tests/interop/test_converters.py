@@ -95,6 +95,37 @@ class ImportConverterTests(unittest.TestCase):
         self.assertEqual(stored[0].PatientID, stored[1].PatientID)
         self.assertEqual({ds.SOPInstanceUID for ds in stored} & {o.SOPInstanceUID for o, _ in originals}, set())
 
+    def test_conquestStyleLuaScript(self):
+        """What Conquest's own scripts rely on: an absent element is nil,
+        ``Data.Seq.X`` is item 0's element, dbquery's sort order."""
+        serverDir = os.path.join(self.workdir, "pacs")
+        os.makedirs(serverDir)
+        with open(os.path.join(serverDir, "conquest.lua"), "w") as f:
+            f.write("local id = Data.PatientID or 'unknown'\n"
+                    "if Data.ReferencedStudySequence then\n"
+                    "  Data.ReferencedStudySequence.ReferencedSOPInstanceUID = '1.2.3.' .. #id\n"
+                    "end\n"
+                    "local rows = dbquery('DICOMPatients', 'PatientID', '', 'PatientID desc')\n"
+                    "Data.InstitutionName = (Data.InstitutionAddress or 'no address') .. '/' .. id .. '/' .. "
+                    "(rows[1] and rows[1][1] or 'none')\n")
+        server = PacsServer(serverDir, ini={"ImportConverters": "1", "ImportConverter0": "lua:conquest.lua"})
+        server.start()
+        self.addCleanup(server.stop)
+        withSequence, first = self.image("first.dcm", "PAT1")
+        withSequence.ReferencedStudySequence = [pydicom.Dataset()]
+        withSequence.ReferencedStudySequence[0].ReferencedSOPClassUID = "1.2.840.10008.3.1.2.3.1"
+        withSequence.ReferencedStudySequence[0].ReferencedSOPInstanceUID = "9.9"
+        withSequence.save_as(first, enforce_file_format=True)
+        _, second = self.image("second.dcm", "PATIENT2")
+        for path in (first, second):
+            result = server.store(path)
+            self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        stored = {ds.PatientID: ds for ds in self.stored(server)}
+        self.assertEqual(stored["PAT1"].InstitutionName, "no address/PAT1/none")
+        self.assertEqual(stored["PAT1"].ReferencedStudySequence[0].ReferencedSOPInstanceUID, "1.2.3.4")
+        self.assertEqual(stored["PATIENT2"].InstitutionName, "no address/PATIENT2/PAT1")
+        self.assertNotIn("ReferencedStudySequence", stored["PATIENT2"])
+        self.assertNotIn("Lua script failed", server.log())
 
     def test_addedFilesPassTheConvertersOnlyWithImportExportDragAndDrop(self):
         server = PacsServer(os.path.join(self.workdir, "pacs"), ini={

@@ -109,9 +109,9 @@ class DataTests(unittest.TestCase):
     def test_readByKeywordAndTag(self):
         outcome, context, messages = runLua(
             "print(Data.PatientName, Data['0010,0020'], Data['00100020'], Data['(0010,0020)'], "
-            "Data.Rows, type(Data.Rows), Data.ImageType, '[' .. Data.PatientBirthDate .. ']')")
+            "Data.Rows, type(Data.Rows), Data.ImageType, Data.PatientBirthDate, Data.PatientAddress or 'absent')")
         self.assertEqual(outcome, Outcome.CONTINUE)
-        self.assertEqual(messages, [f"{KEY}: DOE^JOHN\t123\t123\t123\t512\tstring\tORIGINAL\\PRIMARY\t[]"])
+        self.assertEqual(messages, [f"{KEY}: DOE^JOHN\t123\t123\t123\t512\tstring\tORIGINAL\\PRIMARY\tnil\tabsent"])
 
     def test_writeByKeywordAndTag(self):
         outcome, context, _ = runLua(
@@ -144,6 +144,23 @@ class DataTests(unittest.TestCase):
         self.assertEqual(dataset.ReferencedSeriesSequence[0].SeriesDescription, "first")
         self.assertTrue(context.changed)
 
+    def test_sequenceNameIsItemZero(self):
+        """As in Conquest: Data.Seq.Name reads item 0's element (nil for an
+        empty sequence) and sets it, making item 0 when there is none."""
+        dataset = patient()
+        dataset.ReferencedImageSequence = Sequence()
+        outcome, context, messages = runLua(
+            "print(Data.ReferencedSeriesSequence.SeriesInstanceUID, "
+            "tostring(Data.ReferencedImageSequence.ReferencedSOPInstanceUID)); "
+            "Data.ReferencedSeriesSequence.SeriesDescription = 'first'; "
+            "Data.ReferencedImageSequence.ReferencedSOPInstanceUID = '1.2.9'", makeContext(dataset))
+        self.assertEqual(outcome, Outcome.CONTINUE)
+        self.assertEqual(messages, [f"{KEY}: 1.2.3.0\tnil"])
+        self.assertEqual(dataset.ReferencedSeriesSequence[0].SeriesDescription, "first")
+        self.assertNotIn("SeriesDescription", dataset.ReferencedSeriesSequence[1])
+        self.assertEqual([item.ReferencedSOPInstanceUID for item in dataset.ReferencedImageSequence], ["1.2.9"])
+        self.assertTrue(context.changed)
+
     def test_delete(self):
         outcome, context, _ = runLua(
             "Data:Delete('0010,0020'); Data.Rows = nil; Data.ReferencedSeriesSequence = nil; "
@@ -155,8 +172,9 @@ class DataTests(unittest.TestCase):
     def test_errorsNameTheLine(self):
         cases = [
             ("local a = 1\nData.Nonsense = 1", "lua:2: unknown DICOM attribute 'Nonsense'"),
-            ("local s = Data.ReferencedSeriesSequence['x']",
-             "lua:1: a sequence is indexed by item number (from 0), not 'x'"),
+            ("local s = Data.ReferencedSeriesSequence[1.5]",
+             "lua:1: a sequence is indexed by item number (from 0) or element name, not 1.5"),
+            ("local s = Data.ReferencedSeriesSequence.x", "lua:1: unknown DICOM attribute 'x'"),
             ("Data.ReferencedSeriesSequence[0] = 1",
              "lua:1: sequence items cannot be replaced, set their elements"),
             ("Data.PatientName = {}", "lua:1: cannot set PatientName to a table: give a string or "
@@ -319,6 +337,21 @@ class SandboxTests(unittest.TestCase):
         context = makeContext(ini="LuaMaxInstructions = 1000\n")
         self.assertEqual(runLua("for i = 1, 10 do end", context)[0], Outcome.CONTINUE)
 
+    def test_nestedScriptsShareTheLimit(self):
+        """A script that runs Lua through script() gets no fresh count."""
+        folder = self.mktemp()
+        os.makedirs(folder)
+        with open(os.path.join(folder, "inner.lua"), "w") as f:
+            f.write("local x = 1\n")
+        context = makeContext(ini="LuaMaxInstructions = 100000\n", configDir=folder)
+        outcome, _, messages = runLua(
+            "local n = 0 for i = 1, 200000 do n = n + i; if i % 1000 == 0 then "
+            "script('lua:inner.lua') end end print('finished')", context)
+        self.assertEqual(outcome, Outcome.STOP)
+        [message] = messages
+        self.assertTrue(message.endswith(": script stopped after 100000 instructions (LuaMaxInstructions)"),
+                        message)
+
     def test_noLimit(self):
         context = makeContext(ini="LuaMaxInstructions = 0\n")
         outcome, _, _ = runLua("local n = 0; for i = 1, 5000000 do n = n + 1 end; "
@@ -391,6 +424,12 @@ class DbQueryTests(unittest.TestCase):
         self.assertEqual(sorted(messages), sorted([f"{KEY}: 1.2.3.1.1\tPAT1", f"{KEY}: 1.2.3.1.2\tPAT1",
                                                    f"{KEY}: 2\t0"]))
 
+    def test_sortOrder(self):
+        """Conquest's fourth argument: the ORDER BY."""
+        _, _, messages = self.query("for _, row in ipairs(dbquery('DICOMImages', 'SOPInstanceUID', '', "
+                                    "'SOPInstanceUID desc')) do print(row[1]) end")
+        self.assertEqual(messages, [f"{KEY}: 1.2.4.1.1", f"{KEY}: 1.2.3.1.2", f"{KEY}: 1.2.3.1.1"])
+
     def test_nullsAreEmptyStrings(self):
         _, _, messages = self.query("local r = dbquery('DICOMPatients', 'PatientID, qSpare', "
                                     "[[PatientID = 'PAT2']]) print(r[1][1], '[' .. r[1][2] .. ']')")
@@ -408,6 +447,8 @@ class DbQueryTests(unittest.TestCase):
              "dbquery: the where clause may not hold ';' or comments"),
             ("dbquery('DICOMPatients', 'PatientID', [[1=1) --]])",
              "dbquery: the where clause may not hold ';' or comments"),
+            ("dbquery('DICOMPatients', 'PatientID', '', [[1; DELETE FROM DICOMPatients]])",
+             "dbquery: the sort order may not hold ';' or comments"),
         ]
         for code, message in cases:
             outcome, _, messages = self.query(code)

@@ -124,6 +124,7 @@ class Association:
     peerImplementationVersion: str
     contexts: dict[int, tuple[str, str]]   # accepted id -> (abstract, transfer syntax)
     rolesAsSCU: set[str]                   # SOP classes for which we may act as SCU
+    peerNotSCU: frozenset[str] = frozenset()  # SOP classes whose requests the requestor gave up (SCU role 0)
     maxOperationsInvoked: int = 1
     maxOperationsPerformed: int = 1
     acPDU: bytes = b""
@@ -278,11 +279,20 @@ def _negotiate(body, policy):
     proposedRoles = {r.sop_class_uid: (r.scu_role, r.scp_role)
                      for r in items.get(SCP_SCU_RoleSelectionNegotiation, [])}
 
+    proposedContexts = primitive.presentation_context_definition_list
+    if not proposedContexts:
+        raise AssociationRejected("no presentation context proposed", REJECTED_PERMANENT, SOURCE_USER,
+                                  USER_NO_REASON)
+    ids = [c.context_id for c in proposedContexts]
+    twice = sorted({i for i in ids if ids.count(i) > 1})
+    if twice:
+        raise PDUError(f"presentation context id {', '.join(map(str, twice))} proposed more than once")
     results = []
     contexts = {}
     rolesAsSCU = set()
+    peerNotSCU = set()
     replyRoles = {}
-    for rqContext in primitive.presentation_context_definition_list:
+    for rqContext in proposedContexts:
         if rqContext.abstract_syntax is None:
             raise PDUError(f"presentation context {rqContext.context_id} without an abstract syntax")
         result = PresentationContext()
@@ -307,6 +317,8 @@ def _negotiate(body, policy):
                     replyRoles[abstract] = (bool(scu), acceptScp)
                 if acceptScp:
                     rolesAsSCU.add(abstract)
+                if not scu:
+                    peerNotSCU.add(abstract)
         result.transfer_syntax = [chosen or (proposed[0] if proposed else "1.2.840.10008.1.2")]
         results.append(result)
 
@@ -338,7 +350,7 @@ def _negotiate(body, policy):
         peerMaxPDULength=peerMax,
         peerImplementationClassUID=_firstText(implementationUID, "implementation_class_uid"),
         peerImplementationVersion=_firstText(implementationVersion, "implementation_version_name"),
-        contexts=contexts, rolesAsSCU=rolesAsSCU,
+        contexts=contexts, rolesAsSCU=rolesAsSCU, peerNotSCU=frozenset(peerNotSCU),
         maxOperationsInvoked=invoked, maxOperationsPerformed=performed,
         acPDU=policy.titleStyle.written(acPDU.encode()))
 

@@ -26,6 +26,7 @@ from zope.interface import implementer
 from pacscore.debuglog import COMMANDS, memoryInUse, serverLog
 from pacscore.dicom import commands, pdu
 from pacscore.dicom.negotiation import AssociationRejected, negotiate
+from pacscore.dicom.routing import refuse
 from pacscore.dicom.sinks import MemorySink
 from pacscore.dicom.storeddata import StoredData, closeIfStored
 from pacscore.tls import securityOf, tlsFailure
@@ -97,6 +98,7 @@ class DicomProtocol(Protocol, TimeoutMixin):
 
     log = Logger()
     isAcceptor = True  # names the peer by its calling AE (the requestor: by the called AE)
+    _releaseRequested = False  # the peer sent an A-RELEASE-RQ (the acceptor, Sta8)
 
     def __init__(self):
         self.state = None
@@ -260,8 +262,17 @@ class DicomProtocol(Protocol, TimeoutMixin):
         if field & 0x8000:
             self._responseReceived(command, None if dataset is None else bytes(dataset.data))
             return
+        if self._releaseRequested:  # PS3.8 Sta8 + Evt10 (AA-8); responses to our requests may still come
+            raise pdu.PDUError(f"{commands.COMMAND_NAMES.get(field, hex(field))} after the A-RELEASE-RQ",
+                               pdu.REASON_UNEXPECTED_PDU)
         if field == commands.C_CANCEL_RQ:
             self._cancelRequested(command)
+            return
+        sopClass = self.association.contexts[contextId][0]
+        if sopClass in self.association.peerNotSCU:
+            if dataset is not None:
+                dataset.discard()
+            refuse(self, contextId, command, sopClass, "the requestor gave up the SCU role for it")
             return
         service = self.factory.services.get(field)
         if service is None:
@@ -580,13 +591,14 @@ class DicomServerProtocol(DicomProtocol):
             if pduType != pdu.A_ASSOCIATE_RQ:
                 raise pdu.PDUError(f"{pdu.PDU_NAMES[pduType]} before A-ASSOCIATE-RQ", pdu.REASON_UNEXPECTED_PDU)
             self._associateRequested(body)
-        elif pduType == pdu.A_RELEASE_RQ and self.state == ESTABLISHED:
+        elif pduType == pdu.A_RELEASE_RQ and self.state == ESTABLISHED and not self._releaseRequested:
+            if self._messages:  # PS3.7 9.3.1: the release comes after whole messages only
+                raise pdu.PDUError(f"A-RELEASE-RQ in the middle of a message on presentation context "
+                                   f"{', '.join(map(str, sorted(self._messages)))}", pdu.REASON_UNEXPECTED_PDU)
             self._releaseRequested = True
             self._releaseWhenIdle()
         else:
             super()._associationPDU(pduType, body)
-
-    _releaseRequested = False
 
     def _associateRequested(self, body):
         self._stopArtim()

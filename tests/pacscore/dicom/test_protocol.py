@@ -122,6 +122,32 @@ class ProtocolTests(unittest.TestCase):
         self.assertEqual(window.maximum_number_operations_invoked, 4)
         self.assertEqual(self.protocol.association.rolesAsSCU, {CT_STORAGE})
 
+    def test_requestsRefusedWhereTheRequestorGaveUpTheSCURole(self):
+        """A requestor that proposed SCU role 0 for a SOP class (PS3.7
+        D.3.3.4) may send no requests on its contexts: 0122, logged."""
+        self.associate([(VERIFICATION, [IMPLICIT]), (CT_STORAGE, [IMPLICIT])], roles=[(CT_STORAGE, False, True)])
+        self.assertEqual(self.protocol.association.peerNotSCU, {CT_STORAGE})
+        store = {commands.COMMAND_FIELD: commands.C_STORE_RQ, commands.MESSAGE_ID: 4, commands.PRIORITY: 0,
+                 commands.AFFECTED_SOP_CLASS_UID: CT_STORAGE, commands.AFFECTED_SOP_INSTANCE_UID: "1.2.3"}
+        self.protocol.dataReceived(message(3, store, b"\x08\x00\x18\x00\x06\x00\x00\x001.2.3\x00"))
+        self.protocol.dataReceived(message(1, echoRQ(messageId=5)))
+        responses = [(contextId, rsp[commands.MESSAGE_ID_RESPONDED_TO], rsp[commands.STATUS])
+                     for contextId, rsp, _ in readMessages(self.written())]
+        self.assertEqual(responses, [(3, 4, 0x0122), (1, 5, 0)])
+        self.assertEqual(self.protocol.state, ESTABLISHED)
+
+    def test_duplicateContextIdAborted(self):
+        rq = bytearray(associateRQ([(VERIFICATION, [IMPLICIT]), (CT_STORAGE, [IMPLICIT])]))
+        second = rq.index(b"\x20\x00", rq.index(b"\x20\x00", 74) + 1)  # the second context item
+        self.assertEqual(rq[second + 4], 3)
+        rq[second + 4] = 1
+        self.protocol.dataReceived(bytes(rq))
+        self.assertAborted(pdu.REASON_INVALID_PARAMETER)
+
+    def test_noContextRejected(self):
+        pduType, body = self.associate([])
+        self.assertEqual(pduType, pdu.A_ASSOCIATE_RJ)
+
     def test_rejectContextWithoutUsableRole(self):
         """A context whose proposed roles leave neither side able to use it
         (no SCU role for the requestor, and an SCP role we do not take, or
@@ -394,6 +420,28 @@ class ProtocolTests(unittest.TestCase):
         self.assertEqual(self.written(), b"")
         slow.pending[0].callback(None)
         self.assertEqual([t for t, _ in readPDUs(self.written())], [pdu.P_DATA_TF, pdu.A_RELEASE_RP])
+
+    def test_pdataAfterReleaseRequestAborted(self):
+        """PS3.8 Sta8 + Evt10 (AA-8): a request sent after the A-RELEASE-RQ
+        is not served; the A-ABORT also ends what was under way."""
+        slow = SlowService()
+        self.services[commands.C_ECHO_RQ] = slow
+        self.associate()
+        self.protocol.dataReceived(message(1, echoRQ()) + pdu.encodeSimplePDU(pdu.A_RELEASE_RQ)
+                                   + message(1, echoRQ(2)))
+        self.assertAborted(pdu.REASON_UNEXPECTED_PDU)
+        self.assertEqual(len(slow.pending), 1, "the request after the release was not served")
+
+    def test_releaseInTheMiddleOfAMessageAborted(self):
+        """A requestor that releases before the last fragment of a data set
+        is told with an A-ABORT that the object was not taken."""
+        self.associate([(VERIFICATION, [IMPLICIT]), (CT_STORAGE, [IMPLICIT])])
+        store = {commands.COMMAND_FIELD: commands.C_STORE_RQ, commands.MESSAGE_ID: 4, commands.PRIORITY: 0,
+                 commands.AFFECTED_SOP_CLASS_UID: CT_STORAGE, commands.AFFECTED_SOP_INSTANCE_UID: "1.2.3"}
+        store[commands.COMMAND_DATASET_TYPE] = commands.DATASET_PRESENT
+        self.protocol.dataReceived(pdu.encodePData(3, 3, commands.encodeCommand(store)))  # no data set follows
+        self.protocol.dataReceived(pdu.encodeSimplePDU(pdu.A_RELEASE_RQ))
+        self.assertAborted(pdu.REASON_UNEXPECTED_PDU)
 
     def test_releaseWaitsForOurRequestsUnlessTheyYield(self):
         """A release waits for the response to a request we sent (a C-GET's

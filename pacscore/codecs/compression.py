@@ -125,19 +125,15 @@ def forPeerChanges(code):
 
 
 def forPeer(data, syntax, code):
-    """The data set ``data`` in ``syntax`` as it goes to a peer whose
-    compression code is ``code``, in the same syntax: NKI compressed for
-    the NKI codes when its pixel data is native little endian (a Conquest
-    peer), else with any NKI pixel data decompressed ("compression is
-    transparent for DICOM connections"); downsized for the downsizing codes
-    when its pixel data is native. TranscodeError (NKIError is one) when it
-    is damaged."""
-    mode = nkiMode(code)
-    if mode is not None:
-        converted = nkipixels.compressDataset(data, syntax, mode)
-        return data if converted is None else converted
-    data = nkipixels.withPlainPixels(data, syntax)
-    size = SIZES.get(codeOf(code))
-    if size is None or isCompressed(syntax):
-        return data
-    return downsizeDataset(data, syntax, size) or data
+    """``(data, syntax)``: the data set ``data`` in ``syntax`` as it goes to
+    a peer whose compression code is ``code``, before it is converted to a
+    syntax the peer takes: as ``recode`` makes it for the NKI codes (NKI
+    compressed pixel data, a Conquest peer; JPEG decompressed first, but
+    "nj" leaves it) and the downsizing codes (decompressed first when it
+    needs downsizing); for the other codes in its own syntax with any NKI
+    pixel data decompressed ("compression is transparent for DICOM
+    connections"). TranscodeError (NKIError is one) when it is damaged or
+    the codecs cannot decompress it."""
+    if forPeerChanges(code):
+        return recode(data, syntax, code)
+    return nkipixels.withPlainPixels(data, syntax), syntax

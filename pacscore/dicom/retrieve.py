@@ -276,7 +276,7 @@ class RetrieveService:
             for stored in located:
                 if protocol.isCancelled(command) or protocol.state != ESTABLISHED:
                     return protocol.isCancelled(command)
-                data = await upcoming.next()
+                stored, data = await upcoming.next()
                 if data is None and not isinstance(stored, Missing):
                     self.log.info("{operation}: {uid} left out by RetrieveResultConverter0 or the "
                                   "CompressionConverter of code {code}", operation=self.operation,
@@ -294,10 +294,11 @@ class RetrieveService:
             upcoming.close()
 
     def _converter(self, protocol, compression, destination):
-        """``convert(stored, data) -> data or None`` for each object read (in
-        the I/O pool): RetrieveResultConverter0, the CompressionConverterN
-        line of an sN code, then NKI pixel data decompressed or compressed
-        for the destination (``forPeer``)."""
+        """``convert(stored, data) -> (stored, data)`` for each object read
+        (in the I/O pool; data None when left out): RetrieveResultConverter0,
+        the CompressionConverterN line of an sN code, then NKI pixel data
+        decompressed or compressed, or the image downsized, for the
+        destination (``forPeer``; ``stored`` then has the syntax it gave)."""
         association = protocol.association
         scripts = self.compressionScripts
 
@@ -308,7 +309,7 @@ class RetrieveService:
                     outcome, data = self.resultHook.applyToObject(data, stored.transferSyntax, association.callingAE,
                                                                   association.calledAE, destination)
                     if outcome in LEFT_OUT:
-                        return None
+                        return stored, None
                 if scripts is not None:
                     try:
                         kept, data = scripts.apply(data, stored.transferSyntax, compression,
@@ -317,14 +318,15 @@ class RetrieveService:
                         self.log.warn("{operation}: {uid} left out: the line of compression {code} cannot "
                                       "read it: {error}", operation=self.operation, uid=stored.sopInstanceUID,
                                       code=compression, error=e)
-                        return None
+                        return stored, None
                     if not kept:
-                        return None
-                return forPeer(data, stored.transferSyntax, compression)
+                        return stored, None
+                data, syntax = forPeer(data, stored.transferSyntax, compression)
+                return stored._replace(transferSyntax=syntax), data
             except TranscodeError as e:
                 self.log.warn("{operation}: {uid} is sent as stored: {error}", operation=self.operation,
                               uid=stored.sopInstanceUID, error=e)
-                return data
+                return stored, data
         return convert
 
     async def _sendOne(self, target, stored, data, compression, originator):
@@ -399,7 +401,7 @@ class _ReadAhead:
         self.reader = reader
         self.workers = workers
         self.located = located
-        self.convert = convert  # convert(stored, data) -> data or None, in the I/O pool
+        self.convert = convert  # convert(stored, data) -> (stored, data or None), in the I/O pool
         self.asStored = asStored  # whether convert changes nothing but NKI pixel data
         self.position = 0
         self.ready = []
@@ -417,27 +419,29 @@ class _ReadAhead:
         return self.workers.deferToWorker(self._readAll, batch)
 
     def _readAll(self, batch):
-        return [None if isinstance(stored, Missing) else self._read(stored) for stored in batch]
+        return [(stored, None) if isinstance(stored, Missing) else self._read(stored) for stored in batch]
 
     def _read(self, stored):
-        """The data set of ``stored``: a large one sent as stored stays in
-        its file (a ``StoredData``), others are read and converted."""
+        """``(stored, data set)`` of ``stored``: a large one sent as stored
+        stays in its file (a ``StoredData``), others are read and converted
+        (``stored`` then with the syntax they are in)."""
         if self.asStored:
             data = openStored(stored, self.workers.deferToWorker)
             if data is not None:
-                return data
+                return stored, data
         return self.convert(stored, self.reader.read(stored))
 
     def close(self):
         """Close the files of objects read ahead and not sent."""
-        for data in self.ready:
+        for _, data in self.ready:
             closeIfStored(data)
         self.ready = []
         if self.reading is not None:
-            self.reading.addCallback(lambda batch: [closeIfStored(data) for data in batch])
+            self.reading.addCallback(lambda batch: [closeIfStored(data) for _, data in batch])
 
     async def next(self):
-        """The next data set (None for a missing object)."""
+        """The next ``(stored, data set)`` (data None for a missing object
+        or one left out)."""
         if not self.ready:
             self.ready = await self.reading
             self.reading = self._readBatch()

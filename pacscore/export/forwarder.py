@@ -268,7 +268,7 @@ class Forwarder:
     async def _sendOne(self, protocol, destination, stored, compression):
         """C-STORE ``stored``: True when sent, False when the line of its
         compression code (s0..s9) left it out."""
-        data = await self.workers.deferToWorker(self._read, stored, compression, destination)
+        stored, data = await self.workers.deferToWorker(self._read, stored, compression, destination)
         if data is None:
             self.log.info("forward to {destination}: {uid} left out by the CompressionConverter of code {code}",
                           destination=destination, uid=stored.sopInstanceUID, code=compression)
@@ -305,22 +305,24 @@ class Forwarder:
         return syntax, data
 
     def _read(self, stored, compression, destination):
-        """In the I/O pool: the data set of ``stored`` after the line of its
-        compression code (s0..s9; None when it left the object out), as
-        the destination takes NKI pixel data (``forPeer``); a large one
+        """In the I/O pool: ``(stored, data set)`` of ``stored`` after the line
+        of its compression code (s0..s9; data None when it left the object
+        out), as the destination takes NKI pixel data or downsized images
+        (``forPeer``; ``stored`` then with the syntax it gave); a large one
         that goes as stored is left in its file (``StoredData``)."""
         if goesAsStored(self.compressionScripts, compression):
             data = openStored(stored, self.workers.deferToWorker)
             if data is not None:
-                return data
+                return stored, data
         data = self.reader.read(stored)
         try:
             if self.compressionScripts is not None:
                 kept, data = self.compressionScripts.apply(data, stored.transferSyntax, compression, self.aeTitle,
                                                            destination)
                 if not kept:
-                    return None
-            return forPeer(data, stored.transferSyntax, compression)
+                    return stored, None
+            data, syntax = forPeer(data, stored.transferSyntax, compression)
+            return stored._replace(transferSyntax=syntax), data
         except (TranscodeError, IdentifierError) as e:
             raise ForwardError(f"{stored.sopInstanceUID}: {e}") from e
 

@@ -25,6 +25,7 @@ import pydicom
 from pydicom.data import get_testdata_file
 from pydicom.encaps import generate_frames
 from pydicom.pixels import apply_rescale
+from pydicom.uid import generate_uid
 from twisted.trial import unittest
 
 from pacscore.codecs import nki
@@ -101,6 +102,8 @@ class NKITests(ServersTestCase):
         cls.server.addNode(cls.thumbnailPeer.aet, cls.thumbnailPeer.port, compression="ka")
         cls.receiver = PacsServer(os.path.join(cls.workdir, "receiver"), ae="RECEIVER")
         cls.receiver.setIni(IncomingCompression="un")
+        cls.receiver.addNode(cls.conquestPeer.aet, cls.conquestPeer.port, compression="n4")
+        cls.receiver.addNode(cls.thumbnailPeer.aet, cls.thumbnailPeer.port, compression="ka")
         cls.startAll(cls.plainPeer, cls.conquestPeer, cls.thumbnailPeer, cls.server, cls.receiver)
         cls.path = get_testdata_file("CT_small.dcm")
         cls.original = pydicom.dcmread(cls.path)
@@ -152,6 +155,23 @@ class NKITests(ServersTestCase):
         self.assertEqual(small.pixel_array.tolist(), self.original.pixel_array[::2, ::2].tolist())
         self.assertEqual([float(v) for v in small.PixelSpacing],
                          [float(f"{float(v) * 2:g}") for v in self.original.PixelSpacing])
+
+    def test_storedCompressedMovedDownsizedOrNKI(self):
+        """An object stored JPEG compressed (RECEIVER~j2) goes to a node
+        registered "ka" decompressed and downsized, and to one registered
+        "n4" decompressed and NKI compressed."""
+        ct = pydicom.dcmread(get_testdata_file("CT_small.dcm"))  # 128 x 128
+        ct.SOPInstanceUID = ct.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        source = os.path.join(self.workdir, "compressed-source.dcm")
+        ct.save_as(source, enforce_file_format=True)
+        self.assertEqual(pydicom.dcmread(storedVia(self, self.receiver, "j2", source)).file_meta.TransferSyntaxUID,
+                         "1.2.840.10008.1.2.4.57")
+        small = moveInstance(self, self.receiver, self.thumbnailPeer, ct)
+        self.assertEqual((small.Rows, small.Columns), (64, 64))
+        self.assertEqual(small.pixel_array.tolist(), ct.pixel_array[::2, ::2].tolist())
+        toConquest = moveInstance(self, self.receiver, self.conquestPeer, ct)
+        self.assertNotIn("PixelData", toConquest)
+        self.assertEqual(nkiPixels(toConquest), ct.PixelData)
 
     def test_storedDownsizedByCalledAE(self):
         """RECEIVER~kb: stored 32 x 32."""

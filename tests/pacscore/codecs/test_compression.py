@@ -71,13 +71,18 @@ class RecodeTests(unittest.TestCase):
             self.assertFalse(mayChange(self.nki, EXPLICIT, code))
 
     def test_forPeer(self):
-        """A peer gets NKI pixel data when its code is an NKI one, plain
-        pixel data otherwise; the syntax stays."""
-        self.assertEqual(forPeer(self.nki, EXPLICIT, "un"), self.plain)
-        self.assertEqual(forPeer(self.nki, EXPLICIT, "as"), self.plain)
-        self.assertIs(forPeer(self.plain, EXPLICIT, "j2"), self.plain)
-        self.assertEqual(forPeer(self.plain, EXPLICIT, "n2"), nkipixels.compressDataset(self.plain, EXPLICIT, 2))
-        self.assertIs(forPeer(self.jpeg, JPEG_LOSSLESS_SV1, "n4"), self.jpeg)
+        """A peer gets NKI pixel data when its code is an NKI one (JPEG
+        decompressed first, but not for nj), plain pixel data otherwise in
+        the syntax as stored."""
+        self.assertEqual(forPeer(self.nki, EXPLICIT, "un"), (self.plain, EXPLICIT))
+        self.assertEqual(forPeer(self.nki, EXPLICIT, "as"), (self.plain, EXPLICIT))
+        self.assertEqual(forPeer(self.jpeg, JPEG_LOSSLESS_SV1, "un"), (self.jpeg, JPEG_LOSSLESS_SV1))
+        self.assertIs(forPeer(self.plain, EXPLICIT, "j2")[0], self.plain)
+        self.assertEqual(forPeer(self.plain, EXPLICIT, "n2"),
+                         (nkipixels.compressDataset(self.plain, EXPLICIT, 2), EXPLICIT))
+        self.assertEqual(forPeer(self.jpeg, JPEG_LOSSLESS_SV1, "n4"),
+                         (nkipixels.compressDataset(self.plain, EXPLICIT, 4), EXPLICIT))
+        self.assertEqual(forPeer(self.jpeg, JPEG_LOSSLESS_SV1, "nj"), (self.jpeg, JPEG_LOSSLESS_SV1))
         implicit = encode(sample(), IMPLICIT_VR_LITTLE_ENDIAN)
-        self.assertEqual(forPeer(forPeer(implicit, IMPLICIT_VR_LITTLE_ENDIAN, "n1"), IMPLICIT_VR_LITTLE_ENDIAN, "un"),
-                         implicit)
+        compressed, syntax = forPeer(implicit, IMPLICIT_VR_LITTLE_ENDIAN, "n1")
+        self.assertEqual(forPeer(compressed, syntax, "un"), (implicit, IMPLICIT_VR_LITTLE_ENDIAN))

@@ -4,11 +4,14 @@ A script sees ``Data`` (the object's data set: ``Data.PatientName``,
 ``Data['0010,0010']``, ``Data.ReferencedSeriesSequence[0].SeriesInstanceUID``
 read and written, 0-based sequence items and ``Data.Seq.Name`` for item 0's
 element as in Conquest, an absent element nil, ``Data:Delete(tag)`` or
-assigning nil deletes), ``CallingAE``, ``CalledAE``, ``Filename`` and the
+assigning nil deletes), ``CallingAE``, ``CalledAE``, ``Association.Calling``
+and ``.Called``, ``Filename``, ``Global`` (dicom.ini's main section) and the
 functions ``print`` (to the server log), ``forward(ae)``, ``script(rule)``
-(runs a converter rule on the same object and returns its outcome's name)
-and ``dbquery(table, fields, where, order)`` (a read-only SELECT on an
-index table, rows as tables of strings).  It may return ``'destroy'``,
+(runs a converter rule on the same object and returns its outcome's name),
+``dbquery(table, fields, where, order)`` (a read-only SELECT on an index
+table, rows as tables of strings), ``genuid()``, ``changeuid(uid)`` and
+``changeuidback(uid)`` (the UIDMODS pairs, as ``newuids`` keeps them) and
+``crc(text)`` (%A's checksum).  It may return ``'destroy'``,
 ``'reject'``, ``'stop'`` or ``'defer'``; nothing means go on.
 
 Each worker thread has its own Lua state (lupa runtimes are not thread
@@ -28,6 +31,7 @@ from typing import NamedTuple
 import lupa.lua54 as lupa
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
 from sqlalchemy import select, text
 from twisted.logger import Logger
 from twisted.plugin import IPlugin
@@ -36,6 +40,8 @@ from zope.interface import implementer
 from pacscore.converters.context import ConverterSyntaxError, Outcome
 from pacscore.converters.elements import assign, textOf, vrOf
 from pacscore.converters.script import parseScript
+from pacscore.converters.uidmap import uidMapOf
+from pacscore.converters.variables import checksum
 from pacscore.interfaces import IConverterCommand
 
 DEFAULT_MAX_INSTRUCTIONS = 10_000_000
@@ -322,8 +328,12 @@ class LuaRuntime:
         functions the script calls, raise ``lupa.LuaError``."""
         context = api.context
         handle = None if context.dataset is None else _DatasetHandle(context, context.dataset)
-        globals = {"CallingAE": context.callingAE, "CalledAE": context.calledAE, "Filename": context.filename or ""}
-        functions = {"forward": api.forward, "script": api.script, "dbquery": api.dbquery}
+        ini = getattr(context.services.configuration, "ini", None)
+        globals = {"CallingAE": context.callingAE, "CalledAE": context.calledAE, "Filename": context.filename or "",
+                   "Association": self.lua.table_from({"Calling": context.callingAE, "Called": context.calledAE}),
+                   "Global": self.lua.table_from(dict(reversed(ini.items())) if ini is not None else {})}
+        functions = {name: getattr(api, name) for name in
+                     ("forward", "script", "dbquery", "genuid", "changeuid", "changeuidback", "crc")}
         return self.execute(chunk, globals, functions, api.print, handle, unsafe, maxInstructions)
 
     def execute(self, chunk, globals, functions, printer, handle=None, unsafe=False,
@@ -372,6 +382,22 @@ class LuaApi:
         if outcome in _FATE_OUTCOMES:
             self.fate = outcome
         return outcome.value
+
+    def genuid(self):
+        """A new UID (under UIDPrefix)."""
+        return generate_uid(uidMapOf(self.context.services).prefix)
+
+    def changeuid(self, uid):
+        """The new UID standing for ``uid`` (made and kept in UIDMODS the first time)."""
+        return uidMapOf(self.context.services).newFor(str(uid))
+
+    def changeuidback(self, uid):
+        """The original UID ``uid`` replaced, or nil."""
+        return uidMapOf(self.context.services).oldFor(str(uid))
+
+    def crc(self, text):
+        """Conquest's checksum of ``text`` (%A): its CRC32, unsigned decimal."""
+        return checksum(str(text))
 
     def dbquery(self, tableName, fields, where=None, order=None):
         """Rows of a SELECT on one index table, as a Lua array of arrays of strings."""

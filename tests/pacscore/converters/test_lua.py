@@ -195,6 +195,20 @@ class GlobalsTests(unittest.TestCase):
         self.assertEqual(outcome, Outcome.CONTINUE)
         self.assertEqual(messages, [f"{KEY}: SENDER\tARCHIVE\t/data/1/2.dcm"])
 
+    def test_conquestGlobalsAndHelpers(self):
+        """Association.Calling/.Called, Global (dicom.ini), genuid,
+        changeuid/changeuidback (one pair per UID, kept) and crc."""
+        context = makeContext(ini="MyACRNema = ARCHIVE\n", uidMap=UIDMap(prefix="1.2.826.0.1.3680043.9.7"))
+        outcome, _, messages = runLua(
+            "local new = changeuid('1.2.3') "
+            "print(Association.Calling, Association.Called, Global.MyACRNema, tostring(Global.Nothing), "
+            "genuid():sub(1, 24), new == changeuid('1.2.3'), new:sub(1, 24), changeuidback(new), "
+            "tostring(changeuidback('9.9')), crc('abc'))", context)
+        self.assertEqual(outcome, Outcome.CONTINUE)
+        prefix = "1.2.826.0.1.3680043.9.7."
+        self.assertEqual(messages, [f"{KEY}: SENDER\tARCHIVE\tARCHIVE\tnil\t{prefix}\ttrue\t{prefix}\t"
+                                    f"1.2.3\tnil\t891568578"])
+
     def test_printReachesTheLog(self):
         _, _, messages = runLua("print('patient', Data.PatientID, 42, nil, true)")
         self.assertEqual(messages, [f"{KEY}: patient\t123\t42\tnil\ttrue"])

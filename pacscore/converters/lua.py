@@ -4,22 +4,24 @@ A script sees ``Data`` (the object's data set: ``Data.PatientName``,
 ``Data['0010,0010']``, ``Data.ReferencedSeriesSequence[0].SeriesInstanceUID``
 read and written, 0-based sequence items and ``Data.Seq.Name`` for item 0's
 element as in Conquest, an absent element nil, ``Data:Delete(tag)`` or
-assigning nil deletes), ``CallingAE``, ``CalledAE``, ``Association.Calling``
-and ``.Called``, ``Filename``, ``Global`` (dicom.ini's main section) and the
-functions ``print`` (to the server log), ``forward(ae)``, ``script(rule)``
-(runs a converter rule on the same object and returns its outcome's name),
+assigning nil deletes, ``Data.Seq = {}`` makes an empty sequence),
+``CallingAE``, ``CalledAE``, ``Association.Calling`` and ``.Called``,
+``Filename``, ``Global`` (dicom.ini's main section) and the functions
+``print`` (to the server log), ``forward(ae)``, ``script(rule)`` (runs a
+converter rule on the same object and returns its outcome's name),
 ``dbquery(table, fields, where, order)`` (a read-only SELECT on an index
 table, rows as tables of strings), ``genuid()``, ``changeuid(uid)`` and
 ``changeuidback(uid)`` (the UIDMODS pairs, as ``newuids`` keeps them) and
-``crc(text)`` (%A's checksum).  It may return ``'destroy'``,
-``'reject'``, ``'stop'`` or ``'defer'``; nothing means go on.
+``crc(text)`` (%A's checksum).  It may return ``'destroy'``, ``'reject'``,
+``'stop'`` or ``'defer'``; nothing means go on.
 
 Each worker thread has its own Lua state (lupa runtimes are not thread
 safe); a script is compiled once per thread.  Scripts run sandboxed: only
 string, table, math, os.time/date/clock and the safe base functions, unless
 dicom.ini says ``LuaAllowUnsafe = 1``; Lua never reaches Python objects'
 attributes.  ``LuaMaxInstructions`` (default 10,000,000) stops a run-away
-script; what it runs through ``script('lua ...')`` counts towards it.  A failing script is logged and ends its line with ``stop``.
+script; what it runs through ``script('lua ...')`` counts towards it.  A
+failing script is logged and ends its line with ``stop``.
 """
 
 import functools
@@ -225,13 +227,20 @@ def _getElement(handle, key):
 
 
 def _setElement(handle, key, value):
-    """Set (or with nil delete) an element; marks the context changed."""
+    """Set (or with nil delete) an element; an empty table makes an empty
+    sequence (Conquest's ``Data.Seq = {}``); marks the context changed."""
     tag = _tagOf(key)
     dataset = handle.dataset
     if value is None:
         if tag in dataset:
             del dataset[tag]
             handle.context.changed = True
+        return
+    if lupa.lua_type(value) == "table" and not len(value) and next(iter(value.keys()), None) is None:
+        if vrOf(tag, dataset) != "SQ":
+            raise LuaApiError(f"{key} is no sequence: an empty table makes an empty sequence")
+        dataset.add_new(tag, "SQ", [])
+        handle.context.changed = True
         return
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         kind = lupa.lua_type(value) or type(value).__name__

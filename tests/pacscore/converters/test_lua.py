@@ -161,6 +161,20 @@ class DataTests(unittest.TestCase):
         self.assertEqual([item.ReferencedSOPInstanceUID for item in dataset.ReferencedImageSequence], ["1.2.9"])
         self.assertTrue(context.changed)
 
+    def test_emptySequenceFromEmptyTable(self):
+        """Conquest's Data.Seq = {}: an empty sequence, filled through Data.Seq.Name."""
+        outcome, context, _ = runLua("Data.ReferencedImageSequence = {}; "
+                                     "Data.ReferencedImageSequence.ReferencedSOPInstanceUID = '1.2.7'; "
+                                     "Data.OtherPatientIDsSequence = {}")
+        self.assertEqual(outcome, Outcome.CONTINUE)
+        dataset = context.dataset
+        self.assertEqual([item.ReferencedSOPInstanceUID for item in dataset.ReferencedImageSequence], ["1.2.7"])
+        self.assertEqual(len(dataset.OtherPatientIDsSequence), 0)
+        outcome, _, messages = runLua("Data.PatientName = {}")
+        self.assertEqual(outcome, Outcome.STOP)
+        self.assertEqual(messages, [f"{KEY}: Lua script failed: lua:1: PatientName is no sequence: an empty table "
+                                    "makes an empty sequence"])
+
     def test_delete(self):
         outcome, context, _ = runLua(
             "Data:Delete('0010,0020'); Data.Rows = nil; Data.ReferencedSeriesSequence = nil; "
@@ -177,7 +191,7 @@ class DataTests(unittest.TestCase):
             ("local s = Data.ReferencedSeriesSequence.x", "lua:1: unknown DICOM attribute 'x'"),
             ("Data.ReferencedSeriesSequence[0] = 1",
              "lua:1: sequence items cannot be replaced, set their elements"),
-            ("Data.PatientName = {}", "lua:1: cannot set PatientName to a table: give a string or "
+            ("Data.PatientName = {1}", "lua:1: cannot set PatientName to a table: give a string or "
                                       "a number"),
             ("Data.PixelData = 'x'", "lua:1: PixelData has VR OB: Lua sets only text and numbers"),
         ]

@@ -14,6 +14,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 _STOP = object()
+STOP_GRACE = 60  # seconds a stop waits for calls under way
 
 
 class WorkerPool:
@@ -35,18 +36,33 @@ class WorkerPool:
             thread.start()
             self._threads.append(thread)
 
-    def stop(self):
-        """Deferred firing once every queued call has run and the threads ended."""
+    def stop(self, grace=STOP_GRACE):
+        """Deferred firing once every queued call has run and the threads
+        ended, or after ``grace`` seconds with a warning: a call that never
+        returns (a run-away script inside a C function, a hung file system)
+        must not keep the server from stopping; the threads are daemons."""
         threads, self._threads = self._threads, []
         for _ in threads:
             self._queue.put(_STOP)
         d = defer.Deferred()
 
+        def ended():
+            if not d.called:
+                timer.cancel()
+                d.callback(None)
+
+        def overdue():
+            busy = [thread.name for thread in threads if thread.is_alive()]
+            self.log.warn("{name}: stopping after {grace} s without {busy}, still busy", name=self.name,
+                          grace=grace, busy=", ".join(busy))
+            d.callback(None)
+
         def join():
             for thread in threads:
                 thread.join()
-            self.reactor.callFromThread(d.callback, None)
+            self.reactor.callFromThread(ended)
 
+        timer = self.reactor.callLater(grace, overdue)
         threading.Thread(target=join, name=f"{self.name}-join", daemon=True).start()
         return d
 

@@ -24,6 +24,11 @@ from pacscore.db.drivers import namesNoDatabase
 from pacscore.interfaces import IDatabaseDriver
 
 
+def _casefold(text):
+    """SQL ``pacs_casefold(text)``: Python's Unicode case fold."""
+    return text.casefold() if isinstance(text, str) else text
+
+
 @implementer(IPlugin, IDatabaseDriver)
 class SQLiteDriver:
     """SQLite through the standard library's sqlite3 module."""
@@ -118,6 +123,8 @@ class SQLiteDriver:
                     os.unlink(path + suffix)
 
     def _setPragmas(self, dbapiConnection, connectionRecord):
+        # C-FIND's case-insensitive matching of non-ASCII names (pacscore.db.query)
+        dbapiConnection.create_function("pacs_casefold", 1, _casefold, deterministic=True)
         cursor = dbapiConnection.cursor()
         for pragma in self.pragmas:
             cursor.execute(pragma)

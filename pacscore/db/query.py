@@ -86,7 +86,6 @@ _LISTS = {MODALITIES_IN_STUDY: (2, MODALITY), SOP_CLASSES_IN_STUDY: (3, SOP_CLAS
 UNSPLIT_VRS = frozenset(("LT", "ST", "UT", "UR"))
 _RANGE_VRS = frozenset(("DA", "TM", "DT"))
 _ESCAPE = "\\"
-_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 _SEPARATOR = "\\\\"  # a literal backslash in a LIKE pattern escaped by "\"
 # A DT range: two optional DT values (an optional UTC offset each) around "-".
 _DT_RANGE = re.compile(r"([0-9][0-9.]*(?:[+-][0-9]{4})?)?-([0-9][0-9.]*(?:[+-][0-9]{4})?)?")
@@ -405,6 +404,11 @@ def _dateTimeConditions(column, vr, values):
 _WHOLE_SECONDS = {"TM": len("HHMMSS"), "DT": len("YYYYMMDDHHMMSS")}
 
 
+# A time's fraction ends in zeros (before a DT's UTC offset), or is no more than its dot.
+_ZERO_FRACTION_DIGITS = re.compile(r"(?<=\.)(\d*?)0+(?=$|[+-])")
+_ZERO_FRACTION_END = re.compile(r"\.(?=$|[+-])")
+
+
 def _rangeCondition(column, vr, value):
     """A DA/TM/DT range (``A-B``, ``A-``, ``-B``)."""
     if vr == "DT":
@@ -413,6 +417,7 @@ def _rangeCondition(column, vr, value):
     else:
         low, _, high = value.partition("-")
     conditions = [column > ""]
+    low = _ZERO_FRACTION_END.sub("", _ZERO_FRACTION_DIGITS.sub(r"\1", low))  # 093000.000 is 093000, stored so
     if low:
         if vr == "DA":
             conditions = [column >= low]
@@ -434,8 +439,12 @@ def _textConditions(column, vr, values, isMulti, prefixRange=False, foldCase=Fal
     wildcard value and an ``IN`` for the others; PN (and with ``foldCase``
     any text) case-insensitive; DT_MSTR one per value, matching any part."""
     if vr == "PN" or foldCase:
-        column = func.lower(column)
-        values = _foldedVariants(values)
+        if prefixRange and not all(value.isascii() for value in values):
+            # SQLite's lower() folds ASCII letters only ("ÅSE" -> "Åse"): the SQLite
+            # driver's Unicode case fold, on every row (no index has it)
+            column, values, prefixRange = func.pacs_casefold(column), [v.casefold() for v in values], False
+        else:
+            column, values = func.lower(column), list(dict.fromkeys(value.lower() for value in values))
     if isMulti:
         return [_compare(column, value, True) for value in values]
     wildcards = [value for value in values if _hasWildcards(value)]
@@ -447,24 +456,6 @@ def _textConditions(column, vr, values, isMulti, prefixRange=False, foldCase=Fal
     if exact:
         conditions.append(_oneOf(column, exact))
     return conditions
-
-
-def _foldedVariants(values):
-    """PN values in lower case.  SQLite's lower() folds ASCII letters only
-    ("MÄRY" -> "mÄry"): a value with other cased letters also comes with
-    its ASCII-only folding and with its ASCII letters lower and the others
-    upper case ("märy" -> "mÄry"), which finds the names stored with those
-    letters in capitals."""
-    return list(dict.fromkeys(variant for value in values
-                              for variant in (value.lower(), value.translate(_ASCII_LOWER),
-                                              _upperNonAscii(value.lower()))))
-
-
-def _upperNonAscii(text):
-    """``text`` with its non-ASCII letters in upper case (where that is one letter)."""
-    if text.isascii():
-        return text
-    return "".join(c.upper() if not c.isascii() and len(c.upper()) == 1 else c for c in text)
 
 
 def _withPrefixRange(target, value, condition):

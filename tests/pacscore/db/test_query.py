@@ -368,6 +368,12 @@ class MatchingTests(ArchiveTestCase):
         self.assertMatches("STUDY", K(STUDY_TIME, "TM", "-1300\\2300-"),
                            ["1.1", "1.2", "2.1", "4.1", "5.1"])
 
+    def test_lowerBoundWithZeroFraction(self):
+        """101500.000- includes 10:15:00 itself (PS3.4 C.2.2.2.5), stored as 101500."""
+        self.assertMatches("STUDY", K(STUDY_TIME, "TM", "101500.000-"), ["1.1", "1.2", "2.1", "5.1"])
+        self.assertMatches("STUDY", K(STUDY_TIME, "TM", "130059.500-"), ["1.2", "2.1"])
+        self.assertMatches("STUDY", K(STUDY_TIME, "TM", "130000.0-130000"), ["5.1"])
+
     def test_shortFormTimesInRanges(self):
         """A stored 1300 (13:00, a valid short TM) is 130000 for a lower bound."""
         self.assertMatches("STUDY", K(STUDY_TIME, "TM", "130000-"), ["1.2", "2.1", "5.1"])
@@ -468,6 +474,19 @@ class PersonNameTests(ArchiveTestCase):
         for value in ("O'BRIEN^MÄRY", "o'brien^mÄry", "*MÄRY", "*mÄry", "O'B*^MÄ*", "o'brien^märy", "*märy",
                       "o'b*^mä*"):
             self.assertMatches("PATIENT", K(PATIENT_NAME, "PN", value), ["PAT_4"])
+
+    def test_mixedCaseNonAsciiLetters(self):
+        """Ødegård^Åse and Дмитриев^Иван in any case (SQLite: its driver's Unicode case fold)."""
+        self.index.storeMany([ImageRecord({PATIENT_ID: "PAT6", PATIENT_NAME: "Ødegård^Åse", STUDY_UID: "6.1",
+                                           SERIES_UID: "6.1.1", SOP_UID: "6.1.1.1"}, "MAG0", "PAT6/6.1.1.1.dcm"),
+                              ImageRecord({PATIENT_ID: "PAT7", PATIENT_NAME: "Дмитриев^Иван", STUDY_UID: "7.1",
+                                           SERIES_UID: "7.1.1", SOP_UID: "7.1.1.1"}, "MAG0", "PAT7/7.1.1.1.dcm")])
+        for value in ("Ødegård^Åse", "ødegård^åse", "ØDEGÅRD^ÅSE", "ødegård*", "ØDEGÅRD*", "*^åse", "?degård*"):
+            self.assertMatches("PATIENT", K(PATIENT_NAME, "PN", value), ["PAT6"])
+        for value in ("ДМИТРИЕВ^ИВАН", "дмитриев^иван", "дмитриев*", "Дмитриев*"):
+            self.assertMatches("PATIENT", K(PATIENT_NAME, "PN", value), ["PAT7"])
+        self.assertMatches("STUDY", K(PATIENT_NAME, "PN", "ødegård^åse\\doe^john"), ["1.1", "1.2", "6.1"])
+        self.assertMatches("PATIENT", K(PATIENT_NAME, "PN", "odegard*"), [])
 
     def test_cjkName(self):
         """山田^太郎, as decoded from an ISO_IR 192 (UTF-8) request."""

@@ -4,7 +4,7 @@ in-memory SQLite database."""
 
 import os
 
-from sqlalchemy import MetaData, create_engine, event, insert
+from sqlalchemy import MetaData, event, insert
 from twisted.trial import unittest
 
 from pacscore.config.dicomsql import DatabaseLayout
@@ -12,6 +12,7 @@ from pacscore.db.query import QueryKey
 from pacscore.db.schema import buildTables
 from pacscore.db.worklistquery import WorklistQuery
 from tests.pacscore.db.test_schema import TABLE_NAMES
+from tests.pacscore.db.test_writer import sqliteEngine
 
 DICOM_SQL = os.path.join(os.path.dirname(__file__), "..", "..", "..", "etc", "dicom.sql")
 
@@ -43,11 +44,10 @@ def worklistRows():
 
 def worklistDatabase(testCase, rows=None):
     """``(engine, layout, worklist table)``: the shipped dicom.sql's tables in
-    a new in-memory SQLite database, the worklist table holding ``rows``
-    (``{tag: value}``, default ``worklistRows()``)."""
+    a new SQLite database of the SQLite driver, the worklist table holding
+    ``rows`` (``{tag: value}``, default ``worklistRows()``)."""
     layout = DatabaseLayout.fromFile(DICOM_SQL)
-    engine = create_engine("sqlite://")
-    testCase.addCleanup(engine.dispose)
+    engine = sqliteEngine(testCase)
     metadata = MetaData()
     table = buildTables(layout, TABLE_NAMES, metadata).worklist
     metadata.create_all(engine)

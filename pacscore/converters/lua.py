@@ -47,6 +47,7 @@ from pacscore.converters.variables import checksum
 from pacscore.interfaces import IConverterCommand
 
 DEFAULT_MAX_INSTRUCTIONS = 10_000_000
+MAX_MEMORY = 256 << 20  # bytes one thread's Lua state may hold: string.rep('x', 2^30) fails, the server lives
 
 _TAG = re.compile(r"\(?([0-9A-Fa-f]{4}),?([0-9A-Fa-f]{4})\)?")
 _BINARY_VRS = frozenset({"OB", "OW", "OF", "OD", "OL", "OV", "UN", "AT"})
@@ -169,6 +170,13 @@ return compile, prepare, beginRun, sethook
 """
 
 
+def describeLuaError(error):
+    """The message of a ``lupa.LuaError`` without Lua's stack traceback."""
+    if isinstance(error, lupa.LuaMemoryError):
+        return f"script stopped: it needed more than {MAX_MEMORY >> 20} MB of memory"
+    return str(error).partition("\nstack traceback:")[0]
+
+
 class LuaApiError(ValueError):
     """A script used the API wrongly; becomes a Lua error at its line."""
 
@@ -280,7 +288,7 @@ class LuaRuntime:
     _perThread = threading.local()
 
     def __init__(self):
-        self.lua = lupa.LuaRuntime(register_eval=False, register_builtins=False,
+        self.lua = lupa.LuaRuntime(register_eval=False, register_builtins=False, max_memory=MAX_MEMORY,
                                    attribute_filter=_denyAttributes, unpack_returned_tuples=True)
         self._compile, self._prepare, self._beginRun, self._sethook = self.lua.execute(
             _SETUP, _getElement, _setElement, _sequenceItem, _sequenceLength)
@@ -496,7 +504,7 @@ class _LuaCommandBase:
             result = runtime.run(self.chunk(runtime, arguments.code, context), api, unsafe, limit)
             return _outcomeOf(result, api.fate)
         except lupa.LuaError as e:
-            luaError = str(e).partition("\nstack traceback:")[0]
+            luaError = describeLuaError(e)
         except (LuaScriptError, LuaApiError, LuaAccessDenied) as e:
             luaError = str(e)
         except Exception:

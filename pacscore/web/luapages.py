@@ -31,7 +31,8 @@ from twisted.logger import Logger
 from pacscore.control.context import CommandError
 from pacscore.control.protocol import BadRequest
 from pacscore.converters.lua import (
-    DEFAULT_MAX_INSTRUCTIONS, LuaAccessDenied, LuaApiError, LuaRuntime, LuaScriptError, selectRows)
+    DEFAULT_MAX_INSTRUCTIONS, LuaAccessDenied, LuaApiError, LuaRuntime, LuaScriptError, describeLuaError,
+    selectRows)
 from pacscore.web.answers import HTML, Answer, WebError, utf8ContentType
 from pacscore.web.commands import commandOutput
 
@@ -114,7 +115,7 @@ async def renderLua(archive, commands, parameters, variables, path, name, header
     try:
         text = await archive.workers.deferToWorker(_run, archive, commands, parameters, variables, path, name)
     except lupa.LuaError as e:
-        reason = str(e).partition("\nstack traceback:")[0]
+        reason = describeLuaError(e)
     except (LuaScriptError, LuaApiError, LuaAccessDenied) as e:
         reason = str(e)
     else:

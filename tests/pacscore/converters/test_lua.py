@@ -380,6 +380,13 @@ class SandboxTests(unittest.TestCase):
         self.assertTrue(message.endswith(": script stopped after 100000 instructions (LuaMaxInstructions)"),
                         message)
 
+    def test_memoryLimit(self):
+        """A script that asks for gigabytes fails (logged), and the next runs."""
+        outcome, _, messages = runLua("local s = string.rep('x', 2^30)")
+        self.assertEqual(outcome, Outcome.STOP)
+        self.assertEqual(messages, [f"{KEY}: Lua script failed: script stopped: it needed more than 256 MB of memory"])
+        self.assertEqual(runLua("local s = string.rep('x', 2^20)")[0], Outcome.CONTINUE)
+
     def test_noLimit(self):
         context = makeContext(ini="LuaMaxInstructions = 0\n")
         outcome, _, _ = runLua("local n = 0; for i = 1, 5000000 do n = n + 1 end; "

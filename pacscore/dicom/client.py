@@ -45,6 +45,7 @@ class DicomClientProtocol(DicomProtocol):
         if self.association is None:  # never accepted (the factory reports only the first outcome)
             self.factory.associationFailed(AssociationLost(
                 f"the association with {self.factory.calledAE} ended before it was accepted" if answered else
+                f"{self.factory.calledAE} closed the connection during the TLS handshake" if self.handshaking else
                 f"{self.factory.calledAE} closed the connection before answering the A-ASSOCIATE-RQ"))
         if self._released is not None:
             released, self._released = self._released, None
@@ -73,11 +74,12 @@ class DicomClientProtocol(DicomProtocol):
 
     def _artimExpired(self):
         if self.state == AWAITING_ASSOCIATE_AC:
-            self.log.warn("{peer}: no answer to the A-ASSOCIATE-RQ within {timeout} s",
-                          peer=self.peerName(), timeout=self.factory.artimTimeout)
+            what = ("did not complete the TLS handshake" if self.handshaking
+                    else "did not answer the A-ASSOCIATE-RQ")
+            self.log.warn("{peer}: {what} within {timeout} s", peer=self.peerName(), what=what,
+                          timeout=self.factory.artimTimeout)
             self.factory.associationFailed(AssociationLost(
-                f"{self.factory.calledAE} did not answer the A-ASSOCIATE-RQ within "
-                f"{self.factory.artimTimeout} s"))
+                f"{self.factory.calledAE} {what} within {self.factory.artimTimeout} s"))
         super()._artimExpired()
 
     # -- presentation contexts ----------------------------------------------

@@ -17,7 +17,7 @@ the ARTIM timer running (Sta2), and the release.  The requestor is
 from collections import deque
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IHandshakeListener, IPushProducer, ISSLTransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
@@ -85,7 +85,7 @@ class _Request:
         self.yieldsToRelease = yieldsToRelease  # a release the peer asks for fails it rather than waits
 
 
-@implementer(IPushProducer)
+@implementer(IPushProducer, IHandshakeListener)
 class DicomProtocol(Protocol, TimeoutMixin):
     """One association, either role, once established.
 
@@ -119,8 +119,13 @@ class DicomProtocol(Protocol, TimeoutMixin):
         self.transport.setTcpNoDelay(True)
         self.transport.registerProducer(self, True)
         self.peer = self.transport.getPeer()
+        self.handshaking = ISSLTransport.providedBy(self.transport)  # a TLS handshake not yet completed
         self._framer = pdu.PDUFramer(self._maximumLength)
         self.factory.associationOpened(self)
+
+    def handshakeCompleted(self):
+        """IHandshakeListener: the TLS handshake is done."""
+        self.handshaking = False
 
     def connectionLost(self, reason):
         failure = tlsFailure(reason)
@@ -634,8 +639,9 @@ class DicomServerProtocol(DicomProtocol):
 
     def _artimExpired(self):
         if self.state == AWAITING_ASSOCIATE:
-            self.log.warn("{peer}: no A-ASSOCIATE-RQ within {timeout} s (ARTIM), closing",
-                          peer=self.peerName(), timeout=self.factory.artimTimeout)
+            self.log.warn("{peer}: no {what} within {timeout} s (ARTIM), closing", peer=self.peerName(),
+                          what="completed TLS handshake" if self.handshaking else "A-ASSOCIATE-RQ",
+                          timeout=self.factory.artimTimeout)
         super()._artimExpired()
 
 

@@ -6,6 +6,7 @@ pacs as a TLS client of ``[DICOMTLSNodes]`` (forwards and C-MOVEs to
 storescp over TLS)."""
 
 import os
+import socket
 import subprocess
 
 from twisted.trial import unittest
@@ -29,14 +30,14 @@ class TLSTests(unittest.TestCase):
         self.images = generateCorpus(os.path.join(folder, "corpus"), patients=1, studiesPerPatient=1,
                                      seriesPerStudy=1, imagesPerSeries=3)
 
-    def startServer(self, kind):
+    def startServer(self, kind, **ini):
         self.tlsPort = freePort()
         identity = self.serverIdentity
         endpoint = (f"{kind}:{self.tlsPort}:interface=127.0.0.1:privateKey={identity.key}:"
                     f"certKey={identity.certificate}")
         if kind == "mtls":
             endpoint += f":caCerts={self.authority.certificate}"
-        self.server = PacsServer(self.mktemp(), ini={"DICOMTLSEndpoint": endpoint})
+        self.server = PacsServer(self.mktemp(), ini={"DICOMTLSEndpoint": endpoint, **ini})
         self.addCleanup(self.server.stop)
         self.server.start()
 
@@ -79,6 +80,21 @@ class TLSTests(unittest.TestCase):
         self.assertNotEqual(plainClient.returncode, 0)
         echo = self.overTLS("echoscu", self.modality)
         self.assertEqual(echo.returncode, 0, echo.stdout + echo.stderr)
+
+    def test_stalledHandshakeClosedAtARTIMAndSaidSo(self):
+        """A client that connects to the TLS port and never completes the
+        handshake is closed at ARTIM with a line saying so; others are served."""
+        self.startServer("mtls", ARTIMTimeOut="2")
+        with socket.create_connection(("127.0.0.1", self.tlsPort)) as silent:
+            echo = self.overTLS("echoscu", self.modality)
+            self.assertEqual(echo.returncode, 0, echo.stdout + echo.stderr)
+            silent.settimeout(10)
+            try:
+                received = silent.recv(1)
+            except ConnectionResetError:  # ARTIM aborts the connection
+                received = b""
+            self.assertEqual(received, b"", "closed by the server")
+        self.assertIn("no completed TLS handshake within 2 s (ARTIM), closing", self.server.log())
 
     def test_sslAdmitsAnyClient(self):
         self.startServer("ssl")

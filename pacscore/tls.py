@@ -20,6 +20,7 @@ certificate, when the endpoint is parsed: a mistake stops start-up.
 """
 
 import re
+import weakref
 
 from OpenSSL import SSL, crypto
 from twisted.internet import endpoints, ssl
@@ -28,6 +29,42 @@ from twisted.plugin import IPlugin
 from zope.interface import implementer
 
 _CERTIFICATE = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
+
+# OpenSSL's X509_V_ERR_* codes a client certificate is refused for, most often
+_VERIFY_ERRORS = {
+    9: "certificate is not yet valid", 10: "certificate has expired", 18: "self-signed certificate",
+    19: "self-signed certificate in the chain", 20: "unable to get the issuer's certificate",
+    21: "unable to verify the first certificate", 23: "certificate revoked",
+    26: "unsupported certificate purpose",
+}
+# SSL.Connection -> why the peer's certificate was refused, while the connection lives
+_refusals = weakref.WeakKeyDictionary()
+
+
+def _noteRefusal(connection, certificate, errno, depth, ok):
+    """A verify callback that keeps the first reason a certificate failed."""
+    if not ok and connection not in _refusals:
+        _refusals[connection] = f"{_VERIFY_ERRORS.get(errno, f'verify error {errno}')}: {_subject(certificate)}"
+    return ok
+
+
+def _subject(certificate):
+    return "".join(f"/{name.decode()}={value.decode(errors='replace')}"
+                   for name, value in certificate.get_subject().get_components())
+
+
+class _RefusalNotingOptions(ssl.CertificateOptions):
+    """``CertificateOptions`` whose context keeps why a client certificate
+    was refused, for ``tlsFailure``."""
+
+    _noting = False
+
+    def getContext(self):
+        context = super().getContext()  # made once; pyOpenSSL refuses changes after its first connection
+        if not self._noting:
+            context.set_verify(context.get_verify_mode(), _noteRefusal)
+            self._noting = True
+        return context
 
 
 def _read(path, parameter):
@@ -69,7 +106,7 @@ def mutualTLSOptions(privateKey, caCerts, certKey=None, extraCertChain=None):
     """``CertificateOptions`` of a server that requires a client certificate
     signed by one of ``caCerts``; ValueError names the file at fault."""
     key, certificate, _ = _identity(privateKey, certKey)
-    return ssl.CertificateOptions(
+    return _RefusalNotingOptions(
         privateKey=key.original, certificate=certificate,
         extraCertChain=_certificates(extraCertChain, "extraCertChain") if extraCertChain else None,
         verify=True, caCerts=_certificates(caCerts, "caCerts"), requireCertificate=True,
@@ -131,15 +168,17 @@ def securityOf(transport):
     certificate = transport.getPeerCertificate()
     if certificate is None:
         return "TLS"
-    subject = "".join(f"/{name.decode()}={value.decode(errors='replace')}"
-                      for name, value in certificate.get_subject().get_components())
-    return f"TLS, certificate {subject}"
+    return f"TLS, certificate {_subject(certificate)}"
 
 
-def tlsFailure(reason):
+def tlsFailure(reason, transport=None):
     """What went wrong in TLS, as text, when that ended a connection
-    (``reason`` is connectionLost's Failure); None when something else did."""
+    (``reason`` is connectionLost's Failure, ``transport`` its TLS transport:
+    why the peer's certificate was refused, and whose); None when something
+    else did."""
     if not reason.check(SSL.Error):
         return None
     errors = reason.value.args[0] if reason.value.args and isinstance(reason.value.args[0], list) else []
-    return "; ".join(str(error[-1]) for error in errors if isinstance(error, tuple)) or str(reason.value)
+    text = "; ".join(str(error[-1]) for error in errors if isinstance(error, tuple)) or str(reason.value)
+    refusal = _refusals.get(transport.getHandle()) if ISSLTransport.providedBy(transport) else None
+    return f"{text} ({refusal})" if refusal else text

@@ -128,7 +128,7 @@ class DicomProtocol(Protocol, TimeoutMixin):
         self.handshaking = False
 
     def connectionLost(self, reason):
-        failure = tlsFailure(reason)
+        failure = tlsFailure(reason, self.transport)
         if failure is not None:
             self.log.warn("{peer}: TLS failed: {failure}", peer=self.peerName(), failure=failure)
         self._stopArtim()

@@ -39,12 +39,13 @@ class Authority:
         self.certificate = os.path.join(folder, f"{name}-ca.pem")
         _write(self.certificate, self._certificate.public_bytes(serialization.Encoding.PEM))
 
-    def issue(self, name, server=False):
+    def issue(self, name, server=False, expired=False):
         """An ``Identity`` with common name ``name``, for a TLS server (with
-        ``localhost`` and 127.0.0.1 as its names) or a client."""
+        ``localhost`` and 127.0.0.1 as its names) or a client; ``expired``:
+        valid until a month ago."""
         key = ec.generate_private_key(ec.SECP256R1())
         builder = _builder(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]),
-                           self._certificate.subject, key.public_key())
+                           self._certificate.subject, key.public_key(), expired)
         if server:
             builder = builder.add_extension(x509.SubjectAlternativeName(
                 [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
@@ -58,8 +59,8 @@ class Authority:
         return identity
 
 
-def _builder(subject, issuer, publicKey):
-    now = datetime.datetime.now(datetime.timezone.utc)
+def _builder(subject, issuer, publicKey, expired=False):
+    now = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=61 if expired else 0)
     return (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(publicKey)
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=30)))

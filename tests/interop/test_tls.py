@@ -27,6 +27,7 @@ class TLSTests(unittest.TestCase):
         self.serverIdentity = self.authority.issue("pacs", server=True)
         self.modality = self.authority.issue("ct1")
         self.stranger = Authority(os.path.join(folder, "elsewhere"), "elsewhere").issue("intruder")
+        self.expired = self.authority.issue("old", expired=True)
         self.images = generateCorpus(os.path.join(folder, "corpus"), patients=1, studiesPerPatient=1,
                                      seriesPerStudy=1, imagesPerSeries=3)
 
@@ -69,12 +70,14 @@ class TLSTests(unittest.TestCase):
 
     def test_mutualTLSRefusesStrangersAndServesOn(self):
         self.startServer("mtls")
-        for client in (self.stranger, None):
+        for client in (self.stranger, self.expired, None):
             result = self.storeOverTLS(client)
             self.assertNotEqual(result.returncode, 0, result.stdout)
         self.assertEqual(storedFiles(self.server.dataDir), {})
         log = self.server.log()
-        self.assertIn("TLS failed: certificate verify failed", log)
+        self.assertIn("TLS failed: certificate verify failed (unable to get the issuer's certificate: /CN=intruder)",
+                      log)
+        self.assertIn("TLS failed: certificate verify failed (certificate has expired: /CN=old)", log)
         self.assertIn("TLS failed: peer did not return a certificate", log)
         plainClient = dcmtk("echoscu", "-aec", self.server.ae, "127.0.0.1", self.tlsPort)
         self.assertNotEqual(plainClient.returncode, 0)

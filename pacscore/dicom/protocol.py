@@ -268,6 +268,8 @@ class DicomProtocol(Protocol, TimeoutMixin):
             self._responseReceived(command, None if dataset is None else bytes(dataset.data))
             return
         if self._releaseRequested:  # PS3.8 Sta8 + Evt10 (AA-8); responses to our requests may still come
+            if dataset is not None:
+                dataset.discard()  # a spooled data set's file goes
             raise pdu.PDUError(f"{commands.COMMAND_NAMES.get(field, hex(field))} after the A-RELEASE-RQ",
                                pdu.REASON_UNEXPECTED_PDU)
         if field == commands.C_CANCEL_RQ:

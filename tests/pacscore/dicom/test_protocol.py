@@ -18,6 +18,7 @@ from twisted.trial import unittest
 from pacscore.dicom import commands, pdu
 from pacscore.dicom.negotiation import AcceptorPolicy
 from pacscore.dicom.protocol import ESTABLISHED, STREAMED_DATASET, WRITE_BATCH, DicomServerFactory
+from pacscore.dicom.sinks import MemorySink
 from pacscore.dicom.storeddata import StoredData
 from pacscore.dicom.verification import EchoService
 from pacscore.testing.mutations import mutated
@@ -431,6 +432,32 @@ class ProtocolTests(unittest.TestCase):
                                    + message(1, echoRQ(2)))
         self.assertAborted(pdu.REASON_UNEXPECTED_PDU)
         self.assertEqual(len(slow.pending), 1, "the request after the release was not served")
+
+    def test_dataSetAfterReleaseRequestDiscarded(self):
+        """A C-STORE after the A-RELEASE-RQ: its data set (a spool file) is discarded with the abort."""
+        sinks = []
+
+        class RecordingSink(MemorySink):
+            discarded = False
+
+            def discard(self):
+                self.discarded = True
+                super().discard()
+
+        class Provider:
+            def datasetSink(self, protocol, contextId, command):
+                sinks.append(RecordingSink())
+                return sinks[-1]
+
+        self.factory.sinks[commands.C_STORE_RQ] = Provider()
+        self.services[commands.C_ECHO_RQ] = SlowService()  # under way: the release waits for it
+        self.associate([(VERIFICATION, [IMPLICIT]), (CT_STORAGE, [IMPLICIT])])
+        store = {commands.COMMAND_FIELD: commands.C_STORE_RQ, commands.MESSAGE_ID: 4, commands.PRIORITY: 0,
+                 commands.AFFECTED_SOP_CLASS_UID: CT_STORAGE, commands.AFFECTED_SOP_INSTANCE_UID: "1.2.3"}
+        self.protocol.dataReceived(message(1, echoRQ()) + pdu.encodeSimplePDU(pdu.A_RELEASE_RQ)
+                                   + message(3, store, b"\x08\x00\x18\x00\x06\x00\x00\x001.2.3\x00"))
+        self.assertAborted(pdu.REASON_UNEXPECTED_PDU)
+        self.assertEqual([sink.discarded for sink in sinks], [True])
 
     def test_releaseInTheMiddleOfAMessageAborted(self):
         """A requestor that releases before the last fragment of a data set

@@ -1,6 +1,5 @@
 """Tests for pacscore.workers: the worker pool and its stop."""
 
-import re
 import threading
 import time
 
@@ -35,21 +34,16 @@ class StopTests(unittest.TestCase):
         """A call that never returns (a run-away Lua pattern match) is left
         behind after the grace period, with a warning naming its thread."""
         clock = _ClockReactor()
-        pool = WorkerPool(clock, 2, "stuck-pool")
+        pool = WorkerPool(clock, 1, "stuck-pool")
         pool.start()
         release = threading.Event()
         self.addCleanup(release.set)
         pool.callInThread(release.wait)
-        time.sleep(0.05)
         with capturedLogs() as events:
             stopped = pool.stop(grace=30)
-            deadline = time.monotonic() + 10
-            while (len([t for t in threading.enumerate() if re.fullmatch(r"stuck-pool-\d+", t.name)]) > 1
-                   and time.monotonic() < deadline):
-                time.sleep(0.01)  # the idle thread takes its stop
             clock.advance(29)
             self.assertNoResult(stopped)
             clock.advance(1)
         self.successResultOf(stopped)
         [message] = [e["log_format"].format(**e) for e in events]
-        self.assertRegex(message, r"^stuck-pool: stopping after 30 s without stuck-pool-[01], still busy$")
+        self.assertEqual(message, "stuck-pool: stopping after 30 s without stuck-pool-0, still busy")

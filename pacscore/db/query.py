@@ -23,7 +23,8 @@ Matching per key, by the request's VR:
   compares the stored value's prefix of the bound's length, so ``-1300``
   includes 13:00:59, and the lower bound the stored value padded with
   zeros to whole seconds, so ``081500-`` includes a short-form ``0815``; empty stored values
-  never match a range;
+  never match a range; a single TM value matches the same time of day, both
+  padded so (``093000`` and ``0930`` match each other, not ``093015``);
 - any other VR: ``*``/``?`` wildcards (SQL LIKE, ``%``/``_``/``\\`` escaped)
   or equality; PN case-insensitively (``lower()`` on both sides);
   ``\\``-separated values match any of them: those without wildcards in
@@ -397,8 +398,13 @@ def _dateTimeConditions(column, vr, values):
     """DA/TM/DT: one condition per range, the single values as text."""
     values = [value.replace(".", "") if vr == "DA" else value.replace(":", "") for value in values]
     conditions = [_rangeCondition(column, vr, value) for value in values if "-" in value]
-    return conditions + _textConditions(column, vr, [value for value in values if "-" not in value],
-                                        False)
+    singles = [value for value in values if "-" not in value]
+    if vr == "TM":
+        times = [_normalTime(value) for value in singles if not _hasWildcards(value)]
+        singles = [value for value in singles if _hasWildcards(value)]
+        if times:
+            conditions.append(_oneOf(_wholeSeconds(column, vr), times))
+    return conditions + _textConditions(column, vr, singles, False)
 
 
 _WHOLE_SECONDS = {"TM": len("HHMMSS"), "DT": len("YYYYMMDDHHMMSS")}
@@ -409,6 +415,24 @@ _ZERO_FRACTION_DIGITS = re.compile(r"(?<=\.)(\d*?)0+(?=$|[+-])")
 _ZERO_FRACTION_END = re.compile(r"\.(?=$|[+-])")
 
 
+def _withoutZeroFraction(value):
+    """``093000.000`` is ``093000``, as stored so."""
+    return _ZERO_FRACTION_END.sub("", _ZERO_FRACTION_DIGITS.sub(r"\1", value))
+
+
+def _normalTime(value):
+    """A single TM value as it compares with stored values padded to whole
+    seconds: ``0930`` and ``093000.000`` are ``093000``."""
+    return _withoutZeroFraction(value).ljust(_WHOLE_SECONDS["TM"], "0")
+
+
+def _wholeSeconds(column, vr):
+    """The stored TM/DT padded with zeros to whole seconds (a short ``0815``
+    is 08:15:00)."""
+    whole = _WHOLE_SECONDS[vr]
+    return case((func.length(column) < whole, func.substr(column.concat("0" * whole), 1, whole)), else_=column)
+
+
 def _rangeCondition(column, vr, value):
     """A DA/TM/DT range (``A-B``, ``A-``, ``-B``)."""
     if vr == "DT":
@@ -417,15 +441,12 @@ def _rangeCondition(column, vr, value):
     else:
         low, _, high = value.partition("-")
     conditions = [column > ""]
-    low = _ZERO_FRACTION_END.sub("", _ZERO_FRACTION_DIGITS.sub(r"\1", low))  # 093000.000 is 093000, stored so
+    low = _withoutZeroFraction(low)
     if low:
         if vr == "DA":
             conditions = [column >= low]
         else:  # a short stored time (0815 for 08:15) counts as padded with zeros to whole seconds
-            whole = _WHOLE_SECONDS[vr]
-            padded = case((func.length(column) < whole, func.substr(column.concat("0" * whole), 1, whole)),
-                          else_=column)
-            conditions.append(padded >= low)
+            conditions.append(_wholeSeconds(column, vr) >= low)
     if high:
         if vr == "DA":
             conditions.append(column <= high)

@@ -353,7 +353,17 @@ class MatchingTests(ArchiveTestCase):
     def test_timeSingleValue(self):
         self.assertMatches("STUDY", K(STUDY_TIME, "TM", "101500"), ["1.1"])
         self.assertMatches("STUDY", K(STUDY_TIME, "TM", "10:15:00"), ["1.1"])
-        self.assertMatches("STUDY", K(STUDY_TIME, "TM", "1015"), [])
+        self.assertMatches("STUDY", K(STUDY_TIME, "TM", "1015"), ["1.1"])
+        self.assertMatches("STUDY", K(STUDY_TIME, "TM", "101501"), [])
+        self.assertMatches("STUDY", K(STUDY_TIME, "TM", "130059"), [])
+        self.assertMatches("STUDY", K(STUDY_TIME, "TM", "130059.50"), ["2.1"])
+
+    def test_timeSingleValueShortForm(self):
+        """A stored 1300 (13:00, a valid short TM) is the same time as 130000."""
+        self.assertMatches("STUDY", K(STUDY_TIME, "TM", "130000"), ["5.1"])
+        self.assertMatches("STUDY", K(STUDY_TIME, "TM", "13:00:00.000"), ["5.1"])
+        self.assertMatches("STUDY", K(STUDY_TIME, "TM", "13"), ["5.1"])
+        self.assertMatches("STUDY", K(STUDY_TIME, "TM", "235900\\080000"), ["1.2", "4.1"])
 
     def test_timeRanges(self):
         """The upper bound compares the stored value's prefix: 1300 holds 13:00:59.5."""

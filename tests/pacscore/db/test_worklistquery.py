@@ -124,6 +124,13 @@ class WorklistQueryTests(unittest.TestCase):
         self.assertMatches(K(START_TIME, "TM", "13:00-"), ["ACC2", "ACC5"])
         self.assertMatches(K(START_TIME, "TM", "1330"), ["ACC2"])
 
+    def test_startTimeSingleValueIsATimeOfDay(self):
+        """HL7 times are stored as sent (``1330``); a modality asking for
+        ``133000`` means the same time, and ``0900`` the stored ``090000``."""
+        self.assertMatches(K(START_TIME, "TM", "133000"), ["ACC2"])
+        self.assertMatches(K(START_TIME, "TM", "0900"), ["ACC3"])
+        self.assertMatches(K(START_TIME, "TM", "133001"), [])
+
     def test_startDateAndTimeMatchSeparately(self):
         """Date and time ranges apply each on its own (no combined date-time
         matching): 20240102-20240103 with 1000- leaves out ACC3 (9:00 on

@@ -23,8 +23,10 @@ import re
 import weakref
 
 from OpenSSL import SSL, crypto
+from service_identity import VerificationError
 from twisted.internet import endpoints, ssl
-from twisted.internet.interfaces import ISSLTransport, IStreamServerEndpointStringParser
+from twisted.internet.interfaces import (IOpenSSLClientConnectionCreator, ISSLTransport,
+                                         IStreamServerEndpointStringParser)
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
@@ -39,13 +41,37 @@ _VERIFY_ERRORS = {
 }
 # SSL.Connection -> why the peer's certificate was refused, while the connection lives
 _refusals = weakref.WeakKeyDictionary()
+# SSL.Connection of an outgoing association -> the authorities its node's certificate must come from
+_authorities = weakref.WeakKeyDictionary()
 
 
 def _noteRefusal(connection, certificate, errno, depth, ok):
     """A verify callback that keeps the first reason a certificate failed."""
     if not ok and connection not in _refusals:
-        _refusals[connection] = f"{_VERIFY_ERRORS.get(errno, f'verify error {errno}')}: {_subject(certificate)}"
+        _refusals[connection] = _refusal(errno, certificate)
     return ok
+
+
+def _refusal(errno, certificate):
+    return f"{_VERIFY_ERRORS.get(errno, f'verify error {errno}')}: {_subject(certificate)}"
+
+
+def _outgoingRefusal(connection):
+    """Why the certificate chain a node showed on the outgoing ``connection``
+    does not verify against its ``caCerts``, or None.  (Twisted sets its
+    own verify callback on client connections, so the chain is checked
+    again once the handshake failed.)"""
+    authorities, chain = _authorities.get(connection), connection.get_peer_cert_chain()
+    if authorities is None or not chain:
+        return None
+    store = crypto.X509Store()
+    for authority in authorities:
+        store.add_cert(authority)
+    try:
+        crypto.X509StoreContext(store, chain[0], chain[1:]).verify_certificate()
+    except crypto.X509StoreContextError as e:
+        return _refusal(e.errors[0], e.certificate)
+    return None
 
 
 def _subject(certificate):
@@ -130,8 +156,8 @@ class ClientTLS:
             keywords[name.strip()] = value.strip()
         if "caCerts" not in keywords:
             raise ValueError("caCerts=FILE (the authorities of the node's certificate) is required")
-        self.trustRoot = ssl.trustRootFromCertificates(
-            [ssl.Certificate(c) for c in _certificates(keywords["caCerts"], "caCerts")])
+        self.authorities = _certificates(keywords["caCerts"], "caCerts")
+        self.trustRoot = ssl.trustRootFromCertificates([ssl.Certificate(c) for c in self.authorities])
         self.clientCertificate = None
         if "privateKey" in keywords:
             self.clientCertificate = _identity(keywords["privateKey"], keywords.get("certKey"))[2]
@@ -141,9 +167,24 @@ class ClientTLS:
 
     def creatorFor(self, host):
         """The connection creator for a node at ``host``."""
-        return ssl.optionsForClientTLS(self.hostname or host, trustRoot=self.trustRoot,
-                                       clientCertificate=self.clientCertificate,
-                                       extraCertificateOptions={"raiseMinimumTo": ssl.TLSVersion.TLSv1_2})
+        return _AuthorityNotingCreator(ssl.optionsForClientTLS(
+            self.hostname or host, trustRoot=self.trustRoot, clientCertificate=self.clientCertificate,
+            extraCertificateOptions={"raiseMinimumTo": ssl.TLSVersion.TLSv1_2}), self.authorities)
+
+
+@implementer(IOpenSSLClientConnectionCreator)
+class _AuthorityNotingCreator:
+    """A client connection creator that keeps, for ``tlsFailure``, which
+    authorities each of its connections' peer had to be certified by."""
+
+    def __init__(self, creator, authorities):
+        self._creator = creator
+        self._authorities = authorities
+
+    def clientConnectionForTLS(self, tlsProtocol):
+        connection = self._creator.clientConnectionForTLS(tlsProtocol)
+        _authorities[connection] = self._authorities
+        return connection
 
 
 @implementer(IPlugin, IStreamServerEndpointStringParser)
@@ -176,9 +217,27 @@ def tlsFailure(reason, transport=None):
     (``reason`` is connectionLost's Failure, ``transport`` its TLS transport:
     why the peer's certificate was refused, and whose); None when something
     else did."""
+    if reason.check(VerificationError):  # a node's certificate for another host name
+        return f"certificate verify failed ({_mismatch(reason.value, transport)})"
     if not reason.check(SSL.Error):
         return None
     errors = reason.value.args[0] if reason.value.args and isinstance(reason.value.args[0], list) else []
     text = "; ".join(str(error[-1]) for error in errors if isinstance(error, tuple)) or str(reason.value)
-    refusal = _refusals.get(transport.getHandle()) if ISSLTransport.providedBy(transport) else None
+    refusal = None
+    if ISSLTransport.providedBy(transport):
+        connection = transport.getHandle()
+        refusal = _refusals.get(connection) or _outgoingRefusal(connection)
     return f"{text} ({refusal})" if refusal else text
+
+
+def _mismatch(error, transport):
+    """``not issued for HOST: /CN=...`` of service_identity's error."""
+    names = ", ".join(_identityName(mismatch.mismatched_id) for mismatch in error.errors)
+    chain = transport.getHandle().get_peer_cert_chain() if ISSLTransport.providedBy(transport) else None
+    return f"not issued for {names}: {_subject(chain[0])}" if chain else f"not issued for {names}"
+
+
+def _identityName(identity):
+    """The host name (DNS_ID, bytes) or address (IPAddress_ID) asked for."""
+    name = getattr(identity, "hostname", None)
+    return name.decode("ascii", errors="replace") if isinstance(name, bytes) else str(name or identity.ip)

@@ -45,6 +45,7 @@ class DicomClientProtocol(DicomProtocol):
         if self.association is None:  # never accepted (the factory reports only the first outcome)
             self.factory.associationFailed(AssociationLost(
                 f"the association with {self.factory.calledAE} ended before it was accepted" if answered else
+                f"TLS with {self.factory.calledAE} failed: {self.tlsFailure}" if self.tlsFailure else
                 f"{self.factory.calledAE} closed the connection during the TLS handshake" if self.handshaking else
                 f"{self.factory.calledAE} closed the connection before answering the A-ASSOCIATE-RQ"))
         if self._released is not None:

@@ -99,6 +99,7 @@ class DicomProtocol(Protocol, TimeoutMixin):
     log = Logger()
     isAcceptor = True  # names the peer by its calling AE (the requestor: by the called AE)
     _releaseRequested = False  # the peer sent an A-RELEASE-RQ (the acceptor, Sta8)
+    tlsFailure = None  # what went wrong in TLS, when that ended the connection
 
     def __init__(self):
         self.state = None
@@ -128,9 +129,9 @@ class DicomProtocol(Protocol, TimeoutMixin):
         self.handshaking = False
 
     def connectionLost(self, reason):
-        failure = tlsFailure(reason, self.transport)
-        if failure is not None:
-            self.log.warn("{peer}: TLS failed: {failure}", peer=self.peerName(), failure=failure)
+        self.tlsFailure = tlsFailure(reason, self.transport)
+        if self.tlsFailure is not None:
+            self.log.warn("{peer}: TLS failed: {failure}", peer=self.peerName(), failure=self.tlsFailure)
         self._stopArtim()
         self.setTimeout(None)
         for message in self._messages.values():

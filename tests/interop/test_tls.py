@@ -125,11 +125,12 @@ class OutgoingTLSTests(unittest.TestCase):
         self.images = generateCorpus(os.path.join(folder, "corpus"), patients=1, studiesPerPatient=1,
                                      seriesPerStudy=1, imagesPerSeries=3)
 
-    def startPacs(self, caCerts):
+    def startPacs(self, caCerts, hostname=None):
         server = PacsServer(self.mktemp())
         server.addNode("SECURESCP", self.storescp.port)
         server.setIni(section="DICOMTLSNodes", SECURESCP=f"caCerts={caCerts}:privateKey={self.pacsClient.key}:"
-                                                         f"certKey={self.pacsClient.certificate}")
+                                                         f"certKey={self.pacsClient.certificate}"
+                                                         + (f":hostname={hostname}" if hostname else ""))
         self.addCleanup(server.stop)
         server.start()
         self.assertEqual(server.store(*[image.path for image in self.images]).returncode, 0)
@@ -155,6 +156,32 @@ class OutgoingTLSTests(unittest.TestCase):
         self.assertNotEqual(moved.returncode, 0)
         self.assertIn("cannot associate with SECURESCP", moved.stdout + moved.stderr)
         self.assertEqual(self.storescp.files(), [])
+        # storescp shows its certificate with the hospital's, which pacs does not know
+        self.assertIn("TLS failed: certificate verify failed (self-signed certificate in the chain: /CN=hospital)",
+                      server.log())
+
+    def test_expiredNodeCertificateRefusedAndSaidSo(self):
+        self.storescp.stop()
+        archive = self.authority.issue("archive", server=True, expired=True)
+        self.storescp = StorescpServer(os.path.join(os.path.abspath(self.mktemp()), "storescp"), aet="SECURESCP",
+                                       options=("+tls", archive.key, archive.certificate,
+                                                "+cf", self.authority.certificate))
+        self.storescp.start()
+        server = self.startPacs(self.authority.certificate)
+        moved = server.dgate(f"--movestudy:(local),SECURESCP,:{self.images[0].studyUID}")
+        self.assertNotEqual(moved.returncode, 0)
+        self.assertEqual(self.storescp.files(), [])
+        self.assertIn("TLS failed: certificate verify failed (certificate has expired: /CN=archive)", server.log())
+
+    def test_nodeCertificateForAnotherHostRefusedAndSaidSo(self):
+        server = self.startPacs(self.authority.certificate, hostname="archive.elsewhere.example")
+        moved = server.dgate(f"--movestudy:(local),SECURESCP,:{self.images[0].studyUID}")
+        self.assertNotEqual(moved.returncode, 0)
+        self.assertEqual(self.storescp.files(), [])
+        self.assertIn("TLS with SECURESCP failed: certificate verify failed (not issued for "
+                      "archive.elsewhere.example: /CN=archive)", moved.stdout + moved.stderr)
+        self.assertIn("TLS failed: certificate verify failed (not issued for archive.elsewhere.example: /CN=archive)",
+                      server.log())
 
     def test_badConfigurationStopsStartUp(self):
         server = PacsServer(self.mktemp())

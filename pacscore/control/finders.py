@@ -32,7 +32,6 @@ without one), to ``file`` or the output.  The values, in order:
 import calendar
 import re
 
-from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -45,6 +44,7 @@ from pacscore.control.stored import exactValue, isLocal, storedName, uidValue
 from pacscore.db.query import (
     PATIENT_ID, SERIES_INSTANCE_UID, SOP_CLASS_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, QueryKey)
 from pacscore.dicom.client import associate, nodeEndpoint
+from pacscore.dicom.identifiers import findIdentifier
 from pacscore.dicom.models import PATIENT_ROOT_FIND, STUDY_ROOT_FIND
 
 SUCCESS = 0x0000
@@ -127,10 +127,7 @@ class RemoteArchive:
         return cls(protocol, archive.workers)
 
     async def find(self, level, keys):
-        identifier = Dataset()
-        identifier.QueryRetrieveLevel = level
-        for key in keys:
-            identifier.add_new(key.tag, key.vr, key.value)
+        identifier = findIdentifier(level, keys)
         tags = [key.tag for key in keys]
         model = PATIENT_ROOT_FIND if level == "PATIENT" else STUDY_ROOT_FIND
         try:

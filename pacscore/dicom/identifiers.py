@@ -18,7 +18,7 @@ import struct
 import warnings
 from typing import NamedTuple
 
-from pydicom.charset import convert_encodings, decode_bytes, encode_string
+from pydicom.charset import convert_encodings, decode_bytes, encode_string, python_encoding
 from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
@@ -188,11 +188,35 @@ def _fits(values, characterSet):
 
 
 def responseCharacterSet(requested, values):
-    """The Specific Character Set to answer with, for these text values."""
+    """The Specific Character Set to answer with, for these text values: the
+    request's when it is a defined term that holds them (an unknown one,
+    which pydicom would read as Latin-1, is not repeated)."""
     texts = [v for v in values if v and not v.isascii()]
-    if requested and "\\" not in requested and _fits(texts, requested):
+    if requested and requested in python_encoding and _fits(texts, requested):
         return requested
     return "ISO_IR 100" if _fits(texts, "ISO_IR 100") else "ISO_IR 192"
+
+
+def findIdentifier(level, keys):
+    """The C-FIND identifier we send for a search at ``level`` with ``keys``
+    (QueryKeys, Unicode text), with a Specific Character Set holding its
+    values when any is not ASCII (PS3.4 C.4.1.1.3.1)."""
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel = level
+    for key in keys:
+        identifier.add_new(key.tag, key.vr, key.value)
+    return declaringCharacterSet(identifier)
+
+
+def declaringCharacterSet(identifier):
+    """``identifier`` (made of Unicode text, no sequences) with ISO_IR 100 or
+    ISO_IR 192 as its Specific Character Set when a value is not ASCII."""
+    texts = [str(value) for element in identifier if element.VR not in _BINARY_VRS
+             for value in (element.value if isinstance(element.value, MultiValue) else [element.value])
+             if value is not None]
+    if not all(text.isascii() for text in texts):
+        identifier.SpecificCharacterSet = responseCharacterSet("", texts)
+    return identifier
 
 
 def elementValue(vr, text):

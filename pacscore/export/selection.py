@@ -16,6 +16,7 @@ import re
 from pydicom.dataset import Dataset
 
 from pacscore.db.query import EXACT, QueryKey
+from pacscore.dicom.identifiers import declaringCharacterSet
 from pacscore.export.queue import LEVELS
 
 FILTERS = {  # word -> (tag, VR, query level it belongs to)
@@ -97,5 +98,5 @@ def remoteRequest(level, target, filters):
     for word, value in sorted(filters.items()):
         tag, vr, _ = FILTERS[word]
         identifier.add_new(tag, vr, value)
-    return queryLevel, identifier
+    return queryLevel, declaringCharacterSet(identifier)
 

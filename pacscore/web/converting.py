@@ -12,18 +12,9 @@ from pydicom.multival import MultiValue
 from pacscore.codecs.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN
 from pacscore.dicom.datasets import encodeDataset
 from pacscore.dicom.find import DESTROYED, RequestRejected, convertRequest, resultFilterFor
-from pacscore.dicom.identifiers import BadIdentifier, readRequest
+from pacscore.dicom.identifiers import BadIdentifier, findIdentifier, readRequest
 from pacscore.dicom.virtual import takeServerMask
 from pacscore.web.answers import WebError
-
-
-def identifierOf(level, keys):
-    """The C-FIND identifier of a search at ``level`` with ``keys``."""
-    identifier = Dataset()
-    identifier.QueryRetrieveLevel = level
-    for key in keys:
-        identifier.add_new(key.tag, key.vr, key.value)
-    return identifier
 
 
 async def convertedKeys(archive, caller, level, keys):
@@ -33,7 +24,7 @@ async def convertedKeys(archive, caller, level, keys):
     hook = archive.converterHooks.get("QueryConverter0")
     if hook is None:
         return keys, None
-    identifier = identifierOf(level, keys)
+    identifier = findIdentifier(level, keys)
     identifier.SpecificCharacterSet = "ISO_IR 192"
     syntax = EXPLICIT_VR_LITTLE_ENDIAN
     try:

@@ -765,6 +765,22 @@ class DataCommandTests(DgateMixin, unittest.TestCase):
         self.assertEqual(sorted(output[8:]), expected, "through C-FIND")
 
 
+    def test_remoteFindersDeclareTheirCharacterSet(self):
+        """A finder's text outside ASCII goes to the remote archive with a
+        Specific Character Set (it went as '?', a wildcard, matching all)."""
+        folder = os.path.join(self.workdir, "corpus")
+        names = {"CYRILLIC": ("Петров^Пётр", "ISO_IR 192"), "LATIN": ("Müller^Jürgen", "ISO_IR 100")}
+        for patientID, (name, characterSet) in names.items():
+            image, = writeImages(folder, patientID, ["20240105"], imagesPerSeries=1)
+            dataset = pydicom.dcmread(image.path)
+            dataset.SpecificCharacterSet = characterSet
+            dataset.PatientName = name
+            dataset.save_as(image.path)
+            self.store(image)
+        for server in ("", SELF):
+            self.assertEqual(self.dgate(f"--patientfinder:{server}|Петр|%s %s|"), ["CYRILLIC Петров^Пётр"], server)
+            self.assertEqual(self.dgate(f"--patientfinder:{server}|ülle|%s %s|"), ["LATIN Müller^Jürgen"], server)
+
     def test_findersByDate(self):
         """A date as the text (yyyy, yyyymm, yyyymmdd, a range) also finds
         the studies and series of those dates, here and through C-FIND."""

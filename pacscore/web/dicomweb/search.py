@@ -28,11 +28,12 @@ from pydicom.datadict import dictionary_VR, tag_for_keyword
 
 from pacscore.db.query import SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, QueryKey, levelIndex
 from pacscore.dicom.identifiers import (
-    INSTANCE_AVAILABILITY, QUERY_RETRIEVE_LEVEL, SPECIFIC_CHARACTER_SET, BadIdentifier, MatchEncoder, Request, checkKeys)
+    INSTANCE_AVAILABILITY, QUERY_RETRIEVE_LEVEL, SPECIFIC_CHARACTER_SET, BadIdentifier, MatchEncoder, Request, checkKeys,
+    findIdentifier)
 from pacscore.dicom.models import STUDY_ROOT_FIND
 from pacscore.web.answers import WebError
 from pacscore.web.dicomweb.dicomjson import jsonAnswer, jsonBytes, jsonDataset
-from pacscore.web.converting import convertedKeys, identifierOf, resultFilter
+from pacscore.web.converting import convertedKeys, resultFilter
 from pacscore.web.logins import callingAE
 
 RETRIEVE_URL = 0x00081190
@@ -240,7 +241,7 @@ async def search(archive, request, target, base, level):
                                                       offset, limit)
     else:
         _, local = await archive.index.runQuery(_localMatches, archive.query, level, keys, encoder, base)
-        remote = await virtual.find(STUDY_ROOT_FIND, identifierOf(level, keys), mask)
+        remote = await virtual.find(STUDY_ROOT_FIND, findIdentifier(level, keys), mask)
         total, answers = await archive.workers.deferToWorker(_withRemote, local, remote, level, base,
                                                              archive.aeTitle, offset, limit, keep)
     warnings = []

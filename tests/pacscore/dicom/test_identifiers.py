@@ -11,8 +11,8 @@ from pacscore.db.query import QueryKey
 from pacscore.dicom import identifiers
 from pacscore.dicom.datasets import decodeDataset, encodeDataset
 from pacscore.dicom.identifiers import (
-    IDENTIFIER_DOES_NOT_MATCH, UNABLE_TO_PROCESS, BadIdentifier, MatchEncoder, Request, readRequest,
-    responseCharacterSet)
+    IDENTIFIER_DOES_NOT_MATCH, UNABLE_TO_PROCESS, BadIdentifier, MatchEncoder, Request, findIdentifier,
+    readRequest, responseCharacterSet)
 from pacscore.dicom.models import ALL_LEVELS
 from pacscore.testing.mutations import mutated
 from tests.pacscore.db import test_query
@@ -181,6 +181,22 @@ class MatchEncoderTests(unittest.TestCase):
         self.assertEqual(responseCharacterSet("ISO_IR 13", ["山田^太郎", "ﾔﾏﾀﾞ"]), "ISO_IR 192")
         self.assertEqual(responseCharacterSet("ISO 2022 IR 87", ["Müller"]), "ISO_IR 100")
         self.assertEqual(responseCharacterSet("ISO 2022 IR 87", ["山田^太郎"]), "ISO 2022 IR 87")
+        self.assertEqual(responseCharacterSet("", ["Smith"]), "ISO_IR 100")
+
+    def test_responseCharacterSetNotAnUnknownTerm(self):
+        """pydicom reads an unknown or misspelt term as Latin-1 (with a
+        warning): answers must not be labelled with it."""
+        self.assertEqual(responseCharacterSet("ISO_IR 999", ["Müller"]), "ISO_IR 100")
+        self.assertEqual(responseCharacterSet("ISO-IR 144", ["Иванов"]), "ISO_IR 192")
+        self.assertEqual(responseCharacterSet("ISO_IR 999", ["Smith"]), "ISO_IR 100")
+
+    def test_findIdentifierDeclaresItsCharacterSet(self):
+        keys = [QueryKey(0x00100010, "PN", "*Müller*"), QueryKey(0x00100020, "LO", "")]
+        self.assertEqual(findIdentifier("PATIENT", keys).SpecificCharacterSet, "ISO_IR 100")
+        keys = [QueryKey(0x00100010, "PN", "*山田*"), QueryKey(0x00080020, "DA", "20240101")]
+        identifier = findIdentifier("STUDY", keys)
+        self.assertEqual((identifier.SpecificCharacterSet, identifier.QueryRetrieveLevel), ("ISO_IR 192", "STUDY"))
+        self.assertNotIn("SpecificCharacterSet", findIdentifier("STUDY", [QueryKey(0x00100010, "PN", "Smith*")]))
 
 
 class StoredValuesTests(test_query.ArchiveTestCase):

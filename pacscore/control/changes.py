@@ -9,8 +9,10 @@ objects of one study changed one by one stay one study, and
 """
 
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 
 from pacscore.converters.context import ConverterContext, Outcome
+from pacscore.converters.elements import assign, ensureUnicode
 from pacscore.converters.newuids import replaceUIDs
 from pacscore.storage.attributes import DatasetError
 
@@ -33,6 +35,7 @@ IDENTIFYING = frozenset((
     "ReferencedPatientSequence", "AdmissionID", "ServiceEpisodeID"))
 # In sequence items the patient is named only by what was removed above.
 NESTED_IDENTIFYING = frozenset(("PatientID", "PatientName"))
+PATIENT_ID, PATIENT_NAME = 0x00100020, 0x00100010
 METHOD = "pacs anonymize: identifying attributes removed, every instance UID new"
 
 
@@ -55,7 +58,7 @@ def newPatient(uidMap, patientID):
 
     def change(dataset):
         _renew(dataset, uidMap, NEW_UIDS)
-        dataset.PatientID = patientID
+        assign(dataset, PATIENT_ID, patientID)
     return change
 
 
@@ -80,7 +83,8 @@ def anonymized(uidMap, patientID, script=None, services=None):
             if not str(dataset.get(keyword, "") or "").strip():
                 raise DatasetError(f"no {keyword}")
         replaceUIDs(dataset, uidMap, keepNew=True)
-        dataset.PatientID = dataset.PatientName = patientID
+        assign(dataset, PATIENT_ID, patientID)
+        assign(dataset, PATIENT_NAME, patientID)
         dataset.PatientIdentityRemoved = "YES"
         if not str(dataset.get("DeidentificationMethod", "") or "").strip():
             dataset.DeidentificationMethod = METHOD
@@ -149,9 +153,13 @@ def attachedTo(uidMap, sample, level):
 
     def change(dataset):
         _renew(dataset, uidMap, NEW_UIDS[depth:])
+        copied = {keyword: sample.data_element(keyword).value for keyword in names + kept if keyword in sample}
+        if not all(str(value).isascii() for keyword, value in copied.items()
+                   for value in (value if isinstance(value, MultiValue) else [value])):
+            ensureUnicode(dataset)  # the sample's text in the object's character set could be lost
         for keyword in names + kept:
-            if keyword in sample:
-                setattr(dataset, keyword, sample.data_element(keyword).value)
+            if keyword in copied:
+                setattr(dataset, keyword, copied[keyword])
             elif keyword in dataset and keyword not in kept:
                 delattr(dataset, keyword)
     return change

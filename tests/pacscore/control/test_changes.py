@@ -4,9 +4,11 @@ objects do to a data set, with an in-memory UID map."""
 from pydicom.dataset import Dataset
 from twisted.trial import unittest
 
-from pacscore.control.changes import anonymized, mergedInto, newPatient
+from pacscore.codecs.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN
+from pacscore.control.changes import anonymized, attachedTo, mergedInto, newPatient
 from pacscore.converters.newuids import replaceUIDs
 from pacscore.converters.uidmap import UIDMap
+from pacscore.dicom.datasets import decodeDataset, encodeDataset
 from pacscore.storage.attributes import DatasetError
 
 
@@ -104,3 +106,51 @@ class ChangeTests(unittest.TestCase):
         mergedInto(self.uidMap, "SeriesInstanceUID", "1.2.3.1")(ds)
         self.assertEqual((ds.StudyInstanceUID, ds.SeriesInstanceUID), ("1.2.3", "1.2.3.1"))
         self.assertEqual(self.uidMap.oldFor(ds.SOPInstanceUID), "1.2.3.2.1")
+
+
+def roundTrip(ds):
+    """``ds`` written and read back, as a stored file's data set is."""
+    return decodeDataset(encodeDataset(ds, EXPLICIT_VR_LITTLE_ENDIAN), EXPLICIT_VR_LITTLE_ENDIAN)
+
+
+def cyrillicSample():
+    sample = image("PAT2", study="1.2.4", series="1.2.4.1", sop="1.2.4.1.1")
+    sample.SpecificCharacterSet = "ISO_IR 144"
+    sample.PatientName, sample.StudyDescription = "Петров^Пётр", "Грудь"
+    sample.OtherPatientIDs = ["Ид1", "ID2"]
+    return roundTrip(sample)
+
+
+class CharacterSetTests(unittest.TestCase):
+    """Text the commands put into an object keeps its characters: the
+    object's Specific Character Set becomes ISO_IR 192 when it cannot
+    hold them (it was kept, and the text written as '?')."""
+
+    def setUp(self):
+        self.uidMap = UIDMap()
+        self.target = image()
+        self.target.SpecificCharacterSet = "ISO_IR 100"
+        self.target.SeriesDescription = "Röntgen"
+        self.target = roundTrip(self.target)
+
+    def test_attachedToASampleInAnotherCharacterSet(self):
+        attachedTo(self.uidMap, cyrillicSample(), "STUDY")(self.target)
+        stored = roundTrip(self.target)
+        self.assertEqual(stored.SpecificCharacterSet, "ISO_IR 192")
+        self.assertEqual((str(stored.PatientName), stored.StudyDescription, stored.SeriesDescription),
+                         ("Петров^Пётр", "Грудь", "Röntgen"))
+        self.assertEqual(list(stored.OtherPatientIDs), ["Ид1", "ID2"])
+
+    def test_attachedToAnASCIISampleKeepsTheCharacterSet(self):
+        sample = roundTrip(image("PAT2", study="1.2.4", series="1.2.4.1", sop="1.2.4.1.1"))
+        attachedTo(self.uidMap, sample, "PATIENT")(self.target)
+        stored = roundTrip(self.target)
+        self.assertEqual((stored.SpecificCharacterSet, stored.PatientID, stored.SeriesDescription),
+                         ("ISO_IR 100", "PAT2", "Röntgen"))
+
+    def test_newPatientAndAnonymizedWithAnIDOutsideTheCharacterSet(self):
+        for change in (newPatient(self.uidMap, "Ид-7"), anonymized(self.uidMap, "Ид-7")):
+            target = roundTrip(self.target)
+            change(target)
+            stored = roundTrip(target)
+            self.assertEqual((stored.SpecificCharacterSet, stored.PatientID), ("ISO_IR 192", "Ид-7"))

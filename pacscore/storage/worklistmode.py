@@ -13,7 +13,9 @@ the file is named, so the name and the index row see the new values.
 """
 
 from pydicom.datadict import dictionary_VR
+from pydicom.multival import MultiValue
 
+from pacscore.converters.elements import walkElements
 from pacscore.dicom.datasets import decodeDataset, encodeDataset
 from pacscore.dicom.identifiers import SPECIFIC_CHARACTER_SET, responseCharacterSet
 
@@ -69,7 +71,9 @@ class WorklistAmender:
         current = dataset.get("SpecificCharacterSet", "")
         current = current if isinstance(current, str) else "\\".join(current)
         texts = [v for t, v in changes.items() if _vr(t) in TEXT_VRS]
-        kept = [str(e.value) for e in dataset if e.VR in TEXT_VRS and e.VM == 1 and e.tag not in changes]
+        kept = [str(value) for item, element in walkElements(dataset)
+                if element.VR in TEXT_VRS and not (item is dataset and element.tag in changes)
+                for value in (element.value if isinstance(element.value, MultiValue) else [element.value])]
         characterSet = responseCharacterSet(current, texts + kept)
         if characterSet != current and (current or not all(t.isascii() for t in texts)):
             dataset.add_new(SPECIFIC_CHARACTER_SET, "CS", characterSet)

@@ -1,6 +1,7 @@
 """Tests for pacscore.storage.worklistmode: which attributes the worklist
 fills in, the character set of the result, and mode 2's refusal."""
 
+from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from twisted.trial import unittest
 
@@ -59,6 +60,22 @@ class WorklistAmenderTests(unittest.TestCase):
                                 ExplicitVRLittleEndian)
         self.assertEqual(amended.SpecificCharacterSet, "ISO_IR 192")
         self.assertEqual(str(amended.PatientName), "山田^太郎")
+
+    def test_characterSetHoldsSequenceAndMultiValuedTexts(self):
+        """A Cyrillic image given a Latin-1 name: ISO_IR 100 cannot hold
+        its code meanings and other names (they were written as '?')."""
+        ds, _ = self.data(charset="ISO_IR 144")
+        ds.OtherPatientNames = ["Иванов^Иван", "Петров^Пётр"]
+        code = Dataset()
+        code.CodeMeaning = "Грудь"
+        ds.ProcedureCodeSequence = [code]
+        data = encodeDataset(ds, ExplicitVRLittleEndian)
+        amended = decodeDataset(self.amender(1).amend({ACCESSION: "ACC1"}, data, ExplicitVRLittleEndian),
+                                ExplicitVRLittleEndian)
+        self.assertEqual(amended.SpecificCharacterSet, "ISO_IR 192")
+        self.assertEqual(str(amended.PatientName), "Wörklist^Name")
+        self.assertEqual([str(name) for name in amended.OtherPatientNames], ["Иванов^Иван", "Петров^Пётр"])
+        self.assertEqual(amended.ProcedureCodeSequence[0].CodeMeaning, "Грудь")
 
     def test_nothingToChange(self):
         self.items["ACC1"] = {ACCESSION: "ACC1", MODALITY: "CT"}

@@ -239,6 +239,40 @@ class ObjectStoreTests(unittest.TestCase):
         self.assertEqual(count, 1)
 
     @defer.inlineCallbacks
+    def test_anotherInstanceNamedTheSameGetsANumberedName(self):
+        """A FileNameSyntax that names two instances alike (no %sopuid) never
+        writes one over the other: acknowledged objects were lost so."""
+        self.store.namer = FileNamer("%id\\%series_%imagenum.dcm")
+        template = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+        names, contents = [], {}
+        for number, spooled in enumerate((False, False, True)):
+            template.SOPInstanceUID = f"1.2.826.0.1.3680043.2.1143.{number}"
+            template.PixelData = os.urandom(len(template.PixelData) if not spooled else 80 << 10)
+            buffer = BytesIO()
+            template.save_as(buffer, enforce_file_format=True)
+            data = buffer.getvalue()[readFileMeta(BytesIO(buffer.getvalue()))[2]:]
+            _, relative = yield self.store.store(*self.receive(data, template.SOPInstanceUID))
+            names.append(relative)
+            contents[relative] = data
+        self.assertEqual([os.path.basename(name) for name in names],
+                         ["0001_1.dcm", "0001_1_1.dcm", "0001_1_2.dcm"])
+        for relative, data in contents.items():
+            self.assertEqual(self.storedFile(relative)[2], data)
+        rows = yield self.index.runQuery(lambda c: c.exec_driver_sql(
+            "SELECT SOPInstanceUID, ObjectFile FROM DICOMImages ORDER BY SOPInstanceUID").fetchall())
+        self.assertEqual([row[1] for row in rows], names)
+
+    @defer.inlineCallbacks
+    def test_sameInstanceNamedTheSameReplacesTheFile(self):
+        self.store.namer = FileNamer("%id\\%series_%imagenum.dcm")
+        data = datasetBytes("CT_small.dcm")
+        uid = pydicom.dcmread(get_testdata_file("CT_small.dcm")).SOPInstanceUID
+        _, first = yield self.store.store(*self.receive(data, uid))
+        _, second = yield self.store.store(*self.receive(data, uid))
+        self.assertEqual(first, second)
+        self.assertEqual(os.listdir(os.path.dirname(self.device.absolute(first))), [os.path.basename(first)])
+
+    @defer.inlineCallbacks
     def test_aReplacedFileOnAnotherDeviceIsRemoved(self):
         """The first copy was moved to MAG1 (movedatatodevice): a new copy
         on MAG0 replaces it, and the file on MAG1 goes."""

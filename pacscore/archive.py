@@ -6,6 +6,7 @@ store and reader, the I/O thread pool, the worklist and its HL7 intake,
 and the counters behind ``--display_status``.
 """
 
+import os
 import time
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -229,6 +230,11 @@ class Archive:
         crash leftovers are gone, the tables exist, the pools run.
         ``StartupError`` when a folder or the index database cannot be used."""
         self.startTime = self.reactor.seconds()
+        missing = frozenset(device.name for device in self.devices if not os.path.isdir(device.path))
+        for device in self.devices:
+            if device.name in missing:
+                self.log.warn("{device}: its folder {path} did not exist and is made now (a volume not mounted?)",
+                              device=device.name, path=device.path)
         try:
             for device in self.devices:
                 device.prepare()
@@ -238,7 +244,7 @@ class Archive:
             raise StartupError.ofFolder(e) from e
         try:
             self.index.createTables()
-            self.index.recoverPending(self.objectReader.fileError)
+            self.index.recoverPending(self.objectReader.fileError, missing)
             self.exportQueue.createTables()
             self.procedureSteps.createTables()
             self.mppsForwards.createTables()

@@ -59,7 +59,7 @@ class Index:
         # tables and columns in any case, as the database stores them.
         self.quoteNames = IdentifierQuoter(self.tables, engine.dialect)
         self.durability = durability or PerFileSync()
-        self.pending = PendingFiles(self.metadata, self.tables.image)
+        self.pending = PendingFiles(self.metadata)
         self._upserters = {}  # writer thread ident -> its Upserter
         self._writer = GroupCommitWriter(engine, reactor, writerThreads,
                                          onRollback=self._forgetWriterCache, onConnect=onWriterConnect,
@@ -202,11 +202,18 @@ class Index:
         threads have ended (joined off the reactor thread)."""
         readers, self._readers = self._readers, None
         d = self._writer.stop()
+        if self.durability.flushesAfterCommit:  # every group flushed: no mark is needed at the next start
+            d.addCallback(lambda _: threads.deferToThreadPool(
+                self.reactor, self.reactor.getThreadPool(), self._dropFlushedMarks))
         if readers is not None:
             d.addCallback(lambda _: threads.deferToThreadPool(
                 self.reactor, self.reactor.getThreadPool(), readers.stop))
         d.addCallback(lambda _: self._upserters.clear())
         return d
+
+    def _dropFlushedMarks(self):
+        with self.engine.begin() as connection:
+            self.pending.dropFlushed(connection)
 
     def _withConnection(self, fn, args, kw):
         with self.engine.connect() as connection:
@@ -219,10 +226,10 @@ class Index:
             upserter = self._upserters[thread] = Upserter(self._levels)
         return upserter
 
-    def recoverPending(self, fileError):
+    def recoverPending(self, fileError, unavailable=frozenset()):
         """At start-up, before the writer starts: see ``PendingFiles.recover``."""
         with self.engine.begin() as connection:
-            return self.pending.recover(connection, fileError)
+            return self.pending.recover(connection, fileError, Upserter(self._levels).deleteImagesAt, unavailable)
 
     def _upsertInWriter(self, connection, records):
         results = self._writerUpserter().upsertImages(connection, records)

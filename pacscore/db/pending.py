@@ -6,9 +6,12 @@ flush serves both.  A power loss during that flush may keep a row and lose
 its file.  Each such row is therefore marked in this table, in the
 transaction that writes it; once the group's flush has succeeded, a later
 writer transaction removes its marks (in bulk, every ``dropEvery`` flushed
-marks, which keeps the cost per image in the microseconds).  At start-up,
-``recover`` checks the file of every mark left over and removes the image
-rows whose file did not survive (the sender never got Success for them).
+marks, which keeps the cost per image in the microseconds), and the index
+removes the rest when it stops.  At start-up, ``recover`` checks the file
+of every mark left over and removes the image rows whose file did not
+survive (the sender never got Success for them), and the series, study and
+patient rows left without images; the marks of a device whose folder was
+missing are kept for the next start (an unmounted volume lost nothing).
 """
 
 import threading
@@ -26,10 +29,9 @@ class PendingFiles:
     log = Logger()
     dropEvery = 256
 
-    def __init__(self, metadata, imageTable):
+    def __init__(self, metadata):
         self.table = Table("PendingFiles", metadata,
                            Column("DeviceName", String(32)), Column("ObjectFile", String(255)), **MYSQL_TABLE)
-        self.imageTable = imageTable
         self._insert = DirectStatement(insert(self.table))
         self._lock = threading.Lock()
         self._flushed = []  # (device, file) of marks whose group is durable
@@ -53,13 +55,26 @@ class PendingFiles:
         with self._lock:
             self._flushed += [(record.deviceName, record.objectFile) for record in records]
 
-    def recover(self, connection, fileError):
+    def dropFlushed(self, connection):
+        """Delete the marks of every flushed group (when the writer stopped)."""
+        with self._lock:
+            flushed, self._flushed = self._flushed, []
+        self._delete(connection, self.table, flushed)
+
+    def recover(self, connection, fileError, deleteImages, unavailable=frozenset()):
         """Check each marked file (``fileError(deviceName, objectFile)``
-        returns why it is unusable, or None), remove the image rows of the
-        unusable ones and every mark; returns the removed ``(device, file)``s."""
+        returns why it is unusable, or None), have ``deleteImages(connection,
+        files)`` remove the rows of the unusable ones, and remove the marks,
+        but those of the devices named in ``unavailable`` (their folder was
+        missing: nothing can be told of their files); returns the removed
+        ``(device, file)``s."""
         marked = set(connection.execute(select(self.table.c.DeviceName, self.table.c.ObjectFile)))
+        kept = sorted(mark for mark in marked if mark[0] in unavailable)
+        for deviceName in sorted({deviceName for deviceName, _ in kept}):
+            self.log.warn("the folder of {device} was missing: the files indexed last on it before the server "
+                          "stopped are checked at the next start", device=deviceName)
         lost = []
-        for deviceName, objectFile in sorted(marked):
+        for deviceName, objectFile in sorted(marked.difference(kept)):
             error = fileError(deviceName, objectFile)
             if error is None:
                 continue
@@ -68,16 +83,21 @@ class PendingFiles:
                           "its image row is removed (it was never acknowledged)",
                           device=deviceName, path=objectFile, error=error)
         if lost:
-            self._delete(connection, self.imageTable, lost)
-        connection.execute(delete(self.table))
-        if marked:
+            deleteImages(connection, lost)
+        if kept:
+            self._delete(connection, self.table, marked.difference(kept))
+        else:
+            connection.execute(delete(self.table))
+        if len(marked) > len(kept):
             self.log.info("Checked the {count} files indexed last before the server stopped: {lost} lost",
-                          count=len(marked), lost=len(lost))
+                          count=len(marked) - len(kept), lost=len(lost))
         return lost
 
     @staticmethod
     def _delete(connection, table, files):
         """Delete the rows of ``table`` naming one of ``files``."""
+        if not files:
+            return
         connection.execute(delete(table).where(table.c.DeviceName == bindparam("device"),
                                                table.c.ObjectFile == bindparam("file")),
                            [{"device": deviceName, "file": objectFile} for deviceName, objectFile in files])

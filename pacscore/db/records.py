@@ -235,7 +235,18 @@ class Upserter:
             self._image.update.execute(connection, update)
         return results
 
-    def _deleteIfEmpty(self, connection, index, key):
+    def deleteImagesAt(self, connection, files):
+        """Delete the image rows of ``files`` (``(device, file)`` pairs),
+        then the series, study and patient rows left without an image."""
+        columns, series = self._image.table.c, set()
+        for deviceName, objectFile in files:
+            where = (columns.DeviceName == deviceName) & (columns.ObjectFile == objectFile)
+            series.update(connection.execute(select(self._links[3]).where(where)).scalars())
+            connection.execute(self._image.table.delete().where(where))
+        for key in sorted(key for key in series if key):
+            self._deleteIfEmpty(connection, 2, key, "its last image was lost")
+
+    def _deleteIfEmpty(self, connection, index, key, why="its last image moved elsewhere"):
         """Delete the row ``key`` of level ``index`` (2: series, 1: study,
         0: patient) when no row below links to it any more, then likewise
         the row above it."""
@@ -245,7 +256,7 @@ class Upserter:
                 break
             above = connection.execute(select(self._links[index]).where(parent.key == key)).scalar() if index else None
             connection.execute(parent.table.delete().where(parent.key == key))
-            self.log.info("{table} row {key} deleted: its last image moved elsewhere", table=parent.table.name, key=key)
+            self.log.info("{table} row {key} deleted: {why}", table=parent.table.name, key=key, why=why)
             if not above:
                 break
             key = above

@@ -357,6 +357,34 @@ class CrashTests(ServerTestCase):
         self.assertIn("Checked the 3 files indexed last before the server stopped: 2 lost", log)
         self.assertEqual(self.server.echo().returncode, 0)
 
+    def test_aCleanStopLeavesNothingToCheck(self):
+        """After SIGTERM no file is marked pending; a MAG folder missing at
+        the next start (a volume not mounted) is said, and its rows stay,
+        also after a crash left marks on it."""
+        self.server.stop()
+        self.server.setIni(MAGDevice0="./mag0/")  # a volume of its own; the index stays in ./data/dbase
+        self.server.start()
+        mag0 = os.path.join(self.server.workdir, "mag0")
+        images = generateCorpus(self.mktemp(), patients=1, studiesPerPatient=1, seriesPerStudy=1,
+                                imagesPerSeries=3)
+        self.assertEqual(self.server.store(*(i.path for i in images[:2])).returncode, 0)
+        self.server.stop()
+        database = self.server.database
+        self.assertEqual(column(database, "PendingFiles", "ObjectFile"), [])
+        self.server.start()
+        self.assertEqual(self.server.store(images[2].path).returncode, 0)
+        self.server.kill()
+        self.assertEqual(len(column(database, "PendingFiles", "ObjectFile")), 1, "the crash left a mark")
+        os.rename(mag0, mag0 + ".unmounted")
+        self.server.start()
+        log = self.server.log()
+        self.assertIn(f"MAG0: its folder {mag0} did not exist and is made now", log)
+        self.assertIn("the folder of MAG0 was missing: the files indexed last on it before the server stopped "
+                      "are checked at the next start", log)
+        self.assertNotIn("did not survive a crash", log)
+        self.assertEqual(len(column(database, "DICOMImages", "ObjectFile")), 3)
+        self.assertEqual(len(column(database, "PendingFiles", "ObjectFile")), 1)
+
 
 def writeLargeMultiframe(path, sop, frames=600, rows_=512, columns=512):
     """A Part-10 file of ``frames`` 16-bit frames (600 of 512x512: over 300

@@ -103,6 +103,59 @@ class PendingFilesTests(unittest.TestCase):
         self.assertEqual(self.marked(), [])
         self.assertEqual(self.index.recoverPending(fileError), [], "nothing left to check")
 
+    @defer.inlineCallbacks
+    def test_stopDropsTheMarksOfFlushedGroups(self):
+        """A clean stop leaves no mark of what was flushed: the next start
+        checks nothing (and cannot take a missing file for a lost one)."""
+        self.index.pending.dropEvery = 256
+        self.start()
+        for n in range(3):
+            yield self.index.store(makeRecord(f"1.2.3.1.{n}", objectFile=f"{n}.dcm"))
+        self.durability.error = OSError(5, "write-back failed")
+        yield self.assertFailure(self.index.store(makeRecord("1.2.3.1.9", objectFile="9.dcm")), OSError)
+        self.assertEqual(len(self.marked()), 4)
+        yield self.index.stop()
+        self.assertEqual(self.marked(), [("MAG0", "9.dcm")], "only the one whose flush failed")
+
+    @defer.inlineCallbacks
+    def test_recoverRemovesTheRowsLeftWithoutImages(self):
+        self.start()
+        yield self.index.store(makeRecord("1.2.3.1.1", objectFile="kept.dcm"))
+        self.durability.error = OSError(5, "power loss")
+        yield self.assertFailure(self.index.store(makeRecord("1.2.9.1.1", series="1.2.9.1", study="1.2.9",
+                                                             patient="PAT9", objectFile="lost.dcm")), OSError)
+        yield self.index.stop()
+        self.assertEqual(self.index.recoverPending(lambda device, name: name == "lost.dcm" and "gone" or None),
+                         [("MAG0", "lost.dcm")])
+        self.assertEqual(self.images(), ["kept.dcm"])
+        tables = self.index.tables
+        with self.engine.connect() as connection:
+            self.assertEqual([connection.execute(select(table).with_only_columns(table.c[key])).scalars().all()
+                              for table, key in ((tables.patient, "PatientID"), (tables.study, "StudyInstanceUID"),
+                                                 (tables.series, "SeriesInstanceUID"))],
+                             [["PAT1"], ["1.2.3"], ["1.2.3.1"]])
+
+    @defer.inlineCallbacks
+    def test_recoverKeepsTheMarksOfAMissingDevice(self):
+        """A device whose folder was missing (a volume not mounted) lost
+        nothing we can tell: its rows and marks stay for the next start."""
+        self.start()
+        self.durability.error = OSError(5, "power loss")
+        for n, device in enumerate(["MAG0", "MAG1"]):
+            yield self.assertFailure(self.index.store(makeRecord(f"1.2.3.1.{n}", objectFile=f"{n}.dcm",
+                                                                 deviceName=device)), OSError)
+        yield self.index.stop()
+        checked = []
+
+        def fileError(deviceName, objectFile):
+            checked.append(deviceName)
+            return "No such file or directory"
+
+        self.assertEqual(self.index.recoverPending(fileError, frozenset({"MAG1"})), [("MAG0", "0.dcm")])
+        self.assertEqual(checked, ["MAG0"])
+        self.assertEqual(self.images(), ["1.dcm"])
+        self.assertEqual(self.marked(), [("MAG1", "1.dcm")])
+
     def test_perFileSyncMarksNothing(self):
         index = Index(self.engine, conquestLayout(), TABLE_NAMES, reactor=reactor)
         index.start()

@@ -22,6 +22,8 @@ from pacscore.codecs.syntaxes import DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, EXPLICI
 from pacscore.codecs.transcode import TranscodeError, codecLock
 from pacscore.dicom.datasets import decodeDataset
 
+LARGEST_FIT = 4096  # the widest and highest ``fitted`` is asked to make a picture: 48 MB of RGB
+
 
 def _first(value):
     if value is None or value == "":
@@ -62,7 +64,8 @@ def _frame(ds, syntax, frame):
 def fitted(pixels, width, height):
     """``pixels`` scaled (nearest neighbour, up or down) to fit ``width`` x
     ``height`` keeping their aspect ratio, as DICOMweb's ``viewport`` asks
-    (either may be 0: not bounding)."""
+    (either may be 0: not bounding; callers keep them within LARGEST_FIT,
+    as a picture enlarged without bound would fill the memory)."""
     rows, columns = pixels.shape[:2]
     scales = [bound / extent for bound, extent in ((width, columns), (height, rows)) if bound > 0]
     if not scales:

@@ -23,6 +23,7 @@ from pydicom.dataset import Dataset
 from twisted.logger import Logger
 
 from pacscore.codecs.compression import AS_STORED_CODE
+from pacscore.codecs.rendering import LARGEST_FIT
 from pacscore.codecs.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN
 from pacscore.control.pictures import dicomFile
 from pacscore.db.query import SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, QueryKey
@@ -335,8 +336,9 @@ def _pictureKind(accepted):
 async def _rendered(archive, request, path, frame, size):
     kind = _pictureKind(multipart.accepted(request))
     width, height = _numbers(request, "viewport", 2)
-    if min(width, height) < 0:
-        raise WebError(400, "viewport must be positive numbers")
+    if not (0 <= width <= LARGEST_FIT and 0 <= height <= LARGEST_FIT):
+        raise WebError(400, f"viewport must be a width and height from 0 to {LARGEST_FIT}, not "
+                            f"{_argument(request, 'viewport')!r}")
     center, window = _numbers(request, "window", 2)
     quality = _numbers(request, "quality", 1)[0] if _argument(request, "quality") else None
     if quality is not None and not 1 <= quality <= 100:

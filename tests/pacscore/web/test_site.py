@@ -227,6 +227,14 @@ class WadoTests(unittest.TestCase):
             answer = yield self.wado(contentType=kind, rows="64")
             image = Image.open(io.BytesIO(answer.body))
             self.assertEqual((image.format, image.size), (format_, (64, 64)))
+        for rows, columns in (("65536", ""), ("", "65536")):  # shrunk to fit, never enlarged: as large as it is
+            answer = yield self.wado(contentType="image/png", rows=rows, columns=columns)
+            self.assertEqual(Image.open(io.BytesIO(answer.body)).size, (128, 128))
+        answer = yield get(self.resource, mode="slice", slice=f":{self.ct.SOPInstanceUID}", size="65536")
+        self.assertEqual(Image.open(io.BytesIO(answer.body)).size, (128, 128))
+        for parameter in ("rows", "columns"):
+            answer = yield self.wado(**{parameter: "10000000"})
+            self.assertEqual(answer.code, 400, parameter)
         wide = yield self.wado(contentType="image/png", windowCenter="0", windowWidth="100000")
         narrow = yield self.wado(contentType="image/png", windowCenter="40", windowWidth="40")
         spread = [np.asarray(Image.open(io.BytesIO(a.body))).std() for a in (wide, narrow)]

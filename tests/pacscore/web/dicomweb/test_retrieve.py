@@ -13,8 +13,10 @@ from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
 from PIL import Image
 from twisted.internet import defer
+from twisted.logger import capturedLogs
 from twisted.web.client import ResponseFailed
 
+from pacscore.codecs.rendering import LARGEST_FIT
 from pacscore.control.data import AddImageFile
 from pacscore.db.query import SERIES_INSTANCE_UID, SOP_INSTANCE_UID, QueryKey
 from pacscore.testing.corpus import makeDataset
@@ -188,6 +190,23 @@ class RetrieveTests(DicomWebTestCase):
         for bad in ("0", "101", "x", "5,6"):
             refused = yield self.fetch(self.instancePath(image) + f"/rendered?quality={bad}")
             self.assertEqual((bad, refused.code), (bad, 400 if bad != "5,6" else 200))
+
+    @defer.inlineCallbacks
+    def test_viewportBounded(self):
+        """A viewport wider or higher than LARGEST_FIT is a 400 with a log
+        line, never a picture enlarged until the memory runs out; one of
+        LARGEST_FIT is made."""
+        path = self.instancePath(self.corpus[0])
+        with capturedLogs() as events:
+            for viewport in ("4097,10", "10,4097", "20000,20000", "10000000,10000000", "1e300,1", "-1,10"):
+                refused = yield self.fetch(f"{path}/rendered?viewport={viewport}")
+                self.assertEqual((viewport, refused.code), (viewport, 400))
+                refused = yield self.fetch(f"{path}/thumbnail?viewport={viewport}")
+                self.assertEqual((viewport, refused.code), (viewport, 400))
+        self.assertTrue(any(event.get("code") == 400 and event.get("uri", "").endswith("rendered?viewport=20000,20000")
+                            for event in events))
+        largest = yield self.fetch(f"{path}/rendered?viewport={LARGEST_FIT},0", accept="image/png")
+        self.assertEqual(Image.open(io.BytesIO(largest.body)).size, (LARGEST_FIT, LARGEST_FIT))
 
     @defer.inlineCallbacks
     def test_vanishedFiles(self):

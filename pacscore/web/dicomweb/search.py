@@ -9,7 +9,7 @@ Each match carries the attributes the standard lists for its level (those
 of the levels above too when the path does not name them), those named by
 ``includefield`` (``all``: every attribute the index keeps), the
 Retrieve AE Title and a RetrieveURL of the entity.  ``limit`` and
-``offset`` page the matches (a Warning header says when more are left);
+``offset`` (each at most 2**31 - 1) page the matches (a Warning header says when more are left);
 dicom.ini's ``QIDOMaxResults`` (default 1000, 0: none) caps ``limit`` and
 stands for a missing one, with the standard's Warning when it cut the
 answer, so that a search for everything cannot make the server gather a
@@ -50,6 +50,8 @@ INSTANCE_FIELDS = ("SOPClassUID", "SOPInstanceUID", "InstanceAvailability", "Ins
                    "Columns", "BitsAllocated", "NumberOfFrames", "SeriesInstanceUID", "StudyInstanceUID")
 LEVEL_FIELDS = {"STUDY": STUDY_FIELDS, "SERIES": SERIES_FIELDS, "IMAGE": INSTANCE_FIELDS}
 _HEX_TAG = re.compile(r"[0-9A-Fa-f]{8}")
+_DIGITS = re.compile(r"[0-9]{1,10}")  # int() of thousands of digits would fail
+LARGEST_NUMBER = 2**31 - 1  # of limit and offset: their sum is a LIMIT every database takes
 _CONTROL = frozenset(("includefield", "limit", "offset", "fuzzymatching", "accept", "charset"))
 MORE = '299 pacs "There are additional results that can be requested"'
 CAPPED = '299 pacs "The number of results exceeded the maximum supported by the server. Additional results can be requested."'
@@ -75,16 +77,14 @@ def _text(values):
 
 
 def _number(request, name, default):
+    """The ``limit`` or ``offset`` of a request: digits, at most LARGEST_NUMBER."""
     values = _text(request.args.get(name.encode(), []))
     if not values or not values[0].strip():
         return default
-    try:
-        number = int(values[0])
-    except ValueError:
-        number = -1
-    if number < 0:
-        raise WebError(400, f"{name} must be a whole number from 0, not {values[0]!r}")
-    return number
+    text = values[0].strip()
+    if not _DIGITS.fullmatch(text) or int(text) > LARGEST_NUMBER:
+        raise WebError(400, f"{name} must be a whole number from 0 to {LARGEST_NUMBER}, not {values[0]!r}")
+    return int(text)
 
 
 def _levelTags(level, target):

@@ -5,9 +5,10 @@ import json
 
 from pydicom.dataset import Dataset
 from twisted.internet import defer
+from twisted.logger import capturedLogs
 from twisted.trial import unittest
 
-from pacscore.web.dicomweb.search import CAPPED, LITERAL, MORE, _withRemote
+from pacscore.web.dicomweb.search import CAPPED, LARGEST_NUMBER, LITERAL, MORE, _withRemote
 from tests.pacscore.web.dicomweb.client import DicomWebTestCase
 
 
@@ -100,6 +101,26 @@ class SearchTests(DicomWebTestCase):
                 self.assertEqual(page.json(), expected)
         self.running.configuration.ini.set("QIDOMaxResults", "0")
         self.assertEqual((yield self.fetch("/instances")).json(), everything)
+
+    @defer.inlineCallbacks
+    def test_hugeLimitAndOffset(self):
+        """A limit or offset beyond LARGEST_NUMBER, which the index's LIMIT
+        cannot take, is a 400 with a log line; up to it they page as any."""
+        self.running.configuration.ini.set("QIDOMaxResults", "0")
+        with capturedLogs() as events:
+            for query in ("offset=9223372036854775807&limit=1", "offset=99999999999999999999999", f"limit={2**31}",
+                          "limit=99999999999999999999999&offset=1", "limit=" + "9" * 5000, "offset=1_0", "limit=%2B5",
+                          "offset=%D9%A5"):
+                found = yield self.fetch(f"/instances?{query}")
+                self.assertEqual((query, found.code), (query, 400))
+                self.assertIn(f"must be a whole number from 0 to {LARGEST_NUMBER}".encode(), found.body)
+        self.assertTrue(any(event.get("code") == 400 and event.get("uri", "").endswith("offset=99999999999999999999999")
+                            for event in events))
+        everything = (yield self.fetch("/instances")).json()
+        page = yield self.fetch(f"/instances?limit={LARGEST_NUMBER}&offset=1")
+        self.assertEqual((page.json(), page.header("warning")), (everything[1:], None))
+        page = yield self.fetch(f"/instances?limit={LARGEST_NUMBER}&offset={LARGEST_NUMBER}")
+        self.assertEqual((page.code, page.json()), (200, []))
 
     @defer.inlineCallbacks
     def test_includefield(self):

@@ -36,6 +36,7 @@ from pacscore.web.dicomweb.dicomjson import ANY_ORIGIN, jsonAnswer, jsonBytes
 from pacscore.web.dicomweb.instancefiles import (
     FRAME_TYPES, OCTET_STREAM, PIXEL_DATA, NoSuchAttribute, NoSuchFrame, bulkValue, fileChunk, instanceFrames,
     instanceMetadata, startAsStored, startConverted)
+from pacscore.web.dicomweb.search import hexTag
 from pacscore.web.images import picture
 from pacscore.web.objects import onFile
 from pacscore.web.wado import SYNTAX_CODES
@@ -283,10 +284,9 @@ def _onlyPath(found):
 
 async def retrieveBulk(archive, request, target, base):
     """A bulk data attribute of an instance; Pixel Data as its frames."""
-    try:
-        tag = int(target.tag, 16)
-    except ValueError:
-        raise WebError(400, f"{target.tag!r} is not a tag (eight hex digits)") from None
+    tag = hexTag(target.tag)
+    if tag is None:
+        raise WebError(400, f"{target.tag!r} is not a tag (eight hex digits)")
     return await withInstances(archive, target, lambda found: _bulk(archive, request, _onlyPath(found), tag))
 
 

@@ -59,11 +59,18 @@ DEFAULT_MAX_RESULTS = 1000
 LITERAL = '299 pacs "The fuzzymatching parameter is not supported. Only literal matching has been performed."'
 
 
+def hexTag(text):
+    """The tag ``text`` names in eight hex digits (``00100010``), None when it is not that."""
+    return int(text, 16) if _HEX_TAG.fullmatch(text) else None
+
+
 def attributeTag(name):
     """``(tag, vr)`` of a QIDO attribute ID: a keyword or eight hex digits."""
     if "." in name:
         raise WebError(400, f"{name}: attributes inside sequences cannot be searched for here")
-    tag = int(name, 16) if _HEX_TAG.fullmatch(name) else tag_for_keyword(name)
+    tag = hexTag(name)
+    if tag is None:
+        tag = tag_for_keyword(name)
     if tag is None:
         raise WebError(400, f"{name!r} is neither a DICOM keyword nor a tag")
     try:

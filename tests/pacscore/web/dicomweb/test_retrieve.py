@@ -109,6 +109,21 @@ class RetrieveTests(DicomWebTestCase):
         self.assertEqual(missing.code, 404)
 
     @defer.inlineCallbacks
+    def test_bulkTagsAreEightHexDigits(self):
+        """bulk/{tag} takes eight hex digits, in either case; anything else
+        (too long, negative, 0x or _ that int() would take) is a 400 with a log line."""
+        path = self.instancePath(self.corpus[2])
+        with capturedLogs() as events:
+            for tag in ("100000000", "-1", "-0000001", "0x00100010", "7FE0_0010", "0010001", "+0100010", "0010002G"):
+                refused = yield self.fetch(f"{path}/bulk/{tag}")
+                self.assertEqual((tag, refused.code), (tag, 400))
+                self.assertIn(b"is not a tag (eight hex digits)", refused.body)
+        self.assertTrue(any(event.get("code") == 400 and event.get("uri", "").endswith("/bulk/100000000")
+                            for event in events))
+        ((_, pixels),) = (yield self.fetch(f"{path}/bulk/7fe00010")).parts()
+        self.assertEqual(pixels, pydicom.dcmread(self.corpus[2].path).PixelData)
+
+    @defer.inlineCallbacks
     def test_binaryValuesInSequencesStayInline(self):
         """An icon's 4 KB of pixels in Icon Image Sequence: inline, not a
         BulkDataURI that would name the image's own Pixel Data."""

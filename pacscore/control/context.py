@@ -3,7 +3,9 @@
 ``ControlContext`` is made per request by the control protocol: the
 ``Archive`` (configuration, index, stores, queues, counters), the reactor,
 ``progress(text)`` to report on a long command while it runs, the peer's
-address for log lines, and ``quit()`` to stop the server in order.
+address for log lines, ``quit()`` to stop the server in order, and
+``html``: whether the output goes into a web page (listings escape their
+rows' values).
 ``CommandError`` is how a command refuses: the client prints the message
 and exits non-zero.
 """
@@ -45,10 +47,11 @@ class ControlContext:
 
     log = Logger()
 
-    def __init__(self, archive, reactor, progress=None, peer="", quit=None):
+    def __init__(self, archive, reactor, progress=None, peer="", quit=None, html=False):
         self.archive = archive
         self.reactor = reactor
         self.peer = peer
+        self.html = html
         self._progress = progress
         self._quit = quit
 

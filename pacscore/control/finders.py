@@ -165,15 +165,15 @@ class _Listing(ControlCommand):
     def run(self, arguments, context):
         server, *rest = pipeFields(arguments, self.fieldCount)
         *selection, fmt, path = rest
-        return defer.ensureDeferred(self._list(context.archive, server, selection, fmt, path))
+        return defer.ensureDeferred(self._list(context, server, selection, fmt, path))
 
-    async def _list(self, archive, server, selection, fmt, path):
-        source = await openSource(archive, server)
+    async def _list(self, context, server, selection, fmt, path):
+        source = await openSource(context.archive, server)
         try:
             rows = await self.rows(source, selection)
         finally:
             await source.close()
-        return await deliverRows(archive, fmt, rows, path)
+        return await deliverRows(context, fmt, rows, path)
 
 
 async def findContaining(source, level, columns, searched, text, fixed=()):

@@ -2,11 +2,14 @@
 rows: Conquest's ``|``-separated arguments end in ``fmt`` and ``file``;
 each row is formatted with ``fmt`` (else its values tab-separated) and the
 rows go to ``file`` when one is named (written in the I/O pool), else to
-the command's output.  No command writes over the archive's own files (its
+the command's output; output that goes into a web page (a scripted page's
+command line) has the values HTML-escaped, as they come from DICOM data,
+while ``fmt`` is the page author's HTML.  No command writes over the archive's own files (its
 configuration, its index database, anything on a MAG device).
 """
 
 import os
+from html import escape
 
 from twisted.internet import defer
 
@@ -21,8 +24,11 @@ def pipeFields(arguments, count):
     return parts + [""] * (count - len(parts))
 
 
-def formatRow(fmt, values):
-    """One output line of ``values`` (strings or numbers)."""
+def formatRow(fmt, values, html=False):
+    """One output line of ``values`` (strings or numbers); with ``html``
+    the strings HTML-escaped."""
+    if html:
+        values = [escape(value) if isinstance(value, str) else value for value in values]
     if fmt:
         return formatted(fmt, *values)
     return "\t".join("" if value is None else str(value) for value in values)
@@ -60,10 +66,11 @@ def _ownFiles(archive):
     return {os.path.realpath(f) for f in files if f} | archive.databaseFiles
 
 
-def deliverRows(archive, fmt, rows, path):
+def deliverRows(context, fmt, rows, path):
     """``deliver`` of ``rows`` each made a line by ``fmt`` (in the I/O pool:
-    a listing may have millions)."""
-    d = archive.workers.deferToWorker(lambda: [formatRow(fmt, row) for row in rows])
+    a listing may have millions), escaped for a web page's output (not a file)."""
+    archive, html = context.archive, context.html and not path.strip()
+    d = archive.workers.deferToWorker(lambda: [formatRow(fmt, row, html) for row in rows])
     return d.addCallback(lambda lines: deliver(archive, lines, path))
 
 

@@ -65,9 +65,10 @@ class Query(ControlCommand):
 
     def run(self, arguments, context):
         table, columns, where, fmt, path = pipeFields(arguments, 5)
-        return self.select(context.archive, table, columns, where, fmt, None, path)
+        return self.select(context, table, columns, where, fmt, None, path)
 
-    def select(self, archive, table, columns, where, fmt, limit, path):
+    def select(self, context, table, columns, where, fmt, limit, path):
+        archive = context.archive
         name = tableName(archive, table)
         if not columns.strip():
             raise CommandError("no fields given")
@@ -76,7 +77,7 @@ class Query(ControlCommand):
             statement += f" WHERE {where.strip()}"
         d = archive.index.runQuery(_select, statementOf(archive, statement), limit)
         d.addErrback(_failed, statement)
-        return d.addCallback(lambda rows: deliverRows(archive, fmt, rows, path))
+        return d.addCallback(lambda rows: deliverRows(context, fmt, rows, path))
 
 
 class Query2(Query):
@@ -90,7 +91,7 @@ class Query2(Query):
         limit = number(limit, "max") if limit.strip() else 0
         if limit > MAX_ROWS:
             raise CommandError(f"max must be at most {MAX_ROWS}, not {limit}")
-        return self.select(context.archive, table, columns, where, fmt, limit, path)
+        return self.select(context, table, columns, where, fmt, limit, path)
 
 
 def _change(connection, statement, index):

@@ -20,8 +20,9 @@ line, in order:
   key ``name``, becomes its value (others stay, as ``%s%s`` in a format);
 - a line starting with ``#`` is a comment; one starting with ``--`` is a
   control command (``--display_status:``, ``--query2:...``, see the
-  control port), whose output takes its place as it is (its format
-  argument writes HTML); any other line is written out.
+  control port), whose output takes its place (its format argument
+  writes HTML, and the values of the rows it lists are HTML-escaped into
+  it, as they come from DICOM data); any other line is written out.
 
 Unlike Conquest, values from the request are HTML-escaped in the lines
 written out, and a command line refuses values holding ``|``, ``'``,
@@ -145,7 +146,7 @@ class ScriptedPages:
 
     async def _run(self, archive, line):
         try:
-            return await commandOutput(archive, self.commands, line)
+            return await commandOutput(archive, self.commands, line, html=True)
         except (BadRequest, CommandError) as e:
             return f"<p>{escape(str(e))}</p>"
 

@@ -7,7 +7,10 @@ from twisted.internet import defer
 
 from pacscore.config.loader import loadConfiguration
 from pacscore.control.configuration import ReadIni
+from pacscore.control.data import AddImageFile
+from pacscore.control.queries import Query2
 from pacscore.control.registry import CommandRegistry
+from pacscore.testing.corpus import makeDataset
 from pacscore.web.scripted import ScriptedPages
 from pacscore.web.site import DgateResource
 from tests.pacscore.web.pages import WebTestCase, dgate, get
@@ -126,6 +129,31 @@ class ScriptedPageTests(WebTestCase):
             refused = yield get(self.resource, mode="patients", patid=unsafe)
             self.assertEqual(refused.code, 400, unsafe)
             self.assertIn("cannot go into a command", refused.text)
+
+    @defer.inlineCallbacks
+    def test_listedValuesEscaped(self):
+        """A patient name from DICOM data that holds HTML is escaped into
+        the page author's format, which stays HTML, with a format or
+        without; the control port's output (dgate's) and a file keep it as
+        it is."""
+        name = "<script>alert(1)</script>"
+        ds = makeDataset("XSS1", name, "1.2.826.0.1.3680043.8.498.9", "1.2.826.0.1.3680043.8.498.9.1",
+                         "1.2.826.0.1.3680043.8.498.9.1.1", 1, 1)
+        path = os.path.join(self.running.workdir, "xss.dcm")
+        ds.save_as(path, enforce_file_format=True)
+        yield self.running.run(AddImageFile(), path)
+        resource = self.resourceWith("[xss]\nline0 = --query2:DICOMPatients|PatientID,PatientName|"
+                                     "PatientID = 'XSS1'|<br>%s %s\n"
+                                     "line1 = --query:DICOMPatients|PatientName|PatientID = 'XSS1'\n"
+                                     "line2 = --query:DICOMPatients|PatientName|PatientID = 'XSS1'|%s|listed.txt\n")
+        page = yield get(resource, mode="xss")
+        self.assertEqual(page.text.splitlines()[:2], ["<br>XSS1 &lt;script&gt;alert(1)&lt;/script&gt;",
+                                                      "&lt;script&gt;alert(1)&lt;/script&gt;"])
+        self.assertNotIn("<script>", page.text)
+        with open(os.path.join(self.running.workdir, "listed.txt")) as f:
+            self.assertEqual(f.read(), name + "\n")
+        output = yield self.running.run(Query2(), "DICOMPatients|PatientID,PatientName|PatientID = 'XSS1'|<br>%s %s")
+        self.assertEqual(output, f"<br>XSS1 {name}")
 
     @defer.inlineCallbacks
     def test_requestVariables(self):

@@ -55,5 +55,7 @@ def findDriver(description, configuration):
 
 def redacted(description):
     """``description`` for logs and output: the password of a URL
-    (``scheme://user:password@host/...``) replaced by ``***``."""
-    return re.sub(r"(://[^/@:]*:)[^/@]*@", r"\1***@", description)
+    (``scheme://user:password@host/...``) replaced by ``***``; as urlsplit
+    reads it, up to the last ``@`` of the host part (a password may hold
+    ``@``) and from the first ``:`` of the user part."""
+    return re.sub(r"(://[^/?#:]*:)[^/?#]*@", r"\1***@", description)

@@ -1,7 +1,11 @@
 """The base of the web service's resources: a leaf resource answering each
 request with what a coroutine makes of it (``answers.Answer`` or
 ``StreamAnswer``), a ``WebError`` as an error page and
-anything else as a 500 with its traceback in the log."""
+anything else as a 500 with its traceback in the log; a method it has no
+``render_`` method for (PUT, DELETE ...) is a 405 error page naming those
+it answers (``Allow``), rather than twisted.web's unlogged ``501 Huh?``.
+``Folder`` holds other resources, and answers what none of them is for so
+too: a 404 error page."""
 
 import sys
 from html import escape
@@ -11,7 +15,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import resource, server
 
-from pacscore.web.answers import HTML, Answer, StreamAnswer, WebError
+from pacscore.web.answers import HTML, Answer, StreamAnswer, WebError, notAllowed
 from pacscore.web.html import Markup, page
 from pacscore.web.pacing import Pacer
 
@@ -24,19 +28,33 @@ class AnsweringResource(resource.Resource):
     isLeaf = True
     log = Logger()
 
+    def render(self, request):
+        """``render_METHOD`` of the request's method; without one a 405 error answer."""
+        if getattr(self, f"render_{request.method.decode('ascii', 'replace')}", None) is None:
+            return self._answerWith(self._notAllowed, request)
+        return super().render(request)
+
     def render_GET(self, request):
+        return self._answerWith(self.answer, request)
+
+    render_POST = render_GET
+
+    def _answerWith(self, answer, request):
+        """Answer ``request`` with what the coroutine ``answer(request)`` makes of it."""
         finished = []
         request.notifyFinish().addBoth(finished.append)
-        d = defer.ensureDeferred(self.answer(request))
+        d = defer.ensureDeferred(answer(request))
         d.addCallbacks(self._write, self._failed, callbackArgs=(request, finished),
                        errbackArgs=(request, finished))
         d.addErrback(lambda failure: self.log.failure("web: answering {uri} failed", failure, uri=_uri(request)))
         return server.NOT_DONE_YET
 
-    render_POST = render_GET
-
     async def answer(self, request):
         raise NotImplementedError
+
+    async def _notAllowed(self, request):
+        methods = sorted(name.removeprefix("render_") for name in dir(self) if name.startswith("render_"))
+        raise notAllowed(request.method.decode("ascii", "replace"), methods)
 
     def _write(self, answer, request, finished):
         if finished:
@@ -101,6 +119,19 @@ class AnsweringResource(resource.Resource):
             error = WebError(500, "the server failed to answer this request; its log says why")
         if not finished:
             self._write(self.errorAnswer(error), request, finished)
+
+
+class Folder(AnsweringResource):
+    """A resource holding others (``putChild``): a path naming none of them,
+    or the folder itself, is a 404 error page (another method a 405)."""
+
+    isLeaf = False
+
+    def getChild(self, path, request):
+        return self
+
+    async def answer(self, request):
+        raise WebError(404, f"there is nothing at {request.path.decode('utf-8', 'replace')}")
 
 
 def _uri(request):

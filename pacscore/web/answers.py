@@ -50,6 +50,13 @@ class WebError(Exception):
         self.headers = tuple(headers)
 
 
+def notAllowed(method, allowed):
+    """The WebError 405 of a request by ``method`` where only the methods
+    ``allowed`` are answered, which its ``Allow`` header names."""
+    names = ", ".join(allowed)
+    return WebError(405, f"{method} is not answered here: {names} is", [("Allow", names)])
+
+
 def htmlAnswer(title, *parts, cache=False):
     """A whole page (``html.page``) as an Answer; not cached unless ``cache``."""
     return Answer(page(title, *parts).encode("utf-8"), HTML, () if cache else NO_CACHE)

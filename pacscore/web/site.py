@@ -21,12 +21,12 @@ from functools import partial
 
 from twisted.internet import threads
 from twisted.logger import Logger
-from twisted.web import resource, server, util
+from twisted.web import server, util
 
 from pacscore.config.errors import ConfigError
 from pacscore.control.registry import CommandRegistry
 from pacscore.web import browse, downloads, edits, images, procedures, remote, wado, worklist
-from pacscore.web.answering import AnsweringResource
+from pacscore.web.answering import AnsweringResource, Folder
 from pacscore.web.answers import Parameters, WebError
 from pacscore.web.crossorigin import refuseCrossOrigin
 from pacscore.web.dicomweb.resource import DicomWebResource
@@ -82,9 +82,9 @@ def webSite(archive):
     when its ``WebUsers`` file cannot be used."""
     scripts = ScriptedPages(archive.configuration, CommandRegistry(), luaSlots=max(archive.workers.size // 2, 1))
     dgate = DgateResource(archive, scripts)
-    root = resource.Resource()
+    root = Folder()
     root.putChild(b"", util.Redirect(TOP))
-    cgi = resource.Resource()
+    cgi = Folder()
     cgi.putChild(b"dgate", dgate)
     cgi.putChild(b"dgate.exe", dgate)
     root.putChild(b"cgi-bin", cgi)

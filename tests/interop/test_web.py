@@ -182,6 +182,22 @@ class WebInterfaceTests(unittest.TestCase):
         self.assertEqual(status, 200)
         self.assertIn("web: 127.0.0.1 /cgi-bin/dgate?mode=querypatients&query=1%3D1: 400", self.server.log())
 
+    def test_otherMethodsRefused(self):
+        """PUT, DELETE, PATCH, TRACE (and OPTIONS but on /dicom-web): a 405
+        naming what is answered, and a log line; DICOMweb's with its CORS header."""
+        for path in ("/cgi-bin/dgate?mode=top", "/wado", "/metrics", "/dicom-web/studies"):
+            for method in ("PUT", "DELETE", "PATCH", "TRACE", "OPTIONS"):
+                if method == "OPTIONS" and path.startswith("/dicom-web"):
+                    continue
+                request = urllib.request.Request(self.base + path, data=b"x", method=method)
+                with self.assertRaises(urllib.error.HTTPError) as caught:
+                    urllib.request.urlopen(request, timeout=60)
+                self.assertEqual((path, method, caught.exception.code), (path, method, 405))
+                self.assertIn("GET, HEAD", caught.exception.headers["Allow"])
+                cors = caught.exception.headers["Access-Control-Allow-Origin"]
+                self.assertEqual(cors, "*" if path.startswith("/dicom-web") else None, path)
+        self.assertIn("web: 127.0.0.1 /metrics: 405 DELETE is not answered here: GET, HEAD, POST is", self.server.log())
+
 
 class WebEndpointTests(unittest.TestCase):
 

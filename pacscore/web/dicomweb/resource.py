@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 from pacscore.dicom.uids import isUID
 from pacscore.web.answering import AnsweringResource
-from pacscore.web.answers import WebError
+from pacscore.web.answers import WebError, notAllowed
 from pacscore.web.dicomweb import multipart
 from pacscore.web.dicomweb.dicomjson import ANY_ORIGIN, DICOM_JSON
 from pacscore.web.dicomweb.retrieve import (
@@ -116,8 +116,7 @@ class DicomWebResource(AnsweringResource):
         method = request.method.decode("ascii", "replace")
         handler = methods.get("GET" if method == "HEAD" else method)  # HEAD: GET's headers, no body
         if handler is None:
-            allowed = ", ".join([*methods, "HEAD"] if "GET" in methods else methods)
-            raise WebError(405, f"{method} is not answered here: {allowed} is", [("Allow", allowed)])
+            raise notAllowed(method, [*methods, "HEAD"] if "GET" in methods else methods)
         contentType = jsonType(request) if _handlerName(handler) in JSON_ANSWERS else None
         try:
             base = request.prePathURL()

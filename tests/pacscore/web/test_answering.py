@@ -1,0 +1,60 @@
+"""AnsweringResource over HTTP, for every resource of the site: a method
+none of them answers (PUT, DELETE, PATCH, TRACE, OPTIONS but on
+/dicom-web) is a 405 naming the methods answered in ``Allow``, logged, and
+on /dicom-web with the CORS header its answers all carry; a Folder's path
+that names nothing is a logged 404."""
+
+from twisted.internet import defer
+from twisted.logger import capturedLogs
+
+from tests.pacscore.web.dicomweb.client import DicomWebTestCase
+
+ANSWERED = "GET, HEAD, POST"
+
+
+class MethodTests(DicomWebTestCase):
+
+    @defer.inlineCallbacks
+    def test_otherMethodsRefused(self):
+        paths = {"/dicom-web/studies": "GET, HEAD, OPTIONS, POST", "/cgi-bin/dgate?mode=top": ANSWERED,
+                 "/cgi-bin/dgate.exe": ANSWERED, "/wado?requestType=WADO": ANSWERED, "/metrics": ANSWERED,
+                 "/cgi-bin": ANSWERED, "/no/such/page": ANSWERED}
+        with capturedLogs() as events:
+            for path, allowed in paths.items():
+                for method in (b"PUT", b"DELETE", b"PATCH", b"TRACE", b"OPTIONS", b"get"):
+                    if method == b"OPTIONS" and path.startswith("/dicom-web"):
+                        continue
+                    found = yield self.fetch(self.root + path, method=method, body=b"x")
+                    what = (path, method)
+                    self.assertEqual((what, found.code, found.header("allow")), (what, 405, allowed))
+                    self.assertIn(f"{method.decode()} is not answered here: {allowed} is".encode(), found.body)
+                    self.assertEqual(found.header("access-control-allow-origin"),
+                                     "*" if path.startswith("/dicom-web") else None, what)
+        refusals = [(event["log_namespace"], event["uri"]) for event in events if event.get("code") == 405]
+        self.assertEqual(len(refusals), 7 * 6 - 1)
+        self.assertTrue(all(namespace.startswith("pacscore.web") for namespace, _ in refusals), refusals)
+
+    @defer.inlineCallbacks
+    def test_answeredMethods(self):
+        """GET, HEAD and POST go on being answered, and OPTIONS on /dicom-web."""
+        for method, code in ((b"GET", 200), (b"HEAD", 200), (b"OPTIONS", 204)):
+            found = yield self.fetch("/studies", method=method)
+            self.assertEqual((method, found.code), (method, code))
+        found = yield self.fetch(self.root + "/metrics", method=b"HEAD")
+        self.assertEqual((found.code, found.body), (200, b""))
+        found = yield self.fetch(self.root + "/cgi-bin/dgate", method=b"POST", body=b"mode=top",
+                                 contentType="application/x-www-form-urlencoded")
+        self.assertEqual(found.code, 200)
+
+    @defer.inlineCallbacks
+    def test_folders(self):
+        """/cgi-bin itself and paths naming nothing: a 404 page and a log line."""
+        with capturedLogs() as events:
+            for path in ("/cgi-bin", "/cgi-bin/", "/cgi-bin/other", "/no/such/page"):
+                found = yield self.fetch(self.root + path)
+                self.assertEqual((path, found.code), (path, 404))
+                self.assertIn(f"there is nothing at {path}".encode(), found.body)
+        self.assertEqual([event["uri"] for event in events if event.get("code") == 404],
+                         ["/cgi-bin", "/cgi-bin/", "/cgi-bin/other", "/no/such/page"])
+        top = yield self.fetch(self.root + "/")
+        self.assertEqual((top.code, top.header("location")), (302, "/cgi-bin/dgate?mode=top"))

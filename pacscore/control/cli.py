@@ -204,7 +204,7 @@ def regenerate(configuration, out):
                            "regenerate (give SQLServer a database first)")
     index, skip = initialize(configuration, out)
     devices = [MagDevice(name, path) for name, path in configuration.magDevices]
-    regenerator = Regenerator(index, configuration.layout.indexedTags(), report=out, skip=skip)
+    regenerator = Regenerator(index, configuration.layout.indexedTags(), devices, report=out, skip=skip)
     regenerator.regenerate([d for d in devices if os.path.isdir(d.path)])
     return regenerator
 

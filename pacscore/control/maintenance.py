@@ -66,7 +66,7 @@ class _Regen(AsyncControlCommand):
         await self.before(archive)
         reactor = context.reactor
         regenerator = Regenerator(WriterIndex(archive.index, reactor), archive.configuration.layout.indexedTags(),
-                                  report=context.progressFromThread,
+                                  archive.devices, report=context.progressFromThread,
                                   skip=archive.databaseFiles)
         await archive.workers.deferToWorker(work, regenerator)
         summary = (f"{regenerator.indexed} file(s) indexed, {regenerator.failed} failed, "

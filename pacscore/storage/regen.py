@@ -77,24 +77,25 @@ def _oldestFirst(folder, names):
 class Regenerator:
     """Re-enters every file of some devices into ``index``.
 
-    ``report(line)`` receives progress lines; counts end up in
+    ``devices``: every configured MAG device, where the indexed copy of a
+    SOP instance met again may lie (compared, whichever devices are
+    walked).  ``report(line)`` receives progress lines; counts end up in
     ``indexed``, ``failed`` and ``duplicates``.  ``skip``: the real paths
     of the index database's files, never opened (see ``databaseFiles``).
     """
 
-    def __init__(self, index, tags, report=print, batchSize=500, progressEvery=1000, skip=frozenset()):
+    def __init__(self, index, tags, devices, report=print, batchSize=500, progressEvery=1000, skip=frozenset()):
         self.index = index
+        self.devices = {device.name: device for device in devices}
         self.skip = SkippedFiles(skip)  # never opened: the index database's files
         self.tags = frozenset(tags) | {SOP_INSTANCE_UID}
         self.report = report
         self.batchSize = batchSize
         self.progressEvery = progressEvery
         self.indexed = self.failed = self.duplicates = 0
-        self.devices = {}  # name -> device, of those regenerated: a duplicate on another is compared too
 
     def regenerate(self, devices, folder=None):
         """Every file of ``devices`` (or of their ``folder``, absolute)."""
-        self.devices.update((device.name, device) for device in devices)
         for device in devices:
             self.report(f"Regen device {device.name}: {folder or device.path}")
             self.enter(device, iterObjectFiles(device, folder, self.skip))
@@ -114,8 +115,8 @@ class Regenerator:
             if record is not None:
                 batch.append((record, path))
             if len(batch) >= self.batchSize:
-                self._flush(device, batch)
-        self._flush(device, batch)
+                self._flush(batch)
+        self._flush(batch)
 
     def _record(self, device, path, relative):
         try:
@@ -126,7 +127,7 @@ class Regenerator:
             return None
         return ImageRecord(attrs, device.name, relative)
 
-    def _flush(self, device, batch):
+    def _flush(self, batch):
         if not batch:
             return
         records = [record for record, _ in batch]
@@ -134,12 +135,12 @@ class Regenerator:
             results = self.index.storeMany(records)
         except ValueError:
             results = [self._storeOne(record, path) for record, path in batch]
-        for (record, path), replaced in zip(batch, results):
+        for (_, path), replaced in zip(batch, results):
             if replaced is False:
                 continue
             self.indexed += 1
             if replaced is not None:
-                self._keepNewest(device, record, path, replaced)
+                self._keepNewest(path, replaced)
             if self.indexed % self.progressEvery == 0:
                 self.report(f"[Regen] {self.indexed} files indexed")
         batch.clear()
@@ -152,10 +153,10 @@ class Regenerator:
             self.report(f"[Regen] {path} -FAILED: {e}")
             return False
 
-    def _keepNewest(self, device, record, path, replaced):
+    def _keepNewest(self, path, replaced):
         """Two files hold one SOP instance: index the newer one."""
         self.duplicates += 1
-        olderDevice = device if replaced.deviceName == device.name else self.devices.get(replaced.deviceName)
+        olderDevice = self.devices.get(replaced.deviceName)
         older = os.path.join(olderDevice.path, *replaced.objectFile.split("/")) if olderDevice else None
         record = (self._record(olderDevice, older, replaced.objectFile)
                   if older and os.path.exists(older) and os.path.getmtime(older) > os.path.getmtime(path) else None)

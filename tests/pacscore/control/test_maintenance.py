@@ -3,7 +3,9 @@ a real Archive: the index rebuilt from the files, tables cleared through
 the index writer, the least recently accessed patients deleted first."""
 
 import os
+import shutil
 
+from sqlalchemy import select
 from twisted.internet import defer
 from twisted.trial import unittest
 
@@ -98,6 +100,40 @@ class MaintenanceTests(unittest.TestCase):
                 self.assertIn("is not a file inside MAG0", str(error))
         self.assertTrue(os.path.exists(victim))
         self.assertEqual((yield self.counts()), [3, 3, 6, 12])
+
+
+class TwoDeviceRegenTests(unittest.TestCase):
+    """An old copy of a stored object left on MAG1 (a move cut short)."""
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.running = RunningArchive(self, ini={"MAGDevices": "2", "MAGDevice1": "./data2/"})
+        self.image = generateCorpus(os.path.abspath(self.mktemp()), patients=1, studiesPerPatient=1,
+                                    seriesPerStudy=1, imagesPerSeries=1)[0]
+        yield self.running.store([self.image])
+        self.stored = self.running.files()[0]
+        mag1 = self.running.archive.devices[1].path
+        self.old = os.path.join(mag1, os.path.relpath(self.stored, self.running.archive.devices[0].path))
+        os.makedirs(os.path.dirname(self.old))
+        shutil.copy(self.image.path, self.old)
+        os.utime(self.old, (os.path.getmtime(self.stored) - 86400,) * 2)
+
+    @defer.inlineCallbacks
+    def location(self):
+        image = self.running.archive.index.tables.image
+        rows = yield self.running.archive.index.runQuery(
+            lambda connection: connection.execute(select(image.c.DeviceName, image.c.ObjectFile)).all())
+        return [tuple(row) for row in rows]
+
+    @defer.inlineCallbacks
+    def test_theNewerCopyOnADeviceNotRegeneratedStays(self):
+        indexed = yield self.location()
+        self.assertEqual([device for device, _ in indexed], ["MAG0"])
+        folder = os.path.relpath(os.path.dirname(self.old), self.running.archive.devices[1].path)
+        for command, arguments in ((commands.regenDev, "MAG1"), (commands.regenDir, f"MAG1,{folder}"),
+                                   (commands.regenFile, self.old)):
+            self.assertIn("1 duplicate SOP instance(s)", (yield self.running.run(command, arguments)))
+            self.assertEqual((yield self.location()), indexed, command.name)
 
 
 class MakeSpaceTests(unittest.TestCase):

@@ -69,9 +69,14 @@ class RegenerationTests(unittest.TestCase):
         os.utime(path, (mtime, mtime))
         return path
 
+    def regenerator(self):
+        return Regenerator(self.index, conquestLayout().indexedTags(), self.devices, report=self.lines.append)
+
     def regenerate(self):
-        regenerator = Regenerator(self.index, conquestLayout().indexedTags(), report=self.lines.append)
-        return regenerator.regenerate(self.devices)
+        return self.regenerator().regenerate(self.devices)
+
+    def location(self):
+        return list(zip(self.column("image", "DeviceName"), self.column("image", "ObjectFile")))
 
     def column(self, table, name):
         with self.index.engine.connect() as connection:
@@ -108,5 +113,16 @@ class RegenerationTests(unittest.TestCase):
         self.write(self.devices[1], "PAT1/old.dcm", 1000)
         regenerator = self.regenerate()
         self.assertEqual(regenerator.duplicates, 1)
-        self.assertEqual(list(zip(self.column("image", "DeviceName"), self.column("image", "ObjectFile"))),
-                         [("MAG0", "PAT1/new.dcm")])
+        self.assertEqual(self.location(), [("MAG0", "PAT1/new.dcm")])
+
+    def test_newestCopyWinsOnADeviceNotRegenerated(self):
+        """regendev, regendir and regenfile of MAG1 compare its old copy
+        with the newer indexed one on MAG0, which they do not walk."""
+        self.write(self.devices[0], "PAT1/new.dcm", 2000, name="Right^Name")
+        old = self.write(self.devices[1], "PAT1/old.dcm", 1000, name="Wrong^Name")
+        self.regenerator().regenerate(self.devices[:1])
+        self.regenerator().regenerate(self.devices[1:])
+        self.regenerator().regenerate(self.devices[1:], os.path.dirname(old))
+        self.regenerator().enter(self.devices[1], [(old, "PAT1/old.dcm")])
+        self.assertEqual(self.location(), [("MAG0", "PAT1/new.dcm")])
+        self.assertEqual(self.column("patient", "PatientName"), ["Right^Name"])

@@ -39,7 +39,7 @@ from pacscore.db.index import Index
 from pacscore.storage.attributes import DatasetError
 from pacscore.storage.devices import MagDevice
 from pacscore.storage.recompression import recompressedFile
-from pacscore.storage.regen import Regenerator
+from pacscore.storage.regen import MissingDeviceError, Regenerator, checkDeviceFolders
 
 DISABLED = ("off", "none")
 
@@ -202,10 +202,14 @@ def regenerate(configuration, out):
     if not getattr(findDriver(None, configuration)[0], "keepsIndex", True):
         raise OfflineError("-r: SQLServer is empty, which selects the NULL driver: it keeps no index to "
                            "regenerate (give SQLServer a database first)")
-    index, skip = initialize(configuration, out)
     devices = [MagDevice(name, path) for name, path in configuration.magDevices]
+    try:
+        checkDeviceFolders(devices)
+    except MissingDeviceError as e:
+        raise OfflineError(f"-r: {e}") from None
+    index, skip = initialize(configuration, out)
     regenerator = Regenerator(index, configuration.layout.indexedTags(), devices, report=out, skip=skip)
-    regenerator.regenerate([d for d in devices if os.path.isdir(d.path)])
+    regenerator.regenerate(devices)
     return regenerator
 
 

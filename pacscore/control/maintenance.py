@@ -20,7 +20,7 @@ from twisted.logger import Logger
 from pacscore.control.arguments import AsyncControlCommand, ControlCommand, fields, number
 from pacscore.control.context import CommandError
 from pacscore.control.stored import storedFile, storedName
-from pacscore.storage.regen import Regenerator
+from pacscore.storage.regen import MissingDeviceError, Regenerator, checkDeviceFolders
 from pacscore.storage.space import MEGABYTE
 
 
@@ -53,6 +53,14 @@ def device(archive, name):
         if candidate.name.upper() == name.strip().upper():
             return candidate
     raise CommandError(f"no device {name.strip()!r} ({', '.join(d.name for d in archive.devices)})")
+
+
+def _checkFolders(devices):
+    """CommandError when a device's folder is missing, before the index is touched."""
+    try:
+        checkDeviceFolders(devices)
+    except MissingDeviceError as e:
+        raise CommandError(str(e)) from None
 
 
 class _Regen(AsyncControlCommand):
@@ -91,7 +99,8 @@ class Regen(_Regen):
         return archive.index.runWrite(_initialize, archive.index, False)
 
     def prepare(self, archive, arguments):
-        return lambda regenerator: regenerator.regenerate([d for d in archive.devices if os.path.isdir(d.path)])
+        _checkFolders(archive.devices)
+        return lambda regenerator: regenerator.regenerate(archive.devices)
 
 
 class RegenDev(_Regen):
@@ -100,6 +109,7 @@ class RegenDev(_Regen):
 
     def prepare(self, archive, arguments):
         magDevice = device(archive, arguments)
+        _checkFolders([magDevice])
         return lambda regenerator: regenerator.regenerate([magDevice])
 
 

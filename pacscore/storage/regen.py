@@ -29,6 +29,21 @@ def _isDicomFile(path):
         return f.read(4) == b"DICM"
 
 
+class MissingDeviceError(Exception):
+    """A MAG device's folder is not there (an unmounted volume)."""
+
+
+def checkDeviceFolders(devices):
+    """MissingDeviceError naming the ``devices`` whose folder is missing:
+    regenerating the index without them would drop their objects."""
+    missing = [device for device in devices if not os.path.isdir(device.path)]
+    if missing:
+        raise MissingDeviceError(
+            "; ".join(f"{device.name}: no folder {device.path}" for device in missing)
+            + " (a volume not mounted?); the index is left as it is (regenerating without "
+            + ", ".join(device.name for device in missing) + " would drop the objects stored there)")
+
+
 class SkippedFiles:
     """Real paths never to open (the index database's files); ``path in``
     it costs a real path only for a file named like one of them or a

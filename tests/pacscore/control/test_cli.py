@@ -188,9 +188,29 @@ class CliTests(unittest.TestCase):
         self.assertEqual(code, 1)
         self.assertIn("dgate: -r: SQLServer is empty, which selects the NULL driver", output)
 
+    def test_regenerateStopsWhenADeviceFolderIsMissing(self):
+        """An unmounted MAG1: -r fails naming it and leaves the index as it
+        was, rather than dropping MAG1's objects from it."""
+        server = PacsServer(self.mktemp(), ini={"MAGDevices": "2", "MAGDevice1": "./data2/"})
+        os.makedirs(server.dataDir)
+        mag1 = os.path.join(server.workdir, "data2")
+        os.makedirs(os.path.join(mag1, "PAT1"))
+        makeDataset("PAT1", "Doe^John", "1.2.3", "1.2.3.1", "1.2.3.1.1", 1, 1, rows=4, columns=4).save_as(
+            os.path.join(mag1, "PAT1", "1.dcm"), enforce_file_format=True)
+        self.assertEqual(self.dgate(f"-w{server.workdir}", "-r")[0], 0)
+        os.rename(mag1, mag1 + ".unmounted")
+        code, output = self.dgate(f"-w{server.workdir}", "-r")
+        self.assertEqual(code, 1)
+        self.assertIn(f"dgate: -r: MAG1: no folder {mag1}", output)
+        self.assertNotIn("Initialising", output)
+        with sqlite3.connect(server.database) as connection:
+            self.assertEqual(connection.execute("SELECT DeviceName, ObjectFile FROM DICOMImages").fetchall(),
+                             [("MAG1", "PAT1/1.dcm")])
+
     def test_indexThatCannotBeOpened(self):
         server = PacsServer(self.mktemp())
         server.setIni(SQLServer=os.path.join(server.workdir, "dicom.ini", "conquest.db3"))
+        os.makedirs(server.dataDir)  # MAG0, which -r checks first
         for option in ("-i", "-r"):
             code, output = self.dgate(f"-w{server.workdir}", option)
             self.assertEqual(code, 1)

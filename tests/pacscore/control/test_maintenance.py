@@ -136,6 +136,21 @@ class TwoDeviceRegenTests(unittest.TestCase):
             self.assertEqual((yield self.location()), indexed, command.name)
 
 
+    @defer.inlineCallbacks
+    def test_regenStopsWhenADeviceFolderIsMissing(self):
+        """MAG1 unmounted: regen (and regendev of it) fails naming it, and
+        leaves the index as it was rather than losing MAG1's objects."""
+        yield self.running.run(commands.moveDataToDevice, "MAG1,MAG0")
+        indexed = yield self.location()
+        self.assertEqual([device for device, _ in indexed], ["MAG1"])
+        mag1 = self.running.archive.devices[1].path
+        os.rename(mag1, mag1 + ".unmounted")
+        for command, arguments in ((commands.regen, ""), (commands.regenDev, "MAG1")):
+            error = yield self.assertFailure(self.running.run(command, arguments), CommandError)
+            self.assertIn(f"MAG1: no folder {mag1}", str(error))
+            self.assertEqual((yield self.location()), indexed)
+
+
 class MakeSpaceTests(unittest.TestCase):
     """Free space is counted as one MB per deleted file."""
 

@@ -15,10 +15,6 @@ only regular files are read (a FIFO or a device would block it), and an
 HL7 file of at most ``HL7_FILE_LIMIT`` bytes (pacscore.hl7.dropfolder).
 """
 
-import errno
-import os
-import stat
-
 import pydicom
 from pydicom.errors import InvalidDicomError
 from twisted.logger import Logger
@@ -38,17 +34,8 @@ from pacscore.export.queue import Action, Target
 from pacscore.hl7.dropfolder import applyMessages, readMessages
 from pacscore.storage.attributes import DatasetError, readAttributes
 from pacscore.storage.part10 import readFileMeta
+from pacscore.storage.regularfiles import openRegularFile
 from pacscore.storage.store import SOP_CLASS_UID, SOP_INSTANCE_UID, IncomingObject, StoreError
-
-
-def openRegularFile(path):
-    """``path`` opened for binary reading; OSError unless it is a regular
-    file. Opening does not wait for a FIFO's writer (``O_NONBLOCK``)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise OSError(errno.EINVAL, "not a regular file")
-    return os.fdopen(fd, "rb")
 
 
 def readHL7(path):

@@ -12,6 +12,7 @@ import struct
 from pacscore.storage.attributes import (
     EXPLICIT_VR_BIG_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN,
     DatasetError, readAttributes, walkDataset)
+from pacscore.storage.regularfiles import openRegularFile
 
 PREAMBLE_LENGTH = 128
 MAGIC = b"DICM"
@@ -118,7 +119,7 @@ def readFileAttributes(path, tags, wholeDataset=False):
     Raises attributes.DatasetError when the file is not a readable DICOM
     object, and OSError when it cannot be read at all.
     """
-    with open(path, "rb") as fileobj:
+    with openRegularFile(path) as fileobj:
         transferSyntax = readFileMeta(fileobj)[0]
         return transferSyntax, readAttributes(fileobj, transferSyntax, tags, wholeDataset=wholeDataset)
 
@@ -127,7 +128,7 @@ def fileError(path):
     """Why the Part-10 file ``path`` is unusable (missing, not Part-10,
     truncated or damaged data set), or None when it reads to its end."""
     try:
-        with open(path, "rb") as f:
+        with openRegularFile(path) as f:
             syntax, _, offset = readFileMeta(f)
             f.seek(offset)
             walkDataset(f, syntax, frozenset(), 0, 0xFFFFFFFF)

@@ -1,7 +1,8 @@
 """Rebuild the index from the files on the MAG devices (``dgate -r``).
 
-Walks every device (skipping hidden folders such as ``.pacs-tmp`` and the
-files set aside while being rewritten or moved), reads the index attributes
+Walks every device (skipping hidden folders such as ``.pacs-tmp``, the
+files set aside while being rewritten or moved, and whatever is not a
+regular file: a FIFO would block it), reads the index attributes
 of each DICOM file (Part-10, or a raw ``.v2`` data set) that reads to its
 end and upserts them in batches, the files of a folder oldest first: a
 patient, study or series row ends with the values of the object stored
@@ -15,6 +16,7 @@ import re
 from pacscore.db.index import ImageRecord
 from pacscore.storage.attributes import DatasetError
 from pacscore.storage.part10 import readFileAttributes
+from pacscore.storage.regularfiles import isRegularFile, openRegularFile
 from pacscore.storage.store import SOP_INSTANCE_UID
 
 RAW_EXTENSIONS = (".v2",)
@@ -22,9 +24,13 @@ _SET_ASIDE = re.compile(r".*(\.pacs-tmp|\.moved-\d+)$")  # a rewrite's or a move
 
 
 def _isDicomFile(path):
+    """Only a regular file (or a link to one) can be: a FIFO, a socket or a
+    device node is not opened."""
+    if not isRegularFile(path):
+        return False
     if path.lower().endswith(RAW_EXTENSIONS):
         return True
-    with open(path, "rb") as f:
+    with openRegularFile(path) as f:
         f.seek(128)
         return f.read(4) == b"DICM"
 

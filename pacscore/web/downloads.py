@@ -9,8 +9,8 @@ import zipfile
 
 from twisted.logger import Logger
 
-from pacscore.control.data import openRegularFile
 from pacscore.db.query import EXACT, PATIENT_ID, SERIES_INSTANCE_UID, STUDY_INSTANCE_UID, QueryKey
+from pacscore.storage.regularfiles import openRegularFile
 from pacscore.web.answers import StreamAnswer, WebError
 from pacscore.web.objects import uid
 

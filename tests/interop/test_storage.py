@@ -294,6 +294,24 @@ class DamagedIndexTests(ServerTestCase):
                       f"if the index was lost, 'dgate -r' rebuilds it from them", self.server.log())
 
 
+    def test_fifoOnTheDeviceSkipped(self):
+        """A FIFO on MAG0 blocks neither the start-up check of an empty
+        index nor ``dgate -r``: it is no object."""
+        [image] = generateCorpus(self.mktemp(), 1, 1, 1, 1)
+        self.assertEqual(self.server.store(image.path).returncode, 0)
+        stored = storedFiles(self.server.dataDir)[image.sopUID]
+        self.server.stop()
+        os.unlink(self.server.database)
+        os.makedirs(os.path.join(self.server.dataDir, "AAA"))
+        os.mkfifo(os.path.join(self.server.dataDir, "AAA", "pipe.dcm"))
+        self.server.start()
+        self.assertIn(f"(e.g. {stored})", self.server.log())
+        self.server.stop()
+        result = self.server.dgate("-r")
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        self.assertIn("1 files indexed, 0 failed", result.stdout)
+
+
 class CrashTests(ServerTestCase):
 
     def test_killDuringIngestLosesNothingAcknowledged(self):

@@ -16,11 +16,11 @@ from pacscore.codecs.syntaxes import (
     isCompressed)
 from pacscore.codecs.filetranscode import NotStreamed, streams
 from pacscore.codecs.nkipixels import NKI_PIXEL_DATA
-from pacscore.control.data import openRegularFile
 from pacscore.dicom.negotiation import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION
 from pacscore.dicom.storeddata import openDataset
 from pacscore.storage.attributes import readAttributes
 from pacscore.storage.part10 import encodeFileMeta, readFileMeta
+from pacscore.storage.regularfiles import openRegularFile
 from pacscore.web.dicomweb.dicomjson import jsonDataset
 
 PIXEL_DATA = 0x7FE00010

@@ -3,9 +3,10 @@ database's: closing any descriptor of a file drops the process's POSIX
 locks on it, SQLite's included); the Regenerator rebuilds what the live
 index held."""
 
-import builtins
+import contextlib
 import os
 import shutil
+import signal
 
 from pydicom.data import get_testdata_file
 from sqlalchemy import select
@@ -16,6 +17,20 @@ from pacscore.storage.devices import MagDevice
 from pacscore.storage.regen import Regenerator, SkippedFiles, iterObjectFiles
 from pacscore.testing.corpus import makeDataset
 from tests.pacscore.db.test_schema import TABLE_NAMES, conquestLayout, sqliteEngine
+
+
+@contextlib.contextmanager
+def noHang(seconds=10):
+    """Fail rather than block for ever (a FIFO opened with no writer)."""
+    def fail(signum, frame):
+        raise AssertionError(f"blocked for {seconds} s")
+    previous = signal.signal(signal.SIGALRM, fail)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 class SkipTests(unittest.TestCase):
@@ -29,8 +44,8 @@ class SkipTests(unittest.TestCase):
         for path in (database, image):
             shutil.copy(get_testdata_file("CT_small.dcm"), path)
         opened = []
-        realOpen = builtins.open
-        self.patch(builtins, "open", lambda path, *a, **kw: opened.append(path) or realOpen(path, *a, **kw))
+        realOpen = os.open
+        self.patch(os, "open", lambda path, *a, **kw: opened.append(path) or realOpen(path, *a, **kw))
         found = list(iterObjectFiles(MagDevice("MAG0", root), skip=frozenset({os.path.realpath(database)})))
         self.assertEqual(found, [(image, "PAT/1.dcm")])
         self.assertEqual(opened, [image])
@@ -45,6 +60,23 @@ class SkipTests(unittest.TestCase):
         self.assertEqual(list(iterObjectFiles(MagDevice("MAG0", root), skip=skip)), [])
         self.assertIn(os.path.join(root, "other-name.dcm"), SkippedFiles(skip))
         self.assertNotIn(os.path.join(root, "dbase", "x.dcm"), SkippedFiles(skip))
+
+
+    def test_onlyRegularFilesOpened(self):
+        """A FIFO (however named) is not opened: it would block until a
+        writer came; a link counts when it leads to a regular file."""
+        root = os.path.abspath(self.mktemp())
+        os.makedirs(os.path.join(root, "PAT"))
+        image = os.path.join(root, "PAT", "1.dcm")
+        shutil.copy(get_testdata_file("CT_small.dcm"), image)
+        for name in ("pipe", "pipe.v2", "pipe.dcm"):
+            os.mkfifo(os.path.join(root, "PAT", name))
+        os.symlink(image, os.path.join(root, "PAT", "link.dcm"))
+        os.symlink(os.path.join(root, "PAT", "pipe.v2"), os.path.join(root, "PAT", "link.v2"))
+        os.symlink(os.path.join(root, "PAT", "gone.v2"), os.path.join(root, "PAT", "dangling.v2"))
+        with noHang():
+            found = sorted(iterObjectFiles(MagDevice("MAG0", root)))
+        self.assertEqual(found, [(image, "PAT/1.dcm"), (os.path.join(root, "PAT", "link.dcm"), "PAT/link.dcm")])
 
 
 class RegenerationTests(unittest.TestCase):
@@ -114,6 +146,17 @@ class RegenerationTests(unittest.TestCase):
         regenerator = self.regenerate()
         self.assertEqual(regenerator.duplicates, 1)
         self.assertEqual(self.location(), [("MAG0", "PAT1/new.dcm")])
+
+    def test_aFifoEnteredFails(self):
+        """regenfile of a FIFO: a failure, not a thread blocked for ever."""
+        fifo = os.path.join(self.devices[0].path, "PAT1", "pipe.dcm")
+        os.makedirs(os.path.dirname(fifo))
+        os.mkfifo(fifo)
+        regenerator = self.regenerator()
+        with noHang():
+            regenerator.enter(self.devices[0], [(fifo, "PAT1/pipe.dcm")])
+        self.assertEqual((regenerator.indexed, regenerator.failed), (0, 1))
+        self.assertEqual(self.lines, [f"[Regen] {fifo} -FAILED: [Errno 22] not a regular file"])
 
     def test_newestCopyWinsOnADeviceNotRegenerated(self):
         """regendev, regendir and regenfile of MAG1 compare its old copy

@@ -109,8 +109,11 @@ class ControlProtocol(basic.LineReceiver, policies.TimeoutMixin):
     # -- the answer --------------------------------------------------------
 
     def _send(self, kind, text=None):
+        """One line; the bytes of a file name that are not UTF-8 (read from
+        a folder as surrogate escapes) go as ``\\udcff``, so no line is lost."""
         if not self.finished:
-            self.transport.write((kind if text is None else kind + b" " + text.encode("utf-8")) + b"\r\n")
+            self.transport.write(
+                (kind if text is None else kind + b" " + text.encode("utf-8", "backslashreplace")) + b"\r\n")
 
     def progress(self, text):
         """A PROGRESS line per line of ``text``."""

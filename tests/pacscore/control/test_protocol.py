@@ -2,6 +2,8 @@
 iosim with a task.Clock: requests, streamed answers, secrets, failures, and
 several clients at once."""
 
+import os
+
 from twisted.internet import defer, task
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
@@ -75,6 +77,19 @@ class Broken:
         return 1 / 0
 
 
+@implementer(IControlCommand)
+class Listing:
+    """Reports and answers a file name that is not UTF-8, as read from a folder."""
+
+    name = "listing"
+    usage = "--listing:  Name a file"
+    fileName = os.fsdecode(b"/data/bad\xff.dcm")
+
+    def run(self, arguments, context):
+        context.progress(f"{self.fileName} -FAILED")
+        return f"{self.fileName}\nlast line"
+
+
 class ParseTests(unittest.TestCase):
 
     def test_nameAndArguments(self):
@@ -116,7 +131,8 @@ class ServerTests(unittest.TestCase):
 
     def makeFactory(self, **kw):
         return ControlFactory(object(), self.clock,
-                              commands=CommandRegistry([Echo(), self.slow, Broken(), Silent(), Picture()]), **kw)
+                              commands=CommandRegistry([Echo(), self.slow, Broken(), Silent(), Picture(), Listing()]),
+                              **kw)
 
     preamble = ()  # the lines a client sends before its command
 
@@ -186,6 +202,12 @@ class ServerTests(unittest.TestCase):
         protocol, transport = self.connect()
         protocol.dataReceived(b"COMMAND --echo:\xff\r\n")
         self.assertTrue(self.answer(transport)[0].startswith("ERROR bad request"))
+
+    def test_fileNamesThatAreNotUTF8(self):
+        """Every line is sent, the bytes that are not UTF-8 escaped."""
+        transport = self.request("COMMAND --listing:")
+        self.assertEqual(self.answer(transport), ["PROGRESS /data/bad\\udcff.dcm -FAILED",
+                                                  "OUTPUT /data/bad\\udcff.dcm", "OUTPUT last line", "OK"])
 
     def test_nulCharacter(self):
         protocol, transport = self.connect()

@@ -218,7 +218,14 @@ def _iniPath(workdir):
     return path if os.path.exists(path) else None
 
 
-def main(argv=None, out=print, err=None):
+def printLine(text):
+    """``print``, the bytes of a file name that are not UTF-8 (surrogate
+    escapes) shown as ``\\udcff`` as standard error shows them, rather
+    than an exception halfway through -r."""
+    print(text.encode("utf-8", "backslashreplace").decode("utf-8"))
+
+
+def main(argv=None, out=printLine, err=None):
     """The console script; returns the exit status (with a ``--command``,
     ``task.react`` ends the process with it once the server answered)."""
     argv = sys.argv[1:] if argv is None else argv

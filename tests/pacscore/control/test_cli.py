@@ -207,6 +207,24 @@ class CliTests(unittest.TestCase):
             self.assertEqual(connection.execute("SELECT DeviceName, ObjectFile FROM DICOMImages").fetchall(),
                              [("MAG1", "PAT1/1.dcm")])
 
+    def test_regenerateReportsFileNamesThatAreNotUTF8(self):
+        """A damaged file whose name is not UTF-8 is reported, its bytes
+        escaped, even to a strict UTF-8 standard output, and -r goes on."""
+        server = PacsServer(self.mktemp())
+        folder = os.path.join(server.dataDir, "PAT1")
+        os.makedirs(folder)
+        dataset = makeDataset("PAT1", "Doe^John", "1.2.3", "1.2.3.1", "1.2.3.1.1", 1, 1, rows=4, columns=4)
+        dataset.save_as(os.path.join(folder, "1.dcm"), enforce_file_format=True)
+        with open(os.path.join(folder, "1.dcm"), "rb") as f:
+            content = f.read()
+        with open(os.path.join(os.fsencode(folder), b"cut\xff.dcm"), "wb") as f:
+            f.write(content[:-10])
+        result = subprocess.run([os.path.join(BIN, "dgate"), f"-w{server.workdir}", "-r"], capture_output=True,
+                                text=True, timeout=60, env=dict(os.environ, PYTHONIOENCODING="utf-8"))
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn(f"[Regen] {folder}/cut\\udcff.dcm -FAILED", result.stdout)
+        self.assertIn("1 files indexed, 1 failed", result.stdout)
+
     def test_indexThatCannotBeOpened(self):
         server = PacsServer(self.mktemp())
         server.setIni(SQLServer=os.path.join(server.workdir, "dicom.ini", "conquest.db3"))

@@ -230,21 +230,13 @@ class Archive:
         crash leftovers are gone, the tables exist, the pools run.
         ``StartupError`` when a folder or the index database cannot be used."""
         self.startTime = self.reactor.seconds()
-        missing = frozenset(device.name for device in self.devices if not os.path.isdir(device.path))
-        for device in self.devices:
-            if device.name in missing:
-                self.log.warn("{device}: its folder {path} did not exist and is made now (a volume not mounted?)",
-                              device=device.name, path=device.path)
-        try:
-            for device in self.devices:
-                device.prepare()
-            self.mirrors.prepare()
-            self.hl7DropFolder.prepare()
-        except OSError as e:
-            raise StartupError.ofFolder(e) from e
+        missing = [device for device in self.devices if not os.path.isdir(device.path)]
+        self._prepareFolders([device for device in self.devices if device not in missing] +
+                             [self.mirrors, self.hl7DropFolder])
         try:
             self.index.createTables()
-            self.index.recoverPending(self.objectReader.fileError, missing)
+            self._checkMissingDevices(missing)
+            self.index.recoverPending(self.objectReader.fileError)
             self.exportQueue.createTables()
             self.procedureSteps.createTables()
             self.mppsForwards.createTables()
@@ -257,6 +249,29 @@ class Archive:
             self._warnOfUnindexedFiles()
         self.workers.start()
         self.index.start()
+
+    @staticmethod
+    def _prepareFolders(parts):
+        try:
+            for part in parts:
+                part.prepare()
+        except OSError as e:
+            raise StartupError.ofFolder(e) from e
+
+    def _checkMissingDevices(self, missing):
+        """A MAG device whose folder is missing is made, unless the index
+        holds objects on it (a volume not mounted): then pacs does not start
+        (they would be served as lost, and regenerated away)."""
+        inUse = self.index.devicesInUse([device.name for device in missing])
+        if inUse:
+            raise StartupError(
+                f"the folder of {', '.join(inUse)} is missing but the index holds objects on it "
+                f"({', '.join(device.path for device in missing if device.name in inUse)}): mount its volume, "
+                f"or, if its objects are gone for good, make the folder and run 'dgate -r'")
+        for device in missing:
+            self.log.warn("{device}: its folder {path} did not exist and is made now", device=device.name,
+                          path=device.path)
+        self._prepareFolders(missing)
 
     def _warnOfUnindexedFiles(self):
         """An empty index beside MAG devices holding DICOM files was lost or

@@ -94,6 +94,13 @@ class Index:
         with self.engine.connect() as connection:
             return connection.execute(select(self.tables.image.c[0]).limit(1)).first() is not None
 
+    def devicesInUse(self, deviceNames):
+        """Those of ``deviceNames`` that an image row names (synchronous)."""
+        column = self.tables.image.c.DeviceName
+        with self.engine.connect() as connection:
+            return sorted(name for name in deviceNames
+                          if connection.execute(select(column).where(column == name).limit(1)).first() is not None)
+
     @property
     def imageKey(self):
         """The image table's key column (SOPInstanceUID in dicom.sql)."""
@@ -226,10 +233,10 @@ class Index:
             upserter = self._upserters[thread] = Upserter(self._levels)
         return upserter
 
-    def recoverPending(self, fileError, unavailable=frozenset()):
+    def recoverPending(self, fileError):
         """At start-up, before the writer starts: see ``PendingFiles.recover``."""
         with self.engine.begin() as connection:
-            return self.pending.recover(connection, fileError, Upserter(self._levels).deleteImagesAt, unavailable)
+            return self.pending.recover(connection, fileError, Upserter(self._levels).deleteImagesAt)
 
     def _upsertInWriter(self, connection, records):
         results = self._writerUpserter().upsertImages(connection, records)

@@ -10,8 +10,7 @@ marks, which keeps the cost per image in the microseconds), and the index
 removes the rest when it stops.  At start-up, ``recover`` checks the file
 of every mark left over and removes the image rows whose file did not
 survive (the sender never got Success for them), and the series, study and
-patient rows left without images; the marks of a device whose folder was
-missing are kept for the next start (an unmounted volume lost nothing).
+patient rows left without images.
 """
 
 import threading
@@ -61,20 +60,14 @@ class PendingFiles:
             flushed, self._flushed = self._flushed, []
         self._delete(connection, self.table, flushed)
 
-    def recover(self, connection, fileError, deleteImages, unavailable=frozenset()):
+    def recover(self, connection, fileError, deleteImages):
         """Check each marked file (``fileError(deviceName, objectFile)``
         returns why it is unusable, or None), have ``deleteImages(connection,
-        files)`` remove the rows of the unusable ones, and remove the marks,
-        but those of the devices named in ``unavailable`` (their folder was
-        missing: nothing can be told of their files); returns the removed
-        ``(device, file)``s."""
+        files)`` remove the rows of the unusable ones, and remove every mark;
+        returns the removed ``(device, file)``s."""
         marked = set(connection.execute(select(self.table.c.DeviceName, self.table.c.ObjectFile)))
-        kept = sorted(mark for mark in marked if mark[0] in unavailable)
-        for deviceName in sorted({deviceName for deviceName, _ in kept}):
-            self.log.warn("the folder of {device} was missing: the files indexed last on it before the server "
-                          "stopped are checked at the next start", device=deviceName)
         lost = []
-        for deviceName, objectFile in sorted(marked.difference(kept)):
+        for deviceName, objectFile in sorted(marked):
             error = fileError(deviceName, objectFile)
             if error is None:
                 continue
@@ -84,13 +77,10 @@ class PendingFiles:
                           device=deviceName, path=objectFile, error=error)
         if lost:
             deleteImages(connection, lost)
-        if kept:
-            self._delete(connection, self.table, marked.difference(kept))
-        else:
-            connection.execute(delete(self.table))
-        if len(marked) > len(kept):
+        connection.execute(delete(self.table))
+        if marked:
             self.log.info("Checked the {count} files indexed last before the server stopped: {lost} lost",
-                          count=len(marked) - len(kept), lost=len(lost))
+                          count=len(marked), lost=len(lost))
         return lost
 
     @staticmethod

@@ -135,27 +135,6 @@ class PendingFilesTests(unittest.TestCase):
                                                  (tables.series, "SeriesInstanceUID"))],
                              [["PAT1"], ["1.2.3"], ["1.2.3.1"]])
 
-    @defer.inlineCallbacks
-    def test_recoverKeepsTheMarksOfAMissingDevice(self):
-        """A device whose folder was missing (a volume not mounted) lost
-        nothing we can tell: its rows and marks stay for the next start."""
-        self.start()
-        self.durability.error = OSError(5, "power loss")
-        for n, device in enumerate(["MAG0", "MAG1"]):
-            yield self.assertFailure(self.index.store(makeRecord(f"1.2.3.1.{n}", objectFile=f"{n}.dcm",
-                                                                 deviceName=device)), OSError)
-        yield self.index.stop()
-        checked = []
-
-        def fileError(deviceName, objectFile):
-            checked.append(deviceName)
-            return "No such file or directory"
-
-        self.assertEqual(self.index.recoverPending(fileError, frozenset({"MAG1"})), [("MAG0", "0.dcm")])
-        self.assertEqual(checked, ["MAG0"])
-        self.assertEqual(self.images(), ["1.dcm"])
-        self.assertEqual(self.marked(), [("MAG1", "1.dcm")])
-
     def test_perFileSyncMarksNothing(self):
         index = Index(self.engine, conquestLayout(), TABLE_NAMES, reactor=reactor)
         index.start()

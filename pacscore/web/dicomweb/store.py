@@ -13,6 +13,9 @@ the Failed SOP Sequence (with a C-STORE failure status as Failure Reason)
 and the study's RetrieveURL; 200 when all were stored, 202 when some,
 409 when none.  ``DICOMwebStore = 0`` in dicom.ini refuses every STOW-RS
 request (403), and ``WebWriters``, when it lists users, those of the others.
+Without ``WebUsers`` a browser's request from a page of another site is
+refused (403: it could plant objects through any visitor inside the
+network); with logins, a viewer served elsewhere stores with its user's.
 """
 
 from pydicom.dataset import Dataset
@@ -23,6 +26,7 @@ from pacscore.storage.attributes import DatasetError, readAttributes
 from pacscore.storage.part10 import MAGIC, PREAMBLE_LENGTH, readFileMeta
 from pacscore.storage.store import IncomingObject
 from pacscore.web.answers import WebError
+from pacscore.web.crossorigin import refuseCrossOrigin
 from pacscore.web.dicomweb import multipart
 from pacscore.web.dicomweb.dicomjson import jsonAnswer, jsonBytes, jsonDataset
 from pacscore.web.dicomweb.search import RETRIEVE_URL
@@ -156,9 +160,12 @@ async def storeInstances(archive, request, target, base):
     """The STOW-RS answer to a POSTed multipart body."""
     if not storeAllowed(archive):
         raise WebError(403, "storing over DICOMweb is off (DICOMwebStore = 0)")
-    refusal = writerRefusal(archive.configuration.ini, getattr(request, "webUser", None), "store over DICOMweb")
+    user = getattr(request, "webUser", None)
+    refusal = writerRefusal(archive.configuration.ini, user, "store over DICOMweb")
     if refusal is not None:
         raise WebError(403, refusal)
+    if user is None:  # no login to prove who stores: not for a page of another site (CSRF)
+        refuseCrossOrigin(request)
     contentType = multipart.mediaType((request.getHeader(b"content-type") or b"").decode("latin-1"))
     rootType = contentType.get("type", DICOM).lower()
     if contentType.name != "multipart/related" or rootType != DICOM:

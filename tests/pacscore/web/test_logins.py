@@ -147,6 +147,16 @@ class GuardedSiteTests(DicomWebTestCase):
         self.assertEqual(pydicom.dcmread(path).StationName, "alice")
 
     @defer.inlineCallbacks
+    def test_storeFromAViewerServedElsewhere(self):
+        """With logins a viewer of another origin stores as its user."""
+        with open(CT, "rb") as f:
+            body = stowBody(f.read())
+        stored = yield self.get("/dicom-web/studies", "alice", "secret", method=b"POST", body=body,
+                                contentType=STOW_TYPE, headers=[("origin", "http://viewer.example"),
+                                                                ("sec-fetch-site", "cross-site")])
+        self.assertEqual(stored.code, 200, stored.body)
+
+    @defer.inlineCallbacks
     def test_formsReadAfterTheLogin(self):
         """A POSTed form is read only for a user that logged in: without a
         login even a malformed one is a 401, with one a 400."""

@@ -102,6 +102,20 @@ class StoreTests(DicomWebTestCase):
             self.assertEqual((contentType, found.code), (contentType, code))
 
 
+    @defer.inlineCallbacks
+    def test_notForAPageOfAnotherSiteWithoutLogins(self):
+        """A page elsewhere cannot make an intranet browser store objects
+        (CSRF); pages of this server and non-browsers can."""
+        image = self.newImages()[0]
+        for headers, code in (([("sec-fetch-site", "cross-site")], 403),
+                              ([("origin", "http://elsewhere.example")], 403),
+                              ([("sec-fetch-site", "same-origin")], 200), ([], 200)):
+            found = yield self.fetch("/studies", method=b"POST", body=stowBody(read(image.path)),
+                                     contentType=STOW_TYPE, headers=headers)
+            self.assertEqual((headers, found.code), (headers, code))
+            self.assertEqual(found.header("access-control-allow-origin"), "*")
+
+
 class StoreOffTests(DicomWebTestCase):
     ini = {"DICOMwebStore": "0"}
 

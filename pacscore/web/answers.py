@@ -57,6 +57,13 @@ def notAllowed(method, allowed):
     return WebError(405, f"{method} is not answered here: {names} is", [("Allow", names)])
 
 
+def checkPost(request, why):
+    """A 405 (``Allow: POST``) saying ``why`` unless ``request`` is a POST:
+    what changes the archive comes from a page's button."""
+    if request.method != b"POST":
+        raise WebError(405, why, [("Allow", "POST")])
+
+
 def htmlAnswer(title, *parts, cache=False):
     """A whole page (``html.page``) as an Answer; not cached unless ``cache``."""
     return Answer(page(title, *parts).encode("utf-8"), HTML, () if cache else NO_CACHE)

@@ -20,13 +20,14 @@ import tempfile
 from pacscore.control.context import CommandError
 from pacscore.control.data import AddImageFile, LoadHL7
 from pacscore.control.deletes import DeleteSeries, DeleteStudy
-from pacscore.web.answers import WebError, htmlAnswer
+from pacscore.web.answers import WebError, checkPost, htmlAnswer
 from pacscore.web.commands import runCommand
 from pacscore.web.html import SCRIPT, Markup, text
 from pacscore.web.logins import writerRefusal
 from pacscore.web.objects import uid
 
 COPY_CHUNK = 1 << 20
+CHANGED_BY_POST = "changes are made with the page's button (POST)"
 
 
 def _refusal(archive, parameters):
@@ -48,11 +49,6 @@ def checkWritable(archive, parameters):
     refusal = _refusal(archive, parameters)
     if refusal is not None:
         raise WebError(403, refusal)
-
-
-def checkPost(request):
-    if request.method != b"POST":
-        raise WebError(405, "changes are made with the page's button (POST)")
 
 
 def _reference(parameters, name):
@@ -90,14 +86,14 @@ async def seriesDeleter(archive, parameters):
 
 async def deleteStudy(archive, parameters, request):
     checkWritable(archive, parameters)
-    checkPost(request)
+    checkPost(request, CHANGED_BY_POST)
     reference = _reference(parameters, "study")
     return await commandAnswer(archive, DeleteStudy(), reference, f"study {reference} deleted")
 
 
 async def deleteSeries(archive, parameters, request):
     checkWritable(archive, parameters)
-    checkPost(request)
+    checkPost(request, CHANGED_BY_POST)
     reference = _reference(parameters, "series")
     return await commandAnswer(archive, DeleteSeries(), reference, f"series {reference} deleted")
 
@@ -115,7 +111,7 @@ def _spooled(upload):
 
 async def addLocalFile(archive, parameters, request):
     checkWritable(archive, parameters)
-    checkPost(request)
+    checkPost(request, CHANGED_BY_POST)
     upload = request.uploads.get(b"filetoupload", [None])[0]
     if upload is None or not upload.size:
         raise WebError(400, "no file was uploaded (a multipart form field filetoupload)")

@@ -25,7 +25,7 @@ from pacscore.control.finders import (
     openSource)
 from pacscore.control.stored import LOCAL, isLocal
 from pacscore.db.query import PATIENT_ID, SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, QueryKey
-from pacscore.web.answers import WebError, htmlAnswer
+from pacscore.web.answers import WebError, checkPost, htmlAnswer
 from pacscore.web.html import SCRIPT, Markup, link, table, text, url
 from pacscore.web.edits import commandAnswer
 from pacscore.web.objects import uid
@@ -170,8 +170,7 @@ async def seriesMover(archive, parameters):
 def _endpoints(archive, parameters, request):
     """``(source, destination)`` of a move request, checked."""
     _checkPush(archive)
-    if request.method != b"POST":
-        raise WebError(405, "a move is asked with the push page's button (POST)")
+    checkPost(request, "a move is asked with the push page's button (POST)")
     source = parameters.get("source").strip() or LOCAL
     destination = parameters.get("dest").strip()
     for ae in (source, destination):

@@ -18,8 +18,8 @@ from sqlalchemy import select
 
 from pacscore.db.worklistitems import OrderRefused
 from pacscore.hl7.mapping import OrderItem
-from pacscore.web.answers import WebError, htmlAnswer
-from pacscore.web.edits import checkPost, checkWritable, writable
+from pacscore.web.answers import WebError, checkPost, htmlAnswer
+from pacscore.web.edits import CHANGED_BY_POST, checkWritable, writable
 from pacscore.web.html import SCRIPT, Markup, join, link, table, text, url
 
 _CONQUEST_QUERY = re.compile(r"^\s*(?:\w+\.)?AccessionN\w*\s*=\s*'((?:[^']|'')*)'\s*$", re.IGNORECASE)
@@ -114,7 +114,7 @@ def _values(archive, parameters):
 
 async def saveRecord(archive, parameters, request):
     checkWritable(archive, parameters)
-    checkPost(request)
+    checkPost(request, CHANGED_BY_POST)
     accessionColumn = _accessionColumn(archive)
     original = parameters.get(ORIGINAL).strip()
     values = _values(archive, parameters)
@@ -148,7 +148,7 @@ async def saveRecord(archive, parameters, request):
 
 async def deleteRecord(archive, parameters, request):
     checkWritable(archive, parameters)
-    checkPost(request)
+    checkPost(request, CHANGED_BY_POST)
     accession = _accession(parameters)
     applied = await archive.worklistItems.apply([OrderItem("CA", {_accessionColumn(archive): accession})])
     return htmlAnswer(f"worklist item {accession}",

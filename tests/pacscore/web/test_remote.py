@@ -55,6 +55,7 @@ class RemoteTests(unittest.TestCase):
                 ({"mode": "movestudy", "study": f":{self.corpus[0].studyUID}", "dest": "THERE"}, 405, "(POST)")]:
             page = yield get(self.resource, **parameters)
             self.assertEqual((page.code, why in page.text), (code, True), page.text)
+            self.assertEqual(page.headers.get("allow"), "POST" if code == 405 else None)
 
     @defer.inlineCallbacks
     def test_pushBothWays(self):

@@ -107,10 +107,10 @@ class Options(usage.Options):
                                    aeTitle=self["ae"])
             self.control = self._controlSettings()
             self.services = serviceTree(self)
-        except ConfigError as e:
-            raise usage.UsageError(f"configuration error: {e}")
+        except ConfigError as e:  # the operator's files, not the command line: no usage text
+            raise SystemExit(f"twistd: configuration error: {e}") from None
         except StartupError as e:
-            raise usage.UsageError(f"cannot start: {e}")
+            raise SystemExit(f"twistd: cannot start: {e}") from None
         except ValueError as e:
             raise usage.UsageError(str(e))
 

@@ -18,6 +18,8 @@ then the AE title called).
 
 from dataclasses import dataclass, field, replace
 
+from twisted.logger import Logger
+
 from pacscore.config.errors import ConfigError
 from pacscore.config.textfile import LineFile, lineEnding, splitLines
 
@@ -87,7 +89,7 @@ def _splitComments(text, path):
 
 def _problem(fields):
     """Why ``fields`` (the words of a line) are not an entry, or None."""
-    if not 3 <= len(fields) <= 4:
+    if len(fields) < 3:
         return "expected 'AE host port [compression]'"
     port = fields[2]
     if not (port.isdigit() or port.endswith("*")):
@@ -110,6 +112,8 @@ class AcrNemaMap(LineFile):
     ``[DICOMTLSNodes]`` (set by the loader; kept when the file is read again)."""
 
     tlsNodes = {}
+    log = Logger()
+    _warned = set()  # (path, line number, text) of lines with words past the compression code
 
     @classmethod
     def fromString(cls, text, path="acrnema.map"):
@@ -122,7 +126,11 @@ class AcrNemaMap(LineFile):
                 problem = _problem(fields)
                 if problem:
                     raise ConfigError(path, number, f"{problem}, got {code.strip()!r}")
-                node = Node(*fields)
+                if len(fields) > 4 and (path, number, code) not in cls._warned:
+                    cls._warned.add((path, number, code))
+                    cls.log.warn("{path}:{line}: {extra!r} after the compression code is ignored, as Conquest "
+                                 "does", path=path, line=number, extra=" ".join(fields[4:]))
+                node = Node(*fields[:4])
             rows.append(_Row(lines[number - 1], node, head, tail))
         return cls(path, rows, lineEnding(text))
 

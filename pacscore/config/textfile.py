@@ -7,15 +7,18 @@ import tempfile
 
 from pacscore.config.errors import ConfigError
 
+BYTE_ORDER_MARK = "\ufeff"
+
 
 def readConfigText(path):
-    """The text of a configuration file; undecodable bytes survive a rewrite.
+    """The text of a configuration file; undecodable bytes survive a rewrite,
+    a UTF-8 byte order mark (Windows Notepad's) is dropped.
 
     Raises ConfigError (no line) if the file cannot be read.
     """
     try:
         with open(path, encoding="utf-8", errors="surrogateescape", newline="") as f:
-            return f.read()
+            return f.read().removeprefix(BYTE_ORDER_MARK)
     except OSError as e:
         raise ConfigError(path, None, f"cannot read: {e.strerror or e}") from e
 

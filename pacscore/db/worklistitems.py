@@ -76,7 +76,11 @@ class WorklistItems:
     def checkStatusColumn(self):
         """At start-up: forget the status column when the worklist table in
         the database predates it (dicom.sql gained it without a
-        ``dgate --initializetables:2``), so MPPS and orders still work."""
+        ``dgate --initializetables:2``), so MPPS and orders still work; say
+        so when dicom.sql has no *WorkList* table at all."""
+        if not self.tagOf:
+            self.log.warn("dicom.sql has no *WorkList* table (as before Conquest 1.4.9): modality worklist "
+                          "queries find nothing and HL7 orders are refused")
         if self.statusColumn is None:
             return
         existing = {column["name"] for column in inspect(self.index.engine).get_columns(self.table.name)}

@@ -44,7 +44,10 @@ class WorklistQuery:
 
     def find(self, connection, keys):
         """One ``{tag: text}`` per matching row, every column by its tag,
-        by scheduled start date, start time and accession number."""
+        by scheduled start date, start time and accession number (none when
+        dicom.sql has no *WorkList* table, as before Conquest 1.4.9)."""
+        if not self.byTag:
+            return []
         prefixRange = connection.dialect.name == "sqlite"
         conditions = []
         for key in keys:

@@ -300,6 +300,29 @@ def waitFor(condition, timeout=20, what="condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+class NoWorklistTableTests(unittest.TestCase):
+    """A dicom.sql from before Conquest 1.4.9 has no *WorkList* table: a
+    worklist query finds nothing (it failed with a traceback), an HL7
+    order is refused, and start-up says why."""
+
+    def test_queriesFindNothingAndOrdersAreRefused(self):
+        server = PacsServer(tempfile.mkdtemp(prefix="pacs-noworklist-"))
+        path = os.path.join(server.workdir, "dicom.sql")
+        with open(path) as f:
+            text = f.read()
+        with open(path, "w") as f:
+            f.write(text[:text.index("\n*WorkList*")])
+        self.addCleanup(server.stop)
+        server.start()
+        self.assertEqual(worklistFind(server, ["AccessionNumber", "PatientName"]), [])
+        messages = os.path.join(server.workdir, "order.hl7")
+        writeMessages(messages, [order(1, *ORDERS[0])])
+        self.assertEqual([code for code, _ in acks(server.sendHL7(messages))], ["AE"])
+        log = server.log()
+        self.assertIn("dicom.sql has no *WorkList* table (as before Conquest 1.4.9)", log)
+        self.assertNotIn("Traceback", log)
+
+
 class WorklistFilesTests(unittest.TestCase):
     """The drop folder, ``dgate --loadhl7`` and ``dgate --initializetables:2``."""
 

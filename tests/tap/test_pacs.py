@@ -16,6 +16,8 @@ from tests.interop.server import BIN, CONFIG_FILES, PacsServer
 
 OPTIONS = ("--config", "--workdir", "--dicom", "--dicom-tls", "--hl7", "--web", "--control", "--ae", "--db")
 
+REFUSED = (usage.UsageError, SystemExit)  # how starting is refused
+
 
 class OptionsTests(unittest.TestCase):
 
@@ -41,7 +43,8 @@ class OptionsTests(unittest.TestCase):
         path = os.path.join(server.workdir, "dicom.sql")
         with open(path, "a") as f:
             f.write("\n*Bogus*\n{\n}\n")
-        error = self.assertRaises(usage.UsageError, Options().parseOptions, ["--config", server.workdir])
+        error = self.assertRaises(SystemExit, Options().parseOptions, ["--config", server.workdir])
+        self.assertIn("twistd: configuration error: ", str(error))
         self.assertIn("dicom.sql:", str(error))
 
 
@@ -71,8 +74,9 @@ class TwistdTests(unittest.TestCase):
                              cwd=server.workdir)
         self.assertNotEqual(result.returncode, 0)
         output = result.stdout + result.stderr
-        self.assertIn(f"acrnema.map:{lines}", output)
+        self.assertIn(f"twistd: configuration error: {path}:{lines}: ", output)
         self.assertNotIn("Traceback", output)
+        self.assertNotIn("--workdir", output, "the message alone, not after the options' help")
 
     def test_unusableMagDeviceStopsStartupWithoutTraceback(self):
         server = PacsServer(self.mktemp())
@@ -137,10 +141,11 @@ class ConfigurationValueTests(unittest.TestCase):
         return server, ["--config", server.workdir, "--workdir", server.workdir]
 
     def refusal(self, extra=(), **ini):
-        """The UsageError message of starting with the dicom.ini keys ``ini``
-        and the ``extra`` command-line arguments."""
+        """The message of refusing to start with the dicom.ini keys ``ini``
+        and the ``extra`` command-line arguments: a UsageError for the
+        options, a SystemExit (no usage text) for the files."""
         server, args = self.optionsFor(**ini)
-        return str(self.assertRaises(usage.UsageError, Options().parseOptions, args + list(extra)))
+        return str(self.assertRaises(REFUSED, Options().parseOptions, args + list(extra)))
 
     def test_badPort(self):
         error = self.refusal(TCPPort="five")
@@ -197,7 +202,7 @@ class ConfigurationValueTests(unittest.TestCase):
 
     def test_damagedConfigurationFiles(self):
         """Seeded random damage to any of the four files either still
-        starts or stops with a UsageError, never another exception."""
+        starts or stops with a message (UsageError, SystemExit), never another exception."""
         rng = random.Random(20261202)
         server, args = self.optionsFor()
         originals = {}
@@ -215,6 +220,6 @@ class ConfigurationValueTests(unittest.TestCase):
                     f.write(bytes(data) if name == damaged else original)
             try:
                 Options().parseOptions(args)
-            except usage.UsageError:
+            except REFUSED:
                 refused += 1
         self.assertGreater(refused, 10)

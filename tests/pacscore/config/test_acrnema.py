@@ -2,6 +2,7 @@
 
 import os
 
+from twisted.logger import capturedLogs
 from twisted.trial import unittest
 
 from pacscore.config.acrnema import AcrNemaMap, Node
@@ -105,6 +106,19 @@ class LookupTests(unittest.TestCase):
         self.assertEqual(self.amap.nodes[1], Node("V*", "*", "1234", "un"))
 
 
+class MoreWordsTests(unittest.TestCase):
+    """Conquest reads the first four words of a line (``sscanf("%s %s %s
+    %s")``): a note after the compression code is ignored, with a warning."""
+
+    def test_wordsAfterTheCompressionIgnored(self):
+        text = "/* x */\nPACS3 10.0.0.6 104 un Cardiology viewer\n"
+        with capturedLogs() as events:
+            amap = AcrNemaMap.fromString(text, "etc/acrnema.map")
+        self.assertEqual(amap.nodes, [Node("PACS3", "10.0.0.6", "104", "un")])
+        self.assertEqual(amap.toString(), text, "written back as it was")
+        self.assertEqual([(e["line"], e["extra"]) for e in events], [(2, "Cardiology viewer")])
+
+
 class ErrorTests(unittest.TestCase):
     """Syntax errors name the file and the line."""
 
@@ -115,9 +129,6 @@ class ErrorTests(unittest.TestCase):
 
     def test_tooFewFields(self):
         self.assertError(MANUAL_MAP + "PACS 10.0.0.1\n", 13, "PACS 10.0.0.1")
-
-    def test_tooManyFields(self):
-        self.assertError("/* x */\nPACS 10.0.0.1 104 un extra\n", 2, "extra")
 
     def test_badPort(self):
         self.assertError("PACS 10.0.0.1 1o4 un\n", 1, "'1o4'")

@@ -78,6 +78,21 @@ class LoadTests(unittest.TestCase):
         self.assertEqual(len(configuration.sopList.sops()), 1)
         self.assertEqual(len(configuration.layout.image), 2)
 
+    def test_byteOrderMarks(self):
+        """Files Windows Notepad saved as UTF-8 begin with a BOM, which
+        Conquest never notices: each of the four is read as without it."""
+        for name in ("dicom.ini", "acrnema.map", "dicom.sql", "dgatesop.lst"):
+            path = os.path.join(self.configDir, name)
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+            with open(path, "w", encoding="utf-8-sig") as f:
+                f.write(text)
+        configuration = loadConfiguration(self.configDir, self.workdir)
+        self.assertEqual(configuration.aeTitle, "PACS1")
+        self.assertEqual(configuration.acrNemaMap.nodes, [Node("CONQUESTSRV1", "127.0.0.1", "5678", "un")])
+        self.assertEqual(len(configuration.sopList.sops()), 1)
+        self.assertEqual(len(configuration.layout.image), 2)
+
     def test_iniFile(self):
         configuration = loadConfiguration(self.ini, self.workdir)
         self.assertEqual(configuration.configDir, self.configDir)

@@ -165,6 +165,11 @@ class PostgresServer(DatabaseServer):
                 raise RuntimeError("postgres processes outlived their postmaster")
             time.sleep(0.1)
 
+    def dropConnections(self, database):
+        """End every session on ``database``, as an idle timeout or an
+        administrator does."""
+        self.sql(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{database}'")
+
     def sql(self, statement, database="postgres"):
         """Run ``statement`` with psql; its output (unaligned, tuples only)."""
         return self.run(os.path.join(self.bin, "psql"), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
@@ -209,6 +214,12 @@ class MariaDBServer(DatabaseServer):
     def _client(self, database, *arguments):
         return ["mariadb", "--no-defaults", "--batch", "--skip-column-names", "-h", "127.0.0.1",
                 "-P", str(self.port), "-u", self.user, f"-p{self.password}", "-D", database, *arguments]
+
+    def dropConnections(self, database):
+        """End every session on ``database``, as ``wait_timeout`` or an
+        administrator does."""
+        for session in self.sql(f"SELECT id FROM information_schema.processlist WHERE db = '{database}'").split():
+            self.sql(f"KILL {session}")
 
     def sql(self, statement, database="mysql"):
         """Run ``statement`` with the mariadb client; its output (tab-separated, no header)."""

@@ -17,6 +17,7 @@ import queue
 import sys
 import threading
 
+from sqlalchemy.exc import DBAPIError
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -68,11 +69,13 @@ class BatchRunner:
         if connection is not None:
             connection.close()
 
-    def run(self, requests):
+    def run(self, requests, reconnected=False):
         """``[(True, result) | (False, Failure)]``, one per request, in
-        order; the successful ones are committed.  A connection that cannot
-        be opened (a database server that is down) fails them, like any
-        other error: the writer thread goes on with the next batch."""
+        order; the successful ones are committed.  A connection the
+        database server dropped (its idle timeout, a restart) is replaced and
+        the requests run again on the new one, once.  A connection that
+        cannot be opened (a database server that is down) fails them, like
+        any other error: the writer thread goes on with the next batch."""
         try:
             connection = self._connection()
             with connection.begin():
@@ -82,6 +85,11 @@ class BatchRunner:
                                 for result in fn(connection, [item for _, item in group])]
         except Exception as error:
             self.onRollback()
+            if not reconnected and isinstance(error, DBAPIError) and error.connection_invalidated:
+                self.log.info("the database server dropped the index writer's connection ({error}); "
+                              "the writes go again on a new one", error=error.orig)
+                self.closeConnection()
+                return self.run(requests, reconnected=True)
             if len(requests) == 1:
                 return [(False, Failure())]
             self.log.warn("Batch of {count} writes failed ({error}); retrying each alone",

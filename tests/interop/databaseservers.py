@@ -175,6 +175,28 @@ class IndexOnServer:
 class DatabaseCrash:
     """A database server of its own, crashed and restarted under pacs."""
 
+    def test_aDroppedConnectionIsReplaced(self):
+        """The database server ends pacs's sessions (MariaDB's wait_timeout
+        after a quiet night, an administrator): the next store is indexed
+        and acknowledged (it was refused with 0x0110)."""
+        database = self.serverClass().start()
+        self.addCleanup(database.stop)
+        database.sql("CREATE DATABASE conquest")
+        server = PacsServer(self.mktemp(), ini=serverIni(self.driver, database, "conquest"))
+        self.addCleanup(server.stop)
+        server.start()
+        first, second = generateCorpus(self.mktemp(), 1, 1, 1, 2)
+        self.assertEqual(server.store(first.path).returncode, 0)
+        database.dropConnections("conquest")
+        result = server.store(second.path)
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        self.assertIn("the database server dropped the index writer's connection", server.log())
+        server.stop()
+        engine = self.driver.createEngine(database.url("conquest"), None)
+        self.addCleanup(engine.dispose)
+        self.assertEqual(sorted(uid for uid, in selectFrom(engine, quoted(engine, "SOPInstanceUID"), "DICOMImages")),
+                         sorted(i.sopUID for i in (first, second)))
+
     def test_storesFailWhileTheDatabaseIsDownThenSucceed(self):
         database = self.serverClass().start()
         self.addCleanup(database.stop)

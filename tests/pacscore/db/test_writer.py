@@ -250,3 +250,40 @@ class UnreachableDatabaseTests(unittest.TestCase):
         yield self.assertFailure(writer.submit(create, ["a"]), OperationalError)
         os.makedirs(folder)
         self.assertEqual((yield writer.submit(create, ["b"])), ["b"])
+
+
+class DroppedConnectionTests(unittest.TestCase):
+    """A connection the database server dropped while the writer kept it
+    (MariaDB's wait_timeout, a restart) is replaced and the write done on
+    the new one: the first store after a quiet night was refused."""
+
+    @defer.inlineCallbacks
+    def test_writesGoAgainOnANewConnection(self):
+        engine = create_engine("sqlite:///" + os.path.abspath(self.mktemp()))
+        self.addCleanup(engine.dispose)
+        writer = GroupCommitWriter(engine, reactor)
+        writer.start()
+        self.addCleanup(writer.stop)
+        create = AfterCommitTests.create
+        self.assertEqual((yield writer.submit(create, ["a"])), ["a"])
+        connections = []
+
+        def droppedOnce(connection, items):
+            connections.append(connection)
+            if len(connections) == 1:
+                connection.invalidate()
+                raise OperationalError("INSERT", {}, Exception("server has gone away"), connection_invalidated=True)
+            return create(connection, items)
+
+        self.assertEqual((yield writer.submit(droppedOnce, ["b"])), ["b"])
+        self.assertEqual(len(connections), 2)
+        self.assertIsNot(connections[0], connections[1])
+        failing = [0]
+
+        def alwaysDropped(connection, items):
+            failing[0] += 1
+            connection.invalidate()
+            raise OperationalError("INSERT", {}, Exception("server has gone away"), connection_invalidated=True)
+
+        yield self.assertFailure(writer.submit(alwaysDropped, ["c"]), OperationalError)
+        self.assertEqual(failing[0], 2, "tried once more, not for ever")

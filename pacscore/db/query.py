@@ -379,8 +379,11 @@ def matchCondition(column, key, isMulti=False, prefixRange=False):
     return _anyOf(_textConditions(column, key.vr, values, isMulti, prefixRange, key.foldCase))
 
 
-def _oneOf(target, values):
-    """``target`` equal to one of ``values``."""
+def _oneOf(target, values, fold=None):
+    """``target`` equal to one of ``values`` (each passed through ``fold``,
+    an SQL function, when given)."""
+    if fold is not None:
+        values = [fold(value) for value in values]
     return target == values[0] if len(values) == 1 else target.in_(values)
 
 
@@ -459,23 +462,26 @@ def _textConditions(column, vr, values, isMulti, prefixRange=False, foldCase=Fal
     """The conditions, one of which must hold, of text values: one per
     wildcard value and an ``IN`` for the others; PN (and with ``foldCase``
     any text) case-insensitive; DT_MSTR one per value, matching any part."""
+    fold = None  # an SQL function the values go through, on the server
     if vr == "PN" or foldCase:
-        if prefixRange and not all(value.isascii() for value in values):
+        if all(value.isascii() for value in values):
+            column, values = func.lower(column), list(dict.fromkeys(value.lower() for value in values))
+        elif prefixRange:
             # SQLite's lower() folds ASCII letters only ("ÅSE" -> "Åse"): the SQLite
             # driver's Unicode case fold, on every row (no index has it)
             column, values, prefixRange = func.pacs_casefold(column), [v.casefold() for v in values], False
-        else:
-            column, values = func.lower(column), list(dict.fromkeys(value.lower() for value in values))
+        else:  # the server's lower() on both sides: its rules are not Python's (İ, Latin Extended-B ...)
+            column, fold, prefixRange = func.lower(column), func.lower, False
     if isMulti:
-        return [_compare(column, value, True) for value in values]
+        return [_compare(column, value, True, fold) for value in values]
     wildcards = [value for value in values if _hasWildcards(value)]
     exact = [value for value in values if not _hasWildcards(value)]
-    conditions = [_compare(column, value, False) for value in wildcards]
+    conditions = [_compare(column, value, False, fold) for value in wildcards]
     if vr == "PN" and prefixRange:
         conditions = [_withPrefixRange(column, value, condition)
                       for value, condition in zip(wildcards, conditions)]
     if exact:
-        conditions.append(_oneOf(column, exact))
+        conditions.append(_oneOf(column, exact, fold))
     return conditions
 
 
@@ -494,19 +500,23 @@ def _withPrefixRange(target, value, condition):
     return and_(*conditions, condition)
 
 
-def _compare(target, value, isMulti):
+def _compare(target, value, isMulti, fold=None):
+    """``target`` matching ``value`` (wildcards, or equality), with
+    ``isMulti`` any of its ``\\``-separated values; ``fold``: an SQL function
+    the value and patterns go through."""
+    fold = fold or (lambda text: text)
     if _hasWildcards(value):
         pattern = likePattern(value)
-        whole = target.like(pattern, escape=_ESCAPE)
+        whole = target.like(fold(pattern), escape=_ESCAPE)
     else:
         pattern = escapeLike(value)
-        whole = target == value
+        whole = target == fold(value)
     if not isMulti:
         return whole
     return or_(whole,
-               target.like(pattern + _SEPARATOR + "%", escape=_ESCAPE),
-               target.like("%" + _SEPARATOR + pattern, escape=_ESCAPE),
-               target.like("%" + _SEPARATOR + pattern + _SEPARATOR + "%", escape=_ESCAPE))
+               target.like(fold(pattern + _SEPARATOR + "%"), escape=_ESCAPE),
+               target.like(fold("%" + _SEPARATOR + pattern), escape=_ESCAPE),
+               target.like(fold("%" + _SEPARATOR + pattern + _SEPARATOR + "%"), escape=_ESCAPE))
 
 
 def columnNamed(columns, name):

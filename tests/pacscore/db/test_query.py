@@ -498,6 +498,19 @@ class PersonNameTests(ArchiveTestCase):
         self.assertMatches("STUDY", K(PATIENT_NAME, "PN", "ødegård^åse\\doe^john"), ["1.1", "1.2", "6.1"])
         self.assertMatches("PATIENT", K(PATIENT_NAME, "PN", "odegard*"), [])
 
+    def test_lettersWhoseLowerCaseDiffersBetweenPythonAndTheServer(self):
+        """A name matches itself and its own case forms on every database:
+        Python lower-cases İ to i plus a combining dot, MariaDB to i, so a
+        value lowered in Python never met a column lowered by the server."""
+        self.index.storeMany([ImageRecord({PATIENT_ID: "PAT8", PATIENT_NAME: "İLHAN^AYŞE", STUDY_UID: "8.1",
+                                           SERIES_UID: "8.1.1", SOP_UID: "8.1.1.1"}, "MAG0", "PAT8/8.1.1.1.dcm"),
+                              ImageRecord({PATIENT_ID: "PAT9", PATIENT_NAME: "ȾOMAS^Ƞ", STUDY_UID: "9.1",
+                                           SERIES_UID: "9.1.1", SOP_UID: "9.1.1.1"}, "MAG0", "PAT9/9.1.1.1.dcm")])
+        for value in ("İLHAN^AYŞE", "İlhan*", "İLHAN^AYŞE\\nobody", "*^ayşe"):
+            self.assertMatches("PATIENT", K(PATIENT_NAME, "PN", value), ["PAT8"])
+        for value in ("ȾOMAS^Ƞ", "Ⱦomas*"):
+            self.assertMatches("PATIENT", K(PATIENT_NAME, "PN", value), ["PAT9"])
+
     def test_cjkName(self):
         """山田^太郎, as decoded from an ISO_IR 192 (UTF-8) request."""
         for value in ("山田^太郎", "山田*", "*太郎", "山?^太郎"):

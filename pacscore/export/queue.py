@@ -385,13 +385,14 @@ class ExportQueue:
         now = self.clock()
         if notBefore is None:
             notBefore = now if level == "IMAGE" else now + self.collectDelay
-        return {"Action": action, "Destination": destination, "Level": level,
-                "PatientID": target.patientID, "StudyInstanceUID": target.studyInstanceUID,
-                "SeriesInstanceUID": target.seriesInstanceUID, "SOPInstanceUID": target.sopInstanceUID,
-                "CollectUID": target.uid(level), "Compression": (compression or "").lower(),
-                "Filters": json.dumps(filters or {}, sort_keys=True), "NotBefore": notBefore,
-                "NextAttempt": notBefore, "Attempts": 0, "State": PENDING, "LastError": "", "Created": now,
-                "ObjectPath": objectPath if self.objectPaths is not None and level == "IMAGE" else ""}
+        return _fitted(self.forwards, {
+            "Action": action, "Destination": destination, "Level": level,
+            "PatientID": target.patientID, "StudyInstanceUID": target.studyInstanceUID,
+            "SeriesInstanceUID": target.seriesInstanceUID, "SOPInstanceUID": target.sopInstanceUID,
+            "CollectUID": target.uid(level), "Compression": (compression or "").lower(),
+            "Filters": json.dumps(filters or {}, sort_keys=True), "NotBefore": notBefore,
+            "NextAttempt": notBefore, "Attempts": 0, "State": PENDING, "LastError": "", "Created": now,
+            "ObjectPath": objectPath if self.objectPaths is not None and level == "IMAGE" else ""})
 
     def addForward(self, destination, level, target, compression="", notBefore=None, action="forward",
                    filters=None, objectPath=""):
@@ -531,6 +532,15 @@ def _jobRow(converter, sopInstanceUID, deviceName, objectFile, now, callingAE=""
             "ObjectFile": objectFile, "CallingAE": callingAE[:16], "CalledAE": calledAE[:16],
             "Modality": modality[:16], "StationName": station[:16], "Created": now, "NextAttempt": now,
             "Attempts": 0, "State": PENDING, "LastError": ""}
+
+
+def _fitted(table, row):
+    """``row`` with its texts cut to their columns' lengths, as the index
+    cuts them (a 70-character Patient ID): MySQL's strict mode refuses the
+    row otherwise, and with it the store that queued it."""
+    return {name: value[:table.c[name].type.length]
+            if isinstance(value, str) and getattr(table.c[name].type, "length", None) else value
+            for name, value in row.items()}
 
 
 def _action(row):

@@ -167,6 +167,14 @@ class ActionTests(QueueTestCase):
         self.assertEqual((action.action, action.destination, action.level, action.target, action.compression),
                          ("forward", "SERVER1", "IMAGE", CT, "j2"))
 
+    def test_overlongValuesCutAsTheIndexCutsThem(self):
+        """A 70-character Patient ID is cut to its column, as the index cuts
+        it (MariaDB's strict mode refused the row, and the store with it)."""
+        target = CT._replace(patientID="P" * 70)
+        self.queue.addForward("SERVER1", "PATIENT", target)
+        [action] = self.queue.due(self.clock.now + 600, 10)
+        self.assertEqual(action.target.patientID, "P" * 64)
+
     def test_objectPathOnlyWhereTheIndexKeepsNoRows(self):
         """An image action keeps its file only with ``objectPaths`` (the
         NULL driver's index cannot find it); collected ones never."""

@@ -167,6 +167,30 @@ def adoptFoldedTable(engine, table, log):
              count=len(renamed))
 
 
+def adoptCollation(engine, table, log):
+    """On MySQL/MariaDB, convert ``table``'s table to utf8mb4 compared byte
+    for byte when it exists with another character set or collation (a
+    server's case-insensitive default, as tables made by hand or by Conquest
+    have): there ``abc`` and ``ABC`` are one Patient ID, and ``Müller``
+    ``muller``.  A binary collation tells apart all that the old one did,
+    so no key can collide."""
+    if engine.dialect.name != "mysql":
+        return
+    with engine.begin() as connection:
+        collations = {row[0] for row in connection.exec_driver_sql(
+            "SELECT COLLATION_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() "
+            "AND TABLE_NAME = %s AND COLLATION_NAME IS NOT NULL UNION SELECT TABLE_COLLATION "
+            "FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s",
+            (table.name, table.name))}
+        wrong = sorted(collations - {MYSQL_TABLE["mysql_collate"]})
+        if not wrong:
+            return
+        connection.exec_driver_sql(f"ALTER TABLE {connection.dialect.identifier_preparer.format_table(table)} "
+                                   f"CONVERT TO CHARACTER SET utf8mb4 COLLATE {MYSQL_TABLE['mysql_collate']}")
+    log.warn("Converted table {table} from {collations} to utf8mb4_bin: values are compared exactly, as DICOM "
+             "asks (abc and ABC are two Patient IDs)", table=table.name, collations=", ".join(wrong))
+
+
 def upgradeTable(engine, table):
     """Bring ``table``'s table in the database up to ``table``: add each
     column it lacks (one a newer version added; it must be NOT NULL with a

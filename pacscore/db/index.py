@@ -22,7 +22,7 @@ from twisted.python.threadpool import ThreadPool
 from pacscore.db.pending import PendingFiles
 from pacscore.db.rawsql import IdentifierQuoter
 from pacscore.db.records import ImageRecord, Replaced, Upserter, buildLevels, checkRecord
-from pacscore.db.schema import adoptCollation, adoptFoldedTable, buildTables
+from pacscore.db.schema import adoptCollation, adoptFoldedTable, adoptTruncatedColumns, buildTables
 from pacscore.db.writer import BatchRunner, GroupCommitWriter, callEach
 from pacscore.storage.durability import PerFileSync
 
@@ -74,10 +74,13 @@ class Index:
     def createTables(self):
         """Create the missing tables and indexes (an index added by a newer
         version also appears in an existing database); tables Conquest
-        made on PostgreSQL are taken over first (``adoptFoldedTable``),
-        existing ones on MySQL made to compare exactly (``adoptCollation``)."""
+        made on PostgreSQL are taken over first (``adoptFoldedTable``), and
+        Conquest's column names cut to 10 characters restored
+        (``adoptTruncatedColumns``); existing ones on MySQL are made to
+        compare exactly (``adoptCollation``)."""
         for table in self.tables:
             adoptFoldedTable(self.engine, table, self.log)
+            adoptTruncatedColumns(self.engine, table, self.log)
         self.metadata.create_all(self.engine)
         for table in self.tables:
             adoptCollation(self.engine, table, self.log)

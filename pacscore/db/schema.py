@@ -167,6 +167,35 @@ def adoptFoldedTable(engine, table, log):
              count=len(renamed))
 
 
+def adoptTruncatedColumns(engine, table, log):
+    """Rename the columns of ``table``'s table that Conquest made with its
+    names cut to ``TruncateFieldNames`` characters (10 by default:
+    ``StudyInsta``, ``SOPInstanc``) to dicom.sql's names, so that pacs
+    takes over a Conquest database as it is.  Only a name that is the
+    beginning of exactly one missing column's name is renamed."""
+    with engine.begin() as connection:
+        if not inspect(connection).has_table(table.name):
+            return
+        present = [column["name"] for column in inspect(connection).get_columns(table.name)]
+        have = {name.lower() for name in present}
+        preparer = connection.dialect.identifier_preparer
+        renamed = []
+        for name in present:
+            if any(column.name.lower() == name.lower() for column in table.columns):
+                continue
+            missing = [column.name for column in table.columns
+                       if column.name.lower().startswith(name.lower()) and column.name.lower() not in have]
+            if len(missing) != 1:
+                continue
+            connection.exec_driver_sql(f"ALTER TABLE {preparer.format_table(table)} "
+                                       f"RENAME COLUMN {preparer.quote(name)} TO {preparer.quote(missing[0])}")
+            have.add(missing[0].lower())
+            renamed.append(f"{name} -> {missing[0]}")
+    if renamed:
+        log.warn("Took over table {table} with its names cut short (Conquest's TruncateFieldNames): renamed "
+                 "{renamed}", table=table.name, renamed=", ".join(renamed))
+
+
 def adoptCollation(engine, table, log):
     """On MySQL/MariaDB, convert ``table``'s table to utf8mb4 compared byte
     for byte when it exists with another character set or collation (a

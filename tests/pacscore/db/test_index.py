@@ -4,6 +4,7 @@ synchronous parts of pacscore.db.index.Index, on real SQLite files."""
 from sqlalchemy import event, func, select, text
 from sqlalchemy.exc import DBAPIError
 from twisted.logger import Logger
+from twisted.logger import capturedLogs
 from twisted.trial import unittest
 
 from pacscore.db.index import ImageRecord, Index, Replaced
@@ -307,6 +308,31 @@ class InitializeTablesTests(IndexTestCase):
         self.assertEqual(self.countRows(self.index.tables.worklist), 1)
         self.index.storeMany([makeRecord("1.2.3.1.1")])
         self.assertEqual(len(self.rows("patient")), 1)
+
+    def test_conquestColumnNamesCutShortAreTakenOver(self):
+        """A database Conquest made (TruncateFieldNames = 10: StudyInsta,
+        SOPInstanc ...) gets dicom.sql's names back at start-up, rows kept."""
+        self.index.storeMany([makeRecord("1.2.3.1.1")])
+        self.fillWorklist()
+        cut = []
+        with self.engine.begin() as connection:
+            preparer = connection.dialect.identifier_preparer
+            for table in self.index.tables:
+                for column in table.columns:
+                    if len(column.name) > 10:
+                        cut.append(column.name)
+                        connection.exec_driver_sql(
+                            f"ALTER TABLE {preparer.format_table(table)} RENAME COLUMN "
+                            f"{preparer.quote(column.name)} TO {preparer.quote(column.name[:10])}")
+        self.assertIn("SOPInstanceUID", cut)
+        with capturedLogs() as events:
+            index = Index(self.engine, conquestLayout(), TABLE_NAMES)
+            index.createTables()
+        self.assertEqual(len([e for e in events if "renamed" in e]), 5)
+        self.assertEqual([row["SOPInstanceUID"] for row in self.rows("image")], ["1.2.3.1.1"])
+        self.assertEqual(self.countRows(index.tables.worklist), 1)
+        index.storeMany([makeRecord("1.2.3.1.2")])
+        self.assertEqual(len(self.rows("image")), 2)
 
     def test_worklist(self):
         self.index.storeMany([makeRecord("1.2.3.1.1")])

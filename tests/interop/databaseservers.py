@@ -175,18 +175,24 @@ class IndexOnServer:
 class DatabaseCrash:
     """A database server of its own, crashed and restarted under pacs."""
 
-    def test_aDroppedConnectionIsReplaced(self):
-        """The database server ends pacs's sessions (MariaDB's wait_timeout
-        after a quiet night, an administrator): the next store is indexed
-        and acknowledged (it was refused with 0x0110)."""
+    def startBoth(self, images):
+        """``(database server, pacs, images)``: both started, the first of
+        ``images`` new images stored."""
         database = self.serverClass().start()
         self.addCleanup(database.stop)
         database.sql("CREATE DATABASE conquest")
         server = PacsServer(self.mktemp(), ini=serverIni(self.driver, database, "conquest"))
         self.addCleanup(server.stop)
         server.start()
-        first, second = generateCorpus(self.mktemp(), 1, 1, 1, 2)
-        self.assertEqual(server.store(first.path).returncode, 0)
+        corpus = generateCorpus(self.mktemp(), 1, 1, 1, images)
+        self.assertEqual(server.store(corpus[0].path).returncode, 0)
+        return database, server, corpus
+
+    def test_aDroppedConnectionIsReplaced(self):
+        """The database server ends pacs's sessions (MariaDB's wait_timeout
+        after a quiet night, an administrator): the next store is indexed
+        and acknowledged (it was refused with 0x0110)."""
+        database, server, (first, second) = self.startBoth(2)
         database.dropConnections("conquest")
         result = server.store(second.path)
         self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
@@ -198,14 +204,7 @@ class DatabaseCrash:
                          sorted(i.sopUID for i in (first, second)))
 
     def test_storesFailWhileTheDatabaseIsDownThenSucceed(self):
-        database = self.serverClass().start()
-        self.addCleanup(database.stop)
-        database.sql("CREATE DATABASE conquest")
-        server = PacsServer(self.mktemp(), ini=serverIni(self.driver, database, "conquest"))
-        self.addCleanup(server.stop)
-        server.start()
-        first, second, third = generateCorpus(self.mktemp(), 1, 1, 1, 3)
-        self.assertEqual(server.store(first.path).returncode, 0)
+        database, server, (first, second, third) = self.startBoth(3)
 
         database.crash()
         refused = server.store(second.path, extra=("-v",))

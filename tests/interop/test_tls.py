@@ -166,6 +166,7 @@ class OutgoingTLSTests(unittest.TestCase):
         self.storescp = StorescpServer(os.path.join(os.path.abspath(self.mktemp()), "storescp"), aet="SECURESCP",
                                        options=("+tls", archive.key, archive.certificate,
                                                 "+cf", self.authority.certificate))
+        self.addCleanup(self.storescp.stop)
         self.storescp.start()
         server = self.startPacs(self.authority.certificate)
         moved = server.dgate(f"--movestudy:(local),SECURESCP,:{self.images[0].studyUID}")

@@ -9,10 +9,9 @@ objects of one study changed one by one stay one study, and
 """
 
 from pydicom.dataset import Dataset
-from pydicom.multival import MultiValue
 
 from pacscore.converters.context import ConverterContext, Outcome
-from pacscore.converters.elements import assign, ensureUnicode
+from pacscore.converters.elements import assign, ensureUnicode, textOf
 from pacscore.converters.newuids import replaceUIDs
 from pacscore.storage.attributes import DatasetError
 
@@ -153,13 +152,12 @@ def attachedTo(uidMap, sample, level):
 
     def change(dataset):
         _renew(dataset, uidMap, NEW_UIDS[depth:])
-        copied = {keyword: sample.data_element(keyword).value for keyword in names + kept if keyword in sample}
-        if not all(str(value).isascii() for keyword, value in copied.items()
-                   for value in (value if isinstance(value, MultiValue) else [value])):
+        copied = {keyword: sample.data_element(keyword) for keyword in names + kept if keyword in sample}
+        if not all(textOf(element).isascii() for element in copied.values()):
             ensureUnicode(dataset)  # the sample's text in the object's character set could be lost
         for keyword in names + kept:
             if keyword in copied:
-                setattr(dataset, keyword, copied[keyword])
+                setattr(dataset, keyword, copied[keyword].value)
             elif keyword in dataset and keyword not in kept:
                 delattr(dataset, keyword)
     return change

@@ -211,9 +211,7 @@ def findIdentifier(level, keys):
 def declaringCharacterSet(identifier):
     """``identifier`` (made of Unicode text, no sequences) with ISO_IR 100 or
     ISO_IR 192 as its Specific Character Set when a value is not ASCII."""
-    texts = [str(value) for element in identifier if element.VR not in _BINARY_VRS
-             for value in (element.value if isinstance(element.value, MultiValue) else [element.value])
-             if value is not None]
+    texts = [_text(element.value) for element in identifier if element.VR not in _BINARY_VRS]
     if not all(text.isascii() for text in texts):
         identifier.SpecificCharacterSet = responseCharacterSet("", texts)
     return identifier

@@ -13,9 +13,8 @@ the file is named, so the name and the index row see the new values.
 """
 
 from pydicom.datadict import dictionary_VR
-from pydicom.multival import MultiValue
 
-from pacscore.converters.elements import walkElements
+from pacscore.converters.elements import textOf, walkElements
 from pacscore.dicom.datasets import decodeDataset, encodeDataset
 from pacscore.dicom.identifiers import SPECIFIC_CHARACTER_SET, responseCharacterSet
 
@@ -71,9 +70,8 @@ class WorklistAmender:
         current = dataset.get("SpecificCharacterSet", "")
         current = current if isinstance(current, str) else "\\".join(current)
         texts = [v for t, v in changes.items() if _vr(t) in TEXT_VRS]
-        kept = [str(value) for item, element in walkElements(dataset)
-                if element.VR in TEXT_VRS and not (item is dataset and element.tag in changes)
-                for value in (element.value if isinstance(element.value, MultiValue) else [element.value])]
+        kept = [textOf(element) for item, element in walkElements(dataset)
+                if element.VR in TEXT_VRS and not (item is dataset and element.tag in changes)]
         characterSet = responseCharacterSet(current, texts + kept)
         if characterSet != current and (current or not all(t.isascii() for t in texts)):
             dataset.add_new(SPECIFIC_CHARACTER_SET, "CS", characterSet)

@@ -42,5 +42,5 @@ class FullDeviceTests(unittest.TestCase):
         self.assertIn("MAG0 has", server.log())
         self.assertIn("new objects go to MAG1", server.log())
         ct = pydicom.dcmread(paths[0])
-        self.assertEqual(getSeries(server, tempfile.mkdtemp(),
+        self.assertEqual(getSeries(server, server.workdir,
                                    ct.StudyInstanceUID, ct.SeriesInstanceUID), {ct.SOPInstanceUID})

@@ -21,13 +21,13 @@ def findscu(server, model, level, keys, *options, encoding="utf-8"):
     """findscu's matches as pydicom datasets, and its CompletedProcess.
 
     ``keys`` maps a keyword to a value or None (return only)."""
-    out = tempfile.mkdtemp()
-    args = [model, "-X", "-od", out, "-aec", server.ae, *options, "-k", f"QueryRetrieveLevel={level}"]
-    for keyword, value in keys.items():
-        args += ["-k", keyword if value is None else f"{keyword}={value}".encode(encoding)]
-    result = dcmtk("findscu", *args, "127.0.0.1", server.port)
-    matches = [pydicom.dcmread(os.path.join(out, name))
-               for name in sorted(os.listdir(out)) if name.startswith("rsp")]
+    with tempfile.TemporaryDirectory() as out:
+        args = [model, "-X", "-od", out, "-aec", server.ae, *options, "-k", f"QueryRetrieveLevel={level}"]
+        for keyword, value in keys.items():
+            args += ["-k", keyword if value is None else f"{keyword}={value}".encode(encoding)]
+        result = dcmtk("findscu", *args, "127.0.0.1", server.port)
+        matches = [pydicom.dcmread(os.path.join(out, name))
+                   for name in sorted(os.listdir(out)) if name.startswith("rsp")]
     return matches, result
 
 

@@ -202,7 +202,7 @@ class PacsToPacsTests(unittest.TestCase):
         result = movescu(source, "PACSB", "STUDY", {"StudyInstanceUID": study.uid})
         self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
         self.assertIn("Received Final Move Response (Success)", result.stdout + result.stderr)
-        out = tempfile.mkdtemp()
+        out = tempfile.mkdtemp(dir=workdir)
         found = dcmtk("findscu", "-S", "-X", "-od", out, "-aec", "PACSB", "-k", "QueryRetrieveLevel=IMAGE",
                       "-k", f"StudyInstanceUID={study.uid}", "-k", "SOPInstanceUID", "127.0.0.1", target.port)
         self.assertEqual(found.returncode, 0, found.stderr)

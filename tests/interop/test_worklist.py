@@ -63,20 +63,20 @@ def worklistFind(server, keys=(), query=None, sequenceKeys=()):
     """findscu -W: the matches as datasets. ``keys`` and ``sequenceKeys``
     (inside the Scheduled Procedure Step Sequence) are ``-k`` arguments;
     ``query`` a query file instead."""
-    out = tempfile.mkdtemp()
-    args = ["-W", "-X", "-od", out, "-aec", server.ae]
-    for key in keys:
-        args += ["-k", key.encode("utf-8")]
-    for key in sequenceKeys:
-        args += ["-k", f"{SPS}[0].{key}".encode("utf-8")]
-    if query is not None:
-        args.append(query)
-    result = dcmtk("findscu", *args[:-1] if query else args, "127.0.0.1", server.port,
-                   *([query] if query else []))
-    if result.returncode != 0:
-        raise AssertionError(result.stdout + result.stderr)
-    return [pydicom.dcmread(os.path.join(out, name)) for name in sorted(os.listdir(out))
-            if name.startswith("rsp")]
+    with tempfile.TemporaryDirectory() as out:
+        args = ["-W", "-X", "-od", out, "-aec", server.ae]
+        for key in keys:
+            args += ["-k", key.encode("utf-8")]
+        for key in sequenceKeys:
+            args += ["-k", f"{SPS}[0].{key}".encode("utf-8")]
+        if query is not None:
+            args.append(query)
+        result = dcmtk("findscu", *args[:-1] if query else args, "127.0.0.1", server.port,
+                       *([query] if query else []))
+        if result.returncode != 0:
+            raise AssertionError(result.stdout + result.stderr)
+        return [pydicom.dcmread(os.path.join(out, name)) for name in sorted(os.listdir(out))
+                if name.startswith("rsp")]
 
 
 def accessions(matches):

@@ -59,7 +59,7 @@ from pacscore.storage.objectfiles import DEFAULT_DIRECT_SIZE, FileWrites
 from pacscore.storage.patientids import PatientIDFixer
 from pacscore.storage.prefetcher import Prefetcher
 from pacscore.storage.reader import ObjectReader
-from pacscore.storage.regen import iterObjectFiles
+from pacscore.storage.regen import fileRecord, iterObjectFiles
 from pacscore.storage.relocation import DeviceMover
 from pacscore.storage.space import MEGABYTE, Nightly, SpaceKeeper, lruSortTag
 from pacscore.storage.store import ObjectStore
@@ -225,6 +225,11 @@ class Archive:
             self.log.warn("{key} = {code}: not supported here, objects are stored as received", key=key, code=code)
         return code
 
+    def _earlierCopyRecord(self, deviceName, objectFile):
+        """The index record of a file start-up recovery indexes again."""
+        return fileRecord(self.objectReader.path(deviceName, objectFile), self.configuration.layout.indexedTags(),
+                          deviceName, objectFile)
+
     def startup(self):
         """Synchronous preparation before the reactor serves: folders exist,
         crash leftovers are gone, the tables exist, the pools run.
@@ -236,7 +241,7 @@ class Archive:
         try:
             self.index.createTables()
             self._checkMissingDevices(missing)
-            self.index.recoverPending(self.objectReader.fileError)
+            self.index.recoverPending(self.objectReader.fileError, self._earlierCopyRecord)
             self.exportQueue.createTables()
             self.procedureSteps.createTables()
             self.mppsForwards.createTables()

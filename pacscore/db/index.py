@@ -22,8 +22,9 @@ from twisted.python.threadpool import ThreadPool
 from pacscore.db.pending import PendingFiles
 from pacscore.db.rawsql import IdentifierQuoter
 from pacscore.db.records import ImageRecord, Replaced, Upserter, buildLevels, checkRecord
-from pacscore.db.schema import adoptCollation, adoptFoldedTable, adoptTruncatedColumns, buildTables
+from pacscore.db.schema import adoptCollation, adoptFoldedTable, adoptTruncatedColumns, buildTables, upgradeTable
 from pacscore.db.writer import BatchRunner, GroupCommitWriter, callEach
+from pacscore.storage.attributes import DatasetError
 from pacscore.storage.durability import PerFileSync
 
 __all__ = ["ImageRecord", "Index", "Replaced"]
@@ -82,6 +83,7 @@ class Index:
             adoptFoldedTable(self.engine, table, self.log)
             adoptTruncatedColumns(self.engine, table, self.log)
         self.metadata.create_all(self.engine)
+        upgradeTable(self.engine, self.pending.table)
         for table in self.tables:
             adoptCollation(self.engine, table, self.log)
         with self.engine.begin() as connection:
@@ -239,15 +241,32 @@ class Index:
             upserter = self._upserters[thread] = Upserter(self._levels)
         return upserter
 
-    def recoverPending(self, fileError):
-        """At start-up, before the writer starts: see ``PendingFiles.recover``."""
+    def recoverPending(self, fileError, recordOf):
+        """At start-up, before the writer starts: see ``PendingFiles.recover``;
+        ``recordOf(deviceName, objectFile)`` reads the ``ImageRecord`` of an
+        earlier copy to index again."""
+        upserter = Upserter(self._levels)
+
+        def indexAgain(connection, files):
+            records = []
+            for deviceName, objectFile in files:
+                try:
+                    record = recordOf(deviceName, objectFile)
+                    checkRecord(self._levels, record)
+                except (OSError, DatasetError, ValueError) as e:
+                    self.log.error("{device}:{path} cannot be indexed again ({error}); run dgate -r",
+                                   device=deviceName, path=objectFile, error=e)
+                    continue
+                records.append(record)
+            upserter.upsertImages(connection, records)
+
         with self.engine.begin() as connection:
-            return self.pending.recover(connection, fileError, Upserter(self._levels).deleteImagesAt)
+            return self.pending.recover(connection, fileError, upserter.deleteImagesAt, indexAgain)
 
     def _upsertInWriter(self, connection, records):
         results = self._writerUpserter().upsertImages(connection, records)
         if self.durability.flushesAfterCommit:
-            self.pending.mark(connection, records)
+            self.pending.mark(connection, records, results)
         if self.afterUpsert is not None:
             self.afterUpsert(connection, records)
         return results

@@ -10,7 +10,11 @@ marks, which keeps the cost per image in the microseconds), and the index
 removes the rest when it stops.  At start-up, ``recover`` checks the file
 of every mark left over and removes the image rows whose file did not
 survive (the sender never got Success for them), and the series, study and
-patient rows left without images.
+patient rows left without images.  A mark also names the file its row
+pointed at before (an earlier copy of the same SOP instance, stored under
+another name and removed only after the new copy's Success): when the new
+file is lost and that earlier, acknowledged one is still there, it is
+indexed again.
 """
 
 import threading
@@ -30,13 +34,16 @@ class PendingFiles:
 
     def __init__(self, metadata):
         self.table = Table("PendingFiles", metadata,
-                           Column("DeviceName", String(32)), Column("ObjectFile", String(255)), **MYSQL_TABLE)
+                           Column("DeviceName", String(32)), Column("ObjectFile", String(255)),
+                           Column("ReplacedDevice", String(32), nullable=False, default="", server_default=""),
+                           Column("ReplacedFile", String(255), nullable=False, default="", server_default=""), **MYSQL_TABLE)
         self._insert = DirectStatement(insert(self.table))
         self._lock = threading.Lock()
         self._flushed = []  # (device, file) of marks whose group is durable
 
-    def mark(self, connection, records):
-        """In a writer transaction: mark ``records``, and drop the marks of
+    def mark(self, connection, records, replaced):
+        """In a writer transaction: mark ``records`` (``replaced``: the
+        ``Replaced`` file of each, or None), and drop the marks of
         flushed groups once there are ``dropEvery`` of them.  (Should that
         transaction roll back, those marks stay until the start-up check,
         which finds their files intact.)"""
@@ -46,8 +53,10 @@ class PendingFiles:
                 self._flushed = []
         if flushed is not None:
             self._delete(connection, self.table, flushed)
-        self._insert.execute(connection, [{"DeviceName": record.deviceName, "ObjectFile": record.objectFile}
-                                          for record in records])
+        self._insert.execute(connection, [{"DeviceName": record.deviceName, "ObjectFile": record.objectFile,
+                                           "ReplacedDevice": earlier.deviceName if earlier else "",
+                                           "ReplacedFile": earlier.objectFile if earlier else ""}
+                                          for record, earlier in zip(records, replaced)])
 
     def flushed(self, records):
         """After the flush that made ``records`` durable (any thread)."""
@@ -60,14 +69,17 @@ class PendingFiles:
             flushed, self._flushed = self._flushed, []
         self._delete(connection, self.table, flushed)
 
-    def recover(self, connection, fileError, deleteImages):
+    def recover(self, connection, fileError, deleteImages, indexAgain):
         """Check each marked file (``fileError(deviceName, objectFile)``
         returns why it is unusable, or None), have ``deleteImages(connection,
-        files)`` remove the rows of the unusable ones, and remove every mark;
-        returns the removed ``(device, file)``s."""
-        marked = set(connection.execute(select(self.table.c.DeviceName, self.table.c.ObjectFile)))
-        lost = []
-        for deviceName, objectFile in sorted(marked):
+        files)`` remove the rows of the unusable ones and ``indexAgain(
+        connection, files)`` index the earlier copies they replaced that are
+        intact, and remove every mark; returns the removed ``(device, file)``s."""
+        table = self.table
+        marked = set(connection.execute(select(table.c.DeviceName, table.c.ObjectFile,
+                                               table.c.ReplacedDevice, table.c.ReplacedFile)))
+        lost, earlier = [], []
+        for deviceName, objectFile, replacedDevice, replacedFile in sorted(marked):
             error = fileError(deviceName, objectFile)
             if error is None:
                 continue
@@ -75,9 +87,15 @@ class PendingFiles:
             self.log.warn("{device}:{path} was indexed but did not survive a crash ({error}); "
                           "its image row is removed (it was never acknowledged)",
                           device=deviceName, path=objectFile, error=error)
+            if replacedFile and fileError(replacedDevice, replacedFile) is None:
+                earlier.append((replacedDevice, replacedFile))
+                self.log.warn("{device}:{path}, the copy of the same SOP instance it replaced, is indexed again",
+                              device=replacedDevice, path=replacedFile)
         if lost:
             deleteImages(connection, lost)
-        connection.execute(delete(self.table))
+        if earlier:
+            indexAgain(connection, earlier)
+        connection.execute(delete(table))
         if marked:
             self.log.info("Checked the {count} files indexed last before the server stopped: {lost} lost",
                           count=len(marked), lost=len(lost))

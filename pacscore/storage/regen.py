@@ -39,6 +39,14 @@ class MissingDeviceError(Exception):
     """A MAG device's folder is not there (an unmounted volume)."""
 
 
+def fileRecord(path, tags, deviceName, objectFile):
+    """The ``ImageRecord`` of the object file at ``path`` (``objectFile`` on
+    ``deviceName``) with the index's ``tags``; ``DatasetError`` or ``OSError``
+    when it is not a whole object (a truncated file is none)."""
+    _, attrs = readFileAttributes(path, frozenset(tags) | {SOP_INSTANCE_UID}, wholeDataset=True)
+    return ImageRecord(attrs, deviceName, objectFile)
+
+
 def checkDeviceFolders(devices):
     """MissingDeviceError naming the ``devices`` whose folder is missing:
     regenerating the index without them would drop their objects."""
@@ -109,7 +117,7 @@ class Regenerator:
         self.index = index
         self.devices = {device.name: device for device in devices}
         self.skip = SkippedFiles(skip)  # never opened: the index database's files
-        self.tags = frozenset(tags) | {SOP_INSTANCE_UID}
+        self.tags = tags
         self.report = report
         self.batchSize = batchSize
         self.progressEvery = progressEvery
@@ -141,12 +149,11 @@ class Regenerator:
 
     def _record(self, device, path, relative):
         try:
-            _, attrs = readFileAttributes(path, self.tags, wholeDataset=True)  # a truncated file is no object
+            return fileRecord(path, self.tags, device.name, relative)
         except (DatasetError, OSError) as e:
             self.failed += 1
             self.report(f"[Regen] {path} -FAILED: {e}")
             return None
-        return ImageRecord(attrs, device.name, relative)
 
     def _flush(self, batch):
         if not batch:

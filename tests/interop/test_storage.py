@@ -375,6 +375,26 @@ class CrashTests(ServerTestCase):
         self.assertIn("Checked the 3 files indexed last before the server stopped: 2 lost", log)
         self.assertEqual(self.server.echo().returncode, 0)
 
+    def test_earlierCopyIndexedAgainWhenItsReplacementWasLost(self):
+        """As after a power loss during the flush of a new copy of a SOP
+        instance stored under another name: its row pointed at the new file,
+        which is gone; the earlier, acknowledged copy is indexed again."""
+        image = generateCorpus(self.mktemp(), patients=1, studiesPerPatient=1, seriesPerStudy=1,
+                               imagesPerSeries=1)[0]
+        self.assertEqual(self.server.store(image.path).returncode, 0)
+        self.server.kill()
+        database = self.server.database
+        [earlier] = column(database, "DICOMImages", "ObjectFile")
+        with sqlite3.connect(database) as c:
+            c.execute("UPDATE DICOMImages SET ObjectFile = 'renamed/lost.dcm'")
+            c.execute("INSERT INTO PendingFiles (DeviceName, ObjectFile, ReplacedDevice, ReplacedFile) "
+                      "VALUES ('MAG0', 'renamed/lost.dcm', 'MAG0', ?)", (earlier,))
+        self.server.start()
+        self.assertEqual(column(database, "DICOMImages", "ObjectFile"), [earlier])
+        self.assertEqual(column(database, "DICOMImages", "SOPInstanceUID"), [image.sopUID])
+        self.assertIn(f"MAG0:{earlier}, the copy of the same SOP instance it replaced, is indexed again",
+                      self.server.log())
+
     def test_aCleanStopLeavesNothingToCheck(self):
         """After SIGTERM no file is marked pending.  A MAG folder missing at
         the next start (a volume not mounted) while the index holds objects on

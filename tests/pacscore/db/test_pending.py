@@ -2,11 +2,12 @@
 files durable are marked in their own transaction, unmarked in bulk by a
 later writer transaction once flushed, and checked at start-up."""
 
-from sqlalchemy import select
+from sqlalchemy import Column, MetaData, String, Table, insert, select
 from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
 from pacscore.db.index import Index
+from pacscore.db.schema import MYSQL_TABLE
 from tests.pacscore.db.test_index import makeRecord
 from tests.pacscore.db.test_schema import TABLE_NAMES, conquestLayout
 from tests.pacscore.db.test_writer import sqliteEngine
@@ -48,6 +49,9 @@ class PendingFilesTests(unittest.TestCase):
         table = self.index.pending.table
         with self.engine.connect() as connection:
             return sorted(connection.execute(select(table.c.DeviceName, table.c.ObjectFile)))
+
+    def noEarlierCopy(self, deviceName, objectFile):
+        self.fail(f"no earlier copy is to be read ({deviceName}:{objectFile})")
 
     def images(self):
         table = self.index.tables.image
@@ -97,11 +101,49 @@ class PendingFilesTests(unittest.TestCase):
             checked.append((deviceName, objectFile))
             return "No such file or directory" if objectFile == "lost.dcm" else None
 
-        self.assertEqual(self.index.recoverPending(fileError), [("MAG0", "lost.dcm")])
+        self.assertEqual(self.index.recoverPending(fileError, self.noEarlierCopy), [("MAG0", "lost.dcm")])
         self.assertEqual(sorted(checked), [("MAG0", "kept.dcm"), ("MAG0", "lost.dcm")])
         self.assertEqual(self.images(), ["kept.dcm"])
         self.assertEqual(self.marked(), [])
-        self.assertEqual(self.index.recoverPending(fileError), [], "nothing left to check")
+        self.assertEqual(self.index.recoverPending(fileError, self.noEarlierCopy), [], "nothing left to check")
+
+    @defer.inlineCallbacks
+    def test_recoverIndexesAgainTheEarlierCopyALostFileReplaced(self):
+        """A new copy of a SOP instance stored under another name replaces
+        the row of the earlier, acknowledged copy (whose file is removed
+        only after the new one's Success): when the new file is lost, the
+        earlier copy is what the index names again."""
+        self.start()
+        earlier = makeRecord("1.2.3.1.1", objectFile="first.dcm")
+        yield self.index.store(earlier)
+        self.durability.error = OSError(5, "power loss")
+        yield self.assertFailure(self.index.store(makeRecord("1.2.3.1.1", objectFile="second.dcm")), OSError)
+        yield self.index.stop()
+        self.assertEqual(self.images(), ["second.dcm"])
+        read = []
+
+        def recordOf(deviceName, objectFile):
+            read.append((deviceName, objectFile))
+            return earlier
+
+        self.assertEqual(self.index.recoverPending(lambda device, name: name == "second.dcm" and "gone" or None,
+                                                   recordOf), [("MAG0", "second.dcm")])
+        self.assertEqual(read, [("MAG0", "first.dcm")])
+        self.assertEqual(self.images(), ["first.dcm"])
+        self.assertEqual(self.marked(), [])
+
+    @defer.inlineCallbacks
+    def test_recoverLeavesAnEarlierCopyThatIsGone(self):
+        """The earlier copy was removed after the new one's Success: nothing
+        to index again (and the new file survived anyway)."""
+        self.start()
+        yield self.index.store(makeRecord("1.2.3.1.1", objectFile="first.dcm"))
+        self.durability.error = OSError(5, "power loss")
+        yield self.assertFailure(self.index.store(makeRecord("1.2.3.1.1", objectFile="second.dcm")), OSError)
+        yield self.index.stop()
+        self.assertEqual(self.index.recoverPending(lambda device, name: "gone", self.noEarlierCopy),
+                         [("MAG0", "second.dcm")])
+        self.assertEqual(self.images(), [])
 
     @defer.inlineCallbacks
     def test_stopDropsTheMarksOfFlushedGroups(self):
@@ -125,7 +167,8 @@ class PendingFilesTests(unittest.TestCase):
         yield self.assertFailure(self.index.store(makeRecord("1.2.9.1.1", series="1.2.9.1", study="1.2.9",
                                                              patient="PAT9", objectFile="lost.dcm")), OSError)
         yield self.index.stop()
-        self.assertEqual(self.index.recoverPending(lambda device, name: name == "lost.dcm" and "gone" or None),
+        self.assertEqual(self.index.recoverPending(lambda device, name: name == "lost.dcm" and "gone" or None,
+                                                   self.noEarlierCopy),
                          [("MAG0", "lost.dcm")])
         self.assertEqual(self.images(), ["kept.dcm"])
         tables = self.index.tables
@@ -134,6 +177,19 @@ class PendingFilesTests(unittest.TestCase):
                               for table, key in ((tables.patient, "PatientID"), (tables.study, "StudyInstanceUID"),
                                                  (tables.series, "SeriesInstanceUID"))],
                              [["PAT1"], ["1.2.3"], ["1.2.3.1"]])
+
+    def test_marksOfAnEarlierVersionAreKept(self):
+        """A PendingFiles table an earlier version made (no Replaced
+        columns) gets them, its marks kept and checked."""
+        self.index.pending.table.drop(self.engine)
+        earlier = Table("PendingFiles", MetaData(), Column("DeviceName", String(32)),
+                        Column("ObjectFile", String(255)), **MYSQL_TABLE)
+        earlier.create(self.engine)
+        with self.engine.begin() as connection:
+            connection.execute(insert(earlier).values(DeviceName="MAG0", ObjectFile="lost.dcm"))
+        self.index.createTables()
+        self.assertEqual(self.index.recoverPending(lambda device, name: "gone", self.noEarlierCopy),
+                         [("MAG0", "lost.dcm")])
 
     def test_perFileSyncMarksNothing(self):
         index = Index(self.engine, conquestLayout(), TABLE_NAMES, reactor=reactor)

@@ -234,7 +234,7 @@ def associate(reactor, host, port, callingAE, calledAE, contexts, roles=None, se
               maxPDULength=262144, endpoint=None, titleStyle=PLAIN_TITLES):
     """Open an association; fires with the ``DicomClientProtocol`` once it is
     accepted, or fails with ``AssociationRefused``/``AssociationLost``/a
-    connection error.
+    connection error.  Cancelling it stops the attempt.
 
     ``contexts`` lists ``(abstract syntax, [transfer syntaxes])``; ``roles``
     ``{sopClass: (scu, scp)}`` for role selection (C-GET asks for the SCP
@@ -243,14 +243,24 @@ def associate(reactor, host, port, callingAE, calledAE, contexts, roles=None, se
     ``titleStyle`` how the A-ASSOCIATE-RQ writes the AE titles
     (``negotiation.TitleStyle``: PadAEWithZeros, SendUpperCaseAE).
     """
-    deferred = defer.Deferred()
+    connected = []  # the protocol, once the connection is made
+
+    def stop(deferred):
+        """Cancelled: stop connecting, or A-ABORT the association being negotiated."""
+        factory.deferred = None
+        connecting.cancel()
+        for protocol in connected:
+            protocol.abortAssociation()
+
+    deferred = defer.Deferred(stop)
     factory = DicomClientFactory(
         callingAE, calledAE, numberContexts(contexts), roles, deferred, titleStyle,
         services=services or {}, sinks=sinks or {}, clock=reactor, idleTimeout=idleTimeout,
         artimTimeout=artimTimeout, dimseTimeout=dimseTimeout, maxPDULength=maxPDULength)
     if endpoint is None:
         endpoint = HostnameEndpoint(reactor, host, int(port), timeout=connectTimeout)
-    endpoint.connect(factory).addErrback(factory.associationFailed)
+    connecting = endpoint.connect(factory)
+    connecting.addCallbacks(connected.append, factory.associationFailed)
     return deferred
 
 

@@ -107,6 +107,7 @@ class DicomProtocol(Protocol, TimeoutMixin):
         self._messages = {}
         self._operations = {}       # Deferred of an operation we perform -> its request's Message ID
         self._cancelled = set()     # Message IDs of operations the peer cancelled
+        self._cancelWaiters = {}    # Message ID -> Deferreds of whenCancelled
         self._requests = {}         # Message ID of a request we sent -> _Request
         self._nextMessageID = 0
         self._artim = None
@@ -300,12 +301,25 @@ class DicomProtocol(Protocol, TimeoutMixin):
         if messageID in self._operations.values():
             self.log.info("{peer}: C-CANCEL of operation {id}", peer=self.peerName(), id=messageID)
             self._cancelled.add(messageID)
+            for waiter in self._cancelWaiters.pop(messageID, []):
+                waiter.callback(None)
         else:
             self.log.debug("{peer}: C-CANCEL of {id}, which is not running", peer=self.peerName(), id=messageID)
 
     def isCancelled(self, command):
         """Whether the peer sent a C-CANCEL for the operation of ``command``."""
         return command.get(commands.MESSAGE_ID) in self._cancelled
+
+    def whenCancelled(self, command):
+        """A Deferred firing when the peer cancels the operation of
+        ``command`` (at once if it has); cancel it when no longer needed."""
+        messageID = command.get(commands.MESSAGE_ID)
+        if messageID in self._cancelled:
+            return defer.succeed(None)
+        waiters = self._cancelWaiters.setdefault(messageID, [])
+        waiter = defer.Deferred(lambda d: waiters.remove(d) if d in waiters else None)
+        waiters.append(waiter)
+        return waiter
 
     def _operationFailed(self, failure, contextId, command):
         self.log.failure("{peer}: {command} failed", failure,
@@ -318,6 +332,7 @@ class DicomProtocol(Protocol, TimeoutMixin):
         messageID = self._operations.pop(operation, None)
         if messageID not in self._operations.values():
             self._cancelled.discard(messageID)
+            self._cancelWaiters.pop(messageID, None)
         self._operationsChanged()
 
     def _operationsChanged(self):

@@ -11,7 +11,9 @@ for).  Each object goes in the stored transfer syntax when the peer takes
 it, else converted (``pacscore.codecs``) to the best one it accepted;
 pending responses (up to ten a second) report Remaining/Completed/Failed/
 Warning, the final one lists the failed SOP instances.  A C-CANCEL stops the transfer
-before the next object.
+before the next object, or while the destination is being reached.  A file
+gone since the query counts as a failed sub-operation; a C-MOVE whose
+destination drops the association opens another (``MAX_REOPENS``).
 """
 
 import os
@@ -24,7 +26,8 @@ from pacscore.codecs.compression import forPeer
 from pacscore.codecs.filetranscode import NotStreamed, streams
 from pacscore.codecs.jpeglossy import DEFAULT_QUALITY
 from pacscore.codecs.nkipixels import withPlainPixels
-from pacscore.codecs.syntaxes import NATIVE, UNCOMPRESSED, canDecode, canEncode, proposals, qualityOf
+from pacscore.codecs.syntaxes import (
+    IMPLICIT_VR_LITTLE_ENDIAN, NATIVE, UNCOMPRESSED, canDecode, canEncode, proposals, qualityOf)
 from pacscore.codecs.transcode import TranscodeError, transcode
 from pacscore.dicom import commands
 from pacscore.dicom.client import associate, nodeEndpoint
@@ -37,6 +40,7 @@ from pacscore.dicom.models import modelOf
 from pacscore.dicom.protocol import ESTABLISHED
 from pacscore.dicom.storeddata import StoredData, closeIfStored, goesAsStored, openStored
 from pacscore.dicom.virtual import takeServerMask
+from pacscore.storage.attributes import DatasetError
 from pacscore.storage.reader import Missing
 
 SUCCESS = 0x0000
@@ -46,8 +50,10 @@ SUBOPERATIONS_FAILED = 0xB000
 UNABLE_TO_PERFORM_SUBOPERATIONS = 0xA702
 MOVE_DESTINATION_UNKNOWN = 0xA801
 FAILED_SOP_INSTANCE_UID_LIST = 0x00080058
+MAX_SHORT_VALUE = 0xFFFE  # the longest value with a 16-bit length (explicit VR), even
 
 MAX_CONTEXTS = 128
+MAX_REOPENS = 3  # associations a C-MOVE opens again after losing one
 
 # Seconds between pending responses: the counters stay current for a
 # progress display without doubling the messages of a retrieve.
@@ -235,7 +241,7 @@ class RetrieveService:
                       peer=peer, operation=self.operation, qrLevel=request.level, count=len(located),
                       target=self._describe(command))
         try:
-            target, compression = await self._open(protocol, command, located)
+            target, compression = await self._openUnlessCancelled(protocol, command, located)
         except Exception as e:
             self.log.warn("{peer}: {operation}: cannot reach the destination: {error}",
                           peer=peer, operation=self.operation, error=e)
@@ -243,37 +249,69 @@ class RetrieveService:
                 progress.done(stored.sopInstanceUID, None)
             return respond(UNABLE_TO_PERFORM_SUBOPERATIONS, progress,
                            self._failedList(progress, syntax), comment=str(e))
+        if target is None:
+            self.log.info("{peer}: {operation} cancelled while the destination was being reached, "
+                          "{remaining} objects left", peer=peer, operation=self.operation, remaining=progress.remaining)
+            return respond(CANCELLED, progress)
+        targets = [target]  # another is opened when one is lost
         try:
-            cancelled = await self._send(protocol, command, target, compression, located, progress, respond)
+            cancelled = await self._send(protocol, command, targets, compression, located, progress, respond)
         finally:
-            await self._close(protocol, target)
+            await self._close(protocol, targets[-1])
         self.counters[f"{self.operation}Objects"] = (self.counters.get(f"{self.operation}Objects", 0)
                                                       + progress.completed + progress.warning)
         if cancelled:
             self.log.info("{peer}: {operation} cancelled with {remaining} objects left",
                           peer=peer, operation=self.operation, remaining=progress.remaining)
-            progress.failedUIDs += [s.sopInstanceUID for s in located[len(located) - progress.remaining:]]
             return respond(CANCELLED, progress, self._failedList(progress, syntax))
         if progress.failed:
             self.log.warn("{peer}: {operation}: {failed} of {count} sub-operations failed",
                           peer=peer, operation=self.operation, failed=progress.failed, count=len(located))
         respond(progress.finalStatus(), progress, self._failedList(progress, syntax))
 
+    async def _openUnlessCancelled(self, protocol, command, located):
+        """``_open``'s ``(target, compression)``, or ``(None, None)`` when the
+        requestor cancels first (the opening is then stopped)."""
+        opening = defer.ensureDeferred(self._open(protocol, command, located))
+        opening.addCallbacks(lambda opened: (True, opened), lambda failure: (False, failure))
+        index, (opened, result) = await defer.race([opening, protocol.whenCancelled(command).addCallback(
+            lambda _: (True, (None, None)))])
+        if not opened:
+            result.raiseException()
+        return result
+
     def _failedList(self, progress, syntax):
+        """The final response's identifier: the Failed SOP Instance UID List.
+        In an explicit VR syntax a UI value holds at most 64 KB (PS3.5
+        7.1.2): a longer list is cut there, with a log line."""
         if not progress.failedUIDs:
             return None
+        uids = progress.failedUIDs
+        if syntax != IMPLICIT_VR_LITTLE_ENDIAN:
+            kept, size = 0, -1
+            for uid in uids:
+                size += len(uid) + 1
+                if size > MAX_SHORT_VALUE:
+                    break
+                kept += 1
+            if kept < len(uids):
+                self.log.warn("{operation}: the Failed SOP Instance UID List names {kept} of the {count} failed "
+                              "objects: more do not fit in a UI value (64 KB)", operation=self.operation,
+                              kept=kept, count=len(uids))
+                uids = uids[:kept]
         identifier = Dataset()
-        identifier.FailedSOPInstanceUIDList = progress.failedUIDs
+        identifier.FailedSOPInstanceUIDList = uids
         return encodeDataset(identifier, syntax)
 
-    async def _send(self, protocol, command, target, compression, located, progress, respond):
-        """Send every object; True if cancelled."""
+    async def _send(self, protocol, command, targets, compression, located, progress, respond):
+        """Send every object to the last of ``targets`` (another is opened
+        and added when that association is lost); True if cancelled."""
         asStored = self.resultHook is None and goesAsStored(self.compressionScripts, compression)
         upcoming = _ReadAhead(self.reader, self.workers, located,
                               self._converter(protocol, compression, self._destination(protocol, command)), asStored)
         lastPending = self.reactor.seconds()
         try:
-            for stored in located:
+            for position, stored in enumerate(located):
                 if protocol.isCancelled(command) or protocol.state != ESTABLISHED:
                     return protocol.isCancelled(command)
                 stored, data = await upcoming.next()
@@ -283,9 +321,20 @@ class RetrieveService:
                                   uid=stored.sopInstanceUID, code=compression)
                     status = None
                 else:
-                    status = await self._sendOne(target, stored, data, compression,
+                    status = await self._sendOne(targets[-1], stored, data, compression,
                                                  self._originator(protocol, command))
                 progress.done(stored.sopInstanceUID, status)
+                left = located[position + 1:]
+                if status is None and left and getattr(targets[-1], "state", ESTABLISHED) != ESTABLISHED:
+                    target = await self._reopen(protocol, command, left, len(targets))
+                    if target is None:
+                        self.log.warn("{operation}: the association with {peer} was lost: the {count} objects "
+                                      "left are not sent", operation=self.operation, peer=targets[-1].peerName(),
+                                      count=len(left))
+                        for rest in left:
+                            progress.done(rest.sopInstanceUID, None)
+                        return False
+                    targets.append(target)
                 if progress.remaining and self.reactor.seconds() - lastPending >= PENDING_INTERVAL:
                     lastPending = self.reactor.seconds()
                     respond(PENDING, progress, final=False)
@@ -385,6 +434,11 @@ class RetrieveService:
     async def _close(self, protocol, target):
         """Done with ``target``."""
 
+    async def _reopen(self, protocol, command, left, opened):
+        """A new target for the objects ``left`` after the association with
+        the last of ``opened`` targets was lost, or None."""
+        return None
+
     def _originator(self, protocol, command):
         """The Move Originator (AE title, Message ID) of the sub-operations."""
         return None
@@ -424,12 +478,16 @@ class _ReadAhead:
     def _read(self, stored):
         """``(stored, data set)`` of ``stored``: a large one sent as stored
         stays in its file (a ``StoredData``), others are read and converted
-        (``stored`` then with the syntax they are in)."""
-        if self.asStored:
-            data = openStored(stored, self.workers.deferToWorker)
-            if data is not None:
-                return stored, data
-        return self.convert(stored, self.reader.read(stored))
+        (``stored`` then with the syntax they are in).  A file gone or
+        damaged since it was located is ``(Missing, None)``."""
+        try:
+            if self.asStored:
+                data = openStored(stored, self.workers.deferToWorker)
+                if data is not None:
+                    return stored, data
+            return self.convert(stored, self.reader.read(stored))
+        except (OSError, DatasetError) as e:
+            return Missing(stored.sopInstanceUID, f"{stored.path}: {e}", isinstance(e, FileNotFoundError)), None
 
     def close(self):
         """Close the files of objects read ahead and not sent."""
@@ -488,6 +546,23 @@ class MoveService(RetrieveService):
     async def _close(self, protocol, target):
         await target.release()
 
+    async def _reopen(self, protocol, command, left, opened):
+        """Another association with the destination (a damaged object, a
+        restart or a timeout there must not fail the rest of the retrieve),
+        at most ``MAX_REOPENS`` times a retrieve."""
+        if opened > MAX_REOPENS or protocol.state != ESTABLISHED or protocol.isCancelled(command):
+            return None
+        destination = self._destination(protocol, command)
+        self.log.info("{operation}: the association with {destination} was lost; opening another for the "
+                      "{count} objects left", operation=self.operation, destination=destination, count=len(left))
+        try:
+            target, _ = await self._open(protocol, command, left)
+        except Exception as e:
+            self.log.warn("{operation}: cannot reach {destination} again: {error}", operation=self.operation,
+                          destination=destination, error=e)
+            return None
+        return target
+
     def _originator(self, protocol, command):
         return protocol.association.callingAE, command.get(commands.MESSAGE_ID, 0)
 
@@ -513,6 +588,10 @@ class _ReturnPath:
         if sopClassUID not in self.protocol.association.rolesAsSCU:
             return {}
         return self.protocol.acceptedSyntaxes(sopClassUID)
+
+    @property
+    def state(self):
+        return self.protocol.state
 
     def store(self, *args):
         return self.protocol.store(*args)

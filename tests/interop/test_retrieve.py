@@ -4,20 +4,27 @@ Little Endian while the objects are stored JPEG Lossless and JPEG 2000, to
 a second pacs; getscu; unknown destinations."""
 
 import os
+import socket
 import subprocess
 import tempfile
+import threading
+import time
 
 import numpy
 import pydicom
 from pydicom.data import get_testdata_file
+from pydicom.dataset import Dataset
+from pynetdicom import AE
 from twisted.trial import unittest
 
 from pacscore.testing.corpus import generateCorpus
+from tests.interop.index import rows
 from tests.interop.peers import OrthancServer, StorescpServer
 from tests.interop.qrcorpus import CORPUS, storeCorpus
 from tests.interop.server import PacsServer, dcmtk, dcmtkEnvironment, dcmtkTool
 
 IMPLICIT = "1.2.840.10008.1.2"
+EXPLICIT = "1.2.840.10008.1.2.1"
 # Compressed objects stored as received: (pydicom test file, storescu option)
 COMPRESSED = {"1.2.840.10008.1.2.4.70": ("SC_rgb_jpeg_gdcm.dcm", "-xs"),
               "1.2.840.10008.1.2.4.90": ("MR_small_jp2klossless.dcm", "-xv"),
@@ -29,6 +36,26 @@ def movescu(server, destination, level, keys, model="-S"):
     for keyword, value in keys.items():
         args += ["-k", f"{keyword}={value}"]
     return dcmtk("movescu", "-v", *args, "127.0.0.1", server.port)
+
+
+STUDY_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.2.2"
+
+
+def moveAssociation(server, syntax=IMPLICIT):
+    """pynetdicom as a C-MOVE SCU on ``server`` (Study Root, ``syntax``)."""
+    ae = AE(ae_title="MOVER")
+    ae.add_requested_context(STUDY_ROOT_MOVE, [syntax])
+    association = ae.associate("127.0.0.1", server.port, ae_title=server.ae)
+    if not association.is_established:
+        raise AssertionError("pacs refused the association")
+    return association
+
+
+def studyKeys(studyUID):
+    keys = Dataset()
+    keys.QueryRetrieveLevel = "STUDY"
+    keys.StudyInstanceUID = studyUID
+    return keys
 
 
 def getSeries(server, workdir, studyUID, seriesUID):
@@ -238,6 +265,76 @@ class CancelAndLoadTests(unittest.TestCase):
         self.assertIn("Received Final Move Response (Cancel", result.stderr)
         self.assertLess(len(self.storescp.files()), len(images))
         self.assertIn("C-MOVE cancelled with", self.server.log())
+
+    def test_cancelWhileReachingTheDestination(self):
+        """A destination that takes the connection and never answers: a
+        C-CANCEL is answered with Cancel at once, not after the 30 s the
+        association request may take, every object counted as remaining."""
+        silent = socket.socket()
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        self.addCleanup(silent.close)
+        server = PacsServer(os.path.join(self.workdir, "pacs2"))
+        server.addNode("SILENT", silent.getsockname()[1])
+        self.addCleanup(server.stop)
+        server.start()
+        images = generateCorpus(os.path.join(self.workdir, "corpus"), patients=1, studiesPerPatient=1,
+                                seriesPerStudy=1, imagesPerSeries=3)
+        self.assertEqual(server.store(*[i.path for i in images]).returncode, 0)
+        association = moveAssociation(server)
+        self.addCleanup(association.release)
+        responses = association.send_c_move(studyKeys(images[0].studyUID), "SILENT", STUDY_ROOT_MOVE, msg_id=7)
+        context = association.accepted_contexts[0].context_id
+        threading.Timer(1, association.send_c_cancel, (7, context)).start()
+        started = time.monotonic()
+        [(status, _)] = list(responses)
+        self.assertLess(time.monotonic() - started, 10)
+        self.assertEqual(status.Status, 0xFE00)
+        self.assertEqual(status.NumberOfRemainingSuboperations, 3)
+        self.assertIn("C-MOVE cancelled while the destination was being reached, 3 objects left", server.log())
+
+    def test_failedListFitsInAUIValue(self):
+        """1400 objects to a destination nobody listens on: their UIDs take
+        more than the 64 KB a UI value holds in an explicit VR syntax; the
+        list is cut there (it was sent as UN, which no client reads)."""
+        nowhere = socket.socket()
+        nowhere.bind(("127.0.0.1", 0))
+        server = PacsServer(os.path.join(self.workdir, "pacs2"))
+        server.addNode("NOWHERE", nowhere.getsockname()[1])
+        nowhere.close()
+        self.addCleanup(server.stop)
+        server.start()
+        images = generateCorpus(os.path.join(self.workdir, "corpus"), patients=1, studiesPerPatient=1,
+                                seriesPerStudy=1, imagesPerSeries=1400, rows=8, columns=8)
+        self.assertEqual(server.store(*[i.path for i in images]).returncode, 0)
+        association = moveAssociation(server, EXPLICIT)
+        self.addCleanup(association.release)
+        [(status, identifier)] = list(association.send_c_move(studyKeys(images[0].studyUID), "NOWHERE",
+                                                              STUDY_ROOT_MOVE))
+        self.assertEqual(status.Status, 0xA702)
+        self.assertEqual(status.NumberOfFailedSuboperations, 1400)
+        self.assertEqual(identifier["FailedSOPInstanceUIDList"].VR, "UI")
+        listed = identifier.FailedSOPInstanceUIDList
+        self.assertGreater(len(listed), 1000)
+        self.assertLess(len(listed), 1400)
+        self.assertLessEqual(set(listed), {i.sopUID for i in images})
+        self.assertIn(f"the Failed SOP Instance UID List names {len(listed)} of the 1400 failed objects",
+                      server.log())
+
+    def test_destinationDroppingTheAssociationGetsTheRestOnAnother(self):
+        """A damaged file (its data set cut short) makes storescp abort the
+        association: that object fails, the others arrive on a new one."""
+        images = self.storeCorpus(patients=1, studiesPerPatient=1, seriesPerStudy=1, imagesPerSeries=6)
+        files = {row["SOPInstanceUID"]: row["ObjectFile"] for row in rows(self.server.database, "DICOMImages")}
+        damaged = os.path.join(self.server.dataDir, files[images[2].sopUID])
+        with open(damaged, "r+b") as f:
+            f.truncate(os.path.getsize(damaged) - 50)
+        result = movescu(self.server, self.storescp.aet, "STUDY", {"StudyInstanceUID": images[0].studyUID})
+        self.assertIn("Received Final Move Response (Warning", result.stdout + result.stderr)
+        self.assertEqual(len(self.storescp.files()), 5)
+        log = self.server.log()
+        self.assertIn("the association with STORESCP was lost; opening another for the 3 objects left", log)
+        self.assertIn("C-MOVE: 1 of 6 sub-operations failed", log)
 
     def test_parallelRetrievesWithBoundedMemory(self):
         """Three studies of 24 objects of 2 MB each pulled at once by getscu

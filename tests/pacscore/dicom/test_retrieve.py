@@ -1,6 +1,8 @@
 """The pieces of C-MOVE/C-GET that decide: which contexts to propose, which
 syntax to send an object in, which status ends the retrieve."""
 
+import os
+
 from twisted.internet import defer
 from twisted.trial import unittest
 
@@ -8,10 +10,10 @@ from pacscore.codecs.syntaxes import JPEG_BASELINE, JPEG_EXTENDED
 from pacscore.codecs.transcode import TranscodeError, transcode
 from pacscore.dicom import commands
 from pacscore.dicom.retrieve import (
-    SUBOPERATIONS_FAILED, SUCCESS, UNABLE_TO_PERFORM_SUBOPERATIONS, GetService, Progress, choices, contextsFor,
-    convertToFirst)
+    SUBOPERATIONS_FAILED, SUCCESS, UNABLE_TO_PERFORM_SUBOPERATIONS, GetService, Progress, _ReadAhead, choices,
+    contextsFor, convertToFirst)
 from pacscore.dicom.storeddata import StoredData
-from pacscore.storage.reader import Missing, StoredObject
+from pacscore.storage.reader import Missing, ObjectReader, StoredObject
 from tests.pacscore.codecs.test_transcode import split
 from tests.pacscore.export.fixtures import SyncWorkers
 
@@ -160,6 +162,27 @@ class StoredDataTests(unittest.TestCase):
     def test_notTaken(self):
         self.assertIsNone(self.send(Target(JPEG_LOSSLESS)))
         self.assertTrue(self.stored.file.closed)
+
+
+class ReadAheadTests(unittest.TestCase):
+    """Files read a batch ahead of need: one gone since it was located is a
+    missing object (a failed sub-operation), not the end of the retrieve."""
+
+    def test_fileGoneSinceLocatedIsMissing(self):
+        syntax, data, _ = split("CT_small.dcm")
+        located = []
+        for uid in ("1.2.3.1", "1.2.3.2"):
+            path = self.mktemp()
+            with open(path, "wb") as f:
+                f.write(data)
+            located.append(StoredObject(uid, CT, path, syntax, 0, len(data)))
+        os.unlink(located[0].path)
+        reader = ObjectReader([], None)
+        upcoming = _ReadAhead(reader, SyncWorkers(), located, lambda stored, data: (stored, data))
+        gone, nothing = self.successResultOf(defer.ensureDeferred(upcoming.next()))
+        self.assertEqual((type(gone), gone.sopInstanceUID, gone.gone, nothing), (Missing, "1.2.3.1", True, None))
+        self.assertIn("No such file", gone.reason)
+        self.assertEqual(self.successResultOf(defer.ensureDeferred(upcoming.next())), (located[1], data))
 
 
 class ProgressTests(unittest.TestCase):

@@ -1,11 +1,17 @@
-"""DICOM JSON (PS3.18 annex F) answers: data sets as pydicom writes them
-(attributes it cannot write left out), every answer readable by viewers
-served from elsewhere (``Access-Control-Allow-Origin: *``)."""
+"""DICOM JSON (PS3.18 annex F) answers: data sets as pydicom writes them,
+attribute by attribute, with every stored attribute (one whose value
+pydicom cannot read goes as its stored text), every answer readable by
+viewers served from elsewhere (``Access-Control-Allow-Origin: *``)."""
 
 import base64
 import json
 
+from pydicom.multival import MultiValue
+from twisted.logger import Logger
+
 from pacscore.web.answers import Answer
+
+log = Logger()
 
 DICOM_JSON = "application/dicom+json"
 ANY_ORIGIN = ("Access-Control-Allow-Origin", "*")
@@ -16,7 +22,7 @@ def jsonDataset(dataset, bulkDataURI=None):
     become ``bulkDataURI(element)``, or stay inline where it gives None
     (and everywhere without it)."""
     if bulkDataURI is None:
-        return dataset.to_json_dict(bulk_data_threshold=1 << 62, suppress_invalid_tags=True)
+        return _jsonObject(dataset, None, 1 << 62)
     inline = {}
 
     def handler(element):
@@ -25,11 +31,52 @@ def jsonDataset(dataset, bulkDataURI=None):
             uri = f"\0inline {len(inline)}"
             inline[uri] = element
         return uri
-    found = dataset.to_json_dict(bulk_data_threshold=1024, bulk_data_element_handler=handler,
-                                 suppress_invalid_tags=True)
+    found = _jsonObject(dataset, handler, 1024)
     if inline:
         _inlined(found, inline)
     return found
+
+
+def _jsonObject(dataset, handler, threshold):
+    """The DICOM JSON object of ``dataset`` (and of its sequences' items),
+    made attribute by attribute so that one value pydicom cannot read
+    (a DS that is no number) costs only that value its conversion, never
+    its neighbours or the sequence holding it."""
+    found = {}
+    for tag in dataset.keys():
+        value = _jsonAttribute(dataset, tag, handler, threshold)
+        if value is not None:
+            found[f"{tag:08X}"] = value
+    return found
+
+
+def _jsonAttribute(dataset, tag, handler, threshold):
+    """The DICOM JSON of the attribute ``tag`` of ``dataset``: as pydicom
+    writes it, else the stored text of its values; None (with a log line)
+    for a sequence that cannot be read."""
+    try:
+        element = dataset[tag]
+        if element.VR == "SQ":
+            return {"vr": "SQ", "Value": [_jsonObject(item, handler, threshold) for item in element.value]}
+        return element.to_json_dict(handler, threshold)
+    except Exception as e:  # any of pydicom's conversions of a stored value
+        stored = dataset.get_item(tag)
+        if stored.VR == "SQ":
+            log.warn("DICOM JSON: the sequence ({group:04X},{element:04X}) left out: {error}", group=tag >> 16,
+                     element=tag & 0xFFFF, error=e)
+            return None
+        values = _storedText(stored.value)
+        return {"vr": stored.VR, "Value": values} if any(values) else {"vr": stored.VR}
+
+
+def _storedText(value):
+    """The values of an attribute as text: ``value`` as stored (bytes) or
+    as far as pydicom read it."""
+    if isinstance(value, bytes):
+        values = value.decode("utf-8", "replace").split("\\")
+    else:
+        values = list(value) if isinstance(value, MultiValue) else [value]
+    return [str(value).strip(" \0") for value in values if value is not None]
 
 
 def _inlined(value, inline):

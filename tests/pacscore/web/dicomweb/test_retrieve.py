@@ -9,8 +9,10 @@ import os
 import numpy as np
 import pydicom
 from pydicom.data import get_testdata_file
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
+from pydicom.tag import Tag
 from PIL import Image
 from twisted.internet import defer
 from twisted.logger import capturedLogs
@@ -146,6 +148,32 @@ class RetrieveTests(DicomWebTestCase):
         self.assertNotIn("BulkDataURI", item["7FE00010"])
         ((_, pixels),) = (yield self.fetch(metadata["7FE00010"]["BulkDataURI"])).parts()
         self.assertEqual(pixels, ds.PixelData)
+
+    @defer.inlineCallbacks
+    def test_metadataKeepsInvalidValues(self):
+        """Every stored attribute is in the metadata, valid or not: UIDs
+        with a zero-led component (legacy GE data), a DS longer than 16
+        characters or no number at all (as its stored text), a sequence
+        holding an invalid UID (rtdose.dcm)."""
+        ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+        ds.StudyInstanceUID = "1.2.840.113619.2.55.3.0604.77"
+        ds.SeriesInstanceUID = "1.2.840.113619.2.55.3.0604.77.1"
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = "1.2.840.113619.2.55.3.0604.77.1.01"
+        ds.SliceThickness = "0.30000000000000004"
+        ds[0x00181100] = RawDataElement(Tag(0x00181100), "DS", 8, b"abc\\1.5 ", 0, False, True)
+        path = os.path.join(self.running.workdir, "legacy.dcm")
+        ds.save_as(path)
+        rtdose = pydicom.dcmread(get_testdata_file("rtdose.dcm"))
+        for added in (path, get_testdata_file("rtdose.dcm")):
+            yield self.running.run(AddImageFile(), added)
+        (legacy,) = (yield self.fetch(f"/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/"
+                                      f"{ds.SOPInstanceUID}/metadata")).json()
+        self.assertEqual([legacy[tag]["Value"] for tag in ("0020000D", "0020000E", "00080018", "00180050", "00181100")],
+                         [[ds.StudyInstanceUID], [ds.SeriesInstanceUID], [ds.SOPInstanceUID], [0.30000000000000004],
+                          ["abc", "1.5"]])
+        (dose,) = (yield self.fetch(f"/studies/{rtdose.StudyInstanceUID}/metadata")).json()
+        [plan] = dose["300C0002"]["Value"]
+        self.assertEqual(plan["00081155"]["Value"], [rtdose.ReferencedRTPlanSequence[0].ReferencedSOPInstanceUID])
 
     @defer.inlineCallbacks
     def test_frames(self):

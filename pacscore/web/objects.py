@@ -48,9 +48,17 @@ async def storedPath(archive, sop, patientID="", series="", study=""):
     return found[0][1]
 
 
+class CannotShow(WebError):
+    """A 422: the stored object cannot be read or shown (as asked)."""
+
+    def __init__(self, message):
+        super().__init__(422, message)
+
+
 async def onFile(archive, path, work, *args):
     """``work(path, *args)`` in the I/O pool; a file that is gone is a 404,
-    one that cannot be read or shown a 422 (the path goes to the log only)."""
+    one that cannot be read or shown a 422, CannotShow (the path goes to
+    the log only)."""
     try:
         return await archive.workers.deferToWorker(work, path, *args)
     except OSError as e:
@@ -62,4 +70,4 @@ async def onFile(archive, path, work, *args):
     except (DatasetError, IdentifierError, InvalidDicomError, TranscodeError, ValueError,
             NotImplementedError, RuntimeError) as e:  # the last two: pixel data pydicom cannot decode
         log.info("web: {path} cannot be shown: {error}", path=path, error=e)
-        raise WebError(422, f"the stored object cannot be shown: {e}") from e
+        raise CannotShow(f"the stored object cannot be shown: {e}") from e

@@ -38,7 +38,7 @@ from pacscore.web.dicomweb.instancefiles import (
     instanceMetadata, startAsStored, startConverted)
 from pacscore.web.dicomweb.search import hexTag
 from pacscore.web.images import picture
-from pacscore.web.objects import onFile
+from pacscore.web.objects import CannotShow, onFile
 from pacscore.web.wado import SYNTAX_CODES
 
 log = Logger()
@@ -136,24 +136,38 @@ def _partObject(path, code, quality):
 
 async def _objectChunks(archive, path, choices):
     """``(transfer syntax, chunks)`` of a stored object sent in the first
-    of ``choices`` (``_objectChoices``) it can go in, or None: the file read
-    1 MB at a time when it is in that syntax already, a large one converted
-    file to file into a little endian syntax and read from there, else
-    made whole with the syntax's code."""
+    of ``choices`` (``_objectChoices``) it can go in, or None: one whose
+    codec fails (a 32-bit image in JPEG 2000) is logged and the next tried."""
     for wanted, code in choices:
-        started = await onFile(archive, path, startAsStored, wanted, CHUNK)
-        if started is not None:
-            syntax, first, size = started
-            return syntax, _fileChunks(archive, path, first, size)
-        if code is None:
+        try:
+            made = await _objectIn(archive, path, wanted, code)
+        except CannotShow as e:
+            log.warn("WADO-RS: {path} cannot be sent in {syntax}: {error}", path=path, syntax=wanted, error=e)
             continue
-        if wanted != AS_STORED:
-            converted = await onFile(archive, path, startConverted, wanted, archive.workers.deferToWorker)
-            if converted is not None:
-                return wanted, _convertedChunks(*converted)
-        syntax, data = await onFile(archive, path, _partObject, code, archive.configuration.lossyQuality)
-        if wanted in (AS_STORED, syntax):
-            return syntax, _fileChunks(archive, path, data, len(data))
+        if made is not None:
+            return made
+    return None
+
+
+async def _objectIn(archive, path, wanted, code):
+    """``(transfer syntax, chunks)`` of a stored object in ``wanted`` (a
+    syntax or *) with compression ``code``, or None when it does not go in
+    it: the file read 1 MB at a time when it is in that syntax already, a
+    large one converted file to file into a little endian syntax and read
+    from there, else made whole with the syntax's code."""
+    started = await onFile(archive, path, startAsStored, wanted, CHUNK)
+    if started is not None:
+        syntax, first, size = started
+        return syntax, _fileChunks(archive, path, first, size)
+    if code is None:
+        return None
+    if wanted != AS_STORED:
+        converted = await onFile(archive, path, startConverted, wanted, archive.workers.deferToWorker)
+        if converted is not None:
+            return wanted, _convertedChunks(*converted)
+    syntax, data = await onFile(archive, path, _partObject, code, archive.configuration.lossyQuality)
+    if wanted in (AS_STORED, syntax):
+        return syntax, _fileChunks(archive, path, data, len(data))
     return None
 
 

@@ -25,6 +25,7 @@ from pacscore.testing.corpus import makeDataset
 from tests.pacscore.web.dicomweb.client import DicomWebTestCase
 
 JPEG_LOSSLESS = "1.2.840.10008.1.2.4.70"
+EXPLICIT = "1.2.840.10008.1.2.1"
 
 
 class RetrieveTests(DicomWebTestCase):
@@ -86,6 +87,37 @@ class RetrieveTests(DicomWebTestCase):
         ((kind, content),) = found.parts()
         self.assertEqual(kind, "application/dicom; transfer-syntax=1.2.840.10008.1.2.5")
         self.assertEqual(pydicom.dcmread(io.BytesIO(content)).PixelData, rle.PixelData)
+
+    @defer.inlineCallbacks
+    def test_conversionFailures(self):
+        """An object the codec fails to write in a syntax asked for (a
+        32-bit dose in JPEG 2000, a 3x3 RGB image) goes in the next syntax
+        of the Accept header; one that goes in none is a 406 when first, and
+        left out with a log line when later, the others sent whole."""
+        dicom = 'multipart/related; type="application/dicom"; transfer-syntax='
+        j2k = dicom + "1.2.840.10008.1.2.4.90"
+        rtdose = pydicom.dcmread(get_testdata_file("rtdose.dcm"))
+        ct = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+        rgb = pydicom.dcmread(get_testdata_file("SC_rgb_small_odd.dcm"))
+        for keyword in ("PatientID", "PatientName", "StudyInstanceUID", "SeriesInstanceUID"):
+            setattr(rgb, keyword, ct[keyword].value)
+        rgb.InstanceNumber = 2
+        path = os.path.join(self.running.workdir, "rgb.dcm")
+        rgb.save_as(path)
+        for added in (get_testdata_file("rtdose.dcm"), get_testdata_file("CT_small.dcm"), path):
+            yield self.running.run(AddImageFile(), added)
+        second = yield self.fetch(f"/studies/{rtdose.StudyInstanceUID}", accept=f"{j2k}, {dicom}{EXPLICIT};q=0.5")
+        ((kind, content),) = second.parts()
+        self.assertEqual(kind, f"application/dicom; transfer-syntax={EXPLICIT}")
+        self.assertEqual(pydicom.dcmread(io.BytesIO(content)).PixelData, rtdose.PixelData)
+        alone = yield self.fetch(f"/studies/{rtdose.StudyInstanceUID}", accept=j2k)
+        self.assertEqual(alone.code, 406)
+        with capturedLogs() as events:
+            study = yield self.fetch(f"/studies/{ct.StudyInstanceUID}", accept=j2k)
+        self.assertEqual(study.code, 200)
+        ((kind, content),) = study.parts()
+        self.assertEqual(pydicom.dcmread(io.BytesIO(content)).SOPInstanceUID, ct.SOPInstanceUID)
+        self.assertTrue(any(event.get("uid") == rgb.SOPInstanceUID for event in events))
 
     @defer.inlineCallbacks
     def test_notFound(self):

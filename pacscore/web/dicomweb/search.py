@@ -16,7 +16,10 @@ answer, so that a search for everything cannot make the server gather a
 whole large archive into one answer; where no QueryResultConverter0 or
 virtual server takes part the index itself is asked for just the page;
 ``fuzzymatching=true`` is answered with a Warning that matching was
-literal.  Attributes inside sequences (``a.b``) are refused (400).
+literal, ``emptyvaluematching=true`` and ``multiplevaluematching=true``
+with the standard's Warnings that pacs does not do them; any other query
+parameter that names no attribute (a cache-buster ``_=123``) is ignored
+with a Warning.  Attributes inside sequences (``a.b``) are refused (400).
 
 As a C-FIND, a search goes through ``QueryConverter0`` and each match
 through ``QueryResultConverter0`` (pacscore.web.converting).
@@ -52,11 +55,19 @@ LEVEL_FIELDS = {"STUDY": STUDY_FIELDS, "SERIES": SERIES_FIELDS, "IMAGE": INSTANC
 _HEX_TAG = re.compile(r"[0-9A-Fa-f]{8}")
 _DIGITS = re.compile(r"[0-9]{1,10}")  # int() of thousands of digits would fail
 LARGEST_NUMBER = 2**31 - 1  # of limit and offset: their sum is a LIMIT every database takes
-_CONTROL = frozenset(("includefield", "limit", "offset", "fuzzymatching", "accept", "charset"))
 MORE = '299 pacs "There are additional results that can be requested"'
 CAPPED = '299 pacs "The number of results exceeded the maximum supported by the server. Additional results can be requested."'
 DEFAULT_MAX_RESULTS = 1000
 LITERAL = '299 pacs "The fuzzymatching parameter is not supported. Only literal matching has been performed."'
+NO_EMPTY_VALUE_MATCHING = ('299 pacs "The emptyvaluematching parameter is not supported. Empty Value Matching has not '
+                           'been performed."')
+NO_MULTIPLE_VALUE_MATCHING = ('299 pacs "The multiplevaluematching parameter is not supported. Multiple Value Matching '
+                              'has not been performed."')
+# The matching a search asks for with {parameter}=true that pacs does not do, and the Warning that says so.
+_UNSUPPORTED_MATCHING = {"fuzzymatching": LITERAL, "emptyvaluematching": NO_EMPTY_VALUE_MATCHING,
+                         "multiplevaluematching": NO_MULTIPLE_VALUE_MATCHING}
+_CONTROL = frozenset(("includefield", "limit", "offset", "accept", "charset", *_UNSUPPORTED_MATCHING))
+_UNQUOTABLE = re.compile(r'[^ !#-\[\]-~]')  # what a Warning's quoted text cannot hold as it is
 
 
 def hexTag(text):
@@ -77,6 +88,30 @@ def attributeTag(name):
         return tag, dictionary_VR(tag).split(" or ")[0]
     except KeyError:
         raise WebError(400, f"{name}: the data dictionary does not know this tag") from None
+
+
+def _isFilterName(name):
+    """Whether the query parameter ``name`` names an attribute to match
+    (a keyword, eight hex digits, or a sequence path that ``attributeTag``
+    refuses) rather than nothing pacs knows, which is ignored."""
+    return "." in name or hexTag(name) is not None or tag_for_keyword(name) is not None
+
+
+def _ignoredWarning(name):
+    return f'299 pacs "The {_UNQUOTABLE.sub("?", name)} query parameter is not supported and has been ignored."'
+
+
+def _parameterWarnings(request):
+    """The Warnings of the matching a request asks for that pacs does not
+    do, and of the query parameters it ignores (PS3.18 8.3.4)."""
+    warnings = []
+    for name, warning in _UNSUPPORTED_MATCHING.items():
+        if _text(request.args.get(name.encode(), [b"false"]))[-1].strip().lower() == "true":
+            warnings.append(warning)
+    for name in _text(request.args):
+        if name.lower() not in _CONTROL and not _isFilterName(name):
+            warnings.append(_ignoredWarning(name))
+    return warnings
 
 
 def _text(values):
@@ -123,7 +158,7 @@ def searchKeys(archive, request, level, target):
                 keys.setdefault(tag, "")
     for name, values in request.args.items():
         name = name.decode("utf-8", "replace")
-        if name.lower() in _CONTROL:
+        if name.lower() in _CONTROL or not _isFilterName(name):
             continue
         tag, vr = attributeTag(name)
         value = _text(values)[-1].strip()
@@ -254,6 +289,5 @@ async def search(archive, request, target, base, level):
     warnings = []
     if limit is not None and offset + limit < total:
         warnings.append(CAPPED if capped else MORE)
-    if _text(request.args.get(b"fuzzymatching", [b"false"]))[-1].strip().lower() == "true":
-        warnings.append(LITERAL)
+    warnings += _parameterWarnings(request)
     return jsonAnswer(answers, (("Warning", ", ".join(warnings)),) if warnings else ())

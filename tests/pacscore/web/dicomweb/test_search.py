@@ -8,7 +8,8 @@ from twisted.internet import defer
 from twisted.logger import capturedLogs
 from twisted.trial import unittest
 
-from pacscore.web.dicomweb.search import CAPPED, LARGEST_NUMBER, LITERAL, MORE, _withRemote
+from pacscore.web.dicomweb.search import (
+    CAPPED, LARGEST_NUMBER, LITERAL, MORE, NO_EMPTY_VALUE_MATCHING, NO_MULTIPLE_VALUE_MATCHING, _withRemote)
 from tests.pacscore.web.dicomweb.client import DicomWebTestCase
 
 
@@ -123,6 +124,25 @@ class SearchTests(DicomWebTestCase):
         self.assertEqual((page.code, page.json()), (200, []))
 
     @defer.inlineCallbacks
+    def test_unsupportedParameters(self):
+        """emptyvaluematching and multiplevaluematching (PS3.18 table
+        8.3.4-1) are searched without, with the standard's Warnings; a
+        parameter naming no attribute (a cache-buster) is ignored with a
+        Warning, one that cannot be quoted as it is shown with ?s."""
+        for query, warnings in (("emptyvaluematching=true", [NO_EMPTY_VALUE_MATCHING]),
+                                ("multiplevaluematching=true&fuzzymatching=true",
+                                 [LITERAL, NO_MULTIPLE_VALUE_MATCHING]),
+                                ("emptyvaluematching=false&multiplevaluematching=false", []),
+                                ("_=12345", ['299 pacs "The _ query parameter is not supported and has been ignored."']),
+                                ("NoSuchKeyword=1&%22%5C%0A=x",
+                                 ['299 pacs "The NoSuchKeyword query parameter is not supported and has been ignored."',
+                                  '299 pacs "The ??? query parameter is not supported and has been ignored."'])):
+            found = yield self.fetch(f"/studies?PatientID=PAT0001&{query}")
+            self.assertEqual((query, found.code), (query, 200))
+            self.assertEqual([values(m, "00100020") for m in found.json()], [["PAT0001"]])
+            self.assertEqual((query, found.header("warning")), (query, ", ".join(warnings) or None))
+
+    @defer.inlineCallbacks
     def test_includefield(self):
         plain = (yield self.fetch("/studies")).json()[0]
         self.assertNotIn("00080062", plain)
@@ -140,7 +160,7 @@ class SearchTests(DicomWebTestCase):
 
     @defer.inlineCallbacks
     def test_badRequests(self):
-        for path, code in (("/studies?NoSuchKeyword=1", 400), ("/studies?00400275.00321060=x", 400),
+        for path, code in (("/studies?00091001=x", 400), ("/studies?00400275.00321060=x", 400),
                            ("/studies?limit=-1", 400), ("/studies?limit=many", 400),
                            ("/studies/not-a-uid/series", 400), ("/patients", 404), ("/studies/1.2/nothing", 404)):
             found = yield self.fetch(path)

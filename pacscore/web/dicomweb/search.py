@@ -4,7 +4,8 @@ instances in the index, answered in DICOM JSON (``application/dicom+json``).
 A search is a C-FIND on the index (``IndexQuery.find``, in a reader
 thread) with C-FIND's matching: ``{attribute}={value}`` (a keyword or
 eight hex digits) matches as the same key would in a C-FIND, wildcards,
-date ranges and UID lists (separated by ``,`` or ``\\``) included.
+date ranges and UID lists (separated by ``,`` or ``\\``) included; a
+repeated ``{attribute}`` matches any of its values (as ``\\`` does).
 Each match carries the attributes the standard lists for its level (those
 of the levels above too when the path does not name them), those named by
 ``includefield`` (``all``: every attribute the index keeps), the
@@ -29,7 +30,8 @@ import re
 
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 
-from pacscore.db.query import SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, QueryKey, levelIndex
+from pacscore.db.query import (
+    SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, UNSPLIT_VRS, QueryKey, levelIndex)
 from pacscore.dicom.identifiers import (
     INSTANCE_AVAILABILITY, QUERY_RETRIEVE_LEVEL, SPECIFIC_CHARACTER_SET, BadIdentifier, MatchEncoder, Request, checkKeys,
     findIdentifier)
@@ -161,8 +163,7 @@ def searchKeys(archive, request, level, target):
         if name.lower() in _CONTROL or not _isFilterName(name):
             continue
         tag, vr = attributeTag(name)
-        value = _text(values)[-1].strip()
-        keys[tag] = value.replace(",", "\\") if vr == "UI" else value
+        keys[tag] = _filterValue(name, vr, _text(values))
     for tag, uid in ((STUDY_INSTANCE_UID, target.study), (SERIES_INSTANCE_UID, target.series)):
         if uid:
             keys[tag] = uid
@@ -180,6 +181,19 @@ def searchKeys(archive, request, level, target):
     except BadIdentifier as e:
         raise WebError(400, str(e)) from e
     return found
+
+
+def _filterValue(name, vr, values):
+    """The C-FIND value of the ``values`` of the filter ``name``: those of
+    a repeated parameter (as dicomweb-client sends a list) joined with
+    ``\\`` to match any of them, as the ``,`` of a UID list is; WebError
+    400 for a repeated text (LT, ST, UT, UR), whose one value may hold a ``\\``."""
+    values = [value.strip() for value in values]
+    if vr in UNSPLIT_VRS:
+        if len(values) > 1:
+            raise WebError(400, f"{name} matches one text: it cannot be repeated")
+        return values[0]
+    return "\\".join(value.replace(",", "\\") if vr == "UI" else value for value in values)
 
 
 def retrieveURL(base, values, level):

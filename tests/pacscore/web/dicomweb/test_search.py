@@ -46,6 +46,24 @@ class SearchTests(DicomWebTestCase):
             self.assertEqual((query, sorted(values(m, "00100020")[0] for m in found.json())), (query, expected))
 
     @defer.inlineCallbacks
+    def test_repeatedFilters(self):
+        """A filter repeated (as dicomweb-client sends a list) matches any of
+        its values, as a list in one value does; a repeated text (LT, ST,
+        UT, UR), whose one value may hold a backslash, is a 400."""
+        first, last = self.corpus[0].studyUID, self.corpus[-1].studyUID
+        for query, expected in ((f"StudyInstanceUID={first}&StudyInstanceUID={last}", ["PAT0000", "PAT0001"]),
+                                (f"StudyInstanceUID={first},1.2.3&StudyInstanceUID={last}", ["PAT0000", "PAT0001"]),
+                                ("PatientID=PAT0001&PatientID=PAT0000", ["PAT0000", "PAT0001"]),
+                                ("PatientID=PAT0001&PatientID=nobody", ["PAT0001"]),
+                                ("ModalitiesInStudy=MR&ModalitiesInStudy=CT", ["PAT0000", "PAT0001"])):
+            found = yield self.fetch(f"/studies?{query}")
+            self.assertEqual((query, sorted(values(m, "00100020")[0] for m in found.json())), (query, expected))
+        refused = yield self.fetch("/studies?StudyDescription=x&00081030=y&AdditionalPatientHistory=a&"
+                                   "AdditionalPatientHistory=b")
+        self.assertEqual(refused.code, 400)
+        self.assertIn(b"AdditionalPatientHistory matches one text: it cannot be repeated", refused.body)
+
+    @defer.inlineCallbacks
     def test_seriesAndInstancesInside(self):
         image = self.corpus[0]
         series = (yield self.fetch(f"/studies/{image.studyUID}/series")).json()

@@ -110,10 +110,18 @@ def frameCount(dataset):
     return int(dataset.get("NumberOfFrames") or 1)
 
 
+def _storedSamples(dataset):
+    """The samples a pixel holds as stored: 4:2:2 colour (YBR_FULL_422,
+    YBR_PARTIAL_422) has two, a Y of its own and a Cb and a Cr to each two."""
+    if str(dataset.get("PhotometricInterpretation", "")).endswith("_422"):
+        return 2
+    return dataset.get("SamplesPerPixel") or 1
+
+
 def _nativeFrame(dataset, syntax, index):
     """Frame ``index`` (from 0) as native little-endian pixels."""
     if syntax in _LITTLE_ENDIAN_NATIVE:
-        bits = dataset.Rows * dataset.Columns * (dataset.get("SamplesPerPixel") or 1) * dataset.BitsAllocated
+        bits = dataset.Rows * dataset.Columns * _storedSamples(dataset) * dataset.BitsAllocated
         if bits % 8 == 0:
             length = bits // 8
             return bytes(dataset.PixelData[index * length:(index + 1) * length])

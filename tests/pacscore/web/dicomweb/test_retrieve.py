@@ -221,6 +221,30 @@ class RetrieveTests(DicomWebTestCase):
         self.assertEqual(found.code, 406)
 
     @defer.inlineCallbacks
+    def stored(self, dataset, name):
+        """Store ``dataset`` as a Part-10 file named ``name``; its WADO-RS path."""
+        path = os.path.join(self.running.workdir, name)
+        dataset.save_as(path, enforce_file_format=True)
+        yield self.running.run(AddImageFile(), path)
+        return (f"/studies/{dataset.StudyInstanceUID}/series/{dataset.SeriesInstanceUID}/instances/"
+                f"{dataset.SOPInstanceUID}")
+
+    @defer.inlineCallbacks
+    def test_framesOfSubsampledColour(self):
+        """Native YBR_FULL_422 frames hold two bytes a pixel (a Y each, a Cb
+        and a Cr to each two): frame 2 of two starts halfway."""
+        ds = pydicom.dcmread(get_testdata_file("SC_ybr_full_422_uncompressed.dcm"))
+        ds.NumberOfFrames = 2
+        ds.PixelData = ds.PixelData + bytes(255 - byte for byte in ds.PixelData)
+        path = yield self.stored(ds, "ybr422.dcm")
+        octets = 'multipart/related; type="application/octet-stream"'
+        half = len(ds.PixelData) // 2
+        frames = yield self.fetch(path + "/frames/1,2", accept=octets)
+        self.assertEqual([frame for _, frame in frames.parts()], [ds.PixelData[:half], ds.PixelData[half:]])
+        bulk = yield self.fetch(path + "/bulk/7FE00010", accept=octets)
+        self.assertEqual(b"".join(frame for _, frame in bulk.parts()), ds.PixelData)
+
+    @defer.inlineCallbacks
     def test_pixelsNoCodecDecodes(self):
         """Frames and pixel bulk data of an object in a syntax pydicom
         cannot decode (MPEG-4 video): 422, not a failure of the server."""

@@ -5,13 +5,14 @@ file to file into little endian."""
 
 import os
 
+import numpy as np
 import pydicom
 from pydicom.encaps import generate_frames
 from pydicom.pixels import pixel_array
 from pydicom.tag import Tag
 
 from pacscore.codecs.syntaxes import (
-    EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, JPEG_BASELINE, JPEG_EXTENDED, JPEG_LOSSLESS,
+    EXPLICIT_VR_BIG_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN, JPEG_BASELINE, JPEG_EXTENDED, JPEG_LOSSLESS,
     JPEG_LOSSLESS_SV1, JPEG_LS_LOSSLESS, JPEG_LS_NEAR_LOSSLESS, JPEG_2000, JPEG_2000_LOSSLESS, RLE_LOSSLESS,
     isCompressed)
 from pacscore.codecs.filetranscode import NotStreamed, streams
@@ -30,7 +31,6 @@ OCTET_STREAM = "application/octet-stream"
 FRAME_TYPES = {JPEG_BASELINE: "image/jpeg", JPEG_EXTENDED: "image/jpeg", JPEG_LOSSLESS: "image/jpeg",
                JPEG_LOSSLESS_SV1: "image/jpeg", JPEG_LS_LOSSLESS: "image/jls", JPEG_LS_NEAR_LOSSLESS: "image/jls",
                JPEG_2000_LOSSLESS: "image/jp2", JPEG_2000: "image/jp2", RLE_LOSSLESS: "image/dicom-rle"}
-_LITTLE_ENDIAN_NATIVE = (EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN)
 
 
 class NoSuchFrame(LookupError):
@@ -119,14 +119,32 @@ def _storedSamples(dataset):
 
 
 def _nativeFrame(dataset, syntax, index):
-    """Frame ``index`` (from 0) as native little-endian pixels."""
-    if syntax in _LITTLE_ENDIAN_NATIVE:
-        bits = dataset.Rows * dataset.Columns * _storedSamples(dataset) * dataset.BitsAllocated
-        if bits % 8 == 0:
-            length = bits // 8
-            return bytes(dataset.PixelData[index * length:(index + 1) * length])
+    """Frame ``index`` (from 0) as native little-endian pixels: the bytes
+    of a native frame as stored (its planes and 4:2:2 subsampling kept),
+    those of big endian words swapped; pixel_array's (one a byte) where
+    frames do not start on a byte (1-bit pixels) or the data is compressed."""
+    bits = dataset.Rows * dataset.Columns * _storedSamples(dataset) * dataset.BitsAllocated
+    if not isCompressed(syntax) and bits % 8 == 0:
+        length = bits // 8
+        frame = bytes(dataset.PixelData[index * length:(index + 1) * length])
+        return frame if syntax != EXPLICIT_VR_BIG_ENDIAN else _littleEndian(frame, _wordSize(dataset))
     frame = pixel_array(dataset, index=index)
     return frame.astype(frame.dtype.newbyteorder("<"), copy=False).tobytes()
+
+
+def _wordSize(dataset):
+    """The bytes of a word of big endian Pixel Data: a sample's, or two for
+    8-bit samples in OW (which big endian stores as 16-bit words)."""
+    if dataset.BitsAllocated == 8 and dataset["PixelData"].VR == "OW":
+        return 2
+    return dataset.BitsAllocated // 8
+
+
+def _littleEndian(data, size):
+    """The big endian words of ``size`` bytes in ``data`` as little endian."""
+    if size < 2:
+        return data
+    return np.frombuffer(data, dtype=f">u{size}").astype(f"<u{size}").tobytes()
 
 
 def instanceFrames(path, numbers, choose):

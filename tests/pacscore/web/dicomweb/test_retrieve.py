@@ -245,6 +245,21 @@ class RetrieveTests(DicomWebTestCase):
         self.assertEqual(b"".join(frame for _, frame in bulk.parts()), ds.PixelData)
 
     @defer.inlineCallbacks
+    def test_framesOfBigEndianObjects(self):
+        """Native frames of objects stored in Explicit VR Big Endian are
+        their little endian bytes as stored, as in the object retrieved in
+        Explicit VR Little Endian: RGB planes kept (Planar Configuration 1),
+        16-bit samples swapped."""
+        octets = 'multipart/related; type="application/octet-stream"'
+        for name in ("ExplVR_BigEnd.dcm", "MR_small_bigendian.dcm"):
+            path = yield self.stored(pydicom.dcmread(get_testdata_file(name)), name)
+            ((_, little),) = (yield self.fetch(path)).parts()
+            little = pydicom.dcmread(io.BytesIO(little))
+            self.assertEqual(little.file_meta.TransferSyntaxUID, EXPLICIT)
+            ((_, frame),) = (yield self.fetch(path + "/frames/1", accept=octets)).parts()
+            self.assertEqual((name, frame), (name, little.PixelData))
+
+    @defer.inlineCallbacks
     def test_pixelsNoCodecDecodes(self):
         """Frames and pixel bulk data of an object in a syntax pydicom
         cannot decode (MPEG-4 video): 422, not a failure of the server."""

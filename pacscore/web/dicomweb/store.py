@@ -1,6 +1,7 @@
 """STOW-RS (PS3.18 section 10.5): ``POST /studies`` (or
 ``/studies/{study}``, whose objects must belong to that study) with a
-``multipart/related; type="application/dicom"`` body of Part-10 objects.
+``multipart/related; type="application/dicom"`` body of Part-10 objects
+(their file meta with or without the preamble and DICM).
 
 Each part is stored as a C-STORE data set is (``StorageService``): import
 converters, IncomingCompression, the file on disk and its index row
@@ -20,10 +21,10 @@ network); with logins, a viewer served elsewhere stores with its user's.
 
 from pydicom.dataset import Dataset
 
-from pacscore.db.query import SERIES_INSTANCE_UID, STUDY_INSTANCE_UID
+from pacscore.db.query import SERIES_INSTANCE_UID, SOP_CLASS_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID
 from pacscore.dicom.storage import SUCCESS, StorageService
 from pacscore.storage.attributes import DatasetError, readAttributes
-from pacscore.storage.part10 import MAGIC, PREAMBLE_LENGTH, readFileMeta
+from pacscore.storage.part10 import readFileMeta
 from pacscore.storage.store import IncomingObject
 from pacscore.web.answers import WebError
 from pacscore.web.crossorigin import refuseCrossOrigin
@@ -43,6 +44,8 @@ DATASET_DOES_NOT_MATCH = 0xA900
 FAILED_SOP_SEQUENCE = 0x00081198
 REFERENCED_SOP_SEQUENCE = 0x00081199
 FAILURE_REASON = 0x00081197
+# The data set's SOP Class and Instance UIDs, and the file meta's that name them in an answer.
+_NAMED_BY = {SOP_CLASS_UID: MEDIA_SOP_CLASS, SOP_INSTANCE_UID: MEDIA_SOP_INSTANCE}
 
 
 def storageOf(archive):
@@ -107,17 +110,21 @@ class UnreadableDataset(DatasetError):
 
 def _partObject(body, part):
     """In the I/O pool: ``(transfer syntax, meta, data set offset, {tag:
-    value})`` of the Part-10 object in a part, with its study and series UIDs."""
+    value})`` of the Part-10 object in a part, with its study and series
+    UIDs; its file meta may come without the preamble and DICM (as pydicom
+    writes a data set in memory).  A part without file meta is refused,
+    named by the SOP Class and Instance UIDs of its data set when they read."""
     view = multipart.PartFile(body, part.start, part.end)
-    if view.read(PREAMBLE_LENGTH + len(MAGIC))[PREAMBLE_LENGTH:] != MAGIC:
-        raise DatasetError("not a DICOM Part-10 file (no DICM after the preamble)")
-    view.seek(0)
     syntax, meta, offset = readFileMeta(view)
     view.seek(offset)
     try:
-        return syntax, meta, offset, readAttributes(view, syntax, {STUDY_INSTANCE_UID, SERIES_INSTANCE_UID})
+        attributes = readAttributes(view, syntax, {STUDY_INSTANCE_UID, SERIES_INSTANCE_UID} | set(_NAMED_BY))
     except DatasetError as e:
         raise UnreadableDataset(meta, e) from e
+    if not meta:
+        named = {metaTag: attributes[tag] for tag, metaTag in _NAMED_BY.items() if tag in attributes}
+        raise UnreadableDataset(named, "not a DICOM Part-10 file (no file meta)")
+    return syntax, meta, offset, attributes
 
 
 async def storePart(archive, storage, body, part, rootType, study, outcome, callingAE=""):

@@ -2,6 +2,7 @@
 index before the answer), the answer's references and failures, and the
 requests refused whole."""
 
+import io
 import os
 
 import pydicom
@@ -9,6 +10,7 @@ from twisted.internet import defer
 
 from pacscore.storage.part10 import MEDIA_STORAGE_SOP_CLASS_UID, readFileMeta
 from pacscore.testing.corpus import generateCorpus
+from pacscore.web.objects import storedPath
 from tests.pacscore.web.dicomweb.client import STOW_TYPE, DicomWebTestCase, stowBody
 
 
@@ -29,7 +31,6 @@ class StoreTests(DicomWebTestCase):
 
     @defer.inlineCallbacks
     def stored(self, sop):
-        from pacscore.web.objects import storedPath
         path = yield storedPath(self.archive, sop)
         return pydicom.dcmread(path)
 
@@ -90,6 +91,32 @@ class StoreTests(DicomWebTestCase):
         (failure,) = sequence(found.json(), "00081198")
         self.assertEqual((failure["00081150"]["Value"], failure["00081155"]["Value"], failure["00081197"]["Value"]),
                          ([meta[MEDIA_STORAGE_SOP_CLASS_UID]], [image.sopUID], [0xC000]))
+
+    @defer.inlineCallbacks
+    def test_withoutPreamble(self):
+        """A Part-10 stream without the preamble and DICM (pydicom's dcmwrite
+        of a data set in memory, as dicomweb-client sends it) is stored as a
+        Part-10 file with them; a bare data set is refused, named by its UIDs."""
+        image = self.newImages()[0]
+        dataset = pydicom.dcmread(image.path)
+        dataset.preamble = None
+        bare = io.BytesIO()
+        dataset.save_as(bare, enforce_file_format=False)
+        self.assertEqual(bare.getvalue()[:2], b"\x02\x00")  # group 0002 first: no preamble
+        found = yield self.fetch("/studies", method=b"POST", body=stowBody(bare.getvalue()), contentType=STOW_TYPE)
+        self.assertEqual(found.code, 200)
+        path = yield storedPath(self.archive, image.sopUID)
+        self.assertEqual(read(path)[128:132], b"DICM")
+        self.assertEqual(pydicom.dcmread(path), dataset)
+        del dataset.file_meta
+        withoutMeta = io.BytesIO()
+        dataset.save_as(withoutMeta, implicit_vr=True, enforce_file_format=False)
+        found = yield self.fetch("/studies", method=b"POST", body=stowBody(withoutMeta.getvalue()),
+                                 contentType=STOW_TYPE)
+        self.assertEqual(found.code, 409)
+        (failure,) = sequence(found.json(), "00081198")
+        self.assertEqual((failure["00081150"]["Value"], failure["00081155"]["Value"], failure["00081197"]["Value"]),
+                         ([dataset.SOPClassUID], [image.sopUID], [0xC000]))
 
     @defer.inlineCallbacks
     def test_refusedRequests(self):

@@ -9,7 +9,7 @@ not a traceback.  ``makeService`` returns that MultiService: the DICOM
 listener (and a second one, for TLS, when asked), the HL7 MLLP listener, the
 web interface and the control port (strports endpoints, so ``ssl:``, ``unix:`` and pacs's own
 ``mtls:`` work too), the HL7 drop folder's timer and the service that runs
-the archive's pools.
+the archive's pools, with the export queue runner as its child.
 """
 
 import os
@@ -144,14 +144,18 @@ class Options(usage.Options):
         return ControlSettings(description, secret, requireSecret, ini.getint("QuitGracePeriod", 30))
 
 
-class ArchiveService(service.Service):
-    """Prepares the archive when the application starts and stops its
-    pools after every listener has stopped."""
+class ArchiveService(service.MultiService):
+    """Prepares the archive when the application starts, then starts its
+    child, the export queue runner (``Archive.exportService``); stops the
+    archive's pools and index writer only once that child has stopped, as
+    it records the actions it finishes through the index writer."""
 
     log = Logger()
 
     def __init__(self, archive):
+        service.MultiService.__init__(self)
         self.archive = archive
+        archive.exportService().setServiceParent(self)
 
     def startService(self):
         try:
@@ -169,11 +173,12 @@ class ArchiveService(service.Service):
         self.log.info("HL7 drop folder: {path} (WorkListMode {mode})",
                       path=self.archive.hl7DropFolder.path, mode=self.archive.worklistMode)
         self.archive.reactor.callWhenRunning(self.archive.resume)
-        service.Service.startService(self)
+        service.MultiService.startService(self)
 
     def stopService(self):
-        service.Service.stopService(self)
-        return self.archive.shutdown()
+        d = service.MultiService.stopService(self)
+        d.addCallback(lambda _: self.archive.shutdown())
+        return d
 
 
 class ListeningService(internet.StreamServerEndpointService):
@@ -215,7 +220,6 @@ def serviceTree(options):
     if errorMail is not None:  # first: it starts before and stops after the others, seeing their errors
         errorMail.setServiceParent(top)
     ArchiveService(archive).setServiceParent(top)
-    archive.exportService().setServiceParent(top)
     for nightly in archive.nightlyServices():
         nightly.setServiceParent(top)
     dicom = options["dicom"] or f"tcp:{archive.tcpPort}"

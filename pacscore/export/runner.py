@@ -36,7 +36,9 @@ goes to the index writer while the lane already sends the next actions
 meanwhile), and the lane takes no new actions before its removals have
 committed.  So after a crash an action is sent again only if it was
 delivered but its row not yet removed: at most the few delivered during
-the last removal write of each lane.
+the last removal write of each lane.  A stop lets each lane finish the
+action under way and record it; the lane's other actions stay queued, so
+after a clean stop nothing is sent again.
 """
 
 import copy
@@ -122,8 +124,10 @@ class ExportService(service.Service):
         await self.io.stop()
 
     def stopService(self):
-        """Stops polling, waits for the jobs and actions under way (they
-        finish or fail and are recorded), closes the associations."""
+        """Stops polling, waits for the jobs and the action each lane has
+        under way (they finish or fail and are recorded; the lanes' other
+        actions stay queued), closes the associations.  The index writer
+        must still run until this Deferred fires (``ArchiveService``)."""
         service.Service.stopService(self)
         return defer.ensureDeferred(self._stop())
 
@@ -276,6 +280,8 @@ class ExportService(service.Service):
         try:
             found = await self._locate([action for action in actions if action.action == "forward"])
             for action in actions:
+                if not self.running:  # stopping: the rest stay queued
+                    break
                 try:
                     count = await self._perform(action, found.pop(action.id, None))
                 except Exception as e:

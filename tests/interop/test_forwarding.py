@@ -154,6 +154,30 @@ class ForwardingTests(unittest.TestCase):
         self.assertEqual(sorted(ds.SOPInstanceUID for ds in destination.datasets()),
                          sorted(sop for _, sop in images))
 
+    def test_stopWhileForwardingToASlowDestinationSendsNothingTwice(self):
+        """SIGTERM while a slow destination (a second per image) takes a
+        batch of forwards: pacs stops after the image in flight, and after
+        the restart the rest go, each image arriving once."""
+        destination = StorescpServer(os.path.join(self.workdir, "b"), aet="SLOWSCP", options=("--sleep-after", "1"))
+        sender = PacsServer(os.path.join(self.workdir, "a"), ae="PACSA", ini={
+            "ExportConverters": "1", "ExportConverter0": "forward to SLOWSCP"})
+        sender.addNode("SLOWSCP", destination.port)
+        self.start(destination)
+        self.start(sender)
+        images = writeImages(os.path.join(self.workdir, "in"), "CT", 12, PREFIX + "77.5")
+        result = sender.store(*[path for path, _ in images])
+        self.assertEqual(result.returncode, 0, result.stderr)
+        waitFor(lambda: len(destination.files()) >= 2, message="the first images at the destination")
+        started = time.monotonic()
+        sender.stop()
+        self.assertLess(time.monotonic() - started, 5)
+        self.assertGreater(queued(sender), 0)
+        sender.start()
+        waitFor(lambda: queued(sender) == 0, message="an empty queue")
+        time.sleep(2)
+        self.assertEqual(sorted(ds.SOPInstanceUID for ds in destination.datasets()),
+                         sorted(sop for _, sop in images))
+
     def test_givenUpForwardsAreVisibleAndRetriedByHand(self):
         destination = StorescpServer(os.path.join(self.workdir, "b"), aet="LATESCP")
         sender = PacsServer(os.path.join(self.workdir, "a"), ae="PACSA", ini={

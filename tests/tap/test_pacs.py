@@ -6,12 +6,14 @@ import socket
 import subprocess
 import sys
 
+from twisted.application import service
+from twisted.internet import defer
 from twisted.python import usage
 from twisted.trial import unittest
 
 from pacscore.storage.space import Nightly
 from pacscore.testing.mutations import mutated
-from tap.pacs import Options
+from tap.pacs import ArchiveService, Options
 from tests.interop.server import BIN, CONFIG_FILES, PacsServer
 
 OPTIONS = ("--config", "--workdir", "--dicom", "--dicom-tls", "--hl7", "--web", "--control", "--ae", "--db")
@@ -223,3 +225,44 @@ class ConfigurationValueTests(unittest.TestCase):
             except REFUSED:
                 refused += 1
         self.assertGreater(refused, 10)
+
+
+class SlowStop(service.Service):
+    """A service whose stop ends when ``stopped`` fires."""
+
+    def __init__(self):
+        self.stopped = defer.Deferred()
+
+    def stopService(self):
+        service.Service.stopService(self)
+        return self.stopped
+
+
+class ShutdownRecorder:
+    """An ``Archive`` whose export service is a ``SlowStop``, and which
+    notes when it shuts down."""
+
+    def __init__(self):
+        self.export = SlowStop()
+        self.shutDown = False
+
+    def exportService(self):
+        return self.export
+
+    def shutdown(self):
+        self.shutDown = True
+        return defer.succeed(None)
+
+
+class ArchiveServiceTests(unittest.TestCase):
+
+    def test_theIndexWriterStopsAfterTheExportService(self):
+        """The export service records the actions it finishes through the
+        index writer: the archive shuts down only once it has stopped."""
+        archive = ShutdownRecorder()
+        archiveService = ArchiveService(archive)
+        stopped = archiveService.stopService()
+        self.assertFalse(archive.shutDown)
+        archive.export.stopped.callback(None)
+        self.assertTrue(archive.shutDown)
+        self.successResultOf(stopped)

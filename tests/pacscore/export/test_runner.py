@@ -207,6 +207,29 @@ class RunnerTests(unittest.TestCase):
         self.assertEqual(self.successResultOf(self.service.retryFailed("A")), 1)
         self.assertEqual(self.forwarder.delivered, [("A", "a0")])
 
+    def test_stopFinishesTheActionUnderWayAndLeavesTheRestQueued(self):
+        """A stop waits for the action being sent, records it, and sends
+        none of the lane's other actions: they stay queued, to go after
+        a restart, once."""
+        sending = defer.Deferred()
+        forward = self.forwarder.forward
+
+        async def slowFirst(action, found=None):
+            if not self.forwarder.delivered:
+                await sending
+            return await forward(action, found)
+        self.forwarder.forward = slowFirst
+        for n in range(3):
+            self.queue.addForward("B", "IMAGE", Target("PAT1", "1.2.3", "1.2.3.1", f"b{n}"))
+        self.service.startService()
+        stopped = self.service.stopService()
+        self.assertNoResult(stopped)
+        sending.callback(None)
+        self.reactor.advance(0.05)
+        self.successResultOf(stopped)
+        self.assertEqual(self.forwarder.delivered, [("B", "b0")])
+        self.assertEqual([action.target.sopInstanceUID for action in self.queue.due(1e12, 10)], ["b1", "b2"])
+
     def test_localDeleteRemovesFilesAndRows(self):
         self.archive.add("PAT1", "1.2.3", "1.2.3.9", "1.2.3.9.1")
         self.archive.add("PAT1", "1.2.3", "1.2.3.8", "1.2.3.8.1")

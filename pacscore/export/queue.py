@@ -431,8 +431,11 @@ class ExportQueue:
                                .values(NotBefore=row["NotBefore"], NextAttempt=row["NotBefore"]))
 
     def due(self, now, limit, skip=()):
-        """Pending actions whose time has come, in order of that time, but
-        none for a destination in ``skip`` (busy or held off).  A ``delete``
+        """Pending actions whose time has come, in the order they were
+        queued (not of their times: the script workers stamp the actions
+        of one batch of jobs as each runs, so those times interleave, and
+        a study would leave in scrambled blocks, each on an association of
+        its own), but none for a destination in ``skip`` (busy or held off).  A ``delete``
         waits while a forward or get queued before it for the same patient
         is still in the table (pending, under way or failed): actions run
         in parallel lanes, and "forward study to X; delete study" must not
@@ -444,7 +447,7 @@ class ExportQueue:
                          earlier.c.PatientID == f.c.PatientID))
         query = (select(f).where(f.c.State == PENDING, f.c.NextAttempt <= now,
                                  or_(f.c.Action != "delete", ~exists(unsent)))
-                 .order_by(f.c.NextAttempt, f.c.id).limit(limit))
+                 .order_by(f.c.id).limit(limit))
         if skip:
             query = query.where(f.c.Destination.not_in(list(skip)))
         with self.engine.connect() as connection:

@@ -232,6 +232,20 @@ class ActionTests(QueueTestCase):
         self.write(self.queue.markDone([running.id]))
         self.assertEqual(self.queue.due(self.clock.now + 10000, 10), [])
 
+    def test_dueActionsLeaveInArrivalOrder(self):
+        """The script workers each run part of a batch of jobs and stamp
+        their actions with the time they run, so those times interleave;
+        the actions still leave in the order of their jobs, keeping the
+        objects of a study together (ForwardAssociationLevel)."""
+        buffers = [ActionBuffer(self.queue) for _ in range(4)]
+        for job, now in ((0, 1000.0), (2, 1000.1), (1, 1000.2), (3, 1000.3)):  # two workers, jobs 0-1 and 2-3
+            self.clock.now = now
+            buffers[job].addForward("A", "IMAGE", CT._replace(sopInstanceUID=f"1.2.3.1.{job}"))
+        self.write(self.queue.recordJobs([JobOutcome(job, tuple(buffer.actions))
+                                          for job, buffer in enumerate(buffers)], self.clock()))
+        self.assertEqual([a.target.sopInstanceUID for a in self.queue.due(self.clock(), 10)],
+                         [f"1.2.3.1.{job}" for job in range(4)])
+
     def test_aDeleteWaitsForEarlierForwardsOfItsPatient(self):
         """Until a forward or get queued before it for the same patient has
         left the table (delivered), even when it failed for good."""

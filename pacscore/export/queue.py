@@ -11,10 +11,11 @@ device gets a ``MIRRORCOPY`` job as well (``pacscore.storage.mirror``).
 converters) ask for: ``forward`` to a destination AE, ``get`` (a C-MOVE
 from a remote AE to us), ``delete``, ``process`` and ``prefetch``, each of
 one image or of a whole series, study or patient.  Actions above IMAGE
-level are collected: while one is pending and not yet tried, the same
-action for another object of the same series/study/patient only pushes its
-not-before time back (``ForwardCollectDelay``, default 600 s, or ``after
-NN``), so a study of 500 images gives one forward.
+level are collected: while one is pending and not yet tried (a forward:
+not yet due, so also one waiting for its retry), the same action for
+another object of the same series/study/patient only pushes its not-before
+time back (``ForwardCollectDelay``, default 600 s, or ``after NN``), so a
+study of 500 images gives one forward.
 
 Retries (manual appendix 3): a failed action or job is tried again
 ``RetryDelay`` seconds later (default 100) until it has been retried
@@ -402,7 +403,7 @@ class ExportQueue:
         ``{name: value}`` narrowing which objects (see
         ``pacscore.export.selection``); ``notBefore`` (seconds): default
         now for IMAGE, now + ForwardCollectDelay above.  Collected with a
-        pending, untried identical action of the same entity.
+        pending identical action of the same entity (see ``_addAction``).
         ``objectPath``: the file of the object an export converter runs
         on, kept with an IMAGE action when there are ``objectPaths`` (the
         index keeps no rows to find it by)."""
@@ -411,24 +412,29 @@ class ExportQueue:
             self._addAction(connection, row)
 
     def _addAction(self, connection, row):
-        """Insert ``row``, or collect it into the same pending action not
-        yet tried.  A forward is not collected into one already due: that
-        may be under way, its objects looked up before this one's, and
-        deleted once done.  Other actions are: a ``get`` under way brings
-        in objects whose import lines ask for the same get again (as
-        ``preretrieve`` does), which must not start it over and over."""
+        """Insert ``row``, or collect it into the same pending action, whose
+        times then become the later of the two.  A forward is collected
+        into one not yet due, tried or not (one waiting for its retry
+        sends the later objects with the earlier ones, once), never into
+        one already due: that may be under way, its objects looked up
+        before this one's, and deleted once done.  Other actions are
+        collected into one not yet tried, due or not: a ``get`` under way
+        brings in objects whose import lines ask for the same get again
+        (as ``preretrieve`` does), which must not start it over and over."""
         forwards = self.forwards
+        waiting = (forwards.c.NextAttempt > row["Created"] if row["Action"] == "forward"
+                   else forwards.c.Attempts == 0)
         same = and_(forwards.c.CollectUID == row["CollectUID"], forwards.c.Action == row["Action"],
                     forwards.c.Destination == row["Destination"], forwards.c.Level == row["Level"],
                     forwards.c.Compression == row["Compression"], forwards.c.Filters == row["Filters"],
-                    forwards.c.State == PENDING, forwards.c.Attempts == 0,
-                    *([forwards.c.NextAttempt > row["Created"]] if row["Action"] == "forward" else []))
-        existing = connection.execute(select(forwards.c.id, forwards.c.NotBefore).where(same).limit(1)).first()
+                    forwards.c.State == PENDING, waiting)
+        existing = connection.execute(select(forwards.c.id, forwards.c.NotBefore, forwards.c.NextAttempt)
+                                      .where(same).limit(1)).first()
         if existing is None:
             connection.execute(forwards.insert(), row)
         elif row["NotBefore"] > existing.NotBefore:
-            connection.execute(forwards.update().where(forwards.c.id == existing.id)
-                               .values(NotBefore=row["NotBefore"], NextAttempt=row["NotBefore"]))
+            connection.execute(forwards.update().where(forwards.c.id == existing.id).values(
+                NotBefore=row["NotBefore"], NextAttempt=max(row["NotBefore"], existing.NextAttempt)))
 
     def due(self, now, limit, skip=()):
         """Pending actions whose time has come, in the order they were

@@ -308,14 +308,31 @@ class ActionTests(QueueTestCase):
         self.assertEqual((failed.id, error), (action.id, "still down"))
         self.assertEqual(self.queue.counts()["actions"], {PENDING: 0, FAILED: 1})
 
-    def test_failedActionIsNotCollectedInto(self):
+    def test_aForwardWaitingForItsRetryCollectsLaterObjects(self):
+        """Objects of a series whose forward failed once join that forward
+        (due at the later of its retry and their collect delay), so the
+        destination gets each object once."""
         self.queue.addForward("A", "SERIES", CT)
-        [action] = self.queue.due(self.clock.now + 600, 10)
+        self.clock.now += 600
+        [action] = self.queue.due(self.clock(), 10)
         self.write(self.queue.markFailed(action.id, "down", self.clock()))
-        self.queue.addForward("A", "SERIES", CT)
-        self.assertEqual(self.queue.due(self.clock.now + 99, 10), [])
-        self.assertEqual([a.attempts for a in self.queue.due(self.clock.now + 100, 10)], [1])
-        self.assertEqual(len(self.queue.due(self.clock.now + 600, 10)), 2)
+        self.clock.now += 50
+        self.queue.addForward("A", "SERIES", CT._replace(sopInstanceUID="1.2.3.1.2"))
+        self.assertEqual(self.queue.due(self.clock.now + 599, 10), [])
+        [again] = self.queue.due(self.clock.now + 600, 10)
+        self.assertEqual((again.id, again.attempts), (action.id, 1))
+        self.assertEqual(self.queue.counts()["actions"], {PENDING: 1, FAILED: 0})
+
+    def test_aCollectedImageForwardKeepsItsRetryTime(self):
+        """The same image forwarded again while its forward waits for the
+        retry is collected into it, still due only at the retry."""
+        self.queue.addForward("A", "IMAGE", CT)
+        [action] = self.queue.due(self.clock(), 10)
+        self.write(self.queue.markFailed(action.id, "down", self.clock()))
+        self.clock.now += 50
+        self.queue.addForward("A", "IMAGE", CT)
+        self.assertEqual(self.queue.due(self.clock.now + 49, 10), [])
+        self.assertEqual([a.id for a in self.queue.due(self.clock.now + 50, 10)], [action.id])
 
     def test_retryByHand(self):
         for destination in ("A", "B"):

@@ -36,7 +36,7 @@ from typing import NamedTuple
 
 from pacscore.converters.command import Command, localPath
 from pacscore.converters.context import ConverterSyntaxError, Outcome
-from pacscore.export.queue import LEVELS, Target
+from pacscore.export.queue import LEVELS, REMOTE_ACTIONS, Target
 from pacscore.export.selection import FILTERS, resolveFilters
 
 _TOKEN = re.compile(r'"[^"]*"|\S+')
@@ -120,7 +120,9 @@ def queueOf(context):
 
 
 def enqueue(context, action, request, filters=None):
-    """Queue ``action`` for ``request`` with its values expanded now."""
+    """Queue ``action`` for ``request`` with its values expanded now.  A
+    forward or get whose AE expands to nothing (``to %V0008,0080`` of an
+    object without it) raises: the line's error, logged, for that object."""
     queue = queueOf(context)
     dataset = context.dataset
     if filters is None:
@@ -133,7 +135,12 @@ def enqueue(context, action, request, filters=None):
         if not _NUMBER.match(after):
             raise ValueError(f"'after' needs seconds, got {after!r}")
         notBefore = queue.clock() + int(after)
-    destination = context.expand(request.destination) if action in ("forward", "get") else ""
+    destination = ""
+    if action in REMOTE_ACTIONS:
+        destination = context.expand(request.destination).strip()
+        if not destination:
+            raise ValueError(f"{action} {'from' if action == 'get' else 'to'} {request.destination!r}: "
+                             f"the AE is empty, nothing queued")
     queue.addForward(destination, request.level, targetOf(dataset), context.expand(request.compression),
                      notBefore, action, filters, context.filename or "")
     return Outcome.CONTINUE

@@ -64,6 +64,8 @@ LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
 LEVEL_NAMES = {"PATIENT": "Patient ID", "STUDY": "Study Instance UID", "SERIES": "Series Instance UID",
                "IMAGE": "SOP Instance UID"}
 ACTIONS = ("forward", "get", "delete", "process", "prefetch")
+REMOTE_ACTIONS = ("forward", "get")  # those with a destination AE; the others are local
+LOCAL = None  # the lane of the local actions (see ``laneOf``)
 
 MODALITY = 0x00080060
 STATION_NAME = 0x00081010
@@ -441,7 +443,7 @@ class ExportQueue:
         queued (not of their times: the script workers stamp the actions
         of one batch of jobs as each runs, so those times interleave, and
         a study would leave in scrambled blocks, each on an association of
-        its own), but none for a destination in ``skip`` (busy or held off).  A ``delete``
+        its own), but none of a lane in ``skip`` (busy or held off; see ``laneOf``).  A ``delete``
         waits while a forward or get queued before it for the same patient
         is still in the table (pending, under way or failed): actions run
         in parallel lanes, and "forward study to X; delete study" must not
@@ -449,13 +451,17 @@ class ExportQueue:
         f = self.forwards
         earlier = f.alias("earlier")
         unsent = (select(earlier.c.id)
-                  .where(earlier.c.id < f.c.id, earlier.c.Action.in_(("forward", "get")),
+                  .where(earlier.c.id < f.c.id, earlier.c.Action.in_(REMOTE_ACTIONS),
                          earlier.c.PatientID == f.c.PatientID))
         query = (select(f).where(f.c.State == PENDING, f.c.NextAttempt <= now,
                                  or_(f.c.Action != "delete", ~exists(unsent)))
                  .order_by(f.c.id).limit(limit))
-        if skip:
-            query = query.where(f.c.Destination.not_in(list(skip)))
+        remote = f.c.Action.in_(REMOTE_ACTIONS)
+        destinations = [lane for lane in skip if lane is not LOCAL]
+        if destinations:
+            query = query.where(or_(~remote, f.c.Destination.not_in(destinations)))
+        if LOCAL in skip:
+            query = query.where(remote)
         with self.engine.connect() as connection:
             return [_action(row) for row in connection.execute(query)]
 
@@ -532,6 +538,12 @@ class ExportQueue:
         with self.engine.connect() as connection:
             return [(_action(row), row.LastError)
                     for row in connection.execute(select(f).where(condition).order_by(f.c.id))]
+
+
+def laneOf(action):
+    """The lane an ``Action`` goes in (one action at a time each): its
+    destination for a forward or get, whatever that is, else ``LOCAL``."""
+    return action.destination if action.action in REMOTE_ACTIONS else LOCAL
 
 
 def _jobRow(converter, sopInstanceUID, deviceName, objectFile, now, callingAE="", calledAE="", modality="",

@@ -26,7 +26,7 @@ A ``MIRRORCOPY`` job copies its object to the mirror of its MAG device
 instead (``pacscore.storage.mirror``), and is retried without limit.
 
 Actions: one lane per destination AE (local actions share the lane
-``""``), each running one action at a time in order, all lanes in
+``LOCAL``, see ``queue.laneOf``), each running one action at a time in order, all lanes in
 parallel.  A failure is logged with the destination and reason, counted
 (``forwardsFailed``), retried after RetryDelay up to MaximumExportRetries,
 and holds its lane off for ``FailHoldOff`` seconds (default 60): other
@@ -54,11 +54,9 @@ from twisted.logger import Logger
 from pacscore.converters.context import ConverterContext, Outcome
 from pacscore.export.actions import LocalActions
 from pacscore.export.forwarder import Forwarder
-from pacscore.export.queue import FAILED, ActionBuffer, JobOutcome
+from pacscore.export.queue import FAILED, LOCAL, ActionBuffer, JobOutcome, laneOf
 from pacscore.storage.mirror import MIRROR_COPY
 from pacscore.workers import WorkerPool
-
-LOCAL = ""
 
 
 class ExportService(service.Service):
@@ -171,7 +169,7 @@ class ExportService(service.Service):
                                               self._busyLanes | held)
         lanes = {}
         for action in actions:
-            lanes.setdefault(_lane(action), []).append(action)
+            lanes.setdefault(laneOf(action), []).append(action)
         self._busyLanes.update(lanes)
         for lane, queued in lanes.items():
             defer.ensureDeferred(self._runLane(lane, queued)).addErrback(
@@ -322,12 +320,13 @@ class ExportService(service.Service):
         """Record and log a failed attempt at ``action``."""
         state = await self.queue.markFailed(action.id, error, self._wallClock())
         self._count("forwardsFailed")
+        local = laneOf(action) is LOCAL
         self.log.warn("{action} of {entity} {uid} {direction} {destination} failed: {error}{final}",
                       action=action.action, entity=action.level.lower(), uid=action.target.uid(action.level),
                       direction="from" if action.action == "get" else "to",
-                      destination=action.destination or "(local)", error=error,
+                      destination="(local)" if local else action.destination, error=error,
                       final="; given up (see MaximumExportRetries)" if state == FAILED else
-                      f"; will retry, holding {action.destination or 'local actions'} off "
+                      f"; will retry, holding {'local actions' if local else action.destination} off "
                       f"for {self.failHoldOff} s")
 
     def _perform(self, action, found):
@@ -347,8 +346,3 @@ class ExportService(service.Service):
         d = self.queue.retryFailed(destination)
         d.addCallback(lambda count: (self.kick(), count)[1])
         return d
-
-
-def _lane(action):
-    return action.destination if action.action in ("forward", "get") else LOCAL
-

@@ -69,6 +69,15 @@ class CommandTests(unittest.TestCase):
         [action] = self.due(600)
         self.assertEqual((action.level, action.target.uid("PATIENT")), ("PATIENT", "PAT1"))
 
+    def test_anAEThatExpandsToNothingQueuesNothing(self):
+        """``to %V0008,0080`` of an object without Institution Name: the
+        line fails for that object (logged), instead of queueing a forward
+        that could never go."""
+        self.assertEqual(self.run_("forward to %V0008,0080; forward to SERVER1"), Outcome.STOP)
+        self.assertEqual(self.run_("get study from %V0008,0080", kind="import"), Outcome.STOP)
+        self.assertEqual(self.due(600), [])
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 2)
+
     def test_fullSyntax(self):
         self.run_("forward study compressed as jk modality %m seriesdesc \"Scout view\" age -10+0 "
                   "date 20240101-20241231 after 30 to SERVER3")

@@ -8,7 +8,7 @@ from twisted.trial import unittest
 
 from pacscore.db.index import Index
 from pacscore.db.schema import MYSQL_TABLE
-from pacscore.export.queue import FAILED, PENDING, ActionBuffer, ExportQueue, JobOutcome, Target, retryLimit
+from pacscore.export.queue import FAILED, LOCAL, PENDING, ActionBuffer, ExportQueue, JobOutcome, Target, retryLimit
 from pacscore.config.ini import DicomIni
 from tests.pacscore.db.test_index import makeRecord
 from tests.pacscore.db.test_schema import TABLE_NAMES, conquestLayout, sqliteEngine
@@ -352,10 +352,17 @@ class ActionTests(QueueTestCase):
         self.assertEqual(self.queue.due(self.clock(), 10), [])
         self.assertEqual(self.queue.counts()["actions"], {PENDING: 0, FAILED: 0})
 
-    def test_skippedDestinations(self):
+    def test_skippedLanes(self):
+        """``skip`` names destinations, and ``LOCAL`` for the local actions:
+        a forward to an empty destination is not one of those."""
         self.queue.addForward("A", "IMAGE", CT)
         self.queue.addForward("B", "IMAGE", CT)
-        self.assertEqual([a.destination for a in self.queue.due(self.clock(), 10, skip={"A"})], ["B"])
+        self.queue.addForward("", "IMAGE", CT)
+        self.queue.addForward("", "IMAGE", CT, action="prefetch")
+        self.assertEqual([(a.action, a.destination) for a in self.queue.due(self.clock(), 10, skip={"A", LOCAL})],
+                         [("forward", "B"), ("forward", "")])
+        self.assertEqual([(a.action, a.destination) for a in self.queue.due(self.clock(), 10, skip={"A", ""})],
+                         [("forward", "B"), ("prefetch", "")])
 
     def test_zeroRetriesMeansForever(self):
         self.queue.maximumRetries = None

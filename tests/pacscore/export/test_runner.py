@@ -193,6 +193,18 @@ class RunnerTests(unittest.TestCase):
         self.assertEqual(self.forwarder.delivered[3:], [("A", "a0")])
         self.assertEqual(self.counters["forwardsSent"], 4)
 
+    def test_aForwardToAnEmptyDestinationHasALaneOfItsOwn(self):
+        """A forward queued with an empty destination (by an earlier
+        version) fails alone: it does not hold the local actions off."""
+        self.forwarder.down.add("")
+        self.queue.addForward("", "IMAGE", Target("PAT1", "1.2.3", "1.2.3.1", "1.2.3.1.1"))
+        self.archive.add("PAT2", "2.2.3", "2.2.3.1", "2.2.3.1.1")
+        self.queue.addForward("", "IMAGE", Target("PAT2", "2.2.3", "2.2.3.1", "2.2.3.1.1"), action="delete")
+        self.service.startService()
+        self.assertEqual(self.counters["forwardsFailed"], 1)
+        self.assertEqual(self.counters["deleteActions"], 1)
+        self.assertEqual([action.action for action in self.queue.due(1e12, 10)], ["forward"])
+
     def test_givenUpActionsAreCountedAndRetriedByHand(self):
         self.forwarder.down.add("A")
         self.queue.addForward("A", "IMAGE", Target("PAT1", "1.2.3", "1.2.3.1", "a0"))

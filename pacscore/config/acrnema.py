@@ -9,11 +9,13 @@ Wildcards: the AE, host and port may end in ``*``.  An entry whose AE ends
 in ``*`` matches every called AE starting with the part before the ``*``; the
 rest of the called AE is then put in place of a ``*`` ending host or port.
 So with ``V*  *  1234`` the AE ``V192.168.1.5`` maps to host ``192.168.1.5``,
-port 1234.  Entries are tried in file order and the first match wins.  As in
-Conquest the prefix of a wildcard entry is compared case-insensitively, an
-exact entry first case-sensitively, then, when nothing matched, in a second
-pass case-insensitively (``conquestsrv1`` finds ``CONQUESTSRV1``, which is
-then the AE title called).
+port 1234.  Entries are tried in file order and the first match wins, the
+names of exact entries and the prefixes of wildcard entries both compared
+case-insensitively (``conquestsrv1`` finds ``CONQUESTSRV1``, which is then
+the AE title called); when exact entries differ only in case, the one
+spelled as the called AE is taken.  Conquest (``GetACRNema``) tries exact
+names case-insensitively only in a second pass, so there an earlier
+``VARSCP`` loses ``varscp`` to a later ``V*`` (host ``arscp``); here it wins.
 """
 
 from dataclasses import dataclass, field, replace
@@ -140,20 +142,20 @@ class AcrNemaMap(LineFile):
         return [row.node for row in self._rows if row.node is not None]
 
     def lookup(self, ae):
-        """The Node for the called AE ``ae`` with wildcards filled in, or None."""
+        """The Node for the called AE ``ae`` with wildcards filled in, or
+        None (the matching rule: see the module docstring)."""
         ae = ae.strip()
         if not ae:
             return None
-        for node in self.nodes:
+        nodes = self.nodes
+        for node in nodes:
             if node.ae.endswith("*"):
                 prefix = node.ae[:-1]
                 if ae[:len(prefix)].lower() == prefix.lower():
                     rest = ae[len(prefix):]
                     return self._withTLS(Node(ae, _fill(node.host, rest), _fill(node.port, rest), node.compression))
-            elif node.ae == ae:
-                return self._withTLS(Node(node.ae, node.host, node.port, node.compression))
-        for node in self.nodes:
-            if not node.ae.endswith("*") and node.ae.lower() == ae.lower():
+            elif node.ae.lower() == ae.lower():
+                node = next((same for same in nodes if same.ae == ae), node)
                 return self._withTLS(Node(node.ae, node.host, node.port, node.compression))
         return None
 

@@ -69,8 +69,9 @@ class LookupTests(unittest.TestCase):
         self.assertEqual(self.amap.lookup("CONQUESTSRV1"), Node("CONQUESTSRV1", "127.0.0.1", "5678", "un"))
 
     def test_exactCaseSensitiveFirstThenNot(self):
-        """As Conquest's second pass: an exact entry of another case is
-        found when nothing else matched, and its own spelling is called."""
+        """An exact entry of another case is found, and its own spelling
+        is called; of entries differing only in case, the one spelled as
+        the called AE wins."""
         self.assertEqual(self.amap.lookup("conquestsrv1"), Node("CONQUESTSRV1", "127.0.0.1", "5678", "un"))
         amap = AcrNemaMap.fromString("Viewer 10.0.0.1 104 un\nVIEWER 10.0.0.2 104 un\n")
         self.assertEqual(amap.lookup("VIEWER").host, "10.0.0.2")
@@ -100,6 +101,14 @@ class LookupTests(unittest.TestCase):
         amap = AcrNemaMap.fromString("V*  *  1234\nVIEWER  10.0.0.9  104\n*  gateway  104 j1\n")
         self.assertEqual(amap.lookup("VIEWER"), Node("VIEWER", "IEWER", "1234", "un"))
         self.assertEqual(amap.lookup("ANY"), Node("ANY", "gateway", "104", "j1"))
+
+    def test_anEarlierExactEntryOfAnotherCaseBeatsALaterWildcard(self):
+        """``forward to varscp`` reaches the VARSCP line above ``V*``, not
+        host ``arscp``: exact names and wildcard prefixes are compared by
+        the same rule, in file order."""
+        amap = AcrNemaMap.fromString("VARSCP  127.0.0.1  11113\nV*  *  1234\n")
+        self.assertEqual(amap.lookup("varscp"), Node("VARSCP", "127.0.0.1", "11113", "un"))
+        self.assertEqual(amap.lookup("vother"), Node("vother", "other", "1234", "un"))
 
     def test_lookupDoesNotChangeTheMap(self):
         self.amap.lookup("V192.168.1.5")

@@ -67,6 +67,9 @@ INSTANCE_NUMBER = (0x00200013, "IS")
 UNIQUE = {"PATIENT": PATIENT_ID, "STUDY": STUDY_INSTANCE_UID, "SERIES": SERIES_INSTANCE_UID,
           "IMAGE": SOP_INSTANCE_UID}
 DATES = {"STUDY": STUDY_DATE[0], "SERIES": SERIES_DATE[0]}  # what a date-like text also searches
+PATIENT_SEARCHED = (PATIENT_ID, PATIENT_NAME[0])  # the tags each finder's text is looked for in
+STUDY_SEARCHED = (PATIENT_ID, PATIENT_NAME[0], STUDY_DESCRIPTION[0])
+SERIES_SEARCHED = (PATIENT_ID, PATIENT_NAME[0], SERIES_DESCRIPTION[0])
 _DATE_TEXT = re.compile(r"(\d{4})(\d{2})?(\d{2})?(-\d{8})?")
 
 
@@ -245,16 +248,14 @@ class ImageLister(_Listing):
 
 def patientFinder():
     return Finder("patientfinder", "--patientfinder:srv|str|fmt|file  List patients on server", "PATIENT",
-                  (PATIENT, PATIENT_NAME, BIRTH_DATE, SEX), (PATIENT_ID, PATIENT_NAME[0]))
+                  (PATIENT, PATIENT_NAME, BIRTH_DATE, SEX), PATIENT_SEARCHED)
 
 
 def studyFinder():
     return Finder("studyfinder", "--studyfinder:srv|str|fmt|file  List studies on server", "STUDY",
-                  (PATIENT, PATIENT_NAME, STUDY_DATE, MODALITIES, STUDY_DESCRIPTION, STUDY),
-                  (PATIENT_ID, PATIENT_NAME[0], STUDY_DESCRIPTION[0]))
+                  (PATIENT, PATIENT_NAME, STUDY_DATE, MODALITIES, STUDY_DESCRIPTION, STUDY), STUDY_SEARCHED)
 
 
 def seriesFinder():
     return Finder("seriesfinder", "--seriesfinder:srv|str|fmt|file  List series on server", "SERIES",
-                  (PATIENT, PATIENT_NAME, SERIES_DATE, MODALITY, SERIES_DESCRIPTION, STUDY, SERIES),
-                  (PATIENT_ID, PATIENT_NAME[0], SERIES_DESCRIPTION[0]))
+                  (PATIENT, PATIENT_NAME, SERIES_DATE, MODALITY, SERIES_DESCRIPTION, STUDY, SERIES), SERIES_SEARCHED)

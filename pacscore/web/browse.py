@@ -250,11 +250,12 @@ def _form(mode, legend, *fields):
 
 
 def _finderForm(archive):
-    """Find patients or studies on a server of acrnema.map (or here)."""
+    """Find patients, studies or series on a server of acrnema.map (or here)."""
     options = "".join(f"<option>{text(server)}</option>" for server in [LOCAL] + destinations(archive))
     return Markup(f"<form action=\"{SCRIPT}\" method=\"get\"><fieldset><legend>Find on a server</legend>"
                   "<select name=\"mode\"><option value=\"patientfinder\">patients</option>"
-                  "<option value=\"studyfinder\">studies</option></select> "
+                  "<option value=\"studyfinder\">studies</option>"
+                  "<option value=\"seriesfinder\">series</option></select> "
                   f"<label>on <select name=\"dest\">{options}</select></label> "
                   "<label>whose ID, name or description holds <input name=\"query\" size=16></label> "
                   "<input type=\"submit\" value=\"Find\"></fieldset></form>")

@@ -5,9 +5,12 @@ push pages.
 list what a server holds: ``dest`` is an AE of acrnema.map (asked with
 C-FINDs, as ``dgate --patientfinder:`` does) or ``(local)``; ``query`` a
 text found within patient IDs, names (and study or series descriptions),
-``patientid`` a patient, ``study`` / ``series`` (patid:uid) the study or
-series whose series or images are listed.  Each row leads to the level
-below, and studies and series to their push page.
+or a study or series date, as the control port's finders take it;
+``patientid`` a patient.  The seriesfinder lists the series of ``study``
+(patid:uid) when it is given, else those its ``query`` finds; the
+imagefinder (as ``dgate --imagelister:``; Conquest has no image finder)
+only lists the images of ``series`` (patid:uid).  Each row leads to the
+level below, and studies and series to their push page.
 
 ``studymover`` / ``seriesmover`` (``study`` / ``series`` = patid:uid,
 ``source``) list the AEs of acrnema.map to send to; ``movestudy`` /
@@ -20,9 +23,9 @@ turns the push pages off (403) and their links with them.
 from pacscore.control import moves
 from pacscore.control.context import CommandError
 from pacscore.control.finders import (
-    BIRTH_DATE, INSTANCE_NUMBER, MODALITIES, MODALITY, PATIENT, PATIENT_NAME, SERIES, SERIES_DATE,
-    SERIES_DESCRIPTION, SERIES_NUMBER, SEX, SOP, SOP_CLASS, STUDY, STUDY_DATE, STUDY_DESCRIPTION, findContaining,
-    openSource)
+    BIRTH_DATE, INSTANCE_NUMBER, MODALITIES, MODALITY, PATIENT, PATIENT_NAME, PATIENT_SEARCHED, SERIES, SERIES_DATE,
+    SERIES_DESCRIPTION, SERIES_NUMBER, SERIES_SEARCHED, SEX, SOP, SOP_CLASS, STUDY, STUDY_DATE, STUDY_DESCRIPTION,
+    STUDY_SEARCHED, findContaining, openSource)
 from pacscore.control.stored import LOCAL, isLocal
 from pacscore.db.query import PATIENT_ID, SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, QueryKey
 from pacscore.web.answers import WebError, checkPost, htmlAnswer
@@ -32,7 +35,7 @@ from pacscore.web.objects import uid
 
 PATIENT_COLUMNS = (PATIENT, PATIENT_NAME, BIRTH_DATE, SEX)
 STUDY_COLUMNS = (PATIENT, PATIENT_NAME, STUDY_DATE, MODALITIES, STUDY_DESCRIPTION, STUDY)
-SERIES_COLUMNS = (PATIENT, SERIES_NUMBER, MODALITY, SERIES_DESCRIPTION, SERIES_DATE, STUDY, SERIES)
+SERIES_COLUMNS = (PATIENT, PATIENT_NAME, SERIES_NUMBER, MODALITY, SERIES_DESCRIPTION, SERIES_DATE, STUDY, SERIES)
 IMAGE_COLUMNS = (PATIENT, INSTANCE_NUMBER, SOP, SOP_CLASS, SERIES)
 
 
@@ -75,7 +78,7 @@ def _caption(what, count, server):
 
 async def patientFinder(archive, parameters):
     server = _server(archive, parameters)
-    found = await _found(archive, server, "PATIENT", PATIENT_COLUMNS, (PATIENT_ID, PATIENT_NAME[0]),
+    found = await _found(archive, server, "PATIENT", PATIENT_COLUMNS, PATIENT_SEARCHED,
                          parameters.get("query").strip())
     rows = [[link(url("studyfinder", dest=server, patientid=match[PATIENT_ID]), match[PATIENT_ID]),
              match[PATIENT_NAME[0]], match[BIRTH_DATE[0]], match[SEX[0]]] for match in found]
@@ -87,8 +90,8 @@ async def studyFinder(archive, parameters):
     server = _server(archive, parameters)
     patientID = parameters.get("patientid").strip()
     fixed = [QueryKey(PATIENT_ID, "LO", patientID.replace("*", "").replace("?", ""))] if patientID else []
-    found = await _found(archive, server, "STUDY", STUDY_COLUMNS, (PATIENT_ID, PATIENT_NAME[0], STUDY_DESCRIPTION[0]),
-                         parameters.get("query").strip(), fixed)
+    found = await _found(archive, server, "STUDY", STUDY_COLUMNS, STUDY_SEARCHED, parameters.get("query").strip(),
+                         fixed)
     push = pushAllowed(archive)
     rows = []
     for match in found:
@@ -103,23 +106,35 @@ async def studyFinder(archive, parameters):
 
 async def seriesFinder(archive, parameters):
     server = _server(archive, parameters)
-    patientID, study = _reference(parameters, "study", "the study UID")
-    found = await _found(archive, server, "SERIES", SERIES_COLUMNS, fixed=[QueryKey(STUDY_INSTANCE_UID, "UI", study)])
+    searching = not parameters.get("study").strip()
+    if searching:
+        patientID, study = "", ""
+        found = await _found(archive, server, "SERIES", SERIES_COLUMNS, SERIES_SEARCHED,
+                             parameters.get("query").strip())
+    else:
+        patientID, study = _reference(parameters, "study", "the study UID")
+        found = await _found(archive, server, "SERIES", SERIES_COLUMNS,
+                             fixed=[QueryKey(STUDY_INSTANCE_UID, "UI", study)])
     push = pushAllowed(archive)
     rows = []
     for match in found:
         series = f"{match[PATIENT_ID] or patientID}:{match[SERIES_INSTANCE_UID]}"
-        row = [match[SERIES_NUMBER[0]], match[MODALITY[0]],
-               link(url("imagefinder", dest=server, series=series), match[SERIES_DESCRIPTION[0]] or "(no description)"),
-               match[SERIES_DATE[0]]]
-        rows.append(row + ([link(url("seriesmover", source=server, series=series, studyuid=study), "push")]
-                           if push else []))
-    headers = ("Number", "Modality", "Description", "Date") + (("Push",) if push else ())
-    return htmlAnswer(f"series of study {study} on {server}", table(_caption("series", len(rows), server), headers, rows))
+        row = ([match[PATIENT_ID], match[PATIENT_NAME[0]]] if searching else []) + [
+            match[SERIES_NUMBER[0]], match[MODALITY[0]],
+            link(url("imagefinder", dest=server, series=series), match[SERIES_DESCRIPTION[0]] or "(no description)"),
+            match[SERIES_DATE[0]]]
+        mover = url("seriesmover", source=server, series=series, studyuid=match[STUDY_INSTANCE_UID] or study)
+        rows.append(row + ([link(mover, "push")] if push else []))
+    headers = ((("Patient ID", "Name") if searching else ()) + ("Number", "Modality", "Description", "Date")
+               + (("Push",) if push else ()))
+    title = f"series on {server}" if searching else f"series of study {study} on {server}"
+    return htmlAnswer(title, table(_caption("series", len(rows), server), headers, rows))
 
 
 async def imageFinder(archive, parameters):
     server = _server(archive, parameters)
+    if not parameters.get("series").strip():
+        raise WebError(400, "imagefinder lists the images of a series: give series=patid:uid")
     patientID, series = _reference(parameters, "series", "the series UID")
     found = await _found(archive, server, "IMAGE", IMAGE_COLUMNS, fixed=[QueryKey(SERIES_INSTANCE_UID, "UI", series)])
     rows = []

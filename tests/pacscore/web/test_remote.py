@@ -48,10 +48,33 @@ class RemoteTests(unittest.TestCase):
         self.assertIn("mode=sliceviewer", images.text)
 
     @defer.inlineCallbacks
+    def test_seriesFinderSearches(self):
+        """Without a study, the seriesfinder finds the series whose patient ID,
+        name or description holds the text, or whose date is in it, as
+        ``dgate --seriesfinder:`` does; each row leads to its images and push page."""
+        named = yield get(self.resource, mode="seriesfinder", dest="THERE", query="patient1")
+        self.assertIn("<caption>2 series on THERE</caption>", named.text)
+        self.assertEqual(named.text.count("<td>PAT0001</td>"), 2)
+        described = yield get(self.resource, mode="seriesfinder", dest="THERE", query="Series 2")
+        self.assertIn("<caption>2 series on THERE</caption>", described.text)
+        self.assertEqual({described.text.count(f"<td>PAT000{p}</td>") for p in (0, 1)}, {1})
+        dated = yield get(self.resource, mode="seriesfinder", dest="THERE", query="202401")
+        self.assertIn("<caption>4 series on THERE</caption>", dated.text)
+        images = yield get(self.resource, described.links()[0])
+        self.assertIn("<caption>2 images on THERE</caption>", images.text)
+        studies = {image.studyUID for image in self.corpus}
+        self.assertEqual(len([link for link in described.links()
+                              if "mode=seriesmover" in link and link.split("studyuid=")[1] in studies]), 2)
+        yield self.here.store(self.corpus[:1])
+        local = yield get(self.resource, mode="seriesfinder", dest="(local)", query="series 1")
+        self.assertIn("<caption>1 series on (local)</caption>", local.text)
+
+    @defer.inlineCallbacks
     def test_refusals(self):
         for parameters, code, why in [
                 ({"mode": "patientfinder", "dest": "NOBODY"}, 400, "is not in acrnema.map"),
                 ({"mode": "seriesfinder", "dest": "THERE", "study": "P:x"}, 400, "must be a UID"),
+                ({"mode": "imagefinder", "dest": "THERE", "query": "far"}, 400, "give series=patid:uid"),
                 ({"mode": "movestudy", "study": f":{self.corpus[0].studyUID}", "dest": "THERE"}, 405, "(POST)")]:
             page = yield get(self.resource, **parameters)
             self.assertEqual((page.code, why in page.text), (code, True), page.text)

@@ -37,7 +37,8 @@ class BrowseTests(WebTestCase):
         self.assertEqual(page.headers["content-type"], "text/html; charset=utf-8")
         self.assertIn("DICOM server &#x27;WEBPACS&#x27;", page.text)
         self.assertIn("Images received=0", page.text)  # stored with addimagefile, not over DICOM
-        for mode in ("querypatients", "querystudies", "queryseries", "patientfinder", "studyfinder"):
+        for mode in ("querypatients", "querystudies", "queryseries", "patientfinder", "studyfinder",
+                     "seriesfinder"):
             self.assertIn(f'value="{mode}"', page.text)
         self.assertIn("<option>(local)</option><option>CONQUESTSRV1</option></select>", page.text)
 

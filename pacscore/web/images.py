@@ -42,14 +42,17 @@ def pictureKind(graphic):
     return kind
 
 
-async def picture(archive, path, graphic, size, level, window, frame, region=None, quality=None, viewport=None):
-    """An Answer with the picture of a stored file; ``quality`` (1-100) that
-    of a JPEG, Conquest's 95 when None; ``viewport`` (width, height) it is
-    scaled to fit."""
+async def picture(archive, path, graphic, size, level, window, frame, region=None, quality=None, viewport=None,
+                  firstFrame=1):
+    """An Answer with the picture of a stored file; ``frame`` from 0, named
+    in a MissingFrame (422) as the request counts frames, from
+    ``firstFrame``; ``quality`` (1-100) that of a JPEG, Conquest's 95 when
+    None; ``viewport`` (width, height) it is scaled to fit."""
     write, contentType = pictureKind(graphic)
     if quality is not None and write is jpegImage:
         write = partial(jpegImage, quality=quality)
-    return Answer(await onFile(archive, path, renderPicture, write, size, level, window, frame, region, viewport),
+    return Answer(await onFile(archive, path, renderPicture, write, size, level, window, frame, region, viewport,
+                               firstFrame=firstFrame),
                   contentType)
 
 
@@ -61,7 +64,7 @@ async def _slicePath(archive, parameters):
 async def slice_(archive, parameters):
     path = await _slicePath(archive, parameters)
     return await picture(archive, path, parameters.get("graphic"), parameters.number("size", DEFAULT_SIZE),
-                         *levelWindowFrame(parameters.get("lw")))
+                         *levelWindowFrame(parameters.get("lw")), firstFrame=0)
 
 
 def compressionCode(code):

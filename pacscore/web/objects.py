@@ -55,10 +55,19 @@ class CannotShow(WebError):
         super().__init__(422, message)
 
 
-async def onFile(archive, path, work, *args):
+class MissingFrame(CannotShow):
+    """A 422: the object has ``frames`` frames, none numbered ``frame``
+    (from 0), named as the request counts its frames, from ``first``."""
+
+    def __init__(self, frames, frame, first):
+        super().__init__(f"the object has {frames} frame(s), numbered from {first}: there is no frame {frame + first}")
+
+
+async def onFile(archive, path, work, *args, firstFrame=1):
     """``work(path, *args)`` in the I/O pool; a file that is gone is a 404,
     one that cannot be read or shown a 422, CannotShow (the path goes to
-    the log only)."""
+    the log only), one without the frame asked for MissingFrame, the frame
+    named as counted from ``firstFrame``."""
     try:
         return await archive.workers.deferToWorker(work, path, *args)
     except OSError as e:
@@ -66,7 +75,7 @@ async def onFile(archive, path, work, *args):
         raise WebError(404 if e.errno == errno.ENOENT else 500,
                        f"the stored file cannot be read: {e.strerror or e}") from e
     except FrameOutOfRange as e:
-        raise WebError(404, f"the object has {e.frames} frame(s): there is no frame {e.frame + 1}") from e
+        raise MissingFrame(e.frames, e.frame, firstFrame) from e
     except (DatasetError, IdentifierError, InvalidDicomError, TranscodeError, ValueError,
             NotImplementedError, RuntimeError) as e:  # the last two: pixel data pydicom cannot decode
         log.info("web: {path} cannot be shown: {error}", path=path, error=e)

@@ -38,7 +38,7 @@ from pacscore.web.dicomweb.instancefiles import (
     instanceMetadata, startAsStored, startConverted)
 from pacscore.web.dicomweb.search import hexTag
 from pacscore.web.images import picture
-from pacscore.web.objects import CannotShow, onFile
+from pacscore.web.objects import CannotShow, MissingFrame, onFile
 from pacscore.web.wado import SYNTAX_CODES
 
 log = Logger()
@@ -358,8 +358,11 @@ async def _rendered(archive, request, path, frame, size):
     if quality is not None and not 1 <= quality <= 100:
         raise WebError(400, f"quality must be from 1 to 100, not {quality}")
     viewport = (width, height) if width or height else None
-    found = await picture(archive, path, kind, 0 if viewport else size, center, window, frame, quality=quality,
-                          viewport=viewport)
+    try:
+        found = await picture(archive, path, kind, 0 if viewport else size, center, window, frame, quality=quality,
+                              viewport=viewport)
+    except MissingFrame as e:  # frames/{n} is a resource of the path, as for the frames themselves
+        raise WebError(404, e.message) from e
     return found._replace(headers=(ANY_ORIGIN,))
 
 

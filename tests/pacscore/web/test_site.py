@@ -151,7 +151,8 @@ class BrowseTests(WebTestCase):
                 ({"mode": "slice", "slice": "x:../../dicom.ini"}, 400, "must be a UID"),
                 ({"mode": "slice", "slice": f"{image.patientID}:1.2.3.4"}, 404, "no stored object 1.2.3.4"),
                 ({"mode": "slice", "slice": f":{image.sopUID}", "lw": "high"}, 400, "lw must be"),
-                ({"mode": "slice", "slice": f":{image.sopUID}", "lw": "0/0/7"}, 404, "there is no frame 8"),
+                ({"mode": "slice", "slice": f":{image.sopUID}", "lw": "0/0/7"}, 422,
+                 "the object has 1 frame(s), numbered from 0: there is no frame 7"),
                 ({"mode": "slice", "slice": f":{image.sopUID}", "graphic": "tiff"}, 400, "graphic must be"),
                 ({"mode": "slice", "slice": f":{image.sopUID}", "size": "-3"}, 400, "size must be"),
                 ({"mode": "dicom", "slice": f":{image.sopUID}", "compress": "zz"}, 400, "not a compression code"),
@@ -317,7 +318,7 @@ class WadoTests(unittest.TestCase):
                 ({"anonymize": "yes"}, 400, "anonymize is only for contentType application/dicom"),
                 ({"anonymize": "no", "contentType": "application/dicom"}, 400, "anonymize must be yes"),
                 ({"frameNumber": "0"}, 400, "frameNumber must be from 1"),
-                ({"frameNumber": "2"}, 404, "the object has 1 frame(s): there is no frame 2"),
+                ({"frameNumber": "2"}, 422, "the object has 1 frame(s), numbered from 1: there is no frame 2"),
                 ({"rows": "x"}, 400, "rows must be")]:
             answer = yield self.wado(**parameters)
             self.assertEqual(answer.code, code, (parameters, answer.text))

@@ -18,6 +18,8 @@ millions of rows).
 
 import re
 
+from pydicom.uid import UID
+
 from pacscore.control import status
 from pacscore.db.drivers import redacted
 from pacscore.db.query import PATIENT_ID, SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, QueryKey
@@ -30,6 +32,7 @@ from pacscore.control.finders import (
     SERIES_DESCRIPTION, SERIES_NUMBER, SEX, SOP, SOP_CLASS, STUDY, STUDY_DATE, STUDY_DESCRIPTION)
 from pacscore.control.stored import LOCAL
 from pacscore.web.html import SCRIPT, Markup, image, join, link, table, text, url
+from pacscore.web.images import ROWS, hasPixels, viewerURL
 from pacscore.web.querytext import ColumnNames, QueryTextError, parseQueryText, quoted, searchKeys
 from pacscore.web.remote import destinations, pushAllowed
 
@@ -165,7 +168,7 @@ def _byInstanceNumber(match):
     return (0, int(number), "") if str(number).strip().lstrip("-").isdigit() else (1, 0, str(number))
 
 
-IMAGE_VALUES = (PATIENT, INSTANCE_NUMBER, SOP, SOP_CLASS, SERIES)
+IMAGE_VALUES = (PATIENT, INSTANCE_NUMBER, SOP, SOP_CLASS, SERIES, ROWS)
 
 
 def _slice(match):
@@ -179,7 +182,7 @@ async def queryAllImages(archive, parameters):
 def _imagesPage(archive, parameters, found):
     size, graphic = parameters.get("size"), parameters.get("graphic")
     found = sorted(found, key=_byInstanceNumber)
-    rows = [[link(url("sliceviewer", slice=_slice(match), size=size, graphic=graphic),
+    rows = [[link(viewerURL(_slice(match), match, size=size, graphic=graphic),
                   match[INSTANCE_NUMBER[0]] or "(no number)"),
              match[SOP_INSTANCE_UID], match[SOP_CLASS[0]],
              join(link(url("headerdump", slice=_slice(match)), "header"), " ",
@@ -203,11 +206,18 @@ async def queryImages(archive, parameters):
 def _iconsPage(archive, parameters, found):
     found = _evenly(sorted(found, key=_byInstanceNumber), MOST_THUMBNAILS)
     iconSize, graphic = parameters.get("iconsize", "48"), parameters.get("graphic")
-    icons = [link(url("sliceviewer", slice=_slice(match), size=parameters.get("size"), graphic=graphic),
-                  image(url("slice", slice=_slice(match), size=iconSize, graphic=graphic),
-                        f"image {match[INSTANCE_NUMBER[0]]}", title=f"image {match[INSTANCE_NUMBER[0]]}"))
-             for match in found]
+    icons = [link(viewerURL(_slice(match), match, size=parameters.get("size"), graphic=graphic),
+                  _icon(match, iconSize, graphic)) for match in found]
     return htmlAnswer("image icons", Markup(f"<p>{len(icons)} images</p>"), Markup("\n".join(icons)))
+
+
+def _icon(match, size, graphic):
+    """The icon of an image, or the name of the SOP class of an object without pixel data."""
+    title = f"image {match[INSTANCE_NUMBER[0]]}"
+    if hasPixels(match):
+        return image(url("slice", slice=_slice(match), size=size, graphic=graphic), title, title=title)
+    name = UID(match[SOP_CLASS[0]]).name or "no pixel data"
+    return Markup(f"<span class=\"nopixels\" title=\"{text(title)}\">[{text(name)}]</span>")
 
 
 def _shownValue(key, value):

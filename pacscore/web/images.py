@@ -19,6 +19,7 @@ PICTURES = {"gif": (gifImage, "image/gif"), "bmp": (bmpImage, "image/bmp"), "jpg
 DEFAULT_GRAPHIC = "jpg"
 DEFAULT_SIZE = 512
 MOST_FRAMES = 100000
+ROWS = (0x00280010, "US")  # kept by the index for objects with pixel data only
 
 
 def levelWindowFrame(text):
@@ -32,6 +33,23 @@ def levelWindowFrame(text):
     if not 0 <= frame < MOST_FRAMES:
         raise WebError(400, f"the frame must be from 0, not {frame}")
     return level, window, frame
+
+
+def hasPixels(match):
+    """Whether the object of an index row (``{tag: value}`` with ROWS asked
+    for) has pixel data to show: the index keeps Rows (the Image Pixel
+    module's) for those only, not for RT plans, structure sets or reports.
+    With a dicom.sql that keeps no Rows, every object is taken for one."""
+    return str(match.get(ROWS[0], "?")).strip() != ""
+
+
+def viewerURL(reference, match, **parameters):
+    """Where an image list's row for ``slice=reference`` leads: the slice
+    viewer (``parameters``: its size, graphic), or the header dump of an
+    object without pixel data, which it could not show."""
+    if hasPixels(match):
+        return url("sliceviewer", slice=reference, **parameters)
+    return url("headerdump", slice=reference)
 
 
 def pictureKind(graphic):

@@ -31,12 +31,13 @@ from pacscore.db.query import PATIENT_ID, SERIES_INSTANCE_UID, SOP_INSTANCE_UID,
 from pacscore.web.answers import WebError, checkPost, htmlAnswer
 from pacscore.web.html import SCRIPT, Markup, link, table, text, url
 from pacscore.web.edits import commandAnswer
+from pacscore.web.images import ROWS, viewerURL
 from pacscore.web.objects import uid
 
 PATIENT_COLUMNS = (PATIENT, PATIENT_NAME, BIRTH_DATE, SEX)
 STUDY_COLUMNS = (PATIENT, PATIENT_NAME, STUDY_DATE, MODALITIES, STUDY_DESCRIPTION, STUDY)
 SERIES_COLUMNS = (PATIENT, PATIENT_NAME, SERIES_NUMBER, MODALITY, SERIES_DESCRIPTION, SERIES_DATE, STUDY, SERIES)
-IMAGE_COLUMNS = (PATIENT, INSTANCE_NUMBER, SOP, SOP_CLASS, SERIES)
+IMAGE_COLUMNS = (PATIENT, INSTANCE_NUMBER, SOP, SOP_CLASS, SERIES, ROWS)
 
 
 def _server(archive, parameters):
@@ -140,7 +141,7 @@ async def imageFinder(archive, parameters):
     rows = []
     for match in found:
         number = match[INSTANCE_NUMBER[0]] or "(no number)"
-        shown = (link(url("sliceviewer", slice=f"{match[PATIENT_ID] or patientID}:{match[SOP_INSTANCE_UID]}"), number)
+        shown = (link(viewerURL(f"{match[PATIENT_ID] or patientID}:{match[SOP_INSTANCE_UID]}", match), number)
                  if server == LOCAL else number)
         rows.append([shown, match[SOP_INSTANCE_UID], match[SOP_CLASS[0]]])
     return htmlAnswer(f"images of series {series} on {server}",

@@ -4,9 +4,12 @@ series both ways."""
 
 import os
 
+import pydicom
+from pydicom.data import get_testdata_file
 from twisted.internet import defer
 from twisted.trial import unittest
 
+from pacscore.control.data import AddImageFile
 from pacscore.testing.corpus import generateCorpus
 from tests.pacscore.web.pages import dgate, get, post
 from tests.pacscore.control.running import RunningArchive
@@ -46,6 +49,11 @@ class RemoteTests(unittest.TestCase):
                            series=f"{self.corpus[0].patientID}:{self.corpus[0].seriesUID}")
         self.assertIn("<caption>1 images on (local)</caption>", images.text)
         self.assertIn("mode=sliceviewer", images.text)
+        plan = pydicom.dcmread(get_testdata_file("rtplan.dcm"))
+        yield self.here.run(AddImageFile(), get_testdata_file("rtplan.dcm"))
+        plans = yield get(self.resource, mode="imagefinder", series=f":{plan.SeriesInstanceUID}")
+        self.assertEqual([link for link in plans.links() if "slice=" in link],
+                         [f"/cgi-bin/dgate?mode=headerdump&slice=id00001%3A{plan.SOPInstanceUID}"])
 
     @defer.inlineCallbacks
     def test_seriesFinderSearches(self):

@@ -95,6 +95,26 @@ class BrowseTests(WebTestCase):
         self.assertEqual((icon.headers["content-type"], Image.open(io.BytesIO(icon.body)).size), ("image/gif", (16, 16)))
 
     @defer.inlineCallbacks
+    def test_objectsWithoutPixels(self):
+        """An RT plan or structure set in the image lists is its SOP class's
+        name leading to its header, not an icon or a slice viewer that cannot
+        show it (a broken image); the images keep theirs."""
+        for name in ("rtplan.dcm", "rtstruct.dcm"):
+            yield self.running.run(AddImageFile(), get_testdata_file(name))
+        for patient, kind in (("id00001", "RT Plan Storage"), ("tPhantom30sep", "RT Structure Set Storage")):
+            icons = yield get(self.resource, mode="queryimages", patientidmatch=patient)
+            self.assertEqual(icons.images(), [])
+            self.assertIn(f"[{kind}]</span></a>", icons.text)
+            listed = yield get(self.resource, mode="queryallimages", patientidmatch=patient)
+            for page in (icons, listed):
+                self.assertNotIn("sliceviewer", page.text)
+                header = yield get(self.resource, page.links()[0])
+                self.assertEqual((header.code, 'id="header"' in header.text), (200, True))
+        images = yield get(self.resource, mode="queryimages", patientidmatch="PAT0000")
+        self.assertEqual(len(images.images()), 6)
+        self.assertEqual(images.text.count("mode=sliceviewer"), 6)
+
+    @defer.inlineCallbacks
     def test_searchFields(self):
         page = yield get(self.resource, mode="querystudies", patientidmatch="0001")
         self.assertIn("<caption>1 studies</caption>", page.text)

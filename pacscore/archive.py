@@ -106,6 +106,7 @@ class Archive:
                            writerThreads=self.driver.writerThreads, reactor=reactor,
                            durability=self.durability, onWriterConnect=deferSync,
                            allowTruncate=configuration.allowTruncate,
+                           truncateFieldNames=configuration.truncateFieldNames,
                            onTablesBuilt=getattr(self.driver, "indexTablesBuilt", None))
         self.namer = FileNamer(configuration.fileNameSyntax, configuration.maxFileNameLength)
         self.idleTimeout = configuration.tcpipTimeout

@@ -20,6 +20,7 @@ from pacscore.config.dicomsql import DatabaseLayout
 from pacscore.config.errors import ConfigError
 from pacscore.config.ini import DicomIni
 from pacscore.config.soplist import SopList
+from pacscore.db.rawsql import DEFAULT_TRUNCATE
 from pacscore.tls import ClientTLS
 
 INI_NAME = "dicom.ini"
@@ -130,6 +131,12 @@ class Configuration:
         """AllowTruncate: the index columns (lower case) whose values may be
         cut to fit with an informational line rather than a warning."""
         return frozenset(name.strip().lower() for name in self.ini.get("AllowTruncate", "").split(",") if name.strip())
+
+    @property
+    def truncateFieldNames(self):
+        """TruncateFieldNames: the length operators' SQL may cut column names
+        to (``StudyInsta``); 0: names are not cut."""
+        return max(self.ini.getint("TruncateFieldNames", DEFAULT_TRUNCATE), 0)
 
     @property
     def tableNames(self):

@@ -174,7 +174,7 @@ def _shortcut(arg):
 def openIndex(driver, description, configuration):
     engine = driver.createEngine(description, configuration)
     return Index(engine, configuration.layout, configuration.tableNames, writerThreads=driver.writerThreads,
-                 allowTruncate=configuration.allowTruncate,
+                 allowTruncate=configuration.allowTruncate, truncateFieldNames=configuration.truncateFieldNames,
                  onTablesBuilt=getattr(driver, "indexTablesBuilt", None))
 
 

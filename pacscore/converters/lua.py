@@ -445,10 +445,11 @@ def selectRows(index, tableName, fields, where=None, order=None):
                           f"({', '.join(t.name for t in index.tables)})")
     columns = {column.name.lower(): column for column in table.columns}
     names = [name.strip() for name in str(fields).split(",")]
-    unknown = [name for name in names if name.lower() not in columns]
+    found = [columns.get(index.quoteNames.storedName(name).lower()) for name in names]
+    unknown = [name for name, column in zip(names, found) if column is None]
     if unknown:
         raise LuaApiError(f"dbquery: {table.name} has no column {', '.join(map(repr, unknown))}")
-    query = select(*(columns[name.lower()] for name in names))
+    query = select(*found)
     if where is not None and str(where).strip():
         query = query.where(_operatorSQL(index, f"({where})", "where clause"))
     if order is not None and str(order).strip():

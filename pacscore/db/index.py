@@ -20,7 +20,7 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from pacscore.db.pending import PendingFiles
-from pacscore.db.rawsql import IdentifierQuoter
+from pacscore.db.rawsql import DEFAULT_TRUNCATE, IdentifierQuoter
 from pacscore.db.records import ImageRecord, Replaced, Upserter, buildLevels, checkRecord
 from pacscore.db.schema import adoptCollation, adoptFoldedTable, adoptTruncatedColumns, buildTables, upgradeTable
 from pacscore.db.writer import BatchRunner, GroupCommitWriter, callEach
@@ -45,7 +45,7 @@ class Index:
 
     def __init__(self, engine, layout, tableNames, writerThreads=1, readerThreads=4,
                  reactor=None, durability=None, onWriterConnect=None, allowTruncate=frozenset(),
-                 onTablesBuilt=None):
+                 onTablesBuilt=None, truncateFieldNames=DEFAULT_TRUNCATE):
         if reactor is None:
             from twisted.internet import reactor
         self.engine = engine
@@ -57,8 +57,9 @@ class Index:
         if onTablesBuilt is not None:
             onTablesBuilt(self.metadata, self.tables)
         # Operators' SQL text (dgate --query, export filters) naming these
-        # tables and columns in any case, as the database stores them.
-        self.quoteNames = IdentifierQuoter(self.tables, engine.dialect)
+        # tables and columns in any case, maybe cut to TruncateFieldNames
+        # characters, as the database stores them.
+        self.quoteNames = IdentifierQuoter(self.tables, engine.dialect, truncateFieldNames)
         self.durability = durability or PerFileSync()
         self.pending = PendingFiles(self.metadata)
         self._upserters = {}  # writer thread ident -> its Upserter

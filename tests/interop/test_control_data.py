@@ -84,6 +84,9 @@ class ControlDataTests(StoredCorpusTestCase):
         self.assertEqual(self.dgate("--query:DICOMPatients|PatientID,PatientName||%s=%s"),
                          ["PAT0000=Test^Patient0", "PAT0001=Test^Patient1"])
         self.assertEqual(self.dgate("--query2:DICOMImages|ImagePat||%s|3|"), ["PAT0000"] * 3)
+        image = self.images[0]
+        self.assertEqual(self.dgate(f"--query:DICOMStudies|PatientID|StudyInsta = '{image.studyUID}'|%s"),
+                         [image.patientID])  # Conquest's names cut to TruncateFieldNames characters
         self.assertEqual(self.dgate("--patientfinder:|patient1|%s|"), ["PAT0001"])
         image = self.images[6]
         self.assertEqual(sorted(self.dgate(f"--serieslister:|{image.patientID}|{image.studyUID}|%s|")),

@@ -459,6 +459,13 @@ class DbQueryTests(unittest.TestCase):
         self.assertEqual(sorted(messages), sorted([f"{KEY}: 1.2.3.1.1\tPAT1", f"{KEY}: 1.2.3.1.2\tPAT1",
                                                    f"{KEY}: 2\t0"]))
 
+    def test_namesCutShort(self):
+        """Columns named cut to TruncateFieldNames characters, as Conquest's
+        scripts may name them."""
+        _, _, messages = self.query("for _, row in ipairs(dbquery('DICOMImages', 'SOPInstanc', "
+                                    "[[SeriesInst = '1.2.4.1']], 'SOPInstanc')) do print(row[1]) end")
+        self.assertEqual(messages, [f"{KEY}: 1.2.4.1.1"])
+
     def test_sortOrder(self):
         """Conquest's fourth argument: the ORDER BY."""
         _, _, messages = self.query("for _, row in ipairs(dbquery('DICOMImages', 'SOPInstanceUID', '', "

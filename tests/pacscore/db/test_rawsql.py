@@ -13,9 +13,10 @@ class IdentifierQuoterTests(unittest.TestCase):
     def setUp(self):
         metadata = MetaData()
         self.tables = [Table("DICOMPatients", metadata, Column("PatientID", String(64)),
-                             Column("PatientName", String(64)), Column("lowercase", String(8))),
+                             Column("PatientName", String(64)), Column("lowercase", String(8)),
+                             Column("PatientBirthDate", String(8)), Column("PatientBirthTime", String(16))),
                        Table("DICOMImages", metadata, Column("SOPInstanceUID", String(64)),
-                             Column("PatientID", String(64)))]
+                             Column("PatientID", String(64)), Column("ImageNumber", String(12)))]
         self.quoted = IdentifierQuoter(self.tables, postgresql.dialect())
 
     def test_namesQuotedAsStored(self):
@@ -40,6 +41,28 @@ class IdentifierQuoterTests(unittest.TestCase):
 
     def test_unterminatedTextKept(self):
         self.assertEqual(self.quoted("SELECT 'PatientID"), "SELECT 'PatientID")
+
+    def test_namesCutToTruncateFieldNames(self):
+        """Conquest's column names cut to 10 characters (TruncateFieldNames)
+        name the one column they are the beginning of."""
+        self.assertEqual(self.quoted("SELECT SOPInstanc FROM DICOMImages WHERE imagenumbe = '1'"),
+                         'SELECT "SOPInstanceUID" FROM "DICOMImages" WHERE "ImageNumber" = \'1\'')
+        self.assertEqual(self.quoted.storedName("SOPINSTANC"), "SOPInstanceUID")
+        self.assertEqual(self.quoted.storedName("PatientNam"), "PatientName")
+
+    def test_namesCutOtherwiseKept(self):
+        """Only names cut to exactly TruncateFieldNames characters, each the
+        beginning of one column's name, are taken as short names."""
+        sql = "SELECT PatientBir, SOPInstan, SOPInstanceU, PatientN FROM DICOMImages"
+        self.assertEqual(self.quoted(sql), 'SELECT PatientBir, SOPInstan, SOPInstanceU, PatientN FROM "DICOMImages"')
+        self.assertEqual(self.quoted.storedName("PatientBir"), "PatientBir")
+
+    def test_otherTruncateFieldNames(self):
+        quoted = IdentifierQuoter(self.tables, postgresql.dialect(), truncate=6)
+        self.assertEqual(quoted("SELECT SOPIns, ImageNumbe FROM DICOMImages"),
+                         'SELECT "SOPInstanceUID", ImageNumbe FROM "DICOMImages"')
+        unCut = IdentifierQuoter(self.tables, postgresql.dialect(), truncate=0)
+        self.assertEqual(unCut("SELECT ImageNumbe FROM DICOMImages"), 'SELECT ImageNumbe FROM "DICOMImages"')
 
     def test_sqlite(self):
         quoted = IdentifierQuoter(self.tables, sqlite.dialect())

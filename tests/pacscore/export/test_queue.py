@@ -153,6 +153,12 @@ class FilterTests(QueueTestCase):
         self.assertFalse(self.queue.filterMatches("9.9.9", "Rows = 512"))
         self.assertTrue(self.queue.filterMatches("1.2.3.1.1", ""))
 
+    def test_exportFilterTakesNamesCutShort(self):
+        """Conquest's column names cut to TruncateFieldNames characters."""
+        self.store(makeRecord("1.2.3.1.1"))
+        self.assertTrue(self.queue.filterMatches("1.2.3.1.1", "ImageNumbe = '1' AND Modality = 'CT'"))
+        self.assertFalse(self.queue.filterMatches("1.2.3.1.1", "ImageNumbe = '2'"))
+
     def test_brokenFilterIsLoggedNonMatch(self):
         self.store(makeRecord("1.2.3.1.1"))
         self.assertFalse(self.queue.filterMatches("1.2.3.1.1", "NoSuchColumn = 1"))

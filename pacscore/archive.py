@@ -117,9 +117,14 @@ class Archive:
         self.tcpPort = configuration.tcpPort
         self.titleStyle = TitleStyle.fromIni(configuration.ini)  # PadAEWithZeros, SendUpperCaseAE
         ini = configuration.ini
+        try:
+            uidMap = UIDMap(self.engine, prefix=ini.get("UIDPrefix", "") or None)  # creates its table
+        except SQLAlchemyError as e:
+            raise self._indexUnusable(e) from e
         worklistColumns = configuration.layout.worklist
         try:
-            self.worklistMapping = WorklistMapping(worklistColumns)
+            # the worklist's Study Instance UIDs start with UIDPrefix, as genuid's do
+            self.worklistMapping = WorklistMapping(worklistColumns, newUID=uidMap.newUID)
         except ValueError as e:
             raise ConfigError(configuration.layout.path, None, f"*WorkList* HL7 mapping: {e}") from e
         self.worklistItems = WorklistItems(self.index, self.worklistMapping.generatedColumns)
@@ -133,10 +138,6 @@ class Archive:
             amenders.append(patientIDFixer)
         self.commands = CommandRegistry()
         self.converterRules = loadRules(ini, self.commands)
-        try:
-            uidMap = UIDMap(self.engine, prefix=ini.get("UIDPrefix", "") or None)  # creates its table
-        except SQLAlchemyError as e:
-            raise self._indexUnusable(e) from e
         self.converterServices = ConverterServices(
             index=self.index, configuration=configuration, aeTitle=self.aeTitle, reactor=reactor,
             worklistLookup=self.worklistItems.lookup, counters=self.counters, uidMap=uidMap)

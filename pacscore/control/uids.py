@@ -7,8 +7,6 @@ anonymizing converters use (``newuids``, %E, %R): the pairs are kept in
 the UIDMODS table, so the same UID always gives the same new one.
 """
 
-from pydicom.uid import generate_uid
-
 from pacscore.control.arguments import ControlCommand
 from pacscore.control.context import CommandError
 from pacscore.converters.variables import checksum
@@ -33,7 +31,7 @@ class GenUid(ControlCommand):
     def run(self, arguments, context):
         uidMap = context.archive.converterServices.uidMap
         try:
-            return generate_uid(uidMap.prefix)
+            return uidMap.newUID()
         except ValueError as e:
             raise _badPrefix(e, uidMap) from e
 

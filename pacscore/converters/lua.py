@@ -33,7 +33,6 @@ from typing import NamedTuple
 import lupa.lua54 as lupa
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
-from pydicom.uid import generate_uid
 from sqlalchemy import select, text
 from twisted.logger import Logger
 from twisted.plugin import IPlugin
@@ -402,7 +401,7 @@ class LuaApi:
 
     def genuid(self):
         """A new UID (under UIDPrefix)."""
-        return generate_uid(uidMapOf(self.context.services).prefix)
+        return uidMapOf(self.context.services).newUID()
 
     def changeuid(self, uid):
         """The new UID standing for ``uid`` (made and kept in UIDMODS the first time)."""

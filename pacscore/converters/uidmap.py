@@ -152,13 +152,18 @@ class UIDMap:
     def prefix(self, prefix):
         self._prefix = prefix.rstrip(".") + "." if prefix else None
 
+    def newUID(self):
+        """A new UID under the prefix (``genuid``, worklist entries); ValueError
+        for a prefix pydicom cannot make UIDs with."""
+        return generate_uid(self.prefix)
+
     def newFor(self, old, modType=""):
         """The new UID standing for ``old``, made and recorded (with
         ``modType``, e.g. the element's keyword) the first time."""
         with self._lock:
             new = self._uids.known(old)
             if new is None:
-                new = self._uids.insert(old, generate_uid(self.prefix), modType)
+                new = self._uids.insert(old, self.newUID(), modType)
                 self._uids.remember(old, new)
             return new
 

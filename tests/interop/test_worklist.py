@@ -138,6 +138,8 @@ class WorklistTests(unittest.TestCase):
         self.assertEqual(match.RequestedProcedureID, "CT123")
         self.assertEqual(match.RequestedProcedureDescription, "CT HEAD")
         self.assertTrue(pydicom.uid.UID(match.StudyInstanceUID).is_valid)
+        prefix = self.server.dgate("--get_param:UIDPrefix").stdout.strip()  # dicom.ini's root, as genuid's UIDs
+        self.assertTrue(prefix and match.StudyInstanceUID.startswith(prefix + "."), match.StudyInstanceUID)
         item = match[SPS][0]
         self.assertEqual((item.Modality, item.ScheduledProcedureStepStartDate, item.ScheduledProcedureStepStartTime,
                           item.ScheduledStationAETitle, item.ScheduledStationName),

@@ -11,12 +11,13 @@ from tests.pacscore.web.pages import dgate, get, post
 
 ITEM = {"original accession": "", "AccessionNumber": "ACC1", "PatientID": "WL1", "PatientName": "Web^Item",
         "Modality": "CT", "StartDate": "20261203", "StartTime": "0930", "ScheduledAE": "CT1"}
+PREFIX = "1.2.826.0.1.3680043.9.7433"
 
 
 class WorklistPageTests(unittest.TestCase):
 
     def setUp(self):
-        self.running = RunningArchive(self, ini={"WebReadOnly": "0"})
+        self.running = RunningArchive(self, ini={"WebReadOnly": "0", "UIDPrefix": PREFIX})
         self.resource = dgate(self.running)
 
     def items(self):
@@ -31,6 +32,7 @@ class WorklistPageTests(unittest.TestCase):
         [item] = yield self.items()
         self.assertEqual((item["PatientName"], item["StartDate"]), ("Web^Item", "20261203"))
         self.assertTrue(isUID(item["StudyInstanceUID"]))  # *UI in dicom.sql: generated
+        self.assertTrue(item["StudyInstanceUID"].startswith(PREFIX + "."), item["StudyInstanceUID"])  # UIDPrefix
         listed = yield get(self.resource, mode="queryworklist")
         self.assertIn("<caption>1 worklist entries</caption>", listed.text)
         form = yield get(self.resource, listed.links()[0])

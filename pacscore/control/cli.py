@@ -218,18 +218,38 @@ def _iniPath(workdir):
     return path if os.path.exists(path) else None
 
 
+def _writeTo(stream, write):
+    """Call ``write``, which writes to ``stream`` (standard output or error).
+    When the stream's reader has gone away (``dgate ... | head -1``), the
+    rest of what is written to it is dropped, as Python's documentation
+    suggests: dgate ends quietly, as a Unix tool does, rather than with a
+    BrokenPipeError.  (SIGPIPE stays ignored, as Python sets it: with its
+    default, a connection to the server that breaks would end dgate without
+    a word.)"""
+    try:
+        write()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+
+
 def printLine(text):
-    """``print``, the bytes of a file name that are not UTF-8 (surrogate
-    escapes) shown as ``\\udcff`` as standard error shows them, rather
-    than an exception halfway through -r."""
-    print(text.encode("utf-8", "backslashreplace").decode("utf-8"))
+    """``print`` to standard output (``_writeTo``), the bytes of a file name
+    that are not UTF-8 (surrogate escapes) shown as ``\\udcff`` as standard
+    error shows them, rather than an exception halfway through -r."""
+    _writeTo(sys.stdout, lambda: print(text.encode("utf-8", "backslashreplace").decode("utf-8"), flush=True))
 
 
-def main(argv=None, out=printLine, err=None):
+def printError(text):
+    """``print`` to standard error (``_writeTo``)."""
+    _writeTo(sys.stderr, lambda: print(text, file=sys.stderr, flush=True))
+
+
+def main(argv=None, out=printLine, err=printError):
     """The console script; returns the exit status (with a ``--command``,
     ``task.react`` ends the process with it once the server answered)."""
     argv = sys.argv[1:] if argv is None else argv
-    err = err or (lambda text: print(text, file=sys.stderr))
     if isCGIRequest(argv, os.environ):
         ini = DicomIni.fromFile(_iniPath(os.getcwd()) or os.path.join(defaultConfigDir(), INI_NAME))
         return runCGI(ini, os.environ, sys.stdin.buffer, _writeBinary)
@@ -352,10 +372,13 @@ async def _sendAll(reactor, commands, description, host, port, secret, out, err)
 
 
 def _writeBinary(content):
-    """A command's file (a converted image) to standard output, as it is."""
-    sys.stdout.flush()
-    sys.stdout.buffer.write(content)
-    sys.stdout.buffer.flush()
+    """A command's file (a converted image) to standard output, as it is
+    (``_writeTo``)."""
+    def write():
+        sys.stdout.flush()
+        sys.stdout.buffer.write(content)
+        sys.stdout.buffer.flush()
+    _writeTo(sys.stdout, write)
 
 
 async def _send(endpoint, label, command, secret, out, err):

@@ -189,6 +189,26 @@ class PacsServer:
         return subprocess.run([os.path.join(BIN, "dgate"), f"-w{self.workdir}", *args],
                               capture_output=True, text=text, timeout=600)
 
+    def dgateIntoHead(self, *args):
+        """``dgate ... | head -1`` run by bash in the server's folder: (what
+        head printed, dgate's standard error, dgate's exit status)."""
+        result = subprocess.run(["bash", "-c", '"$@" | head -1; exit "${PIPESTATUS[0]}"', "bash",
+                                 os.path.join(BIN, "dgate"), f"-w{self.workdir}", *args],
+                                capture_output=True, text=True, timeout=600)
+        return result.stdout, result.stderr, result.returncode
+
+    def dgateWithoutReader(self, *args):
+        """dgate writing to a pipe whose reader has gone before it starts:
+        (its standard error, its exit status)."""
+        reader, writer = os.pipe()
+        os.close(reader)
+        try:
+            result = subprocess.run([os.path.join(BIN, "dgate"), f"-w{self.workdir}", *args], stdout=writer,
+                                    stderr=subprocess.PIPE, text=True, timeout=600)
+        finally:
+            os.close(writer)
+        return result.stderr, result.returncode
+
 
 def acknowledged(storescuOutput):
     """The SOP Instance UIDs ``storescu -v`` got a Success response for."""

@@ -44,6 +44,14 @@ class StatusTests(unittest.TestCase):
         self.assertIn("Images received=5, sent=0, forwarded=0", text.stdout)
         self.assertIn("Associations: 0 active, 1 since start", text.stdout)
 
+    def test_readerThatGoesAway(self):
+        """Piped into ``head -1``, dgate prints no traceback and blames no
+        server: the rest of its output is dropped and it exits 0."""
+        for command in ("--display_status:", "--get_ini:%s=%s"):
+            first, errors, status = self.server.dgateIntoHead(command)
+            self.assertEqual((first.count("\n"), errors, status), (1, "", 0), command)
+            self.assertEqual(self.server.dgateWithoutReader(command), ("", 0), command)
+
     def test_unknownCommandExits2(self):
         result = self.server.dgate("--no_such_command:1")
         self.assertEqual(result.returncode, 2)

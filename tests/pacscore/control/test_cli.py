@@ -140,6 +140,12 @@ class CliTests(unittest.TestCase):
         self.assertEqual(code, 2)
         self.assertIn("-f? needs a file", output)
 
+    def test_offlineListingToAReaderThatGoesAway(self):
+        """``dgate -k | head -1`` prints the first line and exits 0, quietly."""
+        server = PacsServer(self.mktemp())
+        self.assertEqual(server.dgateIntoHead("-k"), ("DICOMPatients:\n", "", 0))
+        self.assertEqual(server.dgateWithoutReader("-k"), ("", 0))
+
     def test_recompressFilesInPlace(self):
         """-jc1 (JPEG lossless), -j*jk (JPEG 2000 lossless), -jd (back to
         uncompressed), -nc4 (NKI), -nd (back): the pixels stay the same."""

@@ -19,8 +19,7 @@ from pacscore.control.arguments import AsyncControlCommand, fields
 from pacscore.control.changes import RT_STRUCTURE_SET, attachedTo, planOnStructures
 from pacscore.control.context import CommandError
 from pacscore.control.data import fromFile, readFile, readObject, storeObject
-from pacscore.control.output import inputPath
-from pacscore.control.stored import storedName
+from pacscore.control.stored import objectFile, storedName
 from pacscore.dicom.datasets import decodeDataset
 
 
@@ -38,7 +37,7 @@ class _Attach(AsyncControlCommand):
     async def execute(self, arguments, context):
         archive = context.archive
         anyText, sampleText = fields(arguments, 2)
-        path, samplePath = inputPath(archive, anyText), inputPath(archive, sampleText)
+        path, samplePath = await objectFile(archive, anyText), await objectFile(archive, sampleText)
         sample = await fromFile(archive, samplePath, _sample)
         change = self.change(archive.converterServices.uidMap, sample)
         incoming, data, _ = await readObject(archive, path, change, callingAE=self.name[:16])

@@ -21,12 +21,12 @@ from twisted.logger import Logger
 
 from pacscore.codecs.nki import NKIError
 from pacscore.codecs.nkipixels import withPlainPixels
-from pacscore.control.arguments import AsyncControlCommand, ControlCommand, fields
+from pacscore.control.arguments import AsyncControlCommand, fields
 from pacscore.control.changes import ScriptRefused, newPatient
 from pacscore.control.context import CommandError
 from pacscore.control.moves import forwarderFor
 from pacscore.control.output import deliver, inputPath
-from pacscore.control.stored import exactValue, fileInstances, storedFile, storedName
+from pacscore.control.stored import exactValue, fileInstances, objectFile, storedFile, storedName
 from pacscore.dicom.datasets import IdentifierError, decodeDataset, encodeDataset
 from pacscore.dicom.uids import isUID
 from pacscore.export.forwarder import ForwardError
@@ -133,7 +133,7 @@ class AddImageFile(AsyncControlCommand):
     async def execute(self, arguments, context):
         text, patientID = fields(arguments, 2)
         archive = context.archive
-        path = inputPath(archive, text)
+        path = await objectFile(archive, text)
         change = None
         if patientID.strip():
             change = newPatient(archive.converterServices.uidMap, exactValue(patientID, "patient ID"))
@@ -168,22 +168,19 @@ class LoadHL7(AsyncControlCommand):
         return "\n".join(lines)
 
 
-class DumpHeader(ControlCommand):
+class DumpHeader(AsyncControlCommand):
     name = "dump_header"
     usage = "--dump_header:filein,fileout  Create header dump of file"
 
-    def run(self, arguments, context):
+    async def execute(self, arguments, context):
         source, target = fields(arguments, 2)
         archive = context.archive
-        path = inputPath(archive, source)
-        d = archive.workers.deferToWorker(headerLines, path)
-        d.addErrback(self._unreadable, path)
-        return d.addCallback(lambda lines: deliver(archive, lines, target))
-
-    @staticmethod
-    def _unreadable(failure, path):
-        failure.trap(OSError, InvalidDicomError)
-        raise CommandError(f"cannot read {path}: {getattr(failure.value, 'strerror', None) or failure.value}")
+        path = await objectFile(archive, source)
+        try:
+            lines = await archive.workers.deferToWorker(headerLines, path)
+        except (OSError, InvalidDicomError) as e:
+            raise CommandError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from e
+        return await deliver(archive, lines, target)
 
 
 class Forward(AsyncControlCommand):

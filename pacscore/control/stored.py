@@ -5,9 +5,10 @@ folder) on a MAG device, or as ``DEVICE:relative`` / Conquest's
 ``MAG0\\relative``; the index knows it by ``DeviceName`` and ``ObjectFile``.
 A relative part leading out of its device (``..``, absolute) is refused.
 A server given as empty, ``(local)`` or our own AE title is this archive.
-A file to read may also be Conquest's ``patid:sop`` (``|``, ``?`` or ``*``
-for the colon; the patient ID may be empty): the stored object with that
-SOP Instance UID (``objectFile``).
+A file to read (``objectFile``) may be any file, a stored one named
+``DEVICE:relative`` as listings print it, or Conquest's ``patid:sop``
+(``|``, ``?`` or ``*`` for the colon; the patient ID may be empty): the
+stored object with that SOP Instance UID.
 """
 
 import os
@@ -44,17 +45,27 @@ def storedFile(archive, text):
     text = text.strip()
     if not text:
         raise CommandError("no file given")
-    devices = {device.name.upper(): device for device in archive.devices}
-    match = _DEVICE_PREFIX.match(text)
-    if match and match.group(1).upper() in devices:
-        device = devices[match.group(1).upper()]
-        return device.name, _insideDevice(device, match.group(2))
+    named = _onDevice(archive, text)
+    if named is not None:
+        return named
     path = archive.configuration.resolvePath(text)
     for device in archive.devices:
         if path.startswith(device.path + os.sep):
             return device.name, os.path.relpath(path, device.path).replace(os.sep, "/")
     raise CommandError(f"{text} is not on a MAG device "
                        f"({', '.join(f'{d.name} = {d.path}' for d in archive.devices)})")
+
+
+def _onDevice(archive, text):
+    """``(deviceName, objectFile)`` of ``text`` given as ``DEVICE:relative``
+    (or ``DEVICE\\relative``) on one of the archive's MAG devices; None
+    when it names no device so."""
+    match = _DEVICE_PREFIX.match(text)
+    devices = {device.name.upper(): device for device in archive.devices}
+    if match is None or match.group(1).upper() not in devices:
+        return None
+    device = devices[match.group(1).upper()]
+    return device.name, _insideDevice(device, match.group(2))
 
 
 def _insideDevice(device, relative):
@@ -67,10 +78,14 @@ def _insideDevice(device, relative):
 
 
 async def objectFile(archive, text):
-    """The path of a DICOM file to read named by ``text``: a file (as
-    ``output.inputPath``), or ``patid:sop``, the file of that stored object
-    (its mirror copy when only that is left); CommandError when the index
-    holds no such object."""
+    """The path of a DICOM file to read named by ``text``: a stored file as
+    listings name it (``DEVICE:relative``, never leading out of its
+    device), another file (as ``output.inputPath``), or ``patid:sop``, the
+    file of that stored object (its mirror copy when only that is left);
+    CommandError when the index holds no such object."""
+    named = _onDevice(archive, text.strip())
+    if named is not None:
+        return inputPath(archive, archive.objectReader.magPath(*named))
     match = _OBJECT_REFERENCE.match(text.strip())
     if match is None or not isUID(match.group(2)) or os.path.exists(archive.configuration.resolvePath(text)):
         return inputPath(archive, text)

@@ -196,6 +196,23 @@ class PictureCommandTests(unittest.TestCase):
         self.assertIn(f"no stored object {ct.SOPInstanceUID} of patient other",
                       self.dgate(f"--convert_to_gif:other:{ct.SOPInstanceUID}", status=1))
 
+    def test_storedFilesAsListed(self):
+        """A file name as imagelister prints it (``MAG0:relative``) names
+        the stored file for the reading commands; it never leads out of
+        its device."""
+        ct = pydicom.dcmread(self.ct)
+        [name] = self.dgate(f"--imagelister:(local)|{ct.PatientID}|{ct.SeriesInstanceUID}|%s").splitlines()
+        self.assertTrue(name.startswith("MAG0:"), name)
+        self.assertEqual(self.dgate(f"--count_frames:{name}"), "1")
+        self.assertEqual(self.dgateBytes(f"--convert_to_jpg:{name},64"), self.dgateBytes(f"--convert_to_jpg:{self.ct},64"))
+        self.assertIn(f"(0008,0018) SOP Instance UID                    UI: {ct.SOPInstanceUID}",
+                      self.dgate(f"--dump_header:{name}"))
+        self.assertEqual(self.dgate(f"--dump_header:{ct.PatientID}:{ct.SOPInstanceUID}"),
+                         self.dgate(f"--dump_header:{name}"))
+        self.assertIn("is not a file inside MAG0", self.dgate("--dump_header:MAG0:../dicom.ini", status=1))
+        self.assertIn("is the archive's index database",
+                      self.dgate("--count_frames:MAG0:dbase/conquest.db3", status=1))
+
     def test_toDicom(self):
         """Frame 3 alone, in JPEG Extended at quality 20 (j420); CT_small downsized to 32."""
         content = self.dgateBytes(f"--convert_to_dicom:{self.frames},0,j420,3")

@@ -166,6 +166,18 @@ class StoredCorpusTests(unittest.TestCase):
             self.assertEqual(f.read(), dump + "\n")
         yield self.assertFailure(self.running.run(commands.dumpHeader, path + ".missing"), CommandError)
 
+    @defer.inlineCallbacks
+    def test_dumpHeaderOfAStoredObject(self):
+        """A stored file named as listings print it, ``MAG0:relative``, or
+        as Conquest's ``patid:sop``."""
+        image = self.images[0]
+        [row] = [row for row in (yield self.imageRows()) if row.SOPInstanceUID == image.sopUID]
+        dump = yield self.running.run(commands.dumpHeader, self.running.archive.devices[0].absolute(row.ObjectFile))
+        self.assertEqual((yield self.running.run(commands.dumpHeader, f"MAG0:{row.ObjectFile}")), dump)
+        self.assertEqual((yield self.running.run(commands.dumpHeader, f"{image.patientID}:{image.sopUID}")), dump)
+        error = yield self.assertFailure(self.running.run(commands.dumpHeader, "MAG0:../x.dcm"), CommandError)
+        self.assertIn("is not a file inside MAG0", str(error))
+
     def damagedCopy(self, old, new):
         """A copy of the first image, the last ``old`` bytes (in its data set) replaced by ``new``."""
         original = Path(self.images[0].path).read_bytes()

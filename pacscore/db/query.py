@@ -598,9 +598,10 @@ class IndexQuery:
 
     # -- queries ---------------------------------------------------------
 
-    def find(self, connection, level, keys, limit=None):
+    def find(self, connection, level, keys, limit=None, offset=0):
         """C-FIND at ``level``: one ``{tag: value}`` per matching entity (the
-        first ``limit`` of them in the sort order, None: all)."""
+        first ``limit`` of them in the sort order, None: all, after the
+        first ``offset``, which the database skips)."""
         level, keys = levelIndex(level), list(keys)
         statement = _Statement(self, connection, level, level, keys)
         table = self.tables[level]
@@ -626,7 +627,8 @@ class IndexQuery:
                  .select_from(statement.fromClause())
                  .where(*statement.conditions)
                  .order_by(*orderBy, table.key)
-                 .limit(limit))
+                 .limit(limit)
+                 .offset(offset or None))
         computed = [(n, outputs[tag][1]) for n, tag in enumerate(tags) if outputs[tag][1]]
         results = []
         for row in connection.execute(query).all():

@@ -219,10 +219,12 @@ def _localMatches(connection, query, level, keys, encoder, base, offset=0, limit
     (Datasets) of those from ``offset`` (at most ``limit``, None: all)."""
     filtered = encoder.keep is not None
     unheld = _unheld(query, level, keys)
-    # every row is answered when unfiltered: the index gives the page and one more (to tell if more are left)
-    rows = query.find(connection, level, keys, None if filtered or limit is None else offset + limit + 1)
+    if filtered or limit is None:
+        rows, skipped = query.find(connection, level, keys), 0
+    else:  # every row is answered: the index skips to the page and gives it and one more (are more left?)
+        rows, skipped = query.find(connection, level, keys, limit + 1, offset), offset
     if not filtered:
-        total, rows = len(rows), _page(rows, offset, limit)
+        total, rows = skipped + len(rows), _page(rows, offset - skipped, limit)
     answers = []
     for values in rows:
         dataset = encoder.dataset(values)

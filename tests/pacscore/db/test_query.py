@@ -711,6 +711,22 @@ class SortOrderTests(ArchiveTestCase):
         self.assertEqual(self.keysOf("IMAGE", K(SERIES_UID, "UI", "1.1.1")),
                          ["1.1.1.1", "1.1.1.2", "1.1.1.3"])
 
+    def test_pagesOfTheOrder(self):
+        """``limit`` and ``offset`` take a page of the sort order, the
+        database skipping the rows before it (QIDO-RS's paging)."""
+        query = IndexQuery(self.index.tables, self.index.layout, {"STUDY": "DICOMStudies.StudyDate desc"})
+        everything = self.ordered("STUDY", "DICOMStudies.StudyDate desc")
+        statements = []
+
+        def record(connection, cursor, statement, *rest):
+            statements.append(statement)
+        event.listen(self.engine, "before_cursor_execute", record)
+        self.addCleanup(event.remove, self.engine, "before_cursor_execute", record)
+        with self.engine.connect() as connection:
+            page = query.find(connection, "STUDY", [K(STUDY_UID, "UI", "")], 2, 3)
+        self.assertEqual([match[STUDY_UID] for match in page], everything[3:5])
+        self.assertRegex(statements[-1].upper(), r"OFFSET|LIMIT \S+, ")  # MySQL: LIMIT offset, count
+
     def test_patientColumn(self):
         self.assertEqual(self.ordered("PATIENT", "DICOMPatients.PatientBirthDate"),
                          ["PAT3", "PAT2", "PAT1", "PAT_4", "PATX4"])

@@ -118,7 +118,7 @@ class Archive:
         self.titleStyle = TitleStyle.fromIni(configuration.ini)  # PadAEWithZeros, SendUpperCaseAE
         ini = configuration.ini
         try:
-            uidMap = UIDMap(self.engine, prefix=ini.get("UIDPrefix", "") or None)  # creates its table
+            uidMap = UIDMap(self.engine, prefix=configuration.uidPrefix)  # creates its table
         except SQLAlchemyError as e:
             raise self._indexUnusable(e) from e
         worklistColumns = configuration.layout.worklist

@@ -13,6 +13,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydicom.uid import RE_VALID_UID_PREFIX
+
 import pacscore
 from pacscore.codecs.jpeglossy import DEFAULT_QUALITY
 from pacscore.config.acrnema import AcrNemaMap
@@ -27,6 +29,7 @@ INI_NAME = "dicom.ini"
 TLS_NODES = "DICOMTLSNodes"
 
 DEFAULT_MAG_DEVICE = "./data/"
+MAX_UID_PREFIX = 53  # with its final dot, pydicom's limit for generated UIDs
 
 
 @dataclass
@@ -48,6 +51,16 @@ class Configuration:
     @property
     def aeTitle(self):
         return self.ini.get("MyACRNema", "") or "CONQUESTSRV1"
+
+    @property
+    def uidPrefix(self):
+        """dicom.ini's UIDPrefix, the root of the UIDs the server makes (None:
+        pydicom's ``2.25.``); ConfigError when it can start none."""
+        value = self.ini.get("UIDPrefix", "").strip()
+        error = uidPrefixError(value)
+        if error is not None:
+            raise ConfigError(self.iniPath, self.ini.lineOf("UIDPrefix"), error)
+        return value or None
 
     @property
     def tcpPort(self):
@@ -148,6 +161,16 @@ class Configuration:
             "image": self.ini.get("ImageTableName", "") or "DICOMImages",
             "worklist": self.ini.get("WorkListTableName", "") or "DICOMWorkList",
         }
+
+
+def uidPrefixError(value):
+    """Why ``value`` (its final dot optional) cannot start generated UIDs,
+    or None; empty means pydicom's own ``2.25.``."""
+    prefix = value.rstrip(".")
+    if value and not (len(prefix) <= MAX_UID_PREFIX and RE_VALID_UID_PREFIX.match(prefix + ".")):
+        return (f"UIDPrefix {value!r} is not a UID root (digits and dots, no leading zeros, "
+                f"at most {MAX_UID_PREFIX} characters)")
+    return None
 
 
 def defaultConfigDir():

@@ -20,16 +20,15 @@ Getting a key that is absent gives an empty value, and an index past the
 last entry no output, as with Conquest (scripts loop until it).
 """
 
-from pydicom.uid import RE_VALID_UID_PREFIX
 
 from pacscore.config.errors import ConfigError
+from pacscore.config.loader import uidPrefixError
 from pacscore.control.arguments import ControlCommand, fields, number
 from pacscore.control.configfiles import reload, save
 from pacscore.control.context import CommandError, formatted
 from pacscore.converters.rules import loadRules
 
 ENTRY_FORMAT = "%s = %s"
-MAX_UID_PREFIX = 53  # with its final dot, pydicom's limit for generated UIDs
 
 
 def _applyUIDPrefix(archive, value):
@@ -37,12 +36,10 @@ def _applyUIDPrefix(archive, value):
 
 
 def _checkUIDPrefix(value):
-    """CommandError unless ``value`` (its final dot optional) can start
-    generated UIDs; empty means pydicom's own ``2.25.``."""
-    prefix = value.rstrip(".")
-    if value and not (len(prefix) <= MAX_UID_PREFIX and RE_VALID_UID_PREFIX.match(prefix + ".")):
-        raise CommandError(f"UIDPrefix {value!r} is not a UID root (digits and dots, no leading zeros, "
-                           f"at most {MAX_UID_PREFIX} characters)")
+    """CommandError unless ``value`` can start generated UIDs."""
+    error = uidPrefixError(value)
+    if error is not None:
+        raise CommandError(error)
 
 
 READ_WHEN_USED = ("LuaAllowUnsafe", "LuaMaxInstructions", "WebReadOnly", "WEBPush")

@@ -183,6 +183,19 @@ class AccessorTests(unittest.TestCase):
         self.assertEqual(self.configuration("[sscscp]\nLossyQuality = 0\n").lossyQuality, 1)
         self.assertEqual(self.configuration("[sscscp]\nLossyQuality = 200\n").lossyQuality, 100)
 
+    def test_uidPrefix(self):
+        """The root of the UIDs the server makes (HL7 orders' studies,
+        anonymization, genuid): one that can start none stops start-up,
+        naming the line, rather than failing every order later."""
+        self.assertEqual(self.configuration("[sscscp]\nUIDPrefix = 1.2.826.0.1.3680043.2.135.\n").uidPrefix,
+                         "1.2.826.0.1.3680043.2.135.")
+        self.assertIsNone(self.configuration("[sscscp]\nUIDPrefix =\n").uidPrefix)
+        self.assertIsNone(self.configuration("[sscscp]\n").uidPrefix)
+        for bad in ("1.2.03", "1.2.x", "1." * 30):
+            error = self.assertRaises(ConfigError,
+                                      lambda: self.configuration(f"[sscscp]\nUIDPrefix = {bad}\n").uidPrefix)
+            self.assertIn("/c/dicom.ini:2: UIDPrefix", str(error))
+
     def test_badInteger(self):
         error = self.assertRaises(ConfigError, lambda: self.configuration("[sscscp]\nTCPPort = five\n").tcpPort)
         self.assertIn("/c/dicom.ini:2:", str(error))

@@ -25,10 +25,11 @@ from pacscore.control.data import headerLines
 from pacscore.control.deidentification import basicProfile
 from pacscore.control.pictures import dicomFile
 from pacscore.storage.part10 import readFileMeta
-from pacscore.web.answers import Answer, WebError, htmlAnswer
+from pacscore.web.answers import Answer, StreamAnswer, WebError, htmlAnswer
 from pacscore.web.html import Markup
 from pacscore.web.images import picture
 from pacscore.web.objects import onFile, storedPath, uid
+from pacscore.web.objectstream import objectStream
 
 ANY_ORIGIN = ("Access-Control-Allow-Origin", "*")
 PICTURE_TYPES = {"image/jpeg": "jpg", "image/jpg": "jpg", "image/gif": "gif", "image/png": "png",
@@ -88,14 +89,19 @@ async def answer(archive, parameters):
         syntax = parameters.get("transferSyntax").strip() or EXPLICIT_VR_LITTLE_ENDIAN
         if syntax not in SYNTAX_CODES:
             raise WebError(406, f"cannot send transferSyntax {syntax!r}: pacs writes {', '.join(sorted(SYNTAX_CODES))}")
+        name = "anonymized" if anonymize else sop
+        headers = (ANY_ORIGIN, ("Content-Disposition", f"attachment; filename=\"{name}.dcm\""))
+        if not anonymize:  # streamed: as stored, converted file to file, or made whole
+            streamed = await objectStream(archive, path, syntax, SYNTAX_CODES[syntax])
+            if streamed is not None:
+                return StreamAnswer(streamed[1], kind, headers)
         change = basicProfile(archive.converterServices.uidMap) if anonymize else None
         data = await onFile(archive, path, dicomFile, WHOLE, SYNTAX_CODES[syntax], None,
                             archive.configuration.lossyQuality, change)
         made = readFileMeta(io.BytesIO(data))[0]
         if made != syntax:  # e.g. a 12-bit image, which JPEG baseline cannot hold, made 4.51
             raise WebError(406, f"{sop} cannot be sent in transferSyntax {syntax} (it can in {made})")
-        name = "anonymized" if anonymize else sop
-        return Answer(data, kind, (ANY_ORIGIN, ("Content-Disposition", f"attachment; filename=\"{name}.dcm\"")))
+        return Answer(data, kind, headers)
     if kind in ("text/html", "text/plain"):
         lines = await onFile(archive, path, headerLines)
         if kind == "text/plain":

@@ -187,7 +187,8 @@ class LargeObjectTests(unittest.TestCase):
 
     def test_300MBOverDicomWebWithBoundedMemory(self):
         """A 300 MB multi-frame object stored with STOW-RS (a chunked upload)
-        and retrieved as stored with WADO-RS and zipped (``zipstudy``): the
+        and retrieved as stored with WADO-RS, zipped (``zipstudy``) and with
+        WADO-URI (``application/dicom``, streamed; it was read whole): the
         server's peak memory grows by less than 64 MB, and the bytes come
         back as they went."""
         path = os.path.abspath(self.mktemp() + ".dcm")
@@ -229,6 +230,15 @@ class LargeObjectTests(unittest.TestCase):
             with archive.open(entry) as unzipped:
                 unzipped.seek(entry.file_size - 4096)
                 self.assertEqual(unzipped.read(), tail)
+        wado = (f"http://127.0.0.1:{self.server.webPort}/wado?requestType=WADO&studyUID=1.2.3.4.5"
+                "&seriesUID=1.2.3.4.5.6&objectUID=1.2.3.4.5.6.9&contentType=application/dicom")
+        with urllib.request.urlopen(wado, timeout=600) as response:
+            received, last = 0, b""
+            while chunk := response.read(1 << 20):
+                received += len(chunk)
+                last = (last + chunk)[-8192:]
+        self.assertLess(abs(received - size), 1024)
+        self.assertTrue(last.endswith(tail))
         peak = self.server.peakRSSKilobytes()
         self.assertLess(peak - before, 64 * 1024, f"peak RSS grew from {before} kB to {peak} kB")
 

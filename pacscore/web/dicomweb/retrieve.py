@@ -16,39 +16,38 @@ first object can go in none, the answer is a 406; a later one that cannot
 is left out of the answer, with a log line.
 """
 
-import io
 from functools import partial
 
 from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
 from twisted.logger import Logger
 
 from pacscore.codecs.compression import AS_STORED_CODE
 from pacscore.codecs.rendering import LARGEST_FIT
 from pacscore.codecs.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN
-from pacscore.control.pictures import dicomFile
 from pacscore.db.query import SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, QueryKey
 from pacscore.dicom.models import STUDY_ROOT_MOVE
 from pacscore.dicom.uids import isUID
-from pacscore.storage.part10 import readFileMeta
 from pacscore.web.answers import StreamAnswer, WebError
 from pacscore.web.dicomweb import multipart
-from pacscore.web.dicomweb.dicomjson import ANY_ORIGIN, jsonAnswer, jsonBytes
+from pacscore.storage.attributes import DatasetError
+from pacscore.web.dicomweb.dicomjson import ANY_ORIGIN, DICOM_JSON, jsonBytes
 from pacscore.web.dicomweb.instancefiles import (
-    FRAME_TYPES, OCTET_STREAM, PIXEL_DATA, NoSuchAttribute, NoSuchFrame, bulkValue, fileChunk, instanceFrames,
-    instanceMetadata, startAsStored, startConverted)
+    FRAME_TYPES, OCTET_STREAM, PIXEL_DATA, NoSuchAttribute, NoSuchFrame, bulkValue, instanceFrames,
+    instanceMetadata)
 from pacscore.web.dicomweb.search import hexTag
 from pacscore.web.images import picture
 from pacscore.web.objects import CannotShow, MissingFrame, onFile
+from pacscore.web.objectstream import AS_STORED, objectStream
 from pacscore.web.wado import SYNTAX_CODES
 
 log = Logger()
 
 DICOM = "application/dicom"
-AS_STORED = "*"
 PICTURES = {"image/jpeg": "jpg", "image/png": "png", "image/gif": "gif"}
 THUMBNAIL_SIZE = 128
-CHUNK = 1 << 20
 MOST_FRAMES = 100000
+METADATA_BATCH = 100  # objects whose metadata is made at a time
 
 
 def _anything(media):
@@ -128,70 +127,19 @@ def _objectChoices(accepted):
     return choices
 
 
-def _partObject(path, code, quality):
-    """In the I/O pool: ``(transfer syntax, Part-10 bytes)`` of a stored object in ``code``."""
-    data = dicomFile(path, 0, code, None, quality)
-    return readFileMeta(io.BytesIO(data))[0], data
-
-
 async def _objectChunks(archive, path, choices):
     """``(transfer syntax, chunks)`` of a stored object sent in the first
     of ``choices`` (``_objectChoices``) it can go in, or None: one whose
     codec fails (a 32-bit image in JPEG 2000) is logged and the next tried."""
     for wanted, code in choices:
         try:
-            made = await _objectIn(archive, path, wanted, code)
+            made = await objectStream(archive, path, wanted, code)
         except CannotShow as e:
             log.warn("WADO-RS: {path} cannot be sent in {syntax}: {error}", path=path, syntax=wanted, error=e)
             continue
         if made is not None:
             return made
     return None
-
-
-async def _objectIn(archive, path, wanted, code):
-    """``(transfer syntax, chunks)`` of a stored object in ``wanted`` (a
-    syntax or *) with compression ``code``, or None when it does not go in
-    it: the file read 1 MB at a time when it is in that syntax already, a
-    large one converted file to file into a little endian syntax and read
-    from there, else made whole with the syntax's code."""
-    started = await onFile(archive, path, startAsStored, wanted, CHUNK)
-    if started is not None:
-        syntax, first, size = started
-        return syntax, _fileChunks(archive, path, first, size)
-    if code is None:
-        return None
-    if wanted != AS_STORED:
-        converted = await onFile(archive, path, startConverted, wanted, archive.workers.deferToWorker)
-        if converted is not None:
-            return wanted, _convertedChunks(*converted)
-    syntax, data = await onFile(archive, path, _partObject, code, archive.configuration.lossyQuality)
-    if wanted in (AS_STORED, syntax):
-        return syntax, _fileChunks(archive, path, data, len(data))
-    return None
-
-
-async def _fileChunks(archive, path, first, size):
-    """``first``, then the rest of the ``size`` bytes of the file ``path``."""
-    yield first
-    offset = len(first)
-    while offset < size:
-        chunk = await onFile(archive, path, fileChunk, offset, min(CHUNK, size - offset))
-        if not chunk:
-            raise WebError(500, f"the stored file ended after {offset} of {size} bytes")
-        yield chunk
-        offset += len(chunk)
-
-
-async def _convertedChunks(header, converted):
-    """``header``, then the data set of the StoredData ``converted`` a
-    chunk at a time; its temporary file closed at the end."""
-    try:
-        yield header
-        for position in range(0, len(converted), CHUNK):
-            yield await converted.read(position, min(CHUNK, len(converted) - position))
-    finally:
-        converted.close()
 
 
 async def retrieveInstances(archive, request, target, base):
@@ -229,12 +177,41 @@ async def retrieveInstances(archive, request, target, base):
 
 
 async def retrieveMetadata(archive, request, target, base):
-    """The DICOM JSON of every object ``target`` names."""
+    """The DICOM JSON of every object ``target`` names, streamed: its files
+    read and converted ``METADATA_BATCH`` at a time in the I/O pool, so
+    that the answer starts after the first batch and memory holds one
+    batch, whatever the size of the study; one that cannot be read is left
+    out, with a log line."""
+    found, fetched = await storedInstances(archive, target)
+    return StreamAnswer(_metadataChunks(archive, found, fetched, base), DICOM_JSON, (ANY_ORIGIN,))
 
-    async def metadata(found):
-        return [await onFile(archive, path, instanceMetadata, instanceURL(base, instance)) for instance, path in found]
-    answers = await withInstances(archive, target, metadata)
-    return jsonAnswer(await archive.workers.deferToWorker(jsonBytes, answers))
+
+async def _metadataChunks(archive, found, fetched, base):
+    """The JSON array of the ``found`` objects' metadata, a batch a chunk;
+    what the virtual servers ``fetched`` is released at the end."""
+    try:
+        opening = b"["
+        for start in range(0, len(found), METADATA_BATCH):
+            batch = [(path, instanceURL(base, instance)) for instance, path in found[start:start + METADATA_BATCH]]
+            texts = await archive.workers.deferToWorker(_metadataTexts, batch)
+            if texts:
+                yield opening + b",".join(texts)
+                opening = b","
+        yield b"[]" if opening == b"[" else b"]"
+    finally:
+        await released(archive, fetched)
+
+
+def _metadataTexts(batch):
+    """In the I/O pool: the encoded DICOM JSON of each ``(path, url)`` of
+    ``batch`` whose file can be read."""
+    texts = []
+    for path, url in batch:
+        try:
+            texts.append(jsonBytes(instanceMetadata(path, url)))
+        except (OSError, DatasetError, InvalidDicomError, ValueError) as e:
+            log.warn("WADO-RS metadata: {path} left out: it cannot be read: {error}", path=path, error=e)
+    return texts
 
 
 def frameNumbers(text):

@@ -22,6 +22,7 @@ from pacscore.codecs.rendering import LARGEST_FIT
 from pacscore.control.data import AddImageFile
 from pacscore.db.query import SERIES_INSTANCE_UID, SOP_INSTANCE_UID, QueryKey
 from pacscore.testing.corpus import makeDataset
+from pacscore.web.dicomweb import retrieve
 from tests.pacscore.web.dicomweb.client import DicomWebTestCase
 
 JPEG_LOSSLESS = "1.2.840.10008.1.2.4.70"
@@ -141,6 +142,31 @@ class RetrieveTests(DicomWebTestCase):
         self.assertEqual(len(series), 2)
         missing = yield self.fetch(self.instancePath(image) + "/bulk/00091001")
         self.assertEqual(missing.code, 404)
+
+    @defer.inlineCallbacks
+    def test_metadataStreamedInBatches(self):
+        """A study's metadata is made a batch of files at a time and sent as
+        each batch is ready; a file gone since it was indexed is left out
+        with a log line (it made the whole answer a 404)."""
+        self.patch(retrieve, "METADATA_BATCH", 2)
+        study = self.corpus[0].studyUID
+        images = [image for image in self.corpus if image.studyUID == study]
+        self.assertGreater(len(images), 2)
+        whole = yield self.fetch(f"/studies/{study}/metadata")
+        self.assertEqual(whole.header("content-type"), "application/dicom+json")
+        self.assertEqual(sorted(item["00080018"]["Value"][0] for item in whole.json()),
+                         sorted(image.sopUID for image in images))
+        archive = self.running.archive
+        with archive.index.engine.connect() as connection:
+            [found] = archive.query.instances(connection, "IMAGE",
+                                              [QueryKey(SOP_INSTANCE_UID, "UI", images[1].sopUID)])
+        os.unlink(archive.objectReader.path(found.deviceName, found.objectFile))
+        with capturedLogs() as events:
+            left = yield self.fetch(f"/studies/{study}/metadata")
+        self.assertEqual(left.code, 200)
+        self.assertEqual(sorted(item["00080018"]["Value"][0] for item in left.json()),
+                         sorted(image.sopUID for image in images if image is not images[1]))
+        self.assertTrue(any("left out" in str(event.get("log_format", "")) for event in events))
 
     @defer.inlineCallbacks
     def test_bulkTagsAreEightHexDigits(self):

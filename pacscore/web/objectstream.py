@@ -1,0 +1,66 @@
+"""A stored object as the Part-10 bytes of a web answer, a chunk at a time
+(WADO-RS parts, WADO-URI ``application/dicom``): the file as it is when it
+is in the syntax asked for, a large one converted file to file into a
+little endian syntax, else made whole with the syntax's compression code."""
+
+import io
+
+from pacscore.control.pictures import dicomFile
+from pacscore.storage.part10 import readFileMeta
+from pacscore.web.answers import WebError
+from pacscore.web.dicomweb.instancefiles import fileChunk, startAsStored, startConverted
+from pacscore.web.objects import onFile
+
+AS_STORED = "*"  # the transfer syntax that means: as stored
+CHUNK = 1 << 20
+
+
+def _partObject(path, code, quality):
+    """In the I/O pool: ``(transfer syntax, Part-10 bytes)`` of a stored object in ``code``."""
+    data = dicomFile(path, 0, code, None, quality)
+    return readFileMeta(io.BytesIO(data))[0], data
+
+
+async def objectStream(archive, path, wanted, code):
+    """``(transfer syntax, chunks)`` of a stored object in ``wanted`` (a
+    syntax or *) with compression ``code``, or None when it does not go in
+    it: the file read 1 MB at a time when it is in that syntax already, a
+    large one converted file to file into a little endian syntax and read
+    from there, else made whole with the syntax's code."""
+    started = await onFile(archive, path, startAsStored, wanted, CHUNK)
+    if started is not None:
+        syntax, first, size = started
+        return syntax, _fileChunks(archive, path, first, size)
+    if code is None:
+        return None
+    if wanted != AS_STORED:
+        converted = await onFile(archive, path, startConverted, wanted, archive.workers.deferToWorker)
+        if converted is not None:
+            return wanted, _convertedChunks(*converted)
+    syntax, data = await onFile(archive, path, _partObject, code, archive.configuration.lossyQuality)
+    if wanted in (AS_STORED, syntax):
+        return syntax, _fileChunks(archive, path, data, len(data))
+    return None
+
+
+async def _fileChunks(archive, path, first, size):
+    """``first``, then the rest of the ``size`` bytes of the file ``path``."""
+    yield first
+    offset = len(first)
+    while offset < size:
+        chunk = await onFile(archive, path, fileChunk, offset, min(CHUNK, size - offset))
+        if not chunk:
+            raise WebError(500, f"the stored file ended after {offset} of {size} bytes")
+        yield chunk
+        offset += len(chunk)
+
+
+async def _convertedChunks(header, converted):
+    """``header``, then the data set of the StoredData ``converted`` a
+    chunk at a time; its temporary file closed at the end."""
+    try:
+        yield header
+        for position in range(0, len(converted), CHUNK):
+            yield await converted.read(position, min(CHUNK, len(converted) - position))
+    finally:
+        converted.close()

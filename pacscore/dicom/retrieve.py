@@ -321,20 +321,21 @@ class RetrieveService:
                                   uid=stored.sopInstanceUID, code=compression)
                     status = None
                 else:
+                    if not isinstance(stored, Missing) and getattr(targets[-1], "state", ESTABLISHED) != ESTABLISHED:
+                        left = located[position:]
+                        target = await self._reopen(protocol, command, left, len(targets))
+                        if target is None:
+                            closeIfStored(data)
+                            self.log.warn("{operation}: the association with {peer} was lost: the {count} objects "
+                                          "left are not sent", operation=self.operation,
+                                          peer=targets[-1].peerName(), count=len(left))
+                            for rest in left:
+                                progress.done(rest.sopInstanceUID, None)
+                            return False
+                        targets.append(target)
                     status = await self._sendOne(targets[-1], stored, data, compression,
                                                  self._originator(protocol, command))
                 progress.done(stored.sopInstanceUID, status)
-                left = located[position + 1:]
-                if status is None and left and getattr(targets[-1], "state", ESTABLISHED) != ESTABLISHED:
-                    target = await self._reopen(protocol, command, left, len(targets))
-                    if target is None:
-                        self.log.warn("{operation}: the association with {peer} was lost: the {count} objects "
-                                      "left are not sent", operation=self.operation, peer=targets[-1].peerName(),
-                                      count=len(left))
-                        for rest in left:
-                            progress.done(rest.sopInstanceUID, None)
-                        return False
-                    targets.append(target)
                 if progress.remaining and self.reactor.seconds() - lastPending >= PENDING_INTERVAL:
                     lastPending = self.reactor.seconds()
                     respond(PENDING, progress, final=False)

@@ -58,6 +58,8 @@ class AnsweringResource(resource.Resource):
 
     def _write(self, answer, request, finished):
         if finished:
+            if isinstance(answer, StreamAnswer):
+                return defer.ensureDeferred(_doneWith(answer))
             return
         request.setHeader(b"Content-Type", answer.contentType.encode("utf-8"))
         for name, value in answer.headers:
@@ -98,7 +100,7 @@ class AnsweringResource(resource.Resource):
             request.loseConnection()
             return
         finally:
-            await answer.chunks.aclose()
+            await _doneWith(answer)
         if started:
             request.unregisterProducer()
         if not finished:
@@ -119,6 +121,15 @@ class AnsweringResource(resource.Resource):
             error = WebError(500, "the server failed to answer this request; its log says why")
         if not finished:
             self._write(self.errorAnswer(error), request, finished)
+
+
+async def _doneWith(answer):
+    """Close a StreamAnswer's chunks and await its ``release``."""
+    try:
+        await answer.chunks.aclose()
+    finally:
+        if answer.release is not None:
+            await answer.release()
 
 
 class Folder(AnsweringResource):

@@ -31,12 +31,15 @@ class Answer(NamedTuple):
 
 
 class StreamAnswer(NamedTuple):
-    """An answer of the bytes ``chunks`` (an asynchronous iterator) yields."""
+    """An answer of the bytes ``chunks`` (an asynchronous iterator) yields;
+    ``release`` (an async function, or None) is awaited once the answer is
+    done with, sent, broken off or never started (the client left first)."""
 
     chunks: object
     contentType: str
     headers: tuple = ()
     status: int = 200
+    release: object = None
 
 
 class WebError(Exception):

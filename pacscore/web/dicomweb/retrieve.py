@@ -158,22 +158,20 @@ async def retrieveInstances(archive, request, target, base):
     boundary = multipart.newBoundary()
 
     async def parts():
-        try:
-            for number, (instance, path) in enumerate(found):
-                made = first if number == 0 else await _objectChunks(archive, path, choices)
-                if made is None:
-                    log.warn("WADO-RS: {uid} left out: it can be sent in none of the transfer syntaxes asked for",
-                             uid=instance.sopInstanceUID)
-                    continue
-                syntax, chunks = made
-                yield multipart.partHeader(boundary, f"{DICOM}; transfer-syntax={syntax}", instanceURL(base, instance))
-                async for chunk in chunks:
-                    yield chunk
-                yield multipart.CRLF
-            yield multipart.closing(boundary)
-        finally:
-            await released(archive, fetched)
-    return StreamAnswer(parts(), multipart.multipartType(boundary, DICOM), (ANY_ORIGIN,))
+        for number, (instance, path) in enumerate(found):
+            made = first if number == 0 else await _objectChunks(archive, path, choices)
+            if made is None:
+                log.warn("WADO-RS: {uid} left out: it can be sent in none of the transfer syntaxes asked for",
+                         uid=instance.sopInstanceUID)
+                continue
+            syntax, chunks = made
+            yield multipart.partHeader(boundary, f"{DICOM}; transfer-syntax={syntax}", instanceURL(base, instance))
+            async for chunk in chunks:
+                yield chunk
+            yield multipart.CRLF
+        yield multipart.closing(boundary)
+    return StreamAnswer(parts(), multipart.multipartType(boundary, DICOM), (ANY_ORIGIN,),
+                        release=lambda: released(archive, fetched))
 
 
 async def retrieveMetadata(archive, request, target, base):
@@ -183,23 +181,20 @@ async def retrieveMetadata(archive, request, target, base):
     batch, whatever the size of the study; one that cannot be read is left
     out, with a log line."""
     found, fetched = await storedInstances(archive, target)
-    return StreamAnswer(_metadataChunks(archive, found, fetched, base), DICOM_JSON, (ANY_ORIGIN,))
+    return StreamAnswer(_metadataChunks(archive, found, base), DICOM_JSON, (ANY_ORIGIN,),
+                        release=lambda: released(archive, fetched))
 
 
-async def _metadataChunks(archive, found, fetched, base):
-    """The JSON array of the ``found`` objects' metadata, a batch a chunk;
-    what the virtual servers ``fetched`` is released at the end."""
-    try:
-        opening = b"["
-        for start in range(0, len(found), METADATA_BATCH):
-            batch = [(path, instanceURL(base, instance)) for instance, path in found[start:start + METADATA_BATCH]]
-            texts = await archive.workers.deferToWorker(_metadataTexts, batch)
-            if texts:
-                yield opening + b",".join(texts)
-                opening = b","
-        yield b"[]" if opening == b"[" else b"]"
-    finally:
-        await released(archive, fetched)
+async def _metadataChunks(archive, found, base):
+    """The JSON array of the ``found`` objects' metadata, a batch a chunk."""
+    opening = b"["
+    for start in range(0, len(found), METADATA_BATCH):
+        batch = [(path, instanceURL(base, instance)) for instance, path in found[start:start + METADATA_BATCH]]
+        texts = await archive.workers.deferToWorker(_metadataTexts, batch)
+        if texts:
+            yield opening + b",".join(texts)
+            opening = b","
+    yield b"[]" if opening == b"[" else b"]"
 
 
 def _metadataTexts(batch):

@@ -2,16 +2,18 @@
 syntax to send an object in, which status ends the retrieve."""
 
 import os
+from types import SimpleNamespace
 
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.trial import unittest
 
 from pacscore.codecs.syntaxes import JPEG_BASELINE, JPEG_EXTENDED
 from pacscore.codecs.transcode import TranscodeError, transcode
 from pacscore.dicom import commands
+from pacscore.dicom.protocol import ESTABLISHED, AssociationLost
 from pacscore.dicom.retrieve import (
-    SUBOPERATIONS_FAILED, SUCCESS, UNABLE_TO_PERFORM_SUBOPERATIONS, GetService, Progress, _ReadAhead, choices,
-    contextsFor, convertToFirst)
+    SUBOPERATIONS_FAILED, SUCCESS, UNABLE_TO_PERFORM_SUBOPERATIONS, GetService, MoveService, Progress, _ReadAhead,
+    choices, contextsFor, convertToFirst)
 from pacscore.dicom.storeddata import StoredData
 from pacscore.storage.reader import Missing, ObjectReader, StoredObject
 from tests.pacscore.codecs.test_transcode import split
@@ -183,6 +185,66 @@ class ReadAheadTests(unittest.TestCase):
         self.assertEqual((type(gone), gone.sopInstanceUID, gone.gone, nothing), (Missing, "1.2.3.1", True, None))
         self.assertIn("No such file", gone.reason)
         self.assertEqual(self.successResultOf(defer.ensureDeferred(upcoming.next())), (located[1], data))
+
+
+class ClosingTarget(Target):
+    """A destination that answers ``closeAfter`` C-STOREs, then drops the
+    association (between objects, as one that times out or restarts)."""
+
+    def __init__(self, closeAfter, *accepted):
+        super().__init__(*accepted)
+        self.closeAfter = closeAfter
+        self.state = ESTABLISHED
+
+    def store(self, data, sopClassUID, sopInstanceUID, syntax, originator):
+        if self.state != ESTABLISHED:
+            return defer.fail(AssociationLost("no association with TARGET"))
+        self.sent.append(sopInstanceUID)
+        if len(self.sent) == self.closeAfter:
+            self.state = "closed"
+        return defer.succeed({commands.STATUS: SUCCESS})
+
+    async def release(self):
+        pass
+
+
+class Requestor:
+    """The association a C-MOVE came on."""
+
+    state = ESTABLISHED
+    association = SimpleNamespace(callingAE="MOVER", calledAE="PACS", compression=None)
+
+    def isCancelled(self, command):
+        return False
+
+
+class ReassociationTests(unittest.TestCase):
+    """A C-MOVE destination that drops the association gets the objects
+    left on a new one, the next of them included."""
+
+    def test_droppedBetweenObjects(self):
+        syntax, data, _ = split("CT_small.dcm")
+        located = []
+        for n in range(5):
+            path = self.mktemp()
+            with open(path, "wb") as f:
+                f.write(data)
+            located.append(StoredObject(f"1.2.3.{n}", CT, path, syntax, 0, len(data)))
+        service = MoveService(None, None, ObjectReader([], None), SyncWorkers(), "PACS", task.Clock(), None)
+        first, second = ClosingTarget(2, syntax), ClosingTarget(10, syntax)
+
+        async def reopen(protocol, command, left):
+            self.assertEqual([stored.sopInstanceUID for stored in left], ["1.2.3.2", "1.2.3.3", "1.2.3.4"])
+            return second, "as"
+        service._open = reopen
+        progress = Progress(len(located))
+        targets = [first]
+        cancelled = self.successResultOf(defer.ensureDeferred(service._send(
+            Requestor(), {commands.MOVE_DESTINATION: "DEST"}, targets, "as", located, progress,
+            lambda *args, **kwargs: None)))
+        self.assertFalse(cancelled)
+        self.assertEqual((first.sent, second.sent), (["1.2.3.0", "1.2.3.1"], ["1.2.3.2", "1.2.3.3", "1.2.3.4"]))
+        self.assertEqual((progress.completed, progress.failed, targets), (5, 0, [first, second]))
 
 
 class ProgressTests(unittest.TestCase):

@@ -5,7 +5,14 @@ on /dicom-web with the CORS header its answers all carry; a Folder's path
 that names nothing is a logged 404."""
 
 from twisted.internet import defer
+from twisted.internet.error import ConnectionDone
 from twisted.logger import capturedLogs
+from twisted.python.failure import Failure
+from twisted.trial import unittest
+from twisted.web.test.requesthelper import DummyRequest
+
+from pacscore.web.answering import AnsweringResource
+from pacscore.web.answers import StreamAnswer
 
 from tests.pacscore.web.dicomweb.client import DicomWebTestCase
 
@@ -58,3 +65,31 @@ class MethodTests(DicomWebTestCase):
                          ["/cgi-bin", "/cgi-bin/", "/cgi-bin/other", "/no/such/page"])
         top = yield self.fetch(self.root + "/")
         self.assertEqual((top.code, top.header("location")), (302, "/cgi-bin/dgate?mode=top"))
+
+
+class StreamReleaseTests(unittest.TestCase):
+    """A StreamAnswer's ``release`` (objects a virtual server fetched for
+    it) is awaited however the answer ends, also when the client left
+    before it began (an unstarted generator never runs its ``finally``)."""
+
+    def answering(self, chunks):
+        released, gate = [], defer.Deferred()
+
+        async def release():
+            released.append(True)
+
+        class Slow(AnsweringResource):
+            async def answer(self, request):
+                await gate
+                return StreamAnswer(chunks(), "text/plain", release=release)
+        return Slow(), gate, released
+
+    def test_clientLeftFirst(self):
+        async def chunks():
+            yield b"never sent"
+        resource, gate, released = self.answering(chunks)
+        request = DummyRequest([b""])
+        resource.render(request)
+        request.processingFailed(Failure(ConnectionDone()))
+        gate.callback(None)
+        self.assertEqual((released, request.written), ([True], []))

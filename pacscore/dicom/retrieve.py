@@ -271,14 +271,18 @@ class RetrieveService:
 
     async def _openUnlessCancelled(self, protocol, command, located):
         """``_open``'s ``(target, compression)``, or ``(None, None)`` when the
-        requestor cancels first (the opening is then stopped)."""
+        requestor cancels first: the opening is then cancelled (stopped)."""
         opening = defer.ensureDeferred(self._open(protocol, command, located))
-        opening.addCallbacks(lambda opened: (True, opened), lambda failure: (False, failure))
-        index, (opened, result) = await defer.race([opening, protocol.whenCancelled(command).addCallback(
-            lambda _: (True, (None, None)))])
-        if not opened:
-            result.raiseException()
-        return result
+        cancelling = protocol.whenCancelled(command)
+        cancelling.addCallbacks(lambda _: opening.cancel(), lambda failure: failure.trap(defer.CancelledError))
+        try:
+            return await opening
+        except defer.CancelledError:
+            if protocol.isCancelled(command):
+                return None, None
+            raise
+        finally:
+            cancelling.cancel()
 
     def _failedList(self, progress, syntax):
         """The final response's identifier: the Failed SOP Instance UID List.

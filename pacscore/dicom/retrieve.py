@@ -325,7 +325,7 @@ class RetrieveService:
                                   uid=stored.sopInstanceUID, code=compression)
                     status = None
                 else:
-                    if not isinstance(stored, Missing) and getattr(targets[-1], "state", ESTABLISHED) != ESTABLISHED:
+                    if not isinstance(stored, Missing) and targets[-1].state != ESTABLISHED:
                         left = located[position:]
                         target = await self._reopen(protocol, command, left, len(targets))
                         if target is None:
@@ -607,6 +607,8 @@ class _ReturnPath:
 
 class _Nowhere:
     """The target of a retrieve whose objects all are missing."""
+
+    state = ESTABLISHED  # never lost: nothing is sent to it
 
     def __init__(self, ae):
         self.ae = ae

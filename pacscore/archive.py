@@ -2,15 +2,16 @@
 
 Built once from the configuration by ``tap.pacs.makeService``: the MAG
 devices and their mirrors, the index and its query translator, the file namer, the object
-store and reader, the I/O thread pool, the worklist and its HL7 intake,
-and the counters behind ``--display_status``.
+store and reader, the I/O thread pool and the web's turns at making
+pictures in it, the worklist and its HL7 intake, and the counters behind
+``--display_status``.
 """
 
 import os
 import time
 
 from sqlalchemy.exc import SQLAlchemyError
-from twisted.internet import threads
+from twisted.internet import defer, threads
 from twisted.logger import Logger
 
 from pacscore.config.errors import ConfigError
@@ -66,6 +67,7 @@ from pacscore.storage.store import ObjectStore
 from pacscore.storage.worklistmode import WorklistAmender
 from pacscore.workers import WorkerPool
 
+DEFAULT_WEB_RENDERS = 2  # WebMaxRenders
 NON_STORAGE_SERVICES = (VERIFICATION, MODALITY_WORKLIST_FIND, STORAGE_COMMITMENT, MPPS)  # served but not stored
 
 
@@ -95,6 +97,10 @@ class Archive:
         self.devices = [MagDevice(name, path) for name, path in configuration.magDevices]
         self.mirrors = Mirrors.fromConfiguration(configuration)
         self.workers = WorkerPool(reactor, ioThreads, "pacs-io")
+        # WebMaxRenders web pictures are made at once (each holds a decoded frame and its
+        # float copy); the others wait their turn
+        self.webRenders = defer.DeferredSemaphore(
+            max(configuration.ini.getint("WebMaxRenders", DEFAULT_WEB_RENDERS), 1))
         self.driver, self.dbDescription = findDriver(dbDescription, configuration)
         self.databaseFiles = databaseFiles(self.driver, self.dbDescription, configuration)
         try:

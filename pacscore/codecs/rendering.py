@@ -81,21 +81,37 @@ def _shrunk(pixels, size):
     return pixels[::factor, ::factor][:max(rows // factor, 1), :max(columns // factor, 1)]
 
 
+def _modalityValues(ds, pixels):
+    """``pixels`` in modality units (the Modality LUT looked up, or the
+    Rescale Slope and Intercept applied) as a new float32 array, which the
+    windowing then works on in place: a 16-bit frame is held twice, not
+    eight times as float64 copies would."""
+    lookedUp = bool(ds.get("ModalityLUTSequence"))
+    values = (apply_rescale(pixels, ds) if lookedUp else pixels).astype(np.float32)
+    slope, intercept = _first(ds.get("RescaleSlope")), _first(ds.get("RescaleIntercept"))
+    if not lookedUp and slope is not None and intercept is not None:
+        values *= slope
+        values += intercept
+    return values
+
+
 def _grey(ds, pixels, level, window):
     """Grey ``pixels`` windowed into 0..255."""
     if not window:
         level, window = _first(ds.get("WindowCenter")), _first(ds.get("WindowWidth"))
-    values = apply_rescale(pixels, ds) if "RescaleIntercept" in ds or "RescaleSlope" in ds else pixels
-    values = np.asarray(values, np.float64)
+    values = _modalityValues(ds, pixels)
     if window and level is not None:
-        scaled = (values - level + window / 2) * 255 / window
-    elif int(ds.get("BitsStored") or 8) <= 8 and values.min() >= 0:
-        scaled = values
-    else:
+        values -= level - window / 2
+        values *= 255 / window
+    elif not (int(ds.get("BitsStored") or 8) <= 8 and values.min() >= 0):
         low, high = values.min(), values.max()
-        scaled = (values - low) * 255 / max(high - low, 1)
-    grey = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
-    return 255 - grey if ds.get("PhotometricInterpretation") == "MONOCHROME1" else grey
+        values -= low
+        values *= 255 / max(high - low, 1)
+    np.rint(values, out=values)
+    grey = np.clip(values, 0, 255, out=values).astype(np.uint8)
+    if ds.get("PhotometricInterpretation") == "MONOCHROME1":
+        np.subtract(255, grey, out=grey)
+    return grey
 
 
 def _cropped(pixels, region):

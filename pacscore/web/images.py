@@ -65,13 +65,16 @@ async def picture(archive, path, graphic, size, level, window, frame, region=Non
     """An Answer with the picture of a stored file; ``frame`` from 0, named
     in a MissingFrame (422) as the request counts frames, from
     ``firstFrame``; ``quality`` (1-100) that of a JPEG, Conquest's 95 when
-    None; ``viewport`` (width, height) it is scaled to fit."""
+    None; ``viewport`` (width, height) it is scaled to fit. Pictures of
+    every page (slices, WADO-URI, WADO-RS rendered and thumbnails) take
+    their turn in ``archive.webRenders``."""
     write, contentType = pictureKind(graphic)
     if quality is not None and write is jpegImage:
         write = partial(jpegImage, quality=quality)
-    return Answer(await onFile(archive, path, renderPicture, write, size, level, window, frame, region, viewport,
-                               firstFrame=firstFrame),
-                  contentType)
+    async with archive.webRenders:  # WebMaxRenders at once, whichever page asks
+        made = await onFile(archive, path, renderPicture, write, size, level, window, frame, region, viewport,
+                            firstFrame=firstFrame)
+    return Answer(made, contentType)
 
 
 async def _slicePath(archive, parameters):

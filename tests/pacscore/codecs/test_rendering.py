@@ -1,10 +1,13 @@
 """Tests for pacscore.codecs.rendering: a frame as 8-bit pixels to show."""
 
+import tracemalloc
+
 import numpy as np
+from pydicom.dataset import Dataset
 from twisted.trial import unittest
 
 from pacscore.codecs import nkipixels
-from pacscore.codecs.rendering import renderFrame
+from pacscore.codecs.rendering import _grey, renderFrame
 from pacscore.codecs.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN
 from pacscore.codecs.transcode import TranscodeError, transcode
 from pacscore.dicom.datasets import encodeDataset
@@ -58,6 +61,23 @@ class WindowTests(unittest.TestCase):
     def test_signed(self):
         grey = render(dataset(ramp() - 2048, 16, signed=True))
         self.assertEqual((grey[0, 0], grey[0, -1]), (0, 255))
+
+
+    def test_windowingMemory(self):
+        """A 4096 x 3328 16-bit frame (26 MB) with a rescale is windowed
+        holding at most three times its bytes besides the picture made
+        (float64 copies took 12 times)."""
+        frame = np.random.default_rng(5).integers(0, 4096, (3328, 4096), dtype=np.uint16)
+        ds = Dataset()
+        ds.RescaleSlope, ds.RescaleIntercept, ds.BitsStored = "1", "-1024", 12
+        tracemalloc.start()
+        self.addCleanup(tracemalloc.stop)
+        grey = _grey(ds, frame, 40, 400)
+        peak = tracemalloc.get_traced_memory()[1]
+        self.assertLessEqual(peak, 3 * frame.nbytes + grey.nbytes)
+        values = frame[:4, :512].astype(np.float64) - 1024
+        expected = np.clip(np.rint((values - 40 + 200) * 255 / 400), 0, 255)
+        self.assertLessEqual(np.abs(grey[:4, :512] - expected).max(), 1)
 
 
 class GeometryTests(unittest.TestCase):

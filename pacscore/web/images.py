@@ -1,7 +1,8 @@
 """One stored image on the web (Conquest's CGI modes): ``slice`` (the image
 as a picture: ``graphic`` gif, bmp, jpg or png, ``size``, ``lw`` =
 level/window[/frame]), ``dicom`` (the Part-10 file, downsized to ``dsize``
-and in compression ``compress``), ``sliceviewer`` (a page showing the
+and in compression ``compress``; the stored file streamed when neither
+changes it), ``sliceviewer`` (a page showing the
 slice, with a form for level, window and frame) and ``headerdump``."""
 
 from functools import partial
@@ -10,15 +11,17 @@ from pacscore.codecs.imagefiles import bmpImage, gifImage, jpegImage, pngImage
 from pacscore.codecs.syntaxes import isSupportedCode
 from pacscore.control.data import headerLines
 from pacscore.control.pictures import dicomFile, renderPicture
-from pacscore.web.answers import Answer, WebError, htmlAnswer
+from pacscore.web.answers import Answer, StreamAnswer, WebError, htmlAnswer
 from pacscore.web.html import SCRIPT, Markup, image, join, link, text, url
 from pacscore.web.objects import onFile, sliceReference, storedPath
+from pacscore.web.objectstream import unchangedStream
 
 PICTURES = {"gif": (gifImage, "image/gif"), "bmp": (bmpImage, "image/bmp"), "jpg": (jpegImage, "image/jpeg"),
             "jpeg": (jpegImage, "image/jpeg"), "png": (pngImage, "image/png")}
 DEFAULT_GRAPHIC = "jpg"
 DEFAULT_SIZE = 512
 MOST_FRAMES = 100000
+DICOM = "application/dicom"
 ROWS = (0x00280010, "US")  # kept by the index for objects with pixel data only
 
 
@@ -98,10 +101,14 @@ def compressionCode(code):
 
 async def dicom(archive, parameters):
     path = await _slicePath(archive, parameters)
-    code = compressionCode(parameters.get("compress"))
-    data = await onFile(archive, path, dicomFile, parameters.number("dsize", 0), code, None,
-                        archive.configuration.lossyQuality)
-    return Answer(data, "application/dicom", (("Content-Disposition", "attachment; filename=\"file.dcm\""),))
+    code, size = compressionCode(parameters.get("compress")), parameters.number("dsize", 0)
+    headers = (("Content-Disposition", "attachment; filename=\"file.dcm\""),)
+    streamed = None if size else await unchangedStream(archive, path, code)
+    if streamed is not None:
+        return StreamAnswer(streamed[1], DICOM, headers)
+    # downsized or recompressed: made whole in memory
+    data = await onFile(archive, path, dicomFile, size, code, None, archive.configuration.lossyQuality)
+    return Answer(data, DICOM, headers)
 
 
 async def sliceViewer(archive, parameters):

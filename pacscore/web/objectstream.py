@@ -1,10 +1,12 @@
 """A stored object as the Part-10 bytes of a web answer, a chunk at a time
-(WADO-RS parts, WADO-URI ``application/dicom``): the file as it is when it
-is in the syntax asked for, a large one converted file to file into a
+(WADO-RS parts, WADO-URI ``application/dicom``, the ``dicom`` page): the
+file as it is when it is in the syntax asked for (or when the compression
+code asked for leaves it so), a large one converted file to file into a
 little endian syntax, else made whole with the syntax's compression code."""
 
 import io
 
+from pacscore.codecs.compression import mayChange
 from pacscore.control.pictures import dicomFile
 from pacscore.storage.part10 import readFileMeta
 from pacscore.web.answers import WebError
@@ -29,8 +31,7 @@ async def objectStream(archive, path, wanted, code):
     from there, else made whole with the syntax's code."""
     started = await onFile(archive, path, startAsStored, wanted, CHUNK)
     if started is not None:
-        syntax, first, size = started
-        return syntax, _fileChunks(archive, path, first, size)
+        return _asStored(archive, path, started)
     if code is None:
         return None
     if wanted != AS_STORED:
@@ -41,6 +42,25 @@ async def objectStream(archive, path, wanted, code):
     if wanted in (AS_STORED, syntax):
         return syntax, _fileChunks(archive, path, data, len(data))
     return None
+
+
+async def unchangedStream(archive, path, code):
+    """``(transfer syntax, chunks)`` of a stored object read 1 MB at a time
+    when the compression ``code`` leaves it as it is, else None."""
+    started = await onFile(archive, path, _startUnchanged, code)
+    return None if started is None else _asStored(archive, path, started)
+
+
+def _startUnchanged(path, code):
+    """In the I/O pool: ``startAsStored`` of a file that ``code`` leaves as it is, else None."""
+    started = startAsStored(path, AS_STORED, CHUNK)
+    return None if started is None or mayChange(None, started[0], code) else started
+
+
+def _asStored(archive, path, started):
+    """``(transfer syntax, chunks)`` of what ``startAsStored`` started."""
+    syntax, first, size = started
+    return syntax, _fileChunks(archive, path, first, size)
 
 
 async def _fileChunks(archive, path, first, size):

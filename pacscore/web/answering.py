@@ -74,9 +74,10 @@ class AnsweringResource(resource.Resource):
 
     async def _stream(self, answer, request, finished):
         """Send the chunks of a StreamAnswer (chunked), each made once the
-        client took the last. A failure before the first chunk is answered
-        as any other; one midway breaks the connection, so that the client
-        sees the answer cut short."""
+        client took the last; no more once the client left, and only the
+        first (for the headers) to a HEAD. A failure before the first chunk
+        is answered as any other; one midway breaks the connection, so that
+        the client sees the answer cut short."""
         flow = Pacer()
         started = False
         try:
@@ -87,23 +88,26 @@ class AnsweringResource(resource.Resource):
                     request.registerProducer(flow, True)
                     started = True
                 request.write(chunk)
+                if request.method == b"HEAD":  # the first write sent the headers, all HEAD answers
+                    break
                 await flow.resumed()
         except Exception:
             if not started:
                 return self._failed(Failure(), request, finished)
-            request.unregisterProducer()
             if isinstance(sys.exc_info()[1], WebError):
                 self.log.warn("web: {peer} {uri}: the answer broke off: {message}", peer=_peer(request),
                               uri=_uri(request), message=sys.exc_info()[1].message)
             else:
                 self.log.failure("web: {peer} {uri}: the answer broke off", peer=_peer(request), uri=_uri(request))
-            request.loseConnection()
+            if not finished:
+                request.unregisterProducer()
+                request.loseConnection()
             return
         finally:
             await _doneWith(answer)
-        if started:
-            request.unregisterProducer()
-        if not finished:
+        if not finished:  # else the connection is gone, and its producer with it
+            if started:
+                request.unregisterProducer()
             request.finish()
 
     def errorAnswer(self, error):

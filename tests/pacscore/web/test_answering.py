@@ -2,13 +2,17 @@
 none of them answers (PUT, DELETE, PATCH, TRACE, OPTIONS but on
 /dicom-web) is a 405 naming the methods answered in ``Allow``, logged, and
 on /dicom-web with the CORS header its answers all carry; a Folder's path
-that names nothing is a logged 404."""
+that names nothing is a logged 404; a stream stops quietly when the
+client leaves, and after its first chunk for a HEAD."""
 
-from twisted.internet import defer
+from twisted.internet import defer, protocol, reactor, task
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.error import ConnectionDone
 from twisted.logger import capturedLogs
 from twisted.python.failure import Failure
 from twisted.trial import unittest
+from twisted.web import server
+from twisted.web.client import Agent
 from twisted.web.test.requesthelper import DummyRequest
 
 from pacscore.web.answering import AnsweringResource
@@ -93,3 +97,62 @@ class StreamReleaseTests(unittest.TestCase):
         request.processingFailed(Failure(ConnectionDone()))
         gate.callback(None)
         self.assertEqual((released, request.written), ([True], []))
+
+
+class _Leaving(protocol.Protocol):
+    """A client that GETs / and leaves on the first bytes of the answer; ``left`` fires then."""
+
+    def __init__(self):
+        self.left = defer.Deferred()
+
+    def connectionMade(self):
+        self.transport.write(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+
+    def dataReceived(self, data):
+        self.transport.loseConnection()
+
+    def connectionLost(self, reason):
+        self.left.callback(None)
+
+
+class StreamEndTests(unittest.TestCase):
+    """Over HTTP: the chunks of a stream stop when the client leaves
+    midway, and after the first for a HEAD; neither logs a failure."""
+
+    def setUp(self):
+        self.made, self.gate = [], None
+        chunks = self.chunks
+
+        class Streaming(AnsweringResource):
+            async def answer(self, request):
+                return StreamAnswer(chunks(), "text/plain")
+        listening = reactor.listenTCP(0, server.Site(Streaming()), interface="127.0.0.1")
+        self.addCleanup(listening.stopListening)
+        self.port = listening.getHost().port
+
+    async def chunks(self):
+        for number in range(100):
+            self.made.append(number)
+            if number == 1 and self.gate is not None:
+                await self.gate
+            yield b"chunk %d\n" % number
+
+    @defer.inlineCallbacks
+    def test_clientLeft(self):
+        self.gate = defer.Deferred()
+        with capturedLogs() as events:
+            client = yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", self.port), _Leaving())
+            yield client.left
+            yield task.deferLater(reactor, 0.2, lambda: None)  # the server sees it gone
+            self.gate.callback(None)
+            yield task.deferLater(reactor, 0.2, lambda: None)
+        self.assertEqual(self.made, [0, 1])
+        self.assertEqual([event for event in events if "log_failure" in event], [])
+
+    @defer.inlineCallbacks
+    def test_head(self):
+        with capturedLogs() as events:
+            response = yield Agent(reactor).request(b"HEAD", f"http://127.0.0.1:{self.port}/".encode())
+            yield task.deferLater(reactor, 0.2, lambda: None)
+        self.assertEqual((response.code, self.made), (200, [0]))
+        self.assertEqual([event for event in events if "log_failure" in event], [])

@@ -1,6 +1,7 @@
 """The ``/dicom-web`` resource: routes each path of PS3.18's studies /
 series / instances tree to its QIDO-RS, WADO-RS or STOW-RS handler, answers
-CORS preflight requests (OPTIONS) and gives every answer
+CORS preflight requests (OPTIONS), refuses another method with a 405
+whose ``Allow`` names those of the path's resource, and gives every answer
 ``Access-Control-Allow-Origin: *``, so that viewers served from elsewhere
 can use it.
 
@@ -24,7 +25,6 @@ from pacscore.web.dicomweb.search import search
 from pacscore.web.dicomweb.store import storeInstances
 
 JSON_TYPES = (DICOM_JSON, "application/json")
-ALLOWED = "GET, POST, OPTIONS"
 
 
 class Target(NamedTuple):
@@ -87,6 +87,20 @@ def route(segments):
     raise WebError(404, f"DICOMweb has no resource /{'/'.join(segments)}")
 
 
+def allowed(methods):
+    """The methods a resource with the handlers ``methods`` answers, in
+    order: HEAD as GET does, and OPTIONS (a CORS preflight) as all do."""
+    return sorted({*methods, "OPTIONS", *(("HEAD",) if "GET" in methods else ())})
+
+
+def _segments(request):
+    """The path's segments below ``/dicom-web``, without a final slash."""
+    segments = [segment.decode("utf-8", "replace") for segment in request.postpath]
+    while segments and not segments[-1]:
+        segments.pop()
+    return segments
+
+
 def _handlerName(handler):
     return getattr(handler, "func", handler).__name__
 
@@ -108,15 +122,16 @@ class DicomWebResource(AnsweringResource):
         super().__init__()
         self.archive = archive
 
+    def render(self, request):
+        """Every method but OPTIONS goes to ``answer``, which routes it."""
+        return self.render_OPTIONS(request) if request.method == b"OPTIONS" else self.render_GET(request)
+
     async def answer(self, request):
-        segments = [segment.decode("utf-8", "replace") for segment in request.postpath]
-        while segments and not segments[-1]:
-            segments.pop()
-        methods, target = route(segments)
+        methods, target = route(_segments(request))
         method = request.method.decode("ascii", "replace")
         handler = methods.get("GET" if method == "HEAD" else method)  # HEAD: GET's headers, no body
         if handler is None:
-            raise notAllowed(method, [*methods, "HEAD"] if "GET" in methods else methods)
+            raise notAllowed(method, allowed(methods))
         contentType = jsonType(request) if _handlerName(handler) in JSON_ANSWERS else None
         try:
             base = request.prePathURL()
@@ -127,8 +142,12 @@ class DicomWebResource(AnsweringResource):
         return found._replace(contentType=contentType) if contentType else found
 
     def render_OPTIONS(self, request):
+        try:
+            methods = ", ".join(allowed(route(_segments(request))[0]))
+        except WebError:
+            return self.render_GET(request)  # answers the path's 404 or 400
         request.setResponseCode(204)
-        for name, value in (ANY_ORIGIN, ("Access-Control-Allow-Methods", ALLOWED), ("Allow", ALLOWED),
+        for name, value in (ANY_ORIGIN, ("Access-Control-Allow-Methods", methods), ("Allow", methods),
                             ("Access-Control-Allow-Headers", "Accept, Content-Type, Authorization"),
                             ("Access-Control-Max-Age", "86400")):
             request.setHeader(name, value)

@@ -185,7 +185,7 @@ class SearchTests(DicomWebTestCase):
             self.assertEqual((path, found.code), (path, code))
             self.assertEqual(found.header("access-control-allow-origin"), "*")
         found = yield self.fetch("/series", method=b"POST")
-        self.assertEqual((found.code, found.header("allow")), (405, "GET, HEAD"))
+        self.assertEqual((found.code, found.header("allow")), (405, "GET, HEAD, OPTIONS"))
         found = yield self.fetch("/studies", headers=[("Host", "h\xf6st.example")])
         self.assertEqual(found.code, 400)
         self.assertIn(b"the Host header is not an ASCII host name", found.body)
@@ -203,7 +203,7 @@ class SearchTests(DicomWebTestCase):
     def test_preflight(self):
         found = yield self.fetch("/studies", method=b"OPTIONS")
         self.assertEqual(found.code, 204)
-        self.assertEqual(found.header("access-control-allow-methods"), "GET, POST, OPTIONS")
+        self.assertEqual(found.header("access-control-allow-methods"), "GET, HEAD, OPTIONS, POST")
         self.assertEqual(found.header("access-control-allow-origin"), "*")
 
     @defer.inlineCallbacks

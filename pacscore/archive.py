@@ -332,11 +332,11 @@ class Archive:
         """The NightlyCleanThreshold and NightlyMoveThreshold services (those not 0)."""
         keeper, services = self.spaceKeeper, []
         if self.nightlyCleanThreshold:
-            services.append(Nightly("NightlyCleanThreshold", 1, lambda: keeper.cleanIfBelow(
-                self.nightlyCleanThreshold, "NightlyCleanThreshold"), self.reactor))
+            services.append(Nightly("NightlyCleanThreshold", 1, lambda keepGoing: keeper.cleanIfBelow(
+                self.nightlyCleanThreshold, "NightlyCleanThreshold", keepGoing), self.reactor))
         if self.nightlyMoveThreshold:
-            services.append(Nightly("NightlyMoveThreshold", 2, lambda: keeper.moveIfBelow(
-                self.nightlyMoveThreshold, self.nightlyMoveTarget), self.reactor))
+            services.append(Nightly("NightlyMoveThreshold", 2, lambda keepGoing: keeper.moveIfBelow(
+                self.nightlyMoveThreshold, self.nightlyMoveTarget, keepGoing), self.reactor))
         return services
 
     def acceptorPolicy(self):

@@ -9,7 +9,8 @@ not a traceback.  ``makeService`` returns that MultiService: the DICOM
 listener (and a second one, for TLS, when asked), the HL7 MLLP listener, the
 web interface and the control port (strports endpoints, so ``ssl:``, ``unix:`` and pacs's own
 ``mtls:`` work too), the HL7 drop folder's timer and the service that runs
-the archive's pools, with the export queue runner as its child.
+the archive's pools, with the export queue runner and the nightly
+clean/move services as its children.
 """
 
 import os
@@ -146,9 +147,11 @@ class Options(usage.Options):
 
 class ArchiveService(service.MultiService):
     """Prepares the archive when the application starts, then starts its
-    child, the export queue runner (``Archive.exportService``); stops the
-    archive's pools and index writer only once that child has stopped, as
-    it records the actions it finishes through the index writer."""
+    children, the export queue runner (``Archive.exportService``) and the
+    NightlyCleanThreshold / NightlyMoveThreshold services
+    (``Archive.nightlyServices``); stops the archive's pools and index
+    writer only once those children have stopped, as they record what
+    they finish through the index writer."""
 
     log = Logger()
 
@@ -156,6 +159,8 @@ class ArchiveService(service.MultiService):
         service.MultiService.__init__(self)
         self.archive = archive
         archive.exportService().setServiceParent(self)
+        for nightly in archive.nightlyServices():
+            nightly.setServiceParent(self)
 
     def startService(self):
         try:
@@ -220,8 +225,6 @@ def serviceTree(options):
     if errorMail is not None:  # first: it starts before and stops after the others, seeing their errors
         errorMail.setServiceParent(top)
     ArchiveService(archive).setServiceParent(top)
-    for nightly in archive.nightlyServices():
-        nightly.setServiceParent(top)
     dicom = options["dicom"] or f"tcp:{archive.tcpPort}"
     dicomFactory = archive.dicomFactory()
     listeners = [ListeningService(f"DICOM service {archive.aeTitle}", dicom,

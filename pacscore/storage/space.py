@@ -90,14 +90,15 @@ class SpaceKeeper:
         self.sortTag = sortTag
         self.cleaning = None  # the Deferred of the clean-up under way, or None
 
-    async def makeSpace(self, wanted, report=lambda line: None, moveTo=None):
+    async def makeSpace(self, wanted, report=lambda line: None, moveTo=None, keepGoing=lambda: True):
         """Delete patients (or, with ``moveTo``, move their objects on the
         device to that MAG device) until ``wanted`` bytes are free on the
         device, calling ``report`` with a line for each; fires with the free
-        bytes (fewer than wanted when there was nobody left)."""
+        bytes (fewer than wanted when there was nobody left, or when
+        ``keepGoing()`` turned false: it is asked before each patient)."""
         free = await self.workers.deferToWorker(self.freeSpace, self.device.path)
         for patientID in await self.index.runQuery(patientsInDeletionOrder, self.query, self.sortTag):
-            if free >= wanted:
+            if free >= wanted or not keepGoing():
                 break
             if not patientID or any(c in patientID for c in "*?\\"):
                 continue  # would not select this patient alone
@@ -116,17 +117,17 @@ class SpaceKeeper:
             free = await self.workers.deferToWorker(self.freeSpace, self.device.path)
         return free
 
-    async def moveIfBelow(self, threshold, target):
+    async def moveIfBelow(self, threshold, target, keepGoing=lambda: True):
         """Conquest's NightlyMoveThreshold: when less than ``threshold``
         bytes are free, move patients to the MAG device ``target`` until
-        that much is free."""
+        that much is free (or ``keepGoing()`` turns false)."""
         if await self.workers.deferToWorker(self.freeSpace, self.device.path) >= threshold:
             return
         self.log.warn("less than {threshold} MB free on {device} (NightlyMoveThreshold): moving the least "
                       "recently used patients to {target}", threshold=threshold // MEGABYTE,
                       device=self.device.name, target=target)
         free = await self.makeSpace(threshold, lambda line: self.log.info("NightlyMoveThreshold: {line}", line=line),
-                                    moveTo=target)
+                                    moveTo=target, keepGoing=keepGoing)
         self._cleaned(free, threshold)
 
     def checkFromThread(self):
@@ -139,23 +140,24 @@ class SpaceKeeper:
         if self.cleaning is None:
             self.clean(self.threshold, "MAGDeviceThreshold")
 
-    async def cleanIfBelow(self, threshold, reason):
+    async def cleanIfBelow(self, threshold, reason, keepGoing=lambda: True):
         """Start a clean-up when less than ``threshold`` bytes are free, and
         wait for it."""
         if await self.workers.deferToWorker(self.freeSpace, self.device.path) < threshold:
-            await self.clean(threshold, reason)
+            await self.clean(threshold, reason, keepGoing)
 
-    def clean(self, threshold, reason):
-        """Delete patients until ``threshold`` + 5 MB are free, logged with
-        ``reason`` (the dicom.ini key); a Deferred.  One clean-up at a time:
-        while one runs, this returns a Deferred of its end."""
+    def clean(self, threshold, reason, keepGoing=lambda: True):
+        """Delete patients until ``threshold`` + 5 MB are free (or
+        ``keepGoing()`` turns false), logged with ``reason`` (the dicom.ini
+        key); a Deferred.  One clean-up at a time: while one runs, this
+        returns a Deferred of its end."""
         if self.cleaning is None:
             wanted = threshold + MARGIN
             self.log.warn("less than {threshold} MB free on {device} ({reason}): deleting the least "
                           "recently used patients", threshold=threshold // MEGABYTE, device=self.device.name,
                           reason=reason)
             report = lambda line: self.log.info("{reason}: {line}", reason=reason, line=line)
-            self.cleaning = defer.ensureDeferred(self.makeSpace(wanted, report))
+            self.cleaning = defer.ensureDeferred(self.makeSpace(wanted, report, keepGoing=keepGoing))
             self.cleaning.addCallback(self._cleaned, wanted)
             self.cleaning.addErrback(lambda failure: self.log.failure("{reason} clean-up failed", failure,
                                                                       reason=reason))
@@ -173,8 +175,10 @@ class SpaceKeeper:
 
 
 class Nightly(service.Service):
-    """Runs ``task()`` (a coroutine function) every night at ``hour``:00
-    local time; ``name`` (the dicom.ini key) is in the log lines.
+    """Runs ``task(keepGoing)`` (a coroutine function) every night at
+    ``hour``:00 local time; ``name`` (the dicom.ini key) is in the log lines.
+    ``keepGoing()`` turns false when the service stops, which waits for the
+    run under way: the task should then end after the patient it is at.
     Conquest's NightlyCleanThreshold (01:00) and NightlyMoveThreshold (02:00)."""
 
     log = Logger()
@@ -185,16 +189,22 @@ class Nightly(service.Service):
         self.task = task
         self.clock = clock
         self._call = None
+        self._underWay = None  # the Deferred of the run under way, or None
 
     def startService(self):
         service.Service.startService(self)
         self._schedule()
 
     def stopService(self):
+        """Cancels the next run; with a run under way, a Deferred of its end."""
         service.Service.stopService(self)
         if self._call is not None and self._call.active():
             self._call.cancel()
         self._call = None
+        if self._underWay is not None:
+            ended = defer.Deferred()
+            self._underWay.addBoth(ended.callback)
+            return ended
 
     def nextRun(self, now):
         """Seconds since the epoch of the first ``hour``:00 (local time) after ``now``."""
@@ -210,6 +220,11 @@ class Nightly(service.Service):
         self._call = self.clock.callLater(self.nextRun(now) - now, self._run)
 
     def _run(self):
-        d = defer.ensureDeferred(self.task())
-        d.addErrback(lambda failure: self.log.failure("{name} failed", failure, name=self.name))
-        d.addBoth(lambda _: self._schedule() if self.running else None)
+        self._underWay = defer.ensureDeferred(self.task(lambda: self.running))
+        self._underWay.addErrback(lambda failure: self.log.failure("{name} failed", failure, name=self.name))
+        self._underWay.addBoth(self._ended)
+
+    def _ended(self, _):
+        self._underWay = None
+        if self.running:
+            self._schedule()

@@ -6,15 +6,18 @@ import socket
 import subprocess
 import sys
 
+from sqlalchemy import select
 from twisted.application import service
-from twisted.internet import defer
+from twisted.internet import defer, task
+from twisted.logger import LogLevel, capturedLogs
 from twisted.python import usage
 from twisted.trial import unittest
 
-from pacscore.storage.space import Nightly
+from pacscore.storage.space import MEGABYTE, Nightly
 from pacscore.testing.mutations import mutated
 from tap.pacs import ArchiveService, Options
 from tests.interop.server import BIN, CONFIG_FILES, PacsServer
+from tests.pacscore.control.running import RunningArchive
 
 OPTIONS = ("--config", "--workdir", "--dicom", "--dicom-tls", "--hl7", "--web", "--control", "--ae", "--db")
 
@@ -191,7 +194,8 @@ class ConfigurationValueTests(unittest.TestCase):
             options = Options()
             options.parseOptions(args)
             self.addCleanup(options.archive.engine.dispose)
-            self.assertEqual([child.name for child in options.services if isinstance(child, Nightly)], expected)
+            [archiveService] = [child for child in options.services if isinstance(child, ArchiveService)]
+            self.assertEqual([child.name for child in archiveService if isinstance(child, Nightly)], expected)
 
     def test_badTLSEndpoint(self):
         self.assertIn("--dicom-tls 'mtls:2762:privateKey=/no/key.pem:caCerts=/no/ca.pem' is not a usable endpoint "
@@ -249,6 +253,9 @@ class ShutdownRecorder:
     def exportService(self):
         return self.export
 
+    def nightlyServices(self):
+        return []
+
     def shutdown(self):
         self.shutDown = True
         return defer.succeed(None)
@@ -266,3 +273,35 @@ class ArchiveServiceTests(unittest.TestCase):
         archive.export.stopped.callback(None)
         self.assertTrue(archive.shutDown)
         self.successResultOf(stopped)
+
+    @defer.inlineCallbacks
+    def test_aStopDuringANightlyCleanWaitsForThePatientUnderWay(self):
+        """NightlyCleanThreshold deletes patients through the index writer:
+        a stop while it deletes one lets it finish that patient (files and
+        rows), then the clean ends and the archive shuts down, with no
+        failed write logged."""
+        running = RunningArchive(self, ini={"NightlyCleanThreshold": "1"})
+        yield running.storeAgedPatients(os.path.abspath(self.mktemp()))
+        archive = running.archive
+        archive.spaceKeeper.freeSpace = lambda path: (12 - len(running.files())) * MEGABYTE  # 0 MB free
+        archiveService = ArchiveService(archive)
+        [nightly] = [child for child in archiveService if isinstance(child, Nightly)]
+        nightly.clock = task.Clock()
+        nightly.startService()
+        stopping, stops, remove = defer.Deferred(), [], archive.localActions.removeInstances
+
+        def stopWhileRemoving(instances):
+            stops.append(archiveService.stopService())
+            stopping.callback(None)
+            return remove(instances)
+        archive.localActions.removeInstances = stopWhileRemoving
+        with capturedLogs() as events:
+            nightly.clock.advance(nightly.nextRun(0))
+            yield stopping
+            yield stops[0]
+        self.assertEqual(len(stops), 1)
+        self.assertEqual(len(running.files()), 8)  # PAT0002 gone, then it stopped
+        with archive.engine.connect() as connection:  # the index is stopped: read the database itself
+            patients = connection.execute(select(archive.index.tables.patient.c.PatientID)).scalars().all()
+        self.assertEqual(sorted(patients), ["PAT0000", "PAT0001"])
+        self.assertEqual([e for e in events if e["log_level"] >= LogLevel.error], [])

@@ -140,7 +140,7 @@ class NightlyTests(unittest.TestCase):
     def test_runsEveryNightAtItsHour(self):
         clock, runs = task.Clock(), []
 
-        async def run():
+        async def run(keepGoing):
             runs.append(clock.seconds())
         clock.advance(self.at(1, 0, 59))
         nightly = Nightly("NightlyCleanThreshold", 1, run, clock)
@@ -152,6 +152,25 @@ class NightlyTests(unittest.TestCase):
         [call] = clock.getDelayedCalls()
         self.assertEqual(call.getTime(), self.at(2, 1))
         nightly.stopService()
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_aStopWaitsForTheRunUnderWay(self):
+        """Stopping during a run tells it to stop (``keepGoing()`` turns
+        false) and fires once it has ended; no next run is scheduled."""
+        clock, underWay, asked = task.Clock(), defer.Deferred(), []
+
+        async def run(keepGoing):
+            asked.append(keepGoing())
+            await underWay
+            asked.append(keepGoing())
+        nightly = Nightly("NightlyMoveThreshold", 2, run, clock)
+        nightly.startService()
+        clock.advance(nightly.nextRun(0))
+        stopped = nightly.stopService()
+        self.assertNoResult(stopped)
+        underWay.callback(None)
+        self.successResultOf(stopped)
+        self.assertEqual(asked, [True, False])
         self.assertEqual(clock.getDelayedCalls(), [])
 
     @defer.inlineCallbacks

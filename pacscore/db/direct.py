@@ -5,11 +5,12 @@ For the few small statements of one image (look up its SOP Instance UID,
 insert its row, mark it pending) SQLAlchemy's execute path - cache key,
 execution context, result set-up - costs several times what the database
 takes to run them, and the writer thread is where an ingest waits.  A
-statement goes direct only where that changes nothing: the dialect needs to
-process neither its bound values nor the columns it selects, it has no
-Python-side column defaults and no IN list to expand, and no event listener
-wants to see the engine's statements; any other statement, or key set,
-takes ``Connection.execute`` as before.  Either way it runs in the caller's
+statement goes direct only where that changes nothing: the types' processors
+of its bound values and of the columns it selects (an ``ObjectFile``'s
+``ObjectPath``) are applied here as SQLAlchemy would, it has no Python-side
+column defaults and no IN list to expand, and no event listener wants to see
+the engine's statements; any other statement, or key set, takes
+``Connection.execute`` as before.  Either way it runs in the caller's
 transaction, and a database error is raised as SQLAlchemy's ``DBAPIError``.
 """
 
@@ -38,18 +39,17 @@ class DirectStatement:
         if plan is _INDIRECT or connection._has_events or connection.engine._has_events:
             result = connection.execute(self.statement, parameters)
             return result.all() if result.returns_rows else None
-        sql, order, named = plan
-        if named:
-            values = [{name: row[name] for name in order} for row in parameters] if many else first
-        else:
-            values = [[row[name] for name in order] for row in parameters] if many else [first[n] for n in order]
+        sql, order, named, binders, results = plan
+        bound = [_processed(row, order, binders) for row in (parameters if many else [first])]
+        values = [dict(zip(order, row)) for row in bound] if named else bound
         cursor = connection.connection.cursor()
         try:
             if many:
                 cursor.executemany(sql, values)
             else:
-                cursor.execute(sql, values)
-            return [tuple(row) for row in cursor.fetchall()] if cursor.description else None
+                cursor.execute(sql, values[0])
+            return [_processed(row, range(len(row)), results) for row in cursor.fetchall()] if cursor.description \
+                else None
         except connection.dialect.loaded_dbapi.Error as error:
             raise DBAPIError.instance(sql, values, error, connection.dialect.loaded_dbapi.Error,
                                       dialect=connection.dialect) from error
@@ -59,11 +59,16 @@ class DirectStatement:
     def _plan(self, dialect, keys):
         compiled = self.statement.compile(dialect=dialect, column_keys=list(keys))
         order = compiled.positiontup if compiled.positional else list(compiled.binds)
-        processed = [bind.type for bind in compiled.binds.values()
-                     if bind.type.dialect_impl(dialect).bind_processor(dialect) is not None]
-        processed += [column.type for column in getattr(self.statement, "selected_columns", ())
-                      if column.type.dialect_impl(dialect).result_processor(dialect, None) is not None]
-        if (processed or compiled.insert_prefetch or compiled.update_prefetch or compiled.escaped_bind_names
+        if (compiled.insert_prefetch or compiled.update_prefetch or compiled.escaped_bind_names
                 or any(bind.expanding for bind in compiled.binds.values()) or not set(order) <= set(keys)):
             return _INDIRECT
-        return str(compiled), tuple(order), not compiled.positional
+        binders = [compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect) for name in order]
+        results = [column.type.dialect_impl(dialect).result_processor(dialect, None)
+                   for column in getattr(self.statement, "selected_columns", ())]
+        return str(compiled), tuple(order), not compiled.positional, binders, results
+
+
+def _processed(row, keys, processors):
+    """The values of ``row`` at ``keys``, each through its processor (if any)."""
+    return tuple(value if process is None else process(value)
+                 for value, process in zip((row[key] for key in keys), processors))

@@ -23,6 +23,7 @@ from sqlalchemy import Column, String, Table, bindparam, delete, insert, select
 from twisted.logger import Logger
 
 from pacscore.db.direct import DirectStatement
+from pacscore.db.filepaths import ObjectPath
 from pacscore.db.schema import MYSQL_TABLE
 
 
@@ -34,9 +35,9 @@ class PendingFiles:
 
     def __init__(self, metadata):
         self.table = Table("PendingFiles", metadata,
-                           Column("DeviceName", String(32)), Column("ObjectFile", String(255)),
+                           Column("DeviceName", String(32)), Column("ObjectFile", ObjectPath(255)),
                            Column("ReplacedDevice", String(32), nullable=False, default="", server_default=""),
-                           Column("ReplacedFile", String(255), nullable=False, default="", server_default=""), **MYSQL_TABLE)
+                           Column("ReplacedFile", ObjectPath(255), nullable=False, default="", server_default=""), **MYSQL_TABLE)
         self._insert = DirectStatement(insert(self.table))
         self._lock = threading.Lock()
         self._flushed = []  # (device, file) of marks whose group is durable

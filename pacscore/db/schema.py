@@ -19,6 +19,8 @@ from typing import NamedTuple
 from sqlalchemy import Column, Double, Float, Index, Integer, LargeBinary, MetaData, String, Table, func, inspect
 from sqlalchemy.dialects import mysql
 
+from pacscore.db.filepaths import ObjectPath
+
 LEVELS = ("patient", "study", "series", "image")
 
 # Columns that get a non-unique index wherever a table has them.
@@ -73,7 +75,7 @@ def _bookkeepingColumns(level):
     columns = [Column("AccessTime", Integer), Column("qTimeStamp", Integer),
                Column("qFlags", Integer), Column("qSpare", String(64))]
     if level == "image":
-        columns += [Column("ObjectFile", String(255)),
+        columns += [Column("ObjectFile", ObjectPath(255)),
                     Column("DeviceName", String(32))]
     return columns
 

@@ -6,9 +6,12 @@ the finders, loadhl7, addimagefile and initializetables."""
 
 import os
 
+import pydicom
+from pydicom.uid import generate_uid
 
 from pacscore.testing.orders import orderMessage, writeMessages
 from tests.interop.peers import StorescpServer
+from tests.interop.server import dcmtk
 from tests.interop.storedcorpus import StoredCorpusTestCase
 from tests.interop.test_find import PATIENT_ROOT, STUDY_ROOT, findscu
 from tests.interop.test_worklist import worklistFind
@@ -80,6 +83,27 @@ class ControlDataTests(StoredCorpusTestCase):
         self.assertEqual(self.counts(), before)
         matches, _ = findscu(self.server, STUDY_ROOT, "STUDY", {"StudyInstanceUID": None})
         self.assertEqual(len(matches), 4)
+
+    def test_regenOfAFileNamedInLatin1(self):
+        """An old Conquest's file whose name holds a Latin-1 byte (not UTF-8)
+        is indexed by regen and retrieved with C-GET."""
+        folder = os.path.join(os.fsencode(self.server.dataDir), b"M\xfcller")
+        os.makedirs(folder)
+        ds = pydicom.dcmread(self.images[0].path)
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.save_as(os.fsdecode(os.path.join(folder, b"M\xfcller.dcm")))
+        result = self.server.dgate("--regen:")
+        self.assertEqual(result.stdout.strip(), "9 file(s) indexed, 0 failed, 0 duplicate SOP instance(s)",
+                         result.stderr)
+        out = os.path.join(self.workdir, "got")
+        os.makedirs(out)
+        got = dcmtk("getscu", "-S", "-aec", self.server.ae, "-od", out, "-k", "QueryRetrieveLevel=IMAGE",
+                    "-k", f"StudyInstanceUID={ds.StudyInstanceUID}", "-k", f"SeriesInstanceUID={ds.SeriesInstanceUID}",
+                    "-k", f"SOPInstanceUID={ds.SOPInstanceUID}", "127.0.0.1", self.server.port)
+        self.assertEqual(got.returncode, 0, got.stdout + got.stderr)
+        [name] = os.listdir(out)
+        self.assertEqual(pydicom.dcmread(os.path.join(out, name)).SOPInstanceUID, ds.SOPInstanceUID)
+        self.assertNotIn("Traceback", self.server.log())
 
     def test_queryAndFinders(self):
         self.assertEqual(self.dgate("--query:DICOMPatients|PatientID,PatientName||%s=%s"),

@@ -78,12 +78,13 @@ class DirectStatementTests(unittest.TestCase):
             insertThing.execute(connection, {"Key": "a", "Name": "A", "Count": 1})
         self.assertEqual(self.rows(), [("a", "A", 1, "plain")])
 
-    def test_processedValuesGoThroughSQLAlchemy(self):
-        """SQLite stores a DateTime as text SQLAlchemy formats."""
+    def test_processedValuesDirectly(self):
+        """SQLite stores a DateTime as text SQLAlchemy formats: its type's
+        processors are applied both ways."""
         import datetime
         stamp = datetime.datetime(2026, 12, 3, 4, 5, 6)
         insertThing = DirectStatement(insert(self.table))
-        with self.engine.begin() as connection:
+        with self.engine.begin() as connection, self.direct():
             insertThing.execute(connection, {"Key": "a", "Seen": stamp, "Kind": "k"})
             seen = DirectStatement(select(self.table.c.Seen).where(self.table.c.Key == bindparam("b_key")))
             self.assertEqual(seen.execute(connection, {"b_key": "a"}), [(stamp,)])

@@ -1,6 +1,8 @@
 """Tests for Conquest's upsert rules (pacscore.db.records) and the
 synchronous parts of pacscore.db.index.Index, on real SQLite files."""
 
+import os
+
 from sqlalchemy import event, func, select, text
 from sqlalchemy.exc import DBAPIError
 from twisted.logger import Logger
@@ -277,6 +279,20 @@ class StoreManyTests(IndexTestCase):
         self.assertEqual({r["PatientID"] for r in self.rows("patient")}, {"PAT1", "PAT2"})
         self.assertEqual(len(self.rows("series", SeriesInstanceUID="9.9.9.1")), 1)
         self.assertEqual(len(self.rows("image")), 3)
+
+    def test_objectFileNotUTF8(self):
+        """A file name of Latin-1 bytes (a surrogate escape in Python) is
+        stored so that it reads back the same, where the index reads it: the
+        row, the copy it replaces and the files of the device."""
+        latin1 = os.fsdecode(b"PAT1/M\xfcller 100%.dcm")
+        self.assertEqual(self.index.storeMany([makeRecord("1.2.3.1.1", objectFile=latin1)]), [None])
+        self.assertEqual(self.row("image")["ObjectFile"], latin1)
+        self.assertEqual(self.index.storeMany([makeRecord("1.2.3.1.1", objectFile="PAT1/new.dcm")]),
+                         [Replaced("MAG0", latin1)])
+        self.index.storeMany([makeRecord("1.2.3.1.2", objectFile=latin1)])
+        with self.engine.connect() as connection:
+            self.assertEqual(sorted(file for _, file in self.index.storedOn(connection, "MAG0")),
+                             [latin1, "PAT1/new.dcm"])
 
     def test_invalidRecord(self):
         """An unusable record raises ValueError; later batches are not written."""

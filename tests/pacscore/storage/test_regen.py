@@ -138,6 +138,17 @@ class RegenerationTests(unittest.TestCase):
         self.assertEqual(self.column("image", "ObjectFile"), ["PAT1/1.dcm"])
         self.assertTrue(any("cut.dcm -FAILED" in line for line in self.lines), self.lines)
 
+    def test_fileNameNotUTF8(self):
+        """An old Conquest's file named with a Latin-1 patient name is
+        indexed under that name, which opens it."""
+        path = self.write(self.devices[0], "PAT1/1.dcm", 1000)
+        latin1 = os.path.join(os.fsencode(os.path.dirname(path)), b"M\xfcller.dcm")
+        os.rename(path, latin1)
+        regenerator = self.regenerate()
+        self.assertEqual((regenerator.indexed, regenerator.failed), (1, 0), self.lines)
+        [(device, objectFile)] = self.location()
+        self.assertEqual(os.fsencode(os.path.join(self.devices[0].path, objectFile)), latin1)
+
     def test_newestCopyWinsAcrossDevices(self):
         """An old copy left on MAG1 (walked after MAG0) does not replace the
         newer one on MAG0."""

@@ -3,9 +3,10 @@
 The format is Conquest's own reading of Windows ini files (its ``gpps.cpp``):
 ``[section]`` headers, ``Key = value`` lines (spaces around ``=`` optional,
 keys and section names case-insensitive), whole-line comments starting with
-``#`` or ``;``.  A value is everything after the first ``=``, stripped; there
-are no inline comments, because converter scripts contain ``#``, ``=`` and
-``;``.  Like Conquest, a value wholly enclosed in matching double or single
+``#`` or ``;``; any other line (a stray word) is ignored, as Conquest
+ignores it, with a warning naming the line.  A value is everything after
+the first ``=``, stripped; there are no inline comments, because converter
+scripts contain ``#``, ``=`` and ``;``.  Like Conquest, a value wholly enclosed in matching double or single
 quotes is unquoted, and the first of two equal keys in a section wins.
 A number is read as Conquest's ``atoi`` reads it where the text after it is
 plainly no part of it: ``5678  # port`` is 5678, ``100MB`` 100 (with a
@@ -27,7 +28,8 @@ from pacscore.config.textfile import LineFile, lineEnding, splitLines
 MAIN_SECTION = "sscscp"
 _LEADING_INTEGER = re.compile(r"\s*([+-]?\d+)")
 log = Logger()
-_warned = set()  # (path, line, key, value) of the numbers read past text, warned of once
+_warned = set()  # (path, line, key, value) of the numbers read past text, (path, line, text) of the lines
+                 # ignored: warned of once
 
 
 @dataclass
@@ -80,8 +82,11 @@ class DicomIni(LineFile):
                 sections.setdefault(section, section)
                 rows.append(_Row(raw, section, number, key, _unquote(value.strip())))
             else:
-                raise ConfigError(path, number,
-                                  f"expected 'Key = value', [section] or a comment, got {stripped!r}")
+                if (path, number, stripped) not in _warned:
+                    _warned.add((path, number, stripped))
+                    log.warn("{path}:{line}: {text!r} is no 'Key = value', [section] or comment: ignored, as "
+                             "Conquest ignores it", path=path, line=number, text=stripped)
+                rows.append(_Row(raw, section, number))
         return cls(path, rows, sections, lineEnding(text))
 
     # -- reading

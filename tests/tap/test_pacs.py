@@ -9,7 +9,7 @@ import sys
 from sqlalchemy import select
 from twisted.application import service
 from twisted.internet import defer, task
-from twisted.logger import LogLevel, capturedLogs
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.python import usage
 from twisted.trial import unittest
 
@@ -42,6 +42,23 @@ class OptionsTests(unittest.TestCase):
     def test_missingWorkdir(self):
         error = self.assertRaises(usage.UsageError, Options().parseOptions, ["--workdir", "/no/such/folder"])
         self.assertIn("/no/such/folder", str(error))
+
+    def test_strayLineInDicomIniIgnored(self):
+        """A stray word in dicom.ini: start-up goes on, with a warning
+        naming the file and line, as Conquest ignores it."""
+        server = PacsServer(self.mktemp())
+        path = os.path.join(server.workdir, "dicom.ini")
+        with open(path, "a") as f:
+            f.write("\nstray\n")
+        with open(path) as f:
+            line = f.read().splitlines().index("stray") + 1
+        options = Options()
+        with capturedLogs() as events:
+            options.parseOptions(["--config", server.workdir, "--workdir", server.workdir])
+        self.addCleanup(options.archive.engine.dispose)
+        self.assertEqual(options.configuration.tcpPort, server.port)
+        self.assertIn(f"{path}:{line}: 'stray' is no 'Key = value', [section] or comment: ignored, as Conquest "
+                      "ignores it", [formatEvent(e) for e in events])
 
     def test_syntaxErrorNamesFileAndLine(self):
         server = PacsServer(self.mktemp())

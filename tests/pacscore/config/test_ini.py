@@ -143,6 +143,21 @@ class ReadTests(unittest.TestCase):
         self.assertEqual(ini.get("TCPPort"), "3")
         self.assertEqual(ini.get("MadeUpKey"), "x=y")
 
+    def test_strayLineIgnoredWithAWarning(self):
+        """A line that is no setting, header or comment is ignored, as
+        Conquest ignores it, with one warning naming file and line; it is
+        written back as it was."""
+        text = "[sscscp]\nTCPPort = 1\nthis is no setting\nMyACRNema = PACS\n"
+        with capturedLogs() as events:
+            ini = DicomIni.fromString(text, "conf/dicom.ini")
+            DicomIni.fromString(text, "conf/dicom.ini")
+        self.assertEqual([formatEvent(e) for e in events],
+                         ["conf/dicom.ini:3: 'this is no setting' is no 'Key = value', [section] or comment: "
+                          "ignored, as Conquest ignores it"])
+        self.assertEqual(ini.items(), [("TCPPort", "1"), ("MyACRNema", "PACS")])
+        ini.set("TCPPort", "2")
+        self.assertEqual(ini.toString(), text.replace("= 1", "= 2"))
+
     def test_firstOfTwoEqualKeysWins(self):
         ini = DicomIni.fromString("[sscscp]\nTCPPort = 104\ntcpport = 105\n")
         self.assertEqual(ini.getint("TCPPort", 0), 104)
@@ -174,9 +189,6 @@ class ErrorTests(unittest.TestCase):
         self.assertIn(f"conf/dicom.ini:{line}:", str(error))
         self.assertIn(fragment, str(error))
         self.assertEqual(error.line, line)
-
-    def test_lineWithoutEquals(self):
-        self.assertError("[sscscp]\nTCPPort = 1\nthis is no setting\n", 3, "this is no setting")
 
     def test_badSectionHeader(self):
         self.assertError("# c\n[sscscp\nA = 1\n", 2, "section header")

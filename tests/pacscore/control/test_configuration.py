@@ -113,7 +113,7 @@ class DicomIniCommandTests(unittest.TestCase):
     def test_readIniOfBrokenFileKeepsMemory(self):
         port = self.ini.get("TCPPort")
         with open(self.path, "a") as f:
-            f.write("not a key value line\n")
+            f.write("[broken section\n")
         error = yield self.assertFailure(self.running.run(commands.readIni, ""), CommandError)
         self.assertIn("dicom.ini", str(error))
         self.assertEqual(self.ini.get("TCPPort"), port)

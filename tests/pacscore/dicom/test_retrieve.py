@@ -5,6 +5,7 @@ import os
 from types import SimpleNamespace
 
 from twisted.internet import defer, task
+from twisted.logger import capturedLogs, formatEvent
 from twisted.trial import unittest
 
 from pacscore.codecs.syntaxes import JPEG_BASELINE, JPEG_EXTENDED
@@ -160,6 +161,18 @@ class StoredDataTests(unittest.TestCase):
         self.assertEqual(self.send(target, "j1"), SUCCESS)
         self.assertEqual(target.sent, [(transcode(self.data, self.syntax, JPEG_LOSSLESS, 95), JPEG_LOSSLESS)])
         self.assertTrue(self.stored.file.closed)
+
+    def test_anImageTheEncoderRefusesGoesAsStoredWithALogLine(self):
+        """Node code j3 (JPEG baseline, 8 bits) for a 16-bit image: sent as
+        stored, and the log says why."""
+        target = Target(JPEG_BASELINE, self.syntax)
+        with capturedLogs() as events:
+            self.assertEqual(self.send(target, "j3"), SUCCESS)
+        self.assertEqual(target.sent, [(self.data, self.syntax)])  # read for the encoder, so sent from memory
+        [line] = [formatEvent(e) for e in events]
+        self.assertTrue(line.startswith(f"C-GET: 1.2.3 cannot be converted to {JPEG_BASELINE} ("), line)
+        self.assertIn("8-bit", line)
+        self.assertTrue(line.endswith(f"); sent as {self.syntax}"), line)
 
     def test_notTaken(self):
         self.assertIsNone(self.send(Target(JPEG_LOSSLESS)))

@@ -153,13 +153,20 @@ class ForwarderTests(unittest.TestCase):
         self.assertTrue((dataset.pixel_array == self.datasets[0].pixel_array).all())
 
     def test_anImageTheEncoderRefusesGoesUncompressed(self):
+        """With a log line saying why."""
         self.archive.add("PAT1", "1.2.3", "1.2.3.4", "1.2.3.4.1", size=16)  # openjpeg wants >= 32 pixels
         self.acceptor = Acceptor(self.clock, syntaxes=(JPEG_2000_LOSSLESS, EXPLICIT, IMPLICIT))
-        self.assertEqual(self.forward(self.forwarder(), imageAction("1.2.3.4.1", series="1.2.3.4",
-                                                                    compression="jk")), 1)
+        forwarder = self.forwarder()
+        events = []
+        forwarder.log = Logger(observer=events.append)
+        self.assertEqual(self.forward(forwarder, imageAction("1.2.3.4.1", series="1.2.3.4", compression="jk")), 1)
         [(_, data, syntax)] = self.acceptor.recorder.received
         self.assertEqual(syntax, EXPLICIT)
         self.assertEqual(decodeDataset(data, EXPLICIT).Rows, 16)
+        [line] = [formatEvent(e) for e in events]
+        self.assertTrue(line.startswith(f"forward to DEST: 1.2.3.4.1 cannot be converted to {JPEG_2000_LOSSLESS} ("),
+                        line)
+        self.assertTrue(line.endswith(f"); sent as {EXPLICIT}"), line)
 
     def test_aKeptAssociationServesEachActionsCompression(self):
         """ForwardAssociationLevel GLOBAL: 'forward to DEST', then 'forward

@@ -4,7 +4,13 @@ A script sees ``Data`` (the object's data set: ``Data.PatientName``,
 ``Data['0010,0010']``, ``Data.ReferencedSeriesSequence[0].SeriesInstanceUID``
 read and written, 0-based sequence items and ``Data.Seq.Name`` for item 0's
 element as in Conquest, an absent element nil, ``Data:Delete(tag)`` or
-assigning nil deletes, ``Data.Seq = {}`` makes an empty sequence),
+assigning nil deletes, ``Data.Seq = {}`` makes an empty sequence;
+Conquest's ``Data:GetVR(group, element[, asText])``: the value's bytes as
+a table from index 0, or as a string when ``asText``, a sequence for a
+sequence, nil when absent; ``Data:SetVR(group, element, value)``: a
+string's or such a table's bytes, made with the dictionary's VR when
+absent, or copies of a sequence's items; ``getvr(object, ...)`` and
+``setvr(object, ...)`` the same),
 ``CallingAE``, ``CalledAE``, ``Association.Calling`` and ``.Called``,
 ``Filename``, ``Global`` (dicom.ini's main section) and the functions
 ``print`` (to the server log), ``forward(ae)``, ``script(rule)`` (runs a
@@ -24,6 +30,7 @@ script; what it runs through ``script('lua ...')`` counts towards it.  A
 failing script is logged and ends its line with ``stop``.
 """
 
+import copy
 import functools
 import os
 import re
@@ -31,8 +38,12 @@ import threading
 from typing import NamedTuple
 
 import lupa.lua54 as lupa
+from pydicom.charset import convert_encodings
 from pydicom.datadict import tag_for_keyword
+from pydicom.dataelem import RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_data_element
 from sqlalchemy import select, text
 from twisted.logger import Logger
 from twisted.plugin import IPlugin
@@ -55,36 +66,67 @@ _FATE_OUTCOMES = (Outcome.DESTROY, Outcome.REJECT, Outcome.DEFER)
 # Run once in each Lua state: builds the sandboxes and the Data proxies.
 # Receives the Python accessors; returns (compile, prepare, beginRun, sethook).
 _SETUP = r"""
-local getElement, setElement, sequenceItem, sequenceLength = ...
-local load, pcall, error, tostring, pairs, setmetatable = load, pcall, error, tostring, pairs, setmetatable
+local getElement, setElement, sequenceItem, sequenceLength, kindOf, getVR, setVR = ...
+local load, pcall, error, tostring, pairs, setmetatable, type = load, pcall, error, tostring, pairs, setmetatable, type
 local pack, unpack, concat, select = table.pack, table.unpack, table.concat, select
+local byte, utf8len = string.byte, utf8.len
 local setupvalue, sethook, gethook, min = debug.setupvalue, debug.sethook, debug.gethook, math.min
 local G = _G
 G.python = nil
 
--- a Python function for Lua: its exceptions become Lua errors at the
--- caller 'level' levels up (2: whoever called the wrapper)
+-- the Python handle behind each Data, object and sequence proxy
+local handleOf = setmetatable({}, {__mode = "k"})
+local wrapDataset, wrapSequence
+-- a value from Python for Lua: data set and sequence handles become proxies
+local function wrap(value)
+  if type(value) == "userdata" then
+    local kind = kindOf(value)
+    if kind == "dataset" then return wrapDataset(value) end
+    if kind == "sequence" then return wrapSequence(value) end
+  end
+  return value
+end
+
+-- a Python function for Lua: proxies given to it are their handles, handles
+-- it returns proxies; its exceptions become Lua errors at the caller
+-- 'level' levels up (2: whoever called the wrapper)
 local function guard(f, level)
   return function(...)
-    local results = pack(pcall(f, ...))
+    local args = pack(...)
+    for i = 1, args.n do
+      local handle = handleOf[args[i]]
+      if handle ~= nil then args[i] = handle end
+    end
+    local results = pack(pcall(f, unpack(args, 1, args.n)))
     if not results[1] then error(tostring(results[2]), level) end
+    for i = 2, results.n do results[i] = wrap(results[i]) end
     return unpack(results, 2, results.n)
   end
 end
 getElement, setElement = guard(getElement, 3), guard(setElement, 3)
 sequenceItem, sequenceLength = guard(sequenceItem, 3), guard(sequenceLength, 3)
+getVR, setVR = guard(getVR, 3), guard(setVR, 3)
 
-local wrapDataset
+-- GetVR's value as Conquest gives it: a table of its bytes from index 0
+local function byteTable(value)
+  local bytes = {}
+  for i = 1, #value do bytes[i - 1] = byte(value, i) end
+  return bytes
+end
+-- SetVR's value for Python: text as it is, other bytes as a byte table
+local function rawValue(value)
+  if type(value) == "string" and utf8len(value) == nil then return byteTable(value) end
+  return value
+end
+
 -- Data.Seq[N] is item N (from 0); Data.Seq.Name is item 0's element, as
 -- in Conquest (set: item 0 is made when the sequence is empty)
-local function wrapSequence(handle)
-  return setmetatable({}, {
+wrapSequence = function(handle)
+  local proxy = setmetatable({}, {
     __index = function(_, index)
       local item = sequenceItem(handle, index, false)
-      if item == nil or type(index) ~= "string" then return item and wrapDataset(item) end
-      local value, isSequence = getElement(item, index)
-      if isSequence then return wrapSequence(value) end
-      return value
+      if item == nil or type(index) ~= "string" then return item end
+      return (getElement(item, index))  -- no tail call: errors name the script's line
     end,
     __len = function() return sequenceLength(handle) end,
     __newindex = function(_, index, value)
@@ -92,19 +134,32 @@ local function wrapSequence(handle)
       setElement(sequenceItem(handle, index, true), index, value)
     end,
   })
+  handleOf[proxy] = handle
+  return proxy
 end
 wrapDataset = function(handle)
-  local methods = {Delete = function(_, key) setElement(handle, key, nil) end}
-  return setmetatable({}, {
+  local methods = {
+    Delete = function(_, key) setElement(handle, key, nil) end,
+    GetVR = function(_, group, element, asText)
+      local value = getVR(handle, group, element)
+      if type(value) == "string" and not asText then return byteTable(value) end
+      return value
+    end,
+    SetVR = function(_, group, element, value) setVR(handle, group, element, rawValue(value)) end,
+  }
+  local proxy = setmetatable({}, {
     __index = function(_, key)
       if methods[key] then return methods[key] end
-      local value, isSequence = getElement(handle, key)
-      if isSequence then return wrapSequence(value) end
-      return value
+      return (getElement(handle, key))
     end,
     __newindex = function(_, key, value) setElement(handle, key, value) end,
   })
+  handleOf[proxy] = handle
+  return proxy
 end
+-- Conquest's function forms: getvr(object, group, element[, asText]) ...
+local function getvr(object, ...) return object:GetVR(...) end
+local function setvr(object, ...) return object:SetVR(...) end
 
 local function copy(t)
   local c = {}
@@ -130,6 +185,7 @@ local function prepare(chunk, unsafe, globals, dataset, log, functions)
   for k, v in pairs(globals) do env[k] = v end
   for k, f in pairs(functions) do env[k] = guard(f, 2) end
   if dataset ~= nil then env.Data = wrapDataset(dataset) end
+  env.getvr, env.setvr = getvr, setvr
   env.print = function(...)
     local parts = {}
     for i = 1, select("#", ...) do parts[i] = tostring((select(i, ...))) end
@@ -219,18 +275,24 @@ class _SequenceHandle:
         self.sequence = sequence
 
 
+def _kindOf(value):
+    """What a Python value handed to Lua is: ``'dataset'``, ``'sequence'`` or None."""
+    if isinstance(value, _DatasetHandle):
+        return "dataset"
+    return "sequence" if isinstance(value, _SequenceHandle) else None
+
+
 def _getElement(handle, key):
-    """``(text, False)``, ``(None, False)`` for an absent element (nil, as
-    in Conquest: ``Data.X or 'default'``), or ``(_SequenceHandle, True)``
-    for a sequence."""
+    """The text of an element, None when absent (nil, as in Conquest:
+    ``Data.X or 'default'``), or a ``_SequenceHandle`` for a sequence."""
     element = handle.dataset.get(_tagOf(key))
     if element is None:
-        return None, False
+        return None
     if element.VR == "SQ":
-        return _SequenceHandle(handle.context, element.value), True
+        return _SequenceHandle(handle.context, element.value)
     if element.VR in _BINARY_VRS:
-        return element.value or b"", False
-    return textOf(element), False
+        return element.value or b""
+    return textOf(element)
 
 
 def _setElement(handle, key, value):
@@ -280,6 +342,63 @@ def _sequenceLength(handle):
     return len(handle.sequence)
 
 
+def _groupElement(group, element):
+    """The tag of a GetVR/SetVR group and element number."""
+    if not all(isinstance(number, (int, float)) and not isinstance(number, bool) for number in (group, element)):
+        raise LuaApiError(f"a group and an element number are wanted, not {group!r}, {element!r}")
+    return (int(group) & 0xFFFF) << 16 | (int(element) & 0xFFFF)
+
+
+def _encodings(root):
+    return convert_encodings(root.get("SpecificCharacterSet"))
+
+
+def _getVR(handle, group, element):
+    """Conquest's GetVR: the element's value as its bytes (little endian,
+    as encoded), a ``_SequenceHandle`` for a sequence, None when absent."""
+    found = handle.dataset.get(_groupElement(group, element))
+    if found is None:
+        return None
+    if found.VR == "SQ":
+        return _SequenceHandle(handle.context, found.value)
+    if isinstance(found.value, bytes):
+        return found.value
+    fp = DicomBytesIO()
+    fp.is_little_endian, fp.is_implicit_VR = True, True
+    write_data_element(fp, found, _encodings(handle.context.dataset))
+    return fp.getvalue()[8:]  # after the tag and length
+
+
+def _setVR(handle, group, element, value):
+    """Conquest's SetVR: the element (made with the VR the dictionary gives
+    when absent) gets the bytes of ``value`` (text, or a Lua table of
+    bytes from index 0 to its length, as GetVR gives); a sequence gets
+    copies of the items of another one."""
+    tag = _groupElement(group, element)
+    dataset = handle.dataset
+    vr = vrOf(tag, dataset)
+    if isinstance(value, _SequenceHandle):
+        dataset.add_new(tag, "SQ", [copy.deepcopy(item) for item in value.sequence])
+    elif vr == "SQ":
+        raise LuaApiError(f"({tag >> 16:04x},{tag & 0xFFFF:04x}) is a sequence: SetVR wants a sequence for it")
+    elif isinstance(value, str) or lupa.lua_type(value) == "table":
+        raw = value.encode("utf-8") if isinstance(value, str) else bytes(
+            _byteOf(value[index]) for index in range(len(value) + 1))
+        dataset[tag] = convert_raw_data_element(RawDataElement(tag, vr, len(raw), raw, 0, False, True),
+                                                encoding=_encodings(handle.context.dataset), ds=dataset)
+    else:
+        kind = lupa.lua_type(value) or type(value).__name__
+        raise LuaApiError(f"SetVR wants a string, a table of bytes or a sequence, not a {kind}")
+    handle.context.changed = True
+
+
+def _byteOf(value):
+    """A byte of a SetVR table: Lua's integer value of ``value`` (0 when it has none)."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return value & 0xFF if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
 class LuaRuntime:
     """One Lua state with the sandbox set up; use ``forThread()``: lupa
     runtimes must not be shared between threads."""
@@ -290,7 +409,7 @@ class LuaRuntime:
         self.lua = lupa.LuaRuntime(register_eval=False, register_builtins=False, max_memory=MAX_MEMORY,
                                    attribute_filter=_denyAttributes, unpack_returned_tuples=True)
         self._compile, self._prepare, self._beginRun, self._sethook = self.lua.execute(
-            _SETUP, _getElement, _setElement, _sequenceItem, _sequenceLength)
+            _SETUP, _getElement, _setElement, _sequenceItem, _sequenceLength, _kindOf, _getVR, _setVR)
         self._sources = {}  # source text -> compiled chunk
         self._files = {}    # path -> ((mtime, size), compiled chunk)
 

@@ -201,6 +201,60 @@ class DataTests(unittest.TestCase):
             self.assertEqual(messages, [f"{KEY}: Lua script failed: {message}"], code)
 
 
+class VRTests(unittest.TestCase):
+    """Conquest's ``Data:GetVR(group, element[, asText])`` and
+    ``Data:SetVR(group, element, value)`` (and getvr/setvr)."""
+
+    def test_getVR(self):
+        """A table of the value's bytes from index 0, its bytes as a string
+        when asked, a sequence as a sequence, nil when absent."""
+        dataset = patient()
+        dataset.PixelData = b"\xff\x00\x01\x02"
+        outcome, _, messages = runLua(
+            "local rows = Data:GetVR(0x0028, 0x0010); print(#rows, rows[0], rows[1], rows[2]); "
+            "print(Data:GetVR(0x0010, 0x0010, true), Data:GetVR(0x0008, 0x0008, true), "
+            "getvr(Data, 0x0010, 0x0020, true), Data:GetVR(0x0010, 0x1040)); "
+            "local pixels = Data:GetVR(0x7fe0, 0x0010); print(pixels[0], pixels[3], #Data:GetVR(0x7fe0, 0x0010, true)); "
+            "local s = Data:GetVR(0x0008, 0x1115); print(#s, s[1].SeriesInstanceUID)", makeContext(dataset))
+        self.assertEqual(outcome, Outcome.CONTINUE)
+        self.assertEqual(messages, [f"{KEY}: 1\t0\t2\tnil", f"{KEY}: DOE^JOHN\tORIGINAL\\PRIMARY\t123 \tnil",
+                                    f"{KEY}: 255\t2\t4", f"{KEY}: 2\t1.2.3.1"])
+
+    def test_setVR(self):
+        """Text, a byte table (as GetVR gives), bytes that are no UTF-8;
+        an absent element is made with the dictionary's VR; a sequence
+        gets copies of another's items."""
+        outcome, context, _ = runLua(
+            "Data:SetVR(0x0010, 0x0020, 'X9'); Data:SetVR(0x0028, 0x0011, {[0] = 0, 1}); "
+            "Data:SetVR(0x0028, 0x0010, Data:GetVR(0x0028, 0x0011)); "
+            "Data:SetVR(0x0008, 0x1030, 'CT head '); setvr(Data, 0x0018, 0x0050, '2.5'); "
+            "Data:SetVR(0x7fe0, 0x0010, string.char(255, 0, 1, 2)); "
+            "Data:SetVR(0x0008, 0x1140, Data.ReferencedSeriesSequence); "
+            "Data.ReferencedImageSequence[0].SeriesInstanceUID = '9.9'")
+        dataset = context.dataset
+        self.assertEqual(outcome, Outcome.CONTINUE)
+        self.assertTrue(context.changed)
+        self.assertEqual((dataset.PatientID, dataset.Columns, dataset.Rows), ("X9", 256, 256))
+        self.assertEqual((dataset["StudyDescription"].VR, dataset.StudyDescription), ("LO", "CT head"))
+        self.assertEqual((dataset["SliceThickness"].VR, float(dataset.SliceThickness)), ("DS", 2.5))
+        self.assertEqual((dataset["PixelData"].VR, dataset.PixelData), ("OB", b"\xff\x00\x01\x02"))
+        self.assertEqual([item.SeriesInstanceUID for item in dataset.ReferencedImageSequence], ["9.9", "1.2.3.1"])
+        self.assertEqual(dataset.ReferencedSeriesSequence[0].SeriesInstanceUID, "1.2.3.0")
+
+    def test_setVRRefusals(self):
+        cases = [
+            ("Data:SetVR(0x0010, 0x0010, true)",
+             "lua:1: SetVR wants a string, a table of bytes or a sequence, not a bool"),
+            ("Data:SetVR(0x0008, 0x1140, 'x')", "lua:1: (0008,1140) is a sequence: SetVR wants a sequence for it"),
+            ("Data:GetVR('PatientName')", "lua:1: a group and an element number are wanted, not 'PatientName', None"),
+        ]
+        for code, message in cases:
+            outcome, context, messages = runLua(code)
+            self.assertEqual(outcome, Outcome.STOP, code)
+            self.assertEqual(messages, [f"{KEY}: Lua script failed: {message}"], code)
+            self.assertFalse(context.changed)
+
+
 class GlobalsTests(unittest.TestCase):
 
     def test_aesAndFilename(self):

@@ -2,7 +2,8 @@
 
 A script sees ``Data`` (the object's data set: ``Data.PatientName``,
 ``Data['0010,0010']``, ``Data.ReferencedSeriesSequence[0].SeriesInstanceUID``
-read and written, 0-based sequence items and ``Data.Seq.Name`` for item 0's
+read and written, 0-based sequence items (``Data.Seq[#Data.Seq]`` appends
+a new one, as in Conquest) and ``Data.Seq.Name`` for item 0's
 element as in Conquest, an absent element nil, ``Data:Delete(tag)`` or
 assigning nil deletes, ``Data.Seq = {}`` makes an empty sequence;
 Conquest's ``Data:GetVR(group, element[, asText])``: the value's bytes as
@@ -119,8 +120,9 @@ local function rawValue(value)
   return value
 end
 
--- Data.Seq[N] is item N (from 0); Data.Seq.Name is item 0's element, as
--- in Conquest (set: item 0 is made when the sequence is empty)
+-- Data.Seq[N] is item N (from 0), Data.Seq[#Data.Seq] a new item appended;
+-- Data.Seq.Name is item 0's element, as in Conquest (set: item 0 is made
+-- when the sequence is empty)
 wrapSequence = function(handle)
   local proxy = setmetatable({}, {
     __index = function(_, index)
@@ -322,7 +324,8 @@ def _setElement(handle, key, value):
 
 
 def _sequenceItem(handle, index, create):
-    """Item ``index`` (from 0), or None; for an element name item 0, made
+    """Item ``index`` (from 0), or None; item N of a sequence of N items is
+    a new item appended, as in Conquest; for an element name item 0, made
     when the sequence is empty and ``create``."""
     if isinstance(index, str):
         if create and not handle.sequence:
@@ -333,6 +336,9 @@ def _sequenceItem(handle, index, create):
         index = int(index)
     if not isinstance(index, int):
         raise LuaApiError(f"a sequence is indexed by item number (from 0) or element name, not {index!r}")
+    if index == len(handle.sequence):
+        handle.sequence.append(Dataset())
+        handle.context.changed = True
     if 0 <= index < len(handle.sequence):
         return _DatasetHandle(handle.context, handle.sequence[index])
     return None

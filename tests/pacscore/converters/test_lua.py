@@ -135,7 +135,7 @@ class DataTests(unittest.TestCase):
         outcome, context, _ = runLua(
             "local s = Data.ReferencedSeriesSequence; "
             "Data.StudyDescription = #s .. '|' .. s[0].SeriesInstanceUID .. '|' .. s[1].SeriesInstanceUID "
-            ".. '|' .. tostring(s[2]); "
+            ".. '|' .. tostring(s[3]); "
             "s[1].SeriesInstanceUID = '9.9'; Data.ReferencedSeriesSequence[0].SeriesDescription = 'first'")
         dataset = context.dataset
         self.assertEqual(outcome, Outcome.CONTINUE)
@@ -143,6 +143,20 @@ class DataTests(unittest.TestCase):
         self.assertEqual(dataset.ReferencedSeriesSequence[1].SeriesInstanceUID, "9.9")
         self.assertEqual(dataset.ReferencedSeriesSequence[0].SeriesDescription, "first")
         self.assertTrue(context.changed)
+
+    def test_itemNAppends(self):
+        """As in Conquest: Data.Seq[N] of a sequence of N items is a new
+        item at its end."""
+        outcome, context, messages = runLua(
+            "local s = Data.ReferencedSeriesSequence; s[#s].SeriesInstanceUID = '1.2.3.2'; "
+            "Data.ReferencedImageSequence = {}; Data.ReferencedImageSequence[0].ReferencedSOPInstanceUID = '1.2.9'; "
+            "print(#s, tostring(s[4]), #Data.ReferencedImageSequence)")
+        self.assertEqual(outcome, Outcome.CONTINUE)
+        self.assertEqual(messages, [f"{KEY}: 3\tnil\t1"])
+        dataset = context.dataset
+        self.assertEqual([item.SeriesInstanceUID for item in dataset.ReferencedSeriesSequence],
+                         ["1.2.3.0", "1.2.3.1", "1.2.3.2"])
+        self.assertEqual([item.ReferencedSOPInstanceUID for item in dataset.ReferencedImageSequence], ["1.2.9"])
 
     def test_sequenceNameIsItemZero(self):
         """As in Conquest: Data.Seq.Name reads item 0's element (nil for an

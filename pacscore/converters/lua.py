@@ -19,8 +19,17 @@ converter rule on the same object and returns its outcome's name),
 ``dbquery(table, fields, where, order)`` (a read-only SELECT on an index
 table, rows as tables of strings), ``genuid()``, ``changeuid(uid)`` and
 ``changeuidback(uid)`` (the UIDMODS pairs, as ``newuids`` keeps them) and
-``crc(text)`` (%A's checksum).  It may return ``'destroy'``, ``'reject'``,
-``'stop'`` or ``'defer'``; nothing means go on.
+``crc(text)`` (%A's checksum).  Objects of its own: ``newdicomobject()``
+(or ``DicomObject:new()``: an empty object used as Data is, changing
+nothing stored) and ``newdicomarray()`` (``DicomObject:newarray()``: an
+empty sequence, for ``SetVR``); ``x:Read(path)`` (``readdicom(x, path)``,
+``readdicom(path)`` for Data: 1, or nil and the reason when the file is
+missing or unreadable; Data takes no compressed object) and
+``x:Write(path)`` (``writedicom``: a Part-10 file; Data of an export
+converter is the whole stored object), files as ``luafiles`` allows:
+any with ``LuaAllowUnsafe``, else only those in ``LuaFileFolder``.  It
+may return ``'destroy'``, ``'reject'``, ``'stop'`` or ``'defer'``;
+nothing means go on.
 
 Each worker thread has its own Lua state (lupa runtimes are not thread
 safe); a script is compiled once per thread.  Scripts run sandboxed: only
@@ -43,8 +52,10 @@ from pydicom.charset import convert_encodings
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_data_element
+from pydicom.sequence import Sequence
 from sqlalchemy import select, text
 from twisted.logger import Logger
 from twisted.plugin import IPlugin
@@ -52,10 +63,13 @@ from zope.interface import implementer
 
 from pacscore.converters.context import ConverterSyntaxError, Outcome
 from pacscore.converters.elements import assign, textOf, vrOf
+from pacscore.converters.luafiles import readLuaFile, unsafeAllowed, writeLuaFile
+from pacscore.converters.saving import wholeObject
 from pacscore.converters.script import parseScript
 from pacscore.converters.uidmap import uidMapOf
 from pacscore.converters.variables import checksum
 from pacscore.interfaces import IConverterCommand
+from pacscore.storage.attributes import PIXEL_DATA
 
 DEFAULT_MAX_INSTRUCTIONS = 10_000_000
 MAX_MEMORY = 256 << 20  # bytes one thread's Lua state may hold: string.rep('x', 2^30) fails, the server lives
@@ -67,7 +81,7 @@ _FATE_OUTCOMES = (Outcome.DESTROY, Outcome.REJECT, Outcome.DEFER)
 # Run once in each Lua state: builds the sandboxes and the Data proxies.
 # Receives the Python accessors; returns (compile, prepare, beginRun, sethook).
 _SETUP = r"""
-local getElement, setElement, sequenceItem, sequenceLength, kindOf, getVR, setVR = ...
+local getElement, setElement, sequenceItem, sequenceLength, kindOf, getVR, setVR, readInto, writeFrom = ...
 local load, pcall, error, tostring, pairs, setmetatable, type = load, pcall, error, tostring, pairs, setmetatable, type
 local pack, unpack, concat, select = table.pack, table.unpack, table.concat, select
 local byte, utf8len = string.byte, utf8.len
@@ -107,6 +121,7 @@ end
 getElement, setElement = guard(getElement, 3), guard(setElement, 3)
 sequenceItem, sequenceLength = guard(sequenceItem, 3), guard(sequenceLength, 3)
 getVR, setVR = guard(getVR, 3), guard(setVR, 3)
+readInto, writeFrom = guard(readInto, 2), guard(writeFrom, 2)  -- tail called: level 2 is the script
 
 -- GetVR's value as Conquest gives it: a table of its bytes from index 0
 local function byteTable(value)
@@ -148,6 +163,8 @@ wrapDataset = function(handle)
       return value
     end,
     SetVR = function(_, group, element, value) setVR(handle, group, element, rawValue(value)) end,
+    Read = function(_, path) return readInto(handle, path) end,
+    Write = function(_, path) return writeFrom(handle, path) end,
   }
   local proxy = setmetatable({}, {
     __index = function(_, key)
@@ -188,6 +205,19 @@ local function prepare(chunk, unsafe, globals, dataset, log, functions)
   for k, f in pairs(functions) do env[k] = guard(f, 2) end
   if dataset ~= nil then env.Data = wrapDataset(dataset) end
   env.getvr, env.setvr = getvr, setvr
+  if env.newdicomobject ~= nil then
+    local newObject, newArray = env.newdicomobject, env.newdicomarray
+    env.DicomObject = {new = function() return newObject() end, newarray = function() return newArray() end}
+    -- readdicom(path) into Data or readdicom(object, path); writedicom likewise
+    env.readdicom = function(object, path)
+      if path == nil then object, path = env.Data, object end
+      return object:Read(path)
+    end
+    env.writedicom = function(object, path)
+      if path == nil then object, path = env.Data, object end
+      return object:Write(path)
+    end
+  end
   env.print = function(...)
     local parts = {}
     for i = 1, select("#", ...) do parts[i] = tostring((select(i, ...))) end
@@ -267,6 +297,17 @@ class _DatasetHandle:
     def __init__(self, context, dataset):
         self.context = context
         self.dataset = dataset
+
+
+class _ObjectContext:
+    """What the handles of an object a script made stand in (newdicomobject,
+    newdicomarray): the object belongs to no converter; ``dataset`` is its
+    top level data set (None for an array)."""
+
+    def __init__(self, services, dataset):
+        self.services = services
+        self.dataset = dataset
+        self.changed = False
 
 
 class _SequenceHandle:
@@ -356,7 +397,7 @@ def _groupElement(group, element):
 
 
 def _encodings(root):
-    return convert_encodings(root.get("SpecificCharacterSet"))
+    return convert_encodings(root.get("SpecificCharacterSet") if root is not None else None)
 
 
 def _getVR(handle, group, element):
@@ -398,6 +439,45 @@ def _setVR(handle, group, element, value):
     handle.context.changed = True
 
 
+def _encapsulated(dataset):
+    element = dataset.get(PIXEL_DATA)
+    return element is not None and element.is_undefined_length
+
+
+def _readInto(handle, name):
+    """``x:Read(name)``: the object in the file replaces x's elements; 1,
+    or ``(None, reason)`` when the file is missing or unreadable.  The
+    converter's own object (Data) takes only an uncompressed one, and only
+    when its own pixel data are not compressed: it is stored in the
+    transfer syntax it came in."""
+    dataset, reason = readLuaFile(handle.context, name)
+    if dataset is None:
+        return None, reason
+    ownObject = not isinstance(handle.context, _ObjectContext)
+    if ownObject and (_encapsulated(dataset) or _encapsulated(handle.dataset)):
+        return None, (f"{name}: compressed pixel data cannot replace the converter's object "
+                      "(read it into newdicomobject())")
+    handle.dataset.clear()
+    handle.dataset.update(dataset)
+    if not ownObject:
+        handle.dataset.file_meta = dataset.file_meta  # x:Write writes the syntax read
+    handle.context.changed = True
+    return 1
+
+
+def _writeFrom(handle, name):
+    """``x:Write(name)``: x as a Part-10 file (Data of an export converter:
+    the whole stored object); true, or ``(None, reason)``."""
+    dataset = handle.dataset
+    if dataset is handle.context.dataset and not isinstance(handle.context, _ObjectContext):
+        try:
+            dataset = wholeObject(handle.context)
+        except (OSError, InvalidDicomError) as e:
+            return None, f"cannot write {name}: {e}"
+    reason = writeLuaFile(handle.context, dataset, name)
+    return (None, reason) if reason else True
+
+
 def _byteOf(value):
     """A byte of a SetVR table: Lua's integer value of ``value`` (0 when it has none)."""
     if isinstance(value, float) and value.is_integer():
@@ -415,7 +495,8 @@ class LuaRuntime:
         self.lua = lupa.LuaRuntime(register_eval=False, register_builtins=False, max_memory=MAX_MEMORY,
                                    attribute_filter=_denyAttributes, unpack_returned_tuples=True)
         self._compile, self._prepare, self._beginRun, self._sethook = self.lua.execute(
-            _SETUP, _getElement, _setElement, _sequenceItem, _sequenceLength, _kindOf, _getVR, _setVR)
+            _SETUP, _getElement, _setElement, _sequenceItem, _sequenceLength, _kindOf, _getVR, _setVR, _readInto,
+            _writeFrom)
         self._sources = {}  # source text -> compiled chunk
         self._files = {}    # path -> ((mtime, size), compiled chunk)
 
@@ -474,7 +555,8 @@ class LuaRuntime:
                    "Association": self.lua.table_from({"Calling": context.callingAE, "Called": context.calledAE}),
                    "Global": self.lua.table_from(dict(reversed(ini.items())) if ini is not None else {})}
         functions = {name: getattr(api, name) for name in
-                     ("forward", "script", "dbquery", "genuid", "changeuid", "changeuidback", "crc")}
+                     ("forward", "script", "dbquery", "genuid", "changeuid", "changeuidback", "crc",
+                      "newdicomobject", "newdicomarray")}
         return self.execute(chunk, globals, functions, api.print, handle, unsafe, maxInstructions)
 
     def execute(self, chunk, globals, functions, printer, handle=None, unsafe=False,
@@ -539,6 +621,15 @@ class LuaApi:
     def crc(self, text):
         """Conquest's checksum of ``text`` (%A): its CRC32, unsigned decimal."""
         return checksum(str(text))
+
+    def newdicomobject(self):
+        """An empty object (Conquest's ``newdicomobject()``, ``DicomObject:new()``)."""
+        objectContext = _ObjectContext(self.context.services, Dataset())
+        return _DatasetHandle(objectContext, objectContext.dataset)
+
+    def newdicomarray(self):
+        """An empty sequence of objects (``newdicomarray()``, ``DicomObject:newarray()``)."""
+        return _SequenceHandle(_ObjectContext(self.context.services, None), Sequence())
 
     def dbquery(self, tableName, fields, where=None, order=None):
         """Rows of a SELECT on one index table, as a Lua array of arrays of strings."""
@@ -620,7 +711,7 @@ class _LuaCommandBase:
 
     def run(self, arguments, context):
         ini = getattr(context.services.configuration, "ini", None)
-        unsafe = ini is not None and ini.get("LuaAllowUnsafe", "0").strip() == "1"
+        unsafe = unsafeAllowed(ini)
         limit = DEFAULT_MAX_INSTRUCTIONS if ini is None else ini.getint(
             "LuaMaxInstructions", DEFAULT_MAX_INSTRUCTIONS)
         runtime = LuaRuntime.forThread()

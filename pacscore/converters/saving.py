@@ -64,6 +64,13 @@ def readObject(path):
     return dataset
 
 
+def wholeObject(context):
+    """The object a converter hands on: the data set, or in an export
+    converter (whose data set stops before the pixels) the stored file read
+    again; OSError or InvalidDicomError when it cannot be read."""
+    return context.dataset if context.isImport else readObject(context.filename)
+
+
 class SaveToCommand(TextCommand):
     """``save to FILE`` (relative names: the configuration's working folder)."""
 
@@ -73,14 +80,12 @@ class SaveToCommand(TextCommand):
 
     def run(self, arguments, context):
         path = localPath(context, context.expand(arguments))
-        dataset = context.dataset
-        if not context.isImport:  # an export converter's data set stops before the pixels
-            try:
-                dataset = readObject(context.filename)
-            except (OSError, InvalidDicomError) as e:
-                self.log.error("{converter}: save to {path}: {error}", converter=context.converterName,
-                               path=path, error=e)
-                return Outcome.CONTINUE
+        try:
+            dataset = wholeObject(context)
+        except (OSError, InvalidDicomError) as e:
+            self.log.error("{converter}: save to {path}: {error}", converter=context.converterName,
+                           path=path, error=e)
+            return Outcome.CONTINUE
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         writePart10(dataset, path)
         return Outcome.CONTINUE

@@ -33,6 +33,7 @@ from pacscore.control.protocol import BadRequest
 from pacscore.converters.lua import (
     DEFAULT_MAX_INSTRUCTIONS, LuaAccessDenied, LuaApiError, LuaRuntime, LuaScriptError, describeLuaError,
     selectRows)
+from pacscore.converters.luafiles import unsafeAllowed
 from pacscore.web.answers import HTML, Answer, WebError, utf8ContentType
 from pacscore.web.commands import commandOutput
 
@@ -86,7 +87,7 @@ def _run(archive, commands, parameters, variables, path, name):
                "Global": runtime.lua.table_from(dict(reversed(ini.items())))}  # the first of equal keys
     functions = {name: getattr(api, name) for name in ("HTML", "CGI", "servercommand", "dbquery", "gpps")}
     runtime.execute(runtime.compileFile(path, name), globals, functions, api.print, None,
-                    ini.get("LuaAllowUnsafe", "0").strip() == "1",
+                    unsafeAllowed(ini),
                     ini.getint("LuaMaxInstructions", DEFAULT_MAX_INSTRUCTIONS))
     return "".join(api.output)
 

@@ -20,6 +20,7 @@ from pacscore.converters.context import (
 from pacscore.converters.elements import textOf
 from pacscore.converters.lua import DEFAULT_MAX_INSTRUCTIONS, LuaRuntime
 from pacscore.converters.registry import CommandRegistry
+from pacscore.converters.saving import writePart10
 from pacscore.converters.script import parseScript
 from pacscore.converters.uidmap import UIDMap
 from pacscore.db.index import Index
@@ -72,7 +73,7 @@ def patient():
 
 def makeContext(dataset=None, kind="import", ini="", configDir=None, index=None, uidMap=None,
                 filename=None):
-    configuration = SimpleNamespace(ini=DicomIni.fromString(ini), configDir=configDir)
+    configuration = SimpleNamespace(ini=DicomIni.fromString(ini), configDir=configDir, workdir=configDir or os.getcwd())
     services = ConverterServices(index=index, configuration=configuration, uidMap=uidMap)
     return ConverterContext(kind, patient() if dataset is None else dataset, callingAE="SENDER",
                             calledAE="ARCHIVE", filename=filename, services=services,
@@ -500,6 +501,141 @@ class FileTests(unittest.TestCase):
         self.assertEqual(outcome, Outcome.STOP)
         self.assertTrue(messages[0].startswith(
             f"{KEY}: Lua script failed: cannot read {self.folder}/scripts/none.lua: "), messages)
+
+
+class ObjectTests(unittest.TestCase):
+    """newdicomobject(), newdicomarray(), DicomObject:new(), x:Read/Write,
+    readdicom and writedicom, and where sandboxed scripts may reach files."""
+
+    def setUp(self):
+        self.workdir = os.path.abspath(self.mktemp())
+        self.files = os.path.join(self.workdir, "luafiles")
+        os.makedirs(self.files)
+
+    def context(self, ini="LuaFileFolder = luafiles\n", dataset=None):
+        return makeContext(dataset, ini=ini, configDir=self.workdir)
+
+    def writeFile(self, name, dataset):
+        writePart10(dataset, os.path.join(self.files, name))
+
+    def test_newObjectWrittenAndReadBack(self):
+        """A new object is the script's own: changing it changes nothing
+        stored; written as Part-10, read into another object."""
+        context = self.context()
+        outcome, _, messages = runLua(
+            "local x = newdicomobject(); x.PatientID = 'P1'; x.SOPInstanceUID = '1.2.3'; "
+            "x.SOPClassUID = '1.2.840.10008.5.1.4.1.1.7'; print(x:Write('out/x.dcm')); "
+            "local y = DicomObject:new(); print(y:Read('out/x.dcm'), y.PatientID, y.SOPInstanceUID)", context)
+        self.assertEqual(outcome, Outcome.CONTINUE)
+        self.assertEqual(messages, [f"{KEY}: true", f"{KEY}: 1\tP1\t1.2.3"])
+        self.assertFalse(context.changed)
+        written = dcmread(os.path.join(self.files, "out", "x.dcm"))
+        self.assertEqual((written.PatientID, written.file_meta.MediaStorageSOPInstanceUID), ("P1", "1.2.3"))
+
+    def test_newArray(self):
+        outcome, context, _ = runLua(
+            "local a = newdicomarray(); a[0].ReferencedSOPInstanceUID = '1.2.1'; "
+            "a[#a].ReferencedSOPInstanceUID = '1.2.2'; Data:SetVR(0x0008, 0x1140, a); "
+            "local b = DicomObject:newarray(); Data:SetVR(0x0008, 0x1115, b)")
+        self.assertEqual(outcome, Outcome.CONTINUE)
+        dataset = context.dataset
+        self.assertEqual([item.ReferencedSOPInstanceUID for item in dataset.ReferencedImageSequence],
+                         ["1.2.1", "1.2.2"])
+        self.assertEqual(len(dataset.ReferencedSeriesSequence), 0)
+
+    def test_writeData(self):
+        outcome, _, messages = runLua(
+            "print(Data:Write('data.dcm'), writedicom('copy.dcm'), writedicom(Data, 'sub/copy2.dcm'))",
+            self.context())
+        self.assertEqual(outcome, Outcome.CONTINUE)
+        self.assertEqual(messages, [f"{KEY}: true\ttrue\ttrue"])
+        for name in ("data.dcm", "copy.dcm", os.path.join("sub", "copy2.dcm")):
+            self.assertEqual(dcmread(os.path.join(self.files, name)).PatientName, "DOE^JOHN")
+
+    def test_exportDataWritesTheStoredObject(self):
+        """An export converter's Data stops before the pixels: Write writes
+        the whole stored file, as save to does."""
+        stored = os.path.join(self.workdir, "stored.dcm")
+        self.writeFile("stored.dcm", patient())
+        os.rename(os.path.join(self.files, "stored.dcm"), stored)
+        context = makeContext(Dataset(), kind="export", ini="LuaFileFolder = luafiles\n", configDir=self.workdir,
+                              filename=stored)
+        outcome, _, messages = runLua("print(Data:Write('copy.dcm'))", context)
+        self.assertEqual((outcome, messages), (Outcome.CONTINUE, [f"{KEY}: true"]))
+        self.assertEqual(dcmread(os.path.join(self.files, "copy.dcm")).PatientName, "DOE^JOHN")
+
+    def test_readdicomReplacesData(self):
+        other = Dataset()
+        other.PatientName = "ROE^JANE"
+        other.PatientID = "9"
+        self.writeFile("other.dcm", other)
+        context = self.context()
+        outcome, _, messages = runLua("print(readdicom('other.dcm'), Data.PatientName, Data.Rows)", context)
+        self.assertEqual(outcome, Outcome.CONTINUE)
+        self.assertEqual(messages, [f"{KEY}: 1\tROE^JANE\tnil"])
+        self.assertTrue(context.changed)
+        self.assertEqual([e.keyword for e in context.dataset], ["PatientName", "PatientID"])
+
+    def test_compressedObjects(self):
+        """A compressed object is read into and written from a new object in
+        its own syntax; it cannot replace the converter's object."""
+        source = get_testdata_file("JPEG2000.dcm")
+        with open(source, "rb") as f, open(os.path.join(self.files, "j2k.dcm"), "wb") as g:
+            g.write(f.read())
+        context = self.context()
+        outcome, _, messages = runLua(
+            "local ok, reason = readdicom('j2k.dcm'); print(ok, reason, Data.PatientName); "
+            "local x = newdicomobject(); print(readdicom(x, 'j2k.dcm'), x:Write('copy.dcm'))", context)
+        self.assertEqual(outcome, Outcome.CONTINUE)
+        self.assertEqual(messages, [f"{KEY}: nil\tj2k.dcm: compressed pixel data cannot replace the converter's "
+                                    "object (read it into newdicomobject())\tDOE^JOHN", f"{KEY}: 1\ttrue"])
+        self.assertFalse(context.changed)
+        copy, original = dcmread(os.path.join(self.files, "copy.dcm")), dcmread(source)
+        self.assertEqual(copy.file_meta.TransferSyntaxUID, original.file_meta.TransferSyntaxUID)
+        self.assertEqual(copy.PixelData, original.PixelData)
+
+    def test_missingOrDamagedFileIsNil(self):
+        with open(os.path.join(self.files, "junk.dcm"), "wb") as f:
+            f.write(b"")
+        outcome, context, messages = runLua(
+            "local ok, reason = readdicom('missing.dcm'); print(ok, reason); "
+            "local x = newdicomobject(); print(x:Read('junk.dcm')); print(Data.PatientName)", self.context())
+        self.assertEqual(outcome, Outcome.CONTINUE)
+        self.assertEqual(len(messages), 3)
+        self.assertTrue(messages[0].startswith(f"{KEY}: nil\tcannot read missing.dcm: [Errno 2]"), messages[0])
+        self.assertTrue(messages[1].startswith(f"{KEY}: nil\tcannot read junk.dcm: "), messages[1])
+        self.assertEqual(messages[2], f"{KEY}: DOE^JOHN")
+        self.assertFalse(context.changed)
+
+    def test_sandboxedScriptsReachOnlyLuaFileFolder(self):
+        outside = os.path.join(self.workdir, "outside")
+        os.makedirs(outside)
+        os.symlink(outside, os.path.join(self.files, "link"))
+        cases = [
+            (self.context(ini=""), "readdicom('x.dcm')",
+             "lua:1: x.dcm: sandboxed Lua scripts reach no file without LuaFileFolder (or LuaAllowUnsafe = 1)"),
+            (self.context(), "writedicom('../x.dcm')",
+             "lua:1: ../x.dcm: sandboxed Lua scripts reach only the files in LuaFileFolder"),
+            (self.context(), "writedicom('link/x.dcm')",
+             "lua:1: link/x.dcm: sandboxed Lua scripts reach only the files in LuaFileFolder"),
+            (self.context(), f"Data:Write('{outside}/x.dcm')",
+             f"lua:1: '{outside}/x.dcm': sandboxed Lua scripts name files relative to LuaFileFolder"),
+        ]
+        for context, code, message in cases:
+            outcome, _, messages = runLua(code, context)
+            self.assertEqual(outcome, Outcome.STOP, code)
+            self.assertEqual(messages, [f"{KEY}: Lua script failed: {message}"], code)
+        self.assertEqual(os.listdir(outside), [])
+        self.assertEqual(sorted(os.listdir(self.workdir)), ["luafiles", "outside"])
+
+    def test_unsafeScriptsReachAnyFile(self):
+        """LuaAllowUnsafe = 1: any file, relative names in the working folder."""
+        target = os.path.join(os.path.abspath(self.mktemp()), "x.dcm")
+        outcome, _, messages = runLua(f"print(Data:Write('{target}'), writedicom('here.dcm'))",
+                                      self.context(ini="LuaAllowUnsafe = 1\n"))
+        self.assertEqual((outcome, messages), (Outcome.CONTINUE, [f"{KEY}: true\ttrue"]))
+        self.assertEqual(dcmread(target).PatientID, "123")
+        self.assertEqual(dcmread(os.path.join(self.workdir, "here.dcm")).PatientID, "123")
 
 
 class DbQueryTests(unittest.TestCase):

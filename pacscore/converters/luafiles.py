@@ -1,0 +1,73 @@
+"""Where Lua converters may read and write DICOM files (``readdicom``,
+``x:Read``, ``x:Write``, ``writedicom``).
+
+With ``LuaAllowUnsafe = 1`` a script reaches any file, relative names in
+the working folder (as ``save to``).  Sandboxed, only the files under
+``LuaFileFolder`` (relative to the working folder; not set: none at all),
+named relative to it: an absolute name, or one that leaves the folder
+(``..``, a symbolic link pointing out of it), is refused.  Files are
+written as Part-10 objects, missing folders made.
+
+A file that is missing or holds no DICOM object is no error: the script
+gets nil and the reason, as Conquest's ``readdicom`` gives nothing.
+"""
+
+import os
+
+from pacscore.converters.command import localPath
+from pacscore.converters.saving import readObject, writePart10
+
+FOLDER_KEY = "LuaFileFolder"
+
+
+class LuaFileRefused(ValueError):
+    """A sandboxed script named a file outside ``LuaFileFolder``."""
+
+
+def unsafeAllowed(ini):
+    """dicom.ini's ``LuaAllowUnsafe = 1``: scripts get the whole standard
+    library and every file."""
+    return ini is not None and ini.get("LuaAllowUnsafe", "0").strip() == "1"
+
+
+def luaFilePath(context, name):
+    """The file a script's ``name`` stands for; LuaFileRefused when the
+    script may not reach it."""
+    name = str(name)
+    configuration = context.services.configuration
+    ini = getattr(configuration, "ini", None)
+    if unsafeAllowed(ini):
+        return localPath(context, name)
+    folder = ini.get(FOLDER_KEY, "").strip() if ini is not None else ""
+    if not folder:
+        raise LuaFileRefused(f"{name}: sandboxed Lua scripts reach no file without {FOLDER_KEY} "
+                             "(or LuaAllowUnsafe = 1)")
+    if not name or os.path.isabs(name):
+        raise LuaFileRefused(f"{name!r}: sandboxed Lua scripts name files relative to {FOLDER_KEY}")
+    root = os.path.realpath(localPath(context, folder))
+    path = os.path.realpath(os.path.join(root, name))
+    if os.path.commonpath([root, path]) != root:
+        raise LuaFileRefused(f"{name}: sandboxed Lua scripts reach only the files in {FOLDER_KEY}")
+    return path
+
+
+def readLuaFile(context, name):
+    """``(dataset, None)`` of the object in the file ``name``, or
+    ``(None, reason)`` when it is missing or unreadable."""
+    path = luaFilePath(context, name)
+    try:
+        return readObject(path), None
+    except Exception as e:  # any damage in a file a script names: the script hears why, the worker lives
+        return None, f"cannot read {name}: {e}"
+
+
+def writeLuaFile(context, dataset, name):
+    """Write ``dataset`` as a Part-10 file ``name`` (missing folders made);
+    the reason it could not, or None."""
+    path = luaFilePath(context, name)
+    try:
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        writePart10(dataset, path)
+    except (OSError, ValueError) as e:
+        return f"cannot write {name}: {e}"
+    return None

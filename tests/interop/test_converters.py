@@ -127,6 +127,44 @@ class ImportConverterTests(unittest.TestCase):
         self.assertNotIn("ReferencedStudySequence", stored["PATIENT2"])
         self.assertNotIn("Lua script failed", server.log())
 
+    def test_luaObjectsAndFiles(self):
+        """Conquest's GetVR/SetVR, Data.Seq[N] appending, newdicomobject,
+        Write and readdicom (in LuaFileFolder) on an object storescu sends."""
+        serverDir = os.path.join(self.workdir, "pacs")
+        os.makedirs(serverDir)
+        with open(os.path.join(serverDir, "objects.lua"), "w") as f:
+            f.write("local rows = Data:GetVR(0x0028, 0x0010)\n"
+                    "Data:SetVR(0x0008, 0x1030, Data:GetVR(0x0010, 0x0010, true) .. '/' .. (rows[0] + 256 * rows[1]))\n"
+                    "Data.ReferencedStudySequence = {}\n"
+                    "local s = Data.ReferencedStudySequence\n"
+                    "s[#s].ReferencedSOPInstanceUID = '1.2.3.1'\n"
+                    "s[#s].ReferencedSOPInstanceUID = '1.2.3.2'\n"
+                    "local copy = newdicomobject()\n"
+                    "copy.PatientID = Data.PatientID\n"
+                    "copy.SOPInstanceUID = Data.SOPInstanceUID\n"
+                    "copy.SOPClassUID = Data.SOPClassUID\n"
+                    "copy:Write('copies/' .. Data.SOPInstanceUID .. '.dcm')\n"
+                    "local back = DicomObject:new()\n"
+                    "print('read back', readdicom(back, 'copies/' .. Data.SOPInstanceUID .. '.dcm'), back.PatientID)\n"
+                    "print('missing', readdicom(back, 'copies/none.dcm') == nil)\n")
+        server = PacsServer(serverDir, ini={"ImportConverters": "1", "ImportConverter0": "lua:objects.lua",
+                                            "LuaFileFolder": "luafiles"})
+        server.start()
+        self.addCleanup(server.stop)
+        original, path = self.image("objects.dcm", "PAT7")
+        result = server.store(path)
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        [stored] = self.stored(server)
+        self.assertEqual(stored.StudyDescription, "Doe^John/8")
+        self.assertEqual([item.ReferencedSOPInstanceUID for item in stored.ReferencedStudySequence],
+                         ["1.2.3.1", "1.2.3.2"])
+        copy = pydicom.dcmread(os.path.join(serverDir, "luafiles", "copies", f"{original.SOPInstanceUID}.dcm"))
+        self.assertEqual((copy.PatientID, copy.SOPInstanceUID), ("PAT7", original.SOPInstanceUID))
+        log = server.log()
+        self.assertIn("read back\t1\tPAT7", log)
+        self.assertIn("missing\ttrue", log)
+        self.assertNotIn("Lua script failed", log)
+
     def test_addedFilesPassTheConvertersOnlyWithImportExportDragAndDrop(self):
         server = PacsServer(os.path.join(self.workdir, "pacs"), ini={
             "ImportConverters": "1", "ImportConverter0": 'set 0008,0080 to "converted"'})

@@ -7,6 +7,7 @@ pictures in it, the worklist and its HL7 intake, and the counters behind
 ``--display_status``.
 """
 
+import functools
 import os
 import time
 
@@ -15,6 +16,7 @@ from twisted.internet import defer, threads
 from twisted.logger import Logger
 
 from pacscore.config.errors import ConfigError
+from pacscore.control.registry import CommandRegistry as ControlCommands
 from pacscore.codecs.syntaxes import isSupportedCode
 from pacscore.converters.compressing import CompressionScripts
 from pacscore.converters.context import ConverterServices
@@ -22,6 +24,7 @@ from pacscore.converters.hooks import hooksFrom
 from pacscore.converters.importing import ImportConverters
 from pacscore.converters.registry import CommandRegistry
 from pacscore.converters.rules import loadRules
+from pacscore.converters.servercommands import ServerCommands
 from pacscore.converters.uidmap import UIDMap
 from pacscore.db.drivers import databaseFiles, findDriver, redacted
 from pacscore.db.index import Index
@@ -65,6 +68,7 @@ from pacscore.storage.relocation import DeviceMover
 from pacscore.storage.space import MEGABYTE, Nightly, SpaceKeeper, lruSortTag
 from pacscore.storage.store import ObjectStore
 from pacscore.storage.worklistmode import WorklistAmender
+from pacscore.web.commands import commandOutput
 from pacscore.workers import WorkerPool
 
 DEFAULT_WEB_RENDERS = 2  # WebMaxRenders
@@ -144,9 +148,13 @@ class Archive:
             amenders.append(patientIDFixer)
         self.commands = CommandRegistry()
         self.converterRules = loadRules(ini, self.commands)
+        # Lua's servercommand: import converters wait in this pool for commands that may need it
+        serverCommands = ServerCommands.fromIni(ini, reactor, functools.partial(commandOutput, self, ControlCommands()),
+                                                slots=self.workers.size - 1)
         self.converterServices = ConverterServices(
             index=self.index, configuration=configuration, aeTitle=self.aeTitle, reactor=reactor,
-            worklistLookup=self.worklistItems.lookup, counters=self.counters, uidMap=uidMap)
+            worklistLookup=self.worklistItems.lookup, counters=self.counters, uidMap=uidMap,
+            serverCommands=serverCommands)
         self.objectReader = ObjectReader(self.devices, self.mirrors)
         keepsIndex = getattr(self.driver, "keepsIndex", True)
         self.exportQueue = ExportQueue.fromConfiguration(self.index, configuration, self.converterRules.exportRules,

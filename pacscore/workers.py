@@ -1,4 +1,5 @@
-"""A small pool of worker threads for blocking disk work.
+"""A small pool of worker threads for blocking disk work, and
+``blockingCallWithin``: a worker's call into the reactor with a time limit.
 
 Twisted's ThreadPool passes each call through a coordinator thread; at
 thousands of objects a second that extra hop costs more than the work.
@@ -15,6 +16,7 @@ from twisted.python.failure import Failure
 
 _STOP = object()
 STOP_GRACE = 60  # seconds a stop waits for calls under way
+_NO_REACTOR_GRACE = 1  # seconds past a blockingCallWithin's limit before giving up on a reactor that runs no more
 
 
 class WorkerPool:
@@ -90,3 +92,28 @@ class WorkerPool:
             else:
                 if d is not None:
                     self.reactor.callFromThread(d.callback, result)
+
+
+def blockingCallWithin(reactor, seconds, f, *args, **kwargs):
+    """From a thread other than the reactor's: run ``f`` in the reactor and
+    wait for its result (a Deferred's too) for at most ``seconds``; then its
+    Deferred is cancelled and TimeoutError raised, as it is when the reactor
+    no longer runs.  ``twisted.internet.threads.blockingCallFromThread``
+    would wait for ever."""
+    answers = queue.SimpleQueue()
+
+    def call():
+        d = defer.maybeDeferred(f, *args, **kwargs)
+        d.addTimeout(seconds, reactor)
+        d.addBoth(answers.put)
+
+    reactor.callFromThread(call)
+    try:
+        result = answers.get(timeout=seconds + _NO_REACTOR_GRACE)
+    except queue.Empty:
+        raise TimeoutError(f"no answer from the reactor within {seconds} s") from None
+    if isinstance(result, Failure):
+        if result.check(defer.TimeoutError):
+            raise TimeoutError(f"no answer within {seconds} s")
+        result.raiseException()
+    return result

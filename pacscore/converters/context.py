@@ -42,11 +42,13 @@ class ConverterServices:
     ``configuration`` (the loaded Configuration: ini, acrNemaMap, ...),
     ``aeTitle``, ``reactor``, ``worklistLookup`` (accession -> {tag: value}
     or None), ``exportQueue`` (pacscore.export: forwards and delayed jobs),
-    ``uidMap`` (anonymized UIDs for %E/%R and newuids), ``counters``.
+    ``uidMap`` (anonymized UIDs for %E/%R and newuids), ``counters``,
+    ``serverCommands`` (control commands for Lua's ``servercommand``: a
+    ``pacscore.converters.servercommands.ServerCommands``).
     """
 
     def __init__(self, index=None, configuration=None, aeTitle="", reactor=None, worklistLookup=None,
-                 exportQueue=None, uidMap=None, counters=None):
+                 exportQueue=None, uidMap=None, counters=None, serverCommands=None):
         self.index = index
         self.configuration = configuration
         self.aeTitle = aeTitle
@@ -55,6 +57,7 @@ class ConverterServices:
         self.exportQueue = exportQueue
         self.uidMap = uidMap
         self.counters = counters if counters is not None else {}
+        self.serverCommands = serverCommands
 
 
 class ConverterContext:

@@ -19,7 +19,9 @@ converter rule on the same object and returns its outcome's name),
 ``dbquery(table, fields, where, order)`` (a read-only SELECT on an index
 table, rows as tables of strings), ``genuid()``, ``changeuid(uid)`` and
 ``changeuidback(uid)`` (the UIDMODS pairs, as ``newuids`` keeps them) and
-``crc(text)`` (%A's checksum).  Objects of its own: ``newdicomobject()``
+``crc(text)`` (%A's checksum), ``servercommand('name:arguments')`` (a
+control command's output, nil when empty, or nil and the reason; see
+``servercommands``).  Objects of its own: ``newdicomobject()``
 (or ``DicomObject:new()``: an empty object used as Data is, changing
 nothing stored) and ``newdicomarray()`` (``DicomObject:newarray()``: an
 empty sequence, for ``SetVR``); ``x:Read(path)`` (``readdicom(x, path)``,
@@ -66,6 +68,7 @@ from pacscore.converters.elements import assign, textOf, vrOf
 from pacscore.converters.luafiles import readLuaFile, unsafeAllowed, writeLuaFile
 from pacscore.converters.saving import wholeObject
 from pacscore.converters.script import parseScript
+from pacscore.converters.servercommands import ServerCommandError
 from pacscore.converters.uidmap import uidMapOf
 from pacscore.converters.variables import checksum
 from pacscore.interfaces import IConverterCommand
@@ -556,7 +559,7 @@ class LuaRuntime:
                    "Global": self.lua.table_from(dict(reversed(ini.items())) if ini is not None else {})}
         functions = {name: getattr(api, name) for name in
                      ("forward", "script", "dbquery", "genuid", "changeuid", "changeuidback", "crc",
-                      "newdicomobject", "newdicomarray")}
+                      "newdicomobject", "newdicomarray", "servercommand")}
         return self.execute(chunk, globals, functions, api.print, handle, unsafe, maxInstructions)
 
     def execute(self, chunk, globals, functions, printer, handle=None, unsafe=False,
@@ -630,6 +633,17 @@ class LuaApi:
     def newdicomarray(self):
         """An empty sequence of objects (``newdicomarray()``, ``DicomObject:newarray()``)."""
         return _SequenceHandle(_ObjectContext(self.context.services, None), Sequence())
+
+    def servercommand(self, text):
+        """The output of a control command (``name:arguments``; nil when it
+        has none, as in Conquest), or nil and the reason it failed."""
+        commands = self.context.services.serverCommands
+        if commands is None:
+            raise LuaApiError("servercommand: there are no server commands here")
+        try:
+            return commands.fromThread(str(text)) or None
+        except ServerCommandError as e:
+            return None, str(e)
 
     def dbquery(self, tableName, fields, where=None, order=None):
         """Rows of a SELECT on one index table, as a Lua array of arrays of strings."""

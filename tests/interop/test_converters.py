@@ -165,6 +165,27 @@ class ImportConverterTests(unittest.TestCase):
         self.assertIn("missing\ttrue", log)
         self.assertNotIn("Lua script failed", log)
 
+    def test_luaServerCommand(self):
+        """servercommand in an import converter runs a control command (as
+        the control port would) while the object waits in its worker."""
+        serverDir = os.path.join(self.workdir, "pacs")
+        os.makedirs(serverDir)
+        with open(os.path.join(serverDir, "command.lua"), "w") as f:
+            f.write("local status = servercommand('display_status:')\n"
+                    "Data.StudyDescription = status:match(\"DICOM server '[^']*'\")\n"
+                    "print('unknown', servercommand('nosuch:'))\n")
+        server = PacsServer(serverDir, ini={"ImportConverters": "1", "ImportConverter0": "lua:command.lua"})
+        server.start()
+        self.addCleanup(server.stop)
+        _, path = self.image("command.dcm", "PAT8")
+        result = server.store(path)
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        [stored] = self.stored(server)
+        self.assertEqual(stored.StudyDescription, "DICOM server 'PACS'")
+        log = server.log()
+        self.assertIn("unknown\tnil\tnosuch:: unknown command --nosuch", log)
+        self.assertNotIn("Lua script failed", log)
+
     def test_addedFilesPassTheConvertersOnlyWithImportExportDragAndDrop(self):
         server = PacsServer(os.path.join(self.workdir, "pacs"), ini={
             "ImportConverters": "1", "ImportConverter0": 'set 0008,0080 to "converted"'})

@@ -1,15 +1,15 @@
-"""Tests for pacscore.workers: the worker pool and its stop."""
+"""Tests for pacscore.workers: the worker pool and its stop, and blockingCallWithin."""
 
 import threading
 import time
 
-from twisted.internet import reactor
+from twisted.internet import defer, reactor, threads
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import Clock
 from twisted.logger import capturedLogs
 from twisted.trial import unittest
 
-from pacscore.workers import WorkerPool
+from pacscore.workers import WorkerPool, blockingCallWithin
 
 
 class _ClockReactor(Clock):
@@ -47,3 +47,35 @@ class StopTests(unittest.TestCase):
         self.successResultOf(stopped)
         [message] = [e["log_format"].format(**e) for e in events]
         self.assertEqual(message, "stuck-pool: stopping after 30 s without stuck-pool-0, still busy")
+
+
+class BlockingCallWithinTests(unittest.TestCase):
+    """blockingCallWithin: a worker thread's call into the reactor, limited in time."""
+
+    @inlineCallbacks
+    def test_resultAndFailure(self):
+        result = yield threads.deferToThread(blockingCallWithin, reactor, 5, lambda x: defer.succeed(x * 2), 21)
+        self.assertEqual(result, 42)
+        failing = threads.deferToThread(blockingCallWithin, reactor, 5, lambda: defer.fail(KeyError("k")))
+        yield self.assertFailure(failing, KeyError)
+
+    @inlineCallbacks
+    def test_timeoutCancelsTheCall(self):
+        cancelled = []
+        waiting = threads.deferToThread(blockingCallWithin, reactor, 0.1,
+                                        lambda: defer.Deferred(lambda d: cancelled.append(True)))
+        error = yield self.assertFailure(waiting, TimeoutError)
+        self.assertEqual(str(error), "no answer within 0.1 s")
+        self.assertEqual(cancelled, [True])
+
+    def test_reactorThatRunsNoMore(self):
+        """The wait ends also when the reactor never runs the call."""
+        class Stopped:
+            def callFromThread(self, f, *args, **kwargs):
+                pass
+
+        started = time.monotonic()
+        with self.assertRaises(TimeoutError) as raised:
+            blockingCallWithin(Stopped(), 0.1, lambda: None)
+        self.assertEqual(str(raised.exception), "no answer from the reactor within 0.1 s")
+        self.assertLess(time.monotonic() - started, 5)

@@ -10,17 +10,21 @@ from types import SimpleNamespace
 from pydicom import Dataset, dcmread
 from pydicom.data import get_testdata_file
 from pydicom.sequence import Sequence
+from twisted.internet import defer, reactor, threads
+from twisted.internet.defer import inlineCallbacks
 from twisted.logger import capturedLogs
 from twisted.trial import unittest
 from zope.interface import implementer
 
 from pacscore.config.ini import DicomIni
+from pacscore.control.context import CommandError
 from pacscore.converters.context import (
     ConverterContext, ConverterServices, ConverterSyntaxError, Outcome)
 from pacscore.converters.elements import textOf
 from pacscore.converters.lua import DEFAULT_MAX_INSTRUCTIONS, LuaRuntime
 from pacscore.converters.registry import CommandRegistry
 from pacscore.converters.saving import writePart10
+from pacscore.converters.servercommands import ServerCommands
 from pacscore.converters.script import parseScript
 from pacscore.converters.uidmap import UIDMap
 from pacscore.db.index import Index
@@ -636,6 +640,32 @@ class ObjectTests(unittest.TestCase):
         self.assertEqual((outcome, messages), (Outcome.CONTINUE, [f"{KEY}: true\ttrue"]))
         self.assertEqual(dcmread(target).PatientID, "123")
         self.assertEqual(dcmread(os.path.join(self.workdir, "here.dcm")).PatientID, "123")
+
+
+class ServerCommandTests(unittest.TestCase):
+    """servercommand('name:arguments') in a converter: the command runs in
+    the reactor while the script's worker thread waits."""
+
+    @inlineCallbacks
+    def test_servercommand(self):
+        def run(line):
+            if line == "nosuch:":
+                return defer.fail(CommandError("unknown command --nosuch"))
+            return defer.succeed("" if line == "quiet:" else f"output of {line}")
+
+        context = makeContext()
+        context.services.serverCommands = ServerCommands(reactor, run, slots=1)
+        outcome, _, messages = yield threads.deferToThread(
+            runLua, "print(servercommand('display_status:')); print(servercommand('quiet:')); "
+                    "print(servercommand('nosuch:'))", context)
+        self.assertEqual(outcome, Outcome.CONTINUE)
+        self.assertEqual(messages, [f"{KEY}: output of display_status:", f"{KEY}: nil",
+                                    f"{KEY}: nil\tnosuch:: unknown command --nosuch"])
+
+    def test_withoutServerCommands(self):
+        outcome, _, messages = runLua("servercommand('display_status:')")
+        self.assertEqual(outcome, Outcome.STOP)
+        self.assertEqual(messages, [f"{KEY}: Lua script failed: lua:1: servercommand: there are no server commands here"])
 
 
 class DbQueryTests(unittest.TestCase):

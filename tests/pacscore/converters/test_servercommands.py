@@ -1,0 +1,65 @@
+"""Tests for pacscore.converters.servercommands: control commands run for
+converters from their worker threads, limited in time and in waiters."""
+
+import threading
+
+from twisted.internet import defer, reactor, threads
+from twisted.internet.defer import inlineCallbacks
+from twisted.trial import unittest
+
+from pacscore.config.ini import DicomIni
+from pacscore.control.context import CommandError
+from pacscore.converters.servercommands import ServerCommandError, ServerCommands
+
+
+class ServerCommandsTests(unittest.TestCase):
+
+    def commands(self, run, slots=2, ini=""):
+        return ServerCommands.fromIni(DicomIni.fromString(ini), reactor, run, slots)
+
+    @inlineCallbacks
+    def test_outputAndRefusal(self):
+        def run(line):
+            if line == "nosuch:":
+                return defer.fail(CommandError("unknown command --nosuch"))
+            self.assertIs(threading.current_thread(), threading.main_thread())  # in the reactor
+            return defer.succeed(f"ran {line}")
+
+        commands = self.commands(run)
+        self.assertEqual((yield threads.deferToThread(commands.fromThread, "display_status:")),
+                         "ran display_status:")
+        error = yield self.assertFailure(threads.deferToThread(commands.fromThread, "nosuch:"), ServerCommandError)
+        self.assertEqual(str(error), "nosuch:: unknown command --nosuch")
+
+    @inlineCallbacks
+    def test_timeoutFromIni(self):
+        commands = self.commands(lambda line: defer.Deferred(), ini="LuaCommandTimeout = 1\n")
+        self.assertEqual((commands.timeout, self.commands(None).timeout), (1, 60))
+        error = yield self.assertFailure(threads.deferToThread(commands.fromThread, "slow:"), ServerCommandError)
+        self.assertEqual(str(error), "slow:: no answer within 1 s")
+
+    @inlineCallbacks
+    def test_busyWhenEverySlotWaits(self):
+        """Waiters beyond the slots are refused at once, so a command that
+        needs a worker finds one; a slot is free again after its wait."""
+        started, pending = defer.Deferred(), defer.Deferred()
+
+        def run(line):
+            if line == "quick:":
+                return defer.succeed("quick")
+            started.callback(None)
+            return pending
+
+        commands = self.commands(run, slots=1)
+        waiting = threads.deferToThread(commands.fromThread, "slow:")
+        yield started  # its worker holds the slot
+        error = yield self.assertFailure(threads.deferToThread(commands.fromThread, "quick:"), ServerCommandError)
+        self.assertEqual(str(error), "quick:: busy, every worker that may wait for a command does")
+        pending.callback("slow done")
+        self.assertEqual((yield waiting), "slow done")
+        self.assertEqual((yield threads.deferToThread(commands.fromThread, "quick:")), "quick")
+
+    def test_noSlots(self):
+        """An I/O pool of one thread leaves no worker to wait."""
+        with self.assertRaises(ServerCommandError):
+            self.commands(lambda line: defer.succeed(""), slots=0).fromThread("display_status:")

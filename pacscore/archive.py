@@ -20,6 +20,7 @@ from pacscore.control.registry import CommandRegistry as ControlCommands
 from pacscore.codecs.syntaxes import isSupportedCode
 from pacscore.converters.compressing import CompressionScripts
 from pacscore.converters.context import ConverterServices
+from pacscore.converters.dicomrequests import DicomRequests
 from pacscore.converters.hooks import hooksFrom
 from pacscore.converters.importing import ImportConverters
 from pacscore.converters.registry import CommandRegistry
@@ -150,7 +151,7 @@ class Archive:
         self.converterRules = loadRules(ini, self.commands)
         # Lua's servercommand: import converters wait in this pool for commands that may need it
         serverCommands = ServerCommands.fromIni(ini, reactor, functools.partial(commandOutput, self, ControlCommands()),
-                                                slots=self.workers.size - 1)
+                                                slots=self.workers.size - 1, requests=DicomRequests(self))
         self.converterServices = ConverterServices(
             index=self.index, configuration=configuration, aeTitle=self.aeTitle, reactor=reactor,
             worklistLookup=self.worklistItems.lookup, counters=self.counters, uidMap=uidMap,

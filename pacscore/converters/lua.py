@@ -21,7 +21,10 @@ table, rows as tables of strings), ``genuid()``, ``changeuid(uid)`` and
 ``changeuidback(uid)`` (the UIDMODS pairs, as ``newuids`` keeps them) and
 ``crc(text)`` (%A's checksum), ``servercommand('name:arguments')`` (a
 control command's output, nil when empty, or nil and the reason; see
-``servercommands``).  Objects of its own: ``newdicomobject()``
+``servercommands``), ``dicomquery(ae, level, query)`` (the matches of a
+C-FIND as an array of objects; empty, and the reason, when it failed) and
+``dicommove(source, destination, query[, patientroot])`` (a C-MOVE waited
+for: true, or nil and the reason; see ``dicomrequests``).  Objects of its own: ``newdicomobject()``
 (or ``DicomObject:new()``: an empty object used as Data is, changing
 nothing stored) and ``newdicomarray()`` (``DicomObject:newarray()``: an
 empty sequence, for ``SetVR``); ``x:Read(path)`` (``readdicom(x, path)``,
@@ -559,7 +562,7 @@ class LuaRuntime:
                    "Global": self.lua.table_from(dict(reversed(ini.items())) if ini is not None else {})}
         functions = {name: getattr(api, name) for name in
                      ("forward", "script", "dbquery", "genuid", "changeuid", "changeuidback", "crc",
-                      "newdicomobject", "newdicomarray", "servercommand")}
+                      "newdicomobject", "newdicomarray", "servercommand", "dicomquery", "dicommove")}
         return self.execute(chunk, globals, functions, api.print, handle, unsafe, maxInstructions)
 
     def execute(self, chunk, globals, functions, printer, handle=None, unsafe=False,
@@ -577,6 +580,13 @@ class LuaRuntime:
             if outermost:
                 self._sethook()
         return result[0] if isinstance(result, tuple) else result
+
+
+def _datasetOf(value, name):
+    """The data set of an object a script gives a function."""
+    if not isinstance(value, _DatasetHandle):
+        raise LuaApiError(f"{name} wants a DICOM object (newdicomobject()) for its query")
+    return value.dataset
 
 
 class LuaApi:
@@ -634,16 +644,45 @@ class LuaApi:
         """An empty sequence of objects (``newdicomarray()``, ``DicomObject:newarray()``)."""
         return _SequenceHandle(_ObjectContext(self.context.services, None), Sequence())
 
+    def _serverCommands(self, name):
+        commands = self.context.services.serverCommands
+        if commands is None:
+            raise LuaApiError(f"{name}: there are no server commands here")
+        return commands
+
     def servercommand(self, text):
         """The output of a control command (``name:arguments``; nil when it
         has none, as in Conquest), or nil and the reason it failed."""
-        commands = self.context.services.serverCommands
-        if commands is None:
-            raise LuaApiError("servercommand: there are no server commands here")
+        commands = self._serverCommands("servercommand")
         try:
             return commands.fromThread(str(text)) or None
         except ServerCommandError as e:
             return None, str(e)
+
+    def dicomquery(self, ae, level, query):
+        """Conquest's dicomquery: the matches of a C-FIND on ``ae`` at
+        ``level`` with the keys of the object ``query``, as an array of
+        objects; when it failed, an empty array and the reason."""
+        commands = self._serverCommands("dicomquery")
+        identifier = _datasetOf(query, "dicomquery")
+        matches = _SequenceHandle(_ObjectContext(self.context.services, None), Sequence())
+        try:
+            matches.sequence.extend(commands.find(str(ae), str(level), identifier))
+        except ServerCommandError as e:
+            return matches, str(e)
+        return matches
+
+    def dicommove(self, source, destination, query, patientRoot=0):
+        """Conquest's dicommove: a C-MOVE on ``source`` to ``destination``
+        of what the object ``query`` names (Patient Root when
+        ``patientRoot`` is not 0), waited for; true, or nil and the reason."""
+        commands = self._serverCommands("dicommove")
+        identifier = _datasetOf(query, "dicommove")
+        try:
+            commands.move(str(source), str(destination), identifier, bool(patientRoot))
+        except ServerCommandError as e:
+            return None, str(e)
+        return True
 
     def dbquery(self, tableName, fields, where=None, order=None):
         """Rows of a SELECT on one index table, as a Lua array of arrays of strings."""

@@ -1,6 +1,7 @@
 """``servercommand(text)`` for converters: a control command
 (``name:arguments``, as the control port and the web's Lua pages run it)
-run in the reactor while the converter's worker thread waits.
+run in the reactor while the converter's worker thread waits; likewise
+``dicomquery`` and ``dicommove`` (see ``dicomrequests``).
 
 The wait is limited (``LuaCommandTimeout`` seconds): the command is then
 cancelled and the script told why.  At most ``slots`` workers wait at
@@ -14,6 +15,7 @@ import threading
 
 from pacscore.control.context import CommandError
 from pacscore.control.protocol import BadRequest
+from pacscore.converters.dicomrequests import DicomRequestError
 from pacscore.workers import blockingCallWithin
 
 DEFAULT_TIMEOUT = 60
@@ -21,33 +23,52 @@ TIMEOUT_KEY = "LuaCommandTimeout"
 
 
 class ServerCommandError(Exception):
-    """A command that failed, was refused, took too long or found no slot."""
+    """A command or request that failed, was refused, took too long or
+    found no slot."""
 
 
 class ServerCommands:
-    """``run(line)`` (in the reactor: a Deferred of the output text) made
-    callable from worker threads, ``slots`` of them at once, each for at
-    most ``timeout`` seconds."""
+    """What converters ask of the server from their worker threads, in the
+    reactor, ``slots`` of them at once, each for at most ``timeout``
+    seconds: ``run(line)`` (a Deferred of a control command's output
+    text) and the ``requests`` (a ``DicomRequests``, or None)."""
 
-    def __init__(self, reactor, run, slots, timeout=DEFAULT_TIMEOUT):
+    def __init__(self, reactor, run, slots, timeout=DEFAULT_TIMEOUT, requests=None):
         self.reactor = reactor
         self.run = run
         self.slots = threading.BoundedSemaphore(slots) if slots > 0 else None
         self.timeout = timeout
+        self.requests = requests
 
     @classmethod
-    def fromIni(cls, ini, reactor, run, slots):
+    def fromIni(cls, ini, reactor, run, slots, requests=None):
         """With dicom.ini's ``LuaCommandTimeout``."""
-        return cls(reactor, run, slots, ini.getint(TIMEOUT_KEY, DEFAULT_TIMEOUT))
+        return cls(reactor, run, slots, ini.getint(TIMEOUT_KEY, DEFAULT_TIMEOUT), requests)
 
     def fromThread(self, line):
         """In a worker thread: the output of the command ``line``;
         ServerCommandError with the reason it has none."""
+        return self._call(line, self.run, line)
+
+    def find(self, ae, level, identifier):
+        """In a worker thread: the matches of ``DicomRequests.find``."""
+        return self._call("dicomquery", self._requests().find, ae, level, identifier)
+
+    def move(self, source, destination, identifier, patientRoot=False):
+        """In a worker thread: ``DicomRequests.move`` to its end."""
+        return self._call("dicommove", self._requests().move, source, destination, identifier, patientRoot)
+
+    def _requests(self):
+        if self.requests is None:
+            raise ServerCommandError("no DICOM requests can be sent from here")
+        return self.requests
+
+    def _call(self, what, f, *args):
         if self.slots is None or not self.slots.acquire(blocking=False):
-            raise ServerCommandError(f"{line}: busy, every worker that may wait for a command does")
+            raise ServerCommandError(f"{what}: busy, every worker that may wait for a command does")
         try:
-            return blockingCallWithin(self.reactor, self.timeout, self.run, line)
-        except (CommandError, BadRequest, TimeoutError) as e:
-            raise ServerCommandError(f"{line}: {e}") from None
+            return blockingCallWithin(self.reactor, self.timeout, f, *args)
+        except (CommandError, BadRequest, DicomRequestError, TimeoutError) as e:
+            raise ServerCommandError(f"{what}: {e}") from None
         finally:
             self.slots.release()

@@ -186,6 +186,43 @@ class ImportConverterTests(unittest.TestCase):
         self.assertIn("unknown\tnil\tnosuch:: unknown command --nosuch", log)
         self.assertNotIn("Lua script failed", log)
 
+    def test_luaDicomQueryAndMove(self):
+        """dicomquery and dicommove in an import converter, sent to the
+        server itself while the object waits in its worker: the query's
+        matches come back as objects, the move reaches a storescp."""
+        serverDir = os.path.join(self.workdir, "pacs")
+        os.makedirs(serverDir)
+        with open(os.path.join(serverDir, "query.lua"), "w") as f:
+            f.write("if Data.PatientID ~= 'QUERIER' then return end\n"
+                    "local q = newdicomobject()\n"
+                    "q.PatientID = 'PAT1'\n"
+                    "q.StudyInstanceUID = ''\n"
+                    "local studies, reason = dicomquery('PACS', 'STUDY', q)\n"
+                    "Data.ImageComments = #studies .. ' ' .. (studies[0] and studies[0].StudyInstanceUID or reason)\n"
+                    "q.QueryRetrieveLevel = 'STUDY'\n"
+                    "q.StudyInstanceUID = studies[0].StudyInstanceUID\n"
+                    "print('moved', dicommove('PACS', 'MOVEDEST', q))\n")
+        server = PacsServer(serverDir, ini={"ImportConverters": "1", "ImportConverter0": "lua:query.lua"})
+        storescp = StorescpServer(tempfile.mkdtemp(dir=self.workdir), aet="MOVEDEST")
+        self.addCleanup(storescp.stop)
+        storescp.start()
+        server.addNode(storescp.aet, storescp.port)
+        server.addNode(server.ae, server.port)
+        server.start()
+        self.addCleanup(server.stop)
+        first, firstPath = self.image("first.dcm", "PAT1")
+        _, querierPath = self.image("querier.dcm", "QUERIER")
+        for path in (firstPath, querierPath):
+            result = server.store(path)
+            self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        stored = {ds.PatientID: ds for ds in self.stored(server)}
+        self.assertEqual(stored["QUERIER"].ImageComments, f"1 {first.StudyInstanceUID}")
+        [arrived] = storescp.files()
+        self.assertEqual(pydicom.dcmread(arrived).SOPInstanceUID, first.SOPInstanceUID)
+        log = server.log()
+        self.assertIn("moved\ttrue", log)
+        self.assertNotIn("Lua script failed", log)
+
     def test_addedFilesPassTheConvertersOnlyWithImportExportDragAndDrop(self):
         server = PacsServer(os.path.join(self.workdir, "pacs"), ini={
             "ImportConverters": "1", "ImportConverter0": 'set 0008,0080 to "converted"'})

@@ -20,6 +20,7 @@ from pacscore.config.ini import DicomIni
 from pacscore.control.context import CommandError
 from pacscore.converters.context import (
     ConverterContext, ConverterServices, ConverterSyntaxError, Outcome)
+from pacscore.converters.dicomrequests import DicomRequestError
 from pacscore.converters.elements import textOf
 from pacscore.converters.lua import DEFAULT_MAX_INSTRUCTIONS, LuaRuntime
 from pacscore.converters.registry import CommandRegistry
@@ -642,6 +643,30 @@ class ObjectTests(unittest.TestCase):
         self.assertEqual(dcmread(os.path.join(self.workdir, "here.dcm")).PatientID, "123")
 
 
+class RecordingRequests:
+    """A stand-in DicomRequests: records what it was asked, 'DOWN' fails."""
+
+    def __init__(self):
+        self.calls = []
+
+    def _check(self, ae):
+        if ae == "DOWN":
+            raise DicomRequestError("'DOWN' is not in acrnema.map")
+
+    def find(self, ae, level, identifier):
+        self.calls.append(("find", ae, level, identifier.PatientID, "StudyInstanceUID" in identifier))
+        self._check(ae)
+        matches = [Dataset(), Dataset()]
+        for number, match in enumerate(matches, 1):
+            match.StudyInstanceUID = f"1.2.{number}"
+        return defer.succeed(matches)
+
+    def move(self, source, destination, identifier, patientRoot):
+        self.calls.append(("move", source, destination, identifier.StudyInstanceUID, patientRoot))
+        self._check(source)
+        return defer.succeed(None)
+
+
 class ServerCommandTests(unittest.TestCase):
     """servercommand('name:arguments') in a converter: the command runs in
     the reactor while the script's worker thread waits."""
@@ -661,6 +686,40 @@ class ServerCommandTests(unittest.TestCase):
         self.assertEqual(outcome, Outcome.CONTINUE)
         self.assertEqual(messages, [f"{KEY}: output of display_status:", f"{KEY}: nil",
                                     f"{KEY}: nil\tnosuch:: unknown command --nosuch"])
+
+    @inlineCallbacks
+    def test_dicomqueryAndDicommove(self):
+        """The query object's keys go to the request, the matches come back
+        as an array; a failure is an empty array (or nil) and the reason."""
+        requests = RecordingRequests()
+        context = makeContext()
+        context.services.serverCommands = ServerCommands(reactor, None, slots=1, requests=requests)
+        outcome, _, messages = yield threads.deferToThread(
+            runLua, "local q = newdicomobject(); q.PatientID = '123'; q.StudyInstanceUID = ''; "
+                    "local studies = dicomquery('REMOTE', 'study', q); "
+                    "print(#studies, studies[0].StudyInstanceUID, studies[1].StudyInstanceUID, tostring(studies[3])); "
+                    "local none, reason = dicomquery('DOWN', 'STUDY', q); print(#none, reason); "
+                    "q.QueryRetrieveLevel = 'STUDY'; q.StudyInstanceUID = studies[1].StudyInstanceUID; "
+                    "print(dicommove('REMOTE', 'DEST', q), dicommove('REMOTE', 'DEST', q, 1)); "
+                    "print(dicommove('DOWN', 'DEST', q))", context)
+        self.assertEqual(outcome, Outcome.CONTINUE)
+        self.assertEqual(messages, [f"{KEY}: 2\t1.2.1\t1.2.2\tnil",
+                                    f"{KEY}: 0\tdicomquery: 'DOWN' is not in acrnema.map",
+                                    f"{KEY}: true\ttrue", f"{KEY}: nil\tdicommove: 'DOWN' is not in acrnema.map"])
+        self.assertEqual(requests.calls, [("find", "REMOTE", "study", "123", True),
+                                          ("find", "DOWN", "STUDY", "123", True),
+                                          ("move", "REMOTE", "DEST", "1.2.2", False),
+                                          ("move", "REMOTE", "DEST", "1.2.2", True),
+                                          ("move", "DOWN", "DEST", "1.2.2", False)])
+        self.assertFalse(context.changed)
+
+    def test_queryWantsAnObject(self):
+        context = makeContext()
+        context.services.serverCommands = ServerCommands(reactor, None, slots=1, requests=RecordingRequests())
+        outcome, _, messages = runLua("dicomquery('REMOTE', 'STUDY', Data.PatientID)", context)
+        self.assertEqual(outcome, Outcome.STOP)
+        self.assertEqual(messages, [f"{KEY}: Lua script failed: lua:1: dicomquery wants a DICOM object "
+                                    "(newdicomobject()) for its query"])
 
     def test_withoutServerCommands(self):
         outcome, _, messages = runLua("servercommand('display_status:')")

@@ -160,18 +160,19 @@ wrapSequence = function(handle)
   handleOf[proxy] = handle
   return proxy
 end
+-- an object's methods; 'self' is the proxy, which reaches Python as its handle
+local methods = {
+  Delete = function(self, key) setElement(self, key, nil) end,
+  GetVR = function(self, group, element, asText)
+    local value = getVR(self, group, element)
+    if type(value) == "string" and not asText then return byteTable(value) end
+    return value
+  end,
+  SetVR = function(self, group, element, value) setVR(self, group, element, rawValue(value)) end,
+  Read = function(self, path) return readInto(self, path) end,
+  Write = function(self, path) return writeFrom(self, path) end,
+}
 wrapDataset = function(handle)
-  local methods = {
-    Delete = function(_, key) setElement(handle, key, nil) end,
-    GetVR = function(_, group, element, asText)
-      local value = getVR(handle, group, element)
-      if type(value) == "string" and not asText then return byteTable(value) end
-      return value
-    end,
-    SetVR = function(_, group, element, value) setVR(handle, group, element, rawValue(value)) end,
-    Read = function(_, path) return readInto(handle, path) end,
-    Write = function(_, path) return writeFrom(handle, path) end,
-  }
   local proxy = setmetatable({}, {
     __index = function(_, key)
       if methods[key] then return methods[key] end
@@ -183,8 +184,7 @@ wrapDataset = function(handle)
   return proxy
 end
 -- Conquest's function forms: getvr(object, group, element[, asText]) ...
-local function getvr(object, ...) return object:GetVR(...) end
-local function setvr(object, ...) return object:SetVR(...) end
+local getvr, setvr = methods.GetVR, methods.SetVR
 
 local function copy(t)
   local c = {}

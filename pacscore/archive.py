@@ -16,6 +16,7 @@ from twisted.internet import defer, threads
 from twisted.logger import Logger
 
 from pacscore.config.errors import ConfigError
+from pacscore.control.inprocess import commandOutput
 from pacscore.control.registry import CommandRegistry as ControlCommands
 from pacscore.codecs.syntaxes import isSupportedCode
 from pacscore.converters.compressing import CompressionScripts
@@ -69,7 +70,6 @@ from pacscore.storage.relocation import DeviceMover
 from pacscore.storage.space import MEGABYTE, Nightly, SpaceKeeper, lruSortTag
 from pacscore.storage.store import ObjectStore
 from pacscore.storage.worklistmode import WorklistAmender
-from pacscore.web.commands import commandOutput
 from pacscore.workers import WorkerPool
 
 DEFAULT_WEB_RENDERS = 2  # WebMaxRenders
@@ -150,8 +150,9 @@ class Archive:
         self.commands = CommandRegistry()
         self.converterRules = loadRules(ini, self.commands)
         # Lua's servercommand: import converters wait in this pool for commands that may need it
-        serverCommands = ServerCommands.fromIni(ini, reactor, functools.partial(commandOutput, self, ControlCommands()),
-                                                slots=self.workers.size - 1, requests=DicomRequests(self))
+        runCommand = functools.partial(commandOutput, self, ControlCommands(), peer="converter")
+        serverCommands = ServerCommands.fromIni(ini, reactor, runCommand, slots=self.workers.size - 1,
+                                                requests=DicomRequests(self))
         self.converterServices = ConverterServices(
             index=self.index, configuration=configuration, aeTitle=self.aeTitle, reactor=reactor,
             worklistLookup=self.worklistItems.lookup, counters=self.counters, uidMap=uidMap,

@@ -21,7 +21,7 @@ from pacscore.control.context import CommandError
 from pacscore.control.data import AddImageFile, LoadHL7
 from pacscore.control.deletes import DeleteSeries, DeleteStudy
 from pacscore.web.answers import WebError, checkPost, htmlAnswer
-from pacscore.web.commands import runCommand
+from pacscore.control.inprocess import runCommand
 from pacscore.web.html import SCRIPT, Markup, text
 from pacscore.web.logins import writerRefusal
 from pacscore.web.objects import uid

@@ -35,7 +35,7 @@ from pacscore.converters.lua import (
     selectRows)
 from pacscore.converters.luafiles import unsafeAllowed
 from pacscore.web.answers import HTML, Answer, WebError, utf8ContentType
-from pacscore.web.commands import commandOutput
+from pacscore.control.inprocess import commandOutput
 
 _HEADER = re.compile(r"^([A-Za-z][A-Za-z0-9-]*):[ \t]*(.*)$")
 log = Logger()

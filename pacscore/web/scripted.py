@@ -41,7 +41,7 @@ from twisted.logger import Logger
 from pacscore.control.context import CommandError
 from pacscore.control.protocol import BadRequest
 from pacscore.web.answers import HTML, Answer, WebError, utf8ContentType
-from pacscore.web.commands import commandOutput
+from pacscore.control.inprocess import commandOutput
 from pacscore.web.luapages import renderLua
 
 MAX_LINES = 10000

@@ -8,6 +8,9 @@ ignores it, with a warning naming the line.  A value is everything after
 the first ``=``, stripped; there are no inline comments, because converter
 scripts contain ``#``, ``=`` and ``;``.  Like Conquest, a value wholly enclosed in matching double or single
 quotes is unquoted, and the first of two equal keys in a section wins.
+Conquest's code reads ``MAGDeviceThreshHold``, ``NightlyCleanThreshHold`` ...
+where its manual writes ``...Threshold``: a key is found under either
+spelling, Conquest's first.
 A number is read as Conquest's ``atoi`` reads it where the text after it is
 plainly no part of it: ``5678  # port`` is 5678, ``100MB`` 100 (with a
 warning naming the line); a value that does not start with a number, or
@@ -41,6 +44,13 @@ class _Row:
     line: int | None        # line number in the file read; None once edited
     key: str | None = None  # as written
     value: str | None = None
+
+
+def _spellings(key):
+    """The lower-case spellings ``key`` is looked up under, Conquest's code's
+    (``...threshhold``) before its manual's (``...threshold``)."""
+    conquest = key.lower().replace("threshold", "threshhold")
+    return tuple(dict.fromkeys((conquest, conquest.replace("threshhold", "threshold"))))
 
 
 def _unquote(value):
@@ -92,10 +102,11 @@ class DicomIni(LineFile):
     # -- reading
 
     def _find(self, key, section):
-        section, key = section.lower(), key.lower()
-        for row in self._rows:
-            if row.key is not None and row.section == section and row.key.lower() == key:
-                return row
+        section = section.lower()
+        for spelling in _spellings(key):
+            for row in self._rows:
+                if row.key is not None and row.section == section and row.key.lower() == spelling:
+                    return row
         return None
 
     def get(self, key, default=None, section=MAIN_SECTION):
@@ -171,7 +182,7 @@ class DicomIni(LineFile):
 
     def delete(self, key, section=MAIN_SECTION):
         """Remove ``key`` (every line of it); a missing key is not an error."""
-        section, lowered = section.lower(), key.lower()
+        section, spellings = section.lower(), _spellings(key)
         self._rows = [row for row in self._rows
                       if not (row.key is not None and row.section == section
-                              and row.key.lower() == lowered)]
+                              and row.key.lower() in spellings)]

@@ -158,6 +158,23 @@ class ReadTests(unittest.TestCase):
         ini.set("TCPPort", "2")
         self.assertEqual(ini.toString(), text.replace("= 1", "= 2"))
 
+    def test_thresholdKeysInEitherSpelling(self):
+        """Conquest's code reads MAGDeviceThreshHold, its manual writes
+        MAGDeviceThreshold, and its shipped dicom.ini files say
+        MAGDeviceThreshhold: any spelling is found, Conquest's first."""
+        ini = DicomIni.fromString("[sscscp]\nMAGDeviceThreshhold = 100\nNightlyCleanThreshhold = 7\n"
+                                  "IgnoreMAGDeviceThreshold = 1\nMAGDeviceFullThreshold = 5\n"
+                                  "NightlyMoveThreshold = 9\nNightlyMoveThreshHold = 10\n")
+        self.assertEqual([ini.getint(key, 0) for key in ("MAGDeviceThreshold", "MAGDeviceThreshHold",
+                                                          "NightlyCleanThreshold", "IgnoreMAGDeviceThreshHold",
+                                                          "MAGDeviceFullThreshHold", "NightlyMoveThreshold")],
+                         [100, 100, 7, 1, 5, 10])
+        self.assertEqual(ini.lineOf("NightlyCleanThreshold"), 3)
+        ini.set("MAGDeviceThreshold", "200")
+        ini.delete("NightlyMoveThreshold")
+        self.assertEqual(ini.toString(), "[sscscp]\nMAGDeviceThreshhold = 200\nNightlyCleanThreshhold = 7\n"
+                                         "IgnoreMAGDeviceThreshold = 1\nMAGDeviceFullThreshold = 5\n")
+
     def test_firstOfTwoEqualKeysWins(self):
         ini = DicomIni.fromString("[sscscp]\nTCPPort = 104\ntcpport = 105\n")
         self.assertEqual(ini.getint("TCPPort", 0), 104)

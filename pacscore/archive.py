@@ -217,7 +217,7 @@ class Archive:
         self.hl7Intake = WorklistIntake(self.worklistMapping, self.worklistItems,
                                         application=self.aeTitle, counters=self.counters,
                                         inThread=self.inReactorPool)
-        self.hl7DropFolder = DropFolder(configuration.resolvePath(ini.get("HL7DropFolder", "") or "./hl7/"),
+        self.hl7DropFolder = DropFolder(configuration.pathSetting("HL7DropFolder", "./hl7/"),
                                         self.hl7Intake, self.workers)
         self.hl7DropInterval = ini.getint("HL7DropFolderInterval", 2)
         self.hl7MaxMessageSize = ini.getint("HL7MaxMessageSize", 1 << 20)

@@ -49,8 +49,7 @@ class SQLiteDriver:
             configuration.ini.get(key, "0").strip() == "1" for key in ("PostGres", "MySQL"))
 
     def urlFromConfiguration(self, configuration):
-        path = configuration.ini.get("SQLServer", "").strip() or self.defaultPath
-        return "sqlite:" + configuration.resolvePath(path)
+        return "sqlite:" + configuration.pathSetting("SQLServer", self.defaultPath)
 
     def createEngine(self, description, configuration):
         path = self.pathOf(description, configuration)

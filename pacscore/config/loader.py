@@ -29,6 +29,7 @@ INI_NAME = "dicom.ini"
 TLS_NODES = "DICOMTLSNodes"
 
 DEFAULT_MAG_DEVICE = "./data/"
+WINDOWS_PATH = re.compile(r"[A-Za-z]:[\\/]")  # d:\dicomserver\data\, C:/dicomserver/
 MAX_UID_PREFIX = 53  # with its final dot, pydicom's limit for generated UIDs
 
 
@@ -47,6 +48,17 @@ class Configuration:
     def resolvePath(self, value):
         """``value`` as an absolute, normalised path; relative ones are relative to workdir."""
         return os.path.normpath(os.path.join(self.workdir, value))
+
+    def pathSetting(self, key, default=""):
+        """The folder or file dicom.ini's ``key`` names (``default`` when it
+        is missing or empty), resolved as ``resolvePath`` does.  A Windows
+        path left in a Conquest file (``d:\\dicomserver\\data\\``) is a
+        ConfigError: here it would be a folder of that name in workdir."""
+        value = self.ini.get(key, "").strip() or default
+        if os.name != "nt" and WINDOWS_PATH.match(value):
+            raise ConfigError(self.iniPath, self.ini.lineOf(key),
+                              f"{key} = {value} is a Windows path: give the folder or file on this machine")
+        return self.resolvePath(value)
 
     @property
     def aeTitle(self):
@@ -110,11 +122,10 @@ class Configuration:
         devices = []
         for n in numbers:
             key = f"{kind}Device{n}"
-            path = self.ini.get(key, "")
-            if not path:
+            if not self.ini.get(key, ""):
                 raise ConfigError(self.iniPath, self.ini.lineOf(key) or self.ini.lineOf(f"{kind}Devices"),
                                   f"{key} is missing or empty")
-            devices.append((f"{kind}{n}", self.resolvePath(path)))
+            devices.append((f"{kind}{n}", self.pathSetting(key)))
         return devices
 
     @property

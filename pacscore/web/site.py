@@ -107,7 +107,7 @@ def _withLogins(root, archive):
                      "nothing")
         return root
     try:
-        passwords = PasswordFile(configuration.resolvePath(name))
+        passwords = PasswordFile(configuration.pathSetting("WebUsers"))
     except OSError as e:
         raise ConfigError(configuration.iniPath, configuration.ini.lineOf("WebUsers"),
                           f"WebUsers {name}: {e.strerror or e}") from e

@@ -8,28 +8,21 @@ from twisted.plugin import IPlugin, getPlugins
 from twisted.trial import unittest
 
 import plugins
+from pacscore.config.errors import ConfigError
+from pacscore.config.ini import DicomIni
+from pacscore.config.loader import Configuration
 from pacscore.db.drivers import databaseFiles, findDriver
 from pacscore.interfaces import IDatabaseDriver
 from plugins.pacs_sqlite import SQLiteDriver, sqliteDriver
 
 
-class FakeConfiguration:
-    """What drivers use of ``pacscore.config.loader.Configuration``."""
+class FakeConfiguration(Configuration):
+    """A Configuration of just a dicom.ini of the keys given, for ``workdir``."""
 
     def __init__(self, workdir, **ini):
-        self.workdir = os.path.abspath(workdir)
-        self.ini = _CaseInsensitive(ini)
-
-    def resolvePath(self, value):
-        return os.path.normpath(os.path.join(self.workdir, value))
-
-
-class _CaseInsensitive(dict):
-    def __init__(self, values):
-        super().__init__((k.lower(), v) for k, v in values.items())
-
-    def get(self, key, default=None):
-        return super().get(key.lower(), default)
+        text = "".join(f"{key} = {value}\n" for key, value in ini.items())
+        super().__init__(ini=DicomIni.fromString(text), acrNemaMap=None, sopList=None, layout=None,
+                         configDir=".", workdir=os.path.abspath(workdir), iniPath="dicom.ini")
 
 
 class PluginTests(unittest.TestCase):
@@ -60,6 +53,16 @@ class PluginTests(unittest.TestCase):
         self.assertEqual(sqliteDriver.urlFromConfiguration(
             FakeConfiguration("/srv/pacs", SQLServer="")),
             "sqlite:/srv/pacs/data/dbase/conquest.db3")
+
+    def test_windowsPathStopsStartUp(self):
+        """SQLServer = C:\\dicomserver\\... (a Conquest file copied from
+        Windows) is an error naming the line, not a file named after the
+        whole path in the working folder."""
+        configuration = FakeConfiguration("/srv/pacs", SQLite="1",
+                                          SQLServer="C:\\dicomserver\\data\\dbase\\conquest.db3")
+        error = self.assertRaises(ConfigError, sqliteDriver.urlFromConfiguration, configuration)
+        self.assertEqual(str(error), "dicom.ini:2: SQLServer = C:\\dicomserver\\data\\dbase\\conquest.db3 is a "
+                                     "Windows path: give the folder or file on this machine")
 
     def test_pathOf(self):
         configuration = FakeConfiguration("/srv/pacs")

@@ -194,6 +194,12 @@ class ConfigurationValueTests(unittest.TestCase):
         self.assertIn(f"cannot start: {blocker}/dbase: Not a directory",
                       self.refusal(SQLServer=os.path.join(blocker, "dbase", "conquest.db3")))
 
+    def test_windowsPath(self):
+        error = self.refusal(MAGDevice0="d:\\program files (x86)\\dicomserver\\data\\")
+        self.assertIn("twistd: configuration error: ", error)
+        self.assertIn("dicom.ini:", error)
+        self.assertIn("MAGDevice0 = d:\\program files (x86)\\dicomserver\\data\\ is a Windows path", error)
+
     def test_badLRUSort(self):
         error = self.refusal(LRUSort="PatientName")
         self.assertIn("dicom.ini:", error)

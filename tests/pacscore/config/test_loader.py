@@ -253,6 +253,29 @@ class AccessorTests(unittest.TestCase):
         configuration = self.configuration("MAGDevice0 = ./data/\nMIRRORDevice0 = ./data-mirror/\n")
         self.assertEqual(configuration.mirrorDevices, [("MIRROR0", "/w/data-mirror")])
 
+    def test_windowsPathsStopStartUp(self):
+        """A Conquest dicom.ini copied from Windows names d:\\... folders: a
+        ConfigError naming line and key, not a folder named after the whole
+        path in the working folder."""
+        for text, accessor, line, key in (
+                ("# disks\nMAGDevice0 = d:\\program files (x86)\\dicomserver\\data\\\n", "magDevices", 2,
+                 "MAGDevice0 = d:\\program files (x86)\\dicomserver\\data\\"),
+                ("MAGDevice0 = ./data/\nMIRRORDevices = 1\nMIRRORDevice0 = E:/mirror/\n", "mirrorDevices", 3,
+                 "MIRRORDevice0 = E:/mirror/")):
+            configuration = self.configuration(text)
+            error = self.assertRaises(ConfigError, getattr, configuration, accessor)
+            self.assertEqual((error.path, error.line), ("/c/dicom.ini", line))
+            self.assertEqual(error.message, f"{key} is a Windows path: give the folder or file on this machine")
+
+    def test_pathSetting(self):
+        configuration = self.configuration("HL7DropFolder = incoming/hl7\nWebUsers =\nLogs = C:\\logs\n")
+        self.assertEqual(configuration.pathSetting("HL7DropFolder", "./hl7/"), "/w/incoming/hl7")
+        self.assertEqual(configuration.pathSetting("WebUsers", "./users"), "/w/users")
+        self.assertEqual(configuration.pathSetting("Missing", "/abs/x/"), "/abs/x")
+        error = self.assertRaises(ConfigError, configuration.pathSetting, "Logs")
+        self.assertEqual(str(error), "/c/dicom.ini:3: Logs = C:\\logs is a Windows path: give the folder or file "
+                                     "on this machine")
+
     def test_resolvePath(self):
         configuration = self.configuration("", workdir="/srv/pacs")
         self.assertEqual(configuration.resolvePath("./data/"), "/srv/pacs/data")

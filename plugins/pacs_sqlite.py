@@ -4,7 +4,10 @@ Selected by ``--db sqlite:PATH`` or, from dicom.ini, unless ``Postgres = 1``,
 by ``SQLite = 1`` or by ``MySQL`` not being 1 either (an empty ``SQLServer``
 selects the NULL driver).  The file is ``SQLServer`` (default
 ``./data/dbase/conquest.db3`` when the key is absent), relative to the
-working folder.
+working folder.  Without ``SQLite = 1``, a Conquest ``SQLServer`` meant
+for a driver not provided here is taken over with a warning: a folder
+(Conquest's dbaseIII driver's DBF files) gets ``conquest.db3`` inside it,
+an ODBC data source name (no folder, no file extension) the default file.
 Every connection runs in WAL mode with ``synchronous=FULL``: an object
 acknowledged to a sender survives a power loss.  The index writer's own
 connection may run ``synchronous=NORMAL`` instead (``deferSync``) when the
@@ -17,6 +20,7 @@ import time
 
 from sqlalchemy import URL, create_engine, event
 from sqlalchemy.exc import DBAPIError
+from twisted.logger import Logger
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
@@ -33,6 +37,7 @@ def _casefold(text):
 class SQLiteDriver:
     """SQLite through the standard library's sqlite3 module."""
 
+    log = Logger()
     name = "sqlite"
     description = "SQLite file (embedded default): sqlite:PATH or sqlite:////abs/path"
     writerThreads = 1
@@ -49,7 +54,23 @@ class SQLiteDriver:
             configuration.ini.get(key, "0").strip() == "1" for key in ("PostGres", "MySQL"))
 
     def urlFromConfiguration(self, configuration):
-        return "sqlite:" + configuration.pathSetting("SQLServer", self.defaultPath)
+        path = configuration.pathSetting("SQLServer", self.defaultPath)
+        ini = configuration.ini
+        value = ini.get("SQLServer", "").strip()
+        if not value or ini.get("SQLite", "0").strip() == "1":
+            return "sqlite:" + path
+        where = f"{configuration.iniPath}:{ini.lineOf('SQLServer')}"
+        if value.endswith(("/", "\\")) or os.path.isdir(path):
+            path = os.path.join(path, os.path.basename(self.defaultPath))
+            self.log.warn("{where}: SQLServer = {value} is a folder, where Conquest's dbaseIII driver keeps its "
+                          "DBF files; that driver is not provided: the embedded SQLite index is used, in {path}",
+                          where=where, value=value, path=path)
+        elif not any(c in value for c in "/\\."):
+            path = configuration.resolvePath(self.defaultPath)
+            self.log.warn("{where}: SQLServer = {value} with no SQLite, PostGres or MySQL flag names an ODBC data "
+                          "source; ODBC is not provided: the embedded SQLite index is used, in {path}",
+                          where=where, value=value, path=path)
+        return "sqlite:" + path
 
     def createEngine(self, description, configuration):
         path = self.pathOf(description, configuration)

@@ -4,6 +4,7 @@ import os
 import sqlite3
 
 from sqlalchemy import text
+from twisted.logger import capturedLogs, formatEvent
 from twisted.plugin import IPlugin, getPlugins
 from twisted.trial import unittest
 
@@ -53,6 +54,32 @@ class PluginTests(unittest.TestCase):
         self.assertEqual(sqliteDriver.urlFromConfiguration(
             FakeConfiguration("/srv/pacs", SQLServer="")),
             "sqlite:/srv/pacs/data/dbase/conquest.db3")
+
+    def test_conquestDriversNotProvided(self):
+        """Without SQLite = 1, SQLServer may be a folder of DBF files
+        (Conquest's dbaseIII driver) or an ODBC data source name: the SQLite
+        index goes in that folder, or in the default file, with a warning."""
+        workdir = os.path.abspath(self.mktemp())
+        os.makedirs(os.path.join(workdir, "dbf"))
+        dbaseIII = ("is a folder, where Conquest's dbaseIII driver keeps its DBF files; that driver is not "
+                    "provided")
+        odbc = "with no SQLite, PostGres or MySQL flag names an ODBC data source; ODBC is not provided"
+        for server, expected, warning in (("./data/dbase/", "data/dbase/conquest.db3", dbaseIII),
+                                          ("dbf", "dbf/conquest.db3", dbaseIII),
+                                          ("sql_server_placeholder", "data/dbase/conquest.db3", odbc),
+                                          ("index.db3", "index.db3", None)):
+            configuration = FakeConfiguration(workdir, PostGres="0", MySQL="0", SQLite="0", SQLServer=server)
+            path = os.path.join(workdir, expected)
+            with capturedLogs() as events:
+                self.assertEqual(findDriver(None, configuration), (sqliteDriver, "sqlite:" + path))
+            self.assertEqual([formatEvent(event) for event in events],
+                             [f"dicom.ini:4: SQLServer = {server} {warning}: the embedded SQLite index is used, "
+                              f"in {path}"] if warning else [])
+        configuration = FakeConfiguration(workdir, SQLite="1", SQLServer="conquest")
+        self.assertEqual(sqliteDriver.urlFromConfiguration(configuration),
+                         "sqlite:" + os.path.join(workdir, "conquest"))
+        self.assertEqual(findDriver("sqlite:other.db3", FakeConfiguration(workdir, SQLServer="./data/dbase/")),
+                         (sqliteDriver, "sqlite:other.db3"))
 
     def test_windowsPathStopsStartUp(self):
         """SQLServer = C:\\dicomserver\\... (a Conquest file copied from

@@ -5,7 +5,8 @@ With ``MailHost`` and at least one ``MailRcptName1`` ... set, every event
 the server logs at level error or critical (a failed store, an export
 that gave up, a Lua script that failed ...) is collected for
 ``MailCollectTime`` minutes (0: sent at once), then sent as one mail over
-SMTP (``MailPort``, default 25; ``MailSignon`` the name pacs greets the
+SMTP (``MailPort``, default 25, a number or a service name such as
+``smtp``, as Conquest looks it up; ``MailSignon`` the name pacs greets the
 mail server with; ``MailFromName`` the sender, default
 ``pacs@<host name>``) to every recipient.  A mail holds at most
 ``MOST_LINES`` lines and says how many more there were.  The SMTP exchange
@@ -23,6 +24,8 @@ from email.utils import formatdate
 from twisted.application import service
 from twisted.logger import LogLevel, Logger, formatEvent, globalLogPublisher
 from twisted.mail import smtp
+
+from pacscore.config.errors import ConfigError
 
 MOST_LINES = 200
 MAILED_LEVELS = (LogLevel.error, LogLevel.critical)
@@ -47,6 +50,20 @@ def eventLine(event):
     if failure is not None:
         text += f": {failure.getErrorMessage()}"
     return f"{when} [{event.get('log_namespace', '-')}] {text}"
+
+
+def _port(ini):
+    """``MailPort``: a number, or a TCP service name (``smtp``) looked up as
+    Conquest's ``Socket::Open`` does; ConfigError naming the line for a
+    name no service has."""
+    value = ini.get("MailPort", "").strip()
+    if not value[:1].isalpha():
+        return ini.getint("MailPort", 25)
+    try:
+        return socket.getservbyname(value, "tcp")
+    except OSError:
+        raise ConfigError(ini.path, ini.lineOf("MailPort"),
+                          f"MailPort = {value}: no TCP service of that name, give a port number") from None
 
 
 class ErrorMail(service.Service):
@@ -79,7 +96,7 @@ class ErrorMail(service.Service):
         recipients = recipientsFrom(ini)
         if not host or not recipients:
             return None
-        return cls(reactor, host, recipients, port=ini.getint("MailPort", 25),
+        return cls(reactor, host, recipients, port=_port(ini),
                    signon=ini.get("MailSignon", "").strip(), sender=ini.get("MailFromName", "").strip(),
                    collectMinutes=ini.getint("MailCollectTime", 1), waitSeconds=ini.getint("MailWaitTime", 10),
                    name=name)

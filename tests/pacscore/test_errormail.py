@@ -8,6 +8,7 @@ from twisted.internet import defer, task
 from twisted.logger import LogLevel, LogPublisher, Logger, capturedLogs, formatEvent
 from twisted.trial import unittest
 
+from pacscore.config.errors import ConfigError
 from pacscore.config.ini import DicomIni
 from pacscore.errormail import MOST_LINES, ErrorMail, recipientsFrom
 
@@ -110,6 +111,17 @@ class ConfigurationTests(unittest.TestCase):
         self.assertEqual((mail.host, mail.port, mail.signon, mail.sender, mail.recipients, mail.collectSeconds,
                           mail.waitSeconds), ("127.0.0.1", 2525, "pacs.local", "pacs@local", ["a@x", "b@x"], 0, 5))
         self.assertEqual(recipientsFrom(ini), ["a@x", "b@x"])
+
+    def test_mailPortByServiceName(self):
+        """MailPort = smtp, as Conquest's dicom.ini files have it, is the
+        service's port; a name no service has stops start-up naming the line."""
+        def port(value):
+            ini = DicomIni.fromString(f"MailHost = mail\nMailRcptName1 = a@x\nMailPort = {value}\n", "dicom.ini")
+            return ErrorMail.fromIni(ini, ClockReactor(), "pacs").port
+        self.assertEqual([port(value) for value in ("smtp", "submission", "2525", "")], [25, 587, 2525, 25])
+        error = self.assertRaises(ConfigError, port, "nosuchservice")
+        self.assertEqual(str(error), "dicom.ini:3: MailPort = nosuchservice: no TCP service of that name, give a "
+                                     "port number")
 
     def test_offWithoutHostOrRecipient(self):
         self.assertIsNone(ErrorMail.fromIni(DicomIni.fromString("MailHost =\nMailRcptName1 = a@x\n"),

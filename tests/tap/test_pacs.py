@@ -200,6 +200,11 @@ class ConfigurationValueTests(unittest.TestCase):
         self.assertIn("dicom.ini:", error)
         self.assertIn("MAGDevice0 = d:\\program files (x86)\\dicomserver\\data\\ is a Windows path", error)
 
+    def test_unknownMailService(self):
+        error = self.refusal(MailHost="mail", MailRcptName1="a@x", MailPort="nosuchservice")
+        self.assertIn("dicom.ini:", error)
+        self.assertIn("MailPort = nosuchservice: no TCP service of that name", error)
+
     def test_badLRUSort(self):
         error = self.refusal(LRUSort="PatientName")
         self.assertIn("dicom.ini:", error)

@@ -10,10 +10,15 @@ missing and a comma may follow the last entry.  Numbers are decimal or
 ``0x`` hexadecimal; the optional seventh field (the HL7 source) belongs to
 the WorkList table only.  Patient, Study, Series and Image are required;
 WorkList is optional, as in dicom.sql files older than Conquest 1.4.9.
+An HL7 field missing its closing quote (``"OBR.27 }``, in Conquest 1.4.17's
+own dicom.sql.postgres) is read up to a blank or ``}`` as Conquest reads
+it, with a warning; any other unclosed quote is an error.
 """
 
 import re
 from dataclasses import dataclass, field, replace
+
+from twisted.logger import Logger
 
 from pacscore.config.errors import ConfigError
 from pacscore.config.textfile import readConfigText
@@ -92,6 +97,7 @@ _TOKEN = re.compile(r"""
     (?P<header>\*[A-Za-z]+\*)
   | (?P<punct>[{},])
   | (?P<string>"[^"\n]*")
+  | (?P<unclosed>"[^"\s}]*)
   | (?P<word>[A-Za-z0-9_]+)
 """, re.VERBOSE)
 _NUMBER = re.compile(r"0[xX][0-9A-Fa-f]+|[0-9]+")
@@ -99,6 +105,8 @@ _NUMBER = re.compile(r"0[xX][0-9A-Fa-f]+|[0-9]+")
 
 class _Parser:
     """A tokenizer and recursive-descent parser keeping line numbers for errors."""
+
+    log = Logger()
 
     def __init__(self, text, path):
         self.path = path
@@ -131,19 +139,20 @@ class _Parser:
             else:
                 match = _TOKEN.match(text, i)
                 if match is None:
-                    if char == '"':
-                        self.fail(line, "missing closing quote '\"'")
                     self.fail(line, f"unexpected character {char!r}")
                 tokens.append((match.lastgroup, match.group(), line))
                 i, lineStart = match.end(), False
         return tokens
 
-    def next(self, expected):
-        """The next token; fails naming ``expected`` at the end of the file."""
+    def next(self, expected, unclosed=False):
+        """The next token; fails naming ``expected`` at the end of the file,
+        and at a string without its closing quote unless ``unclosed``."""
         if self.position >= len(self.tokens):
             self.fail(self.lastLine, f"unexpected end of file, expected {expected}")
         token = self.tokens[self.position]
         self.position += 1
+        if token[0] == "unclosed" and not unclosed:
+            self.fail(token[2], "missing closing quote '\"'")
         return token
 
     def expect(self, text, after):
@@ -203,7 +212,7 @@ class _Parser:
         if value == ",":
             if not hasHL7:
                 self.fail(line, f"a seventh (HL7) field is only allowed in *WorkList*, not in {entry}")
-            hl7 = self.string(f"the HL7 field in {entry}")
+            hl7 = self.string(f"the HL7 field in {entry}", unclosed=True)
             kind, value, line = self.next(f"'}}' closing {entry}")
         if value != "}":
             self.fail(line, f"expected '}}' closing {entry}, got {value!r}")
@@ -217,8 +226,12 @@ class _Parser:
             self.fail(line, f"bad number {value!r} {what}")
         return int(value, 16) if value[:2].lower() == "0x" else int(value)
 
-    def string(self, what):
-        kind, value, line = self.next(f"a quoted string for {what}")
+    def string(self, what, unclosed=False):
+        kind, value, line = self.next(f"a quoted string for {what}", unclosed)
+        if kind == "unclosed":
+            self.log.warn("{path}:{line}: {what} {value} has no closing quote: read as {field!r}, as Conquest "
+                          "reads it", path=self.path, line=line, what=what, value=value, field=value[1:])
+            return value[1:]
         if kind != "string":
             self.fail(line, f"expected a quoted string for {what}, got {value!r}")
         return value[1:-1]

@@ -1,5 +1,6 @@
 """Tests for pacscore.config.dicomsql: the dicom.sql database layout."""
 
+from twisted.logger import capturedLogs, formatEvent
 from twisted.trial import unittest
 
 from pacscore.config.dicomsql import Column, DatabaseLayout
@@ -67,6 +68,10 @@ WORKLIST = """
 LAYOUT = HEADER + PATIENT + STUDY + SERIES + IMAGE + WORKLIST
 
 
+def lineOf(text, fragment):
+    return text[:text.index(fragment)].count("\n") + 1
+
+
 class ReadTests(unittest.TestCase):
     """Parsing the layout."""
 
@@ -89,6 +94,21 @@ class ReadTests(unittest.TestCase):
         self.assertTrue(layout.worklist[1].isSequenceMarker)
         self.assertEqual(layout.worklist[3].dicomType, "DT_ENDSEQUENCE")
         self.assertIsNone(layout.patient[0].hl7)
+
+    def test_hl7FieldWithoutClosingQuoteAsConquestReadsIt(self):
+        """Conquest 1.4.17's own dicom.sql.postgres ends its worklist with
+        ``"OBR.27 }``: the field is the text up to the blank or '}', with a
+        warning naming the line."""
+        text = LAYOUT.replace('"OBR.7.DATE" },', '"OBR.7.DATE },').replace('DT_ENDSEQUENCE, "---" }',
+                                                                         'DT_ENDSEQUENCE, "---}')
+        with capturedLogs() as events:
+            layout = DatabaseLayout.fromString(text, "etc/dicom.sql")
+        self.assertEqual([c.hl7 for c in layout.worklist], ["OBR.3", "---", "OBR.7.DATE", "---"])
+        self.assertEqual([formatEvent(e) for e in events],
+                         [f"etc/dicom.sql:{lineOf(text, line)}: the HL7 field in entry {name!r} of *WorkList* "
+                          f"{field} has no closing quote: read as {field[1:]!r}, as Conquest reads it"
+                          for line, name, field in (("StartDate", "StartDate", '"OBR.7.DATE'),
+                                                    ('"---}', "-----", '"---'))])
 
     def test_indexedTags(self):
         layout = DatabaseLayout.fromString(LAYOUT)
@@ -134,32 +154,29 @@ class ErrorTests(unittest.TestCase):
         self.assertIn(f"etc/dicom.sql:{line}:", str(error))
         self.assertIn(fragment, str(error))
 
-    def lineOf(self, text, fragment):
-        return text[:text.index(fragment)].count("\n") + 1
-
     def test_unknownTable(self):
         text = LAYOUT.replace("*Series*", "*Serie*")
-        self.assertError(text, self.lineOf(text, "*Serie*"), "unknown table *Serie*")
+        self.assertError(text, lineOf(text, "*Serie*"), "unknown table *Serie*")
 
     def test_badNumber(self):
         text = LAYOUT.replace("0x0061", "0x00G1")
-        self.assertError(text, self.lineOf(text, "0x00G1"), "bad number '0x00G1'")
+        self.assertError(text, lineOf(text, "0x00G1"), "bad number '0x00G1'")
 
     def test_badLength(self):
         text = LAYOUT.replace('"Rows", 5,', '"Rows", five,')
-        self.assertError(text, self.lineOf(text, "five"), "'five'")
+        self.assertError(text, lineOf(text, "five"), "'five'")
 
     def test_missingOpeningBraceOfTable(self):
         text = LAYOUT.replace("*Image*\n{", "*Image*\n")
-        self.assertError(text, self.lineOf(text, "{ 0x0008, 0x0018"), "closing *Image*, got '0x0008'")
+        self.assertError(text, lineOf(text, "{ 0x0008, 0x0018"), "closing *Image*, got '0x0008'")
 
     def test_missingOpeningBraceOfEntry(self):
         text = LAYOUT.replace('{ 0x0008, 0x0020, "StudyDate"', '0x0008, 0x0020, "StudyDate"')
-        self.assertError(text, self.lineOf(text, '0x0008, 0x0020, "StudyDate"'), "expected '{' starting an entry")
+        self.assertError(text, lineOf(text, '0x0008, 0x0020, "StudyDate"'), "expected '{' starting an entry")
 
     def test_missingClosingBraceOfEntry(self):
         text = LAYOUT.replace('"StudyDate", 8, SQL_C_DATE, DT_DATE },', '"StudyDate", 8, SQL_C_DATE, DT_DATE')
-        self.assertError(text, self.lineOf(text, "StudyModality"),
+        self.assertError(text, lineOf(text, "StudyModality"),
                          "expected '}' closing entry 'StudyDate' of *Study*, got '{'")
 
     def test_missingClosingBraceOfTableAtEndOfFile(self):
@@ -168,11 +185,14 @@ class ErrorTests(unittest.TestCase):
 
     def test_missingQuote(self):
         text = LAYOUT.replace('"SeriesDescription"', '"SeriesDescription')
-        self.assertError(text, self.lineOf(text, "SeriesDescription"), "missing closing quote")
+        self.assertError(text, lineOf(text, "SeriesDescription"), "missing closing quote")
+        text = LAYOUT.replace('"-----", 0, SQL_C_CHAR, DT_STARTSEQUENCE, "---"',
+                              '"-----, 0, SQL_C_CHAR, DT_STARTSEQUENCE')
+        self.assertError(text, lineOf(text, "DT_STARTSEQUENCE"), "missing closing quote")
 
     def test_unquotedName(self):
         text = LAYOUT.replace('"SeriesDescription"', "SeriesDescription")
-        self.assertError(text, self.lineOf(text, "SeriesDescription"), "quoted string")
+        self.assertError(text, lineOf(text, "SeriesDescription"), "quoted string")
 
     def test_requiredTableAbsent(self):
         text = HEADER + PATIENT + STUDY + IMAGE + WORKLIST
@@ -184,14 +204,14 @@ class ErrorTests(unittest.TestCase):
 
     def test_unknownTypes(self):
         text = LAYOUT.replace('"PatientBirthDate", 8, SQL_C_DATE', '"PatientBirthDate", 8, SQL_C_TIME', 1)
-        self.assertError(text, self.lineOf(text, "SQL_C_TIME"), "unknown SQL type 'SQL_C_TIME'")
+        self.assertError(text, lineOf(text, "SQL_C_TIME"), "unknown SQL type 'SQL_C_TIME'")
         text = LAYOUT.replace('"Rows", 5, SQL_C_CHAR, DT_UINT16', '"Rows", 5, SQL_C_CHAR, DT_INT16')
-        self.assertError(text, self.lineOf(text, "DT_INT16"), "unknown DICOM type 'DT_INT16'")
+        self.assertError(text, lineOf(text, "DT_INT16"), "unknown DICOM type 'DT_INT16'")
 
     def test_hl7FieldOutsideWorkList(self):
         text = LAYOUT.replace('"PatientSex", 16, SQL_C_CHAR, DT_STR }',
                               '"PatientSex", 16, SQL_C_CHAR, DT_STR, "PID.8" }')
-        self.assertError(text, self.lineOf(text, '"PID.8"'), "only allowed in *WorkList*")
+        self.assertError(text, lineOf(text, '"PID.8"'), "only allowed in *WorkList*")
 
     def test_tableTwice(self):
         text = LAYOUT + STUDY
@@ -199,17 +219,17 @@ class ErrorTests(unittest.TestCase):
 
     def test_tagBeyond16Bits(self):
         text = LAYOUT.replace("0x0061", "0x10061")
-        self.assertError(text, self.lineOf(text, "0x10061"), "does not fit in 16 bits")
+        self.assertError(text, lineOf(text, "0x10061"), "does not fit in 16 bits")
 
     def test_unclosedComment(self):
         text = PATIENT + "/* unfinished\n" + STUDY
-        self.assertError(text, self.lineOf(text, "/*"), "never closed")
+        self.assertError(text, lineOf(text, "/*"), "never closed")
 
     def test_strayCharacter(self):
         text = LAYOUT.replace('"StudyDate", 8,', '"StudyDate"; 8,')
-        self.assertError(text, self.lineOf(text, '"StudyDate";'), "unexpected character ';'")
+        self.assertError(text, lineOf(text, '"StudyDate";'), "unexpected character ';'")
 
     def test_strayClosingBraceAsInTheManualsPdfText(self):
         # The manual's printed text has "ImageTime ... },\n}" in the middle of *Image*.
         text = LAYOUT.replace('"Rows", 5, SQL_C_CHAR, DT_UINT16 },', '"Rows", 5, SQL_C_CHAR, DT_UINT16 },\n}')
-        self.assertError(text, self.lineOf(text, '"Rows"') + 2, "expected a table header like *Patient*, got '{'")
+        self.assertError(text, lineOf(text, '"Rows"') + 2, "expected a table header like *Patient*, got '{'")

@@ -73,6 +73,7 @@ from pacscore.storage.worklistmode import WorklistAmender
 from pacscore.workers import WorkerPool
 
 DEFAULT_WEB_RENDERS = 2  # WebMaxRenders
+LUA_SECTION = "lua"  # Conquest's [lua] event scripts, not run here
 NON_STORAGE_SERVICES = (VERIFICATION, MODALITY_WORKLIST_FIND, STORAGE_COMMITMENT, MPPS)  # served but not stored
 
 
@@ -125,6 +126,7 @@ class Archive:
         self.storageFailedStatus = configuration.storageFailedErrorCode
         self.incomingCompression = self._compressionCode(configuration.ini, "IncomingCompression")
         self.droppedFileCompression = self._compressionCode(configuration.ini, "DroppedFileCompression")
+        self._warnOfLuaSection(configuration)
         self.tcpPort = configuration.tcpPort
         self.titleStyle = TitleStyle.fromIni(configuration.ini)  # PadAEWithZeros, SendUpperCaseAE
         ini = configuration.ini
@@ -242,6 +244,16 @@ class Archive:
         if not isSupportedCode(code):
             self.log.warn("{key} = {code}: not supported here, objects are stored as received", key=key, code=code)
         return code
+
+    def _warnOfLuaSection(self, configuration):
+        """Conquest's ``[lua]`` section (scripts run at start-up, for each
+        association, command, nightly ...) is not run here: one warning
+        naming the keys set in it."""
+        keys = [key for key, value in configuration.ini.items(LUA_SECTION) if value.strip()]
+        if keys:
+            self.log.warn("{path}:{line}: [lua] {keys}: Conquest's Lua event scripts are not supported here and "
+                          "do not run", path=configuration.iniPath,
+                          line=configuration.ini.lineOf(keys[0], LUA_SECTION), keys=", ".join(keys))
 
     def _earlierCopyRecord(self, deviceName, objectFile):
         """The index record of a file start-up recovery indexes again."""

@@ -60,6 +60,23 @@ class OptionsTests(unittest.TestCase):
         self.assertIn(f"{path}:{line}: 'stray' is no 'Key = value', [section] or comment: ignored, as Conquest "
                       "ignores it", [formatEvent(e) for e in events])
 
+    def test_luaSectionWarnedOf(self):
+        """Conquest's [lua] event scripts do not run: one warning names the
+        keys set (not the empty ones)."""
+        server = PacsServer(self.mktemp())
+        for key, value in (("startup", "print('up')"), ("association", "dofile('lua/assoc.lua')"),
+                           ("nightly", ""), ("ExportConverter", "x = 1")):
+            server.setIni("lua", **{key: value})
+        options = Options()
+        with capturedLogs() as events:
+            options.parseOptions(["--config", server.workdir, "--workdir", server.workdir])
+        self.addCleanup(options.archive.engine.dispose)
+        path = os.path.join(server.workdir, "dicom.ini")
+        line = options.configuration.ini.lineOf("startup", "lua")
+        self.assertEqual([formatEvent(e) for e in events if "[lua]" in formatEvent(e)],
+                         [f"{path}:{line}: [lua] startup, association, ExportConverter: Conquest's Lua event "
+                          "scripts are not supported here and do not run"])
+
     def test_syntaxErrorNamesFileAndLine(self):
         server = PacsServer(self.mktemp())
         path = os.path.join(server.workdir, "dicom.sql")

@@ -114,7 +114,8 @@ class ExportService(service.Service):
         self._loop.start(self.pollInterval, now=True)
 
     async def _stop(self):
-        self._loop.stop()
+        if self._loop is not None and self._loop.running:  # else never started (start-up stopped half way)
+            self._loop.stop()
         while self._polling is not None or self._busyLanes or self._jobsRunning:
             await task.deferLater(self.reactor, 0.05, lambda: None)
         await self.forwarder.closeAll()

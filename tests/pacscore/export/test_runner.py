@@ -242,6 +242,11 @@ class RunnerTests(unittest.TestCase):
         self.assertEqual(self.forwarder.delivered, [("B", "b0")])
         self.assertEqual([action.target.sopInstanceUID for action in self.queue.due(1e12, 10)], ["b1", "b2"])
 
+    def test_stopWithoutStart(self):
+        """A start-up that stops half way stops services it never started
+        (MultiService stops every child): that stop simply ends."""
+        self.successResultOf(self.service.stopService())
+
     def test_localDeleteRemovesFilesAndRows(self):
         self.archive.add("PAT1", "1.2.3", "1.2.3.9", "1.2.3.9.1")
         self.archive.add("PAT1", "1.2.3", "1.2.3.8", "1.2.3.8.1")

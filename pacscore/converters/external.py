@@ -15,6 +15,7 @@ from twisted.logger import Logger, LogLevel
 from pacscore.converters.arguments import leadingString
 from pacscore.converters.command import Command, TextCommand, localPath
 from pacscore.converters.context import ConverterSyntaxError, Outcome
+from pacscore.converters.shellquoting import shellCommand
 
 _TO = re.compile(r"\s*to\s+(\S.*)", re.IGNORECASE | re.DOTALL)
 
@@ -54,13 +55,14 @@ class Append(Write):
 
 
 class System(TextCommand):
-    """``system command line``: run by the shell; its exit status is logged."""
+    """``system command line``: run by the shell, each %-variable's value
+    quoted as data (``shellCommand``); its exit status is logged."""
 
     name = "system"
     log = Logger()
 
     def run(self, arguments, context):
-        commandLine = context.expand(arguments)
+        commandLine = shellCommand(arguments, context)
         configuration = context.services.configuration
         status = subprocess.call(commandLine, shell=True,
                                  cwd=configuration.workdir if configuration is not None else None)

@@ -3,10 +3,11 @@
 
 ``save to`` writes the current data set as a Part-10 file (the name is
 expanded, missing folders are created); in an export converter, the whole
-stored object (NKI compressed pixel data decompressed).  ``process with`` writes it to a
-temporary Part-10 file, runs the expanded command through the shell with
-that file's name appended as its last argument, and reads the file back
-as the new data set; a command that fails (non-zero exit) or leaves an
+stored object (NKI compressed pixel data decompressed).  ``process with``
+writes it to a temporary Part-10 file, runs the expanded command (each
+value quoted as data, ``shellCommand``) through the shell with that file's
+name appended as its last argument, and reads the file back as the new
+data set; a command that fails (non-zero exit) or leaves an
 unreadable file leaves the data set as it was, with a log line.
 
 The file is written in the data set's transfer syntax (its ``file_meta``),
@@ -27,6 +28,7 @@ from pacscore.codecs.nki import NKIError
 from pacscore.codecs.nkipixels import decompressDecoded
 from pacscore.converters.command import TextCommand, localPath
 from pacscore.converters.context import Outcome
+from pacscore.converters.shellquoting import shellCommand
 from pacscore.dicom.datasets import encodeDataset
 from pacscore.dicom.negotiation import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION
 from pacscore.storage.part10 import encodeFileMeta
@@ -103,7 +105,7 @@ class ProcessWithCommand(TextCommand):
         os.close(fd)
         try:
             writePart10(context.dataset, path)
-            self._process(f"{context.expand(arguments)} {shlex.quote(path)}", path, context)
+            self._process(f"{shellCommand(arguments, context)} {shlex.quote(path)}", path, context)
         finally:
             os.unlink(path)
         return Outcome.CONTINUE

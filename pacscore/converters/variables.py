@@ -66,25 +66,31 @@ log = Logger()
 
 def expand(text, context):
     """``text`` with every %-variable replaced by its value for ``context``."""
-    out = []
+    return "".join(piece for piece, _ in pieces(text, context))
+
+
+def pieces(text, context):
+    """``text`` expanded for ``context``, as ``(piece, letter)`` pairs in
+    order: the template's own text (``%n``, ``%%`` ... included) with
+    letter None, each variable's value with its letter (``"f"`` for %f,
+    ``"V"`` for %V...), so that a caller can quote the values."""
     position = 0
     while (start := text.find("%", position)) >= 0:
-        out.append(text[position:start])
+        yield text[position:start], None
         letter = text[start + 1:start + 2]
         if letter in LITERALS:
-            out.append(LITERALS[letter])
+            yield LITERALS[letter], None
             position = start + 2
             continue
         parsed = _variable(text, start + 1, context)
         if parsed is None:
-            out.append("%")
+            yield "%", None
             position = start + 1
             continue
         value, position = parsed
         value, position = _modifiers(text, position, value)
-        out.append(value)
-    out.append(text[position:])
-    return "".join(out)
+        yield value, letter
+    yield text[position:], None
 
 
 def _modifiers(text, position, value):

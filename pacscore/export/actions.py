@@ -6,8 +6,8 @@ study and patient rows left without images) through the index writer, so
 it is ordered with stores.  A crash between the two leaves rows whose
 files are gone; the action is still queued then, runs again and removes
 them: the end state is the same.  ``process`` runs its command line (the
-``by`` part, %-variables expanded when the converter ran) once the
-collect delay has passed; a non-zero exit status is a failure, retried.
+``by`` part, %-variables expanded and quoted as data when the converter
+ran) once the collect delay has passed; a non-zero exit status is a failure, retried.
 ``prefetch`` reads every file of the patient once (to warm a cache or
 hierarchical storage).
 """

@@ -36,6 +36,7 @@ from typing import NamedTuple
 
 from pacscore.converters.command import Command, localPath
 from pacscore.converters.context import ConverterSyntaxError, Outcome
+from pacscore.converters.shellquoting import shellCommand
 from pacscore.export.queue import LEVELS, REMOTE_ACTIONS, Target
 from pacscore.export.selection import FILTERS, resolveFilters
 
@@ -204,7 +205,7 @@ class ProcessCommand(Command):
         return parseRequest(arguments, where, self.name, ("after",), "by")
 
     def run(self, arguments, context):
-        return enqueue(context, "process", arguments, filters={"by": context.expand(arguments.destination)})
+        return enqueue(context, "process", arguments, filters={"by": shellCommand(arguments.destination, context)})
 
 
 class PrefetchCommand(Command):

@@ -516,6 +516,15 @@ class ProcessWithTests(unittest.TestCase):
         run(commands.processWithCommand, f"{sys.executable} processor.py HERE", context)
         self.assertEqual(str(context.dataset.PatientName), "HERE")
 
+    def test_valuesAreDataForTheShell(self):
+        """A Patient Name that is shell syntax reaches the program as one
+        argument, and runs nothing."""
+        context = makeContext(configuration=SimpleNamespace(workdir=self.folder))
+        context.dataset.PatientName = "x;touch pwned $(touch pwned2) 'a  b'"
+        run(commands.processWithCommand, f"{sys.executable} processor.py %V0010,0010", context)
+        self.assertEqual(str(context.dataset.PatientName), "x;touch pwned $(touch pwned2) 'a  b'")
+        self.assertEqual(os.listdir(self.folder), ["processor.py"])
+
     def test_failingCommand(self):
         context = makeContext()
         original = context.dataset

@@ -77,10 +77,33 @@ class ExternalTests(unittest.TestCase):
         with capturedLogs() as events:  # programs whose names start with a command's (not on the PATH here)
             script.run(lineContext)
         self.assertEqual([(e["commandLine"], e["status"]) for e in events if "status" in e],
-                         [("process.sh /data/with space/1.dcm", 127), ('nop.exe "/data/with space/1.dcm"', 127)])
+                         [("process.sh '/data/with space/1.dcm'", 127), ('nop.exe "/data/with space/1.dcm"', 127)])
         error = self.assertRaises(ConverterSyntaxError, parseScript, "sh convert.sh", "ImportConverter0",
                                   registry(), "import")
         self.assertIn("unknown command 'sh'", str(error))
+
+    def test_valuesReachTheShellAsData(self):
+        """What comes over the network is data for the shell, never syntax:
+        a Patient Name ``x;touch pwned1`` echoed bare, a Patient ID
+        ``$(touch${IFS}pwned2)`` in single quotes and in the stored file's
+        name that the ``myconverter`` form passes as ``"%f"``, reach their
+        programs as they are, and nothing else runs."""
+        with open(os.path.join(self.workdir, "show.sh"), "w") as f:
+            f.write('printf "%s\\n" "$1" >> arguments.txt\n')
+        script = parseScript("system echo %V0010,0010 >> names.txt; echo '%i' >> ids.txt; sh show.sh",
+                             "ExportConverter0", registry(), "export")
+        for name, patientID in (("x;touch pwned1", "$(touch${IFS}pwned2)"), ("O'Brien^\"$Ann\"", "it's 1")):
+            lineContext = context("export", workdir=self.workdir)
+            lineContext.dataset.PatientName = name
+            lineContext.dataset.PatientID = patientID
+            lineContext.filename = f"/data/{patientID} `touch pwned3`/1.dcm"
+            with capturedLogs():
+                self.assertEqual(script.run(lineContext), Outcome.CONTINUE)
+        self.assertEqual(sorted(os.listdir(self.workdir)), ["arguments.txt", "ids.txt", "names.txt", "show.sh"])
+        self.assertEqual(self.read("names.txt"), "x;touch pwned1\nO'Brien^\"$Ann\"\n")
+        self.assertEqual(self.read("ids.txt"), "$(touch${IFS}pwned2)\nit's 1\n")
+        self.assertEqual(self.read("arguments.txt"), "/data/$(touch${IFS}pwned2) `touch pwned3`/1.dcm\n"
+                                                     "/data/it's 1 `touch pwned3`/1.dcm\n")
 
     def test_unwritable(self):
         """A file that cannot be written is logged and stops the line."""

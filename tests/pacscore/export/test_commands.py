@@ -4,6 +4,7 @@ and running on a context whose export queue is a real one."""
 
 import datetime
 import os
+import subprocess
 
 from pydicom.dataset import Dataset
 from twisted.trial import unittest
@@ -107,6 +108,21 @@ class CommandTests(unittest.TestCase):
         self.assertEqual(actions["process", ""].filters, {"by": "echo PAT1"})
         self.assertEqual(actions["get", "PACS2"].level, "PATIENT")
         self.assertEqual(actions["prefetch", ""].level, "PATIENT")
+
+    def test_processByGetsValuesAsData(self):
+        """The command line ``process ... by`` queues has each value quoted
+        for the shell: a Patient ID that is shell syntax is one argument."""
+        folder = os.path.abspath(self.mktemp())
+        os.makedirs(folder)
+        context = ConverterContext("export", dataset(), "MODALITY", "PACS",
+                                   services=ConverterServices(exportQueue=self.queue))
+        context.dataset.PatientID = "$(touch pwned);touch pwned2"
+        parseScript("process patient by printf '<%%s>' %i \"%i\"", "ExportConverter0", self.registry,
+                    "export").run(context)
+        [action] = self.due(600)
+        result = subprocess.run(action.filters["by"], shell=True, cwd=folder, capture_output=True, text=True)
+        self.assertEqual(result.stdout, "<$(touch pwned);touch pwned2>" * 2)
+        self.assertEqual(os.listdir(folder), [])
 
     def test_inAnExportLineTheActionsWaitForTheJob(self):
         buffer = ActionBuffer(self.queue)

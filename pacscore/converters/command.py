@@ -1,4 +1,4 @@
-"""Base classes of the built-in converter commands, and the rule for the
+"""Base classes of the built-in converter commands, and the rules for the
 file names they take.
 
 A command is a plugin object providing ``IConverterCommand`` (see
@@ -12,7 +12,11 @@ from twisted.plugin import IPlugin
 from zope.interface import implementer
 
 from pacscore.converters.context import ConverterSyntaxError
+from pacscore.converters.variables import pieces
 from pacscore.interfaces import IConverterCommand
+from pacscore.storage.filenames import safeName
+
+STORED_FILE_LETTERS = frozenset("fp")  # %f, %p: the server's own file name, whole paths
 
 
 @implementer(IPlugin, IConverterCommand)
@@ -49,3 +53,20 @@ def localPath(context, name):
     if configuration is None:
         return name
     return os.path.join(configuration.workdir, name)
+
+
+def filePath(context, template):
+    """The file that ``template`` (the file name of ``save to``, ``write``,
+    ``copy``, ``call``) names for ``context``, as ``localPath``: its
+    %-variables expanded, each value but the stored file's (%f, %p) made fit
+    for one file name (``safeName``: no separator, no leading "."), so that
+    what came over the network cannot lead out of the folder the template
+    names; a name that starts with a value stays relative."""
+    parts, valueFirst = [], False
+    for piece, letter in pieces(template, context):
+        if letter and letter not in STORED_FILE_LETTERS:
+            piece = safeName(piece)
+            valueFirst = valueFirst or not any(parts)
+        parts.append(piece)
+    name = "".join(parts)
+    return localPath(context, name.lstrip("/\\") if valueFirst else name)

@@ -1,9 +1,10 @@
 """Converter commands that reach outside the archive (manual 7.2):
 ``write "text" to file``, ``append "text" to file`` and ``system command
 line``; in export converters also a statement that names no command: a
-program to run (``ExternalProgram``).  Text, file names and command lines are expanded when they run;
-relative file names (and the folder the command runs in) are the
-configuration's working folder.  They run in a worker thread, so they may
+program to run (``ExternalProgram``).  Text, file names and command lines
+are expanded when they run (values in file names made safe, ``filePath``;
+in command lines quoted, ``shellCommand``); relative file names (and the
+folder the command runs in) are the configuration's working folder.  They run in a worker thread, so they may
 block.
 """
 
@@ -13,7 +14,7 @@ import subprocess
 from twisted.logger import Logger, LogLevel
 
 from pacscore.converters.arguments import leadingString
-from pacscore.converters.command import Command, TextCommand, localPath
+from pacscore.converters.command import Command, TextCommand, filePath
 from pacscore.converters.context import ConverterSyntaxError, Outcome
 from pacscore.converters.shellquoting import shellCommand
 
@@ -41,7 +42,7 @@ class Write(Command):
 
     def run(self, arguments, context):
         text, name = arguments
-        with open(localPath(context, context.expand(name)), self.mode, encoding="utf-8",
+        with open(filePath(context, name), self.mode, encoding="utf-8",
                   newline="") as output:
             output.write(context.expand(text))
         return Outcome.CONTINUE

@@ -10,7 +10,7 @@ calling line too.
 
 from twisted.logger import Logger
 
-from pacscore.converters.command import Command, TextCommand, localPath
+from pacscore.converters.command import Command, TextCommand, filePath
 from pacscore.converters.context import Outcome
 from pacscore.converters.script import parseScript
 
@@ -99,7 +99,7 @@ class Call(TextCommand):
 
     def run(self, arguments, context):
         name, registry, kind = arguments
-        path = localPath(context, context.expand(name))
+        path = filePath(context, name)
         with open(path, encoding="utf-8", errors="replace") as lines:
             scripts = [parseScript(line, f"{path}, line {number}", registry, kind)
                        for number, line in enumerate(lines, start=1)

@@ -2,7 +2,7 @@
 (manual 7.2): ``save to FILE`` and ``process with COMMAND``.
 
 ``save to`` writes the current data set as a Part-10 file (the name is
-expanded, missing folders are created); in an export converter, the whole
+expanded, ``filePath``; missing folders are created); in an export converter, the whole
 stored object (NKI compressed pixel data decompressed).  ``process with``
 writes it to a temporary Part-10 file, runs the expanded command (each
 value quoted as data, ``shellCommand``) through the shell with that file's
@@ -26,7 +26,7 @@ from twisted.logger import Logger
 
 from pacscore.codecs.nki import NKIError
 from pacscore.codecs.nkipixels import decompressDecoded
-from pacscore.converters.command import TextCommand, localPath
+from pacscore.converters.command import TextCommand, filePath
 from pacscore.converters.context import Outcome
 from pacscore.converters.shellquoting import shellCommand
 from pacscore.dicom.datasets import encodeDataset
@@ -81,7 +81,7 @@ class SaveToCommand(TextCommand):
     log = Logger()
 
     def run(self, arguments, context):
-        path = localPath(context, context.expand(arguments))
+        path = filePath(context, arguments)
         try:
             dataset = wholeObject(context)
         except (OSError, InvalidDicomError) as e:

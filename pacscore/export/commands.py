@@ -34,7 +34,7 @@ import re
 import shutil
 from typing import NamedTuple
 
-from pacscore.converters.command import Command, localPath
+from pacscore.converters.command import Command, filePath
 from pacscore.converters.context import ConverterSyntaxError, Outcome
 from pacscore.converters.shellquoting import shellCommand
 from pacscore.export.queue import LEVELS, REMOTE_ACTIONS, Target
@@ -250,8 +250,7 @@ class CopyCommand(Command):
         return _unquote(match.group("source").strip()), _unquote(match.group("target").strip())
 
     def run(self, arguments, context):
-        source, target = (context.expand(text) for text in arguments)
-        source, target = localPath(context, source), localPath(context, target)
+        source, target = (filePath(context, text) for text in arguments)
         if target.endswith(("/", "\\")) or os.path.isdir(target):
             target = os.path.join(target, os.path.basename(source))
         shutil.copyfile(source, target)

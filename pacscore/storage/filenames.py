@@ -113,6 +113,14 @@ def _safe(value):
     return _UNSAFE.sub("_", value)
 
 
+def safeName(value):
+    """``value`` made fit to be (part of) one file name, as the values
+    Conquest does not clean are: no separator or control character, and no
+    leading "." (so neither "." nor "..", alone or joined to another)."""
+    value = _safe(value)
+    return "_" + value[1:] if value.startswith(".") else value
+
+
 class _Fields:
     """The values one name is built from, as GenerateFileName computes them
     (each when a mode or template asks for it)."""

@@ -8,7 +8,7 @@ from twisted.trial import unittest
 
 from pacscore.converters.context import ConverterSyntaxError, Outcome
 from pacscore.converters.script import parseScript
-from tests.pacscore.converters.lines import context, registry, run
+from tests.pacscore.converters.lines import KEYS, context, registry, run
 
 
 class ExternalTests(unittest.TestCase):
@@ -104,6 +104,20 @@ class ExternalTests(unittest.TestCase):
         self.assertEqual(self.read("ids.txt"), "$(touch${IFS}pwned2)\nit's 1\n")
         self.assertEqual(self.read("arguments.txt"), "/data/$(touch${IFS}pwned2) `touch pwned3`/1.dcm\n"
                                                      "/data/it's 1 `touch pwned3`/1.dcm\n")
+
+    def test_valuesInTheFileNameStayInItsFolder(self):
+        """``write "%V0010,0010" to notes/%i.txt`` with a Patient ID that
+        climbs out writes into notes/ all the same."""
+        os.makedirs(os.path.join(self.workdir, "notes"))
+        outside = os.path.join(os.path.dirname(self.workdir), "x.txt")
+        for patientID in (f"../../{os.path.basename(self.workdir)}/../x", "P 1"):
+            lineContext = context(workdir=self.workdir)
+            lineContext.dataset.PatientID = patientID
+            lineContext.dataset.PatientName = "Doe^John"
+            parseScript('write "%V0010,0010" to notes/%i.txt', KEYS["import"], registry(), "import").run(lineContext)
+        self.assertFalse(os.path.exists(outside))
+        self.assertEqual(sorted(os.listdir(os.path.join(self.workdir, "notes"))),
+                         ["P 1.txt", f"_._.._{os.path.basename(self.workdir)}_.._x.txt"])
 
     def test_unwritable(self):
         """A file that cannot be written is logged and stops the line."""

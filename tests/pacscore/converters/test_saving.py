@@ -34,6 +34,19 @@ class SaveToTests(unittest.TestCase):
         self.assertEqual(outcome, Outcome.CONTINUE)
         self.assertEqual(pydicom.dcmread(os.path.join(self.workdir, "out", "123.dcm")).PatientID, "123")
 
+    def test_valuesInTheFileNameStayInItsFolder(self):
+        """``save to export/%i.dcm`` with a Patient ID that climbs out saves
+        into export/ all the same; the template's own absolute path holds."""
+        folder = os.path.join(self.workdir, "absolute")
+        header = pydicom.Dataset()
+        header.PatientID = "../../../../tmp/x"
+        stored = os.path.join(self.workdir, "stored.dcm")
+        pydicom.dcmread(get_testdata_file("CT_small.dcm")).save_as(stored)
+        self.runExport(f"save to export/%i.dcm; save to {folder}/%i.dcm", stored, header)
+        self.assertEqual(sorted(os.listdir(self.workdir)), ["absolute", "export", "stored.dcm"])
+        self.assertEqual(os.listdir(os.path.join(self.workdir, "export")), ["_._.._.._.._tmp_x.dcm"])
+        self.assertEqual(os.listdir(folder), ["_._.._.._.._tmp_x.dcm"])
+
     def test_exportSavesTheWholeObjectDecompressed(self):
         """A Conquest .v2 file (implicit VR, no meta) with n4 pixel data,
         the export converter's data set stopping before the pixels."""

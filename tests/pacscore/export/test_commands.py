@@ -109,6 +109,23 @@ class CommandTests(unittest.TestCase):
         self.assertEqual(actions["get", "PACS2"].level, "PATIENT")
         self.assertEqual(actions["prefetch", ""].level, "PATIENT")
 
+    def test_copyKeepsValuesInTheFolder(self):
+        """``copy %f to export/%i.dcm`` with a Patient ID that climbs out
+        copies into export/ all the same."""
+        source = os.path.join(self.archive.folder, "object.dcm")
+        os.makedirs(self.archive.folder)
+        with open(source, "wb") as f:
+            f.write(b"DICM")
+        folder = os.path.abspath(self.mktemp())
+        os.makedirs(os.path.join(folder, "export"))
+        script = parseScript(f"copy %f to {folder}/export/%i.dcm", "ExportConverter0", self.registry, "export")
+        ds = dataset()
+        ds.PatientID = "../x"
+        script.run(ConverterContext("export", ds, "MODALITY", "PACS", filename=source,
+                                    services=ConverterServices(exportQueue=self.queue)))
+        self.assertEqual(os.listdir(folder), ["export"])
+        self.assertEqual(os.listdir(os.path.join(folder, "export")), ["_._x.dcm"])
+
     def test_processByGetsValuesAsData(self):
         """The command line ``process ... by`` queues has each value quoted
         for the shell: a Patient ID that is shell syntax is one argument."""

@@ -46,8 +46,8 @@ DISABLED = ("off", "none", "")
 
 
 class ControlSettings(NamedTuple):
-    """The control port: ControlEndpoint, ControlSecret, whether clients must
-    give it, and QuitGracePeriod (seconds)."""
+    """The control port: ControlEndpoint, ControlSecret (clients must give
+    it when set), whether it must be set, and QuitGracePeriod (seconds)."""
 
     endpoint: str
     secret: str | None
@@ -90,8 +90,9 @@ class Options(usage.Options):
          f"WebEndpoint of dicom.ini, else {DEFAULT_WEB_ENDPOINT}]."],
         ["control", None, None,
          "Endpoint of the control port (dgate --command:...), or 'off' [default: ControlEndpoint of "
-         f"dicom.ini, else {controlEndpoint.DEFAULT_ENDPOINT}]. Bound to anything but 127.0.0.1, ::1 or "
-         "localhost, clients must give ControlSecret of dicom.ini."],
+         f"dicom.ini, else {controlEndpoint.DEFAULT_ENDPOINT}]. Clients must give ControlSecret of "
+         "dicom.ini when it is set, and it must be set when the port is bound to anything but 127.0.0.1, "
+         "::1 or localhost."],
         ["ae", None, None, "AE title of this server; overrides MyACRNema."],
         ["db", None, None,
          "Index database, SCHEME:ARGS, e.g. sqlite:./data/dbase/conquest.db3; overrides the "

@@ -139,9 +139,10 @@ class ControlProtocol(basic.LineReceiver, policies.TimeoutMixin):
 class ControlFactory(protocol.Factory):
     """Serves the control port of ``archive``.
 
-    ``secret`` is ControlSecret; with ``requireSecret`` (the endpoint is not
-    loopback) a request without the right ``AUTH`` line is refused and
-    logged. ``quit`` (a callable returning a Deferred) stops the server in
+    ``secret`` is ControlSecret: when it is set, a request without the right
+    ``AUTH`` line is refused and logged, whichever client sends it (on
+    loopback too: other users of the machine reach it there); with
+    ``requireSecret`` (the endpoint is not loopback) it must be set. ``quit`` (a callable returning a Deferred) stops the server in
     order; ``commands`` is a ``CommandRegistry`` (default: every installed
     command plugin).
     """
@@ -157,13 +158,12 @@ class ControlFactory(protocol.Factory):
         self.archive = archive
         self.reactor = reactor
         self.secret = secret
-        self.requireSecret = requireSecret
         self.quit = quit
         self.commands = commands if commands is not None else CommandRegistry()
 
     def authorized(self, given):
         """Whether ``given`` (the AUTH line's secret, or None) lets a request in."""
-        if not self.requireSecret:
+        if not self.secret:
             return True
         return given is not None and hmac.compare_digest(given.encode("utf-8"), self.secret.encode("utf-8"))
 

@@ -2,10 +2,11 @@
 ``twistd -n pacs``: display_status in text and JSON, an unknown command,
 -p/-q, quit in the middle of an ingest (running associations finish, or
 are aborted after the grace period; nothing acknowledged is lost), and the
-shared secret of a control port bound beyond 127.0.0.1."""
+shared secret of a control port, on loopback or bound beyond."""
 
 import json
 import os
+import socket
 import sqlite3
 import subprocess
 import time
@@ -168,6 +169,32 @@ class SecretTests(unittest.TestCase):
         self.assertEqual(result.returncode, 1)
         self.assertEqual(result.stderr.strip(), "dgate: refused: missing secret")
         self.assertRegex(self.server.log(), r"refused --display_status from 127\.0\.0\.\d+:\d+: missing ControlSecret")
+
+
+class LoopbackSecretTests(unittest.TestCase):
+    """On its default loopback endpoint too, a control port with a
+    ControlSecret refuses whoever does not give it: another user of the
+    machine talking to it raw, or dgate from elsewhere; dgate from the
+    server's folder sends it."""
+
+    def setUp(self):
+        self.server = PacsServer(self.mktemp(), ini={"ControlSecret": "open sesame"})
+        self.addCleanup(self.server.stop)
+        self.server.start()
+
+    def test_rawClientWithoutAuthRefused(self):
+        with socket.create_connection(("127.0.0.1", self.server.controlPort), timeout=30) as client:
+            client.sendall(b"COMMAND --get_param:MyACRNema\r\n")
+            answer = b"".join(iter(lambda: client.recv(4096), b""))
+        self.assertEqual(answer, b"ERROR refused: missing secret\r\n")
+        self.assertRegex(self.server.log(), r"refused --get_param from 127\.0\.0\.1:\d+: missing ControlSecret")
+
+    def test_dgate(self):
+        result = self.server.dgate("--get_param:MyACRNema")
+        self.assertEqual((result.returncode, result.stdout.strip()), (0, "PACS"), result.stderr)
+        other = PacsServer(self.mktemp(), ini={"ControlEndpoint": f"tcp:{self.server.controlPort}:interface=127.0.0.1"})
+        result = other.dgate("--get_param:MyACRNema")
+        self.assertEqual((result.returncode, result.stderr.strip()), (1, "dgate: refused: missing secret"))
 
 
 class ConfigurationTests(unittest.TestCase):

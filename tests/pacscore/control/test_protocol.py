@@ -305,10 +305,14 @@ class SecretTests(ServerTests):
     def test_requiredSecretMustBeConfigured(self):
         self.assertRaises(ValueError, ControlFactory, object(), self.clock, requireSecret=True)
 
-    def test_loopbackIgnoresTheSecret(self):
-        factory = ControlFactory(object(), self.clock, secret="other", commands=CommandRegistry([Echo()]))
-        transport = self.request("COMMAND --echo:x", factory=factory, preamble=("AUTH wrong",))
-        self.assertEqual(self.answer(transport)[-1], "OK")
+
+
+class LoopbackSecretTests(SecretTests):
+    """A control port on loopback with a ControlSecret requires it all the
+    same: other users of the machine reach loopback too."""
+
+    def makeFactory(self, **kw):
+        return ServerTests.makeFactory(self, secret="s3cr3t")
 
 
 class ClientTests(unittest.TestCase):

@@ -5,7 +5,8 @@ anything else as a 500 with its traceback in the log; a method it has no
 ``render_`` method for (PUT, DELETE ...) is a 405 error page naming those
 it answers (``Allow``), rather than twisted.web's unlogged ``501 Huh?``.
 ``Folder`` holds other resources, and answers what none of them is for so
-too: a 404 error page."""
+too: a 404 error page. ``clientLeft`` tells an answer still being made
+that nobody waits for it."""
 
 import sys
 from html import escape
@@ -41,7 +42,7 @@ class AnsweringResource(resource.Resource):
 
     def _answerWith(self, answer, request):
         """Answer ``request`` with what the coroutine ``answer(request)`` makes of it."""
-        finished = []
+        finished = request.answerEnded = []  # sent, or the client gone: see clientLeft
         request.notifyFinish().addBoth(finished.append)
         d = defer.ensureDeferred(answer(request))
         d.addCallbacks(self._write, self._failed, callbackArgs=(request, finished),
@@ -147,6 +148,13 @@ class Folder(AnsweringResource):
 
     async def answer(self, request):
         raise WebError(404, f"there is nothing at {request.path.decode('utf-8', 'replace')}")
+
+
+def clientLeft(request):
+    """Whether the client of ``request``, which an AnsweringResource is
+    still answering, has left (its connection lost): whatever the answer
+    would be is thrown away."""
+    return bool(request.answerEnded)
 
 
 def _uri(request):

@@ -11,6 +11,7 @@ from pacscore.codecs.imagefiles import bmpImage, gifImage, jpegImage, pngImage
 from pacscore.codecs.syntaxes import isSupportedCode
 from pacscore.control.data import headerLines
 from pacscore.control.pictures import dicomFile, renderPicture
+from pacscore.web.answering import clientLeft
 from pacscore.web.answers import Answer, StreamAnswer, WebError, htmlAnswer
 from pacscore.web.html import SCRIPT, Markup, image, join, link, text, url
 from pacscore.web.objects import onFile, sliceReference, storedPath
@@ -23,6 +24,7 @@ DEFAULT_SIZE = 512
 MOST_FRAMES = 100000
 DICOM = "application/dicom"
 ROWS = (0x00280010, "US")  # kept by the index for objects with pixel data only
+CLIENT_LEFT = 499  # nginx's "client closed request": never sent, nobody is there
 
 
 def levelWindowFrame(text):
@@ -63,18 +65,21 @@ def pictureKind(graphic):
     return kind
 
 
-async def picture(archive, path, graphic, size, level, window, frame, region=None, quality=None, viewport=None,
-                  firstFrame=1):
-    """An Answer with the picture of a stored file; ``frame`` from 0, named
-    in a MissingFrame (422) as the request counts frames, from
+async def picture(archive, request, path, graphic, size, level, window, frame, region=None, quality=None,
+                  viewport=None, firstFrame=1):
+    """An Answer to ``request`` with the picture of a stored file; ``frame``
+    from 0, named in a MissingFrame (422) as the request counts frames, from
     ``firstFrame``; ``quality`` (1-100) that of a JPEG, Conquest's 95 when
     None; ``viewport`` (width, height) it is scaled to fit. Pictures of
     every page (slices, WADO-URI, WADO-RS rendered and thumbnails) take
-    their turn in ``archive.webRenders``."""
+    their turn in ``archive.webRenders``; one whose client left while it
+    waited is not made (a WebError CLIENT_LEFT, for the log alone)."""
     write, contentType = pictureKind(graphic)
     if quality is not None and write is jpegImage:
         write = partial(jpegImage, quality=quality)
     async with archive.webRenders:  # WebMaxRenders at once, whichever page asks
+        if clientLeft(request):
+            raise WebError(CLIENT_LEFT, "the client left while its picture waited for its turn")
         made = await onFile(archive, path, renderPicture, write, size, level, window, frame, region, viewport,
                             firstFrame=firstFrame)
     return Answer(made, contentType)
@@ -85,9 +90,9 @@ async def _slicePath(archive, parameters):
     return await storedPath(archive, sop, patientID)
 
 
-async def slice_(archive, parameters):
+async def slice_(archive, parameters, request):
     path = await _slicePath(archive, parameters)
-    return await picture(archive, path, parameters.get("graphic"), parameters.number("size", DEFAULT_SIZE),
+    return await picture(archive, request, path, parameters.get("graphic"), parameters.number("size", DEFAULT_SIZE),
                          *levelWindowFrame(parameters.get("lw")), firstFrame=0)
 
 
@@ -142,8 +147,8 @@ async def headerDump(archive, parameters):
 
 
 MODES = {
-    "slice": slice_,
     "dicom": dicom,
     "sliceviewer": sliceViewer,
     "headerdump": headerDump,
 }
+REQUEST_MODES = {"slice": slice_}

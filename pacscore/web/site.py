@@ -38,7 +38,8 @@ from pacscore.web.scripted import ScriptedPages
 
 MODES = {**browse.MODES, **images.MODES, **remote.MODES, **downloads.MODES, **edits.MODES, **worklist.MODES,
          **procedures.MODES}
-REQUEST_MODES = {**remote.REQUEST_MODES, **edits.REQUEST_MODES, **worklist.REQUEST_MODES}  # these also get the request (its method)
+# these also get the request (its method, whether its client is still there)
+REQUEST_MODES = {**images.REQUEST_MODES, **remote.REQUEST_MODES, **edits.REQUEST_MODES, **worklist.REQUEST_MODES}
 DEFAULTS_SECTION = "webdefaults"
 TOP = SCRIPT.encode() + b"?mode=top"
 DICOMWEB = b"dicom-web"
@@ -64,7 +65,7 @@ class DgateResource(AnsweringResource):
         await readPostedForm(self.archive, request)
         parameters = Parameters(request.args, defaults, user=getattr(request, "webUser", None))
         if self.wadoOnly or parameters.get("requestType") == "WADO":
-            return await wado.answer(self.archive, parameters)
+            return await wado.answer(self.archive, parameters, request)
         mode = parameters.get("mode").strip() or "top"
         handler, withRequest = MODES.get(mode.lower()), mode.lower() in REQUEST_MODES
         section = self.scripts.sectionFor(mode, builtIn=handler is not None or withRequest)

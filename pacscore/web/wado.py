@@ -73,8 +73,8 @@ def _number(parameters, name, default):
         raise WebError(400, f"{name} must be a number, not {text!r}") from None
 
 
-async def answer(archive, parameters):
-    """The WADO answer to ``parameters`` (``answers.Parameters``)."""
+async def answer(archive, parameters, request):
+    """The WADO answer to ``request`` and its ``parameters`` (``answers.Parameters``)."""
     anonymize = parameters.get("anonymize").strip().lower()
     if anonymize not in ("", "yes"):
         raise WebError(400, f"anonymize must be yes, not {anonymize!r}")
@@ -111,6 +111,6 @@ async def answer(archive, parameters):
     size = max(parameters.number("rows", 0), parameters.number("columns", 0))
     frame = parameters.number("frameNumber", 1, low=1) - 1
     quality = parameters.number("imageQuality", None, low=1, high=100)
-    found = await picture(archive, path, PICTURE_TYPES[kind], size, _number(parameters, "windowCenter", 0),
+    found = await picture(archive, request, path, PICTURE_TYPES[kind], size, _number(parameters, "windowCenter", 0),
                           _number(parameters, "windowWidth", 0), frame, _region(parameters), quality)
     return found._replace(headers=(ANY_ORIGIN,))

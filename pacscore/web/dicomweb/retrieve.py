@@ -331,8 +331,8 @@ async def _rendered(archive, request, path, frame, size):
         raise WebError(400, f"quality must be from 1 to 100, not {quality}")
     viewport = (width, height) if width or height else None
     try:
-        found = await picture(archive, path, kind, 0 if viewport else size, center, window, frame, quality=quality,
-                              viewport=viewport)
+        found = await picture(archive, request, path, kind, 0 if viewport else size, center, window, frame,
+                              quality=quality, viewport=viewport)
     except MissingFrame as e:  # frames/{n} is a resource of the path, as for the frames themselves
         raise WebError(404, e.message) from e
     return found._replace(headers=(ANY_ORIGIN,))

@@ -5,9 +5,11 @@ it sends as it is stored."""
 
 import os
 import threading
+from urllib.parse import urlsplit
 
 import numpy as np
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer, protocol, reactor, task
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 
 from pacscore.control.data import AddImageFile
 from pacscore.testing.corpus import makeDataset
@@ -19,7 +21,8 @@ from tests.pacscore.web.pages import Request, WebTestCase, answered
 RENDERS = 3  # fewer than the archive's four I/O threads
 
 
-class RenderTurnTests(DicomWebTestCase):
+class HeldRenders(DicomWebTestCase):
+    """Renders held until ``release`` is set, ``RENDERS`` at a time."""
 
     ini = {"WebMaxRenders": str(RENDERS)}
 
@@ -27,7 +30,7 @@ class RenderTurnTests(DicomWebTestCase):
     def setUp(self):
         yield super().setUp()
         self.lock = threading.Lock()
-        self.inside = self.most = 0
+        self.inside = self.most = self.rendered = 0
         self.release = threading.Event()
         self.addCleanup(self.release.set)  # before the archive stops: a failed test leaves no I/O thread waiting
         self.patch(images, "renderPicture", self.heldRender)
@@ -36,6 +39,7 @@ class RenderTurnTests(DicomWebTestCase):
         """A render that stays until ``release`` is set, counting those inside at once."""
         with self.lock:
             self.inside += 1
+            self.rendered += 1
             self.most = max(self.most, self.inside)
         self.release.wait(30)
         with self.lock:
@@ -49,6 +53,9 @@ class RenderTurnTests(DicomWebTestCase):
                 return
             yield task.deferLater(reactor, 0.01, lambda: None)
         self.fail("the renders never started")
+
+
+class RenderTurnTests(HeldRenders):
 
     @defer.inlineCallbacks
     def test_rendersTakeTurns(self):
@@ -67,6 +74,43 @@ class RenderTurnTests(DicomWebTestCase):
         answers = yield defer.gatherResults(fetched)
         self.assertEqual([(found.code, found.body) for found in answers], [(200, b"picture")] * len(paths))
         self.assertEqual(self.most, RENDERS)
+
+
+class _Leaving(protocol.Protocol):
+    """A client that sends ``request`` and leaves when told (``leave``)."""
+
+    def __init__(self, request):
+        self.request = request
+
+    def connectionMade(self):
+        self.transport.write(self.request)
+
+    def leave(self):
+        self.transport.loseConnection()
+
+
+class LeftClientTests(HeldRenders):
+
+    ini = {"WebMaxRenders": "2"}
+
+    @defer.inlineCallbacks
+    def test_leftWhileWaiting(self):
+        """With both turns taken, a picture whose client leaves while it waits is never rendered."""
+        image = self.corpus[0]
+        path = f"/cgi-bin/dgate?mode=slice&slice={image.patientID}:{image.sopUID}"
+        turns = self.archive.webRenders.limit
+        fetched = [self.fetch(self.root + path) for _ in range(turns)]
+        yield self.waitFor(lambda: self.inside == turns)
+        client = yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", urlsplit(self.root).port),
+                                       _Leaving(f"GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode()))
+        yield self.waitFor(lambda: self.archive.webRenders.waiting)
+        client.leave()
+        yield task.deferLater(reactor, 0.3, lambda: None)  # the server sees it gone
+        self.release.set()
+        answers = yield defer.gatherResults(fetched)
+        self.assertEqual([found.code for found in answers], [200] * turns)
+        yield self.waitFor(lambda: self.archive.webRenders.tokens == turns)  # the third had its turn
+        self.assertEqual(self.rendered, turns)
 
 
 class DicomDownloadTests(WebTestCase):

@@ -103,8 +103,9 @@ class Archive:
         self.devices = [MagDevice(name, path) for name, path in configuration.magDevices]
         self.mirrors = Mirrors.fromConfiguration(configuration)
         self.workers = WorkerPool(reactor, ioThreads, "pacs-io")
-        # WebMaxRenders web pictures are made at once (each holds a decoded frame and its
-        # float copy); the others wait their turn
+        # WebMaxRenders pictures (the web's, and the control port's convert_to_gif/bmp/jpg)
+        # are made at once (each holds a decoded frame and its float copy); the others wait
+        # their turn
         self.webRenders = defer.DeferredSemaphore(
             max(configuration.ini.getint("WebMaxRenders", DEFAULT_WEB_RENDERS), 1))
         self.driver, self.dbDescription = findDriver(dbDescription, configuration)

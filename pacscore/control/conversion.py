@@ -20,6 +20,7 @@ copy is then stored as it came).
 """
 
 import os
+from contextlib import nullcontext
 
 from pydicom.encaps import encapsulate, generate_frames
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -102,7 +103,12 @@ def _uncompress(path, target):
 
 
 class FileConversion(ControlCommand):
-    """Runs ``work(path, ...)`` in the I/O pool; its failures become CommandErrors."""
+    """Runs ``work(path, ...)`` in the I/O pool, in its turn (``turns``);
+    its failures become CommandErrors."""
+
+    def turns(self, archive):
+        """What the work waits its turn in (an async context manager): none."""
+        return nullcontext()
 
     def convert(self, archive, source, work, *args):
         """``work(path, *args)`` for the file ``source`` names (a path or
@@ -112,7 +118,8 @@ class FileConversion(ControlCommand):
     async def _convert(self, archive, source, work, *args):
         path = await objectFile(archive, source)
         try:
-            return await archive.workers.deferToWorker(work, path, *args)
+            async with self.turns(archive):
+                return await archive.workers.deferToWorker(work, path, *args)
         except (OSError, DatasetError, IdentifierError, TranscodeError, ValueError) as e:
             reason = e.strerror if isinstance(e, OSError) and e.strerror else e
             raise CommandError(f"{self.name}: {path}: {reason}") from e

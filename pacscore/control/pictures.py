@@ -9,7 +9,8 @@ factor (256 when the field is missing; empty or 0: as large as it is);
 ``pacscore.codecs.rendering``) and the frame, from 0. ``out`` is a file the
 server writes; missing, empty or ``binary``: the picture goes to dgate's
 standard output; ``cgi``: the same behind a ``Content-type`` header, as a
-CGI script answers.
+CGI script answers. They take their turn with the web's pictures
+(``archive.webRenders``, WebMaxRenders at once).
 
 ``convert_to_dicom`` writes a Part-10 file to dgate's standard output: the
 frame ``f`` alone when given, the image downsized to ``size`` (0 or
@@ -73,6 +74,10 @@ class PictureConversion(FileConversion):
 
     contentType = ""
     write = None
+
+    def turns(self, archive):
+        """The web's picture turns: WebMaxRenders pictures at once, whoever asks."""
+        return archive.webRenders
 
     def run(self, arguments, context):
         given = arguments.count(",") >= 1

@@ -1,0 +1,38 @@
+"""Tests for pacscore.control.pictures on a real Archive: the picture
+conversions take their turn with the web's pictures (WebMaxRenders)."""
+
+import os
+
+from twisted.internet import defer, reactor, task
+from twisted.trial import unittest
+
+from pacscore.control import pictures
+from pacscore.testing.corpus import generateCorpus
+from tests.pacscore.control.running import RunningArchive
+
+
+class RenderTurnTests(unittest.TestCase):
+
+    def setUp(self):
+        self.running = RunningArchive(self, ini={"WebMaxRenders": "1"})
+        self.image, = generateCorpus(os.path.abspath(self.mktemp()), patients=1, studiesPerPatient=1,
+                                     seriesPerStudy=1, imagesPerSeries=1)
+
+    @defer.inlineCallbacks
+    def test_waitsForWebTurn(self):
+        """With the only turn taken (by a web picture), each conversion waits
+        for it, then makes its picture."""
+        turns = self.running.archive.webRenders
+        for command, start in ((pictures.ConvertToGif(), b"GIF8"), (pictures.ConvertToBmp(), b"BM"),
+                               (pictures.ConvertToJpg(), b"\xff\xd8")):
+            yield turns.acquire()
+            made = self.running.run(command, f"{self.image.path},64")
+            for _ in range(1000):
+                if turns.waiting:
+                    break
+                yield task.deferLater(reactor, 0.01, lambda: None)
+            self.assertEqual((len(turns.waiting), made.called), (1, False), command.name)
+            turns.release()
+            picture = yield made
+            self.assertTrue(picture.startswith(start), command.name)
+        self.assertEqual(turns.tokens, 1)

@@ -15,12 +15,18 @@ Conquest's ``To8bitMonochromeOrRGB`` makes them for ``convert_to_gif``,
 
 import numpy as np
 from pydicom.dataset import FileMetaDataset
+from pydicom.filereader import read_dataset
 from pydicom.pixels import apply_color_lut, apply_rescale, get_decoder
+from pydicom.pixels.utils import as_pixel_options
+from pydicom.uid import UID
 
 from pacscore.codecs import nkipixels
-from pacscore.codecs.syntaxes import DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN
-from pacscore.codecs.transcode import TranscodeError, codecLock
+from pacscore.codecs.syntaxes import (
+    DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, UNCOMPRESSED, isCompressed)
+from pacscore.codecs.transcode import PIXEL_DATA, TranscodeError, _atPixelData, codecLock, elementHeader
 from pacscore.dicom.datasets import decodeDataset
+from pacscore.storage.part10 import readFileMeta
+from pacscore.storage.regularfiles import openRegularFile
 
 LARGEST_FIT = 4096  # the widest and highest ``fitted`` is asked to make a picture: 48 MB of RGB
 
@@ -42,16 +48,16 @@ class FrameOutOfRange(TranscodeError):
         self.frame = frame
 
 
-def _frame(ds, syntax, frame):
-    """The pixels of ``frame`` of ``ds``: (rows, columns) or (rows, columns, 3)."""
-    if "PixelData" not in ds:
-        raise TranscodeError("it has no Pixel Data")
+def _frame(ds, syntax, frame, source, **options):
+    """The pixels of ``frame`` of ``ds``: (rows, columns) or (rows, columns,
+    3). ``source`` holds its Pixel Data: ``ds`` itself, or a file at the
+    element's value, which ``options`` describe."""
     frames = int(ds.get("NumberOfFrames") or 1)
     if not 0 <= frame < frames:
         raise FrameOutOfRange(frames, frame)
     try:
         with codecLock(syntax):
-            pixels, _ = get_decoder(syntax).as_array(ds, index=frame)
+            pixels, _ = get_decoder(syntax).as_array(source, index=frame, **options)
     except Exception as e:  # no decoder, damaged data: pydicom raises anything
         raise TranscodeError(f"its pixel data cannot be decoded: {e}") from e
     if ds.get("PhotometricInterpretation") == "PALETTE COLOR":
@@ -140,7 +146,50 @@ def renderFrame(data, syntax, size=0, level=0, window=0, frame=0, region=None):
         syntax = EXPLICIT_VR_LITTLE_ENDIAN
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = syntax
-    pixels = _frame(ds, syntax, frame)
+    if "PixelData" not in ds:
+        raise TranscodeError("it has no Pixel Data")
+    return _shown(ds, _frame(ds, syntax, frame, ds), size, level, window, region)
+
+
+def renderFile(path, size=0, level=0, window=0, frame=0, region=None):
+    """``renderFrame`` of the DICOM file ``path`` (Part-10 or a bare data
+    set). In a little endian syntax, not deflated and without NKI pixel
+    data, only the elements before the Pixel Data and the frame's own
+    pixels are read (of a 100-frame object, one frame's, not all of them
+    twice over); else the whole data set, as renderFrame reads it."""
+    with openRegularFile(path) as f:
+        syntax = readFileMeta(f)[0]
+        start = f.tell()
+        if syntax in UNCOMPRESSED or isCompressed(syntax):  # little endian, not deflated
+            try:
+                ds = read_dataset(f, syntax == IMPLICIT_VR_LITTLE_ENDIAN, True, stop_when=_atPixelData)
+            except Exception as e:  # anything pydicom raises on damage
+                raise TranscodeError(f"the data set cannot be read: {e}") from e
+            if nkipixels.NKI_PIXEL_DATA not in ds:
+                pixels = _frame(ds, syntax, frame, f, **_pixelOptions(f, ds, syntax))
+                return _shown(ds, pixels, size, level, window, region)
+            f.seek(start)
+        return renderFrame(f.read(), syntax, size, level, window, frame, region)
+
+
+def _pixelOptions(f, ds, syntax):
+    """The decoding options of the Pixel Data element at the position of
+    ``f`` (in the little endian ``syntax``, the elements before it ``ds``),
+    ``f`` left at its value. TranscodeError when there is none."""
+    implicit = syntax == IMPLICIT_VR_LITTLE_ENDIAN
+    header = f.read(12)
+    if len(header) < 12 or elementHeader(header, 0, implicit)[0] != PIXEL_DATA:
+        raise TranscodeError("it has no Pixel Data")
+    _, vr, _, valueOffset = elementHeader(header, 0, implicit)
+    f.seek(valueOffset - len(header), 1)
+    options = as_pixel_options(ds, transfer_syntax_uid=UID(syntax), pixel_keyword="PixelData")
+    if vr is not None:
+        options["pixel_vr"] = vr.decode("ascii")
+    return options
+
+
+def _shown(ds, pixels, size, level, window, region):
+    """The frame ``pixels`` of ``ds`` as renderFrame gives it."""
     if region is not None:
         pixels = _cropped(pixels, region)
     pixels = _shrunk(pixels, size)

@@ -25,7 +25,7 @@ from pydicom.uid import ExplicitVRLittleEndian
 from pacscore.codecs.compression import recode
 from pacscore.codecs.downsize import downsizeDataset
 from pacscore.codecs.imagefiles import bmpImage, gifImage, jpegImage
-from pacscore.codecs.rendering import fitted, renderFrame
+from pacscore.codecs.rendering import fitted, renderFile
 from pacscore.codecs.syntaxes import isCompressed
 from pacscore.codecs.transcode import transcode
 from pacscore.control.arguments import fields, number
@@ -61,11 +61,10 @@ def _size(text, given):
 
 def renderPicture(path, write, size, level, window, frame, region=None, viewport=None):
     """In the I/O pool: frame ``frame`` of the file ``path`` (its ``region``,
-    see ``renderFrame``) as the picture ``write`` makes of its 8-bit pixels
+    see ``renderFile``) as the picture ``write`` makes of its 8-bit pixels
     (see the module docstring); scaled to fit ``viewport`` (width, height)
     when given."""
-    syntax, data = readFile(path)
-    pixels = renderFrame(data, syntax, size, level, window, frame, region)
+    pixels = renderFile(path, size, level, window, frame, region)
     return write(fitted(pixels, *viewport) if viewport else pixels)
 
 

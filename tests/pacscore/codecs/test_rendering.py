@@ -6,13 +6,16 @@ import numpy as np
 from pydicom.dataset import Dataset
 from twisted.trial import unittest
 
+from pacscore.codecs import jpeglossless as jpegll
 from pacscore.codecs import nkipixels
-from pacscore.codecs.rendering import _grey, renderFrame
-from pacscore.codecs.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN
+from pacscore.codecs.rendering import FrameOutOfRange, _grey, renderFile, renderFrame
+from pacscore.codecs.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN, JPEG_LOSSLESS_SV1
 from pacscore.codecs.transcode import TranscodeError, transcode
 from pacscore.dicom.datasets import encodeDataset
+from pacscore.dicom.negotiation import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION
+from pacscore.storage.part10 import encodeFileMeta
 from tests.pacscore.codecs.test_jpeglossless import dataset
-from tests.pacscore.codecs.test_transcode import pixels, split
+from tests.pacscore.codecs.test_transcode import DATA, pixels, split
 
 EXPLICIT = EXPLICIT_VR_LITTLE_ENDIAN
 
@@ -125,3 +128,62 @@ class SourceTests(unittest.TestCase):
         error = self.assertRaises(TranscodeError, renderFrame, data, syntax)
         self.assertIn("no Pixel Data", str(error))
         self.assertRaises(TranscodeError, renderFrame, b"\x08\x00\x05\x00garbage", EXPLICIT)
+
+
+class FileTests(unittest.TestCase):
+    """renderFile reads a frame from the file as renderFrame does from its bytes."""
+
+    def asFile(self, data, syntax, original):
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(encodeFileMeta(original.SOPClassUID, original.SOPInstanceUID, syntax, IMPLEMENTATION_CLASS_UID,
+                                   IMPLEMENTATION_VERSION) + data)
+        return path
+
+    def assertSame(self, path, data, syntax, **kw):
+        self.assertEqual(renderFile(path, **kw).tolist(), renderFrame(data, syntax, **kw).tolist(), (path, kw))
+
+    def test_storedSyntaxes(self):
+        for name in ("CT_small.dcm", "MR_small_implicit.dcm", "JPEG2000.dcm", "SC_rgb_rle_2frame.dcm",
+                     "examples_ybr_color.dcm", "examples_palette.dcm", "MR_small_jpeg_ls_lossless.dcm",
+                     "SC_rgb_small_odd_big_endian.dcm", "rtdose.dcm"):
+            syntax, data, original = split(name)
+            for frame in range(int(original.get("NumberOfFrames") or 1)):
+                self.assertSame(DATA / name, data, syntax, frame=frame, size=32, level=100, window=300)
+        syntax, data, original = split("CT_small.dcm")
+        deflated = "1.2.840.10008.1.2.1.99"
+        inflated = transcode(data, syntax, deflated)
+        self.assertSame(self.asFile(inflated, deflated, original), inflated, deflated)
+        nki = nkipixels.compressDataset(data, syntax, 2)
+        self.assertSame(self.asFile(nki, syntax, original), nki, syntax)
+        bare = self.mktemp()
+        with open(bare, "wb") as f:
+            f.write(data)
+        self.assertSame(bare, data, syntax, region=(0.25, 0.25, 0.75, 0.5))
+
+    def test_missingFrameAndPixels(self):
+        syntax, data, original = split("SC_rgb_rle_2frame.dcm")
+        error = self.assertRaises(FrameOutOfRange, renderFile, DATA / "SC_rgb_rle_2frame.dcm", frame=2)
+        self.assertEqual((error.frames, error.frame), (2, 2))
+        error = self.assertRaises(TranscodeError, renderFile, DATA / "rtplan.dcm")
+        self.assertIn("no Pixel Data", str(error))
+        cut = self.asFile(data[:len(data) // 2], syntax, original)
+        self.assertRaises(TranscodeError, renderFile, cut, frame=1)
+
+    def test_oneFrameRead(self):
+        """Of a 40-frame object, native or lossless JPEG, renderFile holds
+        little more than the frame asked for (it held the file's bytes
+        twice)."""
+        array = np.random.default_rng(8).integers(0, 4096, (40, 256, 256))
+        ds = dataset(array, 12)
+        frame = array[27].astype(np.uint16)
+        native = self.asFile(encodeDataset(ds, EXPLICIT), EXPLICIT, ds)
+        jpegll.encodeDataset(ds, JPEG_LOSSLESS_SV1)
+        lossless = self.asFile(encodeDataset(ds, EXPLICIT), JPEG_LOSSLESS_SV1, ds)
+        for path in (native, lossless):
+            tracemalloc.start()
+            picture = renderFile(path, frame=27, level=2048, window=4096)
+            peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+            self.assertLessEqual(peak, 6 * frame.nbytes, path)
+            self.assertEqual(picture.tolist(), _grey(Dataset(), frame, 2048, 4096).tolist(), path)

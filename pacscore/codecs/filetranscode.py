@@ -15,7 +15,8 @@ in memory, and ``TranscodeError`` as ``transcode`` does.
 A compressed object is decoded a frame at a time by pydicom's decoder
 reading the fragments from the file (``iter_array`` on a file-like); the
 elements around the Pixel Data are small and go through pydicom as
-``transcode`` does.
+``transcode`` does; a ``change`` (WADO-URI's anonymize) is made to them
+alone, the Pixel Data copied or decoded as without it.
 """
 
 from pydicom.filereader import read_dataset
@@ -27,8 +28,9 @@ from pacscore.codecs.syntaxes import (
     EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, canDecode, isCompressed)
 from pacscore.codecs.transcode import (
     _ALWAYS_LOSSY, _EXPLICIT_HEADER, _EXTENDED_OFFSET_TABLE, _IMPLICIT_HEADER, _LONG_LENGTH, PIXEL_DATA,
-    TranscodeError, _atPixelData, _clean, _decompressAll, _describe, _write, codecLock, elementHeader,
-    littleEndianLayout)
+    TranscodeError, _atPixelData, _clean, _decompressAll, _describe, _write, changedAround, codecLock,
+    elementHeader, littleEndianLayout)
+from pacscore.storage.attributes import DatasetError
 
 COPY_CHUNK = 1 << 20
 TARGETS = {IMPLICIT_VR_LITTLE_ENDIAN: True, EXPLICIT_VR_LITTLE_ENDIAN: False}  # syntax -> implicit VR
@@ -39,29 +41,31 @@ class NotStreamed(Exception):
     """This conversion is not done file to file; convert in memory."""
 
 
-def streams(fromSyntax, toSyntax):
+def streams(fromSyntax, toSyntax, changing=False):
     """Whether ``transcodeFile`` takes this conversion (it may still raise
-    ``NotStreamed`` for a particular object)."""
+    ``NotStreamed`` for a particular object); ``changing``: with a
+    ``change``, which it takes in the same syntax too."""
     source, target = _clean(fromSyntax), _clean(toSyntax)
-    return source != target and target in TARGETS and (
+    return (source != target or changing) and target in TARGETS and (
         source in TARGETS or isCompressed(source) and canDecode(source))
 
 
-def transcodeFile(source, offset, length, fromSyntax, toSyntax, out):
+def transcodeFile(source, offset, length, fromSyntax, toSyntax, out, change=None):
     """Write the data set at ``offset`` of the file ``source`` (``length``
-    bytes, in ``fromSyntax``) into the file ``out`` in ``toSyntax``; the
-    bytes written."""
+    bytes, in ``fromSyntax``) into the file ``out`` in ``toSyntax``, changed
+    first by ``change(dataset)`` when given (which sees the elements around
+    the Pixel Data, ``transcode.changedAround``); the bytes written."""
     fromSyntax, toSyntax = _clean(fromSyntax), _clean(toSyntax)
-    if not streams(fromSyntax, toSyntax):
+    if not streams(fromSyntax, toSyntax, change is not None):
         raise NotStreamed(f"{fromSyntax} -> {toSyntax}")
     start = out.tell()
     try:
         source.seek(offset)
         if fromSyntax in TARGETS:
-            _copyNative(source, offset + length, TARGETS[fromSyntax], TARGETS[toSyntax], out)
+            _copyNative(source, offset + length, TARGETS[fromSyntax], TARGETS[toSyntax], out, change)
         else:
-            _decodeFrames(source, offset + length, fromSyntax, TARGETS[toSyntax], out)
-    except (NotStreamed, TranscodeError):
+            _decodeFrames(source, offset + length, fromSyntax, TARGETS[toSyntax], out, change)
+    except (NotStreamed, TranscodeError, DatasetError):  # the last: a change refusing the object
         raise
     except Exception as e:
         raise TranscodeError(f"cannot convert from {_describe(fromSyntax)} to {_describe(toSyntax)}: "
@@ -69,8 +73,8 @@ def transcodeFile(source, offset, length, fromSyntax, toSyntax, out):
     return out.tell() - start
 
 
-def _copyNative(source, end, sourceImplicit, targetImplicit, out):
-    layout = littleEndianLayout(source, end, sourceImplicit, targetImplicit)
+def _copyNative(source, end, sourceImplicit, targetImplicit, out, change):
+    layout = littleEndianLayout(source, end, sourceImplicit, targetImplicit, change)
     if layout is None or layout.valueLength is None:
         raise NotStreamed("no plain Pixel Data")
     out.write(layout.head)
@@ -105,7 +109,7 @@ def _fragmentsEnd(source, end):
         source.seek(itemLength, 1)
 
 
-def _decodeFrames(source, end, syntax, targetImplicit, out):
+def _decodeFrames(source, end, syntax, targetImplicit, out, change):
     """Encapsulated Pixel Data decoded frame by frame, as
     ``transcode._decompress`` decodes it whole."""
     head = read_dataset(source, False, True, stop_when=_atPixelData)
@@ -117,6 +121,12 @@ def _decodeFrames(source, end, syntax, targetImplicit, out):
         raise NotStreamed("Pixel Data not encapsulated")
     valueStart = position + valueOffset
     tailStart = _fragmentsEnd(source, end)
+    encoding = head.original_character_set
+    tail = None
+    if tailStart < end:
+        source.seek(tailStart)
+        tail = read_dataset(source, False, True, parent_encoding=encoding)
+    tail = changedAround(head, tail, change)
     _decompressAll(head, syntax)  # icons in sequences
     options = as_pixel_options(head, transfer_syntax_uid=UID(syntax), pixel_keyword="PixelData",
                                pixel_vr=vr.decode("ascii"))
@@ -141,11 +151,8 @@ def _decodeFrames(source, end, syntax, targetImplicit, out):
     out.write(_IMPLICIT_HEADER.pack(0x7FE0, 0x0010, written + written % 2) if targetImplicit else
               _EXPLICIT_HEADER.pack(0x7FE0, 0x0010, pixelVR, 0) + _LONG_LENGTH.pack(written + written % 2))
     out.seek(after)
-    if tailStart < end:
-        source.seek(tailStart)
-        encoding = head.original_character_set
-        out.write(_write(read_dataset(source, False, True, parent_encoding=encoding), targetImplicit, True,
-                         encoding))
+    if tail is not None:
+        out.write(_write(tail, targetImplicit, True, encoding))
 
 
 def _writeArray(out, array):

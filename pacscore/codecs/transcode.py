@@ -54,7 +54,7 @@ import zlib
 from io import BytesIO
 
 import numpy as np
-from pydicom.dataset import FileMetaDataset
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset
 from pydicom.filewriter import correct_ambiguous_vr, write_dataset
@@ -265,16 +265,18 @@ class LittleEndianLayout:
     tail: list = ()
 
 
-def littleEndianLayout(fileobj, end, sourceImplicit, targetImplicit):
+def littleEndianLayout(fileobj, end, sourceImplicit, targetImplicit, change=None):
     """The ``LittleEndianLayout`` of the data set from the position of
-    ``fileobj`` (bytes or a file) to ``end`` there; None when its Pixel
-    Data is not a plain value."""
+    ``fileobj`` (bytes or a file) to ``end`` there, with ``change(dataset)``
+    (when given) applied to the elements around its Pixel Data
+    (``changedAround``); None when its Pixel Data is not a plain value."""
     head = read_dataset(fileobj, sourceImplicit, True, stop_when=_atPixelData)
     implicit = head.original_encoding[0]  # pydicom may have found the other VR encoding
+    encoding = head.original_character_set
     pos = fileobj.tell()
-    layout = LittleEndianLayout(_write(head, targetImplicit, True))
     if pos >= end:
-        return layout
+        changedAround(head, None, change)
+        return LittleEndianLayout(_write(head, targetImplicit, True))
     tag, vr, length, valueOffset = elementHeader(fileobj.read(12), 0, implicit)
     if tag != PIXEL_DATA or length == _UNDEFINED_LENGTH:
         return None
@@ -286,15 +288,31 @@ def littleEndianLayout(fileobj, end, sourceImplicit, targetImplicit):
             bitsAllocated = head.get("BitsAllocated")
             vr = b"OB" if not implicit and bitsAllocated is not None and bitsAllocated <= 8 else b"OW"
         header = _EXPLICIT_HEADER.pack(0x7FE0, 0x0010, vr, 0) + _LONG_LENGTH.pack(length + length % 2)
-    layout.pixelHeader, layout.valueStart, layout.valueLength = header, pos + valueOffset, length
-    layout.padding = (b"\x00",) if length % 2 else ()
-    layout.tail = []
+    tail = None
     if pos + valueOffset + length < end:
         fileobj.seek(pos + valueOffset + length)
-        encoding = head.original_character_set
         tail = read_dataset(fileobj, implicit, True, parent_encoding=encoding)
-        layout.tail.append(_write(tail, targetImplicit, True, encoding))
-    return layout
+    tail = changedAround(head, tail, change)
+    return LittleEndianLayout(_write(head, targetImplicit, True), header, pos + valueOffset, length,
+                              (b"\x00",) if length % 2 else (),
+                              [] if tail is None else [_write(tail, targetImplicit, True, encoding)])
+
+
+def changedAround(head, tail, change):
+    """Apply ``change(dataset)`` (None: no change) to a data set read
+    without its Pixel Data value: ``head``, the elements before it, is
+    changed in place; the elements after it, ``tail`` (a Dataset or None),
+    are returned as the change leaves them (None when there are none)."""
+    if change is None:
+        return tail
+    if tail is not None:
+        head.update(tail)
+    change(head)
+    after = Dataset()
+    for tag in [tag for tag in head.keys() if tag > PIXEL_DATA]:
+        after[tag] = head[tag]
+        del head[tag]
+    return after if len(after) else None
 
 
 def elementHeader(raw, pos, implicit):

@@ -50,9 +50,10 @@ class StoredData:
     def close(self):
         self.file.close()
 
-    def transcoded(self, fromSyntax, toSyntax, folder):
+    def transcoded(self, fromSyntax, toSyntax, folder, change=None):
         """In the I/O pool: a ``StoredData`` of this data set (in
-        ``fromSyntax``) converted to ``toSyntax``, in an unnamed temporary
+        ``fromSyntax``) converted to ``toSyntax`` (and changed by
+        ``change(dataset)`` when given), in an unnamed temporary
         file in ``folder`` (else the system's temporary folder) that goes
         when it is closed; this one stays open.  Raises what
         ``transcodeFile`` raises."""
@@ -61,7 +62,7 @@ class StoredData:
         except OSError:  # a read-only device
             out = tempfile.TemporaryFile()
         try:
-            length = transcodeFile(self.file, self.offset, self.length, fromSyntax, toSyntax, out)
+            length = transcodeFile(self.file, self.offset, self.length, fromSyntax, toSyntax, out, change)
             out.flush()  # read back with pread
         except BaseException:
             out.close()

@@ -14,7 +14,9 @@
 ``anonymize=yes`` (with ``application/dicom`` only, as the standard says)
 answers the object de-identified by the Basic Application Level
 Confidentiality Profile (``pacscore.control.deidentification``): new UIDs
-and a patient pseudonym, the same for every object of a study.  Answers carry ``Access-Control-Allow-Origin: *`` for viewers
+and a patient pseudonym, the same for every object of a study; a large
+object asked for in an uncompressed syntax is de-identified and converted
+file to file (``pacscore.web.objectstream``), as a plain one.  Answers carry ``Access-Control-Allow-Origin: *`` for viewers
 served from elsewhere.
 """
 
@@ -91,11 +93,11 @@ async def answer(archive, parameters, request):
             raise WebError(406, f"cannot send transferSyntax {syntax!r}: pacs writes {', '.join(sorted(SYNTAX_CODES))}")
         name = "anonymized" if anonymize else sop
         headers = (ANY_ORIGIN, ("Content-Disposition", f"attachment; filename=\"{name}.dcm\""))
-        if not anonymize:  # streamed: as stored, converted file to file, or made whole
-            streamed = await objectStream(archive, path, syntax, SYNTAX_CODES[syntax])
-            if streamed is not None:
-                return StreamAnswer(streamed[1], kind, headers)
         change = basicProfile(archive.converterServices.uidMap) if anonymize else None
+        # streamed: as stored, converted file to file (anonymized too), or made whole
+        streamed = await objectStream(archive, path, syntax, SYNTAX_CODES[syntax], change)
+        if streamed is not None:
+            return StreamAnswer(streamed[1], kind, headers)
         data = await onFile(archive, path, dicomFile, WHOLE, SYNTAX_CODES[syntax], None,
                             archive.configuration.lossyQuality, change)
         made = readFileMeta(io.BytesIO(data))[0]

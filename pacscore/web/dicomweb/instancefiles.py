@@ -22,6 +22,7 @@ from pacscore.dicom.storeddata import openDataset
 from pacscore.storage.attributes import readAttributes
 from pacscore.storage.part10 import encodeFileMeta, readFileMeta
 from pacscore.storage.regularfiles import openRegularFile
+from pacscore.storage.store import SOP_CLASS_UID, SOP_INSTANCE_UID
 from pacscore.web.dicomweb.dicomjson import jsonDataset
 
 PIXEL_DATA = 0x7FE00010
@@ -54,24 +55,28 @@ def startAsStored(path, wanted, size):
         return syntax, f.read(size), os.fstat(f.fileno()).st_size
 
 
-def startConverted(path, wanted, deferToWorker):
+def startConverted(path, wanted, deferToWorker, change=None):
     """``(file meta bytes, StoredData)`` of the stored file converted to
-    ``wanted`` in a temporary file (``StoredData.transcoded``) when it is a
+    ``wanted`` (and changed by ``change(dataset)`` when given) in a
+    temporary file (``StoredData.transcoded``) when it is a
     large one (over ``STREAMED_OBJECT``) that ``filetranscode`` converts,
-    without NKI pixel data; None when it is not."""
+    without NKI pixel data; None when it is not. The file meta names the
+    SOP class and instance of the converted data set."""
     with openRegularFile(path) as f:
         syntax, meta, offset = readFileMeta(f)
-    stored = openDataset(path, offset, syntax, deferToWorker) if meta and streams(syntax, wanted) else None
+    stored = openDataset(path, offset, syntax, deferToWorker) if meta and streams(syntax, wanted, change is not None) else None
     if stored is None:
         return None
     try:
-        converted = stored.transcoded(syntax, wanted, os.path.dirname(path))
+        converted = stored.transcoded(syntax, wanted, os.path.dirname(path), change)
     except NotStreamed:
         return None
     finally:
         stored.close()
-    header = encodeFileMeta(meta.get(0x00020002, ""), meta.get(0x00020003, ""), wanted, IMPLEMENTATION_CLASS_UID,
-                            IMPLEMENTATION_VERSION)
+    converted.file.seek(0)
+    uids = readAttributes(converted.file, wanted, {SOP_CLASS_UID, SOP_INSTANCE_UID})
+    header = encodeFileMeta(uids.get(SOP_CLASS_UID, ""), uids.get(SOP_INSTANCE_UID, ""), wanted,
+                            IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION)
     return header, converted
 
 

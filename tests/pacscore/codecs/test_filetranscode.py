@@ -13,6 +13,10 @@ from pacscore.codecs.syntaxes import (
     DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_BIG_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN,
     IMPLICIT_VR_LITTLE_ENDIAN, JPEG_2000, JPEG_LS_LOSSLESS, RLE_LOSSLESS)
 from pacscore.codecs.transcode import TranscodeError, transcode
+from pacscore.control.deidentification import basicProfile
+from pacscore.converters.uidmap import UIDMap
+from pacscore.dicom.datasets import decodeDataset, encodeDataset
+from pacscore.storage.attributes import DatasetError
 from pacscore.storage.part10 import readFileMeta
 from tests.pacscore.codecs.test_transcode import DATA, LOSSLESS_FILES, LOSSY_FILES, NATIVE_FILES
 
@@ -29,9 +33,9 @@ def stored(name, extra=b""):
     return syntax, fileobj, offset, len(content) - offset
 
 
-def streamed(fileobj, offset, length, syntax, target):
+def streamed(fileobj, offset, length, syntax, target, change=None):
     with tempfile.TemporaryFile() as out:
-        written = transcodeFile(fileobj, offset, length, syntax, target, out)
+        written = transcodeFile(fileobj, offset, length, syntax, target, out, change)
         out.seek(0)
         data = out.read()
     assert written == len(data)
@@ -62,6 +66,34 @@ class FileTranscodeTests(unittest.TestCase):
         for name in ("CT_small.dcm", "MR_small_implicit.dcm", "SC_rgb_rle_2frame.dcm", "JPEG2000.dcm"):
             self.assertSameAsInMemory(name, PADDING if name != "MR_small_implicit.dcm"
                                       else struct.pack("<HHL", 0xFFFC, 0xFFFC, 6) + b"\0" * 6)
+
+    def test_changedAsInMemory(self):
+        """With a change (the Basic Profile, as WADO-URI's anonymize asks),
+        into either little endian syntax, the one it is in too: as the whole
+        decoded, changed and converted in memory; the elements after the
+        Pixel Data changed with the others (a private one goes)."""
+        uidMap = UIDMap(prefix="1.2.826.0.1.3680043.2.135.1")
+        for name in ("CT_small.dcm", "MR_small_implicit.dcm", "SC_rgb_rle_2frame.dcm", "JPEG2000.dcm"):
+            private = (struct.pack("<HHL", 0x7FE1, 0x0010, 4) if name == "MR_small_implicit.dcm"
+                       else struct.pack("<HH2sH", 0x7FE1, 0x0010, b"LO", 4)) + b"CSA "
+            syntax, fileobj, offset, length = stored(name, private)
+            for target in TARGETS:
+                self.assertTrue(streams(syntax, target, changing=True), (name, target))
+                fileobj.seek(offset)
+                dataset = decodeDataset(fileobj.read(length), syntax)
+                basicProfile(uidMap)(dataset)
+                expected = transcode(encodeDataset(dataset, syntax), syntax, target)
+                made = streamed(fileobj, offset, length, syntax, target, basicProfile(uidMap))
+                self.assertEqual(made, expected, (name, target))
+                self.assertNotIn(b"CSA ", made[-16:], (name, target))
+        profile = basicProfile(uidMap)
+
+        def burnedIn(ds):
+            ds.BurnedInAnnotation = "YES"
+            profile(ds)
+        syntax, fileobj, offset, length = stored("CT_small.dcm")
+        with self.assertRaises(DatasetError):  # refused, as in memory
+            streamed(fileobj, offset, length, syntax, syntax, burnedIn)
 
     def test_onlyIntoLittleEndian(self):
         for source, target in ((EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_BIG_ENDIAN),

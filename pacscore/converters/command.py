@@ -1,5 +1,5 @@
 """Base classes of the built-in converter commands, and the rules for the
-file names they take.
+file names they take, and ``luaScriptOf`` (a ``process`` line naming a Lua file).
 
 A command is a plugin object providing ``IConverterCommand`` (see
 ``pacscore.interfaces``); these bases give the common defaults: both
@@ -70,3 +70,10 @@ def filePath(context, template):
         parts.append(piece)
     name = "".join(parts)
     return localPath(context, name.lstrip("/\\") if valueFirst else name)
+
+
+def luaScriptOf(commandLine):
+    """``(script file, rest of the line)`` of a ``process`` command line
+    whose first word names a Lua file (``x.lua text``), else None."""
+    script, _, text = commandLine.strip().partition(" ")
+    return (script, text.strip()) if script.lower().endswith(".lua") else None

@@ -1,5 +1,11 @@
 """Lua converters: ``lua "code"`` and ``lua:path/to/script.lua`` (run by lupa).
 
+As in Conquest, a statement that is a Lua file's name, ``x.lua`` or
+``x.lua(text)``, runs it as ``lua:x.lua`` does, with the global
+``command_line`` the %-expanded text; ``process with x.lua text`` runs it
+on the object likewise and ``process ... by x.lua text`` (a queued
+action) with no ``Data`` at all (``runProcessScript``).
+
 A script sees ``Data`` (the object's data set: ``Data.PatientName``,
 ``Data['0010,0010']``, ``Data.ReferencedSeriesSequence[0].SeriesInstanceUID``
 read and written, 0-based sequence items (``Data.Seq[#Data.Seq]`` appends
@@ -66,7 +72,7 @@ from twisted.logger import Logger
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
-from pacscore.converters.context import ConverterSyntaxError, Outcome
+from pacscore.converters.context import ConverterContext, ConverterSyntaxError, Outcome
 from pacscore.converters.elements import assign, textOf, vrOf
 from pacscore.converters.luafiles import readLuaFile, unsafeAllowed, writeLuaFile
 from pacscore.converters.saving import wholeObject
@@ -560,6 +566,8 @@ class LuaRuntime:
         globals = {"CallingAE": context.callingAE, "CalledAE": context.calledAE, "Filename": context.filename or "",
                    "Association": self.lua.table_from({"Calling": context.callingAE, "Called": context.calledAE}),
                    "Global": self.lua.table_from(dict(reversed(ini.items())) if ini is not None else {})}
+        if api.commandLine is not None:
+            globals["command_line"] = api.commandLine
         functions = {name: getattr(api, name) for name in
                      ("forward", "script", "dbquery", "genuid", "changeuid", "changeuidback", "crc",
                       "newdicomobject", "newdicomarray", "servercommand", "dicomquery", "dicommove")}
@@ -593,11 +601,12 @@ class LuaApi:
     """The Python side of what one run of a script may call; ``registry``
     and ``kind`` are those of the converter line (for ``script()``)."""
 
-    def __init__(self, context, runtime, registry, kind):
+    def __init__(self, context, runtime, registry, kind, commandLine=None):
         self.context = context
         self.runtime = runtime
         self.registry = registry
         self.kind = kind
+        self.commandLine = commandLine  # Conquest's command_line global; None: not set
         self.fate = None  # the last destroy/reject/defer of a script() call
 
     def print(self, text):
@@ -613,6 +622,8 @@ class LuaApi:
 
     def script(self, rule):
         """Run a converter line on the context; the name of its outcome."""
+        if self.context.dataset is None:
+            raise LuaApiError("script: there is no DICOM object here (Data)")
         key = f"{self.context.converterName} (Lua script())"
         outcome = _parsedScript(str(rule), key, self.registry, self.kind).run(self.context)
         if outcome in _FATE_OUTCOMES:
@@ -743,12 +754,18 @@ def _outcomeOf(value, fate):
 
 
 class LuaArguments(NamedTuple):
-    """What the Lua commands' ``parse`` gives: the code (or the file name)
-    and the registry and kind of the line, for ``script()``."""
+    """What the Lua commands' ``parse`` gives: the code (or the file name),
+    the registry and kind of the line, for ``script()``, and the text
+    given in ``x.lua(text)`` (still to be %-expanded; None without)."""
 
     code: str
     registry: object
     kind: str
+    commandLine: str = None
+
+
+class LuaFailure(Exception):
+    """A script that failed; the message says why (Lua's, without its traceback)."""
 
 
 class _LuaCommandBase:
@@ -762,25 +779,33 @@ class _LuaCommandBase:
         """The compiled chunk to run."""
         raise NotImplementedError
 
-    def run(self, arguments, context):
+    def execute(self, arguments, context, commandLine=None):
+        """Run the script on ``context`` (``command_line`` the text
+        ``commandLine`` unless None): the Outcome it asks for, or
+        LuaFailure."""
         ini = getattr(context.services.configuration, "ini", None)
         unsafe = unsafeAllowed(ini)
         limit = DEFAULT_MAX_INSTRUCTIONS if ini is None else ini.getint(
             "LuaMaxInstructions", DEFAULT_MAX_INSTRUCTIONS)
         runtime = LuaRuntime.forThread()
-        api = LuaApi(context, runtime, arguments.registry, arguments.kind)
+        api = LuaApi(context, runtime, arguments.registry, arguments.kind, commandLine)
         try:
             result = runtime.run(self.chunk(runtime, arguments.code, context), api, unsafe, limit)
             return _outcomeOf(result, api.fate)
         except lupa.LuaError as e:
-            luaError = describeLuaError(e)
+            raise LuaFailure(describeLuaError(e)) from e
         except (LuaScriptError, LuaApiError, LuaAccessDenied) as e:
-            luaError = str(e)
+            raise LuaFailure(str(e)) from e
+
+    def run(self, arguments, context):
+        commandLine = None if arguments.commandLine is None else context.expand(arguments.commandLine)
+        try:
+            return self.execute(arguments, context, commandLine)
+        except LuaFailure as e:
+            self.log.error("{converter}: Lua script failed: {luaError}", converter=context.converterName,
+                           luaError=str(e))
         except Exception:
             self.log.failure("{converter}: Lua script failed", converter=context.converterName)
-            return Outcome.STOP
-        self.log.error("{converter}: Lua script failed: {luaError}",
-                       converter=context.converterName, luaError=luaError)
         return Outcome.STOP
 
 
@@ -808,16 +833,31 @@ class LuaInlineCommand(_LuaCommandBase):
 class LuaFileCommand(_LuaCommandBase):
     """``lua:path``: a script file, relative to the folder of dicom.ini
     (or the current folder without a configuration); read again when it
-    changes."""
+    changes.  ``lua:path(text)`` (and a statement that is just a file
+    name ending in ``.lua``, ``path`` or ``path(text)``, as Conquest
+    runs them) sets the global ``command_line`` to the %-expanded text."""
 
     name = "lua:"
+    _withText = re.compile(r"(?P<path>.+?\.lua)\((?P<text>.*)\)", re.IGNORECASE | re.DOTALL)
 
     def parse(self, arguments, where):
-        path = arguments.strip().strip('"')
+        path, commandLine = arguments.strip(), None
+        match = self._withText.fullmatch(path)
+        if match is not None:
+            path, commandLine = match.group("path"), match.group("text")
+        path = path.strip('"')
         if not path:
             raise ConverterSyntaxError(f"{where}: lua: wants a script file, e.g. lua:script.lua")
-        return LuaArguments(path, where.registry, where.kind)
+        return LuaArguments(path, where.registry, where.kind, commandLine)
 
     def chunk(self, runtime, path, context):
         folder = getattr(context.services.configuration, "configDir", None) or os.getcwd()
         return runtime.compileFile(os.path.join(folder, path), path)
+
+
+def runProcessScript(services, name, commandLine):
+    """In a worker thread: ``process ... by name.lua text`` as Conquest runs
+    it: the script file (found as ``lua:`` finds it) with no ``Data`` and
+    ``command_line`` the text; LuaFailure when it fails."""
+    context = ConverterContext("export", None, services=services, converterName=f"process by {name}")
+    LuaFileCommand().execute(LuaArguments(name, None, "export"), context, commandLine)

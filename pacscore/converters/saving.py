@@ -8,7 +8,9 @@ writes it to a temporary Part-10 file, runs the expanded command (each
 value quoted as data, ``shellCommand``) through the shell with that file's
 name appended as its last argument, and reads the file back as the new
 data set; a command that fails (non-zero exit) or leaves an
-unreadable file leaves the data set as it was, with a log line.
+unreadable file leaves the data set as it was, with a log line.  A
+command that is a Lua file (``process with x.lua text``) runs on the data
+set itself, as ``lua:`` runs it (see ``pacscore.converters.lua``).
 
 The file is written in the data set's transfer syntax (its ``file_meta``),
 else in Explicit VR Little Endian.
@@ -26,7 +28,7 @@ from twisted.logger import Logger
 
 from pacscore.codecs.nki import NKIError
 from pacscore.codecs.nkipixels import decompressDecoded
-from pacscore.converters.command import TextCommand, filePath
+from pacscore.converters.command import TextCommand, filePath, luaScriptOf
 from pacscore.converters.context import Outcome
 from pacscore.converters.shellquoting import shellCommand
 from pacscore.dicom.datasets import encodeDataset
@@ -94,13 +96,25 @@ class SaveToCommand(TextCommand):
 
 
 class ProcessWithCommand(TextCommand):
-    """``process with COMMAND`` (run in the configuration's working folder)."""
+    """``process with COMMAND`` (run in the configuration's working folder);
+    ``process with x.lua text`` runs the Lua file on the object as the
+    ``lua:`` command does, ``command_line`` the text."""
 
     log = Logger()
     name = "process with"
     scope = "I"
 
+    def parse(self, arguments, where):
+        text = super().parse(arguments, where)
+        luaScript, luaFile = luaScriptOf(text), where.registry.commands.get("lua:")
+        if luaScript is None or luaFile is None:
+            return text
+        return luaFile, luaFile.parse("{}({})".format(*luaScript), where)
+
     def run(self, arguments, context):
+        if isinstance(arguments, tuple):
+            luaFile, luaArguments = arguments
+            return luaFile.run(luaArguments, context)
         fd, path = tempfile.mkstemp(prefix="pacs-process-", suffix=".dcm")
         os.close(fd)
         try:

@@ -6,7 +6,9 @@ empty statements are ignored), each a command name and its arguments.
 condition (``ifequal``, ``between`` ...) guards the statement or block
 after it, and conditions chain: ``ifequal "a", "a"; ifnotempty "%i"; nop``
 runs ``nop`` only when both hold.  A command whose registered name ends
-with ':' (``lua:``) takes the rest of the line as its argument.  In an
+with ':' (``lua:``) takes the rest of the line as its argument; a
+statement that is a Lua file's name, ``x.lua`` or ``x.lua(text)``, is
+run by ``lua:`` (as Conquest runs one).  In an
 export converter a statement that starts with no command's name is a
 program to run (``external.ExternalProgram``, as Conquest runs
 ``myconverter.exe`` or ``dicomtobitmap %f ...``); elsewhere it is an error.
@@ -28,6 +30,7 @@ from pacscore.converters.external import ExternalProgram
 
 SCOPES = {"import": "I", "export": "E"}
 PROGRAM = ExternalProgram()  # an export statement naming no command runs it as a program
+_LUA_FILE = re.compile(r'[^\s;{}()"]+\.lua(\(.*\))?', re.IGNORECASE | re.DOTALL)
 
 
 class Location(str):
@@ -200,23 +203,32 @@ class _Parser:
     def statement(self):
         start = self.pos
         found = self.registry.lookup(self.text[start:])
-        if found is None and self.kind == "export":
+        if found is not None and found[0].name.endswith(":"):
+            self.pos = len(self.text)
+        else:
             self.pos = self.statementEnd(start)
+            text = self.text[start:self.pos].strip()
+            found = self.registry.lookup(text) or self.luaFile(text)
+        if found is None and self.kind == "export":
             where = Location(self.key, start + 1, self.registry, self.kind)
             return Statement(PROGRAM, PROGRAM.parse(self.text[start:self.pos].strip(), where), start + 1)
         if found is None:
             word = re.match(r"[^\s;{}]+", self.text[start:]).group()
             self.error(start, f"unknown command {word!r}")
         command, arguments = found
-        if command.name.endswith(":"):
-            self.pos = len(self.text)
-        else:
-            self.pos = self.statementEnd(start)
-            command, arguments = self.registry.lookup(self.text[start:self.pos])
         if SCOPES[self.kind] not in command.scope:
             self.error(start, f"'{command.name}' is not allowed in {self.kind} converters")
         where = Location(self.key, start + 1, self.registry, self.kind)
         return Statement(command, command.parse(arguments, where), start + 1)
+
+    def luaFile(self, text):
+        """``(lua: command, text)`` for a statement that names a Lua file,
+        ``x.lua`` or ``x.lua(text)``, which Conquest runs as ``lua:`` runs
+        it; None for another statement (or without a ``lua:`` command)."""
+        command = self.registry.commands.get("lua:")
+        if command is None or not _LUA_FILE.fullmatch(text):
+            return None
+        return command, text
 
     def statementEnd(self, start):
         """Where the statement at ``start`` ends: the first ';', '{' or '}'

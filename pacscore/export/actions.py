@@ -8,6 +8,9 @@ files are gone; the action is still queued then, runs again and removes
 them: the end state is the same.  ``process`` runs its command line (the
 ``by`` part, %-variables expanded and quoted as data when the converter
 ran) once the collect delay has passed; a non-zero exit status is a failure, retried.
+A command line that starts with a Lua file (``by x.lua text``) runs that
+script instead (as ``lua:`` finds it, no ``Data``, ``command_line`` the
+text: Conquest passes nothing else); an error in it is a failed action.
 ``prefetch`` reads every file of the patient once (to warm a cache or
 hierarchical storage).
 """
@@ -17,6 +20,8 @@ import subprocess
 from sqlalchemy import and_, exists, select
 from twisted.logger import Logger
 
+from pacscore.converters.command import luaScriptOf
+from pacscore.converters.lua import LuaFailure, runProcessScript
 from pacscore.export.forwarder import ForwardError
 from pacscore.export.selection import indexKeys
 from pacscore.storage.devices import removeFile
@@ -31,11 +36,12 @@ class LocalActions:
     log = Logger()
     processTimeout = 3600
 
-    def __init__(self, index, query, reader, workers):
+    def __init__(self, index, query, reader, workers, services=None):
         self.index = index
         self.query = query
         self.reader = reader
         self.workers = workers
+        self.services = services  # the ConverterServices a process script uses
 
     def _instances(self, action):
         return self.index.runQuery(self.query.instances, "IMAGE",
@@ -83,6 +89,14 @@ class LocalActions:
 
     async def process(self, action):
         command = action.filters.get("by", "")
+        luaScript = luaScriptOf(command)
+        if luaScript is not None:
+            script, commandLine = luaScript
+            try:
+                await self.workers.deferToWorker(runProcessScript, self.services, script, commandLine)
+            except LuaFailure as e:
+                raise ForwardError(f"process script {script}: {e}") from None
+            return 1
         result = await self.workers.deferToWorker(
             subprocess.run, command, shell=True, capture_output=True, text=True, timeout=self.processTimeout)
         if result.returncode != 0:

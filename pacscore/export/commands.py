@@ -34,7 +34,7 @@ import re
 import shutil
 from typing import NamedTuple
 
-from pacscore.converters.command import Command, filePath
+from pacscore.converters.command import Command, filePath, luaScriptOf
 from pacscore.converters.context import ConverterSyntaxError, Outcome
 from pacscore.converters.shellquoting import shellCommand
 from pacscore.export.queue import LEVELS, REMOTE_ACTIONS, Target
@@ -205,7 +205,10 @@ class ProcessCommand(Command):
         return parseRequest(arguments, where, self.name, ("after",), "by")
 
     def run(self, arguments, context):
-        return enqueue(context, "process", arguments, filters={"by": shellCommand(arguments.destination, context)})
+        line = arguments.destination
+        # a Lua script's text is its command_line as it is; a shell command's values are quoted as data
+        by = context.expand(line) if luaScriptOf(line) is not None else shellCommand(line, context)
+        return enqueue(context, "process", arguments, filters={"by": by})
 
 
 class PrefetchCommand(Command):

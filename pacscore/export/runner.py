@@ -99,7 +99,7 @@ class ExportService(service.Service):
         io = WorkerPool(reactor, ioThreads, "pacs-forward")
         forwarder = Forwarder.fromConfiguration(configuration, reactor, services.aeTitle, queue.index, query,
                                                 reader, io, compressionScripts, fetcher)
-        local = LocalActions(queue.index, query, reader, io)
+        local = LocalActions(queue.index, query, reader, io, services)
         return cls(queue, forwarder, local, services, rules, reader, reactor, scripts, io,
                    failHoldOff=configuration.ini.getint("FailHoldOff", 60))
 

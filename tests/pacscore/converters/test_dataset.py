@@ -14,11 +14,15 @@ from twisted.plugin import getPlugins
 from twisted.trial import unittest
 
 import plugins
+from pacscore.config.ini import DicomIni
 from pacscore.converters.context import ConverterContext, ConverterServices, ConverterSyntaxError, Outcome
+from pacscore.converters.registry import CommandRegistry
+from pacscore.converters.script import parseScript
 from pacscore.converters.uidmap import UIDMap
 from pacscore.dicom.datasets import decodeDataset, encodeDataset
 from pacscore.interfaces import IConverterCommand
 from plugins import pacs_commands_dataset as commands
+from plugins import pacs_commands_lua
 from tests.pacscore.db.test_schema import sqliteEngine
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
@@ -531,6 +535,19 @@ class ProcessWithTests(unittest.TestCase):
         run(commands.processWithCommand, f"{sys.executable} -c 'import sys; sys.exit(3)'", context)
         self.assertIs(context.dataset, original)
         self.assertFalse(context.changed)
+
+    def test_luaFile(self):
+        """``process with x.lua text`` runs the Lua file on the object (found
+        as lua: finds it), command_line the expanded text, not a shell."""
+        with open(os.path.join(self.folder, "process.lua"), "w") as f:
+            f.write("Data.PatientName = command_line")
+        configuration = SimpleNamespace(ini=DicomIni.fromString(""), configDir=self.folder, workdir=self.folder)
+        context = makeContext(configuration=configuration)
+        registry = CommandRegistry([commands.processWithCommand, pacs_commands_lua.luaFile])
+        outcome = parseScript("process with process.lua NEW^%m", "ImportConverter0", registry, "import").run(context)
+        self.assertEqual(outcome, Outcome.CONTINUE)
+        self.assertEqual(str(context.dataset.PatientName), "NEW^CT")
+        self.assertTrue(context.changed)
 
     def test_unreadableResult(self):
         context = makeContext()

@@ -501,6 +501,31 @@ class FileTests(unittest.TestCase):
         self.assertEqual(outcome, Outcome.STOP)
         self.assertEqual(messages, [f"{KEY}: Lua script failed: scripts/tag.lua:2: bad"])
 
+    def test_statementNamingAFileRunsIt(self):
+        """As Conquest: ``x.lua(text)`` as a statement runs the file with the
+        global command_line the %-expanded text; ``x.lua`` alone, and in an
+        export converter too (not a program)."""
+        self.write("Data.StudyDescription = (Data.StudyDescription or '') .. (command_line or 'none') .. ';'", 1000)
+        for kind in ("import", "export"):
+            context = makeContext(kind=kind, configDir=self.folder)
+            outcome, _, messages = runLine(
+                "scripts/tag.lua(E:/in::%i,%V0010,0010); mark x; scripts/tag.lua", context)
+            self.assertEqual((outcome, messages), (Outcome.CONTINUE, []))
+            self.assertEqual(context.dataset.StudyDescription, "E:/in::123,DOE^JOHN;none;")
+            self.assertEqual(context.variables["x"], "x")
+
+    def test_fileWithTextAfterLuaColon(self):
+        self.write("Data.StudyDescription = command_line", 1000)
+        context = makeContext(configDir=self.folder)
+        runLine("lua:scripts/tag.lua(%i)", context)
+        self.assertEqual(context.dataset.StudyDescription, "123")
+
+    def test_otherWordsAreNoLuaFile(self):
+        for line in ("scripts/tag.luax", "tag.lua x", "tag.lua(x) y"):
+            with self.assertRaises(ConverterSyntaxError, msg=line) as raised:
+                parseScript(line, KEY, luaRegistry(), "import")
+            self.assertIn("unknown command", str(raised.exception))
+
     def test_missingFile(self):
         outcome, _, messages = runLine("lua:scripts/none.lua", makeContext(configDir=self.folder))
         self.assertEqual(outcome, Outcome.STOP)

@@ -1,0 +1,46 @@
+"""Tests for pacscore.export.actions: ``process ... by`` a Lua file."""
+
+import os
+from types import SimpleNamespace
+
+from twisted.internet import defer
+from twisted.logger import capturedLogs
+from twisted.trial import unittest
+
+from pacscore.config.ini import DicomIni
+from pacscore.converters.context import ConverterServices
+from pacscore.export.actions import LocalActions
+from pacscore.export.forwarder import ForwardError
+from pacscore.export.queue import Action, Target
+from tests.pacscore.export.fixtures import SyncWorkers
+
+
+class ProcessByLuaTests(unittest.TestCase):
+    """``process study by x.lua text`` runs the script (relative to the
+    configuration folder) with command_line the text and no Data, as
+    Conquest does, not a shell."""
+
+    def setUp(self):
+        self.folder = os.path.abspath(self.mktemp())
+        os.makedirs(self.folder)
+        configuration = SimpleNamespace(ini=DicomIni.fromString(""), configDir=self.folder, workdir=self.folder)
+        self.actions = LocalActions(None, None, None, SyncWorkers(), ConverterServices(configuration=configuration))
+
+    def process(self, script, command):
+        with open(os.path.join(self.folder, "study.lua"), "w") as f:
+            f.write(script)
+        action = Action(1, "process", "", "STUDY", Target("PAT1", "1.2.3"), "", {"by": command}, 0)
+        with capturedLogs() as events:
+            d = defer.ensureDeferred(self.actions.process(action))
+        return d, [event["text"] for event in events if "text" in event]
+
+    def test_runsTheScript(self):
+        d, printed = self.process("print(command_line, Data == nil)", "study.lua E:/x::PAT1  1.2.3")
+        self.assertEqual(self.successResultOf(d), 1)
+        self.assertEqual(printed, ["E:/x::PAT1  1.2.3\ttrue"])
+
+    def test_failingScriptIsAFailure(self):
+        d, _ = self.process("script('nop')", "study.lua")
+        failure = self.failureResultOf(d, ForwardError)
+        self.assertEqual(str(failure.value), "process script study.lua: study.lua:1: script: there is no "
+                                             "DICOM object here (Data)")

@@ -1,6 +1,6 @@
-"""``servercommand(text)`` for converters: a control command
-(``name:arguments``, as the control port and the web's Lua pages run it)
-run in the reactor while the converter's worker thread waits; likewise
+"""``servercommand(text)`` for converters and the web's Lua pages: a
+control command (``name:arguments``, as the control port runs it) run in
+the reactor while the script's worker thread waits; likewise
 ``dicomquery`` and ``dicommove`` (see ``dicomrequests``).
 
 The wait is limited (``LuaCommandTimeout`` seconds): the command is then
@@ -45,10 +45,11 @@ class ServerCommands:
         """With dicom.ini's ``LuaCommandTimeout``."""
         return cls(reactor, run, slots, ini.getint(TIMEOUT_KEY, DEFAULT_TIMEOUT), requests)
 
-    def fromThread(self, line):
-        """In a worker thread: the output of the command ``line``;
-        ServerCommandError with the reason it has none."""
-        return self._call(line, self.run, line)
+    def fromThread(self, line, run=None):
+        """In a worker thread: the output of the command ``line`` (run by
+        ``run``, a Deferred of its text, if not by this object's: the web
+        pages run theirs); ServerCommandError with the reason it has none."""
+        return self._call(line, run or self.run, line)
 
     def find(self, ae, level, identifier):
         """In a worker thread: the matches of ``DicomRequests.find``."""

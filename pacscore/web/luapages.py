@@ -11,7 +11,9 @@ parameters ``query``, ``size``, ``slice``, ``series``, ``study``, ``patid``,
 main section), and the functions ``CGI(name[, default])`` (a request
 parameter), ``print(...)`` and ``HTML(format, ...)`` (``string.format``)
 writing a line of the page, ``servercommand('command:arguments')`` (what a
-control command answers; nil and the reason when it fails),
+control command answers; nil and the reason when it fails, is refused or
+takes more than ``LuaCommandTimeout`` seconds: it waits as Lua converters'
+do, see ``pacscore.converters.servercommands``),
 ``dbquery(table, fields[, where])`` (rows of an index table, as for Lua
 converters) and ``gpps(section, key[, default])`` (a dicom.ini value).
 
@@ -21,19 +23,18 @@ when it has one; without them it is sent as HTML.  A failing script is a
 500 page and a log line naming the script's error.
 """
 
+import functools
 import os
 import re
 
 import lupa.lua54 as lupa
-from twisted.internet import threads
 from twisted.logger import Logger
 
-from pacscore.control.context import CommandError
-from pacscore.control.protocol import BadRequest
 from pacscore.converters.lua import (
     DEFAULT_MAX_INSTRUCTIONS, LuaAccessDenied, LuaApiError, LuaRuntime, LuaScriptError, describeLuaError,
     selectRows)
 from pacscore.converters.luafiles import unsafeAllowed
+from pacscore.converters.servercommands import ServerCommandError
 from pacscore.web.answers import HTML, Answer, WebError, utf8ContentType
 from pacscore.control.inprocess import commandOutput
 
@@ -62,10 +63,10 @@ class _PageApi:
         return ("" if default is None else default) if value is None else value
 
     def servercommand(self, text):
+        run = functools.partial(commandOutput, self.archive, self.commands)
         try:
-            return threads.blockingCallFromThread(self.archive.reactor, commandOutput, self.archive, self.commands,
-                                                  str(text))
-        except (CommandError, BadRequest) as e:
+            return self.archive.converterServices.serverCommands.fromThread(str(text), run)
+        except ServerCommandError as e:
             return None, str(e)
 
     def dbquery(self, tableName, fields, where=None, order=None):

@@ -78,6 +78,19 @@ line0     = from the lines
 """
 
 
+class Hanging:
+    """A control command ``hang`` that never answers; counts its cancels."""
+
+    name = "hang"
+    usage = "--hang:  never answers"
+
+    def __init__(self):
+        self.cancelled = 0
+
+    def run(self, arguments, context):
+        return defer.Deferred(lambda d: setattr(self, "cancelled", self.cancelled + 1))
+
+
 class ScriptedPageTests(WebTestCase):
 
     ae = "SCRIPTED"
@@ -181,7 +194,7 @@ class ScriptedPageTests(WebTestCase):
         self.assertEqual(lines[0], "<H1>Welcome to SCRIPTED, version pacs</H1>")
         self.assertIn("<p>2 patients, first PAT0000</p>", lines)
         self.assertIn("<p>mode=lua patient=<b>P1</b> missing=none graphic=jpg</p>", lines)
-        self.assertIn("<p>nil unknown command --nosuch</p>", lines)
+        self.assertIn("<p>nil nosuch:: unknown command --nosuch</p>", lines)
         self.assertIn("DICOM server 'SCRIPTED' (pacs, port", page.text)
         self.assertIn("<td>PAT0001</td>", page.text)
 
@@ -235,6 +248,23 @@ class ScriptedPageTests(WebTestCase):
             f.write("\n[later]\nline0 = added later, graphic %graphic%\n")
         yield self.running.run(ReadIni())
         self.assertEqual((yield get(resource, mode="later")).text, "added later, graphic jpg\n")
+
+    @defer.inlineCallbacks
+    def test_hangingCommandTimesOut(self):
+        """A page's servercommand waits as a Lua converter's does: at most
+        LuaCommandTimeout seconds, then it is cancelled and the page told."""
+        hanging = Hanging()
+        workdir = self.running.workdir
+        with open(os.path.join(workdir, "page.lua"), "w") as f:
+            f.write("print(servercommand('hang:x'))\n")
+        with open(os.path.join(workdir, "dicom.ini"), "a") as f:
+            f.write(SECTIONS)
+        resource = DgateResource(self.running.archive,
+                                 ScriptedPages(loadConfiguration(workdir, workdir), CommandRegistry([hanging])))
+        self.running.archive.converterServices.serverCommands.timeout = 0.2
+        page = yield get(resource, mode="lua")
+        self.assertEqual((page.code, page.text), (200, "nil\thang:x: no answer within 0.2 s\n"))
+        self.assertEqual(hanging.cancelled, 1)
 
     @defer.inlineCallbacks
     def test_manyLuaPagesAtOnce(self):

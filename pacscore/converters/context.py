@@ -80,7 +80,7 @@ class ConverterContext:
         self.variables = variables if variables is not None else {"x": "", "y": "", "z": ""}
         self.changed = False                # the data set was modified (import: re-encode before storing)
         self.rejectReason = ""              # set with Outcome.REJECT
-        self.storageDevice = None           # 'storage MAG1'
+        self.storageDevice = None           # 'storage MAG1'; export converters: the device the object is on
         self.compression = None             # 'compression j2'
         self.testMode = ""                  # 'testmode .1'
 

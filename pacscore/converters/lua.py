@@ -18,10 +18,17 @@ sequence, nil when absent; ``Data:SetVR(group, element, value)``: a
 string's or such a table's bytes, made with the dictionary's VR when
 absent, or copies of a sequence's items; ``getvr(object, ...)`` and
 ``setvr(object, ...)`` the same),
+``Data.Storage`` (the device, MAGn: read and set as ``storage MAGn`` in
+import converters, in export converters the one the object is on),
 ``CallingAE``, ``CalledAE``, ``Association.Calling`` and ``.Called``,
 ``Filename``, ``Global`` (dicom.ini's main section) and the functions
-``print`` (to the server log), ``forward(ae)``, ``script(rule)`` (runs a
-converter rule on the same object and returns its outcome's name),
+``print`` (to the server log), ``debuglog`` (likewise, to the debug log),
+``forward(ae)``, ``script(rule)`` (runs a converter rule on the same
+object and returns its outcome's name; ``script(x, rule)`` and
+``x:Script(rule)`` on the object x, whose destroy is no fate of Data's),
+``get_amap(n)`` (acrnema.map's entry n from 0: AE, host, port,
+compression; nothing past the last), ``dictionary(group, element)`` (the
+tag's name; ``dictionary(name)`` its group and element),
 ``dbquery(table, fields, where, order)`` (a read-only SELECT on an index
 table, rows as tables of strings), ``genuid()``, ``changeuid(uid)`` and
 ``changeuidback(uid)`` (the UIDMODS pairs, as ``newuids`` keeps them) and
@@ -37,7 +44,8 @@ empty sequence, for ``SetVR``); ``x:Read(path)`` (``readdicom(x, path)``,
 ``readdicom(path)`` for Data: 1, or nil and the reason when the file is
 missing or unreadable; Data takes no compressed object) and
 ``x:Write(path)`` (``writedicom``: a Part-10 file; Data of an export
-converter is the whole stored object), files as ``luafiles`` allows:
+converter is the whole stored object) and ``x:Dump(path)`` (its elements
+as text, as ``dump_header`` shows them), files as ``luafiles`` allows:
 any with ``LuaAllowUnsafe``, else only those in ``LuaFileFolder``.  It
 may return ``'destroy'``, ``'reject'``, ``'stop'`` or ``'defer'``;
 nothing means go on.
@@ -60,7 +68,7 @@ from typing import NamedTuple
 
 import lupa.lua54 as lupa
 from pydicom.charset import convert_encodings
-from pydicom.datadict import tag_for_keyword
+from pydicom.datadict import keyword_for_tag, tag_for_keyword
 from pydicom.dataelem import RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
@@ -74,7 +82,7 @@ from zope.interface import implementer
 
 from pacscore.converters.context import ConverterContext, ConverterSyntaxError, Outcome
 from pacscore.converters.elements import assign, textOf, vrOf
-from pacscore.converters.luafiles import readLuaFile, unsafeAllowed, writeLuaFile
+from pacscore.converters.luafiles import readLuaFile, unsafeAllowed, writeLuaFile, writeLuaText
 from pacscore.converters.saving import wholeObject
 from pacscore.converters.script import parseScript
 from pacscore.converters.servercommands import ServerCommandError
@@ -84,6 +92,7 @@ from pacscore.interfaces import IConverterCommand
 from pacscore.storage.attributes import PIXEL_DATA
 
 DEFAULT_MAX_INSTRUCTIONS = 10_000_000
+STORAGE = "Storage"  # Data.Storage: the device, not an element
 MAX_MEMORY = 256 << 20  # bytes one thread's Lua state may hold: string.rep('x', 2^30) fails, the server lives
 
 _TAG = re.compile(r"\(?([0-9A-Fa-f]{4}),?([0-9A-Fa-f]{4})\)?")
@@ -93,7 +102,8 @@ _FATE_OUTCOMES = (Outcome.DESTROY, Outcome.REJECT, Outcome.DEFER)
 # Run once in each Lua state: builds the sandboxes and the Data proxies.
 # Receives the Python accessors; returns (compile, prepare, beginRun, sethook).
 _SETUP = r"""
-local getElement, setElement, sequenceItem, sequenceLength, kindOf, getVR, setVR, readInto, writeFrom = ...
+local getElement, setElement, sequenceItem, sequenceLength, kindOf, getVR, setVR, readInto, writeFrom, dumpTo,
+      scriptOn = ...
 local load, pcall, error, tostring, pairs, setmetatable, type = load, pcall, error, tostring, pairs, setmetatable, type
 local pack, unpack, concat, select = table.pack, table.unpack, table.concat, select
 local byte, utf8len = string.byte, utf8.len
@@ -133,7 +143,8 @@ end
 getElement, setElement = guard(getElement, 3), guard(setElement, 3)
 sequenceItem, sequenceLength = guard(sequenceItem, 3), guard(sequenceLength, 3)
 getVR, setVR = guard(getVR, 3), guard(setVR, 3)
-readInto, writeFrom = guard(readInto, 2), guard(writeFrom, 2)  -- tail called: level 2 is the script
+-- tail called: level 2 is the script
+readInto, writeFrom, dumpTo, scriptOn = guard(readInto, 2), guard(writeFrom, 2), guard(dumpTo, 2), guard(scriptOn, 2)
 
 -- GetVR's value as Conquest gives it: a table of its bytes from index 0
 local function byteTable(value)
@@ -177,6 +188,8 @@ local methods = {
   SetVR = function(self, group, element, value) setVR(self, group, element, rawValue(value)) end,
   Read = function(self, path) return readInto(self, path) end,
   Write = function(self, path) return writeFrom(self, path) end,
+  Dump = function(self, path) return dumpTo(self, path) end,
+  Script = function(self, rule) return scriptOn(self, rule) end,
 }
 wrapDataset = function(handle)
   local proxy = setmetatable({}, {
@@ -210,7 +223,16 @@ local function compile(source, name)
   return load(source, name, "t")
 end
 
-local function prepare(chunk, unsafe, globals, dataset, log, functions)
+-- print's text: the arguments as strings, separated by tabs
+local function printer(log)
+  return function(...)
+    local parts = {}
+    for i = 1, select("#", ...) do parts[i] = tostring((select(i, ...))) end
+    log(concat(parts, "\t"))
+  end
+end
+
+local function prepare(chunk, unsafe, globals, dataset, log, functions, debug)
   local env = unsafe and setmetatable({}, {__index = G}) or sandbox()
   env._G = env
   for k, v in pairs(globals) do env[k] = v end
@@ -230,11 +252,8 @@ local function prepare(chunk, unsafe, globals, dataset, log, functions)
       return object:Write(path)
     end
   end
-  env.print = function(...)
-    local parts = {}
-    for i = 1, select("#", ...) do parts[i] = tostring((select(i, ...))) end
-    log(concat(parts, "\t"))
-  end
+  env.print = printer(log)
+  if debug ~= nil then env.debuglog = printer(debug) end
   setupvalue(chunk, 1, env)
   return chunk
 end
@@ -337,9 +356,18 @@ def _kindOf(value):
     return "sequence" if isinstance(value, _SequenceHandle) else None
 
 
+def _isData(handle):
+    """Whether ``handle`` is the converter's object itself (``Data``)."""
+    return handle.dataset is handle.context.dataset and not isinstance(handle.context, _ObjectContext)
+
+
 def _getElement(handle, key):
     """The text of an element, None when absent (nil, as in Conquest:
-    ``Data.X or 'default'``), or a ``_SequenceHandle`` for a sequence."""
+    ``Data.X or 'default'``), or a ``_SequenceHandle`` for a sequence;
+    ``Data.Storage`` is the device (MAGn) the object is (to be) kept on,
+    when known."""
+    if key == STORAGE and _isData(handle):
+        return handle.context.storageDevice
     element = handle.dataset.get(_tagOf(key))
     if element is None:
         return None
@@ -352,7 +380,13 @@ def _getElement(handle, key):
 
 def _setElement(handle, key, value):
     """Set (or with nil delete) an element; an empty table makes an empty
-    sequence (Conquest's ``Data.Seq = {}``); marks the context changed."""
+    sequence (Conquest's ``Data.Seq = {}``); marks the context changed.
+    ``Data.Storage = 'MAG1'`` in an import converter is ``storage MAG1``."""
+    if key == STORAGE and _isData(handle):
+        if not handle.context.isImport:
+            raise LuaApiError("Data.Storage is set only in import converters")
+        handle.context.storageDevice = None if value is None else str(value)
+        return
     tag = _tagOf(key)
     dataset = handle.dataset
     if value is None:
@@ -481,12 +515,19 @@ def _writeFrom(handle, name):
     """``x:Write(name)``: x as a Part-10 file (Data of an export converter:
     the whole stored object); true, or ``(None, reason)``."""
     dataset = handle.dataset
-    if dataset is handle.context.dataset and not isinstance(handle.context, _ObjectContext):
+    if _isData(handle):
         try:
             dataset = wholeObject(handle.context)
         except (OSError, InvalidDicomError) as e:
             return None, f"cannot write {name}: {e}"
     reason = writeLuaFile(handle.context, dataset, name)
+    return (None, reason) if reason else True
+
+
+def _dumpTo(handle, name):
+    """``x:Dump(name)``: x's elements as text (as ``dump_header`` shows
+    them) in the file ``name``; true, or ``(None, reason)``."""
+    reason = writeLuaText(handle.context, str(handle.dataset), name)
     return (None, reason) if reason else True
 
 
@@ -508,7 +549,8 @@ class LuaRuntime:
                                    attribute_filter=_denyAttributes, unpack_returned_tuples=True)
         self._compile, self._prepare, self._beginRun, self._sethook = self.lua.execute(
             _SETUP, _getElement, _setElement, _sequenceItem, _sequenceLength, _kindOf, _getVR, _setVR, _readInto,
-            _writeFrom)
+            _writeFrom, _dumpTo, self._scriptOn)
+        self._api = None  # the LuaApi of the script running (run()), for x:Script
         self._sources = {}  # source text -> compiled chunk
         self._files = {}    # path -> ((mtime, size), compiled chunk)
 
@@ -570,17 +612,27 @@ class LuaRuntime:
             globals["command_line"] = api.commandLine
         functions = {name: getattr(api, name) for name in
                      ("forward", "script", "dbquery", "genuid", "changeuid", "changeuidback", "crc",
-                      "newdicomobject", "newdicomarray", "servercommand", "dicomquery", "dicommove")}
-        return self.execute(chunk, globals, functions, api.print, handle, unsafe, maxInstructions)
+                      "newdicomobject", "newdicomarray", "servercommand", "dicomquery", "dicommove", "get_amap",
+                      "dictionary")}
+        outer, self._api = self._api, api  # script('lua ...') runs one within another
+        try:
+            return self.execute(chunk, globals, functions, api.print, handle, unsafe, maxInstructions, api.debuglog)
+        finally:
+            self._api = outer
+
+    def _scriptOn(self, handle, rule):
+        """``x:Script(rule)``: what ``script(x, rule)`` of the script running gives."""
+        return self._api.script(handle, rule)
 
     def execute(self, chunk, globals, functions, printer, handle=None, unsafe=False,
-                maxInstructions=DEFAULT_MAX_INSTRUCTIONS):
+                maxInstructions=DEFAULT_MAX_INSTRUCTIONS, debugPrinter=None):
         """Run a compiled chunk sandboxed (unless ``unsafe``) with the
         ``globals`` ({name: value}), the Python ``functions`` ({name: f},
         their exceptions Lua errors), ``print`` going to ``printer(text)``
-        and ``Data`` the data set ``handle`` (None: none); the first value
-        the script returns."""
-        self._prepare(chunk, unsafe, self.lua.table_from(globals), handle, printer, self.lua.table_from(functions))
+        (``debuglog`` to ``debugPrinter``, when given) and ``Data`` the data
+        set ``handle`` (None: none); the first value the script returns."""
+        self._prepare(chunk, unsafe, self.lua.table_from(globals), handle, printer, self.lua.table_from(functions),
+                      debugPrinter)
         outermost = self._beginRun(maxInstructions)  # else run by a script through script('lua ...')
         try:
             result = chunk()
@@ -612,6 +664,10 @@ class LuaApi:
     def print(self, text):
         self.context.log.info("{converter}: {text}", converter=self.context.converterName, text=text)
 
+    def debuglog(self, text):
+        """Conquest's ``debuglog``: ``print`` to the debug log (``debuglog_on``)."""
+        self.context.log.debug("{converter}: {text}", converter=self.context.converterName, text=text)
+
     def forward(self, ae):
         ae = str(ae).strip()
         if "forward to" not in self.registry.commands:
@@ -620,15 +676,47 @@ class LuaApi:
             raise LuaApiError(f"forward: {ae!r} is not an AE title")
         return self.script("forward to " + ae)
 
-    def script(self, rule):
-        """Run a converter line on the context; the name of its outcome."""
+    def script(self, rule, objectRule=None):
+        """Conquest's ``script(rule)``: run a converter line on the context;
+        ``script(x, rule)`` (``x:Script(rule)``): on the object x, whose
+        destroy or reject is no fate of Data's.  The name of its outcome."""
+        if isinstance(rule, _DatasetHandle) and not _isData(rule):
+            context = ConverterContext(self.context.kind, rule.dataset, self.context.callingAE,
+                                       self.context.calledAE, services=self.context.services,
+                                       converterName=self.context.converterName)
+            outcome = self._runRule(objectRule, context)
+            rule.context.changed = rule.context.changed or context.changed
+            return outcome.value
+        if isinstance(rule, _DatasetHandle):
+            rule = objectRule
         if self.context.dataset is None:
             raise LuaApiError("script: there is no DICOM object here (Data)")
-        key = f"{self.context.converterName} (Lua script())"
-        outcome = _parsedScript(str(rule), key, self.registry, self.kind).run(self.context)
+        outcome = self._runRule(rule, self.context)
         if outcome in _FATE_OUTCOMES:
             self.fate = outcome
         return outcome.value
+
+    def _runRule(self, rule, context):
+        key = f"{self.context.converterName} (Lua script())"
+        return _parsedScript(str(rule), key, self.registry, self.kind).run(context)
+
+    def get_amap(self, index):
+        """Conquest's ``get_amap(n)``: acrnema.map's entry n (from 0) as AE,
+        host, port and compression; nothing past the last."""
+        nodes = self.context.services.configuration.acrNemaMap.nodes
+        if not isinstance(index, (int, float)) or isinstance(index, bool) or not 0 <= index < len(nodes):
+            return ()
+        node = nodes[int(index)]
+        return node.ae, node.host, node.port, node.compression
+
+    def dictionary(self, group, element=None):
+        """Conquest's ``dictionary(group, element)``: the name of the tag;
+        ``dictionary(name)``: its group and element; nothing when the
+        dictionary does not know it."""
+        if element is None:
+            tag = tag_for_keyword(str(group))
+            return () if tag is None else (tag >> 16, tag & 0xFFFF)
+        return keyword_for_tag(_groupElement(group, element)) or ()
 
     def genuid(self):
         """A new UID (under UIDPrefix)."""

@@ -1,5 +1,5 @@
 """Where Lua converters may read and write DICOM files (``readdicom``,
-``x:Read``, ``x:Write``, ``writedicom``).
+``x:Read``, ``x:Write``, ``writedicom``) and text files (``x:Dump``).
 
 With ``LuaAllowUnsafe = 1`` a script reaches any file, relative names in
 the working folder (as ``save to``).  Sandboxed, only the files under
@@ -64,10 +64,22 @@ def readLuaFile(context, name):
 def writeLuaFile(context, dataset, name):
     """Write ``dataset`` as a Part-10 file ``name`` (missing folders made);
     the reason it could not, or None."""
+    return _write(context, name, lambda path: writePart10(dataset, path))
+
+
+def writeLuaText(context, text, name):
+    """Write ``text`` to the file ``name``, as writeLuaFile writes."""
+    def write(path):
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+    return _write(context, name, write)
+
+
+def _write(context, name, write):
     path = luaFilePath(context, name)
     try:
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        writePart10(dataset, path)
+        write(path)
     except (OSError, ValueError) as e:
         return f"cannot write {name}: {e}"
     return None

@@ -242,6 +242,7 @@ class ExportService(service.Service):
         services.exportQueue = buffer
         context = ConverterContext("export", dataset, job.callingAE, job.calledAE, filename=os.path.abspath(path),
                                    services=services, converterName=job.converter)
+        context.storageDevice = job.deviceName  # Lua's Data.Storage
         try:
             outcome = rule.script.run(context)
         except Exception as e:

@@ -12,10 +12,11 @@ from pydicom.data import get_testdata_file
 from pydicom.sequence import Sequence
 from twisted.internet import defer, reactor, threads
 from twisted.internet.defer import inlineCallbacks
-from twisted.logger import capturedLogs
+from twisted.logger import LogLevel, capturedLogs
 from twisted.trial import unittest
 from zope.interface import implementer
 
+from pacscore.config.acrnema import AcrNemaMap
 from pacscore.config.ini import DicomIni
 from pacscore.control.context import CommandError
 from pacscore.converters.context import (
@@ -339,6 +340,73 @@ class GlobalsTests(unittest.TestCase):
         self.assertEqual(outcome, Outcome.STOP)
         self.assertEqual(messages, [f"{KEY}: Lua script failed: lua:1: forward: there is no "
                                     "'forward to' command"])
+
+
+class ConquestFunctionTests(unittest.TestCase):
+    """debuglog, get_amap, dictionary, Data.Storage, x:Dump and x:Script,
+    as Conquest's lua/overview.lua uses them."""
+
+    def test_debuglogGoesToTheDebugLog(self):
+        with capturedLogs() as events:
+            runLua("debuglog('priority', 3, nil)")
+        logged = [(e["log_level"], e["log_format"].format(**e)) for e in events if "converter" in e]
+        self.assertEqual(logged, [(LogLevel.debug, f"{KEY}: priority\t3\tnil")])
+
+    def test_getAmap(self):
+        context = makeContext()
+        context.services.configuration.acrNemaMap = AcrNemaMap.fromString(
+            "ARCHIVE 127.0.0.1 5678 un\nCT* 10.0.0.% 104 j2\n")
+        _, _, messages = runLua("print(get_amap(0)); print(get_amap(1)); print(get_amap(2)); "
+                                "print(get_amap(-1))", context)
+        self.assertEqual(messages, [f"{KEY}: ARCHIVE\t127.0.0.1\t5678\tun", f"{KEY}: CT*\t10.0.0.%\t104\tj2",
+                                    f"{KEY}: ", f"{KEY}: "])
+
+    def test_dictionary(self):
+        _, _, messages = runLua("print(dictionary(0x0009, 0x0010), dictionary(0x0010, 0x0020), dictionary(16, 16)); "
+                                "print(dictionary('PatientID')); print(dictionary('Nonsense'))")
+        self.assertEqual(messages, [f"{KEY}: nil\tPatientID\tPatientName", f"{KEY}: 16\t32", f"{KEY}: "])
+
+    def test_storage(self):
+        """Data.Storage: set in import converters as 'storage MAGn' sets it
+        (read back); in export converters the device the object is on."""
+        outcome, context, messages = runLua("print(Data.Storage); Data.Storage = 'MAG1'; print(Data.Storage)")
+        self.assertEqual((outcome, context.storageDevice), (Outcome.CONTINUE, "MAG1"))
+        self.assertEqual(messages, [f"{KEY}: nil", f"{KEY}: MAG1"])
+        context = makeContext(kind="export")
+        context.storageDevice = "MAG2"
+        self.assertEqual(runLua("print(Data.Storage)", context)[2], [f"{KEY}: MAG2"])
+        self.assertEqual(runLua("Data.Storage = 'MAG1'", context)[2],
+                         [f"{KEY}: Lua script failed: lua:1: Data.Storage is set only in import converters"])
+        self.assertEqual(runLua("local x = newdicomobject(); x.Storage = 'MAG1'")[2],
+                         [f"{KEY}: Lua script failed: lua:1: unknown DICOM attribute 'Storage'"])
+
+    def test_dump(self):
+        workdir = os.path.abspath(self.mktemp())
+        context = makeContext(ini="LuaFileFolder = luafiles\n", configDir=workdir)
+        outcome, _, messages = runLua("print(Data:Dump('dumps/data.txt')); "
+                                      "local x = newdicomobject(); x.PatientID = 'P9'; x:Dump('x.txt')", context)
+        self.assertEqual((outcome, messages), (Outcome.CONTINUE, [f"{KEY}: true"]))
+        with open(os.path.join(workdir, "luafiles", "dumps", "data.txt")) as f:
+            dumped = f.read()
+        self.assertIn("(0010,0010) Patient's Name", dumped)
+        self.assertIn("DOE^JOHN", dumped)
+        with open(os.path.join(workdir, "luafiles", "x.txt")) as f:
+            self.assertIn("P9", f.read())
+        self.assertIn("sandboxed Lua scripts reach no file without LuaFileFolder",
+                      runLua("Data:Dump('x.txt')")[2][0])
+
+    def test_scriptOnAnObject(self):
+        """x:Script(rule) and script(x, rule) run a line on x, whose destroy
+        is not Data's; Data:Script(rule) is script(rule)."""
+        commands = luaRegistry(pacs_commands_dataset.setCommand)
+        outcome, context, messages = runLua(
+            "local x = newdicomobject(); x.PatientID = 'P9'; "
+            "print(x:Script('set 0010,0010 to %V0010,0020'), script(x, 'destroy'), x.PatientName); "
+            "Data:Script('set 0008,1030 to %V0010,0020')", commands=commands)
+        self.assertEqual(outcome, Outcome.CONTINUE)
+        self.assertEqual(messages, [f"{KEY}: continue\tdestroy\tP9"])
+        self.assertEqual(context.dataset.StudyDescription, "123")
+        self.assertEqual(runLua("Data:Script('destroy')", commands=commands)[0], Outcome.DESTROY)
 
 
 class OutcomeTests(unittest.TestCase):

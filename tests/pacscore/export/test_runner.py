@@ -115,8 +115,8 @@ class RunnerTests(unittest.TestCase):
         self.service.startService()
         self.assertEqual(self.forwarder.delivered, [("B", "1.2.3.1.1")])
         [context] = self.script.contexts
-        self.assertEqual((context.kind, context.callingAE, context.converterName),
-                         ("export", "MODALITY", "ExportConverter0"))
+        self.assertEqual((context.kind, context.callingAE, context.converterName, context.storageDevice),
+                         ("export", "MODALITY", "ExportConverter0", "MAG0"))
         self.assertTrue(context.filename.endswith("PAT1/1.2.3.1.1.dcm"))
         self.assertEqual(self.queue.dueJobs(1e12, 10), [])
         self.assertEqual(self.counters["forwardsSent"], 1)

@@ -106,8 +106,9 @@ class ProcessWithCommand(TextCommand):
 
     def parse(self, arguments, where):
         text = super().parse(arguments, where)
-        luaScript, luaFile = luaScriptOf(text), where.registry.commands.get("lua:")
-        if luaScript is None or luaFile is None:
+        luaScript = luaScriptOf(text)
+        luaFile = None if luaScript is None else where.registry.commands.get("lua:")
+        if luaFile is None:
             return text
         return luaFile, luaFile.parse("{}({})".format(*luaScript), where)
 

@@ -141,6 +141,17 @@ class CommandTests(unittest.TestCase):
         self.assertEqual(result.stdout, "<$(touch pwned);touch pwned2>" * 2)
         self.assertEqual(os.listdir(folder), [])
 
+    def test_processByALuaFileGetsTheTextAsItIs(self):
+        """``process ... by x.lua text`` hands the text to the script as
+        Conquest does (its ``command_line``): no shell reads it, so its
+        values are not quoted."""
+        context = ConverterContext("export", dataset(), "MODALITY", "PACS",
+                                   services=ConverterServices(exportQueue=self.queue))
+        context.dataset.PatientID = "O'Brien 2"
+        parseScript("process patient by mark.lua %i::out", "ExportConverter0", self.registry, "export").run(context)
+        [action] = self.due(600)
+        self.assertEqual(action.filters["by"], "mark.lua O'Brien 2::out")
+
     def test_inAnExportLineTheActionsWaitForTheJob(self):
         buffer = ActionBuffer(self.queue)
         self.run_("forward to A; forward series after 20 to B", exportQueue=buffer)

@@ -67,7 +67,7 @@ from pacscore.storage.prefetcher import Prefetcher
 from pacscore.storage.reader import ObjectReader
 from pacscore.storage.regen import fileRecord, iterObjectFiles
 from pacscore.storage.relocation import DeviceMover
-from pacscore.storage.space import MEGABYTE, Nightly, SpaceKeeper, lruSortTag
+from pacscore.storage.space import MEGABYTE, Nightly, SpaceKeeper, ThresholdClean, lruSortTag
 from pacscore.storage.store import ObjectStore
 from pacscore.storage.worklistmode import WorklistAmender
 from pacscore.workers import WorkerPool
@@ -198,8 +198,8 @@ class Archive:
                                        compression=ini.get("ArchiveCompression", "as"),
                                        lossyQuality=configuration.lossyQuality)
         self.spaceKeeper = SpaceKeeper(self.devices[0], self.index, self.query, self.localActions, self.workers,
-                                       threshold=max(threshold, 0) * MEGABYTE, sortTag=sortTag,
-                                       mover=self.deviceMover)
+                                       sortTag=sortTag, mover=self.deviceMover)
+        self.thresholdClean = ThresholdClean(self.spaceKeeper, max(threshold, 0) * MEGABYTE)
         self.nightlyCleanThreshold = max(ini.getint("NightlyCleanThreshold", 0), 0) * MEGABYTE
         self.nightlyMoveThreshold = max(ini.getint("NightlyMoveThreshold", 0), 0) * MEGABYTE
         self.nightlyMoveTarget = ini.get("NightlyMoveTarget", "").strip().upper()
@@ -215,7 +215,7 @@ class Archive:
             self.workers, IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION, amenders=amenders,
             importers=importers, devices=self.devices, mirrors=self.mirrors,
             fileWrites=FileWrites(ini.getint("DirectWriteSize", DEFAULT_DIRECT_SIZE)),
-            spaceCheck=self.spaceKeeper.checkFromThread, lossyQuality=configuration.lossyQuality,
+            spaceCheck=self.thresholdClean.checkFromThread, lossyQuality=configuration.lossyQuality,
             compressionScripts=self.compressionScripts, choice=DeviceChoice.fromIni(self.devices, ini))
         self.hl7Intake = WorklistIntake(self.worklistMapping, self.worklistItems,
                                         application=self.aeTitle, counters=self.counters,
@@ -351,9 +351,10 @@ class Archive:
                                                self.reactor, compressionScripts=self.compressionScripts,
                                                fetcher=DicomWebFetcher(self))
 
-    def nightlyServices(self):
-        """The NightlyCleanThreshold and NightlyMoveThreshold services (those not 0)."""
-        keeper, services = self.spaceKeeper, []
+    def spaceServices(self):
+        """The MAGDeviceThreshold service, then the NightlyCleanThreshold and
+        NightlyMoveThreshold services (those not 0)."""
+        keeper, services = self.spaceKeeper, [self.thresholdClean]
         if self.nightlyCleanThreshold:
             services.append(Nightly("NightlyCleanThreshold", 1, lambda keepGoing: keeper.cleanIfBelow(
                 self.nightlyCleanThreshold, "NightlyCleanThreshold", keepGoing), self.reactor))

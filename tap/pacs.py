@@ -149,8 +149,8 @@ class Options(usage.Options):
 class ArchiveService(service.MultiService):
     """Prepares the archive when the application starts, then starts its
     children, the export queue runner (``Archive.exportService``) and the
-    NightlyCleanThreshold / NightlyMoveThreshold services
-    (``Archive.nightlyServices``); stops the archive's pools and index
+    MAGDeviceThreshold, NightlyCleanThreshold and NightlyMoveThreshold
+    services (``Archive.spaceServices``); stops the archive's pools and index
     writer only once those children have stopped, as they record what
     they finish through the index writer."""
 
@@ -160,8 +160,8 @@ class ArchiveService(service.MultiService):
         service.MultiService.__init__(self)
         self.archive = archive
         archive.exportService().setServiceParent(self)
-        for nightly in archive.nightlyServices():
-            nightly.setServiceParent(self)
+        for spaceService in archive.spaceServices():
+            spaceService.setServiceParent(self)
 
     def startService(self):
         try:

@@ -7,16 +7,18 @@ patient is entered: the first entered go first, as in Conquest); with
 the oldest patients (birth date).  Ties go by AccessTime.
 
 ``SpaceKeeper.makeSpace`` serves the control command ``makespace``.
-``SpaceKeeper.checkFromThread`` is Conquest's ``MAGDeviceThreshold``
+``ThresholdClean`` (a service) is Conquest's ``MAGDeviceThreshold``
 (manual, dicom.ini): the I/O thread that is about to write an object calls
-it; when MAG0 has less than the threshold free (in MB), patients are
-deleted until 5 MB more than the threshold is free.  That runs in the
-background, one clean-up at a time (``clean``), so the object being written
-waits for nothing (if the disk is really full it gets A700, as without a
-threshold).  A threshold of 0, or ``IgnoreMAGDeviceThreshHold = 1``, turns
-it off.  ``NightlyCleanThreshold`` (a ``Nightly`` service) does the same once a
-night, at 01:00; ``NightlyMoveThreshold`` moves patients to
-``NightlyMoveTarget`` instead (``moveIfBelow``), at 02:00.
+its ``checkFromThread``; when MAG0 has less than the threshold free (in MB),
+patients are deleted until 5 MB more than the threshold is free.  That runs
+in the background, one clean-up at a time (``SpaceKeeper.clean``), so the
+object being written waits for nothing (if the disk is really full it gets
+A700, as without a threshold).  A threshold of 0, or
+``IgnoreMAGDeviceThreshHold = 1``, turns it off.  ``NightlyCleanThreshold``
+(a ``Nightly`` service) does the same once a night, at 01:00;
+``NightlyMoveThreshold`` moves patients to ``NightlyMoveTarget`` instead
+(``moveIfBelow``), at 02:00.  Both services are ``OneAtATime``: a stop ends
+the run under way after the patient it is at, and waits for it.
 """
 
 import shutil
@@ -72,21 +74,19 @@ def patientsInDeletionOrder(connection, query, sortTag):
 
 class SpaceKeeper:
     """``device`` is MAG0; ``actions`` the archive's ``LocalActions``;
-    ``mover`` its ``DeviceMover``; ``threshold`` Conquest's
-    MAGDeviceThreshold in bytes (0: off); ``sortTag`` what LRUSort orders
+    ``mover`` its ``DeviceMover``; ``sortTag`` what LRUSort orders
     patients by (``lruSortTag``)."""
 
     log = Logger()
     freeSpace = staticmethod(freeSpace)
 
-    def __init__(self, device, index, query, actions, workers, threshold=0, sortTag=None, mover=None):
+    def __init__(self, device, index, query, actions, workers, sortTag=None, mover=None):
         self.device = device
         self.index = index
         self.query = query
         self.actions = actions
         self.mover = mover
         self.workers = workers
-        self.threshold = threshold
         self.sortTag = sortTag
         self.cleaning = None  # the Deferred of the clean-up under way, or None
 
@@ -130,16 +130,6 @@ class SpaceKeeper:
                                     moveTo=target, keepGoing=keepGoing)
         self._cleaned(free, threshold)
 
-    def checkFromThread(self):
-        """In an I/O thread, before an object is written: start a clean-up
-        (in the reactor) when the device is below the threshold."""
-        if self.threshold and self.freeSpace(self.device.path) < self.threshold:
-            self.workers.reactor.callFromThread(self._cleanUnlessCleaning)
-
-    def _cleanUnlessCleaning(self):
-        if self.cleaning is None:
-            self.clean(self.threshold, "MAGDeviceThreshold")
-
     async def cleanIfBelow(self, threshold, reason, keepGoing=lambda: True):
         """Start a clean-up when less than ``threshold`` bytes are free, and
         wait for it."""
@@ -174,14 +164,61 @@ class SpaceKeeper:
         self.cleaning = None
 
 
-class Nightly(service.Service):
-    """Runs ``task(keepGoing)`` (a coroutine function) every night at
-    ``hour``:00 local time; ``name`` (the dicom.ini key) is in the log lines.
-    ``keepGoing()`` turns false when the service stops, which waits for the
-    run under way: the task should then end after the patient it is at.
-    Conquest's NightlyCleanThreshold (01:00) and NightlyMoveThreshold (02:00)."""
+class OneAtATime(service.Service):
+    """A service that runs ``task(keepGoing)`` (a coroutine function), one
+    run at a time; ``keepGoing()`` turns false when the service stops, which
+    waits for the run under way: the task should then end after the patient
+    it is at.  ``name`` (the dicom.ini key) is in the log lines."""
 
     log = Logger()
+    _underWay = None  # the Deferred of the run under way, or None
+
+    def stopService(self):
+        """With a run under way, a Deferred of its end."""
+        service.Service.stopService(self)
+        if self._underWay is not None:
+            ended = defer.Deferred()
+            self._underWay.addBoth(ended.callback)
+            return ended
+
+    def _run(self):
+        self._underWay = defer.ensureDeferred(self.task(lambda: self.running))
+        self._underWay.addErrback(lambda failure: self.log.failure("{name} failed", failure, name=self.name))
+        self._underWay.addBoth(self._ended)
+
+    def _ended(self, _):
+        self._underWay = None
+
+
+class ThresholdClean(OneAtATime):
+    """Conquest's MAGDeviceThreshold while the service runs: the I/O thread
+    about to write an object calls ``checkFromThread``, which starts a
+    clean-up of ``keeper`` (in the reactor) when its device has less than
+    ``threshold`` bytes free (0: off)."""
+
+    name = "MAGDeviceThreshold"
+
+    def __init__(self, keeper, threshold):
+        self.keeper = keeper
+        self.threshold = threshold
+
+    def checkFromThread(self):
+        """In an I/O thread, before an object is written."""
+        if self.running and self.threshold and self.keeper.freeSpace(self.keeper.device.path) < self.threshold:
+            self.keeper.workers.reactor.callFromThread(self._cleanUnlessCleaning)
+
+    def task(self, keepGoing):
+        return self.keeper.clean(self.threshold, self.name, keepGoing)
+
+    def _cleanUnlessCleaning(self):
+        if self.running and self.keeper.cleaning is None:
+            self._run()
+
+
+class Nightly(OneAtATime):
+    """Runs ``task(keepGoing)`` every night at ``hour``:00 local time (see
+    ``OneAtATime``).  Conquest's NightlyCleanThreshold (01:00) and
+    NightlyMoveThreshold (02:00)."""
 
     def __init__(self, name, hour, task, clock):
         self.name = name
@@ -189,7 +226,6 @@ class Nightly(service.Service):
         self.task = task
         self.clock = clock
         self._call = None
-        self._underWay = None  # the Deferred of the run under way, or None
 
     def startService(self):
         service.Service.startService(self)
@@ -197,14 +233,10 @@ class Nightly(service.Service):
 
     def stopService(self):
         """Cancels the next run; with a run under way, a Deferred of its end."""
-        service.Service.stopService(self)
         if self._call is not None and self._call.active():
             self._call.cancel()
         self._call = None
-        if self._underWay is not None:
-            ended = defer.Deferred()
-            self._underWay.addBoth(ended.callback)
-            return ended
+        return OneAtATime.stopService(self)
 
     def nextRun(self, now):
         """Seconds since the epoch of the first ``hour``:00 (local time) after ``now``."""
@@ -219,12 +251,7 @@ class Nightly(service.Service):
         now = self.clock.seconds()
         self._call = self.clock.callLater(self.nextRun(now) - now, self._run)
 
-    def _run(self):
-        self._underWay = defer.ensureDeferred(self.task(lambda: self.running))
-        self._underWay.addErrback(lambda failure: self.log.failure("{name} failed", failure, name=self.name))
-        self._underWay.addBoth(self._ended)
-
-    def _ended(self, _):
-        self._underWay = None
+    def _ended(self, result):
+        OneAtATime._ended(self, result)
         if self.running:
             self._schedule()

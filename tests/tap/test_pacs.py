@@ -13,7 +13,7 @@ from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.python import usage
 from twisted.trial import unittest
 
-from pacscore.storage.space import MEGABYTE, Nightly
+from pacscore.storage.space import MEGABYTE, Nightly, ThresholdClean
 from pacscore.testing.mutations import mutated
 from tap.pacs import ArchiveService, Options
 from tests.interop.server import BIN, CONFIG_FILES, PacsServer
@@ -298,7 +298,7 @@ class ShutdownRecorder:
     def exportService(self):
         return self.export
 
-    def nightlyServices(self):
+    def spaceServices(self):
         return []
 
     def shutdown(self):
@@ -320,19 +320,17 @@ class ArchiveServiceTests(unittest.TestCase):
         self.successResultOf(stopped)
 
     @defer.inlineCallbacks
-    def test_aStopDuringANightlyCleanWaitsForThePatientUnderWay(self):
-        """NightlyCleanThreshold deletes patients through the index writer:
-        a stop while it deletes one lets it finish that patient (files and
-        rows), then the clean ends and the archive shuts down, with no
-        failed write logged."""
-        running = RunningArchive(self, ini={"NightlyCleanThreshold": "1"})
+    def stopDuringAClean(self, ini, start):
+        """Stop the ArchiveService of an archive with ``ini`` while the
+        clean-up that ``start(archiveService)`` starts deletes its first
+        patient; check that it finished that patient (files and rows), then
+        the clean-up ended and the archive shut down, with no failed write
+        logged."""
+        running = RunningArchive(self, ini=ini)
         yield running.storeAgedPatients(os.path.abspath(self.mktemp()))
         archive = running.archive
         archive.spaceKeeper.freeSpace = lambda path: (12 - len(running.files())) * MEGABYTE  # 0 MB free
         archiveService = ArchiveService(archive)
-        [nightly] = [child for child in archiveService if isinstance(child, Nightly)]
-        nightly.clock = task.Clock()
-        nightly.startService()
         stopping, stops, remove = defer.Deferred(), [], archive.localActions.removeInstances
 
         def stopWhileRemoving(instances):
@@ -341,12 +339,31 @@ class ArchiveServiceTests(unittest.TestCase):
             return remove(instances)
         archive.localActions.removeInstances = stopWhileRemoving
         with capturedLogs() as events:
-            nightly.clock.advance(nightly.nextRun(0))
+            yield start(archiveService)
             yield stopping
             yield stops[0]
+        self.assertIsNone(archive.spaceKeeper.cleaning)  # the stop waited for it
         self.assertEqual(len(stops), 1)
         self.assertEqual(len(running.files()), 8)  # PAT0002 gone, then it stopped
         with archive.engine.connect() as connection:  # the index is stopped: read the database itself
             patients = connection.execute(select(archive.index.tables.patient.c.PatientID)).scalars().all()
         self.assertEqual(sorted(patients), ["PAT0000", "PAT0001"])
         self.assertEqual([e for e in events if e["log_level"] >= LogLevel.error], [])
+
+    def test_aStopDuringANightlyCleanWaitsForThePatientUnderWay(self):
+        """NightlyCleanThreshold deletes patients through the index writer."""
+        def start(archiveService):
+            [nightly] = [child for child in archiveService if isinstance(child, Nightly)]
+            nightly.clock = task.Clock()
+            nightly.startService()
+            nightly.clock.advance(nightly.nextRun(0))
+        return self.stopDuringAClean({"NightlyCleanThreshold": "1"}, start)
+
+    def test_aStopDuringAThresholdCleanWaitsForThePatientUnderWay(self):
+        """So does the MAGDeviceThreshold clean-up an object being written
+        starts."""
+        def start(archiveService):
+            [cleaner] = [child for child in archiveService if isinstance(child, ThresholdClean)]
+            cleaner.startService()
+            return archiveService.archive.workers.deferToWorker(cleaner.checkFromThread)
+        return self.stopDuringAClean({"MAGDeviceThreshold": "1"}, start)

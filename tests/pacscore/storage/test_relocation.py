@@ -171,7 +171,7 @@ class NightlyMoveConfigurationTests(unittest.TestCase):
     def test_nightlyServices(self):
         running = RunningArchive(self, ini={**TWO_DEVICES, "NightlyMoveThreshold": "100", "NightlyMoveTarget": "mag1",
                                             "NightlyCleanThreshold": "50"})
-        services = running.archive.nightlyServices()
+        services = running.archive.spaceServices()[1:]
         self.assertEqual([(service.name, service.hour) for service in services],
                          [("NightlyCleanThreshold", 1), ("NightlyMoveThreshold", 2)])
         self.assertEqual(running.archive.nightlyMoveTarget, "MAG1")

@@ -23,6 +23,9 @@ class ThresholdTests(unittest.TestCase):
         self.running = RunningArchive(self)
         yield self.running.storeAgedPatients(os.path.abspath(self.mktemp()))
         self.keeper = self.running.archive.spaceKeeper
+        self.cleaner = self.running.archive.thresholdClean
+        self.cleaner.startService()
+        self.addCleanup(self.cleaner.stopService)
         self.reads = 0
 
         def freeSpace(path):
@@ -33,11 +36,11 @@ class ThresholdTests(unittest.TestCase):
     def checkBeforeAWrite(self):
         """What an I/O thread does before it writes; fires once a clean-up
         it started (if any) has begun."""
-        return self.running.archive.workers.deferToWorker(self.keeper.checkFromThread)
+        return self.running.archive.workers.deferToWorker(self.cleaner.checkFromThread)
 
     @defer.inlineCallbacks
     def test_belowTheThresholdDeletesTheOldestPatients(self):
-        self.keeper.threshold = 2 * MEGABYTE  # 0 MB free: 7 MB wanted
+        self.cleaner.threshold = 2 * MEGABYTE  # 0 MB free: 7 MB wanted
         yield self.checkBeforeAWrite()
         cleaning = self.keeper.cleaning
         self.assertIsNotNone(cleaning)
@@ -57,7 +60,7 @@ class ThresholdTests(unittest.TestCase):
         image = self.running.archive.index.tables.image
         yield self.running.archive.index.runWrite(lambda connection: connection.execute(
             image.update().where(image.c.ImagePat == "PAT0002").values(DeviceName="MAG1")))
-        self.keeper.threshold = 2 * MEGABYTE
+        self.cleaner.threshold = 2 * MEGABYTE
         yield self.checkBeforeAWrite()
         yield self.keeper.cleaning
         patient = self.running.archive.index.tables.patient
@@ -66,18 +69,27 @@ class ThresholdTests(unittest.TestCase):
         self.assertEqual(left, ["PAT0002"])
 
     @defer.inlineCallbacks
+    def test_noCleanUpOnceStopped(self):
+        """Objects written while pacs stops start no clean-up."""
+        self.cleaner.threshold = 2 * MEGABYTE
+        yield self.cleaner.stopService()
+        yield self.checkBeforeAWrite()
+        self.assertIsNone(self.keeper.cleaning)
+        self.assertEqual(len(self.running.files()), 12)
+
+    @defer.inlineCallbacks
     def test_offByDefault(self):
-        self.assertEqual(self.keeper.threshold, 0)
+        self.assertEqual(self.cleaner.threshold, 0)
         yield self.checkBeforeAWrite()
         self.assertEqual(self.reads, 0)
         self.assertIsNone(self.keeper.cleaning)
         self.assertEqual(len(self.running.files()), 12)
 
     def test_fromDicomIni(self):
-        self.assertEqual(RunningArchive(self, ini={"MAGDeviceThreshold": "300"}).archive.spaceKeeper.threshold,
+        self.assertEqual(RunningArchive(self, ini={"MAGDeviceThreshold": "300"}).archive.thresholdClean.threshold,
                          300 * MEGABYTE)
         ignored = RunningArchive(self, ini={"MAGDeviceThreshold": "300", "IgnoreMAGDeviceThreshHold": "1"})
-        self.assertEqual(ignored.archive.spaceKeeper.threshold, 0)
+        self.assertEqual(ignored.archive.thresholdClean.threshold, 0)
 
 
 class LRUSortTests(unittest.TestCase):
@@ -186,6 +198,7 @@ class NightlyTests(unittest.TestCase):
         self.assertIsNone(keeper.cleaning)
 
     def test_fromDicomIni(self):
-        self.assertEqual(RunningArchive(self).archive.nightlyServices(), [])
-        [nightly] = RunningArchive(self, ini={"NightlyCleanThreshold": "300"}).archive.nightlyServices()
+        archive = RunningArchive(self).archive
+        self.assertEqual(archive.spaceServices(), [archive.thresholdClean])
+        [_, nightly] = RunningArchive(self, ini={"NightlyCleanThreshold": "300"}).archive.spaceServices()
         self.assertEqual((nightly.name, nightly.hour), ("NightlyCleanThreshold", 1))

@@ -18,7 +18,7 @@ from twisted.logger import Logger
 from pacscore.config.errors import ConfigError
 from pacscore.control.inprocess import commandOutput
 from pacscore.control.registry import CommandRegistry as ControlCommands
-from pacscore.codecs.syntaxes import isSupportedCode
+from pacscore.codecs.syntaxes import isSupportedCode, unencodable
 from pacscore.converters.compressing import CompressionScripts
 from pacscore.converters.context import ConverterServices
 from pacscore.converters.dicomrequests import DicomRequests
@@ -128,6 +128,7 @@ class Archive:
         self.incomingCompression = self._compressionCode(configuration.ini, "IncomingCompression")
         self.droppedFileCompression = self._compressionCode(configuration.ini, "DroppedFileCompression")
         self._warnOfLuaSection(configuration)
+        self._warnOfUnencodableCodes(configuration)
         self.tcpPort = configuration.tcpPort
         self.titleStyle = TitleStyle.fromIni(configuration.ini)  # PadAEWithZeros, SendUpperCaseAE
         ini = configuration.ini
@@ -245,6 +246,16 @@ class Archive:
         if not isSupportedCode(code):
             self.log.warn("{key} = {code}: not supported here, objects are stored as received", key=key, code=code)
         return code
+
+    def _warnOfUnencodableCodes(self, configuration):
+        """One warning for each compression code dicom.ini and acrnema.map
+        ask for that no encoder installed here can write (``unencodable``;
+        the others, "forward compressed as" ..., are told of at first use)."""
+        for key, default in (("IncomingCompression", "un"), ("DroppedFileCompression", "un"),
+                             ("ArchiveCompression", "as")):
+            unencodable.check(configuration.ini.get(key, default), key)
+        for node in configuration.acrNemaMap.nodes:
+            unencodable.check(node.compression, f"acrnema.map {node.ae}")
 
     def _warnOfLuaSection(self, configuration):
         """Conquest's ``[lua]`` section (scripts run at start-up, for each

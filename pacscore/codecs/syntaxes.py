@@ -68,11 +68,18 @@ a converter line on it (``pacscore.converters.hooks``): ``proposals``
 treats them as "as", and so any unknown code (vX ...); ``isSupportedCode``
 tells the caller so it can log it.
 
+A code none of whose syntaxes this installation can write (no JPEG-LS or
+JPEG 2000 encoder installed: js, j7, jk, jl) is as "as" too; ``unencodable``
+warns of it once per code, when start-up finds it configured or when an
+object first meets it.
+
 Codes are compared case-insensitively; None or "" means "as".
 """
 
 import re
 from functools import lru_cache
+
+from twisted.logger import Logger
 
 from pacscore.dicom.uids import isUID
 
@@ -216,6 +223,35 @@ def canEncode(syntax):
             or _available(syntax, True))
 
 
+class UnencodableCodes:
+    """Warns once per compression code that asks for transfer syntaxes none
+    of which can be written here (``canEncode``), saying what is done
+    instead."""
+
+    log = Logger()
+
+    def __init__(self):
+        self.warned = set()
+
+    def check(self, compression, setting=None):
+        """Warn, unless done already, when ``compression`` cannot be encoded
+        here; ``setting`` names where it is configured (``IncomingCompression``)."""
+        code = codeOf(compression)
+        wanted = CODE_SYNTAXES.get(code, ())
+        if code in self.warned or code in NATIVE_CODES or not wanted or any(map(canEncode, wanted)):
+            return
+        self.warned.add(code)
+        from pydicom.uid import UID
+        self.log.warn("{where}: {syntaxes} cannot be encoded on this installation (no encoder installed); "
+                      "objects are stored and sent in the transfer syntax they have instead (uncompressed to a "
+                      "peer that does not accept it)",
+                      where=f"{setting} = {code}" if setting else f"compression code {code}",
+                      syntaxes=" or ".join(f"{UID(syntax).name} ({syntax})" for syntax in wanted))
+
+
+unencodable = UnencodableCodes()
+
+
 def _unique(syntaxes):
     return list(dict.fromkeys(syntaxes))
 
@@ -233,6 +269,7 @@ def proposals(storedSyntax, compression):
     if code in NATIVE_CODES:
         return _unique(list(CODE_SYNTAXES[code]) + list(UNCOMPRESSED))
     wanted = CODE_SYNTAXES.get(code, ())
+    unencodable.check(code)
     first = [syntax for syntax in wanted if syntax == stored or canEncode(syntax)]
     if stored in first:  # already compressed as asked: no conversion at all
         first.remove(stored)

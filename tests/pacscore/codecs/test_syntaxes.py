@@ -4,8 +4,10 @@ installation can encode and decode."""
 
 from pydicom.pixels import get_decoder, get_encoder
 from pydicom.uid import UID
+from twisted.logger import capturedLogs, formatEvent
 from twisted.trial import unittest
 
+from pacscore.codecs import syntaxes
 from pacscore.codecs.downsize import SIZES
 from pacscore.codecs.syntaxes import (
     CODE_SYNTAXES, DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, DOWNSIZING_CODES, EXPLICIT_VR_BIG_ENDIAN,
@@ -303,3 +305,48 @@ class StoredSyntaxTests(unittest.TestCase):
 
     def test_downsizingCodesAreThoseWithSizes(self):
         self.assertEqual(set(SIZES), DOWNSIZING_CODES)
+
+
+def withoutJpegLS(testCase):
+    """Make this installation one without a JPEG-LS encoder, with no code
+    warned of yet; the warnings ``unencodable`` logs from then on."""
+    available = syntaxes._available
+    testCase.patch(syntaxes, "_available", lambda syntax, encode: (
+        not (encode and syntax in (JPEG_LS_LOSSLESS, JPEG_LS_NEAR_LOSSLESS)) and available(syntax, encode)))
+    testCase.patch(syntaxes.unencodable, "warned", set())
+
+
+class UnencodableTests(unittest.TestCase):
+    """A code whose syntaxes no installed encoder writes is as "as", and
+    says so once."""
+
+    def setUp(self):
+        withoutJpegLS(self)
+
+    def test_warnedOnceAtFirstUse(self):
+        with capturedLogs() as events:
+            for _ in range(3):
+                self.assertEqual(proposals(EXPLICIT_VR_LITTLE_ENDIAN, "js"), list(UNCOMPRESSED))
+                self.assertEqual(storedSyntax(IMPLICIT_VR_LITTLE_ENDIAN, "j7"), IMPLICIT_VR_LITTLE_ENDIAN)
+            proposals(EXPLICIT_VR_LITTLE_ENDIAN, "jk")  # JPEG 2000: encoded here
+        self.assertEqual([formatEvent(e) for e in events], [
+            "compression code js: JPEG-LS Lossless Image Compression (1.2.840.10008.1.2.4.80) cannot be encoded "
+            "on this installation (no encoder installed); objects are stored and sent in the transfer syntax "
+            "they have instead (uncompressed to a peer that does not accept it)",
+            "compression code j7: JPEG-LS Lossy (Near-Lossless) Image Compression (1.2.840.10008.1.2.4.81) or "
+            "JPEG-LS Lossless Image Compression (1.2.840.10008.1.2.4.80) cannot be encoded on this installation "
+            "(no encoder installed); objects are stored and sent in the transfer syntax they have instead "
+            "(uncompressed to a peer that does not accept it)"])
+
+    def test_theSettingNamed(self):
+        with capturedLogs() as events:
+            syntaxes.unencodable.check("JS", "IncomingCompression")
+            syntaxes.unencodable.check("js")
+        self.assertEqual(len(events), 1)
+        self.assertTrue(formatEvent(events[0]).startswith("IncomingCompression = js: JPEG-LS Lossless"))
+
+    def test_othersSayNothing(self):
+        with capturedLogs() as events:
+            for code in ("as", "un", "ul", "j1", "j3", "jk", "jl50", "n4", "k2", "s1", "zz", None):
+                syntaxes.unencodable.check(code)
+        self.assertEqual(events, [])

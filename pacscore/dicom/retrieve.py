@@ -122,28 +122,33 @@ async def convertToFirst(stored, data, syntaxes, workers, quality):
     can go in (an image a lossy JPEG encoder cannot take goes in the next
     one), and ``(syntax, error)`` for those before that it could not; the
     last TranscodeError when it goes in none.  A ``StoredData`` goes as
-    it is in its own syntax, converted file to file into one where
-    ``filetranscode`` can, else it is read to be converted."""
-    refusals = []
+    it is in its own syntax (also after a refusal), converted file to file
+    into one where ``filetranscode`` can, else it is read to be converted;
+    its file is closed once it is converted or goes in none."""
+    refusals, whole = [], None if isinstance(data, StoredData) else data  # whole: the data set as bytes
     for syntax in syntaxes:
         if syntax == stored.transferSyntax:
             return syntax, data, refusals
         try:
+            converted = None
             if isinstance(data, StoredData) and streams(stored.transferSyntax, syntax):
                 try:
                     converted = await workers.deferToWorker(data.transcoded, stored.transferSyntax, syntax,
                                                             os.path.dirname(stored.path))
                 except NotStreamed:
                     pass
-                else:
-                    data.close()
-                    return syntax, converted, refusals
-            if isinstance(data, StoredData):
-                data = await workers.deferToWorker(data.readAll)
-            return syntax, await workers.deferToWorker(
-                transcode, data, stored.transferSyntax, syntax, quality), refusals
+            if converted is None:
+                if whole is None:
+                    whole = await workers.deferToWorker(data.readAll)
+                converted = await workers.deferToWorker(transcode, whole, stored.transferSyntax, syntax, quality)
         except TranscodeError as e:
             refusals.append((syntax, e))
+        except BaseException:
+            closeIfStored(data)
+            raise
+        else:
+            closeIfStored(data)
+            return syntax, converted, refusals
     closeIfStored(data)
     raise refusals[-1][1]
 

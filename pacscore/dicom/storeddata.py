@@ -41,11 +41,8 @@ class StoredData:
         return self.deferToWorker(self._readAt, position, size)
 
     def readAll(self):
-        """In the I/O pool: the whole data set as bytes; the file is closed."""
-        try:
-            return self._readAt(0, self.length)
-        finally:
-            self.close()
+        """In the I/O pool: the whole data set as bytes (the file stays open)."""
+        return self._readAt(0, self.length)
 
     def close(self):
         self.file.close()

@@ -164,15 +164,27 @@ class StoredDataTests(unittest.TestCase):
 
     def test_anImageTheEncoderRefusesGoesAsStoredWithALogLine(self):
         """Node code j3 (JPEG baseline, 8 bits) for a 16-bit image: sent as
-        stored, and the log says why."""
+        stored, from its file as any object sent as stored (though it was
+        read for the encoder), and the log says why."""
         target = Target(JPEG_BASELINE, self.syntax)
         with capturedLogs() as events:
             self.assertEqual(self.send(target, "j3"), SUCCESS)
-        self.assertEqual(target.sent, [(self.data, self.syntax)])  # read for the encoder, so sent from memory
+        self.assertEqual(target.sent, [(self.stored, self.syntax)])
+        self.assertFalse(self.stored.file.closed)  # closed once sent
         [line] = [formatEvent(e) for e in events]
         self.assertTrue(line.startswith(f"C-GET: 1.2.3 cannot be converted to {JPEG_BASELINE} ("), line)
         self.assertIn("8-bit", line)
         self.assertTrue(line.endswith(f"); sent as {self.syntax}"), line)
+
+    def test_anImageTheEncoderRefusesIsConvertedFileToFile(self):
+        """After the refusal, into a little endian syntax file to file, as
+        without it."""
+        target = Target(JPEG_BASELINE, IMPLICIT)
+        self.assertEqual(self.send(target, "j3"), SUCCESS)
+        [(sent, syntax)] = target.sent
+        self.assertEqual((type(sent), syntax), (StoredData, IMPLICIT))
+        self.assertEqual(sent.readAll(), transcode(self.data, self.syntax, IMPLICIT, 95))
+        self.assertTrue(self.stored.file.closed)
 
     def test_notTaken(self):
         self.assertIsNone(self.send(Target(JPEG_LOSSLESS)))

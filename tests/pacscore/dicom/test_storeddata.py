@@ -40,7 +40,6 @@ class OpenStoredTests(unittest.TestCase):
         self.assertEqual(len(data), len(dataset))
         self.assertEqual(self.successResultOf(data.read(len(dataset) - 1000, 1000)), dataset[-1000:])
         self.assertEqual(data.readAll(), dataset)
-        self.assertTrue(data.file.closed)
 
     def test_smallObjectIsRead(self):
         self.assertIsNone(openStored(self.storedFile(element(0x7FE0, 0x0010, b"OW", bytes(1024))), immediately))

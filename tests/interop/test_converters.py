@@ -42,6 +42,19 @@ class ImportConverterTests(unittest.TestCase):
     def stored(self, server):
         return [pydicom.dcmread(p) for p in glob.glob(os.path.join(server.dataDir, "**", "*.dcm"), recursive=True)]
 
+    def luaServer(self, name, script, ini=None, start=True):
+        """A PacsServer whose one import converter is ``lua:name``, the file
+        holding ``script``, with more dicom.ini ``ini``; started unless not ``start``."""
+        serverDir = os.path.join(self.workdir, "pacs")
+        os.makedirs(serverDir)
+        with open(os.path.join(serverDir, name), "w") as f:
+            f.write(script)
+        server = PacsServer(serverDir, ini={"ImportConverters": "1", "ImportConverter0": f"lua:{name}", **(ini or {})})
+        if start:
+            server.start()
+            self.addCleanup(server.stop)
+        return server
+
     def test_setRejectDestroy(self):
         server = PacsServer(os.path.join(self.workdir, "pacs"), ini={
             "ImportConverters": "3",
@@ -98,19 +111,15 @@ class ImportConverterTests(unittest.TestCase):
     def test_conquestStyleLuaScript(self):
         """What Conquest's own scripts rely on: an absent element is nil,
         ``Data.Seq.X`` is item 0's element, dbquery's sort order."""
-        serverDir = os.path.join(self.workdir, "pacs")
-        os.makedirs(serverDir)
-        with open(os.path.join(serverDir, "conquest.lua"), "w") as f:
-            f.write("local id = Data.PatientID or 'unknown'\n"
-                    "if Data.ReferencedStudySequence then\n"
-                    "  Data.ReferencedStudySequence.ReferencedSOPInstanceUID = '1.2.3.' .. #id\n"
-                    "end\n"
-                    "local rows = dbquery('DICOMPatients', 'PatientID', '', 'PatientID desc')\n"
-                    "Data.InstitutionName = (Data.InstitutionAddress or 'no address') .. '/' .. id .. '/' .. "
-                    "(rows[1] and rows[1][1] or 'none')\n")
-        server = PacsServer(serverDir, ini={"ImportConverters": "1", "ImportConverter0": "lua:conquest.lua"})
-        server.start()
-        self.addCleanup(server.stop)
+        server = self.luaServer(
+            "conquest.lua",
+            "local id = Data.PatientID or 'unknown'\n"
+            "if Data.ReferencedStudySequence then\n"
+            "  Data.ReferencedStudySequence.ReferencedSOPInstanceUID = '1.2.3.' .. #id\n"
+            "end\n"
+            "local rows = dbquery('DICOMPatients', 'PatientID', '', 'PatientID desc')\n"
+            "Data.InstitutionName = (Data.InstitutionAddress or 'no address') .. '/' .. id .. '/' .. "
+            "(rows[1] and rows[1][1] or 'none')\n")
         withSequence, first = self.image("first.dcm", "PAT1")
         withSequence.ReferencedStudySequence = [pydicom.Dataset()]
         withSequence.ReferencedStudySequence[0].ReferencedSOPClassUID = "1.2.840.10008.3.1.2.3.1"
@@ -130,27 +139,22 @@ class ImportConverterTests(unittest.TestCase):
     def test_luaObjectsAndFiles(self):
         """Conquest's GetVR/SetVR, Data.Seq[N] appending, newdicomobject,
         Write and readdicom (in LuaFileFolder) on an object storescu sends."""
-        serverDir = os.path.join(self.workdir, "pacs")
-        os.makedirs(serverDir)
-        with open(os.path.join(serverDir, "objects.lua"), "w") as f:
-            f.write("local rows = Data:GetVR(0x0028, 0x0010)\n"
-                    "Data:SetVR(0x0008, 0x1030, Data:GetVR(0x0010, 0x0010, true) .. '/' .. (rows[0] + 256 * rows[1]))\n"
-                    "Data.ReferencedStudySequence = {}\n"
-                    "local s = Data.ReferencedStudySequence\n"
-                    "s[#s].ReferencedSOPInstanceUID = '1.2.3.1'\n"
-                    "s[#s].ReferencedSOPInstanceUID = '1.2.3.2'\n"
-                    "local copy = newdicomobject()\n"
-                    "copy.PatientID = Data.PatientID\n"
-                    "copy.SOPInstanceUID = Data.SOPInstanceUID\n"
-                    "copy.SOPClassUID = Data.SOPClassUID\n"
-                    "copy:Write('copies/' .. Data.SOPInstanceUID .. '.dcm')\n"
-                    "local back = DicomObject:new()\n"
-                    "print('read back', readdicom(back, 'copies/' .. Data.SOPInstanceUID .. '.dcm'), back.PatientID)\n"
-                    "print('missing', readdicom(back, 'copies/none.dcm') == nil)\n")
-        server = PacsServer(serverDir, ini={"ImportConverters": "1", "ImportConverter0": "lua:objects.lua",
-                                            "LuaFileFolder": "luafiles"})
-        server.start()
-        self.addCleanup(server.stop)
+        server = self.luaServer(
+            "objects.lua",
+            "local rows = Data:GetVR(0x0028, 0x0010)\n"
+            "Data:SetVR(0x0008, 0x1030, Data:GetVR(0x0010, 0x0010, true) .. '/' .. (rows[0] + 256 * rows[1]))\n"
+            "Data.ReferencedStudySequence = {}\n"
+            "local s = Data.ReferencedStudySequence\n"
+            "s[#s].ReferencedSOPInstanceUID = '1.2.3.1'\n"
+            "s[#s].ReferencedSOPInstanceUID = '1.2.3.2'\n"
+            "local copy = newdicomobject()\n"
+            "copy.PatientID = Data.PatientID\n"
+            "copy.SOPInstanceUID = Data.SOPInstanceUID\n"
+            "copy.SOPClassUID = Data.SOPClassUID\n"
+            "copy:Write('copies/' .. Data.SOPInstanceUID .. '.dcm')\n"
+            "local back = DicomObject:new()\n"
+            "print('read back', readdicom(back, 'copies/' .. Data.SOPInstanceUID .. '.dcm'), back.PatientID)\n"
+            "print('missing', readdicom(back, 'copies/none.dcm') == nil)\n", ini={"LuaFileFolder": "luafiles"})
         original, path = self.image("objects.dcm", "PAT7")
         result = server.store(path)
         self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
@@ -158,7 +162,7 @@ class ImportConverterTests(unittest.TestCase):
         self.assertEqual(stored.StudyDescription, "Doe^John/8")
         self.assertEqual([item.ReferencedSOPInstanceUID for item in stored.ReferencedStudySequence],
                          ["1.2.3.1", "1.2.3.2"])
-        copy = pydicom.dcmread(os.path.join(serverDir, "luafiles", "copies", f"{original.SOPInstanceUID}.dcm"))
+        copy = pydicom.dcmread(os.path.join(server.workdir, "luafiles", "copies", f"{original.SOPInstanceUID}.dcm"))
         self.assertEqual((copy.PatientID, copy.SOPInstanceUID), ("PAT7", original.SOPInstanceUID))
         log = server.log()
         self.assertIn("read back\t1\tPAT7", log)
@@ -168,15 +172,11 @@ class ImportConverterTests(unittest.TestCase):
     def test_luaServerCommand(self):
         """servercommand in an import converter runs a control command (as
         the control port would) while the object waits in its worker."""
-        serverDir = os.path.join(self.workdir, "pacs")
-        os.makedirs(serverDir)
-        with open(os.path.join(serverDir, "command.lua"), "w") as f:
-            f.write("local status = servercommand('display_status:')\n"
-                    "Data.StudyDescription = status:match(\"DICOM server '[^']*'\")\n"
-                    "print('unknown', servercommand('nosuch:'))\n")
-        server = PacsServer(serverDir, ini={"ImportConverters": "1", "ImportConverter0": "lua:command.lua"})
-        server.start()
-        self.addCleanup(server.stop)
+        server = self.luaServer(
+            "command.lua",
+            "local status = servercommand('display_status:')\n"
+            "Data.StudyDescription = status:match(\"DICOM server '[^']*'\")\n"
+            "print('unknown', servercommand('nosuch:'))\n")
         _, path = self.image("command.dcm", "PAT8")
         result = server.store(path)
         self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
@@ -190,19 +190,17 @@ class ImportConverterTests(unittest.TestCase):
         """dicomquery and dicommove in an import converter, sent to the
         server itself while the object waits in its worker: the query's
         matches come back as objects, the move reaches a storescp."""
-        serverDir = os.path.join(self.workdir, "pacs")
-        os.makedirs(serverDir)
-        with open(os.path.join(serverDir, "query.lua"), "w") as f:
-            f.write("if Data.PatientID ~= 'QUERIER' then return end\n"
-                    "local q = newdicomobject()\n"
-                    "q.PatientID = 'PAT1'\n"
-                    "q.StudyInstanceUID = ''\n"
-                    "local studies, reason = dicomquery('PACS', 'STUDY', q)\n"
-                    "Data.ImageComments = #studies .. ' ' .. (studies[0] and studies[0].StudyInstanceUID or reason)\n"
-                    "q.QueryRetrieveLevel = 'STUDY'\n"
-                    "q.StudyInstanceUID = studies[0].StudyInstanceUID\n"
-                    "print('moved', dicommove('PACS', 'MOVEDEST', q))\n")
-        server = PacsServer(serverDir, ini={"ImportConverters": "1", "ImportConverter0": "lua:query.lua"})
+        server = self.luaServer(
+            "query.lua",
+            "if Data.PatientID ~= 'QUERIER' then return end\n"
+            "local q = newdicomobject()\n"
+            "q.PatientID = 'PAT1'\n"
+            "q.StudyInstanceUID = ''\n"
+            "local studies, reason = dicomquery('PACS', 'STUDY', q)\n"
+            "Data.ImageComments = #studies .. ' ' .. (studies[0] and studies[0].StudyInstanceUID or reason)\n"
+            "q.QueryRetrieveLevel = 'STUDY'\n"
+            "q.StudyInstanceUID = studies[0].StudyInstanceUID\n"
+            "print('moved', dicommove('PACS', 'MOVEDEST', q))\n", start=False)
         storescp = StorescpServer(tempfile.mkdtemp(dir=self.workdir), aet="MOVEDEST")
         self.addCleanup(storescp.stop)
         storescp.start()

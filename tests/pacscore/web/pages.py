@@ -10,13 +10,15 @@ from html import unescape
 from typing import NamedTuple
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+import numpy as np
 from twisted.internet import defer
 from twisted.trial import unittest
 from twisted.web.http import parse_qs
 from twisted.web.test.requesthelper import DummyRequest
 
+from pacscore.control.data import AddImageFile
 from pacscore.control.registry import CommandRegistry
-from pacscore.testing.corpus import generateCorpus
+from pacscore.testing.corpus import generateCorpus, makeDataset
 from pacscore.web.forms import URLENCODED
 from pacscore.web.scripted import ScriptedPages
 from pacscore.web.site import DgateResource
@@ -56,6 +58,20 @@ class WebTestCase(unittest.TestCase):
         self.corpus = generateCorpus(os.path.abspath(self.mktemp()), **self.corpusShape)
         yield self.running.store(self.corpus)
         self.resource = dgate(self.running)
+
+    @defer.inlineCallbacks
+    def storeMultiFrame(self, uids, frames, seed):
+        """Store (``addimagefile``) patient BIG's object of ``frames`` random
+        1024x512 16-bit frames with the study, series and SOP ``uids``;
+        fires with (its data set, its stored file)."""
+        ds = makeDataset("BIG", "Big^Object", *uids, 1, 1, rows=1024, columns=512)
+        ds.NumberOfFrames = frames
+        ds.PixelData = np.random.default_rng(seed).integers(0, 4096, (frames, 1024, 512), dtype=np.uint16).tobytes()
+        source = os.path.join(self.running.workdir, "big.dcm")
+        ds.save_as(source, enforce_file_format=True)
+        yield self.running.run(AddImageFile(), source)
+        stored, = (path for path in self.running.files() if "BIG" in path)
+        return ds, stored
 
 
 class Answered(NamedTuple):
@@ -127,14 +143,20 @@ def get(resource, target=None, user=None, **parameters):
     ``parameters``, as the WebUsers ``user`` when given."""
     if target is not None:
         parameters = dict(parse_qsl(urlsplit(target).query, keep_blank_values=True))
-    request = Request([])
+    request = getRequest(parameters)
     if user is not None:
         request.webUser = user
+    return (yield answered(resource, request))
+
+
+def getRequest(parameters):
+    """A GET Request of ``/cgi-bin/dgate`` with the ``parameters`` (a dict of text)."""
+    request = Request([])
     request.method = b"GET"
     request.uri = b"/cgi-bin/dgate?" + urlencode(parameters).encode()
     request.path = b"/cgi-bin/dgate"
     request.args = {name.encode(): [value.encode()] for name, value in parameters.items()}
-    return (yield answered(resource, request))
+    return request
 
 
 @defer.inlineCallbacks

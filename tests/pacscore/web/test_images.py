@@ -3,20 +3,16 @@ WADO-URI, WADO-RS rendered and thumbnails) are made ``WebMaxRenders`` at
 a time, the others waiting their turn; the ``dicom`` page streams a file
 it sends as it is stored."""
 
-import os
 import threading
 from urllib.parse import urlsplit
 
-import numpy as np
 from twisted.internet import defer, protocol, reactor, task
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 
-from pacscore.control.data import AddImageFile
-from pacscore.testing.corpus import makeDataset
 from pacscore.web import images
 from pacscore.web.objectstream import CHUNK
 from tests.pacscore.web.dicomweb.client import DicomWebTestCase
-from tests.pacscore.web.pages import Request, WebTestCase, answered
+from tests.pacscore.web.pages import WebTestCase, answered, getRequest
 
 RENDERS = 3  # fewer than the archive's four I/O threads
 
@@ -118,18 +114,9 @@ class DicomDownloadTests(WebTestCase):
     @defer.inlineCallbacks
     def test_streamedAsStored(self):
         """A 50 MB multi-frame object goes out 1 MB at a time, the bytes of its file."""
-        ds = makeDataset("BIG", "Big^Object", "1.2.826.0.1.3680043.2.1125.7.1", "1.2.826.0.1.3680043.2.1125.7.2",
-                         "1.2.826.0.1.3680043.2.1125.7.3", 1, 1, rows=1024, columns=512)
-        ds.NumberOfFrames = 50
-        ds.PixelData = np.random.default_rng(3).integers(0, 4096, (50, 1024, 512), dtype=np.uint16).tobytes()
-        source = os.path.join(self.running.workdir, "big.dcm")
-        ds.save_as(source, enforce_file_format=True)
-        yield self.running.run(AddImageFile(), source)
-        stored, = (path for path in self.running.files() if "BIG" in path)
-        request = Request([])
-        request.method = b"GET"
-        request.uri = request.path = b"/cgi-bin/dgate"
-        request.args = {b"mode": [b"dicom"], b"slice": [b"BIG:" + ds.SOPInstanceUID.encode()]}
+        ds, stored = yield self.storeMultiFrame(("1.2.826.0.1.3680043.2.1125.7.1", "1.2.826.0.1.3680043.2.1125.7.2",
+                                                  "1.2.826.0.1.3680043.2.1125.7.3"), 50, 3)
+        request = getRequest({"mode": "dicom", "slice": "BIG:" + ds.SOPInstanceUID})
         found = yield answered(self.resource, request)
         with open(stored, "rb") as f:
             self.assertEqual((found.code, found.headers["content-type"], found.body), (200, "application/dicom", f.read()))

@@ -93,6 +93,9 @@ class IControlCommand(Interface):
 
     name = Attribute("The command word as typed after '--', lower case: 'display_status', 'get_amap'.")
     usage = Attribute("One line for 'dgate -?', e.g. '--get_param:name,fmt  Read any parameter from DICOM.INI'.")
+    readOnly = Attribute("True for a command that changes nothing (archive, index, configuration, the "
+                         "server's state) and reads no file its caller names: the only ones sandboxed Lua "
+                         "scripts may run (with their context's 'sandboxed' set: no output file, no secret).")
 
     def run(arguments, context):
         """Carry the command out. ``arguments`` is the text after the first

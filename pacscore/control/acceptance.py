@@ -64,6 +64,7 @@ class _EntryCommand(ControlCommand):
 
 class GetEntry(_EntryCommand):
     verb = "get"
+    readOnly = True
 
     def run(self, arguments, context):
         index, fmt = fields(arguments, 2)

@@ -27,6 +27,7 @@ def nodeLine(node, fmt=""):
 class GetAmap(ControlCommand):
     name = "get_amap"
     usage = "--get_amap:index,fmt  List any entry from ACRNEMA.MAP"
+    readOnly = True
 
     def run(self, arguments, context):
         index, fmt = fields(arguments, 2)
@@ -38,6 +39,7 @@ class GetAmap(ControlCommand):
 class GetAmaps(ControlCommand):
     name = "get_amaps"
     usage = "--get_amaps:fmt  List all entries from ACRNEMA.MAP"
+    readOnly = True
 
     def run(self, arguments, context):
         return "\n".join(nodeLine(node, arguments) for node in context.archive.configuration.acrNemaMap.nodes)

@@ -36,10 +36,11 @@ def number(text, what):
 @implementer(IPlugin, IControlCommand)
 class ControlCommand:
     """A control command plugin: subclasses set ``name`` and ``usage``
-    (or pass them) and define ``run``."""
+    (or pass them), ``readOnly`` when they change nothing, and define ``run``."""
 
     name = ""
     usage = ""
+    readOnly = False
 
     def __init__(self, name=None, usage=None):
         if name is not None:

@@ -17,15 +17,19 @@ commands say so.  These are live, used the next time they are needed:
   sections, which these commands do not edit): read by each web request.
 
 Getting a key that is absent gives an empty value, and an index past the
-last entry no output, as with Conquest (scripts loop until it).
+last entry no output, as with Conquest (scripts loop until it).  For a
+sandboxed Lua script (``servercommand``) the getters leave dicom.ini's
+secrets out (``pacscore.config.secrets``): ``get_param`` of one is refused.
 """
 
 
 from pacscore.config.errors import ConfigError
 from pacscore.config.loader import uidPrefixError
+from pacscore.config.secrets import isSecret, publicItems
 from pacscore.control.arguments import ControlCommand, fields, number
 from pacscore.control.configfiles import reload, save
 from pacscore.control.context import CommandError, formatted
+from pacscore.db.drivers import redacted
 from pacscore.converters.rules import loadRules
 
 ENTRY_FORMAT = "%s = %s"
@@ -65,21 +69,28 @@ class GetParam(ControlCommand):
 
     name = "get_param"
     usage = "--get_param:name,fmt  Read any parameter from DICOM.INI"
+    readOnly = True
 
     def run(self, arguments, context):
         key, fmt = fields(arguments, 2)
         if not key:
             raise CommandError(f"usage: {self.usage}")
-        return formatted(fmt, context.archive.configuration.ini.get(key, ""))
+        value = context.archive.configuration.ini.get(key, "")
+        if context.sandboxed:
+            if isSecret(key):
+                raise CommandError(f"{key} is a secret: sandboxed Lua scripts cannot read it")
+            value = redacted(value)
+        return formatted(fmt, value)
 
 
 class GetIniNum(ControlCommand):
     name = "get_ini_num"
     usage = "--get_ini_num:index,fmt  List any entry from DICOM.INI"
+    readOnly = True
 
     def run(self, arguments, context):
         index, fmt = fields(arguments, 2)
-        items = context.archive.configuration.ini.items()
+        items = _items(context)
         position = number(index, "index")
         return formatted(fmt or ENTRY_FORMAT, *items[position]) if position < len(items) else ""
 
@@ -87,10 +98,17 @@ class GetIniNum(ControlCommand):
 class GetIni(ControlCommand):
     name = "get_ini"
     usage = "--get_ini:fmt  List all entries from DICOM.INI"
+    readOnly = True
 
     def run(self, arguments, context):
         return "\n".join(formatted(arguments or ENTRY_FORMAT, key, value)
-                         for key, value in context.archive.configuration.ini.items())
+                         for key, value in _items(context))
+
+
+def _items(context):
+    """dicom.ini's main section as its getters show it to ``context``'s caller."""
+    items = context.archive.configuration.ini.items()
+    return publicItems(items) if context.sandboxed else items
 
 
 def _applyAndSave(archive, key, value):

@@ -3,9 +3,11 @@
 ``ControlContext`` is made per request by the control protocol: the
 ``Archive`` (configuration, index, stores, queues, counters), the reactor,
 ``progress(text)`` to report on a long command while it runs, the peer's
-address for log lines, ``quit()`` to stop the server in order, and
+address for log lines, ``quit()`` to stop the server in order,
 ``html``: whether the output goes into a web page (listings escape their
-rows' values).
+rows' values), and ``sandboxed``: whether a sandboxed Lua script asked
+(only ``readOnly`` commands run, and they write no file and show no
+secret of dicom.ini).
 ``CommandError`` is how a command refuses: the client prints the message
 and exits non-zero.
 """
@@ -47,11 +49,12 @@ class ControlContext:
 
     log = Logger()
 
-    def __init__(self, archive, reactor, progress=None, peer="", quit=None, html=False):
+    def __init__(self, archive, reactor, progress=None, peer="", quit=None, html=False, sandboxed=False):
         self.archive = archive
         self.reactor = reactor
         self.peer = peer
         self.html = html
+        self.sandboxed = sandboxed
         self._progress = progress
         self._quit = quit
 

@@ -143,7 +143,7 @@ class ExtractFrames(FileConversion):
         last = number(last, "last frame") if last.strip() else first
         if last < first:
             raise CommandError(f"last frame {last} comes before first frame {first}")
-        target = outputPath(context.archive, out)
+        target = outputPath(context, out)
         d = self.convert(context.archive, source, _extractFrames, target, first, last)
         return d.addCallback(lambda count: f"{count} frame(s) written to {target}")
 
@@ -154,7 +154,7 @@ class Uncompress(FileConversion):
 
     def run(self, arguments, context):
         source, out = fields(arguments, 2)
-        target = outputPath(context.archive, out)
+        target = outputPath(context, out)
         return self.convert(context.archive, source, _uncompress, target).addCallback(
             lambda _: f"{target} written (explicit VR little endian)")
 

@@ -180,7 +180,7 @@ class DumpHeader(AsyncControlCommand):
             lines = await archive.workers.deferToWorker(headerLines, path)
         except (OSError, InvalidDicomError) as e:
             raise CommandError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from e
-        return await deliver(archive, lines, target)
+        return await deliver(context, lines, target)
 
 
 class Forward(AsyncControlCommand):

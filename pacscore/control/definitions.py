@@ -27,6 +27,7 @@ _TAGS = sorted(DicomDictionary)
 class GetSqlDef(ControlCommand):
     name = "get_sqldef"
     usage = "--get_sqldef:level,index,fmt  List any database field definition"
+    readOnly = True
 
     def run(self, arguments, context):
         level, index, fmt = fields(arguments, 3)
@@ -51,6 +52,7 @@ def columnLine(c, fmt=""):
 class GetDic(ControlCommand):
     name = "get_dic"
     usage = "--get_dic:index,fmt  List any dicom dictionary item"
+    readOnly = True
 
     def run(self, arguments, context):
         index, fmt = fields(arguments, 2)

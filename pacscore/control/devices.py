@@ -29,6 +29,7 @@ MAX_TEST_MODE = 32  # so that file names stay within the index's ObjectFile colu
 class GetFreeStore(ControlCommand):
     name = "get_freestore"
     usage = "--get_freestore:dev,fmt  Report free #Mb on device"
+    readOnly = True
 
     def run(self, arguments, context):
         name, fmt = fields(arguments, 2)

@@ -164,6 +164,7 @@ class _Listing(ControlCommand):
     """``srv|...|fmt|file``: subclasses give ``rows(source, fields)``."""
 
     fieldCount = 4
+    readOnly = True
 
     def run(self, arguments, context):
         server, *rest = pipeFields(arguments, self.fieldCount)

@@ -34,12 +34,17 @@ def formatRow(fmt, values, html=False):
     return "\t".join("" if value is None else str(value) for value in values)
 
 
-def outputPath(archive, text):
+def outputPath(context, text):
     """``text`` (relative to the working folder) as the absolute path of a
-    file a command may write; CommandError for one of the archive's own,
-    or for no name at all."""
+    file the command of ``context`` may write; CommandError for one of the
+    archive's own, for no name at all, or for any when a sandboxed Lua
+    script asked for the command."""
     if not text.strip():
         raise CommandError("no output file given")
+    if context.sandboxed:
+        raise CommandError(f"{text.strip()}: sandboxed Lua scripts cannot have a command write a file "
+                           "(LuaAllowUnsafe = 1 allows it)")
+    archive = context.archive
     path = archive.configuration.resolvePath(text)
     real = os.path.realpath(path)
     onDevice = any(real.startswith(os.path.join(os.path.realpath(device.path), "")) for device in archive.devices)
@@ -69,19 +74,19 @@ def _ownFiles(archive):
 def deliverRows(context, fmt, rows, path):
     """``deliver`` of ``rows`` each made a line by ``fmt`` (in the I/O pool:
     a listing may have millions), escaped for a web page's output (not a file)."""
-    archive, html = context.archive, context.html and not path.strip()
-    d = archive.workers.deferToWorker(lambda: [formatRow(fmt, row, html) for row in rows])
-    return d.addCallback(lambda lines: deliver(archive, lines, path))
+    html = context.html and not path.strip()
+    d = context.archive.workers.deferToWorker(lambda: [formatRow(fmt, row, html) for row in rows])
+    return d.addCallback(lambda lines: deliver(context, lines, path))
 
 
-def deliver(archive, lines, path):
+def deliver(context, lines, path):
     """Deferred of the command's output: the lines, or (with ``path``, relative
     to the working folder) a line saying where they were written."""
     path = path.strip()
     if not path:
         return defer.succeed("\n".join(lines))
-    target = outputPath(archive, path)
-    d = archive.workers.deferToWorker(_write, target, lines)
+    target = outputPath(context, path)
+    d = context.archive.workers.deferToWorker(_write, target, lines)
     d.addCallback(lambda _: f"{len(lines)} line(s) written to {target}")
     return d.addErrback(_writeFailed, target)
 

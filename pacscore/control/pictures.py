@@ -90,7 +90,7 @@ class PictureConversion(FileConversion):
             return d
         if out.lower() == CGI:
             return d.addCallback(lambda picture: f"Content-type: {self.contentType}\n\n".encode() + picture)
-        target = outputPath(context.archive, out)
+        target = outputPath(context, out)
         d.addCallback(lambda picture: context.archive.workers.deferToWorker(_writeFile, target, picture))
         return d.addCallback(lambda _: f"{target} written")
 

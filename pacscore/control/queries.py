@@ -62,6 +62,7 @@ def statementOf(archive, statement):
 class Query(ControlCommand):
     name = "query"
     usage = "--query:table|fields|where|fmt|file  Arbitrary query output to file"
+    readOnly = True
 
     def run(self, arguments, context):
         table, columns, where, fmt, path = pipeFields(arguments, 5)

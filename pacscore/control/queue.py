@@ -26,6 +26,7 @@ def describeQueue(queue):
 class ForwardQueue(ControlCommand):
     name = "forwardqueue"
     usage = "--forwardqueue:  Show the export/forward queue and its failed items"
+    readOnly = True
 
     def run(self, arguments, context):
         archive = context.archive

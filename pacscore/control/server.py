@@ -20,6 +20,7 @@ class DisplayStatus(ControlCommand):
     name = "display_status"
     usage = ("--display_status:file  Display server status (no argument: to the console; json: as one "
              "JSON object; a file: written there by the server)")
+    readOnly = True
 
     def run(self, arguments, context):
         argument = arguments.strip()
@@ -29,7 +30,7 @@ class DisplayStatus(ControlCommand):
         text = gathered.addCallback(status.asText)
         if not argument:
             return text
-        path = outputPath(context.archive, argument)
+        path = outputPath(context, argument)
         written = text.addCallback(lambda report: context.archive.workers.deferToWorker(_writeText, path, report))
         return written.addCallbacks(lambda _: "", self._notWritten, errbackArgs=(path,))
 

@@ -35,7 +35,7 @@ class LogOn(ControlCommand):
             return ""
         if target.isdigit():
             raise CommandError(f"{self.name}: logging to a UDP port is not supported, give a file")
-        path = outputPath(context.archive, target)
+        path = outputPath(context, target)
         d = context.archive.workers.deferToWorker(open, path, "a", encoding="utf-8")
 
         def opened(textFile):

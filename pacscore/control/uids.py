@@ -27,6 +27,7 @@ def _badPrefix(error, uidMap):
 class GenUid(ControlCommand):
     name = "genuid"
     usage = "--genuid:  Generate an UID"
+    readOnly = True
 
     def run(self, arguments, context):
         uidMap = context.archive.converterServices.uidMap
@@ -55,6 +56,7 @@ class ChangeUid(ControlCommand):
 class ChangeUidBack(ControlCommand):
     name = "changeuidback"
     usage = "--changeuidback:UID  Give old UID from one generated above"
+    readOnly = True
 
     def run(self, arguments, context):
         uid = _uid(arguments, self.usage)
@@ -71,6 +73,7 @@ class ChangeUidBack(ControlCommand):
 class Checksum(ControlCommand):
     name = "checksum"
     usage = "--checksum:string  Give checksum of string"
+    readOnly = True
 
     def run(self, arguments, context):
         return checksum(arguments)

@@ -21,7 +21,8 @@ absent, or copies of a sequence's items; ``getvr(object, ...)`` and
 ``Data.Storage`` (the device, MAGn: read and set as ``storage MAGn`` in
 import converters, in export converters the one the object is on),
 ``CallingAE``, ``CalledAE``, ``Association.Calling`` and ``.Called``,
-``Filename``, ``Global`` (dicom.ini's main section) and the functions
+``Filename``, ``Global`` (dicom.ini's main section, its secrets left out
+when sandboxed) and the functions
 ``print`` (to the server log), ``debuglog`` (likewise, to the debug log),
 ``forward(ae)``, ``script(rule)`` (runs a converter rule on the same
 object and returns its outcome's name; ``script(x, rule)`` and
@@ -34,8 +35,8 @@ table, rows as tables of strings), ``genuid()``, ``changeuid(uid)`` and
 ``changeuidback(uid)`` (the UIDMODS pairs, as ``newuids`` keeps them) and
 ``crc(text)`` (%A's checksum), ``servercommand('name:arguments')`` (a
 control command's output, nil when empty, or nil and the reason; see
-``servercommands``), ``dicomquery(ae, level, query)`` (the matches of a
-C-FIND as an array of objects; empty, and the reason, when it failed) and
+``servercommands``; sandboxed, only read-only commands, no secret shown),
+``dicomquery(ae, level, query)`` (the matches of a C-FIND as an array of objects; empty, and the reason, when it failed) and
 ``dicommove(source, destination, query[, patientroot])`` (a C-MOVE waited
 for: true, or nil and the reason; see ``dicomrequests``).  Objects of its own: ``newdicomobject()``
 (or ``DicomObject:new()``: an empty object used as Data is, changing
@@ -80,6 +81,7 @@ from twisted.logger import Logger
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
+from pacscore.config.secrets import publicItems
 from pacscore.converters.context import ConverterContext, ConverterSyntaxError, Outcome
 from pacscore.converters.elements import assign, textOf, vrOf
 from pacscore.converters.luafiles import readLuaFile, unsafeAllowed, writeLuaFile, writeLuaText
@@ -598,16 +600,23 @@ class LuaRuntime:
         """A Lua array of arrays from a list of lists."""
         return self.lua.table_from(rows, recursive=True)
 
-    def run(self, chunk, api, unsafe=False, maxInstructions=DEFAULT_MAX_INSTRUCTIONS):
-        """Run a compiled chunk for ``api`` (a ``LuaApi``) and give the
-        script's first return value.  Errors, also those of the Python
-        functions the script calls, raise ``lupa.LuaError``."""
+    def iniTable(self, ini, unsafe):
+        """``Global``: dicom.ini's main section (the first of equal keys), its
+        secrets left out for a sandboxed script (not ``unsafe``)."""
+        items = [] if ini is None else ini.items()
+        return self.lua.table_from(dict(reversed(items if unsafe else publicItems(items))))
+
+    def run(self, chunk, api, maxInstructions=DEFAULT_MAX_INSTRUCTIONS):
+        """Run a compiled chunk for ``api`` (a ``LuaApi``), sandboxed unless
+        ``api.unsafe``, and give the script's first return value.  Errors,
+        also those of the Python functions the script calls, raise
+        ``lupa.LuaError``."""
         context = api.context
         handle = None if context.dataset is None else _DatasetHandle(context, context.dataset)
         ini = getattr(context.services.configuration, "ini", None)
         globals = {"CallingAE": context.callingAE, "CalledAE": context.calledAE, "Filename": context.filename or "",
                    "Association": self.lua.table_from({"Calling": context.callingAE, "Called": context.calledAE}),
-                   "Global": self.lua.table_from(dict(reversed(ini.items())) if ini is not None else {})}
+                   "Global": self.iniTable(ini, api.unsafe)}
         if api.commandLine is not None:
             globals["command_line"] = api.commandLine
         functions = {name: getattr(api, name) for name in
@@ -616,7 +625,8 @@ class LuaRuntime:
                       "dictionary")}
         outer, self._api = self._api, api  # script('lua ...') runs one within another
         try:
-            return self.execute(chunk, globals, functions, api.print, handle, unsafe, maxInstructions, api.debuglog)
+            return self.execute(chunk, globals, functions, api.print, handle, api.unsafe, maxInstructions,
+                                api.debuglog)
         finally:
             self._api = outer
 
@@ -651,14 +661,16 @@ def _datasetOf(value, name):
 
 class LuaApi:
     """The Python side of what one run of a script may call; ``registry``
-    and ``kind`` are those of the converter line (for ``script()``)."""
+    and ``kind`` are those of the converter line (for ``script()``),
+    ``unsafe`` whether it runs unsandboxed (``LuaAllowUnsafe = 1``)."""
 
-    def __init__(self, context, runtime, registry, kind, commandLine=None):
+    def __init__(self, context, runtime, registry, kind, commandLine=None, unsafe=False):
         self.context = context
         self.runtime = runtime
         self.registry = registry
         self.kind = kind
         self.commandLine = commandLine  # Conquest's command_line global; None: not set
+        self.unsafe = unsafe
         self.fate = None  # the last destroy/reject/defer of a script() call
 
     def print(self, text):
@@ -754,7 +766,7 @@ class LuaApi:
         has none, as in Conquest), or nil and the reason it failed."""
         commands = self._serverCommands("servercommand")
         try:
-            return commands.fromThread(str(text)) or None
+            return commands.fromThread(str(text), sandboxed=not self.unsafe) or None
         except ServerCommandError as e:
             return None, str(e)
 
@@ -872,13 +884,12 @@ class _LuaCommandBase:
         ``commandLine`` unless None): the Outcome it asks for, or
         LuaFailure."""
         ini = getattr(context.services.configuration, "ini", None)
-        unsafe = unsafeAllowed(ini)
         limit = DEFAULT_MAX_INSTRUCTIONS if ini is None else ini.getint(
             "LuaMaxInstructions", DEFAULT_MAX_INSTRUCTIONS)
         runtime = LuaRuntime.forThread()
-        api = LuaApi(context, runtime, arguments.registry, arguments.kind, commandLine)
+        api = LuaApi(context, runtime, arguments.registry, arguments.kind, commandLine, unsafeAllowed(ini))
         try:
-            result = runtime.run(self.chunk(runtime, arguments.code, context), api, unsafe, limit)
+            result = runtime.run(self.chunk(runtime, arguments.code, context), api, limit)
             return _outcomeOf(result, api.fate)
         except lupa.LuaError as e:
             raise LuaFailure(describeLuaError(e)) from e

@@ -9,8 +9,13 @@ once (one fewer than the I/O pool has threads), so that a command that
 needs a worker of that pool, the one import converters run in, always
 finds one: another call is refused at once as busy, never left to
 deadlock.
+
+A command for a sandboxed script (``sandboxed``, the default) runs as
+``pacscore.control.inprocess`` runs a sandboxed one: read-only commands
+only, no file written, no secret shown.
 """
 
+import functools
 import threading
 
 from pacscore.control.context import CommandError
@@ -45,11 +50,12 @@ class ServerCommands:
         """With dicom.ini's ``LuaCommandTimeout``."""
         return cls(reactor, run, slots, ini.getint(TIMEOUT_KEY, DEFAULT_TIMEOUT), requests)
 
-    def fromThread(self, line, run=None):
+    def fromThread(self, line, run=None, sandboxed=True):
         """In a worker thread: the output of the command ``line`` (run by
-        ``run``, a Deferred of its text, if not by this object's: the web
-        pages run theirs); ServerCommandError with the reason it has none."""
-        return self._call(line, run or self.run, line)
+        ``run(line, sandboxed=...)``, a Deferred of its text, if not by this
+        object's: the web pages run theirs), for a sandboxed script unless
+        ``sandboxed`` is False; ServerCommandError with the reason it has none."""
+        return self._call(line, functools.partial(run or self.run, sandboxed=sandboxed), line)
 
     def find(self, ae, level, identifier):
         """In a worker thread: the matches of ``DicomRequests.find``."""

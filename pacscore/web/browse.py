@@ -16,10 +16,9 @@ are sorted and the page made in the I/O pool (``max=`` may ask for
 millions of rows).
 """
 
-import re
-
 from pydicom.uid import UID
 
+from pacscore.config.secrets import isSecret
 from pacscore.control import status
 from pacscore.db.drivers import redacted
 from pacscore.db.query import PATIENT_ID, SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, QueryKey
@@ -39,7 +38,6 @@ from pacscore.web.remote import destinations, pushAllowed
 SERIES_TIME = (0x00080031, "TM")
 MOST_THUMBNAILS = 50  # as Conquest's queryimages
 MOST_ROWS = 1000  # rows of a list page unless max= says otherwise
-SECRET_KEY = re.compile(r"secret|password", re.IGNORECASE)
 
 
 def _selection(archive, parameters):
@@ -221,7 +219,7 @@ def _icon(match, size, graphic):
 
 
 def _shownValue(key, value):
-    if SECRET_KEY.search(key):
+    if isSecret(key):
         return "********" if value else ""
     return redacted(value)
 

@@ -16,6 +16,9 @@ takes more than ``LuaCommandTimeout`` seconds: it waits as Lua converters'
 do, see ``pacscore.converters.servercommands``),
 ``dbquery(table, fields[, where])`` (rows of an index table, as for Lua
 converters) and ``gpps(section, key[, default])`` (a dicom.ini value).
+Sandboxed, as Lua converters, a page sees no secret of dicom.ini (in
+``Global`` or through ``gpps``: ``pacscore.config.secrets``) and its
+``servercommand`` runs only read-only commands.
 
 A page prints its own header lines first, as Conquest's do
 (``HTML('Content-type: text/html\\n\\n')``), after the section's ``header``
@@ -30,11 +33,13 @@ import re
 import lupa.lua54 as lupa
 from twisted.logger import Logger
 
+from pacscore.config.secrets import isSecret
 from pacscore.converters.lua import (
     DEFAULT_MAX_INSTRUCTIONS, LuaAccessDenied, LuaApiError, LuaRuntime, LuaScriptError, describeLuaError,
     selectRows)
 from pacscore.converters.luafiles import unsafeAllowed
 from pacscore.converters.servercommands import ServerCommandError
+from pacscore.db.drivers import redacted
 from pacscore.web.answers import HTML, Answer, WebError, utf8ContentType
 from pacscore.control.inprocess import commandOutput
 
@@ -45,11 +50,12 @@ log = Logger()
 class _PageApi:
     """What one run of a page may call, from its I/O pool thread."""
 
-    def __init__(self, archive, commands, parameters, runtime):
+    def __init__(self, archive, commands, parameters, runtime, unsafe):
         self.archive = archive
         self.commands = commands
         self.parameters = parameters
         self.runtime = runtime
+        self.unsafe = unsafe
         self.output = []
 
     def print(self, text):
@@ -65,7 +71,7 @@ class _PageApi:
     def servercommand(self, text):
         run = functools.partial(commandOutput, self.archive, self.commands)
         try:
-            return self.archive.converterServices.serverCommands.fromThread(str(text), run)
+            return self.archive.converterServices.serverCommands.fromThread(str(text), run, not self.unsafe)
         except ServerCommandError as e:
             return None, str(e)
 
@@ -73,7 +79,12 @@ class _PageApi:
         return self.runtime.table(selectRows(self.archive.index, tableName, fields, where, order))
 
     def gpps(self, section, key, default=""):
-        return self.archive.configuration.ini.get(str(key), default, str(section))
+        """A dicom.ini value; for a sandboxed page a secret is absent and a
+        URL's password hidden."""
+        value = self.archive.configuration.ini.get(str(key), None, str(section))
+        if value is None or (not self.unsafe and isSecret(str(key))):
+            return default
+        return value if self.unsafe else redacted(value)
 
 
 def _run(archive, commands, parameters, variables, path, name):
@@ -82,13 +93,13 @@ def _run(archive, commands, parameters, variables, path, name):
         raise WebError(404, f"the page's script {name} is missing")
     ini = archive.configuration.ini
     runtime = LuaRuntime.forThread()
-    api = _PageApi(archive, commands, parameters, runtime)
+    unsafe = unsafeAllowed(ini)
+    api = _PageApi(archive, commands, parameters, runtime, unsafe)
     script = variables.get("script_name", "")
     globals = {**variables, "webscriptaddress": script, "webscriptadress": script,
-               "Global": runtime.lua.table_from(dict(reversed(ini.items())))}  # the first of equal keys
+               "Global": runtime.iniTable(ini, unsafe)}
     functions = {name: getattr(api, name) for name in ("HTML", "CGI", "servercommand", "dbquery", "gpps")}
-    runtime.execute(runtime.compileFile(path, name), globals, functions, api.print, None,
-                    unsafeAllowed(ini),
+    runtime.execute(runtime.compileFile(path, name), globals, functions, api.print, None, unsafe,
                     ini.getint("LuaMaxInstructions", DEFAULT_MAX_INSTRUCTIONS))
     return "".join(api.output)
 

@@ -32,6 +32,7 @@ from pacscore.converters.uidmap import UIDMap
 from pacscore.db.index import Index
 from pacscore.interfaces import IConverterCommand
 from plugins import pacs_commands_dataset, pacs_commands_lua
+from tests.pacscore.control.running import RunningArchive
 from tests.pacscore.converters.lines import registry
 from tests.pacscore.db.test_index import makeRecord
 from tests.pacscore.db.test_schema import TABLE_NAMES, conquestLayout, sqliteEngine
@@ -766,7 +767,7 @@ class ServerCommandTests(unittest.TestCase):
 
     @inlineCallbacks
     def test_servercommand(self):
-        def run(line):
+        def run(line, sandboxed):
             if line == "nosuch:":
                 return defer.fail(CommandError("unknown command --nosuch"))
             return defer.succeed("" if line == "quiet:" else f"output of {line}")
@@ -818,6 +819,49 @@ class ServerCommandTests(unittest.TestCase):
         outcome, _, messages = runLua("servercommand('display_status:')")
         self.assertEqual(outcome, Outcome.STOP)
         self.assertEqual(messages, [f"{KEY}: Lua script failed: lua:1: servercommand: there are no server commands here"])
+
+
+class SandboxedServerCommandTests(unittest.TestCase):
+    """A sandboxed script cannot turn its sandbox off or learn dicom.ini's
+    secrets, through servercommand or Global; with LuaAllowUnsafe = 1 it can."""
+
+    def setUp(self):
+        self.running = RunningArchive(self, ini={"ControlSecret": "s3cret", "Password": "dbpass"})
+        self.ini = self.running.archive.configuration.ini
+
+    def runScript(self, code):
+        context = ConverterContext("import", patient(), "SENDER", "ARCHIVE",
+                                   services=self.running.archive.converterServices, converterName=KEY)
+        return threads.deferToThread(runLua, code, context)
+
+    @inlineCallbacks
+    def test_cannotSwitchTheSandboxOff(self):
+        for _ in range(2):
+            _, _, messages = yield self.runScript(
+                "print(type(os.execute)); print(servercommand('put_param:LuaAllowUnsafe,1'))")
+            self.assertEqual(messages, [f"{KEY}: nil", f"{KEY}: nil\tput_param:LuaAllowUnsafe,1: --put_param failed: "
+                                        "sandboxed Lua scripts run only commands that change nothing "
+                                        "(LuaAllowUnsafe = 1 allows every one)"])
+        self.assertIsNone(self.ini.get("LuaAllowUnsafe"))
+        self.assertIsNone(DicomIni.fromFile(self.running.archive.configuration.iniPath).get("LuaAllowUnsafe"))
+
+    @inlineCallbacks
+    def test_readOnlyCommandAndNoSecrets(self):
+        _, _, messages = yield self.runScript(
+            "print(servercommand('get_param:MyACRNema'), Global.MyACRNema, Global.ControlSecret, Global.Password); "
+            "print(servercommand('get_param:ControlSecret'))")
+        self.assertEqual(messages, [f"{KEY}: PACS\tPACS\tnil\tnil",
+                                    f"{KEY}: nil\tget_param:ControlSecret: --get_param failed: ControlSecret is a "
+                                    "secret: sandboxed Lua scripts cannot read it"])
+
+    @inlineCallbacks
+    def test_unsafeScriptRunsEveryCommand(self):
+        self.ini.set("LuaAllowUnsafe", "1")
+        _, _, messages = yield self.runScript(
+            "print(Global.ControlSecret, servercommand('get_param:Password')); "
+            "print(servercommand('put_param:LuaMaxInstructions,5000000'))")
+        self.assertEqual(messages, [f"{KEY}: s3cret\tdbpass", f"{KEY}: nil"])
+        self.assertEqual(self.ini.get("LuaMaxInstructions"), "5000000")
 
 
 class DbQueryTests(unittest.TestCase):

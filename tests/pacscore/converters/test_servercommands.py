@@ -19,21 +19,23 @@ class ServerCommandsTests(unittest.TestCase):
 
     @inlineCallbacks
     def test_outputAndRefusal(self):
-        def run(line):
+        def run(line, sandboxed):
             if line == "nosuch:":
                 return defer.fail(CommandError("unknown command --nosuch"))
             self.assertIs(threading.current_thread(), threading.main_thread())  # in the reactor
-            return defer.succeed(f"ran {line}")
+            return defer.succeed(f"ran {line}" + (" sandboxed" if sandboxed else ""))
 
         commands = self.commands(run)
         self.assertEqual((yield threads.deferToThread(commands.fromThread, "display_status:")),
-                         "ran display_status:")
+                         "ran display_status: sandboxed")
+        self.assertEqual((yield threads.deferToThread(commands.fromThread, "put_param:x,1", sandboxed=False)),
+                         "ran put_param:x,1")
         error = yield self.assertFailure(threads.deferToThread(commands.fromThread, "nosuch:"), ServerCommandError)
         self.assertEqual(str(error), "nosuch:: unknown command --nosuch")
 
     @inlineCallbacks
     def test_timeoutFromIni(self):
-        commands = self.commands(lambda line: defer.Deferred(), ini="LuaCommandTimeout = 1\n")
+        commands = self.commands(lambda line, sandboxed: defer.Deferred(), ini="LuaCommandTimeout = 1\n")
         self.assertEqual((commands.timeout, self.commands(None).timeout), (1, 60))
         error = yield self.assertFailure(threads.deferToThread(commands.fromThread, "slow:"), ServerCommandError)
         self.assertEqual(str(error), "slow:: no answer within 1 s")
@@ -44,7 +46,7 @@ class ServerCommandsTests(unittest.TestCase):
         needs a worker finds one; a slot is free again after its wait."""
         started, pending = defer.Deferred(), defer.Deferred()
 
-        def run(line):
+        def run(line, sandboxed):
             if line == "quick:":
                 return defer.succeed("quick")
             started.callback(None)
@@ -62,4 +64,4 @@ class ServerCommandsTests(unittest.TestCase):
     def test_noSlots(self):
         """An I/O pool of one thread leaves no worker to wait."""
         with self.assertRaises(ServerCommandError):
-            self.commands(lambda line: defer.succeed(""), slots=0).fromThread("display_status:")
+            self.commands(lambda line, sandboxed: defer.succeed(""), slots=0).fromThread("display_status:")

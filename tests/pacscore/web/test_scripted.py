@@ -83,6 +83,7 @@ class Hanging:
 
     name = "hang"
     usage = "--hang:  never answers"
+    readOnly = True
 
     def __init__(self):
         self.cancelled = 0
@@ -214,6 +215,25 @@ class ScriptedPageTests(WebTestCase):
         missing = yield get(self.resource, mode="lua")
         self.assertEqual(missing.code, 404)
         self.assertNotIn(self.running.workdir, missing.text)
+
+    @defer.inlineCallbacks
+    def test_luaSandboxKeepsSecrets(self):
+        """A sandboxed page cannot switch its sandbox off (servercommand runs
+        read-only commands only) nor read dicom.ini's secrets; an unsafe one can."""
+        ini = self.running.archive.configuration.ini
+        ini.set("ControlSecret", "s3cret")
+        with open(os.path.join(self.running.workdir, "page.lua"), "w") as f:
+            f.write("print(Global.ControlSecret, gpps('sscscp', 'ControlSecret', 'hidden'), "
+                    "servercommand('get_param:MyACRNema'), servercommand('put_param:LuaAllowUnsafe,1'))")
+        page = yield get(self.resource, mode="lua")
+        self.assertEqual(page.text, "nil\thidden\tSCRIPTED\tnil\tput_param:LuaAllowUnsafe,1: --put_param failed: "
+                                    "sandboxed Lua scripts run only commands that change nothing "
+                                    "(LuaAllowUnsafe = 1 allows every one)\n")
+        self.assertIsNone(ini.get("LuaAllowUnsafe"))
+        ini.set("LuaAllowUnsafe", "1")
+        page = yield get(self.resource, mode="lua")
+        self.assertEqual(page.text, "s3cret\ts3cret\tSCRIPTED\t\n")
+        self.assertEqual(ini.get("LuaAllowUnsafe"), "1")
 
     @defer.inlineCallbacks
     def test_starSource(self):

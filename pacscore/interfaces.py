@@ -65,6 +65,9 @@ class IConverterCommand(Interface):
                       "only, 'IE' both. Query/retrieve converters count as import converters.")
     condition = Attribute("True for tests (the if... family, between): the statement after it runs "
                           "only when ``run`` gives True.")
+    reachesOutside = Attribute("True for a command that runs a program or writes a file it is told to "
+                               "(system, save to, write ...): a sandboxed Lua script's script() may not "
+                               "run it. Optional; absent means False.")
 
     def parse(arguments, where):
         """Check and pre-parse ``arguments`` (the statement's text after the

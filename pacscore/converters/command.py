@@ -26,6 +26,7 @@ class Command:
     name = None
     scope = "IE"
     condition = False
+    reachesOutside = False
 
     def parse(self, arguments, where):
         if arguments:

@@ -83,6 +83,7 @@ class ConverterContext:
         self.storageDevice = None           # 'storage MAG1'; export converters: the device the object is on
         self.compression = None             # 'compression j2'
         self.testMode = ""                  # 'testmode .1'
+        self.sandboxed = False              # run by a sandboxed Lua script's script(): no command reachesOutside
 
     @property
     def isImport(self):

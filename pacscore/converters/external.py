@@ -26,6 +26,7 @@ class Write(Command):
 
     name = "write"
     mode = "w"
+    reachesOutside = True
 
     def parse(self, arguments, where):
         text, rest = leadingString(arguments, where)
@@ -60,6 +61,7 @@ class System(TextCommand):
     quoted as data (``shellCommand``); its exit status is logged."""
 
     name = "system"
+    reachesOutside = True
     log = Logger()
 
     def run(self, arguments, context):

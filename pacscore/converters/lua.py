@@ -26,7 +26,9 @@ when sandboxed) and the functions
 ``print`` (to the server log), ``debuglog`` (likewise, to the debug log),
 ``forward(ae)``, ``script(rule)`` (runs a converter rule on the same
 object and returns its outcome's name; ``script(x, rule)`` and
-``x:Script(rule)`` on the object x, whose destroy is no fate of Data's),
+``x:Script(rule)`` on the object x, whose destroy is no fate of Data's;
+sandboxed, a command that runs a program or writes a file it is told to,
+``system``, ``save to`` ..., is refused and the rule stops),
 ``get_amap(n)`` (acrnema.map's entry n from 0: AE, host, port,
 compression; nothing past the last), ``dictionary(group, element)`` (the
 tag's name; ``dictionary(name)`` its group and element),
@@ -709,8 +711,14 @@ class LuaApi:
         return outcome.value
 
     def _runRule(self, rule, context):
+        """Run ``rule`` on ``context``, sandboxed (no command that
+        reachesOutside) unless the script is unsafe."""
         key = f"{self.context.converterName} (Lua script())"
-        return _parsedScript(str(rule), key, self.registry, self.kind).run(context)
+        outer, context.sandboxed = context.sandboxed, context.sandboxed or not self.unsafe
+        try:
+            return _parsedScript(str(rule), key, self.registry, self.kind).run(context)
+        finally:
+            context.sandboxed = outer
 
     def get_amap(self, index):
         """Conquest's ``get_amap(n)``: acrnema.map's entry n (from 0) as AE,

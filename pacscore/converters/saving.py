@@ -79,6 +79,7 @@ class SaveToCommand(TextCommand):
     """``save to FILE`` (relative names: the configuration's working folder)."""
 
     name = "save to"
+    reachesOutside = True
 
     log = Logger()
 
@@ -103,6 +104,7 @@ class ProcessWithCommand(TextCommand):
     log = Logger()
     name = "process with"
     scope = "I"
+    reachesOutside = True
 
     def parse(self, arguments, where):
         text = super().parse(arguments, where)

@@ -15,7 +15,10 @@ program to run (``external.ExternalProgram``, as Conquest runs
 
 ``parseScript`` builds the tree of (command, parsed arguments, column)
 and raises ``ConverterSyntaxError("<key>, column N: ...")`` for what it
-cannot take; ``Script.run`` executes the tree in a worker thread.
+cannot take; ``Script.run`` executes the tree in a worker thread.  On a
+``sandboxed`` context (a sandboxed Lua script's ``script()``) a command
+that ``reachesOutside`` (runs a program, writes a file it is told to) is
+refused: logged, and the line ends with STOP.
 """
 
 import re
@@ -69,6 +72,11 @@ class Statement:
     def evaluate(self, key, context):
         """What the command's ``run`` gives (an Outcome, a bool for
         conditions). Raises _CommandFailed after logging its exception."""
+        if context.sandboxed and getattr(self.command, "reachesOutside", False):
+            self.log.error("{key}, column {column}: converter command {command!r} refused: sandboxed Lua "
+                           "scripts cannot run programs or write files through script() (LuaAllowUnsafe = 1 "
+                           "allows it)", key=key, column=self.column, command=self.command.name)
+            raise _CommandFailed(self.command)
         results = []
         maybeDeferred(self.command.run, self.arguments, context).addBoth(results.append)
         if not results:

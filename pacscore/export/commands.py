@@ -200,6 +200,7 @@ class ProcessCommand(Command):
     once the patient/study/series is complete (the collect delay)."""
 
     name = "process"
+    reachesOutside = True
 
     def parse(self, arguments, where):
         return parseRequest(arguments, where, self.name, ("after",), "by")
@@ -244,6 +245,7 @@ class CopyCommand(Command):
 
     name = "copy"
     scope = "E"
+    reachesOutside = True
     _form = re.compile(r"^(?P<source>.+?)\s+to\s+(?P<target>.+)$", re.IGNORECASE | re.DOTALL)
 
     def parse(self, arguments, where):

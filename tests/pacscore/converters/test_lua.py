@@ -488,6 +488,29 @@ class SandboxTests(unittest.TestCase):
             self.assertEqual(messages, [f"{KEY}: Lua script failed: Python attributes are not "
                                         f"accessible from Lua (tried {attribute!r})"])
 
+    def test_scriptRunsNoProgramNorFile(self):
+        """script() of a sandboxed script refuses the commands that run a
+        program or write a file it names (the sandbox would be gone); the
+        line after the Lua goes on as usual; unsafe scripts may."""
+        folder = os.path.abspath(self.mktemp())
+        os.makedirs(folder)
+        marker = os.path.join(folder, "escaped")
+        commands = CommandRegistry()
+        for rule in (f"system touch {marker}", f"write \\34x\\34 to {marker}", f"save to {marker}",
+                     f"process with touch {marker}", f"process study by touch {marker}"):
+            with capturedLogs() as events:
+                outcome, _, messages = runLine(f"lua \"print(script('{rule}'))\"; system echo after",
+                                               makeContext(), commands)
+            self.assertEqual(outcome, Outcome.CONTINUE, rule)
+            self.assertFalse(os.path.exists(marker), rule)
+            [refusal] = [e for e in events if e.get("log_level") == LogLevel.error]
+            self.assertIn("refused: sandboxed Lua scripts cannot run programs or write files through script() "
+                          "(LuaAllowUnsafe = 1 allows it)", refusal["log_format"], rule)
+            self.assertEqual(messages, [f"{KEY}: stop", f"{KEY}: system 'echo after' exited with status 0"], rule)
+        outcome, _, messages = runLine(f"lua \"print(script('system touch {marker}'))\"",
+                                       makeContext(ini="LuaAllowUnsafe = 1\n"), commands)
+        self.assertTrue(os.path.exists(marker))
+
     def test_instructionLimit(self):
         self.assertEqual(DEFAULT_MAX_INSTRUCTIONS, 10_000_000)
         started = time.monotonic()

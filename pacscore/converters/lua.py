@@ -47,9 +47,11 @@ empty sequence, for ``SetVR``); ``x:Read(path)`` (``readdicom(x, path)``,
 ``readdicom(path)`` for Data: 1, or nil and the reason when the file is
 missing or unreadable; Data takes no compressed object) and
 ``x:Write(path)`` (``writedicom``: a Part-10 file; Data of an export
-converter is the whole stored object) and ``x:Dump(path)`` (its elements
-as text, as ``dump_header`` shows them), files as ``luafiles`` allows:
-any with ``LuaAllowUnsafe``, else only those in ``LuaFileFolder``.  It
+converter is the whole stored object), ``x:Dump(path)`` (its elements
+as text, as ``dump_header`` shows them) and ``dofile(path)`` (runs a Lua
+file with the script's globals), files as ``luafiles`` allows:
+any with ``LuaAllowUnsafe`` (Lua's own ``dofile``), else only those in
+``LuaFileFolder``.  It
 may return ``'destroy'``, ``'reject'``, ``'stop'`` or ``'defer'``;
 nothing means go on.
 
@@ -86,7 +88,7 @@ from zope.interface import implementer
 from pacscore.config.secrets import publicItems
 from pacscore.converters.context import ConverterContext, ConverterSyntaxError, Outcome
 from pacscore.converters.elements import assign, textOf, vrOf
-from pacscore.converters.luafiles import readLuaFile, unsafeAllowed, writeLuaFile, writeLuaText
+from pacscore.converters.luafiles import readLuaFile, readLuaText, unsafeAllowed, writeLuaFile, writeLuaText
 from pacscore.converters.saving import wholeObject
 from pacscore.converters.script import parseScript
 from pacscore.converters.servercommands import ServerCommandError
@@ -241,6 +243,16 @@ local function prepare(chunk, unsafe, globals, dataset, log, functions, debug)
   env._G = env
   for k, v in pairs(globals) do env[k] = v end
   for k, f in pairs(functions) do env[k] = guard(f, 2) end
+  -- sandboxed dofile(name): a Lua file as luafiles allows, run with the script's globals
+  if not unsafe and functions.luasource ~= nil then
+    local luasource = guard(functions.luasource, 3)
+    env.dofile = function(name)
+      local loaded, reason = load(luasource(name), "@" .. tostring(name), "t", env)
+      if loaded == nil then error(reason, 0) end
+      return loaded()
+    end
+  end
+  env.luasource = nil
   if dataset ~= nil then env.Data = wrapDataset(dataset) end
   env.getvr, env.setvr = getvr, setvr
   if env.newdicomobject ~= nil then
@@ -624,7 +636,7 @@ class LuaRuntime:
         functions = {name: getattr(api, name) for name in
                      ("forward", "script", "dbquery", "genuid", "changeuid", "changeuidback", "crc",
                       "newdicomobject", "newdicomarray", "servercommand", "dicomquery", "dicommove", "get_amap",
-                      "dictionary")}
+                      "dictionary", "luasource")}
         outer, self._api = self._api, api  # script('lua ...') runs one within another
         try:
             return self.execute(chunk, globals, functions, api.print, handle, api.unsafe, maxInstructions,
@@ -753,6 +765,10 @@ class LuaApi:
     def crc(self, text):
         """Conquest's checksum of ``text`` (%A): its CRC32, unsigned decimal."""
         return checksum(str(text))
+
+    def luasource(self, name):
+        """The text of the Lua file ``name``, for a sandboxed ``dofile``."""
+        return readLuaText(self.context, name)
 
     def newdicomobject(self):
         """An empty object (Conquest's ``newdicomobject()``, ``DicomObject:new()``)."""

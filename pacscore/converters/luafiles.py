@@ -1,5 +1,6 @@
 """Where Lua converters may read and write DICOM files (``readdicom``,
-``x:Read``, ``x:Write``, ``writedicom``) and text files (``x:Dump``).
+``x:Read``, ``x:Write``, ``writedicom``) and text files (``x:Dump``), and
+read Lua files (a sandboxed script's ``dofile``).
 
 With ``LuaAllowUnsafe = 1`` a script reaches any file, relative names in
 the working folder (as ``save to``).  Sandboxed, only the files under
@@ -59,6 +60,17 @@ def readLuaFile(context, name):
         return readObject(path), None
     except Exception as e:  # any damage in a file a script names: the script hears why, the worker lives
         return None, f"cannot read {name}: {e}"
+
+
+def readLuaText(context, name):
+    """The text of the Lua file ``name`` (a sandboxed ``dofile``);
+    LuaFileRefused, also when it cannot be read."""
+    path = luaFilePath(context, name)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except (OSError, UnicodeError) as e:
+        raise LuaFileRefused(f"cannot read {name}: {getattr(e, 'strerror', None) or e}") from None
 
 
 def writeLuaFile(context, dataset, name):

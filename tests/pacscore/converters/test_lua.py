@@ -453,7 +453,7 @@ class SandboxTests(unittest.TestCase):
 
     def test_sandboxedByDefault(self):
         _, _, messages = runLua(self.probe)
-        self.assertEqual(messages, [f"{KEY}: nil\tnil\tnil\tnil\tnil\tnil\tnil\tnil\tnumber\tfunction"
+        self.assertEqual(messages, [f"{KEY}: nil\tnil\tnil\tnil\tfunction\tnil\tnil\tnil\tnumber\tfunction"
                                     "\tfunction\tfunction\txx\t7\tfunction\t2"])
 
     def test_allowUnsafe(self):
@@ -586,6 +586,27 @@ class FileTests(unittest.TestCase):
         self.write("Data.StudyDescription = 'two'", 2000)
         runLine("lua:scripts/tag.lua", context)
         self.assertEqual(context.dataset.StudyDescription, "two")
+
+    def test_sandboxedDofile(self):
+        """A sandboxed dofile runs a Lua file of LuaFileFolder with the
+        script's globals; none without it, nor outside it."""
+        self.write("shared = Data.Rows\nreturn 'from file'\n", 1000)
+        context = makeContext(configDir=self.folder, ini="LuaFileFolder = scripts\n")
+        _, _, messages = runLua("print(dofile('tag.lua'), shared)", context)
+        self.assertEqual(messages, [f"{KEY}: from file\t512"])
+        for ini, name, reason in (
+                ("", "tag.lua", "tag.lua: sandboxed Lua scripts reach no file without LuaFileFolder "
+                                "(or LuaAllowUnsafe = 1)"),
+                ("LuaFileFolder = scripts\n", "../other.lua",
+                 "../other.lua: sandboxed Lua scripts reach only the files in LuaFileFolder"),
+                ("LuaFileFolder = scripts\n", "missing.lua",
+                 "cannot read missing.lua: No such file or directory")):
+            outcome, _, messages = runLua(f"dofile('{name}')", makeContext(configDir=self.folder, ini=ini))
+            self.assertEqual(outcome, Outcome.STOP)
+            self.assertEqual(messages, [f"{KEY}: Lua script failed: lua:1: {reason}"])
+        self.write("local x = \n", 2000)
+        outcome, _, messages = runLua("dofile('tag.lua')", context)
+        self.assertEqual(messages, [f"{KEY}: Lua script failed: tag.lua:2: unexpected symbol near <eof>"])
 
     def test_errorsNameTheFile(self):
         self.write("local a = 1\nerror('bad')\n", 1000)

@@ -26,6 +26,7 @@ from pacscore.converters.hooks import hooksFrom
 from pacscore.converters.importing import ImportConverters
 from pacscore.converters.registry import CommandRegistry
 from pacscore.converters.rules import loadRules
+from pacscore.converters.luaevents import LuaEvents
 from pacscore.converters.servercommands import ServerCommands
 from pacscore.converters.uidmap import UIDMap
 from pacscore.db.drivers import databaseFiles, findDriver, redacted
@@ -73,7 +74,6 @@ from pacscore.storage.worklistmode import WorklistAmender
 from pacscore.workers import WorkerPool
 
 DEFAULT_WEB_RENDERS = 2  # WebMaxRenders
-LUA_SECTION = "lua"  # Conquest's [lua] event scripts, not run here
 NON_STORAGE_SERVICES = (VERIFICATION, MODALITY_WORKLIST_FIND, STORAGE_COMMITMENT, MPPS)  # served but not stored
 
 
@@ -127,7 +127,6 @@ class Archive:
         self.storageFailedStatus = configuration.storageFailedErrorCode
         self.incomingCompression = self._compressionCode(configuration.ini, "IncomingCompression")
         self.droppedFileCompression = self._compressionCode(configuration.ini, "DroppedFileCompression")
-        self._warnOfLuaSection(configuration)
         self._warnOfUnencodableCodes(configuration)
         self.tcpPort = configuration.tcpPort
         self.titleStyle = TitleStyle.fromIni(configuration.ini)  # PadAEWithZeros, SendUpperCaseAE
@@ -161,6 +160,8 @@ class Archive:
             index=self.index, configuration=configuration, aeTitle=self.aeTitle, reactor=reactor,
             worklistLookup=self.worklistItems.lookup, counters=self.counters, uidMap=uidMap,
             serverCommands=serverCommands)
+        self.luaEvents = LuaEvents.fromConfiguration(configuration, self.converterServices, self.commands,
+                                                     self.workers, reactor)
         self.objectReader = ObjectReader(self.devices, self.mirrors)
         keepsIndex = getattr(self.driver, "keepsIndex", True)
         self.exportQueue = ExportQueue.fromConfiguration(self.index, configuration, self.converterRules.exportRules,
@@ -256,16 +257,6 @@ class Archive:
             unencodable.check(configuration.ini.get(key, default), key)
         for node in configuration.acrNemaMap.nodes:
             unencodable.check(node.compression, f"acrnema.map {node.ae}")
-
-    def _warnOfLuaSection(self, configuration):
-        """Conquest's ``[lua]`` section (scripts run at start-up, for each
-        association, command, nightly ...) is not run here: one warning
-        naming the keys set in it."""
-        keys = [key for key, value in configuration.ini.items(LUA_SECTION) if value.strip()]
-        if keys:
-            self.log.warn("{path}:{line}: [lua] {keys}: Conquest's Lua event scripts are not supported here and "
-                          "do not run", path=configuration.iniPath,
-                          line=configuration.ini.lineOf(keys[0], LUA_SECTION), keys=", ".join(keys))
 
     def _earlierCopyRecord(self, deviceName, objectFile):
         """The index record of a file start-up recovery indexes again."""
@@ -434,7 +425,8 @@ class Archive:
             idleTimeout=self.idleTimeout,
             artimTimeout=self.artimTimeout,
             dimseTimeout=self.idleTimeout,  # a C-GET's C-STOREs to the requestor
-            counters=self.counters)
+            counters=self.counters,
+            onAccepted=self.luaEvents.association)
         return self.dicomServerFactory
 
     def refreshAcceptorPolicy(self):

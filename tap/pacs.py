@@ -148,9 +148,10 @@ class Options(usage.Options):
 
 class ArchiveService(service.MultiService):
     """Prepares the archive when the application starts, then starts its
-    children, the export queue runner (``Archive.exportService``) and the
+    children, the export queue runner (``Archive.exportService``), the
     MAGDeviceThreshold, NightlyCleanThreshold and NightlyMoveThreshold
-    services (``Archive.spaceServices``); stops the archive's pools and index
+    services (``Archive.spaceServices``) and the ``[lua]`` event scripts
+    (``Archive.luaEvents``); stops the archive's pools and index
     writer only once those children have stopped, as they record what
     they finish through the index writer."""
 
@@ -162,6 +163,7 @@ class ArchiveService(service.MultiService):
         archive.exportService().setServiceParent(self)
         for spaceService in archive.spaceServices():
             spaceService.setServiceParent(self)
+        archive.luaEvents.setServiceParent(self)
 
     def startService(self):
         try:

@@ -642,6 +642,8 @@ class DicomServerProtocol(DicomProtocol):
             "{peer}: association {calling} -> {called} accepted, {accepted} of the proposed contexts{over}",
             peer=self.peerName(), calling=association.callingAE, called=association.calledAE,
             accepted=len(association.contexts), over=f", over {security}" if security else "")
+        if factory.onAccepted is not None:
+            factory.onAccepted(association.callingAE, association.calledAE)
 
     def _operationsChanged(self):
         if self._releaseRequested:
@@ -706,13 +708,15 @@ class DicomFactory(Factory):
 
 
 class DicomServerFactory(DicomFactory):
-    """Accepts associations for one AE, as ``policy`` says."""
+    """Accepts associations for one AE, as ``policy`` says; tells
+    ``onAccepted(callingAE, calledAE)`` of each one accepted."""
 
     protocol = DicomServerProtocol
 
     def __init__(self, policy, services, sinks, clock, idleTimeout=300, artimTimeout=30, counters=None,
-                 dimseTimeout=None):
+                 dimseTimeout=None, onAccepted=None):
         super().__init__(services, sinks, clock, idleTimeout, artimTimeout, dimseTimeout,
                          policy.maxPDULength, counters)
         self.policy = policy
+        self.onAccepted = onAccepted
 

@@ -9,6 +9,7 @@ import os
 import shutil
 import sqlite3
 import tempfile
+import time
 import urllib.request
 
 import pydicom
@@ -302,3 +303,22 @@ class QueryRetrieveConverterTests(unittest.TestCase):
         self.assertIn("retrieve by MOVER to MOVEDEST", server.log())
         [arrived] = storescp.files()
         self.assertEqual(pydicom.dcmread(arrived).InstitutionName, f"sent by {server.ae} to MOVEDEST")
+
+
+class LuaEventTests(unittest.TestCase):
+    """dicom.ini's [lua] startup and association scripts in a running server."""
+
+    def test_startupAndAssociation(self):
+        server = PacsServer(tempfile.mkdtemp(prefix="pacs-luaevents-"))
+        server.setIni("lua", startup="print('started as ' .. servercommand('get_param:MyACRNema'))",
+                      association="print('association ' .. Association.Calling .. ' -> ' .. Association.Called)")
+        server.start()
+        self.addCleanup(server.stop)
+        self.assertEqual(server.echo().returncode, 0)
+        deadline = time.monotonic() + 10
+        while "[lua] association" not in server.log() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        log = server.log()
+        self.assertIn(f"[lua] startup: started as {server.ae}", log)
+        self.assertIn(f"[lua] association: association ECHOSCU -> {server.ae}", log)
+        self.assertNotIn("Lua script failed", log)

@@ -61,8 +61,9 @@ class OptionsTests(unittest.TestCase):
                       "ignores it", [formatEvent(e) for e in events])
 
     def test_luaSectionWarnedOf(self):
-        """Conquest's [lua] event scripts do not run: one warning names the
-        keys set (not the empty ones)."""
+        """Conquest's [lua] event scripts other than startup, nightly,
+        background and association do not run: one warning names the keys
+        set (not the empty ones)."""
         server = PacsServer(self.mktemp())
         for key, value in (("startup", "print('up')"), ("association", "dofile('lua/assoc.lua')"),
                            ("nightly", ""), ("ExportConverter", "x = 1")):
@@ -72,10 +73,11 @@ class OptionsTests(unittest.TestCase):
             options.parseOptions(["--config", server.workdir, "--workdir", server.workdir])
         self.addCleanup(options.archive.engine.dispose)
         path = os.path.join(server.workdir, "dicom.ini")
-        line = options.configuration.ini.lineOf("startup", "lua")
+        line = options.configuration.ini.lineOf("ExportConverter", "lua")
         self.assertEqual([formatEvent(e) for e in events if "[lua]" in formatEvent(e)],
-                         [f"{path}:{line}: [lua] startup, association, ExportConverter: Conquest's Lua event "
-                          "scripts are not supported here and do not run"])
+                         [f"{path}:{line}: [lua] ExportConverter: these Conquest Lua event scripts are not supported "
+                          "here and do not run (startup, nightly, background and association do)"])
+        self.assertEqual(sorted(options.archive.luaEvents.scripts), ["association", "startup"])
 
     def test_syntaxErrorNamesFileAndLine(self):
         server = PacsServer(self.mktemp())
@@ -294,6 +296,7 @@ class ShutdownRecorder:
     def __init__(self):
         self.export = SlowStop()
         self.shutDown = False
+        self.luaEvents = service.MultiService()  # no [lua] scripts
 
     def exportService(self):
         return self.export

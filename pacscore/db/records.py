@@ -85,6 +85,8 @@ class Level:
         self.key = table.c[self.keyName]
         self.selectRow = DirectStatement(select(*(table.c[f.name] for f in self.fields)).where(
             self.key == bindparam("b_key")))
+        self.selectKey = DirectStatement(select(self.key).where(self.key == bindparam("b_key")))
+        self.selectKeys = select(self.key).where(self.key.in_(bindparam("b_keys", expanding=True)))
         self.insert = DirectStatement(table.insert())
         self.update = DirectStatement(table.update().where(self.key == bindparam("b_key")))
 
@@ -133,11 +135,12 @@ class Upserter:
 
     Keeps ``(level, key) -> (values last seen, values known in the row)``
     for patient, study and series rows: the images of one series then cost
-    no parent statements at all, and a batch of new images costs one
-    SELECT ... IN and one executemany INSERT.  The cache assumes that rows
-    change only through this object: call ``forgetCache()`` after any
-    rollback and after deleting or rewriting rows (deletes, merges,
-    initialization).
+    one SELECT of each parent's key per transaction (the rows may have gone
+    since: deleted by hand, by another node sharing the database, a backup
+    restored), and a batch of new images one SELECT ... IN and one
+    executemany INSERT.  The cache assumes that the rows' values change
+    only through this object: call ``forgetCache()`` after any rollback and
+    after deleting or rewriting rows (deletes, merges, initialization).
     """
 
     log = Logger()
@@ -168,6 +171,7 @@ class Upserter:
         """
         for record in records:
             checkRecord(self._levels, record)
+        self._forgetVanished(connection, records)
         now = int(time.time())
         rows, left = [], set()  # left: (level index, key) of rows a child left
         for record in records:
@@ -206,6 +210,23 @@ class Upserter:
         if changes:
             level.update.execute(connection, {**changes, "b_key": key})
         self._remember(cacheKey, seen, {**known, **changes})
+
+    def _forgetVanished(self, connection, records):
+        """Drop the cached parent rows of ``records`` that the database no
+        longer holds, so that they are inserted again."""
+        for level in self._parents:
+            cached = {}  # key in the row -> cache key
+            for record in records:
+                cacheKey = (level.name, record.attrs.get(level.keyTag, ""))
+                entry = self._cache.get(cacheKey)
+                if entry is not None:
+                    cached[entry[1][level.keyName]] = cacheKey
+            if cached:
+                present = {key for key, in self._selectIn(connection, level.selectKey, level.selectKeys, list(cached))}
+                for key in cached.keys() - present:
+                    self.log.info("{table} row {key} is gone from the database (deleted outside this writer); "
+                                  "it is inserted again", table=level.table.name, key=key)
+                    del self._cache[cached[key]]
 
     def _remember(self, cacheKey, seen, known):
         if len(self._cache) >= self.maxCached:
@@ -264,12 +285,15 @@ class Upserter:
 
     def _locations(self, connection, keys):
         """SOPInstanceUID -> (DeviceName, ObjectFile, SeriesInstanceUID) of the rows that exist."""
+        return {key: tuple(rest) for key, *rest in
+                self._selectIn(connection, self._selectLocation, self._selectLocations, keys)}
+
+    def _selectIn(self, connection, selectOne, selectMany, keys):
+        """The rows of ``keys`` (a list): ``selectOne`` (a ``DirectStatement``
+        of ``b_key``) for one key, else ``selectMany`` (``b_keys``, expanding)
+        in chunks of ``selectChunk``."""
         if len(keys) == 1:
-            return {key: tuple(rest) for key, *rest in self._selectLocation.execute(connection, {"b_key": keys[0]})}
-        locations = {}
-        for start in range(0, len(keys), self.selectChunk):
-            chunk = keys[start:start + self.selectChunk]
-            locations.update((key, tuple(rest)) for key, *rest in
-                             connection.execute(self._selectLocations, {"b_keys": chunk}))
-        return locations
+            return selectOne.execute(connection, {"b_key": keys[0]})
+        return [row for start in range(0, len(keys), self.selectChunk)
+                for row in connection.execute(selectMany, {"b_keys": keys[start:start + self.selectChunk]})]
 

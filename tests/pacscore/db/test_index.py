@@ -3,7 +3,7 @@ synchronous parts of pacscore.db.index.Index, on real SQLite files."""
 
 import os
 
-from sqlalchemy import event, func, select, text
+from sqlalchemy import delete, event, func, select, text
 from sqlalchemy.exc import DBAPIError
 from twisted.logger import Logger
 from twisted.logger import capturedLogs
@@ -255,6 +255,47 @@ class StoreManyTests(IndexTestCase):
         self.index.storeMany([makeRecord(f"1.2.3.1.{n}") for n in range(500)])
         self.assertEqual(len(statements), 3 + 3 + 1 + 1)
         self.assertEqual(len(self.rows("image")), 500)
+
+    def storeAroundOutsideDelete(self, *levels):
+        """Store 10 images of one series, delete every row of the tables of
+        ``levels`` on another connection, then store 10 more of it (two
+        batches of one writer); the tables whose rows were inserted again."""
+        self.patch(Index, "storeManyBatch", 10)
+
+        def records():
+            yield from (makeRecord(f"1.2.3.1.{n}") for n in range(10))
+            with self.engine.begin() as outside:
+                for level in levels:
+                    outside.execute(delete(getattr(self.index.tables, level)))
+            yield from (makeRecord(f"1.2.3.1.{n}") for n in range(10, 20))
+        with capturedLogs() as events:
+            self.assertEqual(self.index.storeMany(records()), [None] * 20)
+        return [e["table"] for e in events if "gone from the database" in e["log_format"]]
+
+    def test_parentsDeletedOutside(self):
+        """The patient, study and series rows the writer cached are deleted
+        behind its back (sqlite3, another node sharing the database, a
+        backup restored): the next images insert them again, with a log
+        line each, rather than leaving images that no query finds."""
+        gone = self.storeAroundOutsideDelete("image", "series", "study", "patient")
+        self.assertEqual(gone, ["DICOMPatients", "DICOMStudies", "DICOMSeries"])
+        self.assertEqual([len(self.rows(level)) for level in ("patient", "study", "series", "image")],
+                         [1, 1, 1, 10])
+        self.assertEqual(self.row("series")["StudyInstanceUID"], "1.2.3")
+
+    def test_oneParentDeletedOutside(self):
+        """Each level is checked: only the series row is inserted again."""
+        self.assertEqual(self.storeAroundOutsideDelete("series"), ["DICOMSeries"])
+        self.assertEqual([len(self.rows(level)) for level in ("patient", "study", "series", "image")],
+                         [1, 1, 1, 20])
+
+    def test_cachedParentsCostOneSelectEach(self):
+        """Images of a series already written by this writer: one SELECT
+        of each parent's key per transaction, none of their values."""
+        self.patch(Index, "storeManyBatch", 10)
+        statements = self.countStatements()
+        self.index.storeMany([makeRecord(f"1.2.3.1.{n}") for n in range(20)])
+        self.assertEqual(len(statements), (3 + 3 + 1 + 1) + (3 + 1 + 1))
 
     def test_sopTwiceInOneBatch(self):
         results = self.index.storeMany([

@@ -92,7 +92,7 @@ class StorageService:
         if isinstance(error, Refused):
             return self.storageFailedStatus, str(error)
         if isDiskFull(error):
-            return OUT_OF_RESOURCES, f"disk full: {error}"
+            return OUT_OF_RESOURCES, f"disk full: {getattr(error, 'orig', error)}"  # the index's: no SQL
         if not failure.check(SQLAlchemyError):  # the index refusing is logged by the store, in a line
             self.log.failure("storing {uid} failed", failure, uid=incoming.sopInstanceUID)
         return self.storageFailedStatus, f"storage failed: {error}"

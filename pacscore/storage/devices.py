@@ -14,8 +14,13 @@ import os
 import shutil
 import threading
 
+from sqlalchemy.exc import DBAPIError
+
 TEMP_FOLDER = ".pacs-tmp"
 FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+SQLITE_FULL = 13  # "database or disk is full"
+POSTGRESQL_DISK_FULL = "53100"  # SQLSTATE disk_full
+MYSQL_FULL = (1021, 1114)  # ER_DISK_FULL, ER_RECORD_FILE_FULL ("The table ... is full")
 COPY_CHUNK = 1 << 20
 
 _renaming = threading.Lock()  # copyFile: no older copy overwrites a newer one
@@ -88,7 +93,15 @@ def removeFile(path):
 
 
 def isDiskFull(error):
-    """True when an OSError means the disk or quota is full."""
+    """True when an OSError means the disk or quota is full, or the index
+    database's error (SQLAlchemy's ``DBAPIError``) that its disk or file is:
+    SQLite's SQLITE_FULL, PostgreSQL's disk_full, MySQL's 1021 and 1114."""
+    if isinstance(error, DBAPIError):
+        original = error.orig
+        code = original.args[0] if original.args else None  # MySQL's drivers: (code, message)
+        return ((getattr(original, "sqlite_errorcode", 0) & 0xFF) == SQLITE_FULL
+                or getattr(original, "sqlstate", None) == POSTGRESQL_DISK_FULL
+                or code in MYSQL_FULL)
     return isinstance(error, OSError) and error.errno in FULL_ERRNOS
 
 

@@ -12,7 +12,7 @@ from twisted.trial import unittest
 
 from pacscore.dicom import commands
 from pacscore.dicom.client import associate
-from pacscore.dicom.storage import CANNOT_UNDERSTAND, DATASET_DOES_NOT_MATCH, SUCCESS
+from pacscore.dicom.storage import CANNOT_UNDERSTAND, DATASET_DOES_NOT_MATCH, OUT_OF_RESOURCES, SUCCESS
 from pacscore.testing.mutations import mutated
 from tests.pacscore.control.running import RunningArchive
 from tests.pacscore.storage.test_attributes import bundledFile, splitFile
@@ -55,14 +55,9 @@ class DamagedDatasetTests(unittest.TestCase):
 class IndexRefusalTests(unittest.TestCase):
 
     @defer.inlineCallbacks
-    def test_indexRefusingIsAFailureStatusAndOneLogLine(self):
-        """The index database refusing the row (its server down, a trigger
-        here) answers StorageFailedErrorCode, logged in lines, with no
-        traceback."""
-        running = RunningArchive(self, listen=True)
-        with running.archive.index.engine.begin() as connection:
-            connection.exec_driver_sql("CREATE TRIGGER refuse BEFORE INSERT ON DICOMImages "
-                                       "BEGIN SELECT RAISE(ABORT, 'the index is away'); END")
+    def storeRefused(self, running):
+        """Send CT_small.dcm to ``running`` (its index refuses it): the
+        response, after checking the log's line and no traceback."""
         events = []
         globalLogPublisher.addObserver(events.append)
         self.addCleanup(globalLogPublisher.removeObserver, events.append)
@@ -74,7 +69,39 @@ class IndexRefusalTests(unittest.TestCase):
                    commands.AFFECTED_SOP_INSTANCE_UID: str(dataset.SOPInstanceUID)}
         response, _ = yield client.request(1, command, data)
         yield client.release()
-        self.assertEqual(response[commands.STATUS], 0x0110)
-        self.assertIn("the index is away", response[commands.ERROR_COMMENT])
         self.assertFalse([e for e in events if "log_failure" in e])
         self.assertTrue([e for e in events if "could not be indexed" in formatEvent(e)])
+        return response
+
+    @defer.inlineCallbacks
+    def test_indexRefusingIsAFailureStatusAndOneLogLine(self):
+        """The index database refusing the row (its server down, a trigger
+        here) answers StorageFailedErrorCode, logged in lines, with no
+        traceback."""
+        running = RunningArchive(self, listen=True)
+        with running.archive.index.engine.begin() as connection:
+            connection.exec_driver_sql("CREATE TRIGGER refuse BEFORE INSERT ON DICOMImages "
+                                       "BEGIN SELECT RAISE(ABORT, 'the index is away'); END")
+        response = yield self.storeRefused(running)
+        self.assertEqual(response[commands.STATUS], 0x0110)
+        self.assertIn("the index is away", response[commands.ERROR_COMMENT])
+
+    @defer.inlineCallbacks
+    def test_indexDatabaseFullIsOutOfResources(self):
+        """The index database full (SQLite's file held to its size by
+        max_page_count, each image row needing 100 KB more) answers A700,
+        as a full disk does."""
+        running = RunningArchive(self, listen=True)
+        index = running.archive.index
+        with index.engine.begin() as connection:
+            connection.exec_driver_sql("CREATE TABLE filler (b BLOB)")
+            connection.exec_driver_sql("CREATE TRIGGER fill AFTER INSERT ON DICOMImages "
+                                       "BEGIN INSERT INTO filler VALUES (zeroblob(100000)); END")
+
+        def limit(connection):  # on the writer's own connection: the limit is one connection's
+            pages = connection.exec_driver_sql("PRAGMA page_count").scalar()
+            connection.exec_driver_sql(f"PRAGMA max_page_count = {pages}")
+        yield index.runWrite(limit)
+        response = yield self.storeRefused(running)
+        self.assertEqual(response[commands.STATUS], OUT_OF_RESOURCES)
+        self.assertEqual(response[commands.ERROR_COMMENT], "disk full: database or disk is full")

@@ -1,10 +1,29 @@
-"""MAG devices: where a stored file's relative name points."""
+"""MAG devices: where a stored file's relative name points; what is a
+full disk."""
 
+import errno
 import os
 
+import psycopg.errors
+import pymysql.err
+from sqlalchemy import create_engine
+from sqlalchemy.exc import OperationalError
 from twisted.trial import unittest
 
-from pacscore.storage.devices import MagDevice
+from pacscore.storage.devices import MagDevice, isDiskFull
+
+
+def fullSQLiteError(testCase):
+    """The error SQLAlchemy raises for SQLite's own SQLITE_FULL: a file
+    limited by ``PRAGMA max_page_count`` getting a 100 KB row."""
+    engine = create_engine("sqlite:///" + os.path.abspath(testCase.mktemp()))
+    testCase.addCleanup(engine.dispose)
+    with engine.begin() as connection:
+        connection.exec_driver_sql("CREATE TABLE filler (b BLOB)")
+        pages = connection.exec_driver_sql("PRAGMA page_count").scalar()
+        connection.exec_driver_sql(f"PRAGMA max_page_count = {pages}")
+        return testCase.assertRaises(OperationalError, connection.exec_driver_sql,
+                                     "INSERT INTO filler VALUES (zeroblob(100000))")
 
 
 class AbsoluteTests(unittest.TestCase):
@@ -20,3 +39,31 @@ class AbsoluteTests(unittest.TestCase):
         for relative in ("../x.dcm", "PAT1/../../x.dcm", "../data2/x.dcm", "..", "", "."):
             error = self.assertRaises(ValueError, self.device.absolute, relative)
             self.assertIn("MAG0", str(error))
+
+
+class DiskFullTests(unittest.TestCase):
+    """isDiskFull: the errors that answer A700 (out of resources)."""
+
+    def test_fileSystem(self):
+        self.assertTrue(isDiskFull(OSError(errno.ENOSPC, "No space left on device")))
+        self.assertTrue(isDiskFull(OSError(errno.EDQUOT, "Disk quota exceeded")))
+        self.assertFalse(isDiskFull(OSError(errno.EACCES, "Permission denied")))
+        self.assertFalse(isDiskFull(ValueError("full")))
+
+    def test_sqlite(self):
+        """SQLite's "database or disk is full" (a full disk or max_page_count)."""
+        error = fullSQLiteError(self)
+        self.assertIn("database or disk is full", str(error))
+        self.assertTrue(isDiskFull(error))
+        self.assertFalse(isDiskFull(OperationalError("SELECT", {}, OSError("no such table: x"))))
+
+    def test_databaseServers(self):
+        """PostgreSQL's disk_full (SQLSTATE 53100); MySQL's 1021 (disk full)
+        and 1114 (the table is full); not their other errors."""
+        def dbError(original):
+            return OperationalError("INSERT", {}, original)
+        self.assertTrue(isDiskFull(dbError(psycopg.errors.DiskFull("could not extend file"))))
+        self.assertFalse(isDiskFull(dbError(psycopg.errors.QueryCanceled("canceling statement"))))
+        self.assertTrue(isDiskFull(dbError(pymysql.err.OperationalError(1114, "The table 'x' is full"))))
+        self.assertTrue(isDiskFull(dbError(pymysql.err.OperationalError(1021, "Disk full (/var/lib/mysql)"))))
+        self.assertFalse(isDiskFull(dbError(pymysql.err.OperationalError(2003, "Can't connect"))))

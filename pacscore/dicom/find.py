@@ -8,10 +8,12 @@ response loop, ``answerFind``, also serves the Modality Worklist
 (pacscore.dicom.worklist).
 """
 
+from sqlalchemy.exc import SQLAlchemyError
 from twisted.internet import defer, task, threads
 from twisted.logger import Logger
 
 from pacscore.converters.context import Outcome
+from pacscore.db.errors import databaseMessage
 from pacscore.debuglog import IDENTIFIERS, serverLog
 from pacscore.converters.hooks import LEFT_OUT
 from pacscore.dicom import commands
@@ -42,7 +44,8 @@ def sendResponse(protocol, contextId, command, status, identifier=None, comment=
 async def answerFind(protocol, contextId, command, query, clock, log, description):
     """Answer a C-FIND with the encoded matches ``query`` (a Deferred) fires with.
 
-    A failed query is answered 0xC000; otherwise each match goes out as a
+    A failed query is answered 0xC000 (the index database's error with one
+    log line, anything else with its traceback); otherwise each match goes out as a
     pending response once the transport takes more, the reactor getting a
     turn every ``BATCH`` matches, then Success, or Cancel as soon as a
     C-CANCEL came.  ``description`` names the query in the log lines.
@@ -50,8 +53,13 @@ async def answerFind(protocol, contextId, command, query, clock, log, descriptio
     try:
         matches = await query
     except Exception as e:
-        log.failure("{peer}: {query} failed", peer=protocol.peerName(), query=description)
-        return sendResponse(protocol, contextId, command, UNABLE_TO_PROCESS, comment=f"query failed: {e}")
+        if isinstance(e, SQLAlchemyError):  # the database down, locked, damaged: not a bug of ours
+            log.error("{peer}: {query} failed: the index database: {error}", peer=protocol.peerName(),
+                      query=description, error=databaseMessage(e))
+        else:
+            log.failure("{peer}: {query} failed", peer=protocol.peerName(), query=description)
+        return sendResponse(protocol, contextId, command, UNABLE_TO_PROCESS,
+                            comment=f"query failed: {databaseMessage(e)}")
     log.info("{peer}: {query}: {count} matches", peer=protocol.peerName(), query=description,
              count=len(matches))
     for number, match in enumerate(matches, 1):

@@ -13,12 +13,15 @@ pending responses (up to ten a second) report Remaining/Completed/Failed/
 Warning, the final one lists the failed SOP instances.  A C-CANCEL stops the transfer
 before the next object, or while the destination is being reached.  A file
 gone since the query counts as a failed sub-operation; a C-MOVE whose
-destination drops the association opens another (``MAX_REOPENS``).
+destination drops the association opens another (``MAX_REOPENS``).  An
+index database that cannot be searched (down, locked, damaged) answers
+A701, out of resources, with one log line.
 """
 
 import os
 
 from pydicom.dataset import Dataset
+from sqlalchemy.exc import SQLAlchemyError
 from twisted.internet import defer
 from twisted.logger import Logger
 
@@ -33,6 +36,7 @@ from pacscore.dicom import commands
 from pacscore.dicom.client import associate, nodeEndpoint
 from pacscore.dicom.negotiation import PLAIN_TITLES
 from pacscore.converters.hooks import LEFT_OUT
+from pacscore.db.errors import databaseMessage
 from pacscore.dicom.datasets import IdentifierError, decodeDataset, encodeDataset
 from pacscore.dicom.find import DESTROYED, convertIdentifier
 from pacscore.dicom.identifiers import BadIdentifier, checkRetrieveKeys, readRequest
@@ -47,6 +51,7 @@ SUCCESS = 0x0000
 CANCELLED = 0xFE00
 PENDING = 0xFF00
 SUBOPERATIONS_FAILED = 0xB000
+UNABLE_TO_CALCULATE_MATCHES = 0xA701
 UNABLE_TO_PERFORM_SUBOPERATIONS = 0xA702
 MOVE_DESTINATION_UNKNOWN = 0xA801
 FAILED_SOP_INSTANCE_UID_LIST = 0x00080058
@@ -239,6 +244,10 @@ class RetrieveService:
         except (BadIdentifier, Refused) as e:
             self.log.warn("{peer}: {operation} refused: {error}", peer=peer, operation=self.operation, error=e)
             return respond(e.status, comment=str(e))
+        except SQLAlchemyError as e:  # the database down, locked, damaged: out of resources (PS3.4 C.4.2.1.5)
+            self.log.error("{peer}: {operation} failed: the index database: {error}", peer=peer,
+                           operation=self.operation, error=databaseMessage(e))
+            return respond(UNABLE_TO_CALCULATE_MATCHES, comment=f"index database: {databaseMessage(e)}")
         if self.prefetcher is not None and len(located) >= 2:
             self.prefetcher.stop(f"a {self.operation} of {len(located)} objects")
         progress = Progress(len(located))

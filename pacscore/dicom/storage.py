@@ -11,6 +11,7 @@ from twisted.logger import Logger
 from pacscore.dicom import commands
 from pacscore.dicom.routing import refuse
 from pacscore.dicom.timing import timed
+from pacscore.db.errors import databaseMessage
 from pacscore.storage.devices import isDiskFull
 from pacscore.storage.store import DatasetMismatch, Destroyed, IncomingObject, InvalidDataset, Refused
 
@@ -92,7 +93,7 @@ class StorageService:
         if isinstance(error, Refused):
             return self.storageFailedStatus, str(error)
         if isDiskFull(error):
-            return OUT_OF_RESOURCES, f"disk full: {getattr(error, 'orig', error)}"  # the index's: no SQL
+            return OUT_OF_RESOURCES, f"disk full: {databaseMessage(error)}"
         if not failure.check(SQLAlchemyError):  # the index refusing is logged by the store, in a line
             self.log.failure("storing {uid} failed", failure, uid=incoming.sopInstanceUID)
         return self.storageFailedStatus, f"storage failed: {error}"

@@ -13,11 +13,13 @@ from pacscore.codecs.transcode import TranscodeError, transcode
 from pacscore.dicom import commands
 from pacscore.dicom.protocol import ESTABLISHED, AssociationLost
 from pacscore.dicom.retrieve import (
-    SUBOPERATIONS_FAILED, SUCCESS, UNABLE_TO_PERFORM_SUBOPERATIONS, GetService, MoveService, Progress, _ReadAhead,
-    choices, contextsFor, convertToFirst)
+    SUBOPERATIONS_FAILED, SUCCESS, UNABLE_TO_CALCULATE_MATCHES, UNABLE_TO_PERFORM_SUBOPERATIONS, GetService,
+    MoveService, Progress, _ReadAhead, choices, contextsFor, convertToFirst)
+from pacscore.dicom.models import STUDY_ROOT_GET, STUDY_ROOT_MOVE
 from pacscore.dicom.storeddata import StoredData
 from pacscore.storage.reader import Missing, ObjectReader, StoredObject
 from tests.pacscore.codecs.test_transcode import split
+from tests.pacscore.dicom.test_find import IndexOutage
 from tests.pacscore.export.fixtures import SyncWorkers
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
@@ -317,3 +319,21 @@ class ProgressTests(unittest.TestCase):
         progress.done("a", 0xA700)
         progress.done("b", None)
         self.assertEqual(progress.finalStatus(), UNABLE_TO_PERFORM_SUBOPERATIONS)
+
+
+class IndexOutageTests(unittest.TestCase):
+    """An index database that cannot be searched: C-MOVE and C-GET answer
+    A701 (out of resources: unable to calculate the number of matches,
+    PS3.4 C.4.2.1.5), each with one log line and no traceback."""
+
+    @defer.inlineCallbacks
+    def test_moveAndGet(self):
+        outage = yield IndexOutage.start(self)
+        moved, _ = yield outage.client.move(STUDY_ROOT_MOVE, outage.identifier(), outage.running.ae)
+        got, _ = yield outage.client.get(STUDY_ROOT_GET, outage.identifier())
+        self.assertEqual([moved[commands.STATUS], got[commands.STATUS]], [UNABLE_TO_CALCULATE_MATCHES] * 2)
+        self.assertIn("index database: no such table", moved[commands.ERROR_COMMENT])
+        lines, tracebacks = outage.logged()
+        self.assertEqual([line.split(": ")[1:3] for line in lines],
+                         [["C-MOVE failed", "the index database"], ["C-GET failed", "the index database"]])
+        self.assertEqual(tracebacks, [])

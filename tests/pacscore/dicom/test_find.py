@@ -1,0 +1,61 @@
+"""The C-FIND SCP when the index database fails: a failure status and one
+log line, no traceback."""
+
+from pydicom.dataset import Dataset
+from twisted.internet import defer, reactor
+from twisted.logger import formatEvent, globalLogPublisher
+from twisted.trial import unittest
+
+from pacscore.dicom.client import associate
+from pacscore.dicom.identifiers import UNABLE_TO_PROCESS
+from pacscore.dicom.models import STUDY_ROOT_FIND, STUDY_ROOT_GET, STUDY_ROOT_MOVE
+from tests.pacscore.control.running import RunningArchive
+from tests.pacscore.dicom.requests import IMPLICIT
+
+
+class IndexOutage:
+    """A listening archive whose index tables are gone (dropped: any query
+    raises SQLAlchemy's OperationalError), a client associated with it for
+    Study Root C-FIND/C-MOVE/C-GET, and the events logged."""
+
+    @classmethod
+    @defer.inlineCallbacks
+    def start(cls, testCase):
+        self = cls()
+        self.running = RunningArchive(testCase, listen=True)
+        self.running.know(self.running)  # a known C-MOVE destination: itself
+        with self.running.archive.index.engine.begin() as connection:
+            for table in ("DICOMImages", "DICOMSeries", "DICOMStudies", "DICOMPatients"):
+                connection.exec_driver_sql(f"DROP TABLE {table}")
+        self.events = []
+        globalLogPublisher.addObserver(self.events.append)
+        testCase.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+        self.client = yield associate(reactor, "127.0.0.1", self.running.port, "SCU", self.running.ae,
+                                      [(uid, [IMPLICIT]) for uid in (STUDY_ROOT_FIND, STUDY_ROOT_MOVE, STUDY_ROOT_GET)])
+        testCase.addCleanup(self.client.release)
+        return self
+
+    def identifier(self):
+        identifier = Dataset()
+        identifier.QueryRetrieveLevel = "STUDY"
+        identifier.StudyInstanceUID = "1.2.3"
+        return identifier
+
+    def logged(self):
+        """The lines logged at error level or above, and the tracebacks."""
+        return ([formatEvent(e) for e in self.events if e["log_level"].name in ("error", "critical")],
+                [e for e in self.events if "log_failure" in e])
+
+
+class IndexOutageTests(unittest.TestCase):
+
+    @defer.inlineCallbacks
+    def test_failedQueryIsOneLogLine(self):
+        """0xC000 with the database's message, logged in one error line."""
+        outage = yield IndexOutage.start(self)
+        status = yield outage.client.find(STUDY_ROOT_FIND, outage.identifier())
+        self.assertEqual(status, UNABLE_TO_PROCESS)
+        [line], tracebacks = outage.logged()
+        self.assertIn("the index database: no such table", line)
+        self.assertNotIn("\n", line)
+        self.assertEqual(tracebacks, [])

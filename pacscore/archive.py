@@ -30,6 +30,7 @@ from pacscore.converters.luaevents import LuaEvents
 from pacscore.converters.servercommands import ServerCommands
 from pacscore.converters.uidmap import UIDMap
 from pacscore.db.drivers import databaseFiles, findDriver, redacted
+from pacscore.db.errors import databaseMessage, isDamaged, whileConnecting
 from pacscore.db.index import Index
 from pacscore.db.query import IndexQuery
 from pacscore.db.worklistitems import WorklistItems
@@ -323,11 +324,20 @@ class Archive:
                 return
 
     def _indexUnusable(self, error):
-        """The ``StartupError`` of a SQLAlchemy ``error`` from the index database."""
-        return StartupError(
-            f"the index database {redacted(self.dbDescription)} cannot be used: {getattr(error, 'orig', None) or error}. "
-            f"If it is damaged, 'dgate -r' in the working folder sets it aside and rebuilds the index "
-            f"from the stored files")
+        """The ``StartupError`` of a SQLAlchemy ``error`` from the index
+        database: the remedy of a damaged SQLite file (``dgate -r``), of a
+        database server that cannot be connected to (start it), else the
+        database's message alone."""
+        what = f"the index database {redacted(self.dbDescription)} cannot be used: {databaseMessage(error)}"
+        if isDamaged(error):
+            return StartupError(f"{what}. The file is damaged: 'dgate -r' in the working folder sets it aside "
+                                f"and rebuilds the index from the stored files")
+        if whileConnecting(error) and getattr(self.driver, "localFolder", None) is None:
+            url = self.engine.url
+            server = (url.host or "localhost") + (f":{url.port}" if url.port else "")
+            return StartupError(f"{what}. pacs cannot connect to the database server at {server}: start it, "
+                                f"or correct SQLHost, Username and Password in dicom.ini (or --db)")
+        return StartupError(what)
 
     def resume(self):
         """Once the reactor runs: take up the storage commitment reports and

@@ -267,7 +267,7 @@ class DamagedIndexTests(ServerTestCase):
                 os.unlink(database + suffix)
         refusal = str(self.assertRaises(AssertionError, self.server.start))
         self.assertIn(f"cannot start: the index database sqlite:{database} cannot be used: file is not a "
-                      f"database. If it is damaged, 'dgate -r' in the working folder sets it aside", refusal)
+                      f"database. The file is damaged: 'dgate -r' in the working folder sets it aside", refusal)
         self.assertNotIn("Traceback", refusal)
         result = self.server.dgate("-r")
         self.assertEqual(result.returncode, 0, result.stdout + result.stderr)

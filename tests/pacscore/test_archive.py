@@ -1,12 +1,14 @@
 """Tests for pacscore.archive: what start-up tells of the configuration."""
 
+import os
+
 from twisted.internet import reactor
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial import unittest
 
-from pacscore.archive import Archive
+from pacscore.archive import Archive, StartupError
 from pacscore.config.loader import loadConfiguration
-from tests.interop.server import PacsServer
+from tests.interop.server import PacsServer, freePort
 from tests.pacscore.codecs.test_syntaxes import withoutJpegLS
 
 
@@ -37,3 +39,38 @@ class UnencodableCodeTests(unittest.TestCase):
         self.assertEqual([line.split(":")[0] for line in warnings], ["DroppedFileCompression = js",
                                                                     "ArchiveCompression = j7"])
         self.assertEqual(self.warnings({"IncomingCompression": "j2"}, [("VIEWER", "jl")]), [])
+
+
+class UnusableIndexTests(unittest.TestCase):
+    """Start-up refused for the index database: the remedy that fits."""
+
+    def refusal(self, dbDescription=None, damage=None):
+        """The message of the StartupError of an archive on ``dbDescription``
+        (None: the SQLite file of the working folder, its start overwritten
+        with ``damage`` first)."""
+        server = PacsServer(self.mktemp())
+        if damage is not None:
+            os.makedirs(os.path.dirname(server.database), exist_ok=True)
+            with open(server.database, "wb") as f:
+                f.write(damage)
+        configuration = loadConfiguration(server.workdir, server.workdir)
+        return str(self.assertRaises(StartupError, Archive, configuration, reactor, dbDescription=dbDescription))
+
+    def test_databaseServerDown(self):
+        """A PostgreSQL or MySQL server that is not running: start it (no
+        'dgate -r', which would drop the tables), named without the password."""
+        for scheme in ("postgresql", "mysql"):
+            port = freePort()
+            message = self.refusal(f"{scheme}://pacs:secret@127.0.0.1:{port}/conquest")
+            self.assertIn(f"the index database {scheme}://pacs:***@127.0.0.1:{port}/conquest cannot be used: ",
+                          message)
+            self.assertIn(f"pacs cannot connect to the database server at 127.0.0.1:{port}: start it, or correct "
+                          "SQLHost, Username and Password in dicom.ini (or --db)", message)
+            self.assertNotIn("dgate", message)
+            self.assertNotIn("secret", message)
+            self.assertNotIn("\n", message)
+
+    def test_damagedSQLiteFile(self):
+        message = self.refusal(damage=b"not SQLite at all" * 100)
+        self.assertIn("cannot be used: file is not a database. The file is damaged: 'dgate -r' in the working "
+                      "folder sets it aside and rebuilds the index from the stored files", message)

@@ -242,19 +242,15 @@ class BasicLogin(guard.BasicCredentialFactory):
 
 class LoginGuard(guard.HTTPAuthSessionWrapper):
     """The site root, for users that log in; OPTIONS requests (CORS
-    preflights) reach it without credentials, and the refusals of
-    ``openOrigin`` paths (DICOMweb) may be read by pages of any origin."""
+    preflights) reach it without credentials."""
 
-    def __init__(self, root, portal, realmName, openOrigin):
+    def __init__(self, root, portal, realmName):
         super().__init__(portal, [BasicLogin(realmName)])
         self.root = root
-        self.openOrigin = openOrigin
 
     def getChildWithDefault(self, path, request):
         if request.method == b"OPTIONS":
             return self.root.getChildWithDefault(path, request)
-        if path in self.openOrigin:
-            request.setHeader(b"Access-Control-Allow-Origin", b"*")
         return super().getChildWithDefault(path, request)
 
     def render(self, request):
@@ -263,9 +259,8 @@ class LoginGuard(guard.HTTPAuthSessionWrapper):
         return super().render(request)
 
 
-def guarded(root, passwords, inThread, realmName, openOrigin=()):
+def guarded(root, passwords, inThread, realmName):
     """``root`` behind a login for the users of ``passwords`` (a
-    PasswordFile, checked with ``inThread``); refusals under the children
-    ``openOrigin`` (bytes) readable from any origin."""
+    PasswordFile, checked with ``inThread``)."""
     portal = Portal(SiteRealm(root), [PasswordFileChecker(passwords, inThread)])
-    return LoginGuard(root, portal, realmName, openOrigin)
+    return LoginGuard(root, portal, realmName)

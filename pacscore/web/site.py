@@ -4,7 +4,8 @@ Conquest's links name it) answers Conquest's CGI modes and WADO-URI
 DICOMweb (``pacscore.web.dicomweb``), ``/metrics`` the status for
 Prometheus (``pacscore.web.metrics``), and ``/`` leads to the top page;
 with ``WebUsers`` set, all of it only for the users of that htpasswd file
-(``pacscore.web.logins``).  Parameters without a value in the request take the
+(``pacscore.web.logins``); which pages of other sites may read DICOMweb and WADO answers,
+``WebAllowOrigins`` says (``pacscore.web.sharing``).  Parameters without a value in the request take the
 ``[webdefaults]`` of dicom.ini (``size``, ``dsize``, ``compress``,
 ``iconsize``, ``graphic``), read for each request, as are the scripted
 pages' sections: ``--read_ini:`` changes them for the next request.
@@ -35,6 +36,7 @@ from pacscore.web.forms import readPostedForm
 from pacscore.web.logins import PasswordFile, accessLogLine, guarded, webWriters
 from pacscore.web.metrics import MetricsResource
 from pacscore.web.scripted import ScriptedPages
+from pacscore.web.sharing import AllowedOrigins
 
 MODES = {**browse.MODES, **images.MODES, **remote.MODES, **downloads.MODES, **edits.MODES, **worklist.MODES,
          **procedures.MODES}
@@ -78,9 +80,23 @@ class DgateResource(AnsweringResource):
         return await handler(self.archive, parameters)
 
 
+class PacsSite(server.Site):
+    """The web interface's site: each request, before any resource
+    (the login too) sees it, gets the CORS headers ``origins`` (an
+    AllowedOrigins) give it."""
+
+    def __init__(self, root, origins, **kwargs):
+        super().__init__(root, **kwargs)
+        self.origins = origins
+
+    def getResourceFor(self, request):
+        self.origins.share(request)
+        return super().getResourceFor(request)
+
+
 def webSite(archive):
     """The ``server.Site`` of the web interface of ``archive``; ConfigError
-    when its ``WebUsers`` file cannot be used."""
+    when its ``WebUsers`` file or ``WebAllowOrigins`` cannot be used."""
     scripts = ScriptedPages(archive.configuration, CommandRegistry(), luaSlots=max(archive.workers.size // 2, 1))
     dgate = DgateResource(archive, scripts)
     root = Folder()
@@ -92,8 +108,8 @@ def webSite(archive):
     root.putChild(b"wado", DgateResource(archive, scripts, wadoOnly=True))
     root.putChild(DICOMWEB, DicomWebResource(archive))
     root.putChild(b"metrics", MetricsResource(archive))
-    site = server.Site(_withLogins(root, archive), logFormatter=accessLogLine,
-                       parsePOSTFormSubmission=False)  # pacscore.web.forms reads forms
+    site = PacsSite(_withLogins(root, archive), AllowedOrigins.fromIni(archive.configuration),
+                    logFormatter=accessLogLine, parsePOSTFormSubmission=False)  # pacscore.web.forms reads forms
     site.displayTracebacks = False
     return site
 
@@ -114,4 +130,4 @@ def _withLogins(root, archive):
                           f"WebUsers {name}: {e.strerror or e}") from e
     # bcrypt in the reactor's thread pool: a flood of bad logins must not hold up the I/O pool's stores
     checkInThread = partial(threads.deferToThreadPool, archive.reactor, archive.reactor.getThreadPool())
-    return guarded(root, passwords, checkInThread, f"pacs {archive.aeTitle}", {DICOMWEB})
+    return guarded(root, passwords, checkInThread, f"pacs {archive.aeTitle}")

@@ -16,8 +16,8 @@ answers the object de-identified by the Basic Application Level
 Confidentiality Profile (``pacscore.control.deidentification``): new UIDs
 and a patient pseudonym, the same for every object of a study; a large
 object asked for in an uncompressed syntax is de-identified and converted
-file to file (``pacscore.web.objectstream``), as a plain one.  Answers carry ``Access-Control-Allow-Origin: *`` for viewers
-served from elsewhere.
+file to file (``pacscore.web.objectstream``), as a plain one.  Viewers served from elsewhere may
+read the answers when ``WebAllowOrigins`` lets them (``pacscore.web.sharing``).
 """
 
 import io
@@ -33,7 +33,6 @@ from pacscore.web.images import picture
 from pacscore.web.objects import onFile, storedPath, uid
 from pacscore.web.objectstream import objectStream
 
-ANY_ORIGIN = ("Access-Control-Allow-Origin", "*")
 PICTURE_TYPES = {"image/jpeg": "jpg", "image/jpg": "jpg", "image/gif": "gif", "image/png": "png",
                  "image/bmp": "bmp", "image/*": "jpg", "*/*": "jpg"}
 OTHER_TYPES = ("application/dicom", "text/html", "text/plain")
@@ -92,7 +91,7 @@ async def answer(archive, parameters, request):
         if syntax not in SYNTAX_CODES:
             raise WebError(406, f"cannot send transferSyntax {syntax!r}: pacs writes {', '.join(sorted(SYNTAX_CODES))}")
         name = "anonymized" if anonymize else sop
-        headers = (ANY_ORIGIN, ("Content-Disposition", f"attachment; filename=\"{name}.dcm\""))
+        headers = (("Content-Disposition", f"attachment; filename=\"{name}.dcm\""),)
         change = basicProfile(archive.converterServices.uidMap) if anonymize else None
         # streamed: as stored, converted file to file (anonymized too), or made whole
         streamed = await objectStream(archive, path, syntax, SYNTAX_CODES[syntax], change)
@@ -107,12 +106,10 @@ async def answer(archive, parameters, request):
     if kind in ("text/html", "text/plain"):
         lines = await onFile(archive, path, headerLines)
         if kind == "text/plain":
-            return Answer("\n".join(lines).encode("utf-8") + b"\n", "text/plain; charset=utf-8", (ANY_ORIGIN,))
-        found = htmlAnswer(f"header of {sop}", Markup("<pre>"), "\n".join(lines), Markup("</pre>"))
-        return found._replace(headers=found.headers + (ANY_ORIGIN,))
+            return Answer("\n".join(lines).encode("utf-8") + b"\n", "text/plain; charset=utf-8")
+        return htmlAnswer(f"header of {sop}", Markup("<pre>"), "\n".join(lines), Markup("</pre>"))
     size = max(parameters.number("rows", 0), parameters.number("columns", 0))
     frame = parameters.number("frameNumber", 1, low=1) - 1
     quality = parameters.number("imageQuality", None, low=1, high=100)
-    found = await picture(archive, request, path, PICTURE_TYPES[kind], size, _number(parameters, "windowCenter", 0),
-                          _number(parameters, "windowWidth", 0), frame, _region(parameters), quality)
-    return found._replace(headers=(ANY_ORIGIN,))
+    return await picture(archive, request, path, PICTURE_TYPES[kind], size, _number(parameters, "windowCenter", 0),
+                         _number(parameters, "windowWidth", 0), frame, _region(parameters), quality)

@@ -39,7 +39,7 @@ class DicomWebTests(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.folder = tempfile.mkdtemp(prefix="pacs-dicomweb-")
-        cls.server = PacsServer(os.path.join(cls.folder, "pacs"), ae="WEBPACS")
+        cls.server = PacsServer(os.path.join(cls.folder, "pacs"), ae="WEBPACS", ini={"WebAllowOrigins": "*"})
         startWithSamples(cls)
         cls.url = f"http://127.0.0.1:{cls.server.webPort}/dicom-web"
         cls.client = DICOMwebClient(url=cls.url)
@@ -158,6 +158,19 @@ class DicomWebTests(unittest.TestCase):
         dom = viewerFromElsewhere(tempfile.mkdtemp(dir=self.folder), self.url, "Bearer none")
         self.assertIn(f'<p id="out">rows {ct.Rows}</p>', dom)
         self.assertIn('"OPTIONS /dicom-web/studies', self.server.log())
+
+
+class NoOriginsTests(unittest.TestCase):
+
+    def test_viewerFromElsewhereRefused(self):
+        """Without WebAllowOrigins the browser keeps the answers from a page of another origin."""
+        server = PacsServer(self.mktemp()).start()
+        self.addCleanup(server.stop)
+        self.assertEqual(server.store(CT).returncode, 0)
+        folder = self.mktemp()
+        os.makedirs(folder)
+        dom = viewerFromElsewhere(folder, f"http://127.0.0.1:{server.webPort}/dicom-web", "Bearer none")
+        self.assertIn('<p id="out">failed TypeError', dom)
 
 
 def viewerFromElsewhere(folder, base, authorization):

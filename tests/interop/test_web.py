@@ -62,7 +62,7 @@ class WebInterfaceTests(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.folder = tempfile.mkdtemp(prefix="pacs-web-")
-        cls.server = PacsServer(os.path.join(cls.folder, "pacs"), ae="WEBPACS")
+        cls.server = PacsServer(os.path.join(cls.folder, "pacs"), ae="WEBPACS", ini={"WebAllowOrigins": "*"})
         with open(os.path.join(cls.server.workdir, "sample.cq"), "w") as f:
             f.write(SAMPLE_CQ)
         with open(os.path.join(cls.server.workdir, "list.lua"), "w") as f:
@@ -184,7 +184,7 @@ class WebInterfaceTests(unittest.TestCase):
 
     def test_otherMethodsRefused(self):
         """PUT, DELETE, PATCH, TRACE (and OPTIONS but on /dicom-web): a 405
-        naming what is answered, and a log line; DICOMweb's with its CORS header."""
+        naming what is answered, and a log line; DICOMweb's and WADO's with their CORS header."""
         for path in ("/cgi-bin/dgate?mode=top", "/wado", "/metrics", "/dicom-web/studies"):
             for method in ("PUT", "DELETE", "PATCH", "TRACE", "OPTIONS"):
                 if method == "OPTIONS" and path.startswith("/dicom-web"):
@@ -195,7 +195,7 @@ class WebInterfaceTests(unittest.TestCase):
                 self.assertEqual((path, method, caught.exception.code), (path, method, 405))
                 self.assertIn("GET, HEAD", caught.exception.headers["Allow"])
                 cors = caught.exception.headers["Access-Control-Allow-Origin"]
-                self.assertEqual(cors, "*" if path.startswith("/dicom-web") else None, path)
+                self.assertEqual(cors, "*" if path.startswith(("/dicom-web", "/wado")) else None, path)
         self.assertIn("web: 127.0.0.1 /metrics: 405 DELETE is not answered here: GET, HEAD, POST is", self.server.log())
 
 

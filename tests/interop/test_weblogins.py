@@ -36,7 +36,7 @@ class WebLoginTests(unittest.TestCase):
     def setUpClass(cls):
         cls.folder = tempfile.mkdtemp(prefix="pacs-logins-")
         cls.server = PacsServer(os.path.join(cls.folder, "pacs"), ae="WEBPACS", ini={
-            "WebUsers": "webusers", "WebReadOnly": "0", "WebWriters": USER})
+            "WebUsers": "webusers", "WebReadOnly": "0", "WebWriters": USER, "WebAllowOrigins": "*"})
         htpasswd(os.path.join(cls.server.workdir, "webusers"), USER, PASSWORD, create=True)
         htpasswd(os.path.join(cls.server.workdir, "webusers"), READER, READER_PASSWORD)
         startWithSamples(cls)

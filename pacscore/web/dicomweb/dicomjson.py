@@ -1,7 +1,8 @@
 """DICOM JSON (PS3.18 annex F) answers: data sets as pydicom writes them,
 attribute by attribute, with every stored attribute (one whose value
 pydicom cannot read goes as its stored text), every answer readable by
-viewers served from elsewhere (``Access-Control-Allow-Origin: *``)."""
+viewers served from elsewhere when ``WebAllowOrigins`` lets them
+(``pacscore.web.sharing``)."""
 
 import base64
 import json
@@ -14,7 +15,6 @@ from pacscore.web.answers import Answer
 log = Logger()
 
 DICOM_JSON = "application/dicom+json"
-ANY_ORIGIN = ("Access-Control-Allow-Origin", "*")
 
 
 def jsonDataset(dataset, bulkDataURI=None):
@@ -102,4 +102,4 @@ def jsonBytes(value):
 
 def jsonAnswer(body, headers=(), status=200):
     """An Answer with the encoded DICOM JSON ``body``."""
-    return Answer(body, DICOM_JSON, (ANY_ORIGIN, *headers), status)
+    return Answer(body, DICOM_JSON, tuple(headers), status)

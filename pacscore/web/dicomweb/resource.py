@@ -1,9 +1,8 @@
 """The ``/dicom-web`` resource: routes each path of PS3.18's studies /
 series / instances tree to its QIDO-RS, WADO-RS or STOW-RS handler, answers
-CORS preflight requests (OPTIONS), refuses another method with a 405
-whose ``Allow`` names those of the path's resource, and gives every answer
-``Access-Control-Allow-Origin: *``, so that viewers served from elsewhere
-can use it.
+CORS preflight requests (OPTIONS) with the methods of the path's resource
+(whether the page asking may use them, ``pacscore.web.sharing`` says),
+refuses another method with a 405 whose ``Allow`` names them.
 
 Handlers are coroutines ``handler(archive, request, target, base)``:
 ``target`` names the study, series, instance, frames or bulk data tag of
@@ -18,7 +17,7 @@ from pacscore.dicom.uids import isUID
 from pacscore.web.answering import AnsweringResource
 from pacscore.web.answers import WebError, notAllowed
 from pacscore.web.dicomweb import multipart
-from pacscore.web.dicomweb.dicomjson import ANY_ORIGIN, DICOM_JSON
+from pacscore.web.dicomweb.dicomjson import DICOM_JSON
 from pacscore.web.dicomweb.retrieve import (
     retrieveBulk, retrieveFrames, retrieveInstances, retrieveMetadata, retrieveRendered, retrieveThumbnail)
 from pacscore.web.dicomweb.search import search
@@ -147,12 +146,6 @@ class DicomWebResource(AnsweringResource):
         except WebError:
             return self.render_GET(request)  # answers the path's 404 or 400
         request.setResponseCode(204)
-        for name, value in (ANY_ORIGIN, ("Access-Control-Allow-Methods", methods), ("Allow", methods),
-                            ("Access-Control-Allow-Headers", "Accept, Content-Type, Authorization"),
-                            ("Access-Control-Max-Age", "86400")):
-            request.setHeader(name, value)
+        for name in ("Access-Control-Allow-Methods", "Allow"):
+            request.setHeader(name, methods)
         return b""
-
-    def errorAnswer(self, error):
-        found = super().errorAnswer(error)
-        return found._replace(headers=found.headers + (ANY_ORIGIN,))

@@ -31,7 +31,7 @@ from pacscore.dicom.uids import isUID
 from pacscore.web.answers import StreamAnswer, WebError
 from pacscore.web.dicomweb import multipart
 from pacscore.storage.attributes import DatasetError
-from pacscore.web.dicomweb.dicomjson import ANY_ORIGIN, DICOM_JSON, jsonBytes
+from pacscore.web.dicomweb.dicomjson import DICOM_JSON, jsonBytes
 from pacscore.web.dicomweb.instancefiles import (
     FRAME_TYPES, OCTET_STREAM, PIXEL_DATA, NoSuchAttribute, NoSuchFrame, bulkValue, instanceFrames,
     instanceMetadata)
@@ -170,7 +170,7 @@ async def retrieveInstances(archive, request, target, base):
                 yield chunk
             yield multipart.CRLF
         yield multipart.closing(boundary)
-    return StreamAnswer(parts(), multipart.multipartType(boundary, DICOM), (ANY_ORIGIN,),
+    return StreamAnswer(parts(), multipart.multipartType(boundary, DICOM),
                         release=lambda: released(archive, fetched))
 
 
@@ -181,7 +181,7 @@ async def retrieveMetadata(archive, request, target, base):
     batch, whatever the size of the study; one that cannot be read is left
     out, with a log line."""
     found, fetched = await storedInstances(archive, target)
-    return StreamAnswer(_metadataChunks(archive, found, base), DICOM_JSON, (ANY_ORIGIN,),
+    return StreamAnswer(_metadataChunks(archive, found, base), DICOM_JSON,
                         release=lambda: released(archive, fetched))
 
 
@@ -254,7 +254,7 @@ async def _frameParts(archive, request, path, numbers):
             yield multipart.partHeader(boundary, f"{kind}; transfer-syntax={sentSyntax}")
             yield frame + multipart.CRLF
         yield multipart.closing(boundary)
-    return StreamAnswer(parts(), multipart.multipartType(boundary, kind), (ANY_ORIGIN,))
+    return StreamAnswer(parts(), multipart.multipartType(boundary, kind))
 
 
 async def retrieveFrames(archive, request, target, base):
@@ -288,7 +288,7 @@ async def _bulk(archive, request, path, tag):
 
     async def parts():
         yield body
-    return StreamAnswer(parts(), multipart.multipartType(boundary, OCTET_STREAM), (ANY_ORIGIN,))
+    return StreamAnswer(parts(), multipart.multipartType(boundary, OCTET_STREAM))
 
 
 def _argument(request, name):
@@ -331,11 +331,10 @@ async def _rendered(archive, request, path, frame, size):
         raise WebError(400, f"quality must be from 1 to 100, not {quality}")
     viewport = (width, height) if width or height else None
     try:
-        found = await picture(archive, request, path, kind, 0 if viewport else size, center, window, frame,
-                              quality=quality, viewport=viewport)
+        return await picture(archive, request, path, kind, 0 if viewport else size, center, window, frame,
+                             quality=quality, viewport=viewport)
     except MissingFrame as e:  # frames/{n} is a resource of the path, as for the frames themselves
         raise WebError(404, e.message) from e
-    return found._replace(headers=(ANY_ORIGIN,))
 
 
 async def retrieveRendered(archive, request, target, base):

@@ -25,6 +25,8 @@ ANSWERED = "GET, HEAD, POST"
 
 class MethodTests(DicomWebTestCase):
 
+    ini = {"WebAllowOrigins": "*"}  # every answer, an error too, readable by pages of every origin
+
     @defer.inlineCallbacks
     def test_otherMethodsRefused(self):
         paths = {"/dicom-web/studies": "GET, HEAD, OPTIONS, POST", "/cgi-bin/dgate?mode=top": ANSWERED,
@@ -40,7 +42,7 @@ class MethodTests(DicomWebTestCase):
                     self.assertEqual((what, found.code, found.header("allow")), (what, 405, allowed))
                     self.assertIn(f"{method.decode()} is not answered here: {allowed} is".encode(), found.body)
                     self.assertEqual(found.header("access-control-allow-origin"),
-                                     "*" if path.startswith("/dicom-web") else None, what)
+                                     "*" if path.startswith(("/dicom-web", "/wado")) else None, what)
         refusals = [(event["log_namespace"], event["uri"]) for event in events if event.get("code") == 405]
         self.assertEqual(len(refusals), 7 * 6 - 1)
         self.assertTrue(all(namespace.startswith("pacscore.web") for namespace, _ in refusals), refusals)

@@ -82,7 +82,7 @@ class GuardedSiteTests(DicomWebTestCase):
     """A site whose dicom.ini names a WebUsers file, made by htpasswd."""
 
     corpusShape = {"patients": 1, "studiesPerPatient": 1, "seriesPerStudy": 1, "imagesPerSeries": 2}
-    ini = {"WebUsers": "webusers", "ImportConverters": "1", "ImportConverter0": 'set 0008,1010 to "%u"'}
+    ini = {"WebUsers": "webusers", "WebAllowOrigins": "*", "ImportConverters": "1", "ImportConverter0": 'set 0008,1010 to "%u"'}
     PAGES = ("/cgi-bin/dgate?mode=top", "/dicom-web/studies", "/wado?requestType=WADO")
 
     def site(self):
@@ -103,7 +103,7 @@ class GuardedSiteTests(DicomWebTestCase):
             self.assertEqual(refused.code, 401, path)
             self.assertEqual(refused.header("www-authenticate"), 'basic realm="pacs PACS", charset="UTF-8"')
             self.assertEqual(refused.header("access-control-allow-origin"),  # a viewer elsewhere may see the 401
-                             "*" if path.startswith("/dicom-web") else None)
+                             "*" if path.startswith(("/dicom-web", "/wado")) else None)
         top = yield self.get(self.PAGES[0], "alice", "secret")
         self.assertEqual(top.code, 200)
         self.assertIn(b"Local patients", top.body)

@@ -12,6 +12,8 @@ READ_AND_STORE = "GET, HEAD, OPTIONS, POST"
 
 class AllowTests(DicomWebTestCase):
 
+    ini = {"WebAllowOrigins": "*"}  # every answer, an error too, readable by pages of every origin
+
     def resources(self):
         """``{path: the methods it answers}`` of a study, series and instance of the corpus."""
         image = self.corpus[0]

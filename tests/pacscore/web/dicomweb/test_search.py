@@ -19,6 +19,8 @@ def values(match, tag):
 
 class SearchTests(DicomWebTestCase):
 
+    ini = {"WebAllowOrigins": "*"}  # every answer, an error too, readable by pages of every origin
+
     @defer.inlineCallbacks
     def test_studies(self):
         found = yield self.fetch("/studies")

@@ -25,6 +25,8 @@ def sequence(answer, tag):
 
 class StoreTests(DicomWebTestCase):
 
+    ini = {"WebAllowOrigins": "*"}  # every answer, an error too, readable by pages of every origin
+
     def newImages(self, **shape):
         return generateCorpus(os.path.abspath(self.mktemp()), **{"patients": 1, "studiesPerPatient": 1,
                                                                  "seriesPerStudy": 1, "imagesPerSeries": 2, **shape})

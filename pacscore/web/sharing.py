@@ -1,0 +1,84 @@
+"""Which pages of other sites may read the answers of DICOMweb and WADO
+(CORS, Cross-Origin Resource Sharing): those of the origins that
+``WebAllowOrigins`` in dicom.ini lists (``https://viewer.example.org``,
+comma or space separated), or of every origin with ``*``.  Without it none
+may: a browser then gives the answers only to pages of this server, so a
+page of another site that a user opens cannot read the archive through
+their browser (without ``WebUsers`` it would need no login to).
+
+An answer to a listed origin names it in ``Access-Control-Allow-Origin``
+with ``Vary: Origin`` (so that caches keep one answer per origin); an
+allowed CORS preflight (OPTIONS) also gets the request headers a viewer
+sends and how long to remember them.  Pages of the web interface itself
+are never shared.
+"""
+
+from urllib.parse import urlsplit
+
+from pacscore.config.errors import ConfigError
+
+KEY = "WebAllowOrigins"
+ANY = "*"
+SHARED = (b"dicom-web", b"wado")
+PREFLIGHT_HEADERS = (("Access-Control-Allow-Headers", "Accept, Content-Type, Authorization"),
+                     ("Access-Control-Max-Age", "86400"))
+
+
+def _origin(text):
+    """``text`` as a browser writes an Origin (lower case, no path), or
+    None when it is not one."""
+    try:
+        parts = urlsplit(text.strip().lower())
+        parts.port  # a port that is not a number raises
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/") \
+            or parts.query or parts.fragment or parts.username is not None or parts.password is not None:
+        return None
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+class AllowedOrigins:
+    """The origins whose pages may read shared answers: ``everyone`` or
+    those of the set ``origins``."""
+
+    def __init__(self, origins=(), everyone=False):
+        self.origins = frozenset(origins)
+        self.everyone = everyone
+
+    @classmethod
+    def fromIni(cls, configuration):
+        """The ``WebAllowOrigins`` of ``configuration``; a ConfigError
+        naming an entry that is not an origin."""
+        entries = configuration.ini.get(KEY, "").replace(",", " ").split()
+        if ANY in entries:
+            return cls(everyone=True)
+        origins = []
+        for entry in entries:
+            origin = _origin(entry)
+            if origin is None:
+                raise ConfigError(configuration.iniPath, configuration.ini.lineOf(KEY),
+                                  f"{KEY}: {entry!r} is not an origin such as https://viewer.example.org "
+                                  f"(or * for every one)")
+            origins.append(origin)
+        return cls(origins)
+
+    def headers(self, request):
+        """The CORS headers of the answer to ``request``."""
+        if not self.everyone and not self.origins:
+            return []
+        origin = (request.getHeader(b"origin") or b"").decode("latin-1").strip()
+        headers = [] if self.everyone else [("Vary", "Origin")]
+        if self.everyone or _origin(origin) in self.origins:
+            headers.append(("Access-Control-Allow-Origin", ANY if self.everyone else origin))
+            if request.method == b"OPTIONS" and request.getHeader(b"access-control-request-method") is not None:
+                headers.extend(PREFLIGHT_HEADERS)
+        return headers
+
+    def share(self, request):
+        """Give the answer to ``request`` its CORS headers when it is one
+        that may be shared (DICOMweb, WADO)."""
+        first = request.postpath[0] if request.postpath else b""
+        if first in SHARED or (first == b"cgi-bin" and request.args.get(b"requestType", [b""])[0] == b"WADO"):
+            for name, value in self.headers(request):
+                request.setHeader(name, value)

@@ -1,0 +1,107 @@
+"""Tests for pacscore.web.sharing: which pages of other sites may read
+DICOMweb and WADO answers (CORS), over real HTTP."""
+
+from twisted.internet import defer
+from twisted.trial import unittest
+
+from pacscore.config.errors import ConfigError
+from pacscore.web.site import webSite
+from tests.pacscore.control.running import RunningArchive
+from tests.pacscore.web.dicomweb.client import DicomWebTestCase
+
+VIEWER = "https://viewer.example.org"
+EVIL = "http://evil.example"
+PREFLIGHT = (("access-control-request-method", "GET"), ("access-control-request-headers", "authorization"))
+
+
+class SharingTestCase(DicomWebTestCase):
+
+    corpusShape = {"patients": 1, "studiesPerPatient": 1, "seriesPerStudy": 1, "imagesPerSeries": 1}
+
+    def paths(self):
+        """The shared paths: DICOMweb, /wado and dgate's WADO."""
+        image = self.corpus[0]
+        wado = f"requestType=WADO&studyUID={image.studyUID}&seriesUID={image.seriesUID}&objectUID={image.sopUID}"
+        return ("/dicom-web/studies", f"/dicom-web/studies/{image.studyUID}/metadata", "/dicom-web/studies/1.2.3",
+                "/wado?" + wado, "/cgi-bin/dgate?" + wado)
+
+    @defer.inlineCallbacks
+    def cors(self, path, origin, method=b"GET", headers=()):
+        """The code and CORS headers of the answer to ``path`` asked from a page of ``origin``."""
+        found = yield self.fetch(self.root + path, method=method, headers=(("origin", origin), *headers))
+        return (found.code, found.header("access-control-allow-origin"), found.header("vary"),
+                found.header("access-control-allow-headers"))
+
+
+class NoOriginsTests(SharingTestCase):
+    """Without WebAllowOrigins no other site's page may read anything."""
+
+    @defer.inlineCallbacks
+    def test_notShared(self):
+        for path in self.paths():
+            code, allowed, vary, _ = yield self.cors(path, EVIL)
+            self.assertIn(code, (200, 404), path)
+            self.assertEqual((path, allowed, vary), (path, None, None))
+        code, allowed, _, headers = yield self.cors("/dicom-web/studies", EVIL, b"OPTIONS", PREFLIGHT)
+        self.assertEqual((code, allowed, headers), (204, None, None))
+
+    @defer.inlineCallbacks
+    def test_sameOriginReads(self):
+        """The server's own pages (and clients that are no browser) read as ever."""
+        found = yield self.fetch("/studies", headers=[("origin", self.root)])
+        self.assertEqual((found.code, found.json()[0]["0020000D"]["Value"]), (200, [self.corpus[0].studyUID]))
+
+
+class ListedOriginsTests(SharingTestCase):
+    """WebAllowOrigins lists origins: theirs are named, others are not."""
+
+    ini = {"WebAllowOrigins": f"{VIEWER}/, http://localhost:3000"}
+
+    @defer.inlineCallbacks
+    def test_listedOrigin(self):
+        for path in self.paths():
+            answer = yield self.cors(path, VIEWER)
+            self.assertEqual((path, answer[1:3]), (path, (VIEWER, "Origin")))
+        answer = yield self.cors("/dicom-web/studies", "HTTP://LOCALHOST:3000", b"OPTIONS", PREFLIGHT)
+        self.assertEqual(answer[:2], (204, "HTTP://LOCALHOST:3000"))
+        self.assertIn("Authorization", answer[3])
+
+    @defer.inlineCallbacks
+    def test_otherOrigins(self):
+        for origin in (EVIL, "null", VIEWER + ".evil.example", "http://viewer.example.org", "https://viewer.example.org:8443"):
+            for path in self.paths():
+                answer = yield self.cors(path, origin)
+                self.assertEqual((origin, path, answer[1:]), (origin, path, (None, "Origin", None)))
+            answer = yield self.cors("/dicom-web/studies", origin, b"OPTIONS", PREFLIGHT)
+            self.assertEqual(answer, (204, None, "Origin", None))
+
+    @defer.inlineCallbacks
+    def test_pagesNotShared(self):
+        """The web interface's own pages are not DICOMweb or WADO: never shared."""
+        for path in ("/cgi-bin/dgate?mode=querypatients", "/metrics"):
+            answer = yield self.cors(path, VIEWER)
+            self.assertEqual((path, answer), (path, (200, None, None, None)))
+
+
+class EveryOriginTests(SharingTestCase):
+
+    ini = {"WebAllowOrigins": "*"}
+
+    @defer.inlineCallbacks
+    def test_everyOrigin(self):
+        for path in self.paths():
+            answer = yield self.cors(path, EVIL)
+            self.assertEqual((path, answer[1:3]), (path, ("*", None)))
+        answer = yield self.cors("/dicom-web/studies", EVIL, b"OPTIONS", PREFLIGHT)
+        self.assertEqual(answer[:2], (204, "*"))
+        self.assertIn("Authorization", answer[3])
+
+
+class BadOriginsTests(unittest.TestCase):
+
+    def test_notAnOrigin(self):
+        """An entry that is no origin stops the start naming dicom.ini's line."""
+        for entry in ("viewer.example.org", "https://viewer.example.org/ohif", "ftp://x", "https://x:port"):
+            running = RunningArchive(self, ini={"WebAllowOrigins": f"http://localhost {entry}"})
+            self.assertRaisesRegex(ConfigError, rf"dicom\.ini:\d+: WebAllowOrigins: '{entry}' is not an origin",
+                                   webSite, running.archive)

@@ -10,11 +10,12 @@ that nobody waits for it."""
 
 import sys
 from html import escape
+from http import HTTPStatus
 
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web import resource, server
+from twisted.web import http, resource, server
 
 from pacscore.web.answers import HTML, Answer, StreamAnswer, WebError, notAllowed
 from pacscore.web.html import Markup, page
@@ -65,10 +66,9 @@ class AnsweringResource(resource.Resource):
         request.setHeader(b"Content-Type", answer.contentType.encode("utf-8"))
         for name, value in answer.headers:
             request.setHeader(name.encode("utf-8"), value.encode("utf-8"))
+        request.setResponseCode(answer.status, _reason(answer.status))
         if isinstance(answer, StreamAnswer):
-            request.setResponseCode(answer.status)
             return defer.ensureDeferred(self._stream(answer, request, finished))
-        request.setResponseCode(answer.status)
         request.setHeader(b"Content-Length", str(len(answer.body)).encode())
         request.write(answer.body)
         request.finish()
@@ -155,6 +155,12 @@ def clientLeft(request):
     still answering, has left (its connection lost): whatever the answer
     would be is thrown away."""
     return bool(request.answerEnded)
+
+
+def _reason(status):
+    """The reason phrase of ``status``: twisted.web's, or Python's for
+    those twisted.web does not know (421, 422)."""
+    return http.RESPONSES.get(status) or HTTPStatus(status).phrase.encode("ascii")
 
 
 def _uri(request):

@@ -4,7 +4,8 @@ Conquest's links name it) answers Conquest's CGI modes and WADO-URI
 DICOMweb (``pacscore.web.dicomweb``), ``/metrics`` the status for
 Prometheus (``pacscore.web.metrics``), and ``/`` leads to the top page;
 with ``WebUsers`` set, all of it only for the users of that htpasswd file
-(``pacscore.web.logins``); which pages of other sites may read DICOMweb and WADO answers,
+(``pacscore.web.logins``), without it only for the host names of ``pacscore.web.hostnames``
+(against DNS rebinding); which pages of other sites may read DICOMweb and WADO answers,
 ``WebAllowOrigins`` says (``pacscore.web.sharing``).  Parameters without a value in the request take the
 ``[webdefaults]`` of dicom.ini (``size``, ``dsize``, ``compress``,
 ``iconsize``, ``graphic``), read for each request, as are the scripted
@@ -31,6 +32,7 @@ from pacscore.web.answering import AnsweringResource, Folder
 from pacscore.web.answers import Parameters, WebError
 from pacscore.web.crossorigin import refuseCrossOrigin
 from pacscore.web.dicomweb.resource import DicomWebResource
+from pacscore.web.hostnames import HostNames, Misdirected
 from pacscore.web.html import SCRIPT
 from pacscore.web.forms import readPostedForm
 from pacscore.web.logins import PasswordFile, accessLogLine, guarded, webWriters
@@ -81,15 +83,19 @@ class DgateResource(AnsweringResource):
 
 
 class PacsSite(server.Site):
-    """The web interface's site: each request, before any resource
-    (the login too) sees it, gets the CORS headers ``origins`` (an
-    AllowedOrigins) give it."""
+    """The web interface's site: before any resource (the login too)
+    sees a request, one for a host name ``hosts`` (a HostNames, None: any
+    name) does not accept is refused, and the others get the CORS headers
+    ``origins`` (an AllowedOrigins) give them."""
 
-    def __init__(self, root, origins, **kwargs):
+    def __init__(self, root, origins, hosts, **kwargs):
         super().__init__(root, **kwargs)
         self.origins = origins
+        self.hosts = hosts
 
     def getResourceFor(self, request):
+        if self.hosts is not None and not self.hosts.accepts(request):
+            return Misdirected()
         self.origins.share(request)
         return super().getResourceFor(request)
 
@@ -108,7 +114,9 @@ def webSite(archive):
     root.putChild(b"wado", DgateResource(archive, scripts, wadoOnly=True))
     root.putChild(DICOMWEB, DicomWebResource(archive))
     root.putChild(b"metrics", MetricsResource(archive))
-    site = PacsSite(_withLogins(root, archive), AllowedOrigins.fromIni(archive.configuration),
+    guardedRoot = _withLogins(root, archive)
+    hosts = HostNames.fromIni(archive.configuration) if guardedRoot is root else None  # a login stops rebinding
+    site = PacsSite(guardedRoot, AllowedOrigins.fromIni(archive.configuration), hosts,
                     logFormatter=accessLogLine, parsePOSTFormSubmission=False)  # pacscore.web.forms reads forms
     site.displayTracebacks = False
     return site

@@ -226,9 +226,9 @@ class WebEditTests(unittest.TestCase):
         self.addCleanup(self.server.stop)
         self.base = f"http://127.0.0.1:{self.server.webPort}/cgi-bin/dgate"
 
-    def post(self, query, body, contentType):
+    def post(self, query, body, contentType, **headers):
         request = urllib.request.Request(f"{self.base}?{query}", data=body, method="POST",
-                                         headers={"Content-Type": contentType})
+                                         headers={"Content-Type": contentType, **headers})
         try:
             with urllib.request.urlopen(request, timeout=60) as response:
                 return response.status, response.read().decode()
@@ -251,6 +251,22 @@ class WebEditTests(unittest.TestCase):
         self.assertEqual(status, 200, page)
         self.assertIn("1 object(s) removed from the server", page)
         self.assertEqual(self.server.dgate("--imagelister:(local)||" + ct.SeriesInstanceUID).stdout.count("MAG0:"), 0)
+
+    def test_reboundPageRefused(self):
+        """Without WebUsers, a page of evil.example, its name pointed at
+        this server (DNS rebinding), asks as same-origin: a 421 and a log
+        line, and the study stays."""
+        self.assertEqual(self.server.store(CT).returncode, 0)
+        ct = pydicom.dcmread(CT, stop_before_pixels=True)
+        rebound = f"evil.example:{self.server.webPort}"
+        browser = {"Host": rebound, "Origin": f"http://{rebound}", "Sec-Fetch-Site": "same-origin"}
+        status, page = self.post("mode=deletestudy", f"study=:{ct.StudyInstanceUID}".encode(),
+                                 "application/x-www-form-urlencoded", **browser)
+        self.assertEqual(status, 421, page)
+        self.assertEqual(httpGet(f"http://127.0.0.1:{self.server.webPort}/dicom-web/studies", browser)[0], 421)
+        self.assertEqual(self.server.dgate("--imagelister:(local)||" + ct.SeriesInstanceUID).stdout.count("MAG0:"), 1)
+        self.assertIn(f"/cgi-bin/dgate?mode=deletestudy: 421 this server does not answer for the host name "
+                      f"'{rebound}'", self.server.log())
 
     def test_formsOfOtherSitesRefused(self):
         """Chromium posting the delete form of a page of another origin (a
@@ -291,7 +307,7 @@ class CGIScriptTests(unittest.TestCase):
     the running server's web interface and answers as a CGI script does."""
 
     def setUp(self):
-        self.server = PacsServer(self.mktemp(), ini={"WebReadOnly": "0"}).start()
+        self.server = PacsServer(self.mktemp(), ini={"WebReadOnly": "0", "WebHostNames": "pacs.example"}).start()
         self.addCleanup(self.server.stop)
 
     def cgi(self, query, method="GET", body=b"", contentType="", **browser):
@@ -349,6 +365,12 @@ class CGIScriptTests(unittest.TestCase):
         status, head, content = self.cgi("mode=saverecord", "POST", form, urlencoded,
                                          HTTP_ORIGIN="https://pacs.example", HTTP_HOST="pacs.example")
         self.assertIn(b"worklist item CGI2 inserted", content)
+
+    def test_hostNameNotListed(self):
+        """Apache answering for a host name WebHostNames does not list (a
+        rebound page's): its request is refused."""
+        status, head, content = self.cgi("mode=querypatients", HTTP_HOST="evil.example")
+        self.assertEqual((status, head[0]), (0, "Status: 421 Misdirected Request"))
 
     def test_noServer(self):
         self.server.stop()

@@ -19,7 +19,8 @@ def values(match, tag):
 
 class SearchTests(DicomWebTestCase):
 
-    ini = {"WebAllowOrigins": "*"}  # every answer, an error too, readable by pages of every origin
+    ini = {"WebAllowOrigins": "*",  # every answer, an error too, readable by pages of every origin
+           "WebHostNames": "h\xf6st.example"}
 
     @defer.inlineCallbacks
     def test_studies(self):
@@ -188,7 +189,7 @@ class SearchTests(DicomWebTestCase):
             self.assertEqual(found.header("access-control-allow-origin"), "*")
         found = yield self.fetch("/series", method=b"POST")
         self.assertEqual((found.code, found.header("allow")), (405, "GET, HEAD, OPTIONS"))
-        found = yield self.fetch("/studies", headers=[("Host", "h\xf6st.example")])
+        found = yield self.fetch("/studies", headers=[(b"Host", "h\xf6st.example".encode("latin-1"))])
         self.assertEqual(found.code, 400)
         self.assertIn(b"the Host header is not an ASCII host name", found.body)
 

@@ -36,6 +36,7 @@ from pacscore.db.query import IndexQuery
 from pacscore.db.worklistitems import WorklistItems
 from pacscore.db.worklistquery import WorklistQuery
 from pacscore.dicom import commands
+from pacscore.dicom.admission import AssociationLimits
 from pacscore.dicom.commitment import STORAGE_COMMITMENT, CommitmentService, PendingCommitments
 from pacscore.dicom.mpps import MPPS, MppsService, StepTable
 from pacscore.dicom.mppsforward import MppsForwarder, WaitingForwards
@@ -51,6 +52,7 @@ from pacscore.dicom.virtual import VirtualServers
 from pacscore.dicom.sopclasses import VERIFICATION, isStorageClass
 from pacscore.dicom.worklist import MODALITY_WORKLIST_FIND, WorklistFindService
 from pacscore.export.actions import LocalActions
+from pacscore.filelimit import openFileLimit
 from pacscore.export.fetch import DicomWebFetcher
 from pacscore.export.queue import ExportQueue
 from pacscore.export.runner import ExportService
@@ -436,7 +438,8 @@ class Archive:
             artimTimeout=self.artimTimeout,
             dimseTimeout=self.idleTimeout,  # a C-GET's C-STOREs to the requestor
             counters=self.counters,
-            onAccepted=self.luaEvents.association)
+            onAccepted=self.luaEvents.association,
+            limits=AssociationLimits.fromIni(self.configuration.ini, openFileLimit()))
         return self.dicomServerFactory
 
     def refreshAcceptorPolicy(self):

@@ -31,6 +31,7 @@ from pacscore.control.shutdown import OrderlyStop
 from pacscore.db.drivers import redacted
 from pacscore.debuglog import serverLog
 from pacscore.errormail import ErrorMail
+from pacscore.filelimit import raiseFileLimit
 from pacscore.web import DEFAULT_WEB_ENDPOINT
 from pacscore.web.site import webSite
 
@@ -43,6 +44,8 @@ WEB_WITHOUT_LOGIN = ("the web interface has no login: whoever reaches it can see
 WEB_PASSWORDS_IN_CLEAR = ("the web interface asks for WebUsers passwords over plain HTTP, where anyone on the way can "
                           "read them: serve it on an ssl: endpoint")
 DISABLED = ("off", "none", "")
+
+log = Logger()
 
 
 class ControlSettings(NamedTuple):
@@ -229,7 +232,10 @@ def serviceTree(options):
         errorMail.setServiceParent(top)
     ArchiveService(archive).setServiceParent(top)
     dicom = options["dicom"] or f"tcp:{archive.tcpPort}"
+    raiseFileLimit()
     dicomFactory = archive.dicomFactory()
+    log.info("DICOM service: at most {total} connections at once, {perPeer} from one address",
+             total=dicomFactory.limits.total, perPeer=dicomFactory.limits.perPeer or "any number")
     listeners = [ListeningService(f"DICOM service {archive.aeTitle}", dicom,
                                   options.endpoint("dicom", "TCPPort", dicom), dicomFactory)]
     for label, option, key, default, makeFactory in (

@@ -25,6 +25,7 @@ from zope.interface import implementer
 
 from pacscore.debuglog import COMMANDS, memoryInUse, serverLog
 from pacscore.dicom import commands, pdu
+from pacscore.dicom.admission import AssociationLimits
 from pacscore.dicom.negotiation import AssociationRejected, negotiate
 from pacscore.dicom.routing import refuse
 from pacscore.dicom.sinks import MemorySink
@@ -707,16 +708,42 @@ class DicomFactory(Factory):
         self.counters["associationsActive"] = len(self.active)
 
 
+class _Refused(Protocol):
+    """A connection over the limits of associations: closed once made."""
+
+    def connectionMade(self):
+        self.transport.abortConnection()
+
+
 class DicomServerFactory(DicomFactory):
-    """Accepts associations for one AE, as ``policy`` says; tells
-    ``onAccepted(callingAE, calledAE)`` of each one accepted."""
+    """Accepts associations for one AE, as ``policy`` says, and no more
+    connections at once than ``limits`` (an AssociationLimits; None: any
+    number) allow; tells ``onAccepted(callingAE, calledAE)`` of each one
+    accepted."""
 
     protocol = DicomServerProtocol
 
     def __init__(self, policy, services, sinks, clock, idleTimeout=300, artimTimeout=30, counters=None,
-                 dimseTimeout=None, onAccepted=None):
+                 dimseTimeout=None, onAccepted=None, limits=None):
         super().__init__(services, sinks, clock, idleTimeout, artimTimeout, dimseTimeout,
                          policy.maxPDULength, counters)
         self.policy = policy
         self.onAccepted = onAccepted
+        self.limits = limits if limits is not None else AssociationLimits()
+
+    def buildProtocol(self, addr):
+        """A protocol for the connection from ``addr``; one that closes it
+        at once when it is over the limits (not None, which a TLS
+        endpoint's wrapping factory would wrap)."""
+        if not self.limits.admits(getattr(addr, "host", None)):
+            return _Refused()
+        return super().buildProtocol(addr)
+
+    def associationOpened(self, protocol):
+        super().associationOpened(protocol)
+        self.limits.opened(getattr(protocol.peer, "host", None))
+
+    def associationClosed(self, protocol):
+        super().associationClosed(protocol)
+        self.limits.closed(getattr(protocol.peer, "host", None))
 

@@ -1,0 +1,64 @@
+"""How many DICOM connections the server holds at once: at most
+``MaxAssociations`` in all and ``MaxAssociationsPerPeer`` from one
+address (0: no limit).  Without limits a peer opening connections it never
+uses (each held until ARTIM expires) could use up the server's open files,
+and then nobody could associate or use the web interface.  A connection
+over either limit is closed as soon as it is accepted, before any PDU, with
+a log line: one for each address until a connection ends, so that a flood
+of connections is no flood of log lines."""
+
+from collections import Counter
+
+from twisted.logger import Logger
+
+DEFAULT_TOTAL = 1000
+DEFAULT_PER_PEER = 64
+
+
+class AssociationLimits:
+    """The connections open (``open``, and ``byPeer`` host) against the
+    limits ``total`` and ``perPeer`` (0: none)."""
+
+    log = Logger()
+
+    def __init__(self, total=0, perPeer=0):
+        self.total = total
+        self.perPeer = perPeer
+        self.open = 0
+        self.byPeer = Counter()
+        self._logged = set()  # hosts refused since a connection last ended
+
+    @classmethod
+    def fromIni(cls, ini, fileLimit):
+        """The limits of dicom.ini: ``MaxAssociations`` no more than half
+        ``fileLimit`` (the open files the process may have), so that
+        stored files and the web interface have theirs."""
+        total = ini.getint("MaxAssociations", DEFAULT_TOTAL)
+        return cls(min(total, fileLimit // 2) if total > 0 else fileLimit // 2,
+                   max(ini.getint("MaxAssociationsPerPeer", DEFAULT_PER_PEER), 0))
+
+    def admits(self, host):
+        """Whether a new connection from ``host`` may be held; when not,
+        the first refusal since a connection ended is logged."""
+        if self.total and self.open >= self.total:
+            why = f"{self.open} connections are open (MaxAssociations {self.total})"
+        elif self.perPeer and self.byPeer[host] >= self.perPeer:
+            why = f"it has {self.byPeer[host]} connections open (MaxAssociationsPerPeer {self.perPeer})"
+        else:
+            return True
+        if host not in self._logged:
+            self._logged.add(host)
+            self.log.warn("{host}: connection closed at once: {why}; more are closed unlogged until one ends",
+                          host=host, why=why)
+        return False
+
+    def opened(self, host):
+        self.open += 1
+        self.byPeer[host] += 1
+
+    def closed(self, host):
+        self.open -= 1
+        self.byPeer[host] -= 1
+        if not self.byPeer[host]:
+            del self.byPeer[host]
+        self._logged.clear()

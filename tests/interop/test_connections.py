@@ -1,0 +1,81 @@
+"""Connection floods against the running server: connections that never
+send an A-ASSOCIATE-RQ, more than its open-file limit (1024, set with
+prlimit), from one address and from many; DCMTK's echoscu and the web
+interface go on working (pacscore.dicom.admission, pacscore.filelimit)."""
+
+import resource
+import socket
+import time
+import urllib.request
+
+from twisted.trial import unittest
+
+from tests.interop.server import PacsServer, dcmtk
+
+FLOOD = 1100
+
+
+class FloodTests(unittest.TestCase):
+
+    def setUp(self):
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # this process holds the flood's sockets
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4096)), hard))
+        self.addCleanup(resource.setrlimit, resource.RLIMIT_NOFILE, (soft, hard))
+        self.server = PacsServer(self.mktemp())
+        command = self.server.command
+        self.server.command = lambda *extra: ["prlimit", "--nofile=256:1024", "--", *command(*extra)]
+        self.server.start()
+        self.addCleanup(self.server.stop)
+        self.sockets = []
+        self.addCleanup(self.closeFlood)
+
+    def closeFlood(self):
+        for s in self.sockets:
+            s.close()
+        self.sockets = []
+
+    def flood(self, sources):
+        """Open FLOOD idle connections, from ``sources`` in turn."""
+        for number in range(FLOOD):
+            s = socket.socket()
+            self.sockets.append(s)
+            s.bind((sources[number % len(sources)], 0))
+            try:
+                s.connect(("127.0.0.1", self.server.port))
+            except ConnectionResetError:  # closed by the server before connect() returned
+                pass
+        time.sleep(1)
+
+    def echo(self):
+        return dcmtk("echoscu", "-to", "10", "-aec", "PACS", "127.0.0.1", str(self.server.port)).returncode
+
+    def webAnswers(self):
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.server.webPort}/cgi-bin/dgate?mode=top",
+                                    timeout=10) as answer:
+            return answer.status
+
+    def test_limitsLogged(self):
+        log = self.server.log()
+        self.assertIn("open files: at most 1024 (raised from 256)", log)
+        self.assertIn("DICOM service: at most 512 connections at once, 64 from one address", log)
+
+    def test_floodFromOneAddress(self):
+        """Its 65th connection on are closed at once; others associate as ever."""
+        self.flood(["127.0.0.2"])
+        self.assertEqual(self.echo(), 0)
+        self.assertEqual(self.webAnswers(), 200)
+        log = self.server.log()
+        self.assertEqual(log.count("127.0.0.2: connection closed at once: it has 64 connections open "
+                                   "(MaxAssociationsPerPeer 64)"), 1)
+        self.assertNotIn("Too many open files", log)
+
+    def test_floodFromManyAddresses(self):
+        """At most half the open files are connections: the web interface
+        answers during the flood, and DICOM once it is over."""
+        self.flood([f"127.0.0.{host}" for host in range(2, 42)])
+        self.assertEqual(self.webAnswers(), 200)
+        self.assertIn("connections are open (MaxAssociations 512)", self.server.log())
+        self.closeFlood()
+        time.sleep(1)
+        self.assertEqual(self.echo(), 0)
+        self.assertNotIn("Too many open files", self.server.log())

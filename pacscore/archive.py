@@ -123,7 +123,8 @@ class Archive:
                            durability=self.durability, onWriterConnect=deferSync,
                            allowTruncate=configuration.allowTruncate,
                            truncateFieldNames=configuration.truncateFieldNames,
-                           onTablesBuilt=getattr(self.driver, "indexTablesBuilt", None))
+                           onTablesBuilt=getattr(self.driver, "indexTablesBuilt", None),
+                           timeout=configuration.sqlTimeout)
         self.namer = FileNamer(configuration.fileNameSyntax, configuration.maxFileNameLength)
         self.idleTimeout = configuration.tcpipTimeout
         self.artimTimeout = configuration.ini.getint("ARTIMTimeOut", 30)

@@ -13,6 +13,8 @@ Transactions are READ COMMITTED, as PostgreSQL's: a reader sees every
 commit made before its statement.  Neither MySQL nor MariaDB indexes
 ``lower(PatientName)`` (MariaDB has no functional indexes), so a
 case-insensitive name search reads the patient table through.
+A server that leaves a read or write unanswered for ``SQLTimeOut`` seconds
+fails it (PyMySQL's ``read_timeout`` and ``write_timeout``).
 """
 
 from twisted.plugin import IPlugin
@@ -37,10 +39,12 @@ class MySQLDriver(DatabaseServerDriver):
         # PostGres = 1 wins, as over SQLite = 1 (see the SQLite driver).
         return super().selectedBy(configuration) and configuration.ini.get("PostGres", "0").strip() != "1"
 
-    def engineOptions(self, url):
+    def engineOptions(self, url, timeout):
+        connectArgs = {"connect_timeout": self.connectTimeout}
+        if timeout is not None:
+            connectArgs.update(read_timeout=timeout, write_timeout=timeout)
         return url.update_query_dict({"charset": "utf8mb4"}), {
-            "isolation_level": "READ COMMITTED",
-            "connect_args": {"connect_timeout": self.connectTimeout}}
+            "isolation_level": "READ COMMITTED", "connect_args": connectArgs}
 
 
 mysqlDriver = MySQLDriver()

@@ -5,6 +5,11 @@ dicom.ini, by ``PostGres = 1`` (Conquest's flag) with Conquest's keys
 ``SQLHost``, ``SQLServer``, ``Username`` and ``Password`` (see
 pacscore.db.servers).  The database must exist, as with Conquest
 (``createdb conquest``).
+
+Within ``SQLTimeOut`` seconds a server cut off by the network is noticed
+(TCP keepalives, and ``tcp_user_timeout`` for what it does not acknowledge)
+and a statement that runs longer (waiting on a lock) is cancelled by the
+server (``statement_timeout``).
 """
 
 from twisted.plugin import IPlugin
@@ -25,8 +30,13 @@ class PostgreSQLDriver(DatabaseServerDriver):
     dbapi = "psycopg"
     extra = "postgresql"
 
-    def engineOptions(self, url):
-        return url, {"connect_args": {"connect_timeout": self.connectTimeout}}
+    def engineOptions(self, url, timeout):
+        connectArgs = {"connect_timeout": self.connectTimeout}
+        if timeout is not None:
+            probe = max(1, timeout // 4)  # idle, then 3 probes: noticed within the timeout
+            connectArgs.update(keepalives=1, keepalives_idle=probe, keepalives_interval=probe, keepalives_count=3,
+                               tcp_user_timeout=timeout * 1000, options=f"-c statement_timeout={timeout * 1000}")
+        return url, {"connect_args": connectArgs}
 
 
 postgresqlDriver = PostgreSQLDriver()

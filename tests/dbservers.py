@@ -78,6 +78,27 @@ class DatabaseServer:
         self.process.kill()
         self.process.wait()
 
+    def pause(self, testCase):
+        """SIGSTOP every process of the server, as a hung server or a
+        network partition leaves its clients waiting; SIGCONT after
+        ``testCase`` (or when the returned function is called)."""
+        processes = self.processes()
+        for pid in processes:
+            os.kill(pid, signal.SIGSTOP)
+        resumed = []
+
+        def resume():
+            if not resumed:
+                resumed.append(True)
+                for pid in processes:
+                    os.kill(pid, signal.SIGCONT)
+        testCase.addCleanup(resume)
+        return resume
+
+    def processes(self):
+        """The server's process ids (its main process's, and its children's)."""
+        return [self.process.pid]
+
     def log(self):
         with open(os.path.join(self.folder, "server.log"), errors="replace") as f:
             return f.read()
@@ -104,10 +125,11 @@ class DatabaseServer:
         testCase.addCleanup(self.sql, self.dropStatement.format(name=name))
         return name
 
-    def newEngine(self, driver, testCase):
+    def newEngine(self, driver, testCase, configuration=None):
         """``driver``'s engine on a new database, disposed of after
-        ``testCase`` (before the database is dropped)."""
-        engine = driver.createEngine(self.url(self.createDatabase(testCase)), None)
+        ``testCase`` (before the database is dropped); ``configuration``
+        as ``createEngine`` takes it."""
+        engine = driver.createEngine(self.url(self.createDatabase(testCase)), configuration)
         testCase.addCleanup(engine.dispose)
         return engine
 
@@ -152,11 +174,15 @@ class PostgresServer(DatabaseServer):
         return subprocess.run([os.path.join(self.bin, "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)],
                               capture_output=True).returncode == 0
 
-    def crash(self):
-        """SIGKILL the postmaster and wait for its processes to end."""
+    def processes(self):
         with open(os.path.join(self.data, "postmaster.pid")) as f:
             pid = int(f.readline())
         children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+        return [pid, *map(int, children)]
+
+    def crash(self):
+        """SIGKILL the postmaster and wait for its processes to end."""
+        pid, *children = self.processes()
         os.kill(pid, signal.SIGKILL)
         self.process.wait()
         deadline = time.monotonic() + 30

@@ -23,6 +23,7 @@ from pacscore.config.errors import ConfigError
 from pacscore.config.ini import DicomIni
 from pacscore.config.soplist import SopList
 from pacscore.db.rawsql import DEFAULT_TRUNCATE
+from pacscore.db.writer import DEFAULT_TIMEOUT
 from pacscore.tls import ClientTLS
 
 INI_NAME = "dicom.ini"
@@ -140,6 +141,11 @@ class Configuration:
     def tcpipTimeout(self):
         """TCPIPTimeOut, in seconds."""
         return self.ini.getint("TCPIPTimeOut", 300)
+
+    @property
+    def sqlTimeout(self):
+        """SQLTimeOut: seconds the index database may take to answer (None: no limit)."""
+        return self.ini.getint("SQLTimeOut", DEFAULT_TIMEOUT) or None
 
     @property
     def storageFailedErrorCode(self):

@@ -6,9 +6,14 @@ results come back as Deferreds.  ``createTables``, ``initializeTables`` and
 ``storeMany`` are synchronous, for startup and offline tools (``dgate -i``,
 ``dgate -r``).  The writer's flusher thread calls ``durability.flush`` (see
 ``pacscore.storage.durability``) for what was committed before anything of
-it is acknowledged.
+it is acknowledged.  With a ``timeout`` (dicom.ini's ``SQLTimeOut``), a
+write or query the database does not answer within it fails
+(``IndexTimeout``, ``defer.TimeoutError``) and ``stop`` waits as long at
+most: a database server that hangs holds up no C-STORE, C-FIND or
+shutdown for longer.
 """
 
+import functools
 import itertools
 import threading
 
@@ -45,7 +50,7 @@ class Index:
 
     def __init__(self, engine, layout, tableNames, writerThreads=1, readerThreads=4,
                  reactor=None, durability=None, onWriterConnect=None, allowTruncate=frozenset(),
-                 onTablesBuilt=None, truncateFieldNames=DEFAULT_TRUNCATE):
+                 onTablesBuilt=None, truncateFieldNames=DEFAULT_TRUNCATE, timeout=None):
         if reactor is None:
             from twisted.internet import reactor
         self.engine = engine
@@ -65,7 +70,8 @@ class Index:
         self._upserters = {}  # writer thread ident -> its Upserter
         self._writer = GroupCommitWriter(engine, reactor, writerThreads,
                                          onRollback=self._forgetWriterCache, onConnect=onWriterConnect,
-                                         afterCommit=self._afterCommit)
+                                         afterCommit=self._afterCommit, timeout=timeout)
+        self.timeout = timeout
         self.readerThreads = readerThreads
         self._readers = None  # a ThreadPool while started
         # afterUpsert(connection, records): called by the writer inside the
@@ -194,8 +200,10 @@ class Index:
         """Deferred of ``fn(connection, *args, **kw)`` run in a reader thread."""
         if self._readers is None:
             return defer.fail(RuntimeError("the index is not started"))
-        return threads.deferToThreadPool(self.reactor, self._readers,
-                                         self._withConnection, fn, args, kw)
+        d = threads.deferToThreadPool(self.reactor, self._readers, self._withConnection, fn, args, kw)
+        if self.timeout is not None:
+            d.addTimeout(self.timeout, self.reactor)
+        return d
 
     def forgetCache(self):
         """Make the writers re-read patient/study/series rows.
@@ -211,20 +219,31 @@ class Index:
         self._writer.start()
         if self._readers is None:
             self._readers = ThreadPool(0, self.readerThreads, name="pacs-db-reader")
+            # one waiting on a database server that hangs must not keep the process from ending
+            self._readers.threadFactory = functools.partial(threading.Thread, daemon=True)
             self._readers.start()
 
     def stop(self):
         """Deferred firing when every pending write is committed and all
-        threads have ended (joined off the reactor thread)."""
+        threads have ended (joined off the reactor thread), or, with a
+        ``timeout``, when the writer gave up waiting for the database:
+        then its marks stay for the next start and no thread is joined."""
         readers, self._readers = self._readers, None
         d = self._writer.stop()
+        d.addCallback(self._writerStopped, readers)
+        d.addCallback(lambda _: self._upserters.clear())
+        return d
+
+    def _writerStopped(self, finished, readers):
+        if not finished:
+            return None
+        d = defer.succeed(None)
         if self.durability.flushesAfterCommit:  # every group flushed: no mark is needed at the next start
             d.addCallback(lambda _: threads.deferToThreadPool(
                 self.reactor, self.reactor.getThreadPool(), self._dropFlushedMarks))
         if readers is not None:
             d.addCallback(lambda _: threads.deferToThreadPool(
                 self.reactor, self.reactor.getThreadPool(), readers.stop))
-        d.addCallback(lambda _: self._upserters.clear())
         return d
 
     def _dropFlushedMarks(self):

@@ -14,6 +14,11 @@ retried row by row); readers get connections of their own from the pool.
 Such a server makes each commit durable by itself (the drivers have no
 ``localFolder``), so after an index commit the archive flushes only the
 MAG devices.
+
+``SQLTimeOut`` (seconds) bounds how long the server may keep pacs waiting:
+the drivers pass it on as their client's socket timeouts, TCP keepalives
+(a server cut off by the network) and statement timeout, and the index
+fails writes and queries it does not answer in time (see pacscore.db.index).
 """
 
 from urllib.parse import quote
@@ -23,6 +28,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from pacscore.db.drivers import namesNoDatabase, redacted
+from pacscore.db.writer import DEFAULT_TIMEOUT
 
 
 class DatabaseServerDriver:
@@ -32,7 +38,8 @@ class DatabaseServerDriver:
     Subclasses set ``name``, ``label`` (the name in messages),
     ``description``, ``flag`` (the dicom.ini key), ``dbapi`` (SQLAlchemy's
     name of the Python driver), ``extra`` (the pip extra that installs it)
-    and may add ``engineOptions``.
+    and may add ``engineOptions``.  ``createEngine`` takes the loaded
+    configuration, or None (the defaults).
     """
 
     writerThreads = 1
@@ -52,8 +59,10 @@ class DatabaseServerDriver:
         credentials = quote(user, safe="") + (":" + quote(password, safe="") if password else "")
         return f"{self.name}://{credentials + '@' if credentials else ''}{host}/{quote(database, safe='')}"
 
-    def engineOptions(self, url):
-        """``(url, keyword arguments)`` for ``create_engine`` beyond the pool's."""
+    def engineOptions(self, url, timeout):
+        """``(url, keyword arguments)`` for ``create_engine`` beyond the pool's;
+        ``timeout``: SQLTimeOut, seconds the server may take to answer (None:
+        no limit)."""
         return url, {}
 
     def createEngine(self, description, configuration):
@@ -65,7 +74,8 @@ class DatabaseServerDriver:
             raise ValueError(f"{what} ({e})") from None
         if url.get_backend_name() != self.name:
             raise ValueError(what)
-        url, options = self.engineOptions(url.set(drivername=f"{self.name}+{self.dbapi}"))
+        timeout = DEFAULT_TIMEOUT if configuration is None else configuration.sqlTimeout
+        url, options = self.engineOptions(url.set(drivername=f"{self.name}+{self.dbapi}"), timeout)
         try:
             return create_engine(url, pool_size=self.poolSize, max_overflow=2 * self.poolSize,
                                  pool_pre_ping=True, **options)

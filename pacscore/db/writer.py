@@ -9,8 +9,14 @@ committed since its last call, and only then are the requests' Deferreds
 fired in the reactor thread.  Idle, a single request is committed and
 flushed at once; under load the batches grow by themselves, one flush
 serves hundreds of objects, and it overlaps the next commit.
+
+With a ``timeout`` (dicom.ini's ``SQLTimeOut``), a request not answered
+within it (a database server that hangs or cannot be reached: its thread
+waits on it) fails with ``IndexTimeout``, logged; what its thread does
+later is not answered again.  ``stop`` waits as long at most.
 """
 
+import collections
 import itertools
 import operator
 import queue
@@ -18,11 +24,36 @@ import sys
 import threading
 
 from sqlalchemy.exc import DBAPIError
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 _STOP = object()
+DEFAULT_TIMEOUT = 30  # seconds, SQLTimeOut's default
+
+
+class IndexTimeout(Exception):
+    """The index database did not answer a write within the time limit."""
+
+
+class _Request:
+    """A queued write: ``fn(connection, [item, ...])``, whose outcome goes to
+    ``onResult(ok, value)`` once, in the reactor thread, unless it was
+    failed at ``deadline`` (reactor seconds) already."""
+
+    __slots__ = ("onResult", "fn", "item", "deadline", "answered")
+
+    def __init__(self, onResult, fn, item, deadline):
+        self.onResult = onResult
+        self.fn = fn
+        self.item = item
+        self.deadline = deadline
+        self.answered = False
+
+    def answer(self, ok, value):
+        if not self.answered:
+            self.answered = True
+            self.onResult(ok, value)
 
 
 def callEach(connection, calls):
@@ -105,24 +136,33 @@ class GroupCommitWriter:
     ``submit`` and ``stop`` must be called from the reactor thread;
     ``enqueue`` from any thread.  ``afterCommit(requests)`` runs in the
     flusher thread with the committed ``(fn, item)`` requests of one or
-    more batches; if it raises, they all fail with its error.
+    more batches; if it raises, they all fail with its error.  A request
+    not answered within ``timeout`` seconds (None: no limit) fails with
+    ``IndexTimeout``.
     """
+
+    log = Logger()
 
     def __init__(self, engine, reactor, threads=1, onRollback=lambda: None,
                  maxBatch=1000, name="pacs-db-writer", onConnect=None,
-                 afterCommit=lambda requests: None):
+                 afterCommit=lambda requests: None, timeout=None):
         self.reactor = reactor
         self.runner = BatchRunner(engine, onRollback, onConnect)
         self.afterCommit = afterCommit
         self.threads = threads
         self.maxBatch = maxBatch
         self.name = name
+        self.timeout = timeout
         self._queue = queue.SimpleQueue()
-        self._committed = queue.SimpleQueue()  # (callbacks, requests, results) for the flusher
+        self._committed = queue.SimpleQueue()  # (requests, results) for the flusher
+        self._waiting = collections.deque()  # requests with a deadline, in order of it
+        self._watchdog = task.LoopingCall(self._expire)
+        self._watchdog.clock = reactor
         self._running = 0        # writer threads alive
         self._flushing = False   # the flusher thread is alive
         self._stopping = False
         self._stopWaiters = []
+        self._giveUp = None      # the DelayedCall of stop's time limit
 
     def start(self):
         """Start the threads (no-op while they run)."""
@@ -135,6 +175,8 @@ class GroupCommitWriter:
             self._running += 1
             threading.Thread(target=self._work, name=f"{self.name}-{number}",
                              daemon=True).start()
+        if self.timeout is not None:
+            self._watchdog.start(min(1.0, self.timeout / 4), now=False)
 
     def submit(self, fn, item):
         """Deferred firing with ``item``'s result of ``fn(connection, items)``
@@ -150,62 +192,98 @@ class GroupCommitWriter:
             failure = Failure(RuntimeError(f"{self.name} is stopping"))
             self.reactor.callFromThread(onResult, False, failure)
             return
-        self._queue.put((onResult, fn, item))
+        deadline = None if self.timeout is None else self.reactor.seconds() + self.timeout
+        request = _Request(onResult, fn, item, deadline)
+        if deadline is not None:
+            self._waiting.append(request)
+        self._queue.put(request)
 
     def stop(self):
         """Deferred firing once everything submitted before is committed and
-        the threads have ended."""
+        the threads have ended (True), or, with a ``timeout``, once that has
+        passed without (False: the database does not answer; what is still
+        waiting fails)."""
         d = defer.Deferred()
         if not self._running and not self._flushing:
-            d.callback(None)
+            d.callback(True)
             return d
         if not self._stopping:
             self._stopping = True
             for _ in range(self.threads):
                 self._queue.put(_STOP)
+        if self.timeout is not None and self._giveUp is None:
+            self._giveUp = self.reactor.callLater(self.timeout, self._stopWithout)
         self._stopWaiters.append(d)
         return d
 
+    def _expire(self, now=None):
+        """Fail the requests whose deadline has passed (all with ``now=inf``)."""
+        now = self.reactor.seconds() if now is None else now
+        expired = []
+        while self._waiting and (self._waiting[0].answered or self._waiting[0].deadline <= now):
+            request = self._waiting.popleft()
+            if not request.answered:
+                expired.append(request)
+        if expired:
+            self.log.error("the index database did not answer within {timeout} s (SQLTimeOut): "
+                           "{count} writes failed", timeout=self.timeout, count=len(expired))
+            failure = Failure(IndexTimeout(f"the index database did not answer within {self.timeout} s"))
+            for request in expired:
+                request.answer(False, failure)
+
+    def _stopWithout(self):
+        self.log.error("the index writer did not finish within {timeout} s (SQLTimeOut): the database does "
+                       "not answer; stopping without it", timeout=self.timeout)
+        self._expire(float("inf"))
+        self._stopped(False)
+
     def _work(self):
         for batch in _batches(self._queue, self.maxBatch):
-            requests = [(fn, item) for _, fn, item in batch]
-            self._committed.put(([onResult for onResult, _, _ in batch], requests,
-                                 self.runner.run(requests)))
+            self._committed.put((batch, self.runner.run([(r.fn, r.item) for r in batch])))
         self.runner.closeConnection()
         self.reactor.callFromThread(self._threadEnded)
 
     def _flush(self):
         for groups in _batches(self._committed, sys.maxsize):
             self._afterCommit(groups)
-        self.reactor.callFromThread(self._flusherEnded)
+        self.reactor.callFromThread(self._stopped, True)
 
     def _afterCommit(self, groups):
         """One ``afterCommit`` for ``groups``, then fire their results."""
-        callbacks, requests, results = (list(itertools.chain.from_iterable(parts)) for parts in zip(*groups))
-        committed = [request for request, (ok, _) in zip(requests, results) if ok]
+        batch, results = (list(itertools.chain.from_iterable(parts)) for parts in zip(*groups))
+        committed = [(r.fn, r.item) for r, (ok, _) in zip(batch, results) if ok]
         if committed:
             try:
                 self.afterCommit(committed)
             except Exception:
                 failure = Failure()
                 results = [(False, failure) if ok else (ok, value) for ok, value in results]
-        self.reactor.callFromThread(self._fire, callbacks, results)
+        self.reactor.callFromThread(self._fire, batch, results)
 
     @staticmethod
-    def _fire(callbacks, results):
-        for onResult, (ok, value) in zip(callbacks, results):
-            onResult(ok, value)
+    def _fire(batch, results):
+        for request, (ok, value) in zip(batch, results):
+            request.answer(ok, value)
 
     def _threadEnded(self):
         self._running -= 1
         if not self._running:
             self._committed.put(_STOP)  # after every batch the writers committed
 
-    def _flusherEnded(self):
-        self._flushing = False
+    def _stopped(self, finished):
+        """The flusher ended (``finished``), or ``stop`` gave up waiting."""
+        if finished:
+            self._flushing = False
+        if not self._stopWaiters:
+            return  # stop gave up before
+        if self._watchdog.running:
+            self._watchdog.stop()
+        if self._giveUp is not None and self._giveUp.active():
+            self._giveUp.cancel()
+        self._giveUp = None
         waiters, self._stopWaiters = self._stopWaiters, []
         for d in waiters:
-            d.callback(None)
+            d.callback(finished)
 
 
 def _batches(waiting, limit):

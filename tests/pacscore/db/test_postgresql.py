@@ -2,13 +2,21 @@
 run again on the PostgreSQL driver's engine (each test on a new database
 of the test run's server, see tests.dbservers)."""
 
-from sqlalchemy import text
+import time
 
+from sqlalchemy import text
+from twisted.internet import defer, reactor
+from twisted.trial import unittest
+
+from pacscore.db.index import Index
+from pacscore.db.writer import IndexTimeout
 from plugins.pacs_postgresql import postgresqlDriver
 from tests.dbservers import postgresServer
 from tests.pacscore.db import test_index
 from tests.pacscore.db.onserver import casesOn
+from tests.pacscore.db.test_schema import TABLE_NAMES, conquestLayout
 from tests.pacscore.export import test_queue
+from tests.plugins.test_sqlite_driver import FakeConfiguration
 
 
 class OnPostgreSQL:
@@ -40,3 +48,32 @@ class FilterTests(OnPostgreSQL, test_queue.FilterTests):  # replaces casesOn's
         self.assertFalse(self.queue.filterMatches("1.2.3.1.1", "Rows = '256'"))
         self.assertFalse(self.queue.filterMatches("9.9.9", "Rows = '512'"))
         self.assertFalse(self.queue.filterMatches("1.2.3.1.1", "Rows = 512"))  # text = integer: refused, no match
+
+
+class HungServerTests(unittest.TestCase):
+    """A PostgreSQL server that hangs (all its processes stopped; a network
+    partition leaves pacs as alone) held every C-STORE and C-FIND without an
+    answer for the whole outage: now they fail within SQLTimeOut, and once
+    the server is back the next store succeeds."""
+
+    @defer.inlineCallbacks
+    def test_storeFailsWithinTheTimeout(self):
+        server = postgresServer()
+        engine = server.newEngine(postgresqlDriver, self, FakeConfiguration(".", SQLTimeOut="2"))
+        with engine.connect() as connection:
+            self.assertEqual(connection.execute(text("SHOW statement_timeout")).scalar(), "2s")
+        index = Index(engine, conquestLayout(), TABLE_NAMES, reactor=reactor, timeout=2)
+        index.createTables()
+        index.start()
+        self.addCleanup(index.stop)
+        yield index.store(test_index.makeRecord("1.2.3.1.1"))
+        resume = server.pause(self)
+        started = time.monotonic()
+        yield self.assertFailure(index.store(test_index.makeRecord("1.2.3.1.2")), IndexTimeout)
+        self.assertLess(time.monotonic() - started, 4)
+        started = time.monotonic()
+        yield self.assertFailure(index.runQuery(lambda connection: connection.execute(text("SELECT 1")).scalar()),
+                                 defer.TimeoutError)  # a C-FIND's
+        self.assertLess(time.monotonic() - started, 4)
+        resume()
+        yield index.store(test_index.makeRecord("1.2.3.1.3"))

@@ -11,10 +11,11 @@ import time
 from sqlalchemy import create_engine, event, func, select, update
 from sqlalchemy.exc import OperationalError
 from twisted.internet import defer, reactor
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.trial import unittest
 
 from pacscore.db.index import Index, Replaced
-from pacscore.db.writer import GroupCommitWriter
+from pacscore.db.writer import GroupCommitWriter, IndexTimeout
 from plugins.pacs_sqlite import sqliteDriver
 from tests.pacscore.db.test_index import makeRecord
 from tests.pacscore.db.test_schema import TABLE_NAMES, conquestLayout
@@ -294,3 +295,50 @@ class DroppedConnectionTests(unittest.TestCase):
 
         yield self.assertFailure(writer.submit(alwaysDropped, ["c"]), OperationalError)
         self.assertEqual(failing[0], 2, "tried once more, not for ever")
+
+
+class DeadlineTests(unittest.TestCase):
+    """With a ``timeout`` (SQLTimeOut), a write the database does not answer
+    in time (a server that hangs: the writer thread waits on it) fails with
+    a log line instead of holding its C-STORE for as long as the outage;
+    ``stop`` gives up after it.  Here the database "hangs" in a write that
+    waits for an event."""
+
+    def setUp(self):
+        self.engine = sqliteEngine(self)
+        self.release = threading.Event()
+        self.writer = GroupCommitWriter(self.engine, reactor, timeout=0.5)
+        self.writer.start()
+        self.addCleanup(self.writer.stop)
+        self.addCleanup(self.release.set)  # first
+
+    def hang(self, connection, items):
+        self.release.wait(10)
+        return items
+
+    @defer.inlineCallbacks
+    def test_aHungWriteFailsInTime(self):
+        started = time.monotonic()
+        with capturedLogs() as events:
+            results = yield defer.DeferredList([self.writer.submit(self.hang, "a"),
+                                                self.writer.submit(AfterCommitTests.create, "b")],
+                                               consumeErrors=True)
+        self.assertLess(time.monotonic() - started, 2.5)
+        self.assertEqual([ok for ok, _ in results], [False, False], "the one hung and the one behind it")
+        for _, failure in results:
+            failure.trap(IndexTimeout)
+        self.assertEqual(["the index database did not answer within 0.5 s (SQLTimeOut): 2 writes failed"],
+                         [formatEvent(e) for e in events if e["log_level"] == LogLevel.error])
+        self.release.set()  # the database is back: the next write is answered
+        self.assertEqual((yield self.writer.submit(AfterCommitTests.create, "c")), "c")
+
+    @defer.inlineCallbacks
+    def test_stopGivesUp(self):
+        self.writer.submit(self.hang, "a").addErrback(lambda f: f.trap(IndexTimeout))
+        started = time.monotonic()
+        with capturedLogs() as events:
+            finished = yield self.writer.stop()
+        self.assertFalse(finished)
+        self.assertLess(time.monotonic() - started, 2.5)
+        self.assertIn("the index writer did not finish within 0.5 s (SQLTimeOut): the database does not answer; "
+                      "stopping without it", [formatEvent(e) for e in events])

@@ -22,6 +22,7 @@ import operator
 import queue
 import sys
 import threading
+import time
 
 from sqlalchemy.exc import DBAPIError
 from twisted.internet import defer, task
@@ -62,7 +63,8 @@ def callEach(connection, calls):
 
 
 class BatchRunner:
-    """Runs requests in one transaction; if that fails, each request alone.
+    """Runs requests in one transaction; if that fails, each request alone
+    (unless the database cannot be reached).
 
     A request is ``(fn, item)``.  Consecutive requests with the same ``fn``
     run as one call ``fn(connection, items)``, which returns one result per
@@ -78,12 +80,15 @@ class BatchRunner:
     """
 
     log = Logger()
+    holdOff = 5  # seconds after a failed connect during which requests fail at once
 
     def __init__(self, engine, onRollback, onConnect=None):
         self.engine = engine
         self.onRollback = onRollback
         self.onConnect = onConnect
         self._local = threading.local()
+        self._unreachable = None     # the Failure of the last failed connect,
+        self._unreachableUntil = 0   # and the time.monotonic() until which it holds
 
     def _connection(self):
         connection = getattr(self._local, "connection", None)
@@ -104,11 +109,24 @@ class BatchRunner:
         """``[(True, result) | (False, Failure)]``, one per request, in
         order; the successful ones are committed.  A connection the
         database server dropped (its idle timeout, a restart) is replaced and
-        the requests run again on the new one, once.  A connection that
-        cannot be opened (a database server that is down) fails them, like
-        any other error: the writer thread goes on with the next batch."""
+        the requests run again on the new one, once.  When the connection
+        cannot be opened, or is lost again, they all fail at once (not one
+        by one, each waiting on the server again), and for ``holdOff``
+        seconds after a failed connect every request fails at once with its
+        error, logged once: the writer thread goes on with the next batch.
+        Any other error has each request run alone, so that only those the
+        database refuses fail."""
+        if time.monotonic() < self._unreachableUntil:
+            return [(False, self._unreachable)] * len(requests)
         try:
             connection = self._connection()
+        except Exception as error:
+            self._unreachable, self._unreachableUntil = Failure(), time.monotonic() + self.holdOff
+            self.log.error("cannot connect to the index database ({error}): {count} writes failed, "
+                           "and those of the next {holdOff} s fail at once", error=error, count=len(requests),
+                           holdOff=self.holdOff)
+            return [(False, self._unreachable)] * len(requests)
+        try:
             with connection.begin():
                 results = []
                 for fn, group in itertools.groupby(requests, key=operator.itemgetter(0)):
@@ -116,13 +134,14 @@ class BatchRunner:
                                 for result in fn(connection, [item for _, item in group])]
         except Exception as error:
             self.onRollback()
-            if not reconnected and isinstance(error, DBAPIError) and error.connection_invalidated:
+            lost = isinstance(error, DBAPIError) and error.connection_invalidated
+            if lost and not reconnected:
                 self.log.info("the database server dropped the index writer's connection ({error}); "
                               "the writes go again on a new one", error=error.orig)
                 self.closeConnection()
                 return self.run(requests, reconnected=True)
-            if len(requests) == 1:
-                return [(False, Failure())]
+            if lost or len(requests) == 1:
+                return [(False, Failure())] * len(requests)
             self.log.warn("Batch of {count} writes failed ({error}); retrying each alone",
                           count=len(requests), error=error)
             return [result for request in requests for result in self.run([request])]

@@ -10,12 +10,12 @@ import time
 
 from sqlalchemy import create_engine, event, func, select, update
 from sqlalchemy.exc import OperationalError
-from twisted.internet import defer, reactor
+from twisted.internet import defer, reactor, task
 from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.trial import unittest
 
 from pacscore.db.index import Index, Replaced
-from pacscore.db.writer import GroupCommitWriter, IndexTimeout
+from pacscore.db.writer import BatchRunner, GroupCommitWriter, IndexTimeout
 from plugins.pacs_sqlite import sqliteDriver
 from tests.pacscore.db.test_index import makeRecord
 from tests.pacscore.db.test_schema import TABLE_NAMES, conquestLayout
@@ -246,18 +246,39 @@ class UnreachableDatabaseTests(unittest.TestCase):
     SQLite file in a folder not there yet) fails the writes of the moment,
     and the writer thread serves the next ones once it is back."""
 
+    def setUp(self):
+        self.folder = os.path.abspath(self.mktemp())
+        self.engine = create_engine("sqlite:///" + os.path.join(self.folder, "index.db3"))
+        self.addCleanup(self.engine.dispose)
+        self.connects = []
+        event.listen(self.engine, "do_connect", lambda *args: self.connects.append(1))
+
     @defer.inlineCallbacks
     def test_writerOutlivesAFailedConnect(self):
-        folder = os.path.abspath(self.mktemp())
-        engine = create_engine("sqlite:///" + os.path.join(folder, "index.db3"))
-        self.addCleanup(engine.dispose)
-        writer = GroupCommitWriter(engine, reactor)
+        writer = GroupCommitWriter(self.engine, reactor)
+        writer.runner.holdOff = 0.1
         writer.start()
         self.addCleanup(writer.stop)
         create = AfterCommitTests.create
         yield self.assertFailure(writer.submit(create, ["a"]), OperationalError)
-        os.makedirs(folder)
+        os.makedirs(self.folder)
+        yield task.deferLater(reactor, 0.2, lambda: None)
         self.assertEqual((yield writer.submit(create, ["b"])), ["b"])
+
+    def test_aBatchFailsAtOnce(self):
+        """A connect that fails is not tried again for each write of the
+        batch (8 stores waited 9 connect timeouts, 90 s), nor for the writes
+        of the next seconds: they fail at once with its error, logged once."""
+        runner = BatchRunner(self.engine, lambda: None)
+        with capturedLogs() as events:
+            results = runner.run([(AfterCommitTests.create, [name]) for name in "abcdefgh"])
+            later = runner.run([(AfterCommitTests.create, ["i"])])
+        self.assertEqual(len(self.connects), 1)
+        self.assertEqual([ok for ok, _ in results + later], [False] * 9)
+        for _, failure in results + later:
+            failure.trap(OperationalError)
+        self.assertEqual([e["log_level"] for e in events], [LogLevel.error])
+        self.assertIn("cannot connect to the index database", formatEvent(events[0]))
 
 
 class DroppedConnectionTests(unittest.TestCase):
@@ -295,6 +316,10 @@ class DroppedConnectionTests(unittest.TestCase):
 
         yield self.assertFailure(writer.submit(alwaysDropped, ["c"]), OperationalError)
         self.assertEqual(failing[0], 2, "tried once more, not for ever")
+        failing[0] = 0
+        results = writer.runner.run([(alwaysDropped, "d"), (alwaysDropped, "e"), (alwaysDropped, "f")])
+        self.assertEqual([ok for ok, _ in results], [False] * 3)
+        self.assertEqual(failing[0], 2, "a batch on a connection lost again fails at once, not each alone")
 
 
 class DeadlineTests(unittest.TestCase):

@@ -124,7 +124,7 @@ class Archive:
                            allowTruncate=configuration.allowTruncate,
                            truncateFieldNames=configuration.truncateFieldNames,
                            onTablesBuilt=getattr(self.driver, "indexTablesBuilt", None),
-                           timeout=configuration.sqlTimeout)
+                           timeout=configuration.sqlTimeout, fileWatch=self._fileWatch())
         self.namer = FileNamer(configuration.fileNameSyntax, configuration.maxFileNameLength)
         self.idleTimeout = configuration.tcpipTimeout
         self.artimTimeout = configuration.ini.getint("ARTIMTimeOut", 30)
@@ -232,6 +232,11 @@ class Archive:
         self.hl7MaxMessageSize = ini.getint("HL7MaxMessageSize", 1 << 20)
         self.worklistQuery = WorklistQuery(self.index.tables.worklist, worklistColumns)
         self.worklistReturnsIsoIr100 = ini.getint("WorkListReturnsISO_IR_100", 1) == 1
+
+    def _fileWatch(self):
+        """The driver's watch of the database file, if it keeps one."""
+        fileWatch = getattr(self.driver, "fileWatch", None)
+        return None if fileWatch is None else fileWatch(self.dbDescription, self.configuration)
 
     def _durability(self):
         """The durability policy, and the writer connection set-up that lets

@@ -37,6 +37,9 @@ class IDatabaseDriver(Interface):
     #   deferSync(connection): make the index writer's SQLAlchemy connection
     #     commit without flushing, because the archive then flushes
     #     localFolder's file system after each of its commits;
+    #   fileWatch(description, configuration): a
+    #     ``pacscore.db.filewatch.DatabaseFileWatch`` of the database file,
+    #     so that stores fail once it is deleted or replaced under pacs;
     #   damage(engine): why the database files are damaged, or None;
     #   setAside(description, configuration): move damaged files out of the
     #     way (``dgate -i``/``-r`` then start a new database), returning where.

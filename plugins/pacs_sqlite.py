@@ -25,6 +25,7 @@ from twisted.plugin import IPlugin
 from zope.interface import implementer
 
 from pacscore.db.drivers import namesNoDatabase
+from pacscore.db.filewatch import DatabaseFileWatch
 from pacscore.interfaces import IDatabaseDriver
 
 
@@ -84,6 +85,11 @@ class SQLiteDriver:
     def localFolder(self, description, configuration):
         """The folder of the database file."""
         return os.path.dirname(self.pathOf(description, configuration))
+
+    def fileWatch(self, description, configuration):
+        """The ``DatabaseFileWatch`` of the database file: SQLite goes on
+        writing into a file deleted under it."""
+        return DatabaseFileWatch(self.pathOf(description, configuration))
 
     def deferSync(self, connection):
         """Let the writer's ``connection`` commit without a flush of its own:

@@ -42,7 +42,10 @@ class Index:
     ``onWriterConnect(connection)`` prepares each writer connection (the
     SQLite driver's ``deferSync`` when the flush covers the database);
     ``onTablesBuilt(metadata, tables)`` (the driver's optional
-    ``indexTablesBuilt``) may attach DDL events to the tables.
+    ``indexTablesBuilt``) may attach DDL events to the tables;
+    ``fileWatch`` (the driver's optional ``fileWatch``, a
+    ``DatabaseFileWatch``) fails the writes committed once the database
+    file was deleted or replaced.
     """
 
     log = Logger()
@@ -50,7 +53,7 @@ class Index:
 
     def __init__(self, engine, layout, tableNames, writerThreads=1, readerThreads=4,
                  reactor=None, durability=None, onWriterConnect=None, allowTruncate=frozenset(),
-                 onTablesBuilt=None, truncateFieldNames=DEFAULT_TRUNCATE, timeout=None):
+                 onTablesBuilt=None, truncateFieldNames=DEFAULT_TRUNCATE, timeout=None, fileWatch=None):
         if reactor is None:
             from twisted.internet import reactor
         self.engine = engine
@@ -72,6 +75,7 @@ class Index:
                                          onRollback=self._forgetWriterCache, onConnect=onWriterConnect,
                                          afterCommit=self._afterCommit, timeout=timeout)
         self.timeout = timeout
+        self.fileWatch = fileWatch
         self.readerThreads = readerThreads
         self._readers = None  # a ThreadPool while started
         # afterUpsert(connection, records): called by the writer inside the
@@ -216,6 +220,8 @@ class Index:
 
     def start(self):
         """Start the writer thread(s) and the reader pool."""
+        if self.fileWatch is not None:
+            self.fileWatch.start()
         self._writer.start()
         if self._readers is None:
             self._readers = ThreadPool(0, self.readerThreads, name="pacs-db-reader")
@@ -294,6 +300,8 @@ class Index:
     def _afterCommit(self, requests):
         """In the writer's flusher thread: make the commits and their images'
         files durable."""
+        if self.fileWatch is not None:
+            self.fileWatch.check()
         records = [item for fn, item in requests if fn == self._upsertInWriter]
         self.durability.flush(records)
         if records and self.durability.flushesAfterCommit:

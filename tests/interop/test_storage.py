@@ -673,3 +673,23 @@ class SequenceFileNameTests(ServerTestCase):
         stored = storedFiles(self.server.dataDir)
         self.assertEqual({uid: os.path.relpath(stored[uid], self.server.dataDir) for uid in expected}, expected)
         self.assertEqual(column(self.server.database, "DICOMImages", "ObjectFile"), sorted(expected.values()))
+
+
+class DeletedIndexTests(ServerTestCase):
+    """The SQLite index deleted under the running server (with its -wal and
+    -shm): stores went on getting Success into the deleted file, nothing
+    logged, and after a restart the index lacked them.  Now they fail, with
+    one log line."""
+
+    def test_storesFailOnceTheIndexFileIsDeleted(self):
+        first, second, third = generateCorpus(self.mktemp(), 1, 1, 1, 3)
+        self.assertEqual(self.server.store(first.path).returncode, 0)
+        for suffix in ("", "-wal", "-shm"):
+            os.unlink(self.server.database + suffix)
+        for image in (second, third):
+            result = self.server.store(image.path, extra=("-v",))
+            self.assertIn("Received Store Response (Unknown Status: 0x110)", result.stdout + result.stderr)
+        log = self.server.log()
+        self.assertEqual(log.count("was deleted or replaced while pacs runs: stores fail until pacs is restarted"),
+                         1, log)
+        self.assertEqual(self.server.echo().returncode, 0)

@@ -13,8 +13,11 @@ Transactions are READ COMMITTED, as PostgreSQL's: a reader sees every
 commit made before its statement.  Neither MySQL nor MariaDB indexes
 ``lower(PatientName)`` (MariaDB has no functional indexes), so a
 case-insensitive name search reads the patient table through.
-A server that leaves a read or write unanswered for ``SQLTimeOut`` seconds
-fails it (PyMySQL's ``read_timeout`` and ``write_timeout``).
+A server that leaves a write to its socket unacknowledged for ``SQLTimeOut``
+seconds fails it (PyMySQL's ``write_timeout``); reads have no limit, so that
+a long statement (a conversion of a large table at start-up, a big ``dgate
+-r``) is not cut short: the index's own time limit answers the C-STORE or
+C-FIND that waits on it.
 """
 
 from twisted.plugin import IPlugin
@@ -42,7 +45,7 @@ class MySQLDriver(DatabaseServerDriver):
     def engineOptions(self, url, timeout):
         connectArgs = {"connect_timeout": self.connectTimeout}
         if timeout is not None:
-            connectArgs.update(read_timeout=timeout, write_timeout=timeout)
+            connectArgs.update(write_timeout=timeout)
         return url.update_query_dict({"charset": "utf8mb4"}), {
             "isolation_level": "READ COMMITTED", "connect_args": connectArgs}
 

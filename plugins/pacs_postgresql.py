@@ -7,9 +7,10 @@ pacscore.db.servers).  The database must exist, as with Conquest
 (``createdb conquest``).
 
 Within ``SQLTimeOut`` seconds a server cut off by the network is noticed
-(TCP keepalives, and ``tcp_user_timeout`` for what it does not acknowledge)
-and a statement that runs longer (waiting on a lock) is cancelled by the
-server (``statement_timeout``).
+(TCP keepalives, and ``tcp_user_timeout`` for what it does not acknowledge);
+a statement that merely runs long (a conversion of a large table at
+start-up, a big ``dgate -r``) is not cut short: the index's own time limit
+answers the C-STORE or C-FIND that waits on it.
 """
 
 from twisted.plugin import IPlugin
@@ -35,7 +36,7 @@ class PostgreSQLDriver(DatabaseServerDriver):
         if timeout is not None:
             probe = max(1, timeout // 4)  # idle, then 3 probes: noticed within the timeout
             connectArgs.update(keepalives=1, keepalives_idle=probe, keepalives_interval=probe, keepalives_count=3,
-                               tcp_user_timeout=timeout * 1000, options=f"-c statement_timeout={timeout * 1000}")
+                               tcp_user_timeout=timeout * 1000)
         return url, {"connect_args": connectArgs}
 
 

@@ -16,9 +16,10 @@ Such a server makes each commit durable by itself (the drivers have no
 MAG devices.
 
 ``SQLTimeOut`` (seconds) bounds how long the server may keep pacs waiting:
-the drivers pass it on as their client's socket timeouts, TCP keepalives
-(a server cut off by the network) and statement timeout, and the index
-fails writes and queries it does not answer in time (see pacscore.db.index).
+the drivers pass it on as TCP keepalives and socket write timeouts (a
+server cut off by the network), and the index fails writes and queries it
+does not answer in time (see pacscore.db.index); a statement that merely
+runs long is not cut short.
 """
 
 from urllib.parse import quote

@@ -60,8 +60,8 @@ class HungServerTests(unittest.TestCase):
     def test_storeFailsWithinTheTimeout(self):
         server = postgresServer()
         engine = server.newEngine(postgresqlDriver, self, FakeConfiguration(".", SQLTimeOut="2"))
-        with engine.connect() as connection:
-            self.assertEqual(connection.execute(text("SHOW statement_timeout")).scalar(), "2s")
+        with engine.connect() as connection:  # long statements are not cut short: a hung server is noticed in pacs
+            self.assertEqual(connection.execute(text("SHOW statement_timeout")).scalar(), "0")
         index = Index(engine, conquestLayout(), TABLE_NAMES, reactor=reactor, timeout=2)
         index.createTables()
         index.start()

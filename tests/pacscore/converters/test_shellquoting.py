@@ -3,6 +3,7 @@ the program as data wherever it stands in the template, never as shell
 syntax; the template's own text stays shell syntax."""
 
 import os
+import re
 import subprocess
 
 from pydicom import Dataset
@@ -13,6 +14,12 @@ from pacscore.converters.shellquoting import shellCommand
 
 HOSTILE = ["x;touch pwned", "$(touch pwned)", "`touch pwned`", "a'b", 'a"b', "a\\", "a b  c", "$HOME",
            "x\ntouch pwned #", "'$(touch pwned)'", '"; touch pwned; "', "*", ""]
+
+
+
+def safe(value):
+    """``value`` as it may stand within ``${...}`` or ``$((...))``."""
+    return re.sub(r"[^A-Za-z0-9._,:/=+@^ -]", "_", value)
 
 
 def contextFor(patientID, name="Doe^John", filename="/data/1.dcm"):
@@ -39,7 +46,8 @@ class ShellCommandTests(unittest.TestCase):
     def test_valuesAreDataWhereverTheyStand(self):
         """(template, what printf prints for value v): bare, double- and
         single-quoted, joined to other text, in $(...) and backquotes, in a
-        comment, after a backslash."""
+        comment, after a backslash, right before a '#', in $((...)) and
+        ${...}."""
         cases = [
             ("%i", lambda v: f"<{v}>" if v else "<>"),
             ("x%iy", lambda v: f"<x{v}y>"),
@@ -54,12 +62,19 @@ class ShellCommandTests(unittest.TestCase):
             ("\\%i", lambda v: f"<\\{v}>"),
             ('"\\%i"', lambda v: f"<\\{v}>"),
             ("end # %i", lambda v: "<end>"),
+            ("%i#%i", lambda v: f"<{v}#{v}>" if v else "<>"),
+            ("$((%i))", lambda v: "<0>"),
+            ('"${NOSUCHVARIABLE:-"%i"}"', lambda v: f"<{safe(v)}>"),
         ]
         for template, expected in cases:
             for value in HOSTILE:
                 if "`" in template and "*" in value:
                     continue  # a glob in a command substitution's output
                 self.assertEqual(self.words(template, value), expected(value), (template, value))
+
+    def test_integersInArithmetic(self):
+        """A whole number in $((...)) is a number there, nested or not."""
+        self.assertEqual(self.words("$(((%i) * 2))", "-21"), "<-42>")
 
     def test_theTemplateStaysShellSyntax(self):
         """Redirections, pipes and the template's own quotes work as written."""

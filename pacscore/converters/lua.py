@@ -429,11 +429,10 @@ def _setElement(handle, key, value):
 def _sequenceItem(handle, index, create):
     """Item ``index`` (from 0), or None; item N of a sequence of N items is
     a new item appended, as in Conquest; for an element name item 0, made
-    when the sequence is empty and ``create``."""
+    when the sequence is empty and ``create`` (else None)."""
     if isinstance(index, str):
-        if create and not handle.sequence:
-            handle.sequence.append(Dataset())
-            handle.context.changed = True
+        if not (handle.sequence or create):
+            return None
         index = 0
     if isinstance(index, float) and index.is_integer():
         index = int(index)

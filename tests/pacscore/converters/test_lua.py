@@ -183,6 +183,17 @@ class DataTests(unittest.TestCase):
         self.assertEqual([item.ReferencedSOPInstanceUID for item in dataset.ReferencedImageSequence], ["1.2.9"])
         self.assertTrue(context.changed)
 
+    def test_readingANameOfAnEmptySequenceAddsNoItem(self):
+        """Data.Seq.Name of an empty sequence is nil and leaves it empty."""
+        dataset = patient()
+        dataset.ReferencedImageSequence = Sequence()
+        outcome, context, messages = runLua(
+            "print(tostring(Data.ReferencedImageSequence.ReferencedSOPInstanceUID), "
+            "#Data.ReferencedImageSequence)", makeContext(dataset))
+        self.assertEqual((outcome, messages), (Outcome.CONTINUE, [f"{KEY}: nil\t0"]))
+        self.assertEqual(len(dataset.ReferencedImageSequence), 0)
+        self.assertFalse(context.changed)
+
     def test_emptySequenceFromEmptyTable(self):
         """Conquest's Data.Seq = {}: an empty sequence, filled through Data.Seq.Name."""
         outcome, context, _ = runLua("Data.ReferencedImageSequence = {}; "

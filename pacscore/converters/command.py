@@ -58,9 +58,14 @@ def localPath(context, name):
 
 def filePath(context, template):
     """The file that ``template`` (the file name of ``save to``, ``write``,
-    ``copy``, ``call``) names for ``context``, as ``localPath``: its
-    %-variables expanded, each value but the stored file's (%f, %p) made fit
-    for one file name (``safeName``: no separator, no leading "."), so that
+    ``copy``, ``call``) names for ``context``, as ``localPath``."""
+    return localPath(context, fileName(context, template))
+
+
+def fileName(context, template):
+    """The file name ``template`` gives for ``context``: its %-variables
+    expanded, each value but the stored file's (%f, %p) made fit for one
+    file name (``safeName``: no separator, no leading "."), so that
     what came over the network cannot lead out of the folder the template
     names; a name that starts with a value stays relative."""
     parts, valueFirst = [], False
@@ -70,7 +75,7 @@ def filePath(context, template):
             valueFirst = valueFirst or not any(parts)
         parts.append(piece)
     name = "".join(parts)
-    return localPath(context, name.lstrip("/\\") if valueFirst else name)
+    return name.lstrip("/\\") if valueFirst else name
 
 
 def luaScriptOf(commandLine):

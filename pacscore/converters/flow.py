@@ -10,8 +10,9 @@ calling line too.
 
 from twisted.logger import Logger
 
-from pacscore.converters.command import Command, TextCommand, filePath
+from pacscore.converters.command import Command, TextCommand, fileName, localPath
 from pacscore.converters.context import Outcome
+from pacscore.converters.luafiles import LuaFileRefused, luaFilePath
 from pacscore.converters.script import parseScript
 
 
@@ -89,17 +90,24 @@ class Defer(Command):
 class Call(TextCommand):
     """``call file``: run each line of ``file`` (blank lines and lines
     starting with '#' skipped) as a converter line of the same kind, with
-    the same commands, on the same object."""
+    the same commands, on the same object.  Run by a sandboxed Lua
+    script's ``script()``, only a file it may read (``luaFilePath``)."""
 
     name = "call"
     scope = "I"
+    log = Logger()
 
     def parse(self, arguments, where):
         return super().parse(arguments, where), where.registry, where.kind
 
     def run(self, arguments, context):
-        name, registry, kind = arguments
-        path = filePath(context, name)
+        template, registry, kind = arguments
+        name = fileName(context, template)
+        try:
+            path = luaFilePath(context, name) if context.sandboxed else localPath(context, name)
+        except LuaFileRefused as e:
+            self.log.error("{converter}: call refused: {reason}", converter=context.converterName, reason=str(e))
+            return Outcome.STOP
         with open(path, encoding="utf-8", errors="replace") as lines:
             scripts = [parseScript(line, f"{path}, line {number}", registry, kind)
                        for number, line in enumerate(lines, start=1)

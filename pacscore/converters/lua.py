@@ -88,7 +88,8 @@ from zope.interface import implementer
 from pacscore.config.secrets import publicItems
 from pacscore.converters.context import ConverterContext, ConverterSyntaxError, Outcome
 from pacscore.converters.elements import assign, textOf, vrOf
-from pacscore.converters.luafiles import readLuaFile, readLuaText, unsafeAllowed, writeLuaFile, writeLuaText
+from pacscore.converters.luafiles import (LuaFileRefused, luaFilePath, readLuaFile, readLuaText, unsafeAllowed,
+                                         writeLuaFile, writeLuaText)
 from pacscore.converters.saving import wholeObject
 from pacscore.converters.script import parseScript
 from pacscore.converters.servercommands import ServerCommandError
@@ -916,7 +917,7 @@ class _LuaCommandBase:
             return _outcomeOf(result, api.fate)
         except lupa.LuaError as e:
             raise LuaFailure(describeLuaError(e)) from e
-        except (LuaScriptError, LuaApiError, LuaAccessDenied) as e:
+        except (LuaScriptError, LuaApiError, LuaAccessDenied, LuaFileRefused) as e:
             raise LuaFailure(str(e)) from e
 
     def run(self, arguments, context):
@@ -957,7 +958,9 @@ class LuaFileCommand(_LuaCommandBase):
     (or the current folder without a configuration); read again when it
     changes.  ``lua:path(text)`` (and a statement that is just a file
     name ending in ``.lua``, ``path`` or ``path(text)``, as Conquest
-    runs them) sets the global ``command_line`` to the %-expanded text."""
+    runs them) sets the global ``command_line`` to the %-expanded text.
+    Run by a sandboxed script's ``script()``, the file is one its
+    ``dofile`` may run (``luaFilePath``)."""
 
     name = "lua:"
     _withText = re.compile(r"(?P<path>.+?\.lua)\((?P<text>.*)\)", re.IGNORECASE | re.DOTALL)
@@ -973,6 +976,8 @@ class LuaFileCommand(_LuaCommandBase):
         return LuaArguments(path, where.registry, where.kind, commandLine)
 
     def chunk(self, runtime, path, context):
+        if context.sandboxed:
+            return runtime.compileFile(luaFilePath(context, path), path)
         folder = getattr(context.services.configuration, "configDir", None) or os.getcwd()
         return runtime.compileFile(os.path.join(folder, path), path)
 

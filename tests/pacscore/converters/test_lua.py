@@ -548,7 +548,7 @@ class SandboxTests(unittest.TestCase):
         os.makedirs(folder)
         with open(os.path.join(folder, "inner.lua"), "w") as f:
             f.write("local x = 1\n")
-        context = makeContext(ini="LuaMaxInstructions = 100000\n", configDir=folder)
+        context = makeContext(ini="LuaMaxInstructions = 100000\nLuaFileFolder = .\n", configDir=folder)
         outcome, _, messages = runLua(
             "local n = 0 for i = 1, 200000 do n = n + i; if i % 1000 == 0 then "
             "script('lua:inner.lua') end end print('finished')", context)
@@ -618,6 +618,34 @@ class FileTests(unittest.TestCase):
         self.write("local x = \n", 2000)
         outcome, _, messages = runLua("dofile('tag.lua')", context)
         self.assertEqual(messages, [f"{KEY}: Lua script failed: tag.lua:2: unexpected symbol near <eof>"])
+
+    def test_sandboxedScriptRunsNoOtherFile(self):
+        """script() of a sandboxed script runs a Lua file or calls converter
+        lines only from the files its dofile may run."""
+        self.write("Data.StudyDescription = 'inside'", 1000)
+        outside = os.path.join(self.folder, "outside")
+        with open(outside + ".lua", "w") as f:
+            f.write("Data.StudyDescription = 'outside'")
+        with open(outside + ".cq", "w") as f:
+            f.write("lua:outside.lua\n")
+        context = makeContext(configDir=self.folder, ini="LuaFileFolder = scripts\n")
+        self.assertEqual(runLua("print(script('lua:tag.lua'))", context)[2], [f"{KEY}: continue"])
+        self.assertEqual(context.dataset.StudyDescription, "inside")
+        refusals = {"lua:../outside.lua": "../outside.lua: sandboxed Lua scripts reach only the files in LuaFileFolder",
+                    "../outside.lua": "../outside.lua: sandboxed Lua scripts reach only the files in LuaFileFolder",
+                    f"lua:{outside}.lua": f"'{outside}.lua': sandboxed Lua scripts name files relative to LuaFileFolder",
+                    "call ../outside.cq": "../outside.cq: sandboxed Lua scripts reach only the files in LuaFileFolder",
+                    f"call {outside}.cq": f"'{outside}.cq': sandboxed Lua scripts name files relative to LuaFileFolder"}
+        for rule, reason in refusals.items():
+            outcome, context, messages = runLua(f"print(script('{rule}'))", makeContext(
+                configDir=self.folder, ini="LuaFileFolder = scripts\n"))
+            self.assertNotIn("StudyDescription", context.dataset, rule)
+            self.assertEqual(len(messages), 2, messages)
+            self.assertIn(reason, messages[0], rule)
+            self.assertEqual(messages[1], f"{KEY}: stop", rule)
+        context = makeContext(configDir=self.folder)
+        runLine(f"call {outside}.cq", context)
+        self.assertEqual(context.dataset.StudyDescription, "outside")
 
     def test_errorsNameTheFile(self):
         self.write("local a = 1\nerror('bad')\n", 1000)

@@ -7,10 +7,11 @@ results come back as Deferreds.  ``createTables``, ``initializeTables`` and
 ``dgate -r``).  The writer's flusher thread calls ``durability.flush`` (see
 ``pacscore.storage.durability``) for what was committed before anything of
 it is acknowledged.  With a ``timeout`` (dicom.ini's ``SQLTimeOut``), a
-write or query the database does not answer within it fails
+store or a ``queryForPeer`` the database does not answer within it fails
 (``IndexTimeout``, ``defer.TimeoutError``) and ``stop`` waits as long at
-most: a database server that hangs holds up no C-STORE, C-FIND or
-shutdown for longer.
+most: a database server that hangs holds up no C-STORE, C-FIND, C-MOVE,
+C-GET or shutdown for longer.  Other writes and queries (maintenance
+scans, deletes, the web interface) are not cut short.
 """
 
 import functools
@@ -156,7 +157,7 @@ class Index:
             checkRecord(self._levels, record)
         except ValueError:
             return defer.fail()
-        return self._writer.submit(self._upsertInWriter, record)
+        return self._writer.submit(self._upsertInWriter, record, timed=True)
 
     def storeFromThread(self, record, onResult):
         """``store`` for any thread: ``onResult(ok, value)`` is called in
@@ -167,7 +168,7 @@ class Index:
         except ValueError:
             self.reactor.callFromThread(onResult, False, Failure())
             return
-        self._writer.enqueue(self._upsertInWriter, record, onResult)
+        self._writer.enqueue(self._upsertInWriter, record, onResult, timed=True)
 
     def storeMany(self, records):
         """Synchronously index ``records`` (any iterable), one transaction
@@ -201,10 +202,16 @@ class Index:
         return self._writer.submit(callEach, (fn, args, kw))
 
     def runQuery(self, fn, *args, **kw):
-        """Deferred of ``fn(connection, *args, **kw)`` run in a reader thread."""
+        """Deferred of ``fn(connection, *args, **kw)`` run in a reader thread,
+        however long it takes."""
         if self._readers is None:
             return defer.fail(RuntimeError("the index is not started"))
-        d = threads.deferToThreadPool(self.reactor, self._readers, self._withConnection, fn, args, kw)
+        return threads.deferToThreadPool(self.reactor, self._readers, self._withConnection, fn, args, kw)
+
+    def queryForPeer(self, fn, *args, **kw):
+        """``runQuery`` for a DICOM peer waiting on the answer (C-FIND,
+        C-MOVE, C-GET): failed once ``timeout`` has passed without one."""
+        d = self.runQuery(fn, *args, **kw)
         if self.timeout is not None:
             d.addTimeout(self.timeout, self.reactor)
         return d

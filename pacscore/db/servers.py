@@ -17,9 +17,9 @@ MAG devices.
 
 ``SQLTimeOut`` (seconds) bounds how long the server may keep pacs waiting:
 the drivers pass it on as TCP keepalives and socket write timeouts (a
-server cut off by the network), and the index fails writes and queries it
-does not answer in time (see pacscore.db.index); a statement that merely
-runs long is not cut short.
+server cut off by the network), and the index fails the C-STORE writes
+and the C-FIND/C-MOVE/C-GET queries it does not answer in time (see
+pacscore.db.index); a statement that merely runs long is not cut short.
 """
 
 from urllib.parse import quote

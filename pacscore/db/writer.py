@@ -10,10 +10,12 @@ fired in the reactor thread.  Idle, a single request is committed and
 flushed at once; under load the batches grow by themselves, one flush
 serves hundreds of objects, and it overlaps the next commit.
 
-With a ``timeout`` (dicom.ini's ``SQLTimeOut``), a request not answered
-within it (a database server that hangs or cannot be reached: its thread
-waits on it) fails with ``IndexTimeout``, logged; what its thread does
-later is not answered again.  ``stop`` waits as long at most.
+With a ``timeout`` (dicom.ini's ``SQLTimeOut``), a ``timed`` request (a
+C-STORE's, which a peer waits on) not answered within it (a database
+server that hangs or cannot be reached: its thread waits on it) fails with
+``IndexTimeout``, logged; what its thread does later is not answered
+again.  Other requests (maintenance, deletes) may run as long as they
+need.  ``stop`` waits as long at most.
 """
 
 import collections
@@ -155,9 +157,9 @@ class GroupCommitWriter:
     ``submit`` and ``stop`` must be called from the reactor thread;
     ``enqueue`` from any thread.  ``afterCommit(requests)`` runs in the
     flusher thread with the committed ``(fn, item)`` requests of one or
-    more batches; if it raises, they all fail with its error.  A request
-    not answered within ``timeout`` seconds (None: no limit) fails with
-    ``IndexTimeout``.
+    more batches; if it raises, they all fail with its error.  A ``timed``
+    request not answered within ``timeout`` seconds (None: no limit) fails
+    with ``IndexTimeout``; the others may take as long as they need.
     """
 
     log = Logger()
@@ -175,6 +177,7 @@ class GroupCommitWriter:
         self._queue = queue.SimpleQueue()
         self._committed = queue.SimpleQueue()  # (requests, results) for the flusher
         self._waiting = collections.deque()  # requests with a deadline, in order of it
+        self._untimed = set()  # the others not answered yet: failed only when stop gives up
         self._watchdog = task.LoopingCall(self._expire)
         self._watchdog.clock = reactor
         self._running = 0        # writer threads alive
@@ -197,24 +200,26 @@ class GroupCommitWriter:
         if self.timeout is not None:
             self._watchdog.start(min(1.0, self.timeout / 4), now=False)
 
-    def submit(self, fn, item):
+    def submit(self, fn, item, timed=False):
         """Deferred firing with ``item``'s result of ``fn(connection, items)``
         once committed (see ``BatchRunner``)."""
         d = defer.Deferred()
-        self.enqueue(fn, item, lambda ok, value: d.callback(value) if ok else d.errback(value))
+        self.enqueue(fn, item, lambda ok, value: d.callback(value) if ok else d.errback(value), timed)
         return d
 
-    def enqueue(self, fn, item, onResult):
+    def enqueue(self, fn, item, onResult, timed=False):
         """Thread-safe ``submit``: ``onResult(ok, value)`` is called in the
         reactor thread once committed (``value`` a Failure when not ok)."""
         if self._stopping:
             failure = Failure(RuntimeError(f"{self.name} is stopping"))
             self.reactor.callFromThread(onResult, False, failure)
             return
-        deadline = None if self.timeout is None else self.reactor.seconds() + self.timeout
+        deadline = self.reactor.seconds() + self.timeout if timed and self.timeout is not None else None
         request = _Request(onResult, fn, item, deadline)
         if deadline is not None:
             self._waiting.append(request)
+        else:
+            self._untimed.add(request)
         self._queue.put(request)
 
     def stop(self):
@@ -254,6 +259,10 @@ class GroupCommitWriter:
         self.log.error("the index writer did not finish within {timeout} s (SQLTimeOut): the database does "
                        "not answer; stopping without it", timeout=self.timeout)
         self._expire(float("inf"))
+        failure = Failure(IndexTimeout("the index writer was stopped without the database answering"))
+        for request in self._untimed:
+            request.answer(False, failure)
+        self._untimed.clear()
         self._stopped(False)
 
     def _work(self):
@@ -279,9 +288,9 @@ class GroupCommitWriter:
                 results = [(False, failure) if ok else (ok, value) for ok, value in results]
         self.reactor.callFromThread(self._fire, batch, results)
 
-    @staticmethod
-    def _fire(batch, results):
+    def _fire(self, batch, results):
         for request, (ok, value) in zip(batch, results):
+            self._untimed.discard(request)
             request.answer(ok, value)
 
     def _threadEnded(self):

@@ -108,7 +108,7 @@ class FindService:
         self.counters["queries"] = self.counters.get("queries", 0) + 1
         keep = resultFilter(self.resultHook, protocol)
         encoder = MatchEncoder(request, self.retrieveAE, syntax, keep)
-        matches = timed(self.index.runQuery(self._matches, request, encoder), self.counters,
+        matches = timed(self.index.queryForPeer(self._matches, request, encoder), self.counters,
                         "queryTime").addCallback(self._prefetching)
         if self.virtual is not None:
             matches = defer.ensureDeferred(self._withVirtualServers(matches, sopClass, data, syntax, request, keep,

@@ -239,7 +239,7 @@ class RetrieveService:
             self._check(protocol, command)
             if self.virtual is not None:
                 fetched += await self.virtual.fetch(sopClass, decodeDataset(data, syntax), mask)
-            instances = await self.index.runQuery(self.query.instances, request.level, request.keys)
+            instances = await self.index.queryForPeer(self.query.instances, request.level, request.keys)
             located = await self.workers.deferToWorker(self.reader.locate, instances)
         except (BadIdentifier, Refused) as e:
             self.log.warn("{peer}: {operation} refused: {error}", peer=peer, operation=self.operation, error=e)

@@ -132,7 +132,7 @@ class WorklistFindService:
             return sendResponse(protocol, contextId, command, e.status, comment=str(e))
         self.counters["worklistQueries"] = self.counters.get("worklistQueries", 0) + 1
         keep = resultFilter(self.resultHook, protocol)
-        matches = timed(self.index.runQuery(self._matches, request, syntax, keep), self.counters,
+        matches = timed(self.index.queryForPeer(self._matches, request, syntax, keep), self.counters,
                         "worklistQueryTime").addCallback(self._dumped, protocol.peerName(), syntax)
         await answerFind(protocol, contextId, command, matches,
                          self.clock, self.log, "Modality Worklist C-FIND")

@@ -72,7 +72,7 @@ class HungServerTests(unittest.TestCase):
         yield self.assertFailure(index.store(test_index.makeRecord("1.2.3.1.2")), IndexTimeout)
         self.assertLess(time.monotonic() - started, 4)
         started = time.monotonic()
-        yield self.assertFailure(index.runQuery(lambda connection: connection.execute(text("SELECT 1")).scalar()),
+        yield self.assertFailure(index.queryForPeer(lambda connection: connection.execute(text("SELECT 1")).scalar()),
                                  defer.TimeoutError)  # a C-FIND's
         self.assertLess(time.monotonic() - started, 4)
         resume()

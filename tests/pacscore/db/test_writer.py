@@ -323,11 +323,11 @@ class DroppedConnectionTests(unittest.TestCase):
 
 
 class DeadlineTests(unittest.TestCase):
-    """With a ``timeout`` (SQLTimeOut), a write the database does not answer
-    in time (a server that hangs: the writer thread waits on it) fails with
-    a log line instead of holding its C-STORE for as long as the outage;
-    ``stop`` gives up after it.  Here the database "hangs" in a write that
-    waits for an event."""
+    """With a ``timeout`` (SQLTimeOut), a timed write (a C-STORE's) the
+    database does not answer in time (a server that hangs: the writer thread
+    waits on it) fails with a log line instead of holding its C-STORE for as
+    long as the outage; ``stop`` gives up after it.  Here the database
+    "hangs" in a write that waits for an event."""
 
     def setUp(self):
         self.engine = sqliteEngine(self)
@@ -345,8 +345,8 @@ class DeadlineTests(unittest.TestCase):
     def test_aHungWriteFailsInTime(self):
         started = time.monotonic()
         with capturedLogs() as events:
-            results = yield defer.DeferredList([self.writer.submit(self.hang, "a"),
-                                                self.writer.submit(AfterCommitTests.create, "b")],
+            results = yield defer.DeferredList([self.writer.submit(self.hang, "a", timed=True),
+                                                self.writer.submit(AfterCommitTests.create, "b", timed=True)],
                                                consumeErrors=True)
         self.assertLess(time.monotonic() - started, 2.5)
         self.assertEqual([ok for ok, _ in results], [False, False], "the one hung and the one behind it")
@@ -358,8 +358,17 @@ class DeadlineTests(unittest.TestCase):
         self.assertEqual((yield self.writer.submit(AfterCommitTests.create, "c")), "c")
 
     @defer.inlineCallbacks
+    def test_otherWritesRunAsLongAsTheyNeed(self):
+        """A long delete or move (no peer waits on it) is not cut short."""
+        reactor.callLater(1, self.release.set)
+        with capturedLogs() as events:
+            self.assertEqual((yield self.writer.submit(self.hang, "a")), "a")
+        self.assertEqual([e for e in events if e["log_level"] == LogLevel.error], [])
+
+    @defer.inlineCallbacks
     def test_stopGivesUp(self):
-        self.writer.submit(self.hang, "a").addErrback(lambda f: f.trap(IndexTimeout))
+        """Then the writes still waiting fail, timed or not."""
+        writes = [self.writer.submit(self.hang, "a", timed=True), self.writer.submit(AfterCommitTests.create, "b")]
         started = time.monotonic()
         with capturedLogs() as events:
             finished = yield self.writer.stop()
@@ -367,3 +376,29 @@ class DeadlineTests(unittest.TestCase):
         self.assertLess(time.monotonic() - started, 2.5)
         self.assertIn("the index writer did not finish within 0.5 s (SQLTimeOut): the database does not answer; "
                       "stopping without it", [formatEvent(e) for e in events])
+        for write in writes:
+            yield self.assertFailure(write, IndexTimeout)
+
+
+class QueryTimeoutTests(unittest.TestCase):
+    """SQLTimeOut limits the queries a DICOM peer waits on
+    (``queryForPeer``), not maintenance scans or makespace (``runQuery``)."""
+
+    def setUp(self):
+        self.index = Index(sqliteEngine(self), conquestLayout(), TABLE_NAMES, reactor=reactor, timeout=0.3)
+        self.index.createTables()
+        self.index.start()
+        self.addCleanup(self.index.stop)
+
+    @staticmethod
+    def slow(connection):
+        time.sleep(0.6)  # a statement that merely runs long
+        return "done"
+
+    @defer.inlineCallbacks
+    def test_longQueryIsNotCutShort(self):
+        self.assertEqual((yield self.index.runQuery(self.slow)), "done")
+
+    @defer.inlineCallbacks
+    def test_peerQueryFailsInTime(self):
+        yield self.assertFailure(self.index.queryForPeer(self.slow), defer.TimeoutError)

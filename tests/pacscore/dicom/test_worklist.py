@@ -26,7 +26,8 @@ BIRTH_DATE = 0x00100030
 
 
 class SynchronousIndex:
-    """``Index.runQuery`` run at once on a connection of ``engine``."""
+    """``Index.runQuery`` (and ``queryForPeer``) run at once on a connection
+    of ``engine``."""
 
     def __init__(self, engine):
         self.engine = engine
@@ -34,6 +35,8 @@ class SynchronousIndex:
     def runQuery(self, fn, *args, **kw):
         with self.engine.connect() as connection:
             return defer.maybeDeferred(fn, connection, *args, **kw)
+
+    queryForPeer = runQuery
 
 
 def identifier(characterSet=None, step=None, **keys):

@@ -2,9 +2,22 @@
 
 import sqlite3
 
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+
+from pacscore.db.filewatch import DatabaseFileLost
 
 DAMAGED = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)  # "database disk image is malformed", "file is not a database"
+
+
+class IndexTimeout(Exception):
+    """The index database did not answer within the time limit (SQLTimeOut)."""
+
+    def __init__(self, seconds):
+        super().__init__(f"the index database did not answer within {seconds:g} s (SQLTimeOut)")
+
+
+# The index database failing (down, locked, damaged, hung, its file lost), not a bug of ours: one log line.
+DATABASE_FAILURES = (SQLAlchemyError, IndexTimeout, DatabaseFileLost)
 
 
 def databaseMessage(error):

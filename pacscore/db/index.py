@@ -8,7 +8,7 @@ results come back as Deferreds.  ``createTables``, ``initializeTables`` and
 ``pacscore.storage.durability``) for what was committed before anything of
 it is acknowledged.  With a ``timeout`` (dicom.ini's ``SQLTimeOut``), a
 store or a ``queryForPeer`` the database does not answer within it fails
-(``IndexTimeout``, ``defer.TimeoutError``) and ``stop`` waits as long at
+(``IndexTimeout``) and ``stop`` waits as long at
 most: a database server that hangs holds up no C-STORE, C-FIND, C-MOVE,
 C-GET or shutdown for longer.  Other writes and queries (maintenance
 scans, deletes, the web interface) are not cut short.
@@ -25,6 +25,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
+from pacscore.db.errors import IndexTimeout
 from pacscore.db.pending import PendingFiles
 from pacscore.db.rawsql import DEFAULT_TRUNCATE, IdentifierQuoter
 from pacscore.db.records import ImageRecord, Replaced, Upserter, buildLevels, checkRecord
@@ -210,10 +211,11 @@ class Index:
 
     def queryForPeer(self, fn, *args, **kw):
         """``runQuery`` for a DICOM peer waiting on the answer (C-FIND,
-        C-MOVE, C-GET): failed once ``timeout`` has passed without one."""
+        C-MOVE, C-GET): failed with ``IndexTimeout`` once ``timeout`` has
+        passed without one."""
         d = self.runQuery(fn, *args, **kw)
         if self.timeout is not None:
-            d.addTimeout(self.timeout, self.reactor)
+            d.addTimeout(self.timeout, self.reactor, onTimeoutCancel=_timedOut)
         return d
 
     def forgetCache(self):
@@ -316,3 +318,8 @@ class Index:
 
     def _forgetWriterCache(self):
         self._writerUpserter().forgetCache()
+
+
+def _timedOut(result, timeout):
+    """``addTimeout``'s ``onTimeoutCancel``: the query failed with ``IndexTimeout``."""
+    return Failure(IndexTimeout(timeout))

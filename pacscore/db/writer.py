@@ -31,12 +31,10 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from pacscore.db.errors import IndexTimeout
+
 _STOP = object()
 DEFAULT_TIMEOUT = 30  # seconds, SQLTimeOut's default
-
-
-class IndexTimeout(Exception):
-    """The index database did not answer a write within the time limit."""
 
 
 class _Request:
@@ -251,7 +249,7 @@ class GroupCommitWriter:
         if expired:
             self.log.error("the index database did not answer within {timeout} s (SQLTimeOut): "
                            "{count} writes failed", timeout=self.timeout, count=len(expired))
-            failure = Failure(IndexTimeout(f"the index database did not answer within {self.timeout} s"))
+            failure = Failure(IndexTimeout(self.timeout))
             for request in expired:
                 request.answer(False, failure)
 
@@ -259,7 +257,7 @@ class GroupCommitWriter:
         self.log.error("the index writer did not finish within {timeout} s (SQLTimeOut): the database does "
                        "not answer; stopping without it", timeout=self.timeout)
         self._expire(float("inf"))
-        failure = Failure(IndexTimeout("the index writer was stopped without the database answering"))
+        failure = Failure(IndexTimeout(self.timeout))
         for request in self._untimed:
             request.answer(False, failure)
         self._untimed.clear()

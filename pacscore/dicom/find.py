@@ -8,12 +8,11 @@ response loop, ``answerFind``, also serves the Modality Worklist
 (pacscore.dicom.worklist).
 """
 
-from sqlalchemy.exc import SQLAlchemyError
 from twisted.internet import defer, task, threads
 from twisted.logger import Logger
 
 from pacscore.converters.context import Outcome
-from pacscore.db.errors import databaseMessage
+from pacscore.db.errors import DATABASE_FAILURES, databaseMessage
 from pacscore.debuglog import IDENTIFIERS, serverLog
 from pacscore.converters.hooks import LEFT_OUT
 from pacscore.dicom import commands
@@ -44,16 +43,17 @@ def sendResponse(protocol, contextId, command, status, identifier=None, comment=
 async def answerFind(protocol, contextId, command, query, clock, log, description):
     """Answer a C-FIND with the encoded matches ``query`` (a Deferred) fires with.
 
-    A failed query is answered 0xC000 (the index database's error with one
-    log line, anything else with its traceback); otherwise each match goes out as a
-    pending response once the transport takes more, the reactor getting a
-    turn every ``BATCH`` matches, then Success, or Cancel as soon as a
-    C-CANCEL came.  ``description`` names the query in the log lines.
+    A failed query is answered 0xC000 (the index database's error, or its
+    not answering in time, with one log line, anything else with its
+    traceback); otherwise each match goes out as a pending response once
+    the transport takes more, the reactor getting a turn every ``BATCH``
+    matches, then Success, or Cancel as soon as a C-CANCEL came.
+    ``description`` names the query in the log lines.
     """
     try:
         matches = await query
     except Exception as e:
-        if isinstance(e, SQLAlchemyError):  # the database down, locked, damaged: not a bug of ours
+        if isinstance(e, DATABASE_FAILURES):
             log.error("{peer}: {query} failed: the index database: {error}", peer=protocol.peerName(),
                       query=description, error=databaseMessage(e))
         else:

@@ -21,7 +21,6 @@ A701, out of resources, with one log line.
 import os
 
 from pydicom.dataset import Dataset
-from sqlalchemy.exc import SQLAlchemyError
 from twisted.internet import defer
 from twisted.logger import Logger
 
@@ -36,7 +35,7 @@ from pacscore.dicom import commands
 from pacscore.dicom.client import associate, nodeEndpoint
 from pacscore.dicom.negotiation import PLAIN_TITLES
 from pacscore.converters.hooks import LEFT_OUT
-from pacscore.db.errors import databaseMessage
+from pacscore.db.errors import DATABASE_FAILURES, databaseMessage
 from pacscore.dicom.datasets import IdentifierError, decodeDataset, encodeDataset
 from pacscore.dicom.find import DESTROYED, convertIdentifier
 from pacscore.dicom.identifiers import BadIdentifier, checkRetrieveKeys, readRequest
@@ -244,7 +243,7 @@ class RetrieveService:
         except (BadIdentifier, Refused) as e:
             self.log.warn("{peer}: {operation} refused: {error}", peer=peer, operation=self.operation, error=e)
             return respond(e.status, comment=str(e))
-        except SQLAlchemyError as e:  # the database down, locked, damaged: out of resources (PS3.4 C.4.2.1.5)
+        except DATABASE_FAILURES as e:  # out of resources (PS3.4 C.4.2.1.5)
             self.log.error("{peer}: {operation} failed: the index database: {error}", peer=peer,
                            operation=self.operation, error=databaseMessage(e))
             return respond(UNABLE_TO_CALCULATE_MATCHES, comment=f"index database: {databaseMessage(e)}")

@@ -401,4 +401,5 @@ class QueryTimeoutTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_peerQueryFailsInTime(self):
-        yield self.assertFailure(self.index.queryForPeer(self.slow), defer.TimeoutError)
+        error = yield self.assertFailure(self.index.queryForPeer(self.slow), IndexTimeout)
+        self.assertEqual(str(error), "the index database did not answer within 0.3 s (SQLTimeOut)")

@@ -1,6 +1,8 @@
 """The C-FIND SCP when the index database fails: a failure status and one
 log line, no traceback."""
 
+import threading
+
 from pydicom.dataset import Dataset
 from twisted.internet import defer, reactor
 from twisted.logger import formatEvent, globalLogPublisher
@@ -15,18 +17,26 @@ from tests.pacscore.dicom.requests import IMPLICIT
 
 class IndexOutage:
     """A listening archive whose index tables are gone (dropped: any query
-    raises SQLAlchemy's OperationalError), a client associated with it for
-    Study Root C-FIND/C-MOVE/C-GET, and the events logged."""
+    raises SQLAlchemy's OperationalError), or with ``hung`` whose index
+    database does not answer reads (SQLTimeOut 0.2 s), a client associated
+    with it for Study Root C-FIND/C-MOVE/C-GET, and the events logged."""
 
     @classmethod
     @defer.inlineCallbacks
-    def start(cls, testCase):
+    def start(cls, testCase, hung=False):
         self = cls()
         self.running = RunningArchive(testCase, listen=True)
         self.running.know(self.running)  # a known C-MOVE destination: itself
-        with self.running.archive.index.engine.begin() as connection:
-            for table in ("DICOMImages", "DICOMSeries", "DICOMStudies", "DICOMPatients"):
-                connection.exec_driver_sql(f"DROP TABLE {table}")
+        index = self.running.archive.index
+        if hung:
+            answer = threading.Event()
+            testCase.addCleanup(answer.set)
+            index.timeout = 0.2
+            index._withConnection = lambda fn, args, kw: answer.wait(10)
+        else:
+            with index.engine.begin() as connection:
+                for table in ("DICOMImages", "DICOMSeries", "DICOMStudies", "DICOMPatients"):
+                    connection.exec_driver_sql(f"DROP TABLE {table}")
         self.events = []
         globalLogPublisher.addObserver(self.events.append)
         testCase.addCleanup(globalLogPublisher.removeObserver, self.events.append)
@@ -58,4 +68,13 @@ class IndexOutageTests(unittest.TestCase):
         [line], tracebacks = outage.logged()
         self.assertIn("the index database: no such table", line)
         self.assertNotIn("\n", line)
+        self.assertEqual(tracebacks, [])
+
+    @defer.inlineCallbacks
+    def test_hungDatabaseIsOneLogLine(self):
+        outage = yield IndexOutage.start(self, hung=True)
+        status = yield outage.client.find(STUDY_ROOT_FIND, outage.identifier())
+        self.assertEqual(status, UNABLE_TO_PROCESS)
+        [line], tracebacks = outage.logged()
+        self.assertIn("the index database: the index database did not answer within 0.2 s (SQLTimeOut)", line)
         self.assertEqual(tracebacks, [])

@@ -327,13 +327,23 @@ class IndexOutageTests(unittest.TestCase):
     PS3.4 C.4.2.1.5), each with one log line and no traceback."""
 
     @defer.inlineCallbacks
-    def test_moveAndGet(self):
-        outage = yield IndexOutage.start(self)
+    def moveAndGet(self, hung=False):
+        """The Error Comment of the C-MOVE, once both are checked."""
+        outage = yield IndexOutage.start(self, hung)
         moved, _ = yield outage.client.move(STUDY_ROOT_MOVE, outage.identifier(), outage.running.ae)
         got, _ = yield outage.client.get(STUDY_ROOT_GET, outage.identifier())
         self.assertEqual([moved[commands.STATUS], got[commands.STATUS]], [UNABLE_TO_CALCULATE_MATCHES] * 2)
-        self.assertIn("index database: no such table", moved[commands.ERROR_COMMENT])
         lines, tracebacks = outage.logged()
         self.assertEqual([line.split(": ")[1:3] for line in lines],
                          [["C-MOVE failed", "the index database"], ["C-GET failed", "the index database"]])
         self.assertEqual(tracebacks, [])
+        return moved[commands.ERROR_COMMENT]
+
+    @defer.inlineCallbacks
+    def test_moveAndGet(self):
+        self.assertIn("index database: no such table", (yield self.moveAndGet()))
+
+    @defer.inlineCallbacks
+    def test_hungDatabase(self):
+        """A database that does not answer within SQLTimeOut likewise."""
+        self.assertIn("the index database did not answer within 0.2 s", (yield self.moveAndGet(hung=True)))

@@ -4,14 +4,13 @@ Like every service it answers ``handle(protocol, contextId, command,
 dataset)``; it also provides the data set sink (a spool on the MAG device).
 """
 
-from sqlalchemy.exc import SQLAlchemyError
 from twisted.internet import defer
 from twisted.logger import Logger
 
 from pacscore.dicom import commands
 from pacscore.dicom.routing import refuse
 from pacscore.dicom.timing import timed
-from pacscore.db.errors import databaseMessage
+from pacscore.db.errors import DATABASE_FAILURES, databaseMessage
 from pacscore.storage.devices import isDiskFull
 from pacscore.storage.store import DatasetMismatch, Destroyed, IncomingObject, InvalidDataset, Refused
 
@@ -94,7 +93,7 @@ class StorageService:
             return self.storageFailedStatus, str(error)
         if isDiskFull(error):
             return OUT_OF_RESOURCES, f"disk full: {databaseMessage(error)}"
-        if not failure.check(SQLAlchemyError):  # the index refusing is logged by the store, in a line
+        if not failure.check(*DATABASE_FAILURES):  # the index failing is logged by the store, in a line
             self.log.failure("storing {uid} failed", failure, uid=incoming.sopInstanceUID)
         return self.storageFailedStatus, f"storage failed: {error}"
 

@@ -2,14 +2,17 @@
 client sending): damaged data sets get a failure status, never an internal
 error, and whatever it acknowledges passes the start-up check."""
 
+import os
 import random
 import warnings
 
 from sqlalchemy import select
 from twisted.internet import defer, reactor
 from twisted.logger import formatEvent, globalLogPublisher
+from twisted.python.failure import Failure
 from twisted.trial import unittest
 
+from pacscore.db.errors import IndexTimeout
 from pacscore.dicom import commands
 from pacscore.dicom.client import associate
 from pacscore.dicom.storage import CANNOT_UNDERSTAND, DATASET_DOES_NOT_MATCH, OUT_OF_RESOURCES, SUCCESS
@@ -85,6 +88,26 @@ class IndexRefusalTests(unittest.TestCase):
         response = yield self.storeRefused(running)
         self.assertEqual(response[commands.STATUS], 0x0110)
         self.assertIn("the index is away", response[commands.ERROR_COMMENT])
+
+    @defer.inlineCallbacks
+    def test_indexFileLostIsOneLogLine(self):
+        """The SQLite file replaced while pacs runs: StorageFailedErrorCode,
+        no traceback."""
+        running = RunningArchive(self, listen=True)
+        path = running.archive.index.fileWatch.path
+        open(path + ".new", "wb").close()
+        os.replace(path + ".new", path)
+        response = yield self.storeRefused(running)
+        self.assertEqual(response[commands.STATUS], 0x0110)
+
+    @defer.inlineCallbacks
+    def test_indexNotAnsweringIsOneLogLine(self):
+        """The index database not answering within SQLTimeOut likewise."""
+        running = RunningArchive(self, listen=True)
+        running.archive.index.storeFromThread = lambda record, onResult: reactor.callFromThread(
+            onResult, False, Failure(IndexTimeout(30)))
+        response = yield self.storeRefused(running)
+        self.assertEqual(response[commands.STATUS], 0x0110)
 
     @defer.inlineCallbacks
     def test_indexDatabaseFullIsOutOfResources(self):

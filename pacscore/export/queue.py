@@ -54,6 +54,7 @@ from typing import NamedTuple
 from sqlalchemy import Column, Double, Index, Integer, MetaData, String, Table, Text, and_, exists, func, or_, select, text
 from twisted.logger import Logger
 
+from pacscore.db.filepaths import ObjectPath
 from pacscore.db.schema import MYSQL_TABLE, upgradeTable
 from pacscore.storage.mirror import MIRROR_COPY
 
@@ -154,7 +155,7 @@ def buildTables(metadata):
         Column("Converter", String(32), nullable=False),
         Column("SOPInstanceUID", String(64), nullable=False),
         Column("DeviceName", String(32), nullable=False),
-        Column("ObjectFile", String(255), nullable=False),
+        Column("ObjectFile", ObjectPath(255), nullable=False),
         Column("CallingAE", String(16), nullable=False, default=""),
         Column("CalledAE", String(16), nullable=False, default=""),
         Column("Modality", String(16), nullable=False, default=""),
@@ -184,7 +185,7 @@ def buildTables(metadata):
         Column("State", String(8), nullable=False, default=PENDING),
         Column("LastError", String(255), nullable=False, default=""),
         Column("Created", Double, nullable=False),
-        Column("ObjectPath", String(1024), nullable=False, default=""),
+        Column("ObjectPath", ObjectPath(1024), nullable=False, default=""),
         Index("ix_PacsForwards_due", "State", "NextAttempt"),
         Index("ix_PacsForwards_collect", "CollectUID", "Action", "Destination"), **MYSQL_TABLE)
     return jobs, forwards

@@ -1,6 +1,7 @@
 """The durable export queue (pacscore.export.queue) on a real SQLite
 index, with a fake clock."""
 
+import os
 from types import SimpleNamespace
 
 from sqlalchemy import Column, Double, Float, MetaData, Table
@@ -75,6 +76,16 @@ class JobTests(QueueTestCase):
                           ("ExportConverter1", "1.2.3.2.1")])
         self.assertEqual((jobs[0].callingAE, jobs[0].calledAE, jobs[0].deviceName), ("MODALITY", "PACS", "MAG0"))
         self.assertEqual(jobs[2].callingAE, "")  # records without the AE fields still queue
+
+    def test_objectFileNotUTF8(self):
+        """A file name of Latin-1 bytes (a surrogate escape in Python, as the
+        index keeps it) is queued and read back the same, for an export and
+        a mirror copy."""
+        latin1 = os.fsdecode(b"PAT1/M\xfcller.dcm")
+        self.store(makeRecord("1.2.3.1.1", objectFile=latin1))
+        self.assertEqual({job.objectFile for job in self.queue.dueJobs(self.clock(), 10)}, {latin1})
+        self.write(self.queue.queueMirrorCopies([("1.2.3.1.2", "MAG0", latin1)]))
+        self.assertEqual(self.queue.queuedMirrorCopies("MAG0"), {latin1})
 
     def test_recordsKeptFromTheConvertersQueueNone(self):
         """Objects a control command rewrote, or added with
@@ -191,6 +202,12 @@ class ActionTests(QueueTestCase):
         due = self.queue.due(self.clock.now + 600, 10)
         self.assertEqual(sorted((a.destination, a.objectPath) for a in due),
                          [("A", ""), ("B", "/data/PAT1/ct.dcm"), ("C", "")])
+
+    def test_objectPathNotUTF8(self):
+        latin1 = os.fsdecode(b"/data/PAT1/M\xfcller.dcm")
+        self.queue.objectPaths = lambda device, objectFile: objectFile
+        self.queue.addForward("A", "IMAGE", CT, objectPath=latin1)
+        self.assertEqual([a.objectPath for a in self.queue.due(self.clock.now + 600, 10)], [latin1])
 
     def test_tableOfAnOlderVersionIsUpgraded(self):
         """It gets ObjectPath, and its times (single precision FLOAT on

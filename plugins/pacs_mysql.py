@@ -13,17 +13,21 @@ Transactions are READ COMMITTED, as PostgreSQL's: a reader sees every
 commit made before its statement.  Neither MySQL nor MariaDB indexes
 ``lower(PatientName)`` (MariaDB has no functional indexes), so a
 case-insensitive name search reads the patient table through.
-A server that leaves a write to its socket unacknowledged for ``SQLTimeOut``
-seconds fails it (PyMySQL's ``write_timeout``); reads have no limit, so that
-a long statement (a conversion of a large table at start-up, a big ``dgate
--r``) is not cut short: the index's own time limit answers the C-STORE or
-C-FIND that waits on it.
+Within ``SQLTimeOut`` seconds a server cut off by the network is noticed:
+TCP keepalives for a connection waiting on an answer (PyMySQL turns them on
+with the system's timing, two hours; ``connected`` sets ours), and
+PyMySQL's ``write_timeout`` for a statement the server does not take.
+Reads have no limit, so that a long statement (a conversion of a large
+table at start-up, a big ``dgate -r``) is not cut short: the index's own
+time limit answers the C-STORE or C-FIND that waits on it.
 """
+
+import socket
 
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
-from pacscore.db.servers import DatabaseServerDriver
+from pacscore.db.servers import KEEPALIVE_PROBES, DatabaseServerDriver, keepaliveInterval
 from pacscore.interfaces import IDatabaseDriver
 
 
@@ -48,6 +52,14 @@ class MySQLDriver(DatabaseServerDriver):
             connectArgs.update(write_timeout=timeout)
         return url.update_query_dict({"charset": "utf8mb4"}), {
             "isolation_level": "READ COMMITTED", "connect_args": connectArgs}
+
+    def connected(self, dbapiConnection, timeout):
+        sock = dbapiConnection._sock  # PyMySQL's socket, keepalives on
+        if sock.family != socket.AF_UNIX:
+            probe = keepaliveInterval(timeout)
+            for option, value in ((socket.TCP_KEEPIDLE, probe), (socket.TCP_KEEPINTVL, probe),
+                                  (socket.TCP_KEEPCNT, KEEPALIVE_PROBES)):
+                sock.setsockopt(socket.IPPROTO_TCP, option, value)
 
 
 mysqlDriver = MySQLDriver()

@@ -16,7 +16,7 @@ answers the C-STORE or C-FIND that waits on it.
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
-from pacscore.db.servers import DatabaseServerDriver
+from pacscore.db.servers import KEEPALIVE_PROBES, DatabaseServerDriver, keepaliveInterval
 from pacscore.interfaces import IDatabaseDriver
 
 
@@ -34,8 +34,9 @@ class PostgreSQLDriver(DatabaseServerDriver):
     def engineOptions(self, url, timeout):
         connectArgs = {"connect_timeout": self.connectTimeout}
         if timeout is not None:
-            probe = max(1, timeout // 4)  # idle, then 3 probes: noticed within the timeout
-            connectArgs.update(keepalives=1, keepalives_idle=probe, keepalives_interval=probe, keepalives_count=3,
+            probe = keepaliveInterval(timeout)
+            connectArgs.update(keepalives=1, keepalives_idle=probe, keepalives_interval=probe,
+                               keepalives_count=KEEPALIVE_PROBES,
                                tcp_user_timeout=timeout * 1000)
         return url, {"connect_args": connectArgs}
 

@@ -16,20 +16,29 @@ Such a server makes each commit durable by itself (the drivers have no
 MAG devices.
 
 ``SQLTimeOut`` (seconds) bounds how long the server may keep pacs waiting:
-the drivers pass it on as TCP keepalives and socket write timeouts (a
-server cut off by the network), and the index fails the C-STORE writes
+the drivers pass it on as TCP keepalive timing and socket write timeouts
+(a server cut off by the network), and the index fails the C-STORE writes
 and the C-FIND/C-MOVE/C-GET queries it does not answer in time (see
 pacscore.db.index); a statement that merely runs long is not cut short.
 """
 
 from urllib.parse import quote
 
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from pacscore.db.drivers import namesNoDatabase, redacted
 from pacscore.db.writer import DEFAULT_TIMEOUT
+
+KEEPALIVE_PROBES = 3
+
+
+def keepaliveInterval(timeout):
+    """Seconds a connection idles before its first TCP keepalive probe, and
+    between probes: after ``KEEPALIVE_PROBES`` unanswered ones, a server
+    cut off by the network is noticed within ``timeout`` (SQLTimeOut)."""
+    return max(1, timeout // 4)
 
 
 class DatabaseServerDriver:
@@ -39,8 +48,8 @@ class DatabaseServerDriver:
     Subclasses set ``name``, ``label`` (the name in messages),
     ``description``, ``flag`` (the dicom.ini key), ``dbapi`` (SQLAlchemy's
     name of the Python driver), ``extra`` (the pip extra that installs it)
-    and may add ``engineOptions``.  ``createEngine`` takes the loaded
-    configuration, or None (the defaults).
+    and may add ``engineOptions`` and ``connected``.  ``createEngine``
+    takes the loaded configuration, or None (the defaults).
     """
 
     writerThreads = 1
@@ -66,6 +75,10 @@ class DatabaseServerDriver:
         no limit)."""
         return url, {}
 
+    def connected(self, dbapiConnection, timeout):
+        """Prepare each new connection of the Python driver (``timeout``:
+        SQLTimeOut, not None)."""
+
     def createEngine(self, description, configuration):
         what = f"not a {self.label} database description: {redacted(description)!r}"
         try:
@@ -78,8 +91,12 @@ class DatabaseServerDriver:
         timeout = DEFAULT_TIMEOUT if configuration is None else configuration.sqlTimeout
         url, options = self.engineOptions(url.set(drivername=f"{self.name}+{self.dbapi}"), timeout)
         try:
-            return create_engine(url, pool_size=self.poolSize, max_overflow=2 * self.poolSize,
-                                 pool_pre_ping=True, **options)
+            engine = create_engine(url, pool_size=self.poolSize, max_overflow=2 * self.poolSize,
+                                   pool_pre_ping=True, **options)
         except ImportError as e:
             raise ValueError(f"the {self.label} driver needs {self.dbapi} ({e}): "
                              f"pip install 'pacs[{self.extra}]'") from None
+        if timeout is not None:
+            event.listen(engine, "connect",
+                         lambda dbapiConnection, record: self.connected(dbapiConnection, timeout))
+        return engine

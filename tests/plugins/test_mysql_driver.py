@@ -1,6 +1,8 @@
 """Tests for the MySQL driver plugin: found as a plugin, chosen by Conquest's
 dicom.ini keys, and its engine on the test run's real MariaDB server."""
 
+import socket
+
 from sqlalchemy import MetaData, text
 from twisted.plugin import IPlugin, getPlugins
 from twisted.trial import unittest
@@ -74,3 +76,14 @@ class MySQLDriverTests(unittest.TestCase):
         metadata.reflect(engine)
         self.assertEqual({table.dialect_options["mysql"]["collate"] for table in metadata.tables.values()},
                          {"utf8mb4_bin"})
+
+    def test_keepalivesNoticeAServerCutOffWithinTheTimeout(self):
+        """PyMySQL leaves the system's keepalive timing (2 hours idle): a
+        server whose host died after a statement was sent held the writer
+        that long.  Now the probes start after a quarter of SQLTimeOut."""
+        engine = mariadbServer().newEngine(mysqlDriver, self, FakeConfiguration(".", SQLTimeOut="8"))
+        with engine.connect() as connection:
+            sock = connection.connection.dbapi_connection._sock
+            self.assertEqual([sock.getsockopt(socket.IPPROTO_TCP, option)
+                              for option in (socket.TCP_KEEPIDLE, socket.TCP_KEEPINTVL, socket.TCP_KEEPCNT)],
+                             [2, 2, 3])

@@ -20,13 +20,14 @@ from pacscore.config.errors import ConfigError
 KEY = "WebAllowOrigins"
 ANY = "*"
 SHARED = (b"dicom-web", b"wado")
+DEFAULT_PORTS = {"http": 80, "https": 443}
 PREFLIGHT_HEADERS = (("Access-Control-Allow-Headers", "Accept, Content-Type, Authorization"),
                      ("Access-Control-Max-Age", "86400"))
 
 
 def _origin(text):
-    """``text`` as a browser writes an Origin (lower case, no path), or
-    None when it is not one."""
+    """``text`` as a browser writes an Origin (lower case, no path, no
+    default port), or None when it is not one."""
     try:
         parts = urlsplit(text.strip().lower())
         parts.port  # a port that is not a number raises
@@ -35,7 +36,7 @@ def _origin(text):
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/") \
             or parts.query or parts.fragment or parts.username is not None or parts.password is not None:
         return None
-    return f"{parts.scheme}://{parts.netloc}"
+    return f"{parts.scheme}://{parts.netloc.removesuffix(f':{DEFAULT_PORTS[parts.scheme]}')}"
 
 
 class AllowedOrigins:

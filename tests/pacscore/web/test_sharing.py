@@ -83,6 +83,20 @@ class ListedOriginsTests(SharingTestCase):
             self.assertEqual((path, answer), (path, (200, None, None, None)))
 
 
+class DefaultPortTests(SharingTestCase):
+    """An origin listed with its scheme's default port, in any case, is the
+    one browsers send without it."""
+
+    ini = {"WebAllowOrigins": "HTTPS://Viewer.Example.org:443 http://localhost:80"}
+
+    @defer.inlineCallbacks
+    def test_defaultPortsLeftOut(self):
+        for origin, allowed in ((VIEWER, VIEWER), ("http://localhost", "http://localhost"),
+                                ("https://viewer.example.org:8443", None), ("https://localhost", None)):
+            answer = yield self.cors("/dicom-web/studies", origin)
+            self.assertEqual((origin, answer[1]), (origin, allowed))
+
+
 class EveryOriginTests(SharingTestCase):
 
     ini = {"WebAllowOrigins": "*"}

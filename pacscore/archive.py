@@ -15,18 +15,18 @@ from sqlalchemy.exc import SQLAlchemyError
 from twisted.internet import defer, threads
 from twisted.logger import Logger
 
+from pacscore.codecs.syntaxes import isSupportedCode, unencodable
 from pacscore.config.errors import ConfigError
 from pacscore.control.inprocess import commandOutput
 from pacscore.control.registry import CommandRegistry as ControlCommands
-from pacscore.codecs.syntaxes import isSupportedCode, unencodable
 from pacscore.converters.compressing import CompressionScripts
 from pacscore.converters.context import ConverterServices
 from pacscore.converters.dicomrequests import DicomRequests
 from pacscore.converters.hooks import hooksFrom
 from pacscore.converters.importing import ImportConverters
 from pacscore.converters.registry import CommandRegistry
-from pacscore.converters.rules import loadRules
 from pacscore.converters.luaevents import LuaEvents
+from pacscore.converters.rules import loadRules
 from pacscore.converters.servercommands import ServerCommands
 from pacscore.converters.uidmap import UIDMap
 from pacscore.db.drivers import databaseFiles, findDriver, redacted
@@ -52,10 +52,10 @@ from pacscore.dicom.virtual import VirtualServers
 from pacscore.dicom.sopclasses import VERIFICATION, isStorageClass
 from pacscore.dicom.worklist import MODALITY_WORKLIST_FIND, WorklistFindService
 from pacscore.export.actions import LocalActions
-from pacscore.filelimit import openFileLimit
 from pacscore.export.fetch import DicomWebFetcher
 from pacscore.export.queue import ExportQueue
 from pacscore.export.runner import ExportService
+from pacscore.filelimit import openFileLimit
 from pacscore.hl7.dropfolder import DropFolder
 from pacscore.hl7.intake import WorklistIntake
 from pacscore.hl7.mapping import WorklistMapping

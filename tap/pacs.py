@@ -9,8 +9,9 @@ not a traceback.  ``makeService`` returns that MultiService: the DICOM
 listener (and a second one, for TLS, when asked), the HL7 MLLP listener, the
 web interface and the control port (strports endpoints, so ``ssl:``, ``unix:`` and pacs's own
 ``mtls:`` work too), the HL7 drop folder's timer and the service that runs
-the archive's pools, with the export queue runner and the nightly
-clean/move services as its children.
+the archive's pools, with the export queue runner, the MAGDeviceThreshold
+and nightly clean/move services and the ``[lua]`` event scripts as its
+children.
 """
 
 import os

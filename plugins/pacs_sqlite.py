@@ -15,7 +15,6 @@ archive flushes the database's file system after each of its commits.
 """
 
 import os
-import sqlite3
 import time
 
 from sqlalchemy import URL, create_engine, event
@@ -25,6 +24,7 @@ from twisted.plugin import IPlugin
 from zope.interface import implementer
 
 from pacscore.db.drivers import namesNoDatabase
+from pacscore.db.errors import isDamaged
 from pacscore.db.filewatch import DatabaseFileWatch
 from pacscore.interfaces import IDatabaseDriver
 
@@ -108,7 +108,7 @@ class SQLiteDriver:
             with engine.connect() as connection:
                 problems = [row[0] for row in connection.exec_driver_sql("PRAGMA quick_check(5)")]
         except DBAPIError as e:
-            if getattr(e.orig, "sqlite_errorcode", None) in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+            if isDamaged(e):
                 return str(e.orig)
             raise
         return None if problems == ["ok"] else "; ".join(problems)

@@ -28,6 +28,7 @@ from tests.interop.server import BIN, PacsServer, dcmtk
 from tests.interop.test_find import STUDY_ROOT, findscu
 from tests.interop.test_storage import writeLargeCompressed, writeLargeMultiframe
 from tests.interop.test_web import CT, FRAMES, RGB, startWithSamples
+from tests.pacscore.web.dicomweb.client import viewedColours
 
 MR = get_testdata_file("MR_small.dcm")
 J2K = get_testdata_file("JPEG2000.dcm")
@@ -88,6 +89,11 @@ class DicomWebTests(unittest.TestCase):
             np.testing.assert_array_equal(got.pixel_array, sent.pixel_array)
 
     def test_multiFrame(self):
+        """The YBR_FULL_422 JPEG storescu sent: as stored, its frames as
+        JPEG and native, these in the 4:2:2 layout its metadata names, so
+        that a viewer converting them as it says shows pydicom's RGB (but
+        where the JPEG's chroma differed between the two pixels of a pair);
+        in Explicit VR Little Endian the object says RGB and holds that RGB."""
         sent = pydicom.dcmread(FRAMES)
         uids = (sent.StudyInstanceUID, sent.SeriesInstanceUID, sent.SOPInstanceUID)
         stored = self.client.retrieve_instance(*uids, media_types=(("application/dicom", "*"),))
@@ -97,8 +103,14 @@ class DicomWebTests(unittest.TestCase):
         self.assertEqual(jpeg, list(generate_frames(sent.PixelData, number_of_frames=sent.NumberOfFrames))[28])
         (native,) = self.client.retrieve_instance_frames(*uids, frame_numbers=[29],
                                                         media_types=(("application/octet-stream", EXPLICIT),))
-        self.assertEqual(native, pixel_array(sent, index=28).tobytes())
         metadata = self.client.retrieve_instance_metadata(*uids)
+        self.assertEqual(metadata["00280004"]["Value"], ["YBR_FULL_422"])
+        self.assertEqual(len(native), sent.Rows * sent.Columns * 2)
+        shown = viewedColours(metadata, native).astype(int)
+        self.assertLess(np.abs(shown - pixel_array(sent, index=28)).mean(), 0.1)
+        whole = self.client.retrieve_instance(*uids, media_types=(("application/dicom", EXPLICIT),))
+        self.assertEqual((whole.file_meta.TransferSyntaxUID, whole.PhotometricInterpretation), (EXPLICIT, "RGB"))
+        np.testing.assert_array_equal(whole.pixel_array, sent.pixel_array)
         self.assertEqual(metadata["00280008"]["Value"], [sent.NumberOfFrames])
         self.assertIn("BulkDataURI", metadata["7FE00010"])
         rendered = self.client.retrieve_instance_frames_rendered(*uids, frame_numbers=[29], media_types=("image/png",))

@@ -124,17 +124,45 @@ def _storedSamples(dataset):
 
 
 def _nativeFrame(dataset, syntax, index):
-    """Frame ``index`` (from 0) as native little-endian pixels: the bytes
-    of a native frame as stored (its planes and 4:2:2 subsampling kept),
-    those of big endian words swapped; pixel_array's (one a byte) where
-    frames do not start on a byte (1-bit pixels) or the data is compressed."""
+    """Frame ``index`` (from 0) as native little-endian pixels, as the
+    object's metadata describes them: the bytes of a native frame as stored
+    (its planes and 4:2:2 subsampling kept), those of big endian words
+    swapped; pixel_array's (one a byte) where frames do not start on a byte
+    (1-bit pixels) or the data is compressed, decoded in the stored colour
+    space (no YCbCr made RGB) and ``_storedLayout``."""
     bits = dataset.Rows * dataset.Columns * _storedSamples(dataset) * dataset.BitsAllocated
     if not isCompressed(syntax) and bits % 8 == 0:
         length = bits // 8
         frame = bytes(dataset.PixelData[index * length:(index + 1) * length])
         return frame if syntax != EXPLICIT_VR_BIG_ENDIAN else _littleEndian(frame, _wordSize(dataset))
-    frame = pixel_array(dataset, index=index)
+    frame = _storedLayout(dataset, pixel_array(dataset, index=index, as_rgb=False))
     return frame.astype(frame.dtype.newbyteorder("<"), copy=False).tobytes()
+
+
+def _storedLayout(dataset, frame):
+    """A decoded frame (rows, columns[, samples], colour by pixel) laid out
+    as native pixels of the object's Photometric Interpretation and Planar
+    Configuration: 4:2:2 (``_subsampled``) for YBR_FULL_422, colour by
+    plane for Planar Configuration 1.  JPEG 2000's YBR_ICT and YBR_RCT,
+    which have no native form, come out of its decoder RGB."""
+    if str(dataset.get("PhotometricInterpretation", "")).endswith("_422"):
+        return _subsampled(frame)
+    if frame.ndim == 3 and dataset.get("PlanarConfiguration") == 1:
+        return frame.transpose(2, 0, 1)
+    return frame
+
+
+def _subsampled(frame):
+    """A full YCbCr frame (rows, columns, 3) as 4:2:2 native pixels: each
+    two Y of a row followed by the Cb and Cr of the first (PS3.3
+    C.7.6.3.1.2); ValueError for an odd number of columns, which that
+    layout cannot hold."""
+    rows, columns, _ = frame.shape
+    if columns % 2:
+        raise ValueError(f"native 4:2:2 pixels need an even number of columns, not {columns}: "
+                         "ask for the frames as stored (transfer-syntax=*)")
+    pairs = frame.reshape(rows, columns // 2, 2, 3)
+    return np.concatenate((pairs[:, :, :, 0], pairs[:, :, 0, 1:]), axis=2)
 
 
 def _wordSize(dataset):

@@ -1,13 +1,17 @@
 """``DicomWebTestCase``: a RunningArchive holding a generated corpus, its
 web site listening on a free loopback port, and ``fetch`` through
 twisted.web's Agent, so that answers cross real HTTP (chunked streams,
-backpressure, cut connections); ``parts`` splits a multipart answer."""
+backpressure, cut connections); ``parts`` splits a multipart answer;
+``viewedColours`` shows a native colour frame as its metadata says."""
 
 import io
 import json
 import warnings
 from typing import NamedTuple
 
+import numpy as np
+from pydicom.pixels import convert_color_space
+from pydicom.pixels.utils import expand_ybr422
 from twisted.internet import defer, reactor
 from twisted.web.client import Agent, FileBodyProducer, readBody
 from twisted.web.http_headers import Headers
@@ -69,6 +73,24 @@ class DicomWebTestCase(WebTestCase):
             warnings.filterwarnings("ignore", "Using readBody with a transport", DeprecationWarning)
             data = yield readBody(response)
         return Fetched(response.code, response.headers, data)
+
+
+def viewedColours(metadata, frame):
+    """The RGB pixels (rows, columns, 3) a viewer shows of the native 8-bit
+    colour ``frame`` as the DICOM JSON ``metadata`` of its object describes
+    it, as cornerstone's WADO-RS loader converts them: by Photometric
+    Interpretation (4:2:2 expanded, YCbCr made RGB; JPEG 2000's YBR_ICT
+    and YBR_RCT taken as RGB) and Planar Configuration."""
+    def value(tag):
+        return metadata.get(tag, {}).get("Value", [None])[0]
+    rows, columns, photometric = value("00280010"), value("00280011"), value("00280004")
+    if photometric.endswith("_422"):
+        frame = expand_ybr422(frame, 8)
+    pixels = np.frombuffer(frame, np.uint8)
+    if value("00280006") == 1:
+        pixels = pixels.reshape(3, rows, columns).transpose(1, 2, 0)
+    pixels = pixels.reshape(rows, columns, 3)
+    return convert_color_space(pixels, "YBR_FULL", "RGB") if photometric.startswith("YBR_FULL") else pixels
 
 
 def stowBody(*files, boundary="stow-boundary", kinds=None):

@@ -3,6 +3,7 @@ data addresses that lead to the data, frames, rendered pictures, and an
 answer cut short when a file vanishes after the first part went out."""
 
 import base64
+import copy
 import io
 import os
 
@@ -11,8 +12,10 @@ import pydicom
 from pydicom.data import get_testdata_file
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
-from pydicom.encaps import encapsulate
+from pydicom.encaps import encapsulate, generate_frames
+from pydicom.pixels import convert_color_space, pixel_array
 from pydicom.tag import Tag
+from pydicom.uid import RLELossless, generate_uid
 from PIL import Image
 from twisted.internet import defer
 from twisted.logger import capturedLogs
@@ -23,7 +26,7 @@ from pacscore.control.data import AddImageFile
 from pacscore.db.query import SERIES_INSTANCE_UID, SOP_INSTANCE_UID, QueryKey
 from pacscore.testing.corpus import makeDataset
 from pacscore.web.dicomweb import retrieve
-from tests.pacscore.web.dicomweb.client import DicomWebTestCase
+from tests.pacscore.web.dicomweb.client import DicomWebTestCase, viewedColours
 
 JPEG_LOSSLESS = "1.2.840.10008.1.2.4.70"
 EXPLICIT = "1.2.840.10008.1.2.1"
@@ -269,6 +272,39 @@ class RetrieveTests(DicomWebTestCase):
         self.assertEqual([frame for _, frame in frames.parts()], [ds.PixelData[:half], ds.PixelData[half:]])
         bulk = yield self.fetch(path + "/bulk/7FE00010", accept=octets)
         self.assertEqual(b"".join(frame for _, frame in bulk.parts()), ds.PixelData)
+
+    @defer.inlineCallbacks
+    def test_framesOfCompressedColour(self):
+        """Native frames of compressed colour images hold the colour space
+        and layout their metadata names, so that a viewer converting them
+        as it says shows pydicom's RGB: JPEG's and RLE's YBR_FULL as YCbCr
+        (by plane for Planar Configuration 1), JPEG's YBR_FULL_422 in the
+        4:2:2 layout, JPEG 2000's YBR_RCT as its decoder's RGB.  A 4:2:2
+        image of an odd number of columns has no such layout: a 422, and
+        its frames go as stored."""
+        rle = get_testdata_file("SC_rgb_rle.dcm", read=True)
+        ybr = convert_color_space(rle.pixel_array, "RGB", "YBR_FULL")
+        rle.PhotometricInterpretation = "YBR_FULL"
+        rle.compress(RLELossless, ybr, generate_instance_uid=False)
+        byPlane = copy.deepcopy(rle)
+        byPlane.PlanarConfiguration = 1
+        byPlane.SOPInstanceUID = generate_uid()
+        octets = 'multipart/related; type="application/octet-stream"'
+        for name, dataset in (("jpeg-ybr.dcm", get_testdata_file("SC_rgb_dcmtk_+eb+cy+n1.dcm", read=True)),
+                              ("jpeg-ybr422.dcm", get_testdata_file("SC_rgb_dcmtk_+eb+cy+s2.dcm", read=True)),
+                              ("rle-ybr.dcm", rle), ("rle-ybr-planes.dcm", byPlane),
+                              ("j2k-rct.dcm", get_testdata_file("examples_jpeg2k.dcm", read=True))):
+            path = yield self.stored(dataset, name)
+            (metadata,) = (yield self.fetch(path + "/metadata")).json()
+            self.assertEqual(metadata["00280004"]["Value"], [dataset.PhotometricInterpretation])
+            ((_, frame),) = (yield self.fetch(path + "/frames/1", accept=octets)).parts()
+            np.testing.assert_array_equal(viewedColours(metadata, frame), pixel_array(dataset), err_msg=name)
+        odd = get_testdata_file("SC_rgb_small_odd_jpeg.dcm", read=True)
+        odd.PhotometricInterpretation = "YBR_FULL_422"
+        path = yield self.stored(odd, "jpeg-odd.dcm")
+        self.assertEqual((yield self.fetch(path + "/frames/1", accept=octets)).code, 422)
+        ((_, frame),) = (yield self.fetch(path + "/frames/1", accept=octets + "; transfer-syntax=*")).parts()
+        self.assertEqual(frame, next(generate_frames(odd.PixelData, number_of_frames=1)))
 
     @defer.inlineCallbacks
     def test_framesOfBigEndianObjects(self):

@@ -18,8 +18,9 @@ A dump is only made while debug logging is on and the level asks for it
 
 import os
 
-from twisted.logger import FilteringLogObserver, LogLevel, Logger, PredicateResult, globalLogPublisher, \
-    textFileLogObserver
+from twisted.logger import LogLevel, Logger, PredicateResult, globalLogPublisher
+
+from pacscore.logfiles import FileObservation
 
 COMMANDS, IDENTIFIERS = 1, 2
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
@@ -47,8 +48,7 @@ class ServerLog:
         self.debugLevel = 0
         self.path = None
         self.debug = False
-        self._observer = None
-        self._file = None
+        self._observation = None
 
     def wants(self, level):
         """Whether debug events of ``level`` are written: make the dump."""
@@ -58,17 +58,15 @@ class ServerLog:
         """Write the log (with debug events when ``debug``) to ``textFile``,
         opened on ``path``, instead of the extra file before."""
         self.stop()
-        self.path, self.debug, self._file = path, debug, textFile
-        self._observer = FilteringLogObserver(textFileLogObserver(textFile), [self._wanted])
-        self.publisher.addObserver(self._observer)
+        self.path, self.debug = path, debug
+        self._observation = FileObservation(self.publisher, textFile, [self._wanted])
         self.log.info("logging {kind}to {path}", kind="with debug events " if debug else "", path=path)
 
     def stop(self):
         """Stop writing to the extra file, if any."""
-        if self._observer is not None:
-            self.publisher.removeObserver(self._observer)
-            self._file.close()
-            self._observer = self._file = self.path = None
+        if self._observation is not None:
+            self._observation.end()
+            self._observation = self.path = None
         self.debug = False
 
     def _wanted(self, event):

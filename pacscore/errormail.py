@@ -42,14 +42,19 @@ def recipientsFrom(ini):
     return [address for _, address in sorted(numbered)]
 
 
-def eventLine(event):
-    """One line of the mail for a log event: its time, system and text."""
-    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(event.get("log_time", time.time())))
+def eventText(event):
+    """The text of a log event, with the error message of its failure if any."""
     text = formatEvent(event)
     failure = event.get("log_failure")
     if failure is not None:
         text += f": {failure.getErrorMessage()}"
-    return f"{when} [{event.get('log_namespace', '-')}] {text}"
+    return text
+
+
+def eventLine(event):
+    """One line of the mail for a log event: its time, system and text."""
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(event.get("log_time", time.time())))
+    return f"{when} [{event.get('log_namespace', '-')}] {eventText(event)}"
 
 
 def _port(ini):

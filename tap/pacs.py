@@ -5,7 +5,8 @@
 
 ``Options`` reads the configuration and builds one ``Archive`` and the
 service tree, so that any configuration error stops start-up with a message,
-not a traceback.  ``makeService`` returns that MultiService: the DICOM
+not a traceback.  ``makeService`` returns that MultiService: the
+TroubleLog and UserLog files (``pacscore.logfiles``), the DICOM
 listener (and a second one, for TLS, when asked), the HL7 MLLP listener, the
 web interface and the control port (strports endpoints, so ``ssl:``, ``unix:`` and pacs's own
 ``mtls:`` work too), the HL7 drop folder's timer and the service that runs
@@ -33,6 +34,7 @@ from pacscore.db.drivers import redacted
 from pacscore.debuglog import serverLog
 from pacscore.errormail import ErrorMail
 from pacscore.filelimit import raiseFileLimit
+from pacscore.logfiles import logFiles
 from pacscore.web import DEFAULT_WEB_ENDPOINT
 from pacscore.web.site import webSite
 
@@ -228,8 +230,10 @@ def serviceTree(options):
     """Build the service tree of parsed ``options`` (which hold the Archive)."""
     archive = options.archive
     top = service.MultiService()
+    for logFile in logFiles(archive.configuration):  # first of all: they see what the others log
+        logFile.setServiceParent(top)
     errorMail = ErrorMail.fromIni(archive.configuration.ini, archive.reactor, f"pacs {archive.aeTitle}")
-    if errorMail is not None:  # first: it starts before and stops after the others, seeing their errors
+    if errorMail is not None:  # before the others: it starts before and stops after them, seeing their errors
         errorMail.setServiceParent(top)
     ArchiveService(archive).setServiceParent(top)
     dicom = options["dicom"] or f"tcp:{archive.tcpPort}"

@@ -43,6 +43,7 @@ from pacscore.dicom.models import modelOf
 from pacscore.dicom.protocol import ESTABLISHED
 from pacscore.dicom.storeddata import StoredData, closeIfStored, goesAsStored, openStored
 from pacscore.dicom.virtual import takeServerMask
+from pacscore.logfiles import userEvents
 from pacscore.storage.attributes import DatasetError
 from pacscore.storage.reader import Missing
 
@@ -183,6 +184,7 @@ class RetrieveService:
     """What C-MOVE and C-GET share; subclasses say where objects go."""
 
     log = Logger()
+    userLog = Logger(observer=userEvents)
     responseField = None
     operation = None
 
@@ -207,6 +209,8 @@ class RetrieveService:
         return defer.ensureDeferred(self._retrieve(protocol, contextId, command, dataset))
 
     async def _retrieve(self, protocol, contextId, command, dataset):
+        self.userLog.info("{callingAE}: {operation}", operation=self.operation,
+                          callingAE=protocol.association.callingAE)
         fetched = []  # what the virtual servers moved here for this retrieve
         try:
             await self._serve(protocol, contextId, command, dataset, fetched)

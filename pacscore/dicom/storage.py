@@ -11,6 +11,7 @@ from pacscore.dicom import commands
 from pacscore.dicom.routing import refuse
 from pacscore.dicom.timing import timed
 from pacscore.db.errors import DATABASE_FAILURES, databaseMessage
+from pacscore.logfiles import userEvents
 from pacscore.storage.devices import isDiskFull
 from pacscore.storage.store import DatasetMismatch, Destroyed, IncomingObject, InvalidDataset, Refused
 
@@ -30,6 +31,7 @@ class StorageService:
     """
 
     log = Logger()
+    userLog = Logger(observer=userEvents)
 
     def __init__(self, objectStore, storageFailedStatus=0x0110, counters=None, incomingCompression=""):
         self.objectStore = objectStore
@@ -108,5 +110,7 @@ class StorageService:
 
     def _respond(self, outcome, protocol, contextId, command):
         status, comment = outcome
+        if status == SUCCESS:
+            self.userLog.info("{callingAE}: C-STORE", operation="C-STORE", callingAE=protocol.association.callingAE)
         extra = None if status == SUCCESS else {commands.ERROR_COMMENT: comment[:64]}
         protocol.sendMessage(contextId, commands.response(command, commands.C_STORE_RSP, status, extra))

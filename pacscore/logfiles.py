@@ -1,0 +1,110 @@
+"""Conquest's two log files, which dicom.ini's ``TroubleLog`` and
+``UserLog`` name (defaults ``PacsTrouble.log`` and ``PacsUser.log`` in
+the working folder; an empty value writes no file).
+
+As Conquest's ``TroubleLog``, the trouble log gets every line the server
+logs from level warning up (Conquest's lines marked ``***``: a rejected
+association, a refused store, a failed forward ...), and as its
+``UserLog`` the user log one line for each C-STORE answered Success and
+each C-MOVE (and C-GET) a peer asks for: the operation and the calling AE
+title, as Conquest writes them (``"C-Store","STORESCU        "``).  Each
+line starts with the time as Conquest on Linux writes it
+(``Mon Jan  6 12:00:00 2025``) and is appended to the file while the
+server runs.
+
+The operations reach the user log through ``userEvents``, a publisher of
+their own, so they do not fill the server log with a line per object.
+"""
+
+import time
+
+from twisted.application import service
+from twisted.logger import FileLogObserver, FilteringLogObserver, LogLevel, LogLevelFilterPredicate, LogPublisher, \
+    Logger, formatEventAsClassicLogText, globalLogPublisher
+
+from pacscore.errormail import eventText
+
+TROUBLE_LEVEL = LogLevel.warn
+
+userEvents = LogPublisher()
+"""Where the C-STORE, C-MOVE and C-GET services tell the user log of an
+operation: events with ``operation`` (``C-STORE`` ...) and ``callingAE``."""
+
+
+class FileObservation:
+    """``textFile`` observing ``publisher``: the events ``predicates`` let
+    through are written to it, each as ``formatEvent`` makes it, until
+    ``end`` (which closes the file)."""
+
+    def __init__(self, publisher, textFile, predicates=(), formatEvent=formatEventAsClassicLogText):
+        self.publisher = publisher
+        self.textFile = textFile
+        self.observer = FilteringLogObserver(FileLogObserver(textFile, formatEvent), predicates)
+        publisher.addObserver(self.observer)
+
+    def end(self):
+        self.publisher.removeObserver(self.observer)
+        self.textFile.close()
+
+
+def conquestTime(event):
+    """The time of ``event`` as Conquest on Linux stamps its log lines (``ctime``)."""
+    return time.ctime(event.get("log_time", time.time()))
+
+
+def troubleLine(event):
+    """The trouble log's line of a warning or error event."""
+    return f"{conquestTime(event)} *** {eventText(event)}\n"
+
+
+def userLine(event):
+    """The user log's line of an operation event: Conquest's
+    ``"C-Store","CALLING_AE      "`` (operation padded to 7, AE title to 16)."""
+    return f'{conquestTime(event)} "{event["operation"].title():<7}","{event["callingAE"]:<16}"\n'
+
+
+class LogFile(service.Service):
+    """Appends the events of ``publisher`` that ``predicates`` let through
+    to the file at ``path``, one line each as ``formatLine`` makes it,
+    while the service runs.  ``key`` is the dicom.ini key naming the file."""
+
+    log = Logger()
+
+    def __init__(self, key, path, publisher, formatLine, predicates=()):
+        self.key = key
+        self.path = path
+        self.publisher = publisher
+        self.formatLine = formatLine
+        self.predicates = predicates
+        self.observation = None
+
+    def startService(self):
+        super().startService()
+        try:
+            textFile = open(self.path, "a", encoding="utf-8")  # at start-up, before the reactor serves anyone
+        except OSError as e:
+            self.log.error("cannot write the {key} file {path}: {error}; it is not written",
+                           key=self.key, path=self.path, error=e.strerror)
+            return
+        self.observation = FileObservation(self.publisher, textFile, self.predicates, self.formatLine)
+        self.log.info("{key}: {path}", key=self.key, path=self.path)
+
+    def stopService(self):
+        super().stopService()
+        if self.observation is not None:
+            self.observation.end()
+            self.observation = None
+
+
+def logFiles(configuration, publisher=globalLogPublisher):
+    """The ``LogFile`` services of ``configuration``'s TroubleLog and
+    UserLog (one for each whose value is not empty)."""
+    files = []
+    for key, default, source, formatLine, predicates in (
+            ("TroubleLog", "PacsTrouble.log", publisher, troubleLine,
+             [LogLevelFilterPredicate(defaultLogLevel=TROUBLE_LEVEL)]),
+            ("UserLog", "PacsUser.log", userEvents, userLine, ())):
+        value = configuration.ini.get(key)
+        if value is None or value.strip():
+            files.append(LogFile(key, configuration.pathSetting(key, default), source, formatLine, predicates))
+    return files

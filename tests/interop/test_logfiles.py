@@ -1,0 +1,48 @@
+"""Conquest's TroubleLog and UserLog files against a running ``twistd -n
+pacs``: DCMTK's storescu, echoscu (to a called AE title the server does
+not have) and movescu (to a destination acrnema.map does not list) leave
+their lines in the two files, in Conquest's form."""
+
+import os
+
+from pydicom import dcmread
+from pydicom.data import get_testdata_file
+from twisted.trial import unittest
+
+from tests.interop.server import PacsServer, dcmtk
+from tests.interop.test_forwarding import waitFor
+from tests.interop.test_retrieve import movescu
+
+CT = get_testdata_file("CT_small.dcm")
+CONQUEST_TIME = r"(Mon|Tue|Wed|Thu|Fri|Sat|Sun) [A-Z][a-z]{2} [ 123]\d \d\d:\d\d:\d\d \d{4}"
+
+
+def lines(path):
+    with open(path, encoding="utf-8") as f:
+        return f.read().splitlines()
+
+
+class LogFilesTests(unittest.TestCase):
+
+    def test_troubleAndUserLines(self):
+        server = PacsServer(self.mktemp(), ini={"TroubleLog": "trouble.log"})
+        server.start()
+        self.addCleanup(server.stop)
+        trouble, user = os.path.join(server.workdir, "trouble.log"), os.path.join(server.workdir, "PacsUser.log")
+        self.assertIn(f"TroubleLog: {trouble}", server.log())
+        self.assertIn(f"UserLog: {user}", server.log())
+
+        server.store(CT)
+        self.assertNotEqual(dcmtk("echoscu", "-aec", "NOTPACS", "127.0.0.1", server.port).returncode, 0)
+        movescu(server, "NOWHERE", "STUDY", {"StudyInstanceUID": dcmread(CT).StudyInstanceUID})
+        waitFor(lambda: len(lines(user)) == 2 and "C-MOVE refused" in "".join(lines(trouble)),
+                message="the log lines")
+
+        self.assertRegex(lines(user)[0], f'^{CONQUEST_TIME} "C-Store","STORESCU        "$')
+        self.assertRegex(lines(user)[1], f'^{CONQUEST_TIME} "C-Move ","MOVESCU         "$')
+        self.assertRegex("\n".join(lines(trouble)),
+                         f"(?m)^{CONQUEST_TIME} \\*\\*\\* .*: association rejected: called AE title 'NOTPACS' is "
+                         f"not ours.*\n{CONQUEST_TIME} \\*\\*\\* .*: C-MOVE refused: move destination 'NOWHERE' is "
+                         "not in acrnema.map")
+        self.assertNotIn("PacsTrouble.log", os.listdir(server.workdir))
+        self.assertNotIn("C-STORE", server.log(), "no line per object in the server log")

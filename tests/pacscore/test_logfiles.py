@@ -1,0 +1,95 @@
+"""Unit tests of pacscore.logfiles: what the TroubleLog and UserLog files
+get, in which form, while their service runs, and which files dicom.ini
+asks for."""
+
+import os
+import time
+
+from twisted.logger import LogPublisher, Logger, capturedLogs, formatEvent
+from twisted.trial import unittest
+
+from pacscore.config.ini import DicomIni
+from pacscore.config.loader import Configuration
+from pacscore.logfiles import LogFile, logFiles, troubleLine, userEvents, userLine
+
+WHEN = time.mktime((2025, 1, 6, 9, 5, 3, 0, 0, -1))
+CONQUEST_TIME = r"^(Mon|Tue|Wed|Thu|Fri|Sat|Sun) [A-Z][a-z]{2} [ 123]\d \d\d:\d\d:\d\d \d{4} "
+
+
+class LogFileTests(unittest.TestCase):
+
+    def setUp(self):
+        self.publisher = LogPublisher()
+        self.log = Logger(namespace="pacscore.dicom.protocol", observer=self.publisher)
+        self.path = os.path.abspath(self.mktemp())
+
+    def lines(self):
+        with open(self.path, encoding="utf-8") as f:
+            return f.read().splitlines()
+
+    def test_troubleLogGetsWarningsAndErrorsWhileRunning(self):
+        [trouble, _] = logFiles(self.configuration(TroubleLog=self.path), self.publisher)
+        self.log.warn("before the start")
+        trouble.startService()
+        self.log.info("{peer}: association released", peer="STORESCU")
+        self.log.warn("{peer}: association rejected", peer="STORESCU")
+        try:
+            1 / 0
+        except ZeroDivisionError:
+            self.log.failure("storing {uid} failed", uid="1.2.3")
+        trouble.stopService()
+        self.log.error("after the stop")
+        lines = self.lines()
+        self.assertEqual([line[25:] for line in lines],
+                         ["*** STORESCU: association rejected", "*** storing 1.2.3 failed: division by zero"])
+        for line in lines:
+            self.assertRegex(line, CONQUEST_TIME)
+        self.assertIsNone(trouble.observation)
+
+    def test_userLogGetsOperationsOfUserEvents(self):
+        [_, user] = logFiles(self.configuration(UserLog=self.path), self.publisher)
+        user.startService()
+        self.addCleanup(user.stopService)
+        self.log.warn("not an operation")
+        Logger(observer=userEvents).info("{callingAE}: C-STORE", operation="C-STORE", callingAE="STORESCU")
+        self.assertEqual([line[25:] for line in self.lines()], ['"C-Store","STORESCU        "'])
+
+    def test_lineForms(self):
+        self.assertEqual(userLine({"log_time": WHEN, "operation": "C-MOVE", "callingAE": "MOVESCU"}),
+                         'Mon Jan  6 09:05:03 2025 "C-Move ","MOVESCU         "\n')
+        self.assertEqual(troubleLine({"log_time": WHEN, "log_format": "{n} failed", "n": 2}),
+                         "Mon Jan  6 09:05:03 2025 *** 2 failed\n")
+
+    def test_appendsToAnExistingFile(self):
+        with open(self.path, "w", encoding="utf-8") as f:
+            f.write("Sun Jan  5 10:00:00 2025 *** of the run before\n")
+        logFile = LogFile("TroubleLog", self.path, self.publisher, troubleLine)
+        logFile.startService()
+        self.log.error("now")
+        logFile.stopService()
+        self.assertEqual([line[25:] for line in self.lines()], ["*** of the run before", "*** now"])
+
+    def test_unwritableFileIsLoggedAndSkipped(self):
+        path = os.path.join(self.mktemp(), "trouble.log")
+        logFile = LogFile("TroubleLog", path, self.publisher, troubleLine)
+        with capturedLogs() as events:
+            logFile.startService()
+        logFile.stopService()
+        self.assertEqual([formatEvent(e) for e in events],
+                         [f"cannot write the TroubleLog file {path}: No such file or directory; it is not written"])
+        self.assertIsNone(logFile.observation)
+
+    def configuration(self, **keys):
+        workdir = os.path.abspath(self.mktemp())
+        text = "".join(f"{key} = {value}\n" for key, value in keys.items())
+        return Configuration(DicomIni.fromString("[sscscp]\n" + text), None, None, None, workdir, workdir,
+                             os.path.join(workdir, "dicom.ini"))
+
+    def test_filesDicomIniAsksFor(self):
+        configuration = self.configuration()
+        self.assertEqual([(f.key, f.path) for f in logFiles(configuration)],
+                         [("TroubleLog", os.path.join(configuration.workdir, "PacsTrouble.log")),
+                          ("UserLog", os.path.join(configuration.workdir, "PacsUser.log"))])
+        configuration = self.configuration(TroubleLog="logs/trouble.log", UserLog="")
+        self.assertEqual([(f.key, f.path) for f in logFiles(configuration)],
+                         [("TroubleLog", os.path.join(configuration.workdir, "logs", "trouble.log"))])

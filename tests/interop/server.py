@@ -210,6 +210,16 @@ class PacsServer:
         return result.stderr, result.returncode
 
 
+def waitFor(condition, timeout=60, message="condition"):
+    """Poll ``condition()`` until it is true; AssertionError after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {message}")
+
+
 def acknowledged(storescuOutput):
     """The SOP Instance UIDs ``storescu -v`` got a Success response for."""
     uids, sending = set(), None

@@ -19,18 +19,9 @@ from twisted.trial import unittest
 from pacscore.testing.corpus import PREFIX, makeDataset
 from tests.interop.index import column
 from tests.interop.peers import OrthancServer, StorescpServer
-from tests.interop.server import PacsServer
+from tests.interop.server import PacsServer, waitFor
 
 JPEG_2000_LOSSLESS = "1.2.840.10008.1.2.4.90"
-
-
-def waitFor(condition, timeout=60, message="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {message}")
 
 
 def writeImages(folder, modality, count, study):

@@ -9,7 +9,6 @@ import re
 import socket
 import sqlite3
 import tempfile
-import time
 
 import pydicom
 from pydicom.uid import generate_uid
@@ -18,7 +17,7 @@ from twisted.trial import unittest
 from pacscore.hl7.mllp import frame
 from pacscore.testing.corpus import makeDataset
 from pacscore.testing.orders import orderMessage, writeMessages
-from tests.interop.server import PacsServer, dcmtk
+from tests.interop.server import PacsServer, dcmtk, waitFor
 
 EXAMPLES = "/usr/share/doc/dcmtk/examples/wlistqry"
 SPS = "ScheduledProcedureStepSequence"
@@ -293,15 +292,6 @@ class WorklistTests(unittest.TestCase):
                          ("CT", "AA2", "20261202"))
 
 
-def waitFor(condition, timeout=20, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 class NoWorklistTableTests(unittest.TestCase):
     """A dicom.sql from before Conquest 1.4.9 has no *WorkList* table: a
     worklist query finds nothing (it failed with a traceback), an HL7
@@ -343,7 +333,7 @@ class WorklistFilesTests(unittest.TestCase):
         os.replace(good, os.path.join(self.drop, "good.hl7"))
         os.replace(bad, os.path.join(self.drop, "bad.hl7"))
         waitFor(lambda: os.path.exists(os.path.join(self.drop, "processed", "good.hl7"))
-                and os.path.exists(os.path.join(self.drop, "failed", "bad.hl7")), what="the drop folder")
+                and os.path.exists(os.path.join(self.drop, "failed", "bad.hl7")), message="the drop folder")
         self.assertEqual(sorted(os.listdir(self.drop)), ["failed", "processed"])
         self.assertEqual(accessions(worklistFind(self.server, ["AccessionNumber"])),
                          ["ACC1001", "ACC1002", "ACC1003"])
@@ -360,7 +350,7 @@ class WorklistFilesTests(unittest.TestCase):
             f.write(b"\r\n".join(order(n, *o).replace(b"\r", b"\r\n") for n, o in enumerate(ORDERS[:2], 1)))
             f.write(b"\r\nBTS|2\r\nFTS|1\r\n")
         os.replace(batch, os.path.join(self.drop, "batch.hl7"))
-        waitFor(lambda: os.path.exists(os.path.join(self.drop, "processed", "batch.hl7")), what="the drop folder")
+        waitFor(lambda: os.path.exists(os.path.join(self.drop, "processed", "batch.hl7")), message="the drop folder")
         self.assertEqual(accessions(worklistFind(self.server, ["AccessionNumber"])), ["ACC1001", "ACC1002"])
         self.assertNotIn("AR", self.server.log().split("batch.hl7 -> ")[-1].splitlines()[0])
 

@@ -444,7 +444,7 @@ class Archive:
             artimTimeout=self.artimTimeout,
             dimseTimeout=self.idleTimeout,  # a C-GET's C-STOREs to the requestor
             counters=self.counters,
-            onAccepted=self.luaEvents.association,
+            **self.luaEvents.associationHooks(),
             limits=AssociationLimits.fromIni(self.configuration.ini, openFileLimit()))
         return self.dicomServerFactory
 

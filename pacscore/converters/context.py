@@ -5,7 +5,9 @@ line: the data set (a pydicom Dataset; for import converters its changes
 are what gets stored), the calling and called AE titles, the stored file
 (export converters), the general purpose variables %x %y %z, the archive's
 services, and what the line decided: destroy or reject the object, defer
-the export, the preferred storage device and compression.
+the export, the preferred storage device and compression.  The ``[lua]``
+command and clienterror scripts also see the DIMSE command set as
+``command`` (a pydicom Dataset; None elsewhere).
 
 Commands run in a worker thread (see ``IConverterCommand.run``).
 """
@@ -66,7 +68,7 @@ class ConverterContext:
     log = Logger()
 
     def __init__(self, kind, dataset, callingAE="", calledAE="", filename=None, services=None,
-                 converterName="", variables=None, moveDestination=None):
+                 converterName="", variables=None, moveDestination=None, command=None):
         if kind not in KINDS:
             raise ValueError(f"unknown converter kind {kind!r}")
         self.kind = kind
@@ -75,6 +77,7 @@ class ConverterContext:
         self.calledAE = calledAE
         self.moveDestination = moveDestination  # where a retrieve sends (RetrieveConverter0 ...: %s), or None
         self.filename = filename            # absolute path of the stored object (export converters)
+        self.command = command              # the DIMSE command set, Lua's Command ([lua] command, clienterror)
         self.services = services or ConverterServices()
         self.converterName = converterName  # "ImportConverter0", "ExportConverter2", "QueryConverter0" ...
         self.variables = variables if variables is not None else {"x": "", "y": "", "z": ""}

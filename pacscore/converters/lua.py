@@ -21,8 +21,10 @@ absent, or copies of a sequence's items; ``getvr(object, ...)`` and
 ``Data.Storage`` (the device, MAGn: read and set as ``storage MAGn`` in
 import converters, in export converters the one the object is on),
 ``CallingAE``, ``CalledAE``, ``Association.Calling`` and ``.Called``,
-``Filename``, ``Global`` (dicom.ini's main section, its secrets left out
-when sandboxed) and the functions
+``Filename``, ``Command`` (the DIMSE command set, read and written as Data
+is, for the ``[lua]`` command and clienterror scripts), ``Global``
+(dicom.ini's main section, its secrets left out when sandboxed) and the
+functions
 ``print`` (to the server log), ``debuglog`` (likewise, to the debug log),
 ``forward(ae)``, ``script(rule)`` (runs a converter rule on the same
 object and returns its outcome's name; ``script(x, rule)`` and
@@ -107,7 +109,7 @@ _BINARY_VRS = frozenset({"OB", "OW", "OF", "OD", "OL", "OV", "UN", "AT"})
 _FATE_OUTCOMES = (Outcome.DESTROY, Outcome.REJECT, Outcome.DEFER)
 
 # Run once in each Lua state: builds the sandboxes and the Data proxies.
-# Receives the Python accessors; returns (compile, prepare, beginRun, sethook).
+# Receives the Python accessors; returns (compile, prepare, beginRun, sethook, wrapDataset).
 _SETUP = r"""
 local getElement, setElement, sequenceItem, sequenceLength, kindOf, getVR, setVR, readInto, writeFrom, dumpTo,
       scriptOn = ...
@@ -301,7 +303,7 @@ local function beginRun(limit)
   return true
 end
 
-return compile, prepare, beginRun, sethook
+return compile, prepare, beginRun, sethook, wrapDataset
 """
 
 
@@ -563,7 +565,7 @@ class LuaRuntime:
     def __init__(self):
         self.lua = lupa.LuaRuntime(register_eval=False, register_builtins=False, max_memory=MAX_MEMORY,
                                    attribute_filter=_denyAttributes, unpack_returned_tuples=True)
-        self._compile, self._prepare, self._beginRun, self._sethook = self.lua.execute(
+        self._compile, self._prepare, self._beginRun, self._sethook, self._wrapDataset = self.lua.execute(
             _SETUP, _getElement, _setElement, _sequenceItem, _sequenceLength, _kindOf, _getVR, _setVR, _readInto,
             _writeFrom, _dumpTo, self._scriptOn)
         self._api = None  # the LuaApi of the script running (run()), for x:Script
@@ -633,6 +635,8 @@ class LuaRuntime:
                    "Global": self.iniTable(ini, api.unsafe)}
         if api.commandLine is not None:
             globals["command_line"] = api.commandLine
+        if context.command is not None:
+            globals["Command"] = self._wrapDataset(_DatasetHandle(context, context.command))
         functions = {name: getattr(api, name) for name in
                      ("forward", "script", "dbquery", "genuid", "changeuid", "changeuidback", "crc",
                       "newdicomobject", "newdicomarray", "servercommand", "dicomquery", "dicommove", "get_amap",

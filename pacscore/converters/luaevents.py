@@ -5,30 +5,49 @@
 - ``background``: every second, the next run waiting for the last to end;
 - ``association``: for each association accepted, with ``CallingAE``,
   ``CalledAE`` and ``Association.Calling`` / ``.Called`` set; it does not
-  hold the association up.
+  hold the association up;
+- ``command``: for each DIMSE request of an association (C-ECHO, C-STORE,
+  C-FIND ..., C-CANCEL too; not the responses to our own requests), before
+  it is served, with ``Command`` its command set as well: what the script
+  changes there (``Command.Priority = 1``) is the request served, and a
+  script returning ``'reject'`` or ``'destroy'`` refuses it (Conquest's
+  calls ``reject()`` or ``destroy()``): it gets no answer and the
+  association is aborted (Conquest closes it with a release request of its
+  own), without an ``endassociation`` run, as in Conquest.  The requests of
+  an association wait for the script one after the other, in the order
+  they came; a failing script (logged) refuses nothing;
+- ``clienterror``: for each request not served (Conquest's "Client
+  Error: command failed"), with ``Command`` its command set: an unknown
+  command (answered 0211), a SOP class not served on its context (0122) or
+  an operation that failed (0110).  Conquest also closes the connection
+  then; here the association goes on, and ends with ``endassociation``;
+- ``endassociation``: when an association accepted ends: released, aborted
+  by either side or its connection lost.
 
 Each value is Lua code (Conquest's usual ``dofile('x.lua')``) run as a
 ``lua "..."`` converter runs it, in a worker of the I/O pool: sandboxed
 unless ``LuaAllowUnsafe = 1`` (a sandboxed ``dofile`` reads the files of
 ``LuaFileFolder``), stopped after ``LuaMaxInstructions``, with no ``Data``;
 its ``print`` goes to the server log as ``[lua] startup: ...`` and an
-error is logged.  Unlike Conquest, where these scripts share one Lua state,
-each run starts with fresh globals.
+error is logged.  Unlike Conquest, where these scripts share one Lua state
+(per association for the association's ones), each run starts with fresh
+globals.
 
-Conquest's other ``[lua]`` keys (``command``, ``clienterror``,
-``endassociation``, converter names ...) do not run here: start-up warns
-of those that are set.
+Conquest's other ``[lua]`` keys (``printserver``, ``ExportConverter``,
+converter names ...) do not run here: start-up warns of those that are set.
 """
 
 from twisted.application import internet, service
 from twisted.logger import Logger
 
-from pacscore.converters.context import ConverterContext
+from pacscore.converters.context import ConverterContext, Outcome
 from pacscore.converters.lua import LuaArguments, LuaInlineCommand
+from pacscore.dicom.commands import asDataset, fromDataset
 from pacscore.storage.space import Nightly
 
 SECTION = "lua"
-EVENTS = ("startup", "nightly", "background", "association")
+EVENTS = ("startup", "nightly", "background", "association", "command", "clienterror", "endassociation")
+REFUSALS = (Outcome.REJECT, Outcome.DESTROY)  # what a command script returns to refuse the request
 NIGHTLY_HOUR = 3
 BACKGROUND_INTERVAL = 1  # seconds
 
@@ -68,8 +87,9 @@ class LuaEvents(service.MultiService):
                 others.append(key)
         if others:
             cls.log.warn("{path}:{line}: [lua] {keys}: these Conquest Lua event scripts are not supported here and "
-                         "do not run (startup, nightly, background and association do)", path=configuration.iniPath,
-                         line=ini.lineOf(others[0], SECTION), keys=", ".join(others))
+                         "do not run ({events} and {last} do)", path=configuration.iniPath,
+                         line=ini.lineOf(others[0], SECTION), keys=", ".join(others),
+                         events=", ".join(EVENTS[:-1]), last=EVENTS[-1])
         return cls(scripts, services, registry, workers, clock)
 
     def startService(self):
@@ -77,20 +97,65 @@ class LuaEvents(service.MultiService):
         if "startup" in self.scripts:
             self.run("startup")
 
+    def associationHooks(self):
+        """The DICOM server factory's callbacks of the association events
+        set (``onAccepted``, ``onCommand``, ``onClientError``, ``onEnded``);
+        None for an event without a script, which then costs nothing."""
+        hooks = {"onAccepted": ("association", self.association), "onCommand": ("command", self.command),
+                 "onClientError": ("clienterror", self.clientError), "onEnded": ("endassociation", self.ended)}
+        return {name: (hook if event in self.scripts else None) for name, (event, hook) in hooks.items()}
+
     def association(self, callingAE, calledAE):
         """An association was accepted: its ``association`` script runs."""
-        if "association" in self.scripts:
-            self.run("association", callingAE, calledAE)
+        self.run("association", callingAE, calledAE)
 
-    def run(self, event, callingAE="", calledAE=""):
+    def command(self, callingAE, calledAE, command):
+        """A request (``command``, ``{tag: value}``) came: a Deferred of the
+        command set to serve, as the ``command`` script left it, or of None
+        when the script refused it."""
+        d = self.workers.deferToWorker(self._checkCommand, callingAE, calledAE, command)
+        d.addErrback(self._checkFailed, command)
+        return d
+
+    def clientError(self, callingAE, calledAE, command):
+        """A request (``command``) was not served: the ``clienterror`` script runs."""
+        self.run("clienterror", callingAE, calledAE, command)
+
+    def ended(self, callingAE, calledAE):
+        """An association ended: the ``endassociation`` script runs."""
+        self.run("endassociation", callingAE, calledAE)
+
+    def run(self, event, callingAE="", calledAE="", command=None):
         """Deferred of the end of a run of ``event``'s script; it never fails
         (a failure is logged)."""
-        d = self.workers.deferToWorker(self._execute, event, callingAE, calledAE)
+        d = self.workers.deferToWorker(self._execute, event, callingAE, calledAE, command)
         d.addErrback(lambda failure: self.log.failure("[lua] {event} failed", failure, event=event))
         return d
 
-    def _execute(self, event, callingAE, calledAE):
-        """In a worker: the script, as a ``lua "..."`` converter (which logs its errors)."""
+    def _execute(self, event, callingAE, calledAE, command):
+        """In a worker: the script, as a ``lua "..."`` converter (which logs
+        its errors), with ``Command`` the command set ``command`` unless
+        None; ``(its Outcome, the context it ran in)``."""
         context = ConverterContext("import", None, callingAE, calledAE, services=self.converterServices,
-                                   converterName=f"[lua] {event}")
-        LuaInlineCommand().run(LuaArguments(self.scripts[event], self.registry, "import"), context)
+                                   converterName=f"[lua] {event}",
+                                   command=None if command is None else asDataset(command))
+        outcome = LuaInlineCommand().run(LuaArguments(self.scripts[event], self.registry, "import"), context)
+        return outcome, context
+
+    def _checkCommand(self, callingAE, calledAE, command):
+        """In a worker: the ``command`` script on ``command``; the command set
+        it left, or None when it refused it."""
+        outcome, context = self._execute("command", callingAE, calledAE, command)
+        if outcome in REFUSALS:
+            return None
+        if not context.changed:
+            return command
+        try:
+            return fromDataset(context.command)
+        except ValueError as e:
+            self.log.error("[lua] command: the script left {error}; the request is served as it came", error=e)
+            return command
+
+    def _checkFailed(self, failure, command):
+        self.log.failure("[lua] command failed; the request is served as it came", failure)
+        return command

@@ -2,12 +2,15 @@
 
 A hand-written codec for the few dozen command elements: decoding returns a
 dict keyed by tag, encoding sorts the tags and adds the group length. Used
-for every DIMSE message, so it stays small and fast.
+for every DIMSE message, so it stays small and fast.  ``asDataset`` and
+``fromDataset`` turn a command set into a pydicom Dataset and back, for the
+Lua scripts that see it as ``Command``.
 """
 
 import struct
 
 from pydicom.datadict import keyword_for_tag
+from pydicom.dataset import Dataset
 
 from pacscore.dicom.pdu import PDUError
 
@@ -157,6 +160,36 @@ def encodeCommand(command):
         parts.append(raw)
     body = b"".join(parts)
     return _ELEMENT.pack(0, 0, 4) + _UL.pack(len(body)) + body
+
+
+def asDataset(command):
+    """``command`` (``{tag: value}``) as a pydicom Dataset: its elements with
+    their VRs, one of no known VR as UN."""
+    dataset = Dataset()
+    for tag, value in command.items():
+        dataset.add_new(tag, _VR.get(tag, "UN"), value)
+    return dataset
+
+
+def fromDataset(dataset):
+    """The command set of a Dataset ``asDataset`` made, changed or not since:
+    its group 0000 elements (others are no part of a command set), encoded
+    and decoded again as a received one is; ValueError when they are no
+    command set that can be sent (no Command Field, text in a US ...)."""
+    command = {}
+    for element in dataset:
+        if element.tag.group != 0:
+            continue
+        value = element.value
+        if element.VR == "AT":  # a list of tags, as decodeCommand gives them
+            value = list(value) if element.VM > 1 else [value] if element.VM else []
+        elif value is None:  # emptied
+            value = ""
+        command[int(element.tag)] = value
+    try:
+        return decodeCommand(encodeCommand(command))
+    except (PDUError, struct.error, TypeError) as e:
+        raise ValueError(f"no command set: {e}") from None
 
 
 def isWarning(status):

@@ -10,8 +10,10 @@ marks the operation it names as cancelled.  Bad input of any kind ends in
 an A-ABORT and a log line, never an exception escaping ``dataReceived``.
 
 ``DicomServerProtocol`` adds the acceptor: awaiting the A-ASSOCIATE-RQ with
-the ARTIM timer running (Sta2), and the release.  The requestor is
-``pacscore.dicom.client.DicomClientProtocol``.
+the ARTIM timer running (Sta2), the release, and telling its factory's
+hooks (the ``[lua]`` association scripts) of an association accepted, of
+each request (which may change or refuse it first), of a request not served
+and of the end.  The requestor is ``pacscore.dicom.client.DicomClientProtocol``.
 """
 
 from collections import deque
@@ -21,6 +23,7 @@ from twisted.internet.interfaces import IHandshakeListener, IPushProducer, ISSLT
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from pacscore.debuglog import COMMANDS, memoryInUse, serverLog
@@ -159,8 +162,11 @@ class DicomProtocol(Protocol, TimeoutMixin):
             self.log.warn("{peer}: malformed PDU, aborting: {error}", peer=self.peerName(), error=e)
             self.abort(e.reason)
         except Exception:
-            self.log.failure("{peer}: internal error while handling a PDU, aborting", peer=self.peerName())
-            self.abort(pdu.REASON_NOT_SPECIFIED)
+            self._internalError(Failure())
+
+    def _internalError(self, failure):
+        self.log.failure("{peer}: internal error while handling a PDU, aborting", failure, peer=self.peerName())
+        self.abort(pdu.REASON_NOT_SPECIFIED)
 
     def timeoutConnection(self):
         if self._operations or self._outbox is not None:
@@ -275,6 +281,11 @@ class DicomProtocol(Protocol, TimeoutMixin):
                 dataset.discard()  # a spooled data set's file goes
             raise pdu.PDUError(f"{commands.COMMAND_NAMES.get(field, hex(field))} after the A-RELEASE-RQ",
                                pdu.REASON_UNEXPECTED_PDU)
+        self._serveRequest(contextId, command, dataset)
+
+    def _serveRequest(self, contextId, command, dataset):
+        """A request of the peer, whole: to the service of its command."""
+        field = command[commands.COMMAND_FIELD]
         if field == commands.C_CANCEL_RQ:
             self._cancelRequested(command)
             return
@@ -291,6 +302,7 @@ class DicomProtocol(Protocol, TimeoutMixin):
             if dataset is not None:
                 dataset.discard()
             self.sendMessage(contextId, commands.response(command, field | 0x8000, STATUS_UNRECOGNIZED_OPERATION))
+            self.requestFailed(command)
             return
         operation = defer.maybeDeferred(service.handle, self, contextId, command, dataset)
         self._operations[operation] = command.get(commands.MESSAGE_ID)
@@ -328,6 +340,11 @@ class DicomProtocol(Protocol, TimeoutMixin):
                          command=commands.COMMAND_NAMES.get(command[commands.COMMAND_FIELD]))
         field = command[commands.COMMAND_FIELD]
         self.sendMessage(contextId, commands.response(command, field | 0x8000, STATUS_PROCESSING_FAILURE))
+        self.requestFailed(command)
+
+    def requestFailed(self, command):
+        """A request of the peer (``command``) was not served: unknown,
+        refused or failed (its answer is sent)."""
 
     def _operationDone(self, _, operation):
         messageID = self._operations.pop(operation, None)
@@ -605,10 +622,22 @@ class DicomProtocol(Protocol, TimeoutMixin):
 class DicomServerProtocol(DicomProtocol):
     """One association, accepted from a remote requestor."""
 
+    _commandRefused = False  # the factory's onCommand refused a request: the association was aborted
+
+    def __init__(self):
+        super().__init__()
+        self._commandTurns = defer.DeferredLock()  # onCommand checks one request at a time, in order
+
     def connectionMade(self):
         self.state = AWAITING_ASSOCIATE
         super().connectionMade()
         self._startArtim()
+
+    def connectionLost(self, reason):
+        super().connectionLost(reason)
+        onEnded = self.factory.onEnded
+        if onEnded is not None and self.association is not None and not self._commandRefused:
+            onEnded(self.association.callingAE, self.association.calledAE)
 
     def _associationPDU(self, pduType, body):
         if self.state == AWAITING_ASSOCIATE:
@@ -645,6 +674,45 @@ class DicomServerProtocol(DicomProtocol):
             accepted=len(association.contexts), over=f", over {security}" if security else "")
         if factory.onAccepted is not None:
             factory.onAccepted(association.callingAE, association.calledAE)
+
+    def _serveRequest(self, contextId, command, dataset):
+        """With the factory's ``onCommand``, the request is served once it
+        has checked it (counted as an operation under way meanwhile)."""
+        if self.factory.onCommand is None:
+            super()._serveRequest(contextId, command, dataset)
+            return
+        checked = self._commandTurns.run(self._checkCommand, contextId, command, dataset)
+        self._operations[checked] = command.get(commands.MESSAGE_ID)
+        checked.addErrback(self._internalError)
+        checked.addBoth(self._operationDone, checked)
+
+    def _checkCommand(self, contextId, command, dataset):
+        checked = defer.succeed(command)  # ended while earlier requests were checked: _commandChecked drops it
+        if self.state == ESTABLISHED:
+            checked = self.factory.onCommand(self.association.callingAE, self.association.calledAE, command)
+        return checked.addCallback(self._commandChecked, contextId, command, dataset)
+
+    def _commandChecked(self, checked, contextId, command, dataset):
+        """Serve ``checked``, the request ``command`` as onCommand left it;
+        None: it refused it, the association is aborted."""
+        if self.state != ESTABLISHED:  # aborted or lost meanwhile: nothing more is served
+            if dataset is not None:
+                dataset.discard()
+            return
+        if checked is None:
+            self.log.warn("{peer}: {command} refused by the [lua] command script, aborting", peer=self.peerName(),
+                          command=commands.COMMAND_NAMES.get(command[commands.COMMAND_FIELD], "request"))
+            if dataset is not None:
+                dataset.discard()
+            self._commandRefused = True
+            self.abort(pdu.REASON_NOT_SPECIFIED, pdu.SOURCE_SERVICE_USER)
+            return
+        super()._serveRequest(contextId, checked, dataset)
+
+    def requestFailed(self, command):
+        onClientError = self.factory.onClientError
+        if onClientError is not None:
+            onClientError(self.association.callingAE, self.association.calledAE, command)
 
     def _operationsChanged(self):
         if self._releaseRequested:
@@ -718,17 +786,27 @@ class _Refused(Protocol):
 class DicomServerFactory(DicomFactory):
     """Accepts associations for one AE, as ``policy`` says, and no more
     connections at once than ``limits`` (an AssociationLimits; None: any
-    number) allow; tells ``onAccepted(callingAE, calledAE)`` of each one
-    accepted."""
+    number) allow.  Its hooks (each None or a callable) hear of an
+    association's events: ``onAccepted(callingAE, calledAE)`` of each one
+    accepted; ``onCommand(callingAE, calledAE, command)`` of each request,
+    served when the Deferred it gives fires with the command to serve, or
+    refused (no answer, the association aborted) when it fires with None;
+    ``onClientError(callingAE, calledAE, command)`` of a request answered
+    as not served; ``onEnded(callingAE, calledAE)`` of the end of one
+    accepted, however it ended (but one onCommand refused)."""
 
     protocol = DicomServerProtocol
 
     def __init__(self, policy, services, sinks, clock, idleTimeout=300, artimTimeout=30, counters=None,
-                 dimseTimeout=None, onAccepted=None, limits=None):
+                 dimseTimeout=None, onAccepted=None, onCommand=None, onClientError=None, onEnded=None,
+                 limits=None):
         super().__init__(services, sinks, clock, idleTimeout, artimTimeout, dimseTimeout,
                          policy.maxPDULength, counters)
         self.policy = policy
         self.onAccepted = onAccepted
+        self.onCommand = onCommand
+        self.onClientError = onClientError
+        self.onEnded = onEnded
         self.limits = limits if limits is not None else AssociationLimits()
 
     def buildProtocol(self, addr):

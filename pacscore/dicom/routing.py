@@ -35,7 +35,7 @@ class SopClassRouter:
 
 def refuse(protocol, contextId, command, sopClass, comment=None):
     """Answer ``command``, sent on a context of ``sopClass``, with 0122
-    (SOP class not supported), and log it."""
+    (SOP class not supported), log it and tell ``protocol.requestFailed``."""
     field = command[commands.COMMAND_FIELD]
     name = commands.COMMAND_NAMES.get(field, hex(field))
     comment = comment or f"no {name} for {sopClass}"
@@ -43,3 +43,4 @@ def refuse(protocol, contextId, command, sopClass, comment=None):
                             peer=protocol.peerName(), command=name, sopClass=sopClass, comment=comment)
     protocol.sendMessage(contextId, commands.response(
         command, field | 0x8000, SOP_CLASS_NOT_SUPPORTED, {commands.ERROR_COMMENT: comment[:64]}))
+    protocol.requestFailed(command)

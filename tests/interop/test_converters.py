@@ -1,7 +1,8 @@
 """Import converters in a running ``twistd -n pacs``, through storescu:
 rules that change objects, ``reject`` (a failure status for the sender),
 ``destroy`` (nothing stored, Success, as Conquest does), the shipped Lua
-anonymizer, and files added with dgate (ImportExportDragAndDrop)."""
+anonymizer, and files added with dgate (ImportExportDragAndDrop); and
+dicom.ini's [lua] event scripts, around DCMTK's requests."""
 
 import glob
 import json
@@ -9,7 +10,6 @@ import os
 import shutil
 import sqlite3
 import tempfile
-import time
 import urllib.request
 
 import pydicom
@@ -19,7 +19,7 @@ from twisted.trial import unittest
 from pacscore.config.loader import defaultConfigDir
 from pacscore.testing.corpus import makeDataset
 from tests.interop.peers import StorescpServer
-from tests.interop.server import PacsServer, dcmtk
+from tests.interop.server import PacsServer, dcmtk, waitFor
 
 IDENTIFYING = ("PatientName", "PatientID", "PatientBirthDate", "OtherPatientIDs", "PatientAddress",
                "ReferringPhysicianName", "InstitutionName", "AccessionNumber")
@@ -306,19 +306,75 @@ class QueryRetrieveConverterTests(unittest.TestCase):
 
 
 class LuaEventTests(unittest.TestCase):
-    """dicom.ini's [lua] startup and association scripts in a running server."""
+    """dicom.ini's [lua] event scripts in one running server, driven by DCMTK's tools."""
+
+    COMMAND = ("print('command', Command.CommandField, Command.AffectedSOPClassUID, Association.Calling); "
+               "if Association.Calling == 'BLOCKED' then return 'reject' end; "
+               "if Association.Calling == 'CHANGER' then Command.AffectedSOPClassUID = '1.2.3.4' end")
+
+    @classmethod
+    def setUpClass(cls):
+        cls.server = PacsServer(tempfile.mkdtemp(prefix="pacs-luaevents-"))
+        cls.server.setIni("lua", startup="print('started as ' .. servercommand('get_param:MyACRNema'))",
+                          association="print('association ' .. Association.Calling .. ' -> ' .. Association.Called)",
+                          command=cls.COMMAND,
+                          clienterror="print('client error', Command.CommandField, Command.AffectedSOPClassUID, "
+                                      "Association.Calling)",
+                          endassociation="print('ended', Association.Calling, Association.Called)")
+        cls.server.start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.stop()
+
+    def tearDown(self):
+        self.assertNotIn("Lua script failed", self.server.log())
+
+    def logged(self, line):
+        waitFor(lambda: line in self.server.log(), timeout=10, message=repr(line))
+
+    def echo(self, calling, *extra):
+        return dcmtk("echoscu", "-aet", calling, "-aec", self.server.ae, *extra, "127.0.0.1", self.server.port)
 
     def test_startupAndAssociation(self):
-        server = PacsServer(tempfile.mkdtemp(prefix="pacs-luaevents-"))
-        server.setIni("lua", startup="print('started as ' .. servercommand('get_param:MyACRNema'))",
-                      association="print('association ' .. Association.Calling .. ' -> ' .. Association.Called)")
-        server.start()
-        self.addCleanup(server.stop)
-        self.assertEqual(server.echo().returncode, 0)
-        deadline = time.monotonic() + 10
-        while "[lua] association" not in server.log() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        log = server.log()
-        self.assertIn(f"[lua] startup: started as {server.ae}", log)
-        self.assertIn(f"[lua] association: association ECHOSCU -> {server.ae}", log)
-        self.assertNotIn("Lua script failed", log)
+        self.assertEqual(self.server.echo().returncode, 0)
+        self.logged("[lua] association: association ECHOSCU -> PACS")
+        self.assertIn(f"[lua] startup: started as {self.server.ae}", self.server.log())
+
+    def test_commandBeforeEachRequest(self):
+        """The command script has run when the request is answered."""
+        found = dcmtk("findscu", "-S", "-aet", "FINDER", "-aec", self.server.ae, "-k", "QueryRetrieveLevel=STUDY",
+                      "-k", "PatientID=NOBODY", "127.0.0.1", self.server.port)
+        self.assertEqual(found.returncode, 0, found.stderr)
+        self.assertIn("[lua] command: command\t32\t1.2.840.10008.5.1.4.1.2.2.1\tFINDER", self.server.log())
+
+    def test_commandRefusesARequest(self):
+        """A request the script refuses gets no answer: the association is
+        aborted, and no endassociation script runs for it."""
+        refused = self.echo("BLOCKED")
+        self.assertIn("Echo Failed: 0006:0317 Peer aborted Association", refused.stderr)
+        log = self.server.log()
+        self.assertIn("[lua] command: command\t48\t1.2.840.10008.1.1\tBLOCKED", log)
+        self.assertRegex(log, r"BLOCKED@127\.0\.0\.1:\d+: C-ECHO-RQ refused by the \[lua\] command script, aborting")
+        self.assertEqual(self.echo("AFTERBLOCKED").returncode, 0)
+        self.logged("[lua] endassociation: ended\tAFTERBLOCKED\tPACS")
+        self.assertNotIn("[lua] endassociation: ended\tBLOCKED", self.server.log())
+
+    def test_commandChangedAndClientError(self):
+        """The request served is the command set as the script left it: a
+        C-STORE whose SOP class it changed is refused (0122), which is a
+        client error, and the association goes on."""
+        image = makeDataset("CHANGED", "Doe^John", generate_uid(), generate_uid(), generate_uid(), 1, 1,
+                            rows=8, columns=8)
+        path = os.path.join(self.server.workdir, "changed.dcm")
+        image.save_as(path, enforce_file_format=True)
+        stored = self.server.store(path, calling="CHANGER", extra=("-v",))
+        self.assertIn("Received Store Response (Refused: SOPClassNotSupported)", stored.stderr)
+        self.logged("[lua] clienterror: client error\t1\t1.2.3.4\tCHANGER")
+        self.logged("[lua] endassociation: ended\tCHANGER\tPACS")
+
+    def test_endAssociationReleasedOrAborted(self):
+        self.assertEqual(self.echo("RELEASER").returncode, 0)
+        self.assertEqual(self.echo("ABORTER", "--abort").returncode, 0)
+        self.logged("[lua] endassociation: ended\tRELEASER\tPACS")
+        self.logged("[lua] endassociation: ended\tABORTER\tPACS")

@@ -61,9 +61,10 @@ class OptionsTests(unittest.TestCase):
                       "ignores it", [formatEvent(e) for e in events])
 
     def test_luaSectionWarnedOf(self):
-        """Conquest's [lua] event scripts other than startup, nightly,
-        background and association do not run: one warning names the keys
-        set (not the empty ones)."""
+        """Conquest's [lua] keys other than its event scripts (startup,
+        nightly, background, association, command, clienterror and
+        endassociation) do not run: one warning names the keys set (not the
+        empty ones)."""
         server = PacsServer(self.mktemp())
         for key, value in (("startup", "print('up')"), ("association", "dofile('lua/assoc.lua')"),
                            ("nightly", ""), ("ExportConverter", "x = 1")):
@@ -76,7 +77,8 @@ class OptionsTests(unittest.TestCase):
         line = options.configuration.ini.lineOf("ExportConverter", "lua")
         self.assertEqual([formatEvent(e) for e in events if "[lua]" in formatEvent(e)],
                          [f"{path}:{line}: [lua] ExportConverter: these Conquest Lua event scripts are not supported "
-                          "here and do not run (startup, nightly, background and association do)"])
+                          "here and do not run (startup, nightly, background, association, command, clienterror "
+                          "and endassociation do)"])
         self.assertEqual(sorted(options.archive.luaEvents.scripts), ["association", "startup"])
 
     def test_syntaxErrorNamesFileAndLine(self):

@@ -1,5 +1,6 @@
 """Tests for pacscore.converters.luaevents: Conquest's [lua] startup,
-nightly, background and association scripts."""
+nightly, background, association, command, clienterror and endassociation
+scripts."""
 
 import os
 import time
@@ -12,6 +13,7 @@ from twisted.trial import unittest
 from pacscore.config.ini import DicomIni
 from pacscore.converters.context import ConverterServices
 from pacscore.converters.luaevents import LuaEvents
+from pacscore.dicom import commands
 from tests.pacscore.converters.test_lua import luaRegistry
 
 
@@ -75,9 +77,72 @@ class LuaEventsTests(unittest.TestCase):
         events.stopService()
 
     def test_nothingSetNothingRuns(self):
-        events = self.events("association = \n")
-        self.assertEqual(self.lines(lambda: (events.startService(), events.association("A", "B"))), [])
+        events = self.events("association = \ncommand =\n")
+        self.assertEqual(self.lines(events.startService), [])
         self.assertEqual(events.services, [])
+        self.assertEqual(events.associationHooks(),
+                         {"onAccepted": None, "onCommand": None, "onClientError": None, "onEnded": None})
+
+    def test_hooksOfTheScriptsSet(self):
+        events = self.events("command = print(1)\nEndAssociation = print(2)\n")
+        self.assertEqual(events.associationHooks(), {"onAccepted": None, "onCommand": events.command,
+                                                     "onClientError": None, "onEnded": events.ended})
+
+    def move(self):
+        return {commands.COMMAND_FIELD: commands.C_MOVE_RQ, commands.MESSAGE_ID: 7, commands.PRIORITY: 0,
+                commands.AFFECTED_SOP_CLASS_UID: "1.2.840.10008.5.1.4.1.2.2.2", commands.MOVE_DESTINATION: "VIEWER",
+                commands.COMMAND_DATASET_TYPE: commands.DATASET_PRESENT}
+
+    def check(self, events, command):
+        """The command set the command script leaves of ``command`` (None: refused), and its log lines."""
+        checked = []
+        lines = self.lines(lambda: events.command("MODALITY", "PACS", command).addCallback(checked.append))
+        return checked[0], lines
+
+    def test_commandSeesTheRequest(self):
+        events = self.events("command = print(Command.CommandField, Command.MessageID, Command.MoveDestination, "
+                             "Command['0000,0002'], Association.Calling, CalledAE, Data)\n")
+        command = self.move()
+        checked, lines = self.check(events, command)
+        self.assertIs(checked, command)
+        self.assertEqual(lines, ["[lua] command: 33\t7\tVIEWER\t1.2.840.10008.5.1.4.1.2.2.2\tMODALITY\tPACS\tnil"])
+
+    def test_commandChangedByTheScript(self):
+        """What the script sets is the request served, as in Conquest (one DICOMCommandObject)."""
+        events = self.events("command = Command.MoveDestination = 'ARCHIVE2'; Command.Priority = 2\n")
+        checked, _ = self.check(events, self.move())
+        self.assertEqual(checked, {**self.move(), commands.MOVE_DESTINATION: "ARCHIVE2", commands.PRIORITY: 2,
+                                   commands.COMMAND_GROUP_LENGTH: checked[commands.COMMAND_GROUP_LENGTH]})
+        self.assertEqual(commands.decodeCommand(commands.encodeCommand(checked)), checked)
+
+    def test_commandRefused(self):
+        for refusal in ("reject", "destroy"):
+            events = self.events(f"command = if Command.MoveDestination == 'VIEWER' then return '{refusal}' end\n")
+            self.assertIsNone(self.check(events, self.move())[0])
+            command = {**self.move(), commands.MOVE_DESTINATION: "OTHER"}
+            self.assertIs(self.check(events, command)[0], command)
+
+    def test_commandFailingIsServedAsItCame(self):
+        """A script that fails, or leaves no command set that can be sent,
+        does not refuse the request: it is served as it came, logged."""
+        command = self.move()
+        events = self.events("command = error('broken')\n")
+        checked, lines = self.check(events, command)
+        self.assertIs(checked, command)
+        self.assertEqual(lines, ["[lua] command: Lua script failed: lua:1: broken"])
+        events = self.events("command = Command.CommandField = nil\n")
+        checked, lines = self.check(events, command)
+        self.assertIs(checked, command)
+        self.assertEqual(lines, ["[lua] command: the script left no command set: command set without Command "
+                                 "Field (0000,0100); the request is served as it came"])
+
+    def test_clientErrorAndEndAssociation(self):
+        events = self.events("clienterror = print('failed', Command.CommandField, Association.Calling)\n"
+                             "endassociation = print('ended', Association.Calling, Association.Called, Command)\n")
+        self.assertEqual(self.lines(lambda: events.clientError("SCU", "PACS", {commands.COMMAND_FIELD: 0x0110})),
+                         ["[lua] clienterror: failed\t272\tSCU"])
+        self.assertEqual(self.lines(lambda: events.ended("SCU", "PACS")),
+                         ["[lua] endassociation: ended\tSCU\tPACS\tnil"])
 
     def test_failuresAreLoggedAndBackgroundGoesOn(self):
         """Sandboxed and limited as converters; an error is logged, the next run comes."""
@@ -102,7 +167,9 @@ class LuaEventsTests(unittest.TestCase):
         events.stopService()
 
     def test_otherKeysWarnedOf(self):
-        self.events("startup = print(1)\ncommand = print(2)\nclienterror = \nExportConverter = x = 1\n")
+        self.events("startup = print(1)\ncommand = print(2)\nprintserver = print(3)\nclienterror = \n"
+                    "ExportConverter = x = 1\n")
         self.assertEqual([formatEvent(e) for e in self.startLog],
-                         ["dicom.ini:4: [lua] command, ExportConverter: these Conquest Lua event scripts are not "
-                          "supported here and do not run (startup, nightly, background and association do)"])
+                         ["dicom.ini:5: [lua] printserver, ExportConverter: these Conquest Lua event scripts are not "
+                          "supported here and do not run (startup, nightly, background, association, command, "
+                          "clienterror and endassociation do)"])

@@ -1,5 +1,5 @@
-"""Unit tests of pacscore.dicom.commands: the command set codec and its
-text for the debug log."""
+"""Unit tests of pacscore.dicom.commands: the command set codec, its
+text for the debug log and its pydicom Dataset form (Lua's Command)."""
 
 from twisted.trial import unittest
 
@@ -26,3 +26,23 @@ class CommandTests(unittest.TestCase):
             "(0000,0120) US MessageIDBeingRespondedTo: 3",
             "(0000,0900) US Status: 0xA700",
             "(0000,0901) AT OffendingElement: (0010,0020)"])
+
+    def test_asDatasetAndBack(self):
+        """A Dataset of a command set gives it back as a received one, with
+        its changes; elements outside group 0000 are left out, a command set
+        that cannot be sent is a ValueError."""
+        response = commands.decodeCommand(commands.encodeCommand({
+            commands.COMMAND_FIELD: commands.C_STORE_RSP, commands.STATUS: 0xA700,
+            commands.OFFENDING_ELEMENT: [0x00100020, 0x00100010], commands.MESSAGE_ID_RESPONDED_TO: 3,
+            commands.AFFECTED_SOP_INSTANCE_UID: "1.2.3", 0x00005010: b"xy"}))
+        dataset = commands.asDataset(response)
+        self.assertEqual((dataset.Status, dataset.OffendingElement), (0xA700, [0x00100020, 0x00100010]))
+        self.assertEqual(commands.fromDataset(dataset), response)
+        dataset.Status = 0
+        dataset.PatientID = "not a command element"
+        self.assertEqual(commands.fromDataset(dataset), {**response, commands.STATUS: 0})
+        dataset.Status = None
+        self.assertRaisesRegex(ValueError, "^no command set: ", commands.fromDataset, dataset)
+        dataset.Status = 0
+        del dataset.CommandField
+        self.assertRaisesRegex(ValueError, "without Command Field", commands.fromDataset, dataset)

@@ -1,5 +1,6 @@
-"""The upper-layer state machine and negotiation, driven through a
-StringTransport with a task.Clock (no reactor, no sockets)."""
+"""The upper-layer state machine, negotiation and the acceptor's hooks of
+association events, driven through a StringTransport with a task.Clock (no
+reactor, no sockets)."""
 
 import random
 import warnings
@@ -18,6 +19,7 @@ from twisted.trial import unittest
 from pacscore.dicom import commands, pdu
 from pacscore.dicom.negotiation import AcceptorPolicy
 from pacscore.dicom.protocol import ESTABLISHED, STREAMED_DATASET, WRITE_BATCH, DicomServerFactory
+from pacscore.dicom.routing import SopClassRouter
 from pacscore.dicom.sinks import MemorySink
 from pacscore.dicom.storeddata import StoredData
 from pacscore.dicom.verification import EchoService
@@ -43,7 +45,8 @@ class SlowService:
         return d
 
 
-class ProtocolTests(unittest.TestCase):
+class ServerTestCase(unittest.TestCase):
+    """A DicomServerFactory's protocol on a StringTransport."""
 
     def setUp(self):
         self.clock = task.Clock()
@@ -81,6 +84,9 @@ class ProtocolTests(unittest.TestCase):
         pdus = readPDUs(self.written())
         self.assertEqual(pdus[-1][0], pdu.A_ABORT)
         self.assertEqual(pdus[-1][1][2:], bytes((pdu.SOURCE_SERVICE_PROVIDER, reason)))
+
+
+class ProtocolTests(ServerTestCase):
 
     def test_tcpNoDelay(self):
         self.assertTrue(self.transport.noDelay)
@@ -556,3 +562,112 @@ class ProtocolTests(unittest.TestCase):
         self.assertEqual(self.flushLoggedErrors(), [])
         self.assertGreater(outcomes.get(pdu.A_ABORT, 0), 500, outcomes)
         self.assertGreater(outcomes.get(pdu.A_RELEASE_RP, 0), 100, outcomes)
+
+
+class AssociationHooksTests(ServerTestCase):
+    """The factory's hooks of an association's events (the [lua]
+    association scripts): onCommand checks each request before it is
+    served, in order, and may change or refuse it; onClientError hears of
+    a request not served, onEnded of the end."""
+
+    def setUp(self):
+        super().setUp()
+        self.checks, self.events = [], []
+        self.factory.onCommand = self.onCommand
+        self.factory.onClientError = lambda *event: self.events.append(("clienterror", *event))
+        self.factory.onEnded = lambda *event: self.events.append(("ended", *event))
+
+    def onCommand(self, callingAE, calledAE, command):
+        self.checks.append(((callingAE, calledAE, command), defer.Deferred()))
+        return self.checks[-1][1]
+
+    def answered(self):
+        return [(rsp[commands.COMMAND_FIELD], rsp[commands.MESSAGE_ID_RESPONDED_TO], rsp[commands.STATUS])
+                for _, rsp, _ in readMessages(self.written())]
+
+    def test_requestsServedAsCheckedInOrder(self):
+        """Each request waits for its check and for those of the requests
+        before it; what the check gives is served (here: another Message ID)."""
+        self.associate()
+        self.protocol.dataReceived(message(1, echoRQ(messageId=1)) + message(1, echoRQ(messageId=2)))
+        self.assertEqual(len(self.checks), 1, "the second request waits for the first one's turn")
+        (callingAE, calledAE, command), first = self.checks[0]
+        self.assertEqual((callingAE, calledAE, command[commands.MESSAGE_ID]), ("SCU", "PACS", 1))
+        self.clock.advance(600)  # a request being checked is no idle association
+        self.assertEqual(self.written(), b"")
+        first.callback({**echoRQ(messageId=1), commands.MESSAGE_ID: 11})
+        self.assertEqual(self.answered(), [(commands.C_ECHO_RSP, 11, 0)])
+        self.checks[1][1].callback(self.checks[1][0][2])
+        self.assertEqual(self.answered(), [(commands.C_ECHO_RSP, 2, 0)])
+
+    def test_releaseWaitsForTheCheck(self):
+        self.associate()
+        self.protocol.dataReceived(message(1, echoRQ()) + pdu.encodeSimplePDU(pdu.A_RELEASE_RQ))
+        self.assertEqual(self.written(), b"")
+        self.checks[0][1].callback(echoRQ())
+        self.assertEqual([t for t, _ in readPDUs(self.written())], [pdu.P_DATA_TF, pdu.A_RELEASE_RP])
+        self.protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.events, [("ended", "SCU", "PACS")])
+
+    def test_refusedRequestAbortsWithoutEnd(self):
+        """A refused request gets no answer, its data set goes, the
+        association is aborted, and onEnded does not hear of it (as
+        Conquest runs no endassociation script then); the requests after it
+        are not served."""
+        discarded = []
+
+        class Provider:
+            def datasetSink(self, protocol, contextId, command):
+                sink = MemorySink()
+                sink.discard = lambda: discarded.append(command[commands.MESSAGE_ID])
+                return sink
+
+        self.factory.sinks[commands.C_STORE_RQ] = Provider()
+        self.associate([(VERIFICATION, [IMPLICIT]), (CT_STORAGE, [IMPLICIT])])
+        store = {commands.COMMAND_FIELD: commands.C_STORE_RQ, commands.MESSAGE_ID: 4, commands.PRIORITY: 0,
+                 commands.AFFECTED_SOP_CLASS_UID: CT_STORAGE, commands.AFFECTED_SOP_INSTANCE_UID: "1.2.3"}
+        self.protocol.dataReceived(message(3, store, b"\x08\x00\x18\x00\x06\x00\x00\x001.2.3\x00")
+                                   + message(1, echoRQ(messageId=5)))
+        self.checks[0][1].callback(None)
+        pdus = readPDUs(self.written())
+        self.assertEqual(pdus, [(pdu.A_ABORT, bytes((0, 0, pdu.SOURCE_SERVICE_USER, 0)))])
+        self.assertEqual(len(self.checks), 1, "the echo after it is not checked: the association ended")
+        self.assertEqual(discarded, [4])
+        self.protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.events, [])
+
+    def test_checkEndingAfterTheAbortServesNothing(self):
+        self.associate()
+        self.protocol.dataReceived(message(1, echoRQ()))
+        self.protocol.dataReceived(pdu.encodeAbort(pdu.SOURCE_SERVICE_USER, 0))
+        self.checks[0][1].callback(echoRQ())
+        self.assertEqual(self.written(), b"")
+        self.protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.events, [("ended", "SCU", "PACS")])
+
+    def test_requestsNotServed(self):
+        """An unknown operation (0211), a SOP class not served on its
+        context (0122) and a failed operation (0110) are client errors."""
+        class Broken:
+            def handle(self, protocol, contextId, command, dataset):
+                raise RuntimeError("boom")
+
+        self.factory.onCommand = None
+        self.services[commands.C_ECHO_RQ] = Broken()
+        self.services[commands.C_FIND_RQ] = SopClassRouter({})
+        self.associate()
+        find = {commands.COMMAND_FIELD: commands.C_FIND_RQ, commands.MESSAGE_ID: 3,
+                commands.AFFECTED_SOP_CLASS_UID: VERIFICATION, commands.PRIORITY: 0}
+        get = {**find, commands.COMMAND_FIELD: commands.C_GET_RQ, commands.MESSAGE_ID: 4}
+        identifier = b"\x08\x00\x52\x00\x06\x00\x00\x00STUDY "
+        self.protocol.dataReceived(message(1, find, identifier) + message(1, get, identifier) + message(1, echoRQ()))
+        self.assertEqual(self.answered(), [(commands.C_FIND_RSP, 3, 0x0122), (commands.C_GET_RSP, 4, 0x0211),
+                                           (commands.C_ECHO_RSP, 1, 0x0110)])
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertEqual([(event, calling, command[commands.MESSAGE_ID]) for event, calling, _, command in self.events],
+                         [("clienterror", "SCU", 3), ("clienterror", "SCU", 4), ("clienterror", "SCU", 1)])
+
+    def test_noEndWithoutAssociation(self):
+        self.protocol.dataReceived(associateRQ([(VERIFICATION, [IMPLICIT])], called="OTHER"))
+        self.protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.events, [])

@@ -23,8 +23,9 @@ import converters, in export converters the one the object is on),
 ``CallingAE``, ``CalledAE``, ``Association.Calling`` and ``.Called``,
 ``Filename``, ``Command`` (the DIMSE command set, read and written as Data
 is, for the ``[lua]`` command and clienterror scripts), ``Global``
-(dicom.ini's main section, its secrets left out when sandboxed) and the
-functions
+(Conquest's ``BaseDir``, the working folder with its slash, ``ConfigFile``
+and ``RootConfig``, and dicom.ini's main section, its secrets left out when
+sandboxed; names in any case: ``Global.basedir``) and the functions
 ``print`` (to the server log), ``debuglog`` (likewise, to the debug log),
 ``forward(ae)``, ``script(rule)`` (runs a converter rule on the same
 object and returns its outcome's name; ``script(x, rule)`` and
@@ -59,9 +60,12 @@ nothing means go on.
 
 Each worker thread has its own Lua state (lupa runtimes are not thread
 safe); a script is compiled once per thread.  Scripts run sandboxed: only
-string, table, math, os.time/date/clock and the safe base functions, unless
-dicom.ini says ``LuaAllowUnsafe = 1``; Lua never reaches Python objects'
-attributes.  ``LuaMaxInstructions`` (default 10,000,000) stops a run-away
+string, table, math, os.time/date/clock, the safe base functions and a
+``package`` table holding only Lua's ``path`` and ``cpath`` strings (Conquest's
+dicom.ini adds to ``package.path``; ``require`` stays out of reach), unless
+dicom.ini says ``LuaAllowUnsafe = 1`` (then what a script sets in
+``package.path`` and ``package.cpath`` lasts for its run); Lua never reaches
+Python objects' attributes.  ``LuaMaxInstructions`` (default 10,000,000) stops a run-away
 script; what it runs through ``script('lua ...')`` counts towards it.  A
 failing script is logged and ends its line with ``stop``.
 """
@@ -87,6 +91,7 @@ from twisted.logger import Logger
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
+from pacscore.config.ini import MAIN_SECTION
 from pacscore.config.secrets import publicItems
 from pacscore.converters.context import ConverterContext, ConverterSyntaxError, Outcome
 from pacscore.converters.elements import assign, textOf, vrOf
@@ -109,7 +114,7 @@ _BINARY_VRS = frozenset({"OB", "OW", "OF", "OD", "OL", "OV", "UN", "AT"})
 _FATE_OUTCOMES = (Outcome.DESTROY, Outcome.REJECT, Outcome.DEFER)
 
 # Run once in each Lua state: builds the sandboxes and the Data proxies.
-# Receives the Python accessors; returns (compile, prepare, beginRun, sethook, wrapDataset).
+# Receives the Python accessors; returns (compile, prepare, beginRun, sethook, endRun, wrapDataset, caselessIndex).
 _SETUP = r"""
 local getElement, setElement, sequenceItem, sequenceLength, kindOf, getVR, setVR, readInto, writeFrom, dumpTo,
       scriptOn = ...
@@ -219,13 +224,31 @@ local function copy(t)
   for k, v in pairs(t) do c[k] = v end
   return c
 end
+-- Lua's module search paths as the state began: a sandboxed script gets them
+-- in a package table of its own (no loader: require stays out of reach), and
+-- what an unsafe script sets in Lua's own lasts for its run (endRun), as the
+-- state serves every script of its thread
+local package = G.package
+local packagePath, packageCPath = package.path, package.cpath
+local function endRun()
+  package.path, package.cpath = packagePath, packageCPath
+end
+
 local SAFE = {"assert", "error", "ipairs", "next", "pairs", "pcall", "select", "tonumber",
               "tostring", "type", "xpcall"}
 local function sandbox()
   local env = {string = copy(string), table = copy(table), math = copy(math), utf8 = copy(utf8),
-               os = {time = os.time, date = os.date, clock = os.clock}, unpack = unpack}
+               os = {time = os.time, date = os.date, clock = os.clock}, unpack = unpack,
+               package = {path = packagePath, cpath = packageCPath}}
   for _, name in pairs(SAFE) do env[name] = G[name] end
   return env
+end
+
+-- Global's __index: a name whatever its case (Global.basedir, Global.BaseDir),
+-- as Conquest finds them, from its metatable's values by lower-case name
+local lower, getmetatable = string.lower, getmetatable
+local function caselessIndex(t, k)
+  if type(k) == "string" then return getmetatable(t).lowered[lower(k)] end
 end
 
 local function compile(source, name)
@@ -303,7 +326,7 @@ local function beginRun(limit)
   return true
 end
 
-return compile, prepare, beginRun, sethook, wrapDataset
+return compile, prepare, beginRun, sethook, endRun, wrapDataset, caselessIndex
 """
 
 
@@ -565,9 +588,11 @@ class LuaRuntime:
     def __init__(self):
         self.lua = lupa.LuaRuntime(register_eval=False, register_builtins=False, max_memory=MAX_MEMORY,
                                    attribute_filter=_denyAttributes, unpack_returned_tuples=True)
-        self._compile, self._prepare, self._beginRun, self._sethook, self._wrapDataset = self.lua.execute(
+        (self._compile, self._prepare, self._beginRun, self._sethook, self._endRun, self._wrapDataset,
+         self._caselessIndex) = self.lua.execute(
             _SETUP, _getElement, _setElement, _sequenceItem, _sequenceLength, _kindOf, _getVR, _setVR, _readInto,
             _writeFrom, _dumpTo, self._scriptOn)
+        self._setmetatable = self.lua.globals().setmetatable
         self._api = None  # the LuaApi of the script running (run()), for x:Script
         self._sources = {}  # source text -> compiled chunk
         self._files = {}    # path -> ((mtime, size), compiled chunk)
@@ -616,11 +641,25 @@ class LuaRuntime:
         """A Lua array of arrays from a list of lists."""
         return self.lua.table_from(rows, recursive=True)
 
-    def iniTable(self, ini, unsafe):
-        """``Global``: dicom.ini's main section (the first of equal keys), its
-        secrets left out for a sandboxed script (not ``unsafe``)."""
+    def globalTable(self, configuration, unsafe):
+        """``Global``: Conquest's ``BaseDir`` (the working folder, with a
+        trailing slash), ``ConfigFile`` (dicom.ini) and ``RootConfig`` (its
+        main section), then dicom.ini's main section (the first of keys equal
+        but for case), its secrets left out for a sandboxed script (not
+        ``unsafe``); names are found whatever their case, as in Conquest."""
+        ini = getattr(configuration, "ini", None)
         items = [] if ini is None else ini.items()
-        return self.lua.table_from(dict(reversed(items if unsafe else publicItems(items))))
+        conquest = [("BaseDir", os.path.join(getattr(configuration, "workdir", None) or os.getcwd(), "")),
+                    ("ConfigFile", getattr(configuration, "iniPath", None)), ("RootConfig", MAIN_SECTION)]
+        byName = {}
+        for key, value in conquest + (items if unsafe else publicItems(items)):
+            if value is not None:
+                byName.setdefault(key.lower(), (key, value))
+        table = self.lua.table_from(dict(byName.values()))
+        lowered = self.lua.table_from({name: value for name, (_, value) in byName.items()})
+        # by Lua's C function: no instruction of the script's LuaMaxInstructions spent on it
+        self._setmetatable(table, self.lua.table_from({"__index": self._caselessIndex, "lowered": lowered}))
+        return table
 
     def run(self, chunk, api, maxInstructions=DEFAULT_MAX_INSTRUCTIONS):
         """Run a compiled chunk for ``api`` (a ``LuaApi``), sandboxed unless
@@ -629,10 +668,9 @@ class LuaRuntime:
         ``lupa.LuaError``."""
         context = api.context
         handle = None if context.dataset is None else _DatasetHandle(context, context.dataset)
-        ini = getattr(context.services.configuration, "ini", None)
         globals = {"CallingAE": context.callingAE, "CalledAE": context.calledAE, "Filename": context.filename or "",
                    "Association": self.lua.table_from({"Calling": context.callingAE, "Called": context.calledAE}),
-                   "Global": self.iniTable(ini, api.unsafe)}
+                   "Global": self.globalTable(context.services.configuration, api.unsafe)}
         if api.commandLine is not None:
             globals["command_line"] = api.commandLine
         if context.command is not None:
@@ -667,6 +705,7 @@ class LuaRuntime:
         finally:
             if outermost:
                 self._sethook()
+                self._endRun()
         return result[0] if isinstance(result, tuple) else result
 
 

@@ -97,7 +97,7 @@ def _run(archive, commands, parameters, variables, path, name):
     api = _PageApi(archive, commands, parameters, runtime, unsafe)
     script = variables.get("script_name", "")
     globals = {**variables, "webscriptaddress": script, "webscriptadress": script,
-               "Global": runtime.iniTable(ini, unsafe)}
+               "Global": runtime.globalTable(archive.configuration, unsafe)}
     functions = {name: getattr(api, name) for name in ("HTML", "CGI", "servercommand", "dbquery", "gpps")}
     runtime.execute(runtime.compileFile(path, name), globals, functions, api.print, None, unsafe,
                     ini.getint("LuaMaxInstructions", DEFAULT_MAX_INSTRUCTIONS))

@@ -310,6 +310,35 @@ class GlobalsTests(unittest.TestCase):
         self.assertEqual(messages, [f"{KEY}: SENDER\tARCHIVE\tARCHIVE\tnil\t{prefix}\ttrue\t{prefix}\t"
                                     f"1.2.3\tnil\t891568578"])
 
+    def test_conquestConfigurationItems(self):
+        """Global holds Conquest's BaseDir (the working folder, with its
+        slash), ConfigFile and RootConfig, every name found whatever its
+        case: the [lua] association line of Conquest's Linux dicom.ini runs."""
+        folder = os.path.abspath(self.mktemp())
+        context = makeContext(ini="MyACRNema = ARCHIVE\n", configDir=folder)
+        context.services.configuration.iniPath = os.path.join(folder, "dicom.ini")
+        outcome, _, messages = runLua(
+            "print(Global.basedir, Global.BaseDir, Global.ConfigFile, Global.rootconfig, Global.myacrnema)",
+            context)
+        self.assertEqual(outcome, Outcome.CONTINUE)
+        self.assertEqual(messages, [f"{KEY}: {folder}/\t{folder}/\t{folder}/dicom.ini\tsscscp\tARCHIVE"])
+
+    def test_conquestPackagePath(self):
+        """Conquest's ``package.path=package.path..';'..Global.basedir..'lua/?.lua'``
+        runs silently, sandboxed (a package table of the script's own, no
+        loader) and unsafe (Lua's own, as it was again once the run ends:
+        the state serves every script of its thread)."""
+        line = "package.path=package.path..';'..Global.basedir..'lua/?.lua'"
+        probe = "print(type(require), type(package.loadlib), type(package.searchers), package.path:sub(-9))"
+        outcome, _, messages = runLua(f"{line} {probe}")
+        self.assertEqual(outcome, Outcome.CONTINUE)
+        self.assertEqual(messages, [f"{KEY}: nil\tnil\tnil\tlua/?.lua"])
+        _, _, [before] = runLua("print(package.path)", makeContext(ini="LuaAllowUnsafe = 1\n"))
+        outcome, _, messages = runLua(f"{line} {probe}", makeContext(ini="LuaAllowUnsafe = 1\n"))
+        self.assertEqual(outcome, Outcome.CONTINUE)
+        self.assertEqual(messages, [f"{KEY}: function\tfunction\ttable\tlua/?.lua"])
+        self.assertEqual(runLua("print(package.path)", makeContext(ini="LuaAllowUnsafe = 1\n"))[2], [before])
+
     def test_printReachesTheLog(self):
         _, _, messages = runLua("print('patient', Data.PatientID, 42, nil, true)")
         self.assertEqual(messages, [f"{KEY}: patient\t123\t42\tnil\ttrue"])
@@ -464,7 +493,7 @@ class SandboxTests(unittest.TestCase):
 
     def test_sandboxedByDefault(self):
         _, _, messages = runLua(self.probe)
-        self.assertEqual(messages, [f"{KEY}: nil\tnil\tnil\tnil\tfunction\tnil\tnil\tnil\tnumber\tfunction"
+        self.assertEqual(messages, [f"{KEY}: nil\tnil\tnil\tnil\tfunction\tnil\ttable\tnil\tnumber\tfunction"
                                     "\tfunction\tfunction\txx\t7\tfunction\t2"])
 
     def test_allowUnsafe(self):

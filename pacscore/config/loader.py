@@ -31,6 +31,7 @@ TLS_NODES = "DICOMTLSNodes"
 
 DEFAULT_MAG_DEVICE = "./data/"
 WINDOWS_PATH = re.compile(r"[A-Za-z]:[\\/]")  # d:\dicomserver\data\, C:/dicomserver/
+PLACEHOLDER = re.compile(r"\$(\{[^}]*\}|[A-Za-z_][A-Za-z0-9_]*)")  # ${CONQUEST}, $HOME
 MAX_UID_PREFIX = 53  # with its final dot, pydicom's limit for generated UIDs
 
 
@@ -52,13 +53,10 @@ class Configuration:
 
     def pathSetting(self, key, default=""):
         """The folder or file dicom.ini's ``key`` names (``default`` when it
-        is missing or empty), resolved as ``resolvePath`` does.  A Windows
-        path left in a Conquest file (``d:\\dicomserver\\data\\``) is a
-        ConfigError: here it would be a folder of that name in workdir."""
+        is missing or empty), resolved as ``resolvePath`` does; ConfigError
+        for a path meant for another machine (``_checkPath``)."""
         value = self.ini.get(key, "").strip() or default
-        if os.name != "nt" and WINDOWS_PATH.match(value):
-            raise ConfigError(self.iniPath, self.ini.lineOf(key),
-                              f"{key} = {value} is a Windows path: give the folder or file on this machine")
+        _checkPath(self.ini, self.iniPath, key, value)
         return self.resolvePath(value)
 
     @property
@@ -190,6 +188,25 @@ def uidPrefixError(value):
     return None
 
 
+def _checkPath(ini, iniPath, key, value):
+    """ConfigError, naming the file, line and key, when ``value``, the path
+    dicom.ini's ``key`` holds, cannot be meant for this machine: a Windows
+    path left in a Conquest file (``d:\\dicomserver\\data\\``) or a placeholder
+    of Conquest's Linux templates (``${CONQUEST}/data/``), which its install
+    script fills in with envsubst.  Here either would be a folder of that
+    name in the working folder: pacs expands no environment variable, as
+    Conquest does not."""
+    if os.name != "nt" and WINDOWS_PATH.match(value):
+        raise ConfigError(iniPath, ini.lineOf(key),
+                          f"{key} = {value} is a Windows path: give the folder or file on this machine")
+    placeholder = PLACEHOLDER.search(value)
+    if placeholder is not None:
+        raise ConfigError(iniPath, ini.lineOf(key),
+                          f"{key} = {value} still holds the placeholder {placeholder.group()}: replace it with the "
+                          f"folder on this machine, as Conquest's install script does (envsubst); environment "
+                          f"variables are not expanded")
+
+
 def defaultConfigDir():
     """The packaged etc/ folder holding the default dicom.ini.
 
@@ -214,6 +231,7 @@ def defaultConfigDir():
 def _findFile(ini, iniPath, key, default, folders):
     """The absolute path of the file dicom.ini names under ``key``."""
     value = ini.get(key, "") or default
+    _checkPath(ini, iniPath, key, value)
     if os.path.isabs(value):
         candidates = [value]
     else:

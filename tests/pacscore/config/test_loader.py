@@ -93,6 +93,15 @@ class LoadTests(unittest.TestCase):
         self.assertEqual(len(configuration.sopList.sops()), 1)
         self.assertEqual(len(configuration.layout.image), 2)
 
+    def test_placeholderInAFileName(self):
+        """ACRNemaMap, kFactorFile and SOPClassList are refused as the
+        folder keys are when they hold a placeholder."""
+        writeFile(self.configDir, "dicom.ini", "ACRNemaMap = ${CONQUEST}/acrnema.map\n")
+        error = self.assertRaises(ConfigError, loadConfiguration, self.configDir, self.workdir)
+        self.assertEqual((error.path, error.line), (self.ini, 1))
+        self.assertTrue(error.message.startswith("ACRNemaMap = ${CONQUEST}/acrnema.map still holds the "
+                                                 "placeholder ${CONQUEST}: replace it"), error.message)
+
     def test_iniFile(self):
         configuration = loadConfiguration(self.ini, self.workdir)
         self.assertEqual(configuration.configDir, self.configDir)
@@ -266,6 +275,28 @@ class AccessorTests(unittest.TestCase):
             error = self.assertRaises(ConfigError, getattr, configuration, accessor)
             self.assertEqual((error.path, error.line), ("/c/dicom.ini", line))
             self.assertEqual(error.message, f"{key} is a Windows path: give the folder or file on this machine")
+
+    def test_placeholdersStopStartUp(self):
+        """Conquest's Linux templates hold ${CONQUEST}, which its install
+        script fills in (envsubst): used as it is, a ConfigError naming line
+        and key, not a folder of that name in the working folder; a $ that
+        starts no name is part of the path."""
+        configuration = self.configuration("# Conquest's linux/conf/dicom.ini.sqlite\n"
+                                           "SQLServer = ${CONQUEST}/data/dbase/conquest.db3\n"
+                                           "MAGDevices = 1\nMAGDevice0 = ${CONQUEST}/data/\n"
+                                           "HL7DropFolder = $PACS_HOME/hl7\nWebUsers = ./cost$5/users\n")
+        advice = ("replace it with the folder on this machine, as Conquest's install script does (envsubst); "
+                  "environment variables are not expanded")
+        for read, line, setting, placeholder in (
+                (lambda: configuration.pathSetting("SQLServer"), 2,
+                 "SQLServer = ${CONQUEST}/data/dbase/conquest.db3", "${CONQUEST}"),
+                (lambda: configuration.magDevices, 4, "MAGDevice0 = ${CONQUEST}/data/", "${CONQUEST}"),
+                (lambda: configuration.pathSetting("HL7DropFolder"), 5, "HL7DropFolder = $PACS_HOME/hl7",
+                 "$PACS_HOME")):
+            error = self.assertRaises(ConfigError, read)
+            self.assertEqual((error.path, error.line), ("/c/dicom.ini", line))
+            self.assertEqual(error.message, f"{setting} still holds the placeholder {placeholder}: {advice}")
+        self.assertEqual(configuration.pathSetting("WebUsers"), "/w/cost$5/users")
 
     def test_pathSetting(self):
         configuration = self.configuration("HL7DropFolder = incoming/hl7\nWebUsers =\nLogs = C:\\logs\n")

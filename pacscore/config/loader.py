@@ -30,6 +30,7 @@ INI_NAME = "dicom.ini"
 TLS_NODES = "DICOMTLSNodes"
 
 DEFAULT_MAG_DEVICE = "./data/"
+DEFAULT_TCP_PORT = 5678
 WINDOWS_PATH = re.compile(r"[A-Za-z]:[\\/]")  # d:\dicomserver\data\, C:/dicomserver/
 PLACEHOLDER = re.compile(r"\$(\{[^}]*\}|[A-Za-z_][A-Za-z0-9_]*)")  # ${CONQUEST}, $HOME
 MAX_UID_PREFIX = 53  # with its final dot, pydicom's limit for generated UIDs
@@ -75,7 +76,7 @@ class Configuration:
 
     @property
     def tcpPort(self):
-        return self.ini.getint("TCPPort", 5678)
+        return self.ini.getint("TCPPort", DEFAULT_TCP_PORT)
 
     @property
     def magDevices(self):

@@ -25,12 +25,12 @@ from twisted.logger import globalLogBeginner, textFileLogObserver
 
 from pacscore.config.errors import ConfigError
 from pacscore.config.ini import DicomIni
-from pacscore.config.loader import INI_NAME, defaultConfigDir, loadConfiguration
+from pacscore.config.loader import DEFAULT_TCP_PORT, INI_NAME, defaultConfigDir, loadConfiguration
 from pacscore.codecs.transcode import TranscodeError
 from pacscore.config.dicomsql import TABLES
 from pacscore.control.amap import nodeLine
 from pacscore.control.cgigateway import isCGIRequest, runCGI
-from pacscore.control.client import NoAnswer, sendCommand
+from pacscore.control.client import CONTROL_PORT, DicomPortAnswered, NoAnswer, sendCommand
 from pacscore.control.definitions import columnLine
 from pacscore.control.endpoint import DEFAULT_ENDPOINT, clientEndpoint, portNumber
 from pacscore.control.registry import CommandRegistry
@@ -353,6 +353,10 @@ def remote(options, ini, out, err):
         err(f"dgate: the control port is off (ControlEndpoint = {description} in the working folder's "
             f"dicom.ini); give -p and -q to reach a server")
         return 1
+    if options["port"] is not None and options["port"] == ini.getint("TCPPort", DEFAULT_TCP_PORT):
+        err(f"dgate: -p{options['port']} is the DICOM port (TCPPort in the working folder's dicom.ini): "
+            f"{CONTROL_PORT}")
+        return 1
     task.react(_sendAll, (options["commands"], description, options["host"], options["port"],
                           ini.get("ControlSecret", "") or None, out, err))
 
@@ -387,7 +391,7 @@ async def _send(endpoint, label, command, secret, out, err):
     except error.ConnectionRefusedError:
         err(f"dgate: no pacs server at {label}")
         return 1
-    except (error.ConnectError, OSError, NoAnswer) as e:
+    except (error.ConnectError, OSError, NoAnswer, DicomPortAnswered) as e:
         err(f"dgate: {label}: {e}")
         return 1
     except ValueError as e:  # e.g. HostnameEndpoint's "invalid hostname"

@@ -3,6 +3,9 @@
 ``sendCommand(endpoint, '--display_status:json', secret)`` connects, sends
 the request (see ``pacscore.control.protocol``), hands OUTPUT and PROGRESS
 lines (and DATA bytes) to callbacks as they arrive and fires with a ``Reply``.
+A DICOM port (Conquest's dgate takes commands there, so its scripts run
+``dgate -p5678``) answers with a PDU: that fails at once, saying where pacs
+takes commands.
 """
 
 from typing import NamedTuple
@@ -10,7 +13,12 @@ from typing import NamedTuple
 from twisted.internet import defer, endpoints
 from twisted.protocols import basic
 
+from pacscore.control.endpoint import DEFAULT_ENDPOINT, DEFAULT_PORT
 from pacscore.control.protocol import UNKNOWN_COMMAND
+from pacscore.dicom.pdu import PDU_NAMES
+
+CONTROL_PORT = (f"pacs takes commands on its control endpoint (ControlEndpoint in dicom.ini, default "
+                f"{DEFAULT_ENDPOINT}: dgate -p{DEFAULT_PORT}), not, as Conquest, on its DICOM port")
 
 
 class Reply(NamedTuple):
@@ -26,6 +34,10 @@ class Reply(NamedTuple):
 
 class NoAnswer(Exception):
     """The server closed the connection without OK or ERROR."""
+
+
+class DicomPortAnswered(Exception):
+    """The server answered with a DICOM PDU: the port is a DICOM port."""
 
 
 class ControlClientProtocol(basic.LineReceiver):
@@ -44,10 +56,21 @@ class ControlClientProtocol(basic.LineReceiver):
         self.finished = defer.Deferred()
         self._remaining = 0  # bytes of a DATA answer still to come
         self._received = []
+        self._answering = False  # the first bytes of the answer came
 
     def connectionMade(self):
         lines = ([f"AUTH {self.secret}"] if self.secret else []) + [f"COMMAND {self.request}"]
         self.transport.write("".join(line + "\r\n" for line in lines).encode("utf-8"))
+
+    def dataReceived(self, data):
+        if not self._answering and data:
+            self._answering = True
+            if data[0] in PDU_NAMES:  # the answer's lines begin with a word
+                self.finished.errback(DicomPortAnswered(
+                    f"this is a DICOM port (it answered {PDU_NAMES[data[0]]}): {CONTROL_PORT}"))
+                self.transport.loseConnection()
+                return
+        super().dataReceived(data)
 
     def lineReceived(self, line):
         kind, _, text = line.rstrip(b"\r").decode("utf-8", errors="replace").partition(" ")
@@ -85,7 +108,7 @@ def sendCommand(endpoint, request, secret=None, output=None, progress=None, data
     """A Deferred ``Reply`` to ``request`` sent to the control port at
     ``endpoint`` (an ``IStreamClientEndpoint``); ``output`` and ``progress``
     get each OUTPUT and PROGRESS line, ``data`` the bytes of a DATA answer.
-    Errbacks with the connection error (e.g. ``ConnectionRefusedError``)
-    or ``NoAnswer``."""
+    Errbacks with the connection error (e.g. ``ConnectionRefusedError``),
+    ``NoAnswer`` or ``DicomPortAnswered``."""
     client = ControlClientProtocol(request, secret, output, progress, data)
     return endpoints.connectProtocol(endpoint, client).addCallback(lambda _: client.finished)

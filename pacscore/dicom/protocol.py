@@ -639,6 +639,15 @@ class DicomServerProtocol(DicomProtocol):
         if onEnded is not None and self.association is not None and not self._commandRefused:
             onEnded(self.association.callingAE, self.association.calledAE)
 
+    def abort(self, reason=pdu.REASON_NOT_SPECIFIED, source=pdu.SOURCE_SERVICE_PROVIDER):
+        """Send an A-ABORT and wait for the peer to close; a peer that sent
+        no A-ASSOCIATE-RQ first (another protocol: dgate on the DICOM port,
+        a probe) is not waited for, the connection is closed with it."""
+        associating = self.state == AWAITING_ASSOCIATE
+        super().abort(reason, source)
+        if associating and self.transport is not None:
+            self._closeNow()
+
     def _associationPDU(self, pduType, body):
         if self.state == AWAITING_ASSOCIATE:
             if pduType != pdu.A_ASSOCIATE_RQ:

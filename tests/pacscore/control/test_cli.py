@@ -105,6 +105,18 @@ class CliTests(unittest.TestCase):
                                 capture_output=True, text=True, timeout=60)
         self.assertEqual(result.stderr.strip(), f"dgate: no pacs server at 127.0.0.1:{port}")
 
+    def test_dicomPortRefused(self):
+        """Conquest's scripts send commands to its DICOM port (dgate
+        -p5678): -p giving dicom.ini's TCPPort is refused at once, saying
+        where pacs takes commands, and sends nothing to the DICOM port."""
+        server = PacsServer(self.mktemp())
+        code, output = self.dgate(f"-w{server.workdir}", f"-p{server.port}", "--display_status:")
+        self.assertEqual(code, 1)
+        self.assertEqual(output, f"dgate: -p{server.port} is the DICOM port (TCPPort in the working folder's "
+                                 "dicom.ini): pacs takes commands on its control endpoint (ControlEndpoint in "
+                                 "dicom.ini, default tcp:5679:interface=127.0.0.1: dgate -p5679), not, as "
+                                 "Conquest, on its DICOM port")
+
     def test_controlPortOff(self):
         server = PacsServer(self.mktemp(), ini={"ControlEndpoint": "off"})
         code, output = self.dgate(f"-w{server.workdir}", "--display_status:")

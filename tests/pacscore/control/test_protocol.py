@@ -12,10 +12,11 @@ from twisted.test import iosim
 from twisted.trial import unittest
 from zope.interface import implementer
 
-from pacscore.control.client import ControlClientProtocol, NoAnswer, Reply
+from pacscore.control.client import ControlClientProtocol, DicomPortAnswered, NoAnswer, Reply
 from pacscore.control.context import CommandError
 from pacscore.control.protocol import BadRequest, ControlFactory, parseCommand
 from pacscore.control.registry import CommandRegistry
+from pacscore.dicom import pdu
 from pacscore.interfaces import IControlCommand
 
 
@@ -378,6 +379,23 @@ class ClientTests(unittest.TestCase):
         client, *_ = self.send("--picture:empty")
         self.assertTrue(self.successResultOf(client.finished).ok)
         self.assertEqual(self.data, [b""])
+
+    def test_dicomPortAnswers(self):
+        """A DICOM port answers the request with a PDU (an A-ABORT, an
+        A-ASSOCIATE-RJ): the client fails at once, saying where pacs takes
+        commands, and closes the connection."""
+        for answer, name in ((pdu.encodeAbort(pdu.SOURCE_SERVICE_PROVIDER, pdu.REASON_UNRECOGNIZED_PDU),
+                              "A-ABORT"), (b"\x03", "A-ASSOCIATE-RJ")):
+            client = ControlClientProtocol("--display_status:")
+            transport = StringTransport()
+            client.makeConnection(transport)
+            client.dataReceived(answer)
+            failure = self.failureResultOf(client.finished, DicomPortAnswered)
+            self.assertEqual(str(failure.value), f"this is a DICOM port (it answered {name}): pacs takes commands "
+                                                 "on its control endpoint (ControlEndpoint in dicom.ini, default "
+                                                 "tcp:5679:interface=127.0.0.1: dgate -p5679), not, as Conquest, "
+                                                 "on its DICOM port")
+            self.assertTrue(transport.disconnecting)
 
     def test_closedWithoutAnswer(self):
         client = ControlClientProtocol("--echo:")

@@ -382,6 +382,14 @@ class ProtocolTests(ServerTestCase):
         self.clock.advance(30)
         self.assertTrue(self.transport.disconnecting)
 
+    def test_otherProtocolClosedAtOnce(self):
+        """Bytes that are no A-ASSOCIATE-RQ (Conquest's dgate sending a
+        command to the DICOM port) get an A-ABORT and the connection is
+        closed with it: the peer is not left waiting for ARTIM."""
+        self.protocol.dataReceived(b"COMMAND --display_status:\r\n")
+        self.assertAborted(pdu.REASON_UNRECOGNIZED_PDU)
+        self.assertTrue(self.transport.disconnecting)
+
     def test_artimBeforeAssociate(self):
         self.clock.advance(29)
         self.assertFalse(self.transport.disconnecting)

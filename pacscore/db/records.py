@@ -3,7 +3,8 @@
 One stored object touches four rows: its patient (keyed by PatientID), study
 (StudyInstanceUID), series (SeriesInstanceUID) and image (SOPInstanceUID),
 each keyed by its table's first dicom.sql column.  Every column takes its
-value from the object by the column's tag, the link columns too.
+value from the object by the column's tag, the link columns too (but for
+the study's modalities, below).
 
 - A missing row is inserted.
 - An existing patient/study/series row gets only the columns whose new value
@@ -14,9 +15,16 @@ value from the object by the column's tag, the link columns too.
   image moved to another series, or its series or study to another study
   or patient (a corrected Patient ID), the series, study and patient rows
   left empty are deleted.
+- The study's modalities column (dicom.sql's StudyModality, tag 0008,0061)
+  is made of the objects' Modality (0008,0060), as Conquest's
+  UpdateOrAddToTable makes it: a new study row gets the object's Modality;
+  a Modality not yet one of the row's backslash-separated values is put in
+  front of them (``MR`` into ``CT\\SR`` makes ``MR\\CT\\SR``; ``CT`` is not
+  in ``RTSTRUCT``); an object without one leaves the column as it is.
 - Values longer than their column are truncated (as Conquest does): the
   first time for each column a warning, then debug lines; the columns
-  AllowTruncate names only ever get debug lines.
+  AllowTruncate names only ever get debug lines.  A merged modalities
+  value is no exception (Conquest leaves it to the database server).
 """
 
 import time
@@ -27,6 +35,7 @@ from sqlalchemy import bindparam, select
 from twisted.logger import Logger
 
 from pacscore.db.direct import DirectStatement
+from pacscore.db.query import MODALITIES_IN_STUDY, MODALITY
 from pacscore.db.schema import LEVELS
 
 
@@ -63,8 +72,19 @@ class Replaced(NamedTuple):
 class _Field(NamedTuple):
     name: str
     tag: int
+    source: int  # the tag of the object's attribute that the value comes from
     length: int
     isDate: bool
+
+
+def mergedModalities(known, modality):
+    """The study modalities ``known`` (backslash-separated) with the
+    object's ``modality`` merged in as Conquest merges it: put in front
+    unless it is one of them already."""
+    known = known or ""
+    if not modality or f"\\{modality}\\" in f"\\{known}\\":
+        return known
+    return f"{modality}\\{known}" if known else modality
 
 
 class Level:
@@ -77,9 +97,11 @@ class Level:
         self.table = table
         self.allowTruncate = allowTruncate  # column names, lower case
         self.warned = set()  # columns whose truncation has been warned of
-        self.fields = [_Field(c.name, c.tag, table.c[c.name].type.length,
-                              c.sqlType == "SQL_C_DATE") for c in columns]
-        self.tags = tuple(f.tag for f in self.fields)
+        merged = MODALITIES_IN_STUDY if name == "study" else None  # made of Modality (module docstring)
+        self.fields = [_Field(c.name, c.tag, MODALITY if c.tag == merged else c.tag,
+                              table.c[c.name].type.length, c.sqlType == "SQL_C_DATE") for c in columns]
+        self.tags = tuple(f.source for f in self.fields)
+        self.modalities = next((f for f in self.fields if f.tag == merged), None)  # the _Field, or None
         self.keyName = self.fields[0].name
         self.keyTag = self.fields[0].tag
         self.key = table.c[self.keyName]
@@ -93,21 +115,32 @@ class Level:
     def values(self, attrs):
         """Column name -> value for this table, dates as YYYYMMDD, truncated."""
         values = {}
-        for name, tag, length, isDate in self.fields:
-            value = attrs.get(tag, "")
+        for name, _, source, length, isDate in self.fields:
+            value = attrs.get(source, "")
             if isDate:
                 value = value.replace(".", "")
-            if len(value) > length:
-                report = self.log.debug
-                if name not in self.warned and name.lower() not in self.allowTruncate:
-                    self.warned.add(name)
-                    report = self.log.warn
-                report("{table}.{column} truncated to {length} characters: {value!r} (further ones of this "
-                       "column are logged at debug level; AllowTruncate lists columns never warned of)",
-                       table=self.table.name, column=name, length=length, value=value)
-                value = value[:length]
-            values[name] = value
+            values[name] = value if len(value) <= length else self._truncated(name, length, value)
         return values
+
+    def changes(self, known, values):
+        """The columns of ``values`` that change the existing row ``known``:
+        those non-empty and different, the modalities merged into the known."""
+        if self.modalities is not None:
+            name, length = self.modalities.name, self.modalities.length
+            merged = mergedModalities(known[name], values[name])
+            values = {**values, name: merged if len(merged) <= length else self._truncated(name, length, merged)}
+        return {name: value for name, value in values.items() if value and value != known[name]}
+
+    def _truncated(self, name, length, value):
+        """``value`` cut to the column ``name``'s ``length``, logged."""
+        report = self.log.debug
+        if name not in self.warned and name.lower() not in self.allowTruncate:
+            self.warned.add(name)
+            report = self.log.warn
+        report("{table}.{column} truncated to {length} characters: {value!r} (further ones of this "
+               "column are logged at debug level; AllowTruncate lists columns never warned of)",
+               table=self.table.name, column=name, length=length, value=value)
+        return value[:length]
 
 
 def buildLevels(tables, layout, allowTruncate=frozenset()):
@@ -202,8 +235,7 @@ class Upserter:
                 self._remember(cacheKey, seen, values)
                 return
             known = dict(zip((field.name for field in level.fields), rows[0]))
-        changes = {name: value for name, value in values.items()
-                   if value and value != known[name]}
+        changes = level.changes(known, values)
         link = self._links[index].name
         if index and link in changes and known[link]:
             left.add((index - 1, known[link]))

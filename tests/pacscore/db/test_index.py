@@ -136,6 +136,20 @@ class UpsertTests(IndexTestCase):
         self.assertEqual(self.row("patient")["PatientName"], "DOE^JOHN")
         self.assertEqual(self.row("series")["Modality"], "CT")
 
+    def test_studyModalities(self):
+        """DICOMStudies.StudyModality is made of the objects' Modality as
+        Conquest makes it: a new one in front, whole values kept once, an
+        object without one changing nothing, cut to the column's length."""
+        self.upsert(makeRecord("1.2.3.1.1"))
+        self.assertEqual(self.row("study")["StudyModality"], "CT")
+        for number, modality in enumerate(("SR", "CT", None, "RTSTRUCT", "RT", "SR"), 2):
+            self.upsert(makeRecord(f"1.2.3.{number}.1", series=f"1.2.3.{number}", MODALITY=modality))
+        self.assertEqual(self.row("study")["StudyModality"], "RT\\RTSTRUCT\\SR\\CT")
+        with self.engine.begin() as connection:  # a long value (Conquest has no limit)
+            connection.execute(self.index.tables.study.update().values(StudyModality="X" * 62))
+        self.upsert(makeRecord("1.2.3.9.1", series="1.2.3.9", MODALITY="MR"))
+        self.assertEqual(self.row("study")["StudyModality"], "MR\\" + "X" * 61)
+
     def test_sameFileAgain(self):
         """The same object stored again to the same file: nothing to delete."""
         self.upsert(makeRecord("1.2.3.1.1"))
@@ -296,6 +310,16 @@ class StoreManyTests(IndexTestCase):
         statements = self.countStatements()
         self.index.storeMany([makeRecord(f"1.2.3.1.{n}") for n in range(20)])
         self.assertEqual(len(statements), (3 + 3 + 1 + 1) + (3 + 1 + 1))
+
+    def test_newModalityOfCachedStudy(self):
+        """A new modality in a study this writer has cached costs one UPDATE
+        of its row, no SELECT of it."""
+        statements = self.countStatements()
+        self.index.storeMany([makeRecord("1.2.3.1.1"), makeRecord("1.2.3.2.1", series="1.2.3.2", MODALITY="MR"),
+                              makeRecord("1.2.3.1.2")])
+        self.assertEqual(len(statements), (3 + 3) + (1 + 1) + 1 + 1 + 1)
+        self.assertEqual([s.split()[1].strip('"`') for s in statements if s.startswith("UPDATE")], ["DICOMStudies"])
+        self.assertEqual(self.row("study")["StudyModality"], "MR\\CT")
 
     def test_sopTwiceInOneBatch(self):
         results = self.index.storeMany([

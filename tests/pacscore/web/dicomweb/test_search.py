@@ -222,6 +222,20 @@ class SearchTests(DicomWebTestCase):
         self.assertEqual(none.json(), [])
 
 
+class StudyModalityColumnSearchTests(DicomWebTestCase):
+    """EnableComputedFields = 0 (Conquest's default): ModalitiesInStudy is
+    the study row's StudyModality, which storing the objects filled."""
+
+    ini = {"EnableComputedFields": "0"}
+
+    @defer.inlineCallbacks
+    def test_modalitiesInStudy(self):
+        found = (yield self.fetch("/studies?ModalitiesInStudy=CT")).json()
+        self.assertEqual(sorted((values(m, "00100020")[0], values(m, "00080061")[0]) for m in found),
+                         [("PAT0000", "CT"), ("PAT0001", "CT")])
+        self.assertEqual((yield self.fetch("/studies?ModalitiesInStudy=MR")).json(), [])
+
+
 class ConvertedSearchTests(DicomWebTestCase):
     """QueryConverter0 and QueryResultConverter0 apply to QIDO-RS as to C-FIND."""
 

@@ -124,7 +124,8 @@ class Archive:
                            allowTruncate=configuration.allowTruncate,
                            truncateFieldNames=configuration.truncateFieldNames,
                            onTablesBuilt=getattr(self.driver, "indexTablesBuilt", None),
-                           timeout=configuration.sqlTimeout, fileWatch=self._fileWatch())
+                           timeout=configuration.sqlTimeout, fileWatch=self._fileWatch(),
+                           onTakeover=getattr(self.driver, "keepOriginal", None))
         self.namer = FileNamer(configuration.fileNameSyntax, configuration.maxFileNameLength)
         self.idleTimeout = configuration.tcpipTimeout
         self.artimTimeout = configuration.ini.getint("ARTIMTimeOut", 30)

@@ -42,7 +42,9 @@ class IDatabaseDriver(Interface):
     #     so that stores fail once it is deleted or replaced under pacs;
     #   damage(engine): why the database files are damaged, or None;
     #   setAside(description, configuration): move damaged files out of the
-    #     way (``dgate -i``/``-r`` then start a new database), returning where.
+    #     way (``dgate -i``/``-r`` then start a new database), returning where;
+    #   keepOriginal(engine): keep a copy of a database pacs did not make
+    #     (Conquest's), called before pacs first changes it.
     # And for any driver:
     #   indexTablesBuilt(metadata, tables): attach DDL events to the index
     #     tables (``pacscore.db.schema.Tables``) before they are created;

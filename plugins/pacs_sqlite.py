@@ -12,13 +12,17 @@ Every connection runs in WAL mode with ``synchronous=FULL``: an object
 acknowledged to a sender survives a power loss.  The index writer's own
 connection may run ``synchronous=NORMAL`` instead (``deferSync``) when the
 archive flushes the database's file system after each of its commits.
+Before pacs first changes a database it did not make (Conquest's),
+``keepOriginal`` copies it to ``NAME.before-pacs``.
 """
 
 import os
+import sqlite3
 import time
+from contextlib import closing
 
 from sqlalchemy import URL, create_engine, event
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from twisted.logger import Logger
 from twisted.plugin import IPlugin
 from zope.interface import implementer
@@ -32,6 +36,15 @@ from pacscore.interfaces import IDatabaseDriver
 def _casefold(text):
     """SQL ``pacs_casefold(text)``: Python's Unicode case fold."""
     return text.casefold() if isinstance(text, str) else text
+
+
+def _unusedName(base):
+    """``base``, or ``base-2``, ``base-3`` ..., the first no file has."""
+    name, number = base, 1
+    while os.path.exists(name):
+        number += 1
+        name = f"{base}-{number}"
+    return name
 
 
 @implementer(IPlugin, IDatabaseDriver)
@@ -113,16 +126,36 @@ class SQLiteDriver:
             raise
         return None if problems == ["ok"] else "; ".join(problems)
 
+    def keepOriginal(self, engine):
+        """Copy the database file of ``engine``, which pacs did not make
+        (Conquest's), to ``NAME.before-pacs`` (``-2``, ``-3`` ... if taken)
+        with SQLite's backup API, in the rollback journal mode Conquest
+        uses, before pacs first changes it; logs where it is and how to go
+        back.  A copy that cannot be made fails as a database error (a
+        partial one is removed): the database is left as it was."""
+        path = engine.url.database
+        target = _unusedName(f"{path}.before-pacs")
+        self.log.info("Copying {path} ({size:.1f} MB), which pacs did not make, to {target} before taking it over",
+                      path=path, size=os.path.getsize(path) / 1e6, target=target)
+        try:
+            with engine.connect() as connection, closing(sqlite3.connect(target)) as copy:
+                connection.connection.driver_connection.backup(copy)
+                copy.execute("PRAGMA journal_mode=DELETE")
+        except sqlite3.Error as e:
+            if os.path.exists(target):
+                os.unlink(target)
+            raise OperationalError(f"backup to {target}", None, sqlite3.OperationalError(
+                f"no copy of it could be made in {target} before taking it over ({e}); it is left as it was")) from e
+        self.log.warn("Taking over {path}, an index database pacs did not make: its tables and columns are changed "
+                      "for pacs. The original is kept as {target}; to go back to Conquest, stop pacs, remove {path} "
+                      "with its -wal and -shm files and rename {target} to {path}", path=path, target=target)
+
     def setAside(self, description, configuration):
         """Rename the database file, with its ``-wal`` and ``-shm``, to
         ``NAME.damaged-YYYYMMDD-HHMMSS`` (kept for whoever wants to recover
         from it); returns the new name of the file."""
         path = self.pathOf(description, configuration)
-        target = base = f"{path}.damaged-{time.strftime('%Y%m%d-%H%M%S')}"
-        number = 1
-        while os.path.exists(target):
-            number += 1
-            target = f"{base}-{number}"
+        target = _unusedName(f"{path}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
         for suffix in ("", "-wal", "-shm"):
             if os.path.exists(path + suffix):
                 os.replace(path + suffix, target + suffix)

@@ -175,7 +175,8 @@ def openIndex(driver, description, configuration):
     engine = driver.createEngine(description, configuration)
     return Index(engine, configuration.layout, configuration.tableNames, writerThreads=driver.writerThreads,
                  allowTruncate=configuration.allowTruncate, truncateFieldNames=configuration.truncateFieldNames,
-                 onTablesBuilt=getattr(driver, "indexTablesBuilt", None))
+                 onTablesBuilt=getattr(driver, "indexTablesBuilt", None),
+                 onTakeover=getattr(driver, "keepOriginal", None))
 
 
 def initialize(configuration, out):

@@ -18,7 +18,7 @@ import functools
 import itertools
 import threading
 
-from sqlalchemy import MetaData, select
+from sqlalchemy import MetaData, inspect, select
 from sqlalchemy.schema import CreateIndex
 from twisted.internet import defer, threads
 from twisted.logger import Logger
@@ -47,7 +47,9 @@ class Index:
     ``indexTablesBuilt``) may attach DDL events to the tables;
     ``fileWatch`` (the driver's optional ``fileWatch``, a
     ``DatabaseFileWatch``) fails the writes committed once the database
-    file was deleted or replaced.
+    file was deleted or replaced; ``onTakeover(engine)`` (the driver's
+    optional ``keepOriginal``) keeps a copy of a database pacs did not make
+    (Conquest's) before pacs first changes it.
     """
 
     log = Logger()
@@ -55,7 +57,8 @@ class Index:
 
     def __init__(self, engine, layout, tableNames, writerThreads=1, readerThreads=4,
                  reactor=None, durability=None, onWriterConnect=None, allowTruncate=frozenset(),
-                 onTablesBuilt=None, truncateFieldNames=DEFAULT_TRUNCATE, timeout=None, fileWatch=None):
+                 onTablesBuilt=None, truncateFieldNames=DEFAULT_TRUNCATE, timeout=None, fileWatch=None,
+                 onTakeover=None):
         if reactor is None:
             from twisted.internet import reactor
         self.engine = engine
@@ -78,6 +81,8 @@ class Index:
                                          afterCommit=self._afterCommit, timeout=timeout)
         self.timeout = timeout
         self.fileWatch = fileWatch
+        self.onTakeover = onTakeover
+        self._takeover = None  # whether the database is one pacs did not make, once looked at
         self.readerThreads = readerThreads
         self._readers = None  # a ThreadPool while started
         # afterUpsert(connection, records): called by the writer inside the
@@ -91,7 +96,9 @@ class Index:
         made on PostgreSQL are taken over first (``adoptFoldedTable``), and
         Conquest's column names cut to 10 characters restored
         (``adoptTruncatedColumns``); existing ones on MySQL are made to
-        compare exactly (``adoptCollation``)."""
+        compare exactly (``adoptCollation``).  No index is made where the
+        table's primary key (Conquest's) is the same."""
+        self._takeOver()
         for table in self.tables:
             adoptFoldedTable(self.engine, table, self.log)
             adoptTruncatedColumns(self.engine, table, self.log)
@@ -102,13 +109,30 @@ class Index:
         with self.engine.begin() as connection:
             dialect = connection.dialect.name
             for table in self.tables:
+                primaryKey = [name.lower() for name in
+                              inspect(connection).get_pk_constraint(table.name)["constrained_columns"]]
                 for index in table.indexes:
                     if dialect not in index.info.get("dialects", (dialect,)):
+                        continue
+                    if index.unique and [column.name.lower() for column in index.columns] == primaryKey:
                         continue
                     if dialect == "mysql":  # no CREATE INDEX IF NOT EXISTS in MySQL
                         index.create(connection, checkfirst=True)
                     else:  # SQLite's reflection (checkfirst) does not see indexes on expressions
                         connection.execute(CreateIndex(index, if_not_exists=True))
+
+    def _takeOver(self):
+        """Whether the database is one pacs did not make: it has index
+        tables but not the ``PendingFiles`` table pacs makes with them
+        (Conquest's).  The first time it is, ``onTakeover`` keeps a copy."""
+        if self._takeover is None:
+            with self.engine.connect() as connection:
+                present = {name.lower() for name in inspect(connection).get_table_names()}
+            self._takeover = (self.pending.table.name.lower() not in present
+                              and any(table.name.lower() in present for table in self.tables))
+            if self._takeover and self.onTakeover is not None:
+                self.onTakeover(self.engine)
+        return self._takeover
 
     def hasImages(self):
         """Whether the image table holds a row (synchronous, for start-up)."""
@@ -137,6 +161,8 @@ class Index:
         """Drop and recreate the patient/study/series/image tables, or with
         ``worklist=True`` only the worklist table; with ``connection`` (in
         ``runWrite``) inside its transaction."""
+        if connection is None:  # dgate -i: a copy of Conquest's database first
+            self._takeOver()
         tables = ([self.tables.worklist] if worklist else
                   [self.tables.patient, self.tables.study, self.tables.series,
                    self.tables.image])

@@ -2,8 +2,10 @@
 
 import os
 import sqlite3
+from contextlib import closing
 
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 from twisted.logger import capturedLogs, formatEvent
 from twisted.plugin import IPlugin, getPlugins
 from twisted.trial import unittest
@@ -13,8 +15,11 @@ from pacscore.config.errors import ConfigError
 from pacscore.config.ini import DicomIni
 from pacscore.config.loader import Configuration
 from pacscore.db.drivers import databaseFiles, findDriver
+from pacscore.db.index import Index
 from pacscore.interfaces import IDatabaseDriver
 from plugins.pacs_sqlite import SQLiteDriver, sqliteDriver
+from tests.pacscore.db.test_index import LATIN1_NAME, makeConquestDatabase
+from tests.pacscore.db.test_schema import TABLE_NAMES, conquestLayout
 
 
 class FakeConfiguration(Configuration):
@@ -271,3 +276,67 @@ class DamageTests(unittest.TestCase):
         second = sqliteDriver.setAside(self.description, FakeConfiguration(self.folder))
         self.assertNotEqual(second, first)  # a second one in the same second gets its own name
         self.assertTrue(os.path.exists(first) and os.path.exists(second))
+
+
+class ConquestDatabaseTests(unittest.TestCase):
+    """A database Conquest filled is copied before pacs first changes it."""
+
+    def setUp(self):
+        self.folder = os.path.abspath(self.mktemp())
+        os.makedirs(self.folder)
+        self.path = os.path.join(self.folder, "conquest.db3")
+        self.engine = sqliteDriver.createEngine("sqlite:" + self.path, FakeConfiguration(self.folder))
+        self.addCleanup(self.engine.dispose)
+
+    def index(self):
+        return Index(self.engine, conquestLayout(), TABLE_NAMES, onTakeover=sqliteDriver.keepOriginal)
+
+    def test_originalKept(self):
+        """The first start copies Conquest's database as it was, in its
+        rollback journal mode, and says how to go back."""
+        makeConquestDatabase(self.path)
+        with open(self.path, "rb") as f:
+            original = f.read()
+        with capturedLogs() as events:
+            self.index().createTables()
+        copy = self.path + ".before-pacs"
+        with closing(sqlite3.connect(copy)) as db:
+            self.assertEqual(db.execute("PRAGMA journal_mode").fetchone(), ("delete",))
+            self.assertEqual([row[1] for row in db.execute("PRAGMA table_info(DICOMImages)")][:2],
+                             ["SOPInstanc", "SOPClassUI"])
+            self.assertEqual(db.execute("SELECT CAST(PatientNam AS BLOB) FROM DICOMPatients").fetchone(),
+                             (LATIN1_NAME,))
+            self.assertEqual(db.execute("SELECT name FROM sqlite_master WHERE name LIKE 'PendingFiles'").fetchall(),
+                             [])
+        with open(copy, "rb") as f:
+            self.assertEqual(f.read()[100:], original[100:])  # the header's change counter may differ
+        self.assertIn(f"Taking over {self.path}, an index database pacs did not make: its tables and columns are "
+                      f"changed for pacs. The original is kept as {copy}; to go back to Conquest, stop pacs, remove "
+                      f"{self.path} with its -wal and -shm files and rename {copy} to {self.path}",
+                      [formatEvent(event) for event in events])
+        self.index().createTables()
+        self.assertEqual(sorted(name for name in os.listdir(self.folder) if ".before-pacs" in name),
+                         ["conquest.db3.before-pacs"])
+
+    def test_copyNeverReplaced(self):
+        makeConquestDatabase(self.path)
+        sqliteDriver.keepOriginal(self.engine)
+        with open(self.path + ".before-pacs", "ab") as f:
+            f.write(b"earlier")
+        sqliteDriver.keepOriginal(self.engine)
+        with open(self.path + ".before-pacs", "rb") as f:
+            self.assertTrue(f.read().endswith(b"earlier"))
+        self.assertTrue(os.path.exists(self.path + ".before-pacs-2"))
+
+    def test_noCopyNoTakeover(self):
+        """A copy that cannot be made stops the takeover: the database
+        stays as it was, and no partial copy is left."""
+        makeConquestDatabase(self.path)
+        os.makedirs(self.path + ".before-pacs-journal")  # where SQLite would journal the copy
+        error = self.assertRaises(OperationalError, self.index().createTables)
+        self.assertEqual(str(error.orig), f"no copy of it could be made in {self.path}.before-pacs before taking "
+                                          f"it over (unable to open database file); it is left as it was")
+        self.assertFalse(os.path.exists(self.path + ".before-pacs"))
+        with self.engine.connect() as connection:
+            self.assertEqual(connection.exec_driver_sql("SELECT count(*) FROM DICOMImages WHERE SOPInstanc != ''")
+                             .scalar(), 1)

@@ -2,8 +2,10 @@
 synchronous parts of pacscore.db.index.Index, on real SQLite files."""
 
 import os
+import sqlite3
+from contextlib import closing
 
-from sqlalchemy import delete, event, func, select, text
+from sqlalchemy import delete, event, func, inspect, select, text
 from sqlalchemy.exc import DBAPIError
 from twisted.logger import Logger
 from twisted.logger import capturedLogs
@@ -30,6 +32,38 @@ def makeRecord(sop, series="1.2.3.1", study="1.2.3", patient="PAT1",
     attrs.update((globals()[name], value) for name, value in extra.items())
     return ImageRecord({tag: value for tag, value in attrs.items() if value is not None},
                        deviceName, objectFile or f"{patient}/{series}_{sop}.dcm")
+
+
+LATIN1_NAME = "MÜLLER^ANNA".encode("latin-1")
+LATIN1_FILE = b"PAT2/M\xdcLLER_1.dcm"
+
+
+def makeConquestDatabase(path):
+    """An SQLite file at ``path`` as Conquest 1.5 leaves it (dbsql.cpp):
+    the tables of ``conquestLayout`` with their names cut to 10 characters
+    and each key the primary key, a link index, and one image of patient
+    PAT2 (study 1.2.3, series 1.2.3.1) whose ISO_IR 100 name and file name
+    are stored as they came, in Latin-1 bytes."""
+    layout = conquestLayout()
+    with closing(sqlite3.connect(path)) as db:
+        for level, table in TABLE_NAMES.items():
+            columns = [f"{column.name[:10]} varchar({column.length})"
+                       for column in getattr(layout, level) if not column.isSequenceMarker]
+            if level != "worklist":
+                columns[0] += " PRIMARY KEY not null"
+            columns += ["AccessTime int", "qTimeStamp int", "qFlags int", "qSpare varchar(64)"]
+            if level == "image":
+                columns += ["ObjectFile varchar(255)", "DeviceName varchar(32)"]
+            db.execute(f"CREATE TABLE {table} ({', '.join(columns)})")
+        db.execute("CREATE INDEX images_lnk ON DICOMImages (SeriesInst)")
+        for table, row in (("DICOMPatients", {"PatientID": b"PAT2", "PatientNam": LATIN1_NAME}),
+                           ("DICOMStudies", {"StudyInsta": b"1.2.3", "PatientNam": LATIN1_NAME, "PatientID": b"PAT2"}),
+                           ("DICOMSeries", {"SeriesInst": b"1.2.3.1", "SeriesPat": b"PAT2", "StudyInsta": b"1.2.3"}),
+                           ("DICOMImages", {"SOPInstanc": b"1.2.3.1.1", "ImagePat": b"PAT2", "SeriesInst": b"1.2.3.1",
+                                            "ObjectFile": LATIN1_FILE, "DeviceName": b"MAG0"})):
+            db.execute(f"INSERT INTO {table} ({', '.join(row)}) VALUES ({', '.join(['CAST(? AS TEXT)'] * len(row))})",
+                       list(row.values()))
+        db.commit()
 
 
 class IndexTestCase(unittest.TestCase):
@@ -421,3 +455,48 @@ class InitializeTablesTests(IndexTestCase):
         self.index.initializeTables(worklist=True)
         self.assertEqual(self.countRows(self.index.tables.worklist), 0)
         self.assertEqual(self.countRows(self.index.tables.image), 1)
+
+
+class TakeoverTests(unittest.TestCase):
+    """The first start on a database Conquest made: ``onTakeover`` first."""
+
+    def setUp(self):
+        self.engine = sqliteEngine(self)
+        makeConquestDatabase(self.engine.url.database)
+        self.kept = []
+        self.index = self.takeOver()
+
+    def takeOver(self):
+        return Index(self.engine, conquestLayout(), TABLE_NAMES, onTakeover=self.kept.append)
+
+    def test_onlyOnce(self):
+        """Once taken over, and in a database pacs made, there is nothing
+        to keep."""
+        self.index.createTables()
+        self.takeOver().createTables()
+        self.assertEqual(self.kept, [self.engine])
+        kept = []
+        for _ in range(2):
+            Index(sqliteEngine(self), conquestLayout(), TABLE_NAMES, onTakeover=kept.append).createTables()
+        self.assertEqual(kept, [])
+
+    def test_initializeKeepsConquestsTables(self):
+        """dgate -i: the database is kept before its tables are dropped."""
+        columns = []
+        self.index.onTakeover = lambda engine: columns.append(
+            [column["name"] for column in inspect(engine).get_columns("DICOMImages")])
+        self.index.initializeTables()
+        self.index.createTables()
+        self.assertEqual(len(columns), 1)
+        self.assertIn("SOPInstanc", columns[0])
+
+    def test_noIndexBesidePrimaryKey(self):
+        """Conquest's primary keys serve as the unique indexes on the keys;
+        the other indexes are made."""
+        self.index.createTables()
+        names = {index["name"] for index in inspect(self.engine).get_indexes("DICOMImages")}
+        self.assertNotIn("ux_DICOMImages_SOPInstanceUID", names)
+        self.assertIn("ix_DICOMImages_ImagePat", names)
+        with self.engine.begin() as connection:
+            self.assertRaises(DBAPIError, connection.exec_driver_sql,
+                              "INSERT INTO DICOMImages (SOPInstanceUID) VALUES ('1.2.3.1.1')")

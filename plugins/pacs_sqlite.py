@@ -12,7 +12,8 @@ Every connection runs in WAL mode with ``synchronous=FULL``: an object
 acknowledged to a sender survives a power loss.  The index writer's own
 connection may run ``synchronous=NORMAL`` instead (``deferSync``) when the
 archive flushes the database's file system after each of its commits.
-Before pacs first changes a database it did not make (Conquest's),
+Text that is not UTF-8 (Conquest's, see ``pacscore.db.rawtext``) is read as
+Latin-1.  Before pacs first changes a database it did not make (Conquest's),
 ``keepOriginal`` copies it to ``NAME.before-pacs``.
 """
 
@@ -30,6 +31,7 @@ from zope.interface import implementer
 from pacscore.db.drivers import namesNoDatabase
 from pacscore.db.errors import isDamaged
 from pacscore.db.filewatch import DatabaseFileWatch
+from pacscore.db.rawtext import decodedText
 from pacscore.interfaces import IDatabaseDriver
 
 
@@ -182,6 +184,7 @@ class SQLiteDriver:
                     os.unlink(path + suffix)
 
     def _setPragmas(self, dbapiConnection, connectionRecord):
+        dbapiConnection.text_factory = decodedText  # Conquest's text that is not UTF-8 reads as Latin-1
         # C-FIND's case-insensitive matching of non-ASCII names (pacscore.db.query)
         dbapiConnection.create_function("pacs_casefold", 1, _casefold, deterministic=True)
         cursor = dbapiConnection.cursor()

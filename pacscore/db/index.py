@@ -28,6 +28,7 @@ from twisted.python.threadpool import ThreadPool
 from pacscore.db.errors import IndexTimeout
 from pacscore.db.pending import PendingFiles
 from pacscore.db.rawsql import DEFAULT_TRUNCATE, IdentifierQuoter
+from pacscore.db.rawtext import adoptRawText
 from pacscore.db.records import ImageRecord, Replaced, Upserter, buildLevels, checkRecord
 from pacscore.db.schema import adoptCollation, adoptFoldedTable, adoptTruncatedColumns, buildTables, upgradeTable
 from pacscore.db.writer import BatchRunner, GroupCommitWriter, callEach
@@ -95,13 +96,16 @@ class Index:
         version also appears in an existing database); tables Conquest
         made on PostgreSQL are taken over first (``adoptFoldedTable``), and
         Conquest's column names cut to 10 characters restored
-        (``adoptTruncatedColumns``); existing ones on MySQL are made to
-        compare exactly (``adoptCollation``).  No index is made where the
+        (``adoptTruncatedColumns``), and on SQLite its text that is not
+        UTF-8 rewritten (``adoptRawText``); existing ones on MySQL are made
+        to compare exactly (``adoptCollation``).  No index is made where the
         table's primary key (Conquest's) is the same."""
-        self._takeOver()
+        takeover = self._takeOver()
         for table in self.tables:
             adoptFoldedTable(self.engine, table, self.log)
             adoptTruncatedColumns(self.engine, table, self.log)
+        if takeover:
+            adoptRawText(self.engine, self.tables, self.log)
         self.metadata.create_all(self.engine)
         upgradeTable(self.engine, self.pending.table)
         for table in self.tables:

@@ -4,7 +4,7 @@ import os
 import sqlite3
 from contextlib import closing
 
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.exc import OperationalError
 from twisted.logger import capturedLogs, formatEvent
 from twisted.plugin import IPlugin, getPlugins
@@ -18,7 +18,7 @@ from pacscore.db.drivers import databaseFiles, findDriver
 from pacscore.db.index import Index
 from pacscore.interfaces import IDatabaseDriver
 from plugins.pacs_sqlite import SQLiteDriver, sqliteDriver
-from tests.pacscore.db.test_index import LATIN1_NAME, makeConquestDatabase
+from tests.pacscore.db.test_index import LATIN1_NAME, makeConquestDatabase, makeRecord
 from tests.pacscore.db.test_schema import TABLE_NAMES, conquestLayout
 
 
@@ -279,7 +279,8 @@ class DamageTests(unittest.TestCase):
 
 
 class ConquestDatabaseTests(unittest.TestCase):
-    """A database Conquest filled is copied before pacs first changes it."""
+    """A database Conquest filled: its Latin-1 text is read, and it is
+    copied before pacs first changes it."""
 
     def setUp(self):
         self.folder = os.path.abspath(self.mktemp())
@@ -290,6 +291,25 @@ class ConquestDatabaseTests(unittest.TestCase):
 
     def index(self):
         return Index(self.engine, conquestLayout(), TABLE_NAMES, onTakeover=sqliteDriver.keepOriginal)
+
+    def test_textNotUtf8ReadAsLatin1(self):
+        """Latin-1 names left in a database taken over before they were
+        rewritten are found, and their patient takes new images."""
+        index = Index(self.engine, conquestLayout(), TABLE_NAMES)
+        index.createTables()
+        index.storeMany([makeRecord("1.2.3.1.1", patient="PAT2", PATIENT_NAME="MÜLLER^ANNA")])
+        with self.engine.begin() as connection:
+            for table in ("DICOMPatients", "DICOMStudies"):
+                connection.exec_driver_sql(f"UPDATE {table} SET PatientName = CAST(? AS TEXT)", (LATIN1_NAME,))
+        patient = index.tables.patient
+        query = select(patient.c.PatientID, patient.c.PatientName)
+        with self.engine.connect() as connection:
+            self.assertEqual(connection.execute(query).all(), [("PAT2", "MÜLLER^ANNA")])
+        index.storeMany([makeRecord("1.2.3.1.2", patient="PAT2", PATIENT_NAME="MÜLLER^ANNA")])
+        with self.engine.connect() as connection:
+            self.assertEqual(connection.execute(select(index.tables.image.c.ImagePat)).scalars().all(),
+                             ["PAT2", "PAT2"])
+            self.assertEqual(connection.execute(select(index.tables.study.c.PatientName)).scalar(), "MÜLLER^ANNA")
 
     def test_originalKept(self):
         """The first start copies Conquest's database as it was, in its

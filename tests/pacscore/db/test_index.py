@@ -8,9 +8,10 @@ from contextlib import closing
 from sqlalchemy import delete, event, func, inspect, select, text
 from sqlalchemy.exc import DBAPIError
 from twisted.logger import Logger
-from twisted.logger import capturedLogs
+from twisted.logger import capturedLogs, formatEvent
 from twisted.trial import unittest
 
+from pacscore.db.filepaths import storedPath
 from pacscore.db.index import ImageRecord, Index, Replaced
 from pacscore.db.records import Level
 from tests.pacscore.db.test_schema import TABLE_NAMES, conquestLayout, sqliteEngine
@@ -458,7 +459,8 @@ class InitializeTablesTests(IndexTestCase):
 
 
 class TakeoverTests(unittest.TestCase):
-    """The first start on a database Conquest made: ``onTakeover`` first."""
+    """The first start on a database Conquest made: ``onTakeover`` first,
+    then its text that is not UTF-8 rewritten once, in one go."""
 
     def setUp(self):
         self.engine = sqliteEngine(self)
@@ -469,12 +471,37 @@ class TakeoverTests(unittest.TestCase):
     def takeOver(self):
         return Index(self.engine, conquestLayout(), TABLE_NAMES, onTakeover=self.kept.append)
 
+    def select(self, column, *where):
+        with self.engine.connect() as connection:
+            return connection.execute(select(column).where(*where)).scalars().all()
+
+    def test_textRewrittenInUtf8(self):
+        """Names are found by SQL in UTF-8, the file name still names the
+        same file, and the patient takes new images."""
+        with capturedLogs() as events:
+            self.index.createTables()
+        self.assertEqual(self.kept, [self.engine])
+        tables = self.index.tables
+        for table in (tables.patient, tables.study):
+            self.assertEqual(self.select(table.c.PatientID, table.c.PatientName == "MÜLLER^ANNA"), ["PAT2"])
+        self.assertEqual(self.select(tables.image.c.ObjectFile), [os.fsdecode(LATIN1_FILE)])
+        with self.engine.connect() as connection:
+            self.assertEqual(connection.exec_driver_sql("SELECT ObjectFile FROM DICOMImages").scalar(),
+                             storedPath(os.fsdecode(LATIN1_FILE)))
+        self.assertIn("Rewrote in UTF-8 3 text cells Conquest had stored in the bytes they came in (read as "
+                      "Latin-1; file names kept as they are on disk)", [formatEvent(event) for event in events])
+        self.index.storeMany([makeRecord("1.2.3.1.2", patient="PAT2", PATIENT_NAME="MÜLLER^ANNA")])
+        self.assertEqual(self.select(tables.image.c.ImagePat), ["PAT2", "PAT2"])
+        self.assertEqual(self.select(tables.patient.c.PatientName), ["MÜLLER^ANNA"])
+
     def test_onlyOnce(self):
         """Once taken over, and in a database pacs made, there is nothing
-        to keep."""
+        to keep or rewrite."""
         self.index.createTables()
-        self.takeOver().createTables()
+        with capturedLogs() as events:
+            self.takeOver().createTables()
         self.assertEqual(self.kept, [self.engine])
+        self.assertEqual([event for event in events if "UTF-8" in formatEvent(event)], [])
         kept = []
         for _ in range(2):
             Index(sqliteEngine(self), conquestLayout(), TABLE_NAMES, onTakeover=kept.append).createTables()

@@ -626,7 +626,7 @@ class DicomServerProtocol(DicomProtocol):
 
     def __init__(self):
         super().__init__()
-        self._commandTurns = defer.DeferredLock()  # onCommand checks one request at a time, in order
+        self._unchecked = None  # requests waiting while onCommand checks one (a deque), each with its operation
 
     def connectionMade(self):
         self.state = AWAITING_ASSOCIATE
@@ -634,6 +634,7 @@ class DicomServerProtocol(DicomProtocol):
         self._startArtim()
 
     def connectionLost(self, reason):
+        self._dropUnchecked()
         super().connectionLost(reason)
         onEnded = self.factory.onEnded
         if onEnded is not None and self.association is not None and not self._commandRefused:
@@ -645,6 +646,7 @@ class DicomServerProtocol(DicomProtocol):
         a probe) is not waited for, the connection is closed with it."""
         associating = self.state == AWAITING_ASSOCIATE
         super().abort(reason, source)
+        self._dropUnchecked()
         if associating and self.transport is not None:
             self._closeNow()
 
@@ -690,16 +692,43 @@ class DicomServerProtocol(DicomProtocol):
         if self.factory.onCommand is None:
             super()._serveRequest(contextId, command, dataset)
             return
-        checked = self._commandTurns.run(self._checkCommand, contextId, command, dataset)
-        self._operations[checked] = command.get(commands.MESSAGE_ID)
-        checked.addErrback(self._internalError)
-        checked.addBoth(self._operationDone, checked)
+        operation = defer.Deferred()
+        self._operations[operation] = command.get(commands.MESSAGE_ID)
+        operation.addBoth(self._operationDone, operation)
+        request = (operation, contextId, command, dataset)
+        if self._unchecked is not None:
+            self._unchecked.append(request)
+        else:
+            self._unchecked = deque([request])
+            defer.ensureDeferred(self._checkCommands()).addErrback(self._internalError)
 
-    def _checkCommand(self, contextId, command, dataset):
-        checked = defer.succeed(command)  # ended while earlier requests were checked: _commandChecked drops it
-        if self.state == ESTABLISHED:
-            checked = self.factory.onCommand(self.association.callingAE, self.association.calledAE, command)
-        return checked.addCallback(self._commandChecked, contextId, command, dataset)
+    async def _checkCommands(self):
+        """Have onCommand check the waiting requests one at a time, in the
+        order they came, each served as it leaves it: a loop, however many
+        wait and however soon their checks end.  Those still waiting when
+        the association ends are dropped."""
+        try:
+            while self._unchecked and self.state == ESTABLISHED:
+                operation, contextId, command, dataset = self._unchecked.popleft()
+                try:
+                    checked = await self.factory.onCommand(self.association.callingAE, self.association.calledAE,
+                                                           command)
+                    self._commandChecked(checked, contextId, command, dataset)
+                finally:
+                    operation.callback(None)
+        finally:
+            self._dropUnchecked()
+            self._unchecked = None
+
+    def _dropUnchecked(self):
+        """The requests waiting for onCommand go unserved (the association
+        ended): their data sets are discarded (a spooled one's file goes),
+        their operations end."""
+        while self._unchecked:
+            operation, _, _, dataset = self._unchecked.popleft()
+            if dataset is not None:
+                dataset.discard()
+            operation.callback(None)
 
     def _commandChecked(self, checked, contextId, command, dataset):
         """Serve ``checked``, the request ``command`` as onCommand left it;

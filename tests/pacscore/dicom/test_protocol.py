@@ -29,6 +29,14 @@ from tests.pacscore.dicom.requests import (
     message, readMessages, readPDUs)
 
 MR_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
+QUEUED = 200  # requests a peer sends at once, far beyond any asynchronous operations window
+
+
+def storeMessage(messageId):
+    """A C-STORE-RQ on presentation context 3 (CT), with a small data set."""
+    store = {commands.COMMAND_FIELD: commands.C_STORE_RQ, commands.MESSAGE_ID: messageId, commands.PRIORITY: 0,
+             commands.AFFECTED_SOP_CLASS_UID: CT_STORAGE, commands.AFFECTED_SOP_INSTANCE_UID: "1.2.3"}
+    return message(3, store, b"\x08\x00\x18\x00\x06\x00\x00\x001.2.3\x00")
 
 
 class SlowService:
@@ -589,6 +597,27 @@ class AssociationHooksTests(ServerTestCase):
         self.checks.append(((callingAE, calledAE, command), defer.Deferred()))
         return self.checks[-1][1]
 
+    def recordDiscarded(self):
+        """The Message IDs of the C-STOREs whose data sets are discarded, as they are."""
+        discarded = []
+
+        class Provider:
+            def datasetSink(self, protocol, contextId, command):
+                sink = MemorySink()
+                sink.discard = lambda: discarded.append(command[commands.MESSAGE_ID])
+                return sink
+
+        self.factory.sinks[commands.C_STORE_RQ] = Provider()
+        return discarded
+
+    def queueStores(self, then=b""):
+        """``QUEUED`` C-STOREs received at once (the first one being
+        checked), then ``then``; as ``recordDiscarded``."""
+        discarded = self.recordDiscarded()
+        self.associate([(VERIFICATION, [IMPLICIT]), (CT_STORAGE, [IMPLICIT])])
+        self.protocol.dataReceived(b"".join(storeMessage(i) for i in range(1, QUEUED + 1)) + then)
+        return discarded
+
     def answered(self):
         return [(rsp[commands.COMMAND_FIELD], rsp[commands.MESSAGE_ID_RESPONDED_TO], rsp[commands.STATUS])
                 for _, rsp, _ in readMessages(self.written())]
@@ -622,20 +651,9 @@ class AssociationHooksTests(ServerTestCase):
         association is aborted, and onEnded does not hear of it (as
         Conquest runs no endassociation script then); the requests after it
         are not served."""
-        discarded = []
-
-        class Provider:
-            def datasetSink(self, protocol, contextId, command):
-                sink = MemorySink()
-                sink.discard = lambda: discarded.append(command[commands.MESSAGE_ID])
-                return sink
-
-        self.factory.sinks[commands.C_STORE_RQ] = Provider()
+        discarded = self.recordDiscarded()
         self.associate([(VERIFICATION, [IMPLICIT]), (CT_STORAGE, [IMPLICIT])])
-        store = {commands.COMMAND_FIELD: commands.C_STORE_RQ, commands.MESSAGE_ID: 4, commands.PRIORITY: 0,
-                 commands.AFFECTED_SOP_CLASS_UID: CT_STORAGE, commands.AFFECTED_SOP_INSTANCE_UID: "1.2.3"}
-        self.protocol.dataReceived(message(3, store, b"\x08\x00\x18\x00\x06\x00\x00\x001.2.3\x00")
-                                   + message(1, echoRQ(messageId=5)))
+        self.protocol.dataReceived(storeMessage(4) + message(1, echoRQ(messageId=5)))
         self.checks[0][1].callback(None)
         pdus = readPDUs(self.written())
         self.assertEqual(pdus, [(pdu.A_ABORT, bytes((0, 0, pdu.SOURCE_SERVICE_USER, 0)))])
@@ -652,6 +670,48 @@ class AssociationHooksTests(ServerTestCase):
         self.assertEqual(self.written(), b"")
         self.protocol.connectionLost(Failure(ConnectionDone()))
         self.assertEqual(self.events, [("ended", "SCU", "PACS")])
+
+    def test_longQueueServedInOrder(self):
+        """Requests a peer sent while one was checked, whose checks then
+        end at once, are served one after the other (not each inside the
+        last one's, which would exceed Python's recursion limit)."""
+        self.associate()
+        self.protocol.dataReceived(b"".join(message(1, echoRQ(messageId=i)) for i in range(1, QUEUED + 1)))
+        self.factory.onCommand = lambda callingAE, calledAE, command: defer.succeed(command)
+        self.checks[0][1].callback(self.checks[0][0][2])
+        self.assertEqual(self.answered(), [(commands.C_ECHO_RSP, i, 0) for i in range(1, QUEUED + 1)])
+        self.assertFalse(self.protocol.busy)
+
+    def test_queueDroppedWhenThePeerAborts(self):
+        """The requests waiting for a check when the peer aborts are not
+        checked: their data sets (spool files) are discarded, their
+        operations end."""
+        discarded = self.queueStores(then=pdu.encodeAbort(pdu.SOURCE_SERVICE_USER, 0))
+        self.checks[0][1].callback(self.checks[0][0][2])
+        self.assertEqual(len(self.checks), 1)
+        self.assertEqual(sorted(discarded), list(range(1, QUEUED + 1)))
+        self.assertFalse(self.protocol.busy)
+
+    def test_queueDroppedWhenTheConnectionIsLost(self):
+        """The connection lost, the requests waiting for a check are dropped
+        at once; the one being checked when its check ends."""
+        discarded = self.queueStores()
+        self.protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(sorted(discarded), list(range(2, QUEUED + 1)))
+        self.assertEqual(self.events, [("ended", "SCU", "PACS")])
+        self.checks[0][1].callback(self.checks[0][0][2])
+        self.assertEqual(sorted(discarded), list(range(1, QUEUED + 1)))
+        self.assertFalse(self.protocol.busy)
+
+    def test_queueDroppedWhenWeAbort(self):
+        """Aborting (here: the peer sent a PDU of no known type), the
+        requests waiting for a check are dropped at once."""
+        discarded = self.queueStores(then=b"\x09\x00\x00\x00\x00\x04abcd")
+        self.assertAborted(pdu.REASON_UNRECOGNIZED_PDU)
+        self.assertEqual(sorted(discarded), list(range(2, QUEUED + 1)))
+        self.checks[0][1].callback(self.checks[0][0][2])
+        self.assertEqual(len(self.checks), 1)
+        self.assertFalse(self.protocol.busy)
 
     def test_requestsNotServed(self):
         """An unknown operation (0211), a SOP class not served on its

@@ -54,12 +54,12 @@ class ServerLog:
         """Whether debug events of ``level`` are written: make the dump."""
         return self.debug and level <= self.debugLevel
 
-    def logTo(self, path, textFile, debug):
-        """Write the log (with debug events when ``debug``) to ``textFile``,
-        opened on ``path``, instead of the extra file before."""
+    def logTo(self, path, logFile, debug):
+        """Write the log (with debug events when ``debug``) to ``logFile``,
+        opened on ``path`` by ``openLogFile``, instead of the extra file before."""
         self.stop()
         self.path, self.debug = path, debug
-        self._observation = FileObservation(self.publisher, textFile, [self._wanted])
+        self._observation = FileObservation(self.publisher, logFile, [self._wanted])
         self.log.info("logging {kind}to {path}", kind="with debug events " if debug else "", path=path)
 
     def stop(self):

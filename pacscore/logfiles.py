@@ -10,7 +10,8 @@ each C-MOVE (and C-GET) a peer asks for: the operation and the calling AE
 title, as Conquest writes them (``"C-Store","STORESCU        "``).  Each
 line starts with the time as Conquest on Linux writes it
 (``Mon Jan  6 12:00:00 2025``) and is appended to the file while the
-server runs.
+server runs; a line that cannot be written (a full disk) is dropped, with
+a warning (``FileObservation``).
 
 The operations reach the user log through ``userEvents``, a publisher of
 their own, so they do not fill the server log with a line per object.
@@ -19,7 +20,7 @@ their own, so they do not fill the server log with a line per object.
 import time
 
 from twisted.application import service
-from twisted.logger import FileLogObserver, FilteringLogObserver, LogLevel, LogLevelFilterPredicate, LogPublisher, \
+from twisted.logger import FilteringLogObserver, LogLevel, LogLevelFilterPredicate, LogPublisher, \
     Logger, formatEventAsClassicLogText, globalLogPublisher
 
 from pacscore.errormail import eventText
@@ -31,20 +32,58 @@ userEvents = LogPublisher()
 operation: events with ``operation`` (``C-STORE`` ...) and ``callingAE``."""
 
 
-class FileObservation:
-    """``textFile`` observing ``publisher``: the events ``predicates`` let
-    through are written to it, each as ``formatEvent`` makes it, until
-    ``end`` (which closes the file)."""
+def openLogFile(path):
+    """``path`` opened to append log lines to, as ``FileObservation``
+    writes them: unbuffered, so that a line that cannot be written is
+    dropped rather than kept to go out with a later one."""
+    return open(path, "ab", buffering=0)
 
-    def __init__(self, publisher, textFile, predicates=(), formatEvent=formatEventAsClassicLogText):
+
+class FileObservation:
+    """``logFile`` (opened by ``openLogFile``) observing ``publisher``: the
+    events ``predicates`` let through are written to it, each as
+    ``formatEvent`` makes it, until ``end`` (which closes the file).
+
+    A line that cannot be written (a full disk, a closed file) is dropped
+    with a warning naming the file and the error, and the next one is
+    tried as usual; only a failure after a line was written again warns
+    again.  So the observer never raises, which would have Twisted's
+    publisher log a critical event with a traceback for every event
+    (mailed by ErrorMail).  The warning, if this same file observes it,
+    finds it failing and is dropped as well."""
+
+    log = Logger()
+
+    def __init__(self, publisher, logFile, predicates=(), formatEvent=formatEventAsClassicLogText):
         self.publisher = publisher
-        self.textFile = textFile
-        self.observer = FilteringLogObserver(FileLogObserver(textFile, formatEvent), predicates)
+        self.logFile = logFile
+        self.formatEvent = formatEvent
+        self.failing = False
+        self.observer = FilteringLogObserver(self.write, predicates)
         publisher.addObserver(self.observer)
+
+    def write(self, event):
+        text = self.formatEvent(event)
+        if not text:
+            return
+        data = text.encode("utf-8", "backslashreplace")
+        try:
+            while data:  # a short write (the disk filling up) then fails on the rest
+                data = data[self.logFile.write(data):]
+        except (OSError, ValueError) as e:
+            if not self.failing:
+                self.failing = True
+                self.log.warn("cannot write the log file {path}: {error}; its lines are dropped until it can "
+                              "be written again", path=self.logFile.name, error=e)
+        else:
+            self.failing = False
 
     def end(self):
         self.publisher.removeObserver(self.observer)
-        self.textFile.close()
+        try:
+            self.logFile.close()
+        except OSError as e:
+            self.log.warn("cannot close the log file {path}: {error}", path=self.logFile.name, error=e)
 
 
 def conquestTime(event):
@@ -81,12 +120,12 @@ class LogFile(service.Service):
     def startService(self):
         super().startService()
         try:
-            textFile = open(self.path, "a", encoding="utf-8")  # at start-up, before the reactor serves anyone
+            logFile = openLogFile(self.path)  # at start-up, before the reactor serves anyone
         except OSError as e:
             self.log.error("cannot write the {key} file {path}: {error}; it is not written",
                            key=self.key, path=self.path, error=e.strerror)
             return
-        self.observation = FileObservation(self.publisher, textFile, self.predicates, self.formatLine)
+        self.observation = FileObservation(self.publisher, logFile, self.predicates, self.formatLine)
         self.log.info("{key}: {path}", key=self.key, path=self.path)
 
     def stopService(self):

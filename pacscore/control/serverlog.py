@@ -17,6 +17,7 @@ from pacscore.control.arguments import ControlCommand, number
 from pacscore.control.context import CommandError
 from pacscore.control.output import outputPath
 from pacscore.debuglog import serverLog
+from pacscore.logfiles import openLogFile
 
 
 class LogOn(ControlCommand):
@@ -36,10 +37,10 @@ class LogOn(ControlCommand):
         if target.isdigit():
             raise CommandError(f"{self.name}: logging to a UDP port is not supported, give a file")
         path = outputPath(context, target)
-        d = context.archive.workers.deferToWorker(open, path, "a", encoding="utf-8")
+        d = context.archive.workers.deferToWorker(openLogFile, path)
 
-        def opened(textFile):
-            self.serverLog.logTo(path, textFile, self.debug)
+        def opened(logFile):
+            self.serverLog.logTo(path, logFile, self.debug)
             return ""
 
         def failed(failure):

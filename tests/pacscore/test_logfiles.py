@@ -2,15 +2,16 @@
 get, in which form, while their service runs, and which files dicom.ini
 asks for."""
 
+import errno
 import os
 import time
 
-from twisted.logger import LogPublisher, Logger, capturedLogs, formatEvent
+from twisted.logger import LogLevel, LogPublisher, Logger, capturedLogs, formatEvent, globalLogPublisher
 from twisted.trial import unittest
 
 from pacscore.config.ini import DicomIni
 from pacscore.config.loader import Configuration
-from pacscore.logfiles import LogFile, logFiles, troubleLine, userEvents, userLine
+from pacscore.logfiles import FileObservation, LogFile, logFiles, troubleLine, userEvents, userLine
 
 WHEN = time.mktime((2025, 1, 6, 9, 5, 3, 0, 0, -1))
 CONQUEST_TIME = r"^(Mon|Tue|Wed|Thu|Fri|Sat|Sun) [A-Z][a-z]{2} [ 123]\d \d\d:\d\d:\d\d \d{4} "
@@ -79,6 +80,44 @@ class LogFileTests(unittest.TestCase):
                          [f"cannot write the TroubleLog file {path}: No such file or directory; it is not written"])
         self.assertIsNone(logFile.observation)
 
+    def test_fullDiskWarnsOnceAndStopsQuietly(self):
+        """A trouble log on a full disk (/dev/full) drops its lines with one
+        warning, which it observes itself without writing it or warning
+        again, and raises no error: no critical event for the error mail."""
+        if not os.path.exists("/dev/full"):
+            raise unittest.SkipTest("no /dev/full")
+        logFile = LogFile("TroubleLog", "/dev/full", globalLogPublisher, troubleLine)
+        log = Logger(namespace="pacscore.storage")
+        with capturedLogs() as events:
+            logFile.startService()
+            for n in range(3):
+                log.warn("store {n} refused", n=n)
+            logFile.stopService()
+        self.assertCountEqual([(e["log_level"], formatEvent(e)) for e in events if e["log_level"] >= LogLevel.warn],
+                              [(LogLevel.warn, "store 0 refused"),
+                               (LogLevel.warn, "cannot write the log file /dev/full: [Errno 28] No space left on "
+                                               "device; its lines are dropped until it can be written again"),
+                               (LogLevel.warn, "store 1 refused"), (LogLevel.warn, "store 2 refused")])
+
+    def test_failingWritesWarnAgainOnlyAfterOneWorked(self):
+        """Each line that cannot be written is dropped and the next tried;
+        a failure warns again only once a line was written since the last
+        warning; an error closing the file is a warning too."""
+        logFile = FailingFile([None, OSError(errno.ENOSPC, "No space left on device"), OSError(errno.EIO, "EIO"),
+                               None, ValueError("I/O operation on closed file"), None])
+        observation = FileObservation(self.publisher, logFile, formatEvent=lambda event: f"{event['n']}\n")
+        with capturedLogs() as events:
+            for n in range(6):
+                self.publisher({"n": n})
+            observation.end()
+        self.assertEqual(logFile.data, b"0\n3\n5\n")
+        self.assertEqual([formatEvent(e) for e in events],
+                         ["cannot write the log file trouble.log: [Errno 28] No space left on device; its lines "
+                          "are dropped until it can be written again",
+                          "cannot write the log file trouble.log: I/O operation on closed file; its lines are "
+                          "dropped until it can be written again",
+                          "cannot close the log file trouble.log: [Errno 5] EIO"])
+
     def configuration(self, **keys):
         workdir = os.path.abspath(self.mktemp())
         text = "".join(f"{key} = {value}\n" for key, value in keys.items())
@@ -93,3 +132,27 @@ class LogFileTests(unittest.TestCase):
         configuration = self.configuration(TroubleLog="logs/trouble.log", UserLog="")
         self.assertEqual([(f.key, f.path) for f in logFiles(configuration)],
                          [("TroubleLog", os.path.join(configuration.workdir, "logs", "trouble.log"))])
+
+
+class FailingFile:
+    """A log file whose writes raise the errors it is given in turn (None:
+    the write works, one byte at a time, as a short write would)."""
+
+    name = "trouble.log"
+
+    def __init__(self, errors):
+        self.errors = errors
+        self.data = b""
+
+    def write(self, data):
+        error = self.errors[0]
+        if error is not None:
+            self.errors.pop(0)
+            raise error
+        self.data += data[:1]
+        if len(data) == 1:
+            self.errors.pop(0)
+        return 1
+
+    def close(self):
+        raise OSError(errno.EIO, "EIO")

@@ -32,7 +32,8 @@ TLS_NODES = "DICOMTLSNodes"
 DEFAULT_MAG_DEVICE = "./data/"
 DEFAULT_TCP_PORT = 5678
 WINDOWS_PATH = re.compile(r"[A-Za-z]:[\\/]")  # d:\dicomserver\data\, C:/dicomserver/
-PLACEHOLDER = re.compile(r"\$(\{[^}]*\}|[A-Za-z_][A-Za-z0-9_]*)")  # ${CONQUEST}, $HOME
+PLACEHOLDER = re.compile(r"\$\{[^}]*\}")  # ${CONQUEST}
+VARIABLE = re.compile(r"\$[A-Za-z_][A-Za-z0-9_]*")  # $HOME, or part of a name: /data/images$archive/
 MAX_UID_PREFIX = 53  # with its final dot, pydicom's limit for generated UIDs
 
 
@@ -57,7 +58,7 @@ class Configuration:
         is missing or empty), resolved as ``resolvePath`` does; ConfigError
         for a path meant for another machine (``_checkPath``)."""
         value = self.ini.get(key, "").strip() or default
-        _checkPath(self.ini, self.iniPath, key, value)
+        _checkPath(self.ini, self.iniPath, key, value, [self.workdir])
         return self.resolvePath(value)
 
     @property
@@ -189,23 +190,42 @@ def uidPrefixError(value):
     return None
 
 
-def _checkPath(ini, iniPath, key, value):
+def _checkPath(ini, iniPath, key, value, folders):
     """ConfigError, naming the file, line and key, when ``value``, the path
-    dicom.ini's ``key`` holds, cannot be meant for this machine: a Windows
-    path left in a Conquest file (``d:\\dicomserver\\data\\``) or a placeholder
-    of Conquest's Linux templates (``${CONQUEST}/data/``), which its install
-    script fills in with envsubst.  Here either would be a folder of that
-    name in the working folder: pacs expands no environment variable, as
-    Conquest does not."""
+    dicom.ini's ``key`` holds (when relative, in one of ``folders``), cannot
+    be meant for this machine: a Windows path left in a Conquest file
+    (``d:\\dicomserver\\data\\``) or a placeholder of Conquest's Linux
+    templates (``${CONQUEST}/data/``), which its install script fills in
+    with envsubst.  Here either would be a folder of that name in the
+    working folder: pacs expands no environment variable, as Conquest does
+    not."""
     if os.name != "nt" and WINDOWS_PATH.match(value):
         raise ConfigError(iniPath, ini.lineOf(key),
                           f"{key} = {value} is a Windows path: give the folder or file on this machine")
-    placeholder = PLACEHOLDER.search(value)
+    placeholder = _placeholder(value, folders)
     if placeholder is not None:
         raise ConfigError(iniPath, ini.lineOf(key),
-                          f"{key} = {value} still holds the placeholder {placeholder.group()}: replace it with the "
+                          f"{key} = {value} still holds the placeholder {placeholder}: replace it with the "
                           f"folder on this machine, as Conquest's install script does (envsubst); environment "
                           f"variables are not expanded")
+
+
+def _placeholder(value, folders):
+    """The first placeholder envsubst would have filled in ``value``, or
+    None: any ``${NAME}``; a ``$NAME`` unless the path as written, up to
+    the end of the last name holding one, exists in one of ``folders``
+    (an existing ``/data/images$archive/`` is that folder's own name)."""
+    braced = PLACEHOLDER.search(value)
+    if braced is not None:
+        return braced.group()
+    variables = list(VARIABLE.finditer(value))
+    if not variables:
+        return None
+    end = value.find(os.sep, variables[-1].end())
+    written = value if end < 0 else value[:end]
+    if any(os.path.exists(os.path.join(folder, written)) for folder in folders):
+        return None
+    return variables[0].group()
 
 
 def defaultConfigDir():
@@ -232,7 +252,7 @@ def defaultConfigDir():
 def _findFile(ini, iniPath, key, default, folders):
     """The absolute path of the file dicom.ini names under ``key``."""
     value = ini.get(key, "") or default
-    _checkPath(ini, iniPath, key, value)
+    _checkPath(ini, iniPath, key, value, folders)
     if os.path.isabs(value):
         candidates = [value]
     else:

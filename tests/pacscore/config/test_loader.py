@@ -102,6 +102,13 @@ class LoadTests(unittest.TestCase):
         self.assertTrue(error.message.startswith("ACRNemaMap = ${CONQUEST}/acrnema.map still holds the "
                                                  "placeholder ${CONQUEST}: replace it"), error.message)
 
+    def test_existingFileNamedWithADollar(self):
+        """A file key naming an existing file whose path holds $NAME, in the
+        configuration's folder, is that file, not a placeholder."""
+        path = writeFile(os.path.join(self.configDir, "maps$old"), "acrnema.map", AMAP)
+        writeFile(self.configDir, "dicom.ini", "ACRNemaMap = maps$old/acrnema.map\n")
+        self.assertEqual(loadConfiguration(self.configDir, self.workdir).acrNemaMap.path, path)
+
     def test_iniFile(self):
         configuration = loadConfiguration(self.ini, self.workdir)
         self.assertEqual(configuration.configDir, self.configDir)
@@ -297,6 +304,23 @@ class AccessorTests(unittest.TestCase):
             self.assertEqual((error.path, error.line), ("/c/dicom.ini", line))
             self.assertEqual(error.message, f"{setting} still holds the placeholder {placeholder}: {advice}")
         self.assertEqual(configuration.pathSetting("WebUsers"), "/w/cost$5/users")
+
+    def test_existingFoldersNamedWithADollar(self):
+        """A $NAME in the name of an existing folder (relative to the working
+        folder or absolute; the file in it may not exist yet) is part of
+        the name; one that names nothing existing stays refused, and so
+        does ${NAME} whatever exists."""
+        workdir = os.path.abspath(self.mktemp())
+        for folder in ("images$archive", "pacs$db", "${CONQUEST}"):
+            os.makedirs(os.path.join(workdir, folder))
+        configuration = self.configuration(f"MAGDevice0 = {workdir}/images$archive/\n"
+                                           "SQLServer = pacs$db/dbase.db3\nHL7DropFolder = pacs$hl7/in\n"
+                                           "WebUsers = ${CONQUEST}/users\n", workdir)
+        self.assertEqual(configuration.magDevices, [("MAG0", os.path.join(workdir, "images$archive"))])
+        self.assertEqual(configuration.pathSetting("SQLServer"), os.path.join(workdir, "pacs$db", "dbase.db3"))
+        for key, placeholder in (("HL7DropFolder", "$hl7"), ("WebUsers", "${CONQUEST}")):
+            error = self.assertRaises(ConfigError, configuration.pathSetting, key)
+            self.assertIn(f"still holds the placeholder {placeholder}:", error.message)
 
     def test_pathSetting(self):
         configuration = self.configuration("HL7DropFolder = incoming/hl7\nWebUsers =\nLogs = C:\\logs\n")

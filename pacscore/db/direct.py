@@ -29,7 +29,8 @@ class DirectStatement:
     def execute(self, connection, parameters):
         """Run with ``parameters`` (a dict, or a non-empty list of dicts with
         the same keys: executemany); the rows of a select, as tuples, else
-        None."""
+        the DBAPI's ``rowcount`` (of an UPDATE or DELETE: the rows it
+        matched)."""
         many = isinstance(parameters, list)
         first = parameters[0] if many else parameters
         keys = tuple(first)
@@ -38,7 +39,7 @@ class DirectStatement:
             plan = self._plans[(connection.dialect.name, keys)] = self._plan(connection.dialect, keys)
         if plan is _INDIRECT or connection._has_events or connection.engine._has_events:
             result = connection.execute(self.statement, parameters)
-            return result.all() if result.returns_rows else None
+            return result.all() if result.returns_rows else result.rowcount
         sql, order, named, binders, results = plan
         bound = [_processed(row, order, binders) for row in (parameters if many else [first])]
         values = [dict(zip(order, row)) for row in bound] if named else bound
@@ -49,7 +50,7 @@ class DirectStatement:
             else:
                 cursor.execute(sql, values[0])
             return [_processed(row, range(len(row)), results) for row in cursor.fetchall()] if cursor.description \
-                else None
+                else cursor.rowcount
         except connection.dialect.loaded_dbapi.Error as error:
             raise DBAPIError.instance(sql, values, error, connection.dialect.loaded_dbapi.Error,
                                       dialect=connection.dialect) from error

@@ -21,6 +21,10 @@ the study's modalities, below).
   a Modality not yet one of the row's backslash-separated values is put in
   front of them (``MR`` into ``CT\\SR`` makes ``MR\\CT\\SR``; ``CT`` is not
   in ``RTSTRUCT``); an object without one leaves the column as it is.
+  A merged value is written only over the one it was merged into: when
+  another writer (another node sharing the database) merged a modality in
+  since, the row is read again, locked, and the modality merged into it, so
+  that none is lost.
 - Values longer than their column are truncated (as Conquest does): the
   first time for each column a warning, then debug lines; the columns
   AllowTruncate names only ever get debug lines.  A merged modalities
@@ -107,10 +111,13 @@ class Level:
         self.key = table.c[self.keyName]
         self.selectRow = DirectStatement(select(*(table.c[f.name] for f in self.fields)).where(
             self.key == bindparam("b_key")))
+        self.lockRow = DirectStatement(self.selectRow.statement.with_for_update())
         self.selectKey = DirectStatement(select(self.key).where(self.key == bindparam("b_key")))
         self.selectKeys = select(self.key).where(self.key.in_(bindparam("b_keys", expanding=True)))
         self.insert = DirectStatement(table.insert())
         self.update = DirectStatement(table.update().where(self.key == bindparam("b_key")))
+        self.updateMerged = None if self.modalities is None else DirectStatement(self.update.statement.where(
+            table.c[self.modalities.name].is_not_distinct_from(bindparam("b_modalities"))))
 
     def values(self, attrs):
         """Column name -> value for this table, dates as YYYYMMDD, truncated."""
@@ -121,6 +128,33 @@ class Level:
                 value = value.replace(".", "")
             values[name] = value if len(value) <= length else self._truncated(name, length, value)
         return values
+
+    def row(self, connection, key, lock=False):
+        """The row ``key``, column name -> value, or None; ``lock``: locked
+        until the transaction ends (SELECT ... FOR UPDATE)."""
+        rows = (self.lockRow if lock else self.selectRow).execute(connection, {"b_key": key})
+        return dict(zip((field.name for field in self.fields), rows[0])) if rows else None
+
+    def write(self, connection, key, known, values):
+        """UPDATE the row ``key``, last seen as ``known``, with the changes
+        ``values`` make to it; ``(known, changes)`` as written.  A merged
+        modalities value is written only where the row still has the one
+        it was merged into; when another writer merged one in since, the
+        row is read again, locked (SQLite's writer holds the whole database
+        from its first UPDATE on), and ``values`` go into it: that row is
+        the ``known`` returned, None if it is gone (nothing written)."""
+        changes = self.changes(known, values)
+        if self.modalities is not None and self.modalities.name in changes:
+            guarded = {**changes, "b_key": key, "b_modalities": known[self.modalities.name]}
+            if self.updateMerged.execute(connection, guarded):
+                return known, changes
+            known = self.row(connection, key, lock=True)
+            if known is None:
+                return None, {}
+            changes = self.changes(known, values)
+        if changes:
+            self.update.execute(connection, {**changes, "b_key": key})
+        return known, changes
 
     def changes(self, known, values):
         """The columns of ``values`` that change the existing row ``known``:
@@ -172,8 +206,10 @@ class Upserter:
     since: deleted by hand, by another node sharing the database, a backup
     restored), and a batch of new images one SELECT ... IN and one
     executemany INSERT.  The cache assumes that the rows' values change
-    only through this object: call ``forgetCache()`` after any rollback and
-    after deleting or rewriting rows (deletes, merges, initialization).
+    only through this object (but for the study's modalities, which other
+    writers merge into too: see ``Level.write``): call ``forgetCache()``
+    after any rollback and after deleting or rewriting rows (deletes,
+    merges, initialization).
     """
 
     log = Logger()
@@ -226,21 +262,16 @@ class Upserter:
             return
         values = level.values(attrs)
         key = values[level.keyName]
-        if cached is not None:
-            known = cached[1]
-        else:
-            rows = level.selectRow.execute(connection, {"b_key": key})
-            if not rows:
-                level.insert.execute(connection, {**values, "AccessTime": now, "qTimeStamp": now})
-                self._remember(cacheKey, seen, values)
-                return
-            known = dict(zip((field.name for field in level.fields), rows[0]))
-        changes = level.changes(known, values)
+        known = cached[1] if cached is not None else level.row(connection, key)
+        if known is not None:
+            known, changes = level.write(connection, key, known, values)
+        if known is None:
+            level.insert.execute(connection, {**values, "AccessTime": now, "qTimeStamp": now})
+            self._remember(cacheKey, seen, values)
+            return
         link = self._links[index].name
         if index and link in changes and known[link]:
             left.add((index - 1, known[link]))
-        if changes:
-            level.update.execute(connection, {**changes, "b_key": key})
         self._remember(cacheKey, seen, {**known, **changes})
 
     def _forgetVanished(self, connection, records):

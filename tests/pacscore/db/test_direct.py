@@ -41,7 +41,7 @@ class DirectStatementTests(unittest.TestCase):
     def test_insertAndSelectDirectly(self):
         insertThing = DirectStatement(insert(self.table))
         with self.engine.begin() as connection, self.direct():
-            self.assertIsNone(insertThing.execute(connection, {"Key": "a", "Name": "A", "Count": 1, "Kind": "plain"}))
+            insertThing.execute(connection, {"Key": "a", "Name": "A", "Count": 1, "Kind": "plain"})
             insertThing.execute(connection, [{"Key": "b", "Name": "B", "Count": 2, "Kind": "plain"},
                                              {"Key": "c", "Name": None, "Count": 3, "Kind": "plain"}])
             self.assertEqual(self.byKey.execute(connection, {"b_key": "b"}), [("b", "B", 2)])
@@ -49,12 +49,21 @@ class DirectStatementTests(unittest.TestCase):
         self.assertEqual(self.rows(), [("a", "A", 1, "plain"), ("b", "B", 2, "plain"), ("c", None, 3, "plain")])
 
     def test_updateDirectly(self):
+        """An UPDATE gives the number of rows it matched, directly and (with
+        a listener on the engine) through SQLAlchemy."""
         with self.engine.begin() as connection:
             connection.execute(insert(self.table), {"Key": "a", "Name": "A", "Count": 1})
         rename = DirectStatement(update(self.table).where(self.table.c.Key == bindparam("b_key")))
         with self.engine.begin() as connection, self.direct():
-            rename.execute(connection, {"Name": "B", "b_key": "a"})
+            self.assertEqual(rename.execute(connection, {"Name": "B", "b_key": "a"}), 1)
+            self.assertEqual(rename.execute(connection, {"Name": "B", "b_key": "zz"}), 0)
         self.assertEqual(self.rows(), [("a", "B", 1, "plain")])
+        listener = lambda *args: None
+        event.listen(self.engine, "before_cursor_execute", listener)
+        self.addCleanup(event.remove, self.engine, "before_cursor_execute", listener)
+        with self.engine.begin() as connection:
+            self.assertEqual(rename.execute(connection, {"Name": "C", "b_key": "a"}), 1)
+            self.assertEqual(rename.execute(connection, {"Name": "C", "b_key": "zz"}), 0)
 
     def test_inTheCallersTransaction(self):
         insertThing = DirectStatement(insert(self.table))

@@ -13,7 +13,7 @@ from twisted.trial import unittest
 
 from pacscore.db.filepaths import storedPath
 from pacscore.db.index import ImageRecord, Index, Replaced
-from pacscore.db.records import Level
+from pacscore.db.records import Level, Upserter, buildLevels
 from tests.pacscore.db.test_schema import TABLE_NAMES, conquestLayout, sqliteEngine
 
 PATIENT_ID, PATIENT_NAME, BIRTH_DATE, SEX = 0x00100020, 0x00100010, 0x00100030, 0x00100040
@@ -184,6 +184,61 @@ class UpsertTests(IndexTestCase):
             connection.execute(self.index.tables.study.update().values(StudyModality="X" * 62))
         self.upsert(makeRecord("1.2.3.9.1", series="1.2.3.9", MODALITY="MR"))
         self.assertEqual(self.row("study")["StudyModality"], "MR\\" + "X" * 61)
+
+    def test_studyModalitiesOfTwoWriters(self):
+        """Two writers on one database (two nodes sharing it), each with its
+        own cached study row: a modality is merged into the row as it is,
+        not into the one a writer last saw, so none another writer added is
+        lost; the row read again is what the writer then remembers."""
+        levels = buildLevels(self.index.tables, self.index.layout)
+        nodeA, nodeB = Upserter(levels), Upserter(levels)
+
+        def write(node, sop, modality, **extra):
+            with self.engine.begin() as connection:
+                node.upsertImages(connection, [makeRecord(f"1.2.3.{sop}", series=f"1.2.3.{sop[0]}",
+                                                          MODALITY=modality, **extra)])
+        write(nodeA, "1.1", "CT")
+        write(nodeB, "2.1", "MR", STUDY_DESCRIPTION="NECK")
+        write(nodeA, "3.1", "PR")
+        self.assertEqual(self.row("study")["StudyModality"], "PR\\MR\\CT")
+        self.assertEqual(self.row("study")["StudyDescription"], "NECK")
+        write(nodeB, "4.1", "US", STUDY_DESCRIPTION="NECK")
+        self.assertEqual(self.row("study")["StudyModality"], "US\\PR\\MR\\CT")
+        statements = self.countStatements()
+        write(nodeA, "5.1", "MR", STUDY_DESCRIPTION="NECK")  # as nodeA read the row again: not written
+        self.assertEqual([s.split()[1].strip('"`') for s in statements if s.startswith("UPDATE")], [])
+        self.assertEqual(self.row("study")["StudyModality"], "US\\PR\\MR\\CT")
+
+    def raceBeforeMerging(self, outside):
+        """Run ``outside(connection)``, another writer, in a transaction of
+        its own right before the next UPDATE of a study's modalities; a list
+        that then holds that UPDATE."""
+        merging = []
+
+        def listener(connection, cursor, statement, *rest):
+            if not merging and statement.startswith("UPDATE") and "StudyModality" in statement:
+                merging.append(statement)
+                with self.engine.begin() as other:
+                    outside(other)
+        event.listen(self.engine, "before_cursor_execute", listener)
+        self.addCleanup(event.remove, self.engine, "before_cursor_execute", listener)
+        return merging
+
+    def test_studyModalitiesRaced(self):
+        """Another writer merges a modality in, or deletes the study row,
+        between a writer's SELECT of the row and its UPDATE (READ
+        COMMITTED): the modality goes into the row as it is then, or into
+        the row inserted again."""
+        study = self.index.tables.study
+        self.upsert(makeRecord("1.2.3.1.1"))
+        merging = self.raceBeforeMerging(lambda connection: connection.execute(
+            study.update().values(StudyModality="MR\\CT")))
+        self.upsert(makeRecord("1.2.3.2.1", series="1.2.3.2", MODALITY="PR"))
+        self.assertEqual(len(merging), 1)
+        self.assertEqual(self.row("study")["StudyModality"], "PR\\MR\\CT")
+        self.raceBeforeMerging(lambda connection: connection.execute(delete(study)))
+        self.upsert(makeRecord("1.2.3.3.1", series="1.2.3.3", MODALITY="US"))
+        self.assertEqual(self.row("study")["StudyModality"], "US")
 
     def test_sameFileAgain(self):
         """The same object stored again to the same file: nothing to delete."""

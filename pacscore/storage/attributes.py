@@ -187,14 +187,23 @@ _CONVERTERS = {
 }
 
 
-@lru_cache(maxsize=None)
+_knownVRs = {}
+"""The VRs ``_dictionaryVR`` found, by tag: only tags pydicom's dictionary
+knows, so that a peer sending any number of private or unknown tags does
+not grow it."""
+
+
 def _dictionaryVR(tag):
     """The VR pydicom's dictionary gives ``tag`` (first of an ambiguous
     "US or SS"), as bytes; UN for private and unknown tags."""
-    try:
-        return dictionary_VR(tag).split(" ")[0].encode("ascii")
-    except KeyError:
-        return b"UN"
+    vr = _knownVRs.get(tag)
+    if vr is None:
+        try:
+            vr = dictionary_VR(tag).split(" ")[0].encode("ascii")
+        except KeyError:
+            return b"UN"
+        _knownVRs[tag] = vr
+    return vr
 
 
 @lru_cache(maxsize=256)

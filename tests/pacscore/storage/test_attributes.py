@@ -20,6 +20,7 @@ from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from twisted.trial import unittest
 
+from pacscore.storage import attributes
 from pacscore.storage.attributes import DatasetError, readAttributes, walkDataset
 from pacscore.testing.mutations import mutated
 
@@ -302,6 +303,19 @@ class EncodingTests(unittest.TestCase):
 
     def test_emptyDataset(self):
         self.assertEqual(readAttributes(b"", IMPLICIT, TAGS), {})
+
+    def test_unknownTagsNotKept(self):
+        """Undefined-length elements of tags no dictionary knows, in an
+        Implicit VR item, are walked as UN without being remembered: a peer
+        sending new ones in every object does not grow the server's memory."""
+        elements = b"".join(struct.pack("<HHIHHI", 0x6101, element, 0xFFFFFFFF, 0xFFFE, 0xE0DD, 0)
+                            for element in range(0x1000, 0x1000 + 500))
+        item = struct.pack("<HHI", 0xFFFE, 0xE000, 0xFFFFFFFF) + elements + struct.pack("<HHI", 0xFFFE, 0xE00D, 0)
+        sequence = struct.pack("<HHI", 0x0008, 0x1140, 0xFFFFFFFF) + item + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
+        patientID = struct.pack("<HHI", 0x0010, 0x0020, 6) + b"ID 42 "
+        known = len(attributes._knownVRs)
+        self.assertEqual(readAttributes(sequence + patientID, IMPLICIT, {PATIENT_ID}), {PATIENT_ID: "ID 42"})
+        self.assertLessEqual(len(attributes._knownVRs), known + 1)
 
     def test_charsetOnlyIfAsked(self):
         values = readAttributes(encode(studyDataset()), EXPLICIT, {PATIENT_ID})

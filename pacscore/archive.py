@@ -125,7 +125,7 @@ class Archive:
                            truncateFieldNames=configuration.truncateFieldNames,
                            onTablesBuilt=getattr(self.driver, "indexTablesBuilt", None),
                            timeout=configuration.sqlTimeout, fileWatch=self._fileWatch(),
-                           onTakeover=getattr(self.driver, "keepOriginal", None))
+                           schemaTransaction=getattr(self.driver, "schemaTransaction", None))
         self.namer = FileNamer(configuration.fileNameSyntax, configuration.maxFileNameLength)
         self.idleTimeout = configuration.tcpipTimeout
         self.artimTimeout = configuration.ini.getint("ARTIMTimeOut", 30)

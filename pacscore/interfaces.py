@@ -43,8 +43,10 @@ class IDatabaseDriver(Interface):
     #   damage(engine): why the database files are damaged, or None;
     #   setAside(description, configuration): move damaged files out of the
     #     way (``dgate -i``/``-r`` then start a new database), returning where;
-    #   keepOriginal(engine): keep a copy of a database pacs did not make
-    #     (Conquest's), called before pacs first changes it.
+    #   schemaTransaction(engine, takeover): a context manager giving the
+    #     connection in which the index tables are made and adapted, in one
+    #     transaction that holds the DDL too; with takeover (a database pacs
+    #     did not make: Conquest's) a copy of it is kept first.
     # And for any driver:
     #   indexTablesBuilt(metadata, tables): attach DDL events to the index
     #     tables (``pacscore.db.schema.Tables``) before they are created;

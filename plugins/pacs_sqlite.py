@@ -8,19 +8,23 @@ working folder.  Without ``SQLite = 1``, a Conquest ``SQLServer`` meant
 for a driver not provided here is taken over with a warning: a folder
 (Conquest's dbaseIII driver's DBF files) gets ``conquest.db3`` inside it,
 an ODBC data source name (no folder, no file extension) the default file.
-Every connection runs in WAL mode with ``synchronous=FULL``: an object
+Every connection runs in WAL mode with ``synchronous=FULL`` (a database
+Conquest made stays in its rollback journal until taken over): an object
 acknowledged to a sender survives a power loss.  The index writer's own
 connection may run ``synchronous=NORMAL`` instead (``deferSync``) when the
 archive flushes the database's file system after each of its commits.
 Text that is not UTF-8 (Conquest's, see ``pacscore.db.rawtext``) is read as
-Latin-1.  Before pacs first changes a database it did not make (Conquest's),
-``keepOriginal`` copies it to ``NAME.before-pacs``.
+Latin-1.  ``schemaTransaction`` makes the
+index tables in one transaction, in which a database pacs did not make
+(Conquest's) is first copied to ``NAME.before-pacs`` (``keepOriginal``).
 """
 
+import glob
 import os
+import re
 import sqlite3
 import time
-from contextlib import closing
+from contextlib import closing, contextmanager
 
 from sqlalchemy import URL, create_engine, event
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -31,6 +35,7 @@ from zope.interface import implementer
 from pacscore.db.drivers import namesNoDatabase
 from pacscore.db.errors import isDamaged
 from pacscore.db.filewatch import DatabaseFileWatch
+from pacscore.db.pending import TABLE_NAME as PENDING_FILES
 from pacscore.db.rawtext import decodedText
 from pacscore.interfaces import IDatabaseDriver
 
@@ -38,6 +43,37 @@ from pacscore.interfaces import IDatabaseDriver
 def _casefold(text):
     """SQL ``pacs_casefold(text)``: Python's Unicode case fold."""
     return text.casefold() if isinstance(text, str) else text
+
+
+def _copies(base):
+    """The files named ``base``, ``base-2``, ``base-3`` ..., in that order."""
+    names = [name for name in glob.glob(glob.escape(base) + "*")
+             if re.fullmatch(r"(-[0-9]+)?", name[len(base):])]
+    return sorted(names, key=lambda name: int(name[len(base) + 1:] or 1))
+
+
+def _columns(db):
+    """The column names of each table of the sqlite3 connection ``db``'s
+    database, by lower-case table name."""
+    tables = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    return {table.lower(): [row[0] for row in db.execute("SELECT name FROM pragma_table_info(?)", (table,))]
+            for table in tables}
+
+
+def _renamedSince(db, copy):
+    """Whether a table of the sqlite3 connection ``db``'s database has
+    columns renamed since the file ``copy`` was made, each to a name it
+    begins: what the takeover of an earlier pacs that stopped half-way
+    left."""
+    try:
+        with closing(sqlite3.connect(copy)) as original:
+            before = _columns(original)
+    except sqlite3.Error:
+        return False
+    now = _columns(db)
+    return any(len(names) == len(now.get(table, ())) and names != now[table]
+               and all(new.lower().startswith(old.lower()) for old, new in zip(names, now[table]))
+               for table, names in before.items())
 
 
 def _unusedName(base):
@@ -58,7 +94,7 @@ class SQLiteDriver:
     description = "SQLite file (embedded default): sqlite:PATH or sqlite:////abs/path"
     writerThreads = 1
     defaultPath = "./data/dbase/conquest.db3"
-    pragmas = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL",
+    pragmas = ("PRAGMA synchronous=FULL",
                "PRAGMA busy_timeout=10000", "PRAGMA foreign_keys=OFF",
                "PRAGMA case_sensitive_like=ON")  # C-FIND's wildcards match as on other databases
 
@@ -128,26 +164,50 @@ class SQLiteDriver:
             raise
         return None if problems == ["ok"] else "; ".join(problems)
 
-    def keepOriginal(self, engine):
-        """Copy the database file of ``engine``, which pacs did not make
+    @contextmanager
+    def schemaTransaction(self, engine, takeover):
+        """The connection in which ``Index`` makes the index tables, in one
+        transaction that holds the DDL too (Python's sqlite3 begins one only
+        before DML): a takeover is done in full or not at all.  With
+        ``takeover`` (a database pacs did not make: Conquest's) it is first
+        copied (``keepOriginal``).  Then the engine's connections are made
+        anew, set up for the database as it is now (``_setPragmas``)."""
+        with engine.connect() as connection:
+            connection.exec_driver_sql("BEGIN")
+            if takeover:
+                self.keepOriginal(connection)
+            yield connection
+            connection.commit()
+        engine.dispose()
+
+    def keepOriginal(self, connection):
+        """Copy the database of ``connection``, which pacs did not make
         (Conquest's), to ``NAME.before-pacs`` (``-2``, ``-3`` ... if taken)
         with SQLite's backup API, in the rollback journal mode Conquest
         uses, before pacs first changes it; logs where it is and how to go
-        back.  A copy that cannot be made fails as a database error (a
-        partial one is removed): the database is left as it was."""
-        path = engine.url.database
-        target = _unusedName(f"{path}.before-pacs")
-        self.log.info("Copying {path} ({size:.1f} MB), which pacs did not make, to {target} before taking it over",
-                      path=path, size=os.path.getsize(path) / 1e6, target=target)
-        try:
-            with engine.connect() as connection, closing(sqlite3.connect(target)) as copy:
-                connection.connection.driver_connection.backup(copy)
-                copy.execute("PRAGMA journal_mode=DELETE")
-        except sqlite3.Error as e:
-            if os.path.exists(target):
-                os.unlink(target)
-            raise OperationalError(f"backup to {target}", None, sqlite3.OperationalError(
-                f"no copy of it could be made in {target} before taking it over ({e}); it is left as it was")) from e
+        back.  No copy is made of a database an earlier pacs began to take
+        over (``_renamedSince`` the first copy): that copy is named.  A copy
+        that cannot be made fails as a database error (a partial one is
+        removed): the database is left as it was."""
+        path = connection.engine.url.database
+        sqlite = connection.connection.driver_connection
+        copies = _copies(f"{path}.before-pacs")
+        if copies and _renamedSince(sqlite, copies[0]):
+            target = copies[0]
+        else:
+            target = _unusedName(f"{path}.before-pacs")
+            self.log.info("Copying {path} ({size:.1f} MB), which pacs did not make, to {target} before taking it "
+                          "over", path=path, size=os.path.getsize(path) / 1e6, target=target)
+            try:
+                with closing(sqlite3.connect(target)) as copy:
+                    sqlite.backup(copy)
+                    copy.execute("PRAGMA journal_mode=DELETE")
+            except sqlite3.Error as e:
+                if os.path.exists(target):
+                    os.unlink(target)
+                raise OperationalError(f"backup to {target}", None, sqlite3.OperationalError(
+                    f"no copy of it could be made in {target} before taking it over ({e}); it is left as it "
+                    f"was")) from e
         self.log.warn("Taking over {path}, an index database pacs did not make: its tables and columns are changed "
                       "for pacs. The original is kept as {target}; to go back to Conquest, stop pacs, remove {path} "
                       "with its -wal and -shm files and rename {target} to {path}", path=path, target=target)
@@ -190,6 +250,9 @@ class SQLiteDriver:
         cursor = dbapiConnection.cursor()
         for pragma in self.pragmas:
             cursor.execute(pragma)
+        tables = {name.lower() for name, in cursor.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not tables or PENDING_FILES.lower() in tables:  # Conquest's stays as it is until taken over
+            cursor.execute("PRAGMA journal_mode=WAL")
         cursor.close()
 
 

@@ -176,7 +176,7 @@ def openIndex(driver, description, configuration):
     return Index(engine, configuration.layout, configuration.tableNames, writerThreads=driver.writerThreads,
                  allowTruncate=configuration.allowTruncate, truncateFieldNames=configuration.truncateFieldNames,
                  onTablesBuilt=getattr(driver, "indexTablesBuilt", None),
-                 onTakeover=getattr(driver, "keepOriginal", None))
+                 schemaTransaction=getattr(driver, "schemaTransaction", None))
 
 
 def initialize(configuration, out):
@@ -195,7 +195,6 @@ def initialize(configuration, out):
         index = openIndex(driver, description, configuration)
     out(f"Initialising the index tables in {redacted(description)}")
     index.initializeTables()
-    index.createTables()
     return index, databaseFiles(driver, description, configuration)
 
 

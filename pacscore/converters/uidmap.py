@@ -125,7 +125,8 @@ class UIDMap:
         self._uids = _Pairs(engine, self.table, clock)
         self._merges = _Pairs(engine, uidMergesTable(metadata), clock)
         if engine is not None:
-            adoptFoldedTable(engine, self.table, self.log)
+            with engine.begin() as connection:
+                adoptFoldedTable(connection, self.table, self.log)
             self.table.create(engine, checkfirst=True)
             if not inspect(engine).has_table(MERGES_TABLE_NAME):
                 self._merges.table.create(engine)

@@ -48,9 +48,11 @@ class Index:
     ``indexTablesBuilt``) may attach DDL events to the tables;
     ``fileWatch`` (the driver's optional ``fileWatch``, a
     ``DatabaseFileWatch``) fails the writes committed once the database
-    file was deleted or replaced; ``onTakeover(engine)`` (the driver's
-    optional ``keepOriginal``) keeps a copy of a database pacs did not make
-    (Conquest's) before pacs first changes it.
+    file was deleted or replaced; ``schemaTransaction(engine, takeover)``
+    (the driver's optional one) is the context of the connection in which
+    the tables are made and adapted, in one transaction, and keeps a copy of
+    a database pacs did not make (Conquest's, ``takeover``) before it
+    changes.
     """
 
     log = Logger()
@@ -59,7 +61,7 @@ class Index:
     def __init__(self, engine, layout, tableNames, writerThreads=1, readerThreads=4,
                  reactor=None, durability=None, onWriterConnect=None, allowTruncate=frozenset(),
                  onTablesBuilt=None, truncateFieldNames=DEFAULT_TRUNCATE, timeout=None, fileWatch=None,
-                 onTakeover=None):
+                 schemaTransaction=None):
         if reactor is None:
             from twisted.internet import reactor
         self.engine = engine
@@ -82,8 +84,7 @@ class Index:
                                          afterCommit=self._afterCommit, timeout=timeout)
         self.timeout = timeout
         self.fileWatch = fileWatch
-        self.onTakeover = onTakeover
-        self._takeover = None  # whether the database is one pacs did not make, once looked at
+        self.schemaTransaction = schemaTransaction
         self.readerThreads = readerThreads
         self._readers = None  # a ThreadPool while started
         # afterUpsert(connection, records): called by the writer inside the
@@ -99,44 +100,55 @@ class Index:
         (``adoptTruncatedColumns``), and on SQLite its text that is not
         UTF-8 rewritten (``adoptRawText``); existing ones on MySQL are made
         to compare exactly (``adoptCollation``).  No index is made where the
-        table's primary key (Conquest's) is the same."""
-        takeover = self._takeOver()
-        for table in self.tables:
-            adoptFoldedTable(self.engine, table, self.log)
-            adoptTruncatedColumns(self.engine, table, self.log)
-        if takeover:
-            adoptRawText(self.engine, self.tables, self.log)
-        self.metadata.create_all(self.engine)
-        upgradeTable(self.engine, self.pending.table)
-        for table in self.tables:
-            adoptCollation(self.engine, table, self.log)
-        with self.engine.begin() as connection:
-            dialect = connection.dialect.name
-            for table in self.tables:
-                primaryKey = [name.lower() for name in
-                              inspect(connection).get_pk_constraint(table.name)["constrained_columns"]]
-                for index in table.indexes:
-                    if dialect not in index.info.get("dialects", (dialect,)):
-                        continue
-                    if index.unique and [column.name.lower() for column in index.columns] == primaryKey:
-                        continue
-                    if dialect == "mysql":  # no CREATE INDEX IF NOT EXISTS in MySQL
-                        index.create(connection, checkfirst=True)
-                    else:  # SQLite's reflection (checkfirst) does not see indexes on expressions
-                        connection.execute(CreateIndex(index, if_not_exists=True))
+        table's primary key (Conquest's) is the same.  All in one
+        transaction (``schemaTransaction``): a takeover is done in full or
+        not at all."""
+        with self._changingSchema() as connection:
+            self._buildTables(connection)
 
-    def _takeOver(self):
+    def _changingSchema(self):
+        """The context of the connection for ``_buildTables``: the driver's
+        ``schemaTransaction``, told whether the database is one pacs did not
+        make (index tables but not the ``PendingFiles`` table pacs makes
+        with them: Conquest's), or a transaction of the engine."""
+        if self.schemaTransaction is None:
+            return self.engine.begin()
+        with self.engine.connect() as connection:
+            return self.schemaTransaction(self.engine, self._isConquests(connection))
+
+    def _isConquests(self, connection):
         """Whether the database is one pacs did not make: it has index
-        tables but not the ``PendingFiles`` table pacs makes with them
-        (Conquest's).  The first time it is, ``onTakeover`` keeps a copy."""
-        if self._takeover is None:
-            with self.engine.connect() as connection:
-                present = {name.lower() for name in inspect(connection).get_table_names()}
-            self._takeover = (self.pending.table.name.lower() not in present
-                              and any(table.name.lower() in present for table in self.tables))
-            if self._takeover and self.onTakeover is not None:
-                self.onTakeover(self.engine)
-        return self._takeover
+        tables but not the ``PendingFiles`` table pacs makes with them."""
+        present = {name.lower() for name in inspect(connection).get_table_names()}
+        return (self.pending.table.name.lower() not in present
+                and any(table.name.lower() in present for table in self.tables))
+
+    def _buildTables(self, connection, dropped=()):
+        """``createTables`` in ``connection``, after dropping ``dropped``."""
+        takeover = self._isConquests(connection)
+        if dropped:
+            self.metadata.drop_all(connection, tables=dropped)
+        for table in self.tables:
+            adoptFoldedTable(connection, table, self.log)
+            adoptTruncatedColumns(connection, table, self.log)
+        if takeover:
+            adoptRawText(connection, self.tables, self.log)
+        self.metadata.create_all(connection)
+        upgradeTable(connection, self.pending.table)
+        dialect = connection.dialect.name
+        for table in self.tables:
+            adoptCollation(connection, table, self.log)
+            primaryKey = [name.lower() for name in
+                          inspect(connection).get_pk_constraint(table.name)["constrained_columns"]]
+            for index in table.indexes:
+                if dialect not in index.info.get("dialects", (dialect,)):
+                    continue
+                if index.unique and [column.name.lower() for column in index.columns] == primaryKey:
+                    continue
+                if dialect == "mysql":  # no CREATE INDEX IF NOT EXISTS in MySQL
+                    index.create(connection, checkfirst=True)
+                else:  # SQLite's reflection (checkfirst) does not see indexes on expressions
+                    connection.execute(CreateIndex(index, if_not_exists=True))
 
     def hasImages(self):
         """Whether the image table holds a row (synchronous, for start-up)."""
@@ -164,15 +176,18 @@ class Index:
     def initializeTables(self, worklist=False, connection=None):
         """Drop and recreate the patient/study/series/image tables, or with
         ``worklist=True`` only the worklist table; with ``connection`` (in
-        ``runWrite``) inside its transaction."""
-        if connection is None:  # dgate -i: a copy of Conquest's database first
-            self._takeOver()
+        ``runWrite``) inside its transaction, else (``dgate -i``) with what
+        ``createTables`` does, in the same transaction (a database pacs did
+        not make is kept first)."""
         tables = ([self.tables.worklist] if worklist else
                   [self.tables.patient, self.tables.study, self.tables.series,
                    self.tables.image])
-        bind = self.engine if connection is None else connection
-        self.metadata.drop_all(bind, tables=tables)
-        self.metadata.create_all(bind, tables=tables)
+        if connection is None:
+            with self._changingSchema() as connection:
+                self._buildTables(connection, dropped=tables)
+        else:
+            self.metadata.drop_all(connection, tables=tables)
+            self.metadata.create_all(connection, tables=tables)
         self.forgetCache()
         self.log.info("Initialized {tables}", tables=", ".join(t.name for t in tables))
 

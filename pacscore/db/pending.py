@@ -26,6 +26,8 @@ from pacscore.db.direct import DirectStatement
 from pacscore.db.filepaths import ObjectPath
 from pacscore.db.schema import MYSQL_TABLE
 
+TABLE_NAME = "PendingFiles"  # made with the index tables: pacs made them, or took them over
+
 
 class PendingFiles:
     """The ``PendingFiles`` table of ``metadata``; see the module docstring."""
@@ -34,7 +36,7 @@ class PendingFiles:
     dropEvery = 256
 
     def __init__(self, metadata):
-        self.table = Table("PendingFiles", metadata,
+        self.table = Table(TABLE_NAME, metadata,
                            Column("DeviceName", String(32)), Column("ObjectFile", ObjectPath(255)),
                            Column("ReplacedDevice", String(32), nullable=False, default="", server_default=""),
                            Column("ReplacedFile", ObjectPath(255), nullable=False, default="", server_default=""), **MYSQL_TABLE)

@@ -65,40 +65,40 @@ class _RawCells:
         return found > 0
 
 
-def adoptRawText(engine, tables, log):
+def adoptRawText(connection, tables, log):
     """On SQLite, rewrite in UTF-8 (``decodedText``; ``ObjectFile`` columns
     as the index stores a file name) every text cell of ``tables`` that is
-    not UTF-8, in one transaction, and log how many there were.  Elsewhere
-    nothing: PostgreSQL and MySQL hold text in the database's encoding."""
-    if engine.dialect.name != "sqlite":
+    not UTF-8, in ``connection``'s transaction, and log how many there were.
+    Elsewhere nothing: PostgreSQL and MySQL hold text in the database's
+    encoding."""
+    if connection.dialect.name != "sqlite":
         return
-    with engine.begin() as connection:
-        inspector = inspect(connection)
-        preparer = connection.dialect.identifier_preparer
-        present = {table: {column["name"].lower() for column in inspector.get_columns(table.name)}
-                   for table in tables if inspector.has_table(table.name)}
-        total = sum(connection.exec_driver_sql(f"SELECT count(*) FROM {preparer.format_table(table)}").scalar()
-                    for table in present)
-        log.info("Checking the {total} rows of {tables} for text not in UTF-8 (Conquest stores each value in the "
-                 "character set it came in)", total=total, tables=", ".join(table.name for table in present))
-        check = _RawCells(log, total)
-        sqlite = connection.connection.driver_connection
-        connection.detach()  # leaves the pool: no other user inherits these functions
-        sqlite.create_function("pacs_raw", -1, check)
-        sqlite.create_function("pacs_text", 1, _textOf, deterministic=True)
-        sqlite.create_function("pacs_path", 1, _pathOf, deterministic=True)
-        for table, names in present.items():
-            columns = [column for column in table.columns
-                       if column.name.lower() in names and isinstance(column.type, (String, ObjectPath))]
-            if not columns:
-                continue
-            cells = [f"CAST({preparer.format_column(column)} AS BLOB)" for column in columns]
-            assignments = ", ".join(
-                f"{preparer.format_column(column)} = "
-                f"{'pacs_path' if isinstance(column.type, ObjectPath) else 'pacs_text'}({cell})"
-                for column, cell in zip(columns, cells))
-            connection.exec_driver_sql(f"UPDATE {preparer.format_table(table)} SET {assignments} "
-                                       f"WHERE pacs_raw({', '.join(cells)})")
+    inspector = inspect(connection)
+    preparer = connection.dialect.identifier_preparer
+    present = {table: {column["name"].lower() for column in inspector.get_columns(table.name)}
+               for table in tables if inspector.has_table(table.name)}
+    total = sum(connection.exec_driver_sql(f"SELECT count(*) FROM {preparer.format_table(table)}").scalar()
+                for table in present)
+    log.info("Checking the {total} rows of {tables} for text not in UTF-8 (Conquest stores each value in the "
+             "character set it came in)", total=total, tables=", ".join(table.name for table in present))
+    check = _RawCells(log, total)
+    sqlite = connection.connection.driver_connection
+    connection.detach()  # leaves the pool: no other user inherits these functions
+    sqlite.create_function("pacs_raw", -1, check)
+    sqlite.create_function("pacs_text", 1, _textOf, deterministic=True)
+    sqlite.create_function("pacs_path", 1, _pathOf, deterministic=True)
+    for table, names in present.items():
+        columns = [column for column in table.columns
+                   if column.name.lower() in names and isinstance(column.type, (String, ObjectPath))]
+        if not columns:
+            continue
+        cells = [f"CAST({preparer.format_column(column)} AS BLOB)" for column in columns]
+        assignments = ", ".join(
+            f"{preparer.format_column(column)} = "
+            f"{'pacs_path' if isinstance(column.type, ObjectPath) else 'pacs_text'}({cell})"
+            for column, cell in zip(columns, cells))
+        connection.exec_driver_sql(f"UPDATE {preparer.format_table(table)} SET {assignments} "
+                                   f"WHERE pacs_raw({', '.join(cells)})")
     if check.cells:
         log.warn("Rewrote in UTF-8 {cells} text cells Conquest had stored in the bytes they came in (read as "
                  "Latin-1; file names kept as they are on disk)", cells=check.cells)

@@ -56,8 +56,9 @@ class OwnTable:
         self.table = self.build(self.metadata)
 
     def createTables(self):
-        self.metadata.create_all(self.index.engine)
-        upgradeTable(self.index.engine, self.table)
+        with self.index.engine.begin() as connection:
+            self.metadata.create_all(connection)
+            upgradeTable(connection, self.table)
 
 
 class Tables(NamedTuple):
@@ -139,7 +140,7 @@ def buildTables(layout, tableNames, metadata):
         for level in Tables._fields})
 
 
-def adoptFoldedTable(engine, table, log):
+def adoptFoldedTable(connection, table, log):
     """On PostgreSQL, take over the table Conquest made for ``table``.
 
     Conquest's SQL quotes no names, so PostgreSQL folded them to lower case
@@ -148,98 +149,96 @@ def adoptFoldedTable(engine, table, log):
     would be ignored and empty tables made beside it.  When only the folded
     table exists it and its folded columns are renamed to dicom.sql's names
     (operators' unquoted SQL still finds them: ``rawsql`` quotes it).
-    Elsewhere nothing: SQLite and MySQL keep names as written."""
+    Elsewhere nothing: SQLite and MySQL keep names as written.  In
+    ``connection``'s transaction, as the other ``adopt`` functions."""
     folded = table.name.lower()
-    if engine.dialect.name != "postgresql" or folded == table.name:
+    if connection.dialect.name != "postgresql" or folded == table.name:
         return
-    with engine.begin() as connection:
-        present = inspect(connection).get_table_names()
-        if table.name in present or folded not in present:
-            return
-        preparer = connection.dialect.identifier_preparer
-        columns = {column["name"] for column in inspect(connection).get_columns(folded)}
-        connection.exec_driver_sql(f"ALTER TABLE {preparer.quote(folded)} RENAME TO {preparer.format_table(table)}")
-        renamed = [column.name for column in table.columns
-                   if column.name != column.name.lower() and column.name.lower() in columns]
-        for name in renamed:
-            connection.exec_driver_sql(f"ALTER TABLE {preparer.format_table(table)} "
-                                       f"RENAME COLUMN {preparer.quote(name.lower())} TO {preparer.quote(name)}")
+    present = inspect(connection).get_table_names()
+    if table.name in present or folded not in present:
+        return
+    preparer = connection.dialect.identifier_preparer
+    columns = {column["name"] for column in inspect(connection).get_columns(folded)}
+    connection.exec_driver_sql(f"ALTER TABLE {preparer.quote(folded)} RENAME TO {preparer.format_table(table)}")
+    renamed = [column.name for column in table.columns
+               if column.name != column.name.lower() and column.name.lower() in columns]
+    for name in renamed:
+        connection.exec_driver_sql(f"ALTER TABLE {preparer.format_table(table)} "
+                                   f"RENAME COLUMN {preparer.quote(name.lower())} TO {preparer.quote(name)}")
     log.warn("Took over table {folded} (made by Conquest, its names folded to lower case by PostgreSQL) as "
              "{table} with {count} columns renamed to dicom.sql's names", folded=folded, table=table.name,
              count=len(renamed))
 
 
-def adoptTruncatedColumns(engine, table, log):
+def adoptTruncatedColumns(connection, table, log):
     """Rename the columns of ``table``'s table that Conquest made with its
     names cut to ``TruncateFieldNames`` characters (10 by default:
     ``StudyInsta``, ``SOPInstanc``) to dicom.sql's names, so that pacs
     takes over a Conquest database as it is.  Only a name that is the
     beginning of exactly one missing column's name is renamed."""
-    with engine.begin() as connection:
-        if not inspect(connection).has_table(table.name):
-            return
-        present = [column["name"] for column in inspect(connection).get_columns(table.name)]
-        have = {name.lower() for name in present}
-        preparer = connection.dialect.identifier_preparer
-        renamed = []
-        for name in present:
-            if any(column.name.lower() == name.lower() for column in table.columns):
-                continue
-            missing = [column.name for column in table.columns
-                       if column.name.lower().startswith(name.lower()) and column.name.lower() not in have]
-            if len(missing) != 1:
-                continue
-            connection.exec_driver_sql(f"ALTER TABLE {preparer.format_table(table)} "
-                                       f"RENAME COLUMN {preparer.quote(name)} TO {preparer.quote(missing[0])}")
-            have.add(missing[0].lower())
-            renamed.append(f"{name} -> {missing[0]}")
+    if not inspect(connection).has_table(table.name):
+        return
+    present = [column["name"] for column in inspect(connection).get_columns(table.name)]
+    have = {name.lower() for name in present}
+    preparer = connection.dialect.identifier_preparer
+    renamed = []
+    for name in present:
+        if any(column.name.lower() == name.lower() for column in table.columns):
+            continue
+        missing = [column.name for column in table.columns
+                   if column.name.lower().startswith(name.lower()) and column.name.lower() not in have]
+        if len(missing) != 1:
+            continue
+        connection.exec_driver_sql(f"ALTER TABLE {preparer.format_table(table)} "
+                                   f"RENAME COLUMN {preparer.quote(name)} TO {preparer.quote(missing[0])}")
+        have.add(missing[0].lower())
+        renamed.append(f"{name} -> {missing[0]}")
     if renamed:
         log.warn("Took over table {table} with its names cut short (Conquest's TruncateFieldNames): renamed "
                  "{renamed}", table=table.name, renamed=", ".join(renamed))
 
 
-def adoptCollation(engine, table, log):
+def adoptCollation(connection, table, log):
     """On MySQL/MariaDB, convert ``table``'s table to utf8mb4 compared byte
     for byte when it exists with another character set or collation (a
     server's case-insensitive default, as tables made by hand or by Conquest
     have): there ``abc`` and ``ABC`` are one Patient ID, and ``Müller``
     ``muller``.  A binary collation tells apart all that the old one did,
     so no key can collide."""
-    if engine.dialect.name != "mysql":
+    if connection.dialect.name != "mysql":
         return
-    with engine.begin() as connection:
-        collations = {row[0] for row in connection.exec_driver_sql(
-            "SELECT COLLATION_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() "
-            "AND TABLE_NAME = %s AND COLLATION_NAME IS NOT NULL UNION SELECT TABLE_COLLATION "
-            "FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s",
-            (table.name, table.name))}
-        wrong = sorted(collations - {MYSQL_TABLE["mysql_collate"]})
-        if not wrong:
-            return
-        connection.exec_driver_sql(f"ALTER TABLE {connection.dialect.identifier_preparer.format_table(table)} "
-                                   f"CONVERT TO CHARACTER SET utf8mb4 COLLATE {MYSQL_TABLE['mysql_collate']}")
+    collations = {row[0] for row in connection.exec_driver_sql(
+        "SELECT COLLATION_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() "
+        "AND TABLE_NAME = %s AND COLLATION_NAME IS NOT NULL UNION SELECT TABLE_COLLATION "
+        "FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s",
+        (table.name, table.name))}
+    wrong = sorted(collations - {MYSQL_TABLE["mysql_collate"]})
+    if not wrong:
+        return
+    connection.exec_driver_sql(f"ALTER TABLE {connection.dialect.identifier_preparer.format_table(table)} "
+                               f"CONVERT TO CHARACTER SET utf8mb4 COLLATE {MYSQL_TABLE['mysql_collate']}")
     log.warn("Converted table {table} from {collations} to utf8mb4_bin: values are compared exactly, as DICOM "
              "asks (abc and ABC are two Patient IDs)", table=table.name, collations=", ".join(wrong))
 
 
-def upgradeTable(engine, table):
+def upgradeTable(connection, table):
     """Bring ``table``'s table in the database up to ``table``: add each
     column it lacks (one a newer version added; it must be NOT NULL with a
     string default, which the existing rows get), and on MySQL/MariaDB
     widen to DOUBLE the FLOAT columns an older version made for times in
-    seconds (single precision: a time of today to the nearest 128 s)."""
-    with engine.begin() as connection:
-        present = {column["name"].lower(): column["type"] for column in inspect(connection).get_columns(table.name)}
-        preparer = connection.dialect.identifier_preparer
-        for column in table.columns:
-            name = preparer.format_column(column)
-            kind = column.type.compile(dialect=connection.dialect)
-            old = present.get(column.name.lower())
-            if old is None:
-                default = str(column.default.arg).replace("'", "''")
-                connection.exec_driver_sql(f"ALTER TABLE {preparer.format_table(table)} ADD COLUMN {name} {kind} "
-                                           f"NOT NULL DEFAULT '{default}'")
-            elif (connection.dialect.name == "mysql" and isinstance(column.type, Double)
-                  and isinstance(old, Float) and not isinstance(old, Double)):
-                connection.exec_driver_sql(f"ALTER TABLE {preparer.format_table(table)} MODIFY COLUMN {name} {kind} "
-                                           f"{'' if column.nullable else 'NOT '}NULL")
+    seconds (single precision: a time of today to the nearest 128 s).
+    In ``connection``'s transaction."""
+    present = {column["name"].lower(): column["type"] for column in inspect(connection).get_columns(table.name)}
+    preparer = connection.dialect.identifier_preparer
+    for column in table.columns:
+        name = preparer.format_column(column)
+        kind = column.type.compile(dialect=connection.dialect)
+        old = present.get(column.name.lower())
+        if old is None:
+            default = str(column.default.arg).replace("'", "''")
+            connection.exec_driver_sql(f"ALTER TABLE {preparer.format_table(table)} ADD COLUMN {name} {kind} "
+                                       f"NOT NULL DEFAULT '{default}'")
+        elif (connection.dialect.name == "mysql" and isinstance(column.type, Double)
+              and isinstance(old, Float) and not isinstance(old, Double)):
+            connection.exec_driver_sql(f"ALTER TABLE {preparer.format_table(table)} MODIFY COLUMN {name} {kind} "
+                                       f"{'' if column.nullable else 'NOT '}NULL")

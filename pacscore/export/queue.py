@@ -256,9 +256,10 @@ class ExportQueue:
     def createTables(self):
         """Create the two tables and their indexes if missing; bring
         existing ones up to date (``upgradeTable``)."""
-        self.metadata.create_all(self.engine)
-        for table in (self.jobs, self.forwards):
-            upgradeTable(self.engine, table)
+        with self.engine.begin() as connection:
+            self.metadata.create_all(connection)
+            for table in (self.jobs, self.forwards):
+                upgradeTable(connection, table)
 
     # -- export converter jobs --------------------------------------------
 

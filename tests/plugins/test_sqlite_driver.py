@@ -1,6 +1,7 @@
 """Tests for the built-in SQLite driver plugin and driver selection."""
 
 import os
+import shutil
 import sqlite3
 from contextlib import closing
 
@@ -14,6 +15,7 @@ import plugins
 from pacscore.config.errors import ConfigError
 from pacscore.config.ini import DicomIni
 from pacscore.config.loader import Configuration
+from pacscore.db import index as indexModule
 from pacscore.db.drivers import databaseFiles, findDriver
 from pacscore.db.index import Index
 from pacscore.interfaces import IDatabaseDriver
@@ -290,7 +292,7 @@ class ConquestDatabaseTests(unittest.TestCase):
         self.addCleanup(self.engine.dispose)
 
     def index(self):
-        return Index(self.engine, conquestLayout(), TABLE_NAMES, onTakeover=sqliteDriver.keepOriginal)
+        return Index(self.engine, conquestLayout(), TABLE_NAMES, schemaTransaction=sqliteDriver.schemaTransaction)
 
     def test_textNotUtf8ReadAsLatin1(self):
         """Latin-1 names left in a database taken over before they were
@@ -330,20 +332,71 @@ class ConquestDatabaseTests(unittest.TestCase):
                              [])
         with open(copy, "rb") as f:
             self.assertEqual(f.read()[100:], original[100:])  # the header's change counter may differ
+        self.assertTakenOver(events, copy)
+        self.index().createTables()
+        self.assertEqual(self.copies(), ["conquest.db3.before-pacs"])
+
+    def keepOriginal(self):
+        with self.engine.connect() as connection:
+            sqliteDriver.keepOriginal(connection)
+
+    def copies(self):
+        return sorted(name for name in os.listdir(self.folder) if ".before-pacs" in name)
+
+    def assertTakenOver(self, events, copy):
         self.assertIn(f"Taking over {self.path}, an index database pacs did not make: its tables and columns are "
                       f"changed for pacs. The original is kept as {copy}; to go back to Conquest, stop pacs, remove "
                       f"{self.path} with its -wal and -shm files and rename {copy} to {self.path}",
                       [formatEvent(event) for event in events])
-        self.index().createTables()
-        self.assertEqual(sorted(name for name in os.listdir(self.folder) if ".before-pacs" in name),
-                         ["conquest.db3.before-pacs"])
+
+    def test_takeoverAllOrNothing(self):
+        """A takeover, at start-up or by dgate -i, that fails half-way (here
+        in the rewrite of Conquest's text) leaves the database as Conquest
+        had it, in its rollback journal; the next start takes it over."""
+        makeConquestDatabase(self.path)
+        with open(self.path, "rb") as f:
+            original = f.read()
+
+        def fail(connection, tables, log, **kw):
+            raise OperationalError("UPDATE", None, sqlite3.OperationalError("disk I/O error"))
+
+        failing = self.patch(indexModule, "adoptRawText", fail)
+        for build in (Index.createTables, Index.initializeTables):
+            self.assertRaises(OperationalError, build, self.index())
+            with open(self.path, "rb") as f:
+                self.assertEqual(f.read(), original)
+        failing.restore()
+        with capturedLogs() as events:
+            self.index().createTables()
+        self.assertTakenOver(events, self.path + ".before-pacs-3")
+        for copy in self.copies():
+            with open(os.path.join(self.folder, copy), "rb") as f:
+                self.assertEqual(f.read()[100:], original[100:])
+        with self.engine.connect() as connection:
+            self.assertEqual(connection.exec_driver_sql("PRAGMA journal_mode").scalar(), "wal")
+            self.assertEqual(connection.exec_driver_sql("SELECT SOPInstanceUID FROM DICOMImages").scalar(),
+                             "1.2.3.1.1")
+
+    def test_halfTakenOverByEarlierVersion(self):
+        """A database an earlier pacs copied and then left half changed (its
+        columns renamed, in WAL mode) is not copied again: the warning names
+        the copy of Conquest's."""
+        makeConquestDatabase(self.path)
+        shutil.copy(self.path, self.path + ".before-pacs")
+        with closing(sqlite3.connect(self.path)) as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("ALTER TABLE DICOMImages RENAME COLUMN SOPInstanc TO SOPInstanceUID")
+        with capturedLogs() as events:
+            self.index().createTables()
+        self.assertEqual(self.copies(), ["conquest.db3.before-pacs"])
+        self.assertTakenOver(events, self.path + ".before-pacs")
 
     def test_copyNeverReplaced(self):
         makeConquestDatabase(self.path)
-        sqliteDriver.keepOriginal(self.engine)
+        self.keepOriginal()
         with open(self.path + ".before-pacs", "ab") as f:
             f.write(b"earlier")
-        sqliteDriver.keepOriginal(self.engine)
+        self.keepOriginal()
         with open(self.path + ".before-pacs", "rb") as f:
             self.assertTrue(f.read().endswith(b"earlier"))
         self.assertTrue(os.path.exists(self.path + ".before-pacs-2"))

@@ -3,7 +3,7 @@ synchronous parts of pacscore.db.index.Index, on real SQLite files."""
 
 import os
 import sqlite3
-from contextlib import closing
+from contextlib import closing, contextmanager
 
 from sqlalchemy import delete, event, func, inspect, select, text
 from sqlalchemy.exc import DBAPIError
@@ -514,17 +514,24 @@ class InitializeTablesTests(IndexTestCase):
 
 
 class TakeoverTests(unittest.TestCase):
-    """The first start on a database Conquest made: ``onTakeover`` first,
-    then its text that is not UTF-8 rewritten once, in one go."""
+    """The first start on a database Conquest made: ``schemaTransaction``
+    told so, then its text that is not UTF-8 rewritten once, in one go."""
 
     def setUp(self):
         self.engine = sqliteEngine(self)
         makeConquestDatabase(self.engine.url.database)
-        self.kept = []
+        self.kept = []  # (engine, DICOMImages's columns) of each takeover
         self.index = self.takeOver()
 
-    def takeOver(self):
-        return Index(self.engine, conquestLayout(), TABLE_NAMES, onTakeover=self.kept.append)
+    def takeOver(self, engine=None):
+        return Index(engine or self.engine, conquestLayout(), TABLE_NAMES, schemaTransaction=self.schemaTransaction)
+
+    @contextmanager
+    def schemaTransaction(self, engine, takeover):
+        with engine.begin() as connection:
+            if takeover:
+                self.kept.append((engine, [column["name"] for column in inspect(connection).get_columns("DICOMImages")]))
+            yield connection
 
     def select(self, column, *where):
         with self.engine.connect() as connection:
@@ -535,7 +542,7 @@ class TakeoverTests(unittest.TestCase):
         same file, and the patient takes new images."""
         with capturedLogs() as events:
             self.index.createTables()
-        self.assertEqual(self.kept, [self.engine])
+        self.assertEqual([engine for engine, _ in self.kept], [self.engine])
         tables = self.index.tables
         for table in (tables.patient, tables.study):
             self.assertEqual(self.select(table.c.PatientID, table.c.PatientName == "MÜLLER^ANNA"), ["PAT2"])
@@ -555,22 +562,20 @@ class TakeoverTests(unittest.TestCase):
         self.index.createTables()
         with capturedLogs() as events:
             self.takeOver().createTables()
-        self.assertEqual(self.kept, [self.engine])
+        self.assertEqual([engine for engine, _ in self.kept], [self.engine])
         self.assertEqual([event for event in events if "UTF-8" in formatEvent(event)], [])
-        kept = []
+        self.kept = []
+        engine = sqliteEngine(self)
         for _ in range(2):
-            Index(sqliteEngine(self), conquestLayout(), TABLE_NAMES, onTakeover=kept.append).createTables()
-        self.assertEqual(kept, [])
+            self.takeOver(engine).createTables()
+        self.assertEqual(self.kept, [])
 
     def test_initializeKeepsConquestsTables(self):
         """dgate -i: the database is kept before its tables are dropped."""
-        columns = []
-        self.index.onTakeover = lambda engine: columns.append(
-            [column["name"] for column in inspect(engine).get_columns("DICOMImages")])
         self.index.initializeTables()
         self.index.createTables()
-        self.assertEqual(len(columns), 1)
-        self.assertIn("SOPInstanc", columns[0])
+        self.assertEqual(len(self.kept), 1)
+        self.assertIn("SOPInstanc", self.kept[0][1])
 
     def test_noIndexBesidePrimaryKey(self):
         """Conquest's primary keys serve as the unique indexes on the keys;

@@ -377,6 +377,37 @@ class ConquestDatabaseTests(unittest.TestCase):
             self.assertEqual(connection.exec_driver_sql("SELECT SOPInstanceUID FROM DICOMImages").scalar(),
                              "1.2.3.1.1")
 
+    def test_keyClashLeftAsItWas(self):
+        """A Patient ID Conquest holds in Latin-1 and in UTF-8 (two patients
+        for it) would be one key once rewritten: the Latin-1 one stays as it
+        was, in its study too, and is named; the rest is rewritten, pacs
+        starts and makes one copy."""
+        makeConquestDatabase(self.path)
+        with closing(sqlite3.connect(self.path)) as db:
+            for patient, study in (("JÖRG1".encode("latin-1"), "9.1"), ("JÖRG1".encode(), "9.2")):
+                db.execute("INSERT INTO DICOMPatients (PatientID, PatientNam) VALUES (CAST(? AS TEXT), CAST(? AS TEXT))",
+                           (patient, LATIN1_NAME))
+                db.execute("INSERT INTO DICOMStudies (StudyInsta, PatientID) VALUES (?, CAST(? AS TEXT))",
+                           (study, patient))
+            db.commit()
+        with capturedLogs() as events:
+            self.index().createTables()
+        self.index().createTables()
+        self.assertEqual(self.copies(), ["conquest.db3.before-pacs"])
+        self.assertIn("DICOMPatients.PatientID: 1 of its values, stored by Conquest in the bytes they came in, stay "
+                      "so, there and wherever they appear: another row holds each in UTF-8, the same key once "
+                      "rewritten: JÖRG1. SQL does not match them (they read as Latin-1); dgate -r indexes their "
+                      "objects again, in UTF-8, under one key", [formatEvent(event) for event in events])
+        with self.engine.connect() as connection:
+            sql = connection.exec_driver_sql
+            self.assertEqual(sql("SELECT CAST(PatientID AS BLOB), PatientName FROM DICOMPatients ORDER BY 1").all(),
+                             [(b"J\xc3\x96RG1", "MÜLLER^ANNA"), (b"J\xd6RG1", "MÜLLER^ANNA"), (b"PAT2", "MÜLLER^ANNA")])
+            self.assertEqual(sql("SELECT StudyInstanceUID, CAST(PatientID AS BLOB) FROM DICOMStudies WHERE "
+                                 "StudyInstanceUID LIKE '9.%' ORDER BY 1").all(),
+                             [("9.1", b"J\xd6RG1"), ("9.2", b"J\xc3\x96RG1")])
+            self.assertEqual(sql("SELECT PatientID FROM DICOMPatients ORDER BY 1").scalars().all(),
+                             ["JÖRG1", "JÖRG1", "PAT2"])
+
     def test_halfTakenOverByEarlierVersion(self):
         """A database an earlier pacs copied and then left half changed (its
         columns renamed, in WAL mode) is not copied again: the warning names

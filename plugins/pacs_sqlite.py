@@ -14,7 +14,7 @@ acknowledged to a sender survives a power loss.  The index writer's own
 connection may run ``synchronous=NORMAL`` instead (``deferSync``) when the
 archive flushes the database's file system after each of its commits.
 Text that is not UTF-8 (Conquest's, see ``pacscore.db.rawtext``) is read as
-Latin-1.  ``schemaTransaction`` makes the
+Latin-1 where the database may hold some.  ``schemaTransaction`` makes the
 index tables in one transaction, in which a database pacs did not make
 (Conquest's) is first copied to ``NAME.before-pacs`` (``keepOriginal``).
 """
@@ -36,13 +36,15 @@ from pacscore.db.drivers import namesNoDatabase
 from pacscore.db.errors import isDamaged
 from pacscore.db.filewatch import DatabaseFileWatch
 from pacscore.db.pending import TABLE_NAME as PENDING_FILES
-from pacscore.db.rawtext import decodedText
+from pacscore.db.rawtext import ALL_UTF8, decodedText
 from pacscore.interfaces import IDatabaseDriver
 
 
-def _casefold(text):
-    """SQL ``pacs_casefold(text)``: Python's Unicode case fold."""
-    return text.casefold() if isinstance(text, str) else text
+def _casefold(raw):
+    """SQL ``pacs_casefold(CAST(text AS BLOB))``: Python's Unicode case fold
+    of ``decodedText`` (sqlite3 would fail the whole query on text that is
+    not UTF-8 given as it is)."""
+    return None if raw is None else decodedText(raw).casefold()
 
 
 def _copies(base):
@@ -244,12 +246,13 @@ class SQLiteDriver:
                     os.unlink(path + suffix)
 
     def _setPragmas(self, dbapiConnection, connectionRecord):
-        dbapiConnection.text_factory = decodedText  # Conquest's text that is not UTF-8 reads as Latin-1
         # C-FIND's case-insensitive matching of non-ASCII names (pacscore.db.query)
         dbapiConnection.create_function("pacs_casefold", 1, _casefold, deterministic=True)
         cursor = dbapiConnection.cursor()
         for pragma in self.pragmas:
             cursor.execute(pragma)
+        if cursor.execute("PRAGMA user_version").fetchone()[0] != ALL_UTF8:
+            dbapiConnection.text_factory = decodedText  # Conquest's text that is not UTF-8 reads as Latin-1
         tables = {name.lower() for name, in cursor.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         if not tables or PENDING_FILES.lower() in tables:  # Conquest's stays as it is until taken over
             cursor.execute("PRAGMA journal_mode=WAL")

@@ -98,7 +98,7 @@ class Index:
         made on PostgreSQL are taken over first (``adoptFoldedTable``), and
         Conquest's column names cut to 10 characters restored
         (``adoptTruncatedColumns``), and on SQLite its text that is not
-        UTF-8 rewritten (``adoptRawText``); existing ones on MySQL are made
+        UTF-8 rewritten, once (``adoptRawText``); existing ones on MySQL are made
         to compare exactly (``adoptCollation``).  No index is made where the
         table's primary key (Conquest's) is the same.  All in one
         transaction (``schemaTransaction``): a takeover is done in full or
@@ -124,15 +124,14 @@ class Index:
                 and any(table.name.lower() in present for table in self.tables))
 
     def _buildTables(self, connection, dropped=()):
-        """``createTables`` in ``connection``, after dropping ``dropped``."""
-        takeover = self._isConquests(connection)
+        """``createTables`` in ``connection``, after dropping ``dropped``
+        (then text left as Conquest stored it is checked again)."""
         if dropped:
             self.metadata.drop_all(connection, tables=dropped)
         for table in self.tables:
             adoptFoldedTable(connection, table, self.log)
             adoptTruncatedColumns(connection, table, self.log)
-        if takeover:
-            adoptRawText(connection, self.tables, self.log)
+        adoptRawText(connection, self.tables, self.log, recheck=bool(dropped))
         self.metadata.create_all(connection)
         upgradeTable(connection, self.pending.table)
         dialect = connection.dialect.name

@@ -48,7 +48,8 @@ import math
 import re
 from typing import NamedTuple
 
-from sqlalchemy import Boolean, String, and_, case, distinct, func, literal, literal_column, or_, select
+from sqlalchemy import (Boolean, LargeBinary, String, and_, case, cast, distinct, func, literal, literal_column, or_,
+                        select)
 from sqlalchemy.sql.elements import UnaryExpression
 from sqlalchemy.sql.operators import custom_op
 from twisted.logger import Logger
@@ -468,8 +469,10 @@ def _textConditions(column, vr, values, isMulti, prefixRange=False, foldCase=Fal
             column, values = func.lower(column), list(dict.fromkeys(value.lower() for value in values))
         elif prefixRange:
             # SQLite's lower() folds ASCII letters only ("ÅSE" -> "Åse"): the SQLite
-            # driver's Unicode case fold, on every row (no index has it)
-            column, values, prefixRange = func.pacs_casefold(column), [v.casefold() for v in values], False
+            # driver's Unicode case fold, on every row (no index has it), of the bytes
+            # (sqlite3 fails on text that is not UTF-8, which Conquest may have left)
+            column, values, prefixRange = (func.pacs_casefold(cast(column, LargeBinary)),
+                                           [v.casefold() for v in values], False)
         else:  # the server's lower() on both sides: its rules are not Python's (İ, Latin Extended-B ...)
             column, fold, prefixRange = func.lower(column), func.lower, False
     if isMulti:

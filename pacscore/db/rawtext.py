@@ -3,16 +3,21 @@
 Conquest writes a value to the database as the bytes it arrived in
 (``UTF8ToDB = 0``, its default): the name ``MÜLLER^ANNA`` of an ISO_IR 100
 object is stored ``4D DC 4C ...``, which is not UTF-8, and SQLite hands such
-text on as it is.  ``decodedText`` reads a cell that is not UTF-8 as
-Latin-1 (ISO_IR 100, the character set those archives hold; Latin-1 decodes
-any bytes); the SQLite driver reads every cell through it.  At the takeover
-of a Conquest database ``adoptRawText`` rewrites such cells once in UTF-8, so
-that SQL also matches them (``PatientName = 'MÜLLER^ANNA'``); an ``ObjectFile``
-is the file's name in bytes, kept the way the index stores a name that is
-not UTF-8 (``pacscore.db.filepaths``), so it still opens the same file.  A
-value whose rewriting would make two rows' keys equal (the Patient ID
-``JÖRG1`` stored once in Latin-1, once in UTF-8: two patients for Conquest)
-stays as it is wherever it appears.
+text on as it is.  ``adoptRawText`` rewrites such cells once in UTF-8, taking
+them as Latin-1 (ISO_IR 100, the character set those archives hold; Latin-1
+decodes any bytes), so that SQL also matches them (``PatientName =
+'MÜLLER^ANNA'``); an ``ObjectFile`` is the file's name in bytes, kept the way
+the index stores a name that is not UTF-8 (``pacscore.db.filepaths``), so it
+still opens the same file.  A value whose rewriting would make two rows'
+keys equal (the Patient ID ``JÖRG1`` stored once in Latin-1, once in UTF-8:
+two patients for Conquest) stays as it is wherever it appears.
+
+The database's ``user_version`` says what was found: ``UNCHECKED`` (0, not
+looked at yet: Conquest's, or one an earlier pacs took over or made),
+``ALL_UTF8`` or ``RAW_LEFT``.  The SQLite driver reads text through
+``decodedText`` (UTF-8, else Latin-1) unless it is ``ALL_UTF8``: that costs
+some 25% on every row fetched, so a database of UTF-8 only is read as SQLite
+hands it on.
 """
 
 import os
@@ -21,6 +26,7 @@ from sqlalchemy import String, inspect
 
 from pacscore.db.filepaths import ObjectPath, storedPath
 
+UNCHECKED, ALL_UTF8, RAW_LEFT = 0, 1, 2  # PRAGMA user_version
 PROGRESS_ROWS = 1000000  # rows checked between two progress lines
 LISTED = 10  # values left as they were named, per column
 
@@ -118,13 +124,22 @@ def _clashes(connection, present, log):
     return kept
 
 
-def adoptRawText(connection, tables, log):
-    """On SQLite, rewrite in UTF-8 (``ObjectFile`` columns as the index
-    stores a file name) every text cell of ``tables`` that is not UTF-8, in
-    ``connection``'s transaction, but those of a value that would clash with
-    a key (``_clashes``), and log how many there were.  Elsewhere nothing:
-    PostgreSQL and MySQL hold text in the database's encoding."""
+def adoptRawText(connection, tables, log, recheck=False):
+    """On SQLite not checked yet (``UNCHECKED``), or with ``recheck`` where
+    values were left as they were, rewrite in UTF-8 (``ObjectFile`` columns
+    as the index stores a file name) every text cell of ``tables`` that is
+    not UTF-8, in ``connection``'s transaction, but those of a value that
+    would clash with a key (``_clashes``); log how many there were and keep
+    what was found in ``user_version``.  Elsewhere nothing: PostgreSQL and
+    MySQL hold text in the database's encoding."""
     if connection.dialect.name != "sqlite":
+        return
+    state = connection.exec_driver_sql("PRAGMA user_version").scalar()
+    if state == RAW_LEFT and not recheck:
+        log.warn("Some text in the index is still as Conquest stored it, not in UTF-8 (named when pacs took it "
+                 "over); dgate -r indexes it again, in UTF-8")
+        return
+    if state == ALL_UTF8:
         return
     inspector = inspect(connection)
     preparer = connection.dialect.identifier_preparer
@@ -132,8 +147,9 @@ def adoptRawText(connection, tables, log):
                for table in tables if inspector.has_table(table.name)}
     total = sum(connection.exec_driver_sql(f"SELECT count(*) FROM {preparer.format_table(table)}").scalar()
                 for table in present)
-    log.info("Checking the {total} rows of {tables} for text not in UTF-8 (Conquest stores each value in the "
-             "character set it came in)", total=total, tables=", ".join(table.name for table in present))
+    if total:
+        log.info("Checking the {total} rows of {tables} for text not in UTF-8 (Conquest stores each value in the "
+                 "character set it came in)", total=total, tables=", ".join(table.name for table in present))
     sqlite = connection.connection.driver_connection
     connection.detach()  # leaves the pool: no other user inherits these functions
     sqlite.create_function("pacs_latin1", 1, _latin1, deterministic=True)
@@ -154,6 +170,7 @@ def adoptRawText(connection, tables, log):
             for column, cell in zip(columns, cells))
         connection.exec_driver_sql(f"UPDATE {preparer.format_table(table)} SET {assignments} "
                                    f"WHERE pacs_raw({', '.join(cells)})")
+    connection.exec_driver_sql(f"PRAGMA user_version = {RAW_LEFT if rewrite.kept else ALL_UTF8}")
     if rewrite.cells:
         log.warn("Rewrote in UTF-8 {cells} text cells Conquest had stored in the bytes they came in (read as "
                  "Latin-1; file names kept as they are on disk)", cells=rewrite.cells)

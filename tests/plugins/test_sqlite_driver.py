@@ -18,6 +18,7 @@ from pacscore.config.loader import Configuration
 from pacscore.db import index as indexModule
 from pacscore.db.drivers import databaseFiles, findDriver
 from pacscore.db.index import Index
+from pacscore.db.rawtext import decodedText
 from pacscore.interfaces import IDatabaseDriver
 from plugins.pacs_sqlite import SQLiteDriver, sqliteDriver
 from tests.pacscore.db.test_index import LATIN1_NAME, makeConquestDatabase, makeRecord
@@ -294,24 +295,43 @@ class ConquestDatabaseTests(unittest.TestCase):
     def index(self):
         return Index(self.engine, conquestLayout(), TABLE_NAMES, schemaTransaction=sqliteDriver.schemaTransaction)
 
-    def test_textNotUtf8ReadAsLatin1(self):
-        """Latin-1 names left in a database taken over before they were
-        rewritten are found, and their patient takes new images."""
-        index = Index(self.engine, conquestLayout(), TABLE_NAMES)
+    def textFactory(self):
+        with self.engine.connect() as connection:
+            return connection.connection.driver_connection.text_factory
+
+    def test_earlierTakeoverRewritten(self):
+        """Latin-1 names left in a database an earlier pacs took over (not
+        checked: ``user_version`` 0) are read, then rewritten at the next
+        start, once: SQL finds them, their patient takes new images, and
+        the text is read as SQLite hands it on."""
+        index = self.index()
         index.createTables()
+        self.assertIs(self.textFactory(), str)
         index.storeMany([makeRecord("1.2.3.1.1", patient="PAT2", PATIENT_NAME="MÜLLER^ANNA")])
         with self.engine.begin() as connection:
             for table in ("DICOMPatients", "DICOMStudies"):
                 connection.exec_driver_sql(f"UPDATE {table} SET PatientName = CAST(? AS TEXT)", (LATIN1_NAME,))
+            connection.exec_driver_sql("PRAGMA user_version = 0")
+        self.engine.dispose()
         patient = index.tables.patient
-        query = select(patient.c.PatientID, patient.c.PatientName)
         with self.engine.connect() as connection:
-            self.assertEqual(connection.execute(query).all(), [("PAT2", "MÜLLER^ANNA")])
+            self.assertEqual(connection.execute(select(patient.c.PatientID, patient.c.PatientName)).all(),
+                             [("PAT2", "MÜLLER^ANNA")])
+        with capturedLogs() as events:
+            index.createTables()
+        self.assertIn("Rewrote in UTF-8 2 text cells Conquest had stored in the bytes they came in (read as Latin-1; "
+                      "file names kept as they are on disk)", [formatEvent(event) for event in events])
+        self.assertEqual(self.copies(), [])
+        self.assertIs(self.textFactory(), str)
         index.storeMany([makeRecord("1.2.3.1.2", patient="PAT2", PATIENT_NAME="MÜLLER^ANNA")])
         with self.engine.connect() as connection:
+            self.assertEqual(connection.execute(select(patient.c.PatientID).where(
+                patient.c.PatientName == "MÜLLER^ANNA")).scalars().all(), ["PAT2"])
             self.assertEqual(connection.execute(select(index.tables.image.c.ImagePat)).scalars().all(),
                              ["PAT2", "PAT2"])
-            self.assertEqual(connection.execute(select(index.tables.study.c.PatientName)).scalar(), "MÜLLER^ANNA")
+        with capturedLogs() as events:
+            index.createTables()
+        self.assertEqual([event for event in events if "UTF-8" in formatEvent(event)], [])
 
     def test_originalKept(self):
         """The first start copies Conquest's database as it was, in its
@@ -407,6 +427,27 @@ class ConquestDatabaseTests(unittest.TestCase):
                              [("9.1", b"J\xd6RG1"), ("9.2", b"J\xc3\x96RG1")])
             self.assertEqual(sql("SELECT PatientID FROM DICOMPatients ORDER BY 1").scalars().all(),
                              ["JÖRG1", "JÖRG1", "PAT2"])
+
+    def test_leftInLatin1UntilRegenerated(self):
+        """Values left as Conquest stored them are read as Latin-1, named
+        again at each start, and checked again by dgate -i: then text is read
+        as SQLite hands it on."""
+        makeConquestDatabase(self.path)
+        with closing(sqlite3.connect(self.path)) as db:
+            for patient in ("JÖRG1".encode("latin-1"), "JÖRG1".encode()):
+                db.execute("INSERT INTO DICOMPatients (PatientID) VALUES (CAST(? AS TEXT))", (patient,))
+            db.commit()
+        self.index().createTables()
+        self.assertIs(self.textFactory(), decodedText)
+        with self.engine.connect() as connection:
+            self.assertEqual(connection.exec_driver_sql("SELECT PatientID FROM DICOMPatients ORDER BY 1")
+                             .scalars().all(), ["JÖRG1", "JÖRG1", "PAT2"])
+        with capturedLogs() as events:
+            self.index().createTables()
+        self.assertIn("Some text in the index is still as Conquest stored it, not in UTF-8 (named when pacs took it "
+                      "over); dgate -r indexes it again, in UTF-8", [formatEvent(event) for event in events])
+        self.index().initializeTables()
+        self.assertIs(self.textFactory(), str)
 
     def test_halfTakenOverByEarlierVersion(self):
         """A database an earlier pacs copied and then left half changed (its

@@ -16,6 +16,7 @@ from pacscore.config.ini import DicomIni
 from pacscore.config.loader import Configuration
 from pacscore.db.index import ImageRecord, Index
 from pacscore.db.query import LEVELS, IndexQuery, Instance, QueryKey
+from pacscore.db.rawtext import RAW_LEFT
 from tests.pacscore.db.test_writer import sqliteEngine
 
 DICOM_SQL = os.path.join(os.path.dirname(__file__), "..", "..", "..", "etc", "dicom.sql")
@@ -534,6 +535,23 @@ class PersonNameTests(ArchiveTestCase):
         """What the search boxes (finders, web search fields) ask for."""
         self.assertMatches("STUDY", QueryKey(STUDY_DESCRIPTION, "LO", "*knee*", foldCase=True), ["1.2"])
         self.assertMatches("STUDY", QueryKey(STUDY_DESCRIPTION, "LO", "mr KNEE", foldCase=True), ["1.2"])
+
+
+class LeftInLatin1Tests(ArchiveTestCase):
+    """SQLite only: a name Conquest stored in Latin-1 that the takeover left
+    so (``pacscore.db.rawtext``)."""
+
+    def test_nonAsciiNameSearch(self):
+        """A non-ASCII name search (SQLite: its driver's Unicode case fold)
+        over a name Conquest stored in Latin-1 and pacs left so (a key
+        clash at the takeover) does not fail: the name matches as it reads."""
+        with self.engine.begin() as connection:
+            connection.exec_driver_sql("UPDATE DICOMPatients SET PatientName = CAST(? AS TEXT) WHERE PatientID = "
+                                       "'PAT_4'", ("MÜLLER^ANNA".encode("latin-1"),))
+            connection.exec_driver_sql(f"PRAGMA user_version = {RAW_LEFT}")
+        self.engine.dispose()  # connections set up for the database as it is now
+        self.assertMatches("PATIENT", K(PATIENT_NAME, "PN", "ødegård*"), [])
+        self.assertMatches("PATIENT", K(PATIENT_NAME, "PN", "müller^anna"), ["PAT_4"])
 
 
 class MultiValuedColumnTests(ArchiveTestCase):

@@ -340,7 +340,8 @@ class Index:
             upserter.upsertImages(connection, records)
 
         with self.engine.begin() as connection:
-            return self.pending.recover(connection, fileError, upserter.deleteImagesAt, indexAgain)
+            return self.pending.recover(connection, fileError, upserter.indexedAt, upserter.deleteImagesAt,
+                                        indexAgain)
 
     def _upsertInWriter(self, connection, records):
         results = self._writerUpserter().upsertImages(connection, records)

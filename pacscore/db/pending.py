@@ -14,7 +14,15 @@ patient rows left without images.  A mark also names the file its row
 pointed at before (an earlier copy of the same SOP instance, stored under
 another name and removed only after the new copy's Success): when the new
 file is lost and that earlier, acknowledged one is still there, it is
-indexed again.
+indexed again (past earlier copies lost too, through their own marks).
+
+Only a mark whose file an image row still names can be a lost file.  A
+flushed mark stays until the next bulk drop, so a crash also leaves the
+marks of copies that a later, acknowledged copy replaced and whose files
+were then removed (or of images deleted or moved since): such a mark is
+passed over, and so is the earlier copy it names, which may still be on
+disk only because its removal had not run yet; indexing it again would
+put an older copy in place of the acknowledged one.
 """
 
 import threading
@@ -72,37 +80,71 @@ class PendingFiles:
             flushed, self._flushed = self._flushed, []
         self._delete(connection, self.table, flushed)
 
-    def recover(self, connection, fileError, deleteImages, indexAgain):
-        """Check each marked file (``fileError(deviceName, objectFile)``
-        returns why it is unusable, or None), have ``deleteImages(connection,
-        files)`` remove the rows of the unusable ones and ``indexAgain(
-        connection, files)`` index the earlier copies they replaced that are
-        intact, and remove every mark; returns the removed ``(device, file)``s."""
+    def recover(self, connection, fileError, indexed, deleteImages, indexAgain):
+        """Check each marked file that an image row still names (``indexed(
+        connection, files)``: the subset of ``files`` that image rows name;
+        ``fileError(deviceName, objectFile)`` returns why a file is unusable,
+        or None), have ``deleteImages(connection, files)`` remove the rows of
+        the unusable ones and ``indexAgain(connection, files)`` index the
+        earlier copies they replaced that are intact, and remove every mark;
+        returns the removed ``(device, file)``s."""
         table = self.table
         marked = set(connection.execute(select(table.c.DeviceName, table.c.ObjectFile,
                                                table.c.ReplacedDevice, table.c.ReplacedFile)))
-        lost, earlier = [], []
-        for deviceName, objectFile, replacedDevice, replacedFile in sorted(marked):
-            error = fileError(deviceName, objectFile)
-            if error is None:
+        replacedOf = {}  # (device, file) -> the files its marks say it replaced
+        for deviceName, objectFile, replacedDevice, replacedFile in marked:
+            copies = replacedOf.setdefault((deviceName, objectFile), set())
+            if replacedFile:
+                copies.add((replacedDevice, replacedFile))
+        gone = {}  # (device, file) -> why it is unusable
+        for file in sorted(replacedOf):
+            error = fileError(*file)
+            if error is not None:
+                gone[file] = error
+        current = indexed(connection, list(gone)) if gone else set()
+        lost, earlier, passed = [], [], 0
+        for (deviceName, objectFile), error in gone.items():
+            if (deviceName, objectFile) not in current:
+                passed += 1
+                self.log.debug("{device}:{path}, marked, is gone ({error}) but no image row names it any more "
+                               "(a later copy replaced it, or it was deleted or moved): nothing to do",
+                               device=deviceName, path=objectFile, error=error)
                 continue
             lost.append((deviceName, objectFile))
             self.log.warn("{device}:{path} was indexed but did not survive a crash ({error}); "
                           "its image row is removed (it was never acknowledged)",
                           device=deviceName, path=objectFile, error=error)
-            if replacedFile and fileError(replacedDevice, replacedFile) is None:
-                earlier.append((replacedDevice, replacedFile))
+            copy = self._intactEarlierCopy(replacedOf, (deviceName, objectFile), fileError)
+            if copy is not None and copy not in earlier:
+                earlier.append(copy)
                 self.log.warn("{device}:{path}, the copy of the same SOP instance it replaced, is indexed again",
-                              device=replacedDevice, path=replacedFile)
+                              device=copy[0], path=copy[1])
         if lost:
             deleteImages(connection, lost)
         if earlier:
             indexAgain(connection, earlier)
         connection.execute(delete(table))
         if marked:
-            self.log.info("Checked the {count} files indexed last before the server stopped: {lost} lost",
-                          count=len(marked), lost=len(lost))
+            self.log.info("Checked the {count} files indexed last before the server stopped: {lost} lost"
+                          "{passed}", count=len(marked), lost=len(lost),
+                          passed=f"; {passed} more were gone but named by no image row (replaced by later "
+                                 f"copies, deleted or moved): nothing to do" if passed else "")
         return lost
+
+    @staticmethod
+    def _intactEarlierCopy(replacedOf, lostFile, fileError):
+        """The latest copy before ``lostFile`` that is intact, following the
+        marks of copies lost too, or None."""
+        seen, waiting = {lostFile}, sorted(replacedOf.get(lostFile, ()))
+        while waiting:
+            copy = waiting.pop(0)
+            if copy in seen:
+                continue
+            seen.add(copy)
+            if fileError(*copy) is None:
+                return copy
+            waiting += sorted(replacedOf.get(copy, ()))
+        return None
 
     @staticmethod
     def _delete(connection, table, files):

@@ -319,6 +319,20 @@ class Upserter:
             self._image.update.execute(connection, update)
         return results
 
+    def indexedAt(self, connection, files):
+        """The ``(device, file)`` pairs of ``files`` an image row names (a
+        scan of the image table for each ``selectChunk`` of them: no index
+        covers ObjectFile)."""
+        columns, files = self._image.table.c, list(files)
+        query = select(columns.DeviceName, columns.ObjectFile).where(
+            columns.ObjectFile.in_(bindparam("b_files", expanding=True)))
+        wanted, found = set(files), set()
+        for start in range(0, len(files), self.selectChunk):
+            chunk = sorted({objectFile for deviceName, objectFile in files[start:start + self.selectChunk]})
+            found.update((deviceName, objectFile) for deviceName, objectFile in
+                         connection.execute(query, {"b_files": chunk}) if (deviceName, objectFile) in wanted)
+        return found
+
     def deleteImagesAt(self, connection, files):
         """Delete the image rows of ``files`` (``(device, file)`` pairs),
         then the series, study and patient rows left without an image."""

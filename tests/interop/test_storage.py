@@ -6,6 +6,7 @@ the middle of an ingest, a 300 MB object, bad input and a full disk."""
 import concurrent.futures
 import os
 import re
+import shutil
 import socket
 import struct
 import sqlite3
@@ -394,6 +395,35 @@ class CrashTests(ServerTestCase):
         self.assertEqual(column(database, "DICOMImages", "SOPInstanceUID"), [image.sopUID])
         self.assertIn(f"MAG0:{earlier}, the copy of the same SOP instance it replaced, is indexed again",
                       self.server.log())
+
+    def test_laterAcknowledgedCopyStaysIndexedAfterACrash(self):
+        """As after a crash with the marks of flushed groups not yet dropped:
+        a copy stored as a.dcm, replaced by b.dcm, replaced by a.dcm again
+        (a name made of %callingae), replaced by the acknowledged copy the
+        row names, a.dcm's removal not yet run.  The mark of b.dcm (removed,
+        it replaced a.dcm) is no lost file, and a.dcm is not indexed over
+        the acknowledged copy."""
+        image = generateCorpus(self.mktemp(), patients=1, studiesPerPatient=1, seriesPerStudy=1,
+                               imagesPerSeries=1)[0]
+        self.assertEqual(self.server.store(image.path).returncode, 0)
+        self.server.kill()
+        database = self.server.database
+        [acknowledged] = column(database, "DICOMImages", "ObjectFile")
+        stale = os.path.join(os.path.dirname(acknowledged), "a.dcm")
+        shutil.copy(os.path.join(self.server.dataDir, acknowledged), os.path.join(self.server.dataDir, stale))
+        gone = os.path.join(os.path.dirname(acknowledged), "b.dcm")
+        with sqlite3.connect(database) as c:
+            c.execute("DELETE FROM PendingFiles")
+            c.executemany("INSERT INTO PendingFiles (DeviceName, ObjectFile, ReplacedDevice, ReplacedFile) "
+                          "VALUES ('MAG0', ?, ?, ?)", [(stale, "", ""), (gone, "MAG0", stale), (stale, "MAG0", gone),
+                                                       (acknowledged, "MAG0", stale)])
+        self.server.start()
+        self.assertEqual(column(database, "DICOMImages", "ObjectFile"), [acknowledged])
+        log = self.server.log()
+        self.assertNotIn("did not survive a crash", log)
+        self.assertNotIn("is indexed again", log)
+        self.assertIn("Checked the 4 files indexed last before the server stopped: 0 lost; 1 more were gone but "
+                      "named by no image row", log)
 
     def test_aCleanStopLeavesNothingToCheck(self):
         """After SIGTERM no file is marked pending.  A MAG folder missing at

@@ -146,6 +146,61 @@ class PendingFilesTests(unittest.TestCase):
         self.assertEqual(self.images(), [])
 
     @defer.inlineCallbacks
+    def test_recoverLeavesTheRowOfALaterCopy(self):
+        """Flushed marks stay until ``dropEvery`` of them are dropped, so a
+        crash leaves the marks of copies a later, acknowledged copy replaced
+        and whose files were then removed.  Such a mark names no image row
+        any more: it is no lost file, and the earlier copy it replaced, still
+        on disk only because its removal had not run yet, is not indexed
+        over the later copy."""
+        self.index.pending.dropEvery = 256
+        self.start()
+        for name in ("a.dcm", "b.dcm", "a.dcm", "c.dcm"):  # a name that comes back: %callingae
+            yield self.index.store(makeRecord("1.2.3.1.1", objectFile=name))
+        yield self.index.stop()  # marks only as a crash leaves them
+        with self.engine.begin() as connection:
+            self.index.pending._insert.execute(connection, [
+                {"DeviceName": "MAG0", "ObjectFile": name, "ReplacedDevice": "MAG0" if earlier else "",
+                 "ReplacedFile": earlier}
+                for name, earlier in (("a.dcm", ""), ("b.dcm", "a.dcm"), ("a.dcm", "b.dcm"), ("c.dcm", "a.dcm"))])
+        self.assertEqual(self.images(), ["c.dcm"])
+        onDisk = {"a.dcm", "c.dcm"}  # b.dcm removed after the third's Success, a.dcm not yet after the fourth's
+
+        read = []
+
+        def recordOf(deviceName, objectFile):
+            read.append((deviceName, objectFile))
+            return makeRecord("1.2.3.1.1", objectFile=objectFile)
+
+        lost = self.index.recoverPending(lambda device, name: None if name in onDisk else "gone", recordOf)
+        self.assertEqual(self.images(), ["c.dcm"], "the acknowledged copy stays indexed")
+        self.assertEqual(read, [])
+        self.assertEqual(lost, [], "b.dcm was acknowledged, then replaced: not lost")
+        self.assertEqual(self.marked(), [])
+
+    @defer.inlineCallbacks
+    def test_recoverIndexesAgainTheLastCopyAcknowledgedBeforeLostOnes(self):
+        """Two new copies lost in one crash: the earliest copy still on
+        disk is indexed again, through the mark of the lost copy in between."""
+        self.start()
+        earlier = makeRecord("1.2.3.1.1", objectFile="first.dcm")
+        yield self.index.store(earlier)
+        self.durability.error = OSError(5, "power loss")
+        for name in ("second.dcm", "third.dcm"):
+            yield self.assertFailure(self.index.store(makeRecord("1.2.3.1.1", objectFile=name)), OSError)
+        yield self.index.stop()
+        read = []
+
+        def recordOf(deviceName, objectFile):
+            read.append((deviceName, objectFile))
+            return earlier
+
+        self.assertEqual(self.index.recoverPending(lambda device, name: name != "first.dcm" and "gone" or None,
+                                                   recordOf), [("MAG0", "third.dcm")])
+        self.assertEqual(read, [("MAG0", "first.dcm")])
+        self.assertEqual(self.images(), ["first.dcm"])
+
+    @defer.inlineCallbacks
     def test_stopDropsTheMarksOfFlushedGroups(self):
         """A clean stop leaves no mark of what was flushed: the next start
         checks nothing (and cannot take a missing file for a lost one)."""
@@ -178,9 +233,13 @@ class PendingFilesTests(unittest.TestCase):
                                                  (tables.series, "SeriesInstanceUID"))],
                              [["PAT1"], ["1.2.3"], ["1.2.3.1"]])
 
+    @defer.inlineCallbacks
     def test_marksOfAnEarlierVersionAreKept(self):
         """A PendingFiles table an earlier version made (no Replaced
         columns) gets them, its marks kept and checked."""
+        self.start()
+        yield self.index.store(makeRecord("1.2.3.1.1", objectFile="lost.dcm"))
+        yield self.index.stop()
         self.index.pending.table.drop(self.engine)
         earlier = Table("PendingFiles", MetaData(), Column("DeviceName", String(32)),
                         Column("ObjectFile", String(255)), **MYSQL_TABLE)
@@ -190,6 +249,7 @@ class PendingFilesTests(unittest.TestCase):
         self.index.createTables()
         self.assertEqual(self.index.recoverPending(lambda device, name: "gone", self.noEarlierCopy),
                          [("MAG0", "lost.dcm")])
+        self.assertEqual(self.images(), [])
 
     def test_perFileSyncMarksNothing(self):
         index = Index(self.engine, conquestLayout(), TABLE_NAMES, reactor=reactor)

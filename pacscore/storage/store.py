@@ -125,6 +125,7 @@ class ObjectStore:
         self.fileWrites = fileWrites or FileWrites()  # which files bypass the page cache
         self.spaceCheck = spaceCheck  # called before each write (MAGDeviceThreshold), or None
         self.mirrors = mirrors  # pacscore.storage.mirror.Mirrors, or None
+        self._storing = {}  # SOP Instance UID: Deferred fired when the last store of it begun has ended
 
     @property
     def durability(self):
@@ -148,20 +149,44 @@ class ObjectStore:
     def store(self, incoming, spool):
         """Store a received object. Fires with ``(device name, path relative
         to the device)`` once it is on disk and committed to the index;
-        fails with a StoreError subclass or an OSError."""
+        fails with a StoreError subclass or an OSError.  Stores of one SOP
+        instance run one after another, each once the last has ended with
+        the removal of the copy it replaced: with names that come back
+        (``%callingae``), a removal queued by one would otherwise take the
+        file the next had just written there."""
+        uid = incoming.sopInstanceUID
+        earlier = self._storing.get(uid)
+        ended = self._storing[uid] = defer.Deferred()
         stored = defer.Deferred()
-        spool.close().addCallbacks(
-            lambda _: self.workers.callInThread(self._writeAndIndex, incoming, spool, stored),
-            stored.errback)
-        return stored.addCallback(self._stored)
 
-    def _stored(self, result):
-        relative, deviceName, replaced = result
-        if replaced is not None and (replaced.deviceName, replaced.objectFile) != (deviceName, relative):
-            self.workers.deferToWorker(self._removeReplaced, replaced).addErrback(
-                lambda f: self.log.failure("could not remove replaced file {path}", f,
-                                           path=replaced.objectFile))
-        return deviceName, relative
+        def write(_):
+            defer.maybeDeferred(spool.close).addCallbacks(
+                lambda _: self.workers.callInThread(self._writeAndIndex, incoming, spool, stored),
+                stored.errback)
+        if earlier is None:
+            write(None)
+        else:
+            earlier.addCallback(write)
+        return stored.addBoth(self._stored, uid, ended)
+
+    def _stored(self, result, uid, ended):
+        """The outcome of a store of ``uid``: ``ended`` fires once the copy
+        it replaced (if any) is removed."""
+        removed = defer.succeed(None)
+        if not isinstance(result, Failure):
+            relative, deviceName, replaced = result
+            if replaced is not None and (replaced.deviceName, replaced.objectFile) != (deviceName, relative):
+                removed = self.workers.deferToWorker(self._removeReplaced, replaced).addErrback(
+                    lambda f: self.log.failure("could not remove replaced file {path}", f,
+                                               path=replaced.objectFile))
+            result = deviceName, relative
+        removed.addCallback(self._storeEnded, uid, ended)
+        return result
+
+    def _storeEnded(self, _, uid, ended):
+        if self._storing.get(uid) is ended:
+            del self._storing[uid]
+        ended.callback(None)
 
     def _writeAndIndex(self, incoming, spool, stored):
         """In the I/O pool: write the file, then queue its index row.

@@ -4,10 +4,12 @@ Uses a real SQLite index, real files in a temporary MAG device and the real
 reactor (the worker threads report back through it)."""
 
 import ctypes
+import dataclasses
 import errno
 import os
 import sqlite3
 import threading
+import time
 from io import BytesIO
 
 import pydicom
@@ -271,6 +273,34 @@ class ObjectStoreTests(unittest.TestCase):
         _, second = yield self.store.store(*self.receive(data, uid))
         self.assertEqual(first, second)
         self.assertEqual(os.listdir(os.path.dirname(self.device.absolute(first))), [os.path.basename(first)])
+
+    @defer.inlineCallbacks
+    def test_storesOfOneInstanceAtOnceKeepTheLastCopy(self):
+        """With names that come back (%callingae), AE2's copy replaces AE1's
+        while AE1 sends it again: AE2's removal of AE1's file, queued at its
+        commit, ran after AE1's new copy was written there and took the
+        acknowledged file.  Stores of one instance now wait for the last to
+        end, so the index names a file on disk."""
+        self.store.namer = FileNamer("%callingae\\%sopuid.dcm")
+        removeReplaced = self.store._removeReplaced
+
+        def slowRemoval(replaced):
+            time.sleep(0.2)
+            removeReplaced(replaced)
+        self.store._removeReplaced = slowRemoval
+        data = datasetBytes("CT_small.dcm")
+        uid = pydicom.dcmread(get_testdata_file("CT_small.dcm")).SOPInstanceUID
+
+        def receive(callingAE):
+            incoming, spool = self.receive(data, uid)
+            return dataclasses.replace(incoming, callingAE=callingAE), spool
+        yield self.store.store(*receive("AE1"))
+        yield defer.gatherResults([self.store.store(*receive("AE2")), self.store.store(*receive("AE1"))])
+        yield self.drainWorkers()
+        yield self.drainWorkers()
+        files = yield self.index.runQuery(lambda c: c.exec_driver_sql("SELECT ObjectFile FROM DICOMImages").fetchall())
+        self.assertEqual([os.path.exists(self.device.absolute(f)) for (f,) in files], [True])
+        self.assertEqual(self.store._storing, {})
 
     @defer.inlineCallbacks
     def test_aReplacedFileOnAnotherDeviceIsRemoved(self):

@@ -45,8 +45,10 @@ system-deps:
 	    if [ -d /run/systemd/system ]; then $(SUDO) systemctl disable --now -q orthanc.service; \
 	    elif [ -e /run/orthanc.pid ]; then $(SUDO) /etc/init.d/orthanc stop >/dev/null; fi )
 
+# The tests run in parallel, one worker per core up to four (pytest-xdist):
+# most of their time is spent waiting for servers and tools they start.
 test: $(VENV)/.installed system-deps
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --numprocesses=auto --maxprocesses=4 tests
 
 bench: $(VENV)/.installed system-deps
 	$(PY) bench/ingest.py

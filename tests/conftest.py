@@ -5,8 +5,9 @@ several GB.  Trial's ``TestCase.mktemp`` makes its folders under the current
 folder (``<module>/<class>/<method>/...``) and never removes them, and
 ``tempfile`` folders stay in /tmp.  Here a test's ``mktemp`` folder goes as
 soon as the test has passed, and the run's ``tempfile`` folders (kept in
-one folder of the run) go when the whole run has passed; what a failing
-test left stays for reading, and its place is printed at the end.
+one folder of the run, shared by pytest-xdist's workers) go when the whole
+run has passed; what a failing test left stays for reading, and its place is
+printed at the end.
 """
 
 import os
@@ -19,13 +20,24 @@ _MAX_FILENAME = 32  # as trial's TestCase.mktemp cuts its folder names
 
 
 def pytest_configure(config):
-    config._pacsTempFolder = tempfile.mkdtemp(prefix="pacs-tests-")
+    workerInput = getattr(config, "workerinput", None)
+    if workerInput is None:
+        config._pacsTempFolder = tempfile.mkdtemp(prefix="pacs-tests-")
+    else:  # a pytest-xdist worker: the run's folder is the controller's
+        config._pacsTempFolder = workerInput["pacsTempFolder"]
     tempfile.tempdir = config._pacsTempFolder
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+    node.workerinput["pacsTempFolder"] = node.config._pacsTempFolder
 
 
 def pytest_sessionfinish(session, exitstatus):
     folder = session.config._pacsTempFolder
     tempfile.tempdir = None
+    if hasattr(session.config, "workerinput"):
+        return  # the controller decides for the whole run
     if exitstatus == 0:
         shutil.rmtree(folder, ignore_errors=True)
     else:

@@ -6,6 +6,15 @@ Each WorkList column's seventh field names where its value comes from:
 ``SEQ.N.DATE`` / ``SEQ.N.TIME`` the date or time part of a timestamp.
 ``WorklistMapping.items`` turns a message into one ``OrderItem`` per
 ordered procedure (OBR), with the ORC control code that says what to do.
+Each item reads the segments of its own order group (its ORC, the
+segments after it up to the first OBR, its OBR and the segments after that
+up to the next ORC or OBR: TQ1, ZDS, IPC ...); the segments before the
+first order (PID, PV1 ...) are read at their first occurrence.
+
+Values are made fit for their DICOM VR: outside LT, ST and UT a backslash
+(the value delimiter) becomes ``/`` and control characters (an escaped
+line break) a space; Patient's Sex keeps M, F and O (HL7's A and N are O,
+U and anything else empty).
 
 HL7's null values: a field the message leaves empty (or a segment it
 lacks) changes nothing, so a change order (XO) keeps what the column holds;
@@ -25,12 +34,17 @@ from pacscore.db.worklistitems import OrderRefused
 from pacscore.hl7.message import uniqueNumber
 
 ACCESSION_NUMBER = 0x00080050
+PATIENT_SEX = 0x00100040
 PN_GROUP_LENGTH = 64
 
 _SOURCE = re.compile(r"([A-Z][A-Z0-9]{2})\.([1-9][0-9]*)(?:\.([0-9]+|DATE|TIME))?")
 _NOTHING = ("", "---")
 _GENERATED = ("*AN", "*UI")
 _TIME = re.compile(r"[0-9]{8}([0-9]{2}(?:[0-9]{2}(?:[0-9]{2}(\.[0-9]+)?)?)?)")
+_CONTROL = re.compile(r"\r\n|[\x00-\x1f\x7f]")
+TEXT_VRS = frozenset({"LT", "ST", "UT"})   # the VRs that may hold a backslash and line breaks
+# HL7 table 0001 (administrative sex) -> DICOM Patient's Sex (M, F, O); anything else is empty.
+SEXES = {"M": "M", "F": "F", "O": "O", "A": "O", "N": "O"}
 
 # The placer (2) and filler (3) order numbers: each in ORC or OBR, the same in both.
 ORDER_NUMBERS = {("ORC", 2): "OBR", ("ORC", 3): "OBR", ("OBR", 2): "ORC", ("OBR", 3): "ORC"}
@@ -75,11 +89,12 @@ def parseSource(text):
     return _Field(segment, int(field), part)
 
 
-def _isPersonName(column):
+def _vr(column):
+    """The VR of the column's tag, "" when the dictionary does not know it."""
     try:
-        return dictionary_VR(column.tag) == "PN"
+        return dictionary_VR(column.tag)
     except KeyError:
-        return False
+        return ""
 
 
 def personName(components):
@@ -107,16 +122,24 @@ def timePart(timestamp):
 class _Column:
     """A WorkList column with its parsed source."""
 
-    __slots__ = ("name", "length", "source", "isDate", "isPersonName")
+    __slots__ = ("name", "length", "source", "isDate", "isPersonName", "isText", "isSex")
 
     def __init__(self, column, source):
+        vr = _vr(column)
         self.name = column.name
         self.length = column.length
         self.source = source
         self.isDate = column.dicomType == "DT_DATE"
-        self.isPersonName = _isPersonName(column)
+        self.isPersonName = vr == "PN"
+        self.isText = vr in TEXT_VRS
+        self.isSex = column.tag == PATIENT_SEX
 
-    def truncate(self, value):
+    def fit(self, value):
+        """``value`` made a valid value of the column's VR, cut to its length."""
+        if self.isSex:
+            return SEXES.get(value.split("^", 1)[0].strip().upper(), "")
+        if not self.isText:
+            value = _CONTROL.sub(" ", value.replace("\\", "/"))
         if self.isPersonName:
             value = "=".join(group[:PN_GROUP_LENGTH].rstrip("^") for group in value.split("="))
         if self.length and len(value) > self.length:
@@ -124,6 +147,32 @@ class _Column:
             if self.isPersonName:
                 value = value.rstrip("^=")
         return value
+
+
+def orderGroups(segments):
+    """``(outside, groups)``: the segments before the first ORC or OBR, and
+    one group per OBR (or ORC without OBR), each a dict segment id -> its
+    first segment in the group.  An OBR's group holds its ORC and the
+    segments between them (shared by every OBR of that ORC), the OBR and
+    the segments after it up to the next ORC or OBR."""
+    outside, groups = {}, []
+    order, orderUsed = None, True   # the current ORC's segments up to its first OBR
+    current = outside
+    for segment in segments:
+        if segment.id == "ORC":
+            if not orderUsed:
+                groups.append(order)
+            order = current = {"ORC": segment}
+            orderUsed = False
+        elif segment.id == "OBR":
+            current = {**(order or {}), "OBR": segment}
+            groups.append(current)
+            orderUsed = True
+        else:
+            current.setdefault(segment.id, segment)
+    if not orderUsed:
+        groups.append(order)
+    return outside, groups
 
 
 class WorklistMapping:
@@ -164,23 +213,11 @@ class WorklistMapping:
         """One ``OrderItem`` per OBR (with the ORC before it), or per ORC
         without OBR; ``OrderRefused`` for an accession number longer than its
         column (every other value is cut to fit, as Conquest does)."""
-        orders = []
-        orc, orcUsed = None, True
-        for segment in message.segments:
-            if segment.id == "ORC":
-                if not orcUsed:
-                    orders.append((orc, None))
-                orc, orcUsed = segment, False
-            elif segment.id == "OBR":
-                orders.append((orc, segment))
-                orcUsed = True
-        if not orcUsed:
-            orders.append((orc, None))
+        outside, groups = orderGroups(message.segments)
         items = []
-        for orc, obr in orders:
-            control = (orc.value(1) if orc is not None else "") or "NW"
-            groups = {"ORC": orc, "OBR": obr}
-            values = {c.name: self._value(c, message, groups) for c in self._columns}
+        for group in groups:
+            control = (group["ORC"].value(1) if "ORC" in group else "") or "NW"
+            values = {c.name: self._value(c, group, outside) for c in self._columns}
             absent = frozenset(name for name, value in values.items() if value is None)
             values = {name: "" if value is None else value for name, value in values.items()}
             self.log.debug("HL7 {control} {id}: worklist values {values}",
@@ -188,15 +225,15 @@ class WorklistMapping:
             items.append(OrderItem(control, values, absent))
         return items
 
-    def _value(self, column, message, groups):
+    def _value(self, column, group, outside):
         source = column.source
         if source == "*AN":
             return self.newAccessionNumber()
         if source == "*UI":
             return self.newUID()
-        segment = groups[source.segment] if source.segment in groups else message.segment(source.segment)
+        segment = group.get(source.segment) or outside.get(source.segment)
         if segment is None or not segment.field(source.field):
-            segment = groups.get(ORDER_NUMBERS.get((source.segment, source.field)))
+            segment = group.get(ORDER_NUMBERS.get((source.segment, source.field)))
             if segment is None or not segment.field(source.field):
                 return None  # not sent: HL7 says to leave it as it is
         if source.part == "DATE":
@@ -213,7 +250,7 @@ class WorklistMapping:
         if column.name == self.accessionColumn and column.length and len(value) > column.length:
             raise OrderRefused(f"accession number {value!r} is longer than the {column.length} characters of "
                                f"{column.name} in dicom.sql: cut, it could name another order")
-        return column.truncate(value)
+        return column.fit(value)
 
     @staticmethod
     def _wholeField(column, segment):

@@ -15,6 +15,9 @@ REQ_PROC_ID = (0x0040, 0x1001)           # SH
 PATIENT_NAME = (0x0010, 0x0010)          # PN
 REQ_PHYSICIAN = (0x0032, 0x1032)         # PN
 BIRTH_DATE = (0x0010, 0x0030)            # DA
+PATIENT_SEX = (0x0010, 0x0040)           # CS
+STUDY_UID = (0x0020, 0x000D)             # UI
+PROC_COMMENTS = (0x0040, 0x1400)         # LT
 
 
 def column(name, hl7, tag=REQ_PROC_ID, length=64, dicomType="DT_STR"):
@@ -196,11 +199,31 @@ class ConversionTests(unittest.TestCase):
         self.assertEqual(mapOne(short, segment("PID", {5: "Abcdefghi^Jk"})), "Abcdefghi")
 
     def test_escapes(self):
-        service = "CT1^Head \\T\\ neck\\.br\\axial \\X41\\"
-        self.assertEqual(mapOne(column("Desc", "OBR.4.1"), obr(service=service)), "Head & neck\r\naxial A")
+        service = "CT1^Head \\T\\ neck \\X41\\"
+        self.assertEqual(mapOne(column("Desc", "OBR.4.1"), obr(service=service)), "Head & neck A")
         self.assertEqual(mapOne(column("Desc", "OBR.4"), obr(service="CT\\F\\1^Head")), "CT|1^Head")
         self.assertEqual(mapOne(column("PatientName", "PID.5", tag=PATIENT_NAME),
-                                segment("PID", {5: "O\\E\\Brien^Se\\XE1\\n"})), "O\\Brien^Seán")
+                                segment("PID", {5: "Ruiz^Se\\XE1\\n"})), "Ruiz^Seán")
+
+    def test_backslashAndControlCharactersOnlyInText(self):
+        """A backslash (DICOM's value delimiter) becomes / and an escaped line
+        break or other control character a space, except in LT, ST and UT."""
+        service = "CT1^CT\\E\\MR\\.br\\axial\\X0D\\\\X0A\\left\\X09\\right"
+        self.assertEqual(mapOne(column("Desc", "OBR.4.1"), obr(service=service)), "CT/MR axial left right")
+        self.assertEqual(mapOne(column("PatientName", "PID.5", tag=PATIENT_NAME),
+                                segment("PID", {5: "Smith\\E\\Jones^Ann\\.br\\Marie"})), "Smith/Jones^Ann Marie")
+        comments = column("Comments", "OBR.4.1", tag=PROC_COMMENTS, length=0)
+        self.assertEqual(mapOne(comments, obr(service=service)), "CT\\MR\r\naxial\r\nleft\tright")
+
+    def test_patientSex(self):
+        """HL7 table 0001 to DICOM's M, F, O: A (ambiguous) and N (not
+        applicable) are O, U (unknown) and anything else empty."""
+        sex = column("PatientSex", "PID.8", tag=PATIENT_SEX, length=16)
+        cases = [("M", "M"), ("F", "F"), ("O", "O"), ("A", "O"), ("N", "O"), ("U", ""), ("X", ""),
+                 ("f", "F"), ("F^Female^HL70001", "F"), ('""', "")]
+        for hl7, dicom in cases:
+            self.assertEqual(mapOne(sex, segment("PID", {8: hl7})), dicom, hl7)
+        self.assertEqual(mapOne(column("Text", "PID.8"), segment("PID", {8: "U"})), "U")
 
     def test_wholeFieldDropsSubcomponentsRepetitionsAndTrailingSeparators(self):
         col = column("Text", "PID.3")
@@ -257,6 +280,38 @@ class ItemTests(unittest.TestCase):
 
     def test_noOrder(self):
         self.assertEqual(self.mapping.items(message(PID, PV1)), [])
+
+    def test_eachOrderGroupHasItsOwnSegments(self):
+        """ORM^O01 with two ORC/OBR/ZDS groups (IHE RAD-4): each item its own
+        ZDS; a group without one sends none, whatever the others hold."""
+        mapping = WorklistMapping([column("Accession", "OBR.3"), column("Study", "ZDS.1.0", tag=STUDY_UID)])
+        items = mapping.items(message(PID, orc("NW", "P1"), obr("A1"), segment("ZDS", {1: "1.2.1^RIS"}),
+                                      orc("NW", "P2"), obr("A2"), segment("ZDS", {1: "1.2.2^RIS"}),
+                                      orc("NW", "P3"), obr("A3")))
+        self.assertEqual(items, [OrderItem("NW", {"Accession": "A1", "Study": "1.2.1"}),
+                                 OrderItem("NW", {"Accession": "A2", "Study": "1.2.2"}),
+                                 OrderItem("NW", {"Accession": "A3", "Study": ""}, frozenset({"Study"}))])
+
+    def test_segmentsBetweenOrcAndObrBelongToTheOrder(self):
+        """OMI^O23: ORC, TQ1, OBR, IPC per order; the TQ1 after an ORC
+        serves every OBR of that ORC, each with the IPC after it."""
+        mapping = WorklistMapping([column("Accession", "OBR.3"), column("Study", "IPC.3", tag=STUDY_UID),
+                                   column("Modality", "IPC.5"), column("Date", "TQ1.7.DATE"),
+                                   column("Time", "TQ1.7.TIME")])
+
+        def ipc(n, modality):
+            return segment("IPC", {1: f"A{n}", 2: f"RP{n}", 3: f"1.2.{n}", 4: f"S{n}", 5: modality})
+
+        def tq1(when):
+            return segment("TQ1", {1: "1", 7: when})
+
+        items = mapping.items(message(PID, PV1, orc("NW", "P1"), tq1("20261206110000"), obr("A1"), ipc(1, "CT"),
+                                      orc("NW", "P2"), tq1("20261207143000"), obr("A2"), ipc(2, "MR"),
+                                      obr("A3"), ipc(3, "US")))
+        self.assertEqual([tuple(item.values.values()) for item in items],
+                         [("A1", "1.2.1", "CT", "20261206", "110000"),
+                          ("A2", "1.2.2", "MR", "20261207", "143000"),
+                          ("A3", "1.2.3", "US", "20261207", "143000")])
 
     def test_otherSegmentsAreTheirFirstOccurrence(self):
         mapping = WorklistMapping([column("Location", "PV1.3.1")])

@@ -5,7 +5,9 @@ here a folder is watched instead (dicom.ini ``HL7DropFolder``, scanned every
 ``HL7DropFolderInterval`` seconds by a TimerService).  Each file may hold
 several messages; they are applied in order like MLLP messages, then the
 file moves to ``processed/`` when every message was accepted (AA) or to
-``failed/`` otherwise, with a log line per file saying why.  Files whose
+``failed/`` otherwise, with a log line per file saying why.  Files are
+applied in the order they were last modified (names break ties), so an
+order's cancel written after it runs after it whatever its name.  Files whose
 name starts with a dot or that changed in the last second (still being
 written) wait for the next scan.  Files are read and cut into messages in
 the I/O pool; one over ``HL7_FILE_LIMIT`` bytes goes to ``failed/`` unread.
@@ -61,15 +63,16 @@ class DropFolder:
     def _settledFiles(self):
         settled = []
         try:
-            entries = sorted(os.scandir(self.path), key=lambda e: e.name)
+            entries = list(os.scandir(self.path))
         except FileNotFoundError:
             return settled
         for entry in entries:
-            if (entry.name.startswith(".") or not entry.is_file()
-                    or self.now() - entry.stat().st_mtime < SETTLE_SECONDS):
+            if entry.name.startswith(".") or not entry.is_file():
                 continue
-            settled.append(entry.name)
-        return settled
+            modified = entry.stat().st_mtime_ns
+            if self.now() - modified / 1e9 >= SETTLE_SECONDS:
+                settled.append((modified, entry.name))
+        return [name for _, name in sorted(settled)]
 
     @defer.inlineCallbacks
     def applyFile(self, name):

@@ -201,6 +201,18 @@ class DropFolderTests(IntakeTestCase):
         self.successResultOf(self.folder.scan())
         self.assertEqual(sorted(self.rows()), ["ACC1"])
 
+    def test_filesAppliedInTheOrderTheyWereWritten(self):
+        """An order's cancel written after it, under a name sorting before
+        its name, is applied after it: the item is gone."""
+        self.drop("ORM_7f3a.hl7", [orderMessage("M1", "ACC1", "P1", "A^B")])
+        self.drop("ORM_2c91.hl7", [orderMessage("M2", "ACC1", "P1", "A^B", control="CA")])
+        self.drop("ORM_0000.hl7", [orderMessage("M3", "ACC2", "P2", "C^D")])
+        for name, seconds in (("ORM_7f3a.hl7", 100), ("ORM_2c91.hl7", 101), ("ORM_0000.hl7", 101)):
+            os.utime(os.path.join(self.path, name), (seconds, seconds))
+        self.assertEqual(self.folder._settledFiles(), ["ORM_7f3a.hl7", "ORM_0000.hl7", "ORM_2c91.hl7"])
+        self.successResultOf(self.folder.scan())
+        self.assertEqual(sorted(self.rows()), ["ACC2"])
+
     def test_sameNameTwiceKeepsBothFiles(self):
         for number in (1, 2):
             self.drop("a.hl7", [orderMessage(f"M{number}", f"ACC{number}", "P1", "A^B")])

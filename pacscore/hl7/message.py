@@ -392,7 +392,9 @@ def ack(message, code, text="", errorCode=None, application="PACS", facility="",
     """An original-mode ACK (bytes, no MLLP framing) answering ``message``.
 
     ``code`` is AA, AE or AR; for AE and AR, ``text`` goes to MSA-3 and an
-    ERR segment carries ``errorCode`` (table 0357, default 207).  When the
+    ERR segment carries ``errorCode`` (table 0357, default 207), both in
+    ERR-1 as v2.3 and v2.4 want it (``^^^code&text&HL70357``) and in the
+    ERR-3 of v2.5 (which keeps ERR-1 for backward compatibility).  When the
     message could not be parsed pass ``message=None`` and its ``raw`` bytes:
     the fields the ACK needs are then salvaged as well as can be.  The ACK is
     encoded in the message's character set, whose MSH-18 it repeats.
@@ -415,9 +417,9 @@ def ack(message, code, text="", errorCode=None, application="PACS", facility="",
     segments = [msh, ["MSA", code, escaped(source.controlId), escaped(text)]]
     if code in ("AE", "AR"):
         errorCode = 207 if errorCode is None else errorCode
-        errorText = ERROR_TEXTS.get(errorCode, "")
-        segments.append(["ERR", "", "", f"{errorCode}^{escaped(errorText)}^HL70357", "E", "", "", "",
-                         escaped(text)])
+        errorText = escaped(ERROR_TEXTS.get(errorCode, ""))
+        segments.append(["ERR", f"^^^{errorCode}&{errorText}&HL70357", "",
+                         f"{errorCode}^{errorText}^HL70357", "E", "", "", "", escaped(text)])
     lines = []
     for fields in segments:
         while fields[-1] == "":

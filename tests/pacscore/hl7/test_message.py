@@ -258,8 +258,8 @@ class AckTests(unittest.TestCase):
                   application="PACS^X", facility="Röntgen")
         lines = raw.split(b"\r")
         self.assertEqual(lines[1], b"MSA|AE|MSG00001|no patient \\F\\ ID\\S\\x\\.br\\second line")
-        self.assertEqual(lines[2], b"ERR|||204^Unknown key identifier^HL70357|E||||"
-                                   b"no patient \\F\\ ID\\S\\x\\.br\\second line")
+        self.assertEqual(lines[2], b"ERR|^^^204&Unknown key identifier&HL70357||204^Unknown key identifier^HL70357|"
+                                   b"E||||no patient \\F\\ ID\\S\\x\\.br\\second line")
         self.assertEqual(lines[3], b"")
         reply = self.parseAck(raw)
         self.assertEqual(reply.value("MSH", 3), "PACS^X")
@@ -272,9 +272,19 @@ class AckTests(unittest.TestCase):
         message = parseMessage(encoded(orm(), "8859/1"))
         reply = self.parseAck(ack(message, "AR", "broken"))
         self.assertEqual(reply.value("MSA", 1), "AR")
+        self.assertEqual(reply.segment("ERR").field(1), "^^^207&Application internal error&HL70357")
         self.assertEqual(reply.value("ERR", 3), "207^Application internal error^HL70357")
         self.assertEqual(reply.value("ERR", 4), "E")
         self.assertEqual(reply.value("ERR", 8), "broken")
+
+    def test_errorCodeInERR1ForV23AndV24(self):
+        """ERR-1 (error code and location, the only ERR field of v2.3 and
+        v2.4) carries the code as the subcomponents of its fourth component."""
+        for version in ("2.3", "2.4", "2.5"):
+            message = parseMessage(encoded(orm(), "8859/1").replace(b"|P|2.5", f"|P|{version}".encode()))
+            err = self.parseAck(ack(message, "AE", "unknown", errorCode=204)).segment("ERR")
+            self.assertEqual(err.value(1, 3), "204", version)
+            self.assertEqual(err.field(1).split("^")[3].split("&"), ["204", "Unknown key identifier", "HL70357"])
 
     def test_utf8(self):
         message = parseMessage(encoded(orm("UNICODE UTF-8"), "UNICODE UTF-8"))

@@ -252,12 +252,12 @@ def _decode(raw, charset, declared):
 def parseMessage(raw):
     """Parse one message (bytes, no MLLP framing); HL7Error when unusable.
 
-    Segments may end in CR, LF or CR LF.  MSH-1 and MSH-2 give the
-    delimiters, MSH-18 the character set.  MSH-9 and MSH-10 are required.
-    A second MSH is an error: two messages run together would mix their
-    orders and patients.
+    Segments may end in CR, LF or CR LF; a UTF-8 byte order mark before
+    MSH is dropped.  MSH-1 and MSH-2 give the delimiters, MSH-18 the
+    character set.  MSH-9 and MSH-10 are required.  A second MSH is an
+    error: two messages run together would mix their orders and patients.
     """
-    lines = _segmentLines(raw)
+    lines = _segmentLines(raw.removeprefix(BOM))
     if not lines or not lines[0].startswith(b"MSH") or len(lines[0]) < 5:
         raise HL7Error("the message does not start with an MSH segment", 100)
     if any(line.startswith(b"MSH") for line in lines[1:]):
@@ -304,9 +304,7 @@ def splitMessages(data):
     Anything before the first MSH is returned as a piece of its own (which
     ``parseMessage`` then rejects), so nothing is silently lost.
     """
-    if data.startswith(BOM):
-        data = data[len(BOM):]
-    data = data.translate(None, MLLP_BYTES)
+    data = data.removeprefix(BOM).translate(None, MLLP_BYTES)
     messages = []
     for line in _segmentLines(data):
         if line[:3] in _BATCH_SEGMENTS:

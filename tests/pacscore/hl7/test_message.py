@@ -185,6 +185,13 @@ class ParseTests(unittest.TestCase):
             error = self.assertRaises(HL7Error, parseMessage, raw)
             self.assertEqual(error.code, code, raw)
 
+    def test_byteOrderMark(self):
+        """A UTF-8 byte order mark before MSH (as MLLP may deliver it) is dropped."""
+        raw = b"\xef\xbb\xbf" + encoded(orm("UNICODE UTF-8"), "UNICODE UTF-8")
+        message = parseMessage(raw)
+        self.assertEqual([s.id for s in message.segments], ["MSH", "PID", "PV1", "ORC", "OBR"])
+        self.assertEqual(message.value("PID", 5), "Müller^Hans^^^Dr")
+
     def test_errorText(self):
         error = HL7Error("patient unknown", 204)
         self.assertIsInstance(error, ValueError)

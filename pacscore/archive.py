@@ -457,4 +457,5 @@ class Archive:
     def hl7Factory(self):
         """The protocol factory of the HL7 MLLP service."""
         return MLLPFactory(self.hl7Intake.handle, maxMessageSize=self.hl7MaxMessageSize,
-                           idleTimeout=self.idleTimeout, clock=self.reactor, counters=self.counters)
+                           idleTimeout=self.idleTimeout, clock=self.reactor, counters=self.counters,
+                           application=self.aeTitle)

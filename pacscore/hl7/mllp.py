@@ -224,7 +224,8 @@ class MLLPProtocol(protocol.Protocol, policies.TimeoutMixin):
     def _handlerFailed(self, failure, raw):
         self.factory.count("hl7Errors")
         self.log.failure("{peer}: the HL7 handler failed, answering AR", failure, peer=self.peerName())
-        return message.ack(None, "AR", "internal error while handling the message", 207, raw=raw)
+        return message.ack(None, "AR", "internal error while handling the message", 207,
+                           application=self.factory.application, raw=raw)
 
     def _answer(self, ackBytes):
         if self.connected:
@@ -241,7 +242,8 @@ class MLLPProtocol(protocol.Protocol, policies.TimeoutMixin):
     def _rejectTooLarge(self):
         limit = self.factory.maxMessageSize
         self.transport.write(frame(message.ack(
-            None, "AR", f"message larger than {limit} bytes", 207, raw=self._tooLarge)))
+            None, "AR", f"message larger than {limit} bytes", 207, application=self.factory.application,
+            raw=self._tooLarge)))
         self._tooLarge = None
         self.transport.loseConnection()
 
@@ -253,16 +255,20 @@ class MLLPFactory(protocol.Factory):
     ``counters`` counts ``hl7Messages`` (frames received), ``hl7Errors``
     (handler failures, oversized frames, runs of bytes outside frames) and
     ``hl7Connections``; pass the archive's counters to share them.
+    ``application`` (the AE title) is MSH-3 of the ACKs the listener
+    makes itself (an oversized message, a handler failure).
     """
 
     protocol = MLLPProtocol
     noisy = False
     log = Logger()
 
-    def __init__(self, handler, maxMessageSize=1 << 20, idleTimeout=300, clock=None, counters=None):
+    def __init__(self, handler, maxMessageSize=1 << 20, idleTimeout=300, clock=None, counters=None,
+                 application="PACS"):
         if clock is None:
             from twisted.internet import reactor as clock
         self.handler = handler
+        self.application = application
         self.maxMessageSize = maxMessageSize
         self.idleTimeout = idleTimeout
         self.clock = clock

@@ -3,11 +3,14 @@
 import os
 
 from twisted.internet import reactor
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import StringTransport
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial import unittest
 
 from pacscore.archive import Archive, StartupError
 from pacscore.config.loader import loadConfiguration
+from pacscore.hl7.message import parseMessage
 from tests.interop.server import PacsServer, freePort
 from tests.pacscore.codecs.test_syntaxes import withoutJpegLS
 
@@ -39,6 +42,25 @@ class UnencodableCodeTests(unittest.TestCase):
         self.assertEqual([line.split(":")[0] for line in warnings], ["DroppedFileCompression = js",
                                                                     "ArchiveCompression = j7"])
         self.assertEqual(self.warnings({"IncomingCompression": "j2"}, [("VIEWER", "jl")]), [])
+
+
+class HL7ListenerTests(unittest.TestCase):
+
+    def test_listenerAcksNameTheAETitle(self):
+        """The AR the MLLP listener makes itself (a message over
+        HL7MaxMessageSize) names the AE title as sending application."""
+        server = PacsServer(self.mktemp(), ae="RADPACS", ini={"HL7MaxMessageSize": "200"})
+        archive = Archive(loadConfiguration(server.workdir, server.workdir), reactor)
+        self.addCleanup(archive.engine.dispose)
+        protocol = archive.hl7Factory().buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        self.addCleanup(protocol.connectionLost, None)
+        protocol.dataReceived(b"\x0bMSH|^~\\&|RIS|H|PACS|R|20261201||ORM^O01|BIG|P|2.3\rNTE|1||" + b"x" * 300)
+        self.assertTrue(transport.disconnecting)
+        reject = parseMessage(transport.value().strip(b"\x0b\x1c\r"))
+        self.assertEqual((reject.value("MSA", 1), reject.value("MSA", 2), reject.value("MSH", 3)),
+                         ("AR", "BIG", "RADPACS"))
 
 
 class UnusableIndexTests(unittest.TestCase):

@@ -192,7 +192,8 @@ class MLLPTests(unittest.TestCase):
         self.assertEqual(self.handler.received, [])
 
     def test_oversizeFrame(self):
-        self.connect(maxMessageSize=200)
+        """An oversized message gets an AR naming our AE title and the connection closes."""
+        self.connect(maxMessageSize=200, application="PACSAE")
         self.protocol.dataReceived(frame(hl7("M1")))
         self.protocol.dataReceived(b"\x0b" + hl7("BIG") + b"\rNTE|1||" + b"x" * 100)
         self.assertFalse(self.transport.disconnecting)
@@ -200,6 +201,7 @@ class MLLPTests(unittest.TestCase):
         self.assertTrue(self.transport.disconnecting)
         self.assertEqual(self.acks(), [("AA", "M1"), ("AR", "BIG")])
         reject = parseMessage(self.transport.value().split(b"\x1c\r")[1][1:])
+        self.assertEqual(reject.value("MSH", 3), "PACSAE")
         self.assertEqual(reject.value("MSA", 3), "message larger than 200 bytes")
         self.assertEqual(reject.value("ERR", 3, 0), "207")
         self.protocol.dataReceived(b"x\x1c\r" + frame(hl7("M3")))
@@ -246,10 +248,11 @@ class MLLPTests(unittest.TestCase):
                 raise RuntimeError("database is gone")
             return self.handler(raw)
 
-        self.connect(handler)
+        self.connect(handler, application="PACSAE")
         self.protocol.dataReceived(frame(hl7("BAD")) + frame(hl7("M2")))
         self.assertEqual(self.acks(), [("AR", "BAD"), ("AA", "M2")])
         reject = parseMessage(self.transport.value().split(b"\x1c\r")[0][1:])
+        self.assertEqual(reject.value("MSH", 3), "PACSAE")
         self.assertEqual(reject.value("ERR", 3, 0), "207")
         self.assertEqual(len(self.failures(RuntimeError)), 1)
         self.assertEqual(self.factory.counters["hl7Errors"], 1)

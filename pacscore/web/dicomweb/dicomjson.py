@@ -1,11 +1,14 @@
 """DICOM JSON (PS3.18 annex F) answers: data sets as pydicom writes them,
 attribute by attribute, with every stored attribute (one whose value
-pydicom cannot read goes as its stored text), every answer readable by
-viewers served from elsewhere when ``WebAllowOrigins`` lets them
-(``pacscore.web.sharing``)."""
+pydicom cannot read goes by its stored text, as numbers and person names
+where it reads as such), an empty value among others as null, a float
+that is no number as the text "NaN", "Infinity" or "-Infinity" (strict
+JSON has none), every answer readable by viewers served from elsewhere
+when ``WebAllowOrigins`` lets them (``pacscore.web.sharing``)."""
 
 import base64
 import json
+import math
 
 from pydicom.multival import MultiValue
 from twisted.logger import Logger
@@ -58,15 +61,29 @@ def _jsonAttribute(dataset, tag, handler, threshold):
         element = dataset[tag]
         if element.VR == "SQ":
             return {"vr": "SQ", "Value": [_jsonObject(item, handler, threshold) for item in element.value]}
-        return element.to_json_dict(handler, threshold)
+        found = element.to_json_dict(handler, threshold)
+        if "Value" in found:
+            found["Value"] = [_jsonValue(value) for value in found["Value"]]
+        return found
     except Exception as e:  # any of pydicom's conversions of a stored value
         stored = dataset.get_item(tag)
         if stored.VR == "SQ":
             log.warn("DICOM JSON: the sequence ({group:04X},{element:04X}) left out: {error}", group=tag >> 16,
                      element=tag & 0xFFFF, error=e)
             return None
-        values = _storedText(stored.value)
+        convert = _TEXT_VALUES.get(stored.VR, str)
+        values = [convert(text) if text else None for text in _storedText(stored.value)]
         return {"vr": stored.VR, "Value": values} if any(values) else {"vr": stored.VR}
+
+
+def _jsonValue(value):
+    """One value as pydicom wrote it, made strict JSON: an empty one null
+    (PS3.18 F.2.5), a float that is no number its name."""
+    if value == "":
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    return value
 
 
 def _storedText(value):
@@ -77,6 +94,28 @@ def _storedText(value):
     else:
         values = list(value) if isinstance(value, MultiValue) else [value]
     return [str(value).strip(" \0") for value in values if value is not None]
+
+
+def _number(text):
+    """A DS or IS value's text as its JSON number; the text itself where it
+    is none (a damaged value goes as stored)."""
+    for kind in (int, float):
+        try:
+            number = kind(text)
+        except ValueError:
+            continue
+        return number if math.isfinite(number) else text
+    return text
+
+
+def _personName(text):
+    """A PN value's text as its JSON object (PS3.18 F.2.2): its component
+    groups by name, the empty ones left out."""
+    groups = zip(("Alphabetic", "Ideographic", "Phonetic"), text.split("="))
+    return {name: group for name, group in groups if group} or None
+
+
+_TEXT_VALUES = {"DS": _number, "IS": _number, "PN": _personName}
 
 
 def _inlined(value, inline):
@@ -97,7 +136,7 @@ def _inlined(value, inline):
 def jsonBytes(value):
     """The JSON text of ``value`` (DICOM JSON objects), encoded; made in a
     worker thread for long answers."""
-    return json.dumps(value).encode("utf-8")
+    return json.dumps(value, allow_nan=False).encode("utf-8")
 
 
 def jsonAnswer(body, headers=(), status=200):

@@ -1,0 +1,67 @@
+"""Tests for pacscore.web.dicomweb.dicomjson: the DICOM JSON written is
+strict JSON (RFC 8259) and keeps PS3.18 annex F's value types where
+pydicom cannot write an attribute itself."""
+
+import json
+import unittest
+
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset
+from pydicom.tag import Tag
+
+from pacscore.web.dicomweb.dicomjson import jsonBytes, jsonDataset
+
+
+def _strict(constant):
+    raise ValueError(f"not JSON: {constant}")
+
+
+def written(dataset):
+    """The DICOM JSON of ``dataset`` as a strict JSON reader reads it."""
+    return json.loads(jsonBytes(jsonDataset(dataset)), parse_constant=_strict)
+
+
+class FloatTests(unittest.TestCase):
+
+    def test_nonFiniteFloatsAreText(self):
+        dataset = Dataset()
+        dataset.add_new(0x00700318, "FD", [float("nan"), float("inf"), float("-inf"), 1.5])
+        dataset.add_new(0x00700319, "FL", [float("-inf")])
+        found = written(dataset)
+        self.assertEqual(found["00700318"], {"vr": "FD", "Value": ["NaN", "Infinity", "-Infinity", 1.5]})
+        self.assertEqual(found["00700319"], {"vr": "FL", "Value": ["-Infinity"]})
+
+    def test_nonFiniteFloatsNeverWrittenBare(self):
+        with self.assertRaises(ValueError):
+            jsonBytes({"vr": "FD", "Value": [float("nan")]})
+
+
+class EmptyValueTests(unittest.TestCase):
+    """An empty value among others is null; the others keep their types."""
+
+    def test_personNames(self):
+        dataset = Dataset()
+        dataset.add_new(0x00081070, "PN", ["Smith^J", "", "Doe^J=ドウ^J"])
+        self.assertEqual(written(dataset)["00081070"], {"vr": "PN", "Value": [
+            {"Alphabetic": "Smith^J"}, None, {"Alphabetic": "Doe^J", "Ideographic": "ドウ^J"}]})
+
+    def test_numbers(self):
+        dataset = Dataset()
+        dataset.add_new(0x00280030, "DS", ["1.5", "", "2"])
+        dataset.add_new(0x00181150, "IS", ["+5", ""])
+        found = written(dataset)
+        self.assertEqual(found["00280030"], {"vr": "DS", "Value": [1.5, None, 2]})
+        self.assertEqual(found["00181150"], {"vr": "IS", "Value": [5, None]})
+
+    def test_text(self):
+        dataset = Dataset()
+        dataset.add_new(0x00321060, "LO", ["a", "", "b"])
+        dataset.add_new(0x00181030, "LO", "")
+        found = written(dataset)
+        self.assertEqual(found["00321060"], {"vr": "LO", "Value": ["a", None, "b"]})
+        self.assertEqual(found["00181030"], {"vr": "LO"})
+
+    def test_damagedNumberKeptAsStored(self):
+        dataset = Dataset()
+        dataset[0x00280030] = RawDataElement(Tag(0x00280030), "DS", 6, b"1.5\\x\\", 0, True, True)
+        self.assertEqual(written(dataset)["00280030"], {"vr": "DS", "Value": [1.5, "x", None]})

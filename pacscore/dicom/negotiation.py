@@ -111,6 +111,14 @@ class AcceptorPolicy:
     rememberAccepted = 64        # requests
     rememberLargest = 64 << 10   # bytes of one request (storescu's 112 contexts: 9.6 KB)
 
+    def storesClass(self, sopClass):
+        """Whether C-STOREs of ``sopClass`` are taken: a storage class dgatesop.lst lists."""
+        return self.abstractSyntaxes.get(sopClass, False)
+
+    def takesSyntax(self, transferSyntax):
+        """Whether a presentation context in ``transferSyntax`` is accepted."""
+        return transferSyntax in self.transferSyntaxes
+
 
 @dataclass
 class Association:
@@ -300,7 +308,7 @@ def _negotiate(body, policy):
         result.abstract_syntax = rqContext.abstract_syntax
         abstract = str(rqContext.abstract_syntax)
         proposed = [str(ts) for ts in rqContext.transfer_syntax]
-        chosen = next((ts for ts in proposed if ts in policy.transferSyntaxes), None)
+        chosen = next((ts for ts in proposed if policy.takesSyntax(ts)), None)
         if abstract not in policy.abstractSyntaxes:
             result.result = ABSTRACT_SYNTAX_NOT_SUPPORTED
         elif chosen is None:

@@ -3,7 +3,9 @@
 ``multipart/related; type="application/dicom"`` body of Part-10 objects
 (their file meta with or without the preamble and DICM).
 
-Each part is stored as a C-STORE data set is (``StorageService``): import
+Each part is stored as a C-STORE data set is (``StorageService``), when
+the DICOM service would take a C-STORE of its SOP class in its transfer
+syntax (dgatesop.lst, as the association's negotiation reads it): import
 converters, IncomingCompression, the file on disk and its index row
 committed before the answer says it is stored; the calling AE converters
 see is the name of the ``WebUsers`` user who logged in.  The body, which
@@ -41,6 +43,8 @@ MEDIA_SOP_CLASS = 0x00020002
 MEDIA_SOP_INSTANCE = 0x00020003
 CANNOT_UNDERSTAND = 0xC000
 DATASET_DOES_NOT_MATCH = 0xA900
+SOP_CLASS_NOT_SUPPORTED = 0x0122
+TRANSFER_SYNTAX_NOT_SUPPORTED = 0xC122
 FAILED_SOP_SEQUENCE = 0x00081198
 REFERENCED_SOP_SEQUENCE = 0x00081199
 FAILURE_REASON = 0x00081197
@@ -52,6 +56,23 @@ def storageOf(archive):
     """The StorageService that stores parts in ``archive`` as C-STOREs are."""
     return StorageService(archive.objectStore, archive.storageFailedStatus, archive.counters,
                           archive.incomingCompression)
+
+
+def storagePolicy(archive):
+    """The AcceptorPolicy that C-STOREs are negotiated by: the DICOM
+    service's (dgatesop.lst as last applied), else one read from it."""
+    factory = archive.dicomServerFactory
+    return factory.policy if factory is not None else archive.acceptorPolicy()
+
+
+def _refusal(policy, sopClass, syntax):
+    """``(status, why)`` when a C-STORE of ``sopClass`` in ``syntax``
+    would not be negotiated under ``policy``; None when it would."""
+    if not policy.storesClass(sopClass):
+        return SOP_CLASS_NOT_SUPPORTED, f"its SOP class {sopClass} is not a storage class dgatesop.lst lists"
+    if not policy.takesSyntax(syntax):
+        return TRANSFER_SYNTAX_NOT_SUPPORTED, f"its transfer syntax {syntax} is not one dgatesop.lst lists"
+    return None
 
 
 def storeAllowed(archive):
@@ -147,6 +168,10 @@ async def storePart(archive, storage, body, part, rootType, study, outcome, call
         storage.log.warn("STOW-RS: {sop} refused: its study {study} is not {target}", sop=sop, study=partStudy,
                          target=study)
         return outcome.failure(sopClass, sop, DATASET_DOES_NOT_MATCH)
+    refusal = _refusal(storagePolicy(archive), sopClass, syntax)
+    if refusal is not None:
+        storage.log.warn("STOW-RS: {sop} refused: {why}", sop=sop, why=refusal[1])
+        return outcome.failure(sopClass, sop, refusal[0])
     incoming = IncomingObject(sopClassUID=sopClass, sopInstanceUID=sop, transferSyntax=syntax, callingAE=callingAE,
                               calledAE=archive.aeTitle, compression=archive.incomingCompression)
     pacer = Pacer()

@@ -70,6 +70,36 @@ class StoreTests(DicomWebTestCase):
         found = (yield self.fetch(f"/studies?StudyInstanceUID={other.studyUID}")).json()
         self.assertEqual(found, [])
 
+    def changed(self, image, **meta):
+        """The Part-10 bytes of ``image`` with the file meta (and SOP class) ``meta``, without its pixels."""
+        dataset = pydicom.dcmread(image.path)
+        del dataset.PixelData
+        for name, value in meta.items():
+            setattr(dataset.file_meta, name, value)
+        dataset.SOPClassUID = dataset.file_meta.MediaStorageSOPClassUID
+        written = io.BytesIO()
+        dataset.save_as(written, enforce_file_format=True)
+        return written.getvalue()
+
+    @defer.inlineCallbacks
+    def test_refusedAsCStoresAre(self):
+        """A SOP class or transfer syntax dgatesop.lst does not list, which an
+        association would refuse, is refused as not supported."""
+        images = self.newImages(imagesPerSeries=3)
+        unknownClass = self.changed(images[0], MediaStorageSOPClassUID="1.2.3.4.5.6.7.8.9")
+        unknownSyntax = self.changed(images[1], TransferSyntaxUID="1.2.840.10008.1.2.4.92")
+        found = yield self.fetch("/studies", method=b"POST", body=stowBody(unknownClass), contentType=STOW_TYPE)
+        self.assertEqual(found.code, 409)
+        found = yield self.fetch("/studies", method=b"POST", contentType=STOW_TYPE,
+                                 body=stowBody(unknownClass, unknownSyntax, read(images[2].path)))
+        self.assertEqual(found.code, 202)
+        answer = found.json()
+        reasons = [(f["00081155"]["Value"][0], f["00081197"]["Value"][0]) for f in sequence(answer, "00081198")]
+        self.assertEqual(reasons, [(images[0].sopUID, 0x0122), (images[1].sopUID, 0xC122)])
+        self.assertEqual([r["00081155"]["Value"][0] for r in sequence(answer, "00081199")], [images[2].sopUID])
+        found = (yield self.fetch(f"/instances?StudyInstanceUID={images[0].studyUID}")).json()
+        self.assertEqual([i["00080018"]["Value"] for i in found], [[images[2].sopUID]])
+
     @defer.inlineCallbacks
     def test_noneStored(self):
         images = self.newImages()

@@ -52,13 +52,45 @@ def _splitAccept(text):
     return [part.strip() for part in ranges if part.strip()]
 
 
+def _specificity(media):
+    """How narrowly a media range names types: ``*/*``, ``type/*``, a type, with parameters."""
+    if media.name == "*/*":
+        return 0
+    return 1 if media.name.endswith("/*") else 2 + len(media.parameters)
+
+
+def _covers(media, name, parameters):
+    """Whether the media range ``media`` covers the type ``name`` with ``parameters``."""
+    if media.name not in ("*/*", name) and not (media.name.endswith("/*") and name.startswith(media.name[:-1])):
+        return False
+    return all(parameters.get(key, "").lower() == value.lower() for key, value in media.parameters.items())
+
+
+class Accepted(list):
+    """The media ranges a request's Accept takes (q > 0), best first, and
+    ``refused``: those it gives q=0 ("not acceptable", RFC 9110 12.4.2)."""
+
+    def __init__(self, ranges, refused=()):
+        super().__init__(ranges)
+        self.refused = list(refused)
+
+    def refuses(self, name, parameters=None, taken=None):
+        """Whether the type ``name`` (with ``parameters``), a server's choice
+        for the range ``taken``, falls under a q=0 range narrower than it
+        (``*/*, image/png;q=0``: not PNG)."""
+        narrowest = _specificity(taken) if taken is not None else -1
+        return any(_covers(media, name, parameters or {}) and _specificity(media) > narrowest
+                   for media in self.refused)
+
+
 def accepted(request):
-    """The media types the request's Accept headers allow, best first
-    (by ``q``, then in the order given); ``*/*`` when it has none.  The
-    ``accept`` query parameter (PS3.18 8.3.3.1) comes before the headers."""
+    """The Accepted media ranges of the request's Accept headers, best
+    first (by ``q``, then in the order given); ``*/*`` when it has none,
+    nothing when all it names are q=0.  The ``accept`` query parameter
+    (PS3.18 8.3.3.1) comes before the headers."""
     texts = [value.decode("latin-1") for value in request.args.get(b"accept", [])]
     texts += [value.decode("latin-1") for value in request.requestHeaders.getRawHeaders(b"accept", [])]
-    ranges = []
+    ranges, refused = [], []
     for position, part in enumerate(part for text in texts for part in _splitAccept(text)):
         media = mediaType(part)
         try:
@@ -67,8 +99,12 @@ def accepted(request):
             raise WebError(400, f"the Accept header has a bad q value in {part!r}") from None
         if quality > 0:
             ranges.append((-quality, position, media))
+        else:
+            refused.append(media)
     ranges.sort(key=lambda item: item[:2])
-    return [media for _, _, media in ranges] or [MediaType("*/*", {})]
+    if not ranges and not refused:
+        return Accepted([MediaType("*/*", {})])
+    return Accepted([media for _, _, media in ranges], refused)
 
 
 def newBoundary():

@@ -106,11 +106,14 @@ def _handlerName(handler):
 
 def jsonType(request):
     """The JSON media type the Accept header takes; WebError 406 when none."""
-    for media in multipart.accepted(request):
+    accepted = multipart.accepted(request)
+    for media in accepted:
         if media.name in JSON_TYPES:
             return media.name
         if media.name in ("*/*", "application/*"):
-            return DICOM_JSON
+            kind = next((name for name in JSON_TYPES if not accepted.refuses(name, taken=media)), None)
+            if kind is not None:
+                return kind
     raise WebError(406, f"pacs answers this as {' or '.join(JSON_TYPES)}")
 
 

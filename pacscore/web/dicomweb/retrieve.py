@@ -114,6 +114,8 @@ def _objectChoices(accepted):
         if media.name == "multipart/related" and media.get("type", DICOM).lower() != DICOM:
             continue
         syntax = media.get("transfer-syntax", EXPLICIT_VR_LITTLE_ENDIAN)
+        if accepted.refuses("multipart/related", {"type": DICOM, "transfer-syntax": syntax}, media):
+            continue
         if syntax == AS_STORED:
             choices.append((syntax, AS_STORED_CODE))
         elif syntax in SYNTAX_CODES:
@@ -315,7 +317,9 @@ def _pictureKind(accepted):
         if media.name in PICTURES:
             return PICTURES[media.name]
         if media.name in ("*/*", "image/*"):
-            return PICTURES["image/jpeg"]
+            kind = next((name for name in PICTURES if not accepted.refuses(name, taken=media)), None)
+            if kind is not None:
+                return PICTURES[kind]
     raise WebError(406, f"pacs renders pictures as {', '.join(PICTURES)}")
 
 

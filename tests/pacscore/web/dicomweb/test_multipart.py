@@ -35,6 +35,27 @@ class AcceptTests(unittest.TestCase):
         self.assertEqual([m.name for m in found], ["image/jpeg", "multipart/related", "image/png"])
         self.assertEqual(found[1].get("type"), "a,b")
 
+    def test_onlyZeroQualitiesTakeNothing(self):
+        """q=0 is "not acceptable" (RFC 9110 12.4.2), never taken as no Accept header (``*/*``)."""
+        for texts in (("image/png;q=0",), ('multipart/related; type="application/dicom";q=0', "*/*;q=0.0")):
+            found = multipart.accepted(requestAccepting(*texts))
+            self.assertEqual((texts, list(found)), (texts, []))
+        self.assertEqual(multipart.accepted(requestAccepting("")), [multipart.MediaType("*/*", {})])
+
+    def test_zeroQualityRefusesWhatAWiderRangeWouldTake(self):
+        found = multipart.accepted(requestAccepting('*/*, image/*;q=0.5, image/png;q=0, '
+                                                    'multipart/related; type="application/dicom";q=0'))
+        anything, images = found
+        self.assertTrue(found.refuses("image/png", taken=anything))
+        self.assertTrue(found.refuses("image/png", taken=images))
+        self.assertFalse(found.refuses("image/jpeg", taken=anything))
+        self.assertTrue(found.refuses("multipart/related", {"type": "application/dicom", "transfer-syntax": "*"},
+                                      anything))
+        self.assertFalse(found.refuses("multipart/related", {"type": "application/octet-stream"}, anything))
+        narrowest = multipart.accepted(requestAccepting("image/*;q=0, image/png"))
+        self.assertEqual([m.name for m in narrowest], ["image/png"])
+        self.assertFalse(narrowest.refuses("image/png", taken=narrowest[0]))
+
     def test_queryParameterFirst(self):
         found = multipart.accepted(requestAccepting("image/png", query=("image/gif",)))
         self.assertEqual([m.name for m in found], ["image/gif", "image/png"])

@@ -369,6 +369,22 @@ class RetrieveTests(DicomWebTestCase):
             self.assertEqual((bad, refused.code), (bad, 400 if bad != "5,6" else 200))
 
     @defer.inlineCallbacks
+    def test_zeroQualityIsNotAcceptable(self):
+        """An Accept whose ranges are all q=0 is a 406, not taken as ``*/*``;
+        a q=0 range refuses what a wider one would otherwise take."""
+        path = self.instancePath(self.corpus[0])
+        dicom = 'multipart/related; type="application/dicom"'
+        for resource, accept in (("", "image/png;q=0"), ("", f"{dicom}; transfer-syntax=1.2.840.10008.1.2.4.50;q=0"),
+                                 ("", f"{dicom};q=0"), ("", f"*/*, {dicom}; transfer-syntax={EXPLICIT};q=0"),
+                                 ("/rendered", "image/png;q=0"), ("/metadata", "application/json;q=0")):
+            found = yield self.fetch(path + resource, accept=accept)
+            self.assertEqual((resource, accept, found.code), (resource, accept, 406))
+        picture = yield self.fetch(path + "/rendered", accept="*/*, image/jpeg;q=0")
+        self.assertEqual((picture.code, picture.header("content-type")), (200, "image/png"))
+        metadata = yield self.fetch(path + "/metadata", accept="*/*, application/dicom+json;q=0")
+        self.assertEqual((metadata.code, metadata.header("content-type")), (200, "application/json"))
+
+    @defer.inlineCallbacks
     def test_viewportBounded(self):
         """A viewport wider or higher than LARGEST_FIT is a 400 with a log
         line, never a picture enlarged until the memory runs out; one of

@@ -7,11 +7,16 @@ refuses another method with a 405 whose ``Allow`` names them.
 Handlers are coroutines ``handler(archive, request, target, base)``:
 ``target`` names the study, series, instance, frames or bulk data tag of
 the path, ``base`` is the absolute address of ``/dicom-web`` that the
-answers' RetrieveURLs start with.
+answers' RetrieveURLs start with: the host and port of the ``Host``
+header as the client sent it (behind a port mapping, the port it
+connected to), the port the request came in on where it names none,
+and both without one.
 """
 
+import re
 from functools import partial
 from typing import NamedTuple
+from urllib.parse import quote
 
 from pacscore.dicom.uids import isUID
 from pacscore.web.answering import AnsweringResource
@@ -24,6 +29,8 @@ from pacscore.web.dicomweb.search import search
 from pacscore.web.dicomweb.store import storeInstances
 
 JSON_TYPES = (DICOM_JSON, "application/json")
+# A Host header's host (a name, an IPv4 address, a bracketed IPv6 one) and optional port.
+_HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(:[0-9]{0,5})?")
 
 
 class Target(NamedTuple):
@@ -117,6 +124,31 @@ def jsonType(request):
     raise WebError(406, f"pacs answers this as {' or '.join(JSON_TYPES)}")
 
 
+def _authority(request):
+    """The host and port the request names in its ``Host`` header, as sent
+    (with the port it came in on where the Host has none, as dicomweb-client
+    sends it); without Host, those it came in on (an IPv6 address in
+    brackets, the scheme's default port left out).  WebError 400 for a
+    Host that is not a host with an optional port."""
+    address = request.getHost()
+    port = "" if address.port == (443 if request.isSecure() else 80) else f":{address.port}"
+    host = request.getHeader(b"host")
+    if host is None:
+        return (f"[{address.host}]" if ":" in address.host else address.host) + port
+    text = host.decode("latin-1").strip()
+    found = _HOST.fullmatch(text)
+    if not found:
+        raise WebError(400, f"the Host header {text!r} is not a host name or address with an optional port")
+    return text if found.group(2) else text + port
+
+
+def baseURL(request):
+    """The absolute address of the resource ``request`` came to (its path
+    up to ``/dicom-web``, as ``prePathURL`` makes it) as the client named it."""
+    path = "/".join(quote(segment, safe="") for segment in request.prepath)
+    return f"{'https' if request.isSecure() else 'http'}://{_authority(request)}/{path}".rstrip("/")
+
+
 class DicomWebResource(AnsweringResource):
     """``/dicom-web``: QIDO-RS, WADO-RS and STOW-RS on ``archive``."""
 
@@ -135,12 +167,7 @@ class DicomWebResource(AnsweringResource):
         if handler is None:
             raise notAllowed(method, allowed(methods))
         contentType = jsonType(request) if _handlerName(handler) in JSON_ANSWERS else None
-        try:
-            base = request.prePathURL()
-        except UnicodeError:
-            raise WebError(400, "the Host header is not an ASCII host name") from None
-        base = (base.decode("utf-8") if isinstance(base, bytes) else base).rstrip("/")
-        found = await handler(self.archive, request, target, base)
+        found = await handler(self.archive, request, target, baseURL(request))
         return found._replace(contentType=contentType) if contentType else found
 
     def render_OPTIONS(self, request):

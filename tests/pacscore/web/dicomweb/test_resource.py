@@ -3,7 +3,12 @@ resource names in ``Allow`` (405s and OPTIONS) the methods it answers,
 and answers every one it names."""
 
 from twisted.internet import defer
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.trial import unittest
+from twisted.web.test.requesthelper import DummyRequest
 
+from pacscore.web.answers import WebError
+from pacscore.web.dicomweb.resource import baseURL
 from tests.pacscore.web.dicomweb.client import DicomWebTestCase
 
 READ = "GET, HEAD, OPTIONS"
@@ -53,3 +58,61 @@ class AllowTests(DicomWebTestCase):
         for path, code in (("/patients", 404), ("/studies/not-a-uid/series", 400)):
             found = yield self.fetch(path, method=b"OPTIONS")
             self.assertEqual((path, found.code, found.header("allow")), (path, code, None))
+
+
+class BaseURLTests(DicomWebTestCase):
+    """RetrieveURLs name the server as the client did in ``Host``."""
+
+    @defer.inlineCallbacks
+    def retrieveURL(self, host):
+        found = yield self.fetch(f"/instances?SOPInstanceUID={self.corpus[0].sopUID}", headers=[(b"host", host)])
+        return found.json()[0]["00081190"]["Value"][0] if found.code == 200 else found.code
+
+    @defer.inlineCallbacks
+    def test_hostAsSent(self):
+        image = self.corpus[0]
+        suffix = f"/dicom-web/studies/{image.studyUID}/series/{image.seriesUID}/instances/{image.sopUID}"
+        port = self.root.rsplit(":", 1)[1]
+        for host, root in ((b"127.0.0.1:8443", "http://127.0.0.1:8443"), (b"[::1]:47332", "http://[::1]:47332"),
+                           (b"[::1]", f"http://[::1]:{port}"), (b"127.0.0.1", f"http://127.0.0.1:{port}")):
+            self.assertEqual((yield self.retrieveURL(host)), root + suffix)
+
+    @defer.inlineCallbacks
+    def test_badHost(self):
+        """One the host name check lets by (its host an address), not made part of a URL."""
+        self.assertEqual((yield self.retrieveURL(b"127.0.0.1/x")), 400)
+
+
+class BaseURLTestsOfRequests(unittest.TestCase):
+    """Without ``Host`` (HTTP/1.0), the address the request came in on; a
+    ``Host`` that is no host and port (let by where logins replace the
+    host name check) is a 400."""
+
+    def request(self, address, secure=False, host=None):
+        request = DummyRequest([b"studies"])
+        if host is not None:
+            request.requestHeaders.addRawHeader(b"host", host)
+        request.prepath = [b"dicom-web"]
+        request.getHost = lambda: address
+        request.isSecure = lambda: secure
+        return request
+
+    def test_addressOfTheConnection(self):
+        for address, secure, base in ((IPv6Address("TCP", "::1", 8080), False, "http://[::1]:8080/dicom-web"),
+                                      (IPv4Address("TCP", "10.0.0.1", 443), True, "https://10.0.0.1/dicom-web"),
+                                      (IPv4Address("TCP", "10.0.0.1", 443), False, "http://10.0.0.1:443/dicom-web")):
+            self.assertEqual(baseURL(self.request(address, secure)), base)
+
+    def test_portOfTheConnectionWhereHostHasNone(self):
+        """As dicomweb-client sends Host (no port), the scheme's default port left out."""
+        for port, secure, base in ((8080, False, "http://pacs:8080/dicom-web"), (80, False, "http://pacs/dicom-web"),
+                                   (443, True, "https://pacs/dicom-web")):
+            request = self.request(IPv4Address("TCP", "10.0.0.1", port), secure, host=b"pacs")
+            self.assertEqual(baseURL(request), base)
+
+    def test_badHosts(self):
+        address = IPv4Address("TCP", "10.0.0.1", 80)
+        for host in (b"10.0.0.1:80@evil", b"[::1", b"a b", "h\xf6st".encode("latin-1"), b"", b"h:1/x"):
+            with self.assertRaises(WebError, msg=host) as refused:
+                baseURL(self.request(address, host=host))
+            self.assertEqual(refused.exception.code, 400)

@@ -191,7 +191,7 @@ class SearchTests(DicomWebTestCase):
         self.assertEqual((found.code, found.header("allow")), (405, "GET, HEAD, OPTIONS"))
         found = yield self.fetch("/studies", headers=[(b"Host", "h\xf6st.example".encode("latin-1"))])
         self.assertEqual(found.code, 400)
-        self.assertIn(b"the Host header is not an ASCII host name", found.body)
+        self.assertIn(b"is not a host name or address with an optional port", found.body)
 
     @defer.inlineCallbacks
     def test_head(self):

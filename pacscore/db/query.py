@@ -189,8 +189,9 @@ class _Statement:
     (inner when a condition uses them or a table above them).
     """
 
-    def __init__(self, query, connection, level, bottom, keys):
+    def __init__(self, query, connection, level, bottom, keys, below=False):
         self.query = query
+        self.below = below  # match keys of the levels below (QIDO-RS) with EXISTS
         self.tables = query.tables
         self.dialect = connection.dialect.name
         self.level = level
@@ -256,7 +257,7 @@ class _Statement:
             return True
         resolved = self.resolve(key.tag)
         if resolved is None:
-            return False
+            return self.below and self._addBelowMatch(key)
         column = resolved.column
         if self.preferSelective and not self.isSelective(key):
             column = self.offIndex(column)
@@ -269,7 +270,19 @@ class _Statement:
 
     def _addListMatch(self, key):
         """ModalitiesInStudy / SOPClassesInStudy: EXISTS a matching series/image."""
-        related = self.related(1, _LISTS[key.tag][0], _LISTS[key.tag][1])
+        return self._addExistsMatch(key, *_LISTS[key.tag])
+
+    def _addBelowMatch(self, key):
+        """A key of a level below this one (the Modality or SeriesInstanceUID
+        of studies): EXISTS a matching row there; False when none holds it."""
+        for target in range(self.level + 1, len(self.tables)):
+            if key.tag in self.tables[target].byTag:
+                return self._addExistsMatch(key, target, key.tag)
+        return False
+
+    def _addExistsMatch(self, key, target, tag):
+        """EXISTS a row of level ``target`` below the current one whose ``tag`` matches ``key``."""
+        related = self.related(self.level, target, tag)
         if related is None:
             return False
         clause, column, where = related
@@ -601,12 +614,14 @@ class IndexQuery:
 
     # -- queries ---------------------------------------------------------
 
-    def find(self, connection, level, keys, limit=None, offset=0):
+    def find(self, connection, level, keys, limit=None, offset=0, below=False):
         """C-FIND at ``level``: one ``{tag: value}`` per matching entity (the
         first ``limit`` of them in the sort order, None: all, after the
-        first ``offset``, which the database skips)."""
+        first ``offset``, which the database skips); ``below``: keys of the
+        levels below match too, as an entity holding a match (QIDO-RS),
+        with no value answered."""
         level, keys = levelIndex(level), list(keys)
-        statement = _Statement(self, connection, level, level, keys)
+        statement = _Statement(self, connection, level, level, keys, below)
         table = self.tables[level]
         outputs = {}  # tag -> (expression, convert); the last key of a tag wins
         for key in keys:
@@ -618,8 +633,9 @@ class IndexQuery:
                     continue
             if statement.addKey(key):
                 resolved = statement.resolve(key.tag)
-                statement.use(resolved.index)
-                outputs[key.tag] = (resolved.column, None)
+                if resolved is not None:  # None: matched below
+                    statement.use(resolved.index)
+                    outputs[key.tag] = (resolved.column, None)
         outputs.setdefault(table.keyTag, (table.key, None))
         orderBy = []
         for index, column, descending in self.sortOrders[level]:

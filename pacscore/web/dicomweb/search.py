@@ -20,7 +20,11 @@ virtual server takes part the index itself is asked for just the page;
 literal, ``emptyvaluematching=true`` and ``multiplevaluematching=true``
 with the standard's Warnings that pacs does not do them; any other query
 parameter that names no attribute (a cache-buster ``_=123``) is ignored
-with a Warning.  Attributes inside sequences (``a.b``) are refused (400).
+with a Warning, and so is a filter of an attribute the index keeps at no
+level.  A filter of a level below the one searched matches the entities
+holding a match there (``/studies?Modality=CT``: the studies with a CT
+series; ``/studies?SeriesInstanceUID=...``: the study of that series).
+Attributes inside sequences (``a.b``) are refused (400).
 
 As a C-FIND, a search goes through ``QueryConverter0`` and each match
 through ``QueryResultConverter0`` (pacscore.web.converting).
@@ -103,15 +107,26 @@ def _ignoredWarning(name):
     return f'299 pacs "The {_UNQUOTABLE.sub("?", name)} query parameter is not supported and has been ignored."'
 
 
-def _parameterWarnings(request):
+def _filters(request):
+    """``{name: values}`` of the query parameters of a request that name an attribute to match."""
+    named = {name.decode("utf-8", "replace"): _text(values) for name, values in request.args.items()}
+    return {name: values for name, values in named.items() if name.lower() not in _CONTROL and _isFilterName(name)}
+
+
+def _parameterWarnings(query, request):
     """The Warnings of the matching a request asks for that pacs does not
-    do, and of the query parameters it ignores (PS3.18 8.3.4)."""
+    do, and of the query parameters it ignores (PS3.18 8.3.4): names of no
+    attribute, and filters of attributes the index keeps at no level."""
     warnings = []
     for name, warning in _UNSUPPORTED_MATCHING.items():
         if _text(request.args.get(name.encode(), [b"false"]))[-1].strip().lower() == "true":
             warnings.append(warning)
     for name in _text(request.args):
         if name.lower() not in _CONTROL and not _isFilterName(name):
+            warnings.append(_ignoredWarning(name))
+    held = {tag for table in query.tables for tag in table.byTag} | set(_COMPUTED)
+    for name, values in _filters(request).items():
+        if any(value.strip() for value in values) and attributeTag(name)[0] not in held:
             warnings.append(_ignoredWarning(name))
     return warnings
 
@@ -158,12 +173,9 @@ def searchKeys(archive, request, level, target):
         for name in filter(None, (part.strip() for part in field.split(","))):
             for tag in (_allTags(archive, level) if name == "all" else [attributeTag(name)[0]]):
                 keys.setdefault(tag, "")
-    for name, values in request.args.items():
-        name = name.decode("utf-8", "replace")
-        if name.lower() in _CONTROL or not _isFilterName(name):
-            continue
+    for name, values in _filters(request).items():
         tag, vr = attributeTag(name)
-        keys[tag] = _filterValue(name, vr, _text(values))
+        keys[tag] = _filterValue(name, vr, values)
     for tag, uid in ((STUDY_INSTANCE_UID, target.study), (SERIES_INSTANCE_UID, target.series)):
         if uid:
             keys[tag] = uid
@@ -220,9 +232,9 @@ def _localMatches(connection, query, level, keys, encoder, base, offset=0, limit
     filtered = encoder.keep is not None
     unheld = _unheld(query, level, keys)
     if filtered or limit is None:
-        rows, skipped = query.find(connection, level, keys), 0
+        rows, skipped = query.find(connection, level, keys, below=True), 0
     else:  # every row is answered: the index skips to the page and gives it and one more (are more left?)
-        rows, skipped = query.find(connection, level, keys, limit + 1, offset), offset
+        rows, skipped = query.find(connection, level, keys, limit + 1, offset, below=True), offset
     if not filtered:
         total, rows = skipped + len(rows), _page(rows, offset - skipped, limit)
     answers = []
@@ -305,5 +317,5 @@ async def search(archive, request, target, base, level):
     warnings = []
     if limit is not None and offset + limit < total:
         warnings.append(CAPPED if capped else MORE)
-    warnings += _parameterWarnings(request)
+    warnings += _parameterWarnings(archive.query, request)
     return jsonAnswer(answers, (("Warning", ", ".join(warnings)),) if warnings else ())

@@ -182,6 +182,22 @@ class TagMappingTests(ArchiveTestCase):
             self.assertIn(columns[level], statements[-1])
             self.assertNotIn("JOIN", statements[-1])
 
+    def test_lowerLevelKeys(self):
+        """A C-FIND ignores keys of the levels below; with ``below`` (QIDO-RS)
+        they select the entities holding a match, answered without a value."""
+        def keys(level, key, below):
+            with self.engine.connect() as connection:
+                found = self.query.find(connection, level, [key], below=below)
+            tag = (STUDY_UID, SERIES_UID)[LEVELS.index(level) - 1]
+            self.assertFalse(below and found and key.tag in found[0])
+            return sorted(result[tag] for result in found)
+        everyStudy = keys("STUDY", K(STUDY_UID, "UI"), False)
+        self.assertEqual(keys("STUDY", K(MODALITY, "CS", "MR"), False), everyStudy)
+        self.assertEqual(keys("STUDY", K(MODALITY, "CS", "MR"), True), ["1.1", "1.2"])
+        self.assertEqual(keys("STUDY", K(SOP_UID, "UI", "1.1.2.1"), True), ["1.1"])
+        self.assertEqual(keys("SERIES", K(SOP_UID, "UI", "1.1.2.1"), True), ["1.1.2"])
+        self.assertEqual(keys("STUDY", K(SERIES_UID, "UI", "9.9"), True), [])
+
     def test_upperLevelKeysAtImageLevel(self):
         """Study and patient keys at IMAGE level join series and studies;
         PatientName comes from the denormalized DICOMStudies column."""

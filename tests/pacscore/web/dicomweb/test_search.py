@@ -221,6 +221,29 @@ class SearchTests(DicomWebTestCase):
         none = yield self.fetch("/studies?ModalitiesInStudy=MR")
         self.assertEqual(none.json(), [])
 
+    @defer.inlineCallbacks
+    def test_filtersBelowTheLevel(self):
+        """A filter of a level below matches the entities holding a match
+        there; one of an attribute the index keeps nowhere is ignored with a Warning."""
+        first, last = self.corpus[0], self.corpus[-1]
+        for query, expected in (("/studies?Modality=CT", ["PAT0000", "PAT0001"]), ("/studies?Modality=MR", []),
+                                (f"/studies?SeriesInstanceUID={first.seriesUID}", ["PAT0000"]),
+                                ("/studies?SeriesInstanceUID=1.2.3", []),
+                                (f"/studies?SOPInstanceUID={last.sopUID}", ["PAT0001"]),
+                                (f"/series?SOPInstanceUID={first.sopUID}&PatientID=PAT0000", ["PAT0000"])):
+            found = yield self.fetch(query)
+            self.assertEqual((query, sorted(values(m, "00100020")[0] for m in found.json()), found.header("warning")),
+                             (query, expected, None))
+        (series,) = (yield self.fetch(f"/series?SOPInstanceUID={first.sopUID}")).json()
+        self.assertEqual(values(series, "0020000E"), [first.seriesUID])
+        self.assertNotIn("00080018", series)
+        ignored = yield self.fetch("/instances?DeviceSerialNumber=zzz&PatientID=PAT0000")
+        self.assertEqual((len(ignored.json()), ignored.header("warning")), (4, '299 pacs "The DeviceSerialNumber query '
+                                                                               'parameter is not supported and has been '
+                                                                               'ignored."'))
+        self.assertIsNone((yield self.fetch("/instances?DeviceSerialNumber=")).header("warning"))
+
+
 
 class StudyModalityColumnSearchTests(DicomWebTestCase):
     """EnableComputedFields = 0 (Conquest's default): ModalitiesInStudy is
@@ -234,7 +257,6 @@ class StudyModalityColumnSearchTests(DicomWebTestCase):
         self.assertEqual(sorted((values(m, "00100020")[0], values(m, "00080061")[0]) for m in found),
                          [("PAT0000", "CT"), ("PAT0001", "CT")])
         self.assertEqual((yield self.fetch("/studies?ModalitiesInStudy=MR")).json(), [])
-
 
 class ConvertedSearchTests(DicomWebTestCase):
     """QueryConverter0 and QueryResultConverter0 apply to QIDO-RS as to C-FIND."""

@@ -8,7 +8,8 @@ Conquest's ``To8bitMonochromeOrRGB`` makes them for ``convert_to_gif``,
   every f-th row, f the smallest whole factor that does it (never enlarged);
 - grey values windowed: ``level``/``window`` in modality units (the
   Rescale Slope and Intercept applied), from the Window Center and Width
-  of the object when ``window`` is 0; with neither, 8-bit data as it is
+  of the object when ``window`` is 0, by ``function`` (PS3.3 C.11.2.1.2:
+  LINEAR, SIGMOID, or LINEAR_EXACT, Conquest's, when not named); with neither, 8-bit data as it is
   and wider data stretched from its smallest to its largest value (Conquest
   uses fixed ranges there); MONOCHROME1 inverted. Colour is not windowed.
 """
@@ -29,6 +30,8 @@ from pacscore.storage.part10 import readFileMeta
 from pacscore.storage.regularfiles import openRegularFile
 
 LARGEST_FIT = 4096  # the widest and highest ``fitted`` is asked to make a picture: 48 MB of RGB
+LINEAR, LINEAR_EXACT, SIGMOID = "LINEAR", "LINEAR_EXACT", "SIGMOID"  # the VOI LUT functions (PS3.3 C.11.2.1.3)
+WINDOW_FUNCTIONS = (LINEAR, LINEAR_EXACT, SIGMOID)
 
 
 def _first(value):
@@ -101,14 +104,32 @@ def _modalityValues(ds, pixels):
     return values
 
 
-def _grey(ds, pixels, level, window):
+def _windowed(values, center, width, function):
+    """``values`` (in place) windowed into 0..255 (before clipping) by the
+    VOI LUT ``function`` (PS3.3 C.11.2.1.2.1 and C.11.2.1.3); None: LINEAR_EXACT."""
+    if function == SIGMOID:
+        values -= center
+        values *= -4 / width
+        with np.errstate(over="ignore"):  # far below the center: exp() is inf, the value 0
+            np.exp(values, out=values)
+        values += 1
+        np.divide(255, values, out=values)
+    elif function == LINEAR:  # ((x - (c - 0.5)) / (w - 1) + 0.5): w = 1 is a threshold at c - 0.5
+        values -= center - 0.5
+        values *= 255 / max(width - 1, 1e-6)
+        values += 127.5
+    else:  # LINEAR_EXACT: (x - c) / w + 0.5
+        values -= center - width / 2
+        values *= 255 / width
+
+
+def _grey(ds, pixels, level, window, function=None):
     """Grey ``pixels`` windowed into 0..255."""
     if not window:
         level, window = _first(ds.get("WindowCenter")), _first(ds.get("WindowWidth"))
     values = _modalityValues(ds, pixels)
     if window and level is not None:
-        values -= level - window / 2
-        values *= 255 / window
+        _windowed(values, level, window, function)
     elif not (int(ds.get("BitsStored") or 8) <= 8 and values.min() >= 0):
         low, high = values.min(), values.max()
         values -= low
@@ -130,7 +151,7 @@ def _cropped(pixels, region):
     return pixels[top:bottom, left:right]
 
 
-def renderFrame(data, syntax, size=0, level=0, window=0, frame=0, region=None):
+def renderFrame(data, syntax, size=0, level=0, window=0, frame=0, region=None, function=None):
     """The 8-bit pixels of ``frame`` of the data set ``data`` (bytes in
     ``syntax``) for display: (rows, columns) grey or (rows, columns, 3)
     RGB uint8, only the ``region`` (x-min, y-min, x-max, y-max fractions,
@@ -148,10 +169,10 @@ def renderFrame(data, syntax, size=0, level=0, window=0, frame=0, region=None):
     ds.file_meta.TransferSyntaxUID = syntax
     if "PixelData" not in ds:
         raise TranscodeError("it has no Pixel Data")
-    return _shown(ds, _frame(ds, syntax, frame, ds), size, level, window, region)
+    return _shown(ds, _frame(ds, syntax, frame, ds), size, level, window, region, function)
 
 
-def renderFile(path, size=0, level=0, window=0, frame=0, region=None):
+def renderFile(path, size=0, level=0, window=0, frame=0, region=None, function=None):
     """``renderFrame`` of the DICOM file ``path`` (Part-10 or a bare data
     set). In a little endian syntax, not deflated and without NKI pixel
     data, only the elements before the Pixel Data and the frame's own
@@ -167,9 +188,9 @@ def renderFile(path, size=0, level=0, window=0, frame=0, region=None):
                 raise TranscodeError(f"the data set cannot be read: {e}") from e
             if nkipixels.NKI_PIXEL_DATA not in ds:
                 pixels = _frame(ds, syntax, frame, f, **_pixelOptions(f, ds, syntax))
-                return _shown(ds, pixels, size, level, window, region)
+                return _shown(ds, pixels, size, level, window, region, function)
             f.seek(start)
-        return renderFrame(f.read(), syntax, size, level, window, frame, region)
+        return renderFrame(f.read(), syntax, size, level, window, frame, region, function)
 
 
 def _pixelOptions(f, ds, syntax):
@@ -188,7 +209,7 @@ def _pixelOptions(f, ds, syntax):
     return options
 
 
-def _shown(ds, pixels, size, level, window, region):
+def _shown(ds, pixels, size, level, window, region, function=None):
     """The frame ``pixels`` of ``ds`` as renderFrame gives it."""
     if region is not None:
         pixels = _cropped(pixels, region)
@@ -197,4 +218,4 @@ def _shown(ds, pixels, size, level, window, region):
         if pixels.dtype != np.uint8:
             pixels = (pixels >> (int(ds.get("BitsStored") or 16) - 8)).astype(np.uint8)
         return np.ascontiguousarray(pixels)
-    return _grey(ds, pixels, level, window)
+    return _grey(ds, pixels, level, window, function)

@@ -59,12 +59,12 @@ def _size(text, given):
     return number(text, "size") if text.strip() else 0
 
 
-def renderPicture(path, write, size, level, window, frame, region=None, viewport=None):
+def renderPicture(path, write, size, level, window, frame, region=None, viewport=None, function=None):
     """In the I/O pool: frame ``frame`` of the file ``path`` (its ``region``,
-    see ``renderFile``) as the picture ``write`` makes of its 8-bit pixels
-    (see the module docstring); scaled to fit ``viewport`` (width, height)
-    when given."""
-    pixels = renderFile(path, size, level, window, frame, region)
+    windowed by ``function``, see ``renderFile``) as the picture ``write``
+    makes of its 8-bit pixels (see the module docstring); scaled to fit
+    ``viewport`` (width, height) when given."""
+    pixels = renderFile(path, size, level, window, frame, region, function)
     return write(fitted(pixels, *viewport) if viewport else pixels)
 
 

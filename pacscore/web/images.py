@@ -66,11 +66,12 @@ def pictureKind(graphic):
 
 
 async def picture(archive, request, path, graphic, size, level, window, frame, region=None, quality=None,
-                  viewport=None, firstFrame=1):
+                  viewport=None, firstFrame=1, function=None):
     """An Answer to ``request`` with the picture of a stored file; ``frame``
     from 0, named in a MissingFrame (422) as the request counts frames, from
     ``firstFrame``; ``quality`` (1-100) that of a JPEG, Conquest's 95 when
-    None; ``viewport`` (width, height) it is scaled to fit. Pictures of
+    None; ``viewport`` (width, height) it is scaled to fit; ``function``
+    the VOI LUT function of ``level``/``window`` (``renderFile``). Pictures of
     every page (slices, WADO-URI, WADO-RS rendered and thumbnails) take
     their turn in ``archive.webRenders``; one whose client left while it
     waited is not made (a WebError CLIENT_LEFT, for the log alone)."""
@@ -81,7 +82,7 @@ async def picture(archive, request, path, graphic, size, level, window, frame, r
         if clientLeft(request):
             raise WebError(CLIENT_LEFT, "the client left while its picture waited for its turn")
         made = await onFile(archive, path, renderPicture, write, size, level, window, frame, region, viewport,
-                            firstFrame=firstFrame)
+                            function, firstFrame=firstFrame)
     return Answer(made, contentType)
 
 

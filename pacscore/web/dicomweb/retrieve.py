@@ -16,6 +16,7 @@ first object can go in none, the answer is a 406; a later one that cannot
 is left out of the answer, with a log line.
 """
 
+import math
 from functools import partial
 
 from pydicom.dataset import Dataset
@@ -23,7 +24,7 @@ from pydicom.errors import InvalidDicomError
 from twisted.logger import Logger
 
 from pacscore.codecs.compression import AS_STORED_CODE
-from pacscore.codecs.rendering import LARGEST_FIT
+from pacscore.codecs.rendering import LARGEST_FIT, LINEAR, WINDOW_FUNCTIONS
 from pacscore.codecs.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN
 from pacscore.db.query import SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, QueryKey
 from pacscore.dicom.models import STUDY_ROOT_MOVE
@@ -312,6 +313,29 @@ def _numbers(request, name, count):
     return numbers
 
 
+def _window(request):
+    """``(center, width, function)`` of the ``window`` parameter (PS3.18
+    8.3.5.1.3: the function LINEAR when not named); ``(0, 0, None)``, the
+    object's own window, without one.  WebError 400 for a width that is
+    not positive (at least 1 for LINEAR) or an unknown function."""
+    text = _argument(request, "window")
+    if not text:
+        return 0, 0, None
+    parts = [part.strip() for part in text.split(",")]
+    function = parts[2].upper() if len(parts) == 3 else LINEAR
+    try:
+        center, width = (float(part) for part in parts[:2]) if len(parts) in (2, 3) else ()
+    except ValueError:
+        center = width = math.nan
+    if not (math.isfinite(center) and math.isfinite(width)) or function not in WINDOW_FUNCTIONS:
+        raise WebError(400, f"window must be center,width[,function] (the function one of "
+                            f"{', '.join(WINDOW_FUNCTIONS)}), not {text!r}")
+    if not (width >= 1 if function == LINEAR else width > 0):
+        raise WebError(400, f"the window width must be {'at least 1' if function == LINEAR else 'above 0'} "
+                            f"for {function}, not {parts[1]}")
+    return center, width, function
+
+
 def _pictureKind(accepted):
     for media in accepted:
         if media.name in PICTURES:
@@ -329,14 +353,14 @@ async def _rendered(archive, request, path, frame, size):
     if not (0 <= width <= LARGEST_FIT and 0 <= height <= LARGEST_FIT):
         raise WebError(400, f"viewport must be a width and height from 0 to {LARGEST_FIT}, not "
                             f"{_argument(request, 'viewport')!r}")
-    center, window = _numbers(request, "window", 2)
+    center, window, function = _window(request)
     quality = _numbers(request, "quality", 1)[0] if _argument(request, "quality") else None
     if quality is not None and not 1 <= quality <= 100:
         raise WebError(400, f"quality must be from 1 to 100, not {quality}")
     viewport = (width, height) if width or height else None
     try:
         return await picture(archive, request, path, kind, 0 if viewport else size, center, window, frame,
-                             quality=quality, viewport=viewport)
+                             quality=quality, viewport=viewport, function=function)
     except MissingFrame as e:  # frames/{n} is a resource of the path, as for the frames themselves
         raise WebError(404, e.message) from e
 

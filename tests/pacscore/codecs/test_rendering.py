@@ -8,7 +8,8 @@ from twisted.trial import unittest
 
 from pacscore.codecs import jpeglossless as jpegll
 from pacscore.codecs import nkipixels
-from pacscore.codecs.rendering import FrameOutOfRange, _grey, renderFile, renderFrame
+from pacscore.codecs.rendering import (
+    LINEAR, LINEAR_EXACT, SIGMOID, FrameOutOfRange, _grey, renderFile, renderFrame)
 from pacscore.codecs.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN, JPEG_LOSSLESS_SV1
 from pacscore.codecs.transcode import TranscodeError, transcode
 from pacscore.dicom.datasets import encodeDataset
@@ -49,6 +50,24 @@ class WindowTests(unittest.TestCase):
         self.assertTrue(np.all(grey[0][values >= 100] == 255))
         middle = np.abs(values) < 90
         self.assertTrue(np.all(np.abs(grey[0][middle] - (values[middle] + 100) * 255 / 200) <= 1))
+
+    def test_windowFunctions(self):
+        """PS3.3 C.11.2.1.2.1 and C.11.2.1.3: LINEAR, LINEAR_EXACT and SIGMOID
+        of a center and width that need not be whole numbers."""
+        ds = dataset(ramp(columns=4096, high=4095), 12)
+        x = ramp(columns=4096, high=4095)[0, 0].astype(float)
+        center, width = 2000.25, 1000.5
+        expected = {
+            LINEAR: np.clip(((x - (center - 0.5)) / (width - 1) + 0.5) * 255, 0, 255),
+            LINEAR_EXACT: np.clip(((x - center) / width + 0.5) * 255, 0, 255),
+            SIGMOID: 255 / (1 + np.exp(-4 * (x - center) / width))}
+        for function, values in expected.items():
+            grey = render(ds, level=center, window=width, function=function)[0]
+            self.assertLessEqual(np.abs(grey - values).max(), 0.5 + 1e-3, function)
+        self.assertEqual(render(ds, level=center, window=width).tolist(),
+                         render(ds, level=center, window=width, function=LINEAR_EXACT).tolist())
+        threshold = render(ds, level=2000, window=1, function=LINEAR)[0]
+        self.assertEqual((threshold[x <= 1999.5].max(), threshold[x > 1999.5].min()), (0, 255))
 
     def test_theObjectsWindowWhenNoneIsGiven(self):
         ds = dataset(ramp(), 12)

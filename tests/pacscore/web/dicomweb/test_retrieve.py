@@ -385,6 +385,25 @@ class RetrieveTests(DicomWebTestCase):
         self.assertEqual((metadata.code, metadata.header("content-type")), (200, "application/json"))
 
     @defer.inlineCallbacks
+    def test_renderedWindow(self):
+        """window=center,width[,function] (PS3.18 8.3.5.1.3): the function
+        applies; a width that is not positive (below 1 for LINEAR), an
+        unknown function or no numbers are a 400."""
+        path = self.instancePath(self.corpus[0]) + "/rendered?window="
+        pictures = {}
+        for window in ("2048,4096", "2048,4096,LINEAR", "2048,4096,sigmoid", "2048,4096,LINEAR_EXACT",
+                       "0,0.5,SIGMOID"):
+            found = yield self.fetch(path + window, accept="image/png")
+            self.assertEqual((window, found.code), (window, 200))
+            pictures[window] = np.asarray(Image.open(io.BytesIO(found.body)))
+        self.assertEqual(pictures["2048,4096"].tolist(), pictures["2048,4096,LINEAR"].tolist())
+        self.assertNotEqual(pictures["2048,4096"].tolist(), pictures["2048,4096,sigmoid"].tolist())
+        for window in ("0,0", "0,-5", "0,100,FOO", "0,0.5", "0,0.5,LINEAR", "0,0,SIGMOID", "x,1", "1", "1,2,LINEAR,4",
+                       "nan,5", "0,inf"):
+            found = yield self.fetch(path + window)
+            self.assertEqual((window, found.code), (window, 400))
+
+    @defer.inlineCallbacks
     def test_viewportBounded(self):
         """A viewport wider or higher than LARGEST_FIT is a 400 with a log
         line, never a picture enlarged until the memory runs out; one of

@@ -8,12 +8,14 @@ value, than SQL should be given refuses the request.  A match carries
 exactly the requested attributes, in the data dictionary's VR (the
 request's only for tags the dictionary does not know), plus the level's
 unique key, the Query/Retrieve Level, the Retrieve AE Title and the
-Specific Character Set its text is encoded in: the request's when that can
-hold every value, else ISO_IR 100 (Latin-1) or, when even that cannot,
-ISO_IR 192 (UTF-8).  A stored value its VR cannot encode (a SeriesNumber
-"abc") is answered empty.
+Specific Character Set its text is encoded in: the request's (code
+extensions too) when that can hold every value, else ISO_IR 100 (Latin-1)
+or, when even that cannot, ISO_IR 192 (UTF-8); none when the request has
+none and the text is ASCII.  A stored value its VR cannot encode (a
+SeriesNumber "abc") is answered empty.
 """
 
+import re
 import struct
 import warnings
 from typing import NamedTuple
@@ -23,6 +25,7 @@ from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
+from pydicom.valuerep import PersonName
 from twisted.logger import Logger
 
 from pacscore.db.query import UNSPLIT_VRS, QueryKey
@@ -53,6 +56,11 @@ MAX_VALUES = 500
 MAX_VALUE_LENGTH = 1024
 MAX_TOTAL_VALUES = 20000
 _PN_DELIMITERS = {0x5C, 0x3D, 0x5E}  # "\\", "=", "^": each component decoded on its own
+# Multi-byte ISO 2022 sets, which code extensions invoke after value 1 (the
+# default repertoire when empty) and never name as value 1 (PS3.3 C.12.1.1.2).
+_MULTI_BYTE_SETS = frozenset(("ISO 2022 IR 87", "ISO 2022 IR 159", "ISO 2022 IR 149", "ISO 2022 IR 58"))
+_ESCAPE = re.compile(rb"\x1b([\x20-\x2f]+)[\x30-\x7e]")
+_MULTI_BYTE_G0 = (b"$", b"$(")  # the intermediate bytes designating a multi-byte set to G0
 
 
 class Request(NamedTuple):
@@ -170,31 +178,99 @@ def checkRetrieveKeys(request):
                             IDENTIFIER_DOES_NOT_MATCH)
 
 
-def _fits(values, characterSet):
-    """Whether pydicom writes ``values`` (none of them ASCII) in the single
-    ``characterSet`` and reads them back unchanged: Python's codec for a
-    character set may hold more than pydicom's encoding of it (ISO_IR 13,
-    ISO 2022 ones without the default repertoire)."""
-    if characterSet in ("", "ISO_IR 6"):
+def _requestedTerms(requested):
+    """The defined terms of a request's Specific Character Set we may answer
+    with (a multi-byte set named alone gets the empty value 1 it needs), or
+    None: an unknown term, or a term not of ISO 2022 among several."""
+    terms = [term.strip() for term in requested.split("\\")]
+    terms = terms[:1] + [term for term in terms[1:] if term]
+    if terms[0] in _MULTI_BYTE_SETS:
+        terms.insert(0, "")
+    if not any(terms) or not all(term in python_encoding for term in terms if term):
+        return None
+    if len(terms) > 1 and not all(term.startswith("ISO 2022 ") for term in terms if term):
+        return None
+    return terms
+
+
+def _readsStrictly(encoded, value1, delimiters):
+    """Whether ISO 2022 text ``encoded`` reads as whole characters of
+    invoked sets, with G0 back in the set of ``value1`` (its designating
+    intermediate and final bytes, and whether it designates G1) at its end
+    and before each control character or one of ``delimiters``, where G1
+    returns to value 1's (PS3.5 6.1.2.5.3)."""
+    (g0, g1), position = value1, 0
+    while position < len(encoded):
+        escape = _ESCAPE.match(encoded, position)
+        byte = encoded[position]
+        if escape is not None:
+            if escape[1] in _MULTI_BYTE_G0 or escape[1] == b"(":
+                g0 = escape[0][1:]
+            else:
+                g1 = True
+            position = escape.end()
+        elif g0[:-1] in _MULTI_BYTE_G0:
+            character = encoded[position:position + 2]
+            if len(character) < 2 or not all(0x21 <= half <= 0x7E for half in character):
+                return False
+            position += 2
+        elif byte in delimiters or byte < 0x20:
+            if g0 != value1[0]:
+                return False
+            g1 = value1[1]
+            position += 1
+        elif byte >= 0x80 and not g1:
+            return False
+        else:
+            position += 1
+    return g0 == value1[0]
+
+
+def _fits(values, terms):
+    """Whether pydicom writes ``values`` (none of them ASCII) in the
+    character set of defined ``terms``, as a text value and as a person's
+    name, and reads them back unchanged, as a strict reader would: Python's
+    codec for a character set may hold more than pydicom's encoding of it
+    (ISO_IR 13, ISO 2022 ones without the default repertoire), and pydicom
+    writes Latin-1 for an empty value 1 and may leave a multi-byte set
+    invoked at a delimiter (ISO 2022 IR 100 with ISO 2022 IR 87)."""
+    if terms in ([""], ["ISO_IR 6"], ["ISO 2022 IR 6"]):
         return not values
+    value1 = (b"(J" if terms[0] == "ISO 2022 IR 13" else b"(B", terms[0] not in ("", "ISO 2022 IR 6"))
     try:
-        encodings = convert_encodings([characterSet])
+        encodings = convert_encodings(terms)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # pydicom's, about characters it replaced
-            return all(decode_bytes(encode_string(value, encodings), encodings, _PN_DELIMITERS) == value
-                       for value in values)
+            return all(decode_bytes(encoded, encodings, delimiters) == part and
+                       _readsStrictly(encoded, value1, delimiters)
+                       for value in values for part in value.split("\\")
+                       for encoded, delimiters in ((encode_string(part, encodings), set()),
+                                                   (PersonName(part).encode(encodings), _PN_DELIMITERS)))
     except (LookupError, UnicodeError, ValueError):
         return False
 
 
 def responseCharacterSet(requested, values):
-    """The Specific Character Set to answer with, for these text values: the
-    request's when it is a defined term that holds them (an unknown one,
-    which pydicom would read as Latin-1, is not repeated)."""
+    """The Specific Character Set to answer with, for these text values, in
+    its DICOM form (values joined by "\\"): the request's when its defined
+    terms hold them (an unknown one, which pydicom would read as Latin-1, is
+    not repeated); None, to leave it out, when the request has none and the
+    values are ASCII (PS3.4 C.4.1.1.3.2)."""
     texts = [v for v in values if v and not v.isascii()]
-    if requested and requested in python_encoding and _fits(texts, requested):
-        return requested
-    return "ISO_IR 100" if _fits(texts, "ISO_IR 100") else "ISO_IR 192"
+    terms = _requestedTerms(requested) if requested else None
+    if terms is not None and _fits(texts, terms):
+        return "\\".join(terms)
+    if not requested and not texts:
+        return None
+    return "ISO_IR 100" if _fits(texts, ["ISO_IR 100"]) else "ISO_IR 192"
+
+
+def addCharacterSet(dataset, requested, values):
+    """Give the answer ``dataset`` holding text ``values`` its
+    ``responseCharacterSet`` to a request in ``requested``, if any."""
+    characterSet = responseCharacterSet(requested, values)
+    if characterSet is not None:
+        dataset.add_new(SPECIFIC_CHARACTER_SET, "CS", characterSet)
 
 
 def findIdentifier(level, keys):
@@ -304,7 +380,7 @@ class MatchEncoder:
             if vr in TEXT_VRS:
                 texts.append(text)
             dataset.add(answerElement(tag, vr, text))
-        dataset.add_new(SPECIFIC_CHARACTER_SET, "CS", responseCharacterSet(self.request.characterSet, texts))
+        addCharacterSet(dataset, self.request.characterSet, texts)
         dataset.add_new(QUERY_RETRIEVE_LEVEL, "CS", self.request.level)
         dataset.add_new(RETRIEVE_AE_TITLE, "AE", self.retrieveAE)
         if self.keep is not None and not self.keep(dataset):

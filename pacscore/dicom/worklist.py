@@ -20,7 +20,8 @@ answered empty):
 
 With ``WorkListReturnsISO_IR_100`` (the default) answers declare ISO_IR 100
 whenever their text fits Latin-1 and ISO_IR 192 (UTF-8) otherwise; without
-it the request's character set is kept when it can carry the text.
+it the request's character set is kept when it can carry the text, and an
+ASCII answer to a request without one has none (as C-FIND answers).
 Matching and encoding run in a reader thread of the index; the answers go
 out through the C-FIND response loop of ``pacscore.dicom.find``.
 """
@@ -36,8 +37,8 @@ from pacscore.dicom.datasets import encodeDataset
 from pacscore.dicom.find import (DESTROYED, SUCCESS, answerFind, convertIdentifier, dumpDatasets, resultFilter,
                                  sendResponse)
 from pacscore.dicom.identifiers import (
-    SPECIFIC_CHARACTER_SET, TEXT_VRS, BadIdentifier, answerElement, answerVR, characterSetOf, checkKeys,
-    datasetKeys, decodeIdentifier, responseCharacterSet)
+    TEXT_VRS, BadIdentifier, addCharacterSet, answerElement, answerVR, characterSetOf, checkKeys, datasetKeys,
+    decodeIdentifier)
 from pacscore.dicom.timing import timed
 
 MODALITY_WORKLIST_FIND = "1.2.840.10008.5.1.4.31"
@@ -184,7 +185,7 @@ class WorklistFindService:
         texts = []
         dataset = _build(request.returned, row, texts)
         requested = "ISO_IR 100" if self.returnsIsoIr100 else request.characterSet
-        dataset.add_new(SPECIFIC_CHARACTER_SET, "CS", responseCharacterSet(requested, texts))
+        addCharacterSet(dataset, requested, texts)
         if keep is not None and not keep(dataset):
             return None
         return encodeDataset(dataset, transferSyntax)

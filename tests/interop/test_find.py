@@ -14,11 +14,12 @@ from tests.interop.server import PacsServer, dcmtk
 from tests.interop.test_forwarding import waitFor
 
 PATIENT_ROOT, STUDY_ROOT, PATIENT_STUDY_ONLY = "-P", "-S", "-O"
-ALWAYS = {"SpecificCharacterSet", "QueryRetrieveLevel", "RetrieveAETitle"}
+ALWAYS = {"QueryRetrieveLevel", "RetrieveAETitle"}  # and a Specific Character Set when not ASCII
 
 
-def findscu(server, model, level, keys, *options, encoding="utf-8"):
-    """findscu's matches as pydicom datasets, and its CompletedProcess.
+def findscu(server, model, level, keys, *options, encoding="utf-8", read=pydicom.dcmread):
+    """findscu's matches, each file read by ``read`` (as a pydicom dataset
+    by default), and its CompletedProcess.
 
     ``keys`` maps a keyword to a value or None (return only)."""
     with tempfile.TemporaryDirectory() as out:
@@ -26,7 +27,7 @@ def findscu(server, model, level, keys, *options, encoding="utf-8"):
         for keyword, value in keys.items():
             args += ["-k", keyword if value is None else f"{keyword}={value}".encode(encoding)]
         result = dcmtk("findscu", *args, "127.0.0.1", server.port)
-        matches = [pydicom.dcmread(os.path.join(out, name))
+        matches = [read(os.path.join(out, name))
                    for name in sorted(os.listdir(out)) if name.startswith("rsp")]
     return matches, result
 
@@ -169,6 +170,20 @@ class FindTests(unittest.TestCase):
         self.assertEqual(match.SpecificCharacterSet, "ISO_IR 192")
         [match] = self.find(STUDY_ROOT, "STUDY", {"AccessionNumber": "ACC0005", "PatientName": None})
         self.assertEqual((str(match.PatientName), match.SpecificCharacterSet), ("山田^太郎", "ISO_IR 192"))
+
+    def test_codeExtensionsOfTheRequest(self):
+        """A Japanese request's ISO 2022 code extensions are answered with,
+        and so is ISO 2022 IR 87 named alone (given the empty value 1 code
+        extensions need): the name as strict ISO 2022 JP, the default
+        repertoire back before each delimiter."""
+        def readRaw(path):
+            match = pydicom.dcmread(path)
+            return match, match.get_item("PatientName").value
+        for requested in ("\\ISO 2022 IR 87", "ISO 2022 IR 87"):
+            [(match, name)] = self.find(PATIENT_ROOT, "PATIENT", {"PatientID": "PAT0004", "PatientName": None},
+                                        "-k", f"SpecificCharacterSet={requested}", read=readRaw)
+            self.assertEqual(match.SpecificCharacterSet, ["", "ISO 2022 IR 87"], requested)
+            self.assertEqual(name.decode("iso2022_jp").rstrip(" "), "山田^太郎", requested)
 
     def test_nonAsciiAnswersToAnAsciiQuery(self):
         matches = self.find(PATIENT_ROOT, "PATIENT", {"PatientName": None, "PatientID": None})

@@ -2,8 +2,10 @@
 
 import random
 import warnings
+from io import BytesIO
 
 from pydicom.dataset import Dataset
+from pydicom.filereader import read_dataset
 from twisted.logger import Logger
 from twisted.trial import unittest
 
@@ -123,7 +125,7 @@ class MatchEncoderTests(unittest.TestCase):
                             {0x00080020: "20240102", 0x00201208: "12", 0x0020000D: "1.2.3", 0x00280010: "512"})
         self.assertEqual({e.keyword for e in match},
                          {"StudyDate", "NumberOfStudyRelatedInstances", "ReferencedStudySequence", "Rows",
-                          "StudyInstanceUID", "SpecificCharacterSet", "QueryRetrieveLevel", "RetrieveAETitle"})
+                          "StudyInstanceUID", "QueryRetrieveLevel", "RetrieveAETitle"})
         self.assertEqual((match.StudyDate, match.NumberOfStudyRelatedInstances, match.Rows, match.StudyInstanceUID),
                          ("20240102", 12, 512, "1.2.3"))
         self.assertEqual((match.QueryRetrieveLevel, match.RetrieveAETitle), ("STUDY", "PACS"))
@@ -133,13 +135,29 @@ class MatchEncoderTests(unittest.TestCase):
         self.assertEqual(match.PatientName, "")
 
     def test_characterSets(self):
-        for requested, name, expected in (("", "Doe^John", "ISO_IR 100"),
+        """The request's character set when it holds the answer, else
+        ISO_IR 100 or ISO_IR 192; none for ASCII answers to a request
+        without one (PS3.4 C.4.1.1.3.2)."""
+        for requested, name, expected in (("", "Doe^John", None),
+                                          ("ISO_IR 100", "Doe^John", "ISO_IR 100"),
                                           ("", "Müller^Jürgen", "ISO_IR 100"),
                                           ("", "山田^太郎", "ISO_IR 192"),
                                           ("ISO_IR 192", "Müller^Jürgen", "ISO_IR 192"),
                                           ("ISO_IR 100", "山田^太郎", "ISO_IR 192")):
             match = self.encode([QueryKey(0x00100010, "PN", "")], {0x00100010: name}, "PATIENT", requested)
-            self.assertEqual((str(match.PatientName), match.SpecificCharacterSet), (name, expected))
+            self.assertEqual((str(match.PatientName), match.get("SpecificCharacterSet")), (name, expected))
+
+    def test_codeExtensionsOfTheRequest(self):
+        """A Japanese request's code extensions are answered with, as a
+        multi-valued element, and the name's bytes are ISO 2022 JP a strict
+        decoder reads: JIS X 0208 left before each delimiter.  A single
+        "ISO 2022 IR 87" (not a defined term alone) gets an empty value 1."""
+        name = "Yamada^Tarou=山田^太郎=やまだ^たろう"
+        for requested in ("\\ISO 2022 IR 87", "ISO 2022 IR 87"):
+            encoder = MatchEncoder(Request("PATIENT", [QueryKey(0x00100010, "PN", "")], requested), "PACS", EXPLICIT)
+            raw = read_dataset(BytesIO(encoder.encode({0x00100010: name})), False, True)
+            self.assertEqual(raw.get_item(0x00080005).value, b"\\ISO 2022 IR 87 ", requested)
+            self.assertEqual(raw.get_item(0x00100010).value.decode("iso2022_jp"), name, requested)
 
     def test_dictionaryVRs(self):
         """Answers carry the data dictionary's VR whatever VR the request
@@ -180,8 +198,39 @@ class MatchEncoderTests(unittest.TestCase):
         # Python's codec holds these, pydicom's encoding of the character set does not
         self.assertEqual(responseCharacterSet("ISO_IR 13", ["山田^太郎", "ﾔﾏﾀﾞ"]), "ISO_IR 192")
         self.assertEqual(responseCharacterSet("ISO 2022 IR 87", ["Müller"]), "ISO_IR 100")
-        self.assertEqual(responseCharacterSet("ISO 2022 IR 87", ["山田^太郎"]), "ISO 2022 IR 87")
-        self.assertEqual(responseCharacterSet("", ["Smith"]), "ISO_IR 100")
+        self.assertEqual(responseCharacterSet("", ["Smith"]), None)
+        self.assertEqual(responseCharacterSet("", ["Smith", ""]), None)
+        self.assertEqual(responseCharacterSet("ISO_IR 192", ["Smith"]), "ISO_IR 192")
+
+    def test_responseCharacterSetCodeExtensions(self):
+        """A multi-valued request character set is answered with when every
+        value is a defined term and pydicom writes the text in it as a
+        strict ISO 2022 reader needs it."""
+        japanese = ["Yamada^Tarou=山田^太郎=やまだ^たろう", "山田 comment\r\n太郎\\二"]
+        korean = ["Hong^Gildong=洪^吉洞=홍^길동"]
+        for requested, values, expected in (
+                ("\\ISO 2022 IR 87", japanese, "\\ISO 2022 IR 87"),
+                ("ISO 2022 IR 6\\ISO 2022 IR 87", japanese, "ISO 2022 IR 6\\ISO 2022 IR 87"),
+                ("ISO 2022 IR 13\\ISO 2022 IR 87", ["ﾔﾏﾀﾞ^ﾀﾛｳ=山田^太郎"], "ISO 2022 IR 13\\ISO 2022 IR 87"),
+                ("\\ISO 2022 IR 87\\ISO 2022 IR 159", japanese, "\\ISO 2022 IR 87\\ISO 2022 IR 159"),
+                ("\\ISO 2022 IR 149", korean, "\\ISO 2022 IR 149"),
+                ("ISO 2022 IR 100\\ISO 2022 IR 149", korean + ["Müller"], "ISO 2022 IR 100\\ISO 2022 IR 149"),
+                ("ISO 2022 IR 100\\ISO 2022 IR 87", ["Müller"], "ISO 2022 IR 100\\ISO 2022 IR 87"),
+                ("\\ISO 2022 IR 87", ["Smith"], "\\ISO 2022 IR 87"),
+                ("\\ISO 2022 IR 87", ["Müller"], "ISO_IR 100"),  # pydicom writes Latin-1 for value 1
+                # a multi-byte set alone gets the empty value 1 it needs
+                ("ISO 2022 IR 87", japanese, "\\ISO 2022 IR 87"),
+                ("ISO 2022 IR 149", korean, "\\ISO 2022 IR 149"),
+                ("ISO 2022 IR 87\\", japanese, "\\ISO 2022 IR 87"),
+                # pydicom leaves JIS X 0208 invoked at "^" (ESC - A is no way back to G0 ASCII)
+                ("ISO 2022 IR 100\\ISO 2022 IR 87", japanese, "ISO_IR 192"),
+                # pydicom writes GB 2312 without its escape sequence
+                ("\\ISO 2022 IR 58", ["中文"], "ISO_IR 192"),
+                # not a term of ISO 2022 among several, an unknown term
+                ("ISO_IR 100\\ISO 2022 IR 87", japanese, "ISO_IR 192"),
+                ("\\ISO 2022 IR 999", korean, "ISO_IR 192"),
+                ("ISO_IR 192\\ISO 2022 IR 87", ["Müller"], "ISO_IR 100")):
+            self.assertEqual(responseCharacterSet(requested, values), expected, requested)
 
     def test_responseCharacterSetNotAnUnknownTerm(self):
         """pydicom reads an unknown or misspelt term as Latin-1 (with a

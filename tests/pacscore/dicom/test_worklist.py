@@ -161,8 +161,11 @@ class WorklistServiceTests(unittest.TestCase):
 
     def test_characterSetOfTheRequest(self):
         """Without WorkListReturnsISO_IR_100 the request's character set is
-        kept when it can carry the answer."""
+        kept when it can carry the answer, and an ASCII answer to a request
+        without one has none (PS3.4 C.4.1.1.3.2)."""
         self.server = self.serve(returnsIsoIr100=False)
+        _, [ascii], _ = self.find(identifier(PatientName="DOE^JOHN", AccessionNumber="ACC1"))
+        self.assertNotIn("SpecificCharacterSet", ascii)
         _, [match], [data] = self.find(identifier("ISO_IR 192", PatientName="Müller*"))
         self.assertEqual((match.SpecificCharacterSet, match.PatientName), ("ISO_IR 192", "Müller^Hans"))
         self.assertIn("Müller^Hans".encode("utf-8"), data)

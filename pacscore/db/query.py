@@ -107,6 +107,7 @@ class QueryKey(NamedTuple):
     vr: str      # "PN", "DA", "TM", "DT", "UI", "CS", "LO", "SQ" ... as in the request
     value: str
     foldCase: bool = False  # text matched case-insensitively, as PN is (search boxes)
+    itemValues: bool = False  # an SQ key whose items hold values to match (sequence matching)
 
 
 class Instance(NamedTuple):
@@ -370,6 +371,11 @@ def _valuesOf(key):
     if not values or any(_isUniversal(value) for value in values):
         return None
     return values
+
+
+def _hasValuesToMatch(key):
+    """Whether a key asks for more than universal matching."""
+    return key.itemValues if key.vr == "SQ" else _valuesOf(key) is not None
 
 
 def matchCondition(column, key, isMulti=False, prefixRange=False):
@@ -656,6 +662,15 @@ class IndexQuery:
                 values[n] = convert(row[n])
             results.append(dict(zip(tags, values)))
         return results
+
+    def unmatchedKeys(self, connection, level, keys):
+        """The tags of the keys with values to match that ``find`` at
+        ``level`` leaves unmatched: attributes the index keeps at no level
+        up to ``level``, counts, sequences with values in their items (a
+        C-FIND answers their matches 0xFF01, PS3.4 C.4.1.1.4)."""
+        level, keys = levelIndex(level), list(keys)
+        statement = _Statement(self, connection, level, level, keys)
+        return [key.tag for key in keys if _hasValuesToMatch(key) and not statement.addKey(key)]
 
     def instances(self, connection, level, keys):
         """C-MOVE/C-GET: the images below the entities ``keys`` select at

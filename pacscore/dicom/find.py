@@ -26,6 +26,7 @@ from pacscore.storage.prefetcher import queriedPatient
 SUCCESS = 0x0000
 CANCELLED = 0xFE00
 PENDING = 0xFF00
+PENDING_UNMATCHED_KEYS = 0xFF01  # "one or more Optional Keys were not supported" (PS3.4 C.4.1.1.4)
 
 # Matches sent before giving the reactor a turn (to read a C-CANCEL, say).
 BATCH = 16
@@ -40,7 +41,7 @@ def sendResponse(protocol, contextId, command, status, identifier=None, comment=
     protocol.sendMessage(contextId, commands.response(command, commands.C_FIND_RSP, status, extra), identifier)
 
 
-async def answerFind(protocol, contextId, command, query, clock, log, description):
+async def answerFind(protocol, contextId, command, query, clock, log, description, unmatched=()):
     """Answer a C-FIND with the encoded matches ``query`` (a Deferred) fires with.
 
     A failed query is answered 0xC000 (the index database's error, or its
@@ -48,7 +49,9 @@ async def answerFind(protocol, contextId, command, query, clock, log, descriptio
     traceback); otherwise each match goes out as a pending response once
     the transport takes more, the reactor getting a turn every ``BATCH``
     matches, then Success, or Cancel as soon as a C-CANCEL came.
-    ``description`` names the query in the log lines.
+    ``description`` names the query in the log lines; ``unmatched`` holds
+    (once ``query`` has fired) the tags of keys with values the query could
+    not match, which makes the pending responses 0xFF01.
     """
     try:
         matches = await query
@@ -62,12 +65,17 @@ async def answerFind(protocol, contextId, command, query, clock, log, descriptio
                             comment=f"query failed: {databaseMessage(e)}")
     log.info("{peer}: {query}: {count} matches", peer=protocol.peerName(), query=description,
              count=len(matches))
+    pending = PENDING
+    if unmatched:
+        pending = PENDING_UNMATCHED_KEYS
+        log.info("{peer}: {query}: keys not matched, answered 0xFF01: {keys}", peer=protocol.peerName(),
+                 query=description, keys=", ".join(f"({tag >> 16:04X},{tag & 0xFFFF:04X})" for tag in unmatched))
     for number, match in enumerate(matches, 1):
         if protocol.isCancelled(command):
             log.info("{peer}: C-FIND cancelled after {sent} of {count} matches",
                      peer=protocol.peerName(), sent=number - 1, count=len(matches))
             return sendResponse(protocol, contextId, command, CANCELLED)
-        sendResponse(protocol, contextId, command, PENDING, match)
+        sendResponse(protocol, contextId, command, pending, match)
         await protocol.whenWritable()
         if number % BATCH == 0:
             await task.deferLater(clock, 0, lambda: None)
@@ -108,13 +116,15 @@ class FindService:
         self.counters["queries"] = self.counters.get("queries", 0) + 1
         keep = resultFilter(self.resultHook, protocol)
         encoder = MatchEncoder(request, self.retrieveAE, syntax, keep)
-        matches = timed(self.index.queryForPeer(self._matches, request, encoder), self.counters,
+        unmatched = []
+        matches = timed(self.index.queryForPeer(self._matches, request, encoder, unmatched), self.counters,
                         "queryTime").addCallback(self._prefetching)
         if self.virtual is not None:
             matches = defer.ensureDeferred(self._withVirtualServers(matches, sopClass, data, syntax, request, keep,
                                                                     mask))
         await answerFind(protocol, contextId, command, matches,
-                         self.clock, self.log, f"C-FIND {modelOf(sopClass).name} at {request.level} level")
+                         self.clock, self.log, f"C-FIND {modelOf(sopClass).name} at {request.level} level",
+                         unmatched)
 
     async def _withVirtualServers(self, matches, sopClass, data, syntax, request, keep, mask):
         """Our matches, then the new ones of the virtual servers (of ``mask``)."""
@@ -123,9 +133,11 @@ class FindService:
         return await threads.deferToThreadPool(self.clock, self.clock.getThreadPool(), self.virtual.merge,
                                                local, remote, request.level, syntax, keep)
 
-    def _matches(self, connection, request, encoder):
+    def _matches(self, connection, request, encoder, unmatched):
         """In a reader thread: the encoded matches, and the one patient they
-        are about when there is a prefetcher."""
+        are about when there is a prefetcher; the tags of the keys it could
+        not match go into ``unmatched``."""
+        unmatched.extend(self.query.unmatchedKeys(connection, request.level, request.keys))
         rows = self.query.find(connection, request.level, request.keys)
         patient = None if self.prefetcher is None else queriedPatient(request.keys, rows)
         return [match for match in map(encoder.encode, rows) if match is not None], patient

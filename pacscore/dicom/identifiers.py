@@ -112,17 +112,30 @@ def characterSetOf(dataset):
 
 def datasetKeys(dataset):
     """A ``QueryKey`` for each attribute of one data set (not those of its
-    sequence items: an SQ key has the value ``""``), without group lengths,
-    the Specific Character Set, Query/Retrieve Level and Retrieve AE Title."""
+    sequence items: an SQ key has the value ``""`` and says whether its
+    items hold values), without group lengths, the Specific Character Set,
+    Query/Retrieve Level and Retrieve AE Title."""
     keys = []
     for element in dataset:
         tag = int(element.tag)
         if tag in _NOT_KEYS or element.tag.group in (0x0000, 0x0002) or element.tag.element == 0:
             continue
-        vr = element.VR
-        value = "" if vr == "SQ" else _text(element.value).strip()
-        keys.append(QueryKey(tag, vr, value))
+        if element.VR == "SQ":
+            keys.append(QueryKey(tag, "SQ", "", itemValues=_itemsHoldValues(element.value)))
+        else:
+            keys.append(QueryKey(tag, element.VR, _text(element.value).strip()))
     return keys
+
+
+def _itemsHoldValues(items):
+    """Whether any element of the items of a sequence (at any depth) has a value."""
+    for item in items or ():
+        for element in item:
+            if element.VR == "SQ" and _itemsHoldValues(element.value):
+                return True
+            if element.VR != "SQ" and element.value not in (None, "", b""):
+                return True
+    return False
 
 
 def checkKeys(keys):

@@ -214,6 +214,18 @@ class FindTests(unittest.TestCase):
                                                    "NumberOfSeriesRelatedInstances": None})
         self.assertEqual(match.NumberOfSeriesRelatedInstances, len(CORPUS.series[0].sopUIDs))
 
+    def test_unmatchedKeysAnsweredFF01(self):
+        """A key pacs cannot match (no column for it) leaves the matches
+        unfiltered and says so: 0xFF01, not 0xFF00 (PS3.4 C.4.1.1.4)."""
+        keys = {"AccessionNumber": "ACC0002", "0032,4000": "no such comment"}  # Study Comments
+        matches, result = findscu(self.server, STUDY_ROOT, "STUDY", keys, "-v")
+        self.assertEqual([m.AccessionNumber for m in matches], ["ACC0002"])
+        self.assertIn("Received Find Response 1 (Pending: WarningUnsupportedOptionalKeys)",
+                      result.stdout + result.stderr)
+        matches, result = findscu(self.server, STUDY_ROOT, "STUDY", {"AccessionNumber": "ACC0002"}, "-v")
+        self.assertNotIn("Warning", result.stdout + result.stderr)
+        self.assertIn("keys not matched, answered 0xFF01: (0032,4000)", self.server.log())
+
     def test_modalitiesInStudyMatching(self):
         matches = self.find(STUDY_ROOT, "STUDY", {"ModalitiesInStudy": "MR", "AccessionNumber": None})
         self.assertEqual(self.values(matches, "AccessionNumber"), ["ACC0002", "ACC0003"])

@@ -244,6 +244,17 @@ class TagMappingTests(ArchiveTestCase):
         results = self.find("STUDY", K(STUDY_UID, "UI", "2.1"), K(SEQUENCE, "SQ", "x"))
         self.assertEqual(results, [{STUDY_UID: "2.1"}])
 
+    def test_unmatchedKeys(self):
+        """The keys with values that find leaves unmatched (a C-FIND answers 0xFF01):
+        lower levels, no column, counts, sequences whose items hold values."""
+        keys = [K(PATIENT_ID, "LO", "PAT1"), K(STUDY_UID, "UI", ""), K(MODALITY, "CS", "XX"),
+                K(0x00091010, "LO", "nothing"), K(0x00091011, "LO", "*"), K(0x00201208, "IS", "3"),
+                K(SEQUENCE, "SQ", ""), QueryKey(0x00081032, "SQ", "", itemValues=True)]
+        with self.engine.connect() as connection:
+            self.assertEqual(self.query.unmatchedKeys(connection, "STUDY", keys),
+                             [MODALITY, 0x00091010, 0x00201208, 0x00081032])
+            self.assertEqual(self.query.unmatchedKeys(connection, "SERIES", keys[:3]), [])
+
     def test_oneEntityPerMatch(self):
         """A study with 2 series and 5 images is one result at STUDY level."""
         self.assertEqual(self.keysOf("STUDY"), ["1.1", "1.2", "2.1", "3.1", "4.1", "5.1"])

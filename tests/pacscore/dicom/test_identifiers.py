@@ -45,6 +45,17 @@ class ReadRequestTests(unittest.TestCase):
                                         QueryKey(0x00100010, "PN", "Müller*"),
                                         QueryKey(0x00100020, "LO", "")])
 
+    def test_sequenceItemsWithValues(self):
+        """An SQ key says whether its items (at any depth) hold values to match."""
+        code, empty, nested = Dataset(), Dataset(), Dataset()
+        code.CodeValue, empty.CodeValue = "XYZ", ""
+        nested.ConceptNameCodeSequence = [code]
+        ds = identifier(QueryRetrieveLevel="STUDY", ProcedureCodeSequence=[code],
+                        ReferencedStudySequence=[empty], RequestAttributesSequence=[nested])
+        request = readRequest(encodeDataset(ds, EXPLICIT), EXPLICIT, ALL_LEVELS)
+        self.assertEqual([(key.tag, key.itemValues) for key in request.keys],
+                         [(0x00081032, True), (0x00081110, False), (0x00400275, True)])
+
     def test_levelOutsideTheModel(self):
         data = encodeDataset(identifier(QueryRetrieveLevel="PATIENT"), EXPLICIT)
         error = self.assertRaises(BadIdentifier, readRequest, data, EXPLICIT, ("STUDY", "SERIES", "IMAGE"))

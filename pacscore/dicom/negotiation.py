@@ -42,6 +42,8 @@ SMALLEST_MAX_PDU_LENGTH = 256  # a peer asking for smaller PDUs is refused (PS3.
                                # the PDUs a large object takes)
 USER_INFORMATION = 0x50
 KNOWN_USER_ITEMS = frozenset(range(0x51, 0x5A))  # PS3.7 D.3.3 and PS3.8 D.3.3: max length ... user identity AC
+IMPLEMENTATION_VERSION_ITEM = 0x55
+MAX_VERSION_NAME = 16  # PS3.7 D.3.3.2.3: 1 to 16 characters of the default repertoire, no backslash
 ACSE_PROTOCOL_VERSION = 2
 
 MAX_ASYNC_OPERATIONS = 16
@@ -136,6 +138,7 @@ class Association:
     maxOperationsInvoked: int = 1
     maxOperationsPerformed: int = 1
     acPDU: bytes = b""
+    notes: tuple[str, ...] = ()  # what was taken leniently from the request, to log with the peer's name
 
 
 def splitCalledAE(called):
@@ -189,10 +192,23 @@ def _spacePadded(body):
     return body if b"\x00" not in titles else bytes(body[:4]) + bytes(titles).replace(b"\x00", b" ") + bytes(body[36:])
 
 
-def _withoutUnknownUserItems(body):
+def _usableVersionName(value, notes):
+    """An Implementation Version Name as pynetdicom takes it: cut to 16
+    characters, a byte outside printable ASCII or a backslash made "?" (DCMTK,
+    and so Orthanc, take any); noted in ``notes`` when changed."""
+    usable = bytes(b if 0x20 <= b < 0x7F and b != 0x5C else 0x3F for b in value[:MAX_VERSION_NAME])
+    if usable != value:
+        notes.append(f"Implementation Version Name {value.decode('latin-1')!r} is not at most 16 printable "
+                     f"characters (PS3.7 D.3.3.2.3): taken as {usable.decode('ascii')!r}")
+    return usable
+
+
+def _lenientUserItems(body, notes):
     """An A-ASSOCIATE-RQ/AC body without the User Information sub-items of
     types it does not define, which PS3.8 D.2 says an acceptor ignores
-    (pynetdicom refuses them); as it is when its items do not parse."""
+    (pynetdicom refuses them), and with an Implementation Version Name
+    pynetdicom takes (``_usableVersionName``); as it is when its items do
+    not parse."""
     position, items = 68, [bytes(body[:68])]
     while position + 4 <= len(body):
         itemType, length = body[position], int.from_bytes(body[position + 2:position + 4], "big")
@@ -202,8 +218,11 @@ def _withoutUnknownUserItems(body):
         if itemType == USER_INFORMATION:
             kept, sub = [], 0
             while sub + 4 <= len(value):
-                subLength = int.from_bytes(value[sub + 2:sub + 4], "big")
-                if value[sub] in KNOWN_USER_ITEMS:
+                subType, subLength = value[sub], int.from_bytes(value[sub + 2:sub + 4], "big")
+                if subType == IMPLEMENTATION_VERSION_ITEM:
+                    name = _usableVersionName(value[sub + 4:sub + 4 + subLength], notes)
+                    kept.append(bytes((subType, 0)) + len(name).to_bytes(2, "big") + name)
+                elif subType in KNOWN_USER_ITEMS:
                     kept.append(value[sub:sub + 4 + subLength])
                 sub += 4 + subLength
             value = b"".join(kept)
@@ -212,10 +231,12 @@ def _withoutUnknownUserItems(body):
     return b"".join(items)
 
 
-def _decodePDU(pduClass, pduType, body):
-    """A pynetdicom PDU object decoded from the body of a PDU, or PDUError."""
+def _decodePDU(pduClass, pduType, body, notes=None):
+    """A pynetdicom PDU object decoded from the body of a PDU, or PDUError;
+    what an A-ASSOCIATE-RQ/AC had to have changed to decode is added to
+    ``notes`` (a list)."""
     if pduType in (0x01, 0x02):
-        body = _withoutUnknownUserItems(_spacePadded(body))
+        body = _lenientUserItems(_spacePadded(body), [] if notes is None else notes)
     decoded = pduClass()
     try:
         decoded.decode(bytes((pduType, 0)) + len(body).to_bytes(4, "big") + body)
@@ -255,7 +276,8 @@ def negotiate(body, policy):
 
 def _negotiate(body, policy):
     """``negotiate`` itself, for ``body`` as bytes."""
-    rq = _decodePDU(A_ASSOCIATE_RQ, 0x01, body)
+    notes = []
+    rq = _decodePDU(A_ASSOCIATE_RQ, 0x01, body, notes)
     try:
         primitive = rq.to_primitive()
         calling = rq.calling_ae_title.strip()
@@ -360,7 +382,7 @@ def _negotiate(body, policy):
         peerImplementationVersion=_firstText(implementationVersion, "implementation_version_name"),
         contexts=contexts, rolesAsSCU=rolesAsSCU, peerNotSCU=frozenset(peerNotSCU),
         maxOperationsInvoked=invoked, maxOperationsPerformed=performed,
-        acPDU=policy.titleStyle.written(acPDU.encode()))
+        acPDU=policy.titleStyle.written(acPDU.encode()), notes=tuple(notes))
 
 
 # -- the requestor's side ----------------------------------------------------

@@ -675,6 +675,8 @@ class DicomServerProtocol(DicomProtocol):
             self._awaitClose()
             return
         self.association = association
+        for note in association.notes:
+            self.log.warn("{peer}: {note}", peer=self.peerName(), note=note)
         self.state = ESTABLISHED
         self.setTimeout(factory.idleTimeout)
         self.transport.write(association.acPDU)

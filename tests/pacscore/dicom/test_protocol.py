@@ -13,6 +13,7 @@ from twisted.internet import defer, task
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
+from twisted.logger import capturedLogs, formatEvent
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 
@@ -192,12 +193,11 @@ class ProtocolTests(ServerTestCase):
             if expected == pdu.A_ASSOCIATE_RJ:
                 self.assertRejected(body, 1, 1, 1)
 
-    def test_unknownUserInformationItemsIgnored(self):
-        """PS3.8 D.2: sub-items of the User Information item of types it
-        does not define are ignored, not a reason to abort."""
+    def associateWithUserItems(self, extra):
+        """Associate with the sub-items ``extra`` put first in the User
+        Information item, then echo: the association was accepted and works."""
         rq = bytearray(associateRQ([(VERIFICATION, [IMPLICIT])]))
         user = rq.index(b"\x50\x00", 74)
-        extra = b"\x60\x00\x00\x02ab\xff\x00\x00\x00"
         rq[user + 2:user + 4] = (int.from_bytes(rq[user + 2:user + 4], "big") + len(extra)).to_bytes(2, "big")
         rq[user + 4:user + 4] = extra
         rq[2:6] = (len(rq) - 6).to_bytes(4, "big")
@@ -207,6 +207,25 @@ class ProtocolTests(ServerTestCase):
         self.protocol.dataReceived(message(1, echoRQ()))
         [(_, rsp, _)] = readMessages(self.written())
         self.assertEqual(rsp[commands.STATUS], 0)
+
+    def test_unknownUserInformationItemsIgnored(self):
+        """PS3.8 D.2: sub-items of the User Information item of types it
+        does not define are ignored, not a reason to abort."""
+        self.associateWithUserItems(b"\x60\x00\x00\x02ab\xff\x00\x00\x00")
+
+    def test_implementationVersionNameThatIsNoSH(self):
+        """An Implementation Version Name over 16 characters, or with a
+        backslash or a byte that is no printable ASCII (DCMTK's storescp
+        takes any), is taken cut to 16, such bytes made "?", with a
+        warning naming the peer and the name; pynetdicom refused it."""
+        for name, taken in ((b"V" * 20, "V" * 16), (b"MODALITY\\2.0\xe9", "MODALITY?2.0?")):
+            self.protocol, self.transport = self.connect()
+            with capturedLogs() as events:
+                self.associateWithUserItems(b"\x55\x00" + len(name).to_bytes(2, "big") + name)
+            self.assertEqual(self.protocol.association.peerImplementationVersion, taken)
+            [line] = [formatEvent(e) for e in events if e["log_level"].name == "warn"]
+            self.assertIn(self.protocol.peerName(), line)
+            self.assertIn(f"Implementation Version Name {name.decode('latin-1')!r}", line)
 
     def test_compressionSuffix(self):
         pduType, _ = self.associate(called="PACS~j2")

@@ -587,6 +587,37 @@ class BrokenDatasetTests(unittest.TestCase):
         error = self.assertRaises(DatasetError, readAttributes, data, EXPLICIT, {PATIENT_ID})
         self.assertIn("offset 12", str(error))
 
+    def test_notAnItemInDefinedLengthSequence(self):
+        """A sequence of defined length holding anything but items (a
+        (FFFE,FFFE) element; an item crossing its end), at the top level
+        or in an item, explicit or implicit VR: a data set as received
+        (strict) is refused, as one of undefined length always is (DCMTK
+        reads on past it, "Sequence Delimitation Item missing"); good
+        sequences of defined length read as before."""
+        junk = b"\xfe\xff\xfe\xff\x04\x00\x00\x00abcd"
+        crossing = b"\xfe\xff\x00\xe0\x0c\x00\x00\x00"  # its 12 bytes after the sequence's 8
+        ui = {EXPLICIT: b"\x08\x00\x50\x11UI\x04\x001.2\x00", IMPLICIT: b"\x08\x00\x50\x11\x04\x00\x00\x001.2\x00"}
+        patient = {EXPLICIT: b"\x10\x00\x20\x00LO\x02\x00P1", IMPLICIT: b"\x10\x00\x20\x00\x02\x00\x00\x00P1"}
+        for content, syntax, nested in ((junk, EXPLICIT, False), (junk, IMPLICIT, False), (junk, EXPLICIT, True),
+                                        (junk, IMPLICIT, True), (crossing, EXPLICIT, False), (crossing, IMPLICIT, True)):
+            vr = b"SQ\x00\x00" if syntax == EXPLICIT else b""
+            sequence = b"\x08\x00\x15\x11" + vr + len(content).to_bytes(4, "little") + content
+            if content is crossing:
+                sequence += ui[syntax]
+            if nested:
+                sequence = (b"\x08\x00\x40\x11" + vr + b"\xff\xff\xff\xff\xfe\xff\x00\xe0\xff\xff\xff\xff" + sequence
+                            + b"\xfe\xff\x0d\xe0\x00\x00\x00\x00\xfe\xff\xdd\xe0\x00\x00\x00\x00")
+            data = sequence + patient[syntax]
+            self.assertEqual(readAttributes(data, syntax, TAGS, wholeDataset=True), {PATIENT_ID: "P1"})
+            error = self.assertRaises(DatasetError, readAttributes, data, syntax, TAGS, wholeDataset=True,
+                                      strict=True)
+            self.assertIn("(FFFE,FFFE)" if content is junk else "crosses the end of its sequence", str(error))
+        for implicit in (False, True):
+            good = encode(studyDataset(), implicit=implicit)
+            syntax = IMPLICIT if implicit else EXPLICIT
+            self.assertEqual(readAttributes(good, syntax, TAGS, wholeDataset=True, strict=True),
+                             pydicomValues(decode(good, implicit), TAGS))
+
     def test_damagedDefinedLengthItem(self):
         """pydicom reads the items of a sequence of undefined length (and of
         an undefined-length UN or unknown private element holding items)

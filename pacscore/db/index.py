@@ -29,7 +29,7 @@ from pacscore.db.errors import IndexTimeout
 from pacscore.db.pending import PendingFiles
 from pacscore.db.rawsql import DEFAULT_TRUNCATE, IdentifierQuoter
 from pacscore.db.rawtext import adoptRawText
-from pacscore.db.records import ImageRecord, Replaced, Upserter, buildLevels, checkRecord
+from pacscore.db.records import ImageRecord, Replaced, Upserter, buildLevels, checkKeys, checkRecord
 from pacscore.db.schema import adoptCollation, adoptFoldedTable, adoptTruncatedColumns, buildTables, upgradeTable
 from pacscore.db.writer import BatchRunner, GroupCommitWriter, callEach
 from pacscore.storage.attributes import DatasetError
@@ -194,6 +194,12 @@ class Index:
         """Write one ``ImageRecord`` inside the caller's transaction (no
         cache).  ``Replaced`` of the file it replaces, or None."""
         return Upserter(self._levels).upsertImages(connection, [record])[0]
+
+    def checkKeys(self, attrs):
+        """``ValueError`` unless the object of ``attrs`` can key its rows:
+        study, series and SOP instance UIDs, none of its keys longer than
+        its column (``records.checkKeys``)."""
+        checkKeys(self._levels, attrs)
 
     def store(self, record):
         """Deferred firing with ``Replaced`` or None once the record's

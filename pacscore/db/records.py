@@ -29,6 +29,11 @@ the study's modalities, below).
   first time for each column a warning, then debug lines; the columns
   AllowTruncate names only ever get debug lines.  A merged modalities
   value is no exception (Conquest leaves it to the database server).
+  Keys are: a record whose PatientID, StudyInstanceUID, SeriesInstanceUID
+  or SOPInstanceUID (or link to one) is longer than its column is refused
+  (``checkKeys``), whatever AllowTruncate says, since cut it would be the
+  key of another row: two SOP instances sharing their first 64 characters
+  would be one, the second replacing (and removing the file of) the first.
 """
 
 import time
@@ -107,6 +112,8 @@ class Level:
         self.tags = tuple(f.source for f in self.fields)
         self.modalities = next((f for f in self.fields if f.tag == merged), None)  # the _Field, or None
         self.keyName = self.fields[0].name
+        # the columns that key rows: the table's key, and the link to the row above (not for patients)
+        self.keyFields = self.fields[:1] if name == "patient" else (self.fields[0], self.fields[-1])
         self.keyTag = self.fields[0].tag
         self.key = table.c[self.keyName]
         self.selectRow = DirectStatement(select(*(table.c[f.name] for f in self.fields)).where(
@@ -183,12 +190,25 @@ def buildLevels(tables, layout, allowTruncate=frozenset()):
             for name in LEVELS]
 
 
-def checkRecord(levels, record):
-    """Raise ``ValueError`` if the record cannot be indexed at all: no
-    study/series/SOP instance UID, or no usable file location."""
+def checkKeys(levels, attrs):
+    """Raise ``ValueError`` if ``attrs`` cannot key index rows: no study,
+    series or SOP instance UID, or a key or link value longer than its
+    column (cut, it would name another row)."""
     for level in levels[1:]:
-        if not record.attrs.get(level.keyTag):
+        if not attrs.get(level.keyTag):
             raise ValueError(f"{level.table.name}: empty {level.keyName}")
+    for level in levels:
+        for field in level.keyFields:
+            value = attrs.get(field.source, "")
+            if len(value) > field.length:
+                raise ValueError(f"{level.table.name}.{field.name} {value!r} is longer than its "
+                                 f"{field.length} characters")
+
+
+def checkRecord(levels, record):
+    """Raise ``ValueError`` if the record cannot be indexed at all: its
+    keys unusable (``checkKeys``), or no usable file location."""
+    checkKeys(levels, record.attrs)
     columns = levels[3].table.c
     for value, column in ((record.deviceName, columns.DeviceName),
                           (record.objectFile, columns.ObjectFile)):

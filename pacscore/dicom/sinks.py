@@ -2,7 +2,8 @@
 
 Every sink has ``write(data)``, ``close() -> Deferred`` (all data is where it
 belongs) and ``discard()``. Small data sets (C-FIND identifiers, commands
-we refuse) stay in memory; C-STORE uses ``pacscore.storage.spool.Spool``.
+we refuse) stay in memory; C-STORE uses ``pacscore.storage.spool.Spool``,
+and ``DiscardingSink`` for an object refused for its command's UIDs.
 """
 
 from twisted.internet import defer
@@ -10,6 +11,20 @@ from twisted.internet import defer
 from pacscore.dicom.pdu import PDUError
 
 MEMORY_LIMIT = 16 << 20  # bytes of a data set kept in memory (identifiers, N-ACTION/N-CREATE data sets ...)
+
+
+class DiscardingSink:
+    """Drops a data set as it arrives (one whose request is refused
+    whatever it holds)."""
+
+    def write(self, data):
+        pass
+
+    def close(self):
+        return defer.succeed(self)
+
+    def discard(self):
+        pass
 
 
 class MemorySink:

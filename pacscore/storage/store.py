@@ -7,6 +7,13 @@ acknowledged, indexed Part-10 file.
     commit) -> file and row made durable (see pacscore.storage.durability)
     -> Success
 
+An object whose command (or file meta) gives a SOP Class, SOP Instance or
+Transfer Syntax UID that is no UID (1 to 64 digits and dots: they go into
+its file meta), or whose data set has a key longer than its index column
+(``Index.checkKeys``: cut, it would be another object's, patient's, study's
+or series'), is refused before anything is written; its data set is dropped
+as it arrives.
+
 Disk work runs in a worker of the I/O pool, which hands the record straight
 to the index writer thread; the reactor hears back once, after the commit. A
 replaced object (same SOP Instance UID) has its old file removed only after
@@ -34,6 +41,8 @@ from pacscore.codecs.nkipixels import NKI_PIXEL_DATA, withPlainPixels
 from pacscore.codecs.transcode import TranscodeError
 from pacscore.db.index import ImageRecord
 from pacscore.dicom.datasets import IdentifierError
+from pacscore.dicom.sinks import DiscardingSink
+from pacscore.dicom.uids import isUID
 from pacscore.storage.attributes import DatasetError, readAttributes
 from pacscore.storage.devicechoice import DeviceChoice
 from pacscore.storage.durability import FlushError
@@ -71,6 +80,15 @@ class InvalidDataset(StoreError):
 
 class DatasetMismatch(StoreError):
     """The data set contradicts its command or lacks what every object needs."""
+
+
+def uidProblem(incoming):
+    """Why the UIDs ``incoming`` names cannot head its file meta, or None."""
+    for uid, name in ((incoming.sopClassUID, "SOP Class UID"), (incoming.sopInstanceUID, "SOP Instance UID"),
+                      (incoming.transferSyntax, "Transfer Syntax UID")):
+        if not isUID(uid):
+            return f"{name} {uid!r} is not a UID (1 to 64 digits and dots)"
+    return None
 
 
 @dataclass(frozen=True)
@@ -139,7 +157,10 @@ class ObjectStore:
 
     def spool(self, incoming, transport=None):
         """A sink for the data set of ``incoming`` as its fragments arrive;
-        its ``device`` is the one a large data set is spooled on."""
+        its ``device`` is the one a large data set is spooled on (none
+        for an object ``store`` refuses for its UIDs: its data set is dropped)."""
+        if uidProblem(incoming) is not None:
+            return DiscardingSink()
         device = self.choice.current
         spool = Spool(device.tempDir, self._header(incoming, incoming.transferSyntax),
                       self.spoolThreshold, self.workers.deferToWorker, transport, openFile=self.fileWrites.open)
@@ -154,6 +175,10 @@ class ObjectStore:
         the removal of the copy it replaced: with names that come back
         (``%callingae``), a removal queued by one would otherwise take the
         file the next had just written there."""
+        problem = uidProblem(incoming)
+        if problem is not None:
+            spool.discard()
+            return defer.fail(DatasetMismatch(problem))
         uid = incoming.sopInstanceUID
         earlier = self._storing.get(uid)
         ended = self._storing[uid] = defer.Deferred()
@@ -236,6 +261,7 @@ class ObjectStore:
                 if temporary is not None:
                     os.unlink(temporary)
                 temporary = converted
+            self._checkKeys(attrs)
             dataset = self._parsed(header, data, temporary) if self.namer.needsDataset else None
             relative = self.namer.name(attrs, incoming.callingAE, incoming.calledAE, transferSyntax, dataset)
             if data is not None:
@@ -461,6 +487,13 @@ class ObjectStore:
                           (SERIES_INSTANCE_UID, "Series Instance UID")):
             if not attrs.get(tag):
                 raise DatasetMismatch(f"no {name} in the data set")
+
+    def _checkKeys(self, attrs):
+        """DatasetMismatch unless the (amended) object can key its index rows."""
+        try:
+            self.index.checkKeys(attrs)
+        except ValueError as e:
+            raise DatasetMismatch(f"not indexable: {e}") from e
 
     def _removeReplaced(self, replaced):
         device = self.devicesByName.get(replaced.deviceName)  # a copy moved to MAG1 goes too

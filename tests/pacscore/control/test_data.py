@@ -2,7 +2,10 @@
 addimagefile, the deletes, loadhl7, dump_header, prefetch."""
 
 import os
+import warnings
 from pathlib import Path
+
+import pydicom
 
 from sqlalchemy import select
 from twisted.internet import defer
@@ -62,6 +65,23 @@ class StoredCorpusTests(unittest.TestCase):
             f.write(b"not a DICOM file at all" * 10)
         yield self.assertFailure(self.running.run(commands.addImageFile, path), CommandError)
         yield self.assertFailure(self.running.run(commands.addImageFile, path + ".missing"), CommandError)
+
+    @defer.inlineCallbacks
+    def test_addimagefileRefusesAnOverlongStudyUID(self):
+        """A study UID over the index's 64 characters is refused, nothing
+        stored: cut, it would join the study it shares them with."""
+        first = self.images[0]
+        dataset = pydicom.dcmread(first.path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pydicom's, about UIDs over 64 characters
+            dataset.StudyInstanceUID = (first.studyUID + "." + "9" * 64)[:65]
+            dataset.SOPInstanceUID = "1.2.3.4.5.6.7.8.9"
+            path = os.path.abspath(self.mktemp())
+            dataset.save_as(path)
+        error = yield self.assertFailure(self.running.run(commands.addImageFile, path), CommandError)
+        self.assertIn("longer than its 64 characters", str(error))
+        self.assertEqual((yield self.running.count("image")), 8)
+        self.assertEqual(len(self.running.files()), 8)
 
     @defer.inlineCallbacks
     def test_deletestudyRemovesFilesAndRows(self):

@@ -335,6 +335,25 @@ class UpsertTests(IndexTestCase):
             self.assertIn("empty", str(error))
         self.assertEqual(self.rows("patient"), [])
 
+    def test_overlongKeysRefusedNotTruncated(self):
+        """A SOP Instance, Series or Study UID or Patient ID longer than its
+        column is refused, whatever AllowTruncate says: cut, two SOP
+        instances sharing their first 64 characters would be one, the
+        second replacing the first."""
+        index = Index(self.engine, conquestLayout(), TABLE_NAMES,
+                      allowTruncate=frozenset({"sopinstanceuid", "studyinstanceuid", "seriesinstanceuid", "patientid"}))
+        prefix = "1.2." + "7" * 60
+        self.upsert(makeRecord(prefix))
+        for key, value in (("sop", prefix + ".1"), ("series", prefix + ".2"), ("study", prefix + ".3"),
+                           ("patient", "P" * 65)):
+            record = makeRecord(**{"sop": "1.2.3.1.9", key: value})
+            with self.engine.begin() as connection:
+                self.assertRaises(ValueError, index.upsertImage, connection, record)
+            error = self.assertRaises(ValueError, index.checkKeys, record.attrs)
+            self.assertIn("longer than its 64 characters", str(error))
+        self.assertEqual([row["SOPInstanceUID"] for row in self.rows("image")], [prefix])
+        self.assertEqual(len(self.rows("study")), 1)
+
     def test_badFileLocation(self):
         self.assertRaises(ValueError, self.upsert, makeRecord("1.2.3.1.1", objectFile="x" * 256))
         self.assertRaises(ValueError, self.upsert, makeRecord("1.2.3.1.1", deviceName=""))

@@ -18,7 +18,7 @@ from pacscore.dicom.client import associate
 from pacscore.dicom.storage import CANNOT_UNDERSTAND, DATASET_DOES_NOT_MATCH, OUT_OF_RESOURCES, SUCCESS
 from pacscore.testing.mutations import mutated
 from tests.pacscore.control.running import RunningArchive
-from tests.pacscore.storage.test_attributes import bundledFile, splitFile
+from tests.pacscore.storage.test_attributes import bundledFile, encode, splitFile
 
 CT_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 
@@ -53,6 +53,51 @@ class DamagedDatasetTests(unittest.TestCase):
         yield client.release()
         self.assertEqual(self.flushLoggedErrors(), [])
         self.assertEqual(set(statuses), {SUCCESS, CANNOT_UNDERSTAND, DATASET_DOES_NOT_MATCH}, statuses)
+
+
+class CommandUIDTests(unittest.TestCase):
+
+    @defer.inlineCallbacks
+    def test_uidsThatAreNoneRefusedAssociationKept(self):
+        """A C-STORE whose Affected SOP Instance UID holds a byte that is no
+        ASCII, is blank, or is over 64 characters (two of them sharing their
+        first 64) gets A900, its SOP Class UID such a byte 0122, each with
+        one warning line and nothing written; the association goes on."""
+        running = RunningArchive(self, listen=True)
+        syntax, data, dataset = splitFile(bundledFile("CT_small.dcm"))
+        uid = str(dataset.SOPInstanceUID)
+        long = "1.2.826.0.1.3680043.8.498." + "7" * 38  # 64 characters
+
+        def withUID(sop):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # pydicom's, about UIDs that are none
+                dataset.SOPInstanceUID = sop
+                return encode(dataset)
+        client = yield associate(reactor, "127.0.0.1", running.port, "SENDER", running.ae,
+                                 [(CT_STORAGE, [syntax])])
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        statuses = []
+        for sopClass, sop, sent in ((CT_STORAGE, uid.encode()[:-1] + b"\xff", data),
+                                    (CT_STORAGE.encode() + b"\xe9", uid, data),
+                                    (CT_STORAGE, " ", withUID(" ")),
+                                    (CT_STORAGE, long + ".1", withUID(long + ".1")),
+                                    (CT_STORAGE, long + ".2", withUID(long + ".2")),
+                                    (CT_STORAGE, uid, data)):
+            command = {commands.COMMAND_FIELD: commands.C_STORE_RQ, commands.PRIORITY: 0,
+                       commands.AFFECTED_SOP_CLASS_UID: sopClass, commands.AFFECTED_SOP_INSTANCE_UID: sop}
+            response, _ = yield client.request(1, command, sent)
+            statuses.append(response[commands.STATUS])
+        yield client.release()
+        self.assertEqual(statuses, [DATASET_DOES_NOT_MATCH, 0x0122] + [DATASET_DOES_NOT_MATCH] * 3 + [SUCCESS])
+        self.assertFalse([e for e in events if "log_failure" in e])
+        refusals = [formatEvent(e) for e in events if e["log_level"].name == "warn"]
+        self.assertEqual(len(refusals), 5, refusals)
+        image = running.archive.index.tables.image
+        rows = yield running.archive.index.runQuery(
+            lambda connection: connection.execute(select(image.c.SOPInstanceUID)).scalars().all())
+        self.assertEqual(rows, [uid])
 
 
 class IndexRefusalTests(unittest.TestCase):

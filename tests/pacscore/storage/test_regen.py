@@ -7,6 +7,7 @@ import contextlib
 import os
 import shutil
 import signal
+import warnings
 
 from pydicom.data import get_testdata_file
 from sqlalchemy import select
@@ -137,6 +138,26 @@ class RegenerationTests(unittest.TestCase):
         self.assertEqual((regenerator.indexed, regenerator.failed, regenerator.duplicates), (1, 1, 0))
         self.assertEqual(self.column("image", "ObjectFile"), ["PAT1/1.dcm"])
         self.assertTrue(any("cut.dcm -FAILED" in line for line in self.lines), self.lines)
+
+    def test_overlongUIDsFailAlone(self):
+        """Files whose SOP Instance (or Study) UID is over the index's 64
+        characters, sharing their first 64 with another's, fail and are left
+        on disk; cut, they would have been taken for one object (or study)."""
+        mag0 = self.devices[0]
+        prefix = "1.2." + "7" * 60
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pydicom's, about UIDs over 64 characters
+            self.write(mag0, "PAT1/1.dcm", 1000, sop=prefix)
+            paths = [self.write(mag0, "PAT1/2.dcm", 2000, sop=prefix + ".2"),
+                     self.write(mag0, "PAT1/3.dcm", 3000, sop="1.2.3.1.3", StudyInstanceUID=prefix + ".3")]
+        regenerator = self.regenerate()
+        self.assertEqual((regenerator.indexed, regenerator.failed, regenerator.duplicates), (1, 2, 0), self.lines)
+        self.assertEqual(self.location(), [("MAG0", "PAT1/1.dcm")])
+        self.assertEqual(self.column("study", "StudyInstanceUID"), ["1.2.3"])
+        for path in paths:
+            self.assertTrue(any(f"{path} -FAILED" in line and "longer than its 64 characters" in line
+                                for line in self.lines), self.lines)
+            self.assertTrue(os.path.exists(path))
 
     def test_fileNameNotUTF8(self):
         """An old Conquest's file named with a Latin-1 patient name is

@@ -10,6 +10,7 @@ import os
 import sqlite3
 import threading
 import time
+import warnings
 from io import BytesIO
 
 import pydicom
@@ -59,6 +60,19 @@ def largeDataset(pixelBytes):
     ds.save_as(buffer, enforce_file_format=True)
     buffer.seek(0)
     return ds.SOPInstanceUID, buffer.getvalue()[readFileMeta(buffer)[2]:]
+
+
+def ctWith(**values):
+    """The data set of CT_small.dcm with ``values`` (keywords) set, explicit
+    VR little endian as it would arrive."""
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    buffer = BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom's, about UIDs that are none
+        for keyword, value in values.items():
+            setattr(ds, keyword, value)
+        ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()[readFileMeta(BytesIO(buffer.getvalue()))[2]:]
 
 
 class FakeTransport:
@@ -381,6 +395,45 @@ class ObjectStoreTests(unittest.TestCase):
         incoming, spool = self.receive(datasetBytes("CT_small.dcm"), uid, sopClass="1.2.840.10008.5.1.4.1.1.4")
         error = yield self.assertFailure(self.store.store(incoming, spool), DatasetMismatch)
         self.assertIn("SOP Class UID", str(error))
+
+    def assertNothingStored(self):
+        self.assertEqual(sorted(os.listdir(self.device.path)), [".pacs-tmp", "dbase"], "no file was stored")
+        temporary = os.path.join(self.device.path, TEMP_FOLDER)
+        self.assertEqual([n for n in os.listdir(temporary) if os.path.getsize(os.path.join(temporary, n))], [],
+                         "no spool file either (the reservoir's files are empty)")
+        rows = self.index.runQuery(lambda c: c.exec_driver_sql("SELECT SOPInstanceUID FROM DICOMImages").fetchall())
+        return rows.addCallback(self.assertEqual, [])
+
+    @defer.inlineCallbacks
+    def test_overlongUIDsRefusedBeforeWriting(self):
+        """Objects whose SOP Instance, Study or Series UID is over 64
+        characters (the index's key columns) are refused before anything is
+        written: cut to fit, two such SOP instances sharing their first 64
+        characters would be one, the second removing the first's file."""
+        prefix = "1.2.826.0.1.3680043.8.498." + "7" * 38
+        for sop, keys in ((prefix + ".1", {}), (prefix + ".2", {}),
+                          ("1.2.3.4.5", {"StudyInstanceUID": prefix + ".3"}),
+                          ("1.2.3.4.6", {"SeriesInstanceUID": prefix + ".4"}),
+                          ("1.2.3.4.7", {"PatientID": "P" * 65})):
+            incoming, spool = self.receive(ctWith(SOPInstanceUID=sop, **keys), sop)
+            error = yield self.assertFailure(self.store.store(incoming, spool), DatasetMismatch)
+            self.assertIn("64 ", str(error))
+        yield self.assertNothingStored()
+
+    @defer.inlineCallbacks
+    def test_commandUIDsThatAreNoUIDsRefusedBeforeWriting(self):
+        """A SOP Class or Instance UID that cannot head a file meta (a byte
+        that is no ASCII, decoded as U+FFFD; blank) is refused before
+        anything is written, the data set dropped as it arrives, in memory
+        or large enough to be spooled."""
+        uid = pydicom.dcmread(get_testdata_file("CT_small.dcm")).SOPInstanceUID
+        _, large = largeDataset(256 << 10)
+        for data, sop, sopClass in ((datasetBytes("CT_small.dcm"), uid[:-1] + "\ufffd", CT),
+                                    (large, uid, CT + "\ufffd"), (ctWith(SOPInstanceUID=" "), "", CT)):
+            incoming, spool = self.receive(data, sop, sopClass=sopClass)
+            error = yield self.assertFailure(self.store.store(incoming, spool), DatasetMismatch)
+            self.assertIn("is not a UID", str(error))
+        yield self.assertNothingStored()
 
     @defer.inlineCallbacks
     def test_garbage(self):

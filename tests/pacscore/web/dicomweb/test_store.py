@@ -125,6 +125,23 @@ class StoreTests(DicomWebTestCase):
                          ([meta[MEDIA_STORAGE_SOP_CLASS_UID]], [image.sopUID], [0xC000]))
 
     @defer.inlineCallbacks
+    def test_fileMetaUIDThatIsNoUID(self):
+        """A part whose file meta gives a SOP Instance UID with a byte that
+        is no ASCII (the Part-10 header it is stored under could not be
+        written) fails alone, A900, the others stored."""
+        images = self.newImages()
+        uid = images[0].sopUID.encode()
+        damaged = read(images[0].path).replace(uid, uid[:-1] + b"\xe9", 1)  # the file meta's
+        found = yield self.fetch("/studies", method=b"POST", body=stowBody(damaged, read(images[1].path)),
+                                 contentType=STOW_TYPE)
+        self.assertEqual(found.code, 202)
+        answer = found.json()
+        self.assertEqual([r["00081155"]["Value"][0] for r in sequence(answer, "00081199")], [images[1].sopUID])
+        [failure] = sequence(answer, "00081198")
+        self.assertEqual(failure["00081197"]["Value"], [0xA900])
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    @defer.inlineCallbacks
     def test_withoutPreamble(self):
         """A Part-10 stream without the preamble and DICM (pydicom's dcmwrite
         of a data set in memory, as dicomweb-client sends it) is stored as a

@@ -425,8 +425,8 @@ def _dateTimeConditions(column, vr, values):
     if vr == "TM":
         times = [_normalTime(value) for value in singles if not _hasWildcards(value)]
         singles = [value for value in singles if _hasWildcards(value)]
-        if times:
-            conditions.append(_oneOf(_wholeSeconds(column, vr), times))
+        if times:  # an empty stored time is no time (padded, it would be 000000)
+            conditions.append(and_(column > "", _oneOf(_wholeSeconds(column, vr), times)))
     return conditions + _textConditions(column, vr, singles, False)
 
 

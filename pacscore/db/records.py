@@ -181,7 +181,7 @@ class Level:
         report("{table}.{column} truncated to {length} characters: {value!r} (further ones of this "
                "column are logged at debug level; AllowTruncate lists columns never warned of)",
                table=self.table.name, column=name, length=length, value=value)
-        return value[:length]
+        return value[:length].rstrip(" ")  # a space the cut leaves at the end is no part of the value
 
 
 def buildLevels(tables, layout, allowTruncate=frozenset()):

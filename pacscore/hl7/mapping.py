@@ -142,10 +142,8 @@ class _Column:
             value = _CONTROL.sub(" ", value.replace("\\", "/"))
         if self.isPersonName:
             value = "=".join(group[:PN_GROUP_LENGTH].rstrip("^") for group in value.split("="))
-        if self.length and len(value) > self.length:
-            value = value[:self.length]
-            if self.isPersonName:
-                value = value.rstrip("^=")
+        if self.length and len(value) > self.length:  # a space the cut leaves at the end is no part of it
+            value = value[:self.length].rstrip("^= " if self.isPersonName else " ")
         return value
 
 

@@ -308,6 +308,12 @@ class UpsertTests(IndexTestCase):
         self.upsert(makeRecord("1.2.3.1.2", study="1.2.4", STUDY_DESCRIPTION="E" * 65))
         self.assertEqual([(e["column"], e["log_level"].name) for e in events], [("StudyDescription", "debug")])
 
+    def test_truncationLeavesNoTrailingSpace(self):
+        """A value cut after a space is stored without it, as a C-FIND
+        answers it and a C-FIND for it must find it (PS3.5 6.2)."""
+        self.upsert(makeRecord("1.2.3.1.1", STUDY_DESCRIPTION="D" * 63 + " tail"))
+        self.assertEqual(self.row("study")["StudyDescription"], "D" * 63)
+
     def test_allowTruncate(self):
         """The columns AllowTruncate names are never warned of."""
         events = []

@@ -386,6 +386,11 @@ class MatchingTests(ArchiveTestCase):
         self.assertMatches("STUDY", K(STUDY_TIME, "TM", "130059"), [])
         self.assertMatches("STUDY", K(STUDY_TIME, "TM", "130059.50"), ["2.1"])
 
+    def test_midnightNeverMatchesAnEmptyTime(self):
+        """An empty stored time is no time, not 00:00 (PS3.4 C.2.2.2.1)."""
+        for midnight in ("000000", "0000", "00", "000000-000000"):
+            self.assertEqual(self.keysOf("STUDY", K(STUDY_TIME, "TM", midnight)), [], midnight)
+
     def test_timeSingleValueShortForm(self):
         """A stored 1300 (13:00, a valid short TM) is the same time as 130000."""
         self.assertMatches("STUDY", K(STUDY_TIME, "TM", "130000"), ["5.1"])

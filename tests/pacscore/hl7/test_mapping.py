@@ -189,6 +189,9 @@ class ConversionTests(unittest.TestCase):
         self.assertEqual(mapOne(column("Time", "OBR.7.TIME", length=4), obr(when="20261201103045.12")),
                          "1030")
         self.assertEqual(mapOne(column("Date", "OBR.7.DATE", length=6), obr()), "202612")
+        # A space the cut leaves at the end is dropped: a C-FIND for the value as answered finds it.
+        self.assertEqual(mapOne(column("SchedPSID", "OBR.4", length=16), obr(service="ABCDEFG^ABCDEFG procedure")),
+                         "ABCDEFG^ABCDEFG")
 
     def test_personNameTruncation(self):
         name = column("PatientName", "PID.5", tag=PATIENT_NAME, length=0)

@@ -7,10 +7,11 @@ joins the patient, study or series of the object in file ``sample``: it
 takes the sample's patient (study, series) attributes and new UIDs below
 that level (``changes.attachedTo``), and is stored in this archive as a
 new object (the converters do not see it), the file ``any`` left as it is.
-As in Conquest, the new UIDs come from UIDMODS, so attaching one object at
-two levels gives the same SOP Instance UID twice: do not.  An RT Plan
-attached to an RT Structure Set joins its study, takes its Frame of
-Reference and references it (``changes.planOnStructures``).
+As in Conquest, the new UIDs come from the UID map, made for the sample's
+patient, study or series (ChangeUID's stage): attached again to the same
+one, an object replaces its earlier copy; to another, it is another
+object.  An RT Plan attached to an RT Structure Set joins its study, takes
+its Frame of Reference and references it (``changes.planOnStructures``).
 """
 
 from twisted.logger import Logger
@@ -41,7 +42,7 @@ class _Attach(AsyncControlCommand):
         sample = await fromFile(archive, samplePath, _sample)
         change = self.change(archive.converterServices.uidMap, sample)
         incoming, data, _ = await readObject(archive, path, change, callingAE=self.name[:16])
-        stored = storedName(*await storeObject(archive, incoming, data, path))
+        stored = storedName(*await storeObject(archive, incoming, data, path, copy=True))
         self.log.info("{peer}: {command}: {path} stored as {stored}", peer=context.peer, command=self.name,
                       path=path, stored=stored)
         return f"{path} attached: {stored}"

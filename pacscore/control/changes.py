@@ -5,7 +5,10 @@ to a decoded object before it is stored again (``pacscore.control.modify``).
 New UIDs come from the archive's ``UIDMap`` (UIDMODS), as Conquest's
 ChangeUID: the same original UID always gives the same new one, so the
 objects of one study changed one by one stay one study, and
-``changeuidback`` finds the originals.
+``changeuidback`` finds the originals.  A copy for a patient (a new Patient
+ID) or an attachment to a patient, study or series gets them for that
+target (ChangeUID's stage): copied to two patients, or attached to two
+studies, one original gives two objects.
 """
 
 from pydicom.dataset import Dataset
@@ -42,21 +45,22 @@ class ScriptRefused(Exception):
     """A converter script run by a command destroyed or rejected the object."""
 
 
-def _renew(dataset, uidMap, pairs):
-    """Replace the UIDs ``pairs`` (keyword, MODType) through ``uidMap``."""
+def _renew(dataset, uidMap, pairs, stage=""):
+    """Replace the UIDs ``pairs`` (keyword, MODType) through ``uidMap``,
+    made for the target ``stage`` when given."""
     for keyword, modType in pairs:
         old = str(dataset.get(keyword, "") or "").strip()
         if not old:
             raise DatasetError(f"no {keyword}")
-        setattr(dataset, keyword, uidMap.newFor(old, modType))
+        setattr(dataset, keyword, uidMap.newFor(old, modType, stage))
 
 
 def newPatient(uidMap, patientID):
     """Conquest's ModifyPATIDofDDO: the Patient ID ``patientID`` and new
-    Study, Series and SOP Instance UIDs."""
+    Study, Series and SOP Instance UIDs, made for that patient."""
 
     def change(dataset):
-        _renew(dataset, uidMap, NEW_UIDS)
+        _renew(dataset, uidMap, NEW_UIDS, patientID)
         assign(dataset, PATIENT_ID, patientID)
     return change
 
@@ -144,14 +148,16 @@ def attachedTo(uidMap, sample, level):
     (``level``) of the data set ``sample``.  It takes the sample's patient
     attributes (and study ones, from STUDY; and Series Instance and Frame of
     Reference UID at SERIES), those the sample lacks removed (the Frame of
-    Reference kept); the UIDs below the level are new."""
+    Reference kept); the UIDs below the level are new, made for the
+    sample's patient, study or series."""
     depth = LEVELS.index(level)
+    stage = str(sample.get(("PatientID", "StudyInstanceUID", "SeriesInstanceUID")[depth], "") or "").strip()
     names = PATIENT_ATTRIBUTES + (STUDY_ATTRIBUTES if depth else ()) + (
         ("SeriesInstanceUID",) if depth == 2 else ())
     kept = ("FrameOfReferenceUID",) if depth == 2 else ()
 
     def change(dataset):
-        _renew(dataset, uidMap, NEW_UIDS[depth:])
+        _renew(dataset, uidMap, NEW_UIDS[depth:], stage)
         copied = {keyword: sample.data_element(keyword) for keyword in names + kept if keyword in sample}
         if not all(textOf(element).isascii() for element in copied.values()):
             ensureUnicode(dataset)  # the sample's text in the object's character set could be lost

@@ -6,7 +6,8 @@ appendix 6, "Communication options"): ``addimagefile``, ``loadhl7``,
 as a C-STORE is stored (WorkListMode, file naming, index; the import and
 export converters only with ImportExportDragAndDrop = 1, as in Conquest);
 with a new patient ID the copy gets new Study, Series and SOP Instance UIDs
-too (Conquest's ModifyPATIDofDDO), so the original stays as it is;
+too (Conquest's ModifyPATIDofDDO), made for that patient, so the original
+stays as it is and a copy for another patient is another object;
 ``loadhl7`` applies a file of HL7 messages through the
 worklist intake as the MLLP listener does; ``forward`` sends a stored file
 as the export queue forwards it; ``prefetch`` reads a patient's files once
@@ -14,6 +15,8 @@ as the export queue forwards it; ``prefetch`` reads a patient's files once
 only regular files are read (a FIFO or a device would block it), and an
 HL7 file of at most ``HL7_FILE_LIMIT`` bytes (pacscore.hl7.dropfolder).
 """
+
+import dataclasses
 
 import pydicom
 from pydicom.errors import InvalidDicomError
@@ -35,7 +38,9 @@ from pacscore.hl7.dropfolder import applyMessages, readMessages
 from pacscore.storage.attributes import DatasetError, readAttributes
 from pacscore.storage.part10 import readFileMeta
 from pacscore.storage.regularfiles import openRegularFile
-from pacscore.storage.store import SOP_CLASS_UID, SOP_INSTANCE_UID, IncomingObject, StoreError
+from pacscore.storage.store import SOP_CLASS_UID, SOP_INSTANCE_UID, IncomingObject, Refused, StoreError
+
+COPIED_ONCE = " (the UID map gave it the UIDs of an earlier copy of the same original, which stays)"
 
 
 def readHL7(path):
@@ -96,15 +101,23 @@ async def fromFile(archive, path, work, *args):
         raise CommandError(f"{path} could not be changed: {e}") from e
 
 
-async def storeObject(archive, incoming, data, path):
+async def storeObject(archive, incoming, data, path, copy=False):
     """Store what ``readObject`` gave through the ObjectStore; the stored
-    file's ``(device name, path relative to the device)``."""
+    file's ``(device name, path relative to the device)``.  ``copy``: the
+    object has new UIDs from the UID map, so it never moves the study or
+    series of an earlier copy of the same original that has them, made for
+    another patient or study (``IncomingObject.relink``: an original
+    anonymized again under another Patient ID): that copy stays, and this
+    one is refused."""
+    if copy:
+        incoming = dataclasses.replace(incoming, relink=False)
     spool = archive.objectStore.spool(incoming)
     spool.write(data)
     try:
         return await archive.objectStore.store(incoming, spool)
     except (StoreError, OSError) as e:
-        raise CommandError(f"{path} was not stored: {e}") from e
+        hint = COPIED_ONCE if copy and isinstance(e, Refused) else ""
+        raise CommandError(f"{path} was not stored: {e}{hint}") from e
 
 
 def _checkUID(uid, name):
@@ -140,7 +153,7 @@ class AddImageFile(AsyncControlCommand):
         converters = archive.configuration.ini.getint("ImportExportDragAndDrop", 0) == 1
         incoming, data, _ = await readObject(archive, path, change, compression=archive.droppedFileCompression,
                                              converters=converters, amended=True)
-        _, relative = await storeObject(archive, incoming, data, path)
+        _, relative = await storeObject(archive, incoming, data, path, copy=change is not None)
         self.log.info("{peer}: addimagefile {path}: stored as {relative}", peer=context.peer, path=path,
                       relative=relative)
         return f"{incoming.sopInstanceUID} stored as {relative}"

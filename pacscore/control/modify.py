@@ -14,8 +14,9 @@ it.  As in Conquest, a new Patient ID and a merge give the objects new
 UIDs from the UID map:
 
 - ``modifypatid:patid,file`` / ``copypatid:patid,file``: the Patient ID,
-  and new Study, Series and SOP Instance UIDs (so changing it back later
-  makes other new objects; a second copy of one file replaces the first);
+  and new Study, Series and SOP Instance UIDs made for that patient (so
+  changing it back later makes other new objects, and copies of one file
+  for two patients are two objects);
 - ``anonymize:patid,file``: ``anonymize_script.cq`` (converter lines) or
   else ``anonymize_script.lua`` of the configuration folder, when there is
   one, then Patient ID and Name ``patid``, the patient's other identifying
@@ -55,10 +56,11 @@ async def storedInstance(archive, text):
     return instances[0]
 
 
-async def rewrite(archive, instance, change, callingAE, keep=False):
+async def rewrite(archive, instance, change, callingAE, keep=False, copy=False):
     """Store ``change`` of the stored object ``instance`` (see the module
-    docstring); the new file as ``storedName`` gives it, or None when the
-    change changed nothing."""
+    docstring; ``copy``: it gives new UIDs, see ``storeObject``); the new
+    file as ``storedName`` gives it, or None when the change changed
+    nothing."""
     try:
         path = await archive.workers.deferToWorker(archive.objectReader.path, instance.deviceName,
                                                    instance.objectFile)
@@ -67,7 +69,8 @@ async def rewrite(archive, instance, change, callingAE, keep=False):
     incoming, data, changed = await readObject(archive, path, change, callingAE=callingAE)
     if not changed:
         return None
-    device, relative = await storeObject(archive, incoming, data, storedName(instance.deviceName, instance.objectFile))
+    device, relative = await storeObject(archive, incoming, data, storedName(instance.deviceName, instance.objectFile),
+                                         copy)
     if not keep and incoming.sopInstanceUID != instance.sopInstanceUID:
         sameFile = (device, relative) == (instance.deviceName, instance.objectFile)
         await archive.localActions.removeInstances([instance], files=not sameFile)
@@ -77,17 +80,19 @@ async def rewrite(archive, instance, change, callingAE, keep=False):
 class _FileCommand(AsyncControlCommand):
     """A change of one stored file: ``split(arguments)`` gives the file and
     the other argument, ``change(other, archive, instance)`` the change;
-    ``keep`` the original."""
+    ``keep`` the original; ``newUIDs``: the change gives it new UIDs from
+    the UID map (a copy, ``storeObject``)."""
 
     log = Logger()
     keep = False
+    newUIDs = False
 
     async def execute(self, arguments, context):
         archive = context.archive
         text, other = self.split(arguments)
         instance = await storedInstance(archive, text)
         change = await self.change(other, archive, instance)
-        stored = await rewrite(archive, instance, change, self.name[:16], self.keep)
+        stored = await rewrite(archive, instance, change, self.name[:16], self.keep, self.newUIDs)
         old = storedName(instance.deviceName, instance.objectFile)
         if stored is None:
             return f"{old}: nothing changed"
@@ -107,6 +112,7 @@ class _FileCommand(AsyncControlCommand):
 class ModifyPatID(_FileCommand):
     name = "modifypatid"
     usage = "--modifypatid:patid,file  Change patid of given file (new UIDs)"
+    newUIDs = True
 
     async def change(self, patientID, archive, instance):
         return newPatient(archive.converterServices.uidMap, patientID)
@@ -121,6 +127,7 @@ class CopyPatID(ModifyPatID):
 class Anonymize(_FileCommand):
     name = "anonymize"
     usage = "--anonymize:patid,file  Anonymize given file (anonymize_script.cq/.lua, new UIDs)"
+    newUIDs = True
 
     async def change(self, patientID, archive, instance):
         script = await archive.workers.deferToWorker(self._script, archive)

@@ -8,7 +8,12 @@ in memory only (tests, converters run without an index).  Merges
 (``mergestudy``, ``mergeseries``: which study or series went into which)
 are kept in a table of their own, ``PacsUIDMerges``: a merge target is no
 new UID (given as one, a later change of patient took the real UID of the
-study merged into), and a UID made new once may still be merged.
+study merged into), and a UID made new once may still be merged.  New UIDs
+made for one target (a ``stage``: the patient a copy is made for, the study
+an object is attached to, as Conquest's ChangeUID takes one) are kept in
+``PacsUIDStages``, keyed by the original UID and the stage: one original
+copied to two patients gives two copies, each with UIDs of its own, where
+the same UIDs would make the second take the place of the first.
 
 Synchronous and thread-safe: converter commands call it from worker threads.
 """
@@ -25,14 +30,17 @@ from pacscore.db.schema import MYSQL_TABLE, adoptFoldedTable
 
 TABLE_NAME = "UIDMODS"
 MERGES_TABLE_NAME = "PacsUIDMerges"
+STAGES_TABLE_NAME = "PacsUIDStages"
 MERGE_TYPES = ("MergeStudy", "MergeSeries")
 
 
-def _pairsTable(name, metadata):
+def _pairsTable(name, metadata, staged=False):
+    keys = ("OldUID", "Stage") if staged else ("OldUID",)
     return Table(name, metadata,
                  Column("MODTime", Integer), Column("OldUID", String(64)),
+                 *([Column("Stage", String(64))] if staged else []),
                  Column("MODType", String(32)), Column("NewUID", String(64)),
-                 Index(f"ux_{name}_OldUID", "OldUID", unique=True),
+                 Index(f"ux_{name}_{'_'.join(keys)}", *keys, unique=True),
                  Index(f"ix_{name}_NewUID", "NewUID"), **MYSQL_TABLE)
 
 
@@ -49,9 +57,16 @@ def uidMergesTable(metadata):
     return _pairsTable(MERGES_TABLE_NAME, metadata)
 
 
+def uidStagesTable(metadata):
+    """The new UIDs made for one target (``stage``), unique on the original
+    UID and the stage."""
+    return _pairsTable(STAGES_TABLE_NAME, metadata, staged=True)
+
+
 class _Pairs:
     """Old UID -> new UID pairs of one table, cached both ways (the
-    caller holds the map's lock)."""
+    caller holds the map's lock).  An old UID is a key: the UID, or in a
+    table with a ``Stage`` column ``(UID, stage)``."""
 
     maxCached = 100000
 
@@ -62,24 +77,36 @@ class _Pairs:
         self._newByOld = {}
         self._oldByNew = {}
 
-    def known(self, uid, byNew=False):
-        """The UID recorded with ``uid`` (an original one, or with ``byNew``
-        a new one), or None."""
+    def _oldKey(self, old):
+        """Column name -> value of the old key ``old``."""
+        return dict(zip(("OldUID", "Stage"), old)) if "Stage" in self.table.c else {"OldUID": old}
+
+    def known(self, key, byNew=False):
+        """The UID recorded with ``key`` (an old key, or with ``byNew`` a
+        new UID: then the original UID), or None."""
         columns = self.table.c
-        cache, column, other = ((self._oldByNew, columns.NewUID, columns.OldUID) if byNew
-                                else (self._newByOld, columns.OldUID, columns.NewUID))
-        paired = cache.get(uid)
+        if byNew:
+            paired = self._oldByNew.get(key)
+            if paired is None:
+                paired = self.stored({"NewUID": key}, columns.OldUID)
+                if paired is not None:
+                    self._oldByNew[key] = paired
+            return paired
+        paired = self._newByOld.get(key)
         if paired is None:
-            paired = self.stored(column, uid, other)
+            paired = self.stored(self._oldKey(key), columns.NewUID)
             if paired is not None:
-                self.remember(*((paired, uid) if byNew else (uid, paired)))
+                self.remember(key, paired)
         return paired
 
-    def stored(self, keyColumn, key, valueColumn):
+    def stored(self, where, valueColumn):
+        """``valueColumn`` of a row whose columns have the values ``where``."""
         if self.engine is None:
             return None
+        columns = self.table.c
         with self.engine.connect() as connection:
-            return connection.execute(select(valueColumn).where(keyColumn == key).limit(1)).scalar()
+            return connection.execute(select(valueColumn).where(
+                *(columns[name] == value for name, value in where.items())).limit(1)).scalar()
 
     def insert(self, old, new, modType):
         """Insert the pair; the UID recorded for ``old`` (another process's
@@ -89,9 +116,9 @@ class _Pairs:
         try:
             with self.engine.begin() as connection:
                 connection.execute(insert(self.table).values(
-                    MODTime=int(self.clock()), OldUID=old, MODType=modType[:32], NewUID=new))
+                    MODTime=int(self.clock()), MODType=modType[:32], NewUID=new, **self._oldKey(old)))
         except IntegrityError:
-            new = self.stored(self.table.c.OldUID, old, self.table.c.NewUID)
+            new = self.stored(self._oldKey(old), self.table.c.NewUID)
             if new is None:
                 raise
         return new
@@ -101,12 +128,13 @@ class _Pairs:
             self._newByOld.clear()
             self._oldByNew.clear()
         self._newByOld[old] = new
-        self._oldByNew[new] = old
+        self._oldByNew[new] = old[0] if isinstance(old, tuple) else old
 
 
 class UIDMap:
-    """``newFor(old)`` and ``oldFor(new)`` over UIDMODS (or memory only);
-    ``merge`` and ``mergedInto`` over the merges table.
+    """``newFor(old)`` and ``oldFor(new)`` over UIDMODS (or memory only),
+    and the stages table for ``newFor(old, stage=...)``; ``merge`` and
+    ``mergedInto`` over the merges table.
 
     New UIDs are ``prefix`` followed by random digits (dicom.ini's
     UIDPrefix, given with or without its final dot), or, without a
@@ -124,10 +152,12 @@ class UIDMap:
         self._lock = threading.Lock()
         self._uids = _Pairs(engine, self.table, clock)
         self._merges = _Pairs(engine, uidMergesTable(metadata), clock)
+        self._stages = _Pairs(engine, uidStagesTable(metadata), clock)
         if engine is not None:
             with engine.begin() as connection:
                 adoptFoldedTable(connection, self.table, self.log)
             self.table.create(engine, checkfirst=True)
+            self._stages.table.create(engine, checkfirst=True)
             if not inspect(engine).has_table(MERGES_TABLE_NAME):
                 self._merges.table.create(engine)
                 self._moveMerges()
@@ -158,14 +188,16 @@ class UIDMap:
         for a prefix pydicom cannot make UIDs with."""
         return generate_uid(self.prefix)
 
-    def newFor(self, old, modType=""):
-        """The new UID standing for ``old``, made and recorded (with
+    def newFor(self, old, modType="", stage=""):
+        """The new UID standing for ``old`` (made for the target ``stage``,
+        when given: another stage gets another), made and recorded (with
         ``modType``, e.g. the element's keyword) the first time."""
+        pairs, key = (self._stages, (old, stage)) if stage else (self._uids, old)
         with self._lock:
-            new = self._uids.known(old)
+            new = pairs.known(key)
             if new is None:
-                new = self._uids.insert(old, self.newUID(), modType)
-                self._uids.remember(old, new)
+                new = pairs.insert(key, self.newUID(), modType)
+                pairs.remember(key, new)
             return new
 
     def lookup(self, old):
@@ -176,7 +208,7 @@ class UIDMap:
     def oldFor(self, new):
         """The original UID ``new`` replaced, or None when it replaced none."""
         with self._lock:
-            return self._uids.known(new, byNew=True)
+            return self._uids.known(new, byNew=True) or self._stages.known(new, byNew=True)
 
     def merge(self, old, new, modType):
         """Record that the study or series ``old`` was merged into ``new``

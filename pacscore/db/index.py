@@ -29,13 +29,13 @@ from pacscore.db.errors import IndexTimeout
 from pacscore.db.pending import PendingFiles
 from pacscore.db.rawsql import DEFAULT_TRUNCATE, IdentifierQuoter
 from pacscore.db.rawtext import adoptRawText
-from pacscore.db.records import ImageRecord, Replaced, Upserter, buildLevels, checkKeys, checkRecord
+from pacscore.db.records import ImageRecord, InconsistentLink, Replaced, Upserter, buildLevels, checkKeys, checkRecord
 from pacscore.db.schema import adoptCollation, adoptFoldedTable, adoptTruncatedColumns, buildTables, upgradeTable
 from pacscore.db.writer import BatchRunner, GroupCommitWriter, callEach
 from pacscore.storage.attributes import DatasetError
 from pacscore.storage.durability import PerFileSync
 
-__all__ = ["ImageRecord", "Index", "Replaced"]
+__all__ = ["ImageRecord", "InconsistentLink", "Index", "Replaced"]
 
 
 class Index:
@@ -200,6 +200,13 @@ class Index:
         study, series and SOP instance UIDs, none of its keys longer than
         its column (``records.checkKeys``)."""
         checkKeys(self._levels, attrs)
+
+    def checkLinks(self, record):
+        """``InconsistentLink`` if storing ``record`` would move a study or
+        series row that it may not (``Upserter.checkLinks``): synchronous,
+        read in the calling thread, for a store about to overwrite a file."""
+        with self.engine.connect() as connection:
+            Upserter(self._levels).checkLinks(connection, record)
 
     def store(self, record):
         """Deferred firing with ``Replaced`` or None once the record's

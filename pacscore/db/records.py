@@ -15,6 +15,14 @@ the study's modalities, below).
   image moved to another series, or its series or study to another study
   or patient (a corrected Patient ID), the series, study and patient rows
   left empty are deleted.
+- A study row names one patient, a series row one study: an object whose
+  study (series) row names another patient (study) is refused, as
+  Conquest's UpdateOrAddToTable refuses it ("Refused to enter inconsistent
+  link ..."; ``InconsistentLink``), nothing of it written, unless that row
+  holds no image but the object's own SOP instance (a corrected object
+  sent again: the row moves) and the record may move rows at all (not a
+  copy made with new UIDs: ``ImageRecord.relink``).  A patient row is
+  deleted only once no study, series or image row names it.
 - The study's modalities column (dicom.sql's StudyModality, tag 0008,0061)
   is made of the objects' Modality (0008,0060), as Conquest's
   UpdateOrAddToTable makes it: a new study row gets the object's Modality;
@@ -60,6 +68,10 @@ class ImageRecord:
     converter lines see it (mirror copies are made regardless).
     ``actions``: the ``PacsForwards`` rows its import converter lines
     queued, written in its index transaction (``ExportQueue.enqueueJobs``).
+    ``relink``: whether it may move the study or series row that holds
+    only its own SOP instance to another patient or study (a corrected
+    object); not a copy whose new UIDs the UID map made for the first
+    patient it was copied to.
     """
 
     attrs: dict[int, str]
@@ -69,6 +81,15 @@ class ImageRecord:
     calledAE: str = ""
     converters: bool = True
     actions: tuple = ()
+    relink: bool = True
+
+
+class InconsistentLink(ValueError):
+    """An object's study (series) row names another patient (study)."""
+
+    def __init__(self, table, keyName, key, link, old, refused):
+        super().__init__(f"Refused to enter inconsistent link {link} into {table}: {keyName} = '{key}', "
+                         f"Old = '{old}', Refused = '{refused}'")
 
 
 class Replaced(NamedTuple):
@@ -245,6 +266,15 @@ class Upserter:
         locations = select(self._image.key, columns.DeviceName, columns.ObjectFile, self._links[3])
         self._selectLocations = locations.where(self._image.key.in_(bindparam("b_keys", expanding=True)))
         self._selectLocation = DirectStatement(locations.where(self._image.key == bindparam("b_key")))
+        # the columns of the tables below each parent level that hold its key, its children's link first
+        self._naming = [[level.table.c[field.name] for level in levels[index + 1:] for field in level.fields
+                         if field.tag == parent.keyTag] for index, parent in enumerate(self._parents)]
+        series, other = levels[2].key, self._image.key != bindparam("b_sop")
+        # images of the series (2) or study (1) b_key other than the SOP instance b_sop
+        self._otherImages = {
+            2: select(self._image.key).where((self._links[3] == bindparam("b_key")) & other).limit(1),
+            1: select(self._image.key).where(self._links[3].in_(select(series).where(
+                self._links[2] == bindparam("b_key"))) & other).limit(1)}
         self._cache = {}
 
     def forgetCache(self):
@@ -256,16 +286,22 @@ class Upserter:
 
         One result per record: ``Replaced`` of the previous file of its
         SOPInstanceUID, or None.  ``ValueError`` (before writing anything)
-        if any record has no UIDs or file location.
+        if any record has no UIDs or file location; ``InconsistentLink``
+        (a ValueError) if one would move a study or series row it may not,
+        after some rows were written: the caller rolls the transaction back.
         """
         for record in records:
             checkRecord(self._levels, record)
         self._forgetVanished(connection, records)
         now = int(time.time())
         rows, left = [], set()  # left: (level index, key) of rows a child left
+        batched = {}  # (level index, key) -> the SOP instances of this batch going under that study or series
         for record in records:
             for index, level in enumerate(self._parents):
-                self._upsertParent(connection, index, level, record.attrs, now, left)
+                self._upsertParent(connection, index, level, record, now, left, batched)
+            for index in (1, 2):
+                key = (index, record.attrs.get(self._parents[index].keyTag))
+                batched.setdefault(key, set()).add(record.attrs.get(self._image.keyTag))
             rows.append({**self._image.values(record.attrs),
                          "DeviceName": record.deviceName, "ObjectFile": record.objectFile,
                          "AccessTime": now, "qTimeStamp": now})
@@ -274,7 +310,8 @@ class Upserter:
             self._deleteIfEmpty(connection, index, key)
         return results
 
-    def _upsertParent(self, connection, index, level, attrs, now, left):
+    def _upsertParent(self, connection, index, level, record, now, left, batched):
+        attrs = record.attrs
         seen = tuple(map(attrs.get, level.tags))
         cacheKey = (level.name, attrs.get(level.keyTag, ""))
         cached = self._cache.get(cacheKey)
@@ -283,6 +320,8 @@ class Upserter:
         values = level.values(attrs)
         key = values[level.keyName]
         known = cached[1] if cached is not None else level.row(connection, key)
+        if index:
+            self._checkLink(connection, index, key, known, record, batched)
         if known is not None:
             known, changes = level.write(connection, key, known, values)
         if known is None:
@@ -293,6 +332,30 @@ class Upserter:
         if index and link in changes and known[link]:
             left.add((index - 1, known[link]))
         self._remember(cacheKey, seen, {**known, **changes})
+
+    def checkLinks(self, connection, record):
+        """``InconsistentLink`` if ``record`` would move a study or series
+        row that it may not (see ``_checkLink``)."""
+        for index in (1, 2):
+            key = record.attrs.get(self._parents[index].keyTag)
+            self._checkLink(connection, index, key, self._parents[index].row(connection, key), record, {})
+
+    def _checkLink(self, connection, index, key, known, record, batched):
+        """``InconsistentLink`` if ``record`` links the study (``index`` 1)
+        or series (2) row ``key``, ``known`` (None: there is none), to
+        another patient or study than the row does, unless the row may
+        move: ``record.relink``, and the row holds no image but the
+        record's own SOP instance, in the database or earlier in this
+        batch (``batched``)."""
+        level, attrs = self._parents[index], record.attrs
+        link, new = self._links[index].name, attrs.get(level.fields[-1].source)
+        if known is None or not known[link] or not new or new == known[link]:
+            return
+        sopInstanceUID = attrs.get(self._image.keyTag)
+        if (record.relink and not batched.get((index, key), set()) - {sopInstanceUID} and connection.execute(
+                self._otherImages[index], {"b_key": key, "b_sop": sopInstanceUID}).first() is None):
+            return
+        raise InconsistentLink(level.table.name, level.keyName, key, link, known[link], new)
 
     def _forgetVanished(self, connection, records):
         """Drop the cached parent rows of ``records`` that the database no
@@ -369,8 +432,14 @@ class Upserter:
         0: patient) when no row below links to it any more, then likewise
         the row above it."""
         for index in range(index, -1, -1):
-            parent, childLink = self._levels[index], self._links[index + 1]
-            if connection.execute(select(childLink).where(childLink == key).limit(1)).first() is not None:
+            parent = self._levels[index]
+            naming = next((column for column in self._naming[index] if connection.execute(
+                select(column).where(column == key).limit(1)).first() is not None), None)
+            if naming is not None:
+                if naming is not self._naming[index][0]:
+                    self.log.warn("{table} row {key} kept though {why}: {column} of {other} still names it",
+                                  table=parent.table.name, key=key, why=why, column=naming.name,
+                                  other=naming.table.name)
                 break
             above = connection.execute(select(self._links[index]).where(parent.key == key)).scalar() if index else None
             connection.execute(parent.table.delete().where(parent.key == key))

@@ -12,7 +12,8 @@ Transfer Syntax UID that is no UID (1 to 64 digits and dots: they go into
 its file meta), or whose data set has a key longer than its index column
 (``Index.checkKeys``: cut, it would be another object's, patient's, study's
 or series'), is refused before anything is written; its data set is dropped
-as it arrives.
+as it arrives.  One the index refuses (``InconsistentLink``: its study is
+another patient's, its series another study's) is not left on disk.
 
 Disk work runs in a worker of the I/O pool, which hands the record straight
 to the index writer thread; the reactor hears back once, after the commit. A
@@ -39,7 +40,7 @@ from pacscore.codecs.jpeglossy import DEFAULT_QUALITY
 from pacscore.codecs.nki import NKIError
 from pacscore.codecs.nkipixels import NKI_PIXEL_DATA, withPlainPixels
 from pacscore.codecs.transcode import TranscodeError
-from pacscore.db.index import ImageRecord
+from pacscore.db.index import ImageRecord, InconsistentLink
 from pacscore.dicom.datasets import IdentifierError
 from pacscore.dicom.sinks import DiscardingSink
 from pacscore.dicom.uids import isUID
@@ -100,7 +101,10 @@ class IncomingObject:
     the import converters and the export converter lines see it (not for
     objects the control commands rewrite, nor for added files unless
     ImportExportDragAndDrop = 1); ``amended``: whether WorkListMode and
-    FixPhilips/FixKodak change it (not for rewritten objects)."""
+    FixPhilips/FixKodak change it (not for rewritten objects); ``relink``:
+    whether it may move the study or series that holds only its own SOP
+    instance to another patient or study (``ImageRecord.relink``: not for
+    copies given new UIDs)."""
 
     sopClassUID: str
     sopInstanceUID: str
@@ -110,6 +114,7 @@ class IncomingObject:
     compression: str = ""
     converters: bool = True
     amended: bool = True
+    relink: bool = True
 
 
 class ObjectStore:
@@ -217,14 +222,21 @@ class ObjectStore:
         """In the I/O pool: write the file, then queue its index row.
         ``stored`` fires (in the reactor) with ``(relative, device name, replaced)``."""
         try:
-            attrs, relative, device, actions = self._writeFile(incoming, spool)
+            record, device, overwrote = self._writeFile(incoming, spool)
         except BaseException:
             self.workers.reactor.callFromThread(stored.errback, Failure())
             return
+        relative = record.objectFile
 
         def indexed(ok, value):
             if ok:
                 stored.callback((relative, device.name, value))
+                return
+            if value.check(InconsistentLink) and not overwrote:
+                refused = Refused(value.getErrorMessage())
+                self.workers.deferToWorker(os.unlink, device.absolute(relative)).addErrback(
+                    lambda f: self.log.failure("could not remove refused file {path}", f, path=relative)
+                ).addCallback(lambda _: stored.errback(refused))
                 return
             if value.check(FlushError):
                 self.log.error("{path} was written and indexed but not made durable ({error}); "
@@ -234,15 +246,18 @@ class ObjectStore:
                                path=relative, error=value.getErrorMessage())
             stored.errback(value)
 
-        self.index.storeFromThread(
-            ImageRecord(attrs, device.name, relative, incoming.callingAE, incoming.calledAE,
-                        incoming.converters, actions), indexed)
+        self.index.storeFromThread(record, indexed)
 
     def _writeFile(self, incoming, spool):
         """In the I/O pool: check, amend, name and write one object; its
-        attributes, path relative to its device, device and the actions
-        its import converter lines queued.  On any failure the temporary
-        file (spool or reservoir file) is removed."""
+        ``ImageRecord`` (with the actions its import converter lines
+        queued), its device, and whether its name was taken (by a copy of
+        the same SOP instance it replaced, or it got a numbered one).  An
+        object whose name is taken is refused before it is placed if the
+        index would refuse it (``Index.checkLinks``: the copy it would
+        replace stays); one that took a free name has its file removed when
+        the index refuses it.  On any failure the temporary file (spool or
+        reservoir file) is removed."""
         data = spool.inMemory
         header = spool.header
         temporary = spool.path
@@ -281,12 +296,16 @@ class ObjectStore:
                     self.durability.fileWritten(fd)
                 finally:
                     os.close(fd)
+            overwrote = os.path.lexists(device.absolute(relative))
+            if overwrote:
+                self._checkLinks(ImageRecord(attrs, device.name, relative, relink=incoming.relink))
             relative = self._place(temporary, device, relative, attrs[SOP_INSTANCE_UID])
         except BaseException:
             if temporary is not None and os.path.exists(temporary):
                 os.unlink(temporary)
             raise
-        return attrs, relative, device, tuple(actions)
+        return ImageRecord(attrs, device.name, relative, incoming.callingAE, incoming.calledAE, incoming.converters,
+                           tuple(actions), incoming.relink), device, overwrote
 
     def _place(self, temporary, device, relative, sopInstanceUID):
         """Give the written file ``temporary`` its name ``relative`` on
@@ -494,6 +513,13 @@ class ObjectStore:
             self.index.checkKeys(attrs)
         except ValueError as e:
             raise DatasetMismatch(f"not indexable: {e}") from e
+
+    def _checkLinks(self, record):
+        """Refused if the index would refuse ``record`` (``InconsistentLink``)."""
+        try:
+            self.index.checkLinks(record)
+        except InconsistentLink as e:
+            raise Refused(str(e)) from e
 
     def _removeReplaced(self, replaced):
         device = self.devicesByName.get(replaced.deviceName)  # a copy moved to MAG1 goes too

@@ -89,6 +89,12 @@ class ControlModifyTests(StoredCorpusTestCase):
         self.assertTrue(os.path.exists(path))
         self.assertEqual(len(self.imagesOf(SOPInstanceUID=image.sopUID)), 1)
         self.assertEqual(len(self.imagesOf(PatientID="COPY")), 1)
+        # a copy for another patient gets UIDs of its own (the same ones replaced the first copy)
+        second = self.changedFile(self.dgate(f"-fkCOPY2,{path}")[0])
+        self.assertNotIn(second.StudyInstanceUID, (copy.StudyInstanceUID, image.studyUID))
+        self.assertEqual([m.SOPInstanceUID for m in self.imagesOf(PatientID="COPY")], [copy.SOPInstanceUID])
+        self.assertEqual([m.SOPInstanceUID for m in self.imagesOf(PatientID="COPY2")], [second.SOPInstanceUID])
+        self.assertEqual(self.dgate(f"--changeuidback:{second.SOPInstanceUID}"), [image.sopUID])
 
     def test_anonymizeWithTheLuaScript(self):
         shutil.copy(os.path.join(defaultConfigDir(), "anonymize_script.lua"), self.server.workdir)
@@ -104,6 +110,13 @@ class ControlModifyTests(StoredCorpusTestCase):
         self.assertFalse(os.path.exists(path))
         self.assertEqual(self.imagesOf(PatientID=image.patientID, StudyInstanceUID=image.studyUID)[0].SOPInstanceUID,
                          self.images[1].sopUID)
+        # the original sent again and anonymized for another patient would get the same new UIDs: refused,
+        # the first anonymized copy stays
+        self.assertEqual(self.server.store(image.path).returncode, 0)
+        message = self.refused(f"--anonymize:ANON3,{self.storedFile(image)}")
+        self.assertIn(f"Refused to enter inconsistent link PatientID into DICOMStudies: StudyInstanceUID = "
+                      f"'{anonymous.StudyInstanceUID}', Old = 'ANON1', Refused = 'ANON3' (the UID map gave it", message)
+        self.assertEqual([m.SOPInstanceUID for m in self.imagesOf(PatientID="ANON1")], [anonymous.SOPInstanceUID])
 
     def test_anonymizeWithAConverterScript(self):
         with open(os.path.join(self.server.workdir, "anonymize_script.cq"), "w") as f:
@@ -143,6 +156,17 @@ class ControlModifyTests(StoredCorpusTestCase):
         matches, _ = findscu(self.server, PATIENT_ROOT, "PATIENT", {"PatientID": "LONELY"})
         self.assertEqual(matches, [])
         self.assertIn("DICOMPatients row LONELY deleted: its last image moved elsewhere", self.server.log())
+        # one image of a study of two: refused, as Conquest refuses it; the study stays its patient's
+        image = self.images[7]
+        path = self.storedFile(image)
+        message = self.refused(f'--modifyimage:{path},set 0010,0020 to "PATB"')
+        self.assertIn(f"Refused to enter inconsistent link PatientID into DICOMStudies: StudyInstanceUID = "
+                      f"'{image.studyUID}', Old = '{image.patientID}', Refused = 'PATB'", message)
+        self.assertEqual(self.storedFile(image), path)
+        self.assertEqual(len(self.imagesOf(PatientID=image.patientID, StudyInstanceUID=image.studyUID)), 2)
+        self.assertEqual(self.dgate("--query:DICOMImages|count(*)||%s"), [str(len(self.images) + 1)])
+        self.assertEqual(len([name for _, _, names in os.walk(self.server.dataDir) for name in names
+                              if name.endswith(".dcm")]), len(self.images) + 1)
 
     def test_mergestudyThenMergeseries(self):
         first, second = self.images[0], self.images[2]
@@ -194,6 +218,11 @@ class ControlModifyTests(StoredCorpusTestCase):
         self.assertEqual(len(self.imagesOf(SeriesInstanceUID=sample.seriesUID)), 2)
         self.assertEqual(len(self.imagesOf(StudyInstanceUID=sample.studyUID)), 4)
         self.assertEqual(len(self.imagesOf(SOPInstanceUID=self.images[6].sopUID)), 1)  # the original stays
+        # attached to another study too, it is another object there; the first copy stays
+        again = self.changedFile(self.dgate(f"--attachanytostudy:{self.images[5].path},{self.images[2].path}")[0])
+        self.assertNotEqual(again.SOPInstanceUID, toStudy.SOPInstanceUID)
+        self.assertEqual(len(self.imagesOf(SOPInstanceUID=toStudy.SOPInstanceUID, StudyInstanceUID=sample.studyUID)),
+                         1)
 
     def test_attachRTPlanToRTStruct(self):
         frame = generate_uid()

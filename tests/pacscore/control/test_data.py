@@ -54,8 +54,14 @@ class StoredCorpusTests(unittest.TestCase):
         output = yield self.running.run(commands.addImageFile, f"{first.path},NEWPAT")
         self.assertNotIn(first.sopUID, output)  # a copy with new UIDs: the original stays
         self.assertEqual((yield self.running.count("image")), 9)
-        found = yield self.running.run(commands.deletePatient, "NEWPAT")
-        self.assertEqual(found, "1 object(s) removed from the server")
+        # a copy for a second patient gets UIDs of its own: the first copy stays (it used to be replaced)
+        other = yield self.running.run(commands.addImageFile, f"{first.path},OTHERPAT")
+        self.assertNotEqual(other.split()[0], output.split()[0])
+        yield self.running.run(commands.addImageFile, f"{first.path},NEWPAT")  # the same copy again
+        self.assertEqual((yield self.running.count("image")), 10)
+        for patientID in ("NEWPAT", "OTHERPAT"):
+            found = yield self.running.run(commands.deletePatient, patientID)
+            self.assertEqual(found, "1 object(s) removed from the server")
         self.assertEqual((yield self.running.count("image")), 8)
 
     @defer.inlineCallbacks

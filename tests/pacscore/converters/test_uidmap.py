@@ -7,7 +7,7 @@ from sqlalchemy import MetaData, inspect, select
 from twisted.trial import unittest
 
 from pacscore.converters.context import ConverterServices
-from pacscore.converters.uidmap import TABLE_NAME, UIDMap, memoryUIDMap, uidMapOf
+from pacscore.converters.uidmap import TABLE_NAME, UIDMap, memoryUIDMap, uidMapOf, uidStagesTable
 from tests.pacscore.db.test_schema import sqliteEngine
 
 
@@ -91,6 +91,26 @@ class UIDMapTests(unittest.TestCase):
         self.assertEqual(again.oldFor(new), "1.2.3")
         self.assertEqual(again.newFor("1.2.3"), new)
         self.assertEqual(len(self.rows()), 1)
+
+    def test_stages(self):
+        """New UIDs made for a target (a stage: the patient a copy is for)
+        are its own, stable, kept in PacsUIDStages (UIDMODS unchanged),
+        and lead back to the original."""
+        unstaged = self.uidMap.newFor("1.2.3")
+        forA, forB = self.uidMap.newFor("1.2.3", "SOPInstanceUID", "PATA"), self.uidMap.newFor("1.2.3", stage="PATB")
+        self.assertEqual(len({unstaged, forA, forB}), 3)
+        self.assertEqual(len(self.rows()), 1)
+        again = UIDMap(self.engine)
+        self.assertEqual(again.newFor("1.2.3", stage="PATA"), forA)
+        self.assertEqual([again.oldFor(new) for new in (unstaged, forA, forB)], ["1.2.3"] * 3)
+        stages = uidStagesTable(MetaData()).c
+        with self.engine.connect() as connection:
+            rows = connection.execute(select(stages.OldUID, stages.Stage, stages.MODType, stages.NewUID)
+                                      .order_by(stages.Stage)).all()
+        self.assertEqual([tuple(row) for row in rows], [("1.2.3", "PATA", "SOPInstanceUID", forA),
+                                                        ("1.2.3", "PATB", "", forB)])
+        memory = UIDMap()
+        self.assertNotEqual(memory.newFor("1.2.3", stage="PATA"), memory.newFor("1.2.3"))
 
     def test_anotherProcessWins(self):
         """When the pair was recorded between the look-up and the insert,

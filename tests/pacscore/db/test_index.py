@@ -5,14 +5,14 @@ import os
 import sqlite3
 from contextlib import closing, contextmanager
 
-from sqlalchemy import delete, event, func, inspect, select, text
+from sqlalchemy import delete, event, func, inspect, select, text, update
 from sqlalchemy.exc import DBAPIError
 from twisted.logger import Logger
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial import unittest
 
 from pacscore.db.filepaths import storedPath
-from pacscore.db.index import ImageRecord, Index, Replaced
+from pacscore.db.index import ImageRecord, InconsistentLink, Index, Replaced
 from pacscore.db.records import Level, Upserter, buildLevels
 from tests.pacscore.db.test_schema import TABLE_NAMES, conquestLayout, sqliteEngine
 
@@ -283,6 +283,67 @@ class UpsertTests(IndexTestCase):
         self.assertEqual([r["PatientID"] for r in self.rows("patient")], ["RIGHT"])
         self.assertEqual(self.row("study")["PatientID"], "RIGHT")
 
+    def test_objectOfAStudyOfAnotherPatientRefused(self):
+        """An object whose study belongs to another patient (a new object of
+        it, or one of its images sent again with another Patient ID) is
+        refused in Conquest's words, nothing written: the study row kept
+        its patient, whose row and images stay; its patient row, had it
+        moved, was deleted with images still naming it."""
+        self.upsert(makeRecord("1.2.3.1.1", patient="PATA"))
+        self.upsert(makeRecord("1.2.3.1.2", patient="PATA"))
+        for record in (makeRecord("1.2.3.1.1", patient="PATB"), makeRecord("1.2.3.1.3", patient="PATC")):
+            error = self.assertRaises(InconsistentLink, self.upsert, record)
+            self.assertEqual(str(error), "Refused to enter inconsistent link PatientID into DICOMStudies: "
+                             f"StudyInstanceUID = '1.2.3', Old = 'PATA', Refused = '{record.attrs[PATIENT_ID]}'")
+        self.assertEqual(self.row("study")["PatientID"], "PATA")
+        self.assertEqual([r["PatientID"] for r in self.rows("patient")], ["PATA"])
+        self.assertEqual([(r["SOPInstanceUID"], r["ImagePat"]) for r in self.rows("image")],
+                         [("1.2.3.1.1", "PATA"), ("1.2.3.1.2", "PATA")])
+
+    def test_objectOfASeriesOfAnotherStudyRefused(self):
+        self.upsert(makeRecord("1.2.3.1.1"))
+        self.upsert(makeRecord("1.2.3.1.2"))
+        error = self.assertRaises(InconsistentLink, self.upsert, makeRecord("1.2.3.1.3", study="9"))
+        self.assertEqual(str(error), "Refused to enter inconsistent link StudyInstanceUID into DICOMSeries: "
+                         "SeriesInstanceUID = '1.2.3.1', Old = '1.2.3', Refused = '9'")
+        self.assertEqual(self.row("series")["StudyInstanceUID"], "1.2.3")
+        self.assertEqual([r["StudyInstanceUID"] for r in self.rows("study")], ["1.2.3"])
+
+    def test_aCopyNeverMovesItsStudy(self):
+        """A copy whose new UIDs are those of a copy made for another
+        patient (``relink`` False) is refused even where it is the study's
+        only image: the first copy stays."""
+        self.upsert(makeRecord("1.2.3.1.1", patient="COPYA"))
+        record = makeRecord("1.2.3.1.1", patient="COPYB")
+        record.relink = False
+        self.assertRaises(InconsistentLink, self.upsert, record)
+        self.assertEqual(self.row("image")["ImagePat"], "COPYA")
+
+    def test_anImageOfThisBatchKeepsItsStudy(self):
+        """A study's only image sent again with another Patient ID may move
+        it, but not past a new image of the study earlier in the batch."""
+        self.upsert(makeRecord("1.2.3.1.1", patient="PATA"))
+        self.assertRaises(InconsistentLink, self.index.storeMany,
+                          [makeRecord("1.2.3.1.2", patient="PATA"), makeRecord("1.2.3.1.1", patient="PATB")])
+        self.assertEqual(self.row("study")["PatientID"], "PATA")
+        self.assertEqual({r["ImagePat"] for r in self.rows("image")}, {"PATA"})
+
+    def test_patientKeptWhileImagesNameIt(self):
+        """A patient no study row names (an index Conquest left
+        inconsistent) is not deleted while series and images still name it."""
+        self.upsert(makeRecord("1.2.3.1.1", patient="PATA"))
+        self.upsert(makeRecord("9.1.1", series="9.1", study="9", patient="PATA"))
+        study = self.index.tables.study
+        with self.engine.begin() as connection:
+            connection.execute(update(study).where(study.c.StudyInstanceUID == "9").values(PatientID="OTHER"))
+        events = []
+        self.patch(Upserter, "log", Logger(observer=events.append))
+        self.upsert(makeRecord("1.2.3.1.1", patient="PATB"))  # the study's only image: it moves
+        self.assertEqual(sorted(r["PatientID"] for r in self.rows("patient")), ["PATA", "PATB"])
+        self.assertEqual([formatEvent(e) for e in events if e["log_level"].name == "warn"],
+                         ["DICOMPatients row PATA kept though its last image moved elsewhere: "
+                          "SeriesPat of DICOMSeries still names it"])
+
     def test_storedOn(self):
         self.upsert(makeRecord("1.2.3.1.2", objectFile="b.dcm"))
         self.upsert(makeRecord("1.2.3.1.1", objectFile="a.dcm"))
@@ -305,7 +366,7 @@ class UpsertTests(IndexTestCase):
                                    ("DICOMStudies", "StudyDescription")})
         self.assertEqual({e["log_level"].name for e in events}, {"warn"})
         del events[:]
-        self.upsert(makeRecord("1.2.3.1.2", study="1.2.4", STUDY_DESCRIPTION="E" * 65))
+        self.upsert(makeRecord("1.2.3.1.2", study="1.2.4", series="1.2.4.1", STUDY_DESCRIPTION="E" * 65))
         self.assertEqual([(e["column"], e["log_level"].name) for e in events], [("StudyDescription", "debug")])
 
     def test_truncationLeavesNoTrailingSpace(self):

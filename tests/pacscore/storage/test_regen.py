@@ -159,6 +159,25 @@ class RegenerationTests(unittest.TestCase):
                                 for line in self.lines), self.lines)
             self.assertTrue(os.path.exists(path))
 
+    def test_filesOfOneStudyNamingTwoPatientsFail(self):
+        """Files of one study under other Patient IDs than the first one
+        indexed fail (Conquest's "Refused to enter inconsistent link"),
+        left on disk; the study stays with its first patient, who keeps
+        its row and images (the rows used to move to the last patient)."""
+        mag0 = self.devices[0]
+        self.write(mag0, "PAT1/1.dcm", 1000, sop="1.2.3.1.1")
+        self.write(mag0, "PAT1/2.dcm", 2000, sop="1.2.3.1.2")
+        paths = [self.write(mag0, "PAT1/3.dcm", 3000, sop="1.2.3.1.3", PatientID="PATB"),
+                 self.write(mag0, "PAT1/4.dcm", 4000, sop="1.2.3.1.4", PatientID="PATC")]
+        regenerator = self.regenerate()
+        self.assertEqual((regenerator.indexed, regenerator.failed), (2, 2), self.lines)
+        self.assertEqual(self.column("study", "PatientID"), ["PAT1"])
+        self.assertEqual(self.column("patient", "PatientID"), ["PAT1"])
+        self.assertEqual(sorted(self.column("image", "ImagePat")), ["PAT1", "PAT1"])
+        for path in paths:
+            self.assertTrue(any(f"{path} -FAILED: Refused to enter inconsistent link PatientID into DICOMStudies"
+                                in line for line in self.lines), self.lines)
+
     def test_fileNameNotUTF8(self):
         """An old Conquest's file named with a Latin-1 patient name is
         indexed under that name, which opens it."""

@@ -31,7 +31,7 @@ from pacscore.storage.mirror import Mirrors
 from pacscore.storage.objectfiles import FileWrites
 from pacscore.storage.part10 import readFileMeta
 from pacscore.storage.spool import Spool
-from pacscore.storage.store import DatasetMismatch, IncomingObject, InvalidDataset, ObjectStore
+from pacscore.storage.store import DatasetMismatch, IncomingObject, InvalidDataset, ObjectStore, Refused
 from pacscore.workers import WorkerPool
 from plugins.pacs_sqlite import sqliteDriver
 
@@ -315,6 +315,48 @@ class ObjectStoreTests(unittest.TestCase):
         files = yield self.index.runQuery(lambda c: c.exec_driver_sql("SELECT ObjectFile FROM DICOMImages").fetchall())
         self.assertEqual([os.path.exists(self.device.absolute(f)) for (f,) in files], [True])
         self.assertEqual(self.store._storing, {})
+
+    def objectFiles(self):
+        """The object files on the device, relative to it."""
+        return sorted(os.path.relpath(os.path.join(folder, name), self.device.path)
+                      for folder, _, names in os.walk(self.device.path) for name in names if name.endswith(".dcm"))
+
+    def storeAsPatient(self, sopInstanceUID, patientID):
+        """Store CT_small as ``sopInstanceUID`` of patient ``patientID``."""
+        return self.store.store(*self.receive(ctWith(SOPInstanceUID=sopInstanceUID, PatientID=patientID),
+                                              sopInstanceUID))
+
+    @defer.inlineCallbacks
+    def test_objectOfAStudyOfAnotherPatientRefusedAndRemoved(self):
+        """A new object of a study that belongs to another patient: the
+        index refuses it (Conquest's "Refused to enter inconsistent link"),
+        its file is removed, the study keeps its patient and images."""
+        for number in (1, 2):
+            yield self.storeAsPatient(f"1.2.3.4.{number}", "PATA")
+        before = self.objectFiles()
+        error = yield self.assertFailure(self.storeAsPatient("1.2.3.4.3", "PATC"), Refused)
+        self.assertIn("Refused to enter inconsistent link PatientID into DICOMStudies: StudyInstanceUID = ", str(error))
+        self.assertIn("Old = 'PATA', Refused = 'PATC'", str(error))
+        self.assertEqual(self.objectFiles(), before)
+        rows = yield self.index.runQuery(lambda c: c.exec_driver_sql(
+            "SELECT PatientID FROM DICOMStudies UNION ALL SELECT PatientID FROM DICOMPatients").fetchall())
+        self.assertEqual(rows, [("PATA",), ("PATA",)])
+
+    @defer.inlineCallbacks
+    def test_objectRefusedBeforeItReplacesTheFileOfItsName(self):
+        """One of a study's images sent again with another Patient ID, under
+        a FileNameSyntax that names it as before: refused before its file
+        took the place of the acknowledged copy."""
+        self.store.namer = FileNamer("%studyuid\\%sopuid.dcm")
+        for number in (1, 2):
+            yield self.storeAsPatient(f"1.2.3.4.{number}", "PATA")
+        name = self.objectFiles()[0]
+        with open(self.device.absolute(name), "rb") as f:
+            stored = f.read()
+        yield self.assertFailure(self.storeAsPatient("1.2.3.4.1", "PATB"), Refused)
+        with open(self.device.absolute(name), "rb") as f:
+            self.assertEqual(f.read(), stored)
+        self.assertEqual(len(self.objectFiles()), 2)
 
     @defer.inlineCallbacks
     def test_aReplacedFileOnAnotherDeviceIsRemoved(self):

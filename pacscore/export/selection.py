@@ -71,11 +71,13 @@ def resolveFilters(values, today, seriesDate=""):
 
 def indexKeys(level, target, filters):
     """``QueryKey``s for ``IndexQuery.instances(connection, "IMAGE", keys)``:
-    the ``level`` entity of ``target`` (a ``queue.Target``) and the filters."""
-    tag, _, _ = LEVEL_KEYS[level]
-    # The entity's own key matches exactly (unique key matching): a Patient
-    # ID holding "*" or "?" must not select others.
-    keys = [QueryKey(tag, EXACT, target.uid(level))]
+    the ``level`` entity of ``target`` (a ``queue.Target``), within the
+    patient, study (and series) the target names above it, and the filters."""
+    # Keys match exactly (unique key matching): a Patient ID holding "*" or
+    # "?" must not select others; a study asked for with another patient's
+    # ID selects nothing.
+    keys = [QueryKey(LEVEL_KEYS[at][0], EXACT, target.uid(at)) for at in LEVELS[:LEVELS.index(level) + 1]
+            if target.uid(at) or at == level]
     for word, value in sorted(filters.items()):
         tag, vr, _ = FILTERS[word]
         keys.append(QueryKey(tag, vr, value))

@@ -38,6 +38,21 @@ class MoveTests(unittest.TestCase):
         self.assertEqual((yield self.destination.count("study")), 1)
 
     @defer.inlineCallbacks
+    def test_movesFromLocalKeepToThePatientAndStudyGiven(self):
+        """A study or series asked for with another patient's ID, or a
+        series with another study's UID, is not sent (as deletestudy
+        deletes nothing so, and a remote source finds nothing)."""
+        image = self.images[0]
+        for command, arguments in ((commands.moveStudy, f"WRONGPAT:{image.studyUID}"),
+                                   (commands.moveSeries, f"WRONGPAT:{image.seriesUID},{image.studyUID}"),
+                                   (commands.moveSeries, f"PAT0000:{image.seriesUID},{self.images[12].studyUID}")):
+            error = yield self.assertFailure(self.source.run(command, f"(local),DEST,{arguments}"), CommandError)
+            self.assertIn("no stored object to send", str(error))
+        self.assertEqual((yield self.destination.count("image")), 0)
+        output = yield self.source.run(commands.moveSeries, f"(local),DEST,PAT0000:{image.seriesUID},{image.studyUID}")
+        self.assertEqual(output, "3 object(s) sent to DEST")
+
+    @defer.inlineCallbacks
     def test_objectsSentAreInTheStatus(self):
         """display_status's images sent count the objects a local move
         sent, as those of a C-MOVE; the remote source's move is its own."""

@@ -427,8 +427,8 @@ class _Walker:
             offset = self.need(pos, 8)
             group, element, length = itemHeader(self.window.buf, offset)
             tag = group << 16 | element
-            if tag == _SEQUENCE_DELIMITER and end is None:
-                return pos + 8
+            if tag == _SEQUENCE_DELIMITER and (end is None or pos + 8 == end and length == 0):
+                return pos + 8  # a defined-length sequence may end in one too (DCMTK, pydicom read it)
             if tag != _ITEM:
                 raise DatasetError(
                     f"expected an item{' or a sequence delimiter' if end is None else ''} at offset {pos}, "

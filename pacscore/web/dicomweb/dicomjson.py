@@ -73,7 +73,7 @@ def _jsonAttribute(dataset, tag, handler, threshold):
             return None
         convert = _TEXT_VALUES.get(stored.VR, str)
         values = [convert(text) if text else None for text in _storedText(stored.value)]
-        return {"vr": stored.VR, "Value": values} if any(values) else {"vr": stored.VR}
+        return {"vr": stored.VR, "Value": values} if any(value is not None for value in values) else {"vr": stored.VR}
 
 
 def _jsonValue(value):

@@ -127,15 +127,15 @@ def jsonType(request):
 def _authority(request):
     """The host and port the request names in its ``Host`` header, as sent
     (with the port it came in on where the Host has none, as dicomweb-client
-    sends it); without Host, those it came in on (an IPv6 address in
-    brackets, the scheme's default port left out).  WebError 400 for a
+    sends it); without Host or with an empty one, those it came in on (an
+    IPv6 address in brackets, the scheme's default port left out).  WebError 400 for a
     Host that is not a host with an optional port."""
     address = request.getHost()
     port = "" if address.port == (443 if request.isSecure() else 80) else f":{address.port}"
-    host = request.getHeader(b"host")
-    if host is None:
-        return (f"[{address.host}]" if ":" in address.host else address.host) + port
-    text = host.decode("latin-1").strip()
+    text = (request.getHeader(b"host") or b"").decode("latin-1").strip()
+    if not text:  # no Host, or an empty one (RFC 9110 7.2 allows it)
+        host = address.host.replace("%", "%25")  # an IPv6 zone (fe80::1%eth0) escaped, RFC 6874
+        return (f"[{host}]" if ":" in host else host) + port
     found = _HOST.fullmatch(text)
     if not found:
         raise WebError(400, f"the Host header {text!r} is not a host name or address with an optional port")

@@ -618,6 +618,20 @@ class BrokenDatasetTests(unittest.TestCase):
             self.assertEqual(readAttributes(good, syntax, TAGS, wholeDataset=True, strict=True),
                              pydicomValues(decode(good, implicit), TAGS))
 
+    def test_sequenceDelimiterEndingADefinedLengthSequence(self):
+        """A defined-length sequence whose length takes in a closing
+        (FFFE,E0DD) is read (DCMTK and pydicom read it); one before its end is not."""
+        item = b"\xfe\xff\x00\xe0\x0c\x00\x00\x00" + b"\x08\x00\x50\x11\x04\x00\x00\x001.2\x00"
+        delimiter = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
+        patient = b"\x10\x00\x20\x00\x02\x00\x00\x00P1"
+        for content, ok in ((item + delimiter, True), (delimiter + item, False)):
+            data = b"\x08\x00\x15\x11" + len(content).to_bytes(4, "little") + content + patient
+            if ok:
+                self.assertEqual(readAttributes(data, IMPLICIT, TAGS, wholeDataset=True, strict=True),
+                                 {PATIENT_ID: "P1"})
+            else:
+                self.assertRaises(DatasetError, readAttributes, data, IMPLICIT, TAGS, wholeDataset=True, strict=True)
+
     def test_damagedDefinedLengthItem(self):
         """pydicom reads the items of a sequence of undefined length (and of
         an undefined-length UN or unknown private element holding items)

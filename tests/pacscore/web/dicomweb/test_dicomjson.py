@@ -65,3 +65,12 @@ class EmptyValueTests(unittest.TestCase):
         dataset = Dataset()
         dataset[0x00280030] = RawDataElement(Tag(0x00280030), "DS", 6, b"1.5\\x\\", 0, True, True)
         self.assertEqual(written(dataset)["00280030"], {"vr": "DS", "Value": [1.5, "x", None]})
+
+    def test_zeroValuesKept(self):
+        """Values that are 0 beside an empty one are values (not an empty attribute)."""
+        dataset = Dataset()
+        dataset[0x00280030] = RawDataElement(Tag(0x00280030), "DS", 4, b"0\\\\0", 0, True, True)
+        dataset[0x00181150] = RawDataElement(Tag(0x00181150), "IS", 2, b"0\\", 0, True, True)
+        found = written(dataset)
+        self.assertEqual(found["00280030"], {"vr": "DS", "Value": [0, None, 0]})
+        self.assertEqual(found["00181150"], {"vr": "IS", "Value": [0, None]})

@@ -103,6 +103,14 @@ class BaseURLTestsOfRequests(unittest.TestCase):
                                       (IPv4Address("TCP", "10.0.0.1", 443), False, "http://10.0.0.1:443/dicom-web")):
             self.assertEqual(baseURL(self.request(address, secure)), base)
 
+    def test_emptyHostIsNoHost(self):
+        """An empty Host (RFC 9110 7.2 allows it) names the connection's
+        address; an IPv6 zone in it is escaped (RFC 6874)."""
+        for address, base in ((IPv4Address("TCP", "10.0.0.1", 8080), "http://10.0.0.1:8080/dicom-web"),
+                              (IPv6Address("TCP", "fe80::1%eth0", 8080), "http://[fe80::1%25eth0]:8080/dicom-web")):
+            self.assertEqual(baseURL(self.request(address, host=b"")), base)
+            self.assertEqual(baseURL(self.request(address)), base)
+
     def test_portOfTheConnectionWhereHostHasNone(self):
         """As dicomweb-client sends Host (no port), the scheme's default port left out."""
         for port, secure, base in ((8080, False, "http://pacs:8080/dicom-web"), (80, False, "http://pacs/dicom-web"),
@@ -112,7 +120,7 @@ class BaseURLTestsOfRequests(unittest.TestCase):
 
     def test_badHosts(self):
         address = IPv4Address("TCP", "10.0.0.1", 80)
-        for host in (b"10.0.0.1:80@evil", b"[::1", b"a b", "h\xf6st".encode("latin-1"), b"", b"h:1/x"):
+        for host in (b"10.0.0.1:80@evil", b"[::1", b"a b", "h\xf6st".encode("latin-1"), b"h:1/x"):
             with self.assertRaises(WebError, msg=host) as refused:
                 baseURL(self.request(address, host=host))
             self.assertEqual(refused.exception.code, 400)

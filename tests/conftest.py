@@ -4,12 +4,13 @@ Interop tests store real objects (one of 300 MB), so a whole run writes
 several GB.  Trial's ``TestCase.mktemp`` makes its folders under the current
 folder (``<module>/<class>/<method>/...``) and never removes them, and
 ``tempfile`` folders stay in /tmp.  Here a test's ``mktemp`` folder goes as
-soon as the test has passed, and the run's ``tempfile`` folders (kept in
+soon as the test has passed (the emptied folders above it at the end), and the run's ``tempfile`` folders (kept in
 one folder of the run, shared by pytest-xdist's workers) go when the whole
 run has passed; what a failing test left stays for reading, and its place is
 printed at the end.
 """
 
+import glob
 import os
 import shutil
 import tempfile
@@ -38,6 +39,7 @@ def pytest_sessionfinish(session, exitstatus):
     tempfile.tempdir = None
     if hasattr(session.config, "workerinput"):
         return  # the controller decides for the whole run
+    _removeEmptyFolders(glob.glob("tests.*/"))
     if exitstatus == 0:
         shutil.rmtree(folder, ignore_errors=True)
     else:
@@ -71,9 +73,16 @@ def _removeTemporaryFolders(request):
     testCase = request.instance
     if testCase is None or not hasattr(testCase, "mktemp") or getattr(request.node, "_pacsFailed", False):
         return
-    folder = _mktempFolder(testCase)
-    shutil.rmtree(folder, ignore_errors=True)
-    try:
-        os.removedirs(os.path.dirname(folder))
-    except OSError:
-        pass  # other tests of the class or module still have folders there
+    # Only the test's own folder: its class's and module's, left empty, go
+    # at the end of the run (another worker may be making a folder in them).
+    shutil.rmtree(_mktempFolder(testCase), ignore_errors=True)
+
+
+def _removeEmptyFolders(tops):
+    """Remove the folders under each of ``tops`` (and it) that hold no file."""
+    for top in tops:
+        for folder, _, _ in os.walk(top, topdown=False):
+            try:
+                os.rmdir(folder)
+            except OSError:
+                pass  # it holds a failed test's files

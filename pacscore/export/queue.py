@@ -12,7 +12,8 @@ converters) ask for: ``forward`` to a destination AE, ``get`` (a C-MOVE
 from a remote AE to us), ``delete``, ``process`` and ``prefetch``, each of
 one image or of a whole series, study or patient.  Actions above IMAGE
 level are collected: while one is pending and not yet tried (a forward:
-not yet due, so also one waiting for its retry), the same action for
+not yet due, so also one waiting for its retry; a get or prefetch: any,
+under way or waiting for its retry), the same action for
 another object of the same series/study/patient only pushes its not-before
 time back (``ForwardCollectDelay``, default 600 s, or ``after NN``), so a
 study of 500 images gives one forward.
@@ -51,7 +52,8 @@ import threading
 import time
 from typing import NamedTuple
 
-from sqlalchemy import Column, Double, Index, Integer, MetaData, String, Table, Text, and_, exists, func, or_, select, text
+from sqlalchemy import (
+    Column, Double, Index, Integer, MetaData, String, Table, Text, and_, exists, func, or_, select, text, true)
 from twisted.logger import Logger
 
 from pacscore.db.filepaths import ObjectPath
@@ -66,6 +68,7 @@ LEVEL_NAMES = {"PATIENT": "Patient ID", "STUDY": "Study Instance UID", "SERIES":
                "IMAGE": "SOP Instance UID"}
 ACTIONS = ("forward", "get", "delete", "process", "prefetch")
 REMOTE_ACTIONS = ("forward", "get")  # those with a destination AE; the others are local
+FETCHES = ("get", "prefetch")  # actions that bring objects in (or read them): collected even when retried
 LOCAL = None  # the lane of the local actions (see ``laneOf``)
 
 MODALITY = 0x00080060
@@ -421,13 +424,21 @@ class ExportQueue:
         into one not yet due, tried or not (one waiting for its retry
         sends the later objects with the earlier ones, once), never into
         one already due: that may be under way, its objects looked up
-        before this one's, and deleted once done.  Other actions are
-        collected into one not yet tried, due or not: a ``get`` under way
-        brings in objects whose import lines ask for the same get again
-        (as ``preretrieve`` does), which must not start it over and over."""
+        before this one's, and deleted once done.  A ``get`` or
+        ``prefetch`` is collected into any pending one, under way or
+        waiting for its retry: a get under way brings in objects whose
+        import lines may ask for the same get again, which must not start
+        it over and over (``preretrieve`` no longer does, see
+        ``pacscore.storage.store``, but a get a user or several triggers
+        asked for does).  Other actions are collected into one not yet
+        tried, due or not."""
         forwards = self.forwards
-        waiting = (forwards.c.NextAttempt > row["Created"] if row["Action"] == "forward"
-                   else forwards.c.Attempts == 0)
+        if row["Action"] == "forward":
+            waiting = forwards.c.NextAttempt > row["Created"]
+        elif row["Action"] in FETCHES:
+            waiting = true()
+        else:
+            waiting = forwards.c.Attempts == 0
         same = and_(forwards.c.CollectUID == row["CollectUID"], forwards.c.Action == row["Action"],
                     forwards.c.Destination == row["Destination"], forwards.c.Level == row["Level"],
                     forwards.c.Compression == row["Compression"], forwards.c.Filters == row["Filters"],
@@ -484,7 +495,7 @@ class ExportQueue:
     def _markFailed(self, connection, actionId, error, now):
         row = connection.execute(select(self.forwards.c.Level, self.forwards.c.Action)
                                  .where(self.forwards.c.id == actionId)).first()
-        delayed = row is not None and (row.Level != "IMAGE" or row.Action in ("get", "prefetch"))
+        delayed = row is not None and (row.Level != "IMAGE" or row.Action in FETCHES)
         forward = row is not None and row.Action == "forward"
         limit = self.delayedRetries if delayed else self.forwardRetries if forward else self.maximumRetries
         return self._fail(connection, self.forwards, actionId, error, now, limit)

@@ -255,6 +255,22 @@ class ActionTests(QueueTestCase):
         self.write(self.queue.markDone([running.id]))
         self.assertEqual(self.queue.due(self.clock.now + 10000, 10), [])
 
+    def test_aRetriedGetCollectsTheGetsItsObjectsAskFor(self):
+        """A get that failed once is under way again (or waiting for its
+        retry): the gets its objects ask for are collected into it too,
+        else the whole patient is retrieved a second time."""
+        self.queue.addForward("SRC", "PATIENT", CT, action="get")
+        self.clock.now += 600
+        [first] = self.queue.due(self.clock(), 10)
+        self.assertEqual(self.write(self.queue.markFailed(first.id, "refused", self.clock())), PENDING)
+        self.queue.addForward("SRC", "PATIENT", CT._replace(sopInstanceUID="1.2.3.1.2"), action="get")
+        self.clock.now += 600
+        [running] = self.queue.due(self.clock(), 10)
+        self.assertEqual((running.id, running.attempts), (first.id, 1))
+        self.queue.addForward("SRC", "PATIENT", CT._replace(sopInstanceUID="1.2.3.1.3"), action="get")
+        self.write(self.queue.markDone([running.id]))
+        self.assertEqual(self.queue.due(self.clock.now + 10000, 10), [])
+
     def test_dueActionsLeaveInArrivalOrder(self):
         """The script workers each run part of a batch of jobs and stamp
         their actions with the time they run, so those times interleave;

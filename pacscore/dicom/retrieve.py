@@ -113,10 +113,11 @@ class Progress:
 
 def choices(stored, accepted, compression):
     """The transfer syntaxes to send ``stored`` in, best first, given
-    ``accepted`` (``{syntax: contextId}`` for its SOP class): those of
-    ``proposals`` the peer took that it can be converted to."""
+    ``accepted`` (``{syntax: contextId}`` for its SOP class; None: any, as
+    STOW-RS takes): those of ``proposals`` the peer took that it can be
+    converted to."""
     source = stored.transferSyntax
-    return [syntax for syntax in proposals(source, compression) if syntax in accepted and (
+    return [syntax for syntax in proposals(source, compression) if (accepted is None or syntax in accepted) and (
         syntax == source or canDecode(source) and (syntax in UNCOMPRESSED or canEncode(syntax)))]
 
 

@@ -15,7 +15,7 @@ there the same way.
 import os
 import tempfile
 
-from pacscore.codecs.compression import forPeerChanges
+from pacscore.codecs.compression import forPeer, forPeerChanges
 from pacscore.codecs.filetranscode import transcodeFile
 from pacscore.codecs.nkipixels import NKI_PIXEL_DATA
 from pacscore.storage.attributes import readAttributes
@@ -80,6 +80,29 @@ def goesAsStored(compressionScripts, compression):
     be left in its file)."""
     return not (compressionScripts is not None and compressionScripts.runs(compression)) and (
         not forPeerChanges(compression))
+
+
+def readForPeer(reader, stored, compression, deferToWorker, compressionScripts=None, callingAE="", calledAE=""):
+    """In the I/O pool: ``(stored, data set)`` of the ``StoredObject`` as it
+    goes to a peer whose compression code is ``compression``, before it is
+    converted to a syntax the peer takes: a large one that goes as stored
+    (``goesAsStored``) left in its file (a ``StoredData``); else read (by
+    ``reader``, an ObjectReader), the line of an s0..s9 code run on it
+    (``compressionScripts``, between ``callingAE`` and ``calledAE``; data
+    None when it left the object out), and changed by ``forPeer``
+    (``stored`` then with the syntax it gave).  TranscodeError or
+    IdentifierError when it cannot be."""
+    if goesAsStored(compressionScripts, compression):
+        data = openStored(stored, deferToWorker)
+        if data is not None:
+            return stored, data
+    data = reader.read(stored)
+    if compressionScripts is not None:
+        kept, data = compressionScripts.apply(data, stored.transferSyntax, compression, callingAE, calledAE)
+        if not kept:
+            return stored, None
+    data, syntax = forPeer(data, stored.transferSyntax, compression)
+    return stored._replace(transferSyntax=syntax), data
 
 
 def closeIfStored(data):

@@ -35,7 +35,6 @@ from pydicom.dataset import Dataset
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from pacscore.codecs.compression import forPeer
 from pacscore.config.acrnema import Node
 from pacscore.codecs.jpeglossy import DEFAULT_QUALITY
 from pacscore.codecs.syntaxes import UNCOMPRESSED, qualityOf
@@ -47,7 +46,7 @@ from pacscore.dicom.datasets import IdentifierError
 from pacscore.dicom.models import PATIENT_ROOT_FIND, PATIENT_ROOT_MOVE
 from pacscore.dicom.protocol import ESTABLISHED
 from pacscore.dicom.retrieve import choices, contextsFor, convertToFirst
-from pacscore.dicom.storeddata import closeIfStored, goesAsStored, openStored
+from pacscore.dicom.storeddata import closeIfStored, readForPeer
 from pacscore.export.queue import LEVELS
 from pacscore.export.selection import LEVEL_KEYS, indexKeys, remoteRequest
 from pacscore.export.stow import StowError, StowSender, dicomWebServers
@@ -305,24 +304,11 @@ class Forwarder:
         return syntax, data
 
     def _read(self, stored, compression, destination):
-        """In the I/O pool: ``(stored, data set)`` of ``stored`` after the line
-        of its compression code (s0..s9; data None when it left the object
-        out), as the destination takes NKI pixel data or downsized images
-        (``forPeer``; ``stored`` then with the syntax it gave); a large one
-        that goes as stored is left in its file (``StoredData``)."""
-        if goesAsStored(self.compressionScripts, compression):
-            data = openStored(stored, self.workers.deferToWorker)
-            if data is not None:
-                return stored, data
-        data = self.reader.read(stored)
+        """In the I/O pool: ``readForPeer`` of ``stored`` (its s0..s9 line
+        run from us to ``destination``)."""
         try:
-            if self.compressionScripts is not None:
-                kept, data = self.compressionScripts.apply(data, stored.transferSyntax, compression, self.aeTitle,
-                                                           destination)
-                if not kept:
-                    return stored, None
-            data, syntax = forPeer(data, stored.transferSyntax, compression)
-            return stored._replace(transferSyntax=syntax), data
+            return readForPeer(self.reader, stored, compression, self.workers.deferToWorker, self.compressionScripts,
+                               self.aeTitle, destination)
         except (TranscodeError, IdentifierError) as e:
             raise ForwardError(f"{stored.sopInstanceUID}: {e}") from e
 

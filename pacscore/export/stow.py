@@ -8,7 +8,8 @@ and password, if any, go as HTTP Basic credentials).  ``forward to NAME``
 request per ``BATCH_BYTES`` or so, each object as stored (NKI pixels
 expanded; a large one read from its file as the body goes, see
 ``pacscore.export.partsbody``) or in the syntax of ``forward compressed as
-XX``.  An answer
+XX``, falling back as a C-STORE forward does (``convertToFirst``: an object
+the encoder cannot take goes as stored or uncompressed).  An answer
 that is not 200, or that lists failed objects, is a ``ForwardError``, so
 the export queue retries the action as it does a refused C-STORE."""
 
@@ -22,12 +23,14 @@ from twisted.logger import Logger
 from twisted.web.client import Agent, HTTPConnectionPool, readBody
 from twisted.web.http_headers import Headers
 
-from pacscore.codecs.compression import AS_STORED_CODE, recode, recodedSyntaxes
+from pacscore.codecs.compression import AS_STORED_CODE
+from pacscore.codecs.syntaxes import qualityOf
 from pacscore.codecs.transcode import TranscodeError
 from pacscore.config.errors import ConfigError
 from pacscore.dicom.datasets import IdentifierError
 from pacscore.dicom.negotiation import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION
-from pacscore.dicom.storeddata import closeIfStored, openStored
+from pacscore.dicom.retrieve import choices, convertToFirst
+from pacscore.dicom.storeddata import closeIfStored, readForPeer
 from pacscore.export.partsbody import PartsBody
 from pacscore.storage.part10 import encodeFileMeta
 from pacscore.web.dicomweb import multipart
@@ -80,20 +83,6 @@ class StowError(Exception):
     """A STOW-RS request that did not store everything; says why."""
 
 
-def _part(reader, stored, code, quality, deferToWorker):
-    """In the I/O pool: ``(file meta, data set)`` of ``stored`` (a
-    StoredObject) in ``code``; a large object sent as stored is left in its
-    file (a ``StoredData``)."""
-    asStored = code == AS_STORED_CODE and recodedSyntaxes(stored.transferSyntax, code) == [stored.transferSyntax]
-    data = openStored(stored, deferToWorker) if asStored else None
-    if data is not None:
-        syntax = stored.transferSyntax
-    else:
-        data, syntax = recode(reader.read(stored), stored.transferSyntax, code, quality)
-    return encodeFileMeta(stored.sopClassUID, stored.sopInstanceUID, syntax, IMPLEMENTATION_CLASS_UID,
-                          IMPLEMENTATION_VERSION), data
-
-
 class DicomWebClient:
     """HTTP to DICOMweb servers through one pool of persistent connections
     (``close()`` when done), each request answered within ``timeout`` s."""
@@ -137,8 +126,7 @@ class StowSender(DicomWebClient):
         try:
             for stored in located:
                 try:
-                    meta, data = await self.workers.deferToWorker(_part, self.reader, stored, code,
-                                                                  self.lossyQuality, self.workers.deferToWorker)
+                    meta, data = await self._part(server, stored, code)
                 except (OSError, TranscodeError, IdentifierError, ValueError) as e:
                     raise StowError(f"{stored.sopInstanceUID} cannot be sent in {code}: {e}") from e
                 batch.append((meta, data))
@@ -156,6 +144,22 @@ class StowSender(DicomWebClient):
             for _, data in batch:
                 closeIfStored(data)
         return sent
+
+    async def _part(self, server, stored, code):
+        """``(file meta, data set)`` of ``stored`` (a StoredObject) in the
+        syntax of ``code``, else in the next one it can be converted to,
+        uncompressed at last, as a C-STORE forward falls back (an image
+        the encoder cannot take, logged); a large object sent as stored is
+        left in its file (a ``StoredData``)."""
+        stored, data = await self.workers.deferToWorker(readForPeer, self.reader, stored, code,
+                                                        self.workers.deferToWorker)
+        syntax, data, refusals = await convertToFirst(stored, data, choices(stored, None, code), self.workers,
+                                                      qualityOf(code, self.lossyQuality))
+        for refused, error in refusals:
+            self.log.info("STOW-RS to {server}: {uid} cannot be converted to {refused} ({error}); sent as {syntax}",
+                          server=server.name, uid=stored.sopInstanceUID, refused=refused, error=error, syntax=syntax)
+        return encodeFileMeta(stored.sopClassUID, stored.sopInstanceUID, syntax, IMPLEMENTATION_CLASS_UID,
+                              IMPLEMENTATION_VERSION), data
 
     async def _post(self, server, batch):
         """POST ``batch``, ``[(file meta, data set)]``; how many were stored."""

@@ -7,6 +7,7 @@ import os
 from dataclasses import replace
 
 import pydicom
+from pydicom.data import get_testdata_file
 from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
@@ -24,6 +25,7 @@ from tests.pacscore.control.running import RunningArchive
 from tests.pacscore.web.test_logins import htpasswd
 
 JPEG_2000_LOSSLESS = "1.2.840.10008.1.2.4.90"
+IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
 
 
 class ServerListTests(unittest.TestCase):
@@ -101,8 +103,8 @@ class StowForwardTests(unittest.TestCase):
         (here every object counts as large); the files are closed after."""
         self.patch(storeddata, "STREAMED_OBJECT", 1024)
         self.patch(partsbody, "PIECE_BYTES", 1000)
-        opened = []
-        self.patch(stow, "openStored", lambda *a: opened.append(storeddata.openStored(*a)) or opened[-1])
+        opened, openStored = [], storeddata.openStored
+        self.patch(storeddata, "openStored", lambda *a: opened.append(openStored(*a)) or opened[-1])
         sent = yield defer.ensureDeferred(self.forwarder().forward(self.action()))
         self.assertEqual(sent, len(self.corpus))
         self.assertEqual(len([data for data in opened if data is not None]), len(self.corpus))
@@ -119,6 +121,25 @@ class StowForwardTests(unittest.TestCase):
         yield defer.ensureDeferred(self.forwarder().forward(self.action(compression="jk")))
         syntaxes = {pydicom.dcmread(path).file_meta.TransferSyntaxUID for path in self.destination.files()}
         self.assertEqual(syntaxes, {JPEG_2000_LOSSLESS})
+
+    @defer.inlineCallbacks
+    def test_anObjectTheEncoderCannotTakeGoesUncompressed(self):
+        """``forward compressed as jk``: a 32-bit RT Dose, which JPEG 2000
+        cannot take, goes as stored, implicit VR little endian (logged), as
+        a C-STORE forward sends it; the others still go as JPEG 2000."""
+        dose = pydicom.dcmread(get_testdata_file("rtdose.dcm"))
+        image = self.corpus[0]
+        dose.PatientID, dose.StudyInstanceUID = image.patientID, image.studyUID
+        path = os.path.abspath(self.mktemp())
+        dose.save_as(path)
+        yield self.source.store([replace(image, path=path, seriesUID=dose.SeriesInstanceUID,
+                                         sopUID=dose.SOPInstanceUID)])
+        sent = yield defer.ensureDeferred(self.forwarder().forward(self.action(compression="jk")))
+        self.assertEqual(sent, len(self.corpus) + 1)
+        syntaxes = {pydicom.dcmread(path).SOPInstanceUID: pydicom.dcmread(path).file_meta.TransferSyntaxUID
+                    for path in self.destination.files()}
+        self.assertEqual(syntaxes.pop(dose.SOPInstanceUID), IMPLICIT_VR_LITTLE_ENDIAN)
+        self.assertEqual(set(syntaxes.values()), {JPEG_2000_LOSSLESS})
 
     @defer.inlineCallbacks
     def test_refusals(self):

@@ -72,6 +72,11 @@ class NotAccepted(ForwardError):
     images were retried forever"), so it is left out, logged."""
 
 
+class Interrupted(ForwardError):
+    """A forward stopped between two objects because the service stops
+    (``Forwarder.interrupt``): not a failure, the action stays queued."""
+
+
 class _Kind(NamedTuple):
     """What a presentation context is proposed for."""
 
@@ -126,6 +131,7 @@ class Forwarder:
         self.dicomWebServers = dicomWebServers or {}  # NAME -> stow.DicomWebServer
         self.stow = stow or StowSender(reactor, reader, workers, dimseTimeout, lossyQuality)
         self.fetcher = fetcher  # fetch.DicomWebFetcher, or None: no gets from DICOMweb servers
+        self.interrupted = False  # the service stops: forwards end before their next object
         self._links = {}
 
     @classmethod
@@ -159,6 +165,16 @@ class Forwarder:
         return node
 
     # -- forward ----------------------------------------------------------
+
+    def interrupt(self):
+        """Make the forwards under way, and any later one, stop before their
+        next object with ``Interrupted`` (the service stops and its grace
+        period is over); their associations are released."""
+        self.interrupted = True
+
+    def _checkInterrupted(self):
+        if self.interrupted:
+            raise Interrupted("interrupted by the stop of the server")
 
     def locate(self, actions):
         """Deferred of ``(instances, located)`` for each forward action:
@@ -212,6 +228,7 @@ class Forwarder:
                     self.log.warn("forward to {destination}: {uid} cannot be read: {reason}",
                                   destination=action.destination, uid=stored.sopInstanceUID, reason=stored.reason)
                     continue
+                self._checkInterrupted()
                 protocol = await self._open(link, node, _associationKey(level, instance),
                                             _Kind(stored.sopClassUID, stored.transferSyntax), compression)
                 try:
@@ -222,8 +239,8 @@ class Forwarder:
                                   destination=action.destination, uid=stored.sopInstanceUID, error=e)
                 if onSent is not None:
                     onSent(sent)
-        except Exception:
-            await self._close(link, abort=True)
+        except Exception as e:
+            await self._close(link, abort=not isinstance(e, Interrupted))
             raise
         finally:
             link.lastUsed = self.reactor.seconds()
@@ -244,7 +261,7 @@ class Forwarder:
             else:
                 readable.append(stored)
         try:
-            sent = await self.stow.send(server, readable, action.compression, onSent)
+            sent = await self.stow.send(server, readable, action.compression, onSent, self._checkInterrupted)
         except StowError as e:
             raise ForwardError(str(e)) from e
         _failUnreadable(located)

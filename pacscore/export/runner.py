@@ -38,7 +38,10 @@ committed.  So after a crash an action is sent again only if it was
 delivered but its row not yet removed: at most the few delivered during
 the last removal write of each lane.  A stop lets each lane finish the
 action under way and record it; the lane's other actions stay queued, so
-after a clean stop nothing is sent again.
+after a clean stop nothing is sent again.  A forward still under way after
+``QuitGracePeriod`` seconds (default 30) is interrupted before its next
+object (``Forwarder.interrupt``), its association released: it stays
+queued, no attempt counted, and goes again, whole, at the next start.
 """
 
 import copy
@@ -53,10 +56,12 @@ from twisted.logger import Logger
 
 from pacscore.converters.context import ConverterContext, Outcome
 from pacscore.export.actions import LocalActions
-from pacscore.export.forwarder import Forwarder
+from pacscore.export.forwarder import Forwarder, Interrupted
 from pacscore.export.queue import FAILED, LOCAL, ActionBuffer, JobOutcome, laneOf
 from pacscore.storage.mirror import MIRROR_COPY
 from pacscore.workers import WorkerPool
+
+DEFAULT_GRACE_PERIOD = 30  # QuitGracePeriod
 
 
 class ExportService(service.Service):
@@ -69,7 +74,8 @@ class ExportService(service.Service):
     countsInterval = 5
     batch = 64
 
-    def __init__(self, queue, forwarder, local, services, rules, reader, reactor, scripts, io, failHoldOff=60):
+    def __init__(self, queue, forwarder, local, services, rules, reader, reactor, scripts, io, failHoldOff=60,
+                 gracePeriod=DEFAULT_GRACE_PERIOD):
         self.queue = queue
         self.forwarder = forwarder
         self.local = local
@@ -80,6 +86,7 @@ class ExportService(service.Service):
         self.scripts = scripts
         self.io = io
         self.failHoldOff = failHoldOff
+        self.gracePeriod = gracePeriod  # seconds a stop waits for the forwards under way
         self.counters = services.counters
         self._jobsRunning = False
         self._busyLanes = set()
@@ -94,14 +101,15 @@ class ExportService(service.Service):
                           ioThreads=4, compressionScripts=None, fetcher=None):
         """The service with its two pools (``pacs-export`` for the lines,
         ``pacs-forward`` for the rest), its ``Forwarder`` (ForwardAssociation*
-        keys) and FailHoldOff from dicom.ini."""
+        keys), FailHoldOff and QuitGracePeriod from dicom.ini."""
         scripts = WorkerPool(reactor, scriptThreads, "pacs-export")
         io = WorkerPool(reactor, ioThreads, "pacs-forward")
         forwarder = Forwarder.fromConfiguration(configuration, reactor, services.aeTitle, queue.index, query,
                                                 reader, io, compressionScripts, fetcher)
         local = LocalActions(queue.index, query, reader, io, services)
         return cls(queue, forwarder, local, services, rules, reader, reactor, scripts, io,
-                   failHoldOff=configuration.ini.getint("FailHoldOff", 60))
+                   failHoldOff=configuration.ini.getint("FailHoldOff", 60),
+                   gracePeriod=configuration.ini.getint("QuitGracePeriod", DEFAULT_GRACE_PERIOD))
 
     # -- service ----------------------------------------------------------
 
@@ -116,7 +124,12 @@ class ExportService(service.Service):
     async def _stop(self):
         if self._loop is not None and self._loop.running:  # else never started (start-up stopped half way)
             self._loop.stop()
+        deadline = self.reactor.seconds() + self.gracePeriod
         while self._polling is not None or self._busyLanes or self._jobsRunning:
+            if self._busyLanes and not self.forwarder.interrupted and self.reactor.seconds() >= deadline:
+                self.log.warn("stopping: the forwards still under way after {grace} s (QuitGracePeriod) stop "
+                              "before their next object and stay queued", grace=self.gracePeriod)
+                self.forwarder.interrupt()
             await task.deferLater(self.reactor, 0.05, lambda: None)
         await self.forwarder.closeAll()
         await self.scripts.stop()
@@ -124,8 +137,9 @@ class ExportService(service.Service):
 
     def stopService(self):
         """Stops polling, waits for the jobs and the action each lane has
-        under way (they finish or fail and are recorded; the lanes' other
-        actions stay queued), closes the associations.  The index writer
+        under way (they finish or fail and are recorded, a forward stopped
+        before its next object once the grace period is over; the lanes'
+        other actions stay queued), closes the associations.  The index writer
         must still run until this Deferred fires (``ArchiveService``)."""
         service.Service.stopService(self)
         return defer.ensureDeferred(self._stop())
@@ -284,6 +298,11 @@ class ExportService(service.Service):
                     break
                 try:
                     count = await self._perform(action, found.pop(action.id, None))
+                except Interrupted:
+                    self.log.info("{action} of {entity} {uid} to {destination} interrupted by the stop: "
+                                  "it stays queued", action=action.action, entity=action.level.lower(),
+                                  uid=action.target.uid(action.level), destination=action.destination)
+                    break
                 except Exception as e:
                     await self._failed(action, e)
                     self._heldUntil[lane] = self.reactor.seconds() + self.failHoldOff

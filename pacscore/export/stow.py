@@ -118,13 +118,16 @@ class StowSender(DicomWebClient):
         self.workers = workers
         self.lossyQuality = lossyQuality
 
-    async def send(self, server, located, compression="", onSent=None):
+    async def send(self, server, located, compression="", onSent=None, check=None):
         """STOW-RS the StoredObjects ``located`` to ``server``; how many were
-        stored. ``onSent(count)`` after each request."""
+        stored. ``onSent(count)`` after each request; ``check()`` before
+        each object (what it raises ends the sending)."""
         code = compression or AS_STORED_CODE
         batch, size, sent = [], 0, 0
         try:
             for stored in located:
+                if check is not None:
+                    check()
                 try:
                     meta, data = await self._part(server, stored, code)
                 except (OSError, TranscodeError, IdentifierError, ValueError) as e:

@@ -16,7 +16,7 @@ from pacscore.dicom import commands
 from pacscore.dicom.datasets import decodeDataset, encodeDataset
 from pacscore.dicom.models import PATIENT_ROOT_FIND, PATIENT_ROOT_MOVE
 from pacscore.dicom.storeddata import STREAMED_OBJECT
-from pacscore.export.forwarder import Forwarder, ForwardError
+from pacscore.export.forwarder import Forwarder, ForwardError, Interrupted
 from pacscore.export.queue import Action, Target
 from tests.pacscore.export.fixtures import (
     EXPLICIT, IMPLICIT, JPEG_2000_LOSSLESS, MR_STORAGE, Acceptor, Archive, Recorder, SyncWorkers, settle)
@@ -240,6 +240,23 @@ class ForwarderTests(unittest.TestCase):
         self.assertIn("0xA700", str(failure.value))
         self.acceptor.flush()
         self.assertEqual(self.acceptor.openAssociations(), [])
+
+    def test_anInterruptedForwardStopsBeforeItsNextObjectAndReleases(self):
+        """The service stops (``interrupt``): a study forward under way sends
+        no further object, raises Interrupted, and releases its association."""
+        forwarder = self.forwarder(associationLevel="STUDY")
+        aborted = []
+
+        def sent(count):
+            forwarder.interrupt()
+            protocol = self.acceptor.clients[0]
+            protocol.abortAssociation = lambda: aborted.append(protocol)
+        failure = settle(self, defer.ensureDeferred(forwarder.forward(imageAction("", level="STUDY"), sent)),
+                         self.acceptor, self.clock)
+        failure.trap(Interrupted)
+        self.assertEqual(len(self.received()), 1)
+        self.acceptor.flush()
+        self.assertEqual((self.acceptor.openAssociations(), aborted), ([], []))
 
     def test_badAssociationLevel(self):
         self.assertRaises(ValueError, self.forwarder, associationLevel="WARD")

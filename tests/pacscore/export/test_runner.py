@@ -13,7 +13,7 @@ from twisted.trial import unittest
 from pacscore.converters.context import ConverterServices, Outcome
 from pacscore.db.index import ImageRecord
 from pacscore.export.actions import LocalActions
-from pacscore.export.forwarder import ForwardError
+from pacscore.export.forwarder import ForwardError, Interrupted
 from pacscore.export.queue import FAILED, ExportQueue, Target
 from pacscore.export.runner import ExportService
 from pacscore.storage.devices import MagDevice
@@ -54,6 +54,10 @@ class Forwarder:
         self.down = set()
         self.delivered = []
         self.query = None
+        self.interrupted = False
+
+    def interrupt(self):
+        self.interrupted = True
 
     def locate(self, actions):
         return defer.succeed([None] * len(actions))
@@ -241,6 +245,34 @@ class RunnerTests(unittest.TestCase):
         self.successResultOf(stopped)
         self.assertEqual(self.forwarder.delivered, [("B", "b0")])
         self.assertEqual([action.target.sopInstanceUID for action in self.queue.due(1e12, 10)], ["b1", "b2"])
+
+    def test_aForwardStillUnderWayAfterTheGracePeriodIsInterruptedAndStaysQueued(self):
+        """A study of 100 objects at 0.5 s each, QuitGracePeriod 5: the stop
+        interrupts it before its next object after 5 s instead of waiting
+        50 s; it stays queued, no attempt counted, no failure."""
+        self.service.gracePeriod = 5
+        sent = []
+
+        async def slowStudy(action, found=None):
+            for n in range(100):
+                if self.forwarder.interrupted:
+                    raise Interrupted("interrupted by the stop of the server")
+                await task.deferLater(self.reactor, 0.5, lambda: None)
+                sent.append(n)
+            return len(sent)
+        self.forwarder.forward = slowStudy
+        self.queue.addForward("B", "STUDY", Target("PAT1", "1.2.3"), notBefore=0)
+        self.service.startService()
+        self.reactor.advance(1)
+        stopped, began = self.service.stopService(), self.reactor.seconds()
+        while not stopped.called and self.reactor.seconds() - began < 60:
+            self.reactor.advance(0.05)
+        self.successResultOf(stopped)
+        self.assertTrue(5 <= self.reactor.seconds() - began < 6)
+        self.assertLess(len(sent), 15)
+        [action] = self.queue.due(1e12, 10)
+        self.assertEqual((action.level, action.attempts), ("STUDY", 0))
+        self.assertNotIn("forwardsFailed", self.counters)
 
     def test_stopWithoutStart(self):
         """A start-up that stops half way stops services it never started

@@ -46,6 +46,7 @@ from pacscore.dicom.negotiation import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_
 from pacscore.dicom.protocol import DicomServerFactory
 from pacscore.dicom.retrieve import GetService, MoveService
 from pacscore.dicom.routing import SopClassRouter
+from pacscore.dicom.ownretrieves import OwnRetrieves
 from pacscore.dicom.storage import StorageService
 from pacscore.dicom.verification import EchoService
 from pacscore.dicom.virtual import VirtualServers
@@ -169,6 +170,7 @@ class Archive:
                                                      self.workers, reactor)
         self.objectReader = ObjectReader(self.devices, self.mirrors)
         keepsIndex = getattr(self.driver, "keepsIndex", True)
+        self.ownRetrieves = OwnRetrieves(self.aeTitle)  # the export queue's C-MOVEs to us under way
         self.exportQueue = ExportQueue.fromConfiguration(self.index, configuration, self.converterRules.exportRules,
                                                          mirrored=self.mirrors.mirrored,
                                                          objectPaths=None if keepsIndex else self.objectReader.magPath)
@@ -370,7 +372,7 @@ class Archive:
         return ExportService.fromConfiguration(self.configuration, self.exportQueue, self.converterServices,
                                                self.converterRules.exportRules, self.query, self.objectReader,
                                                self.reactor, compressionScripts=self.compressionScripts,
-                                               fetcher=DicomWebFetcher(self))
+                                               fetcher=DicomWebFetcher(self), ownRetrieves=self.ownRetrieves)
 
     def spaceServices(self):
         """The MAGDeviceThreshold service, then the NightlyCleanThreshold and
@@ -406,7 +408,8 @@ class Archive:
 
     def dicomFactory(self):
         """The protocol factory of the DICOM service."""
-        storage = StorageService(self.objectStore, self.storageFailedStatus, self.counters, self.incomingCompression)
+        storage = StorageService(self.objectStore, self.storageFailedStatus, self.counters, self.incomingCompression,
+                                 self.ownRetrieves)
         hooks = self.converterHooks.get
         retrieveSettings = (self.index, self.query, self.objectReader, self.workers, self.aeTitle, self.reactor)
         virtual = self.virtualServers

@@ -131,26 +131,27 @@ class DicomClientProtocol(DicomProtocol):
                 onMatch(dataset, syntax)
         return pending
 
-    def move(self, sopClassUID, identifier, destination, onPending=None):
-        """C-MOVE to ``destination``; ``onPending(command)`` sees the
-        progress counters.  Fires with ``(final command, data set bytes or
-        None)`` (the data set lists failed SOP instances)."""
+    def move(self, sopClassUID, identifier, destination, onPending=None, messageID=None):
+        """C-MOVE to ``destination`` (as Message ID ``messageID``, if given);
+        ``onPending(command)`` sees the progress counters.  Fires with
+        ``(final command, data set bytes or None)`` (the data set lists
+        failed SOP instances)."""
         return self._query(commands.C_MOVE_RQ, sopClassUID, identifier, _progress(onPending),
-                           {commands.MOVE_DESTINATION: destination})
+                           {commands.MOVE_DESTINATION: destination}, messageID)
 
     def get(self, sopClassUID, identifier, onPending=None):
         """C-GET; the objects arrive as C-STORE requests handled by the
         factory's C-STORE service.  Fires like ``move``."""
         return self._query(commands.C_GET_RQ, sopClassUID, identifier, _progress(onPending))
 
-    def _query(self, field, sopClassUID, identifier, onPending, extra=None):
+    def _query(self, field, sopClassUID, identifier, onPending, extra=None, messageID=None):
         try:
             contextId, syntax = self.contextFor(sopClassUID)
         except NoContext:
             return defer.fail()
         if isinstance(identifier, Dataset):
             identifier = encodeDataset(identifier, syntax)
-        self.lastMessageID = self.nextMessageID()
+        self.lastMessageID = self.nextMessageID() if messageID is None else messageID
         command = {commands.COMMAND_FIELD: field, commands.AFFECTED_SOP_CLASS_UID: sopClassUID,
                    commands.PRIORITY: PRIORITY_MEDIUM, commands.MESSAGE_ID: self.lastMessageID,
                    **(extra or {})}

@@ -28,16 +28,21 @@ class StorageService:
     index; ``storageFailedStatus`` is Conquest's StorageFailedErrorCode;
     objects are stored compressed as ``incomingCompression`` (Conquest's
     IncomingCompression) says, or the ``~xx`` of the called AE title.
+    The sub-operations of a retrieve the archive started itself
+    (``ownRetrieves``, an ``OwnRetrieves``: ``preretrieve``) are stored
+    without the import and export converters.
     """
 
     log = Logger()
     userLog = Logger(observer=userEvents)
 
-    def __init__(self, objectStore, storageFailedStatus=0x0110, counters=None, incomingCompression=""):
+    def __init__(self, objectStore, storageFailedStatus=0x0110, counters=None, incomingCompression="",
+                 ownRetrieves=None):
         self.objectStore = objectStore
         self.storageFailedStatus = storageFailedStatus
         self.counters = counters if counters is not None else {}
         self.incomingCompression = incomingCompression
+        self.ownRetrieves = ownRetrieves
 
     def _incoming(self, protocol, contextId, command):
         association = protocol.association
@@ -47,7 +52,8 @@ class StorageService:
             transferSyntax=association.contexts[contextId][1],
             callingAE=association.callingAE,
             calledAE=association.calledAE,
-            compression=association.compression or self.incomingCompression)
+            compression=association.compression or self.incomingCompression,
+            converters=self.ownRetrieves is None or not self.ownRetrieves.brings(command))
 
     def datasetSink(self, protocol, contextId, command):
         return self.objectStore.spool(self._incoming(protocol, contextId, command), protocol.transport)

@@ -5,7 +5,8 @@ first with QIDO-RS), the ``multipart/related`` answer written to a
 temporary file as it arrives (in the I/O pool, the connection paused while
 the disk falls behind), then each part stored as a STOW-RS part is
 (import converters, IncomingCompression, on disk and in the index), the
-server's name as calling AE.  Objects that cannot be stored make the
+server's name as calling AE; a get the archive started itself
+(``preretrieve``) leaves the import and export converters out.  Objects that cannot be stored make the
 action a ``StowError`` (the queue retries it; what was stored stays)."""
 
 import json
@@ -93,9 +94,12 @@ class DicomWebFetcher(DicomWebClient):
         super().__init__(archive.reactor, timeout)
         self.archive = archive
 
-    async def fetch(self, server, level, target):
+    async def fetch(self, server, level, target, converters=True):
         """Fetch the entity ``target`` (a queue Target) at ``level``;
-        ``(stored, failed)`` counts. StowError when the server fails."""
+        ``(stored, failed)`` counts. StowError when the server fails.
+        ``converters``: whether the import and export converters see the
+        objects (not for a get the archive started itself, see
+        ``pacscore.dicom.ownretrieves``)."""
         if level == "PATIENT":
             studies = await self._studiesOf(server, target.patientID)
         else:
@@ -107,7 +111,7 @@ class DicomWebFetcher(DicomWebClient):
                 path += f"/series/{quote(target.seriesInstanceUID)}"
             if level == "IMAGE":
                 path += f"/instances/{quote(target.sopInstanceUID)}"
-            counts = await self._fetchAndStore(server, path, study)
+            counts = await self._fetchAndStore(server, path, study, converters)
             stored, failed = stored + counts[0], failed + counts[1]
         return stored, failed
 
@@ -138,7 +142,7 @@ class DicomWebFetcher(DicomWebClient):
         except (ValueError, KeyError, IndexError, TypeError) as e:
             raise StowError(f"{server.name}: the answer to {url} is not a DICOM JSON list of studies") from e
 
-    async def _fetchAndStore(self, server, path, study):
+    async def _fetchAndStore(self, server, path, study, converters):
         response, url = await self._get(server, path, ACCEPT)
         contentType = multipart.mediaType((response.headers.getRawHeaders(b"content-type") or [b""])[0]
                                           .decode("latin-1"))
@@ -159,7 +163,8 @@ class DicomWebFetcher(DicomWebClient):
             outcome = Outcome(server.url)
             storage = storageOf(self.archive)
             for part in parts:
-                await storePart(self.archive, storage, body, part, DICOM, study, outcome, callingAE=server.name[:16])
+                await storePart(self.archive, storage, body, part, DICOM, study, outcome, callingAE=server.name[:16],
+                                converters=converters)
         finally:
             await workers.deferToWorker(body.close)
         self.log.info("fetched from {server} ({url}): {stored} object(s) stored, {failed} not", server=server.name,

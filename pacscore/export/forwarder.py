@@ -24,6 +24,11 @@ idle seconds (default 3600).  A patient, study or series action is sent
 on one association whatever the level (the more general of the two
 counts).  ``ForwardAssociationRelease = 0`` aborts instead of releasing.
 
+The export queue's Forwarder registers the C-MOVEs of its gets in
+``ownRetrieves`` (``pacscore.dicom.ownretrieves``), so what they bring in
+is stored without the import and export converters (a WADO-RS fetch: the
+same, told to the fetcher); the control commands' moves are the user's.
+
 One action per destination at a time (the runner sees to that); every
 failure raises ``ForwardError`` with the reason.
 """
@@ -106,7 +111,8 @@ class Forwarder:
 
     def __init__(self, reactor, acrNemaMap, aeTitle, index, query, reader, workers, associationLevel="IMAGE", closeDelay=5, refreshDelay=3600, release=True,
                  connectTimeout=30, dimseTimeout=300, endpointFor=None, lossyQuality=DEFAULT_QUALITY,
-                 compressionScripts=None, titleStyle=PLAIN_TITLES, dicomWebServers=None, stow=None, fetcher=None):
+                 compressionScripts=None, titleStyle=PLAIN_TITLES, dicomWebServers=None, stow=None, fetcher=None,
+                 ownRetrieves=None):
         associationLevel = associationLevel.strip().upper() or "IMAGE"
         if associationLevel not in ASSOCIATION_LEVELS:
             raise ValueError(f"ForwardAssociationLevel must be one of {', '.join(ASSOCIATION_LEVELS)}, "
@@ -131,12 +137,16 @@ class Forwarder:
         self.dicomWebServers = dicomWebServers or {}  # NAME -> stow.DicomWebServer
         self.stow = stow or StowSender(reactor, reader, workers, dimseTimeout, lossyQuality)
         self.fetcher = fetcher  # fetch.DicomWebFetcher, or None: no gets from DICOMweb servers
+        # The export queue's: its gets (preretrieve ...) register their C-MOVEs there, and what they
+        # bring in skips the import and export converters (ownretrieves.OwnRetrieves); None (the
+        # control commands' moves, a user's): processed as any object.
+        self.ownRetrieves = ownRetrieves
         self.interrupted = False  # the service stops: forwards end before their next object
         self._links = {}
 
     @classmethod
     def fromConfiguration(cls, configuration, reactor, aeTitle, index, query, reader, workers,
-                          compressionScripts=None, fetcher=None):
+                          compressionScripts=None, fetcher=None, ownRetrieves=None):
         """With the ForwardAssociation* keys, TCPIPTimeOut, LossyQuality,
         PadAEWithZeros, SendUpperCaseAE and [DICOMwebServers] of dicom.ini."""
         ini = configuration.ini
@@ -148,7 +158,7 @@ class Forwarder:
                    release=ini.getint("ForwardAssociationRelease", 1) != 0,
                    dimseTimeout=configuration.tcpipTimeout or 300, lossyQuality=configuration.lossyQuality,
                    titleStyle=TitleStyle.fromIni(ini), dicomWebServers=dicomWebServers(configuration),
-                   fetcher=fetcher)
+                   fetcher=fetcher, ownRetrieves=ownRetrieves)
 
     def _node(self, destination):
         """The acrnema.map entry of ``destination``; one written as
@@ -369,7 +379,8 @@ class Forwarder:
         if action.filters:
             raise ForwardError(f"a fetch from the DICOMweb server {server.name} takes no filters")
         try:
-            stored, failed = await self.fetcher.fetch(server, action.level, action.target)
+            stored, failed = await self.fetcher.fetch(server, action.level, action.target,
+                                                      converters=self.ownRetrieves is None)
         except StowError as e:
             raise ForwardError(str(e)) from e
         if onResponse is not None:
@@ -396,7 +407,13 @@ class Forwarder:
         return requests
 
     async def _move(self, protocol, source, identifier, destination, onResponse=None):
-        command, _ = await protocol.move(PATIENT_ROOT_MOVE, identifier, destination, onResponse)
+        own = self.ownRetrieves if destination == self.aeTitle else None
+        messageID = None if own is None else own.begin()
+        try:
+            command, _ = await protocol.move(PATIENT_ROOT_MOVE, identifier, destination, onResponse, messageID)
+        finally:
+            if own is not None:
+                own.end(messageID)
         if onResponse is not None:
             onResponse(command)
         status = command.get(commands.STATUS)

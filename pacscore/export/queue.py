@@ -429,7 +429,7 @@ class ExportQueue:
         waiting for its retry: a get under way brings in objects whose
         import lines may ask for the same get again, which must not start
         it over and over (``preretrieve`` no longer does, see
-        ``pacscore.storage.store``, but a get a user or several triggers
+        ``pacscore.dicom.ownretrieves``, but a get a user or several triggers
         asked for does).  Other actions are collected into one not yet
         tried, due or not."""
         forwards = self.forwards

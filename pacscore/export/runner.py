@@ -98,14 +98,15 @@ class ExportService(service.Service):
 
     @classmethod
     def fromConfiguration(cls, configuration, queue, services, rules, query, reader, reactor, scriptThreads=2,
-                          ioThreads=4, compressionScripts=None, fetcher=None):
+                          ioThreads=4, compressionScripts=None, fetcher=None, ownRetrieves=None):
         """The service with its two pools (``pacs-export`` for the lines,
         ``pacs-forward`` for the rest), its ``Forwarder`` (ForwardAssociation*
-        keys), FailHoldOff and QuitGracePeriod from dicom.ini."""
+        keys; its gets register their C-MOVEs in ``ownRetrieves``), FailHoldOff
+        and QuitGracePeriod from dicom.ini."""
         scripts = WorkerPool(reactor, scriptThreads, "pacs-export")
         io = WorkerPool(reactor, ioThreads, "pacs-forward")
         forwarder = Forwarder.fromConfiguration(configuration, reactor, services.aeTitle, queue.index, query,
-                                                reader, io, compressionScripts, fetcher)
+                                                reader, io, compressionScripts, fetcher, ownRetrieves)
         local = LocalActions(queue.index, query, reader, io, services)
         return cls(queue, forwarder, local, services, rules, reader, reactor, scripts, io,
                    failHoldOff=configuration.ini.getint("FailHoldOff", 60),

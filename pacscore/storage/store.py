@@ -100,7 +100,8 @@ class IncomingObject:
     for added files); "" or "as": as received.  ``converters``: whether
     the import converters and the export converter lines see it (not for
     objects the control commands rewrite, nor for added files unless
-    ImportExportDragAndDrop = 1); ``amended``: whether WorkListMode and
+    ImportExportDragAndDrop = 1, nor for those a get of the export queue
+    brings in, ``pacscore.dicom.ownretrieves``); ``amended``: whether WorkListMode and
     FixPhilips/FixKodak change it (not for rewritten objects); ``relink``:
     whether it may move the study or series that holds only its own SOP
     instance to another patient or study (``ImageRecord.relink``: not for

@@ -148,9 +148,10 @@ def _partObject(body, part):
     return syntax, meta, offset, attributes
 
 
-async def storePart(archive, storage, body, part, rootType, study, outcome, callingAE=""):
+async def storePart(archive, storage, body, part, rootType, study, outcome, callingAE="", converters=True):
     """Store one part of the multipart ``body`` (an open file) as a C-STORE
-    from ``callingAE`` would be, when it belongs to ``study`` (any: "");
+    from ``callingAE`` would be (without the import and export converters
+    unless ``converters``), when it belongs to ``study`` (any: "");
     its outcome noted in ``outcome``."""
     kind = multipart.mediaType(part.headers.get("content-type", rootType)).name
     if kind != DICOM:
@@ -173,7 +174,7 @@ async def storePart(archive, storage, body, part, rootType, study, outcome, call
         storage.log.warn("STOW-RS: {sop} refused: {why}", sop=sop, why=refusal[1])
         return outcome.failure(sopClass, sop, refusal[0])
     incoming = IncomingObject(sopClassUID=sopClass, sopInstanceUID=sop, transferSyntax=syntax, callingAE=callingAE,
-                              calledAE=archive.aeTitle, compression=archive.incomingCompression)
+                              calledAE=archive.aeTitle, compression=archive.incomingCompression, converters=converters)
     pacer = Pacer()
     spool = archive.objectStore.spool(incoming, pacer)
     position = part.start + offset

@@ -22,6 +22,7 @@ from pacscore.storage.part10 import readFileMeta
 from pacscore.testing.corpus import generateCorpus
 from pacscore.web.site import webSite
 from tests.pacscore.control.running import RunningArchive
+from tests.pacscore.dicom.test_ownretrieves import CONVERTERS
 from tests.pacscore.web.test_logins import htpasswd
 
 JPEG_2000_LOSSLESS = "1.2.840.10008.1.2.4.90"
@@ -200,6 +201,19 @@ class FetchTests(unittest.TestCase):
         here = {pydicom.dcmread(path).SOPInstanceUID: path for path in self.local.files()}
         for image in self.corpus:
             self.assertEqual(pydicom.dcmread(here[image.sopUID]).PixelData, pydicom.dcmread(image.path).PixelData)
+
+    @defer.inlineCallbacks
+    def test_theExportQueuesGetSkipsTheConverters(self):
+        """A get of the export queue (``preretrieve``) stores without the
+        import and export converters; a user's (no ``ownRetrieves``) with."""
+        for own, expected in ((True, (False, 0)), (False, (True, 2))):
+            self.local = RunningArchive(self, ae="LOCAL", ini=CONVERTERS)
+            forwarder = self.forwarder()
+            forwarder.ownRetrieves = self.local.archive.ownRetrieves if own else None
+            yield self.get(forwarder, "SERIES", self.corpus[0])
+            converted = {pydicom.dcmread(path).StudyDescription == "CONVERTED" for path in self.local.files()}
+            jobs = self.local.archive.exportQueue.dueJobs(1e12, 100)
+            self.assertEqual((len(self.local.files()), converted, len(jobs)), (2, {expected[0]}, expected[1]))
 
     @defer.inlineCallbacks
     def test_refusals(self):

@@ -200,6 +200,7 @@ class _Statement:
         self.top = level
         self.innerTop = level
         self.conditions = []
+        self.belowKeys = []  # (target level, key, tag): matched by addBelowMatches
         # Without statistics SQLite may pick the index of a column with few
         # distinct values (Modality) over that of a UID or patient ID: when
         # a key selects by one of those, the other conditions are kept off
@@ -229,10 +230,17 @@ class _Statement:
         """The column of ``tag`` at ``level`` or above, or None."""
         level = self.level if level is None else level
         for index in range(level, -1, -1):
-            found = self.tables[index].byTag.get(tag)
-            if found is not None:
-                return _Resolved(index, found[0], found[1].dicomType == "DT_MSTR")
+            resolved = self.columnAt(index, tag)
+            if resolved is not None:
+                return resolved
         return None
+
+    def columnAt(self, index, tag):
+        """The column of ``tag`` in the table of level ``index``, or None."""
+        found = self.tables[index].byTag.get(tag)
+        if found is None:
+            return None
+        return _Resolved(index, found[0], found[1].dicomType == "DT_MSTR")
 
     def use(self, index, condition=False):
         self.top = min(self.top, index)
@@ -271,26 +279,45 @@ class _Statement:
 
     def _addListMatch(self, key):
         """ModalitiesInStudy / SOPClassesInStudy: EXISTS a matching series/image."""
-        return self._addExistsMatch(key, *_LISTS[key.tag])
+        target, tag = _LISTS[key.tag]
+        return self._addExistsMatch([(target, key, tag)])
 
     def _addBelowMatch(self, key):
         """A key of a level below this one (the Modality or SeriesInstanceUID
-        of studies): EXISTS a matching row there; False when none holds it."""
+        of studies), kept for addBelowMatches; False when no level holds it."""
         for target in range(self.level + 1, len(self.tables)):
             if key.tag in self.tables[target].byTag:
-                return self._addExistsMatch(key, target, key.tag)
+                self.belowKeys.append((target, key, key.tag))
+                return True
         return False
 
-    def _addExistsMatch(self, key, target, tag):
-        """EXISTS a row of level ``target`` below the current one whose ``tag`` matches ``key``."""
-        related = self.related(self.level, target, tag)
+    def addBelowMatches(self):
+        """The keys _addBelowMatch kept, all matched by the same rows: EXISTS
+        one row of each level below holding them (an image of the series)."""
+        keys, self.belowKeys = self.belowKeys, []
+        self._addExistsMatch(keys)
+
+    def _addExistsMatch(self, keys):
+        """EXISTS rows of the levels below the current one, linked together,
+        whose columns match ``keys``, ``(target level, key, tag)`` each;
+        False when the layout cannot tell."""
+        keys = [(target, key, tag) for target, key, tag in keys if _hasValuesToMatch(key)]
+        if not keys:
+            return True
+        targets = [target for target, _, _ in keys]
+        related = self._related(self.level, max(targets), min(targets))
         if related is None:
             return False
-        clause, column, where = related
-        condition = matchCondition(self.offIndex(column), key, False)
-        if condition is not None:
-            self.conditions.append(select(literal_column("1")).select_from(clause)
-                                   .where(where, condition).exists())
+        clause, aliases, where = related
+        conditions = []
+        for target, key, tag in keys:
+            resolved = self.columnAt(target, tag)
+            if resolved is None:
+                return False
+            column = aliases[target].c[resolved.column.name]
+            conditions.append(matchCondition(self.offIndex(column), key, resolved.isMulti))
+        self.conditions.append(select(literal_column("1")).select_from(clause)
+                               .where(where, *conditions).exists())
         return True
 
     # -- computed fields -------------------------------------------------
@@ -300,6 +327,23 @@ class _Statement:
         of level ``target`` below the ``ancestor`` entity of the current row,
         on aliased tables; None when the layout cannot tell.  Needs
         ``ancestor <= self.level``."""
+        related = self._related(ancestor, target)
+        if related is None:
+            return None
+        clause, aliases, condition = related
+        column = None
+        if tag is not None:
+            resolved = self.columnAt(target, tag)
+            if resolved is None:
+                return None
+            column = aliases[target].c[resolved.column.name]
+        return clause, column, condition
+
+    def _related(self, ancestor, target, top=None):
+        """``(from clause, {level: aliased table}, condition)`` of ``related``,
+        the tables of the levels from ``target`` up to ``top`` (``target``
+        when None) joined at least."""
+        top = target if top is None else top
         keyTag = self.tables[ancestor].keyTag
         outer = self.resolve(keyTag)
         if outer is None:
@@ -307,7 +351,7 @@ class _Statement:
         aliases = {target: self.tables[target].table.alias()}
         clause = aliases[target]
         index = target
-        while keyTag not in self.tables[index].byTag:
+        while index > top or keyTag not in self.tables[index].byTag:
             if index - 1 <= ancestor:
                 return None
             child, parent = self.tables[index], self.tables[index - 1]
@@ -317,14 +361,8 @@ class _Statement:
             index -= 1
         linkName = self.tables[index].byTag[keyTag][0].name
         condition = aliases[index].c[linkName] == outer.column
-        column = None
-        if tag is not None:
-            found = self.tables[target].byTag.get(tag)
-            if found is None:
-                return None
-            column = aliases[target].c[found[0].name]
         self.use(outer.index)
-        return clause, column, condition
+        return clause, aliases, condition
 
     def computed(self, tag):
         """``(expression, convert)`` of a computed key here, or None."""
@@ -642,6 +680,7 @@ class IndexQuery:
                 if resolved is not None:  # None: matched below
                     statement.use(resolved.index)
                     outputs[key.tag] = (resolved.column, None)
+        statement.addBelowMatches()
         outputs.setdefault(table.keyTag, (table.key, None))
         orderBy = []
         for index, column, descending in self.sortOrders[level]:

@@ -196,10 +196,18 @@ def instanceFrames(path, numbers, choose):
     for number in numbers:
         if not 1 <= number <= count:
             raise NoSuchFrame(f"the object has {count} frame(s), not a frame {number}")
-    if asStored and isCompressed(syntax):
+    sent = frameSyntax(asStored, syntax)
+    if sent != EXPLICIT_VR_LITTLE_ENDIAN:  # compressed, as stored
         frames = list(generate_frames(dataset.PixelData, number_of_frames=count))
-        return kind, syntax, [frames[number - 1] for number in numbers]
-    return kind, EXPLICIT_VR_LITTLE_ENDIAN, [_nativeFrame(dataset, syntax, number - 1) for number in numbers]
+        return kind, sent, [frames[number - 1] for number in numbers]
+    return kind, sent, [_nativeFrame(dataset, syntax, number - 1) for number in numbers]
+
+
+def frameSyntax(asStored, syntax):
+    """The transfer syntax of the frames ``instanceFrames`` sends of an
+    object stored in ``syntax``: its own when sent as stored compressed,
+    else Explicit VR Little Endian (native pixels)."""
+    return syntax if asStored and isCompressed(syntax) else EXPLICIT_VR_LITTLE_ENDIAN
 
 
 def bulkValue(path, tag):

@@ -5,8 +5,9 @@ instance's ``frames/{list}`` and ``bulk/{tag}`` data, and ``rendered`` and
 ``thumbnail`` pictures.
 
 The Accept header chooses the transfer syntax: ``transfer-syntax=*`` sends
-objects and frames as stored (NKI-compressed pixels expanded), none
-Explicit VR Little Endian as the standard says, any other one that pacs
+objects and frames as stored (NKI-compressed pixels expanded; an object
+whose stored syntax a q=0 range refuses in an uncompressed one it does
+not), none Explicit VR Little Endian as the standard says, any other one that pacs
 writes is made with its codecs, and one it does not write (RLE ...) goes
 for objects stored in it.  Each object goes in the first of the Accept
 header's syntaxes (in its order of preference) it can go in: an object
@@ -25,7 +26,7 @@ from twisted.logger import Logger
 
 from pacscore.codecs.compression import AS_STORED_CODE
 from pacscore.codecs.rendering import LARGEST_FIT, LINEAR, WINDOW_FUNCTIONS
-from pacscore.codecs.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN
+from pacscore.codecs.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN, UNCOMPRESSED
 from pacscore.db.query import SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, QueryKey
 from pacscore.dicom.models import STUDY_ROOT_MOVE
 from pacscore.dicom.uids import isUID
@@ -34,8 +35,8 @@ from pacscore.web.dicomweb import multipart
 from pacscore.storage.attributes import DatasetError
 from pacscore.web.dicomweb.dicomjson import DICOM_JSON, jsonBytes
 from pacscore.web.dicomweb.instancefiles import (
-    FRAME_TYPES, OCTET_STREAM, PIXEL_DATA, NoSuchAttribute, NoSuchFrame, bulkValue, instanceFrames,
-    instanceMetadata)
+    FRAME_TYPES, OCTET_STREAM, PIXEL_DATA, NoSuchAttribute, NoSuchFrame, bulkValue, frameSyntax,
+    instanceFrames, instanceMetadata)
 from pacscore.web.dicomweb.search import hexTag
 from pacscore.web.images import picture
 from pacscore.web.objects import CannotShow, MissingFrame, onFile
@@ -104,10 +105,24 @@ def instanceURL(base, instance):
             f"/instances/{instance.sopInstanceUID}")
 
 
+def _refuses(accepted, kind, syntax, media):
+    """Whether a q=0 range of ``accepted`` narrower than ``media``, the
+    range taken, refuses parts of type ``kind`` in transfer ``syntax``
+    (``transfer-syntax=*`` leaves the syntax to the server: a q=0 range
+    naming the syntax is narrower)."""
+    if media.get("transfer-syntax") == AS_STORED:
+        media = multipart.MediaType(media.name, {key: value for key, value in media.parameters.items()
+                                                 if key != "transfer-syntax"})
+    return (accepted.refuses("multipart/related", {"type": kind, "transfer-syntax": syntax}, media)
+            or accepted.refuses(kind, {"transfer-syntax": syntax}, media))
+
+
 def _objectChoices(accepted):
-    """``[(transfer syntax or *, compression code)]`` that send objects as
-    the Accept header asks, in its order; the code is None for a syntax
-    pacs does not write (objects stored in it go as they are)."""
+    """``[(transfer syntax or *, compression code, media range)]`` that
+    send objects as the Accept header asks, in its order; the code is None
+    for a syntax pacs does not write (objects stored in it go as they
+    are).  ``*`` is followed by the uncompressed syntaxes, for objects
+    whose stored syntax a q=0 range refuses (``_objectChunks``)."""
     choices = []
     for media in accepted:
         if not (_anything(media) or media.name == DICOM):
@@ -115,14 +130,15 @@ def _objectChoices(accepted):
         if media.name == "multipart/related" and media.get("type", DICOM).lower() != DICOM:
             continue
         syntax = media.get("transfer-syntax", EXPLICIT_VR_LITTLE_ENDIAN)
-        if accepted.refuses("multipart/related", {"type": DICOM, "transfer-syntax": syntax}, media):
-            continue
         if syntax == AS_STORED:
-            choices.append((syntax, AS_STORED_CODE))
-        elif syntax in SYNTAX_CODES:
-            choices.append((syntax, SYNTAX_CODES[syntax]))
-        elif isUID(syntax):
-            choices.append((syntax, None))
+            choices.append((syntax, AS_STORED_CODE, media))
+        for syntax in UNCOMPRESSED if syntax == AS_STORED else (syntax,):
+            if _refuses(accepted, DICOM, syntax, media) or any(syntax == chosen for chosen, _, _ in choices):
+                continue
+            if syntax in SYNTAX_CODES:
+                choices.append((syntax, SYNTAX_CODES[syntax], media))
+            elif isUID(syntax):
+                choices.append((syntax, None, media))
     if not choices:
         raise WebError(406, "pacs sends objects as multipart/related; type=\"application/dicom\" in the transfer "
                             f"syntaxes {', '.join(sorted(SYNTAX_CODES))}, in the one they are stored in, or * "
@@ -130,15 +146,20 @@ def _objectChoices(accepted):
     return choices
 
 
-async def _objectChunks(archive, path, choices):
+async def _objectChunks(archive, path, accepted, choices):
     """``(transfer syntax, chunks)`` of a stored object sent in the first
-    of ``choices`` (``_objectChoices``) it can go in, or None: one whose
-    codec fails (a 32-bit image in JPEG 2000) is logged and the next tried."""
-    for wanted, code in choices:
+    of ``choices`` (``_objectChoices`` of ``accepted``) it can go in, or
+    None: one whose codec fails (a 32-bit image in JPEG 2000) is logged and
+    the next tried, and so is ``*`` when ``accepted`` refuses the syntax
+    the object is stored in."""
+    for wanted, code, media in choices:
         try:
             made = await objectStream(archive, path, wanted, code)
         except CannotShow as e:
             log.warn("WADO-RS: {path} cannot be sent in {syntax}: {error}", path=path, syntax=wanted, error=e)
+            continue
+        if made is not None and wanted == AS_STORED and _refuses(accepted, DICOM, made[0], media):
+            await made[1].aclose()
             continue
         if made is not None:
             return made
@@ -147,22 +168,23 @@ async def _objectChunks(archive, path, choices):
 
 async def retrieveInstances(archive, request, target, base):
     """The objects ``target`` names, each a part made as the client takes the last."""
-    choices = _objectChoices(multipart.accepted(request))
+    accepted = multipart.accepted(request)
+    choices = _objectChoices(accepted)
     found, fetched = await storedInstances(archive, target)
     try:
-        first = await _objectChunks(archive, found[0][1], choices)
+        first = await _objectChunks(archive, found[0][1], accepted, choices)
     except BaseException:
         await released(archive, fetched)
         raise
     if first is None:
         await released(archive, fetched)
         raise WebError(406, f"{found[0][0].sopInstanceUID} can be sent in none of the transfer syntaxes asked for "
-                            f"({', '.join(syntax for syntax, _ in choices)})")
+                            f"({', '.join(syntax for syntax, _, _ in choices)})")
     boundary = multipart.newBoundary()
 
     async def parts():
         for number, (instance, path) in enumerate(found):
-            made = first if number == 0 else await _objectChunks(archive, path, choices)
+            made = first if number == 0 else await _objectChunks(archive, path, accepted, choices)
             if made is None:
                 log.warn("WADO-RS: {uid} left out: it can be sent in none of the transfer syntaxes asked for",
                          uid=instance.sopInstanceUID)
@@ -225,22 +247,33 @@ def frameNumbers(text):
 
 def _frameChoice(accepted, syntax):
     """``(as stored, media type)`` of frames stored in ``syntax`` as the
-    Accept header asks; WebError 406 when pacs cannot send what it asks."""
+    Accept header asks, what a q=0 range refuses left out; WebError 406
+    when pacs cannot send what it asks."""
     stored = FRAME_TYPES.get(syntax)
     for media in accepted:
-        kind = media.get("type", OCTET_STREAM).lower() if _anything(media) else media.name
-        wanted = media.get("transfer-syntax", "")
-        if kind == "*/*" and wanted in ("", AS_STORED):  # the server's choice: as stored
-            return (True, stored) if stored is not None else (False, OCTET_STREAM)
-        if kind == OCTET_STREAM:
-            if wanted == AS_STORED:
-                return True, OCTET_STREAM
-            if wanted in ("", EXPLICIT_VR_LITTLE_ENDIAN):
-                return False, OCTET_STREAM
-        elif stored is not None and kind in (stored, "image/*") and wanted in ("", AS_STORED, syntax):
-            return True, stored
+        for asStored, kind in _frameOffers(media, stored, syntax):
+            if not _refuses(accepted, kind, frameSyntax(asStored, syntax), media):
+                return asStored, kind
     raise WebError(406, f"pacs sends these frames as application/octet-stream (native, or transfer-syntax=* as "
                         f"stored){f' or {stored}' if stored else ''}")
+
+
+def _frameOffers(media, stored, syntax):
+    """The ``(as stored, media type)`` the Accept range ``media`` takes for
+    frames stored in ``syntax`` (as ``stored``, a media type or None), the
+    server's choice first."""
+    kind = media.get("type", OCTET_STREAM).lower() if _anything(media) else media.name
+    wanted = media.get("transfer-syntax", "")
+    if kind == "*/*" and wanted in ("", AS_STORED):  # the server's choice: as stored, else native
+        return ([(True, stored)] if stored is not None else []) + [(False, OCTET_STREAM)]
+    if kind == OCTET_STREAM:
+        if wanted == AS_STORED:
+            return [(True, OCTET_STREAM)]
+        if wanted in ("", EXPLICIT_VR_LITTLE_ENDIAN):
+            return [(False, OCTET_STREAM)]
+    elif stored is not None and kind in (stored, "image/*") and wanted in ("", AS_STORED, syntax):
+        return [(True, stored)]
+    return []
 
 
 async def _frameParts(archive, request, path, numbers):

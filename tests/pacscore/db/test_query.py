@@ -198,6 +198,41 @@ class TagMappingTests(ArchiveTestCase):
         self.assertEqual(keys("SERIES", K(SOP_UID, "UI", "1.1.2.1"), True), ["1.1.2"])
         self.assertEqual(keys("STUDY", K(SERIES_UID, "UI", "9.9"), True), [])
 
+    def test_lowerLevelKeysTogether(self):
+        """With ``below`` (QIDO-RS) the keys of the levels below must all
+        match one series (and one of its images)."""
+        keys = self.belowFinder()
+        ct, mr = K(MODALITY, "CS", "CT"), K(MODALITY, "CS", "MR")
+        self.assertEqual(keys("STUDY", ct, K(SERIES_UID, "UI", "1.1.2")), [])
+        self.assertEqual(keys("STUDY", mr, K(SERIES_UID, "UI", "1.1.2")), ["1.1"])
+        self.assertEqual(keys("STUDY", ct, K(SOP_UID, "UI", "1.1.2.1")), [])
+        self.assertEqual(keys("STUDY", mr, K(SOP_UID, "UI", "1.1.2.1")), ["1.1"])
+        self.assertEqual(keys("STUDY", K(SERIES_UID, "UI", "1.1.1"), K(SOP_UID, "UI", "1.1.2.1")), [])
+        self.assertEqual(keys("STUDY", ct, K(ECHO_NUMBERS, "IS", "12")), [])
+        self.assertEqual(keys("STUDY", mr, K(ECHO_NUMBERS, "IS", "12")), ["1.1"])
+
+    def test_lowerLevelMultiValuedKeys(self):
+        """With ``below`` (QIDO-RS) a key on a multi-valued column of a level
+        below (ImageType, EchoNumbers) matches any of its values, as at its
+        own level."""
+        keys = self.belowFinder()
+        self.assertEqual(keys("STUDY", K(IMAGE_TYPE, "CS", "ORIGINAL")), ["1.1"])
+        self.assertEqual(keys("SERIES", K(IMAGE_TYPE, "CS", "ORIGINAL")), ["1.1.1", "1.1.2"])
+        self.assertEqual(keys("SERIES", K(IMAGE_TYPE, "CS", "DERIVED")), ["1.1.1"])
+        self.assertEqual(keys("STUDY", K(MODALITY, "CS", "MR"), K(IMAGE_TYPE, "CS", "PRIMARY")),
+                         ["1.1", "1.2"])
+        self.assertEqual(keys("STUDY", K(ECHO_NUMBERS, "IS", "2")), ["1.1", "1.2"])
+        self.assertEqual(keys("SERIES", K(ECHO_NUMBERS, "IS", "1")), ["1.1.2"])
+
+    def belowFinder(self):
+        """``keys(level, *keys)``: the sorted UIDs QIDO-RS's find answers."""
+        def keys(level, *keys):
+            with self.engine.connect() as connection:
+                found = self.query.find(connection, level, keys, below=True)
+            tag = (STUDY_UID, SERIES_UID)[LEVELS.index(level) - 1]
+            return sorted(result[tag] for result in found)
+        return keys
+
     def test_upperLevelKeysAtImageLevel(self):
         """Study and patient keys at IMAGE level join series and studies;
         PatientName comes from the denormalized DICOMStudies column."""

@@ -30,6 +30,7 @@ from tests.pacscore.web.dicomweb.client import DicomWebTestCase, viewedColours
 
 JPEG_LOSSLESS = "1.2.840.10008.1.2.4.70"
 EXPLICIT = "1.2.840.10008.1.2.1"
+IMPLICIT = "1.2.840.10008.1.2"
 
 
 class RetrieveTests(DicomWebTestCase):
@@ -383,6 +384,35 @@ class RetrieveTests(DicomWebTestCase):
         self.assertEqual((picture.code, picture.header("content-type")), (200, "image/png"))
         metadata = yield self.fetch(path + "/metadata", accept="*/*, application/dicom+json;q=0")
         self.assertEqual((metadata.code, metadata.header("content-type")), (200, "application/json"))
+
+    @defer.inlineCallbacks
+    def test_zeroQualityOfFrames(self):
+        """A q=0 range refuses frames and pixel bulk data that a wider range
+        would take, as it does objects."""
+        path = self.instancePath(self.corpus[3])
+        octets = 'multipart/related; type="application/octet-stream"'
+        for resource in ("/frames/1", "/bulk/7FE00010"):
+            for accept in (f"*/*, {octets};q=0", "*/*, multipart/related;q=0",
+                           f"{octets}; transfer-syntax=*, {octets}; transfer-syntax={EXPLICIT};q=0"):
+                found = yield self.fetch(path + resource, accept=accept)
+                self.assertEqual((resource, accept, found.code), (resource, accept, 406))
+            found = yield self.fetch(path + resource, accept=f"*/*, {octets}; transfer-syntax=1.2.840.10008.1.2;q=0")
+            self.assertEqual((resource, found.code), (resource, 200))
+
+    @defer.inlineCallbacks
+    def test_zeroQualityOfStoredSyntax(self):
+        """``transfer-syntax=*`` sends an object as stored unless a q=0 range
+        refuses that syntax: then in another the client takes, or a 406."""
+        path = self.instancePath(self.corpus[0])
+        dicom = 'multipart/related; type="application/dicom"; transfer-syntax='
+        found = yield self.fetch(path, accept=f"{dicom}*")
+        self.assertEqual([kind for kind, _ in found.parts()], [f"application/dicom; transfer-syntax={EXPLICIT}"])
+        found = yield self.fetch(path, accept=f"{dicom}*, {dicom}{EXPLICIT};q=0")
+        ((kind, content),) = found.parts()
+        self.assertEqual(kind, f"application/dicom; transfer-syntax={IMPLICIT}")
+        self.assertEqual(pydicom.dcmread(io.BytesIO(content)).file_meta.TransferSyntaxUID, IMPLICIT)
+        found = yield self.fetch(path, accept=f"{dicom}*, {dicom}{EXPLICIT};q=0, {dicom}{IMPLICIT};q=0")
+        self.assertEqual(found.code, 406)
 
     @defer.inlineCallbacks
     def test_renderedWindow(self):

@@ -7,7 +7,8 @@ folder (``<module>/<class>/<method>/...``) and never removes them, and
 soon as the test has passed (the emptied folders above it at the end), and the run's ``tempfile`` folders (kept in
 one folder of the run, shared by pytest-xdist's workers) go when the whole
 run has passed; what a failing test left stays for reading, and its place is
-printed at the end.
+printed at the end.  The database servers a test process started
+(tests/dbservers.py) are stopped at the end of its session.
 """
 
 import glob
@@ -16,6 +17,8 @@ import shutil
 import tempfile
 
 import pytest
+
+from tests import dbservers
 
 _MAX_FILENAME = 32  # as trial's TestCase.mktemp cuts its folder names
 
@@ -35,6 +38,7 @@ def pytest_configure_node(node):
 
 
 def pytest_sessionfinish(session, exitstatus):
+    dbservers.stopAll()
     folder = session.config._pacsTempFolder
     tempfile.tempdir = None
     if hasattr(session.config, "workerinput"):

@@ -1,5 +1,6 @@
 """Real database servers for the tests: PostgreSQL and MariaDB, each started
-once per test run (on first use) and stopped when the test process ends.
+once per test process (on first use: each pytest-xdist worker has its own) and
+stopped at the end of its test session (``stopAll``), or when it ends.
 
 Debian's packages provide the programs (``make test`` installs postgresql
 and mariadb-server when missing).  Each server runs from a data folder made
@@ -250,6 +251,13 @@ class MariaDBServer(DatabaseServer):
     def sql(self, statement, database="mysql"):
         """Run ``statement`` with the mariadb client; its output (tab-separated, no header)."""
         return self.run(*self._client(database, "-e", statement))
+
+
+def stopAll():
+    """Stop the servers this process started (at the end of a test run:
+    pytest-xdist's workers end without running ``atexit``)."""
+    while _servers:
+        _servers.popitem()[1].stop()
 
 
 def started(serverClass):

@@ -29,7 +29,7 @@ from pacscore.config.errors import ConfigError
 from pacscore.config.loader import loadConfiguration
 from pacscore.control import endpoint as controlEndpoint
 from pacscore.control.protocol import ControlFactory
-from pacscore.control.shutdown import OrderlyStop
+from pacscore.control.shutdown import QUIT_GRACE_PERIOD, OrderlyStop
 from pacscore.db.drivers import redacted
 from pacscore.debuglog import serverLog
 from pacscore.errormail import ErrorMail
@@ -149,7 +149,7 @@ class Options(usage.Options):
             raise ConfigError(self.configuration.iniPath, ini.lineOf("ControlEndpoint"),
                               f"the control port {description} is not bound to 127.0.0.1, ::1 or localhost: "
                               "set ControlSecret, or bind it to loopback")
-        return ControlSettings(description, secret, requireSecret, ini.getint("QuitGracePeriod", 30))
+        return ControlSettings(description, secret, requireSecret, ini.getint("QuitGracePeriod", QUIT_GRACE_PERIOD))
 
 
 class ArchiveService(service.MultiService):

@@ -11,6 +11,8 @@ is lost.
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
+QUIT_GRACE_PERIOD = 30  # QuitGracePeriod's default: seconds a stop waits for running work
+
 
 class OrderlyStop:
     """Callable once (later calls get the same Deferred): ``listeners`` are

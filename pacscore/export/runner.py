@@ -54,14 +54,13 @@ from twisted.application import service
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
+from pacscore.control.shutdown import QUIT_GRACE_PERIOD
 from pacscore.converters.context import ConverterContext, Outcome
 from pacscore.export.actions import LocalActions
 from pacscore.export.forwarder import Forwarder, Interrupted
 from pacscore.export.queue import FAILED, LOCAL, ActionBuffer, JobOutcome, laneOf
 from pacscore.storage.mirror import MIRROR_COPY
 from pacscore.workers import WorkerPool
-
-DEFAULT_GRACE_PERIOD = 30  # QuitGracePeriod
 
 
 class ExportService(service.Service):
@@ -75,7 +74,7 @@ class ExportService(service.Service):
     batch = 64
 
     def __init__(self, queue, forwarder, local, services, rules, reader, reactor, scripts, io, failHoldOff=60,
-                 gracePeriod=DEFAULT_GRACE_PERIOD):
+                 gracePeriod=QUIT_GRACE_PERIOD):
         self.queue = queue
         self.forwarder = forwarder
         self.local = local
@@ -110,7 +109,7 @@ class ExportService(service.Service):
         local = LocalActions(queue.index, query, reader, io, services)
         return cls(queue, forwarder, local, services, rules, reader, reactor, scripts, io,
                    failHoldOff=configuration.ini.getint("FailHoldOff", 60),
-                   gracePeriod=configuration.ini.getint("QuitGracePeriod", DEFAULT_GRACE_PERIOD))
+                   gracePeriod=configuration.ini.getint("QuitGracePeriod", QUIT_GRACE_PERIOD))
 
     # -- service ----------------------------------------------------------
 

@@ -315,6 +315,14 @@ class DamagedIndexTests(ServerTestCase):
 
 class CrashTests(ServerTestCase):
 
+    def storedThenKilled(self, count):
+        """Store C{count} images of one series, then SIGKILL the server."""
+        images = generateCorpus(self.mktemp(), patients=1, studiesPerPatient=1, seriesPerStudy=1,
+                                imagesPerSeries=count)
+        self.assertEqual(self.server.store(*(i.path for i in images)).returncode, 0)
+        self.server.kill()
+        return images
+
     def test_killDuringIngestLosesNothingAcknowledged(self):
         images = generateCorpus(self.mktemp(), patients=4, studiesPerPatient=1, seriesPerStudy=2,
                                 imagesPerSeries=60)
@@ -353,10 +361,7 @@ class CrashTests(ServerTestCase):
         """As after a power loss during the flush that follows a commit: rows
         marked pending whose file is gone or truncated are removed at the
         next start; intact ones stay; regen agrees."""
-        images = generateCorpus(self.mktemp(), patients=1, studiesPerPatient=1, seriesPerStudy=1,
-                                imagesPerSeries=3)
-        self.assertEqual(self.server.store(*(i.path for i in images)).returncode, 0)
-        self.server.kill()
+        images = self.storedThenKilled(3)
         database = self.server.database
         files = {r["SOPInstanceUID"]: r["ObjectFile"] for r in rows(database, "DICOMImages")}
         intact, missing, truncated = (files[i.sopUID] for i in images)
@@ -380,10 +385,7 @@ class CrashTests(ServerTestCase):
         """As after a power loss during the flush of a new copy of a SOP
         instance stored under another name: its row pointed at the new file,
         which is gone; the earlier, acknowledged copy is indexed again."""
-        image = generateCorpus(self.mktemp(), patients=1, studiesPerPatient=1, seriesPerStudy=1,
-                               imagesPerSeries=1)[0]
-        self.assertEqual(self.server.store(image.path).returncode, 0)
-        self.server.kill()
+        [image] = self.storedThenKilled(1)
         database = self.server.database
         [earlier] = column(database, "DICOMImages", "ObjectFile")
         with sqlite3.connect(database) as c:
@@ -403,10 +405,7 @@ class CrashTests(ServerTestCase):
         row names, a.dcm's removal not yet run.  The mark of b.dcm (removed,
         it replaced a.dcm) is no lost file, and a.dcm is not indexed over
         the acknowledged copy."""
-        image = generateCorpus(self.mktemp(), patients=1, studiesPerPatient=1, seriesPerStudy=1,
-                               imagesPerSeries=1)[0]
-        self.assertEqual(self.server.store(image.path).returncode, 0)
-        self.server.kill()
+        [image] = self.storedThenKilled(1)
         database = self.server.database
         [acknowledged] = column(database, "DICOMImages", "ObjectFile")
         stale = os.path.join(os.path.dirname(acknowledged), "a.dcm")

@@ -12,7 +12,8 @@ it, else converted (``pacscore.codecs``) to the best one it accepted;
 pending responses (up to ten a second) report Remaining/Completed/Failed/
 Warning, the final one lists the failed SOP instances.  A C-CANCEL stops the transfer
 before the next object, or while the destination is being reached.  A file
-gone since the query counts as a failed sub-operation; a C-MOVE whose
+gone since the query counts as a failed sub-operation, as does an object
+a virtual server listed but could not bring here; a C-MOVE whose
 destination drops the association opens another (``MAX_REOPENS``).  An
 index database that cannot be searched (down, locked, damaged) answers
 A701, out of resources, with one log line.
@@ -76,12 +77,14 @@ class Refused(Exception):
 class Progress:
     """The sub-operation counters of one retrieve."""
 
-    def __init__(self, total):
+    def __init__(self, total, lost=()):
+        """``total`` objects to send; ``lost``: the SOP Instance UIDs of
+        objects failed before (listed by a virtual server, not fetched)."""
         self.remaining = total
         self.completed = 0
-        self.failed = 0
+        self.failed = len(lost)
         self.warning = 0
-        self.failedUIDs = []
+        self.failedUIDs = list(lost)
 
     def done(self, sopInstanceUID, status):
         self.remaining -= 1
@@ -241,8 +244,11 @@ class RetrieveService:
             request = readRequest(data, syntax, modelOf(sopClass).levels)
             checkRetrieveKeys(request)
             self._check(protocol, command)
+            lost = []
             if self.virtual is not None:
-                fetched += await self.virtual.fetch(sopClass, decodeDataset(data, syntax), mask)
+                fetch = await self.virtual.fetch(sopClass, decodeDataset(data, syntax), mask)
+                fetched += fetch.arrived
+                lost = fetch.lost
             instances = await self.index.queryForPeer(self.query.instances, request.level, request.keys)
             located = await self.workers.deferToWorker(self.reader.locate, instances)
         except (BadIdentifier, Refused) as e:
@@ -254,7 +260,7 @@ class RetrieveService:
             return respond(UNABLE_TO_CALCULATE_MATCHES, comment=f"index database: {databaseMessage(e)}")
         if self.prefetcher is not None and len(located) >= 2:
             self.prefetcher.stop(f"a {self.operation} of {len(located)} objects")
-        progress = Progress(len(located))
+        progress = Progress(len(located), lost)
         self.log.info("{peer}: {operation} at {qrLevel} level: {count} objects{target}",
                       peer=peer, operation=self.operation, qrLevel=request.level, count=len(located),
                       target=self._describe(command))
@@ -284,7 +290,8 @@ class RetrieveService:
             return respond(CANCELLED, progress, self._failedList(progress, syntax))
         if progress.failed:
             self.log.warn("{peer}: {operation}: {failed} of {count} sub-operations failed",
-                          peer=peer, operation=self.operation, failed=progress.failed, count=len(located))
+                          peer=peer, operation=self.operation, failed=progress.failed,
+                          count=len(located) + len(lost))
         respond(progress.finalStatus(), progress, self._failedList(progress, syntax))
 
     async def _openUnlessCancelled(self, protocol, command, located):

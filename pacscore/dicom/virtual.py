@@ -25,13 +25,18 @@ for VirtualServerForN; the element is taken out before the request is
 answered (``takeServerMask``).
 
 An archive that cannot be reached, or fails a request, is logged and left
-out: clients get what the others and this one hold.  ``,FIXKODAK`` after
-an AE title (Conquest 1.4.12) names an archive that keeps Kodak's 8-digit
-Patient IDs: what goes to it (C-FIND and C-MOVE identifiers) has 7-digit
-IDs given their leading zero, and its matches lose it (Conquest's
-``unfixkodak`` / ``fixkodak``).  The objects it sends are stored as they
-come: a retrieve by Patient ID finds them here only with ``FixKodak = 1``,
-which stores them with the IDs the clients use.
+out: clients get what the others and this one hold.  The objects it
+listed that did not arrive (a C-MOVE that failed partway) are ``lost``:
+the retrieve counts them as failed sub-operations; those that did arrive
+are deleted again as any fetched (``CacheVirtualData = 0``).
+
+``,FIXKODAK`` after an AE title (Conquest 1.4.12) names an archive that
+keeps Kodak's 8-digit Patient IDs: what goes to it (C-FIND and C-MOVE
+identifiers) has 7-digit IDs given their leading zero, and its matches
+lose it (Conquest's ``unfixkodak`` / ``fixkodak``).  The objects it
+sends are stored as they come: a retrieve by Patient ID finds them here
+only with ``FixKodak = 1``, which stores them with the IDs the clients
+use.
 """
 
 import copy
@@ -76,6 +81,14 @@ class VirtualServer(NamedTuple):
 
 class VirtualServerError(Exception):
     """A listed archive could not answer."""
+
+
+class Fetched(NamedTuple):
+    """What a fetch brought here: the SOP Instance UIDs of the objects that
+    arrived (``release`` them) and of those listed that did not."""
+
+    arrived: list
+    lost: list
 
 
 class RemoteImage(NamedTuple):
@@ -246,21 +259,25 @@ class VirtualServers:
     async def fetch(self, sopClass, identifier, mask=None):
         """Move here what the listed archives (those of ``mask``) hold of a
         retrieve ``identifier`` (a Dataset) on ``sopClass`` and this archive
-        does not; the SOP Instance UIDs of the objects fetched."""
+        does not: their ``Fetched``."""
         findClass, moveClass = _rootClasses(sopClass)
         level = _text(identifier, "QueryRetrieveLevel").upper()
         keys = {}
         for keyword in UNIQUE_KEYS.values():
             value = identifier.get(keyword, "")  # a list of UIDs stays a list
             keys[keyword] = list(value) if isinstance(value, MultiValue) else str(value or "").strip()
-        fetched = []
+        arrived, lost = [], []
         for server in self.chosen(mask):
             try:
-                fetched += await self._fetchFrom(server, findClass, moveClass, level, keys)
+                fetched = await self._fetchFrom(server, findClass, moveClass, level, keys)
             except Exception as e:
                 self.log.warn("virtual server {ae}: its objects are left out of the retrieve: {error}",
                               ae=server.ae, error=e)
-        return fetched
+                continue
+            arrived += fetched.arrived
+            lost += fetched.lost
+        here = set(arrived)  # another archive may have sent what one failed to
+        return Fetched(arrived, list(dict.fromkeys(uid for uid in lost if uid not in here)))
 
     async def _remoteImages(self, protocol, findClass, level, keys):
         """The ``RemoteImage``s an archive holds of a retrieve at ``level``
@@ -285,20 +302,35 @@ class VirtualServers:
         return [RemoteImage(*(known.get(UNIQUE_KEYS[at], "") for at in ("PATIENT",) + LEVELS)) for known in found]
 
     async def _fetchFrom(self, server, findClass, moveClass, level, keys):
+        """The ``Fetched`` of one archive: what arrived of the objects it
+        listed, even when one of its C-MOVEs failed (the objects of the
+        C-MOVEs before, and those of the failed one that came first, are
+        here all the same, and ``release`` must see them)."""
         protocol = await self._associate(server, [(findClass, list(UNCOMPRESSED)),
                                                      (moveClass, list(UNCOMPRESSED))])
+        error = None
         try:
             images = {image.sopInstanceUID: image
                       for image in await self._remoteImages(protocol, findClass, level, keys) if image.sopInstanceUID}
             known = {instance.sopInstanceUID for instance in await self._instancesOf(list(images))}
             missing = [image for uid, image in images.items() if uid not in known]
-            for identifier in self._moves(server, findClass, missing):
-                await self._move(protocol, server.ae, moveClass, identifier)
+            try:
+                for identifier in self._moves(server, findClass, missing):
+                    await self._move(protocol, server.ae, moveClass, identifier)
+            except Exception as e:
+                error = e
         finally:
             await _close(protocol)
-        if missing:
-            self.log.info("virtual server {ae}: {count} object(s) fetched", ae=server.ae, count=len(missing))
-        return [image.sopInstanceUID for image in missing]
+        uids = [image.sopInstanceUID for image in missing]
+        here = {instance.sopInstanceUID for instance in await self._instancesOf(uids)}
+        fetched = Fetched([uid for uid in uids if uid in here], [uid for uid in uids if uid not in here])
+        if fetched.lost:
+            self.log.warn("virtual server {ae}: {count} of {total} object(s) fetched, the others are left out of "
+                          "the retrieve: {error}", ae=server.ae, count=len(fetched.arrived), total=len(uids),
+                          error=error or "they did not arrive")
+        elif uids:
+            self.log.info("virtual server {ae}: {count} object(s) fetched", ae=server.ae, count=len(uids))
+        return fetched
 
     def _moves(self, server, findClass, missing):
         """The C-MOVE identifiers that bring ``missing`` here."""

@@ -74,7 +74,7 @@ async def storedInstances(archive, target):
     fetched = []
     if not found and archive.virtualServers is not None:
         identifier.QueryRetrieveLevel = level
-        fetched = await archive.virtualServers.fetch(STUDY_ROOT_MOVE, identifier)
+        fetched = (await archive.virtualServers.fetch(STUDY_ROOT_MOVE, identifier)).arrived
         if fetched:
             found = await archive.index.runQuery(archive.objectReader.instancePaths, archive.query, level, keys)
     if not found:

@@ -4,21 +4,27 @@ syntax to send an object in, which status ends the retrieve."""
 import os
 from types import SimpleNamespace
 
-from twisted.internet import defer, task
+from pydicom.dataset import Dataset
+from twisted.internet import defer, reactor, task
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial import unittest
 
 from pacscore.codecs.syntaxes import JPEG_BASELINE, JPEG_EXTENDED
 from pacscore.codecs.transcode import TranscodeError, transcode
 from pacscore.dicom import commands
+from pacscore.dicom.client import associate
+from pacscore.dicom.datasets import decodeDataset
 from pacscore.dicom.protocol import ESTABLISHED, AssociationLost
 from pacscore.dicom.retrieve import (
     SUBOPERATIONS_FAILED, SUCCESS, UNABLE_TO_CALCULATE_MATCHES, UNABLE_TO_PERFORM_SUBOPERATIONS, GetService,
     MoveService, Progress, _ReadAhead, choices, contextsFor, convertToFirst)
 from pacscore.dicom.models import STUDY_ROOT_GET, STUDY_ROOT_MOVE
 from pacscore.dicom.storeddata import StoredData
+from pacscore.dicom.virtual import Fetched
+from pacscore.testing.corpus import generateCorpus
 from pacscore.storage.reader import Missing, ObjectReader, StoredObject
 from tests.pacscore.codecs.test_transcode import split
+from tests.pacscore.control.running import RunningArchive
 from tests.pacscore.dicom.test_find import IndexOutage
 from tests.pacscore.export.fixtures import SyncWorkers
 
@@ -319,6 +325,40 @@ class ProgressTests(unittest.TestCase):
         progress.done("a", 0xA700)
         progress.done("b", None)
         self.assertEqual(progress.finalStatus(), UNABLE_TO_PERFORM_SUBOPERATIONS)
+
+    def test_lostObjectsAreFailedBeforeAnyIsSent(self):
+        progress = Progress(1, ["x", "y"])
+        self.assertEqual((progress.remaining, progress.failed, progress.failedUIDs), (1, 2, ["x", "y"]))
+        progress.done("a", SUCCESS)
+        self.assertEqual(progress.finalStatus(), SUBOPERATIONS_FAILED)
+
+
+class VirtualLossTests(unittest.TestCase):
+    """Objects a virtual server listed but could not bring here (its
+    C-MOVE failed partway) are failed sub-operations of the C-MOVE: it ends
+    B000, not Success, and names them in the Failed SOP Instance UID List."""
+
+    @defer.inlineCallbacks
+    def test_moveEndsWithFailuresForTheLostObjects(self):
+        running = RunningArchive(self, listen=True, ini={"VirtualServerFor0": "BACK"})
+        running.know(running)  # the C-MOVE destination: itself
+        [image] = generateCorpus(os.path.abspath(self.mktemp()), patients=1, studiesPerPatient=1,
+                                 seriesPerStudy=1, imagesPerSeries=1)
+        yield running.store([image])
+
+        async def fetch(sopClass, identifier, mask=None):
+            return Fetched([], ["1.2.3.9"])
+        running.archive.virtualServers.fetch = fetch
+        client = yield associate(reactor, "127.0.0.1", running.port, "SCU", running.ae,
+                                 [(STUDY_ROOT_MOVE, [IMPLICIT])])
+        self.addCleanup(client.release)
+        identifier = Dataset()
+        identifier.QueryRetrieveLevel = "STUDY"
+        identifier.StudyInstanceUID = image.studyUID
+        command, failed = yield client.move(STUDY_ROOT_MOVE, identifier, running.ae)
+        self.assertEqual([command[tag] for tag in (commands.STATUS, commands.COMPLETED_SUBOPERATIONS,
+                                                   commands.FAILED_SUBOPERATIONS)], [SUBOPERATIONS_FAILED, 1, 1])
+        self.assertEqual(decodeDataset(failed, IMPLICIT).FailedSOPInstanceUIDList, "1.2.3.9")
 
 
 class IndexOutageTests(unittest.TestCase):

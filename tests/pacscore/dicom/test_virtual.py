@@ -2,17 +2,20 @@
 merging matches, the C-MOVE requests that fetch missing objects.  The
 network side is tested against real archives in tests/interop/test_virtual.py."""
 
+from types import SimpleNamespace
+
 from pydicom.dataset import Dataset
 from twisted.internet import defer
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial import unittest
 
 from pacscore.config.ini import DicomIni
+from pacscore.dicom import commands
 from pacscore.dicom.datasets import decodeDataset, encodeDataset
 from pacscore.dicom.models import (
     PATIENT_ROOT_FIND, PATIENT_ROOT_GET, PATIENT_ROOT_MOVE, STUDY_ROOT_FIND, STUDY_ROOT_GET, STUDY_ROOT_MOVE)
 from pacscore.dicom.virtual import (
-    SERVER_MASK, KodakPatientIDs, RemoteImage, VirtualServer, VirtualServers, _rootClasses, serversFrom,
+    SERVER_MASK, Fetched, KodakPatientIDs, RemoteImage, VirtualServer, VirtualServers, _rootClasses, serversFrom,
     takeServerMask)
 
 EXPLICIT = "1.2.840.10008.1.2.1"
@@ -167,6 +170,63 @@ class VirtualServerTests(unittest.TestCase):
         self.assertEqual((request.QueryRetrieveLevel, request.PatientID, request.StudyInstanceUID,
                           request.SeriesInstanceUID, list(request.SOPInstanceUID)),
                          ("IMAGE", "P1", "1", "1.1", ["1.1.1", "1.1.2"]))
+
+    def test_failedMoveReleasesWhatArrivedAndListsTheRest(self):
+        """CacheVirtualData = 0, 70 objects to fetch (C-MOVEs of 64 and 6
+        UIDs), the second C-MOVE failing after 3 of its objects came: the
+        67 here are fetched (``release`` deletes them), the 3 others lost."""
+        archive = FetchingArchive()
+        servers = VirtualServers([VirtualServer("B")], None, "FRONT", None, archive, archive.query, archive,
+                                 cache=False)
+        images = [RemoteImage("P1", "1", "1.1", f"1.1.{n}") for n in range(70)]
+
+        async def remoteImages(protocol, findClass, level, keys):
+            return images
+
+        async def associate(server, contexts):
+            return archive
+        servers._remoteImages, servers._associate = remoteImages, associate
+        with capturedLogs() as events:
+            fetched = self.successResultOf(defer.ensureDeferred(servers.fetch(STUDY_ROOT_MOVE, study("1"))))
+            self.successResultOf(defer.ensureDeferred(servers.release(fetched.arrived)))
+        uids = [image.sopInstanceUID for image in images]
+        self.assertEqual(fetched, Fetched(uids[:67], uids[67:]))
+        self.assertEqual(archive.removed, uids[:67])
+        self.assertEqual([formatEvent(e) for e in events], [
+            "virtual server B: 67 of 70 object(s) fetched, the others are left out of the retrieve: C-MOVE to "
+            "FRONT ended with status 0xA801 (3 sub-operations failed)",
+            "67 object(s) fetched from virtual servers deleted (CacheVirtualData = 0)"])
+
+
+class FetchingArchive:
+    """The archive a fetch asks (its first C-MOVE sends every object, the
+    next only 3 then fails) and the index the objects arrive in."""
+
+    query = SimpleNamespace(tables=[None, None, None, SimpleNamespace(keyTag=0x00080018)], instances=None)
+
+    def __init__(self):
+        self.here, self.moves, self.removed = [], 0, []
+
+    def move(self, sopClass, identifier, destination):
+        self.moves += 1
+        uids = list(identifier.SOPInstanceUID)
+        if self.moves == 1:
+            self.here += uids
+            return defer.succeed(({commands.STATUS: 0}, None))
+        self.here += uids[:3]
+        return defer.succeed(({commands.STATUS: 0xA801, commands.FAILED_SUBOPERATIONS: len(uids) - 3}, None))
+
+    def release(self):
+        return defer.succeed(None)
+
+    def runQuery(self, fn, level, keys):
+        [key] = keys
+        return defer.succeed([SimpleNamespace(sopInstanceUID=uid) for uid in key.value.split("\\")
+                              if uid in self.here])
+
+    def removeInstances(self, instances):
+        self.removed += [instance.sopInstanceUID for instance in instances]
+        return defer.succeed(len(instances))
 
 
 def match(**values):

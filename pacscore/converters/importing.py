@@ -5,8 +5,11 @@ every ImportConverterN line whose Modality, StationName, CalledAE and
 CallingAE filters match, in order, on one decoded data set (the lines
 share the variables %x %y %z).  ``stop`` ends only its own line; ``destroy``
 and ``reject`` end them all (the object is then not stored: Success or a
-failure status for the sender).  What the lines changed is re-encoded in
-the object's transfer syntax; a ``compression`` command's code goes back
+failure status for the sender).  The data set keeps its transfer syntax
+in its ``file_meta`` (so ``save to`` and ``process with`` write the
+object as it is encoded); what the lines changed is re-encoded in that
+syntax, which is the one the object read back from ``process with`` came
+in (its program may compress or decompress it); a ``compression`` command's code goes back
 to the store, which compresses the object accordingly (instead of by
 IncomingCompression); ``storage MAGn`` picks the device.  The delayed
 actions the lines ask for (``forward ... to``, ``get``, ``prefetch`` ...)
@@ -19,18 +22,22 @@ import copy
 
 from typing import NamedTuple
 
+from pydicom.dataset import FileMetaDataset
+
 from pacscore.converters.context import ConverterContext, Outcome
+from pacscore.converters.saving import transferSyntaxOf
 from pacscore.export.queue import ActionBuffer
 from pacscore.dicom.datasets import decodeDataset, encodeDataset
 from pacscore.storage.store import MODALITY, STATION_NAME, Destroyed, Refused
 
 
 class ImportDecision(NamedTuple):
-    """What the lines changed: new data set bytes in the object's transfer
-    syntax (or None), the compression code asked for (or None), the
+    """What the lines changed: new data set bytes (or None) in
+    ``transferSyntax``, the compression code asked for (or None), the
     preferred device (or None); the ``PacsForwards`` rows they queued."""
 
     data: bytes | None
+    transferSyntax: str
     compression: str | None
     device: str | None
     actions: tuple = ()
@@ -55,6 +62,8 @@ class ImportConverters:
         if not rules:
             return None
         dataset = decodeDataset(data, transferSyntax)
+        dataset.file_meta = FileMetaDataset()
+        dataset.file_meta.TransferSyntaxUID = transferSyntax
         variables = {"x": "", "y": "", "z": ""}
         changed, device, compression = False, None, None
         services, buffer = self.services, None
@@ -73,8 +82,9 @@ class ImportConverters:
                 raise Destroyed(f"destroyed by {rule.key}")
             if outcome is Outcome.REJECT:
                 raise Refused(context.rejectReason or f"rejected by {rule.key}")
+        transferSyntax = transferSyntaxOf(dataset)
         data = encodeDataset(dataset, transferSyntax) if changed else None
         actions = tuple(buffer.actions) if buffer is not None else ()
         if data is None and compression is None and device is None and not actions:
             return None
-        return ImportDecision(data, compression, device, actions)
+        return ImportDecision(data, transferSyntax, compression, device, actions)

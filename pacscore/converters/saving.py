@@ -13,7 +13,8 @@ command that is a Lua file (``process with x.lua text``) runs on the data
 set itself, as ``lua:`` runs it (see ``pacscore.converters.lua``).
 
 The file is written in the data set's transfer syntax (its ``file_meta``),
-else in Explicit VR Little Endian.
+else in Explicit VR Little Endian; an object read back keeps the syntax of
+its file (a bare data set's: the encoding it was found in).
 """
 
 import os
@@ -23,7 +24,7 @@ import tempfile
 
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
-from pydicom.uid import ExplicitVRLittleEndian
+from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from twisted.logger import Logger
 
 from pacscore.codecs.nki import NKIError
@@ -34,6 +35,10 @@ from pacscore.converters.shellquoting import shellCommand
 from pacscore.dicom.datasets import encodeDataset
 from pacscore.dicom.negotiation import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION
 from pacscore.storage.part10 import encodeFileMeta
+
+
+_SYNTAX_OF_ENCODING = {(True, True): ImplicitVRLittleEndian, (False, True): ExplicitVRLittleEndian,
+                       (False, False): ExplicitVRBigEndian}
 
 
 def transferSyntaxOf(dataset):
@@ -61,6 +66,8 @@ def readObject(path):
     dataset = dcmread(path, force=True)
     if not len(dataset):
         raise InvalidDicomError(f"{path} holds no DICOM element")
+    if "TransferSyntaxUID" not in dataset.file_meta:  # a bare data set: as pydicom found it encoded
+        dataset.file_meta.TransferSyntaxUID = _SYNTAX_OF_ENCODING[dataset.original_encoding]
     try:
         decompressDecoded(dataset)
     except NKIError as e:
@@ -143,7 +150,9 @@ class ProcessWithCommand(TextCommand):
             self.log.error("{converter}: process with {commandLine!r} left no readable object: "
                            "{error}", converter=context.converterName, commandLine=commandLine, error=e)
             return
-        # in place: whoever runs the line (the import converters, the hooks) encodes this object
+        # in place: whoever runs the line (the import converters, the hooks) encodes this object,
+        # in the transfer syntax the program left it in
         context.dataset.clear()
         context.dataset.update(dataset)
+        context.dataset.file_meta = dataset.file_meta
         context.changed = True

@@ -425,7 +425,9 @@ class ObjectStore:
                 decision = importers.apply(incoming, attrs, data, transferSyntax)
                 if decision is not None:
                     actions.extend(decision.actions)
-                    data, compression = decision.data or data, decision.compression or compression
+                    if decision.data is not None:  # in the syntax a 'process with' program left it in
+                        data, transferSyntax = decision.data, decision.transferSyntax
+                    compression = decision.compression or compression
                     device = self.devicesByName.get(decision.device, device)
             if scripts is not None:
                 data = scripts.applyToIncoming(incoming, data, transferSyntax, compression)

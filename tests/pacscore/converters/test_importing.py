@@ -5,9 +5,12 @@ queue only in the stored object's index transaction."""
 import os
 import sys
 
+from pydicom import dcmread
 from sqlalchemy import func, select
 from twisted.trial import unittest
 
+from pacscore.codecs.jpeglossless import encodeDataset as compress
+from pacscore.codecs.syntaxes import JPEG_LOSSLESS_SV1 as JPEG_LOSSLESS
 from pacscore.config.ini import DicomIni
 from pacscore.converters.context import ConverterServices
 from pacscore.converters.importing import ImportConverters
@@ -23,6 +26,15 @@ from tests.pacscore.converters.test_dataset import PROCESSOR
 from tests.pacscore.db.test_schema import TABLE_NAMES, conquestLayout, sqliteEngine
 
 EXPLICIT = "1.2.840.10008.1.2.1"
+COMPRESSOR = """\
+import sys
+from pydicom import dcmread
+from pacscore.codecs.jpeglossless import encodeDataset
+path = sys.argv[-1]
+dataset = dcmread(path)
+encodeDataset(dataset, "%s")
+dataset.save_as(path)
+""" % JPEG_LOSSLESS
 
 
 class ImportActionsTests(unittest.TestCase):
@@ -33,14 +45,25 @@ class ImportActionsTests(unittest.TestCase):
         self.queue = ExportQueue(self.index)
         self.queue.createTables()
 
-    def apply(self, lines):
+    def apply(self, lines, syntax=EXPLICIT):
         ini = DicomIni.fromString("[sscscp]\nImportConverters = %d\n" % len(lines) +
                                   "".join(f"ImportConverter{n} = {line}\n" for n, line in enumerate(lines)))
         importers = ImportConverters(loadRules(ini, CommandRegistry()).importRules,
                                      ConverterServices(index=self.index, exportQueue=self.queue))
         dataset = makeDataset("PAT1", "Test^One", "1.2.3", "1.2.3.1", "1.2.3.1.1", 1, 1)
-        incoming = IncomingObject(dataset.SOPClassUID, dataset.SOPInstanceUID, EXPLICIT, "MODALITY", "PACS")
-        return importers.apply(incoming, {}, encodeDataset(dataset, EXPLICIT), EXPLICIT)
+        if syntax != EXPLICIT:
+            compress(dataset, syntax)
+        incoming = IncomingObject(dataset.SOPClassUID, dataset.SOPInstanceUID, syntax, "MODALITY", "PACS")
+        return importers.apply(incoming, {}, encodeDataset(dataset, syntax), syntax)
+
+    def program(self, source):
+        """A Python program in a new folder for ``process with``: ``(folder, command)``."""
+        folder = os.path.abspath(self.mktemp())
+        os.makedirs(folder)
+        script = os.path.join(folder, "program.py")
+        with open(script, "w") as f:
+            f.write(source)
+        return folder, f"{sys.executable} {script}"
 
     def queued(self):
         with self.index.engine.connect() as connection:
@@ -75,16 +98,38 @@ class ImportActionsTests(unittest.TestCase):
     def test_processedObjectIsStored(self):
         """``process with``'s object is what is stored, with what the next
         commands and lines set on it."""
-        folder = os.path.abspath(self.mktemp())
-        os.makedirs(folder)
-        script = os.path.join(folder, "processor.py")
-        with open(script, "w") as f:
-            f.write(PROCESSOR)
-        decision = self.apply([f"process with {sys.executable} {script} EDITED; set 0008,1030 to \"%V0010,0010\"",
+        _, command = self.program(PROCESSOR)
+        decision = self.apply([f"process with {command} EDITED; set 0008,1030 to \"%V0010,0010\"",
                                "set 0008,0080 to \"%V0008,1030\""])
         stored = decodeDataset(decision.data, EXPLICIT)
         self.assertEqual((str(stored.PatientName), stored.StudyDescription, stored.InstitutionName),
                          ("EDITED", "EDITED", "EDITED"))
+
+    def test_compressedObjectIsHandedOnInItsSyntax(self):
+        """A compressed object goes to ``save to`` and a program in its own
+        transfer syntax, and is stored in it."""
+        folder, command = self.program("import shutil, sys\nshutil.copy(sys.argv[-1], sys.argv[1])\n")
+        saved, seen = os.path.join(folder, "saved.dcm"), os.path.join(folder, "seen.dcm")
+        decision = self.apply([f"save to {saved}; process with {command} {seen}; set 0008,1030 to \"X\""],
+                              JPEG_LOSSLESS)
+        for path in (saved, seen):
+            written = dcmread(path)
+            self.assertEqual(written.file_meta.TransferSyntaxUID, JPEG_LOSSLESS, path)
+            self.assertTrue(written["PixelData"].is_undefined_length, path)
+        self.assertEqual(decision.transferSyntax, JPEG_LOSSLESS)
+        stored = decodeDataset(decision.data, decision.transferSyntax)
+        self.assertEqual(stored.StudyDescription, "X")
+        self.assertTrue(stored["PixelData"].is_undefined_length)
+
+    def test_processedObjectIsStoredInTheSyntaxItCameBackIn(self):
+        """A program that compresses the object: it is stored compressed,
+        in the syntax its file names."""
+        _, command = self.program(COMPRESSOR)
+        decision = self.apply([f"process with {command}"])
+        self.assertEqual(decision.transferSyntax, JPEG_LOSSLESS)
+        stored = decodeDataset(decision.data, decision.transferSyntax)
+        self.assertTrue(stored["PixelData"].is_undefined_length)
+        self.assertEqual(stored.Rows, 64)
 
     def test_noActionsNoDecision(self):
         self.assertIsNone(self.apply(["nop nothing to do"]))

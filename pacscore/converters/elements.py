@@ -23,6 +23,7 @@ from pacscore.dicom.identifiers import TEXT_VRS, checkFits
 
 TAG_PATTERN = r"[0-9A-Fa-f]{4},[0-9A-Fa-f]{4}"
 SPECIFIC_CHARACTER_SET = 0x00080005
+FIRST_PIXEL_TAG = 0x7FE00008  # Float Pixel Data: attributes read "before the pixels" stop here or later
 UNICODE_CHARACTER_SET = "ISO_IR 192"
 
 _TAG = re.compile(TAG_PATTERN)
@@ -81,6 +82,18 @@ def walkElements(dataset):
         if element.VR == "SQ":
             for item in element.value or ():
                 yield from walkElements(item)
+
+
+def applyAttributes(whole, attributes):
+    """Make the elements of ``whole`` before its pixel data those of
+    ``attributes`` (the same object read up to its pixels, then changed):
+    the elements ``attributes`` lacks are deleted, those it holds otherwise
+    set; the pixel data and what follows stay."""
+    for tag in [tag for tag in whole.keys() if tag < FIRST_PIXEL_TAG and tag not in attributes]:
+        del whole[tag]
+    for element in attributes:
+        if whole.get(element.tag) != element:
+            whole[element.tag] = element
 
 
 def findAnywhere(dataset, tag):

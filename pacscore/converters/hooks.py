@@ -22,9 +22,8 @@ the data sets of queries and retrieves instead of incoming images.
 Every hook runs in a worker or reader thread, like every converter line.
 """
 
-import copy
-
 from pacscore.converters.context import ConverterContext, Outcome
+from pacscore.converters.elements import applyAttributes
 from pacscore.dicom.datasets import decodeDataset, encodeDataset
 
 HOOK_KINDS = {
@@ -64,17 +63,11 @@ class DatasetHook:
     def applyToObject(self, data, transferSyntax, callingAE, calledAE, moveDestination=None):
         """For stored objects: ``(outcome, data)`` (see the module docstring)."""
         header = decodeDataset(data, transferSyntax, stopBeforePixels=True)
-        before = copy.deepcopy(header)
         outcome, changed = self.run(header, callingAE, calledAE, moveDestination)
         if not changed or outcome in LEFT_OUT:
             return outcome, data
         whole = decodeDataset(data, transferSyntax)
-        for element in before:
-            if element.tag not in header:
-                del whole[element.tag]
-        for element in header:
-            if element.tag not in before or before[element.tag] != element:
-                whole[element.tag] = element
+        applyAttributes(whole, header)
         return outcome, encodeDataset(whole, transferSyntax)
 
 

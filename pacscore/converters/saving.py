@@ -31,6 +31,7 @@ from pacscore.codecs.nki import NKIError
 from pacscore.codecs.nkipixels import decompressDecoded
 from pacscore.converters.command import TextCommand, filePath, luaScriptOf
 from pacscore.converters.context import Outcome
+from pacscore.converters.elements import applyAttributes
 from pacscore.converters.shellquoting import shellCommand
 from pacscore.dicom.datasets import encodeDataset
 from pacscore.dicom.negotiation import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION
@@ -59,13 +60,16 @@ def writePart10(dataset, path, syntax=None, body=None):
         f.write(body)
 
 
-def readObject(path):
+def readObject(path, attributes=None):
     """The whole object in ``path`` (Part-10, or a bare data set as
-    Conquest's .v2 files), NKI compressed pixel data decompressed;
-    InvalidDicomError when it holds no element or damaged NKI data."""
+    Conquest's .v2 files), NKI compressed pixel data decompressed, with
+    ``attributes`` (its elements up to the pixels, changed) applied when
+    given; InvalidDicomError when it holds no element or damaged NKI data."""
     dataset = dcmread(path, force=True)
     if not len(dataset):
         raise InvalidDicomError(f"{path} holds no DICOM element")
+    if attributes is not None:
+        applyAttributes(dataset, attributes)
     if "TransferSyntaxUID" not in dataset.file_meta:  # a bare data set: as pydicom found it encoded
         dataset.file_meta.TransferSyntaxUID = _SYNTAX_OF_ENCODING[dataset.original_encoding]
     try:
@@ -78,8 +82,11 @@ def readObject(path):
 def wholeObject(context):
     """The object a converter hands on: the data set, or in an export
     converter (whose data set stops before the pixels) the stored file read
-    again; OSError or InvalidDicomError when it cannot be read."""
-    return context.dataset if context.isImport else readObject(context.filename)
+    again, with what the line changed in the data set; OSError or
+    InvalidDicomError when it cannot be read."""
+    if context.isImport:
+        return context.dataset
+    return readObject(context.filename, context.dataset if context.changed else None)
 
 
 class SaveToCommand(TextCommand):

@@ -775,6 +775,25 @@ class ObjectTests(unittest.TestCase):
         self.assertEqual((outcome, messages), (Outcome.CONTINUE, [f"{KEY}: true"]))
         self.assertEqual(dcmread(os.path.join(self.files, "copy.dcm")).PatientName, "DOE^JOHN")
 
+    def test_exportDataWritesWhatTheScriptChanged(self):
+        """Data:Write, writedicom and a later ``save to`` of an export
+        converter write the stored object with the elements the script set
+        or deleted on Data."""
+        stored = os.path.join(self.workdir, "stored.dcm")
+        original = dcmread(get_testdata_file("CT_small.dcm"))
+        original.save_as(stored)
+        context = makeContext(dcmread(stored, stop_before_pixels=True), kind="export",
+                              ini="LuaFileFolder = luafiles\n", configDir=self.workdir, filename=stored)
+        outcome, _, messages = runLine(
+            "lua \"Data.PatientName = 'ANON^X'; Data.PatientID = nil; "
+            "print(Data:Write('copy.dcm'), writedicom('copy2.dcm'))\"; save to luafiles/copy3.dcm",
+            context, luaRegistry(pacs_commands_dataset.saveToCommand))
+        self.assertEqual((outcome, messages), (Outcome.CONTINUE, [f"{KEY}: true\ttrue"]))
+        for name in ("copy.dcm", "copy2.dcm", "copy3.dcm"):
+            written = dcmread(os.path.join(self.files, name))
+            self.assertEqual((written.PatientName, "PatientID" in written), ("ANON^X", False))
+            self.assertEqual(written.PixelData, original.PixelData)
+
     def test_readdicomReplacesData(self):
         other = Dataset()
         other.PatientName = "ROE^JANE"

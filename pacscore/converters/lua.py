@@ -747,12 +747,14 @@ class LuaApi:
         self.context.log.debug("{converter}: {text}", converter=self.context.converterName, text=text)
 
     def forward(self, ae):
+        """``forward image to AE``: allowed in import and export converters
+        (in these it is ``forward to AE``)."""
         ae = str(ae).strip()
-        if "forward to" not in self.registry.commands:
-            raise LuaApiError("forward: there is no 'forward to' command")
+        if "forward" not in self.registry.commands:
+            raise LuaApiError("forward: there is no 'forward' command")
         if not re.fullmatch(r'[^\s;{}"]{1,16}', ae):
             raise LuaApiError(f"forward: {ae!r} is not an AE title")
-        return self.script("forward to " + ae)
+        return self.script("forward image to " + ae)
 
     def script(self, rule, objectRule=None):
         """Conquest's ``script(rule)``: run a converter line on the context;

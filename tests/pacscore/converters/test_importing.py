@@ -87,6 +87,11 @@ class ImportActionsTests(unittest.TestCase):
         self.assertEqual(sorted((a.level, a.destination, a.objectPath) for a in actions),
                          [("IMAGE", "DEST", ""), ("SERIES", "VIEWER", "")])
 
+    def test_luaForward(self):
+        """Lua's forward(ae) in an import converter queues the image's forward."""
+        decision = self.apply(["lua \"forward('DEST')\""])
+        self.assertEqual([(row["Level"], row["Destination"]) for row in decision.actions], [("IMAGE", "DEST")])
+
     def test_whereTheIndexKeepsNoRowsTheImageActionKeepsTheFile(self):
         self.queue.objectPaths = lambda device, objectFile: f"/archive/{device}/{objectFile}"
         record = makeRecord("1.2.3.1.1", objectFile="PAT1/1.dcm")

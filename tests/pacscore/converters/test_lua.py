@@ -43,9 +43,9 @@ KEY = "ImportConverter3"
 
 @implementer(IConverterCommand)
 class RecordingForward:
-    """A stand-in 'forward to': records the AE titles it was given."""
+    """A stand-in 'forward': records what it was given."""
 
-    name = "forward to"
+    name = "forward"
     scope = "IE"
     condition = False
 
@@ -383,7 +383,7 @@ class GlobalsTests(unittest.TestCase):
         forward = RecordingForward()
         outcome, _, _ = runLua("forward('PEER1'); forward('PEER2')", commands=luaRegistry(forward))
         self.assertEqual(outcome, Outcome.CONTINUE)
-        self.assertEqual(forward.destinations, ["PEER1", "PEER2"])
+        self.assertEqual(forward.destinations, ["image to PEER1", "image to PEER2"])
 
     def test_forwardRefusesWhatIsNoAETitle(self):
         forward = RecordingForward()
@@ -396,7 +396,7 @@ class GlobalsTests(unittest.TestCase):
         outcome, _, messages = runLua("forward('PEER1')")
         self.assertEqual(outcome, Outcome.STOP)
         self.assertEqual(messages, [f"{KEY}: Lua script failed: lua:1: forward: there is no "
-                                    "'forward to' command"])
+                                    "'forward' command"])
 
 
 class ConquestFunctionTests(unittest.TestCase):

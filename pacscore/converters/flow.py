@@ -5,13 +5,15 @@
 without one.  ``call file`` runs the converter lines of a file (read each
 time, so it can be edited while the server runs); ``return`` in the file
 ends only the file, every other end (``stop``, ``destroy`` ...) ends the
-calling line too.
+calling line too.  A file that cannot be read or holds a line that does
+not parse is logged (one line naming the file, and the line and column)
+and ends the calling line.
 """
 
 from twisted.logger import Logger
 
 from pacscore.converters.command import Command, TextCommand, fileName, localPath
-from pacscore.converters.context import Outcome
+from pacscore.converters.context import ConverterSyntaxError, Outcome
 from pacscore.converters.luafiles import LuaFileRefused, luaFilePath
 from pacscore.converters.script import parseScript
 
@@ -108,10 +110,19 @@ class Call(TextCommand):
         except LuaFileRefused as e:
             self.log.error("{converter}: call refused: {reason}", converter=context.converterName, reason=str(e))
             return Outcome.STOP
-        with open(path, encoding="utf-8", errors="replace") as lines:
-            scripts = [parseScript(line, f"{path}, line {number}", registry, kind)
-                       for number, line in enumerate(lines, start=1)
-                       if line.strip() and not line.lstrip().startswith("#")]
+        try:
+            with open(path, encoding="utf-8", errors="replace") as lines:
+                scripts = [parseScript(line, f"{path}, line {number}", registry, kind)
+                           for number, line in enumerate(lines, start=1)
+                           if line.strip() and not line.lstrip().startswith("#")]
+        except OSError as e:
+            self.log.error("{converter}: call {path}: cannot read it: {reason}", converter=context.converterName,
+                           path=path, reason=e.strerror or e)
+            return Outcome.STOP
+        except ConverterSyntaxError as e:
+            self.log.error("{converter}: call {path}: {reason}", converter=context.converterName, path=path,
+                           reason=str(e))
+            return Outcome.STOP
         for script in scripts:
             outcome, command = script.execute(context)
             if isinstance(command, Return):

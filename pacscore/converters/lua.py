@@ -110,6 +110,7 @@ DEFAULT_MAX_INSTRUCTIONS = 10_000_000
 STORAGE = "Storage"  # Data.Storage: the device, not an element
 MAX_MEMORY = 256 << 20  # bytes one thread's Lua state may hold: string.rep('x', 2^30) fails, the server lives
 
+_TRACEBACK = re.compile(r"(?:^|\n)stack traceback:")
 _TAG = re.compile(r"\(?([0-9A-Fa-f]{4}),?([0-9A-Fa-f]{4})\)?")
 _BINARY_VRS = frozenset({"OB", "OW", "OF", "OD", "OL", "OV", "UN", "AT"})
 _NUMBER_VRS = frozenset({"US", "SS", "UL", "SL", "UV", "SV", "FL", "FD"})  # Lua numbers, not text
@@ -334,10 +335,13 @@ return compile, prepare, beginRun, sethook, endRun, wrapDataset, caselessIndex
 
 
 def describeLuaError(error):
-    """The message of a ``lupa.LuaError`` without Lua's stack traceback."""
+    """The message of a ``lupa.LuaError`` without Lua's stack traceback;
+    for an error value that is no text (``error({code=1})``, ``error()``)
+    one saying so."""
     if isinstance(error, lupa.LuaMemoryError):
         return f"script stopped: it needed more than {MAX_MEMORY >> 20} MB of memory"
-    return str(error).partition("\nstack traceback:")[0]
+    message = _TRACEBACK.split(str(error), maxsplit=1)[0].strip()
+    return message or "error() with no message (its value was nil or a table)"
 
 
 class LuaApiError(ValueError):

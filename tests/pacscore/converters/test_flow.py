@@ -95,16 +95,19 @@ class CallTests(unittest.TestCase):
         self.assertEqual(run(f"call {path}; mark c")[:2], (Outcome.CONTINUE, "bc"))
 
     def test_errors(self):
-        """A missing file or a syntax error in it is logged and stops the line."""
+        """A missing file or a syntax error in it is logged, in one line
+        naming the file (and line and column), and stops the line."""
         self.called("mark b\nmark c; bogus\n")
-        for line, error in [("mark a; call missing.cq; mark e", FileNotFoundError),
-                            ("mark a; call called.cq; mark e", ConverterSyntaxError)]:
+        path = os.path.abspath(os.path.join(self.workdir, "called.cq"))
+        for line, error in [("mark a; call missing.cq; mark e",
+                             f"call {os.path.dirname(path)}/missing.cq: cannot read it: No such file or directory"),
+                            ("mark a; call called.cq; mark e",
+                             f"call {path}: {path}, line 2, column 9: unknown command 'bogus'")]:
             with capturedLogs() as events:
                 self.assertEqual(run(line, workdir=self.workdir)[:2], (Outcome.STOP, "a"))
-            [event] = [e for e in events if "log_failure" in e]
-            self.assertIsInstance(event["log_failure"].value, error)
-            self.assertEqual(len(self.flushLoggedErrors(error)), 1)
-        self.assertIn("called.cq, line 2, column 9: unknown command 'bogus'", str(event["log_failure"].value))
+            self.assertEqual([e for e in events if "log_failure" in e], [])
+            [message] = [e["log_format"].format(**e) for e in events if e["log_format"].startswith("{converter}: call")]
+            self.assertTrue(message.endswith(error), message)
 
     def test_needsFile(self):
         self.assertRaises(ConverterSyntaxError, parseScript, "call", "X", registry(), "import")

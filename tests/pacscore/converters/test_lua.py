@@ -392,6 +392,13 @@ class GlobalsTests(unittest.TestCase):
         self.assertEqual(messages, [f"{KEY}: Lua script failed: lua:1: forward: 'A; destroy' is not "
                                     "an AE title"])
 
+    def test_errorWithoutText(self):
+        """error() of a table or of nil is logged as such, not as nothing
+        or as Lua's stack traceback."""
+        for code in ("error({code=1})", "error()"):
+            self.assertEqual(runLua(code)[2], [f"{KEY}: Lua script failed: error() with no message "
+                                                "(its value was nil or a table)"], code)
+
     def test_forwardWithoutForwardCommand(self):
         outcome, _, messages = runLua("forward('PEER1')")
         self.assertEqual(outcome, Outcome.STOP)

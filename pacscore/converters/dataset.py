@@ -6,7 +6,8 @@
 "value"`` (``if``: only when the expanded value is not empty).  TARGET is
 a variable ``x``, ``y`` or ``z``, a tag ``gggg,eeee``, or (``set`` only) an
 element in a sequence item: ``gggg,eeee.N\\gggg,eeee`` (item N, created
-when missing) or ``gggg,eeee.*\\gggg,eeee`` (a new item appended).
+when missing) or ``gggg,eeee.*\\gggg,eeee`` (a new item appended); a file
+meta element (group 0002) is refused when the line is parsed.
 
 ``fixkodak`` turns Kodak's 8-digit Patient IDs with a leading zero into
 NKI's 7 digits (``01234567`` -> ``1234567``); ``unfixkodak`` does the
@@ -24,7 +25,7 @@ from twisted.logger import Logger
 from pacscore.converters.arguments import leadingString
 from pacscore.converters.command import Command
 from pacscore.converters.context import ConverterSyntaxError, Outcome
-from pacscore.converters.elements import TAG_PATTERN, assign, parseTag, textOf, vrOf
+from pacscore.converters.elements import TAG_PATTERN, assign, metaRefusal, parseTag, textOf, vrOf
 from pacscore.dicom.virtual import SERVER_MASK
 
 PATIENT_ID = 0x00100020
@@ -81,6 +82,9 @@ def parseTarget(text, where, inSequences):
                         item=item if item == APPEND else int(item))
     else:
         target = Target(tag=parseTagArgument(text, where))
+    refusal = metaRefusal(target.tag)
+    if refusal:
+        raise ConverterSyntaxError(f"{where}: {refusal}")
     return target
 
 

@@ -32,6 +32,15 @@ _PATH = re.compile(rf"[\\/]{_STEP}(?:[\\/]{_STEP})*|{TAG_PATTERN}")
 _STEPS = re.compile(_STEP)
 
 
+def metaRefusal(tag):
+    """Why a converter cannot set ``tag``: a file meta element (group
+    0002) is no element of the data set; None for any other tag."""
+    if tag >> 16 != 0x0002:
+        return None
+    return (f"({tag >> 16:04x},{tag & 0xFFFF:04x}) is a file meta element (group 0002): "
+            "the data set holds none, and the file meta is written from the stored object")
+
+
 def parseTag(text):
     """``0xGGGGEEEE`` for ``gggg,eeee``; ValueError otherwise."""
     if not _TAG.fullmatch(text):

@@ -95,7 +95,7 @@ from zope.interface import implementer
 from pacscore.config.ini import MAIN_SECTION
 from pacscore.config.secrets import publicItems
 from pacscore.converters.context import ConverterContext, ConverterSyntaxError, Outcome
-from pacscore.converters.elements import assign, textOf, vrOf
+from pacscore.converters.elements import assign, metaRefusal, textOf, vrOf
 from pacscore.converters.luafiles import (LuaFileRefused, luaFilePath, readLuaFile, readLuaText, unsafeAllowed,
                                          writeLuaFile, writeLuaText)
 from pacscore.converters.saving import wholeObject
@@ -371,6 +371,14 @@ def _tagOf(key):
     return tag
 
 
+def _checkedTag(tag):
+    """``tag``, unless it is one no script sets (``metaRefusal``)."""
+    refusal = metaRefusal(tag)
+    if refusal:
+        raise LuaApiError(refusal)
+    return tag
+
+
 class _DatasetHandle:
     """What a Lua ``Data`` proxy (or sequence item proxy) stands for."""
 
@@ -440,7 +448,7 @@ def _setElement(handle, key, value):
             raise LuaApiError("Data.Storage is set only in import converters")
         handle.context.storageDevice = None if value is None else str(value)
         return
-    tag = _tagOf(key)
+    tag = _checkedTag(_tagOf(key))
     dataset = handle.dataset
     if value is None:
         if tag in dataset:
@@ -521,7 +529,7 @@ def _setVR(handle, group, element, value):
     when absent) gets the bytes of ``value`` (text, or a Lua table of
     bytes from index 0 to its length, as GetVR gives); a sequence gets
     copies of the items of another one."""
-    tag = _groupElement(group, element)
+    tag = _checkedTag(_groupElement(group, element))
     dataset = handle.dataset
     vr = vrOf(tag, dataset)
     if isinstance(value, _SequenceHandle):

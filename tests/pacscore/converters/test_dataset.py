@@ -106,6 +106,16 @@ class SyntaxTests(unittest.TestCase):
                 command.parse(arguments, "ImportConverter0, column 1")
             self.assertIn("ImportConverter0, column 1", str(raised.exception))
 
+    def test_fileMetaElementsAreRefused(self):
+        """No data set holds group 0002: set and setifempty refuse it when parsed."""
+        for command, arguments in [(commands.setCommand, '0002,0016 to "HACKED"'),
+                                   (commands.setIfEmptyCommand, '0002,0010 if "1.2.840.10008.1.2"'),
+                                   (commands.setCommand, '0040,0275.0\\0002,0016 to "x"')]:
+            with self.assertRaises(ConverterSyntaxError, msg=arguments) as raised:
+                command.parse(arguments, "ImportConverter0, column 1")
+            self.assertIn("ImportConverter0, column 1: (0002,", str(raised.exception))
+            self.assertIn("is a file meta element (group 0002)", str(raised.exception))
+
 
 class SetTests(unittest.TestCase):
 

@@ -151,6 +151,15 @@ class DataTests(unittest.TestCase):
         self.assertEqual(messages, [f"{KEY}: true\t513\ttrue\t2001.0\t0\\256\\256\\0\tstring"])
         self.assertEqual((context.dataset.Columns, context.dataset["Columns"].VR), (256, "US"))
 
+    def test_fileMetaElementsAreRefused(self):
+        for code in ("Data['0002,0016'] = 'HACKED'", "Data:SetVR(0x0002, 0x0016, 'HACKED')"):
+            outcome, context, messages = runLua(code)
+            self.assertEqual(outcome, Outcome.STOP)
+            self.assertEqual(messages, [f"{KEY}: Lua script failed: lua:1: (0002,0016) is a file meta element "
+                                        "(group 0002): the data set holds none, and the file meta is written "
+                                        "from the stored object"], code)
+            self.assertNotIn(0x00020016, context.dataset)
+
     def test_readingChangesNothing(self):
         _, context, _ = runLua("local name = Data.PatientName")
         self.assertFalse(context.changed)

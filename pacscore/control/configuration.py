@@ -18,7 +18,8 @@ commands say so.  These are live, used the next time they are needed:
 
 Getting a key that is absent gives an empty value, and an index past the
 last entry no output, as with Conquest (scripts loop until it).  For a
-sandboxed Lua script (``servercommand``) the getters leave dicom.ini's
+sandboxed Lua script (``servercommand``) and a scripted web page's command
+lines (``ControlContext.secretsHiddenFrom``) the getters leave dicom.ini's
 secrets out (``pacscore.config.secrets``): ``get_param`` of one is refused.
 """
 
@@ -76,9 +77,9 @@ class GetParam(ControlCommand):
         if not key:
             raise CommandError(f"usage: {self.usage}")
         value = context.archive.configuration.ini.get(key, "")
-        if context.sandboxed:
+        if context.secretsHiddenFrom:
             if isSecret(key):
-                raise CommandError(f"{key} is a secret: sandboxed Lua scripts cannot read it")
+                raise CommandError(f"{key} is a secret: {context.secretsHiddenFrom} cannot read it")
             value = redacted(value)
         return formatted(fmt, value)
 
@@ -108,7 +109,7 @@ class GetIni(ControlCommand):
 def _items(context):
     """dicom.ini's main section as its getters show it to ``context``'s caller."""
     items = context.archive.configuration.ini.items()
-    return publicItems(items) if context.sandboxed else items
+    return publicItems(items) if context.secretsHiddenFrom else items
 
 
 def _applyAndSave(archive, key, value):

@@ -5,9 +5,11 @@
 ``progress(text)`` to report on a long command while it runs, the peer's
 address for log lines, ``quit()`` to stop the server in order,
 ``html``: whether the output goes into a web page (listings escape their
-rows' values), and ``sandboxed``: whether a sandboxed Lua script asked
+rows' values), ``sandboxed``: whether a sandboxed Lua script asked
 (only ``readOnly`` commands run, and they write no file and show no
-secret of dicom.ini).
+secret of dicom.ini), and ``secretsHiddenFrom``: who asked, when they may
+not see dicom.ini's secrets either (the web's scripted pages; None: they
+may, "sandboxed Lua scripts" when sandboxed).
 ``CommandError`` is how a command refuses: the client prints the message
 and exits non-zero.
 """
@@ -49,12 +51,14 @@ class ControlContext:
 
     log = Logger()
 
-    def __init__(self, archive, reactor, progress=None, peer="", quit=None, html=False, sandboxed=False):
+    def __init__(self, archive, reactor, progress=None, peer="", quit=None, html=False, sandboxed=False,
+                 secretsHiddenFrom=None):
         self.archive = archive
         self.reactor = reactor
         self.peer = peer
         self.html = html
         self.sandboxed = sandboxed
+        self.secretsHiddenFrom = "sandboxed Lua scripts" if sandboxed else secretsHiddenFrom
         self._progress = progress
         self._quit = quit
 

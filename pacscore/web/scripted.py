@@ -22,7 +22,10 @@ line, in order:
   control command (``--display_status:``, ``--query2:...``, see the
   control port), whose output takes its place (its format argument
   writes HTML, and the values of the rows it lists are HTML-escaped into
-  it, as they come from DICOM data); any other line is written out.
+  it, as they come from DICOM data; as on ``showconfig``, dicom.ini's
+  secrets are left out: ``--get_ini:`` lists no ``ControlSecret`` or
+  ``Password``, and ``--get_param:`` of one shows its refusal); any other
+  line is written out.
 
 Unlike Conquest, values from the request are HTML-escaped in the lines
 written out, and a command line refuses values holding ``|``, ``'``,
@@ -146,7 +149,7 @@ class ScriptedPages:
 
     async def _run(self, archive, line):
         try:
-            return await commandOutput(archive, self.commands, line, html=True)
+            return await commandOutput(archive, self.commands, line, html=True, secretsHiddenFrom="web pages")
         except (BadRequest, CommandError) as e:
             return f"<p>{escape(str(e))}</p>"
 

@@ -72,6 +72,11 @@ line3     = %s%s stays
 [lua]
 source    = page.lua
 
+[inipage]
+line0     = --get_ini:%s = %s<br>
+line1     = --get_ini_num:%index%
+line2     = --get_param:%key%
+
 [missing]
 source    = nothere.cq
 line0     = from the lines
@@ -234,6 +239,23 @@ class ScriptedPageTests(WebTestCase):
         page = yield get(self.resource, mode="lua")
         self.assertEqual(page.text, "s3cret\ts3cret\tSCRIPTED\t\n")
         self.assertEqual(ini.get("LuaAllowUnsafe"), "1")
+
+    @defer.inlineCallbacks
+    def test_commandsKeepSecrets(self):
+        """A page's command lines, as manual's sample.cq writes them, show
+        dicom.ini as showconfig does: no secret, no password."""
+        ini = self.running.archive.configuration.ini
+        ini.set("ControlSecret", "s3cret")
+        ini.set("Password", "dbpass")
+        secrets = ("s3cret", "dbpass")
+        for key in ("ControlSecret", "Password"):
+            page = yield get(self.resource, mode="inipage", key=key, index="0")
+            self.assertIn("MyACRNema = SCRIPTED<br>", page.text)
+            self.assertIn(f"<p>--get_param failed: {key} is a secret: web pages cannot read it</p>", page.text)
+            self.assertFalse([secret for secret in secrets if secret in page.text], page.text)
+        pages = yield defer.gatherResults([get(self.resource, mode="inipage", key="MyACRNema", index=str(index))
+                                           for index in range(len(ini.items()))])
+        self.assertFalse([page.text for page in pages for secret in secrets if secret in page.text])
 
     @defer.inlineCallbacks
     def test_starSource(self):

@@ -3,6 +3,10 @@
 ``sendCommand(endpoint, '--display_status:json', secret)`` connects, sends
 the request (see ``pacscore.control.protocol``), hands OUTPUT and PROGRESS
 lines (and DATA bytes) to callbacks as they arrive and fires with a ``Reply``.
+The server sends a KEEPALIVE line every ``KEEPALIVE_INTERVAL`` seconds while
+a command runs: a server that sends nothing for ``ANSWER_TIMEOUT`` seconds
+(a wedged one, or another service that accepts and never answers) fails the
+request with ``NoAnswer``.
 A DICOM port (Conquest's dgate takes commands there, so its scripts run
 ``dgate -p5678``) answers with a PDU: that fails at once, saying where pacs
 takes commands.
@@ -11,14 +15,15 @@ takes commands.
 from typing import NamedTuple
 
 from twisted.internet import defer, endpoints
-from twisted.protocols import basic
+from twisted.protocols import basic, policies
 
 from pacscore.control.endpoint import DEFAULT_ENDPOINT, DEFAULT_PORT
-from pacscore.control.protocol import UNKNOWN_COMMAND
+from pacscore.control.protocol import KEEPALIVE_INTERVAL, UNKNOWN_COMMAND
 from pacscore.dicom.pdu import PDU_NAMES
 
 CONTROL_PORT = (f"pacs takes commands on its control endpoint (ControlEndpoint in dicom.ini, default "
                 f"{DEFAULT_ENDPOINT}: dgate -p{DEFAULT_PORT}), not, as Conquest, on its DICOM port")
+ANSWER_TIMEOUT = 6 * KEEPALIVE_INTERVAL
 
 
 class Reply(NamedTuple):
@@ -33,27 +38,31 @@ class Reply(NamedTuple):
 
 
 class NoAnswer(Exception):
-    """The server closed the connection without OK or ERROR."""
+    """The server closed the connection, or sent nothing for ``ANSWER_TIMEOUT``
+    seconds, without OK or ERROR."""
 
 
 class DicomPortAnswered(Exception):
     """The server answered with a DICOM PDU: the port is a DICOM port."""
 
 
-class ControlClientProtocol(basic.LineReceiver):
+class ControlClientProtocol(basic.LineReceiver, policies.TimeoutMixin):
     """Sends ``request`` (``--name:arguments``) and reads the answer;
-    ``finished`` fires with the ``Reply``."""
+    ``finished`` fires with the ``Reply``. ``clock`` (default: the
+    reactor) times the answer."""
 
     delimiter = b"\n"
     MAX_LENGTH = 1 << 24
 
-    def __init__(self, request, secret=None, output=None, progress=None, data=None):
+    def __init__(self, request, secret=None, output=None, progress=None, data=None, clock=None):
+        if clock is not None:
+            self.callLater = clock.callLater
         self.request = request
         self.secret = secret
         self.output = output or (lambda line: None)
         self.progress = progress or (lambda line: None)
         self.data = data or (lambda content: None)
-        self.finished = defer.Deferred()
+        self.finished = defer.Deferred().addBoth(self._answered)
         self._remaining = 0  # bytes of a DATA answer still to come
         self._received = []
         self._answering = False  # the first bytes of the answer came
@@ -61,8 +70,19 @@ class ControlClientProtocol(basic.LineReceiver):
     def connectionMade(self):
         lines = ([f"AUTH {self.secret}"] if self.secret else []) + [f"COMMAND {self.request}"]
         self.transport.write("".join(line + "\r\n" for line in lines).encode("utf-8"))
+        self.setTimeout(ANSWER_TIMEOUT)
+
+    def _answered(self, result):
+        self.setTimeout(None)
+        return result
+
+    def timeoutConnection(self):
+        if not self.finished.called:
+            self.finished.errback(NoAnswer(f"no answer from the server for {ANSWER_TIMEOUT} s"))
+        self.transport.abortConnection()
 
     def dataReceived(self, data):
+        self.resetTimeout()
         if not self._answering and data:
             self._answering = True
             if data[0] in PDU_NAMES:  # the answer's lines begin with a word

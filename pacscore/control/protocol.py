@@ -2,7 +2,9 @@
 
 One request per connection. The client sends lines (CRLF or LF), optionally
 ``AUTH <secret>``, then ``COMMAND --name:arguments``; the server answers
-``PROGRESS <text>`` lines while the command works, one ``OUTPUT <line>``
+``PROGRESS <text>`` lines while the command works (and a ``KEEPALIVE``
+line every ``KEEPALIVE_INTERVAL`` seconds, so that a client can tell a
+long command from a server that went silent), one ``OUTPUT <line>``
 per line of its output (or, for a command whose output is a file's bytes,
 such as ``convert_to_jpg`` without an output file, one ``DATA <length>``
 line followed by that many bytes), and finally ``OK`` or ``ERROR
@@ -12,7 +14,7 @@ clients or the DICOM service.
 
 import hmac
 
-from twisted.internet import defer, protocol
+from twisted.internet import defer, protocol, task
 from twisted.logger import Logger
 from twisted.protocols import basic, policies
 
@@ -20,6 +22,7 @@ from pacscore.control.context import CommandError, ControlContext
 from pacscore.control.registry import CommandRegistry
 
 UNKNOWN_COMMAND = "unknown command "   # an ERROR message starting so: dgate exits 2
+KEEPALIVE_INTERVAL = 10  # seconds between the KEEPALIVE lines of a running command
 
 
 class BadRequest(Exception):
@@ -54,6 +57,7 @@ class ControlProtocol(basic.LineReceiver, policies.TimeoutMixin):
         self.secret = None
         self.finished = False
         self.started = False
+        self.keepingAlive = None
 
     def connectionMade(self):
         self.peer = self.transport.getPeer()
@@ -61,6 +65,7 @@ class ControlProtocol(basic.LineReceiver, policies.TimeoutMixin):
 
     def connectionLost(self, reason):
         self.setTimeout(None)
+        self._stopKeepingAlive()
         self.finished = True
 
     def callLater(self, delay, f, *args, **kw):
@@ -92,6 +97,7 @@ class ControlProtocol(basic.LineReceiver, policies.TimeoutMixin):
             elif verb == "COMMAND":
                 self.started = True
                 self.setTimeout(None)
+                self._keepAlive()
                 self.factory.execute(self, *parseCommand(rest))
             else:
                 raise BadRequest(f"expected AUTH or COMMAND, got {verb[:32]!r}")
@@ -115,6 +121,15 @@ class ControlProtocol(basic.LineReceiver, policies.TimeoutMixin):
             self.transport.write(
                 (kind if text is None else kind + b" " + text.encode("utf-8", "backslashreplace")) + b"\r\n")
 
+    def _keepAlive(self):
+        self.keepingAlive = task.LoopingCall(self._send, b"KEEPALIVE")
+        self.keepingAlive.clock = self.factory.reactor
+        self.keepingAlive.start(KEEPALIVE_INTERVAL, now=False)
+
+    def _stopKeepingAlive(self):
+        if self.keepingAlive is not None and self.keepingAlive.running:
+            self.keepingAlive.stop()
+
     def progress(self, text):
         """A PROGRESS line per line of ``text``."""
         for line in str(text).splitlines():
@@ -124,6 +139,7 @@ class ControlProtocol(basic.LineReceiver, policies.TimeoutMixin):
         """The OUTPUT lines of ``output`` (text; bytes go as DATA), then
         OK (or ``ERROR error``), and close."""
         self.setTimeout(None)
+        self._stopKeepingAlive()
         if isinstance(output, bytes):
             self._send(b"DATA", str(len(output)))
             if not self.finished:

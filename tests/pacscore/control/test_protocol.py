@@ -12,9 +12,9 @@ from twisted.test import iosim
 from twisted.trial import unittest
 from zope.interface import implementer
 
-from pacscore.control.client import ControlClientProtocol, DicomPortAnswered, NoAnswer, Reply
+from pacscore.control.client import ANSWER_TIMEOUT, ControlClientProtocol, DicomPortAnswered, NoAnswer, Reply
 from pacscore.control.context import CommandError
-from pacscore.control.protocol import BadRequest, ControlFactory, parseCommand
+from pacscore.control.protocol import KEEPALIVE_INTERVAL, BadRequest, ControlFactory, parseCommand
 from pacscore.control.registry import CommandRegistry
 from pacscore.dicom import pdu
 from pacscore.interfaces import IControlCommand
@@ -247,6 +247,16 @@ class ServerTests(unittest.TestCase):
         self.slow.pending[0].callback("")
         self.assertEqual(self.answer(transport)[-1], "OK")
 
+    def test_keepAliveWhileACommandRuns(self):
+        """A KEEPALIVE line every KEEPALIVE_INTERVAL seconds until the answer."""
+        transport = self.request("COMMAND --slow:")
+        self.clock.pump([KEEPALIVE_INTERVAL] * 3)
+        self.assertEqual(self.answer(transport)[-3:], ["KEEPALIVE"] * 3)
+        self.slow.pending[0].callback("done")
+        self.clock.pump([KEEPALIVE_INTERVAL] * 3)
+        self.assertEqual(self.answer(transport)[-3:], ["KEEPALIVE", "OUTPUT done", "OK"])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
     def test_commandError(self):
         transport = self.request("COMMAND --broken:refuse")
         self.assertEqual(self.answer(transport), ["ERROR no such patient"])
@@ -262,6 +272,7 @@ class ServerTests(unittest.TestCase):
         protocol.dataReceived(b"COMMAND --slow:\r\n")
         protocol.connectionLost(None)
         written = transport.value()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
         self.slow.pending[0].callback("late")
         self.assertEqual(transport.value(), written)
 
@@ -328,7 +339,8 @@ class ClientTests(unittest.TestCase):
 
     def send(self, request, secret="pw"):
         output, progress = [], []
-        client = ControlClientProtocol(request, secret, output.append, progress.append, self.data.append)
+        client = ControlClientProtocol(request, secret, output.append, progress.append, self.data.append,
+                                       self.clock)
         server = self.factory.buildProtocol(None)
         pump = iosim.connect(server, iosim.makeFakeServer(server), client, iosim.makeFakeClient(client))
         return client, pump, output, progress
@@ -346,6 +358,37 @@ class ClientTests(unittest.TestCase):
         pump.flush()
         self.assertEqual(output, ["two", "lines"])
         self.assertTrue(self.successResultOf(client.finished).ok)
+
+    def test_longCommandKeptAlive(self):
+        """A command that runs long and says nothing meanwhile is waited for."""
+        client, pump, output, progress = self.send("--slow:")
+        for _ in range(3 * ANSWER_TIMEOUT // KEEPALIVE_INTERVAL):
+            self.clock.advance(KEEPALIVE_INTERVAL)
+            pump.flush()
+        self.assertNoResult(client.finished)
+        self.assertEqual(progress, ["started", "still going"])
+        self.slow.pending[0].callback("done")
+        pump.flush()
+        self.assertEqual((self.successResultOf(client.finished), output), (Reply(True, ""), ["done"]))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_silentServer(self):
+        """A server that accepts and then says nothing for ANSWER_TIMEOUT
+        seconds (the request sent): the client gives up and closes."""
+        clock = task.Clock()
+        client = ControlClientProtocol("--display_status:", clock=clock)
+        transport = StringTransport()
+        client.makeConnection(transport)
+        clock.advance(ANSWER_TIMEOUT - 1)
+        client.dataReceived(b"PROGRESS going\r\n")
+        clock.advance(ANSWER_TIMEOUT - 1)
+        self.assertNoResult(client.finished)
+        clock.advance(1)
+        failure = self.failureResultOf(client.finished, NoAnswer)
+        self.assertEqual(str(failure.value), f"no answer from the server for {ANSWER_TIMEOUT} s")
+        self.assertTrue(transport.disconnecting)
+        client.connectionLost(None)
+        self.assertEqual(clock.getDelayedCalls(), [])
 
     def test_errors(self):
         client, *_ = self.send("--broken:refuse")

@@ -86,8 +86,7 @@ class ControlProtocol(basic.LineReceiver, policies.TimeoutMixin):
     def lineReceived(self, line):
         if self.started or self.finished:
             return
-        self.resetTimeout()
-        try:
+        try:  # the whole request must come within the idle timeout: AUTH lines do not put it off
             text = line.rstrip(b"\r").decode("utf-8")
             if "\x00" in text:  # no argument (a path, a value) may hold one
                 raise BadRequest("NUL character in the request")

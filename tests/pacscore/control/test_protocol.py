@@ -257,6 +257,16 @@ class ServerTests(unittest.TestCase):
         self.assertEqual(self.answer(transport)[-3:], ["KEEPALIVE", "OUTPUT done", "OK"])
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
+    def test_requestLinesDoNotPutOffTheIdleTimeout(self):
+        """A client that sends AUTH lines (right or wrong) but no command
+        is closed all the same when the idle timeout is over."""
+        protocol, transport = self.connect()
+        for attempt in range(self.factory.idleTimeout):
+            protocol.dataReceived(f"AUTH guess{attempt}\r\n".encode())
+            self.clock.advance(1)
+        self.assertEqual(self.answer(transport), [f"ERROR no request within {self.factory.idleTimeout} s"])
+        self.assertTrue(transport.disconnecting)
+
     def test_commandError(self):
         transport = self.request("COMMAND --broken:refuse")
         self.assertEqual(self.answer(transport), ["ERROR no such patient"])

@@ -30,7 +30,7 @@ from pacscore.codecs.transcode import TranscodeError
 from pacscore.config.dicomsql import TABLES
 from pacscore.control.amap import nodeLine
 from pacscore.control.cgigateway import isCGIRequest, runCGI
-from pacscore.control.client import CONTROL_PORT, DicomPortAnswered, NoAnswer, sendCommand
+from pacscore.control.client import CONTROL_PORT, DicomPortAnswered, NoAnswer, TLSFailed, sendCommand
 from pacscore.control.definitions import columnLine
 from pacscore.control.endpoint import DEFAULT_ENDPOINT, clientEndpoint, portNumber
 from pacscore.control.registry import CommandRegistry
@@ -272,7 +272,7 @@ def main(argv=None, out=printLine, err=printError):
             offline(options["actions"], loadConfiguration(_iniPath(workdir), workdir), out)
         if options["commands"]:
             ini = DicomIni.fromFile(_iniPath(workdir) or os.path.join(defaultConfigDir(), INI_NAME))
-            return remote(options, ini, out, err)
+            return remote(options, workdir, ini, out, err)
     except ConfigError as e:
         err(f"dgate: configuration error: {e}")
         return 1
@@ -346,8 +346,9 @@ def offline(actions, configuration, out):
             raise OfflineError(f"-{action} failed: {getattr(e, 'orig', None) or e}") from e
 
 
-def remote(options, ini, out, err):
-    """Send the ``--commands`` to the server that ``ini`` describes."""
+def remote(options, workdir, ini, out, err):
+    """Send the ``--commands`` to the server that ``ini`` (of the working
+    folder ``workdir``) describes."""
     description = ini.get("ControlEndpoint", "") or DEFAULT_ENDPOINT
     if description.strip().lower() in DISABLED and options["host"] is None and options["port"] is None:
         err(f"dgate: the control port is off (ControlEndpoint = {description} in the working folder's "
@@ -357,14 +358,14 @@ def remote(options, ini, out, err):
         err(f"dgate: -p{options['port']} is the DICOM port (TCPPort in the working folder's dicom.ini): "
             f"{CONTROL_PORT}")
         return 1
-    task.react(_sendAll, (options["commands"], description, options["host"], options["port"],
+    task.react(_sendAll, (options["commands"], description, workdir, options["host"], options["port"],
                           ini.get("ControlSecret", "") or None, out, err))
 
 
-async def _sendAll(reactor, commands, description, host, port, secret, out, err):
+async def _sendAll(reactor, commands, description, workdir, host, port, secret, out, err):
     """Send each command in turn; ends the process with the highest status."""
     try:
-        endpoint, label = clientEndpoint(reactor, description, host, port)
+        endpoint, label = clientEndpoint(reactor, description, host, port, folder=workdir)
     except ValueError as e:
         err(f"dgate: bad address (ControlEndpoint = {description}): {e}")
         raise SystemExit(1) from None
@@ -391,7 +392,7 @@ async def _send(endpoint, label, command, secret, out, err):
     except error.ConnectionRefusedError:
         err(f"dgate: no pacs server at {label}")
         return 1
-    except (error.ConnectError, OSError, NoAnswer, DicomPortAnswered) as e:
+    except (error.ConnectError, OSError, NoAnswer, TLSFailed, DicomPortAnswered) as e:
         err(f"dgate: {label}: {e}")
         return 1
     except ValueError as e:  # e.g. HostnameEndpoint's "invalid hostname"

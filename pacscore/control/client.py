@@ -7,6 +7,8 @@ The server sends a KEEPALIVE line every ``KEEPALIVE_INTERVAL`` seconds while
 a command runs: a server that sends nothing for ``ANSWER_TIMEOUT`` seconds
 (a wedged one, or another service that accepts and never answers) fails the
 request with ``NoAnswer``.
+A TLS handshake that fails (the server's certificate not trusted, or not
+issued for the address) fails with ``TLSFailed``, saying why.
 A DICOM port (Conquest's dgate takes commands there, so its scripts run
 ``dgate -p5678``) answers with a PDU: that fails at once, saying where pacs
 takes commands.
@@ -20,6 +22,7 @@ from twisted.protocols import basic, policies
 from pacscore.control.endpoint import DEFAULT_ENDPOINT, DEFAULT_PORT
 from pacscore.control.protocol import KEEPALIVE_INTERVAL, UNKNOWN_COMMAND
 from pacscore.dicom.pdu import PDU_NAMES
+from pacscore.tls import tlsFailure
 
 CONTROL_PORT = (f"pacs takes commands on its control endpoint (ControlEndpoint in dicom.ini, default "
                 f"{DEFAULT_ENDPOINT}: dgate -p{DEFAULT_PORT}), not, as Conquest, on its DICOM port")
@@ -40,6 +43,10 @@ class Reply(NamedTuple):
 class NoAnswer(Exception):
     """The server closed the connection, or sent nothing for ``ANSWER_TIMEOUT``
     seconds, without OK or ERROR."""
+
+
+class TLSFailed(Exception):
+    """The TLS handshake with the control port failed."""
 
 
 class DicomPortAnswered(Exception):
@@ -120,7 +127,12 @@ class ControlClientProtocol(basic.LineReceiver, policies.TimeoutMixin):
         self.transport.loseConnection()
 
     def connectionLost(self, reason):
-        if not self.finished.called:
+        if self.finished.called:
+            return
+        failure = tlsFailure(reason, self.transport)
+        if failure is not None:
+            self.finished.errback(TLSFailed(f"TLS with the control port failed: {failure}"))
+        else:
             self.finished.errback(NoAnswer("the server closed the connection without an answer"))
 
 
@@ -129,6 +141,6 @@ def sendCommand(endpoint, request, secret=None, output=None, progress=None, data
     ``endpoint`` (an ``IStreamClientEndpoint``); ``output`` and ``progress``
     get each OUTPUT and PROGRESS line, ``data`` the bytes of a DATA answer.
     Errbacks with the connection error (e.g. ``ConnectionRefusedError``),
-    ``NoAnswer`` or ``DicomPortAnswered``."""
+    ``NoAnswer``, ``TLSFailed`` or ``DicomPortAnswered``."""
     client = ControlClientProtocol(request, secret, output, progress, data)
     return endpoints.connectProtocol(endpoint, client).addCallback(lambda _: client.finished)

@@ -2,12 +2,15 @@
 
 The server listens on ``ControlEndpoint`` (``--control``); whether that is
 bound to loopback decides whether clients must give ``ControlSecret``, and
-``dgate`` derives from the same description where to connect.
+``dgate`` derives from the same description where to connect (and, for
+``ssl:``, which certificate to trust: ``pacscore.control.tlstrust``).
 """
 
 import re
 
 from twisted.internet import endpoints
+
+from pacscore.control.tlstrust import connectionCreator, serverCertificates
 
 DEFAULT_ENDPOINT = "tcp:5679:interface=127.0.0.1"
 DEFAULT_PORT = 5679
@@ -64,9 +67,10 @@ def hostAndPort(description, defaultPort, host=None, port=None):
     return kind == "ssl", host, port
 
 
-def clientEndpoint(reactor, description, host=None, port=None, timeout=10):
-    """``(endpoint, label)`` to reach a server listening on ``description``;
-    ``host``/``port`` (dgate's -q/-p) override it and imply TCP. ``label``
+def clientEndpoint(reactor, description, host=None, port=None, timeout=10, folder="."):
+    """``(endpoint, label)`` to reach a server listening on ``description``
+    (its files relative to ``folder``); ``host``/``port`` (dgate's -q/-p)
+    override it and imply TCP. ``label``
     names the address in messages (``HOST:PORT`` or the socket's path).
     ValueError when the description gives no usable address (a bad port,
     no socket path, TLS with a client certificate)."""
@@ -80,7 +84,7 @@ def clientEndpoint(reactor, description, host=None, port=None, timeout=10):
         raise ValueError("the control port requires a client certificate (mtls:), which dgate cannot show; "
                          "give it an ssl: or tcp: endpoint")
     secure, host, port = hostAndPort(description, DEFAULT_PORT, host, port)
+    endpoint = endpoints.HostnameEndpoint(reactor, host, port, timeout=timeout)
     if secure:
-        escaped = host.replace(":", "\\:")
-        return endpoints.clientFromString(reactor, f"tls:{escaped}:{port}:timeout={timeout}"), f"{host}:{port}"
-    return endpoints.HostnameEndpoint(reactor, host, port, timeout=timeout), f"{host}:{port}"
+        endpoint = endpoints.wrapClientTLS(connectionCreator(host, serverCertificates(keywords, folder)), endpoint)
+    return endpoint, f"{host}:{port}"

@@ -1,9 +1,17 @@
-"""Reading the control port's endpoint: loopback or not, and where dgate connects."""
+"""Reading the control port's endpoint: loopback or not, where dgate
+connects and, over TLS, whom it trusts."""
 
-from twisted.internet import endpoints, reactor
+import os
+
+from twisted.internet import defer, endpoints, reactor
 from twisted.trial import unittest
 
+from pacscore.control.client import Reply, TLSFailed, sendCommand
 from pacscore.control.endpoint import DEFAULT_ENDPOINT, clientEndpoint, fields, isLoopback, portNumber
+from pacscore.control.protocol import ControlFactory
+from pacscore.control.registry import CommandRegistry
+from pacscore.testing.certificates import Authority
+from tests.pacscore.control.test_protocol import Echo
 
 
 class LoopbackTests(unittest.TestCase):
@@ -73,3 +81,48 @@ class PortNumberTests(unittest.TestCase):
         for text in ("0", "65536", "9" * 30, "\u00b2", "\u0661", "-1", "", "abc"):
             error = self.assertRaises(ValueError, portNumber, text)
             self.assertIn("is not a number from 1 to 65535", str(error))
+
+
+class TLSTests(unittest.TestCase):
+    """dgate and a control port on ssl: whose certificate comes from a
+    private authority, the platform's trusting none of them."""
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.authority = Authority(self.mktemp(), "private")
+        self.folder = self.authority.folder
+        self.server = self.authority.issue("pacs", server=True)
+        names = {"privateKey": os.path.basename(self.server.key), "certKey": os.path.basename(self.server.certificate)}
+        self.keys = ":".join(f"{key}={name}" for key, name in names.items())
+        absolute = ":".join(f"{key}={os.path.join(self.folder, name)}" for key, name in names.items())
+        listening = yield endpoints.serverFromString(reactor, f"ssl:0:interface=127.0.0.1:{absolute}").listen(
+            ControlFactory(object(), reactor, commands=CommandRegistry([Echo()])))
+        self.addCleanup(listening.stopListening)
+        self.port = listening.getHost().port
+
+    def send(self, keys):
+        endpoint, _ = clientEndpoint(reactor, f"ssl:{self.port}:interface=127.0.0.1:{keys}", folder=self.folder)
+        output = []
+        return sendCommand(endpoint, "--echo:over TLS", output=output.append).addCallback(
+            lambda reply: (reply, output[0]))
+
+    @defer.inlineCallbacks
+    def test_trustsTheServersOwnCertificate(self):
+        """The certificate that the description (relative to the working
+        folder) names, as Twisted's ssl: reads it: certKey, else privateKey."""
+        self.assertEqual((yield self.send(self.keys)), (Reply(True, ""), "over TLS"))
+        both = os.path.join(self.folder, "both.pem")
+        with open(both, "wb") as out:
+            for path in (self.server.key, self.server.certificate):
+                with open(path, "rb") as f:
+                    out.write(f.read())
+        self.assertEqual((yield self.send("privateKey=both.pem")), (Reply(True, ""), "over TLS"))
+
+    @defer.inlineCallbacks
+    def test_anotherCertificateRefused(self):
+        """A server showing another certificate than the description names
+        (of another authority) fails as TLS, not as a silent server."""
+        other = Authority(self.mktemp(), "other").issue("impostor", server=True)
+        error = yield self.assertFailure(self.send(f"privateKey={other.key}:certKey={other.certificate}"), TLSFailed)
+        self.assertTrue(str(error).startswith("TLS with the control port failed: certificate verify failed"),
+                        str(error))

@@ -4,10 +4,11 @@ several clients at once."""
 
 import os
 
-from twisted.internet import defer, task
+from twisted.internet import defer, error, task
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
 from twisted.logger import capturedLogs, formatEvent
+from twisted.python.failure import Failure
 from twisted.test import iosim
 from twisted.trial import unittest
 from zope.interface import implementer
@@ -453,5 +454,5 @@ class ClientTests(unittest.TestCase):
     def test_closedWithoutAnswer(self):
         client = ControlClientProtocol("--echo:")
         client.makeConnection(StringTransport())
-        client.connectionLost(None)
+        client.connectionLost(Failure(error.ConnectionDone()))
         self.failureResultOf(client.finished, NoAnswer)

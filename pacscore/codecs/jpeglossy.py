@@ -22,7 +22,11 @@ becomes 0, Bits Stored 12, and the Rescale Intercept (and any Pixel
 Padding Value) take up the shift, so modality values stay the same (a
 padding value outside the pixels' range goes: no pixel is padding). When
 the values span more than 4096, the image cannot go in lossy JPEG
-(ValueError).
+(ValueError). Bits Stored below the precision coded becomes that precision
+(High Bit one less), as DCMTK's dcmcjpeg does: the values keep their
+meaning, and a decoded sample the coding pushed above the old Bits Stored
+range stays bright where a reader masking to the old Bits Stored would
+turn it black.
 """
 
 import struct
@@ -278,6 +282,8 @@ def encodeDataset(ds, transferSyntax, quality=DEFAULT_QUALITY):
         precision = _WIDE
         values = (_shiftIntoRange(ds, frames) if ds.get("PixelRepresentation") == 1 or ds.BitsStored > _WIDE
                   else frames & ((1 << ds.BitsStored) - 1))
+    if ds.BitsStored < precision:  # the coding overshoots: masked to Bits Stored, white would wrap to black
+        ds.BitsStored, ds.HighBit = precision, precision - 1
     if colour:
         photometric = ds.get("PhotometricInterpretation")
         if photometric not in ("RGB", "YBR_FULL"):

@@ -18,7 +18,7 @@ from pacscore.codecs.jpeglossy import _DCT, _ZIGZAG, encodeDataset, encodeFrame,
 from pacscore.codecs.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN, JPEG_BASELINE, JPEG_EXTENDED
 from pacscore.codecs.transcode import TranscodeError, transcode
 from tests.interop.server import dcmtk
-from tests.pacscore.codecs.test_jpeglossless import dataset, datasetBytes, noise, partTen, segments, smooth
+from tests.pacscore.codecs.test_jpeglossless import RNG, dataset, datasetBytes, noise, partTen, segments, smooth
 from tests.pacscore.codecs.test_transcode import asFile, pixels, split
 
 SOF0, SOF1, DQT, DRI = 0xFFC0, 0xFFC1, 0xFFDB, 0xFFDD
@@ -32,6 +32,16 @@ def acSymbols(codestream):
     dcCount = sum(body[1:17])
     ac = body[17 + dcCount:]
     return ac[17:17 + sum(ac[1:17])]
+
+
+def brightEdges(bitsStored):
+    """Pixels at and just below the top of ``bitsStored`` beside black
+    ones, which lossy coding overshoots."""
+    top = (1 << bitsStored) - 1
+    array = np.zeros((1, 64, 64), np.int64)
+    array[0, :, 29:] = top - RNG.integers(0, max(top // 8, 2), (64, 35))
+    array[0, 13:47, 5:21] = top
+    return array
 
 
 def errors(decoded, original):
@@ -188,6 +198,16 @@ class DatasetTests(unittest.TestCase):
         self.encoded(ds, JPEG_EXTENDED)
         self.assertLessEqual(errors(pixels(ds), array[0])[0], 30)
 
+    def test_bitsStoredBelowThePrecisionRaisedToIt(self):
+        """A bright edge overshoots in the coding: masked to the old Bits
+        Stored, white pixels would come back black."""
+        for bitsAllocated, bitsStored, syntax, precision in [
+                (16, 10, JPEG_EXTENDED, 12), (16, 8, JPEG_EXTENDED, 12), (8, 7, JPEG_BASELINE, 8)]:
+            array, top = brightEdges(bitsStored), (1 << bitsStored) - 1
+            ds = self.encoded(dataset(array, bitsStored, bitsAllocated=bitsAllocated), syntax)
+            self.assertEqual((ds.BitsStored, ds.HighBit), (precision, precision - 1))
+            self.assertLessEqual(errors(pixels(ds), array[0])[0], top // 4, (bitsAllocated, bitsStored))
+
     def test_baselineTakesEightBitsAllocatedOnly(self):
         error = self.assertRaises(ValueError, encodeDataset, dataset(smooth((1, 8, 8), 12), 12), JPEG_BASELINE)
         self.assertIn("8-bit", str(error))
@@ -292,6 +312,12 @@ class DcmtkTests(unittest.TestCase):
             ds = dataset(array, bits)
             encodeDataset(ds, syntax)
             self.assertDcmtkDecodes(ds, syntax, array[0], maxError)
+
+    def test_bitsStoredBelowThePrecision(self):
+        array = brightEdges(10)
+        ds = dataset(array, 10, bitsAllocated=16)
+        encodeDataset(ds, JPEG_EXTENDED)
+        self.assertDcmtkDecodes(ds, JPEG_EXTENDED, array[0], 255)
 
     def test_restartIntervals(self):
         array = smooth((1, 150, 37), 12)

@@ -117,11 +117,17 @@ class Progress:
 def choices(stored, accepted, compression):
     """The transfer syntaxes to send ``stored`` in, best first, given
     ``accepted`` (``{syntax: contextId}`` for its SOP class; None: any, as
-    STOW-RS takes): those of ``proposals`` the peer took that it can be
-    converted to."""
+    STOW-RS takes) that it can be converted to: those of ``proposals`` the
+    peer took, then the others it took (a C-GET's retriever chose the
+    syntaxes of the contexts it proposed: one listing JPEG Lossless before
+    Explicit VR Little Endian gets JPEG Lossless)."""
     source = stored.transferSyntax
-    return [syntax for syntax in proposals(source, compression) if (accepted is None or syntax in accepted) and (
-        syntax == source or canDecode(source) and (syntax in UNCOMPRESSED or canEncode(syntax)))]
+    wanted = proposals(source, compression)
+    if accepted is not None:
+        wanted = [syntax for syntax in wanted if syntax in accepted] + [
+            syntax for syntax in accepted if syntax not in wanted]
+    return [syntax for syntax in wanted if
+            syntax == source or canDecode(source) and (syntax in UNCOMPRESSED or canEncode(syntax))]
 
 
 async def convertToFirst(stored, data, syntaxes, workers, quality):

@@ -61,13 +61,20 @@ def studyKeys(studyUID):
 def getSeries(server, workdir, studyUID, seriesUID):
     """The SOP Instance UIDs getscu received of a series (in a new folder of
     ``workdir``); it must succeed."""
+    return set(getSeriesSyntaxes(server, workdir, studyUID, seriesUID))
+
+
+def getSeriesSyntaxes(server, workdir, studyUID, seriesUID, options=()):
+    """``{SOP Instance UID: transfer syntax}`` of what getscu (with
+    ``options``) received of a series, as ``getSeries``."""
     out = tempfile.mkdtemp(dir=workdir)
-    result = dcmtk("getscu", "-S", "-aec", server.ae, "-od", out, "-k", "QueryRetrieveLevel=SERIES",
+    result = dcmtk("getscu", "-S", *options, "-aec", server.ae, "-od", out, "-k", "QueryRetrieveLevel=SERIES",
                    "-k", f"StudyInstanceUID={studyUID}", "-k", f"SeriesInstanceUID={seriesUID}",
                    "127.0.0.1", server.port)
     if result.returncode != 0:
         raise AssertionError(f"getscu failed: {result.stdout}{result.stderr}")
-    return {pydicom.dcmread(os.path.join(out, name)).SOPInstanceUID for name in os.listdir(out)}
+    received = (pydicom.dcmread(os.path.join(out, name)) for name in os.listdir(out))
+    return {ds.SOPInstanceUID: ds.file_meta.TransferSyntaxUID for ds in received}
 
 
 def pixels(ds):
@@ -197,6 +204,13 @@ class RetrieveTests(unittest.TestCase):
     def test_getSeries(self):
         series = CORPUS.series[0]
         self.assertEqual(getSeries(self.server, self.workdir, series.studyUID, series.uid), set(series.sopUIDs))
+
+    def test_getInTheCompressedSyntaxTheRetrieverListsFirst(self):
+        """getscu +xs proposes JPEG Lossless SV1, then Explicit and Implicit
+        VR Little Endian: uncompressed objects come in JPEG Lossless."""
+        series = CORPUS.series[0]
+        received = getSeriesSyntaxes(self.server, self.workdir, series.studyUID, series.uid, ("+xs",))
+        self.assertEqual(received, dict.fromkeys(series.sopUIDs, "1.2.840.10008.1.2.4.70"))
 
     def test_getCompressedAsUncompressed(self):
         """getscu proposes uncompressed syntaxes only: a JPEG 2000 object arrives decompressed."""

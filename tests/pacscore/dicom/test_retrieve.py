@@ -34,6 +34,7 @@ IMPLICIT = "1.2.840.10008.1.2"
 EXPLICIT = "1.2.840.10008.1.2.1"
 J2K_LOSSLESS = "1.2.840.10008.1.2.4.90"
 JPEG_LOSSLESS = "1.2.840.10008.1.2.4.70"
+MPEG2 = "1.2.840.10008.1.2.4.100"
 
 
 def stored(syntax, sopClass=CT, uid="1.2.3"):
@@ -75,7 +76,15 @@ class ChoicesTests(unittest.TestCase):
 
     def test_nothingAccepted(self):
         self.assertEqual(choices(stored(EXPLICIT), {}, "as"), [])
-        self.assertEqual(choices(stored(EXPLICIT), {JPEG_LOSSLESS: 1}, "as"), [])
+        self.assertEqual(choices(stored(EXPLICIT), {MPEG2: 1}, "as"), [])
+
+    def test_otherAcceptedSyntaxesConvertedTo(self):
+        """A C-GET's retriever chose JPEG Lossless, listed before Explicit
+        VR Little Endian in its context: objects go in it, whatever they
+        are stored in."""
+        self.assertEqual(choices(stored(EXPLICIT), {JPEG_LOSSLESS: 1}, "as"), [JPEG_LOSSLESS])
+        self.assertEqual(choices(stored(J2K_LOSSLESS), {JPEG_LOSSLESS: 1}, None), [JPEG_LOSSLESS])
+        self.assertEqual(choices(stored(EXPLICIT), {JPEG_LOSSLESS: 1, IMPLICIT: 3}, "as"), [IMPLICIT, JPEG_LOSSLESS])
 
     def test_lossyJpegBothThenUncompressed(self):
         accepted = {JPEG_BASELINE: 1, JPEG_EXTENDED: 3, EXPLICIT: 5}
@@ -195,7 +204,7 @@ class StoredDataTests(unittest.TestCase):
         self.assertTrue(self.stored.file.closed)
 
     def test_notTaken(self):
-        self.assertIsNone(self.send(Target(JPEG_LOSSLESS)))
+        self.assertIsNone(self.send(Target(MPEG2)))
         self.assertTrue(self.stored.file.closed)
 
 

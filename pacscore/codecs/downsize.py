@@ -1,15 +1,20 @@
 """Conquest's downsizing compression codes (k1 ... kc): an image wider or
 higher than the code's size is subsampled by the smallest whole factor that
 brings its larger side to that size or less, keeping every factor-th pixel
-of every factor-th row (as Conquest's ``MaybeDownsize``); Rows, Columns and
-Pixel Spacing follow. As in Conquest only single-frame images with a Pixel
-Spacing are downsized; the data set must have native pixel data.
+of every factor-th row (as Conquest's ``MaybeDownsize``); Rows, Columns,
+Pixel Spacing and Imager Pixel Spacing (times the factor, also when the
+size is not a whole number of factors) follow. As in Conquest only
+single-frame images with a Pixel Spacing are downsized; the data set must
+have native pixel data.
 """
 
 import numpy as np
 
 from pacscore.codecs.transcode import TranscodeError
 from pacscore.dicom.datasets import IdentifierError, decodeDataset, encodeDataset
+
+# The pixel spacings, each factor times larger once every factor-th pixel is kept.
+SPACINGS = ("PixelSpacing", "ImagerPixelSpacing")
 
 SIZES = {"k1": 1024, "k2": 512, "k4": 256, "k8": 128, "ka": 64, "kb": 32, "kc": 16}
 
@@ -66,6 +71,7 @@ def downsizeDataset(data, syntax, size):
     value = kept.tobytes()
     ds.PixelData = value + b"\x00" if len(value) % 2 else value
     ds.Rows, ds.Columns = newRows, newColumns
-    spacing = [float(v) for v in ds.PixelSpacing]
-    ds.PixelSpacing = [f"{spacing[0] * rows / newRows:g}", f"{spacing[-1] * columns / newColumns:g}"]
+    for keyword in SPACINGS:
+        if ds.get(keyword):
+            setattr(ds, keyword, [f"{float(v) * factor:g}" for v in ds[keyword].value])
     return encodeDataset(ds, syntax)

@@ -1,5 +1,5 @@
 """Conquest's downsizing codes: every factor-th pixel of every factor-th
-row, Rows, Columns and Pixel Spacing following."""
+row, Rows, Columns and the pixel spacings following."""
 
 import numpy as np
 import pydicom
@@ -67,10 +67,15 @@ class DownsizeTests(unittest.TestCase):
         expected = image[::7, ::7][:14, :14]
         for planar, pixels in ((0, image.tobytes()), (1, np.moveaxis(image, -1, 0).tobytes())):
             small = decoded(downsizeDataset(rgb(pixels, planar), EXPLICIT, 16))
-            spacing = [float(v) for v in small.PixelSpacing]  # the same field of view: 0.5 * 100 / 14 ...
-            self.assertEqual((small.Rows, small.Columns, spacing), (14, 14, [3.57143, 1.78571]))
+            spacing = [float(v) for v in small.PixelSpacing]  # every 7th pixel: 7 times the spacing
+            self.assertEqual((small.Rows, small.Columns, spacing), (14, 14, [3.5, 1.75]))
             self.assertEqual(small.PlanarConfiguration, planar)
             self.assertEqual(small.pixel_array.tolist(), expected.tolist())
+
+    def test_imagerPixelSpacingFollows(self):
+        ds, data = sampleData("CT_small.dcm", ImagerPixelSpacing=["0.3", "0.35"])
+        small = decoded(downsizeDataset(data, EXPLICIT, 32))
+        self.assertEqual([float(v) for v in small.ImagerPixelSpacing], [1.2, 1.4])
 
     def test_notDownsized(self):
         """As in Conquest: not without Pixel Spacing, not multi-frame."""

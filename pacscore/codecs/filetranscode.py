@@ -27,9 +27,9 @@ from pydicom.uid import UID
 from pacscore.codecs.syntaxes import (
     EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, canDecode, isCompressed)
 from pacscore.codecs.transcode import (
-    _ALWAYS_LOSSY, _EXPLICIT_HEADER, _EXTENDED_OFFSET_TABLE, _IMPLICIT_HEADER, _LONG_LENGTH, PIXEL_DATA,
+    _EXPLICIT_HEADER, _EXTENDED_OFFSET_TABLE, _IMPLICIT_HEADER, _LONG_LENGTH, PIXEL_DATA,
     TranscodeError, _atPixelData, _clean, _decompressAll, _describe, _write, changedAround, codecLock,
-    elementHeader, littleEndianLayout)
+    codedLossy, elementHeader, littleEndianLayout, markDecodedLossy)
 from pacscore.storage.attributes import DatasetError
 
 COPY_CHUNK = 1 << 20
@@ -131,10 +131,12 @@ def _decodeFrames(source, end, syntax, targetImplicit, out, change):
     options = as_pixel_options(head, transfer_syntax_uid=UID(syntax), pixel_keyword="PixelData",
                                pixel_vr=vr.decode("ascii"))
     source.seek(valueStart)
+    lossy = codedLossy(syntax, source)
+    source.seek(valueStart)
     with codecLock(syntax):
         frames = get_decoder(syntax).iter_array(source, validate=True, as_rgb=True, **options)
         first, pixels = next(frames)
-        _decodedHead(head, syntax, pixels, options)
+        _decodedHead(head, syntax, pixels, options, lossy)
         out.write(_write(head, targetImplicit, True))
         headerAt = out.tell()
         out.write(b"\0" * (8 if targetImplicit else 12))
@@ -161,9 +163,10 @@ def _writeArray(out, array):
     return len(data)
 
 
-def _decodedHead(head, syntax, pixels, options):
+def _decodedHead(head, syntax, pixels, options, lossy):
     """The elements before the Pixel Data changed as pydicom's
-    ``decompress`` (then ``transcode._decompress``) changes them."""
+    ``decompress`` (then ``transcode._decompress``) changes them; ``lossy``:
+    the pixel data was coded lossily."""
     head.PhotometricInterpretation = pixels["photometric_interpretation"]
     if pixels["samples_per_pixel"] > 1:
         head.PlanarConfiguration = pixels["planar_configuration"]
@@ -172,6 +175,5 @@ def _decodedHead(head, syntax, pixels, options):
     for keyword in _EXTENDED_OFFSET_TABLE:
         if keyword in head:
             delattr(head, keyword)
-    if syntax in _ALWAYS_LOSSY and head.get("LossyImageCompression") != "01":
-        head.LossyImageCompression = "01"
+    markDecodedLossy(head, syntax, lossy)
 

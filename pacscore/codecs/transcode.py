@@ -16,7 +16,8 @@ goes in P-DATA:
   YBR_FULL_422 image becomes RGB, planar configuration 0, as pydicom's
   ``Dataset.decompress``), the encapsulation and any extended offset table
   go; every other element stays. A lossy source (JPEG processes 1-13 and
-  the like) gets Lossy Image Compression "01" if it did not say so.
+  the like, JPEG-LS near-lossless with a NEAR above 0) gets Lossy Image
+  Compression "01", and its method if known, if it did not say so.
 * uncompressed -> compressed: ``Dataset.compress`` with the encoders
   available here (``syntaxes.canEncode``): RLE, JPEG 2000 lossless and
   lossy (compression ratio 100 / ``quality`` at most, as Conquest asks of
@@ -55,6 +56,7 @@ from io import BytesIO
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import generate_fragments
 from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset
 from pydicom.filewriter import correct_ambiguous_vr, write_dataset
@@ -87,6 +89,7 @@ _UNDEFINED_LENGTH = 0xFFFFFFFF
 _IMPLICIT_HEADER = struct.Struct("<HHL")
 _EXPLICIT_HEADER = struct.Struct("<HH2sH")
 _LONG_LENGTH = struct.Struct("<L")
+_SOS = 0xDA  # a JPEG start of scan marker's second byte
 _LONG_VRS = frozenset(b"OB OD OF OL OV OW SQ SV UC UN UR UT UV".split())
 # Bytes per word of the binary VRs a change of byte order must swap.
 _WORD_SIZES = {"OW": 2, "OF": 4, "OL": 4, "OD": 8, "OV": 8}
@@ -371,6 +374,7 @@ def _decompressAll(ds, source):
 def _decompress(ds, source):
     if not canDecode(source):
         raise _Problem("no decoder for its pixel data is installed")
+    lossy = codedLossy(source, ds.PixelData)
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = source
     try:
@@ -381,8 +385,48 @@ def _decompress(ds, source):
     for keyword in _EXTENDED_OFFSET_TABLE:
         if keyword in ds:
             delattr(ds, keyword)
-    if source in _ALWAYS_LOSSY and ds.get("LossyImageCompression") != "01":
+    markDecodedLossy(ds, source, lossy)
+
+
+def codedLossy(syntax, encapsulated):
+    """Whether pixel data in ``syntax``, ``encapsulated`` (bytes or a file,
+    from its Basic Offset Table item), was coded lossily: always in the
+    lossy syntaxes, in JPEG-LS near-lossless when the first scan's NEAR is
+    above 0 (with 0 it is lossless)."""
+    if syntax in _ALWAYS_LOSSY:
+        return True
+    if syntax != JPEG_LS_NEAR_LOSSLESS:
+        return False
+    try:
+        fragments = generate_fragments(encapsulated)
+        next(fragments, None)  # the Basic Offset Table
+        return _near(next(fragments, b"")) > 0
+    except ValueError:  # not encapsulated as it should be: the decoder says so
+        return False
+
+
+def _near(codestream):
+    """The NEAR parameter of the first scan (SOS: length, Ns, Ns component
+    selectors and mapping tables, NEAR) of a JPEG-LS ``codestream``; 0 when
+    it has none."""
+    at = 2  # after SOI
+    while at + 5 <= len(codestream) and codestream[at] == 0xFF:
+        if codestream[at + 1] == _SOS:
+            nearAt = at + 5 + 2 * codestream[at + 4]
+            return codestream[nearAt] if nearAt < len(codestream) else 0
+        at += 2 + struct.unpack_from(">H", codestream, at + 2)[0]
+    return 0
+
+
+def markDecodedLossy(ds, source, lossy):
+    """Lossy Image Compression "01" (and the method, when known) on ``ds``
+    decoded from ``source`` if it was ``lossy`` and did not say so."""
+    if lossy and ds.get("LossyImageCompression") != "01":
         ds.LossyImageCompression = "01"
+        method = _LOSSY_METHODS.get(source)
+        if method:
+            ds.LossyImageCompressionMethod = [str(m) for m in _asList(ds.get("LossyImageCompressionMethod"))] + [
+                method]
 
 
 def _interleave(ds):

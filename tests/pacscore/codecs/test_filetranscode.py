@@ -58,6 +58,13 @@ class FileTranscodeTests(unittest.TestCase):
         for name in LOSSLESS_FILES + LOSSY_FILES:
             self.assertSameAsInMemory(name)
 
+    def test_jpegLsNearLosslessMarkedLossy(self):
+        syntax, fileobj, offset, length = stored("JPEGLSNearLossless_08.dcm")
+        converted = decodeDataset(streamed(fileobj, offset, length, syntax, EXPLICIT_VR_LITTLE_ENDIAN),
+                                  EXPLICIT_VR_LITTLE_ENDIAN)
+        self.assertEqual((converted.LossyImageCompression, converted.LossyImageCompressionMethod),
+                         ("01", "ISO_14495_1"))
+
     def test_nativeAsInMemory(self):
         streamedSyntaxes = {self.assertSameAsInMemory(name) for name in NATIVE_FILES}
         self.assertTrue({EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN} <= streamedSyntaxes)

@@ -22,8 +22,8 @@ from pacscore.codecs import transcode as transcodeModule
 from pacscore.codecs.syntaxes import (
     DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_BIG_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN,
     IMPLICIT_VR_LITTLE_ENDIAN, JPEG_2000, JPEG_2000_LOSSLESS, JPEG_BASELINE, JPEG_EXTENDED,
-    JPEG_LOSSLESS_SV1, JPEG_LS_LOSSLESS, RLE_LOSSLESS, canEncode)
-from pacscore.codecs.transcode import TranscodeError, transcode
+    JPEG_LOSSLESS_SV1, JPEG_LS_LOSSLESS, JPEG_LS_NEAR_LOSSLESS, RLE_LOSSLESS, canEncode)
+from pacscore.codecs.transcode import TranscodeError, codedLossy, transcode
 from pacscore.storage.part10 import encodeFileMeta, readFileMeta
 
 DATA = Path(pydicom.data.__file__).parent / "test_files"
@@ -381,6 +381,26 @@ class DecompressTests(Checks, unittest.TestCase):
         syntax, data, original = split("MR_small_jp2klossless.dcm")
         converted = asFile(convert(data, JPEG_2000, EXPLICIT_VR_LITTLE_ENDIAN), EXPLICIT_VR_LITTLE_ENDIAN)
         self.assertEqual(converted.get("LossyImageCompression"), original.get("LossyImageCompression"))
+
+    def test_jpegLsNearLosslessMarkedWhenNearIsAboveZero(self):
+        """NEAR 2 in the scan header: lossy, PS3.3 C.7.6.1.1.5 wants 01."""
+        syntax, data, original = split("JPEGLSNearLossless_08.dcm")
+        self.assertEqual((syntax, original.get("LossyImageCompression")), (JPEG_LS_NEAR_LOSSLESS, None))
+        for target in [EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN]:
+            converted = asFile(convert(data, syntax, target), target)
+            self.assertEqual(converted.LossyImageCompression, "01")
+            self.assertEqual(converted.LossyImageCompressionMethod, "ISO_14495_1")
+
+    def test_jpegLsNearZeroIsLossless(self):
+        original = pydicom.dcmread(DATA / "JPEGLSNearLossless_08.dcm")
+        pixelData = bytearray(original.PixelData)
+        sos = pixelData.index(b"\xff\xda")
+        self.assertTrue(codedLossy(JPEG_LS_NEAR_LOSSLESS, bytes(pixelData)))
+        pixelData[sos + 5 + 2 * pixelData[sos + 4]] = 0
+        self.assertFalse(codedLossy(JPEG_LS_NEAR_LOSSLESS, bytes(pixelData)))
+        self.assertFalse(codedLossy(JPEG_LS_NEAR_LOSSLESS, io.BytesIO(pixelData)))
+        self.assertFalse(codedLossy(JPEG_LS_NEAR_LOSSLESS, b"not encapsulated"))
+        self.assertTrue(codedLossy(JPEG_BASELINE, b""))
 
     def test_multiFrame(self):
         syntax, data, original = split("rtdose_rle.dcm")

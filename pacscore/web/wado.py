@@ -9,7 +9,8 @@
   image, 0 to 1), ``windowCenter`` / ``windowWidth``, ``frameNumber`` (from
   1), ``imageQuality`` (1-100, of a JPEG) for pictures;
 - ``transferSyntax`` for ``application/dicom`` (default Explicit VR Little
-  Endian, as the standard says; any syntax a compression code writes).
+  Endian, as the standard says; any syntax a compression code writes, and
+  the object's own stored syntax, RLE say, sent as stored).
 
 ``anonymize=yes`` (with ``application/dicom`` only, as the standard says)
 answers the object de-identified by the Basic Application Level
@@ -88,15 +89,17 @@ async def answer(archive, parameters, request):
     path = await storedPath(archive, sop, series=series, study=study)
     if kind == "application/dicom":
         syntax = parameters.get("transferSyntax").strip() or EXPLICIT_VR_LITTLE_ENDIAN
-        if syntax not in SYNTAX_CODES:
-            raise WebError(406, f"cannot send transferSyntax {syntax!r}: pacs writes {', '.join(sorted(SYNTAX_CODES))}")
         name = "anonymized" if anonymize else sop
         headers = (("Content-Disposition", f"attachment; filename=\"{name}.dcm\""),)
         change = basicProfile(archive.converterServices.uidMap) if anonymize else None
-        # streamed: as stored, converted file to file (anonymized too), or made whole
-        streamed = await objectStream(archive, path, syntax, SYNTAX_CODES[syntax], change)
+        # streamed: as stored, converted file to file (anonymized too), or made whole; a syntax
+        # no code writes only for an object stored in it
+        streamed = await objectStream(archive, path, syntax, SYNTAX_CODES.get(syntax, "as"), change)
         if streamed is not None:
             return StreamAnswer(streamed[1], kind, headers)
+        if syntax not in SYNTAX_CODES:
+            raise WebError(406, f"cannot send transferSyntax {syntax!r}: pacs writes {', '.join(sorted(SYNTAX_CODES))}"
+                                " and objects in the syntax they are stored in")
         data = await onFile(archive, path, dicomFile, WHOLE, SYNTAX_CODES[syntax], None,
                             archive.configuration.lossyQuality, change)
         made = readFileMeta(io.BytesIO(data))[0]

@@ -22,6 +22,8 @@ from pacscore.testing.mutations import mutated
 from tests.pacscore.web.pages import WebTestCase, dgate, get, getQuery
 
 CT = get_testdata_file("CT_small.dcm")
+RLE = get_testdata_file("MR_small_RLE.dcm")
+RLE_LOSSLESS = "1.2.840.10008.1.2.5"
 
 
 class BrowseTests(WebTestCase):
@@ -307,6 +309,24 @@ class WadoTests(unittest.TestCase):
                       baseline.text)
         text = yield self.wado(contentType="text/plain")
         self.assertIn(self.ct.SOPInstanceUID, text.text)
+
+    @defer.inlineCallbacks
+    def test_dicomInItsOwnStoredSyntax(self):
+        """RLE, which no compression code writes: sent as stored when
+        stored in it (anonymized too), else 406."""
+        yield self.running.run(AddImageFile(), RLE)
+        rle = pydicom.dcmread(RLE)
+        for anonymize in ("", "yes"):
+            answer = yield get(self.resource, requestType="WADO", studyUID=rle.StudyInstanceUID,
+                               seriesUID=rle.SeriesInstanceUID, objectUID=rle.SOPInstanceUID,
+                               contentType="application/dicom", transferSyntax=RLE_LOSSLESS, anonymize=anonymize)
+            self.assertEqual(answer.code, 200, answer.body[:300])
+            received = pydicom.dcmread(io.BytesIO(answer.body))
+            self.assertEqual(received.file_meta.TransferSyntaxUID, RLE_LOSSLESS)
+            self.assertEqual(received.pixel_array.tolist(), rle.pixel_array.tolist())
+        refused = yield self.wado(contentType="application/dicom", transferSyntax=RLE_LOSSLESS)
+        self.assertEqual(refused.code, 406)
+        self.assertIn("objects in the syntax they are stored in", refused.text)
 
     @defer.inlineCallbacks
     def test_anonymized(self):

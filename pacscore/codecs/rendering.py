@@ -7,11 +7,14 @@ Conquest's ``To8bitMonochromeOrRGB`` makes them for ``convert_to_gif``,
 - shrunk to ``size`` pixels at most across by keeping every f-th pixel of
   every f-th row, f the smallest whole factor that does it (never enlarged);
 - grey values windowed: ``level``/``window`` in modality units (the
-  Rescale Slope and Intercept applied), from the Window Center and Width
-  of the object when ``window`` is 0, by ``function`` (PS3.3 C.11.2.1.2:
-  LINEAR, SIGMOID, or LINEAR_EXACT, Conquest's, when not named); with neither, 8-bit data as it is
-  and wider data stretched from its smallest to its largest value (Conquest
-  uses fixed ranges there); MONOCHROME1 inverted. Colour is not windowed.
+  Modality LUT or the Rescale Slope and Intercept applied), by ``function``
+  (PS3.3 C.11.2.1.2: LINEAR, SIGMOID, or LINEAR_EXACT, Conquest's, when not
+  named); when ``window`` is 0 the object's own VOI transform: the first
+  VOI LUT of its VOI LUT Sequence, else its first Window Center and Width;
+  with none, 8-bit data as it is, fewer bits (1-bit masks) scaled up to
+  0..255 and wider data stretched from its smallest to its largest value
+  (Conquest uses fixed ranges there); MONOCHROME1 inverted. Colour is not
+  windowed.
 """
 
 import numpy as np
@@ -23,7 +26,8 @@ from pydicom.uid import UID
 
 from pacscore.codecs import nkipixels
 from pacscore.codecs.syntaxes import (
-    DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, UNCOMPRESSED, isCompressed)
+    DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_BIG_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN,
+    UNCOMPRESSED, isCompressed)
 from pacscore.codecs.transcode import PIXEL_DATA, TranscodeError, _atPixelData, codecLock, elementHeader
 from pacscore.dicom.datasets import decodeDataset
 from pacscore.storage.part10 import readFileMeta
@@ -123,17 +127,54 @@ def _windowed(values, center, width, function):
         values *= 255 / width
 
 
+def _voiLookedUp(ds, values):
+    """``values`` (modality units, in place) looked up in the first VOI LUT
+    of the object's VOI LUT Sequence (PS3.3 C.11.2.1.1: below the first
+    mapped value the first entry, above the last the last) and scaled from
+    its entries' bits to 0..255, as a new array; None when it has none or
+    a damaged one (then it is as if it had none). Not pydicom's apply_voi:
+    it indexes an 8-bit LUT with 8-bit numbers, wrapping after 256 entries."""
+    luts = ds.get("VOILUTSequence")
+    if not luts:
+        return None
+    try:
+        entries, first, bits = (int(value) for value in luts[0].LUTDescriptor)
+        data = luts[0].LUTData
+        if isinstance(data, bytes):  # OW
+            bigEndian = getattr(ds, "file_meta", {}).get("TransferSyntaxUID") == EXPLICIT_VR_BIG_ENDIAN
+            data = np.frombuffer(data, ">u2" if bigEndian else "<u2")
+        table = np.asarray(data, np.float32)[:entries or 65536]
+    except Exception:  # no descriptor or data, or values that are not numbers
+        return None
+    if not table.size or not 1 <= bits <= 16:
+        return None
+    table *= 255 / (2 ** bits - 1)
+    values -= first
+    np.rint(values, out=values)
+    np.clip(values, 0, table.size - 1, out=values)
+    return table[values.astype(np.int32)]
+
+
 def _grey(ds, pixels, level, window, function=None):
-    """Grey ``pixels`` windowed into 0..255."""
-    if not window:
-        level, window = _first(ds.get("WindowCenter")), _first(ds.get("WindowWidth"))
+    """Grey ``pixels`` through the Modality LUT and a VOI transform into
+    0..255: the window asked for, else the object's VOI LUT (preferred, as
+    pydicom's ``apply_voi_lut`` does), else its window."""
     values = _modalityValues(ds, pixels)
-    if window and level is not None:
-        _windowed(values, level, window, function)
-    elif not (int(ds.get("BitsStored") or 8) <= 8 and values.min() >= 0):
-        low, high = values.min(), values.max()
-        values -= low
-        values *= 255 / max(high - low, 1)
+    lookedUp = None if window else _voiLookedUp(ds, values)
+    if lookedUp is not None:
+        values = lookedUp
+    else:
+        if not window:
+            level, window = _first(ds.get("WindowCenter")), _first(ds.get("WindowWidth"))
+        bits = int(ds.get("BitsStored") or 8)
+        if window and level is not None:
+            _windowed(values, level, window, function)
+        elif bits <= 8 and values.min() >= 0:  # 8 bits as they are, fewer (1-bit masks) scaled up
+            values *= 255 / (2 ** bits - 1)
+        else:
+            low, high = values.min(), values.max()
+            values -= low
+            values *= 255 / max(high - low, 1)
     np.rint(values, out=values)
     grey = np.clip(values, 0, 255, out=values).astype(np.uint8)
     if ds.get("PhotometricInterpretation") == "MONOCHROME1":

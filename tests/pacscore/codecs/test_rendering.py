@@ -75,6 +75,49 @@ class WindowTests(unittest.TestCase):
         self.assertEqual(render(ds).tolist(), render(ds, level=1000, window=500).tolist())
         self.assertEqual(render(ds, level=7).tolist(), render(ds, level=1000, window=500).tolist())
 
+    def test_theObjectsVOILUT(self):
+        """PS3.3 C.11.2: the Modality LUT (here the rescale), then the
+        object's first VOI LUT when no window is asked for, preferred to
+        its window; entries of 10 bits scaled to 0..255, of 8 bits as they
+        are however many there are; a window asked for
+        is used instead; a damaged LUT is as if there were none. In the
+        file of an implicit syntax (LUT Data read as OW) the same."""
+        ds = dataset(ramp(), 12)
+        ds.RescaleIntercept, ds.RescaleSlope = "-1024", "1"
+        item = Dataset()
+        item.LUTDescriptor = [4096, -1024, 10]
+        item["LUTDescriptor"].VR = "SS"
+        item.LUTData = [1023 - value // 4 for value in range(4096)]  # inverting
+        item["LUTData"].VR = "US"
+        ds.VOILUTSequence = [item]
+        expected = np.rint((1023 - ramp()[0, 0] // 4) * 255 / 1023)
+        self.assertEqual(render(ds)[0].tolist(), expected.tolist())
+        ds.WindowCenter, ds.WindowWidth = "0", "200"
+        self.assertEqual(render(ds)[0].tolist(), expected.tolist())
+        windowed = render(ds, level=0, window=200)
+        del ds.VOILUTSequence
+        self.assertEqual(windowed.tolist(), render(ds, level=0, window=200).tolist())
+        ds.VOILUTSequence = [item]
+        syntax, data, original = split("MR_small_implicit.dcm")
+        original.VOILUTSequence = [item]
+        path = self.mktemp()
+        original.save_as(path, enforce_file_format=True)
+        greys = renderFile(path).astype(int)
+        values = pixels(original).astype(int)
+        self.assertEqual(greys.tolist(), np.rint((1023 - np.clip(values + 1024, 0, 4095) // 4) * 255 / 1023).tolist())
+        item.LUTDescriptor, item.LUTData = [4096, -1024, 8], [255 - value // 16 for value in range(4096)]
+        self.assertEqual(render(ds)[0].tolist(), (255 - ramp()[0, 0] // 16).tolist(), "8 bits, 4096 entries")
+        item.LUTDescriptor = [4096, -1024, 0]  # damaged
+        self.assertEqual(render(ds).tolist(), render(ds, level=0, window=200).tolist())
+
+    def test_oneBitScaledUp(self):
+        """A 1-bit segmentation (BitsStored 1, values 0 and 1) shown black
+        and white, not black and nearly black."""
+        syntax, data, original = split("liver_1frame.dcm")
+        mask = pixels(original)
+        self.assertEqual((renderFrame(data, syntax) == 255).tolist(), (mask == 1).tolist())
+        self.assertEqual(renderFrame(data, syntax).max(), 255)
+
     def test_monochrome1Inverted(self):
         ds = dataset(ramp(high=255), 8)
         ds.PhotometricInterpretation = "MONOCHROME1"

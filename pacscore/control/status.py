@@ -2,7 +2,9 @@
 text like Conquest's or as one JSON object for monitoring systems.
 
 Counters come from ``archive.counters`` (every one of them, as kept by the
-services), queue depths from the export queue's tables and free space from
+services; those of STARTING_COUNTERS at 0 until they first count, so that
+``/metrics`` has every series from start-up and Prometheus sees the first
+increment), queue depths from the export queue's tables and free space from
 the MAG and mirror devices, both read in a worker thread.
 """
 
@@ -13,7 +15,15 @@ import time
 from twisted.internet import defer
 
 from pacscore.control.moves import SENT_COUNTER
+from pacscore.export.queue import ACTIONS
 from pacscore.storage.space import MEGABYTE
+
+STARTING_COUNTERS = dict.fromkeys((
+    "associationsActive", "associationsTotal", "imagesReceived", "storeFailures", "storeTime", "queries",
+    "queryTime", "worklistQueries", "worklistQueryTime", "C-MOVEObjects", "C-GETObjects", SENT_COUNTER,
+    "commitmentRequests", "mppsCreated", "mppsUpdated", "forwardsSent", "forwardsFailed",
+    *(f"{action}Actions" for action in ACTIONS if action != "forward"),
+    "hl7Connections", "hl7Messages", "hl7Applied", "hl7Errors"), 0)  # what the services count, before they do
 
 
 def deviceSpace(devices):
@@ -38,7 +48,7 @@ async def gather(archive, reactor):
                                                  archive.workers.deferToWorker(deviceSpace, archive.devices + [
                                                      archive.mirrors.devices[name]
                                                      for name in sorted(archive.mirrors.mirrored)])])
-    counters = json.loads(json.dumps(archive.counters, default=str))
+    counters = json.loads(json.dumps({**STARTING_COUNTERS, **archive.counters}, default=str))
 
     def count(name):
         return counters.get(name, 0)

@@ -1,9 +1,14 @@
 """Tests for pacscore.web.metrics: the status in Prometheus' text format,
 read back with prometheus_client's own parser."""
 
+from types import SimpleNamespace
+
 from prometheus_client.parser import text_string_to_metric_families
+from twisted.internet import defer
+from twisted.internet.task import Clock
 from twisted.trial import unittest
 
+from pacscore.control import status
 from pacscore.web.metrics import exposition, metricName
 
 STATUS = {
@@ -42,3 +47,22 @@ class ExpositionTests(unittest.TestCase):
             ("pacs_device_size_bytes", (("device", "MAG0"),)): 400 << 20,
         }
         self.assertEqual(samples, expected)
+
+    def test_everyCounterFromStartUp(self):
+        """A server that has had no association yet shows every counter
+        README lists at 0 (a counter first appearing at 1 loses that
+        increment in Prometheus), the ones counted beside them."""
+        archive = SimpleNamespace(
+            aeTitle="PACS", tcpPort=5678, startTime=0, devices=[], counters={"imagesReceived": 3},
+            mirrors=SimpleNamespace(devices={}, mirrored=()),
+            workers=SimpleNamespace(deferToWorker=defer.maybeDeferred),
+            exportQueue=SimpleNamespace(counts=lambda: {"jobs": {}, "actions": {}, "destinations": {}}))
+        current = self.successResultOf(defer.ensureDeferred(status.gather(archive, Clock())))
+        samples = {sample.name: sample.value for family in text_string_to_metric_families(exposition(current))
+                   for sample in family.samples}
+        for name in ("pacs_associations_active", "pacs_associations_total", "pacs_c_move_objects_total",
+                     "pacs_move_command_objects_total", "pacs_forwards_sent_total", "pacs_hl7_errors_total",
+                     "pacs_commitment_requests_total", "pacs_mpps_created_total", "pacs_query_seconds_total",
+                     "pacs_store_seconds_total"):
+            self.assertEqual(samples.get(name), 0, name)
+        self.assertEqual(samples["pacs_images_received_total"], 3)

@@ -23,13 +23,14 @@ def _partObject(path, code, quality, change):
     return readFileMeta(io.BytesIO(data))[0], data
 
 
-async def objectStream(archive, path, wanted, code, change=None):
+async def objectStream(archive, path, wanted, code, change=None, quality=None):
     """``(transfer syntax, chunks)`` of a stored object in ``wanted`` (a
     syntax or *) with compression ``code``, or None when it does not go in
     it: the file read 1 MB at a time when it is in that syntax already, a
     large one converted file to file into a little endian syntax and read
-    from there, else made whole with the syntax's code. ``change(dataset)``,
-    when given, changes it first (never sent as stored then)."""
+    from there, else made whole with the syntax's code (a lossy one of
+    ``quality``, None: LossyQuality). ``change(dataset)``, when given,
+    changes it first (never sent as stored then)."""
     started = None if change else await onFile(archive, path, startAsStored, wanted, CHUNK)
     if started is not None:
         return _asStored(archive, path, started)
@@ -39,7 +40,8 @@ async def objectStream(archive, path, wanted, code, change=None):
         converted = await onFile(archive, path, startConverted, wanted, archive.workers.deferToWorker, change)
         if converted is not None:
             return wanted, _convertedChunks(*converted)
-    syntax, data = await onFile(archive, path, _partObject, code, archive.configuration.lossyQuality, change)
+    syntax, data = await onFile(archive, path, _partObject, code, quality or archive.configuration.lossyQuality,
+                                change)
     if wanted in (AS_STORED, syntax):
         return syntax, _fileChunks(archive, path, data, len(data))
     return None

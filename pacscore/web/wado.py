@@ -12,6 +12,12 @@
   Endian, as the standard says; any syntax a compression code writes, and
   the object's own stored syntax, RLE say, sent as stored).
 
+Requests PS3.18 makes invalid are refused (400): ``requestType`` other
+than ``WADO`` (also at ``/wado``), ``windowCenter`` without
+``windowWidth`` or the other way round, a ``windowWidth`` below 1, the
+picture parameters with ``application/dicom``, and ``imageQuality`` with it
+unless the ``transferSyntax`` is lossy (then it is that quality).
+
 ``anonymize=yes`` (with ``application/dicom`` only, as the standard says)
 answers the object de-identified by the Basic Application Level
 Confidentiality Profile (``pacscore.control.deidentification``): new UIDs
@@ -23,7 +29,7 @@ read the answers when ``WebAllowOrigins`` lets them (``pacscore.web.sharing``).
 
 import io
 
-from pacscore.codecs.syntaxes import CODE_SYNTAXES, EXPLICIT_VR_LITTLE_ENDIAN
+from pacscore.codecs.syntaxes import CODE_SYNTAXES, EXPLICIT_VR_LITTLE_ENDIAN, isLossy
 from pacscore.control.data import headerLines
 from pacscore.control.deidentification import basicProfile
 from pacscore.control.pictures import dicomFile
@@ -39,6 +45,7 @@ PICTURE_TYPES = {"image/jpeg": "jpg", "image/jpg": "jpg", "image/gif": "gif", "i
 OTHER_TYPES = ("application/dicom", "text/html", "text/plain")
 SYNTAX_CODES = {syntaxes[0]: code for code, syntaxes in reversed(CODE_SYNTAXES.items())}
 WHOLE = 0  # size: not shrunk
+PICTURE_PARAMETERS = ("rows", "columns", "region", "windowCenter", "windowWidth", "frameNumber")  # not for DICOM
 
 
 def _contentType(text):
@@ -75,8 +82,33 @@ def _number(parameters, name, default):
         raise WebError(400, f"{name} must be a number, not {text!r}") from None
 
 
+def _window(parameters):
+    """``(windowCenter, windowWidth)``, ``(0, 0)`` when not given (the
+    object's own): PS3.18 asks for both or neither, PS3.3 C.11.2.1.2 for a
+    width of at least 1."""
+    center, width = _number(parameters, "windowCenter", None), _number(parameters, "windowWidth", None)
+    if (center is None) != (width is None):
+        raise WebError(400, "windowCenter and windowWidth go together: one without the other is no window")
+    if width is None:
+        return 0, 0
+    if width < 1:
+        raise WebError(400, f"windowWidth must be at least 1, not {parameters.get('windowWidth').strip()!r}")
+    return center, width
+
+
+def _dicomQuality(archive, parameters, syntax):
+    """The JPEG quality of an object asked for in ``syntax``: ``imageQuality``,
+    which PS3.18 allows with application/dicom only for a lossy syntax."""
+    if parameters.get("imageQuality").strip() and not isLossy(syntax):
+        raise WebError(400, f"imageQuality is only for pictures or a lossy transferSyntax, not {syntax}")
+    return parameters.number("imageQuality", archive.configuration.lossyQuality, low=1, high=100)
+
+
 async def answer(archive, parameters, request):
     """The WADO answer to ``request`` and its ``parameters`` (``answers.Parameters``)."""
+    requestType = parameters.get("requestType").strip()
+    if requestType != "WADO":
+        raise WebError(400, f"requestType must be WADO, not {requestType!r}")
     anonymize = parameters.get("anonymize").strip().lower()
     if anonymize not in ("", "yes"):
         raise WebError(400, f"anonymize must be yes, not {anonymize!r}")
@@ -86,22 +118,26 @@ async def answer(archive, parameters, request):
     kind = _contentType(parameters.get("contentType"))
     if anonymize and kind != "application/dicom":
         raise WebError(400, "anonymize is only for contentType application/dicom")
+    if kind == "application/dicom":
+        given = [name for name in PICTURE_PARAMETERS if parameters.get(name).strip()]
+        if given:
+            raise WebError(400, f"{', '.join(given)}: only for pictures, not for contentType application/dicom")
     path = await storedPath(archive, sop, series=series, study=study)
     if kind == "application/dicom":
         syntax = parameters.get("transferSyntax").strip() or EXPLICIT_VR_LITTLE_ENDIAN
+        quality = _dicomQuality(archive, parameters, syntax)
         name = "anonymized" if anonymize else sop
         headers = (("Content-Disposition", f"attachment; filename=\"{name}.dcm\""),)
         change = basicProfile(archive.converterServices.uidMap) if anonymize else None
         # streamed: as stored, converted file to file (anonymized too), or made whole; a syntax
         # no code writes only for an object stored in it
-        streamed = await objectStream(archive, path, syntax, SYNTAX_CODES.get(syntax, "as"), change)
+        streamed = await objectStream(archive, path, syntax, SYNTAX_CODES.get(syntax, "as"), change, quality)
         if streamed is not None:
             return StreamAnswer(streamed[1], kind, headers)
         if syntax not in SYNTAX_CODES:
             raise WebError(406, f"cannot send transferSyntax {syntax!r}: pacs writes {', '.join(sorted(SYNTAX_CODES))}"
                                 " and objects in the syntax they are stored in")
-        data = await onFile(archive, path, dicomFile, WHOLE, SYNTAX_CODES[syntax], None,
-                            archive.configuration.lossyQuality, change)
+        data = await onFile(archive, path, dicomFile, WHOLE, SYNTAX_CODES[syntax], None, quality, change)
         made = readFileMeta(io.BytesIO(data))[0]
         if made != syntax:  # e.g. a 12-bit image, which JPEG baseline cannot hold, made 4.51
             raise WebError(406, f"{sop} cannot be sent in transferSyntax {syntax} (it can in {made})")
@@ -114,5 +150,6 @@ async def answer(archive, parameters, request):
     size = max(parameters.number("rows", 0), parameters.number("columns", 0))
     frame = parameters.number("frameNumber", 1, low=1) - 1
     quality = parameters.number("imageQuality", None, low=1, high=100)
-    return await picture(archive, request, path, PICTURE_TYPES[kind], size, _number(parameters, "windowCenter", 0),
-                         _number(parameters, "windowWidth", 0), frame, _region(parameters), quality)
+    center, width = _window(parameters)
+    return await picture(archive, request, path, PICTURE_TYPES[kind], size, center, width, frame, _region(parameters),
+                         quality)

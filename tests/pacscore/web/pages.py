@@ -39,9 +39,9 @@ class Request(DummyRequest):
         super().unregisterProducer()
 
 
-def dgate(running):
-    """The ``/cgi-bin/dgate`` resource of a RunningArchive."""
-    return DgateResource(running.archive, ScriptedPages(running.configuration, CommandRegistry()))
+def dgate(running, wadoOnly=False):
+    """The ``/cgi-bin/dgate`` resource of a RunningArchive (``/wado`` with ``wadoOnly``)."""
+    return DgateResource(running.archive, ScriptedPages(running.configuration, CommandRegistry()), wadoOnly)
 
 
 class WebTestCase(unittest.TestCase):

@@ -7,12 +7,14 @@ import os
 import random
 import re
 import zipfile
+from html import unescape
 
 import numpy as np
 import pydicom
 from PIL import Image
 from pydicom.data import get_testdata_file
 from twisted.internet import defer
+from twisted.logger import capturedLogs
 from twisted.trial import unittest
 
 from pacscore.control.data import AddImageFile
@@ -348,6 +350,40 @@ class WadoTests(unittest.TestCase):
         self.assertEqual(received.pixel_array.tolist(), self.ct.pixel_array.tolist())
         original = yield self.wado(contentType="application/dicom")
         self.assertEqual(pydicom.dcmread(io.BytesIO(original.body)).PatientName, self.ct.PatientName)
+
+    @defer.inlineCallbacks
+    def test_invalidRequests(self):
+        """Requests PS3.18 makes invalid are a 400 saying why, logged, not a
+        picture or object with a parameter ignored; imageQuality with a lossy
+        transferSyntax is that quality."""
+        uids = {"studyUID": self.ct.StudyInstanceUID, "seriesUID": self.ct.SeriesInstanceUID,
+                "objectUID": self.ct.SOPInstanceUID}
+        dicom = {"requestType": "WADO", "contentType": "application/dicom"}
+        wadoOnly = dgate(self.running, wadoOnly=True)
+        with capturedLogs() as events:
+            for parameters, why in [
+                    ({"requestType": "WADO", "windowCenter": "100"}, "windowCenter and windowWidth go together"),
+                    ({"requestType": "WADO", "windowWidth": "400"}, "windowCenter and windowWidth go together"),
+                    ({"requestType": "WADO", "windowCenter": "40", "windowWidth": "-5"},
+                     "windowWidth must be at least 1, not '-5'"),
+                    ({"requestType": "WADO", "windowCenter": "40", "windowWidth": "0.4"},
+                     "windowWidth must be at least 1, not '0.4'"),
+                    ({**dicom, "rows": "32", "region": "0,0,0.5,0.5", "windowCenter": "1", "windowWidth": "2"},
+                     "rows, region, windowCenter, windowWidth: only for pictures, not for contentType application/dicom"),
+                    ({**dicom, "columns": "32", "frameNumber": "1"}, "columns, frameNumber: only for pictures"),
+                    ({**dicom, "imageQuality": "50"},
+                     "imageQuality is only for pictures or a lossy transferSyntax, not 1.2.840.10008.1.2.1"),
+                    ({"requestType": "RS"}, "requestType must be WADO, not 'RS'"),
+                    ({}, "requestType must be WADO, not ''")]:
+                answer = yield get(wadoOnly, **uids, **parameters)
+                self.assertEqual(answer.code, 400, (parameters, answer.text))
+                self.assertIn(why, unescape(answer.text))
+        self.assertEqual([event["code"] for event in events if event.get("uri", "").endswith("requestType=RS")], [400])
+        lossy = {"contentType": "application/dicom", "transferSyntax": "1.2.840.10008.1.2.4.51"}
+        best = yield self.wado(**lossy)
+        worst = yield self.wado(**lossy, imageQuality="5")
+        self.assertEqual((best.code, worst.code), (200, 200))
+        self.assertLess(len(worst.body), len(best.body) / 2)
 
     @defer.inlineCallbacks
     def test_refusals(self):

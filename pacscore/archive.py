@@ -18,6 +18,7 @@ from twisted.logger import Logger
 from pacscore.codecs.syntaxes import isSupportedCode, unencodable
 from pacscore.config.errors import ConfigError
 from pacscore.control.inprocess import commandOutput
+from pacscore.control.maintenance import InterruptedRegen
 from pacscore.control.registry import CommandRegistry as ControlCommands
 from pacscore.converters.compressing import CompressionScripts
 from pacscore.converters.context import ConverterServices
@@ -114,6 +115,8 @@ class Archive:
             max(configuration.ini.getint("WebMaxRenders", DEFAULT_WEB_RENDERS), 1))
         self.driver, self.dbDescription = findDriver(dbDescription, configuration)
         self.databaseFiles = databaseFiles(self.driver, self.dbDescription, configuration)
+        self.interruptedRegens = []  # names of the devices whose regeneration a stop cut short
+        self.regenRerun = None  # the Deferred of their regeneration run again
         try:
             self.engine = self.driver.createEngine(self.dbDescription, configuration)
         except OSError as e:  # its folder cannot be made
@@ -285,6 +288,7 @@ class Archive:
                              [self.mirrors, self.hl7DropFolder])
         try:
             self.index.createTables()
+            self.interruptedRegens = self.index.interruptedRegens()
             self._checkMissingDevices(missing)
             self.index.recoverPending(self.objectReader.fileError, self._earlierCopyRecord)
             self.exportQueue.createTables()
@@ -295,7 +299,7 @@ class Archive:
             emptyIndex = not self.index.hasImages()
         except SQLAlchemyError as e:
             raise self._indexUnusable(e) from e
-        if emptyIndex and getattr(self.driver, "keepsIndex", True):
+        if emptyIndex and not self.interruptedRegens and getattr(self.driver, "keepsIndex", True):
             self._warnOfUnindexedFiles()
         self.workers.start()
         self.index.start()
@@ -310,12 +314,15 @@ class Archive:
 
     def _checkMissingDevices(self, missing):
         """A MAG device whose folder is missing is made, unless the index
-        holds objects on it (a volume not mounted): then pacs does not start
-        (they would be served as lost, and regenerated away)."""
-        inUse = self.index.devicesInUse([device.name for device in missing])
+        holds objects on it (a volume not mounted) or its regeneration was
+        interrupted: then pacs does not start (they would be served as lost,
+        and regenerated away)."""
+        names = [device.name for device in missing]
+        inUse = sorted(set(self.index.devicesInUse(names)) | (set(names) & set(self.interruptedRegens)))
         if inUse:
             raise StartupError(
-                f"the folder of {', '.join(inUse)} is missing but the index holds objects on it "
+                f"the folder of {', '.join(inUse)} is missing but the index holds objects on it (or a regen of it "
+                f"was interrupted) "
                 f"({', '.join(device.path for device in missing if device.name in inUse)}): mount its volume, "
                 f"or, if its objects are gone for good, make the folder and run 'dgate -r'")
         for device in missing:
@@ -352,7 +359,10 @@ class Archive:
 
     def resume(self):
         """Once the reactor runs: take up the storage commitment reports and
-        MPPS forwards that were due when pacs stopped."""
+        MPPS forwards that were due when pacs stopped, and run again a
+        regeneration it interrupted (while serving)."""
+        if self.interruptedRegens:
+            self.regenRerun = InterruptedRegen(self, self.reactor, self.interruptedRegens).run()
         self.commitments.resume()
         if self.mppsForwarder is not None:
             self.mppsForwarder.resume()

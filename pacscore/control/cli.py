@@ -179,10 +179,12 @@ def openIndex(driver, description, configuration):
                  schemaTransaction=getattr(driver, "schemaTransaction", None))
 
 
-def initialize(configuration, out):
-    """Drop and create the image tables.  Damaged database files (where the
-    driver can tell) are first set aside for a new database, so that -r can
-    always rebuild the index from the stored files."""
+def initialize(configuration, out, regenerating=()):
+    """Drop and create the image tables, marking the devices named in
+    ``regenerating`` as being regenerated (``RegenMarks``).  Damaged
+    database files (where the driver can tell) are first set aside for a
+    new database, so that -r can always rebuild the index from the stored
+    files."""
     driver, description = findDriver(None, configuration)
     index = openIndex(driver, description, configuration)
     damage = getattr(driver, "damage", None)
@@ -194,7 +196,7 @@ def initialize(configuration, out):
             f"(its worklist and export queue, if any, stay in the damaged copy)")
         index = openIndex(driver, description, configuration)
     out(f"Initialising the index tables in {redacted(description)}")
-    index.initializeTables()
+    index.initializeTables(regenerating=regenerating)
     return index, databaseFiles(driver, description, configuration)
 
 
@@ -207,9 +209,12 @@ def regenerate(configuration, out):
         checkDeviceFolders(devices)
     except MissingDeviceError as e:
         raise OfflineError(f"-r: {e}") from None
-    index, skip = initialize(configuration, out)
+    names = [device.name for device in devices]
+    index, skip = initialize(configuration, out, names)
     regenerator = Regenerator(index, configuration.layout.indexedTags(), devices, report=out, skip=skip)
     regenerator.regenerate(devices)
+    with index.engine.begin() as connection:  # complete: killed before this, the next start runs it again
+        index.regens.unmark(connection, names)
     return regenerator
 
 

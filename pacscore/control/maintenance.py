@@ -7,7 +7,10 @@ worker of the I/O pool while the DICOM service keeps serving; its batches
 go to the index writer (``Index.runWrite``), in order with the stores of
 incoming objects, and its report lines become progress lines.  ``regen``
 first drops and recreates the image tables, like ``initializetables``,
-also in the writer.  ``makespace`` deletes whole patients, first those
+also in the writer.  ``regen`` and ``regendev`` mark the devices they
+regenerate until complete (``pacscore.db.regenmarks``), in the transaction
+that clears the tables; ``InterruptedRegen`` runs one that a stop cut short
+again at the next start.  ``makespace`` deletes whole patients, first those
 Conquest's ``LRUSort`` names (by default the first entered), until MAG0
 has the space asked for (the archive's ``SpaceKeeper``).
 """
@@ -43,8 +46,68 @@ class WriterIndex:
         return threads.blockingCallFromThread(self.reactor, self.index.runWrite, _upsert, self.index, list(records))
 
 
-def _initialize(connection, index, worklist):
-    index.initializeTables(worklist=worklist, connection=connection)
+def _initialize(connection, index, worklist, regenerating=()):
+    index.initializeTables(worklist=worklist, connection=connection, regenerating=regenerating)
+
+
+def _mark(connection, index, deviceNames):
+    index.regens.mark(connection, deviceNames)
+
+
+def _unmark(connection, index, deviceNames):
+    index.regens.unmark(connection, deviceNames)
+
+
+async def runRegenerator(archive, reactor, work, report, marked=()):
+    """``work(regenerator)`` in a worker, the ``Regenerator`` writing
+    through the index writer and giving ``report`` its lines from the
+    worker's thread; then the marks of ``marked`` (device names) are removed:
+    their regeneration is complete.  The ``Regenerator``."""
+    regenerator = Regenerator(WriterIndex(archive.index, reactor), archive.configuration.layout.indexedTags(),
+                              archive.devices, report=report, skip=archive.databaseFiles)
+    await archive.workers.deferToWorker(work, regenerator)
+    if marked:
+        await archive.index.runWrite(_unmark, archive.index, list(marked))
+    return regenerator
+
+
+def summary(regenerator):
+    """The counts of a finished ``Regenerator``, as one line."""
+    return (f"{regenerator.indexed} file(s) indexed, {regenerator.failed} failed, "
+            f"{regenerator.duplicates} duplicate SOP instance(s)")
+
+
+class InterruptedRegen:
+    """At start-up: the regeneration of ``deviceNames`` (``RegenMarks``)
+    was interrupted, the index may miss their objects: ``run`` re-enters
+    their files, while the server serves, as ``regendev`` would."""
+
+    log = Logger()
+
+    def __init__(self, archive, reactor, deviceNames):
+        self.archive = archive
+        self.reactor = reactor
+        self.deviceNames = deviceNames
+
+    def run(self):
+        """Deferred firing when done (a failure is logged; the marks then
+        stay for the next start)."""
+        names = ", ".join(self.deviceNames)
+        self.log.warn("a regen of {devices} was interrupted (the server stopped during it): running it again; "
+                      "until it ends, queries and retrieves may miss objects stored there", devices=names)
+        devices = [device for device in self.archive.devices if device.name in self.deviceNames]
+        d = defer.ensureDeferred(runRegenerator(self.archive, self.reactor,
+                                                lambda regenerator: regenerator.regenerate(devices),
+                                                self._report, self.deviceNames))
+        d.addCallback(lambda regenerator: self.log.info("the interrupted regen of {devices} is complete: {summary}",
+                                                        devices=names, summary=summary(regenerator)))
+        d.addErrback(lambda failure: self.log.failure(
+            "the interrupted regen of {devices} failed; it runs again at the next start", failure, devices=names))
+        return d
+
+    def _report(self, line):
+        """A progress line, from the worker's thread."""
+        self.reactor.callFromThread(self.log.info, "regen: {line}", line=line)
 
 
 def device(archive, name):
@@ -64,30 +127,28 @@ def _checkFolders(devices):
 
 
 class _Regen(AsyncControlCommand):
-    """Runs ``regenerate(regenerator, arguments)`` in a worker."""
+    """Runs ``work(regenerator)`` in a worker; the devices it regenerates
+    in full are marked (``RegenMarks``) until it is complete."""
 
     log = Logger()
 
     async def execute(self, arguments, context):
         archive = context.archive
-        work = self.prepare(archive, arguments)
-        await self.before(archive)
-        reactor = context.reactor
-        regenerator = Regenerator(WriterIndex(archive.index, reactor), archive.configuration.layout.indexedTags(),
-                                  archive.devices, report=context.progressFromThread,
-                                  skip=archive.databaseFiles)
-        await archive.workers.deferToWorker(work, regenerator)
-        summary = (f"{regenerator.indexed} file(s) indexed, {regenerator.failed} failed, "
-                   f"{regenerator.duplicates} duplicate SOP instance(s)")
+        marked, work = self.prepare(archive, arguments)
+        await self.before(archive, marked)
+        regenerator = await runRegenerator(archive, context.reactor, work, context.progressFromThread, marked)
+        counts = summary(regenerator)
         self.log.info("{peer}: {command}:{arguments}: {summary}", peer=context.peer, command=self.name,
-                      arguments=arguments, summary=summary)
-        return summary
+                      arguments=arguments, summary=counts)
+        return counts
 
-    def before(self, archive):
-        return defer.succeed(None)
+    def before(self, archive, marked):
+        """Mark the devices ``marked`` (their names) in the index writer."""
+        return archive.index.runWrite(_mark, archive.index, marked) if marked else defer.succeed(None)
 
     def prepare(self, archive, arguments):
-        """Check the arguments; ``work(regenerator)`` for the worker."""
+        """Check the arguments; ``(names of the devices regenerated in
+        full, work(regenerator) for the worker)``."""
         raise NotImplementedError
 
 
@@ -95,12 +156,12 @@ class Regen(_Regen):
     name = "regen"
     usage = "--regen:  Re-generate entire database"
 
-    def before(self, archive):
-        return archive.index.runWrite(_initialize, archive.index, False)
+    def before(self, archive, marked):
+        return archive.index.runWrite(_initialize, archive.index, False, marked)
 
     def prepare(self, archive, arguments):
         _checkFolders(archive.devices)
-        return lambda regenerator: regenerator.regenerate(archive.devices)
+        return [device.name for device in archive.devices], lambda regenerator: regenerator.regenerate(archive.devices)
 
 
 class RegenDev(_Regen):
@@ -110,7 +171,7 @@ class RegenDev(_Regen):
     def prepare(self, archive, arguments):
         magDevice = device(archive, arguments)
         _checkFolders([magDevice])
-        return lambda regenerator: regenerator.regenerate([magDevice])
+        return [magDevice.name], lambda regenerator: regenerator.regenerate([magDevice])
 
 
 class RegenDir(_Regen):
@@ -128,7 +189,7 @@ class RegenDir(_Regen):
             if not os.path.isdir(path):
                 raise CommandError(f"no folder {path}")
             regenerator.regenerate([magDevice], path)
-        return work
+        return [], work
 
 
 class RegenFile(_Regen):
@@ -143,7 +204,7 @@ class RegenFile(_Regen):
             regenerator.enter(magDevice, [(magDevice.absolute(objectFile), objectFile)])
             if not regenerator.indexed:
                 raise CommandError(f"{storedName(deviceName, objectFile)} could not be entered")
-        return work
+        return [], work
 
 
 class InitializeTables(ControlCommand):

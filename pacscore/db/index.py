@@ -29,6 +29,7 @@ from pacscore.db.errors import IndexTimeout
 from pacscore.db.pending import PendingFiles
 from pacscore.db.rawsql import DEFAULT_TRUNCATE, IdentifierQuoter
 from pacscore.db.rawtext import adoptRawText
+from pacscore.db.regenmarks import RegenMarks
 from pacscore.db.records import ImageRecord, InconsistentLink, Replaced, Upserter, buildLevels, checkKeys, checkRecord
 from pacscore.db.schema import adoptCollation, adoptFoldedTable, adoptTruncatedColumns, buildTables, upgradeTable
 from pacscore.db.writer import BatchRunner, GroupCommitWriter, callEach
@@ -78,6 +79,7 @@ class Index:
         self.quoteNames = IdentifierQuoter(self.tables, engine.dialect, truncateFieldNames)
         self.durability = durability or PerFileSync()
         self.pending = PendingFiles(self.metadata)
+        self.regens = RegenMarks(self.metadata)
         self._upserters = {}  # writer thread ident -> its Upserter
         self._writer = GroupCommitWriter(engine, reactor, writerThreads,
                                          onRollback=self._forgetWriterCache, onConnect=onWriterConnect,
@@ -154,6 +156,12 @@ class Index:
         with self.engine.connect() as connection:
             return connection.execute(select(self.tables.image.c[0]).limit(1)).first() is not None
 
+    def interruptedRegens(self):
+        """The names of the devices whose regeneration was interrupted
+        (``RegenMarks``; synchronous, for start-up)."""
+        with self.engine.connect() as connection:
+            return self.regens.names(connection)
+
     def devicesInUse(self, deviceNames):
         """Those of ``deviceNames`` that an image row names (synchronous)."""
         column = self.tables.image.c.DeviceName
@@ -172,23 +180,33 @@ class Index:
         return connection.execute(select(self.imageKey, columns.ObjectFile).where(columns.DeviceName == deviceName)
                                   .order_by(columns.ObjectFile)).all()
 
-    def initializeTables(self, worklist=False, connection=None):
+    def initializeTables(self, worklist=False, connection=None, regenerating=()):
         """Drop and recreate the patient/study/series/image tables, or with
         ``worklist=True`` only the worklist table; with ``connection`` (in
         ``runWrite``) inside its transaction, else (``dgate -i``) with what
         ``createTables`` does, in the same transaction (a database pacs did
-        not make is kept first)."""
+        not make is kept first).  The image tables' marks of regenerations
+        under way become ``regenerating`` (the names of the devices about to
+        be regenerated; none for a plain initialisation), in the same
+        transaction."""
         tables = ([self.tables.worklist] if worklist else
                   [self.tables.patient, self.tables.study, self.tables.series,
                    self.tables.image])
         if connection is None:
             with self._changingSchema() as connection:
                 self._buildTables(connection, dropped=tables)
+                self._markRegens(connection, worklist, regenerating)
         else:
             self.metadata.drop_all(connection, tables=tables)
             self.metadata.create_all(connection, tables=tables)
+            self._markRegens(connection, worklist, regenerating)
         self.forgetCache()
         self.log.info("Initialized {tables}", tables=", ".join(t.name for t in tables))
+
+    def _markRegens(self, connection, worklist, regenerating):
+        if not worklist:
+            self.regens.unmark(connection)
+            self.regens.mark(connection, regenerating)
 
     def upsertImage(self, connection, record):
         """Write one ``ImageRecord`` inside the caller's transaction (no

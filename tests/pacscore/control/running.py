@@ -18,16 +18,18 @@ from tests.interop.server import PacsServer
 
 class RunningArchive:
     """``archive``, ``context`` (progress lines in ``progress``) and
-    ``run(command, arguments)``; stopped by the test case's cleanup.
-    ``ini``: dicom.ini keys to set first."""
+    ``run(command, arguments)``; stopped by ``stop`` or the test case's
+    cleanup.  ``ini``: dicom.ini keys to set first; ``workdir``: the
+    working folder of an earlier one, started again."""
 
-    def __init__(self, testCase, ae="PACS", listen=False, ini=None):
-        self.workdir = PacsServer(testCase.mktemp(), ae=ae, ini=ini).workdir
+    def __init__(self, testCase, ae="PACS", listen=False, ini=None, workdir=None):
+        self.workdir = workdir or PacsServer(testCase.mktemp(), ae=ae, ini=ini).workdir
         self.configuration = loadConfiguration(self.workdir, self.workdir)
         self.archive = Archive(self.configuration, reactor)
         factory = self.archive.dicomFactory()
         self.archive.startup()
-        testCase.addCleanup(self.archive.shutdown)
+        self.stopped = None
+        testCase.addCleanup(self.stop)
         self.port = None
         if listen:
             listening = reactor.listenTCP(0, factory, interface="127.0.0.1")
@@ -35,6 +37,12 @@ class RunningArchive:
             self.port = listening.getHost().port
         self.progress = []
         self.context = ControlContext(self.archive, reactor, progress=self.progress.append, peer="test")
+
+    def stop(self):
+        """Deferred of the archive's shutdown (once)."""
+        if self.stopped is None:
+            self.stopped = self.archive.shutdown()
+        return self.stopped
 
     @property
     def ae(self):

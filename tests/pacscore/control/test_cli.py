@@ -3,6 +3,7 @@
 import os
 import sqlite3
 import subprocess
+from unittest import mock
 
 import pydicom
 from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, JPEGLosslessSV1
@@ -11,6 +12,7 @@ from twisted.trial import unittest
 from pacscore.codecs import nki
 from pacscore.control.cli import USAGE, main, parseArguments
 from pacscore.control.registry import CommandRegistry
+from pacscore.storage.regen import Regenerator
 from pacscore.testing.corpus import makeDataset
 from tests.interop.server import BIN, PacsServer, freePort
 
@@ -224,6 +226,24 @@ class CliTests(unittest.TestCase):
         with sqlite3.connect(server.database) as connection:
             self.assertEqual(connection.execute("SELECT DeviceName, ObjectFile FROM DICOMImages").fetchall(),
                              [("MAG1", "PAT1/1.dcm")])
+
+    def test_regenerateCutShortIsMarkedUntilDone(self):
+        """-r killed halfway leaves MAG0 marked in PacsRegen (the server's
+        next start runs it again); a complete -r removes the mark."""
+        server = PacsServer(self.mktemp())
+        os.makedirs(os.path.join(server.dataDir, "PAT1"))
+        makeDataset("PAT1", "Doe^John", "1.2.3", "1.2.3.1", "1.2.3.1.1", 1, 1, rows=4, columns=4).save_as(
+            os.path.join(server.dataDir, "PAT1", "1.dcm"), enforce_file_format=True)
+
+        def killed(regenerator, devices):
+            raise KeyboardInterrupt()
+        with mock.patch.object(Regenerator, "regenerate", killed):
+            self.assertRaises(KeyboardInterrupt, self.dgate, f"-w{server.workdir}", "-r")
+        for marks, images in (([("MAG0",)], 0), ([], 1)):
+            with sqlite3.connect(server.database) as connection:
+                self.assertEqual(connection.execute("SELECT DeviceName FROM PacsRegen").fetchall(), marks)
+                self.assertEqual(connection.execute("SELECT count(*) FROM DICOMImages").fetchone()[0], images)
+            self.assertEqual(self.dgate(f"-w{server.workdir}", "-r")[0], 0)
 
     def test_regenerateReportsFileNamesThatAreNotUTF8(self):
         """A damaged file whose name is not UTF-8 is reported, its bytes

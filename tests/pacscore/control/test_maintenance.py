@@ -2,15 +2,19 @@
 a real Archive: the index rebuilt from the files, tables cleared through
 the index writer, the least recently accessed patients deleted first."""
 
+import functools
 import os
 import shutil
 
 from sqlalchemy import select
 from twisted.internet import defer
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial import unittest
 
+from pacscore.archive import StartupError
 from pacscore.control import maintenance
 from pacscore.control.context import CommandError
+from pacscore.storage.regen import Regenerator
 from pacscore.storage.space import MEGABYTE
 from pacscore.testing.corpus import generateCorpus
 from pacscore.testing.orders import orderMessage, writeMessages
@@ -149,6 +153,79 @@ class TwoDeviceRegenTests(unittest.TestCase):
             error = yield self.assertFailure(self.running.run(command, arguments), CommandError)
             self.assertIn(f"MAG1: no folder {mag1}", str(error))
             self.assertEqual((yield self.location()), indexed)
+
+
+    @defer.inlineCallbacks
+    def test_anInterruptedRegenOfAMissingFolderStopsTheStart(self):
+        """MAG1's regen was interrupted and MAG1 is not mounted at the next
+        start: pacs does not start rather than regenerate it empty."""
+        index = self.running.archive.index
+        yield index.runWrite(lambda connection: index.regens.mark(connection, ["MAG1"]))
+        yield self.running.stop()
+        mag1 = self.running.archive.devices[1].path
+        shutil.rmtree(mag1)
+        error = self.assertRaises(StartupError, RunningArchive, self, workdir=self.running.workdir)
+        self.assertIn("the folder of MAG1 is missing but the index holds objects on it (or a regen of it was "
+                      "interrupted)", str(error))
+        self.assertFalse(os.path.exists(mag1))
+
+
+class InterruptedRegenTests(unittest.TestCase):
+    """A regen cut short (the server killed between two batches) leaves
+    its devices marked; the next start runs it again, while serving."""
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.running = RunningArchive(self)
+        self.images = generateCorpus(os.path.abspath(self.mktemp()), patients=3, studiesPerPatient=1,
+                                     seriesPerStudy=2, imagesPerSeries=2)
+        yield self.running.store(self.images)
+        self.patch(maintenance, "Regenerator", functools.partial(Regenerator, batchSize=5))
+        storeMany = maintenance.WriterIndex.storeMany
+
+        def crashAfterOneBatch(writerIndex, records):
+            if self.crashing and self.batches == 1:
+                raise RuntimeError("killed")
+            self.batches += 1
+            return storeMany(writerIndex, records)
+        self.crashing, self.batches = True, 0
+        self.patch(maintenance.WriterIndex, "storeMany", crashAfterOneBatch)
+
+    def marks(self, index):
+        return index.runQuery(index.regens.names)
+
+    @defer.inlineCallbacks
+    def test_theNextStartCompletesTheIndex(self):
+        for command, arguments in ((commands.regen, ""), (commands.regenDev, "MAG0")):
+            self.batches = 0
+            yield self.assertFailure(self.running.run(command, arguments), RuntimeError)
+        self.assertEqual((yield self.running.count("image")), 5)
+        yield self.running.stop()
+        self.crashing = False
+        warnings = []
+        observer = lambda event: warnings.append(formatEvent(event)) if event["log_level"] == LogLevel.warn else None
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        again = RunningArchive(self, workdir=self.running.workdir)
+        again.archive.resume()
+        yield again.archive.regenRerun
+        self.assertEqual((yield again.count("image")), 12)
+        self.assertIn("a regen of MAG0 was interrupted (the server stopped during it): running it again; until it "
+                      "ends, queries and retrieves may miss objects stored there", warnings)
+        self.assertEqual((yield self.marks(again.archive.index)), [])
+        self.assertNotIn("the index holds no image", " ".join(warnings))
+
+    @defer.inlineCallbacks
+    def test_aCompleteRegenLeavesNoMark(self):
+        self.crashing = False
+        for command, arguments in ((commands.regen, ""), (commands.regenDev, "MAG0")):
+            yield self.running.run(command, arguments)
+            self.assertEqual((yield self.marks(self.running.archive.index)), [])
+        self.crashing, self.batches = True, 0
+        yield self.assertFailure(self.running.run(commands.regen), RuntimeError)
+        self.assertEqual((yield self.marks(self.running.archive.index)), ["MAG0"])
+        yield self.running.run(commands.initializeTables, "")  # an empty index, as asked: nothing to run again
+        self.assertEqual((yield self.marks(self.running.archive.index)), [])
 
 
 class MakeSpaceTests(unittest.TestCase):

@@ -599,6 +599,23 @@ class InitializeTablesTests(IndexTestCase):
         self.assertEqual(self.countRows(self.index.tables.image), 1)
 
 
+    def test_regenMarks(self):
+        """The devices a regeneration is about to re-enter are marked in the
+        transaction that clears the tables, until it says it is complete."""
+        self.index.storeMany([makeRecord("1.2.3.1.1")])
+        self.index.initializeTables(regenerating=["MAG0", "MAG1"])
+        self.assertEqual(self.index.interruptedRegens(), ["MAG0", "MAG1"])
+        self.assertEqual(self.countRows(self.index.tables.image), 0)
+        with self.engine.begin() as connection:
+            self.index.regens.mark(connection, ["MAG1", "MAG2"])
+            self.index.regens.unmark(connection, ["MAG0"])
+        self.assertEqual(self.index.interruptedRegens(), ["MAG1", "MAG2"])
+        self.index.initializeTables(worklist=True)
+        self.assertEqual(self.index.interruptedRegens(), ["MAG1", "MAG2"])
+        self.index.initializeTables()
+        self.assertEqual(self.index.interruptedRegens(), [])
+
+
 class TakeoverTests(unittest.TestCase):
     """The first start on a database Conquest made: ``schemaTransaction``
     told so, then its text that is not UTF-8 rewritten once, in one go."""

@@ -79,7 +79,8 @@ class DatabaseLayout:
 
     @classmethod
     def fromFile(cls, path):
-        return cls.fromString(readConfigText(path), path)
+        text, _ = readConfigText(path)
+        return cls.fromString(text, path)
 
     @classmethod
     def fromString(cls, text, path="dicom.sql"):

@@ -1,41 +1,83 @@
-"""What every configuration file reader shares: reading text that survives
-a rewrite, atomic writes, line handling, and ``LineFile``, the base of the
-readers that keep a file's lines so edits write it back with its comments."""
+"""What every configuration file reader shares: reading text in the
+encoding it was saved in, atomic writes in that encoding, line handling, and
+``LineFile``, the base of the readers that keep a file's lines so edits
+write it back with its comments."""
 
+import codecs
 import os
 import tempfile
 
+from twisted.logger import Logger
+
 from pacscore.config.errors import ConfigError
 
-BYTE_ORDER_MARK = "\ufeff"
+UTF8 = "utf-8"
+UTF8_WITH_BOM = "utf-8-sig"  # Windows Notepad's UTF-8: the byte order mark is dropped, and written back
+ANSI = "cp1252"  # Windows Notepad's "ANSI": a file that is not UTF-8
+LATIN1_FALLBACK = "pacs-latin1-fallback"  # the five bytes cp1252 leaves undefined, as Latin-1
+
+log = Logger()
+_warned = set()  # (path, line) of the files read as cp1252: warned of once
+
+
+def _latin1Fallback(error):
+    """Codec error handler: a byte cp1252 leaves undefined (0x81, 0x8D,
+    0x8F, 0x90, 0x9D) read as the Latin-1 character of that number, and
+    written back as the same byte."""
+    if isinstance(error, UnicodeDecodeError):
+        return "".join(chr(b) for b in error.object[error.start:error.end]), error.end
+    if isinstance(error, UnicodeEncodeError) and all(ord(c) < 0x100 for c in error.object[error.start:error.end]):
+        return bytes(ord(c) for c in error.object[error.start:error.end]), error.end
+    raise error
+
+
+codecs.register_error(LATIN1_FALLBACK, _latin1Fallback)
 
 
 def readConfigText(path):
-    """The text of a configuration file; undecodable bytes survive a rewrite,
-    a UTF-8 byte order mark (Windows Notepad's) is dropped.
+    """``(text, encoding)`` of a configuration file: UTF-8 (a byte order
+    mark, Windows Notepad's, dropped), or, for a file that is not valid
+    UTF-8 (saved as "ANSI" on Windows), cp1252, with a warning naming the
+    file and its first line that is not UTF-8.
 
     Raises ConfigError (no line) if the file cannot be read.
     """
     try:
-        with open(path, encoding="utf-8", errors="surrogateescape", newline="") as f:
-            return f.read().removeprefix(BYTE_ORDER_MARK)
+        with open(path, "rb") as f:
+            data = f.read()
     except OSError as e:
         raise ConfigError(path, None, f"cannot read: {e.strerror or e}") from e
+    encoding = UTF8_WITH_BOM if data.startswith(codecs.BOM_UTF8) else UTF8
+    try:
+        return data.decode(encoding), encoding
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        if (str(path), line) not in _warned:
+            _warned.add((str(path), line))
+            log.warn("{path}:{line}: not UTF-8: the file is read as Windows' cp1252 (\"ANSI\"), and written back "
+                     "so", path=str(path), line=line)
+        return data.decode(ANSI, LATIN1_FALLBACK), ANSI
 
 
-def writeFileAtomically(path, text):
-    """Write ``text`` to ``path`` through a temporary file and a rename.
+def writeFileAtomically(path, text, encoding=UTF8):
+    """Write ``text`` to ``path`` in ``encoding`` through a temporary file
+    and a rename; ConfigError (no line) for text ``encoding`` cannot hold.
 
     Readers never see a half-written file.  A symbolic link is followed;
     an existing file keeps its mode, a new one gets mode 0644.
     """
+    try:
+        data = text.encode(encoding, LATIN1_FALLBACK)
+    except UnicodeEncodeError as e:
+        raise ConfigError(path, None, f"{e.object[e.start:e.end]!r} cannot be written in the file's "
+                                      f"encoding, {encoding}") from e
     path = os.path.realpath(path)
     mode = os.stat(path).st_mode & 0o7777 if os.path.exists(path) else 0o644
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape", newline="") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, mode)
@@ -64,6 +106,8 @@ class LineFile:
     written back with its comments and line endings. Subclasses provide
     ``fromString(text, path)``."""
 
+    encoding = UTF8  # what ``write`` writes in: that of the file read
+
     def __init__(self, path, rows, newline="\n"):
         self.path = str(path)
         self._rows = rows
@@ -71,11 +115,14 @@ class LineFile:
 
     @classmethod
     def fromFile(cls, path):
-        return cls.fromString(readConfigText(path), path)
+        text, encoding = readConfigText(path)
+        lineFile = cls.fromString(text, path)
+        lineFile.encoding = encoding
+        return lineFile
 
     def toString(self):
         return "".join(row.text + self._newline for row in self._rows)
 
     def write(self, path=None):
         """Write the file (atomically) to ``path``, by default where it was read."""
-        writeFileAtomically(path or self.path, self.toString())
+        writeFileAtomically(path or self.path, self.toString(), self.encoding)

@@ -24,7 +24,7 @@ _fileLocks = collections.defaultdict(defer.DeferredLock)
 def save(archive, lineFile):
     """Write ``lineFile`` where it was read, comments kept; a Deferred."""
     d = _fileLocks[lineFile.path].run(archive.workers.deferToWorker, writeFileAtomically, lineFile.path,
-                                    lineFile.toString())
+                                    lineFile.toString(), lineFile.encoding)
     d.addErrback(_refuse, f"cannot write {lineFile.path}")
     return d
 

@@ -69,7 +69,7 @@ def checkPost(request, why):
 
 def htmlAnswer(title, *parts, cache=False):
     """A whole page (``html.page``) as an Answer; not cached unless ``cache``."""
-    return Answer(page(title, *parts).encode("utf-8"), HTML, () if cache else NO_CACHE)
+    return Answer(page(title, *parts).encode("utf-8", "replace"), HTML, () if cache else NO_CACHE)
 
 
 class Parameters:

@@ -238,6 +238,45 @@ class ErrorTests(unittest.TestCase):
         with open(path, "rb") as f:
             self.assertEqual(f.read(), b"# caf\xe9\nPACSName = caf\xe9\nTCPPort = 104\n")
 
+    def test_windowsAnsiFile(self):
+        """A dicom.ini Windows Notepad saved as "ANSI" (cp1252, not UTF-8)
+        is read as cp1252, with one warning naming the file and its first
+        line that is not UTF-8; an edit writes it back in cp1252, the
+        bytes of every other line as they were (0x81, which cp1252 leaves
+        undefined, too)."""
+        path = self.mktemp()
+        original = (b"[sscscp]\r\n# \x81 \x80\r\n"
+                    b"ImportConverter0 = set 0008,0080 to \"H\xf4pital Saint-Andr\xe9\"\r\n")
+        with open(path, "wb") as f:
+            f.write(original)
+        with capturedLogs() as events:
+            ini = DicomIni.fromFile(path)
+            DicomIni.fromFile(path)
+        self.assertEqual(ini.get("ImportConverter0"), 'set 0008,0080 to "H\xf4pital Saint-Andr\xe9"')
+        warnings = [formatEvent(e) for e in events if "cp1252" in formatEvent(e)]
+        self.assertEqual(warnings, [f"{path}:2: not UTF-8: the file is read as Windows' cp1252 (\"ANSI\"), "
+                                    f"and written back so"])
+        ini.set("PACSName", "Andr\xe9")
+        ini.write()
+        with open(path, "rb") as f:
+            self.assertEqual(f.read(), original + b"PACSName = Andr\xe9\r\n")
+        ini.set("PACSName", "\u5317\u4eac")
+        error = self.assertRaises(ConfigError, ini.write)
+        self.assertIn("cp1252", str(error))
+
+    def test_byteOrderMarkKept(self):
+        """A UTF-8 file with a byte order mark (Windows Notepad's UTF-8)
+        is written back with it."""
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(b"\xef\xbb\xbfPACSName = caf\xc3\xa9\n")
+        ini = DicomIni.fromFile(path)
+        self.assertEqual(ini.get("PACSName"), "caf\xe9")
+        ini.set("TCPPort", "104")
+        ini.write()
+        with open(path, "rb") as f:
+            self.assertEqual(f.read(), b"\xef\xbb\xbfPACSName = caf\xc3\xa9\nTCPPort = 104\n")
+
 
 class WriteTests(unittest.TestCase):
     """Live edits: set, delete, write."""

@@ -6,6 +6,7 @@ import sys
 
 from pydicom import uid
 from pynetdicom import sop_class
+from twisted.logger import capturedLogs, formatEvent
 from twisted.trial import unittest
 
 import pacscore
@@ -92,6 +93,28 @@ class LoadTests(unittest.TestCase):
         self.assertEqual(configuration.acrNemaMap.nodes, [Node("CONQUESTSRV1", "127.0.0.1", "5678", "un")])
         self.assertEqual(len(configuration.sopList.sops()), 1)
         self.assertEqual(len(configuration.layout.image), 2)
+
+    def test_windowsAnsiFiles(self):
+        """Files Windows Notepad saved as "ANSI" (cp1252, not UTF-8) are
+        read as cp1252, each with a warning naming it and its first line
+        that is not UTF-8, rather than as undecodable bytes (which a
+        converter wrote into objects as "H?pital")."""
+        comments = {"dicom.ini": b"# H\xf4pital\n", "acrnema.map": b"/* H\xf4pital */\n",
+                    "dicom.sql": b"/* H\xf4pital */\n", "dgatesop.lst": b"# H\xf4pital\n"}
+        for name, comment in comments.items():
+            path = os.path.join(self.configDir, name)
+            with open(path, "rb") as f:
+                text = f.read()
+            with open(path, "wb") as f:
+                f.write(comment + text + (b'PACSName = "Saint-Andr\xe9"\n' if name == "dicom.ini" else b""))
+        with capturedLogs() as events:
+            configuration = loadConfiguration(self.configDir, self.workdir)
+        self.assertEqual(configuration.ini.get("PACSName"), "Saint-Andr\xe9")
+        self.assertEqual(configuration.acrNemaMap.nodes, [Node("CONQUESTSRV1", "127.0.0.1", "5678", "un")])
+        self.assertEqual(len(configuration.sopList.sops()), 1)
+        self.assertEqual(len(configuration.layout.image), 2)
+        warned = sorted(formatEvent(e).split(": ")[0] for e in events if "cp1252" in formatEvent(e))
+        self.assertEqual(warned, sorted(os.path.join(self.configDir, name) + ":1" for name in comments))
 
     def test_placeholderInAFileName(self):
         """ACRNemaMap, kFactorFile and SOPClassList are refused as the

@@ -194,20 +194,38 @@ def _checkPath(ini, iniPath, key, value, folders):
     """ConfigError, naming the file, line and key, when ``value``, the path
     dicom.ini's ``key`` holds (when relative, in one of ``folders``), cannot
     be meant for this machine: a Windows path left in a Conquest file
-    (``d:\\dicomserver\\data\\``) or a placeholder of Conquest's Linux
-    templates (``${CONQUEST}/data/``), which its install script fills in
-    with envsubst.  Here either would be a folder of that name in the
-    working folder: pacs expands no environment variable, as Conquest does
-    not."""
-    if os.name != "nt" and WINDOWS_PATH.match(value):
-        raise ConfigError(iniPath, ini.lineOf(key),
-                          f"{key} = {value} is a Windows path: give the folder or file on this machine")
+    (``d:\\dicomserver\\data\\``, ``.\\data\\``: ``_windowsPathAdvice``) or a
+    placeholder of Conquest's Linux templates (``${CONQUEST}/data/``), which
+    its install script fills in with envsubst.  Here either would be a
+    folder of that name in the working folder: pacs expands no environment
+    variable, as Conquest does not."""
+    advice = _windowsPathAdvice(value)
+    if advice is not None:
+        raise ConfigError(iniPath, ini.lineOf(key), f"{key} = {value} is a Windows path: {advice}")
     placeholder = _placeholder(value, folders)
     if placeholder is not None:
         raise ConfigError(iniPath, ini.lineOf(key),
                           f"{key} = {value} still holds the placeholder {placeholder}: replace it with the "
                           f"folder on this machine, as Conquest's install script does (envsubst); environment "
                           f"variables are not expanded")
+
+
+def _windowsPathAdvice(value):
+    """What to write instead of ``value`` when it is a Windows path (none on
+    Windows): one with a drive letter (``d:\\dicomserver\\data\\``), a
+    network share (``\\\\server\\share\\``) or any other holding a
+    backslash (Conquest's ``.\\data\\``), which on this machine names no
+    folder but a file or folder of that name; else None."""
+    if os.name == "nt":
+        return None
+    if WINDOWS_PATH.match(value):
+        return "give the folder or file on this machine"
+    if value.startswith("\\\\"):
+        return "give the folder on this machine where the share is mounted"
+    if "\\" in value:
+        forward = value.replace("\\", "/")
+        return f"write it with forward slashes on this machine ({forward})"
+    return None
 
 
 def _placeholder(value, folders):

@@ -306,6 +306,29 @@ class AccessorTests(unittest.TestCase):
             self.assertEqual((error.path, error.line), ("/c/dicom.ini", line))
             self.assertEqual(error.message, f"{key} is a Windows path: give the folder or file on this machine")
 
+    def test_backslashPathsStopStartUp(self):
+        """Windows paths without a drive letter (Conquest's relative
+        ``.\\data\\``, as its own Windows test scripts write, and network
+        shares) are refused as those with one are, naming line and key:
+        here they would be a folder or file named after the whole path."""
+        configuration = self.configuration("MAGDevice0 = .\\data\\\nSQLServer = .\\data\\dbase\\conquest.db3\n"
+                                           "MIRRORDevice0 = \\\\fileserver\\dicom\\\nWebUsers = testserver\\users\n")
+        for read, line, message in (
+                (lambda: configuration.magDevices, 1,
+                 "MAGDevice0 = .\\data\\ is a Windows path: write it with forward slashes on this machine "
+                 "(./data/)"),
+                (lambda: configuration.pathSetting("SQLServer"), 2,
+                 "SQLServer = .\\data\\dbase\\conquest.db3 is a Windows path: write it with forward slashes on "
+                 "this machine (./data/dbase/conquest.db3)"),
+                (lambda: configuration.pathSetting("MIRRORDevice0"), 3,
+                 "MIRRORDevice0 = \\\\fileserver\\dicom\\ is a Windows path: give the folder on this machine "
+                 "where the share is mounted"),
+                (lambda: configuration.pathSetting("WebUsers"), 4,
+                 "WebUsers = testserver\\users is a Windows path: write it with forward slashes on this machine "
+                 "(testserver/users)")):
+            error = self.assertRaises(ConfigError, read)
+            self.assertEqual((error.path, error.line, error.message), ("/c/dicom.ini", line, message))
+
     def test_placeholdersStopStartUp(self):
         """Conquest's Linux templates hold ${CONQUEST}, which its install
         script fills in (envsubst): used as it is, a ConfigError naming line

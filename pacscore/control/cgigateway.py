@@ -3,7 +3,9 @@ started by a web server (Apache, IIS ...) with no arguments and the request
 in its environment (``QUERY_STRING``, ``REQUEST_METHOD``, ``CONTENT_TYPE``,
 ``CONTENT_LENGTH``, a POST body on standard input), it asks the web
 interface of the running pacs for ``/cgi-bin/dgate?QUERY_STRING`` (at
-``WebEndpoint`` of the dicom.ini in its folder, else the default) and
+``WebEndpoint`` of the dicom.ini in its folder, else at the host its
+Conquest ``WebServerFor`` names on the default web port, else at the
+default) and
 writes the answer as a CGI answer: ``Status`` (when not 200), the content
 type and other headers, a blank line, the body.  So an existing Conquest
 web set-up keeps working with pacs behind it.  With ``WebUsers`` set, the
@@ -63,15 +65,31 @@ def _scriptAddress(ini, environ):
     return ini.get("WebScriptAddress", "").strip() or environ.get("SCRIPT_NAME", "").strip() or SCRIPT
 
 
+def _webInterface(ini):
+    """``(secure, host, port, source)`` of the web interface to ask, and
+    where dicom.ini says so: its WebEndpoint; else its WebServerFor
+    (Conquest's "IP address ... of DICOM server", which its CGI dgate
+    reaches at TCPPort, the DICOM port) on the default web port; else the
+    default WebEndpoint.  ValueError for a bad WebEndpoint."""
+    description = ini.get("WebEndpoint", "").strip()
+    if description:
+        return (*hostAndPort(description, DEFAULT_WEB_PORT), f"WebEndpoint of {ini.path}")
+    serverFor = ini.get("WebServerFor", "").strip()
+    if serverFor:
+        return (*hostAndPort(DEFAULT_WEB_ENDPOINT, DEFAULT_WEB_PORT, host=serverFor),
+                f"WebServerFor of {ini.path} on the default web port (WebEndpoint sets another)")
+    return (*hostAndPort(DEFAULT_WEB_ENDPOINT, DEFAULT_WEB_PORT), f"the default WebEndpoint ({ini.path} sets "
+                                                                  f"none)")
+
+
 def runCGI(ini, environ, stdin, write):
     """Pass the CGI request on to the server's web interface; 0, or 1 when
     no server answered (the web server still gets a 502 answer)."""
-    description = ini.get("WebEndpoint", "") or DEFAULT_WEB_ENDPOINT
     try:
-        secure, host, port = hostAndPort(description, DEFAULT_WEB_PORT)
+        secure, host, port, source = _webInterface(ini)
     except ValueError as e:
         _answer(write, 502, "Bad Gateway", [("Content-Type", "text/plain")],
-                f"dgate: bad WebEndpoint {description}: {e}\n".encode())
+                f"dgate: bad WebEndpoint {ini.get('WebEndpoint', '')}: {e}\n".encode())
         return 1
     address = f"[{host}]" if ":" in host else host
     url = f"{'https' if secure else 'http'}://{address}:{port}{SCRIPT}?{environ.get('QUERY_STRING', '')}"
@@ -88,6 +106,6 @@ def runCGI(ini, environ, stdin, write):
         _answer(write, e.code, e.reason, e.headers.items(), e.read(), script)
     except (urllib.error.URLError, OSError) as e:
         _answer(write, 502, "Bad Gateway", [("Content-Type", "text/plain")],
-                f"dgate: no pacs web interface at {host}:{port} ({getattr(e, 'reason', e)})\n".encode())
+                f"dgate: no pacs web interface at {host}:{port}, {source} ({getattr(e, 'reason', e)})\n".encode())
         return 1
     return 0

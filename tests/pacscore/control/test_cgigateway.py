@@ -1,0 +1,48 @@
+"""Tests for pacscore.control.cgigateway: where dgate as a CGI script sends
+the request (the interop tests drive it against a running server)."""
+
+import io
+import urllib.error
+import urllib.request
+
+from twisted.trial import unittest
+
+from pacscore.config.ini import DicomIni
+from pacscore.control.cgigateway import runCGI
+
+ENVIRONMENT = {"GATEWAY_INTERFACE": "CGI/1.1", "QUERY_STRING": "mode=top", "REQUEST_METHOD": "GET"}
+
+
+class WebInterfaceTests(unittest.TestCase):
+
+    def relay(self, iniText):
+        """``(exit status, URL asked, CGI answer)`` of dgate under ``iniText``, no server answering."""
+        asked = []
+
+        def urlopen(request, timeout, context):
+            asked.append(request.full_url)
+            raise urllib.error.URLError("connection refused")
+
+        self.patch(urllib.request, "urlopen", urlopen)
+        output = io.BytesIO()
+        status = runCGI(DicomIni.fromString(iniText, "/cgi-bin/dicom.ini"), ENVIRONMENT, io.BytesIO(), output.write)
+        return status, asked, output.getvalue().decode()
+
+    def test_webServerFor(self):
+        """Conquest's cgi-bin dicom.ini names the server in WebServerFor
+        (its manual: "IP address and port of DICOM server (may be
+        non-local...)", the port TCPPort, the DICOM port): without a
+        WebEndpoint, its host on the default web port, named in the 502."""
+        status, asked, answer = self.relay("[sscscp]\nWebServerFor = 192.0.2.10\nTCPPort = 5678\n")
+        self.assertEqual((status, asked), (1, ["http://192.0.2.10:8080/cgi-bin/dgate?mode=top"]))
+        self.assertIn("dgate: no pacs web interface at 192.0.2.10:8080, WebServerFor of /cgi-bin/dicom.ini on the "
+                      "default web port (WebEndpoint sets another) (connection refused)", answer)
+
+    def test_webEndpointFirst(self):
+        status, asked, answer = self.relay("[sscscp]\nWebServerFor = 192.0.2.10\n"
+                                           "WebEndpoint = tcp:8081:interface=192.0.2.11\n")
+        self.assertEqual(asked, ["http://192.0.2.11:8081/cgi-bin/dgate?mode=top"])
+        self.assertIn("at 192.0.2.11:8081, WebEndpoint of /cgi-bin/dicom.ini (", answer)
+        status, asked, answer = self.relay("[sscscp]\n")
+        self.assertEqual(asked, ["http://127.0.0.1:8080/cgi-bin/dgate?mode=top"])
+        self.assertIn("at 127.0.0.1:8080, the default WebEndpoint (/cgi-bin/dicom.ini sets none) (", answer)

@@ -21,13 +21,11 @@ study of 500 images gives one forward.
 Retries (manual appendix 3): a failed action or job is tried again
 ``RetryDelay`` seconds later (default 100) until it has been retried
 ``MaximumExportRetries`` times (as the manual says: "give up after this
-number of retries", so N retries are N + 1 attempts; image forwards without limit when
-``RetryForwardFailed = 1`` and MaximumExportRetries is not given, as
-Conquest's flag asks); then it stays in the table in state
-``failed`` (visible in ``counts``, logged) until ``retryFailed`` puts it
-back.  Unlike Conquest, whose default 0 retries forever, an absent
-``MaximumExportRetries`` means 5 retries; an explicit 0 still means
-forever.  Collected actions (patient, study,
+number of retries", so N retries are N + 1 attempts; 0, as when it is
+not given, retries forever, as in Conquest, so Conquest's
+``RetryForwardFailed = 1`` asks for nothing more); then it stays in the
+table in state ``failed`` (visible in ``counts``, logged) until
+``retryFailed`` puts it back.  Collected actions (patient, study,
 series) and ``get``/``prefetch`` use ``MaximumDelayedFetchForwardRetries``
 when it is set.  A deferred job (``defer``) is not a failure: it is tried
 again after RetryDelay without counting an attempt.
@@ -76,7 +74,7 @@ STATION_NAME = 0x00081010
 SOP_INSTANCE_UID = 0x00080018
 
 DEFAULT_RETRY_DELAY = 100
-DEFAULT_MAXIMUM_RETRIES = 5
+DEFAULT_MAXIMUM_RETRIES = None  # forever: Conquest's MaximumExportRetries default, 0
 DEFAULT_COLLECT_DELAY = 600
 
 
@@ -202,21 +200,18 @@ def retryLimit(ini, key, default):
     return value if value > 0 else None
 
 
-_AS_MAXIMUM = object()
-
-
 class ExportQueue:
     """See the module docstring.  ``rules`` are the export ``Rule``s of
     ``pacscore.converters.rules`` (``key``, ``filter``, ``matches``);
-    ``maximumRetries`` (retries after the first attempt) None means forever (``delayedRetries`` and
-    ``forwardRetries``, for image forwards, default to it); ``mirrored``: the names of the
+    ``maximumRetries`` (retries after the first attempt) None means forever (``delayedRetries``
+    defaults to it); ``mirrored``: the names of the
     MAG devices whose objects get a ``MIRRORCOPY`` job; ``clock`` gives
     seconds."""
 
     log = Logger()
 
     def __init__(self, index, rules=(), retryDelay=DEFAULT_RETRY_DELAY,
-                 maximumRetries=DEFAULT_MAXIMUM_RETRIES, delayedRetries=None, forwardRetries=_AS_MAXIMUM,
+                 maximumRetries=DEFAULT_MAXIMUM_RETRIES, delayedRetries=None,
                  collectDelay=DEFAULT_COLLECT_DELAY, mirrored=frozenset(), clock=time.time, objectPaths=None):
         self.index = index
         # Where the index keeps no rows (NULL driver): (DeviceName, ObjectFile) -> the
@@ -228,31 +223,23 @@ class ExportQueue:
         self.retryDelay = retryDelay
         self.maximumRetries = maximumRetries
         self.delayedRetries = maximumRetries if delayedRetries is None else delayedRetries
-        self._forwardRetries = forwardRetries
         self.collectDelay = collectDelay
         self.clock = clock
         self.metadata = MetaData()
         self.jobs, self.forwards = buildTables(self.metadata)
         self._lock = threading.Lock()  # addForward's collecting reads, then writes
 
-    @property
-    def forwardRetries(self):
-        """The limit of image forwards' retries (None: forever)."""
-        return self.maximumRetries if self._forwardRetries is _AS_MAXIMUM else self._forwardRetries
-
     @classmethod
     def fromConfiguration(cls, index, configuration, rules=(), mirrored=frozenset(), clock=time.time,
                           objectPaths=None):
         """With RetryDelay, MaximumExportRetries,
-        MaximumDelayedFetchForwardRetries, RetryForwardFailed and
-        ForwardCollectDelay of dicom.ini."""
+        MaximumDelayedFetchForwardRetries and ForwardCollectDelay of
+        dicom.ini."""
         ini = configuration.ini
         maximum = retryLimit(ini, "MaximumExportRetries", DEFAULT_MAXIMUM_RETRIES)
         delayed = retryLimit(ini, "MaximumDelayedFetchForwardRetries", maximum)
-        forwardForever = ini.getint("RetryForwardFailed", 0) == 1 and not ini.has("MaximumExportRetries")
         return cls(index, rules, retryDelay=ini.getint("RetryDelay", DEFAULT_RETRY_DELAY),
                    maximumRetries=maximum, delayedRetries=delayed,
-                   forwardRetries=None if forwardForever else _AS_MAXIMUM,
                    collectDelay=ini.getint("ForwardCollectDelay", DEFAULT_COLLECT_DELAY), mirrored=mirrored,
                    clock=clock, objectPaths=objectPaths)
 
@@ -496,8 +483,7 @@ class ExportQueue:
         row = connection.execute(select(self.forwards.c.Level, self.forwards.c.Action)
                                  .where(self.forwards.c.id == actionId)).first()
         delayed = row is not None and (row.Level != "IMAGE" or row.Action in FETCHES)
-        forward = row is not None and row.Action == "forward"
-        limit = self.delayedRetries if delayed else self.forwardRetries if forward else self.maximumRetries
+        limit = self.delayedRetries if delayed else self.maximumRetries
         return self._fail(connection, self.forwards, actionId, error, now, limit)
 
     def _fail(self, connection, table, rowId, error, now, limit):

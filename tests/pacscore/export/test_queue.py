@@ -410,19 +410,6 @@ class ActionTests(QueueTestCase):
         for _ in range(50):
             self.assertEqual(self.write(self.queue.markFailed(action.id, "down", self.clock())), PENDING)
 
-    def test_retryForwardFailed(self):
-        """RetryForwardFailed = 1 (MaximumExportRetries not given): image
-        forwards are tried until they succeed, other actions as before."""
-        self.queue = ExportQueue(SyncIndex(self.index), retryDelay=100, maximumRetries=2, forwardRetries=None,
-                                 clock=self.clock)
-        self.queue.addForward("A", "IMAGE", CT)
-        self.queue.addForward("", "IMAGE", CT._replace(patientID="PAT2"), action="delete")
-        byAction = {action.action: action for action in self.queue.due(self.clock(), 10)}
-        for _ in range(20):
-            self.assertEqual(self.write(self.queue.markFailed(byAction["forward"].id, "down", self.clock())), PENDING)
-        states = [self.write(self.queue.markFailed(byAction["delete"].id, "x", self.clock())) for _ in range(3)]
-        self.assertEqual(states[-1], FAILED)
-
     def test_delayedActionsUseTheirOwnLimit(self):
         self.queue.delayedRetries = 0
         self.queue.addForward("A", "PATIENT", CT)
@@ -457,12 +444,17 @@ class ConfigurationTests(unittest.TestCase):
         queue = ExportQueue.fromConfiguration(index, SimpleNamespace(ini=ini))
         self.assertEqual((queue.retryDelay, queue.maximumRetries, queue.delayedRetries, queue.collectDelay),
                          (30, None, 2, 20))
-        defaults = ExportQueue.fromConfiguration(index, SimpleNamespace(ini=self.ini("")))
-        self.assertEqual((defaults.retryDelay, defaults.maximumRetries, defaults.delayedRetries,
-                          defaults.collectDelay), (100, 5, 5, 600))
-        self.assertEqual(defaults.forwardRetries, 5)
-        for text, expected in (("RetryForwardFailed = 1\n", None),
-                               ("RetryForwardFailed = 1\nMaximumExportRetries = 2\n", 2),
-                               ("RetryForwardFailed = 0\n", 5)):
+
+    def test_retriesForeverByDefault(self):
+        """Without MaximumExportRetries (a Conquest dicom.ini may lack it)
+        failed forwards are retried forever, as Conquest's default 0 does
+        ("If other than 0, exportconverters give up after this number of
+        retries, default 0"), collected ones too unless
+        MaximumDelayedFetchForwardRetries limits them."""
+        index = SimpleNamespace(engine=None)
+        for text, expected in (("", (100, None, None, 600)), ("RetryForwardFailed = 1\n", (100, None, None, 600)),
+                               ("MaximumDelayedFetchForwardRetries = 3\n", (100, None, 3, 600)),
+                               ("MaximumExportRetries = 2\n", (100, 2, 2, 600))):
             queue = ExportQueue.fromConfiguration(index, SimpleNamespace(ini=self.ini(text)))
-            self.assertEqual(queue.forwardRetries, expected, text)
+            self.assertEqual((queue.retryDelay, queue.maximumRetries, queue.delayedRetries, queue.collectDelay),
+                             expected, text)

@@ -42,6 +42,7 @@ _NOTHING = ("", "---")
 _GENERATED = ("*AN", "*UI")
 _TIME = re.compile(r"[0-9]{8}([0-9]{2}(?:[0-9]{2}(?:[0-9]{2}(\.[0-9]+)?)?)?)")
 _CONTROL = re.compile(r"\r\n|[\x00-\x1f\x7f]")
+_PN_DELIMITERS = re.compile(r"[\^=]")
 TEXT_VRS = frozenset({"LT", "ST", "UT"})   # the VRs that may hold a backslash and line breaks
 # HL7 table 0001 (administrative sex) -> DICOM Patient's Sex (M, F, O); anything else is empty.
 SEXES = {"M": "M", "F": "F", "O": "O", "A": "O", "N": "O"}
@@ -98,8 +99,10 @@ def _vr(column):
 
 
 def personName(components):
-    """HL7 XPN components (family^given^middle^suffix^prefix^degree) as a DICOM PN."""
-    family, given, middle, suffix, prefix = (list(components) + [""] * 5)[:5]
+    """HL7 XPN components (family^given^middle^suffix^prefix^degree) as a
+    DICOM PN; a ^ or = a component holds (HL7's escaped \\S\\) becomes a
+    space, as they delimit PN components and groups (PS3.5 6.2)."""
+    family, given, middle, suffix, prefix = ([_PN_DELIMITERS.sub(" ", part) for part in components] + [""] * 5)[:5]
     return "^".join((family, given, middle, prefix, suffix)).rstrip("^")
 
 
@@ -243,6 +246,8 @@ class WorklistMapping:
                 value = self._wholeField(column, segment)
             else:
                 value = segment.value(source.field, source.part)
+                if column.isPersonName:
+                    value = personName([value])
             if column.isDate:
                 value = datePart(value)
         if column.name == self.accessionColumn and column.length and len(value) > column.length:

@@ -208,6 +208,16 @@ class ConversionTests(unittest.TestCase):
         self.assertEqual(mapOne(column("PatientName", "PID.5", tag=PATIENT_NAME),
                                 segment("PID", {5: "Ruiz^Se\\XE1\\n"})), "Ruiz^Seán")
 
+    def test_escapedDelimitersInPersonNames(self):
+        """An escaped ^ (or a =) in a name's component is no PN delimiter: a space."""
+        name = column("PatientName", "PID.5", tag=PATIENT_NAME)
+        self.assertEqual(mapOne(name, segment("PID", {5: "Smith\\S\\Jones^Ann\\T\\Bea"})), "Smith Jones^Ann&Bea")
+        self.assertEqual(mapOne(name, segment("PID", {5: "A=B^C"})), "A B^C")
+        family = column("PatientName", "PID.5.0", tag=PATIENT_NAME)
+        self.assertEqual(mapOne(family, segment("PID", {5: "Smith\\S\\Jones^Ann"})), "Smith Jones")
+        self.assertEqual(mapOne(column("Text", "PID.5.0"), segment("PID", {5: "Smith\\S\\Jones^Ann"})),
+                         "Smith^Jones")
+
     def test_backslashAndControlCharactersOnlyInText(self):
         """A backslash (DICOM's value delimiter) becomes / and an escaped line
         break or other control character a space, except in LT, ST and UT."""

@@ -295,7 +295,7 @@ class Archive:
             self.procedureSteps.createTables()
             self.mppsForwards.createTables()
             self.commitments.pending.createTables()
-            self.worklistItems.checkStatusColumn()
+            self.worklistItems.check()
             emptyIndex = not self.index.hasImages()
         except SQLAlchemyError as e:
             raise self._indexUnusable(e) from e

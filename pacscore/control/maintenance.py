@@ -50,6 +50,13 @@ def _initialize(connection, index, worklist, regenerating=()):
     index.initializeTables(worklist=worklist, connection=connection, regenerating=regenerating)
 
 
+def _initializeTables(connection, index, worklist, worklistItems):
+    """``initializetables``: then the worklist's status column, in use again
+    once a remade worklist table has it."""
+    _initialize(connection, index, worklist)
+    worklistItems.checkStatusColumn(connection)
+
+
 def _mark(connection, index, deviceNames):
     index.regens.mark(connection, deviceNames)
 
@@ -221,7 +228,7 @@ class InitializeTables(ControlCommand):
         tables = [index.tables.worklist] if worklist else list(index.tables[:4])
         names = ", ".join(table.name for table in tables)
         self.log.info("{peer}: initializing {names}", peer=context.peer, names=names)
-        d = index.runWrite(_initialize, index, worklist)
+        d = index.runWrite(_initializeTables, index, worklist, context.archive.worklistItems)
         return d.addCallback(lambda _: f"Initialized {names}")
 
 

@@ -71,24 +71,34 @@ class WorklistItems:
         dicomColumns = [c for c in index.layout.worklist if not c.isSequenceMarker]
         self.tagOf = {c.name: c.tag for c in dicomColumns}
         self.accessionColumn = self._columnOf(dicomColumns, ACCESSION_NUMBER)
-        self.statusColumn = self._columnOf(dicomColumns, STEP_STATUS)
+        self.configuredStatusColumn = self._columnOf(dicomColumns, STEP_STATUS)  # dicom.sql's
+        self.statusColumn = self.configuredStatusColumn  # the one in use: None while the table lacks it
 
-    def checkStatusColumn(self):
-        """At start-up: forget the status column when the worklist table in
-        the database predates it (dicom.sql gained it without a
-        ``dgate --initializetables:2``), so MPPS and orders still work; say
-        so when dicom.sql has no *WorkList* table at all."""
+    def check(self):
+        """At start-up: say so when dicom.sql has no *WorkList* table at
+        all; ``checkStatusColumn`` on the database's table."""
         if not self.tagOf:
             self.log.warn("dicom.sql has no *WorkList* table (as before Conquest 1.4.9): modality worklist "
                           "queries find nothing and HL7 orders are refused")
-        if self.statusColumn is None:
+        self.checkStatusColumn(self.index.engine)
+
+    def checkStatusColumn(self, connectable):
+        """Use dicom.sql's status column only while the worklist table in
+        the database (through ``connectable``: the engine at start-up, the
+        writer's connection once the table is made again) has it: one that
+        predates it (dicom.sql gained it without a ``dgate
+        --initializetables:2``) is warned of, and MPPS and orders go on
+        without it."""
+        if self.configuredStatusColumn is None:
             return
-        existing = {column["name"] for column in inspect(self.index.engine).get_columns(self.table.name)}
-        if self.statusColumn not in existing:
-            self.log.warn("the {table} table has no {column} column yet, so MPPS does not mark worklist items: "
-                          "dgate --initializetables:2 makes it as dicom.sql says (and empties the worklist)",
-                          table=self.table.name, column=self.statusColumn)
-            self.statusColumn = None
+        existing = {column["name"] for column in inspect(connectable).get_columns(self.table.name)}
+        if self.configuredStatusColumn in existing:
+            self.statusColumn = self.configuredStatusColumn
+            return
+        self.log.warn("the {table} table has no {column} column yet, so MPPS does not mark worklist items: "
+                      "dgate --initializetables:2 makes it as dicom.sql says (and empties the worklist)",
+                      table=self.table.name, column=self.configuredStatusColumn)
+        self.statusColumn = None
 
     @staticmethod
     def _columnOf(columns, tag):

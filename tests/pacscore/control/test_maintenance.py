@@ -21,6 +21,7 @@ from pacscore.testing.orders import orderMessage, writeMessages
 from plugins import pacs_control_data as data
 from plugins import pacs_control_maintenance as commands
 from tests.pacscore.control.running import RunningArchive
+from tests.pacscore.db.test_worklistitems import uncommentStepStatus
 
 LEVELS = ("patient", "study", "series", "image")
 
@@ -62,6 +63,27 @@ class MaintenanceTests(unittest.TestCase):
         self.assertEqual((yield self.running.run(commands.initializeTables, "2")), "Initialized DICOMWorkList")
         self.assertEqual((yield self.running.count("worklist")), 0)
         self.assertEqual((yield self.counts()), [3, 3, 6, 12])
+
+    @defer.inlineCallbacks
+    def test_initializetables2MakesTheStatusColumnWork(self):
+        """dicom.sql gains the Scheduled Procedure Step Status column; after
+        the restart that warns of the old table, initializetables:2 is all
+        it takes for new items to be SCHEDULED and MPPS to mark them."""
+        yield self.running.stop()
+        sql = os.path.join(self.running.workdir, "dicom.sql")
+        with open(sql) as f:
+            text = uncommentStepStatus(f.read())
+        with open(sql, "w") as f:
+            f.write(text)
+        again = RunningArchive(self, workdir=self.running.workdir)
+        items = again.archive.worklistItems
+        self.assertIsNone(items.statusColumn)
+        yield again.run(commands.initializeTables, "2")
+        path = os.path.abspath(self.mktemp())
+        writeMessages(path, [orderMessage("MSG1", "ACC1", "P1", "Doe^John")])
+        yield again.run(data.loadHL7, path)
+        self.assertEqual(items.lookup("ACC1")[0x00400020], "SCHEDULED")
+        self.assertEqual((yield again.archive.index.runWrite(items.markPerformed, ["ACC1"], "STARTED")), ["ACC1"])
 
     @defer.inlineCallbacks
     def test_regenRebuildsTheSameIndex(self):

@@ -157,11 +157,15 @@ class ScheduledStepStatusTests(unittest.TestCase):
         index = Index(engine, self.index.layout, TABLE_NAMES)
         items = WorklistItems(index, runWrite=runNow(index))
         with capturedLogs() as events:
-            items.checkStatusColumn()
+            items.check()
         self.assertIsNone(items.statusColumn)
         self.assertIn("no SchedPSStatus column yet", formatEvent(events[0]))
         self.successResultOf(items.apply([order("NW", "A1")]))
         with engine.begin() as connection:
             self.assertEqual(items.markPerformed(connection, ["A1"], "STARTED"), [])
-        self.items.checkStatusColumn()
+        self.items.check()
         self.assertEqual(self.items.statusColumn, "SchedPSStatus")
+        index.initializeTables(worklist=True)  # dgate --initializetables:2
+        with engine.begin() as connection:
+            items.checkStatusColumn(connection)
+        self.assertEqual(items.statusColumn, "SchedPSStatus")

@@ -11,12 +11,13 @@ wildcards, DA/TM ranges, UID lists, case-insensitive person names, several
 values).  Scheduled Procedure Step Start Date (0040,0002) and Start Time
 (0040,0003) match independently of each other: combined date-time matching
 needs the extended negotiation of PS3.4 C.2.2.2.5, which is not offered.
-Keys whose tag has no column impose no condition.
+Keys whose tag has no column impose no condition: ``unmatchedKeys`` names
+those with values, so that the matches are answered 0xFF01.
 """
 
 from sqlalchemy import select
 
-from pacscore.db.query import matchCondition
+from pacscore.db.query import _hasValuesToMatch, matchCondition
 
 __all__ = ["WorklistQuery"]
 
@@ -64,3 +65,8 @@ class WorklistQuery:
                  .order_by(*self.orderBy))
         return [dict(zip(tags, ("" if value is None else value for value in row)))
                 for row in connection.execute(query)]
+
+    def unmatchedKeys(self, keys):
+        """The tags of ``keys`` with values to match that no column matches:
+        no column has their tag (a sequence key has none)."""
+        return [key.tag for key in keys if key.tag not in self.byTag and _hasValuesToMatch(key)]

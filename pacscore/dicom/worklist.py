@@ -2,21 +2,24 @@
 
 A worklist identifier has no Query/Retrieve Level (one sent is ignored);
 its Scheduled Procedure Step Sequence item holds keys like any others.  The
-dicom.sql *WorkList* table stores one scheduled step per row and marks the
-columns of a sequence's item between ``DT_STARTSEQUENCE`` and
+dicom.sql *WorkList* table stores one scheduled step per row and may mark
+the columns of a sequence's item between ``DT_STARTSEQUENCE`` and
 ``DT_ENDSEQUENCE`` lines tagged with the sequence.  As in Conquest (manual
-7.8), an answer mimics the request's organisation: it holds exactly the
-requested attributes, nested as requested, each valued by tag from the row
-wherever dicom.sql puts its column and in the data dictionary's VR (that of
-the request for tags it does not know; a value the VR cannot hold is
-answered empty):
+7.8: the markers are descriptive only), an answer mimics the request's
+organisation: it holds exactly the requested attributes, nested as
+requested, each valued by tag from the row wherever dicom.sql puts its
+column and in the data dictionary's VR (that of the request for tags it
+does not know; a value the VR cannot hold is answered empty):
 
-- a key inside the item of a sequence dicom.sql knows matches like a
-  top-level one (``pacscore.db.worklistquery``) and is returned in the one
-  item of that sequence; a known sequence requested with no item, or an
-  empty one, gets an item with every column dicom.sql places in it;
-- any other sequence is returned empty (zero items) and not matched;
-- keys without a column or a value are returned empty.
+- a key inside the (first) item of any sequence matches like a top-level
+  one (``pacscore.db.worklistquery``) and is returned in the one item of
+  that sequence;
+- a sequence the markers name, requested with no item or an empty one,
+  gets an item with every column dicom.sql places in it; any other is
+  then returned empty (zero items);
+- keys without a column or a value are returned empty; those with a value
+  but no column to match (and a sequence's further items holding values)
+  make the matches 0xFF01, as in the Q/R C-FIND (PS3.4 K.4.1.1).
 
 With ``WorkListReturnsISO_IR_100`` (the default) answers declare ISO_IR 100
 whenever their text fits Latin-1 and ISO_IR 192 (UTF-8) otherwise; without
@@ -53,7 +56,7 @@ class Returned(NamedTuple):
 
     tag: int
     vr: str
-    item: tuple | None = None  # a known sequence: the Returned of its one item; else None
+    item: tuple | None = None  # a sequence: the Returned of its one item; None for zero items
 
 
 class WorklistRequest(NamedTuple):
@@ -136,7 +139,7 @@ class WorklistFindService:
         matches = timed(self.index.queryForPeer(self._matches, request, syntax, keep), self.counters,
                         "worklistQueryTime").addCallback(self._dumped, protocol.peerName(), syntax)
         await answerFind(protocol, contextId, command, matches,
-                         self.clock, self.log, "Modality Worklist C-FIND")
+                         self.clock, self.log, "Modality Worklist C-FIND", self.query.unmatchedKeys(request.keys))
 
     def _dumped(self, matches, peer, syntax):
         d = dumpDatasets(self.clock, peer, "worklist query result", matches, syntax, COMMANDS)
@@ -159,19 +162,24 @@ class WorklistFindService:
         return WorklistRequest(keys, returned, characterSetOf(dataset))
 
     def _readItem(self, dataset, keys):
-        """The ``Returned`` of a data set's attributes; adds their keys to ``keys``."""
+        """The ``Returned`` of a data set's attributes; adds their keys to
+        ``keys``, those of a sequence's first item flattened in (the key of
+        a sequence whose further items hold values too: they are not
+        matched)."""
         returned = []
         for key in datasetKeys(dataset):
             vr = answerVR(key.tag, key.vr)
             if vr != "SQ":
                 keys.append(key)
                 returned.append(Returned(key.tag, vr))
-            elif key.tag not in self.sequences:
-                returned.append(Returned(key.tag, "SQ"))
-            else:
-                items = dataset[key.tag].value if key.vr == "SQ" else ()
-                item = self._readItem(items[0], keys) if items else ()
-                returned.append(Returned(key.tag, "SQ", item or self._wholeItem(key.tag)))
+                continue
+            items = dataset[key.tag].value if key.vr == "SQ" else ()
+            if len(items) > 1 and key.itemValues:
+                keys.append(key)
+            item = self._readItem(items[0], keys) if items else ()
+            if not item and key.tag in self.sequences:
+                item = self._wholeItem(key.tag)
+            returned.append(Returned(key.tag, "SQ", item or None))
         return tuple(returned)
 
     def _wholeItem(self, tag):

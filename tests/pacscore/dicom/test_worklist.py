@@ -66,10 +66,13 @@ class WorklistServiceTests(unittest.TestCase):
         self.counters = {}
         self.server = self.serve()
 
-    def serve(self, rows=None, **options):
+    def serve(self, rows=None, markers=True, **options):
+        """A server on the shipped dicom.sql's worklist (without its
+        DT_STARTSEQUENCE/DT_ENDSEQUENCE lines unless ``markers``)."""
         engine, layout, table = worklistDatabase(self, rows)
-        self.service = WorklistFindService(SynchronousIndex(engine), WorklistQuery(table, layout.worklist),
-                                           layout.worklist, clock=self.clock, counters=self.counters, **options)
+        columns = [c for c in layout.worklist if markers or not c.isSequenceMarker]
+        self.service = WorklistFindService(SynchronousIndex(engine), WorklistQuery(table, columns),
+                                           columns, clock=self.clock, counters=self.counters, **options)
         self.service.log = Logger(observer=self.events.append)
         policy = AcceptorPolicy(aeTitles=["PACS"], abstractSyntaxes={MODALITY_WORKLIST_FIND: False},
                                 transferSyntaxes={IMPLICIT, EXPLICIT})
@@ -124,6 +127,47 @@ class WorklistServiceTests(unittest.TestCase):
         self.assertEqual([m.AccessionNumber for m in matches], ["ACC1", "ACC3"])
         self.assertEqual([m.ScheduledProcedureStepSequence[0].ScheduledStationAETitle for m in matches],
                          ["CT1", "CT1"])
+
+    def test_sequencesWithoutMarkers(self):
+        """A dicom.sql without the (descriptive) sequence markers: the SPS
+        item's keys still match, and come back in the item as requested."""
+        self.server = self.serve(markers=False)
+        request = identifier(AccessionNumber="", step={"Modality": "CT", "ScheduledStationAETitle": "CT1",
+                                                       "ScheduledProcedureStepStartDate": "20240103",
+                                                       "ScheduledProcedureStepID": ""})
+        status, [match], _ = self.find(request)
+        self.assertEqual(status, 0)
+        self.assertEqual(match.AccessionNumber, "ACC3")
+        [item] = match.ScheduledProcedureStepSequence
+        self.assertEqual((item.Modality, item.ScheduledStationAETitle, item.ScheduledProcedureStepStartDate,
+                          item.ScheduledProcedureStepID), ("CT", "CT1", "20240103", "SPS-ACC3"))
+        self.assertEqual(len(item), 4)
+        status, [match], _ = self.find(identifier(AccessionNumber="ACC3", ScheduledProcedureStepSequence=[]))
+        self.assertEqual(len(match.ScheduledProcedureStepSequence), 0)  # nothing says what its item holds
+
+    def test_keysNotMatchedAnswerFF01(self):
+        """Keys with values but no column (in any item, or a sequence's
+        further items) are named in the log and make the matches 0xFF01."""
+        code = Dataset()
+        code.CodeValue, code.CodingSchemeDesignator = "NO-SUCH-CODE", ""
+        request = identifier(AccessionNumber="", PatientWeight="70", RequestedProcedureCodeSequence=[code],
+                             step={"ScheduledProcedureStepStatus": "COMPLETED", "Modality": "CT"})
+        status, matches, _ = self.find(request)
+        self.assertEqual((status, len(matches)), (0, 3))
+        self.assertEqual(len(matches[0].RequestedProcedureCodeSequence), 1)
+        self.assertIn("Modality Worklist C-FIND: keys not matched, answered 0xFF01: (0010,1030), (0008,0100), "
+                      "(0040,0020)", "\n".join(self.logged()))
+        del self.events[:]
+        second = Dataset()
+        second.Modality = "MR"
+        request = identifier(AccessionNumber="", step={"Modality": "CT", "ScheduledStationAETitle": ""})
+        request.ScheduledProcedureStepSequence.append(second)
+        status, matches, _ = self.find(request)
+        self.assertEqual((status, len(matches)), (0, 3))
+        self.assertIn("keys not matched, answered 0xFF01: (0040,0100)", "\n".join(self.logged()))
+        del self.events[:]
+        self.find(identifier(AccessionNumber="", OtherPatientIDs="", step={"Modality": "CT"}))
+        self.assertNotIn("0xFF01", "\n".join(self.logged()))
 
     def test_emptySequenceReturnsTheWholeItem(self):
         """An SPS requested without an item gets one with every dicom.sql

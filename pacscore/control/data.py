@@ -214,13 +214,16 @@ class Forward(AsyncControlCommand):
         instance = instances[0]
         target = Target(instance.patientID, instance.studyInstanceUID, instance.seriesInstanceUID,
                         instance.sopInstanceUID)
-        forwarder = forwarderFor(archive)
+        forwarder, leftOut = forwarderFor(archive), []
         try:
-            sent = await forwarder.forward(Action(0, "forward", server, "IMAGE", target, mode.strip(), {}, 0))
+            sent = await forwarder.forward(Action(0, "forward", server, "IMAGE", target, mode.strip(), {}, 0),
+                                           onLeftOut=leftOut.append)
         except (ForwardError, ValueError) as e:
             raise CommandError(str(e)) from e
         finally:
             await forwarder.closeAll()
+        if leftOut:
+            raise CommandError(f"{storedName(deviceName, objectFile)} not sent to {server}: {leftOut[0]}")
         if not sent:
             raise CommandError(f"{storedName(deviceName, objectFile)} could not be read")
         return f"{storedName(deviceName, objectFile)} sent to {server}"

@@ -8,7 +8,10 @@ per ForwardAssociationLevel); the destination must be in our acrnema.map.
 Any other source (in our acrnema.map) is asked for a C-MOVE to the
 destination, which it must know, through our DICOM client
 (``Forwarder.get``; a date range first finds the studies with a C-FIND).
-Progress is reported every ``PROGRESS_EVERY`` objects. Study and series
+An object sent from here that cannot go (``forwarder.LeftOut``: not
+converted, its SOP class refused) is left out and the rest sent; the
+command then fails saying how many were left out.  Progress is reported
+every ``PROGRESS_EVERY`` objects. Study and series
 UIDs must be UIDs (digits and dots), patient IDs exact (no wildcards).
 The objects sent from this archive are counted in ``SENT_COUNTER``, part
 of the images sent that ``--display_status`` shows, as C-MOVE's are.
@@ -82,7 +85,7 @@ class _Move(ControlCommand):
         return result
 
     async def _local(self, context, forwarder, action):
-        total = 0
+        total, leftOut = 0, []
 
         def sent(count):
             nonlocal total
@@ -91,13 +94,16 @@ class _Move(ControlCommand):
                 context.progress(f"{count} object(s) sent to {action.destination}")
 
         try:
-            count = await forwarder.forward(action, onSent=sent)
+            count = await forwarder.forward(action, onSent=sent, onLeftOut=leftOut.append)
         finally:  # what went before a failure was sent too
             counters = context.archive.counters
             counters[SENT_COUNTER] = counters.get(SENT_COUNTER, 0) + total
+        result = f"{count} object(s) sent to {action.destination}"
+        if leftOut:  # the rest went; the command still fails, as not all of it arrived
+            raise CommandError(f"{result}, {len(leftOut)} left out, e.g. {leftOut[0]}")
         if not count:
             raise CommandError(f"{self.name}: no stored object to send")
-        return f"{count} object(s) sent to {action.destination}"
+        return result
 
     async def _remote(self, context, forwarder, action, destination):
         counts = MoveCounts(context, destination)

@@ -30,7 +30,10 @@ is stored without the import and export converters (a WADO-RS fetch: the
 same, told to the fetcher); the control commands' moves are the user's.
 
 One action per destination at a time (the runner sees to that); every
-failure raises ``ForwardError`` with the reason.
+failure raises ``ForwardError`` with the reason, but for an object that
+cannot be sent whatever is tried (``LeftOut``: the destination takes its
+SOP class in no syntax it can go in, it cannot be converted to one) a
+retry would change nothing: it is left out, logged, and the rest goes.
 """
 
 import re
@@ -71,10 +74,21 @@ class ForwardError(Exception):
     """An action could not be delivered; the message says why."""
 
 
-class NotAccepted(ForwardError):
+class LeftOut(ForwardError):
+    """One object of an action cannot be sent and trying again changes
+    nothing (Conquest 1.4.11: "unaccepted images were retried forever"):
+    it is left out, logged, and the rest of the action goes."""
+
+
+class NotAccepted(LeftOut):
     """The destination takes an object's SOP class in no syntax it can be
-    sent in: trying again changes nothing (Conquest 1.4.11: "unaccepted
-    images were retried forever"), so it is left out, logged."""
+    sent in."""
+
+
+class NotConvertible(LeftOut):
+    """An object cannot be converted to any syntax the destination took for
+    it (pixel data the codecs here cannot decode, a compression line that
+    cannot read it): a property of the object, not of the destination."""
 
 
 class Interrupted(ForwardError):
@@ -202,11 +216,12 @@ class Forwarder:
             found.append((instances, self.reader.locate(instances)))
         return found
 
-    async def forward(self, action, onSent=None, found=None):
+    async def forward(self, action, onSent=None, found=None, onLeftOut=None):
         """C-STORE the objects of ``action`` (a ``queue.Action``) to its
         destination; fires with how many were sent. ``onSent(count)`` is
-        told after each object; ``found``: its ``locate`` result, if
-        already known."""
+        told after each object, ``onLeftOut(error)`` of each object left
+        out (``LeftOut``); ``found``: its ``locate`` result, if already
+        known."""
         server = self.dicomWebServers.get(action.destination.strip().upper())
         node = self._node(action.destination) if server is None else None
         if found is None:
@@ -244,9 +259,11 @@ class Forwarder:
                 try:
                     if await self._sendOne(protocol, action.destination, stored, compression):
                         sent += 1
-                except NotAccepted as e:
+                except LeftOut as e:
                     self.log.warn("forward to {destination}: {uid} left out, not retried: {error}",
                                   destination=action.destination, uid=stored.sopInstanceUID, error=e)
+                    if onLeftOut is not None:
+                        onLeftOut(e)
                 if onSent is not None:
                     onSent(sent)
         except Exception as e:
@@ -313,7 +330,8 @@ class Forwarder:
 
     async def _encode(self, stored, data, accepted, compression, destination):
         """``(syntax, data)`` to send ``stored`` in: the best one the peer
-        took that it can be converted to, uncompressed at last."""
+        took that it can be converted to, uncompressed at last, as stored
+        when the peer took that too; ``NotConvertible`` when none."""
         syntaxes = choices(stored, accepted, compression)
         if not syntaxes:
             closeIfStored(data)
@@ -323,7 +341,8 @@ class Forwarder:
             syntax, data, refusals = await convertToFirst(stored, data, syntaxes, self.workers,
                                                           qualityOf(compression, self.lossyQuality))
         except TranscodeError as e:
-            raise ForwardError(f"{stored.sopInstanceUID} cannot be converted to {syntaxes[-1]}: {e}") from e
+            raise NotConvertible(f"{stored.sopInstanceUID} cannot be converted to {' nor '.join(syntaxes)} "
+                                 f"(what {destination} takes it in): {e}") from e
         for refused, error in refusals:
             self.log.info("forward to {destination}: {uid} cannot be converted to {refused} ({error}); "
                           "sent as {syntax}", destination=destination, uid=stored.sopInstanceUID,
@@ -332,12 +351,12 @@ class Forwarder:
 
     def _read(self, stored, compression, destination):
         """In the I/O pool: ``readForPeer`` of ``stored`` (its s0..s9 line
-        run from us to ``destination``)."""
+        run from us to ``destination``); ``NotConvertible`` when it cannot be."""
         try:
             return readForPeer(self.reader, stored, compression, self.workers.deferToWorker, self.compressionScripts,
                                self.aeTitle, destination)
         except (TranscodeError, IdentifierError) as e:
-            raise ForwardError(f"{stored.sopInstanceUID}: {e}") from e
+            raise NotConvertible(f"{stored.sopInstanceUID}: {e}") from e
 
     # -- get --------------------------------------------------------------
 

@@ -5,16 +5,19 @@ and C-MOVEs requested from the other archive."""
 import json
 import os
 
+import pydicom
 from twisted.internet import defer
 from twisted.trial import unittest
 
 from pacscore.control import moves
 from pacscore.control.context import CommandError
 from pacscore.dicom import retrieve
+from pacscore.export import forwarder
 from pacscore.testing.corpus import generateCorpus
 from plugins import pacs_control_data as commands
 from plugins import pacs_control_server as server
 from tests.pacscore.control.running import RunningArchive
+from tests.pacscore.export.fixtures import failingFor
 
 
 class MoveTests(unittest.TestCase):
@@ -51,6 +54,19 @@ class MoveTests(unittest.TestCase):
         self.assertEqual((yield self.destination.count("image")), 0)
         output = yield self.source.run(commands.moveSeries, f"(local),DEST,PAT0000:{image.seriesUID},{image.studyUID}")
         self.assertEqual(output, "3 object(s) sent to DEST")
+
+    @defer.inlineCallbacks
+    def test_movestudyLeavesOutWhatCannotBeConvertedAndSendsTheRest(self):
+        """An image of the study that cannot be converted (pixel data no
+        codec here decodes): the five others are sent, and the command
+        fails saying one was left out and why."""
+        self.patch(forwarder, "convertToFirst", failingFor(self.images[1].sopUID))
+        study = self.images[0].studyUID
+        error = yield self.assertFailure(self.source.run(commands.moveStudy, f"(local),DEST,PAT0000:{study}"),
+                                         CommandError)
+        self.assertTrue(str(error).startswith(f"5 object(s) sent to DEST, 1 left out, e.g. {self.images[1].sopUID} "
+                                              f"cannot be converted to "), str(error))
+        self.assertEqual((yield self.destination.count("image")), 5)
 
     @defer.inlineCallbacks
     def test_objectsSentAreInTheStatus(self):
@@ -129,3 +145,12 @@ class MoveTests(unittest.TestCase):
         self.assertEqual((yield self.destination.count("image")), 1)
         yield self.assertFailure(self.source.run(commands.forward, f"{path},un,NOWHERE"), CommandError)
         yield self.assertFailure(self.source.run(commands.forward, "MAG0:no/such.dcm,un,DEST"), CommandError)
+
+    @defer.inlineCallbacks
+    def test_forwardOfAFileThatCannotBeConvertedSaysWhy(self):
+        path = self.source.files()[0]
+        uid = pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID
+        self.patch(forwarder, "convertToFirst", failingFor(uid))
+        error = yield self.assertFailure(self.source.run(commands.forward, f"{path},un,DEST"), CommandError)
+        self.assertIn(f" not sent to DEST: {uid} cannot be converted to ", str(error))
+        self.assertEqual((yield self.destination.count("image")), 0)

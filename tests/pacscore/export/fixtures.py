@@ -1,15 +1,16 @@
 """Shared pieces of the export tests: an index with stored files on a MAG
 folder, synchronous stand-ins for the thread pools, and a DICOM acceptor
-reached over twisted.test.iosim."""
+reached over twisted.test.iosim, a conversion that fails for one object."""
 
 import os
 
 from twisted.internet import defer
 from twisted.test import iosim
 
+from pacscore.codecs.transcode import TranscodeError
 from pacscore.db.index import ImageRecord, Index
 from pacscore.db.query import IndexQuery
-from pacscore.dicom import commands
+from pacscore.dicom import commands, retrieve
 from pacscore.dicom.negotiation import AcceptorPolicy
 from pacscore.dicom.protocol import DicomServerFactory
 from pacscore.storage.devices import MagDevice
@@ -145,3 +146,12 @@ def settle(testCase, d, acceptor, clock=None):
     testCase.assertTrue(result, "the Deferred never fired")
     return result[0]
 
+
+def failingFor(uid):
+    """A ``convertToFirst`` whose conversion of ``uid`` fails, as of pixel
+    data no codec here decodes (pydicom's 12-bit JPEG-lossy.dcm)."""
+    async def convertToFirst(stored, data, syntaxes, workers, quality):
+        if stored.sopInstanceUID == uid:
+            raise TranscodeError("cannot decode")
+        return await retrieve.convertToFirst(stored, data, syntaxes, workers, quality)
+    return convertToFirst

@@ -16,10 +16,11 @@ from pacscore.dicom import commands
 from pacscore.dicom.datasets import decodeDataset, encodeDataset
 from pacscore.dicom.models import PATIENT_ROOT_FIND, PATIENT_ROOT_MOVE
 from pacscore.dicom.storeddata import STREAMED_OBJECT
+from pacscore.export import forwarder as forwarderModule
 from pacscore.export.forwarder import Forwarder, ForwardError, Interrupted
 from pacscore.export.queue import Action, Target
 from tests.pacscore.export.fixtures import (
-    EXPLICIT, IMPLICIT, JPEG_2000_LOSSLESS, MR_STORAGE, Acceptor, Archive, Recorder, SyncWorkers, settle)
+    EXPLICIT, IMPLICIT, JPEG_2000_LOSSLESS, MR_STORAGE, Acceptor, Archive, Recorder, SyncWorkers, failingFor, settle)
 
 NODES = "DEST 127.0.0.1 104\nDESTJK 127.0.0.1 105 jk\n"
 
@@ -193,6 +194,21 @@ class ForwarderTests(unittest.TestCase):
         self.assertNotIn("1.2.3.2.1", self.received())
         self.assertIn("forward to DEST: 1.2.3.2.1 left out, not retried: DEST takes 1.2.840.10008.5.1.4.1.1.4 "
                       "in none of the syntaxes", formatEvent(events[0]))
+
+    def test_anObjectThatCannotBeConvertedIsLeftOutNotRetried(self):
+        """An image of a study that cannot be converted to any syntax DEST
+        took (pixel data the codecs cannot decode): left out with a log line
+        naming the syntaxes tried, the objects after it go too, the action
+        is done (no ForwardError: a retry would change nothing)."""
+        self.patch(forwarderModule, "convertToFirst", failingFor("1.2.3.1.1"))
+        forwarder = self.forwarder()
+        events = []
+        forwarder.log = Logger(observer=events.append)
+        self.assertEqual(self.forward(forwarder, imageAction("", level="STUDY")), 4)
+        self.assertEqual(sorted(self.received()), ["1.2.3.1.0", "1.2.3.1.2", "1.2.3.2.1", "1.2.3.3.1"])
+        self.assertIn(f"forward to DEST: 1.2.3.1.1 left out, not retried: 1.2.3.1.1 cannot be converted to "
+                      f"{EXPLICIT} (what DEST takes it in): cannot decode",
+                      [formatEvent(event) for event in events])
 
     def test_fallsBackToUncompressedWhenThePeerRefuses(self):
         forwarder = self.forwarder()

@@ -10,8 +10,8 @@ A script sees ``Data`` (the object's data set: ``Data.PatientName``,
 ``Data['0010,0010']``, ``Data.ReferencedSeriesSequence[0].SeriesInstanceUID``
 read and written, 0-based sequence items (``Data.Seq[#Data.Seq]`` appends
 a new one, as in Conquest) and ``Data.Seq.Name`` for item 0's
-element as in Conquest, an absent element nil, a value of a binary number
-VR (US, SS, UL, SL, FL, FD ...) a Lua number, ``Data:Delete(tag)`` or
+element as in Conquest, an absent element nil, every value text as
+Conquest hands it (``Data.Rows == '512'``), ``Data:Delete(tag)`` or
 assigning nil deletes, ``Data.Seq = {}`` makes an empty sequence;
 Conquest's ``Data:GetVR(group, element[, asText])``: the value's bytes as
 a table from index 0, or as a string when ``asText``, a sequence for a
@@ -113,7 +113,6 @@ MAX_MEMORY = 256 << 20  # bytes one thread's Lua state may hold: string.rep('x',
 _TRACEBACK = re.compile(r"(?:^|\n)stack traceback:")
 _TAG = re.compile(r"\(?([0-9A-Fa-f]{4}),?([0-9A-Fa-f]{4})\)?")
 _BINARY_VRS = frozenset({"OB", "OW", "OF", "OD", "OL", "OV", "UN", "AT"})
-_NUMBER_VRS = frozenset({"US", "SS", "UL", "SL", "UV", "SV", "FL", "FD"})  # Lua numbers, not text
 _INTEGER_VRS = frozenset({"US", "SS", "UL", "SL", "UV", "SV", "IS"})
 _FATE_OUTCOMES = (Outcome.DESTROY, Outcome.REJECT, Outcome.DEFER)
 
@@ -419,12 +418,12 @@ def _isData(handle):
 
 
 def _getElement(handle, key):
-    """The text of an element, None when absent (nil, as in Conquest:
-    ``Data.X or 'default'``), a number for one value of a binary number
-    VR (US, SS, UL, SL, UV, SV, FL, FD: ``Data.Rows > 100``; several values
-    are text as other VRs', ``1\\2``), or a ``_SequenceHandle`` for a
-    sequence; ``Data.Storage`` is the device (MAGn) the object is (to be)
-    kept on, when known."""
+    """The text of an element, numbers' too as Conquest's lua.cpp pushes
+    every value as a string (``Data.Rows == '512'``,
+    ``tonumber(Data.Rows) > 100``), None when absent (nil, as in Conquest:
+    ``Data.X or 'default'``), or a ``_SequenceHandle`` for a sequence;
+    ``Data.Storage`` is the device (MAGn) the object is (to be) kept on,
+    when known."""
     if key == STORAGE and _isData(handle):
         return handle.context.storageDevice
     element = handle.dataset.get(_tagOf(key))
@@ -434,8 +433,6 @@ def _getElement(handle, key):
         return _SequenceHandle(handle.context, element.value)
     if element.VR in _BINARY_VRS:
         return element.value or b""
-    if element.VR.split(" or ")[0] in _NUMBER_VRS and isinstance(element.value, (int, float)):  # "US or SS"
-        return element.value
     return textOf(element)
 
 

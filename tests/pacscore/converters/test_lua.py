@@ -119,7 +119,7 @@ class DataTests(unittest.TestCase):
             "print(Data.PatientName, Data['0010,0020'], Data['00100020'], Data['(0010,0020)'], "
             "Data.Rows, type(Data.Rows), Data.ImageType, Data.PatientBirthDate, Data.PatientAddress or 'absent')")
         self.assertEqual(outcome, Outcome.CONTINUE)
-        self.assertEqual(messages, [f"{KEY}: DOE^JOHN\t123\t123\t123\t512\tnumber\tORIGINAL\\PRIMARY\tnil\tabsent"])
+        self.assertEqual(messages, [f"{KEY}: DOE^JOHN\t123\t123\t123\t512\tstring\tORIGINAL\\PRIMARY\tnil\tabsent"])
 
     def test_writeByKeywordAndTag(self):
         outcome, context, _ = runLua(
@@ -135,21 +135,26 @@ class DataTests(unittest.TestCase):
         self.assertEqual(dataset["StudyDescription"].VR, "LO")
         self.assertEqual(list(dataset.ImageType), ["DERIVED", "SECONDARY"])
 
-    def test_binaryNumbersAreLuaNumbers(self):
-        """US, SS, UL, SL, FL, FD values are numbers Lua compares and
-        computes with; several values, IS and DS stay text."""
+    def test_numbersAreTextAsInConquest(self):
+        """US, SS, UL, SL, FL, FD values are text as Conquest hands every
+        element to Lua (its luaSeqindex pushes a string): scripts written
+        for it compare with text, look tables up by text and use string
+        methods; tonumber() gives the number, and a whole float Lua computes
+        sets an integer VR."""
         dataset = patient()
+        dataset.Rows = 128
         dataset.PixelRepresentation = 1
         dataset.SmallestImagePixelValue = -5  # SS once PixelRepresentation says signed
         dataset.add_new(0x00181310, "US", [0, 256, 256, 0])  # AcquisitionMatrix
         dataset.add_new(0x00189087, "FD", 1000.5)  # DiffusionBValue
-        dataset.InstanceNumber = "7"
         outcome, context, messages = runLua(
-            "print(Data.Rows > 100, Data.Rows + 1, Data.SmallestImagePixelValue < 0, Data.DiffusionBValue * 2, "
-            "Data.AcquisitionMatrix, type(Data.InstanceNumber)); Data.Columns = Data.Rows / 2", makeContext(dataset))
+            "local sizes = {['128'] = 'small'}; "
+            "print(Data.Rows == '128', type(Data.Rows), sizes[Data.Rows], #Data.Rows, Data.Rows:sub(1, 2), "
+            "tonumber(Data.Rows) > 100, Data.SmallestImagePixelValue, Data.DiffusionBValue, Data.AcquisitionMatrix); "
+            "Data.Columns = Data.Rows / 2", makeContext(dataset))
         self.assertEqual(outcome, Outcome.CONTINUE)
-        self.assertEqual(messages, [f"{KEY}: true\t513\ttrue\t2001.0\t0\\256\\256\\0\tstring"])
-        self.assertEqual((context.dataset.Columns, context.dataset["Columns"].VR), (256, "US"))
+        self.assertEqual(messages, [f"{KEY}: true\tstring\tsmall\t3\t12\ttrue\t-5\t1000.5\t0\\256\\256\\0"])
+        self.assertEqual((context.dataset.Columns, context.dataset["Columns"].VR), (64, "US"))
 
     def test_fileMetaElementsAreRefused(self):
         for code in ("Data['0002,0016'] = 'HACKED'", "Data:SetVR(0x0002, 0x0016, 'HACKED')"):

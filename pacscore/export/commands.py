@@ -34,8 +34,11 @@ import re
 import shutil
 from typing import NamedTuple
 
+import pydicom
+
 from pacscore.converters.command import Command, filePath, luaScriptOf
 from pacscore.converters.context import ConverterSyntaxError, Outcome
+from pacscore.converters.saving import wholeObject
 from pacscore.converters.shellquoting import shellCommand
 from pacscore.export.queue import LEVELS, REMOTE_ACTIONS, Target
 from pacscore.export.selection import FILTERS, resolveFilters
@@ -107,10 +110,24 @@ def parseRequest(text, where, name, options, ending, level=None):
     return Request(level, compression, filters, after, destination)
 
 
+_IDENTITY = ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+
+
 def targetOf(dataset):
     """The ``Target`` of the object a converter runs on."""
-    return Target(*(str(dataset.get(keyword, "") or "").strip() for keyword in
-                    ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")))
+    return Target(*(str(dataset.get(keyword, "") or "").strip() for keyword in _IDENTITY))
+
+
+def _storedTarget(context):
+    """The ``Target`` and object path an action of an export line queues:
+    those of the stored object, whose identity stays what is stored when
+    the line changed ``Data`` (an anonymising line's action must still
+    find it), and an image forward then sends the changed object from a
+    spool file (``pacscore.export.spool``), never the unchanged one."""
+    if context.isImport or not context.changed:
+        return targetOf(context.dataset), context.filename or ""
+    return targetOf(pydicom.dcmread(context.filename, stop_before_pixels=True, force=True,
+                                    specific_tags=list(_IDENTITY))), context.filename
 
 
 def queueOf(context):
@@ -142,8 +159,11 @@ def enqueue(context, action, request, filters=None):
         if not destination:
             raise ValueError(f"{action} {'from' if action == 'get' else 'to'} {request.destination!r}: "
                              f"the AE is empty, nothing queued")
-    queue.addForward(destination, request.level, targetOf(dataset), context.expand(request.compression),
-                     notBefore, action, filters, context.filename or "")
+    target, objectPath = _storedTarget(context)
+    if action == "forward" and request.level == "IMAGE" and context.changed and not context.isImport:
+        objectPath = queue.spool(wholeObject(context))
+    queue.addForward(destination, request.level, target, context.expand(request.compression),
+                     notBefore, action, filters, objectPath)
     return Outcome.CONTINUE
 
 

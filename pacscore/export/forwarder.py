@@ -57,6 +57,7 @@ from pacscore.dicom.retrieve import choices, contextsFor, convertToFirst
 from pacscore.dicom.storeddata import closeIfStored, readForPeer
 from pacscore.export.queue import LEVELS
 from pacscore.export.selection import LEVEL_KEYS, indexKeys, remoteRequest
+from pacscore.export.spool import isSpooled
 from pacscore.export.stow import StowError, StowSender, dicomWebServers
 from pacscore.storage.reader import Missing
 
@@ -209,10 +210,13 @@ class Forwarder:
     def _locate(self, connection, actions):
         found = []
         for action in actions:
-            instances = self.query.instances(connection, "IMAGE",
-                                             indexKeys(action.level, action.target, action.filters))
-            if not instances and action.objectPath:  # the index keeps no rows (NULL driver)
+            if isSpooled(action.objectPath):  # the object as the export line changed it
                 instances = self.reader.instancesAt(action.objectPath, action.target)
+            else:
+                instances = self.query.instances(connection, "IMAGE",
+                                                 indexKeys(action.level, action.target, action.filters))
+                if not instances and action.objectPath:  # the index keeps no rows (NULL driver)
+                    instances = self.reader.instancesAt(action.objectPath, action.target)
             found.append((instances, self.reader.locate(instances)))
         return found
 
@@ -228,7 +232,7 @@ class Forwarder:
             [found] = await self.locate([action])
         instances, located = found
         if not instances:
-            self.log.info("forward to {destination}: no stored object of {entity} {uid} matches",
+            self.log.warn("forward to {destination}: no stored object of {entity} {uid} matches",
                           destination=action.destination, entity=action.level.lower(),
                           uid=action.target.uid(action.level))
             return 0

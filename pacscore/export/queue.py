@@ -56,6 +56,7 @@ from twisted.logger import Logger
 
 from pacscore.db.filepaths import ObjectPath
 from pacscore.db.schema import MYSQL_TABLE, upgradeTable
+from pacscore.export.spool import isSpooled, spoolObject
 from pacscore.storage.mirror import MIRROR_COPY
 
 PENDING = "pending"
@@ -135,12 +136,20 @@ class JobOutcome(NamedTuple):
 class ActionBuffer:
     """Stands in for the queue while an export job's line runs: the actions
     it adds are kept here and written with the job's deletion, in one
-    transaction (``ExportQueue.recordJobs``)."""
+    transaction (``ExportQueue.recordJobs``).  ``spoolFolder``: where
+    ``spool`` writes the objects the line changed (``pacscore.export.spool``)."""
 
-    def __init__(self, queue):
+    def __init__(self, queue, spoolFolder=None):
         self.queue = queue
         self.clock = queue.clock
+        self.spoolFolder = spoolFolder
         self.actions = []
+
+    def spool(self, dataset):
+        """The path of a spool file holding ``dataset``, for an image forward to send."""
+        if self.spoolFolder is None:
+            raise ValueError("forward after the line changed Data is not supported here: no spool folder")
+        return spoolObject(dataset, self.spoolFolder)
 
     def addForward(self, destination, level, target, compression="", notBefore=None, action="forward",
                    filters=None, objectPath=""):
@@ -387,7 +396,8 @@ class ExportQueue:
             "CollectUID": target.uid(level), "Compression": (compression or "").lower(),
             "Filters": json.dumps(filters or {}, sort_keys=True), "NotBefore": notBefore,
             "NextAttempt": notBefore, "Attempts": 0, "State": PENDING, "LastError": "", "Created": now,
-            "ObjectPath": objectPath if self.objectPaths is not None and level == "IMAGE" else ""})
+            "ObjectPath": objectPath if level == "IMAGE" and (self.objectPaths is not None or isSpooled(objectPath))
+            else ""})
 
     def addForward(self, destination, level, target, compression="", notBefore=None, action="forward",
                    filters=None, objectPath=""):
@@ -400,7 +410,8 @@ class ExportQueue:
         pending identical action of the same entity (see ``_addAction``).
         ``objectPath``: the file of the object an export converter runs
         on, kept with an IMAGE action when there are ``objectPaths`` (the
-        index keeps no rows to find it by)."""
+        index keeps no rows to find it by), or a spool file to send instead
+        of the stored object (``pacscore.export.spool``)."""
         row = self.actionRow(destination, level, target, compression, notBefore, action, filters, objectPath)
         with self._lock, self.engine.begin() as connection:
             self._addAction(connection, row)
@@ -429,7 +440,7 @@ class ExportQueue:
         same = and_(forwards.c.CollectUID == row["CollectUID"], forwards.c.Action == row["Action"],
                     forwards.c.Destination == row["Destination"], forwards.c.Level == row["Level"],
                     forwards.c.Compression == row["Compression"], forwards.c.Filters == row["Filters"],
-                    forwards.c.State == PENDING, waiting)
+                    forwards.c.ObjectPath == row["ObjectPath"], forwards.c.State == PENDING, waiting)
         existing = connection.execute(select(forwards.c.id, forwards.c.NotBefore, forwards.c.NextAttempt)
                                       .where(same).limit(1)).first()
         if existing is None:

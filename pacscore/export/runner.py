@@ -42,6 +42,9 @@ after a clean stop nothing is sent again.  A forward still under way after
 ``QuitGracePeriod`` seconds (default 30) is interrupted before its next
 object (``Forwarder.interrupt``), its association released: it stays
 queued, no attempt counted, and goes again, whole, at the next start.
+An image forward a line queued after it changed the object sends a spool
+file of the changed object (``pacscore.export.spool``), deleted once the
+action is removed or given up.
 """
 
 import copy
@@ -59,6 +62,7 @@ from pacscore.converters.context import ConverterContext, Outcome
 from pacscore.export.actions import LocalActions
 from pacscore.export.forwarder import Forwarder, Interrupted
 from pacscore.export.queue import FAILED, LOCAL, ActionBuffer, JobOutcome, laneOf
+from pacscore.export.spool import discard, isSpooled, spoolFolder
 from pacscore.storage.mirror import MIRROR_COPY
 from pacscore.workers import WorkerPool
 
@@ -251,7 +255,7 @@ class ExportService(service.Service):
             return JobOutcome(job.id)
         except Exception as e:
             return JobOutcome(job.id, error=e)
-        buffer = ActionBuffer(self.queue)
+        buffer = ActionBuffer(self.queue, spoolFolder(self.reader.roots[job.deviceName]))
         services = copy.copy(self.services)
         services.exportQueue = buffer
         context = ConverterContext("export", dataset, job.callingAE, job.calledAE, filename=os.path.abspath(path),
@@ -307,7 +311,7 @@ class ExportService(service.Service):
                     await self._failed(action, e)
                     self._heldUntil[lane] = self.reactor.seconds() + self.failHoldOff
                     break
-                delivered.append(action.id)
+                delivered.append(action)
                 if removing.called:
                     removing, delivered = self._remove(delivered), []
                 if action.action == "forward":
@@ -321,11 +325,20 @@ class ExportService(service.Service):
             self._busyLanes.discard(lane)
             self.kick()
 
-    def _remove(self, actionIds):
-        """Deferred of the removal of delivered actions (a failure is logged)."""
-        return self.queue.markDone(actionIds).addErrback(
+    def _remove(self, actions):
+        """Deferred of the removal of delivered ``actions``, then of their
+        spool files (a failure is logged, the files then kept)."""
+        ids = [action.id for action in actions]
+        return self.queue.markDone(ids).addCallbacks(
+            lambda _: self._discardSpooled(actions),
             lambda f: self.log.failure("actions {ids} were delivered but could not be removed from the queue: "
-                                       "they will be delivered again", f, ids=actionIds))
+                                       "they will be delivered again", f, ids=ids))
+
+    def _discardSpooled(self, actions):
+        """Deferred of the deletion of the spool files of ``actions`` that
+        are over (``pacscore.export.spool``), in an I/O worker."""
+        paths = [action.objectPath for action in actions if isSpooled(action.objectPath)]
+        return self.io.deferToWorker(discard, paths) if paths else defer.succeed(None)
 
     async def _locate(self, forwards):
         """``{action id: Forwarder.locate result}`` of a lane's forwards,
@@ -340,6 +353,8 @@ class ExportService(service.Service):
     async def _failed(self, action, error):
         """Record and log a failed attempt at ``action``."""
         state = await self.queue.markFailed(action.id, error, self._wallClock())
+        if state == FAILED:
+            await self._discardSpooled([action])
         self._count("forwardsFailed")
         local = laneOf(action) is LOCAL
         self.log.warn("{action} of {entity} {uid} {direction} {destination} failed: {error}{final}",

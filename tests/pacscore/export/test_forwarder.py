@@ -8,7 +8,7 @@ import os
 
 from pydicom.dataset import Dataset
 from twisted.internet import defer, task
-from twisted.logger import Logger, formatEvent
+from twisted.logger import Logger, LogLevel, formatEvent
 from twisted.trial import unittest
 
 from pacscore.config.acrnema import AcrNemaMap
@@ -126,8 +126,13 @@ class ForwarderTests(unittest.TestCase):
         self.assertEqual(self.received(), ["1.2.9.1.1"])
 
     def test_nothingToForwardIsDone(self):
-        self.assertEqual(self.forward(self.forwarder(), imageAction("9.9.9")), 0)
+        """... and said in a warning: the object the action was queued for is not there."""
+        forwarder, events = self.forwarder(), []
+        forwarder.log = Logger(observer=events.append)
+        self.assertEqual(self.forward(forwarder, imageAction("9.9.9")), 0)
         self.assertEqual(self.acceptor.associations, 0)
+        self.assertEqual([(e["log_level"], formatEvent(e)) for e in events],
+                         [(LogLevel.warn, "forward to DEST: no stored object of image 9.9.9 matches")])
 
     def test_unindexedImageGoesFromTheFileItsActionNames(self):
         """Where the index keeps no rows (the NULL driver), an image action

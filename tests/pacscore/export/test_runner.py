@@ -4,22 +4,28 @@ FailHoldOff per destination, counters."""
 
 import os
 
+import pydicom
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 from twisted.internet import defer, task
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial import unittest
 
+from pacscore.config.acrnema import AcrNemaMap
 from pacscore.converters.context import ConverterServices, Outcome
+from pacscore.converters.registry import CommandRegistry
+from pacscore.converters.script import parseScript
 from pacscore.db.index import ImageRecord
 from pacscore.export.actions import LocalActions
-from pacscore.export.forwarder import ForwardError, Interrupted
+from pacscore.dicom.datasets import decodeDataset
+from pacscore.export.forwarder import Forwarder as RealForwarder, ForwardError, Interrupted
 from pacscore.export.queue import FAILED, ExportQueue, Target
 from pacscore.export.runner import ExportService
+from pacscore.export.spool import SPOOL_FOLDER
 from pacscore.storage.devices import MagDevice
 from pacscore.storage.mirror import Mirrors
 from pacscore.storage.reader import ObjectReader
-from tests.pacscore.export.fixtures import TAGS, Archive, SyncWorkers
+from tests.pacscore.export.fixtures import TAGS, Acceptor, Archive, SyncWorkers
 
 
 class Reactor(task.Clock):
@@ -293,6 +299,76 @@ class RunnerTests(unittest.TestCase):
         self.assertEqual(sorted(series), ["1.2.3.8"])
         self.assertFalse(os.path.exists(os.path.join(self.archive.folder, "PAT1", "1.2.3.9.1.dcm")))
         self.assertTrue(os.path.exists(os.path.join(self.archive.folder, "PAT1", "1.2.3.8.1.dcm")))
+
+
+class ChangedObjectForwardTests(unittest.TestCase):
+    """An export line that changes Data and then forwards: the real
+    Forwarder, over iosim, sends the object as the line changed it."""
+
+    registry = CommandRegistry()
+
+    def setUp(self):
+        self.reactor = Reactor()
+        self.archive = Archive(self)
+        self.acceptor = Acceptor(self.reactor)
+        self.queue = ExportQueue(self.archive.syncIndex, retryDelay=100, maximumRetries=0, clock=self.reactor.seconds)
+        self.queue.createTables()
+        self.spool = os.path.join(self.archive.folder, SPOOL_FOLDER)
+
+    def run_(self, line, *sops):
+        rule = Rule("ExportConverter0", parseScript(line, "ExportConverter0", self.registry, "export"))
+        self.queue.rules = [rule]
+        forwarder = RealForwarder(self.reactor, AcrNemaMap.fromString("DEST 127.0.0.1 104\n"), "PACS",
+                              self.archive.syncIndex, self.archive.query, self.archive.reader, SyncWorkers(),
+                              endpointFor=self.acceptor.endpointFor)
+        local = LocalActions(self.archive.syncIndex, self.archive.query, self.archive.reader, SyncWorkers())
+        self.service = ExportService(self.queue, forwarder, local, ConverterServices(), [rule],
+                                     self.archive.reader, self.reactor, SyncWorkers(), SyncWorkers())
+        self.addCleanup(lambda: self.service.stopService() if self.service.running else None)
+        for sop in sops:
+            ds = self.archive.add("PAT1", "1.2.3", "1.2.3.1", sop)
+            record = ImageRecord({tag: str(ds.get(keyword, "")) for keyword, tag in TAGS.items()}, "MAG0",
+                                 f"PAT1/{sop}.dcm")
+            with self.archive.index.engine.begin() as connection:
+                self.queue.enqueueJobs(connection, [record])
+        self.service.startService()
+        for _ in range(50):
+            self.acceptor.flush()
+            self.reactor.advance(0.5)
+
+    def received(self):
+        return [decodeDataset(data, syntax) for _, data, syntax in self.acceptor.recorder.received]
+
+    def test_theObjectTheLineChangedIsForwarded(self):
+        """Anonymised in Lua, then ``forward to``: the stored object is
+        found by its stored identity and the anonymised one goes (never the
+        stored one); the spool file is gone once the forward is done."""
+        self.run_("lua \"Data.PatientName = 'ANON^X'; Data.PatientID = 'ANON1'\"; forward to DEST", "1.2.3.1.1")
+        [sent] = self.received()
+        self.assertEqual((sent.PatientID, str(sent.PatientName), sent.SOPInstanceUID), ("ANON1", "ANON^X", "1.2.3.1.1"))
+        self.assertEqual(sent.PixelData, pydicom.dcmread(os.path.join(self.archive.folder, "PAT1", "1.2.3.1.1.dcm"))
+                         .PixelData)
+        self.assertEqual(self.queue.due(1e12, 10), [])
+        self.assertEqual(os.listdir(self.spool), [])
+
+    def test_aCollectedForwardFindsTheStoredStudy(self):
+        """``forward study`` after the line changed the identity forwards
+        the stored study (that of the stored object, as Conquest's)."""
+        self.queue.collectDelay = 10
+        self.run_("lua \"Data.PatientID = 'ANON1'\"; forward study to DEST", "1.2.3.1.1", "1.2.3.1.2")
+        self.assertEqual(sorted((ds.PatientID, ds.SOPInstanceUID) for ds in self.received()),
+                         [("PAT1", "1.2.3.1.1"), ("PAT1", "1.2.3.1.2")])
+        self.assertFalse(os.path.exists(self.spool))
+
+    def test_aGivenUpForwardDeletesItsSpoolFile(self):
+        self.queue.maximumRetries = 1
+        self.acceptor.down = True
+        self.run_("lua \"Data.PatientID = 'ANON1'\"; forward to DEST", "1.2.3.1.1")
+        self.assertEqual(len(os.listdir(self.spool)), 1)
+        self.reactor.advance(200)
+        self.assertEqual(self.queue.counts()["destinations"]["DEST"][FAILED], 1)
+        self.assertEqual(os.listdir(self.spool), [])
+        self.assertEqual(self.received(), [])
 
 
 class MirrorCopyTests(unittest.TestCase):

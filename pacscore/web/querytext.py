@@ -9,7 +9,7 @@ like 'pattern'`` joined by ``and`` (column names as in dicom.sql, any case,
 maybe cut to TruncateFieldNames characters) and turns them into C-FIND keys
 that ``IndexQuery`` matches with bound parameters; anything else is a
 ``QueryTextError``.  The search fields match within the ID or name, in
-any case; a study date is ``yyyy``, ``yyyymm``, ``yyyymmdd`` or a DICOM range ``a-b``.
+any case; a study date is ``yyyy``, ``yyyymm``, ``yyyymmdd`` or a range ``a-b`` of them.
 """
 
 import re
@@ -102,18 +102,33 @@ def parseQueryText(columns, text):
     return keys
 
 
+def _rangeEnd(date, last):
+    """One end of a date range as a day: the first (or, ``last``, the
+    final) day of a ``yyyy`` or ``yyyymm``; an open end stays empty."""
+    if date and not _DATE.match(date):
+        raise QueryTextError(f"a date is yyyy, yyyymm or yyyymmdd, not {date!r}")
+    if len(date) == 4:
+        return date + ("1231" if last else "0101")
+    if len(date) == 6:
+        return date + ("31" if last else "01")  # a string comparison: no month has more
+    return date
+
+
 def dateMatch(text):
-    """A study date search field as a DICOM date match."""
+    """A study date search field as a DICOM date match: ``yyyy``,
+    ``yyyymm``, ``yyyymmdd`` or a range ``a-b`` of them (either end may be
+    left open), each ``yyyy`` or ``yyyymm`` standing for all its days."""
     text = text.strip()
-    if not text or _RANGE.match(text):
-        return text.replace(".", "")
+    if not text:
+        return text
+    if _RANGE.match(text):
+        start, end = text.replace(".", "").split("-")
+        return f"{_rangeEnd(start, False)}-{_rangeEnd(end, True)}"
     if not _DATE.match(text):
         raise QueryTextError(f"a date is yyyy, yyyymm, yyyymmdd or a range yyyymmdd-yyyymmdd, not {text!r}")
-    if len(text) == 4:
-        return f"{text}0101-{text}1231"
-    if len(text) == 6:
-        return f"{text}01-{text}31"
-    return text
+    if len(text) == 8:
+        return text
+    return f"{_rangeEnd(text, False)}-{_rangeEnd(text, True)}"
 
 
 def searchKeys(patientID="", patientName="", studyDate=""):

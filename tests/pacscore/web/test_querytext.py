@@ -73,5 +73,14 @@ class SearchFieldTests(unittest.TestCase):
         self.assertEqual(dateMatch("20240315"), "20240315")
         self.assertEqual(dateMatch("2024.03.01-2024.03.31"), "20240301-20240331")
         self.assertEqual(dateMatch("-20240101"), "-20240101")
-        for bad in ("March", "20241", "2024-13-01x"):
+        for bad in ("March", "20241", "2024-13-01x", "2024-13", "1-2"):
             self.assertRaises(QueryTextError, dateMatch, bad)
+
+    def test_rangesOfYearsAndMonths(self):
+        """A yyyy or yyyymm end of a range stands for all its days: the
+        last year or month is not left out."""
+        self.assertEqual(dateMatch("2019-2020"), "20190101-20201231")
+        self.assertEqual(dateMatch("201911-201912"), "20191101-20191231")
+        self.assertEqual(dateMatch("2019-20200315"), "20190101-20200315")
+        self.assertEqual(dateMatch("2019-"), "20190101-")
+        self.assertEqual(dateMatch("-201912"), "-20191231")

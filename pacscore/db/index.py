@@ -7,11 +7,13 @@ results come back as Deferreds.  ``createTables``, ``initializeTables`` and
 ``dgate -r``).  The writer's flusher thread calls ``durability.flush`` (see
 ``pacscore.storage.durability``) for what was committed before anything of
 it is acknowledged.  With a ``timeout`` (dicom.ini's ``SQLTimeOut``), a
-store or a ``queryForPeer`` the database does not answer within it fails
-(``IndexTimeout``) and ``stop`` waits as long at
-most: a database server that hangs holds up no C-STORE, C-FIND, C-MOVE,
-C-GET or shutdown for longer.  Other writes and queries (maintenance
-scans, deletes, the web interface) are not cut short.
+store the database does not answer within it fails (``IndexTimeout``) and
+``stop`` waits as long at most; so does a ``queryForPeer`` on a database
+server that gives it nothing for that long once a reader thread took it up
+(``pacscore.db.peerqueries``; SQLite, in the process, hangs no read): a
+database server that hangs holds up no C-STORE, C-FIND, C-MOVE, C-GET or
+shutdown for longer.  Other writes and queries (maintenance scans, deletes,
+the web interface) are not cut short.
 """
 
 import functools
@@ -25,7 +27,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from pacscore.db.errors import IndexTimeout
+from pacscore.db.peerqueries import PeerQuery
 from pacscore.db.pending import PendingFiles
 from pacscore.db.rawsql import DEFAULT_TRUNCATE, IdentifierQuoter
 from pacscore.db.rawtext import adoptRawText
@@ -85,6 +87,8 @@ class Index:
                                          onRollback=self._forgetWriterCache, onConnect=onWriterConnect,
                                          afterCommit=self._afterCommit, timeout=timeout)
         self.timeout = timeout
+        # an SQLite read (no server to hang) waits for no deadline
+        self.readTimeout = None if engine.dialect.name == "sqlite" else timeout
         self.fileWatch = fileWatch
         self.schemaTransaction = schemaTransaction
         self.readerThreads = readerThreads
@@ -286,12 +290,14 @@ class Index:
 
     def queryForPeer(self, fn, *args, **kw):
         """``runQuery`` for a DICOM peer waiting on the answer (C-FIND,
-        C-MOVE, C-GET): failed with ``IndexTimeout`` once ``timeout`` has
-        passed without one."""
-        d = self.runQuery(fn, *args, **kw)
-        if self.timeout is not None:
-            d.addTimeout(self.timeout, self.reactor, onTimeoutCancel=_timedOut)
-        return d
+        C-MOVE, C-GET): failed with ``IndexTimeout`` once a database server
+        gave it nothing for ``readTimeout`` seconds, stopped when cancelled
+        (see ``pacscore.db.peerqueries``)."""
+        if self._readers is None:
+            return defer.fail(RuntimeError("the index is not started"))
+        query = PeerQuery(self.reactor, self.readTimeout)
+        self._readers.callInThreadWithCallback(query.answered, query.run, self._withConnection, fn, args, kw)
+        return query.deferred
 
     def forgetCache(self):
         """Make the writers re-read patient/study/series rows.
@@ -394,8 +400,3 @@ class Index:
 
     def _forgetWriterCache(self):
         self._writerUpserter().forgetCache()
-
-
-def _timedOut(result, timeout):
-    """``addTimeout``'s ``onTimeoutCancel``: the query failed with ``IndexTimeout``."""
-    return Failure(IndexTimeout(timeout))

@@ -54,6 +54,8 @@ from sqlalchemy.sql.elements import UnaryExpression
 from sqlalchemy.sql.operators import custom_op
 from twisted.logger import Logger
 
+from pacscore.db.peerqueries import checkAbandoned
+
 __all__ = ["LEVELS", "UNSPLIT_VRS", "IndexQuery", "Instance", "QueryKey", "columnNamed"]
 
 LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
@@ -695,7 +697,8 @@ class IndexQuery:
                  .offset(offset or None))
         computed = [(n, outputs[tag][1]) for n, tag in enumerate(tags) if outputs[tag][1]]
         results = []
-        for row in connection.execute(query).all():
+        for row in connection.execute(query):
+            checkAbandoned()
             values = ["" if value is None else value for value in row]
             for n, convert in computed:
                 values[n] = convert(row[n])

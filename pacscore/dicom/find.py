@@ -3,7 +3,8 @@
 The query and the encoding of every match run in a reader thread of the
 index, so a slow query holds neither the reactor nor other associations.
 Matches then go out one pending response at a time, as fast as the
-transport takes them; a C-CANCEL stops them at the next one.  That
+transport takes them; a C-CANCEL stops them at the next one, or stops the
+query itself while it runs, as does the end of the association.  That
 response loop, ``answerFind``, also serves the Modality Worklist
 (pacscore.dicom.worklist).
 """
@@ -13,12 +14,14 @@ from twisted.logger import Logger
 
 from pacscore.converters.context import Outcome
 from pacscore.db.errors import DATABASE_FAILURES, databaseMessage
+from pacscore.db.peerqueries import checkAbandoned
 from pacscore.debuglog import IDENTIFIERS, serverLog
 from pacscore.converters.hooks import LEFT_OUT
 from pacscore.dicom import commands
 from pacscore.dicom.datasets import IdentifierError, decodeDataset
 from pacscore.dicom.identifiers import UNABLE_TO_PROCESS, BadIdentifier, MatchEncoder, readRequest
 from pacscore.dicom.models import modelOf
+from pacscore.dicom.protocol import AWAITING_CLOSE
 from pacscore.dicom.timing import timed
 from pacscore.dicom.virtual import takeServerMask
 from pacscore.storage.prefetcher import queriedPatient
@@ -30,6 +33,8 @@ PENDING_UNMATCHED_KEYS = 0xFF01  # "one or more Optional Keys were not supported
 
 # Matches sent before giving the reactor a turn (to read a C-CANCEL, say).
 BATCH = 16
+# Seconds between looks at whether the association of a running query has ended.
+PEER_CHECK = 1
 
 log = Logger()
 
@@ -48,14 +53,21 @@ async def answerFind(protocol, contextId, command, query, clock, log, descriptio
     not answering in time, with one log line, anything else with its
     traceback); otherwise each match goes out as a pending response once
     the transport takes more, the reactor getting a turn every ``BATCH``
-    matches, then Success, or Cancel as soon as a C-CANCEL came.
+    matches, then Success, or Cancel as soon as a C-CANCEL came (one
+    during the query cancels ``query``).
     ``description`` names the query in the log lines; ``unmatched`` holds
     (once ``query`` has fired) the tags of keys with values the query could
     not match, which makes the pending responses 0xFF01.
     """
     try:
-        matches = await query
+        matches = await _cancelledWith(protocol, command, query, clock)
     except Exception as e:
+        if protocol.state == AWAITING_CLOSE:
+            log.info("{peer}: {query} stopped: the association ended", peer=protocol.peerName(), query=description)
+            return None
+        if protocol.isCancelled(command):
+            log.info("{peer}: {query} cancelled before its matches", peer=protocol.peerName(), query=description)
+            return sendResponse(protocol, contextId, command, CANCELLED)
         if isinstance(e, DATABASE_FAILURES):
             log.error("{peer}: {query} failed: the index database: {error}", peer=protocol.peerName(),
                       query=description, error=databaseMessage(e))
@@ -80,6 +92,21 @@ async def answerFind(protocol, contextId, command, query, clock, log, descriptio
         if number % BATCH == 0:
             await task.deferLater(clock, 0, lambda: None)
     sendResponse(protocol, contextId, command, CANCELLED if protocol.isCancelled(command) else SUCCESS)
+
+
+async def _cancelledWith(protocol, command, query, clock):
+    """What ``query`` (a Deferred) fires with; a C-CANCEL of ``command``
+    or the end of the association meanwhile cancels it."""
+    cancel = protocol.whenCancelled(command)
+    cancel.addCallbacks(lambda _: query.cancel(), lambda failure: failure.trap(defer.CancelledError))
+    peerGone = task.LoopingCall(lambda: protocol.state == AWAITING_CLOSE and query.cancel())
+    peerGone.clock = clock
+    peerGone.start(PEER_CHECK, now=False)
+    try:
+        return await query
+    finally:
+        cancel.cancel()
+        peerGone.stop()
 
 
 class FindService:
@@ -140,7 +167,13 @@ class FindService:
         unmatched.extend(self.query.unmatchedKeys(connection, request.level, request.keys))
         rows = self.query.find(connection, request.level, request.keys)
         patient = None if self.prefetcher is None else queriedPatient(request.keys, rows)
-        return [match for match in map(encoder.encode, rows) if match is not None], patient
+        matches = []
+        for row in rows:
+            checkAbandoned()
+            match = encoder.encode(row)
+            if match is not None:
+                matches.append(match)
+        return matches, patient
 
     def _prefetching(self, found):
         matches, patient = found

@@ -382,10 +382,12 @@ class DeadlineTests(unittest.TestCase):
 
 class QueryTimeoutTests(unittest.TestCase):
     """SQLTimeOut limits the queries a DICOM peer waits on
-    (``queryForPeer``), not maintenance scans or makespace (``runQuery``)."""
+    (``queryForPeer``) on a database server, not maintenance scans or
+    makespace (``runQuery``)."""
 
     def setUp(self):
         self.index = Index(sqliteEngine(self), conquestLayout(), TABLE_NAMES, reactor=reactor, timeout=0.3)
+        self.index.readTimeout = 0.3  # as on PostgreSQL or MySQL (SQLite reads wait for no deadline)
         self.index.createTables()
         self.index.start()
         self.addCleanup(self.index.stop)

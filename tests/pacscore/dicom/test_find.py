@@ -1,14 +1,16 @@
 """The C-FIND SCP when the index database fails: a failure status and one
-log line, no traceback."""
+log line, no traceback; a C-CANCEL during the query."""
 
 import threading
+import time
 
 from pydicom.dataset import Dataset
-from twisted.internet import defer, reactor
+from twisted.internet import defer, reactor, task
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial import unittest
 
 from pacscore.dicom.client import associate
+from pacscore.dicom.find import CANCELLED
 from pacscore.dicom.identifiers import UNABLE_TO_PROCESS
 from pacscore.dicom.models import STUDY_ROOT_FIND, STUDY_ROOT_GET, STUDY_ROOT_MOVE
 from tests.pacscore.control.running import RunningArchive
@@ -31,7 +33,7 @@ class IndexOutage:
         if hung:
             answer = threading.Event()
             testCase.addCleanup(answer.set)
-            index.timeout = 0.2
+            index.readTimeout = 0.2  # as on a database server (SQLite waits for no deadline)
             index._withConnection = lambda fn, args, kw: answer.wait(10)
         else:
             with index.engine.begin() as connection:
@@ -78,3 +80,48 @@ class IndexOutageTests(unittest.TestCase):
         [line], tracebacks = outage.logged()
         self.assertIn("the index database: the index database did not answer within 0.2 s (SQLTimeOut)", line)
         self.assertEqual(tracebacks, [])
+
+
+class CancelDuringQueryTests(unittest.TestCase):
+    """A C-CANCEL, or the end of the association, while the index query
+    runs (here 6 s of SQLite) stops the query."""
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        running = RunningArchive(self, listen=True)
+        running.archive.query.find = lambda connection, *args: connection.exec_driver_sql(
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 30000000) "
+            "SELECT count(*) FROM c").all() and []
+        self.client = yield associate(reactor, "127.0.0.1", running.port, "SCU", running.ae,
+                                      [(STUDY_ROOT_FIND, [IMPLICIT])])
+        self.addCleanup(self.client.release)
+        self.events = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+
+    def logged(self):
+        return "\n".join(formatEvent(e) for e in self.events)
+
+    @defer.inlineCallbacks
+    def test_cancelStopsTheQuery(self):
+        """Cancel at once."""
+        found = self.client.find(STUDY_ROOT_FIND, IndexOutage().identifier())
+        yield task.deferLater(reactor, 0.3, lambda: None)
+        self.client.cancelLast(STUDY_ROOT_FIND)
+        started = time.monotonic()
+        self.assertEqual((yield found), CANCELLED)
+        self.assertLess(time.monotonic() - started, 1)
+        self.assertIn("C-FIND Study Root at STUDY level cancelled before its matches", self.logged())
+
+    @defer.inlineCallbacks
+    def test_abortStopsTheQuery(self):
+        """Stopped within about a second (PEER_CHECK) of an A-ABORT."""
+        found = self.client.find(STUDY_ROOT_FIND, IndexOutage().identifier())
+        found.addErrback(lambda failure: None)
+        yield task.deferLater(reactor, 0.3, lambda: None)
+        self.client.abort()
+        started = time.monotonic()
+        while "stopped: the association ended" not in self.logged() and time.monotonic() - started < 4:
+            yield task.deferLater(reactor, 0.1, lambda: None)
+        self.assertLess(time.monotonic() - started, 2)
+        self.assertIn("C-FIND Study Root at STUDY level stopped: the association ended", self.logged())

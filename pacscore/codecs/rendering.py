@@ -10,7 +10,9 @@ Conquest's ``To8bitMonochromeOrRGB`` makes them for ``convert_to_gif``,
   Modality LUT or the Rescale Slope and Intercept applied), by ``function``
   (PS3.3 C.11.2.1.2: LINEAR, SIGMOID, or LINEAR_EXACT, Conquest's, when not
   named); when ``window`` is 0 the object's own VOI transform: the first
-  VOI LUT of its VOI LUT Sequence, else its first Window Center and Width;
+  VOI LUT of its VOI LUT Sequence (a first value mapped written as US read
+  as signed when the values looked up can be negative), else its first
+  Window Center and Width;
   with none, 8-bit data as it is, fewer bits (1-bit masks) scaled up to
   0..255 and wider data stretched from its smallest to its largest value
   (Conquest uses fixed ranges there); MONOCHROME1 inverted. Colour is not
@@ -20,7 +22,7 @@ Conquest's ``To8bitMonochromeOrRGB`` makes them for ``convert_to_gif``,
 import numpy as np
 from pydicom.dataset import FileMetaDataset
 from pydicom.filereader import read_dataset
-from pydicom.pixels import apply_color_lut, apply_rescale, get_decoder
+from pydicom.pixels import apply_color_lut, get_decoder
 from pydicom.pixels.utils import as_pixel_options
 from pydicom.uid import UID
 
@@ -94,18 +96,68 @@ def _shrunk(pixels, size):
     return pixels[::factor, ::factor][:max(rows // factor, 1), :max(columns // factor, 1)]
 
 
+def _lut(ds, sequence, signed):
+    """The first LUT of the ``sequence`` (ModalityLUTSequence or
+    VOILUTSequence) of ``ds`` as (entries as float32, first value mapped,
+    bits per entry), by its LUT Descriptor (PS3.3 C.11.1.1.1, C.11.2.1.1):
+    as many entries as its first value says (0: 65536); its second value
+    read as signed when ``signed`` (the values looked up can be negative),
+    as files often write -1024 as US 64512 (DCMTK and cornerstone read it
+    so too). None when it has none or a damaged one (then it is as if it
+    had none)."""
+    luts = ds.get(sequence)
+    if not luts:
+        return None
+    try:
+        entries, first, bits = (int(value) for value in luts[0].LUTDescriptor)
+        data = luts[0].LUTData
+        if isinstance(data, bytes):  # OW
+            bigEndian = getattr(ds, "file_meta", {}).get("TransferSyntaxUID") == EXPLICIT_VR_BIG_ENDIAN
+            data = np.frombuffer(data, ">u2" if bigEndian else "<u2")
+        table = np.asarray(data, np.float32).reshape(-1)[:entries % 65536 or 65536]  # an SS descriptor: 40000 reads -25536
+    except Exception:  # no descriptor or data, or values that are not numbers
+        return None
+    bits %= 65536
+    if not table.size or not 1 <= bits <= 16:
+        return None
+    if signed and first >= 32768:
+        first -= 65536
+    return table, first, bits
+
+
+def _lookedUp(table, first, values):
+    """The entries of ``table`` at ``values`` as a new float32 array: at
+    ``first`` the first entry, below it the first too, above the last the
+    last (PS3.3 C.11.1.1.1, C.11.2.1.1). ``values`` (signed integers, or
+    floats, then rounded) are changed."""
+    values -= first
+    if values.dtype.kind == "f":
+        np.rint(values, out=values)
+    np.clip(values, 0, table.size - 1, out=values)
+    return table[values.astype(np.int32, copy=False)]
+
+
 def _modalityValues(ds, pixels):
     """``pixels`` in modality units (the Modality LUT looked up, or the
     Rescale Slope and Intercept applied) as a new float32 array, which the
-    windowing then works on in place: a 16-bit frame is held twice, not
-    eight times as float64 copies would."""
-    lookedUp = bool(ds.get("ModalityLUTSequence"))
-    values = (apply_rescale(pixels, ds) if lookedUp else pixels).astype(np.float32)
+    windowing then works on in place (a 16-bit frame is held twice, not
+    eight times as float64 copies would), and whether values in those
+    units can be negative, by the range of the stored values (Bits Stored
+    and Pixel Representation), as DCMTK decides it."""
+    signed = ds.get("PixelRepresentation") == 1
+    lut = _lut(ds, "ModalityLUTSequence", signed)
+    if lut is not None:  # its entries are unsigned
+        return _lookedUp(lut[0], lut[1], pixels.astype(np.int32)), False
+    values = pixels.astype(np.float32)
     slope, intercept = _first(ds.get("RescaleSlope")), _first(ds.get("RescaleIntercept"))
-    if not lookedUp and slope is not None and intercept is not None:
-        values *= slope
-        values += intercept
-    return values
+    if slope is None or intercept is None:
+        return values, signed
+    values *= slope
+    values += intercept
+    bits = int(ds.get("BitsStored") or 16)
+    lowest = -2 ** (bits - 1) if signed else 0
+    highest = 2 ** (bits - 1) - 1 if signed else 2 ** bits - 1
+    return values, min(lowest * slope, highest * slope) + intercept < 0
 
 
 def _windowed(values, center, width, function):
@@ -127,40 +179,26 @@ def _windowed(values, center, width, function):
         values *= 255 / width
 
 
-def _voiLookedUp(ds, values):
-    """``values`` (modality units, in place) looked up in the first VOI LUT
-    of the object's VOI LUT Sequence (PS3.3 C.11.2.1.1: below the first
-    mapped value the first entry, above the last the last) and scaled from
-    its entries' bits to 0..255, as a new array; None when it has none or
-    a damaged one (then it is as if it had none). Not pydicom's apply_voi:
-    it indexes an 8-bit LUT with 8-bit numbers, wrapping after 256 entries."""
-    luts = ds.get("VOILUTSequence")
-    if not luts:
+def _voiLookedUp(ds, values, signed):
+    """``values`` (modality units, in place; ``signed`` when they can be
+    negative) looked up in the first VOI LUT of the object's VOI LUT
+    Sequence and scaled from its entries' bits to 0..255, as a new array;
+    None when it has none or a damaged one. Not pydicom's apply_voi: it
+    indexes an 8-bit LUT with 8-bit numbers, wrapping after 256 entries."""
+    lut = _lut(ds, "VOILUTSequence", signed)
+    if lut is None:
         return None
-    try:
-        entries, first, bits = (int(value) for value in luts[0].LUTDescriptor)
-        data = luts[0].LUTData
-        if isinstance(data, bytes):  # OW
-            bigEndian = getattr(ds, "file_meta", {}).get("TransferSyntaxUID") == EXPLICIT_VR_BIG_ENDIAN
-            data = np.frombuffer(data, ">u2" if bigEndian else "<u2")
-        table = np.asarray(data, np.float32)[:entries or 65536]
-    except Exception:  # no descriptor or data, or values that are not numbers
-        return None
-    if not table.size or not 1 <= bits <= 16:
-        return None
+    table, first, bits = lut
     table *= 255 / (2 ** bits - 1)
-    values -= first
-    np.rint(values, out=values)
-    np.clip(values, 0, table.size - 1, out=values)
-    return table[values.astype(np.int32)]
+    return _lookedUp(table, first, values)
 
 
 def _grey(ds, pixels, level, window, function=None):
     """Grey ``pixels`` through the Modality LUT and a VOI transform into
     0..255: the window asked for, else the object's VOI LUT (preferred, as
     pydicom's ``apply_voi_lut`` does), else its window."""
-    values = _modalityValues(ds, pixels)
-    lookedUp = None if window else _voiLookedUp(ds, values)
+    values, signed = _modalityValues(ds, pixels)
+    lookedUp = None if window else _voiLookedUp(ds, values, signed)
     if lookedUp is not None:
         values = lookedUp
     else:

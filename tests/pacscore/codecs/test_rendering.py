@@ -110,6 +110,45 @@ class WindowTests(unittest.TestCase):
         item.LUTDescriptor = [4096, -1024, 0]  # damaged
         self.assertEqual(render(ds).tolist(), render(ds, level=0, window=200).tolist())
 
+    def test_aNegativeFirstValueWrittenUnsigned(self):
+        """A VOI LUT from -1024 written as US 64512 (PS3.3 C.11.2.1.1, as
+        DCMTK reads it) is the LUT from -1024 written as SS, in CT_small
+        (Pixel Representation 1) and in a CT of Pixel Representation 0 whose
+        rescale gives values below 0 (both black before); of values that
+        cannot be negative it is 64512, as DCMTK has it."""
+        def voiLUT(ds, vr):
+            item = Dataset()
+            item.add_new(0x00283002, vr, [4096, -1024 if vr == "SS" else 64512, 12])
+            item.add_new(0x00283006, "US", list(range(4096)))
+            ds.VOILUTSequence = [item]
+        _, _, original = split("CT_small.dcm")
+        expected = np.rint(np.clip(pixels(original).astype(int), 0, 4095) * 255 / 4095)  # at (pixel - 1024) - -1024
+        for vr in ("SS", "US"):
+            voiLUT(original, vr)
+            path = self.mktemp()
+            original.save_as(path, enforce_file_format=True)
+            self.assertTrue(np.array_equal(renderFile(path), expected), vr)
+        ds = dataset(ramp(), 12)
+        ds.RescaleIntercept, ds.RescaleSlope = "-1024", "1"
+        for vr in ("SS", "US"):
+            voiLUT(ds, vr)
+            self.assertEqual(render(ds)[0].tolist(), np.rint(ramp()[0, 0] * 255 / 4095).tolist(), vr)
+        del ds.RescaleIntercept, ds.RescaleSlope
+        self.assertEqual(render(ds).max(), 0)
+
+    def test_theModalityLUT(self):
+        """PS3.3 C.11.1.1.1: the Modality LUT's entries are the modality
+        values (here 12 bits, which pydicom cannot look up), 0 entries are
+        65536, and a first value mapped written as US 63488 is -2048 of
+        signed pixels."""
+        ds = dataset(ramp() - 2048, 16, signed=True)
+        item = Dataset()
+        item.add_new(0x00283002, "US", [0, 63488, 12])
+        item.add_new(0x00283006, "OW", (np.arange(65536) // 16).astype("<u2").tobytes())
+        ds.ModalityLUTSequence = [item]
+        self.assertEqual(render(ds)[0].tolist(), (ramp()[0, 0] // 16).tolist())  # 0..255, stretched as it is
+        self.assertEqual(render(ds, level=128, window=256)[0].tolist(), np.rint(ramp()[0, 0] // 16 * 255 / 256).tolist())
+
     def test_oneBitScaledUp(self):
         """A 1-bit segmentation (BitsStored 1, values 0 and 1) shown black
         and white, not black and nearly black."""

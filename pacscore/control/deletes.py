@@ -63,11 +63,12 @@ class _Delete(AsyncControlCommand):
         instances = await self.selection(arguments, context.archive)
         if not instances:
             raise CommandError(f"{self.name}: no stored object matches {what!r}")
-        count = await context.archive.localActions.removeInstances(instances, files=self.files)
+        removal = await context.archive.localActions.removeInstances(instances, files=self.files)
         where = "the server" if self.files else "the database"
-        self.log.info("{peer}: {command}:{what}: {count} object(s) removed from {where}",
-                      peer=context.peer, command=self.name, what=what, count=count, where=where)
-        return f"{count} object(s) removed from {where}"
+        kept = f", {removal.kept} kept: stored again meanwhile" if removal.kept else ""
+        self.log.info("{peer}: {command}:{what}: {count} object(s) removed from {where}{kept}",
+                      peer=context.peer, command=self.name, what=what, count=removal.removed, where=where, kept=kept)
+        return f"{removal.removed} object(s) removed from {where}{kept}"
 
     def selection(self, arguments, archive):
         """Deferred of the ``Instance``s to remove."""

@@ -365,7 +365,7 @@ class VirtualServers:
         fetched data is kept (CacheVirtualData)."""
         if self.cache or not fetched:
             return
-        count = await self.actions.removeInstances(await self._instancesOf(fetched))
+        count = (await self.actions.removeInstances(await self._instancesOf(fetched))).removed
         self.log.info("{count} object(s) fetched from virtual servers deleted (CacheVirtualData = 0)",
                       count=count)
 

@@ -3,7 +3,11 @@ and ``prefetch`` (manual 7.2, the command table).
 
 ``delete`` removes the files (and their mirror copies) first, then their index rows (and the series,
 study and patient rows left without images) through the index writer, so
-it is ordered with stores.  A crash between the two leaves rows whose
+it is ordered with stores.  A row goes only while it still names the file
+removed (SOP Instance UID, device and file name) and no file was stored
+under that name since: an object stored again meanwhile (under another
+name, or the same one after its removal) keeps its new row and file, and
+is counted kept.  A crash between the two leaves rows whose
 files are gone; the action is still queued then, runs again and removes
 them: the end state is the same.  ``process`` runs its command line (the
 ``by`` part, %-variables expanded and quoted as data when the converter
@@ -15,9 +19,11 @@ text: Conquest passes nothing else); an error in it is a failed action.
 hierarchical storage).
 """
 
+import os
 import subprocess
+from typing import NamedTuple
 
-from sqlalchemy import and_, exists, select
+from sqlalchemy import and_, bindparam, exists, select
 from twisted.logger import Logger
 
 from pacscore.converters.command import luaScriptOf
@@ -27,6 +33,18 @@ from pacscore.export.selection import indexKeys
 from pacscore.storage.devices import removeFile
 
 CHUNK = 500  # UIDs per IN (...): SQLite's variable limit
+
+
+class Removal(NamedTuple):
+    """What ``removeInstances`` did: objects ``removed``, and ``kept``
+    because they were stored again while being removed."""
+
+    removed: int
+    kept: int
+
+    def __str__(self):
+        kept = f", {self.kept} kept (stored again meanwhile)" if self.kept else ""
+        return f"{self.removed} object(s) removed{kept}"
 
 
 class LocalActions:
@@ -51,41 +69,60 @@ class LocalActions:
         instances = await self._instances(action)
         if not instances:
             return 0
-        await self.removeInstances(instances)
-        self.log.info("deleted {count} objects of {entity} {uid}", count=len(instances),
+        removal = await self.removeInstances(instances)
+        self.log.info("deleted objects of {entity} {uid}: {removal}", removal=removal,
                       entity=action.level.lower(), uid=action.target.uid(action.level))
-        return len(instances)
+        return removal.removed
 
     async def removeInstances(self, instances, files=True):
         """Remove the files of ``instances`` (``IndexQuery`` ``Instance``s;
-        with ``files=False`` they stay), then their index rows and the
-        series, study and patient rows left empty; fires with how many."""
+        with ``files=False`` they stay), then the index rows that still
+        name them and the series, study and patient rows left empty; fires
+        with a ``Removal``."""
         if files:
             await self.workers.deferToWorker(self._removeFiles, instances)
-        await self.index.runWrite(self._deleteRows, instances)
-        return len(instances)
+        removed = await self.index.runWrite(self._deleteRows, instances, files)
+        removal = Removal(removed, len(instances) - removed)
+        if removal.kept:
+            self.log.info("{kept} object(s) stored again while being removed are kept", kept=removal.kept)
+        return removal
 
     def _removeFiles(self, instances):
         for instance in instances:
             for path in self.reader.copies(instance.deviceName, instance.objectFile):
                 removeFile(path)
 
-    def _deleteRows(self, connection, instances):
-        """In the index writer: the image rows, then parents left empty."""
+    def _deleteRows(self, connection, instances, filesRemoved):
+        """In the index writer (ordered with stores): the image rows that
+        still name the files of ``instances`` (with ``filesRemoved``, only
+        where no file was stored under that name since), then parents left
+        empty; how many image rows went."""
         tables = self.query.tables
-        affected = [[instance.sopInstanceUID for instance in instances],
-                    [instance.seriesInstanceUID for instance in instances],
-                    [instance.studyInstanceUID for instance in instances],
-                    [instance.patientID for instance in instances]]
         image = tables[3]
-        for chunk in _chunks(affected[0]):
-            connection.execute(image.table.delete().where(image.key.in_(chunk)))
-        for level, keys in ((2, affected[1]), (1, affected[2]), (0, affected[3])):
+        delete = image.table.delete().where(and_(
+            image.key == bindparam("b_uid"), image.table.c.DeviceName == bindparam("b_device"),
+            image.table.c.ObjectFile == bindparam("b_file")))
+        gone = [instance for instance in instances
+                if not (filesRemoved and self._storedAgain(instance))
+                and connection.execute(delete, {"b_uid": instance.sopInstanceUID, "b_device": instance.deviceName,
+                                                "b_file": instance.objectFile}).rowcount]
+        for level, keys in ((2, [instance.seriesInstanceUID for instance in gone]),
+                            (1, [instance.studyInstanceUID for instance in gone]),
+                            (0, [instance.patientID for instance in gone])):
             parent, child = tables[level], tables[level + 1]
             orphan = ~exists(select(child.link).where(child.link == parent.key))
             for chunk in _chunks(sorted(set(keys))):
                 connection.execute(parent.table.delete().where(and_(parent.key.in_(chunk), orphan)))
         self.index.forgetCache()
+        return len(gone)
+
+    def _storedAgain(self, instance):
+        """True when a file is at the name of ``instance`` again after
+        ``_removeFiles``: the object was stored anew under it."""
+        try:
+            return os.path.exists(self.reader.magPath(instance.deviceName, instance.objectFile))
+        except OSError:
+            return False
 
     async def process(self, action):
         command = action.filters.get("by", "")

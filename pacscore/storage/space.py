@@ -109,8 +109,8 @@ class SpaceKeeper:
             if not here:
                 continue  # as Conquest's list of the oldest patients on the device: freeing nothing here
             if moveTo is None:
-                count = await self.actions.removeInstances(instances)
-                report(f"deleted patient {patientID}: {count} object(s)")
+                removal = await self.actions.removeInstances(instances)
+                report(f"deleted patient {patientID}: {removal.removed} object(s)")
             else:
                 count = await self.mover.move(here, moveTo)
                 report(f"moved patient {patientID}: {count} object(s) to {moveTo}")

@@ -292,3 +292,35 @@ class SpecialFileTests(unittest.TestCase):
         error = yield self.assertFailure(self.running.run(commands.loadHL7, path), CommandError)
         self.assertIn(f"cannot read {path}: larger than", str(error))
         self.assertEqual((yield self.running.count("worklist")), 0)
+
+
+class StoredAgainTests(unittest.TestCase):
+    """Objects stored again under another name (FileNameSyntax 4) while
+    a delete runs."""
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.running = RunningArchive(self, ini={"FileNameSyntax": "4"})
+        self.images = generateCorpus(os.path.abspath(self.mktemp()), patients=1, studiesPerPatient=1,
+                                     seriesPerStudy=1, imagesPerSeries=4)
+        yield self.running.store(self.images)
+
+    @defer.inlineCallbacks
+    def test_aDeleteKeepsWhatWasStoredAgainMeanwhile(self):
+        """The copy stored after the delete listed the objects keeps its row
+        and file (its old file is gone already: the row used to go too)."""
+        select = commands.deletePatient.selection
+
+        @defer.inlineCallbacks
+        def storedAgainAfterTheListing(arguments, archive):
+            listed = yield select(arguments, archive)
+            yield self.running.store(self.images[:1])
+            return listed
+        self.patch(commands.deletePatient, "selection", storedAgainAfterTheListing)
+        output = yield self.running.run(commands.deletePatient, "PAT0000")
+        [row] = yield StoredCorpusTests.imageRows(self)
+        self.assertEqual(row.SOPInstanceUID, self.images[0].sopUID)
+        self.assertEqual(self.running.files(), [self.running.archive.objectReader.magPath("MAG0", row.ObjectFile)])
+        for level in ("patient", "study", "series"):
+            self.assertEqual((yield self.running.count(level)), 1)
+        self.assertEqual(output, "3 object(s) removed from the server, 1 kept: stored again meanwhile")

@@ -17,6 +17,7 @@ from pacscore.dicom.models import (
 from pacscore.dicom.virtual import (
     SERVER_MASK, Fetched, KodakPatientIDs, RemoteImage, VirtualServer, VirtualServers, _rootClasses, serversFrom,
     takeServerMask)
+from pacscore.export.actions import Removal
 
 EXPLICIT = "1.2.840.10008.1.2.1"
 
@@ -226,7 +227,7 @@ class FetchingArchive:
 
     def removeInstances(self, instances):
         self.removed += [instance.sopInstanceUID for instance in instances]
-        return defer.succeed(len(instances))
+        return defer.succeed(Removal(len(instances), 0))
 
 
 def match(**values):

@@ -453,6 +453,6 @@ class MirrorCopyTests(unittest.TestCase):
         self.assertTrue(os.path.exists(self.mirror.absolute("PAT1/1.2.3.1.1.dcm")))
         with self.archive.index.engine.connect() as connection:
             instances = self.archive.query.instances(connection, "PATIENT", [])
-        self.assertEqual(self.successResultOf(self.local.removeInstances(instances)), 1)
+        self.assertEqual(self.successResultOf(self.local.removeInstances(instances)).removed, 1)
         self.assertFalse(os.path.exists(self.mirror.absolute("PAT1/1.2.3.1.1.dcm")))
         self.assertFalse(os.path.exists(os.path.join(self.archive.folder, "PAT1", "1.2.3.1.1.dcm")))

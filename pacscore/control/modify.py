@@ -41,7 +41,7 @@ from pacscore.control.data import readObject, storeObject
 from pacscore.control.stored import exactValue, fileInstances, storedFile, storedName, uidValue
 from pacscore.converters.context import ConverterSyntaxError
 from pacscore.converters.script import parseScript
-from pacscore.db.query import SERIES_INSTANCE_UID, STUDY_INSTANCE_UID, QueryKey
+from pacscore.db.query import SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, QueryKey
 
 ANONYMIZE_SCRIPTS = ("anonymize_script.cq", "anonymize_script.lua")
 PROGRESS_EVERY = 100
@@ -56,17 +56,19 @@ async def storedInstance(archive, text):
     return instances[0]
 
 
+class ObjectGone(CommandError):
+    """The file of a stored object is gone and the index names no other
+    file of it: it was deleted (or stored again and deleted) meanwhile."""
+
+
 async def rewrite(archive, instance, change, callingAE, keep=False, copy=False):
     """Store ``change`` of the stored object ``instance`` (see the module
     docstring; ``copy``: it gives new UIDs, see ``storeObject``); the new
     file as ``storedName`` gives it, or None when the change changed
-    nothing."""
-    try:
-        path = await archive.workers.deferToWorker(archive.objectReader.path, instance.deviceName,
-                                                   instance.objectFile)
-    except OSError as e:
-        raise CommandError(f"{storedName(instance.deviceName, instance.objectFile)}: {e}") from e
-    incoming, data, changed = await readObject(archive, path, change, callingAE=callingAE)
+    nothing.  When the file of ``instance`` is gone, the object was
+    stored again meanwhile under another name: the file the index names
+    now is changed instead, or ObjectGone is raised when there is none."""
+    instance, (incoming, data, changed) = await _readStored(archive, instance, change, callingAE)
     if not changed:
         return None
     device, relative = await storeObject(archive, incoming, data, storedName(instance.deviceName, instance.objectFile),
@@ -75,6 +77,28 @@ async def rewrite(archive, instance, change, callingAE, keep=False, copy=False):
         sameFile = (device, relative) == (instance.deviceName, instance.objectFile)
         await archive.localActions.removeInstances([instance], files=not sameFile)
     return storedName(device, relative)
+
+
+async def _readStored(archive, instance, change, callingAE):
+    """``(instance, readObject's result)`` of the stored object
+    ``instance``, or of the file the index names for it now when its file
+    is gone (see ``rewrite``)."""
+    while True:
+        name = storedName(instance.deviceName, instance.objectFile)
+        try:
+            path = await archive.workers.deferToWorker(archive.objectReader.path, instance.deviceName,
+                                                       instance.objectFile)
+            return instance, await readObject(archive, path, change, callingAE=callingAE)
+        except OSError as e:
+            raise CommandError(f"{name}: {e}") from e
+        except CommandError as e:
+            if not isinstance(e.__cause__, FileNotFoundError):
+                raise
+        now = await archive.index.runQuery(archive.query.instances, "IMAGE",
+                                           [QueryKey(SOP_INSTANCE_UID, "UI", instance.sopInstanceUID)])
+        if not now or (now[0].deviceName, now[0].objectFile) == (instance.deviceName, instance.objectFile):
+            raise ObjectGone(f"{name} is no longer stored")
+        instance = now[0]
 
 
 class _FileCommand(AsyncControlCommand):
@@ -201,14 +225,21 @@ class _Merge(AsyncControlCommand):
             raise CommandError(f"{self.name}: {e}") from e
         moving = [instance for instance in instances if getattr(instance, self.field) != target]
         change = mergedInto(uidMap, self.keyword, target)
+        skipped = 0
         for number, instance in enumerate(moving, 1):
-            await rewrite(archive, instance, change, self.name[:16])
+            try:
+                await rewrite(archive, instance, change, self.name[:16])
+            except ObjectGone as e:
+                self.log.info("{peer}: {command}: {error}: skipped", peer=context.peer, command=self.name, error=e)
+                skipped += 1
             if number % PROGRESS_EVERY == 0:
                 context.progress(f"{number} of {len(moving)} object(s) merged")
-        self.log.info("{peer}: {command}: {count} object(s) of {others} merged into {target}",
-                      peer=context.peer, command=self.name, count=len(moving), others=",".join(others),
-                      target=target)
-        return f"{len(moving)} object(s) of {len(others)} {self.what}(s) merged into {self.what} {target}"
+        merged = len(moving) - skipped
+        gone = f" ({skipped} skipped: deleted meanwhile)" if skipped else ""
+        self.log.info("{peer}: {command}: {count} object(s) of {others} merged into {target}{gone}",
+                      peer=context.peer, command=self.name, count=merged, others=",".join(others),
+                      target=target, gone=gone)
+        return f"{merged} object(s) of {len(others)} {self.what}(s) merged into {self.what} {target}{gone}"
 
 
 class MergeStudy(_Merge):

@@ -8,7 +8,8 @@ Saving goes through ``WorklistItems.apply`` as HL7 orders do: a change is
 an XO of the item (a changed accession number: the old item cancelled and
 the new one inserted, in one transaction), a new item an NW; ``*AN`` and
 ``*UI`` columns (dicom.sql's HL7 sources) left empty are generated, and
-keep their value when an item changes.  Values longer than their column,
+keep their value when an item changes (also when its accession number
+does: the new item takes them).  Values longer than their column,
 and dates that are not YYYYMMDD, are refused (400).
 """
 
@@ -112,22 +113,32 @@ def _values(archive, parameters):
     return values
 
 
+def _fillGenerated(mapping, values, accessionColumn, previous):
+    """Fill the empty generated columns of ``values``: a new item's, and
+    an empty accession number, with generated values; a changed item's
+    others with those of the item ``previous`` (generated when it had
+    none), which an item given a new accession number is stored anew with."""
+    for name, value in values.items():
+        if not value and (not previous or name == accessionColumn):
+            values[name] = mapping.generated(name) or ""
+        elif not value and name in mapping.generatedColumns:
+            values[name] = previous.get(name) or mapping.generated(name)
+
+
 async def saveRecord(archive, parameters, request):
     checkWritable(archive, parameters)
     checkPost(request, CHANGED_BY_POST)
     accessionColumn = _accessionColumn(archive)
     original = parameters.get(ORIGINAL).strip()
     values = _values(archive, parameters)
-    mapping = archive.worklistMapping
-    for name, value in values.items():
-        if not value and (original == "" or name == accessionColumn):
-            values[name] = mapping.generated(name) or ""
+    table = archive.index.tables.worklist
+    previous = await archive.index.runQuery(_rows, table, 1, accessionColumn, original) if original else [{}]
+    if not previous:
+        raise WebError(409, f"no worklist item with accession number {original} (deleted meanwhile?)")
+    _fillGenerated(archive.worklistMapping, values, accessionColumn, previous[0])
     accession = values[accessionColumn]
     if not accession:
         raise WebError(400, f"{accessionColumn} is needed")
-    table = archive.index.tables.worklist
-    if original and not await archive.index.runQuery(_rows, table, 1, accessionColumn, original):
-        raise WebError(409, f"no worklist item with accession number {original} (deleted meanwhile?)")
     if accession != original and await archive.index.runQuery(_rows, table, 1, accessionColumn, accession):
         raise WebError(409, f"a worklist item with accession number {accession} exists already: "
                             f"edit that one, or give this one another accession number")

@@ -53,6 +53,16 @@ class WorklistPageTests(unittest.TestCase):
         self.assertEqual((yield self.items()), [])
 
     @defer.inlineCallbacks
+    def test_renumberedItemKeepsItsGeneratedValues(self):
+        yield post(self.resource, mode="saverecord", **dict(ITEM, StudyInstanceUID=""))
+        [item] = yield self.items()
+        renumbered = yield post(self.resource, mode="saverecord", **dict(
+            ITEM, **{"original accession": "ACC1", "AccessionNumber": "ACC2", "StudyInstanceUID": ""}))
+        self.assertIn("worklist item ACC2 inserted", renumbered.text)
+        [after] = yield self.items()
+        self.assertEqual((after["AccessionNumber"], after["StudyInstanceUID"]), ("ACC2", item["StudyInstanceUID"]))
+
+    @defer.inlineCallbacks
     def test_refusals(self):
         for parameters, code, why in [
                 (dict(ITEM, StartDate="3 Dec"), 400, "StartDate is a date: YYYYMMDD"),

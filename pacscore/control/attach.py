@@ -30,6 +30,17 @@ def _sample(path):
     return decodeDataset(data, syntax, stopBeforePixels=True)
 
 
+async def storedSample(archive, level, key):
+    """The data set (Pixel Data left out) of one stored object the index
+    finds at ``level`` by the QueryKey ``key``, or None when none is."""
+    instances = await archive.index.runQuery(archive.query.instances, level, [key])
+    if not instances:
+        return None
+    path = await archive.workers.deferToWorker(archive.objectReader.path, instances[0].deviceName,
+                                               instances[0].objectFile)
+    return await fromFile(archive, path, _sample)
+
+
 class _Attach(AsyncControlCommand):
     """``change(uidMap, sample)``: what joining ``sample`` does."""
 

@@ -8,18 +8,22 @@ objects of one study changed one by one stay one study, and
 ``changeuidback`` finds the originals.  A copy for a patient (a new Patient
 ID) or an attachment to a patient, study or series gets them for that
 target (ChangeUID's stage): copied to two patients, or attached to two
-studies, one original gives two objects.
+studies, one original gives two objects.  References in sequence items to
+objects that get new UIDs follow them (``renewReferences``).
 """
 
 from pydicom.dataset import Dataset
 
 from pacscore.converters.context import ConverterContext, Outcome
-from pacscore.converters.elements import assign, ensureUnicode, textOf
+from pacscore.converters.elements import assign, ensureUnicode, textOf, walkElements
 from pacscore.converters.newuids import replaceUIDs
 from pacscore.storage.attributes import DatasetError
 
 NEW_UIDS = (("StudyInstanceUID", "StudyUID"), ("SeriesInstanceUID", "SeriesUID"),
             ("SOPInstanceUID", "SOPInstanceUID"))
+# Where the index's ``Instance`` holds them.
+INSTANCE_FIELDS = {"StudyInstanceUID": "studyInstanceUID", "SeriesInstanceUID": "seriesInstanceUID",
+                   "SOPInstanceUID": "sopInstanceUID"}
 
 # The patient's own identifying attributes ``anonymize`` removes, in sequence items too (its
 # script may remove more); private attributes go as well.
@@ -45,23 +49,70 @@ class ScriptRefused(Exception):
     """A converter script run by a command destroyed or rejected the object."""
 
 
-def _renew(dataset, uidMap, pairs, stage=""):
+# The UIDs by which sequence items reference other objects, series and studies.
+REFERENCES = frozenset(("ReferencedSOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID"))
+
+
+def changing(instances, keyword="StudyInstanceUID"):
+    """``{UID: MODType}`` of the indexed ``instances`` that a change gives
+    new UIDs (those of ``keyword`` and below), for ``renewReferences``."""
+    pairs = NEW_UIDS[[k for k, _ in NEW_UIDS].index(keyword):]
+    return {getattr(instance, INSTANCE_FIELDS[k]): modType for instance in instances for k, modType in pairs}
+
+
+def renewReferences(dataset, uidMap, stage="", changed=None):
+    """Make the references in the sequence items of ``dataset`` (REFERENCES)
+    to objects that get new UIDs name them by their new UIDs: those
+    ``changed`` (``{UID: MODType}``, objects changed with this one) and
+    those ``uidMap`` made for ``stage`` already; references to other
+    objects stay.  Whether any changed."""
+    changed = changed or {}
+    renewed = False
+    for element in dataset:
+        for item in (element.value or ()) if element.VR == "SQ" else ():
+            for _, reference in walkElements(item):
+                old = str(reference.value or "").strip() if reference.keyword in REFERENCES else ""
+                new = uidMap.newFor(old, changed[old], stage) if old in changed else (
+                    old and uidMap.lookup(old, stage))
+                if new and new != old:
+                    reference.value = new
+                    renewed = True
+    return renewed
+
+
+def referencesRenewed(uidMap, changed):
+    """``renewReferences`` as a change: nothing else of the object changes
+    (one that stays where objects it references were merged into)."""
+
+    def change(dataset):
+        return renewReferences(dataset, uidMap, changed=changed)
+    return change
+
+
+def _renew(dataset, uidMap, pairs, stage="", changed=None):
     """Replace the UIDs ``pairs`` (keyword, MODType) through ``uidMap``,
-    made for the target ``stage`` when given."""
+    made for the target ``stage`` when given, and the references to the
+    objects that get new ones (``renewReferences``)."""
     for keyword, modType in pairs:
         old = str(dataset.get(keyword, "") or "").strip()
         if not old:
             raise DatasetError(f"no {keyword}")
         setattr(dataset, keyword, uidMap.newFor(old, modType, stage))
+    renewReferences(dataset, uidMap, stage, changed)
 
 
-def newPatient(uidMap, patientID):
+def newPatient(uidMap, patientID, patient=None, changed=None):
     """Conquest's ModifyPATIDofDDO: the Patient ID ``patientID`` and new
-    Study, Series and SOP Instance UIDs, made for that patient."""
+    Study, Series and SOP Instance UIDs, made for that patient, references
+    to the objects ``changed`` with it too (``renewReferences``); when that
+    patient is stored already, ``patient`` (one of its objects) gives the
+    patient attributes, so the patient keeps its name."""
 
     def change(dataset):
-        _renew(dataset, uidMap, NEW_UIDS, patientID)
+        _renew(dataset, uidMap, NEW_UIDS, patientID, changed)
         assign(dataset, PATIENT_ID, patientID)
+        if patient is not None:
+            _take(dataset, patient, PATIENT_ATTRIBUTES)
     return change
 
 
@@ -124,23 +175,44 @@ def runScript(script, dataset, services, name):
     return context.changed
 
 
-def mergedInto(uidMap, keyword, target):
-    """``mergestudy`` / ``mergeseries``: the object joins the study or
-    series ``target`` (``keyword`` StudyInstanceUID or SeriesInstanceUID);
-    its lower UIDs are new (a merged study's series stay apart)."""
-    lower = NEW_UIDS[[k for k, _ in NEW_UIDS].index(keyword) + 1:]
-
-    def change(dataset):
-        _renew(dataset, uidMap, lower)
-        setattr(dataset, keyword, target)
-    return change
-
-
 PATIENT_ATTRIBUTES = ("PatientID", "PatientName", "PatientBirthDate", "PatientBirthTime", "PatientSex",
                       "OtherPatientIDs")
 STUDY_ATTRIBUTES = ("StudyInstanceUID", "StudyDate", "StudyTime", "StudyID", "AccessionNumber",
                     "StudyDescription", "ReferringPhysicianName")
+SERIES_ATTRIBUTES = ("SeriesInstanceUID", "SeriesNumber", "SeriesDescription", "Modality", "SeriesDate",
+                     "SeriesTime", "BodyPartExamined", "ProtocolName")
 LEVELS = ("PATIENT", "STUDY", "SERIES")
+
+
+def _take(dataset, sample, names, kept=()):
+    """``dataset`` gets the attributes ``names`` and ``kept`` of ``sample``;
+    those of ``names`` that the sample lacks are removed."""
+    copied = {keyword: sample.data_element(keyword) for keyword in names + kept if keyword in sample}
+    if not all(textOf(element).isascii() for element in copied.values()):
+        ensureUnicode(dataset)  # the sample's text in the object's character set could be lost
+    for keyword in names + kept:
+        if keyword in copied:
+            setattr(dataset, keyword, copied[keyword].value)
+        elif keyword in dataset and keyword not in kept:
+            delattr(dataset, keyword)
+
+
+def mergedInto(uidMap, keyword, target, sample=None, changed=None):
+    """``mergestudy`` / ``mergeseries``: the object joins the study or
+    series ``target`` (``keyword`` StudyInstanceUID or SeriesInstanceUID)
+    and takes the study or series attributes of ``sample`` (an object of
+    ``target``, when one is stored), so the target keeps its Accession
+    Number, description ...; its lower UIDs are new (a merged study's
+    series stay apart), references to the objects ``changed`` with it too."""
+    lower = NEW_UIDS[[k for k, _ in NEW_UIDS].index(keyword) + 1:]
+    names = STUDY_ATTRIBUTES if keyword == "StudyInstanceUID" else SERIES_ATTRIBUTES
+
+    def change(dataset):
+        _renew(dataset, uidMap, lower, changed=changed)
+        setattr(dataset, keyword, target)
+        if sample is not None:
+            _take(dataset, sample, names)
+    return change
 
 
 def attachedTo(uidMap, sample, level):
@@ -158,14 +230,7 @@ def attachedTo(uidMap, sample, level):
 
     def change(dataset):
         _renew(dataset, uidMap, NEW_UIDS[depth:], stage)
-        copied = {keyword: sample.data_element(keyword) for keyword in names + kept if keyword in sample}
-        if not all(textOf(element).isascii() for element in copied.values()):
-            ensureUnicode(dataset)  # the sample's text in the object's character set could be lost
-        for keyword in names + kept:
-            if keyword in copied:
-                setattr(dataset, keyword, copied[keyword].value)
-            elif keyword in dataset and keyword not in kept:
-                delattr(dataset, keyword)
+        _take(dataset, sample, names, kept)
     return change
 
 

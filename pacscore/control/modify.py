@@ -24,7 +24,8 @@ UIDs from the UID map:
 - ``modifyimage:file,script``: the converter lines ``script`` (``set
   0010,0010 to "X"`` ...); UIDs change only if the script changes them;
 - ``mergestudy:A,B,...``: the objects of studies B ... join study A (new
-  Series and SOP Instance UIDs), all of one patient; ``mergeseries:A,B,...``
+  Series and SOP Instance UIDs, A's study attributes; objects of A that
+  reference them are stored again with their new UIDs), all of one patient; ``mergeseries:A,B,...``
   likewise for series of one study (new SOP Instance UIDs).  The merge is
   recorded in UIDMODS (B -> A), so ``mergestudyfile:file`` /
   ``mergeseriesfile:file`` can bring in one object of B stored later.
@@ -35,13 +36,14 @@ import os
 from twisted.logger import Logger
 
 from pacscore.control.arguments import AsyncControlCommand, fields
-from pacscore.control.changes import anonymized, mergedInto, newPatient, scripted
+from pacscore.control.attach import storedSample
+from pacscore.control.changes import anonymized, changing, mergedInto, newPatient, referencesRenewed, scripted
 from pacscore.control.context import CommandError
 from pacscore.control.data import readObject, storeObject
 from pacscore.control.stored import exactValue, fileInstances, storedFile, storedName, uidValue
 from pacscore.converters.context import ConverterSyntaxError
 from pacscore.converters.script import parseScript
-from pacscore.db.query import SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, QueryKey
+from pacscore.db.query import PATIENT_ID, SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, QueryKey
 
 ANONYMIZE_SCRIPTS = ("anonymize_script.cq", "anonymize_script.lua")
 PROGRESS_EVERY = 100
@@ -139,7 +141,10 @@ class ModifyPatID(_FileCommand):
     newUIDs = True
 
     async def change(self, patientID, archive, instance):
-        return newPatient(archive.converterServices.uidMap, patientID)
+        patient = await storedSample(archive, "PATIENT", QueryKey(PATIENT_ID, "LO", patientID))
+        study = await archive.index.runQuery(archive.query.instances, "STUDY",
+                                             [QueryKey(STUDY_INSTANCE_UID, "UI", instance.studyInstanceUID)])
+        return newPatient(archive.converterServices.uidMap, patientID, patient, changing(study))
 
 
 class CopyPatID(ModifyPatID):
@@ -224,16 +229,18 @@ class _Merge(AsyncControlCommand):
         except ValueError as e:
             raise CommandError(f"{self.name}: {e}") from e
         moving = [instance for instance in instances if getattr(instance, self.field) != target]
-        change = mergedInto(uidMap, self.keyword, target)
+        sample = await storedSample(archive, self.level, QueryKey(self.tag, "UI", target))
+        changed = changing(moving, self.lower)
+        change = mergedInto(uidMap, self.keyword, target, sample, changed)
         skipped = 0
         for number, instance in enumerate(moving, 1):
-            try:
-                await rewrite(archive, instance, change, self.name[:16])
-            except ObjectGone as e:
-                self.log.info("{peer}: {command}: {error}: skipped", peer=context.peer, command=self.name, error=e)
-                skipped += 1
+            skipped += not await self._rewrite(context, instance, change)
             if number % PROGRESS_EVERY == 0:
                 context.progress(f"{number} of {len(moving)} object(s) merged")
+        references = referencesRenewed(uidMap, changed)
+        for instance in instances:
+            if getattr(instance, self.field) == target:
+                await self._rewrite(context, instance, references)
         merged = len(moving) - skipped
         gone = f" ({skipped} skipped: deleted meanwhile)" if skipped else ""
         self.log.info("{peer}: {command}: {count} object(s) of {others} merged into {target}{gone}",
@@ -241,12 +248,22 @@ class _Merge(AsyncControlCommand):
                       target=target, gone=gone)
         return f"{merged} object(s) of {len(others)} {self.what}(s) merged into {self.what} {target}{gone}"
 
+    async def _rewrite(self, context, instance, change):
+        """Rewrite one object; False (logged) when it was deleted meanwhile."""
+        try:
+            await rewrite(context.archive, instance, change, self.name[:16])
+        except ObjectGone as e:
+            self.log.info("{peer}: {command}: {error}: skipped", peer=context.peer, command=self.name, error=e)
+            return False
+        return True
+
 
 class MergeStudy(_Merge):
     name = "mergestudy"
     usage = "--mergestudy:uid,uid,..  Merge studies into the first (one patient)"
     what, level, tag, field, keyword = "study", "STUDY", STUDY_INSTANCE_UID, "studyInstanceUID", "StudyInstanceUID"
     parent, parentWhat, modType, whats = "patientID", "patient", "MergeStudy", "studies"
+    lower = "SeriesInstanceUID"
 
 
 class MergeSeries(_Merge):
@@ -255,6 +272,7 @@ class MergeSeries(_Merge):
     what, level, tag, field, keyword = "series", "SERIES", SERIES_INSTANCE_UID, "seriesInstanceUID", \
         "SeriesInstanceUID"
     parent, parentWhat, modType, whats = "studyInstanceUID", "study", "MergeSeries", "series"
+    lower = "SOPInstanceUID"
 
 
 class _MergeFile(_FileCommand):
@@ -272,7 +290,8 @@ class _MergeFile(_FileCommand):
         target = await archive.workers.deferToWorker(archive.converterServices.uidMap.mergedInto, old)
         if target is None:
             raise CommandError(f"{merge.what} {old} was not merged ({merge.name})")
-        return mergedInto(archive.converterServices.uidMap, merge.keyword, target)
+        sample = await storedSample(archive, merge.level, QueryKey(merge.tag, "UI", target))
+        return mergedInto(archive.converterServices.uidMap, merge.keyword, target, sample)
 
 
 class MergeStudyFile(_MergeFile):

@@ -200,10 +200,12 @@ class UIDMap:
                 pairs.remember(key, new)
             return new
 
-    def lookup(self, old):
-        """The new UID recorded for ``old``, or None (nothing is made)."""
+    def lookup(self, old, stage=""):
+        """The new UID recorded for ``old`` (made for ``stage``, when
+        given), or None (nothing is made)."""
+        pairs, key = (self._stages, (old, stage)) if stage else (self._uids, old)
         with self._lock:
-            return self._uids.known(old)
+            return pairs.known(key)
 
     def oldFor(self, new):
         """The original UID ``new`` replaced, or None when it replaced none."""

@@ -1,15 +1,33 @@
 """Tests for pacscore.control.changes: what the commands that change stored
 objects do to a data set, with an in-memory UID map."""
 
+from types import SimpleNamespace
+
 from pydicom.dataset import Dataset
 from twisted.trial import unittest
 
 from pacscore.codecs.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN
-from pacscore.control.changes import anonymized, attachedTo, mergedInto, newPatient
+from pacscore.control.changes import anonymized, attachedTo, changing, mergedInto, newPatient, referencesRenewed
 from pacscore.converters.newuids import replaceUIDs
 from pacscore.converters.uidmap import UIDMap
 from pacscore.dicom.datasets import decodeDataset, encodeDataset
 from pacscore.storage.attributes import DatasetError
+
+
+def referencing(ds, *sops):
+    """``ds`` referencing the objects ``sops`` in its Referenced Image Sequence."""
+    items = []
+    for sop in sops:
+        item = Dataset()
+        item.ReferencedSOPClassUID, item.ReferencedSOPInstanceUID = "1.2.840.10008.5.1.4.1.1.2", sop
+        items.append(item)
+    ds.ReferencedImageSequence = items
+    return ds
+
+
+def stored(study, series, sop):
+    """An indexed instance, as the query gives it."""
+    return SimpleNamespace(studyInstanceUID=study, seriesInstanceUID=series, sopInstanceUID=sop)
 
 
 def image(patientID="PAT1", study="1.2.3", series="1.2.3.1", sop="1.2.3.1.1"):
@@ -34,6 +52,36 @@ class ChangeTests(unittest.TestCase):
         self.assertEqual(first.SeriesInstanceUID, second.SeriesInstanceUID)
         self.assertNotEqual(first.SOPInstanceUID, second.SOPInstanceUID)
         self.assertEqual(self.uidMap.oldFor(first.StudyInstanceUID), "1.2.3")
+
+    def test_newPatientStoredAlreadyKeepsItsAttributes(self):
+        patient = image(patientID="PATA")
+        patient.PatientName, patient.PatientSex = "Right^Patient", "F"
+        misfiled = image(patientID="PATB", study="1.2.4", series="1.2.4.1", sop="1.2.4.1.1")
+        misfiled.PatientName, misfiled.PatientBirthDate = "Wrong^Patient", "19990101"
+        newPatient(self.uidMap, "PATA", patient)(misfiled)
+        self.assertEqual((misfiled.PatientID, misfiled.PatientName, misfiled.PatientSex, misfiled.PatientBirthDate),
+                         ("PATA", "Right^Patient", "F", "19700101"))
+        self.assertEqual((misfiled.StudyDescription, misfiled.InstitutionName), ("Chest", "General Hospital"))
+
+    def test_newPatientRenewsReferencesWithinTheStudy(self):
+        localizer = image(series="1.2.3.1", sop="1.2.3.1.1")
+        axial = referencing(image(series="1.2.3.2", sop="1.2.3.2.1"), "1.2.3.1.1", "9.9.9")
+        changed = changing([stored("1.2.3", "1.2.3.1", "1.2.3.1.1"), stored("1.2.3", "1.2.3.2", "1.2.3.2.1")])
+        for ds in (axial, localizer):  # the referencing object first
+            newPatient(self.uidMap, "NEW", None, changed)(ds)
+        references = [item.ReferencedSOPInstanceUID for item in axial.ReferencedImageSequence]
+        self.assertEqual(references, [localizer.SOPInstanceUID, "9.9.9"])  # an object outside stays
+        self.assertNotEqual(localizer.SOPInstanceUID, "1.2.3.1.1")
+
+    def test_referencesToObjectsChangedBeforeAreRenewed(self):
+        localizer = image(sop="1.2.3.1.1")
+        axial = referencing(image(series="1.2.3.2", sop="1.2.3.2.1"), "1.2.3.1.1")
+        for ds in (localizer, axial):
+            newPatient(self.uidMap, "NEW")(ds)
+        self.assertEqual(axial.ReferencedImageSequence[0].ReferencedSOPInstanceUID, localizer.SOPInstanceUID)
+        other = referencing(image(series="1.2.3.2", sop="1.2.3.2.2"), "1.2.3.1.1")
+        newPatient(self.uidMap, "OTHER")(other)  # made for another patient: not that one
+        self.assertEqual(other.ReferencedImageSequence[0].ReferencedSOPInstanceUID, "1.2.3.1.1")
 
     def test_newPatientNeedsTheUIDs(self):
         ds = image()
@@ -100,6 +148,42 @@ class ChangeTests(unittest.TestCase):
         self.assertEqual(ds.StudyInstanceUID, "1.2.3")
         self.assertEqual(self.uidMap.oldFor(ds.SeriesInstanceUID), "1.2.4.1")
         self.assertEqual(self.uidMap.oldFor(ds.SOPInstanceUID), "1.2.4.1.1")
+
+    def test_mergedIntoAStudyTakesItsStudyAttributes(self):
+        kept = image()
+        kept.AccessionNumber, kept.StudyID = "ACC-A", "1"
+        merged = image(study="1.2.4", series="1.2.4.1", sop="1.2.4.1.1")
+        merged.AccessionNumber, merged.StudyID, merged.StudyDescription = "ACC-B", "2", "Head"
+        merged.StudyDate = "20200101"
+        mergedInto(self.uidMap, "StudyInstanceUID", "1.2.3", kept)(merged)
+        self.assertEqual((merged.StudyInstanceUID, merged.AccessionNumber, merged.StudyID, merged.StudyDescription),
+                         ("1.2.3", "ACC-A", "1", "Chest"))
+        self.assertNotIn("StudyDate", merged)
+        self.assertEqual(self.uidMap.oldFor(merged.SeriesInstanceUID), "1.2.4.1")
+
+    def test_mergedIntoASeriesTakesItsSeriesAttributes(self):
+        kept = image()
+        kept.SeriesNumber, kept.SeriesDescription, kept.Modality = 2, "axial", "CT"
+        merged = image(series="1.2.3.2", sop="1.2.3.2.1")
+        merged.SeriesNumber, merged.SeriesDescription, merged.Modality = 1, "localizer", "CT"
+        merged.AccessionNumber = "ACC-A"
+        mergedInto(self.uidMap, "SeriesInstanceUID", "1.2.3.1", kept)(merged)
+        self.assertEqual((merged.SeriesInstanceUID, merged.SeriesNumber, merged.SeriesDescription),
+                         ("1.2.3.1", 2, "axial"))
+        self.assertEqual(merged.AccessionNumber, "ACC-A")
+
+    def test_mergedSeriesAndTheTargetsObjectsReferenceTheNewUIDs(self):
+        localizer = referencing(image(series="1.2.3.2", sop="1.2.3.2.1"), "1.2.3.2.2")
+        changed = changing([stored("1.2.3", "1.2.3.2", "1.2.3.2.1"), stored("1.2.3", "1.2.3.2", "1.2.3.2.2")],
+                           "SOPInstanceUID")
+        mergedInto(self.uidMap, "SeriesInstanceUID", "1.2.3.1", None, changed)(localizer)
+        self.assertEqual(localizer.ReferencedImageSequence[0].ReferencedSOPInstanceUID,
+                         self.uidMap.lookup("1.2.3.2.2"))
+        axial = referencing(image(), "1.2.3.2.1", "1.2.3.1.9")
+        self.assertTrue(referencesRenewed(self.uidMap, changed)(axial))
+        self.assertEqual([item.ReferencedSOPInstanceUID for item in axial.ReferencedImageSequence],
+                         [localizer.SOPInstanceUID, "1.2.3.1.9"])
+        self.assertFalse(referencesRenewed(self.uidMap, changed)(referencing(image(), "1.2.3.1.9")))
 
     def test_mergedIntoASeriesKeepsTheStudy(self):
         ds = image(series="1.2.3.2", sop="1.2.3.2.1")

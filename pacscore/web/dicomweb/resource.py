@@ -29,8 +29,9 @@ from pacscore.web.dicomweb.search import search
 from pacscore.web.dicomweb.store import storeInstances
 
 JSON_TYPES = (DICOM_JSON, "application/json")
-# A Host header's host (a name, an IPv4 address, a bracketed IPv6 one) and optional port.
-_HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(:[0-9]{0,5})?")
+# A Host header's host (a name, an IPv4 address, a bracketed IPv6 one) and optional port
+# (a bare ':' is no port, RFC 3986 3.2.3).
+_HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::([0-9]{0,5}))?")
 
 
 class Target(NamedTuple):
@@ -129,7 +130,7 @@ def _authority(request):
     (with the port it came in on where the Host has none, as dicomweb-client
     sends it); without Host or with an empty one, those it came in on (an
     IPv6 address in brackets, the scheme's default port left out).  WebError 400 for a
-    Host that is not a host with an optional port."""
+    Host that is not a host with an optional port (1-65535)."""
     address = request.getHost()
     port = "" if address.port == (443 if request.isSecure() else 80) else f":{address.port}"
     text = (request.getHeader(b"host") or b"").decode("latin-1").strip()
@@ -137,9 +138,9 @@ def _authority(request):
         host = address.host.replace("%", "%25")  # an IPv6 zone (fe80::1%eth0) escaped, RFC 6874
         return (f"[{host}]" if ":" in host else host) + port
     found = _HOST.fullmatch(text)
-    if not found:
+    if not found or (found.group(2) and not 0 < int(found.group(2)) < 65536):
         raise WebError(400, f"the Host header {text!r} is not a host name or address with an optional port")
-    return text if found.group(2) else text + port
+    return text if found.group(2) else found.group(1) + port
 
 
 def baseURL(request):

@@ -115,12 +115,14 @@ class BaseURLTestsOfRequests(unittest.TestCase):
         """As dicomweb-client sends Host (no port), the scheme's default port left out."""
         for port, secure, base in ((8080, False, "http://pacs:8080/dicom-web"), (80, False, "http://pacs/dicom-web"),
                                    (443, True, "https://pacs/dicom-web")):
-            request = self.request(IPv4Address("TCP", "10.0.0.1", port), secure, host=b"pacs")
-            self.assertEqual(baseURL(request), base)
+            for host in (b"pacs", b"pacs:"):  # a bare ':' is no port (RFC 3986 3.2.3)
+                request = self.request(IPv4Address("TCP", "10.0.0.1", port), secure, host=host)
+                self.assertEqual(baseURL(request), base)
 
     def test_badHosts(self):
         address = IPv4Address("TCP", "10.0.0.1", 80)
-        for host in (b"10.0.0.1:80@evil", b"[::1", b"a b", "h\xf6st".encode("latin-1"), b"h:1/x"):
+        for host in (b"10.0.0.1:80@evil", b"[::1", b"a b", "h\xf6st".encode("latin-1"), b"h:1/x",
+                     b"h:99999", b"h:65536", b"h:0", b"[::1]:70000"):
             with self.assertRaises(WebError, msg=host) as refused:
                 baseURL(self.request(address, host=host))
             self.assertEqual(refused.exception.code, 400)

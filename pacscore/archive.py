@@ -137,7 +137,7 @@ class Archive:
         self.incomingCompression = self._compressionCode(configuration.ini, "IncomingCompression")
         self.droppedFileCompression = self._compressionCode(configuration.ini, "DroppedFileCompression")
         self._warnOfUnencodableCodes(configuration)
-        self.tcpPort = configuration.tcpPort
+        self.tcpPort = configuration.tcpPort  # until the DICOM service listens (listeningOn)
         self.titleStyle = TitleStyle.fromIni(configuration.ini)  # PadAEWithZeros, SendUpperCaseAE
         ini = configuration.ini
         try:
@@ -277,6 +277,11 @@ class Archive:
         """The index record of a file start-up recovery indexes again."""
         return fileRecord(self.objectReader.path(deviceName, objectFile), self.configuration.layout.indexedTags(),
                           deviceName, objectFile)
+
+    def listeningOn(self, address):
+        """Note the ``address`` the DICOM service listens on: its port (``--dicom``'s, or
+        TCPPort's) is the one the status and scripted pages report."""
+        self.tcpPort = getattr(address, "port", self.tcpPort)
 
     def startup(self):
         """Synchronous preparation before the reactor serves: folders exist,

@@ -201,6 +201,7 @@ class ListeningService(internet.StreamServerEndpointService):
 
     log = Logger()
     warning = None
+    listened = None  # called with the address once listening
 
     def __init__(self, label, description, endpoint, factory):
         internet.StreamServerEndpointService.__init__(self, endpoint, factory)
@@ -213,8 +214,11 @@ class ListeningService(internet.StreamServerEndpointService):
         self._waitingForPort.addCallback(self._listening)
 
     def _listening(self, port):
+        address = port.getHost()
         self.log.info("{label} listening on {description} ({address})",
-                      label=self.label, description=self.description, address=port.getHost())
+                      label=self.label, description=self.description, address=address)
+        if self.listened is not None:
+            self.listened(address)
         if self.warning:
             self.log.warn("{label} on {description}: {warning}", label=self.label, description=self.description,
                           warning=self.warning)
@@ -243,6 +247,7 @@ def serviceTree(options):
              total=dicomFactory.limits.total, perPeer=dicomFactory.limits.perPeer or "any number")
     listeners = [ListeningService(f"DICOM service {archive.aeTitle}", dicom,
                                   options.endpoint("dicom", "TCPPort", dicom), dicomFactory)]
+    listeners[0].listened = archive.listeningOn
     for label, option, key, default, makeFactory in (
             (f"DICOM service {archive.aeTitle}", "dicom-tls", "DICOMTLSEndpoint", "off", lambda: dicomFactory),
             ("HL7 MLLP service", "hl7", "HL7Endpoint", DEFAULT_HL7_ENDPOINT, archive.hl7Factory),

@@ -15,7 +15,7 @@ from twisted.trial import unittest
 
 from pacscore.storage.space import MEGABYTE, Nightly, ThresholdClean
 from pacscore.testing.mutations import mutated
-from tap.pacs import ArchiveService, Options
+from tap.pacs import ArchiveService, ListeningService, Options
 from tests.interop.server import BIN, CONFIG_FILES, PacsServer
 from tests.pacscore.control.running import RunningArchive
 
@@ -245,6 +245,23 @@ class ConfigurationValueTests(unittest.TestCase):
             self.addCleanup(options.archive.engine.dispose)
             [archiveService] = [child for child in options.services if isinstance(child, ArchiveService)]
             self.assertEqual([child.name for child in archiveService if isinstance(child, Nightly)], expected)
+
+    @defer.inlineCallbacks
+    def test_theStatusPortIsTheOneListenedOn(self):
+        """``--dicom`` overrides TCPPort: the archive's port (what status
+        reports) becomes the one the DICOM service bound."""
+        server, args = self.optionsFor(TCPPort="5678")
+        options = Options()
+        options.parseOptions(args + ["--dicom", "tcp:0:interface=127.0.0.1"])
+        self.addCleanup(options.archive.engine.dispose)
+        [dicom] = [child for child in options.services
+                   if isinstance(child, ListeningService) and child.description.startswith("tcp:0")]
+        dicom.startService()
+        port = yield dicom._waitingForPort
+        bound = port.getHost().port
+        yield port.stopListening()
+        self.assertNotEqual(bound, 5678)
+        self.assertEqual(options.archive.tcpPort, bound)
 
     def test_badTLSEndpoint(self):
         self.assertIn("--dicom-tls 'mtls:2762:privateKey=/no/key.pem:caCerts=/no/ca.pem' is not a usable endpoint "

@@ -5,7 +5,8 @@ rows go to ``file`` when one is named (written in the I/O pool), else to
 the command's output; output that goes into a web page (a scripted page's
 command line) has the values HTML-escaped, as they come from DICOM data,
 while ``fmt`` is the page author's HTML.  No command writes over the archive's own files (its
-configuration, its index database, anything on a MAG device).
+configuration and scripts, its index database, its log and password files, the key files of
+its endpoints, anything on a MAG or mirror device or in the HL7 drop folder).
 """
 
 import os
@@ -14,6 +15,11 @@ from html import escape
 from twisted.internet import defer
 
 from pacscore.control.context import CommandError, formatted
+from pacscore.control.endpoint import fields
+
+# The dicom.ini keys of endpoints and their fields that name a key or certificate file.
+_ENDPOINT_KEYS = ("DICOMTLSEndpoint", "WebEndpoint", "HL7Endpoint", "ControlEndpoint")
+_KEY_FILE_FIELDS = ("privatekey", "certkey", "cacerts", "extracertchain", "dhparameters")
 
 
 def pipeFields(arguments, count):
@@ -47,9 +53,10 @@ def outputPath(context, text):
     archive = context.archive
     path = archive.configuration.resolvePath(text)
     real = os.path.realpath(path)
-    onDevice = any(real.startswith(os.path.join(os.path.realpath(device.path), "")) for device in archive.devices)
-    if onDevice or real in _ownFiles(archive):
-        raise CommandError(f"{path} is one of the archive's own files (configuration, index or MAG device)")
+    if any(real.startswith(os.path.join(folder, "")) for folder in _ownFolders(archive)) or \
+            real in _ownFiles(archive):
+        raise CommandError(f"{path} is one of the archive's own files (configuration, index, logs, "
+                           "WebUsers, MAG or mirror device, HL7 drop folder)")
     return path
 
 
@@ -63,12 +70,34 @@ def inputPath(archive, text):
     return path
 
 
-def _ownFiles(archive):
-    """The real paths of the configuration files and the index database's."""
+def _ownFolders(archive):
+    """The real paths of the folders whose files are all the archive's: its
+    MAG and mirror devices, the HL7 drop folder and the configuration folder
+    (its scripts), unless that is the working folder, where listings go."""
     configuration = archive.configuration
+    folders = [device.path for device in archive.devices] + \
+        [device.path for device in archive.mirrors.devices.values()] + [archive.hl7DropFolder.path]
+    if os.path.realpath(configuration.configDir) != os.path.realpath(configuration.workdir):
+        folders.append(configuration.configDir)
+    return {os.path.realpath(folder) for folder in folders}
+
+
+def _ownFiles(archive):
+    """The real paths of the configuration files and scripts, the index
+    database's, the log files, the WebUsers file and the endpoints' key files."""
+    configuration = archive.configuration
+    ini = configuration.ini
     files = [configuration.iniPath, configuration.acrNemaMap.path, configuration.sopList.path,
-             configuration.layout.path]
-    return {os.path.realpath(f) for f in files if f} | archive.databaseFiles
+             configuration.layout.path, configuration.pathSetting("TroubleLog", "PacsTrouble.log"),
+             configuration.pathSetting("UserLog", "PacsUser.log")]
+    if ini.get("WebUsers", "").strip():
+        files.append(configuration.pathSetting("WebUsers"))
+    for key in _ENDPOINT_KEYS:
+        keywords = fields(ini.get(key, "") or "tcp")[2]
+        files += [configuration.resolvePath(keywords[name]) for name in _KEY_FILE_FIELDS if keywords.get(name)]
+    scripts = [os.path.join(configuration.configDir, name) for name in os.listdir(configuration.configDir)
+               if name.endswith((".lua", ".cq"))]
+    return {os.path.realpath(f) for f in files + scripts if f} | archive.databaseFiles
 
 
 def deliverRows(context, fmt, rows, path):

@@ -37,6 +37,34 @@ class OwnFilesTests(unittest.TestCase):
         self.assertEqual({path: os.path.getsize(path) for path in before}, before)
 
     @defer.inlineCallbacks
+    def test_filesTheArchiveUsesRefused(self):
+        """Not only the configuration, index and MAG devices: the mirror
+        devices, the WebUsers file, the log files, the HL7 drop folder, the
+        scripts and an endpoint's key files, and with a configuration folder
+        of its own (not the working folder) anything in it."""
+        running = RunningArchive(self, ini={"MIRRORDevices": "1", "MIRRORDevice0": "./mirror/",
+                                            "WebUsers": "./webusers", "HL7DropFolder": "./hl7in/",
+                                            "WebEndpoint": "ssl:8443:privateKey=web.key:certKey=web.crt"})
+        workdir = running.configuration.workdir
+        for name in ("anonymize_script.lua", "webusers"):
+            with open(os.path.join(workdir, name), "w") as f:
+                f.write("kept\n")
+        os.makedirs(os.path.join(workdir, "conf"))
+        own = ["mirror/PAT1/x.dcm", "webusers", "PacsTrouble.log", "PacsUser.log", "anonymize_script.lua",
+               "hl7in/a.hl7", "web.key", "web.crt"]
+        for path in own:
+            error = yield self.assertFailure(running.run(DisplayStatus(), path), CommandError)
+            self.assertIn("is one of the archive's own files", str(error))
+        error = yield self.assertFailure(running.run(LogOn(), "PacsTrouble.log"), CommandError)
+        self.assertIn("is one of the archive's own files", str(error))
+        running.configuration.configDir = os.path.join(workdir, "conf")
+        error = yield self.assertFailure(running.run(DisplayStatus(), "conf/status.txt"), CommandError)
+        self.assertIn("is one of the archive's own files", str(error))
+        yield running.run(DisplayStatus(), "status.txt")
+        with open(os.path.join(workdir, "webusers")) as f:
+            self.assertEqual(f.read(), "kept\n")
+
+    @defer.inlineCallbacks
     def test_otherFilesWritten(self):
         yield self.running.run(DisplayStatus(), "status.txt")
         with open(os.path.join(self.running.configuration.workdir, "status.txt")) as f:

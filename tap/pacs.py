@@ -30,7 +30,7 @@ from pacscore.config.loader import loadConfiguration
 from pacscore.control import endpoint as controlEndpoint
 from pacscore.control.protocol import ControlFactory
 from pacscore.control.shutdown import QUIT_GRACE_PERIOD, OrderlyStop
-from pacscore.db.drivers import redacted
+from pacscore.db.drivers import namesNoDatabase, redacted
 from pacscore.debuglog import serverLog
 from pacscore.errormail import ErrorMail
 from pacscore.filelimit import raiseFileLimit
@@ -146,9 +146,11 @@ class Options(usage.Options):
         secret = ini.get("ControlSecret", "") or None
         requireSecret = not controlEndpoint.isLoopback(description)
         if requireSecret and secret is None:
-            raise ConfigError(self.configuration.iniPath, ini.lineOf("ControlEndpoint"),
-                              f"the control port {description} is not bound to 127.0.0.1, ::1 or localhost: "
-                              "set ControlSecret, or bind it to loopback")
+            problem = (f"the control port {description} is not bound to 127.0.0.1, ::1 or localhost: "
+                       "set ControlSecret, or bind it to loopback")
+            if self["control"] is not None:
+                raise ValueError(f"--control {description}: {problem}")
+            raise ConfigError(self.configuration.iniPath, ini.lineOf("ControlEndpoint"), problem)
         return ControlSettings(description, secret, requireSecret, ini.getint("QuitGracePeriod", QUIT_GRACE_PERIOD))
 
 
@@ -180,8 +182,9 @@ class ArchiveService(service.MultiService):
         serverLog.debugLevel = self.archive.debugLevel
         self.log.info("index: {driver} {db}", driver=self.archive.driver.name, db=redacted(self.archive.dbDescription))
         if not getattr(self.archive.driver, "keepsIndex", True):
-            self.log.warn("no image index is kept (NULL driver: empty SQLServer): queries and retrieves find "
-                          "nothing; objects are stored and forwarded")
+            self.log.warn("no image index is kept (NULL driver: {source}): queries and retrieves find "
+                          "nothing; objects are stored and forwarded",
+                          source="empty SQLServer" if namesNoDatabase(self.archive.configuration) else "--db null:")
         for device in self.archive.devices:
             self.log.info("storage: {name} = {path}", name=device.name, path=device.path)
         self.log.info("HL7 drop folder: {path} (WorkListMode {mode})",

@@ -263,6 +263,31 @@ class ConfigurationValueTests(unittest.TestCase):
         self.assertNotEqual(bound, 5678)
         self.assertEqual(options.archive.tcpPort, bound)
 
+    def test_unprotectedControlPortNamesWhereItCameFrom(self):
+        """A control port open to others without ControlSecret is refused
+        naming the ``--control`` option when it gave it, else dicom.ini's line."""
+        error = self.refusal(["--control", "tcp:47781"])
+        self.assertIn("--control tcp:47781: the control port tcp:47781 is not bound to", error)
+        self.assertNotIn("dicom.ini:", error)
+        error = self.refusal(ControlEndpoint="tcp:47781")
+        self.assertIn("dicom.ini:", error)
+        self.assertIn("the control port tcp:47781 is not bound to", error)
+
+    @defer.inlineCallbacks
+    def test_nullDriverWarningNamesWhatSelectedIt(self):
+        """The start-up warning of no index names ``--db null:`` or the empty SQLServer."""
+        for extra, ini, source in ((["--db", "null:"], {}, "--db null:"), ([], {"SQLServer": ""}, "empty SQLServer")):
+            server, args = self.optionsFor(**ini)
+            options = Options()
+            options.parseOptions(args + extra)
+            self.addCleanup(options.archive.engine.dispose)
+            [archiveService] = [child for child in options.services if isinstance(child, ArchiveService)]
+            with capturedLogs() as events:
+                archiveService.startService()
+            yield archiveService.stopService()
+            self.assertIn(f"no image index is kept (NULL driver: {source})",
+                          "\n".join(formatEvent(event) for event in events))
+
     def test_badTLSEndpoint(self):
         self.assertIn("--dicom-tls 'mtls:2762:privateKey=/no/key.pem:caCerts=/no/ca.pem' is not a usable endpoint "
                       "(privateKey=/no/key.pem: No such file or directory)",

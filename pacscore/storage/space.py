@@ -4,7 +4,11 @@ Which patients go first is Conquest's ``LRUSort``: by default (or
 ``AccessTime``) the oldest ``AccessTime`` of the patient table (set when a
 patient is entered: the first entered go first, as in Conquest); with
 ``StudyDate`` the patients whose last study is oldest; with ``PatientBir``
-the oldest patients (birth date).  Ties go by AccessTime.
+the oldest patients (birth date).  Ties go by AccessTime.  A patient with
+an object stored (its image row's AccessTime) since the clean-up began, or
+since the check that started it, is recently used and is not chosen: so the
+object a MAGDeviceThreshold check was made for, acknowledged while the
+clean-up runs, is never deleted by it.
 
 ``SpaceKeeper.makeSpace`` serves the control command ``makespace``.
 ``ThresholdClean`` (a service) is Conquest's ``MAGDeviceThreshold``
@@ -72,6 +76,16 @@ def patientsInDeletionOrder(connection, query, sortTag):
     return connection.execute(statement).scalars().all()
 
 
+def storedSince(connection, query, patientID, since):
+    """In a reader thread: whether an object of the patient was stored at
+    or after ``since`` (seconds since the epoch, whole as AccessTime is)."""
+    study, series, image = query.tables[1:4]
+    joined = image.table.join(series.table, image.link == series.key).join(study.table, series.link == study.key)
+    statement = (select(image.key).select_from(joined)
+                 .where(study.link == patientID, image.table.c.AccessTime >= since).limit(1))
+    return connection.execute(statement).first() is not None
+
+
 class SpaceKeeper:
     """``device`` is MAG0; ``actions`` the archive's ``LocalActions``;
     ``mover`` its ``DeviceMover``; ``sortTag`` what LRUSort orders
@@ -90,12 +104,15 @@ class SpaceKeeper:
         self.sortTag = sortTag
         self.cleaning = None  # the Deferred of the clean-up under way, or None
 
-    async def makeSpace(self, wanted, report=lambda line: None, moveTo=None, keepGoing=lambda: True):
+    async def makeSpace(self, wanted, report=lambda line: None, moveTo=None, keepGoing=lambda: True, since=None):
         """Delete patients (or, with ``moveTo``, move their objects on the
         device to that MAG device) until ``wanted`` bytes are free on the
         device, calling ``report`` with a line for each; fires with the free
         bytes (fewer than wanted when there was nobody left, or when
-        ``keepGoing()`` turned false: it is asked before each patient)."""
+        ``keepGoing()`` turned false: it is asked before each patient).
+        Patients with an object stored since ``since`` (default: now) are
+        left alone."""
+        since = int(time.time()) if since is None else since
         free = await self.workers.deferToWorker(self.freeSpace, self.device.path)
         for patientID in await self.index.runQuery(patientsInDeletionOrder, self.query, self.sortTag):
             if free >= wanted or not keepGoing():
@@ -108,6 +125,8 @@ class SpaceKeeper:
                     if i.deviceName == self.device.name]
             if not here:
                 continue  # as Conquest's list of the oldest patients on the device: freeing nothing here
+            if await self.index.runQuery(storedSince, self.query, patientID, since):
+                continue  # recently used; read after its instances, so none of them is newer
             if moveTo is None:
                 removal = await self.actions.removeInstances(instances)
                 report(f"deleted patient {patientID}: {removal.removed} object(s)")
@@ -136,10 +155,11 @@ class SpaceKeeper:
         if await self.workers.deferToWorker(self.freeSpace, self.device.path) < threshold:
             await self.clean(threshold, reason, keepGoing)
 
-    def clean(self, threshold, reason, keepGoing=lambda: True):
+    def clean(self, threshold, reason, keepGoing=lambda: True, since=None):
         """Delete patients until ``threshold`` + 5 MB are free (or
         ``keepGoing()`` turns false), logged with ``reason`` (the dicom.ini
-        key); a Deferred.  One clean-up at a time: while one runs, this
+        key), sparing those with objects stored since ``since`` (see
+        ``makeSpace``); a Deferred.  One clean-up at a time: while one runs, this
         returns a Deferred of its end."""
         if self.cleaning is None:
             wanted = threshold + MARGIN
@@ -147,7 +167,7 @@ class SpaceKeeper:
                           "recently used patients", threshold=threshold // MEGABYTE, device=self.device.name,
                           reason=reason)
             report = lambda line: self.log.info("{reason}: {line}", reason=reason, line=line)
-            self.cleaning = defer.ensureDeferred(self.makeSpace(wanted, report, keepGoing=keepGoing))
+            self.cleaning = defer.ensureDeferred(self.makeSpace(wanted, report, keepGoing=keepGoing, since=since))
             self.cleaning.addCallback(self._cleaned, wanted)
             self.cleaning.addErrback(lambda failure: self.log.failure("{reason} clean-up failed", failure,
                                                                       reason=reason))
@@ -201,17 +221,19 @@ class ThresholdClean(OneAtATime):
     def __init__(self, keeper, threshold):
         self.keeper = keeper
         self.threshold = threshold
+        self.checked = None  # when the check that started the clean-up was made
 
     def checkFromThread(self):
         """In an I/O thread, before an object is written."""
         if self.running and self.threshold and self.keeper.freeSpace(self.keeper.device.path) < self.threshold:
-            self.keeper.workers.reactor.callFromThread(self._cleanUnlessCleaning)
+            self.keeper.workers.reactor.callFromThread(self._cleanUnlessCleaning, int(time.time()))
 
     def task(self, keepGoing):
-        return self.keeper.clean(self.threshold, self.name, keepGoing)
+        return self.keeper.clean(self.threshold, self.name, keepGoing, since=self.checked)
 
-    def _cleanUnlessCleaning(self):
+    def _cleanUnlessCleaning(self, checked):
         if self.running and self.keeper.cleaning is None:
+            self.checked = checked
             self._run()
 
 

@@ -68,8 +68,10 @@ class RunningArchive:
     @defer.inlineCallbacks
     def storeAgedPatients(self, folder):
         """Three patients of four images each, accessed least recently
-        PAT0002, then PAT0001, then PAT0000."""
+        PAT0002, then PAT0001, then PAT0000, their images stored long ago."""
         yield self.store(generateCorpus(folder, patients=3, studiesPerPatient=1, seriesPerStudy=1, imagesPerSeries=4))
+        image = self.archive.index.tables.image
+        yield self.archive.index.runWrite(lambda connection: connection.execute(image.update().values(AccessTime=100)))
         patient = self.archive.index.tables.patient
         for patientID, accessed in (("PAT0000", 300), ("PAT0001", 200), ("PAT0002", 100)):
             yield self.archive.index.runWrite(

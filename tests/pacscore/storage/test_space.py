@@ -13,6 +13,7 @@ from twisted.trial import unittest
 
 from pacscore.config.errors import ConfigError
 from pacscore.storage.space import MEGABYTE, STUDY_DATE, Nightly, patientsInDeletionOrder, lruSortTag
+from pacscore.testing.corpus import generateCorpus
 from tests.pacscore.control.running import RunningArchive
 
 
@@ -67,6 +68,23 @@ class ThresholdTests(unittest.TestCase):
         left = yield self.running.archive.index.runQuery(
             lambda connection: connection.execute(select(patient.c.PatientID)).scalars().all())
         self.assertEqual(left, ["PAT0002"])
+
+    @defer.inlineCallbacks
+    def test_aPatientJustStoredIsNotChosen(self):
+        """The least recently entered patient PAT0002 gets a new image just
+        before the check its write makes: recently used, it and its new
+        image stay and the next two go."""
+        new = [i for i in generateCorpus(os.path.abspath(self.mktemp()), patients=3, studiesPerPatient=1,
+                                         seriesPerStudy=1, imagesPerSeries=1) if i.patientID == "PAT0002"]
+        yield self.running.store(new)
+        self.cleaner.threshold = 2 * MEGABYTE
+        yield self.checkBeforeAWrite()
+        yield self.keeper.cleaning
+        patient = self.running.archive.index.tables.patient
+        left = yield self.running.archive.index.runQuery(
+            lambda connection: connection.execute(select(patient.c.PatientID)).scalars().all())
+        self.assertEqual(left, ["PAT0002"])
+        self.assertEqual(len(self.running.files()), 5)
 
     @defer.inlineCallbacks
     def test_noCleanUpOnceStopped(self):

@@ -16,6 +16,8 @@ import threading
 
 from sqlalchemy.exc import DBAPIError
 
+from pacscore.storage.placing import MAX_NAME_SUFFIX, placeFile
+
 TEMP_FOLDER = ".pacs-tmp"
 FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 SQLITE_FULL = 13  # "database or disk is full"
@@ -128,16 +130,19 @@ def makeDirectories(path):
         fsyncDirectory(os.path.dirname(folder))
 
 
-def copyFile(source, device, relative, convert=None):
+def copyFile(source, device, relative, convert=None, sopInstanceUID=None):
     """Copy the file ``source`` into ``device`` as ``relative``, durably
     (temporary file, fsync, rename, fsync of the folder; the device's
     temporary folder is made again if it went, but not the device folder:
     a disk that is not mounted is an error, not an empty folder to fill).
-    Blocking.  Returns the ``fileIdentity`` of the file copied, or None,
-    copying nothing, when ``source`` is gone, or is replaced by another
-    file while it is copied (a new object stored under its name); OSError
-    when the device cannot be written.  ``convert``: a function of the
-    file's bytes giving the bytes to write instead (a recompression)."""
+    Blocking.  Returns ``(fileIdentity of the file copied, name given)``,
+    or None, copying nothing, when ``source`` is gone, or is replaced by
+    another file while it is copied (a new object stored under its name);
+    OSError when the device cannot be written.  ``convert``: a function of
+    the file's bytes giving the bytes to write instead (a recompression).
+    With ``sopInstanceUID`` a file of another SOP instance under that name
+    is never replaced: the copy gets a numbered name (``placeFile``);
+    without, the name is the mirror copy's own and is replaced."""
     target = device.absolute(relative)
     try:
         original = open(source, "rb")
@@ -148,9 +153,7 @@ def copyFile(source, device, relative, convert=None):
         with original:
             copied = fileIdentity(os.fstat(original.fileno()))
             if not os.path.isdir(device.tempDir):
-                if not os.path.isdir(device.path):
-                    raise FileNotFoundError(errno.ENOENT, f"{device.name} is not there (a disk not mounted?)",
-                                            device.path)
+                checkPresent(device)
                 device.prepare()
             temporary, low = device.takeTemporaryFile()
             if low:
@@ -167,13 +170,26 @@ def copyFile(source, device, relative, convert=None):
         with _renaming:
             if identityOf(source) != copied:
                 return None
-            os.replace(temporary, target)
+            if sopInstanceUID is None:
+                os.replace(temporary, target)
+                fsyncDirectory(folder)
+                name = relative
+            else:
+                name = placeFile(temporary, device, relative, sopInstanceUID, makeDirectories, fsyncDirectory)
+                if name is None:
+                    raise FileExistsError(errno.EEXIST, f"{relative} and its {MAX_NAME_SUFFIX} numbered variants "
+                                          f"hold other SOP instances", target)
             temporary = None
-        fsyncDirectory(folder)
-        return copied
+        return copied, name
     finally:
         if temporary is not None and os.path.exists(temporary):
             os.unlink(temporary)
+
+
+def checkPresent(device):
+    """FileNotFoundError when the folder of ``device`` is not there."""
+    if not os.path.isdir(device.path):
+        raise FileNotFoundError(errno.ENOENT, f"{device.name} is not there (a disk not mounted?)", device.path)
 
 
 def fileIdentity(status):

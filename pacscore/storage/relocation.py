@@ -10,8 +10,10 @@ the codecs here cannot convert moves as it is, with a log line, as does a
 Conquest ".v2" file (no file meta to record another transfer syntax in).
 
 Each object is copied to the same relative name on the target, durably
-(``copyFile``); then its image row is pointed at the target in the index
-writer, in order with stores; then the old file (and its mirror copy, a
+(``copyFile``), or, when a file of another SOP instance has that name
+there (a FileNameSyntax that does not name every instance apart), to a
+numbered one (``_1``, ``_2`` ... as a store gives); then its image row is
+pointed at the target and that name in the index writer, in order with stores; then the old file (and its mirror copy, a
 mirror of the target is not made: manual) is deleted.  A crash between two
 steps leaves a copy too many, never an object without a file; a target
 that fills up (or a write that fails) in the middle of a batch ends the
@@ -61,7 +63,7 @@ class DeviceMover:
         self._repoint = (image.update()
                          .where(and_(index.imageKey == bindparam("b_uid"), image.c.DeviceName == bindparam("b_from"),
                                      image.c.ObjectFile == bindparam("b_file")))
-                         .values(DeviceName=bindparam("b_to")))
+                         .values(DeviceName=bindparam("b_to"), ObjectFile=bindparam("b_name")))
 
     async def move(self, objects, target):
         """Move ``(SOPInstanceUID, DeviceName, ObjectFile)`` ``objects`` to
@@ -80,20 +82,20 @@ class DeviceMover:
 
     def _copy(self, objects, device):
         """In a worker: copy each object to ``device``; ``(copied, error)``:
-        ``(object, identity of the file copied)`` of those copied, and the
-        OSError that stopped the copying, or None."""
+        ``(object, (identity of the file copied, name on device))`` of those
+        copied, and the OSError that stopped the copying, or None."""
         copied = []
         for uid, deviceName, objectFile in objects:
             try:
-                identity = copyFile(self.reader.magPath(deviceName, objectFile), device, objectFile,
-                                    convert=None if self.compression == "as" else self._recompressed)
+                copy = copyFile(self.reader.magPath(deviceName, objectFile), device, objectFile,
+                                convert=None if self.compression == "as" else self._recompressed, sopInstanceUID=uid)
             except OSError as e:
                 return copied, e
-            if identity is None:
+            if copy is None:
                 self.log.info("{device}:{path} is gone or was replaced: not moved", device=deviceName,
                               path=objectFile)
             else:
-                copied.append(((uid, deviceName, objectFile), identity))
+                copied.append(((uid, deviceName, objectFile), copy))
         return copied, None
 
     def _recompressed(self, content):
@@ -111,12 +113,12 @@ class DeviceMover:
         meanwhile): point at ``target`` the rows of the objects whose file
         is still the one copied; those moved."""
         moved = []
-        for (uid, deviceName, objectFile), identity in copied:
+        for (uid, deviceName, objectFile), (identity, name) in copied:
             if identityOf(self.reader.magPath(deviceName, objectFile)) != identity:
                 continue  # stored anew under the same name since it was copied
             if connection.execute(self._repoint, {"b_uid": uid, "b_from": deviceName, "b_file": objectFile,
-                                                  "b_to": target}).rowcount:
-                moved.append(((uid, deviceName, objectFile), identity))
+                                                  "b_to": target, "b_name": name}).rowcount:
+                moved.append(((uid, deviceName, objectFile), (identity, name)))
         self.index.forgetCache()
         return moved
 
@@ -124,12 +126,12 @@ class DeviceMover:
         """In a worker: the old files of ``moved`` objects (unless stored
         anew since: set aside, checked, then deleted or put back) and their
         mirror copies, and the new copies of ``stale`` ones."""
-        for (_, deviceName, objectFile), identity in moved:
+        for (_, deviceName, objectFile), (identity, _) in moved:
             _removeIfSame(self.reader.magPath(deviceName, objectFile), identity)
             for path in self.reader.copies(deviceName, objectFile)[1:]:
                 removeFile(path)
-        for (_, _, objectFile), _ in stale:
-            removeFile(device.absolute(objectFile))
+        for _, (_, name) in stale:
+            removeFile(device.absolute(name))
 
 
 def _removeIfSame(path, identity):

@@ -48,7 +48,8 @@ from pacscore.storage.attributes import DatasetError, readAttributes
 from pacscore.storage.devicechoice import DeviceChoice
 from pacscore.storage.durability import FlushError
 from pacscore.storage.objectfiles import FileWrites
-from pacscore.storage.part10 import encodeFileMeta, readFileAttributes
+from pacscore.storage.part10 import encodeFileMeta
+from pacscore.storage.placing import MAX_NAME_SUFFIX, placeFile
 from pacscore.storage.spool import Spool
 from pacscore.storage.worklistmode import ACCESSION_NUMBER, WorklistRefusal
 
@@ -58,7 +59,6 @@ STUDY_INSTANCE_UID = 0x0020000D
 SERIES_INSTANCE_UID = 0x0020000E
 MODALITY = 0x00080060
 STATION_NAME = 0x00081010
-MAX_NAME_SUFFIX = 1000  # numbered names tried when FileNameSyntax names another instance's file
 
 
 class StoreError(Exception):
@@ -309,56 +309,17 @@ class ObjectStore:
                            tuple(actions), incoming.relink), device, overwrote
 
     def _place(self, temporary, device, relative, sopInstanceUID):
-        """Give the written file ``temporary`` its name ``relative`` on
-        ``device``, replacing a file there only when it holds the same SOP
-        instance; a FileNameSyntax that names another instance's file the
-        same (mode 0, a template without ``%sopuid``) gets ``_1``, ``_2`` ...
-        before the extension.  The name given."""
-        base, extension = os.path.splitext(relative)
-        for attempt in range(MAX_NAME_SUFFIX + 1):
-            name = f"{base}_{attempt}{extension}" if attempt else relative
-            target = device.absolute(name)
-            if self._claim(temporary, target) or self._holds(target, sopInstanceUID, temporary):
-                self.durability.folderChanged(os.path.dirname(target))
-                if attempt:
-                    self.log.warn("{path} holds another SOP instance: {uid} stored as {name}",
-                                  path=relative, uid=sopInstanceUID, name=name)
-                return name
-        raise StoreError(f"{relative} and its {MAX_NAME_SUFFIX} numbered variants hold other SOP instances")
-
-    def _claim(self, temporary, target, newFolder=False):
-        """Link ``temporary`` as ``target`` unless that name exists (a new
-        folder made as needed): whether it was free."""
-        try:
-            os.link(temporary, target)
-        except FileNotFoundError:  # a new folder; existing ones cost no extra system call
-            if newFolder:
-                raise
-            self.durability.makeFolders(os.path.dirname(target))
-            return self._claim(temporary, target, newFolder=True)
-        except FileExistsError:
-            return False
-        except OSError:  # a file system without hard links: a check, then a rename
-            if os.path.lexists(target):
-                return False
-            os.replace(temporary, target)
-            return True
-        os.unlink(temporary)
-        return True
-
-    @staticmethod
-    def _holds(target, sopInstanceUID, temporary):
-        """Replace ``target`` with ``temporary`` if it is a copy of SOP
-        instance ``sopInstanceUID``: whether it was (a file that cannot be
-        read as DICOM is kept too)."""
-        try:
-            stored = readFileAttributes(target, (SOP_INSTANCE_UID,))[1].get(SOP_INSTANCE_UID)
-        except (DatasetError, OSError):
-            stored = None
-        if stored != sopInstanceUID:
-            return False
-        os.replace(temporary, target)
-        return True
+        """Give the written file ``temporary`` its name on ``device``
+        (``placeFile``: ``relative``, or a numbered one when that holds
+        another SOP instance).  The name given."""
+        name = placeFile(temporary, device, relative, sopInstanceUID, self.durability.makeFolders,
+                         self.durability.folderChanged)
+        if name is None:
+            raise StoreError(f"{relative} and its {MAX_NAME_SUFFIX} numbered variants hold other SOP instances")
+        if name != relative:
+            self.log.warn("{path} holds another SOP instance: {uid} stored as {name}",
+                          path=relative, uid=sopInstanceUID, name=name)
+        return name
 
     @staticmethod
     def _parsed(header, data, temporary):

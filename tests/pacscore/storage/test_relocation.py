@@ -53,6 +53,27 @@ class DeviceMoveTests(unittest.TestCase):
         self.assertEqual(self.archive.objectReader.path("MAG1", objectFile), self.mag1.absolute(objectFile))
 
     @defer.inlineCallbacks
+    def test_anotherInstancesFileOfTheSameNameOnTheTargetStays(self):
+        """A FileNameSyntax that names A and B alike (B was stored after A
+        moved to MAG1): B moves to a numbered name, A keeps its file."""
+        before = yield self.rows()
+        (a, (_, name)), (b, (_, other)) = sorted(before.items())[:2]
+        contentA, contentB = self.contents(self.mag0, name), self.contents(self.mag0, other)
+        yield self.archive.deviceMover.move([(a, "MAG0", name)], "MAG1")
+        os.rename(self.mag0.absolute(other), self.mag0.absolute(name))
+        image = self.archive.index.tables.image
+        yield self.archive.index.runWrite(lambda connection: connection.execute(
+            image.update().where(self.archive.index.imageKey == b).values(ObjectFile=name)))
+        moved = yield self.archive.deviceMover.move([(b, "MAG0", name)], "MAG1")
+        self.assertEqual(moved, 1)
+        base, extension = os.path.splitext(name)
+        rows = yield self.rows()
+        self.assertEqual((rows[a], rows[b]), (("MAG1", name), ("MAG1", f"{base}_1{extension}")))
+        self.assertEqual(self.contents(self.mag1, name), contentA)
+        self.assertEqual(self.contents(self.mag1, f"{base}_1{extension}"), contentB)
+        self.assertFalse(os.path.exists(self.mag0.absolute(name)))
+
+    @defer.inlineCallbacks
     def test_anObjectWhoseRowChangedKeepsItsFile(self):
         """The row names another file now (stored anew): the copy goes, the file stays."""
         before = yield self.rows()
@@ -71,12 +92,12 @@ class DeviceMoveTests(unittest.TestCase):
         path = self.mag0.absolute(objectFile)
         copyFile = relocation.copyFile
 
-        def storedAnewAfterTheCopy(source, device, relative, convert=None):
-            identity = copyFile(source, device, relative, convert)
+        def storedAnewAfterTheCopy(source, device, relative, convert=None, sopInstanceUID=None):
+            copy = copyFile(source, device, relative, convert, sopInstanceUID)
             with open(path + ".new", "wb") as f:
                 f.write(b"the new object")
             os.replace(path + ".new", path)
-            return identity
+            return copy
 
         self.patch(relocation, "copyFile", storedAnewAfterTheCopy)
         moved = yield self.archive.deviceMover.move([(uid, "MAG0", objectFile)], "MAG1")
@@ -91,11 +112,11 @@ class DeviceMoveTests(unittest.TestCase):
         objects = [(uid, "MAG0", objectFile) for uid, (_, objectFile) in sorted(before.items())[:4]]
         copyFile, calls = relocation.copyFile, []
 
-        def fullAfterTwo(source, device, relative, convert=None):
+        def fullAfterTwo(source, device, relative, convert=None, sopInstanceUID=None):
             calls.append(relative)
             if len(calls) > 2:
                 raise OSError(errno.ENOSPC, "No space left on device", device.absolute(relative))
-            return copyFile(source, device, relative, convert)
+            return copyFile(source, device, relative, convert, sopInstanceUID)
 
         self.patch(relocation, "copyFile", fullAfterTwo)
         stopped = yield self.assertFailure(defer.ensureDeferred(self.archive.deviceMover.move(objects, "MAG1")),

@@ -1,0 +1,64 @@
+"""Giving a written file its name on a MAG device, never over the file of
+another SOP instance: a FileNameSyntax that names two instances alike (mode
+0, a template without ``%sopuid``) gets ``_1``, ``_2`` ... before the
+extension.  Used by stores and by moves between devices (blocking)."""
+
+import os
+
+from pacscore.storage.attributes import DatasetError
+from pacscore.storage.part10 import readFileAttributes
+
+SOP_INSTANCE_UID = 0x00080018
+MAX_NAME_SUFFIX = 1000  # numbered names tried when FileNameSyntax names another instance's file
+
+
+def placeFile(temporary, device, relative, sopInstanceUID, makeFolders, folderChanged):
+    """Give the written file ``temporary`` the name ``relative`` on
+    ``device``, replacing a file there only when it holds the same SOP
+    instance, else the first numbered name free or holding it; the name
+    given, or None when ``MAX_NAME_SUFFIX`` numbered names hold others.
+    ``makeFolders`` and ``folderChanged`` (a folder path): what makes a new
+    folder and a changed one durable."""
+    base, extension = os.path.splitext(relative)
+    for attempt in range(MAX_NAME_SUFFIX + 1):
+        name = f"{base}_{attempt}{extension}" if attempt else relative
+        target = device.absolute(name)
+        if _claim(temporary, target, makeFolders) or _holds(target, sopInstanceUID, temporary):
+            folderChanged(os.path.dirname(target))
+            return name
+    return None
+
+
+def _claim(temporary, target, makeFolders, newFolder=False):
+    """Link ``temporary`` as ``target`` unless that name exists (a new
+    folder made as needed): whether it was free."""
+    try:
+        os.link(temporary, target)
+    except FileNotFoundError:  # a new folder; existing ones cost no extra system call
+        if newFolder:
+            raise
+        makeFolders(os.path.dirname(target))
+        return _claim(temporary, target, makeFolders, newFolder=True)
+    except FileExistsError:
+        return False
+    except OSError:  # a file system without hard links: a check, then a rename
+        if os.path.lexists(target):
+            return False
+        os.replace(temporary, target)
+        return True
+    os.unlink(temporary)
+    return True
+
+
+def _holds(target, sopInstanceUID, temporary):
+    """Replace ``target`` with ``temporary`` if it is a copy of SOP
+    instance ``sopInstanceUID``: whether it was (a file that cannot be
+    read as DICOM is kept too)."""
+    try:
+        stored = readFileAttributes(target, (SOP_INSTANCE_UID,))[1].get(SOP_INSTANCE_UID)
+    except (DatasetError, OSError):
+        stored = None
+    if stored != sopInstanceUID:
+        return False
+    os.replace(temporary, target)
+    return True

@@ -69,6 +69,15 @@ class MagDevice:
         finally:
             self._refilling.release()
 
+    def recover(self):
+        """After a temporary file was found gone (the device folder replaced,
+        e.g. by an empty one): FileNotFoundError naming the device when its
+        folder is not there; else its temporary folder made again and the
+        reservoir, whose files went with the old folder, emptied."""
+        checkPresent(self)
+        os.makedirs(self.tempDir, exist_ok=True)
+        self._reservoir.clear()
+
     def _createTemporaryFile(self):
         path = os.path.join(self.tempDir, f"store-{os.getpid()}-{next(self._names)}.part")
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))

@@ -70,6 +70,11 @@ class Refused(StoreError):
     import converter's ``reject``)."""
 
 
+class DeviceMissing(Refused):
+    """The folder of the MAG device the object was to go to is not there
+    (a disk not mounted?)."""
+
+
 class Destroyed(StoreError):
     """An import converter's ``destroy``: the object is not stored, and the
     sender is told Success, as Conquest does."""
@@ -281,10 +286,7 @@ class ObjectStore:
             dataset = self._parsed(header, data, temporary) if self.namer.needsDataset else None
             relative = self.namer.name(attrs, incoming.callingAE, incoming.calledAE, transferSyntax, dataset)
             if data is not None:
-                temporary, low = device.takeTemporaryFile()
-                if low:
-                    self.workers.callInThread(device.refillTemporaryFiles)
-                out = self.fileWrites.open(temporary, len(header) + len(data))
+                temporary, out = self._openTemporary(device, len(header) + len(data))
                 try:
                     out.write([header, data])
                     out.finish()
@@ -307,6 +309,26 @@ class ObjectStore:
             raise
         return ImageRecord(attrs, device.name, relative, incoming.callingAE, incoming.calledAE, incoming.converters,
                            tuple(actions), incoming.relink), device, overwrote
+
+    def _openTemporary(self, device, size):
+        """In the I/O pool: a temporary file of ``device`` and an
+        ``ObjectFile`` writing it.  One found gone (the device folder was
+        replaced by an empty one) is tried again once, after
+        ``MagDevice.recover``; a device whose folder is not there is
+        refused (DeviceMissing)."""
+        for attempt in (0, 1):
+            temporary, low = device.takeTemporaryFile()
+            if low:
+                self.workers.callInThread(device.refillTemporaryFiles)
+            try:
+                return temporary, self.fileWrites.open(temporary, size)
+            except FileNotFoundError:
+                if attempt:
+                    raise
+            try:
+                device.recover()
+            except FileNotFoundError as e:
+                raise DeviceMissing(f"{e.strerror}: {e.filename}") from e
 
     def _place(self, temporary, device, relative, sopInstanceUID):
         """Give the written file ``temporary`` its name on ``device``

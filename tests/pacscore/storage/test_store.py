@@ -31,7 +31,7 @@ from pacscore.storage.mirror import Mirrors
 from pacscore.storage.objectfiles import FileWrites
 from pacscore.storage.part10 import readFileMeta
 from pacscore.storage.spool import Spool
-from pacscore.storage.store import DatasetMismatch, IncomingObject, InvalidDataset, ObjectStore, Refused
+from pacscore.storage.store import DatasetMismatch, DeviceMissing, IncomingObject, InvalidDataset, ObjectStore, Refused
 from pacscore.workers import WorkerPool
 from plugins.pacs_sqlite import sqliteDriver
 
@@ -104,8 +104,12 @@ class ObjectStoreTests(unittest.TestCase):
         self.workers = WorkerPool(reactor, 2, "test-io")
         self.workers.start()
         self.addCleanup(lambda: self.index.stop().addCallback(lambda _: self.workers.stop()))
-        self.store = ObjectStore(self.device, FileNamer("4"), self.index, configuration.layout.indexedTags(),
-                                 self.workers, "1.2.3.4", "TEST", spoolThreshold=64 << 10)
+        self.indexedTags = configuration.layout.indexedTags()
+        self.store = self.storeOn(self.device)
+
+    def storeOn(self, device):
+        return ObjectStore(device, FileNamer("4"), self.index, self.indexedTags,
+                           self.workers, "1.2.3.4", "TEST", spoolThreshold=64 << 10)
 
     def addDevice(self, name):
         """A second MAG device the store may write to."""
@@ -514,6 +518,34 @@ class ObjectStoreTests(unittest.TestCase):
         incoming, spool = self.receive(data[:-1000], uid)
         self.assertIsNone(spool.inMemory)
         yield self.assertFailure(self.store.store(incoming, spool), InvalidDataset)
+
+    def moveToItsOwnDevice(self):
+        """Store on a MAG0 of its own (not the index database's folder)."""
+        self.device = MagDevice("MAG0", os.path.abspath(self.mktemp()))
+        self.device.prepare()
+        fileWrites = self.store.fileWrites
+        self.store = self.storeOn(self.device)
+        self.store.fileWrites = fileWrites
+
+    @defer.inlineCallbacks
+    def test_aDeviceFolderThatComesBackEmptyTakesObjectsAgain(self):
+        """mv data data.old; mkdir data: the temporary folder is made again."""
+        data = datasetBytes("CT_small.dcm")
+        uid = pydicom.dcmread(get_testdata_file("CT_small.dcm")).SOPInstanceUID
+        self.moveToItsOwnDevice()
+        os.rename(self.device.path, self.device.path + ".old")
+        os.mkdir(self.device.path)
+        _, relative = yield self.store.store(*self.receive(data, uid))
+        self.assertEqual(self.storedFile(relative)[::2], (EXPLICIT, data))
+
+    @defer.inlineCallbacks
+    def test_aDeviceFolderNotThereRefusesTheObject(self):
+        uid = pydicom.dcmread(get_testdata_file("CT_small.dcm")).SOPInstanceUID
+        self.moveToItsOwnDevice()
+        os.rename(self.device.path, self.device.path + ".old")
+        error = yield self.assertFailure(self.store.store(*self.receive(datasetBytes("CT_small.dcm"), uid)),
+                                         DeviceMissing)
+        self.assertEqual(str(error), f"MAG0 is not there (a disk not mounted?): {self.device.path}")
 
     @defer.inlineCallbacks
     def test_diskFullIsAnOSError(self):

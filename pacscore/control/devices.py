@@ -4,7 +4,8 @@ options): ``get_freestore:device,fmt``, the free space of a device in MB
 appended to the file name of every object stored from then on (at most
 32 characters; ``testmode:`` with nothing stops it; the index records the
 real names), ``movedatatodevice:to,from``, every object of a MAG device
-moved to another (``DeviceMover``), ``renamedevice:from,to``, the device
+moved to another (``DeviceMover``; it fails when the source folder is not
+there, or when objects were not moved), ``renamedevice:from,to``, the device
 name of image rows changed (a disk now configured under another name),
 ``testimages:device``, every indexed file of a MAG device
 read to its end (the command fails when one cannot be), and
@@ -20,6 +21,7 @@ from pacscore.control.arguments import AsyncControlCommand, ControlCommand, fiel
 from pacscore.control.context import CommandError, formatted
 from pacscore.control.maintenance import device
 from pacscore.control.status import deviceSpace
+from pacscore.storage.devices import checkPresent
 from pacscore.storage.part10 import fileError
 from pacscore.storage.relocation import MoveStopped
 
@@ -138,9 +140,14 @@ class MoveDataToDevice(AsyncControlCommand):
     async def execute(self, arguments, context):
         archive = context.archive
         to, source = fields(arguments, 2)
-        target, origin = device(archive, to).name, device(archive, source).name
+        sourceDevice = device(archive, source)
+        target, origin = device(archive, to).name, sourceDevice.name
         if target == origin:
             raise CommandError(f"{origin} is both the source and the target")
+        try:
+            await archive.workers.deferToWorker(checkPresent, sourceDevice)
+        except FileNotFoundError as e:
+            raise CommandError(e.strerror) from None
         objects = await archive.index.runQuery(archive.index.storedOn, origin)
         moved = 0
         for start in range(0, len(objects), self.batch):
@@ -153,6 +160,9 @@ class MoveDataToDevice(AsyncControlCommand):
             context.progress(f"{moved} of {len(objects)} objects moved to {target}")
         summary = f"{moved} object(s) moved from {origin} to {target}"
         self.log.info("{peer}: movedatatodevice: {summary}", peer=context.peer, summary=summary)
+        if moved < len(objects):
+            raise CommandError(f"{moved} of {len(objects)} object(s) moved from {origin} to {target}, "
+                               f"{len(objects) - moved} not (gone or replaced: see the warnings)")
         return summary
 
 

@@ -92,7 +92,7 @@ class DeviceMover:
             except OSError as e:
                 return copied, e
             if copy is None:
-                self.log.info("{device}:{path} is gone or was replaced: not moved", device=deviceName,
+                self.log.warn("{device}:{path} is gone or was replaced: not moved", device=deviceName,
                               path=objectFile)
             else:
                 copied.append(((uid, deviceName, objectFile), copy))

@@ -178,6 +178,21 @@ class DeviceMoveTests(unittest.TestCase):
                          "MAG0: 12 of 12 files read to their end, 0 unusable")
 
     @defer.inlineCallbacks
+    def test_moveDataFromADeviceNotThereFails(self):
+        yield self.running.run(MoveDataToDevice(), "MAG1,MAG0")
+        os.rename(self.mag1.path, self.mag1.path + ".old")
+        error = yield self.assertFailure(self.running.run(MoveDataToDevice(), "MAG0,MAG1"), CommandError)
+        self.assertEqual(str(error), "MAG1 is not there (a disk not mounted?)")
+        self.assertEqual(sorted(device for device, _ in (yield self.rows()).values()), ["MAG1"] * 12)
+
+    @defer.inlineCallbacks
+    def test_moveDataThatLeavesObjectsFails(self):
+        os.unlink(self.running.files()[0])
+        error = yield self.assertFailure(self.running.run(MoveDataToDevice(), "MAG1,MAG0"), CommandError)
+        self.assertEqual(str(error), "11 of 12 object(s) moved from MAG0 to MAG1, 1 not (gone or replaced: "
+                                     "see the warnings)")
+
+    @defer.inlineCallbacks
     def test_badArguments(self):
         for command, arguments, message in ((MoveDataToDevice(), "MAG0,MAG0", "MAG0 is both the source and the target"),
                                             (MoveDataToDevice(), "MAG2,MAG0", "no device 'MAG2'"),

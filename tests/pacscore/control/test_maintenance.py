@@ -26,14 +26,21 @@ from tests.pacscore.db.test_worklistitems import uncommentStepStatus
 LEVELS = ("patient", "study", "series", "image")
 
 
+@defer.inlineCallbacks
+def storedArchive(testCase):
+    """An archive holding three patients of two series of two images."""
+    running = RunningArchive(testCase)
+    images = generateCorpus(os.path.abspath(testCase.mktemp()), patients=3, studiesPerPatient=1,
+                            seriesPerStudy=2, imagesPerSeries=2)
+    yield running.store(images)
+    return running, images
+
+
 class MaintenanceTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def setUp(self):
-        self.running = RunningArchive(self)
-        self.images = generateCorpus(os.path.abspath(self.mktemp()), patients=3, studiesPerPatient=1,
-                                     seriesPerStudy=2, imagesPerSeries=2)
-        yield self.running.store(self.images)
+        self.running, self.images = yield storedArchive(self)
 
     @defer.inlineCallbacks
     def counts(self):
@@ -198,10 +205,7 @@ class InterruptedRegenTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def setUp(self):
-        self.running = RunningArchive(self)
-        self.images = generateCorpus(os.path.abspath(self.mktemp()), patients=3, studiesPerPatient=1,
-                                     seriesPerStudy=2, imagesPerSeries=2)
-        yield self.running.store(self.images)
+        self.running, self.images = yield storedArchive(self)
         self.patch(maintenance, "Regenerator", functools.partial(Regenerator, batchSize=5))
         storeMany = maintenance.WriterIndex.storeMany
 

@@ -39,6 +39,11 @@ class ThresholdTests(unittest.TestCase):
         it started (if any) has begun."""
         return self.running.archive.workers.deferToWorker(self.cleaner.checkFromThread)
 
+    def patientsLeft(self):
+        patient = self.running.archive.index.tables.patient
+        return self.running.archive.index.runQuery(
+            lambda connection: connection.execute(select(patient.c.PatientID)).scalars().all())
+
     @defer.inlineCallbacks
     def test_belowTheThresholdDeletesTheOldestPatients(self):
         self.cleaner.threshold = 2 * MEGABYTE  # 0 MB free: 7 MB wanted
@@ -64,10 +69,7 @@ class ThresholdTests(unittest.TestCase):
         self.cleaner.threshold = 2 * MEGABYTE
         yield self.checkBeforeAWrite()
         yield self.keeper.cleaning
-        patient = self.running.archive.index.tables.patient
-        left = yield self.running.archive.index.runQuery(
-            lambda connection: connection.execute(select(patient.c.PatientID)).scalars().all())
-        self.assertEqual(left, ["PAT0002"])
+        self.assertEqual((yield self.patientsLeft()), ["PAT0002"])
 
     @defer.inlineCallbacks
     def test_aPatientJustStoredIsNotChosen(self):
@@ -80,10 +82,7 @@ class ThresholdTests(unittest.TestCase):
         self.cleaner.threshold = 2 * MEGABYTE
         yield self.checkBeforeAWrite()
         yield self.keeper.cleaning
-        patient = self.running.archive.index.tables.patient
-        left = yield self.running.archive.index.runQuery(
-            lambda connection: connection.execute(select(patient.c.PatientID)).scalars().all())
-        self.assertEqual(left, ["PAT0002"])
+        self.assertEqual((yield self.patientsLeft()), ["PAT0002"])
         self.assertEqual(len(self.running.files()), 5)
 
     @defer.inlineCallbacks

@@ -446,7 +446,8 @@ class CrashTests(ServerTestCase):
         result = subprocess.run(self.server.command(), cwd=self.server.workdir, capture_output=True, text=True,
                                 timeout=120)
         self.assertNotEqual(result.returncode, 0)
-        self.assertIn(f"the folder of MAG0 is missing but the index holds objects on it ({mag0}",
+        self.assertIn(f"the folder of MAG0 is missing but the index holds objects on it (or a regen of it was "
+                      f"interrupted) ({mag0}",
                       result.stdout + result.stderr + self.server.log())
         self.assertFalse(os.path.exists(mag0), "not made")
         os.rename(mag0 + ".unmounted", mag0)

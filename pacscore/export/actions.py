@@ -7,7 +7,8 @@ it is ordered with stores.  A row goes only while it still names the file
 removed (SOP Instance UID, device and file name) and no file was stored
 under that name since: an object stored again meanwhile (under another
 name, or the same one after its removal) keeps its new row and file, and
-is counted kept.  A crash between the two leaves rows whose
+is counted kept; a file of another SOP instance given the freed name (a
+FileNameSyntax without ``%sopuid``) is not that object, and the row goes.  A crash between the two leaves rows whose
 files are gone; the action is still queued then, runs again and removes
 them: the end state is the same.  ``process`` runs its command line (the
 ``by`` part, %-variables expanded and quoted as data when the converter
@@ -19,7 +20,6 @@ text: Conquest passes nothing else); an error in it is a failed action.
 hierarchical storage).
 """
 
-import os
 import subprocess
 from typing import NamedTuple
 
@@ -31,6 +31,7 @@ from pacscore.converters.lua import LuaFailure, runProcessScript
 from pacscore.export.forwarder import ForwardError
 from pacscore.export.selection import indexKeys
 from pacscore.storage.devices import removeFile
+from pacscore.storage.placing import holdsInstance
 
 CHUNK = 500  # UIDs per IN (...): SQLite's variable limit
 
@@ -117,12 +118,14 @@ class LocalActions:
         return len(gone)
 
     def _storedAgain(self, instance):
-        """True when a file is at the name of ``instance`` again after
-        ``_removeFiles``: the object was stored anew under it."""
+        """True when the file at the name of ``instance`` holds its SOP
+        instance again after ``_removeFiles``: the object was stored anew
+        under it (another instance given the freed name is not it)."""
         try:
-            return os.path.exists(self.reader.magPath(instance.deviceName, instance.objectFile))
+            path = self.reader.magPath(instance.deviceName, instance.objectFile)
         except OSError:
             return False
+        return holdsInstance(path, instance.sopInstanceUID)
 
     async def process(self, action):
         command = action.filters.get("by", "")

@@ -54,11 +54,17 @@ def _holds(target, sopInstanceUID, temporary):
     """Replace ``target`` with ``temporary`` if it is a copy of SOP
     instance ``sopInstanceUID``: whether it was (a file that cannot be
     read as DICOM is kept too)."""
-    try:
-        stored = readFileAttributes(target, (SOP_INSTANCE_UID,))[1].get(SOP_INSTANCE_UID)
-    except (DatasetError, OSError):
-        stored = None
-    if stored != sopInstanceUID:
+    if not holdsInstance(target, sopInstanceUID):
         return False
     os.replace(temporary, target)
     return True
+
+
+def holdsInstance(path, sopInstanceUID):
+    """Whether the file at ``path`` is there and holds SOP instance
+    ``sopInstanceUID`` (not when it cannot be read as DICOM)."""
+    try:
+        stored = readFileAttributes(path, (SOP_INSTANCE_UID,))[1].get(SOP_INSTANCE_UID)
+    except (DatasetError, OSError):
+        return False
+    return stored == sopInstanceUID

@@ -324,3 +324,28 @@ class StoredAgainTests(unittest.TestCase):
         for level in ("patient", "study", "series"):
             self.assertEqual((yield self.running.count(level)), 1)
         self.assertEqual(output, "3 object(s) removed from the server, 1 kept: stored again meanwhile")
+
+    @defer.inlineCallbacks
+    def test_anotherInstanceGivenTheFreedNameIsNotKept(self):
+        """With names that leave the SOP instance out, another study's
+        object stored while the delete runs takes a freed name: the deleted
+        study's row goes all the same (it was kept and sent that object)."""
+        running = RunningArchive(self, ini={"FileNameSyntax": "%id\\%series_%imagenum.dcm"})
+        first, second = (generateCorpus(os.path.abspath(self.mktemp()), patients=1, studiesPerPatient=1,
+                                        seriesPerStudy=1, imagesPerSeries=2) for _ in range(2))
+        yield running.store(first)
+        actions, index = running.archive.localActions, running.archive.index
+        runWrite = index.runWrite
+
+        @defer.inlineCallbacks
+        def storedBeforeTheRowsGo(function, *arguments):
+            if function == actions._deleteRows:
+                yield running.store(second)
+            return (yield runWrite(function, *arguments))
+        self.patch(index, "runWrite", storedBeforeTheRowsGo)
+        output = yield running.run(commands.deleteStudy, f"PAT0000:{first[0].studyUID}")
+        self.assertEqual(output, "2 object(s) removed from the server")
+        image = index.tables.image
+        rows = yield index.runQuery(
+            lambda connection: connection.execute(select(image.c.SOPInstanceUID, image.c.ObjectFile)).all())
+        self.assertEqual(sorted(rows), sorted((i.sopUID, f"PAT0000/0001_{n}.dcm") for n, i in enumerate(second, 1)))

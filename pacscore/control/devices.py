@@ -19,9 +19,8 @@ from twisted.logger import Logger
 
 from pacscore.control.arguments import AsyncControlCommand, ControlCommand, fields
 from pacscore.control.context import CommandError, formatted
-from pacscore.control.maintenance import device
+from pacscore.control.maintenance import checkDevicePresent, device
 from pacscore.control.status import deviceSpace
-from pacscore.storage.devices import checkPresent
 from pacscore.storage.part10 import fileError
 from pacscore.storage.relocation import MoveStopped
 
@@ -144,10 +143,7 @@ class MoveDataToDevice(AsyncControlCommand):
         target, origin = device(archive, to).name, sourceDevice.name
         if target == origin:
             raise CommandError(f"{origin} is both the source and the target")
-        try:
-            await archive.workers.deferToWorker(checkPresent, sourceDevice)
-        except FileNotFoundError as e:
-            raise CommandError(e.strerror) from None
+        await checkDevicePresent(archive, sourceDevice)
         objects = await archive.index.runQuery(archive.index.storedOn, origin)
         moved = 0
         for start in range(0, len(objects), self.batch):

@@ -23,6 +23,7 @@ from twisted.logger import Logger
 from pacscore.control.arguments import AsyncControlCommand, ControlCommand, fields, number
 from pacscore.control.context import CommandError
 from pacscore.control.stored import storedFile, storedName
+from pacscore.storage.devices import checkPresent
 from pacscore.storage.regen import MissingDeviceError, Regenerator, checkDeviceFolders
 from pacscore.storage.space import MEGABYTE
 
@@ -123,6 +124,15 @@ def device(archive, name):
         if candidate.name.upper() == name.strip().upper():
             return candidate
     raise CommandError(f"no device {name.strip()!r} ({', '.join(d.name for d in archive.devices)})")
+
+
+async def checkDevicePresent(archive, magDevice):
+    """CommandError 'MAGn is not there (a disk not mounted?)' when the
+    folder of ``magDevice`` is missing (checked in a worker)."""
+    try:
+        await archive.workers.deferToWorker(checkPresent, magDevice)
+    except FileNotFoundError as e:
+        raise CommandError(e.strerror) from None
 
 
 def _checkFolders(devices):

@@ -40,6 +40,7 @@ from pacscore.control.attach import storedSample
 from pacscore.control.changes import anonymized, changing, mergedInto, newPatient, referencesRenewed, scripted
 from pacscore.control.context import CommandError
 from pacscore.control.data import readObject, storeObject
+from pacscore.control.maintenance import checkDevicePresent, device
 from pacscore.control.stored import exactValue, fileInstances, storedFile, storedName, uidValue
 from pacscore.converters.context import ConverterSyntaxError
 from pacscore.converters.script import parseScript
@@ -69,7 +70,9 @@ async def rewrite(archive, instance, change, callingAE, keep=False, copy=False):
     file as ``storedName`` gives it, or None when the change changed
     nothing.  When the file of ``instance`` is gone, the object was
     stored again meanwhile under another name: the file the index names
-    now is changed instead, or ObjectGone is raised when there is none."""
+    now is changed instead, or ObjectGone is raised when there is none; a
+    row still naming the missing file fails with the read error (or the
+    device's folder not there: a disk not mounted)."""
     instance, (incoming, data, changed) = await _readStored(archive, instance, change, callingAE)
     if not changed:
         return None
@@ -96,10 +99,14 @@ async def _readStored(archive, instance, change, callingAE):
         except CommandError as e:
             if not isinstance(e.__cause__, FileNotFoundError):
                 raise
+            readError = e
         now = await archive.index.runQuery(archive.query.instances, "IMAGE",
                                            [QueryKey(SOP_INSTANCE_UID, "UI", instance.sopInstanceUID)])
-        if not now or (now[0].deviceName, now[0].objectFile) == (instance.deviceName, instance.objectFile):
+        if not now:
             raise ObjectGone(f"{name} is no longer stored")
+        if (now[0].deviceName, now[0].objectFile) == (instance.deviceName, instance.objectFile):
+            await checkDevicePresent(archive, device(archive, instance.deviceName))
+            raise readError
         instance = now[0]
 
 

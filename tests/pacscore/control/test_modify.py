@@ -5,6 +5,8 @@ import os
 from twisted.internet import defer
 from twisted.trial import unittest
 
+from pacscore.control.context import CommandError
+from pacscore.db.query import STUDY_INSTANCE_UID, QueryKey
 from pacscore.testing.corpus import generateCorpus
 from plugins import pacs_control_data as data
 from plugins import pacs_control_modify as commands
@@ -48,3 +50,47 @@ class MergeWhileStoringTests(unittest.TestCase):
                                  "(1 skipped: deleted meanwhile)")
         self.assertEqual((yield self.running.count("study")), 1)
         self.assertEqual((yield self.running.count("image")), 5)
+
+
+class MissingFileTests(unittest.TestCase):
+    """Objects whose rows still name a file that is not there: a merge or
+    a change fails and says why (they were not deleted)."""
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.running = RunningArchive(self, ini={"MAGDevices": "2", "MAGDevice1": "./data1/"})
+        self.archive = self.running.archive
+        self.images = generateCorpus(os.path.abspath(self.mktemp()), patients=1, studiesPerPatient=2,
+                                     seriesPerStudy=1, imagesPerSeries=2)
+        yield self.running.store(self.images)
+        self.first, self.second = self.images[0].studyUID, self.images[2].studyUID
+
+    def instances(self, studyUID):
+        return self.archive.index.runQuery(self.archive.query.instances, "STUDY",
+                                           [QueryKey(STUDY_INSTANCE_UID, "UI", studyUID)])
+
+    @defer.inlineCallbacks
+    def test_aMergeFromADeviceNotThereFails(self):
+        """Study B moved to MAG1, whose disk is then unmounted: the merge
+        fails with the device not there, B's rows stay (it said '0 object(s)
+        merged (2 skipped: deleted meanwhile)')."""
+        moving = yield self.instances(self.second)
+        yield self.archive.deviceMover.move([(i.sopInstanceUID, "MAG0", i.objectFile) for i in moving], "MAG1")
+        mag1 = self.archive.devices[1].path
+        os.rename(mag1, mag1 + ".unmounted")
+        failure = yield self.assertFailure(self.running.run(commands.mergeStudy, f"{self.first},{self.second}"),
+                                           CommandError)
+        self.assertEqual(str(failure), "MAG1 is not there (a disk not mounted?)")
+        self.assertEqual(len((yield self.instances(self.second))), 2)
+
+    @defer.inlineCallbacks
+    def test_aChangeOfAFileGoneFailsWithTheReadError(self):
+        """The file of a row was removed by hand: modifypatid says it cannot
+        read it (it said the object is no longer stored)."""
+        [instance, _] = yield self.instances(self.first)
+        path = self.archive.objectReader.magPath("MAG0", instance.objectFile)
+        os.remove(path)
+        failure = yield self.assertFailure(
+            self.running.run(commands.modifyPatID, f"PNEW,MAG0:{instance.objectFile}"), CommandError)
+        self.assertEqual(str(failure), f"cannot read {path}: No such file or directory")
+        self.assertEqual(len((yield self.instances(self.first))), 2)

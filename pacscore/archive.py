@@ -138,6 +138,7 @@ class Archive:
         self.droppedFileCompression = self._compressionCode(configuration.ini, "DroppedFileCompression")
         self._warnOfUnencodableCodes(configuration)
         self.tcpPort = configuration.tcpPort  # until the DICOM service listens (listeningOn)
+        self.endpoints = []  # the descriptions of the listeners serving, as ``twistd pacs`` records them
         self.titleStyle = TitleStyle.fromIni(configuration.ini)  # PadAEWithZeros, SendUpperCaseAE
         ini = configuration.ini
         try:

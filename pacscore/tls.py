@@ -142,7 +142,8 @@ def mutualTLSOptions(privateKey, caCerts, certKey=None, extraCertChain=None):
 class ClientTLS:
     """TLS to one node: its certificate checked against ``caCerts`` and the
     host name (``hostname``, else the node's acrnema.map host), ours shown
-    when ``privateKey`` (and ``certKey``) are given; TLS 1.2 at least.
+    when ``privateKey`` (and ``certKey``) are given; TLS 1.2 at least;
+    ``files`` the key and certificate files named.
     ValueError names what is wrong in ``description``."""
 
     KEYWORDS = ("caCerts", "privateKey", "certKey", "hostname")
@@ -164,6 +165,7 @@ class ClientTLS:
         elif "certKey" in keywords:
             raise ValueError("certKey needs privateKey")
         self.hostname = keywords.get("hostname")
+        self.files = [keywords[name] for name in ("caCerts", "privateKey", "certKey") if name in keywords]
 
     def creatorFor(self, host):
         """The connection creator for a node at ``host``."""

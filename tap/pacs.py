@@ -266,6 +266,7 @@ def serviceTree(options):
     for listener in listeners:
         listener.setServiceParent(top)
     control = options.control
+    archive.endpoints = [listener.description for listener in listeners] + ([control.endpoint] if control else [])
     if control is not None:
         stopInOrder = OrderlyStop(archive.reactor, listeners, dicomFactory, control.gracePeriod)
         ListeningService("control port", control.endpoint,

@@ -6,7 +6,7 @@ the command's output; output that goes into a web page (a scripted page's
 command line) has the values HTML-escaped, as they come from DICOM data,
 while ``fmt`` is the page author's HTML.  No command writes over the archive's own files (its
 configuration and scripts, its index database, its log and password files, the key files of
-its endpoints, anything on a MAG or mirror device or in the HL7 drop folder).
+its endpoints and TLS nodes, anything on a MAG or mirror device or in the HL7 drop folder).
 """
 
 import os
@@ -84,7 +84,8 @@ def _ownFolders(archive):
 
 def _ownFiles(archive):
     """The real paths of the configuration files and scripts, the index
-    database's, the log files, the WebUsers file and the endpoints' key files."""
+    database's, the log files, the WebUsers file, the key files of the
+    endpoints (dicom.ini's and those serving) and of [DICOMTLSNodes]."""
     configuration = archive.configuration
     ini = configuration.ini
     files = [configuration.iniPath, configuration.acrNemaMap.path, configuration.sopList.path,
@@ -92,12 +93,22 @@ def _ownFiles(archive):
              configuration.pathSetting("UserLog", "PacsUser.log")]
     if ini.get("WebUsers", "").strip():
         files.append(configuration.pathSetting("WebUsers"))
-    for key in _ENDPOINT_KEYS:
-        keywords = fields(ini.get(key, "") or "tcp")[2]
-        files += [configuration.resolvePath(keywords[name]) for name in _KEY_FILE_FIELDS if keywords.get(name)]
+    for description in [ini.get(key, "") for key in _ENDPOINT_KEYS] + archive.endpoints:
+        files += _keyFiles(configuration, description)
+    for node in configuration.acrNemaMap.tlsNodes.values():
+        files += node.files
     scripts = [os.path.join(configuration.configDir, name) for name in os.listdir(configuration.configDir)
                if name.endswith((".lua", ".cq"))]
     return {os.path.realpath(f) for f in files + scripts if f} | archive.databaseFiles
+
+
+def _keyFiles(configuration, description):
+    """The key and certificate files an endpoint ``description`` names, a
+    relative name both from the working folder (as output files are named)
+    and from the server's current folder (where the endpoint opened it)."""
+    keywords = fields(description or "tcp")[2]
+    names = [keywords[name] for name in _KEY_FILE_FIELDS if keywords.get(name)]
+    return [configuration.resolvePath(name) for name in names] + [os.path.abspath(name) for name in names]
 
 
 def deliverRows(context, fmt, rows, path):

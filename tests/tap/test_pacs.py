@@ -263,6 +263,17 @@ class ConfigurationValueTests(unittest.TestCase):
         self.assertNotEqual(bound, 5678)
         self.assertEqual(options.archive.tcpPort, bound)
 
+    def test_theEndpointsServingAreRecorded(self):
+        """The descriptions of the listeners, options or dicom.ini's, are
+        the archive's ``endpoints`` (commands refuse to write their key files)."""
+        server, args = self.optionsFor(HL7Endpoint="tcp:0:interface=127.0.0.2")
+        options = Options()
+        options.parseOptions(args + ["--dicom", "tcp:0:interface=127.0.0.1", "--web", "off",
+                                     "--control", "tcp:0:interface=localhost"])
+        self.addCleanup(options.archive.engine.dispose)
+        self.assertEqual(options.archive.endpoints, ["tcp:0:interface=127.0.0.1", "tcp:0:interface=127.0.0.2",
+                                                     "tcp:0:interface=localhost"])
+
     def test_unprotectedControlPortNamesWhereItCameFrom(self):
         """A control port open to others without ControlSecret is refused
         naming the ``--control`` option when it gave it, else dicom.ini's line."""

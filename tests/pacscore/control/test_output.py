@@ -13,6 +13,8 @@ from pacscore.control.maintenance import RegenFile
 from pacscore.control.queries import Query
 from pacscore.control.server import DisplayStatus
 from pacscore.control.serverlog import LogOn
+from pacscore.testing.certificates import Authority
+from tests.interop.server import PacsServer
 from tests.pacscore.control.running import RunningArchive
 
 
@@ -63,6 +65,27 @@ class OwnFilesTests(unittest.TestCase):
         yield running.run(DisplayStatus(), "status.txt")
         with open(os.path.join(workdir, "webusers")) as f:
             self.assertEqual(f.read(), "kept\n")
+
+    @defer.inlineCallbacks
+    def test_keyFilesOfTheEndpointsServingAndOfTLSNodesRefused(self):
+        """README's TLS set-up: ``--dicom-tls mtls:...`` (recorded in
+        ``Archive.endpoints``, not in dicom.ini) and a [DICOMTLSNodes] node
+        with a client key; their key and certificate files are refused (a
+        display_status overwrote them, and the server could not start again)."""
+        server = PacsServer(self.mktemp())
+        authority = Authority(os.path.join(server.workdir, "tls"), "clients")
+        party = authority.issue("pacs", server=True)
+        key, certificate, ca = (os.path.relpath(path, server.workdir)
+                                for path in (party.key, party.certificate, authority.certificate))
+        server.setIni("DICOMTLSNodes", SECUREPACS=f"caCerts={ca}:privateKey={key}:certKey={certificate}")
+        running = RunningArchive(self, workdir=server.workdir)
+        running.archive.endpoints = [f"mtls:0:privateKey={party.key}:certKey={party.certificate}:caCerts={ca}"]
+        for path in (key, certificate, ca):
+            error = yield self.assertFailure(running.run(DisplayStatus(), path), CommandError)
+            self.assertIn("is one of the archive's own files", str(error))
+        running.archive.endpoints = []
+        running.configuration.acrNemaMap.tlsNodes = {}
+        yield running.run(DisplayStatus(), key)
 
     @defer.inlineCallbacks
     def test_otherFilesWritten(self):

@@ -10,6 +10,7 @@ device is read from its mirror copy, when there is one (``Mirrors``).
 import os
 from typing import NamedTuple
 
+import pydicom
 from twisted.logger import Logger
 
 from pacscore.db.query import Instance
@@ -40,6 +41,25 @@ class Missing(NamedTuple):
     gone: bool = False
 
 
+_IDENTITY = ("SOPInstanceUID", "SOPClassUID", "PatientID", "StudyInstanceUID", "SeriesInstanceUID")
+
+
+def _identity(path):
+    """``{keyword: value}`` of the identifying attributes (``_IDENTITY``)
+    the Part-10 file ``path`` holds in its data set (the SOP class and
+    instance from its file meta, when not there); empty when it cannot
+    be read."""
+    try:
+        dataset = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=list(_IDENTITY))
+    except Exception:  # gone, or damaged in any of pydicom's ways: locate reports it Missing
+        return {}
+    meta = dataset.file_meta
+    held = {"SOPInstanceUID": meta.get("MediaStorageSOPInstanceUID", ""),
+            "SOPClassUID": meta.get("MediaStorageSOPClassUID", "")}
+    held.update({keyword: dataset.get(keyword) for keyword in _IDENTITY if dataset.get(keyword)})
+    return {keyword: str(value) for keyword, value in held.items() if value}
+
+
 class ObjectReader:
     """Finds and reads the files of indexed objects on the MAG devices
     (and their ``mirrors``)."""
@@ -63,24 +83,24 @@ class ObjectReader:
 
     def instancesAt(self, path, target):
         """``[Instance]`` of the object in the file ``path`` on a MAG device,
-        which the index does not know (the NULL driver keeps no rows), with
-        the patient, study, series and image UIDs of ``target`` (a
-        ``pacscore.export.queue.Target``); empty when no MAG device holds
-        ``path``.  A file that cannot be read is found too: ``locate`` then
-        reports it ``Missing``."""
+        which the index does not know (the NULL driver keeps no rows, a
+        changed object spooled for a forward): with the SOP instance, SOP
+        class, patient, study and series UIDs the file holds (a forward's
+        Affected SOP Instance UID must be its data set's), those of
+        ``target`` (a ``pacscore.export.queue.Target``) where it holds
+        none; empty when no MAG device holds ``path``.  A file that cannot
+        be read is found too: ``locate`` then reports it ``Missing``."""
         for deviceName, root in self.roots.items():
             relative = os.path.relpath(path, root)
             if relative != os.pardir and not relative.startswith(os.pardir + os.sep):
                 break
         else:
             return []
-        try:
-            with open(path, "rb") as f:
-                sopClassUID = readFileMeta(f)[1].get(part10.MEDIA_STORAGE_SOP_CLASS_UID, "")
-        except (OSError, DatasetError):
-            sopClassUID = ""
-        return [Instance(target.sopInstanceUID, sopClassUID, deviceName, relative.replace(os.sep, "/"),
-                         target.patientID, target.studyInstanceUID, target.seriesInstanceUID)]
+        held = _identity(path)
+        return [Instance(held.get("SOPInstanceUID") or target.sopInstanceUID, held.get("SOPClassUID", ""), deviceName,
+                         relative.replace(os.sep, "/"), held.get("PatientID") or target.patientID,
+                         held.get("StudyInstanceUID") or target.studyInstanceUID,
+                         held.get("SeriesInstanceUID") or target.seriesInstanceUID)]
 
     def instancePaths(self, connection, query, level, keys):
         """In a reader thread (``index.runQuery``): ``[(Instance, path)]`` of

@@ -16,6 +16,7 @@ from pacscore.converters.context import ConverterServices, Outcome
 from pacscore.converters.registry import CommandRegistry
 from pacscore.converters.script import parseScript
 from pacscore.db.index import ImageRecord
+from pacscore.dicom.commands import AFFECTED_SOP_INSTANCE_UID
 from pacscore.export.actions import LocalActions
 from pacscore.dicom.datasets import decodeDataset
 from pacscore.export.forwarder import Forwarder as RealForwarder, ForwardError, Interrupted
@@ -359,6 +360,16 @@ class ChangedObjectForwardTests(unittest.TestCase):
         self.assertEqual(sorted((ds.PatientID, ds.SOPInstanceUID) for ds in self.received()),
                          [("PAT1", "1.2.3.1.1"), ("PAT1", "1.2.3.1.2")])
         self.assertFalse(os.path.exists(self.spool))
+
+    def test_aChangedSOPInstanceUIDIsTheCommandsToo(self):
+        """A line that gives the object a new SOP Instance UID: the C-STORE
+        command's Affected SOP Instance UID is the data set's (PS3.7
+        9.3.1.1), not the stored object's."""
+        self.run_("lua \"Data.PatientName = 'ANON'; Data.SOPInstanceUID = '1.2.3.1.99'\"; forward to DEST", "1.2.3.1.1")
+        [(command, data, syntax)] = self.acceptor.recorder.received
+        self.assertEqual((command[AFFECTED_SOP_INSTANCE_UID], decodeDataset(data, syntax).SOPInstanceUID),
+                         ("1.2.3.1.99", "1.2.3.1.99"))
+        self.assertEqual(self.queue.due(1e12, 10), [])
 
     def test_aGivenUpForwardDeletesItsSpoolFile(self):
         self.queue.maximumRetries = 1

@@ -67,6 +67,13 @@ from pacscore.storage.mirror import MIRROR_COPY
 from pacscore.workers import WorkerPool
 
 
+def _discardBuffered(buffer):
+    """Delete the spool files of the actions an export line put in
+    ``buffer`` (an ``ActionBuffer``) that will not be queued: a deferred or
+    failed line runs again later and spools its objects anew."""
+    discard([action["ObjectPath"] for action in buffer.actions])
+
+
 class ExportService(service.Service):
     """See the module docstring.  ``services`` is the archive's
     ``ConverterServices`` (its ``exportQueue`` the queue itself); ``rules``
@@ -264,8 +271,10 @@ class ExportService(service.Service):
         try:
             outcome = rule.script.run(context)
         except Exception as e:
+            _discardBuffered(buffer)
             return JobOutcome(job.id, error=e)
         if outcome is Outcome.DEFER:
+            _discardBuffered(buffer)
             return JobOutcome(job.id, deferred=True)
         return JobOutcome(job.id, tuple(buffer.actions))
 

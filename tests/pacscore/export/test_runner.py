@@ -316,8 +316,12 @@ class ChangedObjectForwardTests(unittest.TestCase):
         self.queue.createTables()
         self.spool = os.path.join(self.archive.folder, SPOOL_FOLDER)
 
+    def parse(self, line):
+        return parseScript(line, "ExportConverter0", self.registry, "export")
+
     def run_(self, line, *sops):
-        rule = Rule("ExportConverter0", parseScript(line, "ExportConverter0", self.registry, "export"))
+        """Run the export ``line`` (or a ``Script``) on stored objects ``sops``."""
+        rule = Rule("ExportConverter0", self.parse(line) if isinstance(line, str) else line)
         self.queue.rules = [rule]
         forwarder = RealForwarder(self.reactor, AcrNemaMap.fromString("DEST 127.0.0.1 104\n"), "PACS",
                               self.archive.syncIndex, self.archive.query, self.archive.reader, SyncWorkers(),
@@ -370,6 +374,27 @@ class ChangedObjectForwardTests(unittest.TestCase):
         self.assertEqual((command[AFFECTED_SOP_INSTANCE_UID], decodeDataset(data, syntax).SOPInstanceUID),
                          ("1.2.3.1.99", "1.2.3.1.99"))
         self.assertEqual(self.queue.due(1e12, 10), [])
+
+    def test_aDeferredLineLeavesNoSpoolFile(self):
+        """A line that forwards a changed object and then defers runs again
+        later: the spool file of each run's forward, never queued, is
+        deleted."""
+        self.run_("lua \"Data.PatientName = 'ANON^X'\"; forward to DEST; defer", "1.2.3.1.1")
+        self.reactor.advance(200)
+        self.assertEqual(os.listdir(self.spool), [])
+        self.assertEqual(self.received(), [])
+
+    def test_aFailedLineLeavesNoSpoolFile(self):
+        """A line that raises after its forward of a changed object (a bug
+        in a command) runs again later: that run's spool file is deleted."""
+        line = self.parse("lua \"Data.PatientName = 'ANON^X'\"; forward to DEST")
+
+        def failing(context):
+            line.run(context)
+            raise RuntimeError("a bug in a command")
+        self.run_(Script(failing), "1.2.3.1.1")
+        self.assertEqual(os.listdir(self.spool), [])
+        self.assertEqual(self.received(), [])
 
     def test_aGivenUpForwardDeletesItsSpoolFile(self):
         self.queue.maximumRetries = 1

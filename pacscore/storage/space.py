@@ -5,10 +5,12 @@ Which patients go first is Conquest's ``LRUSort``: by default (or
 patient is entered: the first entered go first, as in Conquest); with
 ``StudyDate`` the patients whose last study is oldest; with ``PatientBir``
 the oldest patients (birth date).  Ties go by AccessTime.  A patient with
-an object stored (its image row's AccessTime) since the clean-up began, or
-since the check that started it, is recently used and is not chosen: so the
-object a MAGDeviceThreshold check was made for, acknowledged while the
-clean-up runs, is never deleted by it.
+an object stored (its image row's AccessTime, in whole seconds) after the
+second the clean-up began in, or the check that started it, is recently used
+and is not chosen, nor is the patient of the object a MAGDeviceThreshold
+check was made for: so that object, acknowledged while the clean-up runs, is
+never deleted by it, while patients stored earlier in the same second (a
+fast ingest) can still make room.
 
 ``SpaceKeeper.makeSpace`` serves the control command ``makespace``.
 ``ThresholdClean`` (a service) is Conquest's ``MAGDeviceThreshold``
@@ -77,12 +79,13 @@ def patientsInDeletionOrder(connection, query, sortTag):
 
 
 def storedSince(connection, query, patientID, since):
-    """In a reader thread: whether an object of the patient was stored at
-    or after ``since`` (seconds since the epoch, whole as AccessTime is)."""
+    """In a reader thread: whether an object of the patient was stored
+    after the second ``since`` (seconds since the epoch, whole as AccessTime
+    is)."""
     study, series, image = query.tables[1:4]
     joined = image.table.join(series.table, image.link == series.key).join(study.table, series.link == study.key)
     statement = (select(image.key).select_from(joined)
-                 .where(study.link == patientID, image.table.c.AccessTime >= since).limit(1))
+                 .where(study.link == patientID, image.table.c.AccessTime > since).limit(1))
     return connection.execute(statement).first() is not None
 
 
@@ -104,14 +107,16 @@ class SpaceKeeper:
         self.sortTag = sortTag
         self.cleaning = None  # the Deferred of the clean-up under way, or None
 
-    async def makeSpace(self, wanted, report=lambda line: None, moveTo=None, keepGoing=lambda: True, since=None):
+    async def makeSpace(self, wanted, report=lambda line: None, moveTo=None, keepGoing=lambda: True, since=None,
+                        sparing=None):
         """Delete patients (or, with ``moveTo``, move their objects on the
         device to that MAG device) until ``wanted`` bytes are free on the
         device, calling ``report`` with a line for each; fires with the free
         bytes (fewer than wanted when there was nobody left, or when
         ``keepGoing()`` turned false: it is asked before each patient).
-        Patients with an object stored since ``since`` (default: now) are
-        left alone."""
+        Patients with an object stored after the second ``since`` (default:
+        now), and the patient ``sparing`` (whose object is being written),
+        are left alone."""
         since = int(time.time()) if since is None else since
         free = await self.workers.deferToWorker(self.freeSpace, self.device.path)
         for patientID in await self.index.runQuery(patientsInDeletionOrder, self.query, self.sortTag):
@@ -125,7 +130,7 @@ class SpaceKeeper:
                     if i.deviceName == self.device.name]
             if not here:
                 continue  # as Conquest's list of the oldest patients on the device: freeing nothing here
-            if await self.index.runQuery(storedSince, self.query, patientID, since):
+            if patientID == sparing or await self.index.runQuery(storedSince, self.query, patientID, since):
                 continue  # recently used; read after its instances, so none of them is newer
             if moveTo is None:
                 removal = await self.actions.removeInstances(instances)
@@ -155,11 +160,11 @@ class SpaceKeeper:
         if await self.workers.deferToWorker(self.freeSpace, self.device.path) < threshold:
             await self.clean(threshold, reason, keepGoing)
 
-    def clean(self, threshold, reason, keepGoing=lambda: True, since=None):
+    def clean(self, threshold, reason, keepGoing=lambda: True, since=None, sparing=None):
         """Delete patients until ``threshold`` + 5 MB are free (or
         ``keepGoing()`` turns false), logged with ``reason`` (the dicom.ini
-        key), sparing those with objects stored since ``since`` (see
-        ``makeSpace``); a Deferred.  One clean-up at a time: while one runs, this
+        key), sparing ``sparing`` and those with objects stored after
+        ``since`` (see ``makeSpace``); a Deferred.  One clean-up at a time: while one runs, this
         returns a Deferred of its end."""
         if self.cleaning is None:
             wanted = threshold + MARGIN
@@ -167,7 +172,8 @@ class SpaceKeeper:
                           "recently used patients", threshold=threshold // MEGABYTE, device=self.device.name,
                           reason=reason)
             report = lambda line: self.log.info("{reason}: {line}", reason=reason, line=line)
-            self.cleaning = defer.ensureDeferred(self.makeSpace(wanted, report, keepGoing=keepGoing, since=since))
+            self.cleaning = defer.ensureDeferred(self.makeSpace(wanted, report, keepGoing=keepGoing, since=since,
+                                                                  sparing=sparing))
             self.cleaning.addCallback(self._cleaned, wanted)
             self.cleaning.addErrback(lambda failure: self.log.failure("{reason} clean-up failed", failure,
                                                                       reason=reason))
@@ -222,18 +228,19 @@ class ThresholdClean(OneAtATime):
         self.keeper = keeper
         self.threshold = threshold
         self.checked = None  # when the check that started the clean-up was made
+        self.writing = None  # the Patient ID of the object that check was made for
 
-    def checkFromThread(self):
-        """In an I/O thread, before an object is written."""
+    def checkFromThread(self, patientID=None):
+        """In an I/O thread, before an object of ``patientID`` is written."""
         if self.running and self.threshold and self.keeper.freeSpace(self.keeper.device.path) < self.threshold:
-            self.keeper.workers.reactor.callFromThread(self._cleanUnlessCleaning, int(time.time()))
+            self.keeper.workers.reactor.callFromThread(self._cleanUnlessCleaning, int(time.time()), patientID)
 
     def task(self, keepGoing):
-        return self.keeper.clean(self.threshold, self.name, keepGoing, since=self.checked)
+        return self.keeper.clean(self.threshold, self.name, keepGoing, since=self.checked, sparing=self.writing)
 
-    def _cleanUnlessCleaning(self, checked):
+    def _cleanUnlessCleaning(self, checked, patientID):
         if self.running and self.keeper.cleaning is None:
-            self.checked = checked
+            self.checked, self.writing = checked, patientID
             self._run()
 
 

@@ -55,6 +55,7 @@ from pacscore.storage.worklistmode import ACCESSION_NUMBER, WorklistRefusal
 
 SOP_CLASS_UID = 0x00080016
 SOP_INSTANCE_UID = 0x00080018
+PATIENT_ID = 0x00100020
 STUDY_INSTANCE_UID = 0x0020000D
 SERIES_INSTANCE_UID = 0x0020000E
 MODALITY = 0x00080060
@@ -269,10 +270,10 @@ class ObjectStore:
         temporary = spool.path
         chosen = self.choice.check()  # looked at for spooled objects too: they may be all that arrives
         device = spool.device if temporary is not None else chosen
-        if self.spaceCheck is not None:
-            self.spaceCheck()
         try:
             attrs = self._readAttributes(incoming, spool)
+            if self.spaceCheck is not None:
+                self.spaceCheck(attrs.get(PATIENT_ID))
             self._check(incoming, attrs)
             actions = []
             changed = self._amend(incoming, attrs, spool, actions, device)

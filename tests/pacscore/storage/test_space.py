@@ -34,10 +34,10 @@ class ThresholdTests(unittest.TestCase):
             return (12 - len(self.running.files())) * MEGABYTE
         self.keeper.freeSpace = freeSpace
 
-    def checkBeforeAWrite(self):
+    def checkBeforeAWrite(self, patientID=None):
         """What an I/O thread does before it writes; fires once a clean-up
         it started (if any) has begun."""
-        return self.running.archive.workers.deferToWorker(self.cleaner.checkFromThread)
+        return self.running.archive.workers.deferToWorker(self.cleaner.checkFromThread, patientID)
 
     def patientsLeft(self):
         patient = self.running.archive.index.tables.patient
@@ -80,7 +80,7 @@ class ThresholdTests(unittest.TestCase):
                                          seriesPerStudy=1, imagesPerSeries=1) if i.patientID == "PAT0002"]
         yield self.running.store(new)
         self.cleaner.threshold = 2 * MEGABYTE
-        yield self.checkBeforeAWrite()
+        yield self.checkBeforeAWrite("PAT0002")
         yield self.keeper.cleaning
         self.assertEqual((yield self.patientsLeft()), ["PAT0002"])
         self.assertEqual(len(self.running.files()), 5)

@@ -10,10 +10,10 @@ device is read from its mirror copy, when there is one (``Mirrors``).
 import os
 from typing import NamedTuple
 
-import pydicom
 from twisted.logger import Logger
 
-from pacscore.db.query import Instance
+from pacscore.db.query import (PATIENT_ID, SERIES_INSTANCE_UID, SOP_CLASS_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID,
+                               Instance)
 from pacscore.storage import part10
 from pacscore.storage.attributes import DatasetError
 from pacscore.storage.mirror import Mirrors
@@ -41,23 +41,17 @@ class Missing(NamedTuple):
     gone: bool = False
 
 
-_IDENTITY = ("SOPInstanceUID", "SOPClassUID", "PatientID", "StudyInstanceUID", "SeriesInstanceUID")
+_IDENTITY = (SOP_INSTANCE_UID, SOP_CLASS_UID, PATIENT_ID, STUDY_INSTANCE_UID, SERIES_INSTANCE_UID)
 
 
 def _identity(path):
-    """``{keyword: value}`` of the identifying attributes (``_IDENTITY``)
-    the Part-10 file ``path`` holds in its data set (the SOP class and
-    instance from its file meta, when not there); empty when it cannot
-    be read."""
+    """``{tag: value}`` of the identifying attributes (``_IDENTITY``) the
+    Part-10 file ``path`` holds (empty values left out); empty when it
+    cannot be read."""
     try:
-        dataset = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=list(_IDENTITY))
-    except Exception:  # gone, or damaged in any of pydicom's ways: locate reports it Missing
+        return {tag: value for tag, value in part10.readFileAttributes(path, _IDENTITY)[1].items() if value}
+    except (OSError, DatasetError):  # gone or damaged: locate reports it Missing
         return {}
-    meta = dataset.file_meta
-    held = {"SOPInstanceUID": meta.get("MediaStorageSOPInstanceUID", ""),
-            "SOPClassUID": meta.get("MediaStorageSOPClassUID", "")}
-    held.update({keyword: dataset.get(keyword) for keyword in _IDENTITY if dataset.get(keyword)})
-    return {keyword: str(value) for keyword, value in held.items() if value}
 
 
 class ObjectReader:
@@ -97,10 +91,10 @@ class ObjectReader:
         else:
             return []
         held = _identity(path)
-        return [Instance(held.get("SOPInstanceUID") or target.sopInstanceUID, held.get("SOPClassUID", ""), deviceName,
-                         relative.replace(os.sep, "/"), held.get("PatientID") or target.patientID,
-                         held.get("StudyInstanceUID") or target.studyInstanceUID,
-                         held.get("SeriesInstanceUID") or target.seriesInstanceUID)]
+        return [Instance(held.get(SOP_INSTANCE_UID) or target.sopInstanceUID, held.get(SOP_CLASS_UID, ""), deviceName,
+                         relative.replace(os.sep, "/"), held.get(PATIENT_ID) or target.patientID,
+                         held.get(STUDY_INSTANCE_UID) or target.studyInstanceUID,
+                         held.get(SERIES_INSTANCE_UID) or target.seriesInstanceUID)]
 
     def instancePaths(self, connection, query, level, keys):
         """In a reader thread (``index.runQuery``): ``[(Instance, path)]`` of

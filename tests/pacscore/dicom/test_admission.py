@@ -61,11 +61,12 @@ class LimitTests(unittest.TestCase):
         (True) or closed by the server at once (False)."""
         held = yield endpoints.connectProtocol(self.clientEndpoint(source), Held())
         self.held.append(held)
-        local = held.transport.getHost().port
+        local = held.transport.getHost()
         for _ in range(500):
             if held.lost.called:
                 return False
-            if any(p.peer.port == local for p in self.factory.active):
+            # host and port: two loopback sources may be given the same port
+            if any((p.peer.host, p.peer.port) == (local.host, local.port) for p in self.factory.active):
                 return True
             yield task.deferLater(reactor, 0.01, lambda: None)
         self.fail(f"the connection from {source} was neither held nor closed")

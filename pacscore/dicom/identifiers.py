@@ -30,6 +30,7 @@ from twisted.logger import Logger
 
 from pacscore.db.query import UNSPLIT_VRS, QueryKey
 from pacscore.dicom.datasets import decodeDataset, encodeDataset
+from pacscore.storage.codeextensions import withoutEscapes
 
 log = Logger()
 
@@ -114,7 +115,8 @@ def datasetKeys(dataset):
     """A ``QueryKey`` for each attribute of one data set (not those of its
     sequence items: an SQ key has the value ``""`` and says whether its
     items hold values), without group lengths, the Specific Character Set,
-    Query/Retrieve Level and Retrieve AE Title."""
+    Query/Retrieve Level and Retrieve AE Title; text without the escape
+    sequences pydicom leaves in it (``codeextensions``)."""
     keys = []
     for element in dataset:
         tag = int(element.tag)
@@ -123,7 +125,7 @@ def datasetKeys(dataset):
         if element.VR == "SQ":
             keys.append(QueryKey(tag, "SQ", "", itemValues=_itemsHoldValues(element.value)))
         else:
-            keys.append(QueryKey(tag, element.VR, _text(element.value).strip()))
+            keys.append(QueryKey(tag, element.VR, withoutEscapes(_text(element.value)).strip()))
     return keys
 
 

@@ -12,8 +12,10 @@ window, seeking past what is not needed.
 
 Values come back as the strings pydicom gives: ``str()`` of each value
 joined with backslashes, text decoded with the (0008,0005) Specific
-Character Set through pydicom's own charset functions. pydicom stays the
-reference; the tests compare both on every file pydicom ships.
+Character Set through pydicom's own charset functions, without the escape
+sequences pydicom leaves in ISO 2022 IR 58 text (``codeextensions``).
+pydicom stays the reference; the tests compare both on every file pydicom
+ships.
 """
 
 import re
@@ -21,12 +23,14 @@ import struct
 import zlib
 from functools import lru_cache
 
-from pydicom.charset import convert_encodings, decode_bytes
+from pydicom.charset import convert_encodings
 from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import RawDataElement
 from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
 from pydicom.values import convert_value
+
+from pacscore.storage.codeextensions import decodeText
 
 IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
 EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
@@ -136,18 +140,18 @@ def _ur(raw, encodings, layout):
 
 
 def _multiText(raw, encodings, layout):
-    text = decode_bytes(raw, encodings, _TEXT_DELIMITERS)
+    text = decodeText(raw, encodings, _TEXT_DELIMITERS)
     if "\\" not in text:
         return text.rstrip("\x00 ")
     return "\\".join(v.rstrip("\x00 ") for v in text.split("\\"))
 
 
 def _singleText(raw, encodings, layout):
-    return decode_bytes(raw, encodings, _TEXT_DELIMITERS).rstrip("\x00 ")
+    return decodeText(raw, encodings, _TEXT_DELIMITERS).rstrip("\x00 ")
 
 
 def _personName(raw, encodings, layout):
-    text = decode_bytes(raw.rstrip(b"\x00 "), encodings, _TEXT_DELIMITERS)
+    text = decodeText(raw.rstrip(b"\x00 "), encodings, _TEXT_DELIMITERS)
     if "=" not in text:
         return text
     names = []

@@ -4,8 +4,10 @@ import random
 import warnings
 from io import BytesIO
 
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.filereader import read_dataset
+from pydicom.tag import BaseTag
 from twisted.logger import Logger
 from twisted.trial import unittest
 
@@ -44,6 +46,15 @@ class ReadRequestTests(unittest.TestCase):
                                         QueryKey(0x00081110, "SQ", ""),
                                         QueryKey(0x00100010, "PN", "Müller*"),
                                         QueryKey(0x00100020, "LO", "")])
+
+    def test_iso2022IR58KeyWithoutEscapeSequences(self):
+        """A GB2312 key under ISO 2022 IR 58 is matched without the ``ESC $ ) A``
+        designating GB2312 (pydicom leaves it in the text)."""
+        key = b"*\x1b$)A" + "王".encode("gb2312") + b"*"
+        ds = identifier(SpecificCharacterSet=["", "ISO 2022 IR 58"], QueryRetrieveLevel="PATIENT")
+        ds[0x00100010] = RawDataElement(BaseTag(0x00100010), "PN", len(key), key, 0, False, True)
+        request = readRequest(encodeDataset(ds, EXPLICIT), EXPLICIT, ALL_LEVELS)
+        self.assertEqual(request.keys, [QueryKey(0x00100010, "PN", "*王*")])
 
     def test_sequenceItemsWithValues(self):
         """An SQ key says whether its items (at any depth) hold values to match."""

@@ -12,12 +12,14 @@ from pathlib import Path
 
 import pydicom
 import pydicom.data
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import _read_file_meta_info, read_dataset, read_preamble
 from pydicom.filewriter import write_dataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
+from pydicom.tag import BaseTag
 from twisted.trial import unittest
 
 from pacscore.storage import attributes
@@ -221,6 +223,17 @@ class PydicomAgreementTests(unittest.TestCase):
         syntax, data, dataset = splitFile(bundledFile("chrX2.dcm", "charset_files"))
         self.assertEqual(readQuietly(data, syntax, {PATIENT_NAME}),
                          {PATIENT_NAME: "Wang^XiaoDong=王^小东"})
+
+    def test_iso2022IR58WithoutEscapeSequences(self):
+        """GB2312 text under ISO 2022 IR 58 (PS3.5 J.2's example) reads without
+        the ``ESC $ ) A`` pydicom leaves in it: escapes are no character data."""
+        name = b"Zhang^XiaoDong=\x1b$)A" + "张".encode("gb2312") + b"^\x1b$)A" + "小东".encode("gb2312")
+        ds = Dataset()
+        ds.SpecificCharacterSet = ["", "ISO 2022 IR 58"]
+        ds[PATIENT_NAME] = RawDataElement(BaseTag(PATIENT_NAME), "PN", len(name), name, 0, False, True)
+        ds[0x00081030] = RawDataElement(BaseTag(0x00081030), "LO", 6, b"\x1b$)A" + "王".encode("gb2312"), 0, False, True)
+        self.assertEqual(readAttributes(encode(ds), EXPLICIT, {PATIENT_NAME, 0x00081030}),
+                         {PATIENT_NAME: "Zhang^XiaoDong=张^小东", 0x00081030: "王"})
 
     def test_deflated(self):
         syntax, data, dataset = splitFile(bundledFile("image_dfl.dcm"))

@@ -32,6 +32,7 @@ from twisted.logger import Logger
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
+from pacscore.db.casefold import caseFolded
 from pacscore.db.drivers import namesNoDatabase
 from pacscore.db.errors import isDamaged
 from pacscore.db.filewatch import DatabaseFileWatch
@@ -41,10 +42,10 @@ from pacscore.interfaces import IDatabaseDriver
 
 
 def _casefold(raw):
-    """SQL ``pacs_casefold(CAST(text AS BLOB))``: Python's Unicode case fold
-    of ``decodedText`` (sqlite3 would fail the whole query on text that is
+    """SQL ``pacs_casefold(CAST(text AS BLOB))``: the ``caseFolded`` of
+    ``decodedText`` (sqlite3 would fail the whole query on text that is
     not UTF-8 given as it is)."""
-    return None if raw is None else decodedText(raw).casefold()
+    return None if raw is None else caseFolded(decodedText(raw))
 
 
 def _copies(base):

@@ -54,6 +54,7 @@ from sqlalchemy.sql.elements import UnaryExpression
 from sqlalchemy.sql.operators import custom_op
 from twisted.logger import Logger
 
+from pacscore.db.casefold import caseFolded
 from pacscore.db.peerqueries import checkAbandoned
 
 __all__ = ["LEVELS", "UNSPLIT_VRS", "IndexQuery", "Instance", "QueryKey", "columnNamed"]
@@ -528,10 +529,10 @@ def _textConditions(column, vr, values, isMulti, prefixRange=False, foldCase=Fal
             column, values = func.lower(column), list(dict.fromkeys(value.lower() for value in values))
         elif prefixRange:
             # SQLite's lower() folds ASCII letters only ("ÅSE" -> "Åse"): the SQLite
-            # driver's Unicode case fold, on every row (no index has it), of the bytes
+            # driver's pacscore.db.casefold, on every row (no index has it), of the bytes
             # (sqlite3 fails on text that is not UTF-8, which Conquest may have left)
             column, values, prefixRange = (func.pacs_casefold(cast(column, LargeBinary)),
-                                           [v.casefold() for v in values], False)
+                                           [caseFolded(v) for v in values], False)
         else:  # the server's lower() on both sides: its rules are not Python's (İ, Latin Extended-B ...)
             column, fold, prefixRange = func.lower(column), func.lower, False
     if isMulti:

@@ -579,6 +579,19 @@ class PersonNameTests(ArchiveTestCase):
         for value in ("ȾOMAS^Ƞ", "Ⱦomas*"):
             self.assertMatches("PATIENT", K(PATIENT_NAME, "PN", value), ["PAT9"])
 
+    def test_questionMarkCoversLettersWhoseCaseFoldIsLonger(self):
+        """A ``?`` covers ß and İ in a key outside ASCII, on every database:
+        SQLite's fold, Python's full case fold before, made ß "ss" (two
+        characters) and İ "i" with a combining dot."""
+        self.index.storeMany([ImageRecord({PATIENT_ID: "PAT10", PATIENT_NAME: "Straße^Jürgen", STUDY_UID: "10.1",
+                                           SERIES_UID: "10.1.1", SOP_UID: "10.1.1.1"}, "MAG0", "PAT10/10.1.1.1.dcm"),
+                              ImageRecord({PATIENT_ID: "PAT8", PATIENT_NAME: "İLHAN^AYŞE", STUDY_UID: "8.1",
+                                           SERIES_UID: "8.1.1", SOP_UID: "8.1.1.1"}, "MAG0", "PAT8/8.1.1.1.dcm")])
+        for value in ("Stra?e^Jürgen", "STRA?E^JÜRGEN", "stra?e^j*", "Straße^Jürgen", "STRAßE^JÜRGEN", "*ß*^jür*"):
+            self.assertMatches("PATIENT", K(PATIENT_NAME, "PN", value), ["PAT10"])
+        for value in ("?LHAN^AYŞE", "?lhan^ayşe", "?LHAN*", "*^AY?E"):
+            self.assertMatches("PATIENT", K(PATIENT_NAME, "PN", value), ["PAT8"])
+
     def test_cjkName(self):
         """山田^太郎, as decoded from an ISO_IR 192 (UTF-8) request."""
         for value in ("山田^太郎", "山田*", "*太郎", "山?^太郎"):

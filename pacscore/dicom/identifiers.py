@@ -38,11 +38,14 @@ SPECIFIC_CHARACTER_SET = 0x00080005
 QUERY_RETRIEVE_LEVEL = 0x00080052
 RETRIEVE_AE_TITLE = 0x00080054
 INSTANCE_AVAILABILITY = 0x00080056
+TIMEZONE_OFFSET_FROM_UTC = 0x00080201
 
 UNIQUE_KEYS = {"PATIENT": (0x00100020, "LO"), "STUDY": (0x0020000D, "UI"),
                "SERIES": (0x0020000E, "UI"), "IMAGE": (0x00080018, "UI")}
 
-_NOT_KEYS = (SPECIFIC_CHARACTER_SET, QUERY_RETRIEVE_LEVEL, RETRIEVE_AE_TITLE)
+# Timezone Offset From UTC "may be present in the Identifier but is not
+# matched" (PS3.4 C.2.2.2), and the index keeps none to return: no key.
+_NOT_KEYS = (SPECIFIC_CHARACTER_SET, QUERY_RETRIEVE_LEVEL, RETRIEVE_AE_TITLE, TIMEZONE_OFFSET_FROM_UTC)
 _INTEGER_VRS = ("US", "UL", "SS", "SL", "UV", "SV")
 _FLOAT_VRS = ("FL", "FD")
 TEXT_VRS = ("PN", "LO", "SH", "LT", "ST", "UT", "UC")
@@ -115,7 +118,7 @@ def datasetKeys(dataset):
     """A ``QueryKey`` for each attribute of one data set (not those of its
     sequence items: an SQ key has the value ``""`` and says whether its
     items hold values), without group lengths, the Specific Character Set,
-    Query/Retrieve Level and Retrieve AE Title; text without the escape
+    Query/Retrieve Level, Retrieve AE Title and Timezone Offset From UTC; text without the escape
     sequences pydicom leaves in it (``codeextensions``)."""
     keys = []
     for element in dataset:

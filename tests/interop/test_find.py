@@ -216,14 +216,18 @@ class FindTests(unittest.TestCase):
 
     def test_unmatchedKeysAnsweredFF01(self):
         """A key pacs cannot match (no column for it) leaves the matches
-        unfiltered and says so: 0xFF01, not 0xFF00 (PS3.4 C.4.1.1.4)."""
+        unfiltered and says so: 0xFF01, not 0xFF00 (PS3.4 C.4.1.1.4).
+        Timezone Offset From UTC is no such key: it is not matched (PS3.4
+        C.2.2.2) and not answered (empty, as the index keeps none)."""
         keys = {"AccessionNumber": "ACC0002", "0032,4000": "no such comment"}  # Study Comments
         matches, result = findscu(self.server, STUDY_ROOT, "STUDY", keys, "-v")
         self.assertEqual([m.AccessionNumber for m in matches], ["ACC0002"])
         self.assertIn("Received Find Response 1 (Pending: WarningUnsupportedOptionalKeys)",
                       result.stdout + result.stderr)
-        matches, result = findscu(self.server, STUDY_ROOT, "STUDY", {"AccessionNumber": "ACC0002"}, "-v")
+        matches, result = findscu(self.server, STUDY_ROOT, "STUDY", {"AccessionNumber": "ACC0002",
+                                                                      "0008,0201": "+0100"}, "-v")
         self.assertNotIn("Warning", result.stdout + result.stderr)
+        self.assertEqual([(m.AccessionNumber, "TimezoneOffsetFromUTC" in m) for m in matches], [("ACC0002", False)])
         self.assertIn("keys not matched, answered 0xFF01: (0032,4000)", self.server.log())
 
     def test_modalitiesInStudyMatching(self):

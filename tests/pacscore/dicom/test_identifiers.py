@@ -56,6 +56,17 @@ class ReadRequestTests(unittest.TestCase):
         request = readRequest(encodeDataset(ds, EXPLICIT), EXPLICIT, ALL_LEVELS)
         self.assertEqual(request.keys, [QueryKey(0x00100010, "PN", "*王*")])
 
+    def test_timezoneOffsetFromUTCIsNoKey(self):
+        """(0008,0201) "may be present in the Identifier but is not matched"
+        (PS3.4 C.2.2.2): no key (so not one the index cannot match, which
+        makes 0xFF01) and not in the answers, where it may not be empty."""
+        ds = identifier(QueryRetrieveLevel="STUDY", TimezoneOffsetFromUTC="+0100", StudyDate="")
+        request = readRequest(encodeDataset(ds, EXPLICIT), EXPLICIT, ALL_LEVELS)
+        self.assertEqual(request.keys, [QueryKey(0x00080020, "DA", "")])
+        answer = MatchEncoder(request, "PACS", EXPLICIT).dataset({0x00080020: "20240102", 0x0020000D: "1.2"})
+        self.assertNotIn(0x00080201, answer)
+        self.assertEqual(answer.StudyDate, "20240102")
+
     def test_sequenceItemsWithValues(self):
         """An SQ key says whether its items (at any depth) hold values to match."""
         code, empty, nested = Dataset(), Dataset(), Dataset()

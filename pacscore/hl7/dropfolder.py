@@ -8,14 +8,17 @@ file moves to ``processed/`` when every message was accepted (AA) or to
 ``failed/`` otherwise, with a log line per file saying why.  Files are
 applied in the order they were last modified (names break ties), so an
 order's cancel written after it runs after it whatever its name.  Files whose
-name starts with a dot or that changed in the last second (still being
-written) wait for the next scan.  Files are read and cut into messages in
-the I/O pool; one over ``HL7_FILE_LIMIT`` bytes goes to ``failed/`` unread.
+name starts with a dot are left alone (write one, then rename it); a file is
+taken once its size and modification time are the same in two scans in a
+row (whatever its clock says), and one whose last segment has no end (CR,
+LF or the MLLP end byte) waits ``UNTERMINATED_SCANS`` more scans for it.  A
+file that cannot be moved after it was applied is never applied again (as
+long as it is unchanged).  Files are read and cut into messages in the I/O
+pool; one over ``HL7_FILE_LIMIT`` bytes goes to ``failed/`` unread.
 """
 
 import errno
 import os
-import time
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -24,8 +27,9 @@ from pacscore.hl7.message import splitMessages
 
 PROCESSED = "processed"
 FAILED = "failed"
-SETTLE_SECONDS = 1.0
 HL7_FILE_LIMIT = 64 << 20
+UNTERMINATED_SCANS = 5
+SEGMENT_ENDS = (b"\r", b"\n", b"\x1c")
 
 
 class DropFolder:
@@ -34,11 +38,12 @@ class DropFolder:
 
     log = Logger()
 
-    def __init__(self, path, intake, workers, now=time.time):
+    def __init__(self, path, intake, workers):
         self.path = path
         self.intake = intake
         self.workers = workers
-        self.now = now
+        self._unchanged = {}     # name -> ((mtime, size), how many scans in a row saw that)
+        self._unmovable = set()  # (name, mtime, size) of applied files that could not be moved
 
     def prepare(self):
         """Create the folder and its two subfolders (synchronously, at start-up)."""
@@ -50,44 +55,52 @@ class DropFolder:
         """Apply every settled file of the folder; fires when done and
         never fails (a TimerService would stop calling it)."""
         try:
-            names = yield self.workers.deferToWorker(self._settledFiles)
+            listing = yield self.workers.deferToWorker(_listFiles, self.path)
         except OSError as e:
             self.log.error("HL7 drop folder {path}: cannot list it: {error}", path=self.path, error=e)
             return
-        for name in names:
+        for name, scans in self._settledFiles(listing):
             try:
-                yield self.applyFile(name)
+                yield self.applyFile(name, scans)
             except Exception:
                 self.log.failure("HL7 drop folder: {name} could not be processed", name=name)
 
-    def _settledFiles(self):
+    def _settledFiles(self, listing):
+        """``(name, scans)`` of the files of ``listing`` (``(name, mtime,
+        size)``) that the last scan saw as they are, oldest first, with the
+        number of scans in a row that saw them unchanged."""
+        previous, self._unchanged = self._unchanged, {}
         settled = []
-        try:
-            entries = list(os.scandir(self.path))
-        except FileNotFoundError:
-            return settled
-        for entry in entries:
-            if entry.name.startswith(".") or not entry.is_file():
-                continue
-            modified = entry.stat().st_mtime_ns
-            if self.now() - modified / 1e9 >= SETTLE_SECONDS:
-                settled.append((modified, entry.name))
-        return [name for _, name in sorted(settled)]
+        for name, modified, size in listing:
+            state, scans = previous.get(name, (None, -1))
+            scans = scans + 1 if state == (modified, size) else 0
+            self._unchanged[name] = ((modified, size), scans)
+            if scans and (name, modified, size) not in self._unmovable:
+                settled.append((modified, name, scans))
+        self._unmovable = {key for key in self._unmovable if key[0] in self._unchanged}
+        return [(name, scans) for _, name, scans in sorted(settled)]
 
     @defer.inlineCallbacks
-    def applyFile(self, name):
+    def applyFile(self, name, scans=UNTERMINATED_SCANS):
         """Apply one file of the folder and move it; fires with the list
-        of ``Outcome``s of its messages."""
+        of ``Outcome``s of its messages (None when the file, seen unchanged
+        by ``scans`` scans, may not be complete yet: it is left as it is)."""
         path = os.path.join(self.path, name)
         try:
-            messages = yield self.workers.deferToWorker(_readMessages, path)
+            messages, ended, state = yield self.workers.deferToWorker(_readFile, path)
         except OSError as e:
             if e.errno != errno.EFBIG:
                 self.log.error("HL7 drop folder: cannot read {path}: {error}", path=path, error=e)
                 return []
-            messages, tooLarge = [], e.strerror
+            messages, ended, tooLarge = [], True, e.strerror
+            state = self._unchanged.get(name, (None,))[0]
         else:
             tooLarge = None
+        if not ended:
+            if scans < UNTERMINATED_SCANS:
+                return None
+            self.log.warn("HL7 drop folder: {name} has not changed for {scans} scans but its last segment "
+                          "has no end (CR, LF): applied as it is", name=name, scans=scans)
         outcomes = yield applyMessages(self.intake, messages)
         failed = [o for o in outcomes if o.code != "AA"]
         if tooLarge:
@@ -99,7 +112,15 @@ class DropFolder:
             why = "; ".join(f"message {outcomes.index(o) + 1}: {o.code} {o.text}" for o in failed)
         else:
             target, why = PROCESSED, f"{len(outcomes)} message(s) applied"
-        moved = yield self.workers.deferToWorker(_moveInto, path, os.path.join(self.path, target))
+        try:
+            moved = yield self.workers.deferToWorker(_moveInto, path, os.path.join(self.path, target))
+        except OSError as e:
+            if state is not None:
+                self._unmovable.add((name, *state))
+            self.log.error("HL7 drop folder: {name} ({why}) cannot be moved into {target}/: {error}; "
+                           "it stays there and is not applied again until it changes",
+                           name=name, why=why, target=target, error=e)
+            return outcomes
         log = self.log.info if target == PROCESSED else self.log.warn
         log("HL7 drop folder: {name} -> {moved}: {why}", name=name, moved=moved, why=why)
         return outcomes
@@ -115,22 +136,47 @@ def applyMessages(intake, messages):
     return outcomes
 
 
-def readMessages(file):
-    """In the I/O pool: the raw messages of an open HL7 file; OSError
-    EFBIG when it holds over ``HL7_FILE_LIMIT`` bytes."""
+def _readData(file):
     data = file.read(HL7_FILE_LIMIT + 1)
     if len(data) > HL7_FILE_LIMIT:
         raise OSError(errno.EFBIG, f"larger than {HL7_FILE_LIMIT >> 20} MB")
-    return splitMessages(data)
+    return data
 
 
-def _readMessages(path):
+def readMessages(file):
+    """In the I/O pool: the raw messages of an open HL7 file; OSError
+    EFBIG when it holds over ``HL7_FILE_LIMIT`` bytes."""
+    return splitMessages(_readData(file))
+
+
+def _listFiles(path):
+    """In the I/O pool: ``(name, mtime, size)`` of the files of the folder
+    whose name does not start with a dot; none when it is missing."""
+    try:
+        entries = list(os.scandir(path))
+    except FileNotFoundError:
+        return []
+    listing = []
+    for entry in entries:
+        if not entry.name.startswith(".") and entry.is_file():
+            status = entry.stat()
+            listing.append((entry.name, status.st_mtime_ns, status.st_size))
+    return listing
+
+
+def _readFile(path):
+    """In the I/O pool: ``(messages, whether the last segment has its end,
+    (mtime, size))`` of a drop folder file."""
     with open(path, "rb") as f:
-        return readMessages(f)
+        status = os.fstat(f.fileno())
+        data = _readData(f)
+    return splitMessages(data), data.rstrip(b" \t")[-1:] in SEGMENT_ENDS, (status.st_mtime_ns, status.st_size)
 
 
 def _moveInto(path, folder):
-    """Move ``path`` into ``folder`` without overwriting; the new path."""
+    """Move ``path`` into ``folder`` (made when missing) without
+    overwriting; the new path."""
+    os.makedirs(folder, exist_ok=True)
     base = os.path.basename(path)
     target = os.path.join(folder, base)
     number = 1

@@ -3,6 +3,7 @@ the worklist with their ACK codes, and the drop folder's file handling."""
 
 import os
 import random
+import time
 
 from sqlalchemy import select
 from twisted.internet import defer
@@ -174,11 +175,22 @@ class DropFolderTests(IntakeTestCase):
     def setUp(self):
         IntakeTestCase.setUp(self)
         self.path = self.mktemp()
-        self.folder = DropFolder(self.path, self.intake, SynchronousWorkers(), now=lambda: 1e12)
+        self.folder = DropFolder(self.path, self.intake, SynchronousWorkers())
         self.folder.prepare()
 
     def drop(self, name, messages):
         writeMessages(os.path.join(self.path, name), messages)
+
+    def scans(self, count=2):
+        """Scan the folder ``count`` times (a file is taken by the second
+        scan that sees it unchanged)."""
+        for _ in range(count):
+            self.successResultOf(self.folder.scan())
+
+    def logged(self):
+        events = []
+        self.patch(DropFolder, "log", Logger(observer=events.append))
+        return events
 
     def test_filesAppliedAndMoved(self):
         self.drop("a.hl7", [orderMessage("M1", "ACC1", "P1", "A^B"), orderMessage("M2", "ACC2", "P2", "C^D")])
@@ -186,20 +198,90 @@ class DropFolderTests(IntakeTestCase):
         with open(os.path.join(self.path, "empty.hl7"), "wb") as f:
             f.write(b"nothing here\n")
         self.drop(".hidden", [orderMessage("M4", "ACC4", "P4", "G^H")])
-        self.successResultOf(self.folder.scan())
+        self.scans()
         self.assertEqual(sorted(self.rows()), ["ACC1", "ACC2"])
         self.assertEqual(os.listdir(os.path.join(self.path, PROCESSED)), ["a.hl7"])
         self.assertEqual(sorted(os.listdir(os.path.join(self.path, FAILED))), ["b.hl7", "empty.hl7"])
         self.assertEqual(sorted(os.listdir(self.path)), [".hidden", FAILED, PROCESSED])
 
     def test_fileStillBeingWrittenWaits(self):
-        self.folder.now = lambda: os.stat(os.path.join(self.path, "a.hl7")).st_mtime + 0.2
+        """A file is taken when two scans in a row see the same size and
+        modification time."""
+        path = os.path.join(self.path, "a.hl7")
         self.drop("a.hl7", [orderMessage("M1", "ACC1", "P1", "A^B")])
-        self.successResultOf(self.folder.scan())
+        self.scans(1)
         self.assertEqual(self.rows(), {})
-        self.folder.now = lambda: 1e12
-        self.successResultOf(self.folder.scan())
+        self.drop("a.hl7", [orderMessage("M1", "ACC1", "P1", "A^B"), orderMessage("M2", "ACC2", "P2", "C^D")])
+        os.utime(path, ns=(0, os.stat(path).st_mtime_ns + 1))
+        self.scans(1)
+        self.assertEqual(self.rows(), {})
+        self.scans(1)
+        self.assertEqual(sorted(self.rows()), ["ACC1", "ACC2"])
+
+    def test_futureModificationTimeDoesNotDelay(self):
+        """A file whose modification time is in the future (a sender's clock
+        ahead of ours) is taken like any other, not when that time comes."""
+        self.drop("a.hl7", [orderMessage("M1", "ACC1", "P1", "A^B")])
+        future = time.time() + 3600
+        os.utime(os.path.join(self.path, "a.hl7"), (future, future))
+        self.scans()
         self.assertEqual(sorted(self.rows()), ["ACC1"])
+        self.assertEqual(os.listdir(os.path.join(self.path, PROCESSED)), ["a.hl7"])
+
+    def test_fileWithoutItsLastSegmentEndWaits(self):
+        """A file cut inside a segment (a writer that paused) is not applied
+        until its last segment ends; the whole order is then applied."""
+        path = os.path.join(self.path, "a.hl7")
+        whole = orderMessage("M1", "ACC1", "P1", "A^B") + b"\r"
+        cut = whole.index(b"OBR|") + 8
+        with open(path, "wb") as f:
+            f.write(whole[:cut])
+        self.scans(3)
+        self.assertEqual(self.rows(), {})
+        with open(path, "ab") as f:
+            f.write(whole[cut:])
+        self.scans()
+        self.assertEqual(sorted(self.rows()), ["ACC1"])
+        self.assertEqual(self.rows()["ACC1"].PatientID, "P1")
+        self.assertEqual(os.listdir(os.path.join(self.path, PROCESSED)), ["a.hl7"])
+
+    def test_fileWithoutItsLastSegmentEndAppliedWhenItStaysSo(self):
+        """A file whose last segment has no end is applied, with a log line,
+        once UNTERMINATED_SCANS scans saw it unchanged."""
+        with open(os.path.join(self.path, "a.hl7"), "wb") as f:
+            f.write(orderMessage("M1", "ACC1", "P1", "A^B"))
+        logged = self.logged()
+        self.scans(dropfolder.UNTERMINATED_SCANS)
+        self.assertEqual(self.rows(), {})
+        self.scans(1)
+        self.assertEqual(sorted(self.rows()), ["ACC1"])
+        self.assertIn(f"a.hl7 has not changed for {dropfolder.UNTERMINATED_SCANS} scans but its last segment "
+                      "has no end", " ".join(formatEvent(event) for event in logged))
+
+    def test_missingSubfolderIsMade(self):
+        """A processed/ removed while the server runs is made again: the file
+        moves there and is applied once."""
+        os.rmdir(os.path.join(self.path, PROCESSED))
+        self.drop("a.hl7", [orderMessage("M1", "ACC1", "P1", "A^B")])
+        self.scans()
+        self.assertEqual(os.listdir(os.path.join(self.path, PROCESSED)), ["a.hl7"])
+
+    def test_fileThatCannotBeMovedIsAppliedOnce(self):
+        """A file applied but not moved (processed/ cannot be made: a dangling
+        link) is not applied again at each scan: its order's cancel stays in
+        effect."""
+        os.rmdir(os.path.join(self.path, PROCESSED))
+        os.symlink(os.path.join("nowhere", PROCESSED), os.path.join(self.path, PROCESSED))
+        logged = self.logged()
+        self.drop("a.hl7", [orderMessage("M1", "ACC1", "P1", "A^B")])
+        self.scans()
+        self.assertEqual(sorted(self.rows()), ["ACC1"])
+        self.drop("b.hl7", [orderMessage("M2", "ACC1", "P1", "A^B", control="CA")])
+        self.scans(4)
+        self.assertEqual(self.rows(), {})
+        self.assertEqual(sorted(os.listdir(self.path)), ["a.hl7", "b.hl7", FAILED, PROCESSED])
+        moveErrors = [formatEvent(event) for event in logged if "cannot be moved" in formatEvent(event)]
+        self.assertEqual(len(moveErrors), 2, moveErrors)
 
     def test_filesAppliedInTheOrderTheyWereWritten(self):
         """An order's cancel written after it, under a name sorting before
@@ -209,14 +291,15 @@ class DropFolderTests(IntakeTestCase):
         self.drop("ORM_0000.hl7", [orderMessage("M3", "ACC2", "P2", "C^D")])
         for name, seconds in (("ORM_7f3a.hl7", 100), ("ORM_2c91.hl7", 101), ("ORM_0000.hl7", 101)):
             os.utime(os.path.join(self.path, name), (seconds, seconds))
-        self.assertEqual(self.folder._settledFiles(), ["ORM_7f3a.hl7", "ORM_0000.hl7", "ORM_2c91.hl7"])
-        self.successResultOf(self.folder.scan())
-        self.assertEqual(sorted(self.rows()), ["ACC2"])
+        applied = []
+        self.patch(self.folder, "applyFile", lambda name, scans: applied.append(name))
+        self.scans()
+        self.assertEqual(applied, ["ORM_7f3a.hl7", "ORM_0000.hl7", "ORM_2c91.hl7"])
 
     def test_sameNameTwiceKeepsBothFiles(self):
         for number in (1, 2):
             self.drop("a.hl7", [orderMessage(f"M{number}", f"ACC{number}", "P1", "A^B")])
-            self.successResultOf(self.folder.scan())
+            self.scans()
         self.assertEqual(sorted(os.listdir(os.path.join(self.path, PROCESSED))), ["a.hl7", "a.hl7.1"])
 
     def test_fileOverTheLimitFailsUnread(self):
@@ -224,9 +307,8 @@ class DropFolderTests(IntakeTestCase):
         to failed/ with a log line saying why, and applies nothing."""
         self.drop("big.hl7", [orderMessage("M1", "ACC1", "P1", "A^B")])
         self.patch(dropfolder, "HL7_FILE_LIMIT", os.path.getsize(os.path.join(self.path, "big.hl7")) - 1)
-        logged = []
-        self.patch(DropFolder, "log", Logger(observer=logged.append))
-        self.successResultOf(self.folder.scan())
+        logged = self.logged()
+        self.scans()
         self.assertEqual(self.rows(), {})
         self.assertEqual(os.listdir(os.path.join(self.path, FAILED)), ["big.hl7"])
         self.assertEqual([formatEvent(event) for event in logged if "big.hl7" in formatEvent(event)],

@@ -3,7 +3,8 @@
 ``parseMessage`` turns the bytes of one message (no MLLP framing) into a
 ``Message`` whose fields are read with Conquest's numbering (manual 7.8:
 ``PID.5``, ``OBR.4.1``), decoding them in the character set MSH-18 names.
-``splitMessages`` cuts a file holding several messages into single ones.
+``splitMessages`` cuts a file holding several messages into single ones,
+``isHL7`` tells such a file from another by its first bytes.
 ``ack`` builds an original-mode ACK, also for bytes that could not be parsed.
 """
 
@@ -31,15 +32,20 @@ ERROR_TEXTS = {
 }
 
 # MSH-18 (HL7 table 0211) -> Python codec, for the character sets whose
-# delimiters and segment terminator are single ASCII bytes.
+# delimiters and segment terminator are single ASCII bytes.  The Japanese
+# ones (a repetition after the first, "~ISO IR87") switch in and out of
+# ASCII with ISO 2022 escapes.
+ISO2022 = {"ISO IR87": "iso2022_jp", "ISO IR159": "iso2022_jp_2"}
 CHARSETS = {
     "ASCII": "ascii",
+    "ISO IR6": "ascii",
     "UNICODE": "utf-8",
     "UNICODE UTF-8": "utf-8",
     "UTF-8": "utf-8",
     "GB 18030-2000": "gb18030",
     "KS X 1001": "euc_kr",
     "BIG-5": "big5",
+    **ISO2022,
 }
 _ISO8859 = re.compile(r"8859/(\d{1,2})")
 _SEGMENT_END = re.compile(rb"\r\n|\r|\n")
@@ -67,8 +73,19 @@ class HL7Error(ValueError):
 
 
 def charsetCodec(charset):
-    """The Python codec for an MSH-18 value; HL7Error (207) if we have none."""
-    name = " ".join(charset.upper().split())
+    """The Python codec for an MSH-18 value (its repetitions joined by
+    ``~``: an empty first one is ASCII); HL7Error (207) if we have none.
+    Alternate character sets are only known as ISO 2022 extensions of ASCII."""
+    names = [" ".join(name.upper().split()) for name in charset.split("~")]
+    codecs_ = {_charsetCodec(name) if name else "ascii" for name in names}
+    if len(codecs_) == 1:
+        return codecs_.pop()
+    if codecs_ - {"ascii"} <= set(ISO2022.values()):
+        return ISO2022["ISO IR159"] if ISO2022["ISO IR159"] in codecs_ else ISO2022["ISO IR87"]
+    raise HL7Error(f"unsupported combination of character sets {charset!r} in MSH-18", 207)
+
+
+def _charsetCodec(name):
     if name in CHARSETS:
         return CHARSETS[name]
     match = _ISO8859.fullmatch(name)
@@ -80,24 +97,26 @@ def charsetCodec(charset):
             pass
         else:
             return codec
-    raise HL7Error(f"unsupported character set {charset!r} in MSH-18", 207)
+    raise HL7Error(f"unsupported character set {name!r} in MSH-18", 207)
 
 
 class Delimiters(NamedTuple):
-    """MSH-1 and MSH-2 of a message, and the codec its text is in (for ``\\X..\\``)."""
+    """MSH-1 and MSH-2 of a message, and the codec its text is in (for
+    ``\\X..\\``; None when MSH-18 names none: UTF-8, else Latin-1)."""
 
     field: str = "|"
     component: str = "^"
     repetition: str = "~"
     escape: str = "\\"
     subcomponent: str = "&"
-    codec: str = "ascii"
+    codec: str | None = "ascii"
 
     def unescape(self, text):
         """``text`` with the escape sequences of HL7 v2 section 2.7 decoded.
 
         ``\\F\\ \\S\\ \\T\\ \\R\\ \\E\\`` give the delimiters, ``\\Xhh..\\`` the
-        bytes ``hh..`` in the message's character set, ``\\.br\\`` a line
+        bytes ``hh..`` in the message's character set (the bytes of
+        adjacent ones decoded together: one character may need several), ``\\.br\\`` a line
         break (CR LF, as DICOM text wants); highlighting, formatting and
         character set switches are dropped.  Anything else, like a lone
         backslash, is kept as it is.
@@ -107,11 +126,28 @@ class Delimiters(NamedTuple):
             return text
         pieces = text.split(escape)
         result = [pieces[0]]
+        hexBytes = bytearray()              # of adjacent \\X..\\ sequences, decoded together
+
+        def flush():
+            if hexBytes:
+                result.append(self._decodeBytes(bytes(hexBytes)))
+                hexBytes.clear()
+
         i = 1
         while i < len(pieces):
             if i + 1 >= len(pieces):        # an escape character never closed
+                flush()
                 result.append(escape + pieces[i])
                 break
+            sequenceBytes = _hexBytes(pieces[i])
+            if sequenceBytes is not None:
+                hexBytes += sequenceBytes
+                if pieces[i + 1]:
+                    flush()
+                    result.append(pieces[i + 1])
+                i += 2
+                continue
+            flush()
             decoded = self._escapeSequence(pieces[i])
             if decoded is None:             # not an escape sequence: keep it, retry from its end
                 result.append(escape + pieces[i])
@@ -120,7 +156,13 @@ class Delimiters(NamedTuple):
             result.append(decoded)
             result.append(pieces[i + 1])
             i += 2
+        flush()
         return "".join(result)
+
+    def _decodeBytes(self, data):
+        if self.codec is None:
+            return decodeUndeclared(data)[0]
+        return data.decode(self.codec, errors="replace")
 
     def _escapeSequence(self, body):
         simple = {"F": self.field, "S": self.component, "T": self.subcomponent,
@@ -129,11 +171,6 @@ class Delimiters(NamedTuple):
             return simple[body]
         if body == ".br":
             return "\r\n"
-        if body[:1] == "X" and len(body) > 1:
-            try:
-                return bytes.fromhex(body[1:]).decode(self.codec, errors="replace")
-            except ValueError:
-                return None
         if _FORMATTING.fullmatch(body):
             return ""
         return None
@@ -144,6 +181,16 @@ class Delimiters(NamedTuple):
         table = {ord(e): f"{e}E{e}", ord(self.field): f"{e}F{e}", ord(self.component): f"{e}S{e}",
                  ord(self.subcomponent): f"{e}T{e}", ord(self.repetition): f"{e}R{e}"}
         return f"{e}.br{e}".join(line.translate(table) for line in _LINE_BREAK.split(text))
+
+
+def _hexBytes(body):
+    """The bytes of a ``\\Xhh..\\`` sequence's ``body``, None for another."""
+    if body[:1] != "X" or len(body) < 2:
+        return None
+    try:
+        return bytes.fromhex(body[1:])
+    except ValueError:
+        return None
 
 
 class Segment:
@@ -225,22 +272,33 @@ def _segmentLines(raw):
 
 
 def _mshCharset(msh, fieldSeparator, repetition):
-    """MSH-18 (first repetition) read from the raw MSH bytes."""
+    """MSH-18 read from the raw MSH bytes, its repetitions joined by ``~``
+    (an empty first one kept: "~ISO IR87"), "" when absent."""
     fields = msh.split(fieldSeparator)
     if len(fields) <= 17:
         return ""
-    return fields[17].split(repetition, 1)[0].decode("ascii", errors="replace").strip()
+    names = [name.decode("ascii", errors="replace").strip() for name in fields[17].split(repetition)]
+    while names and not names[-1]:
+        names.pop()
+    return "~".join(names)
 
 
-def _decode(raw, charset, declared):
-    """``(text, codec)``; without MSH-18 non-ASCII bytes are tried as UTF-8, then Latin-1."""
-    if not declared:
-        for codec in ("ascii", "utf-8"):
-            try:
-                return raw.decode(codec), codec
-            except UnicodeDecodeError:
-                pass
-        return raw.decode("latin-1"), "latin-1"
+def decodeUndeclared(raw):
+    """``(text, codec)`` of bytes in no declared character set: ASCII, else
+    UTF-8, else Latin-1."""
+    for codec in ("ascii", "utf-8"):
+        try:
+            return raw.decode(codec), codec
+        except UnicodeDecodeError:
+            pass
+    return raw.decode("latin-1"), "latin-1"
+
+
+def _decode(raw, charset):
+    """``(text, codec)`` of the message in the character set MSH-18 names
+    (guessed by ``decodeUndeclared`` when it names none)."""
+    if not charset:
+        return decodeUndeclared(raw)
     codec = charsetCodec(charset)
     try:
         return raw.decode(codec), codec
@@ -276,8 +334,8 @@ def parseMessage(raw):
     if len({separator, component, repetition, escape, subcomponent}) < 5:
         raise HL7Error(f"MSH-2 {encodingCharacters!r} does not give four distinct delimiters", 102)
     charset = _mshCharset(msh, fieldSeparator, repetition.encode("ascii"))
-    text, codec = _decode(b"\r".join(lines), charset, bool(charset))
-    delimiters = Delimiters(separator, component, repetition, escape, subcomponent, codec)
+    text, codec = _decode(b"\r".join(lines), charset)
+    delimiters = Delimiters(separator, component, repetition, escape, subcomponent, codec if charset else None)
     segments = []
     for line in text.split("\r"):
         fields = line.split(separator)
@@ -351,7 +409,7 @@ class _Salvaged(NamedTuple):
 
 def _fromMessage(message):
     msh = message.segments[0]
-    return _Salvaged(msh.delimiters, msh.components(3), msh.components(4), message.triggerEvent,
+    return _Salvaged(msh.delimiters._replace(codec=message.encoding), msh.components(3), msh.components(4), message.triggerEvent,
                      message.controlId, msh.value(11, 0), message.version, message.charset)
 
 
@@ -411,7 +469,7 @@ def ack(message, code, text="", errorCode=None, application="PACS", facility="",
            datetime.now().strftime("%Y%m%d%H%M%S"), "",
            f"ACK^{escaped(trigger)}^ACK" if trigger else "ACK", uniqueNumber(),
            escaped(source.processingId or "P"), escaped(source.version or "2.5"),
-           "", "", "", "", "", escaped(source.charset)]
+           "", "", "", "", "", ours.repetition.join(map(escaped, source.charset.split("~")))]
     segments = [msh, ["MSA", code, escaped(source.controlId), escaped(text)]]
     if code in ("AE", "AR"):
         errorCode = 207 if errorCode is None else errorCode

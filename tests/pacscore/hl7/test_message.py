@@ -99,6 +99,21 @@ class ParseTests(unittest.TestCase):
             self.assertEqual(message.value("NTE", 3), expected, raw)
             self.assertEqual(message.value("NTE", 3, 0), expected, raw)
 
+    def test_hexEscapesInTheCharset(self):
+        """``\\Xhh\\`` bytes are decoded as the message's raw bytes would be:
+        without MSH-18 as UTF-8, else Latin-1; adjacent sequences together,
+        so a character of several bytes may be split over them."""
+        cases = [
+            ("", "M\\XDC\\LLER", "MÜLLER"),
+            ("", "M\\XC39C\\LLER", "MÜLLER"),
+            ("", "M\\XC3\\\\X9C\\LLER", "MÜLLER"),
+            ("UNICODE UTF-8", "M\\XC3\\\\X9C\\LLER", "MÜLLER"),
+            ("8859/1", "M\\XDC\\LLER\\XC3\\\\F\\\\X9C\\", "MÜLLERÃ|\x9c"),
+        ]
+        for charset, raw, expected in cases:
+            message = parseMessage(f"{msh(charset=charset)}\rPID|1||||{raw}^J".encode("ascii"))
+            self.assertEqual(message.value("PID", 5, 0), expected, (charset, raw))
+
     def test_escapedDelimitersDoNotSplit(self):
         message = parseText(segment("OBR", {4: "CT1^Head \\S\\ neck\\T\\spine"}))
         self.assertEqual(message.value("OBR", 4, 1), "Head ^ neck&spine")
@@ -143,6 +158,33 @@ class ParseTests(unittest.TestCase):
         self.assertEqual(message.value("PID", 5, 0), "吜么")
         self.assertEqual(message.value("PID", 8), "F")
         self.assertIn("吜么".encode("big5"), ack(message, "AE", "吜么 unknown"))
+
+    def test_isoIr6IsAscii(self):
+        message = parseMessage(f"{msh(charset='ISO IR6')}\rPID|1||||Mueller".encode("ascii"))
+        self.assertEqual((message.charset, message.encoding), ("ISO IR6", "ascii"))
+        self.assertEqual(message.value("PID", 5), "Mueller")
+
+    def test_japaneseAlternateCharsets(self):
+        """MSH-18 ``~ISO IR87`` (ASCII, with JIS X 0208 switched in by ISO 2022
+        escapes; HL7 table 0211) and ``ISO IR6~ISO IR87~ISO IR159`` are
+        decoded; the ACK repeats every repetition."""
+        for charset in ("~ISO IR87", "ISO IR6~ISO IR87", "~ISO IR87~ISO IR159", "ISO IR87"):
+            raw = "\r".join([msh(charset=charset), segment("PID", {5: "山田^太郎", 8: "M"})]).encode("iso2022_jp")
+            message = parseMessage(raw)
+            self.assertEqual(message.charset, charset)
+            self.assertEqual([message.value("PID", 5, 0), message.value("PID", 5, 1), message.value("PID", 8)],
+                             ["山田", "太郎", "M"], charset)
+            reply = parseMessage(ack(message, "AE", "山田 unknown"))
+            self.assertEqual(reply.charset, charset)
+            self.assertEqual(reply.value("MSA", 3), "山田 unknown")
+
+    def test_unsupportedCharsetCombination(self):
+        """A repetition that cannot be decoded with the first (ISO 2022 only
+        extends ASCII) is refused, not decoded wrong."""
+        for charset in ("8859/1~ISO IR87", "UNICODE UTF-8~8859/1", "~8859/1"):
+            error = self.assertRaises(HL7Error, parseMessage, msh(charset=charset).encode("ascii"))
+            self.assertEqual(error.code, 207, charset)
+            self.assertIn(repr(charset), str(error))
 
     def test_undeclaredCharsetIsGuessed(self):
         """Without MSH-18: ASCII, else UTF-8, else Latin-1; never an error."""

@@ -12,9 +12,12 @@ up to the next ORC or OBR: TQ1, ZDS, IPC ...); the segments before the
 first order (PID, PV1 ...) are read at their first occurrence.
 
 Values are made fit for their DICOM VR: outside LT, ST and UT a backslash
-(the value delimiter) becomes ``/`` and control characters (an escaped
-line break) a space; Patient's Sex keeps M, F and O (HL7's A and N are O,
-U and anything else empty).
+(the value delimiter) becomes ``/``, control characters (an escaped line
+break) a space and leading spaces go, trailing spaces go everywhere (PS3.5
+6.2: they are not part of the value, so ``SPC1 `` is accession number
+``SPC1``); Patient's Sex keeps M, F and O (HL7's A and N are O, U and
+anything else empty); a date or time that is no real one (``00000000``,
+``1099``) is left empty with a log line.
 
 HL7's null values: a field the message leaves empty (or a segment it
 lacks) changes nothing, so a change order (XO) keeps what the column holds;
@@ -23,6 +26,7 @@ the same in ORC and OBR, and may be sent in either: an order (a cancel
 above all) with only an ORC finds its accession number in ORC-3.
 """
 
+import datetime
 import re
 from typing import NamedTuple
 
@@ -107,19 +111,29 @@ def personName(components):
 
 
 def datePart(timestamp):
-    """YYYYMMDD of an HL7 timestamp, "" when it does not start with one."""
+    """YYYYMMDD of an HL7 timestamp, "" when it is empty, None when it
+    does not start with a real date."""
+    if not timestamp.strip():
+        return ""
     date = timestamp[:8]
-    return date if len(date) == 8 and date.isdigit() else ""
+    try:
+        datetime.date(int(date[:4]), int(date[4:6]), int(date[6:]))
+    except ValueError:
+        return None
+    return date if len(date) == 8 and date.isdigit() else None
 
 
 def timePart(timestamp):
     """HHMMSS(.ffffff) of an HL7 timestamp (or HH, HHMM when less precise),
-    "" when it holds no time; the timezone is dropped."""
+    "" when it holds no time, None when its time is no real one (DICOM TM:
+    hours to 23, minutes to 59, seconds to 60); the timezone is dropped."""
     match = _TIME.match(timestamp)
     if match is None:
         return ""
     fraction = match.group(2) or ""
-    return match.group(1)[:len(match.group(1)) - len(fraction)] + fraction[:7]
+    time = match.group(1)[:len(match.group(1)) - len(fraction)]
+    limits = [int(time[i:i + 2]) <= limit for i, limit in zip((0, 2, 4), (23, 59, 60)) if time[i:i + 2]]
+    return time + fraction[:7] if all(limits) else None
 
 
 class _Column:
@@ -137,14 +151,19 @@ class _Column:
         self.isText = vr in TEXT_VRS
         self.isSex = column.tag == PATIENT_SEX
 
-    def fit(self, value):
-        """``value`` made a valid value of the column's VR, cut to its length."""
+    def valid(self, value):
+        """``value`` made a valid value of the column's VR (not cut yet)."""
         if self.isSex:
             return SEXES.get(value.split("^", 1)[0].strip().upper(), "")
-        if not self.isText:
-            value = _CONTROL.sub(" ", value.replace("\\", "/"))
+        if self.isText:
+            return value.rstrip(" ")
+        value = _CONTROL.sub(" ", value.replace("\\", "/")).strip(" ")
         if self.isPersonName:
             value = "=".join(group[:PN_GROUP_LENGTH].rstrip("^") for group in value.split("="))
+        return value
+
+    def cut(self, value):
+        """A valid ``value`` cut to the column's length."""
         if self.length and len(value) > self.length:  # a space the cut leaves at the end is no part of it
             value = value[:self.length].rstrip("^= " if self.isPersonName else " ")
         return value
@@ -218,7 +237,7 @@ class WorklistMapping:
         items = []
         for group in groups:
             control = (group["ORC"].value(1) if "ORC" in group else "") or "NW"
-            values = {c.name: self._value(c, group, outside) for c in self._columns}
+            values = {c.name: self._value(c, group, outside, message) for c in self._columns}
             absent = frozenset(name for name, value in values.items() if value is None)
             values = {name: "" if value is None else value for name, value in values.items()}
             self.log.debug("HL7 {control} {id}: worklist values {values}",
@@ -226,7 +245,7 @@ class WorklistMapping:
             items.append(OrderItem(control, values, absent))
         return items
 
-    def _value(self, column, group, outside):
+    def _value(self, column, group, outside, message):
         source = column.source
         if source == "*AN":
             return self.newAccessionNumber()
@@ -237,23 +256,28 @@ class WorklistMapping:
             segment = group.get(ORDER_NUMBERS.get((source.segment, source.field)))
             if segment is None or not segment.field(source.field):
                 return None  # not sent: HL7 says to leave it as it is
-        if source.part == "DATE":
-            value = datePart(segment.value(source.field, 0))
-        elif source.part == "TIME":
-            value = timePart(segment.value(source.field, 0))
+        if source.part in ("DATE", "TIME"):
+            sent = segment.value(source.field, 0)
+            value = (datePart if source.part == "DATE" else timePart)(sent)
         else:
             if source.part is None:
-                value = self._wholeField(column, segment)
+                sent = value = self._wholeField(column, segment)
             else:
-                value = segment.value(source.field, source.part)
+                sent = value = segment.value(source.field, source.part)
                 if column.isPersonName:
                     value = personName([value])
             if column.isDate:
                 value = datePart(value)
+        if value is None:
+            self.log.warn("HL7 {id}: {column} left empty: {segment}.{field} {sent!r} is no valid date or time",
+                          id=message.controlId, column=column.name, segment=segment.id, field=source.field,
+                          sent=sent)
+            value = ""
+        value = column.valid(value)
         if column.name == self.accessionColumn and column.length and len(value) > column.length:
             raise OrderRefused(f"accession number {value!r} is longer than the {column.length} characters of "
                                f"{column.name} in dicom.sql: cut, it could name another order")
-        return column.fit(value)
+        return column.cut(value)
 
     @staticmethod
     def _wholeField(column, segment):

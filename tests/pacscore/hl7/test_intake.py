@@ -71,6 +71,23 @@ class WorklistIntakeTests(IntakeTestCase):
         self.assertEqual(self.successResultOf(outcome).code, "AA")
         self.assertEqual(sorted(self.rows()), ["ACC1"])
 
+    def test_accessionNumberWithSpaces(self):
+        """An order sent with OBR-3 ``SPC1 `` is the order SPC1: found by a
+        change or cancel sent without the space."""
+        self.assertEqual(self.process(orderMessage("M1", "SPC1 ", "PAT1", "A^B")).code, "AA")
+        self.assertEqual(sorted(self.rows()), ["SPC1"])
+        self.assertEqual(self.process(orderMessage("M2", "SPC1", "PAT1", "C^D", control="XO")).code, "AA")
+        self.assertEqual(self.rows()["SPC1"].PatientName, "C^D")
+        self.assertEqual(self.process(orderMessage("M3", " SPC1", "PAT1", "C^D", control="CA")).code, "AA")
+        self.assertEqual(self.rows(), {})
+
+    def test_unknownBirthDateAccepted(self):
+        """A RIS sending 00000000 for an unknown birth date gets its order
+        in, the birth date left empty."""
+        outcome = self.process(orderMessage("M1", "ACC1", "PAT1", "A^B", birthDate="00000000"))
+        self.assertEqual(outcome.code, "AA")
+        self.assertEqual(self.rows()["ACC1"].PatientBirthDate, "")
+
     def test_newOrderAccepted(self):
         outcome = self.process(orderMessage("M1", "ACC1", "PAT1", "Müller^Hans", charset="8859/1"))
         self.assertEqual(outcome.code, "AA")

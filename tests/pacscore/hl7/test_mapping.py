@@ -4,6 +4,7 @@ import itertools
 import re
 
 from pydicom.uid import UID
+from twisted.logger import Logger, formatEvent
 from twisted.trial import unittest
 
 from pacscore.config.dicomsql import Column, DatabaseLayout
@@ -129,15 +130,38 @@ class ConversionTests(unittest.TestCase):
             ("2026120110", "20261201", "10"),
             ("20261201+0100", "20261201", ""),
             ("20261201", "20261201", ""),
-            ("202612", "", ""),
+            ("202612", None, ""),
             ("", "", ""),
-            ("2026-12-01T10:30", "", ""),
+            ("2026-12-01T10:30", None, ""),
         ]
         for timestamp, date, time in cases:
             self.assertEqual(datePart(timestamp), date, timestamp)
             self.assertEqual(timePart(timestamp), time, timestamp)
+            self.assertEqual(mapOne(column("D", "OBR.7.DATE"), obr(when=timestamp)), date or "", timestamp)
+            self.assertEqual(mapOne(column("T", "OBR.7.TIME"), obr(when=timestamp)), time, timestamp)
+
+    def test_invalidDatesAndTimesLeftEmpty(self):
+        """A date or time that is no real one is left empty (with a log
+        line), not stored as an invalid DA or TM."""
+        cases = [
+            ("00000000", "", ""),
+            ("202613451099", "", ""),
+            ("20260230", "", ""),
+            ("202612011099", "20261201", ""),
+            ("2026120124", "20261201", ""),
+            ("20261201236000", "20261201", ""),
+            ("20261201235960.5", "20261201", "235960.5"),
+            ("20240229000000", "20240229", "000000"),
+        ]
+        for timestamp, date, time in cases:
             self.assertEqual(mapOne(column("D", "OBR.7.DATE"), obr(when=timestamp)), date, timestamp)
             self.assertEqual(mapOne(column("T", "OBR.7.TIME"), obr(when=timestamp)), time, timestamp)
+        birthDate = column("PatientBirthDate", "PID.7", tag=BIRTH_DATE, length=8, dicomType="DT_DATE")
+        logged = []
+        self.patch(WorklistMapping, "log", Logger(observer=logged.append))
+        self.assertEqual(mapOne(birthDate, segment("PID", {7: "00000000"})), "")
+        self.assertIn("HL7 MSG00001: PatientBirthDate left empty: PID.7 '00000000' is no valid date or time",
+                      [formatEvent(event) for event in logged])
 
     def test_dateOfTheFirstComponent(self):
         """A TS with a degree of precision (v2.3 TS ``value^precision``) still gives its date."""
@@ -227,6 +251,17 @@ class ConversionTests(unittest.TestCase):
                                 segment("PID", {5: "Smith\\E\\Jones^Ann\\.br\\Marie"})), "Smith/Jones^Ann Marie")
         comments = column("Comments", "OBR.4.1", tag=PROC_COMMENTS, length=0)
         self.assertEqual(mapOne(comments, obr(service=service)), "CT\\MR\r\naxial\r\nleft\tright")
+
+    def test_leadingAndTrailingSpacesDropped(self):
+        """Leading and trailing spaces are no part of a value (PS3.5 6.2):
+        gone outside LT, ST and UT, which keep their leading ones."""
+        self.assertEqual(mapOne(column("AccessionNumber", "OBR.3", tag=(0x0008, 0x0050), length=16),
+                                obr(accession=" SPC1 ")), "SPC1")
+        self.assertEqual(mapOne(column("PatientName", "PID.5", tag=PATIENT_NAME),
+                                segment("PID", {5: " Doe^John  "})), "Doe^John")
+        self.assertEqual(mapOne(column("Desc", "OBR.4.1"), obr(service="CT1^ CT HEAD\\.br\\")), "CT HEAD")
+        comments = column("Comments", "OBR.4.1", tag=PROC_COMMENTS, length=0)
+        self.assertEqual(mapOne(comments, obr(service="CT1^  indented  ")), "  indented")
 
     def test_patientSex(self):
         """HL7 table 0001 to DICOM's M, F, O: A (ambiguous) and N (not

@@ -351,6 +351,19 @@ def parseMessage(raw):
 
 
 _BATCH_SEGMENTS = (b"FHS", b"BHS", b"BTS", b"FTS")
+_FIRST_SEGMENTS = (b"MSH", b"FHS", b"BHS")
+
+
+def _unframed(data):
+    """``data`` without MLLP start and end bytes and a UTF-8 byte order mark."""
+    return data.translate(None, MLLP_BYTES).removeprefix(BOM)
+
+
+def isHL7(head):
+    """Whether ``head``, the first bytes of a file, starts HL7 messages as
+    ``splitMessages`` reads them: an MSH or a batch header (FHS, BHS) after
+    MLLP bytes, a UTF-8 byte order mark and blank lines."""
+    return _unframed(head).lstrip()[:3] in _FIRST_SEGMENTS
 
 
 def splitMessages(data):
@@ -362,7 +375,7 @@ def splitMessages(data):
     Anything before the first MSH is returned as a piece of its own (which
     ``parseMessage`` then rejects), so nothing is silently lost.
     """
-    data = data.removeprefix(BOM).translate(None, MLLP_BYTES)
+    data = _unframed(data)
     messages = []
     for line in _segmentLines(data):
         if line[:3] in _BATCH_SEGMENTS:

@@ -7,8 +7,8 @@ answer 403 and the lists show no links to them):
   which remove the files and index rows as ``dgate --deletestudy:`` does;
 - ``addlocalfile``: a POSTed form's ``filetoupload`` (multipart; copied
   from the request body to a temporary file, never whole in memory) is
-  stored as ``dgate --addimagefile:`` stores a file (an HL7 message,
-  starting with ``MSH``, is applied to the worklist as ``--loadhl7:``).
+  stored as ``dgate --addimagefile:`` stores a file (HL7 messages, a file
+  ``--loadhl7:`` takes, are applied to the worklist as it applies them).
 
 Changes are only made for a POST: a link or a page prefetch cannot make them.
 """
@@ -20,6 +20,7 @@ import tempfile
 from pacscore.control.context import CommandError
 from pacscore.control.data import AddImageFile, LoadHL7
 from pacscore.control.deletes import DeleteSeries, DeleteStudy
+from pacscore.hl7.message import isHL7
 from pacscore.web.answers import WebError, checkPost, htmlAnswer
 from pacscore.control.inprocess import runCommand
 from pacscore.web.html import SCRIPT, Markup, text
@@ -106,7 +107,7 @@ def _spooled(upload):
         upload.file.seek(0)
         shutil.copyfileobj(upload.file, f, COPY_CHUNK)
     upload.file.seek(0)
-    return path, upload.file.read(4096).lstrip().startswith(b"MSH")
+    return path, isHL7(upload.file.read(4096))
 
 
 async def addLocalFile(archive, parameters, request):

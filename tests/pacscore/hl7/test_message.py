@@ -5,7 +5,7 @@ import re
 from twisted.trial import unittest
 
 from pacscore.hl7.message import (
-    HL7Error, UniqueNumbers, ack, charsetCodec, parseMessage, splitMessages)
+    HL7Error, UniqueNumbers, ack, charsetCodec, isHL7, parseMessage, splitMessages)
 from tests.pacscore.hl7.samples import PID, encoded, msh, obr, orc, orm, segment
 
 
@@ -256,6 +256,15 @@ class SplitTests(unittest.TestCase):
     def test_framingAndBOM(self):
         data = b"\xef\xbb\xbf\x0bMSH|^~\\&|A|1\rPID|1\r\x1c\r\x0bMSH|^~\\&|A|2\r\x1c\r\n"
         self.assertEqual(splitMessages(data), [b"MSH|^~\\&|A|1\rPID|1", b"MSH|^~\\&|A|2"])
+
+    def test_isHL7(self):
+        """The first bytes of a file that ``splitMessages`` finds messages in."""
+        for head in (b"MSH|^~\\&|", b"\r\n  MSH|", b"\xef\xbb\xbfMSH|", b"\x0b\xef\xbb\xbfMSH|",
+                     b"\xef\xbb\xbf\x0bMSH|", b"FHS|^~\\&|RIS\r", b"\xef\xbb\xbfBHS|^~\\&"):
+            self.assertTrue(isHL7(head), head)
+            self.assertTrue(splitMessages(head + b"\rMSH|^~\\&|")[-1].startswith(b"MSH"), head)
+        for head in (b"", b"\x00" * 128 + b"DICM", b"PID|1", b"BTS|1", b"mSH|"):
+            self.assertFalse(isHL7(head), head)
 
     def test_onlyMSHAtTheStartOfALineSplits(self):
         data = b"MSH|^~\\&|A|1\rNTE|1||see MSH|x\rNTE|2||MSH\r"

@@ -78,6 +78,21 @@ class EditTests(WebTestCase):
         self.assertEqual([name for name in os.listdir(tempfile.gettempdir())
                           if name.startswith("pacs-upload-")], [])
 
+    @defer.inlineCallbacks
+    def test_uploadHL7AsLoadHL7TakesIt(self):
+        """HL7 files that ``--loadhl7:`` applies are applied when uploaded,
+        not read as DICOM: after a UTF-8 byte order mark, in MLLP framing,
+        as a batch file (FHS, BHS ... BTS, FTS)."""
+        orders = [orderMessage(f"MSG{n}", f"ACC{n}", "WL1", "Upload^Test") for n in range(1, 4)]
+        files = [b"\xef\xbb\xbf" + orders[0],
+                 b"\x0b" + orders[1] + b"\x1c\r",
+                 b"FHS|^~\\&|RIS\rBHS|^~\\&|RIS\r" + orders[2] + b"\rBTS|1\rFTS|1\r"]
+        for count, content in enumerate(files, 1):
+            uploaded = yield post(self.resource, mode="addlocalfile", filetoupload=content)
+            self.assertEqual(uploaded.code, 200, uploaded.text)
+            self.assertIn("message 1: AA", uploaded.text)
+            self.assertEqual((yield self.running.count("worklist")), count)
+
 
 class ReadOnlyTests(WebTestCase):
 

@@ -44,9 +44,10 @@ def _jsonObject(dataset, handler, threshold):
     """The DICOM JSON object of ``dataset`` (and of its sequences' items),
     made attribute by attribute so that one value pydicom cannot read
     (a DS that is no number) costs only that value its conversion, never
-    its neighbours or the sequence holding it."""
+    its neighbours or the sequence holding it.  Attributes go in tag order
+    (PS3.18 F.2.2), whatever order they were added in."""
     found = {}
-    for tag in dataset.keys():
+    for tag in sorted(dataset.keys()):
         value = _jsonAttribute(dataset, tag, handler, threshold)
         if value is not None:
             found[f"{tag:08X}"] = value
@@ -56,11 +57,13 @@ def _jsonObject(dataset, handler, threshold):
 def _jsonAttribute(dataset, tag, handler, threshold):
     """The DICOM JSON of the attribute ``tag`` of ``dataset``: as pydicom
     writes it, else the stored text of its values; None (with a log line)
-    for a sequence that cannot be read."""
+    for a sequence that cannot be read.  A sequence without items has no
+    "Value" (PS3.18 F.2.5)."""
     try:
         element = dataset[tag]
         if element.VR == "SQ":
-            return {"vr": "SQ", "Value": [_jsonObject(item, handler, threshold) for item in element.value]}
+            items = [_jsonObject(item, handler, threshold) for item in element.value]
+            return {"vr": "SQ", "Value": items} if items else {"vr": "SQ"}
         found = element.to_json_dict(handler, threshold)
         if "Value" in found:
             found["Value"] = [_jsonValue(value) for value in found["Value"]]
@@ -78,9 +81,12 @@ def _jsonAttribute(dataset, tag, handler, threshold):
 
 def _jsonValue(value):
     """One value as pydicom wrote it, made strict JSON: an empty one null
-    (PS3.18 F.2.5), a float that is no number its name."""
+    (PS3.18 F.2.5), a person name without its empty component groups, a
+    float that is no number its name."""
     if value == "":
         return None
+    if isinstance(value, dict):  # a PN value's component groups
+        return _personGroups(value.items())
     if isinstance(value, float) and not math.isfinite(value):
         return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
     return value
@@ -111,7 +117,12 @@ def _number(text):
 def _personName(text):
     """A PN value's text as its JSON object (PS3.18 F.2.2): its component
     groups by name, the empty ones left out."""
-    groups = zip(("Alphabetic", "Ideographic", "Phonetic"), text.split("="))
+    return _personGroups(zip(("Alphabetic", "Ideographic", "Phonetic"), text.split("=")))
+
+
+def _personGroups(groups):
+    """A PN value's ``(name, group)`` pairs as its JSON object, the empty
+    groups left out (PS3.18 F.2.2); null when all are empty."""
     return {name: group for name, group in groups if group} or None
 
 

@@ -74,3 +74,33 @@ class EmptyValueTests(unittest.TestCase):
         found = written(dataset)
         self.assertEqual(found["00280030"], {"vr": "DS", "Value": [0, None, 0]})
         self.assertEqual(found["00181150"], {"vr": "IS", "Value": [0, None]})
+
+
+class ModelTests(unittest.TestCase):
+    """PS3.18 F.2.2 and F.2.5: attributes in tag order, only a person name's
+    non-empty component groups, no "Value" for a sequence without items."""
+
+    def test_attributesInTagOrder(self):
+        item = Dataset()
+        item.add_new(0x00081155, "UI", "1.2.3")
+        item.add_new(0x00081150, "UI", "1.2")
+        dataset = Dataset()
+        dataset.add_new(0x00200013, "IS", "1")
+        dataset.add_new(0x00081110, "SQ", [item])
+        dataset.add_new(0x00080060, "CS", "CT")
+        found = written(dataset)
+        self.assertEqual(list(found), ["00080060", "00081110", "00200013"])
+        self.assertEqual(list(found["00081110"]["Value"][0]), ["00081150", "00081155"])
+
+    def test_personNameEmptyGroupsLeftOut(self):
+        dataset = Dataset()
+        dataset.add_new(0x00100010, "PN", "=山田^太郎")
+        dataset.add_new(0x00081070, "PN", "==ヤマダ")
+        found = written(dataset)
+        self.assertEqual(found["00100010"], {"vr": "PN", "Value": [{"Ideographic": "山田^太郎"}]})
+        self.assertEqual(found["00081070"], {"vr": "PN", "Value": [{"Phonetic": "ヤマダ"}]})
+
+    def test_sequenceWithoutItemsHasNoValue(self):
+        dataset = Dataset()
+        dataset.add_new(0x00081110, "SQ", [])
+        self.assertEqual(written(dataset)["00081110"], {"vr": "SQ"})

@@ -71,7 +71,7 @@ ROUTES = {
     INSTANCE + "/bulk/{tag}": {"GET": retrieveBulk},
 }
 _PATTERNS = [(pattern.split("/"), methods) for pattern, methods in ROUTES.items()]
-JSON_ANSWERS = {"retrieveMetadata", "search"}
+JSON_ANSWERS = {"retrieveMetadata", "search", "storeInstances"}
 
 
 def route(segments):

@@ -177,6 +177,20 @@ class StoreTests(DicomWebTestCase):
             found = yield self.fetch("/studies", method=b"POST", body=body, contentType=contentType)
             self.assertEqual((contentType, found.code), (contentType, code))
 
+    @defer.inlineCallbacks
+    def test_answerAsAccepted(self):
+        """The answer is DICOM JSON, or JSON when asked; a client taking
+        neither gets a 406 and nothing is stored."""
+        image = self.newImages(imagesPerSeries=1)[0]
+        for accept in ("application/dicom+xml", "image/png", "application/dicom+json;q=0"):
+            found = yield self.fetch("/studies", method=b"POST", body=stowBody(read(image.path)),
+                                     contentType=STOW_TYPE, accept=accept)
+            self.assertEqual((accept, found.code), (accept, 406))
+        self.assertEqual((yield self.fetch(f"/studies?StudyInstanceUID={image.studyUID}")).json(), [])
+        found = yield self.fetch("/studies", method=b"POST", body=stowBody(read(image.path)),
+                                 contentType=STOW_TYPE, accept="application/json")
+        self.assertEqual((found.code, found.header("content-type")), (200, "application/json"))
+
 
     @defer.inlineCallbacks
     def test_notForAPageOfAnotherSiteWithoutLogins(self):

@@ -407,6 +407,21 @@ async def retrieveRendered(archive, request, target, base):
 
 
 async def retrieveThumbnail(archive, request, target, base):
-    """The first instance of a study, series or an instance as a small picture."""
-    return await withInstances(archive, target,
-                               lambda found: _rendered(archive, request, found[0][1], 0, THUMBNAIL_SIZE))
+    """The first instance of a study, series or an instance that can be
+    shown (one with pixels pacs can render) as a small picture."""
+    return await withInstances(archive, target, lambda found: _firstShown(archive, request, found))
+
+
+async def _firstShown(archive, request, found):
+    """The thumbnail of the first of ``found`` that can be shown, skipping
+    those that cannot (no Pixel Data, pixels no codec reads, a file gone);
+    the first one's error when none can."""
+    refusal = None
+    for _, path in found:
+        try:
+            return await _rendered(archive, request, path, 0, THUMBNAIL_SIZE)
+        except WebError as e:
+            if e.code not in (404, 422):  # a file gone, an object that cannot be shown (CannotShow)
+                raise
+            refusal = refusal or e
+    raise refusal

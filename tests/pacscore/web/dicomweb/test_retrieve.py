@@ -370,6 +370,24 @@ class RetrieveTests(DicomWebTestCase):
             self.assertEqual((bad, refused.code), (bad, 400 if bad != "5,6" else 200))
 
     @defer.inlineCallbacks
+    def test_thumbnailOfFirstObjectShown(self):
+        """A study's thumbnail is its first object that can be shown: an
+        object without pixels (an SR, an RT Plan) ahead of it is skipped; a
+        series of such objects alone has none (422)."""
+        study = "1.2.826.0.1.3680043.8.498.9"
+        report, images = f"{study}.1", f"{study}.2"
+        noPixels = makeDataset("THUMB1", "Thumb^Nail", study, report, f"{report}.1", 1, 1)
+        del noPixels.PixelData
+        yield self.stored(noPixels, "nopixels.dcm")
+        yield self.stored(makeDataset("THUMB1", "Thumb^Nail", study, images, f"{images}.1", 2, 1, rows=48), "image.dcm")
+        for accept, kind in ((None, "JPEG"), ("image/png", "PNG")):
+            thumbnail = yield self.fetch(f"/studies/{study}/thumbnail", accept=accept)
+            self.assertEqual(thumbnail.code, 200)
+            self.assertEqual(Image.open(io.BytesIO(thumbnail.body)).format, kind)
+        none = yield self.fetch(f"/studies/{study}/series/{report}/thumbnail")
+        self.assertEqual((none.code, none.body.count(b"no Pixel Data")), (422, 1))
+
+    @defer.inlineCallbacks
     def test_zeroQualityIsNotAcceptable(self):
         """An Accept whose ranges are all q=0 is a 406, not taken as ``*/*``;
         a q=0 range refuses what a wider one would otherwise take."""

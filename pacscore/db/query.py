@@ -84,7 +84,8 @@ _COUNTS = {
     0x00201208: (1, 3),  # NumberOfStudyRelatedInstances
     0x00201209: (2, 3),  # NumberOfSeriesRelatedInstances
 }
-# Computed lists: tag -> (level counted, tag of the listed column); STUDY level only.
+# Computed lists: tag -> (level counted, tag of the listed column); of the study
+# (at STUDY level and below: a series' or image's study).
 _LISTS = {MODALITIES_IN_STUDY: (2, MODALITY), SOP_CLASSES_IN_STUDY: (3, SOP_CLASS_UID)}
 
 # VRs whose values may contain a backslash (no value multiplicity).
@@ -123,6 +124,15 @@ class Instance(NamedTuple):
     patientID: str
     studyInstanceUID: str
     seriesInstanceUID: str
+
+
+def _isComputedAt(tag, level):
+    """Whether the computed key ``tag`` has a value at ``level`` (an index):
+    a count around an entity at or above it, a study's list at STUDY level
+    and below."""
+    if tag in _COUNTS:
+        return level >= _COUNTS[tag][0]
+    return tag in _LISTS and level >= 1
 
 
 def levelIndex(level):
@@ -264,7 +274,7 @@ class _Statement:
         """Add the condition of one key; False if the key is not usable here."""
         if key.vr == "SQ":
             return False
-        if (self.query.computedFields and key.tag in _LISTS and self.level == 1
+        if (self.query.computedFields and key.tag in _LISTS and _isComputedAt(key.tag, self.level)
                 and self._addListMatch(key)):
             return True
         resolved = self.resolve(key.tag)
@@ -281,9 +291,10 @@ class _Statement:
         return True
 
     def _addListMatch(self, key):
-        """ModalitiesInStudy / SOPClassesInStudy: EXISTS a matching series/image."""
+        """ModalitiesInStudy / SOPClassesInStudy: EXISTS a matching series/image
+        of the study."""
         target, tag = _LISTS[key.tag]
-        return self._addExistsMatch([(target, key, tag)])
+        return self._addExistsMatch([(target, key, tag)], ancestor=1)
 
     def _addBelowMatch(self, key):
         """A key of a level below this one (the Modality or SeriesInstanceUID
@@ -300,15 +311,16 @@ class _Statement:
         keys, self.belowKeys = self.belowKeys, []
         self._addExistsMatch(keys)
 
-    def _addExistsMatch(self, keys):
-        """EXISTS rows of the levels below the current one, linked together,
-        whose columns match ``keys``, ``(target level, key, tag)`` each;
-        False when the layout cannot tell."""
+    def _addExistsMatch(self, keys, ancestor=None):
+        """EXISTS rows of the levels below the current one (the ``ancestor``
+        level's entity of the current row, None: the row's own), linked
+        together, whose columns match ``keys``, ``(target level, key, tag)``
+        each; False when the layout cannot tell."""
         keys = [(target, key, tag) for target, key, tag in keys if _hasValuesToMatch(key)]
         if not keys:
             return True
         targets = [target for target, _, _ in keys]
-        related = self._related(self.level, max(targets), min(targets))
+        related = self._related(self.level if ancestor is None else ancestor, max(targets), min(targets))
         if related is None:
             return False
         clause, aliases, where = related
@@ -371,7 +383,7 @@ class _Statement:
         """``(expression, convert)`` of a computed key here, or None."""
         if tag in _COUNTS:
             ancestor, target = _COUNTS[tag]
-            if self.level < ancestor:
+            if not _isComputedAt(tag, self.level):
                 return None
             related = self.related(ancestor, target)
             if related is None:
@@ -379,7 +391,7 @@ class _Statement:
             clause, _, where = related
             expression = select(func.count()).select_from(clause).where(where)
             return expression.scalar_subquery(), _countText
-        if tag in _LISTS and self.level == 1:
+        if tag in _LISTS and _isComputedAt(tag, self.level):
             related = self.related(1, *_LISTS[tag])
             if related is None:
                 return None
@@ -705,6 +717,17 @@ class IndexQuery:
                 values[n] = convert(row[n])
             results.append(dict(zip(tags, values)))
         return results
+
+    def computedAt(self, level):
+        """The computed keys (counts, lists) ``find`` answers at ``level``
+        (a name); none without computed fields."""
+        index = levelIndex(level)
+        return {tag for tag in (*_COUNTS, *_LISTS) if self.computedFields and _isComputedAt(tag, index)}
+
+    def matchedComputedAt(self, level):
+        """Of ``computedAt(level)``, those whose values ``find`` matches (the
+        lists: a count is answered, never matched)."""
+        return self.computedAt(level) & set(_LISTS)
 
     def unmatchedKeys(self, connection, level, keys):
         """The tags of the keys with values to match that ``find`` at

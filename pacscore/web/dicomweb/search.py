@@ -47,7 +47,6 @@ from pacscore.web.logins import callingAE
 
 RETRIEVE_URL = 0x00081190
 UNIQUE_KEYWORDS = {"STUDY": "StudyInstanceUID", "SERIES": "SeriesInstanceUID", "IMAGE": "SOPInstanceUID"}
-_COMPUTED = (0x00201200, 0x00201202, 0x00201204, 0x00201206, 0x00201208, 0x00201209, 0x00080061, 0x00080062)
 STUDY_FIELDS = ("StudyDate", "StudyTime", "AccessionNumber", "InstanceAvailability", "ModalitiesInStudy",
                 "ReferringPhysicianName", "PatientName", "PatientID", "PatientBirthDate", "PatientSex",
                 "StudyInstanceUID", "StudyID", "StudyDescription", "NumberOfStudyRelatedSeries",
@@ -113,10 +112,12 @@ def _filters(request):
     return {name: values for name, values in named.items() if name.lower() not in _CONTROL and _isFilterName(name)}
 
 
-def _parameterWarnings(query, request):
+def _parameterWarnings(query, level, request):
     """The Warnings of the matching a request asks for that pacs does not
     do, and of the query parameters it ignores (PS3.18 8.3.4): names of no
-    attribute, and filters of attributes the index keeps at no level."""
+    attribute, and filters of attributes the index keeps at no level and
+    does not match as computed at ``level`` (a count, or SOPClassesInStudy
+    without computed fields)."""
     warnings = []
     for name, warning in _UNSUPPORTED_MATCHING.items():
         if _text(request.args.get(name.encode(), [b"false"]))[-1].strip().lower() == "true":
@@ -124,7 +125,7 @@ def _parameterWarnings(query, request):
     for name in _text(request.args):
         if name.lower() not in _CONTROL and not _isFilterName(name):
             warnings.append(_ignoredWarning(name))
-    held = {tag for table in query.tables for tag in table.byTag} | set(_COMPUTED)
+    held = {tag for table in query.tables for tag in table.byTag} | query.matchedComputedAt(level)
     for name, values in _filters(request).items():
         if any(value.strip() for value in values) and attributeTag(name)[0] not in held:
             warnings.append(_ignoredWarning(name))
@@ -158,9 +159,9 @@ def _levelTags(level, target):
 
 
 def _allTags(archive, level):
-    """Every attribute the index keeps at ``level`` and above, and the computed ones."""
+    """Every attribute the index keeps at ``level`` and above, and those computed there."""
     tags = [tag for table in archive.query.tables[:levelIndex(level) + 1] for tag in table.byTag]
-    return tags + list(_COMPUTED)
+    return tags + sorted(archive.query.computedAt(level))
 
 
 def searchKeys(archive, request, level, target):
@@ -220,10 +221,10 @@ def retrieveURL(base, values, level):
 
 def _unheld(query, level, keys):
     """The tags of ``keys`` the index keeps no value of (no dicom.sql column
-    at ``level`` or above, nothing computed): an answer leaves them out
+    at ``level`` or above, nothing computed there): an answer leaves them out
     rather than saying the object has them empty."""
     held = {tag for table in query.tables[:levelIndex(level) + 1] for tag in table.byTag}
-    return {key.tag for key in keys} - held - set(_COMPUTED) - {INSTANCE_AVAILABILITY}
+    return {key.tag for key in keys} - held - query.computedAt(level) - {INSTANCE_AVAILABILITY}
 
 
 def _localMatches(connection, query, level, keys, encoder, base, offset=0, limit=None):
@@ -317,5 +318,5 @@ async def search(archive, request, target, base, level):
     warnings = []
     if limit is not None and offset + limit < total:
         warnings.append(CAPPED if capped else MORE)
-    warnings += _parameterWarnings(archive.query, request)
+    warnings += _parameterWarnings(archive.query, level, request)
     return jsonAnswer(answers, (("Warning", ", ".join(warnings)),) if warnings else ())

@@ -767,6 +767,35 @@ class ComputedFieldTests(ArchiveTestCase):
                          [{MODALITIES_IN_STUDY: "CT\\MR", STUDY_DATE: "20240102",
                            STUDY_UID: "1.1"}])
 
+    def test_listsOfTheStudyBelowIt(self):
+        """At SERIES and IMAGE level ModalitiesInStudy and SOPClassesInStudy
+        are those of the entity's study: answered and matched as there, never
+        left unmatched (0xFF01)."""
+        lists = (K(MODALITIES_IN_STUDY, "CS"), K(SOP_CLASSES_IN_STUDY, "UI"))
+        for level, key in (("SERIES", K(SERIES_UID, "UI", "1.1.2")), ("IMAGE", K(SOP_UID, "UI", "1.1.2.2"))):
+            [result] = self.find(level, key, *lists)
+            self.assertEqual((level, result[MODALITIES_IN_STUDY], result[SOP_CLASSES_IN_STUDY]),
+                             (level, "CT\\MR", "\\".join(sorted([CT, MR, SC]))))
+        self.assertMatches("SERIES", K(SOP_CLASSES_IN_STUDY, "UI", SC), ["1.1.1", "1.1.2", "3.1.1"])
+        self.assertMatches("SERIES", K(SOP_CLASSES_IN_STUDY, "UI", "9.9.9.9"), [])
+        self.assertMatches("IMAGE", K(SOP_CLASSES_IN_STUDY, "UI", US), ["2.1.1.1", "2.1.2.1"])
+        self.assertMatches("IMAGE", K(MODALITIES_IN_STUDY, "CS", "PT"), ["2.1.1.1", "2.1.2.1"])
+        with self.engine.connect() as connection:
+            for level in ("SERIES", "IMAGE"):
+                self.assertEqual(self.query.unmatchedKeys(connection, level, [K(SOP_CLASSES_IN_STUDY, "UI", SC)]), [])
+
+    def test_computedAt(self):
+        """The computed keys each level answers: counts around an entity at
+        or above it, the study's lists at STUDY level and below."""
+        self.assertEqual(self.query.computedAt("PATIENT"), {PATIENT_STUDIES, PATIENT_SERIES, PATIENT_INSTANCES})
+        self.assertEqual(self.query.computedAt("STUDY"), {PATIENT_STUDIES, PATIENT_SERIES, PATIENT_INSTANCES,
+                                                          STUDY_SERIES, STUDY_INSTANCES, MODALITIES_IN_STUDY,
+                                                          SOP_CLASSES_IN_STUDY})
+        self.assertIn(SERIES_INSTANCES, self.query.computedAt("IMAGE"))
+        self.assertEqual(self.query.matchedComputedAt("SERIES"), {MODALITIES_IN_STUDY, SOP_CLASSES_IN_STUDY})
+        off = IndexQuery(self.index.tables, self.index.layout, computedFields=False)
+        self.assertEqual(off.computedAt("IMAGE"), set())
+
     def test_sopClassesInStudyMatching(self):
         self.assertMatches("STUDY", K(SOP_CLASSES_IN_STUDY, "UI", SC), ["1.1", "3.1"])
         self.assertMatches("STUDY", K(SOP_CLASSES_IN_STUDY, "UI", f"{US}\\{MR}"),

@@ -13,6 +13,9 @@ from pacscore.web.dicomweb.search import (
 from tests.pacscore.web.dicomweb.client import DicomWebTestCase
 
 
+CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
+
+
 def values(match, tag):
     return match.get(tag, {}).get("Value", [])
 
@@ -243,6 +246,27 @@ class SearchTests(DicomWebTestCase):
                                                                                'ignored."'))
         self.assertIsNone((yield self.fetch("/instances?DeviceSerialNumber=")).header("warning"))
 
+    @defer.inlineCallbacks
+    def test_studyListsAtEveryLevel(self):
+        """SOPClassesInStudy and ModalitiesInStudy are the study's at every
+        level, as filters and in the answers; a computed attribute answered
+        only where it is computed, a count filter (never matched) ignored
+        with a Warning."""
+        for path, count in (("/studies", 2), ("/series", 4), ("/instances", 8)):
+            none = yield self.fetch(f"{path}?SOPClassesInStudy=9.9.9.9")
+            self.assertEqual((path, none.json(), none.header("warning")), (path, [], None))
+            found = (yield self.fetch(f"{path}?SOPClassesInStudy={CT_IMAGE}&includefield=SOPClassesInStudy")).json()
+            self.assertEqual((path, len(found)), (path, count))
+            for match in found:
+                self.assertEqual((path, values(match, "00080062"), values(match, "00080061")),
+                                 (path, [CT_IMAGE], ["CT"]))
+        self.assertNotIn("00201209", (yield self.fetch("/studies?includefield=all")).json()[0])
+        self.assertEqual(values((yield self.fetch("/series?includefield=all")).json()[0], "00201209"), [2])
+        ignored = yield self.fetch("/studies?NumberOfStudyRelatedSeries=5")
+        self.assertEqual((len(ignored.json()), ignored.header("warning")),
+                         (2, '299 pacs "The NumberOfStudyRelatedSeries query parameter is not supported and has been '
+                             'ignored."'))
+
 
 
 class StudyModalityColumnSearchTests(DicomWebTestCase):
@@ -257,6 +281,16 @@ class StudyModalityColumnSearchTests(DicomWebTestCase):
         self.assertEqual(sorted((values(m, "00100020")[0], values(m, "00080061")[0]) for m in found),
                          [("PAT0000", "CT"), ("PAT0001", "CT")])
         self.assertEqual((yield self.fetch("/studies?ModalitiesInStudy=MR")).json(), [])
+
+    @defer.inlineCallbacks
+    def test_sopClassesInStudyNotKept(self):
+        """Without computed fields nothing holds SOPClassesInStudy: a filter
+        of it is ignored with a Warning, the answers leave it out."""
+        found = yield self.fetch("/series?SOPClassesInStudy=9.9.9.9&includefield=SOPClassesInStudy")
+        self.assertEqual(len(found.json()), 4)
+        self.assertEqual(found.header("warning"), '299 pacs "The SOPClassesInStudy query parameter is not supported '
+                                                  'and has been ignored."')
+        self.assertNotIn("00080062", found.json()[0])
 
 class ConvertedSearchTests(DicomWebTestCase):
     """QueryConverter0 and QueryResultConverter0 apply to QIDO-RS as to C-FIND."""

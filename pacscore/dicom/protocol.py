@@ -405,9 +405,9 @@ class DicomProtocol(Protocol, TimeoutMixin):
             return
         self.log.warn("{peer}: no response to message {id} within {timeout} s, aborting",
                       peer=self.peerName(), id=messageID, timeout=self.factory.dimseTimeout)
+        self.abort(pdu.REASON_NOT_SPECIFIED)  # first: who sees the timeout sees the association gone
         pending.deferred.errback(DIMSETimeout(
             f"{self.peerName()} did not answer within {self.factory.dimseTimeout} s"))
-        self.abort(pdu.REASON_NOT_SPECIFIED)
 
     def _responseReceived(self, command, dataset):
         messageID = command.get(commands.MESSAGE_ID_RESPONDED_TO)

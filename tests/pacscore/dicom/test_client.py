@@ -172,10 +172,17 @@ class ClientTests(unittest.TestCase):
         self.assertLess(len(matches), 5)
 
     def test_dimseTimeoutAborts(self):
+        """The association is aborted before the request fails: whoever
+        sees the failure sees an association no longer established (a
+        C-MOVE then opens another for the next object, not a store on it)."""
         self.server.services[commands.C_ECHO_RQ] = Silent()
         association = self.connect([(VERIFICATION, [IMPLICIT])], dimseTimeout=5)
-        failure = self.settle(association.echo())
+        states = []
+        d = association.echo()
+        d.addErrback(lambda failure: (states.append(association.state), failure)[1])
+        failure = self.settle(d)
         failure.trap(DIMSETimeout)
+        self.assertEqual(states, ["Sta13"])
 
     def test_responseOfAnotherKindIgnored(self):
         """A C-STORE answered with a C-ECHO-RSP has not been answered (a

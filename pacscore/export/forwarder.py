@@ -440,8 +440,9 @@ class Forwarder:
         if onResponse is not None:
             onResponse(command)
         status = command.get(commands.STATUS)
-        if status != SUCCESS:
-            failed = command.get(commands.FAILED_SUBOPERATIONS, "?")
+        failed = command.get(commands.FAILED_SUBOPERATIONS, "?")
+        # B000 is "one or more failures or warnings" (PS3.4 C.4.2.1.4.1): with warnings only, all arrived.
+        if status != SUCCESS and not (status is not None and commands.isWarning(status) and failed == 0):
             raise ForwardError(f"C-MOVE from {source} to {destination} ended with status 0x{status:04X} "
                                f"({failed} sub-operations failed)")
 

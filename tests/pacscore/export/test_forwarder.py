@@ -293,6 +293,7 @@ class Mover:
     def __init__(self, status=0):
         self.moves = []
         self.status = status
+        self.counters = {}  # the sub-operation counters of the final C-MOVE response
 
     def handle(self, protocol, contextId, command, dataset):
         syntax = protocol.association.contexts[contextId][1]
@@ -300,7 +301,8 @@ class Mover:
         field = command[commands.COMMAND_FIELD]
         if field == commands.C_MOVE_RQ:
             self.moves.append((command[commands.MOVE_DESTINATION], identifier))
-            protocol.sendMessage(contextId, commands.response(command, commands.C_MOVE_RSP, self.status))
+            protocol.sendMessage(contextId, commands.response(command, commands.C_MOVE_RSP, self.status,
+                                                              self.counters))
             return
         for series, modality in self.SERIES:
             if identifier.Modality in ("", modality):
@@ -347,3 +349,17 @@ class GetTests(unittest.TestCase):
         failure = self.get("PATIENT")
         failure.trap(ForwardError)
         self.assertIn("0xA702", str(failure.value))
+
+    def test_moveWithWarningsOnlyIsDone(self):
+        """B000 is "one or more failures or warnings" (PS3.4 C.4.2.1.4.1):
+        with warnings only every object arrived; with failures (or no
+        count of them) the get fails."""
+        self.mover.status = 0xB000
+        self.mover.counters = {commands.COMPLETED_SUBOPERATIONS: 2, commands.FAILED_SUBOPERATIONS: 0,
+                               commands.WARNING_SUBOPERATIONS: 1}
+        self.assertEqual(self.get("STUDY"), 1)
+        for counters in ({commands.COMPLETED_SUBOPERATIONS: 2, commands.FAILED_SUBOPERATIONS: 1}, {}):
+            self.mover.counters = counters
+            failure = self.get("STUDY")
+            failure.trap(ForwardError)
+            self.assertIn("ended with status 0xB000", str(failure.value))

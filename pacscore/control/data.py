@@ -32,7 +32,7 @@ from pacscore.control.output import deliver, inputPath
 from pacscore.control.stored import exactValue, fileInstances, objectFile, storedFile, storedName
 from pacscore.dicom.datasets import IdentifierError, decodeDataset, encodeDataset
 from pacscore.dicom.uids import isUID
-from pacscore.export.forwarder import ForwardError
+from pacscore.export.forwarder import ForwardError, Undelivered
 from pacscore.export.queue import Action, Target
 from pacscore.hl7.dropfolder import applyMessages, readMessages
 from pacscore.storage.attributes import DatasetError, readAttributes
@@ -214,16 +214,16 @@ class Forward(AsyncControlCommand):
         instance = instances[0]
         target = Target(instance.patientID, instance.studyInstanceUID, instance.seriesInstanceUID,
                         instance.sopInstanceUID)
-        forwarder, leftOut = forwarderFor(archive), []
+        forwarder = forwarderFor(archive)
         try:
             sent = await forwarder.forward(Action(0, "forward", server, "IMAGE", target, mode.strip(), {}, 0),
-                                           onLeftOut=leftOut.append)
+                                           carryOn=True)
+        except Undelivered as e:
+            raise CommandError(f"{storedName(deviceName, objectFile)} not sent to {server}: {e.errors[0]}") from e
         except (ForwardError, ValueError) as e:
             raise CommandError(str(e)) from e
         finally:
             await forwarder.closeAll()
-        if leftOut:
-            raise CommandError(f"{storedName(deviceName, objectFile)} not sent to {server}: {leftOut[0]}")
         if not sent:
             raise CommandError(f"{storedName(deviceName, objectFile)} could not be read")
         return f"{storedName(deviceName, objectFile)} sent to {server}"

@@ -9,8 +9,10 @@ Any other source (in our acrnema.map) is asked for a C-MOVE to the
 destination, which it must know, through our DICOM client
 (``Forwarder.get``; a date range first finds the studies with a C-FIND).
 An object sent from here that cannot go (``forwarder.LeftOut``: not
-converted, its SOP class refused) is left out and the rest sent; the
-command then fails saying how many were left out.  Progress is reported
+converted, its SOP class refused) is left out, and one the destination
+answers with a failure status is failed, the rest sent on the same
+association; the command then fails saying how many were left out or
+failed (``forwarder.Undelivered``).  Progress is reported
 every ``PROGRESS_EVERY`` objects. Study and series
 UIDs must be UIDs (digits and dots), patient IDs exact (no wildcards).
 The objects sent from this archive are counted in ``SENT_COUNTER``, part
@@ -85,25 +87,22 @@ class _Move(ControlCommand):
         return result
 
     async def _local(self, context, forwarder, action):
-        total, leftOut = 0, []
+        total = 0
 
-        def sent(count):
+        def sent(count):  # told after each object, also one left out or failed
             nonlocal total
-            total = count
-            if count % PROGRESS_EVERY == 0:
+            if count > total and count % PROGRESS_EVERY == 0:
                 context.progress(f"{count} object(s) sent to {action.destination}")
+            total = count
 
         try:
-            count = await forwarder.forward(action, onSent=sent, onLeftOut=leftOut.append)
+            count = await forwarder.forward(action, onSent=sent, carryOn=True)  # Undelivered: not all arrived
         finally:  # what went before a failure was sent too
             counters = context.archive.counters
             counters[SENT_COUNTER] = counters.get(SENT_COUNTER, 0) + total
-        result = f"{count} object(s) sent to {action.destination}"
-        if leftOut:  # the rest went; the command still fails, as not all of it arrived
-            raise CommandError(f"{result}, {len(leftOut)} left out, e.g. {leftOut[0]}")
         if not count:
             raise CommandError(f"{self.name}: no stored object to send")
-        return result
+        return f"{count} object(s) sent to {action.destination}"
 
     async def _remote(self, context, forwarder, action, destination):
         counts = MoveCounts(context, destination)

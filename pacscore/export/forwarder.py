@@ -33,7 +33,11 @@ One action per destination at a time (the runner sees to that); every
 failure raises ``ForwardError`` with the reason, but for an object that
 cannot be sent whatever is tried (``LeftOut``: the destination takes its
 SOP class in no syntax it can go in, it cannot be converted to one) a
-retry would change nothing: it is left out, logged, and the rest goes.
+retry would change nothing: it is left out, logged, the rest goes, and the
+forward then raises ``Undelivered`` saying what was sent and what not.  A
+C-STORE answered with a failure status (``Refused``) fails the forward (to
+be retried), its association released; with ``carryOn`` (a user's command)
+it is counted in ``Undelivered`` as a left-out object and the rest goes.
 """
 
 import re
@@ -92,9 +96,25 @@ class NotConvertible(LeftOut):
     cannot read it): a property of the object, not of the destination."""
 
 
+class Refused(ForwardError):
+    """The destination answered the C-STORE of an object with a failure status."""
+
+
+class Undelivered(ForwardError):
+    """A forward sent ``sent`` objects, but left out (``LeftOut``) or had
+    refused (``Refused``, with ``carryOn``) the ones of ``errors``."""
+
+    def __init__(self, destination, sent, leftOut, refused):
+        self.sent = sent
+        self.errors = refused + leftOut
+        counts = [f"{len(errors)} {what}, e.g. {errors[0]}"
+                  for errors, what in ((refused, "failed"), (leftOut, "left out")) if errors]
+        super().__init__(", ".join([f"{sent} object(s) sent to {destination}"] + counts))
+
+
 class Interrupted(ForwardError):
-    """A forward stopped between two objects because the service stops
-    (``Forwarder.interrupt``): not a failure, the action stays queued."""
+    """A forward stopped because the service stops (``Forwarder.interrupt``):
+    not a failure, the action stays queued."""
 
 
 class _Kind(NamedTuple):
@@ -158,6 +178,7 @@ class Forwarder:
         self.ownRetrieves = ownRetrieves
         self.interrupted = False  # the service stops: forwards end before their next object
         self._links = {}
+        self._storing = set()  # the associations a C-STORE response is awaited on
 
     @classmethod
     def fromConfiguration(cls, configuration, reactor, aeTitle, index, query, reader, workers,
@@ -192,10 +213,14 @@ class Forwarder:
     # -- forward ----------------------------------------------------------
 
     def interrupt(self):
-        """Make the forwards under way, and any later one, stop before their
-        next object with ``Interrupted`` (the service stops and its grace
-        period is over); their associations are released."""
+        """Make the forwards under way, and any later one, stop with
+        ``Interrupted`` (the service stops and its grace period is over):
+        before their next object, their associations released; one waiting
+        for a C-STORE response (a destination that hangs) at once, its
+        association aborted."""
         self.interrupted = True
+        for protocol in list(self._storing):
+            protocol.abortAssociation()
 
     def _checkInterrupted(self):
         if self.interrupted:
@@ -220,12 +245,12 @@ class Forwarder:
             found.append((instances, self.reader.locate(instances)))
         return found
 
-    async def forward(self, action, onSent=None, found=None, onLeftOut=None):
+    async def forward(self, action, onSent=None, found=None, carryOn=False):
         """C-STORE the objects of ``action`` (a ``queue.Action``) to its
-        destination; fires with how many were sent. ``onSent(count)`` is
-        told after each object, ``onLeftOut(error)`` of each object left
-        out (``LeftOut``); ``found``: its ``locate`` result, if already
-        known."""
+        destination; fires with how many were sent, or fails with
+        ``Undelivered`` when some were left out (or, with ``carryOn``,
+        refused). ``onSent(count)`` is told after each object; ``found``:
+        its ``locate`` result, if already known."""
         server = self.dicomWebServers.get(action.destination.strip().upper())
         node = self._node(action.destination) if server is None else None
         if found is None:
@@ -250,7 +275,7 @@ class Forwarder:
         for stored in located:
             if not isinstance(stored, Missing):
                 link.known[_Kind(stored.sopClassUID, stored.transferSyntax)] = None
-        sent = 0
+        sent, leftOut, refused = 0, [], []
         try:
             for instance, stored in zip(instances, located):
                 if isinstance(stored, Missing):
@@ -260,18 +285,23 @@ class Forwarder:
                 self._checkInterrupted()
                 protocol = await self._open(link, node, _associationKey(level, instance),
                                             _Kind(stored.sopClassUID, stored.transferSyntax), compression)
+                self._checkInterrupted()
                 try:
                     if await self._sendOne(protocol, action.destination, stored, compression):
                         sent += 1
                 except LeftOut as e:
                     self.log.warn("forward to {destination}: {uid} left out, not retried: {error}",
                                   destination=action.destination, uid=stored.sopInstanceUID, error=e)
-                    if onLeftOut is not None:
-                        onLeftOut(e)
+                    leftOut.append(e)
+                except Refused as e:
+                    if not carryOn:
+                        raise
+                    self.log.warn("forward to {destination}: {error}", destination=action.destination, error=e)
+                    refused.append(e)
                 if onSent is not None:
                     onSent(sent)
         except Exception as e:
-            await self._close(link, abort=not isinstance(e, Interrupted))
+            await self._close(link, abort=not isinstance(e, (Interrupted, Refused)))
             raise
         finally:
             link.lastUsed = self.reactor.seconds()
@@ -280,6 +310,8 @@ class Forwarder:
         else:
             link.closeTimer = self.reactor.callLater(self.closeDelay, self._idle, link)
         _failUnreadable(located)
+        if leftOut or refused:
+            raise Undelivered(action.destination, sent, leftOut, refused)
         return sent
 
     async def _stow(self, server, action, located, onSent):
@@ -322,13 +354,17 @@ class Forwarder:
             return False
         accepted = protocol.acceptedSyntaxes(stored.sopClassUID)
         syntax, data = await self._encode(stored, data, accepted, compression, destination)
+        self._storing.add(protocol)
         try:
             response = await protocol.store(data, stored.sopClassUID, stored.sopInstanceUID, syntax)
         except Exception as e:
+            self._checkInterrupted()  # its association aborted by interrupt()
             raise ForwardError(f"C-STORE of {stored.sopInstanceUID} failed: {e}") from e
+        finally:
+            self._storing.discard(protocol)
         status = response.get(commands.STATUS)
         if not isSuccess(status):
-            raise ForwardError(f"{destination} answered the C-STORE of {stored.sopInstanceUID} with status "
+            raise Refused(f"{destination} answered the C-STORE of {stored.sopInstanceUID} with status "
                                f"0x{status:04X}")
         return True
 

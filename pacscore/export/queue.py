@@ -484,17 +484,18 @@ class ExportQueue:
     def _markDone(self, connection, actionIds):
         connection.execute(self.forwards.delete().where(self.forwards.c.id.in_(actionIds)))
 
-    def markFailed(self, actionId, error, now):
+    def markFailed(self, actionId, error, now, giveUp=False):
         """Count a failed attempt: tried again RetryDelay seconds after
-        ``now``, or state ``failed`` once the retries are used up.
+        ``now``, or state ``failed`` once the retries are used up (at once
+        with ``giveUp``: a retry would change nothing).
         A Deferred of the new state."""
-        return self.index.runWrite(self._markFailed, actionId, error, now)
+        return self.index.runWrite(self._markFailed, actionId, error, now, giveUp)
 
-    def _markFailed(self, connection, actionId, error, now):
+    def _markFailed(self, connection, actionId, error, now, giveUp):
         row = connection.execute(select(self.forwards.c.Level, self.forwards.c.Action)
                                  .where(self.forwards.c.id == actionId)).first()
         delayed = row is not None and (row.Level != "IMAGE" or row.Action in FETCHES)
-        limit = self.delayedRetries if delayed else self.maximumRetries
+        limit = 0 if giveUp else self.delayedRetries if delayed else self.maximumRetries
         return self._fail(connection, self.forwards, actionId, error, now, limit)
 
     def _fail(self, connection, table, rowId, error, now, limit):

@@ -40,8 +40,12 @@ the last removal write of each lane.  A stop lets each lane finish the
 action under way and record it; the lane's other actions stay queued, so
 after a clean stop nothing is sent again.  A forward still under way after
 ``QuitGracePeriod`` seconds (default 30) is interrupted before its next
-object (``Forwarder.interrupt``), its association released: it stays
+object (``Forwarder.interrupt``), its association released, or at once,
+its association aborted, while it waits for a C-STORE response: it stays
 queued, no attempt counted, and goes again, whole, at the next start.
+A forward that left objects out (``forwarder.Undelivered``) is given up
+at once, a retry would leave them out again: it stays in the table as
+failed, so a ``delete`` queued after it waits (``queue.ExportQueue.due``).
 An image forward a line queued after it changed the object sends a spool
 file of the changed object (``pacscore.export.spool``), deleted once the
 action is removed or given up.
@@ -60,7 +64,7 @@ from twisted.logger import Logger
 from pacscore.control.shutdown import QUIT_GRACE_PERIOD
 from pacscore.converters.context import ConverterContext, Outcome
 from pacscore.export.actions import LocalActions
-from pacscore.export.forwarder import Forwarder, Interrupted
+from pacscore.export.forwarder import Forwarder, Interrupted, Undelivered
 from pacscore.export.queue import FAILED, LOCAL, ActionBuffer, JobOutcome, laneOf
 from pacscore.export.spool import discard, isSpooled, spoolFolder
 from pacscore.storage.mirror import MIRROR_COPY
@@ -139,7 +143,8 @@ class ExportService(service.Service):
         while self._polling is not None or self._busyLanes or self._jobsRunning:
             if self._busyLanes and not self.forwarder.interrupted and self.reactor.seconds() >= deadline:
                 self.log.warn("stopping: the forwards still under way after {grace} s (QuitGracePeriod) stop "
-                              "before their next object and stay queued", grace=self.gracePeriod)
+                              "before their next object (at once one awaiting a C-STORE response) and stay queued",
+                              grace=self.gracePeriod)
                 self.forwarder.interrupt()
             await task.deferLater(self.reactor, 0.05, lambda: None)
         await self.forwarder.closeAll()
@@ -316,6 +321,10 @@ class ExportService(service.Service):
                                   "it stays queued", action=action.action, entity=action.level.lower(),
                                   uid=action.target.uid(action.level), destination=action.destination)
                     break
+                except Undelivered as e:  # sent again, they would be left out again
+                    self._count("forwardsSent", e.sent)
+                    await self._failed(action, e, giveUp=True)
+                    continue
                 except Exception as e:
                     await self._failed(action, e)
                     self._heldUntil[lane] = self.reactor.seconds() + self.failHoldOff
@@ -359,9 +368,10 @@ class ExportService(service.Service):
             self.log.failure("looking up the objects of {count} forwards failed", count=len(forwards))
             return {}
 
-    async def _failed(self, action, error):
-        """Record and log a failed attempt at ``action``."""
-        state = await self.queue.markFailed(action.id, error, self._wallClock())
+    async def _failed(self, action, error, giveUp=False):
+        """Record and log a failed attempt at ``action`` (given up at once
+        with ``giveUp``)."""
+        state = await self.queue.markFailed(action.id, error, self._wallClock(), giveUp)
         if state == FAILED:
             await self._discardSpooled([action])
         self._count("forwardsFailed")
@@ -370,7 +380,9 @@ class ExportService(service.Service):
                       action=action.action, entity=action.level.lower(), uid=action.target.uid(action.level),
                       direction="from" if action.action == "get" else "to",
                       destination="(local)" if local else action.destination, error=error,
-                      final="; given up (see MaximumExportRetries)" if state == FAILED else
+                      final="; given up, not retried (a delete of the patient queued after it waits while it "
+                            "is in the table; dgate --retryforwards puts it back)" if giveUp else
+                      "; given up (see MaximumExportRetries)" if state == FAILED else
                       f"; will retry, holding {'local actions' if local else action.destination} off "
                       f"for {self.failHoldOff} s")
 

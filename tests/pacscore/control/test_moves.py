@@ -69,6 +69,23 @@ class MoveTests(unittest.TestCase):
         self.assertEqual((yield self.destination.count("image")), 5)
 
     @defer.inlineCallbacks
+    def test_movestudyCarriesOnAfterAFailureStatus(self):
+        """A destination that answers the C-STORE of one image with a
+        failure status (its import line rejects it): the five others are
+        sent, and the command fails saying one failed and how."""
+        rejected = self.images[1].sopUID
+        line = f'ifequal "%V0008,0018", "{rejected}"; reject'
+        destination = RunningArchive(self, ae="REJECTS", listen=True,
+                                     ini={"ImportConverters": "1", "ImportConverter0": line})
+        self.source.know(destination)
+        error = yield self.assertFailure(
+            self.source.run(commands.moveStudy, f"(local),REJECTS,PAT0000:{self.images[0].studyUID}"), CommandError)
+        self.assertTrue(str(error).startswith(f"5 object(s) sent to REJECTS, 1 failed, e.g. REJECTS answered the "
+                                              f"C-STORE of {rejected} with status 0x"), str(error))
+        self.assertEqual((yield destination.count("image")), 5)
+        self.assertEqual(self.source.progress, [])  # no "0 object(s) sent" after the failed one
+
+    @defer.inlineCallbacks
     def test_objectsSentAreInTheStatus(self):
         """display_status's images sent count the objects a local move
         sent, as those of a C-MOVE; the remote source's move is its own."""

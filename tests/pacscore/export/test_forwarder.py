@@ -17,10 +17,11 @@ from pacscore.dicom.datasets import decodeDataset, encodeDataset
 from pacscore.dicom.models import PATIENT_ROOT_FIND, PATIENT_ROOT_MOVE
 from pacscore.dicom.storeddata import STREAMED_OBJECT
 from pacscore.export import forwarder as forwarderModule
-from pacscore.export.forwarder import Forwarder, ForwardError, Interrupted
+from pacscore.export.forwarder import Forwarder, ForwardError, Interrupted, Refused, Undelivered
 from pacscore.export.queue import Action, Target
 from tests.pacscore.export.fixtures import (
     EXPLICIT, IMPLICIT, JPEG_2000_LOSSLESS, MR_STORAGE, Acceptor, Archive, Recorder, SyncWorkers, failingFor, settle)
+from tests.pacscore.dicom.test_client import Silent
 
 NODES = "DEST 127.0.0.1 104\nDESTJK 127.0.0.1 105 jk\n"
 
@@ -47,8 +48,9 @@ class ForwarderTests(unittest.TestCase):
                          self.archive.query, self.archive.reader, SyncWorkers(),
                          endpointFor=self.acceptor.endpointFor, **settings)
 
-    def forward(self, forwarder, action):
-        return settle(self, defer.ensureDeferred(forwarder.forward(action)), self.acceptor, self.clock)
+    def forward(self, forwarder, action, carryOn=False):
+        return settle(self, defer.ensureDeferred(forwarder.forward(action, carryOn=carryOn)), self.acceptor,
+                      self.clock)
 
     def received(self):
         return [command[commands.AFFECTED_SOP_INSTANCE_UID] for command, _, _ in self.acceptor.recorder.received]
@@ -190,12 +192,16 @@ class ForwarderTests(unittest.TestCase):
 
     def test_anObjectThePeerDoesNotTakeIsLeftOutNotRetried(self):
         """DEST takes no MR: the MR object of a study is left out with a log
-        line (retrying would change nothing), the others go, the action is done."""
+        line (retrying would change nothing), the others go, and the forward
+        fails with Undelivered saying so."""
         self.acceptor = Acceptor(self.clock, sopClasses=("1.2.840.10008.5.1.4.1.1.2",))
         forwarder = self.forwarder()
         events = []
         forwarder.log = Logger(observer=events.append)
-        self.assertEqual(self.forward(forwarder, imageAction("", level="STUDY")), 4)
+        failure = self.forward(forwarder, imageAction("", level="STUDY"))
+        failure.trap(Undelivered)
+        self.assertEqual(failure.value.sent, 4)
+        self.assertTrue(str(failure.value).startswith("4 object(s) sent to DEST, 1 left out, e.g. DEST takes "))
         self.assertNotIn("1.2.3.2.1", self.received())
         self.assertIn("forward to DEST: 1.2.3.2.1 left out, not retried: DEST takes 1.2.840.10008.5.1.4.1.1.4 "
                       "in none of the syntaxes", formatEvent(events[0]))
@@ -204,12 +210,12 @@ class ForwarderTests(unittest.TestCase):
         """An image of a study that cannot be converted to any syntax DEST
         took (pixel data the codecs cannot decode): left out with a log line
         naming the syntaxes tried, the objects after it go too, the action
-        is done (no ForwardError: a retry would change nothing)."""
+        fails with Undelivered (a retry would change nothing)."""
         self.patch(forwarderModule, "convertToFirst", failingFor("1.2.3.1.1"))
         forwarder = self.forwarder()
         events = []
         forwarder.log = Logger(observer=events.append)
-        self.assertEqual(self.forward(forwarder, imageAction("", level="STUDY")), 4)
+        self.assertEqual(self.forward(forwarder, imageAction("", level="STUDY")).value.sent, 4)
         self.assertEqual(sorted(self.received()), ["1.2.3.1.0", "1.2.3.1.2", "1.2.3.2.1", "1.2.3.3.1"])
         self.assertIn(f"forward to DEST: 1.2.3.1.1 left out, not retried: 1.2.3.1.1 cannot be converted to "
                       f"{EXPLICIT} (what DEST takes it in): cannot decode",
@@ -253,12 +259,70 @@ class ForwarderTests(unittest.TestCase):
         failure.trap(ForwardError)
         self.assertIn("not in acrnema.map", str(failure.value))
 
-    def test_failureStatusFailsAndAborts(self):
-        self.acceptor = Acceptor(self.clock, services={commands.C_STORE_RQ: Recorder(status=0xA700)})
+    def released(self, forwarder):
+        """Patch every association ``forwarder`` opens to record an abort;
+        the list of those aborted."""
+        aborted = []
+        associate = forwarder._associate
+
+        async def recording(node, contexts):
+            protocol = await associate(node, contexts)
+            protocol.abortAssociation = lambda: aborted.append(protocol)
+            return protocol
+        forwarder._associate = recording
+        return aborted
+
+    def test_failureStatusFailsAndReleases(self):
+        """A C-STORE answered A700 fails the forward (to be retried); the
+        association, whose exchange went as it should, is released."""
+        recorder = Recorder(status=0xA700)
+        self.acceptor = Acceptor(self.clock, services={commands.C_STORE_RQ: recorder})
         forwarder = self.forwarder(associationLevel="GLOBAL")
-        failure = self.forward(forwarder, imageAction("1.2.3.1.0"))
-        failure.trap(ForwardError)
-        self.assertIn("0xA700", str(failure.value))
+        aborted = self.released(forwarder)
+        failure = self.forward(forwarder, imageAction("", level="STUDY"))
+        failure.trap(Refused)
+        self.assertIn("DEST answered the C-STORE of 1.2.3.1.0 with status 0xA700", str(failure.value))
+        self.assertEqual(len(recorder.received), 1)
+        self.acceptor.flush()
+        self.assertEqual((self.acceptor.openAssociations(), aborted), ([], []))
+
+    def test_carryOnSendsTheRestAfterAFailureStatus(self):
+        """With ``carryOn`` (a user's move command) an object answered A700
+        is counted failed and the others go, on associations released."""
+        recorder = Recorder(status=0xA700)
+        self.acceptor = Acceptor(self.clock, services={commands.C_STORE_RQ: recorder})
+        forwarder = self.forwarder()
+        aborted = self.released(forwarder)
+        handle = recorder.handle
+
+        def firstRefused(protocol, contextId, command, dataset):
+            handle(protocol, contextId, command, dataset)
+            recorder.status = 0
+        recorder.handle = firstRefused
+        failure = self.forward(forwarder, imageAction("", level="STUDY"), carryOn=True)
+        failure.trap(Undelivered)
+        self.assertEqual(failure.value.sent, 4)
+        self.assertEqual(str(failure.value), "4 object(s) sent to DEST, 1 failed, e.g. DEST answered the C-STORE of "
+                                             "1.2.3.1.0 with status 0xA700")
+        self.assertEqual(len(recorder.received), 5)
+        self.clock.advance(5)  # ForwardAssociationCloseDelay
+        self.acceptor.flush()
+        self.assertEqual((self.acceptor.openAssociations(), aborted), ([], []))
+
+    def test_anInterruptAbortsACStoreStillUnanswered(self):
+        """A destination that leaves a C-STORE unanswered: ``interrupt``
+        aborts its association at once (not after TCPIPTimeOut), and the
+        forward fails with Interrupted (stays queued, no attempt counted)."""
+        self.acceptor = Acceptor(self.clock, services={commands.C_STORE_RQ: Silent()})
+        forwarder = self.forwarder(dimseTimeout=300)
+        d = defer.ensureDeferred(forwarder.forward(imageAction("", level="STUDY")))
+        for _ in range(5):
+            self.acceptor.flush()
+            self.clock.advance(1)
+        self.assertNoResult(d)
+        forwarder.interrupt()
+        self.acceptor.flush()
+        self.failureResultOf(d, Interrupted)
         self.acceptor.flush()
         self.assertEqual(self.acceptor.openAssociations(), [])
 

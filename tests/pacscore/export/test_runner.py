@@ -26,7 +26,7 @@ from pacscore.export.spool import SPOOL_FOLDER
 from pacscore.storage.devices import MagDevice
 from pacscore.storage.mirror import Mirrors
 from pacscore.storage.reader import ObjectReader
-from tests.pacscore.export.fixtures import TAGS, Acceptor, Archive, SyncWorkers
+from tests.pacscore.export.fixtures import MR_STORAGE, TAGS, Acceptor, Archive, SyncWorkers
 
 
 class Reactor(task.Clock):
@@ -303,8 +303,9 @@ class RunnerTests(unittest.TestCase):
 
 
 class ChangedObjectForwardTests(unittest.TestCase):
-    """An export line that changes Data and then forwards: the real
-    Forwarder, over iosim, sends the object as the line changed it."""
+    """Export lines run with the real Forwarder, over iosim: one that
+    changes Data and then forwards sends the object as the line changed it;
+    a forward that left objects out holds the delete after it."""
 
     registry = CommandRegistry()
 
@@ -395,6 +396,27 @@ class ChangedObjectForwardTests(unittest.TestCase):
         self.run_(Script(failing), "1.2.3.1.1")
         self.assertEqual(os.listdir(self.spool), [])
         self.assertEqual(self.received(), [])
+
+    def test_aForwardThatLeftObjectsOutIsGivenUpAndItsDeleteHeld(self):
+        """``forward study to DEST; delete study`` where DEST takes no CT:
+        the object is left out, so the forward is given up at once (a retry
+        would leave it out again), not done, and the delete after it never
+        runs: nothing is deleted that has not reached DEST."""
+        self.acceptor = Acceptor(self.reactor, sopClasses=(MR_STORAGE,))
+        self.queue.collectDelay = 10
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        self.run_("forward study to DEST; delete study", "1.2.3.1.1")
+        self.reactor.advance(200)
+        self.assertEqual(self.received(), [])
+        self.assertTrue(os.path.exists(os.path.join(self.archive.folder, "PAT1", "1.2.3.1.1.dcm")))
+        self.assertEqual(self.queue.counts()["destinations"]["DEST"][FAILED], 1)
+        self.assertEqual([action.action for action in self.queue.due(1e12, 10)], [])
+        self.assertIn("forward of study 1.2.3 to DEST failed: 0 object(s) sent to DEST, 1 left out, e.g. DEST takes ",
+                      "\n".join(formatEvent(event) for event in events))
+        self.assertIn("; given up, not retried (a delete of the patient queued after it waits",
+                      "\n".join(formatEvent(event) for event in events))
 
     def test_aGivenUpForwardDeletesItsSpoolFile(self):
         self.queue.maximumRetries = 1

@@ -70,7 +70,7 @@ from pacscore.storage.mirror import Mirrors
 from pacscore.storage.objectfiles import DEFAULT_DIRECT_SIZE, FileWrites
 from pacscore.storage.patientids import PatientIDFixer
 from pacscore.storage.prefetcher import Prefetcher
-from pacscore.storage.reader import ObjectReader
+from pacscore.storage.reader import ObjectReader, currentInstance
 from pacscore.storage.regen import fileRecord, iterObjectFiles
 from pacscore.storage.relocation import DeviceMover
 from pacscore.storage.space import MEGABYTE, Nightly, SpaceKeeper, ThresholdClean, lruSortTag
@@ -172,8 +172,14 @@ class Archive:
             serverCommands=serverCommands)
         self.luaEvents = LuaEvents.fromConfiguration(configuration, self.converterServices, self.commands,
                                                      self.workers, reactor)
-        self.objectReader = ObjectReader(self.devices, self.mirrors)
+        self.query = IndexQuery(
+            self.index.tables, configuration.layout,
+            sortOrders={level: ini.get(f"{level.capitalize()}QuerySortOrder", "")
+                        for level in ("PATIENT", "STUDY", "SERIES", "IMAGE")},
+            computedFields=ini.getint("EnableComputedFields", 0) == 1)
         keepsIndex = getattr(self.driver, "keepsIndex", True)
+        current = functools.partial(currentInstance, self.index, self.query) if keepsIndex else None
+        self.objectReader = ObjectReader(self.devices, self.mirrors, current)
         self.ownRetrieves = OwnRetrieves(self.aeTitle)  # the export queue's C-MOVEs to us under way
         self.exportQueue = ExportQueue.fromConfiguration(self.index, configuration, self.converterRules.exportRules,
                                                          mirrored=self.mirrors.mirrored,
@@ -187,11 +193,6 @@ class Archive:
         self.compressionScripts = CompressionScripts(self.converterHooks)
         importers = (ImportConverters(self.converterRules.importRules, self.converterServices)
                      if self.converterRules.importRules else None)
-        self.query = IndexQuery(
-            self.index.tables, configuration.layout,
-            sortOrders={level: ini.get(f"{level.capitalize()}QuerySortOrder", "")
-                        for level in ("PATIENT", "STUDY", "SERIES", "IMAGE")},
-            computedFields=ini.getint("EnableComputedFields", 0) == 1)
         self.prefetcher = (Prefetcher(self.index, self.query, self.objectReader, self.workers)
                            if ini.getint("Prefetcher", 0) else None)
         self.commitments = CommitmentService(

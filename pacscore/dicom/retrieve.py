@@ -515,15 +515,19 @@ class _ReadAhead:
         """``(stored, data set)`` of ``stored``: a large one sent as stored
         stays in its file (a ``StoredData``), others are read and converted
         (``stored`` then with the syntax they are in).  A file gone or
-        damaged since it was located is ``(Missing, None)``."""
+        damaged since it was located is ``(Missing, None)``; one stored
+        again meanwhile is read from its new file (``ObjectReader.reading``)."""
         try:
-            if self.asStored:
-                data = openStored(stored, self.workers.deferToWorker)
-                if data is not None:
-                    return stored, data
-            return self.convert(stored, self.reader.read(stored))
+            return self.reader.reading(stored, self._readFile)
         except (OSError, DatasetError) as e:
             return Missing(stored.sopInstanceUID, f"{stored.path}: {e}", isinstance(e, FileNotFoundError)), None
+
+    def _readFile(self, stored):
+        if self.asStored:
+            data = openStored(stored, self.workers.deferToWorker)
+            if data is not None:
+                return stored, data
+        return self.convert(stored, self.reader.read(stored))
 
     def close(self):
         """Close the files of objects read ahead and not sent."""

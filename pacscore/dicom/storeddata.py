@@ -91,7 +91,13 @@ def readForPeer(reader, stored, compression, deferToWorker, compressionScripts=N
     (``compressionScripts``, between ``callingAE`` and ``calledAE``; data
     None when it left the object out), and changed by ``forPeer``
     (``stored`` then with the syntax it gave).  TranscodeError or
-    IdentifierError when it cannot be."""
+    IdentifierError when it cannot be.  One stored again since it was
+    located is read from its new file (``ObjectReader.reading``)."""
+    return reader.reading(stored, lambda current: _readForPeer(reader, current, compression, deferToWorker,
+                                                               compressionScripts, callingAE, calledAE))
+
+
+def _readForPeer(reader, stored, compression, deferToWorker, compressionScripts, callingAE, calledAE):
     if goesAsStored(compressionScripts, compression):
         data = openStored(stored, deferToWorker)
         if data is not None:

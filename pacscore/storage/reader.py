@@ -4,7 +4,11 @@ Blocking: call these in the I/O pool.  ``locate`` reads only each file's
 Part-10 header (its transfer syntax and where the data set starts), so a
 retrieve can negotiate before it reads any pixel; ``read`` then returns one
 object's data set bytes exactly as stored.  A file missing from its MAG
-device is read from its mirror copy, when there is one (``Mirrors``).
+device is read from its mirror copy, when there is one (``Mirrors``).  A
+file gone since the index named it, as the object was stored again
+meanwhile (a new file name, the old file removed after the commit), is
+looked up again: the file the index names now is read (``current``), for
+C-MOVE, C-GET, forwards and the web alike.
 """
 
 import os
@@ -13,11 +17,13 @@ from typing import NamedTuple
 from twisted.logger import Logger
 
 from pacscore.db.query import (PATIENT_ID, SERIES_INSTANCE_UID, SOP_CLASS_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID,
-                               Instance)
+                               Instance, QueryKey)
 from pacscore.storage import part10
 from pacscore.storage.attributes import DatasetError
 from pacscore.storage.mirror import Mirrors
 from pacscore.storage.part10 import readFileMeta
+
+RELOCATIONS = 3  # how often a file found gone is looked for again under the name the index gives it now
 
 
 class StoredObject(NamedTuple):
@@ -29,6 +35,8 @@ class StoredObject(NamedTuple):
     transferSyntax: str
     datasetOffset: int
     size: int
+    deviceName: str = ""
+    objectFile: str = ""
 
 
 class Missing(NamedTuple):
@@ -39,6 +47,26 @@ class Missing(NamedTuple):
     sopInstanceUID: str
     reason: str
     gone: bool = False
+
+
+class IndexedPath(str):
+    """The path of the file of an indexed object, ``instance`` (a
+    ``pacscore.db.query.Instance``): when it is gone, ``ObjectReader.onFile``
+    works on the file the index names now."""
+
+    def __new__(cls, path, instance):
+        made = super().__new__(cls, path)
+        made.instance = instance
+        return made
+
+
+def currentInstance(index, query, sopInstanceUID):
+    """The ``Instance`` the index holds now of ``sopInstanceUID`` (None when
+    it holds none), read with a connection of its own in the calling thread
+    (the I/O pool): an ``ObjectReader``'s ``current``."""
+    with index.engine.connect() as connection:
+        found = query.instances(connection, "IMAGE", [QueryKey(SOP_INSTANCE_UID, "UI", sopInstanceUID)])
+    return found[0] if found else None
 
 
 _IDENTITY = (SOP_INSTANCE_UID, SOP_CLASS_UID, PATIENT_ID, STUDY_INSTANCE_UID, SERIES_INSTANCE_UID)
@@ -56,13 +84,15 @@ def _identity(path):
 
 class ObjectReader:
     """Finds and reads the files of indexed objects on the MAG devices
-    (and their ``mirrors``)."""
+    (and their ``mirrors``); ``current(sopInstanceUID)``, when given, is
+    the Instance the index holds now (``currentInstance``)."""
 
     log = Logger()
 
-    def __init__(self, devices, mirrors=None):
+    def __init__(self, devices, mirrors=None, current=None):
         self.roots = {device.name: device.path for device in devices}
         self.mirrors = mirrors if mirrors is not None else Mirrors()
+        self.current = current
 
     def path(self, deviceName, objectFile):
         """The absolute path of a file named in the index: on its MAG
@@ -100,7 +130,7 @@ class ObjectReader:
         """In a reader thread (``index.runQuery``): ``[(Instance, path)]`` of
         the objects ``query.instances`` finds, each file as ``path`` finds
         it (which looks at the disk when there are mirrors)."""
-        return [(instance, self.path(instance.deviceName, instance.objectFile))
+        return [(instance, IndexedPath(self.path(instance.deviceName, instance.objectFile), instance))
                 for instance in query.instances(connection, level, keys)]
 
     def magPath(self, deviceName, objectFile):
@@ -129,17 +159,59 @@ class ObjectReader:
         found = []
         for instance in instances:
             try:
-                path = self.path(instance.deviceName, instance.objectFile)
-                with open(path, "rb") as f:
-                    syntax, meta, offset = readFileMeta(f)
-                    size = os.fstat(f.fileno()).st_size
+                found.append(self._whileRenamed(instance, self._stored))
             except (OSError, DatasetError) as e:
                 found.append(Missing(instance.sopInstanceUID, f"{instance.objectFile}: {e}",
                                      isinstance(e, FileNotFoundError)))
-                continue
-            found.append(StoredObject(instance.sopInstanceUID, instance.sopClassUID, path, syntax,
-                                      offset, size))
         return found
+
+    def _stored(self, held):
+        """The ``StoredObject`` of an Instance, its file's Part-10 header
+        read; a StoredObject as it is."""
+        if isinstance(held, StoredObject):
+            return held
+        path = self.path(held.deviceName, held.objectFile)
+        with open(path, "rb") as f:
+            syntax, meta, offset = readFileMeta(f)
+            size = os.fstat(f.fileno()).st_size
+        return StoredObject(held.sopInstanceUID, held.sopClassUID, path, syntax, offset, size, held.deviceName,
+                            held.objectFile)
+
+    def _whileRenamed(self, held, use):
+        """``use(held)`` (an Instance or StoredObject); when it finds the file
+        gone (FileNotFoundError) and the index names another file of that
+        SOP instance now (it was stored again meanwhile, under a new name),
+        ``use`` of that ``Instance``, up to ``RELOCATIONS`` times; else the
+        FileNotFoundError."""
+        for attempt in range(RELOCATIONS + 1):
+            try:
+                return use(held)
+            except FileNotFoundError:
+                now = self.current(held.sopInstanceUID) if self.current is not None and attempt < RELOCATIONS else None
+                if now is None or (now.deviceName, now.objectFile) == (held.deviceName, held.objectFile):
+                    raise
+                self.log.info("{uid}: {gone} is gone, the object was stored again: {now} is read",
+                              uid=now.sopInstanceUID, gone=held.objectFile, now=now.objectFile)
+                held = now
+
+    def reading(self, stored, use):
+        """In the I/O pool: ``use(stored)`` of a ``StoredObject``; when its
+        file is gone and the index names another file of that SOP instance
+        now, ``use`` of that file's StoredObject (which may be in another
+        transfer syntax)."""
+        return self._whileRenamed(stored, lambda held: use(self._stored(held)))
+
+    def onFile(self, path, work, *args):
+        """In the I/O pool: ``(path, work(path, *args))``; when the file is
+        gone and ``path`` is an ``IndexedPath`` whose object the index names
+        another file of now, ``work`` of that file, and its path."""
+        if not isinstance(path, IndexedPath):
+            return path, work(path, *args)
+
+        def use(held):
+            current = path if held is path.instance else IndexedPath(self.path(held.deviceName, held.objectFile), held)
+            return current, work(current, *args)
+        return self._whileRenamed(path.instance, use)
 
     def read(self, stored):
         """The data set bytes of a ``StoredObject``."""

@@ -42,10 +42,13 @@ class _Collected:
 class ZipStream:
     """The zip of the files ``paths`` (named ``names``), made as it is read:
     each ``read(size)`` (in the I/O pool, one at a time) zips about ``size``
-    more bytes of the files and gives what that added; b"" at the end."""
+    more bytes of the files and gives what that added; b"" at the end.
+    ``reader`` (an ObjectReader) opens each: the file an object has now
+    when it was stored again since it was found."""
 
-    def __init__(self, paths, names):
+    def __init__(self, paths, names, reader):
         self._files = iter(zip(paths, names))
+        self._reader = reader
         self._out = _Collected()
         self._zip = zipfile.ZipFile(self._out, "w", zipfile.ZIP_DEFLATED, compresslevel=LEVEL)
         self._source = self._entry = None
@@ -70,8 +73,7 @@ class ZipStream:
             self._zip = None
             return False
         path, name = following
-        self._source = openRegularFile(path)
-        info = zipfile.ZipInfo.from_file(path, name)
+        _, (info, self._source) = self._reader.onFile(path, _zipEntry, name)
         info.compress_type = zipfile.ZIP_DEFLATED
         info._compresslevel = LEVEL  # what ZipFile.write sets (public as compress_level from 3.13)
         self._entry = self._zip.open(info, "w")  # Zip64 as file_size asks
@@ -86,6 +88,12 @@ class ZipStream:
         source, self._source = self._source, None
         if source is not None:
             source.close()
+
+
+def _zipEntry(path, name):
+    """``(ZipInfo named name, the file opened)`` of the file ``path``."""
+    info = zipfile.ZipInfo.from_file(path, name)
+    return info, openRegularFile(path)
 
 
 async def _zipChunks(archive, stream):
@@ -112,7 +120,8 @@ async def _zipAnswer(archive, level, tag, parameter, parameters):
     found = await archive.index.runQuery(archive.objectReader.instancePaths, archive.query, level, keys)
     if not found:
         raise WebError(404, f"no stored {parameter} {value}")
-    stream = ZipStream([path for _, path in found], [instance.objectFile for instance, _ in found])
+    stream = ZipStream([path for _, path in found], [instance.objectFile for instance, _ in found],
+                       archive.objectReader)
     return StreamAnswer(_zipChunks(archive, stream), ZIP,
                         (("Content-Disposition", f"attachment; filename=\"{value}.zip\""),))
 

@@ -64,12 +64,20 @@ class MissingFrame(CannotShow):
 
 
 async def onFile(archive, path, work, *args, firstFrame=1):
-    """``work(path, *args)`` in the I/O pool; a file that is gone is a 404,
+    """``work(path, *args)`` in the I/O pool: ``onCurrentFile`` without the path."""
+    return (await onCurrentFile(archive, path, work, *args, firstFrame=firstFrame))[1]
+
+
+async def onCurrentFile(archive, path, work, *args, firstFrame=1):
+    """``(path, work(path, *args))``, the work done in the I/O pool; when
+    the object was stored again since the index named ``path`` (an
+    ``IndexedPath``), and its file is gone, on the file it names now, and
+    that path (``ObjectReader.onFile``).  A file that is gone is a 404,
     one that cannot be read or shown a 422, CannotShow (the path goes to
     the log only), one without the frame asked for MissingFrame, the frame
     named as counted from ``firstFrame``."""
     try:
-        return await archive.workers.deferToWorker(work, path, *args)
+        return await archive.workers.deferToWorker(archive.objectReader.onFile, path, work, *args)
     except OSError as e:
         log.warn("web: cannot read {path}: {error}", path=path, error=e.strerror or e)
         raise WebError(404 if e.errno == errno.ENOENT else 500,

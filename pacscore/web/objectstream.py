@@ -11,7 +11,7 @@ from pacscore.control.pictures import dicomFile
 from pacscore.storage.part10 import readFileMeta
 from pacscore.web.answers import WebError
 from pacscore.web.dicomweb.instancefiles import fileChunk, startAsStored, startConverted
-from pacscore.web.objects import onFile
+from pacscore.web.objects import onCurrentFile, onFile
 
 AS_STORED = "*"  # the transfer syntax that means: as stored
 CHUNK = 1 << 20
@@ -31,9 +31,10 @@ async def objectStream(archive, path, wanted, code, change=None, quality=None):
     from there, else made whole with the syntax's code (a lossy one of
     ``quality``, None: LossyQuality). ``change(dataset)``, when given,
     changes it first (never sent as stored then)."""
-    started = None if change else await onFile(archive, path, startAsStored, wanted, CHUNK)
-    if started is not None:
-        return _asStored(archive, path, started)
+    if not change:
+        read, started = await onCurrentFile(archive, path, startAsStored, wanted, CHUNK)
+        if started is not None:
+            return _asStored(archive, read, started)
     if code is None:
         return None
     if wanted != AS_STORED:
@@ -50,8 +51,8 @@ async def objectStream(archive, path, wanted, code, change=None, quality=None):
 async def unchangedStream(archive, path, code):
     """``(transfer syntax, chunks)`` of a stored object read 1 MB at a time
     when the compression ``code`` leaves it as it is, else None."""
-    started = await onFile(archive, path, _startUnchanged, code)
-    return None if started is None else _asStored(archive, path, started)
+    read, started = await onCurrentFile(archive, path, _startUnchanged, code)
+    return None if started is None else _asStored(archive, read, started)
 
 
 def _startUnchanged(path, code):
@@ -61,9 +62,11 @@ def _startUnchanged(path, code):
 
 
 def _asStored(archive, path, started):
-    """``(transfer syntax, chunks)`` of what ``startAsStored`` started."""
+    """``(transfer syntax, chunks)`` of what ``startAsStored`` started on
+    the file ``path``: the rest read from that file, never from another
+    one the object is stored in later."""
     syntax, first, size = started
-    return syntax, _fileChunks(archive, path, first, size)
+    return syntax, _fileChunks(archive, str(path), first, size)
 
 
 async def _fileChunks(archive, path, first, size):

@@ -22,6 +22,8 @@ from pacscore.dicom.models import STUDY_ROOT_GET, STUDY_ROOT_MOVE
 from pacscore.dicom.storeddata import StoredData
 from pacscore.dicom.virtual import Fetched
 from pacscore.testing.corpus import generateCorpus
+from pacscore.db.query import Instance
+from pacscore.storage.devices import MagDevice
 from pacscore.storage.reader import Missing, ObjectReader, StoredObject
 from tests.pacscore.codecs.test_transcode import split
 from tests.pacscore.control.running import RunningArchive
@@ -227,6 +229,57 @@ class ReadAheadTests(unittest.TestCase):
         self.assertEqual((type(gone), gone.sopInstanceUID, gone.gone, nothing), (Missing, "1.2.3.1", True, None))
         self.assertIn("No such file", gone.reason)
         self.assertEqual(self.successResultOf(defer.ensureDeferred(upcoming.next())), (located[1], data))
+
+
+    def test_fileStoredAgainSinceLocatedIsRead(self):
+        """The object was stored again meanwhile, under a new name: its new
+        file is read (the one the index names now)."""
+        syntax, data, _ = split("CT_small.dcm")
+        folder = os.path.abspath(self.mktemp())
+        os.makedirs(os.path.join(folder, "P"))
+        with open(os.path.join(folder, "P", "new.dcm"), "wb") as f:
+            f.write(data)
+        reader = ObjectReader([MagDevice("MAG0", folder)], None,
+                              lambda uid: Instance(uid, CT, "MAG0", "P/new.dcm", "P", "1", "1.1"))
+        located = [StoredObject("1.2.3.1", CT, os.path.join(folder, "P", "old.dcm"), syntax, 0, len(data), "MAG0",
+                                "P/old.dcm")]
+        upcoming = _ReadAhead(reader, SyncWorkers(), located, lambda stored, data: (stored, data))
+        stored, read = self.successResultOf(defer.ensureDeferred(upcoming.next()))
+        self.assertEqual((stored.path, read), (os.path.join(folder, "P", "new.dcm"), data))
+
+
+class StoredAgainTests(unittest.TestCase):
+    """An object stored again (the same SOP instance: a new file name, the
+    old file removed after the commit) between a C-MOVE's index lookup and
+    the reading of its file is sent from its new file: no sub-operation
+    fails."""
+
+    @defer.inlineCallbacks
+    def test_moveSendsTheNewFile(self):
+        running = RunningArchive(self, listen=True)
+        running.know(running)  # the C-MOVE destination: itself
+        [image] = generateCorpus(os.path.abspath(self.mktemp()), patients=1, studiesPerPatient=1,
+                                 seriesPerStudy=1, imagesPerSeries=1)
+        yield running.store([image])
+        [first] = running.files()
+        index = running.archive.index
+        queryForPeer = index.queryForPeer
+
+        async def storedAgainAfter(fn, *args):
+            found = await queryForPeer(fn, *args)
+            await running.store([image])
+            return found
+        index.queryForPeer = lambda fn, *args: defer.ensureDeferred(storedAgainAfter(fn, *args))
+        client = yield associate(reactor, "127.0.0.1", running.port, "SCU", running.ae,
+                                 [(STUDY_ROOT_MOVE, [IMPLICIT])])
+        self.addCleanup(client.release)
+        identifier = Dataset()
+        identifier.QueryRetrieveLevel = "STUDY"
+        identifier.StudyInstanceUID = image.studyUID
+        command, _ = yield client.move(STUDY_ROOT_MOVE, identifier, running.ae)
+        self.assertNotIn(first, running.files())  # the file the lookup found is gone
+        self.assertEqual([command[tag] for tag in (commands.STATUS, commands.COMPLETED_SUBOPERATIONS,
+                                                   commands.FAILED_SUBOPERATIONS)], [SUCCESS, 1, 0])
 
 
 class ClosingTarget(Target):

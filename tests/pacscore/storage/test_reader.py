@@ -8,7 +8,7 @@ from twisted.trial import unittest
 from pacscore.db.query import Instance
 from pacscore.export.queue import Target
 from pacscore.storage.devices import MagDevice
-from pacscore.storage.reader import Missing, ObjectReader
+from pacscore.storage.reader import RELOCATIONS, IndexedPath, Missing, ObjectReader
 from tests.pacscore.storage.test_mirror import dicomBytes
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
@@ -47,3 +47,64 @@ class InstancesAtTests(unittest.TestCase):
     def test_fileOnNoDevice(self):
         outside = os.path.join(os.path.dirname(self.mag0.path.rstrip(os.sep)), "elsewhere", "x.dcm")
         self.assertEqual(self.reader.instancesAt(outside, TARGET), [])
+
+
+class StoredAgainTests(unittest.TestCase):
+    """An object stored again after the index named its file (a new file
+    name, the old file removed after the commit) is read from the file the
+    index names now; a file gone for good is still Missing."""
+
+    def setUp(self):
+        self.mag0 = MagDevice("MAG0", self.mktemp())
+        self.old = Instance("1.1.3", CT_IMAGE_STORAGE, "MAG0", "P/old.dcm", "P", "1", "1.1")
+        self.new = self.old._replace(objectFile="P/new.dcm")
+        self.looked = []
+        self.now = self.new
+        self.reader = ObjectReader([self.mag0], None, self.current)
+        self.write("P/new.dcm", dicomBytes(4))
+
+    def current(self, sopInstanceUID):
+        self.looked.append(sopInstanceUID)
+        return self.now
+
+    def write(self, relative, content):
+        path = self.mag0.absolute(relative)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(content)
+        return path
+
+    def test_locate(self):
+        [stored] = self.reader.locate([self.old])
+        self.assertEqual((stored.path, stored.objectFile, self.looked),
+                         (self.mag0.absolute("P/new.dcm"), "P/new.dcm", ["1.1.3"]))
+
+    def test_readAfterLocate(self):
+        """C-MOVE, C-GET and forwards read a batch after they located it."""
+        os.unlink(self.write("P/old.dcm", dicomBytes(3)))  # located first, then stored again
+        stored = self.reader.locate([self.new])[0]._replace(path=self.mag0.absolute("P/old.dcm"),
+                                                            objectFile="P/old.dcm")
+        current, data = self.reader.reading(stored, lambda held: (held, self.reader.read(held)))
+        self.assertEqual(current.path, self.mag0.absolute("P/new.dcm"))
+        self.assertEqual(data, dicomBytes(4)[current.datasetOffset:])
+
+    def test_onFileOfAnIndexedPath(self):
+        """The web's reads (``instancePaths``)."""
+        path = IndexedPath(self.mag0.absolute("P/old.dcm"), self.old)
+        read, size = self.reader.onFile(path, os.path.getsize)
+        self.assertEqual((read, read.instance, size), (self.mag0.absolute("P/new.dcm"), self.new, len(dicomBytes(4))))
+        self.assertRaises(FileNotFoundError, self.reader.onFile, str(path), os.path.getsize)
+
+    def test_goneForGood(self):
+        """No row, or one naming the same file: Missing at once."""
+        for now in (None, self.old):
+            self.now = now
+            [missing] = self.reader.locate([self.old])
+            self.assertEqual((type(missing), missing.gone), (Missing, True))
+        self.assertEqual(len(self.looked), 2)
+
+    def test_lookedUpAFewTimes(self):
+        """A row that names another file each time, none there: given up."""
+        self.current = lambda uid: self.looked.append(uid) or self.old._replace(objectFile=f"P/{len(self.looked)}.dcm")
+        [missing] = ObjectReader([self.mag0], None, self.current).locate([self.old])
+        self.assertEqual((type(missing), len(self.looked)), (Missing, RELOCATIONS))

@@ -8,6 +8,7 @@ import zipfile
 
 from twisted.trial import unittest
 
+from pacscore.storage.reader import ObjectReader
 from pacscore.web.downloads import ZipStream
 
 MB = 1 << 20
@@ -31,7 +32,7 @@ class ZipStreamTests(unittest.TestCase):
     def test_pieces(self):
         """Every piece is about the size asked for (never the whole zip),
         and together they are the zip of the files, dates kept."""
-        stream = ZipStream(self.paths, [f"study/{name}" for name in self.contents])
+        stream = ZipStream(self.paths, [f"study/{name}" for name in self.contents], ObjectReader([]))
         pieces = list(iter(lambda: stream.read(MB), b""))
         self.assertGreater(len(pieces), 5)
         self.assertLess(max(map(len, pieces)), MB + 64 * 1024)
@@ -47,7 +48,7 @@ class ZipStreamTests(unittest.TestCase):
         """A file gone when the zip reaches it: OSError naming it, after
         the pieces of the files before; close() lets go of the open file."""
         os.remove(self.paths[-1])
-        stream = ZipStream(self.paths, list(self.contents))
+        stream = ZipStream(self.paths, list(self.contents), ObjectReader([]))
         given = 0
         with self.assertRaises(FileNotFoundError) as raised:
             while True:

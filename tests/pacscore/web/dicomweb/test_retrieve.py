@@ -6,6 +6,7 @@ import base64
 import copy
 import io
 import os
+import zipfile
 
 import numpy as np
 import pydicom
@@ -487,3 +488,51 @@ class RetrieveTests(DicomWebTestCase):
 
     def queryKey(self, uid, tag=SERIES_INSTANCE_UID):
         return QueryKey(tag, "UI", uid)
+
+
+class StoredAgainTests(DicomWebTestCase):
+    """Objects stored again (the same SOP instances, each under a new file
+    name, the old file removed after the commit) after a request's index
+    lookup are read from their new files: the answer is whole (WADO-RS,
+    its metadata, WADO-URI, a zip download)."""
+
+    @defer.inlineCallbacks
+    def storedAgainAfterLookUp(self, path, images):
+        """What ``path`` answers when ``images`` are stored again just after
+        its lookup."""
+        index, before = self.archive.index, self.running.files()
+        runQuery = index.runQuery
+
+        async def storedAgainAfter(fn, *args):
+            found = await runQuery(fn, *args)
+            if fn == self.archive.objectReader.instancePaths:
+                index.runQuery = runQuery
+                await self.running.store(images)
+            return found
+        index.runQuery = lambda fn, *args: defer.ensureDeferred(storedAgainAfter(fn, *args))
+        found = yield self.fetch(path)
+        self.assertEqual(index.runQuery, runQuery)  # looked up, then stored again
+        self.assertEqual(len(set(before) - set(self.running.files())), len(images))  # their files replaced
+        return found
+
+    @defer.inlineCallbacks
+    def test_studyAndMetadata(self):
+        study = [image for image in self.corpus if image.studyUID == self.corpus[0].studyUID]
+        found = yield self.storedAgainAfterLookUp(f"/studies/{study[0].studyUID}", study)
+        self.assertEqual(found.code, 200)
+        self.assertEqual(sorted(pydicom.dcmread(io.BytesIO(content)).SOPInstanceUID for _, content in found.parts()),
+                         sorted(image.sopUID for image in study))
+        metadata = yield self.storedAgainAfterLookUp(f"/studies/{study[0].studyUID}/metadata", study)
+        self.assertEqual(len(metadata.json()), len(study))
+
+    @defer.inlineCallbacks
+    def test_wadoURIAndZip(self):
+        image = self.corpus[0]
+        found = yield self.storedAgainAfterLookUp(
+            f"{self.root}/wado?requestType=WADO&studyUID={image.studyUID}&seriesUID={image.seriesUID}"
+            f"&objectUID={image.sopUID}&contentType=application/dicom", [image])
+        self.assertEqual((found.code, pydicom.dcmread(io.BytesIO(found.body)).SOPInstanceUID), (200, image.sopUID))
+        series = [other for other in self.corpus if other.seriesUID == image.seriesUID]
+        zipped = yield self.storedAgainAfterLookUp(
+            f"{self.root}/cgi-bin/dgate?mode=zipseries&series={image.patientID}:{image.seriesUID}", series)
+        self.assertEqual((zipped.code, len(zipfile.ZipFile(io.BytesIO(zipped.body)).namelist())), (200, len(series)))

@@ -30,7 +30,7 @@ from pacscore.codecs.transcode import TranscodeError
 from pacscore.config.dicomsql import TABLES
 from pacscore.control.amap import nodeLine
 from pacscore.control.cgigateway import isCGIRequest, runCGI
-from pacscore.control.client import CONTROL_PORT, DicomPortAnswered, NoAnswer, TLSFailed, sendCommand
+from pacscore.control.client import CONTROL_PORT, ClientFailed, DicomPortAnswered, NoAnswer, TLSFailed, sendCommand
 from pacscore.control.definitions import columnLine
 from pacscore.control.endpoint import DEFAULT_ENDPOINT, clientEndpoint, portNumber
 from pacscore.control.registry import CommandRegistry
@@ -240,10 +240,18 @@ def _writeTo(stream, write):
 
 
 def printLine(text):
-    """``print`` to standard output (``_writeTo``), the bytes of a file name
-    that are not UTF-8 (surrogate escapes) shown as ``\\udcff`` as standard
-    error shows them, rather than an exception halfway through -r."""
-    _writeTo(sys.stdout, lambda: print(text.encode("utf-8", "backslashreplace").decode("utf-8"), flush=True))
+    """``print`` to standard output (``_writeTo``)."""
+    _writeTo(sys.stdout, lambda: print(text, flush=True))
+
+
+def escapeUnwritable():
+    """Have standard output and error show what their encoding cannot write
+    (the bytes of a file name that are not UTF-8, as surrogate escapes; a
+    Japanese name on a Latin-1 terminal) as ``\\udcff``, ``\\u5c71``, rather
+    than an exception halfway through a listing or -r."""
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
 
 
 def printError(text):
@@ -255,6 +263,7 @@ def main(argv=None, out=printLine, err=printError):
     """The console script; returns the exit status (with a ``--command``,
     ``task.react`` ends the process with it once the server answered)."""
     argv = sys.argv[1:] if argv is None else argv
+    escapeUnwritable()
     if isCGIRequest(argv, os.environ):
         ini = DicomIni.fromFile(_iniPath(os.getcwd()) or os.path.join(defaultConfigDir(), INI_NAME))
         return runCGI(ini, os.environ, sys.stdin.buffer, _writeBinary)
@@ -399,6 +408,9 @@ async def _send(endpoint, label, command, secret, out, err):
         return 1
     except (error.ConnectError, OSError, NoAnswer, TLSFailed, DicomPortAnswered) as e:
         err(f"dgate: {label}: {e}")
+        return 1
+    except ClientFailed as e:
+        err(f"dgate: {e}")
         return 1
     except ValueError as e:  # e.g. HostnameEndpoint's "invalid hostname"
         err(f"dgate: bad address {label}: {e}")

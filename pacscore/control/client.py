@@ -49,6 +49,11 @@ class TLSFailed(Exception):
     """The TLS handshake with the control port failed."""
 
 
+class ClientFailed(Exception):
+    """The request could not be sent, or the answer not written out (a
+    callback failed)."""
+
+
 class DicomPortAnswered(Exception):
     """The server answered with a DICOM PDU: the port is a DICOM port."""
 
@@ -75,9 +80,25 @@ class ControlClientProtocol(basic.LineReceiver, policies.TimeoutMixin):
         self._answering = False  # the first bytes of the answer came
 
     def connectionMade(self):
-        lines = ([f"AUTH {self.secret}"] if self.secret else []) + [f"COMMAND {self.request}"]
-        self.transport.write("".join(line + "\r\n" for line in lines).encode("utf-8"))
+        """Send the request; the bytes of an argument that are not UTF-8 (a
+        file name, as the command line gives it: surrogate escapes) go as
+        they are. Should that fail, ``finished`` fails and the connection is
+        dropped, rather than the request never sent and never answered."""
         self.setTimeout(ANSWER_TIMEOUT)
+        lines = ([f"AUTH {self.secret}"] if self.secret else []) + [f"COMMAND {self.request}"]
+        request = "".join(line + "\r\n" for line in lines)
+        self._guarded(lambda: self.transport.write(request.encode("utf-8", "surrogateescape")),
+                      "sending the request failed")
+
+    def _guarded(self, call, what):
+        """Call ``call``; an exception it raises fails ``finished`` with
+        ``ClientFailed`` saying ``what`` and why, and aborts the connection."""
+        try:
+            call()
+        except Exception as e:
+            if not self.finished.called:
+                self.finished.errback(ClientFailed(f"{what}: {e}"))
+            self.transport.abortConnection()
 
     def _answered(self, result):
         self.setTimeout(None)
@@ -100,6 +121,10 @@ class ControlClientProtocol(basic.LineReceiver, policies.TimeoutMixin):
         super().dataReceived(data)
 
     def lineReceived(self, line):
+        if not self.finished.called:  # what comes after the end (or a failure here) is ignored
+            self._guarded(lambda: self._answerLine(line), "writing out the answer failed")
+
+    def _answerLine(self, line):
         kind, _, text = line.rstrip(b"\r").decode("utf-8", errors="replace").partition(" ")
         if kind == "OUTPUT":
             self.output(text)
@@ -111,7 +136,7 @@ class ControlClientProtocol(basic.LineReceiver, policies.TimeoutMixin):
                 self.rawDataReceived(b"")
         elif kind == "PROGRESS":
             self.progress(text)
-        elif kind in ("OK", "ERROR") and not self.finished.called:
+        elif kind in ("OK", "ERROR"):
             self.finished.callback(Reply(kind == "OK", text))
 
     def rawDataReceived(self, data):
@@ -119,8 +144,8 @@ class ControlClientProtocol(basic.LineReceiver, policies.TimeoutMixin):
         self._received.append(data[:wanted])
         self._remaining -= len(self._received[-1])
         if not self._remaining:
-            self.data(b"".join(self._received))
-            self._received = []
+            content, self._received = b"".join(self._received), []
+            self._guarded(lambda: self.data(content), "writing out the answer failed")
             self.setLineMode(data[wanted:])
 
     def lineLengthExceeded(self, line):
@@ -141,6 +166,6 @@ def sendCommand(endpoint, request, secret=None, output=None, progress=None, data
     ``endpoint`` (an ``IStreamClientEndpoint``); ``output`` and ``progress``
     get each OUTPUT and PROGRESS line, ``data`` the bytes of a DATA answer.
     Errbacks with the connection error (e.g. ``ConnectionRefusedError``),
-    ``NoAnswer``, ``TLSFailed`` or ``DicomPortAnswered``."""
+    ``NoAnswer``, ``TLSFailed``, ``DicomPortAnswered`` or ``ClientFailed``."""
     client = ControlClientProtocol(request, secret, output, progress, data)
     return endpoints.connectProtocol(endpoint, client).addCallback(lambda _: client.finished)

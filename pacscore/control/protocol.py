@@ -1,6 +1,7 @@
 """The control port: ``dgate --command:args`` requests to the running server.
 
-One request per connection. The client sends lines (CRLF or LF), optionally
+One request per connection. The client sends lines (CRLF or LF; UTF-8, but
+the bytes of a file name that are not UTF-8 are taken as they are), optionally
 ``AUTH <secret>``, then ``COMMAND --name:arguments``; the server answers
 ``PROGRESS <text>`` lines while the command works (and a ``KEEPALIVE``
 line every ``KEEPALIVE_INTERVAL`` seconds, so that a client can tell a
@@ -39,6 +40,16 @@ def parseCommand(text):
     if not name or not all(c.isalnum() or c == "_" for c in name):
         raise BadRequest(f"expected --command:arguments, got {text!r}")
     return name, arguments
+
+
+def _notUTF8(error):
+    """A ``CommandError`` for ``error`` when it is the failure of an argument
+    holding bytes that are not UTF-8 (taken as they are, for a file name;
+    surrogate escapes) where only text goes (a database query), else None."""
+    if isinstance(error, UnicodeEncodeError) and "\udc80" <= error.object[error.start] <= "\udcff":
+        shown = error.object[error.start:error.end].encode("utf-8", "backslashreplace").decode("ascii")
+        return CommandError(f"an argument holds bytes that are not UTF-8 ({shown}): only a file name may")
+    return None
 
 
 def _oneLine(text):
@@ -87,7 +98,7 @@ class ControlProtocol(basic.LineReceiver, policies.TimeoutMixin):
         if self.started or self.finished:
             return
         try:  # the whole request must come within the idle timeout: AUTH lines do not put it off
-            text = line.rstrip(b"\r").decode("utf-8")
+            text = line.rstrip(b"\r").decode("utf-8", "surrogateescape")  # a file name's bytes as they are
             if "\x00" in text:  # no argument (a path, a value) may hold one
                 raise BadRequest("NUL character in the request")
             verb, _, rest = text.partition(" ")
@@ -100,7 +111,7 @@ class ControlProtocol(basic.LineReceiver, policies.TimeoutMixin):
                 self.factory.execute(self, *parseCommand(rest))
             else:
                 raise BadRequest(f"expected AUTH or COMMAND, got {verb[:32]!r}")
-        except (UnicodeDecodeError, BadRequest) as e:
+        except BadRequest as e:
             self.log.warn("control: {peer}: bad request: {error}", peer=self.peerName(), error=e)
             self.finish(f"bad request: {e}")
 
@@ -180,7 +191,8 @@ class ControlFactory(protocol.Factory):
         """Whether ``given`` (the AUTH line's secret, or None) lets a request in."""
         if not self.secret:
             return True
-        return given is not None and hmac.compare_digest(given.encode("utf-8"), self.secret.encode("utf-8"))
+        return given is not None and hmac.compare_digest(given.encode("utf-8", "surrogateescape"),
+                                                     self.secret.encode("utf-8", "surrogateescape"))
 
     def execute(self, connection, name, arguments):
         """Run ``--name:arguments`` for ``connection`` and answer it."""
@@ -203,13 +215,14 @@ class ControlFactory(protocol.Factory):
         d.addErrback(self._notAnswered, connection, name)
 
     def _failed(self, failure, connection, name):
-        if failure.check(CommandError):
+        error = _notUTF8(failure.value) or failure.value
+        if isinstance(error, CommandError):
             self.log.info("control: {peer}: --{command} failed: {error}", peer=connection.peerName(),
-                          command=name, error=failure.value)
+                          command=name, error=error)
         else:
             self.log.failure("control: {peer}: --{command} raised an unexpected error", failure,
                              peer=connection.peerName(), command=name)
-        connection.finish(str(failure.value) or failure.type.__name__)
+        connection.finish(str(error) or failure.type.__name__)
 
     def _notAnswered(self, failure, connection, name):
         self.log.failure("control: {peer}: answering --{command} failed", failure, peer=connection.peerName(),

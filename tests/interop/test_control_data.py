@@ -5,13 +5,14 @@ move to DCMTK's storescp, regen after losing the database file, query,
 the finders, loadhl7, addimagefile and initializetables."""
 
 import os
+import subprocess
 
 import pydicom
 from pydicom.uid import generate_uid
 
 from pacscore.testing.orders import orderMessage, writeMessages
 from tests.interop.peers import StorescpServer
-from tests.interop.server import dcmtk
+from tests.interop.server import BIN, dcmtk
 from tests.interop.storedcorpus import StoredCorpusTestCase
 from tests.interop.test_find import PATIENT_ROOT, STUDY_ROOT, findscu
 from tests.interop.test_worklist import worklistFind
@@ -104,6 +105,26 @@ class ControlDataTests(StoredCorpusTestCase):
         [name] = os.listdir(out)
         self.assertEqual(pydicom.dcmread(os.path.join(out, name)).SOPInstanceUID, ds.SOPInstanceUID)
         self.assertNotIn("Traceback", self.server.log())
+
+    def test_commandsOnAFileNamedInLatin1(self):
+        """dgate hands a file name that is not UTF-8 (a Latin-1 byte) to the
+        server as it is: count_frames, dump_header and addimagefile read the
+        file; a finder given such bytes fails saying so. On a Latin-1
+        terminal a listing is whole, a Japanese name shown escaped."""
+        ds = pydicom.dcmread(self.images[0].path)
+        ds.SpecificCharacterSet, ds.PatientName = "ISO_IR 192", "\u5c71\u7530^\u592a\u90ce"
+        path = os.fsdecode(os.path.join(os.fsencode(self.workdir), b"M\xfcller.dcm"))
+        ds.save_as(path)
+        self.assertEqual(self.dgate(f"--count_frames:{path}"), ["1"])
+        self.assertIn(ds.SOPInstanceUID, "\n".join(self.dgate(f"--dump_header:{path}")))
+        self.assertEqual(len(self.dgate(f"--addimagefile:{path},LATIN1")), 1)
+        refused = self.server.dgate(os.fsdecode(b"--patientfinder:|M\xfcller|"))
+        self.assertEqual((refused.returncode, refused.stderr),
+                         (1, "dgate: an argument holds bytes that are not UTF-8 (\\udcfc): only a file name may\n"))
+        listed = subprocess.run([os.path.join(BIN, "dgate"), f"-w{self.server.workdir}", "--patientfinder:|LATIN1|"],
+                                capture_output=True, timeout=60, env=dict(os.environ, PYTHONIOENCODING="latin-1"))
+        self.assertEqual((listed.returncode, listed.stderr), (0, b""))
+        self.assertTrue(listed.stdout.startswith(b"LATIN1\t\\u5c71\\u7530^\\u592a\\u90ce\t"), listed.stdout)
 
     def test_queryAndFinders(self):
         self.assertEqual(self.dgate("--query:DICOMPatients|PatientID,PatientName||%s=%s"),

@@ -1,5 +1,6 @@
 """The ``dgate`` command line offline: parsing, help, -i; with no server to answer."""
 
+import io
 import os
 import sqlite3
 import subprocess
@@ -153,6 +154,16 @@ class CliTests(unittest.TestCase):
         code, output = self.dgate("-f?")
         self.assertEqual(code, 2)
         self.assertIn("-f? needs a file", output)
+
+    def test_listingOnALatin1Terminal(self):
+        """What standard output's encoding cannot write (a Japanese folder
+        name on a Latin-1 terminal) is shown escaped, the listing whole."""
+        server = PacsServer(self.mktemp(), ini={"MAGDevices": "2", "MAGDevice1": "/srv/\u5c71\u7530"})
+        stdout = io.TextIOWrapper(io.BytesIO(), encoding="latin-1")
+        with mock.patch("sys.stdout", stdout):
+            self.assertEqual(main([f"-w{server.workdir}", "-d"]), 0)
+        stdout.flush()
+        self.assertIn(b"\nMAG1       /srv/\\u5c71\\u7530\n", stdout.buffer.getvalue())
 
     def test_offlineListingToAReaderThatGoesAway(self):
         """``dgate -k | head -1`` prints the first line and exits 0, quietly."""

@@ -13,7 +13,8 @@ from twisted.test import iosim
 from twisted.trial import unittest
 from zope.interface import implementer
 
-from pacscore.control.client import ANSWER_TIMEOUT, ControlClientProtocol, DicomPortAnswered, NoAnswer, Reply
+from pacscore.control.client import (ANSWER_TIMEOUT, ClientFailed, ControlClientProtocol, DicomPortAnswered, NoAnswer,
+                                     Reply)
 from pacscore.control.context import CommandError
 from pacscore.control.protocol import KEEPALIVE_INTERVAL, BadRequest, ControlFactory, parseCommand
 from pacscore.control.registry import CommandRegistry
@@ -76,6 +77,8 @@ class Broken:
     def run(self, arguments, context):
         if arguments == "refuse":
             raise CommandError("no such patient")
+        if arguments.startswith("query:"):  # as a database driver does, which takes UTF-8 text only
+            return arguments.encode("utf-8")
         return 1 / 0
 
 
@@ -143,13 +146,13 @@ class ServerTests(unittest.TestCase):
         transport = StringTransport(peerAddress=IPv4Address("TCP", "10.1.2.3", 40000))
         protocol.makeConnection(transport)
         for line in self.preamble if preamble is None else preamble:
-            protocol.dataReceived(line.encode("utf-8") + b"\r\n")
+            protocol.dataReceived(line.encode("utf-8", "surrogateescape") + b"\r\n")
         return protocol, transport
 
     def request(self, *lines, factory=None, preamble=None):
         protocol, transport = self.connect(factory, preamble)
         for line in lines:
-            protocol.dataReceived(line.encode("utf-8") + b"\r\n")
+            protocol.dataReceived(line.encode("utf-8", "surrogateescape") + b"\r\n")
         return transport
 
     def answer(self, transport):
@@ -200,10 +203,18 @@ class ServerTests(unittest.TestCase):
         self.assertEqual(len(self.answer(transport)), 1)
         self.assertEqual(self.slow.pending, [])
 
-    def test_notUTF8(self):
+    def test_argumentsThatAreNotUTF8(self):
+        """Their bytes reach the command as they are (a file name, as
+        ``os.fsdecode`` gives it); where only text goes, the command fails
+        saying so, without a traceback in the log."""
         protocol, transport = self.connect()
-        protocol.dataReceived(b"COMMAND --echo:\xff\r\n")
-        self.assertTrue(self.answer(transport)[0].startswith("ERROR bad request"))
+        protocol.dataReceived(b"COMMAND --echo:/data/M\xfcller.dcm\r\n")
+        self.assertEqual(self.answer(transport)[0], "OUTPUT /data/M\\udcfcller.dcm")
+        with capturedLogs() as events:
+            transport = self.request(os.fsdecode(b"COMMAND --broken:query:M\xfcller"))
+        self.assertEqual(self.answer(transport),
+                         ["ERROR an argument holds bytes that are not UTF-8 (\\udcfc): only a file name may"])
+        self.assertEqual([e for e in events if "log_failure" in e], [])
 
     def test_fileNamesThatAreNotUTF8(self):
         """Every line is sent, the bytes that are not UTF-8 escaped."""
@@ -325,6 +336,10 @@ class SecretTests(ServerTests):
         answer, _ = self.refused("COMMAND --nosuch:")
         self.assertEqual(answer, ["ERROR refused: missing secret"])
 
+    def test_secretThatIsNotUTF8(self):
+        answer, _ = self.refused(os.fsdecode(b"AUTH s3cr3\xfc"), "COMMAND --echo:x")
+        self.assertEqual(answer, ["ERROR refused: wrong secret"])
+
     def test_requiredSecretMustBeConfigured(self):
         self.assertRaises(ValueError, ControlFactory, object(), self.clock, requireSecret=True)
 
@@ -400,6 +415,42 @@ class ClientTests(unittest.TestCase):
         self.assertTrue(transport.disconnecting)
         client.connectionLost(None)
         self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_fileNameThatIsNotUTF8(self):
+        """A file name argument as the command line gives it (surrogate
+        escapes) goes as its bytes."""
+        client, pump, output, progress = self.send(os.fsdecode(b"--echo:/data/M\xfcller.dcm"))
+        self.assertEqual(self.successResultOf(client.finished), Reply(True, ""))
+        self.assertEqual(output[0], "/data/M\\udcfcller.dcm")
+
+    def test_requestThatCannotBeSent(self):
+        """The request fails at once, rather than never being answered."""
+        client = ControlClientProtocol("--echo:\ud800", clock=self.clock)
+        transport = StringTransport()
+        client.makeConnection(transport)
+        failure = self.failureResultOf(client.finished, ClientFailed)
+        self.assertTrue(str(failure.value).startswith("sending the request failed: 'utf-8' codec can't encode"))
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_answerThatCannotBeWrittenOut(self):
+        """An output callback that fails (standard output cannot write a
+        line) fails the request with that cause; the rest is ignored."""
+        output = []
+
+        def write(line):
+            output.append(line)
+            line.encode("ascii")
+        client = ControlClientProtocol("--echo:", output=write, clock=self.clock)
+        transport = StringTransport()
+        client.makeConnection(transport)
+        client.dataReceived("OUTPUT M\u00fcller\r\nOUTPUT more\r\nOK\r\n".encode("utf-8"))
+        failure = self.failureResultOf(client.finished, ClientFailed)
+        self.assertTrue(str(failure.value).startswith("writing out the answer failed: 'ascii' codec can't encode"))
+        self.assertEqual(output, ["M\u00fcller"])
+        self.assertTrue(transport.disconnecting)
+        client.connectionLost(Failure(error.ConnectionAborted()))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_errors(self):
         client, *_ = self.send("--broken:refuse")

@@ -26,7 +26,6 @@ the same in ORC and OBR, and may be sent in either: an order (a cancel
 above all) with only an ORC finds its accession number in ORC-3.
 """
 
-import datetime
 import re
 from typing import NamedTuple
 
@@ -35,6 +34,7 @@ from pydicom.uid import generate_uid
 from twisted.logger import Logger
 
 from pacscore.db.worklistitems import OrderRefused
+from pacscore.dicom.datetimes import isDate, isTime
 from pacscore.hl7.message import uniqueNumber
 
 ACCESSION_NUMBER = 0x00080050
@@ -94,7 +94,7 @@ def parseSource(text):
     return _Field(segment, int(field), part)
 
 
-def _vr(column):
+def columnVR(column):
     """The VR of the column's tag, "" when the dictionary does not know it."""
     try:
         return dictionary_VR(column.tag)
@@ -116,11 +116,7 @@ def datePart(timestamp):
     if not timestamp.strip():
         return ""
     date = timestamp[:8]
-    try:
-        datetime.date(int(date[:4]), int(date[4:6]), int(date[6:]))
-    except ValueError:
-        return None
-    return date if len(date) == 8 and date.isdigit() else None
+    return date if isDate(date) else None
 
 
 def timePart(timestamp):
@@ -131,9 +127,8 @@ def timePart(timestamp):
     if match is None:
         return ""
     fraction = match.group(2) or ""
-    time = match.group(1)[:len(match.group(1)) - len(fraction)]
-    limits = [int(time[i:i + 2]) <= limit for i, limit in zip((0, 2, 4), (23, 59, 60)) if time[i:i + 2]]
-    return time + fraction[:7] if all(limits) else None
+    time = match.group(1)[:len(match.group(1)) - len(fraction)] + fraction[:7]
+    return time if isTime(time) else None
 
 
 class _Column:
@@ -142,7 +137,7 @@ class _Column:
     __slots__ = ("name", "length", "source", "isDate", "isPersonName", "isText", "isSex")
 
     def __init__(self, column, source):
-        vr = _vr(column)
+        vr = columnVR(column)
         self.name = column.name
         self.length = column.length
         self.source = source

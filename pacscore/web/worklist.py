@@ -9,8 +9,12 @@ an XO of the item (a changed accession number: the old item cancelled and
 the new one inserted, in one transaction), a new item an NW; ``*AN`` and
 ``*UI`` columns (dicom.sql's HL7 sources) left empty are generated, and
 keep their value when an item changes (also when its accession number
-does: the new item takes them).  Values longer than their column,
-and dates that are not YYYYMMDD, are refused (400).
+does: the new item takes them).  Values that are no valid DICOM are
+refused (400, naming the column): longer than their column, a date that
+is no real YYYYMMDD or a time no real HHMMSS.FFFFFF (``isDate``,
+``isTime``, as HL7 orders are checked), a Patient's Sex other than M, F
+or O, a backslash (DICOM's value delimiter; not in DT_MSTR columns, which
+hold several values) or a control character outside LT, ST and UT.
 """
 
 import re
@@ -18,13 +22,15 @@ import re
 from sqlalchemy import select
 
 from pacscore.db.worklistitems import OrderRefused
-from pacscore.hl7.mapping import OrderItem
+from pacscore.dicom.datetimes import isDate, isTime
+from pacscore.hl7.mapping import PATIENT_SEX, SEXES, TEXT_VRS, OrderItem, columnVR
 from pacscore.web.answers import WebError, checkPost, htmlAnswer
 from pacscore.web.edits import CHANGED_BY_POST, checkWritable, writable
 from pacscore.web.html import SCRIPT, Markup, join, link, table, text, url
 
 _CONQUEST_QUERY = re.compile(r"^\s*(?:\w+\.)?AccessionN\w*\s*=\s*'((?:[^']|'')*)'\s*$", re.IGNORECASE)
-_DATE = re.compile(r"^([0-9]{8})?$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL_OR_BACKSLASH = re.compile(r"[\\\x00-\x1f\x7f]")
 ORIGINAL = "original accession"
 
 
@@ -107,10 +113,25 @@ def _values(archive, parameters):
         value = parameters.get(column.name).strip()
         if len(value) > column.length:
             raise WebError(400, f"{column.name} holds at most {column.length} characters")
-        if column.dicomType == "DT_DATE" and not _DATE.match(value):
-            raise WebError(400, f"{column.name} is a date: YYYYMMDD, not {value!r}")
+        refusal = _refusal(column, value) if value else None
+        if refusal is not None:
+            raise WebError(400, f"{column.name} {refusal}, not {value!r}")
         values[column.name] = value
     return values
+
+
+def _refusal(column, value):
+    """Why the non-empty ``value`` is no valid value of the column (PS3.5 6.2), or None."""
+    if column.dicomType == "DT_DATE" and not isDate(value):
+        return "is a date: YYYYMMDD, a real one"
+    if column.dicomType == "DT_TIME" and not isTime(value):
+        return "is a time: HHMMSS (or HH, HHMM, HHMMSS.FFFFFF), hours to 23, minutes to 59, seconds to 60"
+    if column.tag == PATIENT_SEX and value not in SEXES.values():
+        return "is M, F, O or empty"
+    if columnVR(column) in TEXT_VRS:
+        return None
+    found = (_CONTROL if column.dicomType == "DT_MSTR" else _CONTROL_OR_BACKSLASH).search(value)
+    return None if found is None else f"may not hold {found.group()!r}"
 
 
 def _fillGenerated(mapping, values, accessionColumn, previous):

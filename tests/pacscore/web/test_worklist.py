@@ -77,6 +77,33 @@ class WorklistPageTests(unittest.TestCase):
         self.assertEqual((yield self.items()), [])
 
     @defer.inlineCallbacks
+    def test_invalidValuesRefused(self):
+        """Values that are no valid DICOM are refused, the column named: an
+        impossible date or time, a sex other than M, F or O, a backslash
+        (the value delimiter) or a control character in a name or ID."""
+        for column, value, why in [
+                ("PatientBirthDate", "20261399", "PatientBirthDate is a date: YYYYMMDD, a real one"),
+                ("StartDate", "20261306", "StartDate is a date"),
+                ("StartDate", "20250229", "StartDate is a date"),
+                ("StartTime", "25:99:xx", "StartTime is a time"),
+                ("StartTime", "2400", "StartTime is a time"),
+                ("StartTime", "096", "StartTime is a time"),
+                ("StartTime", "093061", "StartTime is a time"),
+                ("PatientSex", "Q", "PatientSex is M, F, O or empty"),
+                ("PatientName", "Back\\Slash", "PatientName may not hold &#x27;\\\\&#x27;"),
+                ("PatientID", "WLBAD\\X", "PatientID may not hold"),
+                ("SchedPSDescription", "two\tparts", "SchedPSDescription may not hold &#x27;\\t&#x27;")]:
+            answer = yield post(self.resource, mode="saverecord", **dict(ITEM, **{column: value}))
+            self.assertEqual(answer.code, 400, (column, value, answer.text))
+            self.assertIn(why, answer.text)
+        self.assertEqual((yield self.items()), [])
+        valid = {"PatientBirthDate": "20240229", "PatientSex": "O", "StartTime": "235960.123456"}
+        added = yield post(self.resource, mode="saverecord", **dict(ITEM, **valid))
+        self.assertIn("worklist item ACC1 inserted", added.text)
+        [item] = yield self.items()
+        self.assertEqual({name: item[name] for name in valid}, valid)
+
+    @defer.inlineCallbacks
     def test_anotherItemIsNeverOverwritten(self):
         """A new item, or one renumbered, with the accession number of an
         existing item: 409, both items as they were."""

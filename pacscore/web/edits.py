@@ -8,7 +8,8 @@ answer 403 and the lists show no links to them):
 - ``addlocalfile``: a POSTed form's ``filetoupload`` (multipart; copied
   from the request body to a temporary file, never whole in memory) is
   stored as ``dgate --addimagefile:`` stores a file (HL7 messages, a file
-  ``--loadhl7:`` takes, are applied to the worklist as it applies them).
+  ``--loadhl7:`` takes, are applied to the worklist as it applies them);
+  a refusal names the uploaded file (its temporary copy in the log only).
 
 Changes are only made for a POST: a link or a page prefetch cannot make them.
 """
@@ -16,6 +17,8 @@ Changes are only made for a POST: a link or a page prefetch cannot make them.
 import os
 import shutil
 import tempfile
+
+from twisted.logger import Logger
 
 from pacscore.control.context import CommandError
 from pacscore.control.data import AddImageFile, LoadHL7
@@ -28,6 +31,8 @@ from pacscore.web.logins import writerRefusal
 from pacscore.web.objects import uid
 
 COPY_CHUNK = 1 << 20
+UNNAMED_UPLOAD = "the uploaded file"
+log = Logger()
 CHANGED_BY_POST = "changes are made with the page's button (POST)"
 
 
@@ -117,9 +122,13 @@ async def addLocalFile(archive, parameters, request):
     if upload is None or not upload.size:
         raise WebError(400, "no file was uploaded (a multipart form field filetoupload)")
     path, hl7 = await archive.workers.deferToWorker(_spooled, upload)
+    name = upload.filename.strip() or UNNAMED_UPLOAD
     try:
         command = LoadHL7() if hl7 else AddImageFile()
         return await commandAnswer(archive, command, path, "uploaded file")
+    except WebError as e:  # the page names the user's file, not the server's copy
+        log.info("web: upload {name} (copied to {path}) refused: {message}", name=name, path=path, message=e.message)
+        raise WebError(e.code, e.message.replace(path, name), e.headers) from e
     finally:
         await archive.workers.deferToWorker(os.remove, path)
 

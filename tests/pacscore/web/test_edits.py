@@ -75,6 +75,8 @@ class EditTests(WebTestCase):
         for content, code in ((b"", 400), (b"not DICOM at all", 422)):
             refused = yield post(self.resource, mode="addlocalfile", filetoupload=content)
             self.assertEqual(refused.code, code, refused.text)
+        self.assertIn("filetoupload.bin is not a readable DICOM object", refused.text)  # not the temporary copy
+        self.assertNotIn("pacs-upload-", refused.text)
         self.assertEqual([name for name in os.listdir(tempfile.gettempdir())
                           if name.startswith("pacs-upload-")], [])
 

@@ -15,19 +15,22 @@ CGI script answers. They take their turn with the web's pictures
 ``convert_to_dicom`` writes a Part-10 file to dgate's standard output: the
 frame ``f`` alone when given, the image downsized to ``size`` (0 or
 missing: not; single-frame images with a Pixel Spacing, as Conquest's
-MaybeDownsize), in the compression code ``comp`` (default ``un``).
+MaybeDownsize), in the compression code ``comp`` (default ``un``); an image that cannot
+take it (a 32-bit or 1-bit image, palette indices for lossy JPEG) is
+written in its own syntax instead, with a log line, as a forward sends it.
 """
 
 import math
 
 from pydicom.uid import ExplicitVRLittleEndian
+from twisted.logger import Logger
 
-from pacscore.codecs.compression import recode
+from pacscore.codecs.compression import AS_STORED_CODE, recode
 from pacscore.codecs.downsize import downsizeDataset
 from pacscore.codecs.imagefiles import bmpImage, gifImage, jpegImage
 from pacscore.codecs.rendering import fitted, renderFile
-from pacscore.codecs.syntaxes import isCompressed
-from pacscore.codecs.transcode import transcode
+from pacscore.codecs.syntaxes import isCompressed, proposals
+from pacscore.codecs.transcode import TranscodeError, transcode
 from pacscore.control.arguments import fields, number
 from pacscore.control.context import CommandError
 from pacscore.control.conversion import FileConversion, keepFrames
@@ -100,10 +103,10 @@ def _writeFile(path, content):
         f.write(content)
 
 
-def dicomFile(path, size, code, frame, quality, change=None):
-    """In the I/O pool: the file ``path`` as Part-10 bytes, frame ``frame``
-    alone (None: all), downsized to ``size`` (0: not), in compression ``code``,
-    changed first by ``change(dataset)`` when given."""
+def _prepared(path, size, frame, change):
+    """``(data set, syntax)`` of the file ``path``, frame ``frame`` alone
+    (None: all), changed by ``change(dataset)`` when given, downsized to
+    ``size`` (0: not)."""
     syntax, data = readFile(path)
     if frame is not None or change is not None:
         dataset = decodeDataset(data, syntax)
@@ -116,23 +119,60 @@ def dicomFile(path, size, code, frame, quality, change=None):
         if isCompressed(syntax):
             data, syntax = transcode(data, syntax, ExplicitVRLittleEndian), ExplicitVRLittleEndian
         data = downsizeDataset(data, syntax, size) or data
-    data, syntax = recode(data, syntax, code, quality)
+    return data, syntax
+
+
+def _part10(data, syntax):
     dataset = decodeDataset(data, syntax, stopBeforePixels=True)
     header = encodeFileMeta(dataset.get("SOPClassUID", ""), dataset.get("SOPInstanceUID", ""), syntax,
                             IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION)
     return header + data
 
 
+def dicomFile(path, size, code, frame, quality, change=None):
+    """In the I/O pool: the file ``path`` as Part-10 bytes, frame ``frame``
+    alone (None: all), downsized to ``size`` (0: not), in compression ``code``,
+    changed first by ``change(dataset)`` when given."""
+    return _part10(*recode(*_prepared(path, size, frame, change), code, quality))
+
+
+def sentFile(path, size, code, frame, quality):
+    """In the I/O pool: ``(Part-10 bytes, refusal)``: ``dicomFile`` of the
+    file ``path``, refusal None; or, when its object cannot go in a syntax of
+    the compression ``code`` (the TranscodeError ``refusal``: a 32-bit or
+    1-bit image, palette indices for lossy JPEG), in its own syntax, as a
+    forward sends an image the encoder cannot take (the next of
+    ``proposals``; NKI pixel data decompressed, as ``uj`` does).  Not for
+    pixel data no codec decodes asked for uncompressed, which goes in no
+    syntax then."""
+    data, syntax = _prepared(path, size, frame, None)
+    try:
+        return _part10(*recode(data, syntax, code, quality)), None
+    except TranscodeError as e:
+        if syntax not in proposals(syntax, code):
+            raise
+        return _part10(*recode(data, syntax, AS_STORED_CODE)), e
+
+
 class ConvertToDicom(FileConversion):
     name = "convert_to_dicom"
     usage = "--convert_to_dicom:file,size,comp,f  Downsize/compress/frame DICOM to standard output"
 
+    log = Logger()
+
     def run(self, arguments, context):
         source, size, code, frame = fields(arguments, 4)
-        archive = context.archive
-        return self.convert(archive, source, dicomFile, number(size, "size") if size.strip() else 0,
-                            code.strip() or "un", number(frame, "frame") if frame.strip() else None,
-                            archive.configuration.lossyQuality)
+        archive, code = context.archive, code.strip() or "un"
+        d = self.convert(archive, source, sentFile, number(size, "size") if size.strip() else 0, code,
+                         number(frame, "frame") if frame.strip() else None, archive.configuration.lossyQuality)
+        return d.addCallback(self._made, source, code)
+
+    def _made(self, made, source, code):
+        data, refusal = made
+        if refusal is not None:
+            self.log.info("convert_to_dicom: {source} cannot be compressed as {code} ({error}); written as stored",
+                          source=source, code=code, error=refusal)
+        return data
 
 
 class ConvertToGif(PictureConversion):

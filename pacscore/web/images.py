@@ -1,16 +1,19 @@
 """One stored image on the web (Conquest's CGI modes): ``slice`` (the image
 as a picture: ``graphic`` gif, bmp, jpg or png, ``size``, ``lw`` =
 level/window[/frame]), ``dicom`` (the Part-10 file, downsized to ``dsize``
-and in compression ``compress``; the stored file streamed when neither
+and in compression ``compress``, in its own syntax when the image cannot
+take that one, as a forward sends it; the stored file streamed when neither
 changes it), ``sliceviewer`` (a page showing the
 slice, with a form for level, window and frame) and ``headerdump``."""
 
 from functools import partial
 
+from twisted.logger import Logger
+
 from pacscore.codecs.imagefiles import bmpImage, gifImage, jpegImage, pngImage
 from pacscore.codecs.syntaxes import isSupportedCode
 from pacscore.control.data import headerLines
-from pacscore.control.pictures import dicomFile, renderPicture
+from pacscore.control.pictures import renderPicture, sentFile
 from pacscore.web.answering import clientLeft
 from pacscore.web.answers import Answer, StreamAnswer, WebError, htmlAnswer
 from pacscore.web.html import SCRIPT, Markup, image, join, link, text, url
@@ -25,6 +28,7 @@ MOST_FRAMES = 100000
 DICOM = "application/dicom"
 ROWS = (0x00280010, "US")  # kept by the index for objects with pixel data only
 CLIENT_LEFT = 499  # nginx's "client closed request": never sent, nobody is there
+log = Logger()
 
 
 def levelWindowFrame(text):
@@ -113,7 +117,10 @@ async def dicom(archive, parameters):
     if streamed is not None:
         return StreamAnswer(streamed[1], DICOM, headers)
     # downsized or recompressed: made whole in memory
-    data = await onFile(archive, path, dicomFile, size, code, None, archive.configuration.lossyQuality)
+    data, refusal = await onFile(archive, path, sentFile, size, code, None, archive.configuration.lossyQuality)
+    if refusal is not None:
+        log.info("web: {slice} cannot be compressed as {code} ({error}); sent as stored",
+                 slice=parameters.get("slice"), code=code, error=refusal)
     return Answer(data, DICOM, headers)
 
 

@@ -1,11 +1,15 @@
 """Tests for pacscore.control.pictures on a real Archive: the picture
 conversions take their turn with the web's pictures (WebMaxRenders)."""
 
+import io
 import os
 
+import pydicom
+from pydicom.data import get_testdata_file
 from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 
+from pacscore.codecs.syntaxes import UNCOMPRESSED
 from pacscore.control import pictures
 from pacscore.testing.corpus import generateCorpus
 from tests.pacscore.control.running import RunningArchive
@@ -36,3 +40,19 @@ class RenderTurnTests(unittest.TestCase):
             picture = yield made
             self.assertTrue(picture.startswith(start), command.name)
         self.assertEqual(turns.tokens, 1)
+
+
+class ConvertToDicomTests(unittest.TestCase):
+
+    def setUp(self):
+        self.running = RunningArchive(self)
+
+    @defer.inlineCallbacks
+    def test_aCompressionTheImageCannotTakeIsLeftOut(self):
+        """A 32-bit RT Dose asked for in lossless JPEG is written in its own
+        syntax (as the web's dicom page sends it), not refused."""
+        source = get_testdata_file("rtdose.dcm")
+        made = yield self.running.run(pictures.ConvertToDicom(), f"{source},0,j2")
+        written = pydicom.dcmread(io.BytesIO(made))
+        self.assertIn(written.file_meta.TransferSyntaxUID, UNCOMPRESSED)
+        self.assertEqual(written.PixelData, pydicom.dcmread(source).PixelData)

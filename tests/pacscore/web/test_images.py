@@ -3,16 +3,22 @@ WADO-URI, WADO-RS rendered and thumbnails) are made ``WebMaxRenders`` at
 a time, the others waiting their turn; the ``dicom`` page streams a file
 it sends as it is stored."""
 
+import io
 import threading
 from urllib.parse import urlsplit
 
+import pydicom
+from pydicom.data import get_testdata_file
 from twisted.internet import defer, protocol, reactor, task
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.logger import globalLogPublisher
 
+from pacscore.codecs.syntaxes import UNCOMPRESSED
+from pacscore.control.data import AddImageFile
 from pacscore.web import images
 from pacscore.web.objectstream import CHUNK
 from tests.pacscore.web.dicomweb.client import DicomWebTestCase
-from tests.pacscore.web.pages import WebTestCase, answered, getRequest
+from tests.pacscore.web.pages import WebTestCase, answered, get, getRequest
 
 RENDERS = 3  # fewer than the archive's four I/O threads
 
@@ -122,3 +128,25 @@ class DicomDownloadTests(WebTestCase):
             self.assertEqual((found.code, found.headers["content-type"], found.body), (200, "application/dicom", f.read()))
         self.assertGreater(len(request.written), len(ds.PixelData) // CHUNK)
         self.assertLessEqual(max(map(len, request.written)), CHUNK)
+
+    @defer.inlineCallbacks
+    def test_aCompressionTheImageCannotTakeIsLeftOut(self):
+        """compress= a code the image cannot take (lossless JPEG or JPEG 2000
+        of a 32-bit RT Dose, lossy JPEG of palette indices, JPEG of a 1-bit
+        image) sends the object in its own syntax, with a log line, as a
+        forward does: not a 422."""
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        for name, code in (("rtdose.dcm", "j2"), ("rtdose.dcm", "jk"), ("examples_palette.dcm", "j3"),
+                           ("liver_1frame.dcm", "j1")):
+            source = get_testdata_file(name)
+            yield self.running.run(AddImageFile(), source)
+            ds = pydicom.dcmread(source)
+            found = yield get(self.resource, mode="dicom", slice=f"{ds.PatientID}:{ds.SOPInstanceUID}", compress=code)
+            self.assertEqual(found.code, 200, (name, code, found.body[:300]))
+            sent = pydicom.dcmread(io.BytesIO(found.body))
+            self.assertIn(sent.file_meta.TransferSyntaxUID, UNCOMPRESSED, (name, code))
+            self.assertEqual((sent.SOPInstanceUID, sent.PixelData), (ds.SOPInstanceUID, ds.PixelData), (name, code))
+            self.assertTrue([event for event in events if event.get("code") == code and
+                             event.get("slice", "").endswith(ds.SOPInstanceUID)], (name, code))

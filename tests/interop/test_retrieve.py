@@ -14,6 +14,7 @@ import numpy
 import pydicom
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
 from pynetdicom import AE
 from twisted.trial import unittest
 
@@ -39,6 +40,7 @@ def movescu(server, destination, level, keys, model="-S"):
 
 
 STUDY_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.2.2"
+RETIRED_US = "1.2.840.10008.5.1.4.1.1.6"
 
 
 def moveAssociation(server, syntax=IMPLICIT):
@@ -64,17 +66,30 @@ def getSeries(server, workdir, studyUID, seriesUID):
     return set(getSeriesSyntaxes(server, workdir, studyUID, seriesUID))
 
 
+def getObjects(server, workdir, level, keys, options=()):
+    """The objects getscu (Study Root, with ``options``) received at
+    ``level`` for ``keys`` (in a new folder of ``workdir``); it must succeed."""
+    out = tempfile.mkdtemp(dir=workdir)
+    matching = [arg for keyword, value in keys.items() for arg in ("-k", f"{keyword}={value}")]
+    result = dcmtk("getscu", "-S", *options, "-aec", server.ae, "-od", out, "-k", f"QueryRetrieveLevel={level}",
+                   *matching, "127.0.0.1", server.port)
+    if result.returncode != 0:
+        raise AssertionError(f"getscu failed: {result.stdout}{result.stderr}")
+    return [pydicom.dcmread(os.path.join(out, name)) for name in os.listdir(out)]
+
+
 def getSeriesSyntaxes(server, workdir, studyUID, seriesUID, options=()):
     """``{SOP Instance UID: transfer syntax}`` of what getscu (with
     ``options``) received of a series, as ``getSeries``."""
-    out = tempfile.mkdtemp(dir=workdir)
-    result = dcmtk("getscu", "-S", *options, "-aec", server.ae, "-od", out, "-k", "QueryRetrieveLevel=SERIES",
-                   "-k", f"StudyInstanceUID={studyUID}", "-k", f"SeriesInstanceUID={seriesUID}",
-                   "127.0.0.1", server.port)
-    if result.returncode != 0:
-        raise AssertionError(f"getscu failed: {result.stdout}{result.stderr}")
-    received = (pydicom.dcmread(os.path.join(out, name)) for name in os.listdir(out))
+    received = getObjects(server, workdir, "SERIES", {"StudyInstanceUID": studyUID, "SeriesInstanceUID": seriesUID},
+                          options)
     return {ds.SOPInstanceUID: ds.file_meta.TransferSyntaxUID for ds in received}
+
+
+def imageKeys(ds):
+    """The unique keys of ``ds`` at IMAGE level (Study Root)."""
+    return {"StudyInstanceUID": ds.StudyInstanceUID, "SeriesInstanceUID": ds.SeriesInstanceUID,
+            "SOPInstanceUID": ds.SOPInstanceUID}
 
 
 def pixels(ds):
@@ -171,9 +186,7 @@ class RetrieveTests(unittest.TestCase):
 
     def test_compressedToImplicitOnlyDestination(self):
         for syntax, original in self.compressed.items():
-            result = movescu(self.server, "IMPLICITSCP", "IMAGE", {
-                "StudyInstanceUID": original.StudyInstanceUID, "SeriesInstanceUID": original.SeriesInstanceUID,
-                "SOPInstanceUID": original.SOPInstanceUID})
+            result = movescu(self.server, "IMPLICITSCP", "IMAGE", imageKeys(original))
             self.assertMoved(result)
             [received] = [ds for ds in self.implicitOnly.datasets()
                           if ds.SOPInstanceUID == original.SOPInstanceUID]
@@ -195,9 +208,7 @@ class RetrieveTests(unittest.TestCase):
 
     def test_compressedToOrthanc(self):
         original = self.compressed["1.2.840.10008.1.2.4.90"]
-        result = movescu(self.server, "ORTHANC", "IMAGE", {
-            "StudyInstanceUID": original.StudyInstanceUID, "SeriesInstanceUID": original.SeriesInstanceUID,
-            "SOPInstanceUID": original.SOPInstanceUID})
+        result = movescu(self.server, "ORTHANC", "IMAGE", imageKeys(original))
         self.assertMoved(result)
         self.assertEqual(self.orthanc.transferSyntaxOf(original.SOPInstanceUID), "1.2.840.10008.1.2.4.90")
 
@@ -215,16 +226,28 @@ class RetrieveTests(unittest.TestCase):
     def test_getCompressedAsUncompressed(self):
         """getscu proposes uncompressed syntaxes only: a JPEG 2000 object arrives decompressed."""
         original = self.compressed["1.2.840.10008.1.2.4.90"]
-        out = tempfile.mkdtemp(dir=self.workdir)
-        result = dcmtk("getscu", "-S", "-aec", self.server.ae, "-od", out, "-k", "QueryRetrieveLevel=IMAGE",
-                       "-k", f"StudyInstanceUID={original.StudyInstanceUID}",
-                       "-k", f"SeriesInstanceUID={original.SeriesInstanceUID}",
-                       "-k", f"SOPInstanceUID={original.SOPInstanceUID}", "127.0.0.1", self.server.port)
-        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
-        [name] = os.listdir(out)
-        received = pydicom.dcmread(os.path.join(out, name))
+        [received] = getObjects(self.server, self.workdir, "IMAGE", imageKeys(original))
         self.assertNotEqual(received.file_meta.TransferSyntaxUID, "1.2.840.10008.1.2.4.90")
         numpy.testing.assert_array_equal(pixels(received), pixels(original))
+
+    def test_retiredStorageClassStoredAndRetrieved(self):
+        """Retired Ultrasound Image Storage (1.2.840.10008.5.1.4.1.1.6), which
+        the shipped dgatesop.lst enables and old ultrasound units still send:
+        storescu -R (proposing that class only) stores it, getscu gets it and
+        movescu moves it to storescp."""
+        original = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+        original.SOPClassUID = original.file_meta.MediaStorageSOPClassUID = RETIRED_US
+        original.SOPInstanceUID = original.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        path = os.path.join(self.workdir, "retired-us.dcm")
+        original.save_as(path)
+        result = self.server.store(path, extra=("-R",))
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        [got] = getObjects(self.server, self.workdir, "IMAGE", imageKeys(original))
+        self.assertEqual((got.SOPInstanceUID, got.SOPClassUID), (original.SOPInstanceUID, RETIRED_US))
+        self.storescp.reset()
+        self.assertMoved(movescu(self.server, "STORESCP", "IMAGE", imageKeys(original)))
+        [received] = self.storescp.datasets()
+        self.assertEqual((received.SOPInstanceUID, received.SOPClassUID), (original.SOPInstanceUID, RETIRED_US))
 
 
 class PacsToPacsTests(unittest.TestCase):

@@ -129,11 +129,15 @@ def _nativeFrame(dataset, syntax, index):
     (its planes and 4:2:2 subsampling kept), those of big endian words
     swapped; pixel_array's (one a byte) where frames do not start on a byte
     (1-bit pixels) or the data is compressed, decoded in the stored colour
-    space (no YCbCr made RGB) and ``_storedLayout``."""
+    space (no YCbCr made RGB) and ``_storedLayout``.  NoSuchFrame when a
+    native Pixel Data ends before the frame does."""
     bits = dataset.Rows * dataset.Columns * _storedSamples(dataset) * dataset.BitsAllocated
     if not isCompressed(syntax) and bits % 8 == 0:
         length = bits // 8
         frame = bytes(dataset.PixelData[index * length:(index + 1) * length])
+        if len(frame) < length:
+            raise NoSuchFrame(f"the object's Pixel Data holds {len(dataset.PixelData)} bytes, too few for "
+                              f"frame {index + 1} ({length} bytes from byte {index * length})")
         return frame if syntax != EXPLICIT_VR_BIG_ENDIAN else _littleEndian(frame, _wordSize(dataset))
     frame = _storedLayout(dataset, pixel_array(dataset, index=index, as_rgb=False))
     return frame.astype(frame.dtype.newbyteorder("<"), copy=False).tobytes()
@@ -185,9 +189,10 @@ def instanceFrames(path, numbers, choose):
     ``numbers`` (from 1; None: all) of the stored file ``path``, read once:
     ``choose(stored syntax)`` gives ``(as stored, media type)``; as stored
     a compressed frame is its codestream, else native pixels in Explicit VR
-    Little Endian. NoSuchFrame for a number beyond its frames."""
+    Little Endian. NoSuchFrame for a number beyond its frames or the
+    frames its Pixel Data holds (none when it is empty)."""
     dataset = _read(path, pixels=True)
-    if "PixelData" not in dataset:
+    if not dataset.get("PixelData"):  # absent, or empty: pydicom reads an empty OW as None
         raise NoSuchFrame("the object has no Pixel Data")
     syntax = str(dataset.file_meta.TransferSyntaxUID)
     asStored, kind = choose(syntax)
@@ -199,6 +204,8 @@ def instanceFrames(path, numbers, choose):
     sent = frameSyntax(asStored, syntax)
     if sent != EXPLICIT_VR_LITTLE_ENDIAN:  # compressed, as stored
         frames = list(generate_frames(dataset.PixelData, number_of_frames=count))
+        if max(numbers) > len(frames):
+            raise NoSuchFrame(f"the object's Pixel Data holds {len(frames)} frame(s), not a frame {max(numbers)}")
         return kind, sent, [frames[number - 1] for number in numbers]
     return kind, sent, [_nativeFrame(dataset, syntax, number - 1) for number in numbers]
 

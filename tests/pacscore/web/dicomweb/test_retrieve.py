@@ -262,6 +262,34 @@ class RetrieveTests(DicomWebTestCase):
                 f"{dataset.SOPInstanceUID}")
 
     @defer.inlineCallbacks
+    def test_framesBeyondThePixelData(self):
+        """Frames an object's Pixel Data does not hold are a 404 as those of
+        an object without it: all of them when it is empty (which pydicom
+        reads as None); a native frame it ends in (of two, 1.5 are held), a
+        compressed frame past its fragments (of two, one is held), where
+        the frames it holds are sent whole."""
+        octets = 'multipart/related; type="application/octet-stream"'
+        study = "1.2.826.0.1.3680043.8.498.10"
+        empty = makeDataset("SHORT1", "Short^Pixels", study, f"{study}.1", f"{study}.1.1", 1, 1)
+        empty.PixelData = b""
+        short = makeDataset("SHORT1", "Short^Pixels", study, f"{study}.1", f"{study}.1.2", 1, 2, rows=8, columns=8)
+        whole = short.PixelData
+        short.NumberOfFrames, short.PixelData = 2, whole + whole[:len(whole) // 2]
+        fragments = get_testdata_file("SC_rgb_jpeg_gdcm.dcm", read=True)
+        fragments.NumberOfFrames = 2
+        emptyPath = yield self.stored(empty, "empty.dcm")
+        shortPath = yield self.stored(short, "short.dcm")
+        fragmentsPath = yield self.stored(fragments, "fragments.dcm")
+        for path, frames, accept in ((emptyPath, "1", octets), (shortPath, "2", octets), (shortPath, "1,2", octets),
+                                     (fragmentsPath, "2", octets + "; transfer-syntax=*")):
+            found = yield self.fetch(f"{path}/frames/{frames}", accept=accept)
+            self.assertEqual((path, frames, found.code), (path, frames, 404), found.body)
+        ((_, frame),) = (yield self.fetch(shortPath + "/frames/1", accept=octets)).parts()
+        self.assertEqual(frame, whole)
+        ((_, frame),) = (yield self.fetch(fragmentsPath + "/frames/1", accept=octets + "; transfer-syntax=*")).parts()
+        self.assertEqual(frame, next(generate_frames(fragments.PixelData, number_of_frames=1)))
+
+    @defer.inlineCallbacks
     def test_framesOfSubsampledColour(self):
         """Native YBR_FULL_422 frames hold two bytes a pixel (a Y each, a Cb
         and a Cr to each two): frame 2 of two starts halfway."""

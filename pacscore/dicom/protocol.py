@@ -139,6 +139,8 @@ class DicomProtocol(Protocol, TimeoutMixin):
             self.log.warn("{peer}: TLS failed: {failure}", peer=self.peerName(), failure=self.tlsFailure)
         self._stopArtim()
         self.setTimeout(None)
+        if self.state in (ESTABLISHED, AWAITING_RELEASE_RP):
+            self._logDropped(reason)
         for message in self._messages.values():
             if message.sink is not None:
                 message.sink.discard()
@@ -147,6 +149,22 @@ class DicomProtocol(Protocol, TimeoutMixin):
         self._failRequests(AssociationLost(f"association with {self.peerName()} ended"))
         self._resumeWriters()
         self.factory.associationClosed(self)
+
+    def _logDropped(self, reason):
+        """The connection ended with the association neither released nor
+        aborted (an A-P-ABORT, PS3.8 7.4): a warning naming the messages
+        it cut short, a C-STORE by its SOP Instance UID."""
+        cut = []
+        for message in self._messages.values():
+            command = message.command or {}
+            field = command.get(commands.COMMAND_FIELD)
+            what = commands.COMMAND_NAMES.get(field, "a command set")
+            if field == commands.C_STORE_RQ:
+                what += f" of {command.get(commands.AFFECTED_SOP_INSTANCE_UID, '?')}"
+            cut.append(what)
+        self.log.warn("{peer}: connection lost without A-RELEASE or A-ABORT: {reason}{cut}",
+                      peer=self.peerName(), reason=reason.getErrorMessage().rstrip("."),
+                      cut=f"; cut short and discarded: {', '.join(cut)}" if cut else "")
 
     def dataReceived(self, data):
         self.resetTimeout()

@@ -535,6 +535,28 @@ class ProtocolTests(ServerTestCase):
         self.protocol.dataReceived(pdu.encodeAbort(pdu.SOURCE_SERVICE_USER, 0))
         self.assertTrue(self.transport.disconnecting)
 
+    def test_connectionLostWithoutReleaseOrAbortLogged(self):
+        """A connection that ends with the association established, neither
+        released nor aborted (an A-P-ABORT, PS3.8 7.4), is a warning naming
+        the C-STORE whose data set it cut short; after an A-ABORT, none."""
+        self.associate([(VERIFICATION, [IMPLICIT]), (CT_STORAGE, [IMPLICIT])])
+        store = {commands.COMMAND_FIELD: commands.C_STORE_RQ, commands.MESSAGE_ID: 4, commands.PRIORITY: 0,
+                 commands.AFFECTED_SOP_CLASS_UID: CT_STORAGE, commands.AFFECTED_SOP_INSTANCE_UID: "1.2.3",
+                 commands.COMMAND_DATASET_TYPE: commands.DATASET_PRESENT}
+        self.protocol.dataReceived(pdu.encodePData(3, 3, commands.encodeCommand(store))
+                                   + pdu.encodePData(3, 0, b"\x08\x00\x18\x00\x06\x00"))  # the data set cut short
+        with capturedLogs() as events:
+            self.protocol.connectionLost(Failure(ConnectionDone()))
+        [warning] = [formatEvent(event) for event in events if event["log_level"].name == "warn"]
+        self.assertEqual(warning, "SCU@127.0.0.1:40000: connection lost without A-RELEASE or A-ABORT: Connection was "
+                                  "closed cleanly; cut short and discarded: C-STORE-RQ of 1.2.3")
+        self.protocol, self.transport = self.connect()
+        self.associate()
+        with capturedLogs() as events:
+            self.protocol.dataReceived(pdu.encodeAbort(pdu.SOURCE_SERVICE_USER, 0))
+            self.protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual([formatEvent(event) for event in events], ["SCU@127.0.0.1:40000: association aborted by peer"])
+
     def test_unsupportedOperation(self):
         self.associate()
         find = {commands.COMMAND_FIELD: commands.C_FIND_RQ, commands.MESSAGE_ID: 3,

@@ -57,7 +57,7 @@ from twisted.logger import Logger
 from pacscore.db.casefold import caseFolded
 from pacscore.db.peerqueries import checkAbandoned
 
-__all__ = ["LEVELS", "UNSPLIT_VRS", "IndexQuery", "Instance", "QueryKey", "columnNamed"]
+__all__ = ["LEVELS", "UNSPLIT_VRS", "IndexQuery", "Instance", "QueryKey", "columnNamed", "hasValuesToMatch", "valuesOf"]
 
 LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
 
@@ -225,7 +225,7 @@ class _Statement:
         """An exact UID, PatientID or AccessionNumber on an indexed column."""
         if key.vr == "SQ" or not (key.vr == "UI" or key.tag in (PATIENT_ID, ACCESSION_NUMBER)):
             return False
-        values = _valuesOf(key)
+        values = valuesOf(key)
         if values is None or any(_hasWildcards(value) for value in values):
             return False
         resolved = self.resolve(key.tag)
@@ -316,7 +316,7 @@ class _Statement:
         level's entity of the current row, None: the row's own), linked
         together, whose columns match ``keys``, ``(target level, key, tag)``
         each; False when the layout cannot tell."""
-        keys = [(target, key, tag) for target, key, tag in keys if _hasValuesToMatch(key)]
+        keys = [(target, key, tag) for target, key, tag in keys if hasValuesToMatch(key)]
         if not keys:
             return True
         targets = [target for target, _, _ in keys]
@@ -413,7 +413,7 @@ def _listText(value):
     return "\\".join(sorted({part for part in (value or "").split(",") if part}))
 
 
-def _valuesOf(key):
+def valuesOf(key):
     """The request values of a key (stripped, empty ones dropped), or None
     for universal matching."""
     if key.vr in UNSPLIT_VRS:
@@ -426,9 +426,9 @@ def _valuesOf(key):
     return values
 
 
-def _hasValuesToMatch(key):
+def hasValuesToMatch(key):
     """Whether a key asks for more than universal matching."""
-    return key.itemValues if key.vr == "SQ" else _valuesOf(key) is not None
+    return key.itemValues if key.vr == "SQ" else valuesOf(key) is not None
 
 
 def matchCondition(column, key, isMulti=False, prefixRange=False):
@@ -442,7 +442,7 @@ def matchCondition(column, key, isMulti=False, prefixRange=False):
     """
     if key.vr == "SQ":
         return None
-    values = _valuesOf(key)
+    values = valuesOf(key)
     if values is None:
         return None
     if key.vr == "UI":
@@ -736,7 +736,7 @@ class IndexQuery:
         C-FIND answers their matches 0xFF01, PS3.4 C.4.1.1.4)."""
         level, keys = levelIndex(level), list(keys)
         statement = _Statement(self, connection, level, level, keys)
-        return [key.tag for key in keys if _hasValuesToMatch(key) and not statement.addKey(key)]
+        return [key.tag for key in keys if hasValuesToMatch(key) and not statement.addKey(key)]
 
     def instances(self, connection, level, keys):
         """C-MOVE/C-GET: the images below the entities ``keys`` select at

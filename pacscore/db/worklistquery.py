@@ -17,7 +17,7 @@ those with values, so that the matches are answered 0xFF01.
 
 from sqlalchemy import select
 
-from pacscore.db.query import _hasValuesToMatch, matchCondition
+from pacscore.db.query import hasValuesToMatch, matchCondition
 
 __all__ = ["WorklistQuery"]
 
@@ -69,4 +69,4 @@ class WorklistQuery:
     def unmatchedKeys(self, keys):
         """The tags of ``keys`` with values to match that no column matches:
         no column has their tag (a sequence key has none)."""
-        return [key.tag for key in keys if key.tag not in self.byTag and _hasValuesToMatch(key)]
+        return [key.tag for key in keys if key.tag not in self.byTag and hasValuesToMatch(key)]

@@ -28,7 +28,7 @@ from pydicom.multival import MultiValue
 from pydicom.valuerep import PersonName
 from twisted.logger import Logger
 
-from pacscore.db.query import UNSPLIT_VRS, QueryKey
+from pacscore.db.query import UNSPLIT_VRS, QueryKey, valuesOf
 from pacscore.dicom.datasets import decodeDataset, encodeDataset
 from pacscore.storage.codeextensions import withoutEscapes
 
@@ -177,23 +177,42 @@ def readRequest(data, transferSyntax, levels):
     return Request(level, keys, characterSetOf(dataset))
 
 
+def _retrieveLevels(level):
+    """The levels whose unique keys a retrieve at ``level`` selects by: its
+    own and, relationally, those above it."""
+    levels = tuple(UNIQUE_KEYS)
+    return levels[:levels.index(level) + 1]
+
+
 def checkRetrieveKeys(request):
     """BadIdentifier (A900) unless a retrieve ``request`` names what it
     moves by a unique key, of its level or, relationally (as Conquest's
     clients move all of a patient's studies by Patient ID), of one above:
-    a retrieve without one would send the whole archive (PS3.4 C.4.2.2.1:
-    the unique keys select, single values or UID lists, no wildcards)."""
-    levels = tuple(UNIQUE_KEYS)
-    values = {key.tag: key.value.strip() for key in request.keys}
-    named = [(level, values.get(UNIQUE_KEYS[level][0], "")) for level in levels[:levels.index(request.level) + 1]]
-    for level, value in named:
-        if "*" in value or "?" in value:
-            raise BadIdentifier(f"a wildcard in the {level} unique key of a retrieve: {value[:32]}",
+    a retrieve without one (absent, empty, or a list of empty values such
+    as a lone "\\", which the index query would match universally) would
+    send the whole archive (PS3.4 C.4.2.2.1: the unique keys select,
+    single values or UID lists, no wildcards)."""
+    levels = _retrieveLevels(request.level)
+    named = [(level, key) for level in levels for key in request.keys if key.tag == UNIQUE_KEYS[level][0]]
+    for level, key in named:
+        if "*" in key.value or "?" in key.value:
+            raise BadIdentifier(f"a wildcard in the {level} unique key of a retrieve: {key.value[:32]}",
                                 IDENTIFIER_DOES_NOT_MATCH)
-    if not any(value for _, value in named):
-        raise BadIdentifier(f"a {request.level} retrieve without a unique key "
-                            f"({', '.join(keyword_for_tag(UNIQUE_KEYS[level][0]) for level, _ in named)})",
+    if not any(valuesOf(key) for _, key in named):
+        keywords = ", ".join(keyword_for_tag(UNIQUE_KEYS[level][0]) for level in levels)
+        raise BadIdentifier(f"a {request.level} retrieve without a unique key ({keywords})",
                             IDENTIFIER_DOES_NOT_MATCH)
+
+
+def retrieveKeys(request):
+    """``(selecting, ignored)``: the keys of a retrieve ``request`` that
+    select what it moves, the unique keys of its level and of those above
+    it (PS3.4 C.4.2.2.1), and the others, which select nothing (as Orthanc
+    ignores them): a Patient's Name or Study Date along with a Study
+    Instance UID does not narrow the study's objects."""
+    tags = {UNIQUE_KEYS[level][0] for level in _retrieveLevels(request.level)}
+    return ([key for key in request.keys if key.tag in tags],
+            [key for key in request.keys if key.tag not in tags])
 
 
 def _requestedTerms(requested):

@@ -21,6 +21,7 @@ A701, out of resources, with one log line.
 
 import os
 
+from pydicom.datadict import keyword_for_tag
 from pydicom.dataset import Dataset
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -37,9 +38,10 @@ from pacscore.dicom.client import associate, nodeEndpoint
 from pacscore.dicom.negotiation import PLAIN_TITLES
 from pacscore.converters.hooks import LEFT_OUT
 from pacscore.db.errors import DATABASE_FAILURES, databaseMessage
+from pacscore.db.query import hasValuesToMatch
 from pacscore.dicom.datasets import IdentifierError, decodeDataset, encodeDataset
 from pacscore.dicom.find import DESTROYED, convertIdentifier
-from pacscore.dicom.identifiers import BadIdentifier, checkRetrieveKeys, readRequest
+from pacscore.dicom.identifiers import BadIdentifier, checkRetrieveKeys, readRequest, retrieveKeys
 from pacscore.dicom.models import modelOf
 from pacscore.dicom.protocol import ESTABLISHED
 from pacscore.dicom.storeddata import StoredData, closeIfStored, goesAsStored, openStored
@@ -255,7 +257,8 @@ class RetrieveService:
                 fetch = await self.virtual.fetch(sopClass, decodeDataset(data, syntax), mask)
                 fetched += fetch.arrived
                 lost = fetch.lost
-            instances = await self.index.queryForPeer(self.query.instances, request.level, request.keys)
+            instances = await self.index.queryForPeer(self.query.instances, request.level,
+                                                      self._selectingKeys(peer, request))
             located = await self.workers.deferToWorker(self.reader.locate, instances)
         except (BadIdentifier, Refused) as e:
             self.log.warn("{peer}: {operation} refused: {error}", peer=peer, operation=self.operation, error=e)
@@ -299,6 +302,17 @@ class RetrieveService:
                           peer=peer, operation=self.operation, failed=progress.failed,
                           count=len(located) + len(lost))
         respond(progress.finalStatus(), progress, self._failedList(progress, syntax))
+
+    def _selectingKeys(self, peer, request):
+        """The keys of ``request`` that select what it retrieves (its unique
+        keys), with a log line naming the others it holds values of."""
+        selecting, ignored = retrieveKeys(request)
+        ignored = [keyword_for_tag(key.tag) or f"({key.tag >> 16:04X},{key.tag & 0xFFFF:04X})"
+                   for key in ignored if hasValuesToMatch(key)]
+        if ignored:
+            self.log.info("{peer}: {operation} selects by its unique keys only, ignoring {ignored}",
+                          peer=peer, operation=self.operation, ignored=", ".join(ignored))
+        return selecting
 
     async def _openUnlessCancelled(self, protocol, command, located):
         """``_open``'s ``(target, compression)``, or ``(None, None)`` when the

@@ -146,6 +146,33 @@ class ReadRequestTests(unittest.TestCase):
         self.assertGreater(refused, 1000)
 
 
+class RetrieveKeysTests(unittest.TestCase):
+    """What a C-MOVE/C-GET identifier selects: its unique keys only."""
+
+    def request(self, level, **keys):
+        return readRequest(encodeDataset(identifier(QueryRetrieveLevel=level, **keys), IMPLICIT),
+                           IMPLICIT, ALL_LEVELS)
+
+    def test_aListOfEmptyValuesIsNoUniqueKey(self):
+        """A unique key of empty values (a lone "\\") matches like an empty
+        one, everything: A900 as for "", not the whole archive."""
+        for level, keyword in (("STUDY", "StudyInstanceUID"), ("IMAGE", "SOPInstanceUID"),
+                               ("PATIENT", "PatientID"), ("STUDY", "PatientID")):
+            for value in ("", "\\", " \\ \\"):
+                with self.assertRaises(BadIdentifier) as raised:
+                    identifiers.checkRetrieveKeys(self.request(level, **{keyword: value}))
+                self.assertEqual(raised.exception.status, IDENTIFIER_DOES_NOT_MATCH, (level, value))
+        identifiers.checkRetrieveKeys(self.request("STUDY", StudyInstanceUID="1.2.3\\"))
+        identifiers.checkRetrieveKeys(self.request("STUDY", PatientID="P1", StudyInstanceUID="\\"))
+
+    def test_onlyUniqueKeysOfTheLevelAndAboveSelect(self):
+        request = self.request("SERIES", PatientID="P1", PatientName="Retr^One", StudyInstanceUID="1.2",
+                               StudyDate="20991231", SeriesInstanceUID="1.2.3", SOPInstanceUID="1.2.3.4")
+        selecting, ignored = identifiers.retrieveKeys(request)
+        self.assertEqual([key.tag for key in selecting], [0x00100020, 0x0020000D, 0x0020000E])
+        self.assertEqual({key.tag for key in ignored}, {0x00080018, 0x00080020, 0x00100010})
+
+
 class MatchEncoderTests(unittest.TestCase):
 
     def encode(self, keys, values, level="STUDY", characterSet=""):

@@ -423,6 +423,35 @@ class VirtualLossTests(unittest.TestCase):
         self.assertEqual(decodeDataset(failed, IMPLICIT).FailedSOPInstanceUIDList, "1.2.3.9")
 
 
+class NonUniqueKeysTests(unittest.TestCase):
+    """A C-MOVE's identifier selects by its unique keys (PS3.4 C.4.2.2.1):
+    other keys along with them (a Patient's Name not as stored, a Study
+    Date) narrow nothing, with a log line naming them."""
+
+    @defer.inlineCallbacks
+    def test_otherKeysAreIgnored(self):
+        running = RunningArchive(self, listen=True)
+        running.know(running)  # the C-MOVE destination: itself
+        images = generateCorpus(os.path.abspath(self.mktemp()), patients=1, studiesPerPatient=1,
+                                seriesPerStudy=1, imagesPerSeries=2)
+        yield running.store(images)
+        client = yield associate(reactor, "127.0.0.1", running.port, "SCU", running.ae,
+                                 [(STUDY_ROOT_MOVE, [IMPLICIT])])
+        self.addCleanup(client.release)
+        identifier = Dataset()
+        identifier.QueryRetrieveLevel = "STUDY"
+        identifier.StudyInstanceUID = images[0].studyUID
+        identifier.PatientName = "Nobody^Else"
+        identifier.StudyDate = "20991231"
+        identifier.SeriesInstanceUID = ""
+        with capturedLogs() as events:
+            command, _ = yield client.move(STUDY_ROOT_MOVE, identifier, running.ae)
+        self.assertEqual([command[tag] for tag in (commands.STATUS, commands.COMPLETED_SUBOPERATIONS)],
+                         [SUCCESS, 2])
+        self.assertIn("C-MOVE selects by its unique keys only, ignoring StudyDate, PatientName",
+                      [formatEvent(event).split(": ", 1)[-1] for event in events])
+
+
 class IndexOutageTests(unittest.TestCase):
     """An index database that cannot be searched: C-MOVE and C-GET answer
     A701 (out of resources: unable to calculate the number of matches,

@@ -26,7 +26,10 @@ Matching per key, by the request's VR:
   never match a range; a single TM value matches the same time of day, both
   padded so (``093000`` and ``0930`` match each other, not ``093015``);
 - any other VR: ``*``/``?`` wildcards (SQL LIKE, ``%``/``_``/``\\`` escaped)
-  or equality; PN case-insensitively (``lower()`` on both sides);
+  or equality; PN case-insensitively (``lower()`` on both sides) and
+  without the trailing empty components of each component group and the
+  trailing empty groups, which PS3.5 6.2 lets a name leave out (the key's
+  and the stored name's: ``Doe^John`` matches ``Doe^John^^^`` and back);
   ``\\``-separated values match any of them: those without wildcards in
   one ``IN``, the others ORed as a balanced tree (SQLite refuses a chain of
   a thousand ORs);
@@ -38,7 +41,7 @@ Series Related Studies/Series/Instances, ModalitiesInStudy and
 SOPClassesInStudy, as correlated subqueries of the same statement.
 
 Two hints keep SQLite (which has no statistics) on the right indexes: a PN
-wildcard with a literal prefix also gets a range on ``lower(column)`` (the
+value with a literal prefix also gets a range on ``lower(column)`` (the
 schema's ``lower(PatientName)`` index), and when a key selects by an exact
 UID, PatientID or AccessionNumber the other conditions are written on
 ``+column``, SQLite's way to keep a term off an index (Modality's, say).
@@ -56,6 +59,7 @@ from twisted.logger import Logger
 
 from pacscore.db.casefold import caseFolded
 from pacscore.db.peerqueries import checkAbandoned
+from pacscore.db.personnames import personName, storedPersonName
 
 __all__ = ["LEVELS", "UNSPLIT_VRS", "IndexQuery", "Instance", "QueryKey", "columnNamed", "hasValuesToMatch", "valuesOf"]
 
@@ -414,16 +418,47 @@ def _listText(value):
 
 
 def valuesOf(key):
-    """The request values of a key (stripped, empty ones dropped), or None
-    for universal matching."""
+    """The request values of a key (stripped, PN ones as ``personName``,
+    empty ones dropped), or None for universal matching."""
     if key.vr in UNSPLIT_VRS:
         values = [key.value.rstrip(" \0")]
     else:
         values = [part.strip(" \0") for part in key.value.split("\\")]
+    if key.vr == "PN":
+        values = list(map(personName, values))
     values = [value for value in values if value]
     if not values or any(_isUniversal(value) for value in values):
         return None
     return values
+
+
+def _personNameConditions(column, values, prefixRange, foldCase):
+    """The condition that a single-valued PN ``column`` matches one of
+    ``values`` (``personName`` ones) as a ``personName``: on
+    ``storedPersonName(column)``, which no index holds, so with ASCII
+    values also on the literal prefix each value's stored name starts with
+    (before its first wildcard or "="), which ``lower(column)`` indexes
+    hold: a ``LIKE``, on SQLite (``prefixRange``) a range."""
+    condition = _anyOf(_textConditions(storedPersonName(column), "PN", values, False, prefixRange, foldCase))
+    prefixes = list(dict.fromkeys(re.split(r"[*?=]", value, maxsplit=1)[0].lower() for value in values))
+    if not all(prefixes) or not all(value.isascii() for value in values):
+        return condition
+    lowered = func.lower(column)
+    starts = [_prefixRange(lowered, prefix) if prefixRange else lowered.like(escapeLike(prefix) + "%", escape=_ESCAPE)
+              for prefix in prefixes]
+    return and_(_anyOf(starts), condition)
+
+
+def _prefixRange(target, prefix):
+    """``target`` in the range of texts starting with ``prefix``; exact for
+    binary (code point) order."""
+    conditions = [target >= prefix]
+    following = ord(prefix[-1]) + 1
+    if 0xD800 <= following <= 0xDFFF:  # surrogates cannot be stored
+        following = 0xE000
+    if following <= 0x10FFFF:
+        conditions.append(target < prefix[:-1] + chr(following))
+    return and_(*conditions)
 
 
 def hasValuesToMatch(key):
@@ -434,7 +469,7 @@ def hasValuesToMatch(key):
 def matchCondition(column, key, isMulti=False, prefixRange=False):
     """The SQL condition of one key on ``column``, or None (matches all).
 
-    ``prefixRange`` (SQLite): PN wildcard values with a literal prefix also
+    ``prefixRange`` (SQLite): ASCII PN values with a literal prefix also
     get ``lower(column) >= prefix AND lower(column) < next(prefix)``, which
     SQLite looks up in the ``lower(PatientName)`` index (its LIKE
     optimization does not apply to expressions; PostgreSQL's does, with the
@@ -449,6 +484,8 @@ def matchCondition(column, key, isMulti=False, prefixRange=False):
         return _oneOf(column, values)
     if key.vr in _RANGE_VRS:
         return _anyOf(_dateTimeConditions(column, key.vr, values))
+    if key.vr == "PN" and not isMulti:
+        return _personNameConditions(column, values, prefixRange, key.foldCase)
     return _anyOf(_textConditions(column, key.vr, values, isMulti, prefixRange, key.foldCase))
 
 
@@ -543,36 +580,17 @@ def _textConditions(column, vr, values, isMulti, prefixRange=False, foldCase=Fal
             # SQLite's lower() folds ASCII letters only ("ÅSE" -> "Åse"): the SQLite
             # driver's pacscore.db.casefold, on every row (no index has it), of the bytes
             # (sqlite3 fails on text that is not UTF-8, which Conquest may have left)
-            column, values, prefixRange = (func.pacs_casefold(cast(column, LargeBinary)),
-                                           [caseFolded(v) for v in values], False)
+            column, values = func.pacs_casefold(cast(column, LargeBinary)), [caseFolded(v) for v in values]
         else:  # the server's lower() on both sides: its rules are not Python's (İ, Latin Extended-B ...)
-            column, fold, prefixRange = func.lower(column), func.lower, False
+            column, fold = func.lower(column), func.lower
     if isMulti:
         return [_compare(column, value, True, fold) for value in values]
     wildcards = [value for value in values if _hasWildcards(value)]
     exact = [value for value in values if not _hasWildcards(value)]
     conditions = [_compare(column, value, False, fold) for value in wildcards]
-    if vr == "PN" and prefixRange:
-        conditions = [_withPrefixRange(column, value, condition)
-                      for value, condition in zip(wildcards, conditions)]
     if exact:
         conditions.append(_oneOf(column, exact, fold))
     return conditions
-
-
-def _withPrefixRange(target, value, condition):
-    """``condition`` AND the range of texts starting with the value's literal
-    prefix (before its first wildcard); exact for binary (code point) order."""
-    prefix = re.split(r"[*?]", value, maxsplit=1)[0]
-    if prefix == value or not prefix:
-        return condition
-    conditions = [target >= prefix]
-    following = ord(prefix[-1]) + 1
-    if 0xD800 <= following <= 0xDFFF:  # surrogates cannot be stored
-        following = 0xE000
-    if following <= 0x10FFFF:
-        conditions.append(target < prefix[:-1] + chr(following))
-    return and_(*conditions, condition)
 
 
 def _compare(target, value, isMulti, fold=None):

@@ -592,6 +592,26 @@ class PersonNameTests(ArchiveTestCase):
         for value in ("?LHAN^AYŞE", "?lhan^ayşe", "?LHAN*", "*^AY?E"):
             self.assertMatches("PATIENT", K(PATIENT_NAME, "PN", value), ["PAT8"])
 
+    def test_trailingEmptyComponentsAndGroupsLeftOut(self):
+        """PS3.5 6.2 lets a name leave out its trailing empty components and
+        groups: a key with them finds a name stored without (DOE^JOHN), a
+        key without finds a name stored with them, in each group, exact or
+        wildcard, ASCII or not."""
+        self.index.storeMany([ImageRecord({PATIENT_ID: "PAT11", PATIENT_NAME: "Retr^One^^^", STUDY_UID: "11.1",
+                                           SERIES_UID: "11.1.1", SOP_UID: "11.1.1.1"}, "MAG0", "PAT11/11.1.1.1.dcm"),
+                              ImageRecord({PATIENT_ID: "PAT12", PATIENT_NAME: "Yamada^Taro^^=山田^太郎^^=^^",
+                                           STUDY_UID: "12.1", SERIES_UID: "12.1.1", SOP_UID: "12.1.1.1"},
+                                          "MAG0", "PAT12/12.1.1.1.dcm")])
+        for value in ("DOE^JOHN^^^", "doe^john^", "DOE^JOHN^^^=", "DOE^JOHN==", "DOE^J*^^", "D?E^JOHN^^^^"):
+            self.assertMatches("PATIENT", K(PATIENT_NAME, "PN", value), ["PAT1"])
+        for value in ("Retr^One", "RETR^ONE^", "Retr^One^^^^=", "retr^on?", "Retr^O*^^", "Retr^One\\nobody"):
+            self.assertMatches("PATIENT", K(PATIENT_NAME, "PN", value), ["PAT11"])
+        for value in ("Yamada^Taro=山田^太郎", "YAMADA^TARO^^^=山田^太郎^=", "yamada^taro=*", "Yamada^Taro=山田^太郎^^="):
+            self.assertMatches("PATIENT", K(PATIENT_NAME, "PN", value), ["PAT12"])
+        for value in ("Retr^One^X", "Yamada^Taro", "Yamada^Taro=山田"):
+            self.assertMatches("PATIENT", K(PATIENT_NAME, "PN", value), [])
+        self.assertMatches("PATIENT", K(PATIENT_NAME, "PN", "^^^\\="), list(PATIENTS) + ["PAT11", "PAT12"])
+
     def test_cjkName(self):
         """山田^太郎, as decoded from an ISO_IR 192 (UTF-8) request."""
         for value in ("山田^太郎", "山田*", "*太郎", "山?^太郎"):

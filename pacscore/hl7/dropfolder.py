@@ -11,10 +11,11 @@ order's cancel written after it runs after it whatever its name.  Files whose
 name starts with a dot are left alone (write one, then rename it); a file is
 taken once its size and modification time are the same in two scans in a
 row (whatever its clock says), and one whose last segment has no end (CR,
-LF or the MLLP end byte) waits ``UNTERMINATED_SCANS`` more scans for it.  A
-file that cannot be moved after it was applied is never applied again (as
-long as it is unchanged).  Files are read and cut into messages in the I/O
-pool; one over ``HL7_FILE_LIMIT`` bytes goes to ``failed/`` unread.
+LF or the MLLP end byte) waits ``UNTERMINATED_SCANS`` more scans for it;
+files newer than one held back so wait with it.  A file that cannot be
+moved after it was applied is never applied again (as long as it is
+unchanged) and holds back none.  Files are read and cut into messages in
+the I/O pool; one over ``HL7_FILE_LIMIT`` bytes goes to ``failed/`` unread.
 """
 
 import errno
@@ -52,33 +53,42 @@ class DropFolder:
 
     @defer.inlineCallbacks
     def scan(self):
-        """Apply every settled file of the folder; fires when done and
-        never fails (a TimerService would stop calling it)."""
+        """Apply the settled files of the folder, oldest first, up to the
+        first one held back (still changing or waiting for its last
+        segment's end): newer files wait with it, so that they run after it.
+        Fires when done and never fails (a TimerService would stop calling
+        it)."""
         try:
             listing = yield self.workers.deferToWorker(_listFiles, self.path)
         except OSError as e:
             self.log.error("HL7 drop folder {path}: cannot list it: {error}", path=self.path, error=e)
             return
-        for name, scans in self._settledFiles(listing):
+        for name, scans in self._filesInOrder(listing):
+            if not scans:
+                return
             try:
-                yield self.applyFile(name, scans)
+                outcomes = yield self.applyFile(name, scans)
             except Exception:
                 self.log.failure("HL7 drop folder: {name} could not be processed", name=name)
+            else:
+                if outcomes is None:
+                    return
 
-    def _settledFiles(self, listing):
+    def _filesInOrder(self, listing):
         """``(name, scans)`` of the files of ``listing`` (``(name, mtime,
-        size)``) that the last scan saw as they are, oldest first, with the
-        number of scans in a row that saw them unchanged."""
+        size)``), oldest first (names break ties), with the number of scans
+        in a row before this one that saw them as they are (0: still
+        changing); applied files that could not be moved are left out."""
         previous, self._unchanged = self._unchanged, {}
-        settled = []
+        files = []
         for name, modified, size in listing:
             state, scans = previous.get(name, (None, -1))
             scans = scans + 1 if state == (modified, size) else 0
             self._unchanged[name] = ((modified, size), scans)
-            if scans and (name, modified, size) not in self._unmovable:
-                settled.append((modified, name, scans))
+            if (name, modified, size) not in self._unmovable:
+                files.append((modified, name, scans))
         self._unmovable = {key for key in self._unmovable if key[0] in self._unchanged}
-        return [(name, scans) for _, name, scans in sorted(settled)]
+        return [(name, scans) for _, name, scans in sorted(files)]
 
     @defer.inlineCallbacks
     def applyFile(self, name, scans=UNTERMINATED_SCANS):

@@ -309,9 +309,39 @@ class DropFolderTests(IntakeTestCase):
         for name, seconds in (("ORM_7f3a.hl7", 100), ("ORM_2c91.hl7", 101), ("ORM_0000.hl7", 101)):
             os.utime(os.path.join(self.path, name), (seconds, seconds))
         applied = []
-        self.patch(self.folder, "applyFile", lambda name, scans: applied.append(name))
+        self.patch(self.folder, "applyFile", lambda name, scans: applied.append(name) or [])
         self.scans()
         self.assertEqual(applied, ["ORM_7f3a.hl7", "ORM_0000.hl7", "ORM_2c91.hl7"])
+
+    def test_newerFilesWaitForOneHeldBack(self):
+        """An order whose last segment has no end, then its cancel written
+        after it: the cancel waits for the order, which is applied after
+        UNTERMINATED_SCANS scans, then the cancel: the item is gone.  A file
+        still changing holds back newer ones too."""
+        self.drop("b_order.hl7", [orderMessage("M1", "ACC1", "P1", "A^B")])
+        with open(os.path.join(self.path, "b_order.hl7"), "rb+") as f:
+            f.truncate(os.path.getsize(f.name) - 1)
+        self.drop("a_cancel.hl7", [orderMessage("M2", "ACC1", "P1", "A^B", control="CA")])
+        self.drop("c_other.hl7", [orderMessage("M3", "ACC3", "P3", "C^D")])
+        for name, seconds in (("b_order.hl7", 100), ("a_cancel.hl7", 101), ("c_other.hl7", 102)):
+            os.utime(os.path.join(self.path, name), (seconds, seconds))
+        self.scans(dropfolder.UNTERMINATED_SCANS)
+        self.assertEqual(sorted(os.listdir(self.path)), ["a_cancel.hl7", "b_order.hl7", "c_other.hl7",
+                                                         FAILED, PROCESSED])
+        self.scans(1)
+        self.assertEqual(sorted(self.rows()), ["ACC3"])
+        self.assertEqual(sorted(os.listdir(os.path.join(self.path, PROCESSED))),
+                         ["a_cancel.hl7", "b_order.hl7", "c_other.hl7"])
+        self.drop("d_changing.hl7", [orderMessage("M4", "ACC4", "P4", "E^F")])
+        self.drop("e_after.hl7", [orderMessage("M5", "ACC5", "P5", "G^H")])
+        os.utime(os.path.join(self.path, "d_changing.hl7"), (200, 200))
+        os.utime(os.path.join(self.path, "e_after.hl7"), (201, 201))
+        self.scans(1)
+        os.utime(os.path.join(self.path, "d_changing.hl7"), (200.5, 200.5))
+        self.scans(1)
+        self.assertEqual(sorted(self.rows()), ["ACC3"])
+        self.scans(1)
+        self.assertEqual(sorted(self.rows()), ["ACC3", "ACC4", "ACC5"])
 
     def test_sameNameTwiceKeepsBothFiles(self):
         for number in (1, 2):

@@ -20,6 +20,11 @@ When dicom.sql gives the worklist a Scheduled Procedure Step Status
 otherwise) and ``markPerformed`` sets it from the modality's MPPS
 (``pacscore.dicom.mpps``), so a worklist query can leave out started items.
 
+Accession numbers match with the column's value trimmed of spaces too, so
+items an older version stored with the spaces around OBR-3 ('A1 ') are
+found, changed (and their accession number stored trimmed) or cancelled
+by the orders a RIS sends for them (``accessionMatches``).
+
 ``lookup`` is for ``WorkListMode``: it runs in the calling (I/O) thread.
 ``runWrite`` (default: the index's group-commit writer) can be replaced,
 e.g. by tests that apply orders synchronously.
@@ -27,7 +32,7 @@ e.g. by tests that apply orders synchronously.
 
 from typing import NamedTuple
 
-from sqlalchemy import delete, insert, inspect, select, update
+from sqlalchemy import delete, func, insert, inspect, or_, select, update
 from twisted.logger import Logger
 
 INSERT_CONTROLS = frozenset(("NW",))
@@ -38,6 +43,12 @@ ORDER_CONTROLS = INSERT_CONTROLS | UPDATE_CONTROLS | DELETE_CONTROLS
 ACCESSION_NUMBER = 0x00080050
 STEP_STATUS = 0x00400020
 SCHEDULED = "SCHEDULED"
+
+
+def accessionMatches(column, accessions):
+    """The condition that ``column`` holds one of ``accessions``, also
+    with spaces around it (as an older version stored OBR-3)."""
+    return or_(column.in_(accessions), func.trim(column).in_([a.strip(" ") for a in accessions]))
 
 
 class OrderRefused(Exception):
@@ -122,11 +133,12 @@ class WorklistItems:
             raise OrderRefused(f"order {order.control} has no accession number "
                                f"(the source of {self.accessionColumn} in dicom.sql)", 101)
         values = {name: value for name, value in order.values.items() if name in self.table.c}
-        existing = connection.execute(select(key).where(key == accession).limit(1)).first()
+        matching = accessionMatches(key, [accession])
+        existing = connection.execute(select(key).where(matching).limit(1)).first()
         if order.control in DELETE_CONTROLS:
             if existing is None:
                 return Applied(order.control, accession, "absent")
-            connection.execute(delete(self.table).where(key == accession))
+            connection.execute(delete(self.table).where(matching))
             return Applied(order.control, accession, "deleted")
         if existing is None:
             if order.control in UPDATE_CONTROLS:
@@ -138,7 +150,7 @@ class WorklistItems:
             return Applied(order.control, accession, "inserted")
         kept = {name: value for name, value in values.items()
                 if name not in self.generatedColumns and name not in order.absent}  # an XO without PID keeps the name
-        connection.execute(update(self.table).where(key == accession).values(kept))
+        connection.execute(update(self.table).where(matching).values(kept))
         return Applied(order.control, accession, "updated" if order.control in UPDATE_CONTROLS else "replaced")
 
     def markPerformed(self, connection, accessions, status):
@@ -148,7 +160,7 @@ class WorklistItems:
         if self.statusColumn is None or self.accessionColumn is None or not accessions:
             return []
         key = self.table.c[self.accessionColumn]
-        found = sorted({row[0] for row in connection.execute(select(key).where(key.in_(accessions)))})
+        found = sorted({row[0] for row in connection.execute(select(key).where(accessionMatches(key, accessions)))})
         if found:
             connection.execute(update(self.table).where(key.in_(found)).values({self.statusColumn: status}))
         return found
@@ -160,7 +172,8 @@ class WorklistItems:
             return None
         key = self.table.c[self.accessionColumn]
         with self.index.engine.connect() as connection:
-            row = connection.execute(select(self.table).where(key == accessionNumber).limit(1)).first()
+            row = connection.execute(select(self.table).where(accessionMatches(key, [accessionNumber]))
+                                     .limit(1)).first()
         if row is None:
             return None
         return {self.tagOf[name]: value for name, value in row._mapping.items()

@@ -109,6 +109,20 @@ class WorklistItemsTests(unittest.TestCase):
         self.assertIsNone(self.items.lookup("A2"))
         self.assertIsNone(self.items.lookup(""))
 
+    def test_itemsStoredWithSpacesAroundTheAccessionNumber(self):
+        """Items an older version stored with OBR-3's spaces ('A1 ') are
+        found by the orders for A1: changed (stored as A1 from then on),
+        replaced by a repeated NW rather than twinned, cancelled, looked up."""
+        table = self.index.tables.worklist
+        with self.engine.begin() as connection:
+            for accession in ("A1 ", " A2", "A3 "):
+                connection.execute(table.insert().values(AccessionNumber=accession, PatientName="OLD^ONE"))
+        self.assertEqual(self.items.lookup("A1"), {ACCESSION: "A1 ", PATIENT_NAME: "OLD^ONE"})
+        applied = self.apply(order("XO", "A1", PatientName="NEW^ONE"), order("NW", "A2", PatientName="NEW^TWO"),
+                             order("CA", "A3"))
+        self.assertEqual([a.action for a in applied], ["updated", "replaced", "deleted"])
+        self.assertEqual(self.rows(), [("A1", "NEW^ONE", None, None), ("A2", "NEW^TWO", None, None)])
+
     def test_throughTheIndexWriter(self):
         items = WorklistItems(self.index)
         self.index.start()

@@ -53,6 +53,28 @@ class WorklistPageTests(unittest.TestCase):
         self.assertEqual((yield self.items()), [])
 
     @defer.inlineCallbacks
+    def test_itemStoredWithSpacesAroundItsAccessionNumber(self):
+        """An item an older version stored as 'ACC1 ' opens from its edit
+        link, is saved as ACC1 (not refused as deleted meanwhile) and deleted."""
+        yield post(self.resource, mode="saverecord", **ITEM)
+        table = self.running.archive.index.tables.worklist
+        yield self.running.archive.index.runWrite(
+            lambda connection: connection.execute(table.update().values(AccessionNumber="ACC1 ")))
+        listed = yield get(self.resource, mode="queryworklist")
+        form = yield get(self.resource, listed.links()[0])
+        self.assertIn('value="Web^Item"', form.text)
+        changed = yield post(self.resource, mode="saverecord", **dict(
+            ITEM, **{"original accession": "ACC1 ", "PatientName": "Web^Changed"}))
+        self.assertIn("worklist item ACC1 updated", changed.text)
+        self.assertEqual([(i["AccessionNumber"], i["PatientName"]) for i in (yield self.items())],
+                         [("ACC1", "Web^Changed")])
+        yield self.running.archive.index.runWrite(
+            lambda connection: connection.execute(table.update().values(AccessionNumber="ACC1 ")))
+        deleted = yield post(self.resource, mode="deleterecord", accession="ACC1")
+        self.assertIn("worklist item ACC1 deleted", deleted.text)
+        self.assertEqual((yield self.items()), [])
+
+    @defer.inlineCallbacks
     def test_renumberedItemKeepsItsGeneratedValues(self):
         yield post(self.resource, mode="saverecord", **dict(ITEM, StudyInstanceUID=""))
         [item] = yield self.items()

@@ -4,7 +4,9 @@ pydicom cannot read goes by its stored text, as numbers and person names
 where it reads as such), an empty value among others as null, a float
 that is no number as the text "NaN", "Infinity" or "-Infinity" (strict
 JSON has none), every answer readable by viewers served from elsewhere
-when ``WebAllowOrigins`` lets them (``pacscore.web.sharing``)."""
+when ``WebAllowOrigins`` lets them (``pacscore.web.sharing``).  Text
+goes without the ISO 2022 escape sequences pydicom leaves in it (as the
+index holds it, ``pacscore.storage.codeextensions``)."""
 
 import base64
 import json
@@ -13,6 +15,7 @@ import math
 from pydicom.multival import MultiValue
 from twisted.logger import Logger
 
+from pacscore.storage.codeextensions import withoutEscapes
 from pacscore.web.answers import Answer
 
 log = Logger()
@@ -81,10 +84,12 @@ def _jsonAttribute(dataset, tag, handler, threshold):
 
 def _jsonValue(value):
     """One value as pydicom wrote it, made strict JSON: an empty one null
-    (PS3.18 F.2.5), a person name without its empty component groups, a
-    float that is no number its name."""
+    (PS3.18 F.2.5), text without escape sequences, a person name without
+    its empty component groups, a float that is no number its name."""
     if value == "":
         return None
+    if isinstance(value, str):
+        return withoutEscapes(value)
     if isinstance(value, dict):  # a PN value's component groups
         return _personGroups(value.items())
     if isinstance(value, float) and not math.isfinite(value):
@@ -99,7 +104,7 @@ def _storedText(value):
         values = value.decode("utf-8", "replace").split("\\")
     else:
         values = list(value) if isinstance(value, MultiValue) else [value]
-    return [str(value).strip(" \0") for value in values if value is not None]
+    return [withoutEscapes(str(value)).strip(" \0") for value in values if value is not None]
 
 
 def _number(text):
@@ -122,8 +127,9 @@ def _personName(text):
 
 def _personGroups(groups):
     """A PN value's ``(name, group)`` pairs as its JSON object, the empty
-    groups left out (PS3.18 F.2.2); null when all are empty."""
-    return {name: group for name, group in groups if group} or None
+    groups left out (PS3.18 F.2.2), without escape sequences; null when
+    all are empty."""
+    return {name: withoutEscapes(group) for name, group in groups if group} or None
 
 
 _TEXT_VALUES = {"DS": _number, "IS": _number, "PN": _personName}

@@ -100,6 +100,20 @@ class ModelTests(unittest.TestCase):
         self.assertEqual(found["00100010"], {"vr": "PN", "Value": [{"Ideographic": "山田^太郎"}]})
         self.assertEqual(found["00081070"], {"vr": "PN", "Value": [{"Phonetic": "ヤマダ"}]})
 
+    def test_noEscapeSequencesOfCodeExtensions(self):
+        """Text and person names of an ISO 2022 IR 58 object (PS3.5 J.3)
+        come without the ESC $ ) A pydicom leaves in them, as QIDO-RS has
+        them; so does a value pydicom cannot read."""
+        dataset = Dataset()
+        dataset.SpecificCharacterSet = ["", "ISO 2022 IR 58"]
+        for tag, vr, value in ((0x00100010, "PN", b"Zhang^XiaoDong=\x1b$)A\xd5\xc5^\x1b$)A\xd0\xa1\xb6\xab=="),
+                               (0x00081030, "LO", b"\x1b$)A\xd5\xc5 study"), (0x00200013, "IS", b"\x1b$)A7")):
+            dataset[tag] = RawDataElement(Tag(tag), vr, len(value), value, 0, True, True)
+        found = written(dataset)
+        self.assertEqual(found["00100010"]["Value"], [{"Alphabetic": "Zhang^XiaoDong", "Ideographic": "张^小东"}])
+        self.assertEqual(found["00081030"]["Value"], ["张 study"])
+        self.assertEqual(found["00200013"]["Value"], [7])
+
     def test_sequenceWithoutItemsHasNoValue(self):
         dataset = Dataset()
         dataset.add_new(0x00081110, "SQ", [])

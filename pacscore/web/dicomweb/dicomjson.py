@@ -21,6 +21,7 @@ from pacscore.web.answers import Answer
 log = Logger()
 
 DICOM_JSON = "application/dicom+json"
+JSON_TYPES = (DICOM_JSON, "application/json")
 
 
 def jsonDataset(dataset, bulkDataURI=None):

@@ -107,6 +107,24 @@ def accepted(request):
     return Accepted([media for _, _, media in ranges], refused)
 
 
+def preferredType(request, types):
+    """The first of ``types`` the request's Accept takes, ranges best
+    first (a wildcard range takes the first of ``types`` it covers and no
+    narrower q=0 range refuses; ``multipart/related; type="T"`` is T);
+    None when it takes none."""
+    ranges = accepted(request)
+    for media in ranges:
+        name = media.get("type").lower() if media.name == "multipart/related" else media.name
+        if name in types:
+            return name
+        if media.name.endswith("*"):
+            kind = next((kind for kind in types
+                         if _covers(media, kind, {}) and not ranges.refuses(kind, taken=media)), None)
+            if kind is not None:
+                return kind
+    return None
+
+
 def newBoundary():
     return uuid.uuid4().hex
 

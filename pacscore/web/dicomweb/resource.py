@@ -22,13 +22,12 @@ from pacscore.dicom.uids import isUID
 from pacscore.web.answering import AnsweringResource
 from pacscore.web.answers import WebError, notAllowed
 from pacscore.web.dicomweb import multipart
-from pacscore.web.dicomweb.dicomjson import DICOM_JSON
+from pacscore.web.dicomweb.dicomjson import JSON_TYPES
 from pacscore.web.dicomweb.retrieve import (
     retrieveBulk, retrieveFrames, retrieveInstances, retrieveMetadata, retrieveRendered, retrieveThumbnail)
 from pacscore.web.dicomweb.search import search
 from pacscore.web.dicomweb.store import storeInstances
 
-JSON_TYPES = (DICOM_JSON, "application/json")
 # A Host header's host (a name, an IPv4 address, a bracketed IPv6 one) and optional port
 # (a bare ':' is no port, RFC 3986 3.2.3).
 _HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::([0-9]{0,5}))?")
@@ -71,7 +70,7 @@ ROUTES = {
     INSTANCE + "/bulk/{tag}": {"GET": retrieveBulk},
 }
 _PATTERNS = [(pattern.split("/"), methods) for pattern, methods in ROUTES.items()]
-JSON_ANSWERS = {"retrieveMetadata", "search", "storeInstances"}
+JSON_ANSWERS = {"retrieveMetadata", "search"}  # STOW-RS chooses its own (store.answerType)
 
 
 def route(segments):
@@ -114,15 +113,10 @@ def _handlerName(handler):
 
 def jsonType(request):
     """The JSON media type the Accept header takes; WebError 406 when none."""
-    accepted = multipart.accepted(request)
-    for media in accepted:
-        if media.name in JSON_TYPES:
-            return media.name
-        if media.name in ("*/*", "application/*"):
-            kind = next((name for name in JSON_TYPES if not accepted.refuses(name, taken=media)), None)
-            if kind is not None:
-                return kind
-    raise WebError(406, f"pacs answers this as {' or '.join(JSON_TYPES)}")
+    kind = multipart.preferredType(request, JSON_TYPES)
+    if kind is None:
+        raise WebError(406, f"pacs answers this as {' or '.join(JSON_TYPES)}")
+    return kind
 
 
 def _authority(request):

@@ -10,7 +10,11 @@ converters, IncomingCompression, the file on disk and its index row
 committed before the answer says it is stored; the calling AE converters
 see is the name of the ``WebUsers`` user who logged in.  The body, which
 twisted.web keeps in a temporary file when it is large, is read part by
-part in 1 MB pieces, no faster than the spool writes them.  The answer is Conquest-independent DICOM JSON: the
+part in 1 MB pieces, no faster than the spool writes them.  The answer is
+Conquest-independent DICOM JSON (``application/json`` when the Accept
+header prefers it, DICOM XML for ``application/dicom+xml``, also as
+``multipart/related``, as Orthanc answers; DICOM JSON when it takes none of
+them, RFC 9110 12.5.1, so that the objects are stored all the same): the
 Referenced SOP Sequence of the stored objects (with their RetrieveURL),
 the Failed SOP Sequence (with a C-STORE failure status as Failure Reason)
 and the study's RetrieveURL; 200 when all were stored, 202 when some,
@@ -28,10 +32,11 @@ from pacscore.dicom.storage import SUCCESS, StorageService
 from pacscore.storage.attributes import DatasetError, readAttributes
 from pacscore.storage.part10 import readFileMeta
 from pacscore.storage.store import IncomingObject
-from pacscore.web.answers import WebError
+from pacscore.web.answers import Answer, WebError
 from pacscore.web.crossorigin import refuseCrossOrigin
 from pacscore.web.dicomweb import multipart
-from pacscore.web.dicomweb.dicomjson import jsonAnswer, jsonBytes, jsonDataset
+from pacscore.web.dicomweb.dicomjson import DICOM_JSON, JSON_TYPES, jsonBytes, jsonDataset
+from pacscore.web.dicomweb.dicomxml import DICOM_XML, xmlBytes
 from pacscore.web.dicomweb.search import RETRIEVE_URL
 from pacscore.web.logins import callingAE, writerRefusal
 from pacscore.web.pacing import Pacer
@@ -48,6 +53,7 @@ TRANSFER_SYNTAX_NOT_SUPPORTED = 0xC122
 FAILED_SOP_SEQUENCE = 0x00081198
 REFERENCED_SOP_SEQUENCE = 0x00081199
 FAILURE_REASON = 0x00081197
+ANSWER_TYPES = (*JSON_TYPES, DICOM_XML)
 # The data set's SOP Class and Instance UIDs, and the file meta's that name them in an answer.
 _NAMED_BY = {SOP_CLASS_UID: MEDIA_SOP_CLASS, SOP_INSTANCE_UID: MEDIA_SOP_INSTANCE}
 
@@ -79,6 +85,12 @@ def storeAllowed(archive):
     return archive.configuration.ini.getint("DICOMwebStore", 1) != 0
 
 
+def answerType(request):
+    """The media type of the answer: the first of ``ANSWER_TYPES`` the
+    Accept header takes, else DICOM JSON."""
+    return multipart.preferredType(request, ANSWER_TYPES) or DICOM_JSON
+
+
 def _readAt(body, start, length):
     body.seek(start)
     return body.read(length)
@@ -108,7 +120,8 @@ class Outcome:
         self.stored.append(item)
         self.studies.add(study)
 
-    def answer(self):
+    def answer(self, kind):
+        """The Answer, in the media type ``kind`` (one of ``ANSWER_TYPES``)."""
         dataset = Dataset()
         if len(self.studies) == 1:
             dataset.add_new(RETRIEVE_URL, "UR", f"{self.base}/studies/{next(iter(self.studies))}")
@@ -117,7 +130,8 @@ class Outcome:
         if self.stored:
             dataset.add_new(REFERENCED_SOP_SEQUENCE, "SQ", self.stored)
         status = 200 if not self.failed else 202 if self.stored else 409
-        return jsonAnswer(jsonBytes(jsonDataset(dataset)), status=status)
+        found = jsonDataset(dataset)
+        return Answer(xmlBytes(found) if kind == DICOM_XML else jsonBytes(found), kind, status=status)
 
 
 class UnreadableDataset(DatasetError):
@@ -199,6 +213,7 @@ async def storeInstances(archive, request, target, base):
         raise WebError(403, refusal)
     if user is None:  # no login to prove who stores: not for a page of another site (CSRF)
         refuseCrossOrigin(request)
+    kind = answerType(request)
     contentType = multipart.mediaType((request.getHeader(b"content-type") or b"").decode("latin-1"))
     rootType = contentType.get("type", DICOM).lower()
     if contentType.name != "multipart/related" or rootType != DICOM:
@@ -218,4 +233,4 @@ async def storeInstances(archive, request, target, base):
     outcome = Outcome(base)
     for part in parts:
         await storePart(archive, storage, body, part, rootType, target.study, outcome, callingAE(request))
-    return outcome.answer()
+    return outcome.answer(kind)

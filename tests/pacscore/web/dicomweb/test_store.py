@@ -4,6 +4,7 @@ requests refused whole."""
 
 import io
 import os
+from xml.etree import ElementTree
 
 import pydicom
 from twisted.internet import defer
@@ -12,6 +13,9 @@ from pacscore.storage.part10 import MEDIA_STORAGE_SOP_CLASS_UID, readFileMeta
 from pacscore.testing.corpus import generateCorpus
 from pacscore.web.objects import storedPath
 from tests.pacscore.web.dicomweb.client import STOW_TYPE, DicomWebTestCase, stowBody
+
+
+NATIVE_DICOM = "http://dicom.nema.org/PS3.19/models/NativeDICOM"
 
 
 def read(path):
@@ -179,18 +183,38 @@ class StoreTests(DicomWebTestCase):
 
     @defer.inlineCallbacks
     def test_answerAsAccepted(self):
-        """The answer is DICOM JSON, or JSON when asked; a client taking
-        neither gets a 406 and nothing is stored."""
-        image = self.newImages(imagesPerSeries=1)[0]
-        for accept in ("application/dicom+xml", "image/png", "application/dicom+json;q=0"):
+        """The answer is DICOM JSON, JSON when preferred, DICOM XML (PS3.19
+        A.1) when preferred (also as multipart/related, as Orthanc answers);
+        DICOM JSON when the Accept header takes none of them: the objects
+        are stored all the same."""
+        images = self.newImages(imagesPerSeries=1, studiesPerPatient=7)
+        for image, (accept, kind) in zip(images, (
+                ("application/json", "application/json"),
+                ("application/dicom+xml", "application/dicom+xml"),
+                ('multipart/related; type="application/dicom+xml"', "application/dicom+xml"),
+                ("application/dicom+xml;q=0.9, */*;q=0.1", "application/dicom+xml"),
+                ("application/dicom+json;q=0, */*", "application/json"),
+                ("image/png", "application/dicom+json"),
+                ("application/dicom+json;q=0, application/json;q=0", "application/dicom+json"))):
             found = yield self.fetch("/studies", method=b"POST", body=stowBody(read(image.path)),
                                      contentType=STOW_TYPE, accept=accept)
-            self.assertEqual((accept, found.code), (accept, 406))
-        self.assertEqual((yield self.fetch(f"/studies?StudyInstanceUID={image.studyUID}")).json(), [])
-        found = yield self.fetch("/studies", method=b"POST", body=stowBody(read(image.path)),
-                                 contentType=STOW_TYPE, accept="application/json")
-        self.assertEqual((found.code, found.header("content-type")), (200, "application/json"))
-
+            self.assertEqual((accept, found.code, found.header("content-type")), (accept, 200, kind))
+            self.assertEqual(len((yield self.fetch(f"/studies?StudyInstanceUID={image.studyUID}")).json()), 1)
+            if kind != "application/dicom+xml":
+                self.assertEqual(sequence(found.json(), "00081190"), [f"{self.base}/studies/{image.studyUID}"])
+                continue
+            root = ElementTree.fromstring(found.body)
+            self.assertEqual(root.tag, f"{{{NATIVE_DICOM}}}NativeDicomModel")
+            url, references = root
+            self.assertEqual((url.get("tag"), url.get("vr"), url.get("keyword")), ("00081190", "UR", "RetrieveURL"))
+            self.assertEqual([(v.get("number"), v.text) for v in url], [("1", f"{self.base}/studies/{image.studyUID}")])
+            self.assertEqual(references.get("keyword"), "ReferencedSOPSequence")
+            [item] = references
+            self.assertEqual((item.tag, item.get("number")), (f"{{{NATIVE_DICOM}}}Item", "1"))
+            values = {a.get("keyword"): a.find(f"{{{NATIVE_DICOM}}}Value").text for a in item}
+            self.assertEqual(values["ReferencedSOPInstanceUID"], image.sopUID)
+            self.assertEqual(values["RetrieveURL"], f"{self.base}/studies/{image.studyUID}/series/"
+                                                    f"{image.seriesUID}/instances/{image.sopUID}")
 
     @defer.inlineCallbacks
     def test_notForAPageOfAnotherSiteWithoutLogins(self):

@@ -1,0 +1,47 @@
+"""DICOM XML (PS3.19 A.1, the Native DICOM Model) for the answers of
+STOW-RS to clients that ask for ``application/dicom+xml``: made from the
+DICOM JSON object of the answer's data set (``dicomjson.jsonDataset``),
+each attribute a ``DicomAttribute`` (tag, VR, keyword) holding numbered
+``Value``s, ``Item``s of a sequence or ``PersonName``s."""
+
+from xml.etree import ElementTree
+
+from pydicom.datadict import keyword_for_tag
+
+DICOM_XML = "application/dicom+xml"
+NAMESPACE = "http://dicom.nema.org/PS3.19/models/NativeDICOM"
+PERSON_NAME_COMPONENTS = ("FamilyName", "GivenName", "MiddleName", "NamePrefix", "NameSuffix")
+
+
+def xmlBytes(found):
+    """The encoded NativeDicomModel document of the DICOM JSON object ``found``."""
+    root = ElementTree.Element("NativeDicomModel", xmlns=NAMESPACE)
+    _addAttributes(root, found)
+    return ElementTree.tostring(root, encoding="UTF-8", xml_declaration=True)
+
+
+def _addAttributes(parent, found):
+    for tag, attribute in found.items():
+        element = ElementTree.SubElement(parent, "DicomAttribute", tag=tag, vr=attribute["vr"])
+        keyword = keyword_for_tag(int(tag, 16))
+        if keyword:
+            element.set("keyword", keyword)
+        for number, value in enumerate(attribute.get("Value", ()), 1):
+            if value is not None:
+                _addValue(element, attribute["vr"], str(number), value)
+
+
+def _addValue(element, vr, number, value):
+    """Value ``number`` of an attribute: an Item of a sequence, a
+    PersonName with its component groups, else a Value's text."""
+    if vr == "SQ":
+        _addAttributes(ElementTree.SubElement(element, "Item", number=number), value)
+    elif vr == "PN":
+        name = ElementTree.SubElement(element, "PersonName", number=number)
+        for group, text in value.items():
+            groupElement = ElementTree.SubElement(name, group)
+            for component, part in zip(PERSON_NAME_COMPONENTS, text.split("^")):
+                if part:
+                    ElementTree.SubElement(groupElement, component).text = part
+    else:
+        ElementTree.SubElement(element, "Value", number=number).text = str(value)

@@ -1,0 +1,42 @@
+"""Tests for pacscore.web.dicomweb.dicomxml: DICOM JSON objects written as
+PS3.19 A.1 Native DICOM Model documents."""
+
+import unittest
+from xml.etree import ElementTree
+
+from pydicom.dataset import Dataset
+
+from pacscore.web.dicomweb.dicomjson import jsonDataset
+from pacscore.web.dicomweb.dicomxml import NAMESPACE, xmlBytes
+
+
+def _name(tag):
+    return f"{{{NAMESPACE}}}{tag}"
+
+
+class NativeDicomModelTests(unittest.TestCase):
+
+    def test_attributes(self):
+        item = Dataset()
+        item.add_new(0x00081197, "US", 0xA900)
+        dataset = Dataset()
+        dataset.add_new(0x00100010, "PN", ["Zhang^XiaoDong=张^小东", "Doe^Jane"])
+        dataset.add_new(0x00280030, "DS", ["0.5", "", "1"])
+        dataset.add_new(0x00081198, "SQ", [item])
+        dataset.add_new(0x00091010, "LO", "private")
+        text = xmlBytes(jsonDataset(dataset))
+        self.assertTrue(text.startswith(b"<?xml version='1.0' encoding='UTF-8'?>"), text)
+        root = ElementTree.fromstring(text)
+        self.assertEqual(root.tag, _name("NativeDicomModel"))
+        failed, private, names, spacing = root
+        self.assertEqual(dict(failed.attrib), {"tag": "00081198", "vr": "SQ", "keyword": "FailedSOPSequence"})
+        [entry] = failed
+        self.assertEqual((entry.tag, entry.get("number")), (_name("Item"), "1"))
+        self.assertEqual([(a.get("keyword"), a[0].text) for a in entry], [("FailureReason", str(0xA900))])
+        self.assertEqual(dict(private.attrib), {"tag": "00091010", "vr": "LO"})
+        self.assertEqual([(v.get("number"), v.text) for v in spacing], [("1", "0.5"), ("3", "1")])
+        first, second = names
+        self.assertEqual((first.tag, first.get("number"), second.get("number")), (_name("PersonName"), "1", "2"))
+        self.assertEqual([(group.tag, [(c.tag, c.text) for c in group]) for group in first],
+                         [(_name("Alphabetic"), [(_name("FamilyName"), "Zhang"), (_name("GivenName"), "XiaoDong")]),
+                          (_name("Ideographic"), [(_name("FamilyName"), "张"), (_name("GivenName"), "小东")])])

@@ -351,6 +351,7 @@ class Archive:
     def _indexUnusable(self, error):
         """The ``StartupError`` of a SQLAlchemy ``error`` from the index
         database: the remedy of a damaged SQLite file (``dgate -r``), of a
+        database that does not exist on its server (create it), of a
         database server that cannot be connected to (start it), else the
         database's message alone."""
         what = f"the index database {redacted(self.dbDescription)} cannot be used: {databaseMessage(error)}"
@@ -359,6 +360,9 @@ class Archive:
                                 f"and rebuilds the index from the stored files")
         if whileConnecting(error) and getattr(self.driver, "localFolder", None) is None:
             url = self.engine.url
+            missing = self.driver.missingDatabase(error, url)
+            if missing is not None:
+                return StartupError(f"{what}. {missing}")
             server = (url.host or "localhost") + (f":{url.port}" if url.port else "")
             return StartupError(f"{what}. pacs cannot connect to the database server at {server}: start it, "
                                 f"or correct SQLHost, Username and Password in dicom.ini (or --db)")

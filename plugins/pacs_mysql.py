@@ -41,6 +41,7 @@ class MySQLDriver(DatabaseServerDriver):
     flag = "MySQL"
     dbapi = "pymysql"
     extra = "mysql"
+    createCommand = "mysqladmin create {database}"
 
     def selectedBy(self, configuration):
         # PostGres = 1 wins, as over SQLite = 1 (see the SQLite driver).

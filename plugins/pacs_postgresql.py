@@ -30,6 +30,7 @@ class PostgreSQLDriver(DatabaseServerDriver):
     flag = "PostGres"
     dbapi = "psycopg"
     extra = "postgresql"
+    createCommand = "createdb {database}"
 
     def engineOptions(self, url, timeout):
         connectArgs = {"connect_timeout": self.connectTimeout}

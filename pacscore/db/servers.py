@@ -5,7 +5,8 @@ Conquest's dicom.ini names the server with ``SQLHost`` (``host`` or
 (default conquest) and the account with ``Username`` and ``Password``;
 a flag (``PostGres = 1``, ``MySQL = 1``) picks the server's kind.  The
 database must exist, as with Conquest; ``dgate -i`` or the first start
-creates the tables in it.
+creates the tables in it (a start on one that does not exist is refused
+with the command that creates it: ``missingDatabase``).
 
 One writer thread, as for SQLite: group commit keeps it far from busy, and
 with a second one two images of a new series arriving together would both
@@ -22,6 +23,7 @@ and the C-FIND/C-MOVE/C-GET queries it does not answer in time (see
 pacscore.db.index); a statement that merely runs long is not cut short.
 """
 
+import re
 from urllib.parse import quote
 
 from sqlalchemy import create_engine, event
@@ -32,6 +34,10 @@ from pacscore.db.drivers import namesNoDatabase, redacted
 from pacscore.db.writer import DEFAULT_TIMEOUT
 
 KEEPALIVE_PROBES = 3
+# PostgreSQL's SQLSTATE invalid_catalog_name: psycopg has no SQLSTATE for an error
+# while connecting, only the server's message
+POSTGRESQL_NO_DATABASE = ("3D000", re.compile(r'database ".*" does not exist'))
+MYSQL_NO_DATABASE = 1049  # ER_BAD_DB_ERROR, "Unknown database"
 
 
 def keepaliveInterval(timeout):
@@ -48,7 +54,8 @@ class DatabaseServerDriver:
     Subclasses set ``name``, ``label`` (the name in messages),
     ``description``, ``flag`` (the dicom.ini key), ``dbapi`` (SQLAlchemy's
     name of the Python driver), ``extra`` (the pip extra that installs it)
-    and may add ``engineOptions`` and ``connected``.  ``createEngine``
+    ``createCommand`` (the command that creates a database, ``{database}``
+    its name) and may add ``engineOptions`` and ``connected``.  ``createEngine``
     takes the loaded configuration, or None (the defaults).
     """
 
@@ -78,6 +85,18 @@ class DatabaseServerDriver:
     def connected(self, dbapiConnection, timeout):
         """Prepare each new connection of the Python driver (``timeout``:
         SQLTimeOut, not None)."""
+
+    def missingDatabase(self, error, url):
+        """The advice for a SQLAlchemy ``error`` (from connecting to ``url``)
+        that says its database does not exist (PostgreSQL's SQLSTATE 3D000,
+        MySQL's error 1049), else None."""
+        orig = getattr(error, "orig", None)
+        sqlstate, message = POSTGRESQL_NO_DATABASE
+        if not (getattr(orig, "sqlstate", None) == sqlstate or message.search(str(orig))
+                or getattr(orig, "args", (None,))[:1] == (MYSQL_NO_DATABASE,)):
+            return None
+        return (f"the database {url.database} does not exist on the {self.label} server: create it "
+                f"({self.createCommand.format(database=url.database)}), or correct SQLServer in dicom.ini (or --db)")
 
     def createEngine(self, description, configuration):
         what = f"not a {self.label} database description: {redacted(description)!r}"

@@ -11,6 +11,7 @@ from twisted.trial import unittest
 from pacscore.archive import Archive, StartupError
 from pacscore.config.loader import loadConfiguration
 from pacscore.hl7.message import parseMessage
+from tests.dbservers import mariadbServer, postgresServer
 from tests.interop.server import PacsServer, freePort
 from tests.pacscore.codecs.test_syntaxes import withoutJpegLS
 
@@ -90,6 +91,17 @@ class UnusableIndexTests(unittest.TestCase):
                           "SQLHost, Username and Password in dicom.ini (or --db)", message)
             self.assertNotIn("dgate", message)
             self.assertNotIn("secret", message)
+            self.assertNotIn("\n", message)
+
+    def test_databaseMissing(self):
+        """A database that does not exist on a running server: create it
+        (not: start the server)."""
+        for server, label, command in ((postgresServer(), "PostgreSQL", "createdb nosuchdb"),
+                                       (mariadbServer(), "MySQL", "mysqladmin create nosuchdb")):
+            message = self.refusal(server.url("nosuchdb"))
+            self.assertIn(f"the database nosuchdb does not exist on the {label} server: create it ({command}), "
+                          f"or correct SQLServer in dicom.ini (or --db)", message)
+            self.assertNotIn("cannot connect", message)
             self.assertNotIn("\n", message)
 
     def test_damagedSQLiteFile(self):

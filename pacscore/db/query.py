@@ -67,6 +67,7 @@ LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
 
 PATIENT_ID = 0x00100020
 EXACT = "UI"  # the VR of a key matched exactly (see the module docstring)
+FINAL_SIGMA, SIGMA = "\u03c2", "\u03c3"  # ς, σ: one letter to a case fold, two to lower()
 
 STUDY_INSTANCE_UID = 0x0020000D
 SERIES_INSTANCE_UID = 0x0020000E
@@ -582,7 +583,7 @@ def _textConditions(column, vr, values, isMulti, prefixRange=False, foldCase=Fal
             # (sqlite3 fails on text that is not UTF-8, which Conquest may have left)
             column, values = func.pacs_casefold(cast(column, LargeBinary)), [caseFolded(v) for v in values]
         else:  # the server's lower() on both sides: its rules are not Python's (İ, Latin Extended-B ...)
-            column, fold = func.lower(column), func.lower
+            column, fold = _serverFolded(column), _serverFolded
     if isMulti:
         return [_compare(column, value, True, fold) for value in values]
     wildcards = [value for value in values if _hasWildcards(value)]
@@ -591,6 +592,14 @@ def _textConditions(column, vr, values, isMulti, prefixRange=False, foldCase=Fal
     if exact:
         conditions.append(_oneOf(column, exact, fold))
     return conditions
+
+
+def _serverFolded(text):
+    """``text`` (a column or a value) folded by a database server as SQLite's
+    ``caseFolded`` folds it: ``lower()``, and the final sigma a sigma as a
+    case fold makes it (lower() keeps ``ς``, so ``ΓΙΆΝΝΗΣ`` never met
+    ``Γιάννης``)."""
+    return func.replace(func.lower(text), FINAL_SIGMA, SIGMA)
 
 
 def _compare(target, value, isMulti, fold=None):

@@ -612,6 +612,14 @@ class PersonNameTests(ArchiveTestCase):
             self.assertMatches("PATIENT", K(PATIENT_NAME, "PN", value), [])
         self.assertMatches("PATIENT", K(PATIENT_NAME, "PN", "^^^\\="), list(PATIENTS) + ["PAT11", "PAT12"])
 
+    def test_greekFinalSigma(self):
+        """ΓΙΆΝΝΗΣ* finds Γιάννης^Παπάς on every database: a case fold makes
+        Σ, σ and the final ς one letter, where the servers' lower() keeps ς."""
+        self.index.storeMany([ImageRecord({PATIENT_ID: "PAT13", PATIENT_NAME: "Γιάννης^Παπάς", STUDY_UID: "13.1",
+                                           SERIES_UID: "13.1.1", SOP_UID: "13.1.1.1"}, "MAG0", "PAT13/13.1.1.1.dcm")])
+        for value in ("ΓΙΆΝΝΗΣ*", "ΓΙΆΝΝΗΣ^ΠΑΠΆΣ", "γιάννησ^παπάσ", "Γιάννης^Παπάς", "*^ΠΑΠΆΣ", "ΓΙΆΝΝΗ?^*"):
+            self.assertMatches("PATIENT", K(PATIENT_NAME, "PN", value), ["PAT13"])
+
     def test_cjkName(self):
         """山田^太郎, as decoded from an ISO_IR 192 (UTF-8) request."""
         for value in ("山田^太郎", "山田*", "*太郎", "山?^太郎"):

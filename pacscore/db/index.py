@@ -33,7 +33,8 @@ from pacscore.db.rawsql import DEFAULT_TRUNCATE, IdentifierQuoter
 from pacscore.db.rawtext import adoptRawText
 from pacscore.db.regenmarks import RegenMarks
 from pacscore.db.records import ImageRecord, InconsistentLink, Replaced, Upserter, buildLevels, checkKeys, checkRecord
-from pacscore.db.schema import adoptCollation, adoptFoldedTable, adoptTruncatedColumns, buildTables, upgradeTable
+from pacscore.db.schema import (addMissingColumns, adoptCollation, adoptFoldedTable, adoptTruncatedColumns, buildTables,
+                                upgradeTable)
 from pacscore.db.writer import BatchRunner, GroupCommitWriter, callEach
 from pacscore.storage.attributes import DatasetError
 from pacscore.storage.durability import PerFileSync
@@ -103,7 +104,9 @@ class Index:
         version also appears in an existing database); tables Conquest
         made on PostgreSQL are taken over first (``adoptFoldedTable``), and
         Conquest's column names cut to 10 characters restored
-        (``adoptTruncatedColumns``), and on SQLite its text that is not
+        (``adoptTruncatedColumns``), columns an older layout lacks added
+        (``addMissingColumns``; to the worklist only pacs's bookkeeping
+        ones: ``WorklistItems.check`` warns of the others), and on SQLite its text that is not
         UTF-8 rewritten, once (``adoptRawText``); existing ones on MySQL are made
         to compare exactly (``adoptCollation``).  No index is made where the
         table's primary key (Conquest's) is the same.  All in one
@@ -139,6 +142,8 @@ class Index:
             adoptTruncatedColumns(connection, table, self.log)
         adoptRawText(connection, self.tables, self.log, recheck=bool(dropped))
         self.metadata.create_all(connection)
+        for table in self.tables:
+            addMissingColumns(connection, table, self.log, dicomColumns=table is not self.tables.worklist)
         upgradeTable(connection, self.pending.table)
         dialect = connection.dialect.name
         for table in self.tables:

@@ -72,13 +72,15 @@ class Tables(NamedTuple):
 
 
 def _bookkeepingColumns(level):
-    """Conquest's extra columns for one table (fresh objects each call)."""
-    columns = [Column("AccessTime", Integer), Column("qTimeStamp", Integer),
-               Column("qFlags", Integer), Column("qSpare", String(64))]
+    """Conquest's extra columns for one table (fresh objects each call);
+    ``info["bookkeeping"]`` tells them from dicom.sql's, ``info["added"]``
+    is what the rows get when the column is added to an existing table
+    (``addMissingColumns``; else nothing)."""
+    names = [("AccessTime", Integer), ("qTimeStamp", Integer), ("qFlags", Integer), ("qSpare", String(64))]
     if level == "image":
-        columns += [Column("ObjectFile", ObjectPath(255)),
-                    Column("DeviceName", String(32))]
-    return columns
+        names += [("ObjectFile", ObjectPath(255)), ("DeviceName", String(32))]
+    return [Column(name, kind, info={"bookkeeping": True, **({"added": "MAG0"} if name == "DeviceName" else {})})
+            for name, kind in names]
 
 
 def _dicomColumn(column):
@@ -221,6 +223,39 @@ def adoptCollation(connection, table, log):
              "asks (abc and ABC are two Patient IDs)", table=table.name, collations=", ".join(wrong))
 
 
+def addMissingColumns(connection, table, log, dicomColumns=True):
+    """Add to ``table``'s table in the database the columns it lacks, as one
+    of an older layout or of a dicom.sql that has since gained columns may:
+    pacs's bookkeeping columns (empty; ``DeviceName`` MAG0, where Conquest
+    keeps objects) and, with ``dicomColumns``, dicom.sql's (empty until
+    ``dgate -r`` fills them from the stored files); logged.  A column the
+    database refuses to add fails the start with its error.  In
+    ``connection``'s transaction."""
+    present = {column["name"].lower() for column in inspect(connection).get_columns(table.name)}
+    missing = [column for column in table.columns if column.name.lower() not in present
+               and (dicomColumns or column.info.get("bookkeeping"))]
+    for column in missing:
+        _addColumn(connection, table, column, column.info.get("added"))
+    kept = [column.name for column in missing if column.info.get("bookkeeping")]
+    if kept:
+        log.warn("Table {table} lacked the bookkeeping columns {columns} (an older layout): added",
+                 table=table.name, columns=", ".join(kept))
+    filled = [column.name for column in missing if not column.info.get("bookkeeping")]
+    if filled:
+        log.warn("Table {table} lacked dicom.sql's columns {columns}: added, empty in the rows already indexed "
+                 "until 'dgate -r' fills them from the stored files", table=table.name, columns=", ".join(filled))
+
+
+def _addColumn(connection, table, column, default=None, notNull=False):
+    """``ALTER TABLE ... ADD COLUMN`` of ``column``, with a string ``default``
+    (which the existing rows get) or none."""
+    preparer = connection.dialect.identifier_preparer
+    clause = "" if default is None else " DEFAULT '{}'".format(str(default).replace("'", "''"))
+    connection.exec_driver_sql(f"ALTER TABLE {preparer.format_table(table)} ADD COLUMN "
+                               f"{preparer.format_column(column)} {column.type.compile(dialect=connection.dialect)}"
+                               f"{' NOT NULL' if notNull else ''}{clause}")
+
+
 def upgradeTable(connection, table):
     """Bring ``table``'s table in the database up to ``table``: add each
     column it lacks (one a newer version added; it must be NOT NULL with a
@@ -235,9 +270,7 @@ def upgradeTable(connection, table):
         kind = column.type.compile(dialect=connection.dialect)
         old = present.get(column.name.lower())
         if old is None:
-            default = str(column.default.arg).replace("'", "''")
-            connection.exec_driver_sql(f"ALTER TABLE {preparer.format_table(table)} ADD COLUMN {name} {kind} "
-                                       f"NOT NULL DEFAULT '{default}'")
+            _addColumn(connection, table, column, column.default.arg, notNull=True)
         elif (connection.dialect.name == "mysql" and isinstance(column.type, Double)
               and isinstance(old, Float) and not isinstance(old, Double)):
             connection.exec_driver_sql(f"ALTER TABLE {preparer.format_table(table)} MODIFY COLUMN {name} {kind} "

@@ -591,6 +591,35 @@ class InitializeTablesTests(IndexTestCase):
         index.storeMany([makeRecord("1.2.3.1.2")])
         self.assertEqual(len(self.rows("image")), 2)
 
+    def test_olderLayoutGetsTheMissingColumns(self):
+        """Tables of an older layout (no AccessTime, no DeviceName) or of a
+        dicom.sql that gained a column since get them at start-up, logged:
+        stores went on failing on the missing columns."""
+        self.index.storeMany([makeRecord("1.2.3.1.1", STUDY_DESCRIPTION="KNEE")])
+        dropped = {"patient": ["AccessTime"], "study": ["StudyDescription"], "image": ["AccessTime", "DeviceName"],
+                   "worklist": ["qFlags"]}
+        with self.engine.begin() as connection:
+            preparer = connection.dialect.identifier_preparer
+            for level, names in dropped.items():
+                for name in names:
+                    connection.exec_driver_sql(f"ALTER TABLE {preparer.quote(getattr(self.index.tables, level).name)} "
+                                               f"DROP COLUMN {preparer.quote(name)}")
+        with capturedLogs() as events:
+            index = Index(self.engine, conquestLayout(), TABLE_NAMES)
+            index.createTables()
+        lines = sorted(formatEvent(e) for e in events if "lacked" in formatEvent(e))
+        self.assertEqual(lines, [
+            "Table DICOMImages lacked the bookkeeping columns AccessTime, DeviceName (an older layout): added",
+            "Table DICOMPatients lacked the bookkeeping columns AccessTime (an older layout): added",
+            "Table DICOMStudies lacked dicom.sql's columns StudyDescription: added, empty in the rows already "
+            "indexed until 'dgate -r' fills them from the stored files",
+            "Table DICOMWorkList lacked the bookkeeping columns qFlags (an older layout): added"])
+        self.assertEqual(self.row("image", SOPInstanceUID="1.2.3.1.1")["DeviceName"], "MAG0")
+        self.assertIsNone(self.row("study")["StudyDescription"])
+        index.storeMany([makeRecord("1.2.3.1.2", STUDY_DESCRIPTION="KNEE")])
+        self.assertEqual(len(self.rows("image", DeviceName="MAG0")), 2)
+        self.assertEqual(self.row("study")["StudyDescription"], "KNEE")
+
     def test_worklist(self):
         self.index.storeMany([makeRecord("1.2.3.1.1")])
         self.fillWorklist()

@@ -286,6 +286,12 @@ class Index:
         (see ``BatchRunner``)."""
         return self._writer.submit(callEach, (fn, args, kw))
 
+    def writeForPeer(self, fn, *args, **kw):
+        """``runWrite`` for a peer waiting on the answer (an HL7 sender):
+        failed with ``IndexTimeout`` once the database did not commit it
+        within ``timeout`` seconds, as a C-STORE's write."""
+        return self._writer.submit(callEach, (fn, args, kw), timed=True)
+
     def runQuery(self, fn, *args, **kw):
         """Deferred of ``fn(connection, *args, **kw)`` run in a reader thread,
         however long it takes."""

@@ -25,15 +25,24 @@ items an older version stored with the spaces around OBR-3 ('A1 ') are
 found, changed (and their accession number stored trimmed) or cancelled
 by the orders a RIS sends for them (``accessionMatches``).
 
+An order a sender waits on (``apply(..., forPeer=True)``: MLLP) is written
+within SQLTimeOut or fails (``Index.writeForPeer``); its transaction, if
+the database answers later, is rolled back before it commits, unless the
+database hung on the commit itself.
+
 ``lookup`` is for ``WorkListMode``: it runs in the calling (I/O) thread.
-``runWrite`` (default: the index's group-commit writer) can be replaced,
-e.g. by tests that apply orders synchronously.
+``runWrite`` (default: the index's group-commit writer, ``runWrite`` or
+``writeForPeer``) can be replaced, e.g. by tests that apply orders
+synchronously.
 """
 
+import threading
 from typing import NamedTuple
 
 from sqlalchemy import delete, func, insert, inspect, or_, select, update
 from twisted.logger import Logger
+
+from pacscore.db.peerqueries import Abandoned
 
 INSERT_CONTROLS = frozenset(("NW",))
 UPDATE_CONTROLS = frozenset(("XO",))
@@ -77,6 +86,7 @@ class WorklistItems:
     def __init__(self, index, generatedColumns=frozenset(), runWrite=None):
         self.index = index
         self.runWrite = runWrite or index.runWrite
+        self.writeForPeer = runWrite or index.writeForPeer  # one given (tests) serves both
         self.table = index.tables.worklist
         self.generatedColumns = frozenset(generatedColumns)
         dicomColumns = [c for c in index.layout.worklist if not c.isSequenceMarker]
@@ -116,15 +126,27 @@ class WorklistItems:
         names = [c.name for c in columns if c.tag == tag]
         return names[0] if names else None
 
-    def apply(self, orders):
+    def apply(self, orders, forPeer=False):
         """Deferred firing with one ``Applied`` per order once committed;
-        fails with ``OrderRefused`` (nothing of the message is applied)."""
+        fails with ``OrderRefused`` (nothing of the message is applied), and
+        ``forPeer`` with ``IndexTimeout`` after SQLTimeOut (then nothing of
+        it is committed later, unless the database hung on the commit)."""
         if self.accessionColumn is None:
             raise OrderRefused("the WorkList table of dicom.sql has no AccessionNumber (0008,0050) column")
-        return self.runWrite(self._apply, orders)
+        if not forPeer:
+            return self.runWrite(self._apply, orders)
+        failed = threading.Event()
+        d = self.writeForPeer(self._apply, orders, failed)
+        d.addErrback(lambda failure: (failed.set(), failure)[1])
+        return d
 
-    def _apply(self, connection, orders):
-        return [self._applyOne(connection, order) for order in orders]
+    def _apply(self, connection, orders, failed=None):
+        """In the writer; ``failed`` set (the sender was answered that it
+        failed): rolled back, not committed."""
+        applied = [self._applyOne(connection, order) for order in orders]
+        if failed is not None and failed.is_set():
+            raise Abandoned()
+        return applied
 
     def _applyOne(self, connection, order):
         key = self.table.c[self.accessionColumn]

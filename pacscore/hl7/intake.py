@@ -11,8 +11,8 @@ Every message gets an original-mode acknowledgement:
   and ERR (its code of HL7 table 0357);
 - AR: not parsed, or not a message we handle (only order messages ORM^O01,
   OMG^O19 and OMI^O23 fill the worklist), or not applied for a reason
-  that is not the message's (the database failing): the sender may send
-  it again later.  The reason is logged in full; the ACK names only its
+  that is not the message's (the database failing, or not answering an
+  MLLP sender within SQLTimeOut): the sender may send it again later.  The reason is logged in full; the ACK names only its
   kind (no SQL, no patient data).
 """
 
@@ -21,6 +21,7 @@ from typing import NamedTuple
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from pacscore.db.errors import IndexTimeout
 from pacscore.db.worklistitems import ORDER_CONTROLS, OrderRefused
 from pacscore.hl7.message import HL7Error, ack, parseMessage
 
@@ -56,12 +57,14 @@ class WorklistIntake:
         self.inThread = inThread or defer.maybeDeferred
 
     def handle(self, raw):
-        """The MLLP handler: Deferred firing with the ACK bytes."""
-        return self.process(raw).addCallback(lambda outcome: outcome.ack)
+        """The MLLP handler: Deferred firing with the ACK bytes, within
+        SQLTimeOut of the database's (an AR when it does not answer)."""
+        return self.process(raw, forPeer=True).addCallback(lambda outcome: outcome.ack)
 
-    def process(self, raw):
-        """Deferred firing with the ``Outcome`` of one raw message."""
-        return self.inThread(self._read, raw).addCallback(self._apply, raw)
+    def process(self, raw, forPeer=False):
+        """Deferred firing with the ``Outcome`` of one raw message;
+        ``forPeer``: a sender waits on it (``WorklistItems.apply``)."""
+        return self.inThread(self._read, raw).addCallback(self._apply, raw, forPeer)
 
     def _read(self, raw):
         """In ``inThread``: ``(message or None, orders or None, HL7Error,
@@ -75,14 +78,14 @@ class WorklistIntake:
         except (HL7Error, OrderRefused) as e:
             return message, None, e
 
-    def _apply(self, read, raw):
+    def _apply(self, read, raw, forPeer):
         message, orders, error = read
         if isinstance(error, OrderRefused):
             return self._error(message, error)
         if error is not None:
             return self._reject(message, raw, str(error), error.code)
         try:
-            applying = self.items.apply(orders)
+            applying = self.items.apply(orders, forPeer)
         except OrderRefused as e:
             return self._error(message, e)
         return applying.addCallbacks(self._accepted, self._failed, (message,), None, (message,))
@@ -117,6 +120,9 @@ class WorklistIntake:
     def _failed(self, failure, message):
         if failure.check(OrderRefused):
             return self._error(message, failure.value)
+        if failure.check(IndexTimeout):  # logged by the writer
+            return self._reject(message, message.raw, f"database not available ({failure.value}): not applied, "
+                                                      f"send it again later", APPLICATION_ERROR)
         self.log.failure("HL7 {controlId}: applying the orders failed", failure, controlId=message.controlId)
         return self._reject(message, message.raw, f"worklist update failed ({failure.type.__name__}): "
                                                   f"not applied, send it again later", APPLICATION_ERROR)

@@ -4,11 +4,17 @@ of the test run's server, see tests.dbservers)."""
 
 import time
 
-from sqlalchemy import text
+from sqlalchemy import func, select, text
 from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
+from pacscore.config.dicomsql import DatabaseLayout
 from pacscore.db.index import Index
+from pacscore.db.worklistitems import WorklistItems
+from pacscore.hl7.intake import WorklistIntake
+from pacscore.hl7.mapping import WorklistMapping
+from pacscore.hl7.message import parseMessage
+from pacscore.testing.orders import orderMessage
 from pacscore.db.writer import IndexTimeout
 from plugins.pacs_postgresql import postgresqlDriver
 from tests.dbservers import postgresServer
@@ -77,3 +83,31 @@ class HungServerTests(unittest.TestCase):
         self.assertLess(time.monotonic() - started, 4)
         resume()
         yield index.store(test_index.makeRecord("1.2.3.1.3"))
+
+    @defer.inlineCallbacks
+    def test_hl7OrderRejectedWithinTheTimeout(self):
+        """An MLLP order's ACK waited for the whole outage (then AA, or none
+        within the sender's wait, and the order applied: a RIS that sent it
+        again got it applied twice): now AR within SQLTimeOut, and the order
+        is not written once the server is back."""
+        server = postgresServer()
+        engine = server.newEngine(postgresqlDriver, self, FakeConfiguration(".", SQLTimeOut="2"))
+        layout = DatabaseLayout.fromFile("etc/dicom.sql")
+        index = Index(engine, layout, TABLE_NAMES, reactor=reactor, timeout=2)
+        index.createTables()
+        index.start()
+        self.addCleanup(index.stop)
+        mapping = WorklistMapping(layout.worklist)
+        intake = WorklistIntake(mapping, WorklistItems(index, mapping.generatedColumns))
+        yield index.store(test_index.makeRecord("1.2.3.1.1"))  # the writer's connection is open
+        resume = server.pause(self)
+        started = time.monotonic()
+        ack = parseMessage((yield intake.handle(orderMessage("M1", "ACC1", "PAT1", "Doe^John"))))
+        self.assertLess(time.monotonic() - started, 4)
+        self.assertEqual((ack.value("MSA", 1), ack.value("MSA", 3)), (
+            "AR", "database not available (the index database did not answer within 2 s (SQLTimeOut)): not "
+                  "applied, send it again later"))
+        resume()
+        yield index.store(test_index.makeRecord("1.2.3.1.2"))  # after the order's transaction, in the writer
+        with engine.connect() as connection:
+            self.assertEqual(connection.execute(select(func.count()).select_from(index.tables.worklist)).scalar(), 0)

@@ -159,7 +159,7 @@ class WorklistIntakeTests(IntakeTestCase):
         the ACK naming only the kind of failure, the log all of it."""
         events = []
         self.intake.log = Logger(observer=events.append)
-        self.intake.items.apply = lambda orders: defer.fail(
+        self.intake.items.apply = lambda orders, forPeer: defer.fail(
             RuntimeError("database is locked [SQL: INSERT INTO DICOMWorkList ... ('Doe^John')]"))
         outcome = self.process(orderMessage("M1", "ACC1", "PAT1", "Doe^John"))
         self.assertEqual(outcome.code, "AR")

@@ -8,7 +8,8 @@ results come back as Deferreds.  ``createTables``, ``initializeTables`` and
 ``pacscore.storage.durability``) for what was committed before anything of
 it is acknowledged.  With a ``timeout`` (dicom.ini's ``SQLTimeOut``), a
 store the database does not answer within it fails (``IndexTimeout``) and
-``stop`` waits as long at most; so does a ``queryForPeer`` on a database
+``stop`` waits as long at most (its statements run in daemon threads, which
+it leaves behind); so does a ``queryForPeer`` on a database
 server that gives it nothing for that long once a reader thread took it up
 (``pacscore.db.peerqueries``; SQLite, in the process, hangs no read): a
 database server that hangs holds up no C-STORE, C-FIND, C-MOVE, C-GET or
@@ -27,6 +28,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
+from pacscore.db.errors import DATABASE_FAILURES, IndexTimeout, databaseMessage
 from pacscore.db.peerqueries import PeerQuery
 from pacscore.db.pending import PendingFiles
 from pacscore.db.rawsql import DEFAULT_TRUNCATE, IdentifierQuoter
@@ -331,31 +333,41 @@ class Index:
             self._readers.start()
 
     def stop(self):
-        """Deferred firing when every pending write is committed and all
-        threads have ended (joined off the reactor thread), or, with a
-        ``timeout``, when the writer gave up waiting for the database:
-        then its marks stay for the next start and no thread is joined."""
+        """Deferred firing when every pending write is committed, the marks
+        of flushed writes are dropped and the reader threads have ended
+        (joined off the reactor thread), or, with a ``timeout``, once that
+        has passed since the call: then the writer's marks stay for the
+        next start and the threads waiting on the database are left behind
+        (daemon threads: they hold no exit)."""
         readers, self._readers = self._readers, None
+        deadline = None if self.timeout is None else self.reactor.seconds() + self.timeout
         d = self._writer.stop()
-        d.addCallback(self._writerStopped, readers)
+        d.addCallback(self._writerStopped, readers, deadline)
         d.addCallback(lambda _: self._upserters.clear())
         return d
 
-    def _writerStopped(self, finished, readers):
+    def _writerStopped(self, finished, readers, deadline):
         if not finished:
             return None
-        d = defer.succeed(None)
-        if self.durability.flushesAfterCommit:  # every group flushed: no mark is needed at the next start
-            d.addCallback(lambda _: threads.deferToThreadPool(
-                self.reactor, self.reactor.getThreadPool(), self._dropFlushedMarks))
-        if readers is not None:
-            d.addCallback(lambda _: threads.deferToThreadPool(
-                self.reactor, self.reactor.getThreadPool(), readers.stop))
+        # every group flushed: no mark is needed at the next start
+        dropMarks = self.durability.flushesAfterCommit
+        if not dropMarks and readers is None:
+            return None
+
+        def finish():
+            if dropMarks:
+                with self.engine.begin() as connection:
+                    self.pending.dropFlushed(connection)
+            if readers is not None:
+                readers.stop()
+        d = _inDaemonThread(self.reactor, finish, deadline, self.timeout)
+        d.addErrback(self._stopWithout)
         return d
 
-    def _dropFlushedMarks(self):
-        with self.engine.begin() as connection:
-            self.pending.dropFlushed(connection)
+    def _stopWithout(self, failure):
+        failure.trap(*DATABASE_FAILURES)
+        self.log.error("the index database failed while stopping ({error}): stopping without it (the marks of "
+                       "the last writes are checked at the next start)", error=databaseMessage(failure.value))
 
     def _withConnection(self, fn, args, kw):
         with self.engine.connect() as connection:
@@ -411,3 +423,27 @@ class Index:
 
     def _forgetWriterCache(self):
         self._writerUpserter().forgetCache()
+
+
+def _inDaemonThread(reactor, fn, deadline, timeout):
+    """Deferred of ``fn()`` run in a daemon thread of its own, failed with
+    ``IndexTimeout(timeout)`` at ``deadline`` (reactor seconds; None: none)
+    if it has not returned by then: the thread is left behind."""
+    d = defer.Deferred()
+
+    def settle(ok, value):
+        if not d.called:
+            (d.callback if ok else d.errback)(value)
+
+    def run():
+        try:
+            outcome = (True, fn())
+        except BaseException:
+            outcome = (False, Failure())
+        reactor.callFromThread(settle, *outcome)
+    threading.Thread(target=run, name="pacs-db-stop", daemon=True).start()
+    if deadline is not None:
+        seconds = max(deadline - reactor.seconds(), 0)
+        timer = reactor.callLater(seconds, lambda: settle(False, Failure(IndexTimeout(timeout))))
+        d.addBoth(lambda result: (timer.active() and timer.cancel(), result)[1])
+    return d

@@ -68,7 +68,7 @@ from pacscore.export.forwarder import Forwarder, Interrupted, Undelivered
 from pacscore.export.queue import FAILED, LOCAL, ActionBuffer, JobOutcome, laneOf
 from pacscore.export.spool import discard, isSpooled, spoolFolder
 from pacscore.storage.mirror import MIRROR_COPY
-from pacscore.workers import WorkerPool
+from pacscore.workers import STOP_GRACE, WorkerPool
 
 
 def _discardBuffered(buffer):
@@ -89,7 +89,7 @@ class ExportService(service.Service):
     batch = 64
 
     def __init__(self, queue, forwarder, local, services, rules, reader, reactor, scripts, io, failHoldOff=60,
-                 gracePeriod=QUIT_GRACE_PERIOD):
+                 gracePeriod=QUIT_GRACE_PERIOD, pollTimeout=None):
         self.queue = queue
         self.forwarder = forwarder
         self.local = local
@@ -101,6 +101,7 @@ class ExportService(service.Service):
         self.io = io
         self.failHoldOff = failHoldOff
         self.gracePeriod = gracePeriod  # seconds a stop waits for the forwards under way
+        self.pollTimeout = pollTimeout  # seconds a stop waits for a poll (SQLTimeOut of a database server)
         self.counters = services.counters
         self._jobsRunning = False
         self._busyLanes = set()
@@ -124,7 +125,8 @@ class ExportService(service.Service):
         local = LocalActions(queue.index, query, reader, io, services)
         return cls(queue, forwarder, local, services, rules, reader, reactor, scripts, io,
                    failHoldOff=configuration.ini.getint("FailHoldOff", 60),
-                   gracePeriod=configuration.ini.getint("QuitGracePeriod", QUIT_GRACE_PERIOD))
+                   gracePeriod=configuration.ini.getint("QuitGracePeriod", QUIT_GRACE_PERIOD),
+                   pollTimeout=queue.index.readTimeout)
 
     # -- service ----------------------------------------------------------
 
@@ -140,7 +142,13 @@ class ExportService(service.Service):
         if self._loop is not None and self._loop.running:  # else never started (start-up stopped half way)
             self._loop.stop()
         deadline = self.reactor.seconds() + self.gracePeriod
+        pollDeadline = None if self.pollTimeout is None else self.reactor.seconds() + self.pollTimeout
+        abandoned = False
         while self._polling is not None or self._busyLanes or self._jobsRunning:
+            if self._polling is not None and pollDeadline is not None and self.reactor.seconds() >= pollDeadline:
+                self.log.error("stopping: the export queue's poll got no answer from the index database within "
+                               "{timeout} s (SQLTimeOut); stopping without it", timeout=self.pollTimeout)
+                self._polling, abandoned = None, True  # its answer, if any, starts nothing (_poll)
             if self._busyLanes and not self.forwarder.interrupted and self.reactor.seconds() >= deadline:
                 self.log.warn("stopping: the forwards still under way after {grace} s (QuitGracePeriod) stop "
                               "before their next object (at once one awaiting a C-STORE response) and stay queued",
@@ -149,7 +157,8 @@ class ExportService(service.Service):
             await task.deferLater(self.reactor, 0.05, lambda: None)
         await self.forwarder.closeAll()
         await self.scripts.stop()
-        await self.io.stop()
+        # a poll's thread left waiting on the database: a second for the others to end, and it is named
+        await self.io.stop(grace=1 if abandoned else STOP_GRACE)
 
     def stopService(self):
         """Stops polling, waits for the jobs and the action each lane has
@@ -192,12 +201,14 @@ class ExportService(service.Service):
         now = self.reactor.seconds()
         if not self._jobsRunning:
             jobs = await self.io.deferToWorker(self.queue.dueJobs, self._wallClock(), self.scripts.size * self.batch)
-            if jobs:
+            if jobs and self.running:
                 defer.ensureDeferred(self._runJobs(jobs)).addErrback(
                     lambda f: self.log.failure("export jobs failed", f))
         held = {lane for lane, until in self._heldUntil.items() if until > now}
         actions = await self.io.deferToWorker(self.queue.due, self._wallClock(), self.batch,
                                               self._busyLanes | held)
+        if not self.running:  # stopping: the actions stay queued
+            return
         lanes = {}
         for action in actions:
             lanes.setdefault(laneOf(action), []).append(action)

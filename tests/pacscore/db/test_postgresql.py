@@ -6,6 +6,7 @@ import time
 
 from sqlalchemy import func, select, text
 from twisted.internet import defer, reactor
+from twisted.logger import capturedLogs, formatEvent
 from twisted.trial import unittest
 
 from pacscore.config.dicomsql import DatabaseLayout
@@ -16,6 +17,7 @@ from pacscore.hl7.mapping import WorklistMapping
 from pacscore.hl7.message import parseMessage
 from pacscore.testing.orders import orderMessage
 from pacscore.db.writer import IndexTimeout
+from pacscore.storage.durability import FileSystemFlush
 from plugins.pacs_postgresql import postgresqlDriver
 from tests.dbservers import postgresServer
 from tests.pacscore.db import test_index
@@ -83,6 +85,28 @@ class HungServerTests(unittest.TestCase):
         self.assertLess(time.monotonic() - started, 4)
         resume()
         yield index.store(test_index.makeRecord("1.2.3.1.3"))
+
+    @defer.inlineCallbacks
+    def test_stopWithinTheTimeout(self):
+        """A stop waited for the whole outage (dropping the marks of flushed
+        writes and joining a reader thread left waiting on the server, in
+        the reactor's threads, which the exit joins): now it ends within
+        SQLTimeOut, logged, the marks left for the next start."""
+        server = postgresServer()
+        engine = server.newEngine(postgresqlDriver, self, FakeConfiguration(".", SQLTimeOut="2"))
+        index = Index(engine, conquestLayout(), TABLE_NAMES, reactor=reactor, timeout=2,
+                      durability=FileSystemFlush([], lambda fd: 0))
+        index.createTables()
+        index.start()
+        server.pause(self)
+        query = index.queryForPeer(lambda connection: connection.execute(text("SELECT 1")).scalar())
+        yield self.assertFailure(query, IndexTimeout)  # its reader thread still waits on the server
+        started = time.monotonic()
+        with capturedLogs() as events:
+            yield index.stop()
+        self.assertLess(time.monotonic() - started, 3)
+        self.assertIn("the index database failed while stopping (the index database did not answer within 2 s "
+                      "(SQLTimeOut)): stopping without it", [formatEvent(event) for event in events][-1])
 
     @defer.inlineCallbacks
     def test_hl7OrderRejectedWithinTheTimeout(self):

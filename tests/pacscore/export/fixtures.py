@@ -41,7 +41,7 @@ class SyncWorkers:
     def start(self):
         pass
 
-    def stop(self):
+    def stop(self, grace=None):
         return defer.succeed(None)
 
 

@@ -8,7 +8,7 @@ import pydicom
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 from twisted.internet import defer, task
-from twisted.logger import formatEvent, globalLogPublisher
+from twisted.logger import capturedLogs, formatEvent, globalLogPublisher
 from twisted.trial import unittest
 
 from pacscore.config.acrnema import AcrNemaMap
@@ -280,6 +280,30 @@ class RunnerTests(unittest.TestCase):
         [action] = self.queue.due(1e12, 10)
         self.assertEqual((action.level, action.attempts), ("STUDY", 0))
         self.assertNotIn("forwardsFailed", self.counters)
+
+    def test_stopLeavesAPollTheDatabaseDoesNotAnswer(self):
+        """A poll waiting on a database server that hangs held the stop for
+        the whole outage: now the stop waits SQLTimeOut for it at most, and
+        an answer coming later starts nothing."""
+        self.service.pollTimeout = 8
+        answers = []
+        self.service.io.deferToWorker = lambda f, *args: answers.append((f, args, defer.Deferred())) or answers[-1][2]
+        self.queue.addForward("B", "IMAGE", Target("PAT1", "1.2.3", "1.2.3.1", "b0"))
+        self.service.startService()
+        self.assertEqual(len(answers), 1)  # the poll's first query, unanswered
+        with capturedLogs() as events:
+            stopped, began = self.service.stopService(), self.reactor.seconds()
+            while not stopped.called and self.reactor.seconds() - began < 60:
+                self.reactor.advance(0.05)
+        self.successResultOf(stopped)
+        self.assertTrue(8 <= self.reactor.seconds() - began < 9)
+        self.assertIn("the export queue's poll got no answer from the index database within 8 s (SQLTimeOut)",
+                      formatEvent(events[0]))
+        for query, args, answer in answers:  # the server is back: the poll's queries are answered, in turn
+            answer.callback(query(*args))
+        self.assertEqual(len(answers), 2)
+        self.assertEqual(self.forwarder.delivered, [])
+        self.assertEqual(len(self.queue.due(1e12, 10)), 1)
 
     def test_stopWithoutStart(self):
         """A start-up that stops half way stops services it never started

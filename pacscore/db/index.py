@@ -107,8 +107,7 @@ class Index:
         made on PostgreSQL are taken over first (``adoptFoldedTable``), and
         Conquest's column names cut to 10 characters restored
         (``adoptTruncatedColumns``), columns an older layout lacks added
-        (``addMissingColumns``; to the worklist only pacs's bookkeeping
-        ones: ``WorklistItems.check`` warns of the others), and on SQLite its text that is not
+        (``addMissingColumns``), and on SQLite its text that is not
         UTF-8 rewritten, once (``adoptRawText``); existing ones on MySQL are made
         to compare exactly (``adoptCollation``).  No index is made where the
         table's primary key (Conquest's) is the same.  All in one
@@ -145,7 +144,10 @@ class Index:
         adoptRawText(connection, self.tables, self.log, recheck=bool(dropped))
         self.metadata.create_all(connection)
         for table in self.tables:
-            addMissingColumns(connection, table, self.log, dicomColumns=table is not self.tables.worklist)
+            if table is self.tables.worklist:
+                addMissingColumns(connection, table, self.log, emptyUntil="in the items there are (orders give new ones values)")
+            else:
+                addMissingColumns(connection, table, self.log)
         upgradeTable(connection, self.pending.table)
         dialect = connection.dialect.name
         for table in self.tables:

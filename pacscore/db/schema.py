@@ -223,17 +223,16 @@ def adoptCollation(connection, table, log):
              "asks (abc and ABC are two Patient IDs)", table=table.name, collations=", ".join(wrong))
 
 
-def addMissingColumns(connection, table, log, dicomColumns=True):
+def addMissingColumns(connection, table, log,
+                      emptyUntil="in the rows already indexed until 'dgate -r' fills them from the stored files"):
     """Add to ``table``'s table in the database the columns it lacks, as one
     of an older layout or of a dicom.sql that has since gained columns may:
     pacs's bookkeeping columns (empty; ``DeviceName`` MAG0, where Conquest
-    keeps objects) and, with ``dicomColumns``, dicom.sql's (empty until
-    ``dgate -r`` fills them from the stored files); logged.  A column the
-    database refuses to add fails the start with its error.  In
-    ``connection``'s transaction."""
+    keeps objects) and dicom.sql's (empty as ``emptyUntil`` says); logged.
+    A column the database refuses to add fails the start with its error.
+    In ``connection``'s transaction."""
     present = {column["name"].lower() for column in inspect(connection).get_columns(table.name)}
-    missing = [column for column in table.columns if column.name.lower() not in present
-               and (dicomColumns or column.info.get("bookkeeping"))]
+    missing = [column for column in table.columns if column.name.lower() not in present]
     for column in missing:
         _addColumn(connection, table, column, column.info.get("added"))
     kept = [column.name for column in missing if column.info.get("bookkeeping")]
@@ -242,8 +241,8 @@ def addMissingColumns(connection, table, log, dicomColumns=True):
                  table=table.name, columns=", ".join(kept))
     filled = [column.name for column in missing if not column.info.get("bookkeeping")]
     if filled:
-        log.warn("Table {table} lacked dicom.sql's columns {columns}: added, empty in the rows already indexed "
-                 "until 'dgate -r' fills them from the stored files", table=table.name, columns=", ".join(filled))
+        log.warn("Table {table} lacked dicom.sql's columns {columns}: added, empty {emptyUntil}",
+                 table=table.name, columns=", ".join(filled), emptyUntil=emptyUntil)
 
 
 def _addColumn(connection, table, column, default=None, notNull=False):

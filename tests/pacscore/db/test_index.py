@@ -594,10 +594,11 @@ class InitializeTablesTests(IndexTestCase):
     def test_olderLayoutGetsTheMissingColumns(self):
         """Tables of an older layout (no AccessTime, no DeviceName) or of a
         dicom.sql that gained a column since get them at start-up, logged:
-        stores went on failing on the missing columns."""
+        stores (and HL7 orders, for the worklist) went on failing on the
+        missing columns."""
         self.index.storeMany([makeRecord("1.2.3.1.1", STUDY_DESCRIPTION="KNEE")])
         dropped = {"patient": ["AccessTime"], "study": ["StudyDescription"], "image": ["AccessTime", "DeviceName"],
-                   "worklist": ["qFlags"]}
+                   "worklist": ["qFlags", "MedicalAlerts"]}
         with self.engine.begin() as connection:
             preparer = connection.dialect.identifier_preparer
             for level, names in dropped.items():
@@ -613,6 +614,8 @@ class InitializeTablesTests(IndexTestCase):
             "Table DICOMPatients lacked the bookkeeping columns AccessTime (an older layout): added",
             "Table DICOMStudies lacked dicom.sql's columns StudyDescription: added, empty in the rows already "
             "indexed until 'dgate -r' fills them from the stored files",
+            "Table DICOMWorkList lacked dicom.sql's columns MedicalAlerts: added, empty in the items there are "
+            "(orders give new ones values)",
             "Table DICOMWorkList lacked the bookkeeping columns qFlags (an older layout): added"])
         self.assertEqual(self.row("image", SOPInstanceUID="1.2.3.1.1")["DeviceName"], "MAG0")
         self.assertIsNone(self.row("study")["StudyDescription"])

@@ -18,7 +18,7 @@ from pydicom.pixels import convert_color_space, pixel_array
 from pydicom.tag import Tag
 from pydicom.uid import RLELossless, generate_uid
 from PIL import Image
-from twisted.internet import defer
+from twisted.internet import defer, reactor, task
 from twisted.logger import capturedLogs
 from twisted.web.client import ResponseFailed
 
@@ -531,16 +531,23 @@ class StoredAgainTests(DicomWebTestCase):
         index, before = self.archive.index, self.running.files()
         runQuery = index.runQuery
 
+        def replaced():
+            return len(set(before) - set(self.running.files()))
+
         async def storedAgainAfter(fn, *args):
             found = await runQuery(fn, *args)
             if fn == self.archive.objectReader.instancePaths:
                 index.runQuery = runQuery
                 await self.running.store(images)
+                for _ in range(500):  # the replaced files go in the I/O pool after the answers
+                    if replaced() == len(images):
+                        break
+                    await task.deferLater(reactor, 0.01, lambda: None)
             return found
         index.runQuery = lambda fn, *args: defer.ensureDeferred(storedAgainAfter(fn, *args))
         found = yield self.fetch(path)
         self.assertEqual(index.runQuery, runQuery)  # looked up, then stored again
-        self.assertEqual(len(set(before) - set(self.running.files())), len(images))  # their files replaced
+        self.assertEqual(replaced(), len(images))  # their files replaced
         return found
 
     @defer.inlineCallbacks

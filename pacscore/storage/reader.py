@@ -19,9 +19,9 @@ from twisted.logger import Logger
 from pacscore.db.query import (PATIENT_ID, SERIES_INSTANCE_UID, SOP_CLASS_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID,
                                Instance, QueryKey)
 from pacscore.storage import part10
-from pacscore.storage.attributes import DatasetError
+from pacscore.storage.attributes import DatasetError, readAttributes
 from pacscore.storage.mirror import Mirrors
-from pacscore.storage.part10 import readFileMeta
+from pacscore.storage.part10 import MEDIA_STORAGE_SOP_CLASS_UID, readFileMeta
 
 RELOCATIONS = 3  # how often a file found gone is looked for again under the name the index gives it now
 
@@ -80,6 +80,13 @@ def _identity(path):
         return {tag: value for tag, value in part10.readFileAttributes(path, _IDENTITY)[1].items() if value}
     except (OSError, DatasetError):  # gone or damaged: locate reports it Missing
         return {}
+
+
+def _sopClassOf(f, syntax, meta):
+    """The SOP class of the object in the file ``f``, positioned at its
+    data set: its meta's Media Storage SOP Class UID, else its data set's
+    (0008,0016) (a file without meta); "" when it holds neither."""
+    return meta.get(MEDIA_STORAGE_SOP_CLASS_UID) or readAttributes(f, syntax, {SOP_CLASS_UID}).get(SOP_CLASS_UID, "")
 
 
 class ObjectReader:
@@ -167,14 +174,17 @@ class ObjectReader:
 
     def _stored(self, held):
         """The ``StoredObject`` of an Instance, its file's Part-10 header
-        read; a StoredObject as it is."""
+        read; a StoredObject as it is.  When the index holds no SOP class
+        (a dicom.sql without that column), the file's is taken
+        (``_sopClassOf``): a retrieve or forward negotiates with it."""
         if isinstance(held, StoredObject):
             return held
         path = self.path(held.deviceName, held.objectFile)
         with open(path, "rb") as f:
             syntax, meta, offset = readFileMeta(f)
             size = os.fstat(f.fileno()).st_size
-        return StoredObject(held.sopInstanceUID, held.sopClassUID, path, syntax, offset, size, held.deviceName,
+            sopClass = held.sopClassUID or _sopClassOf(f, syntax, meta)
+        return StoredObject(held.sopInstanceUID, sopClass, path, syntax, offset, size, held.deviceName,
                             held.objectFile)
 
     def _whileRenamed(self, held, use):

@@ -8,6 +8,7 @@ from twisted.trial import unittest
 from pacscore.db.query import Instance
 from pacscore.export.queue import Target
 from pacscore.storage.devices import MagDevice
+from pacscore.storage.part10 import readFileMeta
 from pacscore.storage.reader import RELOCATIONS, IndexedPath, Missing, ObjectReader
 from tests.pacscore.storage.test_mirror import dicomBytes
 
@@ -43,6 +44,19 @@ class InstancesAtTests(unittest.TestCase):
         [missing] = self.reader.locate([instance])
         self.assertIsInstance(missing, Missing)
         self.assertTrue(missing.gone)
+
+    def test_sopClassFromTheFileWhenTheIndexHasNone(self):
+        """A dicom.sql without the SOPClassUID column: C-MOVE, C-GET and
+        forwards negotiate with the SOP class of the file, from its meta or
+        (a file without meta, Conquest's .v2) its data set."""
+        whole = dicomBytes(3)
+        withMeta = self.write(self.mag0, "P/3.dcm", whole)
+        with open(withMeta, "rb") as f:
+            offset = readFileMeta(f)[2]
+        self.write(self.mag0, "P/3.v2", whole[offset:])  # implicit VR little endian, no meta
+        for objectFile in ("P/3.dcm", "P/3.v2"):
+            [stored] = self.reader.locate([Instance("1.1.3", "", "MAG0", objectFile, "P", "1", "1.1")])
+            self.assertEqual(stored.sopClassUID, CT_IMAGE_STORAGE, objectFile)
 
     def test_fileOnNoDevice(self):
         outside = os.path.join(os.path.dirname(self.mag0.path.rstrip(os.sep)), "elsewhere", "x.dcm")

@@ -24,6 +24,10 @@ from pacscore.config.errors import ConfigError
 from pacscore.config.textfile import readConfigText
 
 
+_DICOM_TYPE_VRS = {"DT_DATE": "DA", "DT_TIME": "TM", "DT_UI": "UI", "DT_UINT16": "US",
+                   "DT_UINT32": "UL", "DT_FL": "FL", "DT_FD": "FD"}
+
+
 @dataclass(frozen=True)
 class Column:
     """One ``{ 0x0010, 0x0020, "PatientID", 64, SQL_C_CHAR, DT_STR }`` line."""
@@ -40,6 +44,12 @@ class Column:
     def tag(self) -> int:
         """The DICOM tag as one int, ``0xGGGGEEEE``."""
         return (self.group << 16) | self.element
+
+    @property
+    def vr(self) -> str:
+        """The VR of the column's values by its DT type (text: LO), for a
+        value whose data set gives none (UN: a private tag in implicit VR)."""
+        return _DICOM_TYPE_VRS.get(self.dicomType, "LO")
 
     @property
     def isSequenceMarker(self) -> bool:
@@ -73,9 +83,10 @@ class DatabaseLayout:
         return replace(self, **{table: [replace(c, length=min(c.length, maxLength)) for c in getattr(self, table)]
                                 for table in TABLES})
 
-    def indexedTags(self) -> set[int]:
-        """Every tag the four image-level tables store (what a C-STORE must read)."""
-        return {c.tag for _, cols in self.levels() for c in cols}
+    def indexedTags(self) -> dict[int, str]:
+        """Every tag the four image-level tables store (what a C-STORE must
+        read), with the VR its column reads a value of unknown VR as."""
+        return {c.tag: c.vr for _, cols in self.levels() for c in cols}
 
     @classmethod
     def fromFile(cls, path):

@@ -653,6 +653,7 @@ class IndexQuery:
     def __init__(self, tables, layout, sortOrders=None, computedFields=True):
         self.tables = [_Table(index, getattr(tables, name), columns)
                        for index, (name, columns) in enumerate(layout.levels())]
+        self.columnVRs = layout.indexedTags()  # {tag: VR}: how a key of unknown VR is read
         self.computedFields = computedFields
         self.sortOrders = {index: [] for index in range(len(LEVELS))}
         for level, text in (sortOrders or {}).items():

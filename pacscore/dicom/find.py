@@ -136,7 +136,7 @@ class FindService:
             if data is DESTROYED:
                 return sendResponse(protocol, contextId, command, SUCCESS)
             data, mask = takeServerMask(data, syntax)
-            request = readRequest(data, syntax, modelOf(sopClass).levels)
+            request = readRequest(data, syntax, modelOf(sopClass).levels, self.query.columnVRs)
         except BadIdentifier as e:
             self.log.warn("{peer}: C-FIND refused: {error}", peer=protocol.peerName(), error=e)
             return sendResponse(protocol, contextId, command, e.status, comment=str(e))

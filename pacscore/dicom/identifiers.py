@@ -5,8 +5,10 @@ A request's identifier becomes its Query/Retrieve Level, the keys to match
 (as Unicode text: decoded with the request's Specific Character Set) and
 the list of attributes to return; a key with more values, or a longer
 value, than SQL should be given refuses the request.  A match carries
-exactly the requested attributes, in the data dictionary's VR (the
-request's only for tags the dictionary does not know), plus the level's
+exactly the requested attributes, in the data dictionary's VR (SS for a
+negative value of a "US or SS" one; the request's only for tags the
+dictionary does not know, a private key of implicit VR in the VR of its
+dicom.sql column), plus the level's
 unique key, the Query/Retrieve Level, the Retrieve AE Title and the
 Specific Character Set its text is encoded in: the request's (code
 extensions too) when that can hold every value, else ISO_IR 100 (Latin-1)
@@ -30,6 +32,7 @@ from twisted.logger import Logger
 
 from pacscore.db.query import UNSPLIT_VRS, QueryKey, valuesOf
 from pacscore.dicom.datasets import decodeDataset, encodeDataset
+from pacscore.storage.attributes import DatasetError, valueText
 from pacscore.storage.codeextensions import withoutEscapes
 
 log = Logger()
@@ -114,12 +117,15 @@ def characterSetOf(dataset):
     return _text(dataset.get("SpecificCharacterSet", ""))
 
 
-def datasetKeys(dataset):
+def datasetKeys(dataset, columnVRs=None, transferSyntax=None):
     """A ``QueryKey`` for each attribute of one data set (not those of its
     sequence items: an SQ key has the value ``""`` and says whether its
     items hold values), without group lengths, the Specific Character Set,
     Query/Retrieve Level, Retrieve AE Title and Timezone Offset From UTC; text without the escape
-    sequences pydicom leaves in it (``codeextensions``)."""
+    sequences pydicom leaves in it (``codeextensions``).  A value of
+    unknown VR (UN: a private tag in implicit VR) of a tag ``columnVRs``
+    maps to a VR (its dicom.sql column's) is read as that VR, as stored
+    objects are, in the data set encoded in ``transferSyntax``."""
     keys = []
     for element in dataset:
         tag = int(element.tag)
@@ -127,6 +133,10 @@ def datasetKeys(dataset):
             continue
         if element.VR == "SQ":
             keys.append(QueryKey(tag, "SQ", "", itemValues=_itemsHoldValues(element.value)))
+        elif element.VR == "UN" and columnVRs and tag in columnVRs:
+            vr = columnVRs[tag]
+            keys.append(QueryKey(tag, vr, valueText(vr, element.value or b"", characterSetOf(dataset),
+                                                    transferSyntax).strip()))
         else:
             keys.append(QueryKey(tag, element.VR, withoutEscapes(_text(element.value)).strip()))
     return keys
@@ -163,8 +173,9 @@ def checkKeys(keys):
         raise BadIdentifier(f"{total} values in all keys, at most {MAX_TOTAL_VALUES}", UNABLE_TO_PROCESS)
 
 
-def readRequest(data, transferSyntax, levels):
-    """The ``Request`` of an identifier; ``levels`` are those its model allows.
+def readRequest(data, transferSyntax, levels, columnVRs=None):
+    """The ``Request`` of an identifier; ``levels`` are those its model
+    allows; ``columnVRs``: see ``datasetKeys``.
 
     Raises ``BadIdentifier``."""
     dataset = decodeIdentifier(data, transferSyntax)
@@ -172,7 +183,10 @@ def readRequest(data, transferSyntax, levels):
     if level not in levels:
         raise BadIdentifier(f"Query/Retrieve Level {level!r} is not one of {', '.join(levels)}",
                             IDENTIFIER_DOES_NOT_MATCH)
-    keys = datasetKeys(dataset)
+    try:
+        keys = datasetKeys(dataset, columnVRs, transferSyntax)
+    except DatasetError as e:
+        raise BadIdentifier(str(e), UNABLE_TO_PROCESS) from e
     checkKeys(keys)
     return Request(level, keys, characterSetOf(dataset))
 
@@ -372,9 +386,22 @@ def checkFits(vr, value):
                 float(part)
 
 
+def _signedWhenNegative(tag, vr, text):
+    """``vr``, or SS for a negative value of a "US or SS" attribute (signed
+    pixels, PS3.5 Annex A)."""
+    if vr != "US" or "-" not in text:
+        return vr
+    try:
+        return "SS" if "SS" in dictionary_VR(tag).split(" or ") else vr
+    except KeyError:
+        return vr
+
+
 def answerElement(tag, vr, text):
     """The element answering with ``text`` (as stored in the index) in
-    ``vr``; empty when ``vr`` cannot hold it."""
+    ``vr`` (SS for a negative value of a "US or SS" attribute); empty when
+    ``vr`` cannot hold it."""
+    vr = _signedWhenNegative(tag, vr, text)
     try:
         value = elementValue(vr, text)
         checkFits(vr, value)

@@ -46,10 +46,6 @@ from pacscore.dicom.timing import timed
 
 MODALITY_WORKLIST_FIND = "1.2.840.10008.5.1.4.31"
 
-# The VR of a dicom.sql column whose tag the data dictionary does not know.
-_DICOM_TYPE_VRS = {"DT_DATE": "DA", "DT_TIME": "TM", "DT_UI": "UI", "DT_UINT16": "US",
-                   "DT_UINT32": "UL", "DT_FL": "FL", "DT_FD": "FD"}
-
 
 class Returned(NamedTuple):
     """One attribute of the answers."""
@@ -71,7 +67,7 @@ def _vrOf(column):
     """The VR answering with a dicom.sql column (a sequence marker: SQ)."""
     if column.isSequenceMarker:
         return "SQ"
-    return answerVR(column.tag, _DICOM_TYPE_VRS.get(column.dicomType, "LO"))
+    return answerVR(column.tag, column.vr)
 
 
 def sequenceMembers(columns):

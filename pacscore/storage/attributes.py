@@ -21,6 +21,7 @@ ships.
 import re
 import struct
 import zlib
+from collections.abc import Mapping
 from functools import lru_cache
 
 from pydicom.charset import convert_encodings
@@ -38,6 +39,7 @@ DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1.99"
 EXPLICIT_VR_BIG_ENDIAN = "1.2.840.10008.1.2.2"
 
 SPECIFIC_CHARACTER_SET = 0x00080005
+PIXEL_REPRESENTATION = 0x00280103
 PIXEL_DATA = 0x7FE00010
 
 _ITEM = 0xFFFEE000
@@ -199,16 +201,32 @@ not grow it."""
 
 
 def _dictionaryVR(tag):
-    """The VR pydicom's dictionary gives ``tag`` (first of an ambiguous
-    "US or SS"), as bytes; UN for private and unknown tags."""
+    """The VR pydicom's dictionary gives ``tag``, as bytes, an ambiguous one
+    as it spells it (b"US or SS", see ``_resolvedVR``); UN for private and
+    unknown tags."""
     vr = _knownVRs.get(tag)
     if vr is None:
         try:
-            vr = dictionary_VR(tag).split(" ")[0].encode("ascii")
+            vr = dictionary_VR(tag).encode("ascii")
         except KeyError:
             return b"UN"
         _knownVRs[tag] = vr
     return vr
+
+
+def _resolvedVR(vr, signed):
+    """The VR of a value of the ambiguous dictionary VR ``vr`` (b"US or SS"
+    ...): SS where it may be when Pixel Representation says the pixels are
+    ``signed`` (PS3.5 Annex A, as pydicom's correct_ambiguous_vr), else
+    the first."""
+    choices = vr.split(b" or ")
+    return b"SS" if signed and b"SS" in choices else choices[0]
+
+
+def _isSigned(pixelRepresentation, layout):
+    """Whether a found (0028,0103) Pixel Representation ``(vr, raw)`` is 1."""
+    return pixelRepresentation is not None and int.from_bytes(
+        pixelRepresentation[1], "little" if layout is _LITTLE else "big") == 1
 
 
 @lru_cache(maxsize=256)
@@ -470,12 +488,13 @@ class _Walker:
                     f"in its item, which ends at offset {end}")
         return pos
 
-    def collect(self, implicit, wanted, firstTag, lastTag, ascending):
+    def collect(self, implicit, wanted, firstTag, lastTag, ascending, unknownVRs):
         """Walk the top level; return ({tag: (vr, raw)}, stop offset).
 
         Stops at the end of the dataset or before the first element outside
-        ``firstTag``..``lastTag`` (the offset returned); ``ascending`` and
-        ``strict``: see ``walkDataset``.
+        ``firstTag``..``lastTag`` (the offset returned); ``ascending``,
+        ``strict`` and ``unknownVRs``: see ``walkDataset``.  A VR may be
+        an ambiguous dictionary one (b"US or SS").
         """
         found = {}
         pos = 0
@@ -537,7 +556,9 @@ class _Walker:
             if tag in wanted:
                 if vr is None or (vr == b"UN" and length < 0xFFFF):
                     vr = _dictionaryVR(tag)
-                if vr in _CONVERTERS:
+                    if vr == b"UN" and unknownVRs.get(tag):
+                        vr = unknownVRs[tag].encode("ascii")
+                if vr in _CONVERTERS or b" or " in vr:
                     if end <= limit:
                         found[tag] = (vr, bytes(buf[valuePos - base:end - base]))
                     else:
@@ -588,20 +609,40 @@ def walkDataset(source, transferSyntax, tags, firstTag, lastTag, ascending=False
     otherwise it is read as it is encoded, as pydicom reads files; and a
     sequence of defined length holding anything but items is one too, as
     one of undefined length always is (DCMTK loses its way in either).
+    ``tags`` may map each tag to the VR (a str, e.g. a dicom.sql column's)
+    its value is read as when neither the data set nor the dictionary
+    gives one (a private tag in implicit VR, or explicit UN); such values
+    are otherwise "".  A "US or SS" value of implicit VR is SS when the
+    Pixel Representation is 1.
     """
     implicit, layout, deflated = _transferSyntax(transferSyntax)
     walker = _Walker(_window(source, deflated), layout, strict)
-    wanted = frozenset(tags) | {SPECIFIC_CHARACTER_SET}
-    found, stop = walker.collect(implicit, wanted, firstTag, lastTag, ascending)
+    wanted = frozenset(tags) | {SPECIFIC_CHARACTER_SET, PIXEL_REPRESENTATION}
+    found, stop = walker.collect(implicit, wanted, firstTag, lastTag, ascending,
+                                 tags if isinstance(tags, Mapping) else {})
     charset = found.get(SPECIFIC_CHARACTER_SET)
     if charset and charset[0] != b"CS":
         raise DatasetError(f"(0008,0005) has VR {charset[0]!r}, not CS")
     encodings = _encodings(_string(charset[1], None, layout) if charset else "")
-    if SPECIFIC_CHARACTER_SET not in tags:
-        found.pop(SPECIFIC_CHARACTER_SET, None)
+    signed = _isSigned(found.get(PIXEL_REPRESENTATION), layout)
+    for tag in (SPECIFIC_CHARACTER_SET, PIXEL_REPRESENTATION):
+        if tag not in tags:
+            found.pop(tag, None)
     converters = _CONVERTERS
-    return {tag: converters[vr](raw, encodings, layout) if raw else ""
-            for tag, (vr, raw) in found.items()}, stop
+    values = {}
+    for tag, (vr, raw) in found.items():
+        if vr not in converters:
+            vr = _resolvedVR(vr, signed)  # an ambiguous one: of those, only "US or SS" ... hold numbers
+        values[tag] = converters[vr](raw, encodings, layout) if raw and vr in converters else ""
+    return values, stop
+
+
+def valueText(vr, raw, specificCharacterSet, transferSyntax):
+    """The string ``readAttributes`` gives the value bytes ``raw`` of ``vr``
+    (a str, "US" ...) in a data set of ``specificCharacterSet`` encoded in
+    ``transferSyntax``."""
+    return _CONVERTERS[vr.encode("ascii")](raw, _encodings(specificCharacterSet),
+                                           _transferSyntax(transferSyntax)[1]) if raw else ""
 
 
 def readAttributes(source, transferSyntax, tags, wholeDataset=False, strict=False):
@@ -611,9 +652,10 @@ def readAttributes(source, transferSyntax, tags, wholeDataset=False, strict=Fals
     binary file object positioned at its first byte (then it is read in
     small chunks and large values are seeked past; the file position is
     left anywhere). ``transferSyntax`` is the UID the dataset is encoded in;
-    ``tags`` a set of ``0xGGGGEEEE`` ints. Absent tags are absent from the
-    result, empty ones map to "", values of VRs that are not strings or
-    numbers (OB, SQ, UN ...) to "". The walk stops at the first element past
+    ``tags`` a set of ``0xGGGGEEEE`` ints, or a mapping of them to the VR
+    of a value of unknown VR (see ``walkDataset``). Absent tags are absent
+    from the result, empty ones map to "", values of VRs that are not
+    strings or numbers (OB, SQ, UN ...) to "". The walk stops at the first element past
     the largest tag and never reaches (7FE0,0010) Pixel Data; with
     ``wholeDataset`` it goes on to the dataset's end, skipping the values it
     does not want, so that damage or truncation anywhere raises DatasetError

@@ -41,9 +41,10 @@ class MissingDeviceError(Exception):
 
 def fileRecord(path, tags, deviceName, objectFile):
     """The ``ImageRecord`` of the object file at ``path`` (``objectFile`` on
-    ``deviceName``) with the index's ``tags``; ``DatasetError`` or ``OSError``
+    ``deviceName``) with the index's ``tags`` (``{tag: VR}``, see
+    ``DatabaseLayout.indexedTags``); ``DatasetError`` or ``OSError``
     when it is not a whole object (a truncated file is none)."""
-    _, attrs = readFileAttributes(path, frozenset(tags) | {SOP_INSTANCE_UID}, wholeDataset=True)
+    _, attrs = readFileAttributes(path, {SOP_INSTANCE_UID: None} | tags, wholeDataset=True)
     return ImageRecord(attrs, deviceName, objectFile)
 
 

@@ -140,9 +140,10 @@ class ObjectStore:
         self.compressionScripts = compressionScripts
         self.namer = namer
         self.index = index
-        self.tags = frozenset(indexedTags) | namer.requiredTags | {
+        # {tag: the VR of a value of unknown VR} (dicom.sql's, or None)
+        self.tags = dict.fromkeys(namer.requiredTags | {
             SOP_CLASS_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, SERIES_INSTANCE_UID,
-            ACCESSION_NUMBER, MODALITY, STATION_NAME}  # WorkListMode's key, the converter filters' values
+            ACCESSION_NUMBER, MODALITY, STATION_NAME}) | indexedTags  # WorkListMode's key, the filters' values
         self.workers = workers
         self.implementationClassUID = implementationClassUID
         self.implementationVersion = implementationVersion

@@ -115,6 +115,13 @@ class ReadTests(unittest.TestCase):
         self.assertIn(0x00100020, layout.indexedTags())
         self.assertNotIn(0x00080050, layout.indexedTags())
 
+    def test_indexedTagsWithTheirColumnsVRs(self):
+        """What a value of unknown VR (a private tag in implicit VR) of a
+        column is read as: its DT type's VR, text LO."""
+        layout = DatabaseLayout.fromString(LAYOUT)
+        self.assertEqual([layout.indexedTags()[tag] for tag in (0x00100020, 0x00100030, 0x0020000D)],
+                         ["LO", "DA", "UI"])
+
     def test_worklistIsOptional(self):
         layout = DatabaseLayout.fromString(PATIENT + STUDY + SERIES + IMAGE)
         self.assertEqual(layout.worklist, [])

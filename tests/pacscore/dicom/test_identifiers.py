@@ -56,6 +56,24 @@ class ReadRequestTests(unittest.TestCase):
         request = readRequest(encodeDataset(ds, EXPLICIT), EXPLICIT, ALL_LEVELS)
         self.assertEqual(request.keys, [QueryKey(0x00100010, "PN", "*王*")])
 
+    def test_privateKeyOfAColumnInImplicitVR(self):
+        """A key of a private tag a dicom.sql column holds arrives without
+        a VR in implicit VR (UN to pydicom): it is read as the column's VR
+        (its DT type's), in the request's character set, so that it is
+        matched and answered in that VR; other UN keys stay empty."""
+        ds = identifier(SpecificCharacterSet="ISO_IR 100", QueryRetrieveLevel="IMAGE")
+        ds.add_new(0x00290011, "LO", "MYCREATOR")
+        ds.add_new(0x00291110, "LO", "xç*")
+        ds.add_new(0x00291111, "US", 300)
+        ds.add_new(0x00291112, "LO", "unknown")
+        columnVRs = {0x00291110: "LO", 0x00291111: "US", 0x00100020: "LO"}
+        request = readRequest(encodeDataset(ds, IMPLICIT), IMPLICIT, ALL_LEVELS, columnVRs)
+        self.assertEqual(request.keys[1:], [QueryKey(0x00291110, "LO", "xç*"), QueryKey(0x00291111, "US", "300"),
+                                            QueryKey(0x00291112, "UN", "")])
+        encoder = MatchEncoder(Request("IMAGE", request.keys[1:2], ""), "PACS", EXPLICIT)
+        match = decodeDataset(encoder.encode({0x00291110: "abc"}), EXPLICIT)
+        self.assertEqual((match[0x00291110].VR, match[0x00291110].value), ("LO", "abc"))
+
     def test_timezoneOffsetFromUTCIsNoKey(self):
         """(0008,0201) "may be present in the Identifier but is not matched"
         (PS3.4 C.2.2.2): no key (so not one the index cannot match, which
@@ -189,6 +207,13 @@ class MatchEncoderTests(unittest.TestCase):
         self.assertEqual((match.StudyDate, match.NumberOfStudyRelatedInstances, match.Rows, match.StudyInstanceUID),
                          ("20240102", 12, 512, "1.2.3"))
         self.assertEqual((match.QueryRetrieveLevel, match.RetrieveAETitle), ("STUDY", "PACS"))
+
+    def test_usOrSSNegativeAsSS(self):
+        """A "US or SS" attribute (signed pixels, PS3.5 Annex A) is answered
+        SS when its value is negative, US otherwise."""
+        for stored, vr, value in (("-2000", "SS", -2000), ("2000", "US", 2000)):
+            match = self.encode([QueryKey(0x00280106, "US", "")], {0x00280106: stored, 0x00080018: "1.2"}, "IMAGE")
+            self.assertEqual((match[0x00280106].VR, match[0x00280106].value), (vr, value))
 
     def test_missingValuesAreEmpty(self):
         match = self.encode([QueryKey(0x00100010, "PN", "")], {0x0020000D: "1.2.3"})

@@ -251,6 +251,39 @@ class PydicomAgreementTests(unittest.TestCase):
 class EncodingTests(unittest.TestCase):
     """Datasets written by pydicom in each encoding read back the same."""
 
+    def test_privateTagOfAColumnInImplicitVR(self):
+        """A dicom.sql column of a private tag (its DT type's VR given with
+        ``tags``) holds the value an implicit VR data set gives without a
+        VR, as the explicit VR one does, in the data set's character set;
+        a number column's per byte order.  Without a VR for it: empty."""
+        ds = Dataset()
+        ds.SpecificCharacterSet = "ISO_IR 100"
+        ds.add_new(0x00290011, "LO", "MYCREATOR")
+        ds.add_new(0x00291110, "LO", "abç")
+        ds.add_new(0x00291111, "US", 300)
+        columns = {0x00291110: "LO", 0x00291111: "US"}
+        for implicit, little, syntax in ((True, True, IMPLICIT), (False, True, EXPLICIT),
+                                         (False, False, BIG_ENDIAN)):
+            self.assertEqual(readAttributes(encode(ds, implicit, little), syntax, columns),
+                             {0x00291110: "abç", 0x00291111: "300"}, syntax)
+        self.assertEqual(readAttributes(encode(ds, True), IMPLICIT, set(columns)), dict.fromkeys(columns, ""))
+
+    def test_usOrSSByPixelRepresentation(self):
+        """A "US or SS" value (Smallest Image Pixel Value) in implicit VR is
+        SS when Pixel Representation is 1 (PS3.5 Annex A), as in explicit
+        VR, where the data set says SS."""
+        for representation, vr, expected in ((1, "SS", "-2000"), (0, "US", "2000")):
+            ds = Dataset()
+            ds.PixelRepresentation = representation
+            ds.add_new(0x00280106, vr, -2000 if representation else 2000)
+            for implicit, little, syntax in ((True, True, IMPLICIT), (False, True, EXPLICIT),
+                                             (False, False, BIG_ENDIAN)):
+                self.assertEqual(readAttributes(encode(ds, implicit, little), syntax, {0x00280106}),
+                                 {0x00280106: expected}, (representation, syntax))
+        ds = Dataset()
+        ds.add_new(0x54001010, "OW", b"\x01\x02")  # Waveform Data, "OB or OW": no string, as before
+        self.assertEqual(readAttributes(encode(ds, True), IMPLICIT, {0x54001010}), {0x54001010: ""})
+
     def _check(self, ds, implicit, little, syntax):
         data = encode(ds, implicit, little)
         expected = pydicomValues(decode(data, implicit, little), TAGS)

@@ -148,7 +148,9 @@ class Archive:
         worklistColumns = configuration.layout.worklist
         try:
             # the worklist's Study Instance UIDs start with UIDPrefix, as genuid's do
-            self.worklistMapping = WorklistMapping(worklistColumns, newUID=uidMap.newUID)
+            self.worklistMapping = WorklistMapping(worklistColumns, newUID=uidMap.newUID,
+                                                   table=configuration.tableNames["worklist"],
+                                                   allowTruncate=configuration.allowTruncate)
         except ValueError as e:
             raise ConfigError(configuration.layout.path, None, f"*WorkList* HL7 mapping: {e}") from e
         self.worklistItems = WorklistItems(self.index, self.worklistMapping.generatedColumns)

@@ -117,6 +117,27 @@ def mergedModalities(known, modality):
     return f"{modality}\\{known}" if known else modality
 
 
+class Truncations:
+    """The log lines of values cut to the length of their column of the
+    table ``table`` (a name): a column's first is a warning (never for the
+    columns ``allowTruncate`` names, lower case), the next ones debug lines."""
+
+    def __init__(self, table, allowTruncate=frozenset()):
+        self.table = table
+        self.allowTruncate = allowTruncate
+        self.warned = set()  # columns whose truncation has been warned of
+
+    def report(self, log, column, length, value):
+        """Log with ``log`` that ``value`` was cut to ``column``'s ``length``."""
+        report = log.debug
+        if column not in self.warned and column.lower() not in self.allowTruncate:
+            self.warned.add(column)
+            report = log.warn
+        report("{table}.{column} truncated to {length} characters: {value!r} (further ones of this "
+               "column are logged at debug level; AllowTruncate lists columns never warned of)",
+               table=self.table, column=column, length=length, value=value)
+
+
 class Level:
     """One of the four image-level tables, ready for upserts."""
 
@@ -125,8 +146,7 @@ class Level:
     def __init__(self, name, table, columns, allowTruncate=frozenset()):
         self.name = name
         self.table = table
-        self.allowTruncate = allowTruncate  # column names, lower case
-        self.warned = set()  # columns whose truncation has been warned of
+        self.truncations = Truncations(table.name, allowTruncate)
         merged = MODALITIES_IN_STUDY if name == "study" else None  # made of Modality (module docstring)
         self.fields = [_Field(c.name, c.tag, MODALITY if c.tag == merged else c.tag,
                               table.c[c.name].type.length, c.sqlType == "SQL_C_DATE") for c in columns]
@@ -195,13 +215,7 @@ class Level:
 
     def _truncated(self, name, length, value):
         """``value`` cut to the column ``name``'s ``length``, logged."""
-        report = self.log.debug
-        if name not in self.warned and name.lower() not in self.allowTruncate:
-            self.warned.add(name)
-            report = self.log.warn
-        report("{table}.{column} truncated to {length} characters: {value!r} (further ones of this "
-               "column are logged at debug level; AllowTruncate lists columns never warned of)",
-               table=self.table.name, column=name, length=length, value=value)
+        self.truncations.report(self.log, name, length, value)
         return value[:length].rstrip(" ")  # a space the cut leaves at the end is no part of the value
 
 

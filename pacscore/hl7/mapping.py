@@ -33,6 +33,7 @@ from pydicom.datadict import dictionary_VR
 from pydicom.uid import generate_uid
 from twisted.logger import Logger
 
+from pacscore.db.records import Truncations
 from pacscore.db.worklistitems import OrderRefused
 from pacscore.dicom.datetimes import isDate, isTime
 from pacscore.hl7.message import uniqueNumber
@@ -195,13 +196,17 @@ class WorklistMapping:
 
     ``newAccessionNumber`` and ``newUID`` make the values of ``*AN`` and
     ``*UI`` columns (by default 16 unique digits and ``generate_uid()``).
+    A value cut to its column is logged as the index logs its cuts
+    (``table``: the WorkList table's name; ``allowTruncate``: AllowTruncate).
     """
 
     log = Logger()
 
-    def __init__(self, columns, newAccessionNumber=None, newUID=None):
+    def __init__(self, columns, newAccessionNumber=None, newUID=None, table="DICOMWorkList",
+                 allowTruncate=frozenset()):
         self.newAccessionNumber = newAccessionNumber or uniqueNumber
         self.newUID = newUID or generate_uid
+        self.truncations = Truncations(table, allowTruncate)  # values cut to fit: logged as the index's
         self._columns = []
         self.accessionColumn = None
         for column in columns:
@@ -272,7 +277,10 @@ class WorklistMapping:
         if column.name == self.accessionColumn and column.length and len(value) > column.length:
             raise OrderRefused(f"accession number {value!r} is longer than the {column.length} characters of "
                                f"{column.name} in dicom.sql: cut, it could name another order")
-        return column.cut(value)
+        cut = column.cut(value)
+        if cut != value:
+            self.truncations.report(self.log, column.name, column.length, value)
+        return cut
 
     @staticmethod
     def _wholeField(column, segment):

@@ -206,6 +206,24 @@ class ConversionTests(unittest.TestCase):
     def test_personNameComponentIsNotConverted(self):
         self.assertEqual(mapOne(column("PatientName", "PID.5.1", tag=PATIENT_NAME), PID), "Hans")
 
+    def test_truncationLogged(self):
+        """A value cut to a narrowed column is logged as the index logs its
+        cuts: a warning naming the column, its length and the value, then
+        debug lines; never a warning for the columns AllowTruncate names."""
+        events = []
+        self.patch(WorklistMapping, "log", Logger(observer=events.append))
+        name = column("PatientName", "PID.5", tag=PATIENT_NAME, length=6)
+        for allowTruncate, first in ((frozenset(), "warn"), (frozenset({"patientname"}), "debug")):
+            mapping = WorklistMapping([name], allowTruncate=allowTruncate)
+            del events[:]
+            for _ in range(2):
+                [item] = mapping.items(message(PID, orc(), obr()))
+                self.assertEqual(item.values["PatientName"], "Müller")
+            cuts = [e for e in events if "truncated" in e["log_format"]]
+            self.assertEqual([e["log_level"].name for e in cuts], [first, "debug"])
+        self.assertEqual(formatEvent(cuts[0]).split(" (")[0],
+                         "DICOMWorkList.PatientName truncated to 6 characters: 'Müller^Hans^^Dr'")
+
     def test_truncation(self):
         long = "CT123^" + "A" * 40
         self.assertEqual(mapOne(column("Desc", "OBR.4.1", length=16), obr(service=long)), "A" * 16)

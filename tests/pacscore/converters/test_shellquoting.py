@@ -4,6 +4,7 @@ syntax; the template's own text stays shell syntax."""
 
 import os
 import re
+import shutil
 import subprocess
 
 from pydicom import Dataset
@@ -14,6 +15,7 @@ from pacscore.converters.shellquoting import shellCommand
 
 HOSTILE = ["x;touch pwned", "$(touch pwned)", "`touch pwned`", "a'b", 'a"b', "a\\", "a b  c", "$HOME",
            "x\ntouch pwned #", "'$(touch pwned)'", '"; touch pwned; "', "*", ""]
+SHELLS = [shell for shell in ("/bin/sh", shutil.which("dash"), shutil.which("bash")) if shell]
 
 
 
@@ -35,11 +37,11 @@ class ShellCommandTests(unittest.TestCase):
         self.folder = os.path.abspath(self.mktemp())
         os.makedirs(self.folder)
 
-    def words(self, template, patientID, **values):
+    def words(self, template, patientID, shell="/bin/sh", **values):
         """The arguments ``printf`` gets from ``template`` for this patient,
-        run by the shell; no file 'pwned' may appear."""
+        run by ``shell``; no file 'pwned' may appear."""
         command = shellCommand(f"printf '<%%s>' {template}", contextFor(patientID, **values))
-        result = subprocess.run(command, shell=True, cwd=self.folder, capture_output=True, text=True)
+        result = subprocess.run([shell, "-c", command], cwd=self.folder, capture_output=True, text=True)
         self.assertEqual(os.listdir(self.folder), [], command)
         return result.stdout
 
@@ -65,12 +67,51 @@ class ShellCommandTests(unittest.TestCase):
             ("%i#%i", lambda v: f"<{v}#{v}>" if v else "<>"),
             ("$((%i))", lambda v: "<0>"),
             ('"${NOSUCHVARIABLE:-"%i"}"', lambda v: f"<{safe(v)}>"),
+            ('"$$(%i)" | tr -d 0-9', lambda v: "<()>"),  # the process ID, but bash parses $( too: left out
         ]
-        for template, expected in cases:
-            for value in HOSTILE:
-                if "`" in template and "*" in value:
-                    continue  # a glob in a command substitution's output
-                self.assertEqual(self.words(template, value), expected(value), (template, value))
+        for shell in SHELLS:
+            for template, expected in cases:
+                for value in HOSTILE:
+                    if "`" in template and "*" in value:
+                        continue  # a glob in a command substitution's output
+                    self.assertEqual(self.words(template, value, shell), expected(value), (shell, template, value))
+
+    def test_valuesInBackquotesInsideDoubleQuotes(self):
+        """In backquotes within "...", the shell's first pass strips the
+        backslash of the template's \\" (so the value stands in double
+        quotes in the body), of \\$ and of \\\\; under dash and bash alike."""
+        cases = [
+            ('"`printf %%s \\"%i\\"`"', lambda v: f"<{v.rstrip(chr(10))}>"),
+            ('"`printf %%s \\"\'%i\'\\"`"', lambda v: f"<'{v}'>"),
+            ('"`printf %%s \\" %i \\" `"', lambda v: f"< {v} >"),
+            ('"`printf %%s \\\\"%i\\\\"`"', lambda v: f'<"{v}">'),
+            ('"`printf %%s \\"$(printf %%s %i)\\"`"', lambda v: f"<{v.rstrip(chr(10))}>"),
+            ('"`printf %%s \\`printf %%s \\\\\\"%i\\\\\\"\\``"', lambda v: "<" + "".join(f'"{v}"'.split()) + ">"),
+            ('"x`printf %%s \\"a\\" \'%i\'`"', lambda v: f"<xa{v}>"),
+            ("`printf %%s '%i'`", lambda v: "".join(f"<{w}>" for w in v.split()) if v.strip() else "<>"),
+        ]
+        split = cases[-3:-2] + cases[-1:]  # a command substitution's output split into words
+        for shell in SHELLS:
+            for template, expected in cases:
+                for value in HOSTILE + ['";touch pwned;"', "\\\";touch pwned;\\\"", "\\$(touch pwned)"]:
+                    if "*" in value and (template, expected) in split:
+                        continue  # a glob in it
+                    self.assertEqual(self.words(template, value, shell), expected(value), (shell, template, value))
+
+    def test_dollarBeforeAValue(self):
+        """A $ just before a value starts no $'...' (bash), $(...) or
+        expansion; within bash's $'...' a value keeps the safe characters."""
+        for shell in SHELLS:
+            for value in HOSTILE + ["\\'$(touch pwned)\\'", "(touch pwned)", "HOME"]:
+                dollar = "" if shell.endswith("bash") else "$"
+                self.assertEqual(self.words('$%i"$%i"', value, shell), f"<{dollar}{value}${value}>", (shell, value))
+                self.assertEqual(self.words("$'%i'", value, shell), f"<{dollar}{safe(value)}>", (shell, value))
+
+    def test_valueLeftOutWhereTheShellsDiffer(self):
+        """\\" in backquotes within "${...}": dash strips the backslash, bash
+        keeps it; a value after it is left out."""
+        command = shellCommand('echo "${X:-`echo \\"; %i; \\"`}"', contextFor("touch pwned"))
+        self.assertNotIn("pwned", command)
 
     def test_integersInArithmetic(self):
         """A whole number in $((...)) is a number there, nested or not."""

@@ -43,6 +43,21 @@ def stored(syntax, sopClass=CT, uid="1.2.3"):
     return StoredObject(uid, sopClass, "/nowhere", syntax, 0, 0)
 
 
+@defer.inlineCallbacks
+def moveStudyToItself(test, running, studyUID, **keys):
+    """A C-MOVE of the study ``studyUID`` (with more ``keys``) from
+    ``running`` to itself: the final response's command and data set."""
+    client = yield associate(reactor, "127.0.0.1", running.port, "SCU", running.ae, [(STUDY_ROOT_MOVE, [IMPLICIT])])
+    test.addCleanup(client.release)
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel = "STUDY"
+    identifier.StudyInstanceUID = studyUID
+    for keyword, value in keys.items():
+        setattr(identifier, keyword, value)
+    answer = yield client.move(STUDY_ROOT_MOVE, identifier, running.ae)
+    return answer
+
+
 class ContextsTests(unittest.TestCase):
 
     def test_compressedSyntaxesGetContextsOfTheirOwn(self):
@@ -270,13 +285,7 @@ class StoredAgainTests(unittest.TestCase):
             await running.store([image])
             return found
         index.queryForPeer = lambda fn, *args: defer.ensureDeferred(storedAgainAfter(fn, *args))
-        client = yield associate(reactor, "127.0.0.1", running.port, "SCU", running.ae,
-                                 [(STUDY_ROOT_MOVE, [IMPLICIT])])
-        self.addCleanup(client.release)
-        identifier = Dataset()
-        identifier.QueryRetrieveLevel = "STUDY"
-        identifier.StudyInstanceUID = image.studyUID
-        command, _ = yield client.move(STUDY_ROOT_MOVE, identifier, running.ae)
+        command, _ = yield moveStudyToItself(self, running, image.studyUID)
         self.assertNotIn(first, running.files())  # the file the lookup found is gone
         self.assertEqual([command[tag] for tag in (commands.STATUS, commands.COMPLETED_SUBOPERATIONS,
                                                    commands.FAILED_SUBOPERATIONS)], [SUCCESS, 1, 0])
@@ -411,13 +420,7 @@ class VirtualLossTests(unittest.TestCase):
         async def fetch(sopClass, identifier, mask=None):
             return Fetched([], ["1.2.3.9"])
         running.archive.virtualServers.fetch = fetch
-        client = yield associate(reactor, "127.0.0.1", running.port, "SCU", running.ae,
-                                 [(STUDY_ROOT_MOVE, [IMPLICIT])])
-        self.addCleanup(client.release)
-        identifier = Dataset()
-        identifier.QueryRetrieveLevel = "STUDY"
-        identifier.StudyInstanceUID = image.studyUID
-        command, failed = yield client.move(STUDY_ROOT_MOVE, identifier, running.ae)
+        command, failed = yield moveStudyToItself(self, running, image.studyUID)
         self.assertEqual([command[tag] for tag in (commands.STATUS, commands.COMPLETED_SUBOPERATIONS,
                                                    commands.FAILED_SUBOPERATIONS)], [SUBOPERATIONS_FAILED, 1, 1])
         self.assertEqual(decodeDataset(failed, IMPLICIT).FailedSOPInstanceUIDList, "1.2.3.9")
@@ -435,17 +438,9 @@ class NonUniqueKeysTests(unittest.TestCase):
         images = generateCorpus(os.path.abspath(self.mktemp()), patients=1, studiesPerPatient=1,
                                 seriesPerStudy=1, imagesPerSeries=2)
         yield running.store(images)
-        client = yield associate(reactor, "127.0.0.1", running.port, "SCU", running.ae,
-                                 [(STUDY_ROOT_MOVE, [IMPLICIT])])
-        self.addCleanup(client.release)
-        identifier = Dataset()
-        identifier.QueryRetrieveLevel = "STUDY"
-        identifier.StudyInstanceUID = images[0].studyUID
-        identifier.PatientName = "Nobody^Else"
-        identifier.StudyDate = "20991231"
-        identifier.SeriesInstanceUID = ""
         with capturedLogs() as events:
-            command, _ = yield client.move(STUDY_ROOT_MOVE, identifier, running.ae)
+            command, _ = yield moveStudyToItself(self, running, images[0].studyUID, PatientName="Nobody^Else",
+                                                 StudyDate="20991231", SeriesInstanceUID="")
         self.assertEqual([command[tag] for tag in (commands.STATUS, commands.COMPLETED_SUBOPERATIONS)],
                          [SUCCESS, 2])
         self.assertIn("C-MOVE selects by its unique keys only, ignoring StudyDate, PatientName",

@@ -28,23 +28,12 @@ from pacscore.storage.regen import MissingDeviceError, Regenerator, checkDeviceF
 from pacscore.storage.space import MEGABYTE
 
 
-def _upsert(connection, index, records):
-    """In the index writer: one batch of regenerated records."""
-    results = [index.upsertImage(connection, record) for record in records]
-    index.forgetCache()
-    return results
-
-
-class WriterIndex:
-    """What the ``Regenerator`` writes to, from a worker thread: each batch
-    is a ``runWrite`` of the running index."""
-
-    def __init__(self, index, reactor):
-        self.index = index
-        self.reactor = reactor
-
-    def storeMany(self, records):
-        return threads.blockingCallFromThread(self.reactor, self.index.runWrite, _upsert, self.index, list(records))
+def writerWrites(index, reactor):
+    """``write(fn, *args)`` for a ``Regenerator`` in a worker thread: a
+    ``runWrite`` of the running index, in order with the stores."""
+    def write(fn, *args):
+        return threads.blockingCallFromThread(reactor, index.runWrite, fn, *args)
+    return write
 
 
 def _initialize(connection, index, worklist, regenerating=()):
@@ -71,8 +60,8 @@ async def runRegenerator(archive, reactor, work, report, marked=()):
     through the index writer and giving ``report`` its lines from the
     worker's thread; then the marks of ``marked`` (device names) are removed:
     their regeneration is complete.  The ``Regenerator``."""
-    regenerator = Regenerator(WriterIndex(archive.index, reactor), archive.configuration.layout.indexedTags(),
-                              archive.devices, report=report, skip=archive.databaseFiles)
+    regenerator = Regenerator(archive.index, archive.configuration.layout.indexedTags(), archive.devices,
+                              report=report, skip=archive.databaseFiles, write=writerWrites(archive.index, reactor))
     await archive.workers.deferToWorker(work, regenerator)
     if marked:
         await archive.index.runWrite(_unmark, archive.index, list(marked))
@@ -153,7 +142,15 @@ class _Regen(AsyncControlCommand):
         archive = context.archive
         marked, work = self.prepare(archive, arguments)
         await self.before(archive, marked)
-        regenerator = await runRegenerator(archive, context.reactor, work, context.progressFromThread, marked)
+        try:
+            regenerator = await runRegenerator(archive, context.reactor, work, context.progressFromThread, marked)
+        except Exception:
+            if marked:
+                self.log.failure("{peer}: {command}:{arguments} failed: the index may miss objects of {devices}, "
+                                 "which stay marked (PacsRegen): the regen runs again at the next start, or run "
+                                 "it again now", peer=context.peer, command=self.name, arguments=arguments,
+                                 devices=", ".join(marked))
+            raise
         counts = summary(regenerator)
         self.log.info("{peer}: {command}:{arguments}: {summary}", peer=context.peer, command=self.name,
                       arguments=arguments, summary=counts)
@@ -219,7 +216,7 @@ class RegenFile(_Regen):
 
         def work(regenerator):
             regenerator.enter(magDevice, [(magDevice.absolute(objectFile), objectFile)])
-            if not regenerator.indexed:
+            if not (regenerator.indexed or regenerator.duplicates):  # a duplicate: the newer copy is indexed
                 raise CommandError(f"{storedName(deviceName, objectFile)} could not be entered")
         return [], work
 

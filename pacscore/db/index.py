@@ -224,7 +224,17 @@ class Index:
     def upsertImage(self, connection, record):
         """Write one ``ImageRecord`` inside the caller's transaction (no
         cache).  ``Replaced`` of the file it replaces, or None."""
-        return Upserter(self._levels).upsertImages(connection, [record])[0]
+        return self.upsertImages(connection, [record])[0]
+
+    def upsertImages(self, connection, records):
+        """``upsertImage`` of several records, one ``Replaced`` or None each."""
+        return Upserter(self._levels).upsertImages(connection, records)
+
+    def indexedFiles(self, connection, sopInstanceUIDs):
+        """``{SOPInstanceUID: Replaced(device, file)}`` of those of
+        ``sopInstanceUIDs`` an image row holds, inside the caller's
+        transaction."""
+        return Upserter(self._levels).indexedFiles(connection, list(sopInstanceUIDs))
 
     def checkKeys(self, attrs):
         """``ValueError`` unless the object of ``attrs`` can key its rows:

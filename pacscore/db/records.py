@@ -463,6 +463,10 @@ class Upserter:
             key = above
         self.forgetCache()
 
+    def indexedFiles(self, connection, keys):
+        """SOPInstanceUID -> ``Replaced(DeviceName, ObjectFile)`` of those of ``keys`` (a list) indexed."""
+        return {key: Replaced(*location[:2]) for key, location in self._locations(connection, keys).items()}
+
     def _locations(self, connection, keys):
         """SOPInstanceUID -> (DeviceName, ObjectFile, SeriesInstanceUID) of the rows that exist."""
         return {key: tuple(rest) for key, *rest in

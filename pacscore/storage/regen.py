@@ -7,13 +7,20 @@ of each DICOM file (Part-10, or a raw ``.v2`` data set) that reads to its
 end and upserts them in batches, the files of a folder oldest first: a
 patient, study or series row ends with the values of the object stored
 last, as it does live.  When two files hold the same SOP instance, on one
-device or two, the newest one wins.
+device or two, the newest one wins and the other is removed, as a store
+removes the copy it replaces.
+
+The server's stores go on meanwhile: each batch is decided in the index
+writer's transaction (``enterBatch``), in order with them, so a file that
+a store replaced since the regen read it (gone, or another file now) is not
+entered, and the newer of two files is found as they are then.
 """
 
 import os
 import re
 
 from pacscore.db.index import ImageRecord
+from pacscore.db.records import Replaced
 from pacscore.storage.attributes import DatasetError
 from pacscore.storage.part10 import readFileAttributes
 from pacscore.storage.regularfiles import isRegularFile, openRegularFile
@@ -104,6 +111,74 @@ def _oldestFirst(folder, names):
     return sorted(names, key=key)
 
 
+def fileSignature(path):
+    """``(inode, mtime in ns, size)`` of the file at ``path``, None when
+    there is none: what tells a file from one a store put in its place."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns, stat.st_size
+
+
+GONE, OLDER, ENTERED = "gone", "older", "entered"  # what became of a regenerated file (see enterBatch)
+
+
+def enterBatch(connection, index, entries, devices):
+    """In one transaction (the index writer's, in order with the stores):
+    index the regenerated ``entries``, ``(record, path, signature)``, where
+    ``signature`` is the file's when it was read.  One result per entry:
+
+    - ``(GONE, None)``: its file is gone or another one since (a store
+      replaced it): the store's row stays;
+    - ``(OLDER, (path, signature))``: the SOP instance's indexed file (on
+      one of ``devices``, name -> ``MagDevice``) is newer: its row stays,
+      the entry's file is the copy to remove;
+    - ``(ENTERED, None or (path, signature))``: indexed, and the older file
+      the row named before, if it is still there, to remove.
+
+    No file is touched here: the writer may run this twice."""
+    indexed = index.indexedFiles(connection, {record.attrs.get(SOP_INSTANCE_UID) for record, _, _ in entries})
+    results, records = [], []
+    for record, path, signature in entries:
+        if fileSignature(path) != signature:
+            results.append((GONE, None))
+            continue
+        uid = record.attrs.get(SOP_INSTANCE_UID)
+        other = _file(devices, indexed.get(uid))
+        if other is not None and other[1] in (None, signature):  # none, or this very file
+            other = None
+        if other is not None and other[1][1] > signature[1]:
+            results.append((OLDER, (path, signature)))
+            continue
+        records.append(record)
+        indexed[uid] = Replaced(record.deviceName, record.objectFile)  # the same SOP instance later in the batch
+        results.append((ENTERED, other))
+    index.upsertImages(connection, records)
+    index.forgetCache()
+    return results
+
+
+def _file(devices, location):
+    """``(path, signature)`` of the file ``location`` (``Replaced``, or
+    None) names on one of ``devices``; None if it names none there."""
+    device = devices.get(location.deviceName) if location is not None else None
+    try:
+        path = device.absolute(location.objectFile) if device is not None else None
+    except ValueError:
+        return None
+    return (path, fileSignature(path)) if path is not None else None
+
+
+def writeDirectly(index):
+    """``write(fn, *args)`` for an index no server is running (``dgate -r``):
+    ``fn(connection, *args)`` in a transaction of its own."""
+    def write(fn, *args):
+        with index.engine.begin() as connection:
+            return fn(connection, *args)
+    return write
+
+
 class Regenerator:
     """Re-enters every file of some devices into ``index``.
 
@@ -112,10 +187,14 @@ class Regenerator:
     walked).  ``report(line)`` receives progress lines; counts end up in
     ``indexed``, ``failed`` and ``duplicates``.  ``skip``: the real paths
     of the index database's files, never opened (see ``databaseFiles``).
+    ``write(fn, *args)``: ``fn(connection, *args)`` committed, by default
+    directly (``writeDirectly``), in a server by its index writer.
     """
 
-    def __init__(self, index, tags, devices, report=print, batchSize=500, progressEvery=1000, skip=frozenset()):
+    def __init__(self, index, tags, devices, report=print, batchSize=500, progressEvery=1000, skip=frozenset(),
+                 write=None):
         self.index = index
+        self.write = write or writeDirectly(index)
         self.devices = {device.name: device for device in devices}
         self.skip = SkippedFiles(skip)  # never opened: the index database's files
         self.tags = tags
@@ -141,56 +220,66 @@ class Regenerator:
                 self.failed += 1
                 self.report(f"[Regen] {path} -FAILED: the index database, not an object")
                 continue
-            record = self._record(device, path, relative)
-            if record is not None:
-                batch.append((record, path))
+            entry = self._read(device, path, relative)
+            if entry is not None:
+                batch.append(entry)
             if len(batch) >= self.batchSize:
                 self._flush(batch)
         self._flush(batch)
 
-    def _record(self, device, path, relative):
+    def _read(self, device, path, relative):
+        """``(record, path, signature)`` of the file; None when it is no
+        whole object or gone (a store replaced it since it was listed)."""
+        signature = fileSignature(path)
         try:
-            return fileRecord(path, self.tags, device.name, relative)
+            return fileRecord(path, self.tags, device.name, relative), path, signature
+        except FileNotFoundError:
+            self.report(f"[Regen] {path}: gone before it was read (replaced by a new copy)")
         except (DatasetError, OSError) as e:
             self.failed += 1
             self.report(f"[Regen] {path} -FAILED: {e}")
-            return None
+        return None
 
     def _flush(self, batch):
         if not batch:
             return
-        records = [record for record, _ in batch]
         try:
-            results = self.index.storeMany(records)
+            results = self.write(enterBatch, self.index, list(batch), self.devices)
         except ValueError:
-            results = [self._storeOne(record, path) for record, path in batch]
-        for (_, path), replaced in zip(batch, results):
-            if replaced is False:
-                continue
-            self.indexed += 1
-            if replaced is not None:
-                self._keepNewest(path, replaced)
-            if self.indexed % self.progressEvery == 0:
-                self.report(f"[Regen] {self.indexed} files indexed")
+            results = [self._enterOne(entry) for entry in batch]
+        for (_, path, _), (outcome, removal) in zip(batch, results):
+            self._entered(path, outcome, removal)
         batch.clear()
 
-    def _storeOne(self, record, path):
+    def _enterOne(self, entry):
         try:
-            return self.index.storeMany([record])[0]
+            return self.write(enterBatch, self.index, [entry], self.devices)[0]
         except ValueError as e:
             self.failed += 1
-            self.report(f"[Regen] {path} -FAILED: {e}")
-            return False
+            self.report(f"[Regen] {entry[1]} -FAILED: {e}")
+            return None, None
 
-    def _keepNewest(self, path, replaced):
-        """Two files hold one SOP instance: index the newer one."""
-        self.duplicates += 1
-        olderDevice = self.devices.get(replaced.deviceName)
-        older = os.path.join(olderDevice.path, *replaced.objectFile.split("/")) if olderDevice else None
-        record = (self._record(olderDevice, older, replaced.objectFile)
-                  if older and os.path.exists(older) and os.path.getmtime(older) > os.path.getmtime(path) else None)
-        if record is not None:
-            self.index.storeMany([record])
-            self.report(f"[Regen] {path}: same SOP instance as the newer {older}; keeping the newer")
-        else:
-            self.report(f"[Regen] {path}: same SOP instance as {replaced.objectFile}; keeping the newer")
+    def _entered(self, path, outcome, removal):
+        if outcome == GONE:
+            self.report(f"[Regen] {path}: replaced by a new copy since it was read; the new copy's row stays")
+            return
+        if removal is not None:
+            self.duplicates += 1
+            older, signature = removal
+            newer = path if outcome == ENTERED else "indexed copy"
+            self._remove(older, signature, f"same SOP instance as the newer {newer}")
+        if outcome == ENTERED:
+            self.indexed += 1
+            if self.indexed % self.progressEvery == 0:
+                self.report(f"[Regen] {self.indexed} files indexed")
+
+    def _remove(self, path, signature, reason):
+        """Remove the older copy ``path`` of a SOP instance (unless a store
+        has put another file there since), as a store removes the one it
+        replaces."""
+        try:
+            if fileSignature(path) == signature:
+                os.unlink(path)
+                self.report(f"[Regen] removed {path}: {reason}")
+        except OSError as e:
+            self.report(f"[Regen] {path}: {reason}, could not be removed: {e}")

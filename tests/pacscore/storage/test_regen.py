@@ -15,7 +15,8 @@ from twisted.trial import unittest
 
 from pacscore.db.index import Index
 from pacscore.storage.devices import MagDevice
-from pacscore.storage.regen import Regenerator, SkippedFiles, iterObjectFiles
+from pacscore.storage import regen
+from pacscore.storage.regen import Regenerator, SkippedFiles, fileRecord, iterObjectFiles
 from pacscore.testing.corpus import makeDataset
 from tests.pacscore.db.test_schema import TABLE_NAMES, conquestLayout, sqliteEngine
 
@@ -191,12 +192,72 @@ class RegenerationTests(unittest.TestCase):
 
     def test_newestCopyWinsAcrossDevices(self):
         """An old copy left on MAG1 (walked after MAG0) does not replace the
-        newer one on MAG0."""
+        newer one on MAG0; it is removed, as a store removes the copy it
+        replaces."""
         self.write(self.devices[0], "PAT1/new.dcm", 2000)
-        self.write(self.devices[1], "PAT1/old.dcm", 1000)
+        old = self.write(self.devices[1], "PAT1/old.dcm", 1000)
         regenerator = self.regenerate()
         self.assertEqual(regenerator.duplicates, 1)
         self.assertEqual(self.location(), [("MAG0", "PAT1/new.dcm")])
+        self.assertFalse(os.path.exists(old))
+        self.assertIn(f"[Regen] removed {old}: same SOP instance as the newer indexed copy", self.lines)
+
+    def storeDuring(self, store):
+        """Have ``store()`` run (a store of the server) once the regen has
+        read its file, before its batch is committed."""
+        read = regen.fileRecord
+
+        def readThenStore(*args):
+            record = read(*args)
+            store()
+            return record
+        self.patch(regen, "fileRecord", readThenStore)
+
+    def store(self, relative, mtime, **values):
+        """What a store does: a new file, then its row."""
+        path = self.write(self.devices[0], relative, mtime, **values)
+        record = fileRecord(path, conquestLayout().indexedTags(), "MAG0", relative)
+        with self.index.engine.begin() as connection:
+            return self.index.upsertImage(connection, record)
+
+    def test_aStoreReplacingTheFileDuringTheBatch(self):
+        """A store of the same SOP instance between the regen's read of a
+        file and its batch's commit, replacing that file (removed): the
+        store's row stays (it used to be overwritten with the removed file,
+        then the regen crashed on it)."""
+        old = self.write(self.devices[0], "PAT1/old.dcm", 1000, name="Old^Name")
+
+        def store():
+            self.store("PAT1/new.dcm", 2000, name="New^Name")
+            os.unlink(old)
+        self.storeDuring(store)
+        regenerator = self.regenerate()
+        self.assertEqual((regenerator.indexed, regenerator.failed), (0, 0), self.lines)
+        self.assertEqual(self.location(), [("MAG0", "PAT1/new.dcm")])
+        self.assertEqual(self.column("patient", "PatientName"), ["New^Name"])
+        self.assertIn(f"[Regen] {old}: replaced by a new copy since it was read; the new copy's row stays",
+                      self.lines)
+
+    def test_aStoreDuringTheBatchLeavingTheOldFile(self):
+        """A store of the same SOP instance right after the regen dropped
+        the tables replaces no row, so it leaves the old file: the regen
+        keeps the store's newer row and removes the old file (it used to
+        index the old one and leave both on disk)."""
+        old = self.write(self.devices[0], "PAT1/old.dcm", 1000)
+        self.storeDuring(lambda: self.store("PAT1/new.dcm", 2000))
+        regenerator = self.regenerate()
+        self.assertEqual((regenerator.indexed, regenerator.duplicates), (0, 1), self.lines)
+        self.assertEqual(self.location(), [("MAG0", "PAT1/new.dcm")])
+        self.assertEqual(sorted(os.listdir(os.path.dirname(old))), ["new.dcm"])
+
+    def test_aFileOverwrittenDuringTheBatch(self):
+        """A store that put a new file under the same name (names that come
+        back) after the regen read it: the store's row stays, its file too."""
+        path = self.write(self.devices[0], "PAT1/1.dcm", 1000, name="Old^Name")
+        self.storeDuring(lambda: self.store("PAT1/1.dcm", 2000, name="New^Name"))
+        self.regenerate()
+        self.assertEqual(self.column("patient", "PatientName"), ["New^Name"])
+        self.assertTrue(os.path.exists(path))
 
     def test_aFifoEnteredFails(self):
         """regenfile of a FIFO: a failure, not a thread blocked for ever."""

@@ -32,7 +32,7 @@ from twisted.logger import Logger
 
 from pacscore.db.query import UNSPLIT_VRS, QueryKey, valuesOf
 from pacscore.dicom.datasets import decodeDataset, encodeDataset
-from pacscore.storage.attributes import DatasetError, valueText
+from pacscore.storage.attributes import DatasetError, columnValueText
 from pacscore.storage.codeextensions import withoutEscapes
 
 log = Logger()
@@ -125,7 +125,8 @@ def datasetKeys(dataset, columnVRs=None, transferSyntax=None):
     sequences pydicom leaves in it (``codeextensions``).  A value of
     unknown VR (UN: a private tag in implicit VR) of a tag ``columnVRs``
     maps to a VR (its dicom.sql column's) is read as that VR, as stored
-    objects are, in the data set encoded in ``transferSyntax``."""
+    objects are, in the data set encoded in ``transferSyntax`` (empty where
+    it is no such value)."""
     keys = []
     for element in dataset:
         tag = int(element.tag)
@@ -135,8 +136,8 @@ def datasetKeys(dataset, columnVRs=None, transferSyntax=None):
             keys.append(QueryKey(tag, "SQ", "", itemValues=_itemsHoldValues(element.value)))
         elif element.VR == "UN" and columnVRs and tag in columnVRs:
             vr = columnVRs[tag]
-            keys.append(QueryKey(tag, vr, valueText(vr, element.value or b"", characterSetOf(dataset),
-                                                    transferSyntax).strip()))
+            keys.append(QueryKey(tag, vr, columnValueText(vr, element.value or b"", characterSetOf(dataset),
+                                                          transferSyntax).strip()))
         else:
             keys.append(QueryKey(tag, element.VR, withoutEscapes(_text(element.value)).strip()))
     return keys

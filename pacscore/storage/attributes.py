@@ -30,6 +30,7 @@ from pydicom.dataelem import RawDataElement
 from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
 from pydicom.values import convert_value
+from twisted.logger import Logger
 
 from pacscore.storage.codeextensions import decodeText
 
@@ -54,6 +55,10 @@ _UNBOUNDED = 1 << 62
 _LONG_VRS = frozenset(b"OB OD OF OL OV OW SQ SV UC UN UR UT UV".split())
 _SHORT_VRS = frozenset(b"AE AS AT CS DA DS DT FD FL IS LO LT PN SH SL SS ST TM UI UL US".split())
 _TEXT_DELIMITERS = {0x0D, 0x0A, 0x09, 0x0C}  # pydicom's TEXT_VR_DELIMS
+_BINARY_VRS = frozenset(b"US SS UL SL FL FD SV UV".split())
+_NOT_TEXT = re.compile(rb"[\x00-\x08\x0b\x0e-\x1a\x1c-\x1f]")  # control bytes but TAB LF FF CR ESC
+
+log = Logger()
 
 
 class DatasetError(Exception):
@@ -192,6 +197,21 @@ _CONVERTERS = {
     b"SL": _numbers("l"), b"FL": _numbers("f"), b"FD": _numbers("d"),
     b"SV": _numbers("q"), b"UV": _numbers("Q"),
 }
+
+
+def _columnValue(vr, raw, encodings, layout):
+    """A value of unknown VR read as its dicom.sql column's ``vr``: "" where
+    it is no such value (not text, or no whole number of binary numbers),
+    as a private tag may hold another vendor's data (PS3.5 7.8.1), so that
+    the column stays empty and the store goes on."""
+    if vr not in _BINARY_VRS and _NOT_TEXT.search(raw.rstrip(b"\x00 ")):
+        log.debug("A value of unknown VR read as {vr} holds control bytes: left out", vr=vr.decode())
+        return ""
+    try:
+        return _CONVERTERS[vr](raw, encodings, layout)
+    except DatasetError as e:
+        log.debug("A value of unknown VR read as {vr} cannot be: {error}; left out", vr=vr.decode(), error=e)
+        return ""
 
 
 _knownVRs = {}
@@ -488,8 +508,9 @@ class _Walker:
                     f"in its item, which ends at offset {end}")
         return pos
 
-    def collect(self, implicit, wanted, firstTag, lastTag, ascending, unknownVRs):
-        """Walk the top level; return ({tag: (vr, raw)}, stop offset).
+    def collect(self, implicit, wanted, firstTag, lastTag, ascending, unknownVRs, fromColumns):
+        """Walk the top level; return ({tag: (vr, raw)}, stop offset); add
+        the tags whose VR ``unknownVRs`` gave to the set ``fromColumns``.
 
         Stops at the end of the dataset or before the first element outside
         ``firstTag``..``lastTag`` (the offset returned); ``ascending``,
@@ -558,6 +579,7 @@ class _Walker:
                     vr = _dictionaryVR(tag)
                     if vr == b"UN" and unknownVRs.get(tag):
                         vr = unknownVRs[tag].encode("ascii")
+                        fromColumns.add(tag)
                 if vr in _CONVERTERS or b" or " in vr:
                     if end <= limit:
                         found[tag] = (vr, bytes(buf[valuePos - base:end - base]))
@@ -612,14 +634,16 @@ def walkDataset(source, transferSyntax, tags, firstTag, lastTag, ascending=False
     ``tags`` may map each tag to the VR (a str, e.g. a dicom.sql column's)
     its value is read as when neither the data set nor the dictionary
     gives one (a private tag in implicit VR, or explicit UN); such values
-    are otherwise "".  A "US or SS" value of implicit VR is SS when the
+    are otherwise "", and so is one that is not of that VR (a debug line,
+    never a DatasetError).  A "US or SS" value of implicit VR is SS when the
     Pixel Representation is 1.
     """
     implicit, layout, deflated = _transferSyntax(transferSyntax)
     walker = _Walker(_window(source, deflated), layout, strict)
     wanted = frozenset(tags) | {SPECIFIC_CHARACTER_SET, PIXEL_REPRESENTATION}
+    fromColumns = set()
     found, stop = walker.collect(implicit, wanted, firstTag, lastTag, ascending,
-                                 tags if isinstance(tags, Mapping) else {})
+                                 tags if isinstance(tags, Mapping) else {}, fromColumns)
     charset = found.get(SPECIFIC_CHARACTER_SET)
     if charset and charset[0] != b"CS":
         raise DatasetError(f"(0008,0005) has VR {charset[0]!r}, not CS")
@@ -633,16 +657,22 @@ def walkDataset(source, transferSyntax, tags, firstTag, lastTag, ascending=False
     for tag, (vr, raw) in found.items():
         if vr not in converters:
             vr = _resolvedVR(vr, signed)  # an ambiguous one: of those, only "US or SS" ... hold numbers
-        values[tag] = converters[vr](raw, encodings, layout) if raw and vr in converters else ""
+        if not raw:
+            values[tag] = ""
+        elif tag in fromColumns:
+            values[tag] = _columnValue(vr, raw, encodings, layout)
+        else:
+            values[tag] = converters[vr](raw, encodings, layout) if vr in converters else ""
     return values, stop
 
 
-def valueText(vr, raw, specificCharacterSet, transferSyntax):
-    """The string ``readAttributes`` gives the value bytes ``raw`` of ``vr``
-    (a str, "US" ...) in a data set of ``specificCharacterSet`` encoded in
-    ``transferSyntax``."""
-    return _CONVERTERS[vr.encode("ascii")](raw, _encodings(specificCharacterSet),
-                                           _transferSyntax(transferSyntax)[1]) if raw else ""
+def columnValueText(vr, raw, specificCharacterSet, transferSyntax):
+    """The string ``readAttributes`` gives the value bytes ``raw`` of
+    unknown VR read as its column's ``vr`` (a str, "US" ...) in a data set
+    of ``specificCharacterSet`` encoded in ``transferSyntax``: "" where it
+    is no such value."""
+    return _columnValue(vr.encode("ascii"), raw, _encodings(specificCharacterSet),
+                        _transferSyntax(transferSyntax)[1]) if raw else ""
 
 
 def readAttributes(source, transferSyntax, tags, wholeDataset=False, strict=False):

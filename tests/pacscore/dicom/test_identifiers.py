@@ -74,6 +74,18 @@ class ReadRequestTests(unittest.TestCase):
         match = decodeDataset(encoder.encode({0x00291110: "abc"}), EXPLICIT)
         self.assertEqual((match[0x00291110].VR, match[0x00291110].value), ("LO", "abc"))
 
+    def test_privateKeyOfAColumnHoldingSomethingElse(self):
+        """A key of unknown VR that is not of its column's VR (6 bytes for
+        a UL column, binary bytes for a text one) is an empty key, not a
+        failed C-FIND."""
+        ds = identifier(QueryRetrieveLevel="IMAGE")
+        ds.add_new(0x00290011, "LO", "OTHER VENDOR")
+        ds.add_new(0x00291110, "OB", b"ab\x00\x01cd")
+        ds.add_new(0x00291111, "OB", b"ABCDEF")
+        columnVRs = {0x00291110: "LO", 0x00291111: "UL"}
+        request = readRequest(encodeDataset(ds, IMPLICIT), IMPLICIT, ALL_LEVELS, columnVRs)
+        self.assertEqual(request.keys[1:], [QueryKey(0x00291110, "LO", ""), QueryKey(0x00291111, "UL", "")])
+
     def test_timezoneOffsetFromUTCIsNoKey(self):
         """(0008,0201) "may be present in the Identifier but is not matched"
         (PS3.4 C.2.2.2): no key (so not one the index cannot match, which

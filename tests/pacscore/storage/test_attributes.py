@@ -268,6 +268,23 @@ class EncodingTests(unittest.TestCase):
                              {0x00291110: "abç", 0x00291111: "300"}, syntax)
         self.assertEqual(readAttributes(encode(ds, True), IMPLICIT, set(columns)), dict.fromkeys(columns, ""))
 
+    def test_privateTagOfAColumnHoldingSomethingElse(self):
+        """A private tag may hold another vendor's data (PS3.5 7.8.1): a
+        value of unknown VR that is not of its column's VR (6 bytes for a
+        UL column, binary bytes with NULs for a text column) leaves the
+        column empty and raises nothing; the other values are read."""
+        ds = Dataset()
+        ds.add_new(0x00100020, "LO", "ID1")
+        ds.add_new(0x00290010, "LO", "OTHER VENDOR")
+        ds.add_new(0x00291010, "OB", b"ABCDEF")
+        ds.add_new(0x00291011, "OB", b"SV10\x04\x03\x02\x01\x00\x00\x00\x00MM\x00\x00")
+        ds.add_new(0x00291012, "OB", b"UID1\x00")
+        columns = {0x00100020: "LO", 0x00291010: "UL", 0x00291011: "LO", 0x00291012: "LO"}
+        expected = {0x00100020: "ID1", 0x00291010: "", 0x00291011: "", 0x00291012: "UID1"}
+        data = encode(ds, True)
+        self.assertEqual(readAttributes(data, IMPLICIT, columns), expected)
+        self.assertEqual(readAttributes(data, IMPLICIT, columns, wholeDataset=True, strict=True), expected)
+
     def test_usOrSSByPixelRepresentation(self):
         """A "US or SS" value (Smallest Image Pixel Value) in implicit VR is
         SS when Pixel Representation is 1 (PS3.5 Annex A), as in explicit

@@ -20,10 +20,10 @@ When dicom.sql gives the worklist a Scheduled Procedure Step Status
 otherwise) and ``markPerformed`` sets it from the modality's MPPS
 (``pacscore.dicom.mpps``), so a worklist query can leave out started items.
 
-Accession numbers match with the column's value trimmed of spaces too, so
-items an older version stored with the spaces around OBR-3 ('A1 ') are
-found, changed (and their accession number stored trimmed) or cancelled
-by the orders a RIS sends for them (``accessionMatches``).
+Accession numbers an older version stored with the spaces around OBR-3
+('A1 ') are trimmed at start-up (``check``), so that the orders a RIS
+sends for them, MPPS and WorkListMode find them by equality, which the
+column's index serves.
 
 An order a sender waits on (``apply(..., forPeer=True)``: MLLP) is written
 within SQLTimeOut or fails (``Index.writeForPeer``); its transaction, if
@@ -52,12 +52,6 @@ ORDER_CONTROLS = INSERT_CONTROLS | UPDATE_CONTROLS | DELETE_CONTROLS
 ACCESSION_NUMBER = 0x00080050
 STEP_STATUS = 0x00400020
 SCHEDULED = "SCHEDULED"
-
-
-def accessionMatches(column, accessions):
-    """The condition that ``column`` holds one of ``accessions``, also
-    with spaces around it (as an older version stored OBR-3)."""
-    return or_(column.in_(accessions), func.trim(column).in_([a.strip(" ") for a in accessions]))
 
 
 class OrderRefused(Exception):
@@ -97,11 +91,24 @@ class WorklistItems:
 
     def check(self):
         """At start-up: say so when dicom.sql has no *WorkList* table at
-        all; ``checkStatusColumn`` on the database's table."""
+        all; ``checkStatusColumn`` on the database's table; trim the
+        accession numbers an older version stored with spaces around them."""
         if not self.tagOf:
             self.log.warn("dicom.sql has no *WorkList* table (as before Conquest 1.4.9): modality worklist "
                           "queries find nothing and HL7 orders are refused")
         self.checkStatusColumn(self.index.engine)
+        self._trimAccessionNumbers()
+
+    def _trimAccessionNumbers(self):
+        if self.accessionColumn is None:
+            return
+        key = self.table.c[self.accessionColumn]
+        with self.index.engine.begin() as connection:
+            trimmed = connection.execute(update(self.table).where(or_(key.like(" %"), key.like("% ")))
+                                         .values({self.accessionColumn: func.trim(key)})).rowcount
+        if trimmed > 0:
+            self.log.info("{count} worklist items had spaces around their accession number (as an older version "
+                          "stored OBR-3): trimmed", count=trimmed)
 
     def checkStatusColumn(self, connectable):
         """Use dicom.sql's status column only while the worklist table in
@@ -155,7 +162,7 @@ class WorklistItems:
             raise OrderRefused(f"order {order.control} has no accession number "
                                f"(the source of {self.accessionColumn} in dicom.sql)", 101)
         values = {name: value for name, value in order.values.items() if name in self.table.c}
-        matching = accessionMatches(key, [accession])
+        matching = key == accession
         existing = connection.execute(select(key).where(matching).limit(1)).first()
         if order.control in DELETE_CONTROLS:
             if existing is None:
@@ -182,7 +189,7 @@ class WorklistItems:
         if self.statusColumn is None or self.accessionColumn is None or not accessions:
             return []
         key = self.table.c[self.accessionColumn]
-        found = sorted({row[0] for row in connection.execute(select(key).where(accessionMatches(key, accessions)))})
+        found = sorted({row[0] for row in connection.execute(select(key).where(key.in_(accessions)))})
         if found:
             connection.execute(update(self.table).where(key.in_(found)).values({self.statusColumn: status}))
         return found
@@ -194,8 +201,7 @@ class WorklistItems:
             return None
         key = self.table.c[self.accessionColumn]
         with self.index.engine.connect() as connection:
-            row = connection.execute(select(self.table).where(accessionMatches(key, [accessionNumber]))
-                                     .limit(1)).first()
+            row = connection.execute(select(self.table).where(key == accessionNumber).limit(1)).first()
         if row is None:
             return None
         return {self.tagOf[name]: value for name, value in row._mapping.items()

@@ -21,7 +21,7 @@ import re
 
 from sqlalchemy import select
 
-from pacscore.db.worklistitems import OrderRefused, accessionMatches
+from pacscore.db.worklistitems import OrderRefused
 from pacscore.dicom.datetimes import isDate, isTime
 from pacscore.hl7.mapping import PATIENT_SEX, SEXES, TEXT_VRS, OrderItem, columnVR
 from pacscore.web.answers import WebError, checkPost, htmlAnswer
@@ -48,7 +48,7 @@ def _accessionColumn(archive):
 def _rows(connection, worklistTable, limit, accessionColumn=None, accession=None):
     query = select(worklistTable)
     if accessionColumn is not None:
-        query = query.where(accessionMatches(worklistTable.c[accessionColumn], [accession]))
+        query = query.where(worklistTable.c[accessionColumn] == accession)
     return [dict(row._mapping) for row in connection.execute(query.limit(limit)).all()]
 
 

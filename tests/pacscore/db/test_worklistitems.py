@@ -2,7 +2,7 @@
 table (insert, replace, update, cancel), generated values kept, all of a
 message or nothing, and the look-up WorkListMode uses."""
 
-from sqlalchemy import select
+from sqlalchemy import event, select
 from twisted.internet import defer
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial import unittest
@@ -110,18 +110,27 @@ class WorklistItemsTests(unittest.TestCase):
         self.assertIsNone(self.items.lookup(""))
 
     def test_itemsStoredWithSpacesAroundTheAccessionNumber(self):
-        """Items an older version stored with OBR-3's spaces ('A1 ') are
-        found by the orders for A1: changed (stored as A1 from then on),
-        replaced by a repeated NW rather than twinned, cancelled, looked up."""
+        """Items an older version stored with OBR-3's spaces ('A1 ') get
+        their accession number trimmed at start-up (logged), so the orders
+        for A1 find them: changed, replaced by a repeated NW rather than
+        twinned, cancelled, looked up."""
         table = self.index.tables.worklist
         with self.engine.begin() as connection:
-            for accession in ("A1 ", " A2", "A3 "):
+            for accession in ("A1 ", " A2", "A3 ", "A4"):
                 connection.execute(table.insert().values(AccessionNumber=accession, PatientName="OLD^ONE"))
-        self.assertEqual(self.items.lookup("A1"), {ACCESSION: "A1 ", PATIENT_NAME: "OLD^ONE"})
+        with capturedLogs() as events:
+            self.items.check()
+        self.assertIn("3 worklist items had spaces around their accession number", 
+                      "\n".join(formatEvent(e) for e in events))
+        self.assertEqual(self.items.lookup("A1"), {ACCESSION: "A1", PATIENT_NAME: "OLD^ONE"})
         applied = self.apply(order("XO", "A1", PatientName="NEW^ONE"), order("NW", "A2", PatientName="NEW^TWO"),
                              order("CA", "A3"))
         self.assertEqual([a.action for a in applied], ["updated", "replaced", "deleted"])
-        self.assertEqual(self.rows(), [("A1", "NEW^ONE", None, None), ("A2", "NEW^TWO", None, None)])
+        self.assertEqual(self.rows(), [("A1", "NEW^ONE", None, None), ("A2", "NEW^TWO", None, None),
+                                       ("A4", "OLD^ONE", None, None)])
+        with capturedLogs() as events:
+            self.items.check()
+        self.assertNotIn("trimmed", "\n".join(formatEvent(e) for e in events))
 
     def test_throughTheIndexWriter(self):
         items = WorklistItems(self.index)
@@ -134,6 +143,38 @@ class WorklistItemsTests(unittest.TestCase):
         self.apply(order("NW", "A1", PatientName="DOE^JOHN"))
         with self.engine.begin() as connection:
             self.assertEqual(self.items.markPerformed(connection, ["A1"], "STARTED"), [])
+
+
+class AccessionIndexTests(unittest.TestCase):
+    """SQLite searches the worklist's AccessionNumber index (EXPLAIN QUERY PLAN)."""
+
+    makeEngine = WorklistItemsTests.makeEngine
+    setUp = WorklistItemsTests.setUp
+    apply = WorklistItemsTests.apply
+
+    def test_accessionNumberIndexUsed(self):
+        """The look-ups of an accession number (orders, MPPS, WorkListMode's
+        on every stored object) search the column's index, not the table
+        (EXPLAIN QUERY PLAN on SQLite)."""
+        statements = []
+
+        def listener(conn, cursor, statement, parameters, *rest):
+            statements.append((statement, parameters))
+        event.listen(self.engine, "before_cursor_execute", listener)
+        try:
+            self.items.lookup("A1")
+            self.apply(order("NW", "A1"), order("XO", "A1"), order("NW", "A1"), order("CA", "A1"))
+        finally:
+            event.remove(self.engine, "before_cursor_execute", listener)
+        searches = [(s, p) for s, p in statements if s.lstrip().startswith(("SELECT", "UPDATE", "DELETE"))]
+        self.assertGreaterEqual(len(searches), 4)
+        with self.engine.connect() as connection:
+            for statement, parameters in searches:
+                plan = [row[-1] for row in connection.exec_driver_sql("EXPLAIN QUERY PLAN " + statement,
+                                                                      parameters)]
+                self.assertTrue(any("INDEX ix_DICOMWorkList_AccessionNumber" in line for line in plan),
+                                (statement, plan))
+                self.assertFalse([line for line in plan if line.startswith("SCAN")], (statement, plan))
 
 
 class ScheduledStepStatusTests(unittest.TestCase):

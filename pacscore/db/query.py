@@ -97,6 +97,7 @@ _LISTS = {MODALITIES_IN_STUDY: (2, MODALITY), SOP_CLASSES_IN_STUDY: (3, SOP_CLAS
 UNSPLIT_VRS = frozenset(("LT", "ST", "UT", "UR"))
 _RANGE_VRS = frozenset(("DA", "TM", "DT"))
 _ESCAPE = "\\"
+_PREFIX_END = re.compile("[*?=\u03a3\u03c3\u03c2]")  # wildcards, a group's end, Σ σ ς
 _SEPARATOR = "\\\\"  # a literal backslash in a LIKE pattern escaped by "\"
 # A DT range: two optional DT values (an optional UTC offset each) around "-".
 _DT_RANGE = re.compile(r"([0-9][0-9.]*(?:[+-][0-9]{4})?)?-([0-9][0-9.]*(?:[+-][0-9]{4})?)?")
@@ -436,18 +437,33 @@ def valuesOf(key):
 def _personNameConditions(column, values, prefixRange, foldCase):
     """The condition that a single-valued PN ``column`` matches one of
     ``values`` (``personName`` ones) as a ``personName``: on
-    ``storedPersonName(column)``, which no index holds, so with ASCII
-    values also on the literal prefix each value's stored name starts with
-    (before its first wildcard or "="), which ``lower(column)`` indexes
-    hold: a ``LIKE``, on SQLite (``prefixRange``) a range."""
+    ``storedPersonName(column)``, which no index holds, so also on the
+    literal prefix each value's stored name starts with (``_namePrefix``),
+    which ``lower(column)`` indexes hold: a ``LIKE`` of the prefix lower-cased
+    (a non-ASCII one by the server's ``lower()``, as the whole name is); on
+    SQLite (``prefixRange``) a range, for ASCII values only (its lower()
+    folds no other letters)."""
     condition = _anyOf(_textConditions(storedPersonName(column), "PN", values, False, prefixRange, foldCase))
-    prefixes = list(dict.fromkeys(re.split(r"[*?=]", value, maxsplit=1)[0].lower() for value in values))
-    if not all(prefixes) or not all(value.isascii() for value in values):
+    prefixes = list(dict.fromkeys(_namePrefix(value) for value in values))
+    ascii = all(value.isascii() for value in values)
+    if not all(prefixes) or prefixRange and not ascii:
         return condition
     lowered = func.lower(column)
-    starts = [_prefixRange(lowered, prefix) if prefixRange else lowered.like(escapeLike(prefix) + "%", escape=_ESCAPE)
-              for prefix in prefixes]
+    if prefixRange:
+        starts = [_prefixRange(lowered, prefix.lower()) for prefix in prefixes]
+    elif ascii:
+        starts = [lowered.like(escapeLike(prefix.lower()) + "%", escape=_ESCAPE) for prefix in prefixes]
+    else:
+        starts = [lowered.like(func.lower(escapeLike(prefix) + "%"), escape=_ESCAPE) for prefix in prefixes]
     return and_(_anyOf(starts), condition)
+
+
+def _namePrefix(value):
+    """The start of a PN ``value`` every stored name it matches starts with
+    (in the case ``lower()`` gives both): before its first wildcard, "=" or
+    sigma (``lower()`` makes a final one ς, the match σ), without the "^"s
+    there (which a stored name may lack)."""
+    return _PREFIX_END.split(value, maxsplit=1)[0].rstrip("^")
 
 
 def _prefixRange(target, prefix):

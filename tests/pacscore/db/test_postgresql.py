@@ -4,13 +4,14 @@ of the test run's server, see tests.dbservers)."""
 
 import time
 
-from sqlalchemy import func, select, text
+from sqlalchemy import event, func, select, text
 from twisted.internet import defer, reactor
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial import unittest
 
 from pacscore.config.dicomsql import DatabaseLayout
 from pacscore.db.index import Index
+from pacscore.db.query import matchCondition
 from pacscore.db.worklistitems import WorklistItems
 from pacscore.hl7.intake import WorklistIntake
 from pacscore.hl7.mapping import WorklistMapping
@@ -20,7 +21,7 @@ from pacscore.db.writer import IndexTimeout
 from pacscore.storage.durability import FileSystemFlush
 from plugins.pacs_postgresql import postgresqlDriver
 from tests.dbservers import postgresServer
-from tests.pacscore.db import test_index
+from tests.pacscore.db import test_index, test_query
 from tests.pacscore.db.onserver import casesOn
 from tests.pacscore.db.test_schema import TABLE_NAMES, conquestLayout
 from tests.pacscore.export import test_queue
@@ -56,6 +57,46 @@ class FilterTests(OnPostgreSQL, test_queue.FilterTests):  # replaces casesOn's
         self.assertFalse(self.queue.filterMatches("1.2.3.1.1", "Rows = '256'"))
         self.assertFalse(self.queue.filterMatches("9.9.9", "Rows = '512'"))
         self.assertFalse(self.queue.filterMatches("1.2.3.1.1", "Rows = 512"))  # text = integer: refused, no match
+
+
+class PersonNamePlanTests(OnPostgreSQL, test_query.ArchiveTestCase):
+    """PostgreSQL searches the lower(PatientName) indexes for a PN key,
+    non-ASCII ones too (EXPLAIN, sequential scans off so that the few rows
+    here do not make a scan the cheaper plan)."""
+
+    def plan(self, statement, parameters):
+        with self.engine.connect() as connection:
+            connection.exec_driver_sql("SET enable_seqscan = off")
+            return "\n".join(row[0] for row in connection.exec_driver_sql("EXPLAIN " + statement, parameters))
+
+    def patientPlan(self, value):
+        statements = []
+
+        def listener(conn, cursor, statement, parameters, *rest):
+            statements.append((statement, parameters))
+        event.listen(self.engine, "before_cursor_execute", listener)
+        try:
+            found = self.keysOf("PATIENT", test_query.K(test_query.PATIENT_NAME, "PN", value))
+        finally:
+            event.remove(self.engine, "before_cursor_execute", listener)
+        [(statement, parameters)] = statements
+        return found, self.plan(statement, parameters)
+
+    def test_nonAsciiNames(self):
+        for value in ("Müller^Jürgen", "MÜLLER*", "müller^j*", "DOE^JOHN", "doe^j*"):
+            found, plan = self.patientPlan(value)
+            self.assertEqual(found, ["PAT2"] if "ü" in value.lower() else ["PAT1"], value)
+            self.assertIn("ix_DICOMPatients_PatientName_lower", plan, value)
+            self.assertNotIn("Seq Scan", plan, value)
+
+    def test_worklistNames(self):
+        table = self.index.tables.worklist
+        statement = select(table).where(matchCondition(table.c.PatientName, test_query.K(
+            test_query.PATIENT_NAME, "PN", "Müller^J*")))
+        compiled = statement.compile(self.engine)
+        plan = self.plan(str(compiled), compiled.params)
+        self.assertIn("ix_DICOMWorkList_PatientName_lower", plan)
+        self.assertNotIn("Seq Scan", plan)
 
 
 class HungServerTests(unittest.TestCase):

@@ -16,8 +16,8 @@ from dataclasses import replace
 
 from pacscore.config.soplist import SopEntry
 from pacscore.control.arguments import ControlCommand, fields, number
-from pacscore.control.configfiles import save
-from pacscore.control.context import CommandError, formatted
+from pacscore.control.configfiles import saveOrRestore, snapshot
+from pacscore.control.context import CommandError, checkUTF8, formatted
 
 ENTRY_FORMAT = "%s %s"
 KINDS = {"sop": ("sop", "abstract"), "transfer": ("transfer",), "application": ("application",),
@@ -56,10 +56,12 @@ class _EntryCommand(ControlCommand):
         return [i for i, entry in enumerate(sopList.entries)
                 if entry.enabled and entry.kind in KINDS[self.kind]]
 
-    def saved(self, archive):
-        """Write dgatesop.lst and apply it to the next associations."""
+    def saved(self, archive, before):
+        """Write dgatesop.lst, edited from ``before``, and apply it to the
+        next associations; when the write fails, it is ``before`` again."""
         archive.refreshAcceptorPolicy()
-        return save(archive, archive.configuration.sopList).addCallback(lambda _: "")
+        d = saveOrRestore(archive, archive.configuration.sopList, before, archive.refreshAcceptorPolicy)
+        return d.addCallback(lambda _: "")
 
 
 class GetEntry(_EntryCommand):
@@ -84,7 +86,9 @@ class PutEntry(_EntryCommand):
         index, uid, name = (field.strip() for field in fields(arguments, 3))
         if not (uid and name):
             raise CommandError(f"usage: {self.usage}")
+        checkUTF8(uid, name)
         sopList = context.archive.configuration.sopList
+        before = snapshot(sopList)
         positions = self.positions(sopList)
         position = number(index, "index")
         if position > len(positions):
@@ -97,7 +101,7 @@ class PutEntry(_EntryCommand):
                 sopList.put(positions[position], replace(old, uid=uid, name=name))
         except ValueError as e:
             raise CommandError(str(e)) from e
-        return self.saved(context.archive)
+        return self.saved(context.archive, before)
 
 
 class DeleteEntry(_EntryCommand):
@@ -109,5 +113,6 @@ class DeleteEntry(_EntryCommand):
         position = number(arguments, "index")
         if position >= len(positions):
             raise CommandError(f"no {self.kind} entry {position}: there are {len(positions)}")
+        before = snapshot(sopList)
         sopList.delete(positions[position])
-        return self.saved(context.archive)
+        return self.saved(context.archive, before)

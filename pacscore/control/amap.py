@@ -14,7 +14,7 @@ an index past the last entry prints nothing.
 from pacscore.config.acrnema import Node
 from pacscore.control.arguments import ControlCommand, fields, number
 from pacscore.control.configfiles import reload, save
-from pacscore.control.context import CommandError, formatted
+from pacscore.control.context import CommandError, checkUTF8, formatted
 
 NODE_FORMAT = "%-17s %-30s %-10s %s"
 
@@ -57,6 +57,7 @@ class PutAmap(ControlCommand):
         index, ae, host, port, compression = fields(arguments, 5)
         if not (ae and host and port):
             raise CommandError(f"usage: {self.usage}")
+        checkUTF8(ae, host, port, compression)
         node = Node(ae, host, port, compression.strip() or "un")
         try:
             context.archive.configuration.acrNemaMap.put(number(index, "index"), node)

@@ -5,10 +5,13 @@ The text to save is taken in the reactor thread, where the commands edit
 the files' objects; the disk work runs in the archive's I/O pool.  A file
 read again replaces the contents of the object the services already hold
 (``MoveService`` and the forwarder keep the AcrNemaMap, the converters the
-DicomIni), so they see it at once.
+DicomIni), so they see it at once.  A command whose save fails changes
+nothing: the object is put back as it was before its edit
+(``saveOrRestore``).
 """
 
 import collections
+import copy
 
 from twisted.internet import defer
 
@@ -29,16 +32,37 @@ def save(archive, lineFile):
     return d
 
 
+def saveOrRestore(archive, lineFile, before, restored=None):
+    """``save`` ``lineFile`` edited from ``before`` (its ``copy.deepcopy``
+    taken before the edit); when that fails, ``lineFile`` is ``before``
+    again (``restore``) and ``restored()`` is called, the failure passed on."""
+
+    def undo(failure):
+        restore(lineFile, before)
+        if restored is not None:
+            restored()
+        return failure
+
+    return save(archive, lineFile).addErrback(undo)
+
+
+def restore(lineFile, other):
+    """Make ``lineFile``, the object the services hold, have the contents of ``other``."""
+    vars(lineFile).update(vars(other))
+    return lineFile
+
+
+def snapshot(lineFile):
+    """A copy of ``lineFile`` to ``restore`` after an edit that fails."""
+    return copy.deepcopy(lineFile)
+
+
 def reload(archive, lineFile):
     """Read ``lineFile`` from disk again, in place; a Deferred of ``lineFile``.
     A file that no longer parses leaves the one in memory as it was."""
-
-    def adopt(fresh):
-        vars(lineFile).update(vars(fresh))
-        return lineFile
-
     d = _fileLocks[lineFile.path].run(archive.workers.deferToWorker, type(lineFile).fromFile, lineFile.path)
-    d.addCallbacks(adopt, _refuse, errbackArgs=(f"cannot re-read {lineFile.path}",))
+    d.addCallbacks(lambda fresh: restore(lineFile, fresh), _refuse,
+                   errbackArgs=(f"cannot re-read {lineFile.path}",))
     return d
 
 

@@ -28,8 +28,8 @@ from pacscore.config.errors import ConfigError
 from pacscore.config.loader import uidPrefixError
 from pacscore.config.secrets import isSecret, publicItems
 from pacscore.control.arguments import ControlCommand, fields, number
-from pacscore.control.configfiles import reload, save
-from pacscore.control.context import CommandError, formatted
+from pacscore.control.configfiles import reload, restore, saveOrRestore, snapshot
+from pacscore.control.context import CommandError, checkUTF8, formatted
 from pacscore.db.drivers import redacted
 from pacscore.converters.rules import loadRules
 
@@ -112,12 +112,14 @@ def _items(context):
     return publicItems(items) if context.secretsHiddenFrom else items
 
 
-def _applyAndSave(archive, key, value):
+def _applyAndSave(archive, key, value, before):
     """Apply a changed dicom.ini key (``value`` None: deleted) to the running
     archive and save the file; Deferred of "" or, for a key that needs a
-    restart, the note saying so."""
+    restart, the note saying so.  When the save fails, dicom.ini in memory
+    is ``before`` again and its value of ``key`` applied: nothing changed."""
+    ini = archive.configuration.ini
     live = applyLive(archive, key, value)
-    d = save(archive, archive.configuration.ini)
+    d = saveOrRestore(archive, ini, before, lambda: applyLive(archive, key, ini.get(key)))
     d.addCallback(lambda _: "" if live else _restartNote([key]))
     return d
 
@@ -131,31 +133,29 @@ class PutParam(ControlCommand):
         value = value.strip()
         if not key:
             raise CommandError(f"usage: {self.usage}")
+        checkUTF8(key, value)
         if key.lower() == "uidprefix":
             _checkUIDPrefix(value)
         archive = context.archive
         ini = archive.configuration.ini
-        previous = ini.get(key) if ini.has(key) else None
+        before = snapshot(ini)
         try:
             ini.set(key, value)
         except ValueError as e:
             raise CommandError(str(e)) from e
         if "converter" in key.lower():
-            _checkConverters(archive, key, previous)
-        return _applyAndSave(archive, key, value)
+            _checkConverters(archive, key, before)
+        return _applyAndSave(archive, key, value, before)
 
 
-def _checkConverters(archive, key, previous):
-    """CommandError, with ``key`` set back to ``previous`` (None: absent),
-    when the converter lines no longer parse: the server would not start."""
+def _checkConverters(archive, key, before):
+    """CommandError, with dicom.ini in memory ``before`` again, when the
+    converter lines no longer parse: the server would not start."""
     ini = archive.configuration.ini
     try:
         loadRules(ini, archive.commands)
     except ConfigError as e:
-        if previous is None:
-            ini.delete(key)
-        else:
-            ini.set(key, previous)
+        restore(ini, before)
         raise CommandError(f"{key} not changed: {e.message}") from None
 
 
@@ -169,8 +169,9 @@ class DeleteParam(ControlCommand):
         ini = archive.configuration.ini
         if not ini.has(key):
             raise CommandError(f"{key!r} is not in {ini.path}")
+        before = snapshot(ini)
         ini.delete(key)
-        return _applyAndSave(archive, key, None)
+        return _applyAndSave(archive, key, None, before)
 
 
 class ReadIni(ControlCommand):

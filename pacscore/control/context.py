@@ -24,6 +24,26 @@ class CommandError(Exception):
     found, a failure); ``str(error)`` is shown to the operator."""
 
 
+def notUTF8(error):
+    """A ``CommandError`` for ``error`` when it is the failure of an argument
+    holding bytes that are not UTF-8 (taken as they are, for a file name;
+    surrogate escapes) where only text goes (a database query), else None."""
+    if isinstance(error, UnicodeEncodeError) and "\udc80" <= error.object[error.start] <= "\udcff":
+        shown = error.object[error.start:error.end].encode("utf-8", "backslashreplace").decode("ascii")
+        return CommandError(f"an argument holds bytes that are not UTF-8 ({shown}): only a file name may")
+    return None
+
+
+def checkUTF8(*texts):
+    """``notUTF8``'s CommandError when one of ``texts`` (arguments going into
+    a configuration file) holds bytes that are not UTF-8."""
+    for text in texts:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise notUTF8(e) from None
+
+
 # A conversion (width and precision captured) or a literal ``%%``.
 _CONVERSION = re.compile(r"%%|%[-#0 +]*([0-9]*)(?:\.([0-9]*))?[hlL]?[diouxXeEfFgGcrsa]")
 MAX_WIDTH = 1024

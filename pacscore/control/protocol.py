@@ -19,7 +19,7 @@ from twisted.internet import defer, protocol, task
 from twisted.logger import Logger
 from twisted.protocols import basic, policies
 
-from pacscore.control.context import CommandError, ControlContext
+from pacscore.control.context import CommandError, ControlContext, notUTF8
 from pacscore.control.registry import CommandRegistry
 
 UNKNOWN_COMMAND = "unknown command "   # an ERROR message starting so: dgate exits 2
@@ -40,16 +40,6 @@ def parseCommand(text):
     if not name or not all(c.isalnum() or c == "_" for c in name):
         raise BadRequest(f"expected --command:arguments, got {text!r}")
     return name, arguments
-
-
-def _notUTF8(error):
-    """A ``CommandError`` for ``error`` when it is the failure of an argument
-    holding bytes that are not UTF-8 (taken as they are, for a file name;
-    surrogate escapes) where only text goes (a database query), else None."""
-    if isinstance(error, UnicodeEncodeError) and "\udc80" <= error.object[error.start] <= "\udcff":
-        shown = error.object[error.start:error.end].encode("utf-8", "backslashreplace").decode("ascii")
-        return CommandError(f"an argument holds bytes that are not UTF-8 ({shown}): only a file name may")
-    return None
 
 
 def _oneLine(text):
@@ -215,7 +205,7 @@ class ControlFactory(protocol.Factory):
         d.addErrback(self._notAnswered, connection, name)
 
     def _failed(self, failure, connection, name):
-        error = _notUTF8(failure.value) or failure.value
+        error = notUTF8(failure.value) or failure.value
         if isinstance(error, CommandError):
             self.log.info("control: {peer}: --{command} failed: {error}", peer=connection.peerName(),
                           command=name, error=error)

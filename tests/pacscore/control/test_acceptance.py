@@ -75,6 +75,24 @@ class SopListCommandTests(unittest.TestCase):
         self.assertEqual(Path(self.path).read_text(), before)
 
     @defer.inlineCallbacks
+    def test_failedPutOrDeleteChangesNothing(self):
+        """An entry holding bytes that are not UTF-8 is refused; a put or
+        delete whose dgatesop.lst cannot be written leaves the list in
+        memory and the associations' policy as they were."""
+        count = len(self.sopList.sops())
+        lines, accepted = self.sopList.toString(), set(self.policy.abstractSyntaxes)
+        error = yield self.assertFailure(self.running.run(commands.putSop, f"{count},1.2.3,Priv\udcfc"),
+                                         CommandError)
+        self.assertIn("not UTF-8", str(error))
+        self.sopList.path = self.mktemp()
+        os.mkdir(self.sopList.path)
+        for command, arguments in ((commands.putSop, f"{count},{NEW_STORAGE_CLASS},PrivateStorage"),
+                                   (commands.deleteSop, "0")):
+            yield self.assertFailure(self.running.run(command, arguments), CommandError)
+            self.assertEqual(self.sopList.toString(), lines)
+            self.assertEqual(set(self.policy.abstractSyntaxes), accepted)
+
+    @defer.inlineCallbacks
     def test_putTransferReplaces(self):
         old = self.sopList.transfers()[1]
         yield self.running.run(commands.putTransfer, f"1,{old.uid},Renamed")

@@ -57,7 +57,8 @@ class AcrNemaMapCommandTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_putAmapRefusals(self):
         for arguments in ("4,FAR,127.0.0.1,104", "0,BAD,127.0.0.1,port", "0,ONLYAE", "x,A,h,1",
-                          "3,AE#1,127.0.0.1,104,un", "\u00b2,A,h,1"):
+                          "3,AE#1,127.0.0.1,104,un", "\u00b2,A,h,1", "3,M\udcfc,127.0.0.1,104",
+                          "3,A,h\udcfc,104"):
             yield self.assertFailure(self.running.run(commands.putAmap, arguments), CommandError)
         self.assertEqual(len(self.map.nodes), 3)
 

@@ -1,6 +1,7 @@
 """The dicom.ini control commands on a real Archive: what they print, what
 they change in memory and in the file on disk."""
 
+import os
 from pathlib import Path
 
 from twisted.internet import defer
@@ -83,6 +84,44 @@ class DicomIniCommandTests(unittest.TestCase):
     def test_putParamRefusesBadValues(self):
         yield self.assertFailure(self.running.run(commands.putParam, ""), CommandError)
         yield self.assertFailure(self.running.run(commands.putParam, "[bad,1"), CommandError)
+
+    @defer.inlineCallbacks
+    def test_putParamNotUTF8ChangesNothing(self):
+        """A key or value holding bytes that are not UTF-8 (dgate's argument
+        M\\xfcller) is refused before dicom.ini is touched; later commands
+        work."""
+        before = Path(self.path).read_text()
+        for arguments in ("WebHeader,M\udcfcller", "Web\udcfcHeader,x"):
+            error = yield self.assertFailure(self.running.run(commands.putParam, arguments), CommandError)
+            self.assertIn("bytes that are not UTF-8 (\\udcfc)", str(error))
+        self.assertFalse(self.ini.has("WebHeader"))
+        self.assertEqual(Path(self.path).read_text(), before)
+        yield self.running.run(commands.putParam, "WebFooter,Hello")
+        yield self.running.run(commands.deleteParam, "WebFooter")
+        self.assertEqual(Path(self.path).read_text(), before)
+
+    @defer.inlineCallbacks
+    def test_failedSaveChangesNothing(self):
+        """put_param and delete_param whose dicom.ini cannot be written
+        (a value a Latin-1 file cannot hold, the file unwritable) leave
+        dicom.ini in memory, and a live key's value in use, as they were."""
+        yield self.running.run(commands.putParam, "UIDPrefix,1.2.3.4")
+        lines = self.ini.toString()
+        self.ini.encoding = "latin-1"
+        error = yield self.assertFailure(self.running.run(commands.putParam, "WebHeader,\u65e5\u672c"),
+                                         CommandError)
+        self.assertIn("cannot write", str(error))
+        self.assertEqual(self.ini.toString(), lines)
+        path, self.ini.path = self.ini.path, self.mktemp()
+        os.mkdir(self.ini.path)
+        for command, arguments in ((commands.putParam, "UIDPrefix,1.5"), (commands.deleteParam, "UIDPrefix"),
+                                   (commands.deleteParam, "TCPPort")):
+            yield self.assertFailure(self.running.run(command, arguments), CommandError)
+            self.assertEqual(self.ini.toString(), lines)
+            self.assertEqual(self.archive.converterServices.uidMap.prefix, "1.2.3.4.")
+        self.ini.path = path
+        yield self.running.run(commands.putParam, "WebFooter,Hello")
+        self.assertEqual(DicomIni.fromFile(self.path).get("WebFooter"), "Hello")
 
     @defer.inlineCallbacks
     def test_deleteParam(self):

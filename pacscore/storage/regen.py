@@ -7,8 +7,10 @@ of each DICOM file (Part-10, or a raw ``.v2`` data set) that reads to its
 end and upserts them in batches, the files of a folder oldest first: a
 patient, study or series row ends with the values of the object stored
 last, as it does live.  When two files hold the same SOP instance, on one
-device or two, the newest one wins and the other is removed, as a store
-removes the copy it replaces.
+device or two, the newest one is indexed; the other stays on disk, counted
+and logged as a duplicate (a regen deletes nothing: the copy it would drop
+may be the one that reads, or the one a store acknowledged last under a
+clock gone wrong).
 
 The server's stores go on meanwhile: each batch is decided in the index
 writer's transaction (``enterBatch``), in order with them, so a file that
@@ -133,9 +135,9 @@ def enterBatch(connection, index, entries, devices):
       replaced it): the store's row stays;
     - ``(OLDER, (path, signature))``: the SOP instance's indexed file (on
       one of ``devices``, name -> ``MagDevice``) is newer: its row stays,
-      the entry's file is the copy to remove;
+      the entry's file is a duplicate;
     - ``(ENTERED, None or (path, signature))``: indexed, and the older file
-      the row named before, if it is still there, to remove.
+      the row named before, if it is still there, a duplicate.
 
     No file is touched here: the writer may run this twice."""
     indexed = index.indexedFiles(connection, {record.attrs.get(SOP_INSTANCE_UID) for record, _, _ in entries})
@@ -247,8 +249,8 @@ class Regenerator:
             results = self.write(enterBatch, self.index, list(batch), self.devices)
         except ValueError:
             results = [self._enterOne(entry) for entry in batch]
-        for (_, path, _), (outcome, removal) in zip(batch, results):
-            self._entered(path, outcome, removal)
+        for (_, path, _), (outcome, duplicate) in zip(batch, results):
+            self._entered(path, outcome, duplicate)
         batch.clear()
 
     def _enterOne(self, entry):
@@ -259,27 +261,15 @@ class Regenerator:
             self.report(f"[Regen] {entry[1]} -FAILED: {e}")
             return None, None
 
-    def _entered(self, path, outcome, removal):
+    def _entered(self, path, outcome, duplicate):
         if outcome == GONE:
             self.report(f"[Regen] {path}: replaced by a new copy since it was read; the new copy's row stays")
             return
-        if removal is not None:
+        if duplicate is not None:
             self.duplicates += 1
-            older, signature = removal
             newer = path if outcome == ENTERED else "indexed copy"
-            self._remove(older, signature, f"same SOP instance as the newer {newer}")
+            self.report(f"[Regen] {duplicate[0]}: same SOP instance as the newer {newer}, not indexed (kept on disk)")
         if outcome == ENTERED:
             self.indexed += 1
             if self.indexed % self.progressEvery == 0:
                 self.report(f"[Regen] {self.indexed} files indexed")
-
-    def _remove(self, path, signature, reason):
-        """Remove the older copy ``path`` of a SOP instance (unless a store
-        has put another file there since), as a store removes the one it
-        replaces."""
-        try:
-            if fileSignature(path) == signature:
-                os.unlink(path)
-                self.report(f"[Regen] removed {path}: {reason}")
-        except OSError as e:
-            self.report(f"[Regen] {path}: {reason}, could not be removed: {e}")

@@ -192,15 +192,16 @@ class RegenerationTests(unittest.TestCase):
 
     def test_newestCopyWinsAcrossDevices(self):
         """An old copy left on MAG1 (walked after MAG0) does not replace the
-        newer one on MAG0; it is removed, as a store removes the copy it
-        replaces."""
+        newer one on MAG0; it stays on disk, logged as a duplicate (a regen
+        deletes nothing: it may be the copy that reads)."""
         self.write(self.devices[0], "PAT1/new.dcm", 2000)
         old = self.write(self.devices[1], "PAT1/old.dcm", 1000)
         regenerator = self.regenerate()
         self.assertEqual(regenerator.duplicates, 1)
         self.assertEqual(self.location(), [("MAG0", "PAT1/new.dcm")])
-        self.assertFalse(os.path.exists(old))
-        self.assertIn(f"[Regen] removed {old}: same SOP instance as the newer indexed copy", self.lines)
+        self.assertTrue(os.path.exists(old))
+        self.assertIn(f"[Regen] {old}: same SOP instance as the newer indexed copy, not indexed (kept on disk)",
+                      self.lines)
 
     def storeDuring(self, store):
         """Have ``store()`` run (a store of the server) once the regen has
@@ -241,14 +242,14 @@ class RegenerationTests(unittest.TestCase):
     def test_aStoreDuringTheBatchLeavingTheOldFile(self):
         """A store of the same SOP instance right after the regen dropped
         the tables replaces no row, so it leaves the old file: the regen
-        keeps the store's newer row and removes the old file (it used to
-        index the old one and leave both on disk)."""
+        keeps the store's newer row (it used to index the old one); the old
+        file stays, a duplicate (a regen deletes nothing)."""
         old = self.write(self.devices[0], "PAT1/old.dcm", 1000)
         self.storeDuring(lambda: self.store("PAT1/new.dcm", 2000))
         regenerator = self.regenerate()
         self.assertEqual((regenerator.indexed, regenerator.duplicates), (0, 1), self.lines)
         self.assertEqual(self.location(), [("MAG0", "PAT1/new.dcm")])
-        self.assertEqual(sorted(os.listdir(os.path.dirname(old))), ["new.dcm"])
+        self.assertEqual(sorted(os.listdir(os.path.dirname(old))), ["new.dcm", "old.dcm"])
 
     def test_aFileOverwrittenDuringTheBatch(self):
         """A store that put a new file under the same name (names that come

@@ -144,8 +144,9 @@ class _Quoting:
             if character == "\n":
                 self.stack.pop()
         elif state == ANSI:
-            if character == "\\":  # bash: an escape; dash: the end at \'
-                self.ambiguous = self.escaped = True
+            if character == "\\":  # bash: an escape; dash: a backslash, so \' ends the quote there only
+                self.escaped = True
+                self.ambiguous = self.ambiguous or text.startswith("'", after)
             elif character == "'":
                 self.stack.pop()
         elif character == "\\":

@@ -109,9 +109,18 @@ class ShellCommandTests(unittest.TestCase):
 
     def test_valueLeftOutWhereTheShellsDiffer(self):
         """\\" in backquotes within "${...}": dash strips the backslash, bash
-        keeps it; a value after it is left out."""
-        command = shellCommand('echo "${X:-`echo \\"; %i; \\"`}"', contextFor("touch pwned"))
-        self.assertNotIn("pwned", command)
+        keeps it; \\' in $'...': bash escapes the quote, dash ends there; a
+        value after either is left out."""
+        for template in ('echo "${X:-`echo \\"; %i; \\"`}"', "echo $'a\\'b' %i"):
+            command = shellCommand(template, contextFor("touch pwned"))
+            self.assertNotIn("pwned", command)
+
+    def test_valuesAfterBashQuotesWithEscapes(self):
+        """After a $'...' holding other escapes (awk -F$'\\t', tr -d $'\\r')
+        both shells read on alike: a value there is quoted as anywhere."""
+        for shell in SHELLS:
+            for value in HOSTILE:
+                self.assertTrue(self.words("$'\\t\\\\' x%i", value, shell).endswith(f"<x{value}>"), (shell, value))
 
     def test_integersInArithmetic(self):
         """A whole number in $((...)) is a number there, nested or not."""

@@ -35,8 +35,8 @@ from pacscore.db.rawsql import DEFAULT_TRUNCATE, IdentifierQuoter
 from pacscore.db.rawtext import adoptRawText
 from pacscore.db.regenmarks import RegenMarks
 from pacscore.db.records import ImageRecord, InconsistentLink, Replaced, Upserter, buildLevels, checkKeys, checkRecord
-from pacscore.db.schema import (addMissingColumns, adoptCollation, adoptFoldedTable, adoptTruncatedColumns, buildTables,
-                                upgradeTable)
+from pacscore.db.schema import (INDEXED_COLUMNS_EMPTY, WORKLIST_COLUMNS_EMPTY, addMissingColumns, adoptCollation,
+                                adoptFoldedTable, adoptTruncatedColumns, buildTables, upgradeTable)
 from pacscore.db.writer import BatchRunner, GroupCommitWriter, callEach
 from pacscore.storage.attributes import DatasetError
 from pacscore.storage.durability import PerFileSync
@@ -144,10 +144,8 @@ class Index:
         adoptRawText(connection, self.tables, self.log, recheck=bool(dropped))
         self.metadata.create_all(connection)
         for table in self.tables:
-            if table is self.tables.worklist:
-                addMissingColumns(connection, table, self.log, emptyUntil="in the items there are (orders give new ones values)")
-            else:
-                addMissingColumns(connection, table, self.log)
+            addMissingColumns(connection, table, self.log,
+                              WORKLIST_COLUMNS_EMPTY if table is self.tables.worklist else INDEXED_COLUMNS_EMPTY)
         upgradeTable(connection, self.pending.table)
         dialect = connection.dialect.name
         for table in self.tables:

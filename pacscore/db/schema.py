@@ -223,8 +223,11 @@ def adoptCollation(connection, table, log):
              "asks (abc and ABC are two Patient IDs)", table=table.name, collations=", ".join(wrong))
 
 
-def addMissingColumns(connection, table, log,
-                      emptyUntil="in the rows already indexed until 'dgate -r' fills them from the stored files"):
+INDEXED_COLUMNS_EMPTY = "in the rows already indexed until 'dgate -r' fills them from the stored files"
+WORKLIST_COLUMNS_EMPTY = "in the items there are (orders give new ones values)"
+
+
+def addMissingColumns(connection, table, log, emptyUntil=INDEXED_COLUMNS_EMPTY):
     """Add to ``table``'s table in the database the columns it lacks, as one
     of an older layout or of a dicom.sql that has since gained columns may:
     pacs's bookkeeping columns (empty; ``DeviceName`` MAG0, where Conquest

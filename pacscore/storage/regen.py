@@ -24,6 +24,7 @@ import re
 from pacscore.db.index import ImageRecord
 from pacscore.db.records import Replaced
 from pacscore.storage.attributes import DatasetError
+from pacscore.storage.devices import identityOf
 from pacscore.storage.part10 import readFileAttributes
 from pacscore.storage.regularfiles import isRegularFile, openRegularFile
 from pacscore.storage.store import SOP_INSTANCE_UID
@@ -114,13 +115,12 @@ def _oldestFirst(folder, names):
 
 
 def fileSignature(path):
-    """``(inode, mtime in ns, size)`` of the file at ``path``, None when
-    there is none: what tells a file from one a store put in its place."""
+    """``identityOf`` the file at ``path`` (what tells a file from one a
+    store put in its place), None when it cannot be looked at either."""
     try:
-        stat = os.stat(path)
+        return identityOf(path)
     except OSError:
         return None
-    return stat.st_ino, stat.st_mtime_ns, stat.st_size
 
 
 GONE, OLDER, ENTERED = "gone", "older", "entered"  # what became of a regenerated file (see enterBatch)
@@ -133,11 +133,11 @@ def enterBatch(connection, index, entries, devices):
 
     - ``(GONE, None)``: its file is gone or another one since (a store
       replaced it): the store's row stays;
-    - ``(OLDER, (path, signature))``: the SOP instance's indexed file (on
-      one of ``devices``, name -> ``MagDevice``) is newer: its row stays,
-      the entry's file is a duplicate;
-    - ``(ENTERED, None or (path, signature))``: indexed, and the older file
-      the row named before, if it is still there, a duplicate.
+    - ``(OLDER, path)``: the SOP instance's indexed file (on one of
+      ``devices``, name -> ``MagDevice``) is newer: its row stays, the
+      entry's file is a duplicate;
+    - ``(ENTERED, None or path)``: indexed, and the older file the row
+      named before, if it is still there, a duplicate.
 
     No file is touched here: the writer may run this twice."""
     indexed = index.indexedFiles(connection, {record.attrs.get(SOP_INSTANCE_UID) for record, _, _ in entries})
@@ -150,12 +150,12 @@ def enterBatch(connection, index, entries, devices):
         other = _file(devices, indexed.get(uid))
         if other is not None and other[1] in (None, signature):  # none, or this very file
             other = None
-        if other is not None and other[1][1] > signature[1]:
-            results.append((OLDER, (path, signature)))
+        if other is not None and other[1][3] > signature[3]:  # by modification time
+            results.append((OLDER, path))
             continue
         records.append(record)
         indexed[uid] = Replaced(record.deviceName, record.objectFile)  # the same SOP instance later in the batch
-        results.append((ENTERED, other))
+        results.append((ENTERED, other[0] if other is not None else None))
     index.upsertImages(connection, records)
     index.forgetCache()
     return results
@@ -268,7 +268,7 @@ class Regenerator:
         if duplicate is not None:
             self.duplicates += 1
             newer = path if outcome == ENTERED else "indexed copy"
-            self.report(f"[Regen] {duplicate[0]}: same SOP instance as the newer {newer}, not indexed (kept on disk)")
+            self.report(f"[Regen] {duplicate}: same SOP instance as the newer {newer}, not indexed (kept on disk)")
         if outcome == ENTERED:
             self.indexed += 1
             if self.indexed % self.progressEvery == 0:

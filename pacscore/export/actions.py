@@ -23,7 +23,7 @@ hierarchical storage).
 import subprocess
 from typing import NamedTuple
 
-from sqlalchemy import and_, bindparam, exists, select
+from sqlalchemy import and_, exists, select
 from twisted.logger import Logger
 
 from pacscore.converters.command import luaScriptOf
@@ -100,13 +100,19 @@ class LocalActions:
         empty; how many image rows went."""
         tables = self.query.tables
         image = tables[3]
-        delete = image.table.delete().where(and_(
-            image.key == bindparam("b_uid"), image.table.c.DeviceName == bindparam("b_device"),
-            image.table.c.ObjectFile == bindparam("b_file")))
-        gone = [instance for instance in instances
-                if not (filesRemoved and self._storedAgain(instance))
-                and connection.execute(delete, {"b_uid": instance.sopInstanceUID, "b_device": instance.deviceName,
-                                                "b_file": instance.objectFile}).rowcount]
+        columns = image.table.c
+        candidates = [instance for instance in instances if not (filesRemoved and self._storedAgain(instance))]
+        gone = []
+        for chunk in _chunks(candidates):
+            uids = [instance.sopInstanceUID for instance in chunk]
+            named = set(connection.execute(select(image.key, columns.DeviceName, columns.ObjectFile)
+                                           .where(image.key.in_(uids))).all())
+            matching = [instance for instance in chunk
+                        if (instance.sopInstanceUID, instance.deviceName, instance.objectFile) in named]
+            if matching:
+                connection.execute(image.table.delete().where(
+                    image.key.in_([instance.sopInstanceUID for instance in matching])))
+            gone += matching
         for level, keys in ((2, [instance.seriesInstanceUID for instance in gone]),
                             (1, [instance.studyInstanceUID for instance in gone]),
                             (0, [instance.patientID for instance in gone])):

@@ -492,10 +492,12 @@ class ExportQueue:
         return self.index.runWrite(self._markFailed, actionId, error, now, giveUp)
 
     def _markFailed(self, connection, actionId, error, now, giveUp):
+        if giveUp:
+            return self._fail(connection, self.forwards, actionId, error, now, 0)
         row = connection.execute(select(self.forwards.c.Level, self.forwards.c.Action)
                                  .where(self.forwards.c.id == actionId)).first()
         delayed = row is not None and (row.Level != "IMAGE" or row.Action in FETCHES)
-        limit = 0 if giveUp else self.delayedRetries if delayed else self.maximumRetries
+        limit = self.delayedRetries if delayed else self.maximumRetries
         return self._fail(connection, self.forwards, actionId, error, now, limit)
 
     def _fail(self, connection, table, rowId, error, now, limit):

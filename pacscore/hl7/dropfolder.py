@@ -97,7 +97,7 @@ class DropFolder:
         by ``scans`` scans, may not be complete yet: it is left as it is)."""
         path = os.path.join(self.path, name)
         try:
-            messages, ended, state = yield self.workers.deferToWorker(_readFile, path)
+            messages, ended, state = yield self.workers.deferToWorker(_readFile, path, scans < UNTERMINATED_SCANS)
         except OSError as e:
             if e.errno != errno.EFBIG:
                 self.log.error("HL7 drop folder: cannot read {path}: {error}", path=path, error=e)
@@ -174,13 +174,16 @@ def _listFiles(path):
     return listing
 
 
-def _readFile(path):
+def _readFile(path, mayWait):
     """In the I/O pool: ``(messages, whether the last segment has its end,
-    (mtime, size))`` of a drop folder file."""
+    (mtime, size))`` of a drop folder file; no messages (not split for
+    nothing) when it has no end and ``mayWait`` for it."""
     with open(path, "rb") as f:
         status = os.fstat(f.fileno())
         data = _readData(f)
-    return splitMessages(data), data.rstrip(b" \t")[-1:] in SEGMENT_ENDS, (status.st_mtime_ns, status.st_size)
+    ended = data.rstrip(b" \t")[-1:] in SEGMENT_ENDS
+    messages = splitMessages(data) if ended or not mayWait else []
+    return messages, ended, (status.st_mtime_ns, status.st_size)
 
 
 def _moveInto(path, folder):

@@ -34,10 +34,13 @@ async def storedSample(archive, level, key):
     """The data set (Pixel Data left out) of one stored object the index
     finds at ``level`` by the QueryKey ``key``, or None when none is."""
     instances = await archive.index.runQuery(archive.query.instances, level, [key])
-    if not instances:
-        return None
-    path = await archive.workers.deferToWorker(archive.objectReader.path, instances[0].deviceName,
-                                               instances[0].objectFile)
+    return await sampleOf(archive, instances[0]) if instances else None
+
+
+async def sampleOf(archive, instance):
+    """The data set (Pixel Data left out) of the stored ``instance`` (an
+    ``IndexQuery`` ``Instance``)."""
+    path = await archive.workers.deferToWorker(archive.objectReader.path, instance.deviceName, instance.objectFile)
     return await fromFile(archive, path, _sample)
 
 

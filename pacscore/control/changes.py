@@ -56,8 +56,13 @@ REFERENCES = frozenset(("ReferencedSOPInstanceUID", "SeriesInstanceUID", "StudyI
 def changing(instances, keyword="StudyInstanceUID"):
     """``{UID: MODType}`` of the indexed ``instances`` that a change gives
     new UIDs (those of ``keyword`` and below), for ``renewReferences``."""
-    pairs = NEW_UIDS[[k for k, _ in NEW_UIDS].index(keyword):]
+    pairs = _uidsFrom(keyword)
     return {getattr(instance, INSTANCE_FIELDS[k]): modType for instance in instances for k, modType in pairs}
+
+
+def _uidsFrom(keyword):
+    """The ``NEW_UIDS`` pairs of ``keyword`` and the levels below it."""
+    return NEW_UIDS[[k for k, _ in NEW_UIDS].index(keyword):]
 
 
 def renewReferences(dataset, uidMap, stage="", changed=None):
@@ -68,15 +73,14 @@ def renewReferences(dataset, uidMap, stage="", changed=None):
     objects stay.  Whether any changed."""
     changed = changed or {}
     renewed = False
-    for element in dataset:
-        for item in (element.value or ()) if element.VR == "SQ" else ():
-            for _, reference in walkElements(item):
-                old = str(reference.value or "").strip() if reference.keyword in REFERENCES else ""
-                new = uidMap.newFor(old, changed[old], stage) if old in changed else (
-                    old and uidMap.lookup(old, stage))
-                if new and new != old:
-                    reference.value = new
-                    renewed = True
+    for parent, reference in walkElements(dataset):
+        if parent is dataset or reference.keyword not in REFERENCES:
+            continue
+        old = str(reference.value or "").strip()
+        new = uidMap.newFor(old, changed[old], stage) if old in changed else (old and uidMap.lookup(old, stage))
+        if new and new != old:
+            reference.value = new
+            renewed = True
     return renewed
 
 
@@ -204,7 +208,7 @@ def mergedInto(uidMap, keyword, target, sample=None, changed=None):
     ``target``, when one is stored), so the target keeps its Accession
     Number, description ...; its lower UIDs are new (a merged study's
     series stay apart), references to the objects ``changed`` with it too."""
-    lower = NEW_UIDS[[k for k, _ in NEW_UIDS].index(keyword) + 1:]
+    lower = _uidsFrom(keyword)[1:]
     names = STUDY_ATTRIBUTES if keyword == "StudyInstanceUID" else SERIES_ATTRIBUTES
 
     def change(dataset):

@@ -36,7 +36,7 @@ import os
 from twisted.logger import Logger
 
 from pacscore.control.arguments import AsyncControlCommand, fields
-from pacscore.control.attach import storedSample
+from pacscore.control.attach import sampleOf, storedSample
 from pacscore.control.changes import anonymized, changing, mergedInto, newPatient, referencesRenewed, scripted
 from pacscore.control.context import CommandError
 from pacscore.control.data import readObject, storeObject
@@ -236,7 +236,8 @@ class _Merge(AsyncControlCommand):
         except ValueError as e:
             raise CommandError(f"{self.name}: {e}") from e
         moving = [instance for instance in instances if getattr(instance, self.field) != target]
-        sample = await storedSample(archive, self.level, QueryKey(self.tag, "UI", target))
+        sample = await sampleOf(archive, next(instance for instance in instances
+                                              if getattr(instance, self.field) == target))
         changed = changing(moving, self.lower)
         change = mergedInto(uidMap, self.keyword, target, sample, changed)
         skipped = 0

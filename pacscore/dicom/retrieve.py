@@ -20,6 +20,7 @@ A701, out of resources, with one log line.
 """
 
 import os
+from collections import Counter
 
 from pydicom.datadict import keyword_for_tag
 from pydicom.dataset import Dataset
@@ -354,11 +355,14 @@ class RetrieveService:
 
     async def _send(self, protocol, command, targets, compression, located, progress, respond):
         """Send every object to the last of ``targets`` (another is opened
-        and added when that association is lost); True if cancelled."""
+        and added when that association is lost); True if cancelled.
+        Objects the target takes in no syntax are logged once per reason
+        (a SOP class, or a SOP class and stored syntax) with their count."""
         asStored = self.resultHook is None and goesAsStored(self.compressionScripts, compression)
         upcoming = _ReadAhead(self.reader, self.workers, located,
                               self._converter(protocol, compression, self._destination(protocol, command)), asStored)
         lastPending = self.reactor.seconds()
+        unsent = Counter()  # reason -> objects not sent for it
         try:
             for position, stored in enumerate(located):
                 if protocol.isCancelled(command) or protocol.state != ESTABLISHED:
@@ -383,7 +387,7 @@ class RetrieveService:
                             return False
                         targets.append(target)
                     status = await self._sendOne(targets[-1], stored, data, compression,
-                                                 self._originator(protocol, command))
+                                                 self._originator(protocol, command), unsent)
                 progress.done(stored.sopInstanceUID, status)
                 if progress.remaining and self.reactor.seconds() - lastPending >= PENDING_INTERVAL:
                     lastPending = self.reactor.seconds()
@@ -391,6 +395,9 @@ class RetrieveService:
             return False
         finally:
             upcoming.close()
+            for reason, count in unsent.items():
+                self.log.warn("{operation}: {peer} {reason}: {count} objects of it not sent",
+                              operation=self.operation, peer=targets[-1].peerName(), reason=reason, count=count)
 
     def _converter(self, protocol, compression, destination):
         """``convert(stored, data) -> (stored, data)`` for each object read
@@ -428,8 +435,10 @@ class RetrieveService:
                 return stored, data
         return convert
 
-    async def _sendOne(self, target, stored, data, compression, originator):
-        """One C-STORE sub-operation; its status (None: not even sent)."""
+    async def _sendOne(self, target, stored, data, compression, originator, unsent):
+        """One C-STORE sub-operation; its status (None: not even sent).  One
+        the target takes in no syntax is counted in ``unsent`` (a
+        ``Counter``) under the reason, to be logged once."""
         if isinstance(stored, Missing):
             self.log.warn("{operation}: {uid} cannot be read: {reason}",
                           operation=self.operation, uid=stored.sopInstanceUID, reason=stored.reason)
@@ -437,9 +446,7 @@ class RetrieveService:
         syntaxes = choices(stored, target.acceptedSyntaxes(stored.sopClassUID), compression)
         if not syntaxes:
             closeIfStored(data)
-            self.log.warn("{operation}: {peer} takes {sopClass} in none of the syntaxes we can send "
-                          "{uid} in (stored as {stored})", operation=self.operation, peer=target.peerName(),
-                          sopClass=stored.sopClassUID, uid=stored.sopInstanceUID, stored=stored.transferSyntax)
+            unsent[self._refusal(target, stored)] += 1
             return None
         try:
             syntax, data, refusals = await convertToFirst(stored, data, syntaxes, self.workers,
@@ -472,6 +479,11 @@ class RetrieveService:
 
     def _describe(self, command):
         return ""
+
+    def _refusal(self, target, stored):
+        """Why ``target`` takes ``stored`` in no syntax we can send it in."""
+        return (f"takes {stored.sopClassUID} in none of the syntaxes we can send it in "
+                f"(stored as {stored.transferSyntax})")
 
     def _destination(self, protocol, command):
         """Where the objects go, ``%s`` of the converter lines: the requestor (C-GET)."""
@@ -630,6 +642,9 @@ class GetService(RetrieveService):
     async def _open(self, protocol, command, located):
         return _ReturnPath(protocol), protocol.association.compression
 
+    def _refusal(self, target, stored):
+        return target.refusal(stored.sopClassUID) or super()._refusal(target, stored)
+
 
 class _ReturnPath:
     """The requestor's association as the target of C-GET sub-operations:
@@ -642,6 +657,17 @@ class _ReturnPath:
         if sopClassUID not in self.protocol.association.rolesAsSCU:
             return {}
         return self.protocol.acceptedSyntaxes(sopClassUID)
+
+    def refusal(self, sopClassUID):
+        """Why no object of ``sopClassUID`` goes back in any syntax, or None:
+        the requestor must take the SCP role for its class (PS3.4 C.4.3.1)."""
+        association = self.protocol.association
+        if sopClassUID in association.rolesAsSCU:
+            return None
+        if any(sopClass == sopClassUID for sopClass, _ in association.contexts.values()):
+            return (f"did not take the SCP role for {sopClassUID} (an SCP/SCU Role Selection item, "
+                    f"PS3.7 D.3.3.4)")
+        return f"has no presentation context for {sopClassUID} (not proposed, or not accepted)"
 
     @property
     def state(self):

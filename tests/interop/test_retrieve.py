@@ -15,7 +15,7 @@ import pydicom
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
-from pynetdicom import AE
+from pynetdicom import AE, evt
 from twisted.trial import unittest
 
 from pacscore.testing.corpus import generateCorpus
@@ -40,6 +40,9 @@ def movescu(server, destination, level, keys, model="-S"):
 
 
 STUDY_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.2.2"
+STUDY_ROOT_GET = "1.2.840.10008.5.1.4.1.2.2.3"
+CT_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+MR_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
 RETIRED_US = "1.2.840.10008.5.1.4.1.1.6"
 
 
@@ -51,6 +54,28 @@ def moveAssociation(server, syntax=IMPLICIT):
     if not association.is_established:
         raise AssertionError("pacs refused the association")
     return association
+
+
+def getWithoutRoles(server, storageClass, keys):
+    """pynetdicom as a C-GET SCU proposing ``storageClass`` without an
+    SCP/SCU Role Selection item: the final response and how many C-STOREs
+    came."""
+    ae = AE(ae_title="GETTER")
+    ae.add_requested_context(STUDY_ROOT_GET)
+    ae.add_requested_context(storageClass)
+    stores = []
+
+    def store(event):
+        stores.append(event.request.AffectedSOPInstanceUID)
+        return 0x0000
+    association = ae.associate("127.0.0.1", server.port, ae_title=server.ae, evt_handlers=[(evt.EVT_C_STORE, store)])
+    if not association.is_established:
+        raise AssertionError("pacs refused the association")
+    try:
+        *_, (final, _) = association.send_c_get(keys, STUDY_ROOT_GET)
+    finally:
+        association.release()
+    return final, len(stores)
 
 
 def studyKeys(studyUID):
@@ -229,6 +254,25 @@ class RetrieveTests(unittest.TestCase):
         [received] = getObjects(self.server, self.workdir, "IMAGE", imageKeys(original))
         self.assertNotEqual(received.file_meta.TransferSyntaxUID, "1.2.840.10008.1.2.4.90")
         numpy.testing.assert_array_equal(pixels(received), pixels(original))
+
+    def test_getWithoutTheSCPRoleLogsThatOncePerClass(self):
+        """A C-GET whose requestor proposed CT Image Storage without taking
+        the SCP role (no role selection), or did not propose it, gets A702
+        with every object failed and none sent; the log says why, in one
+        line for the class with the count, not a syntax line per object."""
+        study = CORPUS.study("ACC0001")
+        count = sum(len(series.sopUIDs) for series in study.series)
+        for storageClass, reason in ((CT_STORAGE, f"did not take the SCP role for {CT_STORAGE}"),
+                                     (MR_STORAGE, f"has no presentation context for {CT_STORAGE}")):
+            logStart = len(self.server.log())
+            final, stored = getWithoutRoles(self.server, storageClass, studyKeys(study.uid))
+            self.assertEqual((final.Status, final.NumberOfCompletedSuboperations,
+                              final.NumberOfFailedSuboperations, stored), (0xA702, 0, count, 0))
+            log = self.server.log()[logStart:]
+            self.assertEqual(log.count(reason), 1, log)
+            self.assertIn(f"{reason} (", log)
+            self.assertIn(f"): {count} objects of it not sent", log)
+            self.assertNotIn("none of the syntaxes", log)
 
     def test_retiredStorageClassStoredAndRetrieved(self):
         """Retired Ultrasound Image Storage (1.2.840.10008.5.1.4.1.1.6), which

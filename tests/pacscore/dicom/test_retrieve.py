@@ -2,6 +2,7 @@
 syntax to send an object in, which status ends the retrieve."""
 
 import os
+from collections import Counter
 from types import SimpleNamespace
 
 from pydicom.dataset import Dataset
@@ -17,7 +18,7 @@ from pacscore.dicom.datasets import decodeDataset
 from pacscore.dicom.protocol import ESTABLISHED, AssociationLost
 from pacscore.dicom.retrieve import (
     SUBOPERATIONS_FAILED, SUCCESS, UNABLE_TO_CALCULATE_MATCHES, UNABLE_TO_PERFORM_SUBOPERATIONS, GetService,
-    MoveService, Progress, _ReadAhead, choices, contextsFor, convertToFirst)
+    MoveService, Progress, _ReadAhead, _ReturnPath, choices, contextsFor, convertToFirst)
 from pacscore.dicom.models import STUDY_ROOT_GET, STUDY_ROOT_MOVE
 from pacscore.dicom.storeddata import StoredData
 from pacscore.dicom.virtual import Fetched
@@ -148,6 +149,9 @@ class Target:
     def acceptedSyntaxes(self, sopClassUID):
         return self.accepted
 
+    def refusal(self, sopClassUID):
+        return None
+
     def store(self, data, sopClassUID, sopInstanceUID, syntax, originator):
         self.sent.append((data, syntax))
         return defer.succeed({commands.STATUS: SUCCESS})
@@ -170,9 +174,10 @@ class StoredDataTests(unittest.TestCase):
         self.addCleanup(self.stored.close)
         self.service = GetService(None, None, None, SyncWorkers(), "PACS", None)
 
-    def send(self, target, compression="as"):
+    def send(self, target, compression="as", unsent=None):
         return self.successResultOf(defer.ensureDeferred(
-            self.service._sendOne(target, self.ct, self.stored, compression, None)))
+            self.service._sendOne(target, self.ct, self.stored, compression, None,
+                                  Counter() if unsent is None else unsent)))
 
     def test_asStored(self):
         target = Target(self.syntax)
@@ -221,8 +226,13 @@ class StoredDataTests(unittest.TestCase):
         self.assertTrue(self.stored.file.closed)
 
     def test_notTaken(self):
-        self.assertIsNone(self.send(Target(MPEG2)))
+        """Counted under its reason, to be logged once for all such objects."""
+        unsent = Counter()
+        with capturedLogs() as events:
+            self.assertIsNone(self.send(Target(MPEG2), unsent=unsent))
         self.assertTrue(self.stored.file.closed)
+        self.assertEqual(unsent, {f"takes {CT} in none of the syntaxes we can send it in (stored as {self.syntax})": 1})
+        self.assertEqual(events, [])
 
 
 class ReadAheadTests(unittest.TestCase):
@@ -320,6 +330,73 @@ class Requestor:
 
     def isCancelled(self, command):
         return False
+
+
+class GetRequestor(Requestor):
+    """The association a C-GET came on: ``contexts`` accepted, the SCP role
+    taken for the classes of ``roles``."""
+
+    def __init__(self, contexts, roles):
+        self.association = SimpleNamespace(callingAE="GETTER", calledAE="PACS", compression=None,
+                                           contexts=dict(enumerate(contexts, 1)), rolesAsSCU=set(roles))
+        self.stored = []
+
+    def acceptedSyntaxes(self, abstract):
+        return {syntax: n for n, (sopClass, syntax) in self.association.contexts.items() if sopClass == abstract}
+
+    def store(self, data, sopClassUID, sopInstanceUID, syntax, originator):
+        self.stored.append(sopInstanceUID)
+        return defer.succeed({commands.STATUS: SUCCESS})
+
+    def peerName(self):
+        return "GETTER@127.0.0.1"
+
+
+class ReturnPathTests(unittest.TestCase):
+    """A C-GET's sub-operations go back only for the storage classes the
+    requestor took the SCP role for (PS3.4 C.4.3.1); one not sent for want
+    of the role, or of a context, is logged with that reason once per class
+    and retrieve, not once per object as a syntax mismatch."""
+
+    def get(self, requestor, located):
+        service = GetService(None, None, ObjectReader([], None), SyncWorkers(), "PACS", task.Clock())
+        progress = Progress(len(located))
+        with capturedLogs() as events:
+            cancelled = self.successResultOf(defer.ensureDeferred(service._send(
+                requestor, {}, [_ReturnPath(requestor)], None, located, progress, lambda *args, **kwargs: None)))
+        self.assertFalse(cancelled)
+        return progress, [formatEvent(e) for e in events]
+
+    def objects(self, sopClass, count):
+        syntax, data, _ = split("CT_small.dcm")
+        located = []
+        for n in range(count):
+            path = self.mktemp()
+            with open(path, "wb") as f:
+                f.write(data)
+            located.append(StoredObject(f"1.2.3.{n}", sopClass, path, syntax, 0, len(data)))
+        return located
+
+    def test_withoutTheSCPRole(self):
+        requestor = GetRequestor([(CT, EXPLICIT)], roles=())
+        progress, lines = self.get(requestor, self.objects(CT, 3))
+        self.assertEqual((progress.completed, progress.failed, requestor.stored), (0, 3, []))
+        self.assertEqual(lines, [f"C-GET: GETTER@127.0.0.1 did not take the SCP role for {CT} (an SCP/SCU Role "
+                                 f"Selection item, PS3.7 D.3.3.4): 3 objects of it not sent"])
+
+    def test_classNotProposed(self):
+        requestor = GetRequestor([(MR, EXPLICIT)], roles=[MR])
+        progress, lines = self.get(requestor, self.objects(CT, 2) + self.objects(MR, 1))
+        self.assertEqual((progress.completed, progress.failed, len(requestor.stored)), (1, 2, 1))
+        self.assertEqual(lines, [f"C-GET: GETTER@127.0.0.1 has no presentation context for {CT} (not proposed, "
+                                 f"or not accepted): 2 objects of it not sent"])
+
+    def test_roleButNoSyntaxFits(self):
+        requestor = GetRequestor([(CT, MPEG2)], roles=[CT])
+        progress, lines = self.get(requestor, self.objects(CT, 2))
+        self.assertEqual((progress.completed, progress.failed), (0, 2))
+        self.assertEqual(lines, [f"C-GET: GETTER@127.0.0.1 takes {CT} in none of the syntaxes we can send it in "
+                                 f"(stored as {EXPLICIT}): 2 objects of it not sent"])
 
 
 class ReassociationTests(unittest.TestCase):

@@ -7,7 +7,11 @@ interface of the running pacs for ``/cgi-bin/dgate?QUERY_STRING`` (at
 Conquest ``WebServerFor`` names on the default web port, else at the
 default) and
 writes the answer as a CGI answer: ``Status`` (when not 200), the content
-type and other headers, a blank line, the body.  So an existing Conquest
+type and other headers, a blank line, the body.  The POST body goes on a
+chunk at a time as standard input gives it, and the answer's body is written
+out as it comes (a page whose links name the script is changed whole: pages
+are small), so that neither holds a large zip or upload in memory and the
+web server gets the first bytes at once.  So an existing Conquest
 web set-up keeps working with pacs behind it.  With ``WebUsers`` set, the
 browser's login goes through (``HTTP_AUTHORIZATION``, which Apache sets
 under ``CGIPassAuth On``) and the server's challenge comes back; the
@@ -19,7 +23,9 @@ script engine", e.g. ``http://server/cgi-bin/dgate.exe``), else the web
 server's ``SCRIPT_NAME``, in place of pacs's own ``/cgi-bin/dgate``.
 """
 
+import http.client
 import ssl
+import sys
 import urllib.error
 import urllib.request
 
@@ -33,6 +39,7 @@ PASSED_HEADERS = ("content-type", "content-disposition", "cache-control", "acces
 PASSED_REQUEST_HEADERS = (("Content-Type", "CONTENT_TYPE"), ("Authorization", "HTTP_AUTHORIZATION"),
                           ("Host", "HTTP_HOST"), ("Origin", "HTTP_ORIGIN"), ("Sec-Fetch-Site", "HTTP_SEC_FETCH_SITE"))
 TIMEOUT = 600
+CHUNK = 1 << 16
 
 
 def isCGIRequest(argv, environ):
@@ -40,16 +47,51 @@ def isCGIRequest(argv, environ):
     return not argv and "QUERY_STRING" in environ and "GATEWAY_INTERFACE" in environ
 
 
-def _answer(write, status, reason, headers, body, script=SCRIPT):
+def _head(status, reason, headers, script):
+    """``(CGI header bytes, whether the body is a page whose links must
+    name script)`` of an answer."""
     lines = [] if status == 200 else [f"Status: {status} {reason}"]
     headers = [(name, value) for name, value in headers if name.lower() in PASSED_HEADERS]
+    page = False
     if script != SCRIPT:
         headers = [(name, value.replace(SCRIPT, script, 1) if name.lower() == "location" and value.startswith(SCRIPT)
                     else value) for name, value in headers]
-        if any(name.lower() == "content-type" and value.startswith("text/html") for name, value in headers):
-            body = _scriptNamed(body, script)
+        page = any(name.lower() == "content-type" and value.startswith("text/html") for name, value in headers)
     lines += [f"{name}: {value}" for name, value in headers]
-    write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"), page
+
+
+def _answer(write, status, reason, headers, body):
+    """The gateway's own answer (a 502) with ``body``."""
+    write(_head(status, reason, headers, SCRIPT)[0] + body)
+
+
+def _relay(write, answer, script):
+    """Write the server's ``answer`` (a response, or an HTTPError) as the
+    CGI answer: the headers, then the body as it arrives; 1 (and why on
+    standard error, the web server's log) when it broke off, else 0."""
+    head, page = _head(answer.status, answer.reason, answer.headers.items(), script)
+    try:
+        if page:
+            write(head + _scriptNamed(answer.read(), script))
+            return 0
+        write(head)
+        while chunk := answer.read1(CHUNK):
+            write(chunk)
+    except (http.client.HTTPException, OSError) as e:
+        print(f"dgate: the answer to {answer.url} broke off: {e!r}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _posted(stdin, length):
+    """The ``length`` bytes of a POST body from ``stdin``, a chunk at a time."""
+    while length > 0:
+        chunk = stdin.read(min(CHUNK, length))
+        if not chunk:
+            return
+        length -= len(chunk)
+        yield chunk
 
 
 def _scriptNamed(body, script):
@@ -84,7 +126,8 @@ def _webInterface(ini):
 
 def runCGI(ini, environ, stdin, write):
     """Pass the CGI request on to the server's web interface; 0, or 1 when
-    no server answered (the web server still gets a 502 answer)."""
+    no server answered (the web server still gets a 502 answer) or its
+    answer broke off."""
     try:
         secure, host, port, source = _webInterface(ini)
     except ValueError as e:
@@ -94,18 +137,20 @@ def runCGI(ini, environ, stdin, write):
     address = f"[{host}]" if ":" in host else host
     url = f"{'https' if secure else 'http'}://{address}:{port}{SCRIPT}?{environ.get('QUERY_STRING', '')}"
     method = environ.get("REQUEST_METHOD", "GET").upper()
-    body = stdin.read(int(environ.get("CONTENT_LENGTH") or 0)) if method == "POST" else None
     headers = {name: environ[variable] for name, variable in PASSED_REQUEST_HEADERS if environ.get(variable)}
+    body = None
+    if method == "POST":
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body, headers["Content-Length"] = _posted(stdin, length), str(length)
     context = ssl._create_unverified_context() if secure and host in LOOPBACK else None
     request = urllib.request.Request(url, data=body, method=method, headers=headers)
     script = _scriptAddress(ini, environ)
     try:
         with urllib.request.urlopen(request, timeout=TIMEOUT, context=context) as response:
-            _answer(write, response.status, response.reason, response.headers.items(), response.read(), script)
+            return _relay(write, response, script)
     except urllib.error.HTTPError as e:
-        _answer(write, e.code, e.reason, e.headers.items(), e.read(), script)
+        return _relay(write, e, script)
     except (urllib.error.URLError, OSError) as e:
         _answer(write, 502, "Bad Gateway", [("Content-Type", "text/plain")],
                 f"dgate: no pacs web interface at {host}:{port}, {source} ({getattr(e, 'reason', e)})\n".encode())
         return 1
-    return 0

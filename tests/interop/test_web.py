@@ -8,6 +8,7 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import urllib.error
 import urllib.parse
@@ -23,12 +24,20 @@ from twisted.trial import unittest
 
 from tests.interop.browser import renderedDOM, renderedFromElsewhere
 from tests.interop.server import BIN, PacsServer
+from tests.interop.test_storage import writeLargeMultiframe
 from tests.interop.test_worklist import worklistFind
 from tests.pacscore.web.test_scripted import SAMPLE_CQ
 
 CT = get_testdata_file("CT_small.dcm")
 RGB = get_testdata_file("examples_rgb_color.dcm")
 FRAMES = get_testdata_file("examples_ybr_color.dcm")
+
+
+# runs a command; its exit status, and on standard error the peak memory (kB) it needed
+PEAK_OF_CHILD = ("import resource, subprocess, sys\n"
+                 "status = subprocess.call(sys.argv[1:])\n"
+                 "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr)\n"
+                 "sys.exit(status)\n")
 
 
 def links(dom):
@@ -371,6 +380,46 @@ class CGIScriptTests(unittest.TestCase):
         rebound page's): its request is refused."""
         status, head, content = self.cgi("mode=querypatients", HTTP_HOST="evil.example")
         self.assertEqual((status, head[0]), (0, "Status: 421 Misdirected Request"))
+
+    def peakKilobytes(self, query, method="GET", posted=None):
+        """dgate's exit status, peak memory (kB) and output size, as a CGI
+        script asked ``query`` (``posted``: the path of a POST body), its
+        output read as a web server reads it.  dgate is started by a small
+        process that says its peak: a child of this one would count this
+        one's peak as its own."""
+        length = os.path.getsize(posted) if posted else 0
+        environment = dict(os.environ, GATEWAY_INTERFACE="CGI/1.1", QUERY_STRING=query, REQUEST_METHOD=method,
+                           CONTENT_LENGTH=str(length), CONTENT_TYPE="application/octet-stream")
+        with open(posted or os.devnull, "rb") as body, tempfile.TemporaryFile() as peak:
+            process = subprocess.Popen([sys.executable, "-c", PEAK_OF_CHILD, os.path.join(BIN, "dgate")], stdin=body,
+                                       stdout=subprocess.PIPE, stderr=peak, cwd=self.server.workdir, env=environment)
+            size = 0
+            while chunk := process.stdout.read(1 << 16):
+                size += len(chunk)
+            process.stdout.close()
+            status = process.wait(120)
+            peak.seek(0)
+            return status, int(peak.read().split()[-1]), size
+
+    def test_largeAnswersStreamed(self):
+        """A zip or DICOM file of 50 MB, or an upload of one, goes through
+        the gateway a chunk at a time: dgate needs no more memory than for
+        the top page (it held them whole, twice, and sent nothing until it
+        had all)."""
+        path = os.path.join(self.server.workdir, "large.dcm")
+        size = writeLargeMultiframe(path, "1.2.3.4.5.6.11", frames=100)
+        self.assertEqual(self.server.store(path).returncode, 0)
+        large = pydicom.dcmread(path, stop_before_pixels=True)
+        _, small, _ = self.peakKilobytes("mode=top")
+        for query in (f"mode=zipstudy&study=:{large.StudyInstanceUID}",
+                      f"mode=dicom&slice={large.PatientID}:{large.SOPInstanceUID}"):
+            status, peak, sent = self.peakKilobytes(query)
+            self.assertEqual(status, 0)
+            self.assertGreater(sent, size * 0.9, query)
+            self.assertLess(peak - small, 20 << 10, query)
+        status, peak, _ = self.peakKilobytes("mode=top", "POST", path)
+        self.assertEqual(status, 0)
+        self.assertLess(peak - small, 20 << 10, "POST")
 
     def test_noServer(self):
         self.server.stop()

@@ -7,12 +7,15 @@ page of another site that a user opens cannot read the archive through
 their browser (without ``WebUsers`` it would need no login to).
 
 An answer to a listed origin names it in ``Access-Control-Allow-Origin``
-with ``Vary: Origin`` (so that caches keep one answer per origin); an
+with ``Vary: Origin`` (so that caches keep one answer per origin) and lets
+its page read the ``Warning`` header (QIDO's "additional results"); an
 allowed CORS preflight (OPTIONS) also gets the request headers a viewer
-sends and how long to remember them.  Pages of the web interface itself
-are never shared.
+sends (those the preflight asks for among them) and how long to remember
+them.  A preflight is answered ``preflight``: 204 with the methods of the
+resource.  Pages of the web interface itself are never shared.
 """
 
+import re
 from urllib.parse import urlsplit
 
 from pacscore.config.errors import ConfigError
@@ -21,8 +24,10 @@ KEY = "WebAllowOrigins"
 ANY = "*"
 SHARED = (b"dicom-web", b"wado")
 DEFAULT_PORTS = {"http": 80, "https": 443}
-PREFLIGHT_HEADERS = (("Access-Control-Allow-Headers", "Accept, Content-Type, Authorization"),
-                     ("Access-Control-Max-Age", "86400"))
+ALLOWED_HEADERS = ("Accept", "Content-Type", "Authorization")
+MAX_AGE = ("Access-Control-Max-Age", "86400")
+EXPOSED = ("Access-Control-Expose-Headers", "Warning")
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # a header name (RFC 9110 5.1)
 
 
 def _origin(text):
@@ -71,15 +76,40 @@ class AllowedOrigins:
         origin = (request.getHeader(b"origin") or b"").decode("latin-1").strip()
         headers = [] if self.everyone else [("Vary", "Origin")]
         if self.everyone or _origin(origin) in self.origins:
-            headers.append(("Access-Control-Allow-Origin", ANY if self.everyone else origin))
+            headers += [("Access-Control-Allow-Origin", ANY if self.everyone else origin), EXPOSED]
             if request.method == b"OPTIONS" and request.getHeader(b"access-control-request-method") is not None:
-                headers.extend(PREFLIGHT_HEADERS)
+                headers += [("Access-Control-Allow-Headers", ", ".join(_allowedHeaders(request))), MAX_AGE]
         return headers
 
     def share(self, request):
         """Give the answer to ``request`` its CORS headers when it is one
         that may be shared (DICOMweb, WADO)."""
         first = request.postpath[0] if request.postpath else b""
-        if first in SHARED or (first == b"cgi-bin" and request.args.get(b"requestType", [b""])[0] == b"WADO"):
+        if first in SHARED or (first == b"cgi-bin" and asksForWado(request)):
             for name, value in self.headers(request):
                 request.setHeader(name, value)
+
+
+def _allowedHeaders(request):
+    """ALLOWED_HEADERS and those a preflight asks for (when all are header
+    names: a browser asks for no other)."""
+    asked = (request.getHeader(b"access-control-request-headers") or b"").decode("latin-1").split(",")
+    asked = [name.strip() for name in asked if name.strip()]
+    if not all(_TOKEN.fullmatch(name) for name in asked):
+        return ALLOWED_HEADERS
+    known = {name.lower() for name in ALLOWED_HEADERS}
+    return (*ALLOWED_HEADERS, *dict.fromkeys(name for name in asked if name.lower() not in known))
+
+
+def asksForWado(request):
+    """Whether ``request`` asks dgate for WADO-URI (``requestType=WADO``)."""
+    return request.args.get(b"requestType", [b""])[0] == b"WADO"
+
+
+def preflight(request, methods):
+    """Answer a CORS preflight (OPTIONS) of a resource answering ``methods``
+    (a list): 204, naming them; the CORS headers are ``share``'s."""
+    request.setResponseCode(204)
+    for name in ("Access-Control-Allow-Methods", "Allow"):
+        request.setHeader(name, ", ".join(methods))
+    return b""

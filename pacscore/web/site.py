@@ -6,7 +6,8 @@ Prometheus (``pacscore.web.metrics``), and ``/`` leads to the top page;
 with ``WebUsers`` set, all of it only for the users of that htpasswd file
 (``pacscore.web.logins``), without it only for the host names of ``pacscore.web.hostnames``
 (against DNS rebinding); which pages of other sites may read DICOMweb and WADO answers,
-``WebAllowOrigins`` says (``pacscore.web.sharing``).  Parameters without a value in the request take the
+``WebAllowOrigins`` says (``pacscore.web.sharing``; WADO answers their CORS preflights
+as DICOMweb does).  Parameters without a value in the request take the
 ``[webdefaults]`` of dicom.ini (``size``, ``dsize``, ``compress``,
 ``iconsize``, ``graphic``), read for each request, as are the scripted
 pages' sections: ``--read_ini:`` changes them for the next request.
@@ -31,14 +32,14 @@ from pacscore.web import browse, downloads, edits, images, procedures, remote, w
 from pacscore.web.answering import AnsweringResource, Folder
 from pacscore.web.answers import Parameters, WebError
 from pacscore.web.crossorigin import refuseCrossOrigin
-from pacscore.web.dicomweb.resource import DicomWebResource
+from pacscore.web.dicomweb.resource import DicomWebResource, allowed
 from pacscore.web.hostnames import HostNames, Misdirected
 from pacscore.web.html import SCRIPT
 from pacscore.web.forms import readPostedForm
 from pacscore.web.logins import PasswordFile, accessLogLine, guarded, webWriters
 from pacscore.web.metrics import MetricsResource
 from pacscore.web.scripted import ScriptedPages
-from pacscore.web.sharing import AllowedOrigins
+from pacscore.web.sharing import AllowedOrigins, asksForWado, preflight
 
 MODES = {**browse.MODES, **images.MODES, **remote.MODES, **downloads.MODES, **edits.MODES, **worklist.MODES,
          **procedures.MODES}
@@ -60,6 +61,13 @@ class DgateResource(AnsweringResource):
         self.archive = archive
         self.scripts = scripts
         self.wadoOnly = wadoOnly
+
+    def render(self, request):
+        """A CORS preflight (OPTIONS) of WADO is answered as DICOMweb's
+        are (that of a page refused as other methods are)."""
+        if request.method == b"OPTIONS" and (self.wadoOnly or asksForWado(request)):
+            return preflight(request, allowed(("GET",)))
+        return super().render(request)
 
     async def answer(self, request):
         refuseCrossOrigin(request)  # before a posted form is read

@@ -192,11 +192,11 @@ class WebInterfaceTests(unittest.TestCase):
         self.assertIn("web: 127.0.0.1 /cgi-bin/dgate?mode=querypatients&query=1%3D1: 400", self.server.log())
 
     def test_otherMethodsRefused(self):
-        """PUT, DELETE, PATCH, TRACE (and OPTIONS but on /dicom-web): a 405
+        """PUT, DELETE, PATCH, TRACE (and OPTIONS but on /dicom-web and /wado): a 405
         naming what is answered, and a log line; DICOMweb's and WADO's with their CORS header."""
         for path in ("/cgi-bin/dgate?mode=top", "/wado", "/metrics", "/dicom-web/studies"):
             for method in ("PUT", "DELETE", "PATCH", "TRACE", "OPTIONS"):
-                if method == "OPTIONS" and path.startswith("/dicom-web"):
+                if method == "OPTIONS" and path.startswith(("/dicom-web", "/wado")):
                     continue
                 request = urllib.request.Request(self.base + path, data=b"x", method=method)
                 with self.assertRaises(urllib.error.HTTPError) as caught:

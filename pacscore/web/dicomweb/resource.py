@@ -27,6 +27,7 @@ from pacscore.web.dicomweb.retrieve import (
     retrieveBulk, retrieveFrames, retrieveInstances, retrieveMetadata, retrieveRendered, retrieveThumbnail)
 from pacscore.web.dicomweb.search import search
 from pacscore.web.dicomweb.store import storeInstances
+from pacscore.web.sharing import preflight
 
 # A Host header's host (a name, an IPv4 address, a bracketed IPv6 one) and optional port
 # (a bare ':' is no port, RFC 3986 3.2.3).
@@ -167,10 +168,7 @@ class DicomWebResource(AnsweringResource):
 
     def render_OPTIONS(self, request):
         try:
-            methods = ", ".join(allowed(route(_segments(request))[0]))
+            methods = allowed(route(_segments(request))[0])
         except WebError:
             return self.render_GET(request)  # answers the path's 404 or 400
-        request.setResponseCode(204)
-        for name in ("Access-Control-Allow-Methods", "Allow"):
-            request.setHeader(name, methods)
-        return b""
+        return preflight(request, methods)

@@ -179,6 +179,24 @@ class GuardedSiteTests(DicomWebTestCase):
         self.assertEqual(allowed.header("access-control-allow-origin"), "*")
 
     @defer.inlineCallbacks
+    def test_wadoPreflight(self):
+        """WADO-URI (/wado, dgate's requestType=WADO) answers the preflight
+        of a viewer that logs in as DICOMweb does: without it the browser
+        never sends the request for the image."""
+        for path in ("/wado?requestType=WADO&studyUID=1&seriesUID=2&objectUID=3",
+                     "/cgi-bin/dgate?requestType=WADO&studyUID=1&seriesUID=2&objectUID=3",
+                     "/cgi-bin/dgate.exe?requestType=WADO&studyUID=1&seriesUID=2&objectUID=3"):
+            preflight = yield self.get(path, method=b"OPTIONS", headers=[
+                ("origin", "http://viewer.example"), ("access-control-request-method", "GET"),
+                ("access-control-request-headers", "authorization")])
+            self.assertEqual((path, preflight.code), (path, 204))
+            self.assertEqual(preflight.header("access-control-allow-methods"), "GET, HEAD, OPTIONS")
+            self.assertEqual(preflight.header("access-control-allow-origin"), "*")
+            self.assertIn("authorization", preflight.header("access-control-allow-headers").lower())
+        pages = yield self.get("/cgi-bin/dgate?mode=top", method=b"OPTIONS")
+        self.assertEqual(pages.code, 405)
+
+    @defer.inlineCallbacks
     def test_passwordCheckedOnceOffTheReactor(self):
         """bcrypt runs in the reactor's thread pool (not the I/O pool), and
         once per password: the next requests with it are let in from a

@@ -67,6 +67,28 @@ class ListedOriginsTests(SharingTestCase):
         self.assertIn("Authorization", answer[3])
 
     @defer.inlineCallbacks
+    def test_requestedHeaders(self):
+        """A listed origin's preflight may ask for other headers than
+        Accept, Content-Type and Authorization (a viewer's Cache-Control):
+        they are allowed too; its answers let it read the Warning (QIDO's
+        "additional results", an ignored parameter)."""
+        asked = (("access-control-request-method", "GET"),
+                 ("access-control-request-headers", "authorization,accept,cache-control, x-requested-with"))
+        for path in ("/dicom-web/studies", "/wado?requestType=WADO"):
+            answer = yield self.cors(path, VIEWER, b"OPTIONS", asked)
+            self.assertEqual((path, answer[:2]), (path, (204, VIEWER)))
+            self.assertEqual({name.strip().lower() for name in answer[3].split(",")},
+                             {"accept", "content-type", "authorization", "cache-control", "x-requested-with"})
+        answer = yield self.cors("/dicom-web/studies", VIEWER, b"OPTIONS", (
+            ("access-control-request-method", "GET"), ("access-control-request-headers", "a b, c\x7f")))
+        self.assertEqual(answer[3], "Accept, Content-Type, Authorization")
+        found = yield self.fetch("/studies?_=123", headers=[("origin", VIEWER)])
+        self.assertEqual(found.header("access-control-expose-headers"), "Warning")
+        self.assertIsNotNone(found.header("warning"))
+        answer = yield self.cors("/dicom-web/studies", EVIL, b"OPTIONS", asked)
+        self.assertEqual(answer[3], None)
+
+    @defer.inlineCallbacks
     def test_otherOrigins(self):
         for origin in (EVIL, "null", VIEWER + ".evil.example", "http://viewer.example.org", "https://viewer.example.org:8443"):
             for path in self.paths():

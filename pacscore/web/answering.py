@@ -66,7 +66,7 @@ class AnsweringResource(resource.Resource):
         request.setHeader(b"Content-Type", answer.contentType.encode("utf-8"))
         for name, value in answer.headers:
             request.setHeader(name.encode("utf-8"), value.encode("utf-8"))
-        request.setResponseCode(answer.status, _reason(answer.status))
+        request.setResponseCode(answer.status, reason(answer.status))
         if isinstance(answer, StreamAnswer):
             return defer.ensureDeferred(self._stream(answer, request, finished))
         request.setHeader(b"Content-Length", str(len(answer.body)).encode())
@@ -111,11 +111,6 @@ class AnsweringResource(resource.Resource):
                 request.unregisterProducer()
             request.finish()
 
-    def errorAnswer(self, error):
-        """The Answer of a WebError: a page saying its message."""
-        body = page(f"error {error.code}", Markup(f"<p id=\"error\">{escape(error.message)}</p>"))
-        return Answer(body.encode("utf-8"), HTML, error.headers, status=error.code)
-
     def _failed(self, failure, request, finished):
         if failure.check(WebError):
             error = failure.value
@@ -125,7 +120,13 @@ class AnsweringResource(resource.Resource):
             self.log.failure("web: {peer} {uri} failed", failure, peer=_peer(request), uri=_uri(request))
             error = WebError(500, "the server failed to answer this request; its log says why")
         if not finished:
-            self._write(self.errorAnswer(error), request, finished)
+            self._write(errorPage(error), request, finished)
+
+
+def errorPage(error):
+    """The Answer of a WebError: a page saying its message."""
+    body = page(f"error {error.code}", Markup(f"<p id=\"error\">{escape(error.message)}</p>"))
+    return Answer(body.encode("utf-8"), HTML, error.headers, status=error.code)
 
 
 async def _doneWith(answer):
@@ -157,7 +158,7 @@ def clientLeft(request):
     return bool(request.answerEnded)
 
 
-def _reason(status):
+def reason(status):
     """The reason phrase of ``status``: twisted.web's, or Python's for
     those twisted.web does not know (421, 422)."""
     return http.RESPONSES.get(status) or HTTPStatus(status).phrase.encode("ascii")

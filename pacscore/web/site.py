@@ -31,6 +31,7 @@ from pacscore.control.registry import CommandRegistry
 from pacscore.web import browse, downloads, edits, images, procedures, remote, wado, worklist
 from pacscore.web.answering import AnsweringResource, Folder
 from pacscore.web.answers import Parameters, WebError
+from pacscore.web.channel import PacsChannel
 from pacscore.web.crossorigin import refuseCrossOrigin
 from pacscore.web.dicomweb.resource import DicomWebResource, allowed
 from pacscore.web.hostnames import HostNames, Misdirected
@@ -91,10 +92,13 @@ class DgateResource(AnsweringResource):
 
 
 class PacsSite(server.Site):
-    """The web interface's site: before any resource (the login too)
-    sees a request, one for a host name ``hosts`` (a HostNames, None: any
-    name) does not accept is refused, and the others get the CORS headers
-    ``origins`` (an AllowedOrigins) give them."""
+    """The web interface's site, on PacsChannel (a 414 for a request line
+    too long): before any resource (the login too) sees a request, one
+    for a host name ``hosts`` (a HostNames, None: any name) does not
+    accept is refused, and the others get the CORS headers ``origins`` (an
+    AllowedOrigins) give them."""
+
+    protocol = PacsChannel
 
     def __init__(self, root, origins, hosts, **kwargs):
         super().__init__(root, **kwargs)

@@ -1,12 +1,18 @@
-"""Whether a DA or TM value is a real date or time (PS3.5 6.2), as HL7
+"""Whether a DA, TM or DT value is a real date or time (PS3.5 6.2), as HL7
 orders and the web's worklist editor check them: DA is YYYYMMDD, a day
 the calendar has; TM is HH, HHMM, HHMMSS or HHMMSS.F to HHMMSS.FFFFFF,
-hours 00-23, minutes 00-59, seconds 00-60 (a leap second)."""
+hours 00-23, minutes 00-59, seconds 00-60 (a leap second); DT is
+YYYY[MM[DD[HH[MM[SS[.F{1-6}]]]]]] with an optional offset from UTC
+(&ZZXX, -1200 to +1400).  ``isRangeMatch`` says whether a C-FIND (or
+QIDO) value of one of them is one value or a range of them (PS3.4
+C.2.2.2.5), as QIDO searches check them."""
 
 import datetime
 import re
 
 _TIME = re.compile(r"([0-9]{2})(?:([0-9]{2})(?:([0-9]{2})(?:\.[0-9]{1,6})?)?)?")
+_DATE_TIME = re.compile(r"([0-9]{4})(?:([0-9]{2})(?:([0-9]{2})(?:([0-9]{2})(?:([0-9]{2})(?:([0-9]{2})"
+                        r"(?:\.[0-9]{1,6})?)?)?)?)?)?(?:([+-])([0-9]{2})([0-9]{2}))?")
 TIME_LIMITS = (23, 59, 60)  # hours, minutes, seconds
 
 
@@ -26,3 +32,35 @@ def isTime(value):
     match = _TIME.fullmatch(value)
     return match is not None and all(
         int(part) <= limit for part, limit in zip(match.groups(), TIME_LIMITS) if part is not None)
+
+
+def isDateTime(value):
+    """Whether ``value`` is a DT of a real date and time."""
+    match = _DATE_TIME.fullmatch(value)
+    if match is None:
+        return False
+    year, month, day, *times, sign, hours, minutes = match.groups()
+    try:
+        datetime.date(int(year), int(month or 1), int(day or 1))
+    except ValueError:
+        return False
+    if any(int(part) > limit for part, limit in zip(times, TIME_LIMITS) if part is not None):
+        return False
+    return sign is None or (int(minutes) < 60 and -1200 <= int(sign + hours + minutes) <= 1400)
+
+
+CHECKS = {"DA": isDate, "TM": isTime, "DT": isDateTime}
+
+
+def isRangeMatch(value, vr):
+    """Whether ``value`` is one DA, TM or DT (``vr``) or a range ``a-b`` of
+    them, either end (not both) left open; a DT's ``-`` may also be that of
+    its offset from UTC."""
+    isValue = CHECKS[vr]
+    if isValue(value):
+        return True
+    for at in (position for position, character in enumerate(value) if character == "-"):
+        start, end = value[:at], value[at + 1:]
+        if (start or end) and (not start or isValue(start)) and (not end or isValue(end)):
+            return True
+    return False

@@ -36,6 +36,7 @@ from pydicom.datadict import dictionary_VR, tag_for_keyword
 
 from pacscore.db.query import (
     SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, UNSPLIT_VRS, QueryKey, levelIndex)
+from pacscore.dicom.datetimes import isRangeMatch
 from pacscore.dicom.identifiers import (
     INSTANCE_AVAILABILITY, QUERY_RETRIEVE_LEVEL, SPECIFIC_CHARACTER_SET, BadIdentifier, MatchEncoder, Request, checkKeys,
     findIdentifier)
@@ -73,6 +74,8 @@ _UNSUPPORTED_MATCHING = {"fuzzymatching": LITERAL, "emptyvaluematching": NO_EMPT
                          "multiplevaluematching": NO_MULTIPLE_VALUE_MATCHING}
 _CONTROL = frozenset(("includefield", "limit", "offset", "accept", "charset", *_UNSUPPORTED_MATCHING))
 _UNQUOTABLE = re.compile(r'[^ !#-\[\]-~]')  # what a Warning's quoted text cannot hold as it is
+RANGE_FORMATS = {"DA": "date (DA, YYYYMMDD)", "TM": "time (TM, HHMMSS.FFFFFF)",
+                 "DT": "date and time (DT, YYYYMMDDHHMMSS.FFFFFF&ZZXX)"}
 
 
 def hexTag(text):
@@ -200,8 +203,12 @@ def _filterValue(name, vr, values):
     """The C-FIND value of the ``values`` of the filter ``name``: those of
     a repeated parameter (as dicomweb-client sends a list) joined with
     ``\\`` to match any of them, as the ``,`` of a UID list is; WebError
-    400 for a repeated text (LT, ST, UT, UR), whose one value may hold a ``\\``."""
+    400 for a repeated text (LT, ST, UT, UR), whose one value may hold a ``\\``,
+    or for a date or time that is not one (or a range of them)."""
     values = [value.strip() for value in values]
+    for value in (part for value in values for part in value.split("\\")):
+        if vr in RANGE_FORMATS and value and not isRangeMatch(value, vr):
+            raise WebError(400, f"{name} must be a {RANGE_FORMATS[vr]} or a range of them, not {value!r}")
     if vr in UNSPLIT_VRS:
         if len(values) > 1:
             raise WebError(400, f"{name} matches one text: it cannot be repeated")

@@ -52,6 +52,38 @@ class SearchTests(DicomWebTestCase):
             self.assertEqual((query, sorted(values(m, "00100020")[0] for m in found.json())), (query, expected))
 
     @defer.inlineCallbacks
+    def test_datesAndTimes(self):
+        """A DA, TM or DT filter is one value or a range of them (either end
+        open); anything else (a DT end on a date, a year, text) is a 400
+        saying why, with a log line, where it found nothing or left out the
+        day it named."""
+        both = ["PAT0000", "PAT0001"]
+        for query, expected in (("StudyDate=20240102", both), ("StudyDate=20240102-", both),
+                                ("StudyDate=-20240101", []), ("StudyDate=20240101-20240103", both),
+                                ("StudyDate=", both), ("StudyTime=101500", both), ("StudyTime=10-11", both),
+                                ("StudyTime=1016-", []), ("StudyDate=20240103&StudyDate=20240102", both),
+                                ("AcquisitionDateTime=20240102101500.5%2B0100-", both),
+                                ("AcquisitionDateTime=2024-202401021015-0500", both)):
+            found = yield self.fetch(f"/studies?{query}")
+            self.assertEqual((query, found.code), (query, 200))
+            self.assertEqual((query, sorted(values(m, "00100020")[0] for m in found.json())), (query, expected))
+        with capturedLogs() as events:
+            for query, why in (("StudyDate=20240102T000000-", "StudyDate must be a date (DA, YYYYMMDD)"),
+                               ("StudyDate=abc", "not 'abc'"), ("StudyDate=2024", "not '2024'"),
+                               ("StudyDate=20240230", "not '20240230'"), ("StudyDate=-", "not '-'"),
+                               ("StudyDate=20240102&StudyDate=x", "not 'x'"),
+                               ("SeriesDate=20240102--20240103", "SeriesDate must be"),
+                               ("StudyTime=2500", "StudyTime must be a time (TM, HHMMSS.FFFFFF)"),
+                               ("StudyTime=10:15", "not '10:15'"),
+                               ("AcquisitionDateTime=20241301", "AcquisitionDateTime must be a date and time (DT"),
+                               ("AcquisitionDateTime=20240102%2B2500", "not '20240102+2500'")):
+                found = yield self.fetch(f"/studies?{query}")
+                self.assertEqual((query, found.code), (query, 400))
+                self.assertIn(why.encode(), found.body.replace(b"&#x27;", b"'"), query)
+        self.assertTrue(any(event.get("code") == 400 and event.get("uri", "").endswith("StudyDate=abc")
+                            for event in events))
+
+    @defer.inlineCallbacks
     def test_repeatedFilters(self):
         """A filter repeated (as dicomweb-client sends a list) matches any of
         its values, as a list in one value does; a repeated text (LT, ST,

@@ -1,8 +1,11 @@
 """The pages that show the archive (Conquest's CGI modes): ``top`` (status
 and search forms), ``querypatients``, ``querystudies``, ``queryseries``,
 ``queryallimages`` and ``queryimages`` (the local index, each row linking to
-the level below), ``showconfig``, ``showsops`` (dgatesop.lst) and ``showdb``
-(dicom.sql).  They only read
+the level below; a series also to the viewer mode ``[webdefaults] viewer``
+names), ``showconfig``, ``showsops`` (dgatesop.lst) and ``showdb``
+(dicom.sql), and Conquest's viewer modes (``VIEWERS``: ``seriesviewer``,
+``serversideviewer`` ...), which all show ``series=patid:uid`` with the
+slice viewer an image at a time.  They only read
 (the pages that change the archive are ``pacscore.web.edits``).
 
 A list selects with Conquest's ``query`` text and search fields
@@ -21,7 +24,7 @@ from pydicom.uid import UID
 from pacscore.config.secrets import isSecret
 from pacscore.control import status
 from pacscore.db.drivers import redacted
-from pacscore.db.query import PATIENT_ID, SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, QueryKey
+from pacscore.db.query import EXACT, PATIENT_ID, SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, QueryKey
 from pacscore.web.answers import WebError, htmlAnswer
 from pacscore.web.converting import convertedKeys, keptRows, resultFilter
 from pacscore.web.logins import loginAE
@@ -31,13 +34,17 @@ from pacscore.control.finders import (
     SERIES_DESCRIPTION, SERIES_NUMBER, SEX, SOP, SOP_CLASS, STUDY, STUDY_DATE, STUDY_DESCRIPTION)
 from pacscore.control.stored import LOCAL
 from pacscore.web.html import SCRIPT, Markup, image, join, link, table, text, url
-from pacscore.web.images import ROWS, hasPixels, viewerURL
+from pacscore.web.images import ROWS, hasPixels, sliceParts, viewerURL
+from pacscore.web.objects import uid
 from pacscore.web.querytext import ColumnNames, QueryTextError, parseQueryText, quoted, searchKeys
 from pacscore.web.remote import destinations, pushAllowed
 
 SERIES_TIME = (0x00080031, "TM")
 MOST_THUMBNAILS = 50  # as Conquest's queryimages
 MOST_ROWS = 1000  # rows of a list page unless max= says otherwise
+# Conquest's viewer modes ([webdefaults] viewer names one): here all pacs's slice viewer of a series
+VIEWERS = ("seriesviewer", "seriesviewer2", "serversideviewer", "noviewer", "aiviewer")
+DEFAULT_VIEWER = "serversideviewer"  # as the manual's dicom.ini
 
 
 def _selection(archive, parameters):
@@ -50,11 +57,12 @@ def _selection(archive, parameters):
         raise WebError(400, str(e)) from e
 
 
-async def _find(archive, parameters, level, shown):
-    """``[{tag: value}]`` of the entities at ``level`` the request selects,
-    with the ``shown`` ((tag, vr), ...) values, after the query converters."""
+async def _find(archive, parameters, level, shown, fixed=()):
+    """``[{tag: value}]`` of the entities at ``level`` the request (and
+    the keys ``fixed``) selects, with the ``shown`` ((tag, vr), ...)
+    values, after the query converters."""
     keys = {tag: QueryKey(tag, vr, "") for tag, vr in shown}
-    for key in _selection(archive, parameters):
+    for key in (*_selection(archive, parameters), *fixed):
         keys[key.tag] = key
     caller = loginAE(parameters.user)
     converted = await convertedKeys(archive, caller, level, list(keys.values()))
@@ -85,10 +93,10 @@ def _caption(what, found, parameters):
     return caption
 
 
-async def _page(archive, parameters, level, shown, make):
+async def _page(archive, parameters, level, shown, make, fixed=()):
     """The page ``make(archive, parameters, found)`` makes (in the I/O pool)
-    of the matches at ``level`` with the ``shown`` values."""
-    found = await _find(archive, parameters, level, shown)
+    of the matches at ``level`` (of the keys ``fixed`` too) with the ``shown`` values."""
+    found = await _find(archive, parameters, level, shown, fixed)
     return await archive.workers.deferToWorker(make, archive, parameters, found)
 
 
@@ -145,6 +153,7 @@ async def querySeries(archive, parameters):
 
 
 def _seriesPage(archive, parameters, found):
+    viewer = parameters.get("viewer").strip() or DEFAULT_VIEWER
     rows = []
     for match in _first(found, parameters):
         query = _seriesQuery(match)
@@ -152,7 +161,8 @@ def _seriesPage(archive, parameters, found):
         rows.append([match[PATIENT_ID], match[PATIENT_NAME[0]], match[SERIES_NUMBER[0]], match[SERIES_DATE[0]],
                      match[SERIES_TIME[0]], link(url("queryallimages", query=query),
                                                  match[SERIES_DESCRIPTION[0]] or "(no description)"),
-                     match[MODALITY[0]], link(url("queryimages", query=query), "thumbs"),
+                     match[MODALITY[0]], join(link(url("queryimages", query=query), "thumbs"), " ",
+                                              link(url(viewer, series=series), "view")),
                      _actions(archive, parameters, url("zipseries", series=series),
                               url("seriesmover", series=series, studyuid=match[STUDY_INSTANCE_UID]),
                               url("seriesdeleter", series=series))])
@@ -216,6 +226,34 @@ def _icon(match, size, graphic):
         return image(url("slice", slice=_slice(match), size=size, graphic=graphic), title, title=title)
     name = UID(match[SOP_CLASS[0]]).name or "no pixel data"
     return Markup(f"<span class=\"nopixels\" title=\"{text(title)}\">[{text(name)}]</span>")
+
+
+async def seriesViewer(archive, parameters):
+    """A viewer mode of Conquest (VIEWERS) for ``series=patid:uid``: the
+    slice viewer of its image ``n`` (from 1, by image number; the first
+    when not given), with links to the first, previous, next and last."""
+    patientID, _, value = parameters.get("series").strip().rpartition(":")
+    keys = [QueryKey(SERIES_INSTANCE_UID, "UI", uid(value, "the series UID"))]
+    if patientID:
+        keys.append(QueryKey(PATIENT_ID, EXACT, patientID))  # as written: "A*3" is a Patient ID
+    return await _page(archive, parameters, "IMAGE", IMAGE_VALUES, _viewerPage, keys)
+
+
+def _viewerPage(archive, parameters, found):
+    images = sorted((match for match in found if hasPixels(match)), key=_byInstanceNumber)
+    series = parameters.get("series").strip()
+    if not images:
+        raise WebError(404, f"no stored images of series {series}")
+    n = parameters.number("n", 1, low=1, high=len(images))
+    mode = parameters.get("mode").strip().lower()
+    same = {"series": series, "size": parameters.get("size"), "graphic": parameters.get("graphic"),
+            "lw": parameters.get("lw")}
+    steps = [link(url(mode, **same, n=step), label) for step, label in ((1, "first"), (n - 1, "previous"),
+                                                                        (n + 1, "next"), (len(images), "last"))
+             if 1 <= step <= len(images) and step != n]
+    return htmlAnswer(f"series {series}", join(Markup("<p id=\"position\">"), f"image {n} of {len(images)}",
+                                               *(part for step in steps for part in (" ", step)), Markup("</p>")),
+                      *sliceParts(_slice(images[n - 1]), parameters, mode, series=series, n=n))
 
 
 def _shownValue(key, value):
@@ -296,4 +334,5 @@ MODES = {
     "showconfig": showConfig,
     "showsops": showSops,
     "showdb": showDb,
+    **{mode: seriesViewer for mode in VIEWERS},
 }

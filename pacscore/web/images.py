@@ -4,7 +4,8 @@ level/window[/frame]), ``dicom`` (the Part-10 file, downsized to ``dsize``
 and in compression ``compress``, in its own syntax when the image cannot
 take that one, as a forward sends it; the stored file streamed when neither
 changes it), ``sliceviewer`` (a page showing the
-slice, with a form for level, window and frame) and ``headerdump``."""
+slice, with a form for level, window and frame; its parts, ``sliceParts``,
+show the images of the series viewers too) and ``headerdump``."""
 
 from functools import partial
 
@@ -127,6 +128,14 @@ async def dicom(archive, parameters):
 async def sliceViewer(archive, parameters):
     reference = parameters.get("slice")
     await _slicePath(archive, parameters)
+    return htmlAnswer(f"slice {reference}", *sliceParts(reference, parameters, "sliceviewer", slice=reference))
+
+
+def sliceParts(reference, parameters, mode, **hidden):
+    """The parts of a slice viewer page of the image ``reference``
+    (patid:sop): its picture at the request's size, graphic and lw, a
+    form changing lw that asks for ``mode`` with ``hidden`` (name: value)
+    again, links to its header and file."""
     level, window, frame = levelWindowFrame(parameters.get("lw"))
     size, graphic = parameters.number("size", DEFAULT_SIZE), parameters.get("graphic")
     lw = f"{level}/{window}/{frame}"
@@ -135,16 +144,15 @@ async def sliceViewer(archive, parameters):
                   onload="document.getElementById('shape').textContent = this.naturalWidth + ' x ' + "
                          "this.naturalHeight + ' pixels'",
                   onerror="document.getElementById('shape').textContent = 'the image cannot be shown'")
+    fields = {"mode": mode, **hidden, "size": size, "graphic": graphic}
     form = Markup(
-        f"<form action=\"{SCRIPT}\" method=\"get\"><input type=\"hidden\" name=\"mode\" value=\"sliceviewer\">"
-        f"<input type=\"hidden\" name=\"slice\" value=\"{text(reference)}\">"
-        f"<input type=\"hidden\" name=\"size\" value=\"{size}\">"
-        f"<input type=\"hidden\" name=\"graphic\" value=\"{text(graphic)}\">"
-        f"<label>Level/window/frame <input name=\"lw\" value=\"{lw}\" size=16></label> "
+        f"<form action=\"{SCRIPT}\" method=\"get\">"
+        + "".join(f"<input type=\"hidden\" name=\"{name}\" value=\"{text(value)}\">" for name, value in fields.items())
+        + f"<label>Level/window/frame <input name=\"lw\" value=\"{lw}\" size=16></label> "
         "<input type=\"submit\" value=\"Show\"></form>")
-    return htmlAnswer(f"slice {reference}", shown, Markup("<p id=\"shape\"></p>"), form,
-                      join(Markup("<p>"), link(url("headerdump", slice=reference), "header"), " | ",
-                           link(url("dicom", slice=reference), "DICOM file"), Markup("</p>")))
+    return (shown, Markup("<p id=\"shape\"></p>"), form,
+            join(Markup("<p>"), link(url("headerdump", slice=reference), "header"), " | ",
+                 link(url("dicom", slice=reference), "DICOM file"), Markup("</p>")))
 
 
 async def headerDump(archive, parameters):

@@ -452,7 +452,8 @@ class PackagedDefaultsTests(unittest.TestCase):
         self.assertEqual(ini.sectionNames(), ["sscscp", "webdefaults", "DICOMwebServers", "DICOMTLSNodes"])
         self.assertEqual(ini.items("DICOMwebServers") + ini.items("DICOMTLSNodes"), [])  # examples, commented out
         self.assertEqual(dict(ini.items("webdefaults")),
-                         {"size": "512", "dsize": "0", "compress": "un", "iconsize": "48", "graphic": "jpg"})
+                         {"size": "512", "dsize": "0", "compress": "un", "iconsize": "48", "graphic": "jpg",
+                          "viewer": "serversideviewer"})
         expected = {"SQLite": "1", "Postgres": "0", "MySQL": "0", "MAGDevices": "1",
                     "IncomingCompression": "as", "DroppedFileCompression": "as",
                     "EnableComputedFields": "1", "ExportConverters": "0", "ImportConverters": "0",

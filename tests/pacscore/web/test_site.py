@@ -8,6 +8,7 @@ import random
 import re
 import zipfile
 from html import unescape
+from urllib.parse import parse_qsl
 
 import numpy as np
 import pydicom
@@ -69,6 +70,41 @@ class BrowseTests(WebTestCase):
         png = yield get(self.resource, images.links()[0] + "&graphic=png")
         self.assertIn('<input type="hidden" name="graphic" value="png">', png.text,
                       "the Level/window form keeps the picture format")
+
+    @defer.inlineCallbacks
+    def test_seriesViewers(self):
+        """Conquest's viewer modes show a series (series=patid:uid) with the
+        slice viewer, an image at a time by image number, with links to the
+        others that keep the level/window; the series list's "view" links go
+        to the mode [webdefaults] viewer names (serversideviewer, as the
+        manual's dicom.ini, without one)."""
+        image = self.corpus[0]
+        series = f"{image.patientID}:{image.seriesUID}"
+        inSeries = [each.sopUID for each in self.corpus if each.seriesUID == image.seriesUID]  # by image number
+        for mode in ("seriesviewer", "seriesviewer2", "serversideviewer", "noviewer", "aiviewer"):
+            page = yield get(self.resource, mode=mode, series=series)
+            self.assertEqual((mode, page.code), (mode, 200))
+            self.assertIn('id="slice"', page.text)
+            self.assertIn("image 1 of 3", page.text)
+            self.assertIn(f'<input type="hidden" name="mode" value="{mode}">', page.text)
+        last = yield get(self.resource, mode="serversideviewer", series=series, n="3", lw="40/400/0")
+        picture = dict(parse_qsl(last.images()[0].split("?", 1)[1]))
+        self.assertEqual((picture["mode"], picture["lw"]), ("slice", "40/400/0"))
+        self.assertEqual(picture["slice"], f"{image.patientID}:{inSeries[2]}")
+        steps = [dict(parse_qsl(target.split("?", 1)[1])) for target in last.links() if "mode=serversideviewer" in target]
+        self.assertEqual([(step["n"], step["lw"]) for step in steps], [("1", "40/400/0"), ("2", "40/400/0")])
+        for wrong, code in (({"series": series, "n": "4"}, 400), ({"series": f"{image.patientID}:1.2.3"}, 404),
+                            ({"series": "PAT0000:not a uid"}, 400), ({}, 400)):
+            page = yield get(self.resource, mode="seriesviewer", **wrong)
+            self.assertEqual((wrong, page.code), (wrong, code))
+        listed = yield get(self.resource, mode="queryseries")
+        views = [target for target in listed.links() if "mode=serversideviewer" in target]
+        self.assertEqual(len(views), 4)
+        view = yield get(self.resource, views[0])
+        self.assertIn("image 1 of 3", view.text)
+        self.running.configuration.ini.set("viewer", "seriesviewer2", "webdefaults")
+        listed = yield get(self.resource, mode="queryseries")
+        self.assertEqual(len([target for target in listed.links() if "mode=seriesviewer2&" in target]), 4)
 
     @defer.inlineCallbacks
     def test_zipAndPushLinks(self):
@@ -468,6 +504,7 @@ class DamagedRequestTests(WebTestCase):
             f"mode=sliceviewer&slice=:{image.sopUID}&lw=1/2/0",
             f"mode=dicom&slice=:{image.sopUID}&compress=j2&dsize=16",
             f"mode=zipseries&series={image.patientID}:{image.seriesUID}",
+            f"mode=serversideviewer&series={image.patientID}:{image.seriesUID}&n=2&lw=40/400/0",
             f"mode=seriesfinder&study=:{image.studyUID}",
             f"requestType=WADO&studyUID={image.studyUID}&seriesUID={image.seriesUID}&objectUID={image.sopUID}"
             "&contentType=image/png&rows=16&windowCenter=40&windowWidth=400&frameNumber=1",

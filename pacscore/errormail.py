@@ -12,7 +12,8 @@ mail server with; ``MailFromName`` the sender, default
 ``MOST_LINES`` lines and says how many more there were.  The SMTP exchange
 may take ``MailWaitTime`` seconds; a mail that cannot be sent is logged
 as a warning (which is not mailed) and dropped.  What is still collected
-when pacs stops is sent before it ends.
+when pacs stops is sent before it ends (the service tree stops this
+service after the others, so their errors while they stop are in it).
 """
 
 import re
@@ -22,6 +23,7 @@ from email.message import EmailMessage
 from email.utils import formatdate
 
 from twisted.application import service
+from twisted.internet import task
 from twisted.logger import LogLevel, Logger, formatEvent, globalLogPublisher
 from twisted.mail import smtp
 
@@ -113,9 +115,12 @@ class ErrorMail(service.Service):
                       recipients=", ".join(self.recipients), host=self.host, port=self.port)
 
     def stopService(self):
+        """Stop collecting, and send what was collected once the errors
+        already observed, still on their way to ``_collect``
+        (``callFromThread``), have reached it."""
         super().stopService()
         self.publisher.removeObserver(self.observe)
-        return self.flush()
+        return task.deferLater(self.reactor, 0, self.flush)
 
     def observe(self, event):
         """The log observer (any thread): collect an error event (not one

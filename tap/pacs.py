@@ -5,8 +5,9 @@
 
 ``Options`` reads the configuration and builds one ``Archive`` and the
 service tree, so that any configuration error stops start-up with a message,
-not a traceback.  ``makeService`` returns that MultiService: the
-TroubleLog and UserLog files (``pacscore.logfiles``), the DICOM
+not a traceback.  ``makeService`` returns that tree (a ``ServiceTree``):
+the TroubleLog and UserLog files (``pacscore.logfiles``) and the error
+mail, which stop only after all the others have stopped, then the DICOM
 listener (and a second one, for TLS, when asked), the HL7 MLLP listener, the
 web interface and the control port (strports endpoints, so ``ssl:``, ``unix:`` and pacs's own
 ``mtls:`` work too), the HL7 drop folder's timer and the service that runs
@@ -19,7 +20,7 @@ import os
 from typing import NamedTuple
 
 from twisted.application import internet, service
-from twisted.internet import endpoints
+from twisted.internet import defer, endpoints
 from twisted.internet import reactor as globalReactor
 from twisted.logger import Logger
 from twisted.python import usage
@@ -154,6 +155,38 @@ class Options(usage.Options):
         return ControlSettings(description, secret, requireSecret, ini.getint("QuitGracePeriod", QUIT_GRACE_PERIOD))
 
 
+class ServiceTree(service.MultiService):
+    """The top of the service tree: the ``observers`` of what the server
+    logs (the TroubleLog and UserLog files, the error mail), then
+    ``served``, a MultiService of all the other services.  It starts them
+    in that order, and stops them in reverse, each once the one after it
+    has finished stopping (MultiService would stop them all at once): so
+    the observers still get what the others log while they stop (the
+    C-STOREs answered during QuitGracePeriod, a forward or retrieve
+    that fails), and the log files what the error mail logs of its last
+    mail."""
+
+    log = Logger()
+
+    def __init__(self, observers):
+        service.MultiService.__init__(self)
+        for observer in observers:
+            observer.setServiceParent(self)
+        self.served = service.MultiService()
+        self.served.setServiceParent(self)
+
+    def stopService(self):
+        service.Service.stopService(self)
+        return defer.ensureDeferred(self._stopInTurn())
+
+    async def _stopInTurn(self):
+        for child in reversed(list(self)):
+            try:
+                await defer.maybeDeferred(child.stopService)
+            except Exception:
+                self.log.failure("stopping {service} failed", service=type(child).__name__)
+
+
 class ArchiveService(service.MultiService):
     """Prepares the archive when the application starts, then starts its
     children, the export queue runner (``Archive.exportService``), the
@@ -236,13 +269,13 @@ def makeService(options):
 def serviceTree(options):
     """Build the service tree of parsed ``options`` (which hold the Archive)."""
     archive = options.archive
-    top = service.MultiService()
-    for logFile in logFiles(archive.configuration):  # first of all: they see what the others log
-        logFile.setServiceParent(top)
+    observers = logFiles(archive.configuration)
     errorMail = ErrorMail.fromIni(archive.configuration.ini, archive.reactor, f"pacs {archive.aeTitle}")
-    if errorMail is not None:  # before the others: it starts before and stops after them, seeing their errors
-        errorMail.setServiceParent(top)
-    ArchiveService(archive).setServiceParent(top)
+    if errorMail is not None:  # stops before the log files, which see what it logs of its last mail
+        observers.append(errorMail)
+    top = ServiceTree(observers)
+    served = top.served
+    ArchiveService(archive).setServiceParent(served)
     dicom = options["dicom"] or f"tcp:{archive.tcpPort}"
     raiseFileLimit()
     dicomFactory = archive.dicomFactory()
@@ -264,7 +297,7 @@ def serviceTree(options):
                 listener.warning = _webWarning(description, archive.configuration.ini.get("WebUsers", "").strip())
             listeners.append(listener)
     for listener in listeners:
-        listener.setServiceParent(top)
+        listener.setServiceParent(served)
     control = options.control
     archive.endpoints = [listener.description for listener in listeners] + ([control.endpoint] if control else [])
     if control is not None:
@@ -272,10 +305,10 @@ def serviceTree(options):
         ListeningService("control port", control.endpoint,
                          options.endpoint("control", "ControlEndpoint", control.endpoint),
                          ControlFactory(archive, archive.reactor, control.secret, control.requireSecret,
-                                        stopInOrder)).setServiceParent(top)
+                                        stopInOrder)).setServiceParent(served)
     dropFolder = internet.TimerService(archive.hl7DropInterval, archive.hl7DropFolder.scan)
     dropFolder.clock = archive.reactor
-    dropFolder.setServiceParent(top)
+    dropFolder.setServiceParent(served)
     return top
 
 

@@ -4,12 +4,14 @@ not have) and movescu (to a destination acrnema.map does not list) leave
 their lines in the two files, in Conquest's form."""
 
 import os
+import subprocess
 
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from twisted.trial import unittest
 
-from tests.interop.server import PacsServer, dcmtk
+from pacscore.testing.corpus import generateCorpus
+from tests.interop.server import PacsServer, acknowledgedBy, dcmtk, dcmtkTool
 from tests.interop.test_forwarding import waitFor
 from tests.interop.test_retrieve import movescu
 
@@ -46,3 +48,22 @@ class LogFilesTests(unittest.TestCase):
                          "not in acrnema.map")
         self.assertNotIn("PacsTrouble.log", os.listdir(server.workdir))
         self.assertNotIn("C-STORE", server.log(), "no line per object in the server log")
+
+    def test_aStopUnderLoadKeepsTheUserLogWhole(self):
+        """SIGTERM while storescu sends: the user log has a line for every
+        C-STORE answered Success, those answered during the stop too."""
+        server = PacsServer(self.mktemp())
+        server.start()
+        self.addCleanup(server.stop)
+        user = os.path.join(server.workdir, "PacsUser.log")
+        images = generateCorpus(self.mktemp(), patients=1, studiesPerPatient=1, seriesPerStudy=1,
+                                imagesPerSeries=300)
+        storescu = subprocess.Popen(
+            [dcmtkTool("storescu"), "-v", "-aec", "PACS", "127.0.0.1", str(server.port), *(i.path for i in images)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ, TCP_NODELAY="1"))
+        waitFor(lambda: os.path.exists(user) and len(lines(user)) >= 10, message="the first stores")
+        before = len(lines(user))
+        server.stop()
+        acknowledged = acknowledgedBy([storescu])
+        self.assertGreater(len(acknowledged), before, "stores answered during the stop")
+        self.assertEqual(len(lines(user)), len(acknowledged))

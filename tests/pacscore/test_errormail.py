@@ -73,7 +73,9 @@ class ErrorMailTests(unittest.TestCase):
 
     def test_stoppingSendsWhatWasCollected(self):
         self.log.error("last words")
-        self.successResultOf(defer.maybeDeferred(self.mail.stopService))
+        stopping = self.mail.stopService()
+        self.clock.advance(0)
+        self.successResultOf(stopping)
         self.assertEqual(len(self.sent), 1)
         self.log.error("after the end")
         self.clock.advance(120)

@@ -1,21 +1,27 @@
 """``twistd pacs``: its options, its help, start-up errors."""
 
+import email
 import os
 import random
 import socket
 import subprocess
 import sys
+from email import policy
 
 from sqlalchemy import select
 from twisted.application import service
 from twisted.internet import defer, task
-from twisted.logger import LogLevel, capturedLogs, formatEvent
+from twisted.logger import LogLevel, Logger, capturedLogs, formatEvent, globalLogPublisher
 from twisted.python import usage
 from twisted.trial import unittest
 
+from pacscore.config.ini import DicomIni
+from pacscore.config.loader import Configuration
+from pacscore.errormail import ErrorMail
+from pacscore.logfiles import logFiles, userEvents
 from pacscore.storage.space import MEGABYTE, Nightly, ThresholdClean
 from pacscore.testing.mutations import mutated
-from tap.pacs import ArchiveService, ListeningService, Options
+from tap.pacs import ArchiveService, ListeningService, Options, ServiceTree
 from tests.interop.server import BIN, CONFIG_FILES, PacsServer
 from tests.pacscore.control.running import RunningArchive
 
@@ -243,7 +249,7 @@ class ConfigurationValueTests(unittest.TestCase):
             options = Options()
             options.parseOptions(args)
             self.addCleanup(options.archive.engine.dispose)
-            [archiveService] = [child for child in options.services if isinstance(child, ArchiveService)]
+            [archiveService] = [child for child in options.services.served if isinstance(child, ArchiveService)]
             self.assertEqual([child.name for child in archiveService if isinstance(child, Nightly)], expected)
 
     @defer.inlineCallbacks
@@ -254,7 +260,7 @@ class ConfigurationValueTests(unittest.TestCase):
         options = Options()
         options.parseOptions(args + ["--dicom", "tcp:0:interface=127.0.0.1"])
         self.addCleanup(options.archive.engine.dispose)
-        [dicom] = [child for child in options.services
+        [dicom] = [child for child in options.services.served
                    if isinstance(child, ListeningService) and child.description.startswith("tcp:0")]
         dicom.startService()
         port = yield dicom._waitingForPort
@@ -292,7 +298,7 @@ class ConfigurationValueTests(unittest.TestCase):
             options = Options()
             options.parseOptions(args + extra)
             self.addCleanup(options.archive.engine.dispose)
-            [archiveService] = [child for child in options.services if isinstance(child, ArchiveService)]
+            [archiveService] = [child for child in options.services.served if isinstance(child, ArchiveService)]
             with capturedLogs() as events:
                 archiveService.startService()
             yield archiveService.stopService()
@@ -425,3 +431,94 @@ class ArchiveServiceTests(unittest.TestCase):
             cleaner.startService()
             return archiveService.archive.workers.deferToWorker(cleaner.checkFromThread)
         return self.stopDuringAClean({"MAGDeviceThreshold": "1"}, start)
+
+
+class ThreadedClock(task.Clock):
+    """A Clock whose callFromThread runs the call at its next turn, as the
+    reactor runs the calls of other threads."""
+
+    def callFromThread(self, f, *args, **kwargs):
+        self.callLater(0, f, *args, **kwargs)
+
+
+class LoggingStop(service.Service):
+    """A service whose stop takes 10 s of ``clock`` and then logs, to
+    ``publisher``, a C-STORE answered, a warning and an error."""
+
+    def __init__(self, clock, publisher):
+        self.clock = clock
+        self.log = Logger(namespace="pacscore.dicom.protocol", observer=publisher)
+
+    def stopService(self):
+        service.Service.stopService(self)
+        return task.deferLater(self.clock, 10, self.logWhileStopping)
+
+    def logWhileStopping(self):
+        Logger(observer=userEvents).info("{callingAE}: C-STORE", operation="C-STORE", callingAE="STORESCU")
+        self.log.warn("stopping: the forwards still under way after 10 s")
+        self.log.error("C-MOVE: C-STORE to SLOWPEER failed")
+
+
+class ServiceTreeTests(unittest.TestCase):
+    """The log files and the error mail stop only after the other services
+    have stopped, getting what they log while they stop."""
+
+    def setUp(self):
+        self.clock = ThreadedClock()
+        self.publisher = globalLogPublisher  # the error mail logs a mail that failed there
+        self.workdir = os.path.abspath(self.mktemp())
+        os.makedirs(self.workdir)
+        ini = DicomIni.fromString("[sscscp]\nTroubleLog = trouble.log\nUserLog = user.log\n")
+        self.logFiles = logFiles(Configuration(ini, None, None, None, self.workdir, self.workdir,
+                                               os.path.join(self.workdir, "dicom.ini")), self.publisher)
+        self.sent = []
+
+    def lines(self, name):
+        with open(os.path.join(self.workdir, name), encoding="utf-8") as f:
+            return [line[25:] for line in f.read().splitlines()]
+
+    def stopped(self, observers):
+        """Start and stop a ServiceTree of ``observers`` whose one other
+        service is a ``LoggingStop``; check the stop waited for it."""
+        tree = ServiceTree(observers)
+        LoggingStop(self.clock, self.publisher).setServiceParent(tree.served)
+        tree.startService()
+        stopping = tree.stopService()
+        self.clock.advance(9)
+        self.assertNoResult(stopping)
+        self.clock.advance(1)
+        self.successResultOf(stopping)
+        self.assertFalse([child for child in tree if child.running])
+
+    def test_theLogFilesGetWhatTheOthersLogWhileTheyStop(self):
+        self.stopped(self.logFiles)
+        self.assertEqual(self.lines("user.log"), ['"C-Store","STORESCU        "'])
+        self.assertEqual(self.lines("trouble.log"), ["*** stopping: the forwards still under way after 10 s",
+                                                     "*** C-MOVE: C-STORE to SLOWPEER failed"])
+
+    def send(self, host, sender, recipients, message, senderDomainName, port):
+        self.sent.append(email.message_from_bytes(message, policy=policy.default).get_content())
+        return defer.fail(OSError("connection refused"))
+
+    def test_errorsLoggedWhileTheOthersStopAreMailed(self):
+        """Even those still on their way from the thread that logged them;
+        the log files get the warning of a last mail that failed."""
+        errorMail = ErrorMail(self.clock, "smtp.example", ["ops@example"], publisher=self.publisher, send=self.send)
+        self.stopped(self.logFiles + [errorMail])
+        [message] = self.sent
+        self.assertIn("[pacscore.dicom.protocol] C-MOVE: C-STORE to SLOWPEER failed", message)
+        self.assertEqual(self.lines("trouble.log")[2:],
+                         ["*** error messages could not be mailed through smtp.example:25: connection refused"])
+
+    def test_aStopThatFailsIsLoggedAndTheOthersStillStop(self):
+        class Broken(service.Service):
+            def stopService(self):
+                service.Service.stopService(self)
+                raise OSError("stuck")
+        tree = ServiceTree(self.logFiles)
+        Broken().setServiceParent(tree)
+        tree.startService()
+        self.successResultOf(tree.stopService())
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+        self.assertEqual(self.lines("trouble.log"), ["*** stopping Broken failed: stuck"])
+        self.assertFalse([child for child in tree if child.running])

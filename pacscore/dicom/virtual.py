@@ -7,8 +7,9 @@ C-FIND: the query goes to every listed archive as well, and their matches
 are added to ours, one per entity (the unique key of the level; ours
 first), with our AE title as the Retrieve AE Title.  C-MOVE and C-GET:
 before any object is sent, each listed archive is asked (C-FINDs from the
-retrieve's level down to IMAGE, each with the unique keys above it, as
-strictly hierarchical archives want) which of the objects it selects it
+retrieve's level, or the level below a key above it that the retrieve
+names, such as a Patient ID, down to IMAGE, each with the unique keys
+above it, as strictly hierarchical archives want) which of the objects it selects it
 holds that are not here, and moves them here (a C-MOVE to our AE title, which
 the other archive must know): by lists of SOP Instance UIDs or, when
 more than ``VirtualPerSeriesN`` objects are to be fetched (0, the
@@ -151,6 +152,11 @@ def _text(dataset, keyword):
     return str(dataset.get(keyword, "") or "").strip()
 
 
+def _named(value):
+    """Whether a key of ``fetch`` (a value or a list) holds a value."""
+    return any(value) if isinstance(value, list) else bool(value)
+
+
 def _single(value):
     """A key the match did not echo: the request's, unless it was a list."""
     return value if isinstance(value, str) else ""
@@ -281,18 +287,28 @@ class VirtualServers:
 
     async def _remoteImages(self, protocol, findClass, level, keys):
         """The ``RemoteImage``s an archive holds of a retrieve at ``level``
-        with ``keys`` (unique keys by keyword), asked level by level from
-        there down, each query with the unique keys of every level above
-        it (what strictly hierarchical archives require)."""
+        with ``keys`` (unique keys by keyword), asked level by level down to
+        IMAGE, each query with the unique keys of every level above it (what
+        strictly hierarchical archives require).  The walk starts below the
+        lowest level above ``level`` that ``keys`` names (a Patient ID in
+        Study Root too, which then goes with the STUDY query), else at
+        ``level``: a retrieve named by keys above its level (a STUDY or
+        SERIES move by Patient ID alone) selects the same objects there as
+        here."""
         levels = ("PATIENT",) + LEVELS if findClass == PATIENT_ROOT_FIND else LEVELS
         if level not in levels:
             raise VirtualServerError(f"Query/Retrieve Level {level!r}")
+        allLevels = ("PATIENT",) + LEVELS
+        named = [at for at in allLevels[:allLevels.index(level)] if _named(keys.get(UNIQUE_KEYS[at]))]
+        start = levels.index(allLevels[allLevels.index(named[-1]) + 1]) if named else levels.index(level)
         found = [keys]
-        for depth in range(levels.index(level), len(levels)):
+        for depth in range(start, len(levels)):
             below = []
             for known in found:
                 request = Dataset()
                 request.QueryRetrieveLevel = levels[depth]
+                if levels[depth] == "STUDY" and findClass == STUDY_ROOT_FIND and _named(known.get("PatientID")):
+                    request.PatientID = known["PatientID"]
                 for at in levels[:depth + 1]:
                     setattr(request, UNIQUE_KEYS[at], known.get(UNIQUE_KEYS[at], ""))
                 for match in await self._find(protocol, findClass, request):

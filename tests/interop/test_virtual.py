@@ -22,7 +22,7 @@ from tests.interop.index import column
 from tests.interop.peers import DcmqrscpServer, StorescpServer
 from tests.interop.server import PacsServer, dcmtk
 from tests.interop.test_find import findscu
-from tests.interop.test_retrieve import getSeries, movescu
+from tests.interop.test_retrieve import getObjects, getSeries, movescu
 from tests.interop.test_web import httpGet
 
 AS_STORED = 'multipart/related; type="application/dicom"; transfer-syntax=*'
@@ -99,6 +99,29 @@ class VirtualServerTests(unittest.TestCase):
         self.assertIn("6 object(s) fetched from virtual servers deleted", self.front.log())
         self.assertFalse({i.sopUID for i in self.byPatient[self.there]}
                          & set(column(self.front.database, "DICOMImages", "SOPInstanceUID")))
+
+    def test_retrieveByPatientIDFetchesThatPatientOnly(self):
+        """A Study Root C-MOVE at STUDY level and a C-GET at SERIES level
+        named by Patient ID alone fetch that patient's objects, not every
+        object BACKEND holds."""
+        other = []
+        for n in range(2):
+            ds = makeDataset("OTHER", "Other^Patient", generate_uid(), generate_uid(), generate_uid(), 1, n + 1)
+            other.append(os.path.join(self.workdir, f"other{n}.dcm"))
+            ds.save_as(other[-1], enforce_file_format=True)
+        self.assertEqual(self.backend.store(*other).returncode, 0)
+        self.viewer.start()
+        self.addCleanup(self.viewer.stop)
+        self.startFront()
+        result = movescu(self.front, DESTINATION, "STUDY", {"PatientID": self.there})
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        received = {pydicom.dcmread(path).SOPInstanceUID for path in self.viewer.files()}
+        self.assertEqual(received, {i.sopUID for i in self.byPatient[self.there]})
+        self.assertIn("virtual server BACKEND: 6 object(s) fetched", self.front.log())
+        received = getObjects(self.front, self.workdir, "SERIES", {"PatientID": self.both})
+        self.assertEqual({ds.SOPInstanceUID for ds in received}, {i.sopUID for i in self.byPatient[self.both]})
+        self.assertEqual(self.front.log().count("object(s) fetched"), 1, "the get had all it asked for here")
+        self.assertNotIn("OTHER", column(self.front.database, "DICOMPatients", "PatientID"))
 
     def test_dicomWebSeesAndFetchesTheBackend(self):
         """QIDO-RS on FRONT lists BACKEND's studies too (one per study,
@@ -227,6 +250,17 @@ class HierarchicalBackendTests(unittest.TestCase):
         received = {pydicom.dcmread(os.path.join(out, name)).SOPInstanceUID for name in os.listdir(out)}
         self.assertEqual(received, {image.sopUID for image in images})
         self.assertIn(f"virtual server {self.backend.aet}: 4 object(s) fetched", self.front.log())
+
+    def test_getByPatientIDFromAStrictlyHierarchicalArchive(self):
+        """A Study Root STUDY get named by Patient ID alone asks the
+        patient's studies (the Patient ID in the STUDY query, which
+        dcmqrscp takes), then their series: that patient's objects only."""
+        images = self.store(patients=2, studiesPerPatient=1, seriesPerStudy=2, imagesPerSeries=1)
+        patientID = images[0].patientID
+        received = getObjects(self.front, self.workdir, "STUDY", {"PatientID": patientID})
+        expected = {image.sopUID for image in images if image.patientID == patientID}
+        self.assertEqual({ds.SOPInstanceUID for ds in received}, expected)
+        self.assertIn(f"virtual server {self.backend.aet}: 2 object(s) fetched", self.front.log())
 
     def test_findWithoutTheUniqueKey(self):
         """A query that does not ask for the level's unique key still gets

@@ -154,8 +154,23 @@ class VirtualServerTests(unittest.TestCase):
         self.assertEqual(images[0], RemoteImage("P1", "1", "1.1", "1.1.1"))
         self.assertEqual([(sopClass, r.QueryRetrieveLevel, r.StudyInstanceUID, r.get("SeriesInstanceUID"),
                            "PatientID" in r) for sopClass, r in asked],
-                         [(STUDY_ROOT_FIND, "STUDY", "1", None, False), (STUDY_ROOT_FIND, "SERIES", "1", "", False),
+                         [(STUDY_ROOT_FIND, "STUDY", "1", None, True), (STUDY_ROOT_FIND, "SERIES", "1", "", False),
                           (STUDY_ROOT_FIND, "IMAGE", "1", "1.1", False), (STUDY_ROOT_FIND, "IMAGE", "1", "1.2", False)])
+
+    def test_remoteImagesNarrowedByTheKeysAboveTheLevel(self):
+        """A Study Root SERIES retrieve named by Patient ID alone asks the
+        patient's studies first, a Patient Root IMAGE retrieve named by
+        Patient ID and Study UID the study's series: not every series or
+        object of the archive."""
+        servers, asked = self.answering(lambda request: [])
+        self.successResultOf(defer.ensureDeferred(servers._remoteImages(
+            None, STUDY_ROOT_FIND, "SERIES", {"PatientID": "P1", "StudyInstanceUID": "", "SeriesInstanceUID": ""})))
+        self.successResultOf(defer.ensureDeferred(servers._remoteImages(
+            None, PATIENT_ROOT_FIND, "IMAGE", {"PatientID": "P1", "StudyInstanceUID": "1", "SeriesInstanceUID": "",
+                                               "SOPInstanceUID": ""})))
+        self.assertEqual([(sopClass, r.QueryRetrieveLevel, r.get("PatientID"), r.StudyInstanceUID)
+                          for sopClass, r in asked],
+                         [(STUDY_ROOT_FIND, "STUDY", "P1", ""), (PATIENT_ROOT_FIND, "SERIES", "P1", "1")])
 
     def test_fetchAsksWithTheRetrievesUIDList(self):
         servers, asked = self.answering(lambda request: [])

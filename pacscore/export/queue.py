@@ -67,6 +67,8 @@ LEVEL_NAMES = {"PATIENT": "Patient ID", "STUDY": "Study Instance UID", "SERIES":
                "IMAGE": "SOP Instance UID"}
 ACTIONS = ("forward", "get", "delete", "process", "prefetch")
 REMOTE_ACTIONS = ("forward", "get")  # those with a destination AE; the others are local
+EXPORT_RETRIES = "MaximumExportRetries"
+DELAYED_RETRIES = "MaximumDelayedFetchForwardRetries"
 FETCHES = ("get", "prefetch")  # actions that bring objects in (or read them): collected even when retried
 LOCAL = None  # the lane of the local actions (see ``laneOf``)
 
@@ -245,8 +247,8 @@ class ExportQueue:
         MaximumDelayedFetchForwardRetries and ForwardCollectDelay of
         dicom.ini."""
         ini = configuration.ini
-        maximum = retryLimit(ini, "MaximumExportRetries", DEFAULT_MAXIMUM_RETRIES)
-        delayed = retryLimit(ini, "MaximumDelayedFetchForwardRetries", maximum)
+        maximum = retryLimit(ini, EXPORT_RETRIES, DEFAULT_MAXIMUM_RETRIES)
+        delayed = retryLimit(ini, DELAYED_RETRIES, maximum)
         return cls(index, rules, retryDelay=ini.getint("RetryDelay", DEFAULT_RETRY_DELAY),
                    maximumRetries=maximum, delayedRetries=delayed,
                    collectDelay=ini.getint("ForwardCollectDelay", DEFAULT_COLLECT_DELAY), mirrored=mirrored,
@@ -496,7 +498,7 @@ class ExportQueue:
             return self._fail(connection, self.forwards, actionId, error, now, 0)
         row = connection.execute(select(self.forwards.c.Level, self.forwards.c.Action)
                                  .where(self.forwards.c.id == actionId)).first()
-        delayed = row is not None and (row.Level != "IMAGE" or row.Action in FETCHES)
+        delayed = row is not None and retryLimitKey(row.Level, row.Action) == DELAYED_RETRIES
         limit = self.delayedRetries if delayed else self.maximumRetries
         return self._fail(connection, self.forwards, actionId, error, now, limit)
 
@@ -551,6 +553,13 @@ class ExportQueue:
         with self.engine.connect() as connection:
             return [(_action(row), row.LastError)
                     for row in connection.execute(select(f).where(condition).order_by(f.c.id))]
+
+
+def retryLimitKey(level, action):
+    """The dicom.ini key whose number of retries an action (its ``level``
+    and ``action``) gets: the collected ones (patient, study, series) and
+    the fetches use ``MaximumDelayedFetchForwardRetries``."""
+    return DELAYED_RETRIES if level != "IMAGE" or action in FETCHES else EXPORT_RETRIES
 
 
 def laneOf(action):

@@ -65,7 +65,7 @@ from pacscore.control.shutdown import QUIT_GRACE_PERIOD
 from pacscore.converters.context import ConverterContext, Outcome
 from pacscore.export.actions import LocalActions
 from pacscore.export.forwarder import Forwarder, Interrupted, Undelivered
-from pacscore.export.queue import FAILED, LOCAL, ActionBuffer, JobOutcome, laneOf
+from pacscore.export.queue import EXPORT_RETRIES, FAILED, LOCAL, ActionBuffer, JobOutcome, laneOf, retryLimitKey
 from pacscore.export.spool import discard, isSpooled, spoolFolder
 from pacscore.storage.mirror import MIRROR_COPY
 from pacscore.workers import STOP_GRACE, WorkerPool
@@ -249,7 +249,7 @@ class ExportService(service.Service):
                 if outcome.error is not None:
                     self.log.warn("{job} of {uid} failed ({error}){final}", uid=job.sopInstanceUID, error=outcome.error,
                                   job="mirror copy" if job.converter == MIRROR_COPY else f"{job.converter}: export",
-                                  final="; given up (see MaximumExportRetries)" if state == FAILED else
+                                  final=f"; given up (see {EXPORT_RETRIES})" if state == FAILED else
                                   "; will retry")
         finally:
             self._jobsRunning = False
@@ -393,7 +393,7 @@ class ExportService(service.Service):
                       destination="(local)" if local else action.destination, error=error,
                       final="; given up, not retried (a delete of the patient queued after it waits while it "
                             "is in the table; dgate --retryforwards puts it back)" if giveUp else
-                      "; given up (see MaximumExportRetries)" if state == FAILED else
+                      f"; given up (see {retryLimitKey(action.level, action.action)})" if state == FAILED else
                       f"; will retry, holding {'local actions' if local else action.destination} off "
                       f"for {self.failHoldOff} s")
 

@@ -230,6 +230,25 @@ class RunnerTests(unittest.TestCase):
         self.assertEqual(self.successResultOf(self.service.retryFailed("A")), 1)
         self.assertEqual(self.forwarder.delivered, [("A", "a0")])
 
+    def test_aGivenUpActionNamesTheKeyOfItsLimit(self):
+        """An image forward gives up after MaximumExportRetries, a patient
+        forward and a get after MaximumDelayedFetchForwardRetries: the log
+        line names the one that applied."""
+        self.queue.delayedRetries = 0
+        self.forwarder.down.update(("A", "C", "G"))
+        self.queue.addForward("A", "IMAGE", Target("PAT1", "1.2.3", "1.2.3.1", "a0"))
+        self.queue.addForward("C", "PATIENT", Target("PAT1", "", "", ""), notBefore=0)
+        self.queue.addForward("G", "IMAGE", Target("PAT1", "1.2.3", "1.2.3.1", "g0"), action="get")
+        with capturedLogs() as events:
+            self.service.startService()
+            for _ in range(3):
+                self.reactor.advance(100)
+        givenUp = sorted(formatEvent(event) for event in events if "given up" in formatEvent(event))
+        self.assertEqual(givenUp, [
+            "forward of image a0 to A failed: A is down; given up (see MaximumExportRetries)",
+            "forward of patient PAT1 to C failed: C is down; given up (see MaximumDelayedFetchForwardRetries)",
+            "get of image g0 from G failed: G is down; given up (see MaximumDelayedFetchForwardRetries)"])
+
     def test_stopFinishesTheActionUnderWayAndLeavesTheRestQueued(self):
         """A stop waits for the action being sent, records it, and sends
         none of the lane's other actions: they stay queued, to go after

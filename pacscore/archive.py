@@ -17,6 +17,7 @@ from twisted.logger import Logger
 
 from pacscore.codecs.syntaxes import isSupportedCode, unencodable
 from pacscore.config.errors import ConfigError
+from pacscore.config.unsupported import warnOfIgnoredKeys
 from pacscore.control.inprocess import commandOutput
 from pacscore.control.maintenance import InterruptedRegen
 from pacscore.control.registry import CommandRegistry as ControlCommands
@@ -174,6 +175,7 @@ class Archive:
             serverCommands=serverCommands)
         self.luaEvents = LuaEvents.fromConfiguration(configuration, self.converterServices, self.commands,
                                                      self.workers, reactor)
+        warnOfIgnoredKeys(self.log, configuration)
         self.query = IndexQuery(
             self.index.tables, configuration.layout,
             sortOrders={level: ini.get(f"{level.capitalize()}QuerySortOrder", "")

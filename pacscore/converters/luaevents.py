@@ -40,6 +40,7 @@ converter names ...) do not run here: start-up warns of those that are set.
 from twisted.application import internet, service
 from twisted.logger import Logger
 
+from pacscore.config.unsupported import warnOfKeys
 from pacscore.converters.context import ConverterContext, Outcome
 from pacscore.converters.lua import LuaArguments, LuaInlineCommand
 from pacscore.dicom.commands import asDataset, fromDataset
@@ -86,10 +87,8 @@ class LuaEvents(service.MultiService):
             else:
                 others.append(key)
         if others:
-            cls.log.warn("{path}:{line}: [lua] {keys}: these Conquest Lua event scripts are not supported here and "
-                         "do not run ({events} and {last} do)", path=configuration.iniPath,
-                         line=ini.lineOf(others[0], SECTION), keys=", ".join(others),
-                         events=", ".join(EVENTS[:-1]), last=EVENTS[-1])
+            warnOfKeys(cls.log, configuration, others, SECTION, "these Conquest Lua event scripts are not supported "
+                       f"here and do not run ({', '.join(EVENTS[:-1])} and {EVENTS[-1]} do)")
         return cls(scripts, services, registry, workers, clock)
 
     def startService(self):

@@ -87,6 +87,26 @@ class OptionsTests(unittest.TestCase):
                           "and endassociation do)"])
         self.assertEqual(sorted(options.archive.luaEvents.scripts), ["association", "startup"])
 
+    def test_ignoredKeysWarnedOf(self):
+        """Conquest's keys pacs does not act on (DecompressNon16BitsJpeg,
+        FileCompressMode, DemoCopy ...) get one warning naming those set to
+        another value than Conquest's default (not QueueSize = 128 as in
+        etc/dicom.ini, not an empty UseBuiltInJPEG), in file order."""
+        server = PacsServer(self.mktemp())
+        server.setIni(DecompressNon16BitsJpeg="0", FileCompressMode="4", QueueSize="128", UseBuiltInJPEG="",
+                      DemoCopy="/tmp/copies", IgnoreOutOfMemoryErrors="1")
+        options = Options()
+        with capturedLogs() as events:
+            options.parseOptions(["--config", server.workdir, "--workdir", server.workdir])
+        self.addCleanup(options.archive.engine.dispose)
+        path = os.path.join(server.workdir, "dicom.ini")
+        ini = options.configuration.ini
+        keys = sorted(["DecompressNon16BitsJpeg", "FileCompressMode", "DemoCopy", "IgnoreOutOfMemoryErrors"],
+                      key=ini.lineOf)
+        self.assertEqual([formatEvent(e) for e in events if "no effect" in formatEvent(e)],
+                         [f"{path}:{ini.lineOf(keys[0])}: {', '.join(keys)}: these Conquest keys have no effect "
+                          "here (README: Conquest features not supported)"])
+
     def test_syntaxErrorNamesFileAndLine(self):
         server = PacsServer(self.mktemp())
         path = os.path.join(server.workdir, "dicom.sql")

@@ -1,7 +1,9 @@
 """Small data sets (C-FIND identifiers and matches, C-MOVE/C-GET identifiers,
 final responses) between bytes in a transfer syntax and pydicom Datasets.
 
-Stored objects never come through here: they travel as the bytes received.
+Stored objects travel as the bytes received; those a command or a converter
+changes come through here, and keep the bytes of the text they did not
+change (``textbytes``).
 """
 
 import zlib
@@ -11,6 +13,7 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_dataset
 
+from pacscore.dicom.textbytes import decodeValues, originalBytes
 from pacscore.storage.attributes import (
     DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_BIG_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, PIXEL_DATA, walkDataset)
 
@@ -26,14 +29,6 @@ def _encoding(transferSyntax):
     return False, transferSyntax != EXPLICIT_VR_BIG_ENDIAN
 
 
-def _decodeValues(dataset):
-    """Decode every value now, sequence items' too, not lazily later."""
-    for element in dataset:
-        if element.VR == "SQ":
-            for item in element.value:
-                _decodeValues(item)
-
-
 def decodeDataset(data, transferSyntax, stopBeforePixels=False):
     """A pydicom Dataset from data set bytes; ``IdentifierError`` if they are
     not one. ``stopBeforePixels``: only the elements before Pixel Data (a
@@ -46,7 +41,7 @@ def decodeDataset(data, transferSyntax, stopBeforePixels=False):
         implicit, little = _encoding(transferSyntax)
         stop = (lambda tag, vr, length: tag >= PIXEL_DATA) if stopBeforePixels else None
         dataset = read_dataset(BytesIO(bytes(data)), implicit, little, stop_when=stop)
-        _decodeValues(dataset)
+        decodeValues(dataset)
         return dataset
     except Exception as e:
         raise IdentifierError(f"undecodable data set: {e}") from e
@@ -58,7 +53,8 @@ def encodeDataset(dataset, transferSyntax):
     fp = DicomBytesIO()
     fp.is_implicit_VR = implicit
     fp.is_little_endian = little
-    write_dataset(fp, dataset)
+    with originalBytes(dataset):
+        write_dataset(fp, dataset)
     data = fp.getvalue()
     if transferSyntax == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
         compressor = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -zlib.MAX_WBITS)

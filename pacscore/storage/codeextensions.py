@@ -5,12 +5,18 @@ An escape sequence designates a character set; it is no character data
 Python's codecs strip it for (ISO 2022 IR 87, IR 159, IR 149, IR 13) but
 keeps ``ESC $ ) A`` of ISO 2022 IR 58 (GB2312), and an escape it does not
 know, in the text; ``decodeText`` and ``withoutEscapes`` leave them out.
+``textOrLatin1`` also says whether the bytes are valid in the declared
+character set, and reads them as Latin-1 (which any bytes are) where they
+are not, instead of pydicom's U+FFFD in the place of each bad byte.
 """
 
 import re
 
-from pydicom.charset import decode_bytes
+from pydicom.charset import CODES_TO_ENCODINGS, decode_bytes, handled_encodings
 
+LATIN_1 = "latin_1"
+_ESCAPE = b"\x1b"
+_FRAGMENTS = re.compile(b"^[^\x1b]+|\x1b[^\x1b]*")  # as pydicom's decode_bytes parts a value
 _ESCAPE_SEQUENCE = re.compile("\x1b[\x20-\x2f]+[\x30-\x7e]")
 
 
@@ -22,3 +28,38 @@ def withoutEscapes(text):
 def decodeText(raw, encodings, delimiters):
     """``raw`` decoded as pydicom's ``decode_bytes`` does, without escape sequences."""
     return withoutEscapes(decode_bytes(raw, encodings, delimiters))
+
+
+def textOrLatin1(raw, encodings, delimiters):
+    """``(text, fits)``: ``raw`` decoded as ``decodeText`` does and True, or,
+    where its bytes are not valid in ``encodings`` (a Latin-1 ``ü`` in an
+    ISO_IR 192 value), ``raw`` read as Latin-1 and False."""
+    if _ESCAPE not in raw:
+        try:
+            return raw.decode(encodings[0]), True
+        except UnicodeError:
+            return raw.decode(LATIN_1), False
+        except LookupError:
+            pass  # pydicom's default character set then
+    elif not all(_fits(fragment, encodings[0]) for fragment in _FRAGMENTS.findall(raw)):
+        return raw.decode(LATIN_1), False
+    return decodeText(raw, encodings, delimiters), True
+
+
+def _fits(fragment, first):
+    """Whether ``fragment`` (from an escape sequence to the next) is valid in
+    the set its escape sequence designates, one before any in ``first``;
+    an escape sequence pydicom does not know is left to it."""
+    if fragment.startswith(_ESCAPE):
+        length = 4 if fragment.startswith((b"\x1b$(", b"\x1b$)")) else 3
+        encoding = CODES_TO_ENCODINGS.get(fragment[:length])
+        if encoding is None:
+            return True
+        first, fragment = encoding, fragment if encoding in handled_encodings else fragment[length:]
+    try:
+        fragment.decode(first)
+    except UnicodeError:
+        return False
+    except LookupError:
+        pass
+    return True

@@ -238,3 +238,43 @@ class CharacterSetTests(unittest.TestCase):
             change(target)
             stored = roundTrip(target)
             self.assertEqual((stored.SpecificCharacterSet, stored.PatientID), ("ISO_IR 192", "Ид-7"))
+
+
+class KeptBytesTests(unittest.TestCase):
+    """An object whose Study Description and item's Patient Name came in
+    Latin-1 though it says ISO_IR 192 keeps their bytes through a change."""
+
+    BAD = b"Ung\xfcltig^Namen"
+
+    def setUp(self):
+        self.uidMap = UIDMap()
+
+    def changed(self, change, ds=None):
+        ds = ds or image()
+        ds.SpecificCharacterSet = "ISO_IR 192"
+        ds.add_new(0x00081030, "LO", self.BAD)
+        referencing(ds, "1.2.3.1.9")
+        ds.ReferencedImageSequence[0].add_new(0x00081030, "LO", self.BAD)
+        decoded = decodeDataset(encodeDataset(ds, EXPLICIT_VR_LITTLE_ENDIAN), EXPLICIT_VR_LITTLE_ENDIAN)
+        change(decoded)
+        return encodeDataset(decoded, EXPLICIT_VR_LITTLE_ENDIAN)
+
+    def test_newPatient(self):
+        data = self.changed(newPatient(self.uidMap, "NEW"))
+        self.assertEqual(data.count(self.BAD), 2)
+        self.assertIn(b"NEW", data)
+
+    def test_newPatientWithANonASCIIID(self):
+        """A Patient ID that is not ASCII in an object that says ISO_IR 192
+        already: its other text stays as it came."""
+        data = self.changed(newPatient(self.uidMap, "NÜ"))
+        self.assertEqual(data.count(self.BAD), 2)
+        self.assertIn("NÜ".encode(), data)
+
+    def test_anonymized(self):
+        data = self.changed(anonymized(self.uidMap, "ANON"))
+        self.assertEqual(data.count(self.BAD), 2)
+
+    def test_mergedIntoAStudy(self):
+        data = self.changed(mergedInto(self.uidMap, "StudyInstanceUID", "9.9", image(study="9.9")))
+        self.assertEqual(data.count(self.BAD), 1)  # the top level's description is the target's

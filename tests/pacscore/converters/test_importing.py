@@ -45,12 +45,12 @@ class ImportActionsTests(unittest.TestCase):
         self.queue = ExportQueue(self.index)
         self.queue.createTables()
 
-    def apply(self, lines, syntax=EXPLICIT):
+    def apply(self, lines, syntax=EXPLICIT, dataset=None):
         ini = DicomIni.fromString("[sscscp]\nImportConverters = %d\n" % len(lines) +
                                   "".join(f"ImportConverter{n} = {line}\n" for n, line in enumerate(lines)))
         importers = ImportConverters(loadRules(ini, CommandRegistry()).importRules,
                                      ConverterServices(index=self.index, exportQueue=self.queue))
-        dataset = makeDataset("PAT1", "Test^One", "1.2.3", "1.2.3.1", "1.2.3.1.1", 1, 1)
+        dataset = dataset or makeDataset("PAT1", "Test^One", "1.2.3", "1.2.3.1", "1.2.3.1.1", 1, 1)
         if syntax != EXPLICIT:
             compress(dataset, syntax)
         incoming = IncomingObject(dataset.SOPClassUID, dataset.SOPInstanceUID, syntax, "MODALITY", "PACS")
@@ -135,6 +135,16 @@ class ImportActionsTests(unittest.TestCase):
         stored = decodeDataset(decision.data, decision.transferSyntax)
         self.assertTrue(stored["PixelData"].is_undefined_length)
         self.assertEqual(stored.Rows, 64)
+
+    def test_aChangeKeepsTheBytesOfTextItDoesNotTouch(self):
+        """An ISO_IR 192 object whose name came in Latin-1: setting another
+        element stores the name's bytes as they came, not U+FFFD."""
+        dataset = makeDataset("PAT1", "Test^One", "1.2.3", "1.2.3.1", "1.2.3.1.1", 1, 1)
+        dataset.SpecificCharacterSet = "ISO_IR 192"
+        dataset["PatientName"].value = b"Ung\xfcltig^Namen"
+        decision = self.apply(['set 0008,0080 to "Klinik"'], dataset=dataset)
+        self.assertIn(b"Ung\xfcltig^Namen", decision.data)
+        self.assertEqual(decodeDataset(decision.data, EXPLICIT).InstitutionName, "Klinik")
 
     def test_noActionsNoDecision(self):
         self.assertIsNone(self.apply(["nop nothing to do"]))

@@ -1,0 +1,120 @@
+"""Text values of a decoded data set, and the bytes they were read in.
+
+Text that is not valid in its declared character set is common (a Latin-1
+``ü`` in an object that says ISO_IR 192).  pydicom decodes it with U+FFFD in
+the place of each bad byte, and writes a data set from its decoded values,
+so that any change to an object, even to one unrelated element, would lose
+those bytes for good.  ``decodeValues`` reads such text as Latin-1 instead
+(``textOrLatin1``), with one log line naming the object and the elements,
+and keeps the bytes of every text value that is not plain ASCII;
+``originalBytes`` writes each of those a change left as it was in the bytes
+it was read in, unless its character set changed meanwhile (``ensureUnicode``
+made the object ISO_IR 192: its text is then written anew, in UTF-8).
+"""
+
+import copy
+from contextlib import contextmanager
+
+from pydicom.charset import convert_encodings, default_encoding
+from pydicom.datadict import dictionary_VR
+from pydicom.dataelem import DataElement, convert_raw_data_element
+from pydicom.valuerep import CUSTOMIZABLE_CHARSET_VR, TEXT_VR_DELIMS
+from twisted.logger import Logger
+
+from pacscore.storage.codeextensions import LATIN_1, textOrLatin1
+
+SPECIFIC_CHARACTER_SET = 0x00080005
+_ESCAPE = 0x1B
+_READ = "pacs_text_read"  # attribute of a decoded Dataset: {tag: (bytes, value as read, encodings)}
+
+log = Logger()
+
+
+def _encodingsOf(dataset, inherited):
+    """The Python encodings of ``dataset``'s own (0008,0005), else ``inherited``."""
+    element = dataset.get(SPECIFIC_CHARACTER_SET)
+    return convert_encodings(element.value) if element is not None and element.value else inherited
+
+
+def _textVR(raw):
+    """The VR of the RawDataElement ``raw`` when it is one of text in the
+    Specific Character Set, else None."""
+    vr = raw.VR
+    if vr is None:
+        try:
+            vr = dictionary_VR(raw.tag)
+        except KeyError:
+            return None
+    return vr if vr in CUSTOMIZABLE_CHARSET_VR else None
+
+
+def _notPlain(raw):
+    """Whether the value bytes ``raw`` are anything but ASCII without escapes."""
+    return not raw.isascii() or _ESCAPE in raw
+
+
+def decodeValues(dataset):
+    """Decode every value of ``dataset`` now, sequence items' too, not
+    lazily later; text not valid in its character set as Latin-1, logged."""
+    unfit = []
+    _decode(dataset, _encodingsOf(dataset, [default_encoding]), unfit, "")
+    if unfit:
+        log.warn("{object}: text not valid in its Specific Character Set, read as Latin-1 (its bytes are kept "
+                 "unless a change makes the object ISO_IR 192): {elements}",
+                 object=f"SOP Instance {dataset.get('SOPInstanceUID', '')}" if "SOPInstanceUID" in dataset
+                 else "A data set", elements=", ".join(unfit))
+
+
+def _decode(dataset, encodings, unfit, path):
+    read = {}
+    for tag in list(dataset.keys()):
+        raw = dataset.get_item(tag)
+        vr = _textVR(raw) if raw.is_raw else None
+        if vr is not None and raw.value and _notPlain(raw.value):
+            fits = textOrLatin1(raw.value, encodings, TEXT_VR_DELIMS)[1]
+            if not fits:
+                unfit.append(f"{path}({tag >> 16:04x},{tag & 0xFFFF:04x})")
+            element = convert_raw_data_element(raw._replace(VR=vr), encoding=encodings if fits else [LATIN_1],
+                                               ds=dataset)
+            dataset[tag] = element
+            read[tag] = (raw.value, copy.deepcopy(element.value), encodings)
+            continue
+        element = dataset[tag]
+        if element.VR == "SQ":
+            for number, item in enumerate(element.value or ()):
+                _decode(item, _encodingsOf(item, encodings), unfit,
+                        f"{path}({tag >> 16:04x},{tag & 0xFFFF:04x}).{number}\\")
+    if read:
+        setattr(dataset, _READ, read)
+
+
+def _unchanged(dataset, encodings):
+    """``(dataset, element)`` of every text value ``decodeValues`` kept the
+    bytes of that is as it was read, in the same character set."""
+    read = getattr(dataset, _READ, {})
+    for tag in list(dataset.keys()):
+        element = dataset.get_item(tag)
+        if element.is_raw:
+            continue
+        if tag in read:
+            raw, value, readIn = read[tag]
+            if element.value == value and encodings == readIn:
+                yield dataset, DataElement(tag, element.VR, raw)
+        elif element.VR == "SQ":
+            for item in element.value or ():
+                yield from _unchanged(item, _encodingsOf(item, encodings))
+
+
+@contextmanager
+def originalBytes(dataset):
+    """While it lasts, the text values of ``dataset`` a change left as they
+    were are their bytes as read (see ``decodeValues``)."""
+    swapped = [(holder, holder.get_item(element.tag), element)
+               for holder, element in _unchanged(dataset, _encodingsOf(dataset, [default_encoding]))]
+    for holder, _, element in swapped:
+        holder[element.tag] = element
+    try:
+        yield
+    finally:
+        for holder, decoded, _ in swapped:
+            holder[decoded.tag] = decoded

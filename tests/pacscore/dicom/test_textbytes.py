@@ -1,0 +1,95 @@
+"""Tests for pacscore.dicom.textbytes: a change to a decoded data set keeps
+the bytes of the text it does not change, and text not valid in its
+declared character set reads as Latin-1, not as U+FFFD."""
+
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset
+from pydicom.filereader import read_dataset
+from io import BytesIO
+from twisted.logger import LogLevel, globalLogPublisher
+from twisted.trial import unittest
+
+from pacscore.converters.elements import assign
+from pacscore.dicom.datasets import decodeDataset, encodeDataset
+
+EXPLICIT = "1.2.840.10008.1.2.1"
+IMPLICIT = "1.2.840.10008.1.2"
+BAD_NAME = b"Ung\xfcltig^Namen"  # Latin-1, in an object that says ISO_IR 192
+
+
+def encoded(syntax=EXPLICIT, charset="ISO_IR 192", name=BAD_NAME):
+    """An object declaring ``charset`` whose Patient Name, an item's Patient
+    Name and Study Description hold ``name`` as bytes."""
+    ds = Dataset()
+    ds.SpecificCharacterSet = charset
+    ds.SOPInstanceUID = "1.2.3.4"
+    ds.InstitutionName = "X"
+    ds.add(DataElement(0x00100010, "PN", name))
+    ds.add(DataElement(0x00081030, "LO", name + b"\\" + name))
+    item = Dataset()
+    item.add(DataElement(0x00100010, "PN", name))
+    ds.ReferencedPatientSequence = [item]
+    return encodeDataset(ds, syntax)
+
+
+def rawValues(data, syntax=EXPLICIT):
+    ds = read_dataset(BytesIO(data), syntax == IMPLICIT, True)
+    return tuple(value.rstrip(b" ") for value in (
+        ds.get_item(0x00100010).value, ds.get_item(0x00081030).value,
+        ds.ReferencedPatientSequence[0].get_item(0x00100010).value))
+
+
+class TextBytesTests(unittest.TestCase):
+
+    def setUp(self):
+        self.events = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+
+    def warnings(self):
+        return [e for e in self.events if e.get("log_level") == LogLevel.warn
+                and e.get("log_namespace") == "pacscore.dicom.textbytes"]
+
+    def test_aChangeKeepsTheBytesOfTextItDoesNotTouch(self):
+        for syntax in (EXPLICIT, IMPLICIT):
+            ds = decodeDataset(encoded(syntax), syntax)
+            assign(ds, 0x00080080, "Klinik")
+            data = encodeDataset(ds, syntax)
+            self.assertEqual(rawValues(data, syntax), (BAD_NAME, BAD_NAME + b"\\" + BAD_NAME, BAD_NAME))
+            self.assertIn(b"Klinik", data)
+
+    def test_invalidTextReadsAsLatin1AndIsLogged(self):
+        ds = decodeDataset(encoded(), EXPLICIT)
+        self.assertEqual(str(ds.PatientName), "Ungültig^Namen")
+        self.assertEqual(list(ds.StudyDescription), ["Ungültig^Namen"] * 2)
+        self.assertEqual(str(ds.ReferencedPatientSequence[0].PatientName), "Ungültig^Namen")
+        [warning] = self.warnings()
+        self.assertIn("1.2.3.4", warning["object"])
+        self.assertEqual(warning["elements"], "(0008,1030), (0008,1120).0\\(0010,0010), (0010,0010)")
+
+    def test_aChangedValueIsWrittenInTheCharacterSet(self):
+        ds = decodeDataset(encoded(), EXPLICIT)
+        ds.PatientName = "Neu^Name"
+        self.assertEqual(rawValues(encodeDataset(ds, EXPLICIT))[0], b"Neu^Name")
+
+    def test_aSwitchToUnicodeRewritesTextFromItsLatin1Reading(self):
+        """A non-ASCII value in an ISO_IR 100 object: ensureUnicode; the
+        other text, valid Latin-1, becomes UTF-8."""
+        ds = decodeDataset(encoded(charset="ISO_IR 100"), EXPLICIT)
+        assign(ds, 0x00080080, "Klinik Ünï")
+        data = encodeDataset(ds, EXPLICIT)
+        self.assertEqual(rawValues(data)[0], "Ungültig^Namen".encode())
+        self.assertEqual(decodeDataset(data, EXPLICIT).InstitutionName, "Klinik Ünï")
+        self.assertEqual(self.warnings(), [])
+
+    def test_aSwitchToUnicodeOfInvalidISO2022TextTakesItsLatin1Reading(self):
+        ds = decodeDataset(encoded(charset="\\ISO 2022 IR 87", name=b"Ung\x1b$B\x80\x80\x1b(B^"), EXPLICIT)
+        assign(ds, 0x00080080, "Klinik Ünï")
+        data = encodeDataset(ds, EXPLICIT)
+        self.assertTrue(rawValues(data)[0].startswith("Ung\x1b$B\x80\x80".encode()))
+        self.assertEqual(len(self.warnings()), 1)
+
+    def test_validTextDecodesAsBefore(self):
+        ds = decodeDataset(encoded(charset="ISO_IR 100", name="Müller^Jörgi".encode("latin-1")), EXPLICIT)
+        self.assertEqual(str(ds.PatientName), "Müller^Jörgi")
+        self.assertEqual(self.warnings(), [])

@@ -5,7 +5,7 @@ Text that is not valid in its declared character set is common (a Latin-1
 the place of each bad byte, and writes a data set from its decoded values,
 so that any change to an object, even to one unrelated element, would lose
 those bytes for good.  ``decodeValues`` reads such text as Latin-1 instead
-(``textOrLatin1``), with one log line naming the object and the elements,
+(``textFits``), with one log line naming the object and the elements,
 and keeps the bytes of every text value that is not plain ASCII;
 ``originalBytes`` writes each of those a change left as it was in the bytes
 it was read in, unless its character set changed meanwhile (``ensureUnicode``
@@ -18,10 +18,10 @@ from contextlib import contextmanager
 from pydicom.charset import convert_encodings, default_encoding
 from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement, convert_raw_data_element
-from pydicom.valuerep import CUSTOMIZABLE_CHARSET_VR, TEXT_VR_DELIMS
+from pydicom.valuerep import CUSTOMIZABLE_CHARSET_VR
 from twisted.logger import Logger
 
-from pacscore.storage.codeextensions import LATIN_1, textOrLatin1
+from pacscore.storage.codeextensions import LATIN_1, textFits
 
 SPECIFIC_CHARACTER_SET = 0x00080005
 _ESCAPE = 0x1B
@@ -71,7 +71,7 @@ def _decode(dataset, encodings, unfit, path):
         raw = dataset.get_item(tag)
         vr = _textVR(raw) if raw.is_raw else None
         if vr is not None and raw.value and _notPlain(raw.value):
-            fits = textOrLatin1(raw.value, encodings, TEXT_VR_DELIMS)[1]
+            fits = textFits(raw.value, encodings)
             if not fits:
                 unfit.append(f"{path}({tag >> 16:04x},{tag & 0xFFFF:04x})")
             element = convert_raw_data_element(raw._replace(VR=vr), encoding=encodings if fits else [LATIN_1],

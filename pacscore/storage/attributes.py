@@ -13,7 +13,10 @@ window, seeking past what is not needed.
 Values come back as the strings pydicom gives: ``str()`` of each value
 joined with backslashes, text decoded with the (0008,0005) Specific
 Character Set through pydicom's own charset functions, without the escape
-sequences pydicom leaves in ISO 2022 IR 58 text (``codeextensions``).
+sequences pydicom leaves in ISO 2022 IR 58 text (``codeextensions``); text
+not valid in that character set reads as Latin-1, where pydicom puts U+FFFD
+in the place of each bad byte, so that the value stays findable, and the
+caller may ask which values those were (``unfit``).
 pydicom stays the reference; the tests compare both on every file pydicom
 ships.
 """
@@ -32,7 +35,7 @@ from pydicom.tag import BaseTag
 from pydicom.values import convert_value
 from twisted.logger import Logger
 
-from pacscore.storage.codeextensions import decodeText
+from pacscore.storage.codeextensions import textFits, textOrLatin1
 
 IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
 EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
@@ -56,6 +59,7 @@ _LONG_VRS = frozenset(b"OB OD OF OL OV OW SQ SV UC UN UR UT UV".split())
 _SHORT_VRS = frozenset(b"AE AS AT CS DA DS DT FD FL IS LO LT PN SH SL SS ST TM UI UL US".split())
 _TEXT_DELIMITERS = {0x0D, 0x0A, 0x09, 0x0C}  # pydicom's TEXT_VR_DELIMS
 _BINARY_VRS = frozenset(b"US SS UL SL FL FD SV UV".split())
+_CHARSET_VRS = frozenset(b"LO SH UC LT ST UT PN".split())  # text in the Specific Character Set
 _NOT_TEXT = re.compile(rb"[\x00-\x08\x0b\x0e-\x1a\x1c-\x1f]")  # control bytes but TAB LF FF CR ESC
 
 log = Logger()
@@ -147,18 +151,18 @@ def _ur(raw, encodings, layout):
 
 
 def _multiText(raw, encodings, layout):
-    text = decodeText(raw, encodings, _TEXT_DELIMITERS)
+    text = textOrLatin1(raw, encodings, _TEXT_DELIMITERS)
     if "\\" not in text:
         return text.rstrip("\x00 ")
     return "\\".join(v.rstrip("\x00 ") for v in text.split("\\"))
 
 
 def _singleText(raw, encodings, layout):
-    return decodeText(raw, encodings, _TEXT_DELIMITERS).rstrip("\x00 ")
+    return textOrLatin1(raw, encodings, _TEXT_DELIMITERS).rstrip("\x00 ")
 
 
 def _personName(raw, encodings, layout):
-    text = decodeText(raw.rstrip(b"\x00 "), encodings, _TEXT_DELIMITERS)
+    text = textOrLatin1(raw.rstrip(b"\x00 "), encodings, _TEXT_DELIMITERS)
     if "=" not in text:
         return text
     names = []
@@ -618,7 +622,7 @@ def _window(source, deflated):
     return _BytesWindow(source)
 
 
-def walkDataset(source, transferSyntax, tags, firstTag, lastTag, ascending=False, strict=False):
+def walkDataset(source, transferSyntax, tags, firstTag, lastTag, ascending=False, strict=False, unfit=None):
     """The values of ``tags`` at the top level of a dataset, and where the walk stopped.
 
     Returns ``({tag: value}, stop)``: ``stop`` is the offset of the first
@@ -636,7 +640,8 @@ def walkDataset(source, transferSyntax, tags, firstTag, lastTag, ascending=False
     gives one (a private tag in implicit VR, or explicit UN); such values
     are otherwise "", and so is one that is not of that VR (a debug line,
     never a DatasetError).  A "US or SS" value of implicit VR is SS when the
-    Pixel Representation is 1.
+    Pixel Representation is 1.  ``unfit``: a list the tags of text values
+    not valid in the Specific Character Set (read as Latin-1) are added to.
     """
     implicit, layout, deflated = _transferSyntax(transferSyntax)
     walker = _Walker(_window(source, deflated), layout, strict)
@@ -663,6 +668,9 @@ def walkDataset(source, transferSyntax, tags, firstTag, lastTag, ascending=False
             values[tag] = _columnValue(vr, raw, encodings, layout)
         else:
             values[tag] = converters[vr](raw, encodings, layout) if vr in converters else ""
+            if unfit is not None and vr in _CHARSET_VRS and (not raw.isascii() or b"\x1b" in raw) \
+                    and not textFits(raw, encodings):
+                unfit.append(tag)
     return values, stop
 
 
@@ -675,7 +683,7 @@ def columnValueText(vr, raw, specificCharacterSet, transferSyntax):
                         _transferSyntax(transferSyntax)[1]) if raw else ""
 
 
-def readAttributes(source, transferSyntax, tags, wholeDataset=False, strict=False):
+def readAttributes(source, transferSyntax, tags, wholeDataset=False, strict=False, unfit=None):
     """``{tag: str}`` for each of ``tags`` present at the top level of a dataset.
 
     ``source`` is the dataset (no file meta) as a bytes-like object, or a
@@ -692,12 +700,13 @@ def readAttributes(source, transferSyntax, tags, wholeDataset=False, strict=Fals
     (what is stored must read to its end), and elements out of order too
     (regen's walk stops early).
 
-    ``strict`` (data as received): see ``walkDataset``.
+    ``strict`` (data as received) and ``unfit``: see ``walkDataset``.
 
     Raises DatasetError when the dataset cannot be walked.
     """
     if wholeDataset:
-        return walkDataset(source, transferSyntax, tags, 0, 0xFFFFFFFF, ascending=True, strict=strict)[0]
+        return walkDataset(source, transferSyntax, tags, 0, 0xFFFFFFFF, ascending=True, strict=strict,
+                           unfit=unfit)[0]
     if not tags:
         return {}
-    return walkDataset(source, transferSyntax, tags, 0, min(max(tags), PIXEL_DATA - 1))[0]
+    return walkDataset(source, transferSyntax, tags, 0, min(max(tags), PIXEL_DATA - 1), unfit=unfit)[0]

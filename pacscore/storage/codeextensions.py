@@ -5,9 +5,9 @@ An escape sequence designates a character set; it is no character data
 Python's codecs strip it for (ISO 2022 IR 87, IR 159, IR 149, IR 13) but
 keeps ``ESC $ ) A`` of ISO 2022 IR 58 (GB2312), and an escape it does not
 know, in the text; ``decodeText`` and ``withoutEscapes`` leave them out.
-``textOrLatin1`` also says whether the bytes are valid in the declared
-character set, and reads them as Latin-1 (which any bytes are) where they
-are not, instead of pydicom's U+FFFD in the place of each bad byte.
+``textFits`` says whether the bytes are valid in the declared character
+set; ``textOrLatin1`` reads them as Latin-1 (which any bytes are) where
+they are not, instead of pydicom's U+FFFD in the place of each bad byte.
 """
 
 import re
@@ -31,19 +31,24 @@ def decodeText(raw, encodings, delimiters):
 
 
 def textOrLatin1(raw, encodings, delimiters):
-    """``(text, fits)``: ``raw`` decoded as ``decodeText`` does and True, or,
-    where its bytes are not valid in ``encodings`` (a Latin-1 ``ü`` in an
-    ISO_IR 192 value), ``raw`` read as Latin-1 and False."""
+    """``raw`` decoded as ``decodeText`` does, or, where its bytes are not
+    valid in ``encodings`` (``textFits``), read as Latin-1."""
     if _ESCAPE not in raw:
         try:
-            return raw.decode(encodings[0]), True
+            return raw.decode(encodings[0])
         except UnicodeError:
-            return raw.decode(LATIN_1), False
+            return raw.decode(LATIN_1)
         except LookupError:
             pass  # pydicom's default character set then
-    elif not all(_fits(fragment, encodings[0]) for fragment in _FRAGMENTS.findall(raw)):
-        return raw.decode(LATIN_1), False
-    return decodeText(raw, encodings, delimiters), True
+    elif not textFits(raw, encodings):
+        return raw.decode(LATIN_1)
+    return decodeText(raw, encodings, delimiters)
+
+
+def textFits(raw, encodings):
+    """Whether the bytes ``raw`` are valid in ``encodings`` (not so a
+    Latin-1 ``ü`` in an ISO_IR 192 value)."""
+    return all(_fits(fragment, encodings[0]) for fragment in _FRAGMENTS.findall(raw))
 
 
 def _fits(fragment, first):

@@ -361,16 +361,25 @@ class ObjectStore:
         end (the start-up check, ``ObjectReader.fileError``, would take a
         truncated file for one a crash damaged) and be encoded in the
         transfer syntax of its presentation context (its file is labelled
-        with that syntax)."""
+        with that syntax).  Text not valid in its character set is indexed
+        as read in Latin-1, with a log line."""
+        unfit = []
         try:
             if spool.inMemory is not None:
-                return readAttributes(spool.inMemory, incoming.transferSyntax, self.tags, wholeDataset=True,
-                                      strict=True)
-            with open(spool.path, "rb") as f:
-                f.seek(len(spool.header))
-                return readAttributes(f, incoming.transferSyntax, self.tags, wholeDataset=True, strict=True)
+                attrs = readAttributes(spool.inMemory, incoming.transferSyntax, self.tags, wholeDataset=True,
+                                       strict=True, unfit=unfit)
+            else:
+                with open(spool.path, "rb") as f:
+                    f.seek(len(spool.header))
+                    attrs = readAttributes(f, incoming.transferSyntax, self.tags, wholeDataset=True, strict=True,
+                                           unfit=unfit)
         except DatasetError as e:
             raise InvalidDataset(str(e)) from e
+        if unfit:
+            self.log.warn("{uid} from {peer}: text not valid in its Specific Character Set, indexed as read in "
+                          "Latin-1: {elements}", uid=incoming.sopInstanceUID, peer=incoming.callingAE,
+                          elements=", ".join(f"({tag >> 16:04x},{tag & 0xFFFF:04x})" for tag in unfit))
+        return attrs
 
     def _amend(self, incoming, attrs, spool, actions, device):
         """WorkListMode, FixPhilips/FixKodak, the import converters, then the compression asked

@@ -430,6 +430,24 @@ class ObjectStoreTests(unittest.TestCase):
         self.assertTrue(os.path.exists(self.device.absolute(second)))
 
     @defer.inlineCallbacks
+    def test_textNotValidInItsCharacterSetIsIndexedAsLatin1AndLogged(self):
+        """A Latin-1 name in an object that says ISO_IR 192: stored as it
+        came, indexed as Latin-1 (found by that name), one line naming the
+        peer, the object and the element."""
+        uid = "1.2.3.4.5.6"
+        data = ctWith(SpecificCharacterSet="ISO_IR 192", PatientName=b"Ung\xfcltig^Namen", SOPInstanceUID=uid)
+        events = []
+        self.store.log = Logger(observer=events.append)
+        incoming, spool = self.receive(data, uid)
+        _, relative = yield self.store.store(incoming, spool)
+        self.assertIn(b"Ung\xfcltig^Namen", self.storedFile(relative)[2])
+        rows = yield self.index.runQuery(lambda c: c.exec_driver_sql("SELECT PatientName FROM DICOMPatients").all())
+        self.assertEqual([tuple(r) for r in rows], [("Ungültig^Namen",)])
+        [line] = [formatEvent(e) for e in events]
+        for part in (uid, "MODALITY", "(0010,0010)", "Latin-1"):
+            self.assertIn(part, line)
+
+    @defer.inlineCallbacks
     def test_mismatchedInstance(self):
         incoming, spool = self.receive(datasetBytes("CT_small.dcm"), "1.2.3.999")
         yield self.assertFailure(self.store.store(incoming, spool), DatasetMismatch)

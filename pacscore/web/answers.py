@@ -72,6 +72,12 @@ def htmlAnswer(title, *parts, cache=False):
     return Answer(page(title, *parts).encode("utf-8", "replace"), HTML, () if cache else NO_CACHE)
 
 
+def notText(name):
+    """The WebError 400 of a request whose parameter ``name`` is not UTF-8
+    text (PS3.18 8.3.4.1 asks it of QIDO too)."""
+    return WebError(400, f"the parameter {name} must be UTF-8 text")
+
+
 class Parameters:
     """A request's parameters (first value of each, UTF-8, names matched
     exactly as Conquest does) over ``defaults`` ({name: value}), and the
@@ -92,7 +98,7 @@ class Parameters:
 
     def get(self, name, default=""):
         if name in self.binary:
-            raise WebError(400, f"the parameter {name} must be UTF-8 text")
+            raise notText(name)
         if name in self.given:
             return self.given[name]
         return self.defaults.get(name.lower(), default)

@@ -41,7 +41,7 @@ from pacscore.dicom.identifiers import (
     INSTANCE_AVAILABILITY, QUERY_RETRIEVE_LEVEL, SPECIFIC_CHARACTER_SET, BadIdentifier, MatchEncoder, Request, checkKeys,
     findIdentifier)
 from pacscore.dicom.models import STUDY_ROOT_FIND
-from pacscore.web.answers import WebError
+from pacscore.web.answers import WebError, notText
 from pacscore.web.dicomweb.dicomjson import jsonAnswer, jsonBytes, jsonDataset
 from pacscore.web.converting import convertedKeys, resultFilter
 from pacscore.web.logins import callingAE
@@ -111,7 +111,7 @@ def _ignoredWarning(name):
 
 def _filters(request):
     """``{name: values}`` of the query parameters of a request that name an attribute to match."""
-    named = {name.decode("utf-8", "replace"): _text(values) for name, values in request.args.items()}
+    named = {name: _text(request, name.encode()) for name in _names(request)}
     return {name: values for name, values in named.items() if name.lower() not in _CONTROL and _isFilterName(name)}
 
 
@@ -123,9 +123,9 @@ def _parameterWarnings(query, level, request):
     without computed fields)."""
     warnings = []
     for name, warning in _UNSUPPORTED_MATCHING.items():
-        if _text(request.args.get(name.encode(), [b"false"]))[-1].strip().lower() == "true":
+        if (_text(request, name.encode()) or ["false"])[-1].strip().lower() == "true":
             warnings.append(warning)
-    for name in _text(request.args):
+    for name in _names(request):
         if name.lower() not in _CONTROL and not _isFilterName(name):
             warnings.append(_ignoredWarning(name))
     held = {tag for table in query.tables for tag in table.byTag} | query.matchedComputedAt(level)
@@ -135,13 +135,24 @@ def _parameterWarnings(query, level, request):
     return warnings
 
 
-def _text(values):
-    return [value.decode("utf-8", "replace") for value in values]
+def _names(request):
+    """The names of the query parameters of a request (those that are not
+    UTF-8 name no attribute: ignored, with a Warning)."""
+    return [name.decode("utf-8", "replace") for name in request.args]
+
+
+def _text(request, name):
+    """The values of the query parameter ``name`` (bytes) of a request: a
+    400 when one is not UTF-8 (PS3.18 8.3.4.1), as the web pages answer."""
+    try:
+        return [value.decode("utf-8") for value in request.args.get(name, [])]
+    except UnicodeDecodeError:
+        raise notText(name.decode("utf-8", "replace")) from None
 
 
 def _number(request, name, default):
     """The ``limit`` or ``offset`` of a request: digits, at most LARGEST_NUMBER."""
-    values = _text(request.args.get(name.encode(), []))
+    values = _text(request, name.encode())
     if not values or not values[0].strip():
         return default
     text = values[0].strip()
@@ -173,7 +184,7 @@ def searchKeys(archive, request, level, target):
     keys = {}
     for tag in _levelTags(level, target):
         keys.setdefault(tag, "")
-    for field in _text(request.args.get(b"includefield", [])):
+    for field in _text(request, b"includefield"):
         for name in filter(None, (part.strip() for part in field.split(","))):
             for tag in (_allTags(archive, level) if name == "all" else [attributeTag(name)[0]]):
                 keys.setdefault(tag, "")

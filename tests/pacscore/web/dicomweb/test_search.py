@@ -229,6 +229,19 @@ class SearchTests(DicomWebTestCase):
         self.assertIn(b"is not a host name or address with an optional port", found.body)
 
     @defer.inlineCallbacks
+    def test_aParameterThatIsNotUTF8IsRefused(self):
+        """PS3.18 8.3.4.1: parameter values are UTF-8; Latin-1 bytes get a 400
+        saying so, and a log line, as the web pages answer them."""
+        for query in ("PatientName=M%FCller*", "includefield=M%FCller", "limit=%FC",
+                      "PatientID=PAT0000&PatientID=%FC"):
+            with capturedLogs() as events:
+                found = yield self.fetch(f"/studies?{query}")
+            self.assertEqual((query, found.code), (query, 400))
+            self.assertIn(b"must be UTF-8 text", found.body)
+            self.assertTrue(any(event.get("code") == 400 and event.get("uri", "").endswith(query) for event in events),
+                            query)
+
+    @defer.inlineCallbacks
     def test_head(self):
         """HEAD answers as GET does, without the body."""
         got = yield self.fetch("/studies", accept="application/dicom+json")

@@ -298,7 +298,7 @@ class Archive:
         self._prepareFolders([device for device in self.devices if device not in missing] +
                              [self.mirrors, self.hl7DropFolder])
         try:
-            self.index.createTables()
+            self.index.createTables(self.objectReader.characterSetOf)
             self.interruptedRegens = self.index.interruptedRegens()
             self._checkMissingDevices(missing)
             self.index.recoverPending(self.objectReader.fileError, self._earlierCopyRecord)

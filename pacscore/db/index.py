@@ -101,7 +101,7 @@ class Index:
         # export jobs atomically with them.
         self.afterUpsert = None
 
-    def createTables(self):
+    def createTables(self, characterSetOf=None):
         """Create the missing tables and indexes (an index added by a newer
         version also appears in an existing database); tables Conquest
         made on PostgreSQL are taken over first (``adoptFoldedTable``), and
@@ -112,9 +112,10 @@ class Index:
         to compare exactly (``adoptCollation``).  No index is made where the
         table's primary key (Conquest's) is the same.  All in one
         transaction (``schemaTransaction``): a takeover is done in full or
-        not at all."""
+        not at all.  ``characterSetOf(deviceName, objectFile)``: the Specific
+        Character Set of a stored file, for ``adoptRawText``."""
         with self._changingSchema() as connection:
-            self._buildTables(connection)
+            self._buildTables(connection, characterSetOf=characterSetOf)
 
     def _changingSchema(self):
         """The context of the connection for ``_buildTables``: the driver's
@@ -133,7 +134,7 @@ class Index:
         return (self.pending.table.name.lower() not in present
                 and any(table.name.lower() in present for table in self.tables))
 
-    def _buildTables(self, connection, dropped=()):
+    def _buildTables(self, connection, dropped=(), characterSetOf=None):
         """``createTables`` in ``connection``, after dropping ``dropped``
         (then text left as Conquest stored it is checked again)."""
         if dropped:
@@ -141,7 +142,8 @@ class Index:
         for table in self.tables:
             adoptFoldedTable(connection, table, self.log)
             adoptTruncatedColumns(connection, table, self.log)
-        adoptRawText(connection, self.tables, self.log, recheck=bool(dropped))
+        adoptRawText(connection, self.tables, self.log, layout=self.layout, recheck=bool(dropped),
+                     characterSetOf=characterSetOf)
         self.metadata.create_all(connection)
         for table in self.tables:
             addMissingColumns(connection, table, self.log,

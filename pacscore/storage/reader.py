@@ -19,7 +19,7 @@ from twisted.logger import Logger
 from pacscore.db.query import (PATIENT_ID, SERIES_INSTANCE_UID, SOP_CLASS_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID,
                                Instance, QueryKey)
 from pacscore.storage import part10
-from pacscore.storage.attributes import DatasetError, readAttributes
+from pacscore.storage.attributes import SPECIFIC_CHARACTER_SET, DatasetError, readAttributes
 from pacscore.storage.mirror import Mirrors
 from pacscore.storage.part10 import MEDIA_STORAGE_SOP_CLASS_UID, readFileMeta
 
@@ -146,6 +146,15 @@ class ObjectReader:
         if root is None:
             raise OSError(f"no MAG device {deviceName!r}")
         return os.path.join(root, *objectFile.split("/"))
+
+    def characterSetOf(self, deviceName, objectFile):
+        """The Specific Character Set a file named in the index declares,
+        its header read up to (0008,0005); None when it cannot be read."""
+        try:
+            return part10.readFileAttributes(self.path(deviceName, objectFile), {SPECIFIC_CHARACTER_SET})[1].get(
+                SPECIFIC_CHARACTER_SET)
+        except (OSError, DatasetError):
+            return None
 
     def copies(self, deviceName, objectFile):
         """The paths of every copy a file named in the index may have: on

@@ -6,12 +6,14 @@ import os
 import tempfile
 
 import pydicom
+from pydicom.data import get_charset_files
 from twisted.trial import unittest
 
 from pacscore.testing.corpus import generateCorpus
 from tests.interop.qrcorpus import CORPUS, storeCorpus
 from tests.interop.server import PacsServer, dcmtk
 from tests.interop.test_forwarding import waitFor
+from tests.pacscore.db.test_index import LATIN1_FILE, makeConquestDatabase
 
 PATIENT_ROOT, STUDY_ROOT, PATIENT_STUDY_ONLY = "-P", "-S", "-O"
 ALWAYS = {"QueryRetrieveLevel", "RetrieveAETitle"}  # and a Specific Character Set when not ASCII
@@ -278,3 +280,27 @@ class PrefetcherTests(unittest.TestCase):
                 message="the prefetch")
         findscu(server, STUDY_ROOT, "STUDY", {"PatientID": "*", "StudyInstanceUID": None})
         self.assertEqual(server.log().count("object(s) of patient"), 1)  # no single patient: no prefetch
+
+
+class ConquestTakeoverTests(unittest.TestCase):
+    """A Conquest database of a Russian site, its names in the ISO_IR 144
+    bytes they came in: after the takeover they are found, and answered,
+    as the files say."""
+
+    def test_namesReadInTheCharacterSetOfTheirFiles(self):
+        russian = pydicom.dcmread([f for f in get_charset_files() if f.endswith("chrRuss.dcm")][0])
+        server = PacsServer(self.mktemp())
+        self.addCleanup(server.stop)
+        os.makedirs(os.path.dirname(server.database))
+        makeConquestDatabase(server.database, russian.get_item(0x00100010).value.rstrip(b" "))
+        path = os.path.join(server.dataDir, os.fsdecode(LATIN1_FILE))
+        os.makedirs(os.path.dirname(path))
+        russian.save_as(path)
+        server.start()
+        self.assertIn("(2 read in ISO_IR 144; file names kept as they are on disk)", server.log())
+        for charset, encoding in (("ISO_IR 144", "iso8859_5"), ("ISO_IR 192", "utf-8")):
+            matches, result = findscu(server, STUDY_ROOT, "STUDY",
+                                      {"SpecificCharacterSet": charset, "PatientName": "Люк*", "PatientID": None},
+                                      encoding=encoding)
+            self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+            self.assertEqual([(m.PatientID, str(m.PatientName)) for m in matches], [("PAT2", "Люкceмбypг")], charset)

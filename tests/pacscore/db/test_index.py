@@ -39,12 +39,12 @@ LATIN1_NAME = "MÜLLER^ANNA".encode("latin-1")
 LATIN1_FILE = b"PAT2/M\xdcLLER_1.dcm"
 
 
-def makeConquestDatabase(path):
+def makeConquestDatabase(path, name=LATIN1_NAME):
     """An SQLite file at ``path`` as Conquest 1.5 leaves it (dbsql.cpp):
     the tables of ``conquestLayout`` with their names cut to 10 characters
     and each key the primary key, a link index, and one image of patient
-    PAT2 (study 1.2.3, series 1.2.3.1) whose ISO_IR 100 name and file name
-    are stored as they came, in Latin-1 bytes."""
+    PAT2 (study 1.2.3, series 1.2.3.1) whose name (by default ISO_IR 100)
+    and file name are stored as they came, in Latin-1 bytes."""
     layout = conquestLayout()
     with closing(sqlite3.connect(path)) as db:
         for level, table in TABLE_NAMES.items():
@@ -57,8 +57,8 @@ def makeConquestDatabase(path):
                 columns += ["ObjectFile varchar(255)", "DeviceName varchar(32)"]
             db.execute(f"CREATE TABLE {table} ({', '.join(columns)})")
         db.execute("CREATE INDEX images_lnk ON DICOMImages (SeriesInst)")
-        for table, row in (("DICOMPatients", {"PatientID": b"PAT2", "PatientNam": LATIN1_NAME}),
-                           ("DICOMStudies", {"StudyInsta": b"1.2.3", "PatientNam": LATIN1_NAME, "PatientID": b"PAT2"}),
+        for table, row in (("DICOMPatients", {"PatientID": b"PAT2", "PatientNam": name}),
+                           ("DICOMStudies", {"StudyInsta": b"1.2.3", "PatientNam": name, "PatientID": b"PAT2"}),
                            ("DICOMSeries", {"SeriesInst": b"1.2.3.1", "SeriesPat": b"PAT2", "StudyInsta": b"1.2.3"}),
                            ("DICOMImages", {"SOPInstanc": b"1.2.3.1.1", "ImagePat": b"PAT2", "SeriesInst": b"1.2.3.1",
                                             "ObjectFile": LATIN1_FILE, "DeviceName": b"MAG0"})):
@@ -685,11 +685,43 @@ class TakeoverTests(unittest.TestCase):
         with self.engine.connect() as connection:
             self.assertEqual(connection.exec_driver_sql("SELECT ObjectFile FROM DICOMImages").scalar(),
                              storedPath(os.fsdecode(LATIN1_FILE)))
-        self.assertIn("Rewrote in UTF-8 3 text cells Conquest had stored in the bytes they came in (read as "
-                      "Latin-1; file names kept as they are on disk)", [formatEvent(event) for event in events])
+        [line] = [formatEvent(event) for event in events if "Rewrote in UTF-8" in formatEvent(event)]
+        self.assertIn("Rewrote in UTF-8 3 text cells Conquest had stored in the bytes they came in (2 read as "
+                      "Latin-1; file names kept as they are on disk)", line)
         self.index.storeMany([makeRecord("1.2.3.1.2", patient="PAT2", PATIENT_NAME="MÜLLER^ANNA")])
         self.assertEqual(self.select(tables.image.c.ImagePat), ["PAT2", "PAT2"])
         self.assertEqual(self.select(tables.patient.c.PatientName), ["MÜLLER^ANNA"])
+
+    def test_textReadInTheCharacterSetOfThePatientsFiles(self):
+        """A Russian site: the name Conquest kept in ISO_IR 144 bytes reads
+        in the character set a file of its patient declares, one header
+        read for the patient; where none can be read, or the bytes are not
+        valid in the one it declares, as Latin-1, with a warning that such
+        names may be wrong."""
+        russian = "Люкceмбypг"
+        latin1 = russian.encode("iso8859_5").decode("latin-1")
+        for characterSet, expected, readIn in (("ISO_IR 144", russian, "2 read in ISO_IR 144"),
+                                               (None, latin1, "2 read as Latin-1"),
+                                               ("ISO_IR 192", latin1, "2 read as Latin-1")):
+            engine = sqliteEngine(self)
+            makeConquestDatabase(engine.url.database, russian.encode("iso8859_5"))
+            asked = []
+
+            def characterSetOf(deviceName, objectFile):
+                asked.append((deviceName, objectFile))
+                return characterSet
+
+            with capturedLogs() as events:
+                Index(engine, conquestLayout(), TABLE_NAMES).createTables(characterSetOf)
+            with engine.connect() as connection:
+                self.assertEqual(connection.exec_driver_sql("SELECT PatientName FROM DICOMPatients UNION "
+                                                            "SELECT PatientName FROM DICOMStudies").scalars().all(),
+                                 [expected])
+            self.assertEqual(asked, [("MAG0", os.fsdecode(LATIN1_FILE))])
+            [line] = [formatEvent(event) for event in events if "Rewrote in UTF-8" in formatEvent(event)]
+            self.assertIn(f"Rewrote in UTF-8 3 text cells Conquest had stored in the bytes they came in ({readIn}; "
+                          "file names kept as they are on disk)", line)
+            self.assertEqual("until dgate -r" in line, "Latin-1" in readIn, line)
 
     def test_onlyOnce(self):
         """Once taken over, and in a database pacs made, there is nothing

@@ -1,6 +1,7 @@
 """Finding stored objects without the index (pacscore.storage.reader's
 ``instancesAt``, for the NULL driver's forwards)."""
 
+import io
 import os
 
 from twisted.trial import unittest
@@ -10,6 +11,7 @@ from pacscore.export.queue import Target
 from pacscore.storage.devices import MagDevice
 from pacscore.storage.part10 import readFileMeta
 from pacscore.storage.reader import RELOCATIONS, IndexedPath, Missing, ObjectReader
+from pacscore.testing.corpus import makeDataset
 from tests.pacscore.storage.test_mirror import dicomBytes
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
@@ -57,6 +59,20 @@ class InstancesAtTests(unittest.TestCase):
         for objectFile in ("P/3.dcm", "P/3.v2"):
             [stored] = self.reader.locate([Instance("1.1.3", "", "MAG0", objectFile, "P", "1", "1.1")])
             self.assertEqual(stored.sopClassUID, CT_IMAGE_STORAGE, objectFile)
+
+    def test_characterSetOf(self):
+        """The Specific Character Set a stored file declares (a Conquest
+        takeover reads text with it); None when it declares none or cannot
+        be read."""
+        ds = makeDataset("P", "P^P", "1", "1.1", "1.1.4", 1, 4, rows=8, columns=8)
+        ds.SpecificCharacterSet = "ISO_IR 144"
+        buffer = io.BytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+        self.write(self.mag0, "P/4.dcm", buffer.getvalue())
+        self.write(self.mag0, "P/3.dcm", dicomBytes(3))
+        self.assertEqual([self.reader.characterSetOf(device, objectFile) for device, objectFile in
+                          (("MAG0", "P/4.dcm"), ("MAG0", "P/3.dcm"), ("MAG0", "P/gone.dcm"), ("MAG9", "P/4.dcm"))],
+                         ["ISO_IR 144", None, None, None])
 
     def test_fileOnNoDevice(self):
         outside = os.path.join(os.path.dirname(self.mag0.path.rstrip(os.sep)), "elsewhere", "x.dcm")

@@ -34,7 +34,13 @@ Matching per key, by the request's VR:
   one ``IN``, the others ORed as a balanced tree (SQLite refuses a chain of
   a thousand ORs);
 - dicom.sql ``DT_MSTR`` columns (stored joined by ``\\``) match a value
-  equal to the whole stored text or to any one of its parts.
+  equal to the whole stored text or to any one of its parts;
+- a text value (PN, LO, SH ...) without wildcards that is longer than its
+  column is cut to the column's width before it is compared, as a stored
+  one was cut (``cutToColumn``): a name of three groups, which PN allows
+  up to 194 characters, is found by its whole self in a 64-character
+  PatientName column (and by anything that starts with the same 64), and
+  answered as the index holds it, cut, as Conquest answers it.
 
 Computed keys (when ``computedFields`` is on): the Number of Patient/Study/
 Series Related Studies/Series/Instances, ModalitiesInStudy and
@@ -96,6 +102,7 @@ _LISTS = {MODALITIES_IN_STUDY: (2, MODALITY), SOP_CLASSES_IN_STUDY: (3, SOP_CLAS
 # VRs whose values may contain a backslash (no value multiplicity).
 UNSPLIT_VRS = frozenset(("LT", "ST", "UT", "UR"))
 _RANGE_VRS = frozenset(("DA", "TM", "DT"))
+_CUT_VRS = frozenset(("PN", "LO", "SH", "UC", "LT", "ST", "UT"))  # text a key may hold more of than its column
 _ESCAPE = "\\"
 _PREFIX_END = re.compile("[*?=\u03a3\u03c3\u03c2]")  # wildcards, a group's end, Σ σ ς
 _SEPARATOR = "\\\\"  # a literal backslash in a LIKE pattern escaped by "\"
@@ -419,13 +426,24 @@ def _listText(value):
     return "\\".join(sorted({part for part in (value or "").split(",") if part}))
 
 
-def valuesOf(key):
-    """The request values of a key (stripped, PN ones as ``personName``,
-    empty ones dropped), or None for universal matching."""
+def cutToColumn(value, length):
+    """``value`` cut to a column of ``length`` characters, as the index
+    stores it: a space the cut leaves at the end is no part of the value."""
+    return value[:length].rstrip(" ")
+
+
+def valuesOf(key, length=None):
+    """The request values of a key (stripped, text ones without wildcards
+    longer than ``length``, their column's, cut to it (``cutToColumn``), PN
+    ones as ``personName``, empty ones dropped), or None for universal
+    matching."""
     if key.vr in UNSPLIT_VRS:
         values = [key.value.rstrip(" \0")]
     else:
         values = [part.strip(" \0") for part in key.value.split("\\")]
+    if length is not None and key.vr in _CUT_VRS:
+        values = [cutToColumn(value, length) if len(value) > length and not _hasWildcards(value) else value
+                  for value in values]
     if key.vr == "PN":
         values = list(map(personName, values))
     values = [value for value in values if value]
@@ -494,7 +512,7 @@ def matchCondition(column, key, isMulti=False, prefixRange=False):
     """
     if key.vr == "SQ":
         return None
-    values = valuesOf(key)
+    values = valuesOf(key, None if isMulti else getattr(column.type, "length", None))
     if values is None:
         return None
     if key.vr == "UI":

@@ -52,7 +52,7 @@ from sqlalchemy import bindparam, select
 from twisted.logger import Logger
 
 from pacscore.db.direct import DirectStatement
-from pacscore.db.query import MODALITIES_IN_STUDY, MODALITY
+from pacscore.db.query import MODALITIES_IN_STUDY, MODALITY, cutToColumn
 from pacscore.db.schema import LEVELS
 
 
@@ -216,7 +216,7 @@ class Level:
     def _truncated(self, name, length, value):
         """``value`` cut to the column ``name``'s ``length``, logged."""
         self.truncations.report(self.log, name, length, value)
-        return value[:length].rstrip(" ")  # a space the cut leaves at the end is no part of the value
+        return cutToColumn(value, length)
 
 
 def buildLevels(tables, layout, allowTruncate=frozenset()):

@@ -2,8 +2,11 @@
 three models at every level, every matching type, Latin-1 and UTF-8 names,
 C-CANCEL; answers compared with ground truth computed from the corpus."""
 
+import json
 import os
 import tempfile
+import urllib.parse
+import urllib.request
 
 import pydicom
 from pydicom.data import get_charset_files
@@ -304,3 +307,31 @@ class ConquestTakeoverTests(unittest.TestCase):
                                       encoding=encoding)
             self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
             self.assertEqual([(m.PatientID, str(m.PatientName)) for m in matches], [("PAT2", "Люкceмбypг")], charset)
+
+
+class LongNameTests(unittest.TestCase):
+    """A person name of three groups, 70 characters (PN allows 64 a
+    group), in the 64-character PatientName column: found by its whole
+    self by C-FIND and QIDO-RS, answered as the index holds it, cut."""
+
+    NAME = "Kobayashi-Takahashi^Hanako Michiko Yoshi=小林高橋^花子美智子良=こばやしたかはし^はなこみちこよし"
+
+    def test_foundByItsWholeName(self):
+        server = PacsServer(self.mktemp())
+        self.addCleanup(server.stop)
+        server.start()
+        ds = pydicom.dcmread([f for f in get_charset_files() if f.endswith("chrH31.dcm")][0])
+        ds.SpecificCharacterSet, ds.PatientID, ds.PatientName = "ISO_IR 192", "LONGJP", self.NAME
+        path = os.path.join(self.mktemp() + ".dcm")
+        ds.save_as(path)
+        self.assertEqual(server.store(path).returncode, 0)
+        self.assertIn("DICOMPatients.PatientName truncated to 64 characters", server.log())
+        matches, result = findscu(server, STUDY_ROOT, "STUDY", {"SpecificCharacterSet": "ISO_IR 192",
+                                                                "PatientName": self.NAME, "PatientID": None})
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        self.assertEqual([(m.PatientID, str(m.PatientName)) for m in matches], [("LONGJP", self.NAME[:64])])
+        url = (f"http://127.0.0.1:{server.webPort}/dicom-web/studies?"
+               + urllib.parse.urlencode({"PatientName": self.NAME}))
+        with urllib.request.urlopen(url, timeout=30) as answer:
+            found = json.load(answer)
+        self.assertEqual([match["00100020"]["Value"] for match in found], [["LONGJP"]])

@@ -645,6 +645,38 @@ class PersonNameTests(ArchiveTestCase):
         self.assertMatches("STUDY", QueryKey(STUDY_DESCRIPTION, "LO", "mr KNEE", foldCase=True), ["1.2"])
 
 
+class CutValueTests(ArchiveTestCase):
+    """A value longer than its column (dicom.sql's PatientName is 64
+    characters; a PN may have 64 per group) is indexed cut: a key without
+    wildcards matches it as cut the same way, and the answer is the cut
+    value, as Conquest's."""
+
+    LONG = ("Kobayashi-Takahashi^Hanako Michiko Yoshi=小林高橋^花子美智子良="
+            "こばやしたかはし^はなこみちこよし")
+
+    def setUp(self):
+        super().setUp()
+        self.index.storeMany([ImageRecord({PATIENT_ID: "LONG", PATIENT_NAME: self.LONG, STUDY_DESCRIPTION: "x" * 70,
+                                           STUDY_UID: "9.1", SERIES_UID: "9.1.1", SOP_UID: "9.1.1.1"},
+                                          "MAG0", "LONG/9.1.1.1.dcm")])
+
+    def test_anExactKeyLongerThanItsColumn(self):
+        for level, expected in (("PATIENT", ["LONG"]), ("STUDY", ["9.1"]), ("IMAGE", ["9.1.1.1"])):
+            self.assertMatches(level, K(PATIENT_NAME, "PN", self.LONG), expected)
+        self.assertMatches("PATIENT", K(PATIENT_NAME, "PN", self.LONG.upper() + "\\Doe^John"), ["LONG", "PAT1"])
+        self.assertMatches("STUDY", K(STUDY_DESCRIPTION, "LO", "x" * 70), ["9.1"])
+        [found] = self.find("PATIENT", K(PATIENT_NAME, "PN", self.LONG))
+        self.assertEqual(found[PATIENT_NAME], self.LONG[:64])
+
+    def test_anotherLongNameWithTheSameStart(self):
+        """What the cut leaves out is not matched: a key that differs only
+        there matches too (the index cannot tell), one that differs before
+        does not."""
+        self.assertMatches("PATIENT", K(PATIENT_NAME, "PN", self.LONG[:64] + "X"), ["LONG"])
+        self.assertMatches("PATIENT", K(PATIENT_NAME, "PN", "X" + self.LONG[1:]), [])
+        self.assertMatches("PATIENT", K(PATIENT_NAME, "PN", self.LONG[:60]), [])
+
+
 class LeftInLatin1Tests(ArchiveTestCase):
     """SQLite only: a name Conquest stored in Latin-1 that the takeover left
     so (``pacscore.db.rawtext``)."""

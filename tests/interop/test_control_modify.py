@@ -142,6 +142,29 @@ class ControlModifyTests(StoredCorpusTestCase):
                          [f"MAG0:{os.path.relpath(self.storedFile(image), self.server.dataDir)}: nothing changed"])
         self.assertIn("unknown command", self.refused(f"--modifyimage:{self.storedFile(image)},frobnicate"))
 
+    def test_aChangeKeepsTheBytesOfTextItDoesNotTouch(self):
+        """An object that says ISO_IR 192 with a Latin-1 name, stored as it
+        came: --modifyimage of another attribute, then --modifypatid, leave
+        the name's bytes as they were, not U+FFFD, and the index finds it by
+        its Latin-1 reading."""
+        ds = makeDataset("BAD3", "X", "1.2.826.0.1.99.3", "1.2.826.0.1.99.3.1", "1.2.826.0.1.99.3.1.1", 1, 1,
+                         rows=8, columns=8)
+        ds.SpecificCharacterSet = "ISO_IR 192"
+        ds["PatientName"].value = b"Ung\xfcltig^Namen"
+        path = os.path.join(self.mktemp() + ".dcm")
+        ds.save_as(path, enforce_file_format=True)
+        self.assertEqual(self.server.store(path).returncode, 0)
+        stored = SimpleNamespace(sopUID=ds.SOPInstanceUID)
+        changed = self.changedFile(self.dgate(f'--modifyimage:{self.storedFile(stored)},set 0008,0080 to "Plain"')[0])
+        self.assertEqual((changed.get_item(0x00100010).value, changed.InstitutionName),
+                         (b"Ung\xfcltig^Namen", "Plain"))
+        changed = self.changedFile(self.dgate(f"--modifypatid:BAD3X,{self.storedFile(stored)}")[0])
+        self.assertEqual((changed.get_item(0x00100010).value, changed.PatientID), (b"Ung\xfcltig^Namen", "BAD3X"))
+        matches, _ = findscu(self.server, PATIENT_ROOT, "PATIENT", {"PatientName": "Ungültig*", "PatientID": None},
+                             "-k", "SpecificCharacterSet=ISO_IR 192")
+        self.assertEqual([m.PatientID for m in matches], ["BAD3X"])
+        self.assertIn("text not valid in its Specific Character Set", self.server.log())
+
     def test_modifyimageOfAPatientsLastImage(self):
         """A patient's only image given another Patient ID: the old patient
         is gone from the finders and from C-FIND."""

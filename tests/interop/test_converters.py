@@ -222,6 +222,21 @@ class ImportConverterTests(unittest.TestCase):
         self.assertIn("moved\ttrue", log)
         self.assertNotIn("Lua script failed", log)
 
+    def test_aConverterKeepsTheBytesOfTextItDoesNotTouch(self):
+        """An object that says ISO_IR 192 with a Latin-1 name: an ASCII
+        change of another attribute stores the name's bytes as they came."""
+        server = PacsServer(os.path.join(self.workdir, "pacs"), ini={
+            "ImportConverters": "1", "ImportModality0": "*", "ImportConverter0": 'set 0008,0080 to "Klinik"'})
+        server.start()
+        self.addCleanup(server.stop)
+        ds, path = self.image("bad.dcm", "BAD2")
+        ds.SpecificCharacterSet = "ISO_IR 192"
+        ds["PatientName"].value = b"Ung\xfcltig^Namen"
+        ds.save_as(path, enforce_file_format=True)
+        self.assertEqual(server.store(path).returncode, 0)
+        [stored] = self.stored(server)
+        self.assertEqual((stored.get_item(0x00100010).value, stored.InstitutionName), (b"Ung\xfcltig^Namen", "Klinik"))
+
     def test_addedFilesPassTheConvertersOnlyWithImportExportDragAndDrop(self):
         server = PacsServer(os.path.join(self.workdir, "pacs"), ini={
             "ImportConverters": "1", "ImportConverter0": 'set 0008,0080 to "converted"'})

@@ -2,10 +2,11 @@
 the bytes of the text it does not change, and text not valid in its
 declared character set reads as Latin-1, not as U+FFFD."""
 
+from io import BytesIO
+
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.filereader import read_dataset
-from io import BytesIO
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial import unittest
 

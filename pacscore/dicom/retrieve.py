@@ -45,7 +45,7 @@ from pacscore.dicom.find import DESTROYED, convertIdentifier
 from pacscore.dicom.identifiers import BadIdentifier, checkRetrieveKeys, readRequest, retrieveKeys
 from pacscore.dicom.models import modelOf
 from pacscore.dicom.protocol import ESTABLISHED
-from pacscore.dicom.storeddata import StoredData, closeIfStored, goesAsStored, openStored
+from pacscore.dicom.storeddata import StoredData, closeIfStored, goesAsStored, named, openStored
 from pacscore.dicom.virtual import takeServerMask
 from pacscore.logfiles import userEvents
 from pacscore.storage.attributes import DatasetError
@@ -388,7 +388,7 @@ class RetrieveService:
                         targets.append(target)
                     status = await self._sendOne(targets[-1], stored, data, compression,
                                                  self._originator(protocol, command), unsent)
-                progress.done(stored.sopInstanceUID, status)
+                progress.done(located[position].sopInstanceUID, status)  # the UID asked for
                 if progress.remaining and self.reactor.seconds() - lastPending >= PENDING_INTERVAL:
                     lastPending = self.reactor.seconds()
                     respond(PENDING, progress, final=False)
@@ -427,6 +427,8 @@ class RetrieveService:
                         return stored, None
                     if not kept:
                         return stored, None
+                if self.resultHook is not None or scripts is not None:
+                    stored = named(stored, data)
                 data, syntax = forPeer(data, stored.transferSyntax, compression)
                 return stored._replace(transferSyntax=syntax), data
             except TranscodeError as e:

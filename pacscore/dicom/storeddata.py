@@ -18,6 +18,7 @@ import tempfile
 from pacscore.codecs.compression import forPeer, forPeerChanges
 from pacscore.codecs.filetranscode import transcodeFile
 from pacscore.codecs.nkipixels import NKI_PIXEL_DATA
+from pacscore.db.query import SOP_CLASS_UID, SOP_INSTANCE_UID
 from pacscore.storage.attributes import readAttributes
 
 STREAMED_OBJECT = 8 << 20  # data sets larger than this stay in their file
@@ -107,8 +108,20 @@ def _readForPeer(reader, stored, compression, deferToWorker, compressionScripts,
         kept, data = compressionScripts.apply(data, stored.transferSyntax, compression, callingAE, calledAE)
         if not kept:
             return stored, None
+        stored = named(stored, data)
     data, syntax = forPeer(data, stored.transferSyntax, compression)
     return stored._replace(transferSyntax=syntax), data
+
+
+def named(stored, data):
+    """``stored`` under the SOP Instance and Class UIDs its data set
+    ``data`` (bytes in its syntax) holds after a line ran on it (``newuids``,
+    ``changeuid``): the C-STORE command that carries it must name them
+    (PS3.7 9.3.1.1; DCMTK and dcm4che refuse a mismatch with A900), as a
+    spooled forward's does (``ObjectReader.instancesAt``)."""
+    held = readAttributes(data, stored.transferSyntax, {SOP_CLASS_UID, SOP_INSTANCE_UID})
+    return stored._replace(sopInstanceUID=held.get(SOP_INSTANCE_UID) or stored.sopInstanceUID,
+                           sopClassUID=held.get(SOP_CLASS_UID) or stored.sopClassUID)
 
 
 def closeIfStored(data):

@@ -393,3 +393,77 @@ class LuaEventTests(unittest.TestCase):
         self.assertEqual(self.echo("ABORTER", "--abort").returncode, 0)
         self.logged("[lua] endassociation: ended\tRELEASER\tPACS")
         self.logged("[lua] endassociation: ended\tABORTER\tPACS")
+
+
+class AnonymisingSendTests(unittest.TestCase):
+    """A line that gives the object new UIDs on its way out (an s0 code's
+    CompressionConverter0, RetrieveResultConverter0): the C-STORE command
+    names the data set it carries, which DCMTK storescp checks (A900)."""
+
+    def setUp(self):
+        self.workdir = tempfile.mkdtemp(prefix="pacs-anonsend-")
+        self.storescp = StorescpServer(os.path.join(self.workdir, "storescp"), aet="RESEARCH")
+        self.addCleanup(self.storescp.stop)
+        self.storescp.start()
+
+    def server(self, ini, compression):
+        server = PacsServer(os.path.join(self.workdir, "pacs"), ini=ini)
+        server.addNode(self.storescp.aet, self.storescp.port, compression=compression)
+        server.start()
+        self.addCleanup(server.stop)
+        self.study = generate_uid()
+        self.sent = []
+        for number in (1, 2):
+            ds = makeDataset("PHI123", "Doe^John", self.study, generate_uid(), generate_uid(), 1, number,
+                             rows=8, columns=8)
+            path = os.path.join(self.workdir, f"{number}.dcm")
+            ds.save_as(path, enforce_file_format=True)
+            self.sent.append(ds.SOPInstanceUID)
+        self.assertEqual(server.store(*[os.path.join(self.workdir, f"{n}.dcm") for n in (1, 2)]).returncode, 0)
+        return server
+
+    def assertReceivedAnew(self, count):
+        """``count`` files reached storescp (which refuses a C-STORE whose
+        command names another instance than its data set), none with a
+        stored UID."""
+        files = self.storescp.files()
+        self.assertEqual(len(files), count)
+        for path in files:
+            ds = pydicom.dcmread(path)
+            self.assertEqual(ds.file_meta.MediaStorageSOPInstanceUID, ds.SOPInstanceUID)
+            self.assertNotIn(ds.SOPInstanceUID, self.sent)
+            self.assertEqual(ds.PatientID, "ANON")
+
+    def move(self, server):
+        return dcmtk("movescu", "-S", "-aec", server.ae, "-aem", self.storescp.aet, "-k",
+                     "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={self.study}", "127.0.0.1", server.port)
+
+    def test_compressionLineWithNewUIDs(self):
+        server = self.server({"CompressionConverter0": 'newuids; set 0010,0020 to "ANON"',
+                              "ExportConverters": "1",
+                              "ExportConverter0": f"forward compressed as s0 to {self.storescp.aet}"}, "s0")
+        waitFor(lambda: len(self.storescp.files()) == 2, message="the forwarded images")
+        self.assertReceivedAnew(2)
+        self.storescp.reset()
+        moved = self.move(server)
+        self.assertEqual(moved.returncode, 0, moved.stdout + moved.stderr)
+        self.assertReceivedAnew(2)
+        self.assertNotIn("0xA900", server.log())
+        self.storescp.reset()
+        moved = server.dgate(f"--movestudy:{server.ae},{self.storescp.aet},PHI123:{self.study}")
+        self.assertEqual(moved.returncode, 0, moved.stdout + moved.stderr)
+        self.assertReceivedAnew(2)
+
+    def test_retrieveResultConverterWithNewUIDs(self):
+        server = self.server({"RetrieveResultConverter0": 'newuids; set 0010,0020 to "ANON"'}, "un")
+        moved = self.move(server)
+        self.assertEqual(moved.returncode, 0, moved.stdout + moved.stderr)
+        self.assertReceivedAnew(2)
+        out = tempfile.mkdtemp(dir=self.workdir)
+        got = dcmtk("getscu", "-S", "-aec", server.ae, "-od", out, "-k", "QueryRetrieveLevel=STUDY", "-k",
+                    f"StudyInstanceUID={self.study}", "127.0.0.1", server.port)
+        self.assertEqual(got.returncode, 0, got.stdout + got.stderr)
+        received = [pydicom.dcmread(os.path.join(out, name)) for name in os.listdir(out)]
+        self.assertEqual(len(received), 2)
+        for ds in received:
+            self.assertNotIn(ds.SOPInstanceUID, self.sent)

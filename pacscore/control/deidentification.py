@@ -4,17 +4,24 @@
 
 ``basicProfile(uidMap)`` returns a ``change(dataset)`` for a decoded object:
 
-- every person name, date, time and date-time is emptied (the profile's
-  dates and names, whatever the module; no longitudinal information kept);
-- the identifying attributes of ``REMOVED`` go and ``EMPTIED`` ones (type 2)
-  stay without a value; private attributes, curves (50xx) and overlay data
-  and comments (60xx,3000 / 60xx,4000) go;
+- every attribute the table lists (``pacscore.control.confidentiality``,
+  and ``BEYOND``: the free text and identifiers pacs removes besides) is
+  treated as its action says, in sequence items too: X removed, Z emptied,
+  D given a dummy value, U a new UID; where the table leaves the choice to
+  the attribute's type in the object's IOD (X/Z, X/D, Z/D, X/Z/D, X/Z/U*),
+  which pacs does not know, the least destructive one that is valid
+  whatever the type: a dummy (D) where it may, else empty (Z), a sequence
+  of X/Z/U* kept with its items cleaned;
+- names, dates, times and date-times the table does not list are emptied
+  (no longitudinal information kept); private attributes, curves (50xx)
+  and overlay data and comments (60xx,3000 / 60xx,4000) go;
 - every UID that is not a registered DICOM one, apart from class, transfer
   syntax and coding scheme UIDs, is replaced through the archive's
   ``UIDMap`` (UIDMODS): the same original gives the same new UID, so objects
   fetched one by one stay one study and series;
 - Patient ID and Patient Name become a pseudonym kept in the same map
-  (``MODType`` PatientID): one patient stays one patient;
+  (``MODType`` PatientID): one patient stays one patient (a Patient ID in a
+  sequence item goes);
 - Patient Identity Removed, De-identification Method (and its code 113100)
   and Longitudinal Temporal Information Modified say what was done.
 
@@ -22,69 +29,39 @@ Objects with Burned In Annotation YES are refused (``DatasetError``): the
 profile does not release their pixels uncleaned.  Runs in the I/O pool.
 """
 
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.uid import UID
 
+from pacscore.control.confidentiality import BASIC_PROFILE
 from pacscore.storage.attributes import DatasetError
 
 METHOD = "Basic Application Confidentiality Profile (DICOM PS3.15 E.1-1)"
 METHOD_CODE = ("113100", "DCM", "Basic Application Confidentiality Profile")
 
-# Type 3 identifying attributes that go (action X of table E.1-1).
-REMOVED = frozenset((
-    "OtherPatientIDs", "OtherPatientIDsSequence", "PatientAddress", "PatientTelephoneNumbers",
-    "PatientTelecomInformation", "PatientAge", "PatientSize", "PatientWeight", "EthnicGroup",
-    "Occupation", "AdditionalPatientHistory", "PatientComments", "PatientReligiousPreference",
-    "MilitaryRank", "BranchOfService", "CountryOfResidence", "RegionOfResidence",
-    "MedicalRecordLocator", "MedicalAlerts", "Allergies", "SmokingStatus", "SpecialNeeds",
-    "PatientState", "PatientInsurancePlanCodeSequence", "PatientPrimaryLanguageCodeSequence",
-    "InsurancePlanIdentification", "IssuerOfPatientID", "IssuerOfPatientIDQualifiersSequence",
-    "ResponsibleOrganization", "ReferencedPatientSequence", "ReferencedPatientPhotoSequence",
-    "AdmissionID", "IssuerOfAdmissionIDSequence", "AdmittingDiagnosesDescription",
-    "AdmittingDiagnosesCodeSequence", "CurrentPatientLocation", "PatientInstitutionResidence",
-    "ServiceEpisodeID", "ServiceEpisodeDescription", "VisitComments",
-    "InstitutionName", "InstitutionAddress", "InstitutionalDepartmentName", "InstitutionCodeSequence",
-    "ReferringPhysicianAddress", "ReferringPhysicianTelephoneNumbers",
-    "ReferringPhysicianIdentificationSequence", "ConsultingPhysicianIdentificationSequence",
-    "PhysiciansOfRecordIdentificationSequence", "PerformingPhysicianIdentificationSequence",
-    "PhysiciansReadingStudyIdentificationSequence", "OperatorIdentificationSequence",
-    "StationName", "StudyDescription", "SeriesDescription", "ProtocolName", "DerivationDescription",
-    "ImageComments", "FrameComments", "AcquisitionComments", "RequestAttributesSequence",
-    "PerformedProcedureStepID", "PerformedProcedureStepDescription", "PerformedLocation",
-    "PerformedStationName", "ScheduledStationName", "ScheduledProcedureStepDescription",
-    "ScheduledProcedureStepID", "ScheduledProcedureStepLocation", "RequestedProcedureDescription",
-    "RequestedProcedureID", "RequestedProcedureLocation", "ReasonForStudy",
-    "ReasonForTheRequestedProcedure", "RequestingService", "RequestedContrastAgent",
-    "PlacerOrderNumberImagingServiceRequest", "FillerOrderNumberImagingServiceRequest",
-    "OrderEntererLocation", "OrderCallbackPhoneNumber", "OrderCallbackTelecomInformation",
-    "ImagingServiceRequestComments", "RequestedProcedureComments", "TextComments", "TopicSubject",
-    "TopicAuthor", "TopicKeywords", "TopicTitle", "DeviceSerialNumber", "PlateID", "DetectorID",
-    "GantryID", "CassetteID", "SourceSerialNumber", "ContentSequence", "AuthorObserverSequence",
-    "ParticipantSequence", "VerifyingOrganization", "PersonAddress", "PersonTelephoneNumbers",
-    "PersonTelecomInformation", "PersonIdentificationCodeSequence", "DigitalSignaturesSequence",
-    "DataSetTrailingPadding", "OriginalAttributesSequence", "ModifiedAttributesSequence",
-    "ReferencedPerformedProcedureStepSequence", "ReferencedStudySequence", "IconImageSequence",
-    "GraphicAnnotationSequence", "AcquisitionContextSequence", "StorageMediaFileSetID",
-    "ClinicalTrialSubjectID", "ClinicalTrialSubjectReadingID", "TimezoneOffsetFromUTC",
-    "RTPlanName", "RTPlanDescription", "StructureSetName", "StructureSetDescription",
-    "ROIGenerationDescription", "SourcePatientGroupIdentificationSequence",
-    "GroupOfPatientsIdentificationSequence", "IdentifyingComments", "PatientBirthDateInAlternativeCalendar",
-    "PatientDeathDateInAlternativeCalendar", "PatientAlternativeCalendar",
-))
-# In sequence items the patient's ID goes too (at the top it becomes the pseudonym).
-NESTED_REMOVED = REMOVED | {"PatientID"}
-
-# Type 2 attributes kept without a value (action Z).
-EMPTIED = frozenset((
-    "AccessionNumber", "StudyID", "PatientSex", "VerifyingObserverIdentificationCodeSequence",
-    "ContentCreatorIdentificationCodeSequence",
-))
+# What pacs removes (or replaces) besides the table: patient identifiers and
+# free text a sequence item or an older table lists.
+BEYOND = {tag_for_keyword(keyword): action for keyword, action in (
+    ("GroupOfPatientsIdentificationSequence", "X"), ("SourcePatientGroupIdentificationSequence", "X"),
+    ("IssuerOfPatientIDQualifiersSequence", "X"), ("PatientAlternativeCalendar", "X"),
+    ("PatientBirthDateInAlternativeCalendar", "X"), ("PatientDeathDateInAlternativeCalendar", "X"),
+    ("StorageMediaFileSetID", "X"), ("IssuerOfAccessionNumberSequence", "X"), ("ProcedureCodeSequence", "X"),
+    ("TextValue", "X/D"),
+)}
+ACTIONS = {**BASIC_PROFILE, **BEYOND}
+PATIENT_ID = tag_for_keyword("PatientID")
 
 # UI attributes that name a class, a syntax or a scheme: never replaced.
 KEPT_UIDS = frozenset(("CodingSchemeUID", "MappingResourceUID", "ContextGroupExtensionCreatorUID",
                        "TemplateExtensionCreatorUID"))
 TEMPORAL = frozenset(("DA", "DT", "TM"))
+# A D action's dummy value of each VR (a number 0, binary data two zero bytes).
+DUMMIES = {"PN": "ANONYMIZED", "DA": "19000101", "TM": "000000", "DT": "19000101000000", "AS": "000Y",
+           "IS": "0", "DS": "0"}
+STRINGS = frozenset(("AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI",
+                     "UR", "UT"))
+BINARY = frozenset(("OB", "OD", "OF", "OL", "OV", "OW", "UN"))
 
 
 def basicProfile(uidMap):
@@ -108,23 +85,57 @@ def basicProfile(uidMap):
     return change
 
 
-def _clean(dataset, uidMap, removed=REMOVED):
+def _clean(dataset, uidMap, nested=False):
     """Apply the profile to ``dataset`` and the items of its sequences."""
     for element in list(dataset):
-        tag, keyword = element.tag, element.keyword
+        tag = element.tag
         group = tag.group
-        if (tag.is_private or keyword in removed or 0x5000 <= group <= 0x50FF
-                or (0x6000 <= group <= 0x60FF and tag.element in (0x3000, 0x4000))):
+        action = _chosen(ACTIONS.get(tag))
+        if (tag.is_private or action == "X" or 0x5000 <= group <= 0x50FF
+                or (0x6000 <= group <= 0x60FF and tag.element in (0x3000, 0x4000)) or nested and tag == PATIENT_ID):
             del dataset[tag]
-        elif keyword in EMPTIED or element.VR == "PN" or element.VR in TEMPORAL:
-            element.value = [] if element.VR == "SQ" else ""
+        elif action == "Z" or action is None and (element.VR == "PN" or element.VR in TEMPORAL):
+            element.value = _empty(element.VR)
         elif element.VR == "SQ":
             for item in element.value:
-                _clean(item, uidMap, NESTED_REMOVED)
-        elif element.VR == "UI" and element.value and _replaced(keyword):
-            values = element.value if isinstance(element.value, MultiValue) else [element.value]
-            new = [uidMap.newFor(str(v), keyword) if str(v) and UID(str(v)).is_private else v for v in values]
-            element.value = new if isinstance(element.value, MultiValue) else new[0]
+                _clean(item, uidMap, nested=True)
+        elif element.VR == "UI":
+            if element.value and (action is not None or _replaced(element.keyword)):
+                _replaceUIDs(element, uidMap)
+        elif action == "D" and not element.is_empty:
+            element.value = _dummy(element.VR)
+
+
+def _chosen(action):
+    """The one action of a table entry: of a combined one the least
+    destructive, valid whatever the attribute's type (D, else U*, else Z:
+    a Type 1 attribute keeps a value, a Type 2 one stays present, a
+    sequence of X/Z/U* its items with new UIDs)."""
+    if action is None or "/" not in action:
+        return action
+    for choice in ("D", "U*", "Z"):
+        if choice in action.split("/"):
+            return "U" if choice == "U*" else choice
+
+
+def _empty(vr):
+    return [] if vr == "SQ" else b"" if vr in BINARY else "" if vr in STRINGS else None
+
+
+def _dummy(vr):
+    if vr in BINARY:
+        return b"\0\0"
+    if vr in STRINGS:
+        return DUMMIES.get(vr, "ANONYMIZED")
+    return 0
+
+
+def _replaceUIDs(element, uidMap):
+    """Each UID of ``element`` that is not a registered DICOM one replaced
+    through ``uidMap``."""
+    values = element.value if isinstance(element.value, MultiValue) else [element.value]
+    new = [uidMap.newFor(str(v), element.keyword) if str(v) and UID(str(v)).is_private else v for v in values]
+    element.value = new if isinstance(element.value, MultiValue) else new[0]
 
 
 def _replaced(keyword):

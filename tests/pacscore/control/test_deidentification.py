@@ -24,15 +24,22 @@ class BasicProfileTests(unittest.TestCase):
         basicProfile(self.uidMap)(self.ds)
 
     def test_identifyingAttributesGo(self):
-        for keyword in ("InstitutionName", "StudyDescription", "SeriesDescription", "StationName",
-                        "PatientAge", "PatientWeight", "DeviceSerialNumber", "ProtocolName"):
+        for keyword in ("StudyDescription", "SeriesDescription", "PatientAge", "PatientWeight"):
             if keyword in self.original:
                 self.assertNotIn(keyword, self.ds, keyword)
-        self.assertIn("InstitutionName", self.original)
+        self.assertIn("StudyDescription", self.original)
         self.assertFalse([e for e in self.ds if e.tag.is_private])
 
+    def test_attributesOfAChoiceGetADummy(self):
+        """X/Z/D, X/D and Z/D (a Type 1 attribute in some IOD): a dummy value."""
+        for keyword in ("InstitutionName", "StationName", "DeviceSerialNumber", "ProtocolName"):
+            if keyword in self.original:
+                self.assertEqual(self.ds[keyword].value, "ANONYMIZED", keyword)
+        self.assertIn("InstitutionName", self.original)
+        self.assertEqual(self.ds.ContentDate, "19000101")
+
     def test_namesDatesAndType2AttributesAreEmpty(self):
-        for keyword in ("StudyDate", "StudyTime", "ContentDate", "PatientBirthDate", "ReferringPhysicianName",
+        for keyword in ("StudyDate", "StudyTime", "PatientBirthDate", "ReferringPhysicianName",
                         "AccessionNumber", "StudyID", "PatientSex"):
             if keyword in self.original:
                 self.assertEqual(self.ds[keyword].value, "", keyword)
@@ -90,7 +97,7 @@ class MadeUpDatasetTests(unittest.TestCase):
         [item] = ds.SourceImageSequence
         self.assertEqual(item.ReferencedSOPClassUID, "1.2.840.10008.5.1.4.1.1.2")
         self.assertEqual(self.uidMap.oldFor(item.ReferencedSOPInstanceUID), "1.2.3.9")
-        self.assertEqual(item.OperatorsName, "")
+        self.assertEqual(item.OperatorsName, "ANONYMIZED")
         self.assertNotIn(Tag(0x00091010), item)
         self.assertEqual(ds.AnatomicRegionSequence[0].CodingSchemeUID, "2.16.840.1.113883.6.96")
         self.assertNotIn("RequestAttributesSequence", ds)
@@ -129,3 +136,71 @@ class MadeUpDatasetTests(unittest.TestCase):
         ds.PatientName = "Doe^Jane"
         basicProfile(self.uidMap)(ds)
         self.assertEqual((ds.PatientID, ds.PatientName), ("", ""))
+
+    def test_everyAttributeOfTheTable(self):
+        """What table E.1-1 lists, whatever pacs knew of before (review of
+        pacs, de-identification, item 2)."""
+        ds = Dataset()
+        ds.PatientID = "P1"
+        ds.StudyComments = "patient of Dr Who"
+        ds.PerformedStationAETitle = ds.ScheduledStationAETitle = "CT_ROOM_5"
+        ds.ReasonForVisit = "fell off a ladder"
+        ds.PregnancyStatus = 4
+        ds.DischargeDiagnosisDescription = "fracture"
+        ds.AcquisitionDeviceProcessingDescription = "ward 5"
+        ds.CameraOwnerName = "Smith^John"
+        ds.add_new(0x22000005, "LT", "BARCODE123")
+        ds.add_new(0x40000010, "LT", "arbitrary text")
+        ds.ClinicalTrialProtocolEthicsCommitteeApprovalNumber = "ETHICS42"
+        issuer = Dataset()
+        issuer.LocalNamespaceEntityID = "ISSUERSECRET"
+        ds.IssuerOfAccessionNumberSequence = [issuer]
+        ds.ProcedureCodeSequence = [Dataset()]
+        purpose = Dataset()
+        purpose.TextValue = "SECRET TEXT"
+        purpose.InstitutionName = "General Hospital"
+        source = Dataset()
+        source.ReferencedSOPInstanceUID = "1.2.3.9"
+        source.PurposeOfReferenceCodeSequence = [purpose]
+        ds.SourceImageSequence = [source]
+        basicProfile(self.uidMap)(ds)
+        for keyword in ("StudyComments", "PerformedStationAETitle", "ScheduledStationAETitle", "ReasonForVisit",
+                        "PregnancyStatus", "DischargeDiagnosisDescription", "CameraOwnerName",
+                        "ClinicalTrialProtocolEthicsCommitteeApprovalNumber", "IssuerOfAccessionNumberSequence",
+                        "ProcedureCodeSequence"):
+            self.assertNotIn(keyword, ds)
+        self.assertNotIn(Tag(0x40000010), ds)
+        self.assertEqual(ds[0x22000005].value, "")  # X/Z
+        self.assertEqual(ds.AcquisitionDeviceProcessingDescription, "ANONYMIZED")  # X/D
+        [purpose] = ds.SourceImageSequence[0].PurposeOfReferenceCodeSequence
+        self.assertEqual((purpose.TextValue, purpose.InstitutionName), ("ANONYMIZED", "ANONYMIZED"))
+        self.assertNotIn("SECRET", str(ds))
+
+    def test_type1AttributesKeepADummyAndType2SequencesStay(self):
+        """An SR stays valid (review of pacs, de-identification, item 5):
+        D and Z/D attributes get a dummy value, X/Z/D sequences their
+        items with new UIDs."""
+        ds = Dataset()
+        ds.PatientID = "P1"
+        ds.ContentDate, ds.ContentTime = "20240101", "101010"
+        observer = Dataset()
+        observer.VerifyingObserverName = "Smith^John"
+        observer.VerificationDateTime = "20240101101010"
+        ds.VerifyingObserverSequence = [observer]
+        step = Dataset()
+        step.ReferencedSOPClassUID, step.ReferencedSOPInstanceUID = "1.2.840.10008.3.1.2.3.3", "1.2.3.10"
+        ds.ReferencedPerformedProcedureStepSequence = [step]
+        item = Dataset()
+        item.ObservationDateTime = "20240101101010"
+        item.ValueType = "TEXT"
+        item.TextValue = "Smith said so"
+        ds.ContentSequence = [item]
+        basicProfile(self.uidMap)(ds)
+        self.assertEqual((ds.ContentDate, ds.ContentTime), ("19000101", "000000"))
+        [observer] = ds.VerifyingObserverSequence
+        self.assertEqual((observer.VerifyingObserverName, observer.VerificationDateTime),
+                         ("ANONYMIZED", "19000101000000"))
+        [step] = ds.ReferencedPerformedProcedureStepSequence
+        self.assertEqual(self.uidMap.oldFor(step.ReferencedSOPInstanceUID), "1.2.3.10")
+        [item] = ds.ContentSequence
+        self.assertEqual((item.ObservationDateTime, item.TextValue), ("19000101000000", "ANONYMIZED"))

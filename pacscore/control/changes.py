@@ -16,7 +16,7 @@ from pydicom.dataset import Dataset
 
 from pacscore.converters.context import ConverterContext, Outcome
 from pacscore.converters.elements import assign, ensureUnicode, textOf, walkElements
-from pacscore.converters.newuids import replaceUIDs
+from pacscore.converters.newuids import Exceptions, replaceUIDs, uidsOf
 from pacscore.storage.attributes import DatasetError
 
 NEW_UIDS = (("StudyInstanceUID", "StudyUID"), ("SeriesInstanceUID", "SeriesUID"),
@@ -126,21 +126,24 @@ def anonymized(uidMap, patientID, script=None, services=None):
     well), the Accession Number is emptied unless the script set it,
     ``patientID`` becomes Patient ID
     and Name, Patient Identity Removed is YES with a De-identification
-    Method, and every instance UID that is not new yet becomes new (those
-    the script's ``newuids`` made are not made new twice, so references
-    between objects hold)."""
+    Method, and every instance UID becomes new but those the script made
+    in this run (its ``newuids`` are not made new twice, so references
+    between objects hold; UIDs an earlier change made, modifypatid or a
+    merge, are the identified object's and are made new)."""
 
     def change(dataset):
         accession = dataset.get("AccessionNumber")
+        before = uidsOf(dataset)
         if script is not None:
             runScript(script, dataset, services, "anonymize")
+        made = uidsOf(dataset) - before  # the script's newuids or changeuid, this run
         _removeIdentifying(dataset, IDENTIFYING)
         if "AccessionNumber" in dataset and dataset.AccessionNumber == accession:
             dataset.AccessionNumber = ""
         for keyword, _ in NEW_UIDS:
             if not str(dataset.get(keyword, "") or "").strip():
                 raise DatasetError(f"no {keyword}")
-        replaceUIDs(dataset, uidMap, keepNew=True)
+        replaceUIDs(dataset, uidMap, Exceptions(frozenset(), frozenset(made)))
         assign(dataset, PATIENT_ID, patientID)
         assign(dataset, PATIENT_NAME, patientID)
         dataset.PatientIdentityRemoved = "YES"

@@ -63,18 +63,13 @@ def parseExceptions(arguments, where):
 NO_EXCEPTIONS = Exceptions(frozenset(), frozenset())
 
 
-def replaceUIDs(dataset, uidMap, exceptions=NO_EXCEPTIONS, keepNew=False):
-    """Replace the UIDs of ``dataset`` in place; True when any changed.
-    With ``keepNew`` a UID that is a replacement already (a script's
-    ``newuids`` made it) stays: it is not replaced a second time."""
+def replaceUIDs(dataset, uidMap, exceptions=NO_EXCEPTIONS):
+    """Replace the UIDs of ``dataset`` in place; True when any changed."""
     changed = False
-    for _, element in walkElements(dataset):
-        if element.VR != "UI" or element.tag in CLASS_TAGS or element.tag in exceptions.tags:
-            continue
+    for element in _uidElements(dataset, exceptions):
         values = element.value
         many = isinstance(values, (list, MultiValue))
-        new = [uid if keepNew and uid and uidMap.oldFor(uid) is not None
-               else _newUID(uid, uidMap, exceptions, element.keyword) for uid in (values if many else [values])]
+        new = [_newUID(uid, uidMap, exceptions, element.keyword) for uid in (values if many else [values])]
         if new != (list(values) if many else [values]):
             element.value = new if many else new[0]
             changed = True
@@ -82,6 +77,23 @@ def replaceUIDs(dataset, uidMap, exceptions=NO_EXCEPTIONS, keepNew=False):
     if changed and meta is not None and "MediaStorageSOPInstanceUID" in meta and SOP_INSTANCE_UID in dataset:
         meta.MediaStorageSOPInstanceUID = dataset[SOP_INSTANCE_UID].value
     return changed
+
+
+def uidsOf(dataset):
+    """The set of UIDs ``replaceUIDs`` would replace in ``dataset``, as
+    they are now (to tell the ones a script then made)."""
+    found = set()
+    for element in _uidElements(dataset, NO_EXCEPTIONS):
+        values = element.value
+        found.update(str(uid) for uid in (values if isinstance(values, (list, MultiValue)) else [values]) if uid)
+    return found
+
+
+def _uidElements(dataset, exceptions):
+    """The UI elements of ``dataset`` (in sequence items too) whose UIDs
+    ``replaceUIDs`` replaces."""
+    return [element for _, element in walkElements(dataset)
+            if element.VR == "UI" and element.tag not in CLASS_TAGS and element.tag not in exceptions.tags]
 
 
 def _newUID(uid, uidMap, exceptions, keyword):

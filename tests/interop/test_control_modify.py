@@ -118,6 +118,19 @@ class ControlModifyTests(StoredCorpusTestCase):
                       f"'{anonymous.StudyInstanceUID}', Old = 'ANON1', Refused = 'ANON3' (the UID map gave it", message)
         self.assertEqual([m.SOPInstanceUID for m in self.imagesOf(PatientID="ANON1")], [anonymous.SOPInstanceUID])
 
+    def test_anonymizeAfterModifypatidGivesNewUIDs(self):
+        """Without an anonymize script: the UIDs modifypatid gave are the
+        identified study's, the anonymized copy gets new ones (review of
+        pacs, de-identification, item 3)."""
+        modified = self.changedFile(self.dgate(f"--modifypatid:NEWPAT2,{self.storedFile(self.images[0])}")[0])
+        path = os.path.join(self.server.dataDir, self.dgate(
+            f"--query:DICOMImages|ObjectFile|SOPInstanceUID = '{modified.SOPInstanceUID}'|%s")[0])
+        anonymous = self.changedFile(self.dgate(f"--anonymize:ANONW,{path}")[0])
+        self.assertEqual(anonymous.PatientID, "ANONW")
+        for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+            self.assertNotEqual(anonymous[keyword].value, modified[keyword].value, keyword)
+            self.assertEqual(self.dgate(f"--changeuidback:{anonymous[keyword].value}"), [modified[keyword].value])
+
     def test_anonymizeWithAConverterScript(self):
         with open(os.path.join(self.server.workdir, "anonymize_script.cq"), "w") as f:
             f.write('set 0008,1030 to "anonymous"\nset 0008,0050 to "X"\n')

@@ -8,7 +8,11 @@ from twisted.trial import unittest
 
 from pacscore.codecs.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN
 from pacscore.control.changes import anonymized, attachedTo, changing, mergedInto, newPatient, referencesRenewed
-from pacscore.converters.newuids import replaceUIDs
+from pacscore.converters.context import ConverterServices
+from pacscore.converters.registry import CommandRegistry
+from pacscore.converters.script import parseScript
+from pacscore.interfaces import IConverterCommand
+from plugins import pacs_commands_dataset
 from pacscore.converters.uidmap import UIDMap
 from pacscore.dicom.datasets import decodeDataset, encodeDataset
 from pacscore.storage.attributes import DatasetError
@@ -127,20 +131,42 @@ class ChangeTests(unittest.TestCase):
         self.assertEqual(item.ReferencedSOPClassUID, "1.2.840.10008.5.1.4.1.1.2")
         self.assertEqual(self.uidMap.oldFor(b.FrameOfReferenceUID), "1.2.3.99")
 
+    def script(self, text):
+        """A converter script of ``text`` and the services it runs with."""
+        commands = CommandRegistry([c for c in vars(pacs_commands_dataset).values() if IConverterCommand.providedBy(c)])
+        return parseScript(text, "ImportConverter0", commands, "import"), ConverterServices(uidMap=self.uidMap)
+
     def test_anonymizedAfterAScriptsNewUIDsMakesNoUIDNewTwice(self):
-        """The shipped anonymize script's ``newuids`` (run here before) made
-        the UIDs new: each stays, so B's reference is A's new UID and
-        changeuidback finds the original."""
+        """The shipped anonymize script's ``newuids`` made the UIDs new:
+        each stays, so B's reference is A's new UID and changeuidback finds
+        the original."""
         a, b = image(sop="1.2.3.1.1"), image(sop="1.2.3.1.2")
         reference = Dataset()
         reference.ReferencedSOPInstanceUID = "1.2.3.1.1"
         b.ReferencedImageSequence = [reference]
+        script, services = self.script("newuids")
         for ds in (a, b):
-            replaceUIDs(ds, self.uidMap)
-            anonymized(self.uidMap, "ANON")(ds)
+            anonymized(self.uidMap, "ANON", script, services)(ds)
         self.assertEqual(b.ReferencedImageSequence[0].ReferencedSOPInstanceUID, a.SOPInstanceUID)
         self.assertEqual(self.uidMap.oldFor(a.SOPInstanceUID), "1.2.3.1.1")
         self.assertEqual(self.uidMap.oldFor(a.StudyInstanceUID), "1.2.3")
+
+    def test_anonymizedGivesUIDsOfAnEarlierChangeNewOnes(self):
+        """UIDs the UID map knows from a modifypatid (or a merge, changeuid,
+        an import newuids) are the identified study's: the anonymized copy
+        gets new ones, with a script that made none too (review of pacs,
+        de-identification, item 3)."""
+        ds = image()
+        newPatient(self.uidMap, "NEWPAT2")(ds)
+        modified = (ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)
+        script, services = self.script('set 0008,1030 to "x"')
+        for change in (anonymized(self.uidMap, "ANONW"), anonymized(self.uidMap, "ANONX", script, services)):
+            copy = image()
+            newPatient(self.uidMap, "NEWPAT2")(copy)
+            change(copy)
+            for old, new in zip(modified, (copy.StudyInstanceUID, copy.SeriesInstanceUID, copy.SOPInstanceUID)):
+                self.assertNotEqual(new, old)
+                self.assertEqual(self.uidMap.oldFor(new), old)
 
     def test_mergedIntoAStudyRenewsItsSeriesAndImages(self):
         ds = image(study="1.2.4", series="1.2.4.1", sop="1.2.4.1.1")

@@ -14,6 +14,7 @@ objects that get new UIDs follow them (``renewReferences``).
 
 from pydicom.dataset import Dataset
 
+from pacscore.control.deidentification import removeIdentifying
 from pacscore.converters.context import ConverterContext, Outcome
 from pacscore.converters.elements import assign, ensureUnicode, textOf, walkElements
 from pacscore.converters.newuids import Exceptions, replaceUIDs, uidsOf
@@ -25,8 +26,9 @@ NEW_UIDS = (("StudyInstanceUID", "StudyUID"), ("SeriesInstanceUID", "SeriesUID")
 INSTANCE_FIELDS = {"StudyInstanceUID": "studyInstanceUID", "SeriesInstanceUID": "seriesInstanceUID",
                    "SOPInstanceUID": "sopInstanceUID"}
 
-# The patient's own identifying attributes ``anonymize`` removes, in sequence items too (its
-# script may remove more); private attributes go as well.
+# The patient's own identifying attributes ``anonymize`` rids the object of, in sequence items
+# too, as the Basic Profile says (removed, emptied or a dummy value), unless its script set them
+# (its script may remove more); private attributes go as well.
 IDENTIFYING = frozenset((
     "PatientBirthDate", "PatientBirthTime", "PatientBirthName", "PatientMotherBirthName",
     "OtherPatientIDs", "OtherPatientIDsSequence", "OtherPatientNames", "PatientAddress",
@@ -38,10 +40,11 @@ IDENTIFYING = frozenset((
     "IssuerOfPatientIDQualifiersSequence", "SourcePatientGroupIdentificationSequence",
     "GroupOfPatientsIdentificationSequence", "IdentifyingComments", "PatientBirthDateInAlternativeCalendar",
     "PatientDeathDateInAlternativeCalendar", "PatientAlternativeCalendar", "RequestAttributesSequence",
-    "ReferencedPatientSequence", "AdmissionID", "ServiceEpisodeID"))
+    "ReferencedPatientSequence", "AdmissionID", "ServiceEpisodeID", "AccessionNumber"))
 # In sequence items the patient is named only by what was removed above.
 NESTED_IDENTIFYING = frozenset(("PatientID", "PatientName"))
 PATIENT_ID, PATIENT_NAME = 0x00100020, 0x00100010
+_UNSET = object()  # an attribute the object did not have
 METHOD = "pacs anonymize: identifying attributes removed, every instance UID new"
 
 
@@ -122,9 +125,10 @@ def newPatient(uidMap, patientID, patient=None, changed=None):
 
 def anonymized(uidMap, patientID, script=None, services=None):
     """``script`` (a converter ``Script``, or None) first, then the
-    IDENTIFYING attributes go (private ones too, in sequence items as
-    well), the Accession Number is emptied unless the script set it,
-    ``patientID`` becomes Patient ID
+    IDENTIFYING attributes the script did not set are removed, emptied (the
+    Type 2 ones: Patient's Birth Date, Referring Physician's Name, Accession
+    Number) or given a dummy value as the Basic Profile says, in sequence
+    items too (private attributes go), ``patientID`` becomes Patient ID
     and Name, Patient Identity Removed is YES with a De-identification
     Method, and every instance UID becomes new but those the script made
     in this run (its ``newuids`` are not made new twice, so references
@@ -132,14 +136,13 @@ def anonymized(uidMap, patientID, script=None, services=None):
     merge, are the identified object's and are made new)."""
 
     def change(dataset):
-        accession = dataset.get("AccessionNumber")
         before = uidsOf(dataset)
+        identifying = _identifying(dataset)
         if script is not None:
             runScript(script, dataset, services, "anonymize")
         made = uidsOf(dataset) - before  # the script's newuids or changeuid, this run
-        _removeIdentifying(dataset, IDENTIFYING)
-        if "AccessionNumber" in dataset and dataset.AccessionNumber == accession:
-            dataset.AccessionNumber = ""
+        _removeIdentifying(dataset, {tag for tag, value in _identifying(dataset).items()
+                                     if identifying.get(tag, _UNSET) != value})  # those the script set stay
         for keyword, _ in NEW_UIDS:
             if not str(dataset.get(keyword, "") or "").strip():
                 raise DatasetError(f"no {keyword}")
@@ -152,15 +155,25 @@ def anonymized(uidMap, patientID, script=None, services=None):
     return change
 
 
-def _removeIdentifying(dataset, keywords):
-    """Delete ``keywords`` and private attributes from ``dataset``, and
-    from its sequence items also ``NESTED_IDENTIFYING``."""
+def _identifying(dataset):
+    """``{tag: value}`` of the IDENTIFYING attributes at the top of ``dataset``."""
+    return {element.tag: element.value for element in dataset if element.keyword in IDENTIFYING}
+
+
+def _removeIdentifying(dataset, kept=frozenset(), nested=False):
+    """Rid ``dataset`` of the IDENTIFYING attributes but the tags ``kept``
+    as the Basic Profile says (``removeIdentifying``), delete its private
+    attributes, and from its sequence items also ``NESTED_IDENTIFYING``."""
     for element in list(dataset):
-        if element.tag.is_private or element.keyword in keywords:
+        if element.tag in kept:
+            continue
+        if element.tag.is_private or nested and element.keyword in NESTED_IDENTIFYING:
             del dataset[element.tag]
+        elif element.keyword in IDENTIFYING:
+            removeIdentifying(dataset, element)
         elif element.VR == "SQ":
             for item in element.value or []:
-                _removeIdentifying(item, IDENTIFYING | NESTED_IDENTIFYING)
+                _removeIdentifying(item, nested=True)
 
 
 def scripted(script, services):

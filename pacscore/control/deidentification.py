@@ -106,6 +106,20 @@ def _clean(dataset, uidMap, nested=False):
             element.value = _dummy(element.VR)
 
 
+def removeIdentifying(dataset, element):
+    """Rid ``dataset`` of the identifying non-UID ``element`` as the profile
+    says (``dgate --anonymize``): emptied (Z), a dummy value (D), else
+    removed (X, and what the table does not list)."""
+    action = _chosen(ACTIONS.get(element.tag))
+    if action == "Z":
+        element.value = _empty(element.VR)
+    elif action == "D":
+        if not element.is_empty:
+            element.value = _dummy(element.VR)
+    else:
+        del dataset[element.tag]
+
+
 def _chosen(action):
     """The one action of a table entry: of a combined one the least
     destructive, valid whatever the attribute's type (D, else U*, else Z:

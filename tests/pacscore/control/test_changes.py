@@ -96,8 +96,7 @@ class ChangeTests(unittest.TestCase):
         ds = image()
         anonymized(self.uidMap, "ANON")(ds)
         self.assertEqual((ds.PatientID, ds.PatientName, ds.PatientIdentityRemoved), ("ANON", "ANON", "YES"))
-        for keyword in ("PatientBirthDate", "InstitutionName"):
-            self.assertNotIn(keyword, ds)
+        self.assertEqual((ds.PatientBirthDate, ds.InstitutionName), ("", "ANONYMIZED"))  # Z, X/Z/D
         self.assertEqual(ds.StudyDescription, "Chest")
         self.assertEqual(self.uidMap.oldFor(ds.SOPInstanceUID), "1.2.3.1.1")
 
@@ -150,6 +149,24 @@ class ChangeTests(unittest.TestCase):
         self.assertEqual(b.ReferencedImageSequence[0].ReferencedSOPInstanceUID, a.SOPInstanceUID)
         self.assertEqual(self.uidMap.oldFor(a.SOPInstanceUID), "1.2.3.1.1")
         self.assertEqual(self.uidMap.oldFor(a.StudyInstanceUID), "1.2.3")
+
+    def test_anonymizedEmptiesType2AttributesAndKeepsWhatTheScriptSet(self):
+        """Patient's Birth Date, Referring Physician's Name (Z in table E.1-1,
+        Type 2) stay, empty; a value the script gave stays (review of pacs,
+        de-identification, item 4)."""
+        ds = image()
+        ds.ReferringPhysicianName, ds.PatientBirthTime, ds.PerformingPhysicianName = "Who^Doctor", "1010", "Doe^J"
+        anonymized(self.uidMap, "ANON")(ds)
+        self.assertEqual((ds.PatientBirthDate, ds.ReferringPhysicianName), ("", ""))
+        self.assertNotIn("PatientBirthTime", ds)
+        self.assertNotIn("PerformingPhysicianName", ds)
+        ds = image()
+        ds.ReferringPhysicianName, ds.AccessionNumber = "Who^Doctor", "ACC1"
+        script, services = self.script('set 0010,0030 to "19700000"; set 0008,0090 to ""; set 0008,0050 to "A1"')
+        anonymized(self.uidMap, "ANON", script, services)(ds)
+        self.assertEqual((ds.PatientBirthDate, ds.AccessionNumber), ("19700000", "A1"))
+        self.assertIn("ReferringPhysicianName", ds)
+        self.assertFalse(ds.ReferringPhysicianName)
 
     def test_anonymizedGivesUIDsOfAnEarlierChangeNewOnes(self):
         """UIDs the UID map knows from a modifypatid (or a merge, changeuid,

@@ -14,7 +14,8 @@ from pacscore.codecs.syntaxes import JPEG_BASELINE, JPEG_EXTENDED
 from pacscore.codecs.transcode import TranscodeError, transcode
 from pacscore.dicom import commands
 from pacscore.dicom.client import associate
-from pacscore.dicom.datasets import decodeDataset
+from pacscore.converters.context import Outcome
+from pacscore.dicom.datasets import decodeDataset, encodeDataset
 from pacscore.dicom.protocol import ESTABLISHED, AssociationLost
 from pacscore.dicom.retrieve import (
     SUBOPERATIONS_FAILED, SUCCESS, UNABLE_TO_CALCULATE_MATCHES, UNABLE_TO_PERFORM_SUBOPERATIONS, GetService,
@@ -426,6 +427,48 @@ class ReassociationTests(unittest.TestCase):
         self.assertFalse(cancelled)
         self.assertEqual((first.sent, second.sent), (["1.2.3.0", "1.2.3.1"], ["1.2.3.2", "1.2.3.3", "1.2.3.4"]))
         self.assertEqual((progress.completed, progress.failed, targets), (5, 0, [first, second]))
+
+
+class RenamingHook:
+    """A RetrieveResultConverter0 that gives each object a new SOP Instance UID."""
+
+    def applyToObject(self, data, syntax, callingAE, calledAE, destination):
+        dataset = decodeDataset(data, syntax)
+        dataset.SOPInstanceUID = "9." + dataset.SOPInstanceUID
+        return Outcome.CONTINUE, encodeDataset(dataset, syntax)
+
+
+class RefusingTarget(Target):
+    """A destination that refuses every C-STORE with A900, as storescp does
+    one whose command names another instance than its data set."""
+
+    state = ESTABLISHED
+
+    def store(self, data, sopClassUID, sopInstanceUID, syntax, originator):
+        self.sent.append((sopInstanceUID, decodeDataset(data, syntax).SOPInstanceUID))
+        return defer.succeed({commands.STATUS: 0xA900})
+
+
+class ConvertedIdentityTests(unittest.TestCase):
+    """An object a converter line gave a new SOP Instance UID goes under
+    it, in the C-STORE command as in its data set; a failed one is named
+    in the Failed SOP Instance UID List by the stored UID asked for."""
+
+    def test_newUIDInTheCommandStoredOneInTheFailedList(self):
+        syntax, data, _ = split("CT_small.dcm")
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(data)
+        stored = StoredObject(decodeDataset(data, syntax).SOPInstanceUID, CT, path, syntax, 0, len(data))
+        service = MoveService(None, None, ObjectReader([], None), SyncWorkers(), "PACS", task.Clock(), None,
+                              resultHook=RenamingHook())
+        target = RefusingTarget(syntax)
+        progress = Progress(1)
+        self.successResultOf(defer.ensureDeferred(service._send(
+            Requestor(), {commands.MOVE_DESTINATION: "DEST"}, [target], "as", [stored], progress,
+            lambda *args, **kwargs: None)))
+        self.assertEqual(target.sent, [("9." + stored.sopInstanceUID,) * 2])
+        self.assertEqual(progress.failedUIDs, [stored.sopInstanceUID])
 
 
 class ProgressTests(unittest.TestCase):

@@ -66,6 +66,7 @@ from twisted.logger import Logger
 from pacscore.db.casefold import caseFolded
 from pacscore.db.peerqueries import checkAbandoned
 from pacscore.db.personnames import personName, storedPersonName
+from pacscore.dicom.datetimes import normalised
 
 __all__ = ["LEVELS", "UNSPLIT_VRS", "IndexQuery", "Instance", "QueryKey", "columnNamed", "hasValuesToMatch", "valuesOf"]
 
@@ -544,7 +545,7 @@ def _anyOf(conditions):
 
 def _dateTimeConditions(column, vr, values):
     """DA/TM/DT: one condition per range, the single values as text."""
-    values = [value.replace(".", "") if vr == "DA" else value.replace(":", "") for value in values]
+    values = [normalised(value, vr) for value in values]
     conditions = [_rangeCondition(column, vr, value) for value in values if "-" in value]
     singles = [value for value in values if "-" not in value]
     if vr == "TM":

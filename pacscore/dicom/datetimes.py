@@ -5,7 +5,9 @@ hours 00-23, minutes 00-59, seconds 00-60 (a leap second); DT is
 YYYY[MM[DD[HH[MM[SS[.F{1-6}]]]]]] with an optional offset from UTC
 (&ZZXX, -1200 to +1400).  ``isRangeMatch`` says whether a C-FIND (or
 QIDO) value of one of them is one value or a range of them (PS3.4
-C.2.2.2.5), as QIDO searches check them."""
+C.2.2.2.5); ``isMatchValue`` whether C-FIND matches by it at all, once
+``normalised`` (ACR-NEMA's ``2024.03.15`` and ``10:30``), as the index
+matches and QIDO searches check them."""
 
 import datetime
 import re
@@ -13,6 +15,7 @@ import re
 _TIME = re.compile(r"([0-9]{2})(?:([0-9]{2})(?:([0-9]{2})(?:\.[0-9]{1,6})?)?)?")
 _DATE_TIME = re.compile(r"([0-9]{4})(?:([0-9]{2})(?:([0-9]{2})(?:([0-9]{2})(?:([0-9]{2})(?:([0-9]{2})"
                         r"(?:\.[0-9]{1,6})?)?)?)?)?)?(?:([+-])([0-9]{2})([0-9]{2}))?")
+_WILDCARDED = re.compile(r"[0-9.+]*[*?][0-9.+*?]*")
 TIME_LIMITS = (23, 59, 60)  # hours, minutes, seconds
 
 
@@ -64,3 +67,17 @@ def isRangeMatch(value, vr):
         if (start or end) and (not start or isValue(start)) and (not end or isValue(end)):
             return True
     return False
+
+
+def normalised(value, vr):
+    """A C-FIND value of a DA (``vr``) without ACR-NEMA's dots
+    (``2024.03.15``), of a TM or DT without colons (``10:30:00``)."""
+    return value.replace(".", "") if vr == "DA" else value.replace(":", "")
+
+
+def isMatchValue(value, vr):
+    """Whether C-FIND matches DA, TM or DT (``vr``) values by ``value``:
+    once ``normalised``, a range match (``isRangeMatch``) or one value of
+    digits with wildcards (``2024*``, a lone ``*``: everything)."""
+    value = normalised(value, vr)
+    return _WILDCARDED.fullmatch(value) is not None or isRangeMatch(value, vr)

@@ -36,7 +36,7 @@ from pydicom.datadict import dictionary_VR, tag_for_keyword
 
 from pacscore.db.query import (
     SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, UNSPLIT_VRS, QueryKey, levelIndex)
-from pacscore.dicom.datetimes import isRangeMatch
+from pacscore.dicom.datetimes import isMatchValue
 from pacscore.dicom.identifiers import (
     INSTANCE_AVAILABILITY, QUERY_RETRIEVE_LEVEL, SPECIFIC_CHARACTER_SET, BadIdentifier, MatchEncoder, Request, checkKeys,
     findIdentifier)
@@ -215,10 +215,10 @@ def _filterValue(name, vr, values):
     a repeated parameter (as dicomweb-client sends a list) joined with
     ``\\`` to match any of them, as the ``,`` of a UID list is; WebError
     400 for a repeated text (LT, ST, UT, UR), whose one value may hold a ``\\``,
-    or for a date or time that is not one (or a range of them)."""
+    or for a date or time C-FIND would not match by (``isMatchValue``)."""
     values = [value.strip() for value in values]
     for value in (part for value in values for part in value.split("\\")):
-        if vr in RANGE_FORMATS and value and not isRangeMatch(value, vr):
+        if vr in RANGE_FORMATS and value and not isMatchValue(value, vr):
             raise WebError(400, f"{name} must be a {RANGE_FORMATS[vr]} or a range of them, not {value!r}")
     if vr in UNSPLIT_VRS:
         if len(values) > 1:

@@ -3,7 +3,7 @@ range matches of them."""
 
 from twisted.trial import unittest
 
-from pacscore.dicom.datetimes import isDateTime, isRangeMatch
+from pacscore.dicom.datetimes import isDateTime, isMatchValue, isRangeMatch
 
 
 class DateTimeTests(unittest.TestCase):
@@ -26,3 +26,15 @@ class DateTimeTests(unittest.TestCase):
                           ("20240101-20240102-20240103", "DA"), ("25", "TM"), ("10:15", "TM"), ("*", "DT"),
                           ("2024--2025", "DT")):
             self.assertFalse(isRangeMatch(value, vr), (value, vr))
+
+    def test_matchValues(self):
+        """What C-FIND matches by: ACR-NEMA dates and times with colons,
+        ranges of them, wildcards in one value; not text, a year as a DA, a
+        DT as a DA's range end."""
+        for value, vr in (("2024.01.02", "DA"), ("2024.01.01-2024.01.31", "DA"), ("10:15", "TM"),
+                          ("10:15:00-11:00", "TM"), ("*", "DA"), ("2024*", "DA"), ("10?5*", "TM"),
+                          ("2024*", "DT"), ("20240102", "DA"), ("2024-0500-", "DT")):
+            self.assertTrue(isMatchValue(value, vr), (value, vr))
+        for value, vr in (("abc", "DA"), ("abc*", "DA"), ("2024", "DA"), ("20240102T000000-", "DA"), ("10:61", "TM"),
+                          ("2024*-", "DA"), ("-", "TM")):
+            self.assertFalse(isMatchValue(value, vr), (value, vr))

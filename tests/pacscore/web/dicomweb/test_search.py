@@ -74,7 +74,7 @@ class SearchTests(DicomWebTestCase):
                                ("StudyDate=20240102&StudyDate=x", "not 'x'"),
                                ("SeriesDate=20240102--20240103", "SeriesDate must be"),
                                ("StudyTime=2500", "StudyTime must be a time (TM, HHMMSS.FFFFFF)"),
-                               ("StudyTime=10:15", "not '10:15'"),
+                               ("StudyTime=10:61", "not '10:61'"), ("StudyDate=abc*", "not 'abc*'"),
                                ("AcquisitionDateTime=20241301", "AcquisitionDateTime must be a date and time (DT"),
                                ("AcquisitionDateTime=20240102%2B2500", "not '20240102+2500'")):
                 found = yield self.fetch(f"/studies?{query}")
@@ -82,6 +82,20 @@ class SearchTests(DicomWebTestCase):
                 self.assertIn(why.encode(), found.body.replace(b"&#x27;", b"'"), query)
         self.assertTrue(any(event.get("code") == 400 and event.get("uri", "").endswith("StudyDate=abc")
                             for event in events))
+
+    @defer.inlineCallbacks
+    def test_datesAndTimesAsCFindTakesThem(self):
+        """A DA, TM or DT filter C-FIND matches is matched the same: ACR-NEMA
+        dates (``2024.01.02``) and ``HH:MM[:SS]`` times, ranges of them, a
+        lone ``*`` (everything) and a value with wildcards."""
+        both = ["PAT0000", "PAT0001"]
+        for query, expected in (("StudyDate=2024.01.02", both), ("StudyDate=2024.01.01-2024.01.31", both),
+                                ("StudyDate=2024.01.03-", []), ("StudyTime=10:15:00", both),
+                                ("StudyTime=10:15-11:00", both), ("StudyTime=10:16-", []), ("StudyDate=*", both),
+                                ("StudyDate=2024*", both), ("StudyDate=2023*", []), ("StudyTime=10?5*", both)):
+            found = yield self.fetch(f"/studies?{query}")
+            self.assertEqual((query, found.code), (query, 200))
+            self.assertEqual((query, sorted(values(m, "00100020")[0] for m in found.json())), (query, expected))
 
     @defer.inlineCallbacks
     def test_repeatedFilters(self):

@@ -51,6 +51,20 @@ class LongLineTests(unittest.TestCase):
         [event] = [event for event in events if event.get("code") == 431]
         self.assertEqual((event["peer"], event["uri"]), ("192.0.2.7", "/cgi-bin/dgate?mode=top"))
 
+    def test_longHeaders(self):
+        """A request line and headers over 16 kB in all, each line shorter (a
+        QIDO of some 250 UIDs from a browser with cookies): 431 with a page
+        saying why, the connection closed, a log line."""
+        path = b"/dicom-web/studies?StudyInstanceUID=" + b"1.2.3," * 2650
+        answer, closed, events = self.send(b"GET " + path + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: s=" + b"x" * 600
+                                           + b"\r\n\r\n")
+        self.assertTrue(answer.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n"), answer[:100])
+        self.assertIn(b"Connection: close\r\n", answer)
+        self.assertIn(b"the request line and header lines are longer than 16384 bytes in all", answer)
+        self.assertTrue(closed)
+        [event] = [event for event in events if event.get("code") == 431]
+        self.assertEqual((event["peer"], event["uri"]), ("192.0.2.7", path[:80].decode() + "..."))
+
     def test_shortLinesAnswered(self):
         answer, closed, _ = self.send(b"GET /cgi-bin/dgate?mode=nothing&x=" + b"A" * 16000
                                       + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")

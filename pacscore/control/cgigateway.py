@@ -84,13 +84,21 @@ def _relay(write, answer, script):
     return 0
 
 
+class BodyEnded(Exception):
+    """Standard input ended before the ``CONTENT_LENGTH`` bytes of a POST
+    body (the browser broke off its upload)."""
+
+
 def _posted(stdin, length):
-    """The ``length`` bytes of a POST body from ``stdin``, a chunk at a time."""
-    while length > 0:
-        chunk = stdin.read(min(CHUNK, length))
+    """The ``length`` bytes of a POST body from ``stdin``, a chunk at a
+    time; ``BodyEnded`` when it ends before, so that the server is not left
+    waiting for the rest."""
+    left = length
+    while left > 0:
+        chunk = stdin.read(min(CHUNK, left))
         if not chunk:
-            return
-        length -= len(chunk)
+            raise BodyEnded(f"the POST body ended after {length - left} of its {length} bytes (CONTENT_LENGTH)")
+        left -= len(chunk)
         yield chunk
 
 
@@ -126,8 +134,8 @@ def _webInterface(ini):
 
 def runCGI(ini, environ, stdin, write):
     """Pass the CGI request on to the server's web interface; 0, or 1 when
-    no server answered (the web server still gets a 502 answer) or its
-    answer broke off."""
+    no server answered (the web server still gets a 502 answer), the POST
+    body ended early (a 400) or the server's answer broke off."""
     try:
         secure, host, port, source = _webInterface(ini)
     except ValueError as e:
@@ -150,6 +158,10 @@ def runCGI(ini, environ, stdin, write):
             return _relay(write, response, script)
     except urllib.error.HTTPError as e:
         return _relay(write, e, script)
+    except BodyEnded as e:
+        print(f"dgate: {e}", file=sys.stderr)
+        _answer(write, 400, "Bad Request", [("Content-Type", "text/plain")], f"dgate: {e}\n".encode())
+        return 1
     except (urllib.error.URLError, OSError) as e:
         _answer(write, 502, "Bad Gateway", [("Content-Type", "text/plain")],
                 f"dgate: no pacs web interface at {host}:{port}, {source} ({getattr(e, 'reason', e)})\n".encode())

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -321,7 +322,8 @@ class CGIScriptTests(unittest.TestCase):
 
     def cgi(self, query, method="GET", body=b"", contentType="", **browser):
         environment = dict(os.environ, GATEWAY_INTERFACE="CGI/1.1", QUERY_STRING=query, REQUEST_METHOD=method,
-                           CONTENT_LENGTH=str(len(body)), CONTENT_TYPE=contentType, **browser)
+                           CONTENT_LENGTH=browser.pop("CONTENT_LENGTH", str(len(body))), CONTENT_TYPE=contentType,
+                           **browser)
         result = subprocess.run([os.path.join(BIN, "dgate")], input=body, capture_output=True,
                                 cwd=self.server.workdir, env=environment, timeout=120)
         head, _, content = result.stdout.partition(b"\r\n\r\n")
@@ -358,6 +360,18 @@ class CGIScriptTests(unittest.TestCase):
                                          "application/x-www-form-urlencoded")
         self.assertEqual(status, 0)
         self.assertIn(b"worklist item CGI1 inserted", content)
+
+    def test_postBodyEndingEarly(self):
+        """A POST body that ends before CONTENT_LENGTH (an upload the browser
+        broke off) is a 400 at once, with why on standard error, and the
+        server is left with no request waiting for the rest."""
+        started = time.monotonic()
+        status, head, content = self.cgi("mode=saverecord", "POST", b"AccessionNumber=CGI3",
+                                         "application/x-www-form-urlencoded", CONTENT_LENGTH="100")
+        self.assertLess(time.monotonic() - started, 30)
+        self.assertEqual((status, head[0]), (1, "Status: 400 Bad Request"))
+        self.assertIn(b"ended after 20 of its 100 bytes", content)
+        self.assertEqual(worklistFind(self.server, keys=["AccessionNumber"]), [])
 
     def test_postOfAnotherSite(self):
         """The browser's Origin, Host and Sec-Fetch-Site go through the

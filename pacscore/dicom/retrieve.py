@@ -483,7 +483,11 @@ class RetrieveService:
         return ""
 
     def _refusal(self, target, stored):
-        """Why ``target`` takes ``stored`` in no syntax we can send it in."""
+        """Why ``target`` takes ``stored`` in no syntax we can send it in:
+        it accepted no context for its class (proposed with the uncompressed
+        syntaxes, which any SCP of the class takes), or none in a syntax of ours."""
+        if not target.acceptedSyntaxes(stored.sopClassUID):
+            return f"does not take SOP class {stored.sopClassUID} (it accepted no presentation context for it)"
         return (f"takes {stored.sopClassUID} in none of the syntaxes we can send it in "
                 f"(stored as {stored.transferSyntax})")
 

@@ -353,11 +353,22 @@ class GetRequestor(Requestor):
         return "GETTER@127.0.0.1"
 
 
+class Destination(GetRequestor):
+    """A C-MOVE destination's association: ``contexts`` accepted."""
+
+    def __init__(self, contexts):
+        super().__init__(contexts, roles=())
+
+    def peerName(self):
+        return "DEST@127.0.0.1"
+
+
 class ReturnPathTests(unittest.TestCase):
     """A C-GET's sub-operations go back only for the storage classes the
     requestor took the SCP role for (PS3.4 C.4.3.1); one not sent for want
     of the role, or of a context, is logged with that reason once per class
-    and retrieve, not once per object as a syntax mismatch."""
+    and retrieve, not once per object as a syntax mismatch; so is a class a
+    C-MOVE destination accepted no context for."""
 
     def get(self, requestor, located):
         service = GetService(None, None, ObjectReader([], None), SyncWorkers(), "PACS", task.Clock())
@@ -391,6 +402,23 @@ class ReturnPathTests(unittest.TestCase):
         self.assertEqual((progress.completed, progress.failed, len(requestor.stored)), (1, 2, 1))
         self.assertEqual(lines, [f"C-GET: GETTER@127.0.0.1 has no presentation context for {CT} (not proposed, "
                                  f"or not accepted): 2 objects of it not sent"])
+
+    def test_moveDestinationWithoutTheClass(self):
+        """A destination that takes CT only (it answered MR's context with
+        abstract syntax not supported): it does not take MR, which no
+        syntax would change."""
+        service = MoveService(None, None, ObjectReader([], None), SyncWorkers(), "PACS", task.Clock(), None)
+        destination = Destination([(CT, EXPLICIT)])
+        located = self.objects(MR, 3) + self.objects(CT, 1)
+        progress = Progress(len(located))
+        with capturedLogs() as events:
+            self.successResultOf(defer.ensureDeferred(service._send(
+                Requestor(), {commands.MOVE_DESTINATION: "DEST"}, [destination], "as", located, progress,
+                lambda *args, **kwargs: None)))
+        self.assertEqual((progress.completed, progress.failed, len(destination.stored)), (1, 3, 1))
+        self.assertEqual([formatEvent(e) for e in events],
+                         [f"C-MOVE: DEST@127.0.0.1 does not take SOP class {MR} (it accepted no presentation "
+                          f"context for it): 3 objects of it not sent"])
 
     def test_roleButNoSyntaxFits(self):
         requestor = GetRequestor([(CT, MPEG2)], roles=[CT])

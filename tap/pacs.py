@@ -7,7 +7,8 @@
 service tree, so that any configuration error stops start-up with a message,
 not a traceback.  ``makeService`` returns that tree (a ``ServiceTree``):
 the TroubleLog and UserLog files (``pacscore.logfiles``) and the error
-mail, which stop only after all the others have stopped, then the DICOM
+mail, which stop only after all the others have stopped, then the handler
+of a stop signal while stopping (``pacscore.stopsignals``), the DICOM
 listener (and a second one, for TLS, when asked), the HL7 MLLP listener, the
 web interface and the control port (strports endpoints, so ``ssl:``, ``unix:`` and pacs's own
 ``mtls:`` work too), the HL7 drop folder's timer and the service that runs
@@ -36,6 +37,7 @@ from pacscore.debuglog import serverLog
 from pacscore.errormail import ErrorMail
 from pacscore.filelimit import raiseFileLimit
 from pacscore.logfiles import logFiles
+from pacscore.stopsignals import StopSignals
 from pacscore.web import DEFAULT_WEB_ENDPOINT
 from pacscore.web.site import webSite
 
@@ -275,6 +277,7 @@ def serviceTree(options):
         observers.append(errorMail)
     top = ServiceTree(observers)
     served = top.served
+    StopSignals(archive.reactor).setServiceParent(served)
     ArchiveService(archive).setServiceParent(served)
     dicom = options["dicom"] or f"tcp:{archive.tcpPort}"
     raiseFileLimit()

@@ -4,6 +4,8 @@ not have) and movescu (to a destination acrnema.map does not list) leave
 their lines in the two files, in Conquest's form."""
 
 import os
+import signal
+import socket
 import subprocess
 
 from pydicom import dcmread
@@ -67,3 +69,28 @@ class LogFilesTests(unittest.TestCase):
         acknowledged = acknowledgedBy([storescu])
         self.assertGreater(len(acknowledged), before, "stores answered during the stop")
         self.assertEqual(len(lines(user)), len(acknowledged))
+
+    def test_aSecondSignalWhileStopping(self):
+        """SIGTERM again (an impatient operator, a supervisor script) while
+        the stop waits for the last error mail (a mail server that never
+        answers): one line that the server is already stopping, not a
+        critical 'Can't stop reactor' in the trouble log."""
+        mailServer = socket.socket()
+        mailServer.bind(("127.0.0.1", 0))
+        mailServer.listen()
+        self.addCleanup(mailServer.close)
+        server = PacsServer(self.mktemp(), ini={
+            "TroubleLog": "trouble.log", "MailHost": "127.0.0.1", "MailPort": str(mailServer.getsockname()[1]),
+            "MailRcptName1": "ops@test", "MailWaitTime": "8", "ImportConverters": "1",
+            "ImportConverter0": "lua \"error('boom')\""})
+        server.start()
+        self.addCleanup(server.stop)
+        server.store(CT)
+        trouble = os.path.join(server.workdir, "trouble.log")
+        waitFor(lambda: "Lua script failed" in "".join(lines(trouble)), message="the error")
+        server.process.send_signal(signal.SIGTERM)
+        waitFor(lambda: "Received SIGTERM" in server.log(), message="the stop")
+        server.process.send_signal(signal.SIGTERM)
+        waitFor(lambda: "already stopping" in server.log(), timeout=5, message="the second signal's line")
+        server.stop()
+        self.assertNotIn("Can't stop reactor", "".join(lines(trouble)) + server.log())

@@ -57,6 +57,7 @@ import math
 import re
 from typing import NamedTuple
 
+from pydicom.tag import Tag
 from sqlalchemy import (Boolean, LargeBinary, String, and_, case, cast, distinct, func, literal, literal_column, or_,
                         select)
 from sqlalchemy.sql.elements import UnaryExpression
@@ -796,10 +797,12 @@ class IndexQuery:
         """The tags of the keys with values to match that ``find`` at
         ``level`` leaves unmatched: attributes the index keeps at no level
         up to ``level``, counts, sequences with values in their items (a
-        C-FIND answers their matches 0xFF01, PS3.4 C.4.1.1.4)."""
+        C-FIND answers their matches 0xFF01, PS3.4 C.4.1.1.4); not Private
+        Creators, which name a block rather than ask for a match."""
         level, keys = levelIndex(level), list(keys)
         statement = _Statement(self, connection, level, level, keys)
-        return [key.tag for key in keys if hasValuesToMatch(key) and not statement.addKey(key)]
+        return [key.tag for key in keys
+                if hasValuesToMatch(key) and not Tag(key.tag).is_private_creator and not statement.addKey(key)]
 
     def instances(self, connection, level, keys):
         """C-MOVE/C-GET: the images below the entities ``keys`` select at

@@ -8,7 +8,8 @@ value, than SQL should be given refuses the request.  A match carries
 exactly the requested attributes, in the data dictionary's VR (SS for a
 negative value of a "US or SS" one; the request's only for tags the
 dictionary does not know, a private key of implicit VR in the VR of its
-dicom.sql column), plus the level's
+dicom.sql column; a Private Creator in LO with the request's value,
+as it names its block rather than asks for a match), plus the level's
 unique key, the Query/Retrieve Level, the Retrieve AE Title and the
 Specific Character Set its text is encoded in: the request's (code
 extensions too) when that can hold every value, else ISO_IR 100 (Latin-1)
@@ -27,6 +28,7 @@ from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
+from pydicom.tag import Tag
 from pydicom.valuerep import PersonName
 from twisted.logger import Logger
 
@@ -422,7 +424,10 @@ class MatchEncoder:
         self.transferSyntax = transferSyntax
         self.keep = keep  # keep(dataset) -> bool: a result converter line (see pacscore.dicom.find)
         uniqueTag, uniqueVR = UNIQUE_KEYS[request.level]
-        self._returned = [(key.tag, answerVR(key.tag, key.vr)) for key in request.keys]
+        # A Private Creator names its block in the answers as in the request (PS3.5 7.8.1).
+        self._creators = {key.tag: key.value for key in request.keys if Tag(key.tag).is_private_creator}
+        self._returned = [(key.tag, "LO" if key.tag in self._creators else answerVR(key.tag, key.vr))
+                          for key in request.keys]
         if uniqueTag not in {tag for tag, _ in self._returned}:
             self._returned.append((uniqueTag, uniqueVR))
 
@@ -441,7 +446,7 @@ class MatchEncoder:
             if vr == "SQ":
                 dataset.add_new(tag, vr, [])
                 continue
-            text = "ONLINE" if tag == INSTANCE_AVAILABILITY else values.get(tag, "")
+            text = "ONLINE" if tag == INSTANCE_AVAILABILITY else self._creators.get(tag, values.get(tag, ""))
             if vr in TEXT_VRS:
                 texts.append(text)
             dataset.add(answerElement(tag, vr, text))

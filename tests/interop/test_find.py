@@ -235,6 +235,18 @@ class FindTests(unittest.TestCase):
         self.assertEqual([(m.AccessionNumber, "TimezoneOffsetFromUTC" in m) for m in matches], [("ACC0002", False)])
         self.assertIn("keys not matched, answered 0xFF01: (0032,4000)", self.server.log())
 
+    def test_privateCreatorEchoed(self):
+        """A Private Creator in the request comes back with its value, so
+        that the private elements of its block have their creator, and is
+        no key left unmatched: 0xFF00."""
+        for syntax in ("-xe", "-xi"):
+            matches, result = findscu(self.server, STUDY_ROOT, "STUDY", {
+                "AccessionNumber": "ACC0002", "0009,0010": "GEMS_IDEN_01", "0009,1001": None}, "-v", syntax)
+            self.assertIn("Received Find Response 1 (Pending)", result.stdout + result.stderr)
+            [match] = matches
+            self.assertEqual((match[0x00090010].VR, match[0x00090010].value), ("LO", "GEMS_IDEN_01"))
+            self.assertEqual(match[0x00091001].value, "")
+
     def test_modalitiesInStudyMatching(self):
         matches = self.find(STUDY_ROOT, "STUDY", {"ModalitiesInStudy": "MR", "AccessionNumber": None})
         self.assertEqual(self.values(matches, "AccessionNumber"), ["ACC0002", "ACC0003"])

@@ -281,10 +281,12 @@ class TagMappingTests(ArchiveTestCase):
 
     def test_unmatchedKeys(self):
         """The keys with values that find leaves unmatched (a C-FIND answers 0xFF01):
-        lower levels, no column, counts, sequences whose items hold values."""
+        lower levels, no column, counts, sequences whose items hold values;
+        not a Private Creator, which is echoed, not matched."""
         keys = [K(PATIENT_ID, "LO", "PAT1"), K(STUDY_UID, "UI", ""), K(MODALITY, "CS", "XX"),
                 K(0x00091010, "LO", "nothing"), K(0x00091011, "LO", "*"), K(0x00201208, "IS", "3"),
-                K(SEQUENCE, "SQ", ""), QueryKey(0x00081032, "SQ", "", itemValues=True)]
+                K(SEQUENCE, "SQ", ""), QueryKey(0x00081032, "SQ", "", itemValues=True),
+                K(0x00090010, "LO", "GEMS_IDEN_01"), K(0x001100FF, "LO", "CREATOR")]
         with self.engine.connect() as connection:
             self.assertEqual(self.query.unmatchedKeys(connection, "STUDY", keys),
                              [MODALITY, 0x00091010, 0x00201208, 0x00081032])

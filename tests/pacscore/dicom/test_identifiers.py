@@ -86,6 +86,20 @@ class ReadRequestTests(unittest.TestCase):
         request = readRequest(encodeDataset(ds, IMPLICIT), IMPLICIT, ALL_LEVELS, columnVRs)
         self.assertEqual(request.keys[1:], [QueryKey(0x00291110, "LO", ""), QueryKey(0x00291111, "UL", "")])
 
+    def test_privateCreatorEchoed(self):
+        """A Private Creator (gggg,0010-00FF) is no key to match: it reserves
+        its block (PS3.5 7.8.1), so the answers carry it with the request's
+        value, in LO even when implicit VR left it without one, and the
+        elements of its block as any key."""
+        ds = identifier(QueryRetrieveLevel="STUDY", StudyInstanceUID="1.2")
+        ds.add_new(0x00090010, "LO", "GEMS_IDEN_01")
+        ds.add_new(0x00091001, "LO", "")
+        for syntax in (IMPLICIT, EXPLICIT):
+            request = readRequest(encodeDataset(ds, syntax), syntax, ALL_LEVELS)
+            answer = decodeDataset(MatchEncoder(request, "PACS", EXPLICIT).encode({0x0020000D: "1.2"}), EXPLICIT)
+            self.assertEqual((answer[0x00090010].VR, answer[0x00090010].value), ("LO", "GEMS_IDEN_01"))
+            self.assertEqual((answer[0x00091001].VR, answer[0x00091001].value), ("LO", ""))
+
     def test_timezoneOffsetFromUTCIsNoKey(self):
         """(0008,0201) "may be present in the Identifier but is not matched"
         (PS3.4 C.2.2.2): no key (so not one the index cannot match, which

@@ -100,6 +100,7 @@ _COUNTS = {
 # Computed lists: tag -> (level counted, tag of the listed column); of the study
 # (at STUDY level and below: a series' or image's study).
 _LISTS = {MODALITIES_IN_STUDY: (2, MODALITY), SOP_CLASSES_IN_STUDY: (3, SOP_CLASS_UID)}
+COMPUTED_COUNTS, COMPUTED_LISTS = frozenset(_COUNTS), frozenset(_LISTS)
 
 # VRs whose values may contain a backslash (no value multiplicity).
 UNSPLIT_VRS = frozenset(("LT", "ST", "UT", "UR"))

@@ -50,7 +50,7 @@ from twisted.logger import Logger
 
 from pacscore.codecs.syntaxes import UNCOMPRESSED
 from pacscore.dicom import commands
-from pacscore.db.query import QueryKey
+from pacscore.db.query import COMPUTED_COUNTS, COMPUTED_LISTS, QueryKey
 from pacscore.dicom.client import associateNode
 from pacscore.dicom.negotiation import PLAIN_TITLES, TitleStyle
 from pacscore.dicom.datasets import IdentifierError, decodeDataset, encodeDataset
@@ -157,6 +157,33 @@ def _named(value):
     return any(value) if isinstance(value, list) else bool(value)
 
 
+def _values(element):
+    """The values of an element as stripped text, none when it is empty."""
+    value = element.value
+    values = value if isinstance(value, MultiValue) else [] if value in (None, "") else [value]
+    return [str(part).strip() for part in values if str(part).strip()]
+
+
+def addComputed(ours, theirs):
+    """Give our match ``ours`` of an entity another archive matched too
+    (``theirs``; Datasets) what that archive holds of it and we may not:
+    the larger of each count (NumberOf...Related...) and the union of
+    ModalitiesInStudy and SOPClassesInStudy, of those ``ours`` answers.
+    Whether ``ours`` changed."""
+    changed = False
+    for tag in (COMPUTED_COUNTS | COMPUTED_LISTS) & set(ours.keys()) & set(theirs.keys()):
+        mine, other = _values(ours[tag]), _values(theirs[tag])
+        if tag in COMPUTED_LISTS:
+            value = sorted(set(mine) | set(other))
+        else:
+            numbers = [int(text) for text in mine + other if text.isdigit()]
+            value = [str(max(numbers))] if numbers else mine
+        if value != mine:
+            ours[tag].value = value
+            changed = True
+    return changed
+
+
 def _single(value):
     """A key the match did not echo: the request's, unless it was a list."""
     return value if isinstance(value, str) else ""
@@ -243,15 +270,26 @@ class VirtualServers:
         return found
 
     def merge(self, local, remote, level, syntax, keep=None):
-        """Our encoded matches ``local``, then those of ``remote`` (Datasets)
-        whose unique key is new, encoded in ``syntax`` with our AE title to
-        retrieve from; ``keep(dataset)`` (the result converter) may leave
-        some out.  Decodes and encodes: call it in a worker."""
+        """Our encoded matches ``local`` (with the computed keys of the
+        ``remote`` matches of the same entity: ``addComputed``), then those
+        of ``remote`` (Datasets) whose unique key is new, encoded in
+        ``syntax`` with our AE title to retrieve from; ``keep(dataset)``
+        (the result converter) may leave some out.  Decodes and encodes:
+        call it in a worker."""
         keyword = UNIQUE_KEYS[level]
-        seen = {_text(decodeDataset(match, syntax), keyword) for match in local}
         merged = list(local)
+        ours = {}  # unique key -> (position, decoded match)
+        for n, match in enumerate(local):
+            decoded = decodeDataset(match, syntax)
+            ours.setdefault(_text(decoded, keyword), (n, decoded))
+        seen = set(ours)
         for dataset in remote:
             key = _text(dataset, keyword)
+            if key and key in ours:
+                n, decoded = ours[key]
+                if addComputed(decoded, dataset):
+                    merged[n] = encodeDataset(decoded, syntax)
+                continue
             if key and key in seen:
                 continue
             seen.add(key)

@@ -76,6 +76,32 @@ class VirtualServerTests(unittest.TestCase):
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertEqual(len(images), 3)
 
+    def test_aStudyInBothArchivesIsDescribedWhole(self):
+        """A study FRONT holds part of (two CT series) and BACKEND all of
+        (and an MR series besides) is answered by FRONT, in C-FIND and
+        QIDO-RS, with BACKEND's larger counts and both archives'
+        ModalitiesInStudy: the study a retrieve from FRONT would send."""
+        self.startFront()
+        both = self.byPatient[self.both][0]
+        mr = makeDataset(self.both, "Test^Patient1", both.studyUID, generate_uid(), generate_uid(), 3, 1,
+                         modality="MR")
+        path = os.path.join(self.workdir, "mr.dcm")
+        mr.save_as(path, enforce_file_format=True)
+        self.assertEqual(self.backend.store(path).returncode, 0)
+        [match], result = findscu(self.front, "-S", "STUDY", {
+            "StudyInstanceUID": both.studyUID, "ModalitiesInStudy": None, "NumberOfStudyRelatedSeries": None,
+            "NumberOfStudyRelatedInstances": None, "RetrieveAETitle": None})
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual((list(match.ModalitiesInStudy), match.NumberOfStudyRelatedSeries,
+                          match.NumberOfStudyRelatedInstances, match.RetrieveAETitle), (["CT", "MR"], 3, 7, "FRONT"))
+        web = f"http://127.0.0.1:{self.front.webPort}/dicom-web"
+        status, _, body = httpGet(f"{web}/studies?StudyInstanceUID={both.studyUID}&includefield=ModalitiesInStudy",
+                                  {"Accept": "application/dicom+json"})
+        self.assertEqual(status, 200)
+        [study] = json.loads(body)
+        self.assertEqual((study["00080061"]["Value"], study["00201206"]["Value"], study["00201208"]["Value"]),
+                         (["CT", "MR"], [3], [7]))
+
     def test_getFetchesAndKeepsTheBackendsObjects(self):
         self.startFront()
         image = self.byPatient[self.there][0]

@@ -41,6 +41,7 @@ from pacscore.dicom.identifiers import (
     INSTANCE_AVAILABILITY, QUERY_RETRIEVE_LEVEL, SPECIFIC_CHARACTER_SET, BadIdentifier, MatchEncoder, Request, checkKeys,
     findIdentifier)
 from pacscore.dicom.models import STUDY_ROOT_FIND
+from pacscore.dicom.virtual import addComputed
 from pacscore.web.answers import WebError, notText
 from pacscore.web.dicomweb.dicomjson import jsonAnswer, jsonBytes, jsonDataset
 from pacscore.web.converting import convertedKeys, resultFilter
@@ -286,14 +287,21 @@ def _matches(connection, query, level, keys, encoder, base, offset, limit):
 
 
 def _withRemote(local, remote, level, base, aeTitle, offset, limit, keep=None):
-    """In a worker: the count and JSON array of our answers then those of
-    the virtual servers (Datasets) whose entity is new and that ``keep``
-    (QueryResultConverter0, as for ours) keeps, paged."""
+    """In a worker: the count and JSON array of our answers (with the
+    computed keys of the virtual servers' answers of the same entity:
+    ``addComputed``) then those of the virtual servers (Datasets) whose
+    entity is new and that ``keep`` (QueryResultConverter0, as for ours)
+    keeps, paged."""
     keyword = UNIQUE_KEYWORDS[level]
-    seen = {str(answer.get(keyword, "")) for answer in local}
+    ours = {}
+    for answer in local:
+        ours.setdefault(str(answer.get(keyword, "")), answer)
+    seen = set(ours)
     merged = list(local)
     for dataset in remote:
         uid = str(dataset.get(keyword, "") or "")
+        if uid in ours:
+            addComputed(ours[uid], dataset)
         if not uid or uid in seen:
             continue
         seen.add(uid)

@@ -108,6 +108,30 @@ class VirtualServerTests(unittest.TestCase):
         self.assertEqual([(ds.StudyInstanceUID, ds.RetrieveAETitle) for ds in found],
                          [("1.1", "FRONT"), ("1.2", "FRONT")])
 
+    def test_mergeGivesOurMatchTheOthersComputedKeys(self):
+        """Our match of a study another archive matched too keeps its
+        values but takes the larger counts and the union of the lists;
+        empty or absent ones change nothing."""
+        ours = study("1.1", retrieveAE="FRONT")
+        ours.ModalitiesInStudy = "CT"
+        ours.NumberOfStudyRelatedSeries = "1"
+        ours.NumberOfStudyRelatedInstances = "5"
+        ours.NumberOfPatientRelatedStudies = None
+        theirs = study("1.1", "OTHER", retrieveAE="BACK")
+        theirs.ModalitiesInStudy = ["MR", "CT"]
+        theirs.NumberOfStudyRelatedSeries = "3"
+        theirs.NumberOfStudyRelatedInstances = "4"
+        theirs.NumberOfPatientRelatedStudies = None
+        theirs.SOPClassesInStudy = "1.2.840.10008.5.1.4.1.1.4"
+        [merged] = self.servers().merge([encodeDataset(ours, EXPLICIT)], [theirs], "STUDY", EXPLICIT)
+        found = decodeDataset(merged, EXPLICIT)
+        self.assertEqual((found.PatientID, found.RetrieveAETitle, list(found.ModalitiesInStudy),
+                          found.NumberOfStudyRelatedSeries, found.NumberOfStudyRelatedInstances,
+                          found.NumberOfPatientRelatedStudies, "SOPClassesInStudy" in found),
+                         ("P1", "FRONT", ["CT", "MR"], 3, 5, None, False))
+        unchanged = encodeDataset(ours, EXPLICIT)
+        self.assertIs(self.servers().merge([unchanged], [study("1.1")], "STUDY", EXPLICIT)[0], unchanged)
+
     def test_movesByListsOfUIDs(self):
         missing = [RemoteImage("P1", "1", "1.1", f"1.1.{n}") for n in range(70)] + [RemoteImage("P1", "1", "1.2",
                                                                                                  "1.2.1")]

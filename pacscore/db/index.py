@@ -236,6 +236,12 @@ class Index:
         transaction."""
         return Upserter(self._levels).indexedFiles(connection, list(sopInstanceUIDs))
 
+    def rebuildModalities(self, connection, studyKeys):
+        """Make the study modalities column of the studies ``studyKeys``
+        again of their series' Modality (``Upserter.rebuildModalities``),
+        inside the caller's transaction."""
+        Upserter(self._levels).rebuildModalities(connection, list(studyKeys))
+
     def checkKeys(self, attrs):
         """``ValueError`` unless the object of ``attrs`` can key its rows:
         study, series and SOP instance UIDs, none of its keys longer than

@@ -58,12 +58,12 @@ import re
 from typing import NamedTuple
 
 from pydicom.tag import Tag
-from sqlalchemy import (Boolean, LargeBinary, String, and_, case, cast, distinct, func, literal, literal_column, or_,
-                        select)
+from sqlalchemy import Boolean, LargeBinary, and_, case, cast, func, literal, literal_column, or_, select
 from sqlalchemy.sql.elements import UnaryExpression
 from sqlalchemy.sql.operators import custom_op
 from twisted.logger import Logger
 
+from pacscore.db.aggregates import distinctValues
 from pacscore.db.casefold import caseFolded
 from pacscore.db.peerqueries import checkAbandoned
 from pacscore.db.personnames import personName, storedPersonName
@@ -412,11 +412,7 @@ class _Statement:
             if related is None:
                 return None
             clause, column, where = related
-            if self.dialect == "postgresql":
-                aggregate = func.string_agg(distinct(column), literal_column("','"))
-            else:  # SQLite and MySQL: group_concat(DISTINCT x) joins with ","
-                aggregate = func.group_concat(distinct(column), type_=String)
-            expression = select(aggregate).select_from(clause).where(where, column != "")
+            expression = select(distinctValues(column)).select_from(clause).where(where, column != "")
             return expression.scalar_subquery(), _listText
         return None
 
@@ -738,18 +734,19 @@ class IndexQuery:
 
     # -- queries ---------------------------------------------------------
 
-    def find(self, connection, level, keys, limit=None, offset=0, below=False):
+    def find(self, connection, level, keys, limit=None, offset=0, below=False, counts=False):
         """C-FIND at ``level``: one ``{tag: value}`` per matching entity (the
         first ``limit`` of them in the sort order, None: all, after the
         first ``offset``, which the database skips); ``below``: keys of the
         levels below match too, as an entity holding a match (QIDO-RS),
-        with no value answered."""
+        with no value answered; ``counts``: the counts are computed even
+        without computed fields (QIDO-RS must answer them)."""
         level, keys = levelIndex(level), list(keys)
         statement = _Statement(self, connection, level, level, keys, below)
         table = self.tables[level]
         outputs = {}  # tag -> (expression, convert); the last key of a tag wins
         for key in keys:
-            if self.computedFields and (key.tag in _COUNTS or key.tag in _LISTS):
+            if self._computes(key.tag, counts):
                 computed = statement.computed(key.tag)
                 if computed is not None:
                     statement.addKey(key)
@@ -783,11 +780,17 @@ class IndexQuery:
             results.append(dict(zip(tags, values)))
         return results
 
-    def computedAt(self, level):
+    def _computes(self, tag, counts=False):
+        """Whether ``find`` computes the key ``tag``: every computed key with
+        computed fields, the counts with ``counts`` too."""
+        return tag in _COUNTS and (self.computedFields or counts) or tag in _LISTS and self.computedFields
+
+    def computedAt(self, level, counts=False):
         """The computed keys (counts, lists) ``find`` answers at ``level``
-        (a name); none without computed fields."""
+        (a name), with ``counts`` as it is given; none without computed
+        fields and ``counts``."""
         index = levelIndex(level)
-        return {tag for tag in (*_COUNTS, *_LISTS) if self.computedFields and _isComputedAt(tag, index)}
+        return {tag for tag in (*_COUNTS, *_LISTS) if self._computes(tag, counts) and _isComputedAt(tag, index)}
 
     def matchedComputedAt(self, level):
         """Of ``computedAt(level)``, those whose values ``find`` matches (the

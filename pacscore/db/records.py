@@ -29,6 +29,11 @@ the study's modalities, below).
   a Modality not yet one of the row's backslash-separated values is put in
   front of them (``MR`` into ``CT\\SR`` makes ``MR\\CT\\SR``; ``CT`` is not
   in ``RTSTRUCT``); an object without one leaves the column as it is.
+  A study that loses a series (deleted, emptied by an object sent again
+  into another series, moved to another study) or whose series changes
+  its Modality gets the column made again of its series' modalities, as
+  ``dgate -r`` would make it (``Upserter.rebuildModalities``), so that it
+  never holds the modality of a series the study no longer has.
   A merged value is written only over the one it was merged into: when
   another writer (another node sharing the database) merged a modality in
   since, the row is read again, locked, and the modality merged into it, so
@@ -48,9 +53,10 @@ import time
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, func, select
 from twisted.logger import Logger
 
+from pacscore.db.aggregates import distinctValues
 from pacscore.db.direct import DirectStatement
 from pacscore.db.query import MODALITIES_IN_STUDY, MODALITY, cutToColumn
 from pacscore.db.schema import LEVELS
@@ -289,6 +295,7 @@ class Upserter:
             2: select(self._image.key).where((self._links[3] == bindparam("b_key")) & other).limit(1),
             1: select(self._image.key).where(self._links[3].in_(select(series).where(
                 self._links[2] == bindparam("b_key"))) & other).limit(1)}
+        self._seriesModality, self._rebuildModalities = _modalitiesRebuild(levels[1], levels[2])
         self._cache = {}
 
     def forgetCache(self):
@@ -346,6 +353,8 @@ class Upserter:
         if index and link in changes and known[link]:
             left.add((index - 1, known[link]))
         self._remember(cacheKey, seen, {**known, **changes})
+        if index == 2 and self._seriesModality in changes and known[self._seriesModality]:
+            self.rebuildModalities(connection, [known[link]])  # its study may have lost the old one
 
     def checkLinks(self, connection, record):
         """``InconsistentLink`` if ``record`` would move a study or series
@@ -454,6 +463,8 @@ class Upserter:
                     self.log.warn("{table} row {key} kept though {why}: {column} of {other} still names it",
                                   table=parent.table.name, key=key, why=why, column=naming.name,
                                   other=naming.table.name)
+                if index == 1:  # a study that lost a series
+                    self.rebuildModalities(connection, [key])
                 break
             above = connection.execute(select(self._links[index]).where(parent.key == key)).scalar() if index else None
             connection.execute(parent.table.delete().where(parent.key == key))
@@ -462,6 +473,16 @@ class Upserter:
                 break
             key = above
         self.forgetCache()
+
+    def rebuildModalities(self, connection, studyKeys):
+        """Make the study modalities column of the studies ``studyKeys``
+        again of the Modality of their series (one UPDATE a study; nothing
+        when dicom.sql has no such column)."""
+        if self._rebuildModalities is None:
+            return
+        for key in studyKeys:
+            connection.execute(self._rebuildModalities, {"b_key": key})
+            self._cache.pop(("study", key), None)
 
     def indexedFiles(self, connection, keys):
         """SOPInstanceUID -> ``Replaced(DeviceName, ObjectFile)`` of those of ``keys`` (a list) indexed."""
@@ -481,3 +502,19 @@ class Upserter:
         return [row for start in range(0, len(keys), self.selectChunk)
                 for row in connection.execute(selectMany, {"b_keys": keys[start:start + self.selectChunk]})]
 
+
+
+
+def _modalitiesRebuild(study, series):
+    """``(name, update)``: the name of the series' Modality column and the
+    UPDATE (of ``b_key``, a study) making ``study``'s modalities column of
+    it, backslash-separated, cut to the column's length (``Level``s); None
+    for those dicom.sql does not have."""
+    modality = next((field for field in series.fields if field.tag == MODALITY), None)
+    if study.modalities is None or modality is None:
+        return None, None
+    column, link = series.table.c[modality.name], series.table.c[series.fields[-1].name]
+    listed = select(distinctValues(column)).where(link == bindparam("b_key"), column != "").scalar_subquery()
+    value = func.substr(func.replace(func.coalesce(listed, ""), ",", "\\"), 1, study.modalities.length)
+    return modality.name, study.table.update().where(study.key == bindparam("b_key")).values(
+        {study.modalities.name: value})

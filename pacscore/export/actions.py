@@ -97,7 +97,8 @@ class LocalActions:
         """In the index writer (ordered with stores): the image rows that
         still name the files of ``instances`` (with ``filesRemoved``, only
         where no file was stored under that name since), then parents left
-        empty; how many image rows went."""
+        empty, and the modalities of the studies that are left made again
+        of their series'; how many image rows went."""
         tables = self.query.tables
         image = tables[3]
         columns = image.table.c
@@ -120,6 +121,7 @@ class LocalActions:
             orphan = ~exists(select(child.link).where(child.link == parent.key))
             for chunk in _chunks(sorted(set(keys))):
                 connection.execute(parent.table.delete().where(and_(parent.key.in_(chunk), orphan)))
+        self.index.rebuildModalities(connection, sorted({instance.studyInstanceUID for instance in gone}))
         self.index.forgetCache()
         return len(gone)
 

@@ -7,7 +7,8 @@ eight hex digits) matches as the same key would in a C-FIND, wildcards,
 date ranges and UID lists (separated by ``,`` or ``\\``) included; a
 repeated ``{attribute}`` matches any of its values (as ``\\`` does).
 Each match carries the attributes the standard lists for its level (those
-of the levels above too when the path does not name them), those named by
+of the levels above too when the path does not name them; the counts
+computed even without ``EnableComputedFields``, a C-FIND switch), those named by
 ``includefield`` (``all``: every attribute the index keeps), the
 Retrieve AE Title and a RetrieveURL of the entity.  ``limit`` and
 ``offset`` (each at most 2**31 - 1) page the matches (a Warning header says when more are left);
@@ -176,7 +177,7 @@ def _levelTags(level, target):
 def _allTags(archive, level):
     """Every attribute the index keeps at ``level`` and above, and those computed there."""
     tags = [tag for table in archive.query.tables[:levelIndex(level) + 1] for tag in table.byTag]
-    return tags + sorted(archive.query.computedAt(level))
+    return tags + sorted(archive.query.computedAt(level, counts=True))
 
 
 def searchKeys(archive, request, level, target):
@@ -243,7 +244,7 @@ def _unheld(query, level, keys):
     at ``level`` or above, nothing computed there): an answer leaves them out
     rather than saying the object has them empty."""
     held = {tag for table in query.tables[:levelIndex(level) + 1] for tag in table.byTag}
-    return {key.tag for key in keys} - held - query.computedAt(level) - {INSTANCE_AVAILABILITY}
+    return {key.tag for key in keys} - held - query.computedAt(level, counts=True) - {INSTANCE_AVAILABILITY}
 
 
 def _localMatches(connection, query, level, keys, encoder, base, offset=0, limit=None):
@@ -252,9 +253,9 @@ def _localMatches(connection, query, level, keys, encoder, base, offset=0, limit
     filtered = encoder.keep is not None
     unheld = _unheld(query, level, keys)
     if filtered or limit is None:
-        rows, skipped = query.find(connection, level, keys, below=True), 0
+        rows, skipped = query.find(connection, level, keys, below=True, counts=True), 0
     else:  # every row is answered: the index skips to the page and gives it and one more (are more left?)
-        rows, skipped = query.find(connection, level, keys, limit + 1, offset, below=True), offset
+        rows, skipped = query.find(connection, level, keys, limit + 1, offset, below=True, counts=True), offset
     if not filtered:
         total, rows = skipped + len(rows), _page(rows, offset - skipped, limit)
     answers = []

@@ -4,8 +4,10 @@ addimagefile, the deletes, loadhl7, dump_header, prefetch."""
 import os
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 import pydicom
+from pydicom.uid import generate_uid
 
 from sqlalchemy import select
 from twisted.internet import defer
@@ -13,7 +15,7 @@ from twisted.trial import unittest
 
 from pacscore.hl7 import dropfolder
 from pacscore.control.context import CommandError
-from pacscore.testing.corpus import generateCorpus
+from pacscore.testing.corpus import generateCorpus, makeDataset
 from pacscore.testing.orders import orderMessage, writeMessages
 from plugins import pacs_control_data as commands
 from tests.pacscore.control.running import RunningArchive
@@ -132,6 +134,26 @@ class StoredCorpusTests(unittest.TestCase):
                          "2 object(s) removed from the server")
         self.assertEqual((yield self.running.count("series")), 3)
         self.assertEqual((yield self.running.count("study")), 3)
+
+    @defer.inlineCallbacks
+    def test_deleteseriesTakesItsModalityOutOfTheStudy(self):
+        """The study's StudyModality (ModalitiesInStudy without computed
+        fields) loses the modality of a deleted series that no other series
+        of the study has."""
+        first = self.images[0]
+        mr = makeDataset(first.patientID, "Test^Patient0", first.studyUID, generate_uid(), generate_uid(), 2, 1,
+                         modality="MR")
+        path = os.path.abspath(self.mktemp())
+        mr.save_as(path, enforce_file_format=True)
+        yield self.running.store([SimpleNamespace(path=path)])
+        self.assertEqual((yield self.studyModalities(first.studyUID)), "MR\\CT")
+        yield self.running.run(commands.deleteSeries, f"{first.patientID}:{mr.SeriesInstanceUID}")
+        self.assertEqual((yield self.studyModalities(first.studyUID)), "CT")
+
+    def studyModalities(self, studyUID):
+        study = self.running.archive.index.tables.study
+        return self.running.archive.index.runQuery(lambda connection: connection.execute(
+            select(study.c.StudyModality).where(study.c.StudyInstanceUID == studyUID)).scalar())
 
     @defer.inlineCallbacks
     def test_deletestudiesByDateRange(self):

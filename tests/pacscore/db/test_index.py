@@ -185,6 +185,26 @@ class UpsertTests(IndexTestCase):
         self.upsert(makeRecord("1.2.3.9.1", series="1.2.3.9", MODALITY="MR"))
         self.assertEqual(self.row("study")["StudyModality"], "MR\\" + "X" * 61)
 
+    def test_studyModalitiesFollowTheSeries(self):
+        """An object sent again into another series (its own left empty and
+        deleted) or with another Modality makes the study's modalities
+        again of those of its series, as ``dgate -r`` would: no modality
+        of a series gone stays (one UPDATE for the study)."""
+        self.upsert(makeRecord("1.2.3.1.1"))
+        self.upsert(makeRecord("1.2.3.2.1", series="1.2.3.2", MODALITY="MR"))
+        self.upsert(makeRecord("1.2.3.3.1", series="1.2.3.3", MODALITY="SR"))
+        self.assertEqual(self.row("study")["StudyModality"], "SR\\MR\\CT")
+        self.upsert(makeRecord("1.2.3.2.1", series="1.2.3.1"))
+        self.assertEqual(sorted(r["SeriesInstanceUID"] for r in self.rows("series")), ["1.2.3.1", "1.2.3.3"])
+        self.assertEqual(sorted(self.row("study")["StudyModality"].split("\\")), ["CT", "SR"])
+        statements = self.countStatements()
+        self.upsert(makeRecord("1.2.3.3.1", series="1.2.3.3", MODALITY="PR"))
+        self.assertEqual(sorted(self.row("study")["StudyModality"].split("\\")), ["CT", "PR"])
+        self.assertEqual([s.split()[1].strip('"`') for s in statements if s.startswith("UPDATE")],
+                         ["DICOMStudies", "DICOMSeries", "DICOMStudies", "DICOMImages"])  # merge, series, rebuild
+        self.upsert(makeRecord("1.2.3.4.1", series="1.2.3.4", MODALITY="US"))  # the cached study row is current
+        self.assertEqual(sorted(self.row("study")["StudyModality"].split("\\")), ["CT", "PR", "US"])
+
     def test_studyModalitiesOfTwoWriters(self):
         """Two writers on one database (two nodes sharing it), each with its
         own cached study row: a modality is merged into the row as it is,

@@ -131,9 +131,9 @@ class ArchiveTestCase(unittest.TestCase):
         self.index.storeMany(self.records())
         self.query = IndexQuery(self.index.tables, self.index.layout)
 
-    def find(self, level, *keys, query=None):
+    def find(self, level, *keys, query=None, **options):
         with self.engine.connect() as connection:
-            return (query or self.query).find(connection, level, list(keys))
+            return (query or self.query).find(connection, level, list(keys), **options)
 
     def keysOf(self, level, *keys, query=None):
         """The level's unique keys of the matches, in result order."""
@@ -877,6 +877,18 @@ class ComputedFieldTests(ArchiveTestCase):
                             K(PATIENT_STUDIES, "IS"), K(SOP_CLASSES_IN_STUDY, "UI"),
                             K(MODALITIES_IN_STUDY, "CS"), query=query)
         self.assertEqual(results, [{STUDY_UID: "1.1", MODALITIES_IN_STUDY: "MR\\CT"}])
+
+    def test_countsWithoutComputedFields(self):
+        """``counts``: the counts are computed all the same (QIDO-RS must
+        answer them), the lists left to the columns."""
+        query = IndexQuery(self.index.tables, self.index.layout, computedFields=False)
+        results = self.find("STUDY", K(STUDY_UID, "UI", "1.1"), K(STUDY_INSTANCES, "IS"), K(SOP_CLASSES_IN_STUDY, "UI"),
+                            K(MODALITIES_IN_STUDY, "CS"), query=query, counts=True)
+        self.assertEqual(results, [{STUDY_UID: "1.1", STUDY_INSTANCES: "5", MODALITIES_IN_STUDY: "MR\\CT"}])
+        self.assertEqual(query.computedAt("SERIES", counts=True),
+                         {PATIENT_STUDIES, PATIENT_SERIES, PATIENT_INSTANCES, STUDY_SERIES, STUDY_INSTANCES,
+                          SERIES_INSTANCES})
+        self.assertEqual(query.matchedComputedAt("SERIES"), set())
 
     def test_notRequestedNotComputed(self):
         statements = self.statements()

@@ -63,6 +63,9 @@ class SyncIndex:
         with self.engine.begin() as connection:
             return defer.maybeDeferred(fn, connection, *args, **kw)
 
+    def rebuildModalities(self, connection, studyKeys):
+        self.index.rebuildModalities(connection, studyKeys)
+
     def forgetCache(self):
         self.index.forgetCache()
 

@@ -342,6 +342,19 @@ class StudyModalityColumnSearchTests(DicomWebTestCase):
         self.assertEqual((yield self.fetch("/studies?ModalitiesInStudy=MR")).json(), [])
 
     @defer.inlineCallbacks
+    def test_countsAnsweredAllTheSame(self):
+        """The counts PS3.18 lists for /studies and /series answers (Tables
+        10.6.3-3, 10.6.3-4) are computed from the index all the same:
+        EnableComputedFields is a C-FIND switch."""
+        [study] = (yield self.fetch(f"/studies?StudyInstanceUID={self.corpus[0].studyUID}")).json()
+        self.assertEqual((values(study, "00201206"), values(study, "00201208")), ([2], [4]))
+        series = (yield self.fetch(f"/studies/{self.corpus[0].studyUID}/series")).json()
+        self.assertEqual([values(match, "00201209") for match in series], [[2], [2]])
+        found = yield self.fetch("/studies?NumberOfStudyRelatedSeries=5")
+        self.assertEqual(len(found.json()), 2)
+        self.assertIn("NumberOfStudyRelatedSeries query parameter is not supported", found.header("warning"))
+
+    @defer.inlineCallbacks
     def test_sopClassesInStudyNotKept(self):
         """Without computed fields nothing holds SOPClassesInStudy: a filter
         of it is ignored with a Warning, the answers leave it out."""

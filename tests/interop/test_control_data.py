@@ -4,17 +4,20 @@ DCMTK's storescu: deletes checked with DCMTK's findscu and on disk, a
 move to DCMTK's storescp, regen after losing the database file, query,
 the finders, loadhl7, addimagefile and initializetables."""
 
+import json
 import os
 import subprocess
 
 import pydicom
 from pydicom.uid import generate_uid
 
+from pacscore.testing.corpus import makeDataset
 from pacscore.testing.orders import orderMessage, writeMessages
 from tests.interop.peers import StorescpServer
 from tests.interop.server import BIN, dcmtk
 from tests.interop.storedcorpus import StoredCorpusTestCase
 from tests.interop.test_find import PATIENT_ROOT, STUDY_ROOT, findscu
+from tests.interop.test_web import httpGet
 from tests.interop.test_worklist import worklistFind
 
 DESTINATION = "DATADEST"  # no wildcard entry of the default acrnema.map (V*, S*) matches it
@@ -202,3 +205,36 @@ class ControlDataTests(StoredCorpusTestCase):
         self.assertEqual(self.dgate("--initializetables:2"), ["Initialized DICOMWorkList"])
         self.assertEqual(self.dgate("--query:DICOMWorkList|AccessionNumber||"), [])
         self.assertEqual(self.counts(), [2, 4, 4, 8])
+
+
+class WithoutComputedFieldsTests(StoredCorpusTestCase):
+    """EnableComputedFields = 0, as a Conquest dicom.ini has it."""
+
+    corpus = {"patients": 1, "studiesPerPatient": 1, "seriesPerStudy": 2, "imagesPerSeries": 2}
+
+    def prepare(self):
+        self.server.setIni(EnableComputedFields="0")
+
+    def test_deleteseriesAndTheStudysModalitiesAndCounts(self):
+        """A study's MR series deleted (dgate --deleteseries) takes MR out of
+        its ModalitiesInStudy, in C-FIND and QIDO-RS, and QIDO-RS answers
+        the counts PS3.18 lists all the same."""
+        study = self.images[0].studyUID
+        mr = makeDataset("PAT0000", "Test^Patient0", study, generate_uid(), generate_uid(), 3, 1, modality="MR")
+        path = os.path.join(self.workdir, "mr.dcm")
+        mr.save_as(path, enforce_file_format=True)
+        self.assertEqual(self.server.store(path).returncode, 0)
+        query = {"StudyInstanceUID": None, "ModalitiesInStudy": "MR"}
+        self.assertEqual([m.StudyInstanceUID for m in findscu(self.server, STUDY_ROOT, "STUDY", query)[0]], [study])
+        self.assertEqual(self.dgate(f"--deleteseries:PAT0000:{mr.SeriesInstanceUID}"),
+                         ["1 object(s) removed from the server"])
+        self.assertEqual(findscu(self.server, STUDY_ROOT, "STUDY", query)[0], [])
+        web = f"http://127.0.0.1:{self.server.webPort}/dicom-web"
+        status, _, body = httpGet(f"{web}/studies?ModalitiesInStudy=MR", {"Accept": "application/dicom+json"})
+        self.assertEqual((status, json.loads(body or b"[]")), (200, []))
+        status, _, body = httpGet(f"{web}/studies", {"Accept": "application/dicom+json"})
+        [answer] = json.loads(body)
+        self.assertEqual((answer["00080061"]["Value"], answer["00201206"]["Value"], answer["00201208"]["Value"]),
+                         (["CT"], [2], [4]))
+        status, _, body = httpGet(f"{web}/studies/{study}/series", {"Accept": "application/dicom+json"})
+        self.assertEqual([series["00201209"]["Value"] for series in json.loads(body)], [[2], [2]])

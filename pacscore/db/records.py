@@ -53,7 +53,7 @@ import time
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import Integer, bindparam, func, select, text
 from twisted.logger import Logger
 
 from pacscore.db.aggregates import distinctValues
@@ -103,6 +103,11 @@ class Replaced(NamedTuple):
 
     deviceName: str
     objectFile: str
+
+
+# SQLite's count of the commits other connections made to the database
+# since this one opened it (PRAGMA data_version)
+DATA_VERSION = DirectStatement(text("PRAGMA data_version").columns(data_version=Integer))
 
 
 class _Field(NamedTuple):
@@ -265,12 +270,13 @@ class Upserter:
     for patient, study and series rows: the images of one series then cost
     one SELECT of each parent's key per transaction (the rows may have gone
     since: deleted by hand, by another node sharing the database, a backup
-    restored), and a batch of new images one SELECT ... IN and one
-    executemany INSERT.  The cache assumes that the rows' values change
-    only through this object (but for the study's modalities, which other
-    writers merge into too: see ``Level.write``): call ``forgetCache()``
-    after any rollback and after deleting or rewriting rows (deletes,
-    merges, initialization).
+    restored; on SQLite, only once another connection has committed since
+    the last check: ``DATA_VERSION``), and a batch of new images one
+    SELECT ... IN and one executemany INSERT.  The cache assumes that the
+    rows' values change only through this object (but for the study's
+    modalities, which other writers merge into too: see ``Level.write``):
+    call ``forgetCache()`` after any rollback and after deleting or
+    rewriting rows (deletes, merges, initialization).
     """
 
     log = Logger()
@@ -297,6 +303,7 @@ class Upserter:
                 self._links[2] == bindparam("b_key"))) & other).limit(1)}
         self._seriesModality, self._rebuildModalities = _modalitiesRebuild(levels[1], levels[2])
         self._cache = {}
+        self._checkedAt = None  # (DBAPI connection, DATA_VERSION) of the last check of the cached rows
 
     def forgetCache(self):
         """Drop every cached row (safe from any thread)."""
@@ -382,7 +389,14 @@ class Upserter:
 
     def _forgetVanished(self, connection, records):
         """Drop the cached parent rows of ``records`` that the database no
-        longer holds, so that they are inserted again."""
+        longer holds, so that they are inserted again: none can have gone
+        while no other connection has committed (SQLite tells)."""
+        if connection.dialect.name == "sqlite":
+            dbapiConnection = connection.connection.dbapi_connection
+            checkedAt = (dbapiConnection, DATA_VERSION.execute(connection, {})[0][0])
+            if checkedAt == self._checkedAt:
+                return
+            self._checkedAt = checkedAt
         for level in self._parents:
             cached = {}  # key in the row -> cache key
             for record in records:

@@ -14,6 +14,7 @@ the engine's statements; any other statement, or key set, takes
 transaction, and a database error is raised as SQLAlchemy's ``DBAPIError``.
 """
 
+from sqlalchemy import bindparam
 from sqlalchemy.exc import DBAPIError
 
 _INDIRECT = object()
@@ -73,3 +74,32 @@ def _processed(row, keys, processors):
     """The values of ``row`` at ``keys``, each through its processor (if any)."""
     return tuple(value if process is None else process(value)
                  for value, process in zip((row[key] for key in keys), processors))
+
+
+class DirectKeyList:
+    """The rows of ``statement`` (a Core select) whose ``column`` holds one
+    of a list of keys, in statements of ``chunk`` keys at most: for each
+    number of keys a ``DirectStatement`` of ``column = ?`` or ``column IN
+    (?, ?, ...)``, made at its first use (an expanding IN would take
+    SQLAlchemy's execute path, several times what a few keys' SELECT costs)."""
+
+    def __init__(self, statement, column, chunk):
+        self.statement = statement
+        self.column = column
+        self.chunk = chunk
+        self._bySize = {}  # number of keys -> (DirectStatement, the names of its parameters)
+
+    def rows(self, connection, keys):
+        """The rows (tuples) of ``keys`` (a list)."""
+        rows = []
+        for start in range(0, len(keys), self.chunk):
+            part = keys[start:start + self.chunk]
+            entry = self._bySize.get(len(part))
+            if entry is None:
+                names = [f"b_key{number}" for number in range(len(part))]
+                where = (self.column == bindparam(names[0]) if len(names) == 1
+                         else self.column.in_([bindparam(name) for name in names]))
+                entry = self._bySize[len(part)] = (DirectStatement(self.statement.where(where)), names)
+            statement, names = entry
+            rows += statement.execute(connection, dict(zip(names, part)))
+        return rows

@@ -57,7 +57,7 @@ from sqlalchemy import Integer, bindparam, func, select, text
 from twisted.logger import Logger
 
 from pacscore.db.aggregates import distinctValues
-from pacscore.db.direct import DirectStatement
+from pacscore.db.direct import DirectKeyList, DirectStatement
 from pacscore.db.query import MODALITIES_IN_STUDY, MODALITY, cutToColumn
 from pacscore.db.schema import LEVELS
 
@@ -104,6 +104,8 @@ class Replaced(NamedTuple):
     deviceName: str
     objectFile: str
 
+
+SELECT_CHUNK = 500  # keys per SELECT ... IN (SQLite's variable limit)
 
 # SQLite's count of the commits other connections made to the database
 # since this one opened it (PRAGMA data_version)
@@ -171,8 +173,11 @@ class Level:
         self.selectRow = DirectStatement(select(*(table.c[f.name] for f in self.fields)).where(
             self.key == bindparam("b_key")))
         self.lockRow = DirectStatement(self.selectRow.statement.with_for_update())
-        self.selectKey = DirectStatement(select(self.key).where(self.key == bindparam("b_key")))
-        self.selectKeys = select(self.key).where(self.key.in_(bindparam("b_keys", expanding=True)))
+        self.selectKeys = DirectKeyList(select(self.key), self.key, SELECT_CHUNK)
+        # images: where each file is, and its series
+        self.selectLocations = None if name != "image" else DirectKeyList(
+            select(self.key, table.c.DeviceName, table.c.ObjectFile, table.c[self.fields[-1].name]), self.key,
+            SELECT_CHUNK)
         self.insert = DirectStatement(table.insert())
         self.update = DirectStatement(table.update().where(self.key == bindparam("b_key")))
         self.updateMerged = None if self.modalities is None else DirectStatement(self.update.statement.where(
@@ -281,17 +286,13 @@ class Upserter:
 
     log = Logger()
     maxCached = 10000
-    selectChunk = 500  # keys per SELECT ... IN (SQLite's variable limit)
+    selectChunk = SELECT_CHUNK
 
     def __init__(self, levels):
         self._levels = levels
         self._parents = levels[:3]
         self._image = levels[3]
-        columns = self._image.table.c
         self._links = [level.table.c[level.fields[-1].name] for level in levels]  # [0] unused: patients link nowhere
-        locations = select(self._image.key, columns.DeviceName, columns.ObjectFile, self._links[3])
-        self._selectLocations = locations.where(self._image.key.in_(bindparam("b_keys", expanding=True)))
-        self._selectLocation = DirectStatement(locations.where(self._image.key == bindparam("b_key")))
         # the columns of the tables below each parent level that hold its key, its children's link first
         self._naming = [[level.table.c[field.name] for level in levels[index + 1:] for field in level.fields
                          if field.tag == parent.keyTag] for index, parent in enumerate(self._parents)]
@@ -405,7 +406,7 @@ class Upserter:
                 if entry is not None:
                     cached[entry[1][level.keyName]] = cacheKey
             if cached:
-                present = {key for key, in self._selectIn(connection, level.selectKey, level.selectKeys, list(cached))}
+                present = {key for key, in level.selectKeys.rows(connection, list(cached))}
                 for key in cached.keys() - present:
                     self.log.info("{table} row {key} is gone from the database (deleted outside this writer); "
                                   "it is inserted again", table=level.table.name, key=key)
@@ -504,19 +505,7 @@ class Upserter:
 
     def _locations(self, connection, keys):
         """SOPInstanceUID -> (DeviceName, ObjectFile, SeriesInstanceUID) of the rows that exist."""
-        return {key: tuple(rest) for key, *rest in
-                self._selectIn(connection, self._selectLocation, self._selectLocations, keys)}
-
-    def _selectIn(self, connection, selectOne, selectMany, keys):
-        """The rows of ``keys`` (a list): ``selectOne`` (a ``DirectStatement``
-        of ``b_key``) for one key, else ``selectMany`` (``b_keys``, expanding)
-        in chunks of ``selectChunk``."""
-        if len(keys) == 1:
-            return selectOne.execute(connection, {"b_key": keys[0]})
-        return [row for start in range(0, len(keys), self.selectChunk)
-                for row in connection.execute(selectMany, {"b_keys": keys[start:start + self.selectChunk]})]
-
-
+        return {key: tuple(rest) for key, *rest in self._image.selectLocations.rows(connection, keys)}
 
 
 def _modalitiesRebuild(study, series):

@@ -10,7 +10,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from twisted.trial import unittest
 
-from pacscore.db.direct import DirectStatement
+from pacscore.db.direct import DirectKeyList, DirectStatement
 from tests.pacscore.db.test_writer import sqliteEngine
 
 
@@ -97,6 +97,23 @@ class DirectStatementTests(unittest.TestCase):
             insertThing.execute(connection, {"Key": "a", "Seen": stamp, "Kind": "k"})
             seen = DirectStatement(select(self.table.c.Seen).where(self.table.c.Key == bindparam("b_key")))
             self.assertEqual(seen.execute(connection, {"b_key": "a"}), [(stamp,)])
+
+    def test_keyListDirectly(self):
+        """DirectKeyList: the rows of the keys that exist, in statements of
+        ``chunk`` keys at most, none for no key, all on the DBAPI cursor."""
+        with self.engine.begin() as connection:
+            connection.execute(insert(self.table), [{"Key": key, "Name": key.upper(), "Count": count}
+                                                    for count, key in enumerate("abcde")])
+        byKeys = DirectKeyList(select(self.table.c.Key, self.table.c.Count), self.table.c.Key, chunk=2)
+        statements, execute = [], DirectStatement.execute
+        self.patch(DirectStatement, "execute", lambda *args: statements.append(1) or execute(*args))
+        with self.engine.begin() as connection, self.direct():
+            self.assertEqual(sorted(byKeys.rows(connection, ["e", "zz", "a", "c", "yy"])),
+                             [("a", 0), ("c", 2), ("e", 4)])
+            self.assertEqual(len(statements), 3)
+            self.assertEqual(byKeys.rows(connection, ["b"]), [("b", 1)])
+            self.assertEqual(byKeys.rows(connection, []), [])
+        self.assertEqual(len(statements), 4)
 
     def test_expandingGoesThroughSQLAlchemy(self):
         with self.engine.begin() as connection:

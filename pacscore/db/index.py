@@ -37,6 +37,7 @@ from pacscore.db.regenmarks import RegenMarks
 from pacscore.db.records import ImageRecord, InconsistentLink, Replaced, Upserter, buildLevels, checkKeys, checkRecord
 from pacscore.db.schema import (INDEXED_COLUMNS_EMPTY, WORKLIST_COLUMNS_EMPTY, addMissingColumns, adoptCollation,
                                 adoptFoldedTable, adoptTruncatedColumns, buildTables, upgradeTable)
+from pacscore.db.windowspaths import adoptWindowsPaths
 from pacscore.db.writer import BatchRunner, GroupCommitWriter, callEach
 from pacscore.storage.attributes import DatasetError
 from pacscore.storage.durability import PerFileSync
@@ -144,6 +145,8 @@ class Index:
             adoptTruncatedColumns(connection, table, self.log)
         adoptRawText(connection, self.tables, self.log, layout=self.layout, recheck=bool(dropped),
                      characterSetOf=characterSetOf)
+        if self._isConquests(connection):
+            adoptWindowsPaths(connection, self.tables, self.log)
         self.metadata.create_all(connection)
         for table in self.tables:
             addMissingColumns(connection, table, self.log,

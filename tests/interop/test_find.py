@@ -2,6 +2,7 @@
 three models at every level, every matching type, Latin-1 and UTF-8 names,
 C-CANCEL; answers compared with ground truth computed from the corpus."""
 
+import io
 import json
 import os
 import tempfile
@@ -9,7 +10,7 @@ import urllib.parse
 import urllib.request
 
 import pydicom
-from pydicom.data import get_charset_files
+from pydicom.data import get_charset_files, get_testdata_file
 from twisted.trial import unittest
 
 from pacscore.testing.corpus import generateCorpus
@@ -319,6 +320,26 @@ class ConquestTakeoverTests(unittest.TestCase):
                                       encoding=encoding)
             self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
             self.assertEqual([(m.PatientID, str(m.PatientName)) for m in matches], [("PAT2", "Люкceмбypг")], charset)
+
+
+    def test_windowsFileNamesRead(self):
+        """A database of Conquest on Windows, its file names written with
+        \\: after the takeover its object is served by WADO."""
+        server = PacsServer(self.mktemp())
+        self.addCleanup(server.stop)
+        os.makedirs(os.path.dirname(server.database))
+        makeConquestDatabase(server.database, objectFile=b"PAT2\\1.2.3.1.1.v2")
+        ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+        ds.PatientID, ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = "PAT2", "1.2.3", "1.2.3.1", "1.2.3.1.1"
+        os.makedirs(os.path.join(server.dataDir, "PAT2"))
+        ds.save_as(os.path.join(server.dataDir, "PAT2", "1.2.3.1.1.v2"))
+        server.start()
+        self.assertIn("rewritten with /", server.log())
+        url = (f"http://127.0.0.1:{server.webPort}/wado?requestType=WADO&studyUID=1.2.3&seriesUID=1.2.3.1"
+               "&objectUID=1.2.3.1.1&contentType=application/dicom")
+        with urllib.request.urlopen(url, timeout=30) as answer:
+            served = pydicom.dcmread(io.BytesIO(answer.read()))
+        self.assertEqual(served.SOPInstanceUID, "1.2.3.1.1")
 
 
 class LongNameTests(unittest.TestCase):

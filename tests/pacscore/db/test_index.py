@@ -39,12 +39,12 @@ LATIN1_NAME = "MÜLLER^ANNA".encode("latin-1")
 LATIN1_FILE = b"PAT2/M\xdcLLER_1.dcm"
 
 
-def makeConquestDatabase(path, name=LATIN1_NAME):
+def makeConquestDatabase(path, name=LATIN1_NAME, objectFile=LATIN1_FILE):
     """An SQLite file at ``path`` as Conquest 1.5 leaves it (dbsql.cpp):
     the tables of ``conquestLayout`` with their names cut to 10 characters
     and each key the primary key, a link index, and one image of patient
     PAT2 (study 1.2.3, series 1.2.3.1) whose name (by default ISO_IR 100)
-    and file name are stored as they came, in Latin-1 bytes."""
+    and file name (``objectFile``) are stored as they came, in Latin-1 bytes."""
     layout = conquestLayout()
     with closing(sqlite3.connect(path)) as db:
         for level, table in TABLE_NAMES.items():
@@ -61,7 +61,7 @@ def makeConquestDatabase(path, name=LATIN1_NAME):
                            ("DICOMStudies", {"StudyInsta": b"1.2.3", "PatientNam": name, "PatientID": b"PAT2"}),
                            ("DICOMSeries", {"SeriesInst": b"1.2.3.1", "SeriesPat": b"PAT2", "StudyInsta": b"1.2.3"}),
                            ("DICOMImages", {"SOPInstanc": b"1.2.3.1.1", "ImagePat": b"PAT2", "SeriesInst": b"1.2.3.1",
-                                            "ObjectFile": LATIN1_FILE, "DeviceName": b"MAG0"})):
+                                            "ObjectFile": objectFile, "DeviceName": b"MAG0"})):
             db.execute(f"INSERT INTO {table} ({', '.join(row)}) VALUES ({', '.join(['CAST(? AS TEXT)'] * len(row))})",
                        list(row.values()))
         db.commit()
@@ -785,6 +785,20 @@ class TakeoverTests(unittest.TestCase):
             self.assertIn(f"Rewrote in UTF-8 3 text cells Conquest had stored in the bytes they came in ({readIn}; "
                           "file names kept as they are on disk)", line)
             self.assertEqual("until dgate -r" in line, "Latin-1" in readIn, line)
+
+    def test_windowsSeparatorsRewritten(self):
+        """Conquest on Windows names files with \\: each is rewritten with
+        /, once, with a warning, the Latin-1 name still naming the same file."""
+        engine = sqliteEngine(self)
+        makeConquestDatabase(engine.url.database, objectFile=b"PAT2\\sub\\M\xdcLLER_1.v2")
+        with capturedLogs() as events:
+            index = self.takeOver(engine)
+            index.createTables()
+        with engine.connect() as connection:
+            self.assertEqual(connection.execute(select(index.tables.image.c.ObjectFile)).scalars().all(),
+                             [os.fsdecode(b"PAT2/sub/M\xdcLLER_1.v2")])
+        [line] = [formatEvent(event) for event in events if "Windows" in formatEvent(event)]
+        self.assertIn("DICOMImages.ObjectFile: 1 file names were written with Windows' \\", line)
 
     def test_onlyOnce(self):
         """Once taken over, and in a database pacs made, there is nothing

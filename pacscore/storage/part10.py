@@ -34,6 +34,7 @@ _SHORT = struct.Struct("<HH2sH")
 _GROUP_LENGTH = struct.Struct("<HH2sHL")
 _PEEK = struct.Struct("<HH2s")
 _VERSION = b"\x02\x00\x01\x00OB\x00\x00\x02\x00\x00\x00\x00\x01"
+_LITTLE_ENDIAN = (IMPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN)  # told apart by the first element
 _VRS = frozenset(b"AE AS AT CS DA DS DT FD FL IS LO LT OB OD OF OL OV OW PN "
                  b"SH SL SQ SS ST SV TM UC UI UL UN UR US UT UV".split())
 
@@ -88,7 +89,10 @@ def readFileMeta(fileobj):
     A file without preamble and meta (Conquest's ".v2") gives ({}, 0) and
     the transfer syntax its first element suggests, implicit VR little
     endian for a ".v2". A meta without a preamble is accepted, as pydicom
-    does. Leaves ``fileobj`` positioned at the dataset.
+    does. A data set in the other little endian syntax than its meta says
+    (implicit VRs under Explicit VR Little Endian, or the reverse) gives
+    the syntax it is in, as pydicom reads it (``sendsAsItIs`` tells).
+    Leaves ``fileobj`` positioned at the dataset.
 
     Raises attributes.DatasetError when the meta group is broken.
     """
@@ -106,10 +110,21 @@ def readFileMeta(fileobj):
     datasetOffset = metaOffset + length
     fileobj.seek(start + datasetOffset)
     transferSyntax = meta.get(TRANSFER_SYNTAX_UID)
-    if not transferSyntax:
-        transferSyntax = _guessTransferSyntax(fileobj.read(6))
+    if not transferSyntax or transferSyntax in _LITTLE_ENDIAN:
+        first = fileobj.read(_PEEK.size)
         fileobj.seek(start + datasetOffset)
+        if not transferSyntax:
+            transferSyntax = _guessTransferSyntax(first)
+        elif len(first) == _PEEK.size:  # the little endian one its first element is in
+            transferSyntax = EXPLICIT_VR_LITTLE_ENDIAN if _PEEK.unpack(first)[2] in _VRS else IMPLICIT_VR_LITTLE_ENDIAN
     return transferSyntax, meta, datasetOffset
+
+
+def sendsAsItIs(transferSyntax, meta):
+    """Whether a file whose ``readFileMeta`` gave ``transferSyntax`` and
+    ``meta`` can be sent as it is: its meta names the syntax its data set
+    is in."""
+    return meta.get(TRANSFER_SYNTAX_UID) == transferSyntax
 
 
 def readFileAttributes(path, tags, wholeDataset=False):
@@ -119,9 +134,16 @@ def readFileAttributes(path, tags, wholeDataset=False):
     Raises attributes.DatasetError when the file is not a readable DICOM
     object, and OSError when it cannot be read at all.
     """
+    transferSyntax, _, attributes = readFile(path, tags, wholeDataset)
+    return transferSyntax, attributes
+
+
+def readFile(path, tags, wholeDataset=False):
+    """``(transferSyntax, metaDict, {tag: str})``: ``readFileAttributes``
+    with the file's meta (``readFileMeta``)."""
     with openRegularFile(path) as fileobj:
-        transferSyntax = readFileMeta(fileobj)[0]
-        return transferSyntax, readAttributes(fileobj, transferSyntax, tags, wholeDataset=wholeDataset)
+        transferSyntax, meta, _ = readFileMeta(fileobj)
+        return transferSyntax, meta, readAttributes(fileobj, transferSyntax, tags, wholeDataset=wholeDataset)
 
 
 def fileError(path):

@@ -25,7 +25,7 @@ from pacscore.db.index import ImageRecord
 from pacscore.db.records import Replaced
 from pacscore.storage.attributes import DatasetError
 from pacscore.storage.devices import identityOf
-from pacscore.storage.part10 import readFileAttributes
+from pacscore.storage.part10 import TRANSFER_SYNTAX_UID, readFile
 from pacscore.storage.regularfiles import isRegularFile, openRegularFile
 from pacscore.storage.store import SOP_INSTANCE_UID
 
@@ -49,12 +49,18 @@ class MissingDeviceError(Exception):
     """A MAG device's folder is not there (an unmounted volume)."""
 
 
-def fileRecord(path, tags, deviceName, objectFile):
+def fileRecord(path, tags, deviceName, objectFile, report=None):
     """The ``ImageRecord`` of the object file at ``path`` (``objectFile`` on
     ``deviceName``) with the index's ``tags`` (``{tag: VR}``, see
     ``DatabaseLayout.indexedTags``); ``DatasetError`` or ``OSError``
-    when it is not a whole object (a truncated file is none)."""
-    _, attrs = readFileAttributes(path, {SOP_INSTANCE_UID: None} | tags, wholeDataset=True)
+    when it is not a whole object (a truncated file is none).  A file
+    whose meta names another syntax than its data set is in is told of to
+    ``report`` (a line), when given."""
+    syntax, meta, attrs = readFile(path, {SOP_INSTANCE_UID: None} | tags, wholeDataset=True)
+    declared = meta.get(TRANSFER_SYNTAX_UID)
+    if report is not None and declared and declared != syntax:
+        report(f"[Regen] {path}: its file meta says transfer syntax {declared}, but its data set is in {syntax}: "
+               f"it is sent in {syntax}")
     return ImageRecord(attrs, deviceName, objectFile)
 
 
@@ -234,7 +240,7 @@ class Regenerator:
         whole object or gone (a store replaced it since it was listed)."""
         signature = fileSignature(path)
         try:
-            return fileRecord(path, self.tags, device.name, relative), path, signature
+            return fileRecord(path, self.tags, device.name, relative, self.report), path, signature
         except FileNotFoundError:
             self.report(f"[Regen] {path}: gone before it was read (replaced by a new copy)")
         except (DatasetError, OSError) as e:

@@ -3,21 +3,26 @@ a DCMTK storescp, to Orthanc, to a destination that takes only Implicit VR
 Little Endian while the objects are stored JPEG Lossless and JPEG 2000, to
 a second pacs; getscu; unknown destinations."""
 
+import io
 import os
 import socket
 import subprocess
 import tempfile
 import threading
 import time
+import urllib.parse
+import urllib.request
 
 import numpy
 import pydicom
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
+from pydicom.filewriter import dcmwrite
 from pydicom.uid import generate_uid
 from pynetdicom import AE, evt
 from twisted.trial import unittest
 
+from pacscore.storage.part10 import TRANSFER_SYNTAX_UID, encodeFileMeta, readFileMeta
 from pacscore.testing.corpus import generateCorpus
 from tests.interop.index import rows
 from tests.interop.peers import OrthancServer, StorescpServer
@@ -444,3 +449,88 @@ class CancelAndLoadTests(unittest.TestCase):
         self.assertEqual(len(self.storescp.files()), 24)
         grown = self.server.peakRSSKilobytes() - before
         self.assertLess(grown, 60 * 1024, f"the server grew by {grown} kB")
+
+
+def rawDataset(ds):
+    """The data set ``ds`` in Implicit VR Little Endian, without preamble or
+    file meta: the bytes of a Conquest ``.v2`` file."""
+    out = io.BytesIO()
+    dcmwrite(out, ds, implicit_vr=True, little_endian=True)
+    return out.getvalue()
+
+
+class MisdeclaredFileTests(unittest.TestCase):
+    """Files a Conquest MAG device may hold whose header does not say how
+    their data set is encoded, indexed by dgate -r: a Part-10 file whose
+    meta says Explicit VR Little Endian over an implicit data set.  Each is
+    retrieved and served in the syntax its data set is in, as a whole
+    Part-10 file."""
+
+    STUDY, SERIES = "1.2.826.0.1.3680043.99.1.3", "1.2.826.0.1.3680043.99.1.2"
+    MISMATCH = "1.2.826.0.1.3680043.99.6.2"
+
+    @classmethod
+    def setUpClass(cls):
+        cls.workdir = tempfile.mkdtemp(prefix="pacs-misdeclared-")
+        cls.server = PacsServer(os.path.join(cls.workdir, "pacs"))
+        cls.original = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+        ds = cls.original.copy()
+        ds.PatientID, ds.StudyInstanceUID, ds.SeriesInstanceUID = "PAT 1&x", cls.STUDY, cls.SERIES
+        del ds.file_meta
+        ds.preamble = None
+        folder = os.path.join(cls.server.dataDir, "PAT 1&x")
+        os.makedirs(folder)
+        ds.SOPInstanceUID = cls.MISMATCH
+        with open(os.path.join(folder, "mismatch_62.dcm"), "wb") as f:
+            f.write(encodeFileMeta(ds.SOPClassUID, cls.MISMATCH, EXPLICIT, "1.2.3", "X") + rawDataset(ds))
+        cls.regen = cls.server.dgate("-r").stdout
+        cls.server.start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.stop()
+
+    def assertWholePart10(self, data, sop):
+        self.assertEqual(data[128:132], b"DICM")
+        syntax, meta, _ = readFileMeta(io.BytesIO(data))
+        self.assertEqual(meta[TRANSFER_SYNTAX_UID], syntax)
+        ds = pydicom.dcmread(io.BytesIO(data))
+        self.assertEqual(ds.SOPInstanceUID, sop)
+        self.assertTrue((pixels(ds) == pixels(self.original)).all())
+
+    def test_regenNamesIt(self):
+        self.assertIn("1 files indexed, 0 failed", self.regen)
+        self.assertIn("mismatch_62.dcm: its file meta says transfer syntax 1.2.840.10008.1.2.1, but its data set is "
+                      "in 1.2.840.10008.1.2: it is sent in 1.2.840.10008.1.2", self.regen)
+
+    def test_get(self):
+        received = getObjects(self.server, self.workdir, "SERIES",
+                              {"StudyInstanceUID": self.STUDY, "SeriesInstanceUID": self.SERIES})
+        self.assertEqual(sorted(ds.SOPInstanceUID for ds in received), [self.MISMATCH])
+        for ds in received:
+            self.assertTrue((pixels(ds) == pixels(self.original)).all())
+
+    def wado(self, sop, **parameters):
+        query = urllib.parse.urlencode({"requestType": "WADO", "studyUID": self.STUDY, "seriesUID": self.SERIES,
+                                        "objectUID": sop, **parameters})
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.server.webPort}/wado?{query}", timeout=60) as answer:
+            return answer.headers.get_content_type(), answer.read()
+
+    def test_wadoURI(self):
+        for sop in (self.MISMATCH,):
+            for syntax in (EXPLICIT, IMPLICIT):
+                kind, data = self.wado(sop, contentType="application/dicom", transferSyntax=syntax)
+                self.assertWholePart10(data, sop)
+                self.assertEqual(readFileMeta(io.BytesIO(data))[0], syntax)
+            self.assertEqual(self.wado(sop)[0], "image/jpeg")
+
+    def test_wadoRS(self):
+        for sop in (self.MISMATCH,):
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{self.server.webPort}/dicom-web/studies/{self.STUDY}/series/{self.SERIES}"
+                f"/instances/{sop}", headers={"Accept": 'multipart/related; type="application/dicom"; '
+                                                        "transfer-syntax=*"})
+            with urllib.request.urlopen(request, timeout=60) as answer:
+                body = answer.read()
+            part = body[body.index(b"\r\n\r\n") + 4:body.rindex(b"\r\n--")]
+            self.assertWholePart10(part, sop)

@@ -20,7 +20,7 @@ from pacscore.codecs.nkipixels import NKI_PIXEL_DATA
 from pacscore.dicom.negotiation import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION
 from pacscore.dicom.storeddata import openDataset
 from pacscore.storage.attributes import readAttributes
-from pacscore.storage.part10 import encodeFileMeta, readFileMeta
+from pacscore.storage.part10 import encodeFileMeta, readFileMeta, sendsAsItIs
 from pacscore.storage.regularfiles import openRegularFile
 from pacscore.storage.store import SOP_CLASS_UID, SOP_INSTANCE_UID
 from pacscore.web.dicomweb.dicomjson import jsonDataset
@@ -44,12 +44,14 @@ class NoSuchAttribute(LookupError):
 
 def startAsStored(path, wanted, size):
     """``(transfer syntax, first bytes, file size)`` of the stored file when
-    it can be sent as it is in ``wanted`` (a syntax or ``*``): it is in
-    that syntax and holds no NKI pixel data (7FDF,0010); the first bytes are
-    at most ``size`` of them.  None when it cannot."""
+    it can be sent as it is in ``wanted`` (a syntax or ``*``): its meta
+    names that syntax, its data set's (``sendsAsItIs``), and it holds no NKI
+    pixel data (7FDF,0010); the first bytes are at most ``size`` of them.
+    None when it cannot."""
     with openRegularFile(path) as f:
         syntax, meta, offset = readFileMeta(f)
-        if not meta or wanted not in ("*", syntax) or NKI_PIXEL_DATA in readAttributes(f, syntax, {NKI_PIXEL_DATA}):
+        if (not sendsAsItIs(syntax, meta) or wanted not in ("*", syntax)
+                or NKI_PIXEL_DATA in readAttributes(f, syntax, {NKI_PIXEL_DATA})):
             return None
         f.seek(0)
         return syntax, f.read(size), os.fstat(f.fileno()).st_size

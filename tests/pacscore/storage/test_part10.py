@@ -13,7 +13,7 @@ from twisted.trial import unittest
 from pacscore.storage.attributes import DatasetError
 from pacscore.storage.part10 import (
     MEDIA_STORAGE_SOP_CLASS_UID, MEDIA_STORAGE_SOP_INSTANCE_UID, TRANSFER_SYNTAX_UID,
-    encodeFileMeta, readFileAttributes, readFileMeta)
+    encodeFileMeta, readFileAttributes, readFileMeta, sendsAsItIs)
 from tests.pacscore.storage.test_attributes import (
     BIG_ENDIAN, EXPLICIT, IMPLICIT, PATIENT_ID, PATIENT_NAME, TAGS, encode,
     pydicomFiles, pydicomValues, splitFile, studyDataset, bundledFile)
@@ -116,6 +116,19 @@ class ReadFileMetaTests(unittest.TestCase):
         data = encode(studyDataset(), implicit=True)
         transferSyntax, meta, offset = readFileMeta(io.BytesIO(header + data))
         self.assertEqual((transferSyntax, offset), (IMPLICIT, len(header)))
+
+    def test_dataSetInTheOtherLittleEndianSyntax(self):
+        """A meta that names one little endian syntax over a data set in the
+        other gives the one the data set is in, as pydicom reads it; only a
+        file whose meta names its data set's is sent as it is."""
+        for declared, actual in ((EXPLICIT, IMPLICIT), (IMPLICIT, EXPLICIT), (EXPLICIT, EXPLICIT)):
+            header = encodeFileMeta(CT_IMAGE, SOP_INSTANCE, declared, IMPLEMENTATION, VERSION)
+            fileobj = io.BytesIO(header + encode(studyDataset(), implicit=actual == IMPLICIT))
+            transferSyntax, meta, offset = readFileMeta(fileobj)
+            self.assertEqual((transferSyntax, meta[TRANSFER_SYNTAX_UID], offset), (actual, declared, len(header)))
+            self.assertEqual(sendsAsItIs(transferSyntax, meta), declared == actual)
+        self.assertEqual(readFileMeta(io.BytesIO(encodeFileMeta(CT_IMAGE, SOP_INSTANCE, EXPLICIT, IMPLEMENTATION,
+                                                                VERSION)))[0], EXPLICIT)  # no data set
 
     def test_brokenMeta(self):
         header = encodeFileMeta(CT_IMAGE, SOP_INSTANCE, EXPLICIT, IMPLEMENTATION, VERSION)

@@ -120,11 +120,17 @@ def readFileMeta(fileobj):
     return transferSyntax, meta, datasetOffset
 
 
-def sendsAsItIs(transferSyntax, meta):
-    """Whether a file whose ``readFileMeta`` gave ``transferSyntax`` and
-    ``meta`` can be sent as it is: its meta names the syntax its data set
-    is in."""
-    return meta.get(TRANSFER_SYNTAX_UID) == transferSyntax
+def sendsAsItIs(fileobj, transferSyntax, meta):
+    """Whether the file ``fileobj`` (``readFileMeta`` gave ``transferSyntax``
+    and ``meta``) is a Part-10 file to send as it is (PS3.10 7.1): a
+    preamble, ``DICM``, and a meta naming the syntax its data set is in (a
+    ``.v2`` that begins with group 0002 elements has none).  Leaves
+    ``fileobj`` where it was."""
+    position = fileobj.tell()
+    fileobj.seek(PREAMBLE_LENGTH)
+    magic = fileobj.read(len(MAGIC))
+    fileobj.seek(position)
+    return magic == MAGIC and meta.get(TRANSFER_SYNTAX_UID) == transferSyntax
 
 
 def readFileAttributes(path, tags, wholeDataset=False):

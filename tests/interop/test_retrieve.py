@@ -6,6 +6,7 @@ a second pacs; getscu; unknown destinations."""
 import io
 import os
 import socket
+import struct
 import subprocess
 import tempfile
 import threading
@@ -462,12 +463,12 @@ def rawDataset(ds):
 class MisdeclaredFileTests(unittest.TestCase):
     """Files a Conquest MAG device may hold whose header does not say how
     their data set is encoded, indexed by dgate -r: a Part-10 file whose
-    meta says Explicit VR Little Endian over an implicit data set.  Each is
-    retrieved and served in the syntax its data set is in, as a whole
-    Part-10 file."""
+    meta says Explicit VR Little Endian over an implicit data set, and a
+    ``.v2`` beginning with implicit group 0002 elements.  Each is retrieved
+    and served in the syntax its data set is in, as a whole Part-10 file."""
 
     STUDY, SERIES = "1.2.826.0.1.3680043.99.1.3", "1.2.826.0.1.3680043.99.1.2"
-    MISMATCH = "1.2.826.0.1.3680043.99.6.2"
+    MISMATCH, GROUP2 = "1.2.826.0.1.3680043.99.6.2", "1.2.826.0.1.3680043.99.8.1"
 
     @classmethod
     def setUpClass(cls):
@@ -483,6 +484,11 @@ class MisdeclaredFileTests(unittest.TestCase):
         ds.SOPInstanceUID = cls.MISMATCH
         with open(os.path.join(folder, "mismatch_62.dcm"), "wb") as f:
             f.write(encodeFileMeta(ds.SOPClassUID, cls.MISMATCH, EXPLICIT, "1.2.3", "X") + rawDataset(ds))
+        ds.SOPInstanceUID = cls.GROUP2
+        syntax = IMPLICIT.encode() + b"\0"
+        element = struct.pack("<HHL", 2, 0x10, len(syntax)) + syntax
+        with open(os.path.join(folder, "grp2_8.v2"), "wb") as f:
+            f.write(struct.pack("<HHLL", 2, 0, 4, len(element)) + element + rawDataset(ds))
         cls.regen = cls.server.dgate("-r").stdout
         cls.server.start()
 
@@ -499,14 +505,14 @@ class MisdeclaredFileTests(unittest.TestCase):
         self.assertTrue((pixels(ds) == pixels(self.original)).all())
 
     def test_regenNamesIt(self):
-        self.assertIn("1 files indexed, 0 failed", self.regen)
+        self.assertIn("2 files indexed, 0 failed", self.regen)
         self.assertIn("mismatch_62.dcm: its file meta says transfer syntax 1.2.840.10008.1.2.1, but its data set is "
                       "in 1.2.840.10008.1.2: it is sent in 1.2.840.10008.1.2", self.regen)
 
     def test_get(self):
         received = getObjects(self.server, self.workdir, "SERIES",
                               {"StudyInstanceUID": self.STUDY, "SeriesInstanceUID": self.SERIES})
-        self.assertEqual(sorted(ds.SOPInstanceUID for ds in received), [self.MISMATCH])
+        self.assertEqual(sorted(ds.SOPInstanceUID for ds in received), [self.MISMATCH, self.GROUP2])
         for ds in received:
             self.assertTrue((pixels(ds) == pixels(self.original)).all())
 
@@ -517,7 +523,7 @@ class MisdeclaredFileTests(unittest.TestCase):
             return answer.headers.get_content_type(), answer.read()
 
     def test_wadoURI(self):
-        for sop in (self.MISMATCH,):
+        for sop in (self.MISMATCH, self.GROUP2):
             for syntax in (EXPLICIT, IMPLICIT):
                 kind, data = self.wado(sop, contentType="application/dicom", transferSyntax=syntax)
                 self.assertWholePart10(data, sop)
@@ -525,7 +531,7 @@ class MisdeclaredFileTests(unittest.TestCase):
             self.assertEqual(self.wado(sop)[0], "image/jpeg")
 
     def test_wadoRS(self):
-        for sop in (self.MISMATCH,):
+        for sop in (self.MISMATCH, self.GROUP2):
             request = urllib.request.Request(
                 f"http://127.0.0.1:{self.server.webPort}/dicom-web/studies/{self.STUDY}/series/{self.SERIES}"
                 f"/instances/{sop}", headers={"Accept": 'multipart/related; type="application/dicom"; '

@@ -44,13 +44,14 @@ class NoSuchAttribute(LookupError):
 
 def startAsStored(path, wanted, size):
     """``(transfer syntax, first bytes, file size)`` of the stored file when
-    it can be sent as it is in ``wanted`` (a syntax or ``*``): its meta
-    names that syntax, its data set's (``sendsAsItIs``), and it holds no NKI
-    pixel data (7FDF,0010); the first bytes are at most ``size`` of them.
-    None when it cannot."""
+    it can be sent as it is in ``wanted`` (a syntax or ``*``): a Part-10
+    file whose meta names that syntax, its data set's (``sendsAsItIs``: a
+    preamble and DICM, which a ``.v2`` beginning with group 0002 elements
+    lacks), that holds no NKI pixel data (7FDF,0010); the first bytes are
+    at most ``size`` of them.  None when it cannot."""
     with openRegularFile(path) as f:
         syntax, meta, offset = readFileMeta(f)
-        if (not sendsAsItIs(syntax, meta) or wanted not in ("*", syntax)
+        if (not sendsAsItIs(f, syntax, meta) or wanted not in ("*", syntax)
                 or NKI_PIXEL_DATA in readAttributes(f, syntax, {NKI_PIXEL_DATA})):
             return None
         f.seek(0)

@@ -114,8 +114,11 @@ class ReadFileMetaTests(unittest.TestCase):
     def test_metaWithoutPreamble(self):
         header = encodeFileMeta(CT_IMAGE, SOP_INSTANCE, IMPLICIT, IMPLEMENTATION, VERSION)[132:]
         data = encode(studyDataset(), implicit=True)
-        transferSyntax, meta, offset = readFileMeta(io.BytesIO(header + data))
+        fileobj = io.BytesIO(header + data)
+        transferSyntax, meta, offset = readFileMeta(fileobj)
         self.assertEqual((transferSyntax, offset), (IMPLICIT, len(header)))
+        self.assertFalse(sendsAsItIs(fileobj, transferSyntax, meta))  # PS3.10 7.1: a preamble and DICM
+        self.assertEqual(fileobj.tell(), offset)
 
     def test_dataSetInTheOtherLittleEndianSyntax(self):
         """A meta that names one little endian syntax over a data set in the
@@ -126,7 +129,7 @@ class ReadFileMetaTests(unittest.TestCase):
             fileobj = io.BytesIO(header + encode(studyDataset(), implicit=actual == IMPLICIT))
             transferSyntax, meta, offset = readFileMeta(fileobj)
             self.assertEqual((transferSyntax, meta[TRANSFER_SYNTAX_UID], offset), (actual, declared, len(header)))
-            self.assertEqual(sendsAsItIs(transferSyntax, meta), declared == actual)
+            self.assertEqual(sendsAsItIs(fileobj, transferSyntax, meta), declared == actual)
         self.assertEqual(readFileMeta(io.BytesIO(encodeFileMeta(CT_IMAGE, SOP_INSTANCE, EXPLICIT, IMPLEMENTATION,
                                                                 VERSION)))[0], EXPLICIT)  # no data set
 

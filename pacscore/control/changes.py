@@ -13,11 +13,12 @@ objects that get new UIDs follow them (``renewReferences``).
 """
 
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 
-from pacscore.control.deidentification import removeIdentifying
+from pacscore.control.deidentification import applyProfile
 from pacscore.converters.context import ConverterContext, Outcome
 from pacscore.converters.elements import assign, ensureUnicode, textOf, walkElements
-from pacscore.converters.newuids import Exceptions, replaceUIDs, uidsOf
+from pacscore.converters.newuids import uidsOf
 from pacscore.storage.attributes import DatasetError
 
 NEW_UIDS = (("StudyInstanceUID", "StudyUID"), ("SeriesInstanceUID", "SeriesUID"),
@@ -26,26 +27,9 @@ NEW_UIDS = (("StudyInstanceUID", "StudyUID"), ("SeriesInstanceUID", "SeriesUID")
 INSTANCE_FIELDS = {"StudyInstanceUID": "studyInstanceUID", "SeriesInstanceUID": "seriesInstanceUID",
                    "SOPInstanceUID": "sopInstanceUID"}
 
-# The patient's own identifying attributes ``anonymize`` rids the object of, in sequence items
-# too, as the Basic Profile says (removed, emptied or a dummy value), unless its script set them
-# (its script may remove more); private attributes go as well.
-IDENTIFYING = frozenset((
-    "PatientBirthDate", "PatientBirthTime", "PatientBirthName", "PatientMotherBirthName",
-    "OtherPatientIDs", "OtherPatientIDsSequence", "OtherPatientNames", "PatientAddress",
-    "PatientTelephoneNumbers", "PatientTelecomInformation", "MedicalRecordLocator", "MilitaryRank",
-    "BranchOfService", "PatientInsurancePlanCodeSequence", "PatientComments", "AdditionalPatientHistory",
-    "ReferringPhysicianName", "ReferringPhysicianAddress", "ReferringPhysicianTelephoneNumbers",
-    "PerformingPhysicianName", "OperatorsName", "PhysiciansOfRecord", "NameOfPhysiciansReadingStudy",
-    "InstitutionName", "InstitutionAddress", "InstitutionalDepartmentName", "IssuerOfPatientID",
-    "IssuerOfPatientIDQualifiersSequence", "SourcePatientGroupIdentificationSequence",
-    "GroupOfPatientsIdentificationSequence", "IdentifyingComments", "PatientBirthDateInAlternativeCalendar",
-    "PatientDeathDateInAlternativeCalendar", "PatientAlternativeCalendar", "RequestAttributesSequence",
-    "ReferencedPatientSequence", "AdmissionID", "ServiceEpisodeID", "AccessionNumber"))
-# In sequence items the patient is named only by what was removed above.
-NESTED_IDENTIFYING = frozenset(("PatientID", "PatientName"))
 PATIENT_ID, PATIENT_NAME = 0x00100020, 0x00100010
 _UNSET = object()  # an attribute the object did not have
-METHOD = "pacs anonymize: identifying attributes removed, every instance UID new"
+METHOD = "pacs anonymize: PS3.15 E.1-1 Basic Profile, every instance UID new"
 
 
 class ScriptRefused(Exception):
@@ -124,29 +108,27 @@ def newPatient(uidMap, patientID, patient=None, changed=None):
 
 
 def anonymized(uidMap, patientID, script=None, services=None):
-    """``script`` (a converter ``Script``, or None) first, then the
-    IDENTIFYING attributes the script did not set are removed, emptied (the
-    Type 2 ones: Patient's Birth Date, Referring Physician's Name, Accession
-    Number) or given a dummy value as the Basic Profile says, in sequence
-    items too (private attributes go), ``patientID`` becomes Patient ID
-    and Name, Patient Identity Removed is YES with a De-identification
-    Method, and every instance UID becomes new but those the script made
-    in this run (its ``newuids`` are not made new twice, so references
-    between objects hold; UIDs an earlier change made, modifypatid or a
-    merge, are the identified object's and are made new)."""
+    """``script`` (a converter ``Script``, or None) first, then the Basic
+    Profile of table E.1-1 as WADO's ``anonymize=yes`` applies it
+    (``applyProfile``) to every attribute the script did not set (in
+    sequence items too, private attributes gone), ``patientID`` becomes
+    Patient ID and Name, Patient Identity Removed is YES with a
+    De-identification Method, and every instance UID becomes new but those
+    the script made in this run (its ``newuids`` are not made new twice, so
+    references between objects hold; UIDs an earlier change made,
+    modifypatid or a merge, are the identified object's and are made new)."""
 
     def change(dataset):
         before = uidsOf(dataset)
-        identifying = _identifying(dataset)
+        values = _settable(dataset)
         if script is not None:
             runScript(script, dataset, services, "anonymize")
         made = uidsOf(dataset) - before  # the script's newuids or changeuid, this run
-        _removeIdentifying(dataset, {tag for tag, value in _identifying(dataset).items()
-                                     if identifying.get(tag, _UNSET) != value})  # those the script set stay
         for keyword, _ in NEW_UIDS:
             if not str(dataset.get(keyword, "") or "").strip():
                 raise DatasetError(f"no {keyword}")
-        replaceUIDs(dataset, uidMap, Exceptions(frozenset(), frozenset(made)))
+        kept = {tag for tag, value in _settable(dataset).items() if values.get(tag, _UNSET) != value}
+        applyProfile(dataset, lambda uid, keyword: uid if uid in made else uidMap.newFor(uid, keyword), kept)
         assign(dataset, PATIENT_ID, patientID)
         assign(dataset, PATIENT_NAME, patientID)
         dataset.PatientIdentityRemoved = "YES"
@@ -155,25 +137,12 @@ def anonymized(uidMap, patientID, script=None, services=None):
     return change
 
 
-def _identifying(dataset):
-    """``{tag: value}`` of the IDENTIFYING attributes at the top of ``dataset``."""
-    return {element.tag: element.value for element in dataset if element.keyword in IDENTIFYING}
-
-
-def _removeIdentifying(dataset, kept=frozenset(), nested=False):
-    """Rid ``dataset`` of the IDENTIFYING attributes but the tags ``kept``
-    as the Basic Profile says (``removeIdentifying``), delete its private
-    attributes, and from its sequence items also ``NESTED_IDENTIFYING``."""
-    for element in list(dataset):
-        if element.tag in kept:
-            continue
-        if element.tag.is_private or nested and element.keyword in NESTED_IDENTIFYING:
-            del dataset[element.tag]
-        elif element.keyword in IDENTIFYING:
-            removeIdentifying(dataset, element)
-        elif element.VR == "SQ":
-            for item in element.value or []:
-                _removeIdentifying(item, nested=True)
+def _settable(dataset):
+    """``{tag: value}`` of the attributes at the top of ``dataset`` a
+    script's ``set`` gives a value (not sequences nor UIDs), to tell those
+    it set."""
+    return {element.tag: list(element.value) if isinstance(element.value, MultiValue) else element.value
+            for element in dataset if element.VR not in ("SQ", "UI")}
 
 
 def scripted(script, services):

@@ -2,7 +2,9 @@
 (DICOM PS3.15 Annex E, table E.1-1, without its options), as WADO-URI's
 ``anonymize=yes`` asks for.
 
-``basicProfile(uidMap)`` returns a ``change(dataset)`` for a decoded object:
+``basicProfile(uidMap)`` returns a ``change(dataset)`` for a decoded object
+(``dgate --anonymize`` applies the same table through ``applyProfile``, but
+to what its script did not set):
 
 - every attribute the table lists (``pacscore.control.confidentiality``,
   and ``BEYOND``: the free text and identifiers pacs removes besides) is
@@ -73,7 +75,7 @@ def basicProfile(uidMap):
             raise DatasetError("it has burned-in annotation (0028,0301 YES), which the "
                                "Basic Profile does not release")
         patientID = str(dataset.get("PatientID", "") or "").strip()
-        _clean(dataset, uidMap)
+        applyProfile(dataset, uidMap.newFor)
         pseudonym = uidMap.newFor(patientID, "PatientID") if patientID else ""
         dataset.PatientID = dataset.PatientName = pseudonym
         dataset.PatientIdentityRemoved = "YES"
@@ -85,10 +87,15 @@ def basicProfile(uidMap):
     return change
 
 
-def _clean(dataset, uidMap, nested=False):
-    """Apply the profile to ``dataset`` and the items of its sequences."""
+def applyProfile(dataset, newUID, kept=frozenset(), nested=False):
+    """Apply the profile to ``dataset`` and the items of its sequences, but
+    not to the top-level attributes of the tags ``kept``; ``newUID(uid,
+    keyword)`` gives the UID that replaces ``uid``; ``nested``: an item,
+    whose Patient ID goes."""
     for element in list(dataset):
         tag = element.tag
+        if tag in kept:
+            continue
         group = tag.group
         action = _chosen(ACTIONS.get(tag))
         if (tag.is_private or action == "X" or 0x5000 <= group <= 0x50FF
@@ -98,26 +105,12 @@ def _clean(dataset, uidMap, nested=False):
             element.value = _empty(element.VR)
         elif element.VR == "SQ":
             for item in element.value:
-                _clean(item, uidMap, nested=True)
+                applyProfile(item, newUID, nested=True)
         elif element.VR == "UI":
             if element.value and (action is not None or _replaced(element.keyword)):
-                _replaceUIDs(element, uidMap)
+                _replaceUIDs(element, newUID)
         elif action == "D" and not element.is_empty:
             element.value = _dummy(element.VR)
-
-
-def removeIdentifying(dataset, element):
-    """Rid ``dataset`` of the identifying non-UID ``element`` as the profile
-    says (``dgate --anonymize``): emptied (Z), a dummy value (D), else
-    removed (X, and what the table does not list)."""
-    action = _chosen(ACTIONS.get(element.tag))
-    if action == "Z":
-        element.value = _empty(element.VR)
-    elif action == "D":
-        if not element.is_empty:
-            element.value = _dummy(element.VR)
-    else:
-        del dataset[element.tag]
 
 
 def _chosen(action):
@@ -144,11 +137,11 @@ def _dummy(vr):
     return 0
 
 
-def _replaceUIDs(element, uidMap):
+def _replaceUIDs(element, newUID):
     """Each UID of ``element`` that is not a registered DICOM one replaced
-    through ``uidMap``."""
+    by ``newUID``."""
     values = element.value if isinstance(element.value, MultiValue) else [element.value]
-    new = [uidMap.newFor(str(v), element.keyword) if str(v) and UID(str(v)).is_private else v for v in values]
+    new = [newUID(str(v), element.keyword) if str(v) and UID(str(v)).is_private else v for v in values]
     element.value = new if isinstance(element.value, MultiValue) else new[0]
 
 

@@ -19,8 +19,9 @@ UIDs from the UID map:
   for two patients are two objects);
 - ``anonymize:patid,file``: ``anonymize_script.cq`` (converter lines) or
   else ``anonymize_script.lua`` of the configuration folder, when there is
-  one, then Patient ID and Name ``patid``, the patient's other identifying
-  attributes removed, Patient Identity Removed YES, and new UIDs;
+  one, then Patient ID and Name ``patid``, the Basic Profile of WADO's
+  ``anonymize=yes`` applied to what the script did not set, Patient
+  Identity Removed YES, and new UIDs;
 - ``modifyimage:file,script``: the converter lines ``script`` (``set
   0010,0010 to "X"`` ...); UIDs change only if the script changes them;
 - ``mergestudy:A,B,...``: the objects of studies B ... join study A (new

@@ -37,6 +37,7 @@ from pacscore.storage.codeextensions import textFits, textOrLatin1
 UNCHECKED, ALL_UTF8, RAW_LEFT = 0, 1, 2  # PRAGMA user_version
 PROGRESS_ROWS = 1000000  # rows checked between two progress lines
 LISTED = 10  # values left as they were named, per column
+FILES_TRIED = 5  # files of one patient whose headers are read, at most, for its character set
 LATIN_1 = "Latin-1"  # what a cell no file's character set decodes is read as
 LATIN1_HINT = (". Those read as Latin-1 had no file of their patient that could be read, or one whose Specific "
                "Character Set they are not valid in: where the site's text is not Latin-1 (a Russian, Greek, "
@@ -170,9 +171,10 @@ def _textCells(connection, table, names):
 def _characterSets(connection, tables, present, patientColumns, characterSetOf, log):
     """``{patient (bytes): (Specific Character Set, Python encodings)}`` of
     the patients a row holding text not in UTF-8 names, each from the
-    header of one of the patient's files (``characterSetOf(deviceName,
-    objectFile)``); a patient none of whose files declares one that pydicom
-    knows is left out (read as Latin-1)."""
+    header of the first of the patient's files (``characterSetOf(deviceName,
+    objectFile)``, None for one that cannot be read or declares none) that
+    declares one, of FILES_TRIED at most; a patient none of whose files
+    declares one that pydicom knows is left out (read as Latin-1)."""
     image = tables.image
     if characterSetOf is None or image not in patientColumns:
         return {}
@@ -184,17 +186,21 @@ def _characterSets(connection, tables, present, patientColumns, characterSetOf, 
             f"SELECT DISTINCT CAST({column} AS BLOB) FROM {preparer.format_table(table)} "
             f"WHERE pacs_anyraw({', '.join(cells)})").scalars())
     patients.discard(None)
-    found = {}
-    # one file of each patient, in one pass (Conquest's DICOMImages has no index on its patient column)
+    found, answered = {}, set()
+    # up to FILES_TRIED files of each patient, in one pass (Conquest's DICOMImages has no index on its
+    # patient column), until one that can be read declares a set
     files = connection.exec_driver_sql(
-        f"SELECT CAST({patientColumns[image]} AS BLOB), CAST(DeviceName AS BLOB), CAST(ObjectFile AS BLOB) "
-        f"FROM {preparer.format_table(image)} WHERE ObjectFile IS NOT NULL GROUP BY {patientColumns[image]}")
+        f"SELECT patient, deviceName, objectFile FROM (SELECT CAST({patientColumns[image]} AS BLOB) AS patient, "
+        f"CAST(DeviceName AS BLOB) AS deviceName, CAST(ObjectFile AS BLOB) AS objectFile, "
+        f"row_number() OVER (PARTITION BY {patientColumns[image]}) AS n "
+        f"FROM {preparer.format_table(image)} WHERE ObjectFile IS NOT NULL) WHERE n <= {FILES_TRIED}")
     for patient, deviceName, objectFile in files:
-        if patient not in patients:
+        if patient not in patients or patient in answered:
             continue
         characterSet = characterSetOf(decodedText(deviceName or b""), _filePath(objectFile))
         if not characterSet:
             continue
+        answered.add(patient)
         try:
             found[patient] = (characterSet, convert_encodings(characterSet.split("\\")))
         except ValueError as e:

@@ -13,6 +13,7 @@ from twisted.trial import unittest
 
 from pacscore.db.filepaths import storedPath
 from pacscore.db.index import ImageRecord, InconsistentLink, Index, Replaced
+from pacscore.db.rawtext import FILES_TRIED
 from pacscore.db.records import Level, Upserter, buildLevels
 from tests.pacscore.db.test_schema import TABLE_NAMES, conquestLayout, sqliteEngine
 
@@ -799,6 +800,39 @@ class TakeoverTests(unittest.TestCase):
                              [os.fsdecode(b"PAT2/sub/M\xdcLLER_1.v2")])
         [line] = [formatEvent(event) for event in events if "Windows" in formatEvent(event)]
         self.assertIn("DICOMImages.ObjectFile: 1 file names were written with Windows' \\", line)
+
+    def test_characterSetOfAnotherFileOfThePatient(self):
+        """The patient's file read first is gone (or declares no set):
+        another of its files says ISO_IR 144; a patient none of whose
+        files can be read has FILES_TRIED of them asked, and reads as
+        Latin-1 (review of the character set fixes, item 5)."""
+        russian = "Люкceмбypг"
+        for unreadable, readable, expected in ((1, True, russian),
+                                               (FILES_TRIED + 2, False, russian.encode("iso8859_5").decode("latin-1"))):
+            engine = sqliteEngine(self)
+            makeConquestDatabase(engine.url.database, russian.encode("iso8859_5"))
+            with closing(sqlite3.connect(engine.url.database)) as db:  # the unreadable ones first
+                db.execute("CREATE TEMP TABLE readable AS SELECT * FROM DICOMImages")
+                db.execute("DELETE FROM DICOMImages")
+                for number in range(unreadable):
+                    db.execute("INSERT INTO DICOMImages (SOPInstanc, ImagePat, SeriesInst, ObjectFile, DeviceName) "
+                               "VALUES (?, 'PAT2', '1.2.3.1', ?, 'MAG0')", (f"1.2.3.1.{number + 2}",
+                                                                            f"PAT2/gone{number}.dcm"))
+                if readable:
+                    db.execute("INSERT INTO DICOMImages SELECT * FROM readable")
+                db.commit()
+            asked = []
+
+            def characterSetOf(deviceName, objectFile):
+                asked.append(objectFile)
+                return None if "gone" in objectFile else "ISO_IR 144"
+
+            Index(engine, conquestLayout(), TABLE_NAMES).createTables(characterSetOf)
+            with engine.connect() as connection:
+                self.assertEqual(connection.exec_driver_sql("SELECT PatientName FROM DICOMPatients").scalar(),
+                                 expected)
+            self.assertLessEqual(len(asked), FILES_TRIED)
+            self.assertEqual(len(set(asked)), len(asked))
 
     def test_onlyOnce(self):
         """Once taken over, and in a database pacs made, there is nothing

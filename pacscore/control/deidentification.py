@@ -19,8 +19,10 @@ to what its script did not set):
   and overlay data and comments (60xx,3000 / 60xx,4000) go;
 - every UID that is not a registered DICOM one, apart from class, transfer
   syntax and coding scheme UIDs, is replaced through the archive's
-  ``UIDMap`` (UIDMODS): the same original gives the same new UID, so objects
-  fetched one by one stay one study and series;
+  ``UIDMap`` (UIDMODS), made for the stage ``STAGE``: the same original
+  gives the same new UID, so objects fetched one by one stay one study and
+  series, and never the UIDs ``dgate --anonymize`` gives it under a Patient
+  ID of its own (two patients would have the same instance);
 - Patient ID and Patient Name become a pseudonym kept in the same map
   (``MODType`` PatientID): one patient stays one patient (a Patient ID in a
   sequence item goes);
@@ -53,6 +55,8 @@ BEYOND = {tag_for_keyword(keyword): action for keyword, action in (
 )}
 ACTIONS = {**BASIC_PROFILE, **BEYOND}
 PATIENT_ID = tag_for_keyword("PatientID")
+# The UID map's stage of the UIDs and pseudonyms made here: no Patient ID (LO holds no backslash) nor UID.
+STAGE = "\\WADO anonymize=yes"
 
 # UI attributes that name a class, a syntax or a scheme: never replaced.
 KEPT_UIDS = frozenset(("CodingSchemeUID", "MappingResourceUID", "ContextGroupExtensionCreatorUID",
@@ -75,8 +79,8 @@ def basicProfile(uidMap):
             raise DatasetError("it has burned-in annotation (0028,0301 YES), which the "
                                "Basic Profile does not release")
         patientID = str(dataset.get("PatientID", "") or "").strip()
-        applyProfile(dataset, uidMap.newFor)
-        pseudonym = uidMap.newFor(patientID, "PatientID") if patientID else ""
+        applyProfile(dataset, lambda uid, keyword: uidMap.newFor(uid, keyword, STAGE))
+        pseudonym = uidMap.newFor(patientID, "PatientID", STAGE) if patientID else ""
         dataset.PatientID = dataset.PatientName = pseudonym
         dataset.PatientIdentityRemoved = "YES"
         dataset.DeidentificationMethod = METHOD

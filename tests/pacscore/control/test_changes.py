@@ -167,6 +167,23 @@ class ChangeTests(unittest.TestCase):
         anonymized(self.uidMap, "ANON", script, services)(ds)
         self.assertEqual((ds.StationName, ds.StudyDate, ds.RTPlanDate), ("STATION9", "", "19000101"))
 
+    def test_anonymizedApartFromWADOsPseudonymousCopies(self):
+        """WADO's anonymize=yes and dgate --anonymize never give one
+        original the same UIDs under two patient identities; each keeps
+        its own: WADO the same for every fetch, dgate the same under
+        another Patient ID, so its store is refused (review of the
+        de-identification fixes, item 4)."""
+        copies = [image() for _ in range(4)]
+        basicProfile(self.uidMap)(copies[0])
+        anonymized(self.uidMap, "ANONY")(copies[1])
+        anonymized(self.uidMap, "ANONZ")(copies[2])
+        basicProfile(self.uidMap)(copies[3])
+        for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+            wado, dgate, again, wadoAgain = (ds[keyword].value for ds in copies)
+            self.assertNotEqual(wado, dgate, keyword)
+            self.assertEqual((again, wadoAgain), (dgate, wado), keyword)
+            self.assertEqual(self.uidMap.oldFor(wado), self.uidMap.oldFor(dgate))
+
     def test_anonymizedAfterAScriptsNewUIDsMakesNoUIDNewTwice(self):
         """The shipped anonymize script's ``newuids`` made the UIDs new:
         each stays, so B's reference is A's new UID and changeuidback finds

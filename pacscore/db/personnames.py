@@ -5,12 +5,14 @@ key and a stored name match whether they spell them or not; in Python for
 a key, in SQL for a stored name (SQLite, PostgreSQL and MySQL alike).
 """
 
-from sqlalchemy import String, func
+from sqlalchemy import Integer, String, func
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
 # A component group holds at most five components: at most four "^" end one.
 MAX_TRAILING_CARETS = 4
+# What a spelling of a name may hold beyond its personName: the "^"s ending its three groups, two "="s.
+CUT_SLACK = 3 * MAX_TRAILING_CARETS + 2
 
 
 def personName(value):
@@ -48,3 +50,21 @@ def _rtrim(element, compiler, **kw):
 def _trimTrailingFrom(element, compiler, **kw):
     text, character = (compiler.process(clause, **kw) for clause in element.clauses)
     return f"TRIM(TRAILING {character} FROM {text})"
+
+
+class textLength(FunctionElement):
+    """The length of SQL ``text`` in characters: ``length(text)``, on MySQL
+    (whose ``length`` counts bytes) ``CHAR_LENGTH(text)``."""
+
+    type = Integer()
+    inherit_cache = True
+
+
+@compiles(textLength)
+def _length(element, compiler, **kw):
+    return f"length({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(textLength, "mysql")
+def _charLength(element, compiler, **kw):
+    return f"CHAR_LENGTH({compiler.process(element.clauses, **kw)})"

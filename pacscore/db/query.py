@@ -35,12 +35,17 @@ Matching per key, by the request's VR:
   a thousand ORs);
 - dicom.sql ``DT_MSTR`` columns (stored joined by ``\\``) match a value
   equal to the whole stored text or to any one of its parts;
-- a text value (PN, LO, SH ...) without wildcards that is longer than its
-  column is cut to the column's width before it is compared, as a stored
-  one was cut (``cutToColumn``): a name of three groups, which PN allows
-  up to 194 characters, is found by its whole self in a 64-character
-  PatientName column (and by anything that starts with the same 64), and
-  answered as the index holds it, cut, as Conquest answers it.
+- a text value (LO, SH ...) longer than its column is cut to the column's
+  width before it is compared, as a stored one was cut (``cutToColumn``),
+  and so is the literal start of one with wildcards when it fills the
+  column (``ABC...XYZ*``, the pattern's rest was cut off the stored
+  value); a PN one, whose stored name was cut in its own spelling (``^``s
+  the key may leave out), also matches a stored name that fills the
+  column and reads as the key's start (``_cutNames``): a name of three
+  groups, which PN allows up to 194 characters, is found by its whole
+  self, in any spelling, in a 64-character PatientName column (and by
+  anything that starts with the same 64), and answered as the index holds
+  it, cut, as Conquest answers it.
 
 Computed keys (when ``computedFields`` is on): the Number of Patient/Study/
 Series Related Studies/Series/Instances, ModalitiesInStudy and
@@ -66,7 +71,7 @@ from twisted.logger import Logger
 from pacscore.db.aggregates import distinctValues
 from pacscore.db.casefold import caseFolded
 from pacscore.db.peerqueries import checkAbandoned
-from pacscore.db.personnames import personName, storedPersonName
+from pacscore.db.personnames import CUT_SLACK, personName, storedPersonName, textLength
 from pacscore.dicom.datetimes import normalised
 
 __all__ = ["LEVELS", "UNSPLIT_VRS", "IndexQuery", "Instance", "QueryKey", "columnNamed", "hasValuesToMatch", "valuesOf"]
@@ -108,6 +113,7 @@ _RANGE_VRS = frozenset(("DA", "TM", "DT"))
 _CUT_VRS = frozenset(("PN", "LO", "SH", "UC", "LT", "ST", "UT"))  # text a key may hold more of than its column
 _ESCAPE = "\\"
 _PREFIX_END = re.compile("[*?=\u03a3\u03c3\u03c2]")  # wildcards, a group's end, Σ σ ς
+_WILDCARD = re.compile("[*?]")
 _SEPARATOR = "\\\\"  # a literal backslash in a LIKE pattern escaped by "\"
 # A DT range: two optional DT values (an optional UTC offset each) around "-".
 _DT_RANGE = re.compile(r"([0-9][0-9.]*(?:[+-][0-9]{4})?)?-([0-9][0-9.]*(?:[+-][0-9]{4})?)?")
@@ -172,6 +178,11 @@ def likePattern(value):
 
 def _hasWildcards(value):
     return "*" in value or "?" in value
+
+
+def _literalStart(value):
+    """``value`` up to its first wildcard."""
+    return _WILDCARD.split(value, maxsplit=1)[0]
 
 
 def _isUniversal(value):
@@ -432,17 +443,15 @@ def cutToColumn(value, length):
 
 
 def valuesOf(key, length=None):
-    """The request values of a key (stripped, text ones without wildcards
-    longer than ``length``, their column's, cut to it (``cutToColumn``), PN
-    ones as ``personName``, empty ones dropped), or None for universal
-    matching."""
+    """The request values of a key (stripped, text ones but PN longer than
+    ``length``, their column's, as ``_cutKey`` says, PN ones as
+    ``personName``, empty ones dropped), or None for universal matching."""
     if key.vr in UNSPLIT_VRS:
         values = [key.value.rstrip(" \0")]
     else:
         values = [part.strip(" \0") for part in key.value.split("\\")]
-    if length is not None and key.vr in _CUT_VRS:
-        values = [cutToColumn(value, length) if len(value) > length and not _hasWildcards(value) else value
-                  for value in values]
+    if length is not None and key.vr in _CUT_VRS and key.vr != "PN":
+        values = [_cutKey(value, length) for value in values]
     if key.vr == "PN":
         values = list(map(personName, values))
     values = [value for value in values if value]
@@ -451,7 +460,33 @@ def valuesOf(key, length=None):
     return values
 
 
-def _personNameConditions(column, values, prefixRange, foldCase):
+def _cutKey(value, length):
+    """A text ``value`` whose literal start (all of it without wildcards)
+    is longer than a column of ``length``, or fills it before a wildcard,
+    as the stored values it matches were cut: that start cut to the column
+    (``cutToColumn``), an exact value; any other one as it is."""
+    literal = _literalStart(value)
+    if len(literal) > length or len(literal) == length < len(value):
+        return cutToColumn(literal, length)
+    return value
+
+
+def _cutNames(value, length):
+    """The ``personName``s a stored name cut to a column of ``length``
+    characters reads as when the whole name (in any spelling) matched the
+    ``personName`` key ``value``: the key's literal start (all of it
+    without wildcards) cut where the stored name, holding up to
+    ``CUT_SLACK`` "^"s and "="s the key leaves out, may end; none when no
+    name the key matches is cut (shorter than the column), or when the
+    cut may fall in a wildcard (the literal start shorter than the column)."""
+    literal = _literalStart(value)
+    if len(literal) < len(value) and len(literal) < length or len(literal) + CUT_SLACK <= length:
+        return []
+    cut = range(max(1, length - CUT_SLACK), min(length, len(literal)) + 1)
+    return list(dict.fromkeys(name for name in (personName(literal[:end]) for end in cut) if name))
+
+
+def _personNameConditions(column, values, prefixRange, foldCase, length=None):
     """The condition that a single-valued PN ``column`` matches one of
     ``values`` (``personName`` ones) as a ``personName``: on
     ``storedPersonName(column)``, which no index holds, so also on the
@@ -459,10 +494,17 @@ def _personNameConditions(column, values, prefixRange, foldCase):
     which ``lower(column)`` indexes hold: a ``LIKE`` of the prefix lower-cased
     (a non-ASCII one by the server's ``lower()``, as the whole name is); on
     SQLite (``prefixRange``) a range, for ASCII values only (its lower()
-    folds no other letters)."""
-    condition = _anyOf(_textConditions(storedPersonName(column), "PN", values, False, prefixRange, foldCase))
-    prefixes = list(dict.fromkeys(_namePrefix(value) for value in values))
-    ascii = all(value.isascii() for value in values)
+    folds no other letters).  A name that filled the column of ``length``
+    (it was cut, in its spelling) also matches when it is one of the
+    ``_cutNames`` of a value."""
+    named = storedPersonName(column)
+    condition = _anyOf(_textConditions(named, "PN", values, False, prefixRange, foldCase))
+    cut = [name for value in values for name in _cutNames(value, length)] if length else []
+    if cut:
+        condition = or_(condition, and_(textLength(column) == length,
+                                        _anyOf(_textConditions(named, "PN", cut, False, prefixRange, foldCase))))
+    prefixes = list(dict.fromkeys(_namePrefix(value) for value in values + cut))
+    ascii = all(value.isascii() for value in values + cut)
     if not all(prefixes) or prefixRange and not ascii:
         return condition
     lowered = func.lower(column)
@@ -511,7 +553,8 @@ def matchCondition(column, key, isMulti=False, prefixRange=False):
     """
     if key.vr == "SQ":
         return None
-    values = valuesOf(key, None if isMulti else getattr(column.type, "length", None))
+    length = None if isMulti else getattr(column.type, "length", None)
+    values = valuesOf(key, length)
     if values is None:
         return None
     if key.vr == "UI":
@@ -519,7 +562,7 @@ def matchCondition(column, key, isMulti=False, prefixRange=False):
     if key.vr in _RANGE_VRS:
         return _anyOf(_dateTimeConditions(column, key.vr, values))
     if key.vr == "PN" and not isMulti:
-        return _personNameConditions(column, values, prefixRange, key.foldCase)
+        return _personNameConditions(column, values, prefixRange, key.foldCase, length)
     return _anyOf(_textConditions(column, key.vr, values, isMulti, prefixRange, key.foldCase))
 
 

@@ -11,6 +11,7 @@ import urllib.request
 
 import pydicom
 from pydicom.data import get_charset_files, get_testdata_file
+from pydicom.uid import generate_uid
 from twisted.trial import unittest
 
 from pacscore.testing.corpus import generateCorpus
@@ -349,22 +350,43 @@ class LongNameTests(unittest.TestCase):
 
     NAME = "Kobayashi-Takahashi^Hanako Michiko Yoshi=小林高橋^花子美智子良=こばやしたかはし^はなこみちこよし"
 
-    def test_foundByItsWholeName(self):
-        server = PacsServer(self.mktemp())
-        self.addCleanup(server.stop)
-        server.start()
+    def setUp(self):
+        self.server = PacsServer(self.mktemp())
+        self.addCleanup(self.server.stop)
+        self.server.start()
+
+    def store(self, patientID, name):
         ds = pydicom.dcmread([f for f in get_charset_files() if f.endswith("chrH31.dcm")][0])
-        ds.SpecificCharacterSet, ds.PatientID, ds.PatientName = "ISO_IR 192", "LONGJP", self.NAME
+        ds.SpecificCharacterSet, ds.PatientID, ds.PatientName = "ISO_IR 192", patientID, name
+        ds.StudyInstanceUID = ds.SeriesInstanceUID = ds.SOPInstanceUID = generate_uid()
         path = os.path.join(self.mktemp() + ".dcm")
         ds.save_as(path)
-        self.assertEqual(server.store(path).returncode, 0)
-        self.assertIn("DICOMPatients.PatientName truncated to 64 characters", server.log())
-        matches, result = findscu(server, STUDY_ROOT, "STUDY", {"SpecificCharacterSet": "ISO_IR 192",
-                                                                "PatientName": self.NAME, "PatientID": None})
+        self.assertEqual(self.server.store(path).returncode, 0)
+
+    def assertFound(self, name, patientID, answered):
+        """C-FIND and QIDO-RS by ``name`` find ``patientID`` alone, C-FIND
+        answering the name ``answered``."""
+        matches, result = findscu(self.server, STUDY_ROOT, "STUDY", {"SpecificCharacterSet": "ISO_IR 192",
+                                                                     "PatientName": name, "PatientID": None})
         self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
-        self.assertEqual([(m.PatientID, str(m.PatientName)) for m in matches], [("LONGJP", self.NAME[:64])])
-        url = (f"http://127.0.0.1:{server.webPort}/dicom-web/studies?"
-               + urllib.parse.urlencode({"PatientName": self.NAME}))
+        self.assertEqual([(m.PatientID, str(m.PatientName)) for m in matches], [(patientID, answered)], name)
+        url = (f"http://127.0.0.1:{self.server.webPort}/dicom-web/studies?"
+               + urllib.parse.urlencode({"PatientName": name}))
         with urllib.request.urlopen(url, timeout=30) as answer:
             found = json.load(answer)
-        self.assertEqual([match["00100020"]["Value"] for match in found], [["LONGJP"]])
+        self.assertEqual([match["00100020"]["Value"] for match in found], [[patientID]], name)
+
+    def test_foundByItsWholeName(self):
+        self.store("LONGJP", self.NAME)
+        self.assertIn("DICOMPatients.PatientName truncated to 64 characters", self.server.log())
+        self.assertFound(self.NAME, "LONGJP", self.NAME[:64])
+
+    def test_foundInAnotherSpellingOrWithAWildcard(self):
+        """Stored with empty components, found by the name without them;
+        the whole name and a ``*`` after it find the cut name (review of
+        the character set fixes, items 1 and 2)."""
+        spelled = "A" * 30 + "^^^^=" + "B" * 40
+        self.store("CARETS", spelled)
+        self.store("CCC", "C" * 70)
+        self.assertFound("A" * 30 + "=" + "B" * 40, "CARETS", spelled[:64])
+        self.assertFound("C" * 70 + "*", "CCC", "C" * 64)

@@ -679,6 +679,40 @@ class CutValueTests(ArchiveTestCase):
         self.assertMatches("PATIENT", K(PATIENT_NAME, "PN", self.LONG[:60]), [])
 
 
+    def test_aLongNameInAnotherSpelling(self):
+        """A name stored with empty components (cut in that spelling) is
+        found by the key that leaves them out, in any case, and not by a
+        key that differs in what the cut kept (review of the character set
+        fixes, item 1)."""
+        spelled = "A" * 30 + "^^^^=" + "B" * 40
+        self.index.storeMany([ImageRecord({PATIENT_ID: "CARETS", PATIENT_NAME: spelled, STUDY_UID: "9.2",
+                                           SERIES_UID: "9.2.1", SOP_UID: "9.2.1.1"}, "MAG0", "CARETS/9.2.1.1.dcm")])
+        for key in ("A" * 30 + "=" + "B" * 40, "a" * 30 + "^=" + "b" * 40, spelled):
+            self.assertMatches("PATIENT", K(PATIENT_NAME, "PN", key), ["CARETS"])
+            self.assertMatches("STUDY", K(PATIENT_NAME, "PN", key), ["9.2"])
+        self.assertMatches("PATIENT", K(PATIENT_NAME, "PN", "A" * 30 + "=" + "C" * 40), [])
+        self.assertMatches("PATIENT", K(PATIENT_NAME, "PN", "A" * 29 + "=" + "B" * 40), [])
+
+    def test_aWildcardAfterAStartLongerThanTheColumn(self):
+        """A viewer's full name followed by ``*`` finds the cut value, as
+        the name alone does (review of the character set fixes, item 2)."""
+        self.index.storeMany([ImageRecord({PATIENT_ID: "CCC", PATIENT_NAME: "C" * 70, STUDY_UID: "9.3",
+                                           SERIES_UID: "9.3.1", SOP_UID: "9.3.1.1"}, "MAG0", "CCC/9.3.1.1.dcm")])
+        for key in ("C" * 70 + "*", "c" * 66 + "?" * 4, "C" * 64 + "*", "C" * 70):
+            self.assertMatches("PATIENT", K(PATIENT_NAME, "PN", key), ["CCC"])
+        self.assertMatches("PATIENT", K(PATIENT_NAME, "PN", "C" * 63 + "D" + "C" * 6 + "*"), [])
+        for key in ("x" * 70 + "*", "x" * 64 + "?", "x" * 66 + "*yz"):
+            self.assertMatches("STUDY", K(STUDY_DESCRIPTION, "LO", key), ["9.1"])
+        self.assertMatches("STUDY", K(STUDY_DESCRIPTION, "LO", "x" * 63 + "y*"), [])
+
+    def test_ordinaryNamesAskNoLength(self):
+        """A key no cut name can match keeps the statement it had."""
+        statements = self.statements()
+        self.find("PATIENT", K(PATIENT_NAME, "PN", "Doe^John*"))
+        self.find("PATIENT", K(PATIENT_NAME, "PN", "Doe^John"))
+        self.assertNotIn("length(", " ".join(statements).lower())
+
+
 class LeftInLatin1Tests(ArchiveTestCase):
     """SQLite only: a name Conquest stored in Latin-1 that the takeover left
     so (``pacscore.db.rawtext``)."""

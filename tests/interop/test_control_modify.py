@@ -5,11 +5,13 @@ converter-language script), modifyimage, mergestudy/mergestudyfile and
 mergeseries/mergeseriesfile, the attach commands; checked with DCMTK's
 findscu, on disk and with changeuidback."""
 
+import io
 import os
 import shutil
 from types import SimpleNamespace
 
 import pydicom
+from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
@@ -18,6 +20,7 @@ from pacscore.control.changes import RT_PLAN, RT_STRUCTURE_SET
 from pacscore.testing.corpus import makeDataset
 from tests.interop.storedcorpus import StoredCorpusTestCase
 from tests.interop.test_find import PATIENT_ROOT, STUDY_ROOT, findscu
+from tests.interop.test_web import httpGet
 
 
 class ControlModifyTests(StoredCorpusTestCase):
@@ -118,6 +121,31 @@ class ControlModifyTests(StoredCorpusTestCase):
         self.assertIn(f"Refused to enter inconsistent link PatientID into DICOMStudies: StudyInstanceUID = "
                       f"'{anonymous.StudyInstanceUID}', Old = 'ANON1', Refused = 'ANON3' (the UID map gave it", message)
         self.assertEqual([m.SOPInstanceUID for m in self.imagesOf(PatientID="ANON1")], [anonymous.SOPInstanceUID])
+
+    def test_anonymizeAppliesWADOsTableApartFromWADOsUIDs(self):
+        """An SR through the shipped Lua script: its observer names,
+        dates, descriptions and Text Values go as WADO's anonymize=yes
+        makes them go, and the WADO copy fetched before has other UIDs
+        (review of the de-identification fixes, items 3 and 4)."""
+        shutil.copy(os.path.join(defaultConfigDir(), "anonymize_script.lua"), self.server.workdir)
+        sr = pydicom.dcmread(get_testdata_file("test-SR.dcm"))
+        self.assertEqual(self.server.store(get_testdata_file("test-SR.dcm")).returncode, 0)
+        status, _, body = httpGet(f"http://127.0.0.1:{self.server.webPort}/wado?requestType=WADO"
+                                  f"&studyUID={sr.StudyInstanceUID}&seriesUID={sr.SeriesInstanceUID}"
+                                  f"&objectUID={sr.SOPInstanceUID}&contentType=application/dicom&anonymize=yes")
+        self.assertEqual(status, 200)
+        wado = pydicom.dcmread(io.BytesIO(body))
+        path = os.path.join(self.server.dataDir, self.dgate(
+            f"--query:DICOMImages|ObjectFile|SOPInstanceUID = '{sr.SOPInstanceUID}'|%s")[0])
+        anonymous = self.changedFile(self.dgate(f"--anonymize:ANONX,{path}")[0])
+        self.assertEqual((anonymous.PatientID, anonymous.PatientIdentityRemoved), ("ANONX", "YES"))
+        for ds in (anonymous, wado):
+            text = str(ds)
+            for phi in ("Observer^Verifying", "20010213", "A mass of", "was detected", sr.StudyDescription,
+                        sr.SeriesDescription):
+                self.assertNotIn(phi, text, phi)
+        for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+            self.assertNotIn(anonymous[keyword].value, (wado[keyword].value, sr[keyword].value), keyword)
 
     def test_anonymizeAfterModifypatidGivesNewUIDs(self):
         """Without an anonymize script: the UIDs modifypatid gave are the

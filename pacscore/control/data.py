@@ -12,11 +12,14 @@ stays as it is and a copy for another patient is another object;
 worklist intake as the MLLP listener does; ``forward`` sends a stored file
 as the export queue forwards it; ``prefetch`` reads a patient's files once
 (``LocalActions.prefetch``).  Files are read and written in the I/O pool;
+an unchanged object is copied from its file into the spool a chunk at a
+time, never held whole in memory;
 only regular files are read (a FIFO or a device would block it), and an
 HL7 file of at most ``HL7_FILE_LIMIT`` bytes (pacscore.hl7.dropfolder).
 """
 
 import dataclasses
+import os
 
 import pydicom
 from pydicom.errors import InvalidDicomError
@@ -38,7 +41,9 @@ from pacscore.hl7.dropfolder import applyMessages, readMessages
 from pacscore.storage.attributes import DatasetError, readAttributes
 from pacscore.storage.part10 import readFileMeta
 from pacscore.storage.regularfiles import openRegularFile
+from pacscore.storage.spool import copyInto
 from pacscore.storage.store import SOP_CLASS_UID, SOP_INSTANCE_UID, IncomingObject, Refused, StoreError
+from pacscore.web.pacing import Pacer
 
 COPIED_ONCE = " (the UID map gave it the UIDs of an earlier copy of the same original, which stays)"
 
@@ -70,12 +75,31 @@ def _changedObject(path, change, callingAE, calledAE, compression, converters, a
         changed = change(dataset) is not False
         if changed:
             data = encodeDataset(dataset, syntax)
-    attrs = readAttributes(data, syntax, frozenset((SOP_CLASS_UID, SOP_INSTANCE_UID)))
+    return _incoming(data, syntax, callingAE, calledAE, compression, converters, amended), data, changed
+
+
+def _incoming(source, syntax, *settings):
+    """The IncomingObject of the data set ``source`` (bytes, or a file at
+    its first byte) in ``syntax``, with ``settings`` after the syntax."""
+    attrs = readAttributes(source, syntax, frozenset((SOP_CLASS_UID, SOP_INSTANCE_UID)))
     for tag, name in ((SOP_CLASS_UID, "SOP Class UID"), (SOP_INSTANCE_UID, "SOP Instance UID")):
         _checkUID(attrs.get(tag), name)
-    incoming = IncomingObject(attrs[SOP_CLASS_UID], attrs[SOP_INSTANCE_UID], syntax, callingAE, calledAE,
-                              compression, converters, amended)
-    return incoming, data, changed
+    return IncomingObject(attrs[SOP_CLASS_UID], attrs[SOP_INSTANCE_UID], syntax, *settings)
+
+
+def _openObject(path, *settings):
+    """In the I/O pool: ``(IncomingObject, open file, data set offset, file
+    size)`` of a DICOM file read only up to its SOP Instance UID, for
+    ``storeFile``; ``settings``: those of ``_incoming``."""
+    f = openRegularFile(path)
+    try:
+        syntax, _, offset = readFileMeta(f)
+        _checkUID(syntax, "Transfer Syntax UID")
+        incoming = _incoming(f, syntax, *settings)
+        return incoming, f, offset, os.fstat(f.fileno()).st_size
+    except BaseException:
+        f.close()
+        raise
 
 
 async def readObject(archive, path, change=None, callingAE="", compression="", converters=False, amended=False):
@@ -113,6 +137,29 @@ async def storeObject(archive, incoming, data, path, copy=False):
         incoming = dataclasses.replace(incoming, relink=False)
     spool = archive.objectStore.spool(incoming)
     spool.write(data)
+    return await _stored(archive, incoming, spool, path, copy)
+
+
+async def storeFile(archive, path, callingAE="", compression="", converters=False, amended=False):
+    """Store the DICOM file ``path`` as it is, copied into the spool a chunk
+    at a time (``readObject``'s settings); ``(IncomingObject, device name,
+    path relative to the device)``."""
+    incoming, source, start, end = await fromFile(archive, path, _openObject, callingAE, archive.aeTitle,
+                                                  compression, converters, amended)
+    pacer = Pacer()
+    spool = archive.objectStore.spool(incoming, pacer)
+    try:
+        await copyInto(spool, pacer, source, start, end, archive.workers.deferToWorker)
+    except OSError as e:
+        spool.discard()
+        raise CommandError(f"cannot read {path}: {e.strerror or e}") from e
+    finally:
+        await archive.workers.deferToWorker(source.close)
+    return (incoming, *await _stored(archive, incoming, spool, path))
+
+
+async def _stored(archive, incoming, spool, path, copy=False):
+    """``ObjectStore.store`` of the spool; its failures CommandErrors."""
     try:
         return await archive.objectStore.store(incoming, spool)
     except (StoreError, OSError) as e:
@@ -147,13 +194,14 @@ class AddImageFile(AsyncControlCommand):
         text, patientID = fields(arguments, 2)
         archive = context.archive
         path = await objectFile(archive, text)
-        change = None
+        converters = archive.configuration.ini.getint("ImportExportDragAndDrop", 0) == 1
+        settings = dict(compression=archive.droppedFileCompression, converters=converters, amended=True)
         if patientID.strip():
             change = newPatient(archive.converterServices.uidMap, exactValue(patientID, "patient ID"))
-        converters = archive.configuration.ini.getint("ImportExportDragAndDrop", 0) == 1
-        incoming, data, _ = await readObject(archive, path, change, compression=archive.droppedFileCompression,
-                                             converters=converters, amended=True)
-        _, relative = await storeObject(archive, incoming, data, path, copy=change is not None)
+            incoming, data, _ = await readObject(archive, path, change, **settings)
+            _, relative = await storeObject(archive, incoming, data, path, copy=True)
+        else:
+            incoming, _, relative = await storeFile(archive, path, **settings)
         self.log.info("{peer}: addimagefile {path}: stored as {relative}", peer=context.peer, path=path,
                       relative=relative)
         return f"{incoming.sopInstanceUID} stored as {relative}"

@@ -7,7 +7,8 @@ it). Past that the spool becomes a temporary file on the MAG device that
 starts with the Part-10 header, so the finished object is renamed into
 place without another copy. File writes go to an I/O thread in order
 (through ``pacscore.storage.objectfiles``); while more than ``maxBacklog``
-bytes wait, the peer's transport is paused.
+bytes wait, the peer's transport is paused. ``copyInto`` fills a spool
+from a file (an import, an uploaded part) the same way.
 """
 
 import itertools
@@ -19,6 +20,26 @@ from twisted.logger import Logger
 from pacscore.storage.objectfiles import FileWrites
 
 _names = itertools.count()
+COPY_CHUNK = 1 << 20
+
+
+def _readAt(source, start, length):
+    source.seek(start)
+    return source.read(length)
+
+
+async def copyInto(spool, pacer, source, start, end, runInThread):
+    """Copy bytes ``start`` to ``end`` of the open file ``source`` into
+    ``spool``, read a chunk at a time with ``runInThread`` (the I/O pool),
+    waiting while ``pacer``, the spool's transport, is paused."""
+    position = start
+    while position < end:
+        chunk = await runInThread(_readAt, source, position, min(COPY_CHUNK, end - position))
+        if not chunk:
+            raise OSError(f"the file ended at byte {position} of {end}")
+        spool.write(chunk)
+        position += len(chunk)
+        await pacer.resumed()  # while the spool's writes to disk fall behind
 
 
 class Spool:

@@ -12,6 +12,7 @@ import struct
 import sqlite3
 import subprocess
 import time
+import urllib.request
 
 import numpy as np
 import pydicom
@@ -587,6 +588,52 @@ class LargeObjectTests(ServerTestCase):
         np.testing.assert_array_equal(pixels[0], frame)
         np.testing.assert_array_equal(pixels[-1], frame)
         self.assertEqual(column(self.server.database, "DICOMImages", "NumberOfFrames"), ["200"])
+
+
+class LargeImportTests(ServerTestCase):
+    """A large object imported from a file, not received over the network."""
+
+    ini = {"WebReadOnly": "0"}
+
+    def assertStoredWithBoundedMemory(self, run, path):
+        """``run()`` stores the file ``path`` byte for byte, and the server's
+        peak RSS grows by less than 64 MB."""
+        before = self.server.peakRSSKilobytes()
+        result = run()
+        peak = self.server.peakRSSKilobytes()
+        self.assertIn("1.2.3.4.5.6.8 stored as", result)
+        self.assertLess(peak - before, 64 * 1024, f"peak RSS grew from {before} kB to {peak} kB")
+        self.assertEqual(_datasetEnd(storedFiles(self.server.dataDir)["1.2.3.4.5.6.8"]), _datasetEnd(path))
+
+    def test_addimagefileAndUploadWithBoundedMemory(self):
+        """A 150 MB multi-frame object given to dgate --addimagefile, then
+        uploaded to the web page addlocalfile: copied from its file into
+        the spool a chunk at a time (it was read whole)."""
+        path = os.path.abspath(self.mktemp() + ".dcm")
+        size = writeLargeMultiframe(path, "1.2.3.4.5.6.8", frames=300)
+        self.assertGreater(size, 150 * 10**6)
+
+        def addimagefile():
+            result = self.server.dgate(f"--addimagefile:{path}")
+            self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+            return result.stdout
+
+        def upload():
+            def body():
+                yield (b"--big\r\nContent-Disposition: form-data; name=\"filetoupload\"; filename=\"big.dcm\"\r\n"
+                       b"Content-Type: application/octet-stream\r\n\r\n")
+                with open(path, "rb") as f:
+                    while chunk := f.read(1 << 20):
+                        yield chunk
+                yield b"\r\n--big--\r\n"
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{self.server.webPort}/cgi-bin/dgate?mode=addlocalfile", data=body(),
+                method="POST", headers={"Content-Type": "multipart/form-data; boundary=big"})
+            with urllib.request.urlopen(request, timeout=600) as response:
+                return response.read().decode()
+
+        self.assertStoredWithBoundedMemory(addimagefile, path)
+        self.assertStoredWithBoundedMemory(upload, path)
 
 
 class SmallDiskTestCase(unittest.TestCase):

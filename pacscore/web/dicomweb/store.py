@@ -31,6 +31,7 @@ from pacscore.db.query import SERIES_INSTANCE_UID, SOP_CLASS_UID, SOP_INSTANCE_U
 from pacscore.dicom.storage import SUCCESS, StorageService
 from pacscore.storage.attributes import DatasetError, readAttributes
 from pacscore.storage.part10 import readFileMeta
+from pacscore.storage.spool import copyInto
 from pacscore.storage.store import IncomingObject
 from pacscore.web.answers import Answer, WebError
 from pacscore.web.crossorigin import refuseCrossOrigin
@@ -42,7 +43,6 @@ from pacscore.web.logins import callingAE, writerRefusal
 from pacscore.web.pacing import Pacer
 
 DICOM = "application/dicom"
-CHUNK = 1 << 20
 HEAD = 1 << 16
 MEDIA_SOP_CLASS = 0x00020002
 MEDIA_SOP_INSTANCE = 0x00020003
@@ -89,11 +89,6 @@ def answerType(request):
     """The media type of the answer: the first of ``ANSWER_TYPES`` the
     Accept header takes, else DICOM JSON."""
     return multipart.preferredType(request, ANSWER_TYPES) or DICOM_JSON
-
-
-def _readAt(body, start, length):
-    body.seek(start)
-    return body.read(length)
 
 
 class Outcome:
@@ -191,12 +186,7 @@ async def storePart(archive, storage, body, part, rootType, study, outcome, call
                               calledAE=archive.aeTitle, compression=archive.incomingCompression, converters=converters)
     pacer = Pacer()
     spool = archive.objectStore.spool(incoming, pacer)
-    position = part.start + offset
-    while position < part.end:
-        chunk = await archive.workers.deferToWorker(_readAt, body, position, min(CHUNK, part.end - position))
-        spool.write(chunk)
-        position += len(chunk)
-        await pacer.resumed()  # while the spool's writes to disk fall behind
+    await copyInto(spool, pacer, body, part.start + offset, part.end, archive.workers.deferToWorker)
     status, _ = await storage.storeIncoming(incoming, spool, "an empty part")
     if status != SUCCESS:
         return outcome.failure(sopClass, sop, status)

@@ -5,11 +5,13 @@ answer 403 and the lists show no links to them):
 - ``studydeleter`` / ``seriesdeleter`` (``study`` / ``series`` = patid:uid)
   ask to confirm; their button POSTs ``deletestudy`` / ``deleteseries``,
   which remove the files and index rows as ``dgate --deletestudy:`` does;
-- ``addlocalfile``: a POSTed form's ``filetoupload`` (multipart; copied
-  from the request body to a temporary file, never whole in memory) is
-  stored as ``dgate --addimagefile:`` stores a file (HL7 messages, a file
-  ``--loadhl7:`` takes, are applied to the worklist as it applies them);
-  a refusal names the uploaded file (its temporary copy in the log only).
+- ``addlocalfile``: each of a POSTed form's ``filetoupload`` files
+  (multipart; copied from the request body to a temporary file, never
+  whole in memory) is stored as ``dgate --addimagefile:`` stores a file
+  (HL7 messages, a file ``--loadhl7:`` takes, are applied to the worklist
+  as it applies them), in turn; the page names each file and what became
+  of it, and a refusal names the uploaded file (its temporary copy in the
+  log only).
 
 Changes are only made for a POST: a link or a page prefetch cannot make them.
 """
@@ -26,7 +28,7 @@ from pacscore.control.deletes import DeleteSeries, DeleteStudy
 from pacscore.hl7.message import isHL7
 from pacscore.web.answers import WebError, checkPost, htmlAnswer
 from pacscore.control.inprocess import runCommand
-from pacscore.web.html import SCRIPT, Markup, text
+from pacscore.web.html import SCRIPT, Markup, join, text
 from pacscore.web.logins import writerRefusal
 from pacscore.web.objects import uid
 
@@ -115,22 +117,42 @@ def _spooled(upload):
     return path, isHL7(upload.file.read(4096))
 
 
-async def addLocalFile(archive, parameters, request):
-    checkWritable(archive, parameters)
-    checkPost(request, CHANGED_BY_POST)
-    upload = request.uploads.get(b"filetoupload", [None])[0]
-    if upload is None or not upload.size:
-        raise WebError(400, "no file was uploaded (a multipart form field filetoupload)")
-    path, hl7 = await archive.workers.deferToWorker(_spooled, upload)
+async def _uploaded(archive, upload):
+    """Store or apply one uploaded file: ``(name, what the command
+    answered, None)``, or ``(name, why it was refused, the status code)``;
+    the user's file is named by its name on the user's computer, not by
+    the server's temporary copy (which the log line names too)."""
     name = upload.filename.strip() or UNNAMED_UPLOAD
+    if not upload.size:
+        return name, f"{name}: an empty file, not stored", 400
+    path, hl7 = await archive.workers.deferToWorker(_spooled, upload)
     try:
-        command = LoadHL7() if hl7 else AddImageFile()
-        return await commandAnswer(archive, command, path, "uploaded file")
-    except WebError as e:  # the page names the user's file, not the server's copy
-        log.info("web: upload {name} (copied to {path}) refused: {message}", name=name, path=path, message=e.message)
-        raise WebError(e.code, e.message.replace(path, name), e.headers) from e
+        return name, await runCommand(archive, LoadHL7() if hl7 else AddImageFile(), path), None
+    except CommandError as e:
+        log.info("web: upload {name} (copied to {path}) refused: {message}", name=name, path=path, message=e)
+        return name, str(e).replace(path, name), 422
     finally:
         await archive.workers.deferToWorker(os.remove, path)
+
+
+async def addLocalFile(archive, parameters, request):
+    """Each ``filetoupload`` part stored or applied in turn; a page naming
+    each, or, when one is refused, an error page naming each and why."""
+    checkWritable(archive, parameters)
+    checkPost(request, CHANGED_BY_POST)
+    uploads = request.uploads.get(b"filetoupload", [])
+    if not any(upload.size for upload in uploads):
+        raise WebError(400, "no file was uploaded (a multipart form field filetoupload)")
+    outcomes = [await _uploaded(archive, upload) for upload in uploads]
+    refused = [code for _, _, code in outcomes if code is not None]
+    if len(outcomes) == 1 and refused:
+        raise WebError(refused[0], outcomes[0][1])
+    lines = [said if said.startswith(name) else f"{name}: {said}" for name, said, _ in outcomes]
+    if refused:
+        raise WebError(refused[0], f"{len(refused)} of {len(outcomes)} uploaded files not stored: " + "; ".join(lines))
+    items = [join(Markup("<li>"), line, Markup("</li>")) for line in lines]
+    return htmlAnswer("uploaded file" if len(lines) == 1 else "uploaded files", Markup("<ul id=\"result\">"), *items,
+                      Markup("</ul>"))
 
 
 def uploadForm(archive, parameters):

@@ -107,16 +107,20 @@ def getQuery(resource, query):
 
 def formBody(parameters):
     """``(Content-Type, body)`` of a form of ``parameters``, as a browser
-    POSTs it: multipart/form-data when a value is bytes (a file), else
-    URL-encoded."""
-    if not any(isinstance(value, bytes) for value in parameters.values()):
+    POSTs it: multipart/form-data when a value is bytes (a file) or a list
+    of bytes (files of one field: ``<input multiple>``), else URL-encoded."""
+    if not any(isinstance(value, (bytes, list)) for value in parameters.values()):
         return URLENCODED, urlencode(parameters).encode()
     boundary = "----formboundary7MA4YWxkTrZu0gW"
     body = b""
     for name, value in parameters.items():
-        if isinstance(value, bytes):
-            body += (f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{name}.bin"\r\n'
-                     "Content-Type: application/octet-stream\r\n\r\n").encode() + value + b"\r\n"
+        files = [(f"{name}.bin", value)] if isinstance(value, bytes) else None
+        if isinstance(value, list):
+            files = [(f"{name}{number}.bin", content) for number, content in enumerate(value, 1)]
+        if files is not None:
+            for filename, content in files:
+                body += (f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
+                         "Content-Type: application/octet-stream\r\n\r\n").encode() + content + b"\r\n"
         else:
             body += f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
     return f"multipart/form-data; boundary={boundary}", body + f"--{boundary}--\r\n".encode()

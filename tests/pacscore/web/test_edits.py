@@ -81,6 +81,33 @@ class EditTests(WebTestCase):
                           if name.startswith("pacs-upload-")], [])
 
     @defer.inlineCallbacks
+    def test_uploadOfSeveralFiles(self):
+        """Several filetoupload parts (``<input multiple>``): each is stored
+        and named on the page; one that is not stored makes the answer a
+        422 that names it and why, and the others are stored all the same."""
+        files = []
+        for number in (1, 2):
+            ds = makeDataset("MULTI", "Multi^Upload", f"1.2.826.0.1.3680043.8.498.7{number}",
+                             f"1.2.826.0.1.3680043.8.498.7{number}.1", f"1.2.826.0.1.3680043.8.498.7{number}.1.1", 1, 1)
+            path = os.path.join(self.running.workdir, f"multi{number}.dcm")
+            ds.save_as(path, enforce_file_format=True)
+            with open(path, "rb") as f:
+                files.append(f.read())
+        uploaded = yield post(self.resource, mode="addlocalfile", filetoupload=files)
+        self.assertEqual(uploaded.code, 200, uploaded.text)
+        for number in (1, 2):
+            self.assertIn(f"filetoupload{number}.bin: 1.2.826.0.1.3680043.8.498.7{number}.1.1 stored as", uploaded.text)
+        self.assertEqual((yield self.running.count("image")), 10)
+        refused = yield post(self.resource, mode="addlocalfile", filetoupload=[b"not DICOM at all", files[0], b""])
+        self.assertEqual(refused.code, 422, refused.text)
+        self.assertIn("2 of 3 uploaded files not stored", refused.text)
+        self.assertIn("filetoupload1.bin is not a readable DICOM object", refused.text)
+        self.assertIn("filetoupload2.bin: 1.2.826.0.1.3680043.8.498.71.1.1 stored as", refused.text)
+        self.assertIn("filetoupload3.bin: an empty file", refused.text)
+        self.assertNotIn("pacs-upload-", refused.text)
+        self.assertEqual((yield self.running.count("image")), 10)
+
+    @defer.inlineCallbacks
     def test_uploadHL7AsLoadHL7TakesIt(self):
         """HL7 files that ``--loadhl7:`` applies are applied when uploaded,
         not read as DICOM: after a UTF-8 byte order mark, in MLLP framing,

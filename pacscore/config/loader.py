@@ -8,16 +8,13 @@ the settings the rest of the server uses.
 
 import os
 import re
-import site
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 from pydicom.uid import RE_VALID_UID_PREFIX
 
-import pacscore
 from pacscore.codecs.jpeglossy import DEFAULT_QUALITY
 from pacscore.config.acrnema import AcrNemaMap
+from pacscore.config.defaults import DEFAULT_TCP_PORT, INI_NAME, defaultConfigDir
 from pacscore.config.dicomsql import DatabaseLayout
 from pacscore.config.errors import ConfigError
 from pacscore.config.ini import DicomIni
@@ -26,11 +23,9 @@ from pacscore.db.rawsql import DEFAULT_TRUNCATE
 from pacscore.db.writer import DEFAULT_TIMEOUT
 from pacscore.tls import ClientTLS
 
-INI_NAME = "dicom.ini"
 TLS_NODES = "DICOMTLSNodes"
 
 DEFAULT_MAG_DEVICE = "./data/"
-DEFAULT_TCP_PORT = 5678
 WINDOWS_PATH = re.compile(r"[A-Za-z]:[\\/]")  # d:\dicomserver\data\, C:/dicomserver/
 PLACEHOLDER = re.compile(r"\$\{[^}]*\}")  # ${CONQUEST}
 VARIABLE = re.compile(r"\$[A-Za-z_][A-Za-z0-9_]*")  # $HOME, or part of a name: /data/images$archive/
@@ -244,27 +239,6 @@ def _placeholder(value, folders):
     if any(os.path.exists(os.path.join(folder, written)) for folder in folders):
         return None
     return variables[0].group()
-
-
-def defaultConfigDir():
-    """The packaged etc/ folder holding the default dicom.ini.
-
-    Looked for next to the ``pacscore`` package (a source checkout or an
-    editable install), then where setup.cfg's data_files put it: under
-    ``share/pacs/etc`` of ``sys.prefix`` (a wheel installed in a venv or the
-    system), of the folder holding the package (``pip install --target``)
-    and of the user base (``pip install --user``).
-    """
-    packageParent = Path(pacscore.__file__).resolve().parent.parent
-    shared = Path("share", "pacs", "etc")
-    candidates = [packageParent / "etc", Path(sys.prefix) / shared,
-                  packageParent / shared, Path(site.getuserbase()) / shared]
-    for folder in candidates:
-        if (folder / INI_NAME).is_file():
-            return str(folder)
-    raise ConfigError(candidates[0] / INI_NAME, None,
-                      "no packaged default configuration found (also looked in "
-                      f"{', '.join(str(c) for c in candidates[1:])})")
 
 
 def _findFile(ini, iniPath, key, default, folders):

@@ -24,6 +24,14 @@ class CommandError(Exception):
     found, a failure); ``str(error)`` is shown to the operator."""
 
 
+class NotDICOM(CommandError):
+    """A file given as a DICOM object that is none (``what`` it is instead)."""
+
+    def __init__(self, path, what):
+        super().__init__(f"{path} is {what}")
+        self.what = what
+
+
 def notUTF8(error):
     """A ``CommandError`` for ``error`` when it is the failure of an argument
     holding bytes that are not UTF-8 (taken as they are, for a file name;

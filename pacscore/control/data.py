@@ -29,7 +29,8 @@ from pacscore.codecs.nki import NKIError
 from pacscore.codecs.nkipixels import withPlainPixels
 from pacscore.control.arguments import AsyncControlCommand, fields
 from pacscore.control.changes import ScriptRefused, newPatient
-from pacscore.control.context import CommandError
+from pacscore.control.context import CommandError, NotDICOM
+from pacscore.control.folderimport import importFolder
 from pacscore.control.moves import forwarderFor
 from pacscore.control.output import deliver, inputPath
 from pacscore.control.stored import exactValue, fileInstances, objectFile, storedFile, storedName
@@ -45,6 +46,7 @@ from pacscore.storage.spool import copyInto
 from pacscore.storage.store import SOP_CLASS_UID, SOP_INSTANCE_UID, IncomingObject, Refused, StoreError
 from pacscore.web.pacing import Pacer
 
+ZIP_MAGIC = b"PK\x03\x04"
 COPIED_ONCE = " (the UID map gave it the UIDs of an earlier copy of the same original, which stays)"
 
 
@@ -54,11 +56,23 @@ def readHL7(path):
         return readMessages(f)
 
 
+class ZipArchive(DatasetError):
+    """A zip file given as a DICOM object."""
+
+
+def _fileMeta(f):
+    """``readFileMeta`` of the open file ``f``; ZipArchive for a zip file."""
+    if f.read(len(ZIP_MAGIC)) == ZIP_MAGIC:
+        raise ZipArchive("a zip file")
+    f.seek(0)
+    return readFileMeta(f)
+
+
 def readFile(path):
     """In the I/O pool: ``(transfer syntax, data set bytes)`` of a DICOM
     file (Part-10 or a bare data set)."""
     with openRegularFile(path) as f:
-        syntax = readFileMeta(f)[0]
+        syntax = _fileMeta(f)[0]
         return syntax, f.read()
 
 
@@ -93,7 +107,7 @@ def _openObject(path, *settings):
     ``storeFile``; ``settings``: those of ``_incoming``."""
     f = openRegularFile(path)
     try:
-        syntax, _, offset = readFileMeta(f)
+        syntax, _, offset = _fileMeta(f)
         _checkUID(syntax, "Transfer Syntax UID")
         incoming = _incoming(f, syntax, *settings)
         return incoming, f, offset, os.fstat(f.fileno()).st_size
@@ -117,8 +131,10 @@ async def fromFile(archive, path, work, *args):
         return await archive.workers.deferToWorker(work, path, *args)
     except OSError as e:
         raise CommandError(f"cannot read {path}: {e.strerror or e}") from e
+    except ZipArchive as e:
+        raise NotDICOM(path, "a zip file (unzip it and import its folder)") from e
     except (DatasetError, IdentifierError, NKIError) as e:
-        raise CommandError(f"{path} is not a readable DICOM object: {e}") from e
+        raise NotDICOM(path, f"not a readable DICOM object: {e}") from e
     except ScriptRefused as e:
         raise CommandError(f"{path}: {e}; nothing was changed") from e
     except ValueError as e:  # a new UID with a bad UIDPrefix
@@ -198,10 +214,18 @@ class AddImageFile(AsyncControlCommand):
         settings = dict(compression=archive.droppedFileCompression, converters=converters, amended=True)
         if patientID.strip():
             change = newPatient(archive.converterServices.uidMap, exactValue(patientID, "patient ID"))
-            incoming, data, _ = await readObject(archive, path, change, **settings)
-            _, relative = await storeObject(archive, incoming, data, path, copy=True)
+
+            async def store(path):
+                incoming, data, _ = await readObject(archive, path, change, **settings)
+                return (incoming, *await storeObject(archive, incoming, data, path, copy=True))
         else:
-            incoming, _, relative = await storeFile(archive, path, **settings)
+            async def store(path):
+                return await storeFile(archive, path, **settings)
+        if await archive.workers.deferToWorker(os.path.isdir, path):
+            answer = await importFolder(archive, path, store)
+            self.log.info("{peer}: addimagefile {summary}", peer=context.peer, summary=answer.splitlines()[-1])
+            return answer
+        incoming, _, relative = await store(path)
         self.log.info("{peer}: addimagefile {path}: stored as {relative}", peer=context.peer, path=path,
                       relative=relative)
         return f"{incoming.sopInstanceUID} stored as {relative}"

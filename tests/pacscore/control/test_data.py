@@ -3,6 +3,7 @@ addimagefile, the deletes, loadhl7, dump_header, prefetch."""
 
 import os
 import warnings
+import zipfile
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -73,6 +74,43 @@ class StoredCorpusTests(unittest.TestCase):
             f.write(b"not a DICOM file at all" * 10)
         yield self.assertFailure(self.running.run(commands.addImageFile, path), CommandError)
         yield self.assertFailure(self.running.run(commands.addImageFile, path + ".missing"), CommandError)
+
+    @defer.inlineCallbacks
+    def test_addimagefileOfAFolder(self):
+        """A CD's folder: every file under it stored, DICOMDIR and what is
+        no DICOM object (a zip file named as one) skipped with a line
+        each, one that the store refuses failed, and a summary line; with
+        a failure the command fails, naming it."""
+        folder = Path(self.mktemp()).absolute()
+        images = folder / "IMAGES" / "S1"
+        images.mkdir(parents=True)
+        for number in range(1, 4):
+            ds = makeDataset("CDPAT", "Cd^Patient", "1.2.826.0.1.3680043.8.498.81", "1.2.826.0.1.3680043.8.498.81.1",
+                             f"1.2.826.0.1.3680043.8.498.81.1.{number}", 1, number)
+            ds.save_as(images / f"IM{number:04}", enforce_file_format=True)
+        (folder / "IMAGES" / "AGAIN").write_bytes(Path(self.images[0].path).read_bytes())
+        (folder / "DICOMDIR").write_bytes(b"\0" * 128 + b"DICM")
+        (folder / "README.TXT").write_text("Viewer on this CD\n" * 20)
+        with zipfile.ZipFile(folder / "more.zip", "w") as zipped:
+            zipped.write(images / "IM0001", "IM0001")
+        answer = yield self.running.run(commands.addImageFile, str(folder))
+        lines = answer.splitlines()
+        self.assertEqual(lines[-1], f"{folder}: 4 stored, 3 skipped, 0 failed")
+        self.assertIn(f"skipped {folder / 'DICOMDIR'}: a DICOMDIR (the index of a CD), not an object", lines)
+        self.assertIn(f"skipped {folder / 'more.zip'}: a zip file (unzip it and import its folder)", lines)
+        [readme] = [line for line in lines if "README.TXT" in line]
+        self.assertTrue(readme.startswith(f"skipped {folder / 'README.TXT'}: not a readable DICOM object"), readme)
+        self.assertEqual((yield self.running.count("image")), 11)
+        error = yield self.assertFailure(self.running.run(commands.addImageFile, str(folder / "more.zip")),
+                                         CommandError)
+        self.assertIn("is a zip file (unzip it and import its folder)", str(error))
+        dataset = pydicom.dcmread(self.images[1].path)
+        dataset.PatientID = "CDPAT"  # the same SOP instance for another patient: refused
+        dataset.save_as(images / "OTHER")
+        error = yield self.assertFailure(self.running.run(commands.addImageFile, str(folder)), CommandError)
+        self.assertIn(f"failed {images / 'OTHER'}: ", str(error))
+        self.assertTrue(str(error).endswith(f"{folder}: 4 stored, 3 skipped, 1 failed"), str(error))
+        self.assertEqual((yield self.running.count("image")), 11)
 
     @defer.inlineCallbacks
     def test_addimagefileRefusesAnOverlongStudyUID(self):
@@ -301,10 +339,15 @@ class SpecialFileTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_notRegularFilesAreRefused(self):
+        """And skipped in a folder given to addimagefile (a folder import)."""
+        folder = os.path.dirname(self.fifo)
         for command in (commands.loadHL7, commands.addImageFile, commands.dumpHeader):
-            for path in (self.fifo, os.devnull, os.path.dirname(self.fifo)):
+            for path in (self.fifo, os.devnull) + ((folder,) if command is not commands.addImageFile else ()):
                 error = yield self.assertFailure(self.running.run(command, path), CommandError)
                 self.assertEqual(str(error), f"cannot read {path}: not a regular file")
+        answer = yield self.running.run(commands.addImageFile, folder)
+        self.assertIn(f"skipped {self.fifo}: not a regular file", answer.splitlines())
+        self.assertEqual(answer.splitlines()[-1], f"{folder}: 0 stored, 1 skipped, 0 failed")
 
     @defer.inlineCallbacks
     def test_loadhl7RefusesAFileOverTheLimit(self):

@@ -1,0 +1,64 @@
+"""``dgate --addimagefile:`` of a folder (Conquest's drag and drop of a
+folder, a CD's): every file under it, walked in the I/O pool, stored as
+one file given alone is, ``CONCURRENCY`` at a time (each copied into its
+spool a chunk at a time, so memory stays bounded); DICOMDIR, and files
+that are no DICOM object (a zip file among them), are skipped with a line
+each, a file the store refuses fails with a line, and a summary line ends
+the answer."""
+
+import os
+
+from twisted.internet import defer
+
+from pacscore.control.context import CommandError, NotDICOM
+from pacscore.storage.regularfiles import isRegularFile
+
+CONCURRENCY = 4
+DICOMDIR = "DICOMDIR"
+
+
+def folderFiles(folder, excluded=frozenset()):
+    """In the I/O pool: ``(path, whether it is a regular file)`` of the
+    files under ``folder``, in name order, its subfolders walked too (links
+    to folders are not followed); the files whose real paths are in
+    ``excluded`` (the index database's) left out."""
+    found = []
+    for root, folders, names in os.walk(folder):
+        folders.sort()
+        for path in (os.path.join(root, name) for name in sorted(names)):
+            if os.path.realpath(path) not in excluded:
+                found.append((path, os.path.exists(path) and isRegularFile(path)))
+    return found
+
+
+async def _outcome(store, path, regular):
+    """``(kind, line)`` of storing the file ``path`` with ``store``: kind
+    "stored", "skipped" or "failed"; line None for a stored file."""
+    if not regular:  # a FIFO would hold an I/O thread, a device may never end
+        return "skipped", f"skipped {path}: not a regular file"
+    if os.path.basename(path).upper() == DICOMDIR:
+        return "skipped", f"skipped {path}: a DICOMDIR (the index of a CD), not an object"
+    try:
+        await store(path)
+    except NotDICOM as e:
+        return "skipped", f"skipped {path}: {e.what}"
+    except CommandError as e:
+        return "failed", f"failed {path}: {e}"
+    return "stored", None
+
+
+async def importFolder(archive, folder, store):
+    """Store every file under ``folder`` with ``store(path)`` (a coroutine
+    that stores one file, CommandError when it does not); the lines of the
+    files skipped and failed and the summary, CommandError with them when
+    one failed."""
+    files = await archive.workers.deferToWorker(folderFiles, folder, frozenset(archive.databaseFiles))
+    semaphore = defer.DeferredSemaphore(CONCURRENCY)
+    outcomes = await defer.gatherResults([semaphore.run(_outcome, store, path, regular) for path, regular in files],
+                                         consumeErrors=True)
+    counts = {kind: sum(1 for outcome, _ in outcomes if outcome == kind) for kind in ("stored", "skipped", "failed")}
+    lines = [line for _, line in outcomes if line is not None]
+    lines.append(f"{folder}: {counts['stored']} stored, {counts['skipped']} skipped, {counts['failed']} failed")
+    if counts["failed"]:
+        raise CommandError("\n".join(lines))
+    return "\n".join(lines)

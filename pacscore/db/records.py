@@ -390,27 +390,32 @@ class Upserter:
 
     def _forgetVanished(self, connection, records):
         """Drop the cached parent rows of ``records`` that the database no
-        longer holds, so that they are inserted again: none can have gone
-        while no other connection has committed (SQLite tells)."""
+        longer holds, so that they are inserted again.  On SQLite none can
+        have gone while no other connection has committed (SQLite tells);
+        once one has, the other cached rows are dropped too, unchecked."""
+        checkedAt = None
         if connection.dialect.name == "sqlite":
-            dbapiConnection = connection.connection.dbapi_connection
-            checkedAt = (dbapiConnection, DATA_VERSION.execute(connection, {})[0][0])
+            checkedAt = (connection.connection.dbapi_connection, DATA_VERSION.execute(connection, {})[0][0])
             if checkedAt == self._checkedAt:
                 return
-            self._checkedAt = checkedAt
+        batch = {}  # level -> {key in the row: cache key} of the cached parents of records
         for level in self._parents:
-            cached = {}  # key in the row -> cache key
             for record in records:
                 cacheKey = (level.name, record.attrs.get(level.keyTag, ""))
                 entry = self._cache.get(cacheKey)
                 if entry is not None:
-                    cached[entry[1][level.keyName]] = cacheKey
-            if cached:
-                present = {key for key, in level.selectKeys.rows(connection, list(cached))}
-                for key in cached.keys() - present:
-                    self.log.info("{table} row {key} is gone from the database (deleted outside this writer); "
-                                  "it is inserted again", table=level.table.name, key=key)
-                    del self._cache[cached[key]]
+                    batch.setdefault(level, {})[entry[1][level.keyName]] = cacheKey
+        if checkedAt is not None:
+            kept = {cacheKey for cached in batch.values() for cacheKey in cached.values()}
+            for cacheKey in self._cache.keys() - kept:
+                self._cache.pop(cacheKey, None)
+        for level, cached in batch.items():
+            present = {key for key, in level.selectKeys.rows(connection, list(cached))}
+            for key in cached.keys() - present:
+                self.log.info("{table} row {key} is gone from the database (deleted outside this writer); "
+                              "it is inserted again", table=level.table.name, key=key)
+                del self._cache[cached[key]]
+        self._checkedAt = checkedAt
 
     def _remember(self, cacheKey, seen, known):
         if len(self._cache) >= self.maxCached:

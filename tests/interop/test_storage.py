@@ -13,6 +13,7 @@ import sqlite3
 import subprocess
 import time
 import urllib.request
+from contextlib import closing
 
 import numpy as np
 import pydicom
@@ -770,3 +771,27 @@ class DeletedIndexTests(ServerTestCase):
         self.assertEqual(log.count("was deleted or replaced while pacs runs: stores fail until pacs is restarted"),
                          1, log)
         self.assertEqual(self.server.echo().returncode, 0)
+
+
+class OutsideDeleteTests(ServerTestCase):
+    """Rows deleted behind the server's back (sqlite3 here; another pacs
+    sharing the database file, dgate --deletepatient: on it): the next
+    image of each patient the server had cached inserts its patient, study
+    and series rows again; the second patient's image was indexed without
+    them, so that no query found it."""
+
+    def test_parentsOfEveryPatientInsertedAgain(self):
+        images = generateCorpus(self.mktemp(), patients=2, studiesPerPatient=1, seriesPerStudy=1,
+                                imagesPerSeries=2)
+        first, second = images[0::2], images[1::2]
+        self.assertEqual(self.server.store(*(image.path for image in first)).returncode, 0)
+        with closing(sqlite3.connect(self.server.database)) as outside, outside:
+            for table in ("DICOMImages", "DICOMSeries", "DICOMStudies", "DICOMPatients"):
+                outside.execute(f"DELETE FROM {table}")
+        for image in second:
+            self.assertEqual(self.server.store(image.path).returncode, 0)
+        database = self.server.database
+        self.assertEqual(column(database, "DICOMPatients", "PatientID"), sorted(i.patientID for i in second))
+        self.assertEqual(column(database, "DICOMStudies", "StudyInstanceUID"), sorted(i.studyUID for i in second))
+        self.assertEqual(column(database, "DICOMSeries", "SeriesInstanceUID"), sorted(i.seriesUID for i in second))
+        self.assertEqual(column(database, "DICOMImages", "SOPInstanceUID"), sorted(i.sopUID for i in second))

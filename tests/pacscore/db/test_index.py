@@ -532,6 +532,30 @@ class StoreManyTests(IndexTestCase):
         self.index.storeMany(records())
         self.assertEqual(len(statements), self.versionChecks() + 3 + 1 + 1)
 
+    def test_otherCachedParentsCheckedAfterOtherCommits(self):
+        """Another connection deletes two patients this writer has cached:
+        a store into each, in turns, inserts its rows again, not only the
+        first (the commit seen by the first store's check leaves the other
+        patient's cached rows unchecked, not checked)."""
+        upserter = Upserter(buildLevels(self.index.tables, conquestLayout()))
+        patients = [("P1", "1.2.7.1"), ("P2", "1.2.7.2")]
+
+        def store(sop):
+            for patient, study in patients:
+                with connection.begin():
+                    upserter.upsertImages(connection, [makeRecord(f"{study}.1.{sop}", series=f"{study}.1",
+                                                                  study=study, patient=patient)])
+        with self.engine.connect() as connection:
+            store(1)
+            with self.engine.begin() as outside:
+                for level in ("image", "series", "study", "patient"):
+                    outside.execute(delete(getattr(self.index.tables, level)))
+            store(2)
+        self.assertEqual([sorted(row[key] for row in self.rows(level)) for level, key in (
+            ("patient", "PatientID"), ("study", "StudyInstanceUID"), ("series", "SeriesInstanceUID"),
+            ("image", "SeriesInstanceUID"))],
+            [["P1", "P2"], ["1.2.7.1", "1.2.7.2"], ["1.2.7.1.1", "1.2.7.2.1"], ["1.2.7.1.1", "1.2.7.2.1"]])
+
     def test_cachedParentsCheckedOnNewConnection(self):
         """The writer's connection replaced (a database server's restart;
         SQLite counts commits per connection), the cached parents are

@@ -29,11 +29,14 @@ the study's modalities, below).
   a Modality not yet one of the row's backslash-separated values is put in
   front of them (``MR`` into ``CT\\SR`` makes ``MR\\CT\\SR``; ``CT`` is not
   in ``RTSTRUCT``); an object without one leaves the column as it is.
-  A study that loses a series (deleted, emptied by an object sent again
-  into another series, moved to another study) or whose series changes
-  its Modality gets the column made again of its series' modalities, as
-  ``dgate -r`` would make it (``Upserter.rebuildModalities``), so that it
-  never holds the modality of a series the study no longer has.
+  A series row takes the Modality of its last object, so an object of
+  another Modality in a series (a screen capture into a CT series) is
+  merged like any other: the study keeps the modality of its other
+  objects.  A study that loses a series (deleted, emptied by an object
+  sent again into another series, moved to another study) gets the column
+  made again of its series' modalities, as ``dgate -r`` would make it
+  (``Upserter.rebuildModalities``), so that it never holds the modality
+  of a series the study no longer has.
   A merged value is written only over the one it was merged into: when
   another writer (another node sharing the database) merged a modality in
   since, the row is read again, locked, and the modality merged into it, so
@@ -302,7 +305,7 @@ class Upserter:
             2: select(self._image.key).where((self._links[3] == bindparam("b_key")) & other).limit(1),
             1: select(self._image.key).where(self._links[3].in_(select(series).where(
                 self._links[2] == bindparam("b_key"))) & other).limit(1)}
-        self._seriesModality, self._rebuildModalities = _modalitiesRebuild(levels[1], levels[2])
+        self._rebuildModalities = _modalitiesRebuild(levels[1], levels[2])
         self._cache = {}
         self._checkedAt = None  # (DBAPI connection, DATA_VERSION) of the last check of the cached rows
 
@@ -361,8 +364,6 @@ class Upserter:
         if index and link in changes and known[link]:
             left.add((index - 1, known[link]))
         self._remember(cacheKey, seen, {**known, **changes})
-        if index == 2 and self._seriesModality in changes and known[self._seriesModality]:
-            self.rebuildModalities(connection, [known[link]])  # its study may have lost the old one
 
     def checkLinks(self, connection, record):
         """``InconsistentLink`` if ``record`` would move a study or series
@@ -514,15 +515,14 @@ class Upserter:
 
 
 def _modalitiesRebuild(study, series):
-    """``(name, update)``: the name of the series' Modality column and the
-    UPDATE (of ``b_key``, a study) making ``study``'s modalities column of
-    it, backslash-separated, cut to the column's length (``Level``s); None
-    for those dicom.sql does not have."""
+    """The UPDATE (of ``b_key``, a study) making ``study``'s modalities
+    column of its ``series``' Modality column, backslash-separated, cut to
+    the column's length (``Level``s); None when dicom.sql has not both."""
     modality = next((field for field in series.fields if field.tag == MODALITY), None)
     if study.modalities is None or modality is None:
-        return None, None
+        return None
     column, link = series.table.c[modality.name], series.table.c[series.fields[-1].name]
     listed = select(distinctValues(column)).where(link == bindparam("b_key"), column != "").scalar_subquery()
     value = func.substr(func.replace(func.coalesce(listed, ""), ",", "\\"), 1, study.modalities.length)
-    return modality.name, study.table.update().where(study.key == bindparam("b_key")).values(
+    return study.table.update().where(study.key == bindparam("b_key")).values(
         {study.modalities.name: value})

@@ -11,10 +11,10 @@ import urllib.request
 
 import pydicom
 from pydicom.data import get_charset_files, get_testdata_file
-from pydicom.uid import generate_uid
+from pydicom.uid import SecondaryCaptureImageStorage, generate_uid
 from twisted.trial import unittest
 
-from pacscore.testing.corpus import generateCorpus
+from pacscore.testing.corpus import generateCorpus, makeDataset
 from tests.interop.qrcorpus import CORPUS, storeCorpus
 from tests.interop.server import PacsServer, dcmtk
 from tests.interop.test_forwarding import waitFor
@@ -255,6 +255,31 @@ class FindTests(unittest.TestCase):
         matches = self.find(STUDY_ROOT, "STUDY", {"ModalitiesInStudy": "US\\MR", "AccessionNumber": None})
         self.assertEqual(self.values(matches, "AccessionNumber"), ["ACC0002", "ACC0003", "ACC0005"])
 
+
+
+class ModalityInASeriesTests(unittest.TestCase):
+    """An OT screen capture sent into a CT series (EnableComputedFields = 0,
+    the study's modalities as stored): the study is still found by
+    ModalitiesInStudy=CT, as in Conquest; it was found only by OT."""
+
+    def test_screenCaptureIntoACTSeries(self):
+        server = PacsServer(self.mktemp(), ini={"EnableComputedFields": "0"})
+        self.addCleanup(server.stop)
+        server.start()
+        images = generateCorpus(os.path.join(server.workdir, "corpus"), patients=1, studiesPerPatient=1,
+                                seriesPerStudy=1, imagesPerSeries=2, rows=4, columns=4)
+        capture = makeDataset(images[0].patientID, "Test^Patient0", images[0].studyUID, images[0].seriesUID,
+                              generate_uid(), 1, 3, rows=4, columns=4, modality="OT")
+        capture.SOPClassUID = capture.file_meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+        capturePath = os.path.join(server.workdir, "capture.dcm")
+        capture.save_as(capturePath, enforce_file_format=True)
+        self.assertEqual(server.store(*[i.path for i in images]).returncode, 0)
+        self.assertEqual(server.store(capturePath).returncode, 0)
+        for modality in ("CT", "OT"):
+            matches, result = findscu(server, STUDY_ROOT, "STUDY", {"ModalitiesInStudy": modality,
+                                                                   "StudyInstanceUID": None})
+            self.assertEqual([match.StudyInstanceUID for match in matches], [images[0].studyUID],
+                             result.stdout + result.stderr)
 
 
 class CancelTests(unittest.TestCase):

@@ -18,7 +18,8 @@ class StopSignals(service.Service):
     ``SIGNALS`` (those twistd installed, not a debugger's): the first
     signal goes on to the reactor's handler, which stops it (and twistd
     then exits by that signal); one after it, or after a stop begun
-    otherwise, is logged."""
+    otherwise (``stopping`` set: the services stopping, ``dgate --quit:``'s
+    ``OrderlyStop``), is logged."""
 
     log = Logger()
 

@@ -277,7 +277,8 @@ def serviceTree(options):
         observers.append(errorMail)
     top = ServiceTree(observers)
     served = top.served
-    StopSignals(archive.reactor).setServiceParent(served)
+    signals = StopSignals(archive.reactor)
+    signals.setServiceParent(served)
     ArchiveService(archive).setServiceParent(served)
     dicom = options["dicom"] or f"tcp:{archive.tcpPort}"
     raiseFileLimit()
@@ -304,7 +305,7 @@ def serviceTree(options):
     control = options.control
     archive.endpoints = [listener.description for listener in listeners] + ([control.endpoint] if control else [])
     if control is not None:
-        stopInOrder = OrderlyStop(archive.reactor, listeners, dicomFactory, control.gracePeriod)
+        stopInOrder = OrderlyStop(archive.reactor, listeners, dicomFactory, control.gracePeriod, signals)
         ListeningService("control port", control.endpoint,
                          options.endpoint("control", "ControlEndpoint", control.endpoint),
                          ControlFactory(archive, archive.reactor, control.secret, control.requireSecret,

@@ -6,6 +6,7 @@ shared secret of a control port, on loopback or bound beyond."""
 
 import json
 import os
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -18,6 +19,7 @@ from pacscore.testing.corpus import generateCorpus
 from tap.pacs import Options
 from tests.interop.index import column
 from tests.interop.server import BIN, PacsServer, acknowledged, dcmtkEnvironment, dcmtkTool
+from tests.interop.test_forwarding import waitFor
 from tests.interop.test_storage import storedFiles
 
 
@@ -130,6 +132,28 @@ class QuitTests(unittest.TestCase):
         self.assertLess(len(uids), len(self.images), "the association was aborted before the end")
         self.assertIn("quit: aborting 1 association(s) still running after 0 s", self.server.log())
         self.assertKept(uids)
+
+    def test_signalDuringTheGracePeriod(self):
+        """SIGTERM while --quit: waits for a running association: one line
+        that the server is already stopping; the quit goes on (the
+        association aborted after the grace period) and the server exits
+        0, with no critical 'Can't stop reactor' in the trouble log."""
+        self.server = PacsServer(self.mktemp(), ini={"QuitGracePeriod": "2", "TroubleLog": "trouble.log"})
+        self.addCleanup(self.server.stop)
+        self.server.start()
+        running = socket.create_connection(("127.0.0.1", self.server.port))
+        self.addCleanup(running.close)
+        self.assertEqual(self.server.dgate("--quit:").returncode, 0)
+        waitFor(lambda: "quit: no new associations; waiting up to 2 s for 1 running" in self.server.log(),
+                message="the quit")
+        self.server.process.send_signal(signal.SIGTERM)
+        self.assertEqual(self.server.process.wait(60), 0)
+        self.server.process.stdout.close()
+        log = self.server.log()
+        self.assertIn("SIGTERM while stopping: already stopping", log)
+        self.assertIn("quit: aborting 1 association(s) still running after 2 s", log)
+        with open(os.path.join(self.server.workdir, "trouble.log")) as trouble:
+            self.assertNotIn("stopping in order failed", trouble.read() + log)
 
 
 class SecretTests(unittest.TestCase):

@@ -2,17 +2,35 @@
 associations finish or are aborted after the grace period, then the reactor stops."""
 
 from twisted.internet import defer, task
+from twisted.internet.error import ReactorNotRunning
 from twisted.internet.testing import StringTransport
+from twisted.logger import capturedLogs
 from twisted.trial import unittest
 
 from pacscore.control.shutdown import OrderlyStop
+from pacscore.stopsignals import StopSignals
 
 
 class StoppingClock(task.Clock):
+    """A clock that stops as a reactor does: once (``ReactorNotRunning``
+    after), running its 'before shutdown' triggers."""
+
     stopped = False
 
+    def __init__(self):
+        super().__init__()
+        self.beforeShutdown = []
+
+    def addSystemEventTrigger(self, phase, event, f, *args, **kwargs):
+        if (phase, event) == ("before", "shutdown"):
+            self.beforeShutdown.append((f, args, kwargs))
+
     def stop(self):
+        if self.stopped:
+            raise ReactorNotRunning("Can't stop reactor that isn't running.")
         self.stopped = True
+        for f, args, kwargs in self.beforeShutdown:
+            f(*args, **kwargs)
 
 
 class Listener:
@@ -46,7 +64,8 @@ class OrderlyStopTests(unittest.TestCase):
         self.clock = StoppingClock()
         self.listeners = [Listener(), Listener()]
         self.factory = Factory(2)
-        self.stop = OrderlyStop(self.clock, self.listeners, self.factory, gracePeriod=10)
+        self.signals = StopSignals(self.clock)
+        self.stop = OrderlyStop(self.clock, self.listeners, self.factory, gracePeriod=10, signals=self.signals)
 
     def test_waitsForTheListenersThenTheAssociations(self):
         running = list(self.factory.active)
@@ -84,3 +103,28 @@ class OrderlyStopTests(unittest.TestCase):
 
     def test_calledTwice(self):
         self.assertIs(self.stop(), self.stop())
+
+    def test_stopSignalsSeeTheQuit(self):
+        """A stop signal during the grace period is one while stopping
+        (StopSignals logs it as such), not a second stop."""
+        self.assertFalse(self.signals.stopping)
+        self.stop()
+        self.assertTrue(self.signals.stopping)
+
+    def test_reactorStoppedDuringTheGracePeriod(self):
+        """The reactor stopping otherwise meanwhile (a SIGTERM delivered
+        before StopSignals sees the quit): the stop waits no more and does
+        not stop the reactor again, whose ReactorNotRunning was a critical
+        line in the TroubleLog and the error mail."""
+        running = list(self.factory.active)
+        with capturedLogs() as events:
+            d = self.stop()
+            for listener in self.listeners:
+                listener.stopping.callback(None)
+            self.clock.advance(1)
+            self.clock.stop()
+            self.clock.pump([self.stop.pollInterval] * 200)
+        self.successResultOf(d)
+        self.assertEqual([e["log_format"] for e in events if e["log_level"].name == "critical"], [])
+        self.assertFalse(any(a.aborted for a in running))
+        self.assertEqual(self.clock.getDelayedCalls(), [])

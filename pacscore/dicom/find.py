@@ -1,8 +1,10 @@
 """C-FIND SCP on the query/retrieve models (PS3.4 C.4.1).
 
-The query and the encoding of every match run in a reader thread of the
-index, so a slow query holds neither the reactor nor other associations.
-Matches then go out one pending response at a time, as fast as the
+The query runs in a reader thread of the index, so a slow one holds
+neither the reactor nor other associations; its rows are then encoded
+``ENCODED`` at a time in the reactor's thread pool, each batch going out
+while the next one is encoded, so the first answer does not wait for the
+last.  Matches go out one pending response at a time, as fast as the
 transport takes them; a C-CANCEL stops them at the next one, or stops the
 query itself while it runs, as does the end of the association.  That
 response loop, ``answerFind``, also serves the Modality Worklist
@@ -14,7 +16,6 @@ from twisted.logger import Logger
 
 from pacscore.converters.context import Outcome
 from pacscore.db.errors import DATABASE_FAILURES, databaseMessage
-from pacscore.db.peerqueries import checkAbandoned
 from pacscore.debuglog import IDENTIFIERS, serverLog
 from pacscore.converters.hooks import LEFT_OUT
 from pacscore.dicom import commands
@@ -33,6 +34,8 @@ PENDING_UNMATCHED_KEYS = 0xFF01  # "one or more Optional Keys were not supported
 
 # Matches sent before giving the reactor a turn (to read a C-CANCEL, say).
 BATCH = 16
+# Rows encoded at a time in a worker thread, while the matches before them go out.
+ENCODED = 100
 # Seconds between looks at whether the association of a running query has ended.
 PEER_CHECK = 1
 
@@ -47,7 +50,8 @@ def sendResponse(protocol, contextId, command, status, identifier=None, comment=
 
 
 async def answerFind(protocol, contextId, command, query, clock, log, description, unmatched=()):
-    """Answer a C-FIND with the encoded matches ``query`` (a Deferred) fires with.
+    """Answer a C-FIND with the matches ``query`` (a Deferred) fires with:
+    a list of encoded ones, or ``StreamedMatches``.
 
     A failed query is answered 0xC000 (the index database's error, or its
     not answering in time, with one log line, anything else with its
@@ -68,11 +72,7 @@ async def answerFind(protocol, contextId, command, query, clock, log, descriptio
         if protocol.isCancelled(command):
             log.info("{peer}: {query} cancelled before its matches", peer=protocol.peerName(), query=description)
             return sendResponse(protocol, contextId, command, CANCELLED)
-        if isinstance(e, DATABASE_FAILURES):
-            log.error("{peer}: {query} failed: the index database: {error}", peer=protocol.peerName(),
-                      query=description, error=databaseMessage(e))
-        else:
-            log.failure("{peer}: {query} failed", peer=protocol.peerName(), query=description)
+        _logFailure(log, protocol, description, e)
         return sendResponse(protocol, contextId, command, UNABLE_TO_PROCESS,
                             comment=f"query failed: {databaseMessage(e)}")
     log.info("{peer}: {query}: {count} matches", peer=protocol.peerName(), query=description,
@@ -82,16 +82,41 @@ async def answerFind(protocol, contextId, command, query, clock, log, descriptio
         pending = PENDING_UNMATCHED_KEYS
         log.info("{peer}: {query}: keys not matched, answered 0xFF01: {keys}", peer=protocol.peerName(),
                  query=description, keys=", ".join(f"({tag >> 16:04X},{tag & 0xFFFF:04X})" for tag in unmatched))
-    for number, match in enumerate(matches, 1):
-        if protocol.isCancelled(command):
-            log.info("{peer}: C-FIND cancelled after {sent} of {count} matches",
-                     peer=protocol.peerName(), sent=number - 1, count=len(matches))
-            return sendResponse(protocol, contextId, command, CANCELLED)
-        sendResponse(protocol, contextId, command, pending, match)
-        await protocol.whenWritable()
-        if number % BATCH == 0:
-            await task.deferLater(clock, 0, lambda: None)
+    batches = matches.batches() if isinstance(matches, StreamedMatches) else iter([defer.succeed(matches)])
+    upcoming = next(batches, None)
+    sent = 0
+    while upcoming is not None:
+        try:
+            batch = await upcoming
+        except Exception as e:
+            _logFailure(log, protocol, description, e)
+            return sendResponse(protocol, contextId, command, UNABLE_TO_PROCESS,
+                                comment=f"query failed: {databaseMessage(e)}")
+        if protocol.state == AWAITING_CLOSE:
+            log.info("{peer}: {query} stopped: the association ended", peer=protocol.peerName(), query=description)
+            return None
+        upcoming = next(batches, None)  # encoded while this batch goes out
+        for match in batch:
+            if protocol.isCancelled(command):
+                log.info("{peer}: C-FIND cancelled after {sent} of {count} matches",
+                         peer=protocol.peerName(), sent=sent, count=len(matches))
+                return sendResponse(protocol, contextId, command, CANCELLED)
+            sendResponse(protocol, contextId, command, pending, match)
+            sent += 1
+            await protocol.whenWritable()
+            if sent % BATCH == 0:
+                await task.deferLater(clock, 0, lambda: None)
     sendResponse(protocol, contextId, command, CANCELLED if protocol.isCancelled(command) else SUCCESS)
+
+
+def _logFailure(log, protocol, description, error):
+    """One error line for a failure of the index database, its traceback
+    for any other."""
+    if isinstance(error, DATABASE_FAILURES):
+        log.error("{peer}: {query} failed: the index database: {error}", peer=protocol.peerName(),
+                  query=description, error=databaseMessage(error))
+    else:
+        log.failure("{peer}: {query} failed", peer=protocol.peerName(), query=description)
 
 
 async def _cancelledWith(protocol, command, query, clock):
@@ -144,8 +169,8 @@ class FindService:
         keep = resultFilter(self.resultHook, protocol)
         encoder = MatchEncoder(request, self.retrieveAE, syntax, keep)
         unmatched = []
-        matches = timed(self.index.queryForPeer(self._matches, request, encoder, unmatched), self.counters,
-                        "queryTime").addCallback(self._prefetching)
+        matches = timed(self.index.queryForPeer(self._matches, request, unmatched), self.counters,
+                        "queryTime").addCallback(self._prefetching, encoder)
         if self.virtual is not None:
             matches = defer.ensureDeferred(self._withVirtualServers(matches, sopClass, data, syntax, request, keep,
                                                                     mask))
@@ -157,29 +182,53 @@ class FindService:
         """Our matches, then the new ones of the virtual servers (of ``mask``)."""
         local = await matches
         remote = await self.virtual.find(sopClass, decodeDataset(data, syntax), mask)
-        return await threads.deferToThreadPool(self.clock, self.clock.getThreadPool(), self.virtual.merge,
+        return await threads.deferToThreadPool(self.clock, self.clock.getThreadPool(), self._merged,
                                                local, remote, request.level, syntax, keep)
 
-    def _matches(self, connection, request, encoder, unmatched):
-        """In a reader thread: the encoded matches, and the one patient they
+    def _merged(self, local, remote, level, syntax, keep):
+        """In a worker: every one of our matches (``local``, StreamedMatches)
+        encoded, then merged with those of the virtual servers."""
+        return self.virtual.merge(local.encoded(local.rows), remote, level, syntax, keep)
+
+    def _matches(self, connection, request, unmatched):
+        """In a reader thread: the matching rows, and the one patient they
         are about when there is a prefetcher; the tags of the keys it could
         not match go into ``unmatched``."""
         unmatched.extend(self.query.unmatchedKeys(connection, request.level, request.keys))
         rows = self.query.find(connection, request.level, request.keys)
         patient = None if self.prefetcher is None else queriedPatient(request.keys, rows)
-        matches = []
-        for row in rows:
-            checkAbandoned()
-            match = encoder.encode(row)
-            if match is not None:
-                matches.append(match)
-        return matches, patient
+        return rows, patient
 
-    def _prefetching(self, found):
-        matches, patient = found
+    def _prefetching(self, found, encoder):
+        rows, patient = found
         if patient is not None:
             self.prefetcher.start(patient)
-        return matches
+        return StreamedMatches(self.clock, rows, encoder.encode)
+
+
+class StreamedMatches:
+    """The matching rows of a C-FIND, encoded into response identifiers
+    ``ENCODED`` rows at a time in the reactor's thread pool."""
+
+    def __init__(self, reactor, rows, encode):
+        self.reactor = reactor
+        self.rows = rows
+        self.encode = encode  # encode(row) -> bytes, or None to leave the row out (MatchEncoder.encode)
+
+    def __len__(self):
+        return len(self.rows)
+
+    def batches(self):
+        """An iterator of Deferreds, each firing with the encoded matches of
+        the next ``ENCODED`` rows; each batch starts being encoded only when
+        it is asked for."""
+        for start in range(0, len(self.rows), ENCODED):
+            yield threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), self.encoded,
+                                            self.rows[start:start + ENCODED])
+
+    def encoded(self, rows):
+        """In a worker: the encoded matches of ``rows``."""
+        return [match for match in map(self.encode, rows) if match is not None]
 
 
 DESTROYED = object()

@@ -10,8 +10,8 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial import unittest
 
 from pacscore.dicom.client import associate
-from pacscore.dicom.find import CANCELLED
-from pacscore.dicom.identifiers import UNABLE_TO_PROCESS
+from pacscore.dicom.find import CANCELLED, ENCODED
+from pacscore.dicom.identifiers import UNABLE_TO_PROCESS, MatchEncoder
 from pacscore.dicom.models import STUDY_ROOT_FIND, STUDY_ROOT_GET, STUDY_ROOT_MOVE
 from tests.pacscore.control.running import RunningArchive
 from tests.pacscore.dicom.requests import IMPLICIT
@@ -125,3 +125,44 @@ class CancelDuringQueryTests(unittest.TestCase):
             yield task.deferLater(reactor, 0.1, lambda: None)
         self.assertLess(time.monotonic() - started, 2)
         self.assertIn("C-FIND Study Root at STUDY level stopped: the association ended", self.logged())
+
+
+class StreamingTests(unittest.TestCase):
+    """The matches go out while the later ones are still being encoded."""
+
+    @defer.inlineCallbacks
+    def test_firstAnswerBeforeTheLastIsEncoded(self):
+        rows = [{0x0020000D: f"1.2.3.{n}"} for n in range(1000)]
+        running = RunningArchive(self, listen=True)
+        running.archive.query.find = lambda connection, *args: rows
+        encoded = []
+        encode = MatchEncoder.encode
+        self.patch(MatchEncoder, "encode", lambda encoder, row: encoded.append(row) or encode(encoder, row))
+        client = yield associate(reactor, "127.0.0.1", running.port, "SCU", running.ae,
+                                 [(STUDY_ROOT_FIND, [IMPLICIT])])
+        self.addCleanup(client.release)
+        answers = []
+        status = yield client.find(STUDY_ROOT_FIND, IndexOutage().identifier(),
+                                   lambda data, syntax: answers.append(len(encoded)))
+        self.assertEqual((status, len(answers)), (0, len(rows)))
+        self.assertLessEqual(answers[0], 2 * ENCODED)
+
+    @defer.inlineCallbacks
+    def test_cancelWhileStreaming(self):
+        """A C-CANCEL after the first answer: Cancel, nothing after it, the
+        rest of the rows never encoded."""
+        rows = [{0x0020000D: f"1.2.3.{n}"} for n in range(3000)]
+        running = RunningArchive(self, listen=True)
+        running.archive.query.find = lambda connection, *args: rows
+        client = yield associate(reactor, "127.0.0.1", running.port, "SCU", running.ae,
+                                 [(STUDY_ROOT_FIND, [IMPLICIT])])
+        self.addCleanup(client.release)
+        answers = []
+
+        def answered(data, syntax):
+            if not answers:
+                client.cancelLast(STUDY_ROOT_FIND)
+            answers.append(data)
+        status = yield client.find(STUDY_ROOT_FIND, IndexOutage().identifier(), answered)
+        self.assertEqual(status, CANCELLED)
+        self.assertLess(len(answers), len(rows) - 2 * ENCODED)

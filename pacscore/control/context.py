@@ -21,7 +21,12 @@ from twisted.logger import Logger
 
 class CommandError(Exception):
     """A control command that cannot be carried out (bad arguments, nothing
-    found, a failure); ``str(error)`` is shown to the operator."""
+    found, a failure); ``str(error)`` is shown to the operator, after the
+    ``output`` lines of what the command did do (a folder import's)."""
+
+    def __init__(self, message, output=None):
+        super().__init__(message)
+        self.output = output
 
 
 class NotDICOM(CommandError):

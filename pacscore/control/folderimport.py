@@ -51,14 +51,14 @@ async def importFolder(archive, folder, store):
     """Store every file under ``folder`` with ``store(path)`` (a coroutine
     that stores one file, CommandError when it does not); the lines of the
     files skipped and failed and the summary, CommandError with them when
-    one failed."""
+    one failed (the lines as its output, the summary as its message)."""
     files = await archive.workers.deferToWorker(folderFiles, folder, frozenset(archive.databaseFiles))
     semaphore = defer.DeferredSemaphore(CONCURRENCY)
     outcomes = await defer.gatherResults([semaphore.run(_outcome, store, path, regular) for path, regular in files],
                                          consumeErrors=True)
     counts = {kind: sum(1 for outcome, _ in outcomes if outcome == kind) for kind in ("stored", "skipped", "failed")}
-    lines = [line for _, line in outcomes if line is not None]
-    lines.append(f"{folder}: {counts['stored']} stored, {counts['skipped']} skipped, {counts['failed']} failed")
+    lines = "\n".join(line for _, line in outcomes if line is not None)
+    summary = f"{folder}: {counts['stored']} stored, {counts['skipped']} skipped, {counts['failed']} failed"
     if counts["failed"]:
-        raise CommandError("\n".join(lines))
-    return "\n".join(lines)
+        raise CommandError(summary, output=lines)
+    return f"{lines}\n{summary}" if lines else summary

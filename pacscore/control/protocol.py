@@ -212,7 +212,7 @@ class ControlFactory(protocol.Factory):
         else:
             self.log.failure("control: {peer}: --{command} raised an unexpected error", failure,
                              peer=connection.peerName(), command=name)
-        connection.finish(str(error) or failure.type.__name__)
+        connection.finish(str(error) or failure.type.__name__, getattr(error, "output", None))
 
     def _notAnswered(self, failure, connection, name):
         self.log.failure("control: {peer}: answering --{command} failed", failure, peer=connection.peerName(),

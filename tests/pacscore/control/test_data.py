@@ -108,8 +108,11 @@ class StoredCorpusTests(unittest.TestCase):
         dataset.PatientID = "CDPAT"  # the same SOP instance for another patient: refused
         dataset.save_as(images / "OTHER")
         error = yield self.assertFailure(self.running.run(commands.addImageFile, str(folder)), CommandError)
-        self.assertIn(f"failed {images / 'OTHER'}: ", str(error))
-        self.assertTrue(str(error).endswith(f"{folder}: 4 stored, 3 skipped, 1 failed"), str(error))
+        self.assertEqual(str(error), f"{folder}: 4 stored, 3 skipped, 1 failed")  # the line per file as output
+        lines = error.output.splitlines()
+        self.assertEqual(len(lines), 4)
+        [failed] = [line for line in lines if line.startswith("failed ")]
+        self.assertTrue(failed.startswith(f"failed {images / 'OTHER'}: "), lines)
         self.assertEqual((yield self.running.count("image")), 11)
 
     @defer.inlineCallbacks

@@ -77,6 +77,8 @@ class Broken:
     def run(self, arguments, context):
         if arguments == "refuse":
             raise CommandError("no such patient")
+        if arguments == "partly":
+            raise CommandError("1 of 2 failed", output="stored a.dcm\nfailed b.dcm: refused")
         if arguments.startswith("query:"):  # as a database driver does, which takes UTF-8 text only
             return arguments.encode("utf-8")
         return 1 / 0
@@ -282,6 +284,13 @@ class ServerTests(unittest.TestCase):
     def test_commandError(self):
         transport = self.request("COMMAND --broken:refuse")
         self.assertEqual(self.answer(transport), ["ERROR no such patient"])
+
+    def test_commandErrorAfterOutput(self):
+        """A command that did part of its work: its lines as OUTPUT, each on
+        its own, then the ERROR with only its summary."""
+        transport = self.request("COMMAND --broken:partly")
+        self.assertEqual(self.answer(transport),
+                         ["OUTPUT stored a.dcm", "OUTPUT failed b.dcm: refused", "ERROR 1 of 2 failed"])
 
     def test_unexpectedExceptionIsLoggedAndAnswered(self):
         transport = self.request("COMMAND --broken:")

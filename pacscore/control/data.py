@@ -30,7 +30,7 @@ from pacscore.codecs.nkipixels import withPlainPixels
 from pacscore.control.arguments import AsyncControlCommand, fields
 from pacscore.control.changes import ScriptRefused, newPatient
 from pacscore.control.context import CommandError, NotDICOM
-from pacscore.control.folderimport import importFolder
+from pacscore.control.folderimport import CONCURRENCY, importFolder
 from pacscore.control.moves import forwarderFor
 from pacscore.control.output import deliver, inputPath
 from pacscore.control.stored import exactValue, fileInstances, objectFile, storedFile, storedName
@@ -218,11 +218,13 @@ class AddImageFile(AsyncControlCommand):
             async def store(path):
                 incoming, data, _ = await readObject(archive, path, change, **settings)
                 return (incoming, *await storeObject(archive, incoming, data, path, copy=True))
+            concurrency = 1  # each object held whole, decoded and encoded again
         else:
             async def store(path):
                 return await storeFile(archive, path, **settings)
+            concurrency = CONCURRENCY
         if await archive.workers.deferToWorker(os.path.isdir, path):
-            answer = await importFolder(archive, path, store)
+            answer = await importFolder(archive, path, store, concurrency)
             self.log.info("{peer}: addimagefile {summary}", peer=context.peer, summary=answer.splitlines()[-1])
             return answer
         incoming, _, relative = await store(path)

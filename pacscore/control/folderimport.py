@@ -1,7 +1,8 @@
 """``dgate --addimagefile:`` of a folder (Conquest's drag and drop of a
 folder, a CD's): every file under it, walked in the I/O pool, stored as
-one file given alone is, ``CONCURRENCY`` at a time (each copied into its
-spool a chunk at a time, so memory stays bounded); DICOMDIR, and files
+one file given alone is, ``CONCURRENCY`` at a time when each is copied
+into its spool a chunk at a time, one at a time when each is read whole
+(to be changed for a new patient), so memory stays bounded; DICOMDIR, and files
 that are no DICOM object (a zip file among them), are skipped with a line
 each, a file the store refuses fails with a line, and a summary line ends
 the answer."""
@@ -47,13 +48,14 @@ async def _outcome(store, path, regular):
     return "stored", None
 
 
-async def importFolder(archive, folder, store):
+async def importFolder(archive, folder, store, concurrency):
     """Store every file under ``folder`` with ``store(path)`` (a coroutine
-    that stores one file, CommandError when it does not); the lines of the
+    that stores one file, CommandError when it does not), ``concurrency``
+    files at a time; the lines of the
     files skipped and failed and the summary, CommandError with them when
     one failed (the lines as its output, the summary as its message)."""
     files = await archive.workers.deferToWorker(folderFiles, folder, frozenset(archive.databaseFiles))
-    semaphore = defer.DeferredSemaphore(CONCURRENCY)
+    semaphore = defer.DeferredSemaphore(concurrency)
     outcomes = await defer.gatherResults([semaphore.run(_outcome, store, path, regular) for path, regular in files],
                                          consumeErrors=True)
     counts = {kind: sum(1 for outcome, _ in outcomes if outcome == kind) for kind in ("stored", "skipped", "failed")}

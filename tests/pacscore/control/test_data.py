@@ -15,6 +15,7 @@ from twisted.internet import defer
 from twisted.trial import unittest
 
 from pacscore.hl7 import dropfolder
+from pacscore.control import data
 from pacscore.control.context import CommandError
 from pacscore.testing.corpus import generateCorpus, makeDataset
 from pacscore.testing.orders import orderMessage, writeMessages
@@ -114,6 +115,33 @@ class StoredCorpusTests(unittest.TestCase):
         [failed] = [line for line in lines if line.startswith("failed ")]
         self.assertTrue(failed.startswith(f"failed {images / 'OTHER'}: "), lines)
         self.assertEqual((yield self.running.count("image")), 11)
+
+    @defer.inlineCallbacks
+    def test_addimagefileOfAFolderWithAPatientIDOneAtATime(self):
+        """With a new patient ID each object is read whole to be changed: a
+        folder's are stored one at a time, so that no more than one is held
+        in memory (without one, streamed, four at a time)."""
+        folder = Path(self.mktemp()).absolute()
+        folder.mkdir()
+        for number in range(1, 6):
+            ds = makeDataset("ONEPAT", "One^Patient", "1.2.826.0.1.3680043.8.498.82", "1.2.826.0.1.3680043.8.498.82.1",
+                             f"1.2.826.0.1.3680043.8.498.82.1.{number}", 1, number)
+            ds.save_as(folder / f"IM{number}", enforce_file_format=True)
+        running, most = [0], [0]
+        readObject = data.readObject
+
+        async def counted(*args, **kw):
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+            try:
+                return await readObject(*args, **kw)
+            finally:
+                running[0] -= 1
+        self.patch(data, "readObject", counted)
+        answer = yield self.running.run(commands.addImageFile, f"{folder},NEWPAT")
+        self.assertEqual(answer, f"{folder}: 5 stored, 0 skipped, 0 failed")
+        self.assertEqual(most[0], 1)
+        self.assertEqual((yield self.running.count("image")), 13)
 
     @defer.inlineCallbacks
     def test_addimagefileRefusesAnOverlongStudyUID(self):

@@ -20,6 +20,7 @@ HL7 file of at most ``HL7_FILE_LIMIT`` bytes (pacscore.hl7.dropfolder).
 
 import dataclasses
 import os
+from contextlib import contextmanager
 
 import pydicom
 from pydicom.errors import InvalidDicomError
@@ -60,6 +61,23 @@ class ZipArchive(DatasetError):
     """A zip file given as a DICOM object."""
 
 
+class InvalidObject(DatasetError):
+    """A DICOM object (a file with a meta, or a data set with a SOP Class
+    UID) that cannot be stored: a bad UID, a damaged data set."""
+
+
+@contextmanager
+def _invalidIf(isObject):
+    """The failures to read a data set inside as InvalidObject when the file
+    is a DICOM object (``isObject``); else as they are (no DICOM object)."""
+    try:
+        yield
+    except (DatasetError, IdentifierError, NKIError) as e:
+        if not isObject or isinstance(e, InvalidObject):
+            raise
+        raise InvalidObject(str(e)) from e
+
+
 def _fileMeta(f):
     """``readFileMeta`` of the open file ``f``; ZipArchive for a zip file."""
     if f.read(len(ZIP_MAGIC)) == ZIP_MAGIC:
@@ -68,12 +86,18 @@ def _fileMeta(f):
     return readFileMeta(f)
 
 
+def _readWhole(path):
+    """``(transfer syntax, data set bytes, whether it has a meta)`` of a
+    DICOM file (Part-10 or a bare data set)."""
+    with openRegularFile(path) as f:
+        syntax, _, offset = _fileMeta(f)
+        return syntax, f.read(), offset > 0
+
+
 def readFile(path):
     """In the I/O pool: ``(transfer syntax, data set bytes)`` of a DICOM
     file (Part-10 or a bare data set)."""
-    with openRegularFile(path) as f:
-        syntax = _fileMeta(f)[0]
-        return syntax, f.read()
+    return _readWhole(path)[:2]
 
 
 def _changedObject(path, change, callingAE, calledAE, compression, converters, amended):
@@ -81,23 +105,26 @@ def _changedObject(path, change, callingAE, calledAE, compression, converters, a
     DICOM file (Part-10 or raw), ``change(dataset)`` applied when given
     (changed: it did not return False), to be stored compressed as
     ``compression`` says."""
-    syntax, data = readFile(path)
-    _checkUID(syntax, "Transfer Syntax UID")
+    syntax, data, part10 = _readWhole(path)
     changed = False
-    if change is not None:
-        dataset = decodeDataset(withPlainPixels(data, syntax), syntax)
-        changed = change(dataset) is not False
-        if changed:
-            data = encodeDataset(dataset, syntax)
-    return _incoming(data, syntax, callingAE, calledAE, compression, converters, amended), data, changed
+    with _invalidIf(part10):
+        _checkUID(syntax, "Transfer Syntax UID")
+        if change is not None:
+            dataset = decodeDataset(withPlainPixels(data, syntax), syntax)
+            changed = change(dataset) is not False
+            if changed:
+                data = encodeDataset(dataset, syntax)
+        return _incoming(data, syntax, callingAE, calledAE, compression, converters, amended), data, changed
 
 
 def _incoming(source, syntax, *settings):
     """The IncomingObject of the data set ``source`` (bytes, or a file at
-    its first byte) in ``syntax``, with ``settings`` after the syntax."""
+    its first byte) in ``syntax``, with ``settings`` after the syntax;
+    InvalidObject when it has a SOP Class UID but a bad SOP Instance UID."""
     attrs = readAttributes(source, syntax, frozenset((SOP_CLASS_UID, SOP_INSTANCE_UID)))
-    for tag, name in ((SOP_CLASS_UID, "SOP Class UID"), (SOP_INSTANCE_UID, "SOP Instance UID")):
-        _checkUID(attrs.get(tag), name)
+    _checkUID(attrs.get(SOP_CLASS_UID), "SOP Class UID")
+    with _invalidIf(True):
+        _checkUID(attrs.get(SOP_INSTANCE_UID), "SOP Instance UID")
     return IncomingObject(attrs[SOP_CLASS_UID], attrs[SOP_INSTANCE_UID], syntax, *settings)
 
 
@@ -108,8 +135,9 @@ def _openObject(path, *settings):
     f = openRegularFile(path)
     try:
         syntax, _, offset = _fileMeta(f)
-        _checkUID(syntax, "Transfer Syntax UID")
-        incoming = _incoming(f, syntax, *settings)
+        with _invalidIf(offset > 0):
+            _checkUID(syntax, "Transfer Syntax UID")
+            incoming = _incoming(f, syntax, *settings)
         return incoming, f, offset, os.fstat(f.fileno()).st_size
     except BaseException:
         f.close()
@@ -133,6 +161,8 @@ async def fromFile(archive, path, work, *args):
         raise CommandError(f"cannot read {path}: {e.strerror or e}") from e
     except ZipArchive as e:
         raise NotDICOM(path, "a zip file (unzip it and import its folder)") from e
+    except InvalidObject as e:
+        raise CommandError(f"{path} is not a valid DICOM object: {e}") from e
     except (DatasetError, IdentifierError, NKIError) as e:
         raise NotDICOM(path, f"not a readable DICOM object: {e}") from e
     except ScriptRefused as e:

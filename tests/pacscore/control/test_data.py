@@ -17,6 +17,7 @@ from twisted.trial import unittest
 from pacscore.hl7 import dropfolder
 from pacscore.control import data
 from pacscore.control.context import CommandError
+from pacscore.storage.part10 import readFileMeta
 from pacscore.testing.corpus import generateCorpus, makeDataset
 from pacscore.testing.orders import orderMessage, writeMessages
 from plugins import pacs_control_data as commands
@@ -142,6 +143,43 @@ class StoredCorpusTests(unittest.TestCase):
         self.assertEqual(answer, f"{folder}: 5 stored, 0 skipped, 0 failed")
         self.assertEqual(most[0], 1)
         self.assertEqual((yield self.running.count("image")), 13)
+
+    @defer.inlineCallbacks
+    def test_addimagefileOfAFolderFailsRefusedObjects(self):
+        """In a folder, a DICOM object the archive refuses (a bad SOP
+        Instance UID, with or without a meta; a data set damaged after its
+        meta) fails, as the file alone does; only what is no DICOM object
+        is skipped."""
+        folder = Path(self.mktemp()).absolute()
+        folder.mkdir()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pydicom's, about the bad UIDs
+            for name, uid, meta in (("letters.dcm", "1.2.826.0.1.3680043.8.498.12ab", True),
+                                    ("long.dcm", "1.2.826.0.1.3680043.8.498." + "1" * 60, True),
+                                    ("bare.dcm", "1.2.826.0.1.3680043.8.498.12ab", False)):
+                ds = makeDataset("BADUID", "Bad^Uid", "1.2.826.0.1.3680043.8.498.83", "1.2.826.0.1.3680043.8.498.83.1",
+                                 uid, 1, 1)
+                if meta:
+                    ds.save_as(folder / name, enforce_file_format=True)
+                else:
+                    del ds.file_meta
+                    ds.save_as(folder / name, implicit_vr=True, little_endian=True)
+        good = folder / "letters.dcm"
+        whole = good.read_bytes()
+        with open(good, "rb") as f:
+            offset = readFileMeta(f)[2]
+        (folder / "damaged.dcm").write_bytes(whole[:offset] + b"\x08\x00\x16\x00UI\xff\xff" + b"\0" * 40)
+        (folder / "README.TXT").write_text("Viewer on this CD\n" * 20)
+        error = yield self.assertFailure(self.running.run(commands.addImageFile, str(folder)), CommandError)
+        self.assertEqual(str(error), f"{folder}: 0 stored, 1 skipped, 4 failed")
+        lines = error.output.splitlines()
+        for name in ("bare.dcm", "damaged.dcm", "letters.dcm", "long.dcm"):
+            [line] = [line for line in lines if f"/{name}: " in line]
+            self.assertTrue(line.startswith(f"failed {folder / name}: {folder / name} is not a valid DICOM object"),
+                            line)
+            self.assertIn("past the end" if name == "damaged.dcm" else "SOP Instance UID", line)
+        self.assertTrue(lines[0].startswith(f"skipped {folder / 'README.TXT'}: not a readable DICOM object"), lines)
+        self.assertEqual((yield self.running.count("image")), 8)
 
     @defer.inlineCallbacks
     def test_addimagefileRefusesAnOverlongStudyUID(self):

@@ -1,5 +1,6 @@
 """``dgate --addimagefile:`` of a folder (Conquest's drag and drop of a
-folder, a CD's): every file under it, walked in the I/O pool, stored as
+folder, a CD's): every file under it, walked in the I/O pool (links to
+folders followed, each folder once), stored as
 one file given alone is, ``CONCURRENCY`` at a time when each is copied
 into its spool a chunk at a time, one at a time when each is read whole
 (to be changed for a new patient), so memory stays bounded; DICOMDIR, and files
@@ -19,17 +20,36 @@ DICOMDIR = "DICOMDIR"
 
 
 def folderFiles(folder, excluded=frozenset()):
-    """In the I/O pool: ``(path, whether it is a regular file)`` of the
-    files under ``folder``, in name order, its subfolders walked too (links
-    to folders are not followed); the files whose real paths are in
-    ``excluded`` (the index database's) left out."""
-    found = []
-    for root, folders, names in os.walk(folder):
-        folders.sort()
+    """In the I/O pool: ``(files, unreadable)``: ``(path, whether it is a
+    regular file)`` of the files under ``folder``, in name order, its
+    subfolders walked too, links to folders followed (a CD copy's), each
+    folder once (so a link loop ends), the files whose real paths are in
+    ``excluded`` (the index database's) left out; ``(path, why)`` of the
+    folders that could not be listed."""
+    found, unreadable = [], []
+    visited = set()
+
+    def firstVisit(path):
+        try:
+            status = os.stat(path)
+        except OSError:
+            return True  # the walk names why it cannot list it
+        identity = status.st_dev, status.st_ino
+        if identity in visited:
+            return False
+        visited.add(identity)
+        return True
+
+    def cannotList(error):
+        unreadable.append((error.filename, error.strerror or str(error)))
+
+    firstVisit(folder)
+    for root, folders, names in os.walk(folder, onerror=cannotList, followlinks=True):
+        folders[:] = [name for name in sorted(folders) if firstVisit(os.path.join(root, name))]
         for path in (os.path.join(root, name) for name in sorted(names)):
             if os.path.realpath(path) not in excluded:
                 found.append((path, os.path.exists(path) and isRegularFile(path)))
-    return found
+    return found, unreadable
 
 
 async def _outcome(store, path, regular):
@@ -54,10 +74,11 @@ async def importFolder(archive, folder, store, concurrency):
     files at a time; the lines of the
     files skipped and failed and the summary, CommandError with them when
     one failed (the lines as its output, the summary as its message)."""
-    files = await archive.workers.deferToWorker(folderFiles, folder, frozenset(archive.databaseFiles))
+    files, unreadable = await archive.workers.deferToWorker(folderFiles, folder, frozenset(archive.databaseFiles))
     semaphore = defer.DeferredSemaphore(concurrency)
     outcomes = await defer.gatherResults([semaphore.run(_outcome, store, path, regular) for path, regular in files],
                                          consumeErrors=True)
+    outcomes += [("failed", f"failed {path}: cannot list the folder: {why}") for path, why in unreadable]
     counts = {kind: sum(1 for outcome, _ in outcomes if outcome == kind) for kind in ("stored", "skipped", "failed")}
     lines = "\n".join(line for _, line in outcomes if line is not None)
     summary = f"{folder}: {counts['stored']} stored, {counts['skipped']} skipped, {counts['failed']} failed"

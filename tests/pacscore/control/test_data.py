@@ -118,6 +118,35 @@ class StoredCorpusTests(unittest.TestCase):
         self.assertEqual((yield self.running.count("image")), 11)
 
     @defer.inlineCallbacks
+    def test_addimagefileOfAFolderFollowsLinkedFolders(self):
+        """A CD copy whose series are links to folders: their files stored
+        (each folder once, a link loop ended); a folder that cannot be
+        listed fails with a line."""
+        series = Path(self.mktemp()).absolute()
+        series.mkdir()
+        for number in (1, 2):
+            ds = makeDataset("LINKPAT", "Link^Patient", "1.2.826.0.1.3680043.8.498.84", "1.2.826.0.1.3680043.8.498.84.1",
+                             f"1.2.826.0.1.3680043.8.498.84.1.{number}", 1, number)
+            ds.save_as(series / f"IM{number}", enforce_file_format=True)
+        folder = Path(self.mktemp()).absolute()
+        folder.mkdir()
+        (folder / "series1").symlink_to(series)
+        (series / "up").symlink_to(folder)
+        answer = yield self.running.run(commands.addImageFile, str(folder))
+        self.assertEqual(answer, f"{folder}: 2 stored, 0 skipped, 0 failed")
+        self.assertEqual((yield self.running.count("image")), 10)
+        scandir = os.scandir
+
+        def refusing(path):
+            if os.fspath(path) == str(folder / "series1"):
+                raise PermissionError(13, "Permission denied", path)
+            return scandir(path)
+        self.patch(os, "scandir", refusing)
+        error = yield self.assertFailure(self.running.run(commands.addImageFile, str(folder)), CommandError)
+        self.assertEqual(str(error), f"{folder}: 0 stored, 0 skipped, 1 failed")
+        self.assertEqual(error.output, f"failed {folder / 'series1'}: cannot list the folder: Permission denied")
+
+    @defer.inlineCallbacks
     def test_addimagefileOfAFolderWithAPatientIDOneAtATime(self):
         """With a new patient ID each object is read whole to be changed: a
         folder's are stored one at a time, so that no more than one is held

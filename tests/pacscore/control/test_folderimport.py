@@ -1,0 +1,43 @@
+"""The walk of a folder that ``dgate --addimagefile:`` imports."""
+
+import os
+from pathlib import Path
+
+from twisted.trial import unittest
+
+from pacscore.control.folderimport import folderFiles
+
+
+class FolderFilesTests(unittest.TestCase):
+
+    def setUp(self):
+        self.top = Path(self.mktemp()).absolute()
+        (self.top / "A").mkdir(parents=True)
+        (self.top / "A" / "IM1").write_bytes(b"1")
+        self.elsewhere = Path(self.mktemp()).absolute()
+        self.elsewhere.mkdir()
+        (self.elsewhere / "IM2").write_bytes(b"2")
+
+    def test_linkedFoldersFollowedOnce(self):
+        """A link to a folder (a CD copy's) is walked as the folder; a folder
+        reached twice (a loop, two links to one folder) is walked once."""
+        (self.top / "B").symlink_to(self.elsewhere)
+        (self.top / "C").symlink_to(self.elsewhere)
+        (self.elsewhere / "loop").symlink_to(self.top)
+        files, unreadable = folderFiles(str(self.top))
+        self.assertEqual(files, [(str(self.top / "A" / "IM1"), True), (str(self.top / "B" / "IM2"), True)])
+        self.assertEqual(unreadable, [])
+
+    def test_unreadableFoldersReported(self):
+        """A folder that cannot be listed is named, with why."""
+        scandir = os.scandir
+        refused = str(self.top / "A")
+
+        def refusing(path):
+            if os.fspath(path) == refused:
+                raise PermissionError(13, "Permission denied", path)
+            return scandir(path)
+        self.patch(os, "scandir", refusing)
+        files, unreadable = folderFiles(str(self.top))
+        self.assertEqual(files, [])
+        self.assertEqual(unreadable, [(refused, "Permission denied")])

@@ -13,6 +13,7 @@ import os
 from twisted.internet import defer
 
 from pacscore.control.context import CommandError, NotDICOM
+from pacscore.storage.regen import hidden
 from pacscore.storage.regularfiles import isRegularFile
 
 CONCURRENCY = 4
@@ -22,7 +23,8 @@ DICOMDIR = "DICOMDIR"
 def folderFiles(folder, excluded=frozenset()):
     """In the I/O pool: ``(files, unreadable)``: ``(path, whether it is a
     regular file)`` of the files under ``folder``, in name order, its
-    subfolders walked too, links to folders followed (a CD copy's), each
+    subfolders walked too but hidden ones (a device's ``.pacs-tmp``, as
+    regen), links to folders followed (a CD copy's), each
     folder once (so a link loop ends), the files whose real paths are in
     ``excluded`` (the index database's) left out; ``(path, why)`` of the
     folders that could not be listed."""
@@ -45,7 +47,7 @@ def folderFiles(folder, excluded=frozenset()):
 
     firstVisit(folder)
     for root, folders, names in os.walk(folder, onerror=cannotList, followlinks=True):
-        folders[:] = [name for name in sorted(folders) if firstVisit(os.path.join(root, name))]
+        folders[:] = [name for name in sorted(folders) if not hidden(name) and firstVisit(os.path.join(root, name))]
         for path in (os.path.join(root, name) for name in sorted(names)):
             if os.path.realpath(path) not in excluded:
                 found.append((path, os.path.exists(path) and isRegularFile(path)))

@@ -89,15 +89,22 @@ class SkippedFiles:
                 and os.path.realpath(path) in self.paths)
 
 
+def hidden(name):
+    """Whether the file or folder ``name`` is hidden (a device's
+    ``.pacs-tmp``, a system's ``.Trash``), which regen and the folder import
+    skip."""
+    return name.startswith(".")
+
+
 def iterObjectFiles(device, folder=None, skip=frozenset()):
     """Yield ``(absolute, relative)`` for every DICOM file on ``device``, or
     only those under ``folder`` (an absolute path on the device).  Files
     whose real path is in ``skip`` (the index database's) are not opened."""
     skip = skip if isinstance(skip, SkippedFiles) else SkippedFiles(skip)
     for folder, subfolders, files in os.walk(folder or device.path):
-        subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+        subfolders[:] = sorted(d for d in subfolders if not hidden(d))
         for name in _oldestFirst(folder, files):
-            if name.startswith(".") or _SET_ASIDE.match(name):
+            if hidden(name) or _SET_ASIDE.match(name):
                 continue
             path = os.path.join(folder, name)
             if path in skip:

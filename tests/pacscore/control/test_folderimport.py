@@ -41,3 +41,13 @@ class FolderFilesTests(unittest.TestCase):
         files, unreadable = folderFiles(str(self.top))
         self.assertEqual(files, [])
         self.assertEqual(unreadable, [(refused, "Permission denied")])
+
+    def test_hiddenFoldersSkipped(self):
+        """Hidden folders (a device's .pacs-tmp, with the empty files it
+        makes ahead for incoming objects) are not walked, as regen does."""
+        (self.top / ".pacs-tmp").mkdir()
+        (self.top / ".pacs-tmp" / "store-1-1.part").write_bytes(b"")
+        (self.top / "A" / ".hidden").mkdir()
+        (self.top / "A" / ".hidden" / "IM3").write_bytes(b"3")
+        files, unreadable = folderFiles(str(self.top))
+        self.assertEqual(files, [(str(self.top / "A" / "IM1"), True)])

@@ -71,6 +71,11 @@ async def commandAnswer(archive, command, arguments, title, failure=422):
         result = await runCommand(archive, command, arguments)
     except CommandError as e:
         raise WebError(failure, str(e)) from e
+    return _resultPage(title, result)
+
+
+def _resultPage(title, result):
+    """The page of an edit's ``result`` (what its command answered)."""
     return htmlAnswer(title, Markup("<p id=\"result\">"), result, Markup("</p>"))
 
 
@@ -137,7 +142,8 @@ async def _uploaded(archive, upload):
 
 async def addLocalFile(archive, parameters, request):
     """Each ``filetoupload`` part stored or applied in turn; a page naming
-    each, or, when one is refused, an error page naming each and why."""
+    each, or, when one is refused, an error page naming each and why; one
+    file answered as the other edits are (what its command answered)."""
     checkWritable(archive, parameters)
     checkPost(request, CHANGED_BY_POST)
     uploads = request.uploads.get(b"filetoupload", [])
@@ -145,14 +151,16 @@ async def addLocalFile(archive, parameters, request):
         raise WebError(400, "no file was uploaded (a multipart form field filetoupload)")
     outcomes = [await _uploaded(archive, upload) for upload in uploads]
     refused = [code for _, _, code in outcomes if code is not None]
-    if len(outcomes) == 1 and refused:
-        raise WebError(refused[0], outcomes[0][1])
+    if len(outcomes) == 1:
+        [(_, said, code)] = outcomes
+        if code is not None:
+            raise WebError(code, said)
+        return _resultPage("uploaded file", said)
     lines = [said if said.startswith(name) else f"{name}: {said}" for name, said, _ in outcomes]
     if refused:
         raise WebError(refused[0], f"{len(refused)} of {len(outcomes)} uploaded files not stored: " + "; ".join(lines))
     items = [join(Markup("<li>"), line, Markup("</li>")) for line in lines]
-    return htmlAnswer("uploaded file" if len(lines) == 1 else "uploaded files", Markup("<ul id=\"result\">"), *items,
-                      Markup("</ul>"))
+    return htmlAnswer("uploaded files", Markup("<ul id=\"result\">"), *items, Markup("</ul>"))
 
 
 def uploadForm(archive, parameters):

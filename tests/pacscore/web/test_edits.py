@@ -66,11 +66,14 @@ class EditTests(WebTestCase):
         self.assertIn('enctype="multipart/form-data"', top.text)
         with open(get_testdata_file("CT_small.dcm"), "rb") as f:
             uploaded = yield post(self.resource, mode="addlocalfile", filetoupload=f.read())
-        self.assertIn("1.3.6.1.4.1.5962.1.1.1.1.1.20040119072730.12322 stored as", uploaded.text)
+        # one file answered as the other edits are, as before several could be uploaded
+        self.assertIn('<p id="result">\n1.3.6.1.4.1.5962.1.1.1.1.1.20040119072730.12322 stored as', uploaded.text)
+        self.assertNotIn("<li>", uploaded.text)
         self.assertEqual((yield self.running.count("image")), 9)
         order = orderMessage("MSG1", "ACC1", "WL1", "Upload^Test")
         uploaded = yield post(self.resource, mode="addlocalfile", filetoupload=order)
         self.assertEqual(uploaded.code, 200, uploaded.text)
+        self.assertIn('<p id="result">\nmessage 1: ', uploaded.text)
         self.assertEqual((yield self.running.count("worklist")), 1)
         for content, code in ((b"", 400), (b"not DICOM at all", 422)):
             refused = yield post(self.resource, mode="addlocalfile", filetoupload=content)

@@ -195,6 +195,28 @@ class ControlDataTests(StoredCorpusTestCase):
         self.assertEqual(self.dgate(f"--changeuidback:{matches[0].StudyInstanceUID}"), [image.studyUID])
         self.assertEqual(self.counts(), [3, 5, 5, 9])
 
+    def test_addimagefileOfAFolderWithAFailure(self):
+        """dgate --addimagefile: of a folder in which a DICOM object is
+        refused (a bad SOP Instance UID): a line each on stdout, the one
+        that failed too, the others stored, and only the summary on stderr,
+        exit 1."""
+        folder = os.path.join(self.workdir, "cd")
+        os.mkdir(folder)
+        good = makeDataset("CDPAT", "Cd^Patient", generate_uid(), generate_uid(), generate_uid(), 1, 1)
+        good.save_as(os.path.join(folder, "good.dcm"), enforce_file_format=True)
+        bad = makeDataset("CDPAT", "Cd^Patient", generate_uid(), generate_uid(), "1.2.826.0.1.3680043.8.498.12ab", 1, 1)
+        bad.save_as(os.path.join(folder, "letters.dcm"), enforce_file_format=True)
+        with open(os.path.join(folder, "readme.txt"), "w") as f:
+            f.write("Viewer on this CD\n")
+        result = self.server.dgate(f"--addimagefile:{folder}")
+        self.assertEqual(result.returncode, 1)
+        lines = result.stdout.splitlines()
+        self.assertEqual(len(lines), 2, lines)
+        self.assertTrue(lines[0].startswith(f"failed {folder}/letters.dcm: "), lines)
+        self.assertTrue(lines[1].startswith(f"skipped {folder}/readme.txt: "), lines)
+        self.assertEqual(result.stderr.strip(), f"dgate: {folder}: 1 stored, 1 skipped, 1 failed")
+        self.assertEqual(self.counts()[3], 9)
+
     def test_loadhl7AndInitializetables2(self):
         path = os.path.join(self.workdir, "orders.hl7")
         writeMessages(path, [orderMessage("MSG1", "ACC1", "P1", "Doe^John"),

@@ -143,10 +143,10 @@ class Index:
         for table in self.tables:
             adoptFoldedTable(connection, table, self.log)
             adoptTruncatedColumns(connection, table, self.log)
+        if self._isConquests(connection):  # before adoptRawText, which reads files by their / names
+            adoptWindowsPaths(connection, self.tables, self.log)
         adoptRawText(connection, self.tables, self.log, layout=self.layout, recheck=bool(dropped),
                      characterSetOf=characterSetOf)
-        if self._isConquests(connection):
-            adoptWindowsPaths(connection, self.tables, self.log)
         self.metadata.create_all(connection)
         for table in self.tables:
             addMissingColumns(connection, table, self.log,

@@ -832,6 +832,26 @@ class TakeoverTests(unittest.TestCase):
         [line] = [formatEvent(event) for event in events if "Windows" in formatEvent(event)]
         self.assertIn("DICOMImages.ObjectFile: 1 file names were written with Windows' \\", line)
 
+    def test_windowsIndexReadInTheCharacterSetOfItsFiles(self):
+        """A Russian site's index from Conquest on Windows: its files are
+        looked up by their / names, so the name reads in the character set
+        they declare (review of the Windows path fix, item 1)."""
+        russian = "Люкceмбypг"
+        engine = sqliteEngine(self)
+        makeConquestDatabase(engine.url.database, russian.encode("iso8859_5"), objectFile=b"PAT2\\sub\\1.v2")
+        asked = []
+
+        def characterSetOf(deviceName, objectFile):
+            asked.append(objectFile)
+            return "ISO_IR 144" if objectFile == "PAT2/sub/1.v2" else None
+
+        self.takeOver(engine).createTables(characterSetOf)
+        with engine.connect() as connection:
+            self.assertEqual(connection.exec_driver_sql("SELECT PatientName FROM DICOMPatients UNION "
+                                                        "SELECT PatientName FROM DICOMStudies").scalars().all(),
+                             [russian])
+        self.assertEqual(asked, ["PAT2/sub/1.v2"])
+
     def test_characterSetOfAnotherFileOfThePatient(self):
         """The patient's file read first is gone (or declares no set):
         another of its files says ISO_IR 144; a patient none of whose

@@ -503,7 +503,7 @@ def _personNameConditions(column, values, prefixRange, foldCase, length=None):
     if cut:
         condition = or_(condition, and_(textLength(column) == length,
                                         _anyOf(_textConditions(named, "PN", cut, False, prefixRange, foldCase))))
-    prefixes = list(dict.fromkeys(_namePrefix(value) for value in values + cut))
+    prefixes = _widestPrefixes(_namePrefix(value) for value in values + cut)
     ascii = all(value.isascii() for value in values + cut)
     if not all(prefixes) or prefixRange and not ascii:
         return condition
@@ -515,6 +515,17 @@ def _personNameConditions(column, values, prefixRange, foldCase, length=None):
     else:
         starts = [lowered.like(func.lower(escapeLike(prefix) + "%"), escape=_ESCAPE) for prefix in prefixes]
     return and_(_anyOf(starts), condition)
+
+
+def _widestPrefixes(prefixes):
+    """``prefixes`` without those that start with another of them (its
+    range holds theirs): the few ranges SQLite still searches an index on."""
+    prefixes = sorted(set(prefixes), key=len)
+    widest = []
+    for prefix in prefixes:
+        if not any(prefix.startswith(shorter) for shorter in widest):
+            widest.append(prefix)
+    return widest
 
 
 def _namePrefix(value):

@@ -1115,6 +1115,15 @@ class QueryPlanTests(ArchiveTestCase):
         plan = self.plan("PATIENT", K(PATIENT_NAME, "PN", "Doe^John"))
         self.assertSearches(plan, "ix_DICOMPatients_PatientName_lower")
 
+    def test_longNamesKeepTheIndex(self):
+        """A name key that fills the column (a name cut to it may match)
+        and a multi-valued key with such a value search the name index, on
+        the shortest cut prefix (review of the cut name fix, item 2)."""
+        for level, table in (("PATIENT", "DICOMPatients"), ("STUDY", "DICOMStudies")):
+            for key in ("A" * 60, "A" * 66, "A" * 64 + "*", "Doe^John\\" + "B" * 55):
+                plan = self.plan(level, K(PATIENT_NAME, "PN", key))
+                self.assertSearches(plan, f"ix_{table}_PatientName_lower")
+
     def test_studiesByDateRange(self):
         plan = self.plan("STUDY", K(STUDY_DATE, "DA", "20240101-20240131"), K(STUDY_UID, "UI"),
                          K(PATIENT_NAME, "PN"), K(MODALITIES_IN_STUDY, "CS"),

@@ -25,6 +25,11 @@
 --   * Patient Identity Removed is set to YES with the method used.
 -- Study dates and times, modality, descriptions and private attributes are
 -- kept; remove what your site needs removed below.
+--
+-- Run by dgate --anonymize:, the PS3.15 basic profile then treats every
+-- attribute this script did not assign: dates, times, descriptions and
+-- private attributes go there; to keep one, assign it here, even to its own
+-- value (Data.StudyDate = Data.StudyDate).
 
 local SALT = 'pacs-anonymize-change-me'
 

@@ -13,7 +13,6 @@ objects that get new UIDs follow them (``renewReferences``).
 """
 
 from pydicom.dataset import Dataset
-from pydicom.multival import MultiValue
 
 from pacscore.control.deidentification import applyProfile
 from pacscore.converters.context import ConverterContext, Outcome
@@ -28,7 +27,6 @@ INSTANCE_FIELDS = {"StudyInstanceUID": "studyInstanceUID", "SeriesInstanceUID": 
                    "SOPInstanceUID": "sopInstanceUID"}
 
 PATIENT_ID, PATIENT_NAME = 0x00100020, 0x00100010
-_UNSET = object()  # an attribute the object did not have
 METHOD = "pacs anonymize: PS3.15 E.1-1 Basic Profile, every instance UID new"
 
 
@@ -110,7 +108,8 @@ def newPatient(uidMap, patientID, patient=None, changed=None):
 def anonymized(uidMap, patientID, script=None, services=None):
     """``script`` (a converter ``Script``, or None) first, then the Basic
     Profile of table E.1-1 as WADO's ``anonymize=yes`` applies it
-    (``applyProfile``) to every attribute the script did not set (in
+    (``applyProfile``) to every attribute the script did not set (one it
+    assigned is kept, its own value too; in
     sequence items too, private attributes gone), ``patientID`` becomes
     Patient ID and Name, Patient Identity Removed is YES with a
     De-identification Method, and every instance UID becomes new but those
@@ -120,14 +119,12 @@ def anonymized(uidMap, patientID, script=None, services=None):
 
     def change(dataset):
         before = uidsOf(dataset)
-        values = _settable(dataset)
-        if script is not None:
-            runScript(script, dataset, services, "anonymize")
+        assigned = set() if script is None else runScript(script, dataset, services, "anonymize").assigned
         made = uidsOf(dataset) - before  # the script's newuids or changeuid, this run
         for keyword, _ in NEW_UIDS:
             if not str(dataset.get(keyword, "") or "").strip():
                 raise DatasetError(f"no {keyword}")
-        kept = {tag for tag, value in _settable(dataset).items() if values.get(tag, _UNSET) != value}
+        kept = {tag for tag in assigned if tag in dataset and dataset[tag].VR not in ("SQ", "UI")}
         applyProfile(dataset, lambda uid, keyword: uid if uid in made else uidMap.newFor(uid, keyword), kept)
         assign(dataset, PATIENT_ID, patientID)
         assign(dataset, PATIENT_NAME, patientID)
@@ -137,31 +134,24 @@ def anonymized(uidMap, patientID, script=None, services=None):
     return change
 
 
-def _settable(dataset):
-    """``{tag: value}`` of the attributes at the top of ``dataset`` a
-    script's ``set`` gives a value (not sequences nor UIDs), to tell those
-    it set."""
-    return {element.tag: list(element.value) if isinstance(element.value, MultiValue) else element.value
-            for element in dataset if element.VR not in ("SQ", "UI")}
-
-
 def scripted(script, services):
     """``modifyimage``: the converter ``script``; the change returns whether
     it changed anything."""
 
     def change(dataset):
-        return runScript(script, dataset, services, "modifyimage")
+        return runScript(script, dataset, services, "modifyimage").changed
     return change
 
 
 def runScript(script, dataset, services, name):
     """Run a converter ``Script`` on ``dataset`` as an import converter
-    would; whether it changed it. ScriptRefused on destroy or reject."""
+    would; its ``ConverterContext`` (what it ``changed``, the elements it
+    ``assigned``). ScriptRefused on destroy or reject."""
     context = ConverterContext("import", dataset, name, services.aeTitle, services=services, converterName=name)
     outcome = script.run(context)
     if outcome in (Outcome.DESTROY, Outcome.REJECT):
         raise ScriptRefused(context.rejectReason or f"the script says {outcome.name.lower()}")
-    return context.changed
+    return context
 
 
 PATIENT_ATTRIBUTES = ("PatientID", "PatientName", "PatientBirthDate", "PatientBirthTime", "PatientSex",

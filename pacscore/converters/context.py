@@ -82,6 +82,7 @@ class ConverterContext:
         self.converterName = converterName  # "ImportConverter0", "ExportConverter2", "QueryConverter0" ...
         self.variables = variables if variables is not None else {"x": "", "y": "", "z": ""}
         self.changed = False                # the data set was modified (import: re-encode before storing)
+        self.assigned = set()               # tags of the top-level elements the script set (dgate --anonymize keeps them)
         self.rejectReason = ""              # set with Outcome.REJECT
         self.storageDevice = None           # 'storage MAG1'; export converters: the device the object is on
         self.compression = None             # 'compression j2'

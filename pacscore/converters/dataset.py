@@ -156,6 +156,8 @@ class AssignmentCommand(Command):
                           tag=f"{target.tag >> 16:04x},{target.tag & 0xFFFF:04x}", error=e)
             return
         context.changed = True
+        if target.sequence is None:
+            context.assigned.add(target.tag)
 
 
 class SetCommand(AssignmentCommand):

@@ -467,7 +467,15 @@ def _setElement(handle, key, value):
     if isinstance(value, float) and value.is_integer() and vr in _INTEGER_VRS:
         value = int(value)  # Lua's 512 / 2 is 256.0
     assign(dataset, tag, str(value), root=handle.context.dataset)
+    _assigned(handle, tag)
+
+
+def _assigned(handle, tag):
+    """The script set element ``tag`` of ``handle``: the context changed,
+    and ``tag`` is one it set when ``handle`` is Data."""
     handle.context.changed = True
+    if _isData(handle):
+        handle.context.assigned.add(tag)
 
 
 def _sequenceItem(handle, index, create):
@@ -541,7 +549,7 @@ def _setVR(handle, group, element, value):
     else:
         kind = lupa.lua_type(value) or type(value).__name__
         raise LuaApiError(f"SetVR wants a string, a table of bytes or a sequence, not a {kind}")
-    handle.context.changed = True
+    _assigned(handle, tag)
 
 
 def _encapsulated(dataset):

@@ -105,8 +105,8 @@ class ControlModifyTests(StoredCorpusTestCase):
         path = self.storedFile(image)
         anonymous = self.changedFile(self.dgate(f"--anonymize:ANON1,{path}")[0])
         self.assertEqual((anonymous.PatientID, str(anonymous.PatientName)), ("ANON1", "ANON1"))
-        # the script's year (19700101) is the date itself: emptied as Type 2, not removed
-        self.assertEqual(anonymous.PatientBirthDate, "")
+        # the script's year (19700101) is the date itself, kept all the same: the script set it
+        self.assertEqual(anonymous.PatientBirthDate, "19700101")
         self.assertEqual(anonymous.PatientIdentityRemoved, "YES")
         self.assertEqual(anonymous.AccessionNumber, "")  # the Lua script blanks it
         self.assertNotIn(image.studyUID, (anonymous.StudyInstanceUID, anonymous.SeriesInstanceUID,

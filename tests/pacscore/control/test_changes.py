@@ -14,6 +14,7 @@ from pacscore.control.changes import anonymized, attachedTo, changing, mergedInt
 from pacscore.control.deidentification import basicProfile
 from pacscore.converters.context import ConverterServices
 from pacscore.converters.elements import walkElements
+from pacscore.converters.lua import LuaInlineCommand
 from pacscore.converters.registry import CommandRegistry
 from pacscore.converters.script import parseScript
 from pacscore.interfaces import IConverterCommand
@@ -142,7 +143,8 @@ class ChangeTests(unittest.TestCase):
 
     def script(self, text):
         """A converter script of ``text`` and the services it runs with."""
-        commands = CommandRegistry([c for c in vars(pacs_commands_dataset).values() if IConverterCommand.providedBy(c)])
+        commands = CommandRegistry([c for c in vars(pacs_commands_dataset).values() if IConverterCommand.providedBy(c)]
+                                   + [LuaInlineCommand()])
         return parseScript(text, "ImportConverter0", commands, "import"), ConverterServices(uidMap=self.uidMap)
 
     def test_anonymizedAppliesWADOsTable(self):
@@ -216,6 +218,19 @@ class ChangeTests(unittest.TestCase):
         self.assertEqual((ds.PatientBirthDate, ds.AccessionNumber), ("19700000", "A1"))
         self.assertIn("ReferringPhysicianName", ds)
         self.assertFalse(ds.ReferringPhysicianName)
+
+    def test_anonymizedKeepsWhatTheScriptSetToItsOwnValue(self):
+        """An attribute the script assigned stays even when it assigned the
+        value it had (a .cq set, Lua's Data.X = Data.X, a birth date already
+        YYYY0101); one only read goes by the profile (review of the
+        de-identification fixes, item 3)."""
+        ds = image()
+        ds.StudyDate, ds.StationName = "20240315", "CT1"
+        script, services = self.script('set 0008,1030 to "Chest"; lua "Data.StudyDate = Data.StudyDate; '
+                                       "Data.PatientBirthDate = '19700101'; local x = Data.StationName\"")
+        anonymized(self.uidMap, "ANON", script, services)(ds)
+        self.assertEqual((ds.StudyDescription, ds.StudyDate, ds.PatientBirthDate), ("Chest", "20240315", "19700101"))
+        self.assertEqual(ds.StationName, "ANONYMIZED")
 
     def test_anonymizedGivesUIDsOfAnEarlierChangeNewOnes(self):
         """UIDs the UID map knows from a modifypatid (or a merge, changeuid,

@@ -1,6 +1,7 @@
 """Whole studies and series as zip files (Conquest's ``zipstudy`` and
 ``zipseries`` modes: ``study`` / ``series`` = patid:uid): the stored files,
-named as on the MAG device, zipped (deflated) in the I/O pool a piece at a
+named as on the MAG device (a file whose header does not say how its data
+set is encoded with one that does), zipped (deflated) in the I/O pool a piece at a
 time as the client takes the zip, so that neither memory nor a temporary
 file holds it whole."""
 
@@ -10,8 +11,11 @@ import zipfile
 from twisted.logger import Logger
 
 from pacscore.db.query import EXACT, PATIENT_ID, SERIES_INSTANCE_UID, STUDY_INSTANCE_UID, QueryKey
+from pacscore.storage.attributes import DatasetError
+from pacscore.storage.part10 import readFileMeta, sendsAsItIs
 from pacscore.storage.regularfiles import openRegularFile
 from pacscore.web.answers import StreamAnswer, WebError
+from pacscore.web.dicomweb.instancefiles import fileMetaOf
 from pacscore.web.objects import uid
 
 ZIP = "application/zip"
@@ -91,9 +95,42 @@ class ZipStream:
 
 
 def _zipEntry(path, name):
-    """``(ZipInfo named name, the file opened)`` of the file ``path``."""
+    """``(ZipInfo named name, what to read)`` of the file ``path``: the file
+    as it is when it is a Part-10 file to send so (``sendsAsItIs``), else
+    (a ``.v2``, a meta naming another syntax than its data set's) its data
+    set after a header naming the syntax it is in, as WADO gives it."""
     info = zipfile.ZipInfo.from_file(path, name)
-    return info, openRegularFile(path)
+    f = openRegularFile(path)
+    try:
+        syntax, meta, offset = readFileMeta(f)
+        header = None if sendsAsItIs(f, syntax, meta) else fileMetaOf(f, syntax)
+    except DatasetError:  # no DICOM object to mend: as it is
+        header = None
+    except BaseException:
+        f.close()
+        raise
+    if header is None:
+        f.seek(0)
+        return info, f
+    f.seek(offset)
+    info.file_size += len(header) - offset
+    return info, _Headed(header, f)
+
+
+class _Headed:
+    """``header``, then the rest of the open file ``f``."""
+
+    def __init__(self, header, f):
+        self._header, self._file = header, f
+
+    def read(self, size):
+        if not self._header:
+            return self._file.read(size)
+        piece, self._header = self._header[:size], self._header[size:]
+        return piece
+
+    def close(self):
+        self._file.close()
 
 
 async def _zipChunks(archive, stream):

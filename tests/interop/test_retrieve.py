@@ -13,6 +13,7 @@ import threading
 import time
 import urllib.parse
 import urllib.request
+import zipfile
 
 import numpy
 import pydicom
@@ -529,6 +530,22 @@ class MisdeclaredFileTests(unittest.TestCase):
                 self.assertWholePart10(data, sop)
                 self.assertEqual(readFileMeta(io.BytesIO(data))[0], syntax)
             self.assertEqual(self.wado(sop)[0], "image/jpeg")
+
+    def test_zip(self):
+        """zipstudy and zipseries give each as a whole Part-10 file in the
+        syntax its data set is in, under its name on the MAG device
+        (review of the Windows path and syntax fixes, item 5)."""
+        for mode, parameter in (("zipstudy", f"study=PAT+1%26x:{self.STUDY}"),
+                                ("zipseries", f"series={self.SERIES}")):
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.server.webPort}/cgi-bin/dgate?mode={mode}&"
+                                        f"{parameter}", timeout=60) as answer:
+                body = answer.read()
+            with zipfile.ZipFile(io.BytesIO(body)) as zipped:
+                entries = {info.filename.rsplit("/", 1)[-1]: zipped.read(info) for info in zipped.infolist()}
+            self.assertEqual(sorted(entries), ["grp2_8.v2", "mismatch_62.dcm"])
+            for name, sop in (("mismatch_62.dcm", self.MISMATCH), ("grp2_8.v2", self.GROUP2)):
+                self.assertWholePart10(entries[name], sop)
+                self.assertEqual(readFileMeta(io.BytesIO(entries[name]))[0], IMPLICIT)
 
     def test_wadoRS(self):
         for sop in (self.MISMATCH, self.GROUP2):

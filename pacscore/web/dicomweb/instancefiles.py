@@ -77,10 +77,19 @@ def startConverted(path, wanted, deferToWorker, change=None):
     finally:
         stored.close()
     converted.file.seek(0)
-    uids = readAttributes(converted.file, wanted, {SOP_CLASS_UID, SOP_INSTANCE_UID})
-    header = encodeFileMeta(uids.get(SOP_CLASS_UID, ""), uids.get(SOP_INSTANCE_UID, ""), wanted,
-                            IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION)
-    return header, converted
+    return fileMetaOf(converted.file, wanted), converted
+
+
+def fileMetaOf(f, syntax):
+    """The Part-10 header (preamble, DICM, meta) of the data set in
+    ``syntax`` the file ``f`` is positioned at, naming its SOP class and
+    instance (``f`` is left anywhere); None when it names no SOP instance
+    (no DICOM object).  DatasetError when it cannot be read."""
+    uids = readAttributes(f, syntax, {SOP_CLASS_UID, SOP_INSTANCE_UID})
+    if not uids.get(SOP_INSTANCE_UID):
+        return None
+    return encodeFileMeta(uids.get(SOP_CLASS_UID, ""), uids[SOP_INSTANCE_UID], syntax,
+                          IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION)
 
 
 def fileChunk(path, offset, size):

@@ -832,6 +832,27 @@ class TakeoverTests(unittest.TestCase):
         [line] = [formatEvent(event) for event in events if "Windows" in formatEvent(event)]
         self.assertIn("DICOMImages.ObjectFile: 1 file names were written with Windows' \\", line)
 
+    def test_windowsSeparatorsLeftByAnEarlierTakeover(self):
+        """An index an earlier pacs took over from Conquest on Windows still
+        names its files with \\: the next start rewrites them with /, with
+        the warning; a start finding none changes nothing (review of the
+        Windows path fix, item 4)."""
+        engine = sqliteEngine(self)
+        makeConquestDatabase(engine.url.database, objectFile=b"PAT2\\1.v2")
+        self.takeOver(engine).createTables()
+        with engine.begin() as connection:  # as the earlier pacs left it
+            connection.exec_driver_sql("UPDATE DICOMImages SET ObjectFile = 'PAT2\\1.v2'")
+        for expected in (["DICOMImages.ObjectFile: 1 file names were written with Windows' \\"], []):
+            with capturedLogs() as events:
+                Index(engine, conquestLayout(), TABLE_NAMES).createTables()
+            lines = [formatEvent(event) for event in events if "Windows" in formatEvent(event)]
+            self.assertEqual(len(lines), len(expected), lines)
+            for line, start in zip(lines, expected):
+                self.assertIn(start, line)
+            with engine.connect() as connection:
+                self.assertEqual(connection.exec_driver_sql("SELECT ObjectFile FROM DICOMImages").scalar(),
+                                 "PAT2/1.v2")
+
     def test_windowsIndexReadInTheCharacterSetOfItsFiles(self):
         """A Russian site's index from Conquest on Windows: its files are
         looked up by their / names, so the name reads in the character set

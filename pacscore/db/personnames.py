@@ -5,9 +5,9 @@ key and a stored name match whether they spell them or not; in Python for
 a key, in SQL for a stored name (SQLite, PostgreSQL and MySQL alike).
 """
 
-from sqlalchemy import Integer, String, func
-from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql.functions import FunctionElement
+from sqlalchemy import func
+
+from pacscore.db.sqlfunctions import trimTrailing
 
 # A component group holds at most five components: at most four "^" end one.
 MAX_TRAILING_CARETS = 4
@@ -31,40 +31,3 @@ def storedPersonName(column):
     for _ in range(MAX_TRAILING_CARETS):
         column = func.replace(column, "^=", "=")
     return trimTrailing(trimTrailing(column, "^"), "=")
-
-
-class trimTrailing(FunctionElement):
-    """SQL ``text`` without the ``character``s it ends with: ``rtrim(text,
-    character)``, on MySQL ``TRIM(TRAILING character FROM text)``."""
-
-    type = String()
-    inherit_cache = True
-
-
-@compiles(trimTrailing)
-def _rtrim(element, compiler, **kw):
-    return f"rtrim({compiler.process(element.clauses, **kw)})"
-
-
-@compiles(trimTrailing, "mysql")
-def _trimTrailingFrom(element, compiler, **kw):
-    text, character = (compiler.process(clause, **kw) for clause in element.clauses)
-    return f"TRIM(TRAILING {character} FROM {text})"
-
-
-class textLength(FunctionElement):
-    """The length of SQL ``text`` in characters: ``length(text)``, on MySQL
-    (whose ``length`` counts bytes) ``CHAR_LENGTH(text)``."""
-
-    type = Integer()
-    inherit_cache = True
-
-
-@compiles(textLength)
-def _length(element, compiler, **kw):
-    return f"length({compiler.process(element.clauses, **kw)})"
-
-
-@compiles(textLength, "mysql")
-def _charLength(element, compiler, **kw):
-    return f"CHAR_LENGTH({compiler.process(element.clauses, **kw)})"

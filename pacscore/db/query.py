@@ -68,10 +68,10 @@ from sqlalchemy.sql.elements import UnaryExpression
 from sqlalchemy.sql.operators import custom_op
 from twisted.logger import Logger
 
-from pacscore.db.aggregates import distinctValues
 from pacscore.db.casefold import caseFolded
 from pacscore.db.peerqueries import checkAbandoned
-from pacscore.db.personnames import CUT_SLACK, personName, storedPersonName, textLength
+from pacscore.db.personnames import CUT_SLACK, personName, storedPersonName
+from pacscore.db.sqlfunctions import distinctValues, textLength
 from pacscore.dicom.datetimes import normalised
 
 __all__ = ["LEVELS", "UNSPLIT_VRS", "IndexQuery", "Instance", "QueryKey", "columnNamed", "hasValuesToMatch", "valuesOf"]

@@ -59,7 +59,7 @@ from typing import NamedTuple
 from sqlalchemy import Integer, bindparam, func, select, text
 from twisted.logger import Logger
 
-from pacscore.db.aggregates import distinctValues
+from pacscore.db.sqlfunctions import distinctValues
 from pacscore.db.direct import DirectKeyList, DirectStatement
 from pacscore.db.query import MODALITIES_IN_STUDY, MODALITY, cutToColumn
 from pacscore.db.schema import LEVELS

@@ -1,0 +1,33 @@
+"""SQL functions each database spells its own way, made by
+``dialectFunction`` from one template per dialect: ``distinctValues(column)``,
+the distinct values of a column over the rows of a query joined by ``,``
+(SQLite's and MySQL's ``group_concat(DISTINCT ...)``, PostgreSQL's
+``string_agg(DISTINCT ..., ',')``; NULL over no rows), ``trimTrailing(text,
+character)``, SQL ``text`` without the ``character``s it ends with
+(``rtrim``, on MySQL ``TRIM(TRAILING ... FROM ...)``), and ``textLength(text)``,
+its length in characters (``length``, on MySQL, whose ``length`` counts
+bytes, ``CHAR_LENGTH``)."""
+
+from sqlalchemy import Integer, String
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
+
+
+def dialectFunction(name, returns, default, **dialects):
+    """A SQL function element class ``name`` of type ``returns``, written
+    as the template ``default`` (or that of its dialect in ``dialects``):
+    ``{args}`` stands for its arguments as SQL, ``{0}``, ``{1}``... for
+    each."""
+    function = type(name, (FunctionElement,), {"type": returns, "inherit_cache": True})
+    for dialect, template in ((None, default), *dialects.items()):
+        def written(element, compiler, template=template, **kw):
+            args = [compiler.process(clause, **kw) for clause in element.clauses]
+            return template.format(*args, args=", ".join(args))
+        compiles(function, *(dialect,) if dialect else ())(written)
+    return function
+
+
+distinctValues = dialectFunction("distinctValues", String(), "group_concat(DISTINCT {args})",
+                                 postgresql="string_agg(DISTINCT {args}, ',')")
+trimTrailing = dialectFunction("trimTrailing", String(), "rtrim({args})", mysql="TRIM(TRAILING {1} FROM {0})")
+textLength = dialectFunction("textLength", Integer(), "length({args})", mysql="CHAR_LENGTH({args})")

@@ -53,7 +53,6 @@ BEYOND = {tag_for_keyword(keyword): action for keyword, action in (
     ("StorageMediaFileSetID", "X"), ("IssuerOfAccessionNumberSequence", "X"), ("ProcedureCodeSequence", "X"),
     ("TextValue", "X/D"),
 )}
-ACTIONS = {**BASIC_PROFILE, **BEYOND}
 PATIENT_ID = tag_for_keyword("PatientID")
 # The UID map's stage of the UIDs and pseudonyms made here: no Patient ID (LO holds no backslash) nor UID.
 STAGE = "\\WADO anonymize=yes"
@@ -101,7 +100,7 @@ def applyProfile(dataset, newUID, kept=frozenset(), nested=False):
         if tag in kept:
             continue
         group = tag.group
-        action = _chosen(ACTIONS.get(tag))
+        action = ACTIONS.get(tag)
         if (tag.is_private or action == "X" or 0x5000 <= group <= 0x50FF
                 or (0x6000 <= group <= 0x60FF and tag.element in (0x3000, 0x4000)) or nested and tag == PATIENT_ID):
             del dataset[tag]
@@ -127,6 +126,10 @@ def _chosen(action):
     for choice in ("D", "U*", "Z"):
         if choice in action.split("/"):
             return "U" if choice == "U*" else choice
+
+
+# Each entry's one action, chosen once.
+ACTIONS = {tag: _chosen(action) for tag, action in {**BASIC_PROFILE, **BEYOND}.items()}
 
 
 def _empty(vr):

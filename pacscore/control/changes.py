@@ -118,9 +118,12 @@ def anonymized(uidMap, patientID, script=None, services=None):
     modifypatid or a merge, are the identified object's and are made new)."""
 
     def change(dataset):
-        before = uidsOf(dataset)
-        assigned = set() if script is None else runScript(script, dataset, services, "anonymize").assigned
-        made = uidsOf(dataset) - before  # the script's newuids or changeuid, this run
+        if script is None:
+            assigned = made = frozenset()
+        else:
+            before = uidsOf(dataset)
+            assigned = runScript(script, dataset, services, "anonymize").assigned
+            made = uidsOf(dataset) - before  # the script's newuids or changeuid, this run
         for keyword, _ in NEW_UIDS:
             if not str(dataset.get(keyword, "") or "").strip():
                 raise DatasetError(f"no {keyword}")

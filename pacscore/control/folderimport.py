@@ -13,6 +13,7 @@ import os
 from twisted.internet import defer
 
 from pacscore.control.context import CommandError, NotDICOM
+from pacscore.storage.regen import SkippedFiles
 from pacscore.storage.regen import hidden
 from pacscore.storage.regularfiles import isRegularFile
 
@@ -20,13 +21,13 @@ CONCURRENCY = 4
 DICOMDIR = "DICOMDIR"
 
 
-def folderFiles(folder, excluded=frozenset()):
+def folderFiles(folder, skip=SkippedFiles()):
     """In the I/O pool: ``(files, unreadable)``: ``(path, whether it is a
     regular file)`` of the files under ``folder``, in name order, its
     subfolders walked too but hidden ones (a device's ``.pacs-tmp``, as
     regen), links to folders followed (a CD copy's), each
-    folder once (so a link loop ends), the files whose real paths are in
-    ``excluded`` (the index database's) left out; ``(path, why)`` of the
+    folder once (so a link loop ends), the files in ``skip`` (a
+    ``SkippedFiles`` of the index database's) left out; ``(path, why)`` of the
     folders that could not be listed."""
     found, unreadable = [], []
     visited = set()
@@ -49,15 +50,19 @@ def folderFiles(folder, excluded=frozenset()):
     for root, folders, names in os.walk(folder, onerror=cannotList, followlinks=True):
         folders[:] = [name for name in sorted(folders) if not hidden(name) and firstVisit(os.path.join(root, name))]
         for path in (os.path.join(root, name) for name in sorted(names)):
-            if os.path.realpath(path) not in excluded:
-                found.append((path, os.path.exists(path) and isRegularFile(path)))
+            if path not in skip:
+                try:
+                    regular = isRegularFile(path)
+                except OSError:  # a dangling link
+                    regular = False
+                found.append((path, regular))
     return found, unreadable
 
 
 async def _outcome(store, path, regular):
     """``(kind, line)`` of storing the file ``path`` with ``store``: kind
     "stored", "skipped" or "failed"; line None for a stored file."""
-    if not regular:  # a FIFO would hold an I/O thread, a device may never end
+    if not regular:  # reported as skipped, not as failed (reading it would refuse it)
         return "skipped", f"skipped {path}: not a regular file"
     if os.path.basename(path).upper() == DICOMDIR:
         return "skipped", f"skipped {path}: a DICOMDIR (the index of a CD), not an object"
@@ -76,7 +81,7 @@ async def importFolder(archive, folder, store, concurrency):
     files at a time; the lines of the
     files skipped and failed and the summary, CommandError with them when
     one failed (the lines as its output, the summary as its message)."""
-    files, unreadable = await archive.workers.deferToWorker(folderFiles, folder, frozenset(archive.databaseFiles))
+    files, unreadable = await archive.workers.deferToWorker(folderFiles, folder, SkippedFiles(archive.databaseFiles))
     semaphore = defer.DeferredSemaphore(concurrency)
     outcomes = await defer.gatherResults([semaphore.run(_outcome, store, path, regular) for path, regular in files],
                                          consumeErrors=True)

@@ -43,9 +43,8 @@ from pacscore.hl7.dropfolder import applyMessages, readMessages
 from pacscore.storage.attributes import DatasetError, readAttributes
 from pacscore.storage.part10 import readFileMeta
 from pacscore.storage.regularfiles import openRegularFile
-from pacscore.storage.spool import copyInto
+from pacscore.storage.spool import spooledFrom
 from pacscore.storage.store import SOP_CLASS_UID, SOP_INSTANCE_UID, IncomingObject, Refused, StoreError
-from pacscore.web.pacing import Pacer
 
 ZIP_MAGIC = b"PK\x03\x04"
 COPIED_ONCE = " (the UID map gave it the UIDs of an earlier copy of the same original, which stays)"
@@ -192,12 +191,9 @@ async def storeFile(archive, path, callingAE="", compression="", converters=Fals
     path relative to the device)``."""
     incoming, source, start, end = await fromFile(archive, path, _openObject, callingAE, archive.aeTitle,
                                                   compression, converters, amended)
-    pacer = Pacer()
-    spool = archive.objectStore.spool(incoming, pacer)
     try:
-        await copyInto(spool, pacer, source, start, end, archive.workers.deferToWorker)
+        spool = await spooledFrom(archive.objectStore, incoming, source, start, end, archive.workers.deferToWorker)
     except OSError as e:
-        spool.discard()
         raise CommandError(f"cannot read {path}: {e.strerror or e}") from e
     finally:
         await archive.workers.deferToWorker(source.close)

@@ -8,7 +8,8 @@ starts with the Part-10 header, so the finished object is renamed into
 place without another copy. File writes go to an I/O thread in order
 (through ``pacscore.storage.objectfiles``); while more than ``maxBacklog``
 bytes wait, the peer's transport is paused. ``copyInto`` fills a spool
-from a file (an import, an uploaded part) the same way.
+from a file (an import, an uploaded part) the same way; ``spooledFrom``
+makes such a spool.
 """
 
 import itertools
@@ -18,6 +19,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from pacscore.storage.objectfiles import FileWrites
+from pacscore.web.pacing import Pacer
 
 _names = itertools.count()
 COPY_CHUNK = 1 << 20
@@ -40,6 +42,20 @@ async def copyInto(spool, pacer, source, start, end, runInThread):
         spool.write(chunk)
         position += len(chunk)
         await pacer.resumed()  # while the spool's writes to disk fall behind
+
+
+async def spooledFrom(objectStore, incoming, source, start, end, runInThread):
+    """The spool of ``objectStore`` for ``incoming`` filled with bytes
+    ``start`` to ``end`` of the open file ``source`` (``copyInto``);
+    discarded when reading fails."""
+    pacer = Pacer()
+    spool = objectStore.spool(incoming, pacer)
+    try:
+        await copyInto(spool, pacer, source, start, end, runInThread)
+    except BaseException:
+        spool.discard()
+        raise
+    return spool
 
 
 class Spool:

@@ -31,7 +31,7 @@ from pacscore.db.query import SERIES_INSTANCE_UID, SOP_CLASS_UID, SOP_INSTANCE_U
 from pacscore.dicom.storage import SUCCESS, StorageService
 from pacscore.storage.attributes import DatasetError, readAttributes
 from pacscore.storage.part10 import readFileMeta
-from pacscore.storage.spool import copyInto
+from pacscore.storage.spool import spooledFrom
 from pacscore.storage.store import IncomingObject
 from pacscore.web.answers import Answer, WebError
 from pacscore.web.crossorigin import refuseCrossOrigin
@@ -40,7 +40,6 @@ from pacscore.web.dicomweb.dicomjson import DICOM_JSON, JSON_TYPES, jsonBytes, j
 from pacscore.web.dicomweb.dicomxml import DICOM_XML, xmlBytes
 from pacscore.web.dicomweb.search import RETRIEVE_URL
 from pacscore.web.logins import callingAE, writerRefusal
-from pacscore.web.pacing import Pacer
 
 DICOM = "application/dicom"
 HEAD = 1 << 16
@@ -184,9 +183,8 @@ async def storePart(archive, storage, body, part, rootType, study, outcome, call
         return outcome.failure(sopClass, sop, refusal[0])
     incoming = IncomingObject(sopClassUID=sopClass, sopInstanceUID=sop, transferSyntax=syntax, callingAE=callingAE,
                               calledAE=archive.aeTitle, compression=archive.incomingCompression, converters=converters)
-    pacer = Pacer()
-    spool = archive.objectStore.spool(incoming, pacer)
-    await copyInto(spool, pacer, body, part.start + offset, part.end, archive.workers.deferToWorker)
+    spool = await spooledFrom(archive.objectStore, incoming, body, part.start + offset, part.end,
+                              archive.workers.deferToWorker)
     status, _ = await storage.storeIncoming(incoming, spool, "an empty part")
     if status != SUCCESS:
         return outcome.failure(sopClass, sop, status)

@@ -1,12 +1,13 @@
 """The spool of a received data set: fragments kept as they arrived while
 small, a temporary file past the threshold."""
 
+import io
 import os
 
 from twisted.internet import defer
 from twisted.trial import unittest
 
-from pacscore.storage.spool import Spool
+from pacscore.storage.spool import Spool, spooledFrom
 
 
 def inline(f, *args):
@@ -65,4 +66,35 @@ class SpoolTests(unittest.TestCase):
             self.assertEqual(f.read(), b"HEADERabcdefghijklmnop" + b"q" * 20)
         spool.discard()
         yield spool.close()
+        self.assertEqual(os.listdir(self.directory), [])
+
+
+class SpooledFromTests(unittest.TestCase):
+    """``spooledFrom``: a spool of the object store filled from a file."""
+
+    def setUp(self):
+        self.directory = self.mktemp()
+        os.makedirs(self.directory)
+        self.spools = []
+
+    def spool(self, incoming, transport):
+        spool = Spool(self.directory, b"HEADER", 10, inline, transport)
+        self.spools.append(spool)
+        return spool
+
+    @defer.inlineCallbacks
+    def test_filled(self):
+        """Bytes ``start`` to ``end`` of the file are in the spool."""
+        spool = yield defer.ensureDeferred(spooledFrom(self, "incoming", io.BytesIO(b"..abcdef.."), 2, 8, inline))
+        yield spool.close()
+        self.assertEqual(spool.inMemory, b"abcdef")
+
+    @defer.inlineCallbacks
+    def test_discardedWhenReadingFails(self):
+        """A file that ends early: OSError, and the spool (already a
+        temporary file past the threshold) is discarded."""
+        source = io.BytesIO(b"x" * 30)
+        with self.assertRaises(OSError):
+            yield defer.ensureDeferred(spooledFrom(self, "incoming", source, 0, 40, inline))
+        yield self.spools[0].close()
         self.assertEqual(os.listdir(self.directory), [])

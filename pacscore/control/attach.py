@@ -19,7 +19,7 @@ from twisted.logger import Logger
 from pacscore.control.arguments import AsyncControlCommand, fields
 from pacscore.control.changes import RT_STRUCTURE_SET, attachedTo, planOnStructures
 from pacscore.control.context import CommandError
-from pacscore.control.data import fromFile, readFile, readObject, storeObject
+from pacscore.control.data import fromFile, readFile, storeChanged
 from pacscore.control.stored import objectFile, storedName
 from pacscore.dicom.datasets import decodeDataset
 
@@ -55,8 +55,8 @@ class _Attach(AsyncControlCommand):
         path, samplePath = await objectFile(archive, anyText), await objectFile(archive, sampleText)
         sample = await fromFile(archive, samplePath, _sample)
         change = self.change(archive.converterServices.uidMap, sample)
-        incoming, data, _ = await readObject(archive, path, change, callingAE=self.name[:16])
-        stored = storedName(*await storeObject(archive, incoming, data, path, copy=True))
+        _, device, relative = await storeChanged(archive, path, change, copy=True, callingAE=self.name[:16])
+        stored = storedName(device, relative)
         self.log.info("{peer}: {command}: {path} stored as {stored}", peer=context.peer, command=self.name,
                       path=path, stored=stored)
         return f"{path} attached: {stored}"

@@ -32,7 +32,7 @@ from pacscore.codecs.compression import nkiMode, recode, recodedSyntaxes
 from pacscore.codecs.transcode import TranscodeError, transcode
 from pacscore.control.arguments import AsyncControlCommand, ControlCommand, fields, number
 from pacscore.control.context import CommandError
-from pacscore.control.data import readFile, readObject, storeObject
+from pacscore.control.data import readFile, storeChanged
 from pacscore.control.output import outputPath
 from pacscore.control.stored import objectFile, storedName
 from pacscore.converters.saving import writePart10
@@ -190,8 +190,8 @@ class TestCompress(AsyncControlCommand):
         lines = []
         for code in TEST_CODES:
             change = testCopy(archive.converterServices.uidMap.prefix, code)
-            incoming, data, _ = await readObject(archive, path, change, callingAE=self.name, compression=code)
-            device, relative = await storeObject(archive, incoming, data, path)
+            incoming, device, relative = await storeChanged(archive, path, change, callingAE=self.name,
+                                                            compression=code)
             stored, mode = await archive.workers.deferToWorker(_storedForm,
                                                                archive.objectReader.magPath(device, relative))
             form = stored + (f" NKI mode {mode}" if mode else "")

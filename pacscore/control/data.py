@@ -19,6 +19,7 @@ HL7 file of at most ``HL7_FILE_LIMIT`` bytes (pacscore.hl7.dropfolder).
 """
 
 import dataclasses
+import functools
 import os
 from contextlib import contextmanager
 
@@ -200,6 +201,14 @@ async def storeFile(archive, path, callingAE="", compression="", converters=Fals
     return (incoming, *await _stored(archive, incoming, spool, path))
 
 
+async def storeChanged(archive, path, change, copy=False, **settings):
+    """Store the DICOM file ``path`` as ``change`` changes it
+    (``readObject`` with ``settings``, then ``storeObject`` with ``copy``);
+    ``(IncomingObject, device name, path relative to the device)``."""
+    incoming, data, _ = await readObject(archive, path, change, **settings)
+    return (incoming, *await storeObject(archive, incoming, data, path, copy=copy))
+
+
 async def _stored(archive, incoming, spool, path, copy=False):
     """``ObjectStore.store`` of the spool; its failures CommandErrors."""
     try:
@@ -240,14 +249,10 @@ class AddImageFile(AsyncControlCommand):
         settings = dict(compression=archive.droppedFileCompression, converters=converters, amended=True)
         if patientID.strip():
             change = newPatient(archive.converterServices.uidMap, exactValue(patientID, "patient ID"))
-
-            async def store(path):
-                incoming, data, _ = await readObject(archive, path, change, **settings)
-                return (incoming, *await storeObject(archive, incoming, data, path, copy=True))
+            store = functools.partial(storeChanged, archive, change=change, copy=True, **settings)
             concurrency = 1  # each object held whole, decoded and encoded again
         else:
-            async def store(path):
-                return await storeFile(archive, path, **settings)
+            store = functools.partial(storeFile, archive, **settings)
             concurrency = CONCURRENCY
         if await archive.workers.deferToWorker(os.path.isdir, path):
             answer = await importFolder(archive, path, store, concurrency)

@@ -13,7 +13,7 @@ from zope.interface import implementer
 
 from pacscore.dicom.storeddata import StoredData, closeIfStored
 from pacscore.web.dicomweb import multipart
-from pacscore.web.pacing import Pacer
+from pacscore.pacing import Pacer
 
 PIECE_BYTES = 256 << 10
 

@@ -19,7 +19,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from pacscore.storage.objectfiles import FileWrites
-from pacscore.web.pacing import Pacer
+from pacscore.pacing import Pacer
 
 _names = itertools.count()
 COPY_CHUNK = 1 << 20

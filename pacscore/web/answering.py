@@ -19,7 +19,7 @@ from twisted.web import http, resource, server
 
 from pacscore.web.answers import HTML, Answer, StreamAnswer, WebError, notAllowed
 from pacscore.web.html import Markup, page
-from pacscore.web.pacing import Pacer
+from pacscore.pacing import Pacer
 
 
 class AnsweringResource(resource.Resource):

@@ -9,7 +9,7 @@ with ``WebUsers`` set, all of it only for the users of that htpasswd file
 ``WebAllowOrigins`` says (``pacscore.web.sharing``; WADO answers their CORS preflights
 as DICOMweb does).  Parameters without a value in the request take the
 ``[webdefaults]`` of dicom.ini (``size``, ``dsize``, ``compress``,
-``iconsize``, ``graphic``), read for each request, as are the scripted
+``iconsize``, ``graphic``, ``viewer``), read for each request, as are the scripted
 pages' sections: ``--read_ini:`` changes them for the next request.
 
 Pages are made by coroutines ``mode(archive, parameters) -> Answer`` (see

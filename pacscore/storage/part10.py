@@ -9,6 +9,7 @@ are a bare dataset without preamble or meta.
 
 import struct
 
+from pacscore.dicom.negotiation import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION
 from pacscore.storage.attributes import (
     EXPLICIT_VR_BIG_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN,
     DatasetError, readAttributes, walkDataset)
@@ -21,6 +22,8 @@ MEDIA_STORAGE_SOP_CLASS_UID = 0x00020002
 MEDIA_STORAGE_SOP_INSTANCE_UID = 0x00020003
 TRANSFER_SYNTAX_UID = 0x00020010
 SOURCE_APPLICATION_ENTITY_TITLE = 0x00020016
+SOP_CLASS_UID = 0x00080016  # as pacscore.storage.store, which imports this module
+SOP_INSTANCE_UID = 0x00080018
 
 # Every element PS3.10 defines for group 0002.
 META_TAGS = frozenset({
@@ -163,3 +166,15 @@ def fileError(path):
     except (OSError, DatasetError) as e:
         return str(e) or type(e).__name__
     return None
+
+
+def fileMetaOf(f, syntax):
+    """The Part-10 header (preamble, DICM, meta) of the data set in
+    ``syntax`` the file ``f`` is positioned at, naming its SOP class and
+    instance (``f`` is left anywhere); None when it names no SOP instance
+    (no DICOM object).  DatasetError when it cannot be read."""
+    uids = readAttributes(f, syntax, {SOP_CLASS_UID, SOP_INSTANCE_UID})
+    if not uids.get(SOP_INSTANCE_UID):
+        return None
+    return encodeFileMeta(uids.get(SOP_CLASS_UID, ""), uids[SOP_INSTANCE_UID], syntax,
+                          IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION)

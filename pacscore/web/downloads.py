@@ -12,10 +12,9 @@ from twisted.logger import Logger
 
 from pacscore.db.query import EXACT, PATIENT_ID, SERIES_INSTANCE_UID, STUDY_INSTANCE_UID, QueryKey
 from pacscore.storage.attributes import DatasetError
-from pacscore.storage.part10 import readFileMeta, sendsAsItIs
+from pacscore.storage.part10 import fileMetaOf, readFileMeta, sendsAsItIs
 from pacscore.storage.regularfiles import openRegularFile
 from pacscore.web.answers import StreamAnswer, WebError
-from pacscore.web.dicomweb.instancefiles import fileMetaOf
 from pacscore.web.objects import uid
 
 ZIP = "application/zip"

@@ -17,12 +17,10 @@ from pacscore.codecs.syntaxes import (
     isCompressed)
 from pacscore.codecs.filetranscode import NotStreamed, streams
 from pacscore.codecs.nkipixels import NKI_PIXEL_DATA
-from pacscore.dicom.negotiation import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION
 from pacscore.dicom.storeddata import openDataset
 from pacscore.storage.attributes import readAttributes
-from pacscore.storage.part10 import encodeFileMeta, readFileMeta, sendsAsItIs
+from pacscore.storage.part10 import fileMetaOf, readFileMeta, sendsAsItIs
 from pacscore.storage.regularfiles import openRegularFile
-from pacscore.storage.store import SOP_CLASS_UID, SOP_INSTANCE_UID
 from pacscore.web.dicomweb.dicomjson import jsonDataset
 
 PIXEL_DATA = 0x7FE00010
@@ -78,18 +76,6 @@ def startConverted(path, wanted, deferToWorker, change=None):
         stored.close()
     converted.file.seek(0)
     return fileMetaOf(converted.file, wanted), converted
-
-
-def fileMetaOf(f, syntax):
-    """The Part-10 header (preamble, DICM, meta) of the data set in
-    ``syntax`` the file ``f`` is positioned at, naming its SOP class and
-    instance (``f`` is left anywhere); None when it names no SOP instance
-    (no DICOM object).  DatasetError when it cannot be read."""
-    uids = readAttributes(f, syntax, {SOP_CLASS_UID, SOP_INSTANCE_UID})
-    if not uids.get(SOP_INSTANCE_UID):
-        return None
-    return encodeFileMeta(uids.get(SOP_CLASS_UID, ""), uids[SOP_INSTANCE_UID], syntax,
-                          IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION)
 
 
 def fileChunk(path, offset, size):

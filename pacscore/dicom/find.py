@@ -66,16 +66,11 @@ async def answerFind(protocol, contextId, command, query, clock, log, descriptio
     try:
         matches = await _cancelledWith(protocol, command, query, clock)
     except Exception as e:
-        if protocol.state == AWAITING_CLOSE:
-            log.info("{peer}: {query} stopped: the association ended", peer=protocol.peerName(), query=description)
-            return None
-        if protocol.isCancelled(command):
+        if protocol.isCancelled(command) and protocol.state != AWAITING_CLOSE:
             log.info("{peer}: {query} cancelled before its matches", peer=protocol.peerName(), query=description)
             return sendResponse(protocol, contextId, command, CANCELLED)
-        _logFailure(log, protocol, description, e)
-        return sendResponse(protocol, contextId, command, UNABLE_TO_PROCESS,
-                            comment=f"query failed: {databaseMessage(e)}")
-    log.info("{peer}: {query}: {count} matches", peer=protocol.peerName(), query=description,
+        return _failed(protocol, contextId, command, log, description, e)
+    log.info("{peer}: {query}: {count} found", peer=protocol.peerName(), query=description,
              count=len(matches))
     pending = PENDING
     if unmatched:
@@ -89,16 +84,13 @@ async def answerFind(protocol, contextId, command, query, clock, log, descriptio
         try:
             batch = await upcoming
         except Exception as e:
-            _logFailure(log, protocol, description, e)
-            return sendResponse(protocol, contextId, command, UNABLE_TO_PROCESS,
-                                comment=f"query failed: {databaseMessage(e)}")
+            return _failed(protocol, contextId, command, log, description, e)
         if protocol.state == AWAITING_CLOSE:
-            log.info("{peer}: {query} stopped: the association ended", peer=protocol.peerName(), query=description)
-            return None
+            return _ended(log, protocol, description)
         upcoming = next(batches, None)  # encoded while this batch goes out
         for match in batch:
             if protocol.isCancelled(command):
-                log.info("{peer}: C-FIND cancelled after {sent} of {count} matches",
+                log.info("{peer}: C-FIND cancelled after {sent} answers of {count} found",
                          peer=protocol.peerName(), sent=sent, count=len(matches))
                 return sendResponse(protocol, contextId, command, CANCELLED)
             sendResponse(protocol, contextId, command, pending, match)
@@ -109,14 +101,22 @@ async def answerFind(protocol, contextId, command, query, clock, log, descriptio
     sendResponse(protocol, contextId, command, CANCELLED if protocol.isCancelled(command) else SUCCESS)
 
 
-def _logFailure(log, protocol, description, error):
-    """One error line for a failure of the index database, its traceback
-    for any other."""
+def _failed(protocol, contextId, command, log, description, error):
+    """Answer 0xC000 for a query that failed with ``error``, with one error
+    line for a failure of the index database, its traceback for any other;
+    only an info line, and no answer, once the association has ended."""
+    if protocol.state == AWAITING_CLOSE:
+        return _ended(log, protocol, description)
     if isinstance(error, DATABASE_FAILURES):
         log.error("{peer}: {query} failed: the index database: {error}", peer=protocol.peerName(),
                   query=description, error=databaseMessage(error))
     else:
         log.failure("{peer}: {query} failed", peer=protocol.peerName(), query=description)
+    return sendResponse(protocol, contextId, command, UNABLE_TO_PROCESS, comment=f"query failed: {databaseMessage(error)}")
+
+
+def _ended(log, protocol, description):
+    log.info("{peer}: {query} stopped: the association ended", peer=protocol.peerName(), query=description)
 
 
 async def _cancelledWith(protocol, command, query, clock):

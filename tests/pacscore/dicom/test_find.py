@@ -166,3 +166,37 @@ class StreamingTests(unittest.TestCase):
         status = yield client.find(STUDY_ROOT_FIND, IndexOutage().identifier(), answered)
         self.assertEqual(status, CANCELLED)
         self.assertLess(len(answers), len(rows) - 2 * ENCODED)
+
+    @defer.inlineCallbacks
+    def test_batchFailingAfterAbort(self):
+        """A batch that fails once the association has ended is no failure:
+        one info line, no error, no traceback."""
+        rows = [{0x0020000D: f"1.2.3.{n}"} for n in range(3 * ENCODED)]
+        running = RunningArchive(self, listen=True)
+        running.archive.query.find = lambda connection, *args: rows
+        aborted = threading.Event()
+        self.addCleanup(aborted.set)
+        encode = MatchEncoder.encode
+
+        def failingLater(encoder, row):
+            if row is rows[ENCODED]:
+                aborted.wait(5)
+                raise RuntimeError("encoding failed")
+            return encode(encoder, row)
+        self.patch(MatchEncoder, "encode", failingLater)
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        client = yield associate(reactor, "127.0.0.1", running.port, "SCU", running.ae,
+                                 [(STUDY_ROOT_FIND, [IMPLICIT])])
+        found = client.find(STUDY_ROOT_FIND, IndexOutage().identifier(),
+                            lambda data, syntax: client.abort())
+        found.addErrback(lambda failure: None)
+        yield found
+        yield task.deferLater(reactor, 0.3, aborted.set)
+        started = time.monotonic()
+        logged = lambda: "\n".join(formatEvent(e) for e in events)
+        while "stopped: the association ended" not in logged() and time.monotonic() - started < 4:
+            yield task.deferLater(reactor, 0.1, lambda: None)
+        self.assertIn("C-FIND Study Root at STUDY level stopped: the association ended", logged())
+        self.assertEqual([e for e in events if "log_failure" in e or e["log_level"].name == "error"], [])

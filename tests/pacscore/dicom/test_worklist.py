@@ -269,7 +269,7 @@ class WorklistServiceTests(unittest.TestCase):
         status, matches, _ = self.find(identifier(step={"Modality": "CT"}))
         self.assertEqual((status, len(matches)), (0, 3))
         self.assertEqual(self.counters["worklistQueries"], 1)
-        self.assertIn("Modality Worklist C-FIND: 3 matches", "\n".join(self.logged()))
+        self.assertIn("Modality Worklist C-FIND: 3 found", "\n".join(self.logged()))
 
     def test_cancel(self):
         """A C-CANCEL stops the pending responses at the next one."""
@@ -285,7 +285,7 @@ class WorklistServiceTests(unittest.TestCase):
         self.pump.pump(advanceClock=False)  # the answers in, the C-CANCEL out
         self.assertEqual(self.settle(d), 0xFE00)
         self.assertEqual(len(matches), BATCH)
-        self.assertIn(f"C-FIND cancelled after {BATCH} of {len(rows)} matches", "\n".join(self.logged()))
+        self.assertIn(f"C-FIND cancelled after {BATCH} answers of {len(rows)} found", "\n".join(self.logged()))
 
     def test_undecodableIdentifier(self):
         """0xC000 and a log line, also for damage inside an item."""

@@ -24,7 +24,7 @@ from pydicom.uid import UID
 from pacscore.config.secrets import isSecret
 from pacscore.control import status
 from pacscore.db.drivers import redacted
-from pacscore.db.query import EXACT, PATIENT_ID, SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, QueryKey
+from pacscore.db.query import PATIENT_ID, SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, QueryKey
 from pacscore.web.answers import WebError, htmlAnswer
 from pacscore.web.converting import convertedKeys, keptRows, resultFilter
 from pacscore.web.logins import loginAE
@@ -35,7 +35,7 @@ from pacscore.control.finders import (
 from pacscore.control.stored import LOCAL
 from pacscore.web.html import SCRIPT, Markup, image, join, link, table, text, url
 from pacscore.web.images import ROWS, hasPixels, sliceParts, viewerURL
-from pacscore.web.objects import uid
+from pacscore.web.objects import entityKeys
 from pacscore.web.querytext import ColumnNames, QueryTextError, parseQueryText, quoted, searchKeys
 from pacscore.web.remote import destinations, pushAllowed
 
@@ -232,10 +232,7 @@ async def seriesViewer(archive, parameters):
     """A viewer mode of Conquest (VIEWERS) for ``series=patid:uid``: the
     slice viewer of its image ``n`` (from 1, by image number; the first
     when not given), with links to the first, previous, next and last."""
-    patientID, _, value = parameters.get("series").strip().rpartition(":")
-    keys = [QueryKey(SERIES_INSTANCE_UID, "UI", uid(value, "the series UID"))]
-    if patientID:
-        keys.append(QueryKey(PATIENT_ID, EXACT, patientID))  # as written: "A*3" is a Patient ID
+    keys = entityKeys(parameters, "series", SERIES_INSTANCE_UID)
     return await _page(archive, parameters, "IMAGE", IMAGE_VALUES, _viewerPage, keys)
 
 

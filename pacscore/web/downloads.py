@@ -10,12 +10,12 @@ import zipfile
 
 from twisted.logger import Logger
 
-from pacscore.db.query import EXACT, PATIENT_ID, SERIES_INSTANCE_UID, STUDY_INSTANCE_UID, QueryKey
+from pacscore.db.query import SERIES_INSTANCE_UID, STUDY_INSTANCE_UID
 from pacscore.storage.attributes import DatasetError
 from pacscore.storage.part10 import fileMetaOf, readFileMeta, sendsAsItIs
 from pacscore.storage.regularfiles import openRegularFile
 from pacscore.web.answers import StreamAnswer, WebError
-from pacscore.web.objects import uid
+from pacscore.web.objects import entityKeys
 
 ZIP = "application/zip"
 PIECE = 1 << 20
@@ -149,10 +149,8 @@ async def _zipChunks(archive, stream):
 
 
 async def _zipAnswer(archive, level, tag, parameter, parameters):
-    patientID, _, value = parameters.get(parameter).strip().rpartition(":")
-    keys = [QueryKey(tag, "UI", uid(value, f"the {parameter} UID"))]
-    if patientID:
-        keys.append(QueryKey(PATIENT_ID, EXACT, patientID))  # as written: "A*3" is a Patient ID
+    keys = entityKeys(parameters, parameter, tag)
+    value = keys[0].value
     found = await archive.index.runQuery(archive.objectReader.instancePaths, archive.query, level, keys)
     if not found:
         raise WebError(404, f"no stored {parameter} {value}")

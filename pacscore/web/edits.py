@@ -30,7 +30,7 @@ from pacscore.web.answers import WebError, checkPost, htmlAnswer
 from pacscore.control.inprocess import runCommand
 from pacscore.web.html import SCRIPT, Markup, join, text
 from pacscore.web.logins import writerRefusal
-from pacscore.web.objects import uid
+from pacscore.web.objects import entityReference
 
 COPY_CHUNK = 1 << 20
 UNNAMED_UPLOAD = "the uploaded file"
@@ -60,8 +60,7 @@ def checkWritable(archive, parameters):
 
 
 def _reference(parameters, name):
-    patientID, _, value = parameters.get(name).strip().rpartition(":")
-    return f"{patientID}:{uid(value, f'the {name} UID')}"
+    return "%s:%s" % entityReference(parameters, name)
 
 
 async def commandAnswer(archive, command, arguments, title, failure=422):

@@ -10,7 +10,7 @@ from twisted.logger import Logger
 
 from pacscore.codecs.rendering import FrameOutOfRange
 from pacscore.codecs.transcode import TranscodeError
-from pacscore.db.query import PATIENT_ID, SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, QueryKey
+from pacscore.db.query import EXACT, PATIENT_ID, SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, QueryKey
 from pacscore.dicom.datasets import IdentifierError
 from pacscore.dicom.uids import isUID
 from pacscore.storage.attributes import DatasetError
@@ -25,6 +25,23 @@ def uid(text, what):
     if not isUID(text):
         raise WebError(400, f"{what} must be a UID, not {text!r}")
     return text
+
+
+def entityReference(parameters, name):
+    """``(patientID, uid)`` of Conquest's ``patid:uid`` parameter ``name``
+    (``series``, ``study``; the patient ID may be missing)."""
+    patientID, _, value = parameters.get(name).strip().rpartition(":")
+    return patientID, uid(value, f"the {name} UID")
+
+
+def entityKeys(parameters, name, tag):
+    """The query keys of the ``patid:uid`` parameter ``name``: ``tag``
+    (the UID of its level) and, when given, the Patient ID."""
+    patientID, value = entityReference(parameters, name)
+    keys = [QueryKey(tag, "UI", value)]
+    if patientID:
+        keys.append(QueryKey(PATIENT_ID, EXACT, patientID))  # as written: "A*3" is a Patient ID
+    return keys
 
 
 def sliceReference(text):

@@ -32,7 +32,7 @@ from pacscore.web.answers import WebError, checkPost, htmlAnswer
 from pacscore.web.html import SCRIPT, Markup, link, table, text, url
 from pacscore.web.edits import commandAnswer
 from pacscore.web.images import ROWS, viewerURL
-from pacscore.web.objects import uid
+from pacscore.web.objects import entityReference, uid
 
 PATIENT_COLUMNS = (PATIENT, PATIENT_NAME, BIRTH_DATE, SEX)
 STUDY_COLUMNS = (PATIENT, PATIENT_NAME, STUDY_DATE, MODALITIES, STUDY_DESCRIPTION, STUDY)
@@ -48,12 +48,6 @@ def _server(archive, parameters):
     if archive.configuration.acrNemaMap.lookup(dest) is None:
         raise WebError(400, f"{dest!r} is not in acrnema.map")
     return dest
-
-
-def _reference(parameters, name, what):
-    """``(patientID, uid)`` of a ``patid:uid`` parameter."""
-    patientID, _, value = parameters.get(name).strip().rpartition(":")
-    return patientID, uid(value, what)
 
 
 async def _found(archive, server, level, columns, searched=(), text="", fixed=()):
@@ -113,7 +107,7 @@ async def seriesFinder(archive, parameters):
         found = await _found(archive, server, "SERIES", SERIES_COLUMNS, SERIES_SEARCHED,
                              parameters.get("query").strip())
     else:
-        patientID, study = _reference(parameters, "study", "the study UID")
+        patientID, study = entityReference(parameters, "study")
         found = await _found(archive, server, "SERIES", SERIES_COLUMNS,
                              fixed=[QueryKey(STUDY_INSTANCE_UID, "UI", study)])
     push = pushAllowed(archive)
@@ -136,7 +130,7 @@ async def imageFinder(archive, parameters):
     server = _server(archive, parameters)
     if not parameters.get("series").strip():
         raise WebError(400, "imagefinder lists the images of a series: give series=patid:uid")
-    patientID, series = _reference(parameters, "series", "the series UID")
+    patientID, series = entityReference(parameters, "series")
     found = await _found(archive, server, "IMAGE", IMAGE_COLUMNS, fixed=[QueryKey(SERIES_INSTANCE_UID, "UI", series)])
     rows = []
     for match in found:
@@ -172,12 +166,12 @@ def _moverPage(archive, parameters, what, mode, hidden):
 
 
 async def studyMover(archive, parameters):
-    patientID, study = _reference(parameters, "study", "the study UID")
+    patientID, study = entityReference(parameters, "study")
     return _moverPage(archive, parameters, f"study {study}", "movestudy", (("study", f"{patientID}:{study}"),))
 
 
 async def seriesMover(archive, parameters):
-    patientID, series = _reference(parameters, "series", "the series UID")
+    patientID, series = entityReference(parameters, "series")
     study = parameters.get("studyuid").strip()
     hidden = (("series", f"{patientID}:{series}"),) + ((("studyuid", uid(study, "the study UID")),) if study else ())
     return _moverPage(archive, parameters, f"series {series}", "moveseries", hidden)
@@ -199,14 +193,14 @@ def _endpoints(archive, parameters, request):
 
 async def moveStudy(archive, parameters, request):
     source, destination = _endpoints(archive, parameters, request)
-    _, study = _reference(parameters, "study", "the study UID")
+    _, study = entityReference(parameters, "study")
     return await commandAnswer(archive, moves.MoveStudy(), f"{source},{destination},:{study}",
                                f"study {study} from {source} to {destination}", failure=502)
 
 
 async def moveSeries(archive, parameters, request):
     source, destination = _endpoints(archive, parameters, request)
-    _, series = _reference(parameters, "series", "the series UID")
+    _, series = entityReference(parameters, "series")
     study = parameters.get("studyuid").strip()
     study = uid(study, "the study UID") if study else ""
     return await commandAnswer(archive, moves.MoveSeries(), f"{source},{destination},:{series},{study}",

@@ -123,18 +123,18 @@ def _spooled(upload):
 
 async def _uploaded(archive, upload):
     """Store or apply one uploaded file: ``(name, what the command
-    answered, None)``, or ``(name, why it was refused, the status code)``;
-    the user's file is named by its name on the user's computer, not by
-    the server's temporary copy (which the log line names too)."""
+    answered or why it was refused, whether it was refused)``; the user's
+    file is named by its name on the user's computer, not by the server's
+    temporary copy (which the log line names too)."""
     name = upload.filename.strip() or UNNAMED_UPLOAD
     if not upload.size:
-        return name, f"{name}: an empty file, not stored", 400
+        return name, "an empty file, not stored", True
     path, hl7 = await archive.workers.deferToWorker(_spooled, upload)
     try:
-        return name, await runCommand(archive, LoadHL7() if hl7 else AddImageFile(), path), None
+        return name, await runCommand(archive, LoadHL7() if hl7 else AddImageFile(), path), False
     except CommandError as e:
         log.info("web: upload {name} (copied to {path}) refused: {message}", name=name, path=path, message=e)
-        return name, str(e).replace(path, name), 422
+        return name, str(e).replace(path, name), True
     finally:
         await archive.workers.deferToWorker(os.remove, path)
 
@@ -149,15 +149,16 @@ async def addLocalFile(archive, parameters, request):
     if not any(upload.size for upload in uploads):
         raise WebError(400, "no file was uploaded (a multipart form field filetoupload)")
     outcomes = [await _uploaded(archive, upload) for upload in uploads]
-    refused = [code for _, _, code in outcomes if code is not None]
+    refused = sum(wasRefused for _, _, wasRefused in outcomes)
     if len(outcomes) == 1:
-        [(_, said, code)] = outcomes
-        if code is not None:
-            raise WebError(code, said)
+        [(_, said, _)] = outcomes
+        if refused:
+            raise WebError(422, said)
         return _resultPage("uploaded file", said)
+    # a refusal of the command names the file already (for the temporary copy)
     lines = [said if said.startswith(name) else f"{name}: {said}" for name, said, _ in outcomes]
     if refused:
-        raise WebError(refused[0], f"{len(refused)} of {len(outcomes)} uploaded files not stored: " + "; ".join(lines))
+        raise WebError(422, f"{refused} of {len(outcomes)} uploaded files not stored: " + "; ".join(lines))
     items = [join(Markup("<li>"), line, Markup("</li>")) for line in lines]
     return htmlAnswer("uploaded files", Markup("<ul id=\"result\">"), *items, Markup("</ul>"))
 

@@ -109,6 +109,9 @@ class EditTests(WebTestCase):
         self.assertIn("filetoupload3.bin: an empty file", refused.text)
         self.assertNotIn("pacs-upload-", refused.text)
         self.assertEqual((yield self.running.count("image")), 10)
+        emptyFirst = yield post(self.resource, mode="addlocalfile", filetoupload=[b"", files[0]])
+        self.assertEqual(emptyFirst.code, 422, emptyFirst.text)
+        self.assertIn("filetoupload1.bin: an empty file, not stored", emptyFirst.text)
 
     @defer.inlineCallbacks
     def test_uploadHL7AsLoadHL7TakesIt(self):

@@ -45,7 +45,7 @@ from pacscore.dicom.find import DESTROYED, convertIdentifier
 from pacscore.dicom.identifiers import BadIdentifier, checkRetrieveKeys, readRequest, retrieveKeys
 from pacscore.dicom.models import modelOf
 from pacscore.dicom.protocol import ESTABLISHED
-from pacscore.dicom.storeddata import StoredData, closeIfStored, goesAsStored, named, openStored
+from pacscore.dicom.storeddata import StoredData, closeIfStored, goesAsStored, openStored, renamed
 from pacscore.dicom.virtual import takeServerMask
 from pacscore.logfiles import userEvents
 from pacscore.storage.attributes import DatasetError
@@ -409,6 +409,7 @@ class RetrieveService:
         scripts = self.compressionScripts
 
         def convert(stored, data):
+            read = data
             try:
                 if self.resultHook is not None:
                     data = withPlainPixels(data, stored.transferSyntax)
@@ -427,8 +428,7 @@ class RetrieveService:
                         return stored, None
                     if not kept:
                         return stored, None
-                if self.resultHook is not None or scripts is not None:
-                    stored = named(stored, data)
+                stored = renamed(stored, read, data)
                 data, syntax = forPeer(data, stored.transferSyntax, compression)
                 return stored._replace(transferSyntax=syntax), data
             except TranscodeError as e:

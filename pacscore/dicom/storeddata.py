@@ -103,14 +103,21 @@ def _readForPeer(reader, stored, compression, deferToWorker, compressionScripts,
         data = openStored(stored, deferToWorker)
         if data is not None:
             return stored, data
-    data = reader.read(stored)
+    read = data = reader.read(stored)
     if compressionScripts is not None:
         kept, data = compressionScripts.apply(data, stored.transferSyntax, compression, callingAE, calledAE)
         if not kept:
             return stored, None
-        stored = named(stored, data)
+        stored = renamed(stored, read, data)
     data, syntax = forPeer(data, stored.transferSyntax, compression)
     return stored._replace(transferSyntax=syntax), data
+
+
+def renamed(stored, read, data):
+    """``stored`` ``named`` after ``data``, what converter lines made of the
+    data set ``read``; as it is when they changed nothing (``data`` is then
+    ``read`` itself), without parsing it again."""
+    return stored if data is read else named(stored, data)
 
 
 def named(stored, data):

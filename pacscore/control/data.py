@@ -25,6 +25,7 @@ from contextlib import contextmanager
 
 import pydicom
 from pydicom.errors import InvalidDicomError
+from pydicom.uid import MediaStorageDirectoryStorage
 from twisted.logger import Logger
 
 from pacscore.codecs.nki import NKIError
@@ -32,7 +33,7 @@ from pacscore.codecs.nkipixels import withPlainPixels
 from pacscore.control.arguments import AsyncControlCommand, fields
 from pacscore.control.changes import ScriptRefused, newPatient
 from pacscore.control.context import CommandError, NotDICOM
-from pacscore.control.folderimport import CONCURRENCY, importFolder
+from pacscore.control.folderimport import CONCURRENCY, DICOMDIR_SKIPPED, importFolder
 from pacscore.control.moves import forwarderFor
 from pacscore.control.output import deliver, inputPath
 from pacscore.control.stored import exactValue, fileInstances, objectFile, storedFile, storedName
@@ -42,7 +43,7 @@ from pacscore.export.forwarder import ForwardError, Undelivered
 from pacscore.export.queue import Action, Target
 from pacscore.hl7.dropfolder import applyMessages, readMessages
 from pacscore.storage.attributes import DatasetError, readAttributes
-from pacscore.storage.part10 import readFileMeta
+from pacscore.storage.part10 import MEDIA_STORAGE_SOP_CLASS_UID, readFileMeta
 from pacscore.storage.regularfiles import openRegularFile
 from pacscore.storage.spool import spooledFrom
 from pacscore.storage.store import SOP_CLASS_UID, SOP_INSTANCE_UID, IncomingObject, Refused, StoreError
@@ -59,6 +60,11 @@ def readHL7(path):
 
 class ZipArchive(DatasetError):
     """A zip file given as a DICOM object."""
+
+
+class DirectoryFile(DatasetError):
+    """A DICOMDIR (Media Storage Directory Storage) given as an object,
+    whatever its name (``DICOMDIR;1`` on a CD mounted with map=off)."""
 
 
 class InvalidObject(DatasetError):
@@ -79,11 +85,15 @@ def _invalidIf(isObject):
 
 
 def _fileMeta(f):
-    """``readFileMeta`` of the open file ``f``; ZipArchive for a zip file."""
+    """``readFileMeta`` of the open file ``f``; ZipArchive for a zip file,
+    DirectoryFile for a DICOMDIR."""
     if f.read(len(ZIP_MAGIC)) == ZIP_MAGIC:
         raise ZipArchive("a zip file")
     f.seek(0)
-    return readFileMeta(f)
+    syntax, meta, offset = readFileMeta(f)
+    if meta.get(MEDIA_STORAGE_SOP_CLASS_UID) == MediaStorageDirectoryStorage:
+        raise DirectoryFile("a DICOMDIR")
+    return syntax, meta, offset
 
 
 def _readWhole(path):
@@ -161,6 +171,8 @@ async def fromFile(archive, path, work, *args):
         raise CommandError(f"cannot read {path}: {e.strerror or e}") from e
     except ZipArchive as e:
         raise NotDICOM(path, "a zip file (unzip it and import its folder)") from e
+    except DirectoryFile as e:
+        raise NotDICOM(path, DICOMDIR_SKIPPED) from e
     except InvalidObject as e:
         raise CommandError(f"{path} is not a valid DICOM object: {e}") from e
     except (DatasetError, IdentifierError, NKIError) as e:

@@ -18,7 +18,7 @@ from pacscore.storage.regen import hidden
 from pacscore.storage.regularfiles import isRegularFile
 
 CONCURRENCY = 4
-DICOMDIR = "DICOMDIR"
+DICOMDIR_SKIPPED = "a DICOMDIR (the index of a CD), not an object"
 
 
 def folderFiles(folder, skip=SkippedFiles()):
@@ -64,8 +64,6 @@ async def _outcome(store, path, regular):
     "stored", "skipped" or "failed"; line None for a stored file."""
     if not regular:  # reported as skipped, not as failed (reading it would refuse it)
         return "skipped", f"skipped {path}: not a regular file"
-    if os.path.basename(path).upper() == DICOMDIR:
-        return "skipped", f"skipped {path}: a DICOMDIR (the index of a CD), not an object"
     try:
         await store(path)
     except NotDICOM as e:

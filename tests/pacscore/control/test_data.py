@@ -8,6 +8,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pydicom
+from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
 from sqlalchemy import select
@@ -91,14 +92,17 @@ class StoredCorpusTests(unittest.TestCase):
                              f"1.2.826.0.1.3680043.8.498.81.1.{number}", 1, number)
             ds.save_as(images / f"IM{number:04}", enforce_file_format=True)
         (folder / "IMAGES" / "AGAIN").write_bytes(Path(self.images[0].path).read_bytes())
-        (folder / "DICOMDIR").write_bytes(b"\0" * 128 + b"DICM")
+        directory = Path(get_testdata_file("DICOMDIR")).read_bytes()
+        (folder / "DICOMDIR").write_bytes(directory)
+        (folder / "DICOMDIR;1").write_bytes(directory)  # a CD mounted with map=off: known by its meta
         (folder / "README.TXT").write_text("Viewer on this CD\n" * 20)
         with zipfile.ZipFile(folder / "more.zip", "w") as zipped:
             zipped.write(images / "IM0001", "IM0001")
         answer = yield self.running.run(commands.addImageFile, str(folder))
         lines = answer.splitlines()
-        self.assertEqual(lines[-1], f"{folder}: 4 stored, 3 skipped, 0 failed")
-        self.assertIn(f"skipped {folder / 'DICOMDIR'}: a DICOMDIR (the index of a CD), not an object", lines)
+        self.assertEqual(lines[-1], f"{folder}: 4 stored, 4 skipped, 0 failed")
+        for name in ("DICOMDIR", "DICOMDIR;1"):
+            self.assertIn(f"skipped {folder / name}: a DICOMDIR (the index of a CD), not an object", lines)
         self.assertIn(f"skipped {folder / 'more.zip'}: a zip file (unzip it and import its folder)", lines)
         [readme] = [line for line in lines if "README.TXT" in line]
         self.assertTrue(readme.startswith(f"skipped {folder / 'README.TXT'}: not a readable DICOM object"), readme)
@@ -110,9 +114,9 @@ class StoredCorpusTests(unittest.TestCase):
         dataset.PatientID = "CDPAT"  # the same SOP instance for another patient: refused
         dataset.save_as(images / "OTHER")
         error = yield self.assertFailure(self.running.run(commands.addImageFile, str(folder)), CommandError)
-        self.assertEqual(str(error), f"{folder}: 4 stored, 3 skipped, 1 failed")  # the line per file as output
+        self.assertEqual(str(error), f"{folder}: 4 stored, 4 skipped, 1 failed")  # the line per file as output
         lines = error.output.splitlines()
-        self.assertEqual(len(lines), 4)
+        self.assertEqual(len(lines), 5)
         [failed] = [line for line in lines if line.startswith("failed ")]
         self.assertTrue(failed.startswith(f"failed {images / 'OTHER'}: "), lines)
         self.assertEqual((yield self.running.count("image")), 11)

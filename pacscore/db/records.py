@@ -289,7 +289,6 @@ class Upserter:
 
     log = Logger()
     maxCached = 10000
-    selectChunk = SELECT_CHUNK
 
     def __init__(self, levels):
         self._levels = levels
@@ -448,14 +447,14 @@ class Upserter:
 
     def indexedAt(self, connection, files):
         """The ``(device, file)`` pairs of ``files`` an image row names (a
-        scan of the image table for each ``selectChunk`` of them: no index
+        scan of the image table for each ``SELECT_CHUNK`` of them: no index
         covers ObjectFile)."""
         columns, files = self._image.table.c, list(files)
         query = select(columns.DeviceName, columns.ObjectFile).where(
             columns.ObjectFile.in_(bindparam("b_files", expanding=True)))
         wanted, found = set(files), set()
-        for start in range(0, len(files), self.selectChunk):
-            chunk = sorted({objectFile for deviceName, objectFile in files[start:start + self.selectChunk]})
+        for start in range(0, len(files), SELECT_CHUNK):
+            chunk = sorted({objectFile for deviceName, objectFile in files[start:start + SELECT_CHUNK]})
             found.update((deviceName, objectFile) for deviceName, objectFile in
                          connection.execute(query, {"b_files": chunk}) if (deviceName, objectFile) in wanted)
         return found
@@ -503,7 +502,6 @@ class Upserter:
             return
         for key in studyKeys:
             connection.execute(self._rebuildModalities, {"b_key": key})
-            self._cache.pop(("study", key), None)
 
     def indexedFiles(self, connection, keys):
         """SOPInstanceUID -> ``Replaced(DeviceName, ObjectFile)`` of those of ``keys`` (a list) indexed."""

@@ -14,8 +14,7 @@ from twisted.internet import defer
 
 from pacscore.control.context import CommandError, NotDICOM
 from pacscore.storage.regen import SkippedFiles
-from pacscore.storage.regen import hidden
-from pacscore.storage.regularfiles import isRegularFile
+from pacscore.storage.regularfiles import hidden, isRegularFile
 
 CONCURRENCY = 4
 DICOMDIR_SKIPPED = "a DICOMDIR (the index of a CD), not an object"

@@ -26,7 +26,7 @@ from pacscore.db.records import Replaced
 from pacscore.storage.attributes import DatasetError
 from pacscore.storage.devices import identityOf
 from pacscore.storage.part10 import TRANSFER_SYNTAX_UID, readFile
-from pacscore.storage.regularfiles import isRegularFile, openRegularFile
+from pacscore.storage.regularfiles import hidden, isRegularFile, openRegularFile
 from pacscore.storage.store import SOP_INSTANCE_UID
 
 RAW_EXTENSIONS = (".v2",)
@@ -87,13 +87,6 @@ class SkippedFiles:
     def __contains__(self, path):
         return (bool(self.paths) and (os.path.basename(path) in self.names or os.path.islink(path))
                 and os.path.realpath(path) in self.paths)
-
-
-def hidden(name):
-    """Whether the file or folder ``name`` is hidden (a device's
-    ``.pacs-tmp``, a system's ``.Trash``), which regen and the folder import
-    skip."""
-    return name.startswith(".")
 
 
 def iterObjectFiles(device, folder=None, skip=frozenset()):

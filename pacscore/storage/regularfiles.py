@@ -1,10 +1,17 @@
 """Reading only regular files: opening a FIFO waits for a writer (for
 ever, if none comes), a device node may never end or act on being opened,
-a socket cannot be read at all."""
+a socket cannot be read at all.  Also the rule of which names are hidden."""
 
 import errno
 import os
 import stat
+
+
+def hidden(name):
+    """Whether the file or folder ``name`` is hidden (a device's
+    ``.pacs-tmp``, a system's ``.Trash``), which regen and the folder import
+    skip."""
+    return name.startswith(".")
 
 
 def isRegularFile(path):

@@ -32,7 +32,7 @@ from sqlalchemy import String, inspect
 
 from pacscore.db.filepaths import ObjectPath, pathOf, storedPath
 from pacscore.db.schema import PATIENT_ID_TAG, Tables
-from pacscore.storage.codeextensions import textFits, textOrLatin1
+from pacscore.storage.codeextensions import decodeText, textFits
 
 UNCHECKED, ALL_UTF8, RAW_LEFT = 0, 1, 2  # PRAGMA user_version
 PROGRESS_ROWS = 1000000  # rows checked between two progress lines
@@ -89,7 +89,7 @@ class _CharacterSets:
         if found is not None:
             characterSet, encodings = found
             if textFits(raw, encodings):
-                return textOrLatin1(raw, encodings, TEXT_VR_DELIMS), characterSet
+                return decodeText(raw, encodings, TEXT_VR_DELIMS), characterSet
         return raw.decode("latin-1"), LATIN_1
 
 

@@ -21,10 +21,9 @@ from pydicom.dataelem import DataElement, convert_raw_data_element
 from pydicom.valuerep import CUSTOMIZABLE_CHARSET_VR
 from twisted.logger import Logger
 
-from pacscore.storage.codeextensions import LATIN_1, textFits
+from pacscore.storage.codeextensions import LATIN_1, notPlain, textFits
 
 SPECIFIC_CHARACTER_SET = 0x00080005
-_ESCAPE = 0x1B
 _READ = "pacs_text_read"  # attribute of a decoded Dataset: {tag: (bytes, value as read, encodings)}
 
 log = Logger()
@@ -48,11 +47,6 @@ def _textVR(raw):
     return vr if vr in CUSTOMIZABLE_CHARSET_VR else None
 
 
-def _notPlain(raw):
-    """Whether the value bytes ``raw`` are anything but ASCII without escapes."""
-    return not raw.isascii() or _ESCAPE in raw
-
-
 def decodeValues(dataset):
     """Decode every value of ``dataset`` now, sequence items' too, not
     lazily later; text not valid in its character set as Latin-1, logged."""
@@ -70,7 +64,7 @@ def _decode(dataset, encodings, unfit, path):
     for tag in list(dataset.keys()):
         raw = dataset.get_item(tag)
         vr = _textVR(raw) if raw.is_raw else None
-        if vr is not None and raw.value and _notPlain(raw.value):
+        if vr is not None and raw.value and notPlain(raw.value):
             fits = textFits(raw.value, encodings)
             if not fits:
                 unfit.append(f"{path}({tag >> 16:04x},{tag & 0xFFFF:04x})")

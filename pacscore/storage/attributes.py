@@ -32,10 +32,11 @@ from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import RawDataElement
 from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
+from pydicom.valuerep import CUSTOMIZABLE_CHARSET_VR
 from pydicom.values import convert_value
 from twisted.logger import Logger
 
-from pacscore.storage.codeextensions import textFits, textOrLatin1
+from pacscore.storage.codeextensions import notPlain, textFits, textOrLatin1
 
 IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
 EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
@@ -59,7 +60,7 @@ _LONG_VRS = frozenset(b"OB OD OF OL OV OW SQ SV UC UN UR UT UV".split())
 _SHORT_VRS = frozenset(b"AE AS AT CS DA DS DT FD FL IS LO LT PN SH SL SS ST TM UI UL US".split())
 _TEXT_DELIMITERS = {0x0D, 0x0A, 0x09, 0x0C}  # pydicom's TEXT_VR_DELIMS
 _BINARY_VRS = frozenset(b"US SS UL SL FL FD SV UV".split())
-_CHARSET_VRS = frozenset(b"LO SH UC LT ST UT PN".split())  # text in the Specific Character Set
+_CHARSET_VRS = frozenset(vr.encode() for vr in CUSTOMIZABLE_CHARSET_VR)  # text in the Specific Character Set
 _NOT_TEXT = re.compile(rb"[\x00-\x08\x0b\x0e-\x1a\x1c-\x1f]")  # control bytes but TAB LF FF CR ESC
 
 log = Logger()
@@ -668,8 +669,7 @@ def walkDataset(source, transferSyntax, tags, firstTag, lastTag, ascending=False
             values[tag] = _columnValue(vr, raw, encodings, layout)
         else:
             values[tag] = converters[vr](raw, encodings, layout) if vr in converters else ""
-            if unfit is not None and vr in _CHARSET_VRS and (not raw.isascii() or b"\x1b" in raw) \
-                    and not textFits(raw, encodings):
+            if unfit is not None and vr in _CHARSET_VRS and notPlain(raw) and not textFits(raw, encodings):
                 unfit.append(tag)
     return values, stop
 

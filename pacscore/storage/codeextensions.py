@@ -45,6 +45,11 @@ def textOrLatin1(raw, encodings, delimiters):
     return decodeText(raw, encodings, delimiters)
 
 
+def notPlain(raw):
+    """Whether the value bytes ``raw`` are anything but ASCII without escapes."""
+    return not raw.isascii() or _ESCAPE in raw
+
+
 def textFits(raw, encodings):
     """Whether the bytes ``raw`` are valid in ``encodings`` (not so a
     Latin-1 ``ü`` in an ISO_IR 192 value)."""

@@ -37,7 +37,7 @@ from pacscore.db.regenmarks import RegenMarks
 from pacscore.db.records import ImageRecord, InconsistentLink, Replaced, Upserter, buildLevels, checkKeys, checkRecord
 from pacscore.db.schema import (INDEXED_COLUMNS_EMPTY, WORKLIST_COLUMNS_EMPTY, addMissingColumns, adoptCollation,
                                 adoptFoldedTable, adoptTruncatedColumns, buildTables, upgradeTable)
-from pacscore.db.windowspaths import adoptWindowsPaths, holdsWindowsPaths
+from pacscore.db.windowspaths import adoptWindowsPaths, holdsWindowsPaths, pathColumns
 from pacscore.db.writer import BatchRunner, GroupCommitWriter, callEach
 from pacscore.storage.attributes import DatasetError
 from pacscore.storage.durability import PerFileSync
@@ -143,9 +143,10 @@ class Index:
         for table in self.tables:
             adoptFoldedTable(connection, table, self.log)
             adoptTruncatedColumns(connection, table, self.log)
-        if self._isConquests(connection) or holdsWindowsPaths(connection, self.tables):
+        columns = pathColumns(connection, self.tables)
+        if self._isConquests(connection) or holdsWindowsPaths(connection, columns):
             # before adoptRawText, which reads files by their / names
-            adoptWindowsPaths(connection, self.tables, self.log)
+            adoptWindowsPaths(connection, columns, self.log)
         adoptRawText(connection, self.tables, self.log, layout=self.layout, recheck=bool(dropped),
                      characterSetOf=characterSetOf)
         self.metadata.create_all(connection)

@@ -15,19 +15,19 @@ from pacscore.db.filepaths import ObjectPath
 SAMPLE = 100  # file names of each column looked at on each start
 
 
-def holdsWindowsPaths(connection, tables):
+def holdsWindowsPaths(connection, columns):
     """Whether one of the first ``SAMPLE`` file names of a column of
-    ``tables`` has a ``\\``: a bounded look (the oldest rows, Conquest's,
-    first on SQLite)."""
-    return any("\\" in (name or "") for table, column in _pathColumns(connection, tables)
+    ``columns`` (``pathColumns``) has a ``\\``: a bounded look (the oldest
+    rows, Conquest's, first on SQLite)."""
+    return any("\\" in (name or "") for table, column in columns
                for name in connection.execute(select(column).limit(SAMPLE)).scalars())
 
 
-def adoptWindowsPaths(connection, tables, log):
+def adoptWindowsPaths(connection, columns, log):
     """In ``connection``'s transaction, write ``/`` for each ``\\`` of the
-    file names (``ObjectPath`` columns) of ``tables`` present in the
-    database, and log how many there were."""
-    for table, column in _pathColumns(connection, tables):
+    file names of ``columns`` (``pathColumns``), and log how many there
+    were."""
+    for table, column in columns:
         rows = connection.execute(table.update().where(column.contains("\\", autoescape=True))
                                   .values({column: func.replace(column, "\\", "/")})).rowcount
         if rows:
@@ -35,14 +35,13 @@ def adoptWindowsPaths(connection, tables, log):
                      "rewritten with /", table=table.name, column=column.name, rows=rows)
 
 
-def _pathColumns(connection, tables):
-    """``(table, column)`` of each ``ObjectPath`` column of ``tables`` the
-    database has."""
-    inspector = inspect(connection)
+def pathColumns(connection, tables):
+    """A list of ``(table, column)``, each ``ObjectPath`` column of
+    ``tables`` the database has."""
+    inspector, columns = inspect(connection), []
     for table in tables:
-        if not inspector.has_table(table.name):
-            continue
-        present = {column["name"].lower() for column in inspector.get_columns(table.name)}
-        for column in table.columns:
-            if isinstance(column.type, ObjectPath) and column.name.lower() in present:
-                yield table, column
+        if inspector.has_table(table.name):
+            present = {column["name"].lower() for column in inspector.get_columns(table.name)}
+            columns.extend((table, column) for column in table.columns
+                           if isinstance(column.type, ObjectPath) and column.name.lower() in present)
+    return columns

@@ -85,23 +85,26 @@ def _invalidIf(isObject):
 
 
 def _fileMeta(f):
-    """``readFileMeta`` of the open file ``f``; ZipArchive for a zip file,
-    DirectoryFile for a DICOMDIR."""
+    """``readFileMeta`` of the open file ``f``; ZipArchive for a zip file."""
     if f.read(len(ZIP_MAGIC)) == ZIP_MAGIC:
         raise ZipArchive("a zip file")
     f.seek(0)
-    syntax, meta, offset = readFileMeta(f)
+    return readFileMeta(f)
+
+
+def _storable(meta):
+    """DirectoryFile when the file meta ``meta`` is a DICOMDIR's: an index
+    of a CD, never stored as an object."""
     if meta.get(MEDIA_STORAGE_SOP_CLASS_UID) == MediaStorageDirectoryStorage:
         raise DirectoryFile("a DICOMDIR")
-    return syntax, meta, offset
 
 
 def _readWhole(path):
-    """``(transfer syntax, data set bytes, whether it has a meta)`` of a
-    DICOM file (Part-10 or a bare data set)."""
+    """``(transfer syntax, data set bytes, file meta, whether it has a
+    meta)`` of a DICOM file (Part-10 or a bare data set)."""
     with openRegularFile(path) as f:
-        syntax, _, offset = _fileMeta(f)
-        return syntax, f.read(), offset > 0
+        syntax, meta, offset = _fileMeta(f)
+        return syntax, f.read(), meta, offset > 0
 
 
 def readFile(path):
@@ -115,7 +118,8 @@ def _changedObject(path, change, callingAE, calledAE, compression, converters, a
     DICOM file (Part-10 or raw), ``change(dataset)`` applied when given
     (changed: it did not return False), to be stored compressed as
     ``compression`` says."""
-    syntax, data, part10 = _readWhole(path)
+    syntax, data, meta, part10 = _readWhole(path)
+    _storable(meta)
     changed = False
     with _invalidIf(part10):
         _checkUID(syntax, "Transfer Syntax UID")
@@ -144,7 +148,8 @@ def _openObject(path, *settings):
     ``storeFile``; ``settings``: those of ``_incoming``."""
     f = openRegularFile(path)
     try:
-        syntax, _, offset = _fileMeta(f)
+        syntax, meta, offset = _fileMeta(f)
+        _storable(meta)
         with _invalidIf(offset > 0):
             _checkUID(syntax, "Transfer Syntax UID")
             incoming = _incoming(f, syntax, *settings)

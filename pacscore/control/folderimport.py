@@ -13,8 +13,7 @@ import os
 from twisted.internet import defer
 
 from pacscore.control.context import CommandError, NotDICOM
-from pacscore.storage.regen import SkippedFiles
-from pacscore.storage.regularfiles import hidden, isRegularFile
+from pacscore.storage.regularfiles import SkippedFiles, hidden, isRegularFile
 
 CONCURRENCY = 4
 DICOMDIR_SKIPPED = "a DICOMDIR (the index of a CD), not an object"

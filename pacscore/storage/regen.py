@@ -26,7 +26,7 @@ from pacscore.db.records import Replaced
 from pacscore.storage.attributes import DatasetError
 from pacscore.storage.devices import identityOf
 from pacscore.storage.part10 import TRANSFER_SYNTAX_UID, readFile
-from pacscore.storage.regularfiles import hidden, isRegularFile, openRegularFile
+from pacscore.storage.regularfiles import SkippedFiles, hidden, isRegularFile, openRegularFile
 from pacscore.storage.store import SOP_INSTANCE_UID
 
 RAW_EXTENSIONS = (".v2",)
@@ -73,20 +73,6 @@ def checkDeviceFolders(devices):
             "; ".join(f"{device.name}: no folder {device.path}" for device in missing)
             + " (a volume not mounted?); the index is left as it is (regenerating without "
             + ", ".join(device.name for device in missing) + " would drop the objects stored there)")
-
-
-class SkippedFiles:
-    """Real paths never to open (the index database's files); ``path in``
-    it costs a real path only for a file named like one of them or a
-    symbolic link (a hard link under another name is not recognised)."""
-
-    def __init__(self, paths=()):
-        self.paths = frozenset(paths)
-        self.names = {os.path.basename(path) for path in self.paths}
-
-    def __contains__(self, path):
-        return (bool(self.paths) and (os.path.basename(path) in self.names or os.path.islink(path))
-                and os.path.realpath(path) in self.paths)
 
 
 def iterObjectFiles(device, folder=None, skip=frozenset()):

@@ -1,6 +1,7 @@
 """Reading only regular files: opening a FIFO waits for a writer (for
 ever, if none comes), a device node may never end or act on being opened,
-a socket cannot be read at all.  Also the rule of which names are hidden."""
+a socket cannot be read at all.  Also the rule of which names are hidden,
+and ``SkippedFiles``, the files never to open (the index database's)."""
 
 import errno
 import os
@@ -28,3 +29,17 @@ def openRegularFile(path):
         os.close(fd)
         raise OSError(errno.EINVAL, "not a regular file")
     return os.fdopen(fd, "rb")
+
+
+class SkippedFiles:
+    """Real paths never to open (the index database's files); ``path in``
+    it costs a real path only for a file named like one of them or a
+    symbolic link (a hard link under another name is not recognised)."""
+
+    def __init__(self, paths=()):
+        self.paths = frozenset(paths)
+        self.names = {os.path.basename(path) for path in self.paths}
+
+    def __contains__(self, path):
+        return (bool(self.paths) and (os.path.basename(path) in self.names or os.path.islink(path))
+                and os.path.realpath(path) in self.paths)

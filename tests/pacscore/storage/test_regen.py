@@ -16,7 +16,8 @@ from twisted.trial import unittest
 from pacscore.db.index import Index
 from pacscore.storage.devices import MagDevice
 from pacscore.storage import regen
-from pacscore.storage.regen import Regenerator, SkippedFiles, fileRecord, iterObjectFiles
+from pacscore.storage.regen import Regenerator, fileRecord, iterObjectFiles
+from pacscore.storage.regularfiles import SkippedFiles
 from pacscore.testing.corpus import makeDataset
 from tests.pacscore.db.test_schema import TABLE_NAMES, conquestLayout, sqliteEngine
 

@@ -48,13 +48,11 @@ from pacscore.storage.attributes import DatasetError, readAttributes
 from pacscore.storage.devicechoice import DeviceChoice
 from pacscore.storage.durability import FlushError
 from pacscore.storage.objectfiles import FileWrites
-from pacscore.storage.part10 import encodeFileMeta
+from pacscore.storage.part10 import SOP_CLASS_UID, SOP_INSTANCE_UID, encodeFileMeta
 from pacscore.storage.placing import MAX_NAME_SUFFIX, placeFile
 from pacscore.storage.spool import Spool
 from pacscore.storage.worklistmode import ACCESSION_NUMBER, WorklistRefusal
 
-SOP_CLASS_UID = 0x00080016
-SOP_INSTANCE_UID = 0x00080018
 PATIENT_ID = 0x00100020
 STUDY_INSTANCE_UID = 0x0020000D
 SERIES_INSTANCE_UID = 0x0020000E

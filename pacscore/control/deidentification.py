@@ -121,7 +121,7 @@ def _chosen(action):
     destructive, valid whatever the attribute's type (D, else U*, else Z:
     a Type 1 attribute keeps a value, a Type 2 one stays present, a
     sequence of X/Z/U* its items with new UIDs)."""
-    if action is None or "/" not in action:
+    if "/" not in action:
         return action
     for choice in ("D", "U*", "Z"):
         if choice in action.split("/"):

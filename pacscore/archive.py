@@ -77,6 +77,7 @@ from pacscore.storage.relocation import DeviceMover
 from pacscore.storage.space import MEGABYTE, Nightly, SpaceKeeper, ThresholdClean, lruSortTag
 from pacscore.storage.store import ObjectStore
 from pacscore.storage.worklistmode import WorklistAmender
+from pacscore.web.dicomweb.metadatacache import MetadataCache
 from pacscore.workers import WorkerPool
 
 DEFAULT_WEB_RENDERS = 2  # WebMaxRenders
@@ -114,6 +115,7 @@ class Archive:
         # their turn
         self.webRenders = defer.DeferredSemaphore(
             max(configuration.ini.getint("WebMaxRenders", DEFAULT_WEB_RENDERS), 1))
+        self.metadataCache = MetadataCache()  # WADO-RS metadata of files read lately
         self.driver, self.dbDescription = findDriver(dbDescription, configuration)
         self.databaseFiles = databaseFiles(self.driver, self.dbDescription, configuration)
         self.interruptedRegens = []  # names of the devices whose regeneration a stop cut short

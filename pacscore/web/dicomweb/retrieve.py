@@ -215,23 +215,29 @@ async def _metadataChunks(archive, found, base):
     opening = b"["
     for start in range(0, len(found), METADATA_BATCH):
         batch = [(path, instanceURL(base, instance)) for instance, path in found[start:start + METADATA_BATCH]]
-        texts = await archive.workers.deferToWorker(_metadataTexts, archive.objectReader, batch)
+        texts = await archive.workers.deferToWorker(_metadataTexts, archive.objectReader, archive.metadataCache,
+                                                    batch)
         if texts:
             yield opening + b",".join(texts)
             opening = b","
     yield b"[]" if opening == b"[" else b"]"
 
 
-def _metadataTexts(reader, batch):
+def _metadataTexts(reader, cache, batch):
     """In the I/O pool: the encoded DICOM JSON of each ``(path, url)`` of
-    ``batch`` whose file can be read (by ``reader``'s ``onFile``)."""
+    ``batch`` whose file can be read (by ``reader``'s ``onFile``), from
+    ``cache`` when it holds that of the same file."""
     texts = []
     for path, url in batch:
         try:
-            texts.append(jsonBytes(reader.onFile(path, instanceMetadata, url)[1]))
+            texts.append(reader.onFile(path, cache.metadata, url, _metadataText)[1])
         except (OSError, DatasetError, InvalidDicomError, ValueError) as e:
             log.warn("WADO-RS metadata: {path} left out: it cannot be read: {error}", path=path, error=e)
     return texts
+
+
+def _metadataText(path, url):
+    return jsonBytes(instanceMetadata(path, url))
 
 
 def frameNumbers(text):

@@ -6,6 +6,7 @@ import base64
 import copy
 import io
 import os
+import time
 import zipfile
 
 import numpy as np
@@ -27,6 +28,8 @@ from pacscore.control.data import AddImageFile
 from pacscore.db.query import SERIES_INSTANCE_UID, SOP_INSTANCE_UID, QueryKey
 from pacscore.testing.corpus import makeDataset
 from pacscore.web.dicomweb import retrieve
+from pacscore.web.dicomweb.instancefiles import instanceMetadata
+from plugins.pacs_control_modify import modifyImage
 from tests.pacscore.web.dicomweb.client import DicomWebTestCase, viewedColours
 
 JPEG_LOSSLESS = "1.2.840.10008.1.2.4.70"
@@ -147,6 +150,38 @@ class RetrieveTests(DicomWebTestCase):
         self.assertEqual(len(series), 2)
         missing = yield self.fetch(self.instancePath(image) + "/bulk/00091001")
         self.assertEqual(missing.code, 404)
+
+    @defer.inlineCallbacks
+    def test_metadataAskedAgain(self):
+        """A series asked for again is answered without reading its files
+        again, until one is changed (modifyimage), stored again or removed."""
+        self.archive.metadataCache.clock = lambda: time.time_ns() + 10 ** 10  # every file written long ago
+        made = []
+        self.patch(retrieve, "instanceMetadata", lambda path, url: made.append(path) or instanceMetadata(path, url))
+        first, second = (image for image in self.corpus if image.seriesUID == self.corpus[0].seriesUID)
+        series = f"/studies/{first.studyUID}/series/{first.seriesUID}/metadata"
+
+        @defer.inlineCallbacks
+        def comments():
+            found = (yield self.fetch(series)).json()
+            return {item["00080018"]["Value"][0]: item.get("00204000", {}).get("Value") for item in found}
+        self.assertEqual((yield comments()), {first.sopUID: None, second.sopUID: None})
+        self.assertEqual((yield comments()), {first.sopUID: None, second.sopUID: None})
+        self.assertEqual(len(made), 2)
+        [stored] = yield self.archive.index.runQuery(self.archive.query.instances, "IMAGE",
+                                                     [QueryKey(SOP_INSTANCE_UID, "UI", first.sopUID)])
+        yield self.running.run(modifyImage, f"{stored.deviceName}:{stored.objectFile},set 0020,4000 to \"NEW\"")
+        self.assertEqual((yield comments()), {first.sopUID: ["NEW"], second.sopUID: None})
+        self.assertEqual(len(made), 3)
+        changed = pydicom.dcmread(second.path)
+        changed.ImageComments = "AGAIN"
+        changed.save_as(second.path)
+        yield self.running.store([second])
+        self.assertEqual((yield comments()), {first.sopUID: ["NEW"], second.sopUID: ["AGAIN"]})
+        [stored] = yield self.archive.index.runQuery(self.archive.query.instances, "IMAGE",
+                                                     [QueryKey(SOP_INSTANCE_UID, "UI", first.sopUID)])
+        os.unlink(self.archive.objectReader.path(stored.deviceName, stored.objectFile))
+        self.assertEqual((yield comments()), {second.sopUID: ["AGAIN"]})
 
     @defer.inlineCallbacks
     def test_metadataStreamedInBatches(self):

@@ -17,6 +17,7 @@ from twisted.logger import Logger
 
 from pacscore.storage.codeextensions import withoutEscapes
 from pacscore.web.answers import Answer
+from pacscore.web.dicomweb.rawvalues import rawValues
 
 log = Logger()
 
@@ -60,9 +61,14 @@ def _jsonObject(dataset, handler, threshold):
 
 def _jsonAttribute(dataset, tag, handler, threshold):
     """The DICOM JSON of the attribute ``tag`` of ``dataset``: as pydicom
-    writes it, else the stored text of its values; None (with a log line)
+    writes it (its values read from the stored bytes where ``rawValues``
+    can), else the stored text of its values; None (with a log line)
     for a sequence that cannot be read.  A sequence without items has no
     "Value" (PS3.18 F.2.5)."""
+    plain = rawValues(dataset, tag)
+    if plain is not None:
+        vr, values = plain
+        return {"vr": vr, "Value": [_jsonValue(value) for value in values]} if values else {"vr": vr}
     try:
         element = dataset[tag]
         if element.VR == "SQ":

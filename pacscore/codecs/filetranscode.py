@@ -29,7 +29,7 @@ from pacscore.codecs.syntaxes import (
 from pacscore.codecs.transcode import (
     _EXPLICIT_HEADER, _EXTENDED_OFFSET_TABLE, _IMPLICIT_HEADER, _LONG_LENGTH, PIXEL_DATA,
     TranscodeError, _atPixelData, _clean, _decompressAll, _describe, _write, changedAround, codecLock,
-    codedLossy, elementHeader, littleEndianLayout, markDecodedLossy)
+    codedLossy, codedPrecision, elementHeader, littleEndianLayout, markDecodedLossy)
 from pacscore.storage.attributes import DatasetError
 
 COPY_CHUNK = 1 << 20
@@ -132,6 +132,8 @@ def _decodeFrames(source, end, syntax, targetImplicit, out, change):
                                pixel_vr=vr.decode("ascii"))
     source.seek(valueStart)
     lossy = codedLossy(syntax, source)
+    source.seek(valueStart)
+    options.update(codedPrecision(syntax, source, head))
     source.seek(valueStart)
     with codecLock(syntax):
         frames = get_decoder(syntax).iter_array(source, validate=True, as_rgb=True, **options)

@@ -15,7 +15,9 @@ Samples are P = Bits Stored bits; signed ones are coded as their P-bit
 two's complement: the decoder gives those bits back and the Pixel
 Representation says how to read them. Up to 8 bits stored in 16 allocated
 are coded with P = 12 (as dcm4che does): a decoder gives 8-bit samples for
-P <= 8, which pydicom cannot place in 16-bit pixels.
+P <= 8, which pydicom cannot place in 16-bit pixels. Pixel data with bits
+set above High Bit (embedded overlays) is coded with P = Bits Allocated,
+as DCMTK's true lossless mode does, so those bits come back too.
 
 ``encodeDataset`` encodes every frame of a native data set and replaces its
 Pixel Data by the encapsulated codestreams (with a basic offset table).
@@ -26,7 +28,7 @@ import struct
 import numpy as np
 
 from pacscore.codecs.huffman import CATEGORY, SEGMENT, dhtSegment, extraBits, optimalTable, pack
-from pacscore.codecs.pixelframes import encapsulateFrames, nativeFrames
+from pacscore.codecs.pixelframes import encapsulateFrames, nativeFrames, usesBitsAboveHighBit
 from pacscore.codecs.syntaxes import JPEG_LOSSLESS_SYNTAXES
 
 PREDICTOR = 1  # T.81 table H.1: Px = Ra
@@ -102,5 +104,10 @@ def encodeDataset(ds, transferSyntax):
     if transferSyntax not in JPEG_LOSSLESS_SYNTAXES:
         raise ValueError(f"{transferSyntax} is not a lossless JPEG syntax")
     frames = nativeFrames(ds, "lossless JPEG")
-    precision = ds.BitsStored if ds.BitsStored > 8 or ds.BitsAllocated == 8 else _WIDE_PRECISION
+    if usesBitsAboveHighBit(ds):
+        precision = ds.BitsAllocated
+    elif ds.BitsStored > 8 or ds.BitsAllocated == 8:
+        precision = ds.BitsStored
+    else:
+        precision = _WIDE_PRECISION
     encapsulateFrames(ds, (encodeFrame(frame, precision) for frame in frames), transferSyntax)

@@ -1,5 +1,7 @@
 """The native frames our JPEG encoders (``jpeglossless``, ``jpeglossy``)
-take from a data set, and the encapsulated Pixel Data they put back."""
+take from a data set, the encapsulated Pixel Data they put back, and
+whether native pixel data holds bits above its High Bit, which a lossless
+codec must then code too."""
 
 import numpy as np
 from pydicom.dataset import FileMetaDataset
@@ -37,6 +39,24 @@ def nativeFrames(ds, codec):
         raise ValueError(f"Pixel Data has {len(ds.PixelData)} bytes, not the "
                          f"{count * dtype.itemsize} of {frames} frame(s) of {shape[1:]}")
     return np.frombuffer(ds.PixelData, dtype, count).reshape(shape)
+
+
+def usesBitsAboveHighBit(ds):
+    """Whether the native Pixel Data of ``ds`` (little endian, its High
+    Bit the top one of its Bits Stored) has samples with bits set above
+    High Bit other than the sign's extension: pixel-embedded overlays (the
+    retired (60xx,0100) Overlay Bits Allocated 16) and the like, which a
+    codec working at a precision of Bits Stored drops."""
+    bitsAllocated, bitsStored = ds.get("BitsAllocated"), ds.get("BitsStored")
+    if bitsAllocated not in (8, 16, 32) or not bitsStored or bitsStored >= bitsAllocated:
+        return False
+    size = bitsAllocated // 8
+    words = np.frombuffer(ds.PixelData, f"<u{size}", len(ds.PixelData) // size)
+    above = words >> bitsStored
+    if ds.get("PixelRepresentation") == 1:
+        signExtension = ((words >> (bitsStored - 1)) & 1) * ((1 << (bitsAllocated - bitsStored)) - 1)
+        return bool(np.any(above != signExtension))
+    return bool(above.any())
 
 
 def encapsulateFrames(ds, codestreams, transferSyntax):

@@ -31,6 +31,11 @@ goes in P-DATA:
   want. openjpeg (6 resolution levels) refuses images under 32 pixels
   across and more than 24 bits stored, RLE more than 16 bits: such images
   raise TranscodeError and go in another syntax.
+* lossless means the stored words bit for bit: pixel data with bits set
+  above High Bit (embedded overlays) is coded at Bits Allocated precision
+  in a lossless syntax, as DCMTK's true lossless mode does, and a stream
+  coded at a precision above Bits Stored (or in RLE, which codes whole
+  words) is decoded at that precision, not masked to Bits Stored.
 * compressed -> another compressed: both of the above.
 * no Pixel Data (SR, presentation states, key objects ...): re-encoded as
   the target's encoding; in a compressed target syntax the data set is
@@ -66,10 +71,12 @@ from pydicom.uid import UID
 from pacscore.codecs.jpeglossless import encodeDataset as encodeJpegLossless
 from pacscore.codecs.jpeglossy import DEFAULT_QUALITY
 from pacscore.codecs.jpeglossy import encodeDataset as encodeJpegLossy
+from pacscore.codecs.pixelframes import usesBitsAboveHighBit
 from pacscore.codecs.syntaxes import (
     DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_BIG_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN,
-    IMPLICIT_VR_LITTLE_ENDIAN, JPEG_2000, JPEG_BASELINE, JPEG_EXTENDED, JPEG_LOSSLESS_SYNTAXES,
-    JPEG_LOSSY_SYNTAXES, JPEG_LS_NEAR_LOSSLESS, NATIVE, canDecode, canEncode, isCompressed)
+    IMPLICIT_VR_LITTLE_ENDIAN, JPEG_2000, JPEG_2000_LOSSLESS, JPEG_BASELINE, JPEG_EXTENDED,
+    JPEG_LOSSLESS_SYNTAXES, JPEG_LOSSY_SYNTAXES, JPEG_LS_LOSSLESS, JPEG_LS_NEAR_LOSSLESS, NATIVE,
+    RLE_LOSSLESS, canDecode, canEncode, isCompressed)
 from pacscore.dicom.uids import isUID
 from pacscore.storage.attributes import DatasetError, walkDataset
 
@@ -90,6 +97,11 @@ _IMPLICIT_HEADER = struct.Struct("<HHL")
 _EXPLICIT_HEADER = struct.Struct("<HH2sH")
 _LONG_LENGTH = struct.Struct("<L")
 _SOS = 0xDA  # a JPEG start of scan marker's second byte
+# The second bytes of the JPEG start of frame markers (T.81 table B.1: not
+# DHT C4, JPG C8, DAC CC); the sample precision follows the segment length.
+_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+# Decoded by pydicom masked to Bits Stored, unless told another precision.
+_JPEG_PROCESSES = JPEG_LOSSY_SYNTAXES | JPEG_LOSSLESS_SYNTAXES
 _LONG_VRS = frozenset(b"OB OD OF OL OV OW SQ SV UC UN UR UT UV".split())
 # Bytes per word of the binary VRs a change of byte order must swap.
 _WORD_SIZES = {"OW": 2, "OF": 4, "OL": 4, "OD": 8, "OV": 8}
@@ -375,11 +387,12 @@ def _decompress(ds, source):
     if not canDecode(source):
         raise _Problem("no decoder for its pixel data is installed")
     lossy = codedLossy(source, ds.PixelData)
+    options = codedPrecision(source, ds.PixelData, ds)
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = source
     try:
         with codecLock(source):
-            decompress(ds, as_rgb=True, generate_instance_uid=False)
+            decompress(ds, as_rgb=True, generate_instance_uid=False, **options)
     finally:
         del ds.file_meta
     for keyword in _EXTENDED_OFFSET_TABLE:
@@ -397,25 +410,68 @@ def codedLossy(syntax, encapsulated):
         return True
     if syntax != JPEG_LS_NEAR_LOSSLESS:
         return False
+    return _near(_firstFragment(encapsulated)) > 0
+
+
+def codedPrecision(syntax, encapsulated, ds):
+    """pydicom's decoding options for pixel data in ``syntax``,
+    ``encapsulated`` (bytes or a file, from its Basic Offset Table item),
+    of the image ``ds`` describes, that give back the bits above Bits
+    Stored the stream holds, which pydicom would mask off: RLE codes whole
+    words; a JPEG stream whose first frame has a precision above Bits
+    Stored (DCMTK's true lossless mode, ours for embedded overlays) is
+    decoded at that precision. {} when there is nothing more to keep."""
+    bitsAllocated, bitsStored = ds.get("BitsAllocated") or 0, ds.get("BitsStored") or 0
+    if syntax == RLE_LOSSLESS:
+        precision = bitsAllocated
+    elif syntax in _JPEG_PROCESSES:
+        precision = _sofPrecision(_firstFragment(encapsulated))
+    else:
+        return {}
+    return {"bits_stored": precision} if bitsStored < precision <= bitsAllocated else {}
+
+
+def _firstFragment(encapsulated):
+    """The first fragment after the Basic Offset Table; b"" when the pixel
+    data is not encapsulated as it should be (the decoder says so)."""
     try:
         fragments = generate_fragments(encapsulated)
         next(fragments, None)  # the Basic Offset Table
-        return _near(next(fragments, b"")) > 0
-    except ValueError:  # not encapsulated as it should be: the decoder says so
-        return False
+        return next(fragments, b"")
+    except ValueError:
+        return b""
+
+
+def _segment(codestream, markers):
+    """Where the first marker segment of ``codestream`` (JPEG or JPEG-LS)
+    whose marker's second byte is in ``markers`` starts, looking no
+    further than the first scan; None when there is none."""
+    at = 2  # after SOI
+    while at + 5 <= len(codestream) and codestream[at] == 0xFF:
+        if codestream[at + 1] in markers:
+            return at
+        if codestream[at + 1] == _SOS:
+            return None
+        at += 2 + struct.unpack_from(">H", codestream, at + 2)[0]
+    return None
 
 
 def _near(codestream):
     """The NEAR parameter of the first scan (SOS: length, Ns, Ns component
     selectors and mapping tables, NEAR) of a JPEG-LS ``codestream``; 0 when
     it has none."""
-    at = 2  # after SOI
-    while at + 5 <= len(codestream) and codestream[at] == 0xFF:
-        if codestream[at + 1] == _SOS:
-            nearAt = at + 5 + 2 * codestream[at + 4]
-            return codestream[nearAt] if nearAt < len(codestream) else 0
-        at += 2 + struct.unpack_from(">H", codestream, at + 2)[0]
-    return 0
+    at = _segment(codestream, (_SOS,))
+    if at is None:
+        return 0
+    nearAt = at + 5 + 2 * codestream[at + 4]
+    return codestream[nearAt] if nearAt < len(codestream) else 0
+
+
+def _sofPrecision(codestream):
+    """The sample precision of a JPEG ``codestream``'s frame; 0 when it has
+    no frame header."""
+    at = _segment(codestream, _SOF)
+    return codestream[at + 4] if at is not None else 0
 
 
 def markDecodedLossy(ds, source, lossy):
@@ -466,13 +522,34 @@ def _compress(ds, target, quality):
         elif target in JPEG_LOSSY_SYNTAXES:
             encodeJpegLossy(ds, target, quality)
         else:
-            with codecLock(target):
+            wide = _lossless(target, options) and usesBitsAboveHighBit(ds)
+            with codecLock(target), _allBitsStored(ds) if wide else contextlib.nullcontext():
                 compress(ds, target, generate_instance_uid=False, **options)
     finally:
         del ds.file_meta
     method = _LOSSY_METHODS.get(target)
     if method:
         _markLossy(ds, before / max(len(ds.PixelData), 1), method)
+
+
+def _lossless(target, options):
+    """Whether pydicom's encoder writes ``target`` with ``options``
+    losslessly at a precision of Bits Stored (RLE codes whole words)."""
+    return target in (JPEG_LS_LOSSLESS, JPEG_2000_LOSSLESS) or (
+        target == JPEG_LS_NEAR_LOSSLESS and options["jls_error"] == 0)
+
+
+@contextlib.contextmanager
+def _allBitsStored(ds):
+    """``ds`` said to store all its Bits Allocated, for an encoder to code
+    every bit (DCMTK's true lossless mode); its Bits Stored and High Bit
+    back afterwards."""
+    bitsStored, highBit = ds.BitsStored, ds.HighBit
+    ds.BitsStored, ds.HighBit = ds.BitsAllocated, ds.BitsAllocated - 1
+    try:
+        yield
+    finally:
+        ds.BitsStored, ds.HighBit = bitsStored, highBit
 
 
 def nearError(quality):

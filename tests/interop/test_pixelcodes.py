@@ -14,7 +14,10 @@ dcmdjpeg decodes close to the originals, and stores what storescu sends
 to PACS~j4 in JPEG Extended. The script codes s0..s9 run their
 CompressionConverterN line on objects moved to a node registered with
 one, forwarded with ``forward compressed as s0`` or sent to PACS~s0
-(``destroy`` leaving them out)."""
+(``destroy`` leaving them out). The lossless codes keep the bits above
+High Bit (embedded overlays): stored with j1/js they come back from
+dcmdjpeg/dcmdjpls, and dcmcjpeg's true lossless object comes back with
+them decompressed to getscu."""
 
 import os
 import struct
@@ -329,3 +332,65 @@ class ScriptCodeTests(ServersTestCase):
         [received] = self.forwarded.datasets()
         self.assertEqual(received.PatientName, "ANON^PATIENT")
         self.assertEqual(received.SOPInstanceUID, pydicom.dcmread(source).SOPInstanceUID)
+
+
+def embeddedOverlay(path):
+    """A 12-bit CT in 16 bits with a pixel-embedded overlay in bit 12 (the
+    retired (60xx,0100) Overlay Bits Allocated 16, (60xx,0102) Overlay Bit
+    Position 12), written to ``path``; its pixel words."""
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 12, 11, 0
+    words = (np.arange(ds.Rows * ds.Columns) % 4096).astype(np.uint16).reshape(ds.Rows, ds.Columns)
+    words[20:40, 10:50] |= 1 << 12
+    ds.PixelData = words.tobytes()
+    ds.add_new(0x60000100, "US", 16)
+    ds.add_new(0x60000102, "US", 12)
+    ds.save_as(path)
+    return pydicom.dcmread(path)
+
+
+class EmbeddedOverlayTests(ServersTestCase):
+    """The lossless codes keep the bits above High Bit (embedded overlays)
+    both ways, as DCMTK's true lossless dcmcjpeg and dcmcjpls do."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.workdir = tempfile.mkdtemp(prefix="pacs-overlay-")
+        cls.server = PacsServer(os.path.join(cls.workdir, "pacs"))
+        cls.startAll(cls.server)
+
+    def decompressed(self, tool, path):
+        target = self.mktemp() + ".dcm"
+        result = dcmtk(tool, path, target)
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        return pydicom.dcmread(target)
+
+    def test_storedLosslessDecodedWithTheOverlay(self):
+        """PACS~j1 and PACS~js: what dcmdjpeg/dcmdjpls make of the stored
+        file are the words sent."""
+        for code, tool in (("j1", "dcmdjpeg"), ("js", "dcmdjpls")):
+            original = embeddedOverlay(self.mktemp() + ".dcm")
+            path = storedVia(self, self.server, code, original.filename)
+            self.assertTrue(pydicom.dcmread(path)["PixelData"].is_undefined_length, code)
+            self.assertEqual(self.decompressed(tool, path).PixelData, original.PixelData, code)
+
+    def test_dcmtkLosslessFetchedDecompressedWithTheOverlay(self):
+        """An object dcmcjpeg coded at 16 bits (true lossless), stored as received, comes
+        back to getscu proposing implicit VR only with the overlay bits."""
+        original = embeddedOverlay(self.mktemp() + ".dcm")
+        compressed = self.mktemp() + ".dcm"
+        result = dcmtk("dcmcjpeg", original.filename, compressed)
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        result = self.server.store(compressed, extra=("-R", "-xs"))  # JPEG lossless SV1
+        self.assertEqual(result.returncode, 0, result.stderr)
+        out = tempfile.mkdtemp(dir=self.workdir)
+        result = dcmtk("getscu", "-xi", "-aec", self.server.ae, "-od", out, "-k", "QueryRetrieveLevel=IMAGE",
+                       "-k", f"StudyInstanceUID={original.StudyInstanceUID}",
+                       "-k", f"SeriesInstanceUID={original.SeriesInstanceUID}",
+                       "-k", f"SOPInstanceUID={original.SOPInstanceUID}", "127.0.0.1", self.server.port)
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        [name] = os.listdir(out)
+        received = pydicom.dcmread(os.path.join(out, name))
+        self.assertFalse(received["PixelData"].is_undefined_length)
+        self.assertEqual(received.PixelData, original.PixelData)

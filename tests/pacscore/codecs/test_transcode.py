@@ -4,6 +4,7 @@ files it ships."""
 
 import io
 import struct
+import tempfile
 import warnings
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -12,13 +13,15 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.encaps import encapsulate
+from pydicom.encaps import encapsulate, generate_frames
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
 from pydicom.pixels.utils import compress
 from twisted.trial import unittest
 
 from pacscore.codecs import transcode as transcodeModule
+from pacscore.codecs.filetranscode import transcodeFile
+from pacscore.codecs.jpeglossless import encodeFrame
 from pacscore.codecs.syntaxes import (
     DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_BIG_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN,
     IMPLICIT_VR_LITTLE_ENDIAN, JPEG_2000, JPEG_2000_LOSSLESS, JPEG_BASELINE, JPEG_EXTENDED,
@@ -656,3 +659,77 @@ class ThreadTests(unittest.TestCase):
             with ThreadPoolExecutor(max_workers=4) as pool:
                 results = list(pool.map(lambda job: transcode(*job), jobs * 4))
         self.assertEqual(results, expected * 4)
+
+
+def overlaid(signed=False):
+    """A 12-bit image in 16 bits with a pixel-embedded overlay in bit 12
+    (the retired (60xx,0100) Overlay Bits Allocated 16, (60xx,0102) Overlay
+    Bit Position 12), explicit VR little endian; signed, sign-extended."""
+    ds = image()
+    ds.BitsStored, ds.HighBit = 12, 11
+    words = (np.arange(64 * 64) % 4096).astype(np.uint16).reshape(64, 64)
+    if signed:
+        ds.PixelRepresentation = 1
+        words = ((words.astype(np.int16) - 2048) & 0xFFF).astype(np.uint16)
+        words |= np.where(words & 0x800, 0xF000, 0).astype(np.uint16)
+        words[20:40, 10:50] ^= 1 << 12
+    else:
+        words[20:40, 10:50] |= 1 << 12
+    ds.PixelData = words.tobytes()
+    ds.add_new(0x60000100, "US", 16)
+    ds.add_new(0x60000102, "US", 12)
+    return ds
+
+
+LOSSLESS_TARGETS = [JPEG_LOSSLESS_SV1, JPEG_LS_LOSSLESS, JPEG_2000_LOSSLESS, RLE_LOSSLESS]
+
+
+class BitsAboveHighBitTests(unittest.TestCase):
+    """A lossless syntax gives back the stored words bit for bit, the bits
+    above High Bit (embedded overlays) too, as DCMTK's true lossless mode."""
+
+    def test_losslessRoundTrips(self):
+        for signed in (False, True):
+            ds = overlaid(signed)
+            data = encode(ds, EXPLICIT_VR_LITTLE_ENDIAN)
+            for via in LOSSLESS_TARGETS + [JPEG_LS_NEAR_LOSSLESS]:
+                compressed = quietly(transcode, data, EXPLICIT_VR_LITTLE_ENDIAN, via, 95)
+                back = asFile(convert(compressed, via, EXPLICIT_VR_LITTLE_ENDIAN), EXPLICIT_VR_LITTLE_ENDIAN)
+                self.assertEqual(back.PixelData, ds.PixelData, (signed, via))
+                self.assertEqual((back.BitsStored, back.HighBit), (12, 11))
+
+    def test_noOverlayCodedAtBitsStored(self):
+        """Without bits above High Bit the precision stays Bits Stored."""
+        ds = image()
+        ds.BitsStored, ds.HighBit = 12, 11
+        compressed = convert(encode(ds, EXPLICIT_VR_LITTLE_ENDIAN), EXPLICIT_VR_LITTLE_ENDIAN, JPEG_LOSSLESS_SV1)
+        frame = next(generate_frames(asFile(compressed, JPEG_LOSSLESS_SV1).PixelData, number_of_frames=1))
+        self.assertEqual(frame[frame.index(b"\xff\xc3") + 4], 12)
+
+    def test_wideStreamDecodedWhole(self):
+        """A stream coded at 16 bits for 12 stored (dcmcjpeg +tl) decodes
+        with its overlay bits, in memory and file to file."""
+        ds = overlaid()
+        frame = encodeFrame(np.frombuffer(ds.PixelData, "<u2").reshape(64, 64), 16)
+        ds.PixelData = encapsulate([frame])
+        ds["PixelData"].VR = "OB"
+        ds["PixelData"].is_undefined_length = True
+        data = encode(ds, EXPLICIT_VR_LITTLE_ENDIAN)
+        words = overlaid().PixelData
+        back = asFile(convert(data, JPEG_LOSSLESS_SV1, EXPLICIT_VR_LITTLE_ENDIAN), EXPLICIT_VR_LITTLE_ENDIAN)
+        self.assertEqual(back.PixelData, words)
+        with tempfile.TemporaryFile() as out:
+            transcodeFile(io.BytesIO(data), 0, len(data), JPEG_LOSSLESS_SV1, EXPLICIT_VR_LITTLE_ENDIAN, out)
+            out.seek(0)
+            self.assertEqual(asFile(out.read(), EXPLICIT_VR_LITTLE_ENDIAN).PixelData, words)
+
+    def test_narrowSignedStreamSignExtended(self):
+        """8 signed bits stored in 16, coded at 12 bits: decoded
+        sign-extended, as stored."""
+        ds = image()
+        ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 7, 1
+        ds.PixelData = (np.arange(64 * 64) % 256 - 128).astype("<i2").tobytes()
+        data = encode(ds, EXPLICIT_VR_LITTLE_ENDIAN)
+        compressed = convert(data, EXPLICIT_VR_LITTLE_ENDIAN, JPEG_LOSSLESS_SV1)
+        back = asFile(convert(compressed, JPEG_LOSSLESS_SV1, EXPLICIT_VR_LITTLE_ENDIAN), EXPLICIT_VR_LITTLE_ENDIAN)
+        self.assertEqual(back.PixelData, ds.PixelData)

@@ -9,7 +9,8 @@ objects need: into implicit or explicit VR little endian (what every peer
 takes), from either of those or from a compressed syntax a decoder here
 reads.  Byte for byte the same output (the tests compare them); it raises
 ``NotStreamed`` for anything else (another target, Pixel Data not where
-the syntax wants it, no Pixel Data at all), which the caller then converts
+the syntax wants it, no Pixel Data at all, a sequential JPEG stream whose
+scan headers must be mended), which the caller then converts
 in memory, and ``TranscodeError`` as ``transcode`` does.
 
 A compressed object is decoded a frame at a time by pydicom's decoder
@@ -29,7 +30,7 @@ from pacscore.codecs.syntaxes import (
 from pacscore.codecs.transcode import (
     _EXPLICIT_HEADER, _EXTENDED_OFFSET_TABLE, _IMPLICIT_HEADER, _LONG_LENGTH, PIXEL_DATA,
     TranscodeError, _atPixelData, _clean, _decompressAll, _describe, _write, changedAround, codecLock,
-    codedLossy, codedPrecision, elementHeader, littleEndianLayout, markDecodedLossy)
+    codedLossy, codedPrecision, elementHeader, littleEndianLayout, markDecodedLossy, scansToMend)
 from pacscore.storage.attributes import DatasetError
 
 COPY_CHUNK = 1 << 20
@@ -130,6 +131,9 @@ def _decodeFrames(source, end, syntax, targetImplicit, out, change):
     _decompressAll(head, syntax)  # icons in sequences
     options = as_pixel_options(head, transfer_syntax_uid=UID(syntax), pixel_keyword="PixelData",
                                pixel_vr=vr.decode("ascii"))
+    source.seek(valueStart)
+    if scansToMend(syntax, source):
+        raise NotStreamed("its JPEG scan headers are mended in memory")
     source.seek(valueStart)
     lossy = codedLossy(syntax, source)
     source.seek(valueStart)

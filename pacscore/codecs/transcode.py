@@ -17,7 +17,10 @@ goes in P-DATA:
   ``Dataset.decompress``), the encapsulation and any extended offset table
   go; every other element stays. A lossy source (JPEG processes 1-13 and
   the like, JPEG-LS near-lossless with a NEAR above 0) gets Lossy Image
-  Compression "01", and its method if known, if it did not say so.
+  Compression "01", and its method if known, if it did not say so. A
+  sequential JPEG stream whose scans say a spectral selection other than
+  0..63 (old encoders), which libjpeg refuses, is decoded from a copy
+  saying 0..63, as dcmdjpeg decodes it, with a log line.
 * uncompressed -> compressed: ``Dataset.compress`` with the encoders
   available here (``syntaxes.canEncode``): RLE, JPEG 2000 lossless and
   lossy (compression ratio 100 / ``quality`` at most, as Conquest asks of
@@ -61,16 +64,18 @@ from io import BytesIO
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.encaps import generate_fragments
+from pydicom.encaps import encapsulate, generate_fragments, generate_frames
 from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset
 from pydicom.filewriter import correct_ambiguous_vr, write_dataset
 from pydicom.pixels.utils import compress, decompress, expand_ybr422
 from pydicom.uid import UID
+from twisted.logger import Logger
 
 from pacscore.codecs.jpeglossless import encodeDataset as encodeJpegLossless
 from pacscore.codecs.jpeglossy import DEFAULT_QUALITY
 from pacscore.codecs.jpeglossy import encodeDataset as encodeJpegLossy
+from pacscore.codecs.jpegmarkers import near, samplePrecision, sequentialScansMended
 from pacscore.codecs.pixelframes import usesBitsAboveHighBit
 from pacscore.codecs.syntaxes import (
     DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_BIG_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN,
@@ -80,6 +85,8 @@ from pacscore.codecs.syntaxes import (
 from pacscore.dicom.uids import isUID
 from pacscore.storage.attributes import DatasetError, walkDataset
 
+
+log = Logger()
 
 # pylibjpeg-openjpeg (2.6) is not thread-safe: its C side logs through
 # Python with static variables, and concurrent encoding and decoding in two
@@ -96,10 +103,6 @@ _UNDEFINED_LENGTH = 0xFFFFFFFF
 _IMPLICIT_HEADER = struct.Struct("<HHL")
 _EXPLICIT_HEADER = struct.Struct("<HH2sH")
 _LONG_LENGTH = struct.Struct("<L")
-_SOS = 0xDA  # a JPEG start of scan marker's second byte
-# The second bytes of the JPEG start of frame markers (T.81 table B.1: not
-# DHT C4, JPG C8, DAC CC); the sample precision follows the segment length.
-_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 # Decoded by pydicom masked to Bits Stored, unless told another precision.
 _JPEG_PROCESSES = JPEG_LOSSY_SYNTAXES | JPEG_LOSSLESS_SYNTAXES
 _LONG_VRS = frozenset(b"OB OD OF OL OV OW SQ SV UC UN UR UT UV".split())
@@ -387,6 +390,8 @@ def _decompress(ds, source):
     if not canDecode(source):
         raise _Problem("no decoder for its pixel data is installed")
     lossy = codedLossy(source, ds.PixelData)
+    if source in JPEG_LOSSY_SYNTAXES:
+        _mendScans(ds)
     options = codedPrecision(source, ds.PixelData, ds)
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = source
@@ -410,7 +415,7 @@ def codedLossy(syntax, encapsulated):
         return True
     if syntax != JPEG_LS_NEAR_LOSSLESS:
         return False
-    return _near(_firstFragment(encapsulated)) > 0
+    return near(_firstFragment(encapsulated)) > 0
 
 
 def codedPrecision(syntax, encapsulated, ds):
@@ -425,7 +430,7 @@ def codedPrecision(syntax, encapsulated, ds):
     if syntax == RLE_LOSSLESS:
         precision = bitsAllocated
     elif syntax in _JPEG_PROCESSES:
-        precision = _sofPrecision(_firstFragment(encapsulated))
+        precision = samplePrecision(_firstFragment(encapsulated))
     else:
         return {}
     return {"bits_stored": precision} if bitsStored < precision <= bitsAllocated else {}
@@ -442,36 +447,23 @@ def _firstFragment(encapsulated):
         return b""
 
 
-def _segment(codestream, markers):
-    """Where the first marker segment of ``codestream`` (JPEG or JPEG-LS)
-    whose marker's second byte is in ``markers`` starts, looking no
-    further than the first scan; None when there is none."""
-    at = 2  # after SOI
-    while at + 5 <= len(codestream) and codestream[at] == 0xFF:
-        if codestream[at + 1] in markers:
-            return at
-        if codestream[at + 1] == _SOS:
-            return None
-        at += 2 + struct.unpack_from(">H", codestream, at + 2)[0]
-    return None
+def scansToMend(syntax, encapsulated):
+    """Whether pixel data in ``syntax``, ``encapsulated`` (bytes or a file,
+    from its Basic Offset Table item), has a first frame ``_mendScans``
+    mends."""
+    return syntax in JPEG_LOSSY_SYNTAXES and sequentialScansMended(_firstFragment(encapsulated)) is not None
 
 
-def _near(codestream):
-    """The NEAR parameter of the first scan (SOS: length, Ns, Ns component
-    selectors and mapping tables, NEAR) of a JPEG-LS ``codestream``; 0 when
-    it has none."""
-    at = _segment(codestream, (_SOS,))
-    if at is None:
-        return 0
-    nearAt = at + 5 + 2 * codestream[at + 4]
-    return codestream[nearAt] if nearAt < len(codestream) else 0
-
-
-def _sofPrecision(codestream):
-    """The sample precision of a JPEG ``codestream``'s frame; 0 when it has
-    no frame header."""
-    at = _segment(codestream, _SOF)
-    return codestream[at + 4] if at is not None else 0
+def _mendScans(ds):
+    """The frames of ``ds`` (in a JPEG DCT syntax) whose scans have a
+    spectral selection other than 0..63 (``jpegmarkers.sequentialScansMended``)
+    mended, as dcmdjpeg reads them, with a log line."""
+    frames = list(generate_frames(ds.PixelData, number_of_frames=int(ds.get("NumberOfFrames") or 1)))
+    mended = [sequentialScansMended(frame) for frame in frames]
+    if any(frame is not None for frame in mended):
+        log.info("{uid}: JPEG scan start/stop not 0/63 in a sequential stream, decoded as 0/63",
+                 uid=ds.get("SOPInstanceUID"))
+        ds.PixelData = encapsulate([new or old for old, new in zip(frames, mended)])
 
 
 def markDecodedLossy(ds, source, lossy):

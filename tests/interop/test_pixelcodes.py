@@ -17,7 +17,9 @@ one, forwarded with ``forward compressed as s0`` or sent to PACS~s0
 (``destroy`` leaving them out). The lossless codes keep the bits above
 High Bit (embedded overlays): stored with j1/js they come back from
 dcmdjpeg/dcmdjpls, and dcmcjpeg's true lossless object comes back with
-them decompressed to getscu."""
+them decompressed to getscu. pydicom's JPEG-lossy.dcm, whose scan
+header libjpeg refuses, comes to getscu decompressed as dcmdjpeg
+decompresses it."""
 
 import os
 import struct
@@ -394,3 +396,35 @@ class EmbeddedOverlayTests(ServersTestCase):
         received = pydicom.dcmread(os.path.join(out, name))
         self.assertFalse(received["PixelData"].is_undefined_length)
         self.assertEqual(received.PixelData, original.PixelData)
+
+
+class MendedScansTests(ServersTestCase):
+    """A 12-bit JPEG Extended object whose scan header says Se = 0 (a
+    sequential stream must say 63), stored as received."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.workdir = tempfile.mkdtemp(prefix="pacs-scans-")
+        cls.server = PacsServer(os.path.join(cls.workdir, "pacs"))
+        cls.startAll(cls.server)
+        cls.path = get_testdata_file("JPEG-lossy.dcm")
+        result = cls.server.store(cls.path, extra=("-xx",))
+        assert result.returncode == 0, result.stderr
+
+    def test_getscuReceivesItDecompressed(self):
+        """getscu proposing implicit VR only gets what dcmdjpeg makes of it."""
+        original = pydicom.dcmread(self.path)
+        out = tempfile.mkdtemp(dir=self.workdir)
+        result = dcmtk("getscu", "-xi", "-aec", self.server.ae, "-od", out, "-k", "QueryRetrieveLevel=IMAGE",
+                       "-k", f"StudyInstanceUID={original.StudyInstanceUID}",
+                       "-k", f"SeriesInstanceUID={original.SeriesInstanceUID}",
+                       "-k", f"SOPInstanceUID={original.SOPInstanceUID}", "127.0.0.1", self.server.port)
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        [name] = os.listdir(out)
+        received = pydicom.dcmread(os.path.join(out, name))
+        self.assertFalse(received["PixelData"].is_undefined_length)
+        reference = self.mktemp() + ".dcm"
+        result = dcmtk("dcmdjpeg", self.path, reference)
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        error = np.abs(received.pixel_array.astype(int) - pydicom.dcmread(reference).pixel_array)
+        self.assertLessEqual(error.max(), 1)

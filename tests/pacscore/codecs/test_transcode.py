@@ -20,7 +20,7 @@ from pydicom.pixels.utils import compress
 from twisted.trial import unittest
 
 from pacscore.codecs import transcode as transcodeModule
-from pacscore.codecs.filetranscode import transcodeFile
+from pacscore.codecs.filetranscode import NotStreamed, transcodeFile
 from pacscore.codecs.jpeglossless import encodeFrame
 from pacscore.codecs.syntaxes import (
     DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_BIG_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN,
@@ -733,3 +733,29 @@ class BitsAboveHighBitTests(unittest.TestCase):
         compressed = convert(data, EXPLICIT_VR_LITTLE_ENDIAN, JPEG_LOSSLESS_SV1)
         back = asFile(convert(compressed, JPEG_LOSSLESS_SV1, EXPLICIT_VR_LITTLE_ENDIAN), EXPLICIT_VR_LITTLE_ENDIAN)
         self.assertEqual(back.PixelData, ds.PixelData)
+
+
+class SequentialScansTests(Checks, unittest.TestCase):
+    """A sequential JPEG whose scan header says Ss/Se other than 0/63
+    (pydicom's JPEG-lossy.dcm, which libjpeg refuses) is decoded as
+    dcmdjpeg decodes it."""
+
+    def test_decodedWithALogLine(self):
+        syntax, data, original = split("JPEG-lossy.dcm")
+        events = []
+        observer = transcodeModule.log.observer
+        transcodeModule.log.observer = events.append
+        self.addCleanup(setattr, transcodeModule.log, "observer", observer)
+        back = asFile(convert(data, syntax, EXPLICIT_VR_LITTLE_ENDIAN), EXPLICIT_VR_LITTLE_ENDIAN, original)
+        self.assertEqual(pixels(back).shape, (original.Rows, original.Columns))
+        self.assertEqual(back.LossyImageCompression, "01")
+        self.assertElementsKept(original, back, PIXEL_MODULE | {0x00282110, 0x00282114})
+        [event] = events
+        self.assertEqual(event["uid"], original.SOPInstanceUID)
+        self.assertIn("0/63", event["log_format"])
+
+    def test_notStreamedFileToFile(self):
+        syntax, data, _ = split("JPEG-lossy.dcm")
+        with tempfile.TemporaryFile() as out:
+            self.assertRaises(NotStreamed, transcodeFile, io.BytesIO(data), 0, len(data), syntax,
+                              EXPLICIT_VR_LITTLE_ENDIAN, out)

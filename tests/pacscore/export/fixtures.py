@@ -152,7 +152,7 @@ def settle(testCase, d, acceptor, clock=None):
 
 def failingFor(uid):
     """A ``convertToFirst`` whose conversion of ``uid`` fails, as of pixel
-    data no codec here decodes (pydicom's 12-bit JPEG-lossy.dcm)."""
+    data no codec here decodes."""
     async def convertToFirst(stored, data, syntaxes, workers, quality):
         if stored.sopInstanceUID == uid:
             raise TranscodeError("cannot decode")

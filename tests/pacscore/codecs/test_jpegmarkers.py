@@ -1,0 +1,60 @@
+"""Tests for pacscore.codecs.jpegmarkers: marker segments of JPEG and
+JPEG-LS codestreams, and the spectral selection of sequential scans
+mended."""
+
+import numpy as np
+from pydicom.encaps import generate_frames
+from twisted.trial import unittest
+
+from pacscore.codecs.jpeglossless import encodeFrame
+from pacscore.codecs.jpegmarkers import near, samplePrecision, sequentialScansMended
+from tests.pacscore.codecs.test_transcode import split
+
+SOS = b"\xff\xda"
+
+
+def firstFrame(name):
+    _, _, ds = split(name)
+    return next(generate_frames(ds.PixelData, number_of_frames=1))
+
+
+class MarkerTests(unittest.TestCase):
+
+    def test_samplePrecision(self):
+        self.assertEqual(samplePrecision(firstFrame("JPGExtended.dcm")), 12)
+        self.assertEqual(samplePrecision(encodeFrame(np.zeros((4, 4), np.uint16), 16)), 16)
+        self.assertEqual(samplePrecision(b"\xff\xd8\xff\xd9"), 0)
+
+    def test_near(self):
+        self.assertEqual(near(firstFrame("JPEGLSNearLossless_08.dcm")), 2)
+        self.assertEqual(near(firstFrame("MR_small_jpeg_ls_lossless.dcm")), 0)
+
+
+class SequentialScansTests(unittest.TestCase):
+
+    def test_spectralSelectionMended(self):
+        """pydicom's JPEG-lossy.dcm: Se = 0 in its only scan header, made
+        63; nothing else changes."""
+        frame = firstFrame("JPEG-lossy.dcm")
+        mended = sequentialScansMended(frame)
+        at = frame.index(SOS) + 5 + 2 * frame[frame.index(SOS) + 4]
+        self.assertEqual(frame[at:at + 2], b"\x00\x00")
+        self.assertEqual(mended[at:at + 2], b"\x00\x3f")
+        self.assertEqual(mended[:at] + mended[at + 2:], frame[:at] + frame[at + 2:])
+
+    def test_everyScan(self):
+        """Every scan of a stream with several (one per component) is mended."""
+        frame = firstFrame("JPEG-lossy.dcm")
+        start = frame.index(SOS)
+        scan = frame[start:-2]  # the scan header and its entropy-coded data
+        twoScans = frame[:-2] + scan + frame[-2:]
+        mended = sequentialScansMended(twoScans)
+        self.assertEqual(mended.count(b"\x00\x3f\x00", start), 2)
+        self.assertIsNone(sequentialScansMended(mended))
+
+    def test_nothingToMend(self):
+        self.assertIsNone(sequentialScansMended(firstFrame("JPGExtended.dcm")))
+        self.assertIsNone(sequentialScansMended(firstFrame("SC_rgb_jpeg_dcmtk.dcm")))
+        # lossless: Ss is the predictor
+        self.assertIsNone(sequentialScansMended(encodeFrame(np.zeros((4, 4), np.uint16), 12)))
+        self.assertIsNone(sequentialScansMended(b""))

@@ -1,6 +1,7 @@
 """The base of the web service's resources: a leaf resource answering each
 request with what a coroutine makes of it (``answers.Answer`` or
-``StreamAnswer``), a ``WebError`` as an error page and
+``StreamAnswer``), a ``WebError`` as an error page, a failure of the
+index database as a 503 (``Retry-After``) with one log line, and
 anything else as a 500 with its traceback in the log; a method it has no
 ``render_`` method for (PUT, DELETE ...) is a 405 error page naming those
 it answers (``Allow``), rather than twisted.web's unlogged ``501 Huh?``.
@@ -17,15 +18,19 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import http, resource, server
 
+from pacscore.db.errors import DATABASE_FAILURES, databaseMessage
 from pacscore.web.answers import HTML, Answer, StreamAnswer, WebError, notAllowed
 from pacscore.web.html import Markup, page
 from pacscore.pacing import Pacer
+
+RETRY_AFTER = "5"  # seconds a client waits before asking again with the index database down
 
 
 class AnsweringResource(resource.Resource):
     """A leaf resource answering each request with what the coroutine
     ``answer(request)`` returns (an Answer or StreamAnswer); a
-    WebError it raises is an error page, anything else a 500."""
+    WebError it raises is an error page, a failure of the index database
+    a 503, anything else a 500."""
 
     isLeaf = True
     log = Logger()
@@ -116,6 +121,11 @@ class AnsweringResource(resource.Resource):
             error = failure.value
             self.log.info("web: {peer} {uri}: {code} {message}", peer=_peer(request), uri=_uri(request),
                           code=error.code, message=error.message)
+        elif failure.check(*DATABASE_FAILURES):  # not a bug of ours: the service is unavailable for now
+            message = databaseMessage(failure.value)
+            self.log.error("web: {peer} {uri} failed: the index database: {error}", peer=_peer(request),
+                           uri=_uri(request), error=message)
+            error = WebError(503, f"the index database failed: {message}", [("Retry-After", RETRY_AFTER)])
         else:
             self.log.failure("web: {peer} {uri} failed", failure, peer=_peer(request), uri=_uri(request))
             error = WebError(500, "the server failed to answer this request; its log says why")

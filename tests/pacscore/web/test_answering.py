@@ -3,18 +3,21 @@ none of them answers (PUT, DELETE, PATCH, TRACE, OPTIONS but on
 /dicom-web and /wado) is a 405 naming the methods answered in ``Allow``, logged, and
 on /dicom-web with the CORS header its answers all carry; a Folder's path
 that names nothing is a logged 404; a stream stops quietly when the
-client leaves, and after its first chunk for a HEAD."""
+client leaves, and after its first chunk for a HEAD; a failure of the
+index database is a 503 with one log line."""
 
+from sqlalchemy.exc import OperationalError
 from twisted.internet import defer, protocol, reactor, task
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.error import ConnectionDone
-from twisted.logger import capturedLogs
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 from twisted.web import server
 from twisted.web.client import Agent
 from twisted.web.test.requesthelper import DummyRequest
 
+from pacscore.db.errors import IndexTimeout
 from pacscore.web.answering import AnsweringResource
 from pacscore.web.answers import StreamAnswer
 
@@ -158,3 +161,36 @@ class StreamEndTests(unittest.TestCase):
             yield task.deferLater(reactor, 0.2, lambda: None)
         self.assertEqual((response.code, self.made), (200, [0]))
         self.assertEqual([event for event in events if "log_failure" in event], [])
+
+
+class DatabaseFailureTests(unittest.TestCase):
+    """A failure of the index database (down, or past SQLTimeOut) is a 503
+    with ``Retry-After`` and one error line, not a 500 with a traceback;
+    also when a stream fails before its first chunk."""
+
+    def answered(self, error, stream=False):
+        class Failing(AnsweringResource):
+            async def answer(self, request):
+                if not stream:
+                    raise error
+
+                async def chunks():
+                    raise error
+                    yield b"never"
+                return StreamAnswer(chunks(), "text/plain")
+        request = DummyRequest([b""])
+        with capturedLogs() as events:
+            Failing().render(request)
+        return request, events
+
+    def test_serverDown(self):
+        down = OperationalError(None, None, Exception("connection refused"))
+        for error, message in ((down, "connection refused"), (IndexTimeout(30), "SQLTimeOut")):
+            for stream in (False, True):
+                request, events = self.answered(error, stream)
+                self.assertEqual(request.responseCode, 503)
+                self.assertEqual(request.responseHeaders.getRawHeaders(b"retry-after"), [b"5"])
+                self.assertIn(message.encode(), b"".join(request.written))
+                self.assertEqual([event for event in events if "log_failure" in event], [])
+                self.assertEqual([event["log_level"] for event in events], [LogLevel.error])
+                self.assertIn(message, formatEvent(events[0]))

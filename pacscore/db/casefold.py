@@ -7,18 +7,23 @@ It keeps the length of the text, character by character, so that a ``?``
 wildcard (SQL ``_``) still covers one character: Python's full case fold
 turns ``ß`` into ``ss`` and ``İ`` into ``i`` and a combining dot, and
 ``Stra?e`` never matched ``Straße``.  A character whose fold is longer
-than one character becomes its lower case when that is one character
-(``ẞ`` to ``ß``), else stays as it is (``ß``, ``İ``): as the ``lower()``
-of PostgreSQL and MariaDB, ``STRASSE`` does not match ``Straße``.
+than one character becomes the first character of its lower case: ``ẞ``
+``ß``, ``ß`` itself, ``İ`` ``i`` (its lower case is ``i`` and a combining
+dot): as the ``lower()`` of PostgreSQL and MariaDB, ``STRASSE`` does not
+match ``Straße`` and ``ilhan`` matches ``İLHAN``.
+
+SQLite's own ``lower()``, which ASCII keys are matched with, leaves every
+letter outside ASCII as it is: ``INTO_ASCII`` are those that fold into an
+ASCII letter.
 """
+
+# The characters outside ASCII that caseFolded makes an ASCII letter: İ, ſ (long s), K (Kelvin sign).
+INTO_ASCII = {"\u0130": "i", "\u017f": "s", "\u212a": "k"}
 
 
 def _foldCharacter(character):
     folded = character.casefold()
-    if len(folded) == 1:
-        return folded
-    lowered = character.lower()
-    return lowered if len(lowered) == 1 else character
+    return folded if len(folded) == 1 else character.lower()[0]
 
 
 def caseFolded(text):

@@ -68,7 +68,7 @@ from sqlalchemy.sql.elements import UnaryExpression
 from sqlalchemy.sql.operators import custom_op
 from twisted.logger import Logger
 
-from pacscore.db.casefold import caseFolded
+from pacscore.db.casefold import INTO_ASCII, caseFolded
 from pacscore.db.peerqueries import checkAbandoned
 from pacscore.db.personnames import CUT_SLACK, personName, storedPersonName
 from pacscore.db.sqlfunctions import distinctValues, textLength
@@ -509,12 +509,29 @@ def _personNameConditions(column, values, prefixRange, foldCase, length=None):
         return condition
     lowered = func.lower(column)
     if prefixRange:
-        starts = [_prefixRange(lowered, prefix.lower()) for prefix in prefixes]
+        starts = [_prefixRange(lowered, spelling) for prefix in prefixes for spelling in _sqliteSpellings(prefix.lower())]
     elif ascii:
         starts = [lowered.like(escapeLike(prefix.lower()) + "%", escape=_ESCAPE) for prefix in prefixes]
     else:
         starts = [lowered.like(func.lower(escapeLike(prefix) + "%"), escape=_ESCAPE) for prefix in prefixes]
     return and_(_anyOf(starts), condition)
+
+
+def _sqliteSpellings(prefix):
+    """The starts, as SQLite's ``lower()`` leaves them, of the names whose
+    case fold starts with the lower-case ASCII ``prefix``: where it has a
+    letter that a character outside ASCII folds into (``i``: ``İ``), also
+    with that character; cut before the third such letter (4 ranges at most)."""
+    outside = {letter: character for character, letter in INTO_ASCII.items()}
+    spellings = [""]
+    for letter in prefix:
+        if letter not in outside:
+            spellings = [spelling + letter for spelling in spellings]
+        elif len(spellings) == 4:
+            break
+        else:
+            spellings = [spelling + choice for spelling in spellings for choice in (letter, outside[letter])]
+    return spellings
 
 
 def _widestPrefixes(prefixes):
@@ -660,17 +677,35 @@ def _textConditions(column, vr, values, isMulti, prefixRange=False, foldCase=Fal
     """The conditions, one of which must hold, of text values: one per
     wildcard value and an ``IN`` for the others; PN (and with ``foldCase``
     any text) case-insensitive; DT_MSTR one per value, matching any part."""
-    fold = None  # an SQL function the values go through, on the server
-    if vr == "PN" or foldCase:
-        if all(value.isascii() for value in values):
-            column, values = func.lower(column), list(dict.fromkeys(value.lower() for value in values))
-        elif prefixRange:
-            # SQLite's lower() folds ASCII letters only ("ÅSE" -> "Åse"): the SQLite
-            # driver's pacscore.db.casefold, on every row (no index has it), of the bytes
-            # (sqlite3 fails on text that is not UTF-8, which Conquest may have left)
-            column, values = func.pacs_casefold(cast(column, LargeBinary)), [caseFolded(v) for v in values]
-        else:  # the server's lower() on both sides: its rules are not Python's (İ, Latin Extended-B ...)
-            column, fold = _serverFolded(column), _serverFolded
+    if vr != "PN" and not foldCase:
+        return _matching(column, values, isMulti)
+    if all(value.isascii() for value in values):
+        values = list(dict.fromkeys(value.lower() for value in values))
+        conditions = _matching(func.lower(column), values, isMulti)
+        if prefixRange and any(set(value) & set(INTO_ASCII.values()) for value in values):
+            # SQLite's lower() leaves İ (ſ, K) as it is, which the case fold (as the other
+            # databases' lower()) makes an ASCII letter: names holding one matched on that
+            holding = _anyOf([func.instr(column, letter) > 0 for letter in INTO_ASCII])
+            conditions = [or_(_anyOf(conditions), and_(holding, _anyOf(_matching(_sqliteFolded(column), values,
+                                                                                   isMulti))))]
+        return conditions
+    if prefixRange:
+        return _matching(_sqliteFolded(column), [caseFolded(value) for value in values], isMulti)
+    # the server's lower() on both sides: its rules are not Python's (İ, Latin Extended-B ...)
+    return _matching(_serverFolded(column), values, isMulti, _serverFolded)
+
+
+def _sqliteFolded(column):
+    """SQLite's lower() folds ASCII letters only ("ÅSE" -> "Åse"): the SQLite
+    driver's pacscore.db.casefold, on every row (no index has it), of the bytes
+    (sqlite3 fails on text that is not UTF-8, which Conquest may have left)."""
+    return func.pacs_casefold(cast(column, LargeBinary))
+
+
+def _matching(column, values, isMulti, fold=None):
+    """The conditions of ``_textConditions`` once ``column`` and ``values``
+    are folded (``fold``: an SQL function the values go through, on the
+    server)."""
     if isMulti:
         return [_compare(column, value, True, fold) for value in values]
     wildcards = [value for value in values if _hasWildcards(value)]

@@ -368,12 +368,9 @@ class ConquestTakeoverTests(unittest.TestCase):
         self.assertEqual(served.SOPInstanceUID, "1.2.3.1.1")
 
 
-class LongNameTests(unittest.TestCase):
-    """A person name of three groups, 70 characters (PN allows 64 a
-    group), in the 64-character PatientName column: found by its whole
-    self by C-FIND and QIDO-RS, answered as the index holds it, cut."""
-
-    NAME = "Kobayashi-Takahashi^Hanako Michiko Yoshi=小林高橋^花子美智子良=こばやしたかはし^はなこみちこよし"
+class NameTestCase(unittest.TestCase):
+    """A server of its own for each test, objects stored by patient name,
+    found by C-FIND and QIDO-RS."""
 
     def setUp(self):
         self.server = PacsServer(self.mktemp())
@@ -401,6 +398,14 @@ class LongNameTests(unittest.TestCase):
             found = json.load(answer)
         self.assertEqual([match["00100020"]["Value"] for match in found], [[patientID]], name)
 
+
+class LongNameTests(NameTestCase):
+    """A person name of three groups, 70 characters (PN allows 64 a
+    group), in the 64-character PatientName column: found by its whole
+    self by C-FIND and QIDO-RS, answered as the index holds it, cut."""
+
+    NAME = "Kobayashi-Takahashi^Hanako Michiko Yoshi=小林高橋^花子美智子良=こばやしたかはし^はなこみちこよし"
+
     def test_foundByItsWholeName(self):
         self.store("LONGJP", self.NAME)
         self.assertIn("DICOMPatients.PatientName truncated to 64 characters", self.server.log())
@@ -415,3 +420,13 @@ class LongNameTests(unittest.TestCase):
         self.store("CCC", "C" * 70)
         self.assertFound("A" * 30 + "=" + "B" * 40, "CARETS", spelled[:64])
         self.assertFound("C" * 70 + "*", "CCC", "C" * 64)
+
+
+class DottedCapitalITests(NameTestCase):
+    """İ's lower case is i on SQLite as on PostgreSQL and MariaDB: İLHAN^AYŞE
+    found by ilhan^ayşe, Ilhan^Ayşe and an ASCII ilhan* (review dbparity, item 2)."""
+
+    def test_foundInLowerCase(self):
+        self.store("P015", "İLHAN^AYŞE")
+        for name in ("ilhan^ayşe", "Ilhan^Ayşe", "ilhan*", "ILHAN*", "İlhan*"):
+            self.assertFound(name, "P015", "İLHAN^AYŞE")

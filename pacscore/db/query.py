@@ -442,14 +442,22 @@ def cutToColumn(value, length):
     return value[:length].rstrip(" ")
 
 
+def cutAtNul(value):
+    """``value`` up to its first NUL, where Conquest's C strings end (and
+    PostgreSQL refuses text holding one)."""
+    return value.partition("\0")[0]
+
+
 def valuesOf(key, length=None):
-    """The request values of a key (stripped, text ones but PN longer than
-    ``length``, their column's, as ``_cutKey`` says, PN ones as
-    ``personName``, empty ones dropped), or None for universal matching."""
+    """The request values of a key (cut at a NUL, as ``cutAtNul`` cuts the
+    stored ones; stripped, text ones but PN longer than ``length``, their
+    column's, as ``_cutKey`` says, PN ones as ``personName``, empty ones
+    dropped), or None for universal matching."""
+    text = cutAtNul(key.value)
     if key.vr in UNSPLIT_VRS:
-        values = [key.value.rstrip(" \0")]
+        values = [text.rstrip(" ")]
     else:
-        values = [part.strip(" \0") for part in key.value.split("\\")]
+        values = [part.strip(" ") for part in text.split("\\")]
     if length is not None and key.vr in _CUT_VRS and key.vr != "PN":
         values = [_cutKey(value, length) for value in values]
     if key.vr == "PN":

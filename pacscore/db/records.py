@@ -41,13 +41,15 @@ the study's modalities, below).
   another writer (another node sharing the database) merged a modality in
   since, the row is read again, locked, and the modality merged into it, so
   that none is lost.
-- Values longer than their column are truncated (as Conquest does): the
-  first time for each column a warning, then debug lines; the columns
-  AllowTruncate names only ever get debug lines.  A merged modalities
-  value is no exception (Conquest leaves it to the database server).
+- Values longer than their column are truncated (as Conquest does), and
+  values holding a NUL cut there (where Conquest's C strings end; the
+  file keeps its bytes): the first time for each column a warning, then
+  debug lines; the columns AllowTruncate names only ever get debug
+  lines.  A merged modalities value is no exception (Conquest leaves it
+  to the database server).
   Keys are: a record whose PatientID, StudyInstanceUID, SeriesInstanceUID
-  or SOPInstanceUID (or link to one) is longer than its column is refused
-  (``checkKeys``), whatever AllowTruncate says, since cut it would be the
+  or SOPInstanceUID (or link to one) is longer than its column or holds
+  a NUL is refused (``checkKeys``), whatever AllowTruncate says, since cut it would be the
   key of another row: two SOP instances sharing their first 64 characters
   would be one, the second replacing (and removing the file of) the first.
 """
@@ -61,7 +63,7 @@ from twisted.logger import Logger
 
 from pacscore.db.sqlfunctions import distinctValues
 from pacscore.db.direct import DirectKeyList, DirectStatement
-from pacscore.db.query import MODALITIES_IN_STUDY, MODALITY, cutToColumn
+from pacscore.db.query import MODALITIES_IN_STUDY, MODALITY, cutAtNul, cutToColumn
 from pacscore.db.schema import LEVELS
 
 
@@ -141,17 +143,25 @@ class Truncations:
     def __init__(self, table, allowTruncate=frozenset()):
         self.table = table
         self.allowTruncate = allowTruncate
-        self.warned = set()  # columns whose truncation has been warned of
+        self.warned = set()  # (column, how cut) warned of
 
     def report(self, log, column, length, value):
         """Log with ``log`` that ``value`` was cut to ``column``'s ``length``."""
+        self._report(log, column, "truncated to {length} characters", value, length=length)
+
+    def reportNul(self, log, column, value):
+        """Log with ``log`` that ``value`` was cut at its NUL (``cutAtNul``)."""
+        self._report(log, column, "cut at a NUL", value)
+
+    def _report(self, log, column, cut, value, **fields):
+        """Log the ``cut`` (a format) of ``value``: ``column``'s first a warning."""
         report = log.debug
-        if column not in self.warned and column.lower() not in self.allowTruncate:
-            self.warned.add(column)
+        if (column, cut) not in self.warned and column.lower() not in self.allowTruncate:
+            self.warned.add((column, cut))
             report = log.warn
-        report("{table}.{column} truncated to {length} characters: {value!r} (further ones of this "
+        report("{table}.{column} " + cut + ": {value!r} (further ones of this "
                "column are logged at debug level; AllowTruncate lists columns never warned of)",
-               table=self.table, column=column, length=length, value=value)
+               table=self.table, column=column, value=value, **fields)
 
 
 class Level:
@@ -187,12 +197,16 @@ class Level:
             table.c[self.modalities.name].is_not_distinct_from(bindparam("b_modalities"))))
 
     def values(self, attrs):
-        """Column name -> value for this table, dates as YYYYMMDD, truncated."""
+        """Column name -> value for this table, dates as YYYYMMDD, cut at a
+        NUL, truncated."""
         values = {}
         for name, _, source, length, isDate in self.fields:
             value = attrs.get(source, "")
             if isDate:
                 value = value.replace(".", "")
+            if "\0" in value:
+                self.truncations.reportNul(self.log, name, value)
+                value = cutAtNul(value)
             values[name] = value if len(value) <= length else self._truncated(name, length, value)
         return values
 
@@ -247,7 +261,7 @@ def buildLevels(tables, layout, allowTruncate=frozenset()):
 def checkKeys(levels, attrs):
     """Raise ``ValueError`` if ``attrs`` cannot key index rows: no study,
     series or SOP instance UID, or a key or link value longer than its
-    column (cut, it would name another row)."""
+    column or holding a NUL (cut, it would name another row)."""
     for level in levels[1:]:
         if not attrs.get(level.keyTag):
             raise ValueError(f"{level.table.name}: empty {level.keyName}")
@@ -257,6 +271,8 @@ def checkKeys(levels, attrs):
             if len(value) > field.length:
                 raise ValueError(f"{level.table.name}.{field.name} {value!r} is longer than its "
                                  f"{field.length} characters")
+            if "\0" in value:
+                raise ValueError(f"{level.table.name}.{field.name} {value!r} holds a NUL")
 
 
 def checkRecord(levels, record):

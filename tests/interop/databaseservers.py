@@ -25,7 +25,7 @@ from pacscore.testing.corpus import generateCorpus
 from tests.interop.index import BOOKKEEPING
 from tests.interop.server import PacsServer, acknowledgedBy, dcmtkTool, killWhenIndexed
 from tests.interop.test_find import STUDY_ROOT, findscu
-from tests.interop.test_storage import storedFiles
+from tests.interop.test_storage import checkTextCutAtNul, storedFiles
 from tests.dbservers import started
 
 TABLES = ("DICOMPatients", "DICOMStudies", "DICOMSeries", "DICOMImages")
@@ -84,6 +84,9 @@ class IndexOnServer:
 
     def column(self, table, name):
         return sorted(r[0] for r in selectFrom(self.engine, quoted(self.engine, name), table))
+
+    def test_textCutAtNul(self):
+        checkTextCutAtNul(self, self.server)
 
     def test_storeFindRegenerate(self):
         scheme = self.driver.name

@@ -4,6 +4,7 @@ corpus over parallel associations, regeneration of the index, a crash in
 the middle of an ingest, a 300 MB object, bad input and a full disk."""
 
 import concurrent.futures
+import json
 import os
 import re
 import shutil
@@ -26,6 +27,7 @@ from pacscore.storage.part10 import readFileMeta
 from pacscore.testing.corpus import generateCorpus, makeDataset
 from tests.interop.index import column, rows, snapshot
 from tests.interop.peers import StorescpServer
+from tests.interop.test_find import STUDY_ROOT, findscu
 from tests.interop.server import PacsServer, acknowledgedBy, dcmtk, dcmtkTool, killWhenIndexed
 
 # transfer syntax -> (pydicom test file, storescu option proposing it)
@@ -65,6 +67,48 @@ def elements(ds):
             for e in ds if e.tag.element != 0 and e.tag != 0xFFFCFFFC]
 
 
+def checkTextCutAtNul(case, server):
+    """An object with a NUL inside its PatientName and StudyDescription is
+    stored (Success) on every database, indexed up to the NUL with a warning,
+    its file keeping its bytes, and found by C-FIND by the text before the
+    NUL and by QIDO-RS by the text with it (a key cut there too, not a 500
+    on PostgreSQL); the same once
+    ``dgate -r`` indexed it again (review dbparity, item 1)."""
+    uid = generate_uid()
+    ds = makeDataset("NULTEST1", "SP^X", uid, generate_uid(), generate_uid(), 1, 1)
+    ds.StudyDescription = "NUL#TEXT"
+    path = case.mktemp() + ".dcm"
+    ds.save_as(path, enforce_file_format=True)
+    with open(path, "rb") as f:
+        data = f.read()
+    with open(path, "wb") as f:
+        f.write(data.replace(b"NUL#TEXT", b"NUL\0TEXT").replace(b"SP^X", b"SP\0X"))
+    result = server.store(path, extra=("-v",))
+    case.assertIn("Store Response (Success)", result.stdout + result.stderr)
+    case.assertIn("DICOMStudies.StudyDescription cut at a NUL: 'NUL\\x00TEXT'", server.log())
+    [stored] = storedFiles(server.dataDir).values()
+    with open(stored, "rb") as f:
+        case.assertIn(b"NUL\0TEXT", f.read())
+
+    def assertFound():
+        for keys in ({"StudyDescription": "NUL"}, {"PatientName": "sp"}):  # a key's NUL: test_query
+            matches, result = findscu(server, STUDY_ROOT, "STUDY", {**keys, "StudyInstanceUID": None, "PatientName": None,
+                                                              "StudyDescription": None} | keys)
+            case.assertEqual([(m.StudyInstanceUID, m.StudyDescription, str(m.PatientName)) for m in matches],
+                             [(uid, "NUL", "SP")], (keys, result.stdout + result.stderr))
+        for query in ("PatientName=SP%00X", "StudyDescription=NUL%00TEXT"):
+            with urllib.request.urlopen(f"http://127.0.0.1:{server.webPort}/dicom-web/studies?{query}",
+                                        timeout=30) as answer:
+                case.assertEqual([match["0020000D"]["Value"] for match in json.load(answer)], [[uid]], query)
+    assertFound()
+    server.stop()
+    result = server.dgate("-r")
+    case.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+    case.assertIn("1 files indexed", result.stdout)
+    server.start()
+    assertFound()
+
+
 class ServerTestCase(unittest.TestCase):
     """Starts a fresh server for each test."""
 
@@ -74,6 +118,12 @@ class ServerTestCase(unittest.TestCase):
         self.server = PacsServer(self.mktemp(), ini=self.ini)
         self.addCleanup(self.server.stop)
         self.server.start()
+
+
+class NulInTextTests(ServerTestCase):
+
+    def test_cutAtNul(self):
+        checkTextCutAtNul(self, self.server)
 
 
 class EchoTests(ServerTestCase):

@@ -403,6 +403,32 @@ class UpsertTests(IndexTestCase):
         self.upsert(makeRecord("1.2.3.1.2", study="1.2.4", series="1.2.4.1", STUDY_DESCRIPTION="E" * 65))
         self.assertEqual([(e["column"], e["log_level"].name) for e in events], [("StudyDescription", "debug")])
 
+    def test_cutAtNul(self):
+        """A value holding a NUL is stored up to it, as Conquest's C strings
+        end there, on every database (PostgreSQL refuses text holding one):
+        the first of each column a warning, the next ones debug lines."""
+        events = []
+        self.patch(Level, "log", Logger(observer=events.append))
+        self.upsert(makeRecord("1.2.3.1.1", PATIENT_NAME="NUL\0NAME", STUDY_DESCRIPTION="NUL\0TEXT"))
+        self.assertEqual(self.row("patient")["PatientName"], "NUL")
+        self.assertEqual(self.row("study")["StudyDescription"], "NUL")
+        self.assertEqual({(e["table"], e["column"], e["log_level"].name) for e in events},
+                         {("DICOMPatients", "PatientName", "warn"), ("DICOMStudies", "PatientName", "warn"),
+                          ("DICOMStudies", "StudyDescription", "warn")})
+        self.assertIn("DICOMStudies.StudyDescription cut at a NUL: 'NUL\\x00TEXT'", [
+            formatEvent(e).split(" (")[0] for e in events])
+        del events[:]
+        self.upsert(makeRecord("1.2.3.1.2", study="1.2.4", series="1.2.4.1", STUDY_DESCRIPTION="\0E"))
+        self.assertEqual(self.row("study", StudyInstanceUID="1.2.4")["StudyDescription"], "")
+        self.assertEqual([(e["column"], e["log_level"].name) for e in events], [("StudyDescription", "debug")])
+
+    def test_keyHoldingNulRefused(self):
+        """A key holding a NUL is refused: cut, it would be another row's."""
+        for key, value in (("sop", "1.2.3.1.9\0.1"), ("series", "1.2.3.1\0.2"), ("patient", "PAT1\0X")):
+            error = self.assertRaises(ValueError, self.upsert, makeRecord(**{"sop": "1.2.3.1.9", key: value}))
+            self.assertIn("holds a NUL", str(error))
+        self.assertEqual(self.rows("image"), [])
+
     def test_truncationLeavesNoTrailingSpace(self):
         """A value cut after a space is stored without it, as a C-FIND
         answers it and a C-FIND for it must find it (PS3.5 6.2)."""

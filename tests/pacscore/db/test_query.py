@@ -467,6 +467,15 @@ class MatchingTests(ArchiveTestCase):
         self.assertMatches("STUDY", K(STUDY_DESCRIPTION, "LO", "CT"), [])
         self.assertMatches("SERIES", K(MODALITY, "CS", "CT"), ["1.1.1"])
 
+    def test_keyCutAtNul(self):
+        """A key holding a NUL is cut there, as the stored values are, on
+        every database (PostgreSQL refuses text holding one)."""
+        self.assertMatches("STUDY", K(STUDY_DESCRIPTION, "LO", "CT HEAD\0X"), ["1.1"])
+        self.assertMatches("STUDY", K(STUDY_DESCRIPTION, "LO", "CT\0HEAD"), [])
+        self.assertMatches("STUDY", K(STUDY_DESCRIPTION, "LO", "*HEA\0D"), [])
+        self.assertMatches("STUDY", K(STUDY_UID, "UI", "1.1\0.9"), ["1.1"])
+        self.assertMatches("PATIENT", K(PATIENT_NAME, "PN", "DOE^JOHN\0X"), ["PAT1"])
+
     def test_wildcards(self):
         self.assertMatches("STUDY", K(ACCESSION, "SH", "ACC*"), ["1.1", "1.2", "5.1"])
         self.assertMatches("STUDY", K(ACCESSION, "SH", "A??"), ["2.1", "3.1", "4.1"])

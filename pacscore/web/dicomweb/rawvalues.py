@@ -16,7 +16,7 @@ from pydicom.dataelem import RawDataElement
 from pydicom.hooks import hooks
 
 _PLAIN = re.compile(rb"[\x00\t\n\f\r\x20-\x7e]*")
-_INTEGER = re.compile(r"[+-]?[0-9]+")
+_INTEGER = re.compile(r"[+-]?[0-9]{1,15}")  # longer ones pydicom rounds through float
 _DECIMAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]{1,3})?")
 _DATES = ("DA", "DT", "TM")
 
@@ -24,6 +24,11 @@ _DATES = ("DA", "DT", "TM")
 def _split(text):
     """AE-less string VRs (convert_string, convert_UI): trailing padding off the whole value."""
     return text.rstrip(" \0").split("\\")
+
+
+def _uids(text):
+    """UI (convert_UI): as ``_split``, then each value stripped as pydicom's UID does."""
+    return [value.strip() for value in _split(text)]
 
 
 def _splitText(text):
@@ -49,7 +54,7 @@ def _decimals(text):
     return numbers if all(math.isfinite(number) for number in numbers) else None
 
 
-_TEXT = {"AS": _split, "CS": _split, "DA": _split, "DT": _split, "TM": _split, "UI": _split,
+_TEXT = {"AS": _split, "CS": _split, "DA": _split, "DT": _split, "TM": _split, "UI": _uids,
          "SH": _splitText, "LO": _splitText, "UC": _splitText, "ST": _single, "LT": _single, "UT": _single,
          "IS": _integers, "DS": _decimals}
 _NUMBERS = {"US": ("H", int), "UL": ("L", int), "SL": ("l", int), "FL": ("f", float), "FD": ("d", float)}

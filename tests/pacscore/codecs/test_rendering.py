@@ -7,10 +7,10 @@ from pydicom.dataset import Dataset
 from twisted.trial import unittest
 
 from pacscore.codecs import jpeglossless as jpegll
-from pacscore.codecs import nkipixels
+from pacscore.codecs import jpeglossy, nkipixels, rendering
 from pacscore.codecs.rendering import (
-    LINEAR, LINEAR_EXACT, SIGMOID, FrameOutOfRange, _grey, renderFile, renderFrame)
-from pacscore.codecs.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN, JPEG_LOSSLESS_SV1
+    LARGEST_FRAME, LINEAR, LINEAR_EXACT, SIGMOID, FrameOutOfRange, FrameTooLarge, _grey, renderFile, renderFrame)
+from pacscore.codecs.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN, JPEG_BASELINE, JPEG_LOSSLESS_SV1
 from pacscore.codecs.transcode import TranscodeError, transcode
 from pacscore.dicom.datasets import encodeDataset
 from pacscore.dicom.negotiation import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION
@@ -229,6 +229,40 @@ class SourceTests(unittest.TestCase):
         error = self.assertRaises(TranscodeError, renderFrame, data, syntax)
         self.assertIn("no Pixel Data", str(error))
         self.assertRaises(TranscodeError, renderFrame, b"\x08\x00\x05\x00garbage", EXPLICIT)
+
+
+class SizeTests(unittest.TestCase):
+    """A frame whose Rows x Columns x Samples per Pixel is over LARGEST_FRAME
+    is refused before its pixel data is decoded (a 1 kB JPEG declaring
+    30000 x 30000 took 5 GB and minutes)."""
+
+    def bomb(self):
+        ds = dataset(np.zeros((1, 16, 16), np.uint8), 8)
+        jpeglossy.encodeDataset(ds, JPEG_BASELINE)
+        codestream = bytearray(ds.PixelData)
+        sof = codestream.index(b"\xff\xc0", codestream.index(b"\xff\xd8"))
+        codestream[sof + 5:sof + 9] = (30000).to_bytes(2, "big") * 2
+        ds.PixelData = bytes(codestream)
+        ds.Rows = ds.Columns = 30000
+        return ds
+
+    def test_refusedUndecoded(self):
+        decoders = []
+        self.patch(rendering, "get_decoder", lambda syntax: decoders.append(syntax))
+        ds = self.bomb()
+        data = encodeDataset(ds, EXPLICIT)
+        path = FileTests.asFile(self, data, JPEG_BASELINE, ds)
+        for render in (lambda: renderFrame(data, JPEG_BASELINE), lambda: renderFile(path)):
+            error = self.assertRaises(FrameTooLarge, render)
+            self.assertIn("30000 x 30000", str(error))
+            self.assertIsInstance(error, TranscodeError)  # a 422 on the web
+        self.assertEqual(decoders, [])
+
+    def test_boundCountsSamples(self):
+        ds = dataset(np.zeros((1, 2, 2, 3), np.uint8), 8)
+        ds.Rows = 65535
+        ds.Columns = LARGEST_FRAME // 3 // ds.Rows + 1  # one column fewer would be allowed
+        self.assertRaises(FrameTooLarge, renderFrame, encodeDataset(ds, EXPLICIT), EXPLICIT)
 
 
 class FileTests(unittest.TestCase):

@@ -6,7 +6,14 @@ as long, or the request line and header lines longer than that in all
 ``431 Request Header Fields Too Large``, each with an error page
 and a log line naming the client, where twisted.web closed the connection
 without a word (RFC 9110 15.5.15; Apache answers 414 above its
-``LimitRequestLine`` too)."""
+``LimitRequestLine`` too).
+
+A request body is refused from the request's headers, before any of it is
+read (twisted.web spools any body to a temporary file first): ``413
+Content Too Large`` for a Content-Length over what the request may send
+(``pacscore.web.requestbodies``), or as soon as a chunked body goes past
+it, and, with ``WebUsers``, ``401`` when the headers log nobody in (the
+body waits, unread, while the password is checked)."""
 
 from twisted.logger import Logger
 from twisted.web import http
@@ -20,6 +27,46 @@ SHOWN = 80  # characters of a long request line in the log
 class PacsChannel(http.HTTPChannel):
 
     log = Logger()
+    _refused = False  # answered and closing: what the client still sends is dropped
+    _ended = False
+
+    def dataReceived(self, data):
+        if not self._refused:
+            super().dataReceived(data)
+
+    def connectionLost(self, reason):
+        self._ended = True
+        super().connectionLost(reason)
+
+    def allHeadersReceived(self):
+        if self.length == 0:  # no body
+            return super().allHeadersReceived()
+        request = self.requests[-1]
+        request.bodyLimit = self.site.bodyLimit(self._command, self._path)
+        if self.length is not None and request.bodyLimit and self.length > request.bodyLimit:
+            return self._refuse(self._path, WebError(413, f"the request body of {self.length} bytes is larger than "
+                                                          f"the {request.bodyLimit} this request may send"))
+        login = self.site.checkLogin(self._command, request)
+        if login is None:
+            return super().allHeadersReceived()
+        self.paused = True  # the LineReceiver's: the body stays unread (and unspooled) until the login is known
+        self._networkProducer.pauseProducing()
+        login.addCallback(self._loginChecked, request, self._path)
+
+    def _loginChecked(self, loggedIn, request, uri):
+        if self._ended:
+            return
+        if not loggedIn:
+            return self._refuse(uri, WebError(401, "a login is needed", self.site.guard.challenges(request)))
+        super().allHeadersReceived()
+        self.paused = False
+        self._networkProducer.resumeProducing()
+        self.dataReceived(b"")  # what came with the headers
+
+    def bodyTooLarge(self, request):
+        """The chunked body of ``request`` went past its ``bodyLimit``."""
+        self._refuse(self._path, WebError(413, f"the request body is larger than the {request.bodyLimit} bytes "
+                                               "this request may send"))
 
     def lineLengthExceeded(self, line):
         if self._receivedHeaderSize == 0:  # no line of this request yet: it is the request line
@@ -38,12 +85,16 @@ class PacsChannel(http.HTTPChannel):
     def _refuse(self, uri, error):
         """Answer ``error`` (a WebError) to the request for ``uri`` (bytes),
         log it, and close the connection."""
+        if self._refused:
+            return
+        self._refused = True
         uri = uri.decode("utf-8", "replace")
         peer = self.transport.getPeer()
         self.log.info("web: {peer} {uri}: {code} {message}", peer=getattr(peer, "host", peer),
                       uri=uri if len(uri) <= SHOWN else uri[:SHOWN] + "...", code=error.code, message=error.message)
         answer = errorPage(error)
-        self.transport.write(b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
-                             % (error.code, reason(error.code), answer.contentType.encode(), len(answer.body))
+        headers = b"".join(b"%s: %s\r\n" % (name.encode(), value.encode()) for name, value in answer.headers)
+        self.transport.write(b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n%sConnection: close\r\n\r\n"
+                             % (error.code, reason(error.code), answer.contentType.encode(), len(answer.body), headers)
                              + answer.body)
         self.loseConnection()

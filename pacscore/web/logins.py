@@ -3,7 +3,8 @@ HTTP Basic credentials of a user of that file, an Apache htpasswd file of
 bcrypt hashes (``htpasswd -B``), re-read when it changes.  The site is
 guarded the twisted.cred way (a Portal, this checker, a realm handing out
 the site's root); CORS preflights (OPTIONS, which browsers send without
-credentials) pass unguarded.
+credentials) pass unguarded.  The login of a request with a body is
+checked from its headers before the body is read (``LoginGuard.loggedIn``).
 
 Checking a bcrypt hash takes milliseconds of CPU (hundreds at high costs),
 so it runs in a thread (the reactor's pool, not the I/O pool that stores
@@ -27,6 +28,7 @@ from twisted.cred import error
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import IUsernamePassword
 from twisted.cred.portal import IRealm, Portal
+from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.web import guard
 from twisted.web.http import combinedLogFormatter
@@ -244,6 +246,8 @@ class LoginGuard(guard.HTTPAuthSessionWrapper):
     """The site root, for users that log in; OPTIONS requests (CORS
     preflights) reach it without credentials."""
 
+    log = Logger()
+
     def __init__(self, root, portal, realmName):
         super().__init__(portal, [BasicLogin(realmName)])
         self.root = root
@@ -257,6 +261,41 @@ class LoginGuard(guard.HTTPAuthSessionWrapper):
         if request.method == b"OPTIONS":
             return self.root.render(request)
         return super().render(request)
+
+    def loggedIn(self, request):
+        """A Deferred: whether the Authorization header of ``request``, whose
+        body is not read yet, logs a user in (a refused login is logged as
+        when the request is answered)."""
+        header = request.getHeader(b"authorization")
+        factory, response = self._selectParseHeader(header) if header else (None, None)
+        if factory is None:
+            return defer.succeed(False)
+        try:
+            credentials = factory.decode(response, request)
+        except error.LoginFailed:
+            return defer.succeed(False)
+        d = self._portal.login(credentials, None, IResource)
+        d.addCallbacks(lambda _: True, self._notLoggedIn)
+        return d
+
+    def _notLoggedIn(self, failure):
+        if not failure.check(error.Unauthorized, error.LoginFailed):
+            self.log.failure("web: a login could not be checked", failure)
+        return False
+
+    def challenges(self, request):
+        """The ``WWW-Authenticate`` headers (name, value) of a 401 to
+        ``request``, as twisted.web's guard writes them."""
+        return [("WWW-Authenticate", factory.scheme.decode("ascii") + " " + ", ".join(
+                    f"{name}={_quoted(value)}" for name, value in factory.getChallenge(request).items()))
+                for factory in self._credentialFactories]
+
+
+def _quoted(value):
+    """``value`` (str or bytes) as an HTTP quoted string."""
+    if isinstance(value, bytes):
+        value = value.decode("latin-1")
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def guarded(root, passwords, inThread, realmName):

@@ -39,6 +39,7 @@ from pacscore.web.html import SCRIPT
 from pacscore.web.forms import readPostedForm
 from pacscore.web.logins import PasswordFile, accessLogLine, guarded, webWriters
 from pacscore.web.metrics import MetricsResource
+from pacscore.web.requestbodies import CountedRequest, bodyLimit, uploadLimit
 from pacscore.web.scripted import ScriptedPages
 from pacscore.web.sharing import AllowedOrigins, asksForWado, preflight
 
@@ -96,14 +97,29 @@ class PacsSite(server.Site):
     too long): before any resource (the login too) sees a request, one
     for a host name ``hosts`` (a HostNames, None: any name) does not
     accept is refused, and the others get the CORS headers ``origins`` (an
-    AllowedOrigins) give them."""
+    AllowedOrigins) give them.  ``guard`` (a LoginGuard, None: no login)
+    checks the login of a request with a body before the body is read, and
+    an upload may have ``uploads`` bytes (0: any number)."""
 
     protocol = PacsChannel
 
-    def __init__(self, root, origins, hosts, **kwargs):
-        super().__init__(root, **kwargs)
+    def __init__(self, root, origins, hosts, guard=None, uploads=0, **kwargs):
+        super().__init__(root, requestFactory=CountedRequest, **kwargs)
         self.origins = origins
         self.hosts = hosts
+        self.guard = guard
+        self.uploads = uploads
+
+    def bodyLimit(self, method, uri):
+        """The most bytes a ``method`` request for ``uri`` may send (0: any number)."""
+        return bodyLimit(method, uri, self.uploads)
+
+    def checkLogin(self, method, request):
+        """None when ``request`` (by ``method``, its headers read) needs no
+        login, else a Deferred: whether its headers log a user in."""
+        if self.guard is None or method == b"OPTIONS":  # a CORS preflight passes unguarded
+            return None
+        return self.guard.loggedIn(request)
 
     def getResourceFor(self, request):
         if self.hosts is not None and not self.hosts.accepts(request):
@@ -129,6 +145,7 @@ def webSite(archive):
     guardedRoot = _withLogins(root, archive)
     hosts = HostNames.fromIni(archive.configuration) if guardedRoot is root else None  # a login stops rebinding
     site = PacsSite(guardedRoot, AllowedOrigins.fromIni(archive.configuration), hosts,
+                    guard=None if guardedRoot is root else guardedRoot, uploads=uploadLimit(archive.configuration.ini),
                     logFormatter=accessLogLine, parsePOSTFormSubmission=False)  # pacscore.web.forms reads forms
     site.displayTracebacks = False
     return site

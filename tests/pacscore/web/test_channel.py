@@ -2,13 +2,17 @@
 than twisted.web takes gets a 414 or 431 and a log line naming the client,
 not a connection closed without a word."""
 
+import os
+
+from twisted.internet import defer, reactor, task
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
-from twisted.logger import capturedLogs
+from twisted.logger import capturedLogs, formatEvent
 from twisted.trial import unittest
 
 from pacscore.web.site import webSite
 from tests.pacscore.control.running import RunningArchive
+from tests.pacscore.web.test_logins import basic, htpasswd
 
 CLIENT = IPv4Address("TCP", "192.0.2.7", 51234)
 
@@ -69,3 +73,146 @@ class LongLineTests(unittest.TestCase):
         answer, closed, _ = self.send(b"GET /cgi-bin/dgate?mode=nothing&x=" + b"A" * 16000
                                       + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         self.assertTrue(answer.startswith(b"HTTP/1.1 404 "), answer[:100])
+
+
+
+@defer.inlineCallbacks
+def until(condition, seconds=5):
+    """Wait (the reactor running) until ``condition()`` is true, ``seconds`` at most."""
+    for _ in range(int(seconds / 0.02)):
+        if condition():
+            return
+        yield task.deferLater(reactor, 0.02, lambda: None)
+
+
+class SiteConnections(unittest.TestCase):
+    """Connections to the site of a RunningArchive whose dicom.ini has ``ini``."""
+
+    ini = {}
+
+    def setUp(self):
+        self.running = RunningArchive(self, ini=self.ini)
+        self.site = webSite(self.running.archive)
+
+    def connect(self):
+        channel = self.site.buildProtocol(CLIENT)
+        transport = StringTransport(peerAddress=CLIENT)
+        channel.makeConnection(transport)
+        self.addCleanup(channel.connectionLost, None)
+        return channel, transport
+
+    def send(self, *chunks):
+        """What the site answers to ``chunks``, whether it closed the connection,
+        the request's spooled body (None: none) and the log events."""
+        channel, transport = self.connect()
+        with capturedLogs() as events:
+            for chunk in chunks:
+                channel.dataReceived(chunk)
+        content = channel.requests[0].content if channel.requests else None
+        return transport.value(), transport.disconnecting, content, events
+
+    def assertRefused(self, code, answer, closed, content, events, message):
+        self.assertTrue(answer.startswith(b"HTTP/1.1 %d " % code), answer[:100])
+        self.assertIn(message.encode(), answer)
+        self.assertTrue(closed)
+        self.assertIsNone(content, "nothing spooled")
+        [event] = [event for event in events if event.get("code") == code]
+        self.assertEqual(event["peer"], "192.0.2.7")
+
+
+class BodyTests(SiteConnections):
+    """A body is refused from the headers, before any of it is spooled,
+    when it is larger than the request may send: 413."""
+
+    ini = {"WebMaxUploadMB": "1"}
+
+    def test_contentLengthOverTheUploadLimit(self):
+        """STOW-RS and the upload form take WebMaxUploadMB: over it a 413 at once."""
+        for path in (b"/dicom-web/studies", b"/dicom-web/studies/1.2.3", b"/cgi-bin/dgate?mode=addlocalfile",
+                     b"/cgi-bin/dgate.exe"):
+            answer, closed, content, events = self.send(
+                b"POST " + path + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1048577\r\n\r\n" + b"x" * 1000)
+            self.assertRefused(413, answer, closed, content, events,
+                               "the request body of 1048577 bytes is larger than the 1048576 this request may send")
+
+    def test_bodyWhereNoneBelongs(self):
+        """A GET page, QIDO, WADO, a POST elsewhere: 64 kB at most."""
+        for request in (b"GET /dicom-web/studies", b"GET /cgi-bin/dgate?mode=top", b"GET /wado",
+                        b"POST /wado", b"POST /metrics", b"PUT /dicom-web/studies"):
+            answer, closed, content, events = self.send(
+                request + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 65537\r\n\r\n")
+            self.assertRefused(413, answer, closed, content, events,
+                               "the request body of 65537 bytes is larger than the 65536 this request may send")
+
+    def test_chunkedCounted(self):
+        """A chunked body is refused once past the limit; no more of it is spooled."""
+        chunk = b"%x\r\n%s\r\n" % (100000, b"y" * 100000)
+        answer, closed, content, events = self.send(
+            b"POST /dicom-web/studies HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            *[chunk] * 12)
+        self.assertTrue(answer.startswith(b"HTTP/1.1 413 "), answer[:100])
+        self.assertIn(b"the request body is larger than the 1048576 bytes this request may send", answer)
+        self.assertTrue(closed)
+        content.seek(0, 2)
+        self.assertLessEqual(content.tell(), 1048576)
+        self.assertEqual(len([event for event in events if event.get("code") == 413]), 1)
+
+    @defer.inlineCallbacks
+    def test_bodiesWithinTheLimit(self):
+        """A posted form is read and answered as before."""
+        channel, transport = self.connect()
+        channel.dataReceived(b"POST /cgi-bin/dgate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+                             b"application/x-www-form-urlencoded\r\nContent-Length: 12\r\n\r\nmode=nothing")
+        yield until(transport.value)
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 404 "), transport.value()[:100])  # as the form said
+
+
+
+class LoginBodyTests(SiteConnections):
+    """With WebUsers, a body is read only once its headers logged a user in:
+    a 401 at once without credentials, after the check with wrong ones."""
+
+    ini = {"WebUsers": "webusers"}
+    POST = b"POST /dicom-web/studies HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000\r\n"
+
+    def setUp(self):
+        self.running = RunningArchive(self, ini=self.ini)
+        htpasswd(os.path.join(self.running.workdir, "webusers"), "alice", "secret", create=True)
+        self.site = webSite(self.running.archive)
+
+    def test_noLogin(self):
+        for headers in (b"", b"Authorization: Basic !!\r\n", b"Authorization: Digest x\r\n"):
+            answer, closed, content, events = self.send(self.POST + headers + b"\r\n" + b"z" * 1000)
+            self.assertRefused(401, answer, closed, content, events, "a login is needed")
+            self.assertIn(b'\r\nWWW-Authenticate: basic realm="pacs PACS", charset="UTF-8"\r\n', answer)
+
+    @defer.inlineCallbacks
+    def loggingIn(self, password):
+        """The channel and transport of a POST as alice with ``password``
+        once its login was checked, and whether its body was spooled meanwhile."""
+        channel, transport = self.connect()
+        channel.dataReceived(self.POST + b"Authorization: " + basic("alice", password).encode() + b"\r\n\r\n"
+                             + b"z" * 500)
+        spooled = channel.requests[0].content is not None
+        channel.dataReceived(b"z" * 500)
+        yield until(lambda: transport.value() or channel.requests[0].content is not None)
+        return channel, transport, spooled
+
+    @defer.inlineCallbacks
+    def test_wrongPassword(self):
+        with capturedLogs() as events:
+            channel, transport, spooled = yield self.loggingIn("wrong")
+        self.assertFalse(spooled)
+        self.assertIsNone(channel.requests[0].content)
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 401 "), transport.value()[:100])
+        self.assertTrue(transport.disconnecting)
+        self.assertTrue(any("wrong password" in formatEvent(event) for event in events))
+
+    @defer.inlineCallbacks
+    def test_rightPassword(self):
+        """The body is read once the login is known, then answered as before."""
+        channel, transport, spooled = yield self.loggingIn("secret")
+        self.assertFalse(spooled)
+        self.assertEqual(channel.requests[0].content.getvalue() if channel.requests else b"z" * 1000, b"z" * 1000)
+        self.assertFalse(transport.value().startswith(b"HTTP/1.1 401 "), transport.value()[:100])
+

@@ -5,7 +5,8 @@ uses (each held until ARTIM expires) could use up the server's open files,
 and then nobody could associate or use the web interface.  A connection
 over either limit is closed as soon as it is accepted, before any PDU, with
 a log line: one for each address until a connection ends, so that a flood
-of connections is no flood of log lines."""
+of connections is no flood of log lines.  The web interface counts its
+connections so too, against keys of its own."""
 
 from collections import Counter
 
@@ -13,37 +14,40 @@ from twisted.logger import Logger
 
 DEFAULT_TOTAL = 1000
 DEFAULT_PER_PEER = 64
+KEYS = ("MaxAssociations", "MaxAssociationsPerPeer")
 
 
 class AssociationLimits:
     """The connections open (``open``, and ``byPeer`` host) against the
-    limits ``total`` and ``perPeer`` (0: none)."""
+    limits ``total`` and ``perPeer`` (0: none), set by the dicom.ini
+    ``keys`` (total, per peer) the log names."""
 
     log = Logger()
 
-    def __init__(self, total=0, perPeer=0):
+    def __init__(self, total=0, perPeer=0, keys=KEYS):
         self.total = total
         self.perPeer = perPeer
+        self.keys = keys
         self.open = 0
         self.byPeer = Counter()
         self._logged = set()  # hosts refused since a connection last ended
 
     @classmethod
-    def fromIni(cls, ini, fileLimit):
-        """The limits of dicom.ini: ``MaxAssociations`` no more than half
-        ``fileLimit`` (the open files the process may have), so that
-        stored files and the web interface have theirs."""
-        total = ini.getint("MaxAssociations", DEFAULT_TOTAL)
-        return cls(min(total, fileLimit // 2) if total > 0 else fileLimit // 2,
-                   max(ini.getint("MaxAssociationsPerPeer", DEFAULT_PER_PEER), 0))
+    def fromIni(cls, ini, fileLimit, keys=KEYS, share=2):
+        """The limits of dicom.ini's ``keys``: ``MaxAssociations`` no more
+        than ``fileLimit`` (the open files the process may have) / ``share``,
+        so that stored files and the web interface have theirs."""
+        total = ini.getint(keys[0], DEFAULT_TOTAL)
+        return cls(min(total, fileLimit // share) if total > 0 else fileLimit // share,
+                   max(ini.getint(keys[1], DEFAULT_PER_PEER), 0), keys)
 
     def admits(self, host):
         """Whether a new connection from ``host`` may be held; when not,
         the first refusal since a connection ended is logged."""
         if self.total and self.open >= self.total:
-            why = f"{self.open} connections are open (MaxAssociations {self.total})"
+            why = f"{self.open} connections are open ({self.keys[0]} {self.total})"
         elif self.perPeer and self.byPeer[host] >= self.perPeer:
-            why = f"it has {self.byPeer[host]} connections open (MaxAssociationsPerPeer {self.perPeer})"
+            why = f"it has {self.byPeer[host]} connections open ({self.keys[1]} {self.perPeer})"
         else:
             return True
         if host not in self._logged:

@@ -13,7 +13,15 @@ read (twisted.web spools any body to a temporary file first): ``413
 Content Too Large`` for a Content-Length over what the request may send
 (``pacscore.web.requestbodies``), or as soon as a chunked body goes past
 it, and, with ``WebUsers``, ``401`` when the headers log nobody in (the
-body waits, unread, while the password is checked)."""
+body waits, unread, while the password is checked).
+
+The request line and headers must all have come within ``headTimeout``
+seconds of the connection, or of the answer to the request before: a
+client sending a header line every few seconds (slowloris) is answered
+``408 Request Timeout`` with a log line and cut off, as Apache's
+``mod_reqtimeout`` does; an idle connection that began no request is
+closed without a word.  The site counts the connections
+(``connectionMade``, ``connectionLost``) against its limits."""
 
 from twisted.logger import Logger
 from twisted.web import http
@@ -22,23 +30,60 @@ from pacscore.web.answers import WebError
 from pacscore.web.answering import errorPage, reason
 
 SHOWN = 80  # characters of a long request line in the log
+HEAD_TIMEOUT = 30  # seconds for a request line and headers, as Apache's mod_reqtimeout allows at most
 
 
 class PacsChannel(http.HTTPChannel):
 
     log = Logger()
+    headTimeout = HEAD_TIMEOUT
     _refused = False  # answered and closing: what the client still sends is dropped
     _ended = False
+    _headCall = None  # the head's deadline, while one is awaited
+    _headBegun = False
+
+    def connectionMade(self):
+        super().connectionMade()
+        self.site.connectionOpened(self)
+        self._awaitHead()
 
     def dataReceived(self, data):
         if not self._refused:
+            self._headBegun = self._headBegun or (self._headCall is not None and bool(data))
             super().dataReceived(data)
 
     def connectionLost(self, reason):
         self._ended = True
+        self._stopHeadCall()
+        self.site.connectionClosed(self)
         super().connectionLost(reason)
 
+    def _awaitHead(self):
+        self._stopHeadCall()
+        self._headBegun = False
+        self._headCall = self.callLater(self.headTimeout, self._headTooSlow)
+
+    def _stopHeadCall(self):
+        if self._headCall is not None:
+            if self._headCall.active():
+                self._headCall.cancel()
+            self._headCall = None
+
+    def _headTooSlow(self):
+        self._headCall = None
+        if self._headBegun:
+            self._refuse(getattr(self, "_path", b""), WebError(
+                408, f"the request line and headers did not come within {self.headTimeout} s"))
+        else:
+            self.loseConnection()
+
+    def requestDone(self, request):
+        if self.persistent and not self._ended:
+            self._awaitHead()  # before the pipelined requests the super call reads
+        super().requestDone(request)
+
     def allHeadersReceived(self):
+        self._stopHeadCall()
         if self.length == 0:  # no body
             return super().allHeadersReceived()
         request = self.requests[-1]

@@ -17,16 +17,21 @@ Pages are made by coroutines ``mode(archive, parameters) -> Answer`` (see
 index reads and file work run in the archive's pools, never on the
 reactor; a POST from a page of another site is refused
 (``pacscore.web.crossorigin``).  A bad request gets a 4xx page and a log line; an unexpected
-failure a 500 page and the traceback in the log.
+failure a 500 page and the traceback in the log.  The site holds at most
+``WebMaxConnections`` connections at once (no more than a quarter of the
+open-file limit) and ``WebMaxConnectionsPerPeer`` from one address: one
+more is answered 503 and closed at once, with a log line, as the DICOM
+service's ``MaxAssociations`` are (``pacscore.dicom.admission``).
 """
 
 from functools import partial
 
-from twisted.internet import threads
+from twisted.internet import protocol, threads
 from twisted.logger import Logger
 from twisted.web import server, util
 
 from pacscore.config.errors import ConfigError
+from pacscore.dicom.admission import AssociationLimits
 from pacscore.control.registry import CommandRegistry
 from pacscore.web import browse, downloads, edits, images, procedures, remote, wado, worklist
 from pacscore.web.answering import AnsweringResource, Folder
@@ -38,6 +43,7 @@ from pacscore.web.hostnames import HostNames, Misdirected
 from pacscore.web.html import SCRIPT
 from pacscore.web.forms import readPostedForm
 from pacscore.web.logins import PasswordFile, accessLogLine, guarded, webWriters
+from pacscore.filelimit import openFileLimit
 from pacscore.web.metrics import MetricsResource
 from pacscore.web.requestbodies import CountedRequest, bodyLimit, uploadLimit
 from pacscore.web.scripted import ScriptedPages
@@ -50,6 +56,8 @@ REQUEST_MODES = {**images.REQUEST_MODES, **remote.REQUEST_MODES, **edits.REQUEST
 DEFAULTS_SECTION = "webdefaults"
 TOP = SCRIPT.encode() + b"?mode=top"
 DICOMWEB = b"dicom-web"
+LIMIT_KEYS = ("WebMaxConnections", "WebMaxConnectionsPerPeer")
+FILE_SHARE = 4  # WebMaxConnections is at most the open-file limit / FILE_SHARE
 
 log = Logger()
 
@@ -92,6 +100,14 @@ class DgateResource(AnsweringResource):
         return await handler(self.archive, parameters)
 
 
+class Unavailable(protocol.Protocol):
+    """A connection over the site's limits: answered 503 and closed."""
+
+    def connectionMade(self):
+        self.transport.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        self.transport.loseConnection()
+
+
 class PacsSite(server.Site):
     """The web interface's site, on PacsChannel (a 414 for a request line
     too long): before any resource (the login too) sees a request, one
@@ -99,16 +115,29 @@ class PacsSite(server.Site):
     accept is refused, and the others get the CORS headers ``origins`` (an
     AllowedOrigins) give them.  ``guard`` (a LoginGuard, None: no login)
     checks the login of a request with a body before the body is read, and
-    an upload may have ``uploads`` bytes (0: any number)."""
+    an upload may have ``uploads`` bytes (0: any number); ``limits`` (an
+    AssociationLimits; None: none) caps the connections held at once."""
 
     protocol = PacsChannel
 
-    def __init__(self, root, origins, hosts, guard=None, uploads=0, **kwargs):
+    def __init__(self, root, origins, hosts, guard=None, uploads=0, limits=None, **kwargs):
         super().__init__(root, requestFactory=CountedRequest, **kwargs)
         self.origins = origins
         self.hosts = hosts
         self.guard = guard
         self.uploads = uploads
+        self.limits = limits if limits is not None else AssociationLimits(keys=LIMIT_KEYS)
+
+    def buildProtocol(self, addr):
+        if not self.limits.admits(getattr(addr, "host", None)):
+            return Unavailable()
+        return super().buildProtocol(addr)
+
+    def connectionOpened(self, channel):
+        self.limits.opened(getattr(channel.transport.getPeer(), "host", None))
+
+    def connectionClosed(self, channel):
+        self.limits.closed(getattr(channel.transport.getPeer(), "host", None))
 
     def bodyLimit(self, method, uri):
         """The most bytes a ``method`` request for ``uri`` may send (0: any number)."""
@@ -146,7 +175,9 @@ def webSite(archive):
     hosts = HostNames.fromIni(archive.configuration) if guardedRoot is root else None  # a login stops rebinding
     site = PacsSite(guardedRoot, AllowedOrigins.fromIni(archive.configuration), hosts,
                     guard=None if guardedRoot is root else guardedRoot, uploads=uploadLimit(archive.configuration.ini),
-                    logFormatter=accessLogLine, parsePOSTFormSubmission=False)  # pacscore.web.forms reads forms
+                    limits=AssociationLimits.fromIni(archive.configuration.ini, openFileLimit(), LIMIT_KEYS, FILE_SHARE),
+                    timeout=archive.idleTimeout or None, logFormatter=accessLogLine,
+                    parsePOSTFormSubmission=False)  # pacscore.web.forms reads forms
     site.displayTracebacks = False
     return site
 

@@ -440,3 +440,29 @@ class CGIScriptTests(unittest.TestCase):
         status, head, content = self.cgi("mode=top")
         self.assertEqual((status, head[0]), (1, "Status: 502 Bad Gateway"))
         self.assertIn(b"no pacs web interface at 127.0.0.1:", content)
+
+
+class WebConnectionLimitTests(unittest.TestCase):
+    """A slowloris client (a header line every few seconds on many
+    connections) gets WebMaxConnectionsPerPeer of them and a 503 for more
+    (the head deadline is tested with a Clock in tests/pacscore/web/test_channel.py);
+    DICOM, and the web once one ended, are served all the while."""
+
+    def test_slowloris(self):
+        server = PacsServer(self.mktemp(), ini={"WebMaxConnectionsPerPeer": "4"}).start()
+        self.addCleanup(server.stop)
+        slow = []
+        for _ in range(6):
+            s = socket.create_connection(("127.0.0.1", server.webPort), timeout=10)
+            self.addCleanup(s.close)
+            s.sendall(b"GET /dicom-web/studies HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            slow.append(s)
+        answers = [s.recv(200) for s in slow[4:]]
+        self.assertEqual([answer.split(b"\r\n")[0] for answer in answers], [b"HTTP/1.1 503 Service Unavailable"] * 2)
+        self.assertEqual(server.echo().returncode, 0)
+        self.assertIn("127.0.0.1: connection closed at once: it has 4 connections open (WebMaxConnectionsPerPeer 4)",
+                      server.log())
+        slow[0].close()
+        time.sleep(0.5)
+        status, _, _ = httpGet(f"http://127.0.0.1:{server.webPort}/dicom-web/studies")
+        self.assertEqual(status, 200)

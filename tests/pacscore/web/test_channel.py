@@ -216,3 +216,93 @@ class LoginBodyTests(SiteConnections):
         self.assertEqual(channel.requests[0].content.getvalue() if channel.requests else b"z" * 1000, b"z" * 1000)
         self.assertFalse(transport.value().startswith(b"HTTP/1.1 401 "), transport.value()[:100])
 
+
+class HeadDeadlineTests(SiteConnections):
+    """The request line and headers must have come within headTimeout (30 s)
+    of the connection or the last answer (slowloris: a header line every
+    10 s kept a connection for hours)."""
+
+    def connect(self):
+        self.clock = task.Clock()
+        channel = self.site.buildProtocol(CLIENT)
+        channel.callLater = self.clock.callLater
+        transport = StringTransport(peerAddress=CLIENT)
+        channel.makeConnection(transport)
+        self.addCleanup(channel.connectionLost, None)
+        return channel, transport
+
+    def test_slowHeaders(self):
+        channel, transport = self.connect()
+        with capturedLogs() as events:
+            channel.dataReceived(b"GET /dicom-web/studies HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            for _ in range(2):
+                self.clock.advance(10)
+                channel.dataReceived(b"X-a: b\r\n")
+            self.clock.advance(9.9)
+            self.assertFalse(transport.disconnecting)
+            self.clock.advance(0.1)
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 408 "), transport.value()[:100])
+        self.assertIn(b"the request line and headers did not come within 30 s", transport.value())
+        self.assertTrue(transport.disconnecting)
+        [event] = [event for event in events if event.get("code") == 408]
+        self.assertEqual((event["peer"], event["uri"]), ("192.0.2.7", "/dicom-web/studies"))
+
+    def test_silentConnection(self):
+        """A connection that sends nothing is closed without an answer or a log line."""
+        channel, transport = self.connect()
+        with capturedLogs() as events:
+            self.clock.advance(30)
+        self.assertEqual(transport.value(), b"")
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual([event for event in events if "code" in event], [])
+
+    def test_deadlineOfEachRequest(self):
+        """The deadline stops with the headers and starts again after the answer (keep-alive)."""
+        channel, transport = self.connect()
+        for _ in range(2):
+            self.clock.advance(29)
+            channel.dataReceived(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")  # answered at once: a redirect
+            self.assertIn(b"HTTP/1.1 302 ", transport.value())
+            transport.clear()
+        self.clock.advance(29)
+        self.assertFalse(transport.disconnecting)
+        self.clock.advance(1)
+        self.assertTrue(transport.disconnecting)
+
+
+class ConnectionLimitTests(SiteConnections):
+    """WebMaxConnections in all and WebMaxConnectionsPerPeer from one address."""
+
+    ini = {"WebMaxConnections": "3", "WebMaxConnectionsPerPeer": "2"}
+
+    def open(self, host):
+        address = IPv4Address("TCP", host, 40000)
+        protocol = self.site.buildProtocol(address)
+        transport = StringTransport(peerAddress=address)
+        protocol.makeConnection(transport)
+        return protocol, transport
+
+    def assertUnavailable(self, transport):
+        self.assertEqual(transport.value(), b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
+                                            b"Connection: close\r\n\r\n")
+        self.assertTrue(transport.disconnecting)
+
+    def test_limits(self):
+        with capturedLogs() as events:
+            first = [self.open("192.0.2.7") for _ in range(2)]
+            self.assertUnavailable(self.open("192.0.2.7")[1])
+            self.assertUnavailable(self.open("192.0.2.7")[1])  # logged once
+            other, _ = self.open("192.0.2.8")
+            self.assertUnavailable(self.open("192.0.2.9")[1])
+        lines = [formatEvent(event) for event in events]
+        self.assertEqual([line for line in lines if "closed at once" in line], [
+            "192.0.2.7: connection closed at once: it has 2 connections open (WebMaxConnectionsPerPeer 2); "
+            "more are closed unlogged until one ends",
+            "192.0.2.9: connection closed at once: 3 connections are open (WebMaxConnections 3); "
+            "more are closed unlogged until one ends"])
+        first[0][0].connectionLost(None)
+        protocol, transport = self.open("192.0.2.7")
+        self.assertEqual(transport.value(), b"")
+        for channel in (first[1][0], other, protocol):
+            channel.connectionLost(None)
+        self.assertEqual(self.site.limits.open, 0)

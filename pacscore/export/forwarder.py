@@ -32,7 +32,8 @@ same, told to the fetcher); the control commands' moves are the user's.
 One action per destination at a time (the runner sees to that); every
 failure raises ``ForwardError`` with the reason, but for an object that
 cannot be sent whatever is tried (``LeftOut``: the destination takes its
-SOP class in no syntax it can go in, it cannot be converted to one) a
+SOP class in no syntax it can go in, it cannot be converted to one, the
+spool file of the object as an export line changed it is gone) a
 retry would change nothing: it is left out, logged, the rest goes, and the
 forward then raises ``Undelivered`` saying what was sent and what not.  A
 C-STORE answered with a failure status (``Refused``) fails the forward (to
@@ -94,6 +95,16 @@ class NotConvertible(LeftOut):
     """An object cannot be converted to any syntax the destination took for
     it (pixel data the codecs here cannot decode, a compression line that
     cannot read it): a property of the object, not of the destination."""
+
+
+class ChangedCopyGone(LeftOut):
+    """The spool file of an object as an export line changed it
+    (``pacscore.export.spool``) is gone: the stored object, which may be
+    identifiable where the line anonymised it, is never sent in its place."""
+
+    def __init__(self, path):
+        super().__init__(f"{path}, the object as the export line changed it, is gone: the stored object is not "
+                         f"sent in its place")
 
 
 class Refused(ForwardError):
@@ -256,6 +267,8 @@ class Forwarder:
         if found is None:
             [found] = await self.locate([action])
         instances, located = found
+        if isSpooled(action.objectPath) and any(_relocated(action.objectPath, stored) for stored in located):
+            raise Undelivered(action.destination, 0, [ChangedCopyGone(action.objectPath)], [])
         if not instances:
             self.log.warn("forward to {destination}: no stored object of {entity} {uid} matches",
                           destination=action.destination, entity=action.level.lower(),
@@ -393,10 +406,14 @@ class Forwarder:
         """In the I/O pool: ``readForPeer`` of ``stored`` (its s0..s9 line
         run from us to ``destination``); ``NotConvertible`` when it cannot be."""
         try:
-            return readForPeer(self.reader, stored, compression, self.workers.deferToWorker, self.compressionScripts,
-                               self.aeTitle, destination)
+            read, data = readForPeer(self.reader, stored, compression, self.workers.deferToWorker,
+                                     self.compressionScripts, self.aeTitle, destination)
         except (TranscodeError, IdentifierError) as e:
             raise NotConvertible(f"{stored.sopInstanceUID}: {e}") from e
+        if isSpooled(stored.path) and _relocated(stored.path, read):
+            closeIfStored(data)
+            raise ChangedCopyGone(stored.path)
+        return read, data
 
     # -- get --------------------------------------------------------------
 
@@ -528,6 +545,14 @@ def _failUnreadable(located):
     if unreadable:
         raise ForwardError(f"{len(unreadable)} of its objects could not be read, e.g. {unreadable[0].sopInstanceUID}: "
                            f"{unreadable[0].reason}")
+
+
+def _relocated(path, stored):
+    """Whether the spool file ``path`` is gone: ``stored``, what the reader
+    found of it, is ``Missing`` for that, or the index's file of its SOP
+    instance, read in its place (``ObjectReader`` follows objects stored
+    again under a new name)."""
+    return stored.gone if isinstance(stored, Missing) else stored.path != path
 
 
 def _associationKey(level, instance):

@@ -48,7 +48,8 @@ at once, a retry would leave them out again: it stays in the table as
 failed, so a ``delete`` queued after it waits (``queue.ExportQueue.due``).
 An image forward a line queued after it changed the object sends a spool
 file of the changed object (``pacscore.export.spool``), deleted once the
-action is removed or given up.
+action is removed: a given-up one keeps it, so that put back by
+``--retryforwards`` it sends the changed object again.
 """
 
 import copy
@@ -383,8 +384,6 @@ class ExportService(service.Service):
         """Record and log a failed attempt at ``action`` (given up at once
         with ``giveUp``)."""
         state = await self.queue.markFailed(action.id, error, self._wallClock(), giveUp)
-        if state == FAILED:
-            await self._discardSpooled([action])
         self._count("forwardsFailed")
         local = laneOf(action) is LOCAL
         self.log.warn("{action} of {entity} {uid} {direction} {destination} failed: {error}{final}",

@@ -3,8 +3,10 @@ it changed ``Data`` (Lua, ``set``, ``newuids`` ...): the changed whole
 object, written to a hidden ``.pacs-export`` folder of the MAG device of
 the stored object, is what the forward sends, as Conquest's export
 converters forward the object they changed in memory (never the stored,
-unchanged one: an anonymising line must not leak).  The queue deletes the
-file once its action is delivered or given up; regen skips the folder
+unchanged one: an anonymising line must not leak; when the file is gone
+the forward is given up, never sent with the stored object).  The queue
+deletes the file once its action is delivered and its row removed (a
+given-up action keeps it for ``--retryforwards``); regen skips the folder
 (hidden)."""
 
 import os

@@ -2,6 +2,7 @@
 task.Clock and a stand-in forwarder: export jobs, defer, retries,
 FailHoldOff per destination, counters."""
 
+import functools
 import os
 
 import pydicom
@@ -25,7 +26,7 @@ from pacscore.export.runner import ExportService
 from pacscore.export.spool import SPOOL_FOLDER
 from pacscore.storage.devices import MagDevice
 from pacscore.storage.mirror import Mirrors
-from pacscore.storage.reader import ObjectReader
+from pacscore.storage.reader import ObjectReader, currentInstance
 from tests.pacscore.export.fixtures import MR_STORAGE, TAGS, Acceptor, Archive, SyncWorkers
 
 
@@ -461,15 +462,51 @@ class ChangedObjectForwardTests(unittest.TestCase):
         self.assertIn("; given up, not retried (a delete of the patient queued after it waits",
                       "\n".join(formatEvent(event) for event in events))
 
-    def test_aGivenUpForwardDeletesItsSpoolFile(self):
+    def test_aGivenUpForwardKeepsItsSpoolFileAndSendsItWhenRetried(self):
+        """A forward of a changed object given up (MaximumExportRetries)
+        keeps its spool file while its row is in the table: put back by
+        ``--retryforwards`` it sends the anonymised object, never the stored
+        one; the file goes once the forward is done."""
         self.queue.maximumRetries = 1
         self.acceptor.down = True
         self.run_("lua \"Data.PatientID = 'ANON1'\"; forward to DEST", "1.2.3.1.1")
         self.assertEqual(len(os.listdir(self.spool)), 1)
         self.reactor.advance(200)
         self.assertEqual(self.queue.counts()["destinations"]["DEST"][FAILED], 1)
-        self.assertEqual(os.listdir(self.spool), [])
+        self.assertEqual(len(os.listdir(self.spool)), 1)
         self.assertEqual(self.received(), [])
+        self.acceptor.down = False
+        self.assertEqual(self.successResultOf(self.service.retryFailed()), 1)
+        for _ in range(20):
+            self.acceptor.flush()
+            self.reactor.advance(0.5)
+        self.assertEqual([ds.PatientID for ds in self.received()], ["ANON1"])
+        self.assertEqual(os.listdir(self.spool), [])
+        self.assertEqual(self.queue.due(1e12, 10), [])
+
+    def test_aForwardWhoseSpoolFileIsGoneNeverSendsTheStoredObject(self):
+        """The changed copy a forward was to send is gone (deleted by hand,
+        by an older version when it gave up): the stored, identifiable
+        object is not sent in its place; the forward is given up, saying
+        why."""
+        self.queue.maximumRetries = None
+        self.archive.reader.current = functools.partial(currentInstance, self.archive.index, self.archive.query)
+        self.acceptor.down = True
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        self.run_("lua \"Data.PatientID = 'ANON1'\"; forward to DEST", "1.2.3.1.1")
+        for name in os.listdir(self.spool):
+            os.remove(os.path.join(self.spool, name))
+        self.acceptor.down = False
+        self.reactor.advance(100)
+        for _ in range(20):
+            self.acceptor.flush()
+            self.reactor.advance(0.5)
+        self.assertEqual(self.received(), [])
+        self.assertEqual(self.queue.counts()["destinations"]["DEST"][FAILED], 1)
+        self.assertIn("the object as the export line changed it, is gone: the stored object is not sent in its place",
+                      "\n".join(formatEvent(event) for event in events))
 
 
 class MirrorCopyTests(unittest.TestCase):

@@ -35,9 +35,11 @@ cannot be sent whatever is tried (``LeftOut``: the destination takes its
 SOP class in no syntax it can go in, it cannot be converted to one, the
 spool file of the object as an export line changed it is gone) a
 retry would change nothing: it is left out, logged, the rest goes, and the
-forward then raises ``Undelivered`` saying what was sent and what not.  A
-C-STORE answered with a failure status (``Refused``) fails the forward (to
-be retried), its association released; with ``carryOn`` (a user's command)
+forward then raises ``Undelivered`` saying what was sent and what not; so
+is one whose C-STORE is answered with a status the destination will answer
+every time (``RefusedForGood``: A9xx, Cxxx).  A C-STORE answered with
+another failure status (``Refused``: A7xx, out of resources) fails the
+forward (to be retried), its association released; with ``carryOn`` (a user's command)
 it is counted in ``Undelivered`` as a left-out object and the rest goes.
 """
 
@@ -109,6 +111,13 @@ class ChangedCopyGone(LeftOut):
 
 class Refused(ForwardError):
     """The destination answered the C-STORE of an object with a failure status."""
+
+
+class RefusedForGood(LeftOut):
+    """The destination answered the C-STORE of an object with a status it
+    will answer every time (PS3.4 B.2.3: A9xx, Error: Data Set does not
+    match SOP Class; Cxxx, Error: Cannot understand), unlike A7xx, Refused:
+    Out of Resources: a retry would change nothing."""
 
 
 class Undelivered(ForwardError):
@@ -377,8 +386,12 @@ class Forwarder:
             self._storing.discard(protocol)
         status = response.get(commands.STATUS)
         if not isSuccess(status):
-            raise Refused(f"{destination} answered the C-STORE of {stored.sopInstanceUID} with status "
-                               f"0x{status:04X}")
+            refusal = f"{destination} answered the C-STORE of {stored.sopInstanceUID} with status 0x{status:04X}"
+            meaning = _refusedForGood(status)
+            if meaning is None:
+                raise Refused(refusal)
+            comment = response.get(commands.ERROR_COMMENT)
+            raise RefusedForGood(f"{refusal} ({meaning}{f': {comment}' if comment else ''})")
         return True
 
     async def _encode(self, stored, data, accepted, compression, destination):
@@ -545,6 +558,16 @@ def _failUnreadable(located):
     if unreadable:
         raise ForwardError(f"{len(unreadable)} of its objects could not be read, e.g. {unreadable[0].sopInstanceUID}: "
                            f"{unreadable[0].reason}")
+
+
+def _refusedForGood(status):
+    """The meaning of a C-STORE failure ``status`` the destination will
+    answer every time (``RefusedForGood``), else None."""
+    if status & 0xFF00 == 0xA900:
+        return "data set does not match SOP class"
+    if status & 0xF000 == 0xC000:
+        return "cannot understand"
+    return None
 
 
 def _relocated(path, stored):

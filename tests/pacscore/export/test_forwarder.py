@@ -286,6 +286,30 @@ class ForwarderTests(unittest.TestCase):
         self.acceptor.flush()
         self.assertEqual((self.acceptor.openAssociations(), aborted), ([], []))
 
+    def test_statusesThatRefuseForGoodLeaveTheObjectOut(self):
+        """A9xx (Data Set does not match SOP Class) and Cxxx (Cannot
+        understand) will be answered every time (PS3.4 B.2.3): the object is
+        left out, not retried, with the status, its meaning and the Error
+        Comment; the rest of the action goes."""
+        for status, meaning in ((0xA900, "data set does not match SOP class"), (0xC011, "cannot understand")):
+            recorder = Recorder()
+            self.acceptor = Acceptor(self.clock, services={commands.C_STORE_RQ: recorder})
+
+            def handle(protocol, contextId, command, dataset, recorder=recorder, status=status):
+                recorder.received.append((command, b"", None))
+                refused = command[commands.AFFECTED_SOP_INSTANCE_UID] == "1.2.3.1.1"
+                protocol.sendMessage(contextId, commands.response(
+                    command, commands.C_STORE_RSP, status if refused else 0,
+                    {commands.ERROR_COMMENT: "no pixel data"} if refused else None))
+            recorder.handle = handle
+            failure = self.forward(self.forwarder(), imageAction("", level="STUDY"))
+            failure.trap(Undelivered)
+            self.assertEqual(failure.value.sent, 4)
+            self.assertEqual(str(failure.value), f"4 object(s) sent to DEST, 1 left out, e.g. DEST answered the "
+                                                 f"C-STORE of 1.2.3.1.1 with status 0x{status:04X} ({meaning}: "
+                                                 f"no pixel data)")
+            self.assertEqual(len(recorder.received), 5)
+
     def test_carryOnSendsTheRestAfterAFailureStatus(self):
         """With ``carryOn`` (a user's move command) an object answered A700
         is counted failed and the others go, on associations released."""

@@ -462,6 +462,24 @@ class ChangedObjectForwardTests(unittest.TestCase):
         self.assertIn("; given up, not retried (a delete of the patient queued after it waits",
                       "\n".join(formatEvent(event) for event in events))
 
+    def test_anImageTheDestinationRefusesForGoodDoesNotBlockItsLane(self):
+        """With retries without limit, an image DEST answers A900 (Data Set
+        does not match SOP Class) is given up at once, kept failed for
+        ``--retryforwards``, and the images queued after it go."""
+        self.queue.maximumRetries = None
+        handle = self.acceptor.recorder.handle
+
+        def refuseOne(protocol, contextId, command, dataset):
+            self.acceptor.recorder.status = 0xA900 if command[AFFECTED_SOP_INSTANCE_UID] == "1.2.3.1.2" else 0
+            handle(protocol, contextId, command, dataset)
+        self.acceptor.recorder.handle = refuseOne
+        self.run_("forward to DEST", "1.2.3.1.1", "1.2.3.1.2", "1.2.3.1.3")
+        self.assertEqual([ds.SOPInstanceUID for ds in self.received()], ["1.2.3.1.1", "1.2.3.1.2", "1.2.3.1.3"])
+        self.assertEqual(self.queue.counts()["destinations"]["DEST"], {"pending": 0, FAILED: 1})
+        [(action, error)] = self.queue.failedActions()
+        self.assertEqual(action.target.sopInstanceUID, "1.2.3.1.2")
+        self.assertIn("with status 0xA900 (data set does not match SOP class)", error)
+
     def test_aGivenUpForwardKeepsItsSpoolFileAndSendsItWhenRetried(self):
         """A forward of a changed object given up (MaximumExportRetries)
         keeps its spool file while its row is in the table: put back by

@@ -310,13 +310,16 @@ class ExportQueue:
             return set(connection.execute(select(jobs.c.ObjectFile).where(
                 jobs.c.Converter == MIRROR_COPY, jobs.c.DeviceName == deviceName)).scalars())
 
-    def dueJobs(self, now, limit):
-        """Pending jobs whose time has come, oldest first."""
+    def dueJobs(self, now, limit, skip=()):
+        """Pending jobs whose time has come, oldest first, but none of the
+        converters (lines) in ``skip``."""
         jobs = self.jobs
         query = (select(jobs.c.id, jobs.c.Converter, jobs.c.SOPInstanceUID, jobs.c.DeviceName,
                         jobs.c.ObjectFile, jobs.c.CallingAE, jobs.c.CalledAE, jobs.c.Attempts)
                  .where(jobs.c.State == PENDING, jobs.c.NextAttempt <= now)
                  .order_by(jobs.c.NextAttempt, jobs.c.id).limit(limit))
+        if skip:
+            query = query.where(jobs.c.Converter.not_in(list(skip)))
         with self.engine.connect() as connection:
             return [ExportJob(*row) for row in connection.execute(query)]
 

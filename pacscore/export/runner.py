@@ -2,21 +2,25 @@
 due export converter jobs and delivers due actions.
 
 It polls the queue (``pollInterval``, 0.5 s), at once after ``kick()``,
-and again whenever a batch of jobs or a lane's actions ends, so work
-already due does not wait for the next tick.
+and again whenever a lane's jobs or actions end, so work already due does
+not wait for the next tick.
 Nothing here blocks the reactor or ingest: the converter lines run in a
 pool of their own (``scriptThreads``), file reads and conversions in
 another, network I/O on the reactor; the queue's writes go to the index
 writer, group-committed with the stores of images (``ExportQueue``).
 
-Jobs: the due jobs of a poll (up to ``batch`` per script worker) are
-split among the script workers, one call each; the next poll for jobs
-waits until they are recorded, so the jobs that come due meanwhile make
-the next batch, which grows with the load.  Each job's line runs on the
+Jobs: one lane per export converter line, and one for the mirror copies,
+as Conquest gives each export converter a queue of its own: a lane runs
+the due jobs a poll found for it one after the other in a script worker,
+all lanes in parallel (the script pool has a thread for each), and polls
+meanwhile take the due jobs of the other lanes; so a line whose program
+hangs (a copy to a dead NFS mount) holds back its own jobs only.  Each
+job's line runs on the
 stored object (read with pydicom, pixel data left out) in a
-``ConverterContext`` of kind "export"; ``ExportFilterN`` is checked first against the index.  What the
-jobs of a batch came to is recorded in one transaction
-(``ExportQueue.recordJobs``): ``defer`` runs a job again after RetryDelay;
+``ConverterContext`` of kind "export"; ``ExportFilterN`` is checked first against the index.  What a
+job came to is recorded as soon as it ends, while its lane runs the next
+(``ExportQueue.recordJobs``, group-committed by the index writer):
+``defer`` runs a job again after RetryDelay;
 otherwise the job is deleted, and the actions its line queued
 (``forward``, ``get`` ...) are inserted in the same transaction: a crash
 never loses them nor queues them twice.  Other effects of a line
@@ -53,7 +57,6 @@ action is removed: a given-up one keeps it, so that put back by
 """
 
 import copy
-import math
 import os
 
 import pydicom
@@ -104,7 +107,7 @@ class ExportService(service.Service):
         self.gracePeriod = gracePeriod  # seconds a stop waits for the forwards under way
         self.pollTimeout = pollTimeout  # seconds a stop waits for a poll (SQLTimeOut of a database server)
         self.counters = services.counters
-        self._jobsRunning = False
+        self._jobLanes = set()  # the lines (converters) whose jobs are under way
         self._busyLanes = set()
         self._heldUntil = {}
         self._polling = None
@@ -119,7 +122,7 @@ class ExportService(service.Service):
         ``pacs-forward`` for the rest), its ``Forwarder`` (ForwardAssociation*
         keys; its gets register their C-MOVEs in ``ownRetrieves``), FailHoldOff
         and QuitGracePeriod from dicom.ini."""
-        scripts = WorkerPool(reactor, scriptThreads, "pacs-export")
+        scripts = WorkerPool(reactor, max(scriptThreads, len(rules) + 1), "pacs-export")  # a lane each
         io = WorkerPool(reactor, ioThreads, "pacs-forward")
         forwarder = Forwarder.fromConfiguration(configuration, reactor, services.aeTitle, queue.index, query,
                                                 reader, io, compressionScripts, fetcher, ownRetrieves)
@@ -145,7 +148,7 @@ class ExportService(service.Service):
         deadline = self.reactor.seconds() + self.gracePeriod
         pollDeadline = None if self.pollTimeout is None else self.reactor.seconds() + self.pollTimeout
         abandoned = False
-        while self._polling is not None or self._busyLanes or self._jobsRunning:
+        while self._polling is not None or self._busyLanes or self._jobLanes:
             if self._polling is not None and pollDeadline is not None and self.reactor.seconds() >= pollDeadline:
                 self.log.error("stopping: the export queue's poll got no answer from the index database within "
                                "{timeout} s (SQLTimeOut); stopping without it", timeout=self.pollTimeout)
@@ -200,10 +203,15 @@ class ExportService(service.Service):
 
     async def _poll(self):
         now = self.reactor.seconds()
-        if not self._jobsRunning:
-            jobs = await self.io.deferToWorker(self.queue.dueJobs, self._wallClock(), self.scripts.size * self.batch)
-            if jobs and self.running:
-                defer.ensureDeferred(self._runJobs(jobs)).addErrback(
+        jobs = await self.io.deferToWorker(self.queue.dueJobs, self._wallClock(), self.scripts.size * self.batch,
+                                           set(self._jobLanes))
+        if jobs and self.running:
+            jobLanes = {}
+            for job in jobs:
+                jobLanes.setdefault(job.converter, []).append(job)
+            self._jobLanes.update(jobLanes)
+            for converter, queued in jobLanes.items():
+                defer.ensureDeferred(self._runJobLane(converter, queued)).addErrback(
                     lambda f: self.log.failure("export jobs failed", f))
         held = {lane for lane, until in self._heldUntil.items() if until > now}
         actions = await self.io.deferToWorker(self.queue.due, self._wallClock(), self.batch,
@@ -236,29 +244,41 @@ class ExportService(service.Service):
 
     # -- jobs -------------------------------------------------------------
 
-    async def _runJobs(self, jobs):
-        """Run ``jobs`` split among the script workers, then record what
-        they all came to in one write."""
-        self._jobsRunning = True
+    async def _runJobLane(self, converter, jobs):
+        """Run ``jobs`` of the line ``converter`` (or the mirror copies) in
+        order in a script worker, each recorded as it ends; the lane is free
+        once they are recorded."""
+        recorded = []
         try:
-            size = math.ceil(len(jobs) / self.scripts.size)
-            done = await defer.gatherResults([self.scripts.deferToWorker(self._jobs, jobs[start:start + size])
-                                              for start in range(0, len(jobs), size)], consumeErrors=True)
-            outcomes = [outcome for outcomes in done for outcome in outcomes]
-            states = await self.queue.recordJobs(outcomes, self._wallClock())
-            for job, outcome, state in zip(jobs, outcomes, states):
-                if outcome.error is not None:
-                    self.log.warn("{job} of {uid} failed ({error}){final}", uid=job.sopInstanceUID, error=outcome.error,
-                                  job="mirror copy" if job.converter == MIRROR_COPY else f"{job.converter}: export",
-                                  final=f"; given up (see {EXPORT_RETRIES})" if state == FAILED else
-                                  "; will retry")
+            await self.scripts.deferToWorker(self._jobs, jobs, recorded)
+            await defer.DeferredList(recorded)
         finally:
-            self._jobsRunning = False
+            self._jobLanes.discard(converter)
             self.kick()
 
-    def _jobs(self, jobs):
-        """In a script worker: run the lines of ``jobs``; a ``JobOutcome`` each."""
-        return [self._job(job) for job in jobs]
+    def _jobs(self, jobs, recorded):
+        """In a script worker: run the lines of ``jobs`` one after the
+        other; each outcome is recorded from
+        the reactor thread at once (``_record``), its Deferred put in
+        ``recorded``."""
+        for job in jobs:
+            outcome = self._job(job)
+            self.reactor.callFromThread(lambda job=job, outcome=outcome: recorded.append(self._record(job, outcome)))
+
+    def _record(self, job, outcome):
+        """Deferred of the recording of what ``job`` came to (a failed job logged)."""
+        d = self.queue.recordJobs([outcome], self._wallClock())
+        d.addCallback(self._recorded, job, outcome)
+        d.addErrback(lambda f: self.log.failure("recording the export job of {uid} failed", f,
+                                                uid=job.sopInstanceUID))
+        return d
+
+    def _recorded(self, states, job, outcome):
+        [state] = states
+        if outcome.error is not None:
+            self.log.warn("{job} of {uid} failed ({error}){final}", uid=job.sopInstanceUID, error=outcome.error,
+                          job="mirror copy" if job.converter == MIRROR_COPY else f"{job.converter}: export",
+                          final=f"; given up (see {EXPORT_RETRIES})" if state == FAILED else "; will retry")
 
     def _job(self, job):
         if job.converter == MIRROR_COPY:

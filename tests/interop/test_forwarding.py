@@ -7,6 +7,7 @@ is right, and a study fetched from it with WADO-RS."""
 
 import os
 import shutil
+import signal
 import sqlite3
 import tempfile
 import time
@@ -42,6 +43,22 @@ def queued(server):
     """The actions still in a pacs's export queue."""
     with sqlite3.connect(server.database) as connection:
         return connection.execute("SELECT count(*) FROM PacsForwards").fetchone()[0]
+
+
+class HungPrograms:
+    """Stops the programs whose process IDs they wrote to the file ``pids``."""
+
+    def __init__(self, pids):
+        self.pids = pids
+
+    def stop(self):
+        if os.path.exists(self.pids):
+            with open(self.pids) as f:
+                for pid in f.read().split():
+                    try:
+                        os.kill(int(pid), signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
 
 
 class ForwardingTests(unittest.TestCase):
@@ -189,6 +206,33 @@ class ForwardingTests(unittest.TestCase):
         self.assertIn("2 failed item(s) put back in the queue", retried.stdout)
         waitFor(lambda: len(destination.files()) == 2, message="the retried images")
         waitFor(lambda: queued(sender) == 0, message="an empty queue")
+
+
+    def startHungProgramSender(self):
+        """A storescp and a pacs whose first export line runs a program that
+        hangs the first time (killed at the end of the test, before pacs
+        stops), the second forwarding to the storescp; both started."""
+        storescp = StorescpServer(os.path.join(self.workdir, "storescp"), aet="STORESCP")
+        sender = PacsServer(os.path.join(self.workdir, "a"), ae="PACSA", ini={
+            "ExportConverters": "2", "ExportConverter0": "sh hang.sh %f",
+            "ExportConverter1": "forward to STORESCP", "QuitGracePeriod": "2"})
+        sender.addNode("STORESCP", storescp.port)
+        with open(os.path.join(sender.workdir, "hang.sh"), "w") as f:
+            f.write("test -e hung.pid && exit 0\necho $$ > hung.pid\nexec sleep 60\n")
+        self.start(storescp)
+        self.start(sender)
+        self.running.append(HungPrograms(os.path.join(sender.workdir, "hung.pid")))
+        return storescp, sender
+
+    def test_aHungExportProgramHoldsOnlyItsOwnLine(self):
+        """A program of one export line that hangs (a copy to a dead NFS
+        mount) holds back that line only: the forwards of the other line
+        go at once."""
+        storescp, sender = self.startHungProgramSender()
+        images = writeImages(os.path.join(self.workdir, "in"), "CT", 3, PREFIX + "77.6")
+        self.assertEqual(sender.store(*[path for path, _ in images]).returncode, 0)
+        waitFor(lambda: len(storescp.files()) == 3, timeout=10, message="the forwards of the other line")
+        self.assertEqual(sorted(ds.SOPInstanceUID for ds in storescp.datasets()), sorted(sop for _, sop in images))
 
 
 ORTHANC_DICOMWEB = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"

@@ -26,6 +26,10 @@ otherwise the job is deleted, and the actions its line queued
 never loses them nor queues them twice.  Other effects of a line
 (``copy``, ``system``, files written) happen when it runs, so after a
 crash before that transaction commits they happen again: at least once.
+A stop lets each lane finish the job in hand and leaves its other jobs
+pending; one still running after ``QuitGracePeriod`` (a program that
+hangs) is left behind, logged and not recorded: it runs again at the next
+start.
 A ``MIRRORCOPY`` job copies its object to the mirror of its MAG device
 instead (``pacscore.storage.mirror``), and is retried without limit.
 
@@ -108,6 +112,7 @@ class ExportService(service.Service):
         self.pollTimeout = pollTimeout  # seconds a stop waits for a poll (SQLTimeOut of a database server)
         self.counters = services.counters
         self._jobLanes = set()  # the lines (converters) whose jobs are under way
+        self._jobsLeftBehind = False  # a stop went on without the jobs under way
         self._busyLanes = set()
         self._heldUntil = {}
         self._polling = None
@@ -148,6 +153,10 @@ class ExportService(service.Service):
         deadline = self.reactor.seconds() + self.gracePeriod
         pollDeadline = None if self.pollTimeout is None else self.reactor.seconds() + self.pollTimeout
         abandoned = False
+        if self._jobLanes:
+            self.log.info("stopping: waiting for the export jobs under way of {lines} (at most {grace} s, "
+                          "QuitGracePeriod); their other jobs stay queued", lines=", ".join(sorted(self._jobLanes)),
+                          grace=self.gracePeriod)
         while self._polling is not None or self._busyLanes or self._jobLanes:
             if self._polling is not None and pollDeadline is not None and self.reactor.seconds() >= pollDeadline:
                 self.log.error("stopping: the export queue's poll got no answer from the index database within "
@@ -158,17 +167,24 @@ class ExportService(service.Service):
                               "before their next object (at once one awaiting a C-STORE response) and stay queued",
                               grace=self.gracePeriod)
                 self.forwarder.interrupt()
+            if self._jobLanes and self.reactor.seconds() >= deadline:
+                self.log.warn("stopping: the export jobs of {lines} still running after {grace} s (QuitGracePeriod) "
+                              "are left behind, not recorded: they run again at the next start",
+                              lines=", ".join(sorted(self._jobLanes)), grace=self.gracePeriod)
+                self._jobLanes.clear()
+                self._jobsLeftBehind = True
             await task.deferLater(self.reactor, 0.05, lambda: None)
         await self.forwarder.closeAll()
-        await self.scripts.stop()
-        # a poll's thread left waiting on the database: a second for the others to end, and it is named
+        # a job or a poll's thread left behind: a second for the others to end, and it is named
+        await self.scripts.stop(grace=1 if self._jobsLeftBehind else STOP_GRACE)
         await self.io.stop(grace=1 if abandoned else STOP_GRACE)
 
     def stopService(self):
-        """Stops polling, waits for the jobs and the action each lane has
+        """Stops polling, waits for the job and the action each lane has
         under way (they finish or fail and are recorded, a forward stopped
-        before its next object once the grace period is over; the lanes'
-        other actions stay queued), closes the associations.  The index writer
+        before its next object and a job left behind once the grace period
+        is over; the lanes' other jobs and actions stay queued), closes the
+        associations.  The index writer
         must still run until this Deferred fires (``ArchiveService``)."""
         service.Service.stopService(self)
         return defer.ensureDeferred(self._stop())
@@ -247,7 +263,7 @@ class ExportService(service.Service):
     async def _runJobLane(self, converter, jobs):
         """Run ``jobs`` of the line ``converter`` (or the mirror copies) in
         order in a script worker, each recorded as it ends; the lane is free
-        once they are recorded."""
+        once they are recorded (or left behind by a stop)."""
         recorded = []
         try:
             await self.scripts.deferToWorker(self._jobs, jobs, recorded)
@@ -258,15 +274,19 @@ class ExportService(service.Service):
 
     def _jobs(self, jobs, recorded):
         """In a script worker: run the lines of ``jobs`` one after the
-        other; each outcome is recorded from
+        other, none once the service stops; each outcome is recorded from
         the reactor thread at once (``_record``), its Deferred put in
         ``recorded``."""
         for job in jobs:
+            if not self.running:
+                break
             outcome = self._job(job)
             self.reactor.callFromThread(lambda job=job, outcome=outcome: recorded.append(self._record(job, outcome)))
 
     def _record(self, job, outcome):
         """Deferred of the recording of what ``job`` came to (a failed job logged)."""
+        if self._jobsLeftBehind:  # the stop went on without it: it runs again at the next start
+            return defer.succeed(None)
         d = self.queue.recordJobs([outcome], self._wallClock())
         d.addCallback(self._recorded, job, outcome)
         d.addErrback(lambda f: self.log.failure("recording the export job of {uid} failed", f,

@@ -234,6 +234,21 @@ class ForwardingTests(unittest.TestCase):
         waitFor(lambda: len(storescp.files()) == 3, timeout=10, message="the forwards of the other line")
         self.assertEqual(sorted(ds.SOPInstanceUID for ds in storescp.datasets()), sorted(sop for _, sop in images))
 
+    def test_aStopWaitsForTheExportJobsInHandOnlyQuitGracePeriod(self):
+        """SIGTERM while an export program hangs: the stop waits
+        QuitGracePeriod for it, saying so, and the jobs not run (that one
+        too) stay queued for the next start."""
+        storescp, sender = self.startHungProgramSender()
+        images = writeImages(os.path.join(self.workdir, "in"), "CT", 3, PREFIX + "77.7")
+        self.assertEqual(sender.store(*[path for path, _ in images]).returncode, 0)
+        waitFor(lambda: os.path.exists(os.path.join(sender.workdir, "hung.pid")), message="the program running")
+        started = time.monotonic()
+        sender.stop(timeout=20)
+        self.assertLess(time.monotonic() - started, 8)
+        self.assertIn("stopping: waiting for the export jobs under way of ExportConverter0", sender.log())
+        with sqlite3.connect(sender.database) as connection:
+            self.assertEqual(connection.execute("SELECT Converter, State, Attempts FROM PacsExportJobs").fetchall(),
+                             [("ExportConverter0", "pending", 0)] * 3)
 
 ORTHANC_DICOMWEB = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
 

@@ -199,6 +199,7 @@ class Forwarder:
         self.interrupted = False  # the service stops: forwards end before their next object
         self._links = {}
         self._storing = set()  # the associations a C-STORE response is awaited on
+        self._opening = set()  # the Deferreds of the associations being opened
 
     @classmethod
     def fromConfiguration(cls, configuration, reactor, aeTitle, index, query, reader, workers,
@@ -236,11 +237,13 @@ class Forwarder:
         """Make the forwards under way, and any later one, stop with
         ``Interrupted`` (the service stops and its grace period is over):
         before their next object, their associations released; one waiting
-        for a C-STORE response (a destination that hangs) at once, its
-        association aborted."""
+        for a C-STORE response or opening its association (a destination
+        that hangs) at once, its association aborted."""
         self.interrupted = True
         for protocol in list(self._storing):
             protocol.abortAssociation()
+        for opening in list(self._opening):
+            opening.cancel()
 
     def _checkInterrupted(self):
         if self.interrupted:
@@ -515,11 +518,16 @@ class Forwarder:
     # -- associations -----------------------------------------------------
 
     async def _associate(self, node, contexts):
+        opening = defer.ensureDeferred(associateNode(self.reactor, node, self.aeTitle, contexts, self.connectTimeout,
+                                                     self.dimseTimeout, self.endpointFor, self.titleStyle))
+        self._opening.add(opening)
         try:
-            return await associateNode(self.reactor, node, self.aeTitle, contexts, self.connectTimeout,
-                                       self.dimseTimeout, self.endpointFor, self.titleStyle)
-        except NodeUnreachable as e:
+            return await opening
+        except (NodeUnreachable, defer.CancelledError) as e:
+            self._checkInterrupted()  # cancelled by interrupt()
             raise ForwardError(str(e)) from e
+        finally:
+            self._opening.discard(opening)
 
     def _cancelClose(self, link):
         if link.closeTimer is not None and link.closeTimer.active():

@@ -49,7 +49,8 @@ action under way and record it; the lane's other actions stay queued, so
 after a clean stop nothing is sent again.  A forward still under way after
 ``QuitGracePeriod`` seconds (default 30) is interrupted before its next
 object (``Forwarder.interrupt``), its association released, or at once,
-its association aborted, while it waits for a C-STORE response: it stays
+its association aborted, while it waits for a C-STORE response or for
+its association to be accepted: it stays
 queued, no attempt counted, and goes again, whole, at the next start.
 A forward that left objects out (``forwarder.Undelivered``) is given up
 at once, a retry would leave them out again: it stays in the table as
@@ -164,7 +165,8 @@ class ExportService(service.Service):
                 self._polling, abandoned = None, True  # its answer, if any, starts nothing (_poll)
             if self._busyLanes and not self.forwarder.interrupted and self.reactor.seconds() >= deadline:
                 self.log.warn("stopping: the forwards still under way after {grace} s (QuitGracePeriod) stop "
-                              "before their next object (at once one awaiting a C-STORE response) and stay queued",
+                              "before their next object (at once one awaiting a C-STORE response or the answer to its "
+                              "association request) and stay queued",
                               grace=self.gracePeriod)
                 self.forwarder.interrupt()
             if self._jobLanes and self.reactor.seconds() >= deadline:

@@ -8,11 +8,12 @@ import os
 
 from pydicom.dataset import Dataset
 from twisted.internet import defer, task
+from twisted.internet.testing import StringTransport
 from twisted.logger import Logger, LogLevel, formatEvent
 from twisted.trial import unittest
 
 from pacscore.config.acrnema import AcrNemaMap
-from pacscore.dicom import commands
+from pacscore.dicom import commands, pdu
 from pacscore.dicom.datasets import decodeDataset, encodeDataset
 from pacscore.dicom.models import PATIENT_ROOT_FIND, PATIENT_ROOT_MOVE
 from pacscore.dicom.storeddata import STREAMED_OBJECT
@@ -22,6 +23,13 @@ from pacscore.export.queue import Action, Target
 from tests.pacscore.export.fixtures import (
     EXPLICIT, IMPLICIT, JPEG_2000_LOSSLESS, MR_STORAGE, Acceptor, Archive, Recorder, SyncWorkers, failingFor, settle)
 from tests.pacscore.dicom.test_client import Silent
+
+class TcpTransport(StringTransport):
+    """A StringTransport standing in for TCP (TCP_NODELAY is set on it)."""
+
+    def setTcpNoDelay(self, enabled):
+        pass
+
 
 NODES = "DEST 127.0.0.1 104\nDESTJK 127.0.0.1 105 jk\n"
 
@@ -349,6 +357,28 @@ class ForwarderTests(unittest.TestCase):
         self.failureResultOf(d, Interrupted)
         self.acceptor.flush()
         self.assertEqual(self.acceptor.openAssociations(), [])
+
+    def test_anInterruptCancelsAnAssociationBeingOpened(self):
+        """A destination that takes the connection but never answers the
+        A-ASSOCIATE-RQ: ``interrupt`` stops the attempt at once (not after
+        the connect timeout), and the forward fails with Interrupted (stays
+        queued, no attempt counted)."""
+        transports = []
+
+        def connect(factory):
+            client = factory.buildProtocol(None)
+            transports.append(TcpTransport())
+            client.makeConnection(transports[-1])
+            return defer.succeed(client)
+        self.acceptor.connect = connect
+        forwarder = self.forwarder()
+        d = defer.ensureDeferred(forwarder.forward(imageAction("1.2.3.1.0")))
+        self.clock.advance(5)
+        self.assertNoResult(d)
+        forwarder.interrupt()
+        self.failureResultOf(d, Interrupted)
+        self.assertTrue(transports[0].value().endswith(pdu.encodeAbort(pdu.SOURCE_SERVICE_USER,
+                                                                       pdu.REASON_NOT_SPECIFIED)))
 
     def test_anInterruptedForwardStopsBeforeItsNextObjectAndReleases(self):
         """The service stops (``interrupt``): a study forward under way sends

@@ -36,10 +36,12 @@ META_TAGS = frozenset({
 _SHORT = struct.Struct("<HH2sH")
 _GROUP_LENGTH = struct.Struct("<HH2sHL")
 _PEEK = struct.Struct("<HH2s")
+_LONG_LENGTH = struct.Struct("<L")
 _VERSION = b"\x02\x00\x01\x00OB\x00\x00\x02\x00\x00\x00\x00\x01"
 _LITTLE_ENDIAN = (IMPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN)  # told apart by the first element
 _VRS = frozenset(b"AE AS AT CS DA DS DT FD FL IS LO LT OB OD OF OL OV OW PN "
                  b"SH SL SQ SS ST SV TM UC UI UL UN UR US UT UV".split())
+_LONG_VALUE_VRS = frozenset(b"OB OD OF OL OV OW SQ SV UC UN UR UT UV".split())  # 2 reserved bytes, 4-byte length
 
 
 def _element(element, vr, value, pad):
@@ -116,11 +118,56 @@ def readFileMeta(fileobj):
     if not transferSyntax or transferSyntax in _LITTLE_ENDIAN:
         first = fileobj.read(_PEEK.size)
         fileobj.seek(start + datasetOffset)
-        if not transferSyntax:
-            transferSyntax = _guessTransferSyntax(first)
-        elif len(first) == _PEEK.size:  # the little endian one its first element is in
-            transferSyntax = EXPLICIT_VR_LITTLE_ENDIAN if _PEEK.unpack(first)[2] in _VRS else IMPLICIT_VR_LITTLE_ENDIAN
+        transferSyntax = _syntaxOfDataset(transferSyntax, first)
     return transferSyntax, meta, datasetOffset
+
+
+def _syntaxOfDataset(stated, first):
+    """The transfer syntax a data set whose meta states ``stated`` ("" for
+    none) is in, ``first`` its first bytes: guessed when none is stated; of
+    the two little endian ones, the one its first element is in."""
+    if not stated:
+        return _guessTransferSyntax(first)
+    if stated in _LITTLE_ENDIAN and len(first) == _PEEK.size:
+        return EXPLICIT_VR_LITTLE_ENDIAN if _PEEK.unpack(first)[2] in _VRS else IMPLICIT_VR_LITTLE_ENDIAN
+    return stated
+
+
+def quickFileMeta(head):
+    """``(transferSyntax, datasetOffset)`` of a Part-10 file whose first
+    bytes are ``head``, as ``readFileMeta`` gives them, without walking
+    the file: for the plain meta every writer makes (preamble, DICM, a
+    group length, then group 0002 elements of explicit VR ending where it
+    says, a single UI transfer syntax, all within ``head``, the data set's
+    first element too); None for any other (``readFileMeta`` then reads it)."""
+    metaOffset = PREAMBLE_LENGTH + len(MAGIC)
+    start = metaOffset + _GROUP_LENGTH.size
+    if len(head) < start or head[PREAMBLE_LENGTH:metaOffset] != MAGIC:
+        return None
+    group, element, vr, size, length = _GROUP_LENGTH.unpack_from(head, metaOffset)
+    end = start + length
+    if (group, element, vr, size) != (2, 0, b"UL", 4) or end + _PEEK.size > len(head):
+        return None
+    stated, position = None, start
+    while position < end:
+        if position + _SHORT.size > end:
+            return None
+        group, element, vr, length = _SHORT.unpack_from(head, position)
+        position += _SHORT.size
+        if group != 2 or vr not in _VRS or vr == b"SQ":
+            return None
+        if vr in _LONG_VALUE_VRS:
+            if position + _LONG_LENGTH.size > end:
+                return None
+            length = _LONG_LENGTH.unpack_from(head, position)[0]
+            position += _LONG_LENGTH.size
+        if element == 0x0010:
+            stated = head[position:position + length].decode("latin-1").rstrip(" \x00") if vr == b"UI" else None
+        position += length
+    if position != end or head[end:end + 2] == b"\x02\x00" or not stated or stated != stated.strip() or (
+            "\\" in stated):
+        return None  # a walk would go on through group 0002, or read the syntax otherwise
+    return _syntaxOfDataset(stated, head[end:end + _PEEK.size]), end
 
 
 def sendsAsItIs(fileobj, transferSyntax, meta):

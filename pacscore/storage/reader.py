@@ -23,6 +23,7 @@ from pacscore.storage.attributes import SPECIFIC_CHARACTER_SET, DatasetError, re
 from pacscore.storage.mirror import Mirrors
 from pacscore.storage.part10 import MEDIA_STORAGE_SOP_CLASS_UID, readFileMeta
 
+HEADER_READ = 4096  # bytes read at once to find a file's transfer syntax and data set: its meta and more
 RELOCATIONS = 3  # how often a file found gone is looked for again under the name the index gives it now
 
 
@@ -183,12 +184,23 @@ class ObjectReader:
 
     def _stored(self, held):
         """The ``StoredObject`` of an Instance, its file's Part-10 header
-        read; a StoredObject as it is.  When the index holds no SOP class
+        read (with one read when it is plain: ``quickFileMeta``); a
+        StoredObject as it is.  When the index holds no SOP class
         (a dicom.sql without that column), the file's is taken
         (``_sopClassOf``): a retrieve or forward negotiates with it."""
         if isinstance(held, StoredObject):
             return held
         path = self.path(held.deviceName, held.objectFile)
+        if held.sopClassUID:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                quick = part10.quickFileMeta(os.pread(fd, HEADER_READ, 0))
+                size = os.fstat(fd).st_size
+            finally:
+                os.close(fd)
+            if quick is not None:
+                return StoredObject(held.sopInstanceUID, held.sopClassUID, path, *quick, size, held.deviceName,
+                                    held.objectFile)
         with open(path, "rb") as f:
             syntax, meta, offset = readFileMeta(f)
             size = os.fstat(f.fileno()).st_size

@@ -1,13 +1,14 @@
 """C-MOVE and C-GET SCP (PS3.4 C.4.2, C.4.3): retrieves as C-STORE
 sub-operations.
 
-Both find the images the identifier selects, read their Part-10 headers,
-then send them one at a time - read from disk a batch ahead of need (a
-few MB), so memory stays bounded whatever the size of the retrieve.  A
-C-MOVE sends them on a new association, opened by our client to the
-destination AE that acrnema.map names; a C-GET sends them back on the
-requestor's own association (for the storage classes it took the SCP role
-for).  Each object goes in the stored transfer syntax when the peer takes
+Both find the images the identifier selects and send them one at a time
+- read from disk a batch ahead of need (a few MB), each file opened once
+for its Part-10 header and data set, so memory stays bounded whatever the
+size of the retrieve.  A C-MOVE sends them on a new association, opened
+by our client to the destination AE that acrnema.map names, for which it
+first reads every header (it proposes contexts for their syntaxes); a
+C-GET sends them back on the requestor's own association (for the storage
+classes it took the SCP role for).  Each object goes in the stored transfer syntax when the peer takes
 it, else converted (``pacscore.codecs``) to the best one it accepted;
 pending responses (up to ten a second) report Remaining/Completed/Failed/
 Warning, the final one lists the failed SOP instances.  A C-CANCEL stops the transfer
@@ -20,6 +21,7 @@ A701, out of resources, with one log line.
 """
 
 import os
+import sys
 from collections import Counter
 
 from pydicom.datadict import keyword_for_tag
@@ -45,11 +47,12 @@ from pacscore.dicom.find import DESTROYED, convertIdentifier
 from pacscore.dicom.identifiers import BadIdentifier, checkRetrieveKeys, readRequest, retrieveKeys
 from pacscore.dicom.models import modelOf
 from pacscore.dicom.protocol import ESTABLISHED
-from pacscore.dicom.storeddata import StoredData, closeIfStored, goesAsStored, openStored, renamed
+from pacscore.dicom.storeddata import (
+    STREAMED_OBJECT, StoredData, closeIfStored, goesAsStored, openStored, renamed)
 from pacscore.dicom.virtual import takeServerMask
 from pacscore.logfiles import userEvents
 from pacscore.storage.attributes import DatasetError
-from pacscore.storage.reader import Missing
+from pacscore.storage.reader import Missing, StoredObject
 
 SUCCESS = 0x0000
 CANCELLED = 0xFE00
@@ -260,7 +263,7 @@ class RetrieveService:
                 lost = fetch.lost
             instances = await self.index.queryForPeer(self.query.instances, request.level,
                                                       self._selectingKeys(peer, request))
-            located = await self.workers.deferToWorker(self.reader.locate, instances)
+            located = await self._locate(instances)
         except (BadIdentifier, Refused) as e:
             self.log.warn("{peer}: {operation} refused: {error}", peer=peer, operation=self.operation, error=e)
             return respond(e.status, comment=str(e))
@@ -491,6 +494,12 @@ class RetrieveService:
         return (f"takes {stored.sopClassUID} in none of the syntaxes we can send it in "
                 f"(stored as {stored.transferSyntax})")
 
+    def _locate(self, instances):
+        """The objects to send, from the ``pacscore.db.query.Instance``\ s
+        the index found: as they are, each located as it is read
+        (``_ReadAhead``)."""
+        return defer.succeed(instances)
+
     def _destination(self, protocol, command):
         """Where the objects go, ``%s`` of the converter lines: the requestor (C-GET)."""
         return protocol.association.callingAE
@@ -513,7 +522,8 @@ class RetrieveService:
 
 
 class _ReadAhead:
-    """The data sets of ``located`` in order, read in the I/O pool a batch
+    """The data sets of ``located`` (each a ``StoredObject``, an Instance
+    to locate, or ``Missing``) in order, read in the I/O pool a batch
     (``batchBytes`` or ``batchCount`` objects) ahead of need."""
 
     batchBytes = 4 << 20
@@ -530,36 +540,42 @@ class _ReadAhead:
         self.reading = self._readBatch()
 
     def _readBatch(self):
-        batch, size = [], 0
-        while self.position < len(self.located) and len(batch) < self.batchCount and size < self.batchBytes:
-            stored = self.located[self.position]
-            self.position += 1
-            batch.append(stored)
-            size += 0 if isinstance(stored, Missing) else stored.size
-        if not batch:
+        if self.position >= len(self.located):
             return None
-        return self.workers.deferToWorker(self._readAll, batch)
+        return self.workers.deferToWorker(self._readAll, self.position)
 
-    def _readAll(self, batch):
-        return [(stored, None) if isinstance(stored, Missing) else self._read(stored) for stored in batch]
+    def _readAll(self, start):
+        """The objects from ``start`` on, up to ``batchCount`` of them, and
+        no more once ``batchBytes`` are read."""
+        batch, size = [], 0
+        for held in self.located[start:start + self.batchCount]:
+            if size >= self.batchBytes:
+                break
+            stored, data = (held, None) if isinstance(held, Missing) else self._read(held)
+            batch.append((stored, data))
+            size += 0 if isinstance(stored, Missing) else stored.size
+        return batch
 
-    def _read(self, stored):
-        """``(stored, data set)`` of ``stored``: a large one sent as stored
+    def _read(self, held):
+        """``(stored, data set)`` of ``held``: a large one sent as stored
         stays in its file (a ``StoredData``), others are read and converted
         (``stored`` then with the syntax they are in).  A file gone or
-        damaged since it was located is ``(Missing, None)``; one stored
-        again meanwhile is read from its new file (``ObjectReader.reading``)."""
+        damaged since it was found is ``(Missing, None)``; one stored
+        again meanwhile is read from its new file (``ObjectReader.loading``)."""
         try:
-            return self.reader.reading(stored, self._readFile)
+            return self.reader.loading(held, self._readFile, STREAMED_OBJECT if self.asStored else sys.maxsize)
         except (OSError, DatasetError) as e:
-            return Missing(stored.sopInstanceUID, f"{stored.path}: {e}", isinstance(e, FileNotFoundError)), None
+            where = held.path if isinstance(held, StoredObject) else held.objectFile
+            return Missing(held.sopInstanceUID, f"{where}: {e}", isinstance(e, FileNotFoundError)), None
 
-    def _readFile(self, stored):
-        if self.asStored:
+    def _readFile(self, stored, data):
+        """``data``: the data set bytes, or None when it may stay in its file."""
+        if data is None:
             data = openStored(stored, self.workers.deferToWorker)
             if data is not None:
                 return stored, data
-        return self.convert(stored, self.reader.read(stored))
+            data = self.reader.read(stored)
+        return self.convert(stored, data)
 
     def close(self):
         """Close the files of objects read ahead and not sent."""
@@ -574,6 +590,7 @@ class _ReadAhead:
         or one left out)."""
         if not self.ready:
             self.ready = await self.reading
+            self.position += len(self.ready)
             self.reading = self._readBatch()
         return self.ready.pop(0)
 
@@ -599,6 +616,12 @@ class MoveService(RetrieveService):
 
     def _describe(self, command):
         return f" to {command.get(commands.MOVE_DESTINATION, '')}"
+
+    def _locate(self, instances):
+        """Every object located (a ``StoredObject``, or ``Missing``) before
+        the destination is reached: it is offered contexts for their SOP
+        classes and syntaxes (``contextsFor``)."""
+        return self.workers.deferToWorker(self.reader.locate, instances)
 
     def _destination(self, protocol, command):
         return command.get(commands.MOVE_DESTINATION, "").strip()

@@ -90,6 +90,20 @@ def _sopClassOf(f, syntax, meta):
     return meta.get(MEDIA_STORAGE_SOP_CLASS_UID) or readAttributes(f, syntax, {SOP_CLASS_UID}).get(SOP_CLASS_UID, "")
 
 
+def _readAt(fd, offset, length):
+    """``length`` bytes (fewer at the end of the file) from ``offset`` of
+    the open file ``fd``, in as few reads as it takes."""
+    chunks = []
+    while length > 0:
+        chunk = os.pread(fd, length, offset)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        offset += len(chunk)
+        length -= len(chunk)
+    return b"".join(chunks)
+
+
 class ObjectReader:
     """Finds and reads the files of indexed objects on the MAG devices
     (and their ``mirrors``); ``current(sopInstanceUID)``, when given, is
@@ -184,27 +198,40 @@ class ObjectReader:
 
     def _stored(self, held):
         """The ``StoredObject`` of an Instance, its file's Part-10 header
-        read (with one read when it is plain: ``quickFileMeta``); a
-        StoredObject as it is.  When the index holds no SOP class
-        (a dicom.sql without that column), the file's is taken
-        (``_sopClassOf``): a retrieve or forward negotiates with it."""
+        read; a StoredObject as it is (see ``_load``)."""
         if isinstance(held, StoredObject):
             return held
-        path = self.path(held.deviceName, held.objectFile)
-        if held.sopClassUID:
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                quick = part10.quickFileMeta(os.pread(fd, HEADER_READ, 0))
-                size = os.fstat(fd).st_size
-            finally:
-                os.close(fd)
-            if quick is not None:
-                return StoredObject(held.sopInstanceUID, held.sopClassUID, path, *quick, size, held.deviceName,
-                                    held.objectFile)
-        with open(path, "rb") as f:
-            syntax, meta, offset = readFileMeta(f)
-            size = os.fstat(f.fileno()).st_size
-            sopClass = held.sopClassUID or _sopClassOf(f, syntax, meta)
+        return self._load(held)[0]
+
+    def _load(self, held, largest=-1):
+        """``(StoredObject, data set bytes)`` of an Instance or StoredObject,
+        its file opened once: an Instance's Part-10 header read (with one
+        read when it is plain: ``quickFileMeta``), then its data set unless
+        it is larger than ``largest`` bytes (None then).  When the index
+        holds no SOP class (a dicom.sql without that column), the file's is
+        taken (``_sopClassOf``): a retrieve or forward negotiates with it."""
+        path = held.path if isinstance(held, StoredObject) else self.path(held.deviceName, held.objectFile)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            size = os.fstat(fd).st_size
+            stored = held if isinstance(held, StoredObject) else self._located(held, path, fd, size)
+            if stored.size > largest:
+                return stored, None
+            return stored, _readAt(fd, stored.datasetOffset, size - stored.datasetOffset)
+        finally:
+            os.close(fd)
+
+    def _located(self, held, path, fd, size):
+        """The ``StoredObject`` of the Instance ``held``, its file ``path``
+        open as ``fd``."""
+        quick = part10.quickFileMeta(os.pread(fd, HEADER_READ, 0)) if held.sopClassUID else None
+        if quick is not None:
+            syntax, offset = quick
+            sopClass = held.sopClassUID
+        else:
+            with open(fd, "rb", closefd=False) as f:
+                syntax, meta, offset = readFileMeta(f)
+                sopClass = held.sopClassUID or _sopClassOf(f, syntax, meta)
         return StoredObject(held.sopInstanceUID, sopClass, path, syntax, offset, size, held.deviceName,
                             held.objectFile)
 
@@ -231,6 +258,14 @@ class ObjectReader:
         now, ``use`` of that file's StoredObject (which may be in another
         transfer syntax)."""
         return self._whileRenamed(stored, lambda held: use(self._stored(held)))
+
+    def loading(self, held, use, largest):
+        """In the I/O pool: ``use(stored, data)``, ``stored`` the
+        ``StoredObject`` of ``held`` (an Instance, located here, or a
+        StoredObject) and ``data`` its data set bytes, read in the same
+        opening of its file (None when it is larger than ``largest`` bytes);
+        one stored again since, as for ``reading``."""
+        return self._whileRenamed(held, lambda current: use(*self._load(current, largest)))
 
     def onFile(self, path, work, *args):
         """In the I/O pool: ``(path, work(path, *args))``; when the file is

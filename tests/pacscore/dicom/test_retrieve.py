@@ -1,6 +1,7 @@
 """The pieces of C-MOVE/C-GET that decide: which contexts to propose, which
 syntax to send an object in, which status ends the retrieve."""
 
+import builtins
 import os
 from collections import Counter
 from types import SimpleNamespace
@@ -22,6 +23,8 @@ from pacscore.dicom.retrieve import (
     MoveService, Progress, _ReadAhead, _ReturnPath, choices, contextsFor, convertToFirst)
 from pacscore.dicom.models import STUDY_ROOT_GET, STUDY_ROOT_MOVE
 from pacscore.dicom.storeddata import StoredData
+from pacscore.storage import reader as readerModule
+from pacscore.storage.part10 import encodeFileMeta
 from pacscore.dicom.virtual import Fetched
 from pacscore.testing.corpus import generateCorpus
 from pacscore.db.query import Instance
@@ -272,6 +275,79 @@ class ReadAheadTests(unittest.TestCase):
         upcoming = _ReadAhead(reader, SyncWorkers(), located, lambda stored, data: (stored, data))
         stored, read = self.successResultOf(defer.ensureDeferred(upcoming.next()))
         self.assertEqual((stored.path, read), (os.path.join(folder, "P", "new.dcm"), data))
+
+
+class OpenedFiles:
+    """The files the reader opens (``os.open`` and ``open``), while it is
+    patched in: ``patch(test)``."""
+
+    def __init__(self, folder):
+        self.folder = folder
+        self.opened = []
+
+    def patch(self, test):
+        test.patch(readerModule, "os", self)
+        test.patch(builtins, "open", self._open)
+
+    def __getattr__(self, name):
+        return getattr(os, name)
+
+    def _seen(self, path):
+        if isinstance(path, str) and path.startswith(self.folder):
+            self.opened.append(path)
+
+    def open(self, path, *args, **kwargs):
+        self._seen(path)
+        return os.open(path, *args, **kwargs)
+
+    def _open(self, path, *args, **kwargs):
+        self._seen(path)
+        return OPEN(path, *args, **kwargs)
+
+
+OPEN = builtins.open
+
+
+class GetReadsOnceTests(unittest.TestCase):
+    """A C-GET opens each object's file once, its header and data set read
+    together a batch ahead of need: its first C-STORE goes before later
+    objects' files are opened (a C-MOVE reads every header first: it
+    proposes contexts for their syntaxes)."""
+
+    def test_eachFileOpenedOnceABatchAhead(self):
+        syntax, data, _ = split("CT_small.dcm")
+        folder = os.path.abspath(self.mktemp())
+        os.makedirs(folder)
+        count = 2 * _ReadAhead.batchCount + 8
+        instances = []
+        for n in range(count):
+            uid = f"1.2.3.{n}"
+            with OPEN(os.path.join(folder, f"{n}.dcm"), "wb") as f:
+                f.write(encodeFileMeta(CT, uid, syntax, "1.2.3.4", "TEST") + data)
+            instances.append(Instance(uid, CT, "MAG0", f"{n}.dcm", "P", "1", "1.1"))
+        index = SimpleNamespace(queryForPeer=lambda fn, *args: defer.succeed(instances))
+        service = GetService(index, SimpleNamespace(instances=None), ObjectReader([MagDevice("MAG0", folder)]),
+                             SyncWorkers(), "PACS", task.Clock())
+        requestor = GetRequestor([(STUDY_ROOT_GET, IMPLICIT), (CT, syntax)], roles=[CT])
+        opened = OpenedFiles(folder)
+        firstStore, responses = [], []
+
+        def store(*args):
+            firstStore[:] = firstStore or [len(set(opened.opened))]
+            return GetRequestor.store(requestor, *args)
+        requestor.store = store
+        requestor.whenCancelled = lambda command: defer.Deferred()
+        requestor.sendMessage = lambda contextId, command, dataset=None: responses.append(command)
+        identifier = Dataset()
+        identifier.QueryRetrieveLevel = "STUDY"
+        identifier.StudyInstanceUID = "1"
+        opened.patch(self)
+        self.successResultOf(service.handle(requestor, 1, {commands.MESSAGE_ID: 1},
+                                            SimpleNamespace(data=encodeDataset(identifier, IMPLICIT))))
+        self.assertEqual((responses[-1][commands.STATUS], responses[-1][commands.COMPLETED_SUBOPERATIONS]),
+                         (SUCCESS, count))
+        self.assertEqual(Counter(Counter(opened.opened).values()), {1: count})
+        self.assertEqual(firstStore, [2 * _ReadAhead.batchCount])  # the batch sent, the next one read ahead
 
 
 class StoredAgainTests(unittest.TestCase):

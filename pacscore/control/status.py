@@ -47,7 +47,8 @@ async def gather(archive, reactor):
     queues, devices = await defer.gatherResults([archive.workers.deferToWorker(archive.exportQueue.counts),
                                                  archive.workers.deferToWorker(deviceSpace, archive.devices + [
                                                      archive.mirrors.devices[name]
-                                                     for name in sorted(archive.mirrors.mirrored)])])
+                                                     for name in sorted(archive.mirrors.mirrored)])],
+                                                consumeErrors=True)
     counters = json.loads(json.dumps({**STARTING_COUNTERS, **archive.counters}, default=str))
 
     def count(name):

@@ -117,6 +117,8 @@ class AnsweringResource(resource.Resource):
             request.finish()
 
     def _failed(self, failure, request, finished):
+        if failure.check(defer.FirstError):  # of a gatherResults: what failed in it
+            failure = failure.value.subFailure
         if failure.check(WebError):
             error = failure.value
             self.log.info("web: {peer} {uri}: {code} {message}", peer=_peer(request), uri=_uri(request),

@@ -168,9 +168,11 @@ class DatabaseFailureTests(unittest.TestCase):
     with ``Retry-After`` and one error line, not a 500 with a traceback;
     also when a stream fails before its first chunk."""
 
-    def answered(self, error, stream=False):
+    def answered(self, error, stream=False, gathered=False):
         class Failing(AnsweringResource):
             async def answer(self, request):
+                if gathered:  # as the status page gathers its parts
+                    await defer.gatherResults([defer.fail(error)], consumeErrors=True)
                 if not stream:
                     raise error
 
@@ -194,3 +196,9 @@ class DatabaseFailureTests(unittest.TestCase):
                 self.assertEqual([event for event in events if "log_failure" in event], [])
                 self.assertEqual([event["log_level"] for event in events], [LogLevel.error])
                 self.assertIn(message, formatEvent(events[0]))
+
+    def test_serverDownWhileGathering(self):
+        """A failure in one part of a gatherResults (the top page's status) too."""
+        request, events = self.answered(OperationalError(None, None, Exception("connection refused")), gathered=True)
+        self.assertEqual(request.responseCode, 503)
+        self.assertEqual([event["log_level"] for event in events], [LogLevel.error])

@@ -80,8 +80,8 @@ class AnsweringResource(resource.Resource):
 
     async def _stream(self, answer, request, finished):
         """Send the chunks of a StreamAnswer (chunked), each made once the
-        client took the last; no more once the client left, and only the
-        first (for the headers) to a HEAD. A failure before the first chunk
+        client took the last; no more once the client left or was cut off
+        (``_taken``), and only the first (for the headers) to a HEAD. A failure before the first chunk
         is answered as any other; one midway breaks the connection, so that
         the client sees the answer cut short."""
         flow = Pacer()
@@ -96,7 +96,8 @@ class AnsweringResource(resource.Resource):
                 request.write(chunk)
                 if request.method == b"HEAD":  # the first write sent the headers, all HEAD answers
                     break
-                await flow.resumed()
+                if not await self._taken(flow, request):
+                    return
         except Exception:
             if not started:
                 return self._failed(Failure(), request, finished)
@@ -115,6 +116,25 @@ class AnsweringResource(resource.Resource):
             if started:
                 request.unregisterProducer()
             request.finish()
+
+    async def _taken(self, flow, request):
+        """Whether the client of ``request`` took what was written to it
+        (``flow`` resumed) within the site's ``sendTimeout`` seconds (none:
+        no limit); one that did not is cut off (its connection aborted: a
+        closed one would keep what it could not send) and logged."""
+        taken = flow.resumed()
+        timeout = None if taken.called else getattr(request.site, "sendTimeout", None)  # twisted.web's Site: none
+        if timeout:
+            taken.addTimeout(timeout, request.site.reactor)
+        try:
+            await taken
+        except defer.TimeoutError:
+            self.log.warn("web: {peer} {uri}: the client took nothing of the answer for {timeout} s (TCPIPTimeOut), "
+                          "cut off", peer=_peer(request), uri=_uri(request), timeout=timeout)
+            request.unregisterProducer()
+            request.channel.transport.abortConnection()
+            return False
+        return True
 
     def _failed(self, failure, request, finished):
         if failure.check(defer.FirstError):  # of a gatherResults: what failed in it

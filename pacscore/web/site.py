@@ -179,6 +179,7 @@ def webSite(archive):
                     timeout=archive.idleTimeout or None, logFormatter=accessLogLine,
                     parsePOSTFormSubmission=False)  # pacscore.web.forms reads forms
     site.displayTracebacks = False
+    site.sendTimeout = archive.configuration.tcpipTimeout  # pacscore.web.answering: a stalled download is cut off
     return site
 
 

@@ -3,8 +3,11 @@ none of them answers (PUT, DELETE, PATCH, TRACE, OPTIONS but on
 /dicom-web and /wado) is a 405 naming the methods answered in ``Allow``, logged, and
 on /dicom-web with the CORS header its answers all carry; a Folder's path
 that names nothing is a logged 404; a stream stops quietly when the
-client leaves, and after its first chunk for a HEAD; a failure of the
-index database is a 503 with one log line."""
+client leaves, and after its first chunk for a HEAD, and a client that
+takes nothing of it for the site's ``sendTimeout`` is cut off, logged; a
+failure of the index database is a 503 with one log line."""
+
+import socket
 
 from sqlalchemy.exc import OperationalError
 from twisted.internet import defer, protocol, reactor, task
@@ -202,3 +205,49 @@ class DatabaseFailureTests(unittest.TestCase):
         request, events = self.answered(OperationalError(None, None, Exception("connection refused")), gathered=True)
         self.assertEqual(request.responseCode, 503)
         self.assertEqual([event["log_level"] for event in events], [LogLevel.error])
+
+
+class StalledClientTests(unittest.TestCase):
+    """A client that stops reading a stream is cut off after the site's
+    ``sendTimeout`` seconds of taking nothing: its connection aborted, the
+    chunks closed, a warning naming it and the URI."""
+
+    TIMEOUT = 0.5
+
+    def setUp(self):
+        self.made, self.closed = 0, defer.Deferred()
+
+        class Streaming(AnsweringResource):
+            async def answer(resource, request):
+                return StreamAnswer(self.chunks(), "application/octet-stream")
+        site = server.Site(Streaming())
+        site.sendTimeout = self.TIMEOUT
+        listening = reactor.listenTCP(0, site, interface="127.0.0.1")
+        self.addCleanup(listening.stopListening)
+        self.port = listening.getHost().port
+
+    async def chunks(self):
+        try:
+            while True:
+                self.made += 1
+                yield b"x" * (1 << 20)
+        finally:
+            self.closed.callback(None)
+
+    @defer.inlineCallbacks
+    def test_cutOff(self):
+        client = socket.socket()
+        self.addCleanup(client.close)
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.connect(("127.0.0.1", self.port))
+        client.sendall(b"GET /stalled HTTP/1.1\r\nHost: localhost\r\n\r\n")  # and never read
+        with capturedLogs() as events:
+            yield self.closed.addTimeout(10, reactor)
+            yield task.deferLater(reactor, 0.1, lambda: None)  # the abort done
+        [cut] = [event for event in events if "cut off" in event["log_format"]]
+        self.assertEqual((cut["peer"], cut["uri"], cut["timeout"]), ("127.0.0.1", "/stalled", self.TIMEOUT))
+        self.assertLess(self.made, 100)
+        client.setblocking(False)
+        with self.assertRaises(ConnectionResetError):
+            while client.recv(1 << 20):
+                pass

@@ -301,10 +301,11 @@ class RetrieveService:
             self.log.info("{peer}: {operation} cancelled with {remaining} objects left",
                           peer=peer, operation=self.operation, remaining=progress.remaining)
             return respond(CANCELLED, progress, self._failedList(progress, syntax))
-        if progress.failed:
-            self.log.warn("{peer}: {operation}: {failed} of {count} sub-operations failed",
-                          peer=peer, operation=self.operation, failed=progress.failed,
-                          count=len(located) + len(lost))
+        if progress.failed or progress.remaining:
+            self.log.warn("{peer}: {operation}: {count} sub-operations: {completed} completed, {failed} failed, "
+                          "{warning} with a warning, {remaining} not sent", peer=peer, operation=self.operation,
+                          count=len(located) + len(lost), completed=progress.completed, failed=progress.failed,
+                          warning=progress.warning, remaining=progress.remaining)
         respond(progress.finalStatus(), progress, self._failedList(progress, syntax))
 
     def _selectingKeys(self, peer, request):

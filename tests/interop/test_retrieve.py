@@ -5,6 +5,7 @@ a second pacs; getscu; unknown destinations."""
 
 import io
 import os
+import re
 import socket
 import struct
 import subprocess
@@ -29,7 +30,7 @@ from pacscore.testing.corpus import generateCorpus
 from tests.interop.index import rows
 from tests.interop.peers import OrthancServer, StorescpServer
 from tests.interop.qrcorpus import CORPUS, storeCorpus
-from tests.interop.server import PacsServer, dcmtk, dcmtkEnvironment, dcmtkTool
+from tests.interop.server import PacsServer, dcmtk, dcmtkEnvironment, dcmtkTool, waitFor
 
 IMPLICIT = "1.2.840.10008.1.2"
 EXPLICIT = "1.2.840.10008.1.2.1"
@@ -422,7 +423,28 @@ class CancelAndLoadTests(unittest.TestCase):
         self.assertEqual(len(self.storescp.files()), 5)
         log = self.server.log()
         self.assertIn("the association with STORESCP was lost; opening another for the 3 objects left", log)
-        self.assertIn("C-MOVE: 1 of 6 sub-operations failed", log)
+        self.assertIn("C-MOVE: 6 sub-operations: 5 completed, 1 failed, 0 with a warning, 0 not sent", log)
+
+    def test_getCutShortCountsWhatWasNotSent(self):
+        """A getscu killed once its first object arrived: the log counts the
+        objects never sent apart from those that failed."""
+        images = self.storeCorpus(patients=1, studiesPerPatient=1, seriesPerStudy=1, imagesPerSeries=20,
+                                  rows=1024, columns=1024)
+        out = tempfile.mkdtemp(dir=self.workdir)
+        getscu = subprocess.Popen([dcmtkTool("getscu"), "-S", "-aec", self.server.ae, "-od", out,
+                                   "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={images[0].studyUID}",
+                                   "127.0.0.1", str(self.server.port)],
+                                  env=dcmtkEnvironment(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        waitFor(lambda: os.listdir(out), timeout=60, message="the first object")
+        getscu.kill()
+        getscu.wait()
+        line = re.compile(r"C-GET: 20 sub-operations: (\d+) completed, (\d+) failed, 0 with a warning, (\d+) not sent")
+        waitFor(lambda: line.search(self.server.log()), timeout=60, message="the C-GET's counts logged")
+        completed, failed, remaining = map(int, line.search(self.server.log()).groups())
+        self.assertEqual(completed + failed + remaining, 20)
+        self.assertGreaterEqual(completed, 1)
+        self.assertGreaterEqual(remaining, 1)
+        self.assertNotIn("sub-operations failed", self.server.log())
 
     def test_parallelRetrievesWithBoundedMemory(self):
         """Three studies of 24 objects of 2 MB each pulled at once by getscu

@@ -51,12 +51,14 @@ class PDUFramer:
     as views of it, without a copy; only a PDU split across receives is
     gathered in a buffer. ``maximumLength(pduType)`` bounds what a length
     field may announce: a larger one is an error before any byte of it is
-    buffered.
+    buffered.  After a header it refuses (``desynchronised``) the stream
+    cannot be framed any more: what comes next is discarded unread.
     """
 
     def __init__(self, maximumLength):
         self._buffer = bytearray()
         self._maximumLength = maximumLength
+        self.desynchronised = False
 
     def feed(self, data):
         """Add received bytes; yield ``(pduType, body)`` for each whole PDU.
@@ -65,6 +67,8 @@ class PDUFramer:
         memoryview of bytes that never change (so it may be kept), for the
         other PDUs ``bytes``.
         """
+        if self.desynchronised:
+            return
         if not isinstance(data, bytes):
             data = bytes(data)
         if self._buffer and self._holdsWholePDU():  # left there by an iteration stopped early
@@ -89,6 +93,11 @@ class PDUFramer:
                 body = view[offset + 6:offset + 6 + length]
                 offset += 6 + length
                 yield pduType, body if pduType == P_DATA_TF else bytes(body)
+        except PDUError:
+            self.desynchronised = True
+            self._buffer.clear()
+            offset = len(data)
+            raise
         finally:
             self._buffer += view[offset:]
 

@@ -179,6 +179,11 @@ class DicomProtocol(Protocol, TimeoutMixin):
         except pdu.PDUError as e:
             self.log.warn("{peer}: malformed PDU, aborting: {error}", peer=self.peerName(), error=e)
             self.abort(e.reason)
+            if self._framer.desynchronised and self.transport is not None and not self.transport.disconnecting:
+                # what follows cannot be framed (PS3.8 Sta13 discards it anyway): closed after
+                # the A-ABORT, as DCMTK does; ARTIM still ends a peer that does not take it
+                self.transport.unregisterProducer()
+                self.transport.loseConnection()
         except Exception:
             self._internalError(Failure())
 

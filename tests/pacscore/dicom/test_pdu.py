@@ -90,6 +90,18 @@ class PDUFramerTests(unittest.TestCase):
             collect(framer, header[4:] + b"y" * 50)
         self.assertIn("more than the 100 allowed", str(raised.exception))
 
+    def test_nothingKeptAfterABadHeader(self):
+        """Once a header is refused the stream cannot be framed: neither the
+        rest of that read nor any later one is buffered or framed again."""
+        framer = pdu.PDUFramer(lambda pduType: 100)
+        with self.assertRaises(pdu.PDUError):
+            collect(framer, pdu.encodePData(1, 0, b"y" * 200)[:6] + b"y" * 50)
+        self.assertTrue(framer.desynchronised)
+        self.assertEqual(framer.pendingBytes, 0)
+        data, _ = stream()
+        self.assertEqual(collect(framer, b"y" * 1000 + data), [])
+        self.assertEqual(framer.pendingBytes, 0)
+
     def test_unknownType(self):
         with self.assertRaises(pdu.PDUError) as raised:
             collect(pdu.PDUFramer(lambda pduType: LIMIT), b"\x09\x00\x00\x00\x00\x00")

@@ -403,11 +403,27 @@ class ProtocolTests(ServerTestCase):
 
     def test_abortThenPeerCloses(self):
         self.associate()
-        self.protocol.dataReceived(b"\x09\x00\x00\x00\x00\x00")
-        self.written()
+        self.protocol.dataReceived(message(3, echoRQ()))
+        self.assertAborted(pdu.REASON_INVALID_PARAMETER)
         self.assertFalse(self.transport.disconnecting)
         self.clock.advance(30)
         self.assertTrue(self.transport.disconnecting)
+
+    def test_unframableStreamDiscardedAndClosed(self):
+        """After a PDU header that breaks the framing (here a P-DATA-TF
+        announcing 2 GB) the A-ABORT goes and the connection is closed (as
+        DCMTK does); what the peer still sends is discarded unread (PS3.8
+        Sta13): nothing buffered, no more log lines."""
+        self.associate()
+        with capturedLogs() as events:
+            self.protocol.dataReceived(b"\x04\x00\x7f\xff\xff\xf0" + bytes(60000))
+            for _ in range(100):
+                self.protocol.dataReceived(bytes(60000))
+        self.assertAborted(pdu.REASON_INVALID_PARAMETER)
+        self.assertTrue(self.transport.disconnecting)
+        self.assertEqual(self.protocol._framer.pendingBytes, 0)
+        [logged] = [formatEvent(e) for e in events if "malformed PDU" in formatEvent(e)]
+        self.assertIn("P-DATA-TF announces 2147483632 bytes, more than the 32774 allowed", logged)
 
     def test_otherProtocolClosedAtOnce(self):
         """Bytes that are no A-ASSOCIATE-RQ (Conquest's dgate sending a

@@ -13,9 +13,11 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_dataset
 
+from pacscore.dicom.sinks import MEMORY_LIMIT
 from pacscore.dicom.textbytes import decodeValues, originalBytes
 from pacscore.storage.attributes import (
-    DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_BIG_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, PIXEL_DATA, walkDataset)
+    DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_BIG_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN,
+    PIXEL_DATA, walkDataset)
 
 
 class IdentifierError(ValueError):
@@ -29,15 +31,18 @@ def _encoding(transferSyntax):
     return False, transferSyntax != EXPLICIT_VR_BIG_ENDIAN
 
 
-def decodeDataset(data, transferSyntax, stopBeforePixels=False):
+def decodeDataset(data, transferSyntax, stopBeforePixels=False, maxInflated=MEMORY_LIMIT):
     """A pydicom Dataset from data set bytes; ``IdentifierError`` if they are
     not one. ``stopBeforePixels``: only the elements before Pixel Data (a
-    stored object's attributes, without reading or checking its pixels)."""
+    stored object's attributes, without reading or checking its pixels).
+    A deflated one that inflates to more than ``maxInflated`` bytes (None:
+    any size; a stored object's) is an ``IdentifierError`` found before
+    more is inflated: a small identifier cannot fill the memory."""
     try:
+        if transferSyntax == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
+            data, transferSyntax = _inflated(data, maxInflated), EXPLICIT_VR_LITTLE_ENDIAN
         if not stopBeforePixels:
             walkDataset(bytes(data), transferSyntax, frozenset(), 0, 0xFFFFFFFF)  # pydicom stops silently at damage
-        if transferSyntax == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
-            data = zlib.decompress(bytes(data), -zlib.MAX_WBITS)
         implicit, little = _encoding(transferSyntax)
         stop = (lambda tag, vr, length: tag >= PIXEL_DATA) if stopBeforePixels else None
         dataset = read_dataset(BytesIO(bytes(data)), implicit, little, stop_when=stop)
@@ -45,6 +50,23 @@ def decodeDataset(data, transferSyntax, stopBeforePixels=False):
         return dataset
     except Exception as e:
         raise IdentifierError(f"undecodable data set: {e}") from e
+
+
+def _inflated(data, maxInflated):
+    """The raw deflate stream ``data`` (PS3.5 A.5) inflated, at most
+    ``maxInflated`` bytes of it (None: no limit)."""
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    if maxInflated is None:
+        inflated = inflater.decompress(data)
+    else:
+        inflated = inflater.decompress(data, maxInflated + 1)
+        if len(inflated) > maxInflated:
+            raise IdentifierError(f"the deflated data set inflates to more than {maxInflated >> 20} MB, "
+                                  f"where only a small one belongs")
+    inflated += inflater.flush()
+    if not inflater.eof:
+        raise IdentifierError("the deflated data set is truncated")
+    return inflated
 
 
 def encodeDataset(dataset, transferSyntax):

@@ -5,6 +5,7 @@ C-CANCEL; answers compared with ground truth computed from the corpus."""
 import io
 import json
 import os
+import socket
 import tempfile
 import urllib.parse
 import urllib.request
@@ -14,10 +15,14 @@ from pydicom.data import get_charset_files, get_testdata_file
 from pydicom.uid import SecondaryCaptureImageStorage, generate_uid
 from twisted.trial import unittest
 
+from pacscore.dicom import commands, pdu
+from pacscore.storage.attributes import DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN as DEFLATED
 from pacscore.testing.corpus import generateCorpus, makeDataset
 from tests.interop.qrcorpus import CORPUS, storeCorpus
 from tests.interop.server import PacsServer, dcmtk
 from tests.interop.test_forwarding import waitFor
+from tests.pacscore.dicom.requests import STUDY_FIND, associateRQ, message, readMessages, readPDUs
+from tests.pacscore.dicom.test_datasets import deflatedWithZeros
 from tests.pacscore.db.test_index import LATIN1_FILE, makeConquestDatabase
 
 PATIENT_ROOT, STUDY_ROOT, PATIENT_STUDY_ONLY = "-P", "-S", "-O"
@@ -430,3 +435,50 @@ class DottedCapitalITests(NameTestCase):
         self.store("P015", "İLHAN^AYŞE")
         for name in ("ilhan^ayşe", "Ilhan^Ayşe", "ilhan*", "ILHAN*", "İlhan*"):
             self.assertFound(name, "P015", "İLHAN^AYŞE")
+
+
+class DeflateBombTests(unittest.TestCase):
+    """A C-FIND identifier in Deflated Explicit VR Little Endian that
+    inflates to 400 MB (0.4 MB sent, no known AE needed) is refused with
+    C000 and a log line once 16 MB are inflated: the server's memory does
+    not grow by the rest."""
+
+    def setUp(self):
+        self.server = PacsServer(self.mktemp())
+        self.server.start()
+        self.addCleanup(self.server.stop)
+
+    def test_refusedWithinTheLimit(self):
+        identifier = deflatedWithZeros(400 << 20)
+        before = self.server.peakRSSKilobytes()
+        with socket.create_connection(("127.0.0.1", self.server.port), timeout=30) as s:
+            s.sendall(associateRQ([(STUDY_FIND, [DEFLATED])], called=self.server.ae, calling="BOMB"))
+            [(pduType, _)] = readPDUs(receivePDUs(s, 1))
+            self.assertEqual(pduType, pdu.A_ASSOCIATE_AC)
+            find = {commands.COMMAND_FIELD: commands.C_FIND_RQ, commands.MESSAGE_ID: 1, commands.PRIORITY: 0,
+                    commands.AFFECTED_SOP_CLASS_UID: STUDY_FIND}
+            s.sendall(message(1, find, identifier))
+            [(_, response, _)] = readMessages(receivePDUs(s, 1))
+        self.assertEqual(response[commands.STATUS], 0xC000)
+        self.assertLess(self.server.peakRSSKilobytes() - before, 100 << 10)
+        refused = "C-FIND refused: undecodable data set: the deflated data set inflates to more than 16 MB"
+        waitFor(lambda: refused in self.server.log())
+
+
+def receivePDUs(s, count):
+    """The bytes of the next ``count`` PDUs from the socket ``s``."""
+    data = b""
+    for _ in range(count):
+        header = _receive(s, 6)
+        data += header + _receive(s, int.from_bytes(header[2:], "big"))
+    return data
+
+
+def _receive(s, size):
+    data = b""
+    while len(data) < size:
+        chunk = s.recv(size - len(data))
+        if not chunk:
+            raise AssertionError("connection closed")
+        data += chunk
+    return data

@@ -1,0 +1,67 @@
+"""Data sets between bytes and pydicom: a deflated one is inflated no
+further than the limit of a small data set."""
+
+import zlib
+
+from twisted.trial import unittest
+
+from pacscore.dicom.datasets import IdentifierError, decodeDataset, encodeDataset
+from pacscore.dicom.sinks import MEMORY_LIMIT
+from pacscore.storage.attributes import DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN as DEFLATED
+
+STUDY = b"\x08\x00\x52\x00CS\x06\x00STUDY "
+PATIENT_ID = b"\x10\x00\x20\x00LO\x02\x00* "
+
+
+def deflatedWithZeros(size):
+    """A raw-deflated identifier with ``size`` zero bytes in a private OB between its keys."""
+    deflater = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    parts = [deflater.compress(STUDY + b"\x09\x00\x01\x10OB\x00\x00" + size.to_bytes(4, "little"))]
+    chunk = bytes(1 << 20)
+    for start in range(0, size, len(chunk)):
+        parts.append(deflater.compress(chunk[:size - start]))
+    parts.append(deflater.compress(PATIENT_ID))
+    parts.append(deflater.flush())
+    return b"".join(parts)
+
+
+class DeflatedTests(unittest.TestCase):
+
+    def test_smallOneDecoded(self):
+        dataset = decodeDataset(deflatedWithZeros(1000), DEFLATED)
+        self.assertEqual((dataset.QueryRetrieveLevel, dataset.PatientID), ("STUDY", "*"))
+        self.assertEqual(decodeDataset(encodeDataset(dataset, DEFLATED), DEFLATED).PatientID, "*")
+
+    def test_bombRefusedBeforeItIsInflated(self):
+        """17 MB of zeros deflated to 17 kB: refused once 16 MB are inflated,
+        the rest never is (zlib is asked for no more than the limit)."""
+        bomb = deflatedWithZeros(MEMORY_LIMIT + (1 << 20))
+        self.assertLess(len(bomb), 1 << 16)
+        asked = []
+        real = zlib.decompressobj
+
+        class Inflater:
+            def __init__(self, *args):
+                self.inflater = real(*args)
+
+            def decompress(self, data, maxLength=0):
+                asked.append(maxLength)
+                return self.inflater.decompress(data, maxLength)
+
+            def __getattr__(self, name):
+                return getattr(self.inflater, name)
+
+        self.patch(zlib, "decompressobj", Inflater)
+        with self.assertRaises(IdentifierError) as raised:
+            decodeDataset(bomb, DEFLATED)
+        self.assertIn("inflates to more than 16 MB", str(raised.exception))
+        self.assertEqual(asked, [MEMORY_LIMIT + 1])
+
+    def test_storedObjectsUnbounded(self):
+        """A stored object's callers lift the limit (maxInflated=None)."""
+        dataset = decodeDataset(deflatedWithZeros(MEMORY_LIMIT + 2), DEFLATED, maxInflated=None)
+        self.assertEqual(len(dataset[0x00091001].value), MEMORY_LIMIT + 2)
+
+    def test_truncatedRefused(self):
+        with self.assertRaises(IdentifierError):
+            decodeDataset(deflatedWithZeros(1000)[:-4], DEFLATED)

@@ -40,7 +40,12 @@ USER_CALLING_AE = 3
 USER_CALLED_AE = 7
 SMALLEST_MAX_PDU_LENGTH = 256  # a peer asking for smaller PDUs is refused (PS3.8 sets no floor; this bounds
                                # the PDUs a large object takes)
+PRESENTATION_CONTEXT = 0x20
+ABSTRACT_SYNTAX_ITEM = 0x30
+TRANSFER_SYNTAX_ITEM = 0x40
 USER_INFORMATION = 0x50
+MAX_CONTEXTS = 128  # PS3.8 9.3.2.2: odd presentation context ids 1-255
+MAX_TRANSFER_SYNTAXES = 64  # in one presentation context (DCMTK takes 50; the standard defines about 60)
 KNOWN_USER_ITEMS = frozenset(range(0x51, 0x5A))  # PS3.7 D.3.3 and PS3.8 D.3.3: max length ... user identity AC
 IMPLEMENTATION_VERSION_ITEM = 0x55
 MAX_VERSION_NAME = 16  # PS3.7 D.3.3.2.3: 1 to 16 characters of the default repertoire, no backslash
@@ -231,6 +236,69 @@ def _lenientUserItems(body, notes):
     return b"".join(items)
 
 
+def _items(data, start, what):
+    """``(type, item bytes)`` of each item (type, reserved byte, 2-byte
+    length, value) of ``data`` from ``start``; PDUError for one that does
+    not fit."""
+    position = start
+    while position < len(data):
+        length = int.from_bytes(data[position + 2:position + 4], "big")
+        end = position + 4 + length
+        if end > len(data):
+            raise PDUError(f"undecodable A-ASSOCIATE-RQ: an item of {what} overruns it")
+        yield data[position], data[position:end]
+        position = end
+
+
+def _text(data):
+    """A text field of an A-ASSOCIATE-RQ (an AE title, a UID) without its padding."""
+    return bytes(data).replace(b"\x00", b" ").decode("ascii", "replace").strip()
+
+
+def _screened(body, policy):
+    """An A-ASSOCIATE-RQ body checked for what is refused at once, before
+    pynetdicom decodes it (a 1 MB request of 36,000 transfer syntaxes takes
+    it seconds): AE titles we do not answer to, more than ``MAX_CONTEXTS``
+    presentation contexts or ``MAX_TRANSFER_SYNTAXES`` in one
+    (``AssociationRejected``); returned with each context's transfer
+    syntaxes cut to the one ``_negotiate`` would choose (the first we take,
+    else the first proposed)."""
+    if len(body) < 68:
+        return body  # pynetdicom says what is wrong
+    called, calling = _text(body[4:20]), _text(body[20:36])
+    if splitCalledAE(called)[0] not in policy.aeTitles:
+        raise AssociationRejected(f"called AE title {called!r} is not ours ({', '.join(policy.aeTitles)})",
+                                  REJECTED_PERMANENT, SOURCE_USER, USER_CALLED_AE)
+    if policy.callingAETitles and calling not in policy.callingAETitles:
+        raise AssociationRejected(f"calling AE title {calling!r} is not allowed by dgatesop.lst",
+                                  REJECTED_PERMANENT, SOURCE_USER, USER_CALLING_AE)
+    kept, contexts = [bytes(body[:68])], 0
+    for itemType, item in _items(body, 68, "the A-ASSOCIATE-RQ"):
+        if itemType == PRESENTATION_CONTEXT:
+            contexts += 1
+            if contexts > MAX_CONTEXTS:
+                raise AssociationRejected(f"more than {MAX_CONTEXTS} presentation contexts proposed (PS3.8 allows "
+                                          f"{MAX_CONTEXTS})", REJECTED_PERMANENT, SOURCE_USER, USER_NO_REASON)
+            item = _fewerSyntaxes(bytes(item), policy)
+        kept.append(item)
+    return b"".join(kept)
+
+
+def _fewerSyntaxes(item, policy):
+    """A presentation context item with only the transfer syntax it is
+    accepted in (or the first proposed, named in a refusal)."""
+    others, syntaxes = [], []
+    for subType, subItem in _items(item, 8, "a presentation context"):
+        (syntaxes if subType == TRANSFER_SYNTAX_ITEM else others).append(subItem)
+    if len(syntaxes) > MAX_TRANSFER_SYNTAXES:
+        raise AssociationRejected(f"presentation context {item[4]} proposes {len(syntaxes)} transfer syntaxes, "
+                                  f"more than the {MAX_TRANSFER_SYNTAXES} taken",
+                                  REJECTED_PERMANENT, SOURCE_USER, USER_NO_REASON)
+    chosen = next((ts for ts in syntaxes if policy.takesSyntax(_text(ts[4:]))), syntaxes[0] if syntaxes else b"")
+    value = item[4:8] + b"".join(others) + chosen
+    return item[:2] + len(value).to_bytes(2, "big") + value
+
+
 def _decodePDU(pduClass, pduType, body, notes=None):
     """A pynetdicom PDU object decoded from the body of a PDU, or PDUError;
     what an A-ASSOCIATE-RQ/AC had to have changed to decode is added to
@@ -277,7 +345,7 @@ def negotiate(body, policy):
 def _negotiate(body, policy):
     """``negotiate`` itself, for ``body`` as bytes."""
     notes = []
-    rq = _decodePDU(A_ASSOCIATE_RQ, 0x01, body, notes)
+    rq = _decodePDU(A_ASSOCIATE_RQ, 0x01, _screened(_spacePadded(body), policy), notes)
     try:
         primitive = rq.to_primitive()
         calling = rq.calling_ae_title.strip()
@@ -291,13 +359,7 @@ def _negotiate(body, policy):
         raise AssociationRejected(
             f"application context {primitive.application_context_name} not supported",
             REJECTED_PERMANENT, SOURCE_USER, USER_APPLICATION_CONTEXT)
-    base, compression = splitCalledAE(called)
-    if base not in policy.aeTitles:
-        raise AssociationRejected(f"called AE title {called!r} is not ours ({', '.join(policy.aeTitles)})",
-                                  REJECTED_PERMANENT, SOURCE_USER, USER_CALLED_AE)
-    if policy.callingAETitles and calling not in policy.callingAETitles:
-        raise AssociationRejected(f"calling AE title {calling!r} is not allowed by dgatesop.lst",
-                                  REJECTED_PERMANENT, SOURCE_USER, USER_CALLING_AE)
+    compression = splitCalledAE(called)[1]
 
     items = _userItems(primitive.user_information or [])
     peerMax = _peerMaxPDULength(items)

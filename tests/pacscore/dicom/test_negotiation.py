@@ -58,8 +58,53 @@ class RememberedNegotiationTests(unittest.TestCase):
     def test_rejectionsNotRemembered(self):
         for _ in range(2):
             self.assertRaises(AssociationRejected, negotiate, body(called="SOMEONE"), self.policy)
-        self.assertEqual(self.decoded, 2)
+        self.assertEqual(self.decoded, 0, "refused before it is decoded")
         self.assertEqual(self.policy.accepted, {})
+
+    def test_hugeRequestForAnotherAERefusedUndecoded(self):
+        """A called AE title not ours (or a calling one not allowed) is
+        refused before the request is decoded, however large it is."""
+        huge = body(called="WRONGAE", contexts=[(CT_STORAGE, [f"1.2.3.{n}" for n in range(60)])] * 128)
+        with self.assertRaises(AssociationRejected) as raised:
+            negotiate(huge, self.policy)
+        self.assertIn("called AE title 'WRONGAE' is not ours", str(raised.exception))
+        strict = AcceptorPolicy(aeTitles=["PACS"], abstractSyntaxes={CT_STORAGE: True}, transferSyntaxes={IMPLICIT},
+                                callingAETitles={"FRIEND"})
+        self.assertRaises(AssociationRejected, negotiate, body(contexts=[(CT_STORAGE, [IMPLICIT])] * 128), strict)
+        self.assertEqual(self.decoded, 0)
+
+    def test_tooManyContextsRefused(self):
+        rq = body(contexts=[(VERIFICATION, [IMPLICIT])] * 128)
+        start = 68 + 4 + int.from_bytes(rq[70:72], "big")  # the first context, after the application context
+        item = rq[start:start + 4 + int.from_bytes(rq[start + 2:start + 4], "big")]
+        with self.assertRaises(AssociationRejected) as raised:
+            negotiate(rq[:start] + item + rq[start:], self.policy)  # a 129th (pynetdicom would not make it)
+        self.assertIn("more than 128 presentation contexts", str(raised.exception))
+        self.assertEqual(self.decoded, 0)
+
+    def test_tooManyTransferSyntaxesRefused(self):
+        syntaxes = [f"1.2.3.{n}" for n in range(64)]
+        with self.assertRaises(AssociationRejected) as raised:
+            negotiate(body(contexts=[(VERIFICATION, [IMPLICIT]), (CT_STORAGE, syntaxes + [EXPLICIT])]), self.policy)
+        self.assertIn("presentation context 3 proposes 65 transfer syntaxes, more than the 64 taken",
+                      str(raised.exception))
+        self.assertEqual(self.decoded, 0)
+
+    def test_onlyTheChosenSyntaxDecoded(self):
+        """The largest request taken (128 contexts of 64 transfer syntaxes)
+        is decoded with one transfer syntax a context: the one chosen, or
+        the first proposed when none is taken, as the A-ASSOCIATE-AC names."""
+        others = [f"1.2.3.{n}" for n in range(62)]
+        contexts = [(CT_STORAGE, others + [EXPLICIT, IMPLICIT]), (CT_STORAGE, [*others, "1.2.4"])] * 64
+        decoded = []
+        decode = negotiation._decodePDU
+        self.patch(negotiation, "_decodePDU", lambda *args: decoded.append(decode(*args)) or decoded[-1])
+        association = negotiate(body(contexts=contexts), self.policy)
+        self.assertEqual(association.contexts, {n: (CT_STORAGE, EXPLICIT) for n in range(1, 256, 4)})
+        [rq] = decoded
+        proposed = rq.to_primitive().presentation_context_definition_list
+        self.assertEqual({len(context.transfer_syntax) for context in proposed}, {1})
+        self.assertEqual(proposed[1].transfer_syntax, ["1.2.3.0"])
 
     def test_oldestForgotten(self):
         self.policy.rememberAccepted = 2

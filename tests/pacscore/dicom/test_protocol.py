@@ -160,6 +160,15 @@ class ProtocolTests(ServerTestCase):
         self.protocol.dataReceived(bytes(rq))
         self.assertAborted(pdu.REASON_INVALID_PARAMETER)
 
+    def test_tooManyTransferSyntaxesRejected(self):
+        """PS3.8 sets no limit, DCMTK takes 50 transfer syntaxes a context:
+        more than 64 get an A-ASSOCIATE-RJ and a log line, undecoded."""
+        with capturedLogs() as events:
+            pduType, body = self.associate([(VERIFICATION, [f"1.2.3.{n}" for n in range(65)])])
+        self.assertEqual((pduType, body[1:]), (pdu.A_ASSOCIATE_RJ, b"\x01\x01\x01"))
+        [logged] = [formatEvent(e) for e in events]
+        self.assertIn("association rejected: presentation context 1 proposes 65 transfer syntaxes", logged)
+
     def test_noContextRejected(self):
         pduType, body = self.associate([])
         self.assertEqual(pduType, pdu.A_ASSOCIATE_RJ)

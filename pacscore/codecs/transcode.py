@@ -99,6 +99,7 @@ _OPENJPEG_SYNTAXES = frozenset(
 PIXEL_DATA = 0x7FE00010
 _EXTENDED_OFFSET_TABLE = ("ExtendedOffsetTable", "ExtendedOffsetTableLengths")
 _ALL_TAGS = 0xFFFFFFFF
+INFLATED_IN_MEMORY = 128 << 20  # bytes a deflated data set converted in memory may inflate to
 _UNDEFINED_LENGTH = 0xFFFFFFFF
 _IMPLICIT_HEADER = struct.Struct("<HHL")
 _EXPLICIT_HEADER = struct.Struct("<HH2sH")
@@ -171,9 +172,15 @@ def _encoding(syntax):
 
 
 def _inflate(data):
+    """A deflated data set inflated, refused past ``INFLATED_IN_MEMORY``
+    bytes: deflate makes 1 GB of zeros 1 MB."""
     inflater = zlib.decompressobj(-zlib.MAX_WBITS)
     try:
-        raw = inflater.decompress(data) + inflater.flush()
+        raw = inflater.decompress(data, INFLATED_IN_MEMORY + 1)
+        if len(raw) > INFLATED_IN_MEMORY:
+            raise _Problem(f"the deflated data set inflates to more than {INFLATED_IN_MEMORY >> 20} MB, "
+                           f"more than is converted in memory")
+        raw += inflater.flush()
     except zlib.error as e:
         raise _Problem(f"the deflated data set is corrupt: {e}") from e
     if not inflater.eof:

@@ -15,6 +15,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
+import zlib
 from html import unescape
 
 import pydicom
@@ -23,15 +24,22 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydicom.data import get_testdata_file
 from twisted.trial import unittest
 
+from pacscore.dicom import commands, pdu
+from pacscore.dicom.datasets import encodeDataset
+from pacscore.storage.attributes import DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN as DEFLATED
 from tests.interop.browser import renderedDOM, renderedFromElsewhere
 from tests.interop.server import BIN, PacsServer
+from tests.interop.test_find import receivePDUs
 from tests.interop.test_storage import writeLargeMultiframe
 from tests.interop.test_worklist import worklistFind
+from tests.pacscore.dicom.requests import associateRQ, message, readMessages, readPDUs
 from tests.pacscore.web.test_scripted import SAMPLE_CQ
 
 CT = get_testdata_file("CT_small.dcm")
 RGB = get_testdata_file("examples_rgb_color.dcm")
 FRAMES = get_testdata_file("examples_ybr_color.dcm")
+SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+EXPLICIT = "1.2.840.10008.1.2.1"
 
 
 # runs a command; its exit status, and on standard error the peak memory (kB) it needed
@@ -466,3 +474,46 @@ class WebConnectionLimitTests(unittest.TestCase):
         time.sleep(0.5)
         status, _, _ = httpGet(f"http://127.0.0.1:{server.webPort}/dicom-web/studies")
         self.assertEqual(status, 200)
+
+
+class DeflateBombTests(unittest.TestCase):
+    """A Secondary Capture stored in Deflated Explicit VR Little Endian,
+    1 MB that inflates to 1 GB (zeros in a private OB): asked for by WADO
+    in explicit VR little endian it is refused (422) once 128 MB are
+    inflated, and the server's memory does not grow by the rest."""
+
+    def setUp(self):
+        self.server = PacsServer(self.mktemp())
+        self.server.start()
+        self.addCleanup(self.server.stop)
+
+    def test_wadoRefusedWithinTheLimit(self):
+        uids = [pydicom.uid.generate_uid() for _ in range(3)]
+        head, tail = pydicom.Dataset(), pydicom.Dataset()  # the elements before and after (0009,1001)
+        head.SOPClassUID, head.SOPInstanceUID, head.Modality = SECONDARY_CAPTURE, uids[0], "OT"
+        tail.PatientID, tail.StudyInstanceUID, tail.SeriesInstanceUID = "BOMB", uids[1], uids[2]
+        deflater = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+        size = 1 << 30
+        parts = [deflater.compress(encodeDataset(head, EXPLICIT) + b"\x09\x00\x01\x10OB\x00\x00"
+                                   + size.to_bytes(4, "little"))]
+        zeros = bytes(16 << 20)
+        parts += [deflater.compress(zeros) for _ in range(size // len(zeros))]
+        parts += [deflater.compress(encodeDataset(tail, EXPLICIT)), deflater.flush()]
+        dataset = b"".join(parts)
+        dataset += b"\x00" * (len(dataset) % 2)
+        with socket.create_connection(("127.0.0.1", self.server.port), timeout=60) as s:
+            s.sendall(associateRQ([(SECONDARY_CAPTURE, [DEFLATED])], called=self.server.ae, calling="BOMB"))
+            self.assertEqual(readPDUs(receivePDUs(s, 1))[0][0], pdu.A_ASSOCIATE_AC)
+            store = {commands.COMMAND_FIELD: commands.C_STORE_RQ, commands.MESSAGE_ID: 1, commands.PRIORITY: 0,
+                     commands.AFFECTED_SOP_CLASS_UID: SECONDARY_CAPTURE,
+                     commands.AFFECTED_SOP_INSTANCE_UID: uids[0]}
+            s.sendall(message(1, store, dataset))
+            [(_, response, _)] = readMessages(receivePDUs(s, 1))
+        self.assertEqual(response[commands.STATUS], 0, response)
+        before = self.server.peakRSSKilobytes()
+        status, _, body = httpGet(f"http://127.0.0.1:{self.server.webPort}/wado?requestType=WADO"
+                                  f"&studyUID={uids[1]}&seriesUID={uids[2]}&objectUID={uids[0]}"
+                                  f"&contentType=application/dicom&transferSyntax=1.2.840.10008.1.2.1")
+        self.assertEqual(status, 422, body)
+        self.assertIn(b"inflates to more than 128 MB", body)
+        self.assertLess(self.server.peakRSSKilobytes() - before, 300 << 10)

@@ -284,6 +284,18 @@ class UncompressedTests(Checks, unittest.TestCase):
         explicit = convert(data, syntax, EXPLICIT_VR_LITTLE_ENDIAN)
         self.assertEqual(explicit, zlib.decompressobj(-zlib.MAX_WBITS).decompress(data))
 
+    def test_deflateBombRefused(self):
+        """A deflated data set that inflates to more than INFLATED_IN_MEMORY
+        is refused once that much is inflated, not inflated whole."""
+        syntax, data, _ = split("image_dfl.dcm")
+        inflated = len(zlib.decompressobj(-zlib.MAX_WBITS).decompress(data))
+        self.patch(transcodeModule, "INFLATED_IN_MEMORY", inflated - 1)
+        with self.assertRaises(TranscodeError) as raised:
+            transcode(data, syntax, EXPLICIT_VR_LITTLE_ENDIAN)
+        self.assertIn("inflates to more than", str(raised.exception))
+        self.patch(transcodeModule, "INFLATED_IN_MEMORY", inflated)
+        self.assertEqual(len(transcode(data, syntax, EXPLICIT_VR_LITTLE_ENDIAN)), inflated)
+
     def test_bigEndianRoundTrip(self):
         """Little -> big -> little endian gives the original values back;
         the big endian copy reads (pydicom) as the same image."""

@@ -6,7 +6,8 @@ frame, for compressed data) at a time.
 writes into ``out`` what ``transcode.transcode`` would return for the data
 set at ``offset`` of the open file ``source``, for the conversions large
 objects need: into implicit or explicit VR little endian (what every peer
-takes), from either of those or from a compressed syntax a decoder here
+takes), from either of those, from deflated (inflated a chunk at a time
+into a temporary file first) or from a compressed syntax a decoder here
 reads.  Byte for byte the same output (the tests compare them); it raises
 ``NotStreamed`` for anything else (another target, Pixel Data not where
 the syntax wants it, no Pixel Data at all, a sequential JPEG stream whose
@@ -20,13 +21,17 @@ elements around the Pixel Data are small and go through pydicom as
 alone, the Pixel Data copied or decoded as without it.
 """
 
+import os
+import tempfile
+import zlib
+
 from pydicom.filereader import read_dataset
 from pydicom.pixels import get_decoder
 from pydicom.pixels.utils import as_pixel_options
 from pydicom.uid import UID
 
 from pacscore.codecs.syntaxes import (
-    EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, canDecode, isCompressed)
+    DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, canDecode, isCompressed)
 from pacscore.codecs.transcode import (
     _EXPLICIT_HEADER, _EXTENDED_OFFSET_TABLE, _IMPLICIT_HEADER, _LONG_LENGTH, PIXEL_DATA,
     TranscodeError, _atPixelData, _clean, _decompressAll, _describe, _write, changedAround, codecLock,
@@ -48,7 +53,8 @@ def streams(fromSyntax, toSyntax, changing=False):
     ``change``, which it takes in the same syntax too."""
     source, target = _clean(fromSyntax), _clean(toSyntax)
     return (source != target or changing) and target in TARGETS and (
-        source in TARGETS or isCompressed(source) and canDecode(source))
+        source in TARGETS or source == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN
+        or isCompressed(source) and canDecode(source))
 
 
 def transcodeFile(source, offset, length, fromSyntax, toSyntax, out, change=None):
@@ -62,7 +68,10 @@ def transcodeFile(source, offset, length, fromSyntax, toSyntax, out, change=None
     start = out.tell()
     try:
         source.seek(offset)
-        if fromSyntax in TARGETS:
+        if fromSyntax == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
+            with _inflated(source, offset + length) as inflated:
+                _copyNative(inflated, os.fstat(inflated.fileno()).st_size, False, TARGETS[toSyntax], out, change)
+        elif fromSyntax in TARGETS:
             _copyNative(source, offset + length, TARGETS[fromSyntax], TARGETS[toSyntax], out, change)
         else:
             _decodeFrames(source, offset + length, fromSyntax, TARGETS[toSyntax], out, change)
@@ -84,6 +93,34 @@ def _copyNative(source, end, sourceImplicit, targetImplicit, out, change):
     _copy(source, out, layout.valueLength)
     for piece in (*layout.padding, *layout.tail):
         out.write(piece)
+
+
+def _inflated(source, end):
+    """An unnamed temporary file holding the deflated data set from the
+    position of ``source`` to ``end`` inflated (PS3.5 A.5), ``COPY_CHUNK``
+    bytes at a time."""
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    inflated = tempfile.TemporaryFile()
+    try:
+        pending = b""
+        while not inflater.eof:
+            if not pending:
+                pending = source.read(max(min(COPY_CHUNK, end - source.tell()), 0))
+                if not pending:
+                    inflated.write(inflater.flush())
+                    if not inflater.eof:
+                        raise TranscodeError("the deflated data set is truncated")
+                    break
+            inflated.write(inflater.decompress(pending, COPY_CHUNK))
+            pending = inflater.unconsumed_tail
+    except zlib.error as e:
+        inflated.close()
+        raise TranscodeError(f"the deflated data set is corrupt: {e}") from e
+    except BaseException:
+        inflated.close()
+        raise
+    inflated.seek(0)
+    return inflated
 
 
 def _copy(source, out, size):

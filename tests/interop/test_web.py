@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -476,28 +477,40 @@ class WebConnectionLimitTests(unittest.TestCase):
         self.assertEqual(status, 200)
 
 
-class DeflateBombTests(unittest.TestCase):
-    """A Secondary Capture stored in Deflated Explicit VR Little Endian,
-    1 MB that inflates to 1 GB (zeros in a private OB): asked for by WADO
-    in explicit VR little endian it is refused (422) once 128 MB are
-    inflated, and the server's memory does not grow by the rest."""
+class DeflatedObjectTests(unittest.TestCase):
+    """Secondary Captures stored in Deflated Explicit VR Little Endian that
+    inflate to far more than they take, asked for by WADO in explicit VR
+    little endian: the server's memory does not grow by what they inflate
+    to.  A small one (1 MB of zeros in a private OB, 1 GB inflated) is
+    converted in memory, so refused (422) once 128 MB are inflated; a large
+    one (9 MB stored, 512 MB of pixels) is inflated into a temporary file
+    and sent from there."""
 
     def setUp(self):
         self.server = PacsServer(self.mktemp())
         self.server.start()
         self.addCleanup(self.server.stop)
 
-    def test_wadoRefusedWithinTheLimit(self):
+    def store(self, header, size, start=b""):
+        """Store a deflated object with an element of ``header`` (bytes
+        without the length) and ``size`` bytes, ``start`` then zeros;
+        the WADO-URI address of the object."""
         uids = [pydicom.uid.generate_uid() for _ in range(3)]
-        head, tail = pydicom.Dataset(), pydicom.Dataset()  # the elements before and after (0009,1001)
-        head.SOPClassUID, head.SOPInstanceUID, head.Modality = SECONDARY_CAPTURE, uids[0], "OT"
-        tail.PatientID, tail.StudyInstanceUID, tail.SeriesInstanceUID = "BOMB", uids[1], uids[2]
+        ds = pydicom.Dataset()
+        ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = SECONDARY_CAPTURE, uids[0], "OT"
+        ds.PatientID, ds.StudyInstanceUID, ds.SeriesInstanceUID = "BOMB", uids[1], uids[2]
+        ds.Rows, ds.Columns, ds.BitsAllocated, ds.SamplesPerPixel = size >> 15, 1 << 15, 8, 1
+        group, element = struct.unpack_from("<HH", header)
+        head, tail = pydicom.Dataset(), pydicom.Dataset()  # the elements before and after it
+        for item in ds:
+            (head if item.tag < (group << 16 | element) else tail).add(item)
         deflater = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
-        size = 1 << 30
-        parts = [deflater.compress(encodeDataset(head, EXPLICIT) + b"\x09\x00\x01\x10OB\x00\x00"
-                                   + size.to_bytes(4, "little"))]
+        parts = [deflater.compress(encodeDataset(head, EXPLICIT) + header + size.to_bytes(4, "little") + start)]
         zeros = bytes(16 << 20)
-        parts += [deflater.compress(zeros) for _ in range(size // len(zeros))]
+        left = size - len(start)
+        while left:
+            parts.append(deflater.compress(zeros[:left]))
+            left -= min(left, len(zeros))
         parts += [deflater.compress(encodeDataset(tail, EXPLICIT)), deflater.flush()]
         dataset = b"".join(parts)
         dataset += b"\x00" * (len(dataset) % 2)
@@ -510,10 +523,25 @@ class DeflateBombTests(unittest.TestCase):
             s.sendall(message(1, store, dataset))
             [(_, response, _)] = readMessages(receivePDUs(s, 1))
         self.assertEqual(response[commands.STATUS], 0, response)
+        return (f"http://127.0.0.1:{self.server.webPort}/wado?requestType=WADO&studyUID={uids[1]}"
+                f"&seriesUID={uids[2]}&objectUID={uids[0]}&contentType=application/dicom"
+                f"&transferSyntax={EXPLICIT}")
+
+    def test_smallOneRefusedWithinTheLimit(self):
+        url = self.store(b"\x09\x00\x01\x10OB\x00\x00", 1 << 30)
         before = self.server.peakRSSKilobytes()
-        status, _, body = httpGet(f"http://127.0.0.1:{self.server.webPort}/wado?requestType=WADO"
-                                  f"&studyUID={uids[1]}&seriesUID={uids[2]}&objectUID={uids[0]}"
-                                  f"&contentType=application/dicom&transferSyntax=1.2.840.10008.1.2.1")
+        status, _, body = httpGet(url)
         self.assertEqual(status, 422, body)
         self.assertIn(b"inflates to more than 128 MB", body)
+        self.assertLess(self.server.peakRSSKilobytes() - before, 300 << 10)
+
+    def test_largeOneConvertedFileToFile(self):
+        url = self.store(b"\xe0\x7f\x10\x00OB\x00\x00", 1 << 29, os.urandom(9 << 20))
+        before = self.server.peakRSSKilobytes()
+        received = 0
+        with urllib.request.urlopen(url, timeout=120) as response:
+            self.assertEqual(response.status, 200)
+            while chunk := response.read(1 << 20):
+                received += len(chunk)
+        self.assertGreater(received, 1 << 29)
         self.assertLess(self.server.peakRSSKilobytes() - before, 300 << 10)

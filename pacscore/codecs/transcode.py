@@ -36,7 +36,8 @@ goes in P-DATA:
   raise TranscodeError and go in another syntax.
 * lossless means the stored words bit for bit: pixel data with bits set
   above High Bit (embedded overlays) is coded at Bits Allocated precision
-  in a lossless syntax, as DCMTK's true lossless mode does, and a stream
+  in a lossless syntax, as DCMTK's true lossless mode does (and up to 8
+  bits stored in 16 in JPEG-LS and JPEG 2000 always), and a stream
   coded at a precision above Bits Stored (or in RLE, which codes whole
   words) is decoded at that precision, not masked to Bits Stored.
 * compressed -> another compressed: both of the above.
@@ -521,7 +522,8 @@ def _compress(ds, target, quality):
         elif target in JPEG_LOSSY_SYNTAXES:
             encodeJpegLossy(ds, target, quality)
         else:
-            wide = _lossless(target, options) and usesBitsAboveHighBit(ds)
+            wide = target != RLE_LOSSLESS and (_narrowInWide(ds) or _lossless(target, options)
+                                                and usesBitsAboveHighBit(ds))
             with codecLock(target), _allBitsStored(ds) if wide else contextlib.nullcontext():
                 compress(ds, target, generate_instance_uid=False, **options)
     finally:
@@ -536,6 +538,14 @@ def _lossless(target, options):
     losslessly at a precision of Bits Stored (RLE codes whole words)."""
     return target in (JPEG_LS_LOSSLESS, JPEG_2000_LOSSLESS) or (
         target == JPEG_LS_NEAR_LOSSLESS and options["jls_error"] == 0)
+
+
+def _narrowInWide(ds):
+    """Whether ``ds`` stores up to 8 bits in wider words, which pydicom's
+    JPEG-LS and JPEG 2000 encoders would code as an 8-bit stream, decoded
+    to 8-bit samples: half the Pixel Data of its Bits Allocated (and a
+    stream dcmdjpls refuses)."""
+    return (ds.get("BitsStored") or 0) <= 8 < (ds.get("BitsAllocated") or 0)
 
 
 @contextlib.contextmanager

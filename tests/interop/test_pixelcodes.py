@@ -69,6 +69,18 @@ def storedVia(test, server, code, source):
     return storedFile(server, pydicom.dcmread(source).SOPInstanceUID)[1]
 
 
+def fetchedImplicit(test, server, original, workdir):
+    """``original`` as getscu proposing implicit VR only gets it from ``server``."""
+    out = tempfile.mkdtemp(dir=workdir)
+    result = dcmtk("getscu", "-xi", "-aec", server.ae, "-od", out, "-k", "QueryRetrieveLevel=IMAGE",
+                   "-k", f"StudyInstanceUID={original.StudyInstanceUID}",
+                   "-k", f"SeriesInstanceUID={original.SeriesInstanceUID}",
+                   "-k", f"SOPInstanceUID={original.SOPInstanceUID}", "127.0.0.1", server.port)
+    test.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+    [name] = os.listdir(out)
+    return pydicom.dcmread(os.path.join(out, name))
+
+
 def nkiPixels(ds):
     """The decompressed NKI pixel data of ``ds`` (read raw: pydicom takes
     (7FDF,0010) for a private creator)."""
@@ -352,6 +364,17 @@ def embeddedOverlay(path):
     return pydicom.dcmread(path)
 
 
+def eightInSixteen(path):
+    """CT_small with 8 bits stored in its 16 allocated, written to
+    ``path``; as read back."""
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 7, 0
+    ds.PixelData = (np.arange(ds.Rows * ds.Columns) % 256).astype("<u2").tobytes()
+    ds.save_as(path)
+    return pydicom.dcmread(path)
+
+
 class EmbeddedOverlayTests(ServersTestCase):
     """The lossless codes keep the bits above High Bit (embedded overlays)
     both ways, as DCMTK's true lossless dcmcjpeg and dcmcjpls do."""
@@ -386,16 +409,23 @@ class EmbeddedOverlayTests(ServersTestCase):
         self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
         result = self.server.store(compressed, extra=("-R", "-xs"))  # JPEG lossless SV1
         self.assertEqual(result.returncode, 0, result.stderr)
-        out = tempfile.mkdtemp(dir=self.workdir)
-        result = dcmtk("getscu", "-xi", "-aec", self.server.ae, "-od", out, "-k", "QueryRetrieveLevel=IMAGE",
-                       "-k", f"StudyInstanceUID={original.StudyInstanceUID}",
-                       "-k", f"SeriesInstanceUID={original.SeriesInstanceUID}",
-                       "-k", f"SOPInstanceUID={original.SOPInstanceUID}", "127.0.0.1", self.server.port)
-        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
-        [name] = os.listdir(out)
-        received = pydicom.dcmread(os.path.join(out, name))
+        received = fetchedImplicit(self, self.server, original, self.workdir)
         self.assertFalse(received["PixelData"].is_undefined_length)
         self.assertEqual(received.PixelData, original.PixelData)
+
+
+    def test_eightBitsInSixteenKeepTheirWords(self):
+        """8 bits stored in 16 sent to PACS~js, ~j7 and ~jk: dcmdjpls
+        decodes the stored JPEG-LS files, and getscu gets the 16-bit words
+        sent (an 8-bit stream gave half the Pixel Data)."""
+        for code in ("js", "j7", "jk"):
+            original = eightInSixteen(self.mktemp() + ".dcm")
+            path = storedVia(self, self.server, code, original.filename)
+            self.assertTrue(pydicom.dcmread(path)["PixelData"].is_undefined_length, code)
+            if code != "jk":
+                self.assertEqual(self.decompressed("dcmdjpls", path).PixelData, original.PixelData, code)
+            received = fetchedImplicit(self, self.server, original, self.workdir)
+            self.assertEqual((received.BitsAllocated, received.PixelData), (16, original.PixelData), code)
 
 
 class MendedScansTests(ServersTestCase):
@@ -414,14 +444,7 @@ class MendedScansTests(ServersTestCase):
     def test_getscuReceivesItDecompressed(self):
         """getscu proposing implicit VR only gets what dcmdjpeg makes of it."""
         original = pydicom.dcmread(self.path)
-        out = tempfile.mkdtemp(dir=self.workdir)
-        result = dcmtk("getscu", "-xi", "-aec", self.server.ae, "-od", out, "-k", "QueryRetrieveLevel=IMAGE",
-                       "-k", f"StudyInstanceUID={original.StudyInstanceUID}",
-                       "-k", f"SeriesInstanceUID={original.SeriesInstanceUID}",
-                       "-k", f"SOPInstanceUID={original.SOPInstanceUID}", "127.0.0.1", self.server.port)
-        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
-        [name] = os.listdir(out)
-        received = pydicom.dcmread(os.path.join(out, name))
+        received = fetchedImplicit(self, self.server, original, self.workdir)
         self.assertFalse(received["PixelData"].is_undefined_length)
         reference = self.mktemp() + ".dcm"
         result = dcmtk("dcmdjpeg", self.path, reference)

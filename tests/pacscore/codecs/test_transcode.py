@@ -747,6 +747,26 @@ class BitsAboveHighBitTests(unittest.TestCase):
         self.assertEqual(back.PixelData, ds.PixelData)
 
 
+    def test_eightBitsInSixteenKeepTheirWords(self):
+        """8 bits stored in 16 allocated, unsigned and signed, come back as
+        16-bit words from every code pydicom writes, in memory and file to
+        file (an 8-bit stream decoded to half the Pixel Data before)."""
+        for signed in (False, True):
+            ds = image()
+            ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 7, int(signed)
+            ds.PixelData = (np.arange(64 * 64) % 256 - (128 if signed else 0)).astype("<i2").tobytes()
+            data = encode(ds, EXPLICIT_VR_LITTLE_ENDIAN)
+            for via in (JPEG_LS_LOSSLESS, JPEG_LS_NEAR_LOSSLESS, JPEG_2000_LOSSLESS):
+                compressed = quietly(transcode, data, EXPLICIT_VR_LITTLE_ENDIAN, via, 95)
+                back = asFile(convert(compressed, via, EXPLICIT_VR_LITTLE_ENDIAN), EXPLICIT_VR_LITTLE_ENDIAN)
+                self.assertEqual((back.BitsAllocated, back.BitsStored), (16, 8))
+                self.assertEqual(back.PixelData, ds.PixelData, (signed, via))
+                with tempfile.TemporaryFile() as out:
+                    transcodeFile(io.BytesIO(compressed), 0, len(compressed), via, EXPLICIT_VR_LITTLE_ENDIAN, out)
+                    out.seek(0)
+                    self.assertEqual(asFile(out.read(), EXPLICIT_VR_LITTLE_ENDIAN).PixelData, ds.PixelData)
+
+
 class SequentialScansTests(Checks, unittest.TestCase):
     """A sequential JPEG whose scan header says Ss/Se other than 0/63
     (pydicom's JPEG-lossy.dcm, which libjpeg refuses) is decoded as

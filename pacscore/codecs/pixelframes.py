@@ -1,7 +1,8 @@
 """The native frames our JPEG encoders (``jpeglossless``, ``jpeglossy``)
-take from a data set, the encapsulated Pixel Data they put back, and
-whether native pixel data holds bits above its High Bit, which a lossless
-codec must then code too."""
+take from a data set, the encapsulated Pixel Data they put back, whether
+native pixel data holds bits above its High Bit, which a lossless codec
+must then code too, and decoded samples reduced to Bits Stored for
+display."""
 
 import numpy as np
 from pydicom.dataset import FileMetaDataset
@@ -57,6 +58,20 @@ def usesBitsAboveHighBit(ds):
         signExtension = ((words >> (bitsStored - 1)) & 1) * ((1 << (bitsAllocated - bitsStored)) - 1)
         return bool(np.any(above != signExtension))
     return bool(above.any())
+
+
+def atBitsStored(pixels, ds):
+    """Decoded samples ``pixels`` of ``ds`` as its Bits Stored show them:
+    the bits above High Bit (an embedded overlay a lossless stream kept)
+    masked off, signed samples sign-extended from High Bit, as pydicom
+    reads native data; ``pixels`` itself when nothing is above."""
+    bits, bitsStored = pixels.dtype.itemsize * 8, ds.get("BitsStored") or 0
+    if pixels.dtype.kind not in "iu" or not 0 < bitsStored < bits:
+        return pixels
+    if ds.get("PixelRepresentation") == 1:
+        shift = bits - bitsStored
+        return (pixels.view(f"i{pixels.dtype.itemsize}") << shift) >> shift
+    return pixels & pixels.dtype.type((1 << bitsStored) - 1)
 
 
 def encapsulateFrames(ds, codestreams, transferSyntax):

@@ -3,7 +3,9 @@ Conquest's ``To8bitMonochromeOrRGB`` makes them for ``convert_to_gif``,
 ``convert_to_bmp`` and ``convert_to_jpg``:
 
 - the frame (numbered from 0) of the pixel data, decoded (JPEG, JPEG 2000,
-  RLE, NKI ...); colour made RGB, palette colour looked up;
+  RLE, NKI ...) and its samples reduced to Bits Stored (bits above High
+  Bit, which lossless streams keep, masked off; signed ones sign-extended);
+  colour made RGB, palette colour looked up;
 - shrunk to ``size`` pixels at most across by keeping every f-th pixel of
   every f-th row, f the smallest whole factor that does it (never enlarged);
 - grey values windowed: ``level``/``window`` in modality units (the
@@ -31,6 +33,7 @@ from pydicom.pixels.utils import as_pixel_options
 from pydicom.uid import UID
 
 from pacscore.codecs import nkipixels
+from pacscore.codecs.pixelframes import atBitsStored
 from pacscore.codecs.syntaxes import (
     DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_BIG_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN,
     UNCOMPRESSED, isCompressed)
@@ -82,6 +85,7 @@ def _frame(ds, syntax, frame, source, **options):
             pixels, _ = get_decoder(syntax).as_array(source, index=frame, **options)
     except Exception as e:  # no decoder, damaged data: pydicom raises anything
         raise TranscodeError(f"its pixel data cannot be decoded: {e}") from e
+    pixels = atBitsStored(pixels, ds)
     if ds.get("PhotometricInterpretation") == "PALETTE COLOR":
         pixels = apply_color_lut(pixels, ds)
         if pixels.dtype != np.uint8:  # 16-bit palette entries

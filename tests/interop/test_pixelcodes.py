@@ -21,12 +21,14 @@ them decompressed to getscu. pydicom's JPEG-lossy.dcm, whose scan
 header libjpeg refuses, comes to getscu decompressed as dcmdjpeg
 decompresses it."""
 
+import io
 import os
 import struct
 import tempfile
 
 import numpy as np
 import pydicom
+from PIL import Image
 from pydicom.data import get_testdata_file
 from pydicom.encaps import generate_frames
 from pydicom.pixels import apply_rescale
@@ -41,6 +43,7 @@ from tests.interop.server import PacsServer, dcmtk
 from tests.interop.test_control_commands import storedFile
 from tests.interop.test_forwarding import waitFor
 from tests.interop.test_retrieve import movescu
+from tests.interop.test_web import httpGet
 
 NKI_PIXEL_DATA = 0x7FDF0010
 DQT = 0xFFDB
@@ -413,6 +416,24 @@ class EmbeddedOverlayTests(ServersTestCase):
         self.assertFalse(received["PixelData"].is_undefined_length)
         self.assertEqual(received.PixelData, original.PixelData)
 
+
+    def test_wadoPicturesWithoutTheOverlay(self):
+        """WADO pictures of the image stored with PACS~js, ~jk and ~j7
+        (coded at 16 bits) are those of it stored uncompressed: the
+        overlay above High Bit is not shown as pixel values."""
+        pictures = {}
+        for code in ("un", "j1", "js", "jk", "j7"):
+            original = embeddedOverlay(self.mktemp() + ".dcm")
+            sendVia(self, self.server, code, original.filename)
+            for window in ("", "&windowCenter=2048&windowWidth=4096"):
+                status, _, body = httpGet(
+                    f"http://127.0.0.1:{self.server.webPort}/wado?requestType=WADO"
+                    f"&studyUID={original.StudyInstanceUID}&seriesUID={original.SeriesInstanceUID}"
+                    f"&objectUID={original.SOPInstanceUID}&contentType=image/png{window}")
+                self.assertEqual(status, 200, (code, body))
+                pictures[code, window] = np.asarray(Image.open(io.BytesIO(body))).tolist()
+        for (code, window), picture in pictures.items():
+            self.assertEqual(picture, pictures["un", window], (code, window))
 
     def test_eightBitsInSixteenKeepTheirWords(self):
         """8 bits stored in 16 sent to PACS~js, ~j7 and ~jk: dcmdjpls

@@ -10,13 +10,15 @@ from pacscore.codecs import jpeglossless as jpegll
 from pacscore.codecs import jpeglossy, nkipixels, rendering
 from pacscore.codecs.rendering import (
     LARGEST_FRAME, LINEAR, LINEAR_EXACT, SIGMOID, FrameOutOfRange, FrameTooLarge, _grey, renderFile, renderFrame)
-from pacscore.codecs.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN, JPEG_BASELINE, JPEG_LOSSLESS_SV1
+from pacscore.codecs.syntaxes import (
+    EXPLICIT_VR_LITTLE_ENDIAN, JPEG_2000_LOSSLESS, JPEG_BASELINE, JPEG_LOSSLESS_SV1, JPEG_LS_LOSSLESS,
+    JPEG_LS_NEAR_LOSSLESS)
 from pacscore.codecs.transcode import TranscodeError, transcode
 from pacscore.dicom.datasets import encodeDataset
 from pacscore.dicom.negotiation import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION
 from pacscore.storage.part10 import encodeFileMeta
 from tests.pacscore.codecs.test_jpeglossless import dataset
-from tests.pacscore.codecs.test_transcode import DATA, pixels, split
+from tests.pacscore.codecs.test_transcode import DATA, overlaid, pixels, quietly, split
 
 EXPLICIT = EXPLICIT_VR_LITTLE_ENDIAN
 
@@ -223,6 +225,22 @@ class SourceTests(unittest.TestCase):
         self.assertEqual(renderFrame(transcode(data, syntax, deflated), deflated).tolist(), expected.tolist())
         self.assertEqual(renderFrame(nkipixels.compressDataset(data, syntax, 2), syntax).tolist(),
                          expected.tolist())
+
+    def test_bitsAboveHighBitNotShown(self):
+        """An image with an embedded overlay above High Bit, unsigned and
+        signed, shows as its native form does whatever lossless code holds
+        it: its samples at Bits Stored (JPEG-LS and JPEG 2000 streams coded
+        at 16 bits decode to all 16)."""
+        for signed in (False, True):
+            ds = overlaid(signed)
+            data = encodeDataset(ds, EXPLICIT)
+            for kw in ({}, {"level": 2048, "window": 4096}):
+                expected = renderFrame(data, EXPLICIT, **kw).tolist()
+                for via in (JPEG_LOSSLESS_SV1, JPEG_LS_LOSSLESS, JPEG_LS_NEAR_LOSSLESS, JPEG_2000_LOSSLESS):
+                    compressed = quietly(transcode, data, EXPLICIT, via, 95)
+                    path = FileTests.asFile(self, compressed, via, ds)
+                    self.assertEqual(renderFrame(compressed, via, **kw).tolist(), expected, (signed, via, kw))
+                    self.assertEqual(renderFile(path, **kw).tolist(), expected, (signed, via, kw))
 
     def test_noPixelData(self):
         syntax, data, _ = split("rtplan.dcm")

@@ -17,6 +17,7 @@ from pacscore.codecs.syntaxes import (
     isCompressed)
 from pacscore.codecs.filetranscode import NotStreamed, streams
 from pacscore.codecs.nkipixels import NKI_PIXEL_DATA
+from pacscore.codecs.transcode import codedPrecision
 from pacscore.dicom.storeddata import openDataset
 from pacscore.storage.attributes import readAttributes
 from pacscore.storage.part10 import fileMetaOf, readFileMeta, sendsAsItIs
@@ -127,7 +128,8 @@ def _nativeFrame(dataset, syntax, index):
     (its planes and 4:2:2 subsampling kept), those of big endian words
     swapped; pixel_array's (one a byte) where frames do not start on a byte
     (1-bit pixels) or the data is compressed, decoded in the stored colour
-    space (no YCbCr made RGB) and ``_storedLayout``.  NoSuchFrame when a
+    space (no YCbCr made RGB), at the precision coded (the stored words,
+    bits above High Bit kept: ``codedPrecision``) and ``_storedLayout``.  NoSuchFrame when a
     native Pixel Data ends before the frame does."""
     bits = dataset.Rows * dataset.Columns * _storedSamples(dataset) * dataset.BitsAllocated
     if not isCompressed(syntax) and bits % 8 == 0:
@@ -137,7 +139,8 @@ def _nativeFrame(dataset, syntax, index):
             raise NoSuchFrame(f"the object's Pixel Data holds {len(dataset.PixelData)} bytes, too few for "
                               f"frame {index + 1} ({length} bytes from byte {index * length})")
         return frame if syntax != EXPLICIT_VR_BIG_ENDIAN else _littleEndian(frame, _wordSize(dataset))
-    frame = _storedLayout(dataset, pixel_array(dataset, index=index, as_rgb=False))
+    frame = _storedLayout(dataset, pixel_array(dataset, index=index, as_rgb=False,
+                                               **codedPrecision(syntax, dataset.PixelData, dataset)))
     return frame.astype(frame.dtype.newbyteorder("<"), copy=False).tobytes()
 
 

@@ -23,13 +23,17 @@ from twisted.internet import defer, reactor, task
 from twisted.logger import capturedLogs
 from twisted.web.client import ResponseFailed
 
+from pacscore.codecs import syntaxes
 from pacscore.codecs.rendering import LARGEST_FIT
+from pacscore.codecs.transcode import transcode
 from pacscore.control.data import AddImageFile
 from pacscore.db.query import SERIES_INSTANCE_UID, SOP_INSTANCE_UID, QueryKey
+from pacscore.dicom.datasets import encodeDataset
 from pacscore.testing.corpus import makeDataset
 from pacscore.web.dicomweb import retrieve
 from pacscore.web.dicomweb.instancefiles import instanceMetadata
 from plugins.pacs_control_modify import modifyImage
+from tests.pacscore.codecs.test_transcode import asFile, overlaid, quietly
 from tests.pacscore.web.dicomweb.client import DicomWebTestCase, viewedColours
 
 JPEG_LOSSLESS = "1.2.840.10008.1.2.4.70"
@@ -386,6 +390,25 @@ class RetrieveTests(DicomWebTestCase):
             self.assertEqual(little.file_meta.TransferSyntaxUID, EXPLICIT)
             ((_, frame),) = (yield self.fetch(path + "/frames/1", accept=octets)).parts()
             self.assertEqual((name, frame), (name, little.PixelData))
+
+    @defer.inlineCallbacks
+    def test_framesWithBitsAboveHighBit(self):
+        """Native frames of an image with an embedded overlay above High
+        Bit, unsigned and signed, stored in every lossless code, are the
+        stored words, overlay bits and all (pydicom's JPEG lossless
+        decoder alone masks them off)."""
+        octets = 'multipart/related; type="application/octet-stream"'
+        study = "1.2.826.0.1.3680043.8.498.20"
+        for n, (signed, syntax) in enumerate((signed, syntax) for signed in (False, True) for syntax in (
+                syntaxes.JPEG_LOSSLESS, JPEG_LOSSLESS, syntaxes.JPEG_LS_LOSSLESS, syntaxes.JPEG_2000_LOSSLESS,
+                syntaxes.RLE_LOSSLESS)):
+            words = overlaid(signed)
+            words.update(makeDataset("OVERLAY1", "Embedded^Overlay", study, f"{study}.1", f"{study}.1.{n}", 1, n))
+            words.update(overlaid(signed))  # its pixel module again
+            stored = asFile(quietly(transcode, encodeDataset(words, EXPLICIT), EXPLICIT, syntax), syntax, words)
+            path = yield self.stored(stored, f"overlay{n}.dcm")
+            ((_, frame),) = (yield self.fetch(path + "/frames/1", accept=octets)).parts()
+            self.assertEqual(frame, words.PixelData, (signed, syntax))
 
     @defer.inlineCallbacks
     def test_pixelsNoCodecDecodes(self):

@@ -169,7 +169,7 @@ def _decodeFrames(source, end, syntax, targetImplicit, out, change):
     options = as_pixel_options(head, transfer_syntax_uid=UID(syntax), pixel_keyword="PixelData",
                                pixel_vr=vr.decode("ascii"))
     source.seek(valueStart)
-    if scansToMend(syntax, source):
+    if scansToMend(syntax, source, options["number_of_frames"]):
         raise NotStreamed("its JPEG scan headers are mended in memory")
     source.seek(valueStart)
     lossy = codedLossy(syntax, source)

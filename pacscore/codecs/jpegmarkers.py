@@ -5,7 +5,8 @@ spectral selection of a sequential DCT stream's scans mended.
 T.81 B.2.3 wants Ss = 0 and Se = 63 in every scan of a sequential DCT
 stream; some old encoders wrote other values, which libjpeg refuses
 (error -1038) where DCMTK's dcmdjpeg only warns and decodes.
-``sequentialScansMended`` gives a copy with 0 and 63 in their place."""
+``sequentialScansMended`` gives a copy with 0 and 63 in their place,
+``hasScansToMend`` says whether it would."""
 
 import struct
 
@@ -57,14 +58,31 @@ def sequentialScansMended(codestream):
     """``codestream`` with Ss = 0 and Se = 63 in every scan header when it
     is a sequential DCT stream that says otherwise; None when it is not,
     or says so already."""
-    frame = segmentAt(codestream, SOF)
-    if frame is None or codestream[frame + 1] not in _SEQUENTIAL_DCT:
+    spectra = list(_spectraToMend(codestream))
+    if not spectra:
         return None
     mended = bytearray(codestream)
+    for spectrum in spectra:
+        mended[spectrum:spectrum + 2] = _FULL_SPECTRUM
+    return bytes(mended)
+
+
+def hasScansToMend(codestream):
+    """Whether ``sequentialScansMended`` mends ``codestream``, found
+    without copying it, at its first scan that says otherwise."""
+    return next(_spectraToMend(codestream), None) is not None
+
+
+def _spectraToMend(codestream):
+    """Where the Ss and Se of each scan header of a sequential DCT
+    ``codestream`` that does not say 0 and 63 are."""
+    frame = segmentAt(codestream, SOF)
+    if frame is None or codestream[frame + 1] not in _SEQUENTIAL_DCT:
+        return
     for at in _scans(codestream):
         spectrum = _afterComponents(codestream, at)
-        mended[spectrum:spectrum + 2] = _FULL_SPECTRUM
-    return bytes(mended) if mended != codestream else None
+        if codestream[spectrum:spectrum + 2] != _FULL_SPECTRUM:
+            yield spectrum
 
 
 def _afterComponents(codestream, scan):

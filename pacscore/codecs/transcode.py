@@ -76,7 +76,7 @@ from twisted.logger import Logger
 from pacscore.codecs.jpeglossless import encodeDataset as encodeJpegLossless
 from pacscore.codecs.jpeglossy import DEFAULT_QUALITY
 from pacscore.codecs.jpeglossy import encodeDataset as encodeJpegLossy
-from pacscore.codecs.jpegmarkers import near, samplePrecision, sequentialScansMended
+from pacscore.codecs.jpegmarkers import hasScansToMend, near, samplePrecision, sequentialScansMended
 from pacscore.codecs.pixelframes import usesBitsAboveHighBit
 from pacscore.codecs.syntaxes import (
     DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_BIG_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN,
@@ -455,11 +455,17 @@ def _firstFragment(encapsulated):
         return b""
 
 
-def scansToMend(syntax, encapsulated):
+def scansToMend(syntax, encapsulated, frames):
     """Whether pixel data in ``syntax``, ``encapsulated`` (bytes or a file,
-    from its Basic Offset Table item), has a first frame ``_mendScans``
-    mends."""
-    return syntax in JPEG_LOSSY_SYNTAXES and sequentialScansMended(_firstFragment(encapsulated)) is not None
+    from its Basic Offset Table item) in ``frames`` frames, has a frame
+    ``_mendScans`` mends (read a frame at a time, up to the first); False
+    when it is not encapsulated as it should be (the decoder says so)."""
+    if syntax not in JPEG_LOSSY_SYNTAXES:
+        return False
+    try:
+        return any(hasScansToMend(frame) for frame in generate_frames(encapsulated, number_of_frames=frames))
+    except ValueError:
+        return False
 
 
 def _mendScans(ds):

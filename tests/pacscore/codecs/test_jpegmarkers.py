@@ -7,7 +7,7 @@ from pydicom.encaps import generate_frames
 from twisted.trial import unittest
 
 from pacscore.codecs.jpeglossless import encodeFrame
-from pacscore.codecs.jpegmarkers import near, samplePrecision, sequentialScansMended
+from pacscore.codecs.jpegmarkers import hasScansToMend, near, samplePrecision, sequentialScansMended
 from tests.pacscore.codecs.test_transcode import split
 
 SOS = b"\xff\xda"
@@ -58,3 +58,13 @@ class SequentialScansTests(unittest.TestCase):
         # lossless: Ss is the predictor
         self.assertIsNone(sequentialScansMended(encodeFrame(np.zeros((4, 4), np.uint16), 12)))
         self.assertIsNone(sequentialScansMended(b""))
+
+    def test_hasScansToMend(self):
+        """Whether sequentialScansMended mends a stream, as it says; of two
+        scans, the second alone saying other than 0..63 is enough."""
+        frame = firstFrame("JPEG-lossy.dcm")
+        sound = sequentialScansMended(frame)
+        secondBad = sound[:-2] + frame[frame.index(SOS):-2] + frame[-2:]
+        for stream in (frame, sound, secondBad, firstFrame("JPGExtended.dcm"), b""):
+            self.assertEqual(hasScansToMend(stream), sequentialScansMended(stream) is not None)
+        self.assertTrue(hasScansToMend(secondBad))

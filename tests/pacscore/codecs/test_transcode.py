@@ -22,6 +22,7 @@ from twisted.trial import unittest
 from pacscore.codecs import transcode as transcodeModule
 from pacscore.codecs.filetranscode import NotStreamed, transcodeFile
 from pacscore.codecs.jpeglossless import encodeFrame
+from pacscore.codecs.jpegmarkers import sequentialScansMended
 from pacscore.codecs.syntaxes import (
     DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_BIG_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN,
     IMPLICIT_VR_LITTLE_ENDIAN, JPEG_2000, JPEG_2000_LOSSLESS, JPEG_BASELINE, JPEG_EXTENDED,
@@ -791,3 +792,17 @@ class SequentialScansTests(Checks, unittest.TestCase):
         with tempfile.TemporaryFile() as out:
             self.assertRaises(NotStreamed, transcodeFile, io.BytesIO(data), 0, len(data), syntax,
                               EXPLICIT_VR_LITTLE_ENDIAN, out)
+
+    def test_laterFrameNotStreamedFileToFile(self):
+        """A multi-frame object whose first frame is sound and a later one
+        must be mended is converted in memory too, which mends it."""
+        syntax, _, original = split("JPEG-lossy.dcm")
+        [bad] = generate_frames(original.PixelData, number_of_frames=1)
+        original.NumberOfFrames = 3
+        original.PixelData = encapsulate([sequentialScansMended(bad), bad, bad])
+        data = encode(original, EXPLICIT_VR_LITTLE_ENDIAN)
+        with tempfile.TemporaryFile() as out:
+            self.assertRaises(NotStreamed, transcodeFile, io.BytesIO(data), 0, len(data), syntax,
+                              EXPLICIT_VR_LITTLE_ENDIAN, out)
+        back = asFile(convert(data, syntax, EXPLICIT_VR_LITTLE_ENDIAN), EXPLICIT_VR_LITTLE_ENDIAN, original)
+        self.assertEqual(pixels(back).shape, (3, original.Rows, original.Columns))

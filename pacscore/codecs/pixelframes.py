@@ -10,6 +10,7 @@ from pydicom.encaps import encapsulate
 from pydicom.valuerep import VR
 
 _SUBSAMPLED = ("YBR_FULL_422", "YBR_PARTIAL_422", "YBR_PARTIAL_420")
+_CHUNK = 1 << 20  # the words usesBitsAboveHighBit looks through at once, to stop at the first piece with some
 
 
 def nativeFrames(ds, codec):
@@ -47,17 +48,24 @@ def usesBitsAboveHighBit(ds):
     Bit the top one of its Bits Stored) has samples with bits set above
     High Bit other than the sign's extension: pixel-embedded overlays (the
     retired (60xx,0100) Overlay Bits Allocated 16) and the like, which a
-    codec working at a precision of Bits Stored drops."""
+    codec working at a precision of Bits Stored drops. A range check a
+    piece at a time: no copy of the data, and done at the first piece that
+    has some."""
     bitsAllocated, bitsStored = ds.get("BitsAllocated"), ds.get("BitsStored")
     if bitsAllocated not in (8, 16, 32) or not bitsStored or bitsStored >= bitsAllocated:
         return False
     size = bitsAllocated // 8
-    words = np.frombuffer(ds.PixelData, f"<u{size}", len(ds.PixelData) // size)
-    above = words >> bitsStored
-    if ds.get("PixelRepresentation") == 1:
-        signExtension = ((words >> (bitsStored - 1)) & 1) * ((1 << (bitsAllocated - bitsStored)) - 1)
-        return bool(np.any(above != signExtension))
-    return bool(above.any())
+    if ds.get("PixelRepresentation") == 1:  # within range: the upper bits are the sign's extension
+        words = np.frombuffer(ds.PixelData, f"<i{size}", len(ds.PixelData) // size)
+        lowest, highest = -1 << (bitsStored - 1), (1 << (bitsStored - 1)) - 1
+    else:
+        words = np.frombuffer(ds.PixelData, f"<u{size}", len(ds.PixelData) // size)
+        lowest, highest = 0, (1 << bitsStored) - 1
+    for start in range(0, words.size, _CHUNK):
+        chunk = words[start:start + _CHUNK]
+        if chunk.min() < lowest or chunk.max() > highest:
+            return True
+    return False
 
 
 def atBitsStored(pixels, ds):

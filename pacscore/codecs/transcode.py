@@ -84,7 +84,7 @@ from pacscore.codecs.syntaxes import (
     JPEG_LOSSLESS_SYNTAXES, JPEG_LOSSY_SYNTAXES, JPEG_LS_LOSSLESS, JPEG_LS_NEAR_LOSSLESS, NATIVE,
     RLE_LOSSLESS, canDecode, canEncode, isCompressed)
 from pacscore.dicom.uids import isUID
-from pacscore.storage.attributes import DatasetError, walkDataset
+from pacscore.storage.attributes import DatasetError, inflated, walkDataset
 
 
 log = Logger()
@@ -148,7 +148,7 @@ def transcode(dataset, fromSyntax, toSyntax, quality=DEFAULT_QUALITY):
     try:
         return _transcode(dataset, source, target, quality)
     except Exception as e:
-        reason = str(e) if isinstance(e, _Problem) else f"{type(e).__name__}: {e}"
+        reason = str(e) if isinstance(e, (_Problem, DatasetError)) else f"{type(e).__name__}: {e}"
         raise TranscodeError(
             f"cannot convert from {_describe(source)} to {_describe(target)}: {reason}") from e
 
@@ -170,23 +170,6 @@ def _encoding(syntax):
     if not known:
         raise _Problem(f"{syntax!r} is not a transfer syntax known here")
     return False, True  # every encapsulated syntax: explicit VR little endian
-
-
-def _inflate(data):
-    """A deflated data set inflated, refused past ``INFLATED_IN_MEMORY``
-    bytes: deflate makes 1 GB of zeros 1 MB."""
-    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-    try:
-        raw = inflater.decompress(data, INFLATED_IN_MEMORY + 1)
-        if len(raw) > INFLATED_IN_MEMORY:
-            raise _Problem(f"the deflated data set inflates to more than {INFLATED_IN_MEMORY >> 20} MB, "
-                           f"more than is converted in memory")
-        raw += inflater.flush()
-    except zlib.error as e:
-        raise _Problem(f"the deflated data set is corrupt: {e}") from e
-    if not inflater.eof:
-        raise _Problem("the deflated data set is truncated")
-    return raw
 
 
 def _deflate(parts):
@@ -220,7 +203,7 @@ def _finish(parts, target):
 def _transcode(data, source, target, quality):
     sourceImplicit, sourceLittle = _encoding(source)
     targetImplicit, targetLittle = _encoding(target)
-    raw = _inflate(data) if source == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN else data
+    raw = inflated(data, INFLATED_IN_MEMORY) if source == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN else data
     # pydicom stops quietly at a truncated element; the walker does not.
     try:
         walkDataset(raw, EXPLICIT_VR_LITTLE_ENDIAN if source == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN

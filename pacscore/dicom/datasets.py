@@ -17,7 +17,7 @@ from pacscore.dicom.sinks import MEMORY_LIMIT
 from pacscore.dicom.textbytes import decodeValues, originalBytes
 from pacscore.storage.attributes import (
     DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_BIG_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN,
-    PIXEL_DATA, walkDataset)
+    PIXEL_DATA, inflated, walkDataset)
 
 
 class IdentifierError(ValueError):
@@ -40,7 +40,7 @@ def decodeDataset(data, transferSyntax, stopBeforePixels=False, maxInflated=MEMO
     more is inflated: a small identifier cannot fill the memory."""
     try:
         if transferSyntax == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
-            data, transferSyntax = _inflated(data, maxInflated), EXPLICIT_VR_LITTLE_ENDIAN
+            data, transferSyntax = inflated(data, maxInflated), EXPLICIT_VR_LITTLE_ENDIAN
         if not stopBeforePixels:
             walkDataset(bytes(data), transferSyntax, frozenset(), 0, 0xFFFFFFFF)  # pydicom stops silently at damage
         implicit, little = _encoding(transferSyntax)
@@ -50,23 +50,6 @@ def decodeDataset(data, transferSyntax, stopBeforePixels=False, maxInflated=MEMO
         return dataset
     except Exception as e:
         raise IdentifierError(f"undecodable data set: {e}") from e
-
-
-def _inflated(data, maxInflated):
-    """The raw deflate stream ``data`` (PS3.5 A.5) inflated, at most
-    ``maxInflated`` bytes of it (None: no limit)."""
-    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-    if maxInflated is None:
-        inflated = inflater.decompress(data)
-    else:
-        inflated = inflater.decompress(data, maxInflated + 1)
-        if len(inflated) > maxInflated:
-            raise IdentifierError(f"the deflated data set inflates to more than {maxInflated >> 20} MB, "
-                                  f"where only a small one belongs")
-    inflated += inflater.flush()
-    if not inflater.eof:
-        raise IdentifierError("the deflated data set is truncated")
-    return inflated
 
 
 def encodeDataset(dataset, transferSyntax):

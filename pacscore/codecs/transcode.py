@@ -60,7 +60,6 @@ import contextlib
 import struct
 from dataclasses import dataclass
 import threading
-import zlib
 from io import BytesIO
 
 import numpy as np
@@ -84,7 +83,7 @@ from pacscore.codecs.syntaxes import (
     JPEG_LOSSLESS_SYNTAXES, JPEG_LOSSY_SYNTAXES, JPEG_LS_LOSSLESS, JPEG_LS_NEAR_LOSSLESS, NATIVE,
     RLE_LOSSLESS, canDecode, canEncode, isCompressed)
 from pacscore.dicom.uids import isUID
-from pacscore.storage.attributes import DatasetError, inflated, walkDataset
+from pacscore.storage.attributes import DatasetError, deflated, inflated, walkDataset
 
 
 log = Logger()
@@ -172,14 +171,6 @@ def _encoding(syntax):
     return False, True  # every encapsulated syntax: explicit VR little endian
 
 
-def _deflate(parts):
-    deflater = zlib.compressobj(wbits=-zlib.MAX_WBITS)
-    out = [deflater.compress(part) for part in parts]
-    out.append(deflater.flush())
-    data = b"".join(out)
-    return data + b"\x00" if len(data) % 2 else data
-
-
 def _write(ds, implicit, little, parentEncoding=None):
     fileobj = DicomBytesIO()
     fileobj.is_implicit_VR = implicit
@@ -194,7 +185,7 @@ def _write(ds, implicit, little, parentEncoding=None):
 def _finish(parts, target):
     """The output bytes from its pieces, deflated when ``target`` says so."""
     if target == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
-        return _deflate(parts)
+        return deflated(parts)
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 

@@ -6,7 +6,6 @@ changes come through here, and keep the bytes of the text they did not
 change (``textbytes``).
 """
 
-import zlib
 from io import BytesIO
 
 from pydicom.filebase import DicomBytesIO
@@ -17,7 +16,7 @@ from pacscore.dicom.sinks import MEMORY_LIMIT
 from pacscore.dicom.textbytes import decodeValues, originalBytes
 from pacscore.storage.attributes import (
     DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_BIG_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN,
-    PIXEL_DATA, inflated, walkDataset)
+    PIXEL_DATA, deflated, inflated, walkDataset)
 
 
 class IdentifierError(ValueError):
@@ -62,7 +61,6 @@ def encodeDataset(dataset, transferSyntax):
         write_dataset(fp, dataset)
     data = fp.getvalue()
     if transferSyntax == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
-        compressor = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -zlib.MAX_WBITS)
-        data = compressor.compress(data) + compressor.flush()
+        data = deflated([data])
     return data
 

@@ -73,6 +73,14 @@ class DatasetError(Exception):
     """
 
 
+def deflated(parts):
+    """The byte strings ``parts`` deflated (PS3.5 A.5: raw deflate), padded
+    with a NUL to an even length, which DCMTK's readers ask for."""
+    deflater = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    data = b"".join([deflater.compress(part) for part in parts] + [deflater.flush()])
+    return data + b"\x00" if len(data) % 2 else data
+
+
 def inflated(data, limit=None):
     """The raw deflate stream ``data`` (PS3.5 A.5) inflated whole;
     DatasetError if it is corrupt, truncated, or inflates to more than

@@ -84,6 +84,15 @@ class FindTests(unittest.TestCase):
                     self.assertEqual(match.QueryRetrieveLevel, level)
                     self.assertEqual(match.RetrieveAETitle, self.server.ae)
 
+    def test_deflatedAnswers(self):
+        """Answers in Deflated Explicit VR Little Endian (findscu -xd) are
+        padded to an even length, as DCMTK asks (PS3.5 A.5): every match
+        comes, whatever its deflated length."""
+        for level, keyword, truth in (("STUDY", "StudyInstanceUID", CORPUS.studyUIDs()),
+                                      ("IMAGE", "SOPInstanceUID", CORPUS.sopUIDs())):
+            matches = self.find(PATIENT_ROOT, level, {keyword: None, "PatientName": None, "PatientID": None}, "-xd")
+            self.assertEqual(self.values(matches, keyword), sorted(truth), level)
+
     def test_levelOutsideTheModel(self):
         for model, level, keyword in ((PATIENT_STUDY_ONLY, "SERIES", "SeriesInstanceUID"),
                                       (STUDY_ROOT, "PATIENT", "PatientID")):

@@ -33,10 +33,10 @@ from pydicom.uid import UID
 from pacscore.codecs.syntaxes import (
     DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, canDecode, isCompressed)
 from pacscore.codecs.transcode import (
-    _EXPLICIT_HEADER, _EXTENDED_OFFSET_TABLE, _IMPLICIT_HEADER, _LONG_LENGTH, PIXEL_DATA,
+    _EXPLICIT_HEADER, _EXTENDED_OFFSET_TABLE, _IMPLICIT_HEADER, PIXEL_DATA,
     TranscodeError, _atPixelData, _clean, _decompressAll, _describe, _write, changedAround, codecLock,
     codedLossy, codedPrecision, elementHeader, littleEndianLayout, markDecodedLossy, scansToMend)
-from pacscore.storage.attributes import DatasetError
+from pacscore.storage.attributes import LONG_LENGTH, DatasetError
 
 COPY_CHUNK = 1 << 20
 TARGETS = {IMPLICIT_VR_LITTLE_ENDIAN: True, EXPLICIT_VR_LITTLE_ENDIAN: False}  # syntax -> implicit VR
@@ -194,7 +194,7 @@ def _decodeFrames(source, end, syntax, targetImplicit, out, change):
     out.seek(headerAt)
     pixelVR = b"OB" if head.BitsAllocated <= 8 else b"OW"
     out.write(_IMPLICIT_HEADER.pack(0x7FE0, 0x0010, written + written % 2) if targetImplicit else
-              _EXPLICIT_HEADER.pack(0x7FE0, 0x0010, pixelVR, 0) + _LONG_LENGTH.pack(written + written % 2))
+              _EXPLICIT_HEADER.pack(0x7FE0, 0x0010, pixelVR, 0) + LONG_LENGTH.pack(written + written % 2))
     out.seek(after)
     if tail is not None:
         out.write(_write(tail, targetImplicit, True, encoding))

@@ -17,7 +17,7 @@ import struct
 from pacscore.codecs import nki
 from pacscore.codecs.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN
 from pacscore.codecs.transcode import elementHeader
-from pacscore.storage.attributes import DatasetError, walkDataset
+from pacscore.storage.attributes import LONG_LENGTH, DatasetError, walkDataset
 
 NKI_PIXEL_DATA = 0x7FDF0010
 PIXEL_DATA = 0x7FE00010
@@ -25,7 +25,6 @@ SYNTAXES = frozenset({IMPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN})
 _TAG_BYTES = struct.pack("<HH", 0x7FDF, 0x0010)
 _IMPLICIT = struct.Struct("<HHL")
 _EXPLICIT = struct.Struct("<HH2sH")
-_LONG_LENGTH = struct.Struct("<L")
 _UNDEFINED = 0xFFFFFFFF
 
 
@@ -48,7 +47,7 @@ def _elementAt(data, syntax, tag):
 def _encodeElement(tag, vr, value, syntax):
     if syntax == IMPLICIT_VR_LITTLE_ENDIAN:
         return _IMPLICIT.pack(tag >> 16, tag & 0xFFFF, len(value)) + value
-    return _EXPLICIT.pack(tag >> 16, tag & 0xFFFF, vr, 0) + _LONG_LENGTH.pack(len(value)) + value
+    return _EXPLICIT.pack(tag >> 16, tag & 0xFFFF, vr, 0) + LONG_LENGTH.pack(len(value)) + value
 
 
 def _wordVR(element):

@@ -83,7 +83,7 @@ from pacscore.codecs.syntaxes import (
     JPEG_LOSSLESS_SYNTAXES, JPEG_LOSSY_SYNTAXES, JPEG_LS_LOSSLESS, JPEG_LS_NEAR_LOSSLESS, NATIVE,
     RLE_LOSSLESS, canDecode, canEncode, isCompressed)
 from pacscore.dicom.uids import isUID
-from pacscore.storage.attributes import DatasetError, deflated, inflated, walkDataset
+from pacscore.storage.attributes import LONG_LENGTH, LONG_VRS, DatasetError, deflated, inflated, walkDataset
 
 
 log = Logger()
@@ -103,10 +103,8 @@ INFLATED_IN_MEMORY = 128 << 20  # bytes a deflated data set converted in memory 
 _UNDEFINED_LENGTH = 0xFFFFFFFF
 _IMPLICIT_HEADER = struct.Struct("<HHL")
 _EXPLICIT_HEADER = struct.Struct("<HH2sH")
-_LONG_LENGTH = struct.Struct("<L")
 # Decoded by pydicom masked to Bits Stored, unless told another precision.
 _JPEG_PROCESSES = JPEG_LOSSY_SYNTAXES | JPEG_LOSSLESS_SYNTAXES
-_LONG_VRS = frozenset(b"OB OD OF OL OV OW SQ SV UC UN UR UT UV".split())
 # Bytes per word of the binary VRs a change of byte order must swap.
 _WORD_SIZES = {"OW": 2, "OF": 4, "OL": 4, "OD": 8, "OV": 8}
 # Always lossy: the DCT-based JPEG processes, MPEG-2/4, HEVC.
@@ -287,7 +285,7 @@ def littleEndianLayout(fileobj, end, sourceImplicit, targetImplicit, change=None
             # Implicit VR pixel data is OW (PS3.5 A.1), as pydicom makes it.
             bitsAllocated = head.get("BitsAllocated")
             vr = b"OB" if not implicit and bitsAllocated is not None and bitsAllocated <= 8 else b"OW"
-        header = _EXPLICIT_HEADER.pack(0x7FE0, 0x0010, vr, 0) + _LONG_LENGTH.pack(length + length % 2)
+        header = _EXPLICIT_HEADER.pack(0x7FE0, 0x0010, vr, 0) + LONG_LENGTH.pack(length + length % 2)
     tail = None
     if pos + valueOffset + length < end:
         fileobj.seek(pos + valueOffset + length)
@@ -322,8 +320,8 @@ def elementHeader(raw, pos, implicit):
         group, element, length = _IMPLICIT_HEADER.unpack_from(raw, pos)
         return group << 16 | element, None, length, pos + 8
     group, element, vr, length = _EXPLICIT_HEADER.unpack_from(raw, pos)
-    if vr in _LONG_VRS:
-        return group << 16 | element, vr, _LONG_LENGTH.unpack_from(raw, pos + 8)[0], pos + 12
+    if vr in LONG_VRS:
+        return group << 16 | element, vr, LONG_LENGTH.unpack_from(raw, pos + 8)[0], pos + 12
     return group << 16 | element, vr, length, pos + 8
 
 

@@ -55,8 +55,10 @@ _MAX_NESTING = 64
 _CHUNK = 65536
 _UNBOUNDED = 1 << 62
 
-# Explicit VRs with a 2-byte reserved field and a 4-byte length (PS3.5 7.1.2).
-_LONG_VRS = frozenset(b"OB OD OF OL OV OW SQ SV UC UN UR UT UV".split())
+# Explicit VRs with a 2-byte reserved field and a 4-byte length (PS3.5 7.1.2),
+# and that little endian length.
+LONG_VRS = frozenset(b"OB OD OF OL OV OW SQ SV UC UN UR UT UV".split())
+LONG_LENGTH = struct.Struct("<L")
 _SHORT_VRS = frozenset(b"AE AS AT CS DA DS DT FD FL IS LO LT PN SH SL SS ST TM UI UL US".split())
 _TEXT_DELIMITERS = {0x0D, 0x0A, 0x09, 0x0C}  # pydicom's TEXT_VR_DELIMS
 _BINARY_VRS = frozenset(b"US SS UL SL FL FD SV UV".split())
@@ -448,7 +450,7 @@ class _Walker:
             group, element, length = layout.implicitHeader(buf, offset)
             return group << 16 | element, None, length, pos + 8
         group, element, vr, length = layout.explicitHeader(buf, offset)
-        if vr in _LONG_VRS and group != 0xFFFE:
+        if vr in LONG_VRS and group != 0xFFFE:
             offset = self.need(pos, 12)
             return group << 16 | element, vr, layout.length(self.window.buf, offset + 8)[0], pos + 12
         if group != 0xFFFE and (vr in _SHORT_VRS or b"AA" <= vr <= b"ZZ"):
@@ -562,7 +564,7 @@ class _Walker:
         implicitHeader = self.layout.implicitHeader
         explicitHeader = self.layout.explicitHeader
         longLength = self.layout.length
-        shortVRs, longVRs, undefined = _SHORT_VRS, _LONG_VRS, _UNDEFINED_LENGTH
+        shortVRs, longVRs, undefined = _SHORT_VRS, LONG_VRS, _UNDEFINED_LENGTH
         buf, base, limit = window.buf, window.base, window.limit
         while True:
             # The loop runs once per top-level element: the common case (a

@@ -11,7 +11,7 @@ import struct
 
 from pacscore.dicom.negotiation import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION
 from pacscore.storage.attributes import (
-    EXPLICIT_VR_BIG_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN,
+    EXPLICIT_VR_BIG_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, LONG_LENGTH, LONG_VRS,
     DatasetError, readAttributes, walkDataset)
 from pacscore.storage.regularfiles import openRegularFile
 
@@ -36,12 +36,10 @@ META_TAGS = frozenset({
 _SHORT = struct.Struct("<HH2sH")
 _GROUP_LENGTH = struct.Struct("<HH2sHL")
 _PEEK = struct.Struct("<HH2s")
-_LONG_LENGTH = struct.Struct("<L")
 _VERSION = b"\x02\x00\x01\x00OB\x00\x00\x02\x00\x00\x00\x00\x01"
 _LITTLE_ENDIAN = (IMPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN)  # told apart by the first element
 _VRS = frozenset(b"AE AS AT CS DA DS DT FD FL IS LO LT OB OD OF OL OV OW PN "
                  b"SH SL SQ SS ST SV TM UC UI UL UN UR US UT UV".split())
-_LONG_VALUE_VRS = frozenset(b"OB OD OF OL OV OW SQ SV UC UN UR UT UV".split())  # 2 reserved bytes, 4-byte length
 
 
 def _element(element, vr, value, pad):
@@ -156,11 +154,11 @@ def quickFileMeta(head):
         position += _SHORT.size
         if group != 2 or vr not in _VRS or vr == b"SQ":
             return None
-        if vr in _LONG_VALUE_VRS:
-            if position + _LONG_LENGTH.size > end:
+        if vr in LONG_VRS:
+            if position + LONG_LENGTH.size > end:
                 return None
-            length = _LONG_LENGTH.unpack_from(head, position)[0]
-            position += _LONG_LENGTH.size
+            length = LONG_LENGTH.unpack_from(head, position)[0]
+            position += LONG_LENGTH.size
         if element == 0x0010:
             stated = head[position:position + length].decode("latin-1").rstrip(" \x00") if vr == b"UI" else None
         position += length

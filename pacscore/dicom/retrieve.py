@@ -2,12 +2,16 @@
 sub-operations.
 
 Both find the images the identifier selects and send them one at a time
-- read from disk a batch ahead of need (a few MB), each file opened once
-for its Part-10 header and data set, so memory stays bounded whatever the
-size of the retrieve.  A C-MOVE sends them on a new association, opened
-by our client to the destination AE that acrnema.map names, for which it
-first reads every header (it proposes contexts for their syntaxes); a
-C-GET sends them back on the requestor's own association (for the storage
+- read from disk a batch ahead of need (a few MB), so memory stays
+bounded whatever the size of the retrieve: a C-GET reads each file's
+Part-10 header and data set in one opening, a C-MOVE has read every
+header first (below) and opens each file again for its data set; an
+object over ``STREAMED_OBJECT`` that goes as stored is not read but
+sent from its file, opened again for that (and read whole when it holds
+NKI pixel data, which goes decompressed).  A C-MOVE sends them on a new
+association, opened by our client to the destination AE that acrnema.map
+names, for which it first reads every header (it proposes contexts for
+their syntaxes); a C-GET sends them back on the requestor's own association (for the storage
 classes it took the SCP role for).  Each object goes in the stored transfer syntax when the peer takes
 it, else converted (``pacscore.codecs``) to the best one it accepted;
 pending responses (up to ten a second) report Remaining/Completed/Failed/

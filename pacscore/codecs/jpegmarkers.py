@@ -8,6 +8,7 @@ stream; some old encoders wrote other values, which libjpeg refuses
 ``sequentialScansMended`` gives a copy with 0 and 63 in their place,
 ``hasScansToMend`` says whether it would."""
 
+import re
 import struct
 
 SOS = 0xDA  # the second byte of a start of scan marker
@@ -17,9 +18,9 @@ SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 # Sequential DCT: baseline, extended (Huffman, arithmetic), differential.
 _SEQUENTIAL_DCT = frozenset({0xC0, 0xC1, 0xC5, 0xC9, 0xCD})
 _EOI = 0xD9
-# Bytes after 0xFF in entropy-coded data that are not a marker segment:
-# a stuffed zero, restart markers, fill.
-_NOT_SEGMENTS = frozenset([0x00, 0xFF, *range(0xD0, 0xD8)])
+# 0xFF and a byte after it that, in entropy-coded data, is a marker: not a
+# stuffed zero, a restart marker or fill.
+_MARKER = re.compile(rb"\xff[^\x00\xff\xd0-\xd7]")
 _FULL_SPECTRUM = b"\x00\x3f"
 
 
@@ -104,10 +105,7 @@ def _scans(codestream):
 def _nextSegment(codestream, at):
     """The first marker segment after the entropy-coded data at ``at``;
     None at the end of the image."""
-    while True:
-        at = codestream.find(b"\xff", at)
-        if at < 0 or at + 1 >= len(codestream) or codestream[at + 1] == _EOI:
-            return None
-        if codestream[at + 1] not in _NOT_SEGMENTS:
-            return at
-        at += 1
+    marker = _MARKER.search(codestream, at)
+    if marker is None or codestream[marker.start() + 1] == _EOI:
+        return None
+    return marker.start()

@@ -370,8 +370,9 @@ def _decompress(ds, source):
     if not canDecode(source):
         raise _Problem("no decoder for its pixel data is installed")
     lossy = codedLossy(source, ds.PixelData)
-    if source in JPEG_LOSSY_SYNTAXES:
-        _mendScans(ds)
+    frames = int(ds.get("NumberOfFrames") or 1)
+    if scansToMend(source, ds.PixelData, frames):
+        _mendScans(ds, frames)
     options = codedPrecision(source, ds.PixelData, ds)
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = source
@@ -440,16 +441,15 @@ def scansToMend(syntax, encapsulated, frames):
         return False
 
 
-def _mendScans(ds):
-    """The frames of ``ds`` (in a JPEG DCT syntax) whose scans have a
-    spectral selection other than 0..63 (``jpegmarkers.sequentialScansMended``)
-    mended, as dcmdjpeg reads them, with a log line."""
-    frames = list(generate_frames(ds.PixelData, number_of_frames=int(ds.get("NumberOfFrames") or 1)))
-    mended = [sequentialScansMended(frame) for frame in frames]
-    if any(frame is not None for frame in mended):
-        log.info("{uid}: JPEG scan start/stop not 0/63 in a sequential stream, decoded as 0/63",
-                 uid=ds.get("SOPInstanceUID"))
-        ds.PixelData = encapsulate([new or old for old, new in zip(frames, mended)])
+def _mendScans(ds, count):
+    """The ``count`` frames of ``ds`` (in a JPEG DCT syntax, with a frame
+    ``scansToMend`` finds) whose scans have a spectral selection other than
+    0..63 (``jpegmarkers.sequentialScansMended``) mended, as dcmdjpeg reads
+    them, with a log line."""
+    log.info("{uid}: JPEG scan start/stop not 0/63 in a sequential stream, decoded as 0/63",
+             uid=ds.get("SOPInstanceUID"))
+    frames = generate_frames(ds.PixelData, number_of_frames=count)
+    ds.PixelData = encapsulate([sequentialScansMended(frame) or frame for frame in frames])
 
 
 def markDecodedLossy(ds, source, lossy):

@@ -23,7 +23,6 @@ alone, the Pixel Data copied or decoded as without it.
 
 import os
 import tempfile
-import zlib
 
 from pydicom.filereader import read_dataset
 from pydicom.pixels import get_decoder
@@ -36,7 +35,7 @@ from pacscore.codecs.transcode import (
     _EXPLICIT_HEADER, _EXTENDED_OFFSET_TABLE, _IMPLICIT_HEADER, PIXEL_DATA,
     TranscodeError, _atPixelData, _clean, _decompressAll, _describe, _write, changedAround, codecLock,
     codedLossy, codedPrecision, elementHeader, littleEndianLayout, markDecodedLossy, scansToMend)
-from pacscore.storage.attributes import LONG_LENGTH, DatasetError
+from pacscore.storage.attributes import LONG_LENGTH, DatasetError, InflateWindow
 
 COPY_CHUNK = 1 << 20
 TARGETS = {IMPLICIT_VR_LITTLE_ENDIAN: True, EXPLICIT_VR_LITTLE_ENDIAN: False}  # syntax -> implicit VR
@@ -99,23 +98,14 @@ def _inflated(source, end):
     """An unnamed temporary file holding the deflated data set from the
     position of ``source`` to ``end`` inflated (PS3.5 A.5), ``COPY_CHUNK``
     bytes at a time."""
-    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    stream = InflateWindow(lambda size: source.read(max(min(size, end - source.tell()), 0)))
     inflated = tempfile.TemporaryFile()
     try:
-        pending = b""
-        while not inflater.eof:
-            if not pending:
-                pending = source.read(max(min(COPY_CHUNK, end - source.tell()), 0))
-                if not pending:
-                    inflated.write(inflater.flush())
-                    if not inflater.eof:
-                        raise TranscodeError("the deflated data set is truncated")
-                    break
-            inflated.write(inflater.decompress(pending, COPY_CHUNK))
-            pending = inflater.unconsumed_tail
-    except zlib.error as e:
+        for piece in iter(lambda: stream.inflate(COPY_CHUNK), b""):
+            inflated.write(piece)
+    except DatasetError as e:
         inflated.close()
-        raise TranscodeError(f"the deflated data set is corrupt: {e}") from e
+        raise TranscodeError(str(e)) from e
     except BaseException:
         inflated.close()
         raise

@@ -328,8 +328,10 @@ class _FileWindow:
         self.limit = pos + len(self.buf)
 
 
-class _InflateWindow:
-    """A deflated dataset (raw deflate, PS3.5 A.5), inflated as the walk goes.
+class InflateWindow:
+    """A deflated dataset (raw deflate, PS3.5 A.5) read by
+    ``readCompressed(size)``, inflated as the walk goes, or a piece at a
+    time by ``inflate``.
 
     Only moves forward: skipped values are inflated and dropped a chunk at
     a time, so memory stays small whatever the dataset's size.
@@ -341,9 +343,11 @@ class _InflateWindow:
         self.buf = b""
         self.base = self.limit = 0
         self.total = _UNBOUNDED
+        self.inflatedBytes = 0
 
-    def _inflate(self, maxLength):
-        """Up to ``maxLength`` more inflated bytes; b"" at the end of the stream."""
+    def inflate(self, maxLength):
+        """Up to ``maxLength`` more inflated bytes; b"" at the end of the
+        stream; DatasetError if it is corrupt or truncated."""
         inflater = self.inflater
         while not inflater.eof:
             data = inflater.unconsumed_tail or self.readCompressed(_CHUNK)
@@ -352,13 +356,15 @@ class _InflateWindow:
                     out = inflater.flush()
                     if not out:
                         raise DatasetError(
-                            f"deflated dataset truncated: the deflate stream does not end "
-                            f"(inflated up to offset {self.limit})")
-                    return out
-                out = inflater.decompress(data, maxLength)
+                            f"the deflated data set is truncated: the deflate stream does not end "
+                            f"(inflated up to offset {self.inflatedBytes})")
+                else:
+                    out = inflater.decompress(data, maxLength)
             except zlib.error as e:
-                raise DatasetError(f"deflated dataset is corrupt (inflated up to offset {self.limit}): {e}")
+                raise DatasetError(
+                    f"the deflated data set is corrupt (inflated up to offset {self.inflatedBytes}): {e}") from e
             if out:
+                self.inflatedBytes += len(out)
                 return out
         return b""
 
@@ -372,7 +378,7 @@ class _InflateWindow:
             data = b""
             skip = pos - self.limit
             while skip > 0:
-                out = self._inflate(min(skip, _CHUNK))
+                out = self.inflate(min(skip, _CHUNK))
                 if not out:
                     raise DatasetError(
                         f"deflated dataset ends at offset {pos - skip}, before offset {pos}")
@@ -381,7 +387,7 @@ class _InflateWindow:
         pieces = [data]
         have = len(data)
         while have < size:
-            out = self._inflate(max(size - have, _CHUNK))
+            out = self.inflate(max(size - have, _CHUNK))
             if not out:
                 break
             pieces.append(out)
@@ -642,12 +648,12 @@ def _transferSyntax(uid):
 def _window(source, deflated):
     if hasattr(source, "read"):
         if deflated:
-            return _InflateWindow(source.read)
+            return InflateWindow(source.read)
         return _FileWindow(source)
     if deflated:
         data = memoryview(source).cast("B")
         chunks = (data[i:i + _CHUNK] for i in range(0, len(data), _CHUNK))
-        return _InflateWindow(lambda size: next(chunks, b""))
+        return InflateWindow(lambda size: next(chunks, b""))
     return _BytesWindow(source)
 
 

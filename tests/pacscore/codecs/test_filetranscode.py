@@ -147,6 +147,9 @@ class FileTranscodeTests(unittest.TestCase):
             transcodeFile(io.BytesIO(deflated[:-100]), 0, len(deflated) - 100, syntax, IMPLICIT_VR_LITTLE_ENDIAN,
                           io.BytesIO())
         self.assertIn("the deflated data set is truncated", str(raised.exception))
+        with self.assertRaises(TranscodeError) as raised:
+            transcodeFile(io.BytesIO(b"\xff" * 100), 0, 100, syntax, IMPLICIT_VR_LITTLE_ENDIAN, io.BytesIO())
+        self.assertIn("the deflated data set is corrupt", str(raised.exception))
 
     def test_noPixelDataIsNotStreamed(self):
         syntax, fileobj, offset, length = stored("rtplan.dcm")

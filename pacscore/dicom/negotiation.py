@@ -1,9 +1,11 @@
 """Association negotiation (PS3.8 7.1, PS3.7 D.3.3), both roles.
 
-Decodes an A-ASSOCIATE-RQ with pynetdicom's PDU codec, checks the AE titles
-and application context, picks one transfer syntax per presentation
-context (the requestor's preferred one that we accept, so objects are stored
-as they arrive) and builds the A-ASSOCIATE-AC or -RJ.  For the requestor it
+Screens an A-ASSOCIATE-RQ from its bytes - the AE titles, the number of
+presentation contexts and of their transfer syntaxes, each context cut to
+the one transfer syntax it gets (the requestor's preferred one that we
+accept, so objects are stored as they arrive) - then decodes what is left
+with pynetdicom's PDU codec, checks the application context and the rest,
+and builds the A-ASSOCIATE-AC or -RJ.  For the requestor it
 builds our A-ASSOCIATE-RQ and reads the peer's AC or RJ.
 """
 
@@ -209,37 +211,36 @@ def _usableVersionName(value, notes):
 
 
 def _lenientUserItems(body, notes):
-    """An A-ASSOCIATE-RQ/AC body without the User Information sub-items of
-    types it does not define, which PS3.8 D.2 says an acceptor ignores
-    (pynetdicom refuses them), and with an Implementation Version Name
-    pynetdicom takes (``_usableVersionName``); as it is when its items do
-    not parse."""
-    position, items = 68, [bytes(body[:68])]
-    while position + 4 <= len(body):
-        itemType, length = body[position], int.from_bytes(body[position + 2:position + 4], "big")
-        value = bytes(body[position + 4:position + 4 + length])
-        if len(value) < length:
-            return body
-        if itemType == USER_INFORMATION:
-            kept, sub = [], 0
-            while sub + 4 <= len(value):
-                subType, subLength = value[sub], int.from_bytes(value[sub + 2:sub + 4], "big")
-                if subType == IMPLEMENTATION_VERSION_ITEM:
-                    name = _usableVersionName(value[sub + 4:sub + 4 + subLength], notes)
-                    kept.append(bytes((subType, 0)) + len(name).to_bytes(2, "big") + name)
-                elif subType in KNOWN_USER_ITEMS:
-                    kept.append(value[sub:sub + 4 + subLength])
-                sub += 4 + subLength
-            value = b"".join(kept)
-        items.append(bytes((itemType, 0)) + len(value).to_bytes(2, "big") + value)
-        position += 4 + length
-    return b"".join(items)
+    """An A-ASSOCIATE-AC body with its User Information item made
+    ``_lenientUserInformation``; as it is when its items do not parse."""
+    try:
+        items = [_lenientUserInformation(item, notes) if itemType == USER_INFORMATION else item
+                 for itemType, item in _items(body, 68, "the A-ASSOCIATE-AC")]
+    except PDUError:
+        return body
+    return bytes(body[:68]) + b"".join(items)
+
+
+def _lenientUserInformation(item, notes):
+    """A User Information item without the sub-items of types it does not
+    define, which PS3.8 D.2 says an acceptor ignores (pynetdicom refuses
+    them), and with an Implementation Version Name pynetdicom takes
+    (``_usableVersionName``)."""
+    kept = []
+    for subType, subItem in _items(item, 4, "the User Information"):
+        if subType == IMPLEMENTATION_VERSION_ITEM:
+            name = _usableVersionName(bytes(subItem[4:]), notes)
+            kept.append(bytes((subType, 0)) + len(name).to_bytes(2, "big") + name)
+        elif subType in KNOWN_USER_ITEMS:
+            kept.append(bytes(subItem))
+    value = b"".join(kept)
+    return bytes((USER_INFORMATION, 0)) + len(value).to_bytes(2, "big") + value
 
 
 def _items(data, start, what):
     """``(type, item bytes)`` of each item (type, reserved byte, 2-byte
     length, value) of ``data`` from ``start``; PDUError for one that does
-    not fit."""
+    not fit in ``what``."""
     position = start
     while position < len(data):
         length = int.from_bytes(data[position + 2:position + 4], "big")
@@ -255,14 +256,16 @@ def _text(data):
     return bytes(data).replace(b"\x00", b" ").decode("ascii", "replace").strip()
 
 
-def _screened(body, policy):
+def _screened(body, policy, notes):
     """An A-ASSOCIATE-RQ body checked for what is refused at once, before
     pynetdicom decodes it (a 1 MB request of 36,000 transfer syntaxes takes
     it seconds): AE titles we do not answer to, more than ``MAX_CONTEXTS``
     presentation contexts or ``MAX_TRANSFER_SYNTAXES`` in one
-    (``AssociationRejected``); returned with each context's transfer
-    syntaxes cut to the one ``_negotiate`` would choose (the first we take,
-    else the first proposed)."""
+    (``AssociationRejected``), an item that overruns it (``PDUError``);
+    returned with each context's transfer syntaxes cut to the one
+    ``_negotiate`` would choose (the first we take, else the first
+    proposed) and its User Information item made
+    ``_lenientUserInformation`` (what was changed added to ``notes``)."""
     if len(body) < 68:
         return body  # pynetdicom says what is wrong
     called, calling = _text(body[4:20]), _text(body[20:36])
@@ -280,6 +283,8 @@ def _screened(body, policy):
                 raise AssociationRejected(f"more than {MAX_CONTEXTS} presentation contexts proposed (PS3.8 allows "
                                           f"{MAX_CONTEXTS})", REJECTED_PERMANENT, SOURCE_USER, USER_NO_REASON)
             item = _fewerSyntaxes(bytes(item), policy)
+        elif itemType == USER_INFORMATION:
+            item = _lenientUserInformation(item, notes)
         kept.append(item)
     return b"".join(kept)
 
@@ -299,12 +304,15 @@ def _fewerSyntaxes(item, policy):
     return item[:2] + len(value).to_bytes(2, "big") + value
 
 
-def _decodePDU(pduClass, pduType, body, notes=None):
+def _decodePDU(pduClass, pduType, body):
     """A pynetdicom PDU object decoded from the body of a PDU, or PDUError;
-    what an A-ASSOCIATE-RQ/AC had to have changed to decode is added to
-    ``notes`` (a list)."""
+    an A-ASSOCIATE-RQ/AC's AE titles ``_spacePadded``, an AC's User
+    Information made lenient (``_lenientUserItems``, an RQ's is when it
+    is ``_screened``)."""
     if pduType in (0x01, 0x02):
-        body = _lenientUserItems(_spacePadded(body), [] if notes is None else notes)
+        body = _spacePadded(body)
+    if pduType == 0x02:
+        body = _lenientUserItems(body, [])
     decoded = pduClass()
     try:
         decoded.decode(bytes((pduType, 0)) + len(body).to_bytes(4, "big") + body)
@@ -345,7 +353,7 @@ def negotiate(body, policy):
 def _negotiate(body, policy):
     """``negotiate`` itself, for ``body`` as bytes."""
     notes = []
-    rq = _decodePDU(A_ASSOCIATE_RQ, 0x01, _screened(_spacePadded(body), policy), notes)
+    rq = _decodePDU(A_ASSOCIATE_RQ, 0x01, _screened(body, policy, notes))
     try:
         primitive = rq.to_primitive()
         calling = rq.calling_ae_title.strip()

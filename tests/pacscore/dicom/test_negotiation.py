@@ -90,6 +90,19 @@ class RememberedNegotiationTests(unittest.TestCase):
                       str(raised.exception))
         self.assertEqual(self.decoded, 0)
 
+    def test_userInformationSubItemOverrunRefused(self):
+        """A User Information sub-item longer than the item is refused
+        undecoded, as a presentation context's sub-item is."""
+        rq = bytearray(body())
+        user = rq.rindex(b"\x50\x00")
+        extra = b"\x60\x00\x00\x09ab"  # an unknown sub-item, whose value runs over the maximum length item
+        rq[user + 2:user + 4] = (int.from_bytes(rq[user + 2:user + 4], "big") + len(extra)).to_bytes(2, "big")
+        rq[user + 4:user + 4] = extra
+        with self.assertRaises(PDUError) as raised:
+            negotiate(bytes(rq), self.policy)
+        self.assertIn("an item of the User Information overruns it", str(raised.exception))
+        self.assertEqual(self.decoded, 0)
+
     def test_onlyTheChosenSyntaxDecoded(self):
         """The largest request taken (128 contexts of 64 transfer syntaxes)
         is decoded with one transfer syntax a context: the one chosen, or

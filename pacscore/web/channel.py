@@ -108,6 +108,10 @@ class PacsChannel(http.HTTPChannel):
         self._networkProducer.resumeProducing()
         self.dataReceived(b"")  # what came with the headers
 
+    def allContentReceived(self):
+        if not self._refused:  # a body refused in the read its end came with is not dispatched
+            super().allContentReceived()
+
     def bodyTooLarge(self, request):
         """The chunked body of ``request`` went past its ``bodyLimit``."""
         self._refuse(self._path, WebError(413, f"the request body is larger than the {request.bodyLimit} bytes "

@@ -10,6 +10,7 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial import unittest
 
+from pacscore.web.requestbodies import CountedRequest
 from pacscore.web.site import webSite
 from tests.pacscore.control.running import RunningArchive
 from tests.pacscore.web.test_logins import basic, htpasswd
@@ -156,6 +157,18 @@ class BodyTests(SiteConnections):
         content.seek(0, 2)
         self.assertLessEqual(content.tell(), 1048576)
         self.assertEqual(len([event for event in events if event.get("code") == 413]), 1)
+
+    def test_chunkedEndingWithTheOverflow(self):
+        """A chunked body refused by the chunk its end comes with is not
+        dispatched (a deletestudy ran on its truncated body)."""
+        dispatched = []
+        self.patch(CountedRequest, "process", lambda request: dispatched.append(request))
+        answer, closed, content, events = self.send(
+            b"POST /cgi-bin/dgate?mode=deletestudy HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"%x\r\n%s\r\n" % (1048577, b"y" * 1048577) + b"0\r\n\r\n")
+        self.assertTrue(answer.startswith(b"HTTP/1.1 413 "), answer[:100])
+        self.assertTrue(closed)
+        self.assertEqual(dispatched, [])
 
     @defer.inlineCallbacks
     def test_bodiesWithinTheLimit(self):

@@ -566,12 +566,15 @@ class _ReadAhead:
         stays in its file (a ``StoredData``), others are read and converted
         (``stored`` then with the syntax they are in).  A file gone or
         damaged since it was found is ``(Missing, None)``; one stored
-        again meanwhile is read from its new file (``ObjectReader.loading``)."""
+        again meanwhile is read from its new file (``ObjectReader.loading``),
+        and is Missing too when the index fails while it is looked up."""
+        where = held.path if isinstance(held, StoredObject) else held.objectFile
         try:
             return self.reader.loading(held, self._readFile, STREAMED_OBJECT if self.asStored else sys.maxsize)
         except (OSError, DatasetError) as e:
-            where = held.path if isinstance(held, StoredObject) else held.objectFile
             return Missing(held.sopInstanceUID, f"{where}: {e}", isinstance(e, FileNotFoundError)), None
+        except DATABASE_FAILURES as e:
+            return Missing(held.sopInstanceUID, f"{where}: the index database: {databaseMessage(e)}"), None
 
     def _readFile(self, stored, data):
         """``data``: the data set bytes, or None when it may stay in its file."""

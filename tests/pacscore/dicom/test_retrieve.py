@@ -7,6 +7,7 @@ from collections import Counter
 from types import SimpleNamespace
 
 from pydicom.dataset import Dataset
+from sqlalchemy.exc import OperationalError
 from twisted.internet import defer, reactor, task
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial import unittest
@@ -314,40 +315,70 @@ class GetReadsOnceTests(unittest.TestCase):
     objects' files are opened (a C-MOVE reads every header first: it
     proposes contexts for their syntaxes)."""
 
-    def test_eachFileOpenedOnceABatchAhead(self):
+    def stored(self, count):
+        """The folder, the syntax and the ``count`` Instances of the files of
+        a C-GET, and the service and requestor to make it."""
         syntax, data, _ = split("CT_small.dcm")
         folder = os.path.abspath(self.mktemp())
         os.makedirs(folder)
-        count = 2 * _ReadAhead.batchCount + 8
         instances = []
         for n in range(count):
             uid = f"1.2.3.{n}"
             with OPEN(os.path.join(folder, f"{n}.dcm"), "wb") as f:
                 f.write(encodeFileMeta(CT, uid, syntax, "1.2.3.4", "TEST") + data)
             instances.append(Instance(uid, CT, "MAG0", f"{n}.dcm", "P", "1", "1.1"))
-        index = SimpleNamespace(queryForPeer=lambda fn, *args: defer.succeed(instances))
-        service = GetService(index, SimpleNamespace(instances=None), ObjectReader([MagDevice("MAG0", folder)]),
-                             SyncWorkers(), "PACS", task.Clock())
         requestor = GetRequestor([(STUDY_ROOT_GET, IMPLICIT), (CT, syntax)], roles=[CT])
+        requestor.whenCancelled = lambda command: defer.Deferred()
+        return folder, instances, requestor
+
+    def get(self, instances, reader, requestor):
+        """The responses (command, identifier) to a C-GET of ``instances``."""
+        index = SimpleNamespace(queryForPeer=lambda fn, *args: defer.succeed(instances))
+        service = GetService(index, SimpleNamespace(instances=None), reader, SyncWorkers(), "PACS", task.Clock())
+        responses = []
+        requestor.sendMessage = lambda contextId, command, dataset=None: responses.append((command, dataset))
+        identifier = Dataset()
+        identifier.QueryRetrieveLevel = "STUDY"
+        identifier.StudyInstanceUID = "1"
+        self.successResultOf(service.handle(requestor, 1, {commands.MESSAGE_ID: 1},
+                                            SimpleNamespace(data=encodeDataset(identifier, IMPLICIT))))
+        return responses
+
+    def test_eachFileOpenedOnceABatchAhead(self):
+        count = 2 * _ReadAhead.batchCount + 8
+        folder, instances, requestor = self.stored(count)
         opened = OpenedFiles(folder)
-        firstStore, responses = [], []
+        firstStore = []
 
         def store(*args):
             firstStore[:] = firstStore or [len(set(opened.opened))]
             return GetRequestor.store(requestor, *args)
         requestor.store = store
-        requestor.whenCancelled = lambda command: defer.Deferred()
-        requestor.sendMessage = lambda contextId, command, dataset=None: responses.append(command)
-        identifier = Dataset()
-        identifier.QueryRetrieveLevel = "STUDY"
-        identifier.StudyInstanceUID = "1"
         opened.patch(self)
-        self.successResultOf(service.handle(requestor, 1, {commands.MESSAGE_ID: 1},
-                                            SimpleNamespace(data=encodeDataset(identifier, IMPLICIT))))
-        self.assertEqual((responses[-1][commands.STATUS], responses[-1][commands.COMPLETED_SUBOPERATIONS]),
-                         (SUCCESS, count))
+        responses = self.get(instances, ObjectReader([MagDevice("MAG0", folder)]), requestor)
+        final, _ = responses[-1]
+        self.assertEqual((final[commands.STATUS], final[commands.COMPLETED_SUBOPERATIONS]), (SUCCESS, count))
         self.assertEqual(Counter(Counter(opened.opened).values()), {1: count})
         self.assertEqual(firstStore, [2 * _ReadAhead.batchCount])  # the batch sent, the next one read ahead
+
+    def test_indexFailingWhileAMissingFileIsLookedUp(self):
+        """The index failing while the file of a missing object is looked up
+        in it (stored again?) fails that object only: the rest of its batch
+        is sent, and the C-GET ends B000 with its counters and failed list."""
+        folder, instances, requestor = self.stored(4)
+        os.unlink(os.path.join(folder, "1.dcm"))
+
+        def current(uid):
+            raise OperationalError("SELECT", {}, Exception("no such table: DICOMImages"))
+        with capturedLogs() as events:
+            responses = self.get(instances, ObjectReader([MagDevice("MAG0", folder)], None, current), requestor)
+        final, identifier = responses[-1]
+        self.assertEqual([final[tag] for tag in (commands.STATUS, commands.COMPLETED_SUBOPERATIONS,
+                                                 commands.FAILED_SUBOPERATIONS)], [SUBOPERATIONS_FAILED, 3, 1])
+        self.assertEqual(decodeDataset(identifier, IMPLICIT).FailedSOPInstanceUIDList, "1.2.3.1")
+        self.assertEqual(requestor.stored, ["1.2.3.0", "1.2.3.2", "1.2.3.3"])
+        lines = [formatEvent(event) for event in events]
+        self.assertIn("C-GET: 1.2.3.1 cannot be read: 1.dcm: the index database: no such table: DICOMImages", lines)
 
 
 class StoredAgainTests(unittest.TestCase):

@@ -23,7 +23,7 @@ from pacscore.web.answers import HTML, Answer, StreamAnswer, WebError, notAllowe
 from pacscore.web.html import Markup, page
 from pacscore.pacing import Pacer
 
-RETRY_AFTER = "5"  # seconds a client waits before asking again with the index database down
+RETRY_AFTER = "5"  # seconds a client waits before asking again: the index database down, the web connections capped
 
 
 class AnsweringResource(resource.Resource):

@@ -16,7 +16,7 @@ resource.  Pages of the web interface itself are never shared.
 """
 
 import re
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, unquote_to_bytes, urlsplit
 
 from pacscore.config.errors import ConfigError
 
@@ -84,10 +84,19 @@ class AllowedOrigins:
     def share(self, request):
         """Give the answer to ``request`` its CORS headers when it is one
         that may be shared (DICOMweb, WADO)."""
-        first = request.postpath[0] if request.postpath else b""
-        if first in SHARED or (first == b"cgi-bin" and asksForWado(request)):
-            for name, value in self.headers(request):
-                request.setHeader(name, value)
+        for name, value in self.sharedHeaders(request, request.uri):
+            request.setHeader(name, value)
+
+    def sharedHeaders(self, request, uri):
+        """The CORS headers of the answer to ``request`` for ``uri`` (its
+        path and query, bytes) when it is one that may be shared, else
+        none: the channel's own answers (401, 413, 408) give them for the
+        request line read before ``request`` has it."""
+        path, _, query = uri.partition(b"?")
+        first = unquote_to_bytes(path.split(b"/")[1]) if path.count(b"/") else b""
+        if first in SHARED or (first == b"cgi-bin" and asksForWado(parse_qs(query, keep_blank_values=True))):
+            return self.headers(request)
+        return []
 
 
 def _allowedHeaders(request):
@@ -101,9 +110,10 @@ def _allowedHeaders(request):
     return (*ALLOWED_HEADERS, *dict.fromkeys(name for name in asked if name.lower() not in known))
 
 
-def asksForWado(request):
-    """Whether ``request`` asks dgate for WADO-URI (``requestType=WADO``)."""
-    return request.args.get(b"requestType", [b""])[0] == b"WADO"
+def asksForWado(args):
+    """Whether a request of query ``args`` (a request's ``args``) asks
+    dgate for WADO-URI (``requestType=WADO``)."""
+    return args.get(b"requestType", [b""])[0] == b"WADO"
 
 
 def preflight(request, methods):

@@ -34,7 +34,7 @@ from pacscore.config.errors import ConfigError
 from pacscore.dicom.admission import AssociationLimits
 from pacscore.control.registry import CommandRegistry
 from pacscore.web import browse, downloads, edits, images, procedures, remote, wado, worklist
-from pacscore.web.answering import AnsweringResource, Folder
+from pacscore.web.answering import RETRY_AFTER, AnsweringResource, Folder
 from pacscore.web.answers import Parameters, WebError
 from pacscore.web.channel import PacsChannel
 from pacscore.web.crossorigin import refuseCrossOrigin
@@ -75,7 +75,7 @@ class DgateResource(AnsweringResource):
     def render(self, request):
         """A CORS preflight (OPTIONS) of WADO is answered as DICOMweb's
         are (that of a page refused as other methods are)."""
-        if request.method == b"OPTIONS" and (self.wadoOnly or asksForWado(request)):
+        if request.method == b"OPTIONS" and (self.wadoOnly or asksForWado(request.args)):
             return preflight(request, allowed(("GET",)))
         return super().render(request)
 
@@ -104,7 +104,8 @@ class Unavailable(protocol.Protocol):
     """A connection over the site's limits: answered 503 and closed."""
 
     def connectionMade(self):
-        self.transport.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        self.transport.write(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: %s\r\nContent-Length: 0\r\n"
+                             b"Connection: close\r\n\r\n" % RETRY_AFTER.encode())
         self.transport.loseConnection()
 
 

@@ -230,6 +230,41 @@ class LoginBodyTests(SiteConnections):
         self.assertFalse(transport.value().startswith(b"HTTP/1.1 401 "), transport.value()[:100])
 
 
+class SharedRefusalTests(LoginBodyTests):
+    """The channel's own answers to a request for what may be shared
+    (DICOMweb, WADO) carry the CORS headers its other answers do, so that
+    a viewer of another site sees the 401, 413 or 408."""
+
+    ini = {"WebUsers": "webusers", "WebAllowOrigins": "*", "WebMaxUploadMB": "1"}
+    ORIGIN = b"Origin: http://viewer.example\r\n"
+    SHARED = b"\r\nAccess-Control-Allow-Origin: *\r\nAccess-Control-Expose-Headers: Warning\r\n"
+
+    def test_loginAndBodyRefused(self):
+        for request, code in ((self.POST + self.ORIGIN, 401),
+                              (self.POST.replace(b"1000", b"1048577") + self.ORIGIN, 413),
+                              (b"POST /cgi-bin/dgate?requestType=WADO HTTP/1.1\r\nContent-Length: 1048577\r\n"
+                               + self.ORIGIN, 413)):
+            answer, closed, content, events = self.send(request + b"\r\n")
+            self.assertTrue(answer.startswith(b"HTTP/1.1 %d " % code), answer[:100])
+            self.assertIn(self.SHARED, answer)
+
+    def test_pagesNotShared(self):
+        answer, _, _, _ = self.send(b"POST /cgi-bin/dgate?mode=addlocalfile HTTP/1.1\r\nContent-Length: 1000\r\n"
+                                    + self.ORIGIN + b"\r\n")
+        self.assertTrue(answer.startswith(b"HTTP/1.1 401 "), answer[:100])
+        self.assertNotIn(b"Access-Control-Allow-Origin", answer)
+
+    def test_headTooSlow(self):
+        clock = task.Clock()
+        channel, transport = self.connect()
+        channel.callLater = clock.callLater
+        channel._awaitHead()
+        channel.dataReceived(b"GET /dicom-web/studies HTTP/1.1\r\n" + self.ORIGIN)
+        clock.advance(30)
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 408 "), transport.value()[:100])
+        self.assertIn(self.SHARED, transport.value())
+
+
 class HeadDeadlineTests(SiteConnections):
     """The request line and headers must have come within headTimeout (30 s)
     of the connection or the last answer (slowloris: a header line every
@@ -296,8 +331,8 @@ class ConnectionLimitTests(SiteConnections):
         return protocol, transport
 
     def assertUnavailable(self, transport):
-        self.assertEqual(transport.value(), b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
-                                            b"Connection: close\r\n\r\n")
+        self.assertEqual(transport.value(), b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\n"
+                                            b"Content-Length: 0\r\nConnection: close\r\n\r\n")
         self.assertTrue(transport.disconnecting)
 
     def test_limits(self):

@@ -17,7 +17,9 @@ browser's login goes through (``HTTP_AUTHORIZATION``, which Apache sets
 under ``CGIPassAuth On``) and the server's challenge comes back; the
 browser's ``Host``, ``Origin`` and ``Sec-Fetch-Site`` go through too, so
 that a form posted from a page of another site is refused as it is
-without the gateway.  The pages' links and forms name the script as the
+without the gateway.  An answer the server gives before it took the whole
+POST body (a 401 for the login, a 413 for an upload too large) is relayed
+too, though the server closed the connection while the body was sent.  The pages' links and forms name the script as the
 browser reaches it: dicom.ini's ``WebScriptAddress`` (Conquest's "path to
 script engine", e.g. ``http://server/cgi-bin/dgate.exe``), else the web
 server's ``SCRIPT_NAME``, in place of pacs's own ``/cgi-bin/dgate``.
@@ -26,8 +28,6 @@ server's ``SCRIPT_NAME``, in place of pacs's own ``/cgi-bin/dgate``.
 import http.client
 import ssl
 import sys
-import urllib.error
-import urllib.request
 
 from pacscore.control.endpoint import LOOPBACK, hostAndPort
 from pacscore.web import DEFAULT_WEB_ENDPOINT, DEFAULT_WEB_PORT
@@ -66,8 +66,8 @@ def _answer(write, status, reason, headers, body):
     write(_head(status, reason, headers, SCRIPT)[0] + body)
 
 
-def _relay(write, answer, script):
-    """Write the server's ``answer`` (a response, or an HTTPError) as the
+def _relay(write, answer, url, script):
+    """Write the server's ``answer`` (an HTTPResponse) to ``url`` as the
     CGI answer: the headers, then the body as it arrives; 1 (and why on
     standard error, the web server's log) when it broke off, else 0."""
     head, page = _head(answer.status, answer.reason, answer.headers.items(), script)
@@ -79,7 +79,7 @@ def _relay(write, answer, script):
         while chunk := answer.read1(CHUNK):
             write(chunk)
     except (http.client.HTTPException, OSError) as e:
-        print(f"dgate: the answer to {answer.url} broke off: {e!r}", file=sys.stderr)
+        print(f"dgate: the answer to {url} broke off: {e!r}", file=sys.stderr)
         return 1
     return 0
 
@@ -132,6 +132,26 @@ def _webInterface(ini):
                                                                   f"none)")
 
 
+def _connection(secure, host, port):
+    """An HTTP(S) connection to the web interface at ``host``, ``port``
+    (the certificate of one on this machine not checked)."""
+    if not secure:
+        return http.client.HTTPConnection(host, port, timeout=TIMEOUT)
+    context = ssl._create_unverified_context() if host in LOOPBACK else None
+    return http.client.HTTPSConnection(host, port, timeout=TIMEOUT, context=context)
+
+
+def _ask(connection, method, path, body, headers):
+    """The server's response to the request; one it gave before it took
+    the whole ``body`` (a 401, a 413: then it closes the connection, and
+    the rest of the body cannot be sent) is read all the same."""
+    try:
+        connection.request(method, path, body=body, headers=headers)
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the answer, if any, is waiting to be read
+    return connection.getresponse()
+
+
 def runCGI(ini, environ, stdin, write):
     """Pass the CGI request on to the server's web interface; 0, or 1 when
     no server answered (the web server still gets a 502 answer), the POST
@@ -143,26 +163,25 @@ def runCGI(ini, environ, stdin, write):
                 f"dgate: bad WebEndpoint {ini.get('WebEndpoint', '')}: {e}\n".encode())
         return 1
     address = f"[{host}]" if ":" in host else host
-    url = f"{'https' if secure else 'http'}://{address}:{port}{SCRIPT}?{environ.get('QUERY_STRING', '')}"
+    path = f"{SCRIPT}?{environ.get('QUERY_STRING', '')}"
+    url = f"{'https' if secure else 'http'}://{address}:{port}{path}"
     method = environ.get("REQUEST_METHOD", "GET").upper()
     headers = {name: environ[variable] for name, variable in PASSED_REQUEST_HEADERS if environ.get(variable)}
     body = None
     if method == "POST":
         length = int(environ.get("CONTENT_LENGTH") or 0)
         body, headers["Content-Length"] = _posted(stdin, length), str(length)
-    context = ssl._create_unverified_context() if secure and host in LOOPBACK else None
-    request = urllib.request.Request(url, data=body, method=method, headers=headers)
-    script = _scriptAddress(ini, environ)
+    connection = _connection(secure, host, port)
     try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT, context=context) as response:
-            return _relay(write, response, script)
-    except urllib.error.HTTPError as e:
-        return _relay(write, e, script)
+        with _ask(connection, method, path, body, headers) as response:
+            return _relay(write, response, url, _scriptAddress(ini, environ))
     except BodyEnded as e:
         print(f"dgate: {e}", file=sys.stderr)
         _answer(write, 400, "Bad Request", [("Content-Type", "text/plain")], f"dgate: {e}\n".encode())
         return 1
-    except (urllib.error.URLError, OSError) as e:
+    except (http.client.HTTPException, OSError) as e:
         _answer(write, 502, "Bad Gateway", [("Content-Type", "text/plain")],
-                f"dgate: no pacs web interface at {host}:{port}, {source} ({getattr(e, 'reason', e)})\n".encode())
+                f"dgate: no pacs web interface at {host}:{port}, {source} ({e})\n".encode())
         return 1
+    finally:
+        connection.close()

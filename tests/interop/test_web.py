@@ -444,6 +444,18 @@ class CGIScriptTests(unittest.TestCase):
         self.assertEqual(status, 0)
         self.assertLess(peak - small, 20 << 10, "POST")
 
+    def test_uploadTooLarge(self):
+        """An upload over WebMaxUploadMB, larger than the sockets hold: the
+        413 the server answers before it reads the body is relayed, though
+        the gateway could not send the whole body (it answered 502)."""
+        self.server.stop()
+        self.server.setIni(WebMaxUploadMB="1")
+        self.server.start()
+        status, head, content = self.cgi("mode=addlocalfile", "POST", b"z" * (20 << 20),
+                                         "multipart/form-data; boundary=zzz")
+        self.assertEqual((status, head[0][:12]), (0, "Status: 413 "), content[:200])
+        self.assertIn(b"is larger than the 1048576 this request may send", content)
+
     def test_noServer(self):
         self.server.stop()
         status, head, content = self.cgi("mode=top")

@@ -135,6 +135,21 @@ class WebLoginTests(unittest.TestCase):
         self.assertEqual(head[0], "Status: 401 Unauthorized")
         self.assertIn('WWW-Authenticate: basic realm="pacs WEBPACS", charset="UTF-8"', head)
 
+    def test_cgiGatewayUploadRefused(self):
+        """An upload larger than the sockets hold with a wrong login: the
+        server answers 401 before it reads the body and closes the
+        connection; the gateway, whose sending of the body then breaks
+        off, still relays the 401 (the browser's login prompt)."""
+        size = 20 << 20
+        environment = dict(os.environ, GATEWAY_INTERFACE="CGI/1.1", QUERY_STRING="mode=addlocalfile",
+                           REQUEST_METHOD="POST", CONTENT_TYPE="multipart/form-data; boundary=zzz",
+                           CONTENT_LENGTH=str(size), HTTP_AUTHORIZATION=basic(USER, "wrong"))
+        result = subprocess.run([os.path.join(BIN, "dgate")], input=b"z" * size, capture_output=True,
+                                cwd=self.server.workdir, env=environment, timeout=120)
+        head = result.stdout.partition(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")
+        self.assertEqual((result.returncode, head[0]), (0, "Status: 401 Unauthorized"), result.stderr)
+        self.assertIn('WWW-Authenticate: basic realm="pacs WEBPACS", charset="UTF-8"', head)
+
 
 class WebUsersStartUpTests(unittest.TestCase):
 

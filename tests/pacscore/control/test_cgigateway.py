@@ -2,12 +2,11 @@
 the request (the interop tests drive it against a running server)."""
 
 import io
-import urllib.error
-import urllib.request
 
 from twisted.trial import unittest
 
 from pacscore.config.ini import DicomIni
+from pacscore.control import cgigateway
 from pacscore.control.cgigateway import runCGI
 
 ENVIRONMENT = {"GATEWAY_INTERFACE": "CGI/1.1", "QUERY_STRING": "mode=top", "REQUEST_METHOD": "GET"}
@@ -19,11 +18,13 @@ class WebInterfaceTests(unittest.TestCase):
         """``(exit status, URL asked, CGI answer)`` of dgate under ``iniText``, no server answering."""
         asked = []
 
-        def urlopen(request, timeout, context):
-            asked.append(request.full_url)
-            raise urllib.error.URLError("connection refused")
+        def connection(secure, host, port):
+            def request(method, path, body, headers):
+                asked.append(f"{'https' if secure else 'http'}://{host}:{port}{path}")
+                raise ConnectionRefusedError("connection refused")
+            return type("Refused", (), {"request": staticmethod(request), "close": staticmethod(lambda: None)})
 
-        self.patch(urllib.request, "urlopen", urlopen)
+        self.patch(cgigateway, "_connection", connection)
         output = io.BytesIO()
         status = runCGI(DicomIni.fromString(iniText, "/cgi-bin/dicom.ini"), ENVIRONMENT, io.BytesIO(), output.write)
         return status, asked, output.getvalue().decode()

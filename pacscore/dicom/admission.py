@@ -33,13 +33,14 @@ class AssociationLimits:
         self._logged = set()  # hosts refused since a connection last ended
 
     @classmethod
-    def fromIni(cls, ini, fileLimit, keys=KEYS, share=2):
+    def fromIni(cls, ini, fileLimit, keys=KEYS, share=2, perPeer=DEFAULT_PER_PEER):
         """The limits of dicom.ini's ``keys``: ``MaxAssociations`` no more
         than ``fileLimit`` (the open files the process may have) / ``share``,
-        so that stored files and the web interface have theirs."""
+        so that stored files and the web interface have theirs; ``perPeer``
+        without the second key."""
         total = ini.getint(keys[0], DEFAULT_TOTAL)
         return cls(min(total, fileLimit // share) if total > 0 else fileLimit // share,
-                   max(ini.getint(keys[1], DEFAULT_PER_PEER), 0), keys)
+                   max(ini.getint(keys[1], perPeer), 0), keys)
 
     def admits(self, host):
         """Whether a new connection from ``host`` may be held; when not,

@@ -19,8 +19,8 @@ reactor; a POST from a page of another site is refused
 (``pacscore.web.crossorigin``).  A bad request gets a 4xx page and a log line; an unexpected
 failure a 500 page and the traceback in the log.  The site holds at most
 ``WebMaxConnections`` connections at once (no more than a quarter of the
-open-file limit) and ``WebMaxConnectionsPerPeer`` from one address: one
-more is answered 503 and closed at once, with a log line, as the DICOM
+open-file limit) and ``WebMaxConnectionsPerPeer`` from one address (by
+default any number): one more is answered 503 and closed at once, with a log line, as the DICOM
 service's ``MaxAssociations`` are (``pacscore.dicom.admission``).
 """
 
@@ -58,6 +58,7 @@ TOP = SCRIPT.encode() + b"?mode=top"
 DICOMWEB = b"dicom-web"
 LIMIT_KEYS = ("WebMaxConnections", "WebMaxConnectionsPerPeer")
 FILE_SHARE = 4  # WebMaxConnections is at most the open-file limit / FILE_SHARE
+PER_PEER = 0  # WebMaxConnectionsPerPeer: none, as Apache (behind a reverse proxy or NAT all browsers share an address)
 
 log = Logger()
 
@@ -176,7 +177,8 @@ def webSite(archive):
     hosts = HostNames.fromIni(archive.configuration) if guardedRoot is root else None  # a login stops rebinding
     site = PacsSite(guardedRoot, AllowedOrigins.fromIni(archive.configuration), hosts,
                     guard=None if guardedRoot is root else guardedRoot, uploads=uploadLimit(archive.configuration.ini),
-                    limits=AssociationLimits.fromIni(archive.configuration.ini, openFileLimit(), LIMIT_KEYS, FILE_SHARE),
+                    limits=AssociationLimits.fromIni(archive.configuration.ini, openFileLimit(), LIMIT_KEYS, FILE_SHARE,
+                                                    PER_PEER),
                     timeout=archive.idleTimeout or None, logFormatter=accessLogLine,
                     parsePOSTFormSubmission=False)  # pacscore.web.forms reads forms
     site.displayTracebacks = False

@@ -102,6 +102,14 @@ class SiteConnections(unittest.TestCase):
         self.addCleanup(channel.connectionLost, None)
         return channel, transport
 
+    def open(self, host):
+        """A connection from ``host``: the protocol and its transport."""
+        address = IPv4Address("TCP", host, 40000)
+        protocol = self.site.buildProtocol(address)
+        transport = StringTransport(peerAddress=address)
+        protocol.makeConnection(transport)
+        return protocol, transport
+
     def send(self, *chunks):
         """What the site answers to ``chunks``, whether it closed the connection,
         the request's spooled body (None: none) and the log events."""
@@ -323,13 +331,6 @@ class ConnectionLimitTests(SiteConnections):
 
     ini = {"WebMaxConnections": "3", "WebMaxConnectionsPerPeer": "2"}
 
-    def open(self, host):
-        address = IPv4Address("TCP", host, 40000)
-        protocol = self.site.buildProtocol(address)
-        transport = StringTransport(peerAddress=address)
-        protocol.makeConnection(transport)
-        return protocol, transport
-
     def assertUnavailable(self, transport):
         self.assertEqual(transport.value(), b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\n"
                                             b"Content-Length: 0\r\nConnection: close\r\n\r\n")
@@ -354,3 +355,14 @@ class ConnectionLimitTests(SiteConnections):
         for channel in (first[1][0], other, protocol):
             channel.connectionLost(None)
         self.assertEqual(self.site.limits.open, 0)
+
+
+class DefaultConnectionLimitTests(SiteConnections):
+    """By default no limit per address (behind a reverse proxy or NAT every
+    browser comes from one), as Apache: only WebMaxConnections."""
+
+    def test_manyFromOneAddress(self):
+        opened = [self.open("192.0.2.7") for _ in range(200)]
+        for protocol, _ in opened:
+            self.addCleanup(protocol.connectionLost, None)
+        self.assertEqual([transport.value() for _, transport in opened if transport.value()], [])

@@ -189,9 +189,8 @@ class BodyTests(SiteConnections):
 
 
 
-class LoginBodyTests(SiteConnections):
-    """With WebUsers, a body is read only once its headers logged a user in:
-    a 401 at once without credentials, after the check with wrong ones."""
+class LoginSite(SiteConnections):
+    """Connections to a site whose WebUsers has alice (password secret)."""
 
     ini = {"WebUsers": "webusers"}
     POST = b"POST /dicom-web/studies HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000\r\n"
@@ -200,6 +199,11 @@ class LoginBodyTests(SiteConnections):
         self.running = RunningArchive(self, ini=self.ini)
         htpasswd(os.path.join(self.running.workdir, "webusers"), "alice", "secret", create=True)
         self.site = webSite(self.running.archive)
+
+
+class LoginBodyTests(LoginSite):
+    """With WebUsers, a body is read only once its headers logged a user in:
+    a 401 at once without credentials, after the check with wrong ones."""
 
     def test_noLogin(self):
         for headers in (b"", b"Authorization: Basic !!\r\n", b"Authorization: Digest x\r\n"):
@@ -238,7 +242,7 @@ class LoginBodyTests(SiteConnections):
         self.assertFalse(transport.value().startswith(b"HTTP/1.1 401 "), transport.value()[:100])
 
 
-class SharedRefusalTests(LoginBodyTests):
+class SharedRefusalTests(LoginSite):
     """The channel's own answers to a request for what may be shared
     (DICOMweb, WADO) carry the CORS headers its other answers do, so that
     a viewer of another site sees the 401, 413 or 408."""

@@ -500,7 +500,7 @@ class RetrieveService:
                 f"(stored as {stored.transferSyntax})")
 
     def _locate(self, instances):
-        """The objects to send, from the ``pacscore.db.query.Instance``\ s
+        """The objects to send, from the ``pacscore.db.query.Instance`` rows
         the index found: as they are, each located as it is read
         (``_ReadAhead``)."""
         return defer.succeed(instances)

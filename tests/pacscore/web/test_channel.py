@@ -78,7 +78,7 @@ class LongLineTests(unittest.TestCase):
 
 
 @defer.inlineCallbacks
-def until(condition, seconds=5):
+def until(condition, seconds=30):
     """Wait (the reactor running) until ``condition()`` is true, ``seconds`` at most."""
     for _ in range(int(seconds / 0.02)):
         if condition():

@@ -83,7 +83,8 @@ def goesAsStored(compressionScripts, compression):
         not forPeerChanges(compression))
 
 
-def readForPeer(reader, stored, compression, deferToWorker, compressionScripts=None, callingAE="", calledAE=""):
+def readForPeer(reader, stored, compression, deferToWorker, compressionScripts=None, callingAE="", calledAE="",
+                follow=True):
     """In the I/O pool: ``(stored, data set)`` of the ``StoredObject`` as it
     goes to a peer whose compression code is ``compression``, before it is
     converted to a syntax the peer takes: a large one that goes as stored
@@ -93,9 +94,10 @@ def readForPeer(reader, stored, compression, deferToWorker, compressionScripts=N
     None when it left the object out), and changed by ``forPeer``
     (``stored`` then with the syntax it gave).  TranscodeError or
     IdentifierError when it cannot be.  One stored again since it was
-    located is read from its new file (``ObjectReader.reading``)."""
+    located is read from its new file (``ObjectReader.reading``) unless not
+    ``follow``."""
     return reader.reading(stored, lambda current: _readForPeer(reader, current, compression, deferToWorker,
-                                                               compressionScripts, callingAE, calledAE))
+                                                               compressionScripts, callingAE, calledAE), follow)
 
 
 def _readForPeer(reader, stored, compression, deferToWorker, compressionScripts, callingAE, calledAE):

@@ -265,7 +265,7 @@ class Forwarder:
                                                  indexKeys(action.level, action.target, action.filters))
                 if not instances and action.objectPath:  # the index keeps no rows (NULL driver)
                     instances = self.reader.instancesAt(action.objectPath, action.target)
-            found.append((instances, self.reader.locate(instances)))
+            found.append((instances, self.reader.locate(instances, follow=not isSpooled(action.objectPath))))
         return found
 
     async def forward(self, action, onSent=None, found=None, carryOn=False):
@@ -279,7 +279,7 @@ class Forwarder:
         if found is None:
             [found] = await self.locate([action])
         instances, located = found
-        if isSpooled(action.objectPath) and any(_relocated(action.objectPath, stored) for stored in located):
+        if isSpooled(action.objectPath) and any(isinstance(stored, Missing) and stored.gone for stored in located):
             raise Undelivered(action.destination, 0, [ChangedCopyGone(action.objectPath)], [])
         if not instances:
             self.log.warn("forward to {destination}: no stored object of {entity} {uid} matches",
@@ -420,16 +420,19 @@ class Forwarder:
 
     def _read(self, stored, compression, destination):
         """In the I/O pool: ``readForPeer`` of ``stored`` (its s0..s9 line
-        run from us to ``destination``); ``NotConvertible`` when it cannot be."""
+        run from us to ``destination``); ``NotConvertible`` when it cannot be,
+        ``ChangedCopyGone`` when it is a spool file gone (never followed to
+        the stored object)."""
+        spooled = isSpooled(stored.path)
         try:
-            read, data = readForPeer(self.reader, stored, compression, self.workers.deferToWorker,
-                                     self.compressionScripts, self.aeTitle, destination)
+            return readForPeer(self.reader, stored, compression, self.workers.deferToWorker,
+                               self.compressionScripts, self.aeTitle, destination, follow=not spooled)
         except (TranscodeError, IdentifierError) as e:
             raise NotConvertible(f"{stored.sopInstanceUID}: {e}") from e
-        if isSpooled(stored.path) and _relocated(stored.path, read):
-            closeIfStored(data)
-            raise ChangedCopyGone(stored.path)
-        return read, data
+        except FileNotFoundError as e:
+            if not spooled:
+                raise
+            raise ChangedCopyGone(stored.path) from e
 
     # -- get --------------------------------------------------------------
 
@@ -576,14 +579,6 @@ def _refusedForGood(status):
     if status & 0xF000 == 0xC000:
         return "cannot understand"
     return None
-
-
-def _relocated(path, stored):
-    """Whether the spool file ``path`` is gone: ``stored``, what the reader
-    found of it, is ``Missing`` for that, or the index's file of its SOP
-    instance, read in its place (``ObjectReader`` follows objects stored
-    again under a new name)."""
-    return stored.gone if isinstance(stored, Missing) else stored.path != path
 
 
 def _associationKey(level, instance):

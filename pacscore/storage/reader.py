@@ -185,12 +185,14 @@ class ObjectReader:
         except OSError as e:
             return str(e)
 
-    def locate(self, instances):
-        """``StoredObject`` or ``Missing`` for each ``pacscore.db.query.Instance``."""
+    def locate(self, instances, follow=True):
+        """``StoredObject`` or ``Missing`` for each ``pacscore.db.query.Instance``
+        (a file gone is followed to its object's new one unless not
+        ``follow``: see ``_whileRenamed``)."""
         found = []
         for instance in instances:
             try:
-                found.append(self._whileRenamed(instance, self._stored))
+                found.append(self._whileRenamed(instance, self._stored, follow))
             except (OSError, DatasetError) as e:
                 found.append(Missing(instance.sopInstanceUID, f"{instance.objectFile}: {e}",
                                      isinstance(e, FileNotFoundError)))
@@ -235,29 +237,31 @@ class ObjectReader:
         return StoredObject(held.sopInstanceUID, sopClass, path, syntax, offset, size, held.deviceName,
                             held.objectFile)
 
-    def _whileRenamed(self, held, use):
+    def _whileRenamed(self, held, use, follow=True):
         """``use(held)`` (an Instance or StoredObject); when it finds the file
         gone (FileNotFoundError) and the index names another file of that
         SOP instance now (it was stored again meanwhile, under a new name),
-        ``use`` of that ``Instance``, up to ``RELOCATIONS`` times; else the
-        FileNotFoundError."""
+        ``use`` of that ``Instance``, up to ``RELOCATIONS`` times; else (at
+        once when not ``follow``: a file never stored again, such as a
+        spool file) the FileNotFoundError."""
         for attempt in range(RELOCATIONS + 1):
             try:
                 return use(held)
             except FileNotFoundError:
-                now = self.current(held.sopInstanceUID) if self.current is not None and attempt < RELOCATIONS else None
+                now = (self.current(held.sopInstanceUID)
+                       if follow and self.current is not None and attempt < RELOCATIONS else None)
                 if now is None or (now.deviceName, now.objectFile) == (held.deviceName, held.objectFile):
                     raise
                 self.log.info("{uid}: {gone} is gone, the object was stored again: {now} is read",
                               uid=now.sopInstanceUID, gone=held.objectFile, now=now.objectFile)
                 held = now
 
-    def reading(self, stored, use):
+    def reading(self, stored, use, follow=True):
         """In the I/O pool: ``use(stored)`` of a ``StoredObject``; when its
         file is gone and the index names another file of that SOP instance
         now, ``use`` of that file's StoredObject (which may be in another
-        transfer syntax)."""
-        return self._whileRenamed(stored, lambda held: use(self._stored(held)))
+        transfer syntax), unless not ``follow``."""
+        return self._whileRenamed(stored, lambda held: use(self._stored(held)), follow)
 
     def loading(self, held, use, largest):
         """In the I/O pool: ``use(stored, data)``, ``stored`` the

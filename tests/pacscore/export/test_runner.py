@@ -526,6 +526,30 @@ class ChangedObjectForwardTests(unittest.TestCase):
         self.assertIn("the object as the export line changed it, is gone: the stored object is not sent in its place",
                       "\n".join(formatEvent(event) for event in events))
 
+    def test_aSpoolFileGoneBeforeItIsReadIsNeverSentNorRetried(self):
+        """The changed copy, with a new SOP Instance UID (as ``newuids``
+        gives), is gone after the forward located it and before it is read:
+        the forward is given up (``ChangedCopyGone``), not retried as a
+        failed one, and the stored object is never read in its place."""
+        self.queue.maximumRetries = None
+        self.archive.reader.current = functools.partial(currentInstance, self.archive.index, self.archive.query)
+        locate = self.archive.reader.locate
+
+        def locateThenLose(instances, **kwargs):
+            found = locate(instances, **kwargs)
+            for name in os.listdir(self.spool):
+                os.remove(os.path.join(self.spool, name))
+            return found
+        self.archive.reader.locate = locateThenLose
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        self.run_("lua \"Data.SOPInstanceUID = '1.2.3.1.99'\"; forward to DEST", "1.2.3.1.1")
+        self.assertEqual(self.received(), [])
+        self.assertEqual(self.queue.counts()["destinations"]["DEST"], {"pending": 0, FAILED: 1})
+        self.assertIn("the object as the export line changed it, is gone: the stored object is not sent in its place",
+                      "\n".join(formatEvent(event) for event in events))
+
 
 class MirrorCopyTests(unittest.TestCase):
     """MIRRORCOPY jobs: queued with the object's row, copied by the runner,

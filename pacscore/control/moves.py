@@ -9,11 +9,12 @@ Any other source (in our acrnema.map) is asked for a C-MOVE to the
 destination, which it must know, through our DICOM client
 (``Forwarder.get``; a date range first finds the studies with a C-FIND).
 An object sent from here that cannot go (``forwarder.LeftOut``: not
-converted, its SOP class refused) is left out, and one the destination
-answers with a failure status is failed, the rest sent on the same
-association; the command then fails saying how many were left out or
-failed (``forwarder.Undelivered``).  Progress is reported
-every ``PROGRESS_EVERY`` objects. Study and series
+converted, its SOP class refused) is left out, as is one the destination
+answers A9xx or Cxxx (``forwarder.RefusedForGood``); one it answers
+another failure status is failed, the rest sent on the same association;
+the command then fails saying how many were left out or failed
+(``forwarder.Undelivered``).  Progress is reported every
+``PROGRESS_EVERY`` objects. Study and series
 UIDs must be UIDs (digits and dots), patient IDs exact (no wildcards).
 The objects sent from this archive are counted in ``SENT_COUNTER``, part
 of the images sent that ``--display_status`` shows, as C-MOVE's are.

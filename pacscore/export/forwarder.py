@@ -40,7 +40,7 @@ is one whose C-STORE is answered with a status the destination will answer
 every time (``RefusedForGood``: A9xx, Cxxx).  A C-STORE answered with
 another failure status (``Refused``: A7xx, out of resources) fails the
 forward (to be retried), its association released; with ``carryOn`` (a user's command)
-it is counted in ``Undelivered`` as a left-out object and the rest goes.
+it is counted in ``Undelivered`` as a failed object and the rest goes.
 """
 
 import re
@@ -110,7 +110,9 @@ class ChangedCopyGone(LeftOut):
 
 
 class Refused(ForwardError):
-    """The destination answered the C-STORE of an object with a failure status."""
+    """The destination answered the C-STORE of an object with a failure
+    status a retry may change (A7xx, Refused: Out of Resources; any but
+    ``RefusedForGood``'s)."""
 
 
 class RefusedForGood(LeftOut):

@@ -528,8 +528,8 @@ class Forwarder:
         self._opening.add(opening)
         try:
             return await opening
-        except (NodeUnreachable, defer.CancelledError) as e:
-            self._checkInterrupted()  # cancelled by interrupt()
+        except NodeUnreachable as e:
+            self._checkInterrupted()  # (also an opening cancelled by interrupt(): associateNode wraps that too)
             raise ForwardError(str(e)) from e
         finally:
             self._opening.discard(opening)

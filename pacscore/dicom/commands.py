@@ -42,6 +42,11 @@ MOVE_ORIGINATOR_MESSAGE_ID = 0x00001031
 NO_DATASET = 0x0101
 DATASET_PRESENT = 0x0000
 
+# C-STORE failure statuses (PS3.4 B.2.3): A7xx, A9xx, Cxxx
+OUT_OF_RESOURCES = 0xA700
+DATASET_DOES_NOT_MATCH = 0xA900
+CANNOT_UNDERSTAND = 0xC000
+
 C_STORE_RQ, C_STORE_RSP = 0x0001, 0x8001
 C_GET_RQ, C_GET_RSP = 0x0010, 0x8010
 C_FIND_RQ, C_FIND_RSP = 0x0020, 0x8020
@@ -197,6 +202,16 @@ def isWarning(status):
     error), 0x0116 (attribute value out of range) or 0xBxxx; the object of
     a C-STORE answered so was stored."""
     return status in (0x0001, 0x0107, 0x0116) or status & 0xF000 == 0xB000
+
+
+def storeRefusedForGood(status):
+    """The meaning of a C-STORE failure ``status`` a peer will answer every
+    time (A9xx, Cxxx: a retry would change nothing, unlike A7xx), else None."""
+    if status & 0xFF00 == DATASET_DOES_NOT_MATCH:
+        return "data set does not match SOP class"
+    if status & 0xF000 == CANNOT_UNDERSTAND:
+        return "cannot understand"
+    return None
 
 
 def response(request, commandField, status, extra=None):

@@ -8,6 +8,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from pacscore.dicom import commands
+from pacscore.dicom.commands import CANNOT_UNDERSTAND, DATASET_DOES_NOT_MATCH, OUT_OF_RESOURCES
 from pacscore.dicom.routing import refuse
 from pacscore.dicom.timing import timed
 from pacscore.db.errors import DATABASE_FAILURES, databaseMessage
@@ -16,9 +17,6 @@ from pacscore.storage.devices import isDiskFull
 from pacscore.storage.store import DatasetMismatch, Destroyed, IncomingObject, InvalidDataset, Refused
 
 SUCCESS = 0x0000
-OUT_OF_RESOURCES = 0xA700
-DATASET_DOES_NOT_MATCH = 0xA900
-CANNOT_UNDERSTAND = 0xC000
 
 
 class StorageService:

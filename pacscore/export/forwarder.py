@@ -392,7 +392,7 @@ class Forwarder:
         status = response.get(commands.STATUS)
         if not isSuccess(status):
             refusal = f"{destination} answered the C-STORE of {stored.sopInstanceUID} with status 0x{status:04X}"
-            meaning = _refusedForGood(status)
+            meaning = commands.storeRefusedForGood(status)
             if meaning is None:
                 raise Refused(refusal)
             comment = response.get(commands.ERROR_COMMENT)
@@ -571,16 +571,6 @@ def _failUnreadable(located):
     if unreadable:
         raise ForwardError(f"{len(unreadable)} of its objects could not be read, e.g. {unreadable[0].sopInstanceUID}: "
                            f"{unreadable[0].reason}")
-
-
-def _refusedForGood(status):
-    """The meaning of a C-STORE failure ``status`` the destination will
-    answer every time (``RefusedForGood``), else None."""
-    if status & 0xFF00 == 0xA900:
-        return "data set does not match SOP class"
-    if status & 0xF000 == 0xC000:
-        return "cannot understand"
-    return None
 
 
 def _associationKey(level, instance):

@@ -15,7 +15,8 @@ from twisted.trial import unittest
 from pacscore.db.errors import IndexTimeout
 from pacscore.dicom import commands
 from pacscore.dicom.client import associate
-from pacscore.dicom.storage import CANNOT_UNDERSTAND, DATASET_DOES_NOT_MATCH, OUT_OF_RESOURCES, SUCCESS
+from pacscore.dicom.commands import CANNOT_UNDERSTAND, DATASET_DOES_NOT_MATCH, OUT_OF_RESOURCES
+from pacscore.dicom.storage import SUCCESS
 from pacscore.testing.mutations import mutated
 from tests.pacscore.control.running import RunningArchive
 from tests.pacscore.storage.test_attributes import bundledFile, encode, splitFile

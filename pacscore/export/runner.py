@@ -63,6 +63,7 @@ action is removed: a given-up one keeps it, so that put back by
 
 import copy
 import os
+from operator import attrgetter
 
 import pydicom
 from sqlalchemy.exc import SQLAlchemyError
@@ -224,28 +225,27 @@ class ExportService(service.Service):
         jobs = await self.io.deferToWorker(self.queue.dueJobs, self._wallClock(), self.scripts.size * self.batch,
                                            set(self._jobLanes))
         if jobs and self.running:
-            jobLanes = {}
-            for job in jobs:
-                jobLanes.setdefault(job.converter, []).append(job)
-            self._jobLanes.update(jobLanes)
-            for converter, queued in jobLanes.items():
-                defer.ensureDeferred(self._runJobLane(converter, queued)).addErrback(
-                    lambda f: self.log.failure("export jobs failed", f))
+            self._startLanes(jobs, attrgetter("converter"), self._jobLanes, self._runJobLane, "export jobs")
         held = {lane for lane, until in self._heldUntil.items() if until > now}
         actions = await self.io.deferToWorker(self.queue.due, self._wallClock(), self.batch,
                                               self._busyLanes | held)
         if not self.running:  # stopping: the actions stay queued
             return
-        lanes = {}
-        for action in actions:
-            lanes.setdefault(laneOf(action), []).append(action)
-        self._busyLanes.update(lanes)
-        for lane, queued in lanes.items():
-            defer.ensureDeferred(self._runLane(lane, queued)).addErrback(
-                lambda f: self.log.failure("export lane failed", f))
+        self._startLanes(actions, laneOf, self._busyLanes, self._runLane, "export lane")
         if self._lastCounts is None or now - self._lastCounts >= self.countsInterval:
             self._lastCounts = now
             self._publish(await self.io.deferToWorker(self.queue.counts))
+
+    def _startLanes(self, items, keyOf, busy, run, what):
+        """Group ``items`` by ``keyOf``, add the keys to ``busy`` and start
+        ``run(key, items of that key)`` for each (a failure logged as
+        ``what`` failed)."""
+        lanes = {}
+        for item in items:
+            lanes.setdefault(keyOf(item), []).append(item)
+        busy.update(lanes)
+        for key, queued in lanes.items():
+            defer.ensureDeferred(run(key, queued)).addErrback(lambda f: self.log.failure("{what} failed", f, what=what))
 
     def _wallClock(self):
         return self.queue.clock()

@@ -19,7 +19,7 @@ job's line runs on the
 stored object (read with pydicom, pixel data left out) in a
 ``ConverterContext`` of kind "export"; ``ExportFilterN`` is checked first against the index.  What a
 job came to is recorded as soon as it ends, while its lane runs the next
-(``ExportQueue.recordJobs``, group-committed by the index writer):
+(``ExportQueue.recordJob``, group-committed by the index writer):
 ``defer`` runs a job again after RetryDelay;
 otherwise the job is deleted, and the actions its line queued
 (``forward``, ``get`` ...) are inserted in the same transaction: a crash
@@ -289,14 +289,13 @@ class ExportService(service.Service):
         """Deferred of the recording of what ``job`` came to (a failed job logged)."""
         if self._jobsLeftBehind:  # the stop went on without it: it runs again at the next start
             return defer.succeed(None)
-        d = self.queue.recordJobs([outcome], self._wallClock())
+        d = self.queue.recordJob(outcome, self._wallClock())
         d.addCallback(self._recorded, job, outcome)
         d.addErrback(lambda f: self.log.failure("recording the export job of {uid} failed", f,
                                                 uid=job.sopInstanceUID))
         return d
 
-    def _recorded(self, states, job, outcome):
-        [state] = states
+    def _recorded(self, state, job, outcome):
         if outcome.error is not None:
             self.log.warn("{job} of {uid} failed ({error}){final}", uid=job.sopInstanceUID, error=outcome.error,
                           job="mirror copy" if job.converter == MIRROR_COPY else f"{job.converter}: export",

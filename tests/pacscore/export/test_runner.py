@@ -382,7 +382,11 @@ class ChangedObjectForwardTests(unittest.TestCase):
             with self.archive.index.engine.begin() as connection:
                 self.queue.enqueueJobs(connection, [record])
         self.service.startService()
-        for _ in range(50):
+        self.pump(50)
+
+    def pump(self, rounds):
+        """Let the association and the clock run ``rounds`` half seconds."""
+        for _ in range(rounds):
             self.acceptor.flush()
             self.reactor.advance(0.5)
 
@@ -495,9 +499,7 @@ class ChangedObjectForwardTests(unittest.TestCase):
         self.assertEqual(self.received(), [])
         self.acceptor.down = False
         self.assertEqual(self.successResultOf(self.service.retryFailed()), 1)
-        for _ in range(20):
-            self.acceptor.flush()
-            self.reactor.advance(0.5)
+        self.pump(20)
         self.assertEqual([ds.PatientID for ds in self.received()], ["ANON1"])
         self.assertEqual(os.listdir(self.spool), [])
         self.assertEqual(self.queue.due(1e12, 10), [])
@@ -518,9 +520,7 @@ class ChangedObjectForwardTests(unittest.TestCase):
             os.remove(os.path.join(self.spool, name))
         self.acceptor.down = False
         self.reactor.advance(100)
-        for _ in range(20):
-            self.acceptor.flush()
-            self.reactor.advance(0.5)
+        self.pump(20)
         self.assertEqual(self.received(), [])
         self.assertEqual(self.queue.counts()["destinations"]["DEST"][FAILED], 1)
         self.assertIn("the object as the export line changed it, is gone: the stored object is not sent in its place",

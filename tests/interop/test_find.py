@@ -460,18 +460,27 @@ class DeflateBombTests(unittest.TestCase):
     def test_refusedWithinTheLimit(self):
         identifier = deflatedWithZeros(400 << 20)
         before = self.server.peakRSSKilobytes()
-        with socket.create_connection(("127.0.0.1", self.server.port), timeout=30) as s:
-            s.sendall(associateRQ([(STUDY_FIND, [DEFLATED])], called=self.server.ae, calling="BOMB"))
-            [(pduType, _)] = readPDUs(receivePDUs(s, 1))
-            self.assertEqual(pduType, pdu.A_ASSOCIATE_AC)
-            find = {commands.COMMAND_FIELD: commands.C_FIND_RQ, commands.MESSAGE_ID: 1, commands.PRIORITY: 0,
-                    commands.AFFECTED_SOP_CLASS_UID: STUDY_FIND}
-            s.sendall(message(1, find, identifier))
-            [(_, response, _)] = readMessages(receivePDUs(s, 1))
+        find = {commands.COMMAND_FIELD: commands.C_FIND_RQ, commands.MESSAGE_ID: 1, commands.PRIORITY: 0,
+                commands.AFFECTED_SOP_CLASS_UID: STUDY_FIND}
+        response = sendOneMessage(self.server, STUDY_FIND, DEFLATED, find, identifier, timeout=30)
         self.assertEqual(response[commands.STATUS], 0xC000)
         self.assertLess(self.server.peakRSSKilobytes() - before, 100 << 10)
         refused = "C-FIND refused: undecodable data set: the deflated data set inflates to more than 16 MB"
         waitFor(lambda: refused in self.server.log())
+
+
+def sendOneMessage(server, sopClass, syntax, command, dataset, timeout):
+    """The response command to ``command`` with ``dataset`` (bytes in
+    ``syntax``), sent by hand on an association with the PacsServer
+    ``server`` (as BOMB) proposing only ``sopClass`` in ``syntax``."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=timeout) as s:
+        s.sendall(associateRQ([(sopClass, [syntax])], called=server.ae, calling="BOMB"))
+        [(pduType, _)] = readPDUs(receivePDUs(s, 1))
+        if pduType != pdu.A_ASSOCIATE_AC:
+            raise AssertionError(f"association answered with PDU type {pduType}")
+        s.sendall(message(1, command, dataset))
+        [(_, response, _)] = readMessages(receivePDUs(s, 1))
+    return response
 
 
 def receivePDUs(s, count):

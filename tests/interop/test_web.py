@@ -25,15 +25,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydicom.data import get_testdata_file
 from twisted.trial import unittest
 
-from pacscore.dicom import commands, pdu
+from pacscore.dicom import commands
 from pacscore.dicom.datasets import encodeDataset
 from pacscore.storage.attributes import DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN as DEFLATED
 from tests.interop.browser import renderedDOM, renderedFromElsewhere
 from tests.interop.server import BIN, PacsServer
-from tests.interop.test_find import receivePDUs
+from tests.interop.test_find import sendOneMessage
 from tests.interop.test_storage import writeLargeMultiframe
 from tests.interop.test_worklist import worklistFind
-from tests.pacscore.dicom.requests import associateRQ, message, readMessages, readPDUs
 from tests.pacscore.web.test_scripted import SAMPLE_CQ
 
 CT = get_testdata_file("CT_small.dcm")
@@ -526,14 +525,9 @@ class DeflatedObjectTests(unittest.TestCase):
         parts += [deflater.compress(encodeDataset(tail, EXPLICIT)), deflater.flush()]
         dataset = b"".join(parts)
         dataset += b"\x00" * (len(dataset) % 2)
-        with socket.create_connection(("127.0.0.1", self.server.port), timeout=60) as s:
-            s.sendall(associateRQ([(SECONDARY_CAPTURE, [DEFLATED])], called=self.server.ae, calling="BOMB"))
-            self.assertEqual(readPDUs(receivePDUs(s, 1))[0][0], pdu.A_ASSOCIATE_AC)
-            store = {commands.COMMAND_FIELD: commands.C_STORE_RQ, commands.MESSAGE_ID: 1, commands.PRIORITY: 0,
-                     commands.AFFECTED_SOP_CLASS_UID: SECONDARY_CAPTURE,
-                     commands.AFFECTED_SOP_INSTANCE_UID: uids[0]}
-            s.sendall(message(1, store, dataset))
-            [(_, response, _)] = readMessages(receivePDUs(s, 1))
+        store = {commands.COMMAND_FIELD: commands.C_STORE_RQ, commands.MESSAGE_ID: 1, commands.PRIORITY: 0,
+                 commands.AFFECTED_SOP_CLASS_UID: SECONDARY_CAPTURE, commands.AFFECTED_SOP_INSTANCE_UID: uids[0]}
+        response = sendOneMessage(self.server, SECONDARY_CAPTURE, DEFLATED, store, dataset, timeout=60)
         self.assertEqual(response[commands.STATUS], 0, response)
         return (f"http://127.0.0.1:{self.server.webPort}/wado?requestType=WADO&studyUID={uids[1]}"
                 f"&seriesUID={uids[2]}&objectUID={uids[0]}&contentType=application/dicom"

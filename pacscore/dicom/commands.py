@@ -204,9 +204,18 @@ def isWarning(status):
     return status in (0x0001, 0x0107, 0x0116) or status & 0xF000 == 0xB000
 
 
+# PS3.7 C.4's failure statuses a C-STORE SCP answers alike to every retry of an object
+# (0x0110 processing failure and 0x0213 resource limitation may pass, as A7xx may)
+ALWAYS_REFUSED = {0x0117: "invalid SOP instance", 0x0118: "no such SOP class", 0x0122: "SOP class not supported",
+                  0x0124: "not authorized", 0x0211: "unrecognized operation", 0x0212: "mistyped argument"}
+
+
 def storeRefusedForGood(status):
     """The meaning of a C-STORE failure ``status`` a peer will answer every
-    time (A9xx, Cxxx: a retry would change nothing, unlike A7xx), else None."""
+    time (A9xx, Cxxx, ``ALWAYS_REFUSED``: a retry would change nothing,
+    unlike A7xx), else None."""
+    if status in ALWAYS_REFUSED:
+        return ALWAYS_REFUSED[status]
     if status & 0xFF00 == DATASET_DOES_NOT_MATCH:
         return "data set does not match SOP class"
     if status & 0xF000 == CANNOT_UNDERSTAND:

@@ -32,6 +32,7 @@ from pacscore.dicom.negotiation import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_
 from pacscore.dicom.retrieve import choices, convertToFirst
 from pacscore.dicom.storeddata import closeIfStored, readForPeer
 from pacscore.export.partsbody import PartsBody
+from pacscore.export.spool import isSpooled
 from pacscore.storage.part10 import encodeFileMeta
 from pacscore.web.dicomweb import multipart
 
@@ -155,7 +156,8 @@ class StowSender(DicomWebClient):
         the encoder cannot take, logged); a large object sent as stored is
         left in its file (a ``StoredData``)."""
         stored, data = await self.workers.deferToWorker(readForPeer, self.reader, stored, code,
-                                                        self.workers.deferToWorker)
+                                                        self.workers.deferToWorker,
+                                                        follow=not isSpooled(stored.path))
         syntax, data, refusals = await convertToFirst(stored, data, choices(stored, None, code), self.workers,
                                                       qualityOf(code, self.lossyQuality))
         for refused, error in refusals:

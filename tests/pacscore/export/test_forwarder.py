@@ -295,11 +295,14 @@ class ForwarderTests(unittest.TestCase):
         self.assertEqual((self.acceptor.openAssociations(), aborted), ([], []))
 
     def test_statusesThatRefuseForGoodLeaveTheObjectOut(self):
-        """A9xx (Data Set does not match SOP Class) and Cxxx (Cannot
-        understand) will be answered every time (PS3.4 B.2.3): the object is
+        """A9xx (Data Set does not match SOP Class), Cxxx (Cannot
+        understand) and PS3.7 C.4's general refusals (0122 SOP class not
+        supported, 0117 invalid SOP instance ...) will be answered every
+        time (PS3.4 B.2.3): the object is
         left out, not retried, with the status, its meaning and the Error
         Comment; the rest of the action goes."""
-        for status, meaning in ((0xA900, "data set does not match SOP class"), (0xC011, "cannot understand")):
+        for status, meaning in ((0xA900, "data set does not match SOP class"), (0xC011, "cannot understand"),
+                                (0x0122, "SOP class not supported"), (0x0117, "invalid SOP instance")):
             recorder = Recorder()
             self.acceptor = Acceptor(self.clock, services={commands.C_STORE_RQ: recorder})
 

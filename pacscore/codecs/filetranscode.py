@@ -14,6 +14,12 @@ the syntax wants it, no Pixel Data at all, a sequential JPEG stream whose
 scan headers must be mended), which the caller then converts
 in memory, and ``TranscodeError`` as ``transcode`` does.
 
+The elements around the Pixel Data are read into memory up to
+``INFLATED_IN_MEMORY`` bytes in all: past that a deflated object is
+refused (a TranscodeError, as its conversion in memory would be), another
+raises ``NotStreamed``; and a deflated data set is inflated into its
+temporary file up to ``INFLATED_ON_DISK`` bytes, refused past that.
+
 A compressed object is decoded a frame at a time by pydicom's decoder
 reading the fragments from the file (``iter_array`` on a file-like); the
 elements around the Pixel Data are small and go through pydicom as
@@ -32,18 +38,39 @@ from pydicom.uid import UID
 from pacscore.codecs.syntaxes import (
     DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, canDecode, isCompressed)
 from pacscore.codecs.transcode import (
-    _EXPLICIT_HEADER, _EXTENDED_OFFSET_TABLE, _IMPLICIT_HEADER, PIXEL_DATA,
+    _EXPLICIT_HEADER, _EXTENDED_OFFSET_TABLE, _IMPLICIT_HEADER, INFLATED_IN_MEMORY, PIXEL_DATA,
     TranscodeError, _atPixelData, _clean, _decompressAll, _describe, _write, changedAround, codecLock,
     codedLossy, codedPrecision, elementHeader, littleEndianLayout, markDecodedLossy, scansToMend)
 from pacscore.storage.attributes import LONG_LENGTH, DatasetError, InflateWindow
 
 COPY_CHUNK = 1 << 20
+# The largest Pixel Data value and the elements around it.
+INFLATED_ON_DISK = 0xFFFFFFFE + INFLATED_IN_MEMORY
 TARGETS = {IMPLICIT_VR_LITTLE_ENDIAN: True, EXPLICIT_VR_LITTLE_ENDIAN: False}  # syntax -> implicit VR
 _ITEM, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE0DD
 
 
 class NotStreamed(Exception):
     """This conversion is not done file to file; convert in memory."""
+
+
+class _TooLarge(Exception):
+    """More of the elements around the Pixel Data than may be read into memory."""
+
+
+class _BoundedReads:
+    """The file ``file`` read by pydicom through this, ``limit`` bytes in
+    all at most (seeks are free): ``_TooLarge`` before reading past that."""
+
+    def __init__(self, file, limit):
+        self.file, self.left = file, limit
+        self.seek, self.tell = file.seek, file.tell
+
+    def read(self, size):
+        if size > self.left:
+            raise _TooLarge(f"more than {INFLATED_IN_MEMORY >> 20} MB of elements around its Pixel Data")
+        self.left -= size
+        return self.file.read(size)
 
 
 def streams(fromSyntax, toSyntax, changing=False):
@@ -68,7 +95,7 @@ def transcodeFile(source, offset, length, fromSyntax, toSyntax, out, change=None
     try:
         source.seek(offset)
         if fromSyntax == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
-            with _inflated(source, offset + length) as inflated:
+            with _inflated(source, offset + length, INFLATED_ON_DISK) as inflated:
                 _copyNative(inflated, os.fstat(inflated.fileno()).st_size, False, TARGETS[toSyntax], out, change)
         elif fromSyntax in TARGETS:
             _copyNative(source, offset + length, TARGETS[fromSyntax], TARGETS[toSyntax], out, change)
@@ -76,6 +103,10 @@ def transcodeFile(source, offset, length, fromSyntax, toSyntax, out, change=None
             _decodeFrames(source, offset + length, fromSyntax, TARGETS[toSyntax], out, change)
     except (NotStreamed, TranscodeError, DatasetError):  # the last: a change refusing the object
         raise
+    except _TooLarge as e:
+        if fromSyntax == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
+            raise TranscodeError(f"the deflated data set has {e}") from e
+        raise NotStreamed(str(e)) from e
     except Exception as e:
         raise TranscodeError(f"cannot convert from {_describe(fromSyntax)} to {_describe(toSyntax)}: "
                              f"{type(e).__name__}: {e}") from e
@@ -83,7 +114,8 @@ def transcodeFile(source, offset, length, fromSyntax, toSyntax, out, change=None
 
 
 def _copyNative(source, end, sourceImplicit, targetImplicit, out, change):
-    layout = littleEndianLayout(source, end, sourceImplicit, targetImplicit, change)
+    layout = littleEndianLayout(_BoundedReads(source, INFLATED_IN_MEMORY), end, sourceImplicit, targetImplicit,
+                                change)
     if layout is None or layout.valueLength is None:
         raise NotStreamed("no plain Pixel Data")
     out.write(layout.head)
@@ -94,15 +126,17 @@ def _copyNative(source, end, sourceImplicit, targetImplicit, out, change):
         out.write(piece)
 
 
-def _inflated(source, end):
+def _inflated(source, end, limit):
     """An unnamed temporary file holding the deflated data set from the
     position of ``source`` to ``end`` inflated (PS3.5 A.5), ``COPY_CHUNK``
-    bytes at a time."""
+    bytes at a time, up to ``limit`` bytes."""
     stream = InflateWindow(lambda size: source.read(max(min(size, end - source.tell()), 0)))
     inflated = tempfile.TemporaryFile()
     try:
         for piece in iter(lambda: stream.inflate(COPY_CHUNK), b""):
             inflated.write(piece)
+            if inflated.tell() > limit:
+                raise TranscodeError(f"the deflated data set inflates to more than {limit >> 20} MB")
     except DatasetError as e:
         inflated.close()
         raise TranscodeError(str(e)) from e
@@ -140,7 +174,8 @@ def _fragmentsEnd(source, end):
 def _decodeFrames(source, end, syntax, targetImplicit, out, change):
     """Encapsulated Pixel Data decoded frame by frame, as
     ``transcode._decompress`` decodes it whole."""
-    head = read_dataset(source, False, True, stop_when=_atPixelData)
+    bounded = _BoundedReads(source, INFLATED_IN_MEMORY)
+    head = read_dataset(bounded, False, True, stop_when=_atPixelData)
     position = source.tell()
     if position >= end:
         raise NotStreamed("no Pixel Data")
@@ -153,7 +188,7 @@ def _decodeFrames(source, end, syntax, targetImplicit, out, change):
     tail = None
     if tailStart < end:
         source.seek(tailStart)
-        tail = read_dataset(source, False, True, parent_encoding=encoding)
+        tail = read_dataset(bounded, False, True, parent_encoding=encoding)
     tail = changedAround(head, tail, change)
     _decompressAll(head, syntax)  # icons in sequences
     options = as_pixel_options(head, transfer_syntax_uid=UID(syntax), pixel_keyword="PixelData",

@@ -495,22 +495,25 @@ class DeflatedObjectTests(unittest.TestCase):
     to.  A small one (1 MB of zeros in a private OB, 1 GB inflated) is
     converted in memory, so refused (422) once 128 MB are inflated; a large
     one (9 MB stored, 512 MB of pixels) is inflated into a temporary file
-    and sent from there."""
+    and sent from there, but refused (422) when the elements around its
+    Pixel Data are more than 128 MB."""
 
     def setUp(self):
         self.server = PacsServer(self.mktemp())
         self.server.start()
         self.addCleanup(self.server.stop)
 
-    def store(self, header, size, start=b""):
+    def store(self, header, size, start=b"", pixels=None):
         """Store a deflated object with an element of ``header`` (bytes
-        without the length) and ``size`` bytes, ``start`` then zeros;
-        the WADO-URI address of the object."""
+        without the length) and ``size`` bytes, ``start`` then zeros, and
+        the Pixel Data ``pixels`` if given; the WADO-URI address of the object."""
         uids = [pydicom.uid.generate_uid() for _ in range(3)]
         ds = pydicom.Dataset()
         ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = SECONDARY_CAPTURE, uids[0], "OT"
         ds.PatientID, ds.StudyInstanceUID, ds.SeriesInstanceUID = "BOMB", uids[1], uids[2]
         ds.Rows, ds.Columns, ds.BitsAllocated, ds.SamplesPerPixel = size >> 15, 1 << 15, 8, 1
+        if pixels is not None:
+            ds.PixelData = pixels
         group, element = struct.unpack_from("<HH", header)
         head, tail = pydicom.Dataset(), pydicom.Dataset()  # the elements before and after it
         for item in ds:
@@ -550,4 +553,15 @@ class DeflatedObjectTests(unittest.TestCase):
             while chunk := response.read(1 << 20):
                 received += len(chunk)
         self.assertGreater(received, 1 << 29)
+        self.assertLess(self.server.peakRSSKilobytes() - before, 300 << 10)
+
+    def test_largeOneWithHugeElementsRefused(self):
+        url = self.store(b"\x09\x00\x01\x10OB\x00\x00", 1 << 28, os.urandom(9 << 20), bytes(4))
+        before = self.server.peakRSSKilobytes()
+        with self.assertRaises(urllib.error.HTTPError) as raised:
+            with urllib.request.urlopen(url, timeout=120) as response:
+                while response.read(1 << 20):  # 256 MB before the fix
+                    pass
+        self.assertEqual(raised.exception.code, 422)
+        self.assertIn(b"more than 128 MB of elements around its Pixel Data", raised.exception.read())
         self.assertLess(self.server.peakRSSKilobytes() - before, 300 << 10)

@@ -11,6 +11,7 @@ import zlib
 from pydicom.dataset import Dataset
 from twisted.trial import unittest
 
+from pacscore.codecs import filetranscode
 from pacscore.codecs.filetranscode import NotStreamed, streams, transcodeFile
 from pacscore.codecs.syntaxes import (
     DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_BIG_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN,
@@ -150,6 +151,66 @@ class FileTranscodeTests(unittest.TestCase):
         with self.assertRaises(TranscodeError) as raised:
             transcodeFile(io.BytesIO(b"\xff" * 100), 0, 100, syntax, IMPLICIT_VR_LITTLE_ENDIAN, io.BytesIO())
         self.assertIn("the deflated data set is corrupt", str(raised.exception))
+
+    def test_hugeElementsAroundThePixelData(self):
+        """Elements before or after the Pixel Data (a private OB, one in a
+        sequence item) of more than 128 MB are not read into memory: a
+        deflated object is refused (a TranscodeError), another converted in
+        memory as any it does not stream (NotStreamed)."""
+        head = Dataset()
+        head.SOPClassUID, head.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.7", "1.2.3"
+        head.Rows, head.Columns, head.BitsAllocated, head.SamplesPerPixel = 2, 2, 8, 1
+        size = (128 << 20) + 2
+        pixels = struct.pack("<HH2sHL", 0x7FE0, 0x0010, b"OB", 0, 4) + bytes(4)
+        private = struct.pack("<HH2sHL", 0x0009, 0x1001, b"OB", 0, size)
+        sequence = (struct.pack("<HH2sHL", 0x0009, 0x1002, b"SQ", 0, 0xFFFFFFFF)
+                    + struct.pack("<HHL", 0xFFFE, 0xE000, 0xFFFFFFFF))
+        sequenceEnd = struct.pack("<HHL", 0xFFFE, 0xE00D, 0) + struct.pack("<HHL", 0xFFFE, 0xE0DD, 0)
+        start = encodeDataset(head, EXPLICIT_VR_LITTLE_ENDIAN)
+        # The elements before the big value, and after it.
+        for before, after in ((start + private, pixels), (start + sequence + private, sequenceEnd + pixels),
+                              (start + pixels + struct.pack("<HH2sHL", 0x7FE1, 0x1001, b"OB", 0, size), b"")):
+            deflater = zlib.compressobj(1, zlib.DEFLATED, -zlib.MAX_WBITS)
+            zeros = bytes(1 << 24)
+            parts = [deflater.compress(before)]
+            parts += [deflater.compress(zeros[:min(len(zeros), size - n)]) for n in range(0, size, len(zeros))]
+            parts += [deflater.compress(after), deflater.flush()]
+            deflated = b"".join(parts)
+            del zeros, parts
+            with tempfile.TemporaryFile() as native:
+                native.write(before)
+                native.seek(size, 1)
+                native.write(after)
+                length = native.tell()
+                tracemalloc.start()
+                try:
+                    with self.assertRaises(TranscodeError) as raised:
+                        transcodeFile(io.BytesIO(deflated), 0, len(deflated), DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
+                                      IMPLICIT_VR_LITTLE_ENDIAN, io.BytesIO())
+                    with self.assertRaises(NotStreamed) as notStreamed:
+                        transcodeFile(native, 0, length, EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN,
+                                      io.BytesIO())
+                    peak = tracemalloc.get_traced_memory()[1]
+                finally:
+                    tracemalloc.stop()
+            self.assertLess(peak, 8 << 20)
+            for exception in (raised.exception, notStreamed.exception):
+                self.assertIn("more than 128 MB of elements around its Pixel Data", str(exception))
+
+    def test_inflatedFileBounded(self):
+        """A deflated data set is inflated into its temporary file up to
+        INFLATED_ON_DISK bytes, refused past that."""
+        self.patch(filetranscode, "INFLATED_ON_DISK", 4 << 20)
+        head = Dataset()
+        head.SOPClassUID, head.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.7", "1.2.3"
+        deflater = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+        deflated = deflater.compress(encodeDataset(head, EXPLICIT_VR_LITTLE_ENDIAN)
+                                     + struct.pack("<HH2sHL", 0x7FE0, 0x0010, b"OB", 0, 8 << 20) + bytes(8 << 20))
+        deflated += deflater.flush()
+        with self.assertRaises(TranscodeError) as raised:
+            transcodeFile(io.BytesIO(deflated), 0, len(deflated), DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
+                          IMPLICIT_VR_LITTLE_ENDIAN, io.BytesIO())
+        self.assertIn("the deflated data set inflates to more than 4 MB", str(raised.exception))
 
     def test_noPixelDataIsNotStreamed(self):
         syntax, fileobj, offset, length = stored("rtplan.dcm")

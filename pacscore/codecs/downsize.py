@@ -21,7 +21,7 @@ SIZES = {"k1": 1024, "k2": 512, "k4": 256, "k8": 128, "ka": 64, "kb": 32, "kc": 
 
 def _decode(data, syntax, stopBeforePixels=False):
     try:
-        return decodeDataset(data, syntax, stopBeforePixels, maxInflated=None)
+        return decodeDataset(data, syntax, stopBeforePixels)
     except IdentifierError as e:
         raise TranscodeError(f"the data set cannot be read: {e}") from e
 

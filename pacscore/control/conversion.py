@@ -58,7 +58,7 @@ def frameCount(dataset):
 
 def _countFrames(path):
     syntax, data = readFile(path)
-    return frameCount(decodeDataset(data, syntax, stopBeforePixels=True, maxInflated=None))
+    return frameCount(decodeDataset(data, syntax, stopBeforePixels=True))
 
 
 def keepFrames(dataset, first, last):

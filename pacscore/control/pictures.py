@@ -109,7 +109,7 @@ def _prepared(path, size, frame, change):
     ``size`` (0: not)."""
     syntax, data = readFile(path)
     if frame is not None or change is not None:
-        dataset = decodeDataset(data, syntax, maxInflated=None)
+        dataset = decodeDataset(data, syntax)
         if frame is not None:
             keepFrames(dataset, frame, frame)
         if change is not None:
@@ -123,7 +123,7 @@ def _prepared(path, size, frame, change):
 
 
 def _part10(data, syntax):
-    dataset = decodeDataset(data, syntax, stopBeforePixels=True, maxInflated=None)
+    dataset = decodeDataset(data, syntax, stopBeforePixels=True)
     header = encodeFileMeta(dataset.get("SOPClassUID", ""), dataset.get("SOPInstanceUID", ""), syntax,
                             IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION)
     return header + data

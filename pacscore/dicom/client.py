@@ -22,6 +22,7 @@ from pacscore.dicom.negotiation import PLAIN_TITLES, accepted, refusal, requestP
 from pacscore.dicom.protocol import (
     AWAITING_ASSOCIATE_AC, AWAITING_RELEASE_RP, ESTABLISHED, PRIORITY_MEDIUM, AssociationLost,
     DicomFactory, DicomProtocol, NoContext)
+from pacscore.dicom.sinks import MEMORY_LIMIT
 from pacscore.dicom.sopclasses import VERIFICATION
 
 
@@ -226,7 +227,7 @@ def numberContexts(contexts):
 
 
 def _decodeMatches(received, adjust):
-    matches = [decodeDataset(data, syntax) for data, syntax in received]
+    matches = [decodeDataset(data, syntax, maxInflated=MEMORY_LIMIT) for data, syntax in received]
     return matches if adjust is None else [adjust(match) for match in matches]
 
 

@@ -12,7 +12,6 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_dataset
 
-from pacscore.dicom.sinks import MEMORY_LIMIT
 from pacscore.dicom.textbytes import decodeValues, originalBytes
 from pacscore.storage.attributes import (
     DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_BIG_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN,
@@ -30,13 +29,16 @@ def _encoding(transferSyntax):
     return False, transferSyntax != EXPLICIT_VR_BIG_ENDIAN
 
 
-def decodeDataset(data, transferSyntax, stopBeforePixels=False, maxInflated=MEMORY_LIMIT):
+def decodeDataset(data, transferSyntax, stopBeforePixels=False, maxInflated=None):
     """A pydicom Dataset from data set bytes; ``IdentifierError`` if they are
     not one. ``stopBeforePixels``: only the elements before Pixel Data (a
     stored object's attributes, without reading or checking its pixels).
-    A deflated one that inflates to more than ``maxInflated`` bytes (None:
-    any size; a stored object's) is an ``IdentifierError`` found before
-    more is inflated: a small identifier cannot fill the memory."""
+    A deflated one is inflated whole (a stored object, whatever its size),
+    or, given ``maxInflated``, one that inflates to more is an
+    ``IdentifierError`` found before more is inflated: the callers that
+    decode a small data set a peer sent (an identifier, a C-FIND match, an
+    N-ACTION or N-CREATE data set) pass ``MEMORY_LIMIT``, so that it cannot
+    fill the memory."""
     try:
         if transferSyntax == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
             data, transferSyntax = inflated(data, maxInflated), EXPLICIT_VR_LITTLE_ENDIAN

@@ -23,6 +23,7 @@ from pacscore.dicom.datasets import IdentifierError, decodeDataset
 from pacscore.dicom.identifiers import UNABLE_TO_PROCESS, BadIdentifier, MatchEncoder, readRequest
 from pacscore.dicom.models import modelOf
 from pacscore.dicom.protocol import AWAITING_CLOSE
+from pacscore.dicom.sinks import MEMORY_LIMIT
 from pacscore.dicom.timing import timed
 from pacscore.dicom.virtual import takeServerMask
 from pacscore.storage.prefetcher import queriedPatient
@@ -181,7 +182,7 @@ class FindService:
     async def _withVirtualServers(self, matches, sopClass, data, syntax, request, keep, mask):
         """Our matches, then the new ones of the virtual servers (of ``mask``)."""
         local = await matches
-        remote = await self.virtual.find(sopClass, decodeDataset(data, syntax), mask)
+        remote = await self.virtual.find(sopClass, decodeDataset(data, syntax, maxInflated=MEMORY_LIMIT), mask)
         return await threads.deferToThreadPool(self.clock, self.clock.getThreadPool(), self._merged,
                                                local, remote, request.level, syntax, keep)
 
@@ -268,7 +269,7 @@ def _describe(encoded, transferSyntax):
     texts = []
     for data in encoded:
         try:
-            texts.append(str(decodeDataset(data, transferSyntax)))
+            texts.append(str(decodeDataset(data, transferSyntax, maxInflated=MEMORY_LIMIT)))
         except IdentifierError as e:
             texts.append(f"(cannot be decoded: {e})")
     return texts

@@ -41,6 +41,7 @@ from pacscore.db.schema import LARGE_BINARY, MYSQL_TABLE, OwnTable
 from pacscore.dicom import commands
 from pacscore.converters.elements import ensureUnicode
 from pacscore.dicom.datasets import IdentifierError, decodeDataset, encodeDataset
+from pacscore.dicom.sinks import MEMORY_LIMIT
 from pacscore.dicom.uids import isUID
 
 MPPS = "1.2.840.10008.3.1.2.3.3"
@@ -300,7 +301,7 @@ class MppsService:
         if dataset is None:
             raise StepRefused("no data set", MISSING_ATTRIBUTE)
         try:
-            return decodeDataset(bytes(dataset.data), protocol.association.contexts[contextId][1])
+            return decodeDataset(bytes(dataset.data), protocol.association.contexts[contextId][1], maxInflated=MEMORY_LIMIT)
         except IdentifierError as e:
             raise StepRefused(str(e), PROCESSING_FAILURE) from e
 

@@ -18,6 +18,7 @@ from pacscore.converters.registry import CommandRegistry
 from pacscore.converters.rules import loadRules
 from pacscore.db.index import Index
 from pacscore.dicom.datasets import decodeDataset, encodeDataset
+from pacscore.dicom.sinks import MEMORY_LIMIT
 from pacscore.export.queue import ExportQueue
 from pacscore.storage.store import IncomingObject
 from pacscore.testing.corpus import makeDataset
@@ -26,6 +27,7 @@ from tests.pacscore.converters.test_dataset import PROCESSOR
 from tests.pacscore.db.test_schema import TABLE_NAMES, conquestLayout, sqliteEngine
 
 EXPLICIT = "1.2.840.10008.1.2.1"
+DEFLATED = "1.2.840.10008.1.2.1.99"
 COMPRESSOR = """\
 import sys
 from pydicom import dcmread
@@ -51,7 +53,7 @@ class ImportActionsTests(unittest.TestCase):
         importers = ImportConverters(loadRules(ini, CommandRegistry()).importRules,
                                      ConverterServices(index=self.index, exportQueue=self.queue))
         dataset = dataset or makeDataset("PAT1", "Test^One", "1.2.3", "1.2.3.1", "1.2.3.1.1", 1, 1)
-        if syntax != EXPLICIT:
+        if syntax not in (EXPLICIT, DEFLATED):
             compress(dataset, syntax)
         incoming = IncomingObject(dataset.SOPClassUID, dataset.SOPInstanceUID, syntax, "MODALITY", "PACS")
         return importers.apply(incoming, {}, encodeDataset(dataset, syntax), syntax)
@@ -99,6 +101,15 @@ class ImportActionsTests(unittest.TestCase):
         self.store(record)
         [action] = self.queue.due(self.queue.clock(), 10)
         self.assertEqual(action.objectPath, "/archive/MAG0/PAT1/1.dcm")
+
+    def test_largeDeflatedObject(self):
+        """A deflated object that inflates past 16 MB (an identifier's
+        bound) is changed as any other."""
+        dataset = makeDataset("PAT1", "Test^One", "1.2.3", "1.2.3.1", "1.2.3.1.1", 1, 1)
+        dataset.add_new(0x00091001, "OB", bytes(MEMORY_LIMIT + 2))
+        decision = self.apply(["set 0008,1030 to \"CHANGED\""], DEFLATED, dataset)
+        stored = decodeDataset(decision.data, DEFLATED)
+        self.assertEqual((stored.StudyDescription, len(stored[0x00091001].value)), ("CHANGED", MEMORY_LIMIT + 2))
 
     def test_processedObjectIsStored(self):
         """``process with``'s object is what is stored, with what the next

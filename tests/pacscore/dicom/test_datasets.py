@@ -1,5 +1,5 @@
-"""Data sets between bytes and pydicom: a deflated one is inflated no
-further than the limit of a small data set."""
+"""Data sets between bytes and pydicom: a deflated one is inflated whole,
+or, as a peer's small data set is, no further than its limit."""
 
 import zlib
 
@@ -33,8 +33,9 @@ class DeflatedTests(unittest.TestCase):
         self.assertEqual(decodeDataset(encodeDataset(dataset, DEFLATED), DEFLATED).PatientID, "*")
 
     def test_bombRefusedBeforeItIsInflated(self):
-        """17 MB of zeros deflated to 17 kB: refused once 16 MB are inflated,
-        the rest never is (zlib is asked for no more than the limit)."""
+        """17 MB of zeros deflated to 17 kB, a peer's identifier: refused once
+        16 MB are inflated, the rest never is (zlib is asked for no more than
+        the limit)."""
         bomb = deflatedWithZeros(MEMORY_LIMIT + (1 << 20))
         self.assertLess(len(bomb), 1 << 16)
         asked = []
@@ -53,13 +54,13 @@ class DeflatedTests(unittest.TestCase):
 
         self.patch(zlib, "decompressobj", Inflater)
         with self.assertRaises(IdentifierError) as raised:
-            decodeDataset(bomb, DEFLATED)
+            decodeDataset(bomb, DEFLATED, maxInflated=MEMORY_LIMIT)
         self.assertIn("inflates to more than 16 MB", str(raised.exception))
         self.assertEqual(asked, [MEMORY_LIMIT + 1])
 
     def test_storedObjectsUnbounded(self):
-        """A stored object's callers lift the limit (maxInflated=None)."""
-        dataset = decodeDataset(deflatedWithZeros(MEMORY_LIMIT + 2), DEFLATED, maxInflated=None)
+        """Without maxInflated (a stored object's callers) any size is inflated."""
+        dataset = decodeDataset(deflatedWithZeros(MEMORY_LIMIT + 2), DEFLATED)
         self.assertEqual(len(dataset[0x00091001].value), MEMORY_LIMIT + 2)
 
     def test_truncatedRefused(self):

@@ -143,7 +143,7 @@ class Truncations:
     def __init__(self, table, allowTruncate=frozenset()):
         self.table = table
         self.allowTruncate = allowTruncate
-        self.warned = set()  # (column, how cut) warned of
+        self.warned = set()  # columns warned of
 
     def report(self, log, column, length, value):
         """Log with ``log`` that ``value`` was cut to ``column``'s ``length``."""
@@ -154,10 +154,11 @@ class Truncations:
         self._report(log, column, "cut at a NUL", value)
 
     def _report(self, log, column, cut, value, **fields):
-        """Log the ``cut`` (a format) of ``value``: ``column``'s first a warning."""
+        """Log the ``cut`` (a format) of ``value``: ``column``'s first cut,
+        of either kind, a warning."""
         report = log.debug
-        if (column, cut) not in self.warned and column.lower() not in self.allowTruncate:
-            self.warned.add((column, cut))
+        if column not in self.warned and column.lower() not in self.allowTruncate:
+            self.warned.add(column)
             report = log.warn
         report("{table}.{column} " + cut + ": {value!r} (further ones of this "
                "column are logged at debug level; AllowTruncate lists columns never warned of)",

@@ -422,6 +422,17 @@ class UpsertTests(IndexTestCase):
         self.assertEqual(self.row("study", StudyInstanceUID="1.2.4")["StudyDescription"], "")
         self.assertEqual([(e["column"], e["log_level"].name) for e in events], [("StudyDescription", "debug")])
 
+    def test_oneWarningPerColumn(self):
+        """A column's first cut is a warning, truncated or cut at a NUL; its
+        next ones, of either kind, are debug lines, as the warning says."""
+        events = []
+        self.patch(Level, "log", Logger(observer=events.append))
+        self.upsert(makeRecord("1.2.3.1.1", STUDY_DESCRIPTION="D" * 65))
+        self.upsert(makeRecord("1.2.3.1.2", study="1.2.4", series="1.2.4.1", STUDY_DESCRIPTION="NUL\0TEXT"))
+        self.assertEqual([e["log_level"].name for e in events if e["column"] == "StudyDescription"],
+                         ["warn", "debug"])
+        self.assertIn("further ones of this column are logged at debug level", formatEvent(events[0]))
+
     def test_keyHoldingNulRefused(self):
         """A key holding a NUL is refused: cut, it would be another row's."""
         for key, value in (("sop", "1.2.3.1.9\0.1"), ("series", "1.2.3.1\0.2"), ("patient", "PAT1\0X")):

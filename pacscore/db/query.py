@@ -114,6 +114,7 @@ _CUT_VRS = frozenset(("PN", "LO", "SH", "UC", "LT", "ST", "UT"))  # text a key m
 _ESCAPE = "\\"
 _PREFIX_END = re.compile("[*?=\u03a3\u03c3\u03c2]")  # wildcards, a group's end, Σ σ ς
 _WILDCARD = re.compile("[*?]")
+_FOLDED_FROM = {letter: character for character, letter in INTO_ASCII.items()}  # i: İ, s: ſ, k: K
 _SEPARATOR = "\\\\"  # a literal backslash in a LIKE pattern escaped by "\"
 # A DT range: two optional DT values (an optional UTC offset each) around "-".
 _DT_RANGE = re.compile(r"([0-9][0-9.]*(?:[+-][0-9]{4})?)?-([0-9][0-9.]*(?:[+-][0-9]{4})?)?")
@@ -530,15 +531,14 @@ def _sqliteSpellings(prefix):
     case fold starts with the lower-case ASCII ``prefix``: where it has a
     letter that a character outside ASCII folds into (``i``: ``İ``), also
     with that character; cut before the third such letter (4 ranges at most)."""
-    outside = {letter: character for character, letter in INTO_ASCII.items()}
     spellings = [""]
     for letter in prefix:
-        if letter not in outside:
+        if letter not in _FOLDED_FROM:
             spellings = [spelling + letter for spelling in spellings]
         elif len(spellings) == 4:
             break
         else:
-            spellings = [spelling + choice for spelling in spellings for choice in (letter, outside[letter])]
+            spellings = [spelling + choice for spelling in spellings for choice in (letter, _FOLDED_FROM[letter])]
     return spellings
 
 
@@ -690,7 +690,7 @@ def _textConditions(column, vr, values, isMulti, prefixRange=False, foldCase=Fal
     if all(value.isascii() for value in values):
         values = list(dict.fromkeys(value.lower() for value in values))
         conditions = _matching(func.lower(column), values, isMulti)
-        if prefixRange and any(set(value) & set(INTO_ASCII.values()) for value in values):
+        if prefixRange and any(_FOLDED_FROM.keys() & set(value) for value in values):
             # SQLite's lower() leaves İ (ſ, K) as it is, which the case fold (as the other
             # databases' lower()) makes an ASCII letter: names holding one matched on that
             holding = _anyOf([func.instr(column, letter) > 0 for letter in INTO_ASCII])

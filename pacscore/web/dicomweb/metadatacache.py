@@ -12,13 +12,10 @@ import os
 import threading
 import time
 
+from pacscore.storage.devices import fileIdentity
+
 MOST_BYTES = 64 << 20
 UNSETTLED_NS = 2_000_000_000
-
-
-def _identity(path):
-    found = os.stat(path)
-    return found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns, found.st_ctime_ns
 
 
 class MetadataCache:
@@ -35,14 +32,15 @@ class MetadataCache:
         """``make(path, url)`` (bytes), or what it gave for the same file
         and ``url`` before."""
         key = (str(path), url)
-        identity = _identity(path)
+        found = os.stat(path)
+        identity = fileIdentity(found) + (found.st_ctime_ns,)
         with self._lock:
             held = self._held.get(key)
             if held is not None and held[0] == identity:
                 self._held.move_to_end(key)
                 return held[1]
         text = make(path, url)
-        if self.clock() - max(identity[3], identity[4]) > UNSETTLED_NS and len(text) <= self.mostBytes:
+        if self.clock() - max(found.st_mtime_ns, found.st_ctime_ns) > UNSETTLED_NS and len(text) <= self.mostBytes:
             self._keep(key, identity, text)
         return text
 

@@ -203,8 +203,10 @@ async def retrieveMetadata(archive, request, target, base):
     """The DICOM JSON of every object ``target`` names, streamed: its files
     read and converted ``METADATA_BATCH`` at a time in the I/O pool, so
     that the answer starts after the first batch and memory holds one
-    batch, whatever the size of the study; one that cannot be read is left
-    out, with a log line."""
+    batch, whatever the size of the study (files whose metadata
+    ``archive.metadataCache`` holds are not read again; that cache holds up
+    to 64 MB besides); one that cannot be read is left out, with a log
+    line."""
     found, fetched = await storedInstances(archive, target)
     return StreamAnswer(_metadataChunks(archive, found, base), DICOM_JSON,
                         release=lambda: released(archive, fetched))

@@ -42,12 +42,12 @@ def _single(text):
 
 
 def _integers(text):
-    values = text.rstrip(" \0").split("\\")
+    values = _split(text)
     return [int(value) for value in values] if all(_INTEGER.fullmatch(value) for value in values) else None
 
 
 def _decimals(text):
-    values = text.strip().rstrip(" \0").split("\\")
+    values = _split(text.strip())
     if not all(_DECIMAL.fullmatch(value) for value in values):
         return None
     numbers = [float(value) for value in values]
@@ -67,9 +67,11 @@ def rawValues(dataset, tag):
     raw = dataset.get_item(tag)
     if not isinstance(raw, RawDataElement) or raw.value is None or raw.VR == "UN":
         return None
-    found = {}
-    hooks.raw_element_vr(raw, found, encoding=None, ds=dataset)
-    vr = found["VR"]
+    vr = raw.VR
+    if vr is None:  # implicit VR: looked up as pydicom does (an explicit one it keeps)
+        found = {}
+        hooks.raw_element_vr(raw, found, encoding=None, ds=dataset)
+        vr = found["VR"]
     value = raw.value
     if vr in _NUMBERS:
         form, kind = _NUMBERS[vr]

@@ -257,7 +257,7 @@ def renderFrame(data, syntax, size=0, level=0, window=0, frame=0, region=None, f
     show."""
     data = nkipixels.withPlainPixels(data, syntax)
     try:
-        ds = decodeDataset(data, syntax, maxInflated=None)
+        ds = decodeDataset(data, syntax)
     except Exception as e:  # IdentifierError, or anything pydicom raises on damage
         raise TranscodeError(f"the data set cannot be read: {e}") from e
     if syntax == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:  # decodeDataset inflated it

@@ -16,7 +16,9 @@ resource.  Pages of the web interface itself are never shared.
 """
 
 import re
-from urllib.parse import parse_qs, unquote_to_bytes, urlsplit
+from urllib.parse import unquote_to_bytes, urlsplit
+
+from twisted.web.http import parse_qs
 
 from pacscore.config.errors import ConfigError
 
@@ -94,7 +96,7 @@ class AllowedOrigins:
         request line read before ``request`` has it."""
         path, _, query = uri.partition(b"?")
         first = unquote_to_bytes(path.split(b"/")[1]) if path.count(b"/") else b""
-        if first in SHARED or (first == b"cgi-bin" and asksForWado(parse_qs(query, keep_blank_values=True))):
+        if first in SHARED or (first == b"cgi-bin" and asksForWado(parse_qs(query, 1))):
             return self.headers(request)
         return []
 

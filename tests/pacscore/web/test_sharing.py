@@ -132,6 +132,16 @@ class EveryOriginTests(SharingTestCase):
         self.assertEqual(answer[:2], (204, "*"))
         self.assertIn("Authorization", answer[3])
 
+    @defer.inlineCallbacks
+    def test_queryOutsideAscii(self):
+        """A dgate query holding letters outside ASCII (a search for Müller,
+        encoded as a browser does, or in Latin-1) is answered, not a 500."""
+        for query in ("mode=querypatients&patientnamematch=M%C3%BCller", "mode=querypatients&patientnamematch=M%FCller",
+                      "requestType=WADO&studyUID=1.2&seriesUID=1.2&objectUID=1.2&x=%C3%BC"):
+            code, allowed, _, _ = yield self.cors("/cgi-bin/dgate?" + query, EVIL)
+            self.assertNotEqual(code, 500, query)
+            self.assertEqual(allowed, "*" if query.startswith("requestType") else None, query)
+
 
 class BadOriginsTests(unittest.TestCase):
 

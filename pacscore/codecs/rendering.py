@@ -20,10 +20,9 @@ Conquest's ``To8bitMonochromeOrRGB`` makes them for ``convert_to_gif``,
   (Conquest uses fixed ranges there); MONOCHROME1 inverted. Colour is not
   windowed.
 
-A frame of more than ``LARGEST_FRAME`` pixels (Rows x Columns, grey or
-colour, as Pillow counts them) is refused before it is decoded: a 1 kB
-JPEG may declare 30000 x 30000 pixels, which decoding and windowing would
-take gigabytes for.
+A frame of more than ``LARGEST_FRAME`` samples (Rows x Columns x Samples
+per Pixel) is refused before it is decoded: a 1 kB JPEG may declare
+30000 x 30000 pixels, which decoding and windowing would take gigabytes for.
 """
 
 import numpy as np
@@ -46,7 +45,7 @@ from pacscore.storage.regularfiles import openRegularFile
 LARGEST_FIT = 4096  # the widest and highest ``fitted`` is asked to make a picture: 48 MB of RGB
 LINEAR, LINEAR_EXACT, SIGMOID = "LINEAR", "LINEAR_EXACT", "SIGMOID"  # the VOI LUT functions (PS3.3 C.11.2.1.3)
 WINDOW_FUNCTIONS = (LINEAR, LINEAR_EXACT, SIGMOID)
-LARGEST_FRAME = 2 * (1024 ** 3 // 4 // 3)  # pixels: Pillow's DecompressionBombError bound, 178,956,970
+LARGEST_FRAME = 2 * (1024 ** 3 // 4 // 3)  # samples: Pillow's DecompressionBombError bound, 178,956,970
 
 
 def _first(value):
@@ -67,7 +66,7 @@ class FrameOutOfRange(TranscodeError):
 
 
 class FrameTooLarge(TranscodeError):
-    """The frame has more pixels than LARGEST_FRAME."""
+    """The frame has more samples than LARGEST_FRAME."""
 
 
 def _frame(ds, syntax, frame, source, **options):
@@ -77,10 +76,10 @@ def _frame(ds, syntax, frame, source, **options):
     frames = int(ds.get("NumberOfFrames") or 1)
     if not 0 <= frame < frames:
         raise FrameOutOfRange(frames, frame)
-    rows, columns = (int(ds.get(name) or 1) for name in ("Rows", "Columns"))
-    if rows * columns > LARGEST_FRAME:
-        raise FrameTooLarge(f"its frames of {rows} x {columns} pixels are larger than the {LARGEST_FRAME} pixels "
-                            "a picture is made of")
+    rows, columns, samples = (int(ds.get(name) or 1) for name in ("Rows", "Columns", "SamplesPerPixel"))
+    if rows * columns * samples > LARGEST_FRAME:
+        raise FrameTooLarge(f"its frames of {rows} x {columns} pixels of {samples} sample(s) are larger than the "
+                            f"{LARGEST_FRAME} samples a picture is made of")
     try:
         with codecLock(syntax):
             pixels, _ = get_decoder(syntax).as_array(source, index=frame, **options)

@@ -363,6 +363,20 @@ class CGIScriptTests(unittest.TestCase):
         self.assertIn('action="http://webhost/scripts/dgate.exe?mode=deletestudy"', content.decode())
         self.assertNotIn("/cgi-bin/", content.decode())
 
+    def test_sharingHeadersPassed(self):
+        """The CORS headers of a WADO answer (Vary and Access-Control-Expose-Headers
+        beside the allowed origin) reach the browser through the gateway."""
+        ct = pydicom.dcmread(CT, stop_before_pixels=True)
+        server = PacsServer(self.mktemp(), ini={"WebAllowOrigins": "http://viewer.example"}).start()
+        self.addCleanup(server.stop)
+        self.assertEqual(server.store(CT).returncode, 0)
+        self.server = server
+        _, head, _ = self.cgi(f"requestType=WADO&studyUID={ct.StudyInstanceUID}&seriesUID={ct.SeriesInstanceUID}"
+                              f"&objectUID={ct.SOPInstanceUID}", HTTP_ORIGIN="http://viewer.example")
+        for line in ("Access-Control-Allow-Origin: http://viewer.example", "Vary: Origin",
+                     "Access-Control-Expose-Headers: Warning"):
+            self.assertIn(line, head)
+
     def test_post(self):
         status, head, content = self.cgi("mode=saverecord", "POST", b"AccessionNumber=CGI1&PatientName=Cgi%5EPost",
                                          "application/x-www-form-urlencoded")

@@ -225,9 +225,10 @@ def _lenientUserInformation(item, notes):
     """A User Information item without the sub-items of types it does not
     define, which PS3.8 D.2 says an acceptor ignores (pynetdicom refuses
     them), and with an Implementation Version Name pynetdicom takes
-    (``_usableVersionName``)."""
+    (``_usableVersionName``); a sub-item overrunning the item, and what
+    follows it, is dropped as one of no type it defines."""
     kept = []
-    for subType, subItem in _items(item, 4, "the User Information"):
+    for subType, subItem in _items(item, 4, "the User Information", lenient=True):  # a damaged last one dropped
         if subType == IMPLEMENTATION_VERSION_ITEM:
             name = _usableVersionName(bytes(subItem[4:]), notes)
             kept.append(bytes((subType, 0)) + len(name).to_bytes(2, "big") + name)
@@ -237,15 +238,18 @@ def _lenientUserInformation(item, notes):
     return bytes((USER_INFORMATION, 0)) + len(value).to_bytes(2, "big") + value
 
 
-def _items(data, start, what):
+def _items(data, start, what, lenient=False):
     """``(type, item bytes)`` of each item (type, reserved byte, 2-byte
-    length, value) of ``data`` from ``start``; PDUError for one that does
-    not fit in ``what``."""
+    length, value) of ``data`` from ``start``, a tail too short for an item
+    header ignored (as DCMTK does); PDUError for one that does not fit in
+    ``what``, or with ``lenient`` the end of them."""
     position = start
-    while position < len(data):
+    while position + 4 <= len(data):
         length = int.from_bytes(data[position + 2:position + 4], "big")
         end = position + 4 + length
         if end > len(data):
+            if lenient:
+                return
             raise PDUError(f"undecodable A-ASSOCIATE-RQ: an item of {what} overruns it")
         yield data[position], data[position:end]
         position = end

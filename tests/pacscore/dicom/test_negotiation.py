@@ -90,18 +90,18 @@ class RememberedNegotiationTests(unittest.TestCase):
                       str(raised.exception))
         self.assertEqual(self.decoded, 0)
 
-    def test_userInformationSubItemOverrunRefused(self):
-        """A User Information sub-item longer than the item is refused
-        undecoded, as a presentation context's sub-item is."""
-        rq = bytearray(body())
-        user = rq.rindex(b"\x50\x00")
-        extra = b"\x60\x00\x00\x09ab"  # an unknown sub-item, whose value runs over the maximum length item
-        rq[user + 2:user + 4] = (int.from_bytes(rq[user + 2:user + 4], "big") + len(extra)).to_bytes(2, "big")
-        rq[user + 4:user + 4] = extra
-        with self.assertRaises(PDUError) as raised:
-            negotiate(bytes(rq), self.policy)
-        self.assertIn("an item of the User Information overruns it", str(raised.exception))
-        self.assertEqual(self.decoded, 0)
+    def test_damagedUserInformationTolerated(self):
+        """A User Information sub-item longer than the item (it and what
+        follows dropped), or a tail of a few bytes after its last sub-item,
+        is tolerated as DCMTK and pacs before did: the request is negotiated."""
+        for extra in (b"\x60\x00\x00\x09ab", b"\x00\x00"):
+            rq = bytearray(body())
+            user = rq.rindex(b"\x50\x00")
+            length = int.from_bytes(rq[user + 2:user + 4], "big")
+            rq[user + 2:user + 4] = (length + len(extra)).to_bytes(2, "big")
+            at = user + 4 if extra.startswith(b"\x60") else user + 4 + length
+            rq[at:at] = extra
+            self.assertIsNotNone(negotiate(bytes(rq), self.policy), extra)
 
     def test_onlyTheChosenSyntaxDecoded(self):
         """The largest request taken (128 contexts of 64 transfer syntaxes)

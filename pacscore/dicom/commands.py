@@ -206,8 +206,10 @@ def isWarning(status):
 
 # PS3.7 C.4's failure statuses a C-STORE SCP answers alike to every retry of an object
 # (0x0110 processing failure and 0x0213 resource limitation may pass, as A7xx may)
-ALWAYS_REFUSED = {0x0117: "invalid SOP instance", 0x0118: "no such SOP class", 0x0122: "SOP class not supported",
-                  0x0124: "not authorized", 0x0211: "unrecognized operation", 0x0212: "mistyped argument"}
+ALWAYS_REFUSED = {0x0106: "invalid attribute value", 0x0117: "invalid SOP instance", 0x0118: "no such SOP class",
+                  0x0119: "class-instance conflict", 0x0120: "missing attribute", 0x0121: "missing attribute value",
+                  0x0122: "SOP class not supported", 0x0124: "not authorized", 0x0211: "unrecognized operation",
+                  0x0212: "mistyped argument"}
 
 
 def storeRefusedForGood(status):

@@ -302,7 +302,8 @@ class ForwarderTests(unittest.TestCase):
         left out, not retried, with the status, its meaning and the Error
         Comment; the rest of the action goes."""
         for status, meaning in ((0xA900, "data set does not match SOP class"), (0xC011, "cannot understand"),
-                                (0x0122, "SOP class not supported"), (0x0117, "invalid SOP instance")):
+                                (0x0122, "SOP class not supported"), (0x0117, "invalid SOP instance"),
+                                (0x0120, "missing attribute")):
             recorder = Recorder()
             self.acceptor = Acceptor(self.clock, services={commands.C_STORE_RQ: recorder})
 

@@ -30,7 +30,7 @@ series) and ``get``/``prefetch`` use ``MaximumDelayedFetchForwardRetries``
 when it is set.  A deferred job (``defer``) is not a failure: it is tried
 again after RetryDelay without counting an attempt.
 
-Writes go through the index writer (``Index.runWrite``): ``recordJob``,
+Writes go through the index writer (``Index.runWrite``): ``recordJobs``,
 ``markDone``, ``markFailed`` and ``retryFailed`` return Deferreds (call
 them from the reactor thread) and are group-committed with each other and
 with the stores of images, one fsync per group, with no second connection
@@ -122,7 +122,7 @@ class Action(NamedTuple):
 
 
 class JobOutcome(NamedTuple):
-    """What running export job ``jobId`` came to (``recordJob``): by
+    """What running export job ``jobId`` came to (``recordJobs``): by
     default done, with the ``actions`` its line queued
     (``ActionBuffer.actions``); ``deferred`` to run it again after
     RetryDelay; or a failed attempt with its ``error``, retried up to
@@ -138,7 +138,7 @@ class JobOutcome(NamedTuple):
 class ActionBuffer:
     """Stands in for the queue while an export job's line runs: the actions
     it adds are kept here and written with the job's deletion, in one
-    transaction (``ExportQueue.recordJob``).  ``spoolFolder``: where
+    transaction (``ExportQueue.recordJobs``).  ``spoolFolder``: where
     ``spool`` writes the objects the line changed (``pacscore.export.spool``)."""
 
     def __init__(self, queue, spoolFolder=None):
@@ -349,13 +349,16 @@ class ExportQueue:
                           filter=sqlFilter, error=e)
             return False
 
-    def recordJob(self, outcome, now):
-        """Record a ``JobOutcome`` in one transaction of the index writer:
+    def recordJobs(self, outcomes, now):
+        """Record ``JobOutcome``s in one transaction of the index writer:
         a done job is deleted and the actions its line queued inserted, a
         deferred one is due again RetryDelay after ``now`` (no attempt
         counted), a failed one is retried like a failed forward.  A
-        Deferred of the job's new state (None when it was deleted)."""
-        return self.index.runWrite(self._recordJob, outcome, now)
+        Deferred of the jobs' new states (None for a deleted one)."""
+        return self.index.runWrite(self._recordJobs, outcomes, now)
+
+    def _recordJobs(self, connection, outcomes, now):
+        return [self._recordJob(connection, outcome, now) for outcome in outcomes]
 
     def _recordJob(self, connection, outcome, now):
         if outcome.error is not None:

@@ -2,8 +2,9 @@
 due export converter jobs and delivers due actions.
 
 It polls the queue (``pollInterval``, 0.5 s), at once after ``kick()``,
-and again whenever a lane's jobs or actions end, so work already due does
-not wait for the next tick.
+and again whenever a lane's actions end, or a line's jobs end that a full
+poll found (more may be due), so work already due does not wait for the
+next tick.
 Nothing here blocks the reactor or ingest: the converter lines run in a
 pool of their own (``scriptThreads``), file reads and conversions in
 another, network I/O on the reactor; the queue's writes go to the index
@@ -18,8 +19,9 @@ hangs (a copy to a dead NFS mount) holds back its own jobs only.  Each
 job's line runs on the
 stored object (read with pydicom, pixel data left out) in a
 ``ConverterContext`` of kind "export"; ``ExportFilterN`` is checked first against the index.  What a
-job came to is recorded as soon as it ends, while its lane runs the next
-(``ExportQueue.recordJob``, group-committed by the index writer):
+job came to is recorded as soon as it ends, while its lane runs the next,
+one write per lane at a time taking every job ended meanwhile
+(``ExportQueue.recordJobs``, group-committed by the index writer):
 ``defer`` runs a job again after RetryDelay;
 otherwise the job is deleted, and the actions its line queued
 (``forward``, ``get`` ...) are inserted in the same transaction: a crash
@@ -63,6 +65,8 @@ action is removed: a given-up one keeps it, so that put back by
 
 import copy
 import os
+import threading
+from functools import partial
 from operator import attrgetter
 
 import pydicom
@@ -86,6 +90,37 @@ def _discardBuffered(buffer):
     ``buffer`` (an ``ActionBuffer``) that will not be queued: a deferred or
     failed line runs again later and spools its objects anew."""
     discard([action["ObjectPath"] for action in buffer.actions])
+
+
+class _Finished:
+    """The ``(job, outcome)``s of a job lane as its script worker ends
+    them: handed to the reactor thread by one ``callFromThread`` for all
+    those ending before it takes them, and recorded by ``record`` (a
+    coroutine function of a list it empties) one write at a time, those
+    ending meanwhile together in the next write (``recording``)."""
+
+    def __init__(self, reactor, record):
+        self._reactor = reactor
+        self._record = record
+        self._lock = threading.Lock()
+        self._ended = []  # by the worker, not yet taken
+        self._taken = []  # by the reactor thread, not yet written
+        self.recording = defer.succeed(None)
+
+    def add(self, job, outcome):
+        """In the script worker."""
+        with self._lock:
+            self._ended.append((job, outcome))
+            first = len(self._ended) == 1
+        if first:
+            self._reactor.callFromThread(self._take)
+
+    def _take(self):
+        with self._lock:
+            self._taken += self._ended
+            self._ended = []
+        if self.recording.called:
+            self.recording = defer.ensureDeferred(self._record(self._taken))
 
 
 class ExportService(service.Service):
@@ -222,10 +257,11 @@ class ExportService(service.Service):
 
     async def _poll(self):
         now = self.reactor.seconds()
-        jobs = await self.io.deferToWorker(self.queue.dueJobs, self._wallClock(), self.scripts.size * self.batch,
-                                           set(self._jobLanes))
-        if jobs and self.running:
-            self._startLanes(jobs, attrgetter("converter"), self._jobLanes, self._runJobLane, "export jobs")
+        limit = self.scripts.size * self.batch
+        jobs = await self.io.deferToWorker(self.queue.dueJobs, self._wallClock(), limit, set(self._jobLanes))
+        if jobs and self.running:  # a full poll may have left due jobs: their lanes poll again as they end
+            self._startLanes(jobs, attrgetter("converter"), self._jobLanes,
+                             partial(self._runJobLane, again=len(jobs) == limit), "export jobs")
         held = {lane for lane, until in self._heldUntil.items() if until > now}
         actions = await self.io.deferToWorker(self.queue.due, self._wallClock(), self.batch,
                                               self._busyLanes | held)
@@ -262,44 +298,48 @@ class ExportService(service.Service):
 
     # -- jobs -------------------------------------------------------------
 
-    async def _runJobLane(self, converter, jobs):
+    async def _runJobLane(self, converter, jobs, again):
         """Run ``jobs`` of the line ``converter`` (or the mirror copies) in
-        order in a script worker, each recorded as it ends; the lane is free
-        once they are recorded (or left behind by a stop)."""
-        recorded = []
+        order in a script worker, recorded as they end (``_Finished``).
+        The lane is free once they are recorded (or left behind by a
+        stop), and polls at once if ``again``."""
+        finished = _Finished(self.reactor, self._record)
         try:
-            await self.scripts.deferToWorker(self._jobs, jobs, recorded)
-            await defer.DeferredList(recorded)
+            await self.scripts.deferToWorker(self._jobs, jobs, finished)
+            await finished.recording
         finally:
             self._jobLanes.discard(converter)
-            self.kick()
+            if again:
+                self.kick()
 
-    def _jobs(self, jobs, recorded):
+    def _jobs(self, jobs, finished):
         """In a script worker: run the lines of ``jobs`` one after the
-        other, none once the service stops; each outcome is recorded from
-        the reactor thread at once (``_record``), its Deferred put in
-        ``recorded``."""
+        other, none once the service stops, each outcome added to
+        ``finished`` at once."""
         for job in jobs:
             if not self.running:
                 break
-            outcome = self._job(job)
-            self.reactor.callFromThread(lambda job=job, outcome=outcome: recorded.append(self._record(job, outcome)))
+            finished.add(job, self._job(job))
 
-    def _record(self, job, outcome):
-        """Deferred of the recording of what ``job`` came to (a failed job logged)."""
-        if self._jobsLeftBehind:  # the stop went on without it: it runs again at the next start
-            return defer.succeed(None)
-        d = self.queue.recordJob(outcome, self._wallClock())
-        d.addCallback(self._recorded, job, outcome)
-        d.addErrback(lambda f: self.log.failure("recording the export job of {uid} failed", f,
-                                                uid=job.sopInstanceUID))
-        return d
-
-    def _recorded(self, state, job, outcome):
-        if outcome.error is not None:
-            self.log.warn("{job} of {uid} failed ({error}){final}", uid=job.sopInstanceUID, error=outcome.error,
-                          job="mirror copy" if job.converter == MIRROR_COPY else f"{job.converter}: export",
-                          final=f"; given up (see {EXPORT_RETRIES})" if state == FAILED else "; will retry")
+    async def _record(self, finished):
+        """Record the ``(job, outcome)``s in ``finished``, one write at a
+        time, taking those added meanwhile, until it is empty (a failed
+        job logged)."""
+        while finished and not self._jobsLeftBehind:  # left behind: they run again at the next start
+            ended = finished[:]
+            del finished[:]
+            try:
+                states = await self.queue.recordJobs([outcome for _, outcome in ended], self._wallClock())
+            except Exception:
+                self.log.failure("recording the export jobs of {uids} failed",
+                                 uids=", ".join(job.sopInstanceUID for job, _ in ended))
+                continue
+            for (job, outcome), state in zip(ended, states):
+                if outcome.error is not None:
+                    self.log.warn("{job} of {uid} failed ({error}){final}", uid=job.sopInstanceUID,
+                                  error=outcome.error,
+                                  job="mirror copy" if job.converter == MIRROR_COPY else f"{job.converter}: export",
+                                  final=f"; given up (see {EXPORT_RETRIES})" if state == FAILED else "; will retry")
 
     def _job(self, job):
         if job.converter == MIRROR_COPY:

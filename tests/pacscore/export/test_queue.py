@@ -109,7 +109,8 @@ class JobTests(QueueTestCase):
         buffer.addForward("SERVER1", "IMAGE", CT)
         buffer.addForward("VIEWER", "STUDY", CT)
         self.assertEqual(self.queue.due(self.clock(), 10), [])
-        self.assertEqual(self.write(self.queue.recordJob(JobOutcome(job.id, buffer.actions), self.clock())), None)
+        self.assertEqual(self.write(self.queue.recordJobs([JobOutcome(job.id, buffer.actions)], self.clock())),
+                         [None])
         self.assertEqual(self.queue.dueJobs(self.clock(), 10), [])
         self.assertEqual([a.destination for a in self.queue.due(self.clock(), 10)], ["SERVER1"])
 
@@ -117,8 +118,8 @@ class JobTests(QueueTestCase):
         self.store(makeRecord("1.2.3.1.1", MODALITY="MR"))
         [job] = self.queue.dueJobs(self.clock(), 10)
         for _ in range(5):
-            self.assertEqual(self.write(self.queue.recordJob(JobOutcome(job.id, deferred=True), self.clock())),
-                             PENDING)
+            self.assertEqual(self.write(self.queue.recordJobs([JobOutcome(job.id, deferred=True)], self.clock())),
+                             [PENDING])
             self.assertEqual(self.queue.dueJobs(self.clock.now + 99, 10), [])
             self.clock.now += 100
             [job] = self.queue.dueJobs(self.clock(), 10)
@@ -136,7 +137,8 @@ class JobTests(QueueTestCase):
         self.assertEqual(len(self.queue.dueJobs(self.clock(), 10)), 1)
 
     def failOnce(self, job):
-        return self.write(self.queue.recordJob(JobOutcome(job.id, error="boom"), self.clock()))
+        [state] = self.write(self.queue.recordJobs([JobOutcome(job.id, error="boom")], self.clock()))
+        return state
 
     def test_eachKindOfOutcomeIsRecorded(self):
         self.store(makeRecord("1.2.3.1.1"), makeRecord("1.2.3.1.2"))
@@ -146,7 +148,7 @@ class JobTests(QueueTestCase):
         buffer.addForward("SERVER1", "IMAGE", CT)
         outcomes = [JobOutcome(jobs[0].id, buffer.actions), JobOutcome(jobs[1].id, deferred=True),
                     JobOutcome(jobs[2].id, error=OSError("disk on fire")), JobOutcome(jobs[3].id)]
-        self.assertEqual([self.write(self.queue.recordJob(outcome, self.clock())) for outcome in outcomes],
+        self.assertEqual(self.write(self.queue.recordJobs(outcomes, self.clock())),
                          [None, PENDING, PENDING, None])
         self.assertEqual(self.queue.dueJobs(self.clock.now + 99, 10), [])
         self.assertEqual([(j.id, j.attempts) for j in self.queue.dueJobs(self.clock.now + 100, 10)],
@@ -281,7 +283,7 @@ class ActionTests(QueueTestCase):
             self.clock.now = now
             buffers[job].addForward("A", "IMAGE", CT._replace(sopInstanceUID=f"1.2.3.1.{job}"))
         for job, buffer in enumerate(buffers):
-            self.write(self.queue.recordJob(JobOutcome(job, tuple(buffer.actions)), self.clock()))
+            self.write(self.queue.recordJobs([JobOutcome(job, tuple(buffer.actions))], self.clock()))
         self.assertEqual([a.target.sopInstanceUID for a in self.queue.due(self.clock(), 10)],
                          [f"1.2.3.1.{job}" for job in range(4)])
 

@@ -181,6 +181,28 @@ class RunnerTests(unittest.TestCase):
         [job] = self.queue.dueJobs(1e12, 10)
         self.assertEqual(job.attempts, 1)
 
+    def test_jobsEndingWhileOneIsRecordedAreRecordedTogether(self):
+        """A lane's outcomes go to the index writer one write at a time:
+        those ending while one is written go together in the next."""
+        writes, held = [], defer.Deferred()
+        recordJobs = self.queue.recordJobs
+
+        def recording(outcomes, now):
+            writes.append([outcome.jobId for outcome in outcomes])
+            d = recordJobs(outcomes, now)
+            return held.addCallback(lambda _: d) if len(writes) == 1 else d
+        self.queue.recordJobs = recording
+        for sop in ("1.2.3.1.1", "1.2.3.1.2", "1.2.3.1.3"):
+            self.receive(sop)
+        ids = [job.id for job in self.queue.dueJobs(1e12, 10)]
+        self.service.startService()
+        self.assertEqual(writes, [ids[:1]])
+        self.assertEqual(self.service._jobLanes, {"ExportConverter0"})
+        held.callback(None)
+        self.assertEqual(writes, [ids[:1], ids[1:]])
+        self.assertEqual(self.queue.dueJobs(1e12, 10), [])
+        self.assertEqual(self.service._jobLanes, set())
+
     def test_exportFilterMismatchDropsTheJob(self):
         self.rules[0].filter = "Modality = 'MR'"
         self.receive("1.2.3.1.1")

@@ -22,7 +22,7 @@ temporary file up to ``INFLATED_ON_DISK`` bytes, refused past that.
 
 A compressed object is decoded a frame at a time by pydicom's decoder
 reading the fragments from the file (``iter_array`` on a file-like); the
-elements around the Pixel Data are small and go through pydicom as
+elements around the Pixel Data (bounded, see above) go through pydicom as
 ``transcode`` does; a ``change`` (WADO-URI's anonymize) is made to them
 alone, the Pixel Data copied or decoded as without it.
 """
@@ -59,11 +59,12 @@ class _TooLarge(Exception):
 
 
 class _BoundedReads:
-    """The file ``file`` read by pydicom through this, ``limit`` bytes in
-    all at most (seeks are free): ``_TooLarge`` before reading past that."""
+    """The file ``file`` read by pydicom through this, ``INFLATED_IN_MEMORY``
+    bytes in all at most (seeks are free): ``_TooLarge`` before reading past
+    that."""
 
-    def __init__(self, file, limit):
-        self.file, self.left = file, limit
+    def __init__(self, file):
+        self.file, self.left = file, INFLATED_IN_MEMORY
         self.seek, self.tell = file.seek, file.tell
 
     def read(self, size):
@@ -95,7 +96,7 @@ def transcodeFile(source, offset, length, fromSyntax, toSyntax, out, change=None
     try:
         source.seek(offset)
         if fromSyntax == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
-            with _inflated(source, offset + length, INFLATED_ON_DISK) as inflated:
+            with _inflated(source, offset + length) as inflated:
                 _copyNative(inflated, os.fstat(inflated.fileno()).st_size, False, TARGETS[toSyntax], out, change)
         elif fromSyntax in TARGETS:
             _copyNative(source, offset + length, TARGETS[fromSyntax], TARGETS[toSyntax], out, change)
@@ -114,8 +115,7 @@ def transcodeFile(source, offset, length, fromSyntax, toSyntax, out, change=None
 
 
 def _copyNative(source, end, sourceImplicit, targetImplicit, out, change):
-    layout = littleEndianLayout(_BoundedReads(source, INFLATED_IN_MEMORY), end, sourceImplicit, targetImplicit,
-                                change)
+    layout = littleEndianLayout(_BoundedReads(source), end, sourceImplicit, targetImplicit, change)
     if layout is None or layout.valueLength is None:
         raise NotStreamed("no plain Pixel Data")
     out.write(layout.head)
@@ -126,17 +126,17 @@ def _copyNative(source, end, sourceImplicit, targetImplicit, out, change):
         out.write(piece)
 
 
-def _inflated(source, end, limit):
+def _inflated(source, end):
     """An unnamed temporary file holding the deflated data set from the
     position of ``source`` to ``end`` inflated (PS3.5 A.5), ``COPY_CHUNK``
-    bytes at a time, up to ``limit`` bytes."""
+    bytes at a time, up to ``INFLATED_ON_DISK`` bytes."""
     stream = InflateWindow(lambda size: source.read(max(min(size, end - source.tell()), 0)))
     inflated = tempfile.TemporaryFile()
     try:
         for piece in iter(lambda: stream.inflate(COPY_CHUNK), b""):
             inflated.write(piece)
-            if inflated.tell() > limit:
-                raise TranscodeError(f"the deflated data set inflates to more than {limit >> 20} MB")
+            if inflated.tell() > INFLATED_ON_DISK:
+                raise TranscodeError(f"the deflated data set inflates to more than {INFLATED_ON_DISK >> 20} MB")
     except DatasetError as e:
         inflated.close()
         raise TranscodeError(str(e)) from e
@@ -174,7 +174,7 @@ def _fragmentsEnd(source, end):
 def _decodeFrames(source, end, syntax, targetImplicit, out, change):
     """Encapsulated Pixel Data decoded frame by frame, as
     ``transcode._decompress`` decodes it whole."""
-    bounded = _BoundedReads(source, INFLATED_IN_MEMORY)
+    bounded = _BoundedReads(source)
     head = read_dataset(bounded, False, True, stop_when=_atPixelData)
     position = source.tell()
     if position >= end:

@@ -96,7 +96,7 @@ class AllowedOrigins:
         request line read before ``request`` has it."""
         path, _, query = uri.partition(b"?")
         first = unquote_to_bytes(path.split(b"/")[1]) if path.count(b"/") else b""
-        if first in SHARED or (first == b"cgi-bin" and asksForWado(parse_qs(query, 1))):
+        if first in SHARED or (first == b"cgi-bin" and asksForWado(parse_qs(query, keep_blank_values=True))):
             return self.headers(request)
         return []
 

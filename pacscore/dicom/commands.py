@@ -42,6 +42,23 @@ MOVE_ORIGINATOR_MESSAGE_ID = 0x00001031
 NO_DATASET = 0x0101
 DATASET_PRESENT = 0x0000
 
+# PS3.7 C.4's general statuses
+INVALID_ATTRIBUTE_VALUE = 0x0106
+PROCESSING_FAILURE = 0x0110
+DUPLICATE_SOP_INSTANCE = 0x0111
+NO_SUCH_OBJECT_INSTANCE = 0x0112
+INVALID_ARGUMENT_VALUE = 0x0115
+INVALID_OBJECT_INSTANCE = 0x0117
+NO_SUCH_SOP_CLASS = 0x0118
+CLASS_INSTANCE_CONFLICT = 0x0119
+MISSING_ATTRIBUTE = 0x0120
+MISSING_ATTRIBUTE_VALUE = 0x0121
+SOP_CLASS_NOT_SUPPORTED = 0x0122
+NO_SUCH_ACTION = 0x0123
+NOT_AUTHORIZED = 0x0124
+UNRECOGNIZED_OPERATION = 0x0211
+MISTYPED_ARGUMENT = 0x0212
+
 # C-STORE failure statuses (PS3.4 B.2.3): A7xx, A9xx, Cxxx
 OUT_OF_RESOURCES = 0xA700
 DATASET_DOES_NOT_MATCH = 0xA900
@@ -206,18 +223,20 @@ def isWarning(status):
 
 # PS3.7 C.4's failure statuses a C-STORE SCP answers alike to every retry of an object
 # (0x0110 processing failure and 0x0213 resource limitation may pass, as A7xx may)
-ALWAYS_REFUSED = {0x0106: "invalid attribute value", 0x0117: "invalid SOP instance", 0x0118: "no such SOP class",
-                  0x0119: "class-instance conflict", 0x0120: "missing attribute", 0x0121: "missing attribute value",
-                  0x0122: "SOP class not supported", 0x0124: "not authorized", 0x0211: "unrecognized operation",
-                  0x0212: "mistyped argument"}
+ALWAYS_REFUSED = {INVALID_ATTRIBUTE_VALUE: "invalid attribute value", INVALID_OBJECT_INSTANCE: "invalid SOP instance",
+                  NO_SUCH_SOP_CLASS: "no such SOP class", CLASS_INSTANCE_CONFLICT: "class-instance conflict",
+                  MISSING_ATTRIBUTE: "missing attribute", MISSING_ATTRIBUTE_VALUE: "missing attribute value",
+                  SOP_CLASS_NOT_SUPPORTED: "SOP class not supported", NOT_AUTHORIZED: "not authorized",
+                  UNRECOGNIZED_OPERATION: "unrecognized operation", MISTYPED_ARGUMENT: "mistyped argument"}
 
 
 def storeRefusedForGood(status):
     """The meaning of a C-STORE failure ``status`` a peer will answer every
     time (A9xx, Cxxx, ``ALWAYS_REFUSED``: a retry would change nothing,
     unlike A7xx), else None."""
-    if status in ALWAYS_REFUSED:
-        return ALWAYS_REFUSED[status]
+    meaning = ALWAYS_REFUSED.get(status)
+    if meaning is not None:
+        return meaning
     if status & 0xFF00 == DATASET_DOES_NOT_MATCH:
         return "data set does not match SOP class"
     if status & 0xF000 == CANNOT_UNDERSTAND:

@@ -36,6 +36,9 @@ from pacscore.codecs.syntaxes import UNCOMPRESSED
 from pacscore.db.query import SOP_INSTANCE_UID, QueryKey
 from pacscore.db.schema import LARGE_BINARY, MYSQL_TABLE, OwnTable
 from pacscore.dicom import commands
+from pacscore.dicom.commands import (
+    CLASS_INSTANCE_CONFLICT, INVALID_ARGUMENT_VALUE, INVALID_OBJECT_INSTANCE, NO_SUCH_ACTION, NO_SUCH_OBJECT_INSTANCE,
+    NO_SUCH_SOP_CLASS, PROCESSING_FAILURE)
 from pacscore.dicom.client import sendToNode
 from pacscore.dicom.datasets import IdentifierError, decodeDataset, encodeDataset
 from pacscore.dicom.negotiation import PLAIN_TITLES
@@ -47,13 +50,6 @@ REQUEST_COMMITMENT = 1  # the Action Type ID of a commitment request
 ALL_COMMITTED, SOME_FAILED = 1, 2  # Event Type IDs
 
 SUCCESS = 0x0000
-PROCESSING_FAILURE = 0x0110
-NO_SUCH_OBJECT_INSTANCE = 0x0112
-INVALID_ARGUMENT_VALUE = 0x0115
-NO_SUCH_SOP_CLASS = 0x0118
-CLASS_INSTANCE_CONFLICT = 0x0119
-NO_SUCH_ACTION = 0x0123
-INVALID_OBJECT_INSTANCE = 0x0117
 
 UIDS_PER_QUERY = 500  # SQLite's variable limit, with room
 ATTEMPTS = 3

@@ -39,6 +39,9 @@ from twisted.logger import Logger
 from pacscore.codecs.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN
 from pacscore.db.schema import LARGE_BINARY, MYSQL_TABLE, OwnTable
 from pacscore.dicom import commands
+from pacscore.dicom.commands import (
+    DUPLICATE_SOP_INSTANCE, INVALID_ATTRIBUTE_VALUE, INVALID_OBJECT_INSTANCE, MISSING_ATTRIBUTE,
+    MISSING_ATTRIBUTE_VALUE, NO_SUCH_OBJECT_INSTANCE, PROCESSING_FAILURE)
 from pacscore.converters.elements import ensureUnicode
 from pacscore.dicom.datasets import IdentifierError, decodeDataset, encodeDataset
 from pacscore.dicom.sinks import MEMORY_LIMIT
@@ -51,13 +54,6 @@ STATUSES = (IN_PROGRESS, COMPLETED, DISCONTINUED)
 SCHEDULED_STEP_STATUS = {IN_PROGRESS: "STARTED", COMPLETED: "COMPLETED", DISCONTINUED: "DISCONTINUED"}
 
 SUCCESS = 0x0000
-INVALID_ATTRIBUTE_VALUE = 0x0106
-PROCESSING_FAILURE = 0x0110
-DUPLICATE_SOP_INSTANCE = 0x0111
-NO_SUCH_OBJECT_INSTANCE = 0x0112
-INVALID_OBJECT_INSTANCE = 0x0117
-MISSING_ATTRIBUTE = 0x0120
-MISSING_ATTRIBUTE_VALUE = 0x0121
 MAY_NO_LONGER_BE_UPDATED = 0xA710  # the Error ID of a set after the end
 ENDED_COMMENT = "Performed Procedure Step Object may no longer be updated"  # table F.7.2-2
 SPECIFIC_CHARACTER_SET = 0x00080005

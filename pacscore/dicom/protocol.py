@@ -46,8 +46,6 @@ STREAMED_DATASET = 1 << 20  # data sets larger than this are written as the tran
 WRITE_BATCH = 256 << 10     # bytes of PDUs handed to the transport at a time when streaming
 COMMAND_LIMIT = 1 << 16  # bytes of a DIMSE command set (they are tens to hundreds)
 
-STATUS_UNRECOGNIZED_OPERATION = 0x0211
-STATUS_PROCESSING_FAILURE = 0x0110
 PENDING_STATUSES = (0xFF00, 0xFF01)
 MAY_BE_PENDING = frozenset({commands.C_FIND_RSP, commands.C_GET_RSP, commands.C_MOVE_RSP})
 PRIORITY_MEDIUM = 0
@@ -324,7 +322,7 @@ class DicomProtocol(Protocol, TimeoutMixin):
                           peer=self.peerName(), command=commands.COMMAND_NAMES.get(field, hex(field)))
             if dataset is not None:
                 dataset.discard()
-            self.sendMessage(contextId, commands.response(command, field | 0x8000, STATUS_UNRECOGNIZED_OPERATION))
+            self.sendMessage(contextId, commands.response(command, field | 0x8000, commands.UNRECOGNIZED_OPERATION))
             self.requestFailed(command)
             return
         operation = defer.maybeDeferred(service.handle, self, contextId, command, dataset)
@@ -362,7 +360,7 @@ class DicomProtocol(Protocol, TimeoutMixin):
                          peer=self.peerName(),
                          command=commands.COMMAND_NAMES.get(command[commands.COMMAND_FIELD]))
         field = command[commands.COMMAND_FIELD]
-        self.sendMessage(contextId, commands.response(command, field | 0x8000, STATUS_PROCESSING_FAILURE))
+        self.sendMessage(contextId, commands.response(command, field | 0x8000, commands.PROCESSING_FAILURE))
         self.requestFailed(command)
 
     def requestFailed(self, command):

@@ -11,8 +11,7 @@ so is a C-STORE whose SOP class is not its context's (``refuse``).
 from twisted.logger import Logger
 
 from pacscore.dicom import commands
-
-SOP_CLASS_NOT_SUPPORTED = 0x0122
+from pacscore.dicom.commands import SOP_CLASS_NOT_SUPPORTED
 
 
 class SopClassRouter:

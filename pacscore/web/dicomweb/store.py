@@ -28,7 +28,7 @@ network); with logins, a viewer served elsewhere stores with its user's.
 from pydicom.dataset import Dataset
 
 from pacscore.db.query import SERIES_INSTANCE_UID, SOP_CLASS_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID
-from pacscore.dicom.commands import CANNOT_UNDERSTAND, DATASET_DOES_NOT_MATCH
+from pacscore.dicom.commands import CANNOT_UNDERSTAND, DATASET_DOES_NOT_MATCH, SOP_CLASS_NOT_SUPPORTED
 from pacscore.dicom.storage import SUCCESS, StorageService
 from pacscore.storage.attributes import DatasetError, readAttributes
 from pacscore.storage.part10 import readFileMeta
@@ -46,7 +46,6 @@ DICOM = "application/dicom"
 HEAD = 1 << 16
 MEDIA_SOP_CLASS = 0x00020002
 MEDIA_SOP_INSTANCE = 0x00020003
-SOP_CLASS_NOT_SUPPORTED = 0x0122
 TRANSFER_SYNTAX_NOT_SUPPORTED = 0xC122
 FAILED_SOP_SEQUENCE = 0x00081198
 REFERENCED_SOP_SEQUENCE = 0x00081199

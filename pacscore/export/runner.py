@@ -92,20 +92,38 @@ def _discardBuffered(buffer):
     discard([action["ObjectPath"] for action in buffer.actions])
 
 
+class _Batched:
+    """Items written by ``write`` (a function of a list returning a
+    Deferred or a coroutine), one write at a time, those added meanwhile
+    together in the next write; ``written`` fires once all are written."""
+
+    def __init__(self, write):
+        self._write = write
+        self._pending = []
+        self.written = defer.succeed(None)
+
+    def add(self, items):
+        self._pending += items
+        if self.written.called:
+            self.written = defer.ensureDeferred(self._drain())
+
+    async def _drain(self):
+        while self._pending:
+            batch, self._pending = self._pending, []
+            await self._write(batch)
+
+
 class _Finished:
     """The ``(job, outcome)``s of a job lane as its script worker ends
     them: handed to the reactor thread by one ``callFromThread`` for all
     those ending before it takes them, and recorded by ``record`` (a
-    coroutine function of a list it empties) one write at a time, those
-    ending meanwhile together in the next write (``recording``)."""
+    coroutine function of a list) in ``records``, a ``_Batched``."""
 
     def __init__(self, reactor, record):
         self._reactor = reactor
-        self._record = record
         self._lock = threading.Lock()
         self._ended = []  # by the worker, not yet taken
-        self._taken = []  # by the reactor thread, not yet written
-        self.recording = defer.succeed(None)
+        self.records = _Batched(record)
 
     def add(self, job, outcome):
         """In the script worker."""
@@ -117,10 +135,8 @@ class _Finished:
 
     def _take(self):
         with self._lock:
-            self._taken += self._ended
-            self._ended = []
-        if self.recording.called:
-            self.recording = defer.ensureDeferred(self._record(self._taken))
+            ended, self._ended = self._ended, []
+        self.records.add(ended)
 
 
 class ExportService(service.Service):
@@ -306,7 +322,7 @@ class ExportService(service.Service):
         finished = _Finished(self.reactor, self._record)
         try:
             await self.scripts.deferToWorker(self._jobs, jobs, finished)
-            await finished.recording
+            await finished.records.written
         finally:
             self._jobLanes.discard(converter)
             if again:
@@ -321,25 +337,23 @@ class ExportService(service.Service):
                 break
             finished.add(job, self._job(job))
 
-    async def _record(self, finished):
-        """Record the ``(job, outcome)``s in ``finished``, one write at a
-        time, taking those added meanwhile, until it is empty (a failed
-        job logged)."""
-        while finished and not self._jobsLeftBehind:  # left behind: they run again at the next start
-            ended = finished[:]
-            del finished[:]
-            try:
-                states = await self.queue.recordJobs([outcome for _, outcome in ended], self._wallClock())
-            except Exception:
-                self.log.failure("recording the export jobs of {uids} failed",
-                                 uids=", ".join(job.sopInstanceUID for job, _ in ended))
-                continue
-            for (job, outcome), state in zip(ended, states):
-                if outcome.error is not None:
-                    self.log.warn("{job} of {uid} failed ({error}){final}", uid=job.sopInstanceUID,
-                                  error=outcome.error,
-                                  job="mirror copy" if job.converter == MIRROR_COPY else f"{job.converter}: export",
-                                  final=f"; given up (see {EXPORT_RETRIES})" if state == FAILED else "; will retry")
+    async def _record(self, ended):
+        """Record the ``(job, outcome)``s in ``ended`` in one write (a
+        failed job logged)."""
+        if self._jobsLeftBehind:  # they run again at the next start
+            return
+        try:
+            states = await self.queue.recordJobs([outcome for _, outcome in ended], self._wallClock())
+        except Exception:
+            self.log.failure("recording the export jobs of {uids} failed",
+                             uids=", ".join(job.sopInstanceUID for job, _ in ended))
+            return
+        for (job, outcome), state in zip(ended, states):
+            if outcome.error is not None:
+                self.log.warn("{job} of {uid} failed ({error}){final}", uid=job.sopInstanceUID,
+                              error=outcome.error,
+                              job="mirror copy" if job.converter == MIRROR_COPY else f"{job.converter}: export",
+                              final=f"; given up (see {EXPORT_RETRIES})" if state == FAILED else "; will retry")
 
     def _job(self, job):
         if job.converter == MIRROR_COPY:
@@ -397,11 +411,10 @@ class ExportService(service.Service):
     async def _runLane(self, lane, actions):
         """Deliver ``actions`` in order.  Delivered actions are removed by
         one write at a time, while the next ones are sent: those delivered
-        meanwhile go together in the next write.  The lane is free again
-        once every removal has committed, so no poll sees a delivered
-        action."""
-        delivered = []
-        removing = defer.succeed(None)
+        meanwhile go together in the next write (``_Batched``).  The lane
+        is free again once every removal has committed, so no poll sees a
+        delivered action."""
+        removals = _Batched(self._remove)
         try:
             found = await self._locate([action for action in actions if action.action == "forward"])
             for action in actions:
@@ -422,17 +435,13 @@ class ExportService(service.Service):
                     await self._failed(action, e)
                     self._heldUntil[lane] = self.reactor.seconds() + self.failHoldOff
                     break
-                delivered.append(action)
-                if removing.called:
-                    removing, delivered = self._remove(delivered), []
+                removals.add([action])
                 if action.action == "forward":
                     self._count("forwardsSent", count)
                 else:
                     self._count(f"{action.action}Actions")
         finally:
-            await removing
-            if delivered:
-                await self._remove(delivered)
+            await removals.written
             self._busyLanes.discard(lane)
             self.kick()
 

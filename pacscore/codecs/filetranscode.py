@@ -14,11 +14,12 @@ the syntax wants it, no Pixel Data at all, a sequential JPEG stream whose
 scan headers must be mended), which the caller then converts
 in memory, and ``TranscodeError`` as ``transcode`` does.
 
-The elements around the Pixel Data are read into memory up to
-``INFLATED_IN_MEMORY`` bytes in all: past that a deflated object is
-refused (a TranscodeError, as its conversion in memory would be), another
-raises ``NotStreamed``; and a deflated data set is inflated into its
-temporary file up to ``INFLATED_ON_DISK`` bytes, refused past that.
+The elements around the Pixel Data of a deflated object are read into
+memory up to ``INFLATED_IN_MEMORY`` bytes in all, refused past that (a
+TranscodeError, as its conversion in memory would be): deflate makes a
+gigabyte of them a megabyte sent; and it is inflated into its temporary
+file up to ``INFLATED_ON_DISK`` bytes, refused past that.  Those of any
+other object are read as they are: no larger than its file.
 
 A compressed object is decoded a frame at a time by pydicom's decoder
 reading the fragments from the file (``iter_array`` on a file-like); the
@@ -97,7 +98,8 @@ def transcodeFile(source, offset, length, fromSyntax, toSyntax, out, change=None
         source.seek(offset)
         if fromSyntax == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
             with _inflated(source, offset + length) as inflated:
-                _copyNative(inflated, os.fstat(inflated.fileno()).st_size, False, TARGETS[toSyntax], out, change)
+                _copyNative(inflated, os.fstat(inflated.fileno()).st_size, False, TARGETS[toSyntax], out, change,
+                            bounded=True)
         elif fromSyntax in TARGETS:
             _copyNative(source, offset + length, TARGETS[fromSyntax], TARGETS[toSyntax], out, change)
         else:
@@ -105,17 +107,18 @@ def transcodeFile(source, offset, length, fromSyntax, toSyntax, out, change=None
     except (NotStreamed, TranscodeError, DatasetError):  # the last: a change refusing the object
         raise
     except _TooLarge as e:
-        if fromSyntax == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
-            raise TranscodeError(f"the deflated data set has {e}") from e
-        raise NotStreamed(str(e)) from e
+        raise TranscodeError(f"the deflated data set has {e}") from e
     except Exception as e:
         raise TranscodeError(f"cannot convert from {_describe(fromSyntax)} to {_describe(toSyntax)}: "
                              f"{type(e).__name__}: {e}") from e
     return out.tell() - start
 
 
-def _copyNative(source, end, sourceImplicit, targetImplicit, out, change):
-    layout = littleEndianLayout(_BoundedReads(source), end, sourceImplicit, targetImplicit, change)
+def _copyNative(source, end, sourceImplicit, targetImplicit, out, change, bounded=False):
+    """The Pixel Data copied from ``source`` after the elements around it,
+    read through ``_BoundedReads`` when ``bounded`` (an inflated one's)."""
+    layout = littleEndianLayout(_BoundedReads(source) if bounded else source, end, sourceImplicit, targetImplicit,
+                                change)
     if layout is None or layout.valueLength is None:
         raise NotStreamed("no plain Pixel Data")
     out.write(layout.head)
@@ -174,8 +177,7 @@ def _fragmentsEnd(source, end):
 def _decodeFrames(source, end, syntax, targetImplicit, out, change):
     """Encapsulated Pixel Data decoded frame by frame, as
     ``transcode._decompress`` decodes it whole."""
-    bounded = _BoundedReads(source)
-    head = read_dataset(bounded, False, True, stop_when=_atPixelData)
+    head = read_dataset(source, False, True, stop_when=_atPixelData)
     position = source.tell()
     if position >= end:
         raise NotStreamed("no Pixel Data")
@@ -188,7 +190,7 @@ def _decodeFrames(source, end, syntax, targetImplicit, out, change):
     tail = None
     if tailStart < end:
         source.seek(tailStart)
-        tail = read_dataset(bounded, False, True, parent_encoding=encoding)
+        tail = read_dataset(source, False, True, parent_encoding=encoding)
     tail = changedAround(head, tail, change)
     _decompressAll(head, syntax)  # icons in sequences
     options = as_pixel_options(head, transfer_syntax_uid=UID(syntax), pixel_keyword="PixelData",

@@ -24,8 +24,7 @@ Every hook runs in a worker or reader thread, like every converter line.
 
 from pacscore.converters.context import ConverterContext, Outcome
 from pacscore.converters.elements import applyAttributes
-from pacscore.dicom.datasets import decodeDataset, encodeDataset
-from pacscore.dicom.sinks import MEMORY_LIMIT
+from pacscore.dicom.datasets import decodeDataset, decodePeerDataset, encodeDataset
 
 HOOK_KINDS = {
     "QueryConverter0": "query",
@@ -57,7 +56,7 @@ class DatasetHook:
     def applyToBytes(self, data, transferSyntax, callingAE, calledAE, moveDestination=None):
         """For identifiers: ``(outcome, data)``, the data re-encoded when the
         line changed it. Raises IdentifierError for undecodable data."""
-        dataset = decodeDataset(data, transferSyntax, maxInflated=MEMORY_LIMIT)
+        dataset = decodePeerDataset(data, transferSyntax)
         outcome, changed = self.run(dataset, callingAE, calledAE, moveDestination)
         return outcome, encodeDataset(dataset, transferSyntax) if changed else data
 

@@ -17,12 +17,11 @@ from twisted.internet import defer, task
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 
 from pacscore.dicom import commands, pdu
-from pacscore.dicom.datasets import decodeDataset, encodeDataset
+from pacscore.dicom.datasets import decodePeerDataset, encodeDataset
 from pacscore.dicom.negotiation import PLAIN_TITLES, accepted, refusal, requestPDU
 from pacscore.dicom.protocol import (
     AWAITING_ASSOCIATE_AC, AWAITING_RELEASE_RP, ESTABLISHED, PRIORITY_MEDIUM, AssociationLost,
     DicomFactory, DicomProtocol, NoContext)
-from pacscore.dicom.sinks import MEMORY_LIMIT
 from pacscore.dicom.sopclasses import VERIFICATION
 
 
@@ -227,7 +226,7 @@ def numberContexts(contexts):
 
 
 def _decodeMatches(received, adjust):
-    matches = [decodeDataset(data, syntax, maxInflated=MEMORY_LIMIT) for data, syntax in received]
+    matches = [decodePeerDataset(data, syntax) for data, syntax in received]
     return matches if adjust is None else [adjust(match) for match in matches]
 
 

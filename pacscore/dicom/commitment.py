@@ -40,9 +40,8 @@ from pacscore.dicom.commands import (
     CLASS_INSTANCE_CONFLICT, INVALID_ARGUMENT_VALUE, INVALID_OBJECT_INSTANCE, NO_SUCH_ACTION, NO_SUCH_OBJECT_INSTANCE,
     NO_SUCH_SOP_CLASS, PROCESSING_FAILURE)
 from pacscore.dicom.client import sendToNode
-from pacscore.dicom.datasets import IdentifierError, decodeDataset, encodeDataset
+from pacscore.dicom.datasets import IdentifierError, decodePeerDataset, encodeDataset
 from pacscore.dicom.negotiation import PLAIN_TITLES
-from pacscore.dicom.sinks import MEMORY_LIMIT
 
 STORAGE_COMMITMENT = "1.2.840.10008.1.20.1"
 STORAGE_COMMITMENT_INSTANCE = "1.2.840.10008.1.20.1.1"
@@ -75,7 +74,7 @@ def readCommitmentRequest(command, data, syntax):
     if data is None:
         raise BadCommitmentRequest("no data set", INVALID_ARGUMENT_VALUE)
     try:
-        dataset = decodeDataset(data, syntax, maxInflated=MEMORY_LIMIT)
+        dataset = decodePeerDataset(data, syntax)
         transaction = str(dataset.get("TransactionUID", "") or "").strip()
         references = [(str(item.get("ReferencedSOPClassUID", "") or "").strip(),
                        str(item.get("ReferencedSOPInstanceUID", "") or "").strip())

@@ -12,6 +12,7 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_dataset
 
+from pacscore.dicom.sinks import MEMORY_LIMIT
 from pacscore.dicom.textbytes import decodeValues, originalBytes
 from pacscore.storage.attributes import (
     DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_BIG_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN,
@@ -35,10 +36,7 @@ def decodeDataset(data, transferSyntax, stopBeforePixels=False, maxInflated=None
     stored object's attributes, without reading or checking its pixels).
     A deflated one is inflated whole (a stored object, whatever its size),
     or, given ``maxInflated``, one that inflates to more is an
-    ``IdentifierError`` found before more is inflated: the callers that
-    decode a small data set a peer sent (an identifier, a C-FIND match, an
-    N-ACTION or N-CREATE data set) pass ``MEMORY_LIMIT``, so that it cannot
-    fill the memory."""
+    ``IdentifierError`` found before more is inflated (``decodePeerDataset``)."""
     try:
         if transferSyntax == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
             data, transferSyntax = inflated(data, maxInflated), EXPLICIT_VR_LITTLE_ENDIAN
@@ -51,6 +49,14 @@ def decodeDataset(data, transferSyntax, stopBeforePixels=False, maxInflated=None
         return dataset
     except Exception as e:
         raise IdentifierError(f"undecodable data set: {e}") from e
+
+
+def decodePeerDataset(data, transferSyntax):
+    """``decodeDataset`` of a small data set a peer sent (an identifier, a
+    C-FIND match, an N-ACTION or N-CREATE data set), inflated to at most
+    ``MEMORY_LIMIT`` bytes, so that it cannot fill the memory.  Slow for a
+    big one: call it in a worker thread."""
+    return decodeDataset(data, transferSyntax, maxInflated=MEMORY_LIMIT)
 
 
 def encodeDataset(dataset, transferSyntax):

@@ -19,11 +19,10 @@ from pacscore.db.errors import DATABASE_FAILURES, databaseMessage
 from pacscore.debuglog import IDENTIFIERS, serverLog
 from pacscore.converters.hooks import LEFT_OUT
 from pacscore.dicom import commands
-from pacscore.dicom.datasets import IdentifierError, decodeDataset
+from pacscore.dicom.datasets import IdentifierError, decodePeerDataset
 from pacscore.dicom.identifiers import UNABLE_TO_PROCESS, BadIdentifier, MatchEncoder, readRequest
 from pacscore.dicom.models import modelOf
 from pacscore.dicom.protocol import AWAITING_CLOSE
-from pacscore.dicom.sinks import MEMORY_LIMIT
 from pacscore.dicom.timing import timed
 from pacscore.dicom.virtual import takeServerMask
 from pacscore.storage.prefetcher import queriedPatient
@@ -182,7 +181,7 @@ class FindService:
     async def _withVirtualServers(self, matches, sopClass, data, syntax, request, keep, mask):
         """Our matches, then the new ones of the virtual servers (of ``mask``)."""
         local = await matches
-        remote = await self.virtual.find(sopClass, decodeDataset(data, syntax, maxInflated=MEMORY_LIMIT), mask)
+        remote = await self.virtual.find(sopClass, decodePeerDataset(data, syntax), mask)
         return await threads.deferToThreadPool(self.clock, self.clock.getThreadPool(), self._merged,
                                                local, remote, request.level, syntax, keep)
 
@@ -269,7 +268,7 @@ def _describe(encoded, transferSyntax):
     texts = []
     for data in encoded:
         try:
-            texts.append(str(decodeDataset(data, transferSyntax, maxInflated=MEMORY_LIMIT)))
+            texts.append(str(decodePeerDataset(data, transferSyntax)))
         except IdentifierError as e:
             texts.append(f"(cannot be decoded: {e})")
     return texts

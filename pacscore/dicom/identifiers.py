@@ -33,8 +33,7 @@ from pydicom.valuerep import PersonName
 from twisted.logger import Logger
 
 from pacscore.db.query import UNSPLIT_VRS, QueryKey, valuesOf
-from pacscore.dicom.datasets import decodeDataset, encodeDataset
-from pacscore.dicom.sinks import MEMORY_LIMIT
+from pacscore.dicom.datasets import decodePeerDataset, encodeDataset
 from pacscore.storage.attributes import DatasetError, columnValueText
 from pacscore.storage.codeextensions import withoutEscapes
 
@@ -110,7 +109,7 @@ def decodeIdentifier(data, transferSyntax):
     if data is None:
         raise BadIdentifier("the request has no identifier", UNABLE_TO_PROCESS)
     try:
-        return decodeDataset(data, transferSyntax, maxInflated=MEMORY_LIMIT)
+        return decodePeerDataset(data, transferSyntax)
     except ValueError as e:
         raise BadIdentifier(str(e), UNABLE_TO_PROCESS) from e
 

@@ -43,8 +43,7 @@ from pacscore.dicom.commands import (
     DUPLICATE_SOP_INSTANCE, INVALID_ATTRIBUTE_VALUE, INVALID_OBJECT_INSTANCE, MISSING_ATTRIBUTE,
     MISSING_ATTRIBUTE_VALUE, NO_SUCH_OBJECT_INSTANCE, PROCESSING_FAILURE)
 from pacscore.converters.elements import ensureUnicode
-from pacscore.dicom.datasets import IdentifierError, decodeDataset, encodeDataset
-from pacscore.dicom.sinks import MEMORY_LIMIT
+from pacscore.dicom.datasets import IdentifierError, decodeDataset, decodePeerDataset, encodeDataset
 from pacscore.dicom.uids import isUID
 
 MPPS = "1.2.840.10008.3.1.2.3.3"
@@ -297,7 +296,7 @@ class MppsService:
         if dataset is None:
             raise StepRefused("no data set", MISSING_ATTRIBUTE)
         try:
-            return decodeDataset(bytes(dataset.data), protocol.association.contexts[contextId][1], maxInflated=MEMORY_LIMIT)
+            return decodePeerDataset(bytes(dataset.data), protocol.association.contexts[contextId][1])
         except IdentifierError as e:
             raise StepRefused(str(e), PROCESSING_FAILURE) from e
 

@@ -46,12 +46,11 @@ from pacscore.dicom.negotiation import PLAIN_TITLES
 from pacscore.converters.hooks import LEFT_OUT
 from pacscore.db.errors import DATABASE_FAILURES, databaseMessage
 from pacscore.db.query import hasValuesToMatch
-from pacscore.dicom.datasets import IdentifierError, decodeDataset, encodeDataset
+from pacscore.dicom.datasets import IdentifierError, decodePeerDataset, encodeDataset
 from pacscore.dicom.find import DESTROYED, convertIdentifier
 from pacscore.dicom.identifiers import BadIdentifier, checkRetrieveKeys, readRequest, retrieveKeys
 from pacscore.dicom.models import modelOf
 from pacscore.dicom.protocol import ESTABLISHED
-from pacscore.dicom.sinks import MEMORY_LIMIT
 from pacscore.dicom.storeddata import (
     STREAMED_OBJECT, StoredData, closeIfStored, goesAsStored, openStored, renamed)
 from pacscore.dicom.virtual import takeServerMask
@@ -263,7 +262,7 @@ class RetrieveService:
             self._check(protocol, command)
             lost = []
             if self.virtual is not None:
-                fetch = await self.virtual.fetch(sopClass, decodeDataset(data, syntax, maxInflated=MEMORY_LIMIT), mask)
+                fetch = await self.virtual.fetch(sopClass, decodePeerDataset(data, syntax), mask)
                 fetched += fetch.arrived
                 lost = fetch.lost
             instances = await self.index.queryForPeer(self.query.instances, request.level,

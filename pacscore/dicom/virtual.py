@@ -53,10 +53,9 @@ from pacscore.dicom import commands
 from pacscore.db.query import COMPUTED_COUNTS, COMPUTED_LISTS, QueryKey
 from pacscore.dicom.client import associateNode
 from pacscore.dicom.negotiation import PLAIN_TITLES, TitleStyle
-from pacscore.dicom.datasets import IdentifierError, decodeDataset, encodeDataset
+from pacscore.dicom.datasets import IdentifierError, decodeDataset, decodePeerDataset, encodeDataset
 from pacscore.dicom.models import (
     PATIENT_ROOT_FIND, PATIENT_ROOT_MOVE, STUDY_ROOT_FIND, STUDY_ROOT_MOVE, modelOf)
-from pacscore.dicom.sinks import MEMORY_LIMIT
 from pacscore.storage.patientids import kodakToNKI, nkiToKodak
 
 SUCCESS = 0x0000
@@ -125,7 +124,7 @@ def takeServerMask(data, transferSyntax):
     if data is None or not any(tag in data for tag in _SERVER_MASK_TAGS):
         return data, None
     try:
-        dataset = decodeDataset(data, transferSyntax, maxInflated=MEMORY_LIMIT)
+        dataset = decodePeerDataset(data, transferSyntax)
     except IdentifierError:
         return data, None
     element = dataset.get(SERVER_MASK)

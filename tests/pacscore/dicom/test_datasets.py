@@ -5,7 +5,7 @@ import zlib
 
 from twisted.trial import unittest
 
-from pacscore.dicom.datasets import IdentifierError, decodeDataset, encodeDataset
+from pacscore.dicom.datasets import IdentifierError, decodeDataset, decodePeerDataset, encodeDataset
 from pacscore.dicom.sinks import MEMORY_LIMIT
 from pacscore.storage.attributes import DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN as DEFLATED
 
@@ -54,12 +54,12 @@ class DeflatedTests(unittest.TestCase):
 
         self.patch(zlib, "decompressobj", Inflater)
         with self.assertRaises(IdentifierError) as raised:
-            decodeDataset(bomb, DEFLATED, maxInflated=MEMORY_LIMIT)
+            decodePeerDataset(bomb, DEFLATED)
         self.assertIn("inflates to more than 16 MB", str(raised.exception))
         self.assertEqual(asked, [MEMORY_LIMIT + 1])
 
     def test_storedObjectsUnbounded(self):
-        """Without maxInflated (a stored object's callers) any size is inflated."""
+        """Without maxInflated (a stored object's callers, not decodePeerDataset) any size is inflated."""
         dataset = decodeDataset(deflatedWithZeros(MEMORY_LIMIT + 2), DEFLATED)
         self.assertEqual(len(dataset[0x00091001].value), MEMORY_LIMIT + 2)
 

@@ -29,7 +29,7 @@ import os
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from sqlalchemy import Column, Double, String, Table, select
-from twisted.internet import defer
+from twisted.internet import defer, threads
 from twisted.logger import Logger
 
 from pacscore.codecs.syntaxes import UNCOMPRESSED
@@ -61,8 +61,8 @@ class BadCommitmentRequest(Exception):
 
 
 def readCommitmentRequest(command, data, syntax):
-    """``(transaction UID, [(SOP class, SOP instance)])`` of an N-ACTION-RQ;
-    BadCommitmentRequest with the status to answer otherwise."""
+    """In a worker: ``(transaction UID, [(SOP class, SOP instance)])`` of an
+    N-ACTION-RQ; BadCommitmentRequest with the status to answer otherwise."""
     if command.get(commands.REQUESTED_SOP_CLASS_UID) != STORAGE_COMMITMENT:
         raise BadCommitmentRequest("not a Storage Commitment Push Model request", NO_SUCH_SOP_CLASS)
     if command.get(commands.REQUESTED_SOP_INSTANCE_UID) != STORAGE_COMMITMENT_INSTANCE:
@@ -214,15 +214,19 @@ class CommitmentService:
         self._retries = {}  # (transaction, requestor) -> the call reporting it again
 
     def handle(self, protocol, contextId, command, dataset):
+        return defer.ensureDeferred(self._handle(protocol, contextId, command, dataset))
+
+    async def _handle(self, protocol, contextId, command, dataset):
         _, syntax = protocol.association.contexts[contextId]
         data = None if dataset is None else bytes(dataset.data)
-        try:
-            transaction, references = readCommitmentRequest(command, data, syntax)
+        try:  # in a worker: a big data set decodes for seconds
+            transaction, references = await threads.deferToThreadPool(
+                self.reactor, self.reactor.getThreadPool(), readCommitmentRequest, command, data, syntax)
         except BadCommitmentRequest as e:
             self.log.warn("{peer}: storage commitment refused: {error}", peer=protocol.peerName(), error=e)
             protocol.sendMessage(contextId, self._response(command, e.status, {commands.ERROR_COMMENT: str(e)[:64]}))
-            return None
-        return defer.ensureDeferred(self._accept(protocol, contextId, command, syntax, transaction, references))
+            return
+        await self._accept(protocol, contextId, command, syntax, transaction, references)
 
     async def _accept(self, protocol, contextId, command, syntax, transaction, references):
         requestor = protocol.association.callingAE

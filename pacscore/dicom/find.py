@@ -20,7 +20,7 @@ from pacscore.debuglog import IDENTIFIERS, serverLog
 from pacscore.converters.hooks import LEFT_OUT
 from pacscore.dicom import commands
 from pacscore.dicom.datasets import IdentifierError, decodePeerDataset
-from pacscore.dicom.identifiers import UNABLE_TO_PROCESS, BadIdentifier, MatchEncoder, readRequest
+from pacscore.dicom.identifiers import UNABLE_TO_PROCESS, BadIdentifier, MatchEncoder, decodeIdentifier, readRequest
 from pacscore.dicom.models import modelOf
 from pacscore.dicom.protocol import AWAITING_CLOSE
 from pacscore.dicom.timing import timed
@@ -160,8 +160,9 @@ class FindService:
             data = await convertIdentifier(self.requestHook, self.clock, protocol, dataset, syntax)
             if data is DESTROYED:
                 return sendResponse(protocol, contextId, command, SUCCESS)
-            data, mask = takeServerMask(data, syntax)
-            request = readRequest(data, syntax, modelOf(sopClass).levels, self.query.columnVRs)
+            identifier, request, mask = await threads.deferToThreadPool(
+                self.clock, self.clock.getThreadPool(), readIdentifier, data, syntax, modelOf(sopClass).levels,
+                self.query.columnVRs)
         except BadIdentifier as e:
             self.log.warn("{peer}: C-FIND refused: {error}", peer=protocol.peerName(), error=e)
             return sendResponse(protocol, contextId, command, e.status, comment=str(e))
@@ -172,16 +173,16 @@ class FindService:
         matches = timed(self.index.queryForPeer(self._matches, request, unmatched), self.counters,
                         "queryTime").addCallback(self._prefetching, encoder)
         if self.virtual is not None:
-            matches = defer.ensureDeferred(self._withVirtualServers(matches, sopClass, data, syntax, request, keep,
-                                                                    mask))
+            matches = defer.ensureDeferred(self._withVirtualServers(matches, sopClass, identifier, syntax, request,
+                                                                    keep, mask))
         await answerFind(protocol, contextId, command, matches,
                          self.clock, self.log, f"C-FIND {modelOf(sopClass).name} at {request.level} level",
                          unmatched)
 
-    async def _withVirtualServers(self, matches, sopClass, data, syntax, request, keep, mask):
+    async def _withVirtualServers(self, matches, sopClass, identifier, syntax, request, keep, mask):
         """Our matches, then the new ones of the virtual servers (of ``mask``)."""
         local = await matches
-        remote = await self.virtual.find(sopClass, decodePeerDataset(data, syntax), mask)
+        remote = await self.virtual.find(sopClass, identifier, mask)
         return await threads.deferToThreadPool(self.clock, self.clock.getThreadPool(), self._merged,
                                                local, remote, request.level, syntax, keep)
 
@@ -272,6 +273,16 @@ def _describe(encoded, transferSyntax):
         except IdentifierError as e:
             texts.append(f"(cannot be decoded: {e})")
     return texts
+
+
+def readIdentifier(data, transferSyntax, levels, columnVRs=None):
+    """In a worker (a big identifier decodes for seconds): ``(identifier,
+    request, mask)`` of an identifier's bytes, decoded once: the Dataset
+    without its virtual server mask, its ``Request`` (``readRequest``) and
+    the mask (``takeServerMask``).  Raises ``BadIdentifier``."""
+    identifier = decodeIdentifier(data, transferSyntax)
+    mask = takeServerMask(identifier)
+    return identifier, readRequest(identifier, transferSyntax, levels, columnVRs), mask
 
 
 async def convertRequest(hook, reactor, data, transferSyntax, callingAE, calledAE, moveDestination=None):

@@ -176,12 +176,12 @@ def checkKeys(keys):
         raise BadIdentifier(f"{total} values in all keys, at most {MAX_TOTAL_VALUES}", UNABLE_TO_PROCESS)
 
 
-def readRequest(data, transferSyntax, levels, columnVRs=None):
-    """The ``Request`` of an identifier; ``levels`` are those its model
+def readRequest(dataset, transferSyntax, levels, columnVRs=None):
+    """The ``Request`` of an identifier (a Dataset, ``decodeIdentifier``
+    of its bytes in ``transferSyntax``); ``levels`` are those its model
     allows; ``columnVRs``: see ``datasetKeys``.
 
     Raises ``BadIdentifier``."""
-    dataset = decodeIdentifier(data, transferSyntax)
     level = str(dataset.get("QueryRetrieveLevel", "") or "").strip().upper()
     if level not in levels:
         raise BadIdentifier(f"Query/Retrieve Level {level!r} is not one of {', '.join(levels)}",

@@ -33,7 +33,7 @@ which get it once it was answered.
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 from sqlalchemy import Column, Double, Index, String, Table, select
-from twisted.internet import defer
+from twisted.internet import defer, threads
 from twisted.logger import Logger
 
 from pacscore.codecs.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN
@@ -205,8 +205,9 @@ class MppsService:
 
     log = Logger()
 
-    def __init__(self, steps, uidPrefix=None, counters=None, worklist=None, forwarder=None):
+    def __init__(self, steps, reactor, uidPrefix=None, counters=None, worklist=None, forwarder=None):
         self.steps = steps
+        self.reactor = reactor  # its thread pool decodes the data sets
         self.worklist = worklist  # WorklistItems
         self.forwarder = forwarder  # MppsForwarder
         self.uidPrefix = uidPrefix
@@ -223,7 +224,7 @@ class MppsService:
         try:
             if not isUID(uid):
                 raise StepRefused(f"{uid!r} is no SOP Instance UID", INVALID_OBJECT_INSTANCE)
-            data = self._decode(protocol, contextId, dataset)
+            data = await self._decode(protocol, contextId, dataset)
             if stepStatus(data, required=True) != IN_PROGRESS:
                 raise StepRefused("a step is created IN PROGRESS", INVALID_ATTRIBUTE_VALUE)
             checkRequired(data)
@@ -244,7 +245,7 @@ class MppsService:
     async def _set(self, protocol, contextId, command, dataset):
         uid = command.get(commands.REQUESTED_SOP_INSTANCE_UID, "")
         try:
-            changes = self._decode(protocol, contextId, dataset)
+            changes = await self._decode(protocol, contextId, dataset)
             stepStatus(changes, required=False)
             refused = [name for tag, name in NOT_SET.items() if tag in changes]
             if refused:
@@ -292,11 +293,14 @@ class MppsService:
             self.log.info("MPPS {uid}: worklist item(s) {accessions} now {status}", uid=uid,
                           accessions=", ".join(marked), status=SCHEDULED_STEP_STATUS[status])
 
-    def _decode(self, protocol, contextId, dataset):
+    async def _decode(self, protocol, contextId, dataset):
+        """The Dataset of an N-CREATE or N-SET, decoded in a worker (a big
+        one takes seconds)."""
         if dataset is None:
             raise StepRefused("no data set", MISSING_ATTRIBUTE)
         try:
-            return decodePeerDataset(bytes(dataset.data), protocol.association.contexts[contextId][1])
+            return await threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), decodePeerDataset,
+                                                   bytes(dataset.data), protocol.association.contexts[contextId][1])
         except IdentifierError as e:
             raise StepRefused(str(e), PROCESSING_FAILURE) from e
 

@@ -46,14 +46,13 @@ from pacscore.dicom.negotiation import PLAIN_TITLES
 from pacscore.converters.hooks import LEFT_OUT
 from pacscore.db.errors import DATABASE_FAILURES, databaseMessage
 from pacscore.db.query import hasValuesToMatch
-from pacscore.dicom.datasets import IdentifierError, decodePeerDataset, encodeDataset
-from pacscore.dicom.find import DESTROYED, convertIdentifier
-from pacscore.dicom.identifiers import BadIdentifier, checkRetrieveKeys, readRequest, retrieveKeys
+from pacscore.dicom.datasets import IdentifierError, encodeDataset
+from pacscore.dicom.find import DESTROYED, convertIdentifier, readIdentifier
+from pacscore.dicom.identifiers import BadIdentifier, checkRetrieveKeys, retrieveKeys
 from pacscore.dicom.models import modelOf
 from pacscore.dicom.protocol import ESTABLISHED
 from pacscore.dicom.storeddata import (
     STREAMED_OBJECT, StoredData, closeIfStored, goesAsStored, openStored, renamed)
-from pacscore.dicom.virtual import takeServerMask
 from pacscore.logfiles import userEvents
 from pacscore.storage.attributes import DatasetError
 from pacscore.storage.reader import Missing, StoredObject
@@ -256,13 +255,13 @@ class RetrieveService:
                 self.log.info("{peer}: {operation} answered with nothing: destroyed by {key}", peer=peer,
                               operation=self.operation, key=self.requestHook.script.key)
                 return respond(SUCCESS, Progress(0))
-            data, mask = takeServerMask(data, syntax)
-            request = readRequest(data, syntax, modelOf(sopClass).levels)
+            identifier, request, mask = await self.workers.deferToWorker(readIdentifier, data, syntax,
+                                                                         modelOf(sopClass).levels)
             checkRetrieveKeys(request)
             self._check(protocol, command)
             lost = []
             if self.virtual is not None:
-                fetch = await self.virtual.fetch(sopClass, decodePeerDataset(data, syntax), mask)
+                fetch = await self.virtual.fetch(sopClass, identifier, mask)
                 fetched += fetch.arrived
                 lost = fetch.lost
             instances = await self.index.queryForPeer(self.query.instances, request.level,

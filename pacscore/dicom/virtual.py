@@ -53,7 +53,7 @@ from pacscore.dicom import commands
 from pacscore.db.query import COMPUTED_COUNTS, COMPUTED_LISTS, QueryKey
 from pacscore.dicom.client import associateNode
 from pacscore.dicom.negotiation import PLAIN_TITLES, TitleStyle
-from pacscore.dicom.datasets import IdentifierError, decodeDataset, decodePeerDataset, encodeDataset
+from pacscore.dicom.datasets import decodeDataset, encodeDataset
 from pacscore.dicom.models import (
     PATIENT_ROOT_FIND, PATIENT_ROOT_MOVE, STUDY_ROOT_FIND, STUDY_ROOT_MOVE, modelOf)
 from pacscore.storage.patientids import kodakToNKI, nkiToKodak
@@ -64,7 +64,6 @@ MAX_SERVERS = 10
 UIDS_PER_MOVE = 64
 CHUNK = 500  # UIDs per SELECT ... IN (SQLite's variable limit)
 SERVER_MASK = 0x99990802  # Conquest's control element: bit N asks VirtualServerForN
-_SERVER_MASK_TAGS = (b"\x99\x99\x02\x08", b"\x99\x99\x08\x02")  # as little and big endian bytes
 
 UNIQUE_KEYS = {"PATIENT": "PatientID", "STUDY": "StudyInstanceUID", "SERIES": "SeriesInstanceUID",
                "IMAGE": "SOPInstanceUID"}
@@ -116,27 +115,19 @@ def serversFrom(ini, log):
     return servers
 
 
-def takeServerMask(data, transferSyntax):
-    """``(identifier, mask)``: the identifier bytes without a (9999,0802)
-    control element and the mask it held, or ``(data, None)`` without one
-    (or with one that holds no number, which is dropped all the same).
-    Undecodable data is left to the request's reader to refuse."""
-    if data is None or not any(tag in data for tag in _SERVER_MASK_TAGS):
-        return data, None
-    try:
-        dataset = decodePeerDataset(data, transferSyntax)
-    except IdentifierError:
-        return data, None
-    element = dataset.get(SERVER_MASK)
+def takeServerMask(identifier):
+    """The mask a (9999,0802) control element of ``identifier`` (a
+    Dataset) held, the element removed; None without one (or with one
+    that holds no number, which is removed all the same)."""
+    element = identifier.get(SERVER_MASK)
     if element is None:
-        return data, None
-    del dataset[SERVER_MASK]
+        return None
+    del identifier[SERVER_MASK]
     value = element.value.decode("ascii", "replace") if isinstance(element.value, bytes) else str(element.value)
     try:
-        mask = int(value.strip(" \x00"))
+        return int(value.strip(" \x00"))
     except ValueError:
-        mask = None
-    return encodeDataset(dataset, transferSyntax), mask
+        return None
 
 
 def _rootClasses(sopClassUID):

@@ -8,12 +8,12 @@ browse pages (pacscore.web.browse).
 
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
+from twisted.internet import threads
 
 from pacscore.codecs.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN
 from pacscore.dicom.datasets import encodeDataset
-from pacscore.dicom.find import DESTROYED, RequestRejected, convertRequest, resultFilterFor
-from pacscore.dicom.identifiers import BadIdentifier, findIdentifier, readRequest
-from pacscore.dicom.virtual import takeServerMask
+from pacscore.dicom.find import DESTROYED, RequestRejected, convertRequest, readIdentifier, resultFilterFor
+from pacscore.dicom.identifiers import BadIdentifier, findIdentifier
 from pacscore.web.answers import WebError
 
 
@@ -32,8 +32,9 @@ async def convertedKeys(archive, caller, level, keys):
                                     caller, archive.aeTitle)
         if data is DESTROYED:
             return None
-        data, mask = takeServerMask(data, syntax)
-        return readRequest(data, syntax, (level,)).keys, mask
+        _, request, mask = await threads.deferToThreadPool(archive.reactor, archive.reactor.getThreadPool(),
+                                                           readIdentifier, data, syntax, (level,))
+        return request.keys, mask
     except RequestRejected as e:
         raise WebError(403, f"the search was {e}") from e
     except BadIdentifier as e:

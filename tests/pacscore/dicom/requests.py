@@ -2,6 +2,7 @@
 (pynetdicom's codecs stand in for a real SCU)."""
 
 import struct
+import threading
 
 from pynetdicom.pdu import A_ASSOCIATE_RQ
 from pynetdicom.pdu_primitives import (
@@ -11,7 +12,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 from pynetdicom.presentation import PresentationContext
 
-from pacscore.dicom import commands, pdu
+from pacscore.dicom import commands, datasets, pdu
 
 VERIFICATION = "1.2.840.10008.1.1"
 CT_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
@@ -121,3 +122,17 @@ def commitmentRequest(references, transaction=None):
         item.ReferencedSOPInstanceUID = sop
         request.ReferencedSOPSequence.append(item)
     return request
+
+
+def recordDecodes(testCase, marker):
+    """A list that gets, for each decode (``decodeDataset``) of a data set
+    whose bytes hold ``marker``, whether it ran in the reactor's thread."""
+    decodes = []
+    real = datasets.read_dataset
+
+    def reading(fp, *args, **kw):
+        if marker in fp.getvalue():
+            decodes.append(threading.current_thread() is threading.main_thread())
+        return real(fp, *args, **kw)
+    testCase.patch(datasets, "read_dataset", reading)
+    return decodes

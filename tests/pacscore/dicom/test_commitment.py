@@ -4,15 +4,16 @@ the table of requests whose report is still owed."""
 from types import SimpleNamespace
 
 from sqlalchemy import create_engine
+from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
 from pacscore.codecs.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN
 from pacscore.dicom import commands
 from pacscore.dicom.commitment import (
     INVALID_ARGUMENT_VALUE, NO_SUCH_ACTION, STORAGE_COMMITMENT, STORAGE_COMMITMENT_INSTANCE, BadCommitmentRequest,
-    PendingCommitments, readCommitmentRequest)
+    CommitmentService, PendingCommitments, readCommitmentRequest)
 from pacscore.dicom.datasets import encodeDataset
-from tests.pacscore.dicom.requests import commitmentRequest
+from tests.pacscore.dicom.requests import commitmentRequest, recordDecodes
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 
@@ -42,6 +43,24 @@ class ReadCommitmentRequestTests(unittest.TestCase):
             with self.assertRaises(BadCommitmentRequest) as caught:
                 readCommitmentRequest(command, data, EXPLICIT_VR_LITTLE_ENDIAN)
             self.assertEqual(caught.exception.status, status)
+
+
+class DecodeTests(unittest.TestCase):
+
+    @defer.inlineCallbacks
+    def test_decodedOffTheReactor(self):
+        """A request's data set (a big one decodes for seconds) is decoded in a worker."""
+        decodes = recordDecodes(self, b"9.9.424242")
+        sent = []
+        protocol = SimpleNamespace(association=SimpleNamespace(contexts={1: (STORAGE_COMMITMENT,
+                                                                             EXPLICIT_VR_LITTLE_ENDIAN)}),
+                                   peerName=lambda: "SCU", sendMessage=lambda *args: sent.append(args))
+        service = CommitmentService(SimpleNamespace(index=None), None, None, "PACS", {}, reactor)
+        dataset = SimpleNamespace(data=requestData("", [(CT, "9.9.424242")]))
+        yield service.handle(protocol, 1, actionCommand(), dataset)
+        self.assertEqual(decodes, [False])
+        [(_, response)] = sent
+        self.assertEqual(response[commands.STATUS], INVALID_ARGUMENT_VALUE)
 
 
 class PendingCommitmentsTests(unittest.TestCase):

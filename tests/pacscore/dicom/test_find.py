@@ -14,7 +14,7 @@ from pacscore.dicom.find import CANCELLED, ENCODED
 from pacscore.dicom.identifiers import UNABLE_TO_PROCESS, MatchEncoder
 from pacscore.dicom.models import STUDY_ROOT_FIND, STUDY_ROOT_GET, STUDY_ROOT_MOVE
 from tests.pacscore.control.running import RunningArchive
-from tests.pacscore.dicom.requests import IMPLICIT
+from tests.pacscore.dicom.requests import IMPLICIT, recordDecodes
 
 
 class IndexOutage:
@@ -57,6 +57,31 @@ class IndexOutage:
         """The lines logged at error level or above, and the tracebacks."""
         return ([formatEvent(e) for e in self.events if e["log_level"].name in ("error", "critical")],
                 [e for e in self.events if "log_failure" in e])
+
+
+def maskedIdentifier():
+    """A Study Root identifier holding a virtual server mask (9999,0802),
+    its Study Instance UID ``9.9.424242``."""
+    identifier = IndexOutage().identifier()
+    identifier.StudyInstanceUID = "9.9.424242"
+    identifier.add_new(0x99990802, "IS", "0")
+    return identifier
+
+
+class IdentifierDecodeTests(unittest.TestCase):
+    """A peer's identifier is decoded once, in a worker thread: a big one
+    decodes for seconds, which would hold every association."""
+
+    @defer.inlineCallbacks
+    def test_decodedOnceOffTheReactor(self):
+        running = RunningArchive(self, listen=True)
+        client = yield associate(reactor, "127.0.0.1", running.port, "SCU", running.ae,
+                                 [(STUDY_ROOT_FIND, [IMPLICIT])])
+        self.addCleanup(client.release)
+        decodes = recordDecodes(self, b"9.9.424242")
+        status = yield client.find(STUDY_ROOT_FIND, maskedIdentifier())
+        self.assertEqual(status, 0)
+        self.assertEqual(decodes, [False])
 
 
 class IndexOutageTests(unittest.TestCase):

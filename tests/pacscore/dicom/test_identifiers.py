@@ -15,8 +15,8 @@ from pacscore.db.query import QueryKey
 from pacscore.dicom import identifiers
 from pacscore.dicom.datasets import decodeDataset, encodeDataset
 from pacscore.dicom.identifiers import (
-    IDENTIFIER_DOES_NOT_MATCH, UNABLE_TO_PROCESS, BadIdentifier, MatchEncoder, Request, findIdentifier,
-    readRequest, responseCharacterSet)
+    IDENTIFIER_DOES_NOT_MATCH, UNABLE_TO_PROCESS, BadIdentifier, MatchEncoder, Request, decodeIdentifier,
+    findIdentifier, readRequest, responseCharacterSet)
 from pacscore.dicom.models import ALL_LEVELS
 from pacscore.testing.mutations import mutated
 from tests.pacscore.db import test_query
@@ -33,13 +33,18 @@ def identifier(**keys):
     return ds
 
 
+
+def decodedRequest(data, transferSyntax, levels, columnVRs=None):
+    """``readRequest`` of identifier bytes, as a C-FIND's (pacscore.dicom.find.readIdentifier)."""
+    return readRequest(decodeIdentifier(data, transferSyntax), transferSyntax, levels, columnVRs)
+
 class ReadRequestTests(unittest.TestCase):
 
     def test_keysAsUnicode(self):
         ds = identifier(SpecificCharacterSet="ISO_IR 100", QueryRetrieveLevel="PATIENT",
                         PatientName="Müller*", PatientID="", ModalitiesInStudy=["CT", "MR"],
                         ReferencedStudySequence=[])
-        request = readRequest(encodeDataset(ds, IMPLICIT), IMPLICIT, ALL_LEVELS)
+        request = decodedRequest(encodeDataset(ds, IMPLICIT), IMPLICIT, ALL_LEVELS)
         self.assertEqual(request.level, "PATIENT")
         self.assertEqual(request.characterSet, "ISO_IR 100")
         self.assertEqual(request.keys, [QueryKey(0x00080061, "CS", "CT\\MR"),
@@ -53,7 +58,7 @@ class ReadRequestTests(unittest.TestCase):
         key = b"*\x1b$)A" + "王".encode("gb2312") + b"*"
         ds = identifier(SpecificCharacterSet=["", "ISO 2022 IR 58"], QueryRetrieveLevel="PATIENT")
         ds[0x00100010] = RawDataElement(BaseTag(0x00100010), "PN", len(key), key, 0, False, True)
-        request = readRequest(encodeDataset(ds, EXPLICIT), EXPLICIT, ALL_LEVELS)
+        request = decodedRequest(encodeDataset(ds, EXPLICIT), EXPLICIT, ALL_LEVELS)
         self.assertEqual(request.keys, [QueryKey(0x00100010, "PN", "*王*")])
 
     def test_privateKeyOfAColumnInImplicitVR(self):
@@ -67,7 +72,7 @@ class ReadRequestTests(unittest.TestCase):
         ds.add_new(0x00291111, "US", 300)
         ds.add_new(0x00291112, "LO", "unknown")
         columnVRs = {0x00291110: "LO", 0x00291111: "US", 0x00100020: "LO"}
-        request = readRequest(encodeDataset(ds, IMPLICIT), IMPLICIT, ALL_LEVELS, columnVRs)
+        request = decodedRequest(encodeDataset(ds, IMPLICIT), IMPLICIT, ALL_LEVELS, columnVRs)
         self.assertEqual(request.keys[1:], [QueryKey(0x00291110, "LO", "xç*"), QueryKey(0x00291111, "US", "300"),
                                             QueryKey(0x00291112, "UN", "")])
         encoder = MatchEncoder(Request("IMAGE", request.keys[1:2], ""), "PACS", EXPLICIT)
@@ -83,7 +88,7 @@ class ReadRequestTests(unittest.TestCase):
         ds.add_new(0x00291110, "OB", b"ab\x00\x01cd")
         ds.add_new(0x00291111, "OB", b"ABCDEF")
         columnVRs = {0x00291110: "LO", 0x00291111: "UL"}
-        request = readRequest(encodeDataset(ds, IMPLICIT), IMPLICIT, ALL_LEVELS, columnVRs)
+        request = decodedRequest(encodeDataset(ds, IMPLICIT), IMPLICIT, ALL_LEVELS, columnVRs)
         self.assertEqual(request.keys[1:], [QueryKey(0x00291110, "LO", ""), QueryKey(0x00291111, "UL", "")])
 
     def test_privateCreatorEchoed(self):
@@ -95,7 +100,7 @@ class ReadRequestTests(unittest.TestCase):
         ds.add_new(0x00090010, "LO", "GEMS_IDEN_01")
         ds.add_new(0x00091001, "LO", "")
         for syntax in (IMPLICIT, EXPLICIT):
-            request = readRequest(encodeDataset(ds, syntax), syntax, ALL_LEVELS)
+            request = decodedRequest(encodeDataset(ds, syntax), syntax, ALL_LEVELS)
             answer = decodeDataset(MatchEncoder(request, "PACS", EXPLICIT).encode({0x0020000D: "1.2"}), EXPLICIT)
             self.assertEqual((answer[0x00090010].VR, answer[0x00090010].value), ("LO", "GEMS_IDEN_01"))
             self.assertEqual((answer[0x00091001].VR, answer[0x00091001].value), ("LO", ""))
@@ -105,7 +110,7 @@ class ReadRequestTests(unittest.TestCase):
         (PS3.4 C.2.2.2): no key (so not one the index cannot match, which
         makes 0xFF01) and not in the answers, where it may not be empty."""
         ds = identifier(QueryRetrieveLevel="STUDY", TimezoneOffsetFromUTC="+0100", StudyDate="")
-        request = readRequest(encodeDataset(ds, EXPLICIT), EXPLICIT, ALL_LEVELS)
+        request = decodedRequest(encodeDataset(ds, EXPLICIT), EXPLICIT, ALL_LEVELS)
         self.assertEqual(request.keys, [QueryKey(0x00080020, "DA", "")])
         answer = MatchEncoder(request, "PACS", EXPLICIT).dataset({0x00080020: "20240102", 0x0020000D: "1.2"})
         self.assertNotIn(0x00080201, answer)
@@ -118,18 +123,18 @@ class ReadRequestTests(unittest.TestCase):
         nested.ConceptNameCodeSequence = [code]
         ds = identifier(QueryRetrieveLevel="STUDY", ProcedureCodeSequence=[code],
                         ReferencedStudySequence=[empty], RequestAttributesSequence=[nested])
-        request = readRequest(encodeDataset(ds, EXPLICIT), EXPLICIT, ALL_LEVELS)
+        request = decodedRequest(encodeDataset(ds, EXPLICIT), EXPLICIT, ALL_LEVELS)
         self.assertEqual([(key.tag, key.itemValues) for key in request.keys],
                          [(0x00081032, True), (0x00081110, False), (0x00400275, True)])
 
     def test_levelOutsideTheModel(self):
         data = encodeDataset(identifier(QueryRetrieveLevel="PATIENT"), EXPLICIT)
-        error = self.assertRaises(BadIdentifier, readRequest, data, EXPLICIT, ("STUDY", "SERIES", "IMAGE"))
+        error = self.assertRaises(BadIdentifier, decodedRequest, data, EXPLICIT, ("STUDY", "SERIES", "IMAGE"))
         self.assertEqual(error.status, IDENTIFIER_DOES_NOT_MATCH)
 
     def test_missingOrGarbage(self):
         for data in (None, b"\x08\x00\x52\x00\xff\xff\xff\x7f"):
-            error = self.assertRaises(BadIdentifier, readRequest, data, IMPLICIT, ALL_LEVELS)
+            error = self.assertRaises(BadIdentifier, decodedRequest, data, IMPLICIT, ALL_LEVELS)
             self.assertEqual(error.status, UNABLE_TO_PROCESS)
 
     def readStudyRequest(self, syntax=IMPLICIT, **keys):
@@ -138,7 +143,7 @@ class ReadRequestTests(unittest.TestCase):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             data = encodeDataset(identifier(QueryRetrieveLevel="STUDY", **keys), syntax)
-            return readRequest(data, syntax, ALL_LEVELS)
+            return decodedRequest(data, syntax, ALL_LEVELS)
 
     def test_tooManyValues(self):
         """More than 500 values in a key, 10000 in a UID list: refused as
@@ -184,7 +189,7 @@ class ReadRequestTests(unittest.TestCase):
             for _ in range(2000):
                 data, syntax = rng.choice(sources)
                 try:
-                    readRequest(mutated(rng, data), syntax, ALL_LEVELS)
+                    decodedRequest(mutated(rng, data), syntax, ALL_LEVELS)
                 except BadIdentifier:
                     refused += 1
         self.assertGreater(refused, 1000)
@@ -194,7 +199,7 @@ class RetrieveKeysTests(unittest.TestCase):
     """What a C-MOVE/C-GET identifier selects: its unique keys only."""
 
     def request(self, level, **keys):
-        return readRequest(encodeDataset(identifier(QueryRetrieveLevel=level, **keys), IMPLICIT),
+        return decodedRequest(encodeDataset(identifier(QueryRetrieveLevel=level, **keys), IMPLICIT),
                            IMPLICIT, ALL_LEVELS)
 
     def test_aListOfEmptyValuesIsNoUniqueKey(self):

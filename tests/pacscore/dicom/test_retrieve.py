@@ -33,7 +33,8 @@ from pacscore.storage.devices import MagDevice
 from pacscore.storage.reader import Missing, ObjectReader, StoredObject
 from tests.pacscore.codecs.test_transcode import split
 from tests.pacscore.control.running import RunningArchive
-from tests.pacscore.dicom.test_find import IndexOutage
+from tests.pacscore.dicom.requests import recordDecodes
+from tests.pacscore.dicom.test_find import IndexOutage, maskedIdentifier
 from tests.pacscore.export.fixtures import SyncWorkers
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
@@ -62,6 +63,21 @@ def moveStudyToItself(test, running, studyUID, **keys):
         setattr(identifier, keyword, value)
     answer = yield client.move(STUDY_ROOT_MOVE, identifier, running.ae)
     return answer
+
+
+class IdentifierDecodeTests(unittest.TestCase):
+    """A C-GET's identifier is decoded once, in a worker thread."""
+
+    @defer.inlineCallbacks
+    def test_decodedOnceOffTheReactor(self):
+        running = RunningArchive(self, listen=True)
+        client = yield associate(reactor, "127.0.0.1", running.port, "SCU", running.ae,
+                                 [(STUDY_ROOT_GET, [IMPLICIT])])
+        self.addCleanup(client.release)
+        decodes = recordDecodes(self, b"9.9.424242")
+        command, _ = yield client.get(STUDY_ROOT_GET, maskedIdentifier())
+        self.assertEqual(command[commands.STATUS], 0)
+        self.assertEqual(decodes, [False])
 
 
 class ContextsTests(unittest.TestCase):

@@ -83,17 +83,15 @@ class VirtualServerTests(unittest.TestCase):
         self.assertTrue(association.released)
 
     def test_takeServerMask(self):
-        for syntax in (EXPLICIT, "1.2.840.10008.1.2", "1.2.840.10008.1.2.2"):
-            request = study("1.1")
-            plain = encodeDataset(request, syntax)
-            self.assertEqual(takeServerMask(plain, syntax), (plain, None))
-            request.add_new(SERVER_MASK, "IS", "5")
-            data, mask = takeServerMask(encodeDataset(request, syntax), syntax)
-            self.assertEqual((data, mask), (plain, 5))
-            del request[SERVER_MASK]
-            request.add_new(SERVER_MASK, "LO", "x")
-            self.assertEqual(takeServerMask(encodeDataset(request, syntax), syntax), (plain, None))
-        self.assertEqual(takeServerMask(None, EXPLICIT), (None, None))
+        request = study("1.1")
+        self.assertIsNone(takeServerMask(request))
+        self.assertEqual(request, study("1.1"))
+        request.add_new(SERVER_MASK, "IS", "5")
+        self.assertEqual(takeServerMask(request), 5)
+        self.assertEqual(request, study("1.1"))
+        request.add_new(SERVER_MASK, "LO", "x")
+        self.assertIsNone(takeServerMask(request))
+        self.assertEqual(request, study("1.1"))
 
     def test_rootClasses(self):
         self.assertEqual(_rootClasses(STUDY_ROOT_GET), (STUDY_ROOT_FIND, STUDY_ROOT_MOVE))

@@ -26,8 +26,10 @@ server's ``SCRIPT_NAME``, in place of pacs's own ``/cgi-bin/dgate``.
 """
 
 import http.client
+import os
 import ssl
 import sys
+from urllib.parse import quote
 
 from pacscore.control.endpoint import LOOPBACK, hostAndPort
 from pacscore.web import DEFAULT_WEB_ENDPOINT, DEFAULT_WEB_PORT
@@ -40,6 +42,8 @@ PASSED_REQUEST_HEADERS = (("Content-Type", "CONTENT_TYPE"), ("Authorization", "H
                           ("Host", "HTTP_HOST"), ("Origin", "HTTP_ORIGIN"), ("Sec-Fetch-Site", "HTTP_SEC_FETCH_SITE"))
 TIMEOUT = 600
 CHUNK = 1 << 16
+# what a query string keeps as it is: RFC 3986's reserved characters and its escapes
+QUERY_SAFE = "/?:@!$&'()*+,;=%"
 
 
 def isCGIRequest(argv, environ):
@@ -84,20 +88,38 @@ def _relay(write, answer, url, script):
     return 0
 
 
-class BodyEnded(Exception):
-    """Standard input ended before the ``CONTENT_LENGTH`` bytes of a POST
-    body (the browser broke off its upload)."""
+class BadBody(Exception):
+    """A POST body that cannot be passed on: standard input ended before
+    its ``CONTENT_LENGTH`` bytes (the browser broke off its upload), or
+    ``CONTENT_LENGTH`` is not a length."""
+
+
+def _query(environ):
+    """``QUERY_STRING`` as a request target takes it: a web server passes
+    on what the browser sent, which may hold spaces or raw bytes (a name
+    typed as ``M\xfcller``, given to Python's environment as surrogates);
+    these are escaped, the escapes already there kept."""
+    return quote(os.fsencode(environ.get("QUERY_STRING", "")), safe=QUERY_SAFE)
+
+
+def _length(environ):
+    """The POST body's length, ``CONTENT_LENGTH``; ``BadBody`` when that
+    is not a length."""
+    text = environ.get("CONTENT_LENGTH") or "0"
+    if not text.isdigit():
+        raise BadBody(f"CONTENT_LENGTH {text!r} is not the length of a POST body")
+    return int(text)
 
 
 def _posted(stdin, length):
     """The ``length`` bytes of a POST body from ``stdin``, a chunk at a
-    time; ``BodyEnded`` when it ends before, so that the server is not left
+    time; ``BadBody`` when it ends before, so that the server is not left
     waiting for the rest."""
     left = length
     while left > 0:
         chunk = stdin.read(min(CHUNK, left))
         if not chunk:
-            raise BodyEnded(f"the POST body ended after {length - left} of its {length} bytes (CONTENT_LENGTH)")
+            raise BadBody(f"the POST body ended after {length - left} of its {length} bytes (CONTENT_LENGTH)")
         left -= len(chunk)
         yield chunk
 
@@ -163,19 +185,20 @@ def runCGI(ini, environ, stdin, write):
                 f"dgate: bad WebEndpoint {ini.get('WebEndpoint', '')}: {e}\n".encode())
         return 1
     address = f"[{host}]" if ":" in host else host
-    path = f"{SCRIPT}?{environ.get('QUERY_STRING', '')}"
+    path = f"{SCRIPT}?{_query(environ)}"
     url = f"{'https' if secure else 'http'}://{address}:{port}{path}"
     method = environ.get("REQUEST_METHOD", "GET").upper()
-    headers = {name: environ[variable] for name, variable in PASSED_REQUEST_HEADERS if environ.get(variable)}
+    headers = {name: os.fsencode(environ[variable]) for name, variable in PASSED_REQUEST_HEADERS
+               if environ.get(variable)}
     body = None
-    if method == "POST":
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-        body, headers["Content-Length"] = _posted(stdin, length), str(length)
     connection = _connection(secure, host, port)
     try:
+        if method == "POST":
+            length = _length(environ)
+            body, headers["Content-Length"] = _posted(stdin, length), str(length)
         with _ask(connection, method, path, body, headers) as response:
             return _relay(write, response, url, _scriptAddress(ini, environ))
-    except BodyEnded as e:
+    except BadBody as e:
         print(f"dgate: {e}", file=sys.stderr)
         _answer(write, 400, "Bad Request", [("Content-Type", "text/plain")], f"dgate: {e}\n".encode())
         return 1

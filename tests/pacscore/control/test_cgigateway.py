@@ -14,8 +14,10 @@ ENVIRONMENT = {"GATEWAY_INTERFACE": "CGI/1.1", "QUERY_STRING": "mode=top", "REQU
 
 class WebInterfaceTests(unittest.TestCase):
 
-    def relay(self, iniText):
-        """``(exit status, URL asked, CGI answer)`` of dgate under ``iniText``, no server answering."""
+    def relay(self, iniText, **environment):
+        """``(exit status, URL asked, CGI answer)`` of dgate under
+        ``iniText`` for a request of ``ENVIRONMENT`` changed by
+        ``environment``, no server answering."""
         asked = []
 
         def connection(secure, host, port):
@@ -26,7 +28,8 @@ class WebInterfaceTests(unittest.TestCase):
 
         self.patch(cgigateway, "_connection", connection)
         output = io.BytesIO()
-        status = runCGI(DicomIni.fromString(iniText, "/cgi-bin/dicom.ini"), ENVIRONMENT, io.BytesIO(), output.write)
+        status = runCGI(DicomIni.fromString(iniText, "/cgi-bin/dicom.ini"), dict(ENVIRONMENT, **environment),
+                        io.BytesIO(), output.write)
         return status, asked, output.getvalue().decode()
 
     def test_webServerFor(self):
@@ -47,3 +50,21 @@ class WebInterfaceTests(unittest.TestCase):
         status, asked, answer = self.relay("[sscscp]\n")
         self.assertEqual(asked, ["http://127.0.0.1:8080/cgi-bin/dgate?mode=top"])
         self.assertIn("at 127.0.0.1:8080, the default WebEndpoint (/cgi-bin/dicom.ini sets none) (", answer)
+
+    def test_queryEscaped(self):
+        """A web server passes on the query string as the browser sent it:
+        spaces and raw bytes (``M\xfcller`` in Latin-1, which Python's
+        environment holds as a surrogate) are escaped for the request to
+        the server, escapes already there kept."""
+        status, asked, answer = self.relay("[sscscp]\n", QUERY_STRING="mode=x&name=M\udcfcller b%20c&uid=1.2*")
+        self.assertEqual(asked, ["http://127.0.0.1:8080/cgi-bin/dgate?mode=x&name=M%FCller%20b%20c&uid=1.2*"])
+        self.assertIn("(connection refused)", answer)
+
+    def test_badContentLength(self):
+        """A POST whose CONTENT_LENGTH is not a length is a 400 that says so,
+        not a traceback."""
+        for length in ("12abc", "-5"):
+            status, asked, answer = self.relay("[sscscp]\n", REQUEST_METHOD="POST", CONTENT_LENGTH=length)
+            self.assertEqual((status, asked), (1, []))
+            self.assertIn("Status: 400 Bad Request", answer)
+            self.assertIn(f"dgate: CONTENT_LENGTH '{length}' is not the length of a POST body", answer)

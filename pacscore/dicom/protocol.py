@@ -205,7 +205,12 @@ class DicomProtocol(Protocol, TimeoutMixin):
         self._writePaused = True
 
     def resumeProducing(self):
+        """The transport sent all it was given: the peer is taking what we
+        write, so the DIMSE timeouts of our requests count from now (a large
+        data set on a slow link is not cut short for taking long to send)."""
         self._writePaused = False
+        for messageID, pending in self._requests.items():
+            self._armTimer(messageID, pending)
         self._resumeWriters()
 
     def stopProducing(self):
@@ -393,7 +398,9 @@ class DicomProtocol(Protocol, TimeoutMixin):
         The Message ID is assigned here when ``command`` has none.  Fails
         with ``AssociationLost`` if the association ends first, or with
         ``DIMSETimeout`` (and an A-ABORT) when the peer stays silent for
-        the factory's ``dimseTimeout``.  A release the peer asks for waits
+        the factory's ``dimseTimeout`` once the request is sent (while it is
+        being sent, the timeout counts the time the peer takes nothing of
+        it).  A release the peer asks for waits
         for the response unless ``yieldsToRelease``: then the request fails
         (``AssociationLost``) and the association is released."""
         if self.state != ESTABLISHED:

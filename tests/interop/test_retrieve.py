@@ -15,6 +15,7 @@ import time
 import urllib.parse
 import urllib.request
 import zipfile
+from types import SimpleNamespace
 
 import numpy
 import pydicom
@@ -31,6 +32,7 @@ from tests.interop.index import rows
 from tests.interop.peers import OrthancServer, StorescpServer
 from tests.interop.qrcorpus import CORPUS, storeCorpus
 from tests.interop.server import PacsServer, dcmtk, dcmtkEnvironment, dcmtkTool, waitFor
+from tests.interop.test_storage import writeLargeMultiframe
 
 IMPLICIT = "1.2.840.10008.1.2"
 EXPLICIT = "1.2.840.10008.1.2.1"
@@ -324,6 +326,90 @@ class PacsToPacsTests(unittest.TestCase):
         self.assertEqual(found.returncode, 0, found.stderr)
         uids = {pydicom.dcmread(os.path.join(out, name)).SOPInstanceUID for name in os.listdir(out)}
         self.assertEqual(uids, {u for s in study.series for u in s.sopUIDs})
+
+
+class SlowLink:
+    """A TCP relay on a free port to ``port`` that reads at most ``rate``
+    bytes a second in each direction (a WAN or VPN link), with a 64 kB
+    receive buffer; in threads, until ``stop``."""
+
+    def __init__(self, port, rate):
+        self.port, self.rate = port, rate
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.sockets = [self.listener]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                near, _ = self.listener.accept()
+            except OSError:
+                return
+            near.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+            far = socket.create_connection(("127.0.0.1", self.port))
+            far.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+            self.sockets += [near, far]
+            for source, target in ((near, far), (far, near)):
+                threading.Thread(target=self._relay, args=(source, target), daemon=True).start()
+
+    def _relay(self, source, target):
+        try:
+            while data := source.recv(32768):
+                time.sleep(len(data) / self.rate)
+                target.sendall(data)
+            target.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    @property
+    def listeningPort(self):
+        return self.listener.getsockname()[1]
+
+    def stop(self):
+        for s in self.sockets:
+            s.close()
+
+
+class SlowLinkTests(unittest.TestCase):
+    """A 24 MB object over a link that takes 6 s to carry it, with a DIMSE
+    timeout (TCPIPTimeOut) of 3 s: the timeout counts the destination's
+    silence once the object is sent, so it arrives by C-MOVE and C-GET."""
+
+    RATE = 4 << 20
+
+    def setUp(self):
+        self.workdir = self.mktemp()
+        self.storescp = StorescpServer(os.path.join(self.workdir, "storescp"), aet="STORESCP")
+        self.storescp.start()
+        self.addCleanup(self.storescp.stop)
+        link = SlowLink(self.storescp.port, self.RATE)
+        self.addCleanup(link.stop)
+        self.server = PacsServer(os.path.join(self.workdir, "pacs"), ini={"TCPIPTimeOut": "3"})
+        self.server.addNode("SLOWDEST", link.listeningPort)
+        self.server.start()
+        self.addCleanup(self.server.stop)
+        path = os.path.join(self.workdir, "big.dcm")
+        writeLargeMultiframe(path, "1.2.3.4.5.6.7", frames=48)
+        self.assertEqual(self.server.store(path).returncode, 0)
+        self.keys = {"StudyInstanceUID": "1.2.3.4.5", "SeriesInstanceUID": "1.2.3.4.5.6",
+                     "SOPInstanceUID": "1.2.3.4.5.6.7"}
+
+    def test_move(self):
+        started = time.monotonic()
+        result = movescu(self.server, "SLOWDEST", "IMAGE", self.keys)
+        self.assertIn("Received Final Move Response (Success)", result.stdout + result.stderr, self.server.log())
+        self.assertGreater(time.monotonic() - started, 4)
+        self.assertEqual(len(self.storescp.files()), 1)
+
+    def test_get(self):
+        link = SlowLink(self.server.port, self.RATE)
+        self.addCleanup(link.stop)
+        started = time.monotonic()
+        [received] = getObjects(SimpleNamespace(ae=self.server.ae, port=link.listeningPort), self.workdir, "IMAGE",
+                                self.keys)
+        self.assertGreater(time.monotonic() - started, 4)
+        self.assertEqual(received.SOPInstanceUID, "1.2.3.4.5.6.7")
+        self.assertNotIn("no response to message", self.server.log())
 
 
 class CancelAndLoadTests(unittest.TestCase):

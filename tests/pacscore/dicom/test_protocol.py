@@ -19,7 +19,8 @@ from twisted.trial import unittest
 
 from pacscore.dicom import commands, pdu
 from pacscore.dicom.negotiation import AcceptorPolicy
-from pacscore.dicom.protocol import ESTABLISHED, STREAMED_DATASET, WRITE_BATCH, DicomServerFactory
+from pacscore.dicom.protocol import (
+    ESTABLISHED, STREAMED_DATASET, WRITE_BATCH, DicomServerFactory, DIMSETimeout)
 from pacscore.dicom.routing import SopClassRouter
 from pacscore.dicom.sinks import MemorySink
 from pacscore.dicom.storeddata import StoredData
@@ -310,6 +311,48 @@ class ProtocolTests(ServerTestCase):
         self.assertEqual((received, nothing), (dataset, None))
         self.assertEqual(second[commands.MESSAGE_ID_RESPONDED_TO], 2)
         self.assertEqual(readPDUs(data)[-1][0], pdu.A_RELEASE_RP)
+
+    def test_dimseTimeoutCountsTheSilenceOnceTheRequestIsSent(self):
+        """The DIMSE timeout of a request (a C-GET's or C-MOVE's C-STORE, a
+        forward) bounds how long the peer stays silent once it was sent: a
+        large data set that the peer takes slowly, for far longer than the
+        timeout, is not cut short; the silence after it is."""
+        self.factory.dimseTimeout = 5
+        self.associate([(CT_STORAGE, [EXPLICIT])], maxLength=16384)
+        self.transport.writeSequence = lambda pieces, write=self.transport.writeSequence: (
+            write(pieces), self.protocol.pauseProducing())
+        dataset = random.Random(9).randbytes(STREAMED_DATASET * 2)
+        outcome = []
+        self.protocol.store(dataset, CT_STORAGE, "1.2.3", EXPLICIT).addBoth(outcome.append)
+        data = self.written()
+        while batch := (self.clock.advance(4), self.protocol.resumeProducing(), self.written())[-1]:
+            data += batch
+        self.assertGreater(self.clock.seconds(), 20)
+        [(_, _, received)] = readMessages(data)
+        self.assertEqual((received, outcome), (dataset, []))
+        self.clock.advance(4.9)
+        self.assertEqual((self.written(), outcome), (b"", []))
+        self.clock.advance(0.1)
+        self.assertAborted(pdu.REASON_NOT_SPECIFIED)
+        outcome[0].trap(DIMSETimeout)
+
+    def test_dimseTimeoutOfAPeerThatStopsTakingTheRequest(self):
+        """A peer that takes nothing more of a request's data set for the
+        DIMSE timeout has not answered in time either."""
+        self.factory.dimseTimeout = 5
+        self.associate([(CT_STORAGE, [EXPLICIT])], maxLength=16384)
+        self.transport.writeSequence = lambda pieces, write=self.transport.writeSequence: (
+            write(pieces), self.protocol.pauseProducing())
+        outcome = []
+        self.protocol.store(bytes(STREAMED_DATASET * 2), CT_STORAGE, "1.2.3", EXPLICIT).addBoth(outcome.append)
+        self.clock.advance(4)
+        self.protocol.resumeProducing()
+        self.clock.advance(4.9)
+        self.assertEqual(outcome, [])
+        self.written()
+        self.clock.advance(0.1)
+        self.assertAborted(pdu.REASON_NOT_SPECIFIED)
+        outcome[0].trap(DIMSETimeout)
 
     def storedData(self, dataset):
         """A StoredData of ``dataset`` behind 100 bytes of file, read at once."""

@@ -49,6 +49,7 @@ COMMAND_LIMIT = 1 << 16  # bytes of a DIMSE command set (they are tens to hundre
 PENDING_STATUSES = (0xFF00, 0xFF01)
 MAY_BE_PENDING = frozenset({commands.C_FIND_RSP, commands.C_GET_RSP, commands.C_MOVE_RSP})
 PRIORITY_MEDIUM = 0
+PRIORITIES = frozenset({PRIORITY_MEDIUM, 1, 2})  # MEDIUM, HIGH, LOW (PS3.7 9.1.1.1)
 
 
 class AssociationLost(Exception):
@@ -571,13 +572,14 @@ class DicomProtocol(Protocol, TimeoutMixin):
                 found.setdefault(syntax, contextId)
         return found
 
-    def store(self, dataset, sopClassUID, sopInstanceUID, transferSyntax, moveOriginator=None):
+    def store(self, dataset, sopClassUID, sopInstanceUID, transferSyntax, moveOriginator=None,
+              priority=PRIORITY_MEDIUM):
         """Send a C-STORE of ``dataset`` (bytes or a ``StoredData``, which is
         then the protocol's to close, in ``transferSyntax``, which must have
         been accepted for ``sopClassUID``); fires with the
         response command (see its ``commands.STATUS``).  ``moveOriginator``
         is the ``(AE title, Message ID)`` of the C-MOVE this sub-operation
-        serves."""
+        serves; ``priority`` that of the C-MOVE or C-GET it serves."""
         contextId = self.acceptedSyntaxes(sopClassUID).get(transferSyntax)
         if contextId is None:
             closeIfStored(dataset)
@@ -585,7 +587,7 @@ class DicomProtocol(Protocol, TimeoutMixin):
         command = {commands.COMMAND_FIELD: commands.C_STORE_RQ,
                    commands.AFFECTED_SOP_CLASS_UID: sopClassUID,
                    commands.AFFECTED_SOP_INSTANCE_UID: sopInstanceUID,
-                   commands.PRIORITY: PRIORITY_MEDIUM}
+                   commands.PRIORITY: priority}
         if moveOriginator is not None:
             command[commands.MOVE_ORIGINATOR_AE], command[commands.MOVE_ORIGINATOR_MESSAGE_ID] = moveOriginator
         return self.request(contextId, command, dataset).addCallback(lambda response: response[0])

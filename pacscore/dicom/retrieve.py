@@ -50,7 +50,7 @@ from pacscore.dicom.datasets import IdentifierError, encodeDataset
 from pacscore.dicom.find import DESTROYED, convertIdentifier, readIdentifier
 from pacscore.dicom.identifiers import BadIdentifier, checkRetrieveKeys, retrieveKeys
 from pacscore.dicom.models import modelOf
-from pacscore.dicom.protocol import ESTABLISHED
+from pacscore.dicom.protocol import ESTABLISHED, PRIORITIES, PRIORITY_MEDIUM
 from pacscore.dicom.storeddata import (
     STREAMED_OBJECT, StoredData, closeIfStored, goesAsStored, openStored, renamed)
 from pacscore.logfiles import userEvents
@@ -370,6 +370,8 @@ class RetrieveService:
                               self._converter(protocol, compression, self._destination(protocol, command)), asStored)
         lastPending = self.reactor.seconds()
         unsent = Counter()  # reason -> objects not sent for it
+        priority = command.get(commands.PRIORITY)  # the sub-operations' too (PS3.4 C.4.2.1.2, C.4.3.1.2)
+        priority = priority if priority in PRIORITIES else PRIORITY_MEDIUM
         try:
             for position, stored in enumerate(located):
                 if protocol.isCancelled(command) or protocol.state != ESTABLISHED:
@@ -394,7 +396,7 @@ class RetrieveService:
                             return False
                         targets.append(target)
                     status = await self._sendOne(targets[-1], stored, data, compression,
-                                                 self._originator(protocol, command), unsent)
+                                                 self._originator(protocol, command), priority, unsent)
                 progress.done(located[position].sopInstanceUID, status)  # the UID asked for
                 if progress.remaining and self.reactor.seconds() - lastPending >= PENDING_INTERVAL:
                     lastPending = self.reactor.seconds()
@@ -444,7 +446,7 @@ class RetrieveService:
                 return stored, data
         return convert
 
-    async def _sendOne(self, target, stored, data, compression, originator, unsent):
+    async def _sendOne(self, target, stored, data, compression, originator, priority, unsent):
         """One C-STORE sub-operation; its status (None: not even sent).  One
         the target takes in no syntax is counted in ``unsent`` (a
         ``Counter``) under the reason, to be logged once."""
@@ -469,7 +471,8 @@ class RetrieveService:
                           operation=self.operation, uid=stored.sopInstanceUID, refused=refused, error=error,
                           syntax=syntax)
         try:
-            response = await target.store(data, stored.sopClassUID, stored.sopInstanceUID, syntax, originator)
+            response = await target.store(data, stored.sopClassUID, stored.sopInstanceUID, syntax, originator,
+                                          priority)
         except Exception as e:
             self.log.warn("{operation}: C-STORE of {uid} to {peer} failed: {error}",
                           operation=self.operation, uid=stored.sopInstanceUID, peer=target.peerName(), error=e)

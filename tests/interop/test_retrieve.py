@@ -23,7 +23,7 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.filewriter import dcmwrite
 from pydicom.uid import generate_uid
-from pynetdicom import AE, evt
+from pynetdicom import AE, build_role, evt
 from twisted.trial import unittest
 
 from pacscore.storage.part10 import TRANSFER_SYNTAX_UID, encodeFileMeta, readFileMeta
@@ -31,7 +31,7 @@ from pacscore.testing.corpus import generateCorpus
 from tests.interop.index import rows
 from tests.interop.peers import OrthancServer, StorescpServer
 from tests.interop.qrcorpus import CORPUS, storeCorpus
-from tests.interop.server import PacsServer, dcmtk, dcmtkEnvironment, dcmtkTool, waitFor
+from tests.interop.server import PacsServer, dcmtk, dcmtkEnvironment, dcmtkTool, freePort, waitFor
 from tests.interop.test_storage import writeLargeMultiframe
 
 IMPLICIT = "1.2.840.10008.1.2"
@@ -410,6 +410,47 @@ class SlowLinkTests(unittest.TestCase):
         self.assertGreater(time.monotonic() - started, 4)
         self.assertEqual(received.SOPInstanceUID, "1.2.3.4.5.6.7")
         self.assertNotIn("no response to message", self.server.log())
+
+
+class SubOperationPriorityTests(unittest.TestCase):
+    """pynetdicom's C-GET and C-MOVE with Priority HIGH or LOW: each C-STORE
+    sub-operation carries it (PS3.4 C.4.2.1.2, C.4.3.1.2), as dcmqrscp's do."""
+
+    def setUp(self):
+        self.priorities = []
+        destination = AE(ae_title="PRIOSCP")
+        destination.add_supported_context(CT_STORAGE)
+        port = freePort()
+        self.addCleanup(destination.start_server(("127.0.0.1", port), block=False,
+                                                 evt_handlers=[(evt.EVT_C_STORE, self.stored)]).shutdown)
+        self.server = PacsServer(self.mktemp())
+        self.server.addNode("PRIOSCP", port)
+        self.server.start()
+        self.addCleanup(self.server.stop)
+        path = get_testdata_file("CT_small.dcm")
+        self.assertEqual(self.server.store(path).returncode, 0)
+        self.keys = studyKeys(pydicom.dcmread(path, stop_before_pixels=True).StudyInstanceUID)
+
+    def stored(self, event):
+        self.priorities.append(event.request.Priority)
+        return 0x0000
+
+    def test_move(self):
+        association = moveAssociation(self.server)
+        self.addCleanup(association.release)
+        [(final, _)] = list(association.send_c_move(self.keys, "PRIOSCP", STUDY_ROOT_MOVE, priority=2))
+        self.assertEqual((final.Status, self.priorities), (0, [2]))
+
+    def test_get(self):
+        ae = AE(ae_title="GETTER")
+        ae.add_requested_context(STUDY_ROOT_GET)
+        ae.add_requested_context(CT_STORAGE)
+        association = ae.associate("127.0.0.1", self.server.port, ae_title=self.server.ae,
+                                   ext_neg=[build_role(CT_STORAGE, scp_role=True)],
+                                   evt_handlers=[(evt.EVT_C_STORE, self.stored)])
+        self.addCleanup(association.release)
+        *_, (final, _) = association.send_c_get(self.keys, STUDY_ROOT_GET, priority=1)
+        self.assertEqual((final.Status, self.priorities), (0, [1]))
 
 
 class CancelAndLoadTests(unittest.TestCase):

@@ -136,6 +136,15 @@ class ClientTests(unittest.TestCase):
         failure = self.settle(association.store(b"", CT_STORAGE, "1.2.4", IMPLICIT))
         failure.trap(NoContext)
 
+    def test_storePriority(self):
+        """A C-STORE carries the Priority asked for (a C-MOVE's or C-GET's
+        sub-operation, the request's), else MEDIUM."""
+        association = self.connect([(CT_STORAGE, [EXPLICIT])])
+        for priority in (2, None):
+            self.settle(association.store(b"\x08\x00\x18\x00UI\x02\x001\x00", CT_STORAGE, "1.2.3", EXPLICIT,
+                                          **({} if priority is None else {"priority": priority})))
+        self.assertEqual([command[commands.PRIORITY] for command, _, _ in self.recorder.received], [2, 0])
+
     def test_findStreamsMatches(self):
         association = self.connect([(STUDY_FIND, [IMPLICIT])])
         identifier = Dataset()

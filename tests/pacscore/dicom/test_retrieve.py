@@ -18,7 +18,7 @@ from pacscore.dicom import commands
 from pacscore.dicom.client import associate
 from pacscore.converters.context import Outcome
 from pacscore.dicom.datasets import decodeDataset, encodeDataset
-from pacscore.dicom.protocol import ESTABLISHED, AssociationLost
+from pacscore.dicom.protocol import ESTABLISHED, PRIORITY_MEDIUM, AssociationLost
 from pacscore.dicom.retrieve import (
     SUBOPERATIONS_FAILED, SUCCESS, UNABLE_TO_CALCULATE_MATCHES, UNABLE_TO_PERFORM_SUBOPERATIONS, GetService,
     MoveService, Progress, _ReadAhead, _ReturnPath, choices, contextsFor, convertToFirst)
@@ -173,7 +173,7 @@ class Target:
     def refusal(self, sopClassUID):
         return None
 
-    def store(self, data, sopClassUID, sopInstanceUID, syntax, originator):
+    def store(self, data, sopClassUID, sopInstanceUID, syntax, originator, priority):
         self.sent.append((data, syntax))
         return defer.succeed({commands.STATUS: SUCCESS})
 
@@ -197,7 +197,7 @@ class StoredDataTests(unittest.TestCase):
 
     def send(self, target, compression="as", unsent=None):
         return self.successResultOf(defer.ensureDeferred(
-            self.service._sendOne(target, self.ct, self.stored, compression, None,
+            self.service._sendOne(target, self.ct, self.stored, compression, None, PRIORITY_MEDIUM,
                                   Counter() if unsent is None else unsent)))
 
     def test_asStored(self):
@@ -434,7 +434,7 @@ class ClosingTarget(Target):
         self.closeAfter = closeAfter
         self.state = ESTABLISHED
 
-    def store(self, data, sopClassUID, sopInstanceUID, syntax, originator):
+    def store(self, data, sopClassUID, sopInstanceUID, syntax, originator, priority):
         if self.state != ESTABLISHED:
             return defer.fail(AssociationLost("no association with TARGET"))
         self.sent.append(sopInstanceUID)
@@ -464,12 +464,14 @@ class GetRequestor(Requestor):
         self.association = SimpleNamespace(callingAE="GETTER", calledAE="PACS", compression=None,
                                            contexts=dict(enumerate(contexts, 1)), rolesAsSCU=set(roles))
         self.stored = []
+        self.priorities = []
 
     def acceptedSyntaxes(self, abstract):
         return {syntax: n for n, (sopClass, syntax) in self.association.contexts.items() if sopClass == abstract}
 
-    def store(self, data, sopClassUID, sopInstanceUID, syntax, originator):
+    def store(self, data, sopClassUID, sopInstanceUID, syntax, originator, priority):
         self.stored.append(sopInstanceUID)
+        self.priorities.append(priority)
         return defer.succeed({commands.STATUS: SUCCESS})
 
     def peerName(self):
@@ -484,6 +486,18 @@ class Destination(GetRequestor):
 
     def peerName(self):
         return "DEST@127.0.0.1"
+
+
+def storedObjects(test, sopClass, count):
+    """``count`` StoredObjects of ``sopClass`` (CT_small.dcm's data set, each in a file of its own)."""
+    syntax, data, _ = split("CT_small.dcm")
+    located = []
+    for n in range(count):
+        path = test.mktemp()
+        with open(path, "wb") as f:
+            f.write(data)
+        located.append(StoredObject(f"1.2.3.{n}", sopClass, path, syntax, 0, len(data)))
+    return located
 
 
 class ReturnPathTests(unittest.TestCase):
@@ -502,26 +516,16 @@ class ReturnPathTests(unittest.TestCase):
         self.assertFalse(cancelled)
         return progress, [formatEvent(e) for e in events]
 
-    def objects(self, sopClass, count):
-        syntax, data, _ = split("CT_small.dcm")
-        located = []
-        for n in range(count):
-            path = self.mktemp()
-            with open(path, "wb") as f:
-                f.write(data)
-            located.append(StoredObject(f"1.2.3.{n}", sopClass, path, syntax, 0, len(data)))
-        return located
-
     def test_withoutTheSCPRole(self):
         requestor = GetRequestor([(CT, EXPLICIT)], roles=())
-        progress, lines = self.get(requestor, self.objects(CT, 3))
+        progress, lines = self.get(requestor, storedObjects(self, CT, 3))
         self.assertEqual((progress.completed, progress.failed, requestor.stored), (0, 3, []))
         self.assertEqual(lines, [f"C-GET: GETTER@127.0.0.1 did not take the SCP role for {CT} (an SCP/SCU Role "
                                  f"Selection item, PS3.7 D.3.3.4): 3 objects of it not sent"])
 
     def test_classNotProposed(self):
         requestor = GetRequestor([(MR, EXPLICIT)], roles=[MR])
-        progress, lines = self.get(requestor, self.objects(CT, 2) + self.objects(MR, 1))
+        progress, lines = self.get(requestor, storedObjects(self, CT, 2) + storedObjects(self, MR, 1))
         self.assertEqual((progress.completed, progress.failed, len(requestor.stored)), (1, 2, 1))
         self.assertEqual(lines, [f"C-GET: GETTER@127.0.0.1 has no presentation context for {CT} (not proposed, "
                                  f"or not accepted): 2 objects of it not sent"])
@@ -532,7 +536,7 @@ class ReturnPathTests(unittest.TestCase):
         syntax would change."""
         service = MoveService(None, None, ObjectReader([], None), SyncWorkers(), "PACS", task.Clock(), None)
         destination = Destination([(CT, EXPLICIT)])
-        located = self.objects(MR, 3) + self.objects(CT, 1)
+        located = storedObjects(self, MR, 3) + storedObjects(self, CT, 1)
         progress = Progress(len(located))
         with capturedLogs() as events:
             self.successResultOf(defer.ensureDeferred(service._send(
@@ -545,10 +549,36 @@ class ReturnPathTests(unittest.TestCase):
 
     def test_roleButNoSyntaxFits(self):
         requestor = GetRequestor([(CT, MPEG2)], roles=[CT])
-        progress, lines = self.get(requestor, self.objects(CT, 2))
+        progress, lines = self.get(requestor, storedObjects(self, CT, 2))
         self.assertEqual((progress.completed, progress.failed), (0, 2))
         self.assertEqual(lines, [f"C-GET: GETTER@127.0.0.1 takes {CT} in none of the syntaxes we can send it in "
                                  f"(stored as {EXPLICIT}): 2 objects of it not sent"])
+
+
+class PriorityTests(unittest.TestCase):
+    """The C-STORE sub-operations of a C-GET or C-MOVE carry the request's
+    Priority (PS3.4 C.4.2.1.2, C.4.3.1.2); one that is none of LOW, MEDIUM
+    and HIGH is sent as MEDIUM."""
+
+    def send(self, service, command, target):
+        located = storedObjects(self, CT, 2)
+        self.successResultOf(defer.ensureDeferred(service._send(
+            target if isinstance(service, GetService) else Requestor(), command,
+            [_ReturnPath(target) if isinstance(service, GetService) else target], "as", located,
+            Progress(len(located)), lambda *args, **kwargs: None)))
+        return target.priorities
+
+    def test_get(self):
+        service = GetService(None, None, ObjectReader([], None), SyncWorkers(), "PACS", task.Clock())
+        for priority in (0, 1, 2):
+            requestor = GetRequestor([(CT, EXPLICIT)], roles=[CT])
+            self.assertEqual(self.send(service, {commands.PRIORITY: priority}, requestor), [priority] * 2)
+
+    def test_move(self):
+        service = MoveService(None, None, ObjectReader([], None), SyncWorkers(), "PACS", task.Clock(), None)
+        for priority, sent in ((2, 2), (1, 1), (7, PRIORITY_MEDIUM)):
+            command = {commands.MOVE_DESTINATION: "DEST", commands.PRIORITY: priority}
+            self.assertEqual(self.send(service, command, Destination([(CT, EXPLICIT)])), [sent] * 2)
 
 
 class ReassociationTests(unittest.TestCase):
@@ -595,7 +625,7 @@ class RefusingTarget(Target):
 
     state = ESTABLISHED
 
-    def store(self, data, sopClassUID, sopInstanceUID, syntax, originator):
+    def store(self, data, sopClassUID, sopInstanceUID, syntax, originator, priority):
         self.sent.append((sopInstanceUID, decodeDataset(data, syntax).SOPInstanceUID))
         return defer.succeed({commands.STATUS: 0xA900})
 

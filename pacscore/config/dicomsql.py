@@ -10,6 +10,8 @@ missing and a comma may follow the last entry.  Numbers are decimal or
 ``0x`` hexadecimal; the optional seventh field (the HL7 source) belongs to
 the WorkList table only.  Patient, Study, Series and Image are required;
 WorkList is optional, as in dicom.sql files older than Conquest 1.4.9.
+The last entry of Study, Series and Image must be the link to the level
+above (PatientID, StudyInstanceUID, SeriesInstanceUID), or it is an error.
 An HL7 field missing its closing quote (``"OBR.27 }``, in Conquest 1.4.17's
 own dicom.sql.postgres) is read up to a blank or ``}`` as Conquest reads
 it, with a warning; any other unclosed quote is an error.
@@ -105,6 +107,10 @@ DICOM_TYPES = ("DT_STR", "DT_MSTR", "DT_ISTR", "DT_DATE", "DT_TIME", "DT_UI",
                "DT_UINT16", "DT_UINT32", "DT_FL", "DT_FD",
                "DT_STARTSEQUENCE", "DT_ENDSEQUENCE")
 
+# table -> the tag, name and level above of its last column, its link to that level
+LINKS = {"study": (0x00100020, "PatientID", "patient"), "series": (0x0020000D, "StudyInstanceUID", "study"),
+         "image": (0x0020000E, "SeriesInstanceUID", "series")}
+
 _TOKEN = re.compile(r"""
     (?P<header>\*[A-Za-z]+\*)
   | (?P<punct>[{},])
@@ -174,7 +180,7 @@ class _Parser:
 
     def parse(self):
         layout = DatabaseLayout(path=self.path)
-        seen = set()
+        seen, lastLines = set(), {}
         while self.position < len(self.tokens):
             kind, value, line = self.next("a table header")
             if kind != "header":
@@ -186,24 +192,39 @@ class _Parser:
             if table in seen:
                 self.fail(line, f"table {value} is defined twice")
             seen.add(table)
-            setattr(layout, table, self.parseTable(value, table == "worklist"))
+            columns, lastLines[table] = self.parseTable(value, table == "worklist")
+            setattr(layout, table, columns)
         for table in REQUIRED_TABLES:
             if not getattr(layout, table):
                 self.fail(self.lastLine, f"required table *{table.capitalize()}* is missing or empty")
+        for table in LINKS:
+            self.checkLink(table, getattr(layout, table)[-1], lastLines[table])
         return layout
 
     def parseTable(self, header, hasHL7):
+        """The table's columns, and the line of its last entry."""
         self.expect("{", f"after {header}")
-        columns = []
+        columns, entryLine = [], None
         while True:
             kind, value, line = self.next(f"'}}' closing {header}")
             if value == "}":
-                return columns
+                return columns, entryLine
             if value != "{":
                 self.fail(line, f"expected '{{' starting an entry or '}}' closing {header}, got {value!r}")
             columns.append(self.parseEntry(header, hasHL7))
+            entryLine = line
             if self.position < len(self.tokens) and self.tokens[self.position][1] == ",":
                 self.position += 1
+
+    def checkLink(self, table, last, line):
+        """Fails unless ``last``, the last column of ``table`` (its entry at
+        ``line``), is its link to the level above (Conquest joins the levels
+        by the last column)."""
+        tag, name, above = LINKS[table]
+        if last.tag != tag:
+            self.fail(line, f"the last column of *{table.capitalize()}* must be {name} "
+                            f"({tag >> 16:04X},{tag & 0xFFFF:04X}), its link to the {above}; "
+                            "a column added after it belongs above it")
 
     def parseEntry(self, header, hasHL7):
         where = f"in an entry of {header}"

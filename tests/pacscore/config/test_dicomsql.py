@@ -136,9 +136,11 @@ class ReadTests(unittest.TestCase):
     def test_numbersAndLayout(self):
         text = ('# hash comment\n*Patient* { {0X0010,0x002A,"PatientID",64,SQL_C_CHAR,DT_STR} }\n'
                 '  # indented comment\n'
-                '*Study*{{32,13,"StudyInstanceUID",64,SQL_C_CHAR,DT_UI}}/* c */*Series*\n'
-                '{{0x0020,0x000E,"SeriesInstanceUID",64,SQL_C_CHAR,DT_UI}}\n'
-                '*Image*\n{{0x0008,0x0018,"SOPInstanceUID",64,SQL_C_CHAR,DT_UI}}')
+                '*Study*{{32,13,"StudyInstanceUID",64,SQL_C_CHAR,DT_UI}{16,32,"PatientID",64,SQL_C_CHAR,DT_STR}}'
+                '/* c */*Series*\n'
+                '{{0x0020,0x000E,"SeriesInstanceUID",64,SQL_C_CHAR,DT_UI},{32,13,"StudyInstanceUID",64,SQL_C_CHAR,DT_UI}}\n'
+                '*Image*\n{{0x0008,0x0018,"SOPInstanceUID",64,SQL_C_CHAR,DT_UI}'
+                '{0x0020,0x000E,"SeriesInstanceUID",64,SQL_C_CHAR,DT_UI}}')
         layout = DatabaseLayout.fromString(text)
         self.assertEqual(layout.patient[0].tag, 0x0010002A)
         self.assertEqual((layout.study[0].group, layout.study[0].element), (32, 13))
@@ -240,3 +242,17 @@ class ErrorTests(unittest.TestCase):
         # The manual's printed text has "ImageTime ... },\n}" in the middle of *Image*.
         text = LAYOUT.replace('"Rows", 5, SQL_C_CHAR, DT_UINT16 },', '"Rows", 5, SQL_C_CHAR, DT_UINT16 },\n}')
         self.assertError(text, lineOf(text, '"Rows"') + 2, "expected a table header like *Patient*, got '{'")
+
+    def test_lastColumnNotTheLink(self):
+        # Conquest's manual 7.3: the last entry of *Study*, *Series* and *Image*
+        # is the link to the level above; a column added after it would be
+        # taken as the link.
+        added = '\n    { 0x0018, 0x0050, "SliceThickness", 16, SQL_C_CHAR, DT_STR }'
+        for table, link, name in [("IMAGE", '"SeriesInstanceUID", 64, SQL_C_CHAR, DT_UI }', "SeriesInstanceUID (0020,000E)"),
+                                  ("SERIES", '"StudyInstanceUID", 64, SQL_C_CHAR, DT_UI }', "StudyInstanceUID (0020,000D)"),
+                                  ("STUDY", '"PatientID", 64, SQL_C_CHAR, DT_STR }', "PatientID (0010,0020)")]:
+            block = globals()[table]
+            text = LAYOUT.replace(block, block.replace(link, link + "," + added))
+            header = "*" + table.capitalize() + "*"
+            self.assertError(text, lineOf(text, "SliceThickness"),
+                             f"the last column of {header} must be {name}, its link to the")

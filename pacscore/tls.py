@@ -113,10 +113,12 @@ def _certificates(path, parameter):
 
 
 def _identity(privateKey, certKey):
-    """``(KeyPair, X509, PrivateCertificate)`` of the key and certificate
-    files; ValueError names the file at fault."""
+    """``(KeyPair, X509, PrivateCertificate, chain)`` of the key and
+    certificate files, ``chain`` the certificates after the first in the
+    certificate file (its issuing authorities, sent with it as DCMTK does);
+    ValueError names the file at fault."""
     keyPEM = _read(privateKey, "privateKey")
-    certificate = _certificates(certKey or privateKey, "certKey" if certKey else "privateKey")[0]
+    certificate, *chain = _certificates(certKey or privateKey, "certKey" if certKey else "privateKey")
     try:
         key = ssl.KeyPair.load(keyPEM, crypto.FILETYPE_PEM)
     except Exception as e:
@@ -125,16 +127,19 @@ def _identity(privateKey, certKey):
         private = ssl.PrivateCertificate.fromCertificateAndKeyPair(ssl.Certificate(certificate), key)
     except Exception as e:
         raise ValueError(f"privateKey={privateKey} does not belong to certKey={certKey or privateKey} ({e})") from e
-    return key, certificate, private
+    return key, certificate, private, chain
 
 
 def mutualTLSOptions(privateKey, caCerts, certKey=None, extraCertChain=None):
     """``CertificateOptions`` of a server that requires a client certificate
-    signed by one of ``caCerts``; ValueError names the file at fault."""
-    key, certificate, _ = _identity(privateKey, certKey)
+    signed by one of ``caCerts``, sending the certificates after the first
+    in ``certKey`` and those of ``extraCertChain`` as its chain; ValueError
+    names the file at fault."""
+    key, certificate, _, chain = _identity(privateKey, certKey)
+    if extraCertChain:
+        chain += _certificates(extraCertChain, "extraCertChain")
     return _RefusalNotingOptions(
-        privateKey=key.original, certificate=certificate,
-        extraCertChain=_certificates(extraCertChain, "extraCertChain") if extraCertChain else None,
+        privateKey=key.original, certificate=certificate, extraCertChain=chain or None,
         verify=True, caCerts=_certificates(caCerts, "caCerts"), requireCertificate=True,
         raiseMinimumTo=ssl.TLSVersion.TLSv1_2)
 
@@ -142,7 +147,8 @@ def mutualTLSOptions(privateKey, caCerts, certKey=None, extraCertChain=None):
 class ClientTLS:
     """TLS to one node: its certificate checked against ``caCerts`` and the
     host name (``hostname``, else the node's acrnema.map host), ours shown
-    when ``privateKey`` (and ``certKey``) are given; TLS 1.2 at least;
+    when ``privateKey`` (and ``certKey``) are given, with the certificates
+    after it in ``certKey`` as its chain; TLS 1.2 at least;
     ``files`` the key and certificate files named.
     ValueError names what is wrong in ``description``."""
 
@@ -159,9 +165,9 @@ class ClientTLS:
             raise ValueError("caCerts=FILE (the authorities of the node's certificate) is required")
         self.authorities = _certificates(keywords["caCerts"], "caCerts")
         self.trustRoot = ssl.trustRootFromCertificates([ssl.Certificate(c) for c in self.authorities])
-        self.clientCertificate = None
+        self.clientCertificate, self.chain = None, []
         if "privateKey" in keywords:
-            self.clientCertificate = _identity(keywords["privateKey"], keywords.get("certKey"))[2]
+            _, _, self.clientCertificate, self.chain = _identity(keywords["privateKey"], keywords.get("certKey"))
         elif "certKey" in keywords:
             raise ValueError("certKey needs privateKey")
         self.hostname = keywords.get("hostname")
@@ -171,7 +177,8 @@ class ClientTLS:
         """The connection creator for a node at ``host``."""
         return _AuthorityNotingCreator(ssl.optionsForClientTLS(
             self.hostname or host, trustRoot=self.trustRoot, clientCertificate=self.clientCertificate,
-            extraCertificateOptions={"raiseMinimumTo": ssl.TLSVersion.TLSv1_2}), self.authorities)
+            extraCertificateOptions={"raiseMinimumTo": ssl.TLSVersion.TLSv1_2, "extraCertChain": self.chain or None}),
+            self.authorities)
 
 
 @implementer(IOpenSSLClientConnectionCreator)

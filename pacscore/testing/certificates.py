@@ -20,22 +20,23 @@ class Identity(NamedTuple):
 
 
 class Authority:
-    """A self-signed certificate authority in ``folder`` (created), named
-    ``name``; ``issue`` makes identities it signs."""
+    """A certificate authority in ``folder`` (created), named ``name``:
+    self-signed, or an issuing authority that ``issuer`` (an Authority)
+    signed; ``issue`` makes identities it signs."""
 
-    def __init__(self, folder, name):
+    def __init__(self, folder, name, issuer=None):
         os.makedirs(folder, exist_ok=True)
         self.folder = folder
         self._key = ec.generate_private_key(ec.SECP256R1())
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
         self._certificate = (
-            _builder(subject, subject, self._key.public_key())
+            _builder(subject, issuer._certificate.subject if issuer else subject, self._key.public_key())
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
                                          content_commitment=False, key_encipherment=False,
                                          data_encipherment=False, key_agreement=False,
                                          encipher_only=False, decipher_only=False), critical=True)
-            .sign(self._key, hashes.SHA256()))
+            .sign(issuer._key if issuer else self._key, hashes.SHA256()))
         self.certificate = os.path.join(folder, f"{name}-ca.pem")
         _write(self.certificate, self._certificate.public_bytes(serialization.Encoding.PEM))
 
@@ -57,6 +58,14 @@ class Authority:
                                                serialization.NoEncryption()))
         _write(identity.certificate, certificate.public_bytes(serialization.Encoding.PEM))
         return identity
+
+    def chain(self, identity):
+        """The path of a PEM file of ``identity``'s certificate followed by
+        this authority's (a full-chain file, for an issuing authority)."""
+        path = identity.certificate[:-len(".pem")] + "-chain.pem"
+        with open(identity.certificate, "rb") as leaf, open(self.certificate, "rb") as issuer:
+            _write(path, leaf.read() + issuer.read())
+        return path
 
 
 def _builder(subject, issuer, publicKey, expired=False):

@@ -31,11 +31,11 @@ class TLSTests(unittest.TestCase):
         self.images = generateCorpus(os.path.join(folder, "corpus"), patients=1, studiesPerPatient=1,
                                      seriesPerStudy=1, imagesPerSeries=3)
 
-    def startServer(self, kind, **ini):
+    def startServer(self, kind, certKey=None, **ini):
         self.tlsPort = freePort()
         identity = self.serverIdentity
         endpoint = (f"{kind}:{self.tlsPort}:interface=127.0.0.1:privateKey={identity.key}:"
-                    f"certKey={identity.certificate}")
+                    f"certKey={certKey or identity.certificate}")
         if kind == "mtls":
             endpoint += f":caCerts={self.authority.certificate}"
         self.server = PacsServer(self.mktemp(), ini={"DICOMTLSEndpoint": endpoint, **ini})
@@ -101,6 +101,16 @@ class TLSTests(unittest.TestCase):
             self.assertEqual(received, b"", "closed by the server")
         self.assertIn("no completed TLS handshake within 2 s (ARTIM), closing", self.server.log())
 
+    def test_chainInCertKeySent(self):
+        """A certKey of the server's certificate and its issuing authority
+        sends both, as DCMTK's storescp does: a client that trusts only the
+        root accepts it."""
+        issuing = Authority(os.path.join(self.authority.folder, "issuing"), "issuing", issuer=self.authority)
+        self.serverIdentity = issuing.issue("pacs", server=True)
+        self.startServer("mtls", certKey=issuing.chain(self.serverIdentity))
+        echo = self.overTLS("echoscu", self.modality)
+        self.assertEqual(echo.returncode, 0, echo.stdout + echo.stderr)
+
     def test_sslAdmitsAnyClient(self):
         self.startServer("ssl")
         result = self.storeOverTLS(self.stranger)
@@ -127,11 +137,11 @@ class OutgoingTLSTests(unittest.TestCase):
         self.images = generateCorpus(os.path.join(folder, "corpus"), patients=1, studiesPerPatient=1,
                                      seriesPerStudy=1, imagesPerSeries=3)
 
-    def startPacs(self, caCerts, hostname=None):
+    def startPacs(self, caCerts, hostname=None, certKey=None):
         server = PacsServer(self.mktemp())
         server.addNode("SECURESCP", self.storescp.port)
         server.setIni(section="DICOMTLSNodes", SECURESCP=f"caCerts={caCerts}:privateKey={self.pacsClient.key}:"
-                                                         f"certKey={self.pacsClient.certificate}"
+                                                         f"certKey={certKey or self.pacsClient.certificate}"
                                                          + (f":hostname={hostname}" if hostname else ""))
         self.addCleanup(server.stop)
         server.start()
@@ -149,6 +159,17 @@ class OutgoingTLSTests(unittest.TestCase):
         result = dcmtk("movescu", "-S", "-aec", server.ae, "-aem", "SECURESCP", "-k", "QueryRetrieveLevel=STUDY",
                        "-k", f"StudyInstanceUID={study}", "127.0.0.1", server.port)
         self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        self.assertEqual(len(self.storescp.files()), 3)
+
+    def test_chainInCertKeySent(self):
+        """A node's certKey of our certificate and its issuing authority
+        sends both, as DCMTK does: storescp, trusting only the root, takes
+        the C-MOVE sub-operations."""
+        issuing = Authority(os.path.join(self.authority.folder, "issuing"), "issuing", issuer=self.authority)
+        self.pacsClient = issuing.issue("pacs")
+        server = self.startPacs(self.authority.certificate, certKey=issuing.chain(self.pacsClient))
+        moved = server.dgate(f"--movestudy:(local),SECURESCP,:{self.images[0].studyUID}")
+        self.assertEqual(moved.returncode, 0, moved.stdout + moved.stderr)
         self.assertEqual(len(self.storescp.files()), 3)
 
     def test_unknownAuthorityRefused(self):

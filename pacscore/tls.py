@@ -17,8 +17,11 @@ certificate in ``caCerts`` (PEM, one or more) signed; TLS 1.2 is the oldest
 version spoken.  ``certKey`` defaults to ``privateKey`` (both in one PEM
 file), as with ``ssl:``.  Files are read, and the key checked against the
 certificate, when the endpoint is parsed: a mistake stops start-up.
+``validityWarning`` is what start-up says of a certificate file out of (or
+soon out of) its dates; ``tlsFailure`` says whose certificate was refused.
 """
 
+import datetime
 import re
 import weakref
 
@@ -39,6 +42,11 @@ _VERIFY_ERRORS = {
     21: "unable to verify the first certificate", 23: "certificate revoked",
     26: "unsupported certificate purpose",
 }
+# TLS alerts a peer sends when it refuses the certificate we showed
+_OURS_REFUSED = re.compile(r"\balert (certificate (expired|revoked|unknown)|unknown ca|bad certificate|"
+                           r"unsupported certificate)\b")
+# how long before a certificate expires start-up warns of it
+EXPIRY_NOTICE = datetime.timedelta(days=30)
 # SSL.Connection -> why the peer's certificate was refused, while the connection lives
 _refusals = weakref.WeakKeyDictionary()
 # SSL.Connection of an outgoing association -> the authorities its node's certificate must come from
@@ -130,6 +138,28 @@ def _identity(privateKey, certKey):
     return key, certificate, private, chain
 
 
+def validityWarning(path, now=None):
+    """What start-up warns of the first certificate in the PEM file ``path``
+    (naming the file and the subject) when, at ``now`` (UTC), it has
+    expired, is not yet valid or expires within ``EXPIRY_NOTICE``; None
+    when it is valid longer, or unreadable (its endpoint says why)."""
+    try:
+        certificate = _certificates(path, "certKey")[0]
+    except ValueError:
+        return None
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    dates = certificate.to_cryptography()
+    notBefore, notAfter = dates.not_valid_before_utc, dates.not_valid_after_utc
+    named = f"certificate {path} ({_subject(certificate)})"
+    if now > notAfter:
+        return f"{named} expired on {notAfter:%Y-%m-%d %H:%M} UTC: TLS peers refuse it"
+    if now < notBefore:
+        return f"{named} is not valid until {notBefore:%Y-%m-%d %H:%M} UTC: TLS peers refuse it until then"
+    if notAfter - now < EXPIRY_NOTICE:
+        return f"{named} expires on {notAfter:%Y-%m-%d %H:%M} UTC, in {(notAfter - now).days} days"
+    return None
+
+
 def mutualTLSOptions(privateKey, caCerts, certKey=None, extraCertChain=None):
     """``CertificateOptions`` of a server that requires a client certificate
     signed by one of ``caCerts``, sending the certificates after the first
@@ -149,7 +179,8 @@ class ClientTLS:
     host name (``hostname``, else the node's acrnema.map host), ours shown
     when ``privateKey`` (and ``certKey``) are given, with the certificates
     after it in ``certKey`` as its chain; TLS 1.2 at least;
-    ``files`` the key and certificate files named.
+    ``files`` the key and certificate files named, ``certificateFile``
+    the one of ours (None when we show none).
     ValueError names what is wrong in ``description``."""
 
     KEYWORDS = ("caCerts", "privateKey", "certKey", "hostname")
@@ -170,6 +201,7 @@ class ClientTLS:
             _, _, self.clientCertificate, self.chain = _identity(keywords["privateKey"], keywords.get("certKey"))
         elif "certKey" in keywords:
             raise ValueError("certKey needs privateKey")
+        self.certificateFile = keywords.get("certKey") or keywords.get("privateKey")
         self.hostname = keywords.get("hostname")
         self.files = [keywords[name] for name in ("caCerts", "privateKey", "certKey") if name in keywords]
 
@@ -225,7 +257,7 @@ def tlsFailure(reason, transport=None):
     """What went wrong in TLS, as text, when that ended a connection
     (``reason`` is connectionLost's Failure, ``transport`` its TLS transport:
     why the peer's certificate was refused, and whose); None when something
-    else did."""
+    else did; when the peer refused ours, says so."""
     if reason.check(VerificationError):  # a node's certificate for another host name
         return f"certificate verify failed ({_mismatch(reason.value, transport)})"
     if not reason.check(SSL.Error):
@@ -235,8 +267,17 @@ def tlsFailure(reason, transport=None):
     refusal = None
     if ISSLTransport.providedBy(transport):
         connection = transport.getHandle()
-        refusal = _refusals.get(connection) or _outgoingRefusal(connection)
+        refusal = _refusals.get(connection) or _outgoingRefusal(connection) or _oursRefused(text, connection)
     return f"{text} ({refusal})" if refusal else text
+
+
+def _oursRefused(text, connection):
+    """``the peer refused our certificate /CN=...`` when ``text`` is a TLS
+    alert the peer sent about the certificate we showed, else None."""
+    ours = connection.get_certificate()
+    if ours is None or not _OURS_REFUSED.search(text):
+        return None
+    return f"the peer refused our certificate {_subject(ours)}"
 
 
 def _mismatch(error, transport):

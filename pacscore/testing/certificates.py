@@ -69,10 +69,13 @@ class Authority:
 
 
 def _builder(subject, issuer, publicKey, expired=False):
-    now = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=61 if expired else 0)
+    """Valid from yesterday for a year (beyond start-up's warning of a
+    certificate that expires soon), or, ``expired``, until a month ago."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    start = now - datetime.timedelta(days=92 if expired else 1)
+    end = now - datetime.timedelta(days=31) if expired else now + datetime.timedelta(days=365)
     return (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(publicKey)
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=30)))
+            .serial_number(x509.random_serial_number()).not_valid_before(start).not_valid_after(end))
 
 
 def _write(path, data):

@@ -1,18 +1,22 @@
 """The ``mtls:`` server endpoint: found by strports, requiring a client
 certificate, and refusing unusable files with a message that names them;
-``securityOf`` on a plain connection."""
+``securityOf`` on a plain connection; what ``tlsFailure`` says; the
+warning of a certificate out of its dates."""
 
+import datetime
 import os
 
-from OpenSSL import SSL
+from OpenSSL import SSL, crypto
 from twisted.internet import endpoints
 from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.python.failure import Failure
 from twisted.trial import unittest
+from zope.interface import implementer
 
 from pacscore.testing.certificates import Authority
-from pacscore.tls import securityOf, tlsFailure
+from pacscore.tls import securityOf, tlsFailure, validityWarning
 
 
 class MutualTLSEndpointTests(unittest.TestCase):
@@ -83,3 +87,67 @@ class DescriptionTests(unittest.TestCase):
         self.assertEqual(tlsFailure(Failure(refused)), "certificate verify failed; second")
         self.assertEqual(tlsFailure(Failure(SSL.Error("odd"))), "odd")
         self.assertIsNone(tlsFailure(Failure(ConnectionDone())))
+
+    def test_peerRefusedOurCertificate(self):
+        """An alert from the peer about a certificate is about ours: said so, with its subject."""
+        identity = Authority(self.mktemp(), "hospital").issue("archive", server=True)
+        with open(identity.certificate, "rb") as f:
+            ours = crypto.load_certificate(crypto.FILETYPE_PEM, f.read())
+        transport = _TLSTransport(ours)
+        for alert in ("sslv3 alert certificate expired", "tlsv1 alert unknown ca", "sslv3 alert bad certificate",
+                      "tls alert certificate expired"):
+            self.assertEqual(tlsFailure(Failure(SSL.Error([("SSL routines", "", alert)])), transport),
+                             f"{alert} (the peer refused our certificate /CN=archive)")
+        self.assertEqual(tlsFailure(Failure(SSL.Error([("SSL routines", "", "wrong version number")])), transport),
+                         "wrong version number")
+
+
+@implementer(ISSLTransport)
+class _TLSTransport:
+    """A TLS transport whose connection shows ``certificate`` as ours."""
+
+    def __init__(self, certificate):
+        self.connection = _Connection(certificate)
+
+    def getHandle(self):
+        return self.connection
+
+
+class _Connection:
+
+    def __init__(self, certificate):
+        self.certificate = certificate
+
+    def get_certificate(self):
+        return self.certificate
+
+    def get_peer_cert_chain(self):
+        return None
+
+
+class ValidityTests(unittest.TestCase):
+    """``validityWarning`` of a certificate file: its dates as seen at start-up."""
+
+    def setUp(self):
+        self.path = Authority(self.mktemp(), "hospital").issue("archive", server=True).certificate
+        with open(self.path, "rb") as f:
+            certificate = crypto.load_certificate(crypto.FILETYPE_PEM, f.read()).to_cryptography()
+        self.notBefore, self.notAfter = certificate.not_valid_before_utc, certificate.not_valid_after_utc
+
+    def test_valid(self):
+        self.assertIsNone(validityWarning(self.path, self.notAfter - datetime.timedelta(days=31)))
+
+    def test_expiresSoon(self):
+        self.assertEqual(validityWarning(self.path, self.notAfter - datetime.timedelta(days=12, hours=1)),
+                         f"certificate {self.path} (/CN=archive) expires on {self.notAfter:%Y-%m-%d %H:%M} UTC, "
+                         "in 12 days")
+
+    def test_expired(self):
+        self.assertEqual(validityWarning(self.path, self.notAfter + datetime.timedelta(seconds=1)),
+                         f"certificate {self.path} (/CN=archive) expired on {self.notAfter:%Y-%m-%d %H:%M} UTC: "
+                         "TLS peers refuse it")
+
+    def test_notYetValid(self):
+        self.assertEqual(validityWarning(self.path, self.notBefore - datetime.timedelta(seconds=1)),
+                         f"certificate {self.path} (/CN=archive) is not valid until "
+                         f"{self.notBefore:%Y-%m-%d %H:%M} UTC: TLS peers refuse it until then")

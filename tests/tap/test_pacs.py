@@ -20,6 +20,7 @@ from pacscore.config.loader import Configuration
 from pacscore.errormail import ErrorMail
 from pacscore.logfiles import logFiles, userEvents
 from pacscore.storage.space import MEGABYTE, Nightly, ThresholdClean
+from pacscore.testing.certificates import Authority
 from pacscore.testing.mutations import mutated
 from tap.pacs import ArchiveService, ListeningService, Options, ServiceTree
 from tests.interop.server import BIN, CONFIG_FILES, PacsServer
@@ -309,6 +310,29 @@ class ConfigurationValueTests(unittest.TestCase):
         error = self.refusal(ControlEndpoint="tcp:47781")
         self.assertIn("dicom.ini:", error)
         self.assertIn("the control port tcp:47781 is not bound to", error)
+
+    def test_certificatesOutOfDateWarnedOf(self):
+        """Start-up warns of a TLS endpoint's or a [DICOMTLSNodes] line's
+        certificate that has expired, naming the file and the subject."""
+        authority = Authority(os.path.abspath(self.mktemp()), "hospital")
+        archive, node = authority.issue("archive", server=True, expired=True), authority.issue("pacs", expired=True)
+        valid = authority.issue("valid", server=True)
+        server, args = self.optionsFor(DICOMTLSEndpoint=f"mtls:0:interface=127.0.0.1:privateKey={archive.key}:"
+                                                        f"certKey={archive.certificate}:caCerts={authority.certificate}")
+        server.addNode("SECURESCP", 104)
+        server.setIni(section="DICOMTLSNodes", SECURESCP=f"caCerts={authority.certificate}:privateKey={node.key}:"
+                                                         f"certKey={node.certificate}")
+        options = Options()
+        with capturedLogs() as events:
+            options.parseOptions(args + ["--web", f"ssl:0:interface=127.0.0.1:privateKey={valid.key}:"
+                                                  f"certKey={valid.certificate}"])
+        self.addCleanup(options.archive.engine.dispose)
+        log = "\n".join(formatEvent(event) for event in events)
+        self.assertIn(f" on mtls:0:interface=127.0.0.1:privateKey={archive.key}:", log)
+        self.assertIn(f"caCerts={authority.certificate}: certificate {archive.certificate} (/CN=archive) expired on ",
+                      log)
+        self.assertIn(f"[DICOMTLSNodes] SECURESCP: certificate {node.certificate} (/CN=pacs) expired on ", log)
+        self.assertNotIn(valid.certificate, log)
 
     @defer.inlineCallbacks
     def test_nullDriverWarningNamesWhatSelectedIt(self):

@@ -37,11 +37,13 @@ _CERTIFICATE = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-
 
 # OpenSSL's X509_V_ERR_* codes a client certificate is refused for, most often
 _VERIFY_ERRORS = {
-    9: "certificate is not yet valid", 10: "certificate has expired", 18: "self-signed certificate",
+    2: "caCerts has this issuing authority but not the root above it", 9: "certificate is not yet valid", 10: "certificate has expired", 18: "self-signed certificate",
     19: "self-signed certificate in the chain", 20: "unable to get the issuer's certificate",
     21: "unable to verify the first certificate", 23: "certificate revoked",
     26: "unsupported certificate purpose",
 }
+# what OpenSSL says of bytes that are no TLS record, the A-ASSOCIATE-RQ of a plain DICOM peer
+_PLAIN_DICOM = "wrong version number"
 # TLS alerts a peer sends when it refuses the certificate we showed
 _OURS_REFUSED = re.compile(r"\balert (certificate (expired|revoked|unknown)|unknown ca|bad certificate|"
                            r"unsupported certificate)\b")
@@ -264,6 +266,8 @@ def tlsFailure(reason, transport=None):
         return None
     errors = reason.value.args[0] if reason.value.args and isinstance(reason.value.args[0], list) else []
     text = "; ".join(str(error[-1]) for error in errors if isinstance(error, tuple)) or str(reason.value)
+    if _PLAIN_DICOM in text:
+        return f"{text} (the peer speaks plain DICOM on the TLS port?)"
     refusal = None
     if ISSLTransport.providedBy(transport):
         connection = transport.getHandle()

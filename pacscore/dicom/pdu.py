@@ -23,6 +23,7 @@ PDU_NAMES = {
 
 _HEADER = struct.Struct(">BxL")
 _PDV_HEADER = struct.Struct(">LBB")
+_TLS_HANDSHAKE = b"\x16\x03"  # how a TLS ClientHello starts: a handshake record, version 3.x
 
 # A-ABORT reasons when the service provider aborts (PS3.8 9.3.8).
 REASON_NOT_SPECIFIED = 0
@@ -126,7 +127,9 @@ class PDUFramer:
     def _header(self, data, offset):
         pduType, length = _HEADER.unpack_from(data, offset)
         if pduType not in PDU_NAMES:
-            raise PDUError(f"unknown PDU type 0x{pduType:02x}", REASON_UNRECOGNIZED_PDU)
+            hint = " (a TLS handshake on the plain DICOM port: the peer uses TLS)" if (
+                bytes(data[offset:offset + 2]) == _TLS_HANDSHAKE) else ""
+            raise PDUError(f"unknown PDU type 0x{pduType:02x}{hint}", REASON_UNRECOGNIZED_PDU)
         limit = self._maximumLength(pduType)
         if length > limit:
             raise PDUError(f"{PDU_NAMES[pduType]} announces {length} bytes, more than the {limit} allowed")

@@ -31,13 +31,13 @@ class TLSTests(unittest.TestCase):
         self.images = generateCorpus(os.path.join(folder, "corpus"), patients=1, studiesPerPatient=1,
                                      seriesPerStudy=1, imagesPerSeries=3)
 
-    def startServer(self, kind, certKey=None, **ini):
+    def startServer(self, kind, certKey=None, caCerts=None, **ini):
         self.tlsPort = freePort()
         identity = self.serverIdentity
         endpoint = (f"{kind}:{self.tlsPort}:interface=127.0.0.1:privateKey={identity.key}:"
                     f"certKey={certKey or identity.certificate}")
         if kind == "mtls":
-            endpoint += f":caCerts={self.authority.certificate}"
+            endpoint += f":caCerts={caCerts or self.authority.certificate}"
         self.server = PacsServer(self.mktemp(), ini={"DICOMTLSEndpoint": endpoint, **ini})
         self.addCleanup(self.server.stop)
         self.server.start()
@@ -110,6 +110,35 @@ class TLSTests(unittest.TestCase):
         self.startServer("mtls", certKey=issuing.chain(self.serverIdentity))
         echo = self.overTLS("echoscu", self.modality)
         self.assertEqual(echo.returncode, 0, echo.stdout + echo.stderr)
+
+    def test_wrongPortHinted(self):
+        """A plain DICOM client on the TLS port, and a TLS client on the
+        plain port, are refused as before, with a hint in the log."""
+        self.startServer("mtls")
+        plainClient = dcmtk("echoscu", "-aec", self.server.ae, "127.0.0.1", self.tlsPort)
+        self.assertNotEqual(plainClient.returncode, 0)
+        tlsClient = dcmtk("echoscu", "+tls", self.modality.key, self.modality.certificate, "+cf",
+                          self.authority.certificate, "-aec", self.server.ae, "127.0.0.1", self.server.port)
+        self.assertNotEqual(tlsClient.returncode, 0)
+        waitFor(lambda: "the peer uses TLS" in self.server.log(), timeout=10, message="the hint of a TLS client")
+        log = self.server.log()
+        self.assertIn("TLS failed: wrong version number (the peer speaks plain DICOM on the TLS port?)", log)
+        self.assertIn("malformed PDU, aborting: unknown PDU type 0x16 (a TLS handshake on the plain DICOM port: "
+                      "the peer uses TLS)", log)
+
+    def test_caCertsWithoutTheRootSaidSo(self):
+        """caCerts holding an issuing authority but not its root refuses the
+        clients it issued (as OpenSSL and DCMTK do), saying what caCerts lacks."""
+        issuing = Authority(os.path.join(self.authority.folder, "issuing"), "issuing", issuer=self.authority)
+        client = issuing.issue("ct2")
+        self.startServer("mtls", caCerts=issuing.certificate)
+        echo = dcmtk("echoscu", "+tls", client.key, issuing.chain(client), "+cf", self.authority.certificate,
+                     "-aec", self.server.ae, "127.0.0.1", self.tlsPort)
+        self.assertNotEqual(echo.returncode, 0, echo.stdout)
+        waitFor(lambda: "TLS failed: certificate verify failed" in self.server.log(), timeout=10,
+                message="the refusal")
+        self.assertIn("TLS failed: certificate verify failed (caCerts has this issuing authority but not the root "
+                      "above it: /CN=issuing)", self.server.log())
 
     def test_sslAdmitsAnyClient(self):
         self.startServer("ssl")

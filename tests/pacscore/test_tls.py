@@ -98,8 +98,13 @@ class DescriptionTests(unittest.TestCase):
                       "tls alert certificate expired"):
             self.assertEqual(tlsFailure(Failure(SSL.Error([("SSL routines", "", alert)])), transport),
                              f"{alert} (the peer refused our certificate /CN=archive)")
-        self.assertEqual(tlsFailure(Failure(SSL.Error([("SSL routines", "", "wrong version number")])), transport),
-                         "wrong version number")
+        self.assertEqual(tlsFailure(Failure(SSL.Error([("SSL routines", "", "unsupported protocol")])), transport),
+                         "unsupported protocol")
+
+    def test_plainDicomOnTheTLSPort(self):
+        """What OpenSSL says of an A-ASSOCIATE-RQ where a ClientHello should be comes with a hint."""
+        self.assertEqual(tlsFailure(Failure(SSL.Error([("SSL routines", "", "wrong version number")]))),
+                         "wrong version number (the peer speaks plain DICOM on the TLS port?)")
 
 
 @implementer(ISSLTransport)

@@ -106,3 +106,13 @@ class PDUFramerTests(unittest.TestCase):
         with self.assertRaises(pdu.PDUError) as raised:
             collect(pdu.PDUFramer(lambda pduType: LIMIT), b"\x09\x00\x00\x00\x00\x00")
         self.assertEqual(raised.exception.reason, pdu.REASON_UNRECOGNIZED_PDU)
+        self.assertEqual(str(raised.exception), "unknown PDU type 0x09")
+
+    def test_tlsHandshakeOnThePlainPort(self):
+        """A TLS ClientHello is an unknown PDU, aborted as any other, with a
+        hint of what the peer does."""
+        with self.assertRaises(pdu.PDUError) as raised:
+            collect(pdu.PDUFramer(lambda pduType: LIMIT), b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")
+        self.assertEqual(raised.exception.reason, pdu.REASON_UNRECOGNIZED_PDU)
+        self.assertEqual(str(raised.exception), "unknown PDU type 0x16 (a TLS handshake on the plain DICOM port: "
+                                                "the peer uses TLS)")

@@ -19,6 +19,9 @@ When dicom.sql gives the worklist a Scheduled Procedure Step Status
 (0040,0020) column, a new item is SCHEDULED (unless its order says
 otherwise) and ``markPerformed`` sets it from the modality's MPPS
 (``pacscore.dicom.mpps``), so a worklist query can leave out started items.
+A NW re-sent for a DISCONTINUED item (the RIS ordering it again) makes it
+SCHEDULED again; one for a STARTED or COMPLETED item (a repeated message)
+keeps its status, as an XO does.
 
 Accession numbers an older version stored with the spaces around OBR-3
 ('A1 ') are trimmed at start-up (``check``), so that the orders a RIS
@@ -51,7 +54,7 @@ ORDER_CONTROLS = INSERT_CONTROLS | UPDATE_CONTROLS | DELETE_CONTROLS
 
 ACCESSION_NUMBER = 0x00080050
 STEP_STATUS = 0x00400020
-SCHEDULED = "SCHEDULED"
+SCHEDULED, DISCONTINUED = "SCHEDULED", "DISCONTINUED"
 
 
 class OrderRefused(Exception):
@@ -163,7 +166,8 @@ class WorklistItems:
                                f"(the source of {self.accessionColumn} in dicom.sql)", 101)
         values = {name: value for name, value in order.values.items() if name in self.table.c}
         matching = key == accession
-        existing = connection.execute(select(key).where(matching).limit(1)).first()
+        status = [] if self.statusColumn is None else [self.table.c[self.statusColumn]]
+        existing = connection.execute(select(key, *status).where(matching).limit(1)).first()
         if order.control in DELETE_CONTROLS:
             if existing is None:
                 return Applied(order.control, accession, "absent")
@@ -173,12 +177,15 @@ class WorklistItems:
             if order.control in UPDATE_CONTROLS:
                 raise OrderRefused(f"order {order.control}: no worklist item with accession number {accession}",
                                    204)
-            if self.statusColumn is not None and not values.get(self.statusColumn):
+            if status and not values.get(self.statusColumn):
                 values[self.statusColumn] = SCHEDULED
             connection.execute(insert(self.table).values(values))
             return Applied(order.control, accession, "inserted")
         kept = {name: value for name, value in values.items()
                 if name not in self.generatedColumns and name not in order.absent}  # an XO without PID keeps the name
+        if (status and order.control in INSERT_CONTROLS and existing[1] == DISCONTINUED
+                and not kept.get(self.statusColumn)):
+            kept[self.statusColumn] = SCHEDULED  # ordered again
         connection.execute(update(self.table).where(matching).values(kept))
         return Applied(order.control, accession, "updated" if order.control in UPDATE_CONTROLS else "replaced")
 

@@ -25,7 +25,9 @@ In the same transaction, the worklist items of the step's scheduled steps
 (by the Accession Numbers of its Scheduled Step Attributes Sequence) get
 the Scheduled Procedure Step Status its status means - STARTED, COMPLETED
 or DISCONTINUED, as dcm4chee sets them - when dicom.sql gives the worklist
-a (0040,0020) column (``WorklistItems.markPerformed``), and the message is
+a (0040,0020) column (``WorklistItems.markPerformed``); a step discontinued
+because the wrong worklist entry was selected (reason DCM 110514) leaves
+its items SCHEDULED: their procedure was not performed.  The message is
 queued for the AEs of ``ForwardMPPSTo`` (``pacscore.dicom.mppsforward``),
 which get it once it was answered.
 """
@@ -38,6 +40,7 @@ from twisted.logger import Logger
 
 from pacscore.codecs.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN
 from pacscore.db.schema import LARGE_BINARY, MYSQL_TABLE, OwnTable
+from pacscore.db.worklistitems import SCHEDULED
 from pacscore.dicom import commands
 from pacscore.dicom.commands import (
     DUPLICATE_SOP_INSTANCE, INVALID_ATTRIBUTE_VALUE, INVALID_OBJECT_INSTANCE, MISSING_ATTRIBUTE,
@@ -51,6 +54,7 @@ IN_PROGRESS, COMPLETED, DISCONTINUED = "IN PROGRESS", "COMPLETED", "DISCONTINUED
 STATUSES = (IN_PROGRESS, COMPLETED, DISCONTINUED)
 # the Scheduled Procedure Step Status (0040,0020) of a worklist item whose step is performed
 SCHEDULED_STEP_STATUS = {IN_PROGRESS: "STARTED", COMPLETED: "COMPLETED", DISCONTINUED: "DISCONTINUED"}
+WRONG_WORKLIST_ENTRY = ("110514", "DCM")  # the discontinuation reason "Incorrect worklist entry selected"
 
 SUCCESS = 0x0000
 MAY_NO_LONGER_BE_UPDATED = 0xA710  # the Error ID of a set after the end
@@ -139,6 +143,17 @@ def scheduledAccessions(dataset):
     """The Accession Numbers of the scheduled steps a step performs."""
     items = dataset.get("ScheduledStepAttributesSequence", None) or []
     return sorted({_text(item, "AccessionNumber") for item in items} - {""})
+
+
+def scheduledStepStatus(dataset, status):
+    """The Scheduled Procedure Step Status of the worklist items of a step
+    in ``status``: SCHEDULED again when it was discontinued because the
+    wrong worklist entry was selected."""
+    reasons = dataset.get("PerformedProcedureStepDiscontinuationReasonCodeSequence", None) or []
+    if status == DISCONTINUED and any((_text(code, "CodeValue"), _text(code, "CodingSchemeDesignator"))
+                                      == WRONG_WORKLIST_ENTRY for code in reasons):
+        return SCHEDULED
+    return SCHEDULED_STEP_STATUS[status]
 
 
 def stepStatus(dataset, required):
@@ -237,7 +252,7 @@ class MppsService:
                       "{accession})", uid=uid, ae=callingAE, modality=shown["Modality"] or "?",
                       station=shown["StationAE"] or "?", patient=shown["PatientID"],
                       accession=shown["AccessionNumber"] or "-")
-        self._logMarked(uid, marked, IN_PROGRESS)
+        self._logMarked(uid, marked)
         protocol.sendMessage(contextId, commands.response(command, commands.N_CREATE_RSP, SUCCESS, {
             commands.AFFECTED_SOP_CLASS_UID: MPPS, commands.AFFECTED_SOP_INSTANCE_UID: uid}))
         self._forward()
@@ -255,7 +270,7 @@ class MppsService:
             return self._refuse(protocol, contextId, command, commands.N_SET_RSP, uid, e)
         self.counters["mppsUpdated"] = self.counters.get("mppsUpdated", 0) + 1
         self.log.info("MPPS {uid} from {ae}: {status}", uid=uid, ae=protocol.association.callingAE, status=status)
-        self._logMarked(uid, marked, status)
+        self._logMarked(uid, marked)
         protocol.sendMessage(contextId, commands.response(command, commands.N_SET_RSP, SUCCESS, {
             commands.AFFECTED_SOP_INSTANCE_UID: uid}))
         self._forward()
@@ -270,28 +285,31 @@ class MppsService:
 
     def _createStep(self, connection, uid, data, callingAE):
         """In the writer: record a new step (and its forwards); the
-        worklist items it marked."""
+        worklist items it marked (``_mark``)."""
         self.steps.create(connection, uid, data, callingAE)
         self._record(connection, commands.N_CREATE_RQ, uid, data)
         return self._mark(connection, data, IN_PROGRESS)
 
     def _updateStep(self, connection, uid, changes):
         """In the writer: apply an N-SET (and record its forwards); the
-        step's status and the worklist items it marked."""
+        step's status and the worklist items it marked (``_mark``)."""
         dataset = self.steps.update(connection, uid, changes)
         status = stepStatus(dataset, required=True)
         self._record(connection, commands.N_SET_RQ, uid, changes)
         return status, self._mark(connection, dataset, status)
 
     def _mark(self, connection, dataset, status):
+        """In the writer: ``(accessions, status)``, the worklist items marked and their new status."""
         if self.worklist is None:
-            return []
-        return self.worklist.markPerformed(connection, scheduledAccessions(dataset), SCHEDULED_STEP_STATUS[status])
+            return [], None
+        itemStatus = scheduledStepStatus(dataset, status)
+        return self.worklist.markPerformed(connection, scheduledAccessions(dataset), itemStatus), itemStatus
 
-    def _logMarked(self, uid, marked, status):
-        if marked:
+    def _logMarked(self, uid, marked):
+        accessions, status = marked
+        if accessions:
             self.log.info("MPPS {uid}: worklist item(s) {accessions} now {status}", uid=uid,
-                          accessions=", ".join(marked), status=SCHEDULED_STEP_STATUS[status])
+                          accessions=", ".join(accessions), status=status)
 
     async def _decode(self, protocol, contextId, dataset):
         """The Dataset of an N-CREATE or N-SET, decoded in a worker (a big

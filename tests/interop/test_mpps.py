@@ -207,6 +207,33 @@ class WorklistStatusTests(ModalityTestCase):
         self.assertIn(f"MPPS {uid}: worklist item(s) ACC-MPPS-1 now COMPLETED", log)
 
 
+    def test_wrongWorklistEntryIsScheduledAgain(self):
+        """A step DISCONTINUED because the wrong worklist entry was selected
+        (DCM 110514) leaves its item SCHEDULED: that procedure was not
+        performed; one discontinued for another reason is DISCONTINUED
+        until the RIS orders it again (a NW)."""
+        path = os.path.join(self.server.workdir, "orders.hl7")
+        writeMessages(path, [orderMessage("MSG1", "ACC-MPPS-1", "PATMPPS", "Mpps^Test", modality="CT"),
+                             orderMessage("MSG2", "ACC-MPPS-2", "PATMPPS2", "Other^Test", modality="CT")])
+        self.assertEqual(acks(self.server.sendHL7(path)), [("AA", "MSG1"), ("AA", "MSG2")])
+        for accession, reason in (("ACC-MPPS-1", ("110514", "Incorrect worklist entry selected")),
+                                  ("ACC-MPPS-2", ("110502", "Patient refused to continue procedure"))):
+            uid = generate_uid()
+            self.assertEqual(self.create(inProgress(accession), uid).Status, 0x0000)
+            changes = completed()
+            changes.PerformedProcedureStepStatus = "DISCONTINUED"
+            code = Dataset()
+            code.CodeValue, code.CodeMeaning = reason
+            code.CodingSchemeDesignator = "DCM"
+            changes.PerformedProcedureStepDiscontinuationReasonCodeSequence = [code]
+            self.assertEqual(self.set(changes, uid).Status, 0x0000)
+        self.assertEqual(self.statuses(), {"ACC-MPPS-1": "SCHEDULED", "ACC-MPPS-2": "DISCONTINUED"})
+        self.assertIn("worklist item(s) ACC-MPPS-1 now SCHEDULED", self.server.log())
+        writeMessages(path, [orderMessage("MSG3", "ACC-MPPS-2", "PATMPPS2", "Other^Test", modality="CT")])
+        self.assertEqual(acks(self.server.sendHL7(path)), [("AA", "MSG3")])
+        self.assertEqual(self.statuses("SCHEDULED"), {"ACC-MPPS-1": "SCHEDULED", "ACC-MPPS-2": "SCHEDULED"})
+
+
 class ForwardTests(ModalityTestCase):
     """``ForwardMPPSTo = RIS``: a RIS (pynetdicom) gets the N-CREATE and the
     N-SET in order, with the step's UID; an unknown step's N-SET pacs

@@ -204,6 +204,21 @@ class ScheduledStepStatusTests(unittest.TestCase):
         self.assertEqual(self.statuses(), {"A1": "STARTED", "A2": "ARRIVED", "A3": "STARTED"})
         self.assertEqual(self.items.lookup("A1")[0x00400020], "STARTED")
 
+    def test_aNewOrderForADiscontinuedItemSchedulesItAgain(self):
+        """A NW re-sent for an item whose step was DISCONTINUED (the RIS
+        orders it again) makes it SCHEDULED; one for an item STARTED or
+        COMPLETED (a repeated message) and an XO keep its status."""
+        self.successResultOf(self.items.apply([order("NW", acc) for acc in ("A1", "A2", "A3", "A4")]))
+        with self.engine.begin() as connection:
+            for accession, status in (("A1", "DISCONTINUED"), ("A2", "STARTED"), ("A3", "COMPLETED"),
+                                      ("A4", "DISCONTINUED")):
+                self.items.markPerformed(connection, [accession], status)
+        applied = self.successResultOf(self.items.apply([order("NW", "A1"), order("NW", "A2"), order("NW", "A3"),
+                                                         order("XO", "A4")]))
+        self.assertEqual([a.action for a in applied], ["replaced", "replaced", "replaced", "updated"])
+        self.assertEqual(self.statuses(), {"A1": "SCHEDULED", "A2": "STARTED", "A3": "COMPLETED",
+                                           "A4": "DISCONTINUED"})
+
     def test_aTableThatPredatesTheColumnIsLeftAlone(self):
         """dicom.sql gained the column, the database table did not: warned
         at start-up, and orders and MPPS go on without it."""

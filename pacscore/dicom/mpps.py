@@ -17,7 +17,10 @@ create of an instance 0x0111, an instance UID that is none 0x0117, a set of
 an unknown one 0x0112, a set after COMPLETED or DISCONTINUED 0x0110 (Error
 ID 0xA710 and the standard's comment), a set of an attribute table F.7.2-1
 does not allow in N-SET (the patient, the scheduled steps, the step's
-identity and start: only the SCP may correct those) 0x0106.  A set's
+identity and start: only the SCP may correct those) 0x0106, a set to
+COMPLETED or DISCONTINUED that leaves the step without what table F.7.2-1
+requires of its Final State (the end date and time, a performed series)
+0x0121, naming them, and not applied, as dcm4chee refuses it.  A set's
 Specific Character Set does not replace the step's (F.7.2.2.3): both are
 decoded and the step kept in UTF-8.
 
@@ -98,6 +101,9 @@ REQUIRED_ON_CREATE = {0x00400270: "Scheduled Step Attributes Sequence", 0x004002
                       0x00400241: "Performed Station AE Title", 0x00400244: "Performed Procedure Step Start Date",
                       0x00400245: "Performed Procedure Step Start Time", 0x00080060: "Modality"}
 STUDY_INSTANCE_UID = 0x0020000D
+# table F.7.2-1: what a COMPLETED or DISCONTINUED step must hold with a value (its Final State, type 1)
+REQUIRED_AT_END = {0x00400250: "Performed Procedure Step End Date", 0x00400251: "Performed Procedure Step End Time",
+                   0x00400340: "Performed Series Sequence"}
 
 
 class StepRefused(Exception):
@@ -126,6 +132,16 @@ def checkRequired(dataset):
             tags = sorted(set(tags))
             names = ", ".join(REQUIRED_ON_CREATE.get(tag, "Study Instance UID") for tag in tags)
             raise StepRefused(f"N-CREATE {what} {names}", status)
+
+
+def checkFinal(dataset, status):
+    """StepRefused (0x0121, naming what it lacks) when a step in ``status``
+    COMPLETED or DISCONTINUED lacks a value its Final State requires."""
+    if status == IN_PROGRESS:
+        return
+    empty = [name for tag, name in REQUIRED_AT_END.items() if tag not in dataset or dataset[tag].is_empty]
+    if empty:
+        raise StepRefused(f"{status} with no {', '.join(empty)}", MISSING_ATTRIBUTE_VALUE)
 
 
 def _text(dataset, keyword):
@@ -202,6 +218,7 @@ class StepTable(OwnTable):
             if element.tag != SPECIFIC_CHARACTER_SET:
                 dataset[element.tag] = element
         status = stepStatus(dataset, required=True)
+        checkFinal(dataset, status)
         connection.execute(table.update().where(table.c.SOPInstanceUID == uid).values(
             Status=status, Updated=self.clock(), Dataset=encodeDataset(dataset, EXPLICIT_VR_LITTLE_ENDIAN),
             **shownValues(dataset)))

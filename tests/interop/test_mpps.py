@@ -151,6 +151,28 @@ class MppsTests(ModalityTestCase):
         self.assertIn("<td>PATMPPS</td>", page)
         self.assertNotIn("SOMEONE_ELSE", page)
 
+    def test_theFinalStateNeedsItsAttributes(self):
+        """Table F.7.2-1's Final State: a set to COMPLETED or DISCONTINUED
+        without the end date and time or a performed series is refused
+        (0121, naming them) and not applied: the step stays IN PROGRESS."""
+        uid = generate_uid()
+        self.assertEqual(self.create(inProgress(), uid).Status, 0x0000)
+        bare = Dataset()
+        bare.PerformedProcedureStepStatus = "COMPLETED"
+        refused = self.set(bare, uid)
+        self.assertEqual((refused.Status, refused.ErrorComment),
+                         (0x0121, "COMPLETED with no Performed Procedure Step End Date, Performed P"))
+        self.assertIn("Performed Procedure Step End Time, Performed Series Sequence", self.server.log())
+        noSeries = completed()
+        noSeries.PerformedProcedureStepStatus = "DISCONTINUED"
+        noSeries.PerformedSeriesSequence = []
+        refused = self.set(noSeries, uid)
+        self.assertEqual((refused.Status, refused.ErrorComment),
+                         (0x0121, "DISCONTINUED with no Performed Series Sequence"))
+        self.assertIn("<td>IN PROGRESS</td>", self.page())
+        self.assertEqual(self.set(completed(), uid).Status, 0x0000)
+        self.assertIn("<td>COMPLETED</td>", self.page())
+
     def test_aSetKeepsTheStepsCharacterSet(self):
         """F.7.2.2.3: an N-SET in ISO_IR 100 after an N-CREATE in UTF-8
         keeps the name the create gave."""

@@ -6,6 +6,8 @@
 ``splitMessages`` cuts a file holding several messages into single ones,
 ``isHL7`` tells such a file from another by its first bytes.
 ``ack`` builds an original-mode ACK, also for bytes that could not be parsed.
+``isVersion2`` tells the MSH-12 versions we read (2.1 to 2.9, with any
+release: 2.3.1, 2.5.1); the others are answered in ours, 2.5.
 """
 
 import codecs
@@ -53,6 +55,8 @@ _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _DEFAULT_ENCODING_CHARACTERS = "^~\\&"
 _FORMATTING = re.compile(r"H|N|\.(sp|in|ti|sk|ce|fi|nf).*|[CMZ].*")
 MLLP_BYTES = b"\x0b\x1c"
+_VERSION_2 = re.compile(r"2\.[0-9]+(\.[0-9]+)*")
+OUR_VERSION = "2.5"
 BOM = b"\xef\xbb\xbf"
 
 
@@ -61,7 +65,8 @@ class HL7Error(ValueError):
 
     ``code`` is an HL7 table 0357 error code (100 segment sequence error,
     101 required field missing, 102 data type error, 200 unsupported
-    message type, 201 unsupported event code, 203 unsupported version id,
+    message type, 201 unsupported event code, 202 unsupported processing
+    id, 203 unsupported version id,
     204 unknown key identifier, 206 application record locked, 207
     application internal error).
     """
@@ -247,6 +252,7 @@ class Message:
         self.controlId = msh.value(10, 0)
         self.messageType = msh.value(9, 0)
         self.triggerEvent = msh.value(9, 1)
+        self.processingId = msh.value(11, 0)
         self.version = msh.value(12, 0)
 
     def __repr__(self):
@@ -264,6 +270,11 @@ class Message:
         if isinstance(segment, str):
             segment = self.segment(segment)
         return "" if segment is None else segment.value(field, component)
+
+
+def isVersion2(version):
+    """Whether ``version`` (MSH-12) is one of HL7 v2 (2.1 ... 2.5.1 ...)."""
+    return _VERSION_2.fullmatch(version) is not None
 
 
 def _segmentLines(raw):
@@ -423,7 +434,7 @@ class _Salvaged(NamedTuple):
 def _fromMessage(message):
     msh = message.segments[0]
     return _Salvaged(msh.delimiters._replace(codec=message.encoding), msh.components(3), msh.components(4), message.triggerEvent,
-                     message.controlId, msh.value(11, 0), message.version, message.charset)
+                     message.controlId, message.processingId, message.version, message.charset)
 
 
 def _fromRaw(raw):
@@ -457,6 +468,11 @@ def _fromRaw(raw):
                      value(10), value(11), value(12), charset)
 
 
+def controlIdOf(raw):
+    """MSH-10 of bytes that did not parse, read as ``ack`` reads it for MSA-2."""
+    return _fromRaw(raw).controlId
+
+
 def ack(message, code, text="", errorCode=None, application="PACS", facility="", raw=None):
     """An original-mode ACK (bytes, no MLLP framing) answering ``message``.
 
@@ -466,7 +482,8 @@ def ack(message, code, text="", errorCode=None, application="PACS", facility="",
     ERR-3 of v2.5 (which keeps ERR-1 for backward compatibility).  When the
     message could not be parsed pass ``message=None`` and its ``raw`` bytes:
     the fields the ACK needs are then salvaged as well as can be.  The ACK is
-    encoded in the message's character set, whose MSH-18 it repeats.
+    encoded in the message's character set, whose MSH-18 it repeats, and in
+    its version (MSH-12) when that is one of v2, else in ours.
     """
     source = _fromMessage(message) if message is not None else _fromRaw(raw)
     ours = Delimiters(codec=source.delimiters.codec)
@@ -477,11 +494,12 @@ def ack(message, code, text="", errorCode=None, application="PACS", facility="",
         return ours.component.join(escaped(part) for part in parts)
 
     trigger = source.triggerEvent
+    version = source.version if isVersion2(source.version) else OUR_VERSION
     msh = ["MSH", _DEFAULT_ENCODING_CHARACTERS, escaped(application), escaped(facility),
            composite(source.sender), composite(source.senderFacility),
            datetime.now().strftime("%Y%m%d%H%M%S"), "",
            f"ACK^{escaped(trigger)}^ACK" if trigger else "ACK", uniqueNumber(),
-           escaped(source.processingId or "P"), escaped(source.version or "2.5"),
+           escaped(source.processingId or "P"), escaped(version),
            "", "", "", "", "", ours.repetition.join(map(escaped, source.charset.split("~")))]
     segments = [msh, ["MSA", code, escaped(source.controlId), escaped(text)]]
     if code in ("AE", "AR"):

@@ -154,6 +154,29 @@ class WorklistIntakeTests(IntakeTestCase):
         self.assertEqual(self.rows(), {})
         self.assertEqual(self.counters["hl7Errors"], 6)
 
+    def test_versionAndProcessingIdChecked(self):
+        """HL7 v2.5 2.9.2: MSH-12 must be a version 2 (AR 203 otherwise,
+        the ACK in 2.5), MSH-11 production, P (AR 202 for training T,
+        debugging D or none); the log line names MSH-10."""
+        events = []
+        self.intake.log = Logger(observer=events.append)
+        order = orderMessage("M1", "ACC1", "P", "A^B")
+        for version in ("2.3", "2.5.1", "2.8"):
+            self.assertEqual(self.process(order.replace(b"|P|2.3.1", b"|P|" + version.encode())).code, "AA", version)
+        self.assertEqual(self.process(order.replace(b"|P|2.3.1", b"|P^T|2.3.1")).code, "AA")
+        for fields, error in ((b"|P|9.9", "203"), (b"|P|", "203"), (b"|P|3.0", "203"), (b"|P|2.x", "203"),
+                              (b"|T|2.5", "202"), (b"|D|2.5", "202"), (b"||2.5", "202")):
+            outcome = self.process(orderMessage("M2", "ACC2", "P", "A^B").replace(b"|P|2.3.1", fields))
+            reply = parseMessage(outcome.ack)
+            self.assertEqual((outcome.code, reply.segment("ERR").value(3, 0), reply.value("MSA", 2)),
+                             ("AR", error, "M2"), fields)
+            self.assertIn(reply.version, ("2.5", fields.rsplit(b"|", 1)[1].decode()), fields)
+            self.assertEqual(formatEvent(events[-1])[:18], "HL7 M2 rejected (A", fields)
+        self.assertEqual(parseMessage(self.process(order.replace(b"|P|2.3.1", b"|P|9.9")).ack).version, "2.5")
+        self.assertEqual(sorted(self.rows()), ["ACC1"])
+        self.process(b"MSH|^~\\&|RIS|H|PACS|H|2026|||M17|P|2.5\rPID|1||P")
+        self.assertEqual(formatEvent(events[-1]), "HL7 M17 rejected (AR): MSH-9 (message type) is missing")
+
     def test_aDatabaseFailureIsRejectedForTheSenderToRetry(self):
         """Not the message's fault: AR (the sender sends it again later),
         the ACK naming only the kind of failure, the log all of it."""

@@ -155,14 +155,21 @@ class _Column:
             return value.rstrip(" ")
         value = _CONTROL.sub(" ", value.replace("\\", "/")).strip(" ")
         if self.isPersonName:
-            value = "=".join(group[:PN_GROUP_LENGTH].rstrip("^") for group in value.split("="))
+            value = "=".join(group.rstrip("^") for group in value.split("="))
         return value
 
     def cut(self, value):
-        """A valid ``value`` cut to the column's length."""
+        """``(value, length)``: a valid ``value`` cut to fit - a PN's groups
+        to 64 characters each (PS3.5 6.2), then to the column's length -
+        and the length it was cut to (None: it fits)."""
+        length = None
+        if self.isPersonName and any(len(group) > PN_GROUP_LENGTH for group in value.split("=")):
+            value = "=".join(group[:PN_GROUP_LENGTH].rstrip("^") for group in value.split("="))
+            length = PN_GROUP_LENGTH
         if self.length and len(value) > self.length:  # a space the cut leaves at the end is no part of it
             value = value[:self.length].rstrip("^= " if self.isPersonName else " ")
-        return value
+            length = self.length
+        return value, length
 
 
 def orderGroups(segments):
@@ -277,9 +284,9 @@ class WorklistMapping:
         if column.name == self.accessionColumn and column.length and len(value) > column.length:
             raise OrderRefused(f"accession number {value!r} is longer than the {column.length} characters of "
                                f"{column.name} in dicom.sql: cut, it could name another order")
-        cut = column.cut(value)
-        if cut != value:
-            self.truncations.report(self.log, column.name, column.length, value)
+        cut, length = column.cut(value)
+        if length is not None:
+            self.truncations.report(self.log, column.name, length, value)
         return cut
 
     @staticmethod

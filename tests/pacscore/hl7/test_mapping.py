@@ -243,6 +243,25 @@ class ConversionTests(unittest.TestCase):
         self.assertEqual(mapOne(short, segment("PID", {5: "Abcdefgh^Ijkl"})), "Abcdefgh^I")
         self.assertEqual(mapOne(short, segment("PID", {5: "Abcdefghi^Jk"})), "Abcdefghi")
 
+    def test_personNameCutLogged(self):
+        """A name cut to the 64 characters of a PN group is logged as a cut
+        to the column is, whatever the column's length."""
+        events = []
+        self.patch(WorklistMapping, "log", Logger(observer=events.append))
+        for length, sent, stored in ((64, "SHORTISH^" + "Z" * 100, ("SHORTISH^" + "Z" * 100)[:64]),
+                                     (0, "F" * 70 + "^Given", "F" * 64),
+                                     (200, "Family^" + "G" * 70, ("Family^" + "G" * 70)[:64])):
+            del events[:]
+            name = column("PatientName", "PID.5", tag=PATIENT_NAME, length=length)
+            [item] = WorklistMapping([name]).items(message(segment("PID", {5: sent}), orc(), obr()))
+            self.assertEqual(item.values["PatientName"], stored)
+            [cut] = [e for e in events if "truncated" in e["log_format"]]
+            self.assertEqual(formatEvent(cut).split(" (")[0],
+                             f"DICOMWorkList.PatientName truncated to 64 characters: {sent!r}")
+        del events[:]
+        self.assertEqual(mapOne(column("PatientName", "PID.5", tag=PATIENT_NAME), PID), "Müller^Hans^^Dr")
+        self.assertEqual([e for e in events if "truncated" in e["log_format"]], [])
+
     def test_escapes(self):
         service = "CT1^Head \\T\\ neck \\X41\\"
         self.assertEqual(mapOne(column("Desc", "OBR.4.1"), obr(service=service)), "Head & neck A")

@@ -10,10 +10,10 @@ Every message gets an original-mode acknowledgement:
   order control or structure we do not handle), with the reason in MSA-3
   and ERR (its code of HL7 table 0357);
 - AR: not parsed, or not a message we handle (only order messages ORM^O01,
-  OMG^O19 and OMI^O23 fill the worklist, of an HL7 v2 version in MSH-12,
-  for production: MSH-11 P, as v2.5 section 2.9.2 has the receiver check
-  MSH-9, MSH-12 and MSH-11; a training or debugging message would put a
-  practice order on the modalities' worklist), or not applied for a reason
+  OMG^O19 and OMI^O23 fill the worklist, of an HL7 v2 version in MSH-12
+  and a processing ID of HL7 table 0103 in MSH-11, as v2.5 section 2.9.2
+  has the receiver check MSH-9, MSH-12 and MSH-11; either left empty is
+  taken, as Conquest reads neither), or not applied for a reason
   that is not the message's (the database failing, or not answering an
   MLLP sender within SQLTimeOut): the sender may send it again later.  The reason is logged in full; the ACK names only its
   kind (no SQL, no patient data).
@@ -34,7 +34,7 @@ UNSUPPORTED_MESSAGE_TYPE = 200
 UNSUPPORTED_EVENT_CODE = 201
 UNSUPPORTED_PROCESSING_ID = 202
 UNSUPPORTED_VERSION_ID = 203
-PRODUCTION = "P"  # MSH-11 (HL7 table 0103)
+PROCESSING_IDS = ("P", "T", "D", "")  # MSH-11: HL7 table 0103 (production, training, debugging), or none
 SEGMENT_SEQUENCE_ERROR = 100
 TABLE_VALUE_NOT_FOUND = 103
 APPLICATION_ERROR = 207
@@ -104,12 +104,12 @@ class WorklistIntake:
                            UNSUPPORTED_MESSAGE_TYPE)
         if message.triggerEvent != ORDER_MESSAGES[message.messageType]:
             raise HL7Error(f"trigger event {kind} is not handled", UNSUPPORTED_EVENT_CODE)
-        if not isVersion2(message.version):
+        if message.version and not isVersion2(message.version):
             raise HL7Error(f"version {message.version!r} (MSH-12) is not handled (only HL7 v2: 2.1 to 2.9)",
                            UNSUPPORTED_VERSION_ID)
-        if message.processingId != PRODUCTION:
-            raise HL7Error(f"processing ID {message.processingId!r} (MSH-11) is not handled (only production, P, "
-                           f"orders fill the worklist)", UNSUPPORTED_PROCESSING_ID)
+        if message.processingId not in PROCESSING_IDS:
+            raise HL7Error(f"processing ID {message.processingId!r} (MSH-11) is not one of HL7 table 0103 "
+                           f"(P, T, D)", UNSUPPORTED_PROCESSING_ID)
         orders = self.mapping.items(message)
         if not orders:
             raise OrderRefused(f"{kind} without ORC or OBR segment", SEGMENT_SEQUENCE_ERROR)

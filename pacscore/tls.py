@@ -43,7 +43,7 @@ _VERIFY_ERRORS = {
     26: "unsupported certificate purpose",
 }
 # what OpenSSL says of bytes that are no TLS record, the A-ASSOCIATE-RQ of a plain DICOM peer
-_PLAIN_DICOM = "wrong version number"
+_NOT_TLS = "wrong version number"
 # TLS alerts a peer sends when it refuses the certificate we showed
 _OURS_REFUSED = re.compile(r"\balert (certificate (expired|revoked|unknown)|unknown ca|bad certificate|"
                            r"unsupported certificate)\b")
@@ -266,8 +266,8 @@ def tlsFailure(reason, transport=None):
         return None
     errors = reason.value.args[0] if reason.value.args and isinstance(reason.value.args[0], list) else []
     text = "; ".join(str(error[-1]) for error in errors if isinstance(error, tuple)) or str(reason.value)
-    if _PLAIN_DICOM in text:
-        return f"{text} (the peer speaks plain DICOM on the TLS port?)"
+    if _NOT_TLS in text:
+        return f"{text} (the peer does not speak TLS on this port)"
     refusal = None
     if ISSLTransport.providedBy(transport):
         connection = transport.getHandle()

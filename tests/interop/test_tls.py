@@ -122,7 +122,7 @@ class TLSTests(unittest.TestCase):
         self.assertNotEqual(tlsClient.returncode, 0)
         waitFor(lambda: "the peer uses TLS" in self.server.log(), timeout=10, message="the hint of a TLS client")
         log = self.server.log()
-        self.assertIn("TLS failed: wrong version number (the peer speaks plain DICOM on the TLS port?)", log)
+        self.assertIn("TLS failed: wrong version number (the peer does not speak TLS on this port)", log)
         self.assertIn("malformed PDU, aborting: unknown PDU type 0x16 (a TLS handshake on the plain DICOM port: "
                       "the peer uses TLS)", log)
 

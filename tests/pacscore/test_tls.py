@@ -104,7 +104,7 @@ class DescriptionTests(unittest.TestCase):
     def test_plainDicomOnTheTLSPort(self):
         """What OpenSSL says of an A-ASSOCIATE-RQ where a ClientHello should be comes with a hint."""
         self.assertEqual(tlsFailure(Failure(SSL.Error([("SSL routines", "", "wrong version number")]))),
-                         "wrong version number (the peer speaks plain DICOM on the TLS port?)")
+                         "wrong version number (the peer does not speak TLS on this port)")
 
 
 @implementer(ISSLTransport)

@@ -2,8 +2,8 @@
 "Database options"): ``patientfinder``, ``studyfinder``, ``seriesfinder``,
 ``serieslister``, ``imagelister``.
 
-The server argument picks where to look: empty, ``(local)`` or our own AE
-title is this archive's index (``IndexQuery.find`` in a reader thread);
+The server argument picks where to look: empty, ``(local)``, ``local`` or
+our own AE title is this archive's index (``IndexQuery.find`` in a reader thread);
 any other AE of acrnema.map gets C-FINDs through our DICOM client (Patient
 Root at PATIENT level, Study Root below).  A finder lists the entities one
 of whose searched attributes contains the text (case-insensitively: a

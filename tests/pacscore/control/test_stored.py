@@ -5,7 +5,7 @@ from types import SimpleNamespace
 from twisted.trial import unittest
 
 from pacscore.control.context import CommandError
-from pacscore.control.stored import storedFile, uidValue
+from pacscore.control.stored import isLocal, storedFile, uidValue
 from pacscore.storage.devices import MagDevice
 
 
@@ -38,3 +38,13 @@ class UidValueTests(unittest.TestCase):
             self.assertIn("is not a UID", str(error))
         self.assertRaises(CommandError, uidValue, "1.2.*", "series UID")
         self.assertRaises(CommandError, uidValue, " ", "series UID")
+
+
+class IsLocalTests(unittest.TestCase):
+
+    def test_conquestNamesOfThisArchive(self):
+        archive = SimpleNamespace(aeTitle="CONQUESTSRV1")
+        for server in ("", " ", "(local)", "local", "LOCAL", " Local ", "CONQUESTSRV1"):
+            self.assertTrue(isLocal(archive, server), server)
+        for server in ("OTHER", "localhost", "(LOCAL)x"):
+            self.assertFalse(isLocal(archive, server), server)

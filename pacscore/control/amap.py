@@ -8,7 +8,9 @@ to at once.  As in Conquest, ``put_amap`` and ``delete_amap`` change the
 map in memory only; ``write_amap`` saves it (header comments kept) and
 ``read_amap`` reads the file again.  An entry is printed with ``fmt``
 taking AE, host, port and compression (default ``%-17s %-30s %-10s %s``);
-an index past the last entry prints nothing.
+an index past the last entry prints nothing.  ``get_amaps`` lists the
+servers, as Conquest's does: the entries without a wildcard (``*``, ``?``)
+in their AE.
 """
 
 from pacscore.config.acrnema import Node
@@ -38,11 +40,12 @@ class GetAmap(ControlCommand):
 
 class GetAmaps(ControlCommand):
     name = "get_amaps"
-    usage = "--get_amaps:fmt  List all entries from ACRNEMA.MAP"
+    usage = "--get_amaps:fmt  List all non-wildcard entries from ACRNEMA.MAP"
     readOnly = True
 
     def run(self, arguments, context):
-        return "\n".join(nodeLine(node, arguments) for node in context.archive.configuration.acrNemaMap.nodes)
+        return "\n".join(nodeLine(node, arguments) for node in context.archive.configuration.acrNemaMap.nodes
+                         if not any(wildcard in node.ae for wildcard in "*?"))
 
 
 class PutAmap(ControlCommand):

@@ -25,12 +25,13 @@ class AcrNemaMapCommandTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_getAmaps(self):
+        yield self.running.run(commands.putAmap, "3,PEER?,127.0.0.1,104")
+        yield self.running.run(commands.putAmap, "4,PEER,127.0.0.1,104,j2")
         lines = (yield self.running.run(commands.getAmaps, "")).split("\n")
         self.assertEqual([line.split() for line in lines],
-                         [["CONQUESTSRV1", "127.0.0.1", "5678", "un"], ["V*", "*", "1234", "un"],
-                          ["S*", "*", "5678", "un"]])
+                         [["CONQUESTSRV1", "127.0.0.1", "5678", "un"], ["PEER", "127.0.0.1", "104", "j2"]])
         self.assertEqual((yield self.running.run(commands.getAmaps, "%s:%s")),
-                         "CONQUESTSRV1:127.0.0.1\nV*:*\nS*:*")
+                         "CONQUESTSRV1:127.0.0.1\nPEER:127.0.0.1")
 
     @defer.inlineCallbacks
     def test_getAmap(self):

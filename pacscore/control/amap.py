@@ -7,7 +7,8 @@ export forwarder look destinations up in, so a node put here can be moved
 to at once.  As in Conquest, ``put_amap`` and ``delete_amap`` change the
 map in memory only; ``write_amap`` saves it (header comments kept) and
 ``read_amap`` reads the file again.  An entry is printed with ``fmt``
-taking AE, host, port and compression (default ``%-17s %-30s %-10s %s``);
+taking AE, host, port and compression, again as often as it asks (default
+``%-17s %-30s %-10s %s``);
 an index past the last entry prints nothing.  ``get_amaps`` lists the
 servers, as Conquest's does: the entries without a wildcard (``*``, ``?``)
 in their AE.
@@ -23,7 +24,7 @@ NODE_FORMAT = "%-17s %-30s %-10s %s"
 
 def nodeLine(node, fmt=""):
     """One acrnema.map entry as ``get_amap`` prints it."""
-    return formatted(fmt or NODE_FORMAT, node.ae, node.host, node.port, node.compression)
+    return formatted(fmt or NODE_FORMAT, node.ae, node.host, node.port, node.compression, repeat=True)
 
 
 class GetAmap(ControlCommand):

@@ -62,11 +62,14 @@ _CONVERSION = re.compile(r"%%|%[-#0 +]*([0-9]*)(?:\.([0-9]*))?[hlL]?[diouxXeEfFg
 MAX_WIDTH = 1024
 
 
-def formatted(fmt, *values):
+def formatted(fmt, *values, repeat=False):
     """Conquest's optional ``fmt`` argument: a printf-style template for one
     output line (``%s``, ``%d`` ..., ``\\n`` and ``\\t`` escapes) taking the
-    first values; without one, the values joined by spaces. Widths and
-    precisions are at most ``MAX_WIDTH``."""
+    first values, with ``repeat`` the values again from the first as often
+    as it has conversions left (as Conquest passes a listing's row, so that
+    its templates skip values with ``%0.0s`` and show one twice); without
+    one, the values joined by spaces. Widths and precisions are at most
+    ``MAX_WIDTH``."""
     if not fmt:
         return " ".join(str(v) for v in values)
     template = fmt.replace("\\n", "\n").replace("\\t", "\t")
@@ -74,6 +77,8 @@ def formatted(fmt, *values):
     if any(int(number) > MAX_WIDTH for match in conversions for number in match.groups() if number):
         raise CommandError(f"bad format {fmt!r}: widths and precisions are at most {MAX_WIDTH}")
     try:
+        if repeat and values:
+            values *= -(-len(conversions) // len(values))
         return template % tuple(values[:len(conversions)])
     except (TypeError, ValueError, OverflowError) as e:
         raise CommandError(f"bad format {fmt!r}: {e}") from e

@@ -1,6 +1,8 @@
 """Where the listing commands (``query``, ``patientfinder`` ...) put their
 rows: Conquest's ``|``-separated arguments end in ``fmt`` and ``file``;
-each row is formatted with ``fmt`` (else its values tab-separated) and the
+each row is formatted with ``fmt`` (else its values tab-separated; a
+``fmt`` with more conversions than the row has values takes them again, as
+Conquest's do) and the
 rows go to ``file`` when one is named (written in the I/O pool), else to
 the command's output; output that goes into a web page (a scripted page's
 command line) has the values HTML-escaped, as they come from DICOM data,
@@ -31,12 +33,13 @@ def pipeFields(arguments, count):
 
 
 def formatRow(fmt, values, html=False):
-    """One output line of ``values`` (strings or numbers); with ``html``
+    """One output line of ``values`` (strings or numbers), ``fmt`` taking
+    them as often as it asks (``formatted``'s ``repeat``); with ``html``
     the strings HTML-escaped."""
     if html:
         values = [escape(value) if isinstance(value, str) else value for value in values]
     if fmt:
-        return formatted(fmt, *values)
+        return formatted(fmt, *values, repeat=True)
     return "\t".join("" if value is None else str(value) for value in values)
 
 

@@ -32,6 +32,8 @@ class AcrNemaMapCommandTests(unittest.TestCase):
                          [["CONQUESTSRV1", "127.0.0.1", "5678", "un"], ["PEER", "127.0.0.1", "104", "j2"]])
         self.assertEqual((yield self.running.run(commands.getAmaps, "%s:%s")),
                          "CONQUESTSRV1:127.0.0.1\nPEER:127.0.0.1")
+        self.assertEqual((yield self.running.run(commands.getAmaps, "<option value='%s'>%0.0s%0.0s%0.0s%s</option>")),
+                         "<option value='CONQUESTSRV1'>CONQUESTSRV1</option>\n<option value='PEER'>PEER</option>")
 
     @defer.inlineCallbacks
     def test_getAmap(self):

@@ -13,6 +13,14 @@ class FormattedTests(unittest.TestCase):
         self.assertEqual(formatted("100%% %s", "sure"), "100% sure")
         self.assertEqual(formatted(f"%{MAX_WIDTH}s", "a"), " " * (MAX_WIDTH - 1) + "a")
 
+    def test_repeatedValues(self):
+        self.assertEqual(formatted("<option value='%s'>%0.0s%0.0s%0.0s%s</option>", "AE", "host", "104", "un",
+                                   repeat=True), "<option value='AE'>AE</option>")
+        self.assertEqual(formatted("%s %s %s %s %s", 1, 2, repeat=True), "1 2 1 2 1")
+        self.assertEqual(formatted("%s", 1, 2, repeat=True), "1")
+        self.assertRaises(CommandError, formatted, "%s %s %s", 1, 2)
+        self.assertRaises(CommandError, formatted, "%s", repeat=True)
+
     def test_badTemplates(self):
         for fmt in ("%d", "%s %s", "%(key)s"):
             error = self.assertRaises(CommandError, formatted, fmt, "text")

@@ -33,6 +33,14 @@ class DatabaseCommandTests(unittest.TestCase):
         self.assertEqual(output.split("\n"), ["PAT0000\t2", "PAT0002\t2"])
 
     @defer.inlineCallbacks
+    def test_conquestTemplatesTakeTheValuesAgain(self):
+        output = yield self.command(commands.query, "DICOMPatients|PatientID,PatientName|PatientID = 'PAT0001'|"
+                                    "<A HREF=x&query=PatientID+=+'%s'>%0.0s %s</A><TD>%s|")
+        self.assertEqual(output, "<A HREF=x&query=PatientID+=+'PAT0001'> PAT0001</A><TD>Smith^Patient1")
+        output = yield self.command(commands.patientFinder, "|patient1|<A HREF=x&query==%s>%0.0s%0.0s%0.0s%s</A>|")
+        self.assertEqual(output, "<A HREF=x&query==PAT0001>PAT0001</A>")
+
+    @defer.inlineCallbacks
     def test_query2LimitsRowsAndWritesFiles(self):
         target = os.path.abspath(self.mktemp())
         output = yield self.command(commands.query2, f"DICOMImages|SOPInstanceUID||%s|3|{target}")

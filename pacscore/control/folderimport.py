@@ -6,29 +6,45 @@ into its spool a chunk at a time, one at a time when each is read whole
 (to be changed for a new patient), so memory stays bounded; DICOMDIR, and files
 that are no DICOM object (a zip file among them), are skipped with a line
 each, a file the store refuses fails with a line, and a summary line ends
-the answer."""
+the answer.  The archive's own folders (``output.ownFolders``: its MAG and
+mirror devices ...) are never imported again: one named is refused, one
+under the folder named skipped with a line."""
 
 import os
 
 from twisted.internet import defer
 
 from pacscore.control.context import CommandError, NotDICOM
+from pacscore.control.output import ownFolders
 from pacscore.storage.regularfiles import SkippedFiles, hidden, isRegularFile
 
 CONCURRENCY = 4
 DICOMDIR_SKIPPED = "a DICOMDIR (the index of a CD), not an object"
 
 
-def folderFiles(folder, skip=SkippedFiles()):
-    """In the I/O pool: ``(files, unreadable)``: ``(path, whether it is a
-    regular file)`` of the files under ``folder``, in name order, its
+OWN_FOLDER = "the archive's own folder (a MAG or mirror device, the HL7 drop folder, its scripts)"
+
+
+def folderFiles(folder, skip=SkippedFiles(), own=frozenset()):
+    """In the I/O pool: ``(files, unreadable, owned)``: ``(path, whether it
+    is a regular file)`` of the files under ``folder``, in name order, its
     subfolders walked too but hidden ones (a device's ``.pacs-tmp``, as
-    regen), links to folders followed (a CD copy's), each
+    regen) and those whose real path is in ``own`` (named in ``owned``),
+    links to folders followed (a CD copy's), each
     folder once (so a link loop ends), the files in ``skip`` (a
     ``SkippedFiles`` of the index database's) left out; ``(path, why)`` of the
-    folders that could not be listed."""
-    found, unreadable = [], []
+    folders that could not be listed.  CommandError when ``folder`` is in
+    one of ``own``."""
+    if _inside(folder, own):
+        raise CommandError(f"{folder} is {OWN_FOLDER}: not a folder to import")
+    found, unreadable, owned = [], [], []
     visited = set()
+
+    def walked(path):
+        if _inside(path, own):
+            owned.append(path)
+            return False
+        return firstVisit(path)
 
     def firstVisit(path):
         try:
@@ -46,7 +62,7 @@ def folderFiles(folder, skip=SkippedFiles()):
 
     firstVisit(folder)
     for root, folders, names in os.walk(folder, onerror=cannotList, followlinks=True):
-        folders[:] = [name for name in sorted(folders) if not hidden(name) and firstVisit(os.path.join(root, name))]
+        folders[:] = [name for name in sorted(folders) if not hidden(name) and walked(os.path.join(root, name))]
         for path in (os.path.join(root, name) for name in sorted(names)):
             if path not in skip:
                 try:
@@ -54,7 +70,13 @@ def folderFiles(folder, skip=SkippedFiles()):
                 except OSError:  # a dangling link
                     regular = False
                 found.append((path, regular))
-    return found, unreadable
+    return found, unreadable, owned
+
+
+def _inside(path, folders):
+    """Whether the real path of ``path`` is one of ``folders`` (real paths) or under one."""
+    real = os.path.realpath(path)
+    return any(real == folder or real.startswith(os.path.join(folder, "")) for folder in folders)
 
 
 async def _outcome(store, path, regular):
@@ -77,11 +99,13 @@ async def importFolder(archive, folder, store, concurrency):
     files at a time; the lines of the
     files skipped and failed and the summary, CommandError with them when
     one failed (the lines as its output, the summary as its message)."""
-    files, unreadable = await archive.workers.deferToWorker(folderFiles, folder, SkippedFiles(archive.databaseFiles))
+    files, unreadable, owned = await archive.workers.deferToWorker(
+        lambda: folderFiles(folder, SkippedFiles(archive.databaseFiles), ownFolders(archive)))
     semaphore = defer.DeferredSemaphore(concurrency)
     outcomes = await defer.gatherResults([semaphore.run(_outcome, store, path, regular) for path, regular in files],
                                          consumeErrors=True)
     outcomes += [("failed", f"failed {path}: cannot list the folder: {why}") for path, why in unreadable]
+    outcomes += [("skipped", f"skipped {path}: {OWN_FOLDER}") for path in owned]
     counts = {kind: sum(1 for outcome, _ in outcomes if outcome == kind) for kind in ("stored", "skipped", "failed")}
     lines = "\n".join(line for _, line in outcomes if line is not None)
     summary = f"{folder}: {counts['stored']} stored, {counts['skipped']} skipped, {counts['failed']} failed"

@@ -56,7 +56,7 @@ def outputPath(context, text):
     archive = context.archive
     path = archive.configuration.resolvePath(text)
     real = os.path.realpath(path)
-    if any(real.startswith(os.path.join(folder, "")) for folder in _ownFolders(archive)) or \
+    if any(real.startswith(os.path.join(folder, "")) for folder in ownFolders(archive)) or \
             real in _ownFiles(archive):
         raise CommandError(f"{path} is one of the archive's own files (configuration, index, logs, "
                            "WebUsers, MAG or mirror device, HL7 drop folder)")
@@ -73,7 +73,7 @@ def inputPath(archive, text):
     return path
 
 
-def _ownFolders(archive):
+def ownFolders(archive):
     """The real paths of the folders whose files are all the archive's: its
     MAG and mirror devices, the HL7 drop folder and the configuration folder
     (its scripts), unless that is the working folder, where listings go."""

@@ -83,7 +83,10 @@ async def objectFile(archive, text):
     listings name it (``DEVICE:relative``, never leading out of its
     device), another file (as ``output.inputPath``), or ``patid:sop``, the
     file of that stored object (its mirror copy when only that is left);
-    CommandError when the index holds no such object."""
+    CommandError when the index holds no such object or ``text`` is empty
+    (not the working folder)."""
+    if not text.strip():
+        raise CommandError("no file given")
     named = _onDevice(archive, text.strip())
     if named is not None:
         return inputPath(archive, archive.objectReader.magPath(*named))

@@ -18,6 +18,7 @@ from twisted.trial import unittest
 from pacscore.hl7 import dropfolder
 from pacscore.control import data
 from pacscore.control.context import CommandError
+from pacscore.control.folderimport import OWN_FOLDER
 from pacscore.storage.part10 import readFileMeta
 from pacscore.testing.corpus import generateCorpus, makeDataset
 from pacscore.testing.orders import orderMessage, writeMessages
@@ -120,6 +121,24 @@ class StoredCorpusTests(unittest.TestCase):
         [failed] = [line for line in lines if line.startswith("failed ")]
         self.assertTrue(failed.startswith(f"failed {images / 'OTHER'}: "), lines)
         self.assertEqual((yield self.running.count("image")), 11)
+
+    @defer.inlineCallbacks
+    def test_addimagefileOfNoFileOrOfTheArchivesOwnFolders(self):
+        """An empty file (a script's unset variable) is refused, not the
+        working folder imported; the MAG devices are not imported again,
+        whether named or under a folder named."""
+        for arguments in ("", " ", ",DUPPAT"):
+            error = yield self.assertFailure(self.running.run(commands.addImageFile, arguments), CommandError)
+            self.assertEqual(str(error), "no file given")
+        device = self.running.archive.devices[0].path
+        for folder in (device, os.path.join(device, os.listdir(device)[0]), "data", "data/"):
+            error = yield self.assertFailure(self.running.run(commands.addImageFile, f"{folder},DUPPAT"),
+                                             CommandError)
+            self.assertIn("is the archive's own folder", str(error))
+        answer = yield self.running.run(commands.addImageFile, ".,DUPPAT")
+        self.assertIn(f"skipped {device}: {OWN_FOLDER}", answer.splitlines())
+        self.assertRegex(answer.splitlines()[-1], ": 0 stored, [0-9]+ skipped, 0 failed$")
+        self.assertEqual((yield self.running.count("image")), 8)
 
     @defer.inlineCallbacks
     def test_addimagefileOfAFolderFollowsLinkedFolders(self):

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from twisted.trial import unittest
 
+from pacscore.control.context import CommandError
 from pacscore.control.folderimport import folderFiles
 
 
@@ -24,7 +25,7 @@ class FolderFilesTests(unittest.TestCase):
         (self.top / "B").symlink_to(self.elsewhere)
         (self.top / "C").symlink_to(self.elsewhere)
         (self.elsewhere / "loop").symlink_to(self.top)
-        files, unreadable = folderFiles(str(self.top))
+        files, unreadable, _ = folderFiles(str(self.top))
         self.assertEqual(files, [(str(self.top / "A" / "IM1"), True), (str(self.top / "B" / "IM2"), True)])
         self.assertEqual(unreadable, [])
 
@@ -38,7 +39,7 @@ class FolderFilesTests(unittest.TestCase):
                 raise PermissionError(13, "Permission denied", path)
             return scandir(path)
         self.patch(os, "scandir", refusing)
-        files, unreadable = folderFiles(str(self.top))
+        files, unreadable, _ = folderFiles(str(self.top))
         self.assertEqual(files, [])
         self.assertEqual(unreadable, [(refused, "Permission denied")])
 
@@ -49,5 +50,19 @@ class FolderFilesTests(unittest.TestCase):
         (self.top / ".pacs-tmp" / "store-1-1.part").write_bytes(b"")
         (self.top / "A" / ".hidden").mkdir()
         (self.top / "A" / ".hidden" / "IM3").write_bytes(b"3")
-        files, unreadable = folderFiles(str(self.top))
+        files, unreadable, _ = folderFiles(str(self.top))
         self.assertEqual(files, [(str(self.top / "A" / "IM1"), True)])
+
+    def test_ownFoldersSkippedOrRefused(self):
+        """A folder of ``own`` (a MAG device) under the one walked is
+        skipped and named; walking one of them, or a folder in one, is refused."""
+        own = {os.path.realpath(self.top / "A")}
+        (self.top / "B").mkdir()
+        (self.top / "B" / "IM2").write_bytes(b"2")
+        (self.top / "C").symlink_to(self.top / "A")
+        files, unreadable, owned = folderFiles(str(self.top), own=own)
+        self.assertEqual(files, [(str(self.top / "B" / "IM2"), True)])
+        self.assertEqual(owned, [str(self.top / "A"), str(self.top / "C")])
+        for folder in (self.top / "A", self.top / "C", self.top / "A" / "."):
+            error = self.assertRaises(CommandError, folderFiles, str(folder), own=own)
+            self.assertIn("is the archive's own folder", str(error))

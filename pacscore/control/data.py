@@ -107,10 +107,29 @@ def _readWhole(path):
         return syntax, f.read(), meta, offset > 0
 
 
+def _objectStart(f, path):
+    """``_fileMeta`` of the open file ``f`` (``path``), left at its data set,
+    when it is a DICOM object: one with a file meta, or a bare data set with
+    a SOP Class UID; NotDICOM else (any file read leniently makes elements
+    of its bytes)."""
+    syntax, meta, offset = _fileMeta(f)
+    if offset == 0:
+        try:
+            sopClass = readAttributes(f, syntax, frozenset((SOP_CLASS_UID,))).get(SOP_CLASS_UID)
+        except (DatasetError, IdentifierError) as e:
+            raise NotDICOM(path, f"not a readable DICOM object: {e}") from e
+        if not sopClass:
+            raise NotDICOM(path, "not a readable DICOM object: no file meta and no SOP Class UID")
+        f.seek(0)
+    return syntax, meta, offset
+
+
 def readFile(path):
     """In the I/O pool: ``(transfer syntax, data set bytes)`` of a DICOM
-    file (Part-10 or a bare data set)."""
-    return _readWhole(path)[:2]
+    object (Part-10 or a bare data set, ``_objectStart``)."""
+    with openRegularFile(path) as f:
+        syntax, _, _ = _objectStart(f, path)
+        return syntax, f.read()
 
 
 def _changedObject(path, change, callingAE, calledAE, compression, converters, amended):
@@ -244,9 +263,12 @@ def _checkUID(uid, name):
 
 
 def headerLines(path):
-    """In the I/O pool: the file's elements as text, pixel data left out;
-    InvalidDicomError when pydicom cannot read or show them."""
+    """In the I/O pool: the elements of the DICOM object ``path``
+    (``_objectStart``) as text, pixel data left out; InvalidDicomError when
+    pydicom cannot read or show them."""
     with openRegularFile(path) as f:
+        _objectStart(f, path)
+        f.seek(0)
         try:
             return str(pydicom.dcmread(f, stop_before_pixels=True, force=True)).splitlines()
         except Exception as e:  # damage surfaces as any exception while reading or formatting
@@ -313,7 +335,7 @@ class DumpHeader(AsyncControlCommand):
         path = await objectFile(archive, source)
         try:
             lines = await archive.workers.deferToWorker(headerLines, path)
-        except (OSError, InvalidDicomError) as e:
+        except (OSError, InvalidDicomError, DatasetError) as e:
             raise CommandError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from e
         return await deliver(context, lines, target)
 

@@ -385,6 +385,29 @@ class StoredCorpusTests(unittest.TestCase):
         error = yield self.assertFailure(self.running.run(commands.dumpHeader, "MAG0:../x.dcm"), CommandError)
         self.assertIn("is not a file inside MAG0", str(error))
 
+    @defer.inlineCallbacks
+    def test_readingCommandsRefuseWhatIsNotDicom(self):
+        """A text file is no DICOM object to count frames of or dump: it
+        has no file meta and no SOP Class UID (read leniently, its bytes
+        would make elements); a bare data set with one is read."""
+        path = os.path.abspath(self.mktemp())
+        Path(path).write_bytes(b"hello world this is not dicom at all\n")
+        for command, arguments in ((commands.countFrames, path), (commands.dumpHeader, path),
+                                   (commands.dumpHeader, f"{path},{path}.out"),
+                                   (commands.uncompress, f"{path},{path}.out")):
+            error = yield self.assertFailure(self.running.run(command, arguments), CommandError)
+            self.assertIn(f"{path} is not a readable DICOM object", str(error))
+        self.assertFalse(os.path.exists(path + ".out"))
+        bare = os.path.abspath(self.mktemp())
+        dataset = pydicom.dcmread(self.images[0].path)
+        del dataset.file_meta
+        dataset.preamble = None
+        dataset.save_as(bare, implicit_vr=True, little_endian=True)
+        with open(bare, "rb") as f:
+            self.assertEqual(readFileMeta(f)[2], 0)
+        self.assertEqual((yield self.running.run(commands.countFrames, bare)), "1")
+        self.assertIn("PAT0000", (yield self.running.run(commands.dumpHeader, bare)))
+
     def damagedCopy(self, old, new):
         """A copy of the first image, the last ``old`` bytes (in its data set) replaced by ``new``."""
         original = Path(self.images[0].path).read_bytes()

@@ -10,7 +10,11 @@ of whose searched attributes contains the text (case-insensitively: a
 ``*text*`` wildcard on each, the answers merged), and the studyfinder and
 seriesfinder also those whose date is in a text that is a date (as the
 manual's web pages say): ``yyyy``, ``yyyymm``, ``yyyymmdd`` or
-``yyyymmdd-yyyymmdd``; an empty text lists all; the listers' study and series UIDs must be UIDs (digits and dots).
+``yyyymmdd-yyyymmdd``; those whose study or series UID is a text that is
+a UID; for ``=text``, as Conquest's web pages chain the finders (the
+studyfinder given ``=PatientID``, the seriesfinder ``=StudyInstanceUID``),
+those whose patient ID, study or series UID is that text exactly (no
+wildcards); an empty text lists all; the listers' study and series UIDs must be UIDs (digits and dots).
 Each entity is one row formatted with ``fmt`` (its values tab-separated
 without one), to ``file`` or the output.  The values, in order:
 
@@ -46,6 +50,7 @@ from pacscore.db.query import (
 from pacscore.dicom.client import associate, nodeEndpoint
 from pacscore.dicom.identifiers import findIdentifier
 from pacscore.dicom.models import PATIENT_ROOT_FIND, STUDY_ROOT_FIND
+from pacscore.dicom.uids import isUID
 
 SUCCESS = 0x0000
 PATIENT_NAME = (0x00100010, "PN")
@@ -70,6 +75,7 @@ DATES = {"STUDY": STUDY_DATE[0], "SERIES": SERIES_DATE[0]}  # what a date-like t
 PATIENT_SEARCHED = (PATIENT_ID, PATIENT_NAME[0])  # the tags each finder's text is looked for in
 STUDY_SEARCHED = (PATIENT_ID, PATIENT_NAME[0], STUDY_DESCRIPTION[0])
 SERIES_SEARCHED = (PATIENT_ID, PATIENT_NAME[0], SERIES_DESCRIPTION[0])
+IDENTIFIERS = (PATIENT_ID, STUDY_INSTANCE_UID, SERIES_INSTANCE_UID)  # what ``=text`` matches exactly
 _DATE_TEXT = re.compile(r"(\d{4})(\d{2})?(\d{2})?(-\d{8})?")
 
 
@@ -183,15 +189,24 @@ class _Listing(ControlCommand):
 async def findContaining(source, level, columns, searched, text, fixed=()):
     """``[{tag: value}]`` of the ``columns`` ((tag, vr), ...) of the
     entities at ``level`` one of whose ``searched`` tags contains ``text``
-    (all when it is empty), each once, that also match the ``fixed`` keys."""
+    (all when it is empty), or whose ID or UID (``IDENTIFIERS`` among the
+    columns) is a ``text`` that is a UID, or, for ``=text``, is that text
+    exactly; each once, that also match the ``fixed`` keys."""
     unique = UNIQUE[level]
-    searches = [(tag, f"*{text}*") for tag in searched] if text else [(None, "")]
-    dates = dateRange(text) if text and searched else None
-    if dates is not None and DATES.get(level) in dict(columns):
-        searches.append((DATES[level], dates))
+    identifiers = [tag for tag, _ in columns if tag in IDENTIFIERS]
+    if text.startswith("="):
+        value = exactValue(text[1:], "ID or UID")
+        searches = [(tag, value, False) for tag in identifiers]
+    else:
+        searches = [(tag, f"*{text}*", True) for tag in searched] if text else [(None, "", False)]
+        if searched and isUID(text) and "." in text:
+            searches += [(tag, text, False) for tag in identifiers if tag != PATIENT_ID]
+        dates = dateRange(text) if text and searched else None
+        if dates is not None and DATES.get(level) in dict(columns):
+            searches.append((DATES[level], dates, False))
     found = {}
-    for searchedTag, value in searches:
-        keys = {tag: QueryKey(tag, vr, value if tag == searchedTag else "", foldCase=tag == searchedTag)
+    for searchedTag, value, foldCase in searches:
+        keys = {tag: QueryKey(tag, vr, value if tag == searchedTag else "", foldCase=foldCase and tag == searchedTag)
                 for tag, vr in columns}
         keys.update((key.tag, key) for key in fixed)
         for match in await source.find(level, list(keys.values())):

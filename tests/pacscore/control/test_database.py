@@ -83,6 +83,27 @@ class DatabaseCommandTests(unittest.TestCase):
         self.assertEqual(sorted(series.split("\n")), ["PAT0000 Series 2", "PAT0001 Series 2", "PAT0002 Series 2"])
 
     @defer.inlineCallbacks
+    def test_findersDrillDownAsConquestsPagesDo(self):
+        """``=ID`` matches a patient ID, study or series UID exactly (the
+        studyfinder gets ``=PatientID``, the seriesfinder ``=StudyUID`` from
+        the finder before); a text that is a UID is looked up as one too."""
+        image = self.images[4]
+        self.assertEqual((yield self.command(commands.patientFinder, "|=PAT0001|%s|")), "PAT0001")
+        self.assertEqual((yield self.command(commands.patientFinder, "|=PAT000|%s|")), "")
+        self.assertEqual((yield self.command(commands.patientFinder, "|=pat0001|%s|")), "")
+        studyUID = "%0.0s%0.0s%0.0s%0.0s%0.0s%s"
+        for text in ("=PAT0001", f"={image.studyUID}", image.studyUID):
+            self.assertEqual((yield self.command(commands.studyFinder, f"|{text}|{studyUID}|")), image.studyUID)
+        series = sorted({i.seriesUID for i in self.images[4:8]})
+        for text in (f"={image.studyUID}", image.studyUID):
+            found = yield self.command(commands.seriesFinder, f"|{text}|%0.0s%0.0s%0.0s%0.0s%0.0s%0.0s%s|")
+            self.assertEqual(sorted(found.split("\n")), series)
+        found = yield self.command(commands.seriesFinder,
+                                   f"|={image.seriesUID}|%0.0s%0.0s%0.0s%0.0s%0.0s%0.0s%s|")
+        self.assertEqual(found, image.seriesUID)
+        yield self.assertFailure(self.command(commands.studyFinder, "|=PAT*|%s|"), CommandError)
+
+    @defer.inlineCallbacks
     def test_serieslisterAndImagelister(self):
         image = self.images[4]
         series = yield self.command(commands.seriesLister, f"|{image.patientID}|{image.studyUID}|%s|")

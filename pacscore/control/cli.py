@@ -24,7 +24,8 @@ from pacscore.config.defaults import DEFAULT_TCP_PORT, INI_NAME, defaultConfigDi
 from pacscore.config.errors import ConfigError
 from pacscore.config.ini import DicomIni
 from pacscore.control.cgigateway import isCGIRequest, runCGI
-from pacscore.control.client import CONTROL_PORT, ClientFailed, DicomPortAnswered, NoAnswer, TLSFailed, sendCommand
+from pacscore.control.client import (ClientFailed, DicomPortAnswered, NoAnswer, TLSFailed, controlPortHint,
+                                     sendCommand)
 from pacscore.control.endpoint import DEFAULT_ENDPOINT, clientEndpoint, portNumber
 
 DISABLED = ("off", "none")
@@ -247,19 +248,19 @@ def remote(options, workdir, ini, out, err):
     """Send the ``--commands`` to the server that ``ini`` (of the working
     folder ``workdir``) describes."""
     description = ini.get("ControlEndpoint", "") or DEFAULT_ENDPOINT
+    hint = controlPortHint(ini.get("ControlEndpoint", ""))
     if description.strip().lower() in DISABLED and options["host"] is None and options["port"] is None:
         err(f"dgate: the control port is off (ControlEndpoint = {description} in the working folder's "
             f"dicom.ini); give -p and -q to reach a server")
         return 1
     if options["port"] is not None and options["port"] == ini.getint("TCPPort", DEFAULT_TCP_PORT):
-        err(f"dgate: -p{options['port']} is the DICOM port (TCPPort in the working folder's dicom.ini): "
-            f"{CONTROL_PORT}")
+        err(f"dgate: -p{options['port']} is the DICOM port (TCPPort in the working folder's dicom.ini): {hint}")
         return 1
-    task.react(_sendAll, (options["commands"], description, workdir, options["host"], options["port"],
+    task.react(_sendAll, (options["commands"], description, hint, workdir, options["host"], options["port"],
                           ini.get("ControlSecret", "") or None, out, err))
 
 
-async def _sendAll(reactor, commands, description, workdir, host, port, secret, out, err):
+async def _sendAll(reactor, commands, description, hint, workdir, host, port, secret, out, err):
     """Send each command in turn; ends the process with the highest status."""
     try:
         endpoint, label = clientEndpoint(reactor, description, host, port, folder=workdir)
@@ -268,7 +269,7 @@ async def _sendAll(reactor, commands, description, workdir, host, port, secret, 
         raise SystemExit(1) from None
     status = 0
     for command in commands:
-        status = max(status, await _send(endpoint, label, command, secret, out, err))
+        status = max(status, await _send(endpoint, label, command, secret, out, err, hint))
     if status:
         raise SystemExit(status)
 
@@ -283,13 +284,16 @@ def _writeBinary(content):
     _writeTo(sys.stdout, write)
 
 
-async def _send(endpoint, label, command, secret, out, err):
+async def _send(endpoint, label, command, secret, out, err, hint):
     try:
         reply = await sendCommand(endpoint, command, secret, output=out, progress=err, data=_writeBinary)
     except error.ConnectionRefusedError:
         err(f"dgate: no pacs server at {label}")
         return 1
-    except (error.ConnectError, OSError, NoAnswer, TLSFailed, DicomPortAnswered) as e:
+    except DicomPortAnswered as e:
+        err(f"dgate: {label}: {e}: {hint}")
+        return 1
+    except (error.ConnectError, OSError, NoAnswer, TLSFailed) as e:
         err(f"dgate: {label}: {e}")
         return 1
     except ClientFailed as e:

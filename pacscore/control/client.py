@@ -10,8 +10,8 @@ request with ``NoAnswer``.
 A TLS handshake that fails (the server's certificate not trusted, or not
 issued for the address) fails with ``TLSFailed``, saying why.
 A DICOM port (Conquest's dgate takes commands there, so its scripts run
-``dgate -p5678``) answers with a PDU: that fails at once, saying where pacs
-takes commands.
+``dgate -p5678``) answers with a PDU: that fails at once
+(``DicomPortAnswered``; ``controlPortHint`` says where pacs takes commands).
 """
 
 from typing import NamedTuple
@@ -19,14 +19,28 @@ from typing import NamedTuple
 from twisted.internet import defer, endpoints
 from twisted.protocols import basic, policies
 
-from pacscore.control.endpoint import DEFAULT_ENDPOINT, DEFAULT_PORT
+from pacscore.control.endpoint import DEFAULT_ENDPOINT, DEFAULT_PORT, NETWORK_KINDS, fields, hostAndPort
 from pacscore.control.protocol import KEEPALIVE_INTERVAL, UNKNOWN_COMMAND
 from pacscore.dicom.pdu import PDU_NAMES
 from pacscore.tls import tlsFailure
 
-CONTROL_PORT = (f"pacs takes commands on its control endpoint (ControlEndpoint in dicom.ini, default "
-                f"{DEFAULT_ENDPOINT}: dgate -p{DEFAULT_PORT}), not, as Conquest, on its DICOM port")
 ANSWER_TIMEOUT = 6 * KEEPALIVE_INTERVAL
+
+
+def controlPortHint(description):
+    """Where pacs takes commands, for dgate pointed at a DICOM port: the
+    working folder's ControlEndpoint ``description`` (empty: the default)
+    and the ``-p`` that reaches it."""
+    if not description.strip():
+        where = f"ControlEndpoint in dicom.ini, default {DEFAULT_ENDPOINT}: dgate -p{DEFAULT_PORT}"
+    else:
+        where = f"ControlEndpoint = {description} in the working folder's dicom.ini"
+        try:
+            if fields(description)[0] in NETWORK_KINDS:
+                where += f": dgate -p{hostAndPort(description, DEFAULT_PORT)[2]}"
+        except ValueError:  # a bad port: dgate says so when it connects
+            pass
+    return f"pacs takes commands on its control endpoint ({where}), not, as Conquest, on its DICOM port"
 
 
 class Reply(NamedTuple):
@@ -114,8 +128,7 @@ class ControlClientProtocol(basic.LineReceiver, policies.TimeoutMixin):
         if not self._answering and data:
             self._answering = True
             if data[0] in PDU_NAMES:  # the answer's lines begin with a word
-                self.finished.errback(DicomPortAnswered(
-                    f"this is a DICOM port (it answered {PDU_NAMES[data[0]]}): {CONTROL_PORT}"))
+                self.finished.errback(DicomPortAnswered(f"this is a DICOM port (it answered {PDU_NAMES[data[0]]})"))
                 self.transport.loseConnection()
                 return
         super().dataReceived(data)

@@ -16,7 +16,7 @@ DEFAULT_ENDPOINT = "tcp:5679:interface=127.0.0.1"
 DEFAULT_PORT = 5679
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 _WILDCARD = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}
-_NETWORK_KINDS = ("tcp", "tcp6", "ssl")
+NETWORK_KINDS = ("tcp", "tcp6", "ssl")
 
 
 def fields(description):
@@ -48,7 +48,7 @@ def isLoopback(description):
     kind, _, keywords = fields(description)
     if kind == "unix":
         return True
-    return kind in _NETWORK_KINDS and keywords.get("interface", "").lower() in LOOPBACK
+    return kind in NETWORK_KINDS and keywords.get("interface", "").lower() in LOOPBACK
 
 
 def hostAndPort(description, defaultPort, host=None, port=None):
@@ -57,7 +57,7 @@ def hostAndPort(description, defaultPort, host=None, port=None):
     another kind: TCP on ``defaultPort``); ``host``/``port`` override it.
     ValueError for a bad port."""
     kind, positional, keywords = fields(description)
-    if kind not in _NETWORK_KINDS:
+    if kind not in NETWORK_KINDS:
         kind, positional, keywords = "tcp", [], {}
     if port is None:
         port = portNumber(keywords.get("port") or (positional[0] if positional else str(defaultPort)))

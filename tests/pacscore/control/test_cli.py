@@ -135,9 +135,9 @@ class CliTests(unittest.TestCase):
         code, output = self.dgate(f"-w{server.workdir}", f"-p{server.port}", "--display_status:")
         self.assertEqual(code, 1)
         self.assertEqual(output, f"dgate: -p{server.port} is the DICOM port (TCPPort in the working folder's "
-                                 "dicom.ini): pacs takes commands on its control endpoint (ControlEndpoint in "
-                                 "dicom.ini, default tcp:5679:interface=127.0.0.1: dgate -p5679), not, as "
-                                 "Conquest, on its DICOM port")
+                                 "dicom.ini): pacs takes commands on its control endpoint (ControlEndpoint = "
+                                 f"tcp:{server.controlPort}:interface=127.0.0.1 in the working folder's dicom.ini: "
+                                 f"dgate -p{server.controlPort}), not, as Conquest, on its DICOM port")
 
     def test_controlPortOff(self):
         server = PacsServer(self.mktemp(), ini={"ControlEndpoint": "off"})

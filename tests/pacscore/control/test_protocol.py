@@ -14,7 +14,7 @@ from twisted.trial import unittest
 from zope.interface import implementer
 
 from pacscore.control.client import (ANSWER_TIMEOUT, ClientFailed, ControlClientProtocol, DicomPortAnswered, NoAnswer,
-                                     Reply)
+                                     Reply, controlPortHint)
 from pacscore.control.context import CommandError
 from pacscore.control.protocol import KEEPALIVE_INTERVAL, BadRequest, ControlFactory, parseCommand
 from pacscore.control.registry import CommandRegistry
@@ -496,8 +496,8 @@ class ClientTests(unittest.TestCase):
 
     def test_dicomPortAnswers(self):
         """A DICOM port answers the request with a PDU (an A-ABORT, an
-        A-ASSOCIATE-RJ): the client fails at once, saying where pacs takes
-        commands, and closes the connection."""
+        A-ASSOCIATE-RJ): the client fails at once, saying so (dgate adds
+        where pacs takes commands, ``controlPortHint``), and closes the connection."""
         for answer, name in ((pdu.encodeAbort(pdu.SOURCE_SERVICE_PROVIDER, pdu.REASON_UNRECOGNIZED_PDU),
                               "A-ABORT"), (b"\x03", "A-ASSOCIATE-RJ")):
             client = ControlClientProtocol("--display_status:")
@@ -505,10 +505,7 @@ class ClientTests(unittest.TestCase):
             client.makeConnection(transport)
             client.dataReceived(answer)
             failure = self.failureResultOf(client.finished, DicomPortAnswered)
-            self.assertEqual(str(failure.value), f"this is a DICOM port (it answered {name}): pacs takes commands "
-                                                 "on its control endpoint (ControlEndpoint in dicom.ini, default "
-                                                 "tcp:5679:interface=127.0.0.1: dgate -p5679), not, as Conquest, "
-                                                 "on its DICOM port")
+            self.assertEqual(str(failure.value), f"this is a DICOM port (it answered {name})")
             self.assertTrue(transport.disconnecting)
 
     def test_closedWithoutAnswer(self):
@@ -516,3 +513,15 @@ class ClientTests(unittest.TestCase):
         client.makeConnection(StringTransport())
         client.connectionLost(Failure(error.ConnectionDone()))
         self.failureResultOf(client.finished, NoAnswer)
+
+
+class ControlPortHintTests(unittest.TestCase):
+
+    def test_namesTheConfiguredEndpoint(self):
+        self.assertEqual(controlPortHint(""), "pacs takes commands on its control endpoint (ControlEndpoint in "
+                                              "dicom.ini, default tcp:5679:interface=127.0.0.1: dgate -p5679), not, "
+                                              "as Conquest, on its DICOM port")
+        self.assertIn("(ControlEndpoint = ssl:7001:privateKey=k.pem in the working folder's dicom.ini: dgate "
+                      "-p7001)", controlPortHint("ssl:7001:privateKey=k.pem"))
+        self.assertIn("(ControlEndpoint = unix:/run/pacs.sock in the working folder's dicom.ini)",
+                      controlPortHint("unix:/run/pacs.sock"))

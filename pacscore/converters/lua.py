@@ -747,8 +747,9 @@ class LuaApi:
     and ``kind`` are those of the converter line (for ``script()``),
     ``unsafe`` whether it runs unsandboxed (``LuaAllowUnsafe = 1``)."""
 
-    def __init__(self, context, runtime, registry, kind, commandLine=None, unsafe=False):
+    def __init__(self, context, runtime, registry, kind, commandLine=None, unsafe=False, printer=None):
         self.context = context
+        self.printer = printer  # where print goes (dgate --lua:); None: the server log
         self.runtime = runtime
         self.registry = registry
         self.kind = kind
@@ -757,7 +758,10 @@ class LuaApi:
         self.fate = None  # the last destroy/reject/defer of a script() call
 
     def print(self, text):
-        self.context.log.info("{converter}: {text}", converter=self.context.converterName, text=text)
+        if self.printer is None:
+            self.context.log.info("{converter}: {text}", converter=self.context.converterName, text=text)
+        else:
+            self.printer(text)
 
     def debuglog(self, text):
         """Conquest's ``debuglog``: ``print`` to the debug log (``debuglog_on``)."""
@@ -974,15 +978,15 @@ class _LuaCommandBase:
         """The compiled chunk to run."""
         raise NotImplementedError
 
-    def execute(self, arguments, context, commandLine=None):
+    def execute(self, arguments, context, commandLine=None, printer=None):
         """Run the script on ``context`` (``command_line`` the text
-        ``commandLine`` unless None): the Outcome it asks for, or
-        LuaFailure."""
+        ``commandLine`` unless None, ``print`` to ``printer(text)`` when
+        given): the Outcome it asks for, or LuaFailure."""
         ini = getattr(context.services.configuration, "ini", None)
         limit = DEFAULT_MAX_INSTRUCTIONS if ini is None else ini.getint(
             "LuaMaxInstructions", DEFAULT_MAX_INSTRUCTIONS)
         runtime = LuaRuntime.forThread()
-        api = LuaApi(context, runtime, arguments.registry, arguments.kind, commandLine, unsafeAllowed(ini))
+        api = LuaApi(context, runtime, arguments.registry, arguments.kind, commandLine, unsafeAllowed(ini), printer)
         try:
             result = runtime.run(self.chunk(runtime, arguments.code, context), api, limit)
             return _outcomeOf(result, api.fate)

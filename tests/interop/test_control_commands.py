@@ -138,6 +138,8 @@ COVERAGE = {
     "initializetables": _HERE + "MaintenanceCommandTests.test_regendirThenRegendev",
     "loadhl7": _HERE + "MaintenanceCommandTests.test_logOnDebugLogOnAndDebugLevel",
     "log_on": _HERE + "MaintenanceCommandTests.test_logOnDebugLogOnAndDebugLevel",
+    "lua": _HERE + "MaintenanceCommandTests.test_luaChunksRunInTheServer",
+    "dolua": _HERE + "MaintenanceCommandTests.test_luaChunksRunInTheServer",
     "makespace": _HERE + "MakeSpaceTests.test_makespaceDeletesTheOldestPatient",
     "movepatient": _HERE + "DataCommandTests.test_movepatientAndMoveseries",
     "moveseries": _HERE + "DataCommandTests.test_movepatientAndMoveseries",
@@ -859,6 +861,16 @@ class MaintenanceCommandTests(DgateMixin, unittest.TestCase):
     def tearDownClass(cls):
         cls.server.stop()
         shutil.rmtree(cls.workdir, True)
+
+    def test_luaChunksRunInTheServer(self):
+        """Conquest's dgate --lua: and --dolua: (its REST front-ends'
+        passthru of --dolua:...): the chunk runs in the server, its print
+        output comes back; a failing one exits 1 after what it printed."""
+        query = "print(#dbquery('DICOMPatients', 'PatientID', \"PatientID LIKE 'REGEN%'\"))"
+        self.assertEqual(self.dgate(f"--lua:{query}", "--dolua:print(Global.MyACRNema)"), ["2", self.server.ae])
+        result = self.server.dgate("--dolua:print('half'); error('stopped here')")
+        self.assertEqual((result.returncode, result.stdout), (1, "half\n"), result.stderr)
+        self.assertIn("stopped here", result.stderr)
 
     def test_regendirThenRegendev(self):
         before = snapshot(self.server.database)

@@ -1,0 +1,34 @@
+"""Conquest's ``dgate --lua:chunk`` and ``--dolua:chunk``: a Lua chunk run
+in the server, as a ``lua "..."`` converter runs its code (in a worker of
+the I/O pool, sandboxed unless ``LuaAllowUnsafe = 1``, stopped after
+``LuaMaxInstructions``, with no ``Data``), what it prints the command's
+output; a chunk that fails fails the command, after what it printed.
+Conquest's ``--dolua:`` runs the chunk in the dgate process itself; a pacs
+dgate holds no archive, so both run it in the server."""
+
+from pacscore.control.arguments import ControlCommand
+from pacscore.control.context import CommandError
+from pacscore.converters.context import ConverterContext
+from pacscore.converters.lua import LuaArguments, LuaFailure, LuaInlineCommand
+
+
+class RunLua(ControlCommand):
+    name = "lua"
+    usage = "--lua:chunk  Run lua chunk in the server, its print output returned"
+
+    def run(self, arguments, context):
+        if not arguments.strip():
+            raise CommandError("no Lua code given")
+        return context.archive.workers.deferToWorker(_runChunk, context.archive, arguments, f"dgate --{self.name}")
+
+
+def _runChunk(archive, code, name):
+    """In a worker: the lines ``code`` printed; CommandError when it failed."""
+    printed = []
+    context = ConverterContext("import", None, "", archive.aeTitle, services=archive.converterServices,
+                               converterName=name)
+    try:
+        LuaInlineCommand().execute(LuaArguments(code, archive.commands, "import"), context, printer=printed.append)
+    except LuaFailure as e:
+        raise CommandError(f"Lua chunk failed: {e}", output="\n".join(printed)) from e
+    return "\n".join(printed)

@@ -1,0 +1,36 @@
+"""dgate --lua: and --dolua:, a Lua chunk run in the server."""
+
+from twisted.internet import defer
+from twisted.trial import unittest
+
+from pacscore.control.context import CommandError
+from plugins import pacs_control_server as commands
+from tests.pacscore.control.running import RunningArchive
+
+
+class LuaChunkTests(unittest.TestCase):
+
+    def setUp(self):
+        self.running = RunningArchive(self, ae="LUAPACS")
+
+    @defer.inlineCallbacks
+    def test_printOutputComesBack(self):
+        for command in (commands.lua, commands.dolua):
+            output = yield self.running.run(command, "print(Global.MyACRNema); print('a', 1 + 1)")
+            self.assertEqual(output, "LUAPACS\na\t2")
+        output = yield self.running.run(commands.lua, "print(servercommand('get_param:MyACRNema'))")
+        self.assertEqual(output, "LUAPACS")
+        self.assertEqual((yield self.running.run(commands.lua, "local x = 1")), "")
+
+    @defer.inlineCallbacks
+    def test_failuresAndRefusals(self):
+        error = yield self.assertFailure(self.running.run(commands.lua, "print('before'); error('boom')"),
+                                         CommandError)
+        self.assertIn("boom", str(error))
+        self.assertEqual(error.output, "before")
+        error = yield self.assertFailure(self.running.run(commands.lua, "print("), CommandError)
+        self.assertIn("Lua", str(error))
+        error = yield self.assertFailure(self.running.run(commands.dolua, " "), CommandError)
+        self.assertEqual(str(error), "no Lua code given")
+        error = yield self.assertFailure(self.running.run(commands.lua, "os.execute('true')"), CommandError)
+        self.assertIn("execute", str(error))

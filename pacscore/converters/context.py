@@ -88,6 +88,7 @@ class ConverterContext:
         self.compression = None             # 'compression j2'
         self.testMode = ""                  # 'testmode .1'
         self.sandboxed = False              # run by a sandboxed Lua script's script(): no command reachesOutside
+        self.stored = True                  # False: an object a Lua script made or read (x:Script), sent as it is
 
     @property
     def isImport(self):

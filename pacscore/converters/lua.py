@@ -30,7 +30,9 @@ sandboxed; names in any case: ``Global.basedir``) and the functions
 ``print`` (to the server log), ``debuglog`` (likewise, to the debug log),
 ``forward(ae)``, ``script(rule)`` (runs a converter rule on the same
 object and returns its outcome's name; ``script(x, rule)`` and
-``x:Script(rule)`` on the object x, whose destroy is no fate of Data's;
+``x:Script(rule)`` on the object x, whose destroy is no fate of Data's, and
+whose image forward sends x as it is in an export converter and is
+refused in an import converter, which keeps no copy to send;
 sandboxed, a command that runs a program or writes a file it is told to,
 ``system``, ``save to`` ..., is refused and the rule stops),
 ``get_amap(n)`` (acrnema.map's entry n from 0: AE, host, port,
@@ -785,6 +787,7 @@ class LuaApi:
             context = ConverterContext(self.context.kind, rule.dataset, self.context.callingAE,
                                        self.context.calledAE, services=self.context.services,
                                        converterName=self.context.converterName)
+            context.stored = False  # forward sends x as it is, not a stored object with its UIDs
             outcome = self._runRule(objectRule, context)
             rule.context.changed = rule.context.changed or context.changed
             return outcome.value

@@ -83,8 +83,9 @@ def wholeObject(context):
     """The object a converter hands on: the data set, or in an export
     converter (whose data set stops before the pixels) the stored file read
     again, with what the line changed in the data set; OSError or
-    InvalidDicomError when it cannot be read."""
-    if context.isImport:
+    InvalidDicomError when it cannot be read.  An object a Lua script made
+    or read (not ``context.stored``) is its data set as it is."""
+    if context.isImport or not context.stored:
         return context.dataset
     return readObject(context.filename, context.dataset if context.changed else None)
 

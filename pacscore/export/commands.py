@@ -123,11 +123,20 @@ def _storedTarget(context):
     those of the stored object, whose identity stays what is stored when
     the line changed ``Data`` (an anonymising line's action must still
     find it), and an image forward then sends the changed object from a
-    spool file (``pacscore.export.spool``), never the unchanged one."""
-    if context.isImport or not context.changed:
+    spool file (``pacscore.export.spool``), never the unchanged one.  An
+    object a Lua script made or read (``x:Script``) is found by its own
+    UIDs."""
+    if context.isImport or not context.changed or not context.stored:
         return targetOf(context.dataset), context.filename or ""
     return targetOf(pydicom.dcmread(context.filename, stop_before_pixels=True, force=True,
                                     specific_tags=list(_IDENTITY))), context.filename
+
+
+def _sendsItsCopy(context):
+    """Whether an image forward sends the object from a spool file: one an
+    export line changed, or one a Lua script made or read (``x:Script``:
+    the stored object with its UIDs is not it, or there is none)."""
+    return not context.stored or (context.changed and not context.isImport)
 
 
 def queueOf(context):
@@ -160,7 +169,7 @@ def enqueue(context, action, request, filters=None):
             raise ValueError(f"{action} {'from' if action == 'get' else 'to'} {request.destination!r}: "
                              f"the AE is empty, nothing queued")
     target, objectPath = _storedTarget(context)
-    if action == "forward" and request.level == "IMAGE" and context.changed and not context.isImport:
+    if action == "forward" and request.level == "IMAGE" and _sendsItsCopy(context):
         objectPath = queue.spool(wholeObject(context))
     queue.addForward(destination, request.level, target, context.expand(request.compression),
                      notBefore, action, filters, objectPath)

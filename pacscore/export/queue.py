@@ -150,7 +150,8 @@ class ActionBuffer:
     def spool(self, dataset):
         """The path of a spool file holding ``dataset``, for an image forward to send."""
         if self.spoolFolder is None:
-            raise ValueError("forward after the line changed Data is not supported here: no spool folder")
+            raise ValueError("this forward sends a copy of the object as a line or script changed or made it, "
+                             "which only export converters keep (no spool folder here)")
         return spoolObject(dataset, self.spoolFolder)
 
     def addForward(self, destination, level, target, compression="", notBefore=None, action="forward",

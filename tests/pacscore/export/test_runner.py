@@ -427,6 +427,20 @@ class ChangedObjectForwardTests(unittest.TestCase):
         self.assertEqual(self.queue.due(1e12, 10), [])
         self.assertEqual(os.listdir(self.spool), [])
 
+    def test_anObjectAScriptMadeIsForwardedAsItIs(self):
+        """``x:Script('forward to DEST')`` on an object the script made
+        sends x (from a spool file), not the stored object with x's UIDs
+        (which would leak what x was to leave out), nor nothing."""
+        self.run_("lua \"local x = newdicomobject(); "
+                  "for _, k in ipairs({'SOPClassUID', 'SOPInstanceUID', 'StudyInstanceUID', 'SeriesInstanceUID', "
+                  "'Modality'}) do x[k] = Data[k] end; x.PatientID = 'ANON1'; x.PatientName = 'ANON^X'; "
+                  "assert(x:Script('forward to DEST') == 'continue')\"", "1.2.3.1.1")
+        [sent] = self.received()
+        self.assertEqual((sent.PatientID, str(sent.PatientName), sent.SOPInstanceUID), ("ANON1", "ANON^X", "1.2.3.1.1"))
+        self.assertNotIn("PixelData", sent)
+        self.assertEqual(self.queue.due(1e12, 10), [])
+        self.assertEqual(os.listdir(self.spool), [])
+
     def test_aCollectedForwardFindsTheStoredStudy(self):
         """``forward study`` after the line changed the identity forwards
         the stored study (that of the stored object, as Conquest's)."""

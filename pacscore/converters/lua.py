@@ -126,7 +126,7 @@ local getElement, setElement, sequenceItem, sequenceLength, kindOf, getVR, setVR
 local load, pcall, error, tostring, pairs, setmetatable, type = load, pcall, error, tostring, pairs, setmetatable, type
 local pack, unpack, concat, select = table.pack, table.unpack, table.concat, select
 local byte, utf8len = string.byte, utf8.len
-local setupvalue, sethook, gethook, min = debug.setupvalue, debug.sethook, debug.gethook, math.min
+local getupvalue, setupvalue, sethook, gethook, min = debug.getupvalue, debug.setupvalue, debug.sethook, debug.gethook, math.min
 local G = _G
 G.python = nil
 
@@ -301,8 +301,11 @@ local function prepare(chunk, unsafe, globals, dataset, log, functions, debug)
   end
   env.print = printer(log)
   if debug ~= nil then env.debuglog = printer(debug) end
+  -- the chunk's _ENV; the one it had goes back when this run ends (a run of
+  -- the same script within it must not leave the outer run its globals)
+  local _, outer = getupvalue(chunk, 1)
   setupvalue(chunk, 1, env)
-  return chunk
+  return outer
 end
 
 -- LuaMaxInstructions: a count hook adds up what the outermost run and the
@@ -621,6 +624,7 @@ class LuaRuntime:
             _SETUP, _getElement, _setElement, _sequenceItem, _sequenceLength, _kindOf, _getVR, _setVR, _readInto,
             _writeFrom, _dumpTo, self._scriptOn)
         self._setmetatable = self.lua.globals().setmetatable
+        self._setupvalue = self.lua.globals().debug.setupvalue  # Lua's C function: no instruction counted
         self._api = None  # the LuaApi of the script running (run()), for x:Script
         self._sources = {}  # source text -> compiled chunk
         self._files = {}    # path -> ((mtime, size), compiled chunk)
@@ -725,12 +729,13 @@ class LuaRuntime:
         their exceptions Lua errors), ``print`` going to ``printer(text)``
         (``debuglog`` to ``debugPrinter``, when given) and ``Data`` the data
         set ``handle`` (None: none); the first value the script returns."""
-        self._prepare(chunk, unsafe, self.lua.table_from(globals), handle, printer, self.lua.table_from(functions),
-                      debugPrinter)
+        outer = self._prepare(chunk, unsafe, self.lua.table_from(globals), handle, printer,
+                              self.lua.table_from(functions), debugPrinter)
         outermost = self._beginRun(maxInstructions)  # else run by a script through script('lua ...')
         try:
             result = chunk()
         finally:
+            self._setupvalue(chunk, 1, outer)  # the same script, running around this run, keeps its globals
             if outermost:
                 self._sethook()
                 self._endRun()

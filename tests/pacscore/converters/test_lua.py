@@ -685,6 +685,24 @@ class FileTests(unittest.TestCase):
         outcome, _, messages = runLua("dofile('tag.lua')", context)
         self.assertEqual(messages, [f"{KEY}: Lua script failed: tag.lua:2: unexpected symbol near <eof>"])
 
+    def test_aScriptRunningItselfKeepsItsGlobals(self):
+        """A script that runs its own file again (``script('lua:...')``,
+        ``x:Script('lua:...')``) goes on with its own globals and Data,
+        not those of the run within it: an anonymiser running itself on a
+        derived object still anonymises the incoming one."""
+        self.write("local depth = tonumber(command_line) or 0\n"
+                   "mine = depth\n"
+                   "if depth == 0 then script('lua:tag.lua(1)') end\n"
+                   "print(depth, mine, command_line)\n"
+                   "if Data.Modality ~= 'OT' then\n"
+                   "  local x = newdicomobject(); x.Modality = 'OT'; x:Script('lua:tag.lua(2)')\n"
+                   "end\n"
+                   "Data.PatientName = 'ANON^ANON'\n", 1000)
+        context = makeContext(configDir=self.folder, ini="LuaFileFolder = scripts\n")
+        _, _, messages = runLine("lua:scripts/tag.lua", context)
+        self.assertEqual(messages, [f"{KEY}: 1\t1\t1", f"{KEY}: 2\t2\t2", f"{KEY}: 0\t0\tnil", f"{KEY}: 2\t2\t2"])
+        self.assertEqual(str(context.dataset.PatientName), "ANON^ANON")
+
     def test_sandboxedScriptRunsNoOtherFile(self):
         """script() of a sandboxed script runs a Lua file or calls converter
         lines only from the files its dofile may run."""

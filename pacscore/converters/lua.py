@@ -71,7 +71,9 @@ dicom.ini says ``LuaAllowUnsafe = 1`` (then what a script sets in
 Python objects' attributes.  ``LuaMaxInstructions`` (default 10,000,000) stops a run-away
 script; what it runs through ``script('lua ...')`` counts towards it, and a
 pattern function (``string.gsub`` ...), whose backtracking in C no count
-reaches, is refused when its worst case is over it.  A
+reaches, is refused when its worst case is over it.  A Lua state holds at
+most MAX_MEMORY, and what one run puts into Python objects (values, items,
+a page's output: ``LuaRuntime.charge``) at most as much again.  A
 failing script is logged and ends its line with ``stop``.
 """
 
@@ -113,6 +115,7 @@ from pacscore.storage.attributes import PIXEL_DATA
 DEFAULT_MAX_INSTRUCTIONS = 10_000_000
 STORAGE = "Storage"  # Data.Storage: the device, not an element
 MAX_MEMORY = 256 << 20  # bytes one thread's Lua state may hold: string.rep('x', 2^30) fails, the server lives
+ITEM_SIZE = 1024  # what a sequence item a script adds counts towards MAX_MEMORY (LuaRuntime.charge)
 
 _TRACEBACK = re.compile(r"(?:^|\n)stack traceback:")
 _TAG = re.compile(r"\(?([0-9A-Fa-f]{4}),?([0-9A-Fa-f]{4})\)?")
@@ -544,7 +547,9 @@ def _setElement(handle, key, value):
         raise LuaApiError(f"{key} has VR {vr}: Lua sets only text and numbers")
     if isinstance(value, float) and value.is_integer() and vr in _INTEGER_VRS:
         value = int(value)  # Lua's 512 / 2 is 256.0
-    assign(dataset, tag, str(value), root=handle.context.dataset)
+    value = str(value)
+    LuaRuntime.forThread().charge(len(value))
+    assign(dataset, tag, value, root=handle.context.dataset)
     _assigned(handle, tag)
 
 
@@ -569,6 +574,7 @@ def _sequenceItem(handle, index, create):
     if not isinstance(index, int):
         raise LuaApiError(f"a sequence is indexed by item number (from 0) or element name, not {index!r}")
     if index == len(handle.sequence):
+        LuaRuntime.forThread().charge(ITEM_SIZE)
         handle.sequence.append(Dataset())
         handle.context.changed = True
     if 0 <= index < len(handle.sequence):
@@ -616,12 +622,14 @@ def _setVR(handle, group, element, value):
     dataset = handle.dataset
     vr = vrOf(tag, dataset)
     if isinstance(value, _SequenceHandle):
+        LuaRuntime.forThread().charge(ITEM_SIZE * len(value.sequence))
         dataset.add_new(tag, "SQ", [copy.deepcopy(item) for item in value.sequence])
     elif vr == "SQ":
         raise LuaApiError(f"({tag >> 16:04x},{tag & 0xFFFF:04x}) is a sequence: SetVR wants a sequence for it")
     elif isinstance(value, str) or lupa.lua_type(value) == "table":
         raw = value.encode("utf-8") if isinstance(value, str) else bytes(
             _byteOf(value[index]) for index in range(len(value) + 1))
+        LuaRuntime.forThread().charge(len(raw))
         dataset[tag] = convert_raw_data_element(RawDataElement(tag, vr, len(raw), raw, 0, False, True),
                                                 encoding=_encodings(handle.context.dataset), ds=dataset)
     else:
@@ -699,6 +707,7 @@ class LuaRuntime:
         self._setmetatable = self.lua.globals().setmetatable
         self._setupvalue = self.lua.globals().debug.setupvalue  # Lua's C function: no instruction counted
         self._api = None  # the LuaApi of the script running (run()), for x:Script
+        self._given = 0  # bytes the outermost run put into Python objects (charge)
         self._sources = {}  # source text -> compiled chunk
         self._files = {}    # path -> ((mtime, size), compiled chunk)
 
@@ -791,6 +800,15 @@ class LuaRuntime:
         finally:
             self._api = outer
 
+    def charge(self, size):
+        """Count ``size`` bytes the script running puts into a Python object
+        (a DICOM object's value or item, a page's output) towards a second
+        MAX_MEMORY, beside its Lua state's own: LuaApiError past it."""
+        self._given += size
+        if self._given > MAX_MEMORY:
+            raise LuaApiError(f"script stopped: what it put into DICOM objects (or a page) passed "
+                              f"{MAX_MEMORY >> 20} MB")
+
     def _scriptOn(self, handle, rule):
         """``x:Script(rule)``: what ``script(x, rule)`` of the script running gives."""
         return self._api.script(handle, rule)
@@ -805,6 +823,8 @@ class LuaRuntime:
         outer = self._prepare(chunk, unsafe, self.lua.table_from(globals), handle, printer,
                               self.lua.table_from(functions), debugPrinter)
         outermost = self._beginRun(maxInstructions)  # else run by a script through script('lua ...')
+        if outermost:
+            self._given = 0
         try:
             result = chunk()
         finally:

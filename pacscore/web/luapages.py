@@ -59,10 +59,15 @@ class _PageApi:
         self.output = []
 
     def print(self, text):
-        self.output.append(text + "\n")
+        self._write(text + "\n")
 
     def HTML(self, fmt, *values):
-        self.output.append(str(self.runtime.lua.globals().string.format(fmt, *values)) + "\n")
+        self._write(str(self.runtime.lua.globals().string.format(fmt, *values)) + "\n")
+
+    def _write(self, text):
+        """Add to the page, within the memory limit of Lua scripts."""
+        self.runtime.charge(len(text))
+        self.output.append(text)
 
     def CGI(self, name, default=""):
         value = self.parameters.given.get(str(name))

@@ -656,6 +656,23 @@ class SandboxTests(unittest.TestCase):
         self.assertEqual(messages, [f"{KEY}: Lua script failed: script stopped: it needed more than 256 MB of memory"])
         self.assertEqual(runLua("local s = string.rep('x', 2^20)")[0], Outcome.CONTINUE)
 
+    def test_memoryLimitCoversWhatGoesIntoObjects(self):
+        """What a run puts into DICOM objects (values, sequence items),
+        which its Lua state does not hold, has a 256 MB limit of its own:
+        past it the script fails (logged), and the next run starts afresh."""
+        code = ("local big = string.rep('x', 50 * 1024 * 1024); local keep = {} "
+                "for i = 1, 12 do local o = newdicomobject(); o.PatientComments = big; keep[i] = o end")
+        outcome, _, messages = runLua(code)
+        self.assertEqual(outcome, Outcome.STOP)
+        self.assertEqual(messages, [f"{KEY}: Lua script failed: lua:1: script stopped: what it put into DICOM "
+                                    "objects (or a page) passed 256 MB"])
+        outcome, _, messages = runLua("local s = Data.ReferencedSeriesSequence; for i = 2, 300000 do local _ = s[i] end",
+                                      makeContext(ini="LuaMaxInstructions = 0\n"))
+        self.assertEqual(outcome, Outcome.STOP)
+        self.assertIn("passed 256 MB", messages[0])
+        self.assertEqual(runLua("local o = newdicomobject(); o.PatientComments = string.rep('x', 2^20)")[0],
+                         Outcome.CONTINUE)
+
     def test_noLimit(self):
         context = makeContext(ini="LuaMaxInstructions = 0\n")
         outcome, _, _ = runLua("local n = 0; for i = 1, 5000000 do n = n + 1 end; "

@@ -118,6 +118,7 @@ MAX_MEMORY = 256 << 20  # bytes one thread's Lua state may hold: string.rep('x',
 ITEM_SIZE = 1024  # what a sequence item a script adds counts towards MAX_MEMORY (LuaRuntime.charge)
 
 _TRACEBACK = re.compile(r"(?:^|\n)stack traceback:")
+_DESTINATION = re.compile(r'[^\s;{}"]{1,16}|[^\s;{}":]+:\d{1,5}')  # forward(ae): an AE, or host:port as 'forward to'
 _TAG = re.compile(r"\(?([0-9A-Fa-f]{4}),?([0-9A-Fa-f]{4})\)?")
 _BINARY_VRS = frozenset({"OB", "OW", "OF", "OD", "OL", "OV", "UN", "AT"})
 _INTEGER_VRS = frozenset({"US", "SS", "UL", "SL", "UV", "SV", "IS"})
@@ -868,13 +869,14 @@ class LuaApi:
         self.context.log.debug("{converter}: {text}", converter=self.context.converterName, text=text)
 
     def forward(self, ae):
-        """``forward image to AE``: allowed in import and export converters
-        (in these it is ``forward to AE``)."""
+        """``forward image to AE`` (AE, or ``host:port`` as ``forward to``
+        takes): allowed in import and export converters (in these it is
+        ``forward to AE``)."""
         ae = str(ae).strip()
         if "forward" not in self.registry.commands:
             raise LuaApiError("forward: there is no 'forward' command")
-        if not re.fullmatch(r'[^\s;{}"]{1,16}', ae):
-            raise LuaApiError(f"forward: {ae!r} is not an AE title")
+        if not _DESTINATION.fullmatch(ae):
+            raise LuaApiError(f"forward: {ae!r} is not an AE title nor host:port")
         return self.script("forward image to " + ae)
 
     def script(self, rule, objectRule=None):

@@ -404,7 +404,15 @@ class GlobalsTests(unittest.TestCase):
         outcome, _, messages = runLua("forward('A; destroy')", commands=luaRegistry(forward))
         self.assertEqual((outcome, forward.destinations), (Outcome.STOP, []))
         self.assertEqual(messages, [f"{KEY}: Lua script failed: lua:1: forward: 'A; destroy' is not "
-                                    "an AE title"])
+                                    "an AE title nor host:port"])
+
+    def test_forwardToHostAndPort(self):
+        """``forward(ae)`` takes the ``ip:port`` destinations ``forward to`` does."""
+        forward = RecordingForward()
+        outcome, _, _ = runLua("forward('192.168.100.200:11112'); forward('127.000.000.001:104')",
+                               commands=luaRegistry(forward))
+        self.assertEqual(outcome, Outcome.CONTINUE)
+        self.assertEqual(forward.destinations, ["image to 192.168.100.200:11112", "image to 127.000.000.001:104"])
 
     def test_errorWithoutText(self):
         """error() of a table or of nil is logged as such, not as nothing

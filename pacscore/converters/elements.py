@@ -12,6 +12,7 @@ unknown tags.  Text that is no value of the VR (``1,5`` for a DS, ``n/a``
 for a US) is a ValueError, never an emptied element.
 """
 
+import math
 import re
 import struct
 
@@ -187,6 +188,8 @@ def valueFor(vr, text):
     elif vr in _NUMBERS:
         try:
             values = [_NUMBERS[vr](part.strip()) for part in parts if part.strip() or vr not in ("DS", "IS")]
+            if not all(map(math.isfinite, values)):  # float() takes nan and inf, no DICOM number
+                raise ValueError
             checkFits(vr, text if vr in ("DS", "IS") else (values if len(values) > 1 else values[0]))
         except (ValueError, OverflowError, struct.error):
             raise ValueError(f"{text!r} is no {vr} value") from None

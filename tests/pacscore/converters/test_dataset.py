@@ -16,6 +16,7 @@ from twisted.trial import unittest
 import plugins
 from pacscore.config.ini import DicomIni
 from pacscore.converters.context import ConverterContext, ConverterServices, ConverterSyntaxError, Outcome
+from pacscore.converters.elements import assign
 from pacscore.converters.registry import CommandRegistry
 from pacscore.converters.script import parseScript
 from pacscore.converters.uidmap import UIDMap
@@ -174,6 +175,19 @@ class SetTests(unittest.TestCase):
         self.assertEqual(len(events), 5)
         self.assertIn("(0020,0013) left as it was: '1,5' is no IS value", formatEvent(events[0]))
         self.assertIn("(0028,0010) left as it was: '70000' is no US value", formatEvent(events[4]))
+
+    def test_noFiniteNumberIsNoDecimalValue(self):
+        """nan and inf (Lua's 0/0, 1/0, as text) are no DS, FL or FD value,
+        as 'abc' is not; a large finite one is."""
+        context = makeContext()
+        for tag, value in (("0018,0050", "nan"), ("0018,0050", "-inf"), ("0018,0050", "1\\nan"),
+                           ("0028,1052", "Infinity")):
+            with self.assertRaisesRegex(ValueError, "is no DS value"):
+                assign(context.dataset, int(tag.replace(",", ""), 16), value)
+        with self.assertRaisesRegex(ValueError, "is no FD value"):
+            assign(context.dataset, 0x00189087, "nan")  # Diffusion b-value
+        assign(context.dataset, 0x00180050, "1e+300")
+        self.assertEqual(context.dataset.SliceThickness, 1e300)
 
     def test_multipleValues(self):
         context = makeContext()

@@ -58,8 +58,8 @@ as text, as ``dump_header`` shows them) and ``dofile(path)`` (runs a Lua
 file with the script's globals), files as ``luafiles`` allows:
 any with ``LuaAllowUnsafe`` (Lua's own ``dofile``), else only those in
 ``LuaFileFolder``.  It
-may return ``'destroy'``, ``'reject'``, ``'stop'`` or ``'defer'``;
-nothing means go on.
+may return ``'destroy'``, ``'reject'``, ``'stop'`` or ``'defer'`` (export
+converters; elsewhere it stops the line, with a warning); nothing means go on.
 
 Each worker thread has its own Lua state (lupa runtimes are not thread
 safe); a script is compiled once per thread.  Scripts run sandboxed: only
@@ -1101,7 +1101,12 @@ class _LuaCommandBase:
     def run(self, arguments, context):
         commandLine = None if arguments.commandLine is None else context.expand(arguments.commandLine)
         try:
-            return self.execute(arguments, context, commandLine)
+            outcome = self.execute(arguments, context, commandLine)
+            if outcome is Outcome.DEFER and context.isImport:
+                self.log.warn("{converter}: the Lua script asked to 'defer', which only export converters do; "
+                              "the line stops here", converter=context.converterName)
+                return Outcome.STOP
+            return outcome
         except LuaFailure as e:
             self.log.error("{converter}: Lua script failed: {luaError}", converter=context.converterName,
                            luaError=str(e))

@@ -500,10 +500,18 @@ class OutcomeTests(unittest.TestCase):
     def test_returnValues(self):
         cases = [("local a = 1", Outcome.CONTINUE), ("return", Outcome.CONTINUE),
                  ("return 'destroy'", Outcome.DESTROY), ("return 'reject'", Outcome.REJECT),
-                 ("return 'stop'", Outcome.STOP), ("return 'defer'", Outcome.DEFER),
-                 ("return 'Destroy', 'ignored'", Outcome.DESTROY)]
+                 ("return 'stop'", Outcome.STOP), ("return 'Destroy', 'ignored'", Outcome.DESTROY)]
         for code, outcome in cases:
             self.assertEqual(runLua(code)[0], outcome, code)
+        self.assertEqual(runLua("return 'defer'", makeContext(kind="export"))[0], Outcome.DEFER)
+
+    def test_deferOutsideExportConverters(self):
+        """'defer' (an export converter's retry) stops an import line, with a
+        log line saying so, not silently."""
+        outcome, _, messages = runLua("return 'defer'")
+        self.assertEqual(outcome, Outcome.STOP)
+        self.assertEqual(messages, [f"{KEY}: the Lua script asked to 'defer', which only export converters "
+                                    "do; the line stops here"])
 
     def test_unknownReturnValue(self):
         outcome, _, messages = runLua("return 'destory'")

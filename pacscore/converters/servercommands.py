@@ -75,7 +75,10 @@ class ServerCommands:
             raise ServerCommandError(f"{what}: busy, every worker that may wait for a command does")
         try:
             return blockingCallWithin(self.reactor, self.timeout, f, *args)
-        except (CommandError, BadRequest, DicomRequestError, TimeoutError) as e:
+        except TimeoutError:
+            raise ServerCommandError(f"{what}: not finished within {self.timeout} s ({TIMEOUT_KEY}); "
+                                     f"it may still end as asked") from None
+        except (CommandError, BadRequest, DicomRequestError) as e:
             raise ServerCommandError(f"{what}: {e}") from None
         finally:
             self.slots.release()

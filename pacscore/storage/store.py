@@ -155,6 +155,7 @@ class ObjectStore:
         self.spaceCheck = spaceCheck  # called before each write (MAGDeviceThreshold), or None
         self.mirrors = mirrors  # pacscore.storage.mirror.Mirrors, or None
         self._storing = {}  # SOP Instance UID: Deferred fired when the last store of it begun has ended
+        self._converting = set()  # SOP Instance UIDs whose import converters run (in a worker)
 
     @property
     def durability(self):
@@ -185,13 +186,20 @@ class ObjectStore:
         instance run one after another, each once the last has ended with
         the removal of the copy it replaced: with names that come back
         (``%callingae``), a removal queued by one would otherwise take the
-        file the next had just written there."""
+        file the next had just written there.  A copy that arrives while
+        the import converters of another run is not stored (Destroyed:
+        answered Success), as that copy is: a converter's ``dicommove`` of
+        the study being imported would otherwise wait for its own import."""
         problem = uidProblem(incoming)
         if problem is not None:
             spool.discard()
             return defer.fail(DatasetMismatch(problem))
         uid = incoming.sopInstanceUID
         earlier = self._storing.get(uid)
+        if earlier is not None and uid in self._converting:
+            spool.discard()
+            return defer.fail(Destroyed("a copy of it arrived earlier and is in the import converters; "
+                                        "that copy is stored"))
         ended = self._storing[uid] = defer.Deferred()
         stored = defer.Deferred()
 
@@ -414,7 +422,11 @@ class ObjectStore:
             for amender in amenders:
                 data = amender.amend(attrs, data, transferSyntax) or data
             if importers is not None:
-                decision = importers.apply(incoming, attrs, data, transferSyntax)
+                self._converting.add(incoming.sopInstanceUID)  # one store of a UID at a time: no race
+                try:
+                    decision = importers.apply(incoming, attrs, data, transferSyntax)
+                finally:
+                    self._converting.discard(incoming.sopInstanceUID)
                 if decision is not None:
                     actions.extend(decision.actions)
                     if decision.data is not None:  # in the syntax a 'process with' program left it in

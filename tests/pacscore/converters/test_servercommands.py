@@ -38,7 +38,7 @@ class ServerCommandsTests(unittest.TestCase):
         commands = self.commands(lambda line, sandboxed: defer.Deferred(), ini="LuaCommandTimeout = 1\n")
         self.assertEqual((commands.timeout, self.commands(None).timeout), (1, 60))
         error = yield self.assertFailure(threads.deferToThread(commands.fromThread, "slow:"), ServerCommandError)
-        self.assertEqual(str(error), "slow:: no answer within 1 s")
+        self.assertEqual(str(error), "slow:: not finished within 1 s (LuaCommandTimeout); it may still end as asked")
 
     @inlineCallbacks
     def test_busyWhenEverySlotWaits(self):

@@ -31,7 +31,8 @@ from pacscore.storage.mirror import Mirrors
 from pacscore.storage.objectfiles import FileWrites
 from pacscore.storage.part10 import readFileMeta
 from pacscore.storage.spool import Spool
-from pacscore.storage.store import DatasetMismatch, DeviceMissing, IncomingObject, InvalidDataset, ObjectStore, Refused
+from pacscore.storage.store import (DatasetMismatch, Destroyed, DeviceMissing, IncomingObject, InvalidDataset, ObjectStore,
+                                   Refused)
 from pacscore.workers import WorkerPool
 from plugins.pacs_sqlite import sqliteDriver
 
@@ -319,6 +320,33 @@ class ObjectStoreTests(unittest.TestCase):
         files = yield self.index.runQuery(lambda c: c.exec_driver_sql("SELECT ObjectFile FROM DICOMImages").fetchall())
         self.assertEqual([os.path.exists(self.device.absolute(f)) for (f,) in files], [True])
         self.assertEqual(self.store._storing, {})
+
+    @defer.inlineCallbacks
+    def test_aCopyArrivingWhileAnotherIsConvertedIsNotWaitedFor(self):
+        """An import converter that fetches the study being imported
+        (dicommove) waits for the moved copy of the very object it converts:
+        that copy is answered at once, not stored (Destroyed: Success), and
+        the converted one is stored when the converter ends."""
+        data = datasetBytes("CT_small.dcm")
+        uid = pydicom.dcmread(get_testdata_file("CT_small.dcm")).SOPInstanceUID
+        moved = threading.Event()
+        store = self.store
+
+        class Importers:
+            def apply(self, incoming, attrs, data, transferSyntax):
+                if incoming.callingAE == "MODALITY":  # the move's copy comes from another AE
+                    reactor.callFromThread(lambda: store.store(*copy()).addErrback(
+                        lambda failure: failure.trap(Destroyed)).addCallback(lambda _: moved.set()))
+                    self.moved = moved.wait(5)
+
+        def copy():
+            incoming, spool = self.receive(data, uid)
+            return dataclasses.replace(incoming, callingAE="OTHERPACS"), spool
+        store.importers = importers = Importers()
+        _, relative = yield store.store(*self.receive(data, uid))
+        self.assertTrue(importers.moved)
+        self.assertEqual(self.storedFile(relative)[2], data)
+        self.assertEqual(store._storing, {})
 
     def objectFiles(self):
         """The object files on the device, relative to it."""

@@ -18,7 +18,8 @@ a table from index 0, or as a string when ``asText``, a sequence for a
 sequence, nil when absent; ``Data:SetVR(group, element, value)``: a
 string's or such a table's bytes, made with the dictionary's VR when
 absent, or copies of a sequence's items; ``getvr(object, ...)`` and
-``setvr(object, ...)`` the same),
+``setvr(object, ...)`` the same; export Data's pixel data read from the
+stored file when asked for),
 ``Data.Storage`` (the device, MAGn: read and set as ``storage MAGn`` in
 import converters, in export converters the one the object is on),
 ``CallingAE``, ``CalledAE``, ``Association.Calling`` and ``.Called``,
@@ -101,10 +102,10 @@ from zope.interface import implementer
 from pacscore.config.ini import MAIN_SECTION
 from pacscore.config.secrets import publicItems
 from pacscore.converters.context import ConverterContext, ConverterSyntaxError, Outcome
-from pacscore.converters.elements import assign, metaRefusal, textOf, vrOf
+from pacscore.converters.elements import FIRST_PIXEL_TAG, assign, metaRefusal, textOf, vrOf
 from pacscore.converters.luafiles import (LuaFileRefused, luaFilePath, readLuaFile, readLuaText, unsafeAllowed,
                                          writeLuaFile, writeLuaText)
-from pacscore.converters.saving import wholeObject
+from pacscore.converters.saving import readObject, wholeObject
 from pacscore.converters.script import parseScript
 from pacscore.converters.servercommands import ServerCommandError
 from pacscore.converters.uidmap import uidMapOf
@@ -499,6 +500,23 @@ def _isData(handle):
     return handle.dataset is handle.context.dataset and not isinstance(handle.context, _ObjectContext)
 
 
+def _element(handle, tag):
+    """Element ``tag`` of the handle's data set, or None; Data of an export
+    converter, read up to its pixels, gets the pixel data and what follows
+    from the stored file when a script first asks for one of them."""
+    dataset, context = handle.dataset, handle.context
+    if tag >= FIRST_PIXEL_TAG and tag not in dataset and _isData(handle) and not context.isImport \
+            and context.filename and not any(later >= FIRST_PIXEL_TAG for later in dataset.keys()):
+        try:
+            whole = readObject(context.filename)
+        except (OSError, InvalidDicomError) as e:
+            raise LuaApiError(f"the pixel data of {context.filename} cannot be read: {e}") from None
+        for element in whole:
+            if element.tag >= FIRST_PIXEL_TAG:
+                dataset.add(element)
+    return dataset.get(tag)
+
+
 def _getElement(handle, key):
     """The text of an element, numbers' too as Conquest's lua.cpp pushes
     every value as a string (``Data.Rows == '512'``,
@@ -508,7 +526,7 @@ def _getElement(handle, key):
     when known."""
     if key == STORAGE and _isData(handle):
         return handle.context.storageDevice
-    element = handle.dataset.get(_tagOf(key))
+    element = _element(handle, _tagOf(key))
     if element is None:
         return None
     if element.VR == "SQ":
@@ -601,7 +619,7 @@ def _encodings(root):
 def _getVR(handle, group, element):
     """Conquest's GetVR: the element's value as its bytes (little endian,
     as encoded), a ``_SequenceHandle`` for a sequence, None when absent."""
-    found = handle.dataset.get(_groupElement(group, element))
+    found = _element(handle, _groupElement(group, element))
     if found is None:
         return None
     if found.VR == "SQ":

@@ -889,6 +889,18 @@ class ObjectTests(unittest.TestCase):
         self.assertEqual((outcome, messages), (Outcome.CONTINUE, [f"{KEY}: true"]))
         self.assertEqual(dcmread(os.path.join(self.files, "copy.dcm")).PatientName, "DOE^JOHN")
 
+    def test_exportDataHasItsPixels(self):
+        """An export converter's Data, read up to its pixels, gives the
+        stored object's Pixel Data when asked, as an import converter's does."""
+        dataset = patient()
+        dataset.BitsAllocated, dataset.PixelData = 16, b"\x01\x02" * 8
+        stored = os.path.join(self.workdir, "stored.dcm")
+        writePart10(dataset, stored)
+        context = makeContext(dcmread(stored, stop_before_pixels=True), kind="export", filename=stored)
+        outcome, _, messages = runLua("print(#Data.PixelData, #Data:GetVR(0x7fe0, 0x10, true), Data.Rows)", context)
+        self.assertEqual((outcome, messages), (Outcome.CONTINUE, [f"{KEY}: 16\t16\t512"]))
+        self.assertFalse(context.changed)
+
     def test_exportDataWritesWhatTheScriptChanged(self):
         """Data:Write, writedicom and a later ``save to`` of an export
         converter write the stored object with the elements the script set

@@ -196,6 +196,14 @@ def fragments(contextId, data, isCommand, maxPDULength, final=True):
             break
 
 
+def sendingLength(peerMaxPDULength, limit):
+    """The PDU length we send in: the peer's maximum (0, unlimited), at
+    most ``limit``.  The peer's is a maximum, not a size to fill (PS3.8
+    D.1): a peer announcing 0x7FFFFFFF still gets PDUs that are written
+    and read a batch at a time, never a whole object in one."""
+    return min(peerMaxPDULength or limit, limit)
+
+
 def pieceSize(maxPDULength, batch):
     """How many data set bytes to fragment at a time when a data set is
     read piece by piece: a whole number of the peer's largest PDVs, about

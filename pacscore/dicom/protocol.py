@@ -489,13 +489,19 @@ class DicomProtocol(Protocol, TimeoutMixin):
         message = (contextId, commands.encodeCommand(command), dataset)
         small = dataset is None or (not isinstance(dataset, StoredData) and len(dataset) <= STREAMED_DATASET)
         if self._outbox is None and small:
-            self.transport.writeSequence(list(pdu.fragmentMessage(*message, self.association.peerMaxPDULength)))
+            self.transport.writeSequence(list(pdu.fragmentMessage(*message, self._sendingLength())))
         elif self._outbox is not None:
             self._outbox.append(message)
         else:
             self._outbox = deque([message])
             defer.ensureDeferred(self._writeOutbox()).addErrback(
                 lambda f: self.log.failure("{peer}: sending a message failed", f, peer=self.peerName()))
+
+    def _sendingLength(self):
+        """The length of the PDUs we send: the peer's maximum, at most a
+        ``WRITE_BATCH``, so that the transport asks for more (and restarts
+        the DIMSE timeouts of our requests) at least every batch."""
+        return pdu.sendingLength(self.association.peerMaxPDULength, WRITE_BATCH)
 
     def _maySend(self):
         return self.state in (ESTABLISHED, AWAITING_RELEASE_RP) and self.transport is not None
@@ -506,7 +512,7 @@ class DicomProtocol(Protocol, TimeoutMixin):
         try:
             while self._outbox:
                 contextId, command, dataset = self._outbox.popleft()
-                maxLength = self.association.peerMaxPDULength
+                maxLength = self._sendingLength()
                 if isinstance(dataset, StoredData):
                     sent = await self._writeStored(contextId, command, dataset, maxLength)
                 else:

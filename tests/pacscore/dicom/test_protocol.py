@@ -336,6 +336,22 @@ class ProtocolTests(ServerTestCase):
         self.assertAborted(pdu.REASON_NOT_SPECIFIED)
         outcome[0].trap(DIMSETimeout)
 
+    def test_pdusOfAtMostABatch(self):
+        """A peer announcing the largest PDU length (or none) gets PDUs of
+        at most WRITE_BATCH, so that an 18 MB data set is not written (nor,
+        from its file, read) in one piece, which a slow link takes longer
+        to carry than the DIMSE timeout."""
+        for maxLength in (0x7FFFFFFF, 0):
+            self.protocol, self.transport = self.connect()
+            self.associate([(CT_STORAGE, [EXPLICIT])], maxLength=maxLength)
+            self.written()
+            dataset = random.Random(3).randbytes(STREAMED_DATASET * 3)
+            self.protocol.store(dataset, CT_STORAGE, "1.2.3", EXPLICIT)
+            self.protocol.store(self.storedData(dataset), CT_STORAGE, "1.2.4", EXPLICIT)
+            data = self.written()
+            self.assertTrue(all(len(body) <= WRITE_BATCH for _, body in readPDUs(data)), maxLength)
+            self.assertEqual([received for _, _, received in readMessages(data)], [dataset, dataset])
+
     def test_dimseTimeoutOfAPeerThatStopsTakingTheRequest(self):
         """A peer that takes nothing more of a request's data set for the
         DIMSE timeout has not answered in time either."""

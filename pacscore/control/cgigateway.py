@@ -106,7 +106,7 @@ def _length(environ):
     """The POST body's length, ``CONTENT_LENGTH``; ``BadBody`` when that
     is not a length."""
     text = environ.get("CONTENT_LENGTH") or "0"
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):
         raise BadBody(f"CONTENT_LENGTH {text!r} is not the length of a POST body")
     return int(text)
 

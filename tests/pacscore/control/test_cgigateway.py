@@ -63,7 +63,7 @@ class WebInterfaceTests(unittest.TestCase):
     def test_badContentLength(self):
         """A POST whose CONTENT_LENGTH is not a length is a 400 that says so,
         not a traceback."""
-        for length in ("12abc", "-5"):
+        for length in ("12abc", "-5", "\u00b2"):
             status, asked, answer = self.relay("[sscscp]\n", REQUEST_METHOD="POST", CONTENT_LENGTH=length)
             self.assertEqual((status, asked), (1, []))
             self.assertIn("Status: 400 Bad Request", answer)

@@ -18,7 +18,8 @@ writer: a message is applied whole or not at all.
 When dicom.sql gives the worklist a Scheduled Procedure Step Status
 (0040,0020) column, a new item is SCHEDULED (unless its order says
 otherwise) and ``markPerformed`` sets it from the modality's MPPS
-(``pacscore.dicom.mpps``), so a worklist query can leave out started items.
+(``pacscore.dicom.mpps``), so a worklist query can leave out started items;
+given the status they must have (``only``), it leaves the others as they are.
 A NW re-sent for a DISCONTINUED item (the RIS ordering it again) makes it
 SCHEDULED again; one for a STARTED or COMPLETED item (a repeated message)
 keeps its status, as an XO does.
@@ -54,7 +55,15 @@ ORDER_CONTROLS = INSERT_CONTROLS | UPDATE_CONTROLS | DELETE_CONTROLS
 
 ACCESSION_NUMBER = 0x00080050
 STEP_STATUS = 0x00400020
-SCHEDULED, DISCONTINUED = "SCHEDULED", "DISCONTINUED"
+SCHEDULED, STARTED, DISCONTINUED = "SCHEDULED", "STARTED", "DISCONTINUED"
+
+
+class Marked(NamedTuple):
+    """What ``markPerformed`` did: the accession numbers of the items it
+    ``changed``, and ``{accession number: status}`` of those it ``kept``."""
+
+    changed: list
+    kept: dict
 
 
 class OrderRefused(Exception):
@@ -189,17 +198,20 @@ class WorklistItems:
         connection.execute(update(self.table).where(matching).values(kept))
         return Applied(order.control, accession, "updated" if order.control in UPDATE_CONTROLS else "replaced")
 
-    def markPerformed(self, connection, accessions, status):
+    def markPerformed(self, connection, accessions, status, only=None):
         """In the writer: set the Scheduled Procedure Step Status of the
-        items of ``accessions`` to ``status``; the accession numbers of
-        those there are (none without a status column)."""
+        items of ``accessions`` to ``status``, or, given ``only``, of those
+        whose status is ``only``; a ``Marked`` of the accession numbers of
+        the items there are (none without a status column)."""
         if self.statusColumn is None or self.accessionColumn is None or not accessions:
-            return []
-        key = self.table.c[self.accessionColumn]
-        found = sorted({row[0] for row in connection.execute(select(key).where(key.in_(accessions)))})
-        if found:
-            connection.execute(update(self.table).where(key.in_(found)).values({self.statusColumn: status}))
-        return found
+            return Marked([], {})
+        key, column = self.table.c[self.accessionColumn], self.table.c[self.statusColumn]
+        found = dict(connection.execute(select(key, column).where(key.in_(accessions))).all())
+        changed = sorted(accession for accession, current in found.items() if only is None or current == only)
+        if changed:
+            connection.execute(update(self.table).where(key.in_(changed)).values({self.statusColumn: status}))
+        return Marked(changed, {accession: current for accession, current in sorted(found.items())
+                                if accession not in changed})
 
     def lookup(self, accessionNumber):
         """In the calling thread: ``{tag: value}`` of the non-empty columns of

@@ -30,7 +30,9 @@ the Scheduled Procedure Step Status its status means - STARTED, COMPLETED
 or DISCONTINUED, as dcm4chee sets them - when dicom.sql gives the worklist
 a (0040,0020) column (``WorklistItems.markPerformed``); a step discontinued
 because the wrong worklist entry was selected (reason DCM 110514) leaves
-its items SCHEDULED: their procedure was not performed.  The message is
+its items SCHEDULED: their procedure was not performed; only those still
+STARTED, though: an item another step completed (or discontinued)
+meanwhile keeps its status, logged.  The message is
 queued for the AEs of ``ForwardMPPSTo`` (``pacscore.dicom.mppsforward``),
 which get it once it was answered.
 """
@@ -43,7 +45,7 @@ from twisted.logger import Logger
 
 from pacscore.codecs.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN
 from pacscore.db.schema import LARGE_BINARY, MYSQL_TABLE, OwnTable
-from pacscore.db.worklistitems import SCHEDULED
+from pacscore.db.worklistitems import SCHEDULED, STARTED, Marked
 from pacscore.dicom import commands
 from pacscore.dicom.commands import (
     DUPLICATE_SOP_INSTANCE, INVALID_ATTRIBUTE_VALUE, INVALID_OBJECT_INSTANCE, MISSING_ATTRIBUTE,
@@ -316,17 +318,25 @@ class MppsService:
         return status, self._mark(connection, dataset, status)
 
     def _mark(self, connection, dataset, status):
-        """In the writer: ``(accessions, status)``, the worklist items marked and their new status."""
+        """In the writer: ``(Marked, status)``, the worklist items marked
+        and kept, and their new status.  Put back to SCHEDULED (a wrong
+        entry selected) are only the items still STARTED: one another step
+        completed or discontinued meanwhile keeps its status."""
         if self.worklist is None:
-            return [], None
+            return Marked([], {}), None
         itemStatus = scheduledStepStatus(dataset, status)
-        return self.worklist.markPerformed(connection, scheduledAccessions(dataset), itemStatus), itemStatus
+        only = STARTED if itemStatus == SCHEDULED else None
+        return self.worklist.markPerformed(connection, scheduledAccessions(dataset), itemStatus, only), itemStatus
 
     def _logMarked(self, uid, marked):
-        accessions, status = marked
-        if accessions:
+        (changed, kept), status = marked
+        if changed:
             self.log.info("MPPS {uid}: worklist item(s) {accessions} now {status}", uid=uid,
-                          accessions=", ".join(accessions), status=status)
+                          accessions=", ".join(changed), status=status)
+        if kept:
+            self.log.info("MPPS {uid}: worklist item(s) {kept} keep their status: only STARTED items are put "
+                          "back to {status}", uid=uid, status=status,
+                          kept=", ".join(f"{accession} ({current or 'no status'})" for accession, current in kept.items()))
 
     async def _decode(self, protocol, contextId, dataset):
         """The Dataset of an N-CREATE or N-SET, decoded in a worker (a big

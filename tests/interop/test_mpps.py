@@ -256,6 +256,34 @@ class WorklistStatusTests(ModalityTestCase):
         self.assertEqual(self.statuses("SCHEDULED"), {"ACC-MPPS-1": "SCHEDULED", "ACC-MPPS-2": "SCHEDULED"})
 
 
+    def test_wrongWorklistEntryKeepsWhatAnotherStepCompleted(self):
+        """A step that picked two items, one of which another step then
+        COMPLETED, discontinued because the wrong entry was selected: only
+        the item still STARTED is SCHEDULED again; the completed one stays
+        COMPLETED (it must not reappear on the modalities' worklists), logged."""
+        path = os.path.join(self.server.workdir, "orders.hl7")
+        writeMessages(path, [orderMessage("MSG1", "ACC-DONE", "PATMPPS", "Mpps^Test", modality="CT"),
+                             orderMessage("MSG2", "ACC-WRONG", "PATMPPS", "Mpps^Test", modality="CT")])
+        self.assertEqual(acks(self.server.sendHL7(path)), [("AA", "MSG1"), ("AA", "MSG2")])
+        both, right = generate_uid(), generate_uid()
+        step = inProgress("ACC-DONE")
+        step.ScheduledStepAttributesSequence += inProgress("ACC-WRONG").ScheduledStepAttributesSequence
+        self.assertEqual(self.create(step, both).Status, 0x0000)
+        self.assertEqual(self.create(inProgress("ACC-DONE"), right).Status, 0x0000)
+        self.assertEqual(self.set(completed(), right).Status, 0x0000)
+        changes = completed()
+        changes.PerformedProcedureStepStatus = "DISCONTINUED"
+        code = Dataset()
+        code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = "110514", "DCM", "Incorrect worklist entry selected"
+        changes.PerformedProcedureStepDiscontinuationReasonCodeSequence = [code]
+        self.assertEqual(self.set(changes, both).Status, 0x0000)
+        self.assertEqual(self.statuses(), {"ACC-DONE": "COMPLETED", "ACC-WRONG": "SCHEDULED"})
+        log = self.server.log()
+        self.assertIn(f"MPPS {both}: worklist item(s) ACC-WRONG now SCHEDULED", log)
+        self.assertIn(f"MPPS {both}: worklist item(s) ACC-DONE (COMPLETED) keep their status: only STARTED items "
+                      "are put back to SCHEDULED", log)
+
+
 class ForwardTests(ModalityTestCase):
     """``ForwardMPPSTo = RIS``: a RIS (pynetdicom) gets the N-CREATE and the
     N-SET in order, with the step's UID; an unknown step's N-SET pacs

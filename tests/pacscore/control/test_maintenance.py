@@ -88,7 +88,7 @@ class MaintenanceTests(unittest.TestCase):
         writeMessages(path, [orderMessage("MSG1", "ACC1", "P1", "Doe^John")])
         yield again.run(data.loadHL7, path)
         self.assertEqual(items.lookup("ACC1")[0x00400020], "SCHEDULED")
-        self.assertEqual((yield again.archive.index.runWrite(items.markPerformed, ["ACC1"], "STARTED")), ["ACC1"])
+        self.assertEqual((yield again.archive.index.runWrite(items.markPerformed, ["ACC1"], "STARTED")).changed, ["ACC1"])
 
     @defer.inlineCallbacks
     def test_regenRebuildsTheSameIndex(self):

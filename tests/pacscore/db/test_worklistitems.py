@@ -142,7 +142,7 @@ class WorklistItemsTests(unittest.TestCase):
     def test_noStatusColumnNothingMarked(self):
         self.apply(order("NW", "A1", PatientName="DOE^JOHN"))
         with self.engine.begin() as connection:
-            self.assertEqual(self.items.markPerformed(connection, ["A1"], "STARTED"), [])
+            self.assertEqual(self.items.markPerformed(connection, ["A1"], "STARTED"), ([], {}))
 
 
 class AccessionIndexTests(unittest.TestCase):
@@ -199,10 +199,20 @@ class ScheduledStepStatusTests(unittest.TestCase):
                                                order("NW", "A3")]))
         self.assertEqual(self.statuses(), {"A1": "SCHEDULED", "A2": "ARRIVED", "A3": "SCHEDULED"})
         with self.engine.begin() as connection:
-            self.assertEqual(self.items.markPerformed(connection, ["A3", "A1", "A9"], "STARTED"), ["A1", "A3"])
-            self.assertEqual(self.items.markPerformed(connection, [], "STARTED"), [])
+            self.assertEqual(self.items.markPerformed(connection, ["A3", "A1", "A9"], "STARTED"), (["A1", "A3"], {}))
+            self.assertEqual(self.items.markPerformed(connection, [], "STARTED"), ([], {}))
         self.assertEqual(self.statuses(), {"A1": "STARTED", "A2": "ARRIVED", "A3": "STARTED"})
         self.assertEqual(self.items.lookup("A1")[0x00400020], "STARTED")
+
+    def test_onlyItemsInTheGivenStatusMarked(self):
+        """Given ``only``, the items in another status keep it, and are named with it."""
+        self.successResultOf(self.items.apply([order("NW", acc) for acc in ("A1", "A2", "A3")]))
+        with self.engine.begin() as connection:
+            self.items.markPerformed(connection, ["A1", "A2"], "STARTED")
+            self.items.markPerformed(connection, ["A2"], "COMPLETED")
+            self.assertEqual(self.items.markPerformed(connection, ["A1", "A2", "A3", "A9"], "SCHEDULED", only="STARTED"),
+                             (["A1"], {"A2": "COMPLETED", "A3": "SCHEDULED"}))
+        self.assertEqual(self.statuses(), {"A1": "SCHEDULED", "A2": "COMPLETED", "A3": "SCHEDULED"})
 
     def test_aNewOrderForADiscontinuedItemSchedulesItAgain(self):
         """A NW re-sent for an item whose step was DISCONTINUED (the RIS
@@ -232,7 +242,7 @@ class ScheduledStepStatusTests(unittest.TestCase):
         self.assertIn("no SchedPSStatus column yet", formatEvent(events[0]))
         self.successResultOf(items.apply([order("NW", "A1")]))
         with engine.begin() as connection:
-            self.assertEqual(items.markPerformed(connection, ["A1"], "STARTED"), [])
+            self.assertEqual(items.markPerformed(connection, ["A1"], "STARTED"), ([], {}))
         self.items.check()
         self.assertEqual(self.items.statusColumn, "SchedPSStatus")
         index.initializeTables(worklist=True)  # dgate --initializetables:2

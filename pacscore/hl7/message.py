@@ -250,10 +250,11 @@ class Message:
         self.segments = segments
         msh = segments[0]
         self.controlId = msh.value(10, 0)
-        self.messageType = msh.value(9, 0)
-        self.triggerEvent = msh.value(9, 1)
-        self.processingId = msh.value(11, 0)
-        self.version = msh.value(12, 0)
+        # trailing blanks are optional in the ST they are (v2.5 2.A): "2.3.1 " is 2.3.1
+        self.messageType = msh.value(9, 0).rstrip(" ")
+        self.triggerEvent = msh.value(9, 1).rstrip(" ")
+        self.processingId = msh.value(11, 0).rstrip(" ")
+        self.version = msh.value(12, 0).rstrip(" ")
 
     def __repr__(self):
         return f"<Message {self.messageType}^{self.triggerEvent} {self.controlId!r}>"
@@ -464,8 +465,8 @@ def _fromRaw(raw):
         parts = components(number)
         return parts[part] if part < len(parts) else ""
 
-    return _Salvaged(Delimiters(codec=codec), components(3), components(4), value(9, 1),
-                     value(10), value(11), value(12), charset)
+    return _Salvaged(Delimiters(codec=codec), components(3), components(4), value(9, 1).rstrip(" "),
+                     value(10), value(11).rstrip(" "), value(12).rstrip(" "), charset)  # blanks: as Message
 
 
 def controlIdOf(raw):

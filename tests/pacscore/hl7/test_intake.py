@@ -177,6 +177,19 @@ class WorklistIntakeTests(IntakeTestCase):
         self.process(b"MSH|^~\\&|RIS|H|PACS|H|2026|||M17|P|2.5\rPID|1||P")
         self.assertEqual(formatEvent(events[-1]), "HL7 M17 rejected (AR): MSH-9 (message type) is missing")
 
+    def test_trailingBlanksInMessageHeaderIgnored(self):
+        """Trailing blanks are optional in MSH-9's components, MSH-11 and
+        MSH-12 (v2.5 2.A, ST): ``2.3.1 ``, ``P `` and ``ORM ^O01 `` are
+        taken, and the ACK repeats the version and processing ID without them."""
+        order = orderMessage("M1", "ACC1", "P", "A^B")
+        for fields, answered in ((b"|P|2.3.1 ", ["P", "2.3.1"]), (b"|P |2.4", ["P", "2.4"]),
+                                 (b"|T  |2.5  ", ["T", "2.5"])):
+            outcome = self.process(order.replace(b"|P|2.3.1", fields))
+            self.assertEqual(outcome.code, "AA", (fields, outcome.text))
+            self.assertEqual(parseMessage(outcome.ack).segments[0].fields[11:13], answered, fields)
+        outcome = self.process(order.replace(b"|ORM^O01|", b"|ORM ^O01 |"))
+        self.assertEqual(outcome.code, "AA", outcome.text)
+
     def test_aDatabaseFailureIsRejectedForTheSenderToRetry(self):
         """Not the message's fault: AR (the sender sends it again later),
         the ACK naming only the kind of failure, the log all of it."""

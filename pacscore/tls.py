@@ -17,8 +17,8 @@ certificate in ``caCerts`` (PEM, one or more) signed; TLS 1.2 is the oldest
 version spoken.  ``certKey`` defaults to ``privateKey`` (both in one PEM
 file), as with ``ssl:``.  Files are read, and the key checked against the
 certificate, when the endpoint is parsed: a mistake stops start-up.
-``validityWarning`` is what start-up says of a certificate file out of (or
-soon out of) its dates; ``tlsFailure`` says whose certificate was refused.
+``validityWarnings`` is what start-up says of the certificates of a file
+out of (or soon out of) their dates; ``tlsFailure`` says whose certificate was refused.
 """
 
 import datetime
@@ -140,19 +140,30 @@ def _identity(privateKey, certKey):
     return key, certificate, private, chain
 
 
-def validityWarning(path, now=None):
-    """What start-up warns of the first certificate in the PEM file ``path``
-    (naming the file and the subject) when, at ``now`` (UTC), it has
-    expired, is not yet valid or expires within ``EXPIRY_NOTICE``; None
-    when it is valid longer, or unreadable (its endpoint says why)."""
+def validityWarnings(path, now=None):
+    """What start-up warns of the certificates in the PEM file ``path``
+    (a certificate and the chain sent with it): a line for each that, at
+    ``now`` (UTC), has expired, is not yet valid or expires within
+    ``EXPIRY_NOTICE``, naming the file, which certificate of it (when it
+    holds several) and the subject; none for an unreadable file (its
+    endpoint says why)."""
     try:
-        certificate = _certificates(path, "certKey")[0]
+        certificates = _certificates(path, "certKey")
     except ValueError:
-        return None
+        return []
     now = now or datetime.datetime.now(datetime.timezone.utc)
-    dates = certificate.to_cryptography()
+    warnings = []
+    for number, certificate in enumerate(certificates, 1):
+        which = (f"certificate {number} of {len(certificates)} in {path}" if len(certificates) > 1
+                 else f"certificate {path}")
+        warning = _validity(f"{which} ({_subject(certificate)})", certificate.to_cryptography(), now)
+        if warning:
+            warnings.append(warning)
+    return warnings
+
+
+def _validity(named, dates, now):
     notBefore, notAfter = dates.not_valid_before_utc, dates.not_valid_after_utc
-    named = f"certificate {path} ({_subject(certificate)})"
     if now > notAfter:
         return f"{named} expired on {notAfter:%Y-%m-%d %H:%M} UTC: TLS peers refuse it"
     if now < notBefore:

@@ -32,14 +32,14 @@ from pacscore.config.loader import TLS_NODES, loadConfiguration
 from pacscore.control import endpoint as controlEndpoint
 from pacscore.control.protocol import ControlFactory
 from pacscore.control.shutdown import QUIT_GRACE_PERIOD, OrderlyStop
-from pacscore.control.tlstrust import DEFAULT_KEY_FILE
+from pacscore.control.tlstrust import certificateFiles
 from pacscore.db.drivers import namesNoDatabase, redacted
 from pacscore.debuglog import serverLog
 from pacscore.errormail import ErrorMail
 from pacscore.filelimit import raiseFileLimit
 from pacscore.logfiles import logFiles
 from pacscore.stopsignals import StopSignals
-from pacscore.tls import validityWarning
+from pacscore.tls import validityWarnings
 from pacscore.web import DEFAULT_WEB_ENDPOINT
 from pacscore.web.site import webSite
 
@@ -322,19 +322,20 @@ def serviceTree(options):
 
 
 def _warnOfCertificates(listeners, tlsNodes):
-    """Warn of the certificates of the TLS ``listeners`` (``(label,
-    description)``) and of the ``tlsNodes`` (``{AE: ClientTLS}``) that
-    have expired, are not yet valid, or expire soon."""
+    """Warn of the certificates (each of a chain) of the TLS ``listeners``
+    (``(label, description)``) and of the ``tlsNodes`` (``{AE:
+    ClientTLS}``) that have expired, are not yet valid, or expire soon."""
     for label, description in listeners:
         kind, _, keywords = controlEndpoint.fields(description)
         if kind in ("ssl", "mtls"):
-            warning = validityWarning(keywords.get("certkey") or keywords.get("privatekey") or DEFAULT_KEY_FILE)
-            if warning:
-                log.warn("{label} on {description}: {warning}", label=label, description=description, warning=warning)
+            for path in certificateFiles(keywords):
+                for warning in validityWarnings(path):
+                    log.warn("{label} on {description}: {warning}", label=label, description=description,
+                             warning=warning)
     for ae, node in sorted(tlsNodes.items()):
-        warning = node.certificateFile and validityWarning(node.certificateFile)
-        if warning:
-            log.warn("[{section}] {ae}: {warning}", section=TLS_NODES, ae=ae, warning=warning)
+        if node.certificateFile:
+            for warning in validityWarnings(node.certificateFile):
+                log.warn("[{section}] {ae}: {warning}", section=TLS_NODES, ae=ae, warning=warning)
 
 
 def _webWarning(description, webUsers):

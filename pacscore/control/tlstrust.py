@@ -23,15 +23,20 @@ _CERTIFICATE = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-
 DEFAULT_KEY_FILE = "server.pem"   # Twisted's ssl: default privateKey
 
 
+def certificateFiles(keywords):
+    """The files of the certificates an ``ssl:`` or ``mtls:`` description's
+    ``keywords`` (lower-case names) name: ``certKey`` (else ``privateKey``,
+    else Twisted's default), then ``extraCertChain`` when given."""
+    return [keywords.get("certkey") or keywords.get("privatekey") or DEFAULT_KEY_FILE,
+            *([keywords["extracertchain"]] if keywords.get("extracertchain") else [])]
+
+
 def serverCertificates(keywords, folder):
     """The certificates (``ssl.Certificate``) in the files that the ssl:
     description's ``keywords`` (lower-case names) name, relative to
     ``folder``; those that cannot be read are left out."""
-    names = [keywords.get("certkey") or keywords.get("privatekey") or DEFAULT_KEY_FILE]
-    if keywords.get("extracertchain"):
-        names.append(keywords["extracertchain"])
     certificates = []
-    for name in names:
+    for name in certificateFiles(keywords):
         try:
             with open(os.path.join(folder, name), "rb") as f:
                 blocks = _CERTIFICATE.findall(f.read())

@@ -22,15 +22,16 @@ class Identity(NamedTuple):
 class Authority:
     """A certificate authority in ``folder`` (created), named ``name``:
     self-signed, or an issuing authority that ``issuer`` (an Authority)
-    signed; ``issue`` makes identities it signs."""
+    signed (``expired``: valid until a month ago); ``issue`` makes
+    identities it signs."""
 
-    def __init__(self, folder, name, issuer=None):
+    def __init__(self, folder, name, issuer=None, expired=False):
         os.makedirs(folder, exist_ok=True)
         self.folder = folder
         self._key = ec.generate_private_key(ec.SECP256R1())
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
         self._certificate = (
-            _builder(subject, issuer._certificate.subject if issuer else subject, self._key.public_key())
+            _builder(subject, issuer._certificate.subject if issuer else subject, self._key.public_key(), expired)
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
                                          content_commitment=False, key_encipherment=False,

@@ -16,7 +16,7 @@ from twisted.trial import unittest
 from zope.interface import implementer
 
 from pacscore.testing.certificates import Authority
-from pacscore.tls import securityOf, tlsFailure, validityWarning
+from pacscore.tls import securityOf, tlsFailure, validityWarnings
 
 
 class MutualTLSEndpointTests(unittest.TestCase):
@@ -131,7 +131,7 @@ class _Connection:
 
 
 class ValidityTests(unittest.TestCase):
-    """``validityWarning`` of a certificate file: its dates as seen at start-up."""
+    """``validityWarnings`` of a certificate file: its dates as seen at start-up."""
 
     def setUp(self):
         self.path = Authority(self.mktemp(), "hospital").issue("archive", server=True).certificate
@@ -140,19 +140,28 @@ class ValidityTests(unittest.TestCase):
         self.notBefore, self.notAfter = certificate.not_valid_before_utc, certificate.not_valid_after_utc
 
     def test_valid(self):
-        self.assertIsNone(validityWarning(self.path, self.notAfter - datetime.timedelta(days=31)))
+        self.assertEqual(validityWarnings(self.path, self.notAfter - datetime.timedelta(days=31)), [])
 
     def test_expiresSoon(self):
-        self.assertEqual(validityWarning(self.path, self.notAfter - datetime.timedelta(days=12, hours=1)),
-                         f"certificate {self.path} (/CN=archive) expires on {self.notAfter:%Y-%m-%d %H:%M} UTC, "
-                         "in 12 days")
+        self.assertEqual(validityWarnings(self.path, self.notAfter - datetime.timedelta(days=12, hours=1)),
+                         [f"certificate {self.path} (/CN=archive) expires on {self.notAfter:%Y-%m-%d %H:%M} UTC, "
+                          "in 12 days"])
 
     def test_expired(self):
-        self.assertEqual(validityWarning(self.path, self.notAfter + datetime.timedelta(seconds=1)),
-                         f"certificate {self.path} (/CN=archive) expired on {self.notAfter:%Y-%m-%d %H:%M} UTC: "
-                         "TLS peers refuse it")
+        self.assertEqual(validityWarnings(self.path, self.notAfter + datetime.timedelta(seconds=1)),
+                         [f"certificate {self.path} (/CN=archive) expired on {self.notAfter:%Y-%m-%d %H:%M} UTC: "
+                          "TLS peers refuse it"])
 
     def test_notYetValid(self):
-        self.assertEqual(validityWarning(self.path, self.notBefore - datetime.timedelta(seconds=1)),
-                         f"certificate {self.path} (/CN=archive) is not valid until "
-                         f"{self.notBefore:%Y-%m-%d %H:%M} UTC: TLS peers refuse it until then")
+        self.assertEqual(validityWarnings(self.path, self.notBefore - datetime.timedelta(seconds=1)),
+                         [f"certificate {self.path} (/CN=archive) is not valid until "
+                          f"{self.notBefore:%Y-%m-%d %H:%M} UTC: TLS peers refuse it until then"])
+
+    def test_everyCertificateOfAChain(self):
+        """A full-chain file whose issuing authority expired, its leaf
+        valid: the authority is named, with its place in the file."""
+        folder = self.mktemp()
+        issuing = Authority(folder, "issuing", issuer=Authority(folder, "root"), expired=True)
+        chain = issuing.chain(issuing.issue("leaf", server=True))
+        [warning] = validityWarnings(chain)
+        self.assertTrue(warning.startswith(f"certificate 2 of 2 in {chain} (/CN=issuing) expired on "), warning)

@@ -334,6 +334,31 @@ class ConfigurationValueTests(unittest.TestCase):
         self.assertIn(f"[DICOMTLSNodes] SECURESCP: certificate {node.certificate} (/CN=pacs) expired on ", log)
         self.assertNotIn(valid.certificate, log)
 
+    def test_chainCertificatesOutOfDateWarnedOf(self):
+        """Start-up warns of an expired issuing authority in a certKey
+        full-chain file or an extraCertChain (sent with a valid leaf,
+        which peers then refuse), naming the file and which certificate of it."""
+        folder = os.path.abspath(self.mktemp())
+        root = Authority(folder, "root")
+        issuing = Authority(folder, "issuing", issuer=root, expired=True)
+        archive, node = issuing.issue("archive", server=True), issuing.issue("pacs")
+        server, args = self.optionsFor(HL7Endpoint=f"ssl:0:interface=127.0.0.1:privateKey={archive.key}:"
+                                                   f"certKey={archive.certificate}:extraCertChain={issuing.certificate}")
+        server.addNode("SECURESCP", 104)
+        server.setIni(section="DICOMTLSNodes", SECURESCP=f"caCerts={root.certificate}:privateKey={node.key}:"
+                                                         f"certKey={issuing.chain(node)}")
+        options = Options()
+        with capturedLogs() as events:
+            options.parseOptions(args + ["--web", "off"])
+        self.addCleanup(options.archive.engine.dispose)
+        log = "\n".join(formatEvent(event) for event in events)
+        self.assertIn(f"extraCertChain={issuing.certificate}: certificate {issuing.certificate} (/CN=issuing) "
+                      "expired on ", log)
+        self.assertIn(f"[DICOMTLSNodes] SECURESCP: certificate 2 of 2 in {issuing.chain(node)} (/CN=issuing) "
+                      "expired on ", log)
+        self.assertNotIn("(/CN=archive)", log)
+        self.assertNotIn("(/CN=pacs)", log)
+
     @defer.inlineCallbacks
     def test_nullDriverWarningNamesWhatSelectedIt(self):
         """The start-up warning of no index names ``--db null:`` or the empty SQLServer."""

@@ -18,7 +18,8 @@ version spoken.  ``certKey`` defaults to ``privateKey`` (both in one PEM
 file), as with ``ssl:``.  Files are read, and the key checked against the
 certificate, when the endpoint is parsed: a mistake stops start-up.
 ``validityWarnings`` is what start-up says of the certificates of a file
-out of (or soon out of) their dates; ``tlsFailure`` says whose certificate was refused.
+out of (or soon out of) their dates; ``tlsFailure`` says whose certificate was refused, and ``warnOfTLSFailure``
+logs it for the protocols that serve TLS (DICOM, HL7, web).
 """
 
 import datetime
@@ -284,6 +285,15 @@ def tlsFailure(reason, transport=None):
         connection = transport.getHandle()
         refusal = _refusals.get(connection) or _outgoingRefusal(connection) or _oursRefused(text, connection)
     return f"{text} ({refusal})" if refusal else text
+
+
+def warnOfTLSFailure(log, prefix, reason, transport):
+    """Warn on ``log`` of what ``tlsFailure`` says ended a connection
+    (``{prefix}TLS failed: ...``); that text, or None when TLS did not."""
+    failure = tlsFailure(reason, transport)
+    if failure is not None:
+        log.warn("{prefix}TLS failed: {failure}", prefix=prefix, failure=failure)
+    return failure
 
 
 def _oursRefused(text, connection):

@@ -33,7 +33,7 @@ from pacscore.dicom.negotiation import AssociationRejected, negotiate
 from pacscore.dicom.routing import refuse
 from pacscore.dicom.sinks import MemorySink
 from pacscore.dicom.storeddata import StoredData, closeIfStored
-from pacscore.tls import securityOf, tlsFailure
+from pacscore.tls import securityOf, warnOfTLSFailure
 
 AWAITING_ASSOCIATE = "Sta2"
 AWAITING_ASSOCIATE_AC = "Sta5"
@@ -133,9 +133,7 @@ class DicomProtocol(Protocol, TimeoutMixin):
         self.handshaking = False
 
     def connectionLost(self, reason):
-        self.tlsFailure = tlsFailure(reason, self.transport)
-        if self.tlsFailure is not None:
-            self.log.warn("{peer}: TLS failed: {failure}", peer=self.peerName(), failure=self.tlsFailure)
+        self.tlsFailure = warnOfTLSFailure(self.log, f"{self.peerName()}: ", reason, self.transport)
         self._stopArtim()
         self.setTimeout(None)
         if self.state in (ESTABLISHED, AWAITING_RELEASE_RP):

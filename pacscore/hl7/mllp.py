@@ -10,7 +10,8 @@ together: the second would take the first one's patient); an oversized
 frame gets an AR and the connection is closed; nothing a peer sends raises out of
 ``dataReceived``.  A peer that half-closes after sending (``nc -N``, a
 ``shutdown(SHUT_WR)``) still gets the ACKs of its messages; the connection
-closes once they are written.
+closes once they are written.  Over TLS, a failed handshake is logged with
+its cause (``pacscore.tls.tlsFailure``).
 """
 
 from collections import deque
@@ -22,6 +23,7 @@ from twisted.protocols import policies
 from zope.interface import implementer
 
 from pacscore.hl7 import message
+from pacscore.tls import warnOfTLSFailure
 
 START_BLOCK = b"\x0b"
 END_BLOCK = b"\x1c"
@@ -71,6 +73,7 @@ class MLLPProtocol(protocol.Protocol, policies.TimeoutMixin):
     def connectionLost(self, reason):
         self.connected = False
         self.setTimeout(None)
+        warnOfTLSFailure(self.log, f"{self.peerName()}: HL7 ", reason, self.transport)
         dropped = len(self._queue) + self._busy
         self._queue.clear()
         self._buffer = bytearray()

@@ -21,12 +21,14 @@ client sending a header line every few seconds (slowloris) is answered
 ``408 Request Timeout`` with a log line and cut off, as Apache's
 ``mod_reqtimeout`` does; an idle connection that began no request is
 closed without a word.  The site counts the connections
-(``connectionMade``, ``connectionLost``) against its limits."""
+(``connectionMade``, ``connectionLost``) against its limits.  Over TLS, a
+failed handshake is logged with its cause (``pacscore.tls.tlsFailure``)."""
 
 from twisted.logger import Logger
 from twisted.web import http
 
 from pacscore.web.answers import WebError
+from pacscore.tls import warnOfTLSFailure
 from pacscore.web.answering import errorPage, reason
 
 SHOWN = 80  # characters of a long request line in the log
@@ -55,6 +57,7 @@ class PacsChannel(http.HTTPChannel):
     def connectionLost(self, reason):
         self._ended = True
         self._stopHeadCall()
+        warnOfTLSFailure(self.log, f"web: {getattr(self.transport.getPeer(), 'host', '?')} ", reason, self.transport)
         self.site.connectionClosed(self)
         super().connectionLost(reason)
 

@@ -7,6 +7,7 @@ storescp over TLS)."""
 
 import os
 import socket
+import ssl
 import subprocess
 
 from twisted.trial import unittest
@@ -146,6 +147,34 @@ class TLSTests(unittest.TestCase):
         self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
         self.assertStored()
         self.assertIn("accepted, 112 of the proposed contexts, over TLS\n", self.server.log())  # no certificate asked
+
+    def test_hl7AndWebTLSFailuresSaid(self):
+        """The HL7 and web endpoints over ``ssl:`` log a failed handshake
+        as the DICOM service does: a plain MLLP sender on the TLS port with
+        the hint, a client that refuses the server's certificate naming it."""
+        identity = self.serverIdentity
+        keys = f"interface=127.0.0.1:privateKey={identity.key}:certKey={identity.certificate}"
+        self.server = PacsServer(self.mktemp())
+        self.addCleanup(self.server.stop)
+        self.server.setIni(HL7Endpoint=f"ssl:{self.server.hl7Port}:{keys}",
+                           WebEndpoint=f"ssl:{self.server.webPort}:{keys}")
+        self.server.start()
+        with socket.create_connection(("127.0.0.1", self.server.hl7Port), timeout=10) as plain:
+            plain.sendall(b"\x0bMSH|^~\\&|RIS|H|PACS|H|2026||ORM^O01|PLAIN1|P|2.5\r\x1c\r")
+            self.assertEqual(plain.recv(100), b"")
+        distrusting = ssl.create_default_context(cafile=self.stranger.certificate)
+        for port in (self.server.hl7Port, self.server.webPort):
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+                self.assertRaises(ssl.SSLError, distrusting.wrap_socket, raw, server_hostname="localhost")
+        waitFor(lambda: "web: 127.0.0.1 TLS failed:" in self.server.log(), timeout=10,
+                message="the web's refused handshake")
+        log = self.server.log()
+        self.assertRegex(log, r"127\.0\.0\.1:\d+: HL7 TLS failed: wrong version number \(the peer does not speak TLS "
+                              r"on this port\)")
+        self.assertRegex(log, r"127\.0\.0\.1:\d+: HL7 TLS failed: tlsv1 alert unknown ca \(the peer refused our "
+                              r"certificate /CN=pacs\)")
+        self.assertIn("web: 127.0.0.1 TLS failed: tlsv1 alert unknown ca (the peer refused our certificate /CN=pacs)",
+                      log)
 
 
 class OutgoingTLSTests(unittest.TestCase):

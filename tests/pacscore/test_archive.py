@@ -4,6 +4,7 @@ import os
 
 from twisted.internet import reactor
 from twisted.internet.address import IPv4Address
+from twisted.internet.protocol import connectionDone
 from twisted.internet.testing import StringTransport
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial import unittest
@@ -56,7 +57,7 @@ class HL7ListenerTests(unittest.TestCase):
         protocol = archive.hl7Factory().buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
         transport = StringTransport()
         protocol.makeConnection(transport)
-        self.addCleanup(protocol.connectionLost, None)
+        self.addCleanup(protocol.connectionLost, connectionDone)
         protocol.dataReceived(b"\x0bMSH|^~\\&|RIS|H|PACS|R|20261201||ORM^O01|BIG|P|2.3\rNTE|1||" + b"x" * 300)
         self.assertTrue(transport.disconnecting)
         reject = parseMessage(transport.value().strip(b"\x0b\x1c\r"))

@@ -2,6 +2,7 @@
 
 from twisted.internet import defer, task
 from twisted.internet.address import IPv4Address
+from twisted.internet.protocol import connectionDone
 from twisted.internet.testing import StringTransport
 from twisted.logger import Logger, formatEvent
 from twisted.trial import unittest
@@ -71,7 +72,7 @@ class MLLPTests(unittest.TestCase):
         self.assertEqual(self.factory.counters["hl7Connections"], 1)
         self.assertEqual(self.logged("opened"), ["10.0.0.7:40000: HL7 connection opened"])
         self.protocol.dataReceived(frame(hl7("M1")))
-        self.protocol.connectionLost(None)
+        self.protocol.connectionLost(connectionDone)
         self.assertEqual(self.logged("closed"), ["10.0.0.7:40000: HL7 connection closed after 1 messages"])
 
     def test_oneMessage(self):
@@ -285,7 +286,7 @@ class MLLPTests(unittest.TestCase):
         handler = RecordingHandler(deferred=True)
         self.connect(handler)
         self.protocol.dataReceived(frame(hl7("M1")) + frame(hl7("M2")))
-        self.protocol.connectionLost(None)
+        self.protocol.connectionLost(connectionDone)
         self.assertEqual(self.logged("closed"),
                          ["10.0.0.7:40000: HL7 connection closed after 2 messages, 2 left unanswered"])
         d, answer = handler.pending[0]

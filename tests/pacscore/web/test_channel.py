@@ -6,6 +6,7 @@ import os
 
 from twisted.internet import defer, reactor, task
 from twisted.internet.address import IPv4Address
+from twisted.internet.protocol import connectionDone
 from twisted.internet.testing import StringTransport
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial import unittest
@@ -31,7 +32,7 @@ class LongLineTests(unittest.TestCase):
         with capturedLogs() as events:
             channel.makeConnection(transport)
             channel.dataReceived(data)
-        channel.connectionLost(None)
+        channel.connectionLost(connectionDone)
         return transport.value(), transport.disconnecting, events
 
     def test_longRequestLine(self):
@@ -99,7 +100,7 @@ class SiteConnections(unittest.TestCase):
         channel = self.site.buildProtocol(CLIENT)
         transport = StringTransport(peerAddress=CLIENT)
         channel.makeConnection(transport)
-        self.addCleanup(channel.connectionLost, None)
+        self.addCleanup(channel.connectionLost, connectionDone)
         return channel, transport
 
     def open(self, host):
@@ -288,7 +289,7 @@ class HeadDeadlineTests(SiteConnections):
         channel.callLater = self.clock.callLater
         transport = StringTransport(peerAddress=CLIENT)
         channel.makeConnection(transport)
-        self.addCleanup(channel.connectionLost, None)
+        self.addCleanup(channel.connectionLost, connectionDone)
         return channel, transport
 
     def test_slowHeaders(self):
@@ -353,11 +354,11 @@ class ConnectionLimitTests(SiteConnections):
             "more are closed unlogged until one ends",
             "192.0.2.9: connection closed at once: 3 connections are open (WebMaxConnections 3); "
             "more are closed unlogged until one ends"])
-        first[0][0].connectionLost(None)
+        first[0][0].connectionLost(connectionDone)
         protocol, transport = self.open("192.0.2.7")
         self.assertEqual(transport.value(), b"")
         for channel in (first[1][0], other, protocol):
-            channel.connectionLost(None)
+            channel.connectionLost(connectionDone)
         self.assertEqual(self.site.limits.open, 0)
 
 
@@ -368,5 +369,5 @@ class DefaultConnectionLimitTests(SiteConnections):
     def test_manyFromOneAddress(self):
         opened = [self.open("192.0.2.7") for _ in range(200)]
         for protocol, _ in opened:
-            self.addCleanup(protocol.connectionLost, None)
+            self.addCleanup(protocol.connectionLost, connectionDone)
         self.assertEqual([transport.value() for _, transport in opened if transport.value()], [])

@@ -32,7 +32,9 @@ a (0040,0020) column (``WorklistItems.markPerformed``); a step discontinued
 because the wrong worklist entry was selected (reason DCM 110514) leaves
 its items SCHEDULED: their procedure was not performed; only those still
 STARTED, though: an item another step completed (or discontinued)
-meanwhile keeps its status, logged.  The message is
+meanwhile keeps its status, logged.  A COMPLETED item stays so whatever
+a later step does: a step that picked it by mistake neither starts it
+again nor discontinues it.  The message is
 queued for the AEs of ``ForwardMPPSTo`` (``pacscore.dicom.mppsforward``),
 which get it once it was answered.
 """
@@ -46,6 +48,7 @@ from twisted.logger import Logger
 from pacscore.codecs.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN
 from pacscore.db.schema import LARGE_BINARY, MYSQL_TABLE, OwnTable
 from pacscore.db.worklistitems import SCHEDULED, STARTED, Marked
+from pacscore.db.worklistitems import COMPLETED as ITEM_COMPLETED
 from pacscore.dicom import commands
 from pacscore.dicom.commands import (
     DUPLICATE_SOP_INSTANCE, INVALID_ATTRIBUTE_VALUE, INVALID_OBJECT_INSTANCE, MISSING_ATTRIBUTE,
@@ -161,6 +164,14 @@ def scheduledAccessions(dataset):
     """The Accession Numbers of the scheduled steps a step performs."""
     items = dataset.get("ScheduledStepAttributesSequence", None) or []
     return sorted({_text(item, "AccessionNumber") for item in items} - {""})
+
+
+def _isStarted(itemStatus):
+    return itemStatus == STARTED
+
+
+def _isNotCompleted(itemStatus):
+    return itemStatus != ITEM_COMPLETED
 
 
 def scheduledStepStatus(dataset, status):
@@ -321,12 +332,14 @@ class MppsService:
         """In the writer: ``(Marked, status)``, the worklist items marked
         and kept, and their new status.  Put back to SCHEDULED (a wrong
         entry selected) are only the items still STARTED: one another step
-        completed or discontinued meanwhile keeps its status."""
+        completed or discontinued meanwhile keeps its status; a COMPLETED
+        item keeps it whatever the step."""
         if self.worklist is None:
             return Marked([], {}), None
         itemStatus = scheduledStepStatus(dataset, status)
-        only = STARTED if itemStatus == SCHEDULED else None
-        return self.worklist.markPerformed(connection, scheduledAccessions(dataset), itemStatus, only), itemStatus
+        changeable = _isStarted if itemStatus == SCHEDULED else _isNotCompleted
+        return (self.worklist.markPerformed(connection, scheduledAccessions(dataset), itemStatus, changeable),
+                itemStatus)
 
     def _logMarked(self, uid, marked):
         (changed, kept), status = marked
@@ -334,8 +347,8 @@ class MppsService:
             self.log.info("MPPS {uid}: worklist item(s) {accessions} now {status}", uid=uid,
                           accessions=", ".join(changed), status=status)
         if kept:
-            self.log.info("MPPS {uid}: worklist item(s) {kept} keep their status: only STARTED items are put "
-                          "back to {status}", uid=uid, status=status,
+            self.log.info("MPPS {uid}: worklist item(s) {kept} keep their status, not made {status} (a COMPLETED "
+                          "item stays so; only STARTED ones go back to SCHEDULED)", uid=uid, status=status,
                           kept=", ".join(f"{accession} ({current or 'no status'})" for accession, current in kept.items()))
 
     async def _decode(self, protocol, contextId, dataset):

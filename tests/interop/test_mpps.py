@@ -260,7 +260,8 @@ class WorklistStatusTests(ModalityTestCase):
         """A step that picked two items, one of which another step then
         COMPLETED, discontinued because the wrong entry was selected: only
         the item still STARTED is SCHEDULED again; the completed one stays
-        COMPLETED (it must not reappear on the modalities' worklists), logged."""
+        COMPLETED (it must not reappear on the modalities' worklists), logged,
+        as it does when a later step picks it by mistake and is discontinued."""
         path = os.path.join(self.server.workdir, "orders.hl7")
         writeMessages(path, [orderMessage("MSG1", "ACC-DONE", "PATMPPS", "Mpps^Test", modality="CT"),
                              orderMessage("MSG2", "ACC-WRONG", "PATMPPS", "Mpps^Test", modality="CT")])
@@ -280,8 +281,14 @@ class WorklistStatusTests(ModalityTestCase):
         self.assertEqual(self.statuses(), {"ACC-DONE": "COMPLETED", "ACC-WRONG": "SCHEDULED"})
         log = self.server.log()
         self.assertIn(f"MPPS {both}: worklist item(s) ACC-WRONG now SCHEDULED", log)
-        self.assertIn(f"MPPS {both}: worklist item(s) ACC-DONE (COMPLETED) keep their status: only STARTED items "
-                      "are put back to SCHEDULED", log)
+        self.assertIn(f"MPPS {both}: worklist item(s) ACC-DONE (COMPLETED) keep their status, not made SCHEDULED", log)
+        again = generate_uid()  # a third step picks the completed item by mistake: it stays COMPLETED
+        self.assertEqual(self.create(inProgress("ACC-DONE"), again).Status, 0x0000)
+        self.assertEqual(self.statuses()["ACC-DONE"], "COMPLETED")
+        self.assertEqual(self.set(changes, again).Status, 0x0000)
+        self.assertEqual(self.statuses()["ACC-DONE"], "COMPLETED")
+        self.assertIn(f"MPPS {again}: worklist item(s) ACC-DONE (COMPLETED) keep their status, not made STARTED",
+                      self.server.log())
 
 
 class ForwardTests(ModalityTestCase):

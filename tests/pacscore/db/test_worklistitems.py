@@ -204,13 +204,15 @@ class ScheduledStepStatusTests(unittest.TestCase):
         self.assertEqual(self.statuses(), {"A1": "STARTED", "A2": "ARRIVED", "A3": "STARTED"})
         self.assertEqual(self.items.lookup("A1")[0x00400020], "STARTED")
 
-    def test_onlyItemsInTheGivenStatusMarked(self):
-        """Given ``only``, the items in another status keep it, and are named with it."""
+    def test_onlyChangeableItemsMarked(self):
+        """Given ``changeable``, the items in a status it is false of keep
+        it, and are named with it."""
         self.successResultOf(self.items.apply([order("NW", acc) for acc in ("A1", "A2", "A3")]))
         with self.engine.begin() as connection:
             self.items.markPerformed(connection, ["A1", "A2"], "STARTED")
             self.items.markPerformed(connection, ["A2"], "COMPLETED")
-            self.assertEqual(self.items.markPerformed(connection, ["A1", "A2", "A3", "A9"], "SCHEDULED", only="STARTED"),
+            self.assertEqual(self.items.markPerformed(connection, ["A1", "A2", "A3", "A9"], "SCHEDULED",
+                                                          changeable="STARTED".__eq__),
                              (["A1"], {"A2": "COMPLETED", "A3": "SCHEDULED"}))
         self.assertEqual(self.statuses(), {"A1": "SCHEDULED", "A2": "COMPLETED", "A3": "SCHEDULED"})
 

@@ -1,7 +1,10 @@
 """MAG devices: the folders images are stored in (MAGDevice0 ... in dicom.ini).
 
 Each device has a hidden ``.pacs-tmp`` folder on the same file system for
-objects being received, so a finished object is renamed into place. Creating
+objects being received, so a finished object is renamed into place. The file system a device's
+folder is on when it is prepared is remembered: a folder found on another
+one later is the empty mount point of a disk unmounted while pacs runs, and
+takes nothing (``checkPresent``). Creating
 a file while other files are being fsynced waits for the file system's
 journal (0.3-0.8 ms here, more than the fsync itself), so empty temporary
 files are created ahead, in batches, off the path of any one object.
@@ -12,6 +15,7 @@ import errno
 import itertools
 import os
 import shutil
+import stat
 import threading
 
 from sqlalchemy.exc import DBAPIError
@@ -40,11 +44,14 @@ class MagDevice:
         self._reservoir = collections.deque()
         self._refilling = threading.Lock()
         self._names = itertools.count()
+        self.fileSystem = None  # the st_dev of the folder once prepared
 
     def prepare(self):
         """Create the folders; remove objects left half-received by a crash
-        (they were never acknowledged) and fill the temporary file reservoir."""
+        (they were never acknowledged), fill the temporary file reservoir
+        and remember the folder's file system."""
         os.makedirs(self.tempDir, exist_ok=True)
+        self.fileSystem = os.stat(self.path).st_dev
         for name in os.listdir(self.tempDir):
             os.unlink(os.path.join(self.tempDir, name))
         self.refillTemporaryFiles()
@@ -161,8 +168,8 @@ def copyFile(source, device, relative, convert=None, sopInstanceUID=None):
     try:
         with original:
             copied = fileIdentity(os.fstat(original.fileno()))
+            checkPresent(device)
             if not os.path.isdir(device.tempDir):
-                checkPresent(device)
                 device.prepare()
             temporary, low = device.takeTemporaryFile()
             if low:
@@ -196,9 +203,20 @@ def copyFile(source, device, relative, convert=None, sopInstanceUID=None):
 
 
 def checkPresent(device):
-    """FileNotFoundError when the folder of ``device`` is not there."""
-    if not os.path.isdir(device.path):
+    """FileNotFoundError when the folder of ``device`` is not there, or is
+    on another file system than when it was prepared (the mount point of its
+    disk, unmounted: what is written there would be hidden once the disk is
+    mounted again)."""
+    try:
+        status = os.stat(device.path)
+    except (FileNotFoundError, NotADirectoryError):
+        status = None
+    if status is None or not stat.S_ISDIR(status.st_mode):
         raise FileNotFoundError(errno.ENOENT, f"{device.name} is not there (a disk not mounted?)", device.path)
+    if device.fileSystem is not None and status.st_dev != device.fileSystem:
+        raise FileNotFoundError(errno.ENOENT, f"{device.name} is not there (a disk not mounted?): its folder is on "
+                                f"another file system than at start-up; mount its disk again, or restart pacs "
+                                f"to take the folder as it is now", device.path)
 
 
 def fileIdentity(status):

@@ -46,6 +46,7 @@ from pacscore.dicom.sinks import DiscardingSink
 from pacscore.dicom.uids import isUID
 from pacscore.storage.attributes import DatasetError, readAttributes
 from pacscore.storage.devicechoice import DeviceChoice
+from pacscore.storage.devices import checkPresent
 from pacscore.storage.durability import FlushError
 from pacscore.storage.objectfiles import FileWrites
 from pacscore.storage.part10 import SOP_CLASS_UID, SOP_INSTANCE_UID, encodeFileMeta
@@ -206,12 +207,18 @@ class ObjectStore:
         def write(_):
             defer.maybeDeferred(spool.close).addCallbacks(
                 lambda _: self.workers.callInThread(self._writeAndIndex, incoming, spool, stored),
-                stored.errback)
+                lambda failure: self._spoolFailed(failure, spool).addErrback(stored.errback))
         if earlier is None:
             write(None)
         else:
             earlier.addCallback(write)
         return stored.addBoth(self._stored, uid, ended)
+
+    def _spoolFailed(self, failure, spool):
+        """A spool whose file could not be written: the failure, given back
+        as DeviceMissing when its device is not there."""
+        checked = self.workers.deferToWorker(self._checkPresent, spool.device)
+        return checked.addCallback(lambda _: failure)
 
     def _stored(self, result, uid, ended):
         """The outcome of a store of ``uid``: ``ended`` fires once the copy
@@ -307,6 +314,7 @@ class ObjectStore:
                     self.durability.fileWritten(fd)
                 finally:
                     os.close(fd)
+            self._checkPresent(device)
             overwrote = os.path.lexists(device.absolute(relative))
             if overwrote:
                 self._checkLinks(ImageRecord(attrs, device.name, relative, relink=incoming.relink))
@@ -333,10 +341,18 @@ class ObjectStore:
             except FileNotFoundError:
                 if attempt:
                     raise
-            try:
-                device.recover()
-            except FileNotFoundError as e:
-                raise DeviceMissing(f"{e.strerror}: {e.filename}") from e
+            self._checkPresent(device)
+            device.recover()
+
+    @staticmethod
+    def _checkPresent(device):
+        """DeviceMissing when ``device`` is not there, or another file system
+        is where its disk was (``checkPresent``: a file written there would
+        be hidden once the disk is mounted again)."""
+        try:
+            checkPresent(device)
+        except FileNotFoundError as e:
+            raise DeviceMissing(f"{e.strerror}: {e.filename}") from e
 
     def _place(self, temporary, device, relative, sopInstanceUID):
         """Give the written file ``temporary`` its name on ``device``

@@ -96,6 +96,15 @@ class MirrorTests(unittest.TestCase):
         self.assertTrue(self.mirrors.copy("MAG0", "PAT1/1.dcm", source))
         self.assertEqual(self.mirrored("PAT1/1.dcm"), b"x")
 
+    def test_aMirrorDiskUnmountedWhileRunningIsAnError(self):
+        """Unmounted (``umount -l``) while pacs runs: the folder beneath the
+        mount point, on another file system, takes no copy, even with a
+        temporary folder of its own."""
+        source = self.store("PAT1/1.dcm", b"x")
+        self.mirror.fileSystem += 1  # the file system its folder was on at start-up
+        self.assertRaises(FileNotFoundError, self.mirrors.copy, "MAG0", "PAT1/1.dcm", source)
+        self.assertFalse(os.path.exists(self.mirror.absolute("PAT1")))
+
     def test_remove(self):
         source = self.store("PAT1/1.dcm", b"x")
         self.mirrors.copy("MAG0", "PAT1/1.dcm", source)

@@ -594,6 +594,27 @@ class ObjectStoreTests(unittest.TestCase):
         self.assertEqual(str(error), f"MAG0 is not there (a disk not mounted?): {self.device.path}")
 
     @defer.inlineCallbacks
+    def test_aDeviceUnmountedWhileRunningRefusesTheObject(self):
+        """Its disk unmounted (``umount -l``): the folder beneath the mount
+        point is on another file system, and takes nothing, be it empty or
+        with a temporary folder of its own; the objects are refused."""
+        data = datasetBytes("CT_small.dcm")
+        uid = pydicom.dcmread(get_testdata_file("CT_small.dcm")).SOPInstanceUID
+        self.moveToItsOwnDevice()
+        self.device.fileSystem += 1  # the file system its folder was on at start-up
+        for large in (False, True):
+            if large:
+                uid, data = largeDataset(256 << 10)
+            error = yield self.assertFailure(self.store.store(*self.receive(data, uid)), DeviceMissing)
+            self.assertIn("MAG0 is not there (a disk not mounted?)", str(error))
+            self.assertEqual(os.listdir(self.device.path), [TEMP_FOLDER])
+            self.assertTrue(all(name.startswith("store-") for name in os.listdir(self.device.tempDir)))
+        os.rename(self.device.path, self.device.path + ".old")
+        os.mkdir(self.device.path)
+        yield self.assertFailure(self.store.store(*self.receive(data, uid)), DeviceMissing)
+        self.assertEqual(os.listdir(self.device.path), [], "no temporary folder made on the disk beneath")
+
+    @defer.inlineCallbacks
     def test_diskFullIsAnOSError(self):
         uid = pydicom.dcmread(get_testdata_file("CT_small.dcm")).SOPInstanceUID
         incoming, spool = self.receive(datasetBytes("CT_small.dcm"), uid)

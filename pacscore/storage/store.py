@@ -215,8 +215,10 @@ class ObjectStore:
         return stored.addBoth(self._stored, uid, ended)
 
     def _spoolFailed(self, failure, spool):
-        """A spool whose file could not be written: the failure, given back
-        as DeviceMissing when its device is not there."""
+        """A spool whose file could not be written: discarded (its partial
+        file would keep a full disk full), and the failure given back as
+        DeviceMissing when its device is not there."""
+        spool.discard()
         checked = self.workers.deferToWorker(self._checkPresent, spool.device)
         return checked.addCallback(lambda _: failure)
 

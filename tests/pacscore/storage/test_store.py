@@ -615,6 +615,31 @@ class ObjectStoreTests(unittest.TestCase):
         self.assertEqual(os.listdir(self.device.path), [], "no temporary folder made on the disk beneath")
 
     @defer.inlineCallbacks
+    def test_aSpoolThatFillsTheDiskLeavesNoFile(self):
+        """A large object refused because its spool file could not be
+        written (the disk full) leaves no partial file to keep it full."""
+        uid, data = largeDataset(256 << 10)
+        realOpen = self.store.fileWrites.open
+
+        def fillingOpen(*args, **kwargs):
+            out = realOpen(*args, **kwargs)
+            write, writes = out.write, []
+
+            def writeUntilFull(fragments):
+                if writes:
+                    raise OSError(errno.ENOSPC, "No space left on device")
+                writes.append(write(fragments))
+            out.write = writeUntilFull
+            return out
+
+        self.patch(self.store.fileWrites, "open", fillingOpen)
+        incoming, spool = self.receive(data, uid)
+        error = yield self.assertFailure(self.store.store(incoming, spool), OSError)
+        self.assertEqual(error.errno, errno.ENOSPC)
+        yield self.drainWorkers()
+        self.assertEqual([name for name in os.listdir(self.device.tempDir) if not name.startswith("store-")], [])
+
+    @defer.inlineCallbacks
     def test_diskFullIsAnOSError(self):
         uid = pydicom.dcmread(get_testdata_file("CT_small.dcm")).SOPInstanceUID
         incoming, spool = self.receive(datasetBytes("CT_small.dcm"), uid)

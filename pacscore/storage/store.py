@@ -46,7 +46,7 @@ from pacscore.dicom.sinks import DiscardingSink
 from pacscore.dicom.uids import isUID
 from pacscore.storage.attributes import DatasetError, readAttributes
 from pacscore.storage.devicechoice import DeviceChoice
-from pacscore.storage.devices import checkPresent
+from pacscore.storage.devices import checkPresent, removeFile
 from pacscore.storage.durability import FlushError
 from pacscore.storage.objectfiles import FileWrites
 from pacscore.storage.part10 import SOP_CLASS_UID, SOP_INSTANCE_UID, encodeFileMeta
@@ -157,6 +157,7 @@ class ObjectStore:
         self.mirrors = mirrors  # pacscore.storage.mirror.Mirrors, or None
         self._storing = {}  # SOP Instance UID: Deferred fired when the last store of it begun has ended
         self._converting = set()  # SOP Instance UIDs whose import converters run (in a worker)
+        self._unindexed = {}  # SOP Instance UID: (device name, name) of its file left unindexed, for regen
 
     @property
     def durability(self):
@@ -232,6 +233,7 @@ class ObjectStore:
                 removed = self.workers.deferToWorker(self._removeReplaced, replaced).addErrback(
                     lambda f: self.log.failure("could not remove replaced file {path}", f,
                                                path=replaced.objectFile))
+            removed.addCallback(lambda _: self._replaceUnindexed(uid, (deviceName, relative), False))
             result = deviceName, relative
         removed.addCallback(self._storeEnded, uid, ended)
         return result
@@ -264,12 +266,35 @@ class ObjectStore:
             if value.check(FlushError):
                 self.log.error("{path} was written and indexed but not made durable ({error}); "
                                "not acknowledged", path=relative, error=value.getErrorMessage())
+                stored.errback(value)
+                return
+            self.log.error("{path} is on disk but could not be indexed ({error}); regen will pick it up",
+                           path=relative, error=value.getErrorMessage())
+            if overwrote:  # its name is that of an indexed copy
+                stored.errback(value)
             else:
-                self.log.error("{path} is on disk but could not be indexed ({error}); regen will pick it up",
-                               path=relative, error=value.getErrorMessage())
-            stored.errback(value)
+                self._replaceUnindexed(incoming.sopInstanceUID, (device.name, relative), True).addCallback(
+                    lambda _: stored.errback(value))
 
         self.index.storeFromThread(record, indexed)
+
+    def _replaceUnindexed(self, uid, current, unindexed):
+        """Remove the file an earlier store of ``uid`` left unindexed (its
+        index failed, the file kept for regen) unless it is ``current``,
+        ``(device name, name)`` of the file just stored, which takes its
+        place when ``unindexed`` too: a sender resending an object the index
+        failed on leaves one copy of it, not one per attempt.  A Deferred."""
+        earlier = self._unindexed.pop(uid, None)
+        if unindexed:
+            self._unindexed[uid] = current
+        if earlier is None or earlier == current:
+            return defer.succeed(None)
+        deviceName, name = earlier
+        path = self.devicesByName[deviceName].absolute(name)
+        return self.workers.deferToWorker(removeFile, path).addCallbacks(
+            lambda _: self.log.info("removed {path}: a copy of {uid} the index failed on, stored again since",
+                                    path=path, uid=uid),
+            lambda f: self.log.failure("could not remove {path}", f, path=path))
 
     def _writeFile(self, incoming, spool):
         """In the I/O pool: check, amend, name and write one object; its

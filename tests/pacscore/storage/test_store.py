@@ -18,6 +18,7 @@ from pydicom.data import get_testdata_file
 from pydicom.encaps import encapsulate, generate_frames
 from twisted.internet import defer, reactor
 from twisted.logger import Logger, formatEvent
+from twisted.python.failure import Failure
 from twisted.trial import unittest
 
 from pacscore.codecs.transcode import transcode
@@ -638,6 +639,32 @@ class ObjectStoreTests(unittest.TestCase):
         self.assertEqual(error.errno, errno.ENOSPC)
         yield self.drainWorkers()
         self.assertEqual([name for name in os.listdir(self.device.tempDir) if not name.startswith("store-")], [])
+
+    @defer.inlineCallbacks
+    def test_anObjectTheIndexFailedLeavesNoDuplicate(self):
+        """The index failing (its disk full) leaves the refused object's file
+        for regen; the sender's resends do not add a copy each: the file of
+        an earlier attempt goes, and the last one once a resend is stored."""
+        data = datasetBytes("CT_small.dcm")
+        uid = pydicom.dcmread(get_testdata_file("CT_small.dcm")).SOPInstanceUID
+        self.moveToItsOwnDevice()
+        storeFromThread = self.index.storeFromThread
+        self.index.storeFromThread = lambda record, onResult: reactor.callFromThread(
+            onResult, False, Failure(OSError(errno.ENOSPC, "database or disk is full")))
+        for attempt in range(2):
+            yield self.assertFailure(self.store.store(*self.receive(data, uid)), OSError)
+            yield self.drainWorkers()
+            self.assertEqual(len(self.storedFiles()), 1)
+        self.index.storeFromThread = storeFromThread
+        _, relative = yield self.store.store(*self.receive(data, uid))
+        yield self.drainWorkers()
+        self.assertEqual(self.storedFiles(), [relative])
+
+    def storedFiles(self):
+        """The files on the device but its temporary ones, relative to it."""
+        return sorted(os.path.relpath(os.path.join(folder, name), self.device.path).replace(os.sep, "/")
+                      for folder, folders, names in os.walk(self.device.path)
+                      if not folder.startswith(self.device.tempDir) for name in names)
 
     @defer.inlineCallbacks
     def test_diskFullIsAnOSError(self):

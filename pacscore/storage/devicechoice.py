@@ -5,11 +5,15 @@ objects.  When no device has that much, MAG0 (its writes may still fit, or
 fail with A700).  ``MAGDeviceThreshold``'s clean-up (``space``) keeps MAG0
 from filling when it is set above this threshold, as Conquest intends.
 
-Free space is looked at again at most once a second, by the I/O thread
-about to write an object (``check``); the reactor reads ``current`` when
-an object starts to arrive (where a large one is spooled).  With one
-device, or ``MAGDeviceFullThreshHold = 0``, nothing is looked at (MAG0 takes
-every object).
+Free space is looked at again by the I/O thread about to write an object
+(``check``) once a second, or sooner once a quarter of the threshold has
+been written since the last look (a fast ingest would run through the
+margin within the second); the reactor reads ``current`` when an object
+starts to arrive (where a large one is spooled).  A write that finds a
+device full all the same (ENOSPC) has it left at once (``spillFrom``), for
+the next device with room.  With one device, or
+``MAGDeviceFullThreshHold = 0``, nothing is looked at (MAG0 takes every
+object).
 """
 
 import threading
@@ -36,6 +40,7 @@ class DeviceChoice:
         self.clock = clock
         self.current = self.devices[0]
         self._lookedAt = None
+        self._written = 0  # bytes written since the last look
         self._looking = threading.Lock()
 
     @classmethod
@@ -43,28 +48,44 @@ class DeviceChoice:
         return cls(devices, max(ini.getint("MAGDeviceFullThreshHold", DEFAULT_FULL_THRESHOLD // MEGABYTE), 0)
                    * MEGABYTE)
 
-    def check(self):
-        """In an I/O thread, before an object is written: the device it goes
-        to, free space looked at again when a second has passed."""
+    def check(self, size=0):
+        """In an I/O thread, before an object of ``size`` bytes is written:
+        the device it goes to, free space looked at again when a second has
+        passed or a quarter of the threshold has been written since."""
         if self.threshold <= 0 or len(self.devices) < 2:
             return self.current
-        now = self.clock()
-        if self._lookedAt is not None and now - self._lookedAt < self.interval:
-            return self.current
         with self._looking:
-            if self._lookedAt is None or now - self._lookedAt >= self.interval:
-                self._lookedAt = now
+            self._written += size
+            now = self.clock()
+            if (self._lookedAt is None or now - self._lookedAt >= self.interval
+                    or self._written > self.threshold // 4):
+                self._lookedAt, self._written = now, 0
                 self._choose()
         return self.current
 
-    def _choose(self):
-        chosen = next((device for device in self.devices if self._free(device) > self.threshold), self.devices[0])
+    def spillFrom(self, device):
+        """In an I/O thread, after a write found ``device`` full: free space
+        looked at again at once, ``device`` taken for full; the device with
+        room new objects go to now, or None when no other has room."""
+        if self.threshold <= 0 or len(self.devices) < 2:
+            return None
+        with self._looking:
+            self._lookedAt, self._written = self.clock(), 0
+            return self._choose(full=device)
+
+    def _choose(self, full=None):
+        """Make the first device with room (but ``full``) current, MAG0 when
+        none has; the one with room, or None."""
+        roomy = next((device for device in self.devices
+                      if device is not full and self._free(device) > self.threshold), None)
+        chosen = roomy or self.devices[0]
         if chosen is not self.current:
             self.log.warn("{previous} has {threshold} MB free or less (MAGDeviceFullThreshHold): new objects go to "
                           "{device}" if chosen is not self.devices[0] else
                           "{device} has room again: new objects go to {device}",
                           previous=self.current.name, device=chosen.name, threshold=self.threshold // MEGABYTE)
             self.current = chosen
+        return roomy
 
     def _free(self, device):
         try:

@@ -26,6 +26,7 @@ spool file into the device's temporary file a frame at a time
 
 import dataclasses
 import os
+from contextlib import closing
 from dataclasses import dataclass
 from io import BytesIO
 
@@ -46,7 +47,7 @@ from pacscore.dicom.sinks import DiscardingSink
 from pacscore.dicom.uids import isUID
 from pacscore.storage.attributes import DatasetError, readAttributes
 from pacscore.storage.devicechoice import DeviceChoice
-from pacscore.storage.devices import checkPresent, removeFile
+from pacscore.storage.devices import checkPresent, isDiskFull, removeFile
 from pacscore.storage.durability import FlushError
 from pacscore.storage.objectfiles import FileWrites
 from pacscore.storage.part10 import SOP_CLASS_UID, SOP_INSTANCE_UID, encodeFileMeta
@@ -218,10 +219,16 @@ class ObjectStore:
     def _spoolFailed(self, failure, spool):
         """A spool whose file could not be written: discarded (its partial
         file would keep a full disk full), and the failure given back as
-        DeviceMissing when its device is not there."""
+        DeviceMissing when its device is not there; a full one is left for
+        the next device with room (``DeviceChoice.spillFrom``)."""
         spool.discard()
-        checked = self.workers.deferToWorker(self._checkPresent, spool.device)
+        checked = self.workers.deferToWorker(self._spoolDeviceFailed, spool.device, failure.value)
         return checked.addCallback(lambda _: failure)
+
+    def _spoolDeviceFailed(self, device, error):
+        self._checkPresent(device)
+        if isDiskFull(error):
+            self.choice.spillFrom(device)
 
     def _stored(self, result, uid, ended):
         """The outcome of a store of ``uid``: ``ended`` fires once the copy
@@ -309,7 +316,7 @@ class ObjectStore:
         data = spool.inMemory
         header = spool.header
         temporary = spool.path
-        chosen = self.choice.check()  # looked at for spooled objects too: they may be all that arrives
+        chosen = self.choice.check(spool.size)  # looked at for spooled objects too: they may be all that arrives
         device = spool.device if temporary is not None else chosen
         try:
             attrs = self._readAttributes(incoming, spool)
@@ -328,13 +335,16 @@ class ObjectStore:
             dataset = self._parsed(header, data, temporary) if self.namer.needsDataset else None
             relative = self.namer.name(attrs, incoming.callingAE, incoming.calledAE, transferSyntax, dataset)
             if data is not None:
-                temporary, out = self._openTemporary(device, len(header) + len(data))
                 try:
-                    out.write([header, data])
-                    out.finish()
-                    self.durability.fileWritten(out.fd)
-                finally:
-                    out.close()
+                    temporary = self._writeTemporary(device, header, data)
+                except OSError as e:
+                    spilled = self.choice.spillFrom(device) if isDiskFull(e) and device is chosen else None
+                    if spilled is None:
+                        raise
+                    self.log.warn("{device} is full ({error}): {uid} is written to {other}", device=device.name,
+                                  error=e.strerror, uid=incoming.sopInstanceUID, other=spilled.name)
+                    device = spilled
+                    temporary = self._writeTemporary(device, header, data)
             else:
                 fd = os.open(temporary, os.O_RDONLY)
                 try:
@@ -352,6 +362,21 @@ class ObjectStore:
             raise
         return ImageRecord(attrs, device.name, relative, incoming.callingAE, incoming.calledAE, incoming.converters,
                            tuple(actions), incoming.relink), device, overwrote
+
+    def _writeTemporary(self, device, header, data):
+        """In the I/O pool: ``header`` and ``data`` written in a temporary
+        file of ``device`` (``_openTemporary``), its path; the file is
+        removed when writing it fails."""
+        temporary, out = self._openTemporary(device, len(header) + len(data))
+        try:
+            with closing(out):
+                out.write([header, data])
+                out.finish()
+                self.durability.fileWritten(out.fd)
+        except BaseException:
+            removeFile(temporary)
+            raise
+        return temporary
 
     def _openTemporary(self, device, size):
         """In the I/O pool: a temporary file of ``device`` and an

@@ -49,6 +49,27 @@ class DeviceChoiceTests(unittest.TestCase):
         self.now += 0.5
         self.assertIs(self.choice.check(), self.devices[1])
 
+    def test_looksAgainOnceAQuarterOfTheThresholdIsWritten(self):
+        """A fast ingest does not run through the threshold's margin within
+        the second between two looks."""
+        self.choice.check(10 * MEGABYTE)
+        self.free["/archive/mag0"] = 0
+        self.assertIs(self.choice.check(7 * MEGABYTE), self.devices[0])
+        self.assertIs(self.choice.check(MEGABYTE), self.devices[1])
+        self.assertEqual(self.looks, ["/archive/mag0", "/archive/mag0", "/archive/mag1"])
+
+    def test_aDeviceFoundFullIsLeftAtOnce(self):
+        """A write that found MAG0 full (its free space still above the
+        threshold: reserved blocks, no inode left): the next device with
+        room, chosen at once; None when no other has room."""
+        self.choice.check()
+        self.assertIs(self.choice.spillFrom(self.devices[0]), self.devices[1])
+        self.assertIs(self.choice.current, self.devices[1])
+        self.free["/archive/mag0"] = self.free["/archive/mag2"] = 0
+        self.assertIsNone(self.choice.spillFrom(self.devices[1]))
+        self.assertIs(self.choice.current, self.devices[0])
+        self.assertIsNone(DeviceChoice(self.devices[:1], 30 * MEGABYTE).spillFrom(self.devices[0]))
+
     def test_anUnreadableDeviceTakesNothing(self):
         def freeSpace(path):
             if path == "/archive/mag0":

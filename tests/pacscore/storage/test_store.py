@@ -444,6 +444,34 @@ class ObjectStoreTests(unittest.TestCase):
         self.assertEqual(stored, ["MAG0", "MAG1"])
 
     @defer.inlineCallbacks
+    def test_aDeviceFoundFullIsLeftForTheNextWithRoom(self):
+        """MAGDeviceFullThreshHold: a write to MAG0 failing for a full disk
+        (ENOSPC before its free space, looked at a moment ago, fell below
+        the threshold) has the free space looked at again at once, and the
+        object written once more on MAG1; no temporary file is left."""
+        mag1 = self.addDevice("MAG1")
+        self.store.choice = DeviceChoice([self.device, mag1], 30 << 20, lambda path: 100 << 20)
+        realOpen = self.store.fileWrites.open
+
+        def fullOnMAG0(path, *args, **kwargs):
+            out = realOpen(path, *args, **kwargs)
+            if path.startswith(self.device.tempDir):
+                def full(fragments):
+                    raise OSError(errno.ENOSPC, "No space left on device")
+                out.write = full
+            return out
+
+        self.patch(self.store.fileWrites, "open", fullOnMAG0)
+        uid = pydicom.dcmread(get_testdata_file("CT_small.dcm")).SOPInstanceUID
+        device, relative = yield self.store.store(*self.receive(datasetBytes("CT_small.dcm"), uid))
+        self.assertEqual(device, "MAG1")
+        self.assertTrue(os.path.exists(mag1.absolute(relative)))
+        self.assertIs(self.store.choice.current, mag1)
+        yield self.drainWorkers()
+        self.assertEqual(sorted(os.listdir(self.device.tempDir)),
+                         sorted(os.path.basename(path) for path in self.device._reservoir))
+
+    @defer.inlineCallbacks
     def test_aReplacedFileLosesItsMirrorCopy(self):
         mirror = MagDevice("MIRROR0", self.mktemp())
         self.store.mirrors = Mirrors({"MAG0": mirror})

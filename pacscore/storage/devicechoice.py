@@ -11,7 +11,9 @@ been written since the last look (a fast ingest would run through the
 margin within the second); the reactor reads ``current`` when an object
 starts to arrive (where a large one is spooled).  A write that finds a
 device full all the same (ENOSPC) has it left at once (``spillFrom``), for
-the next device with room.  With one device, or
+the next device with room.  A device that takes no file (not there, its
+disk unmounted, read-only: ``checkWritable``) is left too, in one log line
+until it takes files again.  With one device, or
 ``MAGDeviceFullThreshHold = 0``, nothing is looked at (MAG0 takes every
 object).
 """
@@ -21,6 +23,7 @@ import time
 
 from twisted.logger import Logger
 
+from pacscore.storage.devices import checkWritable
 from pacscore.storage.space import MEGABYTE, freeSpace
 
 DEFAULT_FULL_THRESHOLD = 30 * MEGABYTE
@@ -33,11 +36,14 @@ class DeviceChoice:
     log = Logger()
     interval = 1.0  # seconds between looks at the free space
 
-    def __init__(self, devices, threshold=DEFAULT_FULL_THRESHOLD, freeSpace=freeSpace, clock=time.monotonic):
+    def __init__(self, devices, threshold=DEFAULT_FULL_THRESHOLD, freeSpace=freeSpace, clock=time.monotonic,
+                 checkDevice=checkWritable):
         self.devices = list(devices)
         self.threshold = threshold
         self.freeSpace = freeSpace
         self.clock = clock
+        self.checkDevice = checkDevice
+        self._unusable = set()  # the names of the devices found taking no file, logged
         self.current = self.devices[0]
         self._lookedAt = None
         self._written = 0  # bytes written since the last look
@@ -80,17 +86,27 @@ class DeviceChoice:
                       if device is not full and self._free(device) > self.threshold), None)
         chosen = roomy or self.devices[0]
         if chosen is not self.current:
-            self.log.warn("{previous} has {threshold} MB free or less (MAGDeviceFullThreshHold): new objects go to "
-                          "{device}" if chosen is not self.devices[0] else
-                          "{device} has room again: new objects go to {device}",
-                          previous=self.current.name, device=chosen.name, threshold=self.threshold // MEGABYTE)
+            if chosen is self.devices[0]:
+                text = "{device} has room again: new objects go to {device}"
+            elif self.current.name in self._unusable:  # its own line says why
+                text = "new objects go to {device}"
+            else:
+                text = ("{previous} has {threshold} MB free or less (MAGDeviceFullThreshHold): "
+                        "new objects go to {device}")
+            self.log.warn(text, previous=self.current.name, device=chosen.name, threshold=self.threshold // MEGABYTE)
             self.current = chosen
         return roomy
 
     def _free(self, device):
+        """The free bytes of ``device``; 0 when it takes no file, or its free
+        space is unknown (logged when that begins)."""
         try:
-            return self.freeSpace(device.path)
+            self.checkDevice(device)
+            free = self.freeSpace(device.path)
         except OSError as e:
-            self.log.warn("{device}: free space unknown ({error}): no new objects go there", device=device.name,
-                          error=e)
+            if device.name not in self._unusable:
+                self._unusable.add(device.name)
+                self.log.warn("{device} takes no new objects: {error}", device=device.name, error=e)
             return 0
+        self._unusable.discard(device.name)
+        return free

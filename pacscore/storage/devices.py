@@ -24,6 +24,7 @@ from pacscore.storage.placing import MAX_NAME_SUFFIX, placeFile
 
 TEMP_FOLDER = ".pacs-tmp"
 FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+UNWRITABLE_ERRNOS = (errno.EROFS, errno.EACCES, errno.EPERM)
 SQLITE_FULL = 13  # "database or disk is full"
 POSTGRESQL_DISK_FULL = "53100"  # SQLSTATE disk_full
 MYSQL_FULL = (1021, 1114)  # ER_DISK_FULL, ER_RECORD_FILE_FULL ("The table ... is full")
@@ -123,6 +124,12 @@ def isDiskFull(error):
     return isinstance(error, OSError) and error.errno in FULL_ERRNOS
 
 
+def isUnwritable(error):
+    """True when ``error`` is an OSError saying a file system is read-only,
+    or a folder not writable by pacs."""
+    return isinstance(error, OSError) and error.errno in UNWRITABLE_ERRNOS
+
+
 def fsyncDirectory(path):
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -217,6 +224,17 @@ def checkPresent(device):
         raise FileNotFoundError(errno.ENOENT, f"{device.name} is not there (a disk not mounted?): its folder is on "
                                 f"another file system than at start-up; mount its disk again, or restart pacs "
                                 f"to take the folder as it is now", device.path)
+
+
+def checkWritable(device):
+    """OSError when ``device`` takes no new file: not there
+    (``checkPresent``), its file system read-only (EROFS), or its folder not
+    writable by pacs (EACCES)."""
+    checkPresent(device)
+    if os.statvfs(device.path).f_flag & os.ST_RDONLY:
+        raise OSError(errno.EROFS, f"{device.name} is read-only", device.path)
+    if not os.access(device.path, os.W_OK):
+        raise PermissionError(errno.EACCES, f"{device.name} is not writable by pacs", device.path)
 
 
 def fileIdentity(status):

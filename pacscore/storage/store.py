@@ -47,7 +47,7 @@ from pacscore.dicom.sinks import DiscardingSink
 from pacscore.dicom.uids import isUID
 from pacscore.storage.attributes import DatasetError, readAttributes
 from pacscore.storage.devicechoice import DeviceChoice
-from pacscore.storage.devices import checkPresent, isDiskFull, removeFile
+from pacscore.storage.devices import checkPresent, isDiskFull, isUnwritable, removeFile
 from pacscore.storage.durability import FlushError
 from pacscore.storage.objectfiles import FileWrites
 from pacscore.storage.part10 import SOP_CLASS_UID, SOP_INSTANCE_UID, encodeFileMeta
@@ -74,6 +74,14 @@ class Refused(StoreError):
 class DeviceMissing(Refused):
     """The folder of the MAG device the object was to go to is not there
     (a disk not mounted?)."""
+
+
+class DeviceUnwritable(Refused):
+    """The MAG device the object was to go to cannot be written: its file
+    system is read-only, or pacs may not write there (``isUnwritable``)."""
+
+    def __init__(self, device, error):
+        super().__init__(f"{device.name} cannot be written ({error.strerror}): {device.path}")
 
 
 class Destroyed(StoreError):
@@ -227,8 +235,10 @@ class ObjectStore:
 
     def _spoolDeviceFailed(self, device, error):
         self._checkPresent(device)
-        if isDiskFull(error):
+        if isUnwritable(error) or isDiskFull(error):
             self.choice.spillFrom(device)
+        if isUnwritable(error):
+            raise DeviceUnwritable(device, error) from error
 
     def _stored(self, result, uid, ended):
         """The outcome of a store of ``uid``: ``ended`` fires once the copy
@@ -337,12 +347,13 @@ class ObjectStore:
             if data is not None:
                 try:
                     temporary = self._writeTemporary(device, header, data)
-                except OSError as e:
-                    spilled = self.choice.spillFrom(device) if isDiskFull(e) and device is chosen else None
+                except (OSError, DeviceUnwritable) as e:
+                    left = isinstance(e, DeviceUnwritable) or isDiskFull(e)
+                    spilled = self.choice.spillFrom(device) if left and device is chosen else None
                     if spilled is None:
                         raise
-                    self.log.warn("{device} is full ({error}): {uid} is written to {other}", device=device.name,
-                                  error=e.strerror, uid=incoming.sopInstanceUID, other=spilled.name)
+                    self.log.warn("{device}: {error}: {uid} is written to {other}", device=device.name, error=e,
+                                  uid=incoming.sopInstanceUID, other=spilled.name)
                     device = spilled
                     temporary = self._writeTemporary(device, header, data)
             else:
@@ -363,18 +374,33 @@ class ObjectStore:
         return ImageRecord(attrs, device.name, relative, incoming.callingAE, incoming.calledAE, incoming.converters,
                            tuple(actions), incoming.relink), device, overwrote
 
+    @staticmethod
+    def _refill(device):
+        """In the I/O pool: ``MagDevice.refillTemporaryFiles``; a device that
+        takes no file (full, read-only) is reported by the object that next
+        takes one, not in a traceback of its own."""
+        try:
+            device.refillTemporaryFiles()
+        except OSError:
+            pass
+
     def _writeTemporary(self, device, header, data):
         """In the I/O pool: ``header`` and ``data`` written in a temporary
         file of ``device`` (``_openTemporary``), its path; the file is
-        removed when writing it fails."""
-        temporary, out = self._openTemporary(device, len(header) + len(data))
+        removed when writing it fails, DeviceUnwritable raised when that is
+        because the device cannot be written."""
+        temporary = None
         try:
+            temporary, out = self._openTemporary(device, len(header) + len(data))
             with closing(out):
                 out.write([header, data])
                 out.finish()
                 self.durability.fileWritten(out.fd)
-        except BaseException:
-            removeFile(temporary)
+        except OSError as e:
+            if temporary is not None:
+                removeFile(temporary)
+            if isUnwritable(e):
+                raise DeviceUnwritable(device, e) from e
             raise
         return temporary
 
@@ -387,7 +413,7 @@ class ObjectStore:
         for attempt in (0, 1):
             temporary, low = device.takeTemporaryFile()
             if low:
-                self.workers.callInThread(device.refillTemporaryFiles)
+                self.workers.callInThread(self._refill, device)
             try:
                 return temporary, self.fileWrites.open(temporary, size)
             except FileNotFoundError:
@@ -533,7 +559,7 @@ class ObjectStore:
         header = self._header(dataclasses.replace(incoming, transferSyntax=target), target)
         temporary, low = device.takeTemporaryFile()
         if low:
-            self.workers.callInThread(device.refillTemporaryFiles)
+            self.workers.callInThread(self._refill, device)
         try:
             with open(spool.path, "rb") as source, open(temporary, "wb") as out:
                 start = len(spool.header)

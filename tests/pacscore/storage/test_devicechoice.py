@@ -2,11 +2,16 @@
 than the threshold free, looked at again at most once a second; MAG0 when
 none has room; one device, or a threshold of 0, looks at nothing."""
 
+import errno
+import os
+import shutil
+
+from twisted.logger import capturedLogs, formatEvent
 from twisted.trial import unittest
 
 from pacscore.config.ini import DicomIni
 from pacscore.storage.devicechoice import DEFAULT_FULL_THRESHOLD, DeviceChoice
-from pacscore.storage.devices import MagDevice
+from pacscore.storage.devices import MagDevice, checkWritable
 from pacscore.storage.space import MEGABYTE
 
 
@@ -21,7 +26,12 @@ class DeviceChoiceTests(unittest.TestCase):
         def freeSpace(path):
             self.looks.append(path)
             return self.free[path]
-        self.choice = DeviceChoice(self.devices, 30 * MEGABYTE, freeSpace, lambda: self.now)
+        self.unwritable = {}
+        self.choice = DeviceChoice(self.devices, 30 * MEGABYTE, freeSpace, lambda: self.now, self.checkDevice)
+
+    def checkDevice(self, device):
+        if device.path in self.unwritable:
+            raise self.unwritable[device.path]
 
     def test_aFullDeviceSpillsOverToTheNext(self):
         self.assertIs(self.choice.check(), self.devices[0])
@@ -75,12 +85,38 @@ class DeviceChoiceTests(unittest.TestCase):
             if path == "/archive/mag0":
                 raise FileNotFoundError(2, "No such file or directory")
             return 100 * MEGABYTE
-        choice = DeviceChoice(self.devices, 30 * MEGABYTE, freeSpace, lambda: 0)
+        choice = DeviceChoice(self.devices, 30 * MEGABYTE, freeSpace, lambda: 0, self.checkDevice)
         self.assertIs(choice.check(), self.devices[1])
+
+    def test_aDeviceThatCannotBeWrittenTakesNothing(self):
+        """Read-only, or not mounted (``checkWritable``): left, in one log
+        line until it can be written again."""
+        self.unwritable["/archive/mag0"] = OSError(errno.EROFS, "MAG0 is read-only", "/archive/mag0")
+        with capturedLogs() as events:
+            for _ in range(3):
+                self.assertIs(self.choice.check(), self.devices[1])
+                self.now += 1
+            del self.unwritable["/archive/mag0"]
+            self.assertIs(self.choice.check(), self.devices[0])
+        self.assertEqual([formatEvent(event) for event in events], [
+            "MAG0 takes no new objects: [Errno 30] MAG0 is read-only: '/archive/mag0'",
+            "new objects go to MAG1",
+            "MAG0 has room again: new objects go to MAG0"])
+
+    def test_checkWritable(self):
+        device = MagDevice("MAG0", self.mktemp())
+        device.prepare()
+        checkWritable(device)
+        self.patch(os, "statvfs", lambda path: os.statvfs_result((0,) * 8 + (os.ST_RDONLY, 255)))
+        error = self.assertRaises(OSError, checkWritable, device)
+        self.assertEqual((error.errno, error.strerror), (errno.EROFS, "MAG0 is read-only"))
+        shutil.rmtree(device.path)
+        self.assertRaises(FileNotFoundError, checkWritable, device)
 
     def test_oneDeviceOrNoThresholdLooksAtNothing(self):
         for devices, threshold in ((self.devices[:1], 30 * MEGABYTE), (self.devices, 0)):
-            choice = DeviceChoice(devices, threshold, lambda path: self.fail("looked"), lambda: 0)
+            choice = DeviceChoice(devices, threshold, lambda path: self.fail("looked"), lambda: 0,
+                                  lambda device: self.fail("checked"))
             self.assertIs(choice.check(), self.devices[0])
 
     def ini(self, text):

@@ -32,8 +32,8 @@ from pacscore.storage.mirror import Mirrors
 from pacscore.storage.objectfiles import FileWrites
 from pacscore.storage.part10 import readFileMeta
 from pacscore.storage.spool import Spool
-from pacscore.storage.store import (DatasetMismatch, Destroyed, DeviceMissing, IncomingObject, InvalidDataset, ObjectStore,
-                                   Refused)
+from pacscore.storage.store import (DatasetMismatch, Destroyed, DeviceMissing, DeviceUnwritable, IncomingObject,
+                                    InvalidDataset, ObjectStore, Refused)
 from pacscore.workers import WorkerPool
 from plugins.pacs_sqlite import sqliteDriver
 
@@ -470,6 +470,38 @@ class ObjectStoreTests(unittest.TestCase):
         yield self.drainWorkers()
         self.assertEqual(sorted(os.listdir(self.device.tempDir)),
                          sorted(os.path.basename(path) for path in self.device._reservoir))
+
+    def readOnly(self, device):
+        """``device``'s file system read-only: no file of it can be opened for writing."""
+        realOpen = self.store.fileWrites.open
+
+        def open(path, *args, **kwargs):
+            if path.startswith(device.path):
+                raise OSError(errno.EROFS, "Read-only file system", path)
+            return realOpen(path, *args, **kwargs)
+
+        self.patch(self.store.fileWrites, "open", open)
+
+    @defer.inlineCallbacks
+    def test_aReadOnlyDeviceRefusesTheObject(self):
+        """Refused (StorageFailedErrorCode), saying so, not a failure whose
+        traceback the storage service logs."""
+        self.readOnly(self.device)
+        uid = pydicom.dcmread(get_testdata_file("CT_small.dcm")).SOPInstanceUID
+        error = yield self.assertFailure(self.store.store(*self.receive(datasetBytes("CT_small.dcm"), uid)),
+                                         DeviceUnwritable)
+        self.assertEqual(str(error), f"MAG0 cannot be written (Read-only file system): {self.device.path}")
+
+    @defer.inlineCallbacks
+    def test_aReadOnlyDeviceIsLeftForTheNextWithRoom(self):
+        mag1 = self.addDevice("MAG1")
+        self.store.choice = DeviceChoice([self.device, mag1], 30 << 20, lambda path: 100 << 20,
+                                         checkDevice=lambda device: None)
+        self.readOnly(self.device)
+        uid = pydicom.dcmread(get_testdata_file("CT_small.dcm")).SOPInstanceUID
+        device, relative = yield self.store.store(*self.receive(datasetBytes("CT_small.dcm"), uid))
+        self.assertEqual(device, "MAG1")
+        self.assertIs(self.store.choice.current, mag1)
 
     @defer.inlineCallbacks
     def test_aReplacedFileLosesItsMirrorCopy(self):

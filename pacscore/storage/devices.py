@@ -1,11 +1,11 @@
 """MAG devices: the folders images are stored in (MAGDevice0 ... in dicom.ini).
 
 Each device has a hidden ``.pacs-tmp`` folder on the same file system for
-objects being received, so a finished object is renamed into place. The file system a device's
-folder is on when it is prepared is remembered: a folder found on another
-one later is the empty mount point of a disk unmounted while pacs runs, and
-takes nothing (``checkPresent``). Creating
-a file while other files are being fsynced waits for the file system's
+objects being received, so a finished object is renamed into place. The
+file system a device's folder is on when it is prepared is remembered: a
+folder found on another one later is the empty mount point of a disk
+unmounted while pacs runs, and takes nothing (``checkPresent``). Creating a
+file while other files are being fsynced waits for the file system's
 journal (0.3-0.8 ms here, more than the fsync itself), so empty temporary
 files are created ahead, in batches, off the path of any one object.
 """

@@ -234,6 +234,9 @@ class ObjectStore:
         return checked.addCallback(lambda _: failure)
 
     def _spoolDeviceFailed(self, device, error):
+        """In the I/O pool, after the spool on ``device`` failed with
+        ``error``: DeviceMissing or DeviceUnwritable raised when the device
+        is the cause, the device choice leaving it when it takes no file."""
         self._checkPresent(device)
         if isUnwritable(error) or isDiskFull(error):
             self.choice.spillFrom(device)

@@ -65,6 +65,11 @@ async def storedPath(archive, sop, patientID="", series="", study=""):
     return found[0][1]
 
 
+class Unreadable(WebError):
+    """The stored file cannot be read: a 404 when it is gone, else a 500
+    (an I/O error)."""
+
+
 class CannotShow(WebError):
     """A 422: the stored object cannot be read or shown (as asked)."""
 
@@ -89,19 +94,24 @@ async def onCurrentFile(archive, path, work, *args, firstFrame=1):
     """``(path, work(path, *args))``, the work done in the I/O pool; when
     the object was stored again since the index named ``path`` (an
     ``IndexedPath``), and its file is gone, on the file it names now, and
-    that path (``ObjectReader.onFile``).  A file that is gone is a 404,
-    one that cannot be read or shown a 422, CannotShow (the path goes to
-    the log only), one without the frame asked for MissingFrame, the frame
+    that path (``ObjectReader.onFile``).  A file that is gone is
+    Unreadable, a 404, one that cannot be read (an I/O error) Unreadable, a
+    500; one that cannot be shown a 422, CannotShow (the path goes to the
+    log only), one without the frame asked for MissingFrame, the frame
     named as counted from ``firstFrame``."""
     try:
         return await archive.workers.deferToWorker(archive.objectReader.onFile, path, work, *args)
     except OSError as e:
-        log.warn("web: cannot read {path}: {error}", path=path, error=e.strerror or e)
-        raise WebError(404 if e.errno == errno.ENOENT else 500,
-                       f"the stored file cannot be read: {e.strerror or e}") from e
+        raise _unreadable(path, 404 if e.errno == errno.ENOENT else 500, e.strerror or e) from e
     except FrameOutOfRange as e:
         raise MissingFrame(e.frames, e.frame, firstFrame) from e
     except (DatasetError, IdentifierError, InvalidDicomError, TranscodeError, ValueError,
             NotImplementedError, RuntimeError) as e:  # the last two: pixel data pydicom cannot decode
         log.info("web: {path} cannot be shown: {error}", path=path, error=e)
         raise CannotShow(f"the stored object cannot be shown: {e}") from e
+
+
+def _unreadable(path, code, error):
+    """The Unreadable of the file ``path`` that cannot be read for ``error``, logged."""
+    log.warn("web: cannot read {path}: {error}", path=path, error=error)
+    return Unreadable(code, f"the stored file cannot be read: {error}")

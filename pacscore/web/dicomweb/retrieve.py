@@ -14,7 +14,8 @@ header's syntaxes (in its order of preference) it can go in: an object
 that a codec would make in another syntax (a 16-bit image asked for in
 JPEG baseline comes out as JPEG extended) goes in the next one.  When the
 first object can go in none, the answer is a 406; a later one that cannot
-is left out of the answer, with a log line.
+is left out of the answer, with a log line, and so is one whose file is
+gone or cannot be read: a 404 only when none can.
 """
 
 import math
@@ -39,7 +40,7 @@ from pacscore.web.dicomweb.instancefiles import (
     instanceFrames, instanceMetadata)
 from pacscore.web.dicomweb.search import hexTag
 from pacscore.web.images import picture
-from pacscore.web.objects import CannotShow, MissingFrame, onFile
+from pacscore.web.objects import CannotShow, MissingFrame, Unreadable, onFile
 from pacscore.web.objectstream import AS_STORED, objectStream
 from pacscore.web.wado import SYNTAX_CODES
 
@@ -167,24 +168,31 @@ async def _objectChunks(archive, path, accepted, choices):
 
 
 async def retrieveInstances(archive, request, target, base):
-    """The objects ``target`` names, each a part made as the client takes the last."""
+    """The objects ``target`` names, each a part made as the client takes
+    the last; one whose file cannot be read (gone) is left out, logged
+    (``_firstPart``)."""
     accepted = multipart.accepted(request)
     choices = _objectChoices(accepted)
     found, fetched = await storedInstances(archive, target)
     try:
-        first = await _objectChunks(archive, found[0][1], accepted, choices)
+        start, first = await _firstPart(archive, found, accepted, choices)
     except BaseException:
         await released(archive, fetched)
         raise
     if first is None:
         await released(archive, fetched)
-        raise WebError(406, f"{found[0][0].sopInstanceUID} can be sent in none of the transfer syntaxes asked for "
-                            f"({', '.join(syntax for syntax, _, _ in choices)})")
+        raise WebError(406, f"{found[start][0].sopInstanceUID} can be sent in none of the transfer syntaxes asked "
+                            f"for ({', '.join(syntax for syntax, _, _ in choices)})")
     boundary = multipart.newBoundary()
 
     async def parts():
-        for number, (instance, path) in enumerate(found):
-            made = first if number == 0 else await _objectChunks(archive, path, accepted, choices)
+        for number in range(start, len(found)):
+            instance, path = found[number]
+            try:
+                made = first if number == start else await _objectChunks(archive, path, accepted, choices)
+            except Unreadable as e:
+                _leftOut(instance, e)
+                continue
             if made is None:
                 log.warn("WADO-RS: {uid} left out: it can be sent in none of the transfer syntaxes asked for",
                          uid=instance.sopInstanceUID)
@@ -197,6 +205,26 @@ async def retrieveInstances(archive, request, target, base):
         yield multipart.closing(boundary)
     return StreamAnswer(parts(), multipart.multipartType(boundary, DICOM),
                         release=lambda: released(archive, fetched))
+
+
+async def _firstPart(archive, found, accepted, choices):
+    """``(position, made)``: the first of the ``found`` objects whose file
+    can be read, and its ``_objectChunks``; those before it left out,
+    logged, as C-MOVE and the metadata leave them out.  When none can be
+    read: the Unreadable of the only one (a 404 for a file gone), else a
+    404."""
+    for position, (instance, path) in enumerate(found):
+        try:
+            return position, await _objectChunks(archive, path, accepted, choices)
+        except Unreadable as e:
+            if len(found) == 1:
+                raise
+            _leftOut(instance, e)
+    raise WebError(404, f"none of the {len(found)} stored objects can be read")
+
+
+def _leftOut(instance, error):
+    log.warn("WADO-RS: {uid} left out: {error}", uid=instance.sopInstanceUID, error=error.message)
 
 
 async def retrieveMetadata(archive, request, target, base):

@@ -1,6 +1,6 @@
 """WADO-RS over HTTP: objects in transfer syntaxes, metadata with bulk
-data addresses that lead to the data, frames, rendered pictures, and an
-answer cut short when a file vanishes after the first part went out."""
+data addresses that lead to the data, frames, rendered pictures, and
+files gone left out of a study's answer."""
 
 import base64
 import copy
@@ -20,8 +20,7 @@ from pydicom.tag import Tag
 from pydicom.uid import RLELossless, generate_uid
 from PIL import Image
 from twisted.internet import defer, reactor, task
-from twisted.logger import capturedLogs
-from twisted.web.client import ResponseFailed
+from twisted.logger import capturedLogs, formatEvent
 
 from pacscore.codecs import syntaxes
 from pacscore.codecs.rendering import LARGEST_FIT
@@ -31,6 +30,7 @@ from pacscore.db.query import SERIES_INSTANCE_UID, SOP_INSTANCE_UID, QueryKey
 from pacscore.dicom.datasets import encodeDataset
 from pacscore.testing.corpus import makeDataset
 from pacscore.web.dicomweb import retrieve
+from pacscore.web.dicomweb.resource import Target
 from pacscore.web.dicomweb.instancefiles import instanceMetadata
 from plugins.pacs_control_modify import modifyImage
 from tests.pacscore.codecs.test_transcode import asFile, overlaid, quietly
@@ -556,20 +556,32 @@ class RetrieveTests(DicomWebTestCase):
         self.assertEqual(Image.open(io.BytesIO(largest.body)).size, (LARGEST_FIT, LARGEST_FIT))
 
     @defer.inlineCallbacks
+    def seriesFiles(self, image):
+        """``[(SOP Instance UID, path)]`` of the files of ``image``'s series, in the order WADO-RS sends them."""
+        found, _ = yield retrieve.storedInstances(self.archive, Target(image.studyUID, image.seriesUID))
+        return [(instance.sopInstanceUID, str(path)) for instance, path in found]
+
+    @defer.inlineCallbacks
     def test_vanishedFiles(self):
-        """The first file gone: a 404; a later one: the answer is cut short
-        (the client must not take a partial study for a whole one)."""
+        """A file gone, the first or a later one: left out with a log line,
+        the others sent, as C-MOVE and the metadata do (it made the whole
+        answer a 404, or cut it short); a 404 when none is left."""
         image = self.corpus[0]
-        series = [i for i in self.corpus if i.seriesUID == image.seriesUID]
-        paths = yield self.archive.index.runQuery(self.archive.query.instances, "SERIES",
-                                                  [self.queryKey(image.seriesUID)])
-        files = [self.archive.objectReader.path(p.deviceName, p.objectFile) for p in paths]
-        self.assertEqual(len(files), len(series))
-        os.remove(files[1])
-        with self.assertRaises(ResponseFailed):
-            yield self.fetch(f"/studies/{image.studyUID}/series/{image.seriesUID}")
-        os.remove(files[0])
-        found = yield self.fetch(f"/studies/{image.studyUID}/series/{image.seriesUID}")
+        files = yield self.seriesFiles(image)
+        self.assertEqual(len(files), 2)
+        series = f"/studies/{image.studyUID}/series/{image.seriesUID}"
+        for gone, kept in (files, reversed(files)):
+            os.rename(gone[1], gone[1] + ".away")
+            with capturedLogs() as events:
+                found = yield self.fetch(series)
+            os.rename(gone[1] + ".away", gone[1])
+            self.assertEqual([pydicom.dcmread(io.BytesIO(content)).SOPInstanceUID for _, content in found.parts()],
+                             [kept[0]])
+            self.assertIn(f"WADO-RS: {gone[0]} left out: the stored file cannot be read: No such file or directory",
+                          [formatEvent(event) for event in events])
+        for _, path in files:
+            os.remove(path)
+        found = yield self.fetch(series)
         self.assertEqual(found.code, 404)
 
     def queryKey(self, uid, tag=SERIES_INSTANCE_UID):

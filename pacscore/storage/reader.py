@@ -4,11 +4,14 @@ Blocking: call these in the I/O pool.  ``locate`` reads only each file's
 Part-10 header (its transfer syntax and where the data set starts), so a
 retrieve can negotiate before it reads any pixel; ``read`` then returns one
 object's data set bytes exactly as stored.  A file missing from its MAG
-device is read from its mirror copy, when there is one (``Mirrors``).  A
-file gone since the index named it, as the object was stored again
-meanwhile (a new file name, the old file removed after the commit), is
-looked up again: the file the index names now is read (``current``), for
-C-MOVE, C-GET, forwards and the web alike.
+device is read from its mirror copy, when there is one (``Mirrors``); so
+is one that does not read to its end (cut short, damaged: ``checkWhole``,
+a walk of its element headers as it is read for sending, or ``intact``),
+which otherwise is Damaged: never sent as it is.  A file gone since the
+index named it, as the object was stored again meanwhile (a new file
+name, the old file removed after the commit), is looked up again: the
+file the index names now is read (``current``), for C-MOVE, C-GET,
+forwards and the web alike.
 """
 
 import os
@@ -21,7 +24,8 @@ from pacscore.db.query import (PATIENT_ID, SERIES_INSTANCE_UID, SOP_CLASS_UID, S
 from pacscore.storage import part10
 from pacscore.storage.attributes import SPECIFIC_CHARACTER_SET, DatasetError, readAttributes
 from pacscore.storage.mirror import Mirrors
-from pacscore.storage.part10 import MEDIA_STORAGE_SOP_CLASS_UID, readFileMeta
+from pacscore.storage.part10 import MEDIA_STORAGE_SOP_CLASS_UID, Damaged, checkWhole, readFileMeta
+from pacscore.storage.regularfiles import openRegularFile
 
 HEADER_READ = 4096  # bytes read at once to find a file's transfer syntax and data set: its meta and more
 RELOCATIONS = 3  # how often a file found gone is looked for again under the name the index gives it now
@@ -208,20 +212,69 @@ class ObjectReader:
     def _load(self, held, largest=-1):
         """``(StoredObject, data set bytes)`` of an Instance or StoredObject,
         its file opened once: an Instance's Part-10 header read (with one
-        read when it is plain: ``quickFileMeta``), then its data set unless
-        it is larger than ``largest`` bytes (None then).  When the index
-        holds no SOP class (a dicom.sql without that column), the file's is
-        taken (``_sopClassOf``): a retrieve or forward negotiates with it."""
+        read when it is plain: ``quickFileMeta``), then, when ``largest`` is
+        given, its data set unless it is larger than ``largest`` bytes (None
+        then), and either checked to read to its end (``checkWhole``).  A
+        file that does not (cut short, damaged) is read from its mirror copy
+        when that one does (logged), else Damaged.  When the index holds no
+        SOP class (a dicom.sql without that column), the file's is taken
+        (``_sopClassOf``): a retrieve or forward negotiates with it."""
         path = held.path if isinstance(held, StoredObject) else self.path(held.deviceName, held.objectFile)
+        try:
+            return self._loadFile(held, path, largest)
+        except DatasetError as e:
+            copy = self._wholeCopy(held.deviceName, held.objectFile, path, e)
+            if copy is None:
+                raise
+            return self._loadFile(held, copy, largest)
+
+    def _loadFile(self, held, path, largest):
+        """``_load`` of the file ``path``."""
         fd = os.open(path, os.O_RDONLY)
         try:
             size = os.fstat(fd).st_size
-            stored = held if isinstance(held, StoredObject) else self._located(held, path, fd, size)
-            if stored.size > largest:
+            stored = (held if isinstance(held, StoredObject) and held.path == path
+                      else self._located(held, path, fd, size))
+            if largest < 0:
                 return stored, None
-            return stored, _readAt(fd, stored.datasetOffset, size - stored.datasetOffset)
+            if stored.size > largest:
+                with open(fd, "rb", closefd=False) as f:
+                    f.seek(stored.datasetOffset)
+                    checkWhole(f, stored.transferSyntax)
+                return stored, None
+            data = _readAt(fd, stored.datasetOffset, size - stored.datasetOffset)
+            checkWhole(data, stored.transferSyntax)
+            return stored, data
         finally:
             os.close(fd)
+
+    def _wholeCopy(self, deviceName, objectFile, path, error):
+        """The mirror copy of the file ``path`` (``objectFile`` of
+        ``deviceName``), which cannot be read for ``error``, when there is
+        one that reads to its end (logged), else None."""
+        copy = self.mirrors.path(deviceName, objectFile) if deviceName else None
+        if copy is None or copy == path or part10.fileError(copy) is not None:
+            return None
+        self.log.warn("{path} cannot be read ({error}): its mirror copy {copy} is read instead", path=path,
+                      error=error, copy=copy)
+        return copy
+
+    def intact(self, path):
+        """In the I/O pool: ``path``, the file of a stored object (an
+        ``IndexedPath``), when it reads to its end, else its mirror copy
+        when that one does (logged); Damaged (or OSError) when neither."""
+        try:
+            with openRegularFile(path) as f:
+                syntax, _, offset = readFileMeta(f)
+                f.seek(offset)
+                checkWhole(f, syntax)
+            return path
+        except DatasetError as e:
+            instance = getattr(path, "instance", None)
+            copy = None if instance is None else self._wholeCopy(instance.deviceName, instance.objectFile, path, e)
+            if copy is None:
+                raise Damaged(str(e)) from e
+            return IndexedPath(copy, instance)
 
     def _located(self, held, path, fd, size):
         """The ``StoredObject`` of the Instance ``held``, its file ``path``

@@ -14,6 +14,7 @@ from pacscore.db.query import EXACT, PATIENT_ID, SERIES_INSTANCE_UID, SOP_INSTAN
 from pacscore.dicom.datasets import IdentifierError
 from pacscore.dicom.uids import isUID
 from pacscore.storage.attributes import DatasetError
+from pacscore.storage.part10 import Damaged
 from pacscore.web.answers import WebError
 
 log = Logger()
@@ -67,7 +68,7 @@ async def storedPath(archive, sop, patientID="", series="", study=""):
 
 class Unreadable(WebError):
     """The stored file cannot be read: a 404 when it is gone, else a 500
-    (an I/O error)."""
+    (an I/O error, a file cut short or damaged)."""
 
 
 class CannotShow(WebError):
@@ -95,7 +96,8 @@ async def onCurrentFile(archive, path, work, *args, firstFrame=1):
     the object was stored again since the index named ``path`` (an
     ``IndexedPath``), and its file is gone, on the file it names now, and
     that path (``ObjectReader.onFile``).  A file that is gone is
-    Unreadable, a 404, one that cannot be read (an I/O error) Unreadable, a
+    Unreadable, a 404, one that cannot be read (an I/O error, cut short or
+    damaged: Damaged, as ``ObjectReader.intact`` finds it) Unreadable, a
     500; one that cannot be shown a 422, CannotShow (the path goes to the
     log only), one without the frame asked for MissingFrame, the frame
     named as counted from ``firstFrame``."""
@@ -103,6 +105,8 @@ async def onCurrentFile(archive, path, work, *args, firstFrame=1):
         return await archive.workers.deferToWorker(archive.objectReader.onFile, path, work, *args)
     except OSError as e:
         raise _unreadable(path, 404 if e.errno == errno.ENOENT else 500, e.strerror or e) from e
+    except Damaged as e:
+        raise _unreadable(path, 500, e) from e
     except FrameOutOfRange as e:
         raise MissingFrame(e.frames, e.frame, firstFrame) from e
     except (DatasetError, IdentifierError, InvalidDicomError, TranscodeError, ValueError,

@@ -2,7 +2,8 @@
 (WADO-RS parts, WADO-URI ``application/dicom``, the ``dicom`` page): the
 file as it is when it is in the syntax asked for (or when the compression
 code asked for leaves it so), a large one converted file to file into a
-little endian syntax, else made whole with the syntax's compression code."""
+little endian syntax, else made whole with the syntax's compression
+code; never a file cut short or damaged (``intactFile``)."""
 
 import io
 
@@ -30,7 +31,10 @@ async def objectStream(archive, path, wanted, code, change=None, quality=None):
     large one converted file to file into a little endian syntax and read
     from there, else made whole with the syntax's code (a lossy one of
     ``quality``, None: LossyQuality). ``change(dataset)``, when given,
-    changes it first (never sent as stored then)."""
+    changes it first (never sent as stored then).  A file that does not
+    read to its end is sent from its mirror copy, else Unreadable
+    (``intactFile``)."""
+    path = await intactFile(archive, path)
     if not change:
         read, started = await onCurrentFile(archive, path, startAsStored, wanted, CHUNK)
         if started is not None:
@@ -50,9 +54,18 @@ async def objectStream(archive, path, wanted, code, change=None, quality=None):
 
 async def unchangedStream(archive, path, code):
     """``(transfer syntax, chunks)`` of a stored object read 1 MB at a time
-    when the compression ``code`` leaves it as it is, else None."""
-    read, started = await onCurrentFile(archive, path, _startUnchanged, code)
+    when the compression ``code`` leaves it as it is, else None
+    (``intactFile`` first)."""
+    read, started = await onCurrentFile(archive, await intactFile(archive, path), _startUnchanged, code)
     return None if started is None else _asStored(archive, read, started)
+
+
+async def intactFile(archive, path):
+    """The file of the stored object at ``path`` to send: ``path`` when it
+    reads to its end, else its mirror copy when that one does
+    (``ObjectReader.intact``); Unreadable (a 500, logged) when neither
+    does: a file cut short or damaged is never sent as it is."""
+    return await onFile(archive, path, archive.objectReader.intact)
 
 
 def _startUnchanged(path, code):

@@ -1,7 +1,7 @@
 """MIRRORDevices against a running ``twistd -n pacs``: every object DCMTK's
 storescu stores on MAG0 gets a byte-identical copy on MIRROR0; getscu, a
 zip download and WADO-RS still retrieve objects whose MAG0 files were lost
-(read from the mirror);
+or cut short (read from the mirror);
 ``dgate -av`` verifies and queues damaged copies again; a delete removes
 both copies; copies that could not be made before a SIGKILL are made after
 the restart."""
@@ -105,6 +105,33 @@ class MirrorTests(unittest.TestCase):
         self.assertIn("2 unreadable on MAG0", result.stdout + result.stderr)
         self.assertIn(f"MAG0:{os.path.relpath(copies[lost[0].sopUID][0], self.server.dataDir)}: cannot be read",
                       result.stderr)
+
+    def test_filesCutShortAreNeverSent(self):
+        """A MAG0 file cut short behind pacs's back is never sent as it is:
+        its whole mirror copy is (getscu, WADO-RS); one whose copy is cut
+        short too is a failed sub-operation, logged, and the others are
+        sent (the whole C-GET stopped at it)."""
+        self.storeAll()
+        copies = self.copies()
+        series = self.images[0]
+        wanted = [image.sopUID for image in self.images if image.seriesUID == series.seriesUID]
+        cut, lost = wanted[:2]
+        for path in copies[cut][:1] + copies[lost]:
+            with open(path, "r+b") as f:
+                f.truncate(os.path.getsize(path) // 2)
+        self.assertEqual(getSeries(self.server, self.workdir, series.studyUID, series.seriesUID),
+                         set(wanted) - {lost})
+        log = self.server.log()
+        self.assertIn(f"{copies[cut][0]} cannot be read (truncated or damaged: element (7FE0,0010)", log)
+        self.assertIn(f"C-GET: {lost} cannot be read: ", log)
+        self.assertIn("1 failed, 0 with a warning, 0 not sent", log)
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.server.webPort}/dicom-web/studies/{series.studyUID}/series/{series.seriesUID}",
+            headers={"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'})
+        with urllib.request.urlopen(request, timeout=60) as r:
+            body = r.read()
+        self.assertEqual({uid for uid in wanted if uid.encode() in body}, set(wanted) - {lost})
+        self.assertIn(f"WADO-RS: {lost} left out: the stored file cannot be read: truncated or damaged", self.server.log())
 
     def test_verifyCopiesDamagedCopiesAgain(self):
         self.storeAll()

@@ -15,7 +15,7 @@ that a codec would make in another syntax (a 16-bit image asked for in
 JPEG baseline comes out as JPEG extended) goes in the next one.  When the
 first object can go in none, the answer is a 406; a later one that cannot
 is left out of the answer, with a log line, and so is one whose file is
-gone or cannot be read: a 404 only when none can.
+gone or cannot be read (cut short, damaged): a 404 only when none can.
 """
 
 import math
@@ -169,8 +169,8 @@ async def _objectChunks(archive, path, accepted, choices):
 
 async def retrieveInstances(archive, request, target, base):
     """The objects ``target`` names, each a part made as the client takes
-    the last; one whose file cannot be read (gone) is left out, logged
-    (``_firstPart``)."""
+    the last; one whose file cannot be read (gone, cut short, damaged) is
+    left out, logged (``_firstPart``)."""
     accepted = multipart.accepted(request)
     choices = _objectChoices(accepted)
     found, fetched = await storedInstances(archive, target)
@@ -211,8 +211,8 @@ async def _firstPart(archive, found, accepted, choices):
     """``(position, made)``: the first of the ``found`` objects whose file
     can be read, and its ``_objectChunks``; those before it left out,
     logged, as C-MOVE and the metadata leave them out.  When none can be
-    read: the Unreadable of the only one (a 404 for a file gone), else a
-    404."""
+    read: the Unreadable of the only one (a 404 for a file gone, a 500 for
+    one damaged), else a 404."""
     for position, (instance, path) in enumerate(found):
         try:
             return position, await _objectChunks(archive, path, accepted, choices)

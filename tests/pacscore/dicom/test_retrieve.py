@@ -276,6 +276,23 @@ class ReadAheadTests(unittest.TestCase):
         self.assertIn("No such file", gone.reason)
         self.assertEqual(self.successResultOf(defer.ensureDeferred(upcoming.next())), (located[1], data))
 
+    def test_fileCutShortIsMissing(self):
+        """A file cut short behind pacs's back is never sent as it is: a
+        failed sub-operation, whose reason names the file and the element
+        that does not fit; the next object is read."""
+        syntax, data, _ = split("CT_small.dcm")
+        located = []
+        for uid, content in (("1.2.3.1", data[:-1000]), ("1.2.3.2", data)):
+            path = self.mktemp()
+            with open(path, "wb") as f:
+                f.write(content)
+            located.append(StoredObject(uid, CT, path, syntax, 0, len(content)))
+        upcoming = _ReadAhead(ObjectReader([], None), SyncWorkers(), located, lambda stored, data: (stored, data))
+        damaged, nothing = self.successResultOf(defer.ensureDeferred(upcoming.next()))
+        self.assertEqual((type(damaged), damaged.sopInstanceUID, damaged.gone, nothing),
+                         (Missing, "1.2.3.1", False, None))
+        self.assertIn(f"{located[0].path}: truncated or damaged: element (7FE0,0010)", damaged.reason)
+        self.assertEqual(self.successResultOf(defer.ensureDeferred(upcoming.next())), (located[1], data))
 
     def test_fileStoredAgainSinceLocatedIsRead(self):
         """The object was stored again meanwhile, under a new name: its new

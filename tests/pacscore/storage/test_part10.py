@@ -12,7 +12,7 @@ from twisted.trial import unittest
 
 from pacscore.storage.attributes import DatasetError
 from pacscore.storage.part10 import (
-    MEDIA_STORAGE_SOP_CLASS_UID, MEDIA_STORAGE_SOP_INSTANCE_UID, TRANSFER_SYNTAX_UID,
+    MEDIA_STORAGE_SOP_CLASS_UID, MEDIA_STORAGE_SOP_INSTANCE_UID, TRANSFER_SYNTAX_UID, Damaged, checkWhole,
     encodeFileMeta, quickFileMeta, readFileAttributes, readFileMeta, sendsAsItIs)
 from tests.pacscore.storage.test_attributes import (
     BIG_ENDIAN, EXPLICIT, IMPLICIT, PATIENT_ID, PATIENT_NAME, TAGS, encode,
@@ -210,3 +210,27 @@ class QuickFileMetaTests(unittest.TestCase):
                 data = fileobj.read()
             answered += self.assertAgrees(data) is not None
         self.assertGreater(answered, 100)
+
+
+class CheckWholeTests(unittest.TestCase):
+    """``checkWhole``: a data set cut short is Damaged, a whole one is not,
+    also when the bytes of the Pixel Data tag come earlier, in a value (the
+    quick walk from there fails: the whole walk decides)."""
+
+    def dataset(self, before=b""):
+        ds = studyDataset()
+        ds.ImageComments = (before + b"\x00").decode("latin-1") if before else "PLAIN"
+        ds.PixelData = bytes(range(256)) * 8
+        ds["PixelData"].VR = "OW"
+        return ds
+
+    def test_cutShort(self):
+        for syntax, implicit, little in ((EXPLICIT, False, True), (IMPLICIT, True, True), (BIG_ENDIAN, False, False)):
+            for before in (b"", struct.pack("<HH", 0x7FE0, 0x0010), struct.pack(">HH", 0x7FE0, 0x0010)):
+                data = encode(self.dataset(before), implicit, little)
+                checkWhole(data, syntax)
+                with self.assertRaises(Damaged) as raised:
+                    checkWhole(data[:-10], syntax)
+                self.assertIn("(7FE0,0010)", str(raised.exception))
+                self.assertRaises(Damaged, checkWhole, io.BytesIO(data[:-10]), syntax)
+                self.assertRaises(Damaged, checkWhole, data[:-len(data) // 2], syntax)

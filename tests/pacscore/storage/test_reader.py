@@ -1,15 +1,19 @@
 """Finding stored objects without the index (pacscore.storage.reader's
-``instancesAt``, for the NULL driver's forwards)."""
+``instancesAt``, for the NULL driver's forwards), following objects
+stored again, and files cut short never read for sending."""
 
 import io
 import os
+import sys
 
+from twisted.logger import capturedLogs, formatEvent
 from twisted.trial import unittest
 
 from pacscore.db.query import Instance
 from pacscore.export.queue import Target
 from pacscore.storage.devices import MagDevice
-from pacscore.storage.part10 import readFileMeta
+from pacscore.storage.mirror import Mirrors
+from pacscore.storage.part10 import Damaged, readFileMeta
 from pacscore.storage.reader import RELOCATIONS, IndexedPath, Missing, ObjectReader
 from pacscore.testing.corpus import makeDataset
 from tests.pacscore.storage.test_mirror import dicomBytes
@@ -138,3 +142,62 @@ class StoredAgainTests(unittest.TestCase):
         self.current = lambda uid: self.looked.append(uid) or self.old._replace(objectFile=f"P/{len(self.looked)}.dcm")
         [missing] = ObjectReader([self.mag0], None, self.current).locate([self.old])
         self.assertEqual((type(missing), len(self.looked)), (Missing, RELOCATIONS))
+
+
+class DamagedFileTests(unittest.TestCase):
+    """A file that does not read to its end (cut short behind pacs's back)
+    is never read for sending: its mirror copy is, when that one is whole
+    (logged), else it is Damaged, naming the element that does not fit."""
+
+    def setUp(self):
+        self.mag0 = MagDevice("MAG0", self.mktemp())
+        self.mirror = MagDevice("MIRROR0", self.mktemp())
+        self.instance = Instance("1.1.3", CT_IMAGE_STORAGE, "MAG0", "P/cut.dcm", "P", "1", "1.1")
+        self.whole = dicomBytes(3)
+        self.path = self.write(self.mag0, self.whole[:-40])
+        self.reader = ObjectReader([self.mag0], Mirrors({"MAG0": self.mirror}))
+
+    def write(self, device, content):
+        path = device.absolute(self.instance.objectFile)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(content)
+        return path
+
+    def load(self, held, largest):
+        return self.reader.loading(held, lambda stored, data: (stored, data), largest)
+
+    def test_damagedWithoutACopy(self):
+        """Read whole (C-GET), left in its file (a large one), located first
+        (C-MOVE), for the web: Damaged each time."""
+        [located] = self.reader.locate([self.instance])
+        for held, largest in ((self.instance, sys.maxsize), (self.instance, 0), (located, sys.maxsize)):
+            with self.assertRaises(Damaged) as raised:
+                self.load(held, largest)
+            self.assertIn("(7FE0,0010)", str(raised.exception))
+            self.assertIn("past the end of the dataset", str(raised.exception))
+        self.assertRaises(Damaged, self.reader.intact, IndexedPath(self.path, self.instance))
+
+    def test_wholeMirrorCopyRead(self):
+        copy = self.write(self.mirror, self.whole)
+        [located] = self.reader.locate([self.instance])
+        with capturedLogs() as events:
+            for held in (self.instance, located):
+                stored, data = self.load(held, sys.maxsize)
+                self.assertEqual((stored.path, data), (copy, self.whole[stored.datasetOffset:]))
+            read = self.reader.intact(IndexedPath(self.path, self.instance))
+        self.assertEqual((read, read.instance), (copy, self.instance))
+        self.assertEqual(len(events), 3)
+        self.assertIn(f"{self.path} cannot be read (truncated or damaged: element (7FE0,0010)", formatEvent(events[0]))
+        self.assertIn(f"its mirror copy {copy} is read instead", formatEvent(events[0]))
+
+    def test_damagedCopyNotRead(self):
+        self.write(self.mirror, self.whole[:-2])
+        self.assertRaises(Damaged, self.load, self.instance, sys.maxsize)
+        self.assertRaises(Damaged, self.reader.intact, IndexedPath(self.path, self.instance))
+
+    def test_wholeFileRead(self):
+        self.write(self.mag0, self.whole)
+        stored, data = self.load(self.instance, sys.maxsize)
+        self.assertEqual((stored.path, data), (self.path, self.whole[stored.datasetOffset:]))
+        self.assertEqual(self.reader.intact(self.path), self.path)

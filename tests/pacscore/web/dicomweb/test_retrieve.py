@@ -1,6 +1,6 @@
 """WADO-RS over HTTP: objects in transfer syntaxes, metadata with bulk
 data addresses that lead to the data, frames, rendered pictures, and
-files gone left out of a study's answer."""
+files gone or cut short left out of a study's answer."""
 
 import base64
 import copy
@@ -583,6 +583,29 @@ class RetrieveTests(DicomWebTestCase):
             os.remove(path)
         found = yield self.fetch(series)
         self.assertEqual(found.code, 404)
+
+    @defer.inlineCallbacks
+    def test_damagedFiles(self):
+        """A file cut short behind pacs's back is never sent as it is: a 500
+        for the instance (WADO-RS and WADO-URI), left out of its series,
+        each time with a log line naming the file."""
+        image = self.corpus[0]
+        (damaged, path), (whole, _) = yield self.seriesFiles(image)
+        with open(path, "r+b") as f:
+            f.truncate(os.path.getsize(path) // 2)
+        with capturedLogs() as events:
+            found = yield self.fetch(f"/studies/{image.studyUID}/series/{image.seriesUID}")
+            self.assertEqual([pydicom.dcmread(io.BytesIO(content)).SOPInstanceUID for _, content in found.parts()],
+                             [whole])
+            instance = yield self.fetch(f"/studies/{image.studyUID}/series/{image.seriesUID}/instances/{damaged}")
+            self.assertEqual(instance.code, 500)
+            uri = yield self.fetch(f"{self.root}/wado?requestType=WADO&studyUID={image.studyUID}"
+                                   f"&seriesUID={image.seriesUID}&objectUID={damaged}&contentType=application/dicom")
+            self.assertEqual(uri.code, 500)
+        lines = [formatEvent(event) for event in events]
+        self.assertEqual(len([line for line in lines if line.startswith(f"web: cannot read {path}: truncated or "
+                                                                        "damaged: element (7FE0,0010)")]), 3)
+        self.assertTrue(any(line.startswith(f"WADO-RS: {damaged} left out") for line in lines))
 
     def queryKey(self, uid, tag=SERIES_INSTANCE_UID):
         return QueryKey(tag, "UI", uid)

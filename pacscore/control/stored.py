@@ -4,8 +4,9 @@ A stored file is given as its path (absolute, or relative to the working
 folder) on a MAG device, or as ``DEVICE:relative`` / Conquest's
 ``MAG0\\relative``; the index knows it by ``DeviceName`` and ``ObjectFile``.
 A relative part leading out of its device (``..``, absolute) is refused.
-A server given as empty, ``(local)``, Conquest's ``local`` (any case) or our
-own AE title is this archive.
+A server given as empty, ``(local)``, Conquest's ``local`` (any case, unless
+acrnema.map has a node of that name: then that node) or our own AE title is
+this archive.
 A file to read (``objectFile``) may be any file, a stored one named
 ``DEVICE:relative`` as listings print it, or Conquest's ``patid:sop``
 (``|``, ``?`` or ``*`` for the colon; the patient ID may be empty): the
@@ -32,7 +33,9 @@ _OBJECT_REFERENCE = re.compile(r"^([^|?*:]*)[|?*:]([0-9.]+)$")
 def isLocal(archive, ae):
     """True when ``ae`` names this archive."""
     ae = ae.strip()
-    return ae in ("", LOCAL) or ae.lower() == "local" or ae == archive.aeTitle
+    if ae.lower() == "local":
+        return not any(node.ae.lower() == "local" for node in archive.configuration.acrNemaMap.nodes)
+    return ae in ("", LOCAL) or ae == archive.aeTitle
 
 
 def storedName(deviceName, objectFile):

@@ -4,6 +4,7 @@ from types import SimpleNamespace
 
 from twisted.trial import unittest
 
+from pacscore.config.acrnema import AcrNemaMap
 from pacscore.control.context import CommandError
 from pacscore.control.stored import isLocal, storedFile, uidValue
 from pacscore.storage.devices import MagDevice
@@ -43,8 +44,17 @@ class UidValueTests(unittest.TestCase):
 class IsLocalTests(unittest.TestCase):
 
     def test_conquestNamesOfThisArchive(self):
-        archive = SimpleNamespace(aeTitle="CONQUESTSRV1")
+        acrNemaMap = AcrNemaMap.fromString("V* 127.0.0.1 104 un\n")
+        archive = SimpleNamespace(aeTitle="CONQUESTSRV1", configuration=SimpleNamespace(acrNemaMap=acrNemaMap))
         for server in ("", " ", "(local)", "local", "LOCAL", " Local ", "CONQUESTSRV1"):
             self.assertTrue(isLocal(archive, server), server)
         for server in ("OTHER", "localhost", "(LOCAL)x"):
             self.assertFalse(isLocal(archive, server), server)
+
+    def test_anAcrNemaMapNodeCalledLocalIsThatNode(self):
+        acrNemaMap = AcrNemaMap.fromString("LOCAL 127.0.0.1 28111 un\nV* 127.0.0.1 104 un\n")
+        archive = SimpleNamespace(aeTitle="CONQUESTSRV1", configuration=SimpleNamespace(acrNemaMap=acrNemaMap))
+        for server in ("local", "LOCAL", " Local "):
+            self.assertFalse(isLocal(archive, server), server)
+        for server in ("", "(local)", "CONQUESTSRV1"):
+            self.assertTrue(isLocal(archive, server), server)

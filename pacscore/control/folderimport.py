@@ -8,7 +8,7 @@ that are no DICOM object (a zip file among them), are skipped with a line
 each, a file the store refuses fails with a line, and a summary line ends
 the answer.  The archive's own folders (``output.ownFolders``: its MAG and
 mirror devices ...) are never imported again: one named is refused, one
-under the folder named skipped with a line."""
+under the folder named skipped with a line, as is a link to a file in one."""
 
 import os
 
@@ -23,13 +23,15 @@ DICOMDIR_SKIPPED = "a DICOMDIR (the index of a CD), not an object"
 
 
 OWN_FOLDER = "the archive's own folder (a MAG or mirror device, the HL7 drop folder, its scripts)"
+OWN_FILE = f"a file in {OWN_FOLDER}"
 
 
 def folderFiles(folder, skip=SkippedFiles(), own=frozenset()):
     """In the I/O pool: ``(files, unreadable, owned)``: ``(path, whether it
     is a regular file)`` of the files under ``folder``, in name order, its
     subfolders walked too but hidden ones (a device's ``.pacs-tmp``, as
-    regen) and those whose real path is in ``own`` (named in ``owned``),
+    regen) and those whose real path is in ``own``, links to files in
+    them too (``(path, why)`` of those in ``owned``),
     links to folders followed (a CD copy's), each
     folder once (so a link loop ends), the files in ``skip`` (a
     ``SkippedFiles`` of the index database's) left out; ``(path, why)`` of the
@@ -42,7 +44,7 @@ def folderFiles(folder, skip=SkippedFiles(), own=frozenset()):
 
     def walked(path):
         if _inside(path, own):
-            owned.append(path)
+            owned.append((path, OWN_FOLDER))
             return False
         return firstVisit(path)
 
@@ -64,7 +66,9 @@ def folderFiles(folder, skip=SkippedFiles(), own=frozenset()):
     for root, folders, names in os.walk(folder, onerror=cannotList, followlinks=True):
         folders[:] = [name for name in sorted(folders) if not hidden(name) and walked(os.path.join(root, name))]
         for path in (os.path.join(root, name) for name in sorted(names)):
-            if path not in skip:
+            if _inside(path, own):
+                owned.append((path, OWN_FILE))
+            elif path not in skip:
                 try:
                     regular = isRegularFile(path)
                 except OSError:  # a dangling link
@@ -105,7 +109,7 @@ async def importFolder(archive, folder, store, concurrency):
     outcomes = await defer.gatherResults([semaphore.run(_outcome, store, path, regular) for path, regular in files],
                                          consumeErrors=True)
     outcomes += [("failed", f"failed {path}: cannot list the folder: {why}") for path, why in unreadable]
-    outcomes += [("skipped", f"skipped {path}: {OWN_FOLDER}") for path in owned]
+    outcomes += [("skipped", f"skipped {path}: {why}") for path, why in owned]
     counts = {kind: sum(1 for outcome, _ in outcomes if outcome == kind) for kind in ("stored", "skipped", "failed")}
     lines = "\n".join(line for _, line in outcomes if line is not None)
     summary = f"{folder}: {counts['stored']} stored, {counts['skipped']} skipped, {counts['failed']} failed"

@@ -6,7 +6,7 @@ from pathlib import Path
 from twisted.trial import unittest
 
 from pacscore.control.context import CommandError
-from pacscore.control.folderimport import folderFiles
+from pacscore.control.folderimport import OWN_FILE, OWN_FOLDER, folderFiles
 
 
 class FolderFilesTests(unittest.TestCase):
@@ -62,7 +62,16 @@ class FolderFilesTests(unittest.TestCase):
         (self.top / "C").symlink_to(self.top / "A")
         files, unreadable, owned = folderFiles(str(self.top), own=own)
         self.assertEqual(files, [(str(self.top / "B" / "IM2"), True)])
-        self.assertEqual(owned, [str(self.top / "A"), str(self.top / "C")])
+        self.assertEqual(owned, [(str(self.top / "A"), OWN_FOLDER), (str(self.top / "C"), OWN_FOLDER)])
         for folder in (self.top / "A", self.top / "C", self.top / "A" / "."):
             error = self.assertRaises(CommandError, folderFiles, str(folder), own=own)
             self.assertIn("is the archive's own folder", str(error))
+
+    def test_linksToOwnFilesSkipped(self):
+        """A link to a file in one of ``own`` (an archived object) is
+        skipped and named, as a link to the folder is."""
+        own = {os.path.realpath(self.top / "A")}
+        (self.elsewhere / "linked").symlink_to(self.top / "A" / "IM1")
+        files, unreadable, owned = folderFiles(str(self.elsewhere), own=own)
+        self.assertEqual(files, [(str(self.elsewhere / "IM2"), True)])
+        self.assertEqual(owned, [(str(self.elsewhere / "linked"), OWN_FILE)])

@@ -2,7 +2,8 @@
 
 Built once from the configuration by ``tap.pacs.makeService``: the MAG
 devices and their mirrors, the index and its query translator, the file namer, the object
-store and reader, the I/O thread pool and the web's turns at making
+store and reader, the I/O thread pool (and the small pool of ``dgate --lua:``
+chunks, apart from it, so that a stuck chunk holds up no storage) and the web's turns at making
 pictures in it, the worklist and its HL7 intake, and the counters behind
 ``--display_status``.
 """
@@ -81,6 +82,7 @@ from pacscore.web.dicomweb.metadatacache import MetadataCache
 from pacscore.workers import WorkerPool
 
 DEFAULT_WEB_RENDERS = 2  # WebMaxRenders
+LUA_CHUNK_THREADS = 2  # dgate --lua: chunks running at once; more wait their turn
 NON_STORAGE_SERVICES = (VERIFICATION, MODALITY_WORKLIST_FIND, STORAGE_COMMITMENT, MPPS)  # served but not stored
 
 
@@ -110,6 +112,7 @@ class Archive:
         self.devices = [MagDevice(name, path) for name, path in configuration.magDevices]
         self.mirrors = Mirrors.fromConfiguration(configuration)
         self.workers = WorkerPool(reactor, ioThreads, "pacs-io")
+        self.luaChunks = WorkerPool(reactor, LUA_CHUNK_THREADS, "pacs-lua")
         # WebMaxRenders pictures (the web's, and the control port's convert_to_gif/bmp/jpg)
         # are made at once (each holds a decoded frame and its float copy); the others wait
         # their turn
@@ -315,6 +318,7 @@ class Archive:
         if emptyIndex and not self.interruptedRegens and getattr(self.driver, "keepsIndex", True):
             self._warnOfUnindexedFiles()
         self.workers.start()
+        self.luaChunks.start()
         self.index.start()
 
     @staticmethod
@@ -389,7 +393,8 @@ class Archive:
         self.commitments.stop()
         if self.mppsForwarder is not None:
             self.mppsForwarder.stop()
-        d = self.workers.stop()  # objects being written reach the index,
+        d = defer.gatherResults([self.workers.stop(),  # objects being written reach the index,
+                                 self.luaChunks.stop()])
         d.addCallback(lambda _: self.index.stop())  # which commits them
         d.addCallback(lambda _: self.durability.close())
         return d

@@ -1,6 +1,8 @@
 """Conquest's ``dgate --lua:chunk`` and ``--dolua:chunk``: a Lua chunk run
-in the server, as a ``lua "..."`` converter runs its code (in a worker of
-the I/O pool, sandboxed unless ``LuaAllowUnsafe = 1``, stopped after
+in the server, as a ``lua "..."`` converter runs its code (in a pool of its
+own, ``Archive.luaChunks``, so that a chunk stuck in a C call, where
+``LuaMaxInstructions`` does not count, holds up no storage and no other
+command; sandboxed unless ``LuaAllowUnsafe = 1``, stopped after
 ``LuaMaxInstructions``, with no ``Data``), what it prints the command's
 output; a chunk that fails fails the command, after what it printed.
 Conquest's ``--dolua:`` runs the chunk in the dgate process itself; a pacs
@@ -19,7 +21,7 @@ class RunLua(ControlCommand):
     def run(self, arguments, context):
         if not arguments.strip():
             raise CommandError("no Lua code given")
-        return context.archive.workers.deferToWorker(_runChunk, context.archive, arguments, f"dgate --{self.name}")
+        return context.archive.luaChunks.deferToWorker(_runChunk, context.archive, arguments, f"dgate --{self.name}")
 
 
 def _runChunk(archive, code, name):

@@ -1,6 +1,8 @@
 """dgate --lua: and --dolua:, a Lua chunk run in the server."""
 
-from twisted.internet import defer
+import threading
+
+from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
 from pacscore.control.context import CommandError
@@ -34,3 +36,18 @@ class LuaChunkTests(unittest.TestCase):
         self.assertEqual(str(error), "no Lua code given")
         error = yield self.assertFailure(self.running.run(commands.lua, "os.execute('true')"), CommandError)
         self.assertIn("execute", str(error))
+
+    @defer.inlineCallbacks
+    def test_chunksRunBesideABusyIOPool(self):
+        """A chunk runs in a pool of its own: one stuck in a C call (a
+        backtracking string.find) holds up neither storage nor the control
+        commands that need the I/O pool, nor does a busy I/O pool hold up a chunk."""
+        release = threading.Event()
+        workers = self.running.archive.workers
+        busy = [workers.deferToWorker(release.wait) for _ in range(workers.size)]
+        try:
+            output = yield self.running.run(commands.lua, "print(1 + 1)").addTimeout(10, reactor)
+        finally:
+            release.set()
+            yield defer.gatherResults(busy)
+        self.assertEqual(output, "2")

@@ -19,6 +19,8 @@ from twisted.internet import defer
 from pacscore.control.context import CommandError, formatted
 from pacscore.control.endpoint import fields
 
+MAX_ANSWER = 64 * 1024 * 1024  # characters of a command's text output (a listing's, a Lua chunk's print)
+
 # The dicom.ini keys of endpoints and their fields that name a key or certificate file.
 _ENDPOINT_KEYS = ("DICOMTLSEndpoint", "WebEndpoint", "HL7Endpoint", "ControlEndpoint")
 _KEY_FILE_FIELDS = ("privatekey", "certkey", "cacerts", "extracertchain", "dhparameters")

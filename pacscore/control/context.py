@@ -60,6 +60,7 @@ def checkUTF8(*texts):
 # A conversion (width and precision captured) or a literal ``%%``.
 _CONVERSION = re.compile(r"%%|%[-#0 +]*([0-9]*)(?:\.([0-9]*))?[hlL]?[diouxXeEfFgGcrsa]")
 MAX_WIDTH = 1024
+MAX_CONVERSIONS = 64  # Conquest's own pages use fewer than ten
 
 
 def formatted(fmt, *values, repeat=False):
@@ -69,11 +70,13 @@ def formatted(fmt, *values, repeat=False):
     as it has conversions left (as Conquest passes a listing's row, so that
     its templates skip values with ``%0.0s`` and show one twice); without
     one, the values joined by spaces. Widths and precisions are at most
-    ``MAX_WIDTH``."""
+    ``MAX_WIDTH``, conversions at most ``MAX_CONVERSIONS``."""
     if not fmt:
         return " ".join(str(v) for v in values)
     template = fmt.replace("\\n", "\n").replace("\\t", "\t")
     conversions = [match for match in _CONVERSION.finditer(template) if match.group() != "%%"]
+    if len(conversions) > MAX_CONVERSIONS:
+        raise CommandError(f"bad format {fmt[:80]!r}...: at most {MAX_CONVERSIONS} conversions")
     if any(int(number) > MAX_WIDTH for match in conversions for number in match.groups() if number):
         raise CommandError(f"bad format {fmt!r}: widths and precisions are at most {MAX_WIDTH}")
     try:

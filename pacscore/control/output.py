@@ -3,8 +3,9 @@ rows: Conquest's ``|``-separated arguments end in ``fmt`` and ``file``;
 each row is formatted with ``fmt`` (else its values tab-separated; a
 ``fmt`` with more conversions than the row has values takes them again, as
 Conquest's do) and the
-rows go to ``file`` when one is named (written in the I/O pool), else to
-the command's output; output that goes into a web page (a scripted page's
+rows, ``MAX_ANSWER`` characters at most, go to ``file`` when one is named
+(written in the I/O pool), else to the command's output; output that goes
+into a web page (a scripted page's
 command line) has the values HTML-escaped, as they come from DICOM data,
 while ``fmt`` is the page author's HTML.  No command writes over the archive's own files (its
 configuration and scripts, its index database, its log and password files, the key files of
@@ -117,11 +118,27 @@ def _keyFiles(configuration, description):
 
 
 def deliverRows(context, fmt, rows, path):
-    """``deliver`` of ``rows`` each made a line by ``fmt`` (in the I/O pool:
-    a listing may have millions), escaped for a web page's output (not a file)."""
-    html = context.html and not path.strip()
-    d = context.archive.workers.deferToWorker(lambda: [formatRow(fmt, row, html) for row in rows])
-    return d.addCallback(lambda lines: deliver(context, lines, path))
+    """``deliver`` of ``rows`` each made a line by ``fmt``, escaped for a web
+    page's output (not a file); the lines made, and joined for the output,
+    in the I/O pool (a listing may have millions); CommandError past
+    ``MAX_ANSWER`` characters."""
+    workers = context.archive.workers
+    if path.strip():
+        d = workers.deferToWorker(_formatRows, fmt, rows, False)
+        return d.addCallback(lambda lines: deliver(context, lines, path))
+    return workers.deferToWorker(lambda: "\n".join(_formatRows(fmt, rows, context.html)))
+
+
+def _formatRows(fmt, rows, html):
+    """In a worker: the lines of ``rows``."""
+    lines, size = [], -1
+    for row in rows:
+        lines.append(formatRow(fmt, row, html))
+        size += 1 + len(lines[-1])
+        if size > MAX_ANSWER:
+            raise CommandError(f"the listing makes more than {MAX_ANSWER} bytes, the most a command answers: "
+                               f"select fewer rows or a shorter format")
+    return lines
 
 
 def deliver(context, lines, path):

@@ -2,7 +2,7 @@
 
 from twisted.trial import unittest
 
-from pacscore.control.context import MAX_WIDTH, CommandError, formatted
+from pacscore.control.context import MAX_CONVERSIONS, MAX_WIDTH, CommandError, formatted
 
 
 class FormattedTests(unittest.TestCase):
@@ -35,3 +35,10 @@ class FormattedTests(unittest.TestCase):
         for fmt in ("%20000000s", "%.20000000f", "%-020000000d", "%20000000ld", "%%%1025s", "%s %1025s"):
             error = self.assertRaises(CommandError, formatted, fmt, 1, 2)
             self.assertIn(f"widths and precisions are at most {MAX_WIDTH}", str(error))
+
+    def test_conversionsAreCounted(self):
+        """A template has at most MAX_CONVERSIONS conversions (``%%`` not one),
+        so that values taken again cannot make a small ``fmt`` a huge line."""
+        self.assertEqual(formatted("%s" * MAX_CONVERSIONS + "%%", "a", repeat=True), "a" * MAX_CONVERSIONS + "%")
+        error = self.assertRaises(CommandError, formatted, "%1024s" * (MAX_CONVERSIONS + 1), "a", repeat=True)
+        self.assertIn(f"at most {MAX_CONVERSIONS} conversions", str(error))

@@ -7,6 +7,7 @@ import os
 from twisted.internet import defer
 from twisted.trial import unittest
 
+from pacscore.control import output
 from pacscore.control.context import CommandError
 from pacscore.control.data import AddImageFile, DumpHeader, LoadHL7
 from pacscore.control.maintenance import RegenFile
@@ -14,6 +15,7 @@ from pacscore.control.queries import Query
 from pacscore.control.server import DisplayStatus
 from pacscore.control.serverlog import LogOn
 from pacscore.testing.certificates import Authority
+from pacscore.testing.corpus import generateCorpus
 from tests.interop.server import PacsServer
 from tests.pacscore.control.running import RunningArchive
 
@@ -92,6 +94,26 @@ class OwnFilesTests(unittest.TestCase):
         yield self.running.run(DisplayStatus(), "status.txt")
         with open(os.path.join(self.running.configuration.workdir, "status.txt")) as f:
             self.assertIn("Run time", f.read())
+
+
+class AnswerSizeTests(unittest.TestCase):
+
+    def setUp(self):
+        self.running = RunningArchive(self)
+
+    @defer.inlineCallbacks
+    def test_aListingIsAtMostMaxAnswer(self):
+        """A listing's formatted rows, to the output or to a file, are at
+        most MAX_ANSWER characters: past them the command fails, saying so."""
+        yield self.running.store(generateCorpus(os.path.abspath(self.mktemp()), patients=3, studiesPerPatient=1, seriesPerStudy=1,
+                                                imagesPerSeries=1))
+        arguments = "DICOMPatients|PatientID||%s|"
+        self.assertEqual((yield self.running.run(Query(), arguments)), "PAT0000\nPAT0001\nPAT0002")
+        self.patch(output, "MAX_ANSWER", 20)
+        for path in ("", "listing.txt"):
+            error = yield self.assertFailure(self.running.run(Query(), arguments + path), CommandError)
+            self.assertIn("more than 20 bytes", str(error))
+        self.assertFalse(os.path.exists(os.path.join(self.running.workdir, "listing.txt")))
 
 
 class IndexDatabaseReadTests(unittest.TestCase):

@@ -43,7 +43,7 @@ _VERIFY_ERRORS = {
     21: "unable to verify the first certificate", 23: "certificate revoked",
     26: "unsupported certificate purpose",
 }
-# what OpenSSL says of bytes that are no TLS record, the A-ASSOCIATE-RQ of a plain DICOM peer
+# what OpenSSL says of bytes that are no TLS record (a plain DICOM, MLLP, web or control-port peer)
 _NOT_TLS = "wrong version number"
 # TLS alerts a peer sends when it refuses the certificate we showed
 _OURS_REFUSED = re.compile(r"\balert (certificate (expired|revoked|unknown)|unknown ca|bad certificate|"
@@ -271,7 +271,8 @@ def tlsFailure(reason, transport=None):
     """What went wrong in TLS, as text, when that ended a connection
     (``reason`` is connectionLost's Failure, ``transport`` its TLS transport:
     why the peer's certificate was refused, and whose); None when something
-    else did; when the peer refused ours, says so."""
+    else did; when the peer refused ours, or does not speak TLS at all,
+    says so."""
     if reason.check(VerificationError):  # a node's certificate for another host name
         return f"certificate verify failed ({_mismatch(reason.value, transport)})"
     if not reason.check(SSL.Error):

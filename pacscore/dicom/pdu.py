@@ -172,8 +172,9 @@ def fragmentMessage(contextId, command, dataset, maxPDULength):
     """The PDUs that carry one DIMSE message (command, then optional
     dataset), made one by one as they are taken.
 
-    ``maxPDULength`` is the peer's maximum (0 means unlimited); each PDV
-    then holds at most ``maxPDULength - 6`` bytes of data.
+    ``maxPDULength`` is the length of the PDUs sent (``sendingLength``,
+    never 0); each PDV then holds at most ``maxPDULength - 6`` bytes of
+    data.
     """
     yield from fragments(contextId, command, True, maxPDULength)
     if dataset is not None:
@@ -183,7 +184,7 @@ def fragmentMessage(contextId, command, dataset, maxPDULength):
 def fragments(contextId, data, isCommand, maxPDULength, final=True):
     """The PDUs that carry ``data``, a command set or (a piece of) a data
     set; the last is marked the last fragment when ``final``."""
-    chunk = (maxPDULength - 6) if maxPDULength else 0x7FFFFFFF
+    chunk = maxPDULength - 6
     view = memoryview(data)
     total = len(view)
     offset = 0
@@ -206,9 +207,9 @@ def sendingLength(peerMaxPDULength, limit):
 
 def pieceSize(maxPDULength, batch):
     """How many data set bytes to fragment at a time when a data set is
-    read piece by piece: a whole number of the peer's largest PDVs, about
-    ``batch`` (at least one PDV)."""
-    chunk = (maxPDULength - 6) if maxPDULength else batch
+    read piece by piece: a whole number of the PDVs of ``maxPDULength``
+    PDUs, about ``batch`` (at least one PDV)."""
+    chunk = maxPDULength - 6
     return chunk * max(1, batch // chunk)
 
 

@@ -496,7 +496,7 @@ class DicomProtocol(Protocol, TimeoutMixin):
                 lambda f: self.log.failure("{peer}: sending a message failed", f, peer=self.peerName()))
 
     def _sendingLength(self):
-        """The length of the PDUs we send: the peer's maximum, at most a
+        """The length of the PDUs we send (``pdu.sendingLength``): at most a
         ``WRITE_BATCH``, so that the transport asks for more (and restarts
         the DIMSE timeouts of our requests) at least every batch."""
         return pdu.sendingLength(self.association.peerMaxPDULength, WRITE_BATCH)

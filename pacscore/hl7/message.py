@@ -55,7 +55,7 @@ _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _DEFAULT_ENCODING_CHARACTERS = "^~\\&"
 _FORMATTING = re.compile(r"H|N|\.(sp|in|ti|sk|ce|fi|nf).*|[CMZ].*")
 MLLP_BYTES = b"\x0b\x1c"
-_VERSION_2 = re.compile(r"2\.[0-9]+(\.[0-9]+)*")
+_VERSION_2 = re.compile(r"2\.[1-9](\.[0-9]+)*")
 OUR_VERSION = "2.5"
 BOM = b"\xef\xbb\xbf"
 

@@ -11,7 +11,7 @@ frame gets an AR and the connection is closed; nothing a peer sends raises out o
 ``dataReceived``.  A peer that half-closes after sending (``nc -N``, a
 ``shutdown(SHUT_WR)``) still gets the ACKs of its messages; the connection
 closes once they are written.  Over TLS, a failed handshake is logged with
-its cause (``pacscore.tls.tlsFailure``).
+its cause (``pacscore.tls.warnOfTLSFailure``).
 """
 
 from collections import deque

@@ -164,7 +164,7 @@ class WorklistIntakeTests(IntakeTestCase):
         order = orderMessage("M1", "ACC1", "P", "A^B")
         for fields in (b"|P|2.3", b"|P|2.5.1", b"|P|2.8", b"|P|", b"|P^T|2.3.1", b"|T|2.5", b"|D|2.5", b"||2.5"):
             self.assertEqual(self.process(order.replace(b"|P|2.3.1", fields)).code, "AA", fields)
-        for fields, error in ((b"|P|9.9", "203"), (b"|P|3.0", "203"), (b"|P|2.x", "203"), (b"|X|2.5", "202"),
+        for fields, error in ((b"|P|9.9", "203"), (b"|P|3.0", "203"), (b"|P|2.x", "203"), (b"|P|2.0", "203"), (b"|P|2.10", "203"), (b"|X|2.5", "202"),
                               (b"|PROD|2.5", "202")):
             outcome = self.process(orderMessage("M2", "ACC2", "P", "A^B").replace(b"|P|2.3.1", fields))
             reply = parseMessage(outcome.ack)

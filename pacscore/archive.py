@@ -22,6 +22,7 @@ from pacscore.config.unsupported import warnOfIgnoredKeys
 from pacscore.control.inprocess import commandOutput
 from pacscore.control.maintenance import InterruptedRegen
 from pacscore.control.registry import CommandRegistry as ControlCommands
+from pacscore.control.shutdown import QUIT_GRACE_PERIOD
 from pacscore.converters.compressing import CompressionScripts
 from pacscore.converters.context import ConverterServices
 from pacscore.converters.dicomrequests import DicomRequests
@@ -113,6 +114,9 @@ class Archive:
         self.mirrors = Mirrors.fromConfiguration(configuration)
         self.workers = WorkerPool(reactor, ioThreads, "pacs-io")
         self.luaChunks = WorkerPool(reactor, LUA_CHUNK_THREADS, "pacs-lua")
+        # seconds a stop waits for the workers' calls under way (a script stuck in a C call
+        # must not hold it); they are daemons, left behind after that
+        self.quitGracePeriod = configuration.ini.getint("QuitGracePeriod", QUIT_GRACE_PERIOD)
         # WebMaxRenders pictures (the web's, and the control port's convert_to_gif/bmp/jpg)
         # are made at once (each holds a decoded frame and its float copy); the others wait
         # their turn
@@ -393,8 +397,8 @@ class Archive:
         self.commitments.stop()
         if self.mppsForwarder is not None:
             self.mppsForwarder.stop()
-        d = defer.gatherResults([self.workers.stop(),  # objects being written reach the index,
-                                 self.luaChunks.stop()])
+        d = defer.gatherResults([self.workers.stop(self.quitGracePeriod),  # objects being written reach the index,
+                                 self.luaChunks.stop(self.quitGracePeriod)])
         d.addCallback(lambda _: self.index.stop())  # which commits them
         d.addCallback(lambda _: self.durability.close())
         return d

@@ -70,9 +70,10 @@ dicom.ini adds to ``package.path``; ``require`` stays out of reach), unless
 dicom.ini says ``LuaAllowUnsafe = 1`` (then what a script sets in
 ``package.path`` and ``package.cpath`` lasts for its run); Lua never reaches
 Python objects' attributes.  ``LuaMaxInstructions`` (default 10,000,000) stops a run-away
-script; what it runs through ``script('lua ...')`` counts towards it, and a
-pattern function (``string.gsub`` ...), whose backtracking in C no count
-reaches, is refused when its worst case is over it.  A Lua state holds at
+script; what it runs through ``script('lua ...')`` counts towards it.  It
+counts Lua instructions, not the time inside one call of a C function
+(``string.find`` of a pathological pattern), which a stop leaves behind
+after ``QuitGracePeriod``.  A Lua state holds at
 most MAX_MEMORY, and what one run puts into Python objects (values, items,
 a page's output: ``LuaRuntime.charge``) at most as much again.  A
 failing script is logged and ends its line with ``stop``.
@@ -334,80 +335,17 @@ end
 -- which a stopping hook cannot interrupt), false for one within another
 local function beginRun(limit)
   if gethook() ~= nil then return false end
-  budget.limit = limit
   if limit > 0 then
-    budget.used, budget.step = 0, min(limit, 1000)
+    budget.used, budget.limit, budget.step = 0, limit, min(limit, 1000)
     sethook(countHook, "", budget.step)
   end
   return true
 end
 
--- A count hook never runs inside a C function, and Lua's pattern matching
--- backtracks in C: string.find/match/gmatch/gsub are refused when their
--- worst case, the subject's length to the power of the pattern's items
--- that may backtrack (a repetition something that can fail follows, a %b)
--- plus one unless anchored, is more than LuaMaxInstructions; the string
--- table's own functions are replaced, as s:gsub(...) finds them there.
-local sub, find = string.sub, string.find
--- the index of the ']' closing the set that starts at index i ('[')
-local function setEnd(pattern, i)
-  i = i + 1
-  if sub(pattern, i, i) == "^" then i = i + 1 end
-  repeat
-    if sub(pattern, i, i) == "%" then i = i + 1 end
-    i = i + 1
-  until i > #pattern or sub(pattern, i, i) == "]"
-  return i
-end
-local function backtracking(pattern)
-  local count, i, n = 0, 1, #pattern
-  while i <= n do
-    local c, last = sub(pattern, i, i), i  -- last: the end of a single character class
-    if c == "%" then
-      local d = sub(pattern, i + 1, i + 1)
-      if d == "b" then count, last = count + 1, nil; i = i + 4
-      elseif d == "f" then last = nil; i = setEnd(pattern, i + 2) + 1
-      else last = i + 1 end
-    elseif c == "[" then last = setEnd(pattern, i)
-    elseif c == "(" or c == ")" or (c == "^" and i == 1) then last = nil; i = i + 1
-    end
-    if last ~= nil then
-      local q = sub(pattern, last + 1, last + 1)
-      if q == "*" or q == "+" or q == "-" then
-        if not find(pattern, "^[()]*$", last + 2) then count = count + 1 end  -- else it never has to give back
-        i = last + 2
-      else i = last + 1 end
-    end
-  end
-  return count
-end
-local function bounded(name, f, anchorable)
-  return function(subject, pattern, ...)
-    local plain = name == "find" and select(2, ...)
-    if budget.limit > 0 and not plain and (type(subject) == "string" or type(subject) == "number")
-       and (type(pattern) == "string" or type(pattern) == "number") then
-      subject, pattern = tostring(subject), tostring(pattern)
-      local items = backtracking(pattern)
-      if items > 0 then
-        if not (anchorable and sub(pattern, 1, 1) == "^") then items = items + 1 end
-        if (#subject) ^ items > budget.limit then
-          error(("string.%s: %d characters matched by a pattern that may backtrack %d times over them " ..
-                 "could take more than the %d steps of LuaMaxInstructions"):format(
-                 name, #subject, items, budget.limit), 2)
-        end
-      end
-    end
-    return f(subject, pattern, ...)
-  end
-end
+-- rep of an empty string (and separator) loops in C as many times as asked,
+-- where no count hook runs; the string table's own, as s:rep(...) finds it there
 local rep = string.rep
-local strings = G.string
-strings.find = bounded("find", string.find, true)
-strings.match = bounded("match", string.match, true)
-strings.gmatch = bounded("gmatch", string.gmatch, false)  -- '^' is no anchor in gmatch
-strings.gsub = bounded("gsub", string.gsub, true)
--- rep of an empty string (and separator) loops in C as many times as asked
-strings.rep = function(s, n, sep)
+G.string.rep = function(s, n, sep)
   if s == "" and (sep == nil or sep == "") then return "" end
   return rep(s, n, sep)
 end

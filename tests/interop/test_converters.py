@@ -9,7 +9,9 @@ import json
 import os
 import shutil
 import sqlite3
+import subprocess
 import tempfile
+import time
 import urllib.request
 
 import pydicom
@@ -19,7 +21,7 @@ from twisted.trial import unittest
 from pacscore.config.loader import defaultConfigDir
 from pacscore.testing.corpus import makeDataset
 from tests.interop.peers import StorescpServer
-from tests.interop.server import PacsServer, dcmtk, waitFor
+from tests.interop.server import PacsServer, dcmtk, dcmtkEnvironment, dcmtkTool, waitFor
 
 IDENTIFYING = ("PatientName", "PatientID", "PatientBirthDate", "OtherPatientIDs", "PatientAddress",
                "ReferringPhysicianName", "InstitutionName", "AccessionNumber")
@@ -467,3 +469,32 @@ class AnonymisingSendTests(unittest.TestCase):
         self.assertEqual(len(received), 2)
         for ds in received:
             self.assertNotIn(ds.SOPInstanceUID, self.sent)
+
+
+class StuckScriptTests(unittest.TestCase):
+
+    def test_aScriptStuckInPatternMatchingDoesNotHoldTheStop(self):
+        """An import converter stuck inside one call of Lua's pattern
+        matching (C, where LuaMaxInstructions counts nothing; minutes for
+        this pattern) holds its I/O worker, but SIGTERM still stops the
+        server within QuitGracePeriod and a few seconds."""
+        workdir = tempfile.mkdtemp(prefix="pacs-converters-")
+        self.addCleanup(shutil.rmtree, workdir, ignore_errors=True)
+        with open(os.path.join(workdir, "stuck.lua"), "w") as f:
+            f.write("local n = 34\nprint('matching')\n"
+                    "local r = string.rep('a', n):match(string.rep('a?', n) .. string.rep('a', n))")
+        server = PacsServer(workdir, ini={"ImportConverters": "1", "ImportConverter0": "lua:stuck.lua",
+                                          "QuitGracePeriod": "2"})
+        server.start()
+        self.addCleanup(server.stop)
+        ds = makeDataset("STUCK", "Doe^John", generate_uid(), generate_uid(), generate_uid(), 1, 1, rows=8, columns=8)
+        path = os.path.join(workdir, "stuck.dcm")
+        ds.save_as(path, enforce_file_format=True)
+        sender = subprocess.Popen([dcmtkTool("storescu"), "127.0.0.1", str(server.port), "-aec", server.ae, path],
+                                  env=dcmtkEnvironment(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.addCleanup(sender.wait)
+        self.addCleanup(sender.kill)
+        waitFor(lambda: "ImportConverter0: matching" in server.log(), message="the script matching")
+        started = time.monotonic()
+        server.stop(timeout=20)
+        self.assertLess(time.monotonic() - started, 2 + 8)

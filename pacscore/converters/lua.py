@@ -134,7 +134,7 @@ local getElement, setElement, sequenceItem, sequenceLength, kindOf, getVR, setVR
 local load, pcall, error, tostring, pairs, setmetatable, type = load, pcall, error, tostring, pairs, setmetatable, type
 local pack, unpack, concat, select = table.pack, table.unpack, table.concat, select
 local byte, utf8len = string.byte, utf8.len
-local getupvalue, setupvalue, sethook, gethook, min = debug.getupvalue, debug.setupvalue, debug.sethook, debug.gethook, math.min
+local getupvalue, setupvalue, sethook, min = debug.getupvalue, debug.setupvalue, debug.sethook, math.min
 local G = _G
 G.python = nil
 
@@ -243,7 +243,9 @@ end
 -- state serves every script of its thread
 local package = G.package
 local packagePath, packageCPath = package.path, package.cpath
+local running = false  -- an outermost run has begun (beginRun) and not ended
 local function endRun()
+  running = false
   package.path, package.cpath = packagePath, packageCPath
 end
 
@@ -332,9 +334,11 @@ local function countHook()
   end
 end
 -- true for an outermost run (ended by sethook() with no hook: a C function,
--- which a stopping hook cannot interrupt), false for one within another
+-- which a stopping hook cannot interrupt, and endRun), false for one within
+-- another, with or without a count hook
 local function beginRun(limit)
-  if gethook() ~= nil then return false end
+  if running then return false end
+  running = true
   if limit > 0 then
     budget.used, budget.limit, budget.step = 0, limit, min(limit, 1000)
     sethook(countHook, "", budget.step)

@@ -677,6 +677,17 @@ class SandboxTests(unittest.TestCase):
         self.assertEqual(runLua("local o = newdicomobject(); o.PatientComments = string.rep('x', 2^20)")[0],
                          Outcome.CONTINUE)
 
+    def test_memoryLimitOfNestedRunsWithoutInstructionLimit(self):
+        """With LuaMaxInstructions = 0 the runs a script starts through
+        script('lua ...') still add to its 256 MB, not start it afresh."""
+        code = ("local big = string.rep('x', 50 * 1024 * 1024); local keep = {} "
+                "for i = 1, 12 do local o = newdicomobject(); o.PatientComments = big; keep[i] = o; "
+                "script('lua \"local a = 1\"') end")
+        outcome, _, messages = runLua(code, makeContext(ini="LuaMaxInstructions = 0\n"))
+        self.assertEqual(outcome, Outcome.STOP)
+        self.assertEqual(messages, [f"{KEY}: Lua script failed: lua:1: script stopped: what it put into DICOM "
+                                    "objects (or a page) passed 256 MB"])
+
     def test_noLimit(self):
         context = makeContext(ini="LuaMaxInstructions = 0\n")
         outcome, _, _ = runLua("local n = 0; for i = 1, 5000000 do n = n + 1 end; "

@@ -42,6 +42,7 @@ from pacscore.converters.saving import wholeObject
 from pacscore.converters.shellquoting import shellCommand
 from pacscore.export.queue import LEVELS, REMOTE_ACTIONS, Target
 from pacscore.export.selection import FILTERS, resolveFilters
+from pacscore.export.spool import discard
 
 _TOKEN = re.compile(r'"[^"]*"|\S+')
 _NUMBER = re.compile(r"^\d+$")
@@ -171,8 +172,12 @@ def enqueue(context, action, request, filters=None):
     target, objectPath = _storedTarget(context)
     if action == "forward" and request.level == "IMAGE" and _sendsItsCopy(context):
         objectPath = queue.spool(wholeObject(context))
-    queue.addForward(destination, request.level, target, context.expand(request.compression),
-                     notBefore, action, filters, objectPath)
+    try:
+        queue.addForward(destination, request.level, target, context.expand(request.compression),
+                         notBefore, action, filters, objectPath)
+    except Exception:
+        discard([objectPath])  # a spool file just written, which no action names
+        raise
     return Outcome.CONTINUE
 
 

@@ -13,6 +13,7 @@ from pacscore.converters.context import ConverterContext, ConverterServices, Con
 from pacscore.converters.registry import CommandRegistry
 from pacscore.converters.script import parseScript
 from pacscore.export.queue import ActionBuffer, ExportQueue, Target
+from pacscore.export.spool import spoolFolder
 from tests.pacscore.export.fixtures import Archive
 from tests.pacscore.export.test_queue import FakeClock
 
@@ -158,6 +159,22 @@ class CommandTests(unittest.TestCase):
         self.assertEqual(self.due(600), [])
         self.assertEqual([(row["Destination"], row["NotBefore"]) for row in buffer.actions],
                          [("A", self.clock.now), ("B", self.clock.now + 20)])
+
+    def test_aRefusedForwardOfAMadeObjectLeavesNoSpoolFile(self):
+        """A forward of an object a script made (``x:Script``) that the
+        queue refuses (no SOP Instance UID) leaves no spool file behind,
+        which no action would ever delete."""
+        folder = spoolFolder(self.mktemp())
+        buffer = ActionBuffer(self.queue, folder)
+        script = parseScript("forward to A", "ExportConverter0", self.registry, "export")
+        made = Dataset()
+        made.PatientName = "MADE"
+        context = ConverterContext("export", made, "MODALITY", "PACS",
+                                   services=ConverterServices(exportQueue=buffer))
+        context.stored = False
+        self.assertEqual(script.run(context), Outcome.STOP)
+        self.assertIn("has no SOP Instance UID", str(self.flushLoggedErrors(ValueError)[0].value))
+        self.assertEqual((buffer.actions, os.listdir(folder)), ([], []))
 
     def test_syntaxErrors(self):
         self.assertSyntaxError("forward patient", "'to ...' is missing")

@@ -15,11 +15,13 @@ A command for a sandboxed script (``sandboxed``, the default) runs as
 only, no file written, no secret shown.
 """
 
+import contextlib
 import functools
 import threading
 
 from pacscore.control.context import CommandError
 from pacscore.control.protocol import BadRequest
+from pacscore.converters.awaitingobjects import awaitingObjects
 from pacscore.converters.dicomrequests import DicomRequestError
 from pacscore.workers import blockingCallWithin
 
@@ -55,7 +57,8 @@ class ServerCommands:
         ``run(line, sandboxed=...)``, a Deferred of its text, if not by this
         object's: the web pages run theirs), for a sandboxed script unless
         ``sandboxed`` is False; ServerCommandError with the reason it has none."""
-        return self._call(line, functools.partial(run or self.run, sandboxed=sandboxed), line)
+        return self._call(line, functools.partial(run or self.run, sandboxed=sandboxed), line,
+                          bringsObjects=not sandboxed)  # a sandboxed one changes nothing
 
     def find(self, ae, level, identifier):
         """In a worker thread: the matches of ``DicomRequests.find``."""
@@ -63,18 +66,23 @@ class ServerCommands:
 
     def move(self, source, destination, identifier, patientRoot=False):
         """In a worker thread: ``DicomRequests.move`` to its end."""
-        return self._call("dicommove", self._requests().move, source, destination, identifier, patientRoot)
+        return self._call("dicommove", self._requests().move, source, destination, identifier, patientRoot,
+                          bringsObjects=True)
 
     def _requests(self):
         if self.requests is None:
             raise ServerCommandError("no DICOM requests can be sent from here")
         return self.requests
 
-    def _call(self, what, f, *args):
+    def _call(self, what, f, *args, bringsObjects=False):
+        """``f(*args)`` in the reactor, waited for; ``bringsObjects``: it may
+        store objects here (a move, an unsandboxed control command), which must not wait
+        for the import this thread converts (``awaitingObjects``)."""
         if self.slots is None or not self.slots.acquire(blocking=False):
             raise ServerCommandError(f"{what}: busy, every worker that may wait for a command does")
         try:
-            return blockingCallWithin(self.reactor, self.timeout, f, *args)
+            with awaitingObjects() if bringsObjects else contextlib.nullcontext():
+                return blockingCallWithin(self.reactor, self.timeout, f, *args)
         except TimeoutError:
             raise ServerCommandError(f"{what}: not finished within {self.timeout} s ({TIMEOUT_KEY}); "
                                      f"it may still end as asked") from None

@@ -26,6 +26,7 @@ spool file into the device's temporary file a frame at a time
 
 import dataclasses
 import os
+import threading
 from contextlib import closing
 from dataclasses import dataclass
 from io import BytesIO
@@ -41,6 +42,7 @@ from pacscore.codecs.jpeglossy import DEFAULT_QUALITY
 from pacscore.codecs.nki import NKIError
 from pacscore.codecs.nkipixels import NKI_PIXEL_DATA, withPlainPixels
 from pacscore.codecs.transcode import TranscodeError
+from pacscore.converters.awaitingobjects import isAwaitingObjects
 from pacscore.db.index import ImageRecord, InconsistentLink
 from pacscore.dicom.datasets import IdentifierError
 from pacscore.dicom.sinks import DiscardingSink
@@ -165,7 +167,7 @@ class ObjectStore:
         self.spaceCheck = spaceCheck  # called before each write (MAGDeviceThreshold), or None
         self.mirrors = mirrors  # pacscore.storage.mirror.Mirrors, or None
         self._storing = {}  # SOP Instance UID: Deferred fired when the last store of it begun has ended
-        self._converting = set()  # SOP Instance UIDs whose import converters run (in a worker)
+        self._converting = {}  # SOP Instance UID: the ident of the worker thread running its import converters
         self._unindexed = {}  # SOP Instance UID: (device name, name) of its file left unindexed, for regen
 
     @property
@@ -197,20 +199,22 @@ class ObjectStore:
         instance run one after another, each once the last has ended with
         the removal of the copy it replaced: with names that come back
         (``%callingae``), a removal queued by one would otherwise take the
-        file the next had just written there.  A copy that arrives while
-        the import converters of another run is not stored (Destroyed:
-        answered Success), as that copy is: a converter's ``dicommove`` of
-        the study being imported would otherwise wait for its own import."""
+        file the next had just written there.  Only a copy that arrives
+        while the import converter of another waits for a request that may
+        bring objects (``awaitingObjects``: a ``dicommove`` of the study
+        being imported) is not waited for, which would deadlock: it is not
+        stored (Destroyed: answered Success, its sender keeps it)."""
         problem = uidProblem(incoming)
         if problem is not None:
             spool.discard()
             return defer.fail(DatasetMismatch(problem))
         uid = incoming.sopInstanceUID
         earlier = self._storing.get(uid)
-        if earlier is not None and uid in self._converting:
+        if earlier is not None and isAwaitingObjects(self._converting.get(uid)):
             spool.discard()
-            return defer.fail(Destroyed("a copy of it arrived earlier and is in the import converters; "
-                                        "that copy is stored"))
+            return defer.fail(Destroyed("the import converter of a copy of it that arrived earlier waits for a "
+                                        "request that may have brought this one (dicommove, unsandboxed "
+                                        "servercommand); not waited for, its sender keeps it"))
         ended = self._storing[uid] = defer.Deferred()
         stored = defer.Deferred()
 
@@ -519,11 +523,11 @@ class ObjectStore:
             for amender in amenders:
                 data = amender.amend(attrs, data, transferSyntax) or data
             if importers is not None:
-                self._converting.add(incoming.sopInstanceUID)  # one store of a UID at a time: no race
+                self._converting[incoming.sopInstanceUID] = threading.get_ident()  # one store of a UID at a time
                 try:
                     decision = importers.apply(incoming, attrs, data, transferSyntax)
                 finally:
-                    self._converting.discard(incoming.sopInstanceUID)
+                    del self._converting[incoming.sopInstanceUID]
                 if decision is not None:
                     actions.extend(decision.actions)
                     if decision.data is not None:  # in the syntax a 'process with' program left it in

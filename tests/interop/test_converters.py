@@ -224,6 +224,25 @@ class ImportConverterTests(unittest.TestCase):
         self.assertIn("moved\ttrue", log)
         self.assertNotIn("Lua script failed", log)
 
+    def test_aCopyArrivingDuringTheImportOfAnotherIsStoredAfterIt(self):
+        """A second sender's copy of an object whose first copy is in a slow
+        import converter that then rejects it waits, and is stored: its
+        Success is never given for an object pacs does not keep."""
+        server = self.luaServer("slow.lua", "if CallingAE == 'MOD1' then os.execute('sleep 3'); return 'reject' end",
+                                ini={"LuaAllowUnsafe": "1"})
+        ds, path = self.image("resent.dcm", "PAT9")
+        first = subprocess.Popen([dcmtkTool("storescu"), "-aet", "MOD1", "-aec", server.ae, "127.0.0.1",
+                                  str(server.port), path], env=dcmtkEnvironment(), stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True)
+        self.addCleanup(first.wait)
+        waitFor(lambda: "association MOD1 -> PACS accepted" in server.log(), message="the first copy")
+        time.sleep(1)
+        second = server.store(path, calling="MOD2")
+        self.assertEqual(first.communicate(timeout=60)[0].count("Received Store Response (Success)"), 0)
+        self.assertEqual(second.returncode, 0, second.stdout + second.stderr)
+        [stored] = self.stored(server)
+        self.assertEqual(stored.SOPInstanceUID, ds.SOPInstanceUID)
+
     def test_aConverterKeepsTheBytesOfTextItDoesNotTouch(self):
         """An object that says ISO_IR 192 with a Latin-1 name: an ASCII
         change of another attribute stores the name's bytes as they came."""

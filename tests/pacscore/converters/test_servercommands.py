@@ -9,6 +9,7 @@ from twisted.trial import unittest
 
 from pacscore.config.ini import DicomIni
 from pacscore.control.context import CommandError
+from pacscore.converters.awaitingobjects import isAwaitingObjects
 from pacscore.converters.servercommands import ServerCommandError, ServerCommands
 
 
@@ -65,3 +66,38 @@ class ServerCommandsTests(unittest.TestCase):
         """An I/O pool of one thread leaves no worker to wait."""
         with self.assertRaises(ServerCommandError):
             self.commands(lambda line, sandboxed: defer.succeed(""), slots=0).fromThread("display_status:")
+
+    @inlineCallbacks
+    def test_aMoveOrCommandAwaitsObjects(self):
+        """While its thread waits for a dicommove or an unsandboxed control
+        command, either of which may store objects here, the thread is
+        awaiting objects (a copy of what it imports is then not waited
+        for); not for a dicomquery or a sandboxed command (which changes
+        nothing), nor once the wait is over."""
+        seen, worker = {}, []
+
+        class Requests:
+            def move(self, source, destination, identifier, patientRoot):
+                seen["move"] = isAwaitingObjects(worker[0])
+                return defer.succeed(None)
+
+            def find(self, ae, level, identifier):
+                seen["find"] = isAwaitingObjects(worker[0])
+                return defer.succeed([])
+
+        def run(line, sandboxed):
+            seen["sandboxed command" if sandboxed else "command"] = isAwaitingObjects(worker[0])
+            return defer.succeed("")
+
+        commands = ServerCommands(reactor, run, 2, requests=Requests())
+
+        def inWorker():
+            worker.append(threading.get_ident())
+            commands.move("B", "A", None)
+            commands.find("B", "STUDY", None)
+            commands.fromThread("movepatient:B,A,1", sandboxed=False)
+            commands.fromThread("display_status:")
+            return isAwaitingObjects(worker[0])
+
+        self.assertFalse((yield threads.deferToThread(inWorker)))
+        self.assertEqual(seen, {"move": True, "find": False, "command": True, "sandboxed command": False})

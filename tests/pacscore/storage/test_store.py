@@ -23,6 +23,7 @@ from twisted.trial import unittest
 
 from pacscore.codecs.transcode import transcode
 from pacscore.config.loader import loadConfiguration
+from pacscore.converters.awaitingobjects import awaitingObjects
 from pacscore.db.index import Index
 from pacscore.storage.devicechoice import DeviceChoice
 from pacscore.storage.devices import TEMP_FOLDER, MagDevice
@@ -325,9 +326,10 @@ class ObjectStoreTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_aCopyArrivingWhileAnotherIsConvertedIsNotWaitedFor(self):
         """An import converter that fetches the study being imported
-        (dicommove) waits for the moved copy of the very object it converts:
-        that copy is answered at once, not stored (Destroyed: Success), and
-        the converted one is stored when the converter ends."""
+        (dicommove: awaitingObjects) waits for the moved copy of the very
+        object it converts: that copy is answered at once, not stored
+        (Destroyed: Success), and the converted one is stored when the
+        converter ends."""
         data = datasetBytes("CT_small.dcm")
         uid = pydicom.dcmread(get_testdata_file("CT_small.dcm")).SOPInstanceUID
         moved = threading.Event()
@@ -336,9 +338,10 @@ class ObjectStoreTests(unittest.TestCase):
         class Importers:
             def apply(self, incoming, attrs, data, transferSyntax):
                 if incoming.callingAE == "MODALITY":  # the move's copy comes from another AE
-                    reactor.callFromThread(lambda: store.store(*copy()).addErrback(
-                        lambda failure: failure.trap(Destroyed)).addCallback(lambda _: moved.set()))
-                    self.moved = moved.wait(5)
+                    with awaitingObjects():
+                        reactor.callFromThread(lambda: store.store(*copy()).addErrback(
+                            lambda failure: failure.trap(Destroyed)).addCallback(lambda _: moved.set()))
+                        self.moved = moved.wait(5)
 
         def copy():
             incoming, spool = self.receive(data, uid)
@@ -346,6 +349,36 @@ class ObjectStoreTests(unittest.TestCase):
         store.importers = importers = Importers()
         _, relative = yield store.store(*self.receive(data, uid))
         self.assertTrue(importers.moved)
+        self.assertEqual(self.storedFile(relative)[2], data)
+        self.assertEqual(store._storing, {})
+
+    @defer.inlineCallbacks
+    def test_aCopyArrivingWhileAnotherIsConvertedWaitsAndIsStored(self):
+        """A copy (a resend after a timeout) arriving while the import
+        converter of an earlier one runs, not in a request, waits for it:
+        when the converter refuses the earlier copy, the later is stored
+        (never answered Success and lost)."""
+        data = datasetBytes("CT_small.dcm")
+        uid = pydicom.dcmread(get_testdata_file("CT_small.dcm")).SOPInstanceUID
+        store = self.store
+        later = []
+
+        class Importers:
+            def apply(self, incoming, attrs, data, transferSyntax):
+                if not later:
+                    arrived = threading.Event()
+
+                    def resend():
+                        later.append(store.store(*self.receive()))
+                        arrived.set()
+                    reactor.callFromThread(resend)
+                    arrived.wait(5)
+                    raise Refused("rejected by ImportConverter0")
+
+        Importers.receive = lambda _: self.receive(data, uid)
+        store.importers = Importers()
+        yield self.assertFailure(store.store(*self.receive(data, uid)), Refused)
+        _, relative = yield later[0]
         self.assertEqual(self.storedFile(relative)[2], data)
         self.assertEqual(store._storing, {})
 

@@ -2,9 +2,11 @@
 
 Each device has a hidden ``.pacs-tmp`` folder on the same file system for
 objects being received, so a finished object is renamed into place. The
-file system a device's folder is on when it is prepared is remembered: a
-folder found on another one later is the empty mount point of a disk
-unmounted while pacs runs, and takes nothing (``checkPresent``). Creating a
+mount point a device's folder lies on when it is prepared is remembered:
+while that is no longer a mount point, the folder is on the disk beneath,
+its own disk unmounted while pacs runs, and takes nothing
+(``checkPresent``); a disk mounted there again (even with another device
+number: USB, NFS, tmpfs) is taken at once. Creating a
 file while other files are being fsynced waits for the file system's
 journal (0.3-0.8 ms here, more than the fsync itself), so empty temporary
 files are created ahead, in batches, off the path of any one object.
@@ -45,14 +47,14 @@ class MagDevice:
         self._reservoir = collections.deque()
         self._refilling = threading.Lock()
         self._names = itertools.count()
-        self.fileSystem = None  # the st_dev of the folder once prepared
+        self.mountPoint = None  # the mount point the folder lies on once prepared, but "/"
 
     def prepare(self):
         """Create the folders; remove objects left half-received by a crash
         (they were never acknowledged), fill the temporary file reservoir
-        and remember the folder's file system."""
+        and remember the mount point the folder lies on."""
         os.makedirs(self.tempDir, exist_ok=True)
-        self.fileSystem = os.stat(self.path).st_dev
+        self.mountPoint = mountPointOf(self.path)
         for name in os.listdir(self.tempDir):
             os.unlink(os.path.join(self.tempDir, name))
         self.refillTemporaryFiles()
@@ -209,21 +211,30 @@ def copyFile(source, device, relative, convert=None, sopInstanceUID=None):
             os.unlink(temporary)
 
 
+def mountPointOf(path):
+    """The nearest of ``path`` (symbolic links resolved) and the folders
+    above it that is a mount point; None when that is ``/``."""
+    path = os.path.realpath(path)
+    while not os.path.ismount(path):
+        path = os.path.dirname(path)
+    return None if path == os.path.dirname(path) else path
+
+
 def checkPresent(device):
-    """FileNotFoundError when the folder of ``device`` is not there, or is
-    on another file system than when it was prepared (the mount point of its
-    disk, unmounted: what is written there would be hidden once the disk is
-    mounted again)."""
+    """FileNotFoundError when the folder of ``device`` is not there, or the
+    mount point it lay on when it was prepared is no longer one (its disk
+    unmounted: what is written on the disk beneath would be hidden once the
+    disk is mounted again)."""
     try:
         status = os.stat(device.path)
     except (FileNotFoundError, NotADirectoryError):
         status = None
     if status is None or not stat.S_ISDIR(status.st_mode):
         raise FileNotFoundError(errno.ENOENT, f"{device.name} is not there (a disk not mounted?)", device.path)
-    if device.fileSystem is not None and status.st_dev != device.fileSystem:
-        raise FileNotFoundError(errno.ENOENT, f"{device.name} is not there (a disk not mounted?): its folder is on "
-                                f"another file system than at start-up; mount its disk again, or restart pacs "
-                                f"to take the folder as it is now", device.path)
+    if device.mountPoint is not None and not os.path.ismount(device.mountPoint):
+        raise FileNotFoundError(errno.ENOENT, f"{device.name} is not there (a disk not mounted?): "
+                                f"{device.mountPoint} is no longer a mount point; mount its disk there again, "
+                                f"or restart pacs to take the folder as it is now", device.path)
 
 
 def checkWritable(device):

@@ -431,9 +431,9 @@ class ObjectStore:
 
     @staticmethod
     def _checkPresent(device):
-        """DeviceMissing when ``device`` is not there, or another file system
-        is where its disk was (``checkPresent``: a file written there would
-        be hidden once the disk is mounted again)."""
+        """DeviceMissing when ``device`` is not there, or its disk is
+        unmounted (``checkPresent``: a file written on the disk beneath
+        would be hidden once the disk is mounted again)."""
         try:
             checkPresent(device)
         except FileNotFoundError as e:

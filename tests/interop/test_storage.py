@@ -717,6 +717,26 @@ class DiskFullTests(SmallDiskTestCase):
         self.assertEqual(indexed, set(storedFiles(self.mount)))
 
 
+class UnmountedDiskTests(SmallDiskTestCase):
+    """MAG0's disk unmounted while pacs runs: objects are refused, none
+    written on the disk beneath; mounted again (another tmpfs: another
+    device number), it takes objects at once."""
+
+    def test_aDiskMountedAgainIsTaken(self):
+        images = generateCorpus(self.mktemp(), 1, 1, 1, 3, rows=64, columns=64)
+        self.assertIn("(Success)", self.server.store(images[0].path, extra=("-v",)).stderr)
+        subprocess.run(["umount", "-l", self.mount], check=True)
+        result = self.server.store(images[1].path, extra=("-v",))
+        self.assertNotIn("(Success)", result.stdout + result.stderr)
+        self.assertIn(f"MAG0 is not there (a disk not mounted?): {self.mount} is no longer a mount point",
+                      self.server.log())
+        self.assertEqual(storedFiles(self.mount), {})
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={self.size}", "tmpfs", self.mount], check=True)
+        result = self.server.store(images[2].path, extra=("-v",))
+        self.assertIn("(Success)", result.stdout + result.stderr)
+        self.assertEqual(len(storedFiles(self.mount)), 1)
+
+
 class MagDeviceThresholdTests(SmallDiskTestCase):
     """MAGDeviceThreshold = 2 on a 12 MB MAG device: 14 patients of 1 MB
     each all go in, the oldest being deleted to keep 2 MB free."""

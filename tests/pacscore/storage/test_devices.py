@@ -3,6 +3,7 @@ full disk."""
 
 import errno
 import os
+import subprocess
 
 import psycopg.errors
 import pymysql.err
@@ -10,7 +11,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.exc import OperationalError
 from twisted.trial import unittest
 
-from pacscore.storage.devices import MagDevice, isDiskFull
+from pacscore.storage.devices import MagDevice, checkPresent, isDiskFull, mountPointOf
 
 
 def fullSQLiteError(testCase):
@@ -67,3 +68,36 @@ class DiskFullTests(unittest.TestCase):
         self.assertTrue(isDiskFull(dbError(pymysql.err.OperationalError(1114, "The table 'x' is full"))))
         self.assertTrue(isDiskFull(dbError(pymysql.err.OperationalError(1021, "Disk full (/var/lib/mysql)"))))
         self.assertFalse(isDiskFull(dbError(pymysql.err.OperationalError(2003, "Can't connect"))))
+
+
+class PresentTests(unittest.TestCase):
+    """checkPresent: a device whose disk is unmounted takes nothing; one
+    mounted again is taken at once, whatever its device number."""
+
+    def mount(self, folder):
+        if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", folder],
+                                               capture_output=True).returncode:
+            raise unittest.SkipTest("mounting a tmpfs needs root")
+        self.addCleanup(subprocess.run, ["umount", "-l", folder], capture_output=True)
+
+    def test_aDiskMountedAgainIsTaken(self):
+        mountPoint = os.path.abspath(self.mktemp())
+        os.mkdir(mountPoint)
+        self.mount(mountPoint)
+        device = MagDevice("MAG0", os.path.join(mountPoint, "data"))
+        device.prepare()
+        self.assertEqual(device.mountPoint, mountPoint)
+        checkPresent(device)
+        subprocess.run(["umount", "-l", mountPoint], check=True)
+        os.makedirs(device.tempDir)  # the folder as it was, on the disk beneath
+        error = self.assertRaises(FileNotFoundError, checkPresent, device)
+        self.assertIn(f"MAG0 is not there (a disk not mounted?): {mountPoint} is no longer a mount point",
+                      str(error))
+        self.mount(mountPoint)  # another tmpfs: another st_dev
+        os.makedirs(device.tempDir)
+        checkPresent(device)
+
+    def test_mountPointOf(self):
+        """The nearest mount point at or above, None for ``/``."""
+        self.assertEqual(mountPointOf("/proc/self"), "/proc")
+        self.assertIsNone(mountPointOf("/"))

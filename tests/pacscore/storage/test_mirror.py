@@ -101,7 +101,7 @@ class MirrorTests(unittest.TestCase):
         mount point, on another file system, takes no copy, even with a
         temporary folder of its own."""
         source = self.store("PAT1/1.dcm", b"x")
-        self.mirror.fileSystem += 1  # the file system its folder was on at start-up
+        self.mirror.mountPoint = os.path.dirname(self.mirror.path)  # its disk's, unmounted
         self.assertRaises(FileNotFoundError, self.mirrors.copy, "MAG0", "PAT1/1.dcm", source)
         self.assertFalse(os.path.exists(self.mirror.absolute("PAT1")))
 

@@ -695,7 +695,7 @@ class ObjectStoreTests(unittest.TestCase):
         data = datasetBytes("CT_small.dcm")
         uid = pydicom.dcmread(get_testdata_file("CT_small.dcm")).SOPInstanceUID
         self.moveToItsOwnDevice()
-        self.device.fileSystem += 1  # the file system its folder was on at start-up
+        self.device.mountPoint = os.path.dirname(self.device.path)  # its disk's, unmounted
         for large in (False, True):
             if large:
                 uid, data = largeDataset(256 << 10)

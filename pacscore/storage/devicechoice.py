@@ -11,7 +11,9 @@ been written since the last look (a fast ingest would run through the
 margin within the second); the reactor reads ``current`` when an object
 starts to arrive (where a large one is spooled).  A write that finds a
 device full all the same (ENOSPC) has it left at once (``spillFrom``), for
-the next device with room.  A device that takes no file (not there, its
+the next device with room, until it has the threshold and the size of that
+write free (the failed file removed may leave more than the threshold: a
+large object would go back to fail again).  A device that takes no file (not there, its
 disk unmounted, read-only: ``checkWritable``) is left too, in one log line
 until it takes files again.  With one device, or
 ``MAGDeviceFullThreshHold = 0``, nothing is looked at (MAG0 takes every
@@ -44,6 +46,7 @@ class DeviceChoice:
         self.clock = clock
         self.checkDevice = checkDevice
         self._unusable = set()  # the names of the devices found taking no file, logged
+        self._needs = {}  # name -> bytes free a device found full by a write needs to be taken again
         self.current = self.devices[0]
         self._lookedAt = None
         self._written = 0  # bytes written since the last look
@@ -69,21 +72,30 @@ class DeviceChoice:
                 self._choose()
         return self.current
 
-    def spillFrom(self, device):
-        """In an I/O thread, after a write found ``device`` full: free space
-        looked at again at once, ``device`` taken for full; the device with
-        room new objects go to now, or None when no other has room."""
+    def spillFrom(self, device, size=0, error=None):
+        """In an I/O thread, after a write of ``size`` bytes found ``device``
+        full, or taking no file (``error``, logged): free space looked at
+        again at once, ``device`` left until it has the threshold and
+        ``size`` free, or takes files again; the device with room new
+        objects go to now, or None when no other has room."""
         if self.threshold <= 0 or len(self.devices) < 2:
             return None
         with self._looking:
             self._lookedAt, self._written = self.clock(), 0
+            if error is None:
+                self._needs[device.name] = self.threshold + size
+            else:
+                self._leave(device, error)
             return self._choose(full=device)
 
     def _choose(self, full=None):
         """Make the first device with room (but ``full``) current, MAG0 when
         none has; the one with room, or None."""
         roomy = next((device for device in self.devices
-                      if device is not full and self._free(device) > self.threshold), None)
+                      if device is not full and self._free(device) > self._needs.get(device.name, self.threshold)),
+                     None)
+        if roomy is not None:
+            self._needs.pop(roomy.name, None)
         chosen = roomy or self.devices[0]
         if chosen is not self.current:
             if chosen is self.devices[0]:
@@ -104,9 +116,13 @@ class DeviceChoice:
             self.checkDevice(device)
             free = self.freeSpace(device.path)
         except OSError as e:
-            if device.name not in self._unusable:
-                self._unusable.add(device.name)
-                self.log.warn("{device} takes no new objects: {error}", device=device.name, error=e)
+            self._leave(device, e)
             return 0
         self._unusable.discard(device.name)
         return free
+
+    def _leave(self, device, error):
+        """``device`` takes no file, for ``error``: logged when that begins."""
+        if device.name not in self._unusable:
+            self._unusable.add(device.name)
+            self.log.warn("{device} takes no new objects: {error}", device=device.name, error=error)

@@ -234,17 +234,19 @@ class ObjectStore:
         DeviceMissing when its device is not there; a full one is left for
         the next device with room (``DeviceChoice.spillFrom``)."""
         spool.discard()
-        checked = self.workers.deferToWorker(self._spoolDeviceFailed, spool.device, failure.value)
+        checked = self.workers.deferToWorker(self._spoolDeviceFailed, spool.device, spool.size, failure.value)
         return checked.addCallback(lambda _: failure)
 
-    def _spoolDeviceFailed(self, device, error):
+    def _spoolDeviceFailed(self, device, size, error):
         """In the I/O pool, after the spool on ``device`` failed with
-        ``error``: DeviceMissing or DeviceUnwritable raised when the device
-        is the cause, the device choice leaving it when it takes no file."""
+        ``error`` after ``size`` bytes: DeviceMissing or DeviceUnwritable
+        raised when the device is the cause, the device choice leaving it
+        when it takes no file, or is full."""
         self._checkPresent(device)
-        if isUnwritable(error) or isDiskFull(error):
-            self.choice.spillFrom(device)
-        if isUnwritable(error):
+        if isDiskFull(error):
+            self.choice.spillFrom(device, size)
+        elif isUnwritable(error):
+            self.choice.spillFrom(device, error=error)
             raise DeviceUnwritable(device, error) from error
 
     def _stored(self, result, uid, ended):
@@ -355,8 +357,11 @@ class ObjectStore:
                 try:
                     temporary = self._writeTemporary(device, header, data)
                 except (OSError, DeviceUnwritable) as e:
-                    left = isinstance(e, DeviceUnwritable) or isDiskFull(e)
-                    spilled = self.choice.spillFrom(device) if left and device is chosen else None
+                    spilled = None
+                    if device is chosen and isDiskFull(e):
+                        spilled = self.choice.spillFrom(device, len(header) + len(data))
+                    elif device is chosen and isinstance(e, DeviceUnwritable):
+                        spilled = self.choice.spillFrom(device, error=e)
                     if spilled is None:
                         raise
                     self.log.warn("{device}: {error}: {uid} is written to {other}", device=device.name, error=e,

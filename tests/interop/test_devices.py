@@ -6,6 +6,7 @@ retrieved from there by getscu."""
 
 import os
 import shutil
+import subprocess
 import tempfile
 
 import pydicom
@@ -16,6 +17,7 @@ from pacscore.storage.space import MEGABYTE
 from tests.interop.index import column
 from tests.interop.server import PacsServer
 from tests.interop.test_retrieve import getSeries
+from tests.interop.test_storage import writeLargeMultiframe
 
 
 class FullDeviceTests(unittest.TestCase):
@@ -44,3 +46,30 @@ class FullDeviceTests(unittest.TestCase):
         ct = pydicom.dcmread(paths[0])
         self.assertEqual(getSeries(server, server.workdir,
                                    ct.StudyInstanceUID, ct.SeriesInstanceUID), {ct.SOPInstanceUID})
+
+    def test_largeObjectsDoNotGoBackToAFullMAG0(self):
+        """8 MB objects, a threshold of 5 MB and a MAG0 of 14 MB: the one
+        whose spool does not fit MAG0 is refused (A700), and MAG0 is left
+        for MAG1 until it has room for such an object, so the others go in
+        (every other one was refused, MAG0 taken back as soon as the failed
+        spool was removed)."""
+        mag0 = os.path.abspath(self.mktemp())
+        os.makedirs(mag0)
+        if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=14m", "tmpfs", mag0],
+                                               capture_output=True).returncode:
+            raise unittest.SkipTest("mounting a tmpfs needs root")
+        self.addCleanup(subprocess.run, ["umount", "-l", mag0])
+        mag1 = os.path.abspath(self.mktemp())
+        server = PacsServer(self.mktemp(), ini={"MAGDevices": "2", "MAGDevice0": mag0 + os.sep,
+                                               "MAGDevice1": mag1 + os.sep, "MAGDeviceFullThreshHold": "5"})
+        server.start()
+        self.addCleanup(server.stop)
+        folder = os.path.abspath(self.mktemp())
+        os.makedirs(folder)
+        paths = [os.path.join(folder, f"big{n}.dcm") for n in range(6)]
+        for n, path in enumerate(paths):
+            writeLargeMultiframe(path, f"1.2.3.4.5.6.9.{n}", frames=16)
+        result = server.store(*paths, extra=("-v", "--no-halt"))
+        output = result.stdout + result.stderr
+        self.assertEqual((output.count("(Success)"), output.count("(Refused: OutOfResources)")), (5, 1), output)
+        self.assertEqual(sorted(column(server.database, "DICOMImages", "DeviceName")), ["MAG0"] + ["MAG1"] * 4)

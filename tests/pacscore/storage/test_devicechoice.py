@@ -80,6 +80,34 @@ class DeviceChoiceTests(unittest.TestCase):
         self.assertIs(self.choice.current, self.devices[0])
         self.assertIsNone(DeviceChoice(self.devices[:1], 30 * MEGABYTE).spillFrom(self.devices[0]))
 
+    def test_aDeviceFoundFullStaysLeftUntilTheObjectFits(self):
+        """A write of 40 MB found MAG0 full, with 32 MB free once its file is
+        removed: MAG0 takes nothing until it has more than the threshold and
+        those 40 MB free, so large objects do not go back to fail again."""
+        self.choice.check()
+        self.free["/archive/mag0"] = 32 * MEGABYTE
+        self.assertIs(self.choice.spillFrom(self.devices[0], 40 * MEGABYTE), self.devices[1])
+        for free in (32, 70, 71):
+            self.free["/archive/mag0"] = free * MEGABYTE
+            self.now += 1
+            self.assertIs(self.choice.check(), self.devices[1 if free < 71 else 0])
+        self.free["/archive/mag0"] = 32 * MEGABYTE  # taken again: the usual threshold
+        self.now += 1
+        self.assertIs(self.choice.check(), self.devices[0])
+
+    def test_aWriteFindingADeviceReadOnlySaysSo(self):
+        """Not "has 30 MB free or less"."""
+        self.choice.check()
+        error = OSError(errno.EROFS, "Read-only file system", "/archive/mag0/.pacs-tmp/x")
+        with capturedLogs() as events:
+            self.assertIs(self.choice.spillFrom(self.devices[0], MEGABYTE, error), self.devices[1])
+            self.unwritable["/archive/mag0"] = OSError(errno.EROFS, "MAG0 is read-only", "/archive/mag0")
+            self.now += 1
+            self.assertIs(self.choice.check(), self.devices[1])
+        self.assertEqual([formatEvent(event) for event in events], [
+            "MAG0 takes no new objects: [Errno 30] Read-only file system: '/archive/mag0/.pacs-tmp/x'",
+            "new objects go to MAG1"])
+
     def test_anUnreadableDeviceTakesNothing(self):
         def freeSpace(path):
             if path == "/archive/mag0":

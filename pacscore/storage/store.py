@@ -309,7 +309,10 @@ class ObjectStore:
         index failed, the file kept for regen) unless it is ``current``,
         ``(device name, name)`` of the file just stored, which takes its
         place when ``unindexed`` too: a sender resending an object the index
-        failed on leaves one copy of it, not one per attempt.  A Deferred."""
+        failed on leaves one copy of it, not one per attempt.  When
+        ``unindexed``, the file stays if an image row names it (indexed
+        since: regen, --addimagefile, or a commit reported failed that went
+        through).  A Deferred."""
         earlier = self._unindexed.pop(uid, None)
         if unindexed:
             self._unindexed[uid] = current
@@ -317,9 +320,16 @@ class ObjectStore:
             return defer.succeed(None)
         deviceName, name = earlier
         path = self.devicesByName[deviceName].absolute(name)
-        return self.workers.deferToWorker(removeFile, path).addCallbacks(
-            lambda _: self.log.info("removed {path}: a copy of {uid} the index failed on, stored again since",
-                                    path=path, uid=uid),
+
+        def remove(indexed):
+            if tuple(indexed.get(uid, ())) == earlier:
+                self.log.info("kept {path}: a copy of {uid} the index failed on, indexed since", path=path, uid=uid)
+                return None
+            return self.workers.deferToWorker(removeFile, path).addCallback(
+                lambda _: self.log.info("removed {path}: a copy of {uid} the index failed on, stored again since",
+                                        path=path, uid=uid))
+        indexed = self.index.runQuery(self.index.indexedFiles, [uid]) if unindexed else defer.succeed({})
+        return indexed.addCallback(remove).addErrback(
             lambda f: self.log.failure("could not remove {path}", f, path=path))
 
     def _writeFile(self, incoming, spool):

@@ -753,6 +753,27 @@ class ObjectStoreTests(unittest.TestCase):
         yield self.drainWorkers()
         self.assertEqual(self.storedFiles(), [relative])
 
+    @defer.inlineCallbacks
+    def test_aFileIndexedSinceIsNotRemovedByAResend(self):
+        """The file of an attempt the index reported failed, but that a row
+        names (its commit went through, or regen or --addimagefile indexed
+        it since), stays when a resend fails in the index too."""
+        data = datasetBytes("CT_small.dcm")
+        uid = pydicom.dcmread(get_testdata_file("CT_small.dcm")).SOPInstanceUID
+        self.moveToItsOwnDevice()
+        storeFromThread = self.index.storeFromThread
+        self.addCleanup(setattr, self.index, "storeFromThread", storeFromThread)
+        failure = Failure(OSError(errno.ENOSPC, "database or disk is full"))
+        self.index.storeFromThread = lambda record, onResult: storeFromThread(
+            record, lambda ok, value: onResult(False, failure))
+        yield self.assertFailure(self.store.store(*self.receive(data, uid)), OSError)
+        yield self.drainWorkers()
+        self.index.storeFromThread = lambda record, onResult: reactor.callFromThread(onResult, False, failure)
+        yield self.assertFailure(self.store.store(*self.receive(data, uid)), OSError)
+        yield self.drainWorkers()
+        indexed = yield self.index.runQuery(self.index.indexedFiles, [uid])
+        self.assertIn(indexed[uid].objectFile, self.storedFiles())
+
     def storedFiles(self):
         """The files on the device but its temporary ones, relative to it."""
         return sorted(os.path.relpath(os.path.join(folder, name), self.device.path).replace(os.sep, "/")

@@ -31,8 +31,10 @@ or DISCONTINUED, as dcm4chee sets them - when dicom.sql gives the worklist
 a (0040,0020) column (``WorklistItems.markPerformed``); a step discontinued
 because the wrong worklist entry was selected (reason DCM 110514) leaves
 its items SCHEDULED: their procedure was not performed; only those still
-STARTED, though: an item another step completed (or discontinued)
-meanwhile keeps its status, logged.  A COMPLETED item stays so whatever
+STARTED, though, and not performed by another step still IN PROGRESS
+(read from their data sets in the same transaction): an item another step
+completed (or discontinued) meanwhile, or is performing, keeps its status,
+logged.  A COMPLETED item stays so whatever
 a later step does: a step that picked it by mistake neither starts it
 again nor discontinues it.  The message is
 queued for the AEs of ``ForwardMPPSTo`` (``pacscore.dicom.mppsforward``),
@@ -174,6 +176,10 @@ def _isNotCompleted(itemStatus):
     return itemStatus != ITEM_COMPLETED
 
 
+def _isNeverChanged(itemStatus):
+    return False
+
+
 def scheduledStepStatus(dataset, status):
     """The Scheduled Procedure Step Status of the worklist items of a step
     in ``status``: SCHEDULED again when it was discontinued because the
@@ -236,6 +242,16 @@ class StepTable(OwnTable):
             Status=status, Updated=self.clock(), Dataset=encodeDataset(dataset, EXPLICIT_VR_LITTLE_ENDIAN),
             **shownValues(dataset)))
         return dataset
+
+    def accessionsInProgress(self, connection, besides):
+        """In the writer: the Accession Numbers of the scheduled steps the
+        steps IN PROGRESS but ``besides`` perform (few: those whose
+        modality has not ended them)."""
+        table = self.table
+        rows = connection.execute(select(table.c.Dataset).where(
+            table.c.Status == IN_PROGRESS, table.c.SOPInstanceUID != besides))
+        return {accession for row in rows
+                for accession in scheduledAccessions(decodeDataset(row.Dataset, EXPLICIT_VR_LITTLE_ENDIAN))}
 
     def steps(self, connection, limit):
         """In a reader: the last ``limit`` steps started, newest first, as dicts."""
@@ -318,7 +334,7 @@ class MppsService:
         worklist items it marked (``_mark``)."""
         self.steps.create(connection, uid, data, callingAE)
         self._record(connection, commands.N_CREATE_RQ, uid, data)
-        return self._mark(connection, data, IN_PROGRESS)
+        return self._mark(connection, uid, data, IN_PROGRESS)
 
     def _updateStep(self, connection, uid, changes):
         """In the writer: apply an N-SET (and record its forwards); the
@@ -326,20 +342,26 @@ class MppsService:
         dataset = self.steps.update(connection, uid, changes)
         status = stepStatus(dataset, required=True)
         self._record(connection, commands.N_SET_RQ, uid, changes)
-        return status, self._mark(connection, dataset, status)
+        return status, self._mark(connection, uid, dataset, status)
 
-    def _mark(self, connection, dataset, status):
-        """In the writer: ``(Marked, status)``, the worklist items marked
-        and kept, and their new status.  Put back to SCHEDULED (a wrong
-        entry selected) are only the items still STARTED: one another step
-        completed or discontinued meanwhile keeps its status; a COMPLETED
-        item keeps it whatever the step."""
+    def _mark(self, connection, uid, dataset, status):
+        """In the writer: ``(Marked, status)``, the worklist items the step
+        ``uid`` marked and kept, and their new status.  Put back to
+        SCHEDULED (a wrong entry selected) are only the items still STARTED
+        that no other step IN PROGRESS performs: one another step
+        completed, discontinued or is performing keeps its status; a
+        COMPLETED item keeps it whatever the step."""
         if self.worklist is None:
             return Marked([], {}), None
         itemStatus = scheduledStepStatus(dataset, status)
-        changeable = _isStarted if itemStatus == SCHEDULED else _isNotCompleted
-        return (self.worklist.markPerformed(connection, scheduledAccessions(dataset), itemStatus, changeable),
-                itemStatus)
+        accessions = scheduledAccessions(dataset)
+        if itemStatus != SCHEDULED:
+            return self.worklist.markPerformed(connection, accessions, itemStatus, _isNotCompleted), itemStatus
+        performed = self.steps.accessionsInProgress(connection, uid).intersection(accessions)
+        marked = self.worklist.markPerformed(connection, [a for a in accessions if a not in performed], SCHEDULED,
+                                             _isStarted)
+        busy = self.worklist.markPerformed(connection, sorted(performed), SCHEDULED, _isNeverChanged)
+        return Marked(marked.changed, dict(sorted({**marked.kept, **busy.kept}.items()))), itemStatus
 
     def _logMarked(self, uid, marked):
         (changed, kept), status = marked
@@ -348,7 +370,8 @@ class MppsService:
                           accessions=", ".join(changed), status=status)
         if kept:
             self.log.info("MPPS {uid}: worklist item(s) {kept} keep their status, not made {status} (a COMPLETED "
-                          "item stays so; only STARTED ones go back to SCHEDULED)", uid=uid, status=status,
+                          "item stays so; only STARTED ones no other step in progress performs go back to "
+                          "SCHEDULED)", uid=uid, status=status,
                           kept=", ".join(f"{accession} ({current or 'no status'})" for accession, current in kept.items()))
 
     async def _decode(self, protocol, contextId, dataset):

@@ -55,6 +55,21 @@ def completed():
     return changes
 
 
+def discontinued(reason):
+    """The N-SET discontinuing a step for ``reason``, ``(code, meaning)`` in DCM."""
+    changes = completed()
+    changes.PerformedProcedureStepStatus = "DISCONTINUED"
+    code = Dataset()
+    code.CodeValue, code.CodeMeaning = reason
+    code.CodingSchemeDesignator = "DCM"
+    changes.PerformedProcedureStepDiscontinuationReasonCodeSequence = [code]
+    return changes
+
+
+def wrongEntry():
+    return discontinued(("110514", "Incorrect worklist entry selected"))
+
+
 class ModalityTestCase(unittest.TestCase):
     """A pacs and an association from the modality CT1 proposing MPPS."""
 
@@ -229,6 +244,22 @@ class WorklistStatusTests(ModalityTestCase):
         self.assertIn(f"MPPS {uid}: worklist item(s) ACC-MPPS-1 now COMPLETED", log)
 
 
+    def test_wrongEntryLeavesAnItemAnotherStepPerforms(self):
+        """A step that picked an item by mistake, discontinued with DCM
+        110514, leaves it STARTED while another step IN PROGRESS performs
+        it; it goes back to SCHEDULED once no step in progress does."""
+        path = os.path.join(self.server.workdir, "orders.hl7")
+        writeMessages(path, [orderMessage("MSG1", "ACC-MPPS-1", "PATMPPS", "Mpps^Test", modality="CT")])
+        self.assertEqual(acks(self.server.sendHL7(path)), [("AA", "MSG1")])
+        first, wrong = generate_uid(), generate_uid()
+        for uid in (first, wrong):
+            self.assertEqual(self.create(inProgress("ACC-MPPS-1"), uid).Status, 0x0000)
+        self.assertEqual(self.set(wrongEntry(), wrong).Status, 0x0000)
+        self.assertEqual(self.statuses(), {"ACC-MPPS-1": "STARTED"})
+        self.assertIn(f"MPPS {wrong}: worklist item(s) ACC-MPPS-1 (STARTED) keep their status", self.server.log())
+        self.assertEqual(self.set(wrongEntry(), first).Status, 0x0000)
+        self.assertEqual(self.statuses(), {"ACC-MPPS-1": "SCHEDULED"})
+
     def test_wrongWorklistEntryIsScheduledAgain(self):
         """A step DISCONTINUED because the wrong worklist entry was selected
         (DCM 110514) leaves its item SCHEDULED: that procedure was not
@@ -242,13 +273,7 @@ class WorklistStatusTests(ModalityTestCase):
                                   ("ACC-MPPS-2", ("110502", "Patient refused to continue procedure"))):
             uid = generate_uid()
             self.assertEqual(self.create(inProgress(accession), uid).Status, 0x0000)
-            changes = completed()
-            changes.PerformedProcedureStepStatus = "DISCONTINUED"
-            code = Dataset()
-            code.CodeValue, code.CodeMeaning = reason
-            code.CodingSchemeDesignator = "DCM"
-            changes.PerformedProcedureStepDiscontinuationReasonCodeSequence = [code]
-            self.assertEqual(self.set(changes, uid).Status, 0x0000)
+            self.assertEqual(self.set(discontinued(reason), uid).Status, 0x0000)
         self.assertEqual(self.statuses(), {"ACC-MPPS-1": "SCHEDULED", "ACC-MPPS-2": "DISCONTINUED"})
         self.assertIn("worklist item(s) ACC-MPPS-1 now SCHEDULED", self.server.log())
         writeMessages(path, [orderMessage("MSG3", "ACC-MPPS-2", "PATMPPS2", "Other^Test", modality="CT")])
@@ -272,11 +297,7 @@ class WorklistStatusTests(ModalityTestCase):
         self.assertEqual(self.create(step, both).Status, 0x0000)
         self.assertEqual(self.create(inProgress("ACC-DONE"), right).Status, 0x0000)
         self.assertEqual(self.set(completed(), right).Status, 0x0000)
-        changes = completed()
-        changes.PerformedProcedureStepStatus = "DISCONTINUED"
-        code = Dataset()
-        code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = "110514", "DCM", "Incorrect worklist entry selected"
-        changes.PerformedProcedureStepDiscontinuationReasonCodeSequence = [code]
+        changes = wrongEntry()
         self.assertEqual(self.set(changes, both).Status, 0x0000)
         self.assertEqual(self.statuses(), {"ACC-DONE": "COMPLETED", "ACC-WRONG": "SCHEDULED"})
         log = self.server.log()

@@ -63,13 +63,17 @@ class DeviceChoice:
         passed or a quarter of the threshold has been written since."""
         if self.threshold <= 0 or len(self.devices) < 2:
             return self.current
-        with self._looking:
-            self._written += size
-            now = self.clock()
-            if (self._lookedAt is None or now - self._lookedAt >= self.interval
-                    or self._written > self.threshold // 4):
+        self._written += size  # a tally: one lost to a race only delays a look
+        now = self.clock()
+        if (self._lookedAt is not None and now - self._lookedAt < self.interval
+                and self._written <= self.threshold // 4):
+            return self.current
+        if self._looking.acquire(blocking=False):  # one thread looks (statvfs of every device, which a
+            try:                                   # hung NFS mount may hold); the others go on meanwhile
                 self._lookedAt, self._written = now, 0
                 self._choose()
+            finally:
+                self._looking.release()
         return self.current
 
     def spillFrom(self, device, size=0, error=None):

@@ -81,10 +81,9 @@ class MagDevice:
 
     def recover(self):
         """After a temporary file was found gone (the device folder replaced,
-        e.g. by an empty one): FileNotFoundError naming the device when its
-        folder is not there; else its temporary folder made again and the
+        e.g. by an empty one) while the device is there (its caller checked,
+        ``checkPresent``): its temporary folder made again and the
         reservoir, whose files went with the old folder, emptied."""
-        checkPresent(self)
         os.makedirs(self.tempDir, exist_ok=True)
         self._reservoir.clear()
 

@@ -5,6 +5,7 @@ none has room; one device, or a threshold of 0, looks at nothing."""
 import errno
 import os
 import shutil
+import threading
 
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial import unittest
@@ -32,6 +33,25 @@ class DeviceChoiceTests(unittest.TestCase):
     def checkDevice(self, device):
         if device.path in self.unwritable:
             raise self.unwritable[device.path]
+
+    def test_aLookUnderWayHoldsNoOtherStore(self):
+        """While one thread looks at the devices' free space (a statvfs a
+        hung NFS mount may hold), the others go on with the current device
+        instead of queueing behind it."""
+        looking, release = threading.Event(), threading.Event()
+
+        def slowFreeSpace(path):
+            looking.set()
+            release.wait(10)
+            return 100 * MEGABYTE
+        choice = DeviceChoice(self.devices, 30 * MEGABYTE, slowFreeSpace, lambda: self.now, self.checkDevice)
+        looker = threading.Thread(target=choice.check)
+        looker.start()
+        self.addCleanup(looker.join)
+        self.addCleanup(release.set)
+        self.assertTrue(looking.wait(10))
+        self.assertIs(choice.check(), self.devices[0])
+        self.assertTrue(looker.is_alive())
 
     def test_aFullDeviceSpillsOverToTheNext(self):
         self.assertIs(self.choice.check(), self.devices[0])

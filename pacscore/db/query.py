@@ -49,7 +49,10 @@ Matching per key, by the request's VR:
 
 Computed keys (when ``computedFields`` is on): the Number of Patient/Study/
 Series Related Studies/Series/Instances, ModalitiesInStudy and
-SOPClassesInStudy, as correlated subqueries of the same statement.
+SOPClassesInStudy, once per patient, study or series the answers hold (not
+once per answer: an image of a study of 10,000 has the study's values), by
+one statement per key after the answers are read, grouped by the entity's
+key among those of the answers (``_Computed``).
 
 Two hints keep SQLite (which has no statistics) on the right indexes: a PN
 value with a literal prefix also gets a range on ``lower(column)`` (the
@@ -106,6 +109,10 @@ _COUNTS = {
 # (at STUDY level and below: a series' or image's study).
 _LISTS = {MODALITIES_IN_STUDY: (2, MODALITY), SOP_CLASSES_IN_STUDY: (3, SOP_CLASS_UID)}
 COMPUTED_COUNTS, COMPUTED_LISTS = frozenset(_COUNTS), frozenset(_LISTS)
+
+# The entity keys one statement of a computed key's values asks for (SQLite
+# takes 999 bound parameters at least).
+_KEYS_PER_STATEMENT = 500
 
 # VRs whose values may contain a backslash (no value multiplicity).
 UNSPLIT_VRS = frozenset(("LT", "ST", "UT", "UR"))
@@ -199,6 +206,31 @@ def _numberKey(text):
     if number is None or not math.isfinite(number):
         return (1, 0.0, text or "")
     return (0, number, text)
+
+
+class _Computed(NamedTuple):
+    """A computed key: ``outer``, the column of the answers holding the key
+    of the entity (patient, study, series) whose value it is; ``statement``,
+    the SELECT of ``link`` (that key in the rows counted or listed) and the
+    value, over those rows; ``convert``, the value's text."""
+
+    outer: object
+    statement: object
+    link: object
+    convert: object
+
+    def values(self, connection, keys):
+        """``{key: text}`` for the entity ``keys`` (None: no entity, the
+        text of no rows), one statement per ``_KEYS_PER_STATEMENT`` keys,
+        grouped by key."""
+        keys = list(dict.fromkeys(keys))
+        asked = [key for key in keys if key is not None]
+        found = {}
+        for start in range(0, len(asked), _KEYS_PER_STATEMENT):
+            checkAbandoned()
+            chunk = asked[start:start + _KEYS_PER_STATEMENT]
+            found.update(connection.execute(self.statement.where(self.link.in_(chunk)).group_by(self.link)).all())
+        return {key: self.convert(found.get(key)) for key in keys}
 
 
 class _Table:
@@ -351,7 +383,7 @@ class _Statement:
         related = self._related(self.level if ancestor is None else ancestor, max(targets), min(targets))
         if related is None:
             return False
-        clause, aliases, where = related
+        clause, aliases, link, outer = related
         conditions = []
         for target, key, tag in keys:
             resolved = self.columnAt(target, tag)
@@ -360,32 +392,18 @@ class _Statement:
             column = aliases[target].c[resolved.column.name]
             conditions.append(matchCondition(self.offIndex(column), key, resolved.isMulti))
         self.conditions.append(select(literal_column("1")).select_from(clause)
-                               .where(where, *conditions).exists())
+                               .where(link == outer, *conditions).exists())
         return True
 
     # -- computed fields -------------------------------------------------
 
-    def related(self, ancestor, target, tag=None):
-        """``(from clause, column of tag in target, condition)`` for the rows
-        of level ``target`` below the ``ancestor`` entity of the current row,
-        on aliased tables; None when the layout cannot tell.  Needs
-        ``ancestor <= self.level``."""
-        related = self._related(ancestor, target)
-        if related is None:
-            return None
-        clause, aliases, condition = related
-        column = None
-        if tag is not None:
-            resolved = self.columnAt(target, tag)
-            if resolved is None:
-                return None
-            column = aliases[target].c[resolved.column.name]
-        return clause, column, condition
-
     def _related(self, ancestor, target, top=None):
-        """``(from clause, {level: aliased table}, condition)`` of ``related``,
-        the tables of the levels from ``target`` up to ``top`` (``target``
-        when None) joined at least."""
+        """``(from clause, {level: aliased table}, link, outer)`` for the rows
+        of level ``target`` below the ``ancestor`` entity of the current row,
+        on aliased tables, those of the levels from ``target`` up to ``top``
+        (``target`` when None) joined at least: ``link``, their column
+        holding the entity's key, ``outer``, the current row's; None when
+        the layout cannot tell.  Needs ``ancestor <= self.level``."""
         top = target if top is None else top
         keyTag = self.tables[ancestor].keyTag
         outer = self.resolve(keyTag)
@@ -403,30 +421,28 @@ class _Statement:
                                  == aliases[index - 1].c[parent.key.name])
             index -= 1
         linkName = self.tables[index].byTag[keyTag][0].name
-        condition = aliases[index].c[linkName] == outer.column
         self.use(outer.index)
-        return clause, aliases, condition
+        return clause, aliases, aliases[index].c[linkName], outer.column
 
     def computed(self, tag):
-        """``(expression, convert)`` of a computed key here, or None."""
+        """The ``_Computed`` of a computed key here, or None."""
+        if not _isComputedAt(tag, self.level):
+            return None
         if tag in _COUNTS:
-            ancestor, target = _COUNTS[tag]
-            if not _isComputedAt(tag, self.level):
-                return None
-            related = self.related(ancestor, target)
+            related = self._related(*_COUNTS[tag])
             if related is None:
                 return None
-            clause, _, where = related
-            expression = select(func.count()).select_from(clause).where(where)
-            return expression.scalar_subquery(), _countText
-        if tag in _LISTS and _isComputedAt(tag, self.level):
-            related = self.related(1, *_LISTS[tag])
-            if related is None:
-                return None
-            clause, column, where = related
-            expression = select(distinctValues(column)).select_from(clause).where(where, column != "")
-            return expression.scalar_subquery(), _listText
-        return None
+            clause, _, link, outer = related
+            return _Computed(outer, select(link, func.count()).select_from(clause), link, _countText)
+        target, listed = _LISTS[tag]
+        related = self._related(1, target)
+        resolved = self.columnAt(target, listed)
+        if related is None or resolved is None:
+            return None
+        clause, aliases, link, outer = related
+        column = aliases[target].c[resolved.column.name]
+        return _Computed(outer, select(link, distinctValues(column)).select_from(clause).where(column != ""),
+                         link, _listText)
 
 
 def _countText(value):
@@ -841,13 +857,13 @@ class IndexQuery:
         level, keys = levelIndex(level), list(keys)
         statement = _Statement(self, connection, level, level, keys, below)
         table = self.tables[level]
-        outputs = {}  # tag -> (expression, convert); the last key of a tag wins
+        outputs = {}  # tag -> (expression, _Computed or None); the last key of a tag wins
         for key in keys:
             if self._computes(key.tag, counts):
                 computed = statement.computed(key.tag)
                 if computed is not None:
                     statement.addKey(key)
-                    outputs[key.tag] = computed
+                    outputs[key.tag] = (computed.outer, computed)
                     continue
             if statement.addKey(key):
                 resolved = statement.resolve(key.tag)
@@ -867,13 +883,17 @@ class IndexQuery:
                  .order_by(*orderBy, table.key)
                  .limit(limit)
                  .offset(offset or None))
-        computed = [(n, outputs[tag][1]) for n, tag in enumerate(tags) if outputs[tag][1]]
-        results = []
+        rows = []
         for row in connection.execute(query):
             checkAbandoned()
+            rows.append(row)
+        computed = {n: outputs[tag][1].values(connection, (row[n] for row in rows))
+                    for n, tag in enumerate(tags) if outputs[tag][1]}
+        results = []
+        for row in rows:
             values = ["" if value is None else value for value in row]
-            for n, convert in computed:
-                values[n] = convert(row[n])
+            for n, texts in computed.items():
+                values[n] = texts[row[n]]
             results.append(dict(zip(tags, values)))
         return results
 

@@ -448,11 +448,12 @@ def _element(handle, tag):
     from the stored file when a script first asks for one of them."""
     dataset, context = handle.dataset, handle.context
     if tag >= FIRST_PIXEL_TAG and tag not in dataset and _isData(handle) and not context.isImport \
-            and context.filename and not any(later >= FIRST_PIXEL_TAG for later in dataset.keys()):
+            and context.filename and not context.pixelsRead:
         try:
             whole = readObject(context.filename)
         except (OSError, InvalidDicomError) as e:
             raise LuaApiError(f"the pixel data of {context.filename} cannot be read: {e}") from None
+        context.pixelsRead = True
         for element in whole:
             if element.tag >= FIRST_PIXEL_TAG:
                 dataset.add(element)
@@ -619,7 +620,9 @@ def _readInto(handle, name):
                       "(read it into newdicomobject())")
     handle.dataset.clear()
     handle.dataset.update(dataset)
-    if not ownObject:
+    if ownObject:
+        handle.context.pixelsRead = True  # Data has the file's pixels now, not the stored object's
+    else:
         handle.dataset.file_meta = dataset.file_meta  # x:Write writes the syntax read
     handle.context.changed = True
     return 1

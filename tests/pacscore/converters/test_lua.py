@@ -21,6 +21,7 @@ from pacscore.config.ini import DicomIni
 from pacscore.control.context import CommandError
 from pacscore.converters.context import (
     ConverterContext, ConverterServices, ConverterSyntaxError, Outcome)
+from pacscore.converters import lua
 from pacscore.converters.dicomrequests import DicomRequestError
 from pacscore.converters.elements import textOf
 from pacscore.converters.lua import DEFAULT_MAX_INSTRUCTIONS, LuaRuntime
@@ -899,6 +900,18 @@ class ObjectTests(unittest.TestCase):
         outcome, _, messages = runLua("print(#Data.PixelData, #Data:GetVR(0x7fe0, 0x10, true), Data.Rows)", context)
         self.assertEqual((outcome, messages), (Outcome.CONTINUE, [f"{KEY}: 16\t16\t512"]))
         self.assertFalse(context.changed)
+
+    def test_exportDataWithoutPixelsReadsTheFileOnce(self):
+        """An export converter's Data of an object with no pixel data (an
+        SR) reads the stored file once, however often a script asks."""
+        stored = os.path.join(self.workdir, "stored.dcm")
+        writePart10(patient(), stored)
+        context = makeContext(dcmread(stored, stop_before_pixels=True), kind="export", filename=stored)
+        reads = []
+        self.patch(lua, "readObject", lambda filename: reads.append(filename) or dcmread(filename))
+        outcome, _, messages = runLua(
+            "for i = 1, 5 do local x = Data.PixelData end print(Data:GetVR(0x7fe0, 0x10))", context)
+        self.assertEqual((outcome, messages, reads), (Outcome.CONTINUE, [f"{KEY}: nil"], [stored]))
 
     def test_exportDataWritesWhatTheScriptChanged(self):
         """Data:Write, writedicom and a later ``save to`` of an export

@@ -69,22 +69,35 @@ def formatted(fmt, *values, repeat=False):
     first values, with ``repeat`` the values again from the first as often
     as it has conversions left (as Conquest passes a listing's row, so that
     its templates skip values with ``%0.0s`` and show one twice); without
-    one, the values joined by spaces. Widths and precisions are at most
-    ``MAX_WIDTH``, conversions at most ``MAX_CONVERSIONS``."""
+    one, the values joined by spaces. See ``Format``."""
     if not fmt:
         return " ".join(str(v) for v in values)
-    template = fmt.replace("\\n", "\n").replace("\\t", "\t")
-    conversions = [match for match in _CONVERSION.finditer(template) if match.group() != "%%"]
-    if len(conversions) > MAX_CONVERSIONS:
-        raise CommandError(f"bad format {fmt[:80]!r}...: at most {MAX_CONVERSIONS} conversions")
-    if any(int(number) > MAX_WIDTH for match in conversions for number in match.groups() if number):
-        raise CommandError(f"bad format {fmt!r}: widths and precisions are at most {MAX_WIDTH}")
-    try:
-        if repeat and values:
-            values *= -(-len(conversions) // len(values))
-        return template % tuple(values[:len(conversions)])
-    except (TypeError, ValueError, OverflowError) as e:
-        raise CommandError(f"bad format {fmt!r}: {e}") from e
+    return Format(fmt).apply(values, repeat)
+
+
+class Format:
+    """A ``fmt`` checked once, to be applied to many rows: widths and
+    precisions at most ``MAX_WIDTH``, conversions at most
+    ``MAX_CONVERSIONS`` (else CommandError)."""
+
+    def __init__(self, fmt):
+        self.fmt = fmt
+        self.template = fmt.replace("\\n", "\n").replace("\\t", "\t")
+        conversions = [match for match in _CONVERSION.finditer(self.template) if match.group() != "%%"]
+        if len(conversions) > MAX_CONVERSIONS:
+            raise CommandError(f"bad format {fmt[:80]!r}...: at most {MAX_CONVERSIONS} conversions")
+        if any(int(number) > MAX_WIDTH for match in conversions for number in match.groups() if number):
+            raise CommandError(f"bad format {fmt!r}: widths and precisions are at most {MAX_WIDTH}")
+        self.conversions = len(conversions)
+
+    def apply(self, values, repeat=False):
+        """The line of ``values`` (see ``formatted``)."""
+        try:
+            if repeat and values:
+                values = values * -(-self.conversions // len(values))
+            return self.template % tuple(values[:self.conversions])
+        except (TypeError, ValueError, OverflowError) as e:
+            raise CommandError(f"bad format {self.fmt!r}: {e}") from e
 
 
 class ControlContext:

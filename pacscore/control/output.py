@@ -17,7 +17,7 @@ from html import escape
 
 from twisted.internet import defer
 
-from pacscore.control.context import CommandError, formatted
+from pacscore.control.context import CommandError, Format
 from pacscore.control.endpoint import fields
 
 MAX_ANSWER = 64 * 1024 * 1024  # characters of a command's text output (a listing's, a Lua chunk's print)
@@ -35,14 +35,14 @@ def pipeFields(arguments, count):
     return parts + [""] * (count - len(parts))
 
 
-def formatRow(fmt, values, html=False):
-    """One output line of ``values`` (strings or numbers), ``fmt`` taking
-    them as often as it asks (``formatted``'s ``repeat``); with ``html``
-    the strings HTML-escaped."""
+def formatRow(form, values, html=False):
+    """One output line of ``values`` (strings or numbers), the ``Format``
+    ``form`` taking them as often as it asks (``formatted``'s ``repeat``),
+    else tab-separated; with ``html`` the strings HTML-escaped."""
     if html:
         values = [escape(value) if isinstance(value, str) else value for value in values]
-    if fmt:
-        return formatted(fmt, *values, repeat=True)
+    if form:
+        return form.apply(values, repeat=True)
     return "\t".join("" if value is None else str(value) for value in values)
 
 
@@ -131,9 +131,10 @@ def deliverRows(context, fmt, rows, path):
 
 def _formatRows(fmt, rows, html):
     """In a worker: the lines of ``rows``."""
+    form = Format(fmt) if fmt else None
     lines, size = [], -1
     for row in rows:
-        lines.append(formatRow(fmt, row, html))
+        lines.append(formatRow(form, row, html))
         size += 1 + len(lines[-1])
         if size > MAX_ANSWER:
             raise CommandError(f"the listing makes more than {MAX_ANSWER} bytes, the most a command answers: "

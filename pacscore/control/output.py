@@ -122,11 +122,9 @@ def deliverRows(context, fmt, rows, path):
     page's output (not a file); the lines made, and joined for the output,
     in the I/O pool (a listing may have millions); CommandError past
     ``MAX_ANSWER`` characters."""
-    workers = context.archive.workers
     if path.strip():
-        d = workers.deferToWorker(_formatRows, fmt, rows, False)
-        return d.addCallback(lambda lines: deliver(context, lines, path))
-    return workers.deferToWorker(lambda: "\n".join(_formatRows(fmt, rows, context.html)))
+        return _toFile(context, path, lambda: _formatRows(fmt, rows, False))
+    return context.archive.workers.deferToWorker(lambda: "\n".join(_formatRows(fmt, rows, context.html)))
 
 
 def _formatRows(fmt, rows, html):
@@ -145,18 +143,24 @@ def _formatRows(fmt, rows, html):
 def deliver(context, lines, path):
     """Deferred of the command's output: the lines, or (with ``path``, relative
     to the working folder) a line saying where they were written."""
-    path = path.strip()
-    if not path:
+    if not path.strip():
         return defer.succeed("\n".join(lines))
-    target = outputPath(context, path)
-    d = context.archive.workers.deferToWorker(_write, target, lines)
-    d.addCallback(lambda _: f"{len(lines)} line(s) written to {target}")
-    return d.addErrback(_writeFailed, target)
+    return _toFile(context, path, lambda: lines)
 
 
-def _writeFailed(failure, path):
-    failure.trap(OSError)
-    raise CommandError(f"cannot write {path}: {failure.value.strerror or failure.value}")
+def _toFile(context, path, makeLines):
+    """Deferred of the line saying where the lines ``makeLines()`` gives were
+    written: in the I/O pool, ``path`` checked (``outputPath``: its
+    ``realpath`` calls may wait on a device's disk) before they are made."""
+    def toFile():
+        target = outputPath(context, path.strip())
+        lines = makeLines()
+        try:
+            _write(target, lines)
+        except OSError as e:
+            raise CommandError(f"cannot write {target}: {e.strerror or e}") from e
+        return f"{len(lines)} line(s) written to {target}"
+    return context.archive.workers.deferToWorker(toFile)
 
 
 def _write(path, lines):

@@ -4,14 +4,14 @@ own, ``Archive.luaChunks``, so that a chunk stuck in a C call, where
 ``LuaMaxInstructions`` does not count, holds up no storage and no other
 command; sandboxed unless ``LuaAllowUnsafe = 1``, stopped after
 ``LuaMaxInstructions``, with no ``Data``), what it prints the command's
-output (at most ``MAX_ANSWER`` characters: past them the chunk fails); a
+output (at most ``MAX_ANSWER`` bytes, ``AnswerLines``: past them the chunk fails); a
 chunk that fails fails the command, after what it printed.
 Conquest's ``--dolua:`` runs the chunk in the dgate process itself; a pacs
 dgate holds no archive, so both run it in the server."""
 
 from pacscore.control.arguments import ControlCommand
 from pacscore.control.context import CommandError
-from pacscore.control.output import MAX_ANSWER
+from pacscore.control.output import AnswerLines
 from pacscore.converters.context import ConverterContext
 from pacscore.converters.lua import LuaArguments, LuaFailure, LuaInlineCommand
 
@@ -28,7 +28,7 @@ class RunLua(ControlCommand):
 
 def _runChunk(archive, code, name):
     """In a worker: the lines ``code`` printed; CommandError when it failed."""
-    printed = _Printed()
+    printed = AnswerLines("it prints")
     context = ConverterContext("import", None, "", archive.aeTitle, services=archive.converterServices,
                                converterName=name)
     try:
@@ -38,24 +38,3 @@ def _runChunk(archive, code, name):
     if printed.tooMuch:  # the chunk caught print's error
         raise CommandError(f"Lua chunk failed: {printed.tooMuch}", output=printed.text())
     return printed.text()
-
-
-class _Printed:
-    """The lines a chunk printed, ``MAX_ANSWER`` characters at most: a
-    ``print`` past them fails (``tooMuch`` says why) and keeps nothing."""
-
-    def __init__(self):
-        self.lines = []
-        self.size = -1  # no newline before the first line
-        self.tooMuch = None
-
-    def append(self, text):
-        if self.tooMuch is None and self.size + 1 + len(text) > MAX_ANSWER:
-            self.tooMuch = f"it prints more than {MAX_ANSWER} bytes, the most a command answers"
-        if self.tooMuch is not None:
-            raise CommandError(self.tooMuch)
-        self.size += 1 + len(text)
-        self.lines.append(text)
-
-    def text(self):
-        return "\n".join(self.lines)

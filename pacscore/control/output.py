@@ -3,7 +3,7 @@ rows: Conquest's ``|``-separated arguments end in ``fmt`` and ``file``;
 each row is formatted with ``fmt`` (else its values tab-separated; a
 ``fmt`` with more conversions than the row has values takes them again, as
 Conquest's do) and the
-rows, ``MAX_ANSWER`` characters at most, go to ``file`` when one is named
+rows, ``MAX_ANSWER`` bytes at most (``AnswerLines``), go to ``file`` when one is named
 (written in the I/O pool), else to the command's output; output that goes
 into a web page (a scripted page's
 command line) has the values HTML-escaped, as they come from DICOM data,
@@ -20,7 +20,7 @@ from twisted.internet import defer
 from pacscore.control.context import CommandError, Format
 from pacscore.control.endpoint import fields
 
-MAX_ANSWER = 64 * 1024 * 1024  # characters of a command's text output (a listing's, a Lua chunk's print)
+MAX_ANSWER = 64 * 1024 * 1024  # bytes (UTF-8) of a command's text output (a listing's, a Lua chunk's print)
 
 # The dicom.ini keys of endpoints and their fields that name a key or certificate file.
 _ENDPOINT_KEYS = ("DICOMTLSEndpoint", "WebEndpoint", "HL7Endpoint", "ControlEndpoint")
@@ -121,7 +121,7 @@ def deliverRows(context, fmt, rows, path):
     """``deliver`` of ``rows`` each made a line by ``fmt``, escaped for a web
     page's output (not a file); the lines made, and joined for the output,
     in the I/O pool (a listing may have millions); CommandError past
-    ``MAX_ANSWER`` characters."""
+    ``MAX_ANSWER`` bytes."""
     if path.strip():
         return _toFile(context, path, lambda: _formatRows(fmt, rows, False))
     return context.archive.workers.deferToWorker(lambda: "\n".join(_formatRows(fmt, rows, context.html)))
@@ -130,14 +130,36 @@ def deliverRows(context, fmt, rows, path):
 def _formatRows(fmt, rows, html):
     """In a worker: the lines of ``rows``."""
     form = Format(fmt) if fmt else None
-    lines, size = [], -1
+    lines = AnswerLines("the listing makes", ": select fewer rows or a shorter format")
     for row in rows:
         lines.append(formatRow(form, row, html))
-        size += 1 + len(lines[-1])
-        if size > MAX_ANSWER:
-            raise CommandError(f"the listing makes more than {MAX_ANSWER} bytes, the most a command answers: "
-                               f"select fewer rows or a shorter format")
-    return lines
+    return lines.lines
+
+
+class AnswerLines:
+    """The lines of a command's text output, ``MAX_ANSWER`` bytes at most
+    as they go to the client (UTF-8, a newline between two lines): an
+    ``append`` past them fails, and so does any after it (``tooMuch`` says
+    why), keeping nothing; ``what`` (``"the listing makes"``) and
+    ``advice`` make that message."""
+
+    def __init__(self, what, advice=""):
+        self.lines = []
+        self.tooMuch = None
+        self._what, self._advice = what, advice
+        self._size = -1  # no newline before the first line
+
+    def append(self, text):
+        size = self._size + 1 + len(text.encode("utf-8", "backslashreplace"))
+        if self.tooMuch is None and size > MAX_ANSWER:
+            self.tooMuch = f"{self._what} more than {MAX_ANSWER} bytes, the most a command answers"
+        if self.tooMuch is not None:
+            raise CommandError(self.tooMuch + self._advice)
+        self._size = size
+        self.lines.append(text)
+
+    def text(self):
+        return "\n".join(self.lines)
 
 
 def deliver(context, lines, path):

@@ -5,7 +5,7 @@ import threading
 from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
-from pacscore.control import luachunks
+from pacscore.control import output
 from pacscore.control.context import CommandError
 from plugins import pacs_control_server as commands
 from tests.pacscore.control.running import RunningArchive
@@ -57,7 +57,7 @@ class LuaChunkTests(unittest.TestCase):
     def test_printedOutputIsCapped(self):
         """What a chunk prints is at most MAX_ANSWER bytes: past them the
         chunk fails, saying so, with what it printed before."""
-        self.patch(luachunks, "MAX_ANSWER", 10)
+        self.patch(output, "MAX_ANSWER", 10)
         self.assertEqual((yield self.running.run(commands.lua, "print('1234'); print('1234')")), "1234\n1234")
         error = yield self.assertFailure(
             self.running.run(commands.lua, "print('1234'); print('1234'); print('x'); print('never')"), CommandError)
@@ -65,3 +65,13 @@ class LuaChunkTests(unittest.TestCase):
         self.assertEqual(error.output, "1234\n1234")
         error = yield self.assertFailure(self.running.run(commands.lua, "pcall(print, ('x'):rep(11))"), CommandError)
         self.assertIn("prints more than 10 bytes", str(error))
+
+    @defer.inlineCallbacks
+    def test_printedOutputIsCappedInBytes(self):
+        """MAX_ANSWER counts the UTF-8 bytes that go to the client, not
+        characters: 'é' is two."""
+        self.patch(output, "MAX_ANSWER", 10)
+        self.assertEqual((yield self.running.run(commands.lua, "print('éééé'); print('x')")), "éééé\nx")
+        error = yield self.assertFailure(self.running.run(commands.lua, "print('éééé'); print('é')"), CommandError)
+        self.assertIn("prints more than 10 bytes", str(error))
+        self.assertEqual(error.output, "éééé")

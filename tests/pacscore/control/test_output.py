@@ -104,7 +104,7 @@ class AnswerSizeTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_aListingIsAtMostMaxAnswer(self):
         """A listing's formatted rows, to the output or to a file, are at
-        most MAX_ANSWER characters: past them the command fails, saying so."""
+        most MAX_ANSWER bytes: past them the command fails, saying so."""
         yield self.running.store(generateCorpus(os.path.abspath(self.mktemp()), patients=3, studiesPerPatient=1, seriesPerStudy=1,
                                                 imagesPerSeries=1))
         arguments = "DICOMPatients|PatientID||%s|"

@@ -15,7 +15,7 @@ import os
 from twisted.internet import defer
 
 from pacscore.control.context import CommandError, NotDICOM
-from pacscore.control.output import ownFolders
+from pacscore.control.output import inFolders, ownFolders
 from pacscore.storage.regularfiles import SkippedFiles, hidden, isRegularFile
 
 CONCURRENCY = 4
@@ -37,13 +37,13 @@ def folderFiles(folder, skip=SkippedFiles(), own=frozenset()):
     ``SkippedFiles`` of the index database's) left out; ``(path, why)`` of the
     folders that could not be listed.  CommandError when ``folder`` is in
     one of ``own``."""
-    if _inside(folder, own):
+    if inFolders(folder, own):
         raise CommandError(f"{folder} is {OWN_FOLDER}: not a folder to import")
     found, unreadable, owned = [], [], []
     visited = set()
 
     def walked(path):
-        if _inside(path, own):
+        if inFolders(path, own):
             owned.append((path, OWN_FOLDER))
             return False
         return firstVisit(path)
@@ -66,7 +66,7 @@ def folderFiles(folder, skip=SkippedFiles(), own=frozenset()):
     for root, folders, names in os.walk(folder, onerror=cannotList, followlinks=True):
         folders[:] = [name for name in sorted(folders) if not hidden(name) and walked(os.path.join(root, name))]
         for path in (os.path.join(root, name) for name in sorted(names)):
-            if _inside(path, own):
+            if os.path.islink(path) and inFolders(path, own):  # the folders walked are none of own
                 owned.append((path, OWN_FILE))
             elif path not in skip:
                 try:
@@ -75,12 +75,6 @@ def folderFiles(folder, skip=SkippedFiles(), own=frozenset()):
                     regular = False
                 found.append((path, regular))
     return found, unreadable, owned
-
-
-def _inside(path, folders):
-    """Whether the real path of ``path`` is one of ``folders`` (real paths) or under one."""
-    real = os.path.realpath(path)
-    return any(real == folder or real.startswith(os.path.join(folder, "")) for folder in folders)
 
 
 async def _outcome(store, path, regular):

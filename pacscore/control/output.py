@@ -58,9 +58,7 @@ def outputPath(context, text):
                            "(LuaAllowUnsafe = 1 allows it)")
     archive = context.archive
     path = archive.configuration.resolvePath(text)
-    real = os.path.realpath(path)
-    if any(real.startswith(os.path.join(folder, "")) for folder in ownFolders(archive)) or \
-            real in _ownFiles(archive):
+    if inFolders(path, ownFolders(archive)) or os.path.realpath(path) in _ownFiles(archive):
         raise CommandError(f"{path} is one of the archive's own files (configuration, index, logs, "
                            "WebUsers, MAG or mirror device, HL7 drop folder)")
     return path
@@ -74,6 +72,12 @@ def inputPath(archive, text):
     if os.path.realpath(path) in archive.databaseFiles:
         raise CommandError(f"{path} is the archive's index database, not a file to read")
     return path
+
+
+def inFolders(path, folders):
+    """Whether the real path of ``path`` is one of ``folders`` (real paths) or under one."""
+    real = os.path.realpath(path)
+    return any(real == folder or real.startswith(os.path.join(folder, "")) for folder in folders)
 
 
 def ownFolders(archive):

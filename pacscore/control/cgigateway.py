@@ -177,7 +177,8 @@ def _ask(connection, method, path, body, headers):
 def runCGI(ini, environ, stdin, write):
     """Pass the CGI request on to the server's web interface; 0, or 1 when
     no server answered (the web server still gets a 502 answer), the POST
-    body ended early (a 400) or the server's answer broke off."""
+    body was bad (it ended early, or ``CONTENT_LENGTH`` is no length: a
+    400) or the server's answer broke off."""
     try:
         secure, host, port, source = _webInterface(ini)
     except ValueError as e:

@@ -189,9 +189,10 @@ class _Listing(ControlCommand):
 async def findContaining(source, level, columns, searched, text, fixed=()):
     """``[{tag: value}]`` of the ``columns`` ((tag, vr), ...) of the
     entities at ``level`` one of whose ``searched`` tags contains ``text``
-    (all when it is empty), or whose ID or UID (``IDENTIFIERS`` among the
-    columns) is a ``text`` that is a UID, or, for ``=text``, is that text
-    exactly; each once, that also match the ``fixed`` keys."""
+    (all when it is empty), or whose study or series UID (``IDENTIFIERS``
+    among the columns, not the patient ID) is ``text``, when that is a UID
+    with a dot, or whose ID or UID, for ``=text``, is that text exactly;
+    each once, that also match the ``fixed`` keys."""
     unique = UNIQUE[level]
     identifiers = [tag for tag, _ in columns if tag in IDENTIFIERS]
     if text.startswith("="):

@@ -26,7 +26,7 @@ from twisted.logger import Logger
 
 from pacscore.db.errors import IndexTimeout
 from pacscore.db.worklistitems import ORDER_CONTROLS, OrderRefused
-from pacscore.hl7.message import HL7Error, ack, controlIdOf, isVersion2, parseMessage
+from pacscore.hl7.message import HL7Error, ack, isVersion2, parseMessage, salvage
 
 ORDER_MESSAGES = {"ORM": "O01", "OMG": "O19", "OMI": "O23"}
 
@@ -70,26 +70,27 @@ class WorklistIntake:
     def process(self, raw, forPeer=False):
         """Deferred firing with the ``Outcome`` of one raw message;
         ``forPeer``: a sender waits on it (``WorklistItems.apply``)."""
-        return self.inThread(self._read, raw).addCallback(self._apply, raw, forPeer)
+        return self.inThread(self._read, raw).addCallback(self._apply, forPeer)
 
     def _read(self, raw):
-        """In ``inThread``: ``(message or None, orders or None, HL7Error,
-        OrderRefused or None)``."""
+        """In ``inThread``: ``(message, orders or None, HL7Error,
+        OrderRefused or None)``, the message ``Salvaged`` when it did not
+        parse."""
         try:
             message = parseMessage(raw)
         except HL7Error as e:
-            return None, None, e
+            return salvage(raw), None, e
         try:
             return message, self._orders(message), None
         except (HL7Error, OrderRefused) as e:
             return message, None, e
 
-    def _apply(self, read, raw, forPeer):
+    def _apply(self, read, forPeer):
         message, orders, error = read
         if isinstance(error, OrderRefused):
             return self._error(message, error)
         if error is not None:
-            return self._reject(message, raw, str(error), error.code)
+            return self._reject(message, str(error), error.code)
         try:
             applying = self.items.apply(orders, forPeer)
         except OrderRefused as e:
@@ -133,11 +134,11 @@ class WorklistIntake:
         if failure.check(OrderRefused):
             return self._error(message, failure.value)
         if failure.check(IndexTimeout):  # logged by the writer
-            return self._reject(message, message.raw, f"database not available ({failure.value}): not applied, "
-                                                      f"send it again later", APPLICATION_ERROR)
+            return self._reject(message, f"database not available ({failure.value}): not applied, "
+                                         f"send it again later", APPLICATION_ERROR)
         self.log.failure("HL7 {controlId}: applying the orders failed", failure, controlId=message.controlId)
-        return self._reject(message, message.raw, f"worklist update failed ({failure.type.__name__}): "
-                                                  f"not applied, send it again later", APPLICATION_ERROR)
+        return self._reject(message, f"worklist update failed ({failure.type.__name__}): "
+                                     f"not applied, send it again later", APPLICATION_ERROR)
 
     def _error(self, message, refusal):
         self._count("hl7Errors")
@@ -145,8 +146,8 @@ class WorklistIntake:
         self.log.warn("HL7 {controlId} not applied (AE): {text}", controlId=message.controlId, text=text)
         return Outcome("AE", text, ack(message, "AE", text, refusal.code, application=self.application))
 
-    def _reject(self, message, raw, text, code):
+    def _reject(self, message, text, code):
+        """The AR of ``message``, a ``Message`` or the ``Salvaged`` of one."""
         self._count("hl7Errors")
-        controlId = message.controlId if message is not None else controlIdOf(raw) or "?"
-        self.log.warn("HL7 {controlId} rejected (AR): {text}", controlId=controlId, text=text)
-        return Outcome("AR", text, ack(message, "AR", text, code, application=self.application, raw=raw))
+        self.log.warn("HL7 {controlId} rejected (AR): {text}", controlId=message.controlId or "?", text=text)
+        return Outcome("AR", text, ack(message, "AR", text, code, application=self.application))

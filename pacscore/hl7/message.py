@@ -5,7 +5,8 @@
 ``PID.5``, ``OBR.4.1``), decoding them in the character set MSH-18 names.
 ``splitMessages`` cuts a file holding several messages into single ones,
 ``isHL7`` tells such a file from another by its first bytes.
-``ack`` builds an original-mode ACK, also for bytes that could not be parsed.
+``ack`` builds an original-mode ACK, also for bytes that could not be parsed
+(what ``salvage`` reads of them).
 ``isVersion2`` tells the MSH-12 versions we read (2.1 to 2.9, with any
 release: 2.3.1, 2.5.1); the others are answered in ours, 2.5.
 """
@@ -419,8 +420,9 @@ class UniqueNumbers:
 uniqueNumber = UniqueNumbers()
 
 
-class _Salvaged(NamedTuple):
-    """What ``ack`` needs from the message it answers."""
+class Salvaged(NamedTuple):
+    """What ``ack`` needs from the message it answers (``salvage``: of one
+    that could not be parsed)."""
 
     delimiters: Delimiters
     sender: list            # MSH-3 components
@@ -434,12 +436,13 @@ class _Salvaged(NamedTuple):
 
 def _fromMessage(message):
     msh = message.segments[0]
-    return _Salvaged(msh.delimiters._replace(codec=message.encoding), msh.components(3), msh.components(4), message.triggerEvent,
-                     message.controlId, message.processingId, message.version, message.charset)
+    return Salvaged(msh.delimiters._replace(codec=message.encoding), msh.components(3), msh.components(4), message.triggerEvent,
+                    message.controlId, message.processingId, message.version, message.charset)
 
 
-def _fromRaw(raw):
-    """A lenient byte-level reading of the first MSH in ``raw``; never raises."""
+def salvage(raw):
+    """A ``Salvaged``: a lenient byte-level reading of the first MSH in
+    ``raw``, bytes that did not parse; never raises."""
     raw = raw or b""
     start = raw.find(b"MSH")
     msh = _SEGMENT_END.split(raw[start:], 1)[0] if start >= 0 else b""
@@ -465,28 +468,22 @@ def _fromRaw(raw):
         parts = components(number)
         return parts[part] if part < len(parts) else ""
 
-    return _Salvaged(Delimiters(codec=codec), components(3), components(4), value(9, 1).rstrip(" "),
-                     value(10), value(11).rstrip(" "), value(12).rstrip(" "), charset)  # blanks: as Message
+    return Salvaged(Delimiters(codec=codec), components(3), components(4), value(9, 1).rstrip(" "),
+                    value(10), value(11).rstrip(" "), value(12).rstrip(" "), charset)  # blanks: as Message
 
 
-def controlIdOf(raw):
-    """MSH-10 of bytes that did not parse, read as ``ack`` reads it for MSA-2."""
-    return _fromRaw(raw).controlId
-
-
-def ack(message, code, text="", errorCode=None, application="PACS", facility="", raw=None):
-    """An original-mode ACK (bytes, no MLLP framing) answering ``message``.
+def ack(message, code, text="", errorCode=None, application="PACS", facility=""):
+    """An original-mode ACK (bytes, no MLLP framing) answering ``message``,
+    a ``Message``, or the ``Salvaged`` of one that could not be parsed.
 
     ``code`` is AA, AE or AR; for AE and AR, ``text`` goes to MSA-3 and an
     ERR segment carries ``errorCode`` (table 0357, default 207), both in
     ERR-1 as v2.3 and v2.4 want it (``^^^code&text&HL70357``) and in the
-    ERR-3 of v2.5 (which keeps ERR-1 for backward compatibility).  When the
-    message could not be parsed pass ``message=None`` and its ``raw`` bytes:
-    the fields the ACK needs are then salvaged as well as can be.  The ACK is
+    ERR-3 of v2.5 (which keeps ERR-1 for backward compatibility).  The ACK is
     encoded in the message's character set, whose MSH-18 it repeats, and in
     its version (MSH-12) when that is one of v2, else in ours.
     """
-    source = _fromMessage(message) if message is not None else _fromRaw(raw)
+    source = message if isinstance(message, Salvaged) else _fromMessage(message)
     ours = Delimiters(codec=source.delimiters.codec)
 
     escaped = ours.escapeText

@@ -227,8 +227,8 @@ class MLLPProtocol(protocol.Protocol, policies.TimeoutMixin):
     def _handlerFailed(self, failure, raw):
         self.factory.count("hl7Errors")
         self.log.failure("{peer}: the HL7 handler failed, answering AR", failure, peer=self.peerName())
-        return message.ack(None, "AR", "internal error while handling the message", 207,
-                           application=self.factory.application, raw=raw)
+        return message.ack(message.salvage(raw), "AR", "internal error while handling the message", 207,
+                           application=self.factory.application)
 
     def _answer(self, ackBytes):
         if self.connected:
@@ -245,8 +245,8 @@ class MLLPProtocol(protocol.Protocol, policies.TimeoutMixin):
     def _rejectTooLarge(self):
         limit = self.factory.maxMessageSize
         self.transport.write(frame(message.ack(
-            None, "AR", f"message larger than {limit} bytes", 207, application=self.factory.application,
-            raw=self._tooLarge)))
+            message.salvage(self._tooLarge), "AR", f"message larger than {limit} bytes", 207,
+            application=self.factory.application)))
         self._tooLarge = None
         self.transport.loseConnection()
 

@@ -5,7 +5,7 @@ import re
 from twisted.trial import unittest
 
 from pacscore.hl7.message import (
-    HL7Error, UniqueNumbers, ack, charsetCodec, isHL7, parseMessage, splitMessages)
+    HL7Error, UniqueNumbers, ack, charsetCodec, isHL7, parseMessage, salvage, splitMessages)
 from tests.pacscore.hl7.samples import PID, encoded, msh, obr, orc, orm, segment
 
 
@@ -370,27 +370,27 @@ class AckTests(unittest.TestCase):
     def test_salvagedFromRawBytes(self):
         raw = (b"MSH|^~\\&|LAB|WARD 3|PACS||2026||ORM^O01|CTRL42|P|2.4|||||DEU|8859/1\r"
                b"PID|1||\xff\xfe||M\xfcller")
-        reply = self.parseAck(ack(None, "AR", "bad", 102, raw=raw))
+        reply = self.parseAck(ack(salvage(raw), "AR", "bad", 102))
         self.assertEqual(reply.value("MSA", 2), "CTRL42")
         self.assertEqual([reply.value("MSH", n) for n in (5, 6, 9, 12, 18)],
                          ["LAB", "WARD 3", "ACK^O01^ACK", "2.4", "8859/1"])
         self.assertEqual(reply.value("ERR", 3, 0), "102")
 
     def test_salvageOtherSeparator(self):
-        reply = self.parseAck(ack(None, "AR", "x", raw=b"junk\x0bMSH#@~\\&#SRC##X##9##ADT@A01#ID7#P#2.3"))
+        reply = self.parseAck(ack(salvage(b"junk\x0bMSH#@~\\&#SRC##X##9##ADT@A01#ID7#P#2.3"), "AR", "x"))
         self.assertEqual(reply.value("MSA", 2), "ID7")
         self.assertEqual(reply.value("MSH", 5), "SRC")
         self.assertEqual(reply.value("MSH", 9), "ACK^A01^ACK")
 
     def test_unsupportedCharsetNotRepeated(self):
-        reply = self.parseAck(ack(None, "AR", "charset", 207, raw=msh(charset="KLINGON").encode("ascii")))
+        reply = self.parseAck(ack(salvage(msh(charset="KLINGON").encode("ascii")), "AR", "charset", 207))
         self.assertEqual(reply.value("MSA", 1), "AR")
         self.assertEqual(reply.value("MSH", 18), "")
 
     def test_salvageNeverRaises(self):
         for raw in [None, b"", b"garbage", b"MSH", b"MSH|", b"MSH|^~\\&|\xff|||||||\xff\xfe|||||||KLINGON",
                     b"\x00" * 50, b"MSHX^~\\&|A"]:
-            reply = self.parseAck(ack(None, "AR", "unreadable", raw=raw))
+            reply = self.parseAck(ack(salvage(raw), "AR", "unreadable"))
             self.assertEqual(reply.value("MSA", 1), "AR", raw)
 
 

@@ -238,14 +238,21 @@ def _pixelDataAt(source, transferSyntax):
     return None if found < 0 else found
 
 
+def checkFile(path):
+    """Check that the Part-10 file ``path`` reads to its end: OSError
+    (missing, unreadable), DatasetError (not Part-10) or Damaged (its data
+    set truncated or damaged) when it does not."""
+    with openRegularFile(path) as f:
+        syntax, _, offset = readFileMeta(f)
+        f.seek(offset)
+        checkWhole(f, syntax)
+
+
 def fileError(path):
-    """Why the Part-10 file ``path`` is unusable (missing, not Part-10,
-    truncated or damaged data set), or None when it reads to its end."""
+    """Why the Part-10 file ``path`` is unusable (``checkFile``), or None
+    when it reads to its end."""
     try:
-        with openRegularFile(path) as f:
-            syntax, _, offset = readFileMeta(f)
-            f.seek(offset)
-            checkWhole(f, syntax)
+        checkFile(path)
     except (OSError, DatasetError) as e:
         return str(e) or type(e).__name__
     return None

@@ -25,7 +25,6 @@ from pacscore.storage import part10
 from pacscore.storage.attributes import SPECIFIC_CHARACTER_SET, DatasetError, readAttributes
 from pacscore.storage.mirror import Mirrors
 from pacscore.storage.part10 import MEDIA_STORAGE_SOP_CLASS_UID, Damaged, checkWhole, readFileMeta
-from pacscore.storage.regularfiles import openRegularFile
 
 HEADER_READ = 4096  # bytes read at once to find a file's transfer syntax and data set: its meta and more
 RELOCATIONS = 3  # how often a file found gone is looked for again under the name the index gives it now
@@ -223,10 +222,15 @@ class ObjectReader:
         try:
             return self._loadFile(held, path, largest)
         except DatasetError as e:
-            copy = self._wholeCopy(held.deviceName, held.objectFile, path, e)
+            copy = self._mirrorCopy(held.deviceName, held.objectFile, path)
             if copy is None:
                 raise
-            return self._loadFile(held, copy, largest)
+            try:
+                loaded = self._loadFile(held, copy, largest)
+            except (OSError, DatasetError):
+                raise e from None
+            self._readInstead(path, e, copy)
+            return loaded
 
     def _loadFile(self, held, path, largest):
         """``_load`` of the file ``path``."""
@@ -248,32 +252,32 @@ class ObjectReader:
         finally:
             os.close(fd)
 
-    def _wholeCopy(self, deviceName, objectFile, path, error):
+    def _mirrorCopy(self, deviceName, objectFile, path):
         """The mirror copy of the file ``path`` (``objectFile`` of
-        ``deviceName``), which cannot be read for ``error``, when there is
-        one that reads to its end (logged), else None."""
+        ``deviceName``), or None when there is none."""
         copy = self.mirrors.path(deviceName, objectFile) if deviceName else None
-        if copy is None or copy == path or part10.fileError(copy) is not None:
-            return None
+        return None if copy == path else copy
+
+    def _readInstead(self, path, error, copy):
+        """Log that the mirror copy ``copy`` is read as ``path`` cannot be, for ``error``."""
         self.log.warn("{path} cannot be read ({error}): its mirror copy {copy} is read instead", path=path,
                       error=error, copy=copy)
-        return copy
 
     def intact(self, path):
         """In the I/O pool: ``path``, the file of a stored object (an
         ``IndexedPath``), when it reads to its end, else its mirror copy
         when that one does (logged); Damaged (or OSError) when neither."""
         try:
-            with openRegularFile(path) as f:
-                syntax, _, offset = readFileMeta(f)
-                f.seek(offset)
-                checkWhole(f, syntax)
+            part10.checkFile(path)
             return path
         except DatasetError as e:
             instance = getattr(path, "instance", None)
-            copy = None if instance is None else self._wholeCopy(instance.deviceName, instance.objectFile, path, e)
-            if copy is None:
+            copy = None if instance is None else self._mirrorCopy(instance.deviceName, instance.objectFile, path)
+            if copy is None or part10.fileError(copy) is not None:
+                if isinstance(e, Damaged):
+                    raise
                 raise Damaged(str(e)) from e
+            self._readInstead(path, e, copy)
             return IndexedPath(copy, instance)
 
     def _located(self, held, path, fd, size):

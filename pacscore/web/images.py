@@ -19,7 +19,7 @@ from pacscore.web.answering import clientLeft
 from pacscore.web.answers import Answer, StreamAnswer, WebError, htmlAnswer
 from pacscore.web.html import SCRIPT, Markup, image, join, link, text, url
 from pacscore.web.objects import onFile, sliceReference, storedPath
-from pacscore.web.objectstream import unchangedStream
+from pacscore.web.objectstream import intactFile, unchangedStream
 
 PICTURES = {"gif": (gifImage, "image/gif"), "bmp": (bmpImage, "image/bmp"), "jpg": (jpegImage, "image/jpeg"),
             "jpeg": (jpegImage, "image/jpeg"), "png": (pngImage, "image/png")}
@@ -111,7 +111,7 @@ def compressionCode(code):
 
 
 async def dicom(archive, parameters):
-    path = await _slicePath(archive, parameters)
+    path = await intactFile(archive, await _slicePath(archive, parameters))
     code, size = compressionCode(parameters.get("compress")), parameters.number("dsize", 0)
     headers = (("Content-Disposition", "attachment; filename=\"file.dcm\""),)
     streamed = None if size else await unchangedStream(archive, path, code)

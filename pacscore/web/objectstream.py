@@ -3,7 +3,8 @@
 file as it is when it is in the syntax asked for (or when the compression
 code asked for leaves it so), a large one converted file to file into a
 little endian syntax, else made whole with the syntax's compression
-code; never a file cut short or damaged (``intactFile``)."""
+code.  Never a file cut short or damaged: each caller checks the file
+once (``intactFile``) and passes on the one it returns."""
 
 import io
 
@@ -31,10 +32,7 @@ async def objectStream(archive, path, wanted, code, change=None, quality=None):
     large one converted file to file into a little endian syntax and read
     from there, else made whole with the syntax's code (a lossy one of
     ``quality``, None: LossyQuality). ``change(dataset)``, when given,
-    changes it first (never sent as stored then).  A file that does not
-    read to its end is sent from its mirror copy, else Unreadable
-    (``intactFile``)."""
-    path = await intactFile(archive, path)
+    changes it first (never sent as stored then)."""
     if not change:
         read, started = await onCurrentFile(archive, path, startAsStored, wanted, CHUNK)
         if started is not None:
@@ -54,9 +52,8 @@ async def objectStream(archive, path, wanted, code, change=None, quality=None):
 
 async def unchangedStream(archive, path, code):
     """``(transfer syntax, chunks)`` of a stored object read 1 MB at a time
-    when the compression ``code`` leaves it as it is, else None
-    (``intactFile`` first)."""
-    read, started = await onCurrentFile(archive, await intactFile(archive, path), _startUnchanged, code)
+    when the compression ``code`` leaves it as it is, else None."""
+    read, started = await onCurrentFile(archive, path, _startUnchanged, code)
     return None if started is None else _asStored(archive, read, started)
 
 

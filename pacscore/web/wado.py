@@ -38,7 +38,7 @@ from pacscore.web.answers import Answer, StreamAnswer, WebError, htmlAnswer
 from pacscore.web.html import Markup
 from pacscore.web.images import picture
 from pacscore.web.objects import onFile, storedPath, uid
-from pacscore.web.objectstream import objectStream
+from pacscore.web.objectstream import intactFile, objectStream
 
 PICTURE_TYPES = {"image/jpeg": "jpg", "image/jpg": "jpg", "image/gif": "gif", "image/png": "png",
                  "image/bmp": "bmp", "image/*": "jpg", "*/*": "jpg"}
@@ -129,6 +129,7 @@ async def answer(archive, parameters, request):
         name = "anonymized" if anonymize else sop
         headers = (("Content-Disposition", f"attachment; filename=\"{name}.dcm\""),)
         change = basicProfile(archive.converterServices.uidMap) if anonymize else None
+        path = await intactFile(archive, path)
         # streamed: as stored, converted file to file (anonymized too), or made whole; a syntax
         # no code writes only for an object stored in it
         streamed = await objectStream(archive, path, syntax, SYNTAX_CODES.get(syntax, "as"), change, quality)

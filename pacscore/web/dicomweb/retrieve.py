@@ -41,7 +41,7 @@ from pacscore.web.dicomweb.instancefiles import (
 from pacscore.web.dicomweb.search import hexTag
 from pacscore.web.images import picture
 from pacscore.web.objects import CannotShow, MissingFrame, Unreadable, onFile
-from pacscore.web.objectstream import AS_STORED, objectStream
+from pacscore.web.objectstream import AS_STORED, intactFile, objectStream
 from pacscore.web.wado import SYNTAX_CODES
 
 log = Logger()
@@ -152,7 +152,8 @@ async def _objectChunks(archive, path, accepted, choices):
     of ``choices`` (``_objectChoices`` of ``accepted``) it can go in, or
     None: one whose codec fails (a 32-bit image in JPEG 2000) is logged and
     the next tried, and so is ``*`` when ``accepted`` refuses the syntax
-    the object is stored in."""
+    the object is stored in.  Its file checked first (``intactFile``)."""
+    path = await intactFile(archive, path)
     for wanted, code, media in choices:
         try:
             made = await objectStream(archive, path, wanted, code)

@@ -587,8 +587,9 @@ class RetrieveTests(DicomWebTestCase):
     @defer.inlineCallbacks
     def test_damagedFiles(self):
         """A file cut short behind pacs's back is never sent as it is: a 500
-        for the instance (WADO-RS and WADO-URI), left out of its series,
-        each time with a log line naming the file."""
+        for the instance (WADO-RS, WADO-URI and the ``dicom`` page, made
+        smaller too), left out of its series, each time with a log line
+        naming the file."""
         image = self.corpus[0]
         (damaged, path), (whole, _) = yield self.seriesFiles(image)
         with open(path, "r+b") as f:
@@ -602,9 +603,11 @@ class RetrieveTests(DicomWebTestCase):
             uri = yield self.fetch(f"{self.root}/wado?requestType=WADO&studyUID={image.studyUID}"
                                    f"&seriesUID={image.seriesUID}&objectUID={damaged}&contentType=application/dicom")
             self.assertEqual(uri.code, 500)
+            page = yield self.fetch(f"{self.root}/cgi-bin/dgate?mode=dicom&slice=:{damaged}&dsize=16")
+            self.assertEqual(page.code, 500)
         lines = [formatEvent(event) for event in events]
         self.assertEqual(len([line for line in lines if line.startswith(f"web: cannot read {path}: truncated or "
-                                                                        "damaged: element (7FE0,0010)")]), 3)
+                                                                        "damaged: element (7FE0,0010)")]), 4)
         self.assertTrue(any(line.startswith(f"WADO-RS: {damaged} left out") for line in lines))
 
     def queryKey(self, uid, tag=SERIES_INSTANCE_UID):

@@ -19,7 +19,8 @@ When dicom.sql gives the worklist a Scheduled Procedure Step Status
 (0040,0020) column, a new item is SCHEDULED (unless its order says
 otherwise) and ``markPerformed`` sets it from the modality's MPPS
 (``pacscore.dicom.mpps``), so a worklist query can leave out started items;
-given the status they must have (``only``), it leaves the others as they are.
+given ``changeable``, a test of an item's current status, it marks only the
+items it is true of and leaves the others as they are (``Marked.kept``).
 A NW re-sent for a DISCONTINUED item (the RIS ordering it again) makes it
 SCHEDULED again; one for a STARTED or COMPLETED item (a repeated message)
 keeps its status, as an XO does.

@@ -51,6 +51,7 @@ from pacscore.codecs.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN
 from pacscore.db.schema import LARGE_BINARY, MYSQL_TABLE, OwnTable
 from pacscore.db.worklistitems import SCHEDULED, STARTED, Marked
 from pacscore.db.worklistitems import COMPLETED as ITEM_COMPLETED
+from pacscore.db.worklistitems import DISCONTINUED as ITEM_DISCONTINUED
 from pacscore.dicom import commands
 from pacscore.dicom.commands import (
     DUPLICATE_SOP_INSTANCE, INVALID_ATTRIBUTE_VALUE, INVALID_OBJECT_INSTANCE, MISSING_ATTRIBUTE,
@@ -63,7 +64,7 @@ MPPS = "1.2.840.10008.3.1.2.3.3"
 IN_PROGRESS, COMPLETED, DISCONTINUED = "IN PROGRESS", "COMPLETED", "DISCONTINUED"
 STATUSES = (IN_PROGRESS, COMPLETED, DISCONTINUED)
 # the Scheduled Procedure Step Status (0040,0020) of a worklist item whose step is performed
-SCHEDULED_STEP_STATUS = {IN_PROGRESS: "STARTED", COMPLETED: "COMPLETED", DISCONTINUED: "DISCONTINUED"}
+SCHEDULED_STEP_STATUS = {IN_PROGRESS: STARTED, COMPLETED: ITEM_COMPLETED, DISCONTINUED: ITEM_DISCONTINUED}
 WRONG_WORKLIST_ENTRY = ("110514", "DCM")  # the discontinuation reason "Incorrect worklist entry selected"
 
 SUCCESS = 0x0000
@@ -222,7 +223,8 @@ class StepTable(OwnTable):
 
     def update(self, connection, uid, changes):
         """In the writer: apply the attributes of ``changes`` to the step
-        ``uid``; its new data set. StepRefused for an unknown or ended step."""
+        ``uid``; ``(its new data set, its status)``. StepRefused for an
+        unknown or ended step."""
         table = self.table
         row = connection.execute(select(table.c.Status, table.c.Dataset).where(table.c.SOPInstanceUID == uid)).first()
         if row is None:
@@ -241,7 +243,7 @@ class StepTable(OwnTable):
         connection.execute(table.update().where(table.c.SOPInstanceUID == uid).values(
             Status=status, Updated=self.clock(), Dataset=encodeDataset(dataset, EXPLICIT_VR_LITTLE_ENDIAN),
             **shownValues(dataset)))
-        return dataset
+        return dataset, status
 
     def accessionsInProgress(self, connection, besides):
         """In the writer: the Accession Numbers of the scheduled steps the
@@ -339,8 +341,7 @@ class MppsService:
     def _updateStep(self, connection, uid, changes):
         """In the writer: apply an N-SET (and record its forwards); the
         step's status and the worklist items it marked (``_mark``)."""
-        dataset = self.steps.update(connection, uid, changes)
-        status = stepStatus(dataset, required=True)
+        dataset, status = self.steps.update(connection, uid, changes)
         self._record(connection, commands.N_SET_RQ, uid, changes)
         return status, self._mark(connection, uid, dataset, status)
 

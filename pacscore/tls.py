@@ -17,7 +17,9 @@ certificate in ``caCerts`` (PEM, one or more) signed; TLS 1.2 is the oldest
 version spoken.  ``certKey`` defaults to ``privateKey`` (both in one PEM
 file), as with ``ssl:``.  Files are read, and the key checked against the
 certificate, when the endpoint is parsed: a mistake stops start-up.
-``validityWarnings`` is what start-up says of the certificates of a file
+``certificatesIn`` reads the PEM certificates of a file (``certificateFiles``
+those an ``ssl:`` or ``mtls:`` description names), ``validityWarnings`` is
+what start-up says of the certificates of a file
 out of (or soon out of) their dates; ``tlsFailure`` says whose certificate was refused, and ``warnOfTLSFailure``
 logs it for the protocols that serve TLS (DICOM, HL7, web).
 """
@@ -35,6 +37,7 @@ from twisted.plugin import IPlugin
 from zope.interface import implementer
 
 _CERTIFICATE = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
+DEFAULT_KEY_FILE = "server.pem"   # Twisted's ssl: default privateKey
 
 # OpenSSL's X509_V_ERR_* codes a client certificate is refused for, most often
 _VERIFY_ERRORS = {
@@ -112,8 +115,17 @@ def _read(path, parameter):
         raise ValueError(f"{parameter}={path}: {e.strerror}") from e
 
 
-def _certificates(path, parameter):
-    """The PEM certificates in the file ``path`` (at least one)."""
+def certificateFiles(keywords):
+    """The files of the certificates an ``ssl:`` or ``mtls:`` description's
+    ``keywords`` (lower-case names) name: ``certKey`` (else ``privateKey``,
+    else Twisted's default), then ``extraCertChain`` when given."""
+    return [keywords.get("certkey") or keywords.get("privatekey") or DEFAULT_KEY_FILE,
+            *([keywords["extracertchain"]] if keywords.get("extracertchain") else [])]
+
+
+def certificatesIn(path, parameter):
+    """The PEM certificates (``X509``) in the file ``path``, at least one;
+    ValueError names ``parameter`` and the file when it cannot be read."""
     blocks = _CERTIFICATE.findall(_read(path, parameter))
     if not blocks:
         raise ValueError(f"{parameter}={path}: no PEM certificate in it")
@@ -129,7 +141,7 @@ def _identity(privateKey, certKey):
     certificate file (its issuing authorities, sent with it as DCMTK does);
     ValueError names the file at fault."""
     keyPEM = _read(privateKey, "privateKey")
-    certificate, *chain = _certificates(certKey or privateKey, "certKey" if certKey else "privateKey")
+    certificate, *chain = certificatesIn(certKey or privateKey, "certKey" if certKey else "privateKey")
     try:
         key = ssl.KeyPair.load(keyPEM, crypto.FILETYPE_PEM)
     except Exception as e:
@@ -141,17 +153,19 @@ def _identity(privateKey, certKey):
     return key, certificate, private, chain
 
 
-def validityWarnings(path, now=None):
+def validityWarnings(path, now=None, certificates=None):
     """What start-up warns of the certificates in the PEM file ``path``
-    (a certificate and the chain sent with it): a line for each that, at
+    (a certificate and the chain sent with it; ``certificates``, when
+    given, those read from it already): a line for each that, at
     ``now`` (UTC), has expired, is not yet valid or expires within
     ``EXPIRY_NOTICE``, naming the file, which certificate of it (when it
     holds several) and the subject; none for an unreadable file (its
     endpoint says why)."""
-    try:
-        certificates = _certificates(path, "certKey")
-    except ValueError:
-        return []
+    if certificates is None:
+        try:
+            certificates = certificatesIn(path, "certKey")
+        except ValueError:
+            return []
     now = now or datetime.datetime.now(datetime.timezone.utc)
     warnings = []
     for number, certificate in enumerate(certificates, 1):
@@ -181,10 +195,10 @@ def mutualTLSOptions(privateKey, caCerts, certKey=None, extraCertChain=None):
     names the file at fault."""
     key, certificate, _, chain = _identity(privateKey, certKey)
     if extraCertChain:
-        chain += _certificates(extraCertChain, "extraCertChain")
+        chain += certificatesIn(extraCertChain, "extraCertChain")
     return _RefusalNotingOptions(
         privateKey=key.original, certificate=certificate, extraCertChain=chain or None,
-        verify=True, caCerts=_certificates(caCerts, "caCerts"), requireCertificate=True,
+        verify=True, caCerts=certificatesIn(caCerts, "caCerts"), requireCertificate=True,
         raiseMinimumTo=ssl.TLSVersion.TLSv1_2)
 
 
@@ -194,7 +208,8 @@ class ClientTLS:
     when ``privateKey`` (and ``certKey``) are given, with the certificates
     after it in ``certKey`` as its chain; TLS 1.2 at least;
     ``files`` the key and certificate files named, ``certificateFile``
-    the one of ours (None when we show none).
+    the one of ours and ``certificates`` those read from it (None and
+    none when we show none).
     ValueError names what is wrong in ``description``."""
 
     KEYWORDS = ("caCerts", "privateKey", "certKey", "hostname")
@@ -208,11 +223,13 @@ class ClientTLS:
             keywords[name.strip()] = value.strip()
         if "caCerts" not in keywords:
             raise ValueError("caCerts=FILE (the authorities of the node's certificate) is required")
-        self.authorities = _certificates(keywords["caCerts"], "caCerts")
+        self.authorities = certificatesIn(keywords["caCerts"], "caCerts")
         self.trustRoot = ssl.trustRootFromCertificates([ssl.Certificate(c) for c in self.authorities])
-        self.clientCertificate, self.chain = None, []
+        self.clientCertificate, self.chain, self.certificates = None, [], []
         if "privateKey" in keywords:
-            _, _, self.clientCertificate, self.chain = _identity(keywords["privateKey"], keywords.get("certKey"))
+            _, certificate, self.clientCertificate, self.chain = _identity(keywords["privateKey"],
+                                                                           keywords.get("certKey"))
+            self.certificates = [certificate, *self.chain]
         elif "certKey" in keywords:
             raise ValueError("certKey needs privateKey")
         self.certificateFile = keywords.get("certKey") or keywords.get("privateKey")

@@ -32,14 +32,13 @@ from pacscore.config.loader import TLS_NODES, loadConfiguration
 from pacscore.control import endpoint as controlEndpoint
 from pacscore.control.protocol import ControlFactory
 from pacscore.control.shutdown import QUIT_GRACE_PERIOD, OrderlyStop
-from pacscore.control.tlstrust import certificateFiles
 from pacscore.db.drivers import namesNoDatabase, redacted
 from pacscore.debuglog import serverLog
 from pacscore.errormail import ErrorMail
 from pacscore.filelimit import raiseFileLimit
 from pacscore.logfiles import logFiles
 from pacscore.stopsignals import StopSignals
-from pacscore.tls import validityWarnings
+from pacscore.tls import certificateFiles, validityWarnings
 from pacscore.web import DEFAULT_WEB_ENDPOINT
 from pacscore.web.site import webSite
 
@@ -333,8 +332,8 @@ def _warnOfCertificates(listeners, tlsNodes):
                     log.warn("{label} on {description}: {warning}", label=label, description=description,
                              warning=warning)
     for ae, node in sorted(tlsNodes.items()):
-        if node.certificateFile:
-            for warning in validityWarnings(node.certificateFile):
+        if node.certificates:
+            for warning in validityWarnings(node.certificateFile, certificates=node.certificates):
                 log.warn("[{section}] {ae}: {warning}", section=TLS_NODES, ae=ae, warning=warning)
 
 

@@ -12,23 +12,13 @@ server may read), the platform's authorities decide, as for any TLS client.
 """
 
 import os
-import re
 
 from OpenSSL import crypto
 from twisted.internet import ssl
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from zope.interface import implementer
 
-_CERTIFICATE = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
-DEFAULT_KEY_FILE = "server.pem"   # Twisted's ssl: default privateKey
-
-
-def certificateFiles(keywords):
-    """The files of the certificates an ``ssl:`` or ``mtls:`` description's
-    ``keywords`` (lower-case names) name: ``certKey`` (else ``privateKey``,
-    else Twisted's default), then ``extraCertChain`` when given."""
-    return [keywords.get("certkey") or keywords.get("privatekey") or DEFAULT_KEY_FILE,
-            *([keywords["extracertchain"]] if keywords.get("extracertchain") else [])]
+from pacscore.tls import certificateFiles, certificatesIn
 
 
 def serverCertificates(keywords, folder):
@@ -38,10 +28,8 @@ def serverCertificates(keywords, folder):
     certificates = []
     for name in certificateFiles(keywords):
         try:
-            with open(os.path.join(folder, name), "rb") as f:
-                blocks = _CERTIFICATE.findall(f.read())
-            certificates.extend(ssl.Certificate.loadPEM(block) for block in blocks)
-        except (OSError, crypto.Error, ValueError):
+            certificates.extend(ssl.Certificate(c) for c in certificatesIn(os.path.join(folder, name), "certKey"))
+        except ValueError:
             continue
     return certificates
 

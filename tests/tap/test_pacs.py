@@ -311,6 +311,14 @@ class ConfigurationValueTests(unittest.TestCase):
         self.assertIn("dicom.ini:", error)
         self.assertIn("the control port tcp:47781 is not bound to", error)
 
+    def startUpLog(self, args):
+        """What the start-up with ``args`` logs, as text."""
+        options = Options()
+        with capturedLogs() as events:
+            options.parseOptions(args)
+        self.addCleanup(options.archive.engine.dispose)
+        return "\n".join(formatEvent(event) for event in events)
+
     def test_certificatesOutOfDateWarnedOf(self):
         """Start-up warns of a TLS endpoint's or a [DICOMTLSNodes] line's
         certificate that has expired, naming the file and the subject."""
@@ -322,12 +330,8 @@ class ConfigurationValueTests(unittest.TestCase):
         server.addNode("SECURESCP", 104)
         server.setIni(section="DICOMTLSNodes", SECURESCP=f"caCerts={authority.certificate}:privateKey={node.key}:"
                                                          f"certKey={node.certificate}")
-        options = Options()
-        with capturedLogs() as events:
-            options.parseOptions(args + ["--web", f"ssl:0:interface=127.0.0.1:privateKey={valid.key}:"
-                                                  f"certKey={valid.certificate}"])
-        self.addCleanup(options.archive.engine.dispose)
-        log = "\n".join(formatEvent(event) for event in events)
+        log = self.startUpLog(args + ["--web", f"ssl:0:interface=127.0.0.1:privateKey={valid.key}:"
+                                               f"certKey={valid.certificate}"])
         self.assertIn(f" on mtls:0:interface=127.0.0.1:privateKey={archive.key}:", log)
         self.assertIn(f"caCerts={authority.certificate}: certificate {archive.certificate} (/CN=archive) expired on ",
                       log)
@@ -347,11 +351,7 @@ class ConfigurationValueTests(unittest.TestCase):
         server.addNode("SECURESCP", 104)
         server.setIni(section="DICOMTLSNodes", SECURESCP=f"caCerts={root.certificate}:privateKey={node.key}:"
                                                          f"certKey={issuing.chain(node)}")
-        options = Options()
-        with capturedLogs() as events:
-            options.parseOptions(args + ["--web", "off"])
-        self.addCleanup(options.archive.engine.dispose)
-        log = "\n".join(formatEvent(event) for event in events)
+        log = self.startUpLog(args + ["--web", "off"])
         self.assertIn(f"extraCertChain={issuing.certificate}: certificate {issuing.certificate} (/CN=issuing) "
                       "expired on ", log)
         self.assertIn(f"[DICOMTLSNodes] SECURESCP: certificate 2 of 2 in {issuing.chain(node)} (/CN=issuing) "

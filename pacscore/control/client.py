@@ -20,7 +20,7 @@ from twisted.internet import defer, endpoints
 from twisted.protocols import basic, policies
 
 from pacscore.control.endpoint import DEFAULT_ENDPOINT, DEFAULT_PORT, NETWORK_KINDS, fields, hostAndPort
-from pacscore.control.protocol import KEEPALIVE_INTERVAL, UNKNOWN_COMMAND
+from pacscore.control.protocol import KEEPALIVE_INTERVAL, MAX_OUTPUT_LINE, UNKNOWN_COMMAND
 from pacscore.dicom.pdu import PDU_NAMES
 from pacscore.tls import tlsFailure
 
@@ -78,7 +78,7 @@ class ControlClientProtocol(basic.LineReceiver, policies.TimeoutMixin):
     reactor) times the answer."""
 
     delimiter = b"\n"
-    MAX_LENGTH = 1 << 24
+    MAX_LENGTH = MAX_OUTPUT_LINE + len(b"OUTPUT \r")
 
     def __init__(self, request, secret=None, output=None, progress=None, data=None, clock=None):
         if clock is not None:
@@ -162,6 +162,8 @@ class ControlClientProtocol(basic.LineReceiver, policies.TimeoutMixin):
             self.setLineMode(data[wanted:])
 
     def lineLengthExceeded(self, line):
+        if not self.finished.called:
+            self.finished.errback(ClientFailed(f"the server answered a line longer than {self.MAX_LENGTH} bytes"))
         self.transport.loseConnection()
 
     def connectionLost(self, reason):

@@ -6,7 +6,7 @@ the bytes of a file name that are not UTF-8 are taken as they are), optionally
 ``PROGRESS <text>`` lines while the command works (and a ``KEEPALIVE``
 line every ``KEEPALIVE_INTERVAL`` seconds, so that a client can tell a
 long command from a server that went silent), one ``OUTPUT <line>``
-per line of its output (or, for a command whose output is a file's bytes,
+per line of its output (at most ``MAX_OUTPUT_LINE`` bytes: a longer line ends the answer with an ERROR) (or, for a command whose output is a file's bytes,
 such as ``convert_to_jpg`` without an output file, one ``DATA <length>``
 line followed by that many bytes), and finally ``OK`` or ``ERROR
 <message>``, then closes. Commands run as Deferreds, so a long one never holds up other
@@ -24,6 +24,7 @@ from pacscore.control.registry import CommandRegistry
 
 UNKNOWN_COMMAND = "unknown command "   # an ERROR message starting so: dgate exits 2
 KEEPALIVE_INTERVAL = 10  # seconds between the KEEPALIVE lines of a running command
+MAX_OUTPUT_LINE = 1 << 24  # bytes of an OUTPUT line's text, the most dgate reads: a longer one fails the command
 
 
 class BadRequest(Exception):
@@ -44,6 +45,10 @@ def parseCommand(text):
 
 def _oneLine(text):
     return " ".join(str(text).split())
+
+
+def _encoded(text):
+    return text.encode("utf-8", "backslashreplace")
 
 
 class ControlProtocol(basic.LineReceiver, policies.TimeoutMixin):
@@ -115,11 +120,12 @@ class ControlProtocol(basic.LineReceiver, policies.TimeoutMixin):
     # -- the answer --------------------------------------------------------
 
     def _send(self, kind, text=None):
-        """One line; the bytes of a file name that are not UTF-8 (read from
+        """One line, ``text`` bytes or text; the bytes of a file name that are not UTF-8 (read from
         a folder as surrogate escapes) go as ``\\udcff``, so no line is lost."""
+        if isinstance(text, str):
+            text = _encoded(text)
         if not self.finished:
-            self.transport.write(
-                (kind if text is None else kind + b" " + text.encode("utf-8", "backslashreplace")) + b"\r\n")
+            self.transport.write((kind if text is None else kind + b" " + text) + b"\r\n")
 
     def _keepAlive(self):
         self.keepingAlive = task.LoopingCall(self._send, b"KEEPALIVE")
@@ -146,6 +152,11 @@ class ControlProtocol(basic.LineReceiver, policies.TimeoutMixin):
                 self.transport.write(output)
             output = None
         for line in ("" if output is None else str(output)).splitlines():
+            line = _encoded(line)
+            if len(line) > MAX_OUTPUT_LINE:
+                error = (f"an output line of {len(line)} bytes, more than the {MAX_OUTPUT_LINE} "
+                         "a line of dgate's can hold")
+                break
             self._send(b"OUTPUT", line)
         self._send(b"OK" if error is None else b"ERROR", None if error is None else _oneLine(error))
         self.finished = True

@@ -16,7 +16,7 @@ from zope.interface import implementer
 from pacscore.control.client import (ANSWER_TIMEOUT, ClientFailed, ControlClientProtocol, DicomPortAnswered, NoAnswer,
                                      Reply, controlPortHint)
 from pacscore.control.context import CommandError
-from pacscore.control.protocol import KEEPALIVE_INTERVAL, BadRequest, ControlFactory, parseCommand
+from pacscore.control.protocol import KEEPALIVE_INTERVAL, MAX_OUTPUT_LINE, BadRequest, ControlFactory, parseCommand
 from pacscore.control.registry import CommandRegistry
 from pacscore.dicom import pdu
 from pacscore.interfaces import IControlCommand
@@ -507,6 +507,35 @@ class ClientTests(unittest.TestCase):
             failure = self.failureResultOf(client.finished, DicomPortAnswered)
             self.assertEqual(str(failure.value), f"this is a DICOM port (it answered {name})")
             self.assertTrue(transport.disconnecting)
+
+    def test_outputLineLongerThanTheClientTakes(self):
+        """An output line the client could not read (longer than
+        ``MAX_OUTPUT_LINE``) fails the command with a message saying so,
+        after the lines before it; a line of that length goes through."""
+        client, pump, output, progress = self.send("--slow:")
+        self.slow.pending[0].callback("first\n" + "x" * MAX_OUTPUT_LINE)
+        pump.flush()
+        self.assertEqual(self.successResultOf(client.finished), Reply(True, ""))
+        self.assertEqual([len(line) for line in output], [5, MAX_OUTPUT_LINE])
+        client, pump, output, progress = self.send("--slow:")
+        self.slow.pending[1].callback("first\n" + "\u00e9" * (MAX_OUTPUT_LINE // 2 + 1) + "\nlast")
+        pump.flush()
+        self.assertEqual(self.successResultOf(client.finished),
+                         Reply(False, f"an output line of {MAX_OUTPUT_LINE + 2} bytes, "
+                                      f"more than the {MAX_OUTPUT_LINE} a line of dgate's can hold"))
+        self.assertEqual(output, ["first"])
+
+    def test_answerLineTooLong(self):
+        """A line past the client's limit (a server that does not check it)
+        fails the request saying so."""
+        client = ControlClientProtocol("--echo:")
+        transport = StringTransport()
+        client.makeConnection(transport)
+        client.dataReceived(b"OUTPUT " + b"x" * ControlClientProtocol.MAX_LENGTH + b"\r\n")
+        failure = self.failureResultOf(client.finished, ClientFailed)
+        self.assertEqual(str(failure.value),
+                         f"the server answered a line longer than {ControlClientProtocol.MAX_LENGTH} bytes")
+        self.assertTrue(transport.disconnecting)
 
     def test_closedWithoutAnswer(self):
         client = ControlClientProtocol("--echo:")

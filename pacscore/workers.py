@@ -31,6 +31,7 @@ class WorkerPool:
         self.name = name
         self._queue = queue.SimpleQueue()
         self._threads = []
+        self._busy = set()  # the names of the threads in a call
 
     def start(self):
         for number in range(self.size):
@@ -54,9 +55,10 @@ class WorkerPool:
                 d.callback(None)
 
         def overdue():
-            busy = [thread.name for thread in threads if thread.is_alive()]
-            self.log.warn("{name}: stopping after {grace} s without {busy}, still busy", name=self.name,
-                          grace=grace, busy=", ".join(busy))
+            busy = sorted(self._busy)
+            if busy:
+                self.log.warn("{name}: stopping after {grace} s without {busy}, still busy", name=self.name,
+                              grace=grace, busy=", ".join(busy))
             d.callback(None)
 
         def join():
@@ -79,8 +81,10 @@ class WorkerPool:
         return d
 
     def _work(self):
+        name = threading.current_thread().name
         while (call := self._queue.get()) is not _STOP:
             f, args, kwargs, d = call
+            self._busy.add(name)
             try:
                 result = f(*args, **kwargs)
             except BaseException:
@@ -92,6 +96,8 @@ class WorkerPool:
             else:
                 if d is not None:
                     self.reactor.callFromThread(d.callback, result)
+            finally:
+                self._busy.discard(name)
 
 
 def blockingCallWithin(reactor, seconds, f, *args, **kwargs):

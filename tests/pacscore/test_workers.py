@@ -38,9 +38,10 @@ class StopTests(unittest.TestCase):
         clock = _ClockReactor()
         pool = WorkerPool(clock, 1, "stuck-pool")
         pool.start()
-        release = threading.Event()
+        started, release = threading.Event(), threading.Event()
         self.addCleanup(release.set)
-        pool.callInThread(release.wait)
+        pool.callInThread(lambda: started.set() or release.wait())
+        started.wait(10)
         with capturedLogs() as events:
             stopped = pool.stop(grace=30)
             clock.advance(29)
@@ -49,6 +50,18 @@ class StopTests(unittest.TestCase):
         self.successResultOf(stopped)
         [message] = [e["log_format"].format(**e) for e in events]
         self.assertEqual(message, "stuck-pool: stopping after 30 s without stuck-pool-0, still busy")
+
+    def test_noWarningWhenNothingRuns(self):
+        """With no grace at all, a stop of an idle pool warns of nothing:
+        its threads are ending, not busy."""
+        clock = _ClockReactor()
+        pool = WorkerPool(clock, 2, "idle-pool")
+        pool.start()
+        with capturedLogs() as events:
+            stopped = pool.stop(grace=0)
+            clock.advance(0)
+        self.successResultOf(stopped)
+        self.assertEqual([e["log_format"] for e in events], [])
 
 
 class BlockingCallWithinTests(unittest.TestCase):

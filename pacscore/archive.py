@@ -83,7 +83,7 @@ from pacscore.web.dicomweb.metadatacache import MetadataCache
 from pacscore.workers import WorkerPool
 
 DEFAULT_WEB_RENDERS = 2  # WebMaxRenders
-LUA_CHUNK_THREADS = 2  # dgate --lua: chunks running at once; more wait their turn
+LUA_CHUNK_THREADS = 2  # dgate --lua: chunks running at once; a further one is refused as busy
 NON_STORAGE_SERVICES = (VERIFICATION, MODALITY_WORKLIST_FIND, STORAGE_COMMITMENT, MPPS)  # served but not stored
 
 

@@ -21,7 +21,8 @@ _NO_REACTOR_GRACE = 1  # seconds past a blockingCallWithin's limit before giving
 
 class WorkerPool:
     """``size`` threads named ``name-N``; ``start()`` before use, ``stop()``
-    (a Deferred) after the last call."""
+    (a Deferred) after the last call; ``pending`` counts the
+    ``deferToWorker`` calls queued or under way."""
 
     log = Logger()
 
@@ -32,6 +33,7 @@ class WorkerPool:
         self._queue = queue.SimpleQueue()
         self._threads = []
         self._busy = set()  # the names of the threads in a call
+        self.pending = 0
 
     def start(self):
         for number in range(self.size):
@@ -77,8 +79,13 @@ class WorkerPool:
     def deferToWorker(self, f, *args, **kwargs):
         """Run ``f`` in a worker; a Deferred (call from the reactor thread)."""
         d = defer.Deferred()
+        self.pending += 1
         self._queue.put((f, args, kwargs, d))
-        return d
+        return d.addBoth(self._answered)
+
+    def _answered(self, result):
+        self.pending -= 1
+        return result
 
     def _work(self):
         name = threading.current_thread().name

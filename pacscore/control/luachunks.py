@@ -2,7 +2,8 @@
 in the server, as a ``lua "..."`` converter runs its code (in a pool of its
 own, ``Archive.luaChunks``, so that a chunk stuck in a C call, where
 ``LuaMaxInstructions`` does not count, holds up no storage and no other
-command; sandboxed unless ``LuaAllowUnsafe = 1``, stopped after
+command; when every thread of it runs a chunk, a further one is refused at once;
+sandboxed unless ``LuaAllowUnsafe = 1``, stopped after
 ``LuaMaxInstructions``, with no ``Data``), what it prints the command's
 output (at most ``MAX_ANSWER`` bytes, ``AnswerLines``: past them the chunk fails); a
 chunk that fails fails the command, after what it printed.
@@ -23,7 +24,10 @@ class RunLua(ControlCommand):
     def run(self, arguments, context):
         if not arguments.strip():
             raise CommandError("no Lua code given")
-        return context.archive.luaChunks.deferToWorker(_runChunk, context.archive, arguments, f"dgate --{self.name}")
+        chunks = context.archive.luaChunks
+        if chunks.pending >= chunks.size:  # stuck ones (a C call never returns) would hold a queued chunk for ever
+            raise CommandError(f"busy: {chunks.pending} Lua chunks running, try again later")
+        return chunks.deferToWorker(_runChunk, context.archive, arguments, f"dgate --{self.name}")
 
 
 def _runChunk(archive, code, name):

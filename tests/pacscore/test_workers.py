@@ -63,6 +63,19 @@ class StopTests(unittest.TestCase):
         self.successResultOf(stopped)
         self.assertEqual([e["log_format"] for e in events], [])
 
+    def test_pending(self):
+        """``pending`` counts the deferToWorker calls not answered yet."""
+        clock = _ClockReactor()
+        pool = WorkerPool(clock, 1, "counting-pool")
+        pool.start()
+        self.addCleanup(lambda: pool.stop(0) and None)
+        release = threading.Event()
+        self.addCleanup(release.set)
+        calls = [pool.deferToWorker(release.wait), pool.deferToWorker(lambda: 1)]
+        self.assertEqual(pool.pending, 2)
+        release.set()
+        return defer.gatherResults(calls).addCallback(lambda _: self.assertEqual(pool.pending, 0))
+
 
 class BlockingCallWithinTests(unittest.TestCase):
     """blockingCallWithin: a worker thread's call into the reactor, limited in time."""

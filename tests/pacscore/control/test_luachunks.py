@@ -54,6 +54,21 @@ class LuaChunkTests(unittest.TestCase):
         self.assertEqual(output, "2")
 
     @defer.inlineCallbacks
+    def test_refusedWhenEveryThreadIsBusy(self):
+        """With every pacs-lua thread running a chunk (stuck ones: a C call
+        never returns), a further chunk is refused at once, not queued."""
+        release = threading.Event()
+        chunks = self.running.archive.luaChunks
+        busy = [chunks.deferToWorker(release.wait) for _ in range(chunks.size)]
+        try:
+            error = yield self.assertFailure(self.running.run(commands.lua, "print(1)"), CommandError)
+        finally:
+            release.set()
+            yield defer.gatherResults(busy)
+        self.assertEqual(str(error), f"busy: {chunks.size} Lua chunks running, try again later")
+        self.assertEqual((yield self.running.run(commands.lua, "print(1)")), "1")
+
+    @defer.inlineCallbacks
     def test_printedOutputIsCapped(self):
         """What a chunk prints is at most MAX_ANSWER bytes: past them the
         chunk fails, saying so, with what it printed before."""

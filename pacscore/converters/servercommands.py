@@ -21,7 +21,7 @@ import threading
 
 from pacscore.control.context import CommandError
 from pacscore.control.protocol import BadRequest
-from pacscore.converters.awaitingobjects import awaitingObjects
+from pacscore.converters.awaitingobjects import MoveScope, awaitingObjects
 from pacscore.converters.dicomrequests import DicomRequestError
 from pacscore.workers import blockingCallWithin
 
@@ -57,8 +57,7 @@ class ServerCommands:
         ``run(line, sandboxed=...)``, a Deferred of its text, if not by this
         object's: the web pages run theirs), for a sandboxed script unless
         ``sandboxed`` is False; ServerCommandError with the reason it has none."""
-        return self._call(line, functools.partial(run or self.run, sandboxed=sandboxed), line,
-                          bringsObjects=not sandboxed)  # a sandboxed one changes nothing
+        return self._call(line, functools.partial(run or self.run, sandboxed=sandboxed), line)
 
     def find(self, ae, level, identifier):
         """In a worker thread: the matches of ``DicomRequests.find``."""
@@ -67,21 +66,21 @@ class ServerCommands:
     def move(self, source, destination, identifier, patientRoot=False):
         """In a worker thread: ``DicomRequests.move`` to its end."""
         return self._call("dicommove", self._requests().move, source, destination, identifier, patientRoot,
-                          bringsObjects=True)
+                          awaiting=MoveScope(identifier))
 
     def _requests(self):
         if self.requests is None:
             raise ServerCommandError("no DICOM requests can be sent from here")
         return self.requests
 
-    def _call(self, what, f, *args, bringsObjects=False):
-        """``f(*args)`` in the reactor, waited for; ``bringsObjects``: it may
-        store objects here (a move, an unsandboxed control command), which must not wait
-        for the import this thread converts (``awaitingObjects``)."""
+    def _call(self, what, f, *args, awaiting=None):
+        """``f(*args)`` in the reactor, waited for; ``awaiting``: the
+        ``MoveScope`` of a move, whose objects must not wait for the import
+        this thread converts (``awaitingObjects``)."""
         if self.slots is None or not self.slots.acquire(blocking=False):
             raise ServerCommandError(f"{what}: busy, every worker that may wait for a command does")
         try:
-            with awaitingObjects() if bringsObjects else contextlib.nullcontext():
+            with awaitingObjects(awaiting) if awaiting is not None else contextlib.nullcontext():
                 return blockingCallWithin(self.reactor, self.timeout, f, *args)
         except TimeoutError:
             raise ServerCommandError(f"{what}: not finished within {self.timeout} s ({TIMEOUT_KEY}); "

@@ -42,7 +42,7 @@ from pacscore.codecs.jpeglossy import DEFAULT_QUALITY
 from pacscore.codecs.nki import NKIError
 from pacscore.codecs.nkipixels import NKI_PIXEL_DATA, withPlainPixels
 from pacscore.codecs.transcode import TranscodeError
-from pacscore.converters.awaitingobjects import isAwaitingObjects
+from pacscore.converters.awaitingobjects import awaitedMove
 from pacscore.db.index import ImageRecord, InconsistentLink
 from pacscore.dicom.datasets import IdentifierError
 from pacscore.dicom.sinks import DiscardingSink
@@ -200,21 +200,19 @@ class ObjectStore:
         the removal of the copy it replaced: with names that come back
         (``%callingae``), a removal queued by one would otherwise take the
         file the next had just written there.  Only a copy that arrives
-        while the import converter of another waits for a request that may
-        bring objects (``awaitingObjects``: a ``dicommove`` of the study
-        being imported) is not waited for, which would deadlock: it is not
-        stored (Destroyed: answered Success, its sender keeps it)."""
+        while the import converter of another waits for a ``dicommove``
+        (``awaitingObjects``) whose identifier it falls within (its data set
+        read in the I/O pool) is not waited for, which would deadlock: it is
+        most likely the move's own copy, and is not stored (Destroyed:
+        answered Success; the earlier copy is stored unless its converter
+        drops it)."""
         problem = uidProblem(incoming)
         if problem is not None:
             spool.discard()
             return defer.fail(DatasetMismatch(problem))
         uid = incoming.sopInstanceUID
         earlier = self._storing.get(uid)
-        if earlier is not None and isAwaitingObjects(self._converting.get(uid)):
-            spool.discard()
-            return defer.fail(Destroyed("the import converter of a copy of it that arrived earlier waits for a "
-                                        "request that may have brought this one (dicommove, unsandboxed "
-                                        "servercommand); not waited for, its sender keeps it"))
+        move = awaitedMove(self._converting.get(uid)) if earlier is not None else None
         ended = self._storing[uid] = defer.Deferred()
         stored = defer.Deferred()
 
@@ -224,9 +222,29 @@ class ObjectStore:
                 lambda failure: self._spoolFailed(failure, spool).addErrback(stored.errback))
         if earlier is None:
             write(None)
-        else:
+        elif move is None:
             earlier.addCallback(write)
+        else:
+            def brought(within):
+                if not within:
+                    earlier.addCallback(write)
+                    return stored.addBoth(self._stored, uid, ended)
+                spool.discard()
+                earlier.addCallback(self._storeEnded, uid, ended)  # a later copy still waits for the earlier one
+                raise Destroyed("a copy of it that arrived earlier is being imported, and its import converter "
+                                "waits for a dicommove of what holds this one, most likely this copy's source; "
+                                "not waited for (a deadlock), the earlier copy is stored unless its converter "
+                                "drops it")
+            return self._withinMove(incoming, spool, move).addCallback(brought)
         return stored.addBoth(self._stored, uid, ended)
+
+    def _withinMove(self, incoming, spool, move):
+        """Deferred: whether the data set of ``incoming`` (read in the I/O
+        pool) falls within the ``MoveScope`` ``move``; False when it cannot
+        be read (its store then fails as it would)."""
+        read = defer.maybeDeferred(spool.close).addCallback(
+            lambda _: self.workers.deferToWorker(self._readAttributes, incoming, spool))
+        return read.addCallbacks(move.covers, lambda _: False)
 
     def _spoolFailed(self, failure, spool):
         """A spool whose file could not be written: discarded (its partial

@@ -243,6 +243,41 @@ class ImportConverterTests(unittest.TestCase):
         [stored] = self.stored(server)
         self.assertEqual(stored.SOPInstanceUID, ds.SOPInstanceUID)
 
+    def test_aCopyArrivingDuringAMoveOfAPriorStudyIsStoredAfterIt(self):
+        """A second sender's copy arriving while the import converter of the
+        first fetches another patient's prior study with dicommove (which
+        cannot bring it), and then rejects the first copy, waits and is
+        stored: it is not taken for the move's own copy, answered Success and lost."""
+        prior, priorPath = self.image("prior.dcm", "PRIOR")
+        other = PacsServer(os.path.join(self.workdir, "other"), ae="B")
+        server = self.luaServer(
+            "prior.lua",
+            "if CallingAE == 'B' then os.execute('sleep 3') return end\n"
+            "if CallingAE == 'MOD1' then\n"
+            "  local s = newdicomobject(); s.QueryRetrieveLevel = 'STUDY'; s.PatientID = 'PRIOR'\n"
+            f"  s.StudyInstanceUID = '{prior.StudyInstanceUID}'\n"
+            "  print('move', dicommove('B', 'PACS', s))\n"
+            "  return 'reject'\n"
+            "end\n", ini={"LuaAllowUnsafe": "1"}, start=False)
+        other.addNode(server.ae, server.port)
+        server.addNode(other.ae, other.port)
+        other.start()
+        self.addCleanup(other.stop)
+        server.start()
+        self.addCleanup(server.stop)
+        self.assertEqual(other.store(priorPath).returncode, 0)
+        ds, path = self.image("current.dcm", "CUR")
+        first = subprocess.Popen([dcmtkTool("storescu"), "-aet", "MOD1", "-aec", server.ae, "127.0.0.1",
+                                  str(server.port), path], env=dcmtkEnvironment(), stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True)
+        self.addCleanup(first.wait)
+        waitFor(lambda: "association B -> PACS accepted" in server.log(), message="the move's copy")
+        second = server.store(path, calling="MOD2")
+        self.assertEqual(first.communicate(timeout=60)[0].count("Received Store Response (Success)"), 0)
+        self.assertEqual(second.returncode, 0, second.stdout + second.stderr)
+        self.assertEqual(sorted(stored.PatientID for stored in self.stored(server)), ["CUR", "PRIOR"])
+        self.assertNotIn("not stored", server.log())
+
     def test_aConverterKeepsTheBytesOfTextItDoesNotTouch(self):
         """An object that says ISO_IR 192 with a Latin-1 name: an ASCII
         change of another attribute stores the name's bytes as they came."""

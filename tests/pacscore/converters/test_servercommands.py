@@ -3,13 +3,14 @@ converters from their worker threads, limited in time and in waiters."""
 
 import threading
 
+import pydicom
 from twisted.internet import defer, reactor, threads
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial import unittest
 
 from pacscore.config.ini import DicomIni
 from pacscore.control.context import CommandError
-from pacscore.converters.awaitingobjects import isAwaitingObjects
+from pacscore.converters.awaitingobjects import MoveScope, awaitedMove
 from pacscore.converters.servercommands import ServerCommandError, ServerCommands
 
 
@@ -68,36 +69,58 @@ class ServerCommandsTests(unittest.TestCase):
             self.commands(lambda line, sandboxed: defer.succeed(""), slots=0).fromThread("display_status:")
 
     @inlineCallbacks
-    def test_aMoveOrCommandAwaitsObjects(self):
-        """While its thread waits for a dicommove or an unsandboxed control
-        command, either of which may store objects here, the thread is
-        awaiting objects (a copy of what it imports is then not waited
-        for); not for a dicomquery or a sandboxed command (which changes
-        nothing), nor once the wait is over."""
+    def test_aMoveAwaitsObjects(self):
+        """While its thread waits for a dicommove, which may store objects
+        here, the thread awaits what the move asks for (a copy of what it
+        imports that falls within it is then not waited for); not for a
+        dicomquery, nor for a control command (an unsandboxed one may store
+        objects, but which is not known: a copy waits), nor once the wait is over."""
         seen, worker = {}, []
 
         class Requests:
             def move(self, source, destination, identifier, patientRoot):
-                seen["move"] = isAwaitingObjects(worker[0])
+                seen["move"] = awaitedMove(worker[0])
                 return defer.succeed(None)
 
             def find(self, ae, level, identifier):
-                seen["find"] = isAwaitingObjects(worker[0])
+                seen["find"] = awaitedMove(worker[0])
                 return defer.succeed([])
 
         def run(line, sandboxed):
-            seen["sandboxed command" if sandboxed else "command"] = isAwaitingObjects(worker[0])
+            seen["sandboxed command" if sandboxed else "command"] = awaitedMove(worker[0])
             return defer.succeed("")
 
         commands = ServerCommands(reactor, run, 2, requests=Requests())
+        study = pydicom.Dataset()
+        study.QueryRetrieveLevel, study.PatientID, study.StudyInstanceUID = "STUDY", "P1", "1.2.3"
 
         def inWorker():
             worker.append(threading.get_ident())
-            commands.move("B", "A", None)
+            commands.move("B", "A", study)
             commands.find("B", "STUDY", None)
             commands.fromThread("movepatient:B,A,1", sandboxed=False)
             commands.fromThread("display_status:")
-            return isAwaitingObjects(worker[0])
+            return awaitedMove(worker[0])
 
-        self.assertFalse((yield threads.deferToThread(inWorker)))
-        self.assertEqual(seen, {"move": True, "find": False, "command": True, "sandboxed command": False})
+        self.assertIsNone((yield threads.deferToThread(inWorker)))
+        move = seen.pop("move")
+        self.assertEqual(seen, {"find": None, "command": None, "sandboxed command": None})
+        self.assertTrue(move.covers({0x00100020: "P1", 0x0020000D: "1.2.3", 0x0020000E: "9.9"}))
+        self.assertFalse(move.covers({0x00100020: "P1", 0x0020000D: "1.2.4"}))
+        self.assertFalse(move.covers({0x00100020: "P2", 0x0020000D: "1.2.3"}))
+
+    def test_moveScopes(self):
+        """A MoveScope takes the keys of its level and above; an empty one,
+        a list of UIDs and wildcards match as a C-MOVE's would."""
+        def scope(**keys):
+            identifier = pydicom.Dataset()
+            for keyword, value in keys.items():
+                setattr(identifier, keyword, value)
+            return MoveScope(identifier)
+        image = {0x00100020: "P1", 0x0020000D: "1.2.3", 0x0020000E: "1.2.3.4", 0x00080018: "1.2.3.4.5"}
+        self.assertTrue(scope(QueryRetrieveLevel="PATIENT", PatientID="P1", StudyInstanceUID="9").covers(image))
+        self.assertFalse(scope(QueryRetrieveLevel="PATIENT", PatientID="P2").covers(image))
+        self.assertTrue(scope(QueryRetrieveLevel="STUDY", StudyInstanceUID="1.2.9\\1.2.3").covers(image))
+        self.assertTrue(scope(QueryRetrieveLevel="STUDY", PatientID="P*", StudyInstanceUID="").covers(image))
+        self.assertFalse(scope(QueryRetrieveLevel="SERIES", SeriesInstanceUID="1.2.3.9").covers(image))
+        self.assertFalse(scope(QueryRetrieveLevel="IMAGE", SOPInstanceUID="1.2.3.4.6").covers(image))

@@ -23,7 +23,7 @@ from twisted.trial import unittest
 
 from pacscore.codecs.transcode import transcode
 from pacscore.config.loader import loadConfiguration
-from pacscore.converters.awaitingobjects import awaitingObjects
+from pacscore.converters.awaitingobjects import MoveScope, awaitingObjects
 from pacscore.db.index import Index
 from pacscore.storage.devicechoice import DeviceChoice
 from pacscore.storage.devices import TEMP_FOLDER, MagDevice
@@ -326,7 +326,7 @@ class ObjectStoreTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_aCopyArrivingWhileAnotherIsConvertedIsNotWaitedFor(self):
         """An import converter that fetches the study being imported
-        (dicommove: awaitingObjects) waits for the moved copy of the very
+        (dicommove: awaitingObjects with its MoveScope) waits for the moved copy of the very
         object it converts: that copy is answered at once, not stored
         (Destroyed: Success), and the converted one is stored when the
         converter ends."""
@@ -338,7 +338,9 @@ class ObjectStoreTests(unittest.TestCase):
         class Importers:
             def apply(self, incoming, attrs, data, transferSyntax):
                 if incoming.callingAE == "MODALITY":  # the move's copy comes from another AE
-                    with awaitingObjects():
+                    study = pydicom.Dataset()
+                    study.QueryRetrieveLevel, study.StudyInstanceUID = "STUDY", attrs[0x0020000D]
+                    with awaitingObjects(MoveScope(study)):
                         reactor.callFromThread(lambda: store.store(*copy()).addErrback(
                             lambda failure: failure.trap(Destroyed)).addCallback(lambda _: moved.set()))
                         self.moved = moved.wait(5)
@@ -378,6 +380,37 @@ class ObjectStoreTests(unittest.TestCase):
         Importers.receive = lambda _: self.receive(data, uid)
         store.importers = Importers()
         yield self.assertFailure(store.store(*self.receive(data, uid)), Refused)
+        _, relative = yield later[0]
+        self.assertEqual(self.storedFile(relative)[2], data)
+        self.assertEqual(store._storing, {})
+
+    @defer.inlineCallbacks
+    def test_aCopyOutsideTheAwaitedMoveWaitsAndIsStored(self):
+        """A second sender's copy arriving while the import converter of the
+        first waits for a dicommove of another patient's study (a prior),
+        which cannot bring it, waits as any copy does: when the converter
+        then refuses the first copy, the second is stored (never answered
+        Success and lost)."""
+        data = datasetBytes("CT_small.dcm")
+        uid = pydicom.dcmread(get_testdata_file("CT_small.dcm")).SOPInstanceUID
+        store = self.store
+        later = []
+
+        class Importers:
+            def apply(self, incoming, attrs, data, transferSyntax):
+                if incoming.callingAE == "MOD1":
+                    prior = pydicom.Dataset()
+                    prior.QueryRetrieveLevel, prior.PatientID, prior.StudyInstanceUID = "STUDY", "PRIOR", "1.2.3.4"
+                    with awaitingObjects(MoveScope(prior)):
+                        reactor.callFromThread(lambda: later.append(store.store(*copy("MOD2"))))
+                        time.sleep(1)  # the move's own time: the second copy is read meanwhile
+                    raise Refused("rejected by ImportConverter0")
+
+        def copy(ae):
+            incoming, spool = self.receive(data, uid)
+            return dataclasses.replace(incoming, callingAE=ae), spool
+        store.importers = Importers()
+        yield self.assertFailure(store.store(*copy("MOD1")), Refused)
         _, relative = yield later[0]
         self.assertEqual(self.storedFile(relative)[2], data)
         self.assertEqual(store._storing, {})

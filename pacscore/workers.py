@@ -33,6 +33,7 @@ class WorkerPool:
         self._queue = queue.SimpleQueue()
         self._threads = []
         self._busy = set()  # the names of the threads in a call
+        self._busyLock = threading.Lock()  # workers change _busy while the reactor reads it
         self.pending = 0
 
     def start(self):
@@ -57,7 +58,8 @@ class WorkerPool:
                 d.callback(None)
 
         def overdue():
-            busy = sorted(self._busy)
+            with self._busyLock:
+                busy = sorted(self._busy)
             if busy:
                 self.log.warn("{name}: stopping after {grace} s without {busy}, still busy", name=self.name,
                               grace=grace, busy=", ".join(busy))
@@ -91,7 +93,8 @@ class WorkerPool:
         name = threading.current_thread().name
         while (call := self._queue.get()) is not _STOP:
             f, args, kwargs, d = call
-            self._busy.add(name)
+            with self._busyLock:
+                self._busy.add(name)
             try:
                 result = f(*args, **kwargs)
             except BaseException:
@@ -104,7 +107,8 @@ class WorkerPool:
                 if d is not None:
                     self.reactor.callFromThread(d.callback, result)
             finally:
-                self._busy.discard(name)
+                with self._busyLock:
+                    self._busy.discard(name)
 
 
 def blockingCallWithin(reactor, seconds, f, *args, **kwargs):

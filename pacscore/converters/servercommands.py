@@ -15,7 +15,6 @@ A command for a sandboxed script (``sandboxed``, the default) runs as
 only, no file written, no secret shown.
 """
 
-import contextlib
 import functools
 import threading
 
@@ -65,23 +64,20 @@ class ServerCommands:
 
     def move(self, source, destination, identifier, patientRoot=False):
         """In a worker thread: ``DicomRequests.move`` to its end."""
-        return self._call("dicommove", self._requests().move, source, destination, identifier, patientRoot,
-                          awaiting=MoveScope(identifier))
+        with awaitingObjects(MoveScope(identifier)):
+            return self._call("dicommove", self._requests().move, source, destination, identifier, patientRoot)
 
     def _requests(self):
         if self.requests is None:
             raise ServerCommandError("no DICOM requests can be sent from here")
         return self.requests
 
-    def _call(self, what, f, *args, awaiting=None):
-        """``f(*args)`` in the reactor, waited for; ``awaiting``: the
-        ``MoveScope`` of a move, whose objects must not wait for the import
-        this thread converts (``awaitingObjects``)."""
+    def _call(self, what, f, *args):
+        """``f(*args)`` in the reactor, waited for."""
         if self.slots is None or not self.slots.acquire(blocking=False):
             raise ServerCommandError(f"{what}: busy, every worker that may wait for a command does")
         try:
-            with awaitingObjects(awaiting) if awaiting is not None else contextlib.nullcontext():
-                return blockingCallWithin(self.reactor, self.timeout, f, *args)
+            return blockingCallWithin(self.reactor, self.timeout, f, *args)
         except TimeoutError:
             raise ServerCommandError(f"{what}: not finished within {self.timeout} s ({TIMEOUT_KEY}); "
                                      f"it may still end as asked") from None

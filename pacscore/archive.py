@@ -22,7 +22,7 @@ from pacscore.config.unsupported import warnOfIgnoredKeys
 from pacscore.control.inprocess import commandOutput
 from pacscore.control.maintenance import InterruptedRegen
 from pacscore.control.registry import CommandRegistry as ControlCommands
-from pacscore.control.shutdown import QUIT_GRACE_PERIOD
+from pacscore.control.shutdown import quitGracePeriod
 from pacscore.converters.compressing import CompressionScripts
 from pacscore.converters.context import ConverterServices
 from pacscore.converters.dicomrequests import DicomRequests
@@ -116,7 +116,7 @@ class Archive:
         self.luaChunks = WorkerPool(reactor, LUA_CHUNK_THREADS, "pacs-lua")
         # seconds a stop waits for the workers' calls under way (a script stuck in a C call
         # must not hold it); they are daemons, left behind after that
-        self.quitGracePeriod = configuration.ini.getint("QuitGracePeriod", QUIT_GRACE_PERIOD)
+        self.quitGracePeriod = quitGracePeriod(configuration.ini)
         # WebMaxRenders pictures (the web's, and the control port's convert_to_gif/bmp/jpg)
         # are made at once (each holds a decoded frame and its float copy); the others wait
         # their turn

@@ -31,7 +31,7 @@ from pacscore.config.errors import ConfigError
 from pacscore.config.loader import TLS_NODES, loadConfiguration
 from pacscore.control import endpoint as controlEndpoint
 from pacscore.control.protocol import ControlFactory
-from pacscore.control.shutdown import QUIT_GRACE_PERIOD, OrderlyStop
+from pacscore.control.shutdown import OrderlyStop, quitGracePeriod
 from pacscore.db.drivers import namesNoDatabase, redacted
 from pacscore.debuglog import serverLog
 from pacscore.errormail import ErrorMail
@@ -155,7 +155,7 @@ class Options(usage.Options):
             if self["control"] is not None:
                 raise ValueError(f"--control {description}: {problem}")
             raise ConfigError(self.configuration.iniPath, ini.lineOf("ControlEndpoint"), problem)
-        return ControlSettings(description, secret, requireSecret, ini.getint("QuitGracePeriod", QUIT_GRACE_PERIOD))
+        return ControlSettings(description, secret, requireSecret, quitGracePeriod(ini))
 
 
 class ServiceTree(service.MultiService):

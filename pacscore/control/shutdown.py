@@ -15,6 +15,11 @@ from twisted.logger import Logger
 QUIT_GRACE_PERIOD = 30  # QuitGracePeriod's default: seconds a stop waits for running work
 
 
+def quitGracePeriod(ini):
+    """dicom.ini's ``QuitGracePeriod`` (seconds)."""
+    return ini.getint("QuitGracePeriod", QUIT_GRACE_PERIOD)
+
+
 class OrderlyStop:
     """Callable once (later calls get the same Deferred): ``listeners`` are
     the services to stop first, ``associations`` the DICOM factory (its

@@ -75,7 +75,7 @@ from twisted.application import service
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
-from pacscore.control.shutdown import QUIT_GRACE_PERIOD
+from pacscore.control.shutdown import QUIT_GRACE_PERIOD, quitGracePeriod
 from pacscore.converters.context import ConverterContext, Outcome
 from pacscore.export.actions import LocalActions
 from pacscore.export.forwarder import Forwarder, Interrupted, Undelivered
@@ -187,7 +187,7 @@ class ExportService(service.Service):
         local = LocalActions(queue.index, query, reader, io, services)
         return cls(queue, forwarder, local, services, rules, reader, reactor, scripts, io,
                    failHoldOff=configuration.ini.getint("FailHoldOff", 60),
-                   gracePeriod=configuration.ini.getint("QuitGracePeriod", QUIT_GRACE_PERIOD),
+                   gracePeriod=quitGracePeriod(configuration.ini),
                    pollTimeout=queue.index.readTimeout)
 
     # -- service ----------------------------------------------------------

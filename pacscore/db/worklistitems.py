@@ -199,17 +199,18 @@ class WorklistItems:
         connection.execute(update(self.table).where(matching).values(kept))
         return Applied(order.control, accession, "updated" if order.control in UPDATE_CONTROLS else "replaced")
 
-    def markPerformed(self, connection, accessions, status, changeable=None):
+    def markPerformed(self, connection, accessions, status, changeable=None, keep=()):
         """In the writer: set the Scheduled Procedure Step Status of the
         items of ``accessions`` to ``status``, or, given ``changeable``, of
-        those whose current status it is true of; a ``Marked`` of the
-        accession numbers of the items there are (none without a status
-        column)."""
+        those whose current status it is true of, never of those in
+        ``keep``; a ``Marked`` of the accession numbers of the items there
+        are (none without a status column)."""
         if self.statusColumn is None or self.accessionColumn is None or not accessions:
             return Marked([], {})
         key, column = self.table.c[self.accessionColumn], self.table.c[self.statusColumn]
         found = dict(connection.execute(select(key, column).where(key.in_(accessions))).all())
-        changed = sorted(accession for accession, current in found.items() if changeable is None or changeable(current))
+        changed = sorted(accession for accession, current in found.items()
+                         if accession not in keep and (changeable is None or changeable(current)))
         if changed:
             connection.execute(update(self.table).where(key.in_(changed)).values({self.statusColumn: status}))
         return Marked(changed, {accession: current for accession, current in sorted(found.items())

@@ -177,10 +177,6 @@ def _isNotCompleted(itemStatus):
     return itemStatus != ITEM_COMPLETED
 
 
-def _isNeverChanged(itemStatus):
-    return False
-
-
 def scheduledStepStatus(dataset, status):
     """The Scheduled Procedure Step Status of the worklist items of a step
     in ``status``: SCHEDULED again when it was discontinued because the
@@ -359,10 +355,7 @@ class MppsService:
         if itemStatus != SCHEDULED:
             return self.worklist.markPerformed(connection, accessions, itemStatus, _isNotCompleted), itemStatus
         performed = self.steps.accessionsInProgress(connection, uid).intersection(accessions)
-        marked = self.worklist.markPerformed(connection, [a for a in accessions if a not in performed], SCHEDULED,
-                                             _isStarted)
-        busy = self.worklist.markPerformed(connection, sorted(performed), SCHEDULED, _isNeverChanged)
-        return Marked(marked.changed, dict(sorted({**marked.kept, **busy.kept}.items()))), itemStatus
+        return self.worklist.markPerformed(connection, accessions, SCHEDULED, _isStarted, keep=performed), itemStatus
 
     def _logMarked(self, uid, marked):
         (changed, kept), status = marked

@@ -25,7 +25,7 @@ import time
 
 from twisted.logger import Logger
 
-from pacscore.storage.devices import checkWritable
+from pacscore.storage.devices import checkWritable, isDiskFull
 from pacscore.storage.space import MEGABYTE, freeSpace
 
 DEFAULT_FULL_THRESHOLD = 30 * MEGABYTE
@@ -76,17 +76,18 @@ class DeviceChoice:
                 self._looking.release()
         return self.current
 
-    def spillFrom(self, device, size=0, error=None):
-        """In an I/O thread, after a write of ``size`` bytes found ``device``
-        full, or taking no file (``error``, logged): free space looked at
-        again at once, ``device`` left until it has the threshold and
-        ``size`` free, or takes files again; the device with room new
-        objects go to now, or None when no other has room."""
+    def spillFrom(self, device, size, error):
+        """In an I/O thread, after a write of ``size`` bytes on ``device``
+        failed with ``error``, the disk full (``isDiskFull``) or taking no
+        file (logged): free space looked at again at once, ``device`` left
+        until it has the threshold and ``size`` free, or takes files again;
+        the device with room new objects go to now, or None when no other
+        has room."""
         if self.threshold <= 0 or len(self.devices) < 2:
             return None
         with self._looking:
             self._lookedAt, self._written = self.clock(), 0
-            if error is None:
+            if isDiskFull(error):
                 self._needs[device.name] = self.threshold + size
             else:
                 self._leave(device, error)

@@ -261,10 +261,9 @@ class ObjectStore:
         raised when the device is the cause, the device choice leaving it
         when it takes no file, or is full."""
         self._checkPresent(device)
-        if isDiskFull(error):
-            self.choice.spillFrom(device, size)
-        elif isUnwritable(error):
-            self.choice.spillFrom(device, error=error)
+        if isDiskFull(error) or isUnwritable(error):
+            self.choice.spillFrom(device, size, error)
+        if isUnwritable(error):
             raise DeviceUnwritable(device, error) from error
 
     def _stored(self, result, uid, ended):
@@ -386,10 +385,8 @@ class ObjectStore:
                     temporary = self._writeTemporary(device, header, data)
                 except (OSError, DeviceUnwritable) as e:
                     spilled = None
-                    if device is chosen and isDiskFull(e):
-                        spilled = self.choice.spillFrom(device, len(header) + len(data))
-                    elif device is chosen and isinstance(e, DeviceUnwritable):
-                        spilled = self.choice.spillFrom(device, error=e)
+                    if device is chosen and (isDiskFull(e) or isinstance(e, DeviceUnwritable)):
+                        spilled = self.choice.spillFrom(device, len(header) + len(data), e)
                     if spilled is None:
                         raise
                     self.log.warn("{device}: {error}: {uid} is written to {other}", device=device.name, error=e,

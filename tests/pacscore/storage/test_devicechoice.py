@@ -15,6 +15,8 @@ from pacscore.storage.devicechoice import DEFAULT_FULL_THRESHOLD, DeviceChoice
 from pacscore.storage.devices import MagDevice, checkWritable
 from pacscore.storage.space import MEGABYTE
 
+FULL = OSError(errno.ENOSPC, "No space left on device")
+
 
 class DeviceChoiceTests(unittest.TestCase):
 
@@ -93,12 +95,12 @@ class DeviceChoiceTests(unittest.TestCase):
         threshold: reserved blocks, no inode left): the next device with
         room, chosen at once; None when no other has room."""
         self.choice.check()
-        self.assertIs(self.choice.spillFrom(self.devices[0]), self.devices[1])
+        self.assertIs(self.choice.spillFrom(self.devices[0], 0, FULL), self.devices[1])
         self.assertIs(self.choice.current, self.devices[1])
         self.free["/archive/mag0"] = self.free["/archive/mag2"] = 0
-        self.assertIsNone(self.choice.spillFrom(self.devices[1]))
+        self.assertIsNone(self.choice.spillFrom(self.devices[1], 0, FULL))
         self.assertIs(self.choice.current, self.devices[0])
-        self.assertIsNone(DeviceChoice(self.devices[:1], 30 * MEGABYTE).spillFrom(self.devices[0]))
+        self.assertIsNone(DeviceChoice(self.devices[:1], 30 * MEGABYTE).spillFrom(self.devices[0], 0, FULL))
 
     def test_aDeviceFoundFullStaysLeftUntilTheObjectFits(self):
         """A write of 40 MB found MAG0 full, with 32 MB free once its file is
@@ -106,7 +108,7 @@ class DeviceChoiceTests(unittest.TestCase):
         those 40 MB free, so large objects do not go back to fail again."""
         self.choice.check()
         self.free["/archive/mag0"] = 32 * MEGABYTE
-        self.assertIs(self.choice.spillFrom(self.devices[0], 40 * MEGABYTE), self.devices[1])
+        self.assertIs(self.choice.spillFrom(self.devices[0], 40 * MEGABYTE, FULL), self.devices[1])
         for free in (32, 70, 71):
             self.free["/archive/mag0"] = free * MEGABYTE
             self.now += 1

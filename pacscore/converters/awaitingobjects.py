@@ -13,9 +13,8 @@ from fnmatch import fnmatchcase
 
 from pydicom.multival import MultiValue
 
-# (level, keyword, tag) from the top: a move at a level names its keys and those above it
-_KEYS = (("PATIENT", "PatientID", 0x00100020), ("STUDY", "StudyInstanceUID", 0x0020000D),
-         ("SERIES", "SeriesInstanceUID", 0x0020000E), ("IMAGE", "SOPInstanceUID", 0x00080018))
+from pacscore.export.queue import LEVELS
+from pacscore.export.selection import LEVEL_KEYS
 
 _waiting = {}  # ident of a thread in awaitingObjects(): the MoveScope it waits for
 
@@ -27,9 +26,8 @@ class MoveScope:
 
     def __init__(self, identifier):
         level = str(identifier.get("QueryRetrieveLevel", "")).strip().upper()
-        levels = [name for name, _, _ in _KEYS]
-        depth = levels.index(level) + 1 if level in levels else len(levels)
-        self.keys = {tag: _values(identifier.get(keyword)) for _, keyword, tag in _KEYS[:depth]}
+        depth = LEVELS.index(level) + 1 if level in LEVELS else len(LEVELS)  # its keys and those above it
+        self.keys = {LEVEL_KEYS[at][0]: _values(identifier.get(LEVEL_KEYS[at][2])) for at in LEVELS[:depth]}
 
     def covers(self, attrs):
         """Whether an object with the index attributes ``attrs`` ({tag: value})

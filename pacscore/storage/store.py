@@ -239,11 +239,11 @@ class ObjectStore:
         return stored.addBoth(self._stored, uid, ended)
 
     def _withinMove(self, incoming, spool, move):
-        """Deferred: whether the data set of ``incoming`` (read in the I/O
-        pool) falls within the ``MoveScope`` ``move``; False when it cannot
-        be read (its store then fails as it would)."""
+        """Deferred: whether the data set of ``incoming`` (its keys read in
+        the I/O pool) falls within the ``MoveScope`` ``move``; False when it
+        cannot be read (its store then fails as it would)."""
         read = defer.maybeDeferred(spool.close).addCallback(
-            lambda _: self.workers.deferToWorker(self._readAttributes, incoming, spool))
+            lambda _: self.workers.deferToWorker(self._readSpool, spool, incoming.transferSyntax, set(move.keys)))
         return read.addCallbacks(move.covers, lambda _: False)
 
     def _spoolFailed(self, failure, spool):
@@ -502,14 +502,8 @@ class ObjectStore:
         as read in Latin-1, with a log line."""
         unfit = []
         try:
-            if spool.inMemory is not None:
-                attrs = readAttributes(spool.inMemory, incoming.transferSyntax, self.tags, wholeDataset=True,
-                                       strict=True, unfit=unfit)
-            else:
-                with open(spool.path, "rb") as f:
-                    f.seek(len(spool.header))
-                    attrs = readAttributes(f, incoming.transferSyntax, self.tags, wholeDataset=True, strict=True,
-                                           unfit=unfit)
+            attrs = self._readSpool(spool, incoming.transferSyntax, self.tags, wholeDataset=True, strict=True,
+                                    unfit=unfit)
         except DatasetError as e:
             raise InvalidDataset(str(e)) from e
         if unfit:
@@ -517,6 +511,16 @@ class ObjectStore:
                           "Latin-1: {elements}", uid=incoming.sopInstanceUID, peer=incoming.callingAE,
                           elements=", ".join(f"({tag >> 16:04x},{tag & 0xFFFF:04x})" for tag in unfit))
         return attrs
+
+    @staticmethod
+    def _readSpool(spool, transferSyntax, tags, **options):
+        """In the I/O pool: ``readAttributes`` of the data set ``spool``
+        holds, in memory or in its file past the header."""
+        if spool.inMemory is not None:
+            return readAttributes(spool.inMemory, transferSyntax, tags, **options)
+        with open(spool.path, "rb") as f:
+            f.seek(len(spool.header))
+            return readAttributes(f, transferSyntax, tags, **options)
 
     def _amend(self, incoming, attrs, spool, actions, device):
         """WorkListMode, FixPhilips/FixKodak, the import converters, then the compression asked

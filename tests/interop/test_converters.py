@@ -45,6 +45,15 @@ class ImportConverterTests(unittest.TestCase):
     def stored(self, server):
         return [pydicom.dcmread(p) for p in glob.glob(os.path.join(server.dataDir, "**", "*.dcm"), recursive=True)]
 
+    def storing(self, server, path, calling):
+        """storescu sending ``path`` to ``server`` as ``calling``, under way
+        (its output is text)."""
+        process = subprocess.Popen([dcmtkTool("storescu"), "-aet", calling, "-aec", server.ae, "127.0.0.1",
+                                    str(server.port), path], env=dcmtkEnvironment(), stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, text=True)
+        self.addCleanup(process.wait)
+        return process
+
     def luaServer(self, name, script, ini=None, start=True):
         """A PacsServer whose one import converter is ``lua:name``, the file
         holding ``script``, with more dicom.ini ``ini``; started unless not ``start``."""
@@ -231,10 +240,7 @@ class ImportConverterTests(unittest.TestCase):
         server = self.luaServer("slow.lua", "if CallingAE == 'MOD1' then os.execute('sleep 3'); return 'reject' end",
                                 ini={"LuaAllowUnsafe": "1"})
         ds, path = self.image("resent.dcm", "PAT9")
-        first = subprocess.Popen([dcmtkTool("storescu"), "-aet", "MOD1", "-aec", server.ae, "127.0.0.1",
-                                  str(server.port), path], env=dcmtkEnvironment(), stdout=subprocess.PIPE,
-                                 stderr=subprocess.STDOUT, text=True)
-        self.addCleanup(first.wait)
+        first = self.storing(server, path, "MOD1")
         waitFor(lambda: "association MOD1 -> PACS accepted" in server.log(), message="the first copy")
         time.sleep(1)
         second = server.store(path, calling="MOD2")
@@ -267,10 +273,7 @@ class ImportConverterTests(unittest.TestCase):
         self.addCleanup(server.stop)
         self.assertEqual(other.store(priorPath).returncode, 0)
         ds, path = self.image("current.dcm", "CUR")
-        first = subprocess.Popen([dcmtkTool("storescu"), "-aet", "MOD1", "-aec", server.ae, "127.0.0.1",
-                                  str(server.port), path], env=dcmtkEnvironment(), stdout=subprocess.PIPE,
-                                 stderr=subprocess.STDOUT, text=True)
-        self.addCleanup(first.wait)
+        first = self.storing(server, path, "MOD1")
         waitFor(lambda: "association B -> PACS accepted" in server.log(), message="the move's copy")
         second = server.store(path, calling="MOD2")
         self.assertEqual(first.communicate(timeout=60)[0].count("Received Store Response (Success)"), 0)

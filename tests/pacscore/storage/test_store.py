@@ -45,6 +45,9 @@ IMPLICIT = "1.2.840.10008.1.2"
 RLE = "1.2.840.10008.1.2.5"
 
 
+CT_SMALL_UID = pydicom.dcmread(get_testdata_file("CT_small.dcm")).SOPInstanceUID
+
+
 def datasetBytes(name):
     """The data set of a pydicom test file as it would arrive on the wire."""
     with open(get_testdata_file(name), "rb") as f:
@@ -146,7 +149,7 @@ class ObjectStoreTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_storedBytesAreTheReceivedBytes(self):
         data = datasetBytes("CT_small.dcm")
-        uid = pydicom.dcmread(get_testdata_file("CT_small.dcm")).SOPInstanceUID
+        uid = CT_SMALL_UID
         incoming, spool = self.receive(data, uid)
         self.assertIsNotNone(spool.inMemory)
         _, relative = yield self.store.store(incoming, spool)
@@ -250,7 +253,7 @@ class ObjectStoreTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_sameInstanceReplacesFileAndRow(self):
         data = datasetBytes("CT_small.dcm")
-        uid = pydicom.dcmread(get_testdata_file("CT_small.dcm")).SOPInstanceUID
+        uid = CT_SMALL_UID
         _, first = yield self.store.store(*self.receive(data, uid))
         _, second = yield self.store.store(*self.receive(data, uid))
         self.assertNotEqual(first, second)
@@ -289,7 +292,7 @@ class ObjectStoreTests(unittest.TestCase):
     def test_sameInstanceNamedTheSameReplacesTheFile(self):
         self.store.namer = FileNamer("%id\\%series_%imagenum.dcm")
         data = datasetBytes("CT_small.dcm")
-        uid = pydicom.dcmread(get_testdata_file("CT_small.dcm")).SOPInstanceUID
+        uid = CT_SMALL_UID
         _, first = yield self.store.store(*self.receive(data, uid))
         _, second = yield self.store.store(*self.receive(data, uid))
         self.assertEqual(first, second)
@@ -310,7 +313,7 @@ class ObjectStoreTests(unittest.TestCase):
             removeReplaced(replaced)
         self.store._removeReplaced = slowRemoval
         data = datasetBytes("CT_small.dcm")
-        uid = pydicom.dcmread(get_testdata_file("CT_small.dcm")).SOPInstanceUID
+        uid = CT_SMALL_UID
 
         def receive(callingAE):
             incoming, spool = self.receive(data, uid)
@@ -331,7 +334,7 @@ class ObjectStoreTests(unittest.TestCase):
         (Destroyed: Success), and the converted one is stored when the
         converter ends."""
         data = datasetBytes("CT_small.dcm")
-        uid = pydicom.dcmread(get_testdata_file("CT_small.dcm")).SOPInstanceUID
+        uid = CT_SMALL_UID
         moved = threading.Event()
         store = self.store
 
@@ -361,7 +364,7 @@ class ObjectStoreTests(unittest.TestCase):
         when the converter refuses the earlier copy, the later is stored
         (never answered Success and lost)."""
         data = datasetBytes("CT_small.dcm")
-        uid = pydicom.dcmread(get_testdata_file("CT_small.dcm")).SOPInstanceUID
+        uid = CT_SMALL_UID
         store = self.store
         later = []
 
@@ -392,7 +395,7 @@ class ObjectStoreTests(unittest.TestCase):
         then refuses the first copy, the second is stored (never answered
         Success and lost)."""
         data = datasetBytes("CT_small.dcm")
-        uid = pydicom.dcmread(get_testdata_file("CT_small.dcm")).SOPInstanceUID
+        uid = CT_SMALL_UID
         store = self.store
         later = []
 
@@ -464,7 +467,7 @@ class ObjectStoreTests(unittest.TestCase):
         mag1 = MagDevice("MAG1", os.path.abspath(self.mktemp()))
         self.store.devicesByName["MAG1"] = mag1
         data = datasetBytes("CT_small.dcm")
-        uid = pydicom.dcmread(get_testdata_file("CT_small.dcm")).SOPInstanceUID
+        uid = CT_SMALL_UID
         _, first = yield self.store.store(*self.receive(data, uid))
         os.makedirs(os.path.dirname(mag1.absolute(first)))
         os.replace(self.device.absolute(first), mag1.absolute(first))
@@ -528,7 +531,7 @@ class ObjectStoreTests(unittest.TestCase):
             return out
 
         self.patch(self.store.fileWrites, "open", fullOnMAG0)
-        uid = pydicom.dcmread(get_testdata_file("CT_small.dcm")).SOPInstanceUID
+        uid = CT_SMALL_UID
         device, relative = yield self.store.store(*self.receive(datasetBytes("CT_small.dcm"), uid))
         self.assertEqual(device, "MAG1")
         self.assertTrue(os.path.exists(mag1.absolute(relative)))
@@ -553,7 +556,7 @@ class ObjectStoreTests(unittest.TestCase):
         """Refused (StorageFailedErrorCode), saying so, not a failure whose
         traceback the storage service logs."""
         self.readOnly(self.device)
-        uid = pydicom.dcmread(get_testdata_file("CT_small.dcm")).SOPInstanceUID
+        uid = CT_SMALL_UID
         error = yield self.assertFailure(self.store.store(*self.receive(datasetBytes("CT_small.dcm"), uid)),
                                          DeviceUnwritable)
         self.assertEqual(str(error), f"MAG0 cannot be written (Read-only file system): {self.device.path}")
@@ -564,7 +567,7 @@ class ObjectStoreTests(unittest.TestCase):
         self.store.choice = DeviceChoice([self.device, mag1], 30 << 20, lambda path: 100 << 20,
                                          checkDevice=lambda device: None)
         self.readOnly(self.device)
-        uid = pydicom.dcmread(get_testdata_file("CT_small.dcm")).SOPInstanceUID
+        uid = CT_SMALL_UID
         device, relative = yield self.store.store(*self.receive(datasetBytes("CT_small.dcm"), uid))
         self.assertEqual(device, "MAG1")
         self.assertIs(self.store.choice.current, mag1)
@@ -574,7 +577,7 @@ class ObjectStoreTests(unittest.TestCase):
         mirror = MagDevice("MIRROR0", self.mktemp())
         self.store.mirrors = Mirrors({"MAG0": mirror})
         data = datasetBytes("CT_small.dcm")
-        uid = pydicom.dcmread(get_testdata_file("CT_small.dcm")).SOPInstanceUID
+        uid = CT_SMALL_UID
         _, first = yield self.store.store(*self.receive(data, uid))
         os.makedirs(os.path.dirname(mirror.absolute(first)))
         with open(mirror.absolute(first), "wb") as f:
@@ -610,7 +613,7 @@ class ObjectStoreTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_mismatchedClass(self):
-        uid = pydicom.dcmread(get_testdata_file("CT_small.dcm")).SOPInstanceUID
+        uid = CT_SMALL_UID
         incoming, spool = self.receive(datasetBytes("CT_small.dcm"), uid, sopClass="1.2.840.10008.5.1.4.1.1.4")
         error = yield self.assertFailure(self.store.store(incoming, spool), DatasetMismatch)
         self.assertIn("SOP Class UID", str(error))
@@ -645,7 +648,7 @@ class ObjectStoreTests(unittest.TestCase):
         that is no ASCII, decoded as U+FFFD; blank) is refused before
         anything is written, the data set dropped as it arrives, in memory
         or large enough to be spooled."""
-        uid = pydicom.dcmread(get_testdata_file("CT_small.dcm")).SOPInstanceUID
+        uid = CT_SMALL_UID
         _, large = largeDataset(256 << 10)
         for data, sop, sopClass in ((datasetBytes("CT_small.dcm"), uid[:-1] + "\ufffd", CT),
                                     (large, uid, CT + "\ufffd"), (ctWith(SOPInstanceUID=" "), "", CT)):
@@ -663,7 +666,7 @@ class ObjectStoreTests(unittest.TestCase):
     def test_dataSetNotInItsTransferSyntaxRefused(self):
         """Explicit VR data on an implicit VR context and the other way round,
         in memory and spooled: refused, never stored under the wrong label."""
-        uid = pydicom.dcmread(get_testdata_file("CT_small.dcm")).SOPInstanceUID
+        uid = CT_SMALL_UID
         largeUID, large = largeDataset(256 << 10)
         implicit = datasetBytes("MR_small_implicit.dcm")
         implicitUID = pydicom.dcmread(get_testdata_file("MR_small_implicit.dcm")).SOPInstanceUID
@@ -679,7 +682,7 @@ class ObjectStoreTests(unittest.TestCase):
         """The index attributes all come before the pixel data, but an object
         cut short there is refused too: what is acknowledged reads to its end."""
         data = datasetBytes("CT_small.dcm")
-        uid = pydicom.dcmread(get_testdata_file("CT_small.dcm")).SOPInstanceUID
+        uid = CT_SMALL_UID
         cut = data.index(b"\xe0\x7f\x10\x00") + 200
         error = yield self.assertFailure(self.store.store(*self.receive(data[:cut], uid)), InvalidDataset)
         self.assertIn("(7FE0,0010)", str(error))
@@ -704,7 +707,7 @@ class ObjectStoreTests(unittest.TestCase):
     def test_aDeviceFolderThatComesBackEmptyTakesObjectsAgain(self):
         """mv data data.old; mkdir data: the temporary folder is made again."""
         data = datasetBytes("CT_small.dcm")
-        uid = pydicom.dcmread(get_testdata_file("CT_small.dcm")).SOPInstanceUID
+        uid = CT_SMALL_UID
         self.moveToItsOwnDevice()
         os.rename(self.device.path, self.device.path + ".old")
         os.mkdir(self.device.path)
@@ -713,7 +716,7 @@ class ObjectStoreTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_aDeviceFolderNotThereRefusesTheObject(self):
-        uid = pydicom.dcmread(get_testdata_file("CT_small.dcm")).SOPInstanceUID
+        uid = CT_SMALL_UID
         self.moveToItsOwnDevice()
         os.rename(self.device.path, self.device.path + ".old")
         error = yield self.assertFailure(self.store.store(*self.receive(datasetBytes("CT_small.dcm"), uid)),
@@ -726,7 +729,7 @@ class ObjectStoreTests(unittest.TestCase):
         point is on another file system, and takes nothing, be it empty or
         with a temporary folder of its own; the objects are refused."""
         data = datasetBytes("CT_small.dcm")
-        uid = pydicom.dcmread(get_testdata_file("CT_small.dcm")).SOPInstanceUID
+        uid = CT_SMALL_UID
         self.moveToItsOwnDevice()
         self.device.mountPoint = os.path.dirname(self.device.path)  # its disk's, unmounted
         for large in (False, True):
@@ -772,7 +775,7 @@ class ObjectStoreTests(unittest.TestCase):
         for regen; the sender's resends do not add a copy each: the file of
         an earlier attempt goes, and the last one once a resend is stored."""
         data = datasetBytes("CT_small.dcm")
-        uid = pydicom.dcmread(get_testdata_file("CT_small.dcm")).SOPInstanceUID
+        uid = CT_SMALL_UID
         self.moveToItsOwnDevice()
         storeFromThread = self.index.storeFromThread
         self.index.storeFromThread = lambda record, onResult: reactor.callFromThread(
@@ -792,7 +795,7 @@ class ObjectStoreTests(unittest.TestCase):
         names (its commit went through, or regen or --addimagefile indexed
         it since), stays when a resend fails in the index too."""
         data = datasetBytes("CT_small.dcm")
-        uid = pydicom.dcmread(get_testdata_file("CT_small.dcm")).SOPInstanceUID
+        uid = CT_SMALL_UID
         self.moveToItsOwnDevice()
         storeFromThread = self.index.storeFromThread
         self.addCleanup(setattr, self.index, "storeFromThread", storeFromThread)
@@ -815,7 +818,7 @@ class ObjectStoreTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_diskFullIsAnOSError(self):
-        uid = pydicom.dcmread(get_testdata_file("CT_small.dcm")).SOPInstanceUID
+        uid = CT_SMALL_UID
         incoming, spool = self.receive(datasetBytes("CT_small.dcm"), uid)
 
         def full(*args):
@@ -867,7 +870,7 @@ class FileSystemFlushStoreTests(ObjectStoreTests):
 
     @defer.inlineCallbacks
     def test_rowsAndFilesFlushedTogether(self):
-        uid = pydicom.dcmread(get_testdata_file("CT_small.dcm")).SOPInstanceUID
+        uid = CT_SMALL_UID
         _, relative = yield self.store.store(*self.receive(datasetBytes("CT_small.dcm"), uid))
         [(inode, stored, rows, pending)] = self.flushes
         self.assertEqual(inode, os.stat(self.device.path).st_ino, "the device's file system is flushed")
@@ -882,7 +885,7 @@ class FileSystemFlushStoreTests(ObjectStoreTests):
     @defer.inlineCallbacks
     def test_failedFlushAcknowledgesNothing(self):
         self.flushFails = True
-        uid = pydicom.dcmread(get_testdata_file("CT_small.dcm")).SOPInstanceUID
+        uid = CT_SMALL_UID
         error = yield self.assertFailure(self.store.store(*self.receive(datasetBytes("CT_small.dcm"), uid)),
                                          FlushError)
         self.assertEqual(error.errno, errno.EIO)

@@ -666,9 +666,13 @@ class ObjectStore:
     def _removeReplaced(self, replaced):
         device = self.devicesByName.get(replaced.deviceName)  # a copy moved to MAG1 goes too
         path = device.absolute(replaced.objectFile) if device is not None else None
-        if path and os.path.exists(path):
-            os.unlink(path)
-            self.log.info("removed {path}: replaced by a new copy of the same SOP instance", path=path)
+        if path:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass  # gone already: a delete of the earlier copy ran meanwhile
+            else:
+                self.log.info("removed {path}: replaced by a new copy of the same SOP instance", path=path)
         if self.mirrors is not None:
             self.mirrors.remove(replaced.deviceName, replaced.objectFile)
 

@@ -21,7 +21,9 @@ from pacscore.codecs.nkipixels import NKI_PIXEL_DATA
 from pacscore.db.query import SOP_CLASS_UID, SOP_INSTANCE_UID
 from pacscore.storage.attributes import readAttributes
 
-STREAMED_OBJECT = 8 << 20  # data sets larger than this stay in their file
+STREAMED_OBJECT = 8 << 20  # data sets larger than this (or decoding to more) stay in their file
+ROWS, COLUMNS, SAMPLES_PER_PIXEL, BITS_ALLOCATED, NUMBER_OF_FRAMES = (
+    0x00280010, 0x00280011, 0x00280002, 0x00280100, 0x00280008)
 
 
 class StoredData:
@@ -151,16 +153,33 @@ def openStored(stored, deferToWorker):
 
 def openDataset(path, offset, transferSyntax, deferToWorker):
     """In the I/O pool: a ``StoredData`` of the data set at ``offset`` of
-    the file ``path`` when it is larger than ``STREAMED_OBJECT`` and holds
-    no NKI compressed pixel data, else None."""
+    the file ``path`` when it, or the native pixels it decodes to
+    (``decodedSize``: a small file of compressed pixels may decode to
+    gigabytes), is larger than ``STREAMED_OBJECT`` and it holds no NKI
+    compressed pixel data, else None."""
     f = open(path, "rb")
     try:
         length = os.fstat(f.fileno()).st_size - offset
         f.seek(offset)
-        if length <= STREAMED_OBJECT or NKI_PIXEL_DATA in readAttributes(f, transferSyntax, {NKI_PIXEL_DATA}):
+        held = readAttributes(f, transferSyntax, {NKI_PIXEL_DATA, ROWS, COLUMNS, SAMPLES_PER_PIXEL,
+                                                  BITS_ALLOCATED, NUMBER_OF_FRAMES})
+        if max(length, decodedSize(held)) <= STREAMED_OBJECT or NKI_PIXEL_DATA in held:
             f.close()
             return None
         return StoredData(f, offset, length, deferToWorker)
     except BaseException:
         f.close()
         raise
+
+
+def decodedSize(held):
+    """The bytes of the native pixels that the attributes ``held`` (of
+    ``readAttributes``) describe: Rows x Columns x Samples per Pixel x Bits
+    Allocated / 8 x Number of Frames; 0 when Rows, Columns or Bits
+    Allocated is missing or one is not a number."""
+    try:
+        rows, columns, bits = (int(held[tag]) for tag in (ROWS, COLUMNS, BITS_ALLOCATED))
+        samples, frames = (int(held.get(tag) or 1) for tag in (SAMPLES_PER_PIXEL, NUMBER_OF_FRAMES))
+    except (KeyError, ValueError):
+        return 0
+    return rows * columns * samples * bits * frames // 8

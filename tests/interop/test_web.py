@@ -525,8 +525,8 @@ class DeflatedObjectTests(unittest.TestCase):
         ds = pydicom.Dataset()
         ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = SECONDARY_CAPTURE, uids[0], "OT"
         ds.PatientID, ds.StudyInstanceUID, ds.SeriesInstanceUID = "BOMB", uids[1], uids[2]
-        ds.Rows, ds.Columns, ds.BitsAllocated, ds.SamplesPerPixel = size >> 15, 1 << 15, 8, 1
-        if pixels is not None:
+        if pixels is not None:  # one without them is small, whatever its Rows and Columns would say
+            ds.Rows, ds.Columns, ds.BitsAllocated, ds.SamplesPerPixel = size >> 15, 1 << 15, 8, 1
             ds.PixelData = pixels
         group, element = struct.unpack_from("<HH", header)
         head, tail = pydicom.Dataset(), pydicom.Dataset()  # the elements before and after it

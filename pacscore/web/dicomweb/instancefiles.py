@@ -61,7 +61,8 @@ def startConverted(path, wanted, deferToWorker, change=None):
     """``(file meta bytes, StoredData)`` of the stored file converted to
     ``wanted`` (and changed by ``change(dataset)`` when given) in a
     temporary file (``StoredData.transcoded``) when it is a
-    large one (over ``STREAMED_OBJECT``) that ``filetranscode`` converts,
+    large one (``openDataset``: over ``STREAMED_OBJECT``, or decoding to
+    more) that ``filetranscode`` converts,
     without NKI pixel data; None when it is not. The file meta names the
     SOP class and instance of the converted data set."""
     with openRegularFile(path) as f:

@@ -6,7 +6,7 @@ import struct
 from twisted.internet import defer
 from twisted.trial import unittest
 
-from pacscore.dicom.storeddata import STREAMED_OBJECT, StoredData, closeIfStored, openStored
+from pacscore.dicom.storeddata import STREAMED_OBJECT, StoredData, closeIfStored, openDataset, openStored
 from pacscore.storage.reader import StoredObject
 
 EXPLICIT = "1.2.840.10008.1.2.1"
@@ -16,6 +16,11 @@ HEADER = b"\x00" * 132  # stands for the preamble and file meta
 def element(group, number, vr, value):
     """One Explicit VR Little Endian element with a 4-byte length."""
     return struct.pack("<HH2s2xL", group, number, vr, len(value)) + value
+
+
+def shortElement(group, number, vr, value):
+    """One Explicit VR Little Endian element with a 2-byte length (US, IS ...)."""
+    return struct.pack("<HH2sH", group, number, vr, len(value)) + value
 
 
 def immediately(f, *args):
@@ -43,6 +48,25 @@ class OpenStoredTests(unittest.TestCase):
 
     def test_smallObjectIsRead(self):
         self.assertIsNone(openStored(self.storedFile(element(0x7FE0, 0x0010, b"OW", bytes(1024))), immediately))
+
+    def test_smallFileOfLargePixelsStaysInItsFile(self):
+        """A small file whose compressed pixels decode to more than
+        ``STREAMED_OBJECT`` (Rows x Columns x Samples x Bits Allocated / 8 x
+        Number of Frames) stays in its file, so that a conversion goes file
+        to file: a flat 1024 x 1024 16-bit image in RLE is 1/64 of its
+        pixels.  With one frame fewer than that size needs, it is read."""
+        frames = STREAMED_OBJECT // (1024 * 1024 * 2) + 1
+        for count, expected in ((frames, StoredData), (frames - 1, type(None))):
+            dataset = (shortElement(0x0028, 0x0002, b"US", struct.pack("<H", 1))
+                       + shortElement(0x0028, 0x0008, b"IS", f"{count} ".encode())
+                       + shortElement(0x0028, 0x0010, b"US", struct.pack("<H", 1024))
+                       + shortElement(0x0028, 0x0011, b"US", struct.pack("<H", 1024))
+                       + shortElement(0x0028, 0x0100, b"US", struct.pack("<H", 16))
+                       + element(0x7FE0, 0x0010, b"OB", bytes(1 << 16)))
+            stored = self.storedFile(dataset)
+            data = openDataset(stored.path, stored.datasetOffset, stored.transferSyntax, immediately)
+            self.addCleanup(closeIfStored, data)
+            self.assertIsInstance(data, expected, f"{count} frames")
 
     def test_nkiPixelDataIsRead(self):
         """NKI compressed pixel data goes out decompressed, so from memory."""

@@ -6,6 +6,7 @@ import base64
 import copy
 import io
 import os
+import struct
 import time
 import zipfile
 
@@ -28,7 +29,9 @@ from pacscore.codecs.transcode import transcode
 from pacscore.control.data import AddImageFile
 from pacscore.db.query import SERIES_INSTANCE_UID, SOP_INSTANCE_UID, QueryKey
 from pacscore.dicom.datasets import encodeDataset
+from pacscore.dicom.storeddata import STREAMED_OBJECT
 from pacscore.testing.corpus import makeDataset
+from pacscore.web import objectstream
 from pacscore.web.dicomweb import retrieve
 from pacscore.web.dicomweb.resource import Target
 from pacscore.web.dicomweb.instancefiles import instanceMetadata
@@ -39,6 +42,22 @@ from tests.pacscore.web.dicomweb.client import DicomWebTestCase, viewedColours
 JPEG_LOSSLESS = "1.2.840.10008.1.2.4.70"
 EXPLICIT = "1.2.840.10008.1.2.1"
 IMPLICIT = "1.2.840.10008.1.2"
+
+
+def flatRle(dataset, frames, value=0x0102):
+    """``dataset`` (16-bit, one sample) made ``frames`` frames of RLE
+    Lossless whose every pixel is ``value``: each frame two segments of
+    128-byte runs, about 1/64 of its pixels."""
+    def segment(byte):
+        size = dataset.Rows * dataset.Columns
+        return (bytes((0x81, byte)) * (size // 128) + (bytes((257 - size % 128, byte)) if size % 128 else b""))
+    high, low = segment(value >> 8), segment(value & 0xFF)
+    frame = struct.pack("<16L", 2, 64, 64 + len(high), *[0] * 13) + high + low
+    dataset.NumberOfFrames = frames
+    dataset.PixelData = encapsulate([frame] * frames)
+    dataset["PixelData"].VR = "OB"
+    dataset.file_meta.TransferSyntaxUID = RLELossless
+    return dataset
 
 
 class RetrieveTests(DicomWebTestCase):
@@ -277,6 +296,29 @@ class RetrieveTests(DicomWebTestCase):
         (dose,) = (yield self.fetch(f"/studies/{rtdose.StudyInstanceUID}/metadata")).json()
         [plan] = dose["300C0002"]["Value"]
         self.assertEqual(plan["00081155"]["Value"], [rtdose.ReferencedRTPlanSequence[0].ReferencedSOPInstanceUID])
+
+    @defer.inlineCallbacks
+    def test_smallFileOfLargePixelsStreamed(self):
+        """An object in a small file whose pixels decode to more than
+        ``STREAMED_OBJECT`` (RLE of a flat image) goes in Explicit VR Little
+        Endian converted file to file, never whole in memory, by WADO-RS
+        and by WADO-URI: the whole object is never made."""
+        study = "1.2.826.0.1.3680043.8.498.30"
+        frames = STREAMED_OBJECT // (512 * 512 * 2) + 1
+        dataset = flatRle(makeDataset("FLAT1", "Flat^Pixels", study, f"{study}.1", f"{study}.1.1", 1, 1,
+                                      rows=512, columns=512), frames)
+        path = yield self.stored(dataset, "flat.dcm")
+        self.assertLess(os.path.getsize(os.path.join(self.running.workdir, "flat.dcm")), STREAMED_OBJECT // 32)
+
+        def whole(*args):
+            raise AssertionError("the whole object made in memory")
+        self.patch(objectstream, "_partObject", whole)
+        ((kind, content),) = (yield self.fetch(path)).parts()
+        self.assertEqual(kind, f"application/dicom; transfer-syntax={EXPLICIT}")
+        self.assertEqual(pydicom.dcmread(io.BytesIO(content)).PixelData, b"\x02\x01" * 512 * 512 * frames)
+        uri = yield self.fetch(f"{self.root}/wado?requestType=WADO&studyUID={study}&seriesUID={study}.1"
+                               f"&objectUID={study}.1.1&contentType=application/dicom&transferSyntax={EXPLICIT}")
+        self.assertEqual((uri.code, uri.body), (200, content))
 
     @defer.inlineCallbacks
     def test_frames(self):

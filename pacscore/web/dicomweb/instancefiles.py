@@ -4,6 +4,8 @@ pixels), the value of a bulk data attribute, and a large object converted
 file to file into little endian."""
 
 import os
+from functools import partial
+from typing import NamedTuple
 
 import numpy as np
 import pydicom
@@ -130,19 +132,23 @@ def _nativeFrame(dataset, syntax, index):
     swapped; pixel_array's (one a byte) where frames do not start on a byte
     (1-bit pixels) or the data is compressed, decoded in the stored colour
     space (no YCbCr made RGB), at the precision coded (the stored words,
-    bits above High Bit kept: ``codedPrecision``) and ``_storedLayout``.  NoSuchFrame when a
-    native Pixel Data ends before the frame does."""
-    bits = dataset.Rows * dataset.Columns * _storedSamples(dataset) * dataset.BitsAllocated
-    if not isCompressed(syntax) and bits % 8 == 0:
-        length = bits // 8
+    bits above High Bit kept: ``codedPrecision``) and ``_storedLayout``.
+    The frame must be one the Pixel Data holds (``_checkHeld``)."""
+    length = _storedLength(dataset, syntax)
+    if length is not None:
         frame = bytes(dataset.PixelData[index * length:(index + 1) * length])
-        if len(frame) < length:
-            raise NoSuchFrame(f"the object's Pixel Data holds {len(dataset.PixelData)} bytes, too few for "
-                              f"frame {index + 1} ({length} bytes from byte {index * length})")
         return frame if syntax != EXPLICIT_VR_BIG_ENDIAN else _littleEndian(frame, _wordSize(dataset))
     frame = _storedLayout(dataset, pixel_array(dataset, index=index, as_rgb=False,
                                                **codedPrecision(syntax, dataset.PixelData, dataset)))
     return frame.astype(frame.dtype.newbyteorder("<"), copy=False).tobytes()
+
+
+def _storedLength(dataset, syntax):
+    """The bytes of a frame of native Pixel Data stored in ``syntax``, whose
+    frames are copied as they are; None for compressed ones and those that
+    do not start on a byte (1-bit pixels), which are decoded."""
+    bits = dataset.Rows * dataset.Columns * _storedSamples(dataset) * dataset.BitsAllocated
+    return bits // 8 if not isCompressed(syntax) and bits % 8 == 0 else None
 
 
 def _storedLayout(dataset, frame):
@@ -186,13 +192,26 @@ def _littleEndian(data, size):
     return np.frombuffer(data, dtype=f">u{size}").astype(f"<u{size}").tobytes()
 
 
+class Frames(NamedTuple):
+    """Frames of an object to send (``instanceFrames``)."""
+
+    kind: str  # their media type
+    syntax: str  # their transfer syntax
+    numbers: object  # their numbers, from 1
+    first: bytes  # the first one's bytes
+    frame: object  # frame(index): another's (from 0), made when called
+
+
 def instanceFrames(path, numbers, choose):
-    """``(media type, transfer syntax, [frame bytes])`` of the frames
+    """The ``Frames`` ``numbers`` (from 1; None: all) of the stored file ``path``, read once:
     ``numbers`` (from 1; None: all) of the stored file ``path``, read once:
     ``choose(stored syntax)`` gives ``(as stored, media type)``; as stored
     a compressed frame is its codestream, else native pixels in Explicit VR
-    Little Endian. NoSuchFrame for a number beyond its frames or the
-    frames its Pixel Data holds (none when it is empty)."""
+    Little Endian.  ``first`` is the bytes of the first of ``numbers``,
+    ``frame(index)`` (in the I/O pool; from 0) those of another, each decoded
+    only when asked for, so that the frames of an answer are held one at a
+    time.  NoSuchFrame for a number beyond its frames or the frames its
+    Pixel Data holds (none when it is empty)."""
     dataset = _read(path, pixels=True)
     if not dataset.get("PixelData"):  # absent, or empty: pydicom reads an empty OW as None
         raise NoSuchFrame("the object has no Pixel Data")
@@ -204,12 +223,22 @@ def instanceFrames(path, numbers, choose):
         if not 1 <= number <= count:
             raise NoSuchFrame(f"the object has {count} frame(s), not a frame {number}")
     sent = frameSyntax(asStored, syntax)
-    if sent != EXPLICIT_VR_LITTLE_ENDIAN:  # compressed, as stored
+    if sent != EXPLICIT_VR_LITTLE_ENDIAN:  # compressed, as stored: codestreams, no larger than the file
         frames = list(generate_frames(dataset.PixelData, number_of_frames=count))
-        if max(numbers) > len(frames):
-            raise NoSuchFrame(f"the object's Pixel Data holds {len(frames)} frame(s), not a frame {max(numbers)}")
-        return kind, sent, [frames[number - 1] for number in numbers]
-    return kind, sent, [_nativeFrame(dataset, syntax, number - 1) for number in numbers]
+        _checkHeld(len(frames), max(numbers), "frame(s)")
+        frame = frames.__getitem__
+    else:
+        length = _storedLength(dataset, syntax)
+        if length is not None:
+            _checkHeld(len(dataset.PixelData) // length, max(numbers), f"whole frame(s) of {length} bytes")
+        frame = partial(_nativeFrame, dataset, syntax)
+    return Frames(kind, sent, numbers, frame(numbers[0] - 1), frame)
+
+
+def _checkHeld(held, number, what):
+    """NoSuchFrame unless frame ``number`` is one of the ``held`` the Pixel Data holds."""
+    if number > held:
+        raise NoSuchFrame(f"the object's Pixel Data holds {held} {what}, not a frame {number}")
 
 
 def frameSyntax(asStored, syntax):

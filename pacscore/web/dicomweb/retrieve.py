@@ -272,13 +272,16 @@ def _metadataText(path, url):
 
 
 def frameNumbers(text):
-    """The frame numbers of a ``frames/1,3,5`` path."""
+    """The frame numbers of a ``frames/1,3,5`` path; a number repeated is
+    a 400 (PS3.18 8.3.3.1: a list of non-duplicate frame numbers)."""
     try:
         numbers = [int(part) for part in text.split(",")]
     except ValueError:
         numbers = []
     if not numbers or not all(1 <= number <= MOST_FRAMES for number in numbers):
         raise WebError(400, f"frames must be numbers from 1 separated by commas, not {text!r}")
+    if len(set(numbers)) < len(numbers):
+        raise WebError(400, f"frames must not name a frame twice, as {text!r} does")
     return numbers
 
 
@@ -314,20 +317,22 @@ def _frameOffers(media, stored, syntax):
 
 
 async def _frameParts(archive, request, path, numbers):
-    """The StreamAnswer of frames ``numbers`` (None: all) of the object at ``path``."""
+    """The StreamAnswer of frames ``numbers`` (None: all) of the object at
+    ``path``, each made in the I/O pool once the client took the last."""
     choose = partial(_frameChoice, multipart.accepted(request))
     try:
-        kind, sentSyntax, frames = await onFile(archive, path, instanceFrames, numbers, choose)
+        frames = await onFile(archive, path, instanceFrames, numbers, choose)
     except NoSuchFrame as e:
         raise WebError(404, str(e)) from e
     boundary = multipart.newBoundary()
 
     async def parts():
-        for frame in frames:
-            yield multipart.partHeader(boundary, f"{kind}; transfer-syntax={sentSyntax}")
+        for position, number in enumerate(frames.numbers):
+            frame = frames.first if position == 0 else await archive.workers.deferToWorker(frames.frame, number - 1)
+            yield multipart.partHeader(boundary, f"{frames.kind}; transfer-syntax={frames.syntax}")
             yield frame + multipart.CRLF
         yield multipart.closing(boundary)
-    return StreamAnswer(parts(), multipart.multipartType(boundary, kind))
+    return StreamAnswer(parts(), multipart.multipartType(boundary, frames.kind))
 
 
 async def retrieveFrames(archive, request, target, base):

@@ -32,7 +32,7 @@ from pacscore.dicom.datasets import encodeDataset
 from pacscore.dicom.storeddata import STREAMED_OBJECT
 from pacscore.testing.corpus import makeDataset
 from pacscore.web import objectstream
-from pacscore.web.dicomweb import retrieve
+from pacscore.web.dicomweb import instancefiles, retrieve
 from pacscore.web.dicomweb.resource import Target
 from pacscore.web.dicomweb.instancefiles import instanceMetadata
 from plugins.pacs_control_modify import modifyImage
@@ -319,6 +319,41 @@ class RetrieveTests(DicomWebTestCase):
         uri = yield self.fetch(f"{self.root}/wado?requestType=WADO&studyUID={study}&seriesUID={study}.1"
                                f"&objectUID={study}.1.1&contentType=application/dicom&transferSyntax={EXPLICIT}")
         self.assertEqual((uri.code, uri.body), (200, content))
+
+    @defer.inlineCallbacks
+    def test_framesMadeOneAtATime(self):
+        """Frames are decoded one at a time, each as the answer comes to it
+        (``instanceFrames`` makes only the first), so that the frames of
+        ``frames/{list}`` and of Pixel Data's ``bulk/7FE00010`` are never
+        all in memory; they go in the order asked for.  A number named
+        twice is a 400 (PS3.18: non-duplicate frame numbers), where 600
+        times "1" made 1.2 GB of one 33 kB file."""
+        study = "1.2.826.0.1.3680043.8.498.31"
+        dataset = flatRle(makeDataset("FLAT2", "Flat^Frames", study, f"{study}.1", f"{study}.1.1", 1, 1,
+                                      rows=16, columns=16), 4)
+        path = yield self.stored(dataset, "frames.dcm")
+        octets = 'multipart/related; type="application/octet-stream"'
+        made = []
+        nativeFrame = instancefiles._nativeFrame
+
+        def counted(dataset, syntax, index):
+            made.append(index)
+            return nativeFrame(dataset, syntax, index)
+        self.patch(instancefiles, "_nativeFrame", counted)
+        frames = instancefiles.instanceFrames(os.path.join(self.running.workdir, "frames.dcm"), [3, 1, 2],
+                                              lambda syntax: (False, instancefiles.OCTET_STREAM))
+        self.assertEqual((made, frames.first), ([2], b"\x02\x01" * 256))
+        self.assertEqual(frames.frame(0), b"\x02\x01" * 256)
+        self.assertEqual(made, [2, 0])
+        del made[:]
+        found = yield self.fetch(path + "/frames/3,1,2", accept=octets)
+        self.assertEqual([frame for _, frame in found.parts()], [b"\x02\x01" * 256] * 3)
+        self.assertEqual(made, [2, 0, 1])
+        bulk = yield self.fetch(path + "/bulk/7FE00010", accept=octets)
+        self.assertEqual([frame for _, frame in bulk.parts()], [b"\x02\x01" * 256] * 4)
+        for frames in ("1,1", "1,2,3,4,1", "2," * 600 + "2"):
+            found = yield self.fetch(path + f"/frames/{frames}", accept=octets)
+            self.assertEqual((frames, found.code), (frames, 400), found.body)
 
     @defer.inlineCallbacks
     def test_frames(self):

@@ -29,6 +29,7 @@ from pacscore.web.dicomweb.dicomjson import jsonDataset
 PIXEL_DATA = 0x7FE00010
 AVAILABLE_TRANSFER_SYNTAX = "00083002"
 OCTET_STREAM = "application/octet-stream"
+WORD_SIZES = {"OW": 2, "OL": 4, "OF": 4, "OD": 8, "OV": 8}  # bytes of a word of the binary VRs
 # PS3.18 table 8.7.3-2: the media type of a frame in a compressed syntax.
 FRAME_TYPES = {JPEG_BASELINE: "image/jpeg", JPEG_EXTENDED: "image/jpeg", JPEG_LOSSLESS: "image/jpeg",
                JPEG_LOSSLESS_SV1: "image/jpeg", JPEG_LS_LOSSLESS: "image/jls", JPEG_LS_NEAR_LOSSLESS: "image/jls",
@@ -100,9 +101,11 @@ def instanceMetadata(path, url):
     Pixel Data), which are ``BulkDataURI``s of ``url/bulk/{tag}``; with the
     Available Transfer Syntax UID it is stored in.  Binary values in
     sequence items (an icon's pixels) stay inline: ``bulk/{tag}`` names a
-    top-level attribute."""
+    top-level attribute.  Binary values go little endian (``_littleEndianWords``)."""
     dataset = _read(path, pixels=False)
-    syntax = str(dataset.file_meta.get("TransferSyntaxUID", "")) if hasattr(dataset, "file_meta") else ""
+    syntax = _storedSyntax(dataset)
+    if syntax == EXPLICIT_VR_BIG_ENDIAN:
+        _littleEndianWords(dataset)
     found = jsonDataset(dataset, lambda element: f"{url}/bulk/{int(element.tag):08X}"
                         if dataset.get(element.tag) is element else None)
     if "Rows" in dataset:
@@ -111,6 +114,11 @@ def instanceMetadata(path, url):
     if syntax:
         found[AVAILABLE_TRANSFER_SYNTAX] = {"vr": "UI", "Value": [syntax]}
     return dict(sorted(found.items()))
+
+
+def _storedSyntax(dataset):
+    """The transfer syntax UID the file meta of ``dataset`` names; "" without one."""
+    return str(dataset.file_meta.get("TransferSyntaxUID", "")) if hasattr(dataset, "file_meta") else ""
 
 
 def frameCount(dataset):
@@ -192,6 +200,30 @@ def _littleEndian(data, size):
     return np.frombuffer(data, dtype=f">u{size}").astype(f"<u{size}").tobytes()
 
 
+def _littleEndianWords(dataset):
+    """Make the OW, OL, OF, OD and OV values of ``dataset``, read from an
+    Explicit VR Big Endian file, little endian (``_wordsLittleEndian``),
+    those in its sequences' items too: DICOM JSON's InlineBinary and bulk
+    data hold them as Explicit VR Little Endian does (PS3.18 8.7.3), as
+    the object's frames do (``_nativeFrame``)."""
+    for tag in dataset.keys():
+        vr = dataset.get_item(tag).VR
+        if vr == "SQ":
+            for item in dataset[tag].value:
+                _littleEndianWords(item)
+        elif vr in WORD_SIZES and dataset[tag].value:
+            dataset[tag].value = _wordsLittleEndian(dataset[tag])
+
+
+def _wordsLittleEndian(element):
+    """The bytes of the binary ``element`` of a big endian data set as
+    little endian: the words of an OW, OL, OF, OD or OV value swapped
+    (one that is no whole number of them left as it is)."""
+    size = WORD_SIZES.get(element.VR, 1)
+    value = bytes(element.value)
+    return _littleEndian(value, size) if len(value) % size == 0 else value
+
+
 class Frames(NamedTuple):
     """Frames of an object to send (``instanceFrames``)."""
 
@@ -250,12 +282,13 @@ def frameSyntax(asStored, syntax):
 
 def bulkValue(path, tag):
     """The bytes of the top-level attribute ``tag`` (not Pixel Data, which
-    goes as frames) of the stored file ``path``, as stored."""
+    goes as frames) of the stored file ``path``, as stored, but little
+    endian (``_wordsLittleEndian``)."""
     dataset = _read(path, pixels=False)
     element = dataset.get(Tag(tag))
     if element is None or element.VR == "SQ":
         raise NoSuchAttribute(f"the object has no bulk data attribute ({tag >> 16:04X},{tag & 0xFFFF:04X})")
     value = element.value
     if isinstance(value, (bytes, bytearray)):
-        return bytes(value)
+        return _wordsLittleEndian(element) if _storedSyntax(dataset) == EXPLICIT_VR_BIG_ENDIAN else bytes(value)
     return str(value).encode("utf-8")

@@ -469,6 +469,39 @@ class RetrieveTests(DicomWebTestCase):
             self.assertEqual((name, frame), (name, little.PixelData))
 
     @defer.inlineCallbacks
+    def test_binaryValuesOfBigEndianObjects(self):
+        """OW, OL, OF, OD and OV values of an object stored in Explicit VR
+        Big Endian go little endian, their words swapped, as its frames do:
+        inline in the metadata (in a sequence's items too) and as bulk data
+        (PS3.18 8.7.3: octet-stream is Explicit VR Little Endian), as
+        Orthanc sends them; a palette stored (1, 2, 3, 258) read as (256,
+        512, 768, 513) showed the wrong colours."""
+        study = "1.2.826.0.1.3680043.8.498.32"
+        dataset = makeDataset("BIGEND1", "Big^Endian", study, f"{study}.1", f"{study}.1.1", 1, 1, rows=2, columns=2)
+        dataset.file_meta.TransferSyntaxUID = syntaxes.EXPLICIT_VR_BIG_ENDIAN
+        dataset.PixelData = struct.pack(">4H", 1, 2, 3, 4)
+        dataset.add_new(0x00281201, "OW", struct.pack(">4H", 1, 2, 3, 0x0102))  # Red Palette LUT Data
+        dataset.add_new(0x00281202, "OW", struct.pack(">1024H", *range(1024)))  # Green: over 1 KB, bulk data
+        dataset.add_new(0x00660016, "OF", struct.pack(">2f", 1.5, -2))  # Point Coordinates Data
+        item = Dataset()
+        item.add_new(0x00660040, "OL", struct.pack(">2L", 1, 0x01020304))  # Long Primitive Point Index List
+        dataset.add_new(0x00660002, "SQ", [item])  # Surface Sequence
+        path = yield self.stored(dataset, "bigendian.dcm")
+        (metadata,) = (yield self.fetch(path + "/metadata")).json()
+
+        def inline(value):
+            return base64.b64decode(value["InlineBinary"])
+        self.assertEqual(inline(metadata["00281201"]), struct.pack("<4H", 1, 2, 3, 0x0102))
+        self.assertEqual(inline(metadata["00660016"]), struct.pack("<2f", 1.5, -2))
+        self.assertEqual(inline(metadata["00660002"]["Value"][0]["00660040"]), struct.pack("<2L", 1, 0x01020304))
+        octets = 'multipart/related; type="application/octet-stream"'
+        for tag, expected in (("00281202", struct.pack("<1024H", *range(1024))),
+                              ("00281201", struct.pack("<4H", 1, 2, 3, 0x0102))):
+            ((_, value),) = (yield self.fetch(f"{path}/bulk/{tag}", accept=octets)).parts()
+            self.assertEqual((tag, value), (tag, expected))
+        self.assertEqual(metadata["00281202"]["BulkDataURI"], f"{self.base}{path}/bulk/00281202")
+
+    @defer.inlineCallbacks
     def test_framesWithBitsAboveHighBit(self):
         """Native frames of an image with an embedded overlay above High
         Bit, unsigned and signed, stored in every lossless code, are the

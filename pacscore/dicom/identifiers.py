@@ -15,7 +15,8 @@ Specific Character Set its text is encoded in: the request's (code
 extensions too) when that can hold every value, else ISO_IR 100 (Latin-1)
 or, when even that cannot, ISO_IR 192 (UTF-8); none when the request has
 none and the text is ASCII.  A stored value its VR cannot encode (a
-SeriesNumber "abc") is answered empty.
+SeriesNumber "abc") is answered empty, but in QIDO-RS, whose DICOM JSON
+holds it, a DS or IS value as its text.
 """
 
 import re
@@ -25,7 +26,7 @@ from typing import NamedTuple
 
 from pydicom.charset import convert_encodings, decode_bytes, encode_string, python_encoding
 from pydicom.datadict import dictionary_VR, keyword_for_tag
-from pydicom.dataelem import DataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.tag import Tag
@@ -400,16 +401,20 @@ def _signedWhenNegative(tag, vr, text):
         return vr
 
 
-def answerElement(tag, vr, text):
+def answerElement(tag, vr, text, numbersAsText=False):
     """The element answering with ``text`` (as stored in the index) in
     ``vr`` (SS for a negative value of a "US or SS" attribute); empty when
-    ``vr`` cannot hold it."""
+    ``vr`` cannot hold it, but a DS or IS value that is no number as its
+    text when ``numbersAsText`` (DICOM JSON holds it so, as the metadata)."""
     vr = _signedWhenNegative(tag, vr, text)
     try:
         value = elementValue(vr, text)
         checkFits(vr, value)
         return DataElement(tag, vr, value)
     except (ValueError, TypeError, OverflowError, struct.error) as e:
+        if numbersAsText and vr in _NUMBER_STRING_VRS:
+            stored = text.encode("utf-8")
+            return RawDataElement(Tag(tag), vr, len(stored), stored, 0, False, True)
         log.debug("Answering ({tag}) empty: {vr} cannot hold {text!r} ({error})",
                   tag=f"{tag >> 16:04X},{tag & 0xFFFF:04X}", text=text, vr=vr, error=e)
         return DataElement(tag, vr, None)
@@ -418,11 +423,12 @@ def answerElement(tag, vr, text):
 class MatchEncoder:
     """Builds the encoded response identifiers of one request."""
 
-    def __init__(self, request, retrieveAE, transferSyntax, keep=None):
+    def __init__(self, request, retrieveAE, transferSyntax, keep=None, numbersAsText=False):
         self.request = request
         self.retrieveAE = retrieveAE
         self.transferSyntax = transferSyntax
         self.keep = keep  # keep(dataset) -> bool: a result converter line (see pacscore.dicom.find)
+        self.numbersAsText = numbersAsText  # see answerElement
         uniqueTag, uniqueVR = UNIQUE_KEYS[request.level]
         # A Private Creator names its block in the answers as in the request (PS3.5 7.8.1).
         self._creators = {key.tag: key.value for key in request.keys if Tag(key.tag).is_private_creator}
@@ -449,7 +455,7 @@ class MatchEncoder:
             text = "ONLINE" if tag == INSTANCE_AVAILABILITY else self._creators.get(tag, values.get(tag, ""))
             if vr in TEXT_VRS:
                 texts.append(text)
-            dataset.add(answerElement(tag, vr, text))
+            dataset[tag] = answerElement(tag, vr, text, self.numbersAsText)
         addCharacterSet(dataset, self.request.characterSet, texts)
         dataset.add_new(QUERY_RETRIEVE_LEVEL, "CS", self.request.level)
         dataset.add_new(RETRIEVE_AE_TITLE, "AE", self.retrieveAE)

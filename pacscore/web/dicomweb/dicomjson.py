@@ -74,6 +74,8 @@ def _jsonAttribute(dataset, tag, handler, threshold):
         if element.VR == "SQ":
             items = [_jsonObject(item, handler, threshold) for item in element.value]
             return {"vr": "SQ", "Value": items} if items else {"vr": "SQ"}
+        if element.VR == "IS":  # not a plain integer (rawValues): pydicom would make 1.5 the integer 1
+            return _textAttribute(element)
         found = element.to_json_dict(handler, threshold)
         if "Value" in found:
             found["Value"] = [_jsonValue(value) for value in found["Value"]]
@@ -84,9 +86,16 @@ def _jsonAttribute(dataset, tag, handler, threshold):
             log.warn("DICOM JSON: the sequence ({group:04X},{element:04X}) left out: {error}", group=tag >> 16,
                      element=tag & 0xFFFF, error=e)
             return None
-        convert = _TEXT_VALUES.get(stored.VR, str)
-        values = [convert(text) if text else None for text in _storedText(stored.value)]
-        return {"vr": stored.VR, "Value": values} if any(value is not None for value in values) else {"vr": stored.VR}
+        return _textAttribute(stored)
+
+
+def _textAttribute(element):
+    """The DICOM JSON of an attribute by the text of its values (as stored,
+    or as far as pydicom read them): DS and IS values as numbers where they
+    read as such, else as that text; person names by component group."""
+    convert = _TEXT_VALUES.get(element.VR, str)
+    values = [convert(text) if text else None for text in _storedText(element.value)]
+    return {"vr": element.VR, "Value": values} if any(value is not None for value in values) else {"vr": element.VR}
 
 
 def _jsonValue(value):

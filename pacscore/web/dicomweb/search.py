@@ -332,7 +332,7 @@ async def search(archive, request, target, base, level):
     if capped:
         limit = maximum
     keep = resultFilter(archive, callingAE(request))
-    encoder = MatchEncoder(Request(level, keys, "ISO_IR 192"), archive.aeTitle, None, keep)
+    encoder = MatchEncoder(Request(level, keys, "ISO_IR 192"), archive.aeTitle, None, keep, numbersAsText=True)
     virtual = archive.virtualServers
     if virtual is None:
         total, answers = await archive.index.runQuery(_matches, archive.query, level, keys, encoder, base,

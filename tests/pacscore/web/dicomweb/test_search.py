@@ -2,12 +2,17 @@
 study of two series of two images."""
 
 import json
+import os
 
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.tag import Tag
 from twisted.internet import defer
 from twisted.logger import capturedLogs
 from twisted.trial import unittest
 
+from pacscore.control.data import AddImageFile
+from pacscore.testing.corpus import makeDataset
 from pacscore.web.dicomweb.search import (
     CAPPED, LARGEST_NUMBER, LITERAL, MORE, NO_EMPTY_VALUE_MATCHING, NO_MULTIPLE_VALUE_MATCHING, _withRemote)
 from tests.pacscore.web.dicomweb.client import DicomWebTestCase
@@ -220,6 +225,26 @@ class SearchTests(DicomWebTestCase):
         self.assertEqual(values(named, "00080062"), ["1.2.840.10008.5.1.4.1.1.2"])
         every = (yield self.fetch("/studies?includefield=all")).json()[0]
         self.assertTrue(set(plain) < set(every))
+
+    @defer.inlineCallbacks
+    def test_invalidNumbersAsStored(self):
+        """An IS or DS value that is no valid one goes as it is stored, in
+        QIDO-RS as in the metadata: as a number where it reads as one (an
+        InstanceNumber 1.5, which pydicom made 1), else as its text (a
+        SeriesNumber "abc", which QIDO-RS answered empty)."""
+        study = "1.2.826.0.1.3680043.8.498.40"
+        dataset = makeDataset("BADNUM", "Bad^Numbers", study, f"{study}.1", f"{study}.1.1", 1, 1)
+        dataset[0x00200013] = RawDataElement(Tag(0x00200013), "IS", 4, b"1.5 ", 0, False, True)
+        dataset[0x00200011] = RawDataElement(Tag(0x00200011), "IS", 4, b"abc ", 0, False, True)
+        path = os.path.join(self.running.workdir, "badnumbers.dcm")
+        dataset.save_as(path, enforce_file_format=True)
+        yield self.running.run(AddImageFile(), path)
+        (match,) = (yield self.fetch("/instances?PatientID=BADNUM&includefield=all")).json()
+        (metadata,) = (yield self.fetch(f"/studies/{study}/series/{study}.1/instances/{study}.1.1/metadata")).json()
+        for answer in (match, metadata):
+            self.assertEqual((values(answer, "00200013"), values(answer, "00200011")), ([1.5], ["abc"]))
+        (series,) = (yield self.fetch(f"/studies/{study}/series?includefield=SeriesNumber")).json()
+        self.assertEqual(values(series, "00200011"), ["abc"])
 
     @defer.inlineCallbacks
     def test_jsonTypes(self):

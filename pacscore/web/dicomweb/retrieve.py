@@ -443,7 +443,11 @@ async def _rendered(archive, request, path, frame, size):
 async def retrieveRendered(archive, request, target, base):
     """An instance (or one of its frames) as a picture: ``viewport`` =
     width,height (the largest size), ``window`` = center,width[,function],
-    ``quality`` (1-100, of a JPEG)."""
+    ``quality`` (1-100, of a JPEG).  A study or series as the picture of
+    its first instance that can be shown, as Orthanc answers them (PS3.18
+    10.4.1 has them a multipart of every instance's)."""
+    if not target.instance:
+        return await withInstances(archive, target, lambda found: _firstShown(archive, request, found, 0))
     frame = frameNumbers(target.frames)[0] - 1 if target.frames else 0
     return await withInstances(archive, target, lambda found: _rendered(archive, request, _onlyPath(found), frame, 0))
 
@@ -451,17 +455,18 @@ async def retrieveRendered(archive, request, target, base):
 async def retrieveThumbnail(archive, request, target, base):
     """The first instance of a study, series or an instance that can be
     shown (one with pixels pacs can render) as a small picture."""
-    return await withInstances(archive, target, lambda found: _firstShown(archive, request, found))
+    return await withInstances(archive, target, lambda found: _firstShown(archive, request, found, THUMBNAIL_SIZE))
 
 
-async def _firstShown(archive, request, found):
-    """The thumbnail of the first of ``found`` that can be shown, skipping
-    those that cannot (no Pixel Data, pixels no codec reads, a file gone);
-    the first one's error when none can."""
+async def _firstShown(archive, request, found, size):
+    """The picture (``size`` its largest side, 0 its own size) of the first
+    of ``found`` that can be shown, skipping those that cannot (no Pixel
+    Data, pixels no codec reads, a file gone); the first one's error when
+    none can."""
     refusal = None
     for _, path in found:
         try:
-            return await _rendered(archive, request, path, 0, THUMBNAIL_SIZE)
+            return await _rendered(archive, request, path, 0, size)
         except WebError as e:
             if e.code not in (404, 422):  # a file gone, an object that cannot be shown (CannotShow)
                 raise

@@ -585,6 +585,31 @@ class RetrieveTests(DicomWebTestCase):
         self.assertEqual((none.code, none.body.count(b"no Pixel Data")), (422, 1))
 
     @defer.inlineCallbacks
+    def test_renderedStudyAndSeries(self):
+        """A study's or series' ``rendered`` is its first object that can be
+        shown as a picture, at its full size unless ``viewport`` asks
+        another, as Orthanc answers it: an object without pixels ahead of
+        it is skipped, a series of such objects alone is a 422, and one
+        not stored a 404."""
+        study = "1.2.826.0.1.3680043.8.498.41"
+        report, images = f"{study}.1", f"{study}.2"
+        noPixels = makeDataset("RENDER1", "Rendered^Study", study, report, f"{report}.1", 1, 1)
+        del noPixels.PixelData
+        yield self.stored(noPixels, "rendered-nopixels.dcm")
+        yield self.stored(makeDataset("RENDER1", "Rendered^Study", study, images, f"{images}.1", 2, 1,
+                                      rows=48, columns=200), "rendered-image.dcm")
+        for path in (f"/studies/{study}/rendered", f"/studies/{study}/series/{images}/rendered"):
+            shown = yield self.fetch(path)
+            self.assertEqual((path, shown.code, shown.header("content-type")), (path, 200, "image/jpeg"))
+            self.assertEqual(Image.open(io.BytesIO(shown.body)).size, (200, 48))
+        png = yield self.fetch(f"/studies/{study}/rendered?viewport=100,100", accept="image/png")
+        self.assertEqual((Image.open(io.BytesIO(png.body)).format, Image.open(io.BytesIO(png.body)).size),
+                         ("PNG", (100, 24)))
+        none = yield self.fetch(f"/studies/{study}/series/{report}/rendered")
+        self.assertEqual((none.code, none.body.count(b"no Pixel Data")), (422, 1))
+        self.assertEqual((yield self.fetch(f"/studies/{study}.9/rendered")).code, 404)
+
+    @defer.inlineCallbacks
     def test_zeroQualityIsNotAcceptable(self):
         """An Accept whose ranges are all q=0 is a 406, not taken as ``*/*``;
         a q=0 range refuses what a wider one would otherwise take."""

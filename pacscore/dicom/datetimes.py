@@ -53,6 +53,8 @@ def isDateTime(value):
 
 
 CHECKS = {"DA": isDate, "TM": isTime, "DT": isDateTime}
+FORMATS = {"DA": "date (DA, YYYYMMDD)", "TM": "time (TM, HHMMSS.FFFFFF)",
+           "DT": "date and time (DT, YYYYMMDDHHMMSS.FFFFFF&ZZXX)"}
 
 
 def isRangeMatch(value, vr):

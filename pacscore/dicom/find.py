@@ -275,14 +275,15 @@ def _describe(encoded, transferSyntax):
     return texts
 
 
-def readIdentifier(data, transferSyntax, levels, columnVRs=None):
+def readIdentifier(data, transferSyntax, levels, columnVRs=None, matching=True):
     """In a worker (a big identifier decodes for seconds): ``(identifier,
     request, mask)`` of an identifier's bytes, decoded once: the Dataset
-    without its virtual server mask, its ``Request`` (``readRequest``) and
-    the mask (``takeServerMask``).  Raises ``BadIdentifier``."""
+    without its virtual server mask, its ``Request`` (``readRequest``, of
+    keys ``matching`` or not) and the mask (``takeServerMask``).  Raises
+    ``BadIdentifier``."""
     identifier = decodeIdentifier(data, transferSyntax)
     mask = takeServerMask(identifier)
-    return identifier, readRequest(identifier, transferSyntax, levels, columnVRs), mask
+    return identifier, readRequest(identifier, transferSyntax, levels, columnVRs, matching), mask
 
 
 async def convertRequest(hook, reactor, data, transferSyntax, callingAE, calledAE, moveDestination=None):

@@ -4,7 +4,8 @@ answer with.
 A request's identifier becomes its Query/Retrieve Level, the keys to match
 (as Unicode text: decoded with the request's Specific Character Set) and
 the list of attributes to return; a key with more values, or a longer
-value, than SQL should be given refuses the request.  A match carries
+value, than SQL should be given refuses the request, and so does a C-FIND
+date or time key that is no such value nor a range of them.  A match carries
 exactly the requested attributes, in the data dictionary's VR (SS for a
 negative value of a "US or SS" one; the request's only for tags the
 dictionary does not know, a private key of implicit VR in the VR of its
@@ -35,6 +36,7 @@ from twisted.logger import Logger
 
 from pacscore.db.query import UNSPLIT_VRS, QueryKey, valuesOf
 from pacscore.dicom.datasets import decodePeerDataset, encodeDataset
+from pacscore.dicom.datetimes import FORMATS, isMatchValue
 from pacscore.storage.attributes import DatasetError, columnValueText
 from pacscore.storage.codeextensions import withoutEscapes
 
@@ -157,16 +159,18 @@ def _itemsHoldValues(items):
     return False
 
 
-def checkKeys(keys):
+def checkKeys(keys, matching=True):
     """Raise ``BadIdentifier`` for a key with more than ``MAX_UIDS`` (UI) or
     ``MAX_VALUES`` values, a value longer than ``MAX_VALUE_LENGTH``, or
-    more than ``MAX_TOTAL_VALUES`` in all."""
+    more than ``MAX_TOTAL_VALUES`` in all; for keys ``matching`` (a
+    C-FIND's, not a retrieve's, whose other keys select nothing), a DA,
+    TM or DT value C-FIND does not match by (``checkMatchValues``)."""
     total = 0
     for key in keys:
         values = [key.value] if key.vr in UNSPLIT_VRS else key.value.split("\\")
         total += len(values)
         limit = MAX_UIDS if key.vr == "UI" else MAX_VALUES
-        name = f"({key.tag >> 16:04X},{key.tag & 0xFFFF:04X})"
+        name = _tagName(key.tag)
         if len(values) > limit:
             raise BadIdentifier(f"{name} has {len(values)} values, at most {limit}", UNABLE_TO_PROCESS)
         longest = max(map(len, values))
@@ -175,12 +179,36 @@ def checkKeys(keys):
                                 UNABLE_TO_PROCESS)
     if total > MAX_TOTAL_VALUES:
         raise BadIdentifier(f"{total} values in all keys, at most {MAX_TOTAL_VALUES}", UNABLE_TO_PROCESS)
+    if matching:
+        checkMatchValues(keys)
 
 
-def readRequest(dataset, transferSyntax, levels, columnVRs=None):
+def _tagName(tag):
+    """``(gggg,eeee)``."""
+    return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+
+
+def checkMatchValues(keys):
+    """Raise ``BadIdentifier`` (A900, as wlmscpfs answers) for a DA, TM or
+    DT key value that is neither one value nor a range of them
+    (``isMatchValue``; PS3.4 C.2.2.2.5): a three-part range, ``2026-12-02``,
+    a month 13, a time 2500.  An empty value, or a lone ``-`` (matched as
+    any value, as dcmqrscp does), is not refused."""
+    for key in keys:
+        if key.vr not in FORMATS:
+            continue
+        for value in key.value.split("\\"):
+            value = value.strip()
+            if value not in ("", "-") and not isMatchValue(value, key.vr):
+                raise BadIdentifier(f"{_tagName(key.tag)} must be a {FORMATS[key.vr]} or a range of them, "
+                                    f"not {value[:64]!r}", IDENTIFIER_DOES_NOT_MATCH)
+
+
+def readRequest(dataset, transferSyntax, levels, columnVRs=None, matching=True):
     """The ``Request`` of an identifier (a Dataset, ``decodeIdentifier``
     of its bytes in ``transferSyntax``); ``levels`` are those its model
-    allows; ``columnVRs``: see ``datasetKeys``.
+    allows; ``columnVRs``: see ``datasetKeys``; ``matching``: see
+    ``checkKeys``.
 
     Raises ``BadIdentifier``."""
     level = str(dataset.get("QueryRetrieveLevel", "") or "").strip().upper()
@@ -191,7 +219,7 @@ def readRequest(dataset, transferSyntax, levels, columnVRs=None):
         keys = datasetKeys(dataset, columnVRs, transferSyntax)
     except DatasetError as e:
         raise BadIdentifier(str(e), UNABLE_TO_PROCESS) from e
-    checkKeys(keys)
+    checkKeys(keys, matching)
     return Request(level, keys, characterSetOf(dataset))
 
 

@@ -256,7 +256,7 @@ class RetrieveService:
                               operation=self.operation, key=self.requestHook.script.key)
                 return respond(SUCCESS, Progress(0))
             identifier, request, mask = await self.workers.deferToWorker(readIdentifier, data, syntax,
-                                                                         modelOf(sopClass).levels)
+                                                                         modelOf(sopClass).levels, matching=False)
             checkRetrieveKeys(request)
             self._check(protocol, command)
             lost = []

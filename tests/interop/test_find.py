@@ -143,6 +143,19 @@ class FindTests(unittest.TestCase):
             matches = self.find(STUDY_ROOT, "STUDY", {"StudyTime": times, "AccessionNumber": None})
             self.assertEqual(self.values(matches, "AccessionNumber"), sorted(truth), times)
 
+    def test_malformedDatesAndTimesRefused(self):
+        """A date or time that is no value nor range of them is refused
+        with A900 and a log line, as wlmscpfs does, not answered Success
+        with matches of a range the request did not ask for."""
+        for keyword, value in (("StudyDate", "20040101-20040119-20991231"), ("StudyDate", "2024-02-10"),
+                               ("StudyTime", "2500")):
+            matches, result = findscu(self.server, STUDY_ROOT, "STUDY", {keyword: value, "AccessionNumber": None},
+                                      "-v")
+            self.assertEqual(matches, [], value)
+            self.assertIn("Received Final Find Response (Error: DataSetDoesNotMatchSOPClass)", result.stderr)
+        self.assertIn("C-FIND refused: (0008,0020) must be a date (DA, YYYYMMDD) or a range of them, "
+                      "not '2024-02-10'", self.server.log())
+
     def test_uidList(self):
         series = CORPUS.seriesUIDs()[:3]
         matches = self.find(STUDY_ROOT, "SERIES", {"SeriesInstanceUID": "\\".join(series), "Modality": None})

@@ -37,7 +37,7 @@ from pydicom.datadict import dictionary_VR, tag_for_keyword
 
 from pacscore.db.query import (
     SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, UNSPLIT_VRS, QueryKey, levelIndex)
-from pacscore.dicom.datetimes import isMatchValue
+from pacscore.dicom.datetimes import FORMATS, isMatchValue
 from pacscore.dicom.identifiers import (
     INSTANCE_AVAILABILITY, QUERY_RETRIEVE_LEVEL, SPECIFIC_CHARACTER_SET, BadIdentifier, MatchEncoder, Request, checkKeys,
     findIdentifier)
@@ -76,8 +76,6 @@ _UNSUPPORTED_MATCHING = {"fuzzymatching": LITERAL, "emptyvaluematching": NO_EMPT
                          "multiplevaluematching": NO_MULTIPLE_VALUE_MATCHING}
 _CONTROL = frozenset(("includefield", "limit", "offset", "accept", "charset", *_UNSUPPORTED_MATCHING))
 _UNQUOTABLE = re.compile(r'[^ !#-\[\]-~]')  # what a Warning's quoted text cannot hold as it is
-RANGE_FORMATS = {"DA": "date (DA, YYYYMMDD)", "TM": "time (TM, HHMMSS.FFFFFF)",
-                 "DT": "date and time (DT, YYYYMMDDHHMMSS.FFFFFF&ZZXX)"}
 
 
 def hexTag(text):
@@ -220,8 +218,8 @@ def _filterValue(name, vr, values):
     or for a date or time C-FIND would not match by (``isMatchValue``)."""
     values = [value.strip() for value in values]
     for value in (part for value in values for part in value.split("\\")):
-        if vr in RANGE_FORMATS and value and not isMatchValue(value, vr):
-            raise WebError(400, f"{name} must be a {RANGE_FORMATS[vr]} or a range of them, not {value!r}")
+        if vr in FORMATS and value and not isMatchValue(value, vr):
+            raise WebError(400, f"{name} must be a {FORMATS[vr]} or a range of them, not {value!r}")
     if vr in UNSPLIT_VRS:
         if len(values) > 1:
             raise WebError(400, f"{name} matches one text: it cannot be repeated")

@@ -175,6 +175,41 @@ class ReadRequestTests(unittest.TestCase):
         self.assertEqual(len(read(AdditionalPatientHistory="\\" * 600).keys), 1)
         self.assertRaises(BadIdentifier, read, AdditionalPatientHistory="\\" * 1025)
 
+    def test_malformedDatesAndTimesRefused(self):
+        """A DA, TM or DT key that is neither one value nor a range ``A-B``,
+        ``A-`` or ``-B`` of them (PS3.4 C.2.2.2.5, PS3.5 6.2) is refused
+        with A900, as wlmscpfs does, rather than matching nothing or, for
+        a three-part range, a range the request did not ask for."""
+        read = self.readStudyRequest
+        for keyword, value in (("StudyDate", "20261202-20261203-20261204"), ("StudyDate", "2026-12-02"),
+                               ("StudyDate", "20261302"), ("StudyDate", "abcdefgh"), ("StudyDate", "2026"),
+                               ("StudyDate", "20261202\\2026-12-03"), ("StudyTime", "2500"),
+                               ("StudyTime", "ab"), ("StudyTime", "0900-1000-2359"),
+                               ("AcquisitionDateTime", "20261202093000+2500")):
+            error = self.assertRaises(BadIdentifier, read, **{keyword: value})
+            self.assertEqual(error.status, IDENTIFIER_DOES_NOT_MATCH, value)
+            self.assertIn(f"{value.split(chr(92))[-1]!r}", str(error))
+        error = self.assertRaises(BadIdentifier, read, StudyDate="2026-12-02")
+        self.assertEqual(str(error), "(0008,0020) must be a date (DA, YYYYMMDD) or a range of them, "
+                                     "not '2026-12-02'")
+        for keyword, value in (("StudyDate", ""), ("StudyDate", "-"), ("StudyDate", "20261202-"),
+                               ("StudyDate", "-20261202"), ("StudyDate", "20261202-20261204"),
+                               ("StudyDate", "2026.12.02"), ("StudyDate", "2026*"),
+                               ("StudyDate", "20261202\\20261204"), ("StudyTime", "0930"),
+                               ("StudyTime", "093000.123456-"), ("StudyTime", "10:30"),
+                               ("AcquisitionDateTime", "20261202093000.5+0100-20261203-0500")):
+            self.assertEqual(read(**{keyword: value}).keys[0].value, value)
+
+    def test_aRetrieveDoesNotCheckTheDatesItIgnores(self):
+        """A C-MOVE's keys other than its unique keys select nothing: one
+        echoing a stored date that is no date is not refused for it."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pydicom's, about the date
+            data = encodeDataset(identifier(QueryRetrieveLevel="STUDY", StudyInstanceUID="1.2.3",
+                                            StudyDate="2026-12-02"), IMPLICIT)
+        request = readRequest(decodeIdentifier(data, IMPLICIT), IMPLICIT, ALL_LEVELS, matching=False)
+        self.assertEqual([key.value for key in request.keys], ["2026-12-02", "1.2.3"])
+
     def test_mutatedIdentifiers(self):
         """Seeded random damage to identifiers in three encodings: a
         request, or BadIdentifier (a C-FIND/C-MOVE failure status)."""

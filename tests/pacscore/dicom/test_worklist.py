@@ -231,6 +231,24 @@ class WorklistServiceTests(unittest.TestCase):
         self.assertIn("worklist C-FIND refused: (0010,0010) has a value of 50003 characters, at most 1024", logged)
         self.assertNotIn("worklistQueries", self.counters)
 
+    def test_malformedDatesAndTimesRefused(self):
+        """A date or time key that is neither a value nor a range of them
+        (``2026-12-02``, a three-part range, a time 2500): A900 and a log
+        line naming the key, as wlmscpfs refuses it, not Success with
+        nothing (or a range the request did not ask for) scheduled."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pydicom's, about the values
+            requests = [identifier(AccessionNumber="", step={"ScheduledProcedureStepStartDate": value})
+                        for value in ("20240101-20240102-20240103", "2024-01-02", "20241302")]
+            requests.append(identifier(AccessionNumber="", step={"ScheduledProcedureStepStartTime": "2500"}))
+            self.assertEqual([self.find(request)[:2] for request in requests], [(0xA900, [])] * 4)
+        self.assertIn("worklist C-FIND refused: (0040,0002) must be a date (DA, YYYYMMDD) or a range of them, "
+                      "not '2024-01-02'", "\n".join(self.logged()))
+        self.assertNotIn("worklistQueries", self.counters)
+        status, matches, _ = self.find(identifier(AccessionNumber="", step={
+            "ScheduledProcedureStepStartDate": "-20240102", "ScheduledProcedureStepStartTime": "-"}))
+        self.assertEqual((status, sorted(m.AccessionNumber for m in matches)), (0, ["ACC1", "ACC2", "ACC5"]))
+
     def test_longUIDList(self):
         uids = [f"9.{i}" for i in range(1000)] + ["1.2.3.4", "1.2.3.6"]
         status, matches, _ = self.find(identifier(StudyInstanceUID=uids, AccessionNumber=""))

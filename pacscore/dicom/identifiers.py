@@ -170,7 +170,7 @@ def checkKeys(keys, matching=True):
         values = [key.value] if key.vr in UNSPLIT_VRS else key.value.split("\\")
         total += len(values)
         limit = MAX_UIDS if key.vr == "UI" else MAX_VALUES
-        name = _tagName(key.tag)
+        name = tagName(key.tag)
         if len(values) > limit:
             raise BadIdentifier(f"{name} has {len(values)} values, at most {limit}", UNABLE_TO_PROCESS)
         longest = max(map(len, values))
@@ -183,7 +183,7 @@ def checkKeys(keys, matching=True):
         checkMatchValues(keys)
 
 
-def _tagName(tag):
+def tagName(tag):
     """``(gggg,eeee)``."""
     return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
 
@@ -200,7 +200,7 @@ def checkMatchValues(keys):
         for value in key.value.split("\\"):
             value = value.strip()
             if value not in ("", "-") and not isMatchValue(value, key.vr):
-                raise BadIdentifier(f"{_tagName(key.tag)} must be a {FORMATS[key.vr]} or a range of them, "
+                raise BadIdentifier(f"{tagName(key.tag)} must be a {FORMATS[key.vr]} or a range of them, "
                                     f"not {value[:64]!r}", IDENTIFIER_DOES_NOT_MATCH)
 
 

@@ -11,15 +11,17 @@ requested, each valued by tag from the row wherever dicom.sql puts its
 column and in the data dictionary's VR (that of the request for tags it
 does not know; a value the VR cannot hold is answered empty):
 
-- a key inside the (first) item of any sequence matches like a top-level
+- a key inside the item of any sequence matches like a top-level
   one (``pacscore.db.worklistquery``) and is returned in the one item of
   that sequence;
 - a sequence the markers name, requested with no item or an empty one,
   gets an item with every column dicom.sql places in it; any other is
   then returned empty (zero items);
 - keys without a column or a value are returned empty; those with a value
-  but no column to match (and a sequence's further items holding values)
-  make the matches 0xFF01, as in the Q/R C-FIND (PS3.4 K.4.1.1).
+  but no column to match make the matches 0xFF01, as in the Q/R C-FIND
+  (PS3.4 K.4.1.1);
+- a sequence of more than one item refuses the request with 0xA900, as
+  wlmscpfs does (PS3.4 C.2.2.2.6: a sequence key holds one item).
 
 With ``WorkListReturnsISO_IR_100`` (the default) answers declare ISO_IR 100
 whenever their text fits Latin-1 and ISO_IR 192 (UTF-8) otherwise; without
@@ -40,8 +42,8 @@ from pacscore.dicom.datasets import encodeDataset
 from pacscore.dicom.find import (DESTROYED, SUCCESS, answerFind, convertIdentifier, dumpDatasets, resultFilter,
                                  sendResponse)
 from pacscore.dicom.identifiers import (
-    TEXT_VRS, BadIdentifier, addCharacterSet, answerElement, answerVR, characterSetOf, checkKeys, datasetKeys,
-    decodeIdentifier)
+    IDENTIFIER_DOES_NOT_MATCH, TEXT_VRS, BadIdentifier, addCharacterSet, answerElement, answerVR, characterSetOf,
+    checkKeys, datasetKeys, decodeIdentifier, tagName)
 from pacscore.dicom.timing import timed
 
 MODALITY_WORKLIST_FIND = "1.2.840.10008.5.1.4.31"
@@ -159,9 +161,10 @@ class WorklistFindService:
 
     def _readItem(self, dataset, keys):
         """The ``Returned`` of a data set's attributes; adds their keys to
-        ``keys``, those of a sequence's first item flattened in (the key of
-        a sequence whose further items hold values too: they are not
-        matched)."""
+        ``keys``, those of a sequence's item flattened in.  Raises
+        ``BadIdentifier`` (A900, as wlmscpfs answers) for a sequence of
+        more than one item: a sequence key holds a single item (PS3.4
+        C.2.2.2.6), and CT and MR in two would be taken for either."""
         returned = []
         for key in datasetKeys(dataset):
             vr = answerVR(key.tag, key.vr)
@@ -170,8 +173,9 @@ class WorklistFindService:
                 returned.append(Returned(key.tag, vr))
                 continue
             items = dataset[key.tag].value if key.vr == "SQ" else ()
-            if len(items) > 1 and key.itemValues:
-                keys.append(key)
+            if len(items) > 1:
+                raise BadIdentifier(f"{tagName(key.tag)} has {len(items)} items, a sequence key holds one "
+                                    f"(PS3.4 C.2.2.2.6)", IDENTIFIER_DOES_NOT_MATCH)
             item = self._readItem(items[0], keys) if items else ()
             if not item and key.tag in self.sequences:
                 item = self._wholeItem(key.tag)

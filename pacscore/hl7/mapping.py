@@ -11,6 +11,11 @@ segments after it up to the first OBR, its OBR and the segments after that
 up to the next ORC or OBR: TQ1, ZDS, IPC ...); the segments before the
 first order (PID, PV1 ...) are read at their first occurrence.
 
+A field's first repetition is read, every one of them for a ``DT_MSTR``
+column, whose values are joined by ``\\`` (OBR-18 ``AE_X~AE_Y`` gives the
+Scheduled Station AE Titles ``AE_X\\AE_Y``, which a query for either
+matches).
+
 Values are made fit for their DICOM VR: outside LT, ST and UT a backslash
 (the value delimiter) becomes ``/``, control characters (an escaped line
 break) a space and leading spaces go, trailing spaces go everywhere (PS3.5
@@ -135,7 +140,7 @@ def timePart(timestamp):
 class _Column:
     """A WorkList column with its parsed source."""
 
-    __slots__ = ("name", "length", "source", "isDate", "isPersonName", "isText", "isSex")
+    __slots__ = ("name", "length", "source", "isDate", "isPersonName", "isText", "isSex", "isMulti")
 
     def __init__(self, column, source):
         vr = columnVR(column)
@@ -146,6 +151,7 @@ class _Column:
         self.isPersonName = vr == "PN"
         self.isText = vr in TEXT_VRS
         self.isSex = column.tag == PATIENT_SEX
+        self.isMulti = column.dicomType == "DT_MSTR"  # each repetition of its field a value
 
     def valid(self, value):
         """``value`` made a valid value of the column's VR (not cut yet)."""
@@ -263,14 +269,28 @@ class WorklistMapping:
             segment = group.get(ORDER_NUMBERS.get((source.segment, source.field)))
             if segment is None or not segment.field(source.field):
                 return None  # not sent: HL7 says to leave it as it is
+        repetitions = segment.repetitions(source.field) if column.isMulti else 1
+        value = "\\".join(filter(None, (self._repetitionValue(column, segment, repetition, message)
+                                         for repetition in range(repetitions))))
+        if column.name == self.accessionColumn and column.length and len(value) > column.length:
+            raise OrderRefused(f"accession number {value!r} is longer than the {column.length} characters of "
+                               f"{column.name} in dicom.sql: cut, it could name another order")
+        cut, length = column.cut(value)
+        if length is not None:
+            self.truncations.report(self.log, column.name, length, value)
+        return cut
+
+    def _repetitionValue(self, column, segment, repetition, message):
+        """The valid value of ``column`` from one repetition of its field in ``segment``."""
+        source = column.source
         if source.part in ("DATE", "TIME"):
-            sent = segment.value(source.field, 0)
+            sent = segment.value(source.field, 0, repetition)
             value = (datePart if source.part == "DATE" else timePart)(sent)
         else:
             if source.part is None:
-                sent = value = self._wholeField(column, segment)
+                sent = value = self._wholeField(column, segment, repetition)
             else:
-                sent = value = segment.value(source.field, source.part)
+                sent = value = segment.value(source.field, source.part, repetition)
                 if column.isPersonName:
                     value = personName([value])
             if column.isDate:
@@ -280,20 +300,14 @@ class WorklistMapping:
                           id=message.controlId, column=column.name, segment=segment.id, field=source.field,
                           sent=sent)
             value = ""
-        value = column.valid(value)
-        if column.name == self.accessionColumn and column.length and len(value) > column.length:
-            raise OrderRefused(f"accession number {value!r} is longer than the {column.length} characters of "
-                               f"{column.name} in dicom.sql: cut, it could name another order")
-        cut, length = column.cut(value)
-        if length is not None:
-            self.truncations.report(self.log, column.name, length, value)
-        return cut
+        return column.valid(value)
 
     @staticmethod
-    def _wholeField(column, segment):
-        """The field's components joined by ^, or as a DICOM PN for PN columns."""
+    def _wholeField(column, segment, repetition):
+        """The components of one repetition of the field joined by ^, or as
+        a DICOM PN for PN columns."""
         source = column.source
-        components = segment.components(source.field)
+        components = segment.components(source.field, repetition)
         if column.isPersonName:
             if (source.segment, source.field) in XCN_FIELDS:
                 components = components[1:]

@@ -218,22 +218,30 @@ class Segment:
         """The raw text of field ``number``, "" when absent."""
         return self.fields[number] if 0 <= number < len(self.fields) else ""
 
-    def components(self, number):
-        """The components of the first repetition of field ``number``, each
-        its first subcomponent, unescaped; HL7's null ``""`` reads as ""."""
-        d = self.delimiters
-        repetition = self.field(number).split(d.repetition, 1)[0]
-        return [_text(d, part.split(d.subcomponent, 1)[0]) for part in repetition.split(d.component)]
+    def repetitions(self, number):
+        """How many repetitions field ``number`` holds (``AE_X~AE_Y``: 2; 1 when absent)."""
+        return self.field(number).count(self.delimiters.repetition) + 1
 
-    def value(self, number, component=None):
-        """Field ``number`` (first repetition, unescaped), or its zero-based
-        ``component`` (first subcomponent); "" when absent."""
+    def _repetition(self, number, repetition):
+        parts = self.field(number).split(self.delimiters.repetition)
+        return parts[repetition] if repetition < len(parts) else ""
+
+    def components(self, number, repetition=0):
+        """The components of a repetition (the first by default) of field
+        ``number``, each its first subcomponent, unescaped; HL7's null
+        ``""`` reads as ""."""
+        d = self.delimiters
+        return [_text(d, part.split(d.subcomponent, 1)[0])
+                for part in self._repetition(number, repetition).split(d.component)]
+
+    def value(self, number, component=None, repetition=0):
+        """Field ``number`` (a repetition, the first by default, unescaped),
+        or its zero-based ``component`` (first subcomponent); "" when absent."""
         if self.id == "MSH" and number in (1, 2):
             return self.field(number)
         if component is None:
-            d = self.delimiters
-            return _text(d, self.field(number).split(d.repetition, 1)[0])
-        parts = self.components(number)
+            return _text(self.delimiters, self._repetition(number, repetition))
+        parts = self.components(number, repetition)
         return parts[component] if 0 <= component < len(parts) else ""
 
 

@@ -38,13 +38,14 @@ ORDERS = [
 
 
 def useStationAE(workdir):
-    """Map ScheduledAE from OBR-18 in the server's dicom.sql (the default maps nothing)."""
+    """Map ScheduledAE from OBR-18 in the server's dicom.sql (the default maps nothing), every
+    repetition a value (DT_MSTR)."""
     path = os.path.join(workdir, "dicom.sql")
     with open(path) as f:
         text = f.read()
     with open(path, "w") as f:
         f.write(text.replace('"ScheduledAE", 16, SQL_C_CHAR, DT_STR, "---"',
-                             '"ScheduledAE", 16, SQL_C_CHAR, DT_STR, "OBR.18"'))
+                             '"ScheduledAE", 16, SQL_C_CHAR, DT_MSTR, "OBR.18"'))
 
 
 def order(number, accession, patientID, name, charset, modality, start, stationAE, stationName,
@@ -201,6 +202,22 @@ class WorklistTests(unittest.TestCase):
         writeMessages(path, [cancel])
         self.assertEqual(acks(self.server.sendHL7(path)), [("AA", "MSG99")])
         self.assertEqual(worklistFind(self.server, ["AccessionNumber=ACC1097"]), [])
+
+    def test_stationsOfARepeatedOBR18(self):
+        """OBR-18 ``AE_X~AE_Y`` in a DT_MSTR column: a query for either
+        station finds the order, answered with both (as wlmscpfs matches a
+        multi-valued Scheduled Station AE Title)."""
+        path = os.path.join(self.workdir, "stations.hl7")
+        writeMessages(path, [order(96, "ACC1096", "PAT96", "Two^Stations", "", "CT", "20261209100000", "AE_X~AE_Y",
+                                   "")])
+        self.assertEqual(acks(self.server.sendHL7(path)), [("AA", "MSG96")])
+        self.addCleanup(lambda: (writeMessages(path, [order(95, "ACC1096", "PAT96", "Two^Stations", "", "CT", "",
+                                                            "", "", control="CA")]), self.server.sendHL7(path)))
+        for station in ("AE_X", "AE_Y"):
+            [match] = worklistFind(self.server, ["AccessionNumber"],
+                                   sequenceKeys=[f"ScheduledStationAETitle={station}"])
+            self.assertEqual((match.AccessionNumber, list(match[SPS][0].ScheduledStationAETitle)),
+                             ("ACC1096", ["AE_X", "AE_Y"]), station)
 
     def test_anAbandonedFrameDoesNotLendItsPatient(self):
         """A sender gives up on one order halfway and sends another: only

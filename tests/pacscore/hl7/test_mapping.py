@@ -120,6 +120,19 @@ class SourceTests(unittest.TestCase):
 
 class ConversionTests(unittest.TestCase):
 
+    def test_repetitionsOfAMultiValuedColumn(self):
+        """A DT_MSTR column (a Scheduled Station AE Title of OBR-18
+        ``AE_X~AE_Y``) holds every repetition, joined by ``\\`` as DICOM's
+        values are (empty ones left out, a backslash sent in one made
+        ``/``); any other column the first repetition only."""
+        stations = segment("OBR", {1: "1", 3: "ACC100", 18: "AE_X~~AE_Y ~A\\E\\Z"})
+        multi = column("ScheduledAE", "OBR.18", tag=(0x0040, 0x0001), dicomType="DT_MSTR")
+        self.assertEqual(mapOne(multi, stations), "AE_X\\AE_Y\\A/Z")
+        self.assertEqual(mapOne(column("ScheduledAE", "OBR.18", tag=(0x0040, 0x0001)), stations), "AE_X")
+        names = column("Physicians", "OBR.16", tag=REQ_PHYSICIAN, dicomType="DT_MSTR")
+        self.assertEqual(mapOne(names, segment("OBR", {1: "1", 3: "A", 16: "1^Welby^Marcus~2^House^Gregory"})),
+                         "Welby^Marcus\\House^Gregory")
+
     def test_dateAndTimeParts(self):
         cases = [
             ("202612011030", "20261201", "1030"),

@@ -4,7 +4,10 @@ due export converter jobs and delivers due actions.
 It polls the queue (``pollInterval``, 0.5 s), at once after ``kick()``,
 and again whenever a lane's actions end, or a line's jobs end that a full
 poll found (more may be due), so work already due does not wait for the
-next tick.
+next tick.  While the polls fail (the index database down) the loop's
+interval doubles after each failure up to ``pollBackoffCeiling`` (30 s),
+and is back to ``pollInterval`` once a poll answers; the outage is logged
+once when it starts and once when it ends.
 Nothing here blocks the reactor or ingest: the converter lines run in a
 pool of their own (``scriptThreads``), file reads and conversions in
 another, network I/O on the reactor; the queue's writes go to the index
@@ -146,6 +149,7 @@ class ExportService(service.Service):
 
     log = Logger()
     pollInterval = 0.5
+    pollBackoffCeiling = 30
     countsInterval = 5
     batch = 64
 
@@ -170,6 +174,9 @@ class ExportService(service.Service):
         self._heldUntil = {}
         self._polling = None
         self._again = False
+        self._pollBackoff = None  # while the polls fail: seconds the loop waits before the next
+        self._nextPoll = 0
+        self._pollsFailing = None  # (when, error) of the first failed poll of an outage
         self._lastCounts = None
         self._loop = None
 
@@ -196,7 +203,7 @@ class ExportService(service.Service):
         service.Service.startService(self)
         self.scripts.start()
         self.io.start()
-        self._loop = task.LoopingCall(self.kick)
+        self._loop = task.LoopingCall(self._tick)
         self._loop.clock = self.reactor
         self._loop.start(self.pollInterval, now=True)
 
@@ -246,13 +253,32 @@ class ExportService(service.Service):
     # -- polling ----------------------------------------------------------
 
     def _pollFailed(self, failure):
-        """The index database refusing (a database server that is down) is
-        one log line per poll; anything else, with its traceback."""
-        if failure.check(SQLAlchemyError):
-            self.log.error("export queue poll failed, retried at the next poll: {error}",
-                           error=failure.getErrorMessage().splitlines()[0])
-        else:
+        """Backs the loop's polls off.  The index database refusing (a
+        database server that is down) is one log line for the whole outage;
+        anything else is logged with its traceback each time."""
+        now = self.reactor.seconds()
+        self._pollBackoff = min(2 * (self._pollBackoff or self.pollInterval), self.pollBackoffCeiling)
+        self._nextPoll = now + self._pollBackoff
+        if not failure.check(SQLAlchemyError):
             self.log.failure("export queue poll failed", failure)
+        elif self._pollsFailing is None:
+            error = failure.getErrorMessage().splitlines()[0]
+            self._pollsFailing = (now, error)
+            self.log.error("export queue poll failed, polled again at growing intervals (at most {ceiling} s) "
+                           "until it answers: {error}", ceiling=self.pollBackoffCeiling, error=error)
+
+    def _pollAnswered(self, _):
+        """Ends the backoff of failed polls, and logs the outage's end."""
+        if self._pollsFailing is not None:
+            since, error = self._pollsFailing
+            self.log.info("export queue polls answer again, after failing for {seconds:.0f} s ({error})",
+                          seconds=self.reactor.seconds() - since, error=error)
+        self._pollBackoff, self._nextPoll, self._pollsFailing = None, 0, None
+
+    def _tick(self):
+        """The loop's poll, skipped while failed polls are backed off."""
+        if self.reactor.seconds() >= self._nextPoll:
+            self.kick()
 
     def kick(self):
         """Look for due work now (from the reactor thread)."""
@@ -262,7 +288,7 @@ class ExportService(service.Service):
             self._again = True
             return
         self._polling = defer.ensureDeferred(self._poll())
-        self._polling.addErrback(self._pollFailed)
+        self._polling.addCallbacks(self._pollAnswered, self._pollFailed)
         self._polling.addBoth(self._polled)
 
     def _polled(self, _):

@@ -133,7 +133,7 @@ class RunnerTests(unittest.TestCase):
         self.assertEqual(self.queue.dueJobs(1e12, 10), [])
         self.assertEqual(self.counters["forwardsSent"], 1)
 
-    def test_databaseDownIsOneLinePerPoll(self):
+    def test_databaseDownIsOneLineWithoutTraceback(self):
         """The index database refusing (its server down) is logged as one
         error line, no traceback, and polled again; work resumes after."""
         events = []
@@ -153,6 +153,38 @@ class RunnerTests(unittest.TestCase):
         self.receive("1.2.3.1.1")
         self.service.kick()
         self.assertEqual(self.forwarder.delivered, [("B", "1.2.3.1.1")])
+
+    def test_databaseDownBacksOffAndLogsOncePerOutage(self):
+        """While the index database stays down the loop's polls back off
+        (the interval doubles up to pollBackoffCeiling) and the outage is
+        one error line, plus one line when the polls answer again, after
+        which the loop polls at its usual pace."""
+        polls = []
+        dueJobs = self.queue.dueJobs
+
+        def down(*args):
+            polls.append(self.reactor.seconds())
+            raise OperationalError("SELECT", {}, Exception("connection refused"))
+        self.queue.dueJobs = down
+        with capturedLogs() as events:
+            self.service.startService()
+            for _ in range(600):  # 5 minutes
+                self.reactor.advance(0.5)
+            failed = [e for e in events if "export queue poll failed" in e.get("log_format", "")]
+            self.assertEqual(len(failed), 1)
+            self.assertLess(len(polls), 20)
+            gaps = [later - earlier for earlier, later in zip(polls, polls[1:])]
+            self.assertEqual(max(gaps), self.service.pollBackoffCeiling)
+            self.queue.dueJobs = dueJobs
+            self.receive("1.2.3.1.1")
+            self.reactor.advance(self.service.pollBackoffCeiling)
+            self.assertEqual(self.forwarder.delivered, [("B", "1.2.3.1.1")])
+            [recovered] = [e for e in events if "export queue polls answer again" in e.get("log_format", "")]
+            self.assertIn("connection refused", formatEvent(recovered))
+        self.queue.dueJobs = down
+        before = len(polls)
+        self.reactor.advance(0.5)
+        self.assertEqual(len(polls), before + 1)  # the pace is back to pollInterval
 
     def test_kickRunsNewWorkAtOnce(self):
         self.service.startService()

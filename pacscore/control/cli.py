@@ -11,7 +11,8 @@ override the port and host): OUTPUT lines are printed to stdout, PROGRESS
 lines to stderr; the exit status is 0 on OK, 1 on ERROR or when no server
 answers, 2 for an unknown command or a bad command line. The offline
 options work on the working folder's configuration (else the packaged
-defaults) without a server.
+defaults) without a server; -i and -r refuse to run while that folder's
+server runs (``pacscore.control.liveserver``).
 """
 
 import os
@@ -26,9 +27,7 @@ from pacscore.config.ini import DicomIni
 from pacscore.control.cgigateway import isCGIRequest, runCGI
 from pacscore.control.client import (ClientFailed, DicomPortAnswered, NoAnswer, TLSFailed, controlPortHint,
                                      sendCommand)
-from pacscore.control.endpoint import DEFAULT_ENDPOINT, clientEndpoint, portNumber
-
-DISABLED = ("off", "none")
+from pacscore.control.endpoint import DEFAULT_ENDPOINT, DISABLED, clientEndpoint, portNumber
 
 USAGE = """\
 DGATE: pacs DICOM archive utility (Conquest dgate syntax)

@@ -17,6 +17,7 @@ DEFAULT_PORT = 5679
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 _WILDCARD = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}
 NETWORK_KINDS = ("tcp", "tcp6", "ssl")
+DISABLED = ("off", "none")  # ControlEndpoint values that turn the control port off
 
 
 def fields(description):
@@ -67,6 +68,12 @@ def hostAndPort(description, defaultPort, host=None, port=None):
     return kind == "ssl", host, port
 
 
+def socketPath(description):
+    """The path of the UNIX socket of a ``unix:`` description ("" for none)."""
+    _, positional, keywords = fields(description)
+    return keywords.get("address") or (positional[0] if positional else "")
+
+
 def clientEndpoint(reactor, description, host=None, port=None, timeout=10, folder="."):
     """``(endpoint, label)`` to reach a server listening on ``description``
     (its files relative to ``folder``); ``host``/``port`` (dgate's -q/-p)
@@ -76,7 +83,7 @@ def clientEndpoint(reactor, description, host=None, port=None, timeout=10, folde
     no socket path, TLS with a client certificate)."""
     kind, positional, keywords = fields(description)
     if kind == "unix" and host is None and port is None:
-        path = keywords.get("address") or (positional[0] if positional else "")
+        path = socketPath(description)
         if not path:
             raise ValueError("no UNIX socket path")
         return endpoints.UNIXClientEndpoint(reactor, path, timeout=timeout), path

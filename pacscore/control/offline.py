@@ -1,5 +1,6 @@
 """The ``dgate`` options that work on the working folder's configuration
-without a server (-i, -r, -d, -m, -k, -f?, -j/-n): imported only for them,
+without a server (-i, -r, -d, -m, -k, -f?, -j/-n; -i and -r refuse while
+it runs, see ``checkNoServer``): imported only for them,
 so that sending a ``--command`` does not load the index, storage and
 pydicom modules."""
 
@@ -12,6 +13,7 @@ from pacscore.codecs.transcode import TranscodeError
 from pacscore.config.dicomsql import TABLES
 from pacscore.control.amap import nodeLine
 from pacscore.control.definitions import columnLine
+from pacscore.control.liveserver import runningServer
 from pacscore.db.drivers import databaseFiles, findDriver, redacted
 from pacscore.db.index import Index
 from pacscore.storage.attributes import DatasetError
@@ -121,13 +123,29 @@ def recompressFile(configuration, out, argument):
     out(f"{path}: {source} -> {target}" if target != source else f"{path}: {code} applied ({target})")
 
 
+# the options that drop and recreate the index tables, and the command that has the server do so
+REBUILDS = {"i": "--initializetables:", "r": "--regen:"}
+
+
+def checkNoServer(action, configuration):
+    """OfflineError when ``action`` rebuilds the index tables and the
+    working folder's server is running: that would happen under it."""
+    if action in REBUILDS and (label := runningServer(configuration)) is not None:
+        raise OfflineError(f"-{action}: the server of this working folder is running (its control port {label} "
+                           f"answers); -{action} would drop and recreate the index tables under it: stop it first, "
+                           f"or have it do so: dgate {REBUILDS[action]}")
+
+
 OFFLINE = {"i": initialize, "r": regenerate, "d": listDevices, "m": listAeMap, "k": listDatabase, "f?": printUID,
            "j": recompressFile}
 
 
 def offline(actions, configuration, out):
     """-i, -r and the listings, in the order given; OfflineError when one
-    fails (the index cannot be opened or written, a file not read)."""
+    fails (the index cannot be opened or written, a file not read, the
+    tables to be rebuilt under a running server)."""
+    for action, _ in actions:
+        checkNoServer(action, configuration)
     for action, argument in actions:
         try:
             OFFLINE[action](configuration, out, *([argument] if argument else []))

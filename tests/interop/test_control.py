@@ -55,6 +55,21 @@ class StatusTests(unittest.TestCase):
             self.assertEqual((first.count("\n"), errors, status), (1, "", 0), command)
             self.assertEqual(self.server.dgateWithoutReader(command), ("", 0), command)
 
+    def test_offlineTableRebuildsRefused(self):
+        """dgate -r and -i, which drop and recreate the index tables, refuse
+        to do so under the running server and leave its index as it was."""
+        images = generateCorpus(self.mktemp(), patients=1, studiesPerPatient=1, seriesPerStudy=1, imagesPerSeries=2)
+        self.server.store(*[image.path for image in images])
+        for option, command in (("-r", "--regen:"), ("-i", "--initializetables:")):
+            result = self.server.dgate(option)
+            self.assertEqual(result.returncode, 1)
+            self.assertIn(f"dgate: {option}: the server of this working folder is running (its control port "
+                          f"127.0.0.1:{self.server.controlPort} answers)", result.stderr)
+            self.assertIn(f"dgate {command}", result.stderr)
+            self.assertNotIn("Initialising", result.stdout)
+        with sqlite3.connect(self.server.database) as connection:
+            self.assertEqual(connection.execute("SELECT count(*) FROM DICOMImages").fetchone()[0], 2)
+
     def test_unknownCommandExits2(self):
         result = self.server.dgate("--no_such_command:1")
         self.assertEqual(result.returncode, 2)

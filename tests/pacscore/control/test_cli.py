@@ -2,6 +2,7 @@
 
 import io
 import os
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -274,6 +275,31 @@ class CliTests(unittest.TestCase):
                 self.assertEqual(connection.execute("SELECT DeviceName FROM PacsRegen").fetchall(), marks)
                 self.assertEqual(connection.execute("SELECT count(*) FROM DICOMImages").fetchone()[0], images)
             self.assertEqual(self.dgate(f"-w{server.workdir}", "-r")[0], 0)
+
+    def test_tableRebuildsRefusedWhileTheServerRuns(self):
+        """-r and -i drop and recreate the index tables: with the working
+        folder's server running (its control port answering) they would do
+        so under it (deadlocks, empty C-FIND answers), so they are refused,
+        naming the command that asks the server itself, and the index is
+        left as it was."""
+        server = PacsServer(self.mktemp())
+        os.makedirs(os.path.join(server.dataDir, "PAT1"))
+        makeDataset("PAT1", "Doe^John", "1.2.3", "1.2.3.1", "1.2.3.1.1", 1, 1, rows=4, columns=4).save_as(
+            os.path.join(server.dataDir, "PAT1", "1.dcm"), enforce_file_format=True)
+        self.assertEqual(self.dgate(f"-w{server.workdir}", "-r")[0], 0)
+        listening = socket.create_server(("127.0.0.1", server.controlPort))
+        self.addCleanup(listening.close)
+        for option, command in (("-r", "--regen:"), ("-i", "--initializetables:")):
+            code, output = self.dgate(f"-w{server.workdir}", option)
+            self.assertEqual(code, 1)
+            self.assertEqual(output, f"dgate: {option}: the server of this working folder is running (its control "
+                                     f"port 127.0.0.1:{server.controlPort} answers); {option} would drop and "
+                                     f"recreate the index tables under it: stop it first, or have it do so: "
+                                     f"dgate {command}")
+            with sqlite3.connect(server.database) as connection:
+                self.assertEqual(connection.execute("SELECT count(*) FROM DICOMImages").fetchone()[0], 1)
+        listening.close()
+        self.assertEqual(self.dgate(f"-w{server.workdir}", "-r")[0], 0)
 
     def test_regenerateReportsFileNamesThatAreNotUTF8(self):
         """A damaged file whose name is not UTF-8 is reported, its bytes

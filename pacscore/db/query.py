@@ -77,7 +77,8 @@ from pacscore.db.personnames import CUT_SLACK, personName, storedPersonName
 from pacscore.db.sqlfunctions import distinctValues, textLength
 from pacscore.dicom.datetimes import normalised
 
-__all__ = ["LEVELS", "UNSPLIT_VRS", "IndexQuery", "Instance", "QueryKey", "columnNamed", "hasValuesToMatch", "valuesOf"]
+__all__ = ["LEVELS", "UNSPLIT_VRS", "IndexQuery", "Instance", "QueryKey", "columnNamed", "hasValuesToMatch",
+           "unpaddedValues", "valuesOf"]
 
 LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
 
@@ -465,16 +466,22 @@ def cutAtNul(value):
     return value.partition("\0")[0]
 
 
+def unpaddedValues(text, vr):
+    """The values of ``text``, of ``vr``, without the spaces that pad them
+    (PS3.5 6.2): each of its backslash-separated values stripped, but that
+    of a text VR (``UNSPLIT_VRS``), whose leading spaces count, only at its
+    end.  A stored value and a key alike (``ImageRecord``, ``valuesOf``)."""
+    if vr in UNSPLIT_VRS:
+        return [text.rstrip(" ")]
+    return [part.strip(" ") for part in text.split("\\")]
+
+
 def valuesOf(key, length=None):
     """The request values of a key (cut at a NUL, as ``cutAtNul`` cuts the
     stored ones; stripped, text ones but PN longer than ``length``, their
     column's, as ``_cutKey`` says, PN ones as ``personName``, empty ones
     dropped), or None for universal matching."""
-    text = cutAtNul(key.value)
-    if key.vr in UNSPLIT_VRS:
-        values = [text.rstrip(" ")]
-    else:
-        values = [part.strip(" ") for part in text.split("\\")]
+    values = unpaddedValues(cutAtNul(key.value), key.vr)
     if length is not None and key.vr in _CUT_VRS and key.vr != "PN":
         values = [_cutKey(value, length) for value in values]
     if key.vr == "PN":

@@ -41,6 +41,11 @@ the study's modalities, below).
   another writer (another node sharing the database) merged a modality in
   since, the row is read again, locked, and the modality merged into it, so
   that none is lost.
+- Values are stored without the spaces that pad them: leading and
+  trailing ones, of each of a multi-valued one's values, but an LT, ST or
+  UT value's leading ones, which count (PS3.5 6.2); a C-FIND key loses
+  the same (``ImageRecord``, ``query.unpaddedValues``), so that a Patient
+  ID sent as `` LEAD`` is found, and is one patient with ``LEAD``.
 - Values longer than their column are truncated (as Conquest does), and
   values holding a NUL cut there (where Conquest's C strings end; the
   file keeps its bytes): the first time for each column a warning, then
@@ -56,14 +61,16 @@ the study's modalities, below).
 
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import NamedTuple
 
+from pydicom.datadict import dictionary_VR
 from sqlalchemy import Integer, bindparam, func, select, text
 from twisted.logger import Logger
 
 from pacscore.db.sqlfunctions import distinctValues
 from pacscore.db.direct import DirectKeyList, DirectStatement
-from pacscore.db.query import MODALITIES_IN_STUDY, MODALITY, cutAtNul, cutToColumn
+from pacscore.db.query import MODALITIES_IN_STUDY, MODALITY, cutAtNul, cutToColumn, unpaddedValues
 from pacscore.db.schema import LEVELS
 
 
@@ -72,7 +79,9 @@ class ImageRecord:
     """What the index needs to know about one stored object.
 
     ``attrs`` maps tags (``0xGGGGEEEE``) to values as read from the object:
-    stripped, multiple values joined with a backslash.  ``objectFile`` is the
+    stripped, multiple values joined with a backslash; the leading spaces
+    that pad a value (all VRs but LT, ST, UT: PS3.5 6.2), which the readers
+    keep as pydicom does, are dropped here, as ``valuesOf`` drops a key's.  ``objectFile`` is the
     path relative to the MAG device ``deviceName``, with "/" separators.
     ``callingAE``/``calledAE`` of the association it came on (export
     converter filters); not indexed.  ``converters``: whether the export
@@ -93,6 +102,22 @@ class ImageRecord:
     converters: bool = True
     actions: tuple = ()
     relink: bool = True
+
+    def __post_init__(self):
+        unpadded = {tag: "\\".join(unpaddedValues(value, _dictionaryVR(tag))) for tag, value in self.attrs.items()
+                    if " " in value and (value[0] == " " or value[-1] == " " or "\\ " in value or " \\" in value)}
+        if unpadded:
+            self.attrs = {**self.attrs, **unpadded}
+
+
+@lru_cache(maxsize=None)
+def _dictionaryVR(tag):
+    """The VR of ``tag`` by pydicom's dictionary, "" when it has none (a
+    private tag: its padding goes too)."""
+    try:
+        return dictionary_VR(tag)
+    except KeyError:
+        return ""
 
 
 class InconsistentLink(ValueError):
@@ -394,10 +419,12 @@ class Upserter:
         another patient or study than the row does, unless the row may
         move: ``record.relink``, and the row holds no image but the
         record's own SOP instance, in the database or earlier in this
-        batch (``batched``)."""
+        batch (``batched``).  A row's link that differs only by the spaces
+        that pad it (indexed before they were dropped) is the same: the row
+        takes the record's."""
         level, attrs = self._parents[index], record.attrs
         link, new = self._links[index].name, attrs.get(level.fields[-1].source)
-        if known is None or not known[link] or not new or new == known[link]:
+        if known is None or not known[link] or not new or new == known[link].strip(" "):  # padded: written before
             return
         sopInstanceUID = attrs.get(self._image.keyTag)
         if (record.relink and not batched.get((index, key), set()) - {sopInstanceUID} and connection.execute(

@@ -309,6 +309,33 @@ class ModalityInASeriesTests(unittest.TestCase):
                              result.stdout + result.stderr)
 
 
+class PaddedPatientIDTests(unittest.TestCase):
+    """A Patient ID sent with a leading space (LO: padding, PS3.5 6.2) is
+    found, and retrieved, by the ID, and answered without the space; it
+    was found only by a wildcard."""
+
+    def test_leadingSpace(self):
+        server = PacsServer(self.mktemp())
+        self.addCleanup(server.stop)
+        server.start()
+        dataset = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+        dataset.PatientID = " LEAD"
+        path = os.path.join(server.workdir, "lead.dcm")
+        dataset.save_as(path)
+        self.assertEqual(server.store(path).returncode, 0)
+        for key in ("LEAD", " LEAD"):
+            matches, result = findscu(server, STUDY_ROOT, "STUDY", {"PatientID": key, "StudyInstanceUID": None})
+            self.assertEqual([(match.PatientID, match.StudyInstanceUID) for match in matches],
+                             [("LEAD", dataset.StudyInstanceUID)], result.stdout + result.stderr)
+        out = self.mktemp()
+        os.makedirs(out)
+        result = dcmtk("getscu", "-P", "-aec", server.ae, "-od", out, "-k", "QueryRetrieveLevel=PATIENT",
+                       "-k", "PatientID=LEAD", "127.0.0.1", server.port)
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        self.assertEqual([pydicom.dcmread(os.path.join(out, name)).SOPInstanceUID for name in os.listdir(out)],
+                         [dataset.SOPInstanceUID])
+
+
 class CancelTests(unittest.TestCase):
 
     def test_cancel(self):

@@ -13,6 +13,7 @@ from twisted.trial import unittest
 
 from pacscore.db.filepaths import storedPath
 from pacscore.db.index import ImageRecord, InconsistentLink, Index, Replaced
+from pacscore.db.query import IndexQuery, QueryKey
 from pacscore.db.rawtext import FILES_TRIED
 from pacscore.db.records import Level, Upserter, buildLevels
 from tests.pacscore.db.test_schema import TABLE_NAMES, conquestLayout, sqliteEngine
@@ -445,6 +446,33 @@ class UpsertTests(IndexTestCase):
         answers it and a C-FIND for it must find it (PS3.5 6.2)."""
         self.upsert(makeRecord("1.2.3.1.1", STUDY_DESCRIPTION="D" * 63 + " tail"))
         self.assertEqual(self.row("study")["StudyDescription"], "D" * 63)
+
+    def test_paddingSpacesAreNoPartOfAValue(self):
+        """Leading (and trailing) spaces of a value whose VR pads with them
+        (LO, SH, CS, PN, DA ...: PS3.5 6.2), of each of its values, are
+        dropped, as a C-FIND key's are (``valuesOf``): a Patient ID stored
+        with one is found by the ID, and the same patient sent without it
+        is the same row, on every database.  LT, ST and UT keep theirs."""
+        self.upsert(makeRecord("1.2.3.1.1", patient=" LEAD", PATIENT_NAME=" DOE^JOHN",
+                               STUDY_DESCRIPTION="  CT HEAD", IMAGE_TYPE=" ORIGINAL\\ PRIMARY"))
+        self.upsert(makeRecord("1.2.3.1.2", patient="LEAD"))
+        self.assertEqual([(row["PatientID"], row["PatientName"]) for row in self.rows("patient")],
+                         [("LEAD", "DOE^JOHN")])
+        study = self.row("study")
+        self.assertEqual((study["PatientID"], study["StudyDescription"]), ("LEAD", "CT HEAD"))
+        self.assertEqual(self.row("image", SOPInstanceUID="1.2.3.1.1")["ImageType"], "ORIGINAL\\PRIMARY")
+        query = IndexQuery(self.index.tables, self.index.layout)
+        with self.engine.connect() as connection:
+            for key in ("LEAD", " LEAD"):
+                found = query.find(connection, "PATIENT", [QueryKey(PATIENT_ID, "LO", key)])
+                self.assertEqual([match[PATIENT_ID] for match in found], ["LEAD"])
+        with self.engine.begin() as connection:  # a study indexed with the space, before it was dropped
+            connection.execute(update(self.index.tables.study).values(PatientID=" LEAD"))
+        self.index.forgetCache()
+        self.upsert(makeRecord("1.2.3.1.3", patient=" LEAD"))
+        self.assertEqual(self.row("study")["PatientID"], "LEAD")
+        comments = 0x00204000  # ImageComments, LT
+        self.assertEqual(ImageRecord({comments: "  indented"}, "MAG0", "a.dcm").attrs, {comments: "  indented"})
 
     def test_allowTruncate(self):
         """The columns AllowTruncate names are never warned of."""

@@ -1,7 +1,8 @@
 """zope.interface contracts for the pieces that plugins provide.
 
-Built-in implementations live in the ``plugins`` package and are found with
-``twisted.plugin.getPlugins`` exactly as third-party ones are.
+Built-in implementations live in the ``plugins`` package and are found by
+``pacscore.pluginset`` exactly as third-party ones are; a plugin lacking
+what its interface asks for (checked with ``verifyObject``) is left out.
 """
 
 from zope.interface import Attribute, Interface
@@ -59,10 +60,10 @@ class IConverterCommand(Interface):
     table under ImportConverters): ``set``, ``forward compressed as``,
     ``ifequal`` ...
 
-    Found with ``getPlugins(IConverterCommand, plugins)``; the built-in
-    commands are plugins too.  A converter line is parsed once, when the
-    configuration is read, into a tree of (command, parsed arguments); it
-    runs from that tree for every object.
+    Found by ``pacscore.pluginset``; the built-in commands are plugins
+    too.  A converter line is parsed once, when the configuration is read,
+    into a tree of (command, parsed arguments); it runs from that tree for
+    every object.
     """
 
     name = Attribute("The words that start the command, lower case, single spaces: 'set', 'nop', "
@@ -72,9 +73,6 @@ class IConverterCommand(Interface):
                       "only, 'IE' both. Query/retrieve converters count as import converters.")
     condition = Attribute("True for tests (the if... family, between): the statement after it runs "
                           "only when ``run`` gives True.")
-    reachesOutside = Attribute("True for a command that runs a program or writes a file it is told to "
-                               "(system, save to, write ...): a sandboxed Lua script's script() may not "
-                               "run it. Optional; absent means False.")
 
     def parse(arguments, where):
         """Check and pre-parse ``arguments`` (the statement's text after the
@@ -91,13 +89,18 @@ class IConverterCommand(Interface):
         ``context.blockingCallFromThread``. Returns an ``Outcome`` (or a bool
         for a condition), or a Deferred that has already fired with one."""
 
+    # Optional (absent means False):
+    #   reachesOutside: True for a command that runs a program or writes a
+    #     file it is told to (system, save to, write ...): a sandboxed Lua
+    #     script's script() may not run it.
+
 
 class IControlCommand(Interface):
     """One command of the control port, sent as ``dgate --name:arguments``
     (Conquest's manual, appendix 6): ``display_status``, ``get_param``,
     ``deletepatient`` ...
 
-    Found with ``getPlugins(IControlCommand, plugins)``; the built-in ones
+    Found by ``pacscore.pluginset``; the built-in ones
     are plugins too, so a third party can add commands.
     """
 

@@ -1,23 +1,21 @@
 """Which control command a request names.
 
 The commands are ``IControlCommand`` plugins, built-in and installed ones
-alike, found with ``getPlugins`` and chosen by their name (the word after
+alike, found by ``pacscore.pluginset`` and chosen by their name (the word after
 ``--``, case-insensitively).
 """
 
-from twisted.plugin import getPlugins
-
-import plugins
 from pacscore.interfaces import IControlCommand
+from pacscore.pluginset import installed
 
 
 class CommandRegistry:
     """The control commands by name; ``commands`` (default: every installed
-    ``IControlCommand`` plugin) is any iterable of them."""
+    usable ``IControlCommand`` plugin) is any iterable of them."""
 
     def __init__(self, commands=None):
         if commands is None:
-            commands = getPlugins(IControlCommand, plugins)
+            commands = installed.providing(IControlCommand)
         self.commands = {}
         for command in commands:
             name = command.name.lower()

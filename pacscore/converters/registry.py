@@ -14,10 +14,8 @@ run as a program.
 
 import re
 
-from twisted.plugin import getPlugins
-
-import plugins
 from pacscore.interfaces import IConverterCommand
+from pacscore.pluginset import installed
 
 
 def _describe(command):
@@ -33,11 +31,11 @@ def _pattern(name):
 
 class CommandRegistry:
     """The converter commands by name; ``commands`` (default: every
-    installed ``IConverterCommand`` plugin) is any iterable of them."""
+    usable installed ``IConverterCommand`` plugin) is any iterable of them."""
 
     def __init__(self, commands=None):
         if commands is None:
-            commands = getPlugins(IConverterCommand, plugins)
+            commands = installed.providing(IConverterCommand)
         self.commands = {}
         for command in commands:
             name = " ".join(command.name.lower().split())

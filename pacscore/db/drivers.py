@@ -4,15 +4,13 @@ checker factory: by the scheme of ``--db SCHEME:...`` or by dicom.ini."""
 import os
 import re
 
-from twisted.plugin import getPlugins
-
-import plugins
 from pacscore.interfaces import IDatabaseDriver
+from pacscore.pluginset import installed
 
 
 def availableDrivers():
-    """Every installed ``IDatabaseDriver`` plugin, sorted by name."""
-    return sorted(getPlugins(IDatabaseDriver, plugins), key=lambda d: d.name)
+    """Every usable installed ``IDatabaseDriver`` plugin, sorted by name."""
+    return sorted(installed.providing(IDatabaseDriver), key=lambda d: d.name)
 
 
 def databaseFiles(driver, description, configuration):

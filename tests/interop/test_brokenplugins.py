@@ -1,0 +1,82 @@
+"""Broken third-party plugins: a running ``twistd -n pacs`` with a
+``plugins`` folder on its PYTHONPATH whose modules are not usable starts
+with the other plugins, answers an echo and names each broken one in a
+single log line."""
+
+import os
+import textwrap
+
+from twisted.trial import unittest
+
+from tests.interop.server import PacsServer
+
+HEADER = """\
+from twisted.plugin import IPlugin
+from zope.interface import implementer
+from pacscore.interfaces import IControlCommand, IConverterCommand, IDatabaseDriver
+"""
+
+INCOMPLETE = {
+    # no name, parse or run
+    "wrong_command": """
+        @implementer(IPlugin, IConverterCommand)
+        class Wrong:
+            scope = "I"
+        wrong = Wrong()
+        """,
+    # sorts before sqlite but has no selectedBy
+    "wrong_driver": """
+        @implementer(IPlugin, IDatabaseDriver)
+        class Half:
+            name = "aaahalf"
+        half = Half()
+        """,
+    "wrong_control": """
+        @implementer(IPlugin, IControlCommand)
+        class Nameless:
+            usage = "--nameless"
+            readOnly = True
+            def run(self, arguments, context):
+                return ""
+        nameless = Nameless()
+        """,
+}
+
+
+class BrokenPluginTests(unittest.TestCase):
+
+    def serverWith(self, modules):
+        """A started server with a ``plugins`` folder of ``modules`` (name:
+        source after HEADER) on its PYTHONPATH."""
+        workdir = os.path.abspath(self.mktemp())
+        folder = os.path.join(workdir, "site", "plugins")
+        os.makedirs(folder)
+        for name, source in modules.items():
+            with open(os.path.join(folder, name + ".py"), "w") as f:
+                f.write(HEADER + textwrap.dedent(source))
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [os.path.dirname(folder),
+                                                                          os.environ.get("PYTHONPATH")])))
+        server = PacsServer(os.path.join(workdir, "pacs"), env=env)
+        server.start()
+        self.addCleanup(server.stop)
+        self.assertEqual(server.echo().returncode, 0)
+        return server
+
+    def linesNaming(self, server, text):
+        return [line for line in server.log().splitlines() if text in line]
+
+    def test_incompletePluginsAreSkipped(self):
+        """A converter command, database driver and control command that
+        lack what their interface asks for are each named once, with what
+        is missing; the SQLite driver and the built-in commands serve."""
+        server = self.serverWith(INCOMPLETE)
+        for plugin, problem in (("plugins.wrong_command.Wrong", "IConverterCommand (no name, no condition, "
+                                                                 "no parse, no run)"),
+                                ("plugins.wrong_driver.Half", "IDatabaseDriver (no description, "),
+                                ("plugins.wrong_control.Nameless", "IControlCommand (no name)")):
+            [line] = self.linesNaming(server, plugin)
+            self.assertIn(f"is not a usable {problem}", line)
+            self.assertIn("it is not available", line)
+        self.assertNotIn("Traceback", server.log())
+        status = server.dgate("--display_status:")
+        self.assertEqual(status.returncode, 0, status.stdout + status.stderr)

@@ -1,0 +1,93 @@
+"""Tests for pacscore.pluginset: plugins checked before any registry uses
+them, a broken one left out with one log line naming it."""
+
+import importlib
+import itertools
+import os
+import sys
+import textwrap
+
+from twisted.logger import LogLevel, capturedLogs, formatEvent
+from twisted.trial import unittest
+
+from pacscore.interfaces import IControlCommand, IConverterCommand
+from pacscore.pluginset import PluginSet
+
+_packages = itertools.count()
+
+HEADER = """\
+from twisted.plugin import IPlugin
+from zope.interface import implementer
+from pacscore.interfaces import IControlCommand, IConverterCommand
+"""
+
+GOOD = """
+@implementer(IPlugin, IConverterCommand)
+class Good:
+    name = "good"; scope = "IE"; condition = False
+    def parse(self, arguments, where): return arguments
+    def run(self, arguments, context): pass
+good = Good()
+"""
+
+
+class PluginSetTests(unittest.TestCase):
+
+    def package(self, **modules):
+        """A plugin package of ``modules`` (name: source after HEADER), imported."""
+        root = self.mktemp()
+        name = f"pacs_pluginset_test{next(_packages)}"
+        os.makedirs(os.path.join(root, name))
+        open(os.path.join(root, name, "__init__.py"), "w").close()
+        for module, source in modules.items():
+            with open(os.path.join(root, name, module + ".py"), "w") as f:
+                f.write(HEADER + textwrap.dedent(source))
+        sys.path.insert(0, os.path.abspath(root))
+        self.addCleanup(sys.path.remove, os.path.abspath(root))
+        self.addCleanup(lambda: [sys.modules.pop(key) for key in list(sys.modules)
+                                 if key == name or key.startswith(name + ".")])
+        return importlib.import_module(name)
+
+    def errors(self, events):
+        return [formatEvent(event) for event in events if event["log_level"] >= LogLevel.warn]
+
+    def test_incompletePluginIsLeftOut(self):
+        """A plugin without name, parse and run is left out with one line
+        that names it and what it lacks; the good one is kept."""
+        package = self.package(good=GOOD, wrong="""
+            @implementer(IPlugin, IConverterCommand)
+            class Wrong:
+                scope = "I"; condition = False
+            wrong = Wrong()
+            """)
+        plugins = PluginSet(package)
+        with capturedLogs() as events:
+            self.assertEqual([command.name for command in plugins.providing(IConverterCommand)], ["good"])
+            self.assertEqual([command.name for command in plugins.providing(IConverterCommand)], ["good"])
+        [line] = self.errors(events)
+        self.assertIn(f"{package.__name__}.wrong.Wrong", line)
+        self.assertIn("is not a usable IConverterCommand (no name, no parse, no run); it is not available", line)
+
+    def test_wrongMethodIsNamed(self):
+        """A method that does not take the interface's arguments is named
+        with what is wrong with it."""
+        package = self.package(control="""
+            @implementer(IPlugin, IControlCommand)
+            class Short:
+                name = "short"; usage = "--short"; readOnly = True
+                def run(self): return ""
+            short = Short()
+            """)
+        with capturedLogs() as events:
+            self.assertEqual(PluginSet(package).providing(IControlCommand), [])
+        [line] = self.errors(events)
+        self.assertIn(f"{package.__name__}.control.Short is not a usable IControlCommand (run: ", line)
+
+    def test_optionalAttributesAreOptional(self):
+        """A converter command need not say whether it reachesOutside, as
+        the interface promises."""
+        package = self.package(good=GOOD)
+        with capturedLogs() as events:
+            [command] = PluginSet(package).providing(IConverterCommand)
+        self.assertFalse(hasattr(command, "reachesOutside"))
+        self.assertEqual(self.errors(events), [])

@@ -107,12 +107,21 @@ def decompressDecoded(dataset):
     """The same for a data set pydicom has just read (its (7FDF,0010) not
     yet converted): NKI compressed pixel data replaced by (7FE0,0010) OW.
     NKIError when it is damaged."""
-    if PIXEL_DATA in dataset or NKI_PIXEL_DATA not in dataset:
-        return
-    value = dataset.get_item(NKI_PIXEL_DATA).value
-    if isinstance(value, bytes) and nki.mode(value):
+    value = nkiStream(dataset)
+    if value is not None:
         dataset.add_new(PIXEL_DATA, "OW", nki.decompress(value))
         del dataset[NKI_PIXEL_DATA]
+
+
+def nkiStream(dataset):
+    """The value of the NKI compressed pixel data of a data set pydicom has
+    just read (its (7FDF,0010) not yet converted), or None when it holds
+    none: a (7FE0,0010) beside it (of a data set read with its pixels), or
+    a value without an NKI header."""
+    if PIXEL_DATA in dataset or NKI_PIXEL_DATA not in dataset:
+        return None
+    value = dataset.get_item(NKI_PIXEL_DATA).value
+    return value if isinstance(value, bytes) and nki.mode(value) else None
 
 
 def compressDataset(data, syntax, mode):

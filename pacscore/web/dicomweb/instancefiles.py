@@ -18,7 +18,7 @@ from pacscore.codecs.syntaxes import (
     JPEG_LOSSLESS_SV1, JPEG_LS_LOSSLESS, JPEG_LS_NEAR_LOSSLESS, JPEG_2000, JPEG_2000_LOSSLESS, RLE_LOSSLESS,
     isCompressed)
 from pacscore.codecs.filetranscode import NotStreamed, streams
-from pacscore.codecs.nkipixels import NKI_PIXEL_DATA
+from pacscore.codecs.nkipixels import NKI_PIXEL_DATA, decompressDecoded, nkiStream
 from pacscore.codecs.transcode import codedPrecision
 from pacscore.dicom.storeddata import openDataset
 from pacscore.storage.attributes import readAttributes
@@ -101,8 +101,12 @@ def instanceMetadata(path, url):
     Pixel Data), which are ``BulkDataURI``s of ``url/bulk/{tag}``; with the
     Available Transfer Syntax UID it is stored in.  Binary values in
     sequence items (an icon's pixels) stay inline: ``bulk/{tag}`` names a
-    top-level attribute.  Binary values go little endian (``_littleEndianWords``)."""
+    top-level attribute.  Binary values go little endian (``_littleEndianWords``).
+    NKI compressed pixel data (7FDF,0010) is left out: its frames and Pixel
+    Data go expanded (``instanceFrames``)."""
     dataset = _read(path, pixels=False)
+    if nkiStream(dataset) is not None:
+        del dataset[NKI_PIXEL_DATA]
     syntax = _storedSyntax(dataset)
     if syntax == EXPLICIT_VR_BIG_ENDIAN:
         _littleEndianWords(dataset)
@@ -242,9 +246,11 @@ def instanceFrames(path, numbers, choose):
     Little Endian.  ``first`` is the bytes of the first of ``numbers``,
     ``frame(index)`` (in the I/O pool; from 0) those of another, each decoded
     only when asked for, so that the frames of an answer are held one at a
-    time.  NoSuchFrame for a number beyond its frames or the frames its
-    Pixel Data holds (none when it is empty)."""
+    time.  NKI compressed pixel data is expanded first, as stored too.
+    NoSuchFrame for a number beyond its frames or the frames its Pixel
+    Data holds (none when it is empty)."""
     dataset = _read(path, pixels=True)
+    decompressDecoded(dataset)
     if not dataset.get("PixelData"):  # absent, or empty: pydicom reads an empty OW as None
         raise NoSuchFrame("the object has no Pixel Data")
     syntax = str(dataset.file_meta.TransferSyntaxUID)

@@ -23,13 +23,14 @@ from PIL import Image
 from twisted.internet import defer, reactor, task
 from twisted.logger import capturedLogs, formatEvent
 
-from pacscore.codecs import syntaxes
+from pacscore.codecs import nkipixels, syntaxes
 from pacscore.codecs.rendering import LARGEST_FIT
 from pacscore.codecs.transcode import transcode
 from pacscore.control.data import AddImageFile
 from pacscore.db.query import SERIES_INSTANCE_UID, SOP_INSTANCE_UID, QueryKey
 from pacscore.dicom.datasets import encodeDataset
 from pacscore.dicom.storeddata import STREAMED_OBJECT
+from pacscore.storage.part10 import encodeFileMeta
 from pacscore.testing.corpus import makeDataset
 from pacscore.web import objectstream
 from pacscore.web.dicomweb import instancefiles, retrieve
@@ -452,6 +453,36 @@ class RetrieveTests(DicomWebTestCase):
         self.assertEqual((yield self.fetch(path + "/frames/1", accept=octets)).code, 422)
         ((_, frame),) = (yield self.fetch(path + "/frames/1", accept=octets + "; transfer-syntax=*")).parts()
         self.assertEqual(frame, next(generate_frames(odd.PixelData, number_of_frames=1)))
+
+    @defer.inlineCallbacks
+    def test_framesOfNKIObjects(self):
+        """An object stored NKI compressed (Conquest's n1..n4: its pixels
+        in (7FDF,0010)) has its pixels expanded in its frames and its
+        Pixel Data's bulk data, as stored (transfer-syntax=*) too, in
+        Explicit and Implicit VR, as in the whole object; its metadata
+        offers the Pixel Data, not the NKI stream, which no viewer reads."""
+        octets = 'multipart/related; type="application/octet-stream"'
+        original = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+        for syntax, mode in ((EXPLICIT, 4), (IMPLICIT, 2)):
+            ds = copy.deepcopy(original)
+            ds.SOPInstanceUID = generate_uid()
+            data = nkipixels.compressDataset(encodeDataset(ds, syntax), syntax, mode)
+            name = os.path.join(self.running.workdir, f"nki{mode}.dcm")
+            with open(name, "wb") as f:
+                f.write(encodeFileMeta(ds.SOPClassUID, ds.SOPInstanceUID, syntax, "1.2.3.4", "TEST") + data)
+            yield self.running.run(AddImageFile(), name)
+            path = f"/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}"
+            for accept in (octets, octets + "; transfer-syntax=*"):
+                found = yield self.fetch(path + "/frames/1", accept=accept)
+                self.assertEqual((syntax, accept, found.code), (syntax, accept, 200), found.body)
+                ((kind, frame),) = found.parts()
+                self.assertEqual(kind, f"application/octet-stream; transfer-syntax={EXPLICIT}")
+                self.assertEqual(frame, original.PixelData, syntax)
+            bulk = yield self.fetch(path + "/bulk/7FE00010", accept=octets)
+            self.assertEqual((bulk.code, b"".join(part for _, part in bulk.parts())), (200, original.PixelData))
+            (metadata,) = (yield self.fetch(path + "/metadata")).json()
+            self.assertNotIn("7FDF0010", metadata)
+            self.assertEqual(metadata["7FE00010"], {"vr": "OW", "BulkDataURI": f"{self.base}{path}/bulk/7FE00010"})
 
     @defer.inlineCallbacks
     def test_framesOfBigEndianObjects(self):

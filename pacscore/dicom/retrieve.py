@@ -6,9 +6,10 @@ Both find the images the identifier selects and send them one at a time
 bounded whatever the size of the retrieve: a C-GET reads each file's
 Part-10 header and data set in one opening, a C-MOVE has read every
 header first (below) and opens each file again for its data set; an
-object over ``STREAMED_OBJECT`` that goes as stored is not read but
-sent from its file, opened again for that (and read whole when it holds
-NKI pixel data, which goes decompressed).  A C-MOVE sends them on a new
+object over ``STREAMED_OBJECT`` (or whose pixels decode to more) that
+goes as stored is not read but sent from its file, opened again for
+that (and read whole when it holds NKI pixel data, which goes
+decompressed).  A C-MOVE sends them on a new
 association, opened by our client to the destination AE that acrnema.map
 names, for which it first reads every header (it proposes contexts for
 their syntaxes); a C-GET sends them back on the requestor's own association (for the storage
@@ -52,7 +53,7 @@ from pacscore.dicom.identifiers import BadIdentifier, checkRetrieveKeys, retriev
 from pacscore.dicom.models import modelOf
 from pacscore.dicom.protocol import ESTABLISHED, PRIORITIES, PRIORITY_MEDIUM
 from pacscore.dicom.storeddata import (
-    STREAMED_OBJECT, StoredData, closeIfStored, goesAsStored, openStored, renamed)
+    STREAMED_OBJECT, StoredData, closeIfStored, goesAsStored, openStored, renamed, staysInFile)
 from pacscore.logfiles import userEvents
 from pacscore.storage.attributes import DatasetError
 from pacscore.storage.reader import Missing, StoredObject
@@ -579,13 +580,14 @@ class _ReadAhead:
             return Missing(held.sopInstanceUID, f"{where}: the index database: {databaseMessage(e)}"), None
 
     def _readFile(self, stored, data):
-        """``data``: the data set bytes, or None when it may stay in its file."""
-        if data is None:
-            data = openStored(stored, self.workers.deferToWorker)
-            if data is not None:
-                return stored, data
-            data = self.reader.read(stored)
-        return self.convert(stored, data)
+        """``data``: the data set bytes, or None when it is larger than
+        ``STREAMED_OBJECT``; sent as stored, one whose pixels decode to
+        more stays in its file too (``staysInFile``)."""
+        if data is None or self.asStored and staysInFile(data, len(data), stored.transferSyntax):
+            opened = openStored(stored, self.workers.deferToWorker)
+            if opened is not None:
+                return stored, opened
+        return self.convert(stored, self.reader.read(stored) if data is None else data)
 
     def close(self):
         """Close the files of objects read ahead and not sent."""

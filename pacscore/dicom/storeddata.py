@@ -143,33 +143,38 @@ def closeIfStored(data):
 
 
 def openStored(stored, deferToWorker):
-    """In the I/O pool: a ``StoredData`` of the ``StoredObject`` when it is
-    larger than ``STREAMED_OBJECT`` and holds no NKI compressed pixel data
+    """In the I/O pool: ``openDataset`` of the ``StoredObject``: a
+    ``StoredData`` when it, or the native pixels it decodes to, is larger
+    than ``STREAMED_OBJECT`` and it holds no NKI compressed pixel data
     (which goes out decompressed), else None."""
-    if stored.size <= STREAMED_OBJECT:
-        return None
     return openDataset(stored.path, stored.datasetOffset, stored.transferSyntax, deferToWorker)
 
 
 def openDataset(path, offset, transferSyntax, deferToWorker):
     """In the I/O pool: a ``StoredData`` of the data set at ``offset`` of
-    the file ``path`` when it, or the native pixels it decodes to
-    (``decodedSize``: a small file of compressed pixels may decode to
-    gigabytes), is larger than ``STREAMED_OBJECT`` and it holds no NKI
-    compressed pixel data, else None."""
+    the file ``path`` when it ``staysInFile``, else None."""
     f = open(path, "rb")
     try:
         length = os.fstat(f.fileno()).st_size - offset
         f.seek(offset)
-        held = readAttributes(f, transferSyntax, {NKI_PIXEL_DATA, ROWS, COLUMNS, SAMPLES_PER_PIXEL,
-                                                  BITS_ALLOCATED, NUMBER_OF_FRAMES})
-        if max(length, decodedSize(held)) <= STREAMED_OBJECT or NKI_PIXEL_DATA in held:
+        if not staysInFile(f, length, transferSyntax):
             f.close()
             return None
         return StoredData(f, offset, length, deferToWorker)
     except BaseException:
         f.close()
         raise
+
+
+def staysInFile(source, length, transferSyntax):
+    """Whether a data set of ``length`` bytes in ``transferSyntax`` (its
+    bytes, or a file at its start: ``source``) is left in its file: it, or
+    the native pixels it decodes to (``decodedSize``: a small file of
+    compressed pixels may decode to gigabytes), is larger than
+    ``STREAMED_OBJECT`` and it holds no NKI compressed pixel data."""
+    held = readAttributes(source, transferSyntax, {NKI_PIXEL_DATA, ROWS, COLUMNS, SAMPLES_PER_PIXEL,
+                                                   BITS_ALLOCATED, NUMBER_OF_FRAMES})
+    return max(length, decodedSize(held)) > STREAMED_OBJECT and NKI_PIXEL_DATA not in held
 
 
 def decodedSize(held):

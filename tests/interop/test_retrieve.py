@@ -27,12 +27,14 @@ from pynetdicom import AE, build_role, evt
 from twisted.trial import unittest
 
 from pacscore.storage.part10 import TRANSFER_SYNTAX_UID, encodeFileMeta, readFileMeta
-from pacscore.testing.corpus import generateCorpus
+from pacscore.testing.corpus import generateCorpus, makeDataset
 from tests.interop.index import rows
 from tests.interop.peers import OrthancServer, StorescpServer
 from tests.interop.qrcorpus import CORPUS, storeCorpus
 from tests.interop.server import PacsServer, dcmtk, dcmtkEnvironment, dcmtkTool, freePort, waitFor
+from tests.interop.test_forwarding import queued
 from tests.interop.test_storage import writeLargeMultiframe
+from tests.pacscore.web.dicomweb.test_retrieve import flatRle
 
 IMPLICIT = "1.2.840.10008.1.2"
 EXPLICIT = "1.2.840.10008.1.2.1"
@@ -605,6 +607,52 @@ class CancelAndLoadTests(unittest.TestCase):
         grown = self.server.peakRSSKilobytes() - before
         self.assertLess(grown, 60 * 1024, f"the server grew by {grown} kB")
 
+
+
+class SmallFileOfLargePixelsTests(unittest.TestCase):
+    """A 2 MB file of RLE whose pixels decode to 150 MB, moved, fetched
+    and forwarded to receivers that take only uncompressed syntaxes: each
+    gets it whole, converted file to file a frame at a time, never whole
+    in the server's memory (which it was as its file is under 8 MB)."""
+
+    frames = 300  # of 512 x 512 16-bit pixels: 150 MB
+
+    def test_convertedFileToFile(self):
+        workdir = self.mktemp()
+        receiver = StorescpServer(os.path.join(workdir, "implicit"), aet="IMPLICITSCP", acceptedSyntaxes="implicit")
+        server = PacsServer(os.path.join(workdir, "pacs"),
+                            ini={"ExportConverters": "1", "ExportConverter0": "forward to IMPLICITSCP"})
+        server.addNode(receiver.aet, receiver.port)
+        for peer in (receiver, server):
+            self.addCleanup(peer.stop)
+            peer.start()
+        study = "1.2.826.0.1.3680043.8.498.41"
+        original = flatRle(makeDataset("FLAT2", "Flat^Pixels", study, f"{study}.1", f"{study}.1.1", 1, 1,
+                                       rows=512, columns=512), self.frames)
+        path = os.path.join(workdir, "flat.dcm")
+        original.save_as(path, enforce_file_format=True)
+        self.assertLess(os.path.getsize(path), 4 << 20)
+        before = server.peakRSSKilobytes()
+        result = server.store(path, extra=("-xr",))
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        waitFor(lambda: receiver.files() and not queued(server), timeout=120, message="the forwarded object")
+        self.assertReceived(original, server, before, "forward", [pydicom.dcmread(receiver.files()[0])])
+        receiver.reset()
+        moved = movescu(server, receiver.aet, "IMAGE", imageKeys(original))
+        self.assertIn("Received Final Move Response (Success)", moved.stdout + moved.stderr)
+        self.assertReceived(original, server, before, "C-MOVE", receiver.datasets())
+        self.assertReceived(original, server, before, "C-GET", getObjects(server, workdir, "IMAGE",
+                                                                          imageKeys(original)))
+
+    def assertReceived(self, original, server, before, how, received):
+        """``received`` is ``original`` alone, uncompressed, and ``server``
+        has grown by far less than its pixels since its peak was ``before``."""
+        [ds] = received
+        self.assertIn(ds.file_meta.TransferSyntaxUID, (IMPLICIT, EXPLICIT), how)
+        self.assertEqual((ds.SOPInstanceUID, ds.NumberOfFrames), (original.SOPInstanceUID, self.frames), how)
+        self.assertTrue(ds.PixelData == b"\x02\x01" * 512 * 512 * self.frames, f"the pixels of the {how}")
+        grown = server.peakRSSKilobytes() - before
+        self.assertLess(grown, 60 * 1024, f"the server grew by {grown} kB by the {how}")
 
 def rawDataset(ds):
     """The data set ``ds`` in Implicit VR Little Endian, without preamble or

@@ -54,7 +54,9 @@ class OpenStoredTests(unittest.TestCase):
         ``STREAMED_OBJECT`` (Rows x Columns x Samples x Bits Allocated / 8 x
         Number of Frames) stays in its file, so that a conversion goes file
         to file: a flat 1024 x 1024 16-bit image in RLE is 1/64 of its
-        pixels.  With one frame fewer than that size needs, it is read."""
+        pixels, for WADO (``openDataset``) as for C-MOVE, C-GET and
+        forwards (``openStored``).  With one frame fewer than that size
+        needs, it is read."""
         frames = STREAMED_OBJECT // (1024 * 1024 * 2) + 1
         for count, expected in ((frames, StoredData), (frames - 1, type(None))):
             dataset = (shortElement(0x0028, 0x0002, b"US", struct.pack("<H", 1))
@@ -64,9 +66,10 @@ class OpenStoredTests(unittest.TestCase):
                        + shortElement(0x0028, 0x0100, b"US", struct.pack("<H", 16))
                        + element(0x7FE0, 0x0010, b"OB", bytes(1 << 16)))
             stored = self.storedFile(dataset)
-            data = openDataset(stored.path, stored.datasetOffset, stored.transferSyntax, immediately)
-            self.addCleanup(closeIfStored, data)
-            self.assertIsInstance(data, expected, f"{count} frames")
+            for data in (openDataset(stored.path, stored.datasetOffset, stored.transferSyntax, immediately),
+                         openStored(stored, immediately)):
+                self.addCleanup(closeIfStored, data)
+                self.assertIsInstance(data, expected, f"{count} frames")
 
     def test_nkiPixelDataIsRead(self):
         """NKI compressed pixel data goes out decompressed, so from memory."""

@@ -1,6 +1,7 @@
 """The marker segments of JPEG (ITU T.81) and JPEG-LS codestreams: where
-one is, the frame's sample precision, the first scan's NEAR, and the
-spectral selection of a sequential DCT stream's scans mended.
+one is, the frame's sample precision, the first scan's NEAR, whether the
+codestream ends with its end of image marker, and the spectral selection
+of a sequential DCT stream's scans mended.
 
 T.81 B.2.3 wants Ss = 0 and Se = 63 in every scan of a sequential DCT
 stream; some old encoders wrote other values, which libjpeg refuses
@@ -18,6 +19,7 @@ SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 # Sequential DCT: baseline, extended (Huffman, arithmetic), differential.
 _SEQUENTIAL_DCT = frozenset({0xC0, 0xC1, 0xC5, 0xC9, 0xCD})
 _EOI = 0xD9
+_PADDING = (0x00, 0xFF)
 # 0xFF and a byte after it that, in entropy-coded data, is a marker: not a
 # stuffed zero, a restart marker or fill.
 _MARKER = re.compile(rb"\xff[^\x00\xff\xd0-\xd7]")
@@ -53,6 +55,16 @@ def samplePrecision(codestream):
     no frame header."""
     at = segmentAt(codestream, SOF)
     return codestream[at + 4] if at is not None else 0
+
+
+def endsWithEOI(codestream):
+    """Whether ``codestream`` ends with an end of image marker, but for
+    padding after it: 0x00 bytes (PS3.5 A.4 pads a fragment to an even
+    length) or 0xFF fill bytes (T.81 B.1.1.2), which some encoders write."""
+    end = len(codestream)
+    while end and codestream[end - 1] in _PADDING:
+        end -= 1
+    return end >= 2 and codestream[end - 2] == 0xFF and codestream[end - 1] == _EOI
 
 
 def sequentialScansMended(codestream):

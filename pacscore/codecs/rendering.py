@@ -23,6 +23,8 @@ Conquest's ``To8bitMonochromeOrRGB`` makes them for ``convert_to_gif``,
 A frame of more than ``LARGEST_FRAME`` samples (Rows x Columns x Samples
 per Pixel) is refused before it is decoded: a 1 kB JPEG may declare
 30000 x 30000 pixels, which decoding and windowing would take gigabytes for.
+A JPEG or JPEG-LS frame cut before its end of image marker is refused
+too (``encapsulatedframes``), not shown partly filled.
 """
 
 import numpy as np
@@ -33,6 +35,7 @@ from pydicom.pixels.utils import as_pixel_options
 from pydicom.uid import UID
 
 from pacscore.codecs import nkipixels
+from pacscore.codecs.encapsulatedframes import frameDamage
 from pacscore.codecs.pixelframes import atBitsStored
 from pacscore.codecs.syntaxes import (
     DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_BIG_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN,
@@ -81,6 +84,10 @@ def _frame(ds, syntax, frame, source, **options):
         raise FrameTooLarge(f"its frames of {rows} x {columns} pixels of {samples} sample(s) are larger than the "
                             f"{LARGEST_FRAME} samples a picture is made of")
     try:
+        damage = frameDamage(syntax, ds.PixelData if source is ds else source, frame,
+                             as_pixel_options(ds) if source is ds else options)
+        if damage:
+            raise ValueError(damage)
         with codecLock(syntax):
             pixels, _ = get_decoder(syntax).as_array(source, index=frame, **options)
     except Exception as e:  # no decoder, damaged data: pydicom raises anything

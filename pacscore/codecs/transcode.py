@@ -20,7 +20,10 @@ goes in P-DATA:
   Compression "01", and its method if known, if it did not say so. A
   sequential JPEG stream whose scans say a spectral selection other than
   0..63 (old encoders), which libjpeg refuses, is decoded from a copy
-  saying 0..63, as dcmdjpeg decodes it, with a log line.
+  saying 0..63, as dcmdjpeg decodes it, with a log line. A JPEG or
+  JPEG-LS frame cut before its end of image marker, which the decoders
+  here would fill in part, is refused (``encapsulatedframes``), as
+  DCMTK refuses it.
 * uncompressed -> compressed: ``Dataset.compress`` with the encoders
   available here (``syntaxes.canEncode``): RLE, JPEG 2000 lossless and
   lossy (compression ratio 100 / ``quality`` at most, as Conquest asks of
@@ -68,10 +71,11 @@ from pydicom.encaps import encapsulate, generate_fragments, generate_frames
 from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset
 from pydicom.filewriter import correct_ambiguous_vr, write_dataset
-from pydicom.pixels.utils import compress, decompress, expand_ybr422
+from pydicom.pixels.utils import as_pixel_options, compress, decompress, expand_ybr422
 from pydicom.uid import UID
 from twisted.logger import Logger
 
+from pacscore.codecs.encapsulatedframes import framesDamage
 from pacscore.codecs.jpeglossless import encodeDataset as encodeJpegLossless
 from pacscore.codecs.jpeglossy import DEFAULT_QUALITY
 from pacscore.codecs.jpeglossy import encodeDataset as encodeJpegLossy
@@ -369,6 +373,9 @@ def _decompressAll(ds, source):
 def _decompress(ds, source):
     if not canDecode(source):
         raise _Problem("no decoder for its pixel data is installed")
+    damage = framesDamage(source, ds.PixelData, as_pixel_options(ds))
+    if damage:
+        raise _Problem(damage)
     lossy = codedLossy(source, ds.PixelData)
     frames = int(ds.get("NumberOfFrames") or 1)
     if scansToMend(source, ds.PixelData, frames):

@@ -19,7 +19,10 @@ High Bit (embedded overlays): stored with j1/js they come back from
 dcmdjpeg/dcmdjpls, and dcmcjpeg's true lossless object comes back with
 them decompressed to getscu. pydicom's JPEG-lossy.dcm, whose scan
 header libjpeg refuses, comes to getscu decompressed as dcmdjpeg
-decompresses it."""
+decompresses it. JPEG and JPEG-LS streams cut short, which DCMTK refuses
+to decode, are stored as received by a pacs storing with ``un``, not
+sent decompressed (C-GET, WADO-URI) and not uncompressed by ``dgate -jd``; whole ones that
+dcmcjpeg and dcmcjpls make are stored decompressed."""
 
 import io
 import os
@@ -30,13 +33,14 @@ import numpy as np
 import pydicom
 from PIL import Image
 from pydicom.data import get_testdata_file
-from pydicom.encaps import generate_frames
+from pydicom.encaps import encapsulate, generate_frames
 from pydicom.pixels import apply_rescale
 from pydicom.uid import generate_uid
 from twisted.trial import unittest
 
 from pacscore.codecs import nki
-from pacscore.codecs.syntaxes import EXPLICIT_VR_BIG_ENDIAN, JPEG_BASELINE, JPEG_EXTENDED, JPEG_LS_LOSSLESS
+from pacscore.codecs.syntaxes import (
+    EXPLICIT_VR_BIG_ENDIAN, JPEG_BASELINE, JPEG_EXTENDED, JPEG_LOSSLESS_SV1, JPEG_LS_LOSSLESS)
 from tests.interop.index import column
 from tests.interop.peers import StorescpServer
 from tests.interop.server import PacsServer, dcmtk
@@ -472,3 +476,107 @@ class MendedScansTests(ServersTestCase):
         self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
         error = np.abs(received.pixel_array.astype(int) - pydicom.dcmread(reference).pixel_array)
         self.assertLessEqual(error.max(), 1)
+
+
+def cutShort(source, path):
+    """``source`` (Part-10, one encapsulated frame) with its codestream cut
+    to its first third (no end of image marker) and a new SOP Instance
+    UID, written at ``path``."""
+    ds = pydicom.dcmread(source)
+    frame = next(generate_frames(ds.PixelData, number_of_frames=1))
+    ds.PixelData = encapsulate([frame[:len(frame) // 3]])
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.save_as(path)
+    return ds
+
+
+class CutStreamTests(ServersTestCase):
+    """A pacs storing with IncomingCompression ``un`` (Conquest's default)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.workdir = tempfile.mkdtemp(prefix="pacs-cutstreams-")
+        cls.server = PacsServer(os.path.join(cls.workdir, "pacs"))
+        cls.server.setIni(IncomingCompression="un")
+        cls.startAll(cls.server)
+
+    def compressed(self, tool, option, name):
+        path = os.path.abspath(self.mktemp()) + ".dcm"
+        result = dcmtk(tool, *option, get_testdata_file(name), path)
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        return path
+
+    def cut(self, tool, option):
+        path = os.path.abspath(self.mktemp()) + ".dcm"
+        return path, cutShort(self.compressed(tool, option, "CT_small.dcm"), path)
+
+    def send(self, path, proposal):
+        """storescu sends ``path`` proposing its syntax (``proposal``, its option)."""
+        result = self.server.store(path, extra=(proposal,))
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+
+    def test_storedAsReceived(self):
+        """The object is stored as it came, with the stream cut short kept,
+        and a warning naming it; dcmdjpeg and dcmdjpls refuse it too."""
+        for tool, option, syntax, proposal in (("dcmcjpeg", ("+e1",), JPEG_LOSSLESS_SV1, "-xs"),
+                                               ("dcmcjpls", (), JPEG_LS_LOSSLESS, "-xt")):
+            path, original = self.cut(tool, option)
+            self.assertNotEqual(dcmtk(tool.replace("dcmc", "dcmd"), path, self.mktemp()).returncode, 0)
+            self.send(path, proposal)
+            stored = pydicom.dcmread(storedFile(self.server, original.SOPInstanceUID)[1])
+            self.assertEqual((stored.file_meta.TransferSyntaxUID, stored.PixelData), (syntax, original.PixelData))
+            log = self.server.log()
+            self.assertIn(f"{original.SOPInstanceUID}: compression un not applied, stored as received", log)
+            self.assertIn("frame 1 of its Pixel Data is cut short (no end of image marker)", log)
+
+    def test_notSentDecompressed(self):
+        """getscu proposing implicit VR only gets nothing, and the log says
+        why."""
+        path, original = self.cut("dcmcjpeg", ("+e1",))
+        self.send(path, "-xs")
+        out = tempfile.mkdtemp(dir=self.workdir)
+        dcmtk("getscu", "-xi", "-aec", self.server.ae, "-od", out, "-k", "QueryRetrieveLevel=IMAGE",
+              "-k", f"StudyInstanceUID={original.StudyInstanceUID}",
+              "-k", f"SeriesInstanceUID={original.SeriesInstanceUID}",
+              "-k", f"SOPInstanceUID={original.SOPInstanceUID}", "127.0.0.1", self.server.port)
+        self.assertEqual(os.listdir(out), [])
+        self.assertIn(f"C-GET: {original.SOPInstanceUID} cannot be converted to", self.server.log())
+
+    def test_wadoRefused(self):
+        """WADO-URI neither shows it nor sends it decompressed: a 422."""
+        path, original = self.cut("dcmcjpeg", ("+e1",))
+        self.send(path, "-xs")
+        query = (f"http://127.0.0.1:{self.server.webPort}/wado?requestType=WADO&studyUID={original.StudyInstanceUID}"
+                 f"&seriesUID={original.SeriesInstanceUID}&objectUID={original.SOPInstanceUID}")
+        for content in ("image/jpeg", "application/dicom&transferSyntax=1.2.840.10008.1.2"):
+            status, _, body = httpGet(f"{query}&contentType={content}")
+            self.assertEqual(status, 422, (content, body[:200]))
+
+    def test_dgateUncompressRefused(self):
+        path, original = self.cut("dcmcjpls", ())
+        with open(path, "rb") as f:
+            before = f.read()
+        result = self.server.dgate(f"-jd{path}")
+        self.assertNotEqual(result.returncode, 0, result.stdout + result.stderr)
+        self.assertIn("cut short", result.stdout + result.stderr)
+        with open(path, "rb") as f:
+            self.assertEqual(f.read(), before)
+
+    def test_wholeStreamsStoredDecompressed(self):
+        """What dcmcjpeg (lossless, baseline, extended) and dcmcjpls make is
+        stored decompressed, the lossless ones bit for bit."""
+        for tool, option, name, proposal in (("dcmcjpeg", ("+e1",), "CT_small.dcm", "-xs"),
+                                             ("dcmcjpls", (), "CT_small.dcm", "-xt"),
+                                             ("dcmcjpeg", ("+e1",), "examples_rgb_color.dcm", "-xs"),
+                                             ("dcmcjpeg", ("+eb",), "examples_rgb_color.dcm", "-xy"),
+                                             ("dcmcjpeg", ("+ee",), "examples_rgb_color.dcm", "-xx")):
+            path = self.compressed(tool, option, name)
+            ds = pydicom.dcmread(path)
+            ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+            ds.save_as(path)
+            self.send(path, proposal)
+            stored = pydicom.dcmread(storedFile(self.server, ds.SOPInstanceUID)[1])
+            self.assertFalse(stored["PixelData"].is_undefined_length, (tool, option, name))
+            if proposal in ("-xs", "-xt"):
+                reference = pydicom.dcmread(get_testdata_file(name)).pixel_array
+                self.assertTrue(np.array_equal(stored.pixel_array, reference), (tool, option, name))

@@ -7,7 +7,7 @@ from pydicom.encaps import generate_frames
 from twisted.trial import unittest
 
 from pacscore.codecs.jpeglossless import encodeFrame
-from pacscore.codecs.jpegmarkers import hasScansToMend, near, samplePrecision, sequentialScansMended
+from pacscore.codecs.jpegmarkers import endsWithEOI, hasScansToMend, near, samplePrecision, sequentialScansMended
 from tests.pacscore.codecs.test_transcode import split
 
 SOS = b"\xff\xda"
@@ -68,3 +68,16 @@ class SequentialScansTests(unittest.TestCase):
         for stream in (frame, sound, secondBad, firstFrame("JPGExtended.dcm"), b""):
             self.assertEqual(hasScansToMend(stream), sequentialScansMended(stream) is not None)
         self.assertTrue(hasScansToMend(secondBad))
+
+
+class EndOfImageTests(unittest.TestCase):
+
+    def test_endsWithEOI(self):
+        """After any 0x00 or 0xFF padding: GDCM pads its frames with 0x00,
+        pydicom's JPEG-lossy.dcm with 0xFF."""
+        frame = firstFrame("MR_small_jpeg_ls_lossless.dcm")
+        for whole in (frame, frame + b"\0\0\0", firstFrame("SC_rgb_jpeg_gdcm.dcm"), firstFrame("JPEG-lossy.dcm"),
+                      b"\xff\xd9"):
+            self.assertTrue(endsWithEOI(whole), whole[-4:])
+        for cut in (frame[:-2], frame[:len(frame) // 3], frame[:-1] + b"\0", b"\xd9", b""):
+            self.assertFalse(endsWithEOI(cut), cut[-4:])

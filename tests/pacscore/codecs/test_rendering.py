@@ -18,7 +18,7 @@ from pacscore.dicom.datasets import encodeDataset
 from pacscore.dicom.negotiation import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION
 from pacscore.storage.part10 import encodeFileMeta
 from tests.pacscore.codecs.test_jpeglossless import dataset
-from tests.pacscore.codecs.test_transcode import DATA, overlaid, pixels, quietly, split
+from tests.pacscore.codecs.test_transcode import DATA, overlaid, pixels, quietly, reframed, split
 
 EXPLICIT = EXPLICIT_VR_LITTLE_ENDIAN
 
@@ -322,6 +322,19 @@ class FileTests(unittest.TestCase):
         self.assertIn("no Pixel Data", str(error))
         cut = self.asFile(data[:len(data) // 2], syntax, original)
         self.assertRaises(TranscodeError, renderFile, cut, frame=1)
+
+    def test_cutStreamRefused(self):
+        """A JPEG or JPEG-LS frame cut before its end of image marker is not
+        shown (a 422 on the web), from bytes or from a file; the other
+        frames of the object are."""
+        for name in ("SC_rgb_jpeg_gdcm.dcm", "MR_small_jpeg_ls_lossless.dcm"):
+            original = split(name)[2]
+            syntax, data = reframed(name, lambda frames: [frames[0], frames[0][:len(frames[0]) // 3]], number=2)
+            path = self.asFile(data, syntax, original)
+            for render in (lambda: renderFrame(data, syntax, frame=1), lambda: renderFile(path, frame=1)):
+                error = self.assertRaises(TranscodeError, render)
+                self.assertIn("frame 2 of its Pixel Data is cut short (no end of image marker)", str(error))
+            self.assertSame(path, data, syntax, frame=0)
 
     def test_oneFrameRead(self):
         """Of a 40-frame object, native or lossless JPEG, renderFile holds

@@ -654,6 +654,83 @@ class ErrorTests(unittest.TestCase):
         self.assertIn("JPEG Baseline (Process 1) (1.2.840.10008.1.2.4.50)", message)
 
 
+def reframed(name, change, number=None, fragments=1):
+    """``(syntax, data set bytes)`` of pydicom's file ``name`` whose frames
+    are ``change(frames)``, each in ``fragments`` fragments, with a Basic
+    Offset Table, and Number of Frames ``number`` when given."""
+    syntax, _, ds = split(name)
+    frames = list(generate_frames(ds.PixelData, number_of_frames=int(ds.get("NumberOfFrames") or 1)))
+    ds.PixelData = encapsulate(change(frames), fragments_per_frame=fragments)
+    ds["PixelData"].is_undefined_length = True
+    if number is not None:
+        ds.NumberOfFrames = number
+    return syntax, encode(ds, EXPLICIT_VR_LITTLE_ENDIAN)
+
+
+def both(data, syntax, target):
+    """``data`` converted in memory and file to file (when it is): the
+    outcome (a TranscodeError or the bytes), checked to be the same both
+    ways."""
+    outcomes = []
+    for convert in (lambda: quietly(transcode, data, syntax, target), lambda: _streamed(data, syntax, target)):
+        try:
+            outcomes.append(convert())
+        except TranscodeError as e:
+            outcomes.append(e)
+        except NotStreamed:
+            outcomes.append(outcomes[0])
+    if isinstance(outcomes[0], TranscodeError):
+        assert str(outcomes[1]) == str(outcomes[0]), "refused in memory, not so file to file"
+        return outcomes[0]
+    assert outcomes[0] == outcomes[1], "in memory and file to file differ"
+    return outcomes[0]
+
+
+def _streamed(data, syntax, target):
+    with tempfile.TemporaryFile() as out:
+        quietly(transcodeFile, io.BytesIO(data), 0, len(data), syntax, target, out)
+        out.seek(0)
+        return out.read()
+
+
+class CutStreamTests(unittest.TestCase):
+    """A JPEG or JPEG-LS frame cut before its end of image marker, which
+    the decoders here would decode into a partly filled image, is refused
+    in memory and file to file, as DCMTK refuses it; whole ones, padded or
+    in several fragments, are decoded."""
+
+    JPEG_FILES = ["SC_rgb_jpeg_gdcm.dcm", "SC_rgb_jpeg_dcmtk.dcm", "JPGExtended.dcm", "JPEG-lossy.dcm",
+                  "MR_small_jpeg_ls_lossless.dcm", "JPEGLSNearLossless_08.dcm", "SC_rgb_jls_lossy_line.dcm"]
+
+    def assertRefused(self, data, syntax):
+        for target in (EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN):
+            outcome = both(data, syntax, target)
+            self.assertTrue(isinstance(outcome, TranscodeError), f"{syntax} decoded")
+            self.assertIn("frame 1 of its Pixel Data is cut short (no end of image marker)", str(outcome))
+
+    def test_cutToAThirdRefused(self):
+        for name in self.JPEG_FILES:
+            syntax, data = reframed(name, lambda frames: [frames[0][:len(frames[0]) // 3]])
+            self.assertRefused(data, syntax)
+
+    def test_cutInSeveralFragmentsRefused(self):
+        syntax, data = reframed("SC_rgb_jpeg_gdcm.dcm", lambda frames: [frames[0][:-2]], fragments=3)
+        self.assertRefused(data, syntax)
+
+    def test_wholeStreamsDecoded(self):
+        """Padded with 0x00 or 0xFF bytes after their end of image marker,
+        or in several fragments: decoded as the original is."""
+        for name in self.JPEG_FILES:
+            syntax, data, _ = split(name)
+            reference = pixels(asFile(convert(data, syntax, EXPLICIT_VR_LITTLE_ENDIAN), EXPLICIT_VR_LITTLE_ENDIAN))
+            for change, fragments in ((lambda frames: [frame + b"\0\0" for frame in frames], 1),
+                                      (lambda frames: [frame + b"\xff\xff" for frame in frames], 1),
+                                      (lambda frames: frames, 3)):
+                syntax, data = reframed(name, change, fragments=fragments)
+                converted = asFile(both(data, syntax, EXPLICIT_VR_LITTLE_ENDIAN), EXPLICIT_VR_LITTLE_ENDIAN)
+                self.assertTrue(np.array_equal(pixels(converted), reference), name)
+
+
 class ThreadTests(unittest.TestCase):
 
     def test_concurrent(self):

@@ -1,0 +1,46 @@
+"""Whether encapsulated Pixel Data holds whole frames: the decoders here
+(pylibjpeg-libjpeg, pyjpegls) decode a JPEG or JPEG-LS stream cut short
+into a partly filled image without a word, where DCMTK refuses it;
+``framesDamage`` (every frame) and ``frameDamage`` (one) say what is
+wrong before anything is decoded."""
+
+from pydicom.encaps import generate_frames, get_frame
+
+from pacscore.codecs.jpegmarkers import endsWithEOI
+from pacscore.codecs.syntaxes import (
+    JPEG_LOSSLESS_SYNTAXES, JPEG_LOSSY_SYNTAXES, JPEG_LS_LOSSLESS, JPEG_LS_NEAR_LOSSLESS)
+
+# The syntaxes whose decoders take a codestream cut before its end of image
+# marker (T.81 B.2.1, T.87 C.2.1) without an error.
+_ENDED_BY_EOI = JPEG_LOSSY_SYNTAXES | JPEG_LOSSLESS_SYNTAXES | {JPEG_LS_LOSSLESS, JPEG_LS_NEAR_LOSSLESS}
+
+
+def framesDamage(syntax, encapsulated, options):
+    """What is wrong with the Pixel Data in ``syntax``, ``encapsulated``
+    (bytes or a file, from its Basic Offset Table item; a file is read to
+    its end) of the image pydicom's pixel ``options`` describe (their
+    ``number_of_frames`` and ``extended_offsets``), read into frames as
+    pydicom's decoder reads it: a JPEG or JPEG-LS frame that ends before
+    its end of image marker; None when nothing is."""
+    if syntax not in _ENDED_BY_EOI:
+        return None
+    frames = generate_frames(encapsulated, number_of_frames=options["number_of_frames"],
+                             extended_offsets=options.get("extended_offsets"))
+    for index, frame in enumerate(frames):
+        if not endsWithEOI(frame):
+            return _cutShort(index)
+    return None
+
+
+def frameDamage(syntax, encapsulated, index, options):
+    """``framesDamage`` of the frame ``index`` (from 0) alone; a file is
+    left where it was."""
+    if syntax not in _ENDED_BY_EOI:
+        return None
+    frame = get_frame(encapsulated, index, number_of_frames=options["number_of_frames"],
+                      extended_offsets=options.get("extended_offsets"))
+    return None if endsWithEOI(frame) else _cutShort(index)
+
+
+def _cutShort(index):
+    return f"frame {index + 1} of its Pixel Data is cut short (no end of image marker)"

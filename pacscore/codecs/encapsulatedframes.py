@@ -1,8 +1,9 @@
-"""Whether encapsulated Pixel Data holds whole frames: the decoders here
-(pylibjpeg-libjpeg, pyjpegls) decode a JPEG or JPEG-LS stream cut short
-into a partly filled image without a word, where DCMTK refuses it;
-``framesDamage`` (every frame) and ``frameDamage`` (one) say what is
-wrong before anything is decoded."""
+"""Whether encapsulated Pixel Data holds whole frames, as many as the
+object says: the decoders here (pylibjpeg-libjpeg, pyjpegls) decode a
+JPEG or JPEG-LS stream cut short into a partly filled image without a
+word, and pydicom decodes the frames it finds whatever Number of Frames
+says, where DCMTK refuses both; ``framesDamage`` (every frame) and
+``frameDamage`` (one) say what is wrong before anything is decoded."""
 
 from pydicom.encaps import generate_frames, get_frame
 
@@ -21,26 +22,27 @@ def framesDamage(syntax, encapsulated, options):
     its end) of the image pydicom's pixel ``options`` describe (their
     ``number_of_frames`` and ``extended_offsets``), read into frames as
     pydicom's decoder reads it: a JPEG or JPEG-LS frame that ends before
-    its end of image marker; None when nothing is."""
-    if syntax not in _ENDED_BY_EOI:
-        return None
-    frames = generate_frames(encapsulated, number_of_frames=options["number_of_frames"],
-                             extended_offsets=options.get("extended_offsets"))
-    for index, frame in enumerate(frames):
-        if not endsWithEOI(frame):
-            return _cutShort(index)
+    its end of image marker, or more or fewer frames than Number of
+    Frames; None when nothing is."""
+    expected, found = options["number_of_frames"], 0
+    frames = generate_frames(encapsulated, number_of_frames=expected, extended_offsets=options.get("extended_offsets"))
+    for found, frame in enumerate(frames, 1):
+        if syntax in _ENDED_BY_EOI and not endsWithEOI(frame):
+            return _cutShort(found)
+    if found != expected:
+        return f"its Pixel Data holds {found} frame(s), its Number of Frames says {expected}"
     return None
 
 
 def frameDamage(syntax, encapsulated, index, options):
-    """``framesDamage`` of the frame ``index`` (from 0) alone; a file is
-    left where it was."""
+    """What ``framesDamage`` would say of the frame ``index`` (from 0)
+    alone being cut short; a file is left where it was."""
     if syntax not in _ENDED_BY_EOI:
         return None
     frame = get_frame(encapsulated, index, number_of_frames=options["number_of_frames"],
                       extended_offsets=options.get("extended_offsets"))
-    return None if endsWithEOI(frame) else _cutShort(index)
+    return None if endsWithEOI(frame) else _cutShort(index + 1)
 
 
-def _cutShort(index):
-    return f"frame {index + 1} of its Pixel Data is cut short (no end of image marker)"
+def _cutShort(number):
+    return f"frame {number} of its Pixel Data is cut short (no end of image marker)"

@@ -22,7 +22,9 @@ header libjpeg refuses, comes to getscu decompressed as dcmdjpeg
 decompresses it. JPEG and JPEG-LS streams cut short, which DCMTK refuses
 to decode, are stored as received by a pacs storing with ``un``, not
 sent decompressed (C-GET, WADO-URI) and not uncompressed by ``dgate -jd``; whole ones that
-dcmcjpeg and dcmcjpls make are stored decompressed."""
+dcmcjpeg and dcmcjpls make are stored decompressed. A large JPEG-LS object
+whose Number of Frames says one frame more than it holds is stored as
+received too, and not sent decompressed."""
 
 import io
 import os
@@ -580,3 +582,52 @@ class CutStreamTests(ServersTestCase):
             if proposal in ("-xs", "-xt"):
                 reference = pydicom.dcmread(get_testdata_file(name)).pixel_array
                 self.assertTrue(np.array_equal(stored.pixel_array, reference), (tool, option, name))
+
+
+class FrameCountTests(ServersTestCase):
+    """A 24-frame 512x512 JPEG-LS object of 9 MB (above the 4 MB spool
+    threshold and the 8 MB above which C-MOVE and C-GET convert file to
+    file) whose Number of Frames says 25, which ``dcmdjpls`` refuses, sent
+    to a pacs storing with ``un``: stored as received (file to file, then
+    in memory, each refusing it), and not sent decompressed to getscu
+    proposing implicit VR only."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.workdir = tempfile.mkdtemp(prefix="pacs-framecount-")
+        cls.server = PacsServer(os.path.join(cls.workdir, "pacs"))
+        cls.server.setIni(IncomingCompression="un")
+        cls.startAll(cls.server)
+        ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+        ds.Rows = ds.Columns = 512
+        ds.NumberOfFrames = 24
+        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2.1"  # Enhanced CT
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.PixelData = np.random.default_rng(1).integers(0, 4096, (24, 512, 512)).astype(np.int16).tobytes()
+        native, cls.path = (os.path.join(cls.workdir, name) for name in ("native.dcm", "jls.dcm"))
+        ds.save_as(native)
+        dcmtk("dcmcjpls", native, cls.path, check=True)
+        dcmtk("dcmodify", "-nb", "-m", "NumberOfFrames=25", cls.path, check=True)
+        cls.original = pydicom.dcmread(cls.path)
+        assert len(cls.original.PixelData) > 8 << 20, len(cls.original.PixelData)
+        result = cls.server.store(cls.path, extra=("-xt",))
+        assert result.returncode == 0, result.stdout + result.stderr
+
+    def test_storedAsReceived(self):
+        stored = pydicom.dcmread(storedFile(self.server, self.original.SOPInstanceUID)[1])
+        self.assertEqual((stored.file_meta.TransferSyntaxUID, stored.NumberOfFrames), (JPEG_LS_LOSSLESS, 25))
+        self.assertTrue(stored.PixelData == self.original.PixelData, "the stream as it came")
+        log = self.server.log()
+        for line in ("compression un not applied file to file, trying in memory",
+                     "compression un not applied, stored as received"):
+            self.assertIn(f"{self.original.SOPInstanceUID}: {line}", log)
+        self.assertIn("its Pixel Data holds 24 frame(s), its Number of Frames says 25", log)
+
+    def test_notSentDecompressed(self):
+        out = tempfile.mkdtemp(dir=self.workdir)
+        dcmtk("getscu", "-xi", "-aec", self.server.ae, "-od", out, "-k", "QueryRetrieveLevel=IMAGE",
+              "-k", f"StudyInstanceUID={self.original.StudyInstanceUID}",
+              "-k", f"SeriesInstanceUID={self.original.SeriesInstanceUID}",
+              "-k", f"SOPInstanceUID={self.original.SOPInstanceUID}", "127.0.0.1", self.server.port)
+        self.assertEqual(os.listdir(out), [])
+        self.assertIn(f"C-GET: {self.original.SOPInstanceUID} cannot be converted to", self.server.log())

@@ -731,6 +731,36 @@ class CutStreamTests(unittest.TestCase):
                 self.assertTrue(np.array_equal(pixels(converted), reference), name)
 
 
+class FrameCountTests(unittest.TestCase):
+    """Pixel Data holding more or fewer frames than Number of Frames says
+    is refused in memory and file to file, as DCMTK refuses it: pydicom
+    decoded the frames it found, in memory writing their count as Number
+    of Frames, file to file keeping the header's (41 with the pixels of
+    40, an object no reader takes)."""
+
+    def assertRefused(self, data, syntax, found, said):
+        for target in (EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN):
+            outcome = both(data, syntax, target)
+            self.assertTrue(isinstance(outcome, TranscodeError), f"{syntax} decoded")
+            self.assertIn(f"its Pixel Data holds {found} frame(s), its Number of Frames says {said}", str(outcome))
+
+    def test_fewerFrames(self):
+        syntax, data = reframed("SC_rgb_rle_2frame.dcm", lambda frames: frames, number=3)
+        self.assertRefused(data, syntax, 2, 3)
+        syntax, data = reframed("MR_small_jpeg_ls_lossless.dcm", lambda frames: frames, number=2)
+        self.assertRefused(data, syntax, 1, 2)
+
+    def test_moreFrames(self):
+        syntax, data = reframed("SC_rgb_rle_2frame.dcm", lambda frames: frames, number=1)
+        self.assertRefused(data, syntax, 2, 1)
+
+    def test_asManyFramesDecoded(self):
+        syntax, data, original = split("SC_rgb_rle_2frame.dcm")
+        converted = asFile(both(data, syntax, IMPLICIT_VR_LITTLE_ENDIAN), IMPLICIT_VR_LITTLE_ENDIAN)
+        self.assertEqual(converted.NumberOfFrames, 2)
+        self.assertTrue(np.array_equal(pixels(converted), pixels(original)))
+
+
 class ThreadTests(unittest.TestCase):
 
     def test_concurrent(self):

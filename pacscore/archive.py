@@ -209,7 +209,7 @@ class Archive:
         self.prefetcher = (Prefetcher(self.index, self.query, self.objectReader, self.workers)
                            if ini.getint("Prefetcher", 0) else None)
         self.commitments = CommitmentService(
-            PendingCommitments(self.index, time.time), self.query, self.objectReader, self.aeTitle,
+            PendingCommitments(self.index, time.time), self.query, self.objectReader, self.workers, self.aeTitle,
             configuration.acrNemaMap, reactor, self.counters, retryDelay=ini.getint("RetryDelay", 100),
             dimseTimeout=self.idleTimeout, titleStyle=self.titleStyle)
         threshold = 0 if ini.getint("IgnoreMAGDeviceThreshHold", 0) else ini.getint("MAGDeviceThreshold", 0)

@@ -4,17 +4,19 @@ before they delete the images they sent.
 An N-ACTION-RQ (action type 1, on the well-known instance
 1.2.840.10008.1.20.1.1) lists objects by SOP class and instance and
 carries a Transaction UID.  It is answered at once (Success when it is
-well formed), then each object is looked up in the index, its file on
-its MAG device (or mirror): committed when both are there and the SOP
-class agrees.  The outcome goes back in an N-EVENT-REPORT-RQ, event type 1
-when every object was committed, 2 when some were not (Failed SOP
-Sequence: Failure Reason 0x0112 no such object instance, 0x0119 class /
-instance conflict, 0x0110 processing failure for a file that cannot be
-read).  The report goes on the requesting association while it is open,
-else on a new association to the requestor's AE (acrnema.map), proposing
-the SOP class with the SCP role, tried ``ATTEMPTS`` times ``RetryDelay``
-seconds apart, and while it cannot be delivered again every ``RetryDelay``
-seconds (a modality switched off for the night gets it when it is back).
+well formed), then each object is looked up in the index and its file on
+its MAG device (or mirror) read to its end in the I/O pool: committed
+when both are there, whole, and the SOP class agrees.  The outcome goes
+back in an N-EVENT-REPORT-RQ, event type 1 when every object was
+committed, 2 when some were not (Failed SOP Sequence: Failure Reason
+0x0112 no such object instance, 0x0119 class / instance conflict, 0x0110
+processing failure for a file that cannot be read, cut short or
+damaged).  The report goes on the requesting association while it is
+open, else on a new association to the requestor's AE (acrnema.map),
+proposing the SOP class with the SCP role, tried ``ATTEMPTS`` times
+``RetryDelay`` seconds apart, and while it cannot be delivered again
+every ``RetryDelay`` seconds (a modality switched off for the night gets
+it when it is back).
 
 Answering Success promises the report, so a request is written to the
 ``PacsCommitments`` table of the index database before that answer (a
@@ -24,7 +26,6 @@ reported again, on a new association, when it starts.
 """
 
 import json
-import os
 
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
@@ -42,6 +43,8 @@ from pacscore.dicom.commands import (
 from pacscore.dicom.client import sendToNode
 from pacscore.dicom.datasets import IdentifierError, decodePeerDataset, encodeDataset
 from pacscore.dicom.negotiation import PLAIN_TITLES
+from pacscore.dicom.storeddata import STREAMED_OBJECT
+from pacscore.storage.attributes import DatasetError
 
 STORAGE_COMMITMENT = "1.2.840.10008.1.20.1"
 STORAGE_COMMITMENT_INSTANCE = "1.2.840.10008.1.20.1.1"
@@ -89,35 +92,47 @@ def readCommitmentRequest(command, data, syntax):
     return transaction, references
 
 
-def commitmentOutcome(connection, query, reader, references):
-    """In a reader thread: ``(committed, failed)``, the references whose
-    objects are in the index and on disk, and ``(class, instance, reason)``
-    of the others."""
+def storedInstances(connection, query, references):
+    """In a reader thread: ``{SOP instance UID: Instance}`` of the referenced
+    objects the index holds."""
     stored = {}
     uids = sorted({sop for _, sop in references})
     for start in range(0, len(uids), UIDS_PER_QUERY):
         key = QueryKey(SOP_INSTANCE_UID, "UI", "\\".join(uids[start:start + UIDS_PER_QUERY]))
         for instance in query.instances(connection, "IMAGE", [key]):
             stored[instance.sopInstanceUID] = instance
-    committed, failed = [], []
+    return stored
+
+
+def commitmentOutcome(reader, stored, references):
+    """In the I/O pool: ``(committed, failed, unreadable)``, the references
+    whose objects are in ``stored`` (``storedInstances``) under their class
+    with a file, or else a mirror copy, that reads to its end, ``(class, instance, reason)`` of the others
+    and ``{instance: why}`` of those failed for their file."""
+    committed, failed, unreadable = [], [], {}
     for sopClass, sop in references:
         instance = stored.get(sop)
         if instance is None:
             failed.append((sopClass, sop, NO_SUCH_OBJECT_INSTANCE))
         elif instance.sopClassUID != sopClass:
             failed.append((sopClass, sop, CLASS_INSTANCE_CONFLICT))
-        elif not _readable(reader, instance):
+        elif (why := _unreadable(reader, instance)) is not None:
             failed.append((sopClass, sop, PROCESSING_FAILURE))
+            unreadable[sop] = why
         else:
             committed.append((sopClass, sop))
-    return committed, failed
+    return committed, failed, unreadable
 
 
-def _readable(reader, instance):
+def _unreadable(reader, instance):
+    """Why neither the file of ``instance`` nor its mirror copy reads to
+    its end, checked as a retrieve reads it (``ObjectReader.loading``);
+    None when one does."""
     try:
-        return os.access(reader.path(instance.deviceName, instance.objectFile), os.R_OK)
-    except OSError:
-        return False
+        reader.loading(instance, lambda stored, data: None, STREAMED_OBJECT)
+    except (OSError, DatasetError) as e:
+        return str(e) or type(e).__name__
+    return None
 
 
 def eventReport(transaction, committed, failed, retrieveAE):
@@ -197,12 +212,13 @@ class CommitmentService:
 
     log = Logger()
 
-    def __init__(self, pending, query, reader, aeTitle, acrNemaMap, reactor, counters=None, retryDelay=100,
+    def __init__(self, pending, query, reader, workers, aeTitle, acrNemaMap, reactor, counters=None, retryDelay=100,
                  connectTimeout=30, dimseTimeout=300, titleStyle=PLAIN_TITLES):
         self.pending = pending
         self.index = pending.index
         self.query = query
         self.reader = reader
+        self.workers = workers  # the I/O pool, where files are checked
         self.aeTitle = aeTitle
         self.acrNemaMap = acrNemaMap
         self.reactor = reactor
@@ -281,7 +297,12 @@ class CommitmentService:
         """Check the objects and report, on ``requesting`` ``(protocol,
         context ID, syntax)`` while it is open, else on a new association;
         forget the request once reported."""
-        committed, failed = await self.index.runQuery(commitmentOutcome, self.query, self.reader, references)
+        stored = await self.index.runQuery(storedInstances, self.query, references)
+        committed, failed, unreadable = await self.workers.deferToWorker(commitmentOutcome, self.reader, stored,
+                                                                         references)
+        for sop, why in unreadable.items():
+            self.log.warn("storage commitment {transaction}: {sop} not committed, its file cannot be read: {why}",
+                          transaction=transaction, sop=sop, why=why)
         eventType, report = eventReport(transaction, committed, failed, self.aeTitle)
         self.log.info("storage commitment {transaction} from {ae}: {committed} committed, {failed} not",
                       transaction=transaction, ae=requestor, committed=len(committed), failed=len(failed))

@@ -215,7 +215,9 @@ def checkWhole(source, transferSyntax):
     header on (``_pixelDataAt``), the whole of them only when that walk
     fails or finds none: a file cut short ends within its pixels, and the
     many small elements before them (250 in a CT image) would take ten
-    times as long as the rest of a C-GET's work on it."""
+    times as long as the rest of a C-GET's work on it.  An empty data set
+    (an empty file, one that ends with its header) holds no object: Damaged
+    too."""
     start = _pixelDataAt(source, transferSyntax)
     if start is not None:
         try:
@@ -224,9 +226,11 @@ def checkWhole(source, transferSyntax):
         except DatasetError:
             pass  # a header found in an earlier value, or damage: the whole walk tells
     try:
-        walkDataset(source, transferSyntax, frozenset(), 0, 0xFFFFFFFF)
+        _, length = walkDataset(source, transferSyntax, frozenset(), 0, 0xFFFFFFFF)
     except DatasetError as e:
         raise Damaged(f"truncated or damaged: {e}") from e
+    if not length:
+        raise Damaged("no data set: the file is empty or ends with its header")
 
 
 def _pixelDataAt(source, transferSyntax):

@@ -6,6 +6,7 @@ open, else on a new association to the modality's own listener (SCP role,
 acrnema.map), again while the modality is away, and after pacs starts
 again; a malformed request is refused."""
 
+import os
 import sqlite3
 import threading
 
@@ -15,6 +16,7 @@ from pydicom.uid import generate_uid
 from pynetdicom import AE, evt
 from twisted.trial import unittest
 
+from tests.interop.index import rows
 from tests.interop.server import PacsServer, freePort
 from tests.interop.test_forwarding import waitFor
 from tests.pacscore.dicom.requests import commitmentRequest
@@ -22,6 +24,7 @@ from tests.pacscore.dicom.requests import commitmentRequest
 STORAGE_COMMITMENT = "1.2.840.10008.1.20.1"
 STORAGE_COMMITMENT_INSTANCE = "1.2.840.10008.1.20.1.1"
 CT = get_testdata_file("CT_small.dcm")
+MR = get_testdata_file("MR_small.dcm")
 MR_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
 
 
@@ -97,6 +100,36 @@ class StorageCommitmentTests(unittest.TestCase):
                          {(unknown, self.ct.SOPClassUID, 0x0112), (self.ct.SOPInstanceUID, MR_STORAGE, 0x0119)})
         waitFor(lambda: "reported to MODALITY on its association" in self.server.log(), message="the log line")
         association.release()
+
+    def test_damagedFilesNotCommitted(self):
+        """The stored CT file cut to half its size, the MR one overwritten
+        with zeros, without a mirror: neither is committed (0x0110, a log
+        line each), as neither could be retrieved."""
+        self.assertEqual(self.server.store(MR).returncode, 0)
+        mr = pydicom.dcmread(MR, stop_before_pixels=True)
+        files = {row["SOPInstanceUID"]: os.path.join(self.server.dataDir, row["ObjectFile"])
+                 for row in rows(self.server.database, "DICOMImages")}
+        size = os.path.getsize(files[self.ct.SOPInstanceUID])
+        with open(files[self.ct.SOPInstanceUID], "r+b") as f:
+            f.truncate(size // 2)
+        size = os.path.getsize(files[mr.SOPInstanceUID])
+        with open(files[mr.SOPInstanceUID], "r+b") as f:
+            f.write(bytes(size))
+        reports = Reports()
+        request = commitmentRequest([(self.ct.SOPClassUID, self.ct.SOPInstanceUID),
+                                     (mr.SOPClassUID, mr.SOPInstanceUID)])
+        association, status = self.send(request, [(evt.EVT_N_EVENT_REPORT, reports.handle)], release=False)
+        self.assertEqual(status.Status, 0x0000)
+        eventType, report, _ = reports.wait()
+        association.release()
+        self.assertEqual(eventType, 2)
+        self.assertNotIn("ReferencedSOPSequence", report)
+        self.assertEqual({(item.ReferencedSOPInstanceUID, item.FailureReason) for item in report.FailedSOPSequence},
+                         {(self.ct.SOPInstanceUID, 0x0110), (mr.SOPInstanceUID, 0x0110)})
+        log = self.server.log()
+        self.assertIn(f"{self.ct.SOPInstanceUID} not committed, its file cannot be read: ", log)
+        self.assertIn(f"{mr.SOPInstanceUID} not committed, its file cannot be read: ", log)
+        self.assertIn("0 committed, 2 not", log)
 
     def test_reportOnANewAssociation(self):
         """The modality releases at once and listens with the SCP role: the

@@ -1,6 +1,8 @@
-"""Unit tests of pacscore.dicom.commitment: reading N-ACTION requests and
-the table of requests whose report is still owed."""
+"""Unit tests of pacscore.dicom.commitment: reading N-ACTION requests,
+checking the objects they name and the table of requests whose report is
+still owed."""
 
+import os
 from types import SimpleNamespace
 
 from sqlalchemy import create_engine
@@ -9,11 +11,17 @@ from twisted.trial import unittest
 
 from pacscore.codecs.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN
 from pacscore.dicom import commands
+from pacscore.db.query import Instance
 from pacscore.dicom.commitment import (
-    INVALID_ARGUMENT_VALUE, NO_SUCH_ACTION, STORAGE_COMMITMENT, STORAGE_COMMITMENT_INSTANCE, BadCommitmentRequest,
-    CommitmentService, PendingCommitments, readCommitmentRequest)
+    CLASS_INSTANCE_CONFLICT, INVALID_ARGUMENT_VALUE, NO_SUCH_ACTION, NO_SUCH_OBJECT_INSTANCE, PROCESSING_FAILURE,
+    STORAGE_COMMITMENT, STORAGE_COMMITMENT_INSTANCE, BadCommitmentRequest, CommitmentService, PendingCommitments,
+    commitmentOutcome, readCommitmentRequest)
 from pacscore.dicom.datasets import encodeDataset
+from pacscore.storage.devices import MagDevice
+from pacscore.storage.mirror import Mirrors
+from pacscore.storage.reader import ObjectReader
 from tests.pacscore.dicom.requests import commitmentRequest, recordDecodes
+from tests.pacscore.storage.test_mirror import dicomBytes
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 
@@ -45,6 +53,46 @@ class ReadCommitmentRequestTests(unittest.TestCase):
             self.assertEqual(caught.exception.status, status)
 
 
+class CommitmentOutcomeTests(unittest.TestCase):
+    """An object is committed when the index holds it under that class and
+    its file (or else its mirror copy) reads to its end; one missing, cut
+    short or zeroed fails with 0x0110, the reason told."""
+
+    def setUp(self):
+        self.mag0 = MagDevice("MAG0", self.mktemp())
+        self.mirror = MagDevice("MIRROR0", self.mktemp())
+        self.reader = ObjectReader([self.mag0], Mirrors({"MAG0": self.mirror}))
+        self.whole = dicomBytes(3)
+        self.stored = {}
+
+    def store(self, sop, content, device=None):
+        objectFile = f"P/{sop}.dcm"
+        path = (device or self.mag0).absolute(objectFile)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(content)
+        self.stored[sop] = Instance(sop, CT, "MAG0", objectFile, "P", "1", "1.1")
+
+    def test_outcome(self):
+        self.store("1.1", self.whole)
+        self.store("1.2", self.whole[:len(self.whole) // 2])
+        self.store("1.3", bytes(len(self.whole)))
+        self.store("1.4", b"")
+        self.store("1.5", self.whole[:-40])
+        self.store("1.5", self.whole, self.mirror)  # its mirror copy is whole
+        self.store("1.6", self.whole)
+        os.remove(self.mag0.absolute("P/1.6.dcm"))
+        references = [(CT, f"1.{n}") for n in range(1, 7)] + [(CT, "1.7"), ("1.2.3", "1.1")]
+        committed, failed, unreadable = commitmentOutcome(self.reader, self.stored, references)
+        self.assertEqual(committed, [(CT, "1.1"), (CT, "1.5")])
+        self.assertEqual(failed, [(CT, "1.2", PROCESSING_FAILURE), (CT, "1.3", PROCESSING_FAILURE),
+                                  (CT, "1.4", PROCESSING_FAILURE), (CT, "1.6", PROCESSING_FAILURE),
+                                  (CT, "1.7", NO_SUCH_OBJECT_INSTANCE), ("1.2.3", "1.1", CLASS_INSTANCE_CONFLICT)])
+        self.assertEqual(sorted(unreadable), ["1.2", "1.3", "1.4", "1.6"])
+        self.assertIn("truncated or damaged", unreadable["1.2"])
+        self.assertIn("No such file", unreadable["1.6"])
+
+
 class DecodeTests(unittest.TestCase):
 
     @defer.inlineCallbacks
@@ -55,7 +103,7 @@ class DecodeTests(unittest.TestCase):
         protocol = SimpleNamespace(association=SimpleNamespace(contexts={1: (STORAGE_COMMITMENT,
                                                                              EXPLICIT_VR_LITTLE_ENDIAN)}),
                                    peerName=lambda: "SCU", sendMessage=lambda *args: sent.append(args))
-        service = CommitmentService(SimpleNamespace(index=None), None, None, "PACS", {}, reactor)
+        service = CommitmentService(SimpleNamespace(index=None), None, None, None, "PACS", {}, reactor)
         dataset = SimpleNamespace(data=requestData("", [(CT, "9.9.424242")]))
         yield service.handle(protocol, 1, actionCommand(), dataset)
         self.assertEqual(decodes, [False])

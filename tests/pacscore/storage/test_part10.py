@@ -12,7 +12,7 @@ from twisted.trial import unittest
 
 from pacscore.storage.attributes import DatasetError
 from pacscore.storage.part10 import (
-    MEDIA_STORAGE_SOP_CLASS_UID, MEDIA_STORAGE_SOP_INSTANCE_UID, TRANSFER_SYNTAX_UID, Damaged, checkWhole,
+    MEDIA_STORAGE_SOP_CLASS_UID, MEDIA_STORAGE_SOP_INSTANCE_UID, TRANSFER_SYNTAX_UID, Damaged, checkFile, checkWhole,
     encodeFileMeta, quickFileMeta, readFileAttributes, readFileMeta, sendsAsItIs)
 from tests.pacscore.storage.test_attributes import (
     BIG_ENDIAN, EXPLICIT, IMPLICIT, PATIENT_ID, PATIENT_NAME, TAGS, encode,
@@ -234,3 +234,20 @@ class CheckWholeTests(unittest.TestCase):
                 self.assertIn("(7FE0,0010)", str(raised.exception))
                 self.assertRaises(Damaged, checkWhole, io.BytesIO(data[:-10]), syntax)
                 self.assertRaises(Damaged, checkWhole, data[:-len(data) // 2], syntax)
+
+
+class CheckFileTests(unittest.TestCase):
+    """``checkFile``: a file without a data set (empty, or only its
+    header) holds no object: Damaged, as one cut short is; so is an empty
+    data set read for sending (``checkWhole``)."""
+
+    def test_noDataSet(self):
+        directory = self.mktemp()
+        os.makedirs(directory)
+        meta = encodeFileMeta(CT_IMAGE, SOP_INSTANCE, EXPLICIT, IMPLEMENTATION, VERSION)
+        checkFile(writeFile(directory, meta + encode(studyDataset(), False, True)))
+        for content in (b"", meta):
+            with self.assertRaises(Damaged) as raised:
+                checkFile(writeFile(directory, content))
+            self.assertIn("no data set: the file is empty or ends with its header", str(raised.exception))
+        self.assertRaises(Damaged, checkWhole, b"", EXPLICIT)

@@ -26,6 +26,7 @@ reported again, on a new association, when it starts.
 """
 
 import json
+import warnings
 
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
@@ -44,6 +45,7 @@ from pacscore.dicom.client import sendToNode
 from pacscore.dicom.datasets import IdentifierError, decodePeerDataset, encodeDataset
 from pacscore.dicom.negotiation import PLAIN_TITLES
 from pacscore.dicom.storeddata import STREAMED_OBJECT
+from pacscore.dicom.uids import isUID
 from pacscore.storage.attributes import DatasetError
 
 STORAGE_COMMITMENT = "1.2.840.10008.1.20.1"
@@ -77,11 +79,12 @@ def readCommitmentRequest(command, data, syntax):
     if data is None:
         raise BadCommitmentRequest("no data set", INVALID_ARGUMENT_VALUE)
     try:
-        dataset = decodePeerDataset(data, syntax)
-        transaction = str(dataset.get("TransactionUID", "") or "").strip()
-        references = [(str(item.get("ReferencedSOPClassUID", "") or "").strip(),
-                       str(item.get("ReferencedSOPInstanceUID", "") or "").strip())
-                      for item in dataset.get("ReferencedSOPSequence", None) or []]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pydicom's, about a value that is no UID: _uidOf tells
+            dataset = decodePeerDataset(data, syntax)
+            transaction = _uidOf(dataset, "TransactionUID")
+            references = [(_uidOf(item, "ReferencedSOPClassUID"), _uidOf(item, "ReferencedSOPInstanceUID"))
+                          for item in dataset.get("ReferencedSOPSequence", None) or []]
     except (IdentifierError, AttributeError, TypeError, ValueError) as e:
         raise BadCommitmentRequest(f"unreadable data set: {e}", INVALID_ARGUMENT_VALUE) from e
     if not transaction:
@@ -92,11 +95,36 @@ def readCommitmentRequest(command, data, syntax):
     return transaction, references
 
 
+_UID_NAMES = {"TransactionUID": "Transaction UID (0008,1195)",
+              "ReferencedSOPClassUID": "Referenced SOP Class UID (0008,1150)",
+              "ReferencedSOPInstanceUID": "Referenced SOP Instance UID (0008,1155)"}
+SHOWN = 80  # characters of a bad value an error shows
+
+
+def _uidOf(dataset, keyword):
+    """The UID the attribute ``keyword`` of ``dataset`` holds ("" when it
+    holds none); BadCommitmentRequest (0x0115) unless that is one UID:
+    several values, a wildcard or other characters than digits and dots,
+    over 64 of them."""
+    value = dataset.get(keyword)
+    if not value:
+        return ""
+    if isinstance(value, str):
+        text = value.strip("\0 ")
+        if not text or isUID(text):
+            return str(text)
+    else:
+        text = "\\".join(map(str, value))
+    raise BadCommitmentRequest(f"{_UID_NAMES[keyword]} {text[:SHOWN]!r} is not a UID", INVALID_ARGUMENT_VALUE)
+
+
 def storedInstances(connection, query, references):
     """In a reader thread: ``{SOP instance UID: Instance}`` of the referenced
-    objects the index holds."""
+    objects the index holds, each looked up literally: only UIDs are (a
+    request recorded before they were checked may hold others), never a
+    wildcard or list matching the whole index."""
     stored = {}
-    uids = sorted({sop for _, sop in references})
+    uids = sorted({sop for _, sop in references if isUID(sop)})
     for start in range(0, len(uids), UIDS_PER_QUERY):
         key = QueryKey(SOP_INSTANCE_UID, "UI", "\\".join(uids[start:start + UIDS_PER_QUERY]))
         for instance in query.instances(connection, "IMAGE", [key]):

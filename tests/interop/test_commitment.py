@@ -193,3 +193,25 @@ class StorageCommitmentTests(unittest.TestCase):
         self.assertIn("storage commitment refused: no Transaction UID", self.server.log())
         self.assertIn("storage commitment refused: no Referenced SOP Sequence", self.server.log())
         self.assertEqual(self.server.echo().returncode, 0)  # still serving
+
+    def test_valuesThatAreNoUIDs(self):
+        """A Transaction UID of two values or 100 characters, a reference
+        whose instance UID is a wildcard or two UIDs: 0x0115 and one log
+        line each, no index lookup (a wildcard would match every object),
+        nothing recorded."""
+        ct = (self.ct.SOPClassUID, self.ct.SOPInstanceUID)
+        for transaction, reference, named in (
+                ("1.2.3\\4.5.6", ct, "Transaction UID (0008,1195) '1.2.3\\\\4.5.6' is not a UID"),
+                ("1" * 100, ct, "Transaction UID (0008,1195) '" + "1" * 80 + "' is not a UID"),
+                (None, (self.ct.SOPClassUID, "*"), "Referenced SOP Instance UID (0008,1155) '*' is not a UID"),
+                (None, (self.ct.SOPClassUID, self.ct.SOPInstanceUID + "\\1.2.3"),
+                 "Referenced SOP Instance UID (0008,1155)")):
+            before = len(self.server.log())
+            _, status = self.send(commitmentRequest([ct, reference], transaction))
+            self.assertEqual(status.Status, 0x0115)
+            log = self.server.log()[before:]
+            self.assertIn(f"storage commitment refused: {named}", log)
+            self.assertEqual(log.count("storage commitment"), 1, log)
+        self.assertNotIn("committed", self.server.log())
+        self.assertNotIn("Invalid value for VR UI", self.server.log())  # pydicom's warning: the refusal tells
+        self.assertEqual(rows(self.server.database, "PacsCommitments"), [])

@@ -3,6 +3,7 @@ checking the objects they name and the table of requests whose report is
 still owed."""
 
 import os
+import warnings
 from types import SimpleNamespace
 
 from sqlalchemy import create_engine
@@ -15,7 +16,7 @@ from pacscore.db.query import Instance
 from pacscore.dicom.commitment import (
     CLASS_INSTANCE_CONFLICT, INVALID_ARGUMENT_VALUE, NO_SUCH_ACTION, NO_SUCH_OBJECT_INSTANCE, PROCESSING_FAILURE,
     STORAGE_COMMITMENT, STORAGE_COMMITMENT_INSTANCE, BadCommitmentRequest, CommitmentService, PendingCommitments,
-    commitmentOutcome, readCommitmentRequest)
+    commitmentOutcome, readCommitmentRequest, storedInstances)
 from pacscore.dicom.datasets import encodeDataset
 from pacscore.storage.devices import MagDevice
 from pacscore.storage.mirror import Mirrors
@@ -32,7 +33,9 @@ def actionCommand(actionType=1):
 
 
 def requestData(transaction, references):
-    return encodeDataset(commitmentRequest(references, transaction), EXPLICIT_VR_LITTLE_ENDIAN)
+    with warnings.catch_warnings():  # pydicom warns of the values that are no UIDs
+        warnings.simplefilter("ignore")
+        return encodeDataset(commitmentRequest(references, transaction), EXPLICIT_VR_LITTLE_ENDIAN)
 
 
 class ReadCommitmentRequestTests(unittest.TestCase):
@@ -51,6 +54,47 @@ class ReadCommitmentRequestTests(unittest.TestCase):
             with self.assertRaises(BadCommitmentRequest) as caught:
                 readCommitmentRequest(command, data, EXPLICIT_VR_LITTLE_ENDIAN)
             self.assertEqual(caught.exception.status, status)
+
+    def test_valuesThatAreNoUIDs(self):
+        """A Transaction UID, Referenced SOP Class UID or Referenced SOP
+        Instance UID that is not one UID (several values, a wildcard, other
+        characters than digits and dots, over 64 characters) is a malformed
+        request: 0x0115, the error naming the attribute and its value."""
+        for transaction, (sopClass, sop), named in (
+                ("1.2.3\\4.5.6", (CT, "1.2.3.4"), "Transaction UID (0008,1195) '1.2.3\\\\4.5.6'"),
+                ("1" * 65, (CT, "1.2.3.4"), "Transaction UID (0008,1195) '" + "1" * 65),
+                ("hello world; DROP", (CT, "1.2.3.4"), "Transaction UID (0008,1195) 'hello world; DROP'"),
+                ("1.2.3", (CT, "*"), "Referenced SOP Instance UID (0008,1155) '*'"),
+                ("1.2.3", (CT, "1.2.3.4\\1.2.3.5"), "Referenced SOP Instance UID (0008,1155) '1.2.3.4\\\\1.2.3.5'"),
+                ("1.2.3", (CT, "1" * 65), "Referenced SOP Instance UID (0008,1155)"),
+                ("1.2.3", (CT + "\\1.2", "1.2.3.4"), "Referenced SOP Class UID (0008,1150)"),
+                ("1.2.3", ("CT?", "1.2.3.4"), "Referenced SOP Class UID (0008,1150) 'CT?'")):
+            with self.assertRaises(BadCommitmentRequest) as caught:
+                readCommitmentRequest(actionCommand(), requestData(transaction, [(CT, "1.2.3.9"), (sopClass, sop)]),
+                                      EXPLICIT_VR_LITTLE_ENDIAN)
+            self.assertEqual(caught.exception.status, INVALID_ARGUMENT_VALUE)
+            self.assertIn(named, str(caught.exception))
+            self.assertIn("is not a UID", str(caught.exception))
+        self.assertEqual(readCommitmentRequest(actionCommand(), requestData("1" * 64, [(CT, "1.2")]),
+                                               EXPLICIT_VR_LITTLE_ENDIAN), ("1" * 64, [(CT, "1.2")]))
+
+
+class LookupTests(unittest.TestCase):
+
+    def test_referencesMatchedExactly(self):
+        """Only UIDs are looked up, each one literally: a reference that is
+        none (a request recorded before they were checked) is no object,
+        never a wildcard or list that would match the whole index."""
+        asked = []
+        held = Instance("1.2.3.4", CT, "MAG0", "P/1.dcm", "P", "1", "1.1")
+
+        def instances(connection, level, keys):
+            asked.extend((level, key.vr, key.value) for key in keys)
+            return [held]
+        stored = storedInstances(None, SimpleNamespace(instances=instances),
+                                 [(CT, "1.2.3.4"), (CT, "*"), (CT, "1.2.3.4\\1.2.3.5"), (CT, "")])
+        self.assertEqual(stored, {"1.2.3.4": held})
+        self.assertEqual(asked, [("IMAGE", "UI", "1.2.3.4")])
 
 
 class CommitmentOutcomeTests(unittest.TestCase):

@@ -41,7 +41,7 @@ from pacscore.db.worklistitems import WorklistItems
 from pacscore.db.worklistquery import WorklistQuery
 from pacscore.dicom import commands
 from pacscore.dicom.admission import AssociationLimits
-from pacscore.dicom.commitment import STORAGE_COMMITMENT, CommitmentService, PendingCommitments
+from pacscore.dicom.commitment import MAXIMUM_AGE, STORAGE_COMMITMENT, CommitmentService, PendingCommitments
 from pacscore.dicom.mpps import MPPS, MppsService, StepTable
 from pacscore.dicom.mppsforward import MppsForwarder, WaitingForwards
 from pacscore.dicom.find import FindService
@@ -211,7 +211,8 @@ class Archive:
         self.commitments = CommitmentService(
             PendingCommitments(self.index, time.time), self.query, self.objectReader, self.workers, self.aeTitle,
             configuration.acrNemaMap, reactor, self.counters, retryDelay=ini.getint("RetryDelay", 100),
-            dimseTimeout=self.idleTimeout, titleStyle=self.titleStyle)
+            maximumAge=ini.getint("MaximumCommitmentAge", MAXIMUM_AGE), dimseTimeout=self.idleTimeout,
+            titleStyle=self.titleStyle)
         threshold = 0 if ini.getint("IgnoreMAGDeviceThreshHold", 0) else ini.getint("MAGDeviceThreshold", 0)
         try:
             sortTag = lruSortTag(ini.get("LRUSort", ""))

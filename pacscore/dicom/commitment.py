@@ -13,10 +13,12 @@ committed, 2 when some were not (Failed SOP Sequence: Failure Reason
 processing failure for a file that cannot be read, cut short or
 damaged).  The report goes on the requesting association while it is
 open, else on a new association to the requestor's AE (acrnema.map),
-proposing the SOP class with the SCP role, tried ``ATTEMPTS`` times
-``RetryDelay`` seconds apart, and while it cannot be delivered again
-every ``RetryDelay`` seconds (a modality switched off for the night gets
-it when it is back).
+proposing the SOP class with the SCP role (the objects checked once it
+is open), tried ``ATTEMPTS`` times ``RetryDelay`` seconds apart, and
+while it cannot be delivered once more every ``RetryDelay`` seconds (a
+modality switched off for the night gets it when it is back), a log line
+each time, until the request is ``MaximumCommitmentAge`` seconds old:
+then it is given up with an error line.
 
 Answering Success promises the report, so a request is written to the
 ``PacsCommitments`` table of the index database before that answer (a
@@ -56,7 +58,8 @@ ALL_COMMITTED, SOME_FAILED = 1, 2  # Event Type IDs
 SUCCESS = 0x0000
 
 UIDS_PER_QUERY = 500  # SQLite's variable limit, with room
-ATTEMPTS = 3
+ATTEMPTS = 3  # a report's first attempts on new associations, RetryDelay apart; later ones one at a time
+MAXIMUM_AGE = 7 * 24 * 3600  # seconds an unreported request is tried again (MaximumCommitmentAge)
 
 
 class BadCommitmentRequest(Exception):
@@ -225,12 +228,13 @@ class PendingCommitments(OwnTable):
         connection.execute(self.table.delete().where(self._row(transaction, requestor)))
 
     def requests(self, connection):
-        """In a reader: ``[(transaction, requestor, references)]``, oldest first."""
+        """In a reader: ``[(transaction, requestor, references, received)]``,
+        oldest first."""
         table = self.table
-        rows = connection.execute(select(table.c.TransactionUID, table.c.CallingAE, table.c.Refs)
+        rows = connection.execute(select(table.c.TransactionUID, table.c.CallingAE, table.c.Refs, table.c.Received)
                                   .order_by(table.c.Received))
-        return [(row.TransactionUID, row.CallingAE, [tuple(reference) for reference in json.loads(row.Refs)])
-                for row in rows]
+        return [(row.TransactionUID, row.CallingAE, [tuple(reference) for reference in json.loads(row.Refs)],
+                 row.Received) for row in rows]
 
 
 class CommitmentService:
@@ -241,7 +245,7 @@ class CommitmentService:
     log = Logger()
 
     def __init__(self, pending, query, reader, workers, aeTitle, acrNemaMap, reactor, counters=None, retryDelay=100,
-                 connectTimeout=30, dimseTimeout=300, titleStyle=PLAIN_TITLES):
+                 maximumAge=MAXIMUM_AGE, connectTimeout=30, dimseTimeout=300, titleStyle=PLAIN_TITLES):
         self.pending = pending
         self.index = pending.index
         self.query = query
@@ -252,6 +256,7 @@ class CommitmentService:
         self.reactor = reactor
         self.counters = counters if counters is not None else {}
         self.retryDelay = retryDelay
+        self.maximumAge = maximumAge
         self.connectTimeout = connectTimeout
         self.dimseTimeout = dimseTimeout
         self.titleStyle = titleStyle
@@ -285,7 +290,7 @@ class CommitmentService:
         self.counters["commitmentRequests"] = self.counters.get("commitmentRequests", 0) + 1
         protocol.sendMessage(contextId, self._response(command, SUCCESS))
         # the N-ACTION is done: the report may outlive the association (and must not hold its release)
-        self._spawn(transaction, requestor, references, (protocol, contextId, syntax))
+        self._spawn(transaction, requestor, references, self.pending.clock(), (protocol, contextId, syntax))
 
     def resume(self):
         """Report again every recorded request (at start-up); fires when
@@ -293,7 +298,7 @@ class CommitmentService:
         d = self.index.runQuery(self.pending.requests)
 
         def spawnEach(requests):
-            for transaction, requestor, references in requests:
+            for transaction, requestor, _, _ in requests:
                 self.log.info("storage commitment {transaction} from {ae}: recorded but not reported before pacs "
                               "stopped; reporting it now", transaction=transaction, ae=requestor)
             return defer.DeferredList([self._spawn(*request) for request in requests])
@@ -310,8 +315,9 @@ class CommitmentService:
                 call.cancel()
         self._retries.clear()
 
-    def _spawn(self, transaction, requestor, references, requesting=None):
-        committing = defer.ensureDeferred(self._commit(transaction, requestor, references, requesting))
+    def _spawn(self, transaction, requestor, references, received, requesting=None, attempts=ATTEMPTS):
+        committing = defer.ensureDeferred(self._commit(transaction, requestor, references, received, requesting,
+                                                       attempts))
         committing.addErrback(lambda failure: self.log.failure("storage commitment {transaction} failed", failure,
                                                                transaction=transaction))
         return committing
@@ -321,36 +327,52 @@ class CommitmentService:
             commands.AFFECTED_SOP_INSTANCE_UID: STORAGE_COMMITMENT_INSTANCE,
             commands.ACTION_TYPE_ID: command.get(commands.ACTION_TYPE_ID, REQUEST_COMMITMENT), **(extra or {})})
 
-    async def _commit(self, transaction, requestor, references, requesting):
+    async def _commit(self, transaction, requestor, references, received, requesting, attempts):
         """Check the objects and report, on ``requesting`` ``(protocol,
-        context ID, syntax)`` while it is open, else on a new association;
-        forget the request once reported."""
+        context ID, syntax)`` while it is open, else on a new association
+        (tried ``attempts`` times, the objects checked once it is open);
+        forget the request once reported, or once it is ``maximumAge``
+        seconds old, else try once more ``retryDelay`` seconds later."""
+        outcome = None
+        if requesting is not None:
+            outcome = await self._outcome(transaction, requestor, references)
+        if await self._reportOnItsAssociation(requesting, transaction, requestor, outcome) or \
+                await self._reportOnNewAssociation(requestor, transaction, references, outcome, attempts):
+            await self.index.runWrite(self.pending.remove, transaction, requestor)
+        elif self.pending.clock() - received >= self.maximumAge:
+            self.log.error("storage commitment {transaction}: its result could not be reported to {ae} within "
+                           "{age} s (MaximumCommitmentAge); given up", transaction=transaction, ae=requestor,
+                           age=self.maximumAge)
+            await self.index.runWrite(self.pending.remove, transaction, requestor)
+        else:
+            if attempts > 1:  # the first round: later ones log their single attempt only
+                self.log.error("storage commitment {transaction}: its result could not be reported to {ae}; tried "
+                               "again every {delay} s", transaction=transaction, ae=requestor, delay=self.retryDelay)
+            key = (transaction, requestor)
+            self._retries[key] = self.reactor.callLater(self.retryDelay, self._retry, key, references, received)
+
+    def _retry(self, key, references, received):
+        self._retries.pop(key, None)
+        self._spawn(*key, references, received, attempts=1)
+
+    async def _outcome(self, transaction, requestor, references):
+        """``(event type, report)`` of the objects ``references`` name, as
+        they are now (logged)."""
         stored = await self.index.runQuery(storedInstances, self.query, references)
         committed, failed, unreadable = await self.workers.deferToWorker(commitmentOutcome, self.reader, stored,
                                                                          references)
         for sop, why in unreadable.items():
             self.log.warn("storage commitment {transaction}: {sop} not committed, its file cannot be read: {why}",
                           transaction=transaction, sop=sop, why=why)
-        eventType, report = eventReport(transaction, committed, failed, self.aeTitle)
         self.log.info("storage commitment {transaction} from {ae}: {committed} committed, {failed} not",
                       transaction=transaction, ae=requestor, committed=len(committed), failed=len(failed))
-        if await self._reportOnItsAssociation(requesting, transaction, requestor, eventType, report) or \
-                await self._reportOnNewAssociation(requestor, transaction, eventType, report):
-            await self.index.runWrite(self.pending.remove, transaction, requestor)
-        else:
-            self.log.error("storage commitment {transaction}: its result could not be reported to {ae}; tried "
-                           "again in {delay} s", transaction=transaction, ae=requestor, delay=self.retryDelay)
-            key = (transaction, requestor)
-            self._retries[key] = self.reactor.callLater(self.retryDelay, self._retry, key, references)
+        return eventReport(transaction, committed, failed, self.aeTitle)
 
-    def _retry(self, key, references):
-        self._retries.pop(key, None)
-        self._spawn(*key, references)
-
-    async def _reportOnItsAssociation(self, requesting, transaction, requestor, eventType, report):
+    async def _reportOnItsAssociation(self, requesting, transaction, requestor, outcome):
         if requesting is None:
             return False
         protocol, contextId, syntax = requesting
+        eventType, report = outcome
         try:
             await self._report(protocol, contextId, eventType, encodeDataset(report, syntax), yieldsToRelease=True)
         except Exception as e:
@@ -368,19 +390,25 @@ class CommitmentService:
         if status != SUCCESS:
             raise CommitmentReportRefused(f"N-EVENT-REPORT answered with status 0x{status:04X}")
 
-    async def _reportOnNewAssociation(self, requestor, transaction, eventType, report):
-        """Whether the report was taken on a new association to ``requestor``."""
+    async def _reportOnNewAssociation(self, requestor, transaction, references, outcome, attempts):
+        """Whether the report (``outcome``, else made once an association
+        is open) was taken on a new association to ``requestor``, tried
+        ``attempts`` times."""
         node = self.acrNemaMap.lookup(requestor)
         if node is None:
-            self.log.error("storage commitment {transaction}: {ae} is not in acrnema.map, so its result cannot be "
-                           "reported", transaction=transaction, ae=requestor)
+            self.log.warn("storage commitment {transaction}: {ae} is not in acrnema.map, so its result cannot be "
+                          "reported", transaction=transaction, ae=requestor)
             return False
 
         async def send(association):
+            nonlocal outcome
+            if outcome is None:
+                outcome = await self._outcome(transaction, requestor, references)
+            eventType, report = outcome
             contextId, syntax = association.contextFor(STORAGE_COMMITMENT)
             await self._report(association, contextId, eventType, encodeDataset(report, syntax))
         if not await sendToNode(self.reactor, node, self.aeTitle, [(STORAGE_COMMITMENT, list(UNCOMPRESSED))], send,
-                                self.log, f"storage commitment {transaction}: report", ATTEMPTS, self.retryDelay,
+                                self.log, f"storage commitment {transaction}: report", attempts, self.retryDelay,
                                 self.connectTimeout, self.dimseTimeout, self.titleStyle,
                                 roles={STORAGE_COMMITMENT: (False, True)}):
             return False

@@ -177,7 +177,7 @@ class StorageCommitmentTests(unittest.TestCase):
         request = commitmentRequest([(self.ct.SOPClassUID, self.ct.SOPInstanceUID)])
         _, status = self.send(request)
         self.assertEqual(status.Status, 0x0000)
-        waitFor(lambda: "could not be reported to MODALITY; tried again in 1 s" in self.server.log(),
+        waitFor(lambda: "could not be reported to MODALITY; tried again every 1 s" in self.server.log(),
                 message="every attempt failed")
         reports = self.listen()
         eventType, report, onRequestor = reports.wait()

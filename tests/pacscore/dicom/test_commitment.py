@@ -7,7 +7,8 @@ import warnings
 from types import SimpleNamespace
 
 from sqlalchemy import create_engine
-from twisted.internet import defer, reactor
+from twisted.internet import defer, reactor, task
+from twisted.logger import capturedLogs, formatEvent
 from twisted.trial import unittest
 
 from pacscore.codecs.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN
@@ -22,6 +23,7 @@ from pacscore.storage.devices import MagDevice
 from pacscore.storage.mirror import Mirrors
 from pacscore.storage.reader import ObjectReader
 from tests.pacscore.dicom.requests import commitmentRequest, recordDecodes
+from tests.pacscore.export.fixtures import SyncIndex
 from tests.pacscore.storage.test_mirror import dicomBytes
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
@@ -175,8 +177,47 @@ class PendingCommitmentsTests(unittest.TestCase):
         self.write(self.pending.add, "1.2.9", "OTHER", [(CT, "1.2.9.1")])
         self.write(self.pending.add, "1.2.9", "OTHER", [(CT, "1.2.9.1")])
         self.assertEqual(self.write(self.pending.requests), [
-            ("1.2.3", "MODALITY", [(CT, "1.2.3.4"), (CT, "1.2.3.5")]), ("1.2.9", "OTHER", [(CT, "1.2.9.1")])])
+            ("1.2.3", "MODALITY", [(CT, "1.2.3.4"), (CT, "1.2.3.5")], 1000.0),
+            ("1.2.9", "OTHER", [(CT, "1.2.9.1")], 1001.0)])
         self.write(self.pending.remove, "1.2.3", "OTHER")
         self.assertEqual(len(self.write(self.pending.requests)), 2)
         self.write(self.pending.remove, "1.2.3", "MODALITY")
-        self.assertEqual(self.write(self.pending.requests), [("1.2.9", "OTHER", [(CT, "1.2.9.1")])])
+        self.assertEqual(self.write(self.pending.requests), [("1.2.9", "OTHER", [(CT, "1.2.9.1")], 1001.0)])
+
+
+class RetryTests(unittest.TestCase):
+
+    def test_givenUpAfterMaximumAge(self):
+        """A request whose requestor cannot be reached (here: not in
+        acrnema.map) is tried again every RetryDelay, one log line each,
+        its objects never looked up meanwhile, until it is ``maximumAge``
+        seconds old: then one error line, and it is forgotten."""
+        clock = task.Clock()
+        clock.advance(1000)
+        index = SyncIndex(SimpleNamespace(engine=create_engine("sqlite://"), tables=None, layout=None,
+                                          quoteNames=None))
+        pending = PendingCommitments(index, clock.seconds)
+        pending.createTables()
+        index.runWrite(pending.add, "1.2.3", "NOTMAPPED", [(CT, "1.2.3.4")])
+        clock.advance(100)
+
+        def lookedUp(*args):
+            raise AssertionError("the objects were looked up")
+        service = CommitmentService(pending, SimpleNamespace(instances=lookedUp), None, None, "PACS",
+                                    SimpleNamespace(lookup=lambda ae: None), clock, retryDelay=100, maximumAge=1000)
+        with capturedLogs() as events:
+            service.resume()
+            counts = [len(events)]
+            for _ in range(10):
+                clock.advance(100)
+                counts.append(len(events))
+        messages = [formatEvent(event) for event in events]
+        self.assertIn("recorded but not reported before pacs stopped", messages[0])
+        self.assertIn("NOTMAPPED is not in acrnema.map", messages[1])
+        self.assertIn("could not be reported to NOTMAPPED; tried again every 100 s", messages[2])
+        self.assertEqual([later - earlier for earlier, later in zip(counts, counts[1:])], [1] * 8 + [2, 0])
+        self.assertIn("NOTMAPPED is not in acrnema.map", messages[-2])
+        self.assertIn("storage commitment 1.2.3: its result could not be reported to NOTMAPPED within 1000 s "
+                      "(MaximumCommitmentAge); given up", messages[-1])
+        self.assertEqual(clock.getDelayedCalls(), [])
+        self.assertEqual(index.runWrite(pending.requests).result, [])

@@ -23,7 +23,7 @@ from sqlalchemy import text
 
 from pacscore.testing.corpus import generateCorpus
 from tests.interop.index import BOOKKEEPING
-from tests.interop.server import PacsServer, acknowledgedBy, dcmtkTool, killWhenIndexed, waitFor
+from tests.interop.server import PacsServer, acknowledgedBy, dcmtkTool, killWhenIndexed
 from tests.interop.test_find import STUDY_ROOT, findscu
 from tests.interop.test_storage import checkTextCutAtNul, storedFiles
 from tests.dbservers import started
@@ -176,23 +176,16 @@ class IndexOnServer:
         self.assertEqual(got.PixelData, pydicom.dcmread(images[3].path).PixelData)
 
 
-def objectFiles(folder):
-    """The paths of the files stored under the MAG device ``folder``."""
-    return [os.path.join(parent, name) for parent, subfolders, names in os.walk(folder)
-            if not any(part.startswith(".") or part == "dbase" for part in os.path.relpath(parent, folder).split(os.sep))
-            for name in names]
-
-
 class DatabaseCrash:
     """A database server of its own, crashed and restarted under pacs."""
 
-    def startBoth(self, images, **ini):
-        """``(database server, pacs, images)``: both started (pacs with the
-        dicom.ini keys ``ini`` too), the first of ``images`` new images stored."""
+    def startBoth(self, images):
+        """``(database server, pacs, images)``: both started, the first of
+        ``images`` new images stored."""
         database = self.serverClass().start()
         self.addCleanup(database.stop)
         database.sql("CREATE DATABASE conquest")
-        server = PacsServer(self.mktemp(), ini={**serverIni(self.driver, database, "conquest"), **ini})
+        server = PacsServer(self.mktemp(), ini=serverIni(self.driver, database, "conquest"))
         self.addCleanup(server.stop)
         server.start()
         corpus = generateCorpus(self.mktemp(), 1, 1, 1, images)
@@ -213,22 +206,6 @@ class DatabaseCrash:
         self.addCleanup(engine.dispose)
         self.assertEqual(sorted(uid for uid, in selectFrom(engine, quoted(engine, "SOPInstanceUID"), "DICOMImages")),
                          sorted(i.sopUID for i in (first, second)))
-
-    def test_aStoreCommittedAfterItsTimeoutLeavesOneFile(self):
-        """A store of an object again that the database server hangs on
-        (SIGSTOP) fails after SQLTimeOut, its new file kept; the server,
-        resumed, commits its row after all: the copy that row replaced is
-        removed then, and a resend leaves one file (the first copy stayed,
-        named by no row)."""
-        database, server, (image,) = self.startBoth(1, SQLTimeOut="2")
-        resume = database.pause(self)
-        refused = server.store(image.path, extra=("-v",), timeout=60)
-        self.assertIn("Status: 0x110", refused.stderr)
-        resume()
-        waitFor(lambda: "whose index write timed out, was indexed after all" in server.log(), message="the late commit")
-        waitFor(lambda: len(objectFiles(server.dataDir)) == 1, message="one file")
-        self.assertEqual(server.store(image.path).returncode, 0)
-        self.assertEqual(len(objectFiles(server.dataDir)), 1)
 
     def test_storesFailWhileTheDatabaseIsDownThenSucceed(self):
         database, server, (first, second, third) = self.startBoth(3)

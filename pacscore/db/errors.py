@@ -3,7 +3,6 @@
 import sqlite3
 
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
-from twisted.internet import defer
 
 from pacscore.db.filewatch import DatabaseFileLost
 
@@ -11,13 +10,10 @@ DAMAGED = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)  # "database disk imag
 
 
 class IndexTimeout(Exception):
-    """The index database did not answer within the time limit (SQLTimeOut).
-    ``committed``, for a write, is a Deferred that fires with its result if
-    the database commits it after all (a server that resumes), else never."""
+    """The index database did not answer within the time limit (SQLTimeOut)."""
 
-    def __init__(self, seconds, committed=None):
+    def __init__(self, seconds):
         super().__init__(f"the index database did not answer within {seconds:g} s (SQLTimeOut)")
-        self.committed = committed if committed is not None else defer.Deferred()
 
 
 # The index database failing (down, locked, damaged, hung, its file lost), not a bug of ours: one log line.

@@ -14,9 +14,8 @@ With a ``timeout`` (dicom.ini's ``SQLTimeOut``), a ``timed`` request (a
 C-STORE's, which a peer waits on) not answered within it (a database
 server that hangs or cannot be reached: its thread waits on it) fails with
 ``IndexTimeout``, logged; what its thread does later is not answered
-again, but a write committed after all fires the ``committed`` Deferred
-of its ``IndexTimeout``.  Other requests (maintenance, deletes) may run
-as long as they need.  ``stop`` waits as long at most.
+again.  Other requests (maintenance, deletes) may run as long as they
+need.  ``stop`` waits as long at most.
 """
 
 import collections
@@ -41,10 +40,9 @@ DEFAULT_TIMEOUT = 30  # seconds, SQLTimeOut's default
 class _Request:
     """A queued write: ``fn(connection, [item, ...])``, whose outcome goes to
     ``onResult(ok, value)`` once, in the reactor thread, unless it was
-    failed at ``deadline`` (reactor seconds) already (``expire``): then a
-    commit goes to its IndexTimeout's ``committed``."""
+    failed at ``deadline`` (reactor seconds) already."""
 
-    __slots__ = ("onResult", "fn", "item", "deadline", "answered", "committed")
+    __slots__ = ("onResult", "fn", "item", "deadline", "answered")
 
     def __init__(self, onResult, fn, item, deadline):
         self.onResult = onResult
@@ -52,22 +50,11 @@ class _Request:
         self.item = item
         self.deadline = deadline
         self.answered = False
-        self.committed = None
 
     def answer(self, ok, value):
         if not self.answered:
             self.answered = True
             self.onResult(ok, value)
-        elif ok and self.committed is not None:
-            committed, self.committed = self.committed, None
-            committed.callback(value)
-
-    def expire(self, timeout):
-        """Fail it with IndexTimeout(``timeout``), unless answered."""
-        if not self.answered:
-            error = IndexTimeout(timeout)
-            self.committed = error.committed
-            self.answer(False, Failure(error))
 
 
 def callEach(connection, calls):
@@ -262,15 +249,17 @@ class GroupCommitWriter:
         if expired:
             self.log.error("the index database did not answer within {timeout} s (SQLTimeOut): "
                            "{count} writes failed", timeout=self.timeout, count=len(expired))
+            failure = Failure(IndexTimeout(self.timeout))
             for request in expired:
-                request.expire(self.timeout)
+                request.answer(False, failure)
 
     def _stopWithout(self):
         self.log.error("the index writer did not finish within {timeout} s (SQLTimeOut): the database does "
                        "not answer; stopping without it", timeout=self.timeout)
         self._expire(float("inf"))
+        failure = Failure(IndexTimeout(self.timeout))
         for request in self._untimed:
-            request.expire(self.timeout)
+            request.answer(False, failure)
         self._untimed.clear()
         self._stopped(False)
 

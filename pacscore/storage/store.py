@@ -43,7 +43,6 @@ from pacscore.codecs.nki import NKIError
 from pacscore.codecs.nkipixels import NKI_PIXEL_DATA, withPlainPixels
 from pacscore.codecs.transcode import TranscodeError
 from pacscore.converters.awaitingobjects import awaitedMove
-from pacscore.db.errors import IndexTimeout
 from pacscore.db.index import ImageRecord, InconsistentLink
 from pacscore.dicom.datasets import IdentifierError
 from pacscore.dicom.sinks import DiscardingSink
@@ -314,9 +313,6 @@ class ObjectStore:
                 return
             self.log.error("{path} is on disk but could not be indexed ({error}); regen will pick it up",
                            path=relative, error=value.getErrorMessage())
-            if value.check(IndexTimeout):
-                value.value.committed.addCallback(self._committedLate, incoming.sopInstanceUID,
-                                                  (device.name, relative))
             if overwrote:  # its name is that of an indexed copy
                 stored.errback(value)
             else:
@@ -324,28 +320,6 @@ class ObjectStore:
                     lambda _: stored.errback(value))
 
         self.index.storeFromThread(record, indexed)
-
-    def _committedLate(self, replaced, uid, current):
-        """The index write of ``uid``'s file ``current`` ((device name,
-        name)), failed when it timed out, was committed after all (a
-        database server that resumed): the copy its row replaced goes, as
-        after a store answered in time, once the stores of ``uid`` begun
-        meanwhile have ended, unless a row names it again by then."""
-        self.log.info("{path}, whose index write timed out, was indexed after all", path=current[1])
-        if self._unindexed.get(uid) == current:
-            del self._unindexed[uid]
-        if replaced is None or (replaced.deviceName, replaced.objectFile) == current:
-            return
-        earlier = self._storing.get(uid) or defer.succeed(None)
-        ended = self._storing[uid] = defer.Deferred()
-
-        def remove(indexed):
-            if tuple(indexed.get(uid, ())) != (replaced.deviceName, replaced.objectFile):
-                return self.workers.deferToWorker(self._removeReplaced, replaced)
-        earlier.addCallback(lambda _: self.index.runQuery(self.index.indexedFiles, [uid])).addCallback(
-            remove).addErrback(lambda f: self.log.failure("could not remove replaced file {path}", f,
-                                                          path=replaced.objectFile))
-        earlier.addCallback(self._storeEnded, uid, ended)
 
     def _replaceUnindexed(self, uid, current, unindexed):
         """Remove the file an earlier store of ``uid`` left unindexed (its

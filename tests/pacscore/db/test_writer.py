@@ -358,16 +358,6 @@ class DeadlineTests(unittest.TestCase):
         self.assertEqual((yield self.writer.submit(AfterCommitTests.create, "c")), "c")
 
     @defer.inlineCallbacks
-    def test_aWriteCommittedAfterItsTimeoutIsToldSo(self):
-        """The IndexTimeout of a write the database commits after all (a
-        server that resumes) fires its ``committed`` with the write's
-        result then: what the write replaced can still be tidied."""
-        with capturedLogs():
-            failure = yield self.assertFailure(self.writer.submit(self.hang, "a", timed=True), IndexTimeout)
-        self.release.set()
-        self.assertEqual((yield failure.committed), "a")
-
-    @defer.inlineCallbacks
     def test_otherWritesRunAsLongAsTheyNeed(self):
         """A long delete or move (no peer waits on it) is not cut short."""
         reactor.callLater(1, self.release.set)

@@ -24,7 +24,6 @@ from twisted.trial import unittest
 from pacscore.codecs.transcode import transcode
 from pacscore.config.loader import loadConfiguration
 from pacscore.converters.awaitingobjects import MoveScope, awaitingObjects
-from pacscore.db.errors import IndexTimeout
 from pacscore.db.index import Index
 from pacscore.storage.devicechoice import DeviceChoice
 from pacscore.storage.devices import TEMP_FOLDER, MagDevice
@@ -810,31 +809,6 @@ class ObjectStoreTests(unittest.TestCase):
         yield self.drainWorkers()
         indexed = yield self.index.runQuery(self.index.indexedFiles, [uid])
         self.assertIn(indexed[uid].objectFile, self.storedFiles())
-
-    @defer.inlineCallbacks
-    def test_theCopyAWriteCommittedAfterItsTimeoutReplacedGoes(self):
-        """A store whose index write timed out (SQLTimeOut: the database
-        server hung) but that the server committed after all, its row then
-        naming the new file, has the copy that row replaced removed, as a
-        store answered in time has: no file is left that no row names."""
-        data = datasetBytes("CT_small.dcm")
-        uid = CT_SMALL_UID
-        self.moveToItsOwnDevice()
-        yield self.store.store(*self.receive(data, uid))
-        storeFromThread = self.index.storeFromThread
-        self.addCleanup(setattr, self.index, "storeFromThread", storeFromThread)
-        committed = defer.Deferred()
-
-        def timedOutThenCommitted(record, onResult):
-            reactor.callFromThread(onResult, False, Failure(IndexTimeout(30, committed)))
-            storeFromThread(record, lambda ok, value: committed.callback(value))
-        self.index.storeFromThread = timedOutThenCommitted
-        yield self.assertFailure(self.store.store(*self.receive(data, uid)), IndexTimeout)
-        yield committed
-        self.index.storeFromThread = storeFromThread
-        _, relative = yield self.store.store(*self.receive(data, uid))
-        yield self.drainWorkers()
-        self.assertEqual(self.storedFiles(), [relative])
 
     def storedFiles(self):
         """The files on the device but its temporary ones, relative to it."""

@@ -5,7 +5,7 @@ It polls the queue (``pollInterval``, 0.5 s), at once after ``kick()``,
 and again whenever a lane's actions end, or a line's jobs end that a full
 poll found (more may be due), so work already due does not wait for the
 next tick.  While the polls fail (the index database down) the loop's
-interval doubles after each failure up to ``pollBackoffCeiling`` (30 s),
+interval doubles after each failure up to ``pollBackoffCeiling`` (5 s),
 and is back to ``pollInterval`` once a poll answers; the outage is logged
 once when it starts and once when it ends.
 Nothing here blocks the reactor or ingest: the converter lines run in a
@@ -149,7 +149,7 @@ class ExportService(service.Service):
 
     log = Logger()
     pollInterval = 0.5
-    pollBackoffCeiling = 30
+    pollBackoffCeiling = 5  # seconds: how late a forward can start once the database answers again
     countsInterval = 5
     batch = 64
 

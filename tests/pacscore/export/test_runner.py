@@ -172,7 +172,7 @@ class RunnerTests(unittest.TestCase):
                 self.reactor.advance(0.5)
             failed = [e for e in events if "export queue poll failed" in e.get("log_format", "")]
             self.assertEqual(len(failed), 1)
-            self.assertLess(len(polls), 20)
+            self.assertLess(len(polls), 300 / self.service.pollBackoffCeiling + 10)  # not 600
             gaps = [later - earlier for earlier, later in zip(polls, polls[1:])]
             self.assertEqual(max(gaps), self.service.pollBackoffCeiling)
             self.queue.dueJobs = dueJobs

@@ -174,15 +174,16 @@ class FindService:
                         "queryTime").addCallback(self._prefetching, encoder)
         if self.virtual is not None:
             matches = defer.ensureDeferred(self._withVirtualServers(matches, sopClass, identifier, syntax, request,
-                                                                    keep, mask))
+                                                                    keep, mask, protocol.association.callingAE))
         await answerFind(protocol, contextId, command, matches,
                          self.clock, self.log, f"C-FIND {modelOf(sopClass).name} at {request.level} level",
                          unmatched)
 
-    async def _withVirtualServers(self, matches, sopClass, identifier, syntax, request, keep, mask):
-        """Our matches, then the new ones of the virtual servers (of ``mask``)."""
+    async def _withVirtualServers(self, matches, sopClass, identifier, syntax, request, keep, mask, callingAE):
+        """Our matches, then the new ones of the virtual servers (of
+        ``mask``, but not the requestor ``callingAE``)."""
         local = await matches
-        remote = await self.virtual.find(sopClass, identifier, mask)
+        remote = await self.virtual.find(sopClass, identifier, mask, callingAE)
         return await threads.deferToThreadPool(self.clock, self.clock.getThreadPool(), self._merged,
                                                local, remote, request.level, syntax, keep)
 

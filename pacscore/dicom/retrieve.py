@@ -262,7 +262,7 @@ class RetrieveService:
             self._check(protocol, command)
             lost = []
             if self.virtual is not None:
-                fetch = await self.virtual.fetch(sopClass, identifier, mask)
+                fetch = await self.virtual.fetch(sopClass, identifier, mask, protocol.association.callingAE)
                 fetched += fetch.arrived
                 lost = fetch.lost
             instances = await self.index.queryForPeer(self.query.instances, request.level,

@@ -235,20 +235,25 @@ class VirtualServers:
 
     # -- C-FIND -----------------------------------------------------------
 
-    def chosen(self, mask):
-        """The servers a request with (9999,0802) ``mask`` goes to: all when None."""
-        return [server for server in self.servers if mask is None or mask >> server.number & 1]
+    def chosen(self, mask, callingAE=None):
+        """The servers a request with (9999,0802) ``mask`` goes to (all when
+        None), from ``callingAE``: never back to the archive that sent it
+        (two archives that are each other's virtual server would forward
+        each request to and fro)."""
+        callingAE = (callingAE or "").strip()
+        return [server for server in self.servers
+                if (mask is None or mask >> server.number & 1) and server.ae != callingAE]
 
-    async def find(self, sopClass, identifier, mask=None):
-        """The matches of the listed archives (those of ``mask``) for a
-        C-FIND ``identifier`` (a Dataset) on ``sopClass``, in their order,
-        one per entity."""
+    async def find(self, sopClass, identifier, mask=None, callingAE=None):
+        """The matches of the listed archives (those of ``mask``, but not
+        ``callingAE``: ``chosen``) for a C-FIND ``identifier`` (a Dataset)
+        on ``sopClass``, in their order, one per entity."""
         keyword = UNIQUE_KEYS.get(_text(identifier, "QueryRetrieveLevel").upper())
         if keyword and keyword not in identifier:
             identifier = copy.deepcopy(identifier)  # the level's unique key tells their matches apart
             setattr(identifier, keyword, "")
         found = []
-        for server in self.chosen(mask):
+        for server in self.chosen(mask, callingAE):
             try:
                 protocol = await self._associate(server, [(sopClass, list(UNCOMPRESSED))])
                 try:
@@ -291,10 +296,10 @@ class VirtualServers:
 
     # -- C-MOVE and C-GET -------------------------------------------------
 
-    async def fetch(self, sopClass, identifier, mask=None):
-        """Move here what the listed archives (those of ``mask``) hold of a
-        retrieve ``identifier`` (a Dataset) on ``sopClass`` and this archive
-        does not: their ``Fetched``."""
+    async def fetch(self, sopClass, identifier, mask=None, callingAE=None):
+        """Move here what the listed archives (those of ``mask``, but not
+        ``callingAE``: ``chosen``) hold of a retrieve ``identifier`` (a
+        Dataset) on ``sopClass`` and this archive does not: their ``Fetched``."""
         findClass, moveClass = _rootClasses(sopClass)
         level = _text(identifier, "QueryRetrieveLevel").upper()
         keys = {}
@@ -302,7 +307,7 @@ class VirtualServers:
             value = identifier.get(keyword, "")  # a list of UIDs stays a list
             keys[keyword] = list(value) if isinstance(value, MultiValue) else str(value or "").strip()
         arrived, lost = [], []
-        for server in self.chosen(mask):
+        for server in self.chosen(mask, callingAE):
             try:
                 fetched = await self._fetchFrom(server, findClass, moveClass, level, keys)
             except Exception as e:

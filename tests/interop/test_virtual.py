@@ -102,6 +102,25 @@ class VirtualServerTests(unittest.TestCase):
         self.assertEqual((study["00080061"]["Value"], study["00201206"]["Value"], study["00201208"]["Value"]),
                          (["CT", "MR"], [3], [7]))
 
+    def test_twoArchivesInFrontOfEachOtherAskEachOtherOnce(self):
+        """BACKEND has FRONT as its virtual server too: a C-FIND and a
+        C-MOVE on FRONT go to BACKEND once each, which does not send them
+        back to FRONT (no associations to and fro until a limit trips)."""
+        self.viewer.start()
+        self.addCleanup(self.viewer.stop)
+        self.backend.stop()
+        self.backend.setIni(VirtualServerFor0="FRONT")
+        self.backend.start()
+        self.startFront()
+        self.assertEqual(self.studies(), [(self.here, "FRONT"), (self.both, "FRONT"), (self.there, "FRONT")])
+        there = self.byPatient[self.there]
+        result = movescu(self.front, DESTINATION, "STUDY", {"StudyInstanceUID": there[0].studyUID})
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        self.assertEqual({pydicom.dcmread(path).SOPInstanceUID for path in self.viewer.files()},
+                         {i.sopUID for i in there})
+        self.assertEqual(self.front.log().count(": C-FIND "), 1, self.front.log())
+        self.assertNotIn("virtual server FRONT", self.backend.log())
+
     def test_getFetchesAndKeepsTheBackendsObjects(self):
         self.startFront()
         image = self.byPatient[self.there][0]

@@ -54,6 +54,13 @@ class VirtualServerTests(unittest.TestCase):
                          ["VirtualServerFor4 = PACS4,OTHER: OTHER is not supported, ignored"])
         self.assertEqual(serversFrom(DicomIni.fromString(""), VirtualServers.log), [])
 
+    def test_aRequestNeverGoesBackToItsSender(self):
+        chosen = self.servers(VirtualServer("BACK", number=0), VirtualServer("OTHER", number=1)).chosen
+        self.assertEqual([s.ae for s in chosen(None, "BACK")], ["OTHER"])
+        self.assertEqual([s.ae for s in chosen(None, "BACK ")], ["OTHER"])
+        self.assertEqual([s.ae for s in chosen(1, "BACK")], [])
+        self.assertEqual([s.ae for s in chosen(None, "VIEWER")], ["BACK", "OTHER"])
+
     def test_kodakPatientIDsGoOutAndComeBackTranslated(self):
         class Association:
             def __init__(self):

@@ -45,7 +45,7 @@ from typing import NamedTuple
 
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
-from twisted.internet import threads
+from twisted.internet import defer, threads
 from twisted.logger import Logger
 
 from pacscore.codecs.syntaxes import UNCOMPRESSED
@@ -227,8 +227,10 @@ class VirtualServers:
         return threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), function, *args)
 
     async def _find(self, protocol, sopClass, identifier):
-        """The matches (Datasets) of one C-FIND on an open association."""
-        status, matches = await protocol.findMatches(sopClass, identifier, self._inThread)
+        """The matches (Datasets) of one C-FIND on an open association;
+        cancelled, it C-CANCELs it (``_cancelling``)."""
+        status, matches = await _cancelling(protocol, sopClass, protocol.findMatches(sopClass, identifier,
+                                                                                   self._inThread))
         if status != SUCCESS:
             raise VirtualServerError(f"C-FIND ended with status 0x{status:04X}")
         return matches
@@ -256,10 +258,9 @@ class VirtualServers:
         for server in self.chosen(mask, callingAE):
             try:
                 protocol = await self._associate(server, [(sopClass, list(UNCOMPRESSED))])
-                try:
-                    found += await self._find(protocol, sopClass, identifier)
-                finally:
-                    await _close(protocol)
+                found += await _releasing(protocol, self._find(protocol, sopClass, identifier))
+            except defer.CancelledError:
+                raise
             except Exception as e:
                 self.log.warn("virtual server {ae}: C-FIND failed, its matches are left out: {error}",
                               ae=server.ae, error=e)
@@ -455,6 +456,33 @@ class KodakPatientIDs:
 
     def move(self, sopClassUID, identifier, destination, onPending=None):
         return self.protocol.move(sopClassUID, _withPatientID(identifier, nkiToKodak), destination, onPending)
+
+
+async def _cancelling(protocol, sopClass, request):
+    """What ``request`` (the Deferred of our last C-FIND/C-MOVE on
+    ``sopClass``) fires with; cancelled, the archive is sent a C-CANCEL,
+    so that it stops too (PS3.7, the C-CANCEL service)."""
+    try:
+        return await request
+    except defer.CancelledError:
+        protocol.cancelLast(sopClass)
+        raise
+
+
+async def _releasing(protocol, work):
+    """What ``work`` (a coroutine using ``protocol``) returns, the
+    association released after it; cancelled (C-CANCEL sent), it is
+    released without waiting, so that our requestor is answered at once."""
+    try:
+        result = await work
+    except defer.CancelledError:
+        defer.ensureDeferred(_close(protocol))
+        raise
+    except BaseException:
+        await _close(protocol)
+        raise
+    await _close(protocol)
+    return result
 
 
 async def _close(protocol):

@@ -61,6 +61,27 @@ class VirtualServerTests(unittest.TestCase):
         self.assertEqual([s.ae for s in chosen(1, "BACK")], [])
         self.assertEqual([s.ae for s in chosen(None, "VIEWER")], ["BACK", "OTHER"])
 
+    def test_aCancelledFindCancelsTheArchivesAtOnce(self):
+        """A C-FIND cancelled (our requestor's C-CANCEL) while an archive
+        answers: it is sent a C-CANCEL, the association is released
+        without waiting for it, no other archive is asked, and nothing is
+        logged as a failure."""
+        busy = BusyArchive()
+        servers = self.servers(VirtualServer("SLOW", number=0), VirtualServer("OTHER", number=1))
+        asked = []
+
+        async def associate(server, contexts):
+            asked.append(server.ae)
+            return busy
+        servers._associate = associate
+        with capturedLogs() as events:
+            finding = defer.ensureDeferred(servers.find(STUDY_ROOT_FIND, study("")))
+            self.assertNoResult(finding)
+            finding.cancel()
+            self.failureResultOf(finding, defer.CancelledError)
+        self.assertEqual((asked, busy.cancelled, busy.releasing), (["SLOW"], [STUDY_ROOT_FIND], 1))
+        self.assertEqual(events, [])
+
     def test_kodakPatientIDsGoOutAndComeBackTranslated(self):
         class Association:
             def __init__(self):
@@ -241,6 +262,27 @@ class VirtualServerTests(unittest.TestCase):
             "virtual server B: 67 of 70 object(s) fetched, the others are left out of the retrieve: C-MOVE to "
             "FRONT ended with status 0xA801 (3 sub-operations failed)",
             "67 object(s) fetched from virtual servers deleted (CacheVirtualData = 0)"])
+
+
+class BusyArchive:
+    """An archive that answers no request (nor a release) until it is
+    through with it."""
+
+    def __init__(self):
+        self.cancelled, self.releasing = [], 0
+
+    def findMatches(self, sopClass, identifier, inThread, adjust=None):
+        return defer.Deferred()
+
+    def move(self, sopClass, identifier, destination, onPending=None):
+        return defer.Deferred()
+
+    def cancelLast(self, sopClass):
+        self.cancelled.append(sopClass)
+
+    def release(self):
+        self.releasing += 1
+        return defer.Deferred()
 
 
 class FetchingArchive:

@@ -64,7 +64,7 @@ async def answerFind(protocol, contextId, command, query, clock, log, descriptio
     not match, which makes the pending responses 0xFF01.
     """
     try:
-        matches = await _cancelledWith(protocol, command, query, clock)
+        matches = await cancelledWith(protocol, command, query, clock)
     except Exception as e:
         if protocol.isCancelled(command) and protocol.state != AWAITING_CLOSE:
             log.info("{peer}: {query} cancelled before its matches", peer=protocol.peerName(), query=description)
@@ -119,7 +119,7 @@ def _ended(log, protocol, description):
     log.info("{peer}: {query} stopped: the association ended", peer=protocol.peerName(), query=description)
 
 
-async def _cancelledWith(protocol, command, query, clock):
+async def cancelledWith(protocol, command, query, clock):
     """What ``query`` (a Deferred) fires with; a C-CANCEL of ``command``
     or the end of the association meanwhile cancels it."""
     cancel = protocol.whenCancelled(command)

@@ -16,8 +16,10 @@ their syntaxes); a C-GET sends them back on the requestor's own association (for
 classes it took the SCP role for).  Each object goes in the stored transfer syntax when the peer takes
 it, else converted (``pacscore.codecs``) to the best one it accepted;
 pending responses (up to ten a second) report Remaining/Completed/Failed/
-Warning, the final one lists the failed SOP instances.  A C-CANCEL stops the transfer
-before the next object, or while the destination is being reached.  A file
+Warning, the final one lists the failed SOP instances (and, while virtual
+servers bring objects here, the objects being fetched as Remaining).  A
+C-CANCEL stops the transfer before the next object, or while the
+destination is being reached or the virtual servers fetch.  A file
 gone since the query counts as a failed sub-operation, as does an object
 a virtual server listed but could not bring here; a C-MOVE whose
 destination drops the association opens another (``MAX_REOPENS``).  An
@@ -48,7 +50,7 @@ from pacscore.converters.hooks import LEFT_OUT
 from pacscore.db.errors import DATABASE_FAILURES, databaseMessage
 from pacscore.db.query import hasValuesToMatch
 from pacscore.dicom.datasets import IdentifierError, encodeDataset
-from pacscore.dicom.find import DESTROYED, convertIdentifier, readIdentifier
+from pacscore.dicom.find import DESTROYED, cancelledWith, convertIdentifier, readIdentifier
 from pacscore.dicom.identifiers import BadIdentifier, checkRetrieveKeys, retrieveKeys
 from pacscore.dicom.models import modelOf
 from pacscore.dicom.protocol import ESTABLISHED, PRIORITIES, PRIORITY_MEDIUM
@@ -262,7 +264,9 @@ class RetrieveService:
             self._check(protocol, command)
             lost = []
             if self.virtual is not None:
-                fetch = await self.virtual.fetch(sopClass, identifier, mask, protocol.association.callingAE)
+                fetch = await self._fetch(protocol, command, sopClass, identifier, mask, respond)
+                if fetch is None:
+                    return
                 fetched += fetch.arrived
                 lost = fetch.lost
             instances = await self.index.queryForPeer(self.query.instances, request.level,
@@ -311,6 +315,32 @@ class RetrieveService:
                           count=len(located) + len(lost), completed=progress.completed, failed=progress.failed,
                           warning=progress.warning, remaining=progress.remaining)
         respond(progress.finalStatus(), progress, self._failedList(progress, syntax))
+
+    async def _fetch(self, protocol, command, sopClass, identifier, mask, respond):
+        """The virtual servers' ``Fetched`` for the retrieve, with pending
+        responses (the objects being fetched as Remaining) while their
+        objects arrive; None when the requestor cancelled first (answered
+        Cancel: the fetch is cancelled) or the association ended."""
+        lastPending = self.reactor.seconds()
+
+        def fetching(count):
+            nonlocal lastPending
+            if self.reactor.seconds() - lastPending >= PENDING_INTERVAL and not protocol.isCancelled(command):
+                lastPending = self.reactor.seconds()
+                respond(PENDING, Progress(count), final=False)
+        fetch = defer.ensureDeferred(self.virtual.fetch(sopClass, identifier, mask, protocol.association.callingAE,
+                                                        fetching))
+        try:
+            return await cancelledWith(protocol, command, fetch, self.reactor)
+        except defer.CancelledError:
+            if not protocol.isCancelled(command):
+                self.log.info("{peer}: {operation} stopped: the association ended", peer=protocol.peerName(),
+                              operation=self.operation)
+                return None
+            self.log.info("{peer}: {operation} cancelled while the virtual servers fetched its objects",
+                          peer=protocol.peerName(), operation=self.operation)
+            respond(CANCELLED, Progress(0))
+            return None
 
     def _selectingKeys(self, peer, request):
         """The keys of ``request`` that select what it retrieves (its unique

@@ -297,10 +297,13 @@ class VirtualServers:
 
     # -- C-MOVE and C-GET -------------------------------------------------
 
-    async def fetch(self, sopClass, identifier, mask=None, callingAE=None):
+    async def fetch(self, sopClass, identifier, mask=None, callingAE=None, onPending=None):
         """Move here what the listed archives (those of ``mask``, but not
         ``callingAE``: ``chosen``) hold of a retrieve ``identifier`` (a
-        Dataset) on ``sopClass`` and this archive does not: their ``Fetched``."""
+        Dataset) on ``sopClass`` and this archive does not: their
+        ``Fetched``.  ``onPending(count)`` hears of each of their pending
+        C-MOVE responses, ``count`` the objects being fetched.  Cancelled,
+        the C-MOVE under way is C-CANCELled and what arrived is released."""
         findClass, moveClass = _rootClasses(sopClass)
         level = _text(identifier, "QueryRetrieveLevel").upper()
         keys = {}
@@ -308,15 +311,22 @@ class VirtualServers:
             value = identifier.get(keyword, "")  # a list of UIDs stays a list
             keys[keyword] = list(value) if isinstance(value, MultiValue) else str(value or "").strip()
         arrived, lost = [], []
-        for server in self.chosen(mask, callingAE):
-            try:
-                fetched = await self._fetchFrom(server, findClass, moveClass, level, keys)
-            except Exception as e:
-                self.log.warn("virtual server {ae}: its objects are left out of the retrieve: {error}",
-                              ae=server.ae, error=e)
-                continue
-            arrived += fetched.arrived
-            lost += fetched.lost
+        fetching = []  # the SOP Instance UIDs of the objects asked for, to release if cancelled
+        try:
+            for server in self.chosen(mask, callingAE):
+                try:
+                    fetched = await self._fetchFrom(server, findClass, moveClass, level, keys, fetching, onPending)
+                except defer.CancelledError:
+                    raise
+                except Exception as e:
+                    self.log.warn("virtual server {ae}: its objects are left out of the retrieve: {error}",
+                                  ae=server.ae, error=e)
+                    continue
+                arrived += fetched.arrived
+                lost += fetched.lost
+        except defer.CancelledError:
+            await self.release(fetching)
+            raise
         here = set(arrived)  # another archive may have sent what one failed to
         return Fetched(arrived, list(dict.fromkeys(uid for uid in lost if uid not in here)))
 
@@ -352,26 +362,16 @@ class VirtualServers:
             found = below
         return [RemoteImage(*(known.get(UNIQUE_KEYS[at], "") for at in ("PATIENT",) + LEVELS)) for known in found]
 
-    async def _fetchFrom(self, server, findClass, moveClass, level, keys):
+    async def _fetchFrom(self, server, findClass, moveClass, level, keys, fetching, onPending):
         """The ``Fetched`` of one archive: what arrived of the objects it
         listed, even when one of its C-MOVEs failed (the objects of the
         C-MOVEs before, and those of the failed one that came first, are
-        here all the same, and ``release`` must see them)."""
+        here all the same, and ``release`` must see them).  The SOP
+        Instance UIDs it asks for are added to ``fetching``."""
         protocol = await self._associate(server, [(findClass, list(UNCOMPRESSED)),
                                                      (moveClass, list(UNCOMPRESSED))])
-        error = None
-        try:
-            images = {image.sopInstanceUID: image
-                      for image in await self._remoteImages(protocol, findClass, level, keys) if image.sopInstanceUID}
-            known = {instance.sopInstanceUID for instance in await self._instancesOf(list(images))}
-            missing = [image for uid, image in images.items() if uid not in known]
-            try:
-                for identifier in self._moves(server, findClass, missing):
-                    await self._move(protocol, server.ae, moveClass, identifier)
-            except Exception as e:
-                error = e
-        finally:
-            await _close(protocol)
+        missing, error = await _releasing(protocol, self._bring(protocol, findClass, moveClass, level, keys,
+                                                                server, fetching, onPending))
         uids = [image.sopInstanceUID for image in missing]
         here = {instance.sopInstanceUID for instance in await self._instancesOf(uids)}
         fetched = Fetched([uid for uid in uids if uid in here], [uid for uid in uids if uid not in here])
@@ -382,6 +382,26 @@ class VirtualServers:
         elif uids:
             self.log.info("virtual server {ae}: {count} object(s) fetched", ae=server.ae, count=len(uids))
         return fetched
+
+    async def _bring(self, protocol, findClass, moveClass, level, keys, server, fetching, onPending):
+        """``(missing, error)``: the ``RemoteImage``s of the retrieve the
+        archive holds and this one does not, moved here (their SOP Instance
+        UIDs added to ``fetching``), and the error of the C-MOVE that
+        failed (None)."""
+        images = {image.sopInstanceUID: image
+                  for image in await self._remoteImages(protocol, findClass, level, keys) if image.sopInstanceUID}
+        known = {instance.sopInstanceUID for instance in await self._instancesOf(list(images))}
+        missing = [image for uid, image in images.items() if uid not in known]
+        fetching += [image.sopInstanceUID for image in missing]
+        progress = None if onPending is None else lambda command: onPending(len(fetching))
+        try:
+            for identifier in self._moves(server, findClass, missing):
+                await self._move(protocol, moveClass, identifier, progress)
+        except defer.CancelledError:
+            raise
+        except Exception as e:
+            return missing, e
+        return missing, None
 
     def _moves(self, server, findClass, missing):
         """The C-MOVE identifiers that bring ``missing`` here."""
@@ -403,8 +423,9 @@ class VirtualServers:
                     identifier.SOPInstanceUID = chunk
                 yield identifier
 
-    async def _move(self, protocol, source, moveClass, identifier):
-        command, _ = await protocol.move(moveClass, identifier, self.aeTitle)
+    async def _move(self, protocol, moveClass, identifier, onPending):
+        command, _ = await _cancelling(protocol, moveClass, protocol.move(moveClass, identifier, self.aeTitle,
+                                                                          onPending))
         status = command.get(commands.STATUS)
         if status not in (SUCCESS, WARNING):
             failed = command.get(commands.FAILED_SUBOPERATIONS, "?")

@@ -20,7 +20,7 @@ from pacscore.converters.context import Outcome
 from pacscore.dicom.datasets import decodeDataset, encodeDataset
 from pacscore.dicom.protocol import ESTABLISHED, PRIORITY_MEDIUM, AssociationLost
 from pacscore.dicom.retrieve import (
-    SUBOPERATIONS_FAILED, SUCCESS, UNABLE_TO_CALCULATE_MATCHES, UNABLE_TO_PERFORM_SUBOPERATIONS, GetService,
+    CANCELLED, SUBOPERATIONS_FAILED, SUCCESS, UNABLE_TO_CALCULATE_MATCHES, UNABLE_TO_PERFORM_SUBOPERATIONS, GetService,
     MoveService, Progress, _ReadAhead, _ReturnPath, choices, contextsFor, convertToFirst)
 from pacscore.dicom.models import STUDY_ROOT_GET, STUDY_ROOT_MOVE
 from pacscore.dicom.storeddata import StoredData
@@ -735,13 +735,48 @@ class VirtualLossTests(unittest.TestCase):
                                  seriesPerStudy=1, imagesPerSeries=1)
         yield running.store([image])
 
-        async def fetch(sopClass, identifier, mask=None):
+        async def fetch(sopClass, identifier, mask=None, callingAE=None, onPending=None):
             return Fetched([], ["1.2.3.9"])
         running.archive.virtualServers.fetch = fetch
         command, failed = yield moveStudyToItself(self, running, image.studyUID)
         self.assertEqual([command[tag] for tag in (commands.STATUS, commands.COMPLETED_SUBOPERATIONS,
                                                    commands.FAILED_SUBOPERATIONS)], [SUBOPERATIONS_FAILED, 1, 1])
         self.assertEqual(decodeDataset(failed, IMPLICIT).FailedSOPInstanceUIDList, "1.2.3.9")
+
+
+class VirtualFetchTests(unittest.TestCase):
+    """While the virtual servers fetch a C-MOVE's objects its requestor
+    hears of it in pending responses, and a C-CANCEL stops the fetch (which
+    C-CANCELs the archive's C-MOVE) and is answered Cancel at once."""
+
+    @defer.inlineCallbacks
+    def test_pendingWhileFetchingAndCancelStopsIt(self):
+        running = RunningArchive(self, listen=True, ini={"VirtualServerFor0": "BACK"})
+        running.know(running)  # the C-MOVE destination: itself
+        stopped = []
+
+        async def fetch(sopClass, identifier, mask=None, callingAE=None, onPending=None):
+            await task.deferLater(reactor, 0.2, lambda: None)
+            onPending(40)
+            try:
+                await defer.Deferred()  # an archive bringing 40 objects slowly
+            except defer.CancelledError:
+                stopped.append(True)
+                raise
+        running.archive.virtualServers.fetch = fetch
+        client = yield associate(reactor, "127.0.0.1", running.port, "SCU", running.ae,
+                                 [(STUDY_ROOT_MOVE, [IMPLICIT])])
+        self.addCleanup(client.release)
+        identifier = Dataset()
+        identifier.QueryRetrieveLevel = "STUDY"
+        identifier.StudyInstanceUID = "1.2.3"
+        pending = []
+
+        def onPending(command):
+            pending.append(command[commands.REMAINING_SUBOPERATIONS])
+            client.cancelLast(STUDY_ROOT_MOVE)
+        command, _ = yield client.move(STUDY_ROOT_MOVE, identifier, running.ae, onPending)
+        self.assertEqual((pending, command[commands.STATUS], stopped), ([40], CANCELLED, [True]))
 
 
 class NonUniqueKeysTests(unittest.TestCase):

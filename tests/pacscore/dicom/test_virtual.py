@@ -82,6 +82,37 @@ class VirtualServerTests(unittest.TestCase):
         self.assertEqual((asked, busy.cancelled, busy.releasing), (["SLOW"], [STUDY_ROOT_FIND], 1))
         self.assertEqual(events, [])
 
+    def test_aCancelledFetchCancelsTheMoveAndReleasesWhatArrived(self):
+        """CacheVirtualData = 0, a fetch cancelled while an archive's C-MOVE
+        runs (its pending responses heard with the objects being fetched):
+        the C-MOVE is C-CANCELled, the association released without waiting,
+        and the objects that arrived are deleted."""
+        archive = FetchingArchive()
+        busy = BusyArchive()
+        images = [RemoteImage("P1", "1", "1.1", f"1.1.{n}") for n in range(3)]
+        servers = VirtualServers([VirtualServer("B")], None, "FRONT", None, archive, archive.query, archive,
+                                 cache=False)
+        pending = []
+
+        def move(sopClass, identifier, destination, onPending=None):
+            archive.here += identifier.SOPInstanceUID[:2]
+            onPending({})
+            return defer.Deferred()
+        busy.move = move
+
+        async def remoteImages(protocol, findClass, level, keys):
+            return images
+
+        async def associate(server, contexts):
+            return busy
+        servers._remoteImages, servers._associate = remoteImages, associate
+        fetching = defer.ensureDeferred(servers.fetch(STUDY_ROOT_MOVE, study("1"), onPending=pending.append))
+        self.assertEqual(pending, [3])
+        fetching.cancel()
+        self.failureResultOf(fetching, defer.CancelledError)
+        self.assertEqual((busy.cancelled, busy.releasing), ([STUDY_ROOT_MOVE], 1))
+        self.assertEqual(archive.removed, ["1.1.0", "1.1.1"])
+
     def test_kodakPatientIDsGoOutAndComeBackTranslated(self):
         class Association:
             def __init__(self):
@@ -294,7 +325,7 @@ class FetchingArchive:
     def __init__(self):
         self.here, self.moves, self.removed = [], 0, []
 
-    def move(self, sopClass, identifier, destination):
+    def move(self, sopClass, identifier, destination, onPending=None):
         self.moves += 1
         uids = list(identifier.SOPInstanceUID)
         if self.moves == 1:

@@ -113,6 +113,43 @@ class VirtualServerTests(unittest.TestCase):
         self.assertEqual((busy.cancelled, busy.releasing), ([STUDY_ROOT_MOVE], 1))
         self.assertEqual(archive.removed, ["1.1.0", "1.1.1"])
 
+    def test_concurrentRetrievesShareWhatTheyFetch(self):
+        """CacheVirtualData = 0, two retrieves of the same 4 objects: B
+        starts when A's C-MOVE has brought 2, holds those and fetches the
+        other 2 itself.  A's release deletes nothing B holds; B gets all 4,
+        and its release deletes them."""
+        archive = FetchingArchive()
+        servers = VirtualServers([VirtualServer("B")], None, "FRONT", None, archive, archive.query, archive,
+                                 cache=False)
+        images = [RemoteImage("P1", "1", "1.1", f"1.1.{n}") for n in range(4)]
+        uids = [image.sopInstanceUID for image in images]
+        moving = []
+
+        def move(sopClass, identifier, destination, onPending=None):
+            moving.append(defer.Deferred())
+            return moving[-1]
+        archive.move = move
+
+        async def remoteImages(protocol, findClass, level, keys):
+            return images
+
+        async def associate(server, contexts):
+            return archive
+        servers._remoteImages, servers._associate = remoteImages, associate
+        first = defer.ensureDeferred(servers.fetch(STUDY_ROOT_MOVE, study("1")))
+        archive.here += uids[:2]
+        second = defer.ensureDeferred(servers.fetch(STUDY_ROOT_MOVE, study("1")))
+        archive.here += uids[2:]
+        for move in moving:
+            move.callback(({commands.STATUS: 0}, None))
+        a, b = self.successResultOf(first), self.successResultOf(second)
+        self.assertEqual((sorted(a.arrived), sorted(b.arrived), a.lost, b.lost), (uids, uids, [], []))
+        self.successResultOf(defer.ensureDeferred(servers.release(a.arrived)))
+        self.assertEqual(archive.removed, [])
+        self.successResultOf(defer.ensureDeferred(servers.release(b.arrived)))
+        self.assertEqual(sorted(archive.removed), uids)
+        self.assertEqual(servers.holders, {})
+
     def test_kodakPatientIDsGoOutAndComeBackTranslated(self):
         class Association:
             def __init__(self):

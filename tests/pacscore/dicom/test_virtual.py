@@ -2,6 +2,7 @@
 merging matches, the C-MOVE requests that fetch missing objects.  The
 network side is tested against real archives in tests/interop/test_virtual.py."""
 
+import os
 from types import SimpleNamespace
 
 from pydicom.dataset import Dataset
@@ -17,7 +18,9 @@ from pacscore.dicom.models import (
 from pacscore.dicom.virtual import (
     SERVER_MASK, Fetched, KodakPatientIDs, RemoteImage, VirtualServer, VirtualServers, _rootClasses, serversFrom,
     takeServerMask)
+from pacscore.dicom.uncached import UncachedObjects
 from pacscore.export.actions import Removal
+from tests.pacscore.export.fixtures import SyncWorkers
 
 EXPLICIT = "1.2.840.10008.1.2.1"
 
@@ -35,7 +38,7 @@ def study(uid, patientID="P1", retrieveAE=None):
 class VirtualServerTests(unittest.TestCase):
 
     def servers(self, *servers):
-        return VirtualServers(servers, None, "FRONT", None, None, None, None)
+        return VirtualServers(servers, None, "FRONT", None, None, None)
 
     def test_serversFromDicomIni(self):
         ini = DicomIni.fromString("VirtualServerFor0 = PACS1\nVirtualServerFor2 = PACS2,FIXKODAK\n"
@@ -90,8 +93,7 @@ class VirtualServerTests(unittest.TestCase):
         archive = FetchingArchive()
         busy = BusyArchive()
         images = [RemoteImage("P1", "1", "1.1", f"1.1.{n}") for n in range(3)]
-        servers = VirtualServers([VirtualServer("B")], None, "FRONT", None, archive, archive.query, archive,
-                                 cache=False)
+        servers = archive.uncachedServers(self)
         pending = []
 
         def move(sopClass, identifier, destination, onPending=None):
@@ -119,8 +121,7 @@ class VirtualServerTests(unittest.TestCase):
         other 2 itself.  A's release deletes nothing B holds; B gets all 4,
         and its release deletes them."""
         archive = FetchingArchive()
-        servers = VirtualServers([VirtualServer("B")], None, "FRONT", None, archive, archive.query, archive,
-                                 cache=False)
+        servers = archive.uncachedServers(self)
         images = [RemoteImage("P1", "1", "1.1", f"1.1.{n}") for n in range(4)]
         uids = [image.sopInstanceUID for image in images]
         moving = []
@@ -148,7 +149,33 @@ class VirtualServerTests(unittest.TestCase):
         self.assertEqual(archive.removed, [])
         self.successResultOf(defer.ensureDeferred(servers.release(b.arrived)))
         self.assertEqual(sorted(archive.removed), uids)
-        self.assertEqual(servers.holders, {})
+        self.assertEqual(servers.uncached.holders, {})
+
+    def test_aStopCancelsTheFetchesAndDeletesWhatArrived(self):
+        """CacheVirtualData = 0: pacs stopping during a fetch cancels it
+        (the archive's C-MOVE C-CANCELled) and deletes what arrived while
+        the index runs."""
+        archive = FetchingArchive()
+        busy = BusyArchive()
+        images = [RemoteImage("P1", "1", "1.1", f"1.1.{n}") for n in range(3)]
+        servers = archive.uncachedServers(self)
+
+        def move(sopClass, identifier, destination, onPending=None):
+            archive.here += identifier.SOPInstanceUID[:2]
+            return defer.Deferred()
+        busy.move = move
+
+        async def remoteImages(protocol, findClass, level, keys):
+            return images
+
+        async def associate(server, contexts):
+            return busy
+        servers._remoteImages, servers._associate = remoteImages, associate
+        fetching = servers.fetch(STUDY_ROOT_MOVE, study("1"))
+        self.successResultOf(servers.stop())
+        self.failureResultOf(fetching, defer.CancelledError)
+        self.assertEqual((busy.cancelled, archive.removed, servers.fetching), ([STUDY_ROOT_MOVE], ["1.1.0", "1.1.1"],
+                                                                              {}))
 
     def test_kodakPatientIDsGoOutAndComeBackTranslated(self):
         class Association:
@@ -310,8 +337,7 @@ class VirtualServerTests(unittest.TestCase):
         UIDs), the second C-MOVE failing after 3 of its objects came: the
         67 here are fetched (``release`` deletes them), the 3 others lost."""
         archive = FetchingArchive()
-        servers = VirtualServers([VirtualServer("B")], None, "FRONT", None, archive, archive.query, archive,
-                                 cache=False)
+        servers = archive.uncachedServers(self)
         images = [RemoteImage("P1", "1", "1.1", f"1.1.{n}") for n in range(70)]
 
         async def remoteImages(protocol, findClass, level, keys):
@@ -362,6 +388,12 @@ class FetchingArchive:
     def __init__(self):
         self.here, self.moves, self.removed = [], 0, []
 
+    def uncachedServers(self, test):
+        """VirtualServers with ``CacheVirtualData = 0`` in front of it, and
+        their record in a folder of ``test``."""
+        return VirtualServers([VirtualServer("B")], None, "FRONT", None, self, self.query,
+                              UncachedObjects(test.mktemp(), self, self.query, self, SyncWorkers()))
+
     def move(self, sopClass, identifier, destination, onPending=None):
         self.moves += 1
         uids = list(identifier.SOPInstanceUID)
@@ -389,3 +421,51 @@ def match(**values):
     for keyword, value in values.items():
         setattr(ds, keyword, value)
     return ds
+
+
+class UncachedRecordTests(unittest.TestCase):
+    """The objects fetched with CacheVirtualData = 0 are listed in a file
+    from before they are asked for until they are deleted: a start after a
+    stop or a crash deletes those the run before left."""
+
+    def setUp(self):
+        self.archive = FetchingArchive()
+        self.path = self.mktemp()
+
+    def uncached(self):
+        return UncachedObjects(self.path, self.archive, self.archive.query, self.archive, SyncWorkers())
+
+    def listed(self):
+        with open(self.path) as f:
+            return f.read().split()
+
+    def test_whatAStopLeftIsDeletedAtTheNextStart(self):
+        before = self.uncached()
+        self.archive.here = ["1.0"]  # ours: never listed
+        missing, shared = self.successResultOf(defer.ensureDeferred(before.hold(["1.0", "1.1", "1.2"])))
+        self.assertEqual((missing, shared, self.listed()), (["1.1", "1.2"], [], ["1.1", "1.2"]))
+        self.archive.here += ["1.1"]  # then pacs stopped, or crashed
+        after = self.uncached()
+        self.assertEqual(after.leftover, {"1.1", "1.2"})
+        self.archive.here += ["1.2"]  # a late one: not here for a retrieve, which fetches it again
+        missing, _ = self.successResultOf(defer.ensureDeferred(after.hold(["1.2"])))
+        self.assertEqual(missing, ["1.2"])
+        with capturedLogs() as events:
+            self.successResultOf(defer.ensureDeferred(after.purge()))
+        self.assertEqual((sorted(self.archive.removed), self.listed()), (["1.1"], ["1.2"]))
+        self.assertEqual([formatEvent(e) for e in events],
+                         ["1 object(s) fetched from virtual servers before a stop deleted (CacheVirtualData = 0)"])
+        self.successResultOf(defer.ensureDeferred(after.release(["1.2"])))
+        self.assertEqual(sorted(self.archive.removed), ["1.1", "1.2"])
+        self.assertFalse(os.path.exists(self.path))
+
+    def test_aDeletionThatFailsIsLeftForTheNextStart(self):
+        uncached = self.uncached()
+        self.successResultOf(defer.ensureDeferred(uncached.hold(["1.1"])))
+        self.archive.runQuery = lambda *args: defer.fail(RuntimeError("the index is not started"))
+        with capturedLogs() as events:
+            self.successResultOf(defer.ensureDeferred(uncached.release(["1.1"])))
+        self.assertEqual([formatEvent(e) for e in events],
+                         ["1 object(s) fetched from virtual servers are left for the next start to delete: the index "
+                          "is not started"])
+        self.assertEqual((self.listed(), self.uncached().leftover), (["1.1"], {"1.1"}))

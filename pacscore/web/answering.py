@@ -80,8 +80,9 @@ class AnsweringResource(resource.Resource):
 
     async def _stream(self, answer, request, finished):
         """Send the chunks of a StreamAnswer (chunked), each made once the
-        client took the last; no more once the client left or was cut off
-        (``_taken``), and only the first (for the headers) to a HEAD. A failure before the first chunk
+        client took the last; no more once the client left (logged, as
+        twisted.web writes no access line then) or was cut off (``_taken``),
+        and only the first (for the headers) to a HEAD. A failure before the first chunk
         is answered as any other; one midway breaks the connection, so that
         the client sees the answer cut short."""
         flow = Pacer()
@@ -112,10 +113,13 @@ class AnsweringResource(resource.Resource):
             return
         finally:
             await _doneWith(answer)
-        if not finished:  # else the connection is gone, and its producer with it
-            if started:
-                request.unregisterProducer()
-            request.finish()
+        if finished:  # the connection is gone, and its producer with it: no access line says so
+            self.log.info("web: {peer} {uri}: the client left after {sent} bytes of the answer", peer=_peer(request),
+                          uri=_uri(request), sent=request.sentLength)
+            return
+        if started:
+            request.unregisterProducer()
+        request.finish()
 
     async def _taken(self, flow, request):
         """Whether the client of ``request`` took what was written to it

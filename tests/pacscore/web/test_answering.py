@@ -125,7 +125,8 @@ class _Leaving(protocol.Protocol):
 
 class StreamEndTests(unittest.TestCase):
     """Over HTTP: the chunks of a stream stop when the client leaves
-    midway, and after the first for a HEAD; neither logs a failure."""
+    midway (a log line says so, as the access line of an answer sent
+    would), and after the first for a HEAD; neither logs a failure."""
 
     def setUp(self):
         self.made, self.gate = [], None
@@ -156,6 +157,8 @@ class StreamEndTests(unittest.TestCase):
             yield task.deferLater(reactor, 0.2, lambda: None)
         self.assertEqual(self.made, [0, 1])
         self.assertEqual([event for event in events if "log_failure" in event], [])
+        [left] = [formatEvent(event) for event in events if "client left" in event.get("log_format", "")]
+        self.assertRegex(left, r"127.0.0.1 /: the client left after \d+ bytes of the answer")
 
     @defer.inlineCallbacks
     def test_head(self):

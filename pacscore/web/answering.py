@@ -103,8 +103,8 @@ class AnsweringResource(resource.Resource):
             if not started:
                 return self._failed(Failure(), request, finished)
             if isinstance(sys.exc_info()[1], WebError):
-                self.log.warn("web: {peer} {uri}: the answer broke off: {message}", peer=_peer(request),
-                              uri=_uri(request), message=sys.exc_info()[1].message)
+                self.log.warn("web: {peer} {uri}: the answer broke off: {error}", peer=_peer(request),
+                              uri=_uri(request), error=sys.exc_info()[1].message)
             else:
                 self.log.failure("web: {peer} {uri}: the answer broke off", peer=_peer(request), uri=_uri(request))
             if not finished:

@@ -101,8 +101,16 @@ async def onCurrentFile(archive, path, work, *args, firstFrame=1):
     500; one that cannot be shown a 422, CannotShow (the path goes to the
     log only), one without the frame asked for MissingFrame, the frame
     named as counted from ``firstFrame``."""
+    return await shownFrom(path, archive.workers.deferToWorker(archive.objectReader.onFile, path, work, *args),
+                           firstFrame)
+
+
+async def shownFrom(path, working, firstFrame=1):
+    """What the Deferred ``working``, work on the stored file ``path`` in
+    the I/O pool, fires with; its failures made WebErrors as
+    ``onCurrentFile`` makes them."""
     try:
-        return await archive.workers.deferToWorker(archive.objectReader.onFile, path, work, *args)
+        return await working
     except OSError as e:
         raise _unreadable(path, 404 if e.errno == errno.ENOENT else 500, e.strerror or e) from e
     except Damaged as e:

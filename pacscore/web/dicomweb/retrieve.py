@@ -40,7 +40,7 @@ from pacscore.web.dicomweb.instancefiles import (
     instanceFrames, instanceMetadata)
 from pacscore.web.dicomweb.search import hexTag
 from pacscore.web.images import picture
-from pacscore.web.objects import CannotShow, MissingFrame, Unreadable, onFile
+from pacscore.web.objects import CannotShow, MissingFrame, Unreadable, onFile, shownFrom
 from pacscore.web.objectstream import AS_STORED, intactFile, objectStream
 from pacscore.web.wado import SYNTAX_CODES
 
@@ -328,11 +328,22 @@ async def _frameParts(archive, request, path, numbers):
 
     async def parts():
         for position, number in enumerate(frames.numbers):
-            frame = frames.first if position == 0 else await archive.workers.deferToWorker(frames.frame, number - 1)
+            frame = frames.first if position == 0 else await _laterFrame(archive, path, frames, number)
             yield multipart.partHeader(boundary, f"{frames.kind}; transfer-syntax={frames.syntax}")
             yield frame + multipart.CRLF
         yield multipart.closing(boundary)
     return StreamAnswer(parts(), multipart.multipartType(boundary, frames.kind))
+
+
+async def _laterFrame(archive, path, frames, number):
+    """Frame ``number`` of the ``frames`` of the object at ``path``, not
+    the first, made in the I/O pool; one that cannot be (a damaged
+    fragment) a WebError naming it (``shownFrom``), which breaks the answer
+    off with a warning."""
+    try:
+        return await shownFrom(path, archive.workers.deferToWorker(frames.frame, number - 1))
+    except WebError as e:
+        raise WebError(e.code, f"frame {number}: {e.message}") from e
 
 
 async def retrieveFrames(archive, request, target, base):

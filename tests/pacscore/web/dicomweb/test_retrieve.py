@@ -357,6 +357,32 @@ class RetrieveTests(DicomWebTestCase):
             self.assertEqual((frames, found.code), (frames, 400), found.body)
 
     @defer.inlineCallbacks
+    def test_laterFrameThatCannotBeDecoded(self):
+        """A frame after the first that cannot be decoded (its RLE fragment
+        damaged) breaks the answer off, in frames/{list} as in
+        bulk/7FE00010, with a warning naming the object and the frame: a
+        damaged stored object, not a failure of the server (no traceback)."""
+        study = "1.2.826.0.1.3680043.8.498.32"
+        dataset = flatRle(makeDataset("BAD2", "Bad^Frame", study, f"{study}.1", f"{study}.1.1", 1, 1,
+                                      rows=16, columns=16), 3)
+        good = next(generate_frames(dataset.PixelData, number_of_frames=3))
+        dataset.PixelData = encapsulate([good, struct.pack("<16L", 2, 64, 9999, *[0] * 13), good])
+        path = yield self.stored(dataset, "bad2.dcm")
+        octets = 'multipart/related; type="application/octet-stream"'
+        for asked in ("/frames/1,2,3", "/bulk/7FE00010"):
+            with capturedLogs() as events:
+                try:
+                    yield self.fetch(path + asked, accept=octets)
+                except Exception:
+                    pass  # the answer broken off
+                else:
+                    self.fail(f"{asked}: the answer was not broken off")
+            self.assertEqual([event for event in events if "log_failure" in event], [], asked)
+            [broken] = [formatEvent(event) for event in events if "broke off" in event.get("log_format", "")]
+            self.assertIn("frame 2", broken)
+            self.assertIn(f"{study}.1.1", broken)
+
+    @defer.inlineCallbacks
     def test_frames(self):
         image = self.corpus[3]
         found = yield self.fetch(self.instancePath(image) + "/frames/1",

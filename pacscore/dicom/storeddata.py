@@ -17,9 +17,10 @@ import tempfile
 
 from pacscore.codecs.compression import forPeer, forPeerChanges
 from pacscore.codecs.filetranscode import transcodeFile
+from pacscore.codecs.syntaxes import isCompressed
 from pacscore.codecs.nkipixels import NKI_PIXEL_DATA
 from pacscore.db.query import SOP_CLASS_UID, SOP_INSTANCE_UID
-from pacscore.storage.attributes import readAttributes
+from pacscore.storage.attributes import PIXEL_DATA, readAttributes, walkDataset
 
 STREAMED_OBJECT = 8 << 20  # data sets larger than this (or decoding to more) stay in their file
 ROWS, COLUMNS, SAMPLES_PER_PIXEL, BITS_ALLOCATED, NUMBER_OF_FRAMES = (
@@ -171,10 +172,18 @@ def staysInFile(source, length, transferSyntax):
     bytes, or a file at its start: ``source``) is left in its file: it, or
     the native pixels it decodes to (``decodedSize``: a small file of
     compressed pixels may decode to gigabytes), is larger than
-    ``STREAMED_OBJECT`` and it holds no NKI compressed pixel data."""
-    held = readAttributes(source, transferSyntax, {NKI_PIXEL_DATA, ROWS, COLUMNS, SAMPLES_PER_PIXEL,
-                                                   BITS_ALLOCATED, NUMBER_OF_FRAMES})
-    return max(length, decodedSize(held)) > STREAMED_OBJECT and NKI_PIXEL_DATA not in held
+    ``STREAMED_OBJECT`` and it holds no NKI compressed pixel data.  Rows
+    and Columns alone count for nothing: an object without Pixel Data, or
+    with native or deflated pixels, is no larger than its file or the limit
+    its inflating has (a small deflated one is refused in memory once it
+    inflates past that, never inflated to disk)."""
+    tags = {NKI_PIXEL_DATA, ROWS, COLUMNS, SAMPLES_PER_PIXEL, BITS_ALLOCATED, NUMBER_OF_FRAMES}
+    compressed = isCompressed(transferSyntax)
+    if compressed:
+        tags.add(PIXEL_DATA)  # encapsulated, of undefined length: found, never read
+    held = walkDataset(source, transferSyntax, tags, 0, PIXEL_DATA)[0]
+    decoded = decodedSize(held) if PIXEL_DATA in held else 0
+    return max(length, decoded) > STREAMED_OBJECT and NKI_PIXEL_DATA not in held
 
 
 def decodedSize(held):

@@ -506,8 +506,10 @@ class DeflatedObjectTests(unittest.TestCase):
     """Secondary Captures stored in Deflated Explicit VR Little Endian that
     inflate to far more than they take, asked for by WADO in explicit VR
     little endian: the server's memory does not grow by what they inflate
-    to.  A small one (1 MB of zeros in a private OB, 1 GB inflated) is
-    converted in memory, so refused (422) once 128 MB are inflated; a large
+    to.  A small one (1 MB of zeros in a private OB, 1 GB inflated, no
+    Pixel Data although its Rows and Columns claim 1 GB of them) is
+    converted in memory, so refused (422) once 128 MB are inflated, never
+    inflated to disk; a large
     one (9 MB stored, 512 MB of pixels) is inflated into a temporary file
     and sent from there, but refused (422) when the elements around its
     Pixel Data are more than 128 MB."""
@@ -525,8 +527,8 @@ class DeflatedObjectTests(unittest.TestCase):
         ds = pydicom.Dataset()
         ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = SECONDARY_CAPTURE, uids[0], "OT"
         ds.PatientID, ds.StudyInstanceUID, ds.SeriesInstanceUID = "BOMB", uids[1], uids[2]
-        if pixels is not None:  # one without them is small, whatever its Rows and Columns would say
-            ds.Rows, ds.Columns, ds.BitsAllocated, ds.SamplesPerPixel = size >> 15, 1 << 15, 8, 1
+        ds.Rows, ds.Columns, ds.BitsAllocated, ds.SamplesPerPixel = size >> 15, 1 << 15, 8, 1
+        if pixels is not None:
             ds.PixelData = pixels
         group, element = struct.unpack_from("<HH", header)
         head, tail = pydicom.Dataset(), pydicom.Dataset()  # the elements before and after it

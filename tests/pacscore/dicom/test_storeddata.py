@@ -2,6 +2,7 @@
 file for sending, and reading them piece by piece."""
 
 import struct
+import zlib
 
 from twisted.internet import defer
 from twisted.trial import unittest
@@ -10,6 +11,8 @@ from pacscore.dicom.storeddata import STREAMED_OBJECT, StoredData, closeIfStored
 from pacscore.storage.reader import StoredObject
 
 EXPLICIT = "1.2.840.10008.1.2.1"
+DEFLATED = "1.2.840.10008.1.2.1.99"
+RLE = "1.2.840.10008.1.2.5"
 HEADER = b"\x00" * 132  # stands for the preamble and file meta
 
 
@@ -23,17 +26,39 @@ def shortElement(group, number, vr, value):
     return struct.pack("<HH2sH", group, number, vr, len(value)) + value
 
 
+def pixelAttributes(frames):
+    """Samples per Pixel, Number of Frames, Rows, Columns and Bits
+    Allocated of ``frames`` frames of 1024 x 1024 16-bit pixels."""
+    return (shortElement(0x0028, 0x0002, b"US", struct.pack("<H", 1))
+            + shortElement(0x0028, 0x0008, b"IS", f"{frames} ".encode())
+            + shortElement(0x0028, 0x0010, b"US", struct.pack("<H", 1024))
+            + shortElement(0x0028, 0x0011, b"US", struct.pack("<H", 1024))
+            + shortElement(0x0028, 0x0100, b"US", struct.pack("<H", 16)))
+
+
+def deflated(dataset):
+    """``dataset`` deflated (PS3.5 A.5), padded to an even length."""
+    deflater = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    data = deflater.compress(dataset) + deflater.flush()
+    return data + b"\0" * (len(data) % 2)
+
+
+# Encapsulated Pixel Data: an empty offset table and one 64 kB fragment.
+ENCAPSULATED = (struct.pack("<HH2s2xL", 0x7FE0, 0x0010, b"OB", 0xFFFFFFFF) + struct.pack("<HHL", 0xFFFE, 0xE000, 0)
+                + struct.pack("<HHL", 0xFFFE, 0xE000, 1 << 16) + bytes(1 << 16) + struct.pack("<HHL", 0xFFFE, 0xE0DD, 0))
+
+
 def immediately(f, *args):
     return defer.maybeDeferred(f, *args)
 
 
 class OpenStoredTests(unittest.TestCase):
 
-    def storedFile(self, dataset):
+    def storedFile(self, dataset, syntax=EXPLICIT):
         path = self.mktemp()
         with open(path, "wb") as f:
             f.write(HEADER + dataset)
-        return StoredObject("1.2.3", "1.2.840.10008.5.1.4.1.1.2", path, EXPLICIT, len(HEADER),
+        return StoredObject("1.2.3", "1.2.840.10008.5.1.4.1.1.2", path, syntax, len(HEADER),
                             len(HEADER) + len(dataset))
 
     def test_largeObjectStaysInItsFile(self):
@@ -59,17 +84,27 @@ class OpenStoredTests(unittest.TestCase):
         needs, it is read."""
         frames = STREAMED_OBJECT // (1024 * 1024 * 2) + 1
         for count, expected in ((frames, StoredData), (frames - 1, type(None))):
-            dataset = (shortElement(0x0028, 0x0002, b"US", struct.pack("<H", 1))
-                       + shortElement(0x0028, 0x0008, b"IS", f"{count} ".encode())
-                       + shortElement(0x0028, 0x0010, b"US", struct.pack("<H", 1024))
-                       + shortElement(0x0028, 0x0011, b"US", struct.pack("<H", 1024))
-                       + shortElement(0x0028, 0x0100, b"US", struct.pack("<H", 16))
-                       + element(0x7FE0, 0x0010, b"OB", bytes(1 << 16)))
-            stored = self.storedFile(dataset)
+            stored = self.storedFile(pixelAttributes(count) + ENCAPSULATED, RLE)
             for data in (openDataset(stored.path, stored.datasetOffset, stored.transferSyntax, immediately),
                          openStored(stored, immediately)):
                 self.addCleanup(closeIfStored, data)
                 self.assertIsInstance(data, expected, f"{count} frames")
+
+    def test_decodedSizeOnlyOfCompressedPixelData(self):
+        """Only compressed Pixel Data decodes to more than the file holds:
+        an object whose Rows and Columns claim a gigabyte is read into
+        memory when it has no Pixel Data, when its Pixel Data is native
+        (copied as it is), and when it is deflated (which is refused once
+        it inflates to more than its limit, before it is ever written to
+        disk)."""
+        attributes = pixelAttributes(1024)
+        native = attributes + element(0x7FE0, 0x0010, b"OB", bytes(1024))
+        for dataset, syntax in ((attributes, RLE), (native, EXPLICIT), (deflated(attributes), DEFLATED),
+                                (deflated(native), DEFLATED)):
+            stored = self.storedFile(dataset, syntax)
+            data = openDataset(stored.path, stored.datasetOffset, stored.transferSyntax, immediately)
+            self.addCleanup(closeIfStored, data)
+            self.assertIsNone(data, syntax)
 
     def test_nkiPixelDataIsRead(self):
         """NKI compressed pixel data goes out decompressed, so from memory."""

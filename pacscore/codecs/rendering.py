@@ -21,8 +21,9 @@ Conquest's ``To8bitMonochromeOrRGB`` makes them for ``convert_to_gif``,
   windowed.
 
 A frame of more than ``LARGEST_FRAME`` samples (Rows x Columns x Samples
-per Pixel) is refused before it is decoded: a 1 kB JPEG may declare
-30000 x 30000 pixels, which decoding and windowing would take gigabytes for.
+per Pixel) is refused before it is decoded (``checkFrameSize``, which the
+web's other decodes use too): a 1 kB JPEG may declare 30000 x 30000
+pixels, which decoding and windowing would take gigabytes for.
 A JPEG or JPEG-LS frame cut before its end of image marker is refused
 too (``encapsulatedframes``), not shown partly filled.
 """
@@ -72,6 +73,17 @@ class FrameTooLarge(TranscodeError):
     """The frame has more samples than LARGEST_FRAME."""
 
 
+def checkFrameSize(rows, columns, samples):
+    """FrameTooLarge when frames of ``rows`` x ``columns`` pixels of
+    ``samples`` samples (numbers or their text; 1 when missing) have more
+    than ``LARGEST_FRAME`` samples: what a decoder would allocate for one
+    that a tiny compressed file claims, before decoding it."""
+    rows, columns, samples = (int(value or 1) for value in (rows, columns, samples))
+    if rows * columns * samples > LARGEST_FRAME:
+        raise FrameTooLarge(f"its frames of {rows} x {columns} pixels of {samples} sample(s) are larger than the "
+                            f"{LARGEST_FRAME} samples pacs decodes a frame of")
+
+
 def _frame(ds, syntax, frame, source, **options):
     """The pixels of ``frame`` of ``ds``: (rows, columns) or (rows, columns,
     3). ``source`` holds its Pixel Data: ``ds`` itself, or a file at the
@@ -79,10 +91,7 @@ def _frame(ds, syntax, frame, source, **options):
     frames = int(ds.get("NumberOfFrames") or 1)
     if not 0 <= frame < frames:
         raise FrameOutOfRange(frames, frame)
-    rows, columns, samples = (int(ds.get(name) or 1) for name in ("Rows", "Columns", "SamplesPerPixel"))
-    if rows * columns * samples > LARGEST_FRAME:
-        raise FrameTooLarge(f"its frames of {rows} x {columns} pixels of {samples} sample(s) are larger than the "
-                            f"{LARGEST_FRAME} samples a picture is made of")
+    checkFrameSize(*(ds.get(name) for name in ("Rows", "Columns", "SamplesPerPixel")))
     try:
         damage = frameDamage(syntax, ds.PixelData if source is ds else source, frame,
                              as_pixel_options(ds) if source is ds else options)

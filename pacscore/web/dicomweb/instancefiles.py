@@ -19,6 +19,7 @@ from pacscore.codecs.syntaxes import (
     isCompressed)
 from pacscore.codecs.filetranscode import NotStreamed, streams
 from pacscore.codecs.nkipixels import NKI_PIXEL_DATA, decompressDecoded, nkiStream
+from pacscore.codecs.rendering import checkFrameSize
 from pacscore.codecs.transcode import codedPrecision
 from pacscore.dicom.storeddata import openDataset
 from pacscore.storage.attributes import readAttributes
@@ -248,7 +249,8 @@ def instanceFrames(path, numbers, choose):
     only when asked for, so that the frames of an answer are held one at a
     time.  NKI compressed pixel data is expanded first, as stored too.
     NoSuchFrame for a number beyond its frames or the frames its Pixel
-    Data holds (none when it is empty)."""
+    Data holds (none when it is empty); FrameTooLarge (``checkFrameSize``)
+    for frames to decode too large to be."""
     dataset = _read(path, pixels=True)
     decompressDecoded(dataset)
     if not dataset.get("PixelData"):  # absent, or empty: pydicom reads an empty OW as None
@@ -269,6 +271,8 @@ def instanceFrames(path, numbers, choose):
         length = _storedLength(dataset, syntax)
         if length is not None:
             _checkHeld(len(dataset.PixelData) // length, max(numbers), f"whole frame(s) of {length} bytes")
+        else:  # decoded
+            checkFrameSize(dataset.Rows, dataset.Columns, dataset.get("SamplesPerPixel"))
         frame = partial(_nativeFrame, dataset, syntax)
     return Frames(kind, sent, numbers, frame(numbers[0] - 1), frame)
 

@@ -23,7 +23,8 @@ from PIL import Image
 from twisted.internet import defer, reactor, task
 from twisted.logger import capturedLogs, formatEvent
 
-from pacscore.codecs import nkipixels, syntaxes
+from pacscore.codecs import filetranscode, nkipixels, syntaxes
+from pacscore.codecs import transcode as transcoding
 from pacscore.codecs.rendering import LARGEST_FIT
 from pacscore.codecs.transcode import transcode
 from pacscore.control.data import AddImageFile
@@ -320,6 +321,41 @@ class RetrieveTests(DicomWebTestCase):
         uri = yield self.fetch(f"{self.root}/wado?requestType=WADO&studyUID={study}&seriesUID={study}.1"
                                f"&objectUID={study}.1.1&contentType=application/dicom&transferSyntax={EXPLICIT}")
         self.assertEqual((uri.code, uri.body), (200, content))
+
+    @defer.inlineCallbacks
+    def test_bogusFrameSizeRefusedUndecoded(self):
+        """A tiny RLE object whose Rows and Columns claim 65535 x 65535
+        pixels (8 GB of memory a decode) is refused before any decode, as
+        its rendering is (``LARGEST_FRAME``): its frames, Pixel Data,
+        WADO-URI object in Explicit VR Little Endian and ``dicom`` page
+        uncompressed are a 422, its WADO-RS
+        object in that syntax a 406 (it goes in none asked for), each with
+        a log line."""
+        study = "1.2.826.0.1.3680043.8.498.33"
+        dataset = flatRle(makeDataset("BOGUS", "Bogus^Size", study, f"{study}.1", f"{study}.1.1", 1, 1,
+                                      rows=16, columns=16), 1)
+        dataset.Rows = dataset.Columns = 65535
+        path = yield self.stored(dataset, "bogus.dcm")
+        decoded = []
+
+        def decoder(*args, **options):
+            decoded.append(args)
+            raise AssertionError("decoded")
+        self.patch(instancefiles, "pixel_array", decoder)
+        self.patch(filetranscode, "get_decoder", decoder)
+        self.patch(transcoding, "decompress", decoder)
+        octets = 'multipart/related; type="application/octet-stream"'
+        explicit = f'multipart/related; type="application/dicom"; transfer-syntax={EXPLICIT}'
+        uri = (f"{self.root}/wado?requestType=WADO&studyUID={study}&seriesUID={study}.1&objectUID={study}.1.1"
+               f"&contentType=application/dicom&transferSyntax={EXPLICIT}")
+        page = f"{self.root}/cgi-bin/dgate?mode=dicom&slice=BOGUS:{study}.1.1&compress=un"
+        for asked, accept, code in (("/frames/1", octets, 422), ("/bulk/7FE00010", octets, 422), ("", explicit, 406),
+                                    (uri, None, 422), (page, None, 422)):
+            with capturedLogs() as events:
+                found = yield self.fetch(asked if asked.startswith("http") else path + asked, accept=accept)
+            self.assertEqual((asked, found.code), (asked, code), found.body)
+            self.assertTrue(any("65535 x 65535" in formatEvent(event) for event in events), asked)
+        self.assertEqual(decoded, [])
 
     @defer.inlineCallbacks
     def test_framesMadeOneAtATime(self):

@@ -16,8 +16,9 @@ Specific Character Set its text is encoded in: the request's (code
 extensions too) when that can hold every value, else ISO_IR 100 (Latin-1)
 or, when even that cannot, ISO_IR 192 (UTF-8); none when the request has
 none and the text is ASCII.  A stored value its VR cannot encode (a
-SeriesNumber "abc") is answered empty, but in QIDO-RS, whose DICOM JSON
-holds it, a DS or IS value as its text.
+SeriesNumber "abc") is answered empty, but in QIDO-RS a DS or IS value
+as its text, which its DICOM JSON answers as the number it reads as (an
+IS 1.5 as 1.5), else empty.
 """
 
 import re
@@ -432,8 +433,9 @@ def _signedWhenNegative(tag, vr, text):
 def answerElement(tag, vr, text, numbersAsText=False):
     """The element answering with ``text`` (as stored in the index) in
     ``vr`` (SS for a negative value of a "US or SS" attribute); empty when
-    ``vr`` cannot hold it, but a DS or IS value that is no number as its
-    text when ``numbersAsText`` (DICOM JSON holds it so, as the metadata)."""
+    ``vr`` cannot hold it, but a DS or IS value as its text when
+    ``numbersAsText`` (DICOM JSON answers it as the number it reads as, as
+    the metadata does: ``dicomjson._textAttribute``)."""
     vr = _signedWhenNegative(tag, vr, text)
     try:
         value = elementValue(vr, text)

@@ -1,7 +1,8 @@
 """DICOM JSON (PS3.18 annex F) answers: data sets as pydicom writes them,
 attribute by attribute, with every stored attribute (one whose value
 pydicom cannot read goes by its stored text, as numbers and person names
-where it reads as such), an empty value among others as null, a float
+where it reads as such; a DS or IS value that is no number null, with a
+log line), an empty value among others as null, a float
 that is no number as the text "NaN", "Infinity" or "-Infinity" (strict
 JSON has none), every answer readable by viewers served from elsewhere
 when ``WebAllowOrigins`` lets them (``pacscore.web.sharing``).  Text
@@ -11,6 +12,7 @@ index holds it, ``pacscore.storage.codeextensions``)."""
 import base64
 import json
 import math
+from functools import partial
 
 from pydicom.multival import MultiValue
 from twisted.logger import Logger
@@ -74,7 +76,7 @@ def _jsonAttribute(dataset, tag, handler, threshold):
         if element.VR == "SQ":
             items = [_jsonObject(item, handler, threshold) for item in element.value]
             return {"vr": "SQ", "Value": items} if items else {"vr": "SQ"}
-        if element.VR == "IS":  # not a plain integer (rawValues): pydicom would make 1.5 the integer 1
+        if element.VR in _NUMBER_VRS:  # not plain (rawValues): pydicom would make 1.5 the IS 1, 1e400 the DS inf
             return _textAttribute(element)
         found = element.to_json_dict(handler, threshold)
         if "Value" in found:
@@ -92,9 +94,14 @@ def _jsonAttribute(dataset, tag, handler, threshold):
 def _textAttribute(element):
     """The DICOM JSON of an attribute by the text of its values (as stored,
     or as far as pydicom read them): DS and IS values as numbers where they
-    read as such, else as that text; person names by component group."""
+    read as such, else null (PS3.18 F.2.3 has them JSON numbers), with a
+    log line; person names by component group."""
     convert = _TEXT_VALUES.get(element.VR, str)
-    values = [convert(text) if text else None for text in _storedText(element.value)]
+    texts = _storedText(element.value)
+    values = [convert(text) if text else None for text in texts]
+    if element.VR in _NUMBER_VRS and any(text and value is None for text, value in zip(texts, values)):
+        log.info("DICOM JSON: ({group:04X},{element:04X}) {vr} {text!r} holds no number, answered empty there",
+                 group=element.tag >> 16, element=element.tag & 0xFFFF, vr=element.VR, text="\\".join(texts))
     return {"vr": element.VR, "Value": values} if any(value is not None for value in values) else {"vr": element.VR}
 
 
@@ -123,16 +130,17 @@ def _storedText(value):
     return [withoutEscapes(str(value)).strip(" \0") for value in values if value is not None]
 
 
-def _number(text):
-    """A DS or IS value's text as its JSON number; the text itself where it
-    is none (a damaged value goes as stored)."""
-    for kind in (int, float):
+def _number(text, kinds=(int, float)):
+    """An IS value's text as its JSON number (a DS value's a float, as
+    pydicom reads it, ``kinds``); None where it is none (a damaged value,
+    or one that is no finite number)."""
+    for kind in kinds:
         try:
             number = kind(text)
         except ValueError:
             continue
-        return number if math.isfinite(number) else text
-    return text
+        return number if math.isfinite(number) else None
+    return None
 
 
 def _personName(text):
@@ -148,7 +156,8 @@ def _personGroups(groups):
     return {name: withoutEscapes(group) for name, group in groups if group} or None
 
 
-_TEXT_VALUES = {"DS": _number, "IS": _number, "PN": _personName}
+_TEXT_VALUES = {"DS": partial(_number, kinds=(float,)), "IS": _number, "PN": _personName}
+_NUMBER_VRS = ("DS", "IS")
 
 
 def _inlined(value, inline):

@@ -8,6 +8,7 @@ import unittest
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.tag import Tag
+from twisted.logger import capturedLogs, formatEvent
 
 from pacscore.web.dicomweb.dicomjson import jsonBytes, jsonDataset
 
@@ -61,10 +62,27 @@ class EmptyValueTests(unittest.TestCase):
         self.assertEqual(found["00321060"], {"vr": "LO", "Value": ["a", None, "b"]})
         self.assertEqual(found["00181030"], {"vr": "LO"})
 
-    def test_damagedNumberKeptAsStored(self):
+    def test_damagedNumbersLeftEmpty(self):
+        """DS and IS values are JSON numbers (PS3.18 F.2.3), so a strict
+        reader (pydicom's ``Dataset.from_json``) takes the whole object: a
+        value that reads as a number goes as one (an IS 1.5 as 1.5), one
+        that does not (or is no finite number) is null, as Orthanc has it,
+        with one log line an attribute."""
         dataset = Dataset()
-        dataset[0x00280030] = RawDataElement(Tag(0x00280030), "DS", 6, b"1.5\\x\\", 0, True, True)
-        self.assertEqual(written(dataset)["00280030"], {"vr": "DS", "Value": [1.5, "x", None]})
+        stored = {0x00280030: ("DS", b"1.5\\x\\"), 0x00101030: ("DS", b"70,5"), 0x00201041: ("DS", b"1e400 "),
+                  0x00200012: ("IS", b"nan "), 0x00200013: ("IS", b"1.5 "), 0x00180086: ("IS", b"1\\x "),
+                  0x00200011: ("IS", b"abc ")}
+        for tag, (vr, value) in stored.items():
+            dataset[tag] = RawDataElement(Tag(tag), vr, len(value), value, 0, False, True)
+        with capturedLogs() as events:
+            found = written(dataset)
+        self.assertEqual([found[f"{tag:08X}"] for tag in stored],
+                         [{"vr": "DS", "Value": [1.5, None, None]}, {"vr": "DS"}, {"vr": "DS"}, {"vr": "IS"},
+                          {"vr": "IS", "Value": [1.5]}, {"vr": "IS", "Value": [1, None]}, {"vr": "IS"}])
+        lines = [formatEvent(event) for event in events]
+        self.assertEqual(len(lines), 6, lines)
+        self.assertIn("(0010,1030) DS '70,5'", lines[0])
+        Dataset.from_json(found)
 
     def test_zeroValuesKept(self):
         """Values that are 0 beside an empty one are values (not an empty attribute)."""

@@ -34,7 +34,7 @@ class NativeDicomModelTests(unittest.TestCase):
         self.assertEqual((entry.tag, entry.get("number")), (_name("Item"), "1"))
         self.assertEqual([(a.get("keyword"), a[0].text) for a in entry], [("FailureReason", str(0xA900))])
         self.assertEqual(dict(private.attrib), {"tag": "00091010", "vr": "LO"})
-        self.assertEqual([(v.get("number"), v.text) for v in spacing], [("1", "0.5"), ("3", "1")])
+        self.assertEqual([(v.get("number"), v.text) for v in spacing], [("1", "0.5"), ("3", "1.0")])
         first, second = names
         self.assertEqual((first.tag, first.get("number"), second.get("number")), (_name("PersonName"), "1", "2"))
         self.assertEqual([(group.tag, [(c.tag, c.text) for c in group]) for group in first],

@@ -276,8 +276,8 @@ class RetrieveTests(DicomWebTestCase):
     def test_metadataKeepsInvalidValues(self):
         """Every stored attribute is in the metadata, valid or not: UIDs
         with a zero-led component (legacy GE data), a DS longer than 16
-        characters, or no number at all (as its stored text, its other
-        values as numbers), a sequence
+        characters, or no number at all (empty, its other values as
+        numbers, as DICOM JSON has DS values numbers), a sequence
         holding an invalid UID (rtdose.dcm)."""
         ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
         ds.StudyInstanceUID = "1.2.840.113619.2.55.3.0604.77"
@@ -294,7 +294,7 @@ class RetrieveTests(DicomWebTestCase):
                                       f"{ds.SOPInstanceUID}/metadata")).json()
         self.assertEqual([legacy[tag]["Value"] for tag in ("0020000D", "0020000E", "00080018", "00180050", "00181100")],
                          [[ds.StudyInstanceUID], [ds.SeriesInstanceUID], [ds.SOPInstanceUID], [0.30000000000000004],
-                          ["abc", 1.5]])
+                          [None, 1.5]])
         (dose,) = (yield self.fetch(f"/studies/{rtdose.StudyInstanceUID}/metadata")).json()
         [plan] = dose["300C0002"]["Value"]
         self.assertEqual(plan["00081155"]["Value"], [rtdose.ReferencedRTPlanSequence[0].ReferencedSOPInstanceUID])

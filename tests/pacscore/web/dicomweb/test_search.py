@@ -227,24 +227,29 @@ class SearchTests(DicomWebTestCase):
         self.assertTrue(set(plain) < set(every))
 
     @defer.inlineCallbacks
-    def test_invalidNumbersAsStored(self):
-        """An IS or DS value that is no valid one goes as it is stored, in
-        QIDO-RS as in the metadata: as a number where it reads as one (an
-        InstanceNumber 1.5, which pydicom made 1), else as its text (a
-        SeriesNumber "abc", which QIDO-RS answered empty)."""
+    def test_invalidNumbers(self):
+        """An IS or DS value goes as the number it reads as, in QIDO-RS as
+        in the metadata (an InstanceNumber 1.5, which pydicom made 1), and
+        one that reads as none (a SeriesNumber "abc", an AcquisitionNumber
+        "nan", a PatientWeight "70,5") empty, so that a strict DICOM JSON
+        reader (pydicom's) takes the whole answer (PS3.18 F.2.3: they are
+        JSON numbers)."""
         study = "1.2.826.0.1.3680043.8.498.40"
         dataset = makeDataset("BADNUM", "Bad^Numbers", study, f"{study}.1", f"{study}.1.1", 1, 1)
-        dataset[0x00200013] = RawDataElement(Tag(0x00200013), "IS", 4, b"1.5 ", 0, False, True)
-        dataset[0x00200011] = RawDataElement(Tag(0x00200011), "IS", 4, b"abc ", 0, False, True)
+        for tag, vr, value in ((0x00200013, "IS", b"1.5 "), (0x00200011, "IS", b"abc "), (0x00200012, "IS", b"nan "),
+                               (0x00101030, "DS", b"70,5")):
+            dataset[tag] = RawDataElement(Tag(tag), vr, len(value), value, 0, False, True)
         path = os.path.join(self.running.workdir, "badnumbers.dcm")
         dataset.save_as(path, enforce_file_format=True)
         yield self.running.run(AddImageFile(), path)
         (match,) = (yield self.fetch("/instances?PatientID=BADNUM&includefield=all")).json()
         (metadata,) = (yield self.fetch(f"/studies/{study}/series/{study}.1/instances/{study}.1.1/metadata")).json()
         for answer in (match, metadata):
-            self.assertEqual((values(answer, "00200013"), values(answer, "00200011")), ([1.5], ["abc"]))
+            self.assertEqual([values(answer, tag) for tag in ("00200013", "00200011", "00200012", "00101030")],
+                             [[1.5], [], [], []])
+            Dataset.from_json(answer)
         (series,) = (yield self.fetch(f"/studies/{study}/series?includefield=SeriesNumber")).json()
-        self.assertEqual(values(series, "00200011"), ["abc"])
+        self.assertEqual(series["00200011"], {"vr": "IS"})
 
     @defer.inlineCallbacks
     def test_jsonTypes(self):

@@ -14,8 +14,7 @@ processing failure for a file that cannot be read, cut short or
 damaged).  The report goes on the requesting association while it is
 open, else on a new association to the requestor's AE (acrnema.map),
 proposing the SOP class with the SCP role (the objects checked once it
-is open; the reports due to one AE one after another on one
-association), tried ``ATTEMPTS`` times ``RetryDelay`` seconds apart, and
+is open), tried ``ATTEMPTS`` times ``RetryDelay`` seconds apart, and
 while it cannot be delivered once more every ``RetryDelay`` seconds (a
 modality switched off for the night gets it when it is back), a log line
 each time, until the request is ``MaximumCommitmentAge`` seconds old:
@@ -262,7 +261,6 @@ class CommitmentService:
         self.dimseTimeout = dimseTimeout
         self.titleStyle = titleStyle
         self._retries = {}  # (transaction, requestor) -> the call reporting it again
-        self._queues = {}  # requestor -> the reports being sent to it on new associations (_sendQueued)
 
     def handle(self, protocol, contextId, command, dataset):
         return defer.ensureDeferred(self._handle(protocol, contextId, command, dataset))
@@ -394,56 +392,29 @@ class CommitmentService:
 
     async def _reportOnNewAssociation(self, requestor, transaction, references, outcome, attempts):
         """Whether the report (``outcome``, else made once an association
-        is open) was taken on a new association to ``requestor``: queued
-        behind the others due to that AE, which go one after another on one
-        association (a modality may take only one), tried ``attempts``
-        times."""
+        is open) was taken on a new association to ``requestor``, tried
+        ``attempts`` times."""
         node = self.acrNemaMap.lookup(requestor)
         if node is None:
             self.log.warn("storage commitment {transaction}: {ae} is not in acrnema.map, so its result cannot be "
                           "reported", transaction=transaction, ae=requestor)
             return False
-        taken = defer.Deferred()
-        queue = self._queues.get(requestor)
-        if queue is not None:
-            queue.append([transaction, references, outcome, taken])
-        else:
-            queue = self._queues[requestor] = [[transaction, references, outcome, taken]]
-            sending = defer.ensureDeferred(self._sendQueued(node, requestor, queue, attempts))
-            sending.addErrback(lambda failure: self.log.failure("storage commitment reports to {ae} failed", failure,
-                                                                ae=requestor))
-        return await taken
-
-    async def _sendQueued(self, node, requestor, queue, attempts):
-        """Send the reports ``queue`` holds (``[transaction, references,
-        outcome or None, Deferred]``, more may come meanwhile) on
-        associations to ``node``, each Deferred fired with whether its
-        report was taken, until the queue is empty or ``attempts`` failed."""
 
         async def send(association):
+            nonlocal outcome
+            if outcome is None:
+                outcome = await self._outcome(transaction, requestor, references)
+            eventType, report = outcome
             contextId, syntax = association.contextFor(STORAGE_COMMITMENT)
-            while queue:
-                queued = queue[0]
-                transaction, references, outcome, taken = queued
-                if outcome is None:
-                    outcome = queued[2] = await self._outcome(transaction, requestor, references)
-                eventType, report = outcome
-                await self._report(association, contextId, eventType, encodeDataset(report, syntax))
-                queue.pop(0)
-                self.log.info("storage commitment {transaction}: reported to {ae} on a new association",
-                              transaction=transaction, ae=requestor)
-                taken.callback(True)
-        try:
-            while queue and await sendToNode(self.reactor, node, self.aeTitle,
-                                             [(STORAGE_COMMITMENT, list(UNCOMPRESSED))], send, self.log,
-                                             "storage commitment report", attempts, self.retryDelay,
-                                             self.connectTimeout, self.dimseTimeout, self.titleStyle,
-                                             roles={STORAGE_COMMITMENT: (False, True)}):
-                pass  # reports queued while the association was released go on the next one
-        finally:
-            del self._queues[requestor]
-            for _, _, _, taken in queue:
-                taken.callback(False)
+            await self._report(association, contextId, eventType, encodeDataset(report, syntax))
+        if not await sendToNode(self.reactor, node, self.aeTitle, [(STORAGE_COMMITMENT, list(UNCOMPRESSED))], send,
+                                self.log, f"storage commitment {transaction}: report", attempts, self.retryDelay,
+                                self.connectTimeout, self.dimseTimeout, self.titleStyle,
+                                roles={STORAGE_COMMITMENT: (False, True)}):
+            return False
+        self.log.info("storage commitment {transaction}: reported to {ae} on a new association",
+                      transaction=transaction, ae=requestor)
+        return True
 
 
 class CommitmentReportRefused(Exception):

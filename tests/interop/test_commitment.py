@@ -34,10 +34,8 @@ class Reports:
     def __init__(self):
         self.received = []
         self.arrived = threading.Event()
-        self.associations = []  # the association of each report
 
     def handle(self, event):
-        self.associations.append(event.assoc)
         self.received.append((event.event_type_id if hasattr(event, "event_type_id") else
                               event.request.EventTypeID, event.event_information, event.assoc.is_requestor))
         self.arrived.set()
@@ -62,12 +60,10 @@ class StorageCommitmentTests(unittest.TestCase):
         self.modality = AE(ae_title="MODALITY")
         self.modality.add_requested_context(STORAGE_COMMITMENT)
 
-    def listen(self, maximumAssociations=None):
+    def listen(self):
         """Start MODALITY's own listener (SCP role); the Reports it takes."""
         reports = Reports()
         listener = AE(ae_title="MODALITY")
-        if maximumAssociations is not None:
-            listener.maximum_associations = maximumAssociations
         listener.add_supported_context(STORAGE_COMMITMENT, scu_role=False, scp_role=True)
         server = listener.start_server(("127.0.0.1", self.listenPort), block=False,
                                        evt_handlers=[(evt.EVT_N_EVENT_REPORT, reports.handle)])
@@ -171,26 +167,6 @@ class StorageCommitmentTests(unittest.TestCase):
             with sqlite3.connect(self.server.database) as connection:
                 return connection.execute("SELECT TransactionUID FROM PacsCommitments").fetchall()
         waitFor(lambda: recorded() == [], message="the request forgotten")
-
-    def test_reportsDueToOneAEOnOneAssociation(self):
-        """Ten requests recorded while the modality is away, then pacs is
-        killed; the modality comes back taking one association at a time:
-        pacs, started again, sends the ten reports one after another on
-        one association, none refused."""
-        requests = [commitmentRequest([(self.ct.SOPClassUID, self.ct.SOPInstanceUID)]) for _ in range(10)]
-        for request in requests:
-            _, status = self.send(request)
-            self.assertEqual(status.Status, 0x0000)
-        waitFor(lambda: "report to MODALITY failed (attempt 1 of 3)" in self.server.log(), message="a failed attempt")
-        self.server.kill()
-        reports = self.listen(maximumAssociations=1)
-        before = len(self.server.log())
-        self.server.start()
-        waitFor(lambda: len(reports.received) == 10, message="ten reports")
-        self.assertEqual(sorted(report.TransactionUID for _, report, _ in reports.received),
-                         sorted(request.TransactionUID for request in requests))
-        self.assertEqual(len({id(association) for association in reports.associations}), 1)
-        self.assertNotIn("failed (attempt", self.server.log()[before:])
 
     def test_reportWhenTheModalityIsBack(self):
         """RetryDelay = 1: the modality listens only after every attempt

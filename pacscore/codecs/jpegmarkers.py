@@ -20,6 +20,8 @@ SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 _SEQUENTIAL_DCT = frozenset({0xC0, 0xC1, 0xC5, 0xC9, 0xCD})
 _EOI = 0xD9
 _PADDING = (0x00, 0xFF)
+_EOI_MARKER = bytes((0xFF, _EOI))
+EOI_TAIL = 8  # bytes after the end of image marker taken as padding, whatever they hold
 # 0xFF and a byte after it that, in entropy-coded data, is a marker: not a
 # stuffed zero, a restart marker or fill.
 _MARKER = re.compile(rb"\xff[^\x00\xff\xd0-\xd7]")
@@ -60,11 +62,16 @@ def samplePrecision(codestream):
 def endsWithEOI(codestream):
     """Whether ``codestream`` ends with an end of image marker, but for
     padding after it: 0x00 bytes (PS3.5 A.4 pads a fragment to an even
-    length) or 0xFF fill bytes (T.81 B.1.1.2), which some encoders write."""
+    length), 0xFF fill bytes (T.81 B.1.1.2), which some encoders write, and
+    up to ``EOI_TAIL`` bytes of anything (DCMTK's dcmcjpls +en pads an odd
+    frame with an uninitialised byte; some encoders add a line feed), as
+    pydicom's frame splitter looks for the marker in a fragment's last
+    bytes.  Coded data never holds FF D9 (T.81 and T.87 stuff what follows
+    an FF), so a stream cut short does not end in one."""
     end = len(codestream)
     while end and codestream[end - 1] in _PADDING:
         end -= 1
-    return end >= 2 and codestream[end - 2] == 0xFF and codestream[end - 1] == _EOI
+    return bytes(codestream[max(0, end - EOI_TAIL - 2):end]).find(_EOI_MARKER) >= 0
 
 
 def sequentialScansMended(codestream):

@@ -74,10 +74,12 @@ class EndOfImageTests(unittest.TestCase):
 
     def test_endsWithEOI(self):
         """After any 0x00 or 0xFF padding: GDCM pads its frames with 0x00,
-        pydicom's JPEG-lossy.dcm with 0xFF."""
+        pydicom's JPEG-lossy.dcm with 0xFF; and after a few bytes of
+        anything: DCMTK's dcmcjpls +en pads an odd-length frame with an
+        uninitialised byte, some encoders add a line feed."""
         frame = firstFrame("MR_small_jpeg_ls_lossless.dcm")
         for whole in (frame, frame + b"\0\0\0", firstFrame("SC_rgb_jpeg_gdcm.dcm"), firstFrame("JPEG-lossy.dcm"),
-                      b"\xff\xd9"):
+                      b"\xff\xd9", frame + b"\x63", frame + b"\xd9", frame + b"\n\0", frame + bytes(range(1, 9))):
             self.assertTrue(endsWithEOI(whole), whole[-4:])
-        for cut in (frame[:-2], frame[:len(frame) // 3], frame[:-1] + b"\0", b"\xd9", b""):
+        for cut in (frame[:-2], frame[:len(frame) // 3], frame[:-1] + b"\0", b"\xd9", b"", frame + bytes(range(1, 10))):
             self.assertFalse(endsWithEOI(cut), cut[-4:])

@@ -11,6 +11,7 @@ import numpy as np
 import pydicom
 from pydicom.encaps import generate_frames
 from pydicom.pixels import pixel_array
+from pydicom.pixels.utils import as_pixel_options
 from pydicom.tag import Tag
 
 from pacscore.codecs.syntaxes import (
@@ -18,6 +19,7 @@ from pacscore.codecs.syntaxes import (
     JPEG_LOSSLESS_SV1, JPEG_LS_LOSSLESS, JPEG_LS_NEAR_LOSSLESS, JPEG_2000, JPEG_2000_LOSSLESS, RLE_LOSSLESS,
     isCompressed)
 from pacscore.codecs.filetranscode import NotStreamed, streams
+from pacscore.codecs.encapsulatedframes import frameDamage
 from pacscore.codecs.nkipixels import NKI_PIXEL_DATA, decompressDecoded, nkiStream
 from pacscore.codecs.rendering import checkFrameSize
 from pacscore.codecs.transcode import codedPrecision
@@ -146,11 +148,16 @@ def _nativeFrame(dataset, syntax, index):
     (1-bit pixels) or the data is compressed, decoded in the stored colour
     space (no YCbCr made RGB), at the precision coded (the stored words,
     bits above High Bit kept: ``codedPrecision``) and ``_storedLayout``.
-    The frame must be one the Pixel Data holds (``_checkHeld``)."""
+    The frame must be one the Pixel Data holds (``_checkHeld``); a JPEG or
+    JPEG-LS one cut short is a ValueError (``frameDamage``), never decoded
+    partly filled."""
     length = _storedLength(dataset, syntax)
     if length is not None:
         frame = bytes(dataset.PixelData[index * length:(index + 1) * length])
         return frame if syntax != EXPLICIT_VR_BIG_ENDIAN else _littleEndian(frame, _wordSize(dataset))
+    damage = frameDamage(syntax, dataset.PixelData, index, as_pixel_options(dataset))
+    if damage:
+        raise ValueError(damage)
     frame = _storedLayout(dataset, pixel_array(dataset, index=index, as_rgb=False,
                                                **codedPrecision(syntax, dataset.PixelData, dataset)))
     return frame.astype(frame.dtype.newbyteorder("<"), copy=False).tobytes()

@@ -419,6 +419,18 @@ class RetrieveTests(DicomWebTestCase):
             self.assertIn(f"{study}.1.1", broken)
 
     @defer.inlineCallbacks
+    def test_cutShortFrameRefused(self):
+        """A JPEG-LS frame cut before its end of image marker is a 422, in
+        frames/{n} as in bulk/7FE00010, never decoded partly filled."""
+        dataset = pydicom.dcmread(get_testdata_file("MR_small_jpeg_ls_lossless.dcm"))
+        frame = next(generate_frames(dataset.PixelData, number_of_frames=1))
+        dataset.PixelData = encapsulate([frame[:len(frame) // 3]])
+        path = yield self.stored(dataset, "cut.dcm")
+        for asked in ("/frames/1", "/bulk/7FE00010"):
+            found = yield self.fetch(path + asked, accept='multipart/related; type="application/octet-stream"')
+            self.assertEqual((asked, found.code), (asked, 422))
+
+    @defer.inlineCallbacks
     def test_frames(self):
         image = self.corpus[3]
         found = yield self.fetch(self.instancePath(image) + "/frames/1",

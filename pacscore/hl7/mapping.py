@@ -14,7 +14,8 @@ first order (PID, PV1 ...) are read at their first occurrence.
 A field's first repetition is read, every one of them for a ``DT_MSTR``
 column, whose values are joined by ``\\`` (OBR-18 ``AE_X~AE_Y`` gives the
 Scheduled Station AE Titles ``AE_X\\AE_Y``, which a query for either
-matches).
+matches); those that do not fit the column whole are dropped, logged,
+never cut into a value of their own.
 
 Values are made fit for their DICOM VR: outside LT, ST and UT a backslash
 (the value delimiter) becomes ``/``, control characters (an escaped line
@@ -164,6 +165,19 @@ class _Column:
             value = "=".join(group.rstrip("^") for group in value.split("="))
         return value
 
+    def fitting(self, values):
+        """The first of the valid ``values`` (a DT_MSTR column's, one a
+        repetition) that fit the column whole when joined by ``\\``, never
+        part of one; at least the first, which ``cut`` cuts when it does not
+        fit alone."""
+        kept, length = values[:1], len(values[0]) if values else 0
+        for value in values[1:]:
+            length += 1 + len(value)
+            if self.length and length > self.length:
+                break
+            kept.append(value)
+        return kept
+
     def cut(self, value):
         """``(value, length)``: a valid ``value`` cut to fit - a PN's groups
         to 64 characters each (PS3.5 6.2), then to the column's length -
@@ -270,8 +284,16 @@ class WorklistMapping:
             if segment is None or not segment.field(source.field):
                 return None  # not sent: HL7 says to leave it as it is
         repetitions = segment.repetitions(source.field) if column.isMulti else 1
-        value = "\\".join(filter(None, (self._repetitionValue(column, segment, repetition, message)
-                                         for repetition in range(repetitions))))
+        values = [value for repetition in range(repetitions)
+                  if (value := self._repetitionValue(column, segment, repetition, message))]
+        kept = column.fitting(values)
+        if len(kept) < len(values):
+            self.log.warn("HL7 {id}: {table}.{column} holds {length} characters: the values {dropped!r} of "
+                          "{segment}.{field} dropped, {kept!r} kept", id=message.controlId,
+                          table=self.truncations.table, column=column.name, length=column.length,
+                          dropped=values[len(kept):], segment=source.segment, field=source.field,
+                          kept=kept)
+        value = "\\".join(kept)
         if column.name == self.accessionColumn and column.length and len(value) > column.length:
             raise OrderRefused(f"accession number {value!r} is longer than the {column.length} characters of "
                                f"{column.name} in dicom.sql: cut, it could name another order")

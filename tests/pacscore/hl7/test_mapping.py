@@ -133,6 +133,24 @@ class ConversionTests(unittest.TestCase):
         self.assertEqual(mapOne(names, segment("OBR", {1: "1", 3: "A", 16: "1^Welby^Marcus~2^House^Gregory"})),
                          "Welby^Marcus\\House^Gregory")
 
+    def test_repetitionsThatDoNotFitAreDropped(self):
+        """A DT_MSTR column too short for every repetition keeps those that
+        fit whole, never part of one (``CT_SCANNER_01\\MR`` would be a
+        station of its own), and logs the ones dropped; a first one that
+        does not fit alone is cut as any value is."""
+        events = []
+        self.patch(WorklistMapping, "log", Logger(observer=events.append))
+        stations = column("ScheduledAE", "OBR.18", tag=(0x0040, 0x0001), length=16, dicomType="DT_MSTR")
+        sent = segment("OBR", {1: "1", 3: "ACC100", 18: "CT_SCANNER_01~MR_SCANNER_02~US1"})
+        self.assertEqual(mapOne(stations, sent), "CT_SCANNER_01")
+        [dropped] = [e for e in events if e["log_level"].name == "warn"]
+        self.assertIn("DICOMWorkList.ScheduledAE holds 16 characters: the values ['MR_SCANNER_02', 'US1'] "
+                      "of OBR.18 dropped, ['CT_SCANNER_01'] kept", formatEvent(dropped))
+        wide = column("ScheduledAE", "OBR.18", tag=(0x0040, 0x0001), length=30, dicomType="DT_MSTR")
+        self.assertEqual(mapOne(wide, sent), "CT_SCANNER_01\\MR_SCANNER_02")
+        narrow = column("ScheduledAE", "OBR.18", tag=(0x0040, 0x0001), length=8, dicomType="DT_MSTR")
+        self.assertEqual(mapOne(narrow, sent), "CT_SCANN")
+
     def test_dateAndTimeParts(self):
         cases = [
             ("202612011030", "20261201", "1030"),

@@ -32,8 +32,8 @@ same, told to the fetcher); the control commands' moves are the user's.
 One action per destination at a time (the runner sees to that); every
 failure raises ``ForwardError`` with the reason, but for an object that
 cannot be sent whatever is tried (``LeftOut``: the destination takes its
-SOP class in no syntax it can go in, it cannot be converted to one, the
-spool file of the object as an export line changed it is gone) a
+SOP class in no syntax it can go in, it cannot be converted to one, its
+stored file is damaged before its Pixel Data, the spool file of the object as an export line changed it is gone) a
 retry would change nothing: it is left out, logged, the rest goes, and the
 forward then raises ``Undelivered`` saying what was sent and what not; so
 is one whose C-STORE is answered with a status the destination will answer
@@ -66,6 +66,7 @@ from pacscore.export.queue import LEVELS
 from pacscore.export.selection import LEVEL_KEYS, indexKeys, remoteRequest
 from pacscore.export.spool import isSpooled
 from pacscore.export.stow import StowError, StowSender, dicomWebServers
+from pacscore.storage.attributes import DatasetError
 from pacscore.storage.reader import Missing
 
 ASSOCIATION_LEVELS = ("GLOBAL", "SOPCLASS") + LEVELS
@@ -95,8 +96,9 @@ class NotAccepted(LeftOut):
 
 class NotConvertible(LeftOut):
     """An object cannot be converted to any syntax the destination took for
-    it (pixel data the codecs here cannot decode, a compression line that
-    cannot read it): a property of the object, not of the destination."""
+    it (pixel data the codecs here cannot decode, a data set damaged before
+    them, a compression line that cannot read it): a property of the
+    object, not of the destination."""
 
 
 class ChangedCopyGone(LeftOut):
@@ -317,9 +319,7 @@ class Forwarder:
                     if await self._sendOne(protocol, action.destination, stored, compression):
                         sent += 1
                 except LeftOut as e:
-                    self.log.warn("forward to {destination}: {uid} left out, not retried: {error}",
-                                  destination=action.destination, uid=stored.sopInstanceUID, error=e)
-                    leftOut.append(e)
+                    self._leaveOut(action.destination, stored, e, leftOut)
                 except Refused as e:
                     if not carryOn:
                         raise
@@ -350,12 +350,24 @@ class Forwarder:
                               destination=action.destination, uid=stored.sopInstanceUID, reason=stored.reason)
             else:
                 readable.append(stored)
+        leftOut = []
         try:
-            sent = await self.stow.send(server, readable, action.compression, onSent, self._checkInterrupted)
+            sent = await self.stow.send(
+                server, readable,
+                lambda stored, reason: self._leaveOut(action.destination, stored, NotConvertible(reason), leftOut),
+                action.compression, onSent, self._checkInterrupted)
         except StowError as e:
             raise ForwardError(str(e)) from e
         _failUnreadable(located)
+        if leftOut:
+            raise Undelivered(action.destination, sent, leftOut, [])
         return sent
+
+    def _leaveOut(self, destination, stored, error, leftOut):
+        """Log that ``stored`` is left out for the ``LeftOut`` ``error``, added to ``leftOut``."""
+        self.log.warn("forward to {destination}: {uid} left out, not retried: {error}",
+                      destination=destination, uid=stored.sopInstanceUID, error=error)
+        leftOut.append(error)
 
     async def _open(self, link, node, key, kind, compression):
         """The association to send ``kind`` on, opened if need be."""
@@ -422,8 +434,8 @@ class Forwarder:
 
     def _read(self, stored, compression, destination):
         """In the I/O pool: ``readForPeer`` of ``stored`` (its s0..s9 line
-        run from us to ``destination``); ``NotConvertible`` when it cannot be,
-        ``ChangedCopyGone`` when it is a spool file gone (never followed to
+        run from us to ``destination``); ``NotConvertible`` when it cannot be
+        or its data set cannot be walked (``DatasetError``), ``ChangedCopyGone`` when it is a spool file gone (never followed to
         the stored object)."""
         spooled = isSpooled(stored.path)
         try:
@@ -431,6 +443,8 @@ class Forwarder:
                                self.compressionScripts, self.aeTitle, destination, follow=not spooled)
         except (TranscodeError, IdentifierError) as e:
             raise NotConvertible(f"{stored.sopInstanceUID}: {e}") from e
+        except DatasetError as e:
+            raise NotConvertible(f"{stored.sopInstanceUID} cannot be read: {e}") from e
         except FileNotFoundError as e:
             if not spooled:
                 raise

@@ -11,7 +11,9 @@ expanded; a large one read from its file as the body goes, see
 XX``, falling back as a C-STORE forward does (``convertToFirst``: an object
 the encoder cannot take goes as stored or uncompressed).  An answer
 that is not 200, or that lists failed objects, is a ``ForwardError``, so
-the export queue retries the action as it does a refused C-STORE."""
+the export queue retries the action as it does a refused C-STORE; an
+object whose stored file is damaged is left out, as a C-STORE forward
+leaves it out, and the rest goes."""
 
 import base64
 import json
@@ -33,6 +35,7 @@ from pacscore.dicom.retrieve import choices, convertToFirst
 from pacscore.dicom.storeddata import closeIfStored, readForPeer
 from pacscore.export.partsbody import PartsBody
 from pacscore.export.spool import isSpooled
+from pacscore.storage.attributes import DatasetError
 from pacscore.storage.part10 import encodeFileMeta
 from pacscore.web.dicomweb import multipart
 
@@ -119,10 +122,12 @@ class StowSender(DicomWebClient):
         self.workers = workers
         self.lossyQuality = lossyQuality
 
-    async def send(self, server, located, compression="", onSent=None, check=None):
+    async def send(self, server, located, onLeftOut, compression="", onSent=None, check=None):
         """STOW-RS the StoredObjects ``located`` to ``server``; how many were
-        stored. ``onSent(count)`` after each request; ``check()`` before
-        each object (what it raises ends the sending)."""
+        stored. ``onLeftOut(stored, reason)`` for one whose stored file is
+        damaged (``DatasetError``, which a retry would not mend), left out;
+        ``onSent(count)`` after each request; ``check()`` before each object
+        (what it raises ends the sending)."""
         code = compression or AS_STORED_CODE
         batch, size, sent = [], 0, 0
         try:
@@ -131,6 +136,9 @@ class StowSender(DicomWebClient):
                     check()
                 try:
                     meta, data = await self._part(server, stored, code)
+                except DatasetError as e:
+                    onLeftOut(stored, f"{stored.sopInstanceUID} cannot be read: {e}")
+                    continue
                 except (OSError, TranscodeError, IdentifierError, ValueError) as e:
                     raise StowError(f"{stored.sopInstanceUID} cannot be sent in {code}: {e}") from e
                 batch.append((meta, data))

@@ -229,6 +229,27 @@ class ForwarderTests(unittest.TestCase):
                       f"{EXPLICIT} (what DEST takes it in): cannot decode",
                       [formatEvent(event) for event in events])
 
+    def test_aDamagedObjectIsLeftOutNotRetried(self):
+        """A stored file damaged before its Pixel Data (the VR of Bits
+        Stored overwritten: an impossible length) is left out with one log
+        line, the objects after it go, the action fails with Undelivered."""
+        path = os.path.join(self.archive.folder, "PAT1", "1.2.3.1.1.dcm")
+        with open(path, "rb") as f:
+            content = bytearray(f.read())
+        at = content.find(b"\x28\x00\x01\x01US")
+        content[at + 4:at + 6] = b"\0\0"
+        with open(path, "wb") as f:
+            f.write(content)
+        forwarder = self.forwarder()
+        events = []
+        forwarder.log = Logger(observer=events.append)
+        failure = self.forward(forwarder, imageAction("", level="SERIES"))
+        failure.trap(Undelivered)
+        self.assertEqual(self.received(), ["1.2.3.1.0", "1.2.3.1.2"])
+        [line] = [formatEvent(event) for event in events]
+        self.assertTrue(line.startswith("forward to DEST: 1.2.3.1.1 left out, not retried: 1.2.3.1.1 cannot be "
+                                        "read: element (0028,0101)"), line)
+
     def test_fallsBackToUncompressedWhenThePeerRefuses(self):
         forwarder = self.forwarder()
         self.forward(forwarder, imageAction("1.2.3.1.0", compression="jk"))

@@ -9,13 +9,14 @@ from dataclasses import replace
 import pydicom
 from pydicom.data import get_testdata_file
 from twisted.internet import defer, reactor
+from twisted.logger import Logger, formatEvent
 from twisted.trial import unittest
 
 from pacscore.config.errors import ConfigError
 from pacscore.dicom import storeddata
 from pacscore.export import partsbody, stow
 from pacscore.export.fetch import DicomWebFetcher
-from pacscore.export.forwarder import Forwarder, ForwardError
+from pacscore.export.forwarder import Forwarder, ForwardError, Undelivered
 from pacscore.export.queue import Action, Target
 from pacscore.export.stow import DicomWebServer, dicomWebServers
 from pacscore.storage.part10 import readFileMeta
@@ -141,6 +142,27 @@ class StowForwardTests(unittest.TestCase):
                     for path in self.destination.files()}
         self.assertEqual(syntaxes.pop(dose.SOPInstanceUID), IMPLICIT_VR_LITTLE_ENDIAN)
         self.assertEqual(set(syntaxes.values()), {JPEG_2000_LOSSLESS})
+
+    @defer.inlineCallbacks
+    def test_aDamagedObjectIsLeftOutNotRetried(self):
+        """A stored file damaged before its Pixel Data (the VR of Bits
+        Stored overwritten: an impossible length) is left out with one log
+        line, the others are stored, the forward fails with Undelivered."""
+        path = self.source.files()[0]
+        with open(path, "rb") as f:
+            content = bytearray(f.read())
+        at = content.find(b"\x28\x00\x01\x01US")
+        content[at + 4:at + 6] = b"\0\0"
+        with open(path, "wb") as f:
+            f.write(content)
+        forwarder, events = self.forwarder(), []
+        forwarder.log = Logger(observer=events.append)
+        error = yield self.assertFailure(defer.ensureDeferred(forwarder.forward(self.action())), Undelivered)
+        self.assertEqual(error.sent, len(self.corpus) - 1)
+        self.assertEqual((yield self.destination.count("image")), len(self.corpus) - 1)
+        [line] = [formatEvent(event) for event in events]
+        self.assertRegex(line, r"^forward to cloud: [0-9.]+ left out, not retried: [0-9.]+ cannot be read: "
+                               r"element \(0028,0101\)")
 
     @defer.inlineCallbacks
     def test_refusals(self):

@@ -106,9 +106,6 @@ class IControlCommand(Interface):
 
     name = Attribute("The command word as typed after '--', lower case: 'display_status', 'get_amap'.")
     usage = Attribute("One line for 'dgate -?', e.g. '--get_param:name,fmt  Read any parameter from DICOM.INI'.")
-    readOnly = Attribute("True for a command that changes nothing (archive, index, configuration, the "
-                         "server's state) and reads no file its caller names: the only ones sandboxed Lua "
-                         "scripts may run (with their context's 'sandboxed' set: no output file, no secret).")
 
     def run(arguments, context):
         """Carry the command out. ``arguments`` is the text after the first
@@ -121,3 +118,9 @@ class IControlCommand(Interface):
         it; a long command reports progress with ``context.progress(text)``.
         Bad arguments or a failure: raise (or errback with)
         ``pacscore.control.context.CommandError``."""
+
+    # Optional (absent means False):
+    #   readOnly: True for a command that changes nothing (archive, index,
+    #     configuration, the server's state) and reads no file its caller
+    #     names: the only ones sandboxed Lua scripts may run (with their
+    #     context's 'sandboxed' set: no output file, no secret).

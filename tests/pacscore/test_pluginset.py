@@ -91,3 +91,18 @@ class PluginSetTests(unittest.TestCase):
             [command] = PluginSet(package).providing(IConverterCommand)
         self.assertFalse(hasattr(command, "reachesOutside"))
         self.assertEqual(self.errors(events), [])
+
+    def test_readOnlyIsOptional(self):
+        """A control command need not say whether it is readOnly (absent:
+        False, not run by sandboxed Lua scripts), as before the check."""
+        package = self.package(control="""
+            @implementer(IPlugin, IControlCommand)
+            class Hello:
+                name = "hello"; usage = "--hello"
+                def run(self, arguments, context): return "hello"
+            hello = Hello()
+            """)
+        with capturedLogs() as events:
+            [command] = PluginSet(package).providing(IControlCommand)
+        self.assertFalse(hasattr(command, "readOnly"))
+        self.assertEqual(self.errors(events), [])

@@ -7,12 +7,22 @@ is left out with one log line naming it, and the archive goes on with the
 rest.
 """
 
+from types import ModuleType
+
 from twisted.logger import Logger
 from twisted.plugin import getPlugins
 from zope.interface.exceptions import BrokenImplementation, BrokenMethodImplementation, Invalid
 from zope.interface.verify import verifyObject
 
 import plugins
+
+
+def _named(plugin):
+    """The dotted name of ``plugin``: the module or class it is, else its class."""
+    if isinstance(plugin, ModuleType):
+        return plugin.__name__
+    kind = plugin if isinstance(plugin, type) else type(plugin)
+    return f"{kind.__module__}.{kind.__qualname__}"
 
 
 def _problem(error):
@@ -37,9 +47,8 @@ class PluginSet:
         try:
             verifyObject(interface, plugin)
         except Invalid as e:
-            kind = type(plugin)
             self.log.error("plugin {plugin} is not a usable {interface} ({problems}); it is not available",
-                           plugin=f"{kind.__module__}.{kind.__qualname__}", interface=interface.__name__,
+                           plugin=_named(plugin), interface=interface.__name__,
                            problems=", ".join(_problem(each) for each in getattr(e, "exceptions", [e])))
             return False
         return True

@@ -106,3 +106,29 @@ class PluginSetTests(unittest.TestCase):
             [command] = PluginSet(package).providing(IControlCommand)
         self.assertFalse(hasattr(command, "readOnly"))
         self.assertEqual(self.errors(events), [])
+
+    def test_aClassOrModulePluginIsNamed(self):
+        """A plugin that is a class (declared with ``@provider``) or a
+        module (one that ``moduleProvides``, imported by a plugin module) is
+        named itself in the line, not as its type."""
+        package = self.package(modular="""
+            from zope.interface import moduleProvides
+            moduleProvides(IPlugin, IControlCommand)
+            name = "modular"
+            """, importing="""
+            from . import modular
+            """, classy="""
+            from zope.interface import provider
+            @provider(IPlugin, IConverterCommand)
+            class Classy:
+                name = "classy"; scope = "IE"; condition = False
+                @staticmethod
+                def parse(arguments, where): return arguments
+            """)
+        with capturedLogs() as events:
+            self.assertEqual(PluginSet(package).providing(IConverterCommand), [])
+            self.assertEqual(PluginSet(package).providing(IControlCommand), [])
+        self.assertEqual(self.errors(events), [
+            f"plugin {package.__name__}.classy.Classy is not a usable IConverterCommand (no run); it is not available",
+            f"plugin {package.__name__}.modular is not a usable IControlCommand (no usage, no run); "
+            f"it is not available"])

@@ -58,6 +58,13 @@ def mode(value):
     return found if found in MODES and pixels > 0 else None
 
 
+def expandedSize(value):
+    """The bytes of the pixel data a (7FDF,0010) value (``mode`` not None)
+    expands to: its header's number of 16-bit pixels, over all frames (the
+    stream is one run of differences from its first pixel)."""
+    return _SHORT_HEADER.unpack_from(value)[0] * 2
+
+
 def compress(pixelData, compressionMode):
     """The (7FDF,0010) value for ``pixelData`` (bytes of 16-bit little
     endian words) in NKI mode ``compressionMode``; even length."""

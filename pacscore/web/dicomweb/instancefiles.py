@@ -18,12 +18,13 @@ from pacscore.codecs.syntaxes import (
     EXPLICIT_VR_BIG_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN, JPEG_BASELINE, JPEG_EXTENDED, JPEG_LOSSLESS,
     JPEG_LOSSLESS_SV1, JPEG_LS_LOSSLESS, JPEG_LS_NEAR_LOSSLESS, JPEG_2000, JPEG_2000_LOSSLESS, RLE_LOSSLESS,
     isCompressed)
+from pacscore.codecs import nki
 from pacscore.codecs.filetranscode import NotStreamed, streams
 from pacscore.codecs.encapsulatedframes import frameDamage
 from pacscore.codecs.nkipixels import NKI_PIXEL_DATA, decompressDecoded, nkiStream
 from pacscore.codecs.rendering import checkFrameSize
-from pacscore.codecs.transcode import codedPrecision
-from pacscore.dicom.storeddata import openDataset
+from pacscore.codecs.transcode import TranscodeError, codedPrecision
+from pacscore.dicom.storeddata import STREAMED_OBJECT, openDataset
 from pacscore.storage.attributes import readAttributes
 from pacscore.storage.part10 import fileMetaOf, readFileMeta, sendsAsItIs
 from pacscore.storage.regularfiles import openRegularFile
@@ -254,12 +255,12 @@ def instanceFrames(path, numbers, choose):
     Little Endian.  ``first`` is the bytes of the first of ``numbers``,
     ``frame(index)`` (in the I/O pool; from 0) those of another, each decoded
     only when asked for, so that the frames of an answer are held one at a
-    time.  NKI compressed pixel data is expanded first, as stored too.
-    NoSuchFrame for a number beyond its frames or the frames its Pixel
-    Data holds (none when it is empty); FrameTooLarge (``checkFrameSize``)
-    for frames to decode too large to be."""
+    time.  NKI compressed pixel data is expanded first, as stored too
+    (``_expandedNKI``).  NoSuchFrame for a number beyond its frames or the
+    frames its Pixel Data holds (none when it is empty); FrameTooLarge
+    (``checkFrameSize``) for frames to decode too large to be."""
     dataset = _read(path, pixels=True)
-    decompressDecoded(dataset)
+    _expandedNKI(dataset)
     if not dataset.get("PixelData"):  # absent, or empty: pydicom reads an empty OW as None
         raise NoSuchFrame("the object has no Pixel Data")
     syntax = str(dataset.file_meta.TransferSyntaxUID)
@@ -282,6 +283,19 @@ def instanceFrames(path, numbers, choose):
             checkFrameSize(dataset.Rows, dataset.Columns, dataset.get("SamplesPerPixel"))
         frame = partial(_nativeFrame, dataset, syntax)
     return Frames(kind, sent, numbers, frame(numbers[0] - 1), frame)
+
+
+def _expandedNKI(dataset):
+    """The NKI compressed pixel data of ``dataset`` expanded
+    (``decompressDecoded``), all frames at once, as its stream runs over
+    them all; TranscodeError (a 422) when they would be larger than
+    ``STREAMED_OBJECT``."""
+    stream = nkiStream(dataset)
+    size = 0 if stream is None else nki.expandedSize(stream)
+    if size > STREAMED_OBJECT:
+        raise TranscodeError(f"its NKI compressed pixels expand to {size} bytes, more than the "
+                             f"{STREAMED_OBJECT} bytes WADO-RS expands in memory")
+    decompressDecoded(dataset)
 
 
 def _checkHeld(held, number, what):

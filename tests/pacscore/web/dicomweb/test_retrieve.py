@@ -559,6 +559,31 @@ class RetrieveTests(DicomWebTestCase):
             self.assertEqual(metadata["7FE00010"], {"vr": "OW", "BulkDataURI": f"{self.base}{path}/bulk/7FE00010"})
 
     @defer.inlineCallbacks
+    def test_framesOfLargeNKIObjectsAreRefused(self):
+        """The NKI stream runs over all the frames of an object, so its
+        frames are expanded all at once: one whose pixels expand to more
+        than STREAMED_OBJECT (here 300 frames of 32 kB in a file of 47 kB)
+        is a 422, logged, not expanded."""
+        ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+        frames = STREAMED_OBJECT // len(ds.PixelData) + 1
+        ds.SOPInstanceUID, ds.NumberOfFrames, ds.PixelData = generate_uid(), frames, ds.PixelData * frames
+        data = nkipixels.compressDataset(encodeDataset(ds, EXPLICIT), EXPLICIT, 2)
+        name = os.path.join(self.running.workdir, "nkilarge.dcm")
+        with open(name, "wb") as f:
+            f.write(encodeFileMeta(ds.SOPClassUID, ds.SOPInstanceUID, EXPLICIT, "1.2.3.4", "TEST") + data)
+        yield self.running.run(AddImageFile(), name)
+        path = f"/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}"
+        expanded = []
+        self.patch(instancefiles, "decompressDecoded", expanded.append)
+        with capturedLogs() as events:
+            for resource in ("/frames/1", "/bulk/7FE00010"):
+                found = yield self.fetch(path + resource, accept='multipart/related; type="application/octet-stream"')
+                self.assertEqual(found.code, 422, resource)
+                self.assertIn(f"its NKI compressed pixels expand to {len(ds.PixelData)} bytes".encode(), found.body)
+        self.assertEqual(expanded, [])
+        self.assertEqual(len([event for event in events if "cannot be shown" in formatEvent(event)]), 2)
+
+    @defer.inlineCallbacks
     def test_framesOfBigEndianObjects(self):
         """Native frames of objects stored in Explicit VR Big Endian are
         their little endian bytes as stored, as in the object retrieved in

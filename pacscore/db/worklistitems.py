@@ -53,8 +53,6 @@ within SQLTimeOut or fails (``Index.writeForPeer``); its transaction, if
 the database answers later, is rolled back before it commits, unless the
 database hung on the commit itself.
 
-``save`` and ``remove`` are the web page's edits: of one item, named by
-its accession number and step IDs (``itemOf``), never of another step.
 ``steps`` and ``lookup`` are for ``WorkListMode`` and the converters'
 ``%QW``: they run in the calling (I/O) thread.
 ``runWrite`` (default: the index's group-commit writer, ``runWrite`` or
@@ -294,29 +292,20 @@ class WorklistItems:
         (a row's dict, deleted), whose generated values, status (but a
         DISCONTINUED one a NW orders again) and values the order does not
         send it keeps; its ``Applied``."""
-        if replaced is None:
-            self._insertNew(connection, order.values)
-            return Applied(order.control, accession, "inserted")
+        values = {name: value for name, value in order.values.items() if name in self.table.c}
         status = self.statusColumn
-        kept = {name: value for name, value in self._ofTable(order.values).items()
+        if replaced is None:
+            if status is not None and not values.get(status):
+                values[status] = SCHEDULED
+            connection.execute(insert(self.table).values(values))
+            return Applied(order.control, accession, "inserted")
+        kept = {name: value for name, value in values.items()
                 if name not in self.generatedColumns and name not in order.absent}  # an XO without PID keeps the name
         if (status is not None and order.control in INSERT_CONTROLS and replaced[status] == DISCONTINUED
                 and not kept.get(status)):
             kept[status] = SCHEDULED  # ordered again
         connection.execute(insert(self.table).values({**replaced, **kept}))
         return Applied(order.control, accession, "updated" if order.control in UPDATE_CONTROLS else "replaced")
-
-    def _ofTable(self, values):
-        """Those of ``values`` ({column: value}) of the table's columns in use."""
-        inUse = {column.name for column in self._inUse()}
-        return {name: value for name, value in values.items() if name in inUse}
-
-    def _insertNew(self, connection, values):
-        """Insert a new item of ``values``, SCHEDULED unless they give a status."""
-        values = self._ofTable(values)
-        if self.statusColumn is not None and not values.get(self.statusColumn):
-            values[self.statusColumn] = SCHEDULED
-        connection.execute(insert(self.table).values(values))
 
     def _cancel(self, connection, order, accession):
         """Delete the items of the cancelled step (``_isOfStep``), or every
@@ -340,7 +329,7 @@ class WorklistItems:
             connection.execute(delete(self.table).where(key == accession))
         elif chosen:
             connection.execute(delete(self.table).where(key == accession, or_(*(
-                self.itemCondition(self.itemOf(item)) for item in chosen))))
+                and_(*self._itemCondition(self._itemOf(item))) for item in chosen))))
 
     def markPerformed(self, connection, steps, status, changeable=None, keep=()):
         """In the writer: set the Scheduled Procedure Step Status of the
@@ -357,7 +346,7 @@ class WorklistItems:
         changed = [item for item, current in found.items()
                    if item not in kept and (changeable is None or changeable(current))]
         for item in changed:
-            connection.execute(update(self.table).where(self.itemCondition(item))
+            connection.execute(update(self.table).where(*self._itemCondition(item))
                                .values({self.statusColumn: status}))
         return Marked(sorted({item[0] for item in changed}),
                       {item[0]: current for item, current in sorted(found.items(), key=lambda entry: entry[0][0])
@@ -375,7 +364,7 @@ class WorklistItems:
         for step in steps:
             items = [row for row in rows if row[self.accessionColumn] == step.accession]
             for row in ofStep(items, [step.requestedProcedureID], [step.stepID], self._idsOf):
-                found[self.itemOf(row)] = row[self.statusColumn]
+                found[self._itemOf(row)] = row[self.statusColumn]
         return found
 
     def _idsOf(self, row):
@@ -384,60 +373,14 @@ class WorklistItems:
         return tuple(row[self.stepColumns[tag]] if tag in self.stepColumns else None
                      for tag in (REQUESTED_PROCEDURE_ID, STEP_ID))
 
-    def itemOf(self, row):
-        """The ``(accession number, *step IDs)`` of an item's row (a mapping
-        of its columns), which tell it from the other items."""
-        return tuple(row.get(name) for name in (self.accessionColumn, *self.stepColumns.values()))
+    def _itemOf(self, row):
+        """The ``(accession number, *step IDs)`` of an item's row (a mapping)."""
+        return tuple(row[name] for name in (self.accessionColumn, *self.stepColumns.values()))
 
-    def itemCondition(self, item):
-        """The condition selecting the items ``(accession number, *step
-        IDs)`` (an ``itemOf``; one of the accession number alone selects
-        all of its items); an empty ID selects an empty or NULL column."""
+    def _itemCondition(self, item):
+        """The conditions selecting an item by its ``(accession number, *step IDs)``."""
         columns = [self.table.c[self.accessionColumn], *(self.table.c[name] for name in self.stepColumns.values())]
-        return and_(*(column == value if value else or_(column.is_(None), column == "")
-                      for column, value in zip(columns, item)))
-
-    def save(self, original, values):
-        """Deferred firing with the ``Applied`` (inserted, updated) of the
-        web page's item ``values`` stored as a new item (``original``
-        None) or in place of the item ``original`` (an ``itemOf``) alone;
-        ``OrderRefused`` when that item is gone, or another has the
-        accession number and step IDs of ``values``."""
-        return self.runWrite(self._save, original, values)
-
-    def _save(self, connection, original, values):
-        item = self.itemOf(values)
-        accession = item[0]
-
-        def exists(item):
-            return connection.execute(select(self.table.c[self.accessionColumn])
-                                      .where(self.itemCondition(item)).limit(1)).first() is not None
-
-        if original is not None and not exists(original):
-            raise OrderRefused(f"no worklist item with accession number {original[0]}{self._itemText(original)} "
-                               f"(deleted meanwhile?)", 204)
-        if (original is None or [v or "" for v in original] != [v or "" for v in item]) and exists(item):
-            raise OrderRefused(f"a worklist item with accession number {accession}{self._itemText(item)} exists "
-                               f"already: edit that one, or give this one another accession number or step ID")
-        if original is None:
-            self._insertNew(connection, values)
-            return Applied("NW", accession, "inserted")
-        connection.execute(update(self.table).where(self.itemCondition(original)).values(self._ofTable(values)))
-        return Applied("XO", accession, "updated")
-
-    def _itemText(self, item):
-        """" (ReqProcID CT1, SchedPSID CT1^HEAD)": the step IDs of an ``itemOf``, if any."""
-        step = self._stepText(dict(zip(self.stepColumns.values(), item[1:])))
-        return f" ({step})" if step else ""
-
-    def remove(self, item):
-        """Deferred firing with the ``Applied`` (deleted, absent) of the
-        web page's removal of the items ``item`` (an ``itemOf``)."""
-        return self.runWrite(self._remove, item)
-
-    def _remove(self, connection, item):
-        removed = connection.execute(delete(self.table).where(self.itemCondition(item))).rowcount
-        return Applied("CA", item[0], "deleted" if removed else "absent")
+        return [column.is_(None) if value is None else column == value for column, value in zip(columns, item)]
 
     def lookup(self, accessionNumber):
         """In the calling thread: the first of the ``steps`` of this

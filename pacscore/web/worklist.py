@@ -1,23 +1,20 @@
 """The modality worklist on the web (Conquest's CGI modes): ``queryworklist``
 lists the items; with ``WebReadOnly = 0`` also ``editrecord`` (an item, by
-``accession`` and its step IDs, the Requested Procedure ID and Scheduled
-Procedure Step ID columns, which tell the steps of an order apart; or
-Conquest's ``query=AccessionN = 'A1'``, the first item of A1) and
-``addrecord`` (a new one) show a form whose button POSTs ``saverecord``,
-and ``deleterecord`` (POST) removes an item (by Conquest's query, every
-item of the accession number).
+``accession``, or Conquest's ``query=AccessionN = 'A1'``) and ``addrecord``
+(a new one) show a form whose button POSTs ``saverecord``, and
+``deleterecord`` (POST) removes an item.
 
-Saving changes that one item in place (``WorklistItems.save``: also its
-accession number or step IDs, never another item), or inserts a new one;
-``*AN`` and ``*UI`` columns (dicom.sql's HL7 sources) left empty are
-generated, and keep their value when an item changes.  An item may not
-take the accession number and step IDs of another (409).  Values that
-are no valid DICOM are refused (400, naming the column): longer than
-their column, a date that is no real YYYYMMDD or a time no real
-HHMMSS.FFFFFF (``isDate``, ``isTime``, as HL7 orders are checked), a
-Patient's Sex other than M, F or O, a backslash (DICOM's value
-delimiter; not in DT_MSTR columns, which hold several values) or a
-control character outside LT, ST and UT.
+Saving goes through ``WorklistItems.apply`` as HL7 orders do: a change is
+an XO of the item (a changed accession number: the old item cancelled and
+the new one inserted, in one transaction), a new item an NW; ``*AN`` and
+``*UI`` columns (dicom.sql's HL7 sources) left empty are generated, and
+keep their value when an item changes (also when its accession number
+does: the new item takes them).  Values that are no valid DICOM are
+refused (400, naming the column): longer than their column, a date that
+is no real YYYYMMDD or a time no real HHMMSS.FFFFFF (``isDate``,
+``isTime``, as HL7 orders are checked), a Patient's Sex other than M, F
+or O, a backslash (DICOM's value delimiter; not in DT_MSTR columns, which
+hold several values) or a control character outside LT, ST and UT.
 """
 
 import re
@@ -26,7 +23,7 @@ from sqlalchemy import select
 
 from pacscore.db.worklistitems import OrderRefused
 from pacscore.dicom.datetimes import isDate, isTime
-from pacscore.hl7.mapping import PATIENT_SEX, SEXES, TEXT_VRS, columnVR
+from pacscore.hl7.mapping import PATIENT_SEX, SEXES, TEXT_VRS, OrderItem, columnVR
 from pacscore.web.answers import WebError, checkPost, htmlAnswer
 from pacscore.web.edits import CHANGED_BY_POST, checkWritable, writable
 from pacscore.web.html import SCRIPT, Markup, join, link, table, text, url
@@ -48,16 +45,11 @@ def _accessionColumn(archive):
     return name
 
 
-def _rows(connection, worklistTable, limit, condition=None):
+def _rows(connection, worklistTable, limit, accessionColumn=None, accession=None):
     query = select(worklistTable)
-    if condition is not None:
-        query = query.where(condition)
+    if accessionColumn is not None:
+        query = query.where(worklistTable.c[accessionColumn] == accession)
     return [dict(row._mapping) for row in connection.execute(query.limit(limit)).all()]
-
-
-def _stepNames(archive):
-    """The columns of the step IDs that, with the accession number, tell an item from the others."""
-    return list(archive.worklistItems.stepColumns.values())
 
 
 async def queryWorklist(archive, parameters):
@@ -69,61 +61,49 @@ async def queryWorklist(archive, parameters):
     accession = archive.worklistItems.accessionColumn
     if writable(archive, parameters) and accession is not None:
         for row, item in zip(rows, found):
-            steps = {name: item[name] for name in _stepNames(archive)}
-            row.insert(0, link(url("editrecord", accession=item[accession] or "", **steps), "edit"))
+            row.insert(0, link(url("editrecord", accession=item[accession] or ""), "edit"))
         names.insert(0, "")
         parts.append(join(Markup("<p>"), link(url("addrecord"), "Add an item"), Markup("</p>")))
     return htmlAnswer("worklist", table(f"{len(rows)} worklist entries", names, rows), *parts)
 
 
-def _item(archive, parameters):
-    """The ``WorklistItems.itemOf`` a request names: ``accession`` and the
-    step ID columns (empty when not given), or Conquest's
-    ``query=AccessionN = '...'``, every item of that accession number."""
+def _accession(parameters):
     accession = parameters.get("accession")
-    if accession:
-        return (accession, *(parameters.get(name) for name in _stepNames(archive)))
-    match = _CONQUEST_QUERY.match(parameters.get("query"))
-    if match is None:
-        raise WebError(400, "which item? give accession=... (or Conquest's query=AccessionN = '...')")
-    return (match.group(1).replace("''", "'"),)
-
-
-def _hidden(fields):
-    return "".join(f"<input type=\"hidden\" name=\"{text(name)}\" value=\"{text(value or '')}\">"
-                   for name, value in fields.items())
+    if not accession:
+        match = _CONQUEST_QUERY.match(parameters.get("query"))
+        if match is None:
+            raise WebError(400, "which item? give accession=... (or Conquest's query=AccessionN = '...')")
+        accession = match.group(1).replace("''", "'")
+    return accession
 
 
 def _form(archive, values, original):
-    """The form of an item's ``values``, saved in place of the item ``original`` (an ``itemOf``; None: a new one)."""
-    originals = dict(zip((ORIGINAL, *(f"original {name}" for name in _stepNames(archive))), original or ("",)))
     fields = "".join(
         f"<tr><th><label for=\"f{n}\">{text(column.name)}</label></th><td><input id=\"f{n}\" "
         f"name=\"{text(column.name)}\" value=\"{text(values.get(column.name) or '')}\" maxlength=\"{column.length}\" "
         f"size=\"{min(column.length, 64)}\"></td></tr>"
         for n, column in enumerate(_columns(archive)))
-    return Markup(f"<form action=\"{SCRIPT}?mode=saverecord\" method=\"post\">{_hidden(originals)}"
+    return Markup(f"<form action=\"{SCRIPT}?mode=saverecord\" method=\"post\">"
+                  f"<input type=\"hidden\" name=\"{ORIGINAL}\" value=\"{text(original)}\">"
                   f"<table>{fields}</table><input type=\"submit\" value=\"Save\"></form>")
 
 
 async def editRecord(archive, parameters):
     checkWritable(archive, parameters)
-    _accessionColumn(archive)
-    items = archive.worklistItems
-    item = _item(archive, parameters)
-    found = await archive.index.runQuery(_rows, archive.index.tables.worklist, 1, items.itemCondition(item))
+    accession = _accession(parameters)
+    column = _accessionColumn(archive)
+    found = await archive.index.runQuery(_rows, archive.index.tables.worklist, 1, column, accession)
     if not found:
-        raise WebError(404, f"no worklist item with accession number {item[0]}")
-    item = items.itemOf(found[0])
+        raise WebError(404, f"no worklist item with accession number {accession}")
     delete = Markup(f"<form action=\"{SCRIPT}?mode=deleterecord\" method=\"post\">"
-                    + _hidden(dict(zip(("accession", *_stepNames(archive)), item)))
-                    + "<input type=\"submit\" value=\"Delete this item\"></form>")
-    return htmlAnswer(f"worklist item {item[0]}", _form(archive, found[0], item), delete)
+                    f"<input type=\"hidden\" name=\"accession\" value=\"{text(accession)}\">"
+                    "<input type=\"submit\" value=\"Delete this item\"></form>")
+    return htmlAnswer(f"worklist item {accession}", _form(archive, found[0], accession), delete)
 
 
 async def addRecord(archive, parameters):
     checkWritable(archive, parameters)
-    return htmlAnswer("new worklist item", _form(archive, {}, None))
+    return htmlAnswer("new worklist item", _form(archive, {}, ""))
 
 
 def _values(archive, parameters):
@@ -170,34 +150,41 @@ async def saveRecord(archive, parameters, request):
     checkWritable(archive, parameters)
     checkPost(request, CHANGED_BY_POST)
     accessionColumn = _accessionColumn(archive)
-    items = archive.worklistItems
     original = parameters.get(ORIGINAL).strip()
-    if original:
-        original = (original, *(parameters.get(f"original {name}").strip() for name in _stepNames(archive)))
     values = _values(archive, parameters)
     table = archive.index.tables.worklist
-    previous = await archive.index.runQuery(_rows, table, 1, items.itemCondition(original)) if original else []
-    _fillGenerated(archive.worklistMapping, values, accessionColumn, previous[0] if previous else {})
+    previous = await archive.index.runQuery(_rows, table, 1, accessionColumn, original) if original else [{}]
+    if not previous:
+        raise WebError(409, f"no worklist item with accession number {original} (deleted meanwhile?)")
+    _fillGenerated(archive.worklistMapping, values, accessionColumn, previous[0])
     accession = values[accessionColumn]
     if not accession:
         raise WebError(400, f"{accessionColumn} is needed")
+    if accession != original and await archive.index.runQuery(_rows, table, 1, accessionColumn, accession):
+        raise WebError(409, f"a worklist item with accession number {accession} exists already: "
+                            f"edit that one, or give this one another accession number")
+    if not original:
+        orders = [OrderItem("NW", values)]
+    elif original == accession:
+        orders = [OrderItem("XO", values)]
+    else:
+        orders = [OrderItem("CA", {accessionColumn: original}), OrderItem("NW", values)]
     try:
-        applied = await items.save(original or None, values)
+        applied = await archive.worklistItems.apply(orders)
     except OrderRefused as e:
         raise WebError(409, str(e)) from e
     return htmlAnswer(f"worklist item {accession}",
-                      Markup("<p id=\"result\">"), f"worklist item {accession} {applied.action}", Markup("</p>"),
+                      Markup("<p id=\"result\">"), f"worklist item {accession} {applied[-1].action}", Markup("</p>"),
                       join(Markup("<p>"), link(url("queryworklist"), "Worklist"), Markup("</p>")))
 
 
 async def deleteRecord(archive, parameters, request):
     checkWritable(archive, parameters)
     checkPost(request, CHANGED_BY_POST)
-    _accessionColumn(archive)
-    item = _item(archive, parameters)
-    applied = await archive.worklistItems.remove(item)
-    return htmlAnswer(f"worklist item {item[0]}",
-                      Markup("<p id=\"result\">"), f"worklist item {item[0]} {applied.action}", Markup("</p>"),
+    accession = _accession(parameters)
+    applied = await archive.worklistItems.apply([OrderItem("CA", {_accessionColumn(archive): accession})])
+    return htmlAnswer(f"worklist item {accession}",
+                      Markup("<p id=\"result\">"), f"worklist item {accession} {applied[0].action}", Markup("</p>"),
                       join(Markup("<p>"), link(url("queryworklist"), "Worklist"), Markup("</p>")))
 
 

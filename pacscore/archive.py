@@ -169,7 +169,7 @@ class Archive:
         self.debugLevel = ini.getint("DebugLevel", 0)  # of the debug log, set when the service starts
         amenders = []  # in this order: the import converters then see Conquest's fixed Patient IDs
         if self.worklistMode in (1, 2):
-            amenders.append(WorklistAmender(self.worklistMode, self.worklistItems.steps, worklistColumns))
+            amenders.append(WorklistAmender(self.worklistMode, self.worklistItems.lookup, worklistColumns))
         patientIDFixer = PatientIDFixer.fromIni(ini)
         if patientIDFixer is not None:
             amenders.append(patientIDFixer)

@@ -1,4 +1,4 @@
-"""Writing the modality worklist, and reading the items of an Accession Number.
+"""Writing the modality worklist, and reading one item by Accession Number.
 
 HL7 orders (``pacscore.hl7.mapping.OrderItem``) are applied to the worklist
 table by their order control (ORC-1), keyed by the Accession Number column
@@ -53,8 +53,7 @@ within SQLTimeOut or fails (``Index.writeForPeer``); its transaction, if
 the database answers later, is rolled back before it commits, unless the
 database hung on the commit itself.
 
-``steps`` and ``lookup`` are for ``WorkListMode`` and the converters'
-``%QW``: they run in the calling (I/O) thread.
+``lookup`` is for ``WorkListMode``: it runs in the calling (I/O) thread.
 ``runWrite`` (default: the index's group-commit writer, ``runWrite`` or
 ``writeForPeer``) can be replaced, e.g. by tests that apply orders
 synchronously.
@@ -108,14 +107,6 @@ def ofStep(items, requestedProcedureIDs, stepIDs, idsOf):
         if found:
             return found
     return items
-
-
-def itemOfStep(items, requestedProcedureIDs, stepIDs):
-    """Of the ``items`` (``WorklistItems.steps``) of an accession number,
-    the one of the step an image names by its Requested Procedure IDs and
-    Scheduled Procedure Step IDs (``ofStep``), the first when it names none."""
-    return ofStep(items, requestedProcedureIDs, stepIDs,
-                  lambda item: (item.get(REQUESTED_PROCEDURE_ID), item.get(STEP_ID)))[0]
 
 
 class OrderRefused(Exception):
@@ -383,18 +374,14 @@ class WorklistItems:
         return [column.is_(None) if value is None else column == value for column, value in zip(columns, item)]
 
     def lookup(self, accessionNumber):
-        """In the calling thread: the first of the ``steps`` of this
-        accession number, or None when there is none."""
-        return next(iter(self.steps(accessionNumber)), None)
-
-    def steps(self, accessionNumber):
         """In the calling thread: ``{tag: value}`` of the non-empty columns of
-        each item with this accession number (one per step: ``itemOfStep``
-        picks one)."""
+        the item with this accession number, or None when there is none."""
         if self.accessionColumn is None or not accessionNumber:
-            return []
+            return None
         key = self.table.c[self.accessionColumn]
         with self.index.engine.connect() as connection:
-            rows = connection.execute(select(*self._inUse()).where(key == accessionNumber)).all()
-        return [{self.tagOf[name]: value for name, value in row._mapping.items() if name in self.tagOf and value}
-                for row in rows]
+            row = connection.execute(select(self.table).where(key == accessionNumber).limit(1)).first()
+        if row is None:
+            return None
+        return {self.tagOf[name]: value for name, value in row._mapping.items()
+                if name in self.tagOf and value}

@@ -1,13 +1,10 @@
 """WorkListMode (manual, dicom.ini): incoming images filled in from the worklist.
 
 With ``WorkListMode = 1`` an incoming object whose Accession Number is in
-the worklist gets the non-empty values of the worklist item of its step
-(of its Scheduled Procedure Step or Requested Procedure ID, top-level or
-in its Request Attributes Sequence; the first item when it names none):
-every attribute the object has that the item also holds is replaced, and
-the item's patient and study attributes (the columns outside a
-DT_STARTSEQUENCE/ENDSEQUENCE block of dicom.sql) are added when the
-object lacks them.  ``WorkListMode = 2``
+the worklist gets the worklist item's non-empty values: every attribute the
+object has that the item also holds is replaced, and the item's patient and
+study attributes (the columns outside a DT_STARTSEQUENCE/ENDSEQUENCE block
+of dicom.sql) are added when the object lacks them.  ``WorkListMode = 2``
 does the same and refuses an object whose Accession Number is not in the
 worklist.  The amended data set is what is written to disk and indexed.
 
@@ -18,7 +15,6 @@ the file is named, so the name and the index row see the new values.
 from pydicom.datadict import dictionary_VR
 
 from pacscore.converters.elements import textOf, walkElements
-from pacscore.db.worklistitems import itemOfStep
 from pacscore.dicom.datasets import decodeDataset, encodeDataset
 from pacscore.dicom.identifiers import SPECIFIC_CHARACTER_SET, responseCharacterSet
 
@@ -43,36 +39,26 @@ def topLevelTags(columns):
     return frozenset(tags)
 
 
-def requestedSteps(dataset):
-    """``(Requested Procedure IDs, Scheduled Procedure Step IDs)`` an image
-    gives: at its top level and in its Request Attributes Sequence."""
-    requests = [dataset, *(dataset.get("RequestAttributesSequence", None) or [])]
-    return tuple([value for request in requests if (value := str(request.get(keyword, "") or ""))]
-                 for keyword in ("RequestedProcedureID", "ScheduledProcedureStepID"))
-
-
 class WorklistAmender:
     """``amend(attrs, data, transferSyntax)`` -> new data set bytes, or
     None when nothing changes (``attrs``: the object's index attributes,
-    for its Accession Number); ``steps(accession)`` is
-    ``WorklistItems.steps``, of which the item of the image's step
-    (``requestedSteps``) fills it in."""
+    for its Accession Number); ``lookup(accession)`` is
+    ``WorklistItems.lookup``."""
 
-    def __init__(self, mode, steps, columns):
+    def __init__(self, mode, lookup, columns):
         self.mode = mode
-        self.steps = steps
+        self.lookup = lookup
         self.addable = topLevelTags(columns)
 
     def amend(self, attrs, data, transferSyntax):
         accessionNumber = attrs.get(ACCESSION_NUMBER, "")
-        items = self.steps(accessionNumber) if accessionNumber else []
-        if not items:
+        item = self.lookup(accessionNumber) if accessionNumber else None
+        if item is None:
             if self.mode == 2:
                 raise WorklistRefusal(f"Accession Number {accessionNumber!r} is not in the worklist "
                                       "(WorkListMode = 2)")
             return None
         dataset = decodeDataset(data, transferSyntax)
-        item = itemOfStep(items, *requestedSteps(dataset))
         changes = {}
         for tag, value in item.items():
             if tag in dataset or tag in self.addable:

@@ -439,25 +439,6 @@ class WorkListModeTests(unittest.TestCase):
                                         "DICOMImages.SeriesInstanceUID = DICOMSeries.SeriesInstanceUID "
                                         "WHERE StudyInstanceUID = ?", (worklistUID,)).fetchall(), [("WLPAT1",)])
 
-    def test_mode1TakesTheImagesStep(self):
-        """An order of two steps (CT1 CT HEAD, CT2 CT NECK): an image of CT2
-        (its Requested Procedure ID) is filled in from CT2's item, not
-        given CT1's procedure."""
-        server = self.startServer(1)
-        path = os.path.join(self.workdir, "steps.hl7")
-        head, neck = (orderMessage("WL2", "ACCWL2", "WLPAT2", "Two^Steps", procedure=procedure)
-                      for procedure in (("CT1", "CT HEAD"), ("CT2", "CT NECK")))
-        writeMessages(path, [head + b"\r" + b"\r".join(neck.split(b"\r")[-2:])])
-        self.assertEqual(acks(server.sendHL7(path)), [("AA", "WL2")])
-        ds, image = self.image("neck.dcm", "ACCWL2")
-        ds.RequestedProcedureID, ds.RequestedProcedureDescription = "CT2", "CT NECK"
-        ds.save_as(image, enforce_file_format=True)
-        result = server.store(image)
-        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
-        [stored] = self.storedFiles(server)
-        self.assertEqual((stored.PatientID, stored.RequestedProcedureID, stored.RequestedProcedureDescription),
-                         ("WLPAT2", "CT2", "CT NECK"))
-
     def test_mode2RefusesImagesWithoutAnOrder(self):
         server = self.startServer(2)
         _, known = self.image("known.dcm", "ACCWL1")

@@ -9,7 +9,7 @@ from twisted.trial import unittest
 
 from pacscore.config.dicomsql import DatabaseLayout
 from pacscore.db.index import Index
-from pacscore.db.worklistitems import OrderRefused, Step, WorklistItems, itemOfStep
+from pacscore.db.worklistitems import OrderRefused, Step, WorklistItems
 from pacscore.hl7.mapping import OrderItem
 from tests.pacscore.db.test_schema import TABLE_NAMES, sqliteEngine
 
@@ -205,20 +205,6 @@ class WorklistItemsTests(unittest.TestCase):
         self.assertEqual(self.items.lookup("A1"), {ACCESSION: "A1", PATIENT_NAME: "DOE^JOHN", STUDY_UID: "1.2.1"})
         self.assertIsNone(self.items.lookup("A2"))
         self.assertIsNone(self.items.lookup(""))
-
-    def test_theItemOfAnImagesStep(self):
-        """Of the steps of an accession number, WorkListMode takes the one of
-        the image's Scheduled Procedure Step IDs, else of its Requested
-        Procedure IDs, else the first."""
-        self.apply(*(step("NW", stepID, procedureID, PatientName="TWO^STEPS")
-                     for stepID, procedureID in (("CT1^HEAD", "CT1"), ("CT2^NECK", "CT2"))))
-        items = self.items.steps("A1")
-        self.assertEqual([item[0x00401001] for item in items], ["CT1", "CT2"])
-        for requested, scheduled, found in ((["CT2"], [], "CT2"), (["CT1", "CT9"], ["CT2^NECK"], "CT2"),
-                                            (["CT9"], ["CT9^FOOT"], "CT1"), ([], [], "CT1")):
-            item = itemOfStep(items, requested, scheduled)
-            self.assertEqual((item[0x00401001], item[PATIENT_NAME]), (found, "TWO^STEPS"), (requested, scheduled))
-        self.assertEqual(self.items.steps("A2"), [])
 
     def test_itemsStoredWithSpacesAroundTheAccessionNumber(self):
         """Items an older version stored with OBR-3's spaces ('A1 ') get

@@ -7,12 +7,11 @@ from twisted.trial import unittest
 
 from pacscore.config.dicomsql import DatabaseLayout
 from pacscore.dicom.datasets import decodeDataset, encodeDataset
-from pacscore.storage.worklistmode import WorklistAmender, WorklistRefusal, requestedSteps, topLevelTags
+from pacscore.storage.worklistmode import WorklistAmender, WorklistRefusal, topLevelTags
 from pacscore.testing.corpus import makeDataset
 
 ACCESSION, PATIENT_NAME, PATIENT_ID, BIRTH_DATE = 0x00080050, 0x00100010, 0x00100020, 0x00100030
 STUDY_UID, MODALITY, MEDICAL_ALERTS, START_DATE = 0x0020000D, 0x00080060, 0x00102000, 0x00400002
-REQUESTED_PROCEDURE, PROCEDURE_DESCRIPTION = 0x00401001, 0x00321060
 
 ITEM = {ACCESSION: "ACC1", PATIENT_NAME: "Wörklist^Name", PATIENT_ID: "WL1", BIRTH_DATE: "19800101",
         STUDY_UID: "1.2.826.0.1.99", MODALITY: "CT", MEDICAL_ALERTS: "Latex", START_DATE: "20261202"}
@@ -25,8 +24,7 @@ class WorklistAmenderTests(unittest.TestCase):
         self.items = {"ACC1": dict(ITEM)}
 
     def amender(self, mode):
-        return WorklistAmender(mode, lambda accession: [self.items[accession]] if accession in self.items else [],
-                               self.columns)
+        return WorklistAmender(mode, self.items.get, self.columns)
 
     def data(self, syntax=ExplicitVRLittleEndian, accession="ACC1", charset=None, name="Typed^Name"):
         ds = makeDataset("PAT9", name, "1.2.3", "1.2.3.4", "1.2.3.4.5", 1, 1, rows=8, columns=8,
@@ -54,35 +52,6 @@ class WorklistAmenderTests(unittest.TestCase):
             self.assertNotIn("ScheduledProcedureStepStartDate", amended)
             self.assertEqual(amended.PixelData, original.PixelData)
             self.assertEqual(amended.SeriesInstanceUID, original.SeriesInstanceUID)
-
-    def test_theItemOfTheImagesStep(self):
-        """Of the items of an accession number's steps, the image gets the
-        one of its Requested Procedure ID or Scheduled Procedure Step ID
-        (top level or Request Attributes Sequence), not another step's."""
-        head, neck = ({**ITEM, REQUESTED_PROCEDURE: procedure, PROCEDURE_DESCRIPTION: description}
-                      for procedure, description in (("CT1", "CT HEAD"), ("CT2", "CT NECK")))
-        amender = WorklistAmender(1, lambda accession: [head, neck], self.columns)
-        for where in ("top", "request"):
-            ds, _ = self.data()
-            ds.RequestedProcedureDescription = "CT NECK"
-            request = ds if where == "top" else Dataset()
-            request.RequestedProcedureID = "CT2"
-            if where == "request":
-                ds.RequestAttributesSequence = [request]
-            amended = decodeDataset(amender.amend({ACCESSION: "ACC1"}, encodeDataset(ds, ExplicitVRLittleEndian),
-                                                  ExplicitVRLittleEndian), ExplicitVRLittleEndian)
-            self.assertEqual((amended.RequestedProcedureDescription, str(amended.PatientName)),
-                             ("CT NECK", "Wörklist^Name"), where)
-
-    def test_requestedSteps(self):
-        ds = Dataset()
-        self.assertEqual(requestedSteps(ds), ([], []))
-        ds.RequestedProcedureID = "CT2"
-        requests = [Dataset(), Dataset()]
-        requests[0].RequestedProcedureID, requests[0].ScheduledProcedureStepID = "CT3", "S3"
-        requests[1].ScheduledProcedureStepID = "S4"
-        ds.RequestAttributesSequence = requests
-        self.assertEqual(requestedSteps(ds), (["CT2", "CT3"], ["S3", "S4"]))
 
     def test_existingCharacterSetWidenedWhenNeeded(self):
         self.items["ACC1"][PATIENT_NAME] = "山田^太郎"

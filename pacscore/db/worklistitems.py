@@ -34,9 +34,8 @@ When dicom.sql gives the worklist a Scheduled Procedure Step Status
 (0040,0020) column, a new item is SCHEDULED (unless its order says
 otherwise) and ``markPerformed`` sets it from the modality's MPPS
 (``pacscore.dicom.mpps``: the ``Step`` of each of its scheduled steps
-finds the items of its Scheduled Procedure Step ID, else of its Requested
-Procedure ID, else all of its accession number's: ``ofStep``), so a
-worklist query can leave out started items;
+finds the items as an order does), so a worklist query can leave out
+started items;
 given ``changeable``, a test of an item's current status, it marks only the
 items it is true of and leaves the others as they are (``Marked.kept``).
 A NW re-sent for a DISCONTINUED item (the RIS ordering it again) makes it
@@ -93,20 +92,6 @@ class Step(NamedTuple):
     accession: str
     requestedProcedureID: str = ""
     stepID: str = ""
-
-
-def ofStep(items, requestedProcedureIDs, stepIDs, idsOf):
-    """Those of the ``items`` of one accession number that are of the step
-    with one of the Scheduled Procedure Step IDs ``stepIDs``, else (none
-    has one: a modality that makes its own) with one of the
-    ``requestedProcedureIDs``; all of them when none is (IDs not given,
-    or not as the worklist gave them).  ``idsOf(item)``: its (Requested
-    Procedure ID, Scheduled Procedure Step ID)."""
-    for position, wanted in ((1, set(stepIDs) - {""}), (0, set(requestedProcedureIDs) - {""})):
-        found = [item for item in items if idsOf(item)[position] in wanted]
-        if found:
-            return found
-    return items
 
 
 class OrderRefused(Exception):
@@ -325,7 +310,7 @@ class WorklistItems:
     def markPerformed(self, connection, steps, status, changeable=None, keep=()):
         """In the writer: set the Scheduled Procedure Step Status of the
         items of ``steps`` (``Step``: each the items of its accession number
-        of the step it names, ``_itemsOf``) to ``status``, or,
+        with the step IDs it gives, ``_itemsOf``) to ``status``, or,
         given ``changeable``, of those whose current status it is true of,
         never of the items of the steps ``keep``; a ``Marked`` of the
         accession numbers of the items there are (none without a status
@@ -345,24 +330,23 @@ class WorklistItems:
 
     def _itemsOf(self, connection, steps):
         """``{(accession number, *step IDs): status}`` of the items of
-        ``steps``: those of its accession number of the step it names
-        (``ofStep``)."""
+        ``steps``: those of its accession number with the step IDs it gives
+        (an item without one is of every step) or, when none has them (a
+        modality that does not repeat them as the worklist gave them), all
+        of them."""
         key, column = self.table.c[self.accessionColumn], self.table.c[self.statusColumn]
         stepIDs = [self.table.c[name] for name in self.stepColumns.values()]
-        rows = [row._mapping for row in connection.execute(
-            select(key, *stepIDs, column).where(key.in_(sorted({step.accession for step in steps}))))]
+        rows = connection.execute(select(key, *stepIDs, column)
+                                  .where(key.in_(sorted({step.accession for step in steps})))).all()
         found = {}
         for step in steps:
-            items = [row for row in rows if row[self.accessionColumn] == step.accession]
-            for row in ofStep(items, [step.requestedProcedureID], [step.stepID], self._idsOf):
-                found[self._itemOf(row)] = row[self.statusColumn]
+            given = {REQUESTED_PROCEDURE_ID: step.requestedProcedureID, STEP_ID: step.stepID}
+            wanted = [given[tag] for tag in self.stepColumns]
+            items = [row for row in rows if row[0] == step.accession]
+            named = [row for row in items
+                     if all(not want or held in (None, "", want) for want, held in zip(wanted, row[1:-1]))]
+            found.update((tuple(row[:-1]), row[-1]) for row in named or items)
         return found
-
-    def _idsOf(self, row):
-        """The (Requested Procedure ID, Scheduled Procedure Step ID) of an
-        item's row (a mapping), None for one the worklist has no column of."""
-        return tuple(row[self.stepColumns[tag]] if tag in self.stepColumns else None
-                     for tag in (REQUESTED_PROCEDURE_ID, STEP_ID))
 
     def _itemOf(self, row):
         """The ``(accession number, *step IDs)`` of an item's row (a mapping)."""

@@ -329,30 +329,6 @@ class ScheduledStepStatusTests(unittest.TestCase):
                              (["A1"], {"A1": "COMPLETED"}))
             self.assertEqual(statuses(), {"S1": "STARTED", "S2": "COMPLETED"})
 
-    def test_aStepMarkedByEitherID(self):
-        """A step whose Scheduled Procedure Step ID no item has is found by
-        its Requested Procedure ID (a modality making its own SPS ID, as
-        DCMTK's and pynetdicom's examples do): only that item is marked, not
-        every item of its accession number; its SPS ID, when an item has
-        it, comes first; an item without IDs only when no item has them."""
-        self.successResultOf(self.items.apply([order("NW", "A1", SchedPSID="S1", ReqProcID="R1"),
-                                               order("NW", "A1", SchedPSID="S2", ReqProcID="R2"),
-                                               order("NW", "A1")]))
-        table = self.index.tables.worklist
-
-        def statuses():
-            return sorted(connection.execute(select(table.c.SchedPSID, table.c.SchedPSStatus)).all(),
-                          key=lambda row: row[0] or "")
-
-        with self.engine.begin() as connection:
-            mark = self.items.markPerformed
-            mark(connection, [Step("A1", "R1", "SPS1")], "STARTED")
-            self.assertEqual(statuses(), [(None, "SCHEDULED"), ("S1", "STARTED"), ("S2", "SCHEDULED")])
-            mark(connection, [Step("A1", "R1", "S2")], "COMPLETED")
-            self.assertEqual(statuses(), [(None, "SCHEDULED"), ("S1", "STARTED"), ("S2", "COMPLETED")])
-            mark(connection, [Step("A1", "R9", "S9")], "DISCONTINUED")
-            self.assertEqual(statuses(), [(None, "DISCONTINUED"), ("S1", "DISCONTINUED"), ("S2", "DISCONTINUED")])
-
     def test_onlyChangeableItemsMarked(self):
         """Given ``changeable``, the items in a status it is false of keep
         it, and are named with it."""

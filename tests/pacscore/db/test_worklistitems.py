@@ -121,7 +121,8 @@ class WorklistItemsTests(unittest.TestCase):
         self.assertEqual([a.action for a in self.apply(step("XO", "CT2^NECK", "CT2", StartDate="20261212"))],
                          ["updated"])
         self.assertEqual(self.steps(), [("A1", "CT1^HEAD", "CT1", "20261210"), ("A1", "CT2^NECK", "CT2", "20261212")])
-        self.assertEqual([a.action for a in self.apply(step("CA", "CT1^HEAD", "CT1"))], ["deleted"])
+        self.assertEqual([a.action for a in self.apply(step("CA", "CT1^HEAD", "CT1"), step("DC", "CT3^FOOT", "CT3"))],
+                         ["deleted", "absent"])
         self.assertEqual(self.steps(), [("A1", "CT2^NECK", "CT2", "20261212")])
         self.apply(step("XO", "CT4^HAND", "CT4"))  # the only item of A1: its procedure changed
         self.assertEqual(self.steps(), [("A1", "CT4^HAND", "CT4", "20261212")])
@@ -169,25 +170,6 @@ class WorklistItemsTests(unittest.TestCase):
         self.assertEqual([a.action for a in applied], ["updated", "updated"])
         self.assertEqual(self.withUIDs(), [("A1", "CT4^HAND", "CT4", "1.2.4"), ("A1", "CT6^FOOT", "CT6", "1.2.1")])
         self.assertIn("no worklist item with accession number A9", self.refusal(order("XO", "A9", ReqProcID="X")))
-
-    def test_aCancelNeverLeavesTheItemCancelled(self):
-        """A cancel removes the items of its step, and those stored without
-        step IDs (an order without OBR-4, an item made on the web page, an
-        older version's row), which are of every step; when no item is of
-        its step (a procedure code corrected since), every item of its
-        accession number."""
-        self.apply(order("NW", "A1"), step("NW", "CT1^HEAD", "CT1", accession="A2"),
-                   step("NW", "CT2^NECK", "CT2", accession="A2"), order("NW", "A3"))
-        table = self.index.tables.worklist
-        with self.engine.begin() as connection:
-            connection.execute(table.insert().values(AccessionNumber="A3"))  # ReqProcID, SchedPSID NULL
-        applied = self.apply(step("CA", "CT1^HEAD", "CT1", accession="A1"), step("DC", "CT1^HEAD", "CT1",
-                                                                                accession="A3"))
-        self.assertEqual([a.action for a in applied], ["deleted", "deleted"])
-        self.assertEqual(self.steps(), [("A2", "CT1^HEAD", "CT1", None), ("A2", "CT2^NECK", "CT2", None)])
-        self.assertEqual([a.action for a in self.apply(step("CA", "CT9^FOOT", "CT9", accession="A2"))], ["deleted"])
-        self.assertEqual(self.steps(), [])
-        self.assertEqual([a.action for a in self.apply(step("CA", "CT1^HEAD", "CT1", accession="A2"))], ["absent"])
 
     def test_aMessageIsAppliedWholeOrNotAtAll(self):
         self.refusal(order("NW", "A1"), order("XO", "A9"))

@@ -128,15 +128,6 @@ class WorklistIntakeTests(IntakeTestCase):
         self.assertEqual(self.process(stepsMessage("CA", (1, "CT1", "CT HEAD", ""))).code, "AA")
         self.assertEqual(self.steps(), [("F1", "CT2", "CT2^CT NECK", "110000")])
 
-    def test_cancelOfAnItemWithoutStepIDs(self):
-        """An order sent without OBR-4 (no step IDs) is cancelled by a CA
-        that names its procedure: acknowledged and gone, and the next NW
-        is the only item."""
-        self.process(stepsMessage("NW", (1, "", "", "20261210100000")))
-        self.assertEqual(self.steps(), [("F1", "", "", "100000")])
-        self.assertEqual(self.process(stepsMessage("CA", (1, "CT1", "CT HEAD", ""))).code, "AA")
-        self.assertEqual(self.steps(), [])
-
     def test_correctedProcedureCodes(self):
         """The default dicom.sql's step IDs are the procedure code (OBR-4),
         which a RIS may correct: a NW sent again with another code replaces

@@ -6,19 +6,13 @@ and, as one order (accession number) may hold several requested procedures,
 one OBR each (PS3.4 K.6), by the step an order names: its Requested
 Procedure ID (0040,1001) and Scheduled Procedure Step ID (0040,0009), those
 of the two that dicom.sql fills from HL7 and the order sends (an ORC alone
-names every item of its accession number; an item stored without them is
-of every step):
+names every item of its accession number):
 
-- NW (new order): a message's NWs are the whole order of their accession
-  number: they replace every item it has, one item per OBR (a RIS
-  re-sending an order, with a corrected procedure code too, must not
-  create a twin item); each keeps the generated values and status of the
-  item of its step, one of a step no item has those of an item no NW
-  names;
-- XO (change order): update the items of its step; when an XO names a
-  step no item has (a procedure code changed), the items no XO of the
-  message names are replaced as a NW would; refused when the accession
-  number has no item;
+- NW (new order): insert; a repeated NW for a step already in the worklist
+  replaces its values (a RIS re-sending an order must not create a twin
+  item), one for another step of its accession number adds that step;
+- XO (change order): update the step's item, or the accession number's
+  only item (whose procedure it changes); refused when there is none;
 - CA, DC, OC, CR, DR, OD (cancel / discontinue): delete the step's item;
   nothing to delete is not an error (the RIS's wish holds either way).
 
@@ -189,109 +183,49 @@ class WorklistItems:
 
     def _apply(self, connection, orders, failed=None):
         """In the writer; ``failed`` set (the sender was answered that it
-        failed): rolled back, not committed.  The NW (or XO) orders of one
-        accession number are applied together (``_replace``)."""
-        applied = {}
-        for position, order in enumerate(orders):
-            accession = self._accessionOf(order)
-            if position in applied:
-                continue
-            if order.control in DELETE_CONTROLS:
-                applied[position] = self._cancel(connection, order, accession)
-                continue
-            batch = [n for n, other in enumerate(orders)
-                     if other.control == order.control and self._accessionOf(other) == accession]
-            applied.update(zip(batch, self._replace(connection, order.control, accession,
-                                                    [orders[n] for n in batch])))
+        failed): rolled back, not committed."""
+        applied = [self._applyOne(connection, order) for order in orders]
         if failed is not None and failed.is_set():
             raise Abandoned()
-        return [applied[position] for position in range(len(orders))]
+        return applied
 
-    def _accessionOf(self, order):
+    def _applyOne(self, connection, order):
+        key = self.table.c[self.accessionColumn]
         accession = order.values.get(self.accessionColumn, "")
         if not accession:
             raise OrderRefused(f"order {order.control} has no accession number "
                                f"(the source of {self.accessionColumn} in dicom.sql)", 101)
-        return accession
-
-    def _stepText(self, values):
-        """"ReqProcID CT1, SchedPSID CT1^HEAD": the step IDs ``values`` give."""
-        return ", ".join(f"{name} {values[name]}" for name in self.stepColumns.values() if values.get(name))
-
-    def _isOfStep(self, item, values):
-        """Whether the item (its row) is of the step whose IDs ``values``
-        give: it has each ID they give, or none (an item stored without)."""
-        return all(item[name] in (None, "", values[name]) for name in self.stepColumns.values() if values.get(name))
-
-    def _inUse(self):
-        """The worklist's columns, but a status column the table lacks (``checkStatusColumn``)."""
-        return [column for column in self.table.c
-                if column.name != self.configuredStatusColumn or self.statusColumn is not None]
-
-    def _replace(self, connection, control, accession, orders):
-        """The NW or XO ``orders`` of ``accession`` in one message, each
-        stored in place of the items of its step (its generated values
-        and status kept), those of a step no item has in place of the
-        items no order names, in turn.  A NW holds the whole order: the
-        items no NW names go.  An XO replaces the items no order names
-        only when one names a step no item has (an XO of every item with
-        one procedure changed)."""
-        key = self.table.c[self.accessionColumn]
-        items = [dict(row._mapping) for row in connection.execute(select(*self._inUse()).where(key == accession))]
-        if not items and control in UPDATE_CONTROLS:
-            step = self._stepText(orders[0].values)
-            raise OrderRefused(f"order {control}: no worklist item with accession number {accession}"
-                               + (f" ({step})" if step else ""), 204)
-        free, taken = list(range(len(items))), []  # items no order has taken; each order's
-        for order in orders:
-            taken.append([n for n in free if self._isOfStep(items[n], order.values)])
-            free = [n for n in free if n not in taken[-1]]
-        unnamed = [position for position, mine in enumerate(taken) if not mine]
-        removed = []
-        if control in INSERT_CONTROLS or unnamed:
-            for position, n in zip(unnamed, free):
-                taken[position] = [n]
-            removed = free[len(unnamed):]
-        replaced = sorted(removed + [n for mine in taken for n in mine])
-        if len(replaced) == len(items):
-            connection.execute(delete(self.table).where(key == accession))
-        elif replaced:
-            connection.execute(delete(self.table).where(key == accession, or_(*(
-                and_(*self._itemCondition(self._itemOf(items[n]))) for n in replaced))))
-        if removed:
-            self.log.info("{control} {accession}: worklist items of steps the order no longer holds removed "
-                          "({steps})", control=control, accession=accession,
-                          steps="; ".join(self._stepText(items[n]) for n in removed))
-        return [self._insert(connection, order, accession, items[mine[0]] if mine else None)
-                for order, mine in zip(orders, taken)]
-
-    def _insert(self, connection, order, accession, replaced):
-        """Store the item of ``order``, in place of the item ``replaced``
-        (a row's dict, deleted), whose generated values, status (but a
-        DISCONTINUED one a NW orders again) and values the order does not
-        send it keeps; its ``Applied``."""
         values = {name: value for name, value in order.values.items() if name in self.table.c}
-        status = self.statusColumn
-        if replaced is None:
-            if status is not None and not values.get(status):
-                values[status] = SCHEDULED
+        named = {name: order.values[name] for name in self.stepColumns.values() if order.values.get(name)}
+        ofAccession = key == accession
+        matching = and_(ofAccession, *(self.table.c[name] == value for name, value in named.items()))
+        status = [] if self.statusColumn is None else [self.table.c[self.statusColumn]]
+        existing = connection.execute(select(key, *status).where(matching).limit(1)).first()
+        if existing is None and named and order.control in UPDATE_CONTROLS:
+            only = connection.execute(select(key, *status).where(ofAccession).limit(2)).all()
+            if len(only) == 1:  # the accession number's one item, whose procedure the change names anew
+                matching, existing = ofAccession, only[0]
+        if order.control in DELETE_CONTROLS:
+            if existing is None:
+                return Applied(order.control, accession, "absent")
+            connection.execute(delete(self.table).where(matching))
+            return Applied(order.control, accession, "deleted")
+        if existing is None:
+            if order.control in UPDATE_CONTROLS:
+                step = "".join(f", {name} {value}" for name, value in named.items())
+                raise OrderRefused(f"order {order.control}: no worklist item with accession number {accession}"
+                                   + (f" ({step[2:]})" if step else ""), 204)
+            if status and not values.get(self.statusColumn):
+                values[self.statusColumn] = SCHEDULED
             connection.execute(insert(self.table).values(values))
             return Applied(order.control, accession, "inserted")
         kept = {name: value for name, value in values.items()
                 if name not in self.generatedColumns and name not in order.absent}  # an XO without PID keeps the name
-        if (status is not None and order.control in INSERT_CONTROLS and replaced[status] == DISCONTINUED
-                and not kept.get(status)):
-            kept[status] = SCHEDULED  # ordered again
-        connection.execute(insert(self.table).values({**replaced, **kept}))
+        if (status and order.control in INSERT_CONTROLS and existing[1] == DISCONTINUED
+                and not kept.get(self.statusColumn)):
+            kept[self.statusColumn] = SCHEDULED  # ordered again
+        connection.execute(update(self.table).where(matching).values(kept))
         return Applied(order.control, accession, "updated" if order.control in UPDATE_CONTROLS else "replaced")
-
-    def _cancel(self, connection, order, accession):
-        key = self.table.c[self.accessionColumn]
-        named = {name: order.values[name] for name in self.stepColumns.values() if order.values.get(name)}
-        matching = and_(key == accession, *(self.table.c[name] == value for name, value in named.items()))
-        if connection.execute(delete(self.table).where(matching)).rowcount == 0:
-            return Applied(order.control, accession, "absent")
-        return Applied(order.control, accession, "deleted")
 
     def markPerformed(self, connection, steps, status, changeable=None, keep=()):
         """In the writer: set the Scheduled Procedure Step Status of the
@@ -333,10 +267,6 @@ class WorklistItems:
                      if all(not want or held in (None, "", want) for want, held in zip(wanted, row[1:-1]))]
             found.update((tuple(row[:-1]), row[-1]) for row in named or items)
         return found
-
-    def _itemOf(self, row):
-        """The ``(accession number, *step IDs)`` of an item's row (a mapping)."""
-        return tuple(row[name] for name in (self.accessionColumn, *self.stepColumns.values()))
 
     def _itemCondition(self, item):
         """The conditions selecting an item by its ``(accession number, *step IDs)``."""

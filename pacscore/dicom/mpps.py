@@ -25,9 +25,7 @@ Specific Character Set does not replace the step's (F.7.2.2.3): both are
 decoded and the step kept in UTF-8.
 
 In the same transaction, the worklist items of the step's scheduled steps
-(by the Accession Numbers of its Scheduled Step Attributes Sequence, and
-their Requested Procedure and Scheduled Procedure Step IDs, which tell
-the steps of one accession number apart) get
+(by the Accession Numbers of its Scheduled Step Attributes Sequence) get
 the Scheduled Procedure Step Status its status means - STARTED, COMPLETED
 or DISCONTINUED, as dcm4chee sets them - when dicom.sql gives the worklist
 a (0040,0020) column (``WorklistItems.markPerformed``); a step discontinued
@@ -51,7 +49,7 @@ from twisted.logger import Logger
 
 from pacscore.codecs.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN
 from pacscore.db.schema import LARGE_BINARY, MYSQL_TABLE, OwnTable
-from pacscore.db.worklistitems import SCHEDULED, STARTED, Marked, Step
+from pacscore.db.worklistitems import SCHEDULED, STARTED, Marked
 from pacscore.db.worklistitems import COMPLETED as ITEM_COMPLETED
 from pacscore.db.worklistitems import DISCONTINUED as ITEM_DISCONTINUED
 from pacscore.dicom import commands
@@ -165,14 +163,10 @@ def shownValues(dataset):
     return {column: _text(scheduled[0] if inScheduled else dataset, keyword) for column, keyword, inScheduled in SHOWN}
 
 
-def scheduledSteps(dataset):
-    """The ``Step`` (Accession Number, Requested Procedure ID, Scheduled
-    Procedure Step ID) of each scheduled step a step performs that has an
-    Accession Number."""
+def scheduledAccessions(dataset):
+    """The Accession Numbers of the scheduled steps a step performs."""
     items = dataset.get("ScheduledStepAttributesSequence", None) or []
-    steps = {Step(_text(item, "AccessionNumber"), _text(item, "RequestedProcedureID"),
-                  _text(item, "ScheduledProcedureStepID")) for item in items}
-    return sorted(step for step in steps if step.accession)
+    return sorted({_text(item, "AccessionNumber") for item in items} - {""})
 
 
 def _isStarted(itemStatus):
@@ -247,15 +241,15 @@ class StepTable(OwnTable):
             **shownValues(dataset)))
         return dataset, status
 
-    def stepsInProgress(self, connection, besides):
-        """In the writer: the ``Step`` of the scheduled steps the steps IN
-        PROGRESS but ``besides`` perform (few: those whose modality has not
-        ended them)."""
+    def accessionsInProgress(self, connection, besides):
+        """In the writer: the Accession Numbers of the scheduled steps the
+        steps IN PROGRESS but ``besides`` perform (few: those whose
+        modality has not ended them)."""
         table = self.table
         rows = connection.execute(select(table.c.Dataset).where(
             table.c.Status == IN_PROGRESS, table.c.SOPInstanceUID != besides))
-        return {step for row in rows
-                for step in scheduledSteps(decodeDataset(row.Dataset, EXPLICIT_VR_LITTLE_ENDIAN))}
+        return {accession for row in rows
+                for accession in scheduledAccessions(decodeDataset(row.Dataset, EXPLICIT_VR_LITTLE_ENDIAN))}
 
     def steps(self, connection, limit):
         """In a reader: the last ``limit`` steps started, newest first, as dicts."""
@@ -357,11 +351,11 @@ class MppsService:
         if self.worklist is None:
             return Marked([], {}), None
         itemStatus = scheduledStepStatus(dataset, status)
-        steps = scheduledSteps(dataset)
+        accessions = scheduledAccessions(dataset)
         if itemStatus != SCHEDULED:
-            return self.worklist.markPerformed(connection, steps, itemStatus, _isNotCompleted), itemStatus
-        performed = self.steps.stepsInProgress(connection, uid)
-        return self.worklist.markPerformed(connection, steps, SCHEDULED, _isStarted, keep=performed), itemStatus
+            return self.worklist.markPerformed(connection, accessions, itemStatus, _isNotCompleted), itemStatus
+        performed = self.steps.accessionsInProgress(connection, uid).intersection(accessions)
+        return self.worklist.markPerformed(connection, accessions, SCHEDULED, _isStarted, keep=performed), itemStatus
 
     def _logMarked(self, uid, marked):
         (changed, kept), status = marked

@@ -14,7 +14,6 @@ from twisted.trial import unittest
 from pacscore.archive import StartupError
 from pacscore.control import maintenance
 from pacscore.control.context import CommandError
-from pacscore.db.worklistitems import Step
 from pacscore.storage.regen import Regenerator
 from pacscore.storage.space import MEGABYTE
 from pacscore.testing.corpus import generateCorpus
@@ -89,8 +88,7 @@ class MaintenanceTests(unittest.TestCase):
         writeMessages(path, [orderMessage("MSG1", "ACC1", "P1", "Doe^John")])
         yield again.run(data.loadHL7, path)
         self.assertEqual(items.lookup("ACC1")[0x00400020], "SCHEDULED")
-        marked = yield again.archive.index.runWrite(items.markPerformed, [Step("ACC1")], "STARTED")
-        self.assertEqual(marked.changed, ["ACC1"])
+        self.assertEqual((yield again.archive.index.runWrite(items.markPerformed, ["ACC1"], "STARTED")).changed, ["ACC1"])
 
     @defer.inlineCallbacks
     def test_regenRebuildsTheSameIndex(self):

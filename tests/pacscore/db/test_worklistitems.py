@@ -9,7 +9,7 @@ from twisted.trial import unittest
 
 from pacscore.config.dicomsql import DatabaseLayout
 from pacscore.db.index import Index
-from pacscore.db.worklistitems import OrderRefused, Step, WorklistItems
+from pacscore.db.worklistitems import OrderRefused, WorklistItems
 from pacscore.hl7.mapping import OrderItem
 from tests.pacscore.db.test_schema import TABLE_NAMES, sqliteEngine
 
@@ -92,39 +92,6 @@ class WorklistItemsTests(unittest.TestCase):
         self.assertEqual([a.action for a in applied], ["deleted", "deleted", "absent"])
         self.assertEqual(self.rows(), [])
 
-    def steps(self):
-        table = self.index.tables.worklist
-        with self.engine.connect() as connection:
-            return sorted((r.AccessionNumber, r.SchedPSID, r.ReqProcID, r.StartDate)
-                          for r in connection.execute(select(table)))
-
-    def test_stepsOfOneAccessionNumberKeptApart(self):
-        """One order (accession number) of two requested procedures, one
-        OBR each: two items, told apart by their Scheduled Procedure Step
-        ID and Requested Procedure ID, which a later NW, XO or cancel of one
-        names; an order that names neither (an ORC alone) is of both."""
-        def step(control, stepID, procedureID, **values):
-            return order(control, "A1", SchedPSID=stepID, ReqProcID=procedureID, **values)
-
-        applied = self.apply(step("NW", "CT1^HEAD", "CT1", StartDate="20261210"),
-                             step("NW", "CT2^NECK", "CT2", StartDate="20261211"))
-        self.assertEqual([a.action for a in applied], ["inserted", "inserted"])
-        self.assertEqual(self.steps(), [("A1", "CT1^HEAD", "CT1", "20261210"), ("A1", "CT2^NECK", "CT2", "20261211")])
-        self.assertEqual([a.action for a in self.apply(step("XO", "CT2^NECK", "CT2", StartDate="20261212"),
-                                                       step("NW", "CT1^HEAD", "CT1", StartDate="20261213"))],
-                         ["updated", "replaced"])
-        self.assertEqual(self.steps(), [("A1", "CT1^HEAD", "CT1", "20261213"), ("A1", "CT2^NECK", "CT2", "20261212")])
-        self.assertIn("no worklist item with accession number A1 (ReqProcID CT3, SchedPSID CT3^FOOT)",
-                      self.refusal(step("XO", "CT3^FOOT", "CT3", StartDate="20261214")))
-        self.assertEqual([a.action for a in self.apply(step("CA", "CT1^HEAD", "CT1"), step("DC", "CT3^FOOT", "CT3"))],
-                         ["deleted", "absent"])
-        self.assertEqual(self.steps(), [("A1", "CT2^NECK", "CT2", "20261212")])
-        self.apply(step("XO", "CT4^HAND", "CT4"))  # the only item of A1: its procedure changed
-        self.assertEqual(self.steps(), [("A1", "CT4^HAND", "CT4", "20261212")])
-        self.apply(step("NW", "CT5^KNEE", "CT5"))
-        self.assertEqual([a.action for a in self.apply(order("CA", "A1"))], ["deleted"])
-        self.assertEqual(self.steps(), [])
-
     def test_aMessageIsAppliedWholeOrNotAtAll(self):
         self.refusal(order("NW", "A1"), order("XO", "A9"))
         self.assertEqual(self.rows(), [])
@@ -175,7 +142,7 @@ class WorklistItemsTests(unittest.TestCase):
     def test_noStatusColumnNothingMarked(self):
         self.apply(order("NW", "A1", PatientName="DOE^JOHN"))
         with self.engine.begin() as connection:
-            self.assertEqual(self.items.markPerformed(connection, [Step("A1")], "STARTED"), ([], {}))
+            self.assertEqual(self.items.markPerformed(connection, ["A1"], "STARTED"), ([], {}))
 
 
 class AccessionIndexTests(unittest.TestCase):
@@ -232,48 +199,20 @@ class ScheduledStepStatusTests(unittest.TestCase):
                                                order("NW", "A3")]))
         self.assertEqual(self.statuses(), {"A1": "SCHEDULED", "A2": "ARRIVED", "A3": "SCHEDULED"})
         with self.engine.begin() as connection:
-            self.assertEqual(self.items.markPerformed(connection, [Step("A3"), Step("A1"), Step("A9")], "STARTED"),
-                             (["A1", "A3"], {}))
+            self.assertEqual(self.items.markPerformed(connection, ["A3", "A1", "A9"], "STARTED"), (["A1", "A3"], {}))
             self.assertEqual(self.items.markPerformed(connection, [], "STARTED"), ([], {}))
         self.assertEqual(self.statuses(), {"A1": "STARTED", "A2": "ARRIVED", "A3": "STARTED"})
         self.assertEqual(self.items.lookup("A1")[0x00400020], "STARTED")
-
-    def test_theStepAnMPPSPerformsMarked(self):
-        """Of two items of one accession number, an MPPS marks the one its
-        Scheduled Step Attributes name by their Requested Procedure ID and
-        Scheduled Procedure Step ID (those it gives; both when it gives
-        none or IDs no item has), and a step in progress elsewhere keeps
-        only its own."""
-        self.successResultOf(self.items.apply([order("NW", "A1", SchedPSID="S1", ReqProcID="R1"),
-                                               order("NW", "A1", SchedPSID="S2", ReqProcID="R2")]))
-        table = self.index.tables.worklist
-
-        def statuses():
-            return dict(connection.execute(select(table.c.SchedPSID, table.c.SchedPSStatus)).all())
-
-        with self.engine.begin() as connection:
-            mark = self.items.markPerformed
-            self.assertEqual(mark(connection, [Step("A1", "R1", "S1")], "STARTED"), (["A1"], {}))
-            self.assertEqual(statuses(), {"S1": "STARTED", "S2": "SCHEDULED"})
-            mark(connection, [Step("A1", stepID="S2")], "COMPLETED")
-            self.assertEqual(statuses(), {"S1": "STARTED", "S2": "COMPLETED"})
-            self.assertEqual(mark(connection, [Step("A1")], "SCHEDULED", "STARTED".__eq__,
-                                  keep=[Step("A1", "R2", "S2")]), (["A1"], {"A1": "COMPLETED"}))
-            self.assertEqual(statuses(), {"S1": "SCHEDULED", "S2": "COMPLETED"})
-            # IDs no item has (a modality that does not repeat the worklist's): every item of A1, as before
-            self.assertEqual(mark(connection, [Step("A1", "R9", "S9")], "STARTED", "COMPLETED".__ne__),
-                             (["A1"], {"A1": "COMPLETED"}))
-            self.assertEqual(statuses(), {"S1": "STARTED", "S2": "COMPLETED"})
 
     def test_onlyChangeableItemsMarked(self):
         """Given ``changeable``, the items in a status it is false of keep
         it, and are named with it."""
         self.successResultOf(self.items.apply([order("NW", acc) for acc in ("A1", "A2", "A3")]))
         with self.engine.begin() as connection:
-            self.items.markPerformed(connection, [Step("A1"), Step("A2")], "STARTED")
-            self.items.markPerformed(connection, [Step("A2")], "COMPLETED")
-            self.assertEqual(self.items.markPerformed(connection, [Step(a) for a in ("A1", "A2", "A3", "A9")],
-                                                      "SCHEDULED", changeable="STARTED".__eq__),
+            self.items.markPerformed(connection, ["A1", "A2"], "STARTED")
+            self.items.markPerformed(connection, ["A2"], "COMPLETED")
+            self.assertEqual(self.items.markPerformed(connection, ["A1", "A2", "A3", "A9"], "SCHEDULED",
+                                                          changeable="STARTED".__eq__),
                              (["A1"], {"A2": "COMPLETED", "A3": "SCHEDULED"}))
         self.assertEqual(self.statuses(), {"A1": "SCHEDULED", "A2": "COMPLETED", "A3": "SCHEDULED"})
 
@@ -285,7 +224,7 @@ class ScheduledStepStatusTests(unittest.TestCase):
         with self.engine.begin() as connection:
             for accession, status in (("A1", "DISCONTINUED"), ("A2", "STARTED"), ("A3", "COMPLETED"),
                                       ("A4", "DISCONTINUED")):
-                self.items.markPerformed(connection, [Step(accession)], status)
+                self.items.markPerformed(connection, [accession], status)
         applied = self.successResultOf(self.items.apply([order("NW", "A1"), order("NW", "A2"), order("NW", "A3"),
                                                          order("XO", "A4")]))
         self.assertEqual([a.action for a in applied], ["replaced", "replaced", "replaced", "updated"])
@@ -305,7 +244,7 @@ class ScheduledStepStatusTests(unittest.TestCase):
         self.assertIn("no SchedPSStatus column yet", formatEvent(events[0]))
         self.successResultOf(items.apply([order("NW", "A1")]))
         with engine.begin() as connection:
-            self.assertEqual(items.markPerformed(connection, [Step("A1")], "STARTED"), ([], {}))
+            self.assertEqual(items.markPerformed(connection, ["A1"], "STARTED"), ([], {}))
         self.items.check()
         self.assertEqual(self.items.statusColumn, "SchedPSStatus")
         index.initializeTables(worklist=True)  # dgate --initializetables:2

@@ -7,8 +7,7 @@ from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
 from pacscore.dicom.datasets import encodeDataset
-from pacscore.db.worklistitems import Step
-from pacscore.dicom.mpps import MppsService, scheduledSteps
+from pacscore.dicom.mpps import MppsService
 from tests.pacscore.dicom.requests import IMPLICIT, recordDecodes
 
 MPPS = "1.2.840.10008.3.1.2.3.3"
@@ -27,24 +26,3 @@ class DecodeTests(unittest.TestCase):
         decoded = yield defer.ensureDeferred(service._decode(protocol, 1,
                                                              SimpleNamespace(data=encodeDataset(step, IMPLICIT))))
         self.assertEqual((decoded.PatientID, decodes), ("9.9.424242", [False]))
-
-
-class ScheduledStepsTests(unittest.TestCase):
-
-    def test_stepsByAccessionNumberAndIDs(self):
-        """Each Scheduled Step Attributes item is a ``Step`` of its Accession
-        Number, Requested Procedure ID and Scheduled Procedure Step ID (the
-        steps of one accession number apart); one without an accession
-        number is none."""
-        items = []
-        for accession, procedure, step in (("A1", "R2", "S2"), ("A1", "R1", "S1"), ("A2", None, None),
-                                           ("", "R9", "S9")):
-            item = Dataset()
-            item.AccessionNumber = accession
-            if procedure:
-                item.RequestedProcedureID, item.ScheduledProcedureStepID = procedure, step
-            items.append(item)
-        dataset = Dataset()
-        dataset.ScheduledStepAttributesSequence = items
-        self.assertEqual(scheduledSteps(dataset), [Step("A1", "R1", "S1"), Step("A1", "R2", "S2"), Step("A2")])
-        self.assertEqual(scheduledSteps(Dataset()), [])

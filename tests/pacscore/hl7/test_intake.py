@@ -102,29 +102,6 @@ class WorklistIntakeTests(IntakeTestCase):
         self.assertTrue(row.StudyInstanceUID)
         self.assertEqual(self.counters["hl7Applied"], 1)
 
-    def test_twoProceduresOfOneOrderKeptApart(self):
-        """One ORM of two ORC/OBR groups sharing the accession number F1
-        (IHE's several requested procedures of one order): one item each,
-        and a later cancel of one OBR leaves the other."""
-        def message(control, *groups):
-            orders = "".join(f"ORC|{control}|PF{n}|F1||SC\rOBR|{n}|PF{n}|F1|CT{n}^{name}|||{start}|||||||||||||CT\r"
-                             for n, name, start in groups)
-            return ("MSH|^~\\&|RIS|H|PACS|H|20261202080000||ORM^O01|M" + control + "|P|2.3.1\r"
-                    "PID|1||PF1|PF1|Two^Steps||19800101|F\rPV1|1|O\r" + orders).encode()
-
-        self.assertEqual(self.process(message("NW", (1, "CT HEAD", "20261210100000"),
-                                              (2, "CT NECK", "20261210110000"))).code, "AA")
-        table = self.index.tables.worklist
-
-        def steps():
-            with self.engine.connect() as connection:
-                return sorted(tuple(row) for row in connection.execute(
-                    select(table.c.AccessionNumber, table.c.ReqProcID, table.c.SchedPSID, table.c.StartTime)))
-
-        self.assertEqual(steps(), [("F1", "CT1", "CT1^CT HEAD", "100000"), ("F1", "CT2", "CT2^CT NECK", "110000")])
-        self.assertEqual(self.process(message("CA", (1, "CT HEAD", ""))).code, "AA")
-        self.assertEqual(steps(), [("F1", "CT2", "CT2^CT NECK", "110000")])
-
     def test_handleGivesTheAckBytes(self):
         ack = self.successResultOf(self.intake.handle(orderMessage("M1", "ACC1", "PAT1", "A^B")))
         self.assertIn(b"MSA|AA|M1", ack)

@@ -19,6 +19,7 @@ Every message gets an original-mode acknowledgement:
   kind (no SQL, no patient data).
 """
 
+from collections import Counter
 from typing import NamedTuple
 
 from twisted.internet import defer
@@ -128,6 +129,12 @@ class WorklistIntake:
         text = ", ".join(f"{a.control} {a.accessionNumber}: {a.action}" for a in applied)
         self.log.info("HL7 {kind} {controlId}: {text}", kind=f"{message.messageType}^{message.triggerEvent}",
                       controlId=message.controlId, text=text)
+        shared = Counter(a.accessionNumber for a in applied if a.action not in ("deleted", "absent"))
+        for accessionNumber, orders in shared.items():
+            if orders > 1:
+                self.log.warn("HL7 {controlId}: {orders} orders share accession number {accessionNumber}: the "
+                              "worklist holds one item an accession number, the last order's",
+                              controlId=message.controlId, orders=orders, accessionNumber=accessionNumber)
         return Outcome("AA", text, ack(message, "AA", application=self.application))
 
     def _failed(self, failure, message):

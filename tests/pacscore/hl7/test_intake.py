@@ -7,7 +7,7 @@ import time
 
 from sqlalchemy import select
 from twisted.internet import defer
-from twisted.logger import Logger, formatEvent
+from twisted.logger import LogLevel, Logger, capturedLogs, formatEvent
 from twisted.trial import unittest
 
 from pacscore.config.dicomsql import DatabaseLayout
@@ -101,6 +101,23 @@ class WorklistIntakeTests(IntakeTestCase):
                          ("Müller^Hans", "PAT1", "CT", "20261202", "0930"))
         self.assertTrue(row.StudyInstanceUID)
         self.assertEqual(self.counters["hl7Applied"], 1)
+
+    def test_ordersSharingAnAccessionNumberWarned(self):
+        """Two ORC/OBR groups of one message under one accession number: the
+        worklist keeps one item an accession number (the last order's), and
+        a warning says so, naming the accession number."""
+        first = orderMessage("M2", "ACC2", "PAT2", "Two^Steps", procedure=("CT1", "CT HEAD"))
+        second = orderMessage("M2", "ACC2", "PAT2", "Two^Steps", procedure=("CT2", "CT NECK"))
+        message = first + b"\r" + b"\r".join(second.split(b"\r")[3:])
+        with capturedLogs() as events:
+            outcome = self.process(message)
+        self.assertEqual(outcome.code, "AA")
+        self.assertEqual(self.rows()["ACC2"].ReqProcDescription, "CT NECK")
+        [warning] = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
+        self.assertIn("2 orders share accession number ACC2", warning)
+        with capturedLogs() as events:
+            self.process(orderMessage("M3", "ACC3", "PAT3", "One^Step"))
+        self.assertEqual([e for e in events if e["log_level"] == LogLevel.warn], [])
 
     def test_handleGivesTheAckBytes(self):
         ack = self.successResultOf(self.intake.handle(orderMessage("M1", "ACC1", "PAT1", "A^B")))

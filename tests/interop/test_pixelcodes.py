@@ -78,16 +78,23 @@ def storedVia(test, server, code, source):
     return storedFile(server, pydicom.dcmread(source).SOPInstanceUID)[1]
 
 
-def fetchedImplicit(test, server, original, workdir):
-    """``original`` as getscu proposing implicit VR only gets it from ``server``."""
+def getImplicit(server, original, workdir):
+    """getscu proposing implicit VR only asks ``server`` for ``original``:
+    its result and the paths of the files it got."""
     out = tempfile.mkdtemp(dir=workdir)
     result = dcmtk("getscu", "-xi", "-aec", server.ae, "-od", out, "-k", "QueryRetrieveLevel=IMAGE",
                    "-k", f"StudyInstanceUID={original.StudyInstanceUID}",
                    "-k", f"SeriesInstanceUID={original.SeriesInstanceUID}",
                    "-k", f"SOPInstanceUID={original.SOPInstanceUID}", "127.0.0.1", server.port)
+    return result, [os.path.join(out, name) for name in os.listdir(out)]
+
+
+def fetchedImplicit(test, server, original, workdir):
+    """``original`` as getscu proposing implicit VR only gets it from ``server``."""
+    result, files = getImplicit(server, original, workdir)
     test.assertEqual(result.returncode, 0, result.stdout + result.stderr)
-    [name] = os.listdir(out)
-    return pydicom.dcmread(os.path.join(out, name))
+    [path] = files
+    return pydicom.dcmread(path)
 
 
 def nkiPixels(ds):
@@ -492,6 +499,14 @@ def cutShort(source, path):
     return ds
 
 
+
+def assertNotSentDecompressed(test, original):
+    """getscu proposing Implicit VR Little Endian only gets nothing of the
+    stored ``original`` (a pydicom Dataset) from ``test.server``, and the
+    log says why."""
+    test.assertEqual(getImplicit(test.server, original, test.workdir)[1], [])
+    test.assertIn(f"C-GET: {original.SOPInstanceUID} cannot be converted to", test.server.log())
+
 class CutStreamTests(ServersTestCase):
     """A pacs storing with IncomingCompression ``un`` (Conquest's default)."""
 
@@ -536,13 +551,7 @@ class CutStreamTests(ServersTestCase):
         why."""
         path, original = self.cut("dcmcjpeg", ("+e1",))
         self.send(path, "-xs")
-        out = tempfile.mkdtemp(dir=self.workdir)
-        dcmtk("getscu", "-xi", "-aec", self.server.ae, "-od", out, "-k", "QueryRetrieveLevel=IMAGE",
-              "-k", f"StudyInstanceUID={original.StudyInstanceUID}",
-              "-k", f"SeriesInstanceUID={original.SeriesInstanceUID}",
-              "-k", f"SOPInstanceUID={original.SOPInstanceUID}", "127.0.0.1", self.server.port)
-        self.assertEqual(os.listdir(out), [])
-        self.assertIn(f"C-GET: {original.SOPInstanceUID} cannot be converted to", self.server.log())
+        assertNotSentDecompressed(self, original)
 
     def test_wadoRefused(self):
         """WADO-URI neither shows it nor sends it decompressed: a 422."""
@@ -624,10 +633,4 @@ class FrameCountTests(ServersTestCase):
         self.assertIn("its Pixel Data holds 24 frame(s), its Number of Frames says 25", log)
 
     def test_notSentDecompressed(self):
-        out = tempfile.mkdtemp(dir=self.workdir)
-        dcmtk("getscu", "-xi", "-aec", self.server.ae, "-od", out, "-k", "QueryRetrieveLevel=IMAGE",
-              "-k", f"StudyInstanceUID={self.original.StudyInstanceUID}",
-              "-k", f"SeriesInstanceUID={self.original.SeriesInstanceUID}",
-              "-k", f"SOPInstanceUID={self.original.SOPInstanceUID}", "127.0.0.1", self.server.port)
-        self.assertEqual(os.listdir(out), [])
-        self.assertIn(f"C-GET: {self.original.SOPInstanceUID} cannot be converted to", self.server.log())
+        assertNotSentDecompressed(self, self.original)

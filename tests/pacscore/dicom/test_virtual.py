@@ -85,20 +85,18 @@ class VirtualServerTests(unittest.TestCase):
         self.assertEqual((asked, busy.cancelled, busy.releasing), (["SLOW"], [STUDY_ROOT_FIND], 1))
         self.assertEqual(events, [])
 
-    def test_aCancelledFetchCancelsTheMoveAndReleasesWhatArrived(self):
-        """CacheVirtualData = 0, a fetch cancelled while an archive's C-MOVE
-        runs (its pending responses heard with the objects being fetched):
-        the C-MOVE is C-CANCELled, the association released without waiting,
-        and the objects that arrived are deleted."""
-        archive = FetchingArchive()
-        busy = BusyArchive()
+    def stalledMove(self, archive, busy, pending=False):
+        """Uncached virtual servers of ``archive`` whose remote study "1"
+        (three images) is moved by ``busy`` in a C-MOVE that never ends, the
+        first two images arriving at once (and one Pending response heard
+        when ``pending``)."""
         images = [RemoteImage("P1", "1", "1.1", f"1.1.{n}") for n in range(3)]
         servers = archive.uncachedServers(self)
-        pending = []
 
         def move(sopClass, identifier, destination, onPending=None):
             archive.here += identifier.SOPInstanceUID[:2]
-            onPending({})
+            if pending:
+                onPending({})
             return defer.Deferred()
         busy.move = move
 
@@ -108,6 +106,16 @@ class VirtualServerTests(unittest.TestCase):
         async def associate(server, contexts):
             return busy
         servers._remoteImages, servers._associate = remoteImages, associate
+        return servers
+
+    def test_aCancelledFetchCancelsTheMoveAndReleasesWhatArrived(self):
+        """CacheVirtualData = 0, a fetch cancelled while an archive's C-MOVE
+        runs (its pending responses heard with the objects being fetched):
+        the C-MOVE is C-CANCELled, the association released without waiting,
+        and the objects that arrived are deleted."""
+        archive, busy = FetchingArchive(), BusyArchive()
+        servers = self.stalledMove(archive, busy, pending=True)
+        pending = []
         fetching = defer.ensureDeferred(servers.fetch(STUDY_ROOT_MOVE, study("1"), onPending=pending.append))
         self.assertEqual(pending, [3])
         fetching.cancel()
@@ -155,22 +163,8 @@ class VirtualServerTests(unittest.TestCase):
         """CacheVirtualData = 0: pacs stopping during a fetch cancels it
         (the archive's C-MOVE C-CANCELled) and deletes what arrived while
         the index runs."""
-        archive = FetchingArchive()
-        busy = BusyArchive()
-        images = [RemoteImage("P1", "1", "1.1", f"1.1.{n}") for n in range(3)]
-        servers = archive.uncachedServers(self)
-
-        def move(sopClass, identifier, destination, onPending=None):
-            archive.here += identifier.SOPInstanceUID[:2]
-            return defer.Deferred()
-        busy.move = move
-
-        async def remoteImages(protocol, findClass, level, keys):
-            return images
-
-        async def associate(server, contexts):
-            return busy
-        servers._remoteImages, servers._associate = remoteImages, associate
+        archive, busy = FetchingArchive(), BusyArchive()
+        servers = self.stalledMove(archive, busy)
         fetching = servers.fetch(STUDY_ROOT_MOVE, study("1"))
         self.successResultOf(servers.stop())
         self.failureResultOf(fetching, defer.CancelledError)

@@ -34,6 +34,17 @@ class TcpTransport(StringTransport):
 NODES = "DEST 127.0.0.1 104\nDESTJK 127.0.0.1 105 jk\n"
 
 
+def damageBitsStored(path):
+    """Damage the stored file ``path`` before its Pixel Data: the VR of its
+    Bits Stored overwritten, giving an impossible length."""
+    with open(path, "rb") as f:
+        content = bytearray(f.read())
+    at = content.find(b"\x28\x00\x01\x01US")
+    content[at + 4:at + 6] = b"\0\0"
+    with open(path, "wb") as f:
+        f.write(content)
+
+
 def imageAction(sop, series="1.2.3.1", study="1.2.3", patient="PAT1", destination="DEST", compression="",
                 level="IMAGE", filters=None, objectPath=""):
     return Action(1, "forward", destination, level, Target(patient, study, series, sop), compression,
@@ -233,13 +244,7 @@ class ForwarderTests(unittest.TestCase):
         """A stored file damaged before its Pixel Data (the VR of Bits
         Stored overwritten: an impossible length) is left out with one log
         line, the objects after it go, the action fails with Undelivered."""
-        path = os.path.join(self.archive.folder, "PAT1", "1.2.3.1.1.dcm")
-        with open(path, "rb") as f:
-            content = bytearray(f.read())
-        at = content.find(b"\x28\x00\x01\x01US")
-        content[at + 4:at + 6] = b"\0\0"
-        with open(path, "wb") as f:
-            f.write(content)
+        damageBitsStored(os.path.join(self.archive.folder, "PAT1", "1.2.3.1.1.dcm"))
         forwarder = self.forwarder()
         events = []
         forwarder.log = Logger(observer=events.append)

@@ -24,6 +24,7 @@ from pacscore.testing.corpus import generateCorpus
 from pacscore.web.site import webSite
 from tests.pacscore.control.running import RunningArchive
 from tests.pacscore.dicom.test_ownretrieves import CONVERTERS
+from tests.pacscore.export.test_forwarder import damageBitsStored
 from tests.pacscore.web.test_logins import htpasswd
 
 JPEG_2000_LOSSLESS = "1.2.840.10008.1.2.4.90"
@@ -148,13 +149,7 @@ class StowForwardTests(unittest.TestCase):
         """A stored file damaged before its Pixel Data (the VR of Bits
         Stored overwritten: an impossible length) is left out with one log
         line, the others are stored, the forward fails with Undelivered."""
-        path = self.source.files()[0]
-        with open(path, "rb") as f:
-            content = bytearray(f.read())
-        at = content.find(b"\x28\x00\x01\x01US")
-        content[at + 4:at + 6] = b"\0\0"
-        with open(path, "wb") as f:
-            f.write(content)
+        damageBitsStored(self.source.files()[0])
         forwarder, events = self.forwarder(), []
         forwarder.log = Logger(observer=events.append)
         error = yield self.assertFailure(defer.ensureDeferred(forwarder.forward(self.action())), Undelivered)

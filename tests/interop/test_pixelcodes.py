@@ -507,6 +507,7 @@ def assertNotSentDecompressed(test, original):
     test.assertEqual(getImplicit(test.server, original, test.workdir)[1], [])
     test.assertIn(f"C-GET: {original.SOPInstanceUID} cannot be converted to", test.server.log())
 
+
 class CutStreamTests(ServersTestCase):
     """A pacs storing with IncomingCompression ``un`` (Conquest's default)."""
 

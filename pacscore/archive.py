@@ -53,7 +53,6 @@ from pacscore.dicom.routing import SopClassRouter
 from pacscore.dicom.ownretrieves import OwnRetrieves
 from pacscore.dicom.storage import StorageService
 from pacscore.dicom.verification import EchoService
-from pacscore.dicom.uncached import RECORD as UNCACHED_RECORD, UncachedObjects
 from pacscore.dicom.virtual import VirtualServers
 from pacscore.dicom.sopclasses import VERIFICATION, isStorageClass
 from pacscore.dicom.worklist import MODALITY_WORKLIST_FIND, WorklistFindService
@@ -220,12 +219,9 @@ class Archive:
         except ValueError as e:
             raise ConfigError(configuration.iniPath, ini.lineOf("LRUSort"), str(e)) from e
         self.localActions = LocalActions(self.index, self.query, self.objectReader, self.workers)
-        # what they bring with CacheVirtualData = 0, and what a stop left of it
-        self.uncached = UncachedObjects(os.path.join(configuration.workdir, UNCACHED_RECORD), self.index,
-                                        self.query, self.localActions, self.workers)
         # VirtualServerForN (C-FIND, C-MOVE/C-GET and DICOMweb), or None
         self.virtualServers = VirtualServers.fromConfiguration(configuration, self.aeTitle, reactor, self.index,
-                                                               self.query, self.uncached)
+                                                               self.query, self.localActions)
         self.deviceMover = DeviceMover(self.devices, self.index, self.objectReader, self.workers,
                                        compression=ini.get("ArchiveCompression", "as"),
                                        lossyQuality=configuration.lossyQuality)
@@ -390,10 +386,7 @@ class Archive:
     def resume(self):
         """Once the reactor runs: take up the storage commitment reports and
         MPPS forwards that were due when pacs stopped, and run again a
-        regeneration it interrupted (while serving); delete what virtual
-        servers brought and a stop left (CacheVirtualData = 0)."""
-        defer.ensureDeferred(self.uncached.purge()).addErrback(
-            lambda failure: self.log.failure("deleting what virtual servers brought before the stop", failure))
+        regeneration it interrupted (while serving)."""
         if self.interruptedRegens:
             self.regenRerun = InterruptedRegen(self, self.reactor, self.interruptedRegens).run()
         self.commitments.resume()
@@ -401,16 +394,12 @@ class Archive:
             self.mppsForwarder.resume()
 
     def shutdown(self):
-        """Stop the pools after the services stopped (and the virtual
-        servers' fetches, which delete what they hold while the index
-        runs); returns a Deferred."""
+        """Stop the pools after the services stopped; returns a Deferred."""
         self.commitments.stop()
         if self.mppsForwarder is not None:
             self.mppsForwarder.stop()
-        d = defer.succeed(None) if self.virtualServers is None else self.virtualServers.stop()
-        d.addCallback(lambda _: defer.gatherResults([
-            self.workers.stop(self.quitGracePeriod),  # objects being written reach the index,
-            self.luaChunks.stop(self.quitGracePeriod)]))
+        d = defer.gatherResults([self.workers.stop(self.quitGracePeriod),  # objects being written reach the index,
+                                 self.luaChunks.stop(self.quitGracePeriod)])
         d.addCallback(lambda _: self.index.stop())  # which commits them
         d.addCallback(lambda _: self.durability.close())
         return d

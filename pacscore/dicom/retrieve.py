@@ -320,8 +320,7 @@ class RetrieveService:
         """The virtual servers' ``Fetched`` for the retrieve, with pending
         responses (the objects being fetched as Remaining) while their
         objects arrive; None when the requestor cancelled first (answered
-        Cancel: the fetch is cancelled), the association ended or pacs
-        stops (``VirtualServers.stop``)."""
+        Cancel: the fetch is cancelled) or the association ended."""
         lastPending = self.reactor.seconds()
 
         def fetching(count):
@@ -335,8 +334,8 @@ class RetrieveService:
             return await cancelledWith(protocol, command, fetch, self.reactor)
         except defer.CancelledError:
             if not protocol.isCancelled(command):
-                self.log.info("{peer}: {operation} stopped while the virtual servers fetched its objects: the "
-                              "association ended, or pacs stops", peer=protocol.peerName(), operation=self.operation)
+                self.log.info("{peer}: {operation} stopped: the association ended", peer=protocol.peerName(),
+                              operation=self.operation)
                 return None
             self.log.info("{peer}: {operation} cancelled while the virtual servers fetched its objects",
                           peer=protocol.peerName(), operation=self.operation)

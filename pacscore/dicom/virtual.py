@@ -16,7 +16,7 @@ more than ``VirtualPerSeriesN`` objects are to be fetched (0, the
 default: never), whole series.  They are stored and indexed like
 any object received, then sent with ours.  With ``CacheVirtualData = 0``
 they are deleted again once the retrieve is over, or the last of the
-retrieves under way that use them (``pacscore.dicom.uncached``); by default they stay,
+retrieves under way that use them (``_holding``); by default they stay,
 so the archive works as a DICOM cache.
 
 A query or retrieve may name the archives it goes to: Conquest's control
@@ -52,11 +52,10 @@ from twisted.logger import Logger
 
 from pacscore.codecs.syntaxes import UNCOMPRESSED
 from pacscore.dicom import commands
-from pacscore.db.query import COMPUTED_COUNTS, COMPUTED_LISTS
+from pacscore.db.query import COMPUTED_COUNTS, COMPUTED_LISTS, QueryKey
 from pacscore.dicom.client import associateNode
 from pacscore.dicom.negotiation import PLAIN_TITLES, TitleStyle
 from pacscore.dicom.datasets import decodeDataset, encodeDataset
-from pacscore.dicom.uncached import instancesOf
 from pacscore.dicom.models import (
     PATIENT_ROOT_FIND, PATIENT_ROOT_MOVE, STUDY_ROOT_FIND, STUDY_ROOT_MOVE, modelOf)
 from pacscore.storage.patientids import kodakToNKI, nkiToKodak
@@ -65,6 +64,7 @@ SUCCESS = 0x0000
 WARNING = 0xB000
 MAX_SERVERS = 10
 UIDS_PER_MOVE = 64
+CHUNK = 500  # UIDs per SELECT ... IN (SQLite's variable limit)
 SERVER_MASK = 0x99990802  # Conquest's control element: bit N asks VirtualServerForN
 
 UNIQUE_KEYS = {"PATIENT": "PatientID", "STUDY": "StudyInstanceUID", "SERIES": "SeriesInstanceUID",
@@ -87,8 +87,7 @@ class VirtualServerError(Exception):
 
 class Fetched(NamedTuple):
     """What a fetch brought here: the SOP Instance UIDs of the objects that
-    arrived, or that another retrieve had brought and the fetch shares
-    (``release`` them), and of those listed that did not arrive."""
+    arrived (``release`` them) and of those listed that did not."""
 
     arrived: list
     lost: list
@@ -184,31 +183,31 @@ def _single(value):
 
 
 class VirtualServers:
-    """See the module docstring.  ``uncached`` (``UncachedObjects``, with
-    ``CacheVirtualData = 0``; None: fetched objects stay) deletes fetched
-    objects."""
+    """See the module docstring.  ``actions`` (``LocalActions``) deletes
+    fetched objects when ``cache`` is off."""
 
     log = Logger()
 
-    def __init__(self, servers, acrNemaMap, aeTitle, reactor, index, query, uncached=None, connectTimeout=30,
-                 dimseTimeout=300, endpointFor=None, titleStyle=PLAIN_TITLES):
+    def __init__(self, servers, acrNemaMap, aeTitle, reactor, index, query, actions, cache=True,
+                 connectTimeout=30, dimseTimeout=300, endpointFor=None, titleStyle=PLAIN_TITLES):
         self.servers = list(servers)
         self.acrNemaMap = acrNemaMap
         self.aeTitle = aeTitle
         self.reactor = reactor
         self.index = index
         self.query = query
-        self.uncached = uncached
-        self.fetching = {}  # the Deferred of each fetch under way -> one that fires when it has ended
+        self.actions = actions
+        self.cache = cache
         self.connectTimeout = connectTimeout
         self.dimseTimeout = dimseTimeout
         self.endpointFor = endpointFor  # (host, port) -> client endpoint; None: TCP
         self.titleStyle = titleStyle  # PadAEWithZeros, SendUpperCaseAE (negotiation.TitleStyle)
+        self.holders = Counter()  # SOP Instance UID -> retrieves holding the fetched object (CacheVirtualData = 0)
+        self.holding = defer.DeferredLock()  # orders the looks for objects here with their deletions
 
     @classmethod
-    def fromConfiguration(cls, configuration, aeTitle, reactor, index, query, uncached):
-        """The virtual servers of dicom.ini, or None when none is listed;
-        ``uncached`` deletes what they bring with ``CacheVirtualData = 0``."""
+    def fromConfiguration(cls, configuration, aeTitle, reactor, index, query, actions):
+        """The virtual servers of dicom.ini, or None when none is listed."""
         ini = configuration.ini
         servers = serversFrom(ini, cls.log)
         if not servers:
@@ -216,9 +215,9 @@ class VirtualServers:
         for server in servers:
             if configuration.acrNemaMap.lookup(server.ae) is None:
                 cls.log.warn("VirtualServerFor: {ae} is not in acrnema.map: it will not be asked", ae=server.ae)
-        return cls(servers, configuration.acrNemaMap, aeTitle, reactor, index, query,
-                   None if ini.getint("CacheVirtualData", 1) != 0 else uncached,
-                   dimseTimeout=configuration.tcpipTimeout or 300, titleStyle=TitleStyle.fromIni(ini))
+        return cls(servers, configuration.acrNemaMap, aeTitle, reactor, index, query, actions,
+                   cache=ini.getint("CacheVirtualData", 1) != 0, dimseTimeout=configuration.tcpipTimeout or 300,
+                   titleStyle=TitleStyle.fromIni(ini))
 
     async def _associate(self, server, contexts):
         node = self.acrNemaMap.lookup(server.ae)
@@ -302,25 +301,7 @@ class VirtualServers:
 
     # -- C-MOVE and C-GET -------------------------------------------------
 
-    def fetch(self, sopClass, identifier, mask=None, callingAE=None, onPending=None):
-        """A Deferred of ``_fetch``'s ``Fetched``, cancelled by ``stop``."""
-        fetching = defer.ensureDeferred(self._fetch(sopClass, identifier, mask, callingAE, onPending))
-        self.fetching[fetching] = defer.Deferred()
-        return fetching.addBoth(self._fetched, fetching)
-
-    def _fetched(self, result, fetching):
-        self.fetching.pop(fetching).callback(None)
-        return result
-
-    def stop(self):
-        """pacs stops: cancel the fetches under way, which release what
-        they hold while the index still runs; fires once they have."""
-        ended = list(self.fetching.values())
-        for fetching in list(self.fetching):
-            fetching.cancel()
-        return defer.gatherResults(ended)
-
-    async def _fetch(self, sopClass, identifier, mask, callingAE, onPending):
+    async def fetch(self, sopClass, identifier, mask=None, callingAE=None, onPending=None):
         """Move here what the listed archives (those of ``mask``, but not
         ``callingAE``: ``chosen``) hold of a retrieve ``identifier`` (a
         Dataset) on ``sopClass`` and this archive does not: their
@@ -397,7 +378,7 @@ class VirtualServers:
         missing, shared, error = await _releasing(protocol, self._bring(protocol, findClass, moveClass, level, keys,
                                                                         server, fetching, onPending))
         uids = [image.sopInstanceUID for image in missing]
-        here = {instance.sopInstanceUID for instance in await instancesOf(self.index, self.query, uids)}
+        here = {instance.sopInstanceUID for instance in await self._instancesOf(uids)}
         fetched = Fetched([uid for uid in uids if uid in here] + shared, [uid for uid in uids if uid not in here])
         if fetched.lost:
             self.log.warn("virtual server {ae}: {count} of {total} object(s) fetched, the others are left out of "
@@ -429,16 +410,21 @@ class VirtualServers:
     async def _holding(self, images, fetching):
         """``(missing, shared)`` of ``images`` (``RemoteImage``s by SOP
         Instance UID): those not here, and the UIDs of those here only
-        because another retrieve fetched them and holds them
-        (``UncachedObjects.hold``; none when fetched objects stay); the
-        retrieve holds both from now on (their UIDs added to ``fetching``)."""
-        if self.uncached is None:
-            known = {instance.sopInstanceUID for instance in await instancesOf(self.index, self.query, list(images))}
-            missing, shared = [uid for uid in images if uid not in known], []
-        else:
-            missing, shared = await self.uncached.hold(list(images))
-        fetching += missing + shared
-        return [images[uid] for uid in missing], shared
+        because another retrieve fetched them and holds them; the retrieve
+        holds both from now on (their UIDs added to ``fetching``).  With
+        ``CacheVirtualData = 0`` each fetched object counts the retrieves
+        (and WADO-RS fetches) that hold it and is deleted once the last one
+        ``release``s it; the look and the count are made while no deletion
+        runs, so that none takes what was just found here."""
+        async with self.holding:
+            known = {instance.sopInstanceUID for instance in await self._instancesOf(list(images))}
+            missing = [image for uid, image in images.items() if uid not in known]
+            shared = [uid for uid in images if uid in known and self.holders[uid]]
+            held = [image.sopInstanceUID for image in missing] + shared
+            fetching += held
+            if not self.cache:
+                self.holders.update(held)
+        return missing, shared
 
     def _moves(self, server, findClass, missing):
         """The C-MOVE identifiers that bring ``missing`` here."""
@@ -473,8 +459,25 @@ class VirtualServers:
         """A retrieve is over with the objects ``fetched`` (SOP Instance
         UIDs) it held: those no other retrieve holds are deleted unless the
         fetched data is kept (CacheVirtualData)."""
-        if self.uncached is not None:
-            await self.uncached.release(fetched)
+        if self.cache or not fetched:
+            return
+        async with self.holding:
+            self.holders.subtract(fetched)
+            done = [uid for uid in dict.fromkeys(fetched) if self.holders[uid] <= 0]
+            for uid in done:
+                del self.holders[uid]
+            count = (await self.actions.removeInstances(await self._instancesOf(done))).removed if done else 0
+        if count:
+            self.log.info("{count} object(s) fetched from virtual servers deleted (CacheVirtualData = 0)",
+                          count=count)
+
+    async def _instancesOf(self, uids):
+        """The index's ``Instance``s of the SOP Instance UIDs ``uids``."""
+        instances = []
+        for start in range(0, len(uids), CHUNK):  # an empty list asks nothing (not everything)
+            key = QueryKey(self.query.tables[3].keyTag, "UI", "\\".join(uids[start:start + CHUNK]))
+            instances += await self.index.runQuery(self.query.instances, "IMAGE", [key])
+        return instances
 
 
 def _withPatientID(identifier, rule):

@@ -2,7 +2,6 @@
 merging matches, the C-MOVE requests that fetch missing objects.  The
 network side is tested against real archives in tests/interop/test_virtual.py."""
 
-import os
 from types import SimpleNamespace
 
 from pydicom.dataset import Dataset
@@ -18,9 +17,7 @@ from pacscore.dicom.models import (
 from pacscore.dicom.virtual import (
     SERVER_MASK, Fetched, KodakPatientIDs, RemoteImage, VirtualServer, VirtualServers, _rootClasses, serversFrom,
     takeServerMask)
-from pacscore.dicom.uncached import UncachedObjects
 from pacscore.export.actions import Removal
-from tests.pacscore.export.fixtures import SyncWorkers
 
 EXPLICIT = "1.2.840.10008.1.2.1"
 
@@ -38,7 +35,7 @@ def study(uid, patientID="P1", retrieveAE=None):
 class VirtualServerTests(unittest.TestCase):
 
     def servers(self, *servers):
-        return VirtualServers(servers, None, "FRONT", None, None, None)
+        return VirtualServers(servers, None, "FRONT", None, None, None, None)
 
     def test_serversFromDicomIni(self):
         ini = DicomIni.fromString("VirtualServerFor0 = PACS1\nVirtualServerFor2 = PACS2,FIXKODAK\n"
@@ -85,18 +82,21 @@ class VirtualServerTests(unittest.TestCase):
         self.assertEqual((asked, busy.cancelled, busy.releasing), (["SLOW"], [STUDY_ROOT_FIND], 1))
         self.assertEqual(events, [])
 
-    def stalledMove(self, archive, busy, pending=False):
-        """Uncached virtual servers of ``archive`` whose remote study "1"
-        (three images) is moved by ``busy`` in a C-MOVE that never ends, the
-        first two images arriving at once (and one Pending response heard
-        when ``pending``)."""
+    def test_aCancelledFetchCancelsTheMoveAndReleasesWhatArrived(self):
+        """CacheVirtualData = 0, a fetch cancelled while an archive's C-MOVE
+        runs (its pending responses heard with the objects being fetched):
+        the C-MOVE is C-CANCELled, the association released without waiting,
+        and the objects that arrived are deleted."""
+        archive = FetchingArchive()
+        busy = BusyArchive()
         images = [RemoteImage("P1", "1", "1.1", f"1.1.{n}") for n in range(3)]
-        servers = archive.uncachedServers(self)
+        servers = VirtualServers([VirtualServer("B")], None, "FRONT", None, archive, archive.query, archive,
+                                 cache=False)
+        pending = []
 
         def move(sopClass, identifier, destination, onPending=None):
             archive.here += identifier.SOPInstanceUID[:2]
-            if pending:
-                onPending({})
+            onPending({})
             return defer.Deferred()
         busy.move = move
 
@@ -106,70 +106,12 @@ class VirtualServerTests(unittest.TestCase):
         async def associate(server, contexts):
             return busy
         servers._remoteImages, servers._associate = remoteImages, associate
-        return servers
-
-    def test_aCancelledFetchCancelsTheMoveAndReleasesWhatArrived(self):
-        """CacheVirtualData = 0, a fetch cancelled while an archive's C-MOVE
-        runs (its pending responses heard with the objects being fetched):
-        the C-MOVE is C-CANCELled, the association released without waiting,
-        and the objects that arrived are deleted."""
-        archive, busy = FetchingArchive(), BusyArchive()
-        servers = self.stalledMove(archive, busy, pending=True)
-        pending = []
         fetching = defer.ensureDeferred(servers.fetch(STUDY_ROOT_MOVE, study("1"), onPending=pending.append))
         self.assertEqual(pending, [3])
         fetching.cancel()
         self.failureResultOf(fetching, defer.CancelledError)
         self.assertEqual((busy.cancelled, busy.releasing), ([STUDY_ROOT_MOVE], 1))
         self.assertEqual(archive.removed, ["1.1.0", "1.1.1"])
-
-    def test_concurrentRetrievesShareWhatTheyFetch(self):
-        """CacheVirtualData = 0, two retrieves of the same 4 objects: B
-        starts when A's C-MOVE has brought 2, holds those and fetches the
-        other 2 itself.  A's release deletes nothing B holds; B gets all 4,
-        and its release deletes them."""
-        archive = FetchingArchive()
-        servers = archive.uncachedServers(self)
-        images = [RemoteImage("P1", "1", "1.1", f"1.1.{n}") for n in range(4)]
-        uids = [image.sopInstanceUID for image in images]
-        moving = []
-
-        def move(sopClass, identifier, destination, onPending=None):
-            moving.append(defer.Deferred())
-            return moving[-1]
-        archive.move = move
-
-        async def remoteImages(protocol, findClass, level, keys):
-            return images
-
-        async def associate(server, contexts):
-            return archive
-        servers._remoteImages, servers._associate = remoteImages, associate
-        first = defer.ensureDeferred(servers.fetch(STUDY_ROOT_MOVE, study("1")))
-        archive.here += uids[:2]
-        second = defer.ensureDeferred(servers.fetch(STUDY_ROOT_MOVE, study("1")))
-        archive.here += uids[2:]
-        for move in moving:
-            move.callback(({commands.STATUS: 0}, None))
-        a, b = self.successResultOf(first), self.successResultOf(second)
-        self.assertEqual((sorted(a.arrived), sorted(b.arrived), a.lost, b.lost), (uids, uids, [], []))
-        self.successResultOf(defer.ensureDeferred(servers.release(a.arrived)))
-        self.assertEqual(archive.removed, [])
-        self.successResultOf(defer.ensureDeferred(servers.release(b.arrived)))
-        self.assertEqual(sorted(archive.removed), uids)
-        self.assertEqual(servers.uncached.holders, {})
-
-    def test_aStopCancelsTheFetchesAndDeletesWhatArrived(self):
-        """CacheVirtualData = 0: pacs stopping during a fetch cancels it
-        (the archive's C-MOVE C-CANCELled) and deletes what arrived while
-        the index runs."""
-        archive, busy = FetchingArchive(), BusyArchive()
-        servers = self.stalledMove(archive, busy)
-        fetching = servers.fetch(STUDY_ROOT_MOVE, study("1"))
-        self.successResultOf(servers.stop())
-        self.failureResultOf(fetching, defer.CancelledError)
-        self.assertEqual((busy.cancelled, archive.removed, servers.fetching), ([STUDY_ROOT_MOVE], ["1.1.0", "1.1.1"],
-                                                                              {}))
 
     def test_kodakPatientIDsGoOutAndComeBackTranslated(self):
         class Association:
@@ -331,7 +273,8 @@ class VirtualServerTests(unittest.TestCase):
         UIDs), the second C-MOVE failing after 3 of its objects came: the
         67 here are fetched (``release`` deletes them), the 3 others lost."""
         archive = FetchingArchive()
-        servers = archive.uncachedServers(self)
+        servers = VirtualServers([VirtualServer("B")], None, "FRONT", None, archive, archive.query, archive,
+                                 cache=False)
         images = [RemoteImage("P1", "1", "1.1", f"1.1.{n}") for n in range(70)]
 
         async def remoteImages(protocol, findClass, level, keys):
@@ -382,12 +325,6 @@ class FetchingArchive:
     def __init__(self):
         self.here, self.moves, self.removed = [], 0, []
 
-    def uncachedServers(self, test):
-        """VirtualServers with ``CacheVirtualData = 0`` in front of it, and
-        their record in a folder of ``test``."""
-        return VirtualServers([VirtualServer("B")], None, "FRONT", None, self, self.query,
-                              UncachedObjects(test.mktemp(), self, self.query, self, SyncWorkers()))
-
     def move(self, sopClass, identifier, destination, onPending=None):
         self.moves += 1
         uids = list(identifier.SOPInstanceUID)
@@ -415,51 +352,3 @@ def match(**values):
     for keyword, value in values.items():
         setattr(ds, keyword, value)
     return ds
-
-
-class UncachedRecordTests(unittest.TestCase):
-    """The objects fetched with CacheVirtualData = 0 are listed in a file
-    from before they are asked for until they are deleted: a start after a
-    stop or a crash deletes those the run before left."""
-
-    def setUp(self):
-        self.archive = FetchingArchive()
-        self.path = self.mktemp()
-
-    def uncached(self):
-        return UncachedObjects(self.path, self.archive, self.archive.query, self.archive, SyncWorkers())
-
-    def listed(self):
-        with open(self.path) as f:
-            return f.read().split()
-
-    def test_whatAStopLeftIsDeletedAtTheNextStart(self):
-        before = self.uncached()
-        self.archive.here = ["1.0"]  # ours: never listed
-        missing, shared = self.successResultOf(defer.ensureDeferred(before.hold(["1.0", "1.1", "1.2"])))
-        self.assertEqual((missing, shared, self.listed()), (["1.1", "1.2"], [], ["1.1", "1.2"]))
-        self.archive.here += ["1.1"]  # then pacs stopped, or crashed
-        after = self.uncached()
-        self.assertEqual(after.leftover, {"1.1", "1.2"})
-        self.archive.here += ["1.2"]  # a late one: not here for a retrieve, which fetches it again
-        missing, _ = self.successResultOf(defer.ensureDeferred(after.hold(["1.2"])))
-        self.assertEqual(missing, ["1.2"])
-        with capturedLogs() as events:
-            self.successResultOf(defer.ensureDeferred(after.purge()))
-        self.assertEqual((sorted(self.archive.removed), self.listed()), (["1.1"], ["1.2"]))
-        self.assertEqual([formatEvent(e) for e in events],
-                         ["1 object(s) fetched from virtual servers before a stop deleted (CacheVirtualData = 0)"])
-        self.successResultOf(defer.ensureDeferred(after.release(["1.2"])))
-        self.assertEqual(sorted(self.archive.removed), ["1.1", "1.2"])
-        self.assertFalse(os.path.exists(self.path))
-
-    def test_aDeletionThatFailsIsLeftForTheNextStart(self):
-        uncached = self.uncached()
-        self.successResultOf(defer.ensureDeferred(uncached.hold(["1.1"])))
-        self.archive.runQuery = lambda *args: defer.fail(RuntimeError("the index is not started"))
-        with capturedLogs() as events:
-            self.successResultOf(defer.ensureDeferred(uncached.release(["1.1"])))
-        self.assertEqual([formatEvent(e) for e in events],
-                         ["1 object(s) fetched from virtual servers are left for the next start to delete: the index "
-                          "is not started"])
-        self.assertEqual((self.listed(), self.uncached().leftover), (["1.1"], {"1.1"}))

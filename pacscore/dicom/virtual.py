@@ -15,8 +15,7 @@ the other archive must know): by lists of SOP Instance UIDs or, when
 more than ``VirtualPerSeriesN`` objects are to be fetched (0, the
 default: never), whole series.  They are stored and indexed like
 any object received, then sent with ours.  With ``CacheVirtualData = 0``
-they are deleted again once the retrieve is over, or the last of the
-retrieves under way that use them (``_holding``); by default they stay,
+they are deleted again once the retrieve is over; by default they stay,
 so the archive works as a DICOM cache.
 
 A query or retrieve may name the archives it goes to: Conquest's control
@@ -42,7 +41,6 @@ use.
 """
 
 import copy
-from collections import Counter
 from typing import NamedTuple
 
 from pydicom.dataset import Dataset
@@ -202,8 +200,6 @@ class VirtualServers:
         self.dimseTimeout = dimseTimeout
         self.endpointFor = endpointFor  # (host, port) -> client endpoint; None: TCP
         self.titleStyle = titleStyle  # PadAEWithZeros, SendUpperCaseAE (negotiation.TitleStyle)
-        self.holders = Counter()  # SOP Instance UID -> retrieves holding the fetched object (CacheVirtualData = 0)
-        self.holding = defer.DeferredLock()  # orders the looks for objects here with their deletions
 
     @classmethod
     def fromConfiguration(cls, configuration, aeTitle, reactor, index, query, actions):
@@ -315,7 +311,7 @@ class VirtualServers:
             value = identifier.get(keyword, "")  # a list of UIDs stays a list
             keys[keyword] = list(value) if isinstance(value, MultiValue) else str(value or "").strip()
         arrived, lost = [], []
-        fetching = []  # the SOP Instance UIDs of the fetched objects it holds (``_holding``)
+        fetching = []  # the SOP Instance UIDs of the objects asked for, to release if cancelled
         try:
             for server in self.chosen(mask, callingAE):
                 try:
@@ -331,7 +327,6 @@ class VirtualServers:
         except defer.CancelledError:
             await self.release(fetching)
             raise
-        await self.release(list((Counter(fetching) - Counter(arrived)).elements()))  # held, did not arrive
         here = set(arrived)  # another archive may have sent what one failed to
         return Fetched(arrived, list(dict.fromkeys(uid for uid in lost if uid not in here)))
 
@@ -375,11 +370,11 @@ class VirtualServers:
         Instance UIDs it asks for are added to ``fetching``."""
         protocol = await self._associate(server, [(findClass, list(UNCOMPRESSED)),
                                                      (moveClass, list(UNCOMPRESSED))])
-        missing, shared, error = await _releasing(protocol, self._bring(protocol, findClass, moveClass, level, keys,
-                                                                        server, fetching, onPending))
+        missing, error = await _releasing(protocol, self._bring(protocol, findClass, moveClass, level, keys,
+                                                                server, fetching, onPending))
         uids = [image.sopInstanceUID for image in missing]
         here = {instance.sopInstanceUID for instance in await self._instancesOf(uids)}
-        fetched = Fetched([uid for uid in uids if uid in here] + shared, [uid for uid in uids if uid not in here])
+        fetched = Fetched([uid for uid in uids if uid in here], [uid for uid in uids if uid not in here])
         if fetched.lost:
             self.log.warn("virtual server {ae}: {count} of {total} object(s) fetched, the others are left out of "
                           "the retrieve: {error}", ae=server.ae, count=len(fetched.arrived), total=len(uids),
@@ -389,14 +384,15 @@ class VirtualServers:
         return fetched
 
     async def _bring(self, protocol, findClass, moveClass, level, keys, server, fetching, onPending):
-        """``(missing, shared, error)``: the ``RemoteImage``s of the
-        retrieve the archive holds and this one does not, moved here, the
-        SOP Instance UIDs of those here only because another retrieve
-        fetched them, and the error of the C-MOVE that failed (None).  The
-        retrieve holds both (``_holding``)."""
+        """``(missing, error)``: the ``RemoteImage``s of the retrieve the
+        archive holds and this one does not, moved here (their SOP Instance
+        UIDs added to ``fetching``), and the error of the C-MOVE that
+        failed (None)."""
         images = {image.sopInstanceUID: image
                   for image in await self._remoteImages(protocol, findClass, level, keys) if image.sopInstanceUID}
-        missing, shared = await self._holding(images, fetching)
+        known = {instance.sopInstanceUID for instance in await self._instancesOf(list(images))}
+        missing = [image for uid, image in images.items() if uid not in known]
+        fetching += [image.sopInstanceUID for image in missing]
         progress = None if onPending is None else lambda command: onPending(len(fetching))
         try:
             for identifier in self._moves(server, findClass, missing):
@@ -404,27 +400,8 @@ class VirtualServers:
         except defer.CancelledError:
             raise
         except Exception as e:
-            return missing, shared, e
-        return missing, shared, None
-
-    async def _holding(self, images, fetching):
-        """``(missing, shared)`` of ``images`` (``RemoteImage``s by SOP
-        Instance UID): those not here, and the UIDs of those here only
-        because another retrieve fetched them and holds them; the retrieve
-        holds both from now on (their UIDs added to ``fetching``).  With
-        ``CacheVirtualData = 0`` each fetched object counts the retrieves
-        (and WADO-RS fetches) that hold it and is deleted once the last one
-        ``release``s it; the look and the count are made while no deletion
-        runs, so that none takes what was just found here."""
-        async with self.holding:
-            known = {instance.sopInstanceUID for instance in await self._instancesOf(list(images))}
-            missing = [image for uid, image in images.items() if uid not in known]
-            shared = [uid for uid in images if uid in known and self.holders[uid]]
-            held = [image.sopInstanceUID for image in missing] + shared
-            fetching += held
-            if not self.cache:
-                self.holders.update(held)
-        return missing, shared
+            return missing, e
+        return missing, None
 
     def _moves(self, server, findClass, missing):
         """The C-MOVE identifiers that bring ``missing`` here."""
@@ -456,20 +433,13 @@ class VirtualServers:
                                      f"({failed} sub-operations failed)")
 
     async def release(self, fetched):
-        """A retrieve is over with the objects ``fetched`` (SOP Instance
-        UIDs) it held: those no other retrieve holds are deleted unless the
+        """A retrieve is over: delete the objects it fetched unless the
         fetched data is kept (CacheVirtualData)."""
         if self.cache or not fetched:
             return
-        async with self.holding:
-            self.holders.subtract(fetched)
-            done = [uid for uid in dict.fromkeys(fetched) if self.holders[uid] <= 0]
-            for uid in done:
-                del self.holders[uid]
-            count = (await self.actions.removeInstances(await self._instancesOf(done))).removed if done else 0
-        if count:
-            self.log.info("{count} object(s) fetched from virtual servers deleted (CacheVirtualData = 0)",
-                          count=count)
+        count = (await self.actions.removeInstances(await self._instancesOf(fetched))).removed
+        self.log.info("{count} object(s) fetched from virtual servers deleted (CacheVirtualData = 0)",
+                      count=count)
 
     async def _instancesOf(self, uids):
         """The index's ``Instance``s of the SOP Instance UIDs ``uids``."""

@@ -241,10 +241,11 @@ class VirtualServers:
         """The servers a request with (9999,0802) ``mask`` goes to (all when
         None), from ``callingAE``: never back to the archive that sent it
         (two archives that are each other's virtual server would forward
-        each request to and fro)."""
-        callingAE = (callingAE or "").strip()
+        each request to and fro).  AE titles compare as acrnema.map looks
+        them up: without case."""
+        callingAE = (callingAE or "").strip().upper()
         return [server for server in self.servers
-                if (mask is None or mask >> server.number & 1) and server.ae != callingAE]
+                if (mask is None or mask >> server.number & 1) and server.ae.strip().upper() != callingAE]
 
     async def find(self, sopClass, identifier, mask=None, callingAE=None):
         """The matches of the listed archives (those of ``mask``, but not

@@ -58,6 +58,7 @@ class VirtualServerTests(unittest.TestCase):
         chosen = self.servers(VirtualServer("BACK", number=0), VirtualServer("OTHER", number=1)).chosen
         self.assertEqual([s.ae for s in chosen(None, "BACK")], ["OTHER"])
         self.assertEqual([s.ae for s in chosen(None, "BACK ")], ["OTHER"])
+        self.assertEqual([s.ae for s in chosen(None, "back")], ["OTHER"])  # acrnema.map ignores case
         self.assertEqual([s.ae for s in chosen(1, "BACK")], [])
         self.assertEqual([s.ae for s in chosen(None, "VIEWER")], ["BACK", "OTHER"])
 

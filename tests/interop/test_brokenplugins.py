@@ -4,17 +4,11 @@ with the other plugins, answers an echo and names each broken one in a
 single log line."""
 
 import os
-import textwrap
 
 from twisted.trial import unittest
 
 from tests.interop.server import PacsServer
-
-HEADER = """\
-from twisted.plugin import IPlugin
-from zope.interface import implementer
-from pacscore.interfaces import IControlCommand, IConverterCommand, IDatabaseDriver
-"""
+from tests.pacscore.test_pluginset import writePluginModules
 
 INCOMPLETE = {
     # no name, parse or run
@@ -47,13 +41,12 @@ class BrokenPluginTests(unittest.TestCase):
 
     def serverWith(self, modules):
         """A started server with a ``plugins`` folder of ``modules`` (name:
-        source after HEADER) on its PYTHONPATH."""
+        source after tests.pacscore.test_pluginset.HEADER) on its
+        PYTHONPATH."""
         workdir = os.path.abspath(self.mktemp())
         folder = os.path.join(workdir, "site", "plugins")
         os.makedirs(folder)
-        for name, source in modules.items():
-            with open(os.path.join(folder, name + ".py"), "w") as f:
-                f.write(HEADER + textwrap.dedent(source))
+        writePluginModules(folder, modules)
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [os.path.dirname(folder),
                                                                           os.environ.get("PYTHONPATH")])))
         server = PacsServer(os.path.join(workdir, "pacs"), env=env)

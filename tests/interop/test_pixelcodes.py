@@ -35,7 +35,7 @@ import numpy as np
 import pydicom
 from PIL import Image
 from pydicom.data import get_testdata_file
-from pydicom.encaps import encapsulate, generate_frames
+from pydicom.encaps import generate_frames
 from pydicom.pixels import apply_rescale
 from pydicom.uid import generate_uid
 from twisted.trial import unittest
@@ -50,6 +50,7 @@ from tests.interop.test_control_commands import storedFile
 from tests.interop.test_forwarding import waitFor
 from tests.interop.test_retrieve import movescu
 from tests.interop.test_web import httpGet
+from tests.pacscore.codecs.test_transcode import cutShortDataset
 
 NKI_PIXEL_DATA = 0x7FDF0010
 DQT = 0xFFDB
@@ -491,13 +492,10 @@ def cutShort(source, path):
     """``source`` (Part-10, one encapsulated frame) with its codestream cut
     to its first third (no end of image marker) and a new SOP Instance
     UID, written at ``path``."""
-    ds = pydicom.dcmread(source)
-    frame = next(generate_frames(ds.PixelData, number_of_frames=1))
-    ds.PixelData = encapsulate([frame[:len(frame) // 3]])
+    ds = cutShortDataset(source)
     ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
     ds.save_as(path)
     return ds
-
 
 
 def assertNotSentDecompressed(test, original):

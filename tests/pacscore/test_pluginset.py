@@ -18,8 +18,17 @@ _packages = itertools.count()
 HEADER = """\
 from twisted.plugin import IPlugin
 from zope.interface import implementer
-from pacscore.interfaces import IControlCommand, IConverterCommand
+from pacscore.interfaces import IControlCommand, IConverterCommand, IDatabaseDriver
 """
+
+
+def writePluginModules(folder, modules):
+    """Write plugin modules ``modules`` (name: source after HEADER) into
+    ``folder``."""
+    for name, source in modules.items():
+        with open(os.path.join(folder, name + ".py"), "w") as f:
+            f.write(HEADER + textwrap.dedent(source))
+
 
 GOOD = """
 @implementer(IPlugin, IConverterCommand)
@@ -39,9 +48,7 @@ class PluginSetTests(unittest.TestCase):
         name = f"pacs_pluginset_test{next(_packages)}"
         os.makedirs(os.path.join(root, name))
         open(os.path.join(root, name, "__init__.py"), "w").close()
-        for module, source in modules.items():
-            with open(os.path.join(root, name, module + ".py"), "w") as f:
-                f.write(HEADER + textwrap.dedent(source))
+        writePluginModules(os.path.join(root, name), modules)
         sys.path.insert(0, os.path.abspath(root))
         self.addCleanup(sys.path.remove, os.path.abspath(root))
         self.addCleanup(lambda: [sys.modules.pop(key) for key in list(sys.modules)

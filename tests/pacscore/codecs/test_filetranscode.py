@@ -22,7 +22,7 @@ from pacscore.converters.uidmap import UIDMap
 from pacscore.dicom.datasets import decodeDataset, encodeDataset
 from pacscore.storage.attributes import DatasetError
 from pacscore.storage.part10 import readFileMeta
-from tests.pacscore.codecs.test_transcode import DATA, LOSSLESS_FILES, LOSSY_FILES, NATIVE_FILES
+from tests.pacscore.codecs.test_transcode import DATA, LOSSLESS_FILES, LOSSY_FILES, NATIVE_FILES, streamed
 
 TARGETS = (EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN)
 PADDING = struct.pack("<HH2sHL", 0xFFFC, 0xFFFC, b"OB", 0, 6) + b"\0" * 6  # Data Set Trailing Padding
@@ -35,15 +35,6 @@ def stored(name, extra=b""):
     fileobj = io.BytesIO(content)
     syntax, _, offset = readFileMeta(fileobj)
     return syntax, fileobj, offset, len(content) - offset
-
-
-def streamed(fileobj, offset, length, syntax, target, change=None):
-    with tempfile.TemporaryFile() as out:
-        written = transcodeFile(fileobj, offset, length, syntax, target, out, change)
-        out.seek(0)
-        data = out.read()
-    assert written == len(data)
-    return data
 
 
 class FileTranscodeTests(unittest.TestCase):

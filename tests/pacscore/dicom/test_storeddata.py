@@ -2,12 +2,12 @@
 file for sending, and reading them piece by piece."""
 
 import struct
-import zlib
 
 from twisted.internet import defer
 from twisted.trial import unittest
 
 from pacscore.dicom.storeddata import STREAMED_OBJECT, StoredData, closeIfStored, openDataset, openStored
+from pacscore.storage.attributes import deflated
 from pacscore.storage.reader import StoredObject
 
 EXPLICIT = "1.2.840.10008.1.2.1"
@@ -34,13 +34,6 @@ def pixelAttributes(frames):
             + shortElement(0x0028, 0x0010, b"US", struct.pack("<H", 1024))
             + shortElement(0x0028, 0x0011, b"US", struct.pack("<H", 1024))
             + shortElement(0x0028, 0x0100, b"US", struct.pack("<H", 16)))
-
-
-def deflated(dataset):
-    """``dataset`` deflated (PS3.5 A.5), padded to an even length."""
-    deflater = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
-    data = deflater.compress(dataset) + deflater.flush()
-    return data + b"\0" * (len(data) % 2)
 
 
 # Encapsulated Pixel Data: an empty offset table and one 64 kB fragment.
@@ -99,8 +92,8 @@ class OpenStoredTests(unittest.TestCase):
         disk)."""
         attributes = pixelAttributes(1024)
         native = attributes + element(0x7FE0, 0x0010, b"OB", bytes(1024))
-        for dataset, syntax in ((attributes, RLE), (native, EXPLICIT), (deflated(attributes), DEFLATED),
-                                (deflated(native), DEFLATED)):
+        for dataset, syntax in ((attributes, RLE), (native, EXPLICIT), (deflated([attributes]), DEFLATED),
+                                (deflated([native]), DEFLATED)):
             stored = self.storedFile(dataset, syntax)
             data = openDataset(stored.path, stored.datasetOffset, stored.transferSyntax, immediately)
             self.addCleanup(closeIfStored, data)

@@ -38,12 +38,13 @@ from pacscore.web.dicomweb import instancefiles, retrieve
 from pacscore.web.dicomweb.resource import Target
 from pacscore.web.dicomweb.instancefiles import instanceMetadata
 from plugins.pacs_control_modify import modifyImage
-from tests.pacscore.codecs.test_transcode import asFile, overlaid, quietly
+from tests.pacscore.codecs.test_transcode import asFile, cutShortDataset, overlaid, quietly
 from tests.pacscore.web.dicomweb.client import DicomWebTestCase, viewedColours
 
 JPEG_LOSSLESS = "1.2.840.10008.1.2.4.70"
 EXPLICIT = "1.2.840.10008.1.2.1"
 IMPLICIT = "1.2.840.10008.1.2"
+OCTETS = 'multipart/related; type="application/octet-stream"'
 
 
 def flatRle(dataset, frames, value=0x0102):
@@ -344,12 +345,11 @@ class RetrieveTests(DicomWebTestCase):
         self.patch(instancefiles, "pixel_array", decoder)
         self.patch(filetranscode, "get_decoder", decoder)
         self.patch(transcoding, "decompress", decoder)
-        octets = 'multipart/related; type="application/octet-stream"'
         explicit = f'multipart/related; type="application/dicom"; transfer-syntax={EXPLICIT}'
         uri = (f"{self.root}/wado?requestType=WADO&studyUID={study}&seriesUID={study}.1&objectUID={study}.1.1"
                f"&contentType=application/dicom&transferSyntax={EXPLICIT}")
         page = f"{self.root}/cgi-bin/dgate?mode=dicom&slice=BOGUS:{study}.1.1&compress=un"
-        for asked, accept, code in (("/frames/1", octets, 422), ("/bulk/7FE00010", octets, 422), ("", explicit, 406),
+        for asked, accept, code in (("/frames/1", OCTETS, 422), ("/bulk/7FE00010", OCTETS, 422), ("", explicit, 406),
                                     (uri, None, 422), (page, None, 422)):
             with capturedLogs() as events:
                 found = yield self.fetch(asked if asked.startswith("http") else path + asked, accept=accept)
@@ -369,7 +369,6 @@ class RetrieveTests(DicomWebTestCase):
         dataset = flatRle(makeDataset("FLAT2", "Flat^Frames", study, f"{study}.1", f"{study}.1.1", 1, 1,
                                       rows=16, columns=16), 4)
         path = yield self.stored(dataset, "frames.dcm")
-        octets = 'multipart/related; type="application/octet-stream"'
         made = []
         nativeFrame = instancefiles._nativeFrame
 
@@ -383,13 +382,13 @@ class RetrieveTests(DicomWebTestCase):
         self.assertEqual(frames.frame(0), b"\x02\x01" * 256)
         self.assertEqual(made, [2, 0])
         del made[:]
-        found = yield self.fetch(path + "/frames/3,1,2", accept=octets)
+        found = yield self.fetch(path + "/frames/3,1,2", accept=OCTETS)
         self.assertEqual([frame for _, frame in found.parts()], [b"\x02\x01" * 256] * 3)
         self.assertEqual(made, [2, 0, 1])
-        bulk = yield self.fetch(path + "/bulk/7FE00010", accept=octets)
+        bulk = yield self.fetch(path + "/bulk/7FE00010", accept=OCTETS)
         self.assertEqual([frame for _, frame in bulk.parts()], [b"\x02\x01" * 256] * 4)
         for frames in ("1,1", "1,2,3,4,1", "2," * 600 + "2"):
-            found = yield self.fetch(path + f"/frames/{frames}", accept=octets)
+            found = yield self.fetch(path + f"/frames/{frames}", accept=OCTETS)
             self.assertEqual((frames, found.code), (frames, 400), found.body)
 
     @defer.inlineCallbacks
@@ -404,11 +403,10 @@ class RetrieveTests(DicomWebTestCase):
         good = next(generate_frames(dataset.PixelData, number_of_frames=3))
         dataset.PixelData = encapsulate([good, struct.pack("<16L", 2, 64, 9999, *[0] * 13), good])
         path = yield self.stored(dataset, "bad2.dcm")
-        octets = 'multipart/related; type="application/octet-stream"'
         for asked in ("/frames/1,2,3", "/bulk/7FE00010"):
             with capturedLogs() as events:
                 try:
-                    yield self.fetch(path + asked, accept=octets)
+                    yield self.fetch(path + asked, accept=OCTETS)
                 except Exception:
                     pass  # the answer broken off
                 else:
@@ -422,19 +420,15 @@ class RetrieveTests(DicomWebTestCase):
     def test_cutShortFrameRefused(self):
         """A JPEG-LS frame cut before its end of image marker is a 422, in
         frames/{n} as in bulk/7FE00010, never decoded partly filled."""
-        dataset = pydicom.dcmread(get_testdata_file("MR_small_jpeg_ls_lossless.dcm"))
-        frame = next(generate_frames(dataset.PixelData, number_of_frames=1))
-        dataset.PixelData = encapsulate([frame[:len(frame) // 3]])
-        path = yield self.stored(dataset, "cut.dcm")
+        path = yield self.stored(cutShortDataset(get_testdata_file("MR_small_jpeg_ls_lossless.dcm")), "cut.dcm")
         for asked in ("/frames/1", "/bulk/7FE00010"):
-            found = yield self.fetch(path + asked, accept='multipart/related; type="application/octet-stream"')
+            found = yield self.fetch(path + asked, accept=OCTETS)
             self.assertEqual((asked, found.code), (asked, 422))
 
     @defer.inlineCallbacks
     def test_frames(self):
         image = self.corpus[3]
-        found = yield self.fetch(self.instancePath(image) + "/frames/1",
-                                 accept='multipart/related; type="application/octet-stream"')
+        found = yield self.fetch(self.instancePath(image) + "/frames/1", accept=OCTETS)
         ((_, frame),) = found.parts()
         self.assertEqual(frame, pydicom.dcmread(image.path).PixelData)
         for frames, code in (("2", 404), ("0", 400), ("1,x", 400)):
@@ -443,11 +437,26 @@ class RetrieveTests(DicomWebTestCase):
         found = yield self.fetch(self.instancePath(image) + "/frames/1", accept='multipart/related; type="image/jpeg"')
         self.assertEqual(found.code, 406)
 
-    @defer.inlineCallbacks
     def stored(self, dataset, name):
         """Store ``dataset`` as a Part-10 file named ``name``; its WADO-RS path."""
         path = os.path.join(self.running.workdir, name)
         dataset.save_as(path, enforce_file_format=True)
+        return self.added(dataset, path)
+
+    def storedNki(self, dataset, syntax, mode, name):
+        """Store ``dataset`` in ``syntax``, NKI compressed in ``mode`` (as
+        Conquest's n1..n4), as a Part-10 file named ``name``; its WADO-RS
+        path."""
+        path = os.path.join(self.running.workdir, name)
+        with open(path, "wb") as f:
+            f.write(encodeFileMeta(dataset.SOPClassUID, dataset.SOPInstanceUID, syntax, "1.2.3.4", "TEST")
+                    + nkipixels.compressDataset(encodeDataset(dataset, syntax), syntax, mode))
+        return self.added(dataset, path)
+
+    @defer.inlineCallbacks
+    def added(self, dataset, path):
+        """Add the file ``path`` holding ``dataset`` to the archive; its
+        WADO-RS path."""
         yield self.running.run(AddImageFile(), path)
         return (f"/studies/{dataset.StudyInstanceUID}/series/{dataset.SeriesInstanceUID}/instances/"
                 f"{dataset.SOPInstanceUID}")
@@ -459,7 +468,6 @@ class RetrieveTests(DicomWebTestCase):
         reads as None); a native frame it ends in (of two, 1.5 are held), a
         compressed frame past its fragments (of two, one is held), where
         the frames it holds are sent whole."""
-        octets = 'multipart/related; type="application/octet-stream"'
         study = "1.2.826.0.1.3680043.8.498.10"
         empty = makeDataset("SHORT1", "Short^Pixels", study, f"{study}.1", f"{study}.1.1", 1, 1)
         empty.PixelData = b""
@@ -471,13 +479,13 @@ class RetrieveTests(DicomWebTestCase):
         emptyPath = yield self.stored(empty, "empty.dcm")
         shortPath = yield self.stored(short, "short.dcm")
         fragmentsPath = yield self.stored(fragments, "fragments.dcm")
-        for path, frames, accept in ((emptyPath, "1", octets), (shortPath, "2", octets), (shortPath, "1,2", octets),
-                                     (fragmentsPath, "2", octets + "; transfer-syntax=*")):
+        for path, frames, accept in ((emptyPath, "1", OCTETS), (shortPath, "2", OCTETS), (shortPath, "1,2", OCTETS),
+                                     (fragmentsPath, "2", OCTETS + "; transfer-syntax=*")):
             found = yield self.fetch(f"{path}/frames/{frames}", accept=accept)
             self.assertEqual((path, frames, found.code), (path, frames, 404), found.body)
-        ((_, frame),) = (yield self.fetch(shortPath + "/frames/1", accept=octets)).parts()
+        ((_, frame),) = (yield self.fetch(shortPath + "/frames/1", accept=OCTETS)).parts()
         self.assertEqual(frame, whole)
-        ((_, frame),) = (yield self.fetch(fragmentsPath + "/frames/1", accept=octets + "; transfer-syntax=*")).parts()
+        ((_, frame),) = (yield self.fetch(fragmentsPath + "/frames/1", accept=OCTETS + "; transfer-syntax=*")).parts()
         self.assertEqual(frame, next(generate_frames(fragments.PixelData, number_of_frames=1)))
 
     @defer.inlineCallbacks
@@ -488,11 +496,10 @@ class RetrieveTests(DicomWebTestCase):
         ds.NumberOfFrames = 2
         ds.PixelData = ds.PixelData + bytes(255 - byte for byte in ds.PixelData)
         path = yield self.stored(ds, "ybr422.dcm")
-        octets = 'multipart/related; type="application/octet-stream"'
         half = len(ds.PixelData) // 2
-        frames = yield self.fetch(path + "/frames/1,2", accept=octets)
+        frames = yield self.fetch(path + "/frames/1,2", accept=OCTETS)
         self.assertEqual([frame for _, frame in frames.parts()], [ds.PixelData[:half], ds.PixelData[half:]])
-        bulk = yield self.fetch(path + "/bulk/7FE00010", accept=octets)
+        bulk = yield self.fetch(path + "/bulk/7FE00010", accept=OCTETS)
         self.assertEqual(b"".join(frame for _, frame in bulk.parts()), ds.PixelData)
 
     @defer.inlineCallbacks
@@ -511,7 +518,6 @@ class RetrieveTests(DicomWebTestCase):
         byPlane = copy.deepcopy(rle)
         byPlane.PlanarConfiguration = 1
         byPlane.SOPInstanceUID = generate_uid()
-        octets = 'multipart/related; type="application/octet-stream"'
         for name, dataset in (("jpeg-ybr.dcm", get_testdata_file("SC_rgb_dcmtk_+eb+cy+n1.dcm", read=True)),
                               ("jpeg-ybr422.dcm", get_testdata_file("SC_rgb_dcmtk_+eb+cy+s2.dcm", read=True)),
                               ("rle-ybr.dcm", rle), ("rle-ybr-planes.dcm", byPlane),
@@ -519,13 +525,13 @@ class RetrieveTests(DicomWebTestCase):
             path = yield self.stored(dataset, name)
             (metadata,) = (yield self.fetch(path + "/metadata")).json()
             self.assertEqual(metadata["00280004"]["Value"], [dataset.PhotometricInterpretation])
-            ((_, frame),) = (yield self.fetch(path + "/frames/1", accept=octets)).parts()
+            ((_, frame),) = (yield self.fetch(path + "/frames/1", accept=OCTETS)).parts()
             np.testing.assert_array_equal(viewedColours(metadata, frame), pixel_array(dataset), err_msg=name)
         odd = get_testdata_file("SC_rgb_small_odd_jpeg.dcm", read=True)
         odd.PhotometricInterpretation = "YBR_FULL_422"
         path = yield self.stored(odd, "jpeg-odd.dcm")
-        self.assertEqual((yield self.fetch(path + "/frames/1", accept=octets)).code, 422)
-        ((_, frame),) = (yield self.fetch(path + "/frames/1", accept=octets + "; transfer-syntax=*")).parts()
+        self.assertEqual((yield self.fetch(path + "/frames/1", accept=OCTETS)).code, 422)
+        ((_, frame),) = (yield self.fetch(path + "/frames/1", accept=OCTETS + "; transfer-syntax=*")).parts()
         self.assertEqual(frame, next(generate_frames(odd.PixelData, number_of_frames=1)))
 
     @defer.inlineCallbacks
@@ -535,24 +541,18 @@ class RetrieveTests(DicomWebTestCase):
         Pixel Data's bulk data, as stored (transfer-syntax=*) too, in
         Explicit and Implicit VR, as in the whole object; its metadata
         offers the Pixel Data, not the NKI stream, which no viewer reads."""
-        octets = 'multipart/related; type="application/octet-stream"'
         original = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
         for syntax, mode in ((EXPLICIT, 4), (IMPLICIT, 2)):
             ds = copy.deepcopy(original)
             ds.SOPInstanceUID = generate_uid()
-            data = nkipixels.compressDataset(encodeDataset(ds, syntax), syntax, mode)
-            name = os.path.join(self.running.workdir, f"nki{mode}.dcm")
-            with open(name, "wb") as f:
-                f.write(encodeFileMeta(ds.SOPClassUID, ds.SOPInstanceUID, syntax, "1.2.3.4", "TEST") + data)
-            yield self.running.run(AddImageFile(), name)
-            path = f"/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}"
-            for accept in (octets, octets + "; transfer-syntax=*"):
+            path = yield self.storedNki(ds, syntax, mode, f"nki{mode}.dcm")
+            for accept in (OCTETS, OCTETS + "; transfer-syntax=*"):
                 found = yield self.fetch(path + "/frames/1", accept=accept)
                 self.assertEqual((syntax, accept, found.code), (syntax, accept, 200), found.body)
                 ((kind, frame),) = found.parts()
                 self.assertEqual(kind, f"application/octet-stream; transfer-syntax={EXPLICIT}")
                 self.assertEqual(frame, original.PixelData, syntax)
-            bulk = yield self.fetch(path + "/bulk/7FE00010", accept=octets)
+            bulk = yield self.fetch(path + "/bulk/7FE00010", accept=OCTETS)
             self.assertEqual((bulk.code, b"".join(part for _, part in bulk.parts())), (200, original.PixelData))
             (metadata,) = (yield self.fetch(path + "/metadata")).json()
             self.assertNotIn("7FDF0010", metadata)
@@ -562,22 +562,17 @@ class RetrieveTests(DicomWebTestCase):
     def test_framesOfLargeNKIObjectsAreRefused(self):
         """The NKI stream runs over all the frames of an object, so its
         frames are expanded all at once: one whose pixels expand to more
-        than STREAMED_OBJECT (here 300 frames of 32 kB in a file of 47 kB)
-        is a 422, logged, not expanded."""
+        than STREAMED_OBJECT (here 257 frames of 32 kB, 8 MB, in a file of
+        about 4.6 MB) is a 422, logged, not expanded."""
         ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
         frames = STREAMED_OBJECT // len(ds.PixelData) + 1
         ds.SOPInstanceUID, ds.NumberOfFrames, ds.PixelData = generate_uid(), frames, ds.PixelData * frames
-        data = nkipixels.compressDataset(encodeDataset(ds, EXPLICIT), EXPLICIT, 2)
-        name = os.path.join(self.running.workdir, "nkilarge.dcm")
-        with open(name, "wb") as f:
-            f.write(encodeFileMeta(ds.SOPClassUID, ds.SOPInstanceUID, EXPLICIT, "1.2.3.4", "TEST") + data)
-        yield self.running.run(AddImageFile(), name)
-        path = f"/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}"
+        path = yield self.storedNki(ds, EXPLICIT, 2, "nkilarge.dcm")
         expanded = []
         self.patch(instancefiles, "decompressDecoded", expanded.append)
         with capturedLogs() as events:
             for resource in ("/frames/1", "/bulk/7FE00010"):
-                found = yield self.fetch(path + resource, accept='multipart/related; type="application/octet-stream"')
+                found = yield self.fetch(path + resource, accept=OCTETS)
                 self.assertEqual(found.code, 422, resource)
                 self.assertIn(f"its NKI compressed pixels expand to {len(ds.PixelData)} bytes".encode(), found.body)
         self.assertEqual(expanded, [])
@@ -589,13 +584,12 @@ class RetrieveTests(DicomWebTestCase):
         their little endian bytes as stored, as in the object retrieved in
         Explicit VR Little Endian: RGB planes kept (Planar Configuration 1),
         16-bit samples swapped."""
-        octets = 'multipart/related; type="application/octet-stream"'
         for name in ("ExplVR_BigEnd.dcm", "MR_small_bigendian.dcm"):
             path = yield self.stored(pydicom.dcmread(get_testdata_file(name)), name)
             ((_, little),) = (yield self.fetch(path)).parts()
             little = pydicom.dcmread(io.BytesIO(little))
             self.assertEqual(little.file_meta.TransferSyntaxUID, EXPLICIT)
-            ((_, frame),) = (yield self.fetch(path + "/frames/1", accept=octets)).parts()
+            ((_, frame),) = (yield self.fetch(path + "/frames/1", accept=OCTETS)).parts()
             self.assertEqual((name, frame), (name, little.PixelData))
 
     @defer.inlineCallbacks
@@ -624,10 +618,9 @@ class RetrieveTests(DicomWebTestCase):
         self.assertEqual(inline(metadata["00281201"]), struct.pack("<4H", 1, 2, 3, 0x0102))
         self.assertEqual(inline(metadata["00660016"]), struct.pack("<2f", 1.5, -2))
         self.assertEqual(inline(metadata["00660002"]["Value"][0]["00660040"]), struct.pack("<2L", 1, 0x01020304))
-        octets = 'multipart/related; type="application/octet-stream"'
         for tag, expected in (("00281202", struct.pack("<1024H", *range(1024))),
                               ("00281201", struct.pack("<4H", 1, 2, 3, 0x0102))):
-            ((_, value),) = (yield self.fetch(f"{path}/bulk/{tag}", accept=octets)).parts()
+            ((_, value),) = (yield self.fetch(f"{path}/bulk/{tag}", accept=OCTETS)).parts()
             self.assertEqual((tag, value), (tag, expected))
         self.assertEqual(metadata["00281202"]["BulkDataURI"], f"{self.base}{path}/bulk/00281202")
 
@@ -637,7 +630,6 @@ class RetrieveTests(DicomWebTestCase):
         Bit, unsigned and signed, stored in every lossless code, are the
         stored words, overlay bits and all (pydicom's JPEG lossless
         decoder alone masks them off)."""
-        octets = 'multipart/related; type="application/octet-stream"'
         study = "1.2.826.0.1.3680043.8.498.20"
         for n, (signed, syntax) in enumerate((signed, syntax) for signed in (False, True) for syntax in (
                 syntaxes.JPEG_LOSSLESS, JPEG_LOSSLESS, syntaxes.JPEG_LS_LOSSLESS, syntaxes.JPEG_2000_LOSSLESS,
@@ -647,7 +639,7 @@ class RetrieveTests(DicomWebTestCase):
             words.update(overlaid(signed))  # its pixel module again
             stored = asFile(quietly(transcode, encodeDataset(words, EXPLICIT), EXPLICIT, syntax), syntax, words)
             path = yield self.stored(stored, f"overlay{n}.dcm")
-            ((_, frame),) = (yield self.fetch(path + "/frames/1", accept=octets)).parts()
+            ((_, frame),) = (yield self.fetch(path + "/frames/1", accept=OCTETS)).parts()
             self.assertEqual(frame, words.PixelData, (signed, syntax))
 
     @defer.inlineCallbacks
@@ -760,13 +752,12 @@ class RetrieveTests(DicomWebTestCase):
         """A q=0 range refuses frames and pixel bulk data that a wider range
         would take, as it does objects."""
         path = self.instancePath(self.corpus[3])
-        octets = 'multipart/related; type="application/octet-stream"'
         for resource in ("/frames/1", "/bulk/7FE00010"):
-            for accept in (f"*/*, {octets};q=0", "*/*, multipart/related;q=0",
-                           f"{octets}; transfer-syntax=*, {octets}; transfer-syntax={EXPLICIT};q=0"):
+            for accept in (f"*/*, {OCTETS};q=0", "*/*, multipart/related;q=0",
+                           f"{OCTETS}; transfer-syntax=*, {OCTETS}; transfer-syntax={EXPLICIT};q=0"):
                 found = yield self.fetch(path + resource, accept=accept)
                 self.assertEqual((resource, accept, found.code), (resource, accept, 406))
-            found = yield self.fetch(path + resource, accept=f"*/*, {octets}; transfer-syntax=1.2.840.10008.1.2;q=0")
+            found = yield self.fetch(path + resource, accept=f"*/*, {OCTETS}; transfer-syntax=1.2.840.10008.1.2;q=0")
             self.assertEqual((resource, found.code), (resource, 200))
 
     @defer.inlineCallbacks

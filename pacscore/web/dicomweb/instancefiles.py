@@ -249,13 +249,12 @@ class Frames(NamedTuple):
 
 def instanceFrames(path, numbers, choose):
     """The ``Frames`` ``numbers`` (from 1; None: all) of the stored file ``path``, read once:
-    ``numbers`` (from 1; None: all) of the stored file ``path``, read once:
     ``choose(stored syntax)`` gives ``(as stored, media type)``; as stored
     a compressed frame is its codestream, else native pixels in Explicit VR
     Little Endian.  ``first`` is the bytes of the first of ``numbers``,
     ``frame(index)`` (in the I/O pool; from 0) those of another, each decoded
-    only when asked for, so that the frames of an answer are held one at a
-    time.  NKI compressed pixel data is expanded first, as stored too
+    only when asked for, so that an answer holds its stored Pixel Data and
+    one decoded frame at a time.  NKI compressed pixel data is expanded first, as stored too
     (``_expandedNKI``).  NoSuchFrame for a number beyond its frames or the
     frames its Pixel Data holds (none when it is empty); FrameTooLarge
     (``checkFrameSize``) for frames to decode too large to be."""

@@ -110,7 +110,7 @@ _EXPLICIT_HEADER = struct.Struct("<HH2sH")
 # Decoded by pydicom masked to Bits Stored, unless told another precision.
 _JPEG_PROCESSES = JPEG_LOSSY_SYNTAXES | JPEG_LOSSLESS_SYNTAXES
 # Bytes per word of the binary VRs a change of byte order must swap.
-_WORD_SIZES = {"OW": 2, "OF": 4, "OL": 4, "OD": 8, "OV": 8}
+WORD_SIZES = {"OW": 2, "OF": 4, "OL": 4, "OD": 8, "OV": 8}
 # Always lossy: the DCT-based JPEG processes, MPEG-2/4, HEVC.
 _ALWAYS_LOSSY = frozenset(
     ["1.2.840.10008.1.2.4." + str(n) for n in (50, 51, 52, 53, 54, 55, 56, 59, 60, 61, 62, 63, 64)]
@@ -219,7 +219,7 @@ def _transcode(data, source, target, quality):
         # byte order.
         correct_ambiguous_vr(ds, True)
     if not sourceLittle:
-        _swapBytes(ds)  # now little endian throughout
+        swapBytes(ds)  # now little endian throughout
     if isCompressed(source):
         _decompressAll(ds, source)
     elif PIXEL_DATA in ds and ds[PIXEL_DATA].is_undefined_length:
@@ -229,7 +229,7 @@ def _transcode(data, source, target, quality):
         if PIXEL_DATA in ds:
             _compress(ds, target, quality)
     elif not targetLittle:
-        _swapBytes(ds)
+        swapBytes(ds)
     return _finish([_write(ds, targetImplicit, targetLittle)], target)
 
 
@@ -329,16 +329,18 @@ def elementHeader(raw, pos, implicit):
     return group << 16 | element, vr, length, pos + 8
 
 
-def _swapBytes(ds):
+def swapBytes(ds, strict=True):
     """Swap the byte order of the binary values of ``ds`` and its items,
     little <-> big endian. Pixel Data goes by sample, as pydicom reads big
-    endian: Bits Allocated / 8 bytes, 8-bit OW data by 16-bit words."""
+    endian: Bits Allocated / 8 bytes, 8-bit OW data by 16-bit words.  A
+    value that is no whole number of words is an error when ``strict``,
+    else left as it is."""
     for element in ds:
         if element.VR == "SQ":
             for item in element.value or ():
-                _swapBytes(item)
+                swapBytes(item, strict)
             continue
-        size = _WORD_SIZES.get(element.VR)
+        size = WORD_SIZES.get(element.VR)
         value = element.value
         if element.tag == PIXEL_DATA:
             bitsAllocated = ds.get("BitsAllocated") or 0
@@ -351,6 +353,8 @@ def _swapBytes(ds):
         if not size or not value or size == 1:
             continue
         if len(value) % size:
+            if not strict:
+                continue
             raise _Problem(f"{element.tag} has {len(value)} bytes, not a whole number of "
                            f"{size}-byte words")
         element.value = np.frombuffer(value, dtype=f"u{size}").byteswap().tobytes()

@@ -23,7 +23,7 @@ from pacscore.codecs.filetranscode import NotStreamed, streams
 from pacscore.codecs.encapsulatedframes import frameDamage
 from pacscore.codecs.nkipixels import NKI_PIXEL_DATA, decompressDecoded, nkiStream
 from pacscore.codecs.rendering import checkFrameSize
-from pacscore.codecs.transcode import TranscodeError, codedPrecision
+from pacscore.codecs.transcode import TranscodeError, codedPrecision, swapBytes
 from pacscore.dicom.storeddata import STREAMED_OBJECT, openDataset
 from pacscore.storage.attributes import readAttributes
 from pacscore.storage.part10 import fileMetaOf, readFileMeta, sendsAsItIs
@@ -33,7 +33,6 @@ from pacscore.web.dicomweb.dicomjson import jsonDataset
 PIXEL_DATA = 0x7FE00010
 AVAILABLE_TRANSFER_SYNTAX = "00083002"
 OCTET_STREAM = "application/octet-stream"
-WORD_SIZES = {"OW": 2, "OL": 4, "OF": 4, "OD": 8, "OV": 8}  # bytes of a word of the binary VRs
 # PS3.18 table 8.7.3-2: the media type of a frame in a compressed syntax.
 FRAME_TYPES = {JPEG_BASELINE: "image/jpeg", JPEG_EXTENDED: "image/jpeg", JPEG_LOSSLESS: "image/jpeg",
                JPEG_LOSSLESS_SV1: "image/jpeg", JPEG_LS_LOSSLESS: "image/jls", JPEG_LS_NEAR_LOSSLESS: "image/jls",
@@ -99,21 +98,32 @@ def _read(path, pixels):
         return pydicom.dcmread(f, stop_before_pixels=not pixels, force=True)
 
 
+def _readLittleEndian(path):
+    """The stored file ``path`` read without its Pixel Data, its binary
+    values (OW, OL, OF, OD, OV, in sequence items too) little endian when
+    it is Explicit VR Big Endian (``swapBytes``; one that is no whole
+    number of words left as it is): DICOM JSON's InlineBinary and bulk
+    data hold them as Explicit VR Little Endian does (PS3.18 8.7.3), as
+    the object's frames do (``_nativeFrame``)."""
+    dataset = _read(path, pixels=False)
+    if _storedSyntax(dataset) == EXPLICIT_VR_BIG_ENDIAN:
+        swapBytes(dataset, strict=False)
+    return dataset
+
+
 def instanceMetadata(path, url):
     """The DICOM JSON of the stored file ``path`` whose WADO-RS address is
     ``url``: every attribute but the bulk data (binary values over 1 KB and
     Pixel Data), which are ``BulkDataURI``s of ``url/bulk/{tag}``; with the
     Available Transfer Syntax UID it is stored in.  Binary values in
     sequence items (an icon's pixels) stay inline: ``bulk/{tag}`` names a
-    top-level attribute.  Binary values go little endian (``_littleEndianWords``).
+    top-level attribute.  Binary values go little endian (``_readLittleEndian``).
     NKI compressed pixel data (7FDF,0010) is left out: its frames and Pixel
     Data go expanded (``instanceFrames``)."""
-    dataset = _read(path, pixels=False)
+    dataset = _readLittleEndian(path)
     if nkiStream(dataset) is not None:
         del dataset[NKI_PIXEL_DATA]
     syntax = _storedSyntax(dataset)
-    if syntax == EXPLICIT_VR_BIG_ENDIAN:
-        _littleEndianWords(dataset)
     found = jsonDataset(dataset, lambda element: f"{url}/bulk/{int(element.tag):08X}"
                         if dataset.get(element.tag) is element else None)
     if "Rows" in dataset:
@@ -213,30 +223,6 @@ def _littleEndian(data, size):
     return np.frombuffer(data, dtype=f">u{size}").astype(f"<u{size}").tobytes()
 
 
-def _littleEndianWords(dataset):
-    """Make the OW, OL, OF, OD and OV values of ``dataset``, read from an
-    Explicit VR Big Endian file, little endian (``_wordsLittleEndian``),
-    those in its sequences' items too: DICOM JSON's InlineBinary and bulk
-    data hold them as Explicit VR Little Endian does (PS3.18 8.7.3), as
-    the object's frames do (``_nativeFrame``)."""
-    for tag in dataset.keys():
-        vr = dataset.get_item(tag).VR
-        if vr == "SQ":
-            for item in dataset[tag].value:
-                _littleEndianWords(item)
-        elif vr in WORD_SIZES and dataset[tag].value:
-            dataset[tag].value = _wordsLittleEndian(dataset[tag])
-
-
-def _wordsLittleEndian(element):
-    """The bytes of the binary ``element`` of a big endian data set as
-    little endian: the words of an OW, OL, OF, OD or OV value swapped
-    (one that is no whole number of them left as it is)."""
-    size = WORD_SIZES.get(element.VR, 1)
-    value = bytes(element.value)
-    return _littleEndian(value, size) if len(value) % size == 0 else value
-
-
 class Frames(NamedTuple):
     """Frames of an object to send (``instanceFrames``)."""
 
@@ -313,12 +299,12 @@ def frameSyntax(asStored, syntax):
 def bulkValue(path, tag):
     """The bytes of the top-level attribute ``tag`` (not Pixel Data, which
     goes as frames) of the stored file ``path``, as stored, but little
-    endian (``_wordsLittleEndian``)."""
-    dataset = _read(path, pixels=False)
+    endian (``_readLittleEndian``)."""
+    dataset = _readLittleEndian(path)
     element = dataset.get(Tag(tag))
     if element is None or element.VR == "SQ":
         raise NoSuchAttribute(f"the object has no bulk data attribute ({tag >> 16:04X},{tag & 0xFFFF:04X})")
     value = element.value
     if isinstance(value, (bytes, bytearray)):
-        return _wordsLittleEndian(element) if _storedSyntax(dataset) == EXPLICIT_VR_BIG_ENDIAN else bytes(value)
+        return bytes(value)
     return str(value).encode("utf-8")

@@ -2,12 +2,13 @@
 object says: the decoders here (pylibjpeg-libjpeg, pyjpegls) decode a
 JPEG or JPEG-LS stream cut short into a partly filled image without a
 word, and pydicom decodes the frames it finds whatever Number of Frames
-says, where DCMTK refuses both; ``framesDamage`` (every frame) and
-``frameDamage`` (one) say what is wrong before anything is decoded."""
+says, where DCMTK refuses both; ``framesFound`` (every frame, with the
+JPEG scans to mend found on the way) and ``frameDamage`` (one) say what
+is wrong before anything is decoded."""
 
 from pydicom.encaps import generate_frames, get_frame
 
-from pacscore.codecs.jpegmarkers import endsWithEOI
+from pacscore.codecs.jpegmarkers import endsWithEOI, hasScansToMend
 from pacscore.codecs.syntaxes import (
     JPEG_LOSSLESS_SYNTAXES, JPEG_LOSSY_SYNTAXES, JPEG_LS_LOSSLESS, JPEG_LS_NEAR_LOSSLESS)
 
@@ -16,26 +17,29 @@ from pacscore.codecs.syntaxes import (
 _ENDED_BY_EOI = JPEG_LOSSY_SYNTAXES | JPEG_LOSSLESS_SYNTAXES | {JPEG_LS_LOSSLESS, JPEG_LS_NEAR_LOSSLESS}
 
 
-def framesDamage(syntax, encapsulated, options):
-    """What is wrong with the Pixel Data in ``syntax``, ``encapsulated``
-    (bytes or a file, from its Basic Offset Table item; a file is read to
-    its end) of the image pydicom's pixel ``options`` describe (their
-    ``number_of_frames`` and ``extended_offsets``), read into frames as
-    pydicom's decoder reads it: a JPEG or JPEG-LS frame that ends before
-    its end of image marker, or more or fewer frames than Number of
-    Frames; None when nothing is."""
-    expected, found = options["number_of_frames"], 0
+def framesFound(syntax, encapsulated, options):
+    """``(damage, toMend)`` of the Pixel Data in ``syntax``,
+    ``encapsulated`` (bytes or a file, from its Basic Offset Table item; a
+    file is read to its end) of the image pydicom's pixel ``options``
+    describe (their ``number_of_frames`` and ``extended_offsets``), read
+    into frames once, as pydicom's decoder reads it: ``damage``, what is
+    wrong (a JPEG or JPEG-LS frame that ends before its end of image
+    marker, or more or fewer frames than Number of Frames; None when
+    nothing is), and ``toMend``, whether a sequential JPEG frame before any
+    damage has scans ``jpegmarkers.sequentialScansMended`` mends."""
+    expected, found, toMend = options["number_of_frames"], 0, False
     frames = generate_frames(encapsulated, number_of_frames=expected, extended_offsets=options.get("extended_offsets"))
     for found, frame in enumerate(frames, 1):
         if syntax in _ENDED_BY_EOI and not endsWithEOI(frame):
-            return _cutShort(found)
+            return _cutShort(found), toMend
+        toMend = toMend or syntax in JPEG_LOSSY_SYNTAXES and hasScansToMend(frame)
     if found != expected:
-        return f"its Pixel Data holds {found} frame(s), its Number of Frames says {expected}"
-    return None
+        return f"its Pixel Data holds {found} frame(s), its Number of Frames says {expected}", toMend
+    return None, toMend
 
 
 def frameDamage(syntax, encapsulated, index, options):
-    """What ``framesDamage`` would say of the frame ``index`` (from 0)
+    """What ``framesFound`` would say of the frame ``index`` (from 0)
     alone being cut short; a file is left where it was."""
     if syntax not in _ENDED_BY_EOI:
         return None

@@ -23,7 +23,8 @@ other object are read as they are: no larger than its file.
 
 A compressed object is decoded a frame at a time by pydicom's decoder
 reading the fragments from the file (``iter_array`` on a file-like),
-after ``encapsulatedframes.framesDamage`` has found them whole; the
+after ``transcode.checkFrameSize`` has found its frames not too large to
+decode and ``encapsulatedframes.framesFound`` has found them whole; the
 elements around the Pixel Data (bounded, see above) go through pydicom as
 ``transcode`` does; a ``change`` (WADO-URI's anonymize) is made to them
 alone, the Pixel Data copied or decoded as without it.
@@ -37,13 +38,13 @@ from pydicom.pixels import get_decoder
 from pydicom.pixels.utils import as_pixel_options
 from pydicom.uid import UID
 
-from pacscore.codecs.encapsulatedframes import framesDamage
+from pacscore.codecs.encapsulatedframes import framesFound
 from pacscore.codecs.syntaxes import (
     DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, canDecode, isCompressed)
 from pacscore.codecs.transcode import (
     _EXPLICIT_HEADER, _EXTENDED_OFFSET_TABLE, _IMPLICIT_HEADER, INFLATED_IN_MEMORY, PIXEL_DATA,
-    TranscodeError, _atPixelData, _clean, _decompressAll, _describe, _Problem, _write, changedAround,
-    codecLock, codedLossy, codedPrecision, elementHeader, littleEndianLayout, markDecodedLossy, scansToMend)
+    TranscodeError, _atPixelData, _clean, _decompressAll, _Problem, _write, changedAround, checkFrameSize,
+    codecLock, codedLossy, codedPrecision, conversionError, elementHeader, littleEndianLayout, markDecodedLossy)
 from pacscore.storage.attributes import LONG_LENGTH, DatasetError, InflateWindow
 
 COPY_CHUNK = 1 << 20
@@ -111,8 +112,7 @@ def transcodeFile(source, offset, length, fromSyntax, toSyntax, out, change=None
     except _TooLarge as e:
         raise TranscodeError(f"the deflated data set has {e}") from e
     except Exception as e:
-        reason = str(e) if isinstance(e, _Problem) else f"{type(e).__name__}: {e}"
-        raise TranscodeError(f"cannot convert from {_describe(fromSyntax)} to {_describe(toSyntax)}: {reason}") from e
+        raise conversionError(fromSyntax, toSyntax, e) from e
     return out.tell() - start
 
 
@@ -186,6 +186,7 @@ def _decodeFrames(source, end, syntax, targetImplicit, out, change):
     tag, vr, length, valueOffset = elementHeader(source.read(12), 0, False)
     if tag != PIXEL_DATA or length != 0xFFFFFFFF:
         raise NotStreamed("Pixel Data not encapsulated")
+    checkFrameSize(head.get("Rows"), head.get("Columns"), head.get("SamplesPerPixel"))
     valueStart = position + valueOffset
     tailStart = _fragmentsEnd(source, end)
     encoding = head.original_character_set
@@ -198,12 +199,11 @@ def _decodeFrames(source, end, syntax, targetImplicit, out, change):
     options = as_pixel_options(head, transfer_syntax_uid=UID(syntax), pixel_keyword="PixelData",
                                pixel_vr=vr.decode("ascii"))
     source.seek(valueStart)
-    if scansToMend(syntax, source, options["number_of_frames"]):
-        raise NotStreamed("its JPEG scan headers are mended in memory")
-    source.seek(valueStart)
-    damage = framesDamage(syntax, source, options)
+    damage, toMend = framesFound(syntax, source, options)
     if damage:
         raise _Problem(damage)
+    if toMend:
+        raise NotStreamed("its JPEG scan headers are mended in memory")
     source.seek(valueStart)
     lossy = codedLossy(syntax, source)
     source.seek(valueStart)

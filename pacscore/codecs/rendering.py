@@ -20,9 +20,9 @@ Conquest's ``To8bitMonochromeOrRGB`` makes them for ``convert_to_gif``,
   (Conquest uses fixed ranges there); MONOCHROME1 inverted. Colour is not
   windowed.
 
-A frame of more than ``LARGEST_FRAME`` samples (Rows x Columns x Samples
-per Pixel) is refused before it is decoded (``checkFrameSize``, which the
-web's other decodes use too): a 1 kB JPEG may declare 30000 x 30000
+A frame of more than ``transcode.LARGEST_FRAME`` samples (Rows x Columns x
+Samples per Pixel) is refused before it is decoded (``checkFrameSize``, which
+every other decode uses too): a 1 kB JPEG may declare 30000 x 30000
 pixels, which decoding and windowing would take gigabytes for.
 A JPEG or JPEG-LS frame cut before its end of image marker is refused
 too (``encapsulatedframes``), not shown partly filled.
@@ -41,7 +41,7 @@ from pacscore.codecs.pixelframes import atBitsStored
 from pacscore.codecs.syntaxes import (
     DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_BIG_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN,
     UNCOMPRESSED, isCompressed)
-from pacscore.codecs.transcode import PIXEL_DATA, TranscodeError, _atPixelData, codecLock, elementHeader
+from pacscore.codecs.transcode import PIXEL_DATA, TranscodeError, _atPixelData, checkFrameSize, codecLock, elementHeader
 from pacscore.dicom.datasets import decodeDataset
 from pacscore.storage.part10 import readFileMeta
 from pacscore.storage.regularfiles import openRegularFile
@@ -49,7 +49,6 @@ from pacscore.storage.regularfiles import openRegularFile
 LARGEST_FIT = 4096  # the widest and highest ``fitted`` is asked to make a picture: 48 MB of RGB
 LINEAR, LINEAR_EXACT, SIGMOID = "LINEAR", "LINEAR_EXACT", "SIGMOID"  # the VOI LUT functions (PS3.3 C.11.2.1.3)
 WINDOW_FUNCTIONS = (LINEAR, LINEAR_EXACT, SIGMOID)
-LARGEST_FRAME = 2 * (1024 ** 3 // 4 // 3)  # samples: Pillow's DecompressionBombError bound, 178,956,970
 
 
 def _first(value):
@@ -67,21 +66,6 @@ class FrameOutOfRange(TranscodeError):
         super().__init__(f"it has {frames} frame(s), numbered from 0, not frame {frame}")
         self.frames = frames
         self.frame = frame
-
-
-class FrameTooLarge(TranscodeError):
-    """The frame has more samples than LARGEST_FRAME."""
-
-
-def checkFrameSize(rows, columns, samples):
-    """FrameTooLarge when frames of ``rows`` x ``columns`` pixels of
-    ``samples`` samples (numbers or their text; 1 when missing) have more
-    than ``LARGEST_FRAME`` samples: what a decoder would allocate for one
-    that a tiny compressed file claims, before decoding it."""
-    rows, columns, samples = (int(value or 1) for value in (rows, columns, samples))
-    if rows * columns * samples > LARGEST_FRAME:
-        raise FrameTooLarge(f"its frames of {rows} x {columns} pixels of {samples} sample(s) are larger than the "
-                            f"{LARGEST_FRAME} samples pacs decodes a frame of")
 
 
 def _frame(ds, syntax, frame, source, **options):

@@ -23,7 +23,9 @@ goes in P-DATA:
   saying 0..63, as dcmdjpeg decodes it, with a log line. A JPEG or
   JPEG-LS frame cut before its end of image marker, which the decoders
   here would fill in part, is refused (``encapsulatedframes``), as
-  DCMTK refuses it.
+  DCMTK refuses it; so are frames of more than ``LARGEST_FRAME`` samples
+  (``checkFrameSize``), before anything is decoded: a tiny RLE file may
+  claim 65535 x 65535 pixels, 8 GB decoded.
 * uncompressed -> compressed: ``Dataset.compress`` with the encoders
   available here (``syntaxes.canEncode``): RLE, JPEG 2000 lossless and
   lossy (compression ratio 100 / ``quality`` at most, as Conquest asks of
@@ -75,11 +77,11 @@ from pydicom.pixels.utils import as_pixel_options, compress, decompress, expand_
 from pydicom.uid import UID
 from twisted.logger import Logger
 
-from pacscore.codecs.encapsulatedframes import framesDamage
+from pacscore.codecs.encapsulatedframes import framesFound
 from pacscore.codecs.jpeglossless import encodeDataset as encodeJpegLossless
 from pacscore.codecs.jpeglossy import DEFAULT_QUALITY
 from pacscore.codecs.jpeglossy import encodeDataset as encodeJpegLossy
-from pacscore.codecs.jpegmarkers import hasScansToMend, near, samplePrecision, sequentialScansMended
+from pacscore.codecs.jpegmarkers import near, samplePrecision, sequentialScansMended
 from pacscore.codecs.pixelframes import usesBitsAboveHighBit
 from pacscore.codecs.syntaxes import (
     DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_BIG_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN,
@@ -104,6 +106,7 @@ PIXEL_DATA = 0x7FE00010
 _EXTENDED_OFFSET_TABLE = ("ExtendedOffsetTable", "ExtendedOffsetTableLengths")
 _ALL_TAGS = 0xFFFFFFFF
 INFLATED_IN_MEMORY = 128 << 20  # bytes a deflated data set converted in memory may inflate to
+LARGEST_FRAME = 2 * (1024 ** 3 // 4 // 3)  # samples: Pillow's DecompressionBombError bound, 178,956,970
 _UNDEFINED_LENGTH = 0xFFFFFFFF
 _IMPLICIT_HEADER = struct.Struct("<HHL")
 _EXPLICIT_HEADER = struct.Struct("<HH2sH")
@@ -127,6 +130,21 @@ class _Problem(Exception):
     """A reason for a TranscodeError, completed by ``transcode``."""
 
 
+class FrameTooLarge(TranscodeError):
+    """The frame has more samples than LARGEST_FRAME."""
+
+
+def checkFrameSize(rows, columns, samples):
+    """FrameTooLarge when frames of ``rows`` x ``columns`` pixels of
+    ``samples`` samples (numbers or their text; 1 when missing) have more
+    than ``LARGEST_FRAME`` samples: what a decoder would allocate for one
+    that a tiny compressed file claims, before decoding it."""
+    rows, columns, samples = (int(value or 1) for value in (rows, columns, samples))
+    if rows * columns * samples > LARGEST_FRAME:
+        raise FrameTooLarge(f"its frames of {rows} x {columns} pixels of {samples} sample(s) are larger than the "
+                            f"{LARGEST_FRAME} samples pacs decodes a frame of")
+
+
 def _clean(syntax):
     return syntax.rstrip("\x00 ") if syntax else ""
 
@@ -148,10 +166,18 @@ def transcode(dataset, fromSyntax, toSyntax, quality=DEFAULT_QUALITY):
         return dataset
     try:
         return _transcode(dataset, source, target, quality)
+    except TranscodeError:  # FrameTooLarge: complete
+        raise
     except Exception as e:
-        reason = str(e) if isinstance(e, (_Problem, DatasetError)) else f"{type(e).__name__}: {e}"
-        raise TranscodeError(
-            f"cannot convert from {_describe(source)} to {_describe(target)}: {reason}") from e
+        raise conversionError(source, target, e) from e
+
+
+def conversionError(source, target, error):
+    """The TranscodeError of a conversion from ``source`` to ``target``
+    that failed with ``error``: its message, with its type when it is not
+    one of ours."""
+    reason = str(error) if isinstance(error, (_Problem, DatasetError)) else f"{type(error).__name__}: {error}"
+    return TranscodeError(f"cannot convert from {_describe(source)} to {_describe(target)}: {reason}")
 
 
 # -- encodings ------------------------------------------------------------------
@@ -377,13 +403,13 @@ def _decompressAll(ds, source):
 def _decompress(ds, source):
     if not canDecode(source):
         raise _Problem("no decoder for its pixel data is installed")
-    damage = framesDamage(source, ds.PixelData, as_pixel_options(ds))
+    checkFrameSize(ds.get("Rows"), ds.get("Columns"), ds.get("SamplesPerPixel"))
+    damage, toMend = framesFound(source, ds.PixelData, as_pixel_options(ds))
     if damage:
         raise _Problem(damage)
     lossy = codedLossy(source, ds.PixelData)
-    frames = int(ds.get("NumberOfFrames") or 1)
-    if scansToMend(source, ds.PixelData, frames):
-        _mendScans(ds, frames)
+    if toMend:
+        _mendScans(ds, int(ds.get("NumberOfFrames") or 1))
     options = codedPrecision(source, ds.PixelData, ds)
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = source
@@ -439,22 +465,9 @@ def _firstFragment(encapsulated):
         return b""
 
 
-def scansToMend(syntax, encapsulated, frames):
-    """Whether pixel data in ``syntax``, ``encapsulated`` (bytes or a file,
-    from its Basic Offset Table item) in ``frames`` frames, has a frame
-    ``_mendScans`` mends (read a frame at a time, up to the first); False
-    when it is not encapsulated as it should be (the decoder says so)."""
-    if syntax not in JPEG_LOSSY_SYNTAXES:
-        return False
-    try:
-        return any(hasScansToMend(frame) for frame in generate_frames(encapsulated, number_of_frames=frames))
-    except ValueError:
-        return False
-
-
 def _mendScans(ds, count):
     """The ``count`` frames of ``ds`` (in a JPEG DCT syntax, with a frame
-    ``scansToMend`` finds) whose scans have a spectral selection other than
+    ``framesFound`` finds to mend) whose scans have a spectral selection other than
     0..63 (``jpegmarkers.sequentialScansMended``) mended, as dcmdjpeg reads
     them, with a log line."""
     log.info("{uid}: JPEG scan start/stop not 0/63 in a sequential stream, decoded as 0/63",

@@ -19,7 +19,7 @@ from pacscore.web.answering import clientLeft
 from pacscore.web.answers import Answer, StreamAnswer, WebError, htmlAnswer
 from pacscore.web.html import SCRIPT, Markup, image, join, link, text, url
 from pacscore.web.objects import onFile, sliceReference, storedPath
-from pacscore.web.objectstream import checkDecodable, intactFile, unchangedStream
+from pacscore.web.objectstream import intactFile, unchangedStream
 
 PICTURES = {"gif": (gifImage, "image/gif"), "bmp": (bmpImage, "image/bmp"), "jpg": (jpegImage, "image/jpeg"),
             "jpeg": (jpegImage, "image/jpeg"), "png": (pngImage, "image/png")}
@@ -118,7 +118,6 @@ async def dicom(archive, parameters):
     if streamed is not None:
         return StreamAnswer(streamed[1], DICOM, headers)
     # downsized or recompressed: made whole in memory
-    await onFile(archive, path, checkDecodable, "un" if size else code)  # downsizing decodes too
     data, refusal = await onFile(archive, path, sentFile, size, code, None, archive.configuration.lossyQuality)
     if refusal is not None:
         log.info("web: {slice} cannot be compressed as {code} ({error}); sent as stored",

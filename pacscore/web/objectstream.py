@@ -3,21 +3,17 @@
 file as it is when it is in the syntax asked for (or when the compression
 code asked for leaves it so), a large one converted file to file into a
 little endian syntax, else made whole with the syntax's compression
-code; compressed pixels whose frames are too large to decode refused
-before either (``checkDecodable``).  Never a file cut short or damaged:
+code (which refuses compressed pixels whose frames are too large to
+decode before decoding them: ``transcode.checkFrameSize``).  Never a
+file cut short or damaged:
 each caller checks the file once (``intactFile``) and passes on the one
 it returns."""
 
 import io
 
 from pacscore.codecs.compression import mayChange
-from pacscore.codecs.rendering import checkFrameSize
-from pacscore.codecs.syntaxes import isCompressed
 from pacscore.control.pictures import dicomFile
-from pacscore.dicom.storeddata import COLUMNS, ROWS, SAMPLES_PER_PIXEL
-from pacscore.storage.attributes import readAttributes
 from pacscore.storage.part10 import readFileMeta
-from pacscore.storage.regularfiles import openRegularFile
 from pacscore.web.answers import WebError
 from pacscore.web.dicomweb.instancefiles import fileChunk, startAsStored, startConverted
 from pacscore.web.objects import onCurrentFile, onFile
@@ -46,7 +42,6 @@ async def objectStream(archive, path, wanted, code, change=None, quality=None):
             return _asStored(archive, read, started)
     if code is None:
         return None
-    await onFile(archive, path, checkDecodable, code)
     if wanted != AS_STORED:
         converted = await onFile(archive, path, startConverted, wanted, archive.workers.deferToWorker, change)
         if converted is not None:
@@ -56,19 +51,6 @@ async def objectStream(archive, path, wanted, code, change=None, quality=None):
     if wanted in (AS_STORED, syntax):
         return syntax, _fileChunks(archive, path, data, len(data))
     return None
-
-
-def checkDecodable(path, code):
-    """In the I/O pool: FrameTooLarge (a TranscodeError, so a 422) when the
-    stored file ``path`` holds compressed pixels that compression ``code``
-    decodes whose frames are too large to decode (``checkFrameSize``),
-    before any conversion decodes them: a tiny RLE file may claim
-    65535 x 65535 pixels, 8 GB of memory."""
-    with openRegularFile(path) as f:
-        syntax, _, _ = readFileMeta(f)
-        if isCompressed(syntax) and mayChange(None, syntax, code):
-            held = readAttributes(f, syntax, {ROWS, COLUMNS, SAMPLES_PER_PIXEL})
-            checkFrameSize(held.get(ROWS), held.get(COLUMNS), held.get(SAMPLES_PER_PIXEL))
 
 
 async def unchangedStream(archive, path, code):

@@ -43,6 +43,7 @@ from twisted.trial import unittest
 from pacscore.codecs import nki
 from pacscore.codecs.syntaxes import (
     EXPLICIT_VR_BIG_ENDIAN, JPEG_BASELINE, JPEG_EXTENDED, JPEG_LOSSLESS_SV1, JPEG_LS_LOSSLESS)
+from pacscore.testing.corpus import makeDataset
 from tests.interop.index import column
 from tests.interop.peers import StorescpServer
 from tests.interop.server import PacsServer, dcmtk
@@ -51,6 +52,7 @@ from tests.interop.test_forwarding import waitFor
 from tests.interop.test_retrieve import movescu
 from tests.interop.test_web import httpGet
 from tests.pacscore.codecs.test_transcode import cutShortDataset
+from tests.pacscore.web.dicomweb.test_retrieve import flatRle
 
 NKI_PIXEL_DATA = 0x7FDF0010
 DQT = 0xFFDB
@@ -571,6 +573,22 @@ class CutStreamTests(ServersTestCase):
         self.assertIn("cut short", result.stdout + result.stderr)
         with open(path, "rb") as f:
             self.assertEqual(f.read(), before)
+
+    def test_bogusFrameSizeNeverDecoded(self):
+        """An RLE object whose Rows and Columns claim 65535 x 65535 pixels
+        (8 GB decoded) is stored as received with a warning saying so, and
+        not sent decompressed, never decoded."""
+        study = "1.2.826.0.1.3680043.8.498.34"
+        original = flatRle(makeDataset("BOGUS", "Bogus^Size", study, f"{study}.1", f"{study}.1.1", 1, 1,
+                                       rows=16, columns=16), 1)
+        original.Rows = original.Columns = 65535
+        path = os.path.abspath(self.mktemp()) + ".dcm"
+        original.save_as(path)
+        self.send(path, "-xr")
+        log = self.server.log()
+        self.assertIn(f"{original.SOPInstanceUID}: compression un not applied, stored as received", log)
+        self.assertIn("its frames of 65535 x 65535 pixels of 1 sample(s) are larger than", log)
+        assertNotSentDecompressed(self, original)
 
     def test_wholeStreamsStoredDecompressed(self):
         """What dcmcjpeg (lossless, baseline, extended) and dcmcjpls make is

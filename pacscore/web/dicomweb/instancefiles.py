@@ -22,8 +22,7 @@ from pacscore.codecs import nki
 from pacscore.codecs.filetranscode import NotStreamed, streams
 from pacscore.codecs.encapsulatedframes import frameDamage
 from pacscore.codecs.nkipixels import NKI_PIXEL_DATA, decompressDecoded, nkiStream
-from pacscore.codecs.rendering import checkFrameSize
-from pacscore.codecs.transcode import TranscodeError, codedPrecision, swapBytes
+from pacscore.codecs.transcode import TranscodeError, checkFrameSize, codedPrecision, swapBytes
 from pacscore.dicom.storeddata import STREAMED_OBJECT, openDataset
 from pacscore.storage.attributes import readAttributes
 from pacscore.storage.part10 import fileMetaOf, readFileMeta, sendsAsItIs

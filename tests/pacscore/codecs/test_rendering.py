@@ -9,11 +9,11 @@ from twisted.trial import unittest
 from pacscore.codecs import jpeglossless as jpegll
 from pacscore.codecs import jpeglossy, nkipixels, rendering
 from pacscore.codecs.rendering import (
-    LARGEST_FRAME, LINEAR, LINEAR_EXACT, SIGMOID, FrameOutOfRange, FrameTooLarge, _grey, renderFile, renderFrame)
+    LINEAR, LINEAR_EXACT, SIGMOID, FrameOutOfRange, _grey, renderFile, renderFrame)
 from pacscore.codecs.syntaxes import (
     EXPLICIT_VR_LITTLE_ENDIAN, JPEG_2000_LOSSLESS, JPEG_BASELINE, JPEG_LOSSLESS_SV1, JPEG_LS_LOSSLESS,
     JPEG_LS_NEAR_LOSSLESS)
-from pacscore.codecs.transcode import TranscodeError, transcode
+from pacscore.codecs.transcode import LARGEST_FRAME, FrameTooLarge, TranscodeError, transcode
 from pacscore.dicom.datasets import encodeDataset
 from pacscore.dicom.negotiation import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION
 from pacscore.storage.part10 import encodeFileMeta

@@ -19,6 +19,7 @@ from pydicom.filewriter import write_dataset
 from pydicom.pixels.utils import compress
 from twisted.trial import unittest
 
+from pacscore.codecs import encapsulatedframes, filetranscode
 from pacscore.codecs import transcode as transcodeModule
 from pacscore.codecs.filetranscode import NotStreamed, transcodeFile
 from pacscore.codecs.jpeglossless import encodeFrame
@@ -777,6 +778,39 @@ class FrameCountTests(unittest.TestCase):
         converted = asFile(both(data, syntax, IMPLICIT_VR_LITTLE_ENDIAN), IMPLICIT_VR_LITTLE_ENDIAN)
         self.assertEqual(converted.NumberOfFrames, 2)
         self.assertTrue(np.array_equal(pixels(converted), pixels(original)))
+
+    def test_framesWalkedOnce(self):
+        """Damage and JPEG scans to mend are found in one walk of the frames."""
+        walks = []
+
+        def counted(*args, **options):
+            walks.append(args)
+            return generate_frames(*args, **options)
+        self.patch(encapsulatedframes, "generate_frames", counted)
+        self.patch(transcodeModule, "generate_frames", counted)
+        syntax, data, _ = split("SC_rgb_jpeg_dcmtk.dcm")
+        convert(data, syntax, EXPLICIT_VR_LITTLE_ENDIAN)
+        _streamed(data, syntax, EXPLICIT_VR_LITTLE_ENDIAN)
+        self.assertEqual(len(walks), 2)
+
+
+class FrameSizeTests(unittest.TestCase):
+
+    def test_bogusFrameSizeRefusedUndecoded(self):
+        """A tiny RLE object whose Rows and Columns claim 65535 x 65535
+        pixels (8 GB decoded) is refused before anything is decoded, in
+        memory and file to file (``rendering.checkFrameSize``)."""
+        syntax, _, ds = split("MR_small_RLE.dcm")
+        ds.Rows = ds.Columns = 65535
+        data = encode(ds, EXPLICIT_VR_LITTLE_ENDIAN)
+
+        def decoder(*args, **options):
+            raise AssertionError("decoded")
+        self.patch(transcodeModule, "decompress", decoder)
+        self.patch(filetranscode, "get_decoder", decoder)
+        outcome = both(data, syntax, EXPLICIT_VR_LITTLE_ENDIAN)
+        self.assertTrue(isinstance(outcome, TranscodeError))
+        self.assertIn("its frames of 65535 x 65535 pixels", str(outcome))
 
 
 class ThreadTests(unittest.TestCase):

@@ -103,11 +103,12 @@ def withPlainPixels(data, syntax):
     return data if plain is None else plain
 
 
-def decompressDecoded(dataset):
+def decompressDecoded(dataset, value=None):
     """The same for a data set pydicom has just read (its (7FDF,0010) not
-    yet converted): NKI compressed pixel data replaced by (7FE0,0010) OW.
-    NKIError when it is damaged."""
-    value = nkiStream(dataset)
+    yet converted): NKI compressed pixel data (``value``, its ``nkiStream``
+    when already found) replaced by (7FE0,0010) OW.  NKIError when it is
+    damaged."""
+    value = nkiStream(dataset) if value is None else value
     if value is not None:
         dataset.add_new(PIXEL_DATA, "OW", nki.decompress(value))
         del dataset[NKI_PIXEL_DATA]

@@ -275,11 +275,13 @@ def _expandedNKI(dataset):
     them all; TranscodeError (a 422) when they would be larger than
     ``STREAMED_OBJECT``."""
     stream = nkiStream(dataset)
-    size = 0 if stream is None else nki.expandedSize(stream)
+    if stream is None:
+        return
+    size = nki.expandedSize(stream)
     if size > STREAMED_OBJECT:
         raise TranscodeError(f"its NKI compressed pixels expand to {size} bytes, more than the "
                              f"{STREAMED_OBJECT} bytes WADO-RS expands in memory")
-    decompressDecoded(dataset)
+    decompressDecoded(dataset, stream)
 
 
 def _checkHeld(held, number, what):

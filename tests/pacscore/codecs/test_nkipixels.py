@@ -81,3 +81,14 @@ class DatasetTests(unittest.TestCase):
         data = bytearray(nkipixels.compressDataset(encode(sample(), syntax), syntax, 2))
         data[len(data) // 2] ^= 0xFF  # within the compressed pixels, the bulk of the data set
         self.assertRaises(nki.NKIError, nkipixels.decompressDataset, bytes(data), syntax)
+
+    def test_decompressDecodedFoundStream(self):
+        """decompressDecoded given the stream already found (``nkiStream``)
+        does not look for it again."""
+        syntax = EXPLICIT_VR_LITTLE_ENDIAN
+        ds = sample()
+        read = decode(nkipixels.compressDataset(encode(ds, syntax), syntax, 2), syntax)
+        stream = nkipixels.nkiStream(read)
+        self.patch(nkipixels, "nkiStream", lambda dataset: self.fail("looked for again"))
+        nkipixels.decompressDecoded(read, stream)
+        self.assertEqual((read.PixelData, 0x7FDF0010 in read), (ds.PixelData, False))

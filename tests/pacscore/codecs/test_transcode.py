@@ -799,7 +799,7 @@ class FrameSizeTests(unittest.TestCase):
     def test_bogusFrameSizeRefusedUndecoded(self):
         """A tiny RLE object whose Rows and Columns claim 65535 x 65535
         pixels (8 GB decoded) is refused before anything is decoded, in
-        memory and file to file (``rendering.checkFrameSize``)."""
+        memory and file to file (``transcode.checkFrameSize``)."""
         syntax, _, ds = split("MR_small_RLE.dcm")
         ds.Rows = ds.Columns = 65535
         data = encode(ds, EXPLICIT_VR_LITTLE_ENDIAN)

@@ -22,8 +22,8 @@ Conquest's ``To8bitMonochromeOrRGB`` makes them for ``convert_to_gif``,
 
 A frame of more than ``transcode.LARGEST_FRAME`` samples (Rows x Columns x
 Samples per Pixel) is refused before it is decoded (``checkFrameSize``, which
-every other decode uses too): a 1 kB JPEG may declare 30000 x 30000
-pixels, which decoding and windowing would take gigabytes for.
+every other decode does with a larger bound): a 1 kB JPEG may declare
+30000 x 30000 pixels, which decoding and windowing would take gigabytes for.
 A JPEG or JPEG-LS frame cut before its end of image marker is refused
 too (``encapsulatedframes``), not shown partly filled.
 """
@@ -41,7 +41,8 @@ from pacscore.codecs.pixelframes import atBitsStored
 from pacscore.codecs.syntaxes import (
     DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_BIG_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN,
     UNCOMPRESSED, isCompressed)
-from pacscore.codecs.transcode import PIXEL_DATA, TranscodeError, _atPixelData, checkFrameSize, codecLock, elementHeader
+from pacscore.codecs.transcode import (
+    LARGEST_FRAME, PIXEL_DATA, TranscodeError, _atPixelData, checkFrameSize, codecLock, elementHeader)
 from pacscore.dicom.datasets import decodeDataset
 from pacscore.storage.part10 import readFileMeta
 from pacscore.storage.regularfiles import openRegularFile
@@ -75,7 +76,7 @@ def _frame(ds, syntax, frame, source, **options):
     frames = int(ds.get("NumberOfFrames") or 1)
     if not 0 <= frame < frames:
         raise FrameOutOfRange(frames, frame)
-    checkFrameSize(*(ds.get(name) for name in ("Rows", "Columns", "SamplesPerPixel")))
+    checkFrameSize(*(ds.get(name) for name in ("Rows", "Columns", "SamplesPerPixel")), largest=LARGEST_FRAME)
     try:
         damage = frameDamage(syntax, ds.PixelData if source is ds else source, frame,
                              as_pixel_options(ds) if source is ds else options)

@@ -23,7 +23,7 @@ goes in P-DATA:
   saying 0..63, as dcmdjpeg decodes it, with a log line. A JPEG or
   JPEG-LS frame cut before its end of image marker, which the decoders
   here would fill in part, is refused (``encapsulatedframes``), as
-  DCMTK refuses it; so are frames of more than ``LARGEST_FRAME`` samples
+  DCMTK refuses it; so are frames of more than ``LARGEST_DECODED_FRAME`` samples
   (``checkFrameSize``), before anything is decoded: a tiny RLE file may
   claim 65535 x 65535 pixels, 8 GB decoded.
 * uncompressed -> compressed: ``Dataset.compress`` with the encoders
@@ -106,7 +106,8 @@ PIXEL_DATA = 0x7FE00010
 _EXTENDED_OFFSET_TABLE = ("ExtendedOffsetTable", "ExtendedOffsetTableLengths")
 _ALL_TAGS = 0xFFFFFFFF
 INFLATED_IN_MEMORY = 128 << 20  # bytes a deflated data set converted in memory may inflate to
-LARGEST_FRAME = 2 * (1024 ** 3 // 4 // 3)  # samples: Pillow's DecompressionBombError bound, 178,956,970
+LARGEST_FRAME = 2 * (1024 ** 3 // 4 // 3)  # samples of a rendered picture: Pillow's DecompressionBombError bound
+LARGEST_DECODED_FRAME = 1 << 28  # samples of a frame decoded (16384 x 16384; 8000 x 8000 colour fits)
 _UNDEFINED_LENGTH = 0xFFFFFFFF
 _IMPLICIT_HEADER = struct.Struct("<HHL")
 _EXPLICIT_HEADER = struct.Struct("<HH2sH")
@@ -131,18 +132,21 @@ class _Problem(Exception):
 
 
 class FrameTooLarge(TranscodeError):
-    """The frame has more samples than LARGEST_FRAME."""
+    """The frame has more samples than checkFrameSize allows."""
 
 
-def checkFrameSize(rows, columns, samples):
+def checkFrameSize(rows, columns, samples, largest=LARGEST_DECODED_FRAME):
     """FrameTooLarge when frames of ``rows`` x ``columns`` pixels of
     ``samples`` samples (numbers or their text; 1 when missing) have more
-    than ``LARGEST_FRAME`` samples: what a decoder would allocate for one
-    that a tiny compressed file claims, before decoding it."""
+    than ``largest`` samples (``LARGEST_DECODED_FRAME`` to decode one,
+    ``LARGEST_FRAME`` to make a picture of it): what a decoder would
+    allocate for one that a tiny compressed file claims, before decoding
+    it."""
     rows, columns, samples = (int(value or 1) for value in (rows, columns, samples))
-    if rows * columns * samples > LARGEST_FRAME:
+    if rows * columns * samples > largest:
+        made = "decodes a frame" if largest == LARGEST_DECODED_FRAME else "makes a picture"
         raise FrameTooLarge(f"its frames of {rows} x {columns} pixels of {samples} sample(s) are larger than the "
-                            f"{LARGEST_FRAME} samples pacs decodes a frame of")
+                            f"{largest} samples pacs {made} of")
 
 
 def _clean(syntax):

@@ -28,7 +28,8 @@ from pacscore.codecs.syntaxes import (
     DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_BIG_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN,
     IMPLICIT_VR_LITTLE_ENDIAN, JPEG_2000, JPEG_2000_LOSSLESS, JPEG_BASELINE, JPEG_EXTENDED,
     JPEG_LOSSLESS_SV1, JPEG_LS_LOSSLESS, JPEG_LS_NEAR_LOSSLESS, RLE_LOSSLESS, canEncode)
-from pacscore.codecs.transcode import TranscodeError, codedLossy, transcode
+from pacscore.codecs.transcode import (
+    LARGEST_FRAME, FrameTooLarge, TranscodeError, checkFrameSize, codedLossy, transcode)
 from pacscore.storage.part10 import encodeFileMeta, readFileMeta
 
 DATA = Path(pydicom.data.__file__).parent / "test_files"
@@ -790,7 +791,7 @@ class FrameCountTests(unittest.TestCase):
         self.patch(transcodeModule, "generate_frames", counted)
         syntax, data, _ = split("SC_rgb_jpeg_dcmtk.dcm")
         convert(data, syntax, EXPLICIT_VR_LITTLE_ENDIAN)
-        _streamed(data, syntax, EXPLICIT_VR_LITTLE_ENDIAN)
+        streamed(io.BytesIO(data), 0, len(data), syntax, EXPLICIT_VR_LITTLE_ENDIAN)
         self.assertEqual(len(walks), 2)
 
 
@@ -811,6 +812,16 @@ class FrameSizeTests(unittest.TestCase):
         outcome = both(data, syntax, EXPLICIT_VR_LITTLE_ENDIAN)
         self.assertTrue(isinstance(outcome, TranscodeError))
         self.assertIn("its frames of 65535 x 65535 pixels", str(outcome))
+
+
+    def test_largeRealFramesDecoded(self):
+        """The bound of a decode (``LARGEST_DECODED_FRAME``) is over that of
+        a rendered picture (``LARGEST_FRAME``): an 8000 x 8000 colour frame
+        (a photograph's JPEG of some MB) is decoded, not refused; a picture
+        of it is not made."""
+        checkFrameSize(8000, 8000, 3)
+        self.assertRaises(FrameTooLarge, checkFrameSize, 8000, 8000, 3, largest=LARGEST_FRAME)
+        self.assertRaises(FrameTooLarge, checkFrameSize, 16384, 16385, 1)
 
 
 class ThreadTests(unittest.TestCase):

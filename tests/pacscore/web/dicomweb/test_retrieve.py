@@ -327,7 +327,7 @@ class RetrieveTests(DicomWebTestCase):
     def test_bogusFrameSizeRefusedUndecoded(self):
         """A tiny RLE object whose Rows and Columns claim 65535 x 65535
         pixels (8 GB of memory a decode) is refused before any decode, as
-        its rendering is (``LARGEST_FRAME``): its frames, Pixel Data,
+        its rendering is (``checkFrameSize``): its frames, Pixel Data,
         WADO-URI object in Explicit VR Little Endian and ``dicom`` page
         uncompressed are a 422, its WADO-RS
         object in that syntax a 406 (it goes in none asked for), each with

@@ -55,7 +55,7 @@ from pacscore.dicom.identifiers import BadIdentifier, checkRetrieveKeys, retriev
 from pacscore.dicom.models import modelOf
 from pacscore.dicom.protocol import ESTABLISHED, PRIORITIES, PRIORITY_MEDIUM
 from pacscore.dicom.storeddata import (
-    STREAMED_OBJECT, StoredData, closeIfStored, goesAsStored, openStored, renamed, staysInFile)
+    STREAMED_OBJECT, StoredData, closeIfStored, goesAsStored, openStored, renamed)
 from pacscore.logfiles import userEvents
 from pacscore.storage.attributes import DatasetError
 from pacscore.storage.reader import Missing, StoredObject
@@ -612,9 +612,9 @@ class _ReadAhead:
     def _readFile(self, stored, data):
         """``data``: the data set bytes, or None when it is larger than
         ``STREAMED_OBJECT``; sent as stored, one whose pixels decode to
-        more stays in its file too (``staysInFile``)."""
-        if data is None or self.asStored and staysInFile(data, len(data), stored.transferSyntax):
-            opened = openStored(stored, self.workers.deferToWorker)
+        more stays in its file too (``openStored`` checks the bytes)."""
+        if data is None or self.asStored:
+            opened = openStored(stored, self.workers.deferToWorker, data)
             if opened is not None:
                 return stored, opened
         return self.convert(stored, self.reader.read(stored) if data is None else data)

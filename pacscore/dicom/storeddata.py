@@ -104,11 +104,13 @@ def readForPeer(reader, stored, compression, deferToWorker, compressionScripts=N
 
 
 def _readForPeer(reader, stored, compression, deferToWorker, compressionScripts, callingAE, calledAE):
+    read = data = reader.read(stored) if stored.size <= STREAMED_OBJECT else None
     if goesAsStored(compressionScripts, compression):
-        data = openStored(stored, deferToWorker)
-        if data is not None:
-            return stored, data
-    read = data = reader.read(stored)
+        opened = openStored(stored, deferToWorker, read)
+        if opened is not None:
+            return stored, opened
+    if read is None:
+        read = data = reader.read(stored)
     if compressionScripts is not None:
         kept, data = compressionScripts.apply(data, stored.transferSyntax, compression, callingAE, calledAE)
         if not kept:
@@ -143,22 +145,28 @@ def closeIfStored(data):
         data.close()
 
 
-def openStored(stored, deferToWorker):
-    """In the I/O pool: ``openDataset`` of the ``StoredObject``: a
-    ``StoredData`` when it, or the native pixels it decodes to, is larger
-    than ``STREAMED_OBJECT`` and it holds no NKI compressed pixel data
-    (which goes out decompressed), else None."""
-    return openDataset(stored.path, stored.datasetOffset, stored.transferSyntax, deferToWorker)
+def openStored(stored, deferToWorker, data=None):
+    """In the I/O pool: a ``StoredData`` of the ``StoredObject`` when it,
+    or the native pixels it decodes to, is larger than ``STREAMED_OBJECT``
+    and it holds no NKI compressed pixel data (which goes out
+    decompressed), else None.  ``data``: its data set bytes when they are
+    read already (it is no larger than ``STREAMED_OBJECT``), checked in
+    memory (``staysInFile``): its file is opened again only when it stays
+    there."""
+    if data is not None and not staysInFile(data, len(data), stored.transferSyntax):
+        return None
+    return openDataset(stored.path, stored.datasetOffset, stored.transferSyntax, deferToWorker, data is not None)
 
 
-def openDataset(path, offset, transferSyntax, deferToWorker):
+def openDataset(path, offset, transferSyntax, deferToWorker, stays=False):
     """In the I/O pool: a ``StoredData`` of the data set at ``offset`` of
-    the file ``path`` when it ``staysInFile``, else None."""
+    the file ``path`` when it ``staysInFile`` (not walked again when
+    ``stays`` says it does), else None."""
     f = open(path, "rb")
     try:
         length = os.fstat(f.fileno()).st_size - offset
         f.seek(offset)
-        if not staysInFile(f, length, transferSyntax):
+        if not (stays or staysInFile(f, length, transferSyntax)):
             f.close()
             return None
         return StoredData(f, offset, length, deferToWorker)

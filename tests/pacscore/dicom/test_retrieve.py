@@ -23,7 +23,8 @@ from pacscore.dicom.retrieve import (
     CANCELLED, SUBOPERATIONS_FAILED, SUCCESS, UNABLE_TO_CALCULATE_MATCHES, UNABLE_TO_PERFORM_SUBOPERATIONS, GetService,
     MoveService, Progress, _ReadAhead, _ReturnPath, choices, contextsFor, convertToFirst)
 from pacscore.dicom.models import STUDY_ROOT_GET, STUDY_ROOT_MOVE
-from pacscore.dicom.storeddata import StoredData
+from pacscore.dicom import storeddata
+from pacscore.dicom.storeddata import STREAMED_OBJECT, StoredData
 from pacscore.storage import reader as readerModule
 from pacscore.storage.part10 import encodeFileMeta
 from pacscore.dicom.virtual import Fetched
@@ -35,6 +36,7 @@ from tests.pacscore.codecs.test_transcode import split
 from tests.pacscore.control.running import RunningArchive
 from tests.pacscore.dicom.requests import recordDecodes
 from tests.pacscore.dicom.test_find import IndexOutage, maskedIdentifier
+from tests.pacscore.dicom.test_storeddata import ENCAPSULATED, RLE, pixelAttributes
 from tests.pacscore.export.fixtures import SyncWorkers
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
@@ -340,6 +342,47 @@ class OpenedFiles:
 
 
 OPEN = builtins.open
+
+
+class AsStoredReadsOnceTests(unittest.TestCase):
+    """An object sent as stored is opened once to be read (and again only
+    to be sent from its file), and walked once to see whether it stays
+    there."""
+
+    def test_smallFileOfLargePixelsWalkedOnce(self):
+        """Sent as stored, a small file whose compressed pixels decode to
+        more than ``STREAMED_OBJECT`` is found to stay in its file from the
+        bytes read ahead, and opened for sending without being walked
+        again."""
+        walks = []
+        walkDataset = storeddata.walkDataset
+        self.patch(storeddata, "walkDataset", lambda *a: walks.append(a) or walkDataset(*a))
+        dataset = pixelAttributes(STREAMED_OBJECT // (1024 * 1024 * 2) + 1) + ENCAPSULATED
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(dataset)
+        located = [StoredObject("1.2.3.1", CT, path, RLE, 0, len(dataset))]
+        upcoming = _ReadAhead(ObjectReader([], None), SyncWorkers(), located, lambda stored, data: (stored, data),
+                              asStored=True)
+        stored, data = self.successResultOf(defer.ensureDeferred(upcoming.next()))
+        self.addCleanup(data.close)
+        self.assertEqual((type(data), data.readAll(), len(walks)), (StoredData, dataset, 1))
+
+    def test_forwardOpensASmallObjectOnce(self):
+        """Forwarded as stored, a small object is read in one opening of
+        its file and checked from its bytes."""
+        dataset = pixelAttributes(1) + ENCAPSULATED
+        folder = os.path.abspath(self.mktemp())
+        os.makedirs(folder)
+        path = os.path.join(folder, "small.dcm")
+        with open(path, "wb") as f:
+            f.write(dataset)
+        stored = StoredObject("1.2.3.1", CT, path, RLE, 0, len(dataset))
+        opened = OpenedFiles(folder)
+        opened.patch(self)
+        self.assertEqual(storeddata.readForPeer(ObjectReader([], None), stored, "as", SyncWorkers().deferToWorker),
+                         (stored, dataset))
+        self.assertEqual(opened.opened, [path])
 
 
 class GetReadsOnceTests(unittest.TestCase):

@@ -99,6 +99,14 @@ class OpenStoredTests(unittest.TestCase):
             self.addCleanup(closeIfStored, data)
             self.assertIsNone(data, syntax)
 
+    def test_smallObjectReadIsNotOpenedAgain(self):
+        """The data set bytes of an object no larger than ``STREAMED_OBJECT``
+        that were read already are checked in memory: its file is not
+        opened again unless it stays there."""
+        dataset = element(0x7FE0, 0x0010, b"OW", bytes(1024))
+        self.assertIsNone(openStored(StoredObject("1.2.3", "1.2.840.10008.5.1.4.1.1.2", self.mktemp(), EXPLICIT,
+                                                  len(HEADER), len(HEADER) + len(dataset)), immediately, dataset))
+
     def test_nkiPixelDataIsRead(self):
         """NKI compressed pixel data goes out decompressed, so from memory."""
         dataset = element(0x7FDF, 0x0010, b"OB", bytes(STREAMED_OBJECT + 2))

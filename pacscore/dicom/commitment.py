@@ -155,6 +155,14 @@ def commitmentOutcome(reader, stored, references):
     return committed, failed, unreadable
 
 
+def _checkedReport(reader, stored, references, transaction, retrieveAE):
+    """In the I/O pool: ``commitmentOutcome`` and the ``eventReport`` of
+    it (a report of thousands of items builds for a good part of a
+    second)."""
+    committed, failed, unreadable = commitmentOutcome(reader, stored, references)
+    return committed, failed, unreadable, eventReport(transaction, committed, failed, retrieveAE)
+
+
 def _unreadable(reader, instance):
     """Why neither the file of ``instance`` nor its mirror copy reads to
     its end, checked as a retrieve reads it (``ObjectReader.loading``);
@@ -359,14 +367,14 @@ class CommitmentService:
         """``(event type, report)`` of the objects ``references`` name, as
         they are now (logged)."""
         stored = await self.index.runQuery(storedInstances, self.query, references)
-        committed, failed, unreadable = await self.workers.deferToWorker(commitmentOutcome, self.reader, stored,
-                                                                         references)
+        committed, failed, unreadable, report = await self.workers.deferToWorker(
+            _checkedReport, self.reader, stored, references, transaction, self.aeTitle)
         for sop, why in unreadable.items():
             self.log.warn("storage commitment {transaction}: {sop} not committed, its file cannot be read: {why}",
                           transaction=transaction, sop=sop, why=why)
         self.log.info("storage commitment {transaction} from {ae}: {committed} committed, {failed} not",
                       transaction=transaction, ae=requestor, committed=len(committed), failed=len(failed))
-        return eventReport(transaction, committed, failed, self.aeTitle)
+        return report
 
     async def _reportOnItsAssociation(self, requesting, transaction, requestor, outcome):
         if requesting is None:
@@ -374,7 +382,8 @@ class CommitmentService:
         protocol, contextId, syntax = requesting
         eventType, report = outcome
         try:
-            await self._report(protocol, contextId, eventType, encodeDataset(report, syntax), yieldsToRelease=True)
+            await self._report(protocol, contextId, eventType,
+                               await self.workers.deferToWorker(encodeDataset, report, syntax), yieldsToRelease=True)
         except Exception as e:
             self.log.info("storage commitment {transaction}: not reported on the association ({error}); "
                           "opening one to {ae}", transaction=transaction, error=e, ae=requestor)
@@ -406,7 +415,8 @@ class CommitmentService:
                 outcome = await self._outcome(transaction, requestor, references)
             eventType, report = outcome
             contextId, syntax = association.contextFor(STORAGE_COMMITMENT)
-            await self._report(association, contextId, eventType, encodeDataset(report, syntax))
+            await self._report(association, contextId, eventType,
+                               await self.workers.deferToWorker(encodeDataset, report, syntax))
         if not await sendToNode(self.reactor, node, self.aeTitle, [(STORAGE_COMMITMENT, list(UNCOMPRESSED))], send,
                                 self.log, f"storage commitment {transaction}: report", attempts, self.retryDelay,
                                 self.connectTimeout, self.dimseTimeout, self.titleStyle,

@@ -3,16 +3,17 @@ checking the objects they name and the table of requests whose report is
 still owed."""
 
 import os
+import threading
 import warnings
 from types import SimpleNamespace
 
 from sqlalchemy import create_engine
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer, reactor, task, threads
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial import unittest
 
 from pacscore.codecs.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN
-from pacscore.dicom import commands
+from pacscore.dicom import commands, commitment
 from pacscore.db.query import Instance
 from pacscore.dicom.commitment import (
     CLASS_INSTANCE_CONFLICT, INVALID_ARGUMENT_VALUE, NO_SUCH_ACTION, NO_SUCH_OBJECT_INSTANCE, PROCESSING_FAILURE,
@@ -155,6 +156,37 @@ class DecodeTests(unittest.TestCase):
         self.assertEqual(decodes, [False])
         [(_, response)] = sent
         self.assertEqual(response[commands.STATUS], INVALID_ARGUMENT_VALUE)
+
+
+class ReportTests(unittest.TestCase):
+
+    @defer.inlineCallbacks
+    def test_builtAndEncodedOffTheReactor(self):
+        """The report (one item per reference: thousands of them build and
+        encode for a good part of a second) is built and encoded in a
+        worker, not in the reactor's thread."""
+        inReactor = []
+
+        def recording(f):
+            def run(*args):
+                if threading.current_thread() is threading.main_thread():
+                    inReactor.append(f.__name__)
+                return f(*args)
+            self.patch(commitment, f.__name__, run)
+        for f in (commitment.eventReport, commitment.encodeDataset):
+            recording(f)
+        index = SyncIndex(SimpleNamespace(engine=create_engine("sqlite://"), tables=None, layout=None,
+                                          quoteNames=None))
+        pending = PendingCommitments(index, lambda: 1000.0)
+        pending.createTables()
+        workers = SimpleNamespace(deferToWorker=threads.deferToThread)
+        service = CommitmentService(pending, SimpleNamespace(instances=lambda connection, level, keys: []), None,
+                                    workers, "PACS", {}, reactor)
+        sent = []
+        protocol = SimpleNamespace(request=lambda contextId, command, data, yieldsToRelease: sent.append(data) or
+                                   defer.succeed(({commands.STATUS: 0}, None)))
+        yield service._spawn("1.2.3", "SCU", [(CT, "1.2.3.4")], 1000.0, (protocol, 1, EXPLICIT_VR_LITTLE_ENDIAN))
+        self.assertEqual((len(sent), inReactor), (1, []))
 
 
 class PendingCommitmentsTests(unittest.TestCase):

@@ -160,18 +160,24 @@ def _itemsHoldValues(items):
     return False
 
 
-def checkKeys(keys, matching=True):
+def tagName(tag):
+    """``(gggg,eeee)``."""
+    return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+
+
+def checkKeys(keys, matching=True, nameOf=tagName):
     """Raise ``BadIdentifier`` for a key with more than ``MAX_UIDS`` (UI) or
     ``MAX_VALUES`` values, a value longer than ``MAX_VALUE_LENGTH``, or
     more than ``MAX_TOTAL_VALUES`` in all; for keys ``matching`` (a
     C-FIND's, not a retrieve's, whose other keys select nothing), a DA,
-    TM or DT value C-FIND does not match by (``checkMatchValues``)."""
+    TM or DT value C-FIND does not match by (``checkMatchValues``).  The
+    message names a key ``nameOf(tag)``."""
     total = 0
     for key in keys:
         values = [key.value] if key.vr in UNSPLIT_VRS else key.value.split("\\")
         total += len(values)
         limit = MAX_UIDS if key.vr == "UI" else MAX_VALUES
-        name = tagName(key.tag)
+        name = nameOf(key.tag)
         if len(values) > limit:
             raise BadIdentifier(f"{name} has {len(values)} values, at most {limit}", UNABLE_TO_PROCESS)
         longest = max(map(len, values))
@@ -181,19 +187,14 @@ def checkKeys(keys, matching=True):
     if total > MAX_TOTAL_VALUES:
         raise BadIdentifier(f"{total} values in all keys, at most {MAX_TOTAL_VALUES}", UNABLE_TO_PROCESS)
     if matching:
-        checkMatchValues(keys)
+        checkMatchValues(keys, nameOf)
 
 
-def tagName(tag):
-    """``(gggg,eeee)``."""
-    return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
-
-
-def checkMatchValues(keys):
-    """Raise ``BadIdentifier`` (A900, as wlmscpfs answers) for a DA, TM or
-    DT key value that is neither one value nor a range of them
-    (``isMatchValue``; PS3.4 C.2.2.2.5): a three-part range, ``2026-12-02``,
-    a month 13, a time 2500.  An empty value, or a lone ``-`` (matched as
+def checkMatchValues(keys, nameOf):
+    """Raise ``BadIdentifier`` (A900, as wlmscpfs answers), naming the key
+    ``nameOf(tag)``, for a DA, TM or DT key value that is neither one
+    value nor a range of them (``isMatchValue``; PS3.4 C.2.2.2.5): a
+    three-part range, ``2026-12-02``, a month 13, a time 2500.  An empty value, or a lone ``-`` (matched as
     any value, as dcmqrscp does), is not refused."""
     for key in keys:
         if key.vr not in FORMATS:
@@ -201,7 +202,7 @@ def checkMatchValues(keys):
         for value in key.value.split("\\"):
             value = value.strip()
             if value not in ("", "-") and not isMatchValue(value, key.vr):
-                raise BadIdentifier(f"{tagName(key.tag)} must be a {FORMATS[key.vr]} or a range of them, "
+                raise BadIdentifier(f"{nameOf(key.tag)} must be a {FORMATS[key.vr]} or a range of them, "
                                     f"not {value[:64]!r}", IDENTIFIER_DOES_NOT_MATCH)
 
 

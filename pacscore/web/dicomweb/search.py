@@ -37,10 +37,9 @@ from pydicom.datadict import dictionary_VR, tag_for_keyword
 
 from pacscore.db.query import (
     SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, UNSPLIT_VRS, QueryKey, levelIndex)
-from pacscore.dicom.datetimes import FORMATS, isMatchValue
 from pacscore.dicom.identifiers import (
     INSTANCE_AVAILABILITY, QUERY_RETRIEVE_LEVEL, SPECIFIC_CHARACTER_SET, BadIdentifier, MatchEncoder, Request, checkKeys,
-    findIdentifier)
+    findIdentifier, tagName)
 from pacscore.dicom.models import STUDY_ROOT_FIND
 from pacscore.dicom.virtual import addComputed
 from pacscore.web.answers import WebError, notText
@@ -188,9 +187,10 @@ def searchKeys(archive, request, level, target):
         for name in filter(None, (part.strip() for part in field.split(","))):
             for tag in (_allTags(archive, level) if name == "all" else [attributeTag(name)[0]]):
                 keys.setdefault(tag, "")
+    names = {}  # the filters' tags: the names they were given
     for name, values in _filters(request).items():
         tag, vr = attributeTag(name)
-        keys[tag] = _filterValue(name, vr, values)
+        keys[tag], names[tag] = _filterValue(name, vr, values), name
     for tag, uid in ((STUDY_INSTANCE_UID, target.study), (SERIES_INSTANCE_UID, target.series)):
         if uid:
             keys[tag] = uid
@@ -204,7 +204,7 @@ def searchKeys(archive, request, level, target):
             vr = "UN"
         found.append(QueryKey(tag, vr, value))
     try:
-        checkKeys(found)
+        checkKeys(found, nameOf=lambda tag: names.get(tag) or tagName(tag))
     except BadIdentifier as e:
         raise WebError(400, str(e)) from e
     return found
@@ -214,12 +214,10 @@ def _filterValue(name, vr, values):
     """The C-FIND value of the ``values`` of the filter ``name``: those of
     a repeated parameter (as dicomweb-client sends a list) joined with
     ``\\`` to match any of them, as the ``,`` of a UID list is; WebError
-    400 for a repeated text (LT, ST, UT, UR), whose one value may hold a ``\\``,
-    or for a date or time C-FIND would not match by (``isMatchValue``)."""
+    400 for a repeated text (LT, ST, UT, UR), whose one value may hold a
+    ``\\`` (a date or time C-FIND would not match by is refused with the
+    other keys: ``checkKeys``)."""
     values = [value.strip() for value in values]
-    for value in (part for value in values for part in value.split("\\")):
-        if vr in FORMATS and value and not isMatchValue(value, vr):
-            raise WebError(400, f"{name} must be a {FORMATS[vr]} or a range of them, not {value!r}")
     if vr in UNSPLIT_VRS:
         if len(values) > 1:
             raise WebError(400, f"{name} matches one text: it cannot be repeated")

@@ -27,7 +27,7 @@ from pacscore.config.ini import DicomIni
 from pacscore.control.cgigateway import isCGIRequest, runCGI
 from pacscore.control.client import (ClientFailed, DicomPortAnswered, NoAnswer, TLSFailed, controlPortHint,
                                      sendCommand)
-from pacscore.control.endpoint import DEFAULT_ENDPOINT, DISABLED, clientEndpoint, portNumber
+from pacscore.control.endpoint import DEFAULT_ENDPOINT, clientEndpoint, controlDescription, portNumber
 
 USAGE = """\
 DGATE: pacs DICOM archive utility (Conquest dgate syntax)
@@ -246,12 +246,14 @@ def _offline(actions, workdir, out, err):
 def remote(options, workdir, ini, out, err):
     """Send the ``--commands`` to the server that ``ini`` (of the working
     folder ``workdir``) describes."""
-    description = ini.get("ControlEndpoint", "") or DEFAULT_ENDPOINT
+    description = controlDescription(ini)
     hint = controlPortHint(ini.get("ControlEndpoint", ""))
-    if description.strip().lower() in DISABLED and options["host"] is None and options["port"] is None:
-        err(f"dgate: the control port is off (ControlEndpoint = {description} in the working folder's "
-            f"dicom.ini); give -p and -q to reach a server")
-        return 1
+    if description is None:
+        if options["host"] is None and options["port"] is None:
+            err(f"dgate: the control port is off (ControlEndpoint = {ini.get('ControlEndpoint')} in the working "
+                f"folder's dicom.ini); give -p and -q to reach a server")
+            return 1
+        description = DEFAULT_ENDPOINT
     if options["port"] is not None and options["port"] == ini.getint("TCPPort", DEFAULT_TCP_PORT):
         err(f"dgate: -p{options['port']} is the DICOM port (TCPPort in the working folder's dicom.ini): {hint}")
         return 1

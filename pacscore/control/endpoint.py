@@ -6,6 +6,7 @@ bound to loopback decides whether clients must give ``ControlSecret``, and
 ``ssl:``, which certificate to trust: ``pacscore.control.tlstrust``).
 """
 
+import os
 import re
 
 from twisted.internet import endpoints
@@ -74,24 +75,46 @@ def socketPath(description):
     return keywords.get("address") or (positional[0] if positional else "")
 
 
-def clientEndpoint(reactor, description, host=None, port=None, timeout=10, folder="."):
-    """``(endpoint, label)`` to reach a server listening on ``description``
-    (its files relative to ``folder``); ``host``/``port`` (dgate's -q/-p)
-    override it and imply TCP. ``label``
-    names the address in messages (``HOST:PORT`` or the socket's path).
-    ValueError when the description gives no usable address (a bad port,
-    no socket path, TLS with a client certificate)."""
-    kind, positional, keywords = fields(description)
+def controlDescription(ini):
+    """The ``ControlEndpoint`` of ``ini`` (a dicom.ini; ``DEFAULT_ENDPOINT``
+    when it names none), or None when it turns the control port off."""
+    description = ini.get("ControlEndpoint", "") or DEFAULT_ENDPOINT
+    return None if description.strip().lower() in DISABLED else description
+
+
+def clientTarget(description, folder, host=None, port=None):
+    """Where a client reaches a server listening on ``description``:
+    ``("unix", path)`` of its UNIX socket, a relative path in ``folder``
+    (the working folder, where the server runs), else ``(secure, host,
+    port)`` (``hostAndPort``; an mtls: address is an ssl: one's);
+    ``host``/``port`` (dgate's -q/-p) override it and imply TCP.
+    ValueError for no socket path or a bad port."""
+    kind = fields(description)[0]
     if kind == "unix" and host is None and port is None:
         path = socketPath(description)
         if not path:
             raise ValueError("no UNIX socket path")
-        return endpoints.UNIXClientEndpoint(reactor, path, timeout=timeout), path
-    if kind == "mtls" and host is None and port is None:
+        return "unix", os.path.normpath(os.path.join(folder, path))
+    if kind == "mtls":
+        description = "ssl" + description.strip()[len(kind):]
+    return hostAndPort(description, DEFAULT_PORT, host, port)
+
+
+def clientEndpoint(reactor, description, host=None, port=None, timeout=10, folder="."):
+    """``(endpoint, label)`` to reach a server listening on ``description``
+    (its files relative to ``folder``; ``clientTarget``).  ``label`` names
+    the address in messages (``HOST:PORT`` or the socket's path).
+    ValueError when the description gives no usable address (a bad port,
+    no socket path, TLS with a client certificate)."""
+    if fields(description)[0] == "mtls" and host is None and port is None:
         raise ValueError("the control port requires a client certificate (mtls:), which dgate cannot show; "
                          "give it an ssl: or tcp: endpoint")
-    secure, host, port = hostAndPort(description, DEFAULT_PORT, host, port)
+    target = clientTarget(description, folder, host, port)
+    if target[0] == "unix":
+        return endpoints.UNIXClientEndpoint(reactor, target[1], timeout=timeout), target[1]
+    secure, host, port = target
     endpoint = endpoints.HostnameEndpoint(reactor, host, port, timeout=timeout)
     if secure:
+        keywords = fields(description)[2]
         endpoint = endpoints.wrapClientTLS(connectionCreator(host, serverCertificates(keywords, folder)), endpoint)
     return endpoint, f"{host}:{port}"

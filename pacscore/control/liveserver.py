@@ -6,26 +6,23 @@ given ``PROBE_TIMEOUT`` seconds."""
 
 import socket
 
-from pacscore.control.endpoint import DEFAULT_ENDPOINT, DEFAULT_PORT, DISABLED, fields, hostAndPort, socketPath
+from pacscore.control.endpoint import clientTarget, controlDescription
 
 PROBE_TIMEOUT = 2
 
 
 def controlAddress(configuration):
-    """``(family, address, label)`` of the control endpoint of
-    ``configuration`` (its dicom.ini), or None when it is off."""
-    description = configuration.ini.get("ControlEndpoint", "") or DEFAULT_ENDPOINT
-    if description.strip().lower() in DISABLED:
+    """``(address, label)`` of the control endpoint of ``configuration``
+    (its dicom.ini; ``clientTarget`` in its working folder): a UNIX
+    socket's path, else ``(host, port)``; None when it is off."""
+    description = controlDescription(configuration.ini)
+    if description is None:
         return None
-    kind = fields(description)[0]
-    if kind == "unix":
-        path = socketPath(description)
-        return socket.AF_UNIX, configuration.resolvePath(path), path
-    if kind == "mtls":  # its address is written as an ssl: one's
-        description = "ssl" + description.strip()[len(kind):]
-    _, host, port = hostAndPort(description, DEFAULT_PORT)
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    return family, (host, port), f"{host}:{port}"
+    target = clientTarget(description, configuration.workdir)
+    if target[0] == "unix":
+        return target[1], target[1]
+    _, host, port = target
+    return (host, port), f"{host}:{port}"
 
 
 def runningServer(configuration):
@@ -34,10 +31,10 @@ def runningServer(configuration):
     address = controlAddress(configuration)
     if address is None:
         return None
-    family, target, label = address
+    target, label = address
     try:
-        if family == socket.AF_UNIX:
-            probe = socket.socket(family, socket.SOCK_STREAM)
+        if isinstance(target, str):
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             probe.settimeout(PROBE_TIMEOUT)
             with probe:
                 probe.connect(target)

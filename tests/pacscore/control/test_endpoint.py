@@ -56,6 +56,14 @@ class ClientEndpointTests(unittest.TestCase):
         self.assertIsInstance(endpoint, endpoints.UNIXClientEndpoint)
         self.assertEqual(label, "/run/pacs.sock")
 
+    def test_unixSocketInTheWorkingFolder(self):
+        """A relative socket path is in the working folder (``folder``), as
+        the files of an ssl: description are, and as ``dgate -i``/``-r``
+        look for the running server: ``dgate -w DIR --command`` run
+        elsewhere reaches the server that runs in DIR."""
+        endpoint, label = clientEndpoint(self.reactor, "unix:control.sock", folder="/srv/pacs")
+        self.assertEqual((endpoint._path, label), ("/srv/pacs/control.sock", "/srv/pacs/control.sock"))
+
     def test_unusableDescriptions(self):
         for description in ("tcp:abc", "tcp:port=x", "tcp:99999", "tcp:0", "tcp:\u00b2", "unix", "unix:"):
             self.assertRaises(ValueError, clientEndpoint, self.reactor, description)

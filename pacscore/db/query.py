@@ -76,6 +76,7 @@ from pacscore.db.peerqueries import checkAbandoned
 from pacscore.db.personnames import CUT_SLACK, personName, storedPersonName
 from pacscore.db.sqlfunctions import distinctValues, textLength
 from pacscore.dicom.datetimes import normalised
+from pacscore.dicom.uids import isUID
 
 __all__ = ["LEVELS", "UNSPLIT_VRS", "IndexQuery", "Instance", "QueryKey", "columnNamed", "hasValuesToMatch",
            "unpaddedValues", "valuesOf"]
@@ -111,8 +112,8 @@ _COUNTS = {
 _LISTS = {MODALITIES_IN_STUDY: (2, MODALITY), SOP_CLASSES_IN_STUDY: (3, SOP_CLASS_UID)}
 COMPUTED_COUNTS, COMPUTED_LISTS = frozenset(_COUNTS), frozenset(_LISTS)
 
-# The entity keys one statement of a computed key's values asks for (SQLite
-# takes 999 bound parameters at least).
+# The entity keys one statement of a computed key's values, or of
+# ``instancesByUID``, asks for (SQLite takes 999 bound parameters at least).
 _KEYS_PER_STATEMENT = 500
 
 # VRs whose values may contain a backslash (no value multiplicity).
@@ -931,6 +932,18 @@ class IndexQuery:
         statement = _Statement(self, connection, level, level, keys)
         return [key.tag for key in keys
                 if hasValuesToMatch(key) and not Tag(key.tag).is_private_creator and not statement.addKey(key)]
+
+    def instancesByUID(self, connection, uids):
+        """The images whose SOP Instance UID is one of ``uids``, each
+        matched literally: only UIDs are asked for (a wildcard, a list or
+        another text would match others, or the whole index),
+        ``_KEYS_PER_STATEMENT`` at a time; none for none."""
+        uids = sorted({uid for uid in uids if isUID(uid)})
+        found = []
+        for start in range(0, len(uids), _KEYS_PER_STATEMENT):
+            key = QueryKey(self.tables[3].keyTag, "UI", "\\".join(uids[start:start + _KEYS_PER_STATEMENT]))
+            found += self.instances(connection, "IMAGE", [key])
+        return found
 
     def instances(self, connection, level, keys):
         """C-MOVE/C-GET: the images below the entities ``keys`` select at

@@ -37,7 +37,6 @@ from twisted.internet import defer, threads
 from twisted.logger import Logger
 
 from pacscore.codecs.syntaxes import UNCOMPRESSED
-from pacscore.db.query import SOP_INSTANCE_UID, QueryKey
 from pacscore.db.schema import LARGE_BINARY, MYSQL_TABLE, OwnTable
 from pacscore.dicom import commands
 from pacscore.dicom.commands import (
@@ -57,7 +56,6 @@ ALL_COMMITTED, SOME_FAILED = 1, 2  # Event Type IDs
 
 SUCCESS = 0x0000
 
-UIDS_PER_QUERY = 500  # SQLite's variable limit, with room
 ATTEMPTS = 3  # a report's first attempts on new associations, RetryDelay apart; later ones one at a time
 MAXIMUM_AGE = 7 * 24 * 3600  # seconds an unreported request is tried again (MaximumCommitmentAge)
 
@@ -123,16 +121,10 @@ def _uidOf(dataset, keyword):
 
 def storedInstances(connection, query, references):
     """In a reader thread: ``{SOP instance UID: Instance}`` of the referenced
-    objects the index holds, each looked up literally: only UIDs are (a
-    request recorded before they were checked may hold others), never a
-    wildcard or list matching the whole index."""
-    stored = {}
-    uids = sorted({sop for _, sop in references if isUID(sop)})
-    for start in range(0, len(uids), UIDS_PER_QUERY):
-        key = QueryKey(SOP_INSTANCE_UID, "UI", "\\".join(uids[start:start + UIDS_PER_QUERY]))
-        for instance in query.instances(connection, "IMAGE", [key]):
-            stored[instance.sopInstanceUID] = instance
-    return stored
+    objects the index holds (``IndexQuery.instancesByUID``: a request
+    recorded before its values were checked may hold others than UIDs)."""
+    return {instance.sopInstanceUID: instance
+            for instance in query.instancesByUID(connection, [sop for _, sop in references])}
 
 
 def commitmentOutcome(reader, stored, references):

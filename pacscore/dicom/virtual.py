@@ -50,7 +50,7 @@ from twisted.logger import Logger
 
 from pacscore.codecs.syntaxes import UNCOMPRESSED
 from pacscore.dicom import commands
-from pacscore.db.query import COMPUTED_COUNTS, COMPUTED_LISTS, QueryKey
+from pacscore.db.query import COMPUTED_COUNTS, COMPUTED_LISTS
 from pacscore.dicom.client import associateNode
 from pacscore.dicom.negotiation import PLAIN_TITLES, TitleStyle
 from pacscore.dicom.datasets import decodeDataset, encodeDataset
@@ -62,7 +62,6 @@ SUCCESS = 0x0000
 WARNING = 0xB000
 MAX_SERVERS = 10
 UIDS_PER_MOVE = 64
-CHUNK = 500  # UIDs per SELECT ... IN (SQLite's variable limit)
 SERVER_MASK = 0x99990802  # Conquest's control element: bit N asks VirtualServerForN
 
 UNIQUE_KEYS = {"PATIENT": "PatientID", "STUDY": "StudyInstanceUID", "SERIES": "SeriesInstanceUID",
@@ -443,12 +442,9 @@ class VirtualServers:
                       count=count)
 
     async def _instancesOf(self, uids):
-        """The index's ``Instance``s of the SOP Instance UIDs ``uids``."""
-        instances = []
-        for start in range(0, len(uids), CHUNK):  # an empty list asks nothing (not everything)
-            key = QueryKey(self.query.tables[3].keyTag, "UI", "\\".join(uids[start:start + CHUNK]))
-            instances += await self.index.runQuery(self.query.instances, "IMAGE", [key])
-        return instances
+        """The index's ``Instance``s of the SOP Instance UIDs ``uids``
+        (``IndexQuery.instancesByUID``)."""
+        return await self.index.runQuery(self.query.instancesByUID, uids)
 
 
 def _withPatientID(identifier, rule):

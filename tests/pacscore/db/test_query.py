@@ -1093,6 +1093,19 @@ class InstancesTests(ArchiveTestCase):
         self.assertEqual(self.sops("STUDY", K(STUDY_UID, "UI", "1.2"), K(SOP_UID, "UI", "9")),
                          ["1.2.1.1"])
 
+    def test_byUID(self):
+        """``instancesByUID``: each UID matched literally, a value that is
+        none (a wildcard, a list, empty) matching nothing rather than the
+        whole index, and any number of them (a statement per 500)."""
+        uids = ["*", "1.1.1.1\\1.1.1.2", "", "1.1.2.2", "5.1.1.1", "1.1.2.2"] + [f"9.{n}" for n in range(600)]
+        statements = self.statements()
+        with self.engine.connect() as connection:
+            found = self.query.instancesByUID(connection, uids)
+        self.assertEqual(sorted(instance.sopInstanceUID for instance in found), ["1.1.2.2", "5.1.1.1"])
+        self.assertEqual(len(statements), 2)
+        with self.engine.connect() as connection:
+            self.assertEqual(self.query.instancesByUID(connection, ["*", "1.1.*"]), [])
+
     def test_oneStatement(self):
         statements = self.statements()
         self.instances("PATIENT", K(PATIENT_ID, "LO", "PAT1\\PAT2"))

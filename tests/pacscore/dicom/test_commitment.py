@@ -2,6 +2,7 @@
 checking the objects they name and the table of requests whose report is
 still owed."""
 
+import functools
 import os
 import threading
 import warnings
@@ -14,7 +15,7 @@ from twisted.trial import unittest
 
 from pacscore.codecs.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN
 from pacscore.dicom import commands, commitment
-from pacscore.db.query import Instance
+from pacscore.db.query import IndexQuery, Instance
 from pacscore.dicom.commitment import (
     CLASS_INSTANCE_CONFLICT, INVALID_ARGUMENT_VALUE, NO_SUCH_ACTION, NO_SUCH_OBJECT_INSTANCE, PROCESSING_FAILURE,
     STORAGE_COMMITMENT, STORAGE_COMMITMENT_INSTANCE, BadCommitmentRequest, CommitmentService, PendingCommitments,
@@ -94,8 +95,9 @@ class LookupTests(unittest.TestCase):
         def instances(connection, level, keys):
             asked.extend((level, key.vr, key.value) for key in keys)
             return [held]
-        stored = storedInstances(None, SimpleNamespace(instances=instances),
-                                 [(CT, "1.2.3.4"), (CT, "*"), (CT, "1.2.3.4\\1.2.3.5"), (CT, "")])
+        query = SimpleNamespace(tables=[None, None, None, SimpleNamespace(keyTag=0x00080018)], instances=instances)
+        query.instancesByUID = functools.partial(IndexQuery.instancesByUID, query)
+        stored = storedInstances(None, query, [(CT, "1.2.3.4"), (CT, "*"), (CT, "1.2.3.4\\1.2.3.5"), (CT, "")])
         self.assertEqual(stored, {"1.2.3.4": held})
         self.assertEqual(asked, [("IMAGE", "UI", "1.2.3.4")])
 
@@ -180,7 +182,7 @@ class ReportTests(unittest.TestCase):
         pending = PendingCommitments(index, lambda: 1000.0)
         pending.createTables()
         workers = SimpleNamespace(deferToWorker=threads.deferToThread)
-        service = CommitmentService(pending, SimpleNamespace(instances=lambda connection, level, keys: []), None,
+        service = CommitmentService(pending, SimpleNamespace(instancesByUID=lambda connection, uids: []), None,
                                     workers, "PACS", {}, reactor)
         sent = []
         protocol = SimpleNamespace(request=lambda contextId, command, data, yieldsToRelease: sent.append(data) or
@@ -235,7 +237,7 @@ class RetryTests(unittest.TestCase):
 
         def lookedUp(*args):
             raise AssertionError("the objects were looked up")
-        service = CommitmentService(pending, SimpleNamespace(instances=lookedUp), None, None, "PACS",
+        service = CommitmentService(pending, SimpleNamespace(instancesByUID=lookedUp), None, None, "PACS",
                                     SimpleNamespace(lookup=lambda ae: None), clock, retryDelay=100, maximumAge=1000)
         with capturedLogs() as events:
             service.resume()

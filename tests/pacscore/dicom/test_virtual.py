@@ -321,7 +321,7 @@ class FetchingArchive:
     """The archive a fetch asks (its first C-MOVE sends every object, the
     next only 3 then fails) and the index the objects arrive in."""
 
-    query = SimpleNamespace(tables=[None, None, None, SimpleNamespace(keyTag=0x00080018)], instances=None)
+    query = SimpleNamespace(instancesByUID=None)
 
     def __init__(self):
         self.here, self.moves, self.removed = [], 0, []
@@ -338,10 +338,8 @@ class FetchingArchive:
     def release(self):
         return defer.succeed(None)
 
-    def runQuery(self, fn, level, keys):
-        [key] = keys
-        return defer.succeed([SimpleNamespace(sopInstanceUID=uid) for uid in key.value.split("\\")
-                              if uid in self.here])
+    def runQuery(self, fn, uids):
+        return defer.succeed([SimpleNamespace(sopInstanceUID=uid) for uid in uids if uid in self.here])
 
     def removeInstances(self, instances):
         self.removed += [instance.sopInstanceUID for instance in instances]

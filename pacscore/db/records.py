@@ -61,7 +61,6 @@ the study's modalities, below).
 
 import time
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import NamedTuple
 
 from pydicom.datadict import dictionary_VR
@@ -104,20 +103,28 @@ class ImageRecord:
     relink: bool = True
 
     def __post_init__(self):
-        unpadded = {tag: "\\".join(unpaddedValues(value, _dictionaryVR(tag))) for tag, value in self.attrs.items()
+        unpadded = {tag: "\\".join(unpaddedValues(value, dictionaryVR(tag))) for tag, value in self.attrs.items()
                     if " " in value and (value[0] == " " or value[-1] == " " or "\\ " in value or " \\" in value)}
         if unpadded:
             self.attrs = {**self.attrs, **unpadded}
 
 
-@lru_cache(maxsize=None)
-def _dictionaryVR(tag):
-    """The VR of ``tag`` by pydicom's dictionary, "" when it has none (a
-    private tag: its padding goes too)."""
-    try:
-        return dictionary_VR(tag)
-    except KeyError:
-        return ""
+_knownVRs = {}
+"""The VRs ``dictionaryVR`` found, by tag: only tags pydicom's dictionary
+knows, so that any number of private or unknown tags does not grow it."""
+
+
+def dictionaryVR(tag):
+    """The VR of ``tag`` by pydicom's dictionary (an ambiguous one as it
+    spells it, "US or SS"), "" when it has none (a private or unknown
+    tag)."""
+    vr = _knownVRs.get(tag)
+    if vr is None:
+        try:
+            vr = _knownVRs[tag] = dictionary_VR(tag)
+        except KeyError:
+            return ""
+    return vr
 
 
 class InconsistentLink(ValueError):

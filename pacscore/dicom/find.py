@@ -20,7 +20,8 @@ from pacscore.debuglog import IDENTIFIERS, serverLog
 from pacscore.converters.hooks import LEFT_OUT
 from pacscore.dicom import commands
 from pacscore.dicom.datasets import IdentifierError, decodePeerDataset
-from pacscore.dicom.identifiers import UNABLE_TO_PROCESS, BadIdentifier, MatchEncoder, decodeIdentifier, readRequest
+from pacscore.dicom.identifiers import (
+    UNABLE_TO_PROCESS, BadIdentifier, MatchEncoder, decodeIdentifier, readRequest, tagName)
 from pacscore.dicom.models import modelOf
 from pacscore.dicom.protocol import AWAITING_CLOSE
 from pacscore.dicom.timing import timed
@@ -76,7 +77,7 @@ async def answerFind(protocol, contextId, command, query, clock, log, descriptio
     if unmatched:
         pending = PENDING_UNMATCHED_KEYS
         log.info("{peer}: {query}: keys not matched, answered 0xFF01: {keys}", peer=protocol.peerName(),
-                 query=description, keys=", ".join(f"({tag >> 16:04X},{tag & 0xFFFF:04X})" for tag in unmatched))
+                 query=description, keys=", ".join(map(tagName, unmatched)))
     batches = matches.batches() if isinstance(matches, StreamedMatches) else iter([defer.succeed(matches)])
     upcoming = next(batches, None)
     sent = 0

@@ -446,8 +446,8 @@ def answerElement(tag, vr, text, numbersAsText=False):
         if numbersAsText and vr in _NUMBER_STRING_VRS:
             stored = text.encode("utf-8")
             return RawDataElement(Tag(tag), vr, len(stored), stored, 0, False, True)
-        log.debug("Answering ({tag}) empty: {vr} cannot hold {text!r} ({error})",
-                  tag=f"{tag >> 16:04X},{tag & 0xFFFF:04X}", text=text, vr=vr, error=e)
+        log.debug("Answering {tag} empty: {vr} cannot hold {text!r} ({error})",
+                  tag=tagName(tag), text=text, vr=vr, error=e)
         return DataElement(tag, vr, None)
 
 

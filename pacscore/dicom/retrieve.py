@@ -51,7 +51,7 @@ from pacscore.db.errors import DATABASE_FAILURES, databaseMessage
 from pacscore.db.query import hasValuesToMatch
 from pacscore.dicom.datasets import IdentifierError, encodeDataset
 from pacscore.dicom.find import DESTROYED, cancelledWith, convertIdentifier, readIdentifier
-from pacscore.dicom.identifiers import BadIdentifier, checkRetrieveKeys, retrieveKeys
+from pacscore.dicom.identifiers import BadIdentifier, checkRetrieveKeys, retrieveKeys, tagName
 from pacscore.dicom.models import modelOf
 from pacscore.dicom.protocol import ESTABLISHED, PRIORITIES, PRIORITY_MEDIUM
 from pacscore.dicom.storeddata import (
@@ -346,8 +346,7 @@ class RetrieveService:
         """The keys of ``request`` that select what it retrieves (its unique
         keys), with a log line naming the others it holds values of."""
         selecting, ignored = retrieveKeys(request)
-        ignored = [keyword_for_tag(key.tag) or f"({key.tag >> 16:04X},{key.tag & 0xFFFF:04X})"
-                   for key in ignored if hasValuesToMatch(key)]
+        ignored = [keyword_for_tag(key.tag) or tagName(key.tag) for key in ignored if hasValuesToMatch(key)]
         if ignored:
             self.log.info("{peer}: {operation} selects by its unique keys only, ignoring {ignored}",
                           peer=peer, operation=self.operation, ignored=", ".join(ignored))

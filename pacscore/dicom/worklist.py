@@ -92,8 +92,7 @@ def sequenceMembers(columns):
             members.setdefault(column.tag, ())
             enclosing.append(column.tag)
     if enclosing:
-        raise ValueError(f"dicom.sql *WorkList*: no DT_ENDSEQUENCE for the sequence "
-                         f"({enclosing[-1] >> 16:04X},{enclosing[-1] & 0xFFFF:04X})")
+        raise ValueError(f"dicom.sql *WorkList*: no DT_ENDSEQUENCE for the sequence {tagName(enclosing[-1])}")
     return members
 
 

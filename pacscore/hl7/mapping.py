@@ -35,11 +35,10 @@ above all) with only an ORC finds its accession number in ORC-3.
 import re
 from typing import NamedTuple
 
-from pydicom.datadict import dictionary_VR
 from pydicom.uid import generate_uid
 from twisted.logger import Logger
 
-from pacscore.db.records import Truncations
+from pacscore.db.records import Truncations, dictionaryVR
 from pacscore.db.worklistitems import OrderRefused
 from pacscore.dicom.datetimes import isDate, isTime
 from pacscore.hl7.message import uniqueNumber
@@ -103,10 +102,7 @@ def parseSource(text):
 
 def columnVR(column):
     """The VR of the column's tag, "" when the dictionary does not know it."""
-    try:
-        return dictionary_VR(column.tag)
-    except KeyError:
-        return ""
+    return dictionaryVR(column.tag)
 
 
 def personName(components):

@@ -15,7 +15,8 @@ from pacscore.db.filepaths import storedPath
 from pacscore.db.index import ImageRecord, InconsistentLink, Index, Replaced
 from pacscore.db.query import IndexQuery, QueryKey
 from pacscore.db.rawtext import FILES_TRIED
-from pacscore.db.records import Level, Upserter, buildLevels
+from pacscore.db import records
+from pacscore.db.records import Level, Upserter, buildLevels, dictionaryVR
 from tests.pacscore.db.test_schema import TABLE_NAMES, conquestLayout, sqliteEngine
 
 PATIENT_ID, PATIENT_NAME, BIRTH_DATE, SEX = 0x00100020, 0x00100010, 0x00100030, 0x00100040
@@ -473,6 +474,16 @@ class UpsertTests(IndexTestCase):
         self.assertEqual(self.row("study")["PatientID"], "LEAD")
         comments = 0x00204000  # ImageComments, LT
         self.assertEqual(ImageRecord({comments: "  indented"}, "MAG0", "a.dcm").attrs, {comments: "  indented"})
+
+    def test_dictionaryVRKeepsKnownTagsOnly(self):
+        """The padding rule asks the dictionary for each tag's VR, kept for
+        the tags it knows only: an object's private or unknown tags (their
+        padding goes too) do not grow what is kept."""
+        private = 0x00091001
+        record = ImageRecord({PATIENT_ID: " LEAD", private: " value "}, "MAG0", "a.dcm")
+        self.assertEqual(record.attrs, {PATIENT_ID: "LEAD", private: "value"})
+        self.assertEqual((dictionaryVR(PATIENT_ID), dictionaryVR(private)), ("LO", ""))
+        self.assertNotIn(private, records._knownVRs)
 
     def test_allowTruncate(self):
         """The columns AllowTruncate names are never warned of."""

@@ -3,7 +3,8 @@ object says: the decoders here (pylibjpeg-libjpeg, pyjpegls) decode a
 JPEG or JPEG-LS stream cut short into a partly filled image without a
 word, and pydicom decodes the frames it finds whatever Number of Frames
 says, where DCMTK refuses both; ``framesFound`` (every frame, with the
-JPEG scans to mend found on the way) and ``frameDamage`` (one) say what
+JPEG scans to mend found on the way), ``cutShortFrames`` (those cut
+short, for frames decoded one by one) and ``frameDamage`` (one) say what
 is wrong before anything is decoded."""
 
 from pydicom.encaps import generate_frames, get_frame
@@ -36,6 +37,18 @@ def framesFound(syntax, encapsulated, options):
     if found != expected:
         return f"its Pixel Data holds {found} frame(s), its Number of Frames says {expected}", toMend
     return None, toMend
+
+
+def cutShortFrames(syntax, encapsulated, count):
+    """``{index: damage}`` of the JPEG or JPEG-LS frames (from 0) of the
+    ``count`` of ``encapsulated`` (bytes, from its Basic Offset Table item)
+    that end before their end of image marker, found in one walk (one per
+    frame would walk fragments again without an offset table); empty for
+    other syntaxes."""
+    if syntax not in _ENDED_BY_EOI:
+        return {}
+    frames = generate_frames(encapsulated, number_of_frames=count)
+    return {index: _cutShort(index + 1) for index, frame in enumerate(frames) if not endsWithEOI(frame)}
 
 
 def frameDamage(syntax, encapsulated, index, options):

@@ -11,7 +11,6 @@ import numpy as np
 import pydicom
 from pydicom.encaps import generate_frames
 from pydicom.pixels import pixel_array
-from pydicom.pixels.utils import as_pixel_options
 from pydicom.tag import Tag
 
 from pacscore.codecs.syntaxes import (
@@ -20,7 +19,7 @@ from pacscore.codecs.syntaxes import (
     isCompressed)
 from pacscore.codecs import nki
 from pacscore.codecs.filetranscode import NotStreamed, streams
-from pacscore.codecs.encapsulatedframes import frameDamage
+from pacscore.codecs.encapsulatedframes import cutShortFrames
 from pacscore.codecs.nkipixels import NKI_PIXEL_DATA, decompressDecoded, nkiStream
 from pacscore.codecs.transcode import TranscodeError, checkFrameSize, codedPrecision, swapBytes
 from pacscore.dicom.storeddata import STREAMED_OBJECT, openDataset
@@ -150,7 +149,7 @@ def _storedSamples(dataset):
     return dataset.get("SamplesPerPixel") or 1
 
 
-def _nativeFrame(dataset, syntax, index):
+def _nativeFrame(dataset, syntax, cutShort, index):
     """Frame ``index`` (from 0) as native little-endian pixels, as the
     object's metadata describes them: the bytes of a native frame as stored
     (its planes and 4:2:2 subsampling kept), those of big endian words
@@ -159,15 +158,14 @@ def _nativeFrame(dataset, syntax, index):
     space (no YCbCr made RGB), at the precision coded (the stored words,
     bits above High Bit kept: ``codedPrecision``) and ``_storedLayout``.
     The frame must be one the Pixel Data holds (``_checkHeld``); a JPEG or
-    JPEG-LS one cut short is a ValueError (``frameDamage``), never decoded
-    partly filled."""
+    JPEG-LS one cut short (in ``cutShort``: ``cutShortFrames``) is a
+    ValueError, never decoded partly filled."""
     length = _storedLength(dataset, syntax)
     if length is not None:
         frame = bytes(dataset.PixelData[index * length:(index + 1) * length])
         return frame if syntax != EXPLICIT_VR_BIG_ENDIAN else _littleEndian(frame, _wordSize(dataset))
-    damage = frameDamage(syntax, dataset.PixelData, index, as_pixel_options(dataset))
-    if damage:
-        raise ValueError(damage)
+    if index in cutShort:
+        raise ValueError(cutShort[index])
     frame = _storedLayout(dataset, pixel_array(dataset, index=index, as_rgb=False,
                                                **codedPrecision(syntax, dataset.PixelData, dataset)))
     return frame.astype(frame.dtype.newbyteorder("<"), copy=False).tobytes()
@@ -261,11 +259,14 @@ def instanceFrames(path, numbers, choose):
         frame = frames.__getitem__
     else:
         length = _storedLength(dataset, syntax)
+        cutShort = {}
         if length is not None:
             _checkHeld(len(dataset.PixelData) // length, max(numbers), f"whole frame(s) of {length} bytes")
         else:  # decoded
             checkFrameSize(dataset.Rows, dataset.Columns, dataset.get("SamplesPerPixel"))
-        frame = partial(_nativeFrame, dataset, syntax)
+            if isCompressed(syntax):
+                cutShort = cutShortFrames(syntax, dataset.PixelData, count)
+        frame = partial(_nativeFrame, dataset, syntax, cutShort)
     return Frames(kind, sent, numbers, frame(numbers[0] - 1), frame)
 
 

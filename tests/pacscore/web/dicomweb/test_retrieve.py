@@ -15,7 +15,7 @@ import pydicom
 from pydicom.data import get_testdata_file
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
-from pydicom.encaps import encapsulate, generate_frames
+from pydicom.encaps import encapsulate, generate_frames, get_frame
 from pydicom.pixels import convert_color_space, pixel_array
 from pydicom.tag import Tag
 from pydicom.uid import RLELossless, generate_uid
@@ -23,7 +23,7 @@ from PIL import Image
 from twisted.internet import defer, reactor, task
 from twisted.logger import capturedLogs, formatEvent
 
-from pacscore.codecs import filetranscode, nkipixels, syntaxes
+from pacscore.codecs import encapsulatedframes, filetranscode, nkipixels, syntaxes
 from pacscore.codecs import transcode as transcoding
 from pacscore.codecs.rendering import LARGEST_FIT
 from pacscore.codecs.transcode import transcode
@@ -372,9 +372,9 @@ class RetrieveTests(DicomWebTestCase):
         made = []
         nativeFrame = instancefiles._nativeFrame
 
-        def counted(dataset, syntax, index):
+        def counted(dataset, syntax, cutShort, index):
             made.append(index)
-            return nativeFrame(dataset, syntax, index)
+            return nativeFrame(dataset, syntax, cutShort, index)
         self.patch(instancefiles, "_nativeFrame", counted)
         frames = instancefiles.instanceFrames(os.path.join(self.running.workdir, "frames.dcm"), [3, 1, 2],
                                               lambda syntax: (False, instancefiles.OCTET_STREAM))
@@ -415,6 +415,30 @@ class RetrieveTests(DicomWebTestCase):
             [broken] = [formatEvent(event) for event in events if "broke off" in event.get("log_format", "")]
             self.assertIn("frame 2", broken)
             self.assertIn(f"{study}.1.1", broken)
+
+    def test_framesWithoutOffsetTableWalkedOnce(self):
+        """The frames of an answer decoded one by one are checked for a
+        cut-short codestream in one walk of the fragments (without a Basic
+        Offset Table one walk a frame would cost the square of their
+        number), not one walk each."""
+        dataset = pydicom.dcmread(get_testdata_file("SC_rgb_jpeg_dcmtk.dcm"))
+        frame = next(generate_frames(dataset.PixelData, number_of_frames=1))
+        dataset.PixelData, dataset.NumberOfFrames = encapsulate([frame] * 20, has_bot=False), 20
+        path = os.path.join(self.running.workdir, "twenty.dcm")
+        dataset.save_as(path)
+        walks = []
+
+        def counting(walk):
+            def counted(*args, **options):
+                walks.append(args)
+                return walk(*args, **options)
+            return counted
+        self.patch(encapsulatedframes, "generate_frames", counting(generate_frames))
+        self.patch(encapsulatedframes, "get_frame", counting(get_frame))
+        frames = instancefiles.instanceFrames(path, list(range(1, 21)), lambda syntax: (False, instancefiles.OCTET_STREAM))
+        for number in range(2, 21):
+            self.assertEqual(frames.frame(number - 1), frames.first)
+        self.assertEqual(len(walks), 1)
 
     @defer.inlineCallbacks
     def test_cutShortFrameRefused(self):

@@ -245,6 +245,9 @@ def instanceFrames(path, numbers, choose):
     _expandedNKI(dataset)
     if not dataset.get("PixelData"):  # absent, or empty: pydicom reads an empty OW as None
         raise NoSuchFrame("the object has no Pixel Data")
+    missing = [name for name in ("Rows", "Columns", "BitsAllocated") if dataset.get(name) is None]
+    if missing:  # frames cannot be told apart nor decoded: no object a viewer can show (a 422)
+        raise ValueError(f"its Pixel Data is described without {', '.join(missing)}")
     syntax = str(dataset.file_meta.TransferSyntaxUID)
     asStored, kind = choose(syntax)
     count = frameCount(dataset)

@@ -441,6 +441,21 @@ class RetrieveTests(DicomWebTestCase):
         self.assertEqual(len(walks), 1)
 
     @defer.inlineCallbacks
+    def test_pixelsWithoutRowsRefused(self):
+        """Compressed Pixel Data without Rows (or Columns, Bits Allocated)
+        cannot be cut into frames nor decoded: its frames and bulk data are
+        a 422 naming what is missing, not a 500 with a traceback."""
+        dataset = pydicom.dcmread(get_testdata_file("MR_small_RLE.dcm"))
+        del dataset.Rows
+        path = yield self.stored(dataset, "norows.dcm")
+        for asked in ("/frames/1", "/bulk/7FE00010"):
+            with capturedLogs() as events:
+                found = yield self.fetch(path + asked, accept=OCTETS)
+            self.assertEqual((asked, found.code), (asked, 422))
+            self.assertIn(b"without Rows", found.body)
+            self.assertEqual([event for event in events if "log_failure" in event], [], asked)
+
+    @defer.inlineCallbacks
     def test_cutShortFrameRefused(self):
         """A JPEG-LS frame cut before its end of image marker is a 422, in
         frames/{n} as in bulk/7FE00010, never decoded partly filled."""

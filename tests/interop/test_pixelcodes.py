@@ -112,6 +112,15 @@ class ServersTestCase(unittest.TestCase):
     processes = ()
 
     @classmethod
+    def startDecompressing(cls, prefix):
+        """``cls.server``, a pacs storing with IncomingCompression ``un``
+        (Conquest's default) in a new ``cls.workdir``, started."""
+        cls.workdir = tempfile.mkdtemp(prefix=prefix)
+        cls.server = PacsServer(os.path.join(cls.workdir, "pacs"))
+        cls.server.setIni(IncomingCompression="un")
+        cls.startAll(cls.server)
+
+    @classmethod
     def startAll(cls, *processes):
         cls.processes = processes
         for process in processes:
@@ -513,10 +522,7 @@ class CutStreamTests(ServersTestCase):
 
     @classmethod
     def setUpClass(cls):
-        cls.workdir = tempfile.mkdtemp(prefix="pacs-cutstreams-")
-        cls.server = PacsServer(os.path.join(cls.workdir, "pacs"))
-        cls.server.setIni(IncomingCompression="un")
-        cls.startAll(cls.server)
+        cls.startDecompressing("pacs-cutstreams-")
 
     def compressed(self, tool, option, name):
         path = os.path.abspath(self.mktemp()) + ".dcm"
@@ -620,10 +626,7 @@ class FrameCountTests(ServersTestCase):
 
     @classmethod
     def setUpClass(cls):
-        cls.workdir = tempfile.mkdtemp(prefix="pacs-framecount-")
-        cls.server = PacsServer(os.path.join(cls.workdir, "pacs"))
-        cls.server.setIni(IncomingCompression="un")
-        cls.startAll(cls.server)
+        cls.startDecompressing("pacs-framecount-")
         ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
         ds.Rows = ds.Columns = 512
         ds.NumberOfFrames = 24

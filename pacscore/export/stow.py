@@ -12,7 +12,8 @@ XX``, falling back as a C-STORE forward does (``convertToFirst``: an object
 the encoder cannot take goes as stored or uncompressed).  An answer
 that is not 200, or that lists failed objects, is a ``ForwardError``, so
 the export queue retries the action as it does a refused C-STORE; an
-object whose stored file is damaged is left out, as a C-STORE forward
+object whose stored file is damaged, or that cannot be converted to any
+syntax (pixel data no codec decodes), is left out, as a C-STORE forward
 leaves it out, and the rest goes."""
 
 import base64
@@ -125,7 +126,10 @@ class StowSender(DicomWebClient):
     async def send(self, server, located, onLeftOut, compression="", onSent=None, check=None):
         """STOW-RS the StoredObjects ``located`` to ``server``; how many were
         stored. ``onLeftOut(stored, reason)`` for one whose stored file is
-        damaged (``DatasetError``, which a retry would not mend), left out;
+        damaged (``DatasetError``) or cannot be converted to any syntax
+        (``TranscodeError``: pixel data no codec decodes), which a retry
+        would not mend: left out, the others still go, as a C-STORE forward
+        does;
         ``onSent(count)`` after each request; ``check()`` before each object
         (what it raises ends the sending)."""
         code = compression or AS_STORED_CODE
@@ -139,7 +143,10 @@ class StowSender(DicomWebClient):
                 except DatasetError as e:
                     onLeftOut(stored, f"{stored.sopInstanceUID} cannot be read: {e}")
                     continue
-                except (OSError, TranscodeError, IdentifierError, ValueError) as e:
+                except (TranscodeError, IdentifierError) as e:
+                    onLeftOut(stored, f"{stored.sopInstanceUID} cannot be sent in {code} nor a syntax it falls back to: {e}")
+                    continue
+                except (OSError, ValueError) as e:
                     raise StowError(f"{stored.sopInstanceUID} cannot be sent in {code}: {e}") from e
                 batch.append((meta, data))
                 size += len(meta) + len(data)

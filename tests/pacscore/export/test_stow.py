@@ -24,6 +24,7 @@ from pacscore.testing.corpus import generateCorpus
 from pacscore.web.site import webSite
 from tests.pacscore.control.running import RunningArchive
 from tests.pacscore.dicom.test_ownretrieves import CONVERTERS
+from tests.pacscore.export.fixtures import failingFor
 from tests.pacscore.export.test_forwarder import damageBitsStored
 from tests.pacscore.web.test_logins import htpasswd
 
@@ -158,6 +159,25 @@ class StowForwardTests(unittest.TestCase):
         [line] = [formatEvent(event) for event in events]
         self.assertRegex(line, r"^forward to cloud: [0-9.]+ left out, not retried: [0-9.]+ cannot be read: "
                                r"element \(0028,0101\)")
+
+    @defer.inlineCallbacks
+    def test_anObjectThatCannotBeConvertedIsLeftOutNotRetried(self):
+        """An object no syntax takes (pixel data the codecs cannot decode)
+        is left out with one log line, the others are stored, the forward
+        fails with Undelivered (not a ForwardError the queue would retry
+        for ever)."""
+        bad = self.corpus[1].sopUID
+        self.patch(stow, "convertToFirst", failingFor(bad))
+        forwarder, events = self.forwarder(), []
+        forwarder.log = Logger(observer=events.append)
+        error = yield self.assertFailure(defer.ensureDeferred(forwarder.forward(self.action(compression="jk"))),
+                                         Undelivered)
+        self.assertEqual(error.sent, len(self.corpus) - 1)
+        stored = {pydicom.dcmread(path).SOPInstanceUID for path in self.destination.files()}
+        self.assertEqual(stored, {image.sopUID for image in self.corpus} - {bad})
+        [line] = [formatEvent(event) for event in events]
+        self.assertEqual(line, f"forward to cloud: {bad} left out, not retried: {bad} cannot be sent in jk nor a "
+                               f"syntax it falls back to: cannot decode")
 
     @defer.inlineCallbacks
     def test_refusals(self):

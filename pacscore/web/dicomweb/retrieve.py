@@ -12,10 +12,10 @@ writes is made with its codecs, and one it does not write (RLE ...) goes
 for objects stored in it.  Each object goes in the first of the Accept
 header's syntaxes (in its order of preference) it can go in: an object
 that a codec would make in another syntax (a 16-bit image asked for in
-JPEG baseline comes out as JPEG extended) goes in the next one.  When the
-first object can go in none, the answer is a 406; a later one that cannot
-is left out of the answer, with a log line, and so is one whose file is
-gone or cannot be read (cut short, damaged): a 404 only when none can.
+JPEG baseline comes out as JPEG extended) goes in the next one.  When none
+of the objects can go in any, the answer is a 406; one that cannot is left out
+of the answer, with a log line, and so is one whose file is gone or cannot
+be read (cut short, damaged): a 404 only when none can be read.
 """
 
 import math
@@ -180,10 +180,6 @@ async def retrieveInstances(archive, request, target, base):
     except BaseException:
         await released(archive, fetched)
         raise
-    if first is None:
-        await released(archive, fetched)
-        raise WebError(406, f"{found[start][0].sopInstanceUID} can be sent in none of the transfer syntaxes asked "
-                            f"for ({', '.join(syntax for syntax, _, _ in choices)})")
     boundary = multipart.newBoundary()
 
     async def parts():
@@ -195,8 +191,7 @@ async def retrieveInstances(archive, request, target, base):
                 _leftOut(instance, e)
                 continue
             if made is None:
-                log.warn("WADO-RS: {uid} left out: it can be sent in none of the transfer syntaxes asked for",
-                         uid=instance.sopInstanceUID)
+                _leftOutUnsendable(instance)
                 continue
             syntax, chunks = made
             yield multipart.partHeader(boundary, f"{DICOM}; transfer-syntax={syntax}", instanceURL(base, instance))
@@ -210,22 +205,40 @@ async def retrieveInstances(archive, request, target, base):
 
 async def _firstPart(archive, found, accepted, choices):
     """``(position, made)``: the first of the ``found`` objects whose file
-    can be read, and its ``_objectChunks``; those before it left out,
-    logged, as C-MOVE and the metadata leave them out.  When none can be
-    read: the Unreadable of the only one (a 404 for a file gone, a 500 for
-    one damaged), else a 404."""
+    can be read and that can go in one of ``choices``, and its
+    ``_objectChunks``; those before it left out, logged, as C-MOVE and the
+    metadata leave them out.  When none can go: the Unreadable of the only
+    one (a 404 for a file gone, a 500 for one damaged), a 406 when one
+    could be read but goes in none of the syntaxes asked for, else a
+    404."""
+    unsendable = None
     for position, (instance, path) in enumerate(found):
         try:
-            return position, await _objectChunks(archive, path, accepted, choices)
+            made = await _objectChunks(archive, path, accepted, choices)
         except Unreadable as e:
             if len(found) == 1:
                 raise
             _leftOut(instance, e)
+            continue
+        if made is not None:
+            return position, made
+        unsendable = unsendable or instance
+        if len(found) > 1:
+            _leftOutUnsendable(instance)
+    if unsendable is not None:
+        raise WebError(406, f"{unsendable.sopInstanceUID}{' and the others' if len(found) > 1 else ''} can be "
+                            f"sent in none of the transfer syntaxes asked for "
+                            f"({', '.join(syntax for syntax, _, _ in choices)})")
     raise WebError(404, f"none of the {len(found)} stored objects can be read")
 
 
 def _leftOut(instance, error):
     log.warn("WADO-RS: {uid} left out: {error}", uid=instance.sopInstanceUID, error=error.message)
+
+
+def _leftOutUnsendable(instance):
+    log.warn("WADO-RS: {uid} left out: it can be sent in none of the transfer syntaxes asked for",
+             uid=instance.sopInstanceUID)
 
 
 async def retrieveMetadata(archive, request, target, base):

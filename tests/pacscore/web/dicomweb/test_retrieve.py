@@ -127,8 +127,9 @@ class RetrieveTests(DicomWebTestCase):
     def test_conversionFailures(self):
         """An object the codec fails to write in a syntax asked for (a
         32-bit dose in JPEG 2000, a 3x3 RGB image) goes in the next syntax
-        of the Accept header; one that goes in none is a 406 when first, and
-        left out with a log line when later, the others sent whole."""
+        of the Accept header; one that goes in none is left out with a log
+        line, first or later, the others sent whole: a 406 only when none
+        of them goes."""
         dicom = 'multipart/related; type="application/dicom"; transfer-syntax='
         j2k = dicom + "1.2.840.10008.1.2.4.90"
         rtdose = pydicom.dcmread(get_testdata_file("rtdose.dcm"))
@@ -139,7 +140,11 @@ class RetrieveTests(DicomWebTestCase):
         rgb.InstanceNumber = 2
         path = os.path.join(self.running.workdir, "rgb.dcm")
         rgb.save_as(path)
-        for added in (get_testdata_file("rtdose.dcm"), get_testdata_file("CT_small.dcm"), path):
+        firstRgb = rgb.SOPInstanceUID
+        rgb.SOPInstanceUID, rgb.InstanceNumber = rgb.SOPInstanceUID + ".1", 0
+        before = os.path.join(self.running.workdir, "rgbfirst.dcm")
+        rgb.save_as(before)
+        for added in (get_testdata_file("rtdose.dcm"), get_testdata_file("CT_small.dcm"), path, before):
             yield self.running.run(AddImageFile(), added)
         second = yield self.fetch(f"/studies/{rtdose.StudyInstanceUID}", accept=f"{j2k}, {dicom}{EXPLICIT};q=0.5")
         ((kind, content),) = second.parts()
@@ -152,7 +157,11 @@ class RetrieveTests(DicomWebTestCase):
         self.assertEqual(study.code, 200)
         ((kind, content),) = study.parts()
         self.assertEqual(pydicom.dcmread(io.BytesIO(content)).SOPInstanceUID, ct.SOPInstanceUID)
-        self.assertTrue(any(event.get("uid") == rgb.SOPInstanceUID for event in events))
+        self.assertEqual({event.get("uid") for event in events} & {firstRgb, rgb.SOPInstanceUID},
+                         {firstRgb, rgb.SOPInstanceUID})
+        series = yield self.fetch(f"/studies/{ct.StudyInstanceUID}/series/{ct.SeriesInstanceUID}/instances/"
+                                  f"{rgb.SOPInstanceUID}", accept=j2k)
+        self.assertEqual(series.code, 406)
 
     @defer.inlineCallbacks
     def test_notFound(self):

@@ -97,11 +97,24 @@ def pack(values, lengths):
     """The bit fields ``values`` (``lengths`` bits each, at most 32) one
     after the other, most significant bit first, the last byte padded with
     1 bits, then 0xFF bytes stuffed with 0x00 (T.81 F.1.2.3, B.1.1.5)."""
+    return packPart(values, lengths)[0]
+
+
+def packPart(values, lengths, pending=(0, 0), final=True):
+    """``(data, pending)``: ``pack`` of the fields ``values`` written after
+    the ``pending`` bits ``(value, length)`` (fewer than 8) that the fields
+    before them left; when not ``final`` the bits of the last byte begun are
+    not padded but given back as the new ``pending``, so that a long bit
+    stream can be packed a part at a time."""
+    value, length = pending
+    if length:
+        values = np.concatenate([np.array([value], np.uint64), values])
+        lengths = np.concatenate([np.array([length], np.int64), lengths.astype(np.int64)])
     lengths = lengths.astype(np.int64)
     ends = np.cumsum(lengths)
     total = int(ends[-1]) if ends.size else 0
     if not total:
-        return b""
+        return b"", (0, 0)
     starts = ends - lengths
     words = starts >> 5
     # Each field in a 64-bit window starting at its 32-bit word.
@@ -110,7 +123,11 @@ def pack(values, lengths):
     packed = (np.bincount(words, weights=window >> np.uint64(32), minlength=count)
               + np.bincount(words + 1, weights=window & np.uint64(0xFFFFFFFF), minlength=count))
     data = packed.astype(">u4").view(np.uint8)[:(total + 7) // 8].copy()
-    if total % 8:
+    pending = (0, 0)
+    if total % 8 and final:
         data[-1] |= (1 << (8 - total % 8)) - 1
+    elif total % 8:
+        pending = (int(data[-1]) >> (8 - total % 8), total % 8)
+        data = data[:-1]
     stuffed = np.flatnonzero(data == 0xFF)
-    return np.insert(data, stuffed + 1, 0).tobytes() if stuffed.size else data.tobytes()
+    return (np.insert(data, stuffed + 1, 0).tobytes() if stuffed.size else data.tobytes()), pending

@@ -27,7 +27,7 @@ import struct
 
 import numpy as np
 
-from pacscore.codecs.huffman import CATEGORY, SEGMENT, dhtSegment, extraBits, optimalTable, pack
+from pacscore.codecs.huffman import CATEGORY, SEGMENT, dhtSegment, extraBits, optimalTable, packPart
 from pacscore.codecs.pixelframes import encapsulateFrames, nativeFrames, usesBitsAboveHighBit
 from pacscore.codecs.syntaxes import JPEG_LOSSLESS_SYNTAXES
 
@@ -40,18 +40,36 @@ _CATEGORIES = 17  # SSSS 0..16 (T.81 table H.2)
 _EXTRA_BITS = np.array(list(range(16)) + [0], np.uint64)
 # The precision of up to 8 bits stored in 16 allocated.
 _WIDE_PRECISION = 12
+# About how many samples a strip of a frame coded at once holds: its
+# working arrays take some 100 bytes a sample (a few MB; a whole
+# 4000 x 4000 RGB frame at once took 4.5 GB), and strips that fit the
+# caches code faster than a whole frame.
+STRIP_SAMPLES = 1 << 15
 
 
-def _differences(samples, precision):
-    """The prediction differences of ``samples`` (rows, columns,
-    components) in coding order, modulo 2^16 in -32767..32768."""
-    x = samples.astype(np.int32) & ((1 << precision) - 1)
+def _differences(samples, top, bottom, precision):
+    """The prediction differences of the rows ``top`` to ``bottom`` of
+    ``samples`` (rows, columns, components) in coding order, modulo 2^16 in
+    -32767..32768."""
+    mask = (1 << precision) - 1
+    x = samples[top:bottom].astype(np.int32) & mask
     prediction = np.empty_like(x)
     prediction[:, 1:] = x[:, :-1]
     prediction[1:, 0] = x[:-1, 0]
-    prediction[0, 0] = 1 << (precision - 1)
+    prediction[0, 0] = samples[top - 1, 0].astype(np.int32) & mask if top else 1 << (precision - 1)
     difference = x - prediction
     return (((difference + 32767) & 0xFFFF) - 32767).ravel()
+
+
+def _strips(samples, precision):
+    """``(differences, last)``: the prediction differences of ``samples`` a
+    strip of rows at a time (about ``STRIP_SAMPLES`` samples), so that
+    coding a large frame holds a strip's working arrays, not the frame's;
+    ``last`` for the last strip."""
+    rows, columns, components = samples.shape
+    height = max(1, STRIP_SAMPLES // (columns * components))
+    for top in range(0, rows, height):
+        yield _differences(samples, top, top + height, precision), top + height >= rows
 
 
 def encodeFrame(pixels, bitsStored):
@@ -59,7 +77,9 @@ def encodeFrame(pixels, bitsStored):
     as a lossless JPEG codestream of precision P = ``bitsStored`` (2..16).
 
     Samples are taken modulo 2^bitsStored: signed ones as their
-    two's complement bits."""
+    two's complement bits.  The frame is coded a strip of rows at a time,
+    twice: once to count the difference categories for the Huffman table,
+    once to write them."""
     samples = np.asarray(pixels)
     if samples.ndim == 2:
         samples = samples[:, :, np.newaxis]
@@ -72,12 +92,17 @@ def encodeFrame(pixels, bitsStored):
     if not 2 <= bitsStored <= 16:
         raise ValueError(f"lossless JPEG takes 2 to 16 bits per sample, not {bitsStored}")
 
-    difference = _differences(samples, bitsStored)
-    ssss = CATEGORY[np.abs(difference)]
-    table, codes, codeLengths = optimalTable(np.bincount(ssss, minlength=_CATEGORIES), 0, 0)
-    extraLengths = _EXTRA_BITS[ssss]
-    extra = extraBits(difference, extraLengths)
-    scan = pack((codes[ssss] << extraLengths) | extra, codeLengths[ssss] + extraLengths)
+    counts = sum(np.bincount(CATEGORY[np.abs(difference)], minlength=_CATEGORIES)
+                 for difference, _ in _strips(samples, bitsStored))
+    table, codes, codeLengths = optimalTable(counts, 0, 0)
+    scan, pending = [], (0, 0)
+    for difference, last in _strips(samples, bitsStored):
+        ssss = CATEGORY[np.abs(difference)]
+        extraLengths = _EXTRA_BITS[ssss]
+        extra = extraBits(difference, extraLengths)
+        data, pending = packPart((codes[ssss] << extraLengths) | extra, codeLengths[ssss] + extraLengths,
+                                 pending, final=last)
+        scan.append(data)
 
     ids = range(1, components + 1)
     frame = struct.pack(">BHHB", bitsStored, rows, columns, components) + b"".join(
@@ -89,7 +114,7 @@ def encodeFrame(pixels, bitsStored):
         SEGMENT.pack(_SOF3, 2 + len(frame)), frame,
         dhtSegment(table),
         SEGMENT.pack(_SOS, 2 + len(scanHeader)), scanHeader,
-        scan,
+        *scan,
         _EOI,
     ])
 

@@ -13,9 +13,10 @@ for objects stored in it.  Each object goes in the first of the Accept
 header's syntaxes (in its order of preference) it can go in: an object
 that a codec would make in another syntax (a 16-bit image asked for in
 JPEG baseline comes out as JPEG extended) goes in the next one.  When none
-of the objects can go in any, the answer is a 406; one that cannot is left out
-of the answer, with a log line, and so is one whose file is gone or cannot
-be read (cut short, damaged): a 404 only when none can be read.
+of the objects can go in any (or the first ``FIRST_UNSENDABLE`` go in
+none), the answer is a 406; one that cannot is left out of the answer, with
+a log line, and so is one whose file is gone or cannot be read (cut short,
+damaged): a 404 only when none can be read.
 """
 
 import math
@@ -51,6 +52,7 @@ PICTURES = {"image/jpeg": "jpg", "image/png": "png", "image/gif": "gif"}
 THUMBNAIL_SIZE = 128
 MOST_FRAMES = 100000
 METADATA_BATCH = 100  # objects whose metadata is made at a time
+FIRST_UNSENDABLE = 8  # objects in no syntax asked for, first of all, that make a 406
 
 
 def _anything(media):
@@ -209,9 +211,11 @@ async def _firstPart(archive, found, accepted, choices):
     ``_objectChunks``; those before it left out, logged, as C-MOVE and the
     metadata leave them out.  When none can go: the Unreadable of the only
     one (a 404 for a file gone, a 500 for one damaged), a 406 when one
-    could be read but goes in none of the syntaxes asked for, else a
-    404."""
-    unsendable = None
+    could be read but goes in none of the syntaxes asked for (at once once
+    the first ``FIRST_UNSENDABLE`` go in none: the objects of a series
+    are alike, and converting every one of a large study only to refuse
+    it would cost seconds), else a 404."""
+    unsendable = []
     for position, (instance, path) in enumerate(found):
         try:
             made = await _objectChunks(archive, path, accepted, choices)
@@ -221,12 +225,14 @@ async def _firstPart(archive, found, accepted, choices):
             _leftOut(instance, e)
             continue
         if made is not None:
+            for refused in unsendable:
+                _leftOutUnsendable(refused)
             return position, made
-        unsendable = unsendable or instance
-        if len(found) > 1:
-            _leftOutUnsendable(instance)
-    if unsendable is not None:
-        raise WebError(406, f"{unsendable.sopInstanceUID}{' and the others' if len(found) > 1 else ''} can be "
+        unsendable.append(instance)
+        if len(unsendable) == FIRST_UNSENDABLE:
+            break
+    if unsendable:
+        raise WebError(406, f"{unsendable[0].sopInstanceUID}{' and the others' if len(found) > 1 else ''} can be "
                             f"sent in none of the transfer syntaxes asked for "
                             f"({', '.join(syntax for syntax, _, _ in choices)})")
     raise WebError(404, f"none of the {len(found)} stored objects can be read")

@@ -129,7 +129,8 @@ class RetrieveTests(DicomWebTestCase):
         32-bit dose in JPEG 2000, a 3x3 RGB image) goes in the next syntax
         of the Accept header; one that goes in none is left out with a log
         line, first or later, the others sent whole: a 406 only when none
-        of them goes."""
+        of them goes, or the first FIRST_UNSENDABLE go in none (then
+        without a line for each)."""
         dicom = 'multipart/related; type="application/dicom"; transfer-syntax='
         j2k = dicom + "1.2.840.10008.1.2.4.90"
         rtdose = pydicom.dcmread(get_testdata_file("rtdose.dcm"))
@@ -162,6 +163,11 @@ class RetrieveTests(DicomWebTestCase):
         series = yield self.fetch(f"/studies/{ct.StudyInstanceUID}/series/{ct.SeriesInstanceUID}/instances/"
                                   f"{rgb.SOPInstanceUID}", accept=j2k)
         self.assertEqual(series.code, 406)
+        self.patch(retrieve, "FIRST_UNSENDABLE", 1)
+        with capturedLogs() as events:
+            refused = yield self.fetch(f"/studies/{ct.StudyInstanceUID}", accept=j2k)
+        self.assertEqual(refused.code, 406)
+        self.assertNotIn(firstRgb, {event.get("uid") for event in events})
 
     @defer.inlineCallbacks
     def test_notFound(self):

@@ -44,6 +44,9 @@ from pacscore.storage.durability import PerFileSync
 
 __all__ = ["ImageRecord", "InconsistentLink", "Index", "Replaced"]
 
+# Who made the index tables of a database (``Index._madeBy``)
+PACS, EARLIER_PACS, CONQUEST = "pacs", "an earlier pacs", "Conquest"
+
 
 class Index:
     """The index of one archive; ``start``/``stop`` for a wrapping Service.
@@ -121,19 +124,30 @@ class Index:
     def _changingSchema(self):
         """The context of the connection for ``_buildTables``: the driver's
         ``schemaTransaction``, told whether the database is one pacs did not
-        make (index tables but not the ``PendingFiles`` table pacs makes
-        with them: Conquest's), or a transaction of the engine."""
+        make (Conquest's, see ``_madeBy``), or a transaction of the engine."""
         if self.schemaTransaction is None:
             return self.engine.begin()
         with self.engine.connect() as connection:
-            return self.schemaTransaction(self.engine, self._isConquests(connection))
+            return self.schemaTransaction(self.engine, self._madeBy(connection) == CONQUEST)
 
-    def _isConquests(self, connection):
-        """Whether the database is one pacs did not make: it has index
-        tables but not the ``PendingFiles`` table pacs makes with them."""
-        present = {name.lower() for name in inspect(connection).get_table_names()}
-        return (self.pending.table.name.lower() not in present
-                and any(table.name.lower() in present for table in self.tables))
+    def _madeBy(self, connection):
+        """Who made the database's index tables: ``PACS`` (they come with
+        the ``PendingFiles`` table pacs makes with them), ``EARLIER_PACS``
+        (without it, but with the unique index pacs names
+        ``ux_DICOMImages_SOPInstanceUID``, as its releases before that
+        table made it), ``CONQUEST`` (neither), or None (there is no
+        index table)."""
+        inspector = inspect(connection)
+        present = {name.lower(): name for name in inspector.get_table_names()}
+        if self.pending.table.name.lower() in present:
+            return PACS
+        if not any(table.name.lower() in present for table in self.tables):
+            return None
+        image = present.get(self.tables.image.name.lower())
+        ours = {index.name.lower() for index in self.tables.image.indexes if index.unique}
+        if image is not None and any(index["name"].lower() in ours for index in inspector.get_indexes(image)):
+            return EARLIER_PACS
+        return CONQUEST
 
     def _buildTables(self, connection, dropped=(), characterSetOf=None):
         """``createTables`` in ``connection``, after dropping ``dropped``
@@ -144,7 +158,11 @@ class Index:
             adoptFoldedTable(connection, table, self.log)
             adoptTruncatedColumns(connection, table, self.log)
         columns = pathColumns(connection, self.tables)
-        if self._isConquests(connection) or holdsWindowsPaths(connection, columns):
+        madeBy = self._madeBy(connection)
+        if madeBy == EARLIER_PACS:
+            self.log.info("Upgrading {database}, the index database of an earlier pacs release",
+                          database=self.engine.url.database)
+        if madeBy == CONQUEST or holdsWindowsPaths(connection, columns):
             # before adoptRawText, which reads files by their / names
             adoptWindowsPaths(connection, columns, self.log)
         adoptRawText(connection, self.tables, self.log, layout=self.layout, recheck=bool(dropped),

@@ -357,6 +357,29 @@ class ConquestDatabaseTests(unittest.TestCase):
         self.index().createTables()
         self.assertEqual(self.copies(), ["conquest.db3.before-pacs"])
 
+    def test_earlierPacsUpgraded(self):
+        """An index of a pacs release made before the PendingFiles table
+        (2026-11-22's) is upgraded as pacs's own: no copy, no word of
+        Conquest, one line saying what it is; then in WAL mode."""
+        index = self.index()
+        index.createTables()
+        index.storeMany([makeRecord("1.2.3.1.1", patient="PAT2")])
+        with self.engine.begin() as connection:
+            for table in ("PendingFiles", "PacsRegen"):
+                connection.exec_driver_sql(f"DROP TABLE {table}")
+            connection.exec_driver_sql("PRAGMA user_version = 0")
+        self.engine.dispose()
+        with capturedLogs() as events:
+            self.index().createTables()
+        lines = [formatEvent(event) for event in events]
+        self.assertEqual(self.copies(), [])
+        self.assertEqual([line for line in lines if "did not make" in line or "back to Conquest" in line], [])
+        self.assertIn(f"Upgrading {self.path}, the index database of an earlier pacs release", lines)
+        with self.engine.connect() as connection:
+            self.assertEqual(connection.exec_driver_sql("PRAGMA journal_mode").scalar(), "wal")
+            self.assertEqual(connection.exec_driver_sql("SELECT SOPInstanceUID FROM DICOMImages").scalar(),
+                             "1.2.3.1.1")
+
     def keepOriginal(self):
         with self.engine.connect() as connection:
             sqliteDriver.keepOriginal(connection)

@@ -36,7 +36,8 @@ from pacscore.db.rawtext import adoptRawText
 from pacscore.db.regenmarks import RegenMarks
 from pacscore.db.records import ImageRecord, InconsistentLink, Replaced, Upserter, buildLevels, checkKeys, checkRecord
 from pacscore.db.schema import (INDEXED_COLUMNS_EMPTY, WORKLIST_COLUMNS_EMPTY, addMissingColumns, adoptCollation,
-                                adoptFoldedTable, adoptTruncatedColumns, buildTables, upgradeTable)
+                                adoptFoldedTable, adoptTruncatedColumns, buildTables, matchColumnWidths,
+                                upgradeTable)
 from pacscore.db.windowspaths import adoptWindowsPaths, holdsWindowsPaths, pathColumns
 from pacscore.db.writer import BatchRunner, GroupCommitWriter, callEach
 from pacscore.storage.attributes import DatasetError
@@ -175,6 +176,7 @@ class Index:
         dialect = connection.dialect.name
         for table in self.tables:
             adoptCollation(connection, table, self.log)
+            matchColumnWidths(connection, table, self.log)
             primaryKey = [name.lower() for name in
                           inspect(connection).get_pk_constraint(table.name)["constrained_columns"]]
             for index in table.indexes:

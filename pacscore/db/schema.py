@@ -248,6 +248,42 @@ def addMissingColumns(connection, table, log, emptyUntil=INDEXED_COLUMNS_EMPTY):
                  table=table.name, columns=", ".join(filled), emptyUntil=emptyUntil)
 
 
+WIDTH_KEEPING_DIALECTS = ("postgresql", "mysql")  # SQLite stores text of any length in any column
+
+
+def matchColumnWidths(connection, table, log):
+    """On PostgreSQL and MySQL/MariaDB, which refuse a value longer than
+    its column, widen each text column of ``table``'s table that the
+    database holds narrower than ``table`` declares (a dicom.sql widened
+    since the tables were made, as README advises a site that needs
+    more), logged.  A column wider in the database is left as it is (no
+    value is cut), with a warning: the index writer cuts values to
+    dicom.sql's width.  In ``connection``'s transaction, after
+    ``adoptCollation`` (MySQL's MODIFY takes the table's collation)."""
+    if connection.dialect.name not in WIDTH_KEEPING_DIALECTS:
+        return
+    present = {column["name"].lower(): column["type"] for column in inspect(connection).get_columns(table.name)}
+    preparer = connection.dialect.identifier_preparer
+    for column in table.columns:
+        declared = getattr(column.type, "length", None)
+        width = getattr(present.get(column.name.lower()), "length", None)
+        if declared is None or width is None or declared == width:
+            continue
+        if declared < width:
+            log.warn("Table {table}: column {column} is narrower in dicom.sql ({declared} characters) than in the "
+                     "database ({width}): left as it is, its values kept whole; values stored from now are cut to "
+                     "{declared} characters", table=table.name, column=column.name, declared=declared, width=width)
+            continue
+        kind = column.type.compile(dialect=connection.dialect)
+        if connection.dialect.name == "mysql":
+            change = f"MODIFY COLUMN {preparer.format_column(column)} {kind} {'' if column.nullable else 'NOT '}NULL"
+        else:
+            change = f"ALTER COLUMN {preparer.format_column(column)} TYPE {kind}"
+        connection.exec_driver_sql(f"ALTER TABLE {preparer.format_table(table)} {change}")
+        log.warn("Table {table}: column {column} widened from {width} to {declared} characters, as dicom.sql "
+                 "declares it now", table=table.name, column=column.name, width=width, declared=declared)
+
+
 def _addColumn(connection, table, column, default=None, notNull=False):
     """``ALTER TABLE ... ADD COLUMN`` of ``column``, with a string ``default``
     (which the existing rows get) or none."""

@@ -4,6 +4,7 @@ synchronous parts of pacscore.db.index.Index, on real SQLite files."""
 import os
 import sqlite3
 from contextlib import closing, contextmanager
+from dataclasses import replace
 
 from sqlalchemy import delete, event, func, inspect, select, text, update
 from sqlalchemy.exc import DBAPIError
@@ -793,6 +794,41 @@ class InitializeTablesTests(IndexTestCase):
         index.storeMany([makeRecord("1.2.3.1.2", STUDY_DESCRIPTION="KNEE")])
         self.assertEqual(len(self.rows("image", DeviceName="MAG0")), 2)
         self.assertEqual(self.row("study")["StudyDescription"], "KNEE")
+
+    def test_columnWidthsFollowDicomSql(self):
+        """A text column dicom.sql widened since the tables were made is
+        widened in the database at start-up, logged (on PostgreSQL and
+        MySQL, which keep widths; SQLite keeps none): a longer value was
+        refused until a regen.  One made narrower is left as it is (its
+        values are not cut), with a warning saying what happens."""
+        self.index.storeMany([makeRecord("1.2.3.1.1")])
+        layout = conquestLayout()
+        layout.patient = [replace(c, length=128) if c.name == "PatientName" else c for c in layout.patient]
+        layout.study = [replace(c, length=32) if c.name == "StudyDescription" else c for c in layout.study]
+        with capturedLogs() as events:
+            index = Index(self.engine, layout, TABLE_NAMES)
+            index.createTables()
+        lines = sorted(line for line in map(formatEvent, events)
+                       if line.startswith("Table ") and "characters" in line)
+        if self.engine.dialect.name == "sqlite":
+            self.assertEqual(lines, [])
+        else:
+            self.assertEqual(lines, [
+                "Table DICOMPatients: column PatientName widened from 64 to 128 characters, as dicom.sql declares "
+                "it now",
+                "Table DICOMStudies: column StudyDescription is narrower in dicom.sql (32 characters) than in the "
+                "database (64): left as it is, its values kept whole; values stored from now are cut to 32 "
+                "characters"])
+            widths = {c["name"]: getattr(c["type"], "length", None)
+                      for c in inspect(self.engine).get_columns("DICOMPatients")}
+            self.assertEqual(widths["PatientName"], 128)
+        name = "Abcdefghij" * 8 + "^Given"
+        index.storeMany([makeRecord("1.2.3.1.2", patient="PAT2", series="1.2.4.1", study="1.2.4",
+                                    PATIENT_NAME=name)])
+        self.assertEqual(self.row("patient", PatientID="PAT2")["PatientName"], name)
+        with capturedLogs() as events:
+            Index(self.engine, layout, TABLE_NAMES).createTables()
+        self.assertEqual([e for e in events if "widened" in formatEvent(e)], [])
 
     def test_worklist(self):
         self.index.storeMany([makeRecord("1.2.3.1.1")])

@@ -33,6 +33,7 @@ from pacscore.converters.luaevents import LuaEvents
 from pacscore.converters.rules import loadRules
 from pacscore.converters.servercommands import ServerCommands
 from pacscore.converters.uidmap import UIDMap
+from pacscore.db.carryover import carryOver, previousIndex
 from pacscore.db.drivers import databaseFiles, findDriver, redacted
 from pacscore.db.errors import databaseMessage, isDamaged, whileConnecting
 from pacscore.db.index import Index
@@ -316,6 +317,7 @@ class Archive:
             self.procedureSteps.createTables()
             self.mppsForwards.createTables()
             self.commitments.pending.createTables()
+            self._carryOverFromSQLite()
             self.worklistItems.check()
             emptyIndex = not self.index.hasImages()
         except SQLAlchemyError as e:
@@ -325,6 +327,28 @@ class Archive:
         self.workers.start()
         self.luaChunks.start()
         self.index.start()
+
+    def _carryOverFromSQLite(self):
+        """On a database server: the queues, UID maps and worklist the
+        SQLite index of this working folder kept before the switch
+        (``carryOver``)."""
+        if getattr(self.driver, "localFolder", None) is not None:
+            return
+        previous = previousIndex(self.configuration)
+        if previous is None:
+            return
+        path, engine = previous
+        tables = [self.exportQueue.jobs, self.exportQueue.forwards, self.commitments.pending.table,
+                  self.procedureSteps.table, self.mppsForwards.table, *self.converterServices.uidMap.tables,
+                  self.index.tables.worklist]
+        try:
+            carryOver(engine, self.engine, tables, path, self.log)
+        except SQLAlchemyError as e:  # a damaged old file: the new index serves without its rows
+            self.log.error("The rows of {tables} in {path}, the SQLite index of this working folder before the "
+                           "switch to this database, could not be carried over ({error}); they stay there",
+                           tables=", ".join(table.name for table in tables), path=path, error=databaseMessage(e))
+        finally:
+            engine.dispose()
 
     @staticmethod
     def _prepareFolders(parts):

@@ -162,6 +162,11 @@ class UIDMap:
                 self._merges.table.create(engine)
                 self._moveMerges()
 
+    @property
+    def tables(self):
+        """The UIDMODS, stages and merges tables."""
+        return self.table, self._stages.table, self._merges.table
+
     def _moveMerges(self):
         """Merges an earlier version recorded in UIDMODS move to their own table."""
         modType = self.table.c.MODType

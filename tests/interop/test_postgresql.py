@@ -1,6 +1,9 @@
 """``twistd -n pacs`` with its index on a real PostgreSQL server (PostGres = 1):
 the tests of tests.interop.databaseservers, and a database Conquest made."""
 
+import os
+import time
+
 from pydicom.uid import generate_uid
 from sqlalchemy import MetaData, text
 from sqlalchemy.schema import CreateTable
@@ -8,12 +11,14 @@ from twisted.trial import unittest
 
 from pacscore.converters.uidmap import uidModsTable
 from pacscore.db.schema import buildTables
-from pacscore.testing.corpus import makeDataset
+from pacscore.testing.corpus import PREFIX, makeDataset
 from plugins.pacs_postgresql import postgresqlDriver
 from tests.dbservers import PostgresServer, started
-from tests.interop.databaseservers import DatabaseCrash, IndexOnServer, serverIni
-from tests.interop.server import PacsServer
+from tests.interop.databaseservers import DatabaseCrash, IndexOnServer, selectFrom, serverIni
+from tests.interop.peers import StorescpServer
+from tests.interop.server import PacsServer, waitFor
 from tests.interop.test_find import PATIENT_ROOT, findscu
+from tests.interop.test_forwarding import queued, writeImages
 from tests.pacscore.db.test_query import defaultTableNames, shippedLayout
 
 
@@ -64,3 +69,41 @@ class ConquestDatabaseTests(unittest.TestCase):
             self.assertEqual(connection.execute(text('SELECT "NewUID" FROM "UIDMODS"')).all(), [("9.8.7",)])
         result = server.dgate("--query:dicompatients|patientid|patientname like 'Conquest%'|%s")
         self.assertEqual(result.stdout.split(), ["OLD1"], result.stdout + result.stderr)
+
+
+class SwitchFromSQLiteTests(unittest.TestCase):
+    """An archive switched from SQLite to PostgreSQL as README says
+    (PostGres = 1 ..., dgate -r, start) with forwards queued for a
+    destination that was down: they were left in the SQLite file, never
+    delivered; they are carried over and delivered once it comes up."""
+
+    def test_queuedForwardsDeliveredAfterTheSwitch(self):
+        workdir = self.mktemp()
+        destination = StorescpServer(os.path.join(workdir, "down"), aet="DOWNSCP")
+        sender = PacsServer(os.path.join(workdir, "pacs"), ae="PACSA", ini={
+            "ExportConverters": "1", "ExportModality0": "CT", "ExportConverter0": "forward to DOWNSCP",
+            "RetryDelay": "1", "FailHoldOff": "1"})
+        sender.addNode("DOWNSCP", destination.port)
+        self.addCleanup(sender.stop)
+        sender.start()
+        images = writeImages(os.path.join(workdir, "in"), "CT", 2, PREFIX + "78.1")
+        self.assertEqual(sender.store(*[path for path, _ in images]).returncode, 0)
+        waitFor(lambda: "failed: cannot associate with DOWNSCP" in sender.log(), message="a failed attempt")
+        sender.stop()
+        self.assertEqual(queued(sender), 2)
+        database = started(PostgresServer)
+        engine = database.newEngine(postgresqlDriver, self)
+        sender.setIni(**serverIni(postgresqlDriver, database, engine.url.database))
+        result = sender.dgate("-r")
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        sender.start()
+        self.assertIn(f"Carried over from {sender.database}, the SQLite index of this working folder before the "
+                      f"switch to this database, the rows no stored file holds: PacsForwards 2 ", sender.log())
+        self.assertEqual(queued(sender), 0)
+        self.addCleanup(destination.stop)
+        destination.start()
+        waitFor(lambda: len(destination.files()) >= 2, message="the images at the destination")
+        waitFor(lambda: selectFrom(engine, "count(*)", "PacsForwards") == [(0,)], message="an empty queue")
+        time.sleep(2)  # more polls and retry delays: nothing is sent twice
+        self.assertEqual(sorted(ds.SOPInstanceUID for ds in destination.datasets()),
+                         sorted(sop for _, sop in images))

@@ -1,7 +1,10 @@
 """Tests for pacscore.archive: what start-up tells of the configuration."""
 
 import os
+import sqlite3
+from contextlib import closing
 
+from sqlalchemy import select
 from twisted.internet import reactor
 from twisted.internet.address import IPv4Address
 from twisted.internet.protocol import connectionDone
@@ -12,7 +15,10 @@ from twisted.trial import unittest
 from pacscore.archive import Archive, StartupError
 from pacscore.config.loader import loadConfiguration
 from pacscore.hl7.message import parseMessage
+from plugins.pacs_mysql import mysqlDriver
+from plugins.pacs_postgresql import postgresqlDriver
 from tests.dbservers import mariadbServer, postgresServer
+from tests.interop.databaseservers import serverIni
 from tests.interop.server import PacsServer, freePort
 from tests.pacscore.codecs.test_syntaxes import withoutJpegLS
 
@@ -109,3 +115,63 @@ class UnusableIndexTests(unittest.TestCase):
         message = self.refusal(damage=b"not SQLite at all" * 100)
         self.assertIn("cannot be used: file is not a database. The file is damaged: 'dgate -r' in the working "
                       "folder sets it aside and rebuilds the index from the stored files", message)
+
+
+class CarryOverTests(unittest.TestCase):
+    """An archive moved from its SQLite index to PostgreSQL or MySQL
+    (dicom.ini's PostGres = 1 ..., as README says) takes up what the SQLite
+    file kept beside the image tables: queued forwards, commitment reports
+    to send, the UID map of changeuid/newuids, the worklist.  They stayed
+    behind: forwards never sent, anonymized UIDs made anew."""
+
+    def archive(self, server):
+        archive = Archive(loadConfiguration(server.workdir, server.workdir), reactor)
+        self.addCleanup(archive.engine.dispose)
+        return archive
+
+    def test_queuesCarriedOverToPostgreSQL(self):
+        self.carriedOver(postgresqlDriver, postgresServer())
+
+    def test_queuesCarriedOverToMySQL(self):
+        self.carriedOver(mysqlDriver, mariadbServer())
+
+    def carriedOver(self, driver, database):
+        server = PacsServer(self.mktemp())
+        old = self.archive(server)
+        old.exportQueue.createTables()
+        old.commitments.pending.createTables()
+        for sop in ("1.2.3.1.1", "1.2.3.1.2"):
+            old.exportQueue.addForward("DOWNAE", "IMAGE", ("PAT1", "1.2.3", "1.2.3.1", sop))
+        with old.engine.begin() as connection:
+            old.commitments.pending.add(connection, "1.2.9", "MODALITY", [["1.2.840.10008.5.1.4.1.1.2", "1.2.3.1.1"]])
+        old.index.createTables()
+        with old.engine.begin() as connection:
+            connection.execute(old.index.tables.worklist.insert().values(AccessionNumber="ACC1", PatientID="PAT1"))
+        uidMap = old.converterServices.uidMap
+        newUID = uidMap.newFor("1.2.3")
+        old.engine.dispose()
+        engine = database.newEngine(driver, self)
+        server.setIni(**serverIni(driver, database, engine.url.database))
+        new = self.archive(server)
+        with capturedLogs() as events:
+            new.startup()
+        self.addCleanup(new.shutdown)  # a Deferred trial waits for
+        self.assertIn(f"Carried over from {server.database}, the SQLite index of this working folder before the "
+                      f"switch to this database, the rows no stored file holds: PacsForwards 2, PacsCommitments 1, "
+                      f"UIDMODS 1, DICOMWorkList 1 (queued forwards, commitment reports, MPPS, UID maps and worklist "
+                      f"items are taken up here); removed from that file, whose image tables are left as they were",
+                      [formatEvent(event) for event in events])
+        forwards = new.exportQueue.forwards
+        with engine.connect() as connection:
+            self.assertEqual(connection.execute(select(forwards.c.Destination, forwards.c.SOPInstanceUID)
+                                                .order_by(forwards.c.id)).all(),
+                             [("DOWNAE", "1.2.3.1.1"), ("DOWNAE", "1.2.3.1.2")])
+            self.assertEqual([row[:2] for row in new.commitments.pending.requests(connection)],
+                             [("1.2.9", "MODALITY")])
+            worklist = new.index.tables.worklist
+            self.assertEqual(connection.execute(select(worklist.c.AccessionNumber)).scalars().all(), ["ACC1"])
+        self.assertEqual(new.converterServices.uidMap.newFor("1.2.3"), newUID)
+        with closing(sqlite3.connect(server.database)) as db:
+            self.assertEqual([db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+                              for table in ("PacsForwards", "PacsCommitments", "UIDMODS", "DICOMWorkList")],
+                             [0, 0, 0, 0])

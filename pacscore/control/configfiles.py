@@ -57,12 +57,24 @@ def snapshot(lineFile):
     return copy.deepcopy(lineFile)
 
 
-def reload(archive, lineFile):
+def reload(archive, lineFile, check=None):
     """Read ``lineFile`` from disk again, in place; a Deferred of ``lineFile``.
-    A file that no longer parses leaves the one in memory as it was."""
-    d = _fileLocks[lineFile.path].run(archive.workers.deferToWorker, type(lineFile).fromFile, lineFile.path)
-    d.addCallbacks(lambda fresh: restore(lineFile, fresh), _refuse,
-                   errbackArgs=(f"cannot re-read {lineFile.path}",))
+    A file that no longer parses leaves the one in memory as it was, and
+    so does one ``check`` (given the file read, in the same worker) refuses
+    with a ConfigError; with a ``check``, the Deferred fires with what it
+    returned."""
+
+    def read(path):
+        fresh = type(lineFile).fromFile(path)
+        return fresh, None if check is None else check(fresh)
+
+    def use(read):
+        fresh, checked = read
+        restore(lineFile, fresh)
+        return lineFile if check is None else checked
+
+    d = _fileLocks[lineFile.path].run(archive.workers.deferToWorker, read, lineFile.path)
+    d.addCallbacks(use, _refuse, errbackArgs=(f"cannot re-read {lineFile.path}",))
     return d
 
 

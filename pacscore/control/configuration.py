@@ -194,7 +194,8 @@ class ReadIni(ControlCommand):
             lines = [f"{len(changed)} parameter(s) changed in {ini.path}"]
             return "\n".join(lines + ([_restartNote(restart)] if restart else []))
 
-        return reload(archive, ini).addCallback(compare)
+        # converter lines that do not parse refuse the file: the server would not start with it
+        return reload(archive, ini, check=lambda fresh: loadRules(fresh, archive.commands)).addCallback(compare)
 
 
 def _keyed(ini):

@@ -158,6 +158,21 @@ class DicomIniCommandTests(unittest.TestCase):
         self.assertEqual(self.ini.get("TCPPort"), port)
 
     @defer.inlineCallbacks
+    def test_readIniRefusesAConverterLineThatDoesNotParse(self):
+        """The server would not start with it: the file is refused, naming
+        its line and key, and dicom.ini in memory stays as it was."""
+        port, line = self.ini.get("TCPPort"), self.ini.get("ImportConverter0")
+        onDisk = DicomIni.fromFile(self.path)
+        onDisk.set("TCPPort", "2222")
+        onDisk.set("ImportConverters", "1")
+        onDisk.set("ImportConverter0", "frobnicate 0008,0080")
+        onDisk.write()
+        error = yield self.assertFailure(self.running.run(commands.readIni, ""), CommandError)
+        where = f"{self.path}:{DicomIni.fromFile(self.path).lineOf('ImportConverter0')}"
+        self.assertIn(f"{where}: ImportConverter0, column 1: unknown command 'frobnicate'", str(error))
+        self.assertEqual((self.ini.get("TCPPort"), self.ini.get("ImportConverter0")), (port, line))
+
+    @defer.inlineCallbacks
     def test_savesLandInOrder(self):
         yield defer.gatherResults([self.running.run(commands.putParam, f"OrderKey,{n}") for n in range(20)])
         self.assertEqual(DicomIni.fromFile(self.path).get("OrderKey"), "19")

@@ -30,7 +30,7 @@ from pacscore.converters.hooks import hooksFrom
 from pacscore.converters.importing import ImportConverters
 from pacscore.converters.registry import CommandRegistry
 from pacscore.converters.luaevents import LuaEvents
-from pacscore.converters.rules import loadRules
+from pacscore.converters.rules import ConverterRules, loadRules
 from pacscore.converters.servercommands import ServerCommands
 from pacscore.converters.uidmap import UIDMap
 from pacscore.db.carryover import carryOver, previousIndex
@@ -195,6 +195,7 @@ class Archive:
         current = functools.partial(currentInstance, self.index, self.query) if keepsIndex else None
         self.objectReader = ObjectReader(self.devices, self.mirrors, current)
         self.ownRetrieves = OwnRetrieves(self.aeTitle)  # the export queue's C-MOVEs to us under way
+        self.exportRunner = None  # made by exportService()
         self.exportQueue = ExportQueue.fromConfiguration(self.index, configuration, self.converterRules.exportRules,
                                                          mirrored=self.mirrors.mirrored,
                                                          objectPaths=None if keepsIndex else self.objectReader.magPath)
@@ -205,8 +206,6 @@ class Archive:
         self.index.afterUpsert = self.exportQueue.enqueueJobs
         self.converterHooks = hooksFrom(self.converterRules.special, self.converterServices)
         self.compressionScripts = CompressionScripts(self.converterHooks)
-        importers = (ImportConverters(self.converterRules.importRules, self.converterServices)
-                     if self.converterRules.importRules else None)
         self.prefetcher = (Prefetcher(self.index, self.query, self.objectReader, self.workers)
                            if ini.getint("Prefetcher", 0) else None)
         self.commitments = CommitmentService(
@@ -242,7 +241,8 @@ class Archive:
         self.objectStore = ObjectStore(
             self.devices[0], self.namer, self.index, configuration.layout.indexedTags(),
             self.workers, IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION, amenders=amenders,
-            importers=importers, devices=self.devices, mirrors=self.mirrors,
+            importers=self._importConverters(self.converterRules.importRules), devices=self.devices,
+            mirrors=self.mirrors,
             fileWrites=FileWrites(ini.getint("DirectWriteSize", DEFAULT_DIRECT_SIZE)),
             spaceCheck=self.thresholdClean.checkFromThread, lossyQuality=configuration.lossyQuality,
             compressionScripts=self.compressionScripts, choice=DeviceChoice.fromIni(self.devices, ini))
@@ -255,6 +255,28 @@ class Archive:
         self.hl7MaxMessageSize = ini.getint("HL7MaxMessageSize", 1 << 20)
         self.worklistQuery = WorklistQuery(self.index.tables.worklist, worklistColumns)
         self.worklistReturnsIsoIr100 = ini.getint("WorkListReturnsISO_IR_100", 1) == 1
+
+    def _importConverters(self, importRules):
+        """The ``ImportConverters`` of ``importRules``, or None when there is none."""
+        return ImportConverters(importRules, self.converterServices) if importRules else None
+
+    def useConverterRules(self, rules, exports):
+        """Store the objects whose storing starts from now on with the import
+        lines of ``rules`` (a ``ConverterRules``), and when ``exports``, queue
+        and run the export jobs with its export lines (a job under way keeps
+        its line); the query/retrieve and compression lines stay those the
+        archive started with.  On the reactor thread."""
+        running = self.converterRules
+        exportRules = rules.exportRules if exports else running.exportRules
+        self.converterRules = ConverterRules(rules.importRules, exportRules, running.special)
+        self.objectStore.importers = self._importConverters(rules.importRules)
+        self.exportQueue.rules = list(exportRules)
+        if self.exportRunner is not None:
+            self.exportRunner.useRules(exportRules)
+        self.log.info("converter lines changed: {importLines} import and {exportLines} export line(s) in use{kept}",
+                      importLines=len(rules.importRules), exportLines=len(exportRules),
+                      kept="" if exports else " (the export lines the server started with: export lines added or "
+                                              "emptied take effect when it restarts)")
 
     def _fileWatch(self):
         """The driver's watch of the database file, if it keeps one."""
@@ -430,10 +452,11 @@ class Archive:
 
     def exportService(self):
         """The service running the export queue (export converters, forwards)."""
-        return ExportService.fromConfiguration(self.configuration, self.exportQueue, self.converterServices,
-                                               self.converterRules.exportRules, self.query, self.objectReader,
-                                               self.reactor, compressionScripts=self.compressionScripts,
-                                               fetcher=DicomWebFetcher(self), ownRetrieves=self.ownRetrieves)
+        self.exportRunner = ExportService.fromConfiguration(
+            self.configuration, self.exportQueue, self.converterServices, self.converterRules.exportRules, self.query,
+            self.objectReader, self.reactor, compressionScripts=self.compressionScripts,
+            fetcher=DicomWebFetcher(self), ownRetrieves=self.ownRetrieves)
+        return self.exportRunner
 
     def spaceServices(self):
         """The MAGDeviceThreshold service, then the NightlyCleanThreshold and

@@ -57,6 +57,13 @@ def snapshot(lineFile):
     return copy.deepcopy(lineFile)
 
 
+def parsed(archive, lineFile, parse):
+    """``parse`` of a copy of ``lineFile`` as it is now, in the I/O pool, in
+    turn with the saves and re-reads of its file; a Deferred of what it
+    returns."""
+    return _fileLocks[lineFile.path].run(archive.workers.deferToWorker, parse, snapshot(lineFile))
+
+
 def reload(archive, lineFile, check=None):
     """Read ``lineFile`` from disk again, in place; a Deferred of ``lineFile``.
     A file that no longer parses leaves the one in memory as it was, and

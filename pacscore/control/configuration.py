@@ -14,7 +14,9 @@ commands say so.  These are live, used the next time they are needed:
 - ``LuaAllowUnsafe``, ``LuaMaxInstructions``: read each time a Lua
   converter runs;
 - ``WebReadOnly``, ``WEBPush`` (and the ``[webdefaults]`` and scripted page
-  sections, which these commands do not edit): read by each web request.
+  sections, which these commands do not edit): read by each web request;
+- the import converter lines, and the export lines while their numbers
+  stay (``converterlines``): used for the objects stored from then on.
 
 Getting a key that is absent gives an empty value, and an index past the
 last entry no output, as with Conquest (scripts loop until it).  For a
@@ -24,12 +26,12 @@ secrets out (``pacscore.config.secrets``): ``get_param`` of one is refused.
 """
 
 
-from pacscore.config.errors import ConfigError
 from pacscore.config.loader import uidPrefixError
 from pacscore.config.secrets import isSecret, publicItems
 from pacscore.control.arguments import ControlCommand, fields, number
-from pacscore.control.configfiles import reload, restore, saveOrRestore, snapshot
+from pacscore.control.configfiles import reload, saveOrRestore, snapshot
 from pacscore.control.context import CommandError, checkUTF8, formatted
+from pacscore.control.converterlines import isConverterKey, saveAndUse, use
 from pacscore.db.drivers import redacted
 from pacscore.converters.rules import loadRules
 
@@ -116,7 +118,10 @@ def _applyAndSave(archive, key, value, before):
     """Apply a changed dicom.ini key (``value`` None: deleted) to the running
     archive and save the file; Deferred of "" or, for a key that needs a
     restart, the note saying so.  When the save fails, dicom.ini in memory
-    is ``before`` again and its value of ``key`` applied: nothing changed."""
+    is ``before`` again and its value of ``key`` applied: nothing changed.
+    The converter lines are parsed first (``converterlines``)."""
+    if isConverterKey(key):
+        return saveAndUse(archive, key, before).addCallback(lambda restart: _restartNote(restart) if restart else "")
     ini = archive.configuration.ini
     live = applyLive(archive, key, value)
     d = saveOrRestore(archive, ini, before, lambda: applyLive(archive, key, ini.get(key)))
@@ -143,20 +148,7 @@ class PutParam(ControlCommand):
             ini.set(key, value)
         except ValueError as e:
             raise CommandError(str(e)) from e
-        if "converter" in key.lower():
-            _checkConverters(archive, key, before)
         return _applyAndSave(archive, key, value, before)
-
-
-def _checkConverters(archive, key, before):
-    """CommandError, with dicom.ini in memory ``before`` again, when the
-    converter lines no longer parse: the server would not start."""
-    ini = archive.configuration.ini
-    try:
-        loadRules(ini, archive.commands)
-    except ConfigError as e:
-        restore(ini, before)
-        raise CommandError(f"{key} not changed: {e.message}") from None
 
 
 class DeleteParam(ControlCommand):
@@ -185,12 +177,13 @@ class ReadIni(ControlCommand):
         ini = archive.configuration.ini
         before = _keyed(ini)
 
-        def compare(_):
+        def compare(rules):
             after = _keyed(ini)
             changed = [after.get(k, before.get(k))[0] for k in sorted(set(before) | set(after))
                        if before.get(k) != after.get(k)]
-            restart = [key for key in changed
-                       if not applyLive(archive, key, ini.get(key))]
+            waiting = use(archive, rules, changed)
+            restart = [key for key in changed if key in waiting
+                       or not (isConverterKey(key) or applyLive(archive, key, ini.get(key)))]
             lines = [f"{len(changed)} parameter(s) changed in {ini.path}"]
             return "\n".join(lines + ([_restartNote(restart)] if restart else []))
 

@@ -1,5 +1,6 @@
-"""The converter lines of dicom.ini (manual 7.2), parsed once when the
-configuration is read.
+"""The converter lines of dicom.ini (manual 7.2), parsed when the
+configuration is read, and again when a control command changes them
+(``pacscore.control.converterlines``).
 
 ``ImportConverterN`` lines (``ImportConverters`` caps their number when
 present) and ``ExportConverterN`` lines (``ExportConverters``, default 0,
@@ -25,7 +26,18 @@ SPECIAL_KEYS = ("QueryConverter0", "WorkListQueryConverter0", "RetrieveConverter
                 "RetrieveResultConverter0", "QueryResultConverter0",
                 "ModalityWorkListQueryResultConverter0") + tuple(f"CompressionConverter{n}" for n in range(10))
 
+RULE_KEY = re.compile(r"(?P<kind>Import|Export)(Converters|(Converter|Modality|StationName|CalledAE|CallingAE)"
+                      r"(0|[1-9][0-9]*))|(?P<filter>Export)Filter(0|[1-9][0-9]*)", re.IGNORECASE)
+
 log = Logger()
+
+
+def ruleKind(key):
+    """"import" or "export" for a dicom.ini key the rules of that kind are
+    made of (``ImportConverterN``, its filters, ``ImportConverters`` ...;
+    ``ExportFilterN``), else None."""
+    match = RULE_KEY.fullmatch(key.strip())
+    return None if match is None else (match.group("kind") or match.group("filter")).lower()
 
 
 def filterMatches(pattern, value):

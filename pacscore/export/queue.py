@@ -272,7 +272,7 @@ class ExportQueue:
         converter lines queued for a record (``ImageRecord.actions``) are
         written too, so that none is seen before its object is stored, nor
         at all when it is not."""
-        now = self.clock()
+        now, rules = self.clock(), self.rules  # the lines in use (Archive.useConverterRules may replace them)
         rows = []
         for record in records:
             for action in record.actions:
@@ -282,7 +282,7 @@ class ExportQueue:
             modality = record.attrs.get(MODALITY, "")
             station = record.attrs.get(STATION_NAME, "")
             callingAE, calledAE = record.callingAE, record.calledAE
-            converters = [rule.key for rule in self.rules
+            converters = [rule.key for rule in rules
                           if record.converters and rule.matches(modality, station, calledAE, callingAE)]
             if record.deviceName in self.mirrored:
                 converters.append(MIRROR_COPY)

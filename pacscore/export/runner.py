@@ -159,7 +159,7 @@ class ExportService(service.Service):
         self.forwarder = forwarder
         self.local = local
         self.services = services
-        self.rules = {rule.key: rule for rule in rules}
+        self.useRules(rules)
         self.reader = reader
         self.reactor = reactor
         self.scripts = scripts
@@ -196,6 +196,11 @@ class ExportService(service.Service):
                    failHoldOff=configuration.ini.getint("FailHoldOff", 60),
                    gracePeriod=quitGracePeriod(configuration.ini),
                    pollTimeout=queue.index.readTimeout)
+
+    def useRules(self, rules):
+        """Run each job from now on with the ``Rule`` of its line in
+        ``rules`` (a job under way keeps the one it began with)."""
+        self.rules = {rule.key: rule for rule in rules}
 
     # -- service ----------------------------------------------------------
 

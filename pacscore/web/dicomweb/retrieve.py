@@ -13,13 +13,14 @@ for objects stored in it.  Each object goes in the first of the Accept
 header's syntaxes (in its order of preference) it can go in: an object
 that a codec would make in another syntax (a 16-bit image asked for in
 JPEG baseline comes out as JPEG extended) goes in the next one.  When none
-of the objects can go in any (or the first ``FIRST_UNSENDABLE`` go in
-none), the answer is a 406; one that cannot is left out of the answer, with
-a log line, and so is one whose file is gone or cannot be read (cut short,
-damaged): a 404 only when none can be read.
+of the objects can go in any, the answer is a 406; one that cannot is left
+out of the answer, with a log line (the rest of its series untried once
+``FIRST_UNSENDABLE`` of it went in none), and so is one whose file is gone
+or cannot be read (cut short, damaged): a 404 only when none can be read.
 """
 
 import math
+from collections import Counter
 from functools import partial
 
 from pydicom.dataset import Dataset
@@ -52,7 +53,7 @@ PICTURES = {"image/jpeg": "jpg", "image/png": "png", "image/gif": "gif"}
 THUMBNAIL_SIZE = 128
 MOST_FRAMES = 100000
 METADATA_BATCH = 100  # objects whose metadata is made at a time
-FIRST_UNSENDABLE = 8  # objects in no syntax asked for, first of all, that make a 406
+FIRST_UNSENDABLE = 8  # objects of a series in no syntax asked for after which the rest is not tried
 
 
 def _anything(media):
@@ -177,8 +178,9 @@ async def retrieveInstances(archive, request, target, base):
     accepted = multipart.accepted(request)
     choices = _objectChoices(accepted)
     found, fetched = await storedInstances(archive, target)
+    unsendable = Unsendable()
     try:
-        start, first = await _firstPart(archive, found, accepted, choices)
+        start, first = await _firstPart(archive, found, accepted, choices, unsendable)
     except BaseException:
         await released(archive, fetched)
         raise
@@ -187,13 +189,15 @@ async def retrieveInstances(archive, request, target, base):
     async def parts():
         for number in range(start, len(found)):
             instance, path = found[number]
+            if number != start and unsendable.skips(instance):
+                continue
             try:
                 made = first if number == start else await _objectChunks(archive, path, accepted, choices)
             except Unreadable as e:
                 _leftOut(instance, e)
                 continue
             if made is None:
-                _leftOutUnsendable(instance)
+                unsendable.add(instance)
                 continue
             syntax, chunks = made
             yield multipart.partHeader(boundary, f"{DICOM}; transfer-syntax={syntax}", instanceURL(base, instance))
@@ -205,18 +209,19 @@ async def retrieveInstances(archive, request, target, base):
                         release=lambda: released(archive, fetched))
 
 
-async def _firstPart(archive, found, accepted, choices):
+async def _firstPart(archive, found, accepted, choices, unsendable):
     """``(position, made)``: the first of the ``found`` objects whose file
     can be read and that can go in one of ``choices``, and its
     ``_objectChunks``; those before it left out, logged, as C-MOVE and the
-    metadata leave them out.  When none can go: the Unreadable of the only
-    one (a 404 for a file gone, a 500 for one damaged), a 406 when one
-    could be read but goes in none of the syntaxes asked for (at once once
-    the first ``FIRST_UNSENDABLE`` go in none: the objects of a series
-    are alike, and converting every one of a large study only to refuse
-    it would cost seconds), else a 404."""
-    unsendable = []
+    metadata leave them out (``unsendable``, an ``Unsendable``, counting
+    and logging those that go in none).  When none can go: the Unreadable
+    of the only one (a 404 for a file gone, a 500 for one damaged), a 406
+    when one could be read but goes in none of the syntaxes asked for
+    (without a log line for each), else a 404."""
+    refused = None
     for position, (instance, path) in enumerate(found):
+        if unsendable.skips(instance):
+            continue
         try:
             made = await _objectChunks(archive, path, accepted, choices)
         except Unreadable as e:
@@ -225,15 +230,13 @@ async def _firstPart(archive, found, accepted, choices):
             _leftOut(instance, e)
             continue
         if made is not None:
-            for refused in unsendable:
-                _leftOutUnsendable(refused)
+            unsendable.sending()
             return position, made
-        unsendable.append(instance)
-        if len(unsendable) == FIRST_UNSENDABLE:
-            break
-    if unsendable:
-        raise WebError(406, f"{unsendable[0].sopInstanceUID}{' and the others' if len(found) > 1 else ''} can be "
-                            f"sent in none of the transfer syntaxes asked for "
+        unsendable.add(instance)
+        refused = refused or instance
+    if refused is not None:
+        raise WebError(406, f"{refused.sopInstanceUID}{' (and the other objects tried)' if len(found) > 1 else ''} "
+                            f"can be sent in none of the transfer syntaxes asked for "
                             f"({', '.join(syntax for syntax, _, _ in choices)})")
     raise WebError(404, f"none of the {len(found)} stored objects can be read")
 
@@ -242,9 +245,49 @@ def _leftOut(instance, error):
     log.warn("WADO-RS: {uid} left out: {error}", uid=instance.sopInstanceUID, error=error.message)
 
 
-def _leftOutUnsendable(instance):
-    log.warn("WADO-RS: {uid} left out: it can be sent in none of the transfer syntaxes asked for",
-             uid=instance.sopInstanceUID)
+class Unsendable:
+    """The objects of a WADO-RS answer that go in none of the transfer
+    syntaxes asked for, counted by series: each is left out with a log
+    line, and once ``FIRST_UNSENDABLE`` of a series went in none the rest
+    of that series is left out untried, with one line (the objects of a
+    series are alike: converting each of a 150-image CT series to JPEG
+    baseline only to refuse it took seconds).  The lines wait until an
+    object of the answer goes (``sending``): a 406 has none."""
+
+    def __init__(self):
+        self.counts = Counter()
+        self.cut = set()
+        self.held = []
+
+    def skips(self, instance):
+        """Whether ``instance`` is left out untried."""
+        series = instance.seriesInstanceUID
+        if self.counts[series] < FIRST_UNSENDABLE:
+            return False
+        if series not in self.cut:
+            self.cut.add(series)
+            self._log("WADO-RS: the other objects of series {series} are left out untried: its first {count} "
+                      "could be sent in none of the transfer syntaxes asked for", series=series,
+                      count=FIRST_UNSENDABLE)
+        return True
+
+    def add(self, instance):
+        """``instance`` goes in none of the syntaxes: left out."""
+        self.counts[instance.seriesInstanceUID] += 1
+        self._log("WADO-RS: {uid} left out: it can be sent in none of the transfer syntaxes asked for",
+                  uid=instance.sopInstanceUID)
+
+    def sending(self):
+        """An object of the answer goes: the lines held are logged, the later ones at once."""
+        held, self.held = self.held, None
+        for format, fields in held:
+            log.warn(format, **fields)
+
+    def _log(self, format, **fields):
+        if self.held is None:
+            log.warn(format, **fields)
+        else:
+            self.held.append((format, fields))
 
 
 async def retrieveMetadata(archive, request, target, base):

@@ -163,11 +163,48 @@ class RetrieveTests(DicomWebTestCase):
         series = yield self.fetch(f"/studies/{ct.StudyInstanceUID}/series/{ct.SeriesInstanceUID}/instances/"
                                   f"{rgb.SOPInstanceUID}", accept=j2k)
         self.assertEqual(series.code, 406)
-        self.patch(retrieve, "FIRST_UNSENDABLE", 1)
         with capturedLogs() as events:
-            refused = yield self.fetch(f"/studies/{ct.StudyInstanceUID}", accept=j2k)
+            refused = yield self.fetch(f"/studies/{rgb.StudyInstanceUID}/series/{rgb.SeriesInstanceUID}/instances/"
+                                       f"{firstRgb}", accept=j2k)
         self.assertEqual(refused.code, 406)
-        self.assertNotIn(firstRgb, {event.get("uid") for event in events})
+        self.assertEqual([event for event in events if event.get("uid")], [])
+
+    @defer.inlineCallbacks
+    def test_aSeriesThatGoesInNoSyntaxIsCutShort(self):
+        """Once FIRST_UNSENDABLE objects of a series went in no syntax asked
+        for, the rest of it is left out untried, with one line, and the
+        next series is sent; a study of only such objects is a 406 with no
+        line for each."""
+        self.patch(retrieve, "FIRST_UNSENDABLE", 2)
+        j2k = 'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.4.90'
+        ct = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+        rgb = pydicom.dcmread(get_testdata_file("SC_rgb_small_odd.dcm"))
+        rgb.PatientID, rgb.StudyInstanceUID, rgb.SeriesInstanceUID = ct.PatientID, ct.StudyInstanceUID, "1.2.3.0"
+        rgbUIDs = [f"1.2.3.0.{number}" for number in range(1, 5)]
+        for number, uid in enumerate(rgbUIDs, 1):
+            rgb.SOPInstanceUID, rgb.InstanceNumber = uid, number
+            path = os.path.join(self.running.workdir, f"rgb{number}.dcm")
+            rgb.save_as(path)
+            yield self.running.run(AddImageFile(), path)
+        yield self.running.run(AddImageFile(), get_testdata_file("CT_small.dcm"))
+        tried = []
+        objectStream = retrieve.objectStream
+        self.patch(retrieve, "objectStream", lambda archive, path, *a: tried.append(path) or objectStream(archive, path, *a))
+        with capturedLogs() as events:
+            study = yield self.fetch(f"/studies/{ct.StudyInstanceUID}", accept=j2k)
+        self.assertEqual(study.code, 200)
+        self.assertEqual([pydicom.dcmread(io.BytesIO(content)).SOPInstanceUID for _, content in study.parts()],
+                         [ct.SOPInstanceUID])
+        self.assertEqual(len({str(path) for path in tried}), 3)  # two of the RGB series, the CT
+        lines = [formatEvent(event) for event in events if "left out" in formatEvent(event)]
+        self.assertEqual(lines, [f"WADO-RS: {uid} left out: it can be sent in none of the transfer syntaxes asked for"
+                                 for uid in rgbUIDs[:2]] + [
+            "WADO-RS: the other objects of series 1.2.3.0 are left out untried: its first 2 could be sent in none "
+            "of the transfer syntaxes asked for"])
+        with capturedLogs() as events:
+            refused = yield self.fetch(f"/studies/{ct.StudyInstanceUID}/series/1.2.3.0", accept=j2k)
+        self.assertEqual(refused.code, 406)
+        self.assertEqual([event for event in events if "left out" in formatEvent(event)], [])
 
     @defer.inlineCallbacks
     def test_notFound(self):

@@ -34,6 +34,7 @@ UIDs from the UID map:
 
 import os
 
+from twisted.internet import task
 from twisted.logger import Logger
 
 from pacscore.control.arguments import AsyncControlCommand, fields
@@ -49,6 +50,7 @@ from pacscore.db.query import PATIENT_ID, SERIES_INSTANCE_UID, SOP_INSTANCE_UID,
 
 ANONYMIZE_SCRIPTS = ("anonymize_script.cq", "anonymize_script.lua")
 PROGRESS_EVERY = 100
+SETTLE_TRIES, SETTLE_DELAY = 30, 0.1  # a missing file's row is given 3 s to go (a delete in flight)
 
 
 async def storedInstance(archive, text):
@@ -71,9 +73,11 @@ async def rewrite(archive, instance, change, callingAE, keep=False, copy=False):
     file as ``storedName`` gives it, or None when the change changed
     nothing.  When the file of ``instance`` is gone, the object was
     stored again meanwhile under another name: the file the index names
-    now is changed instead, or ObjectGone is raised when there is none; a
-    row still naming the missing file fails with the read error (or the
-    device's folder not there: a disk not mounted)."""
+    now is changed instead, or ObjectGone is raised when there is none
+    (also when its row goes within a few seconds: a delete or another
+    rewrite removes the file first, then the row); a row still naming the
+    missing file then fails with the read error (or the device's folder
+    not there: a disk not mounted)."""
     instance, (incoming, data, changed) = await _readStored(archive, instance, change, callingAE)
     if not changed:
         return None
@@ -101,14 +105,30 @@ async def _readStored(archive, instance, change, callingAE):
             if not isinstance(e.__cause__, FileNotFoundError):
                 raise
             readError = e
-        now = await archive.index.runQuery(archive.query.instances, "IMAGE",
-                                           [QueryKey(SOP_INSTANCE_UID, "UI", instance.sopInstanceUID)])
-        if not now:
+        now = await _settledRow(archive, instance)
+        if now is None:
             raise ObjectGone(f"{name} is no longer stored")
-        if (now[0].deviceName, now[0].objectFile) == (instance.deviceName, instance.objectFile):
+        if (now.deviceName, now.objectFile) == (instance.deviceName, instance.objectFile):
             await checkDevicePresent(archive, device(archive, instance.deviceName))
             raise readError
-        instance = now[0]
+        instance = now
+
+
+async def _settledRow(archive, instance):
+    """The index's ``Instance`` of the SOP instance of ``instance`` (None:
+    there is none) once it no longer names the file of ``instance``, or,
+    when it still does after ``SETTLE_TRIES`` looks ``SETTLE_DELAY``
+    seconds apart, that row: a delete or a rewrite removes the file before
+    the row, so a missing file whose row is still there is usually one
+    half removed."""
+    for tries in range(SETTLE_TRIES, 0, -1):
+        now = await archive.index.runQuery(archive.query.instances, "IMAGE",
+                                           [QueryKey(SOP_INSTANCE_UID, "UI", instance.sopInstanceUID)])
+        if not now or (now[0].deviceName, now[0].objectFile) != (instance.deviceName, instance.objectFile):
+            break
+        if tries > 1:
+            await task.deferLater(archive.reactor, SETTLE_DELAY, lambda: None)
+    return now[0] if now else None
 
 
 class _FileCommand(AsyncControlCommand):

@@ -51,6 +51,35 @@ class MergeWhileStoringTests(unittest.TestCase):
         self.assertEqual((yield self.running.count("study")), 1)
         self.assertEqual((yield self.running.count("image")), 5)
 
+    @defer.inlineCallbacks
+    def test_mergestudySkipsAnObjectWhoseFileADeleteRemovedBeforeItsRow(self):
+        """A delete removes the file of an object the merge listed and its
+        row only after the merge looked for it again (it said 'cannot read
+        ...: No such file or directory' and stopped half way): the merge
+        waits for the row to go, skips the object and merges the rest."""
+        archive = self.running.archive
+        moving = [image for image in self.images if image.studyUID != self.studyOf(0)]
+        query = archive.index.runQuery
+        deleted = []
+
+        @defer.inlineCallbacks
+        def deletedFileFirst(function, *args):
+            answer = yield query(function, *args)
+            if not deleted:
+                [instance] = [i for i in answer if i.sopInstanceUID == moving[1].sopUID]
+                deleted.append(archive.objectReader.magPath("MAG0", instance.objectFile))
+                os.remove(deleted[0])
+            elif len(answer) == 1 and answer[0].sopInstanceUID == moving[1].sopUID:
+                archive.index.runQuery = query
+                yield self.running.run(data.deleteImageFile, deleted[0])
+            return answer
+        archive.index.runQuery = deletedFileFirst
+        output = yield self.running.run(commands.mergeStudy, f"{self.studyOf(0)},{moving[0].studyUID}")
+        self.assertEqual(output, f"2 object(s) of 1 study(s) merged into study {self.studyOf(0)} "
+                                 "(1 skipped: deleted meanwhile)")
+        self.assertEqual((yield self.running.count("study")), 1)
+        self.assertEqual((yield self.running.count("image")), 5)
+
 
 class MissingFileTests(unittest.TestCase):
     """Objects whose rows still name a file that is not there: a merge or

@@ -27,7 +27,7 @@ INSTANCE_FIELDS = {"StudyInstanceUID": "studyInstanceUID", "SeriesInstanceUID": 
                    "SOPInstanceUID": "sopInstanceUID"}
 
 PATIENT_ID, PATIENT_NAME = 0x00100020, 0x00100010
-METHOD = "pacs anonymize: PS3.15 E.1-1 Basic Profile, every instance UID new"
+METHOD = "pacs anonymize: PS3.15 E.1-1 Basic Profile, new instance UIDs"  # LO: at most 64
 
 
 class ScriptRefused(Exception):

@@ -4,12 +4,14 @@ objects do to a data set, with an in-memory UID map."""
 from copy import deepcopy
 from types import SimpleNamespace
 
-from pydicom import dcmread
+from pydicom import config, dcmread
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
+from pydicom.valuerep import validate_value
 from twisted.trial import unittest
 
 from pacscore.codecs.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN
+from pacscore.control import changes, deidentification
 from pacscore.control.changes import anonymized, attachedTo, changing, mergedInto, newPatient, referencesRenewed
 from pacscore.control.deidentification import basicProfile
 from pacscore.converters.context import ConverterServices
@@ -102,6 +104,14 @@ class ChangeTests(unittest.TestCase):
         ds = image()
         del ds.SeriesInstanceUID
         self.assertRaises(DatasetError, newPatient(self.uidMap, "NEW"), ds)
+
+    def test_theValuesWrittenFitTheirVR(self):
+        """The De-identification Method and Code pacs writes fit LO and SH
+        (it wrote a method of 66 characters, over LO's 64)."""
+        code = deidentification.METHOD_CODE
+        for vr, value in (("LO", changes.METHOD), ("LO", deidentification.METHOD), ("SH", code[0]),
+                          ("SH", code[1]), ("LO", code[2])):
+            validate_value(vr, value, config.RAISE)
 
     def test_anonymizedWithoutScript(self):
         ds = image()

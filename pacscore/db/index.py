@@ -267,6 +267,12 @@ class Index:
         inside the caller's transaction."""
         Upserter(self._levels).rebuildModalities(connection, list(studyKeys))
 
+    def refreshParents(self, connection, keys, recordOf):
+        """Give the patient, study and series rows ``keys`` left after a delete the
+        values of the object of each stored last
+        (``Upserter.refreshParents``), inside the caller's transaction."""
+        Upserter(self._levels).refreshParents(connection, keys, recordOf)
+
     def checkKeys(self, attrs):
         """``ValueError`` unless the object of ``attrs`` can key its rows:
         study, series and SOP instance UIDs, none of its keys longer than

@@ -23,6 +23,11 @@ the study's modalities, below).
   sent again: the row moves) and the record may move rows at all (not a
   copy made with new UIDs: ``ImageRecord.relink``).  A patient row is
   deleted only once no study, series or image row names it.
+- A series, study or patient row that a delete leaves with images takes
+  the values of the one stored last (the newest qTimeStamp, then the file
+  modified last), as if it were stored again
+  (``Upserter.refreshParents``), as ``dgate -r`` would make it: not those
+  of the deleted object.
 - The study's modalities column (dicom.sql's StudyModality, tag 0008,0061)
   is made of the objects' Modality (0008,0060), as Conquest's
   UpdateOrAddToTable makes it: a new study row gets the object's Modality;
@@ -354,6 +359,7 @@ class Upserter:
             1: select(self._image.key).where(self._links[3].in_(select(series).where(
                 self._links[2] == bindparam("b_key"))) & other).limit(1)}
         self._rebuildModalities = _modalitiesRebuild(levels[1], levels[2])
+        self._lastStored = {index: _lastStoredImages(levels, index) for index in (0, 1, 2)}
         self._cache = {}
         self._checkedAt = None  # (DBAPI connection, DATA_VERSION) of the last check of the cached rows
 
@@ -554,6 +560,27 @@ class Upserter:
         for key in studyKeys:
             connection.execute(self._rebuildModalities, {"b_key": key})
 
+    def refreshParents(self, connection, keys, recordOf):
+        """Give the patient (0), study (1) and series (2) rows ``keys``,
+        ``(level index, key)`` pairs, that still hold images the values of
+        the one of those stored last, as if it were stored again (its non-empty
+        values; the study modalities aside, ``rebuildModalities``):
+        ``recordOf(files)`` picks among the ``(DeviceName, ObjectFile)`` of
+        those with the newest qTimeStamp (stored in one second) and gives
+        its ``ImageRecord``, or None (none reads: the row is left)."""
+        for index, key in keys:
+            level = self._levels[index]
+            files = [tuple(row) for row in connection.execute(self._lastStored[index], {"b_key": key})]
+            known = level.row(connection, key) if files else None
+            record = recordOf(files) if known is not None else None
+            if record is None:
+                continue
+            skipped = {level.modalities.name} if level.modalities is not None else set()
+            changes = {name: value for name, value in level.values(record.attrs).items()
+                       if value and value != known[name] and name not in skipped}
+            if changes:
+                level.update.execute(connection, {**changes, "b_key": key})
+
     def indexedFiles(self, connection, keys):
         """SOPInstanceUID -> ``Replaced(DeviceName, ObjectFile)`` of those of ``keys`` (a list) indexed."""
         return {key: Replaced(*location[:2]) for key, location in self._locations(connection, keys).items()}
@@ -561,6 +588,24 @@ class Upserter:
     def _locations(self, connection, keys):
         """SOPInstanceUID -> (DeviceName, ObjectFile, SeriesInstanceUID) of the rows that exist."""
         return {key: tuple(rest) for key, *rest in self._image.selectLocations.rows(connection, keys)}
+
+
+def _lastStoredImages(levels, index):
+    """The SELECT of the DeviceName and ObjectFile of the images under the
+    patient (``index`` 0), study (1) or series (2) ``b_key`` stored last:
+    those of the newest qTimeStamp."""
+    def under(image):
+        tables = [level.table for level in levels[:3]] + [image]
+        inside = None
+        for lower in range(index + 1, 4):
+            link = tables[lower].c[levels[lower].fields[-1].name]
+            inside = link == bindparam("b_key") if inside is None else link.in_(
+                select(levels[lower - 1].key).where(inside))
+        return inside
+    image, newest = levels[3].table, levels[3].table.alias("newest")
+    return select(image.c.DeviceName, image.c.ObjectFile).where(
+        under(image), image.c.qTimeStamp == select(func.max(newest.c.qTimeStamp)).where(under(newest))
+        .scalar_subquery())
 
 
 def _modalitiesRebuild(study, series):

@@ -2,7 +2,8 @@
 and ``prefetch`` (manual 7.2, the command table).
 
 ``delete`` removes the files (and their mirror copies) first, then their index rows (and the series,
-study and patient rows left without images) through the index writer, so
+study and patient rows left without images; those left with images take the
+values of the one stored last) through the index writer, so
 it is ordered with stores.  A row goes only while it still names the file
 removed (SOP Instance UID, device and file name) and no file was stored
 under that name since: an object stored again meanwhile (under another
@@ -20,6 +21,7 @@ text: Conquest passes nothing else); an error in it is a failed action.
 hierarchical storage).
 """
 
+import os
 import subprocess
 from typing import NamedTuple
 
@@ -30,8 +32,10 @@ from pacscore.converters.command import luaScriptOf
 from pacscore.converters.lua import LuaFailure, runProcessScript
 from pacscore.export.forwarder import ForwardError
 from pacscore.export.selection import indexKeys
+from pacscore.storage.attributes import DatasetError
 from pacscore.storage.devices import removeFile
 from pacscore.storage.placing import holdsInstance
+from pacscore.storage.regen import fileRecord
 
 CHUNK = 500  # UIDs per IN (...): SQLite's variable limit
 
@@ -97,8 +101,11 @@ class LocalActions:
         """In the index writer (ordered with stores): the image rows that
         still name the files of ``instances`` (with ``filesRemoved``, only
         where no file was stored under that name since), then parents left
-        empty, and the modalities of the studies that are left made again
-        of their series'; how many image rows went."""
+        empty; the series, studies and patients left take the values of
+        their object stored last (its file read here, in the writer's
+        thread: a store between could otherwise be undone) and the
+        studies' modalities are made again of their series'; how many
+        image rows went."""
         tables = self.query.tables
         image = tables[3]
         columns = image.table.c
@@ -121,9 +128,31 @@ class LocalActions:
             orphan = ~exists(select(child.link).where(child.link == parent.key))
             for chunk in _chunks(sorted(set(keys))):
                 connection.execute(parent.table.delete().where(and_(parent.key.in_(chunk), orphan)))
-        self.index.rebuildModalities(connection, sorted({instance.studyInstanceUID for instance in gone}))
+        studies = sorted({instance.studyInstanceUID for instance in gone})
+        self.index.refreshParents(connection, [(level, key) for level, keys in (
+            (2, {instance.seriesInstanceUID for instance in gone}), (1, studies),
+            (0, {instance.patientID for instance in gone})) for key in sorted(keys)], self._lastStored)
+        self.index.rebuildModalities(connection, studies)
         self.index.forgetCache()
         return len(gone)
+
+    def _lastStored(self, files):
+        """The ``ImageRecord`` of the stored ``files`` (``(DeviceName,
+        ObjectFile)`` pairs) modified last, as ``dgate -r`` orders them;
+        None when none reads."""
+        dated = []
+        for deviceName, objectFile in files:
+            try:
+                path = self.reader.path(deviceName, objectFile)
+                dated.append((os.stat(path).st_mtime, path, deviceName, objectFile))
+            except OSError:
+                continue
+        for _, path, deviceName, objectFile in sorted(dated, reverse=True):
+            try:
+                return fileRecord(path, self.query.columnVRs, deviceName, objectFile)
+            except (OSError, DatasetError):
+                continue
+        return None
 
     def _storedAgain(self, instance):
         """True when the file at the name of ``instance`` holds its SOP

@@ -309,6 +309,55 @@ class StoredCorpusTests(unittest.TestCase):
         yield self.running.run(commands.deleteSeries, f"{first.patientID}:{mr.SeriesInstanceUID}")
         self.assertEqual((yield self.studyModalities(first.studyUID)), "CT")
 
+    @defer.inlineCallbacks
+    def test_deleteimagefileGivesThePatientAndStudyTheValuesOfTheObjectsLeft(self):
+        """The object stored last, with another Patient's Name and Birth
+        Date, is deleted: the patient and study rows take those of the
+        objects left again, as ``dgate -r`` makes them (they kept the
+        deleted object's)."""
+        first = self.images[0]
+        newer = yield self.storeNewer(first.studyUID, first.seriesUID)
+        self.assertEqual((yield self.demographics(first.studyUID)), [("DOE^JANE", "19710101")] * 2)
+        yield self.running.run(commands.deleteImageFile, newer)
+        self.assertEqual((yield self.demographics(first.studyUID)), [("Test^Patient0", "19700101")] * 2)
+
+    @defer.inlineCallbacks
+    def test_deletestudyGivesThePatientTheValuesOfTheStudiesLeft(self):
+        """A newer study of the patient, with another Patient's Name, is
+        deleted: the patient row takes the name of the studies left."""
+        first = self.images[0]
+        study = generate_uid()
+        yield self.storeNewer(study, generate_uid())
+        self.assertEqual((yield self.demographics(first.studyUID)), [("DOE^JANE", "19710101"),
+                                                                     ("Test^Patient0", "19700101")])
+        yield self.running.run(commands.deleteStudy, f"{first.patientID}:{study}")
+        self.assertEqual((yield self.demographics(first.studyUID)), [("Test^Patient0", "19700101")] * 2)
+
+    @defer.inlineCallbacks
+    def storeNewer(self, studyUID, seriesUID):
+        """Store an object of PAT0000 (DOE^JANE, born 19710101) into the
+        study and series given; the path of its stored file."""
+        ds = makeDataset("PAT0000", "DOE^JANE", studyUID, seriesUID, generate_uid(), 1, 9)
+        ds.PatientBirthDate = "19710101"
+        path = os.path.abspath(self.mktemp())
+        ds.save_as(path, enforce_file_format=True)
+        yield self.running.store([SimpleNamespace(path=path)])
+        image = self.running.archive.index.tables.image
+        objectFile = yield self.running.archive.index.runQuery(lambda connection: connection.execute(
+            select(image.c.ObjectFile).where(image.c.SOPInstanceUID == ds.SOPInstanceUID)).scalar())
+        return self.running.archive.devices[0].absolute(objectFile)
+
+    def demographics(self, studyUID):
+        """``[(PatientName, PatientBirthDate)]`` of the patient row of
+        PAT0000 and of the study row ``studyUID``."""
+        tables = self.running.archive.index.tables
+        patient, study = tables.patient.c, tables.study.c
+        return self.running.archive.index.runQuery(lambda connection: [tuple(row) for row in (
+            connection.execute(select(patient.PatientName, patient.PatientBirthDate)
+                               .where(patient.PatientID == "PAT0000")).one(),
+            connection.execute(select(study.PatientName, study.PatientBirthDate)
+                               .where(study.StudyInstanceUID == studyUID)).one())])
+
     def studyModalities(self, studyUID):
         study = self.running.archive.index.tables.study
         return self.running.archive.index.runQuery(lambda connection: connection.execute(

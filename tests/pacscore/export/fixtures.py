@@ -66,6 +66,9 @@ class SyncIndex:
     def rebuildModalities(self, connection, studyKeys):
         self.index.rebuildModalities(connection, studyKeys)
 
+    def refreshParents(self, connection, keys, recordOf):
+        self.index.refreshParents(connection, keys, recordOf)
+
     def forgetCache(self):
         self.index.forgetCache()
 

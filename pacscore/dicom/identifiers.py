@@ -38,6 +38,7 @@ from twisted.logger import Logger
 from pacscore.db.query import UNSPLIT_VRS, QueryKey, valuesOf
 from pacscore.dicom.datasets import decodePeerDataset, encodeDataset
 from pacscore.dicom.datetimes import FORMATS, isMatchValue
+from pacscore.dicom.models import ALL_LEVELS
 from pacscore.storage.attributes import DatasetError, columnValueText
 from pacscore.storage.codeextensions import withoutEscapes
 
@@ -225,42 +226,53 @@ def readRequest(dataset, transferSyntax, levels, columnVRs=None, matching=True):
     return Request(level, keys, characterSetOf(dataset))
 
 
-def _retrieveLevels(level):
-    """The levels whose unique keys a retrieve at ``level`` selects by: its
-    own and, relationally, those above it."""
-    levels = tuple(UNIQUE_KEYS)
-    return levels[:levels.index(level) + 1]
+def _retrieveLevels(level, modelLevels):
+    """The levels whose unique keys a retrieve at ``level``, in a model of
+    ``modelLevels``, selects by: its own and, relationally, those above it
+    in the model (Study Root has no PATIENT level: PS3.4 C.6.2.1)."""
+    return modelLevels[:modelLevels.index(level) + 1]
 
 
-def checkRetrieveKeys(request):
-    """BadIdentifier (A900) unless a retrieve ``request`` names what it
-    moves by a unique key, of its level or, relationally (as Conquest's
-    clients move all of a patient's studies by Patient ID), of one above:
-    a retrieve without one (absent, empty, or a list of empty values such
-    as a lone "\\", which the index query would match universally) would
-    send the whole archive (PS3.4 C.4.2.2.1: the unique keys select,
-    single values or UID lists, no wildcards)."""
-    levels = _retrieveLevels(request.level)
-    named = [(level, key) for level in levels for key in request.keys if key.tag == UNIQUE_KEYS[level][0]]
-    for level, key in named:
-        if "*" in key.value or "?" in key.value:
-            raise BadIdentifier(f"a wildcard in the {level} unique key of a retrieve: {key.value[:32]}",
-                                IDENTIFIER_DOES_NOT_MATCH)
-    if not any(valuesOf(key) for _, key in named):
+def _namedBy(request, levels):
+    """``[(level, key)]``, top down: the unique keys of ``levels`` that
+    ``request`` holds values of, universal ones (``*``) left out."""
+    return [(level, key) for level in levels for key in request.keys
+            if key.tag == UNIQUE_KEYS[level][0] and valuesOf(key)]
+
+
+def _hasWildcard(key):
+    return "*" in key.value or "?" in key.value
+
+
+def retrieveKeys(request, modelLevels):
+    """``(selecting, ignored)``: the keys of a retrieve ``request`` in a
+    model of ``modelLevels`` that select what it moves, and the others,
+    which select nothing (as Orthanc ignores them): a Patient's Name or
+    Study Date along with a Study Instance UID does not narrow the study's
+    objects.  The unique keys of its level and of those above it select
+    (PS3.4 C.4.2.2.1), single values or UID lists; when none holds a value
+    in a model without a PATIENT level, Patient ID does (as Conquest's
+    clients move all of a patient's studies by Patient ID alone).  Above
+    the lowest of them, a universal value (``*``) or a wildcard (the
+    ``PAT*`` of the client's C-FIND) selects nothing.
+
+    Raises BadIdentifier (A900) for a retrieve without such a key (absent,
+    empty, universal, or a list of empty values such as a lone "\\",
+    which the index query would match universally), which would send the
+    whole archive, and for a wildcard in its lowest one, which would
+    select by it."""
+    levels = _retrieveLevels(request.level, modelLevels)
+    named = _namedBy(request, levels) or _namedBy(request, ALL_LEVELS[:1])
+    if not named:
         keywords = ", ".join(keyword_for_tag(UNIQUE_KEYS[level][0]) for level in levels)
         raise BadIdentifier(f"a {request.level} retrieve without a unique key ({keywords})",
                             IDENTIFIER_DOES_NOT_MATCH)
-
-
-def retrieveKeys(request):
-    """``(selecting, ignored)``: the keys of a retrieve ``request`` that
-    select what it moves, the unique keys of its level and of those above
-    it (PS3.4 C.4.2.2.1), and the others, which select nothing (as Orthanc
-    ignores them): a Patient's Name or Study Date along with a Study
-    Instance UID does not narrow the study's objects."""
-    tags = {UNIQUE_KEYS[level][0] for level in _retrieveLevels(request.level)}
-    return ([key for key in request.keys if key.tag in tags],
-            [key for key in request.keys if key.tag not in tags])
+    level, lowest = named[-1]
+    if _hasWildcard(lowest):
+        raise BadIdentifier(f"a wildcard in the {level} unique key of a retrieve: {lowest.value[:32]}",
+                            IDENTIFIER_DOES_NOT_MATCH)
+    selecting = [key for _, key in named if not _hasWildcard(key)]
+    return selecting, [key for key in request.keys if key not in selecting]
 
 
 def _requestedTerms(requested):

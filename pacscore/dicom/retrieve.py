@@ -51,7 +51,7 @@ from pacscore.db.errors import DATABASE_FAILURES, databaseMessage
 from pacscore.db.query import hasValuesToMatch
 from pacscore.dicom.datasets import IdentifierError, encodeDataset
 from pacscore.dicom.find import DESTROYED, cancelledWith, convertIdentifier, readIdentifier
-from pacscore.dicom.identifiers import BadIdentifier, checkRetrieveKeys, retrieveKeys, tagName
+from pacscore.dicom.identifiers import BadIdentifier, retrieveKeys, tagName
 from pacscore.dicom.models import modelOf
 from pacscore.dicom.protocol import ESTABLISHED, PRIORITIES, PRIORITY_MEDIUM
 from pacscore.dicom.storeddata import (
@@ -258,9 +258,10 @@ class RetrieveService:
                 self.log.info("{peer}: {operation} answered with nothing: destroyed by {key}", peer=peer,
                               operation=self.operation, key=self.requestHook.script.key)
                 return respond(SUCCESS, Progress(0))
-            identifier, request, mask = await self.workers.deferToWorker(readIdentifier, data, syntax,
-                                                                         modelOf(sopClass).levels, matching=False)
-            checkRetrieveKeys(request)
+            levels = modelOf(sopClass).levels
+            identifier, request, mask = await self.workers.deferToWorker(readIdentifier, data, syntax, levels,
+                                                                         matching=False)
+            selecting = self._selectingKeys(peer, request, levels)
             self._check(protocol, command)
             lost = []
             if self.virtual is not None:
@@ -269,8 +270,7 @@ class RetrieveService:
                     return
                 fetched += fetch.arrived
                 lost = fetch.lost
-            instances = await self.index.queryForPeer(self.query.instances, request.level,
-                                                      self._selectingKeys(peer, request))
+            instances = await self.index.queryForPeer(self.query.instances, request.level, selecting)
             located = await self._locate(instances)
         except (BadIdentifier, Refused) as e:
             self.log.warn("{peer}: {operation} refused: {error}", peer=peer, operation=self.operation, error=e)
@@ -342,10 +342,11 @@ class RetrieveService:
             respond(CANCELLED, Progress(0))
             return None
 
-    def _selectingKeys(self, peer, request):
-        """The keys of ``request`` that select what it retrieves (its unique
-        keys), with a log line naming the others it holds values of."""
-        selecting, ignored = retrieveKeys(request)
+    def _selectingKeys(self, peer, request, levels):
+        """The keys of ``request`` (in a model of ``levels``) that select
+        what it retrieves (``retrieveKeys``), with a log line naming the
+        others it holds values of.  Raises BadIdentifier."""
+        selecting, ignored = retrieveKeys(request, levels)
         ignored = [keyword_for_tag(key.tag) or tagName(key.tag) for key in ignored if hasValuesToMatch(key)]
         if ignored:
             self.log.info("{peer}: {operation} selects by its unique keys only, ignoring {ignored}",

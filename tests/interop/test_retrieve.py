@@ -210,11 +210,34 @@ class RetrieveTests(unittest.TestCase):
             self.assertIn("Received Final Move Response (Error: DataSetDoesNotMatchSOPClass)", result.stderr,
                           keys)
         self.assertEqual(self.receivedBy(self.storescp), set())
-        self.assertIn("C-MOVE refused: a STUDY retrieve without a unique key (PatientID, StudyInstanceUID)",
+        self.assertIn("C-MOVE refused: a STUDY retrieve without a unique key (StudyInstanceUID)",
                       self.server.log())
         result = movescu(self.server, "STORESCP", "STUDY", {"PatientID": "PAT0004"})
         self.assertMoved(result)
         self.assertEqual(self.receivedBy(self.storescp), set(CORPUS.sopUIDs(patientID="PAT0004")))
+
+    def test_wildcardsAboveTheUIDsDoNotRefuse(self):
+        """A retrieve naming its study or series by UID, with the Patient ID
+        (or a Study Instance UID above a Series Instance UID) of the
+        client's C-FIND, universal or a wildcard, moves what the UIDs
+        name: the other keys are ignored (as dcmqrscp and Orthanc move it),
+        in Study Root and Patient Root, C-MOVE and C-GET alike."""
+        study = CORPUS.study("ACC0002")
+        [series] = study.series
+        for model, patientID in (("-S", "*"), ("-S", "PAT*"), ("-P", "*"), ("-P", "PAT*")):
+            self.storescp.reset()
+            result = movescu(self.server, "STORESCP", "STUDY", {"PatientID": patientID, "StudyInstanceUID": study.uid},
+                             model=model)
+            self.assertMoved(result)
+            self.assertEqual(self.receivedBy(self.storescp), set(series.sopUIDs), (model, patientID))
+        self.storescp.reset()
+        result = movescu(self.server, "STORESCP", "SERIES", {"StudyInstanceUID": "*", "SeriesInstanceUID": series.uid})
+        self.assertMoved(result)
+        self.assertEqual(self.receivedBy(self.storescp), set(series.sopUIDs))
+        received = getObjects(self.server, self.workdir, "SERIES", {
+            "PatientID": "PAT000?", "StudyInstanceUID": study.uid, "SeriesInstanceUID": series.uid})
+        self.assertEqual({ds.SOPInstanceUID for ds in received}, set(series.sopUIDs))
+        self.assertIn("C-GET selects by its unique keys only, ignoring PatientID", self.server.log())
 
     def test_unknownDestination(self):
         result = movescu(self.server, "NOWHERE", "STUDY", {"StudyInstanceUID": CORPUS.studyUIDs()[0]})

@@ -11,7 +11,7 @@ from pydicom.tag import BaseTag
 from twisted.logger import Logger
 from twisted.trial import unittest
 
-from pacscore.db.query import QueryKey
+from pacscore.db.query import QueryKey, hasValuesToMatch
 from pacscore.dicom import identifiers
 from pacscore.dicom.datasets import decodeDataset, encodeDataset
 from pacscore.dicom.identifiers import (
@@ -20,6 +20,8 @@ from pacscore.dicom.identifiers import (
 from pacscore.dicom.models import ALL_LEVELS
 from pacscore.testing.mutations import mutated
 from tests.pacscore.db import test_query
+
+STUDY_ROOT = ALL_LEVELS[1:]
 
 IMPLICIT = "1.2.840.10008.1.2"
 EXPLICIT = "1.2.840.10008.1.2.1"
@@ -234,8 +236,23 @@ class RetrieveKeysTests(unittest.TestCase):
     """What a C-MOVE/C-GET identifier selects: its unique keys only."""
 
     def request(self, level, **keys):
-        return decodedRequest(encodeDataset(identifier(QueryRetrieveLevel=level, **keys), IMPLICIT),
-                           IMPLICIT, ALL_LEVELS)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pydicom's, about wildcards in UIDs
+            return decodedRequest(encodeDataset(identifier(QueryRetrieveLevel=level, **keys), IMPLICIT),
+                                  IMPLICIT, ALL_LEVELS)
+
+    def refusal(self, levels, level, **keys):
+        """The BadIdentifier refusing a retrieve at ``level`` with ``keys`` in
+        a model of ``levels``; it must be A900."""
+        with self.assertRaises(BadIdentifier) as raised:
+            identifiers.retrieveKeys(self.request(level, **keys), levels)
+        self.assertEqual(raised.exception.status, IDENTIFIER_DOES_NOT_MATCH, (level, keys))
+        return raised.exception
+
+    def selecting(self, levels, level, **keys):
+        """The tags of the keys that select, and of those ignored holding values."""
+        selecting, ignored = identifiers.retrieveKeys(self.request(level, **keys), levels)
+        return [key.tag for key in selecting], [key.tag for key in ignored if hasValuesToMatch(key)]
 
     def test_aListOfEmptyValuesIsNoUniqueKey(self):
         """A unique key of empty values (a lone "\\") matches like an empty
@@ -243,18 +260,61 @@ class RetrieveKeysTests(unittest.TestCase):
         for level, keyword in (("STUDY", "StudyInstanceUID"), ("IMAGE", "SOPInstanceUID"),
                                ("PATIENT", "PatientID"), ("STUDY", "PatientID")):
             for value in ("", "\\", " \\ \\"):
-                with self.assertRaises(BadIdentifier) as raised:
-                    identifiers.checkRetrieveKeys(self.request(level, **{keyword: value}))
-                self.assertEqual(raised.exception.status, IDENTIFIER_DOES_NOT_MATCH, (level, value))
-        identifiers.checkRetrieveKeys(self.request("STUDY", StudyInstanceUID="1.2.3\\"))
-        identifiers.checkRetrieveKeys(self.request("STUDY", PatientID="P1", StudyInstanceUID="\\"))
+                self.refusal(ALL_LEVELS, level, **{keyword: value})
+        identifiers.retrieveKeys(self.request("STUDY", StudyInstanceUID="1.2.3\\"), ALL_LEVELS)
+        identifiers.retrieveKeys(self.request("STUDY", PatientID="P1", StudyInstanceUID="\\"), ALL_LEVELS)
 
     def test_onlyUniqueKeysOfTheLevelAndAboveSelect(self):
         request = self.request("SERIES", PatientID="P1", PatientName="Retr^One", StudyInstanceUID="1.2",
                                StudyDate="20991231", SeriesInstanceUID="1.2.3", SOPInstanceUID="1.2.3.4")
-        selecting, ignored = identifiers.retrieveKeys(request)
+        selecting, ignored = identifiers.retrieveKeys(request, ALL_LEVELS)
         self.assertEqual([key.tag for key in selecting], [0x00100020, 0x0020000D, 0x0020000E])
         self.assertEqual({key.tag for key in ignored}, {0x00080018, 0x00080020, 0x00100010})
+
+    def test_wildcardsAboveAUniqueKeySelectNothing(self):
+        """A universal value (``*``) in a unique key above the lowest one
+        holding UIDs counts as absent, another wildcard (``PAT*``) is
+        ignored: what a client copies from its C-FIND identifier does not
+        refuse the retrieve of the UIDs it names (as dcmqrscp and Orthanc
+        move them)."""
+        for levels in (ALL_LEVELS, STUDY_ROOT):
+            for patientID in ("*", "PAT*", "PAT000?"):
+                self.assertEqual(self.selecting(levels, "STUDY", PatientID=patientID, StudyInstanceUID="1.2"),
+                                 ([0x0020000D], [] if patientID == "*" else [0x00100020]), (levels, patientID))
+                self.assertEqual(self.selecting(levels, "SERIES", PatientID=patientID, StudyInstanceUID="1.2",
+                                                SeriesInstanceUID="1.2.3"),
+                                 ([0x0020000D, 0x0020000E], [] if patientID == "*" else [0x00100020]))
+        self.assertEqual(self.selecting(STUDY_ROOT, "SERIES", StudyInstanceUID="*", SeriesInstanceUID="1.2.3"),
+                         ([0x0020000E], []))
+        self.assertEqual(self.selecting(ALL_LEVELS, "IMAGE", PatientID="P1", StudyInstanceUID="1.*",
+                                        SOPInstanceUID="1.2.3.4"), ([0x00100020, 0x00080018], [0x0020000D]))
+
+    def test_aWildcardThatWouldSelectIsRefused(self):
+        """A wildcard in the lowest unique key holding values would select
+        by it: A900, and a universal one alone selects nothing, never the
+        whole archive."""
+        for levels, level, keys in ((STUDY_ROOT, "STUDY", {"StudyInstanceUID": "1.2.*"}),
+                                    (ALL_LEVELS, "STUDY", {"PatientID": "P1", "StudyInstanceUID": "1.2.*"}),
+                                    (ALL_LEVELS, "PATIENT", {"PatientID": "PAT*"}),
+                                    (STUDY_ROOT, "STUDY", {"PatientID": "PAT*"}),
+                                    (STUDY_ROOT, "SERIES", {"StudyInstanceUID": "1.2", "SeriesInstanceUID": "1.?"})):
+            self.assertIn("a wildcard in", str(self.refusal(levels, level, **keys)))
+        for levels, level, keys in ((STUDY_ROOT, "STUDY", {"StudyInstanceUID": "*"}),
+                                    (STUDY_ROOT, "STUDY", {"PatientID": "*", "StudyInstanceUID": "*"}),
+                                    (ALL_LEVELS, "PATIENT", {"PatientID": "*"})):
+            self.assertIn("without a unique key", str(self.refusal(levels, level, **keys)))
+
+    def test_studyRootHasNoPatientLevel(self):
+        """In Study Root, Patient ID is no unique key (PS3.4 C.6.2.1): along
+        with a Study Instance UID it is ignored; alone it selects the
+        patient's studies (as Conquest's clients ask).  In Patient Root it
+        selects along with it."""
+        self.assertEqual(self.selecting(STUDY_ROOT, "STUDY", PatientID="P1", StudyInstanceUID="1.2"),
+                         ([0x0020000D], [0x00100020]))
+        self.assertEqual(self.selecting(STUDY_ROOT, "SERIES", PatientID="P1", StudyInstanceUID="",
+                                        SeriesInstanceUID=""), ([0x00100020], []))
+        self.assertEqual(self.selecting(ALL_LEVELS, "STUDY", PatientID="P1", StudyInstanceUID="1.2"),
+                         ([0x00100020, 0x0020000D], []))
 
 
 class MatchEncoderTests(unittest.TestCase):

@@ -86,11 +86,13 @@ class Request(NamedTuple):
 
 
 class BadIdentifier(ValueError):
-    """The identifier cannot be used; ``status`` is the DIMSE status to answer."""
+    """The identifier cannot be used; ``status`` is the DIMSE status to
+    answer, the message its Error Comment; ``detail`` for the log only."""
 
-    def __init__(self, message, status):
+    def __init__(self, message, status, detail=""):
         super().__init__(message)
         self.status = status
+        self.detail = detail
 
 
 IDENTIFIER_DOES_NOT_MATCH = 0xA900
@@ -260,17 +262,20 @@ def retrieveKeys(request, modelLevels):
     empty, universal, or a list of empty values such as a lone "\\",
     which the index query would match universally), which would send the
     whole archive, and for a wildcard in its lowest one, which would
-    select by it."""
+    select by it; its message, the Error Comment, fits the 64 characters
+    of LO (the model's unique keys, or the wildcard, in its detail)."""
     levels = _retrieveLevels(request.level, modelLevels)
     named = _namedBy(request, levels) or _namedBy(request, ALL_LEVELS[:1])
     if not named:
-        keywords = ", ".join(keyword_for_tag(UNIQUE_KEYS[level][0]) for level in levels)
-        raise BadIdentifier(f"a {request.level} retrieve without a unique key ({keywords})",
-                            IDENTIFIER_DOES_NOT_MATCH)
-    level, lowest = named[-1]
+        keywords = [keyword_for_tag(UNIQUE_KEYS[level][0]) for level in levels]
+        if len(keywords) == 1:
+            raise BadIdentifier(f"{request.level} retrieve needs {keywords[0]}", IDENTIFIER_DOES_NOT_MATCH)
+        raise BadIdentifier(f"{request.level} retrieve needs {keywords[-1]} or a unique key above",
+                            IDENTIFIER_DOES_NOT_MATCH, ", ".join(keywords))
+    _, lowest = named[-1]
     if _hasWildcard(lowest):
-        raise BadIdentifier(f"a wildcard in the {level} unique key of a retrieve: {lowest.value[:32]}",
-                            IDENTIFIER_DOES_NOT_MATCH)
+        raise BadIdentifier(f"a wildcard in {keyword_for_tag(lowest.tag)} of a retrieve", IDENTIFIER_DOES_NOT_MATCH,
+                            lowest.value[:64])
     selecting = [key for _, key in named if not _hasWildcard(key)]
     return selecting, [key for key in request.keys if key not in selecting]
 

@@ -273,7 +273,9 @@ class RetrieveService:
             instances = await self.index.queryForPeer(self.query.instances, request.level, selecting)
             located = await self._locate(instances)
         except (BadIdentifier, Refused) as e:
-            self.log.warn("{peer}: {operation} refused: {error}", peer=peer, operation=self.operation, error=e)
+            detail = getattr(e, "detail", "")
+            self.log.warn("{peer}: {operation} refused: {error}{detail}", peer=peer, operation=self.operation, error=e,
+                          detail=f" ({detail})" if detail else "")
             return respond(e.status, comment=str(e))
         except DATABASE_FAILURES as e:  # out of resources (PS3.4 C.4.2.1.5)
             self.log.error("{peer}: {operation} failed: the index database: {error}", peer=peer,

@@ -210,8 +210,7 @@ class RetrieveTests(unittest.TestCase):
             self.assertIn("Received Final Move Response (Error: DataSetDoesNotMatchSOPClass)", result.stderr,
                           keys)
         self.assertEqual(self.receivedBy(self.storescp), set())
-        self.assertIn("C-MOVE refused: a STUDY retrieve without a unique key (StudyInstanceUID)",
-                      self.server.log())
+        self.assertIn("C-MOVE refused: STUDY retrieve needs StudyInstanceUID\n", self.server.log())
         result = movescu(self.server, "STORESCP", "STUDY", {"PatientID": "PAT0004"})
         self.assertMoved(result)
         self.assertEqual(self.receivedBy(self.storescp), set(CORPUS.sopUIDs(patientID="PAT0004")))
@@ -238,6 +237,17 @@ class RetrieveTests(unittest.TestCase):
             "PatientID": "PAT000?", "StudyInstanceUID": study.uid, "SeriesInstanceUID": series.uid})
         self.assertEqual({ds.SOPInstanceUID for ds in received}, set(series.sopUIDs))
         self.assertIn("C-GET selects by its unique keys only, ignoring PatientID", self.server.log())
+
+    def test_errorCommentWithoutAUniqueKey(self):
+        """The Error Comment of a retrieve without a unique key fits its 64
+        characters, whole words; the log line names the model's unique keys
+        (Study Root: no Patient ID)."""
+        result = dcmtk("movescu", "-d", "-S", "-aec", self.server.ae, "-aem", "STORESCP", "-k",
+                       "QueryRetrieveLevel=SERIES", "-k", "StudyInstanceUID=", "127.0.0.1", self.server.port)
+        self.assertIn("(0000,0902) LO [SERIES retrieve needs SeriesInstanceUID or a unique key above]",
+                      result.stdout + result.stderr)
+        self.assertIn("C-MOVE refused: SERIES retrieve needs SeriesInstanceUID or a unique key above "
+                      "(StudyInstanceUID, SeriesInstanceUID)\n", self.server.log())
 
     def test_unknownDestination(self):
         result = movescu(self.server, "NOWHERE", "STUDY", {"StudyInstanceUID": CORPUS.studyUIDs()[0]})

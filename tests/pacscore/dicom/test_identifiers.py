@@ -302,7 +302,7 @@ class RetrieveKeysTests(unittest.TestCase):
         for levels, level, keys in ((STUDY_ROOT, "STUDY", {"StudyInstanceUID": "*"}),
                                     (STUDY_ROOT, "STUDY", {"PatientID": "*", "StudyInstanceUID": "*"}),
                                     (ALL_LEVELS, "PATIENT", {"PatientID": "*"})):
-            self.assertIn("without a unique key", str(self.refusal(levels, level, **keys)))
+            self.assertIn("retrieve needs", str(self.refusal(levels, level, **keys)))
 
     def test_studyRootHasNoPatientLevel(self):
         """In Study Root, Patient ID is no unique key (PS3.4 C.6.2.1): along
@@ -315,6 +315,25 @@ class RetrieveKeysTests(unittest.TestCase):
                                         SeriesInstanceUID=""), ([0x00100020], []))
         self.assertEqual(self.selecting(ALL_LEVELS, "STUDY", PatientID="P1", StudyInstanceUID="1.2"),
                          ([0x00100020, 0x0020000D], []))
+
+    def test_errorCommentsFit(self):
+        """A refusal's message, the Error Comment, fits LO's 64 characters,
+        and so names the level's unique key in the model (Study Root: no
+        Patient ID); its detail, for the log, names them all, or the
+        wildcard."""
+        keywords = dict(zip(ALL_LEVELS, ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")))
+        for levels in (ALL_LEVELS, STUDY_ROOT, ALL_LEVELS[:2]):
+            for level in levels:
+                refusal = self.refusal(levels, level, StudyInstanceUID="")
+                logged = f"{refusal} ({refusal.detail})"
+                self.assertLessEqual(len(str(refusal)), 64, logged)
+                self.assertIn(keywords[level], str(refusal))
+                named = [keywords[at] for at in levels[:levels.index(level) + 1]]
+                self.assertEqual([keyword for keyword in keywords.values() if keyword in logged], named)
+        self.assertEqual(str(self.refusal(STUDY_ROOT, "STUDY")), "STUDY retrieve needs StudyInstanceUID")
+        uid = "1.2.840.113619.2.55.3.604688119.969." + "9" * 20 + "*"
+        refusal = self.refusal(ALL_LEVELS, "SERIES", SeriesInstanceUID=uid)
+        self.assertEqual((str(refusal), refusal.detail[-4:]), ("a wildcard in SeriesInstanceUID of a retrieve", "999*"))
 
 
 class MatchEncoderTests(unittest.TestCase):

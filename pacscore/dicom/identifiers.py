@@ -135,7 +135,10 @@ def datasetKeys(dataset, columnVRs=None, transferSyntax=None):
     unknown VR (UN: a private tag in implicit VR) of a tag ``columnVRs``
     maps to a VR (its dicom.sql column's) is read as that VR, as stored
     objects are, in the data set encoded in ``transferSyntax`` (empty where
-    it is no such value)."""
+    it is no such value); of another tag, as its bytes (Latin-1, a
+    character each; no more than ``checkKeys`` allows, as it is never
+    matched, only said not to be), so that one with a value has one, which
+    the index cannot match (``FF01``), as in explicit VR."""
     keys = []
     for element in dataset:
         tag = int(element.tag)
@@ -147,6 +150,8 @@ def datasetKeys(dataset, columnVRs=None, transferSyntax=None):
             vr = columnVRs[tag]
             keys.append(QueryKey(tag, vr, columnValueText(vr, element.value or b"", characterSetOf(dataset),
                                                           transferSyntax).strip()))
+        elif element.VR == "UN":
+            keys.append(QueryKey(tag, "UN", (element.value or b"")[:MAX_VALUE_LENGTH].decode("latin-1").strip()))
         else:
             keys.append(QueryKey(tag, element.VR, withoutEscapes(_text(element.value)).strip()))
     return keys

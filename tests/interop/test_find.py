@@ -12,10 +12,13 @@ import urllib.request
 
 import pydicom
 from pydicom.data import get_charset_files, get_testdata_file
-from pydicom.uid import SecondaryCaptureImageStorage, generate_uid
+from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+from pynetdicom import AE
 from twisted.trial import unittest
 
 from pacscore.dicom import commands, pdu
+from pacscore.dicom.models import STUDY_ROOT_FIND
 from pacscore.storage.attributes import DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN as DEFLATED
 from pacscore.testing.corpus import generateCorpus, makeDataset
 from tests.interop.qrcorpus import CORPUS, storeCorpus
@@ -263,6 +266,29 @@ class FindTests(unittest.TestCase):
         self.assertNotIn("Warning", result.stdout + result.stderr)
         self.assertEqual([(m.AccessionNumber, "TimezoneOffsetFromUTC" in m) for m in matches], [("ACC0002", False)])
         self.assertIn("keys not matched, answered 0xFF01: (0032,4000)", self.server.log())
+
+    def test_unmatchedPrivateKeyInImplicitVR(self):
+        """A private key of no dicom.sql column, with a value (with its
+        Private Creator or without), is answered FF01 in Implicit VR, where
+        it has no VR, as in Explicit VR."""
+        for syntax in (ExplicitVRLittleEndian, ImplicitVRLittleEndian):
+            ae = AE(ae_title="FINDER")
+            ae.add_requested_context(STUDY_ROOT_FIND, [syntax])
+            association = ae.associate("127.0.0.1", self.server.port, ae_title=self.server.ae)
+            self.assertTrue(association.is_established)
+            try:
+                for tag, creator in ((0x00291010, "ACME"), (0x00091001, None)):
+                    identifier = Dataset()
+                    identifier.QueryRetrieveLevel = "STUDY"
+                    identifier.AccessionNumber = "ACC0002"
+                    if creator:
+                        identifier.add_new(tag & 0xFFFF0000 | 0x0010, "LO", creator)
+                    identifier.add_new(tag, "LO", "nomatch")
+                    statuses = [status.Status for status, _ in association.send_c_find(identifier, STUDY_ROOT_FIND)]
+                    self.assertEqual(statuses, [0xFF01, 0x0000], (syntax.name, hex(tag)))
+            finally:
+                association.release()
+        self.assertIn("keys not matched, answered 0xFF01: (0009,1001)", self.server.log())
 
     def test_privateCreatorEchoed(self):
         """A Private Creator in the request comes back with its value, so

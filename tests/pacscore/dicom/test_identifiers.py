@@ -67,7 +67,8 @@ class ReadRequestTests(unittest.TestCase):
         """A key of a private tag a dicom.sql column holds arrives without
         a VR in implicit VR (UN to pydicom): it is read as the column's VR
         (its DT type's), in the request's character set, so that it is
-        matched and answered in that VR; other UN keys stay empty."""
+        matched and answered in that VR; other UN keys keep their bytes
+        as text (``test_privateKeyOfNoColumnHasAValue``)."""
         ds = identifier(SpecificCharacterSet="ISO_IR 100", QueryRetrieveLevel="IMAGE")
         ds.add_new(0x00290011, "LO", "MYCREATOR")
         ds.add_new(0x00291110, "LO", "xç*")
@@ -76,10 +77,30 @@ class ReadRequestTests(unittest.TestCase):
         columnVRs = {0x00291110: "LO", 0x00291111: "US", 0x00100020: "LO"}
         request = decodedRequest(encodeDataset(ds, IMPLICIT), IMPLICIT, ALL_LEVELS, columnVRs)
         self.assertEqual(request.keys[1:], [QueryKey(0x00291110, "LO", "xç*"), QueryKey(0x00291111, "US", "300"),
-                                            QueryKey(0x00291112, "UN", "")])
+                                            QueryKey(0x00291112, "UN", "unknown")])
         encoder = MatchEncoder(Request("IMAGE", request.keys[1:2], ""), "PACS", EXPLICIT)
         match = decodeDataset(encoder.encode({0x00291110: "abc"}), EXPLICIT)
         self.assertEqual((match[0x00291110].VR, match[0x00291110].value), ("LO", "abc"))
+
+    def test_privateKeyOfNoColumnHasAValue(self):
+        """A private key no dicom.sql column holds (with its creator or
+        without) has a value in implicit VR (UN) as in explicit VR, which
+        the index cannot match (FF01); an empty one is universal, a long
+        one no value too long to match."""
+        for syntax in (IMPLICIT, EXPLICIT):
+            ds = identifier(QueryRetrieveLevel="STUDY", StudyInstanceUID="1.2")
+            ds.add_new(0x00091001, "LO", "nomatch")
+            ds.add_new(0x00290010, "LO", "ACME")
+            ds.add_new(0x00291010, "LO", "nomatch")
+            ds.add_new(0x00291011, "LO", "")
+            request = decodedRequest(encodeDataset(ds, syntax), syntax, ALL_LEVELS, {0x00100020: "LO"})
+            self.assertEqual({key.tag: hasValuesToMatch(key) for key in request.keys if key.tag >> 16 != 0x0020},
+                             {0x00091001: True, 0x00290010: True, 0x00291010: True, 0x00291011: False}, syntax)
+        ds = identifier(QueryRetrieveLevel="STUDY", StudyInstanceUID="1.2")
+        ds.add_new(0x00291012, "OB", b"\x01\x02" * 1500)  # never matched: not refused as too long a value
+        [key] = [key for key in decodedRequest(encodeDataset(ds, IMPLICIT), IMPLICIT, ALL_LEVELS).keys
+                 if key.tag == 0x00291012]
+        self.assertTrue(hasValuesToMatch(key))
 
     def test_privateKeyOfAColumnHoldingSomethingElse(self):
         """A key of unknown VR that is not of its column's VR (6 bytes for

@@ -76,6 +76,7 @@ from pacscore.db.sqlfunctions import distinctValues
 from pacscore.db.direct import DirectKeyList, DirectStatement
 from pacscore.db.query import MODALITIES_IN_STUDY, MODALITY, cutAtNul, cutToColumn, unpaddedValues
 from pacscore.db.schema import LEVELS
+from pacscore.logvalues import shown
 
 
 @dataclass
@@ -197,9 +198,9 @@ class Truncations:
         if column not in self.warned and column.lower() not in self.allowTruncate:
             self.warned.add(column)
             report = log.warn
-        report("{table}.{column} " + cut + ": {value!r} (further ones of this "
+        report("{table}.{column} " + cut + ": {value} (further ones of this "
                "column are logged at debug level; AllowTruncate lists columns never warned of)",
-               table=self.table, column=column, value=value, **fields)
+               table=self.table, column=column, value=shown(value), **fields)
 
 
 class Level:
@@ -307,10 +308,10 @@ def checkKeys(levels, attrs):
         for field in level.keyFields:
             value = attrs.get(field.source, "")
             if len(value) > field.length:
-                raise ValueError(f"{level.table.name}.{field.name} {value!r} is longer than its "
+                raise ValueError(f"{level.table.name}.{field.name} {shown(value)} is longer than its "
                                  f"{field.length} characters")
             if "\0" in value:
-                raise ValueError(f"{level.table.name}.{field.name} {value!r} holds a NUL")
+                raise ValueError(f"{level.table.name}.{field.name} {shown(value)} holds a NUL")
 
 
 def checkRecord(levels, record):

@@ -42,6 +42,7 @@ from pacscore.db.records import Truncations, dictionaryVR
 from pacscore.db.worklistitems import OrderRefused
 from pacscore.dicom.datetimes import isDate, isTime
 from pacscore.hl7.message import uniqueNumber
+from pacscore.logvalues import shown
 
 ACCESSION_NUMBER = 0x00080050
 PATIENT_SEX = 0x00100040
@@ -291,7 +292,7 @@ class WorklistMapping:
                           kept=kept)
         value = "\\".join(kept)
         if column.name == self.accessionColumn and column.length and len(value) > column.length:
-            raise OrderRefused(f"accession number {value!r} is longer than the {column.length} characters of "
+            raise OrderRefused(f"accession number {shown(value)} is longer than the {column.length} characters of "
                                f"{column.name} in dicom.sql: cut, it could name another order")
         cut, length = column.cut(value)
         if length is not None:

@@ -441,6 +441,16 @@ class UpsertTests(IndexTestCase):
         self.upsert(makeRecord("1.2.3.1.2", study="1.2.4", series="1.2.4.1", STUDY_DESCRIPTION="E" * 65))
         self.assertEqual([(e["column"], e["log_level"].name) for e in events], [("StudyDescription", "debug")])
 
+    def test_truncationLogsAPrefix(self):
+        """A cut value is logged as its first 64 characters and its length:
+        a 500,000-character HL7 field would otherwise be a 500 KB log line."""
+        events = []
+        self.patch(Level, "log", Logger(observer=events.append))
+        self.upsert(makeRecord("1.2.3.1.1", STUDY_DESCRIPTION="D" * 500000))
+        line = formatEvent(next(e for e in events if e["column"] == "StudyDescription"))
+        self.assertIn(f"truncated to 64 characters: {'D' * 64!r}... (500000 characters) (further ones", line)
+        self.assertLess(len(line), 400)
+
     def test_cutAtNul(self):
         """A value holding a NUL is stored up to it, as Conquest's C strings
         end there, on every database (PostgreSQL refuses text holding one):

@@ -288,7 +288,7 @@ class ConversionTests(unittest.TestCase):
             self.assertEqual(item.values["PatientName"], stored)
             [cut] = [e for e in events if "truncated" in e["log_format"]]
             self.assertEqual(formatEvent(cut).split(" (")[0],
-                             f"DICOMWorkList.PatientName truncated to 64 characters: {sent!r}")
+                             f"DICOMWorkList.PatientName truncated to 64 characters: {sent[:64]!r}...")
         del events[:]
         self.assertEqual(mapOne(column("PatientName", "PID.5", tag=PATIENT_NAME), PID), "Müller^Hans^^Dr")
         self.assertEqual([e for e in events if "truncated" in e["log_format"]], [])

@@ -447,7 +447,9 @@ class _Walker:
         """(tag, vr, length, valuePos) of the element at ``pos``.
 
         ``vr`` is None for implicit VR. As pydicom does, an explicit VR
-        element whose VR is not two letters is read as implicit VR.
+        element whose VR is not two letters is read as implicit VR, one of
+        two letters PS3.5 does not define with a 2-byte length (DCMTK reads
+        either with a 4-byte one): a DatasetError in a strict walk.
         """
         offset = self.need(pos, 8)
         buf = self.window.buf
@@ -459,6 +461,9 @@ class _Walker:
         if vr in LONG_VRS and group != 0xFFFE:
             offset = self.need(pos, 12)
             return group << 16 | element, vr, layout.length(self.window.buf, offset + 8)[0], pos + 12
+        if group != 0xFFFE and vr not in _SHORT_VRS and self.strict:
+            raise DatasetError(f"element ({group:04X},{element:04X}) at offset {pos} has VR "
+                               f"{vr.decode('latin-1')!r}, which PS3.5 table 6.2-1 does not define")
         if group != 0xFFFE and (vr in _SHORT_VRS or b"AA" <= vr <= b"ZZ"):
             return group << 16 | element, vr, length, pos + 8
         return group << 16 | element, None, layout.length(buf, offset + 4)[0], pos + 8

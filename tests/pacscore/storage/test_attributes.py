@@ -722,6 +722,43 @@ class BrokenDatasetTests(unittest.TestCase):
                 self.assertRaises(Exception, decode, data, syntax == IMPLICIT)
             self.assertRaises(DatasetError, readAttributes, data, syntax, TAGS, wholeDataset=True)
 
+    def test_nonStandardVRRefusedWhenStrict(self):
+        """A VR PS3.5 table 6.2-1 does not define (a bit flip: CS -> CR),
+        at the top level or in an item, is refused in a data set as received
+        (strict): pydicom reads a two-letter one with a 2-byte length and a
+        non-letter one as implicit VR, DCMTK either with a 4-byte one, so
+        what DCMTK reads back would not be what was indexed.  Every VR of
+        the table, the recent ones too, is taken."""
+        patient = b"\x10\x00\x20\x00LO\x02\x00P1"
+        for vr in (b"ZZ", b"CR", b"FS", b"MS", b"CQ", b"WH", b"\x06\x00"):
+            sex = b"\x10\x00\x40\x00" + vr + b"\x02\x00M "
+            nested = (b"\x08\x00\x40\x11SQ\x00\x00\xff\xff\xff\xff\xfe\xff\x00\xe0\xff\xff\xff\xff"
+                      + b"\x08\x00\x50\x11UI\x04\x001.2\x00" + b"\x08\x00\x55\x11" + vr + b"\x04\x001.3\x00"
+                      + b"\xfe\xff\x0d\xe0\x00\x00\x00\x00\xfe\xff\xdd\xe0\x00\x00\x00\x00")
+            for data, where in ((patient + sex, "(0010,0040) at offset 10"),
+                                (nested + patient, "(0008,1155) at offset 32")):
+                if vr.isalpha():  # read as pydicom reads it when not strict
+                    self.assertEqual(readAttributes(data, EXPLICIT, {PATIENT_ID}, wholeDataset=True),
+                                     {PATIENT_ID: "P1"})
+                error = self.assertRaises(DatasetError, readAttributes, data, EXPLICIT, TAGS, wholeDataset=True,
+                                          strict=True)
+                self.assertIn(f"element {where} has VR {vr.decode('latin-1')!r}, which PS3.5 table 6.2-1 "
+                              f"does not define", str(error))
+        ds = Dataset()
+        ds.PatientID = "P1"
+        values = {"AE": "AE1", "AS": "042Y", "AT": 0x00100020, "CS": "CT", "DA": "20240101", "DS": "1.5",
+                  "DT": "20240101120000", "FD": 1.5, "FL": 1.5, "IS": "7", "LO": "lo", "LT": "lt", "OB": b"\1\2",
+                  "OD": b"\0" * 8, "OF": b"\0" * 4, "OL": b"\0" * 4, "OV": b"\0" * 8, "OW": b"\0" * 2,
+                  "PN": "Doe^John", "SH": "sh", "SL": -1, "SS": -1, "ST": "st", "SV": -1, "TM": "120000",
+                  "UC": "uc", "UI": "1.2", "UL": 1, "UN": b"\1\2", "UR": "http://x/", "US": 1, "UT": "ut",
+                  "UV": 1}
+        for number, (vr, value) in enumerate(sorted(values.items())):
+            ds.add_new(0x00091000 + number, vr, value)
+        ds.add_new(0x00091100, "SQ", Sequence([Dataset()]))
+        data = encode(ds)
+        self.assertEqual(readAttributes(data, EXPLICIT, {PATIENT_ID}, wholeDataset=True, strict=True),
+                         {PATIENT_ID: "P1"})
+
     def test_deepNesting(self):
         item = b"\xfe\xff\x00\xe0\xff\xff\xff\xff"
         sequence = b"\x08\x00\x40\x11SQ\x00\x00\xff\xff\xff\xff"

@@ -402,13 +402,16 @@ class InflateWindow:
 class _Walker:
     """Steps through element headers of one dataset held by a window;
     ``strict`` (data as received): the items of defined-length sequences
-    are walked too, as those of undefined length always are."""
+    are walked too, as those of undefined length always are; with
+    ``encapsulated`` (the data set's syntax encapsulates its pixels), a
+    top-level Pixel Data of defined length is a DatasetError."""
 
-    def __init__(self, window, layout, strict=False):
+    def __init__(self, window, layout, strict=False, encapsulated=False):
         self.window = window
         self.layout = layout
         self.total = window.total
         self.strict = strict
+        self.encapsulated = encapsulated
 
     def need(self, pos, size):
         """Make bytes [pos, pos + size) available; DatasetError if there are none."""
@@ -615,6 +618,9 @@ class _Walker:
             end = valuePos + length
             if end > total:
                 self.end(tag, pos, length, valuePos)
+            if tag == PIXEL_DATA and self.encapsulated:
+                raise DatasetError(f"(7FE0,0010) at offset {pos} has a defined length, which the encapsulated "
+                                   f"transfer syntax {self.encapsulated} does not allow (PS3.5 A.4)")
             if self.isDefinedSequence(tag, vr):
                 self.skipItems(valuePos, implicit, 0, True, end)
                 buf, base, limit = window.buf, window.base, window.limit
@@ -637,17 +643,20 @@ class _Walker:
 
 
 def _transferSyntax(uid):
-    """(implicit, layout, deflated) for a transfer syntax UID.
+    """(implicit, layout, deflated, encapsulated) for a transfer syntax UID;
+    ``encapsulated`` is the UID itself when the syntax encapsulates its
+    pixel data, else "".
 
     Every other syntax (all the encapsulated ones) encodes its dataset as
     explicit VR little endian.
     """
     uid = uid.rstrip("\x00 ")
     if uid == IMPLICIT_VR_LITTLE_ENDIAN:
-        return True, _LITTLE, False
+        return True, _LITTLE, False, ""
     if uid == EXPLICIT_VR_BIG_ENDIAN:
-        return False, _BIG, False
-    return False, _LITTLE, uid == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN
+        return False, _BIG, False, ""
+    native = uid in (EXPLICIT_VR_LITTLE_ENDIAN, DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN)
+    return False, _LITTLE, uid == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, "" if native else uid
 
 
 def _window(source, deflated):
@@ -675,6 +684,8 @@ def walkDataset(source, transferSyntax, tags, firstTag, lastTag, ascending=False
     otherwise it is read as it is encoded, as pydicom reads files; and a
     sequence of defined length holding anything but items is one too, as
     one of undefined length always is (DCMTK loses its way in either).
+    A strict walk refuses a top-level Pixel Data of defined length in an
+    encapsulated syntax too (PS3.5 A.4; DCMTK cannot read it).
     ``tags`` may map each tag to the VR (a str, e.g. a dicom.sql column's)
     its value is read as when neither the data set nor the dictionary
     gives one (a private tag in implicit VR, or explicit UN); such values
@@ -683,8 +694,8 @@ def walkDataset(source, transferSyntax, tags, firstTag, lastTag, ascending=False
     Pixel Representation is 1.  ``unfit``: a list the tags of text values
     not valid in the Specific Character Set (read as Latin-1) are added to.
     """
-    implicit, layout, deflated = _transferSyntax(transferSyntax)
-    walker = _Walker(_window(source, deflated), layout, strict)
+    implicit, layout, deflated, encapsulated = _transferSyntax(transferSyntax)
+    walker = _Walker(_window(source, deflated), layout, strict, strict and encapsulated)
     wanted = frozenset(tags) | {SPECIFIC_CHARACTER_SET, PIXEL_REPRESENTATION}
     fromColumns = set()
     found, stop = walker.collect(implicit, wanted, firstTag, lastTag, ascending,

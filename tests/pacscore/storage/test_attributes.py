@@ -759,6 +759,35 @@ class BrokenDatasetTests(unittest.TestCase):
         self.assertEqual(readAttributes(data, EXPLICIT, {PATIENT_ID}, wholeDataset=True, strict=True),
                          {PATIENT_ID: "P1"})
 
+    def test_definedLengthPixelDataInEncapsulatedSyntaxRefusedWhenStrict(self):
+        """Native (defined-length) Pixel Data at the top level of a data set
+        said to be in an encapsulated syntax is refused in a data set as
+        received (strict): PS3.5 A.4 wants it of undefined length, DCMTK
+        cannot read it ("Only undefined length permitted").  Read as it is
+        when not strict; native syntaxes (deflated too), encapsulated Pixel
+        Data, and a native icon in a sequence item still go."""
+        native = splitFile(bundledFile("CT_small.dcm"))[1]
+        self.assertEqual(readAttributes(native, JPEG_BASELINE, {PATIENT_ID}, wholeDataset=True),
+                         {PATIENT_ID: "1CT1"})
+        for syntax in (JPEG_BASELINE, "1.2.840.10008.1.2.5", "1.2.840.10008.1.2.4.90"):
+            error = self.assertRaises(DatasetError, readAttributes, native, syntax, {PATIENT_ID},
+                                      wholeDataset=True, strict=True)
+            self.assertIn(f"(7FE0,0010) at offset {native.index(bytes.fromhex('e07f1000'))} has a defined "
+                          f"length, which the encapsulated transfer syntax {syntax} does not allow (PS3.5 A.4)",
+                          str(error))
+        for data, syntax in ((native, EXPLICIT), (zlib.compress(native)[2:-4], DEFLATED),
+                             (splitFile(bundledFile("SC_rgb_jpeg_dcmtk.dcm"))[1], JPEG_BASELINE)):
+            self.assertIn(PATIENT_ID, readAttributes(data, syntax, {PATIENT_ID}, wholeDataset=True, strict=True))
+        icon = Dataset()
+        icon.Rows = icon.Columns = 1
+        icon.add_new(PIXEL_DATA, "OB", b"\0\0")
+        ds = Dataset()
+        ds.IconImageSequence = Sequence([icon])
+        encapsulated = (bytes.fromhex("e07f1000") + b"OB\0\0\xff\xff\xff\xff" + bytes.fromhex("feff00e000000000")
+                        + bytes.fromhex("feff00e002000000") + b"\xff\xd9" + bytes.fromhex("feffdde000000000"))
+        self.assertEqual(readAttributes(encode(ds) + encapsulated, JPEG_BASELINE, {PATIENT_ID}, wholeDataset=True,
+                                        strict=True), {})
+
     def test_deepNesting(self):
         item = b"\xfe\xff\x00\xe0\xff\xff\xff\xff"
         sequence = b"\x08\x00\x40\x11SQ\x00\x00\xff\xff\xff\xff"

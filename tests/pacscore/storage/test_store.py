@@ -43,6 +43,7 @@ MR = "1.2.840.10008.5.1.4.1.1.4"
 EXPLICIT = "1.2.840.10008.1.2.1"
 IMPLICIT = "1.2.840.10008.1.2"
 RLE = "1.2.840.10008.1.2.5"
+JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
 
 
 CT_SMALL_UID = pydicom.dcmread(get_testdata_file("CT_small.dcm")).SOPInstanceUID
@@ -676,6 +677,20 @@ class ObjectStoreTests(unittest.TestCase):
             error = yield self.assertFailure(self.store.store(incoming, spool), InvalidDataset)
             self.assertIn("not in its transfer syntax", str(error))
         self.assertEqual(sorted(os.listdir(self.device.path)), [".pacs-tmp", "dbase"], "no file was stored")
+
+    @defer.inlineCallbacks
+    def test_nativePixelDataOnAnEncapsulatedContextRefused(self):
+        """A native data set (Pixel Data of defined length) sent on a JPEG
+        or RLE context, in memory and spooled, is refused: labelled with
+        that syntax, no DICOM toolkit could read it back."""
+        largeUID, large = largeDataset(256 << 10)
+        for data, sop, syntax in ((datasetBytes("CT_small.dcm"), CT_SMALL_UID, JPEG_BASELINE),
+                                  (large, largeUID, RLE)):
+            incoming, spool = self.receive(data, sop, syntax=syntax)
+            error = yield self.assertFailure(self.store.store(incoming, spool), InvalidDataset)
+            self.assertIn(f"has a defined length, which the encapsulated transfer syntax {syntax} does not allow",
+                          str(error))
+        yield self.assertNothingStored()
 
     @defer.inlineCallbacks
     def test_truncatedPixelDataRefused(self):

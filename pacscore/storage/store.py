@@ -47,7 +47,7 @@ from pacscore.db.index import ImageRecord, InconsistentLink
 from pacscore.dicom.datasets import IdentifierError
 from pacscore.dicom.sinks import DiscardingSink
 from pacscore.dicom.uids import isUID
-from pacscore.storage.attributes import DatasetError, readAttributes
+from pacscore.storage.attributes import DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, DatasetError, readAttributes, walkDataset
 from pacscore.storage.devicechoice import DeviceChoice
 from pacscore.storage.devices import checkPresent, isDiskFull, isUnwritable, removeFile
 from pacscore.storage.durability import FlushError
@@ -62,6 +62,7 @@ STUDY_INSTANCE_UID = 0x0020000D
 SERIES_INSTANCE_UID = 0x0020000E
 MODALITY = 0x00080060
 STATION_NAME = 0x00081010
+LAST_NOT_DATASET_TAG = 0x0002FFFF  # groups 0000 (command) and 0002 (file meta) are no data set elements
 
 
 class StoreError(Exception):
@@ -516,11 +517,24 @@ class ObjectStore:
     def _readSpool(spool, transferSyntax, tags, **options):
         """In the I/O pool: ``readAttributes`` of the data set ``spool``
         holds, in memory or in its file past the header."""
-        if spool.inMemory is not None:
-            return readAttributes(spool.inMemory, transferSyntax, tags, **options)
-        with open(spool.path, "rb") as f:
-            f.seek(len(spool.header))
-            return readAttributes(f, transferSyntax, tags, **options)
+        return _fromSpool(spool, readAttributes, transferSyntax, tags, **options)
+
+    def _notDatasetElements(self, incoming, spool):
+        """In the I/O pool: how many bytes of group 0000 and 0002 elements
+        the received data set (walked in order already) begins with, logged
+        when there are some: they are left out of the stored file, as
+        Orthanc leaves them out (DCMTK's "Invalid Element (0002,0010) found
+        in data set"; readers would take a (0002,0010) there for the file's
+        transfer syntax).  InvalidDataset in a deflated data set."""
+        size = _fromSpool(spool, walkDataset, incoming.transferSyntax, (), 0, LAST_NOT_DATASET_TAG)[1]
+        if size:
+            if incoming.transferSyntax == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
+                raise InvalidDataset("the deflated data set begins with group 0000 or 0002 elements, "
+                                     "which belong to the command and the file meta (PS3.5 7.1)")
+            self.log.warn("{uid} from {peer}: the group 0000 and 0002 elements its data set begins with "
+                          "({size} bytes) are left out of the stored file: they belong to the command and the "
+                          "file meta (PS3.5 7.1)", uid=incoming.sopInstanceUID, peer=incoming.callingAE, size=size)
+        return size
 
     def _amend(self, incoming, attrs, spool, actions, device):
         """WorkListMode, FixPhilips/FixKodak, the import converters, then the compression asked
@@ -532,12 +546,15 @@ class ObjectStore:
         converted file to file into the temporary file ``path``; ``device``
         the one it goes to unless an import converter names another; the
         actions the import
-        converters queued are added to ``actions``.  Raises Refused or
-        Destroyed when a rule says so."""
+        converters queued are added to ``actions``; group 0000 and 0002
+        elements the data set begins with are left out
+        (``_notDatasetElements``).  Raises Refused or Destroyed when a rule
+        says so."""
         importers = self.importers if incoming.converters else None
         amenders = self.amenders if incoming.amended else ()
         scripts = self.compressionScripts
-        if not amenders and importers is None and not (scripts and scripts.runs(incoming.compression)):
+        notDataset = self._notDatasetElements(incoming, spool)
+        if not (notDataset or amenders or importers is not None or scripts and scripts.runs(incoming.compression)):
             if not mayChange(spool.inMemory, incoming.transferSyntax, incoming.compression):
                 return None
             if spool.inMemory is None:
@@ -549,7 +566,7 @@ class ObjectStore:
             with open(spool.path, "rb") as f:
                 f.seek(len(spool.header))
                 data = f.read()
-        data, original = bytes(data), data
+        data, original = bytes(data[notDataset:]), data
         transferSyntax, chosen, compression = incoming.transferSyntax, device, incoming.compression
         try:
             if amenders or importers is not None:
@@ -676,3 +693,12 @@ class ObjectStore:
         if self.mirrors is not None:
             self.mirrors.remove(replaced.deviceName, replaced.objectFile)
 
+
+def _fromSpool(spool, read, *args, **options):
+    """In the I/O pool: ``read(data set, *args, **options)`` of the data set
+    ``spool`` holds, in memory or in its file past the header."""
+    if spool.inMemory is not None:
+        return read(spool.inMemory, *args, **options)
+    with open(spool.path, "rb") as f:
+        f.seek(len(spool.header))
+        return read(f, *args, **options)

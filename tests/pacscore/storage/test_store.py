@@ -693,6 +693,27 @@ class ObjectStoreTests(unittest.TestCase):
         yield self.assertNothingStored()
 
     @defer.inlineCallbacks
+    def test_commandAndFileMetaElementsInTheDataSetAreNotStored(self):
+        """Group 0000 and 0002 elements a data set begins with (a (0002,0010)
+        saying RLE, a (0000,0100)), in memory and spooled, are left out of
+        the stored file with a log line, as Orthanc leaves them out: they
+        are no data set elements (PS3.5 7.1), and readers took the later
+        (0002,0010) for the file's transfer syntax."""
+        events = []
+        self.patch(ObjectStore, "log", Logger(observer=events.append))
+        meta = b"\x00\x00\x00\x01UL\x04\x00\x01\x00\x00\x00" + b"\x02\x00\x10\x00UI\x14\x00" + RLE.encode() + b"\x00"
+        largeUID, large = largeDataset(256 << 10)
+        for data, sop in ((datasetBytes("CT_small.dcm"), CT_SMALL_UID), (large, largeUID)):
+            del events[:]
+            incoming, spool = self.receive(meta + data, sop)
+            _, relative = yield self.store.store(incoming, spool)
+            self.assertEqual(self.storedFile(relative)[::2], (EXPLICIT, data))
+            self.assertEqual(pydicom.dcmread(self.device.absolute(relative)).file_meta.TransferSyntaxUID, EXPLICIT)
+            [line] = [formatEvent(e) for e in events if "0002" in formatEvent(e)]
+            self.assertIn(f"{sop} from MODALITY: the group 0000 and 0002 elements its data set begins with "
+                          f"({len(meta)} bytes) are left out", line)
+
+    @defer.inlineCallbacks
     def test_truncatedPixelDataRefused(self):
         """The index attributes all come before the pixel data, but an object
         cut short there is refused too: what is acknowledged reads to its end."""

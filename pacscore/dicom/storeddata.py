@@ -179,18 +179,18 @@ def staysInFile(source, length, transferSyntax):
     """Whether a data set of ``length`` bytes in ``transferSyntax`` (its
     bytes, or a file at its start: ``source``) is left in its file: it, or
     the native pixels it decodes to (``decodedSize``: a small file of
-    compressed pixels may decode to gigabytes), is larger than
-    ``STREAMED_OBJECT`` and it holds no NKI compressed pixel data.  Rows
-    and Columns alone count for nothing: an object without Pixel Data, or
-    with native or deflated pixels, is no larger than its file or the limit
-    its inflating has (a small deflated one is refused in memory once it
-    inflates past that, never inflated to disk)."""
+    compressed pixels may decode to gigabytes; a small deflated one
+    may inflate to as much, where the walk past its Pixel Data stops), is
+    larger than ``STREAMED_OBJECT`` and it holds no NKI compressed pixel
+    data.  Rows and Columns alone count for nothing: an object without
+    Pixel Data, or with native pixels, is no larger than its file, and a
+    deflated one than it inflates to."""
     tags = {NKI_PIXEL_DATA, ROWS, COLUMNS, SAMPLES_PER_PIXEL, BITS_ALLOCATED, NUMBER_OF_FRAMES}
     compressed = isCompressed(transferSyntax)
     if compressed:
         tags.add(PIXEL_DATA)  # encapsulated, of undefined length: found, never read
-    held = walkDataset(source, transferSyntax, tags, 0, PIXEL_DATA)[0]
-    decoded = decodedSize(held) if PIXEL_DATA in held else 0
+    held, walked = walkDataset(source, transferSyntax, tags, 0, PIXEL_DATA)  # inflated bytes, when deflated
+    decoded = decodedSize(held) if PIXEL_DATA in held else walked
     return max(length, decoded) > STREAMED_OBJECT and NKI_PIXEL_DATA not in held
 
 

@@ -86,14 +86,19 @@ def deflated(parts):
 def inflated(data, limit=None):
     """The raw deflate stream ``data`` (PS3.5 A.5) inflated whole;
     DatasetError if it is corrupt, truncated, or inflates to more than
-    ``limit`` bytes (None: any size), found before more is inflated:
-    deflate makes 1 GB of zeros 1 MB."""
+    ``limit`` bytes (None: any size), found first by inflating it through
+    a small window (``InflateWindow``), holding none of it: deflate makes
+    1 GB of zeros 1 MB."""
+    if limit is not None:
+        window = _window(data, True)
+        size = 0
+        while size <= limit and (piece := window.inflate(_CHUNK)):
+            size += len(piece)
+        if size > limit:
+            raise DatasetError(f"the deflated data set inflates to more than {limit >> 20} MB")
     inflater = zlib.decompressobj(-zlib.MAX_WBITS)
     try:
-        raw = inflater.decompress(data, 0 if limit is None else limit + 1)
-        if limit is not None and len(raw) > limit:
-            raise DatasetError(f"the deflated data set inflates to more than {limit >> 20} MB")
-        raw += inflater.flush()
+        raw = inflater.decompress(data) + inflater.flush()
     except zlib.error as e:
         raise DatasetError(f"the deflated data set is corrupt: {e}") from e
     if not inflater.eof:

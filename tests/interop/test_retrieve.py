@@ -38,6 +38,7 @@ from tests.pacscore.web.dicomweb.test_retrieve import flatRle
 
 IMPLICIT = "1.2.840.10008.1.2"
 EXPLICIT = "1.2.840.10008.1.2.1"
+DEFLATED = "1.2.840.10008.1.2.1.99"
 # Compressed objects stored as received: (pydicom test file, storescu option)
 COMPRESSED = {"1.2.840.10008.1.2.4.70": ("SC_rgb_jpeg_gdcm.dcm", "-xs"),
               "1.2.840.10008.1.2.4.90": ("MR_small_jp2klossless.dcm", "-xv"),
@@ -674,6 +675,31 @@ class SmallFileOfLargePixelsTests(unittest.TestCase):
         moved = movescu(server, receiver.aet, "IMAGE", imageKeys(original))
         self.assertIn("Received Final Move Response (Success)", moved.stdout + moved.stderr)
         self.assertReceived(original, server, before, "C-MOVE", receiver.datasets())
+        self.assertReceived(original, server, before, "C-GET", getObjects(server, workdir, "IMAGE",
+                                                                          imageKeys(original)))
+
+    def test_deflatedConvertedFileToFile(self):
+        """A deflated file whose data set inflates to 150 MB (past the 128 MB
+        a deflated object may inflate to in memory), fetched by a getscu
+        that takes only uncompressed syntaxes, is inflated file to file and
+        arrives whole: it was refused (A702) after costing some 200 MB of
+        memory on each retrieve."""
+        workdir = self.mktemp()
+        server = PacsServer(os.path.join(workdir, "pacs"))
+        self.addCleanup(server.stop)
+        server.start()
+        study = "1.2.826.0.1.3680043.8.498.42"
+        original = makeDataset("FLAT3", "Flat^Deflated", study, f"{study}.1", f"{study}.1.1", 1, 1,
+                               rows=512, columns=512)
+        original.NumberOfFrames = self.frames
+        original.PixelData = b"\x02\x01" * 512 * 512 * self.frames
+        original.file_meta.TransferSyntaxUID = DEFLATED
+        path = os.path.join(workdir, "flat.dcm")
+        original.save_as(path, enforce_file_format=True)
+        self.assertLess(os.path.getsize(path), 4 << 20)
+        before = server.peakRSSKilobytes()
+        result = server.store(path, extra=("-xd",))
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
         self.assertReceived(original, server, before, "C-GET", getObjects(server, workdir, "IMAGE",
                                                                           imageKeys(original)))
 

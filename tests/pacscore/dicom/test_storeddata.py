@@ -87,9 +87,8 @@ class OpenStoredTests(unittest.TestCase):
         """Only compressed Pixel Data decodes to more than the file holds:
         an object whose Rows and Columns claim a gigabyte is read into
         memory when it has no Pixel Data, when its Pixel Data is native
-        (copied as it is), and when it is deflated (which is refused once
-        it inflates to more than its limit, before it is ever written to
-        disk)."""
+        (copied as it is), and when it is deflated and inflates to no
+        more than ``STREAMED_OBJECT``."""
         attributes = pixelAttributes(1024)
         native = attributes + element(0x7FE0, 0x0010, b"OB", bytes(1024))
         for dataset, syntax in ((attributes, RLE), (native, EXPLICIT), (deflated([attributes]), DEFLATED),
@@ -98,6 +97,19 @@ class OpenStoredTests(unittest.TestCase):
             data = openDataset(stored.path, stored.datasetOffset, stored.transferSyntax, immediately)
             self.addCleanup(closeIfStored, data)
             self.assertIsNone(data, syntax)
+
+    def test_smallDeflatedFileInflatingPastTheLimitStaysInItsFile(self):
+        """A small deflated file whose data set inflates to more than
+        ``STREAMED_OBJECT`` stays in its file, so that it is inflated file
+        to file: in memory it was refused past 128 MB after costing as
+        much."""
+        dataset = deflated([pixelAttributes(1), element(0x7FE0, 0x0010, b"OW", bytes(STREAMED_OBJECT))])
+        stored = self.storedFile(dataset, DEFLATED)
+        self.assertLess(len(dataset), 64 << 10)
+        for data in (openDataset(stored.path, stored.datasetOffset, stored.transferSyntax, immediately),
+                     openStored(stored, immediately)):
+            self.addCleanup(closeIfStored, data)
+            self.assertIsInstance(data, StoredData)
 
     def test_smallObjectReadIsNotOpenedAgain(self):
         """The data set bytes of an object no larger than ``STREAMED_OBJECT``

@@ -6,6 +6,7 @@ import os
 import random
 import struct
 import tempfile
+import tracemalloc
 import warnings
 import zlib
 from pathlib import Path
@@ -787,6 +788,22 @@ class BrokenDatasetTests(unittest.TestCase):
                         + bytes.fromhex("feff00e002000000") + b"\xff\xd9" + bytes.fromhex("feffdde000000000"))
         self.assertEqual(readAttributes(encode(ds) + encapsulated, JPEG_BASELINE, {PATIENT_ID}, wholeDataset=True,
                                         strict=True), {})
+
+    def test_inflatedRefusesPastItsLimitWithoutHoldingIt(self):
+        """A deflate stream that inflates past the limit is refused after a
+        small window of it was held at a time, not the limit's worth (128
+        MB of zeros are some 128 kB deflated); within it, it is inflated
+        whole."""
+        deflater = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+        zeros = bytes(1 << 20)
+        bomb = b"".join([deflater.compress(zeros) for _ in range(40)] + [deflater.flush()])
+        tracemalloc.start()
+        self.addCleanup(tracemalloc.stop)
+        error = self.assertRaises(DatasetError, attributes.inflated, bomb, 32 << 20)
+        self.assertLess(tracemalloc.get_traced_memory()[1], 4 << 20)
+        self.assertIn("inflates to more than 32 MB", str(error))
+        self.assertEqual(attributes.inflated(bomb, 40 << 20), bytes(40 << 20))
+        self.assertEqual(attributes.inflated(bomb), bytes(40 << 20))
 
     def test_deepNesting(self):
         item = b"\xfe\xff\x00\xe0\xff\xff\xff\xff"

@@ -48,6 +48,7 @@ from pacscore.control.stored import exactValue, isLocal, storedName, uidValue
 from pacscore.db.query import (
     PATIENT_ID, SERIES_INSTANCE_UID, SOP_CLASS_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, QueryKey)
 from pacscore.dicom.client import associate, nodeEndpoint
+from pacscore.dicom.find import CANCELLED
 from pacscore.dicom.identifiers import findIdentifier
 from pacscore.dicom.models import PATIENT_ROOT_FIND, STUDY_ROOT_FIND
 from pacscore.dicom.uids import isUID
@@ -103,9 +104,9 @@ class LocalIndex:
     def __init__(self, archive):
         self.archive = archive
 
-    def find(self, level, keys):
-        """Deferred of ``[{tag: value}]``."""
-        return self.archive.index.runQuery(self.archive.query.find, level, keys)
+    def find(self, level, keys, most=None):
+        """Deferred of ``[{tag: value}]``, the first ``most`` (None: all)."""
+        return self.archive.index.runQuery(self.archive.query.find, level, keys, most)
 
     def close(self):
         return defer.succeed(None)
@@ -135,15 +136,17 @@ class RemoteArchive:
             raise CommandError(f"cannot associate with {node.ae} at {node.host}:{node.port}: {e}") from e
         return cls(protocol, archive.workers)
 
-    async def find(self, level, keys):
+    async def find(self, level, keys, most=None):
+        """``[{tag: value}]``: the matches of a C-FIND, the first ``most``
+        (None: all; the C-FIND is cancelled once they came)."""
         identifier = findIdentifier(level, keys)
         tags = [key.tag for key in keys]
         model = PATIENT_ROOT_FIND if level == "PATIENT" else STUDY_ROOT_FIND
         try:
-            status, matches = await self.protocol.findMatches(model, identifier, self.workers.deferToWorker)
+            status, matches = await self.protocol.findMatches(model, identifier, self.workers.deferToWorker, most=most)
         except Exception as e:
             raise CommandError(f"C-FIND on {self.protocol.association.calledAE} failed: {e}") from e
-        if status != SUCCESS:
+        if status != SUCCESS and not (status == CANCELLED and len(matches) == most):
             raise CommandError(f"C-FIND on {self.protocol.association.calledAE} ended with status 0x{status:04X}")
         return [{tag: _text(match.get(tag)) for tag in tags} for match in matches]
 
@@ -186,13 +189,14 @@ class _Listing(ControlCommand):
         return await deliverRows(context, fmt, rows, path)
 
 
-async def findContaining(source, level, columns, searched, text, fixed=()):
+async def findContaining(source, level, columns, searched, text, fixed=(), most=None):
     """``[{tag: value}]`` of the ``columns`` ((tag, vr), ...) of the
     entities at ``level`` one of whose ``searched`` tags contains ``text``
     (all when it is empty), or whose study or series UID (``IDENTIFIERS``
     among the columns, not the patient ID) is ``text``, when that is a UID
     with a dot, or whose ID or UID, for ``=text``, is that text exactly;
-    each once, that also match the ``fixed`` keys."""
+    each once, that also match the ``fixed`` keys; the first ``most`` of
+    them (None: all; no more are read)."""
     unique = UNIQUE[level]
     identifiers = [tag for tag, _ in columns if tag in IDENTIFIERS]
     if text.startswith("="):
@@ -210,9 +214,11 @@ async def findContaining(source, level, columns, searched, text, fixed=()):
         keys = {tag: QueryKey(tag, vr, value if tag == searchedTag else "", foldCase=foldCase and tag == searchedTag)
                 for tag, vr in columns}
         keys.update((key.tag, key) for key in fixed)
-        for match in await source.find(level, list(keys.values())):
+        for match in await source.find(level, list(keys.values()), most):
             found.setdefault(match.get(unique, ""), match)
-    return list(found.values())
+        if most is not None and len(found) >= most:
+            break
+    return list(found.values())[:most]
 
 
 class Finder(_Listing):

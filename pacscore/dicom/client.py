@@ -110,18 +110,25 @@ class DicomClientProtocol(DicomProtocol):
                         onPending=None if onMatch is None else self._matchCallback(sopClassUID, onMatch))
         return d.addCallback(_status)
 
-    def findMatches(self, sopClassUID, identifier, inThread, adjust=None):
+    def findMatches(self, sopClassUID, identifier, inThread, adjust=None, most=None):
         """C-FIND collecting its matches: fires with ``(status, [Dataset])``,
         the matches decoded (and passed through ``adjust(dataset)``) by
         ``inThread(function, *args)`` (a thread pool's Deferred-returning
         runner) once the final response has come; fails with
-        IdentifierError when one cannot be decoded."""
+        IdentifierError when one cannot be decoded.  With ``most``, the
+        C-FIND is cancelled (C-CANCEL) once that many came, and any more
+        the archive sends are left out."""
         received = []
+
+        def collect(data, syntax):
+            if most is None or len(received) < most:
+                received.append((data, syntax))
+                if len(received) == most:
+                    self.cancelLast(sopClassUID)
 
         def decoded(status):
             return inThread(_decodeMatches, received, adjust).addCallback(lambda matches: (status, matches))
-        return self.find(sopClassUID, identifier, lambda data, syntax: received.append((data, syntax))).addCallback(
-            decoded)
+        return self.find(sopClassUID, identifier, collect).addCallback(decoded)
 
     def _matchCallback(self, sopClassUID, onMatch):
         _, syntax = self.contextFor(sopClassUID)

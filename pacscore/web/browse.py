@@ -27,6 +27,7 @@ from pacscore.db.drivers import redacted
 from pacscore.db.query import PATIENT_ID, SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, QueryKey
 from pacscore.web.answers import WebError, htmlAnswer
 from pacscore.web.converting import convertedKeys, keptRows, resultFilter
+from pacscore.web.listcap import askedRows, counted, cutNote, shownRows
 from pacscore.web.logins import loginAE
 from pacscore.web.edits import uploadForm, writable
 from pacscore.control.finders import (
@@ -41,7 +42,6 @@ from pacscore.web.remote import destinations, pushAllowed
 
 SERIES_TIME = (0x00080031, "TM")
 MOST_THUMBNAILS = 50  # as Conquest's queryimages
-MOST_ROWS = 1000  # rows of a list page unless max= says otherwise
 # Conquest's viewer modes ([webdefaults] viewer names one): here all pacs's slice viewer of a series
 VIEWERS = ("seriesviewer", "seriesviewer2", "serversideviewer", "noviewer", "aiviewer")
 DEFAULT_VIEWER = "serversideviewer"  # as the manual's dicom.ini
@@ -57,10 +57,10 @@ def _selection(archive, parameters):
         raise WebError(400, str(e)) from e
 
 
-async def _find(archive, parameters, level, shown, fixed=()):
+async def _find(archive, parameters, level, shown, fixed=(), limit=None):
     """``[{tag: value}]`` of the entities at ``level`` the request (and
     the keys ``fixed``) selects, with the ``shown`` ((tag, vr), ...)
-    values, after the query converters."""
+    values, after the query converters; the first ``limit`` (None: all)."""
     keys = {tag: QueryKey(tag, vr, "") for tag, vr in shown}
     for key in (*_selection(archive, parameters), *fixed):
         keys[key.tag] = key
@@ -69,57 +69,51 @@ async def _find(archive, parameters, level, shown, fixed=()):
     if converted is None:
         return []
     keys, _ = converted
-    return await archive.index.runQuery(_kept, archive.query, level, keys, resultFilter(archive, caller))
+    return await archive.index.runQuery(_kept, archive.query, level, keys, resultFilter(archive, caller), limit)
 
 
-def _kept(connection, query, level, keys, keep):
-    return keptRows(query.find(connection, level, keys), keys, keep)
-
-
-def _most(parameters):
-    return parameters.number("max", MOST_ROWS, low=1, high=10**7)
-
-
-def _first(found, parameters):
-    """The rows a list page shows: the first ``max`` (default MOST_ROWS)."""
-    return found[:_most(parameters)]
+def _kept(connection, query, level, keys, keep, limit):
+    return keptRows(query.find(connection, level, keys, limit), keys, keep)
 
 
 def _caption(what, found, parameters):
     selection = parameters.get("query")
-    caption = f"{len(found)} {what}" + (f" where {selection}" if selection else "")
-    if len(found) > _most(parameters):
-        caption += f" (the first {_most(parameters)} shown; max=N shows more)"
-    return caption
+    where = f" where {selection}" if selection else ""
+    return f"{counted(found, parameters)} {what}{where}{cutNote(found, parameters)}"
 
 
-async def _page(archive, parameters, level, shown, make, fixed=()):
+async def _page(archive, parameters, level, shown, make, fixed=(), limit=None):
     """The page ``make(archive, parameters, found)`` makes (in the I/O pool)
-    of the matches at ``level`` (of the keys ``fixed`` too) with the ``shown`` values."""
-    found = await _find(archive, parameters, level, shown, fixed)
+    of the (first ``limit``) matches at ``level`` (of the keys ``fixed`` too) with the ``shown`` values."""
+    found = await _find(archive, parameters, level, shown, fixed, limit)
     return await archive.workers.deferToWorker(make, archive, parameters, found)
 
 
+async def _listPage(archive, parameters, level, shown, make):
+    """A list page: ``_page`` of the first ``max`` rows, and one more to tell that it was cut."""
+    return await _page(archive, parameters, level, shown, make, limit=askedRows(parameters))
+
+
 async def queryPatients(archive, parameters):
-    return await _page(archive, parameters, "PATIENT", (PATIENT, PATIENT_NAME, SEX, BIRTH_DATE), _patientsPage)
+    return await _listPage(archive, parameters, "PATIENT", (PATIENT, PATIENT_NAME, SEX, BIRTH_DATE), _patientsPage)
 
 
 def _patientsPage(archive, parameters, found):
     rows = [[link(url("querystudies", query=f"DICOMStudies.PatientID = {quoted(match[PATIENT_ID])}"),
                   match[PATIENT_ID]), match[PATIENT_NAME[0]], match[SEX[0]], match[BIRTH_DATE[0]]]
-            for match in _first(found, parameters)]
+            for match in shownRows(found, parameters)]
     return htmlAnswer("patients", table(_caption("patients", found, parameters),
                                         ("Patient ID", "Name", "Sex", "Birth date"), rows))
 
 
 async def queryStudies(archive, parameters):
-    return await _page(archive, parameters, "STUDY", (PATIENT, PATIENT_NAME, STUDY_DATE, STUDY_DESCRIPTION,
-                                                      MODALITIES, STUDY), _studiesPage)
+    return await _listPage(archive, parameters, "STUDY", (PATIENT, PATIENT_NAME, STUDY_DATE, STUDY_DESCRIPTION,
+                                                          MODALITIES, STUDY), _studiesPage)
 
 
 def _studiesPage(archive, parameters, found):
     rows = []
-    for match in _first(found, parameters):
+    for match in shownRows(found, parameters):
         series = url("queryseries", query=f"DICOMStudies.PatientID = {quoted(match[PATIENT_ID])} and "
                                           f"DICOMSeries.StudyInstanceUID = {quoted(match[STUDY_INSTANCE_UID])}")
         study = f"{match[PATIENT_ID]}:{match[STUDY_INSTANCE_UID]}"
@@ -148,14 +142,15 @@ def _seriesQuery(match):
 
 
 async def querySeries(archive, parameters):
-    return await _page(archive, parameters, "SERIES", (PATIENT, PATIENT_NAME, SERIES_NUMBER, SERIES_DATE, SERIES_TIME,
-                                                       SERIES_DESCRIPTION, MODALITY, SERIES, STUDY), _seriesPage)
+    return await _listPage(archive, parameters, "SERIES", (PATIENT, PATIENT_NAME, SERIES_NUMBER, SERIES_DATE,
+                                                           SERIES_TIME, SERIES_DESCRIPTION, MODALITY, SERIES, STUDY),
+                           _seriesPage)
 
 
 def _seriesPage(archive, parameters, found):
     viewer = parameters.get("viewer").strip() or DEFAULT_VIEWER
     rows = []
-    for match in _first(found, parameters):
+    for match in shownRows(found, parameters):
         query = _seriesQuery(match)
         series = f"{match[PATIENT_ID]}:{match[SERIES_INSTANCE_UID]}"
         rows.append([match[PATIENT_ID], match[PATIENT_NAME[0]], match[SERIES_NUMBER[0]], match[SERIES_DATE[0]],
@@ -184,7 +179,7 @@ def _slice(match):
 
 
 async def queryAllImages(archive, parameters):
-    return await _page(archive, parameters, "IMAGE", IMAGE_VALUES, _imagesPage)
+    return await _listPage(archive, parameters, "IMAGE", IMAGE_VALUES, _imagesPage)
 
 
 def _imagesPage(archive, parameters, found):
@@ -195,7 +190,7 @@ def _imagesPage(archive, parameters, found):
              match[SOP_INSTANCE_UID], match[SOP_CLASS[0]],
              join(link(url("headerdump", slice=_slice(match)), "header"), " ",
                   link(url("dicom", slice=_slice(match)), "DICOM"))]
-            for match in _first(found, parameters)]
+            for match in shownRows(found, parameters)]
     return htmlAnswer("images", table(_caption("images", found, parameters),
                                       ("Image", "SOP Instance UID", "SOP Class UID", "Show"), rows))
 

@@ -5,8 +5,7 @@
 from pacscore.dicom.mpps import SHOWN
 from pacscore.web.answers import htmlAnswer
 from pacscore.web.html import table
-
-MOST_ROWS = 1000
+from pacscore.web.listcap import MOST_ROWS
 HEADINGS = ("Status", "Patient ID", "Name", "Accession", "Study Instance UID", "Modality", "Station", "Step ID",
             "Description", "Start date", "Start time", "End date", "End time", "From")
 

@@ -32,6 +32,7 @@ from pacscore.web.answers import WebError, checkPost, htmlAnswer
 from pacscore.web.html import SCRIPT, Markup, link, table, text, url
 from pacscore.web.edits import commandAnswer
 from pacscore.web.images import ROWS, viewerURL
+from pacscore.web.listcap import askedRows, counted, cutNote, shownRows
 from pacscore.web.objects import entityReference, uid
 
 PATIENT_COLUMNS = (PATIENT, PATIENT_NAME, BIRTH_DATE, SEX)
@@ -50,13 +51,13 @@ def _server(archive, parameters):
     return dest
 
 
-async def _found(archive, server, level, columns, searched=(), text="", fixed=()):
+async def _found(archive, server, level, columns, searched=(), text="", fixed=(), most=None):
     try:
         source = await openSource(archive, server)
     except CommandError as e:
         raise WebError(502, str(e)) from e
     try:
-        return await findContaining(source, level, columns, searched, text, fixed)
+        return await findContaining(source, level, columns, searched, text, fixed, most)
     except CommandError as e:
         raise WebError(502, str(e)) from e
     finally:
@@ -71,13 +72,22 @@ def _caption(what, count, server):
     return f"{count} {what} on {server}"
 
 
+def _cutCaption(what, found, parameters, server):
+    """The caption of a finder's list, cut to its first ``max`` rows (``listcap``)."""
+    return _caption(what, counted(found, parameters), server) + cutNote(found, parameters)
+
+
 async def patientFinder(archive, parameters):
     server = _server(archive, parameters)
     found = await _found(archive, server, "PATIENT", PATIENT_COLUMNS, PATIENT_SEARCHED,
-                         parameters.get("query").strip())
+                         parameters.get("query").strip(), most=askedRows(parameters))
+    return await archive.workers.deferToWorker(_patientsPage, server, parameters, found)
+
+
+def _patientsPage(server, parameters, found):
     rows = [[link(url("studyfinder", dest=server, patientid=match[PATIENT_ID]), match[PATIENT_ID]),
-             match[PATIENT_NAME[0]], match[BIRTH_DATE[0]], match[SEX[0]]] for match in found]
-    return htmlAnswer(f"patients on {server}", table(_caption("patients", len(rows), server),
+             match[PATIENT_NAME[0]], match[BIRTH_DATE[0]], match[SEX[0]]] for match in shownRows(found, parameters)]
+    return htmlAnswer(f"patients on {server}", table(_cutCaption("patients", found, parameters, server),
                                                      ("Patient ID", "Name", "Birth date", "Sex"), rows))
 
 
@@ -86,17 +96,20 @@ async def studyFinder(archive, parameters):
     patientID = parameters.get("patientid").strip()
     fixed = [QueryKey(PATIENT_ID, "LO", patientID.replace("*", "").replace("?", ""))] if patientID else []
     found = await _found(archive, server, "STUDY", STUDY_COLUMNS, STUDY_SEARCHED, parameters.get("query").strip(),
-                         fixed)
-    push = pushAllowed(archive)
+                         fixed, askedRows(parameters))
+    return await archive.workers.deferToWorker(_studiesPage, server, parameters, found, pushAllowed(archive))
+
+
+def _studiesPage(server, parameters, found, push):
     rows = []
-    for match in found:
+    for match in shownRows(found, parameters):
         study = f"{match[PATIENT_ID]}:{match[STUDY_INSTANCE_UID]}"
         row = [match[PATIENT_ID], match[PATIENT_NAME[0]],
                link(url("seriesfinder", dest=server, study=study), match[STUDY_DATE[0]] or "(no date)"),
                match[MODALITIES[0]], match[STUDY_DESCRIPTION[0]]]
         rows.append(row + ([link(url("studymover", source=server, study=study), "push")] if push else []))
     headers = ("Patient ID", "Name", "Study date", "Modalities", "Description") + (("Push",) if push else ())
-    return htmlAnswer(f"studies on {server}", table(_caption("studies", len(rows), server), headers, rows))
+    return htmlAnswer(f"studies on {server}", table(_cutCaption("studies", found, parameters, server), headers, rows))
 
 
 async def seriesFinder(archive, parameters):
@@ -105,14 +118,20 @@ async def seriesFinder(archive, parameters):
     if searching:
         patientID, study = "", ""
         found = await _found(archive, server, "SERIES", SERIES_COLUMNS, SERIES_SEARCHED,
-                             parameters.get("query").strip())
+                             parameters.get("query").strip(), most=askedRows(parameters))
     else:
         patientID, study = entityReference(parameters, "study")
         found = await _found(archive, server, "SERIES", SERIES_COLUMNS,
-                             fixed=[QueryKey(STUDY_INSTANCE_UID, "UI", study)])
-    push = pushAllowed(archive)
+                             fixed=[QueryKey(STUDY_INSTANCE_UID, "UI", study)], most=askedRows(parameters))
+    return await archive.workers.deferToWorker(_seriesPage, server, parameters, found, pushAllowed(archive),
+                                               patientID, study)
+
+
+def _seriesPage(server, parameters, found, push, patientID, study):
+    """The series found (of ``study`` of ``patientID``, when given)."""
+    searching = not study
     rows = []
-    for match in found:
+    for match in shownRows(found, parameters):
         series = f"{match[PATIENT_ID] or patientID}:{match[SERIES_INSTANCE_UID]}"
         row = ([match[PATIENT_ID], match[PATIENT_NAME[0]]] if searching else []) + [
             match[SERIES_NUMBER[0]], match[MODALITY[0]],
@@ -123,7 +142,7 @@ async def seriesFinder(archive, parameters):
     headers = ((("Patient ID", "Name") if searching else ()) + ("Number", "Modality", "Description", "Date")
                + (("Push",) if push else ()))
     title = f"series on {server}" if searching else f"series of study {study} on {server}"
-    return htmlAnswer(title, table(_caption("series", len(rows), server), headers, rows))
+    return htmlAnswer(title, table(_cutCaption("series", found, parameters, server), headers, rows))
 
 
 async def imageFinder(archive, parameters):

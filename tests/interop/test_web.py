@@ -2,6 +2,7 @@
 Chromium) and to a WADO client: images stored with storescu are found by
 following the pages' links, shown by the browser, and fetched by WADO."""
 
+import concurrent.futures
 import io
 import os
 import re
@@ -215,6 +216,42 @@ class WebInterfaceTests(unittest.TestCase):
                 cors = caught.exception.headers["Access-Control-Allow-Origin"]
                 self.assertEqual(cors, "*" if path.startswith(("/dicom-web", "/wado")) else None, path)
         self.assertIn("web: 127.0.0.1 /metrics: 405 DELETE is not answered here: GET, HEAD, POST is", self.server.log())
+
+
+class LargeIndexTests(unittest.TestCase):
+    """A "Find on a server" or list page of an index of 300,000 patients
+    (rows put straight into it, as fast) reads and shows the first 1000:
+    a small page, and DICOM answered meanwhile as ever."""
+
+    PATIENTS = 300000
+
+    def setUp(self):
+        folder = tempfile.mkdtemp(prefix="pacs-web-")
+        self.addCleanup(shutil.rmtree, folder, ignore_errors=True)
+        self.server = PacsServer(os.path.join(folder, "pacs"), ae="BIGPACS")
+        self.server.start()
+        self.addCleanup(self.server.stop)
+        subprocess.run(["sqlite3", self.server.database,
+                        f"WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x<{self.PATIENTS}) "
+                        "INSERT INTO DICOMPatients (PatientID, PatientName, PatientBirthDate, PatientSex) "
+                        "SELECT 'FAKE'||x, 'Fake^Patient'||x, '19700101', 'M' FROM c;"], check=True)
+
+    def test_findersCut(self):
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pages = pool.submit(lambda: [httpGet(f"http://127.0.0.1:{self.server.webPort}/cgi-bin/dgate?mode={mode}")
+                                         for mode in ("patientfinder&dest=(local)&query=", "querypatients",
+                                                      "patientfinder&dest=(local)&query=fake")])
+            echoes = []
+            while not echoes or not pages.done():
+                started = time.monotonic()
+                self.assertEqual(self.server.echo().returncode, 0)
+                echoes.append(time.monotonic() - started)
+            for status, _, body in pages.result():
+                self.assertEqual(status, 200)
+                self.assertIn(b"more than 1000 patients", body)
+                self.assertIn(b"(the first 1000 shown; max=N shows more)</caption>", body)
+                self.assertLess(len(body), 300000)
+        self.assertLess(max(echoes), 2)  # as the page was made; the whole list took 4 s and more
 
 
 class WebEndpointTests(unittest.TestCase):

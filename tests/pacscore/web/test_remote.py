@@ -43,6 +43,37 @@ class RemoteTests(unittest.TestCase):
         self.assertIn("<caption>0 patients on THERE</caption>", nobody.text)
 
     @defer.inlineCallbacks
+    def test_findersCut(self):
+        """The finders list the first ``max`` (MOST_ROWS by default) matches
+        and say there are more: a remote C-FIND is cancelled once one more
+        came, the local index is asked for no more; the page is made in the
+        I/O pool."""
+        workers = self.here.archive.workers
+        made = []
+        toWorker = workers.deferToWorker
+        self.patch(workers, "deferToWorker", lambda f, *args: made.append(f.__name__) or toWorker(f, *args))
+        cut = " (the first 1 shown; max=N shows more)</caption>"
+        patients = yield get(self.resource, mode="patientfinder", dest="THERE", query="far", max="1")
+        self.assertIn("<caption>more than 1 patients on THERE" + cut, patients.text)
+        self.assertEqual(patients.text.count("mode=studyfinder"), 1)
+        series = yield get(self.resource, mode="seriesfinder", dest="THERE", query="", max="3")
+        self.assertIn("<caption>more than 3 series on THERE (the first 3 shown", series.text)
+        self.assertEqual(series.text.count("mode=imagefinder"), 3)
+        whole = yield get(self.resource, mode="seriesfinder", dest="THERE", query="", max="4")
+        self.assertIn("<caption>4 series on THERE</caption>", whole.text)
+        self.assertIn("_patientsPage", made)
+        self.assertIn("_seriesPage", made)
+        yield self.here.store(self.corpus)
+        query = self.here.archive.query
+        read = []
+        find = query.find
+        self.patch(query, "find", lambda *args, **kw: read.append(len(find(*args, **kw))) or find(*args, **kw))
+        studies = yield get(self.resource, mode="studyfinder", dest="(local)", query="", max="1")
+        self.assertIn("<caption>more than 1 studies on (local)" + cut, studies.text)
+        self.assertEqual(read, [2])
+        self.assertEqual(made[-1], "_studiesPage")
+
+    @defer.inlineCallbacks
     def test_localFinders(self):
         yield self.here.store(self.corpus[:1])
         images = yield get(self.resource, mode="imagefinder",

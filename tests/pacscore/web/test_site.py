@@ -121,9 +121,19 @@ class BrowseTests(WebTestCase):
 
     @defer.inlineCallbacks
     def test_longListsCut(self):
+        """A list page reads no more than its ``max`` rows and one more (to
+        say it was cut) from the index, and makes the page in the I/O pool."""
+        query, workers = self.running.archive.query, self.running.archive.workers
+        read, made = [], []
+        find = query.find
+        self.patch(query, "find", lambda *args, **kw: read.append(len(find(*args, **kw))) or find(*args, **kw))
+        toWorker = workers.deferToWorker
+        self.patch(workers, "deferToWorker", lambda f, *args: made.append(f.__name__) or toWorker(f, *args))
         page = yield get(self.resource, mode="queryallimages", max="5")
-        self.assertIn("<caption>12 images (the first 5 shown; max=N shows more)</caption>", page.text)
+        self.assertIn("<caption>more than 5 images (the first 5 shown; max=N shows more)</caption>", page.text)
         self.assertEqual(page.text.count("mode=sliceviewer"), 5)
+        self.assertEqual(read, [6])
+        self.assertEqual(made, ["_imagesPage"])
         page = yield get(self.resource, mode="queryseries", max="4")
         self.assertIn("<caption>4 series</caption>", page.text)
 

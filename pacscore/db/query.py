@@ -14,6 +14,8 @@ SERIES level, DICOMStudies.PatientID at STUDY level.
 Matching per key, by the request's VR:
 
 - empty or only ``*``: universal matching (no condition, value returned);
+- two quotation marks (``EMPTY_VALUE``, PS3.4 C.2.2.2's Empty Value
+  Matching): only an empty (or NULL) stored value, as SQL's ``= ''``;
 - SQ: ignored (sequence matching is not supported) and not returned;
 - UI: a single UID or a ``\\``-separated list (``IN``), no wildcards; any
   attribute's key with this VR (``EXACT``) matches so, e.g. a Patient ID
@@ -78,13 +80,15 @@ from pacscore.db.sqlfunctions import distinctValues, textLength
 from pacscore.dicom.datetimes import normalised
 from pacscore.dicom.uids import isUID
 
-__all__ = ["LEVELS", "UNSPLIT_VRS", "IndexQuery", "Instance", "QueryKey", "columnNamed", "hasValuesToMatch",
+__all__ = ["EMPTY_VALUE", "LEVELS", "UNSPLIT_VRS", "IndexQuery", "Instance", "QueryKey", "columnNamed",
+           "hasValuesToMatch",
            "unpaddedValues", "valuesOf"]
 
 LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
 
 PATIENT_ID = 0x00100020
 EXACT = "UI"  # the VR of a key matched exactly (see the module docstring)
+EMPTY_VALUE = '""'  # a key value matching empty values only (see the module docstring)
 FINAL_SIGMA, SIGMA = "\u03c2", "\u03c3"  # ς, σ: one letter to a case fold, two to lower()
 
 STUDY_INSTANCE_UID = 0x0020000D
@@ -613,6 +617,8 @@ def matchCondition(column, key, isMulti=False, prefixRange=False):
     """
     if key.vr == "SQ":
         return None
+    if cutAtNul(key.value).strip(" ") == EMPTY_VALUE:
+        return or_(column == "", column.is_(None))
     length = None if isMulti else getattr(column.type, "length", None)
     values = valuesOf(key, length)
     if values is None:

@@ -38,7 +38,7 @@ from pacscore.web.html import SCRIPT, Markup, image, join, link, table, text, ur
 from pacscore.web.images import ROWS, hasPixels, sliceParts, viewerURL
 from pacscore.web.objects import entityKeys
 from pacscore.web.querytext import ColumnNames, QueryTextError, parseQueryText, quoted, searchKeys
-from pacscore.web.remote import destinations, pushAllowed
+from pacscore.web.remote import destinations, patientLabel, pushAllowed
 
 SERIES_TIME = (0x00080031, "TM")
 MOST_THUMBNAILS = 50  # as Conquest's queryimages
@@ -100,7 +100,7 @@ async def queryPatients(archive, parameters):
 
 def _patientsPage(archive, parameters, found):
     rows = [[link(url("querystudies", query=f"DICOMStudies.PatientID = {quoted(match[PATIENT_ID])}"),
-                  match[PATIENT_ID]), match[PATIENT_NAME[0]], match[SEX[0]], match[BIRTH_DATE[0]]]
+                  patientLabel(match[PATIENT_ID])), match[PATIENT_NAME[0]], match[SEX[0]], match[BIRTH_DATE[0]]]
             for match in shownRows(found, parameters)]
     return htmlAnswer("patients", table(_caption("patients", found, parameters),
                                         ("Patient ID", "Name", "Sex", "Birth date"), rows))

@@ -7,7 +7,8 @@ their SQL (``DICOMStudies.patientid = 'P1' and DICOMSeries.studyinsta =
 ``queryKeys`` reads it as terms ``[table.]column = 'value'`` or ``column
 like 'pattern'`` joined by ``and`` (column names as in dicom.sql, any case,
 maybe cut to TruncateFieldNames characters) and turns them into C-FIND keys
-that ``IndexQuery`` matches with bound parameters; anything else is a
+that ``IndexQuery`` matches with bound parameters (``= ''`` an empty value
+only, as in SQL: ``EMPTY_VALUE``); anything else is a
 ``QueryTextError``.  The search fields match within the ID or name, in
 any case; a study date is ``yyyy``, ``yyyymm``, ``yyyymmdd`` or a range ``a-b`` of them.
 """
@@ -16,7 +17,7 @@ import re
 
 from pydicom.datadict import dictionary_VR
 
-from pacscore.db.query import EXACT, QueryKey, columnNamed
+from pacscore.db.query import EMPTY_VALUE, EXACT, QueryKey, columnNamed
 
 PATIENT_ID = 0x00100020
 PATIENT_NAME = 0x00100010
@@ -71,6 +72,8 @@ def _likeToWildcards(pattern):
 def _termKey(columns, table, name, operator, value):
     column = columns.lookup(table, name)
     value = value.replace("''", "'")
+    if not value:  # = '' or like '': as in SQL, the empty values only, not every one
+        return QueryKey(column.tag, EXACT, EMPTY_VALUE)
     vr = _vr(column)
     if operator.lower() == "like":
         value = _likeToWildcards(value)

@@ -27,7 +27,8 @@ from pacscore.control.finders import (
     SERIES_DESCRIPTION, SERIES_NUMBER, SERIES_SEARCHED, SEX, SOP, SOP_CLASS, STUDY, STUDY_DATE, STUDY_DESCRIPTION,
     STUDY_SEARCHED, findContaining, openSource)
 from pacscore.control.stored import LOCAL, isLocal
-from pacscore.db.query import PATIENT_ID, SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, QueryKey
+from pacscore.db.query import (
+    EMPTY_VALUE, PATIENT_ID, SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, QueryKey)
 from pacscore.web.answers import WebError, checkPost, htmlAnswer
 from pacscore.web.html import SCRIPT, Markup, link, table, text, url
 from pacscore.web.edits import commandAnswer
@@ -64,6 +65,11 @@ async def _found(archive, server, level, columns, searched=(), text="", fixed=()
         await source.close()
 
 
+def patientLabel(patientID):
+    """A patient ID as a link shows it: one that is empty as ``(no ID)``."""
+    return patientID or "(no ID)"
+
+
 def pushAllowed(archive):
     return archive.configuration.ini.getint("WEBPush", 1) != 0
 
@@ -85,7 +91,8 @@ async def patientFinder(archive, parameters):
 
 
 def _patientsPage(server, parameters, found):
-    rows = [[link(url("studyfinder", dest=server, patientid=match[PATIENT_ID]), match[PATIENT_ID]),
+    rows = [[link(url("studyfinder", dest=server, patientid=match[PATIENT_ID] or EMPTY_VALUE),
+                  patientLabel(match[PATIENT_ID])),
              match[PATIENT_NAME[0]], match[BIRTH_DATE[0]], match[SEX[0]]] for match in shownRows(found, parameters)]
     return htmlAnswer(f"patients on {server}", table(_cutCaption("patients", found, parameters, server),
                                                      ("Patient ID", "Name", "Birth date", "Sex"), rows))
@@ -93,8 +100,9 @@ def _patientsPage(server, parameters, found):
 
 async def studyFinder(archive, parameters):
     server = _server(archive, parameters)
-    patientID = parameters.get("patientid").strip()
-    fixed = [QueryKey(PATIENT_ID, "LO", patientID.replace("*", "").replace("?", ""))] if patientID else []
+    patientID = parameters.get("patientid", None)  # given empty: the empty ID, as any other (EMPTY_VALUE)
+    exact = None if patientID is None else patientID.strip().replace("*", "").replace("?", "")
+    fixed = [] if exact is None else [QueryKey(PATIENT_ID, "LO", exact or EMPTY_VALUE)]
     found = await _found(archive, server, "STUDY", STUDY_COLUMNS, STUDY_SEARCHED, parameters.get("query").strip(),
                          fixed, askedRows(parameters))
     return await archive.workers.deferToWorker(_studiesPage, server, parameters, found, pushAllowed(archive))

@@ -373,6 +373,14 @@ class MatchingTests(ArchiveTestCase):
             self.assertMatches("STUDY", K(STUDY_DATE, "DA", value), list(STUDIES))
             self.assertMatches("STUDY", K(STUDY_UID, "UI", value), list(STUDIES))
 
+    def test_emptyValueMatching(self):
+        """Two quotation marks match the empty values only (PS3.4 C.2.2.2,
+        Empty Value Matching), not every one as an empty key does."""
+        self.assertMatches("STUDY", K(STUDY_DATE, "DA", '""'), ["3.1"])
+        self.assertMatches("SERIES", K(MODALITY, "CS", '""'), ["3.1.1"])
+        self.assertMatches("PATIENT", K(BIRTH_DATE, "DA", ' "" '), ["PAT3"])
+        self.assertMatches("PATIENT", K(PATIENT_ID, "UI", '""'), [])
+
     def test_uidSingleAndList(self):
         self.assertMatches("STUDY", K(STUDY_UID, "UI", "1.2"), ["1.2"])
         self.assertMatches("STUDY", K(STUDY_UID, "UI", "1.2\\2.1\\9.9"), ["1.2", "2.1"])

@@ -34,6 +34,11 @@ class QueryTextTests(unittest.TestCase):
         self.assertEqual(self.parse("PatientID = 'PID*'"), [QueryKey(PATIENT_ID, EXACT, "PID*")])
         self.assertEqual(self.parse(""), [])
 
+    def test_emptyValueIsNoUniversalMatch(self):
+        """``= ''`` selects the empty values, as in SQL, not every one."""
+        self.assertEqual(self.parse("DICOMStudies.PatientID = ''"), [QueryKey(PATIENT_ID, EXACT, '""')])
+        self.assertEqual(self.parse("PatientID like ''"), [QueryKey(PATIENT_ID, EXACT, '""')])
+
     def test_likeAndQuotes(self):
         self.assertEqual(self.parse("PatientName like '%O''Br_en%'"),
                          [QueryKey(0x00100010, "PN", "*O'Br?en*")])

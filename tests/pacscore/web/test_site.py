@@ -120,6 +120,29 @@ class BrowseTests(WebTestCase):
         self.assertIn("zipstudy", studies.text)
 
     @defer.inlineCallbacks
+    def test_emptyPatientID(self):
+        """A patient without an ID has a link to click ("(no ID)"), to its
+        own studies only, as SQL's ``PatientID = ''`` selects them; so does
+        the finders' (an explicit empty ``patientid`` too)."""
+        yield self.running.run(AddImageFile(), get_testdata_file("test-SR.dcm"))
+        only = "1.2.276.0.7230010.3.1.4.2139363186.7819.982086466.2"
+        patients = yield get(self.resource, mode="querypatients")
+        self.assertIn(">(no ID)</a></td><td>Test^S R</td>", patients.text)
+        [empty] = [link for link in patients.links() if link.endswith("%27%27")]
+        studies = yield get(self.resource, empty)
+        self.assertIn("<caption>1 studies where DICOMStudies.PatientID = &#x27;&#x27;</caption>", studies.text)
+        self.assertIn(f"study=%3A{only}", studies.text)
+        found = yield get(self.resource, mode="patientfinder", dest="(local)", query="Test")
+        self.assertIn(">(no ID)</a></td><td>Test^S R</td>", found.text)
+        [studyFinder] = [link for link in found.links() if "mode=studyfinder" in link]
+        for target in (studyFinder, "/cgi-bin/dgate?mode=studyfinder&dest=(local)&patientid="):
+            studies = yield get(self.resource, target)
+            self.assertIn("<caption>1 studies on (local)</caption>", studies.text)
+            self.assertIn(f"study=%3A{only}", studies.text)
+        every = yield get(self.resource, mode="studyfinder", dest="(local)")
+        self.assertIn("<caption>3 studies on (local)</caption>", every.text)
+
+    @defer.inlineCallbacks
     def test_longListsCut(self):
         """A list page reads no more than its ``max`` rows and one more (to
         say it was cut) from the index, and makes the page in the I/O pool."""

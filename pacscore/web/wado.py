@@ -1,9 +1,13 @@
 """WADO-URI (PS3.18 section 6.2), as Conquest's dgate answers it:
 ``requestType=WADO&studyUID=..&seriesUID=..&objectUID=..`` with
 
-- ``contentType``: a list in order of preference (``;q=`` ignored):
-  ``image/jpeg`` (the default), ``image/gif``, ``image/png``, ``image/bmp``,
-  ``application/dicom``, ``text/html`` or ``text/plain`` (a header dump);
+- ``contentType``: a list in order of preference (``;q=`` ignored), the
+  first that fits the object answered (PS3.18 8.1.5), a 406 when none
+  does: ``image/jpeg``, ``image/gif``, ``image/png``, ``image/bmp``,
+  ``image/*`` and ``*/*`` (a JPEG) for objects with pixels (``*/*`` else
+  ``application/dicom``), ``application/dicom``, ``text/html`` or
+  ``text/plain`` (a header dump) for any; without one a JPEG of an image,
+  else ``application/dicom``;
 - ``rows`` / ``columns``: the largest size wanted (shrunk by a whole factor,
   as Conquest does), ``region`` (x-min,y-min,x-max,y-max, fractions of the
   image, 0 to 1), ``windowCenter`` / ``windowWidth``, ``frameNumber`` (from
@@ -35,27 +39,49 @@ from pacscore.control.deidentification import basicProfile
 from pacscore.control.pictures import dicomFile
 from pacscore.storage.part10 import readFileMeta
 from pacscore.web.answers import Answer, StreamAnswer, WebError, htmlAnswer
+from pacscore.web.contents import contents
 from pacscore.web.html import Markup
 from pacscore.web.images import picture
 from pacscore.web.objects import onFile, storedPath, uid
 from pacscore.web.objectstream import intactFile, objectStream
 
 PICTURE_TYPES = {"image/jpeg": "jpg", "image/jpg": "jpg", "image/gif": "gif", "image/png": "png",
-                 "image/bmp": "bmp", "image/*": "jpg", "*/*": "jpg"}
-OTHER_TYPES = ("application/dicom", "text/html", "text/plain")
+                 "image/bmp": "bmp", "image/*": "jpg"}
+DICOM = "application/dicom"
+OTHER_TYPES = (DICOM, "text/html", "text/plain")  # of any object
+ANY = "*/*"  # a picture of an object with pixels, else DICOM
+DEFAULT = "image/jpeg, application/dicom"  # without contentType: as ANY
 SYNTAX_CODES = {syntaxes[0]: code for code, syntaxes in reversed(CODE_SYNTAXES.items())}
 WHOLE = 0  # size: not shrunk
 PICTURE_PARAMETERS = ("rows", "columns", "region", "windowCenter", "windowWidth", "frameNumber")  # not for DICOM
 
 
-def _contentType(text):
-    """The first content type of the list that pacs answers."""
-    wanted = [part.split(";")[0].strip().lower() for part in (text or "image/jpeg").split(",")]
+def _contentTypes(text):
+    """The content types of the list that pacs answers, in its order; a
+    406 when it names none."""
+    wanted = [part.split(";")[0].strip().lower() for part in (text or DEFAULT).split(",")]
+    known = [kind for kind in wanted if kind in PICTURE_TYPES or kind in OTHER_TYPES or kind == ANY]
+    if not known:
+        raise WebError(406, f"cannot answer contentType {text!r}: pacs answers "
+                            f"{', '.join(sorted({*PICTURE_TYPES, *OTHER_TYPES, ANY}))}")
+    return known
+
+
+async def _contentType(archive, path, wanted, text):
+    """The first of the ``wanted`` content types that fits the stored
+    object ``path`` (a picture only of one with pixels, which are read
+    only when that decides it); a 406 when none does."""
+    held = None
     for kind in wanted:
-        if kind in PICTURE_TYPES or kind in OTHER_TYPES:
+        if kind in OTHER_TYPES:
             return kind
-    raise WebError(406, f"cannot answer contentType {text!r}: pacs answers "
-                        f"{', '.join(sorted(set(PICTURE_TYPES) | set(OTHER_TYPES)))}")
+        if held is None:
+            held = await onFile(archive, path, contents)
+        if held.pixels:
+            return kind if kind in PICTURE_TYPES else "image/jpeg"
+        if kind == ANY:
+            return DICOM
+    raise WebError(406, f"cannot answer contentType {text!r}: the object has no pixels to show as a picture")
 
 
 def _region(parameters):
@@ -115,14 +141,15 @@ async def answer(archive, parameters, request):
     study = uid(parameters.get("studyUID"), "studyUID")
     series = uid(parameters.get("seriesUID"), "seriesUID")
     sop = uid(parameters.get("objectUID"), "objectUID")
-    kind = _contentType(parameters.get("contentType"))
+    wanted = _contentTypes(parameters.get("contentType"))
+    path = await storedPath(archive, sop, series=series, study=study)
+    kind = await _contentType(archive, path, wanted, parameters.get("contentType"))
     if anonymize and kind != "application/dicom":
         raise WebError(400, "anonymize is only for contentType application/dicom")
     if kind == "application/dicom":
         given = [name for name in PICTURE_PARAMETERS if parameters.get(name).strip()]
         if given:
             raise WebError(400, f"{', '.join(given)}: only for pictures, not for contentType application/dicom")
-    path = await storedPath(archive, sop, series=series, study=study)
     if kind == "application/dicom":
         syntax = parameters.get("transferSyntax").strip() or EXPLICIT_VR_LITTLE_ENDIAN
         quality = _dicomQuality(archive, parameters, syntax)

@@ -19,6 +19,7 @@ from twisted.logger import capturedLogs
 from twisted.trial import unittest
 
 from pacscore.control.data import AddImageFile
+from pacscore.web.answers import HTML
 from pacscore.web.site import webSite
 from tests.pacscore.control.running import RunningArchive
 from pacscore.testing.mutations import mutated
@@ -336,6 +337,26 @@ class WadoTests(unittest.TestCase):
         narrow = yield self.wado(contentType="image/png", windowCenter="40", windowWidth="40")
         spread = [np.asarray(Image.open(io.BytesIO(a.body))).std() for a in (wide, narrow)]
         self.assertLess(spread[0], spread[1])
+
+    @defer.inlineCallbacks
+    def test_typeChosenForTheObject(self):
+        """contentType is a list: the first type that fits the object is
+        answered (no picture of an object without pixels, which gets
+        application/dicom by default), a 406 when none fits."""
+        report = pydicom.dcmread(get_testdata_file("test-SR.dcm"))
+        yield self.running.run(AddImageFile(), get_testdata_file("test-SR.dcm"))
+        uids = {"studyUID": report.StudyInstanceUID, "seriesUID": report.SeriesInstanceUID,
+                "objectUID": report.SOPInstanceUID}
+        for contentType, answered in ((None, "application/dicom"), ("image/jpeg,text/html", HTML),
+                                      ("*/*", "application/dicom"), ("image/*, text/plain", "text/plain; charset=utf-8"),
+                                      ("image/png", None), ("video/mpeg", None)):
+            given = {} if contentType is None else {"contentType": contentType}
+            answer = yield get(self.resource, requestType="WADO", **uids, **given)
+            self.assertEqual((answer.code, answer.headers["content-type"]),
+                             (200, answered) if answered else (406, HTML), contentType)
+        for contentType, answered in (("*/*", "image/jpeg"), ("text/html,image/jpeg", HTML)):
+            answer = yield self.wado(contentType=contentType)
+            self.assertEqual((answer.code, answer.headers["content-type"]), (200, answered), contentType)
 
     @defer.inlineCallbacks
     def test_imageQuality(self):

@@ -29,6 +29,7 @@ from pacscore.web.answers import WebError, htmlAnswer
 from pacscore.web.converting import convertedKeys, keptRows, resultFilter
 from pacscore.web.listcap import askedRows, counted, cutNote, shownRows
 from pacscore.web.logins import loginAE
+from pacscore.web.documents import documentLink
 from pacscore.web.edits import uploadForm, writable
 from pacscore.control.finders import (
     BIRTH_DATE, INSTANCE_NUMBER, MODALITIES, MODALITY, PATIENT, PATIENT_NAME, SERIES, SERIES_DATE,
@@ -188,11 +189,16 @@ def _imagesPage(archive, parameters, found):
     rows = [[link(viewerURL(_slice(match), match, size=size, graphic=graphic),
                   match[INSTANCE_NUMBER[0]] or "(no number)"),
              match[SOP_INSTANCE_UID], match[SOP_CLASS[0]],
-             join(link(url("headerdump", slice=_slice(match)), "header"), " ",
-                  link(url("dicom", slice=_slice(match)), "DICOM"))]
-            for match in shownRows(found, parameters)]
+             _shows(match)] for match in shownRows(found, parameters)]
     return htmlAnswer("images", table(_caption("images", found, parameters),
                                       ("Image", "SOP Instance UID", "SOP Class UID", "Show"), rows))
+
+
+def _shows(match):
+    """The links of an image list's row to its header dump, its DICOM file and, for a PDF, the document."""
+    links = [link(url("headerdump", slice=_slice(match)), "header"), link(url("dicom", slice=_slice(match)), "DICOM"),
+             documentLink(_slice(match), match)]
+    return join(*[part for item in links if item is not None for part in (" ", item)][1:])
 
 
 def _evenly(items, most):

@@ -33,7 +33,7 @@ from twisted.web import server, util
 from pacscore.config.errors import ConfigError
 from pacscore.dicom.admission import AssociationLimits
 from pacscore.control.registry import CommandRegistry
-from pacscore.web import browse, downloads, edits, images, procedures, remote, wado, worklist
+from pacscore.web import browse, documents, downloads, edits, images, procedures, remote, wado, worklist
 from pacscore.web.answering import RETRY_AFTER, AnsweringResource, Folder
 from pacscore.web.answers import Parameters, WebError
 from pacscore.web.channel import PacsChannel
@@ -49,8 +49,8 @@ from pacscore.web.requestbodies import CountedRequest, bodyLimit, uploadLimit
 from pacscore.web.scripted import ScriptedPages
 from pacscore.web.sharing import AllowedOrigins, asksForWado, preflight
 
-MODES = {**browse.MODES, **images.MODES, **remote.MODES, **downloads.MODES, **edits.MODES, **worklist.MODES,
-         **procedures.MODES}
+MODES = {**browse.MODES, **images.MODES, **documents.MODES, **remote.MODES, **downloads.MODES, **edits.MODES,
+         **worklist.MODES, **procedures.MODES}
 # these also get the request (its method, whether its client is still there)
 REQUEST_MODES = {**images.REQUEST_MODES, **remote.REQUEST_MODES, **edits.REQUEST_MODES, **worklist.REQUEST_MODES}
 DEFAULTS_SECTION = "webdefaults"

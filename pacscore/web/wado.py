@@ -6,8 +6,10 @@
   does: ``image/jpeg``, ``image/gif``, ``image/png``, ``image/bmp``,
   ``image/*`` and ``*/*`` (a JPEG) for objects with pixels (``*/*`` else
   ``application/dicom``), ``application/dicom``, ``text/html`` or
-  ``text/plain`` (a header dump) for any; without one a JPEG of an image,
-  else ``application/dicom``;
+  ``text/plain`` (a header dump) for any, the type of the document an
+  object encapsulates (``application/pdf``, ``text/xml`` ...: the
+  document itself, ``pacscore.web.documents``); without one a JPEG of an
+  image, else ``application/dicom``;
 - ``rows`` / ``columns``: the largest size wanted (shrunk by a whole factor,
   as Conquest does), ``region`` (x-min,y-min,x-max,y-max, fractions of the
   image, 0 to 1), ``windowCenter`` / ``windowWidth``, ``frameNumber`` (from
@@ -40,6 +42,7 @@ from pacscore.control.pictures import dicomFile
 from pacscore.storage.part10 import readFileMeta
 from pacscore.web.answers import Answer, StreamAnswer, WebError, htmlAnswer
 from pacscore.web.contents import contents
+from pacscore.web.documents import TYPES as DOCUMENTS, documentAnswer, documentOf
 from pacscore.web.html import Markup
 from pacscore.web.images import picture
 from pacscore.web.objects import onFile, storedPath, uid
@@ -60,28 +63,34 @@ def _contentTypes(text):
     """The content types of the list that pacs answers, in its order; a
     406 when it names none."""
     wanted = [part.split(";")[0].strip().lower() for part in (text or DEFAULT).split(",")]
-    known = [kind for kind in wanted if kind in PICTURE_TYPES or kind in OTHER_TYPES or kind == ANY]
+    known = [kind for kind in wanted if kind in PICTURE_TYPES or kind in OTHER_TYPES or kind in DOCUMENTS
+             or kind == ANY]
     if not known:
         raise WebError(406, f"cannot answer contentType {text!r}: pacs answers "
-                            f"{', '.join(sorted({*PICTURE_TYPES, *OTHER_TYPES, ANY}))}")
+                            f"{', '.join(sorted({*PICTURE_TYPES, *OTHER_TYPES, *DOCUMENTS, ANY}))}")
     return known
 
 
 async def _contentType(archive, path, wanted, text):
     """The first of the ``wanted`` content types that fits the stored
-    object ``path`` (a picture only of one with pixels, which are read
-    only when that decides it); a 406 when none does."""
+    object ``path`` (a picture only of one with pixels, a document type
+    only of the document it encapsulates; what it holds read only when
+    that decides it); a 406 when none does."""
     held = None
     for kind in wanted:
         if kind in OTHER_TYPES:
             return kind
         if held is None:
             held = await onFile(archive, path, contents)
-        if held.pixels:
+        if kind in DOCUMENTS:
+            if held.document == kind:
+                return kind
+        elif held.pixels:
             return kind if kind in PICTURE_TYPES else "image/jpeg"
         if kind == ANY:
             return DICOM
-    raise WebError(406, f"cannot answer contentType {text!r}: the object has no pixels to show as a picture")
+    holding = ("pixels" if held.pixels else "no pixels") + (f" and a {held.document} document" if held.document else "")
+    raise WebError(406, f"cannot answer contentType {text!r}: the object holds {holding}")
 
 
 def _region(parameters):
@@ -170,6 +179,8 @@ async def answer(archive, parameters, request):
         if made != syntax:  # e.g. a 12-bit image, which JPEG baseline cannot hold, made 4.51
             raise WebError(406, f"{sop} cannot be sent in transferSyntax {syntax} (it can in {made})")
         return Answer(data, kind, headers)
+    if kind in DOCUMENTS:
+        return documentAnswer(await onFile(archive, path, documentOf))
     if kind in ("text/html", "text/plain"):
         lines = await onFile(archive, path, headerLines)
         if kind == "text/plain":

@@ -2,7 +2,8 @@
 ``multipart/related; type="application/dicom"`` (Part-10 objects made one
 by one as the client takes them), its ``metadata`` (DICOM JSON), an
 instance's ``frames/{list}`` and ``bulk/{tag}`` data, and ``rendered`` and
-``thumbnail`` pictures.
+``thumbnail`` pictures (an instance's ``rendered`` the document it
+encapsulates, a PDF say, when the Accept header takes its type).
 
 The Accept header chooses the transfer syntax: ``transfer-syntax=*`` sends
 objects and frames as stored (NKI-compressed pixels expanded; an object
@@ -41,6 +42,8 @@ from pacscore.web.dicomweb.instancefiles import (
     FRAME_TYPES, OCTET_STREAM, PIXEL_DATA, NoSuchAttribute, NoSuchFrame, bulkValue, frameSyntax,
     instanceFrames, instanceMetadata)
 from pacscore.web.dicomweb.search import hexTag
+from pacscore.web.contents import contents
+from pacscore.web.documents import TYPES as DOCUMENTS, documentAnswer, documentOf
 from pacscore.web.images import picture
 from pacscore.web.objects import CannotShow, MissingFrame, Unreadable, onFile, shownFrom
 from pacscore.web.objectstream import AS_STORED, intactFile, objectStream
@@ -521,8 +524,23 @@ async def retrieveRendered(archive, request, target, base):
     10.4.1 has them a multipart of every instance's)."""
     if not target.instance:
         return await withInstances(archive, target, lambda found: _firstShown(archive, request, found, 0))
-    frame = frameNumbers(target.frames)[0] - 1 if target.frames else 0
-    return await withInstances(archive, target, lambda found: _rendered(archive, request, _onlyPath(found), frame, 0))
+    if target.frames:
+        frame = frameNumbers(target.frames)[0] - 1
+        return await withInstances(archive, target,
+                                   lambda found: _rendered(archive, request, _onlyPath(found), frame, 0))
+    return await withInstances(archive, target, lambda found: _renderedInstance(archive, request, _onlyPath(found)))
+
+
+async def _renderedInstance(archive, request, path):
+    """The rendered form of an instance: the document it encapsulates
+    when the Accept header takes its type (a PDF, as Orthanc answers it;
+    PS3.18 8.7.4 gives such objects the text types and application/pdf),
+    else its picture."""
+    if multipart.preferredType(request, DOCUMENTS) is not None:
+        held = await onFile(archive, path, contents)
+        if held.document and multipart.preferredType(request, [held.document]) is not None:
+            return documentAnswer(await onFile(archive, path, documentOf))
+    return await _rendered(archive, request, path, 0, 0)
 
 
 async def retrieveThumbnail(archive, request, target, base):

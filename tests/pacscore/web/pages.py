@@ -39,6 +39,24 @@ class Request(DummyRequest):
         super().unregisterProducer()
 
 
+PDF = (b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj 2 0 obj<</Type/Pages/Kids[3 0 R]/Count 1>>endobj "
+       b"3 0 obj<</Type/Page/MediaBox[0 0 200 200]/Parent 2 0 R>>endobj\ntrailer<</Root 1 0 R>>\n%%EOF")
+
+
+def encapsulatedPDF(patientID, studyUID, seriesUID, sopUID):
+    """An Encapsulated PDF object holding PDF (padded to even length)."""
+    dataset = makeDataset(patientID, "Pdf^Report", studyUID, seriesUID, sopUID, 1, 1, modality="DOC")
+    del dataset.PixelData
+    dataset.SOPClassUID = dataset.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.104.1"
+    for name in ("Rows", "Columns", "BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation",
+                 "SamplesPerPixel", "PhotometricInterpretation"):
+        if name in dataset:
+            delattr(dataset, name)
+    dataset.EncapsulatedDocument = PDF + b"\0"
+    dataset.MIMETypeOfEncapsulatedDocument = "application/pdf"
+    return dataset
+
+
 def dgate(running, wadoOnly=False):
     """The ``/cgi-bin/dgate`` resource of a RunningArchive (``/wado`` with ``wadoOnly``)."""
     return DgateResource(running.archive, ScriptedPages(running.configuration, CommandRegistry()), wadoOnly)

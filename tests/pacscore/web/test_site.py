@@ -23,7 +23,7 @@ from pacscore.web.answers import HTML
 from pacscore.web.site import webSite
 from tests.pacscore.control.running import RunningArchive
 from pacscore.testing.mutations import mutated
-from tests.pacscore.web.pages import WebTestCase, dgate, get, getQuery
+from tests.pacscore.web.pages import PDF, WebTestCase, dgate, encapsulatedPDF, get, getQuery
 
 CT = get_testdata_file("CT_small.dcm")
 RLE = get_testdata_file("MR_small_RLE.dcm")
@@ -357,6 +357,30 @@ class WadoTests(unittest.TestCase):
         for contentType, answered in (("*/*", "image/jpeg"), ("text/html,image/jpeg", HTML)):
             answer = yield self.wado(contentType=contentType)
             self.assertEqual((answer.code, answer.headers["content-type"]), (200, answered), contentType)
+
+    @defer.inlineCallbacks
+    def test_encapsulatedPDF(self):
+        """An Encapsulated PDF is had as the PDF itself (its padding after
+        %%EOF left out) by WADO-URI's contentType=application/pdf and the
+        ``document`` mode the image list's "pdf" link leads to."""
+        study = "1.2.826.0.1.3680043.8.498.71"
+        series, sop = f"{study}.1", f"{study}.1.1"
+        path = os.path.join(self.running.workdir, "report.dcm")
+        encapsulatedPDF("PDF1", study, series, sop).save_as(path, enforce_file_format=True)
+        yield self.running.run(AddImageFile(), path)
+        for contentType in ("application/pdf", "image/jpeg, application/pdf"):
+            answer = yield get(self.resource, requestType="WADO", studyUID=study, seriesUID=series, objectUID=sop,
+                               contentType=contentType)
+            self.assertEqual((answer.code, answer.headers["content-type"], answer.body), (200, "application/pdf", PDF))
+        answer = yield self.wado(contentType="application/pdf")
+        self.assertEqual(answer.code, 406)
+        images = yield get(self.resource, mode="queryallimages", query=f"DICOMImages.SOPInstanc = '{sop}'")
+        [document] = [link for link in images.links() if "mode=document" in link]
+        self.assertIn(">pdf</a>", images.text)
+        answer = yield get(self.resource, document)
+        self.assertEqual((answer.code, answer.headers["content-type"], answer.body), (200, "application/pdf", PDF))
+        answer = yield get(self.resource, mode="document", slice=f":{self.ct.SOPInstanceUID}")
+        self.assertEqual(answer.code, 422)
 
     @defer.inlineCallbacks
     def test_imageQuality(self):

@@ -40,6 +40,7 @@ from pacscore.web.dicomweb.instancefiles import instanceMetadata
 from plugins.pacs_control_modify import modifyImage
 from tests.pacscore.codecs.test_transcode import asFile, cutShortDataset, overlaid, quietly
 from tests.pacscore.web.dicomweb.client import DicomWebTestCase, viewedColours
+from tests.pacscore.web.pages import PDF, encapsulatedPDF
 
 JPEG_LOSSLESS = "1.2.840.10008.1.2.4.70"
 EXPLICIT = "1.2.840.10008.1.2.1"
@@ -778,6 +779,21 @@ class RetrieveTests(DicomWebTestCase):
         for bad in ("0", "101", "x", "5,6"):
             refused = yield self.fetch(self.instancePath(image) + f"/rendered?quality={bad}")
             self.assertEqual((bad, refused.code), (bad, 400 if bad != "5,6" else 200))
+
+    @defer.inlineCallbacks
+    def test_renderedPDF(self):
+        """The rendered form of an Encapsulated PDF is the PDF (as Orthanc
+        answers it), asked for or with any type; not a picture."""
+        study = "1.2.826.0.1.3680043.8.498.72"
+        dataset = encapsulatedPDF("PDF2", study, f"{study}.1", f"{study}.1.1")
+        yield self.stored(dataset, "report.dcm")
+        rendered = f"/studies/{study}/series/{study}.1/instances/{study}.1.1/rendered"
+        for accept in (None, "application/pdf", "image/jpeg;q=0.5, application/pdf", "*/*"):
+            found = yield self.fetch(rendered, accept=accept)
+            self.assertEqual((found.code, found.header("content-type"), found.body), (200, "application/pdf", PDF),
+                             accept)
+        picture = yield self.fetch(rendered, accept="image/jpeg")
+        self.assertEqual(picture.code, 422)
 
     @defer.inlineCallbacks
     def test_thumbnailOfFirstObjectShown(self):

@@ -1,0 +1,65 @@
+"""Encapsulated documents (PS3.3 C.24.2: PDF, CDA, STL ...) on the web:
+the document a stored object holds, as its own bytes and type, for
+WADO-URI (``contentType`` its type), WADO-RS ``rendered`` and the
+``document`` mode (``slice=patid:sop``) the image lists' "pdf" links
+lead to, as Orthanc serves an instance's PDF."""
+
+import pydicom
+
+from pacscore.control.finders import SOP_CLASS
+from pacscore.storage.attributes import DatasetError
+from pacscore.web.answers import Answer
+from pacscore.web.contents import ENCAPSULATED_DOCUMENT, MIME_TYPE
+from pacscore.web.html import link, url
+from pacscore.web.objects import onFile, sliceReference, storedPath
+
+PDF = "application/pdf"
+PDF_STORAGE = "1.2.840.10008.5.1.4.1.1.104.1"  # Encapsulated PDF Storage
+TYPES = (PDF, "text/xml", "model/stl", "model/obj", "model/mtl")  # PS3.3 C.24.2's documents
+DOCUMENT_LENGTH = 0x00420015  # Encapsulated Document Length: without the padding
+PDF_END = b"%%EOF"
+
+
+def documentOf(path):
+    """``(MIME type, bytes)`` of the document the stored file ``path``
+    encapsulates, without the padding the value got (DatasetError when it
+    holds none)."""
+    dataset = pydicom.dcmread(path, specific_tags=[ENCAPSULATED_DOCUMENT, MIME_TYPE, DOCUMENT_LENGTH])
+    if ENCAPSULATED_DOCUMENT not in dataset:
+        raise DatasetError("it holds no Encapsulated Document")
+    kind = str(dataset[MIME_TYPE].value or "").strip().lower() if MIME_TYPE in dataset else ""
+    data = bytes(dataset[ENCAPSULATED_DOCUMENT].value or b"")
+    length = dataset[DOCUMENT_LENGTH].value if DOCUMENT_LENGTH in dataset else None
+    if length:
+        return kind, data[:length]
+    if kind == PDF and PDF_END in data:
+        end = data.rindex(PDF_END) + len(PDF_END)
+        rest = data[end:]
+        return kind, data[:end] + rest[:len(rest) - len(rest.lstrip(b"\r\n"))]  # its end of line kept
+    if kind.startswith("text/"):
+        return kind, data.rstrip(b"\0 ")
+    return kind, data
+
+
+def documentAnswer(document):
+    """The Answer of a ``documentOf``."""
+    kind, data = document
+    return Answer(data, kind or "application/octet-stream")
+
+
+def documentLink(reference, match):
+    """The "pdf" link of an image list's row (``{tag: value}`` with the
+    SOP Class UID) for ``slice=reference``, None for an object that is no PDF."""
+    if match[SOP_CLASS[0]].strip() != PDF_STORAGE:
+        return None
+    return link(url("document", slice=reference), "pdf")
+
+
+async def document(archive, parameters):
+    """The document an object (``slice=patid:sop``) encapsulates; 422 when it holds none."""
+    patientID, sop = sliceReference(parameters.get("slice"))
+    path = await storedPath(archive, sop, patientID)
+    return documentAnswer(await onFile(archive, path, documentOf))
+
+
+MODES = {"document": document}

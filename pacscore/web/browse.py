@@ -232,13 +232,16 @@ def _icon(match, size, graphic):
 async def seriesViewer(archive, parameters):
     """A viewer mode of Conquest (VIEWERS) for ``series=patid:uid``: the
     slice viewer of its image ``n`` (from 1, by image number; the first
-    when not given), with links to the first, previous, next and last."""
+    when not given), with links to the first, previous, next and last; of
+    a series none of whose objects has pixels, the list of its objects."""
     keys = entityKeys(parameters, "series", SERIES_INSTANCE_UID)
     return await _page(archive, parameters, "IMAGE", IMAGE_VALUES, _viewerPage, keys)
 
 
 def _viewerPage(archive, parameters, found):
     images = sorted((match for match in found if hasPixels(match)), key=_byInstanceNumber)
+    if found and not images:  # reports, documents ...: their list, leading to their header dumps and documents
+        return _imagesPage(archive, parameters, found)
     series = parameters.get("series").strip()
     if not images:
         raise WebError(404, f"no stored images of series {series}")

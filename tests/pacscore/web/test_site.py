@@ -108,6 +108,28 @@ class BrowseTests(WebTestCase):
         self.assertEqual(len([target for target in listed.links() if "mode=seriesviewer2&" in target]), 4)
 
     @defer.inlineCallbacks
+    def test_viewOfSeriesWithoutImages(self):
+        """The "view" link of a series none of whose objects has pixels (a
+        report, a PDF) lists its objects, leading to their header dump and
+        document as the image lists do, rather than to a 404."""
+        report = pydicom.dcmread(get_testdata_file("test-SR.dcm"))
+        yield self.running.run(AddImageFile(), get_testdata_file("test-SR.dcm"))
+        study = "1.2.826.0.1.3680043.8.498.73"
+        path = os.path.join(self.running.workdir, "report.dcm")
+        encapsulatedPDF("PDF3", study, f"{study}.1", f"{study}.1.1").save_as(path, enforce_file_format=True)
+        yield self.running.run(AddImageFile(), path)
+        listed = yield get(self.resource, mode="queryseries")
+        views = {target.rsplit("%3A", 1)[1]: target for target in listed.links() if "mode=serversideviewer" in target}
+        shown = yield get(self.resource, views[report.SeriesInstanceUID])
+        self.assertEqual(shown.code, 200)
+        self.assertIn(f"/cgi-bin/dgate?mode=headerdump&slice=%3A{report.SOPInstanceUID}", shown.links())
+        shown = yield get(self.resource, views[f"{study}.1"])
+        [document] = [target for target in shown.links() if "mode=document" in target]
+        self.assertEqual(document, f"/cgi-bin/dgate?mode=document&slice=PDF3%3A{study}.1.1")
+        document = yield get(self.resource, document)
+        self.assertEqual((document.code, document.body), (200, PDF))
+
+    @defer.inlineCallbacks
     def test_zipAndPushLinks(self):
         studies = yield get(self.resource, mode="querystudies")
         series = yield get(self.resource, mode="queryseries")

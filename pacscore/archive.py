@@ -364,7 +364,7 @@ class Archive:
                   self.procedureSteps.table, self.mppsForwards.table, *self.converterServices.uidMap.tables,
                   self.index.tables.worklist]
         try:
-            carryOver(engine, self.engine, tables, path, self.log)
+            carryOver(engine, self.engine, tables, path, self.log, self.index.madeBy)
         except SQLAlchemyError as e:  # a damaged old file: the new index serves without its rows
             self.log.error("The rows of {tables} in {path}, the SQLite index of this working folder before the "
                            "switch to this database, could not be carried over ({error}); they stay there",

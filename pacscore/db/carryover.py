@@ -8,7 +8,9 @@ the export queue, the storage commitment reports still to send, the MPPS
 steps and their forwards, the UID map of the anonymizing converters, the
 worklist (the tables the archive names).  At each start on a database server,
 ``carryOver`` moves the rows of those tables found in that file
-(``previousIndex``) into the new database, in one transaction there
+(``previousIndex``), when pacs made it (``Index.madeBy``: Conquest's own
+file, or any other, is left as it is, for going back to Conquest), into the
+new database, in one transaction there
 (a row whose key the new table holds already is left out; queue rows get
 new ids, in their order), then deletes them from the file (a crash between
 the two commits leaves them in both: the next start carries those without
@@ -21,6 +23,7 @@ import os
 from sqlalchemy import delete, inspect, select
 
 from pacscore.db.drivers import findDriver
+from pacscore.db.index import EARLIER_PACS, PACS
 
 
 def previousIndex(configuration):
@@ -63,11 +66,19 @@ def _carryTable(old, new, table, oldColumns):
     return old.execute(delete(table)).rowcount
 
 
-def carryOver(source, target, tables, path, log):
+def carryOver(source, target, tables, path, log, madeBy):
     """Move the rows of ``tables`` (SQLAlchemy tables of pacs, made already
     in ``target``) from the database of the engine ``source`` (the file
     ``path``) to ``target``'s; logged when there were any.  The rows are
-    deleted from ``source`` once ``target`` committed them."""
+    deleted from ``source`` once ``target`` committed them.  Nothing is
+    moved, with a line saying so, unless ``madeBy(connection)``
+    (``Index.madeBy``) tells that pacs made ``source``."""
+    with source.connect() as connection:
+        if madeBy(connection) not in (PACS, EARLIER_PACS):
+            log.info("Nothing is carried over from {path}: pacs did not make that SQLite file (Conquest's own index, "
+                     "or another program's), which is left as it is (going back to Conquest, its worklist and UIDMODS "
+                     "are there)", path=path)
+            return
     present = {name.lower(): name for name in inspect(source).get_table_names()}
     counts = {}
     with source.begin() as old:

@@ -45,7 +45,7 @@ from pacscore.storage.durability import PerFileSync
 
 __all__ = ["ImageRecord", "InconsistentLink", "Index", "Replaced"]
 
-# Who made the index tables of a database (``Index._madeBy``)
+# Who made the index tables of a database (``Index.madeBy``)
 PACS, EARLIER_PACS, CONQUEST = "pacs", "an earlier pacs", "Conquest"
 
 
@@ -125,13 +125,13 @@ class Index:
     def _changingSchema(self):
         """The context of the connection for ``_buildTables``: the driver's
         ``schemaTransaction``, told whether the database is one pacs did not
-        make (Conquest's, see ``_madeBy``), or a transaction of the engine."""
+        make (Conquest's, see ``madeBy``), or a transaction of the engine."""
         if self.schemaTransaction is None:
             return self.engine.begin()
         with self.engine.connect() as connection:
-            return self.schemaTransaction(self.engine, self._madeBy(connection) == CONQUEST)
+            return self.schemaTransaction(self.engine, self.madeBy(connection) == CONQUEST)
 
-    def _madeBy(self, connection):
+    def madeBy(self, connection):
         """Who made the database's index tables: ``PACS`` (they come with
         the ``PendingFiles`` table pacs makes with them), ``EARLIER_PACS``
         (without it, but with the unique index pacs names
@@ -159,7 +159,7 @@ class Index:
             adoptFoldedTable(connection, table, self.log)
             adoptTruncatedColumns(connection, table, self.log)
         columns = pathColumns(connection, self.tables)
-        madeBy = self._madeBy(connection)
+        madeBy = self.madeBy(connection)
         if madeBy == EARLIER_PACS:
             self.log.info("Upgrading {database}, the index database of an earlier pacs release",
                           database=self.engine.url.database)

@@ -21,6 +21,7 @@ from tests.dbservers import mariadbServer, postgresServer
 from tests.interop.databaseservers import serverIni
 from tests.interop.server import PacsServer, freePort
 from tests.pacscore.codecs.test_syntaxes import withoutJpegLS
+from tests.pacscore.db.test_index import makeConquestDatabase
 
 
 class UnencodableCodeTests(unittest.TestCase):
@@ -135,32 +136,52 @@ class CarryOverTests(unittest.TestCase):
     def test_queuesCarriedOverToMySQL(self):
         self.carriedOver(mysqlDriver, mariadbServer())
 
-    def carriedOver(self, driver, database):
+    def switched(self, driver, database, rows):
+        """A working folder whose SQLite index pacs made (``rows(archive)``
+        queued in it), switched to a new database of ``database``: its
+        ``PacsServer`` and the engine of that database."""
         server = PacsServer(self.mktemp())
         old = self.archive(server)
         old.exportQueue.createTables()
         old.commitments.pending.createTables()
-        for sop in ("1.2.3.1.1", "1.2.3.1.2"):
-            old.exportQueue.addForward("DOWNAE", "IMAGE", ("PAT1", "1.2.3", "1.2.3.1", sop))
-        with old.engine.begin() as connection:
-            old.commitments.pending.add(connection, "1.2.9", "MODALITY", [["1.2.840.10008.5.1.4.1.1.2", "1.2.3.1.1"]])
         old.index.createTables()
-        with old.engine.begin() as connection:
-            connection.execute(old.index.tables.worklist.insert().values(AccessionNumber="ACC1", PatientID="PAT1"))
-        uidMap = old.converterServices.uidMap
-        newUID = uidMap.newFor("1.2.3")
+        rows(old)
         old.engine.dispose()
         engine = database.newEngine(driver, self)
         server.setIni(**serverIni(driver, database, engine.url.database))
+        return server, engine
+
+    def started(self, server):
+        """A new archive of ``server`` started: it and the lines it logged."""
         new = self.archive(server)
         with capturedLogs() as events:
             new.startup()
         self.addCleanup(new.shutdown)  # a Deferred trial waits for
+        return new, [formatEvent(event) for event in events]
+
+    @staticmethod
+    def queueForwardsAndWorklist(archive):
+        for sop in ("1.2.3.1.1", "1.2.3.1.2"):
+            archive.exportQueue.addForward("DOWNAE", "IMAGE", ("PAT1", "1.2.3", "1.2.3.1", sop))
+        with archive.engine.begin() as connection:
+            connection.execute(archive.index.tables.worklist.insert().values(AccessionNumber="ACC1", PatientID="PAT1"))
+
+    def carriedOver(self, driver, database):
+        uids = []
+
+        def rows(old):
+            self.queueForwardsAndWorklist(old)
+            with old.engine.begin() as connection:
+                old.commitments.pending.add(connection, "1.2.9", "MODALITY",
+                                            [["1.2.840.10008.5.1.4.1.1.2", "1.2.3.1.1"]])
+            uids.append(old.converterServices.uidMap.newFor("1.2.3"))
+        server, engine = self.switched(driver, database, rows)
+        new, lines = self.started(server)
         self.assertIn(f"Carried over from {server.database}, the SQLite index of this working folder before the "
                       f"switch to this database, the rows no stored file holds: PacsForwards 2, PacsCommitments 1, "
                       f"UIDMODS 1, DICOMWorkList 1 (queued forwards, commitment reports, MPPS, UID maps and worklist "
                       f"items are taken up here); removed from that file, whose image tables are left as they were",
-                      [formatEvent(event) for event in events])
+                      lines)
         forwards = new.exportQueue.forwards
         with engine.connect() as connection:
             self.assertEqual(connection.execute(select(forwards.c.Destination, forwards.c.SOPInstanceUID)
@@ -170,8 +191,38 @@ class CarryOverTests(unittest.TestCase):
                              [("1.2.9", "MODALITY")])
             worklist = new.index.tables.worklist
             self.assertEqual(connection.execute(select(worklist.c.AccessionNumber)).scalars().all(), ["ACC1"])
-        self.assertEqual(new.converterServices.uidMap.newFor("1.2.3"), newUID)
+        self.assertEqual(new.converterServices.uidMap.newFor("1.2.3"), uids[0])
         with closing(sqlite3.connect(server.database)) as db:
             self.assertEqual([db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
                               for table in ("PacsForwards", "PacsCommitments", "UIDMODS", "DICOMWorkList")],
                              [0, 0, 0, 0])
+
+    def test_conquestsOwnFileLeftAsItIs(self):
+        """Conquest's own conquest.db3 in the working folder (its worklist
+        and UID map) is not taken: going back to Conquest, as README
+        allows, lost them, and a stale one put old worklist items back."""
+        server = PacsServer(self.mktemp())
+        os.makedirs(os.path.dirname(server.database))
+        makeConquestDatabase(server.database)
+        with closing(sqlite3.connect(server.database)) as db:
+            db.execute("CREATE TABLE UIDMODS (MODTime int, OldUID varchar(64), MODType varchar(32), "
+                       "NewUID varchar(64))")
+            db.execute("INSERT INTO UIDMODS VALUES (1, '1.2.3', 'SOPInstanceUID', '9.8.7')")
+            db.execute("INSERT INTO DICOMWorkList (AccessionN, PatientID) VALUES ('ACC1', 'PAT1')")
+            db.commit()
+        with open(server.database, "rb") as f:
+            conquests = f.read()
+        database = postgresServer()
+        engine = database.newEngine(postgresqlDriver, self)
+        server.setIni(**serverIni(postgresqlDriver, database, engine.url.database))
+        new, lines = self.started(server)
+        self.assertIn(f"Nothing is carried over from {server.database}: pacs did not make that SQLite file "
+                      f"(Conquest's own index, or another program's), which is left as it is (going back to Conquest, "
+                      f"its worklist and UIDMODS are there)", lines)
+        self.assertFalse([line for line in lines if "Carried over" in line])
+        with open(server.database, "rb") as f:
+            self.assertEqual(f.read(), conquests)
+        worklist = new.index.tables.worklist
+        with engine.connect() as connection:
+            self.assertEqual(connection.execute(select(worklist.c.AccessionNumber)).all(), [])
+        self.assertNotEqual(new.converterServices.uidMap.newFor("1.2.3"), "9.8.7")

@@ -4,7 +4,8 @@ import os
 import sqlite3
 from contextlib import closing
 
-from sqlalchemy import select
+from sqlalchemy import event, select
+from sqlalchemy.exc import OperationalError
 from twisted.internet import reactor
 from twisted.internet.address import IPv4Address
 from twisted.internet.protocol import connectionDone
@@ -12,6 +13,7 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial import unittest
 
+from pacscore import archive as archiveModule
 from pacscore.archive import Archive, StartupError
 from pacscore.config.loader import loadConfiguration
 from pacscore.hl7.message import parseMessage
@@ -226,3 +228,50 @@ class CarryOverTests(unittest.TestCase):
         with engine.connect() as connection:
             self.assertEqual(connection.execute(select(worklist.c.AccessionNumber)).all(), [])
         self.assertNotEqual(new.converterServices.uidMap.newFor("1.2.3"), "9.8.7")
+
+    def test_carryOverTheFileDidNotCommitIsFinishedOnce(self):
+        """The SQLite file failing to commit the removal (disk full, a
+        crash) once the new database committed the rows: they were in both,
+        the next start carried the unkeyed ones again (each forward sent
+        twice, worklist items doubled), and the log said they stayed in the
+        file only.  The next start now only removes them from the file, and
+        carries over what was queued in it since."""
+        server, engine = self.switched(postgresqlDriver, postgresServer(), self.queueForwardsAndWorklist)
+        previousIndex = archiveModule.previousIndex
+
+        def failing(configuration):
+            path, sqlite = previousIndex(configuration)
+
+            def crash(connection):
+                raise OperationalError("COMMIT", {}, Exception("disk I/O error"))
+            event.listen(sqlite, "commit", crash)
+            return path, sqlite
+        self.patch(archiveModule, "previousIndex", failing)
+        new, lines = self.started(server)
+        self.assertIn(f"The rows PacsForwards 2, DICOMWorkList 1 carried over from {server.database}, the SQLite "
+                      f"index of this working folder before the switch to this database, could not be removed from "
+                      f"that file (disk I/O error): the next start removes them there, without carrying "
+                      f"them over again", lines)
+        self.assertFalse([line for line in lines if "they stay there" in line or "Carried over" in line])
+        with closing(sqlite3.connect(server.database)) as db:  # queued in the file since (switched back)
+            columns = ", ".join(row[1] for row in db.execute("PRAGMA table_info(PacsForwards)")
+                                if row[1] not in ("id", "SOPInstanceUID"))
+            db.execute(f"INSERT INTO PacsForwards ({columns}, SOPInstanceUID) SELECT {columns}, '1.2.3.1.3' "
+                       f"FROM PacsForwards WHERE SOPInstanceUID = '1.2.3.1.2'")
+            db.commit()
+        self.patch(archiveModule, "previousIndex", previousIndex)
+        _, lines = self.started(server)
+        self.assertIn(f"Removed from {server.database} the rows carried over from it at an earlier start: "
+                      f"PacsForwards 2, DICOMWorkList 1 (not carried over again)", lines)
+        self.assertEqual([line.split(":")[1] for line in lines if line.startswith("Carried over")],
+                         [" PacsForwards 1 (queued forwards, commitment reports, MPPS, UID maps and worklist items "
+                          "are taken up here); removed from that file, whose image tables are left as they were"])
+        forwards, worklist = new.exportQueue.forwards, new.index.tables.worklist
+        with engine.connect() as connection:
+            self.assertEqual(connection.execute(select(forwards.c.SOPInstanceUID).order_by(forwards.c.id))
+                             .scalars().all(), ["1.2.3.1.1", "1.2.3.1.2", "1.2.3.1.3"])
+            self.assertEqual(connection.execute(select(worklist.c.AccessionNumber)).scalars().all(), ["ACC1"])
+            self.assertEqual(connection.exec_driver_sql('SELECT count(*) FROM "PacsCarriedOver"').scalar(), 0)
+        with closing(sqlite3.connect(server.database)) as db:
+            self.assertEqual([db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+                              for table in ("PacsForwards", "DICOMWorkList")], [0, 0])

@@ -21,6 +21,7 @@ from pacscore.codecs.syntaxes import isCompressed
 from pacscore.codecs.nkipixels import NKI_PIXEL_DATA
 from pacscore.db.query import SOP_CLASS_UID, SOP_INSTANCE_UID
 from pacscore.storage.attributes import PIXEL_DATA, readAttributes, walkDataset
+from pacscore.storage.reader import readAt
 
 STREAMED_OBJECT = 8 << 20  # data sets larger than this (or decoding to more) stay in their file
 ROWS, COLUMNS, SAMPLES_PER_PIXEL, BITS_ALLOCATED, NUMBER_OF_FRAMES = (
@@ -71,7 +72,7 @@ class StoredData:
         return StoredData(out, 0, length, self.deferToWorker)
 
     def _readAt(self, position, size):
-        data = os.pread(self.file.fileno(), size, self.offset + position)
+        data = readAt(self.file.fileno(), self.offset + position, size)
         if len(data) != size:
             raise OSError(f"{self.file.name} ends before its data set does")
         return data

@@ -93,9 +93,10 @@ def _sopClassOf(f, syntax, meta):
     return meta.get(MEDIA_STORAGE_SOP_CLASS_UID) or readAttributes(f, syntax, {SOP_CLASS_UID}).get(SOP_CLASS_UID, "")
 
 
-def _readAt(fd, offset, length):
+def readAt(fd, offset, length):
     """``length`` bytes (fewer at the end of the file) from ``offset`` of
-    the open file ``fd``, in as few reads as it takes."""
+    the open file ``fd``, in as few reads as it takes (one ``pread`` gives
+    at most about 2 GB on Linux)."""
     chunks = []
     while length > 0:
         chunk = os.pread(fd, length, offset)
@@ -246,7 +247,7 @@ class ObjectReader:
                     f.seek(stored.datasetOffset)
                     checkWhole(f, stored.transferSyntax)
                 return stored, None
-            data = _readAt(fd, stored.datasetOffset, size - stored.datasetOffset)
+            data = readAt(fd, stored.datasetOffset, size - stored.datasetOffset)
             checkWhole(data, stored.transferSyntax)
             return stored, data
         finally:

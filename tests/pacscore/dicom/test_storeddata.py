@@ -1,6 +1,7 @@
 """Tests for pacscore.dicom.storeddata: which stored objects stay in their
 file for sending, and reading them piece by piece."""
 
+import os
 import struct
 
 from twisted.internet import defer
@@ -123,6 +124,21 @@ class OpenStoredTests(unittest.TestCase):
         """NKI compressed pixel data goes out decompressed, so from memory."""
         dataset = element(0x7FDF, 0x0010, b"OB", bytes(STREAMED_OBJECT + 2))
         self.assertIsNone(openStored(self.storedFile(dataset), immediately))
+
+    def test_readsPastWhatOneReadGives(self):
+        """A data set longer than one ``pread`` gives (about 2 GB on Linux)
+        is read whole, in as many reads as it takes, not taken for a file
+        cut short."""
+        dataset = bytes(range(256)) * 40
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(HEADER + dataset)
+        pread = os.pread
+        self.patch(os, "pread", lambda fd, size, offset: pread(fd, min(size, 1000), offset))
+        data = StoredData(open(path, "rb"), len(HEADER), len(dataset), immediately)
+        self.addCleanup(data.close)
+        self.assertEqual(data.readAll(), dataset)
+        self.assertEqual(self.successResultOf(data.read(500, 3000)), dataset[500:3500])
 
     def test_fileCutShortFailsTheRead(self):
         path = self.mktemp()

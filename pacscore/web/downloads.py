@@ -45,7 +45,8 @@ class _Collected:
 class ZipStream:
     """The zip of the files ``paths`` (named ``names``), made as it is read:
     each ``read(size)`` (in the I/O pool, one at a time) zips about ``size``
-    more bytes of the files and gives what that added; b"" at the end.
+    more bytes of the files (more, until the zip grows) and gives what that
+    added; b"" only at the end.
     ``reader`` (an ObjectReader) opens each: the file an object has now
     when it was stored again since it was found."""
 
@@ -57,6 +58,14 @@ class ZipStream:
         self._source = self._entry = None
 
     def read(self, size):
+        while True:
+            self._zipMore(size)
+            made = self._out.take()
+            if made or self._zip is None:  # data that compresses well may give none yet
+                return made
+
+    def _zipMore(self, size):
+        """Zip about ``size`` more bytes of the files."""
         taken = 0
         while taken < size and self._zip is not None:
             if self._source is None and not self._nextFile():
@@ -66,7 +75,6 @@ class ZipStream:
             taken += len(piece)
             if not piece:
                 self._endFile()
-        return self._out.take()
 
     def _nextFile(self):
         """Start the entry of the next file; False (the zip ended) after the last."""

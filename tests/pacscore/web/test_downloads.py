@@ -44,6 +44,24 @@ class ZipStreamTests(unittest.TestCase):
                              {time.localtime(1700000000)[:6]})
             self.assertEqual({info.compress_type for info in zipped.infolist()}, {zipfile.ZIP_DEFLATED})
 
+    def test_filesThatCompressWell(self):
+        """Files of zeros, which the compressor takes in for long before it
+        gives anything: no piece is empty before the end, and the pieces
+        are the whole zip (an empty one was taken for the end, and the
+        zip came out cut short)."""
+        paths = []
+        for number in range(2):
+            path = os.path.join(self.folder, f"zeros{number}.dcm")
+            with open(path, "wb") as f:
+                f.write(bytes(20 * MB))
+            paths.append(path)
+        stream = ZipStream(paths, ["a.dcm", "b.dcm"], ObjectReader([]))
+        pieces = list(iter(lambda: stream.read(MB), b""))
+        self.assertEqual(stream.read(MB), b"")
+        with zipfile.ZipFile(io.BytesIO(b"".join(pieces))) as zipped:
+            self.assertIsNone(zipped.testzip())
+            self.assertEqual([len(zipped.read(name)) for name in ("a.dcm", "b.dcm")], [20 * MB, 20 * MB])
+
     def test_vanishedFile(self):
         """A file gone when the zip reaches it: OSError naming it, after
         the pieces of the files before; close() lets go of the open file."""

@@ -22,10 +22,12 @@ from dataclasses import dataclass, field, replace
 
 from twisted.logger import Logger
 
+from pacscore.codecs.syntaxes import isSupportedCode
 from pacscore.config.errors import ConfigError
 from pacscore.config.textfile import LineFile, lineEnding, splitLines
 
 COMMENT_MARKERS = ("#", "//", "/*", "*/")
+MAX_AE = 16  # characters of an AE title
 
 
 @dataclass
@@ -104,6 +106,24 @@ def _writable(field):
     return bool(field) and field.split() == [field] and not any(marker in field for marker in COMMENT_MARKERS)
 
 
+def _putProblem(node):
+    """Why ``node`` cannot be put in the map, or None: what ``_problem``
+    refuses in the file, a field that would not read back as one, an AE
+    title too long to call, a compression code that means nothing here."""
+    fields = [node.ae, node.host, node.port, node.compression]
+    problem = _problem(fields)
+    if problem:
+        return problem
+    unwritable = next((field for field in fields if not _writable(field)), None)
+    if unwritable is not None:
+        return f"{unwritable!r} is empty or holds a blank or a comment marker"
+    if len(node.ae) > MAX_AE:
+        return f"the AE title {node.ae} is longer than {MAX_AE} characters"
+    if not isSupportedCode(node.compression):
+        return f"{node.compression!r} is no compression code (un, as, j1, jl, ...)"
+    return None
+
+
 def _formatNode(node):
     return f"{node.ae:<17} {node.host:<16} {node.port:<9} {node.compression}"
 
@@ -170,12 +190,12 @@ class AcrNemaMap(LineFile):
     def put(self, index, node):
         """Replace entry ``index``, or append after the last entry if ``index == len(nodes)``.
 
-        Raises ValueError for a node the file could not hold (blanks or a
-        comment marker in a field, a bad port).
+        Raises ValueError, saying why, for a node the file could not hold
+        or the server could not use (``_putProblem``).
         """
-        fields = [node.ae, node.host, node.port, node.compression]
-        if _problem(fields) or not all(map(_writable, fields)):
-            raise ValueError(f"cannot write {node} to {self.path}")
+        problem = _putProblem(node)
+        if problem is not None:
+            raise ValueError(f"{node.ae} not put in {self.path}: {problem}")
         positions = self._nodeRows()
         if index == len(positions):
             at = positions[-1] + 1 if positions else len(self._rows)

@@ -7,19 +7,22 @@ read again replaces the contents of the object the services already hold
 (``MoveService`` and the forwarder keep the AcrNemaMap, the converters the
 DicomIni), so they see it at once.  A command whose save fails changes
 nothing: the object is put back as it was before its edit
-(``saveOrRestore``).
+(``saveOrRestore``).  A file that cannot be read again is warned of: the
+server then runs with another file than the one on disk.
 """
 
 import collections
 import copy
 
 from twisted.internet import defer
+from twisted.logger import Logger
 
 from pacscore.config.errors import ConfigError
 from pacscore.config.textfile import writeFileAtomically
 from pacscore.control.context import CommandError
 
 
+log = Logger()
 _fileLocks = collections.defaultdict(defer.DeferredLock)
 """Per path: saves and re-reads of one file run one at a time, in the order asked."""
 
@@ -82,7 +85,15 @@ def reload(archive, lineFile, check=None):
 
     d = _fileLocks[lineFile.path].run(archive.workers.deferToWorker, read, lineFile.path)
     d.addCallbacks(use, _refuse, errbackArgs=(f"cannot re-read {lineFile.path}",))
+    d.addErrback(_notReread, lineFile.path)
     return d
+
+
+def _notReread(failure, path):
+    """Warn that the server runs with another ``path`` than the one on disk."""
+    log.warn("{path} not read again, the server keeps the one it read before: {error}", path=path,
+             error=failure.value)
+    return failure
 
 
 def _refuse(failure, what):

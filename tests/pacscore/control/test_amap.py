@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 from twisted.internet import defer
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.trial import unittest
 
 from pacscore.config.acrnema import AcrNemaMap
@@ -94,7 +95,26 @@ class AcrNemaMapCommandTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_readAmapOfBrokenFileKeepsMemory(self):
+        """... and is warned of: the server runs with another map than the file's."""
         with open(self.path, "a") as f:
             f.write("ONLYONEFIELD\n")
-        yield self.assertFailure(self.running.run(commands.readAmap, ""), CommandError)
+        with capturedLogs() as events:
+            yield self.assertFailure(self.running.run(commands.readAmap, ""), CommandError)
         self.assertEqual(len(self.map.nodes), 3)
+        warnings = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
+        self.assertEqual(len(warnings), 1)
+        self.assertIn(f"{self.path} not read again, the server keeps the one it read before", warnings[0])
+        self.assertIn("ONLYONEFIELD", warnings[0])
+
+    @defer.inlineCallbacks
+    def test_putAmapSaysWhy(self):
+        """put_amap names the entry and why it cannot be put: a bad port, an
+        AE title over 16 characters, an unknown compression code."""
+        for arguments, reason in (("3,BADPORT,127.0.0.1,notaport,un", "port 'notaport' of BADPORT is neither"),
+                                  ("3,WAYTOOLONGAETITLE_XX,127.0.0.1,104,un", "the AE title WAYTOOLONGAETITLE_XX is longer than 16"),
+                                  ("3,BADC,127.0.0.1,104,zz", "'zz' is no compression code")):
+            error = yield self.assertFailure(self.running.run(commands.putAmap, arguments), CommandError)
+            self.assertIn(f"{arguments.split(',')[1]} not put in {self.path}: {reason}", str(error))
+            self.assertNotIn("Node(", str(error))
+        self.assertEqual(len(self.map.nodes), 3)
+        yield self.running.run(commands.putAmap, "3,SIXTEENCHARS_AE,127.0.0.1,104,j250")

@@ -7,7 +7,9 @@ read again replaces the contents of the object the services already hold
 (``MoveService`` and the forwarder keep the AcrNemaMap, the converters the
 DicomIni), so they see it at once.  A command whose save fails changes
 nothing: the object is put back as it was before its edit
-(``saveOrRestore``).  A file that cannot be read again is warned of: the
+(``saveOrRestore``); dicom.ini is not written from memory but edited on
+disk (``saveEdit``), so its lines edited by hand since it was read stay.
+A file that cannot be read again is warned of: the
 server then runs with another file than the one on disk.
 """
 
@@ -35,6 +37,25 @@ def save(archive, lineFile):
     return d
 
 
+def saveEdit(archive, lineFile, edit, check):
+    """Make ``edit`` (a function of a file object of ``lineFile``'s kind) in
+    the file as it is on disk now, not as ``lineFile`` holds it, so that
+    the lines edited by hand since it was read stay as they are; ``check``,
+    a function of the edited file, refuses it by raising.  A Deferred of
+    what ``check`` returned, once the file is written."""
+
+    def work():
+        onDisk = type(lineFile).fromFile(lineFile.path)
+        edit(onDisk)
+        checked = check(onDisk)
+        onDisk.write()
+        return checked
+
+    d = _fileLocks[lineFile.path].run(archive.workers.deferToWorker, work)
+    d.addErrback(_refuse, f"cannot write {lineFile.path}")
+    return d
+
+
 def saveOrRestore(archive, lineFile, before, restored=None):
     """``save`` ``lineFile`` edited from ``before`` (its ``copy.deepcopy``
     taken before the edit); when that fails, ``lineFile`` is ``before``
@@ -58,13 +79,6 @@ def restore(lineFile, other):
 def snapshot(lineFile):
     """A copy of ``lineFile`` to ``restore`` after an edit that fails."""
     return copy.deepcopy(lineFile)
-
-
-def parsed(archive, lineFile, parse):
-    """``parse`` of a copy of ``lineFile`` as it is now, in the I/O pool, in
-    turn with the saves and re-reads of its file; a Deferred of what it
-    returns."""
-    return _fileLocks[lineFile.path].run(archive.workers.deferToWorker, parse, snapshot(lineFile))
 
 
 def reload(archive, lineFile, check=None):

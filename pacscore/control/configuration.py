@@ -3,8 +3,9 @@
 ``delete_param``, ``read_ini``.
 
 They read and edit the server's own ``DicomIni`` (its main section,
-``[sscscp]``); ``put_param`` and ``delete_param`` also write dicom.ini at
-once, comments and order kept.  Most settings are read when the server
+``[sscscp]``); ``put_param`` and ``delete_param`` also change the one key in
+dicom.ini at once, in the file as it is on disk (its other lines, hand
+edits too, as they are).  Most settings are read when the server
 starts, so a changed value takes effect at the next start, and the
 commands say so.  These are live, used the next time they are needed:
 
@@ -25,13 +26,15 @@ lines (``ControlContext.secretsHiddenFrom``) the getters leave dicom.ini's
 secrets out (``pacscore.config.secrets``): ``get_param`` of one is refused.
 """
 
+import functools
 
+from pacscore.config.errors import ConfigError
 from pacscore.config.loader import uidPrefixError
 from pacscore.config.secrets import isSecret, publicItems
 from pacscore.control.arguments import ControlCommand, fields, number
-from pacscore.control.configfiles import reload, saveOrRestore, snapshot
+from pacscore.control.configfiles import reload, saveEdit, snapshot
 from pacscore.control.context import CommandError, checkUTF8, formatted
-from pacscore.control.converterlines import isConverterKey, saveAndUse, use
+from pacscore.control.converterlines import isConverterKey, use
 from pacscore.db.drivers import redacted
 from pacscore.converters.rules import loadRules
 
@@ -114,19 +117,51 @@ def _items(context):
     return publicItems(items) if context.secretsHiddenFrom else items
 
 
-def _applyAndSave(archive, key, value, before):
-    """Apply a changed dicom.ini key (``value`` None: deleted) to the running
-    archive and save the file; Deferred of "" or, for a key that needs a
-    restart, the note saying so.  When the save fails, dicom.ini in memory
-    is ``before`` again and its value of ``key`` applied: nothing changed.
-    The converter lines are parsed first (``converterlines``)."""
-    if isConverterKey(key):
-        return saveAndUse(archive, key, before).addCallback(lambda restart: _restartNote(restart) if restart else "")
+def _usableRules(archive, refused, ini):
+    """The converter lines of ``ini``, dicom.ini as a command would leave
+    it (a ``ConverterRules``); CommandError saying ``refused`` when the
+    server could not start with it."""
+    try:
+        return loadRules(ini, archive.commands)
+    except ConfigError as e:
+        raise CommandError(f"{refused}: the server would not start with it: {e}") from None
+
+
+def _applied(archive, rules, keys):
+    """Give the running archive the changes of ``keys`` in its dicom.ini,
+    whose converter lines are ``rules``; the keys that wait for the next
+    start."""
     ini = archive.configuration.ini
-    live = applyLive(archive, key, value)
-    d = saveOrRestore(archive, ini, before, lambda: applyLive(archive, key, ini.get(key)))
-    d.addCallback(lambda _: "" if live else _restartNote([key]))
-    return d
+    waiting = use(archive, rules, keys)
+    return [key for key in keys if key in waiting
+            or not (isConverterKey(key) or applyLive(archive, key, ini.get(key)))]
+
+
+def _applyAndSave(archive, key, edit):
+    """Make ``edit``, the change of a dicom.ini key, in the file as it is on
+    disk, then in dicom.ini in memory, and apply it to the running archive;
+    a Deferred of "" or, for a key that needs a restart, the note saying
+    so.  dicom.ini in memory, and so the running archive, only takes the
+    change once the file on disk, checked (``_usableRules``), is written:
+    a change refused or not saved changes nothing."""
+    refused = f"{key} not changed"
+    ini = archive.configuration.ini
+    edited = snapshot(ini)  # dicom.ini in memory as it will be
+    try:
+        edit(edited)
+    except ValueError as e:
+        raise CommandError(str(e)) from e
+
+    def check(onDisk):  # the lines in use are those of dicom.ini in memory, edited
+        rules = _usableRules(archive, refused, onDisk)
+        return _usableRules(archive, refused, edited) if isConverterKey(key) else rules
+
+    def apply(rules):
+        edit(ini)
+        restart = _applied(archive, rules, [key])
+        return _restartNote(restart) if restart else ""
+
+    return saveEdit(archive, ini, edit, check).addCallback(apply)
 
 
 class PutParam(ControlCommand):
@@ -141,14 +176,7 @@ class PutParam(ControlCommand):
         checkUTF8(key, value)
         if key.lower() == "uidprefix":
             _checkUIDPrefix(value)
-        archive = context.archive
-        ini = archive.configuration.ini
-        before = snapshot(ini)
-        try:
-            ini.set(key, value)
-        except ValueError as e:
-            raise CommandError(str(e)) from e
-        return _applyAndSave(archive, key, value, before)
+        return _applyAndSave(context.archive, key, lambda ini: ini.set(key, value))
 
 
 class DeleteParam(ControlCommand):
@@ -157,13 +185,10 @@ class DeleteParam(ControlCommand):
 
     def run(self, arguments, context):
         key = arguments.strip()
-        archive = context.archive
-        ini = archive.configuration.ini
+        ini = context.archive.configuration.ini
         if not ini.has(key):
             raise CommandError(f"{key!r} is not in {ini.path}")
-        before = snapshot(ini)
-        ini.delete(key)
-        return _applyAndSave(archive, key, None, before)
+        return _applyAndSave(context.archive, key, lambda ini: ini.delete(key))
 
 
 class ReadIni(ControlCommand):
@@ -181,14 +206,12 @@ class ReadIni(ControlCommand):
             after = _keyed(ini)
             changed = [after.get(k, before.get(k))[0] for k in sorted(set(before) | set(after))
                        if before.get(k) != after.get(k)]
-            waiting = use(archive, rules, changed)
-            restart = [key for key in changed if key in waiting
-                       or not (isConverterKey(key) or applyLive(archive, key, ini.get(key)))]
+            restart = _applied(archive, rules, changed)
             lines = [f"{len(changed)} parameter(s) changed in {ini.path}"]
             return "\n".join(lines + ([_restartNote(restart)] if restart else []))
 
-        # converter lines that do not parse refuse the file: the server would not start with it
-        return reload(archive, ini, check=lambda fresh: loadRules(fresh, archive.commands)).addCallback(compare)
+        check = functools.partial(_usableRules, archive, f"{ini.path} not read")
+        return reload(archive, ini, check).addCallback(compare)
 
 
 def _keyed(ini):

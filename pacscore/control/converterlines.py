@@ -3,12 +3,12 @@
 (manual, appendix 3: "most items can be changed while the server is
 running except ExportConverters").
 
-The lines of dicom.ini as edited are parsed in the I/O pool, in turn with
-the saves and re-reads of the file; one that does not parse is refused
-(the server would not start with it) and the command changes nothing.
-Once the file is saved, ``use`` gives the archive the new lines
-(``Archive.useConverterRules``, on the reactor thread) and names the keys
-changed that wait for the next start:
+The commands parse the lines of dicom.ini as edited in the I/O pool, with
+the file's other checks (``pacscore.control.configuration``); one that does
+not parse is refused (the server would not start with it) and the command
+changes nothing.  Once the file is saved, ``use`` gives the archive the new
+lines (``Archive.useConverterRules``, on the reactor thread) and names the
+keys changed that wait for the next start:
 
 - the import lines (``ImportConverterN`` and its Modality, StationName,
   CalledAE and CallingAE filters, ``ImportConverters``) run on each object
@@ -25,10 +25,7 @@ changed that wait for the next start:
   ``CompressionConverterN``) take effect at the next start.
 """
 
-from pacscore.config.errors import ConfigError
-from pacscore.control.configfiles import parsed, restore, saveOrRestore
-from pacscore.control.context import CommandError
-from pacscore.converters.rules import loadRules, ruleKind
+from pacscore.converters.rules import ruleKind
 
 
 def isConverterKey(key):
@@ -51,22 +48,3 @@ def use(archive, rules, keys):
     archive.useConverterRules(rules, exports)
     live = ("import", "export") if exports else ("import",)
     return [key for key in keys if ruleKind(key) not in live]
-
-
-def saveAndUse(archive, key, before):
-    """After ``key`` changed in the archive's dicom.ini (``before``: its
-    ``snapshot`` from before): parse the lines, save the file and ``use``
-    them; a Deferred of the keys waiting for the next start.  A line that
-    does not parse is a CommandError, dicom.ini in memory ``before`` again."""
-    ini = archive.configuration.ini
-
-    def refuse(failure):
-        failure.trap(ConfigError)
-        restore(ini, before)
-        raise CommandError(f"{key} not changed: {failure.value.message}")
-
-    def save(rules):
-        return saveOrRestore(archive, ini, before).addCallback(lambda _: use(archive, rules, [key]))
-
-    d = parsed(archive, ini, lambda copy: loadRules(copy, archive.commands))
-    return d.addCallbacks(save, refuse)

@@ -2,6 +2,7 @@
 they change in memory and in the file on disk."""
 
 import os
+import re
 from pathlib import Path
 
 from twisted.internet import defer
@@ -106,8 +107,9 @@ class DicomIniCommandTests(unittest.TestCase):
         (a value a Latin-1 file cannot hold, the file unwritable) leave
         dicom.ini in memory, and a live key's value in use, as they were."""
         yield self.running.run(commands.putParam, "UIDPrefix,1.2.3.4")
+        with open(self.path, "ab") as f:
+            f.write(b"# M\xfcller\n")  # read as cp1252, written back so
         lines = self.ini.toString()
-        self.ini.encoding = "latin-1"
         error = yield self.assertFailure(self.running.run(commands.putParam, "WebHeader,\u65e5\u672c"),
                                          CommandError)
         self.assertIn("cannot write", str(error))
@@ -176,3 +178,22 @@ class DicomIniCommandTests(unittest.TestCase):
     def test_savesLandInOrder(self):
         yield defer.gatherResults([self.running.run(commands.putParam, f"OrderKey,{n}") for n in range(20)])
         self.assertEqual(DicomIni.fromFile(self.path).get("OrderKey"), "19")
+
+    @defer.inlineCallbacks
+    def test_putParamAndDeleteParamKeepHandEdits(self):
+        """put_param and delete_param change their key in the file as it is
+        on disk: the lines edited by hand since it was read stay."""
+        text = Path(self.path).read_text()
+        self.assertEqual(self.ini.get("FailHoldOff"), "60")
+        edited = text.replace("# Network configuration", "# Network configuration (edited by hand)")
+        edited = re.sub(r"(?m)^FailHoldOff .*$", "FailHoldOff = 333", edited)
+        self.assertIn("(edited by hand)", edited)
+        Path(self.path).write_text(edited)
+        yield self.running.run(commands.putParam, "RetryDelay,50")
+        yield self.running.run(commands.putParam, "TmpKey,1")
+        yield self.running.run(commands.deleteParam, "TmpKey")
+        expected = DicomIni.fromString(edited, self.path)
+        expected.set("RetryDelay", "50")
+        self.assertEqual(Path(self.path).read_text(), expected.toString())
+        self.assertEqual(self.ini.get("FailHoldOff"), "60")  # in memory after read_ini only
+        self.assertEqual(self.ini.get("RetryDelay"), "50")

@@ -2,8 +2,9 @@
 
 ``loadConfiguration`` reads dicom.ini, then the acrnema.map, dicom.sql and
 dgatesop.lst it refers to (keys ``ACRNemaMap``, ``kFactorFile`` and
-``SOPClassList``), and returns a ``Configuration`` with typed accessors for
-the settings the rest of the server uses.
+``SOPClassList``), checks the values of dicom.ini the server reads
+(``pacscore.config.settings``), and returns a ``Configuration`` with typed
+accessors for the settings the rest of the server uses.
 """
 
 import os
@@ -18,6 +19,7 @@ from pacscore.config.defaults import DEFAULT_TCP_PORT, INI_NAME, defaultConfigDi
 from pacscore.config.dicomsql import DatabaseLayout
 from pacscore.config.errors import ConfigError
 from pacscore.config.ini import DicomIni
+from pacscore.config.settings import checkSettings
 from pacscore.config.soplist import SopList
 from pacscore.db.rawsql import DEFAULT_TRUNCATE
 from pacscore.db.writer import DEFAULT_TIMEOUT
@@ -278,7 +280,7 @@ def loadConfiguration(configPath=None, workdir=None):
         layout = layout.capped(maxFieldLength)
     acrNemaMap = AcrNemaMap.fromFile(_findFile(ini, iniPath, "ACRNemaMap", "acrnema.map", folders))
     acrNemaMap.tlsNodes = _tlsNodes(ini, iniPath, workdir)
-    return Configuration(
+    configuration = Configuration(
         ini=ini,
         acrNemaMap=acrNemaMap,
         sopList=SopList.fromFile(_findFile(ini, iniPath, "SOPClassList", "dgatesop.lst", folders)),
@@ -287,6 +289,8 @@ def loadConfiguration(configPath=None, workdir=None):
         workdir=workdir,
         iniPath=iniPath,
     )
+    checkSettings(configuration)
+    return configuration
 
 
 def _tlsNodes(ini, iniPath, workdir):

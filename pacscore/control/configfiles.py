@@ -9,8 +9,8 @@ DicomIni), so they see it at once.  A command whose save fails changes
 nothing: the object is put back as it was before its edit
 (``saveOrRestore``); dicom.ini is not written from memory but edited on
 disk (``saveEdit``), so its lines edited by hand since it was read stay.
-A file that cannot be read again is warned of: the
-server then runs with another file than the one on disk.
+A file that cannot be read again is warned of: the server then runs with
+another file than the one on disk.
 """
 
 import collections

@@ -5,17 +5,21 @@
 They read and edit the server's own ``DicomIni`` (its main section,
 ``[sscscp]``); ``put_param`` and ``delete_param`` also change the one key in
 dicom.ini at once, in the file as it is on disk (its other lines, hand
-edits too, as they are).  Most settings are read when the server
-starts, so a changed value takes effect at the next start, and the
-commands say so.  These are live, used the next time they are needed:
+edits too, as they are).  A value the server could not use, at once or at
+its next start (``pacscore.config.settings``), is refused by ``put_param``
+and ``read_ini``, which then change neither the file nor the running
+configuration.  Most settings are read when the server starts, so a
+changed value takes effect at the next start, and the commands say so.
+These are live, used the next time they are needed:
 
 - ``UIDPrefix``: the root of the UIDs ``genuid``, ``changeuid`` and the
-  converters make from then on (``put_param`` refuses one that is no UID
-  root of at most 53 characters);
+  converters make from then on;
 - ``LuaAllowUnsafe``, ``LuaMaxInstructions``: read each time a Lua
   converter runs;
-- ``WebReadOnly``, ``WEBPush`` (and the ``[webdefaults]`` and scripted page
-  sections, which these commands do not edit): read by each web request;
+- ``ImportExportDragAndDrop``: read by each ``addimagefile``;
+- ``WebReadOnly``, ``WebWriters``, ``WEBPush``, ``DICOMwebStore``,
+  ``QIDOMaxResults`` (and the ``[webdefaults]`` and scripted page sections,
+  which these commands do not edit): read by each web request;
 - the import converter lines, and the export lines while their numbers
   stay (``converterlines``): used for the objects stored from then on.
 
@@ -26,11 +30,12 @@ lines (``ControlContext.secretsHiddenFrom``) the getters leave dicom.ini's
 secrets out (``pacscore.config.secrets``): ``get_param`` of one is refused.
 """
 
+import dataclasses
 import functools
 
 from pacscore.config.errors import ConfigError
-from pacscore.config.loader import uidPrefixError
 from pacscore.config.secrets import isSecret, publicItems
+from pacscore.config.settings import checkSettings
 from pacscore.control.arguments import ControlCommand, fields, number
 from pacscore.control.configfiles import reload, saveEdit, snapshot
 from pacscore.control.context import CommandError, checkUTF8, formatted
@@ -45,14 +50,8 @@ def _applyUIDPrefix(archive, value):
     archive.converterServices.uidMap.prefix = value
 
 
-def _checkUIDPrefix(value):
-    """CommandError unless ``value`` can start generated UIDs."""
-    error = uidPrefixError(value)
-    if error is not None:
-        raise CommandError(error)
-
-
-READ_WHEN_USED = ("LuaAllowUnsafe", "LuaMaxInstructions", "WebReadOnly", "WEBPush")
+READ_WHEN_USED = ("LuaAllowUnsafe", "LuaMaxInstructions", "ImportExportDragAndDrop", "WebReadOnly", "WebWriters",
+                  "WEBPush", "DICOMwebStore", "QIDOMaxResults")
 APPLIED_AT_ONCE = {"UIDPrefix": _applyUIDPrefix}
 LIVE_KEYS = {key.lower() for key in (*READ_WHEN_USED, *APPLIED_AT_ONCE)}
 
@@ -120,8 +119,10 @@ def _items(context):
 def _usableRules(archive, refused, ini):
     """The converter lines of ``ini``, dicom.ini as a command would leave
     it (a ``ConverterRules``); CommandError saying ``refused`` when the
-    server could not start with it."""
+    server could not start with it: a value it cannot use
+    (``pacscore.config.settings``) or a converter line that does not parse."""
     try:
+        checkSettings(dataclasses.replace(archive.configuration, ini=ini))
         return loadRules(ini, archive.commands)
     except ConfigError as e:
         raise CommandError(f"{refused}: the server would not start with it: {e}") from None
@@ -174,8 +175,6 @@ class PutParam(ControlCommand):
         if not key:
             raise CommandError(f"usage: {self.usage}")
         checkUTF8(key, value)
-        if key.lower() == "uidprefix":
-            _checkUIDPrefix(value)
         return _applyAndSave(context.archive, key, lambda ini: ini.set(key, value))
 
 

@@ -245,6 +245,15 @@ class ConfigurationTests(unittest.TestCase):
                                       ["--config", server.workdir, "--workdir", server.workdir, "--control", endpoint])
             self.assertIn("set ControlSecret", str(error))
 
+    def test_badNumberReadAtUseStopsStartUp(self):
+        """A key read only when used (by each Lua converter) is checked at
+        start-up, not failed at each use."""
+        server = PacsServer(self.mktemp(), ini={"LuaMaxInstructions": "abc"})
+        error = self.assertRaises(SystemExit, Options().parseOptions,
+                                  ["--config", server.workdir, "--workdir", server.workdir])
+        self.assertRegex(str(error), r"^twistd: configuration error: .*dicom\.ini:\d+: LuaMaxInstructions must be an "
+                                     r"integer, not 'abc'$")
+
     def test_controlPortOff(self):
         server = PacsServer(self.mktemp())
         options = Options()

@@ -197,3 +197,44 @@ class DicomIniCommandTests(unittest.TestCase):
         self.assertEqual(Path(self.path).read_text(), expected.toString())
         self.assertEqual(self.ini.get("FailHoldOff"), "60")  # in memory after read_ini only
         self.assertEqual(self.ini.get("RetryDelay"), "50")
+
+    @defer.inlineCallbacks
+    def test_putParamRefusesValuesTheServerCannotUse(self):
+        """A value the server could not use, at once (LuaMaxInstructions) or
+        at its next start, is refused naming key and reason: dicom.ini on
+        disk and in memory unchanged."""
+        before, lines = Path(self.path).read_bytes(), self.ini.toString()
+        for arguments, reason in (("LuaMaxInstructions,abc", "LuaMaxInstructions must be an integer, not 'abc'"),
+                                  ("ImportExportDragAndDrop,yes", "ImportExportDragAndDrop must be an integer"),
+                                  ("MAGDevices,x", "MAGDevices must be an integer, not 'x'"),
+                                  ("MaxAssociations,lots", "MaxAssociations must be an integer"),
+                                  ("TCPPort,notaport", "TCPPort must be an integer"),
+                                  ("MAGDevice0,d:\\dicomserver\\data\\", "is a Windows path"),
+                                  ("UIDPrefix,1.2.abc", "is not a UID root")):
+            error = yield self.assertFailure(self.running.run(commands.putParam, arguments), CommandError)
+            self.assertIn(f"{arguments.split(',')[0]} not changed: the server would not start with it", str(error))
+            self.assertIn(reason, str(error))
+            self.assertEqual(Path(self.path).read_bytes(), before)
+            self.assertEqual(self.ini.toString(), lines)
+
+    @defer.inlineCallbacks
+    def test_keysReadAtUseNeedNoRestart(self):
+        for arguments in ("ImportExportDragAndDrop,1", "QIDOMaxResults,10", "DICOMwebStore,0", "WebWriters,ann"):
+            self.assertEqual((yield self.running.run(commands.putParam, arguments)), "")
+
+    @defer.inlineCallbacks
+    def test_readIniRefusesValuesTheServerCannotUse(self):
+        """read_ini of a dicom.ini the server could not use keeps the running
+        configuration, a live UIDPrefix too."""
+        yield self.running.run(commands.putParam, "UIDPrefix,1.2.3.4")
+        lines = self.ini.toString()
+        for key, value in (("UIDPrefix", "1.2.826.0.1.3680043.2.135.730956.43877812.999999999999999999999999"),
+                           ("LuaMaxInstructions", "10,000,000")):
+            onDisk = DicomIni.fromFile(self.path)
+            onDisk.set(key, value)
+            onDisk.write()
+            error = yield self.assertFailure(self.running.run(commands.readIni, ""), CommandError)
+            self.assertIn(f"{self.path} not read: the server would not start with it", str(error))
+            self.assertIn(key, str(error))
+            self.assertEqual(self.ini.toString(), lines)
+            self.assertEqual(self.archive.converterServices.uidMap.prefix, "1.2.3.4.")

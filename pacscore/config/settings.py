@@ -1,0 +1,31 @@
+"""The checks start-up makes of dicom.ini's values, in one place, so that
+``put_param`` and ``read_ini`` on a running server refuse what the next
+start would refuse: every key the server reads as a number (those read at
+each use too, such as ``LuaMaxInstructions`` and ``ImportExportDragAndDrop``,
+which would otherwise fail each use), UIDPrefix, and the MAG and mirror
+devices.  ``loadConfiguration`` makes them at start-up.
+"""
+
+INTEGER_KEYS = (
+    "ARTIMTimeOut", "CacheVirtualData", "DICOMwebStore", "DebugLevel", "DirectWriteSize", "EnableComputedFields",
+    "ExportConverters", "FailHoldOff", "FixKodak", "FixPhilips", "ForwardAssociationCloseDelay",
+    "ForwardAssociationRefreshDelay", "ForwardAssociationRelease", "ForwardCollectDelay", "HL7DropFolderInterval",
+    "HL7MaxMessageSize", "IgnoreMAGDeviceThreshHold", "ImportConverters", "ImportExportDragAndDrop",
+    "LossyQuality", "LuaCommandTimeout", "LuaMaxInstructions", "MAGDeviceFullThreshHold", "MAGDeviceThreshold",
+    "MailCollectTime", "MailWaitTime", "MaxAssociations", "MaxAssociationsPerPeer", "MaxFieldLength",
+    "MaxFileNameLength", "MaximumCommitmentAge", "MaximumDelayedFetchForwardRetries", "MaximumExportRetries",
+    "NightlyCleanThreshold", "NightlyMoveThreshold", "PadAEWithZeros", "Prefetcher", "QIDOMaxResults",
+    "QuitGracePeriod", "RetryDelay", "SQLTimeOut", "StorageFailedErrorCode", "TCPIPTimeOut", "TCPPort",
+    "TruncateFieldNames", "WEBPush", "WebMaxConnections", "WebMaxConnectionsPerPeer", "WebMaxRenders",
+    "WebMaxUploadMB", "WebReadOnly", "WorkListMode", "WorkListReturnsISO_IR_100",
+)
+"""The main section's keys the server reads with ``DicomIni.getint``."""
+
+
+def checkSettings(configuration):
+    """ConfigError, naming the file, line and key, for the first value of
+    ``configuration``'s dicom.ini that the server cannot use."""
+    for key in INTEGER_KEYS:
+        configuration.ini.getint(key, None)
+    for setting in ("uidPrefix", "magDevices", "mirrorDevices"):  # each raises ConfigError for a bad value
+        getattr(configuration, setting)

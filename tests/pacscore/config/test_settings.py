@@ -1,0 +1,52 @@
+"""Tests for pacscore.config.settings: start-up refuses a dicom.ini value
+the server cannot use, read at start or at each use."""
+
+import os
+import re
+from pathlib import Path
+
+from twisted.trial import unittest
+
+import pacscore
+from pacscore.config.errors import ConfigError
+from pacscore.config.loader import loadConfiguration
+from pacscore.config.settings import INTEGER_KEYS
+from tests.pacscore.config.test_loader import AMAP, SOPS, SQL, writeFile
+
+NOT_INTEGERS = {"MailPort"}  # a number or a service name (pacscore.errormail)
+
+
+class CheckSettingsTests(unittest.TestCase):
+
+    def setUp(self):
+        self.folder = os.path.abspath(self.mktemp())
+        for name, text in (("acrnema.map", AMAP), ("dicom.sql", SQL), ("dgatesop.lst", SOPS)):
+            writeFile(self.folder, name, text)
+
+    def load(self, lines):
+        writeFile(self.folder, "dicom.ini", "[sscscp]\nMyACRNema = PACS1\n" + lines)
+        return loadConfiguration(self.folder, self.folder)
+
+    def test_badValuesStopStartUp(self):
+        """A key read only at use (LuaMaxInstructions, ImportExportDragAndDrop)
+        stops start-up as one read at start does, naming file, line and key."""
+        for lines, message in (("LuaMaxInstructions = abc\n", "LuaMaxInstructions must be an integer, not 'abc'"),
+                               ("LuaMaxInstructions = 10,000,000\n", "LuaMaxInstructions must be an integer"),
+                               ("ImportExportDragAndDrop = yes\n", "ImportExportDragAndDrop must be an integer"),
+                               ("MaxAssociations = lots\n", "MaxAssociations must be an integer"),
+                               ("MAGDevices = 1\nMAGDevice0 = d:\\dicomserver\\data\\\n", "is a Windows path"),
+                               ("UIDPrefix = 1." + "2" * 60 + "\n", "is not a UID root")):
+            error = self.assertRaises(ConfigError, self.load, lines)
+            self.assertIn(message, str(error))
+            self.assertRegex(str(error), r"dicom\.ini:[34]: ")
+
+    def test_goodValuesLoad(self):
+        configuration = self.load("LuaMaxInstructions = 5000\nImportExportDragAndDrop = 1\n")
+        self.assertEqual(configuration.ini.getint("LuaMaxInstructions", None), 5000)
+
+    def test_everyIntegerKeyIsChecked(self):
+        """Each key the code reads with getint("Key") is in INTEGER_KEYS."""
+        read = set()
+        for path in Path(pacscore.__file__).parent.rglob("*.py"):
+            read.update(re.findall(r'getint\(\s*"(\w+)"', path.read_text()))
+        self.assertEqual(read - set(INTEGER_KEYS) - NOT_INTEGERS, set())

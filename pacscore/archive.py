@@ -150,6 +150,7 @@ class Archive:
         self._warnOfUnencodableCodes(configuration)
         self.tcpPort = configuration.tcpPort  # until the DICOM service listens (listeningOn)
         self.endpoints = []  # the descriptions of the listeners serving, as ``twistd pacs`` records them
+        self.controlPort = None  # the ControlFactory of the control port, which ``twistd pacs`` sets
         self.titleStyle = TitleStyle.fromIni(configuration.ini)  # PadAEWithZeros, SendUpperCaseAE
         ini = configuration.ini
         try:

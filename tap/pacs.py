@@ -307,10 +307,11 @@ def serviceTree(options):
     archive.endpoints = [listener.description for listener in listeners] + ([control.endpoint] if control else [])
     if control is not None:
         stopInOrder = OrderlyStop(archive.reactor, listeners, dicomFactory, control.gracePeriod, signals)
+        archive.controlPort = ControlFactory(archive, archive.reactor, control.secret, control.requireSecret,
+                                             stopInOrder)
         ListeningService("control port", control.endpoint,
                          options.endpoint("control", "ControlEndpoint", control.endpoint),
-                         ControlFactory(archive, archive.reactor, control.secret, control.requireSecret,
-                                        stopInOrder)).setServiceParent(served)
+                         archive.controlPort).setServiceParent(served)
     _warnOfCertificates([(listener.label, listener.description) for listener in listeners]
                         + ([("control port", control.endpoint)] if control else []),
                         archive.configuration.acrNemaMap.tlsNodes)

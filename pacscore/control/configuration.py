@@ -14,6 +14,8 @@ These are live, used the next time they are needed:
 
 - ``UIDPrefix``: the root of the UIDs ``genuid``, ``changeuid`` and the
   converters make from then on;
+- ``ControlSecret``: the secret the control port asks of the next command
+  (one bound to anything but loopback cannot be left without);
 - ``LuaAllowUnsafe``, ``LuaMaxInstructions``: read each time a Lua
   converter runs;
 - ``ImportExportDragAndDrop``: read by each ``addimagefile``;
@@ -50,9 +52,14 @@ def _applyUIDPrefix(archive, value):
     archive.converterServices.uidMap.prefix = value
 
 
+def _applyControlSecret(archive, value):
+    if archive.controlPort is not None:
+        archive.controlPort.secret = value or None
+
+
 READ_WHEN_USED = ("LuaAllowUnsafe", "LuaMaxInstructions", "ImportExportDragAndDrop", "WebReadOnly", "WebWriters",
                   "WEBPush", "DICOMwebStore", "QIDOMaxResults")
-APPLIED_AT_ONCE = {"UIDPrefix": _applyUIDPrefix}
+APPLIED_AT_ONCE = {"UIDPrefix": _applyUIDPrefix, "ControlSecret": _applyControlSecret}
 LIVE_KEYS = {key.lower() for key in (*READ_WHEN_USED, *APPLIED_AT_ONCE)}
 
 
@@ -119,13 +126,19 @@ def _items(context):
 def _usableRules(archive, refused, ini):
     """The converter lines of ``ini``, dicom.ini as a command would leave
     it (a ``ConverterRules``); CommandError saying ``refused`` when the
-    server could not start with it: a value it cannot use
-    (``pacscore.config.settings``) or a converter line that does not parse."""
+    server could not use it: not start with it (a value it cannot use,
+    ``pacscore.config.settings``, or a converter line that does not parse),
+    or, its control port bound to anything but loopback, be left without
+    ControlSecret."""
     try:
         checkSettings(dataclasses.replace(archive.configuration, ini=ini))
-        return loadRules(ini, archive.commands)
+        rules = loadRules(ini, archive.commands)
     except ConfigError as e:
         raise CommandError(f"{refused}: the server would not start with it: {e}") from None
+    port = archive.controlPort
+    if port is not None and port.requireSecret and not ini.get("ControlSecret", ""):
+        raise CommandError(f"{refused}: the control port is not bound to loopback, it needs a ControlSecret")
+    return rules
 
 
 def _applied(archive, rules, keys):
@@ -153,9 +166,15 @@ def _applyAndSave(archive, key, edit):
     except ValueError as e:
         raise CommandError(str(e)) from e
 
-    def check(onDisk):  # the lines in use are those of dicom.ini in memory, edited
-        rules = _usableRules(archive, refused, onDisk)
-        return _usableRules(archive, refused, edited) if isConverterKey(key) else rules
+    def check(onDisk):
+        rules = None
+        if isConverterKey(key):  # the lines in use are those of dicom.ini in memory, edited
+            try:
+                rules = loadRules(edited, archive.commands)
+            except ConfigError as e:  # its lines are not those of the file: named by key
+                raise CommandError(f"{refused}: {e.message}") from None
+        _usableRules(archive, refused, onDisk)
+        return rules
 
     def apply(rules):
         edit(ini)

@@ -169,7 +169,9 @@ class ControlFactory(protocol.Factory):
     ``secret`` is ControlSecret: when it is set, a request without the right
     ``AUTH`` line is refused and logged, whichever client sends it (on
     loopback too: other users of the machine reach it there); with
-    ``requireSecret`` (the endpoint is not loopback) it must be set. ``quit`` (a callable returning a Deferred) stops the server in
+    ``requireSecret`` (the endpoint is not loopback) it must be set.  A
+    ControlSecret changed by a command (``put_param``, ``read_ini``) is
+    asked of the next request (``secret`` is set anew). ``quit`` (a callable returning a Deferred) stops the server in
     order; ``commands`` is a ``CommandRegistry`` (default: every installed
     command plugin).
     """
@@ -185,6 +187,7 @@ class ControlFactory(protocol.Factory):
         self.archive = archive
         self.reactor = reactor
         self.secret = secret
+        self.requireSecret = requireSecret
         self.quit = quit
         self.commands = commands if commands is not None else CommandRegistry()
 

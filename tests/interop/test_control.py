@@ -209,6 +209,20 @@ class SecretTests(unittest.TestCase):
         self.assertEqual(result.stderr.strip(), "dgate: refused: missing secret")
         self.assertRegex(self.server.log(), r"refused --display_status from 127\.0\.0\.\d+:\d+: missing ControlSecret")
 
+    def test_putParamControlSecretAppliesAtOnce(self):
+        """dgate changing ControlSecret gets its answer, and its next
+        command, with the new secret of dicom.ini, goes in; it cannot be
+        emptied on a port beyond loopback."""
+        result = self.server.dgate("--put_param:ControlSecret,new secret")
+        self.assertEqual((result.returncode, result.stdout.strip()), (0, ""), result.stderr)
+        result = self.server.dgate("--get_param:MyACRNema")
+        self.assertEqual((result.returncode, result.stdout.strip()), (0, "PACS"), result.stderr)
+        self.assertEqual(self.dgateWithSecret("open sesame").stderr.strip(), "dgate: refused: wrong secret")
+        result = self.server.dgate("--put_param:ControlSecret,")
+        self.assertEqual(result.returncode, 1)
+        self.assertIn("ControlSecret not changed: the control port is not bound to loopback", result.stderr)
+        self.assertEqual(self.server.dgate("--get_param:MyACRNema").returncode, 0)
+
 
 class LoopbackSecretTests(unittest.TestCase):
     """On its default loopback endpoint too, a control port with a

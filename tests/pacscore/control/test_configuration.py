@@ -10,6 +10,7 @@ from twisted.trial import unittest
 
 from pacscore.config.ini import DicomIni
 from pacscore.control.context import CommandError
+from pacscore.control.protocol import ControlFactory
 from plugins import pacs_control_configuration as commands
 from plugins import pacs_control_uids as uids
 from tests.pacscore.control.running import RunningArchive
@@ -238,3 +239,23 @@ class DicomIniCommandTests(unittest.TestCase):
             self.assertIn(key, str(error))
             self.assertEqual(self.ini.toString(), lines)
             self.assertEqual(self.archive.converterServices.uidMap.prefix, "1.2.3.4.")
+
+    @defer.inlineCallbacks
+    def test_controlSecretIsLive(self):
+        """A ControlSecret put or read is asked of the next request; a control
+        port not bound to loopback cannot be left without one."""
+        self.archive.controlPort = port = ControlFactory(self.archive, None, "s1", requireSecret=True)
+        self.assertEqual((yield self.running.run(commands.putParam, "ControlSecret,s2")), "")
+        self.assertTrue(port.authorized("s2"))
+        self.assertFalse(port.authorized("s1"))
+        onDisk = DicomIni.fromFile(self.path)
+        onDisk.set("ControlSecret", "s3")
+        onDisk.write()
+        yield self.running.run(commands.readIni, "")
+        self.assertTrue(port.authorized("s3"))
+        before = Path(self.path).read_bytes()
+        for command, arguments in ((commands.putParam, "ControlSecret,"), (commands.deleteParam, "ControlSecret")):
+            error = yield self.assertFailure(self.running.run(command, arguments), CommandError)
+            self.assertIn("not bound to loopback", str(error))
+            self.assertEqual(Path(self.path).read_bytes(), before)
+        self.assertTrue(port.authorized("s3"))

@@ -8,9 +8,11 @@ dicom.ini at once, in the file as it is on disk (its other lines, hand
 edits too, as they are).  A value the server could not use, at once or at
 its next start (``pacscore.config.settings``), is refused by ``put_param``
 and ``read_ini``, which then change neither the file nor the running
-configuration.  Most settings are read when the server starts, so a
-changed value takes effect at the next start, and the commands say so.
-These are live, used the next time they are needed:
+configuration.  ``put_param``, ``delete_param`` and ``read_ini`` run one
+at a time, in the order sent, each from dicom.ini as the one before left
+it (a command sent meanwhile waits its turn).  Most settings are read when
+the server starts, so a changed value takes effect at the next start, and
+the commands say so.  These are live, used the next time they are needed:
 
 - ``UIDPrefix``: the root of the UIDs ``genuid``, ``changeuid`` and the
   converters make from then on;
@@ -32,8 +34,11 @@ lines (``ControlContext.secretsHiddenFrom``) the getters leave dicom.ini's
 secrets out (``pacscore.config.secrets``): ``get_param`` of one is refused.
 """
 
+import collections
 import dataclasses
 import functools
+
+from twisted.internet import defer
 
 from pacscore.config.errors import ConfigError
 from pacscore.config.secrets import isSecret, publicItems
@@ -184,6 +189,18 @@ def _applyAndSave(archive, key, edit):
     return saveEdit(archive, ini, edit, check).addCallback(apply)
 
 
+_changes = collections.defaultdict(defer.DeferredLock)
+"""Per dicom.ini (its path): the commands changing it run one at a time,
+in the order sent, so that each starts from dicom.ini as the one before
+left it, checked, saved and in use."""
+
+
+def _inTurn(archive, change, *args):
+    """``change(archive, *args)`` once the commands changing dicom.ini sent
+    before are done; a Deferred of what it returns."""
+    return _changes[archive.configuration.ini.path].run(change, archive, *args)
+
+
 class PutParam(ControlCommand):
     name = "put_param"
     usage = "--put_param:name,value  Write any parameter to DICOM.INI"
@@ -194,7 +211,7 @@ class PutParam(ControlCommand):
         if not key:
             raise CommandError(f"usage: {self.usage}")
         checkUTF8(key, value)
-        return _applyAndSave(context.archive, key, lambda ini: ini.set(key, value))
+        return _inTurn(context.archive, _applyAndSave, key, lambda ini: ini.set(key, value))
 
 
 class DeleteParam(ControlCommand):
@@ -202,11 +219,14 @@ class DeleteParam(ControlCommand):
     usage = "--delete_param:name  Delete any parameter from DICOM.INI"
 
     def run(self, arguments, context):
-        key = arguments.strip()
-        ini = context.archive.configuration.ini
-        if not ini.has(key):
-            raise CommandError(f"{key!r} is not in {ini.path}")
-        return _applyAndSave(context.archive, key, lambda ini: ini.delete(key))
+        return _inTurn(context.archive, _delete, arguments.strip())
+
+
+def _delete(archive, key):
+    ini = archive.configuration.ini
+    if not ini.has(key):
+        raise CommandError(f"{key!r} is not in {ini.path}")
+    return _applyAndSave(archive, key, lambda ini: ini.delete(key))
 
 
 class ReadIni(ControlCommand):
@@ -216,20 +236,23 @@ class ReadIni(ControlCommand):
     usage = "--read_ini:  Re-read all parameters from DICOM.INI"
 
     def run(self, arguments, context):
-        archive = context.archive
-        ini = archive.configuration.ini
-        before = _keyed(ini)
+        return _inTurn(context.archive, _readIni)
 
-        def compare(rules):
-            after = _keyed(ini)
-            changed = [after.get(k, before.get(k))[0] for k in sorted(set(before) | set(after))
-                       if before.get(k) != after.get(k)]
-            restart = _applied(archive, rules, changed)
-            lines = [f"{len(changed)} parameter(s) changed in {ini.path}"]
-            return "\n".join(lines + ([_restartNote(restart)] if restart else []))
 
-        check = functools.partial(_usableRules, archive, f"{ini.path} not read")
-        return reload(archive, ini, check).addCallback(compare)
+def _readIni(archive):
+    ini = archive.configuration.ini
+    before = _keyed(ini)
+
+    def compare(rules):
+        after = _keyed(ini)
+        changed = [after.get(k, before.get(k))[0] for k in sorted(set(before) | set(after))
+                   if before.get(k) != after.get(k)]
+        restart = _applied(archive, rules, changed)
+        lines = [f"{len(changed)} parameter(s) changed in {ini.path}"]
+        return "\n".join(lines + ([_restartNote(restart)] if restart else []))
+
+    check = functools.partial(_usableRules, archive, f"{ini.path} not read")
+    return reload(archive, ini, check).addCallback(compare)
 
 
 def _keyed(ini):

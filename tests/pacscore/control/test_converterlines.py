@@ -27,13 +27,18 @@ class ConverterLinesTests(unittest.TestCase):
                                           seriesPerStudy=1, imagesPerSeries=8))
 
     @defer.inlineCallbacks
-    def storedInstitution(self):
-        """The InstitutionName of the next image as dgate --addimagefile stores it."""
+    def stored(self):
+        """The next image as dgate --addimagefile stores it."""
         image = next(self.images)
         yield self.running.store([image])
         uid = pydicom.dcmread(image.path).SOPInstanceUID
         [stored] = [path for path in self.running.files() if pydicom.dcmread(path).SOPInstanceUID == uid]
-        return pydicom.dcmread(stored).get("InstitutionName")
+        return pydicom.dcmread(stored)
+
+    @defer.inlineCallbacks
+    def storedInstitution(self):
+        """The InstitutionName of the next image as dgate --addimagefile stores it."""
+        return (yield self.stored()).get("InstitutionName")
 
     def exportLines(self):
         """The export lines the queue and its runner use: ``{key: text}`` of each."""
@@ -118,3 +123,43 @@ class ConverterLinesTests(unittest.TestCase):
         yield defer.gatherResults([self.running.run(commands.putParam, f'ImportConverter0,set 0008,0080 to "N{n}"')
                                    for n in range(10)])
         self.assertEqual((yield self.storedInstitution()), "N9")
+
+    @defer.inlineCallbacks
+    def test_overlappingChangesAreAllUsed(self):
+        """Commands sent together, none waiting for the answer of the other,
+        each start from dicom.ini as the one before left it: the lines in
+        use are those of dicom.ini in memory and on disk at the end."""
+        yield self.running.run(commands.putParam, "ImportConverters,2")
+        yield defer.gatherResults([
+            self.running.run(commands.putParam, 'ImportConverter0,set 0008,0080 to "ZERO"'),
+            self.running.run(commands.putParam, 'ImportConverter1,set 0008,1010 to "ONE"')])
+        stored = yield self.stored()
+        self.assertEqual((stored.get("InstitutionName"), stored.get("StationName")), ("ZERO", "ONE"))
+        onDisk = DicomIni.fromFile(self.archive.configuration.iniPath)
+        onDisk.set("ImportConverter1", 'set 0008,1010 to "BYHAND"')
+        onDisk.write()
+        yield defer.gatherResults([self.running.run(commands.readIni, ""),
+                                   self.running.run(commands.putParam, 'ImportConverter0,set 0008,0080 to "AGAIN"')])
+        stored = yield self.stored()
+        self.assertEqual((stored.get("InstitutionName"), stored.get("StationName")), ("AGAIN", "BYHAND"))
+        self.assertEqual(self.archive.configuration.ini.get("ImportConverter1"), 'set 0008,1010 to "BYHAND"')
+
+    @defer.inlineCallbacks
+    def test_aRefusedLineReachesNeitherMemoryNorDisk(self):
+        """A line that does not parse, refused while other commands change
+        dicom.ini, is never saved nor used, and its refusal undoes none of
+        their changes."""
+        ini = self.archive.configuration.ini
+        bad = self.running.run(commands.putParam, "ImportConverter0,frobnicate 0008,0080")
+        others = [self.running.run(commands.putParam, "MaximumExportRetries,3"),
+                  self.running.run(commands.putParam, 'ImportConverter1,set 0008,1010 to "ONE"'),
+                  self.running.run(commands.putParam, "ImportConverters,2")]
+        error = yield self.assertFailure(bad, CommandError)
+        self.assertIn("ImportConverter0 not changed", str(error))
+        yield defer.gatherResults(others)
+        onDisk = DicomIni.fromFile(self.archive.configuration.iniPath)
+        for key, value in (("ImportConverter0", 'set 0008,0080 to "FIRST"'), ("MaximumExportRetries", "3"),
+                           ("ImportConverter1", 'set 0008,1010 to "ONE"'), ("ImportConverters", "2")):
+            self.assertEqual((ini.get(key), onDisk.get(key)), (value, value), key)
+        stored = yield self.stored()
+        self.assertEqual((stored.get("InstitutionName"), stored.get("StationName")), ("FIRST", "ONE"))

@@ -19,7 +19,7 @@ class Contents(NamedTuple):
 
 def contents(path):
     """The Contents of the stored file ``path`` (its large values skipped)."""
-    dataset = pydicom.dcmread(path, defer_size=HEADER_VALUES,
+    dataset = pydicom.dcmread(path, defer_size=HEADER_VALUES, force=True,  # Conquest's .v2 have no preamble
                               specific_tags=[*PIXEL_TAGS, ENCAPSULATED_DOCUMENT, MIME_TYPE])
     document = str(dataset[MIME_TYPE].value or "").strip().lower() if MIME_TYPE in dataset else ""
     return Contents(any(tag in dataset for tag in PIXEL_TAGS),

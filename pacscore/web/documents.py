@@ -24,7 +24,8 @@ def documentOf(path):
     """``(MIME type, bytes)`` of the document the stored file ``path``
     encapsulates, without the padding the value got (DatasetError when it
     holds none)."""
-    dataset = pydicom.dcmread(path, specific_tags=[ENCAPSULATED_DOCUMENT, MIME_TYPE, DOCUMENT_LENGTH])
+    dataset = pydicom.dcmread(path, specific_tags=[ENCAPSULATED_DOCUMENT, MIME_TYPE, DOCUMENT_LENGTH],
+                              force=True)  # Conquest's .v2 have no preamble
     if ENCAPSULATED_DOCUMENT not in dataset:
         raise DatasetError("it holds no Encapsulated Document")
     kind = str(dataset[MIME_TYPE].value or "").strip().lower() if MIME_TYPE in dataset else ""

@@ -56,7 +56,7 @@ PICTURES = {"image/jpeg": "jpg", "image/png": "png", "image/gif": "gif"}
 THUMBNAIL_SIZE = 128
 MOST_FRAMES = 100000
 METADATA_BATCH = 100  # objects whose metadata is made at a time
-FIRST_UNSENDABLE = 8  # objects of a series in no syntax asked for after which the rest is not tried
+FIRST_UNSENDABLE = 2  # objects of a series in no syntax asked for after which the rest is not tried
 
 
 def _anything(media):

@@ -42,7 +42,7 @@ from pacscore.codecs.syntaxes import (
     DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_BIG_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN,
     UNCOMPRESSED, isCompressed)
 from pacscore.codecs.transcode import (
-    LARGEST_FRAME, PIXEL_DATA, TranscodeError, _atPixelData, checkFrameSize, codecLock, elementHeader)
+    LARGEST_FRAME, TranscodeError, _atPixelData, checkFrameSize, codecLock, pixelDataHeader)
 from pacscore.dicom.datasets import decodeDataset
 from pacscore.storage.part10 import readFileMeta
 from pacscore.storage.regularfiles import openRegularFile
@@ -294,12 +294,10 @@ def _pixelOptions(f, ds, syntax):
     """The decoding options of the Pixel Data element at the position of
     ``f`` (in the little endian ``syntax``, the elements before it ``ds``),
     ``f`` left at its value. TranscodeError when there is none."""
-    implicit = syntax == IMPLICIT_VR_LITTLE_ENDIAN
-    header = f.read(12)
-    if len(header) < 12 or elementHeader(header, 0, implicit)[0] != PIXEL_DATA:
+    found = pixelDataHeader(f, syntax == IMPLICIT_VR_LITTLE_ENDIAN)
+    if found is None:
         raise TranscodeError("it has no Pixel Data")
-    _, vr, _, valueOffset = elementHeader(header, 0, implicit)
-    f.seek(valueOffset - len(header), 1)
+    vr = found[0]
     options = as_pixel_options(ds, transfer_syntax_uid=UID(syntax), pixel_keyword="PixelData")
     if vr is not None:
         options["pixel_vr"] = vr.decode("ascii")

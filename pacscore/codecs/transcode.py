@@ -359,6 +359,19 @@ def elementHeader(raw, pos, implicit):
     return group << 16 | element, vr, length, pos + 8
 
 
+def pixelDataHeader(f, implicit):
+    """``(VR or None, length)`` of the little endian Pixel Data element
+    header at the position of ``f`` (in the implicit or explicit VR
+    encoding ``implicit`` says), ``f`` left at its value; None, ``f``
+    anywhere, when the element there is no Pixel Data."""
+    header = f.read(12)
+    if len(header) < 12 or elementHeader(header, 0, implicit)[0] != PIXEL_DATA:
+        return None
+    _, vr, length, valueOffset = elementHeader(header, 0, implicit)
+    f.seek(valueOffset - len(header), 1)
+    return vr, length
+
+
 def swapBytes(ds, strict=True):
     """Swap the byte order of the binary values of ``ds`` and its items,
     little <-> big endian. Pixel Data goes by sample, as pydicom reads big

@@ -3,25 +3,30 @@ metadata as DICOM JSON, its frames (as stored or as native little-endian
 pixels), the value of a bulk data attribute, and a large object converted
 file to file into little endian."""
 
+import errno
 import os
 from functools import partial
 from typing import NamedTuple
 
 import numpy as np
 import pydicom
-from pydicom.encaps import generate_frames
+from pydicom.dataset import FileMetaDataset
+from pydicom.encaps import generate_frames, get_frame, parse_basic_offsets, parse_fragments
+from pydicom.filereader import read_dataset
 from pydicom.pixels import pixel_array
 from pydicom.tag import Tag
 
 from pacscore.codecs.syntaxes import (
-    EXPLICIT_VR_BIG_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN, JPEG_BASELINE, JPEG_EXTENDED, JPEG_LOSSLESS,
+    EXPLICIT_VR_BIG_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, JPEG_BASELINE, JPEG_EXTENDED, JPEG_LOSSLESS,
     JPEG_LOSSLESS_SV1, JPEG_LS_LOSSLESS, JPEG_LS_NEAR_LOSSLESS, JPEG_2000, JPEG_2000_LOSSLESS, RLE_LOSSLESS,
-    isCompressed)
+    UNCOMPRESSED, isCompressed)
 from pacscore.codecs import nki
 from pacscore.codecs.filetranscode import NotStreamed, streams
 from pacscore.codecs.encapsulatedframes import cutShortFrames
 from pacscore.codecs.nkipixels import NKI_PIXEL_DATA, decompressDecoded, nkiStream
-from pacscore.codecs.transcode import TranscodeError, checkFrameSize, codedPrecision, swapBytes
+from pacscore.codecs.transcode import (
+    _UNDEFINED_LENGTH, TranscodeError, _atPixelData, checkFrameSize, codedPrecision, pixelDataHeader,
+    swapBytes)
 from pacscore.dicom.storeddata import STREAMED_OBJECT, openDataset
 from pacscore.storage.attributes import readAttributes
 from pacscore.storage.part10 import fileMetaOf, readFileMeta, sendsAsItIs
@@ -230,25 +235,40 @@ class Frames(NamedTuple):
     frame: object  # frame(index): another's (from 0), made when called
 
 
+class _PixelsInFile(NamedTuple):
+    """The Pixel Data of a stored file where it is (``_pixelsInFile``)."""
+
+    head: object  # the data set before it
+    syntax: str
+    offset: int  # of its value in the file
+    length: int  # of its value; 0xFFFFFFFF: undefined (encapsulated)
+    file: tuple  # the file's device, inode, size and time: the same one read again (``_frameInFile``)
+
+
 def instanceFrames(path, numbers, choose):
-    """The ``Frames`` ``numbers`` (from 1; None: all) of the stored file ``path``, read once:
+    """The ``Frames`` ``numbers`` (from 1; None: all) of the stored file ``path``:
     ``choose(stored syntax)`` gives ``(as stored, media type)``; as stored
     a compressed frame is its codestream, else native pixels in Explicit VR
     Little Endian.  ``first`` is the bytes of the first of ``numbers``,
-    ``frame(index)`` (in the I/O pool; from 0) those of another, each decoded
-    only when asked for, so that an answer holds its stored Pixel Data and
-    one decoded frame at a time.  NKI compressed pixel data is expanded first, as stored too
+    ``frame(index)`` (in the I/O pool; from 0) those of another, each read
+    or decoded only when asked for.  Frames sent as stored of a little
+    endian file, not deflated (``_pixelsInFile``), are read from the file
+    where they are, native ones by their offset, encapsulated ones by the
+    offset tables or the item headers (``get_frame``), so that an answer
+    holds one frame at a time; those decoded (compressed or 1-bit) and
+    those of other files from the Pixel Data read whole.
+    NKI compressed pixel data is expanded first, as stored too
     (``_expandedNKI``).  NoSuchFrame for a number beyond its frames or the
     frames its Pixel Data holds (none when it is empty); FrameTooLarge
     (``checkFrameSize``) for frames to decode too large to be."""
-    dataset = _read(path, pixels=True)
-    _expandedNKI(dataset)
-    if not dataset.get("PixelData"):  # absent, or empty: pydicom reads an empty OW as None
-        raise NoSuchFrame("the object has no Pixel Data")
+    pixels = _pixelsInFile(path)
+    dataset = _wholeDataset(path) if pixels is None else pixels.head
+    if not (dataset.get("PixelData") if pixels is None else pixels.length):
+        raise NoSuchFrame("the object has no Pixel Data")  # absent, or empty: pydicom reads an empty OW as None
     missing = [name for name in ("Rows", "Columns", "BitsAllocated") if dataset.get(name) is None]
     if missing:  # frames cannot be told apart nor decoded: no object a viewer can show (a 422)
         raise ValueError(f"its Pixel Data is described without {', '.join(missing)}")
-    syntax = str(dataset.file_meta.TransferSyntaxUID)
+    syntax = str(dataset.file_meta.TransferSyntaxUID) if pixels is None else pixels.syntax
     asStored, kind = choose(syntax)
     count = frameCount(dataset)
     numbers = numbers or range(1, count + 1)
@@ -256,21 +276,106 @@ def instanceFrames(path, numbers, choose):
         if not 1 <= number <= count:
             raise NoSuchFrame(f"the object has {count} frame(s), not a frame {number}")
     sent = frameSyntax(asStored, syntax)
-    if sent != EXPLICIT_VR_LITTLE_ENDIAN:  # compressed, as stored: codestreams, no larger than the file
+    length = _storedLength(dataset, syntax)
+    if pixels is not None and (sent != EXPLICIT_VR_LITTLE_ENDIAN or length is not None
+                               and pixels.length != _UNDEFINED_LENGTH):
+        length = None if sent != EXPLICIT_VR_LITTLE_ENDIAN else length  # None: encapsulated
+        _checkHeld(*_heldInFile(path, pixels, count, length), max(numbers))
+        frame = partial(_frameInFile, path, pixels, count, length)
+    elif sent != EXPLICIT_VR_LITTLE_ENDIAN:  # compressed, as stored: codestreams, no larger than the file
         frames = list(generate_frames(dataset.PixelData, number_of_frames=count))
-        _checkHeld(len(frames), max(numbers), "frame(s)")
+        _checkHeld(len(frames), "frame(s)", max(numbers))
         frame = frames.__getitem__
     else:
-        length = _storedLength(dataset, syntax)
+        if pixels is not None:  # decoded from the Pixel Data in memory
+            dataset = _wholeDataset(path)
         cutShort = {}
         if length is not None:
-            _checkHeld(len(dataset.PixelData) // length, max(numbers), f"whole frame(s) of {length} bytes")
+            _checkHeld(len(dataset.PixelData) // length, f"whole frame(s) of {length} bytes", max(numbers))
         else:  # decoded
             checkFrameSize(dataset.Rows, dataset.Columns, dataset.get("SamplesPerPixel"))
             if isCompressed(syntax):
                 cutShort = cutShortFrames(syntax, dataset.PixelData, count)
         frame = partial(_nativeFrame, dataset, syntax, cutShort)
     return Frames(kind, sent, numbers, frame(numbers[0] - 1), frame)
+
+
+def _wholeDataset(path):
+    """The stored file ``path`` read with its Pixel Data, NKI compressed pixel data expanded."""
+    dataset = _read(path, pixels=True)
+    _expandedNKI(dataset)
+    return dataset
+
+
+def _pixelsInFile(path):
+    """The ``_PixelsInFile`` of the stored file ``path`` in a little endian
+    syntax, not deflated, without NKI pixel data (as ``renderFile`` reads
+    a frame); one without Pixel Data has its length 0.  None for others,
+    whose Pixel Data is read whole."""
+    with openRegularFile(path) as f:
+        syntax = readFileMeta(f)[0]
+        if syntax not in UNCOMPRESSED and not isCompressed(syntax):
+            return None
+        head = read_dataset(f, syntax == IMPLICIT_VR_LITTLE_ENDIAN, True, stop_when=_atPixelData)
+        if NKI_PIXEL_DATA in head:
+            return None
+        found = pixelDataHeader(f, head.original_encoding[0])
+        head.file_meta = FileMetaDataset()
+        head.file_meta.TransferSyntaxUID = syntax
+        return _PixelsInFile(head, syntax, f.tell(), found[1] if found else 0, _fileIdentity(f))
+
+
+def _fileIdentity(f):
+    stat = os.fstat(f.fileno())
+    return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+
+def _frameInFile(path, pixels, count, length, index):
+    """Frame ``index`` (from 0) of the ``pixels`` of the stored file
+    ``path``, read where it is: ``length`` bytes of native pixels at its
+    offset (little endian as they are), else the codestream of encapsulated
+    ones.  OSError when the file is no longer the one ``pixels`` describes
+    (stored again since), ValueError when it ends within the frame."""
+    with openRegularFile(path) as f:
+        if _fileIdentity(f) != pixels.file:
+            raise OSError(errno.ESTALE, "the stored file changed while its frames were sent")
+        f.seek(pixels.offset + index * (length or 0))
+        if length is None:
+            return get_frame(f, index, number_of_frames=count, extended_offsets=_extendedOffsets(pixels.head))
+        frame = f.read(length)
+    if len(frame) < length:
+        raise ValueError(f"the stored file ends within frame {index + 1}")
+    return frame
+
+
+def _heldInFile(path, pixels, count, length):
+    """``(how many, what)`` of the frames the ``pixels`` of the stored file
+    ``path`` hold: whole native frames of ``length`` bytes; encapsulated
+    ones (``length`` None) as their offset table counts them, else one a
+    fragment when there are one or ``count`` of them (item headers read,
+    not their values), else as ``generate_frames`` finds them."""
+    if length is not None:
+        return pixels.length // length, f"whole frame(s) of {length} bytes"
+    with openRegularFile(path) as f:
+        extended = _extendedOffsets(pixels.head)
+        if extended:
+            return len(extended[0]) // 8, "frame(s)"
+        f.seek(pixels.offset)
+        offsets = parse_basic_offsets(f)
+        if offsets:
+            return len(offsets), "frame(s)"
+        fragments = parse_fragments(f)[0]
+        if fragments in (1, count):
+            return fragments, "frame(s)"
+        f.seek(pixels.offset)
+        return sum(1 for _ in generate_frames(f, number_of_frames=count)), "frame(s)"
+
+
+def _extendedOffsets(head):
+    """The Extended Offset Table and its lengths of ``head``; None without them."""
+    if "ExtendedOffsetTable" in head and "ExtendedOffsetTableLengths" in head:
+        return head.ExtendedOffsetTable, head.ExtendedOffsetTableLengths
+    return None
 
 
 def _expandedNKI(dataset):
@@ -288,7 +393,7 @@ def _expandedNKI(dataset):
     decompressDecoded(dataset, stream)
 
 
-def _checkHeld(held, number, what):
+def _checkHeld(held, what, number):
     """NoSuchFrame unless frame ``number`` is one of the ``held`` the Pixel Data holds."""
     if number > held:
         raise NoSuchFrame(f"the object's Pixel Data holds {held} {what}, not a frame {number}")

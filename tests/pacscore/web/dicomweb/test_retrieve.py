@@ -8,6 +8,7 @@ import io
 import os
 import struct
 import time
+import tracemalloc
 import zipfile
 
 import numpy as np
@@ -443,6 +444,42 @@ class RetrieveTests(DicomWebTestCase):
         for frames in ("1,1", "1,2,3,4,1", "2," * 600 + "2"):
             found = yield self.fetch(path + f"/frames/{frames}", accept=OCTETS)
             self.assertEqual((frames, found.code), (frames, 400), found.body)
+
+    def test_framesReadWhereTheyAre(self):
+        """A frame sent as stored is read at its place in the file, not
+        with the whole Pixel Data (of a 3 GB object 3 GB of memory and 8 s
+        a frame): of 64 native frames of 128 kB, and of 64 JPEG ones with a
+        Basic Offset Table, without one and with an Extended Offset Table,
+        ``instanceFrames`` (frames/{n}, bulk/7FE00010) holds little more
+        than the frame asked for, and gives its bytes."""
+        study = "1.2.826.0.1.3680043.8.498.34"
+        native = makeDataset("BIGF", "Big^Frames", study, f"{study}.1", f"{study}.1.1", 1, 1, rows=256, columns=256)
+        native.NumberOfFrames = 64
+        native.PixelData = b"".join(struct.pack("<H", number) * 256 * 256 for number in range(64))
+        jpeg = pydicom.dcmread(get_testdata_file("SC_rgb_jpeg_dcmtk.dcm"))
+        codestream = next(generate_frames(jpeg.PixelData, number_of_frames=1))
+        codestreams = [codestream + bytes(2 * 1024 * 128 - len(codestream)) + b"\xff\xd9" for _ in range(64)]
+        jpeg.NumberOfFrames = 64
+        cases = [("native.dcm", native, native.PixelData[40 * 131072:41 * 131072], OCTETS)]
+        for name, table in (("bot.dcm", True), ("nobot.dcm", False), ("eot.dcm", None)):
+            withTable = copy.deepcopy(jpeg)
+            if table is None:
+                withTable.PixelData, offsets, lengths = pydicom.encaps.encapsulate_extended(codestreams)
+                withTable.ExtendedOffsetTable, withTable.ExtendedOffsetTableLengths = offsets, lengths
+            else:
+                withTable.PixelData = encapsulate(codestreams, has_bot=table)
+            cases.append((name, withTable, codestreams[40], OCTETS + "; transfer-syntax=*"))
+        for name, dataset, frame, accept in cases:
+            path = os.path.join(self.running.workdir, name)
+            dataset.save_as(path, enforce_file_format=True)
+            tracemalloc.start()
+            try:
+                frames = instancefiles.instanceFrames(path, [41], lambda syntax: (True, instancefiles.OCTET_STREAM))
+                peak = tracemalloc.get_traced_memory()[1]
+            finally:
+                tracemalloc.stop()
+            self.assertEqual((name, frames.first), (name, frame))
+            self.assertLess(peak, 4 * len(frame), name)
 
     @defer.inlineCallbacks
     def test_laterFrameThatCannotBeDecoded(self):

@@ -186,13 +186,21 @@ def staysInFile(source, length, transferSyntax):
     data.  Rows and Columns alone count for nothing: an object without
     Pixel Data, or with native pixels, is no larger than its file, and a
     deflated one than it inflates to."""
+    size, held = decodedExtent(source, length, transferSyntax)
+    return size > STREAMED_OBJECT and NKI_PIXEL_DATA not in held
+
+
+def decodedExtent(source, length, transferSyntax):
+    """``(size, held)`` of a data set of ``length`` bytes in
+    ``transferSyntax`` (its bytes, or a file at its start: ``source``):
+    the larger of ``length`` and what it decodes to (``staysInFile``),
+    and the attributes walked for it (NKI pixel data, the image's size)."""
     tags = {NKI_PIXEL_DATA, ROWS, COLUMNS, SAMPLES_PER_PIXEL, BITS_ALLOCATED, NUMBER_OF_FRAMES}
-    compressed = isCompressed(transferSyntax)
-    if compressed:
+    if isCompressed(transferSyntax):
         tags.add(PIXEL_DATA)  # encapsulated, of undefined length: found, never read
     held, walked = walkDataset(source, transferSyntax, tags, 0, PIXEL_DATA)  # inflated bytes, when deflated
     decoded = decodedSize(held) if PIXEL_DATA in held else walked
-    return max(length, decoded) > STREAMED_OBJECT and NKI_PIXEL_DATA not in held
+    return max(length, decoded), held
 
 
 def decodedSize(held):

@@ -21,7 +21,9 @@ replaced object (same SOP Instance UID) has its old file removed only after
 the new one is committed.  A spooled (large) object whose compression code
 asks only for explicit or implicit VR little endian is converted from its
 spool file into the device's temporary file a frame at a time
-(``pacscore.codecs.filetranscode``), never whole in memory.
+(``pacscore.codecs.filetranscode``), never whole in memory; one larger
+than ``LARGEST_CONVERTED_ON_ARRIVAL`` that a code would compress (in
+memory) is stored as received.
 """
 
 import dataclasses
@@ -41,11 +43,13 @@ from pacscore.codecs.filetranscode import NotStreamed, streams, transcodeFile
 from pacscore.codecs.jpeglossy import DEFAULT_QUALITY
 from pacscore.codecs.nki import NKIError
 from pacscore.codecs.nkipixels import NKI_PIXEL_DATA, withPlainPixels
+from pacscore.codecs.syntaxes import isCompressed
 from pacscore.codecs.transcode import TranscodeError
 from pacscore.converters.awaitingobjects import awaitedMove
 from pacscore.db.index import ImageRecord, InconsistentLink
 from pacscore.dicom.datasets import IdentifierError
 from pacscore.dicom.sinks import DiscardingSink
+from pacscore.dicom.storeddata import decodedExtent
 from pacscore.dicom.uids import isUID
 from pacscore.storage.attributes import DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, DatasetError, readAttributes, walkDataset
 from pacscore.storage.devicechoice import DeviceChoice
@@ -57,6 +61,9 @@ from pacscore.storage.placing import MAX_NAME_SUFFIX, placeFile
 from pacscore.storage.spool import Spool
 from pacscore.storage.worklistmode import ACCESSION_NUMBER, WorklistRefusal
 
+# An object whose data set or pixels (decoded) are larger is stored as received, not compressed in memory on
+# arrival, which holds it two to three times over and takes minutes, past the sender's timeout.
+LARGEST_CONVERTED_ON_ARRIVAL = 256 << 20
 PATIENT_ID = 0x00100020
 STUDY_INSTANCE_UID = 0x0020000D
 SERIES_INSTANCE_UID = 0x0020000E
@@ -561,6 +568,10 @@ class ObjectStore:
                 converted = self._convertSpooled(incoming, spool, device)
                 if converted is not None:
                     return converted
+                with open(spool.path, "rb") as f:
+                    f.seek(len(spool.header))
+                    if self._tooLargeToConvert(incoming, f, spool.size, incoming.transferSyntax, incoming.compression):
+                        return None
         data = spool.inMemory
         if data is None:
             with open(spool.path, "rb") as f:
@@ -643,14 +654,38 @@ class ObjectStore:
     def _compress(self, incoming, data, transferSyntax, compression):
         """``(data, transferSyntax)`` as the Conquest code ``compression``
         asks for (``pacscore.codecs.compression``); unchanged when it asks
-        for nothing the codecs here can do, or when they fail on this
-        object (logged)."""
+        for nothing the codecs here can do, when they fail on this
+        object, or when it is too large to (``_tooLargeToConvert``; logged)."""
+        if mayChange(data, transferSyntax, compression) and self._tooLargeToConvert(
+                incoming, data, len(data), transferSyntax, compression):
+            return data, transferSyntax
         try:
             return recode(data, transferSyntax, compression, self.lossyQuality)
         except TranscodeError as e:
             self.log.warn("{uid}: compression {code} not applied, stored as received: {error}",
                           uid=incoming.sopInstanceUID, code=compression, error=e)
             return data, transferSyntax
+
+    def _tooLargeToConvert(self, incoming, source, length, transferSyntax, compression):
+        """Whether the data set of ``incoming`` (``source``: its bytes, or a
+        file at its start; ``length`` bytes in ``transferSyntax``) is too
+        large to compress in memory as ``compression`` asks (into JPEG,
+        JPEG-LS, JPEG 2000 or RLE): it, or the pixels it decodes to, larger
+        than LARGEST_CONVERTED_ON_ARRIVAL (then it is stored as received,
+        with a line saying so); not when it cannot be walked (its
+        conversion says what is wrong)."""
+        if not any(isCompressed(target) for target in recodedSyntaxes(transferSyntax, compression)):
+            return False
+        try:
+            size = decodedExtent(source, length, transferSyntax)[0]
+        except DatasetError:
+            return False
+        if size <= LARGEST_CONVERTED_ON_ARRIVAL:
+            return False
+        self.log.info("{uid}: compression {code} not applied, stored as received: its data set or pixels take "
+                      "{size} bytes, more than the {largest} converted in memory on arrival",
+                      uid=incoming.sopInstanceUID, code=compression, size=size, largest=LARGEST_CONVERTED_ON_ARRIVAL)
+        return True
 
     def _check(self, incoming, attrs):
         sopClass = attrs.get(SOP_CLASS_UID)

@@ -21,6 +21,7 @@ from twisted.logger import Logger, formatEvent
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 
+from pacscore.codecs.compression import recode
 from pacscore.codecs.transcode import transcode
 from pacscore.config.loader import loadConfiguration
 from pacscore.converters.awaitingobjects import MoveScope, awaitingObjects
@@ -32,6 +33,7 @@ from pacscore.storage.filenames import FileNamer
 from pacscore.storage.mirror import Mirrors
 from pacscore.storage.objectfiles import FileWrites
 from pacscore.storage.part10 import readFileMeta
+from pacscore.storage import store as storeModule
 from pacscore.storage.spool import Spool
 from pacscore.storage.store import (DatasetMismatch, Destroyed, DeviceMissing, DeviceUnwritable, IncomingObject,
                                     InvalidDataset, ObjectStore, Refused)
@@ -198,6 +200,36 @@ class ObjectStoreTests(unittest.TestCase):
         _, relative = yield self.store.store(incoming, spool)
         self.assertEqual(self.storedFile(relative)[::2], (EXPLICIT, data))
         self.assertIn("compression jk not applied, stored as received", formatEvent(events[0]))
+
+    @defer.inlineCallbacks
+    def test_largeObjectStoredAsReceivedUncompressed(self):
+        """An object whose data set or pixels are larger than
+        LARGEST_CONVERTED_ON_ARRIVAL is not compressed on arrival, which
+        would hold it several times over in memory and take minutes, past
+        the sender's timeout (a 786 MB XA with IncomingCompression j1: no
+        C-STORE response for 60 s): it is stored as received, with a line
+        saying so; spooled (64 frames, 2 MB, the limit patched to 1 MB: its
+        spool file never read whole) as in memory (CT_small, the limit
+        patched to 16 kB). A smaller one is still compressed."""
+        self.patch(storeModule, "recode", lambda *args: self.fail("converted in memory"))
+        frames = ctWith(NumberOfFrames=64, PixelData=bytes(128 * 128 * 2 * 64))
+        for data, largest, inMemory in ((frames, 1 << 20, False), (datasetBytes("CT_small.dcm"), 16 << 10, True)):
+            self.patch(storeModule, "LARGEST_CONVERTED_ON_ARRIVAL", largest)
+            events = []
+            self.store.log = Logger(observer=events.append)
+            incoming, spool = self.receive(data, CT_SMALL_UID, compression="j1")
+            self.assertEqual(spool.inMemory is not None, inMemory)
+            _, relative = yield self.store.store(incoming, spool)
+            self.assertEqual(self.storedFile(relative)[::2], (EXPLICIT, data))
+            [line] = [event for event in events if "not applied" in event["log_format"]]
+            self.assertEqual(line["log_level"].name, "info")
+            self.assertIn("compression j1 not applied, stored as received", formatEvent(line))
+            self.assertIn(f"more than the {largest} converted", formatEvent(line))
+        self.patch(storeModule, "LARGEST_CONVERTED_ON_ARRIVAL", 4 << 20)
+        self.patch(storeModule, "recode", recode)
+        incoming, spool = self.receive(frames, CT_SMALL_UID, compression="j1")
+        _, relative = yield self.store.store(incoming, spool)
+        self.assertEqual(self.storedFile(relative)[0], "1.2.840.10008.1.2.4.70")
 
     @defer.inlineCallbacks
     def test_largeDatasetSpooledToDisk(self):

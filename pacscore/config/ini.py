@@ -153,7 +153,10 @@ class DicomIni(LineFile):
     # -- editing
 
     def set(self, key, value, section=MAIN_SECTION):
-        """Set ``key`` to ``value``; an existing line keeps its place and spelling."""
+        """Set ``key`` to ``value``; an existing line keeps its place and
+        spelling.  ``get`` then gives the value as reading the file would
+        (one pair of quotes and the spaces around it taken off), so what the
+        running server uses is what it will read at its next start."""
         value = str(value)
         key = key.strip()
         if "\n" in value or "\r" in value:
@@ -165,10 +168,10 @@ class DicomIni(LineFile):
             head = row.text[:row.text.index("=") + 1]
             after = row.text[len(head):]
             spacing = after[:len(after) - len(after.lstrip())]
-            row.text, row.value, row.line = head + spacing + value, value, None
+            row.text, row.value, row.line = head + spacing + value, _unquote(value.strip()), None
             return
         lowered = section.lower()
-        newRow = _Row(f"{key} = {value}", lowered, None, key, value)
+        newRow = _Row(f"{key} = {value}", lowered, None, key, _unquote(value.strip()))
         inSection = [i for i, r in enumerate(self._rows) if r.section == lowered]
         if not inSection:
             self._sections[lowered] = section

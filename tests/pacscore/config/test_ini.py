@@ -294,6 +294,19 @@ class WriteTests(unittest.TestCase):
         self.assertEqual(ini.get("MyACRNema"), "NEWAE")
         self.assertEqual(len(lines), len(MANUAL_INI.splitlines()))
 
+    def test_setGivesTheValueAsTheFileReadsIt(self):
+        """A value set with quotes or spaces around it is written as given
+        and read back as the file would be at the next start (a quoted
+        ControlSecret given to the control port with its quotes locked
+        every dgate out)."""
+        ini = DicomIni.fromString("ControlSecret = a\n")
+        for given, read in (("'pa55'", "pa55"), ('"1"', "1"), (" spaced ", "spaced"), ('""', "")):
+            ini.set("ControlSecret", given)
+            ini.set("NewKey", given)
+            self.assertEqual((ini.get("ControlSecret"), ini.get("NewKey")), (read, read))
+            again = DicomIni.fromString(ini.toString())
+            self.assertEqual((again.get("ControlSecret"), again.get("NewKey")), (read, read))
+
     def test_setWithoutSpaces(self):
         ini = DicomIni.fromString("TCPPort=104\n")
         ini.set("TCPPort", 11112)

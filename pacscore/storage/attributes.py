@@ -647,10 +647,19 @@ class _Walker:
         return found, pos
 
 
+# The standard's transfer syntaxes that encapsulate pixel data (PS3.5 A.4):
+# 1.2.840.10008.1.2.4.x (JPEG, JPEG-LS, JPEG 2000, MPEG, HEVC, HTJ2K ...),
+# RLE Lossless and Encapsulated Uncompressed Explicit VR Little Endian.
+_ENCAPSULATING_ROOT = "1.2.840.10008.1.2.4."
+_ENCAPSULATING = frozenset({"1.2.840.10008.1.2.5", "1.2.840.10008.1.2.1.98"})
+
+
 def _transferSyntax(uid):
     """(implicit, layout, deflated, encapsulated) for a transfer syntax UID;
-    ``encapsulated`` is the UID itself when the syntax encapsulates its
-    pixel data, else "".
+    ``encapsulated`` is the UID itself when it is one of the standard's
+    syntaxes that encapsulate their pixel data (PS3.5 A.4: JPEG ..., RLE,
+    Encapsulated Uncompressed), else "" (a vendor's private syntax may hold
+    native pixels, as it is accepted).
 
     Every other syntax (all the encapsulated ones) encodes its dataset as
     explicit VR little endian.
@@ -660,8 +669,8 @@ def _transferSyntax(uid):
         return True, _LITTLE, False, ""
     if uid == EXPLICIT_VR_BIG_ENDIAN:
         return False, _BIG, False, ""
-    native = uid in (EXPLICIT_VR_LITTLE_ENDIAN, DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN)
-    return False, _LITTLE, uid == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, "" if native else uid
+    encapsulated = uid.startswith(_ENCAPSULATING_ROOT) or uid in _ENCAPSULATING
+    return False, _LITTLE, uid == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, uid if encapsulated else ""
 
 
 def _window(source, deflated):

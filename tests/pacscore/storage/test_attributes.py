@@ -765,18 +765,20 @@ class BrokenDatasetTests(unittest.TestCase):
         said to be in an encapsulated syntax is refused in a data set as
         received (strict): PS3.5 A.4 wants it of undefined length, DCMTK
         cannot read it ("Only undefined length permitted").  Read as it is
-        when not strict; native syntaxes (deflated too), encapsulated Pixel
-        Data, and a native icon in a sequence item still go."""
+        when not strict; native syntaxes (deflated too), a vendor's private
+        syntax, encapsulated Pixel Data, and a native icon in a sequence
+        item still go."""
         native = splitFile(bundledFile("CT_small.dcm"))[1]
         self.assertEqual(readAttributes(native, JPEG_BASELINE, {PATIENT_ID}, wholeDataset=True),
                          {PATIENT_ID: "1CT1"})
-        for syntax in (JPEG_BASELINE, "1.2.840.10008.1.2.5", "1.2.840.10008.1.2.4.90"):
+        for syntax in (JPEG_BASELINE, "1.2.840.10008.1.2.5", "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.1.98"):
             error = self.assertRaises(DatasetError, readAttributes, native, syntax, {PATIENT_ID},
                                       wholeDataset=True, strict=True)
             self.assertIn(f"(7FE0,0010) at offset {native.index(bytes.fromhex('e07f1000'))} has a defined "
                           f"length, which the encapsulated transfer syntax {syntax} does not allow (PS3.5 A.4)",
                           str(error))
         for data, syntax in ((native, EXPLICIT), (zlib.compress(native)[2:-4], DEFLATED),
+                             (native, "1.3.46.670589.33.1.4.1"),  # a vendor's private syntax: as received
                              (splitFile(bundledFile("SC_rgb_jpeg_dcmtk.dcm"))[1], JPEG_BASELINE)):
             self.assertIn(PATIENT_ID, readAttributes(data, syntax, {PATIENT_ID}, wholeDataset=True, strict=True))
         icon = Dataset()

@@ -14,8 +14,13 @@ SERIES level, DICOMStudies.PatientID at STUDY level.
 Matching per key, by the request's VR:
 
 - empty or only ``*``: universal matching (no condition, value returned);
-- two quotation marks (``EMPTY_VALUE``, PS3.4 C.2.2.2's Empty Value
-  Matching): only an empty (or NULL) stored value, as SQL's ``= ''``;
+- two quotation marks (``EMPTY_VALUE``) in a key asking for Empty Value
+  Matching (PS3.4 C.2.2.2.1; ``QueryKey.emptyValueMatching``, set by
+  ``withEmptyValueMatching`` for a C-FIND's keys, a QIDO-RS search's with
+  ``emptyvaluematching=true``, and the web's query texts ``= ''``): only an
+  empty (or NULL) stored value, as SQL's ``= ''``; in any other key (a
+  retrieve's unique keys, a delete's, a web reference's) they are the
+  value itself, as a Patient ID may be;
 - SQ: ignored (sequence matching is not supported) and not returned;
 - UI: a single UID or a ``\\``-separated list (``IN``), no wildcards; any
   attribute's key with this VR (``EXACT``) matches so, e.g. a Patient ID
@@ -81,14 +86,13 @@ from pacscore.dicom.datetimes import normalised
 from pacscore.dicom.uids import isUID
 
 __all__ = ["EMPTY_VALUE", "LEVELS", "UNSPLIT_VRS", "IndexQuery", "Instance", "QueryKey", "columnNamed",
-           "hasValuesToMatch",
-           "unpaddedValues", "valuesOf"]
+           "hasValuesToMatch", "unpaddedValues", "valuesOf", "withEmptyValueMatching"]
 
 LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
 
 PATIENT_ID = 0x00100020
 EXACT = "UI"  # the VR of a key matched exactly (see the module docstring)
-EMPTY_VALUE = '""'  # a key value matching empty values only (see the module docstring)
+EMPTY_VALUE = '""'  # a key value asking for Empty Value Matching (see the module docstring)
 FINAL_SIGMA, SIGMA = "\u03c2", "\u03c3"  # ς, σ: one letter to a case fold, two to lower()
 
 STUDY_INSTANCE_UID = 0x0020000D
@@ -148,6 +152,7 @@ class QueryKey(NamedTuple):
     value: str
     foldCase: bool = False  # text matched case-insensitively, as PN is (search boxes)
     itemValues: bool = False  # an SQ key whose items hold values to match (sequence matching)
+    emptyValueMatching: bool = False  # matches empty values only (its value is EMPTY_VALUE): see the module docstring
 
 
 class Instance(NamedTuple):
@@ -606,6 +611,13 @@ def hasValuesToMatch(key):
     return key.itemValues if key.vr == "SQ" else valuesOf(key) is not None
 
 
+def withEmptyValueMatching(keys):
+    """``keys`` of a request asking for Empty Value Matching: those of two
+    quotation marks (``EMPTY_VALUE``) match the empty values only."""
+    return [key._replace(emptyValueMatching=True) if cutAtNul(key.value).strip(" ") == EMPTY_VALUE else key
+            for key in keys]
+
+
 def matchCondition(column, key, isMulti=False, prefixRange=False):
     """The SQL condition of one key on ``column``, or None (matches all).
 
@@ -617,7 +629,7 @@ def matchCondition(column, key, isMulti=False, prefixRange=False):
     """
     if key.vr == "SQ":
         return None
-    if cutAtNul(key.value).strip(" ") == EMPTY_VALUE:
+    if key.emptyValueMatching:
         return or_(column == "", column.is_(None))
     length = None if isMulti else getattr(column.type, "length", None)
     values = valuesOf(key, length)

@@ -35,7 +35,7 @@ from pydicom.tag import Tag
 from pydicom.valuerep import PersonName
 from twisted.logger import Logger
 
-from pacscore.db.query import UNSPLIT_VRS, QueryKey, valuesOf
+from pacscore.db.query import UNSPLIT_VRS, QueryKey, valuesOf, withEmptyValueMatching
 from pacscore.dicom.datasets import decodePeerDataset, encodeDataset
 from pacscore.dicom.datetimes import FORMATS, isMatchValue
 from pacscore.dicom.models import ALL_LEVELS
@@ -218,7 +218,8 @@ def readRequest(dataset, transferSyntax, levels, columnVRs=None, matching=True):
     """The ``Request`` of an identifier (a Dataset, ``decodeIdentifier``
     of its bytes in ``transferSyntax``); ``levels`` are those its model
     allows; ``columnVRs``: see ``datasetKeys``; ``matching``: see
-    ``checkKeys``.
+    ``checkKeys`` (a C-FIND's keys also ask for Empty Value Matching: a
+    retrieve's ``""`` is the value itself).
 
     Raises ``BadIdentifier``."""
     level = str(dataset.get("QueryRetrieveLevel", "") or "").strip().upper()
@@ -230,7 +231,7 @@ def readRequest(dataset, transferSyntax, levels, columnVRs=None, matching=True):
     except DatasetError as e:
         raise BadIdentifier(str(e), UNABLE_TO_PROCESS) from e
     checkKeys(keys, matching)
-    return Request(level, keys, characterSetOf(dataset))
+    return Request(level, withEmptyValueMatching(keys) if matching else keys, characterSetOf(dataset))
 
 
 def _retrieveLevels(level, modelLevels):

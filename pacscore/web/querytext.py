@@ -8,7 +8,8 @@ their SQL (``DICOMStudies.patientid = 'P1' and DICOMSeries.studyinsta =
 like 'pattern'`` joined by ``and`` (column names as in dicom.sql, any case,
 maybe cut to TruncateFieldNames characters) and turns them into C-FIND keys
 that ``IndexQuery`` matches with bound parameters (``= ''`` an empty value
-only, as in SQL: ``EMPTY_VALUE``); anything else is a
+only, as in SQL: Empty Value Matching; ``= '""'`` two quotation marks);
+anything else is a
 ``QueryTextError``.  The search fields match within the ID or name, in
 any case; a study date is ``yyyy``, ``yyyymm``, ``yyyymmdd`` or a range ``a-b`` of them.
 """
@@ -73,7 +74,7 @@ def _termKey(columns, table, name, operator, value):
     column = columns.lookup(table, name)
     value = value.replace("''", "'")
     if not value:  # = '' or like '': as in SQL, the empty values only, not every one
-        return QueryKey(column.tag, EXACT, EMPTY_VALUE)
+        return QueryKey(column.tag, EXACT, EMPTY_VALUE, emptyValueMatching=True)
     vr = _vr(column)
     if operator.lower() == "like":
         value = _likeToWildcards(value)

@@ -28,7 +28,8 @@ from pacscore.control.finders import (
     STUDY_SEARCHED, findContaining, openSource)
 from pacscore.control.stored import LOCAL, isLocal
 from pacscore.db.query import (
-    EMPTY_VALUE, PATIENT_ID, SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, QueryKey)
+    EMPTY_VALUE, PATIENT_ID, SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, QueryKey,
+    withEmptyValueMatching)
 from pacscore.web.answers import WebError, checkPost, htmlAnswer
 from pacscore.web.html import SCRIPT, Markup, link, table, text, url
 from pacscore.web.edits import commandAnswer
@@ -102,7 +103,7 @@ async def studyFinder(archive, parameters):
     server = _server(archive, parameters)
     patientID = parameters.get("patientid", None)  # given empty: the empty ID, as any other (EMPTY_VALUE)
     exact = None if patientID is None else patientID.strip().replace("*", "").replace("?", "")
-    fixed = [] if exact is None else [QueryKey(PATIENT_ID, "LO", exact or EMPTY_VALUE)]
+    fixed = [] if exact is None else withEmptyValueMatching([QueryKey(PATIENT_ID, "LO", exact or EMPTY_VALUE)])
     found = await _found(archive, server, "STUDY", STUDY_COLUMNS, STUDY_SEARCHED, parameters.get("query").strip(),
                          fixed, askedRows(parameters))
     return await archive.workers.deferToWorker(_studiesPage, server, parameters, found, pushAllowed(archive))

@@ -32,6 +32,7 @@ from tests.interop.index import rows
 from tests.interop.peers import OrthancServer, StorescpServer
 from tests.interop.qrcorpus import CORPUS, storeCorpus
 from tests.interop.server import PacsServer, dcmtk, dcmtkEnvironment, dcmtkTool, freePort, waitFor
+from tests.interop.test_find import findscu
 from tests.interop.test_forwarding import queued
 from tests.interop.test_storage import writeLargeMultiframe
 from tests.pacscore.web.dicomweb.test_retrieve import flatRle
@@ -362,6 +363,45 @@ class PacsToPacsTests(unittest.TestCase):
         self.assertEqual(found.returncode, 0, found.stderr)
         uids = {pydicom.dcmread(os.path.join(out, name)).SOPInstanceUID for name in os.listdir(out)}
         self.assertEqual(uids, {u for s in study.series for u in s.sopUIDs})
+
+
+class QuotesPatientIDTests(unittest.TestCase):
+    """A patient whose ID is two quotation marks next to one with an empty
+    ID: C-FIND's Empty Value Matching finds the empty one, a retrieve or a
+    delete by that ID the patient ``""``."""
+
+    def setUp(self):
+        workdir = self.mktemp()
+        self.server = PacsServer(os.path.join(workdir, "pacs"))
+        self.addCleanup(self.server.stop)
+        self.server.start()
+        self.out = os.path.abspath(workdir)
+        for patientID, name in (("", "N^empty"), ('""', "N^quotes")):
+            ds = makeDataset(patientID=patientID, patientName=name, studyUID=generate_uid(),
+                             seriesUID=generate_uid(), sopUID=generate_uid(), seriesNumber=1, instanceNumber=1)
+            path = os.path.join(self.out, f"{name[2:]}.dcm")
+            ds.save_as(path, enforce_file_format=True)
+            result = self.server.store(path)
+            self.assertEqual(result.returncode, 0, result.stderr)
+
+    def getPatient(self, patientID):
+        out = tempfile.mkdtemp(dir=self.out)
+        result = dcmtk("getscu", "-P", "-aec", self.server.ae, "-od", out, "-k", "QueryRetrieveLevel=PATIENT",
+                       "-k", f"PatientID={patientID}", "127.0.0.1", self.server.port)
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        return [str(pydicom.dcmread(os.path.join(out, name)).PatientName) for name in os.listdir(out)]
+
+    def test_retrieveAndDeleteTakeTheIDAsItIs(self):
+        self.assertEqual(self.getPatient('""'), ["N^quotes"])
+        result = self.server.dgate('--deletepatient:""')
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        self.assertEqual(self.getPatient('""'), [])
+        found, _ = findscu(self.server, "-P", "PATIENT", {"PatientID": "", "PatientName": None})
+        self.assertEqual([str(match.PatientName) for match in found], ["N^empty"])
+
+    def test_findDoesEmptyValueMatching(self):
+        found, _ = findscu(self.server, "-P", "PATIENT", {"PatientID": '""', "PatientName": None})
+        self.assertEqual([str(match.PatientName) for match in found], ["N^empty"])
 
 
 class SlowLink:

@@ -107,8 +107,8 @@ def defaultTableNames():
     return Configuration(ini, None, None, None, ".", ".", "dicom.ini").tableNames
 
 
-def K(tag, vr, value=""):
-    return QueryKey(tag, vr, value)
+def K(tag, vr, value="", **flags):
+    return QueryKey(tag, vr, value, **flags)
 
 
 class ArchiveTestCase(unittest.TestCase):
@@ -374,12 +374,16 @@ class MatchingTests(ArchiveTestCase):
             self.assertMatches("STUDY", K(STUDY_UID, "UI", value), list(STUDIES))
 
     def test_emptyValueMatching(self):
-        """Two quotation marks match the empty values only (PS3.4 C.2.2.2,
-        Empty Value Matching), not every one as an empty key does."""
-        self.assertMatches("STUDY", K(STUDY_DATE, "DA", '""'), ["3.1"])
-        self.assertMatches("SERIES", K(MODALITY, "CS", '""'), ["3.1.1"])
-        self.assertMatches("PATIENT", K(BIRTH_DATE, "DA", ' "" '), ["PAT3"])
-        self.assertMatches("PATIENT", K(PATIENT_ID, "UI", '""'), [])
+        """Two quotation marks in a key asking for Empty Value Matching (a
+        C-FIND's) match the empty values only (PS3.4 C.2.2.2.1), not every
+        one as an empty key does; in any other key (a retrieve's, a
+        delete's) they are the value, matched as it is."""
+        self.assertMatches("STUDY", K(STUDY_DATE, "DA", '""', emptyValueMatching=True), ["3.1"])
+        self.assertMatches("SERIES", K(MODALITY, "CS", '""', emptyValueMatching=True), ["3.1.1"])
+        self.assertMatches("PATIENT", K(BIRTH_DATE, "DA", ' "" ', emptyValueMatching=True), ["PAT3"])
+        self.assertMatches("PATIENT", K(PATIENT_ID, "UI", '""', emptyValueMatching=True), [])
+        self.assertMatches("SERIES", K(MODALITY, "CS", '""'), [])
+        self.assertMatches("PATIENT", K(PATIENT_ID, "LO", '""'), [])
 
     def test_uidSingleAndList(self):
         self.assertMatches("STUDY", K(STUDY_UID, "UI", "1.2"), ["1.2"])

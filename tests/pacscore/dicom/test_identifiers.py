@@ -54,6 +54,16 @@ class ReadRequestTests(unittest.TestCase):
                                         QueryKey(0x00100010, "PN", "Müller*"),
                                         QueryKey(0x00100020, "LO", "")])
 
+    def test_emptyValueMatchingOfFindKeysOnly(self):
+        """Two quotation marks ask a C-FIND's key for Empty Value Matching;
+        a retrieve's unique key (``matching=False``) is the value itself."""
+        ds = identifier(QueryRetrieveLevel="PATIENT", PatientID='""', PatientName="")
+        data = encodeDataset(ds, IMPLICIT)
+        self.assertEqual(decodedRequest(data, IMPLICIT, ALL_LEVELS).keys,
+                         [QueryKey(0x00100010, "PN", ""), QueryKey(0x00100020, "LO", '""', emptyValueMatching=True)])
+        retrieve = readRequest(decodeIdentifier(data, IMPLICIT), IMPLICIT, ALL_LEVELS, matching=False)
+        self.assertEqual(retrieve.keys, [QueryKey(0x00100010, "PN", ""), QueryKey(0x00100020, "LO", '""')])
+
     def test_iso2022IR58KeyWithoutEscapeSequences(self):
         """A GB2312 key under ISO 2022 IR 58 is matched without the ``ESC $ ) A``
         designating GB2312 (pydicom leaves it in the text)."""

@@ -35,9 +35,12 @@ class QueryTextTests(unittest.TestCase):
         self.assertEqual(self.parse(""), [])
 
     def test_emptyValueIsNoUniversalMatch(self):
-        """``= ''`` selects the empty values, as in SQL, not every one."""
-        self.assertEqual(self.parse("DICOMStudies.PatientID = ''"), [QueryKey(PATIENT_ID, EXACT, '""')])
-        self.assertEqual(self.parse("PatientID like ''"), [QueryKey(PATIENT_ID, EXACT, '""')])
+        """``= ''`` selects the empty values, as in SQL, not every one;
+        ``= '""'`` the ID of two quotation marks."""
+        empty = [QueryKey(PATIENT_ID, EXACT, '""', emptyValueMatching=True)]
+        self.assertEqual(self.parse("DICOMStudies.PatientID = ''"), empty)
+        self.assertEqual(self.parse("PatientID like ''"), empty)
+        self.assertEqual(self.parse("""PatientID = '""'"""), [QueryKey(PATIENT_ID, EXACT, '""')])
 
     def test_likeAndQuotes(self):
         self.assertEqual(self.parse("PatientName like '%O''Br_en%'"),

@@ -19,6 +19,7 @@ from twisted.logger import capturedLogs
 from twisted.trial import unittest
 
 from pacscore.control.data import AddImageFile
+from pacscore.control.deletes import DeletePatient
 from pacscore.web.answers import HTML
 from pacscore.web.site import webSite
 from tests.pacscore.control.running import RunningArchive
@@ -164,6 +165,43 @@ class BrowseTests(WebTestCase):
             self.assertIn(f"study=%3A{only}", studies.text)
         every = yield get(self.resource, mode="studyfinder", dest="(local)")
         self.assertIn("<caption>3 studies on (local)</caption>", every.text)
+
+    @defer.inlineCallbacks
+    def storeEmptyAndQuotesIDs(self):
+        """Store a CT of an empty Patient ID (N^empty, study 1.2.3.0) and one
+        whose ID is two quotation marks (N^quotes, study 1.2.3.1)."""
+        for number, (patientID, name) in enumerate((("", "N^empty"), ('""', "N^quotes"))):
+            ds = pydicom.dcmread(CT)
+            ds.PatientID, ds.PatientName = patientID, name
+            ds.StudyInstanceUID = f"1.2.3.{number}"
+            ds.SeriesInstanceUID, ds.SOPInstanceUID = f"1.2.3.{number}.1", f"1.2.3.{number}.1.1"
+            path = os.path.abspath(self.mktemp())
+            ds.save_as(path)
+            yield self.running.run(AddImageFile(), path)
+
+    @defer.inlineCallbacks
+    def test_literalQuotesPatientID(self):
+        """A Patient ID of two quotation marks is that ID wherever a page or
+        command names a patient (its link, references, zips,
+        deletepatient), never the empty ID of the patient stored next to it."""
+        yield self.storeEmptyAndQuotesIDs()
+        patients = yield get(self.resource, mode="querypatients")
+        [quotes] = [link for link in patients.links() if link.endswith("%27%22%22%27")]
+        listed = yield get(self.resource, quotes)
+        self.assertIn("N^quotes", listed.text)
+        self.assertNotIn("N^empty", listed.text)
+        for mode, parameter, value in (("seriesviewer", "series", '"":1.2.3.1.1'),
+                                       ("noviewer", "series", '"":1.2.3.1.1'),
+                                       ("headerdump", "slice", '"":1.2.3.1.1.1'),
+                                       ("dicom", "slice", '"":1.2.3.1.1.1'),
+                                       ("zipstudy", "study", '"":1.2.3.1'),
+                                       ("zipseries", "series", '"":1.2.3.1.1')):
+            page = yield get(self.resource, mode=mode, **{parameter: value})
+            self.assertEqual(page.code, 200, mode)
+        self.assertEqual((yield self.running.run(DeletePatient(), '""')), "1 object(s) removed from the server")
+        patients = yield get(self.resource, mode="querypatients")
+        self.assertIn("N^empty", patients.text)
+        self.assertNotIn("N^quotes", patients.text)
 
     @defer.inlineCallbacks
     def test_longListsCut(self):

@@ -6,7 +6,7 @@ list what a server holds: ``dest`` is an AE of acrnema.map (asked with
 C-FINDs, as ``dgate --patientfinder:`` does) or ``(local)``; ``query`` a
 text found within patient IDs, names (and study or series descriptions),
 or a study or series date, as the control port's finders take it;
-``patientid`` a patient.  The seriesfinder lists the series of ``study``
+``patientid`` a patient (``emptyid=1`` the patient of the empty ID).  The seriesfinder lists the series of ``study``
 (patid:uid) when it is given, else those its ``query`` finds; the
 imagefinder (as ``dgate --imagelister:``; Conquest has no image finder)
 only lists the images of ``series`` (patid:uid).  Each row leads to the
@@ -28,8 +28,7 @@ from pacscore.control.finders import (
     STUDY_SEARCHED, findContaining, openSource)
 from pacscore.control.stored import LOCAL, isLocal
 from pacscore.db.query import (
-    EMPTY_VALUE, PATIENT_ID, SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, QueryKey,
-    withEmptyValueMatching)
+    EMPTY_VALUE, PATIENT_ID, SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, QueryKey)
 from pacscore.web.answers import WebError, checkPost, htmlAnswer
 from pacscore.web.html import SCRIPT, Markup, link, table, text, url
 from pacscore.web.edits import commandAnswer
@@ -92,18 +91,28 @@ async def patientFinder(archive, parameters):
 
 
 def _patientsPage(server, parameters, found):
-    rows = [[link(url("studyfinder", dest=server, patientid=match[PATIENT_ID] or EMPTY_VALUE),
-                  patientLabel(match[PATIENT_ID])),
+    rows = [[link(_studiesOf(server, match[PATIENT_ID]), patientLabel(match[PATIENT_ID])),
              match[PATIENT_NAME[0]], match[BIRTH_DATE[0]], match[SEX[0]]] for match in shownRows(found, parameters)]
     return htmlAnswer(f"patients on {server}", table(_cutCaption("patients", found, parameters, server),
                                                      ("Patient ID", "Name", "Birth date", "Sex"), rows))
 
 
+def _studiesOf(server, patientID):
+    """The studyfinder of a patient on ``server``; of the empty ID,
+    ``emptyid=1`` (an ID of two quotation marks is ``patientid=""``)."""
+    if not patientID:
+        return url("studyfinder", dest=server, emptyid=1)
+    return url("studyfinder", dest=server, patientid=patientID)
+
+
 async def studyFinder(archive, parameters):
     server = _server(archive, parameters)
-    patientID = parameters.get("patientid", None)  # given empty: the empty ID, as any other (EMPTY_VALUE)
+    patientID = parameters.get("patientid", None)  # given empty, or emptyid=1: the empty ID
     exact = None if patientID is None else patientID.strip().replace("*", "").replace("?", "")
-    fixed = [] if exact is None else withEmptyValueMatching([QueryKey(PATIENT_ID, "LO", exact or EMPTY_VALUE)])
+    if exact == "" or parameters.get("emptyid").strip() == "1":  # asked with Empty Value Matching
+        fixed = [QueryKey(PATIENT_ID, "LO", EMPTY_VALUE, emptyValueMatching=True)]
+    else:
+        fixed = [] if exact is None else [QueryKey(PATIENT_ID, "LO", exact)]
     found = await _found(archive, server, "STUDY", STUDY_COLUMNS, STUDY_SEARCHED, parameters.get("query").strip(),
                          fixed, askedRows(parameters))
     return await archive.workers.deferToWorker(_studiesPage, server, parameters, found, pushAllowed(archive))

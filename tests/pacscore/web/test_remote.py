@@ -43,6 +43,18 @@ class RemoteTests(unittest.TestCase):
         self.assertIn("<caption>0 patients on THERE</caption>", nobody.text)
 
     @defer.inlineCallbacks
+    def test_emptyPatientIDOnAnotherArchive(self):
+        """The "(no ID)" link asks the other archive for the Patient ID
+        ``""``, which one doing Empty Value Matching reads as the empty ID."""
+        yield self.there.run(AddImageFile(), get_testdata_file("test-SR.dcm"))
+        patients = yield get(self.resource, mode="patientfinder", dest="THERE", query="Test")
+        [studyFinder] = [link for link in patients.links() if "mode=studyfinder" in link]
+        self.assertEqual(studyFinder, "/cgi-bin/dgate?mode=studyfinder&dest=THERE&emptyid=1")
+        studies = yield get(self.resource, studyFinder)
+        self.assertIn("<caption>1 studies on THERE</caption>", studies.text)
+        self.assertIn("Test^S R", studies.text)
+
+    @defer.inlineCallbacks
     def test_findersCut(self):
         """The finders list the first ``max`` (MOST_ROWS by default) matches
         and say there are more: a remote C-FIND is cancelled once one more

@@ -204,6 +204,22 @@ class BrowseTests(WebTestCase):
         self.assertNotIn("N^quotes", patients.text)
 
     @defer.inlineCallbacks
+    def test_finderLinksOfEmptyAndQuotesIDs(self):
+        """The finders' "(no ID)" link (``emptyid=1``) and the link of the
+        Patient ID ``""`` differ, and each leads to its own patient."""
+        yield self.storeEmptyAndQuotesIDs()
+        found = yield get(self.resource, mode="patientfinder", dest="(local)", query="N^")
+        finders = {name: unescape(link) for link, name
+                   in re.findall(r'<a href="([^"]*mode=studyfinder[^"]*)">[^<]*</a></td><td>([^<]*)</td>', found.text)}
+        self.assertEqual(finders, {"N^empty": "/cgi-bin/dgate?mode=studyfinder&dest=%28local%29&emptyid=1",
+                                   "N^quotes": "/cgi-bin/dgate?mode=studyfinder&dest=%28local%29&patientid=%22%22"})
+        for name, study in (("N^empty", "1.2.3.0"), ("N^quotes", "1.2.3.1")):
+            page = yield get(self.resource, finders[name])
+            self.assertIn("<caption>1 studies on (local)</caption>", page.text)
+            self.assertIn(name, page.text)
+            self.assertIn(f"%3A{study}", page.text)
+
+    @defer.inlineCallbacks
     def test_longListsCut(self):
         """A list page reads no more than its ``max`` rows and one more (to
         say it was cut) from the index, and makes the page in the I/O pool."""

@@ -15,7 +15,7 @@ Matching per key, by the request's VR:
 
 - empty or only ``*``: universal matching (no condition, value returned);
 - two quotation marks (``EMPTY_VALUE``) in a key asking for Empty Value
-  Matching (PS3.4 C.2.2.2.1; ``QueryKey.emptyValueMatching``, set by
+  Matching (PS3.4 C.2.2.2.7; ``QueryKey.emptyValueMatching``, set by
   ``withEmptyValueMatching`` for a C-FIND's keys, a QIDO-RS search's with
   ``emptyvaluematching=true``, and the web's query texts ``= ''``): only an
   empty (or NULL) stored value, as SQL's ``= ''``; in any other key (a

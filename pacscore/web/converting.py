@@ -20,7 +20,9 @@ from pacscore.web.answers import WebError
 async def convertedKeys(archive, caller, level, keys):
     """``(keys, virtual server mask)`` after QueryConverter0 (``%u`` the
     calling AE ``caller``), or None when its line said ``destroy``;
-    WebError 403 when it said ``reject``."""
+    WebError 403 when it said ``reject``.  A key read back asks for Empty
+    Value Matching only where ``keys`` did (a search's ``""`` is otherwise
+    matched as written)."""
     hook = archive.converterHooks.get("QueryConverter0")
     if hook is None:
         return keys, None
@@ -34,7 +36,9 @@ async def convertedKeys(archive, caller, level, keys):
             return None
         _, request, mask = await threads.deferToThreadPool(archive.reactor, archive.reactor.getThreadPool(),
                                                            readIdentifier, data, syntax, (level,))
-        return request.keys, mask
+        asked = {key.tag for key in keys if key.emptyValueMatching}
+        return [key._replace(emptyValueMatching=key.emptyValueMatching and key.tag in asked)
+                for key in request.keys], mask
     except RequestRejected as e:
         raise WebError(403, f"the search was {e}") from e
     except BadIdentifier as e:

@@ -17,9 +17,12 @@ stands for a missing one, with the standard's Warning when it cut the
 answer, so that a search for everything cannot make the server gather a
 whole large archive into one answer; where no QueryResultConverter0 or
 virtual server takes part the index itself is asked for just the page;
+``emptyvaluematching=true`` makes a filter of two quotation marks
+(``PatientID=""``) match the empty values only (Empty Value Matching,
+PS3.4 C.2.2.2.7; without it ``""`` is matched as written);
 ``fuzzymatching=true`` is answered with a Warning that matching was
-literal, ``emptyvaluematching=true`` and ``multiplevaluematching=true``
-with the standard's Warnings that pacs does not do them; any other query
+literal, ``multiplevaluematching=true`` with the standard's Warning that
+pacs does not do it; any other query
 parameter that names no attribute (a cache-buster ``_=123``) is ignored
 with a Warning, and so is a filter of an attribute the index keeps at no
 level.  A filter of a level below the one searched matches the entities
@@ -36,7 +39,8 @@ import re
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 
 from pacscore.db.query import (
-    SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, UNSPLIT_VRS, QueryKey, levelIndex)
+    SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, UNSPLIT_VRS, QueryKey, levelIndex,
+    withEmptyValueMatching)
 from pacscore.dicom.identifiers import (
     INSTANCE_AVAILABILITY, QUERY_RETRIEVE_LEVEL, SPECIFIC_CHARACTER_SET, BadIdentifier, MatchEncoder, Request, checkKeys,
     findIdentifier, tagName)
@@ -66,14 +70,13 @@ MORE = '299 pacs "There are additional results that can be requested"'
 CAPPED = '299 pacs "The number of results exceeded the maximum supported by the server. Additional results can be requested."'
 DEFAULT_MAX_RESULTS = 1000
 LITERAL = '299 pacs "The fuzzymatching parameter is not supported. Only literal matching has been performed."'
-NO_EMPTY_VALUE_MATCHING = ('299 pacs "The emptyvaluematching parameter is not supported. Empty Value Matching has not '
-                           'been performed."')
 NO_MULTIPLE_VALUE_MATCHING = ('299 pacs "The multiplevaluematching parameter is not supported. Multiple Value Matching '
                               'has not been performed."')
 # The matching a search asks for with {parameter}=true that pacs does not do, and the Warning that says so.
-_UNSUPPORTED_MATCHING = {"fuzzymatching": LITERAL, "emptyvaluematching": NO_EMPTY_VALUE_MATCHING,
-                         "multiplevaluematching": NO_MULTIPLE_VALUE_MATCHING}
-_CONTROL = frozenset(("includefield", "limit", "offset", "accept", "charset", *_UNSUPPORTED_MATCHING))
+_UNSUPPORTED_MATCHING = {"fuzzymatching": LITERAL, "multiplevaluematching": NO_MULTIPLE_VALUE_MATCHING}
+EMPTY_VALUE_MATCHING = "emptyvaluematching"
+_CONTROL = frozenset(("includefield", "limit", "offset", "accept", "charset", EMPTY_VALUE_MATCHING,
+                      *_UNSUPPORTED_MATCHING))
 _UNQUOTABLE = re.compile(r'[^ !#-\[\]-~]')  # what a Warning's quoted text cannot hold as it is
 
 
@@ -122,7 +125,7 @@ def _parameterWarnings(query, level, request):
     without computed fields)."""
     warnings = []
     for name, warning in _UNSUPPORTED_MATCHING.items():
-        if (_text(request, name.encode()) or ["false"])[-1].strip().lower() == "true":
+        if _asks(request, name):
             warnings.append(warning)
     for name in _names(request):
         if name.lower() not in _CONTROL and not _isFilterName(name):
@@ -132,6 +135,11 @@ def _parameterWarnings(query, level, request):
         if any(value.strip() for value in values) and attributeTag(name)[0] not in held:
             warnings.append(_ignoredWarning(name))
     return warnings
+
+
+def _asks(request, matching):
+    """Whether ``request`` asks for the ``matching`` (``{matching}=true``, the last one given)."""
+    return (_text(request, matching.encode()) or ["false"])[-1].strip().lower() == "true"
 
 
 def _names(request):
@@ -207,7 +215,7 @@ def searchKeys(archive, request, level, target):
         checkKeys(found, nameOf=lambda tag: names.get(tag) or tagName(tag))
     except BadIdentifier as e:
         raise WebError(400, str(e)) from e
-    return found
+    return withEmptyValueMatching(found) if _asks(request, EMPTY_VALUE_MATCHING) else found
 
 
 def _filterValue(name, vr, values):

@@ -375,7 +375,7 @@ class MatchingTests(ArchiveTestCase):
 
     def test_emptyValueMatching(self):
         """Two quotation marks in a key asking for Empty Value Matching (a
-        C-FIND's) match the empty values only (PS3.4 C.2.2.2.1), not every
+        C-FIND's) match the empty values only (PS3.4 C.2.2.2.7), not every
         one as an empty key does; in any other key (a retrieve's, a
         delete's) they are the value, matched as it is."""
         self.assertMatches("STUDY", K(STUDY_DATE, "DA", '""', emptyValueMatching=True), ["3.1"])

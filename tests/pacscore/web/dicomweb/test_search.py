@@ -14,7 +14,7 @@ from twisted.trial import unittest
 from pacscore.control.data import AddImageFile
 from pacscore.testing.corpus import makeDataset
 from pacscore.web.dicomweb.search import (
-    CAPPED, LARGEST_NUMBER, LITERAL, MORE, NO_EMPTY_VALUE_MATCHING, NO_MULTIPLE_VALUE_MATCHING, _withRemote)
+    CAPPED, LARGEST_NUMBER, LITERAL, MORE, NO_MULTIPLE_VALUE_MATCHING, _withRemote)
 from tests.pacscore.web.dicomweb.client import DicomWebTestCase
 
 
@@ -200,11 +200,11 @@ class SearchTests(DicomWebTestCase):
 
     @defer.inlineCallbacks
     def test_unsupportedParameters(self):
-        """emptyvaluematching and multiplevaluematching (PS3.18 table
-        8.3.4-1) are searched without, with the standard's Warnings; a
+        """multiplevaluematching (PS3.18 8.3.4.6) is searched without, with
+        the standard's Warning (emptyvaluematching is done: no Warning); a
         parameter naming no attribute (a cache-buster) is ignored with a
         Warning, one that cannot be quoted as it is shown with ?s."""
-        for query, warnings in (("emptyvaluematching=true", [NO_EMPTY_VALUE_MATCHING]),
+        for query, warnings in (("emptyvaluematching=true", []),
                                 ("multiplevaluematching=true&fuzzymatching=true",
                                  [LITERAL, NO_MULTIPLE_VALUE_MATCHING]),
                                 ("emptyvaluematching=false&multiplevaluematching=false", []),
@@ -216,6 +216,24 @@ class SearchTests(DicomWebTestCase):
             self.assertEqual((query, found.code), (query, 200))
             self.assertEqual([values(m, "00100020") for m in found.json()], [["PAT0001"]])
             self.assertEqual((query, found.header("warning")), (query, ", ".join(warnings) or None))
+
+    @defer.inlineCallbacks
+    def test_emptyValueMatching(self):
+        """``PatientID=""`` is the ID of two quotation marks, unless the
+        search asks for Empty Value Matching (PS3.18 8.3.4.5), which finds
+        the empty ID; neither is answered with a Warning."""
+        for number, (patientID, name) in enumerate((("", "Empty^ID"), ('""', "Quotes^ID"))):
+            study = f"1.2.826.0.1.3680043.8.498.5{number}"
+            dataset = makeDataset(patientID, name, study, f"{study}.1", f"{study}.1.1", 1, 1)
+            path = os.path.join(self.running.workdir, f"id{number}.dcm")
+            dataset.save_as(path, enforce_file_format=True)
+            yield self.running.run(AddImageFile(), path)
+        for query, expected in (("", "Quotes^ID"), ("&emptyvaluematching=false", "Quotes^ID"),
+                                ("&emptyvaluematching=true", "Empty^ID")):
+            found = yield self.fetch(f"/studies?PatientID=%22%22{query}")
+            self.assertEqual((query, [values(m, "00100010") for m in found.json()]),
+                             (query, [[{"Alphabetic": expected}]]))
+            self.assertEqual((query, found.header("warning")), (query, None))
 
     @defer.inlineCallbacks
     def test_includefield(self):
@@ -414,6 +432,19 @@ class ConvertedSearchTests(DicomWebTestCase):
         rejected = yield self.fetch("/studies?PatientID=NOBODY")
         self.assertEqual(rejected.code, 403)
         self.assertIn(b"rejected by QueryConverter0", rejected.body)
+
+    @defer.inlineCallbacks
+    def test_quotesStayLiteral(self):
+        """A filter ``""`` read back from the converter's identifier is
+        still matched as written when the search did not ask for Empty
+        Value Matching."""
+        study = "1.2.826.0.1.3680043.8.498.60"
+        dataset = makeDataset('""', "Quotes^ID", study, f"{study}.1", f"{study}.1.1", 1, 1)
+        path = os.path.join(self.running.workdir, "quotes.dcm")
+        dataset.save_as(path, enforce_file_format=True)
+        yield self.running.run(AddImageFile(), path)
+        found = yield self.fetch("/studies?PatientID=%22%22")
+        self.assertEqual([values(m, "00100010") for m in found.json()], [[{"Alphabetic": "Quotes^ID"}]])
 
 
 class RemoteMatchesTests(unittest.TestCase):

@@ -594,7 +594,7 @@ class DeflatedObjectTests(unittest.TestCase):
         before = self.server.peakRSSKilobytes()
         status, _, body = httpGet(url)
         self.assertEqual(status, 422, body)
-        self.assertIn(b"inflates to more than 128 MB", body)
+        self.assertIn(b"the deflated data set has more than 128 MB of elements around its Pixel Data", body)
         self.assertLess(self.server.peakRSSKilobytes() - before, 300 << 10)
 
     def test_largeOneConvertedFileToFile(self):

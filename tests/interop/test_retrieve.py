@@ -703,12 +703,7 @@ class SmallFileOfLargePixelsTests(unittest.TestCase):
         study = "1.2.826.0.1.3680043.8.498.41"
         original = flatRle(makeDataset("FLAT2", "Flat^Pixels", study, f"{study}.1", f"{study}.1.1", 1, 1,
                                        rows=512, columns=512), self.frames)
-        path = os.path.join(workdir, "flat.dcm")
-        original.save_as(path, enforce_file_format=True)
-        self.assertLess(os.path.getsize(path), 4 << 20)
-        before = server.peakRSSKilobytes()
-        result = server.store(path, extra=("-xr",))
-        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        before = self.storeSmall(server, original, workdir, "-xr")
         waitFor(lambda: receiver.files() and not queued(server), timeout=120, message="the forwarded object")
         self.assertReceived(original, server, before, "forward", [pydicom.dcmread(receiver.files()[0])])
         receiver.reset()
@@ -717,6 +712,17 @@ class SmallFileOfLargePixelsTests(unittest.TestCase):
         self.assertReceived(original, server, before, "C-MOVE", receiver.datasets())
         self.assertReceived(original, server, before, "C-GET", getObjects(server, workdir, "IMAGE",
                                                                           imageKeys(original)))
+
+    def storeSmall(self, server, original, workdir, proposal):
+        """Store ``original`` (a file under 4 MB) with storescu proposing
+        ``proposal``; the server's peak memory before."""
+        path = os.path.join(workdir, "flat.dcm")
+        original.save_as(path, enforce_file_format=True)
+        self.assertLess(os.path.getsize(path), 4 << 20)
+        before = server.peakRSSKilobytes()
+        result = server.store(path, extra=(proposal,))
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        return before
 
     def test_deflatedConvertedFileToFile(self):
         """A deflated file whose data set inflates to 150 MB (past the 128 MB
@@ -734,12 +740,7 @@ class SmallFileOfLargePixelsTests(unittest.TestCase):
         original.NumberOfFrames = self.frames
         original.PixelData = b"\x02\x01" * 512 * 512 * self.frames
         original.file_meta.TransferSyntaxUID = DEFLATED
-        path = os.path.join(workdir, "flat.dcm")
-        original.save_as(path, enforce_file_format=True)
-        self.assertLess(os.path.getsize(path), 4 << 20)
-        before = server.peakRSSKilobytes()
-        result = server.store(path, extra=("-xd",))
-        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        before = self.storeSmall(server, original, workdir, "-xd")
         self.assertReceived(original, server, before, "C-GET", getObjects(server, workdir, "IMAGE",
                                                                           imageKeys(original)))
 

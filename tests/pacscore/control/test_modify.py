@@ -28,6 +28,16 @@ class MergeWhileStoringTests(unittest.TestCase):
         return self.images[index].studyUID
 
     @defer.inlineCallbacks
+    def assertMergedSkippingOne(self, moving):
+        """mergestudy of the study of ``moving`` into the first one merges
+        all but the one object deleted meanwhile, and says so."""
+        output = yield self.running.run(commands.mergeStudy, f"{self.studyOf(0)},{moving[0].studyUID}")
+        self.assertEqual(output, f"2 object(s) of 1 study(s) merged into study {self.studyOf(0)} "
+                                 "(1 skipped: deleted meanwhile)")
+        self.assertEqual((yield self.running.count("study")), 1)
+        self.assertEqual((yield self.running.count("image")), 5)
+
+    @defer.inlineCallbacks
     def test_mergestudyMergesTheNewCopyAndSkipsWhatWasDeleted(self):
         """One object of the study merged is stored again (another name)
         and one deleted after the merge listed them: the new copy is
@@ -45,11 +55,7 @@ class MergeWhileStoringTests(unittest.TestCase):
             yield self.running.run(data.deleteImageFile, archive.objectReader.magPath("MAG0", deleted.objectFile))
             return listed
         archive.index.runQuery = changedAfterTheListing
-        output = yield self.running.run(commands.mergeStudy, f"{self.studyOf(0)},{moving[0].studyUID}")
-        self.assertEqual(output, f"2 object(s) of 1 study(s) merged into study {self.studyOf(0)} "
-                                 "(1 skipped: deleted meanwhile)")
-        self.assertEqual((yield self.running.count("study")), 1)
-        self.assertEqual((yield self.running.count("image")), 5)
+        yield self.assertMergedSkippingOne(moving)
 
     @defer.inlineCallbacks
     def test_mergestudySkipsAnObjectWhoseFileADeleteRemovedBeforeItsRow(self):
@@ -74,11 +80,7 @@ class MergeWhileStoringTests(unittest.TestCase):
                 yield self.running.run(data.deleteImageFile, deleted[0])
             return answer
         archive.index.runQuery = deletedFileFirst
-        output = yield self.running.run(commands.mergeStudy, f"{self.studyOf(0)},{moving[0].studyUID}")
-        self.assertEqual(output, f"2 object(s) of 1 study(s) merged into study {self.studyOf(0)} "
-                                 "(1 skipped: deleted meanwhile)")
-        self.assertEqual((yield self.running.count("study")), 1)
-        self.assertEqual((yield self.running.count("image")), 5)
+        yield self.assertMergedSkippingOne(moving)
 
 
 class MissingFileTests(unittest.TestCase):

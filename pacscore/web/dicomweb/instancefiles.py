@@ -11,7 +11,7 @@ from typing import NamedTuple
 import numpy as np
 import pydicom
 from pydicom.dataset import FileMetaDataset
-from pydicom.encaps import generate_frames, get_frame, parse_basic_offsets, parse_fragments
+from pydicom.encaps import generate_frames
 from pydicom.filereader import read_dataset
 from pydicom.pixels import pixel_array
 from pydicom.tag import Tag
@@ -23,6 +23,7 @@ from pacscore.codecs.syntaxes import (
 from pacscore.codecs import nki
 from pacscore.codecs.filetranscode import NotStreamed, streams
 from pacscore.codecs.encapsulatedframes import cutShortFrames
+from pacscore.codecs.fragmentplaces import framePlaces
 from pacscore.codecs.nkipixels import NKI_PIXEL_DATA, decompressDecoded, nkiStream
 from pacscore.codecs.transcode import (
     _UNDEFINED_LENGTH, TranscodeError, _atPixelData, checkFrameSize, codedPrecision, pixelDataHeader,
@@ -253,8 +254,8 @@ def instanceFrames(path, numbers, choose):
     ``frame(index)`` (in the I/O pool; from 0) those of another, each read
     or decoded only when asked for.  Frames sent as stored of a little
     endian file, not deflated (``_pixelsInFile``), are read from the file
-    where they are, native ones by their offset, encapsulated ones by the
-    offset tables or the item headers (``get_frame``), so that an answer
+    where they are, native ones by their offset, encapsulated ones at the
+    places ``framePlaces`` finds once for the answer, so that an answer
     holds one frame at a time; those decoded (compressed or 1-bit) and
     those of other files from the Pixel Data read whole.
     NKI compressed pixel data is expanded first, as stored too
@@ -280,8 +281,9 @@ def instanceFrames(path, numbers, choose):
     if pixels is not None and (sent != EXPLICIT_VR_LITTLE_ENDIAN or length is not None
                                and pixels.length != _UNDEFINED_LENGTH):
         length = None if sent != EXPLICIT_VR_LITTLE_ENDIAN else length  # None: encapsulated
-        _checkHeld(*_heldInFile(path, pixels, count, length), max(numbers))
-        frame = partial(_frameInFile, path, pixels, count, length)
+        places = _placesInFile(path, pixels, count, length, max(numbers))
+        _checkHeld(len(places), "frame(s)" if length is None else f"whole frame(s) of {length} bytes", max(numbers))
+        frame = partial(_frameInFile, path, pixels, places)
     elif sent != EXPLICIT_VR_LITTLE_ENDIAN:  # compressed, as stored: codestreams, no larger than the file
         frames = list(generate_frames(dataset.PixelData, number_of_frames=count))
         _checkHeld(len(frames), "frame(s)", max(numbers))
@@ -330,45 +332,50 @@ def _fileIdentity(f):
     return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns
 
 
-def _frameInFile(path, pixels, count, length, index):
+def _frameInFile(path, pixels, places, index):
     """Frame ``index`` (from 0) of the ``pixels`` of the stored file
-    ``path``, read where it is: ``length`` bytes of native pixels at its
-    offset (little endian as they are), else the codestream of encapsulated
-    ones.  OSError when the file is no longer the one ``pixels`` describes
-    (stored again since), ValueError when it ends within the frame."""
+    ``path``, read where it is: its fragments at their ``places``
+    (``_placesInFile``; the bytes of a native frame are one, little endian
+    as they are).  OSError when the file is no longer the one ``pixels``
+    describes (stored again since), ValueError when it ends within the
+    frame."""
     with openRegularFile(path) as f:
         if _fileIdentity(f) != pixels.file:
             raise OSError(errno.ESTALE, "the stored file changed while its frames were sent")
-        f.seek(pixels.offset + index * (length or 0))
-        if length is None:
-            return get_frame(f, index, number_of_frames=count, extended_offsets=_extendedOffsets(pixels.head))
-        frame = f.read(length)
-    if len(frame) < length:
-        raise ValueError(f"the stored file ends within frame {index + 1}")
-    return frame
+        parts = []
+        for offset, length in places[index]:
+            f.seek(offset)
+            parts.append(f.read(length))
+            if len(parts[-1]) < length:
+                raise ValueError(f"the stored file ends within frame {index + 1}")
+    return b"".join(parts)
 
 
-def _heldInFile(path, pixels, count, length):
-    """``(how many, what)`` of the frames the ``pixels`` of the stored file
-    ``path`` hold: whole native frames of ``length`` bytes; encapsulated
-    ones (``length`` None) as their offset table counts them, else one a
-    fragment when there are one or ``count`` of them (item headers read,
-    not their values), else as ``generate_frames`` finds them."""
+def _placesInFile(path, pixels, count, length, wanted):
+    """``[(offset, length) of each of its fragments]`` of each frame the
+    ``pixels`` of the stored file ``path`` hold: whole native frames of
+    ``length`` bytes, one fragment each; encapsulated ones (``length``
+    None) as ``framePlaces`` finds them, those an offset table places up
+    to frame ``wanted`` (from 1)."""
     if length is not None:
-        return pixels.length // length, f"whole frame(s) of {length} bytes"
+        return _NativePlaces(pixels.offset, length, pixels.length // length)
     with openRegularFile(path) as f:
-        extended = _extendedOffsets(pixels.head)
-        if extended:
-            return len(extended[0]) // 8, "frame(s)"
         f.seek(pixels.offset)
-        offsets = parse_basic_offsets(f)
-        if offsets:
-            return len(offsets), "frame(s)"
-        fragments = parse_fragments(f)[0]
-        if fragments in (1, count):
-            return fragments, "frame(s)"
-        f.seek(pixels.offset)
-        return sum(1 for _ in generate_frames(f, number_of_frames=count)), "frame(s)"
+        return framePlaces(f, count, _extendedOffsets(pixels.head), wanted)
+
+
+class _NativePlaces:
+    """The places of ``count`` native frames of ``length`` bytes from
+    ``offset`` (``_placesInFile``), made when asked for."""
+
+    def __init__(self, offset, length, count):
+        self.offset, self.length, self.count = offset, length, count
+
+    def __len__(self):
+        return self.count
+
+    def __getitem__(self, index):
+        return [(self.offset + index * self.length, self.length)]
 
 
 def _extendedOffsets(head):

@@ -19,17 +19,23 @@ def framePlaces(f, count, extended, wanted):
     of each frame of the encapsulated Pixel Data whose Basic Offset Table
     item is where ``f`` is, of an object of ``count`` frames, with the
     ``extended`` Extended Offset Table and its lengths (None without):
-    one a fragment when there are one or ``count`` of them, one for all
-    for a single frame, else ended by a JPEG end of image marker.  Frames
-    an offset table places are those up to frame ``wanted`` (from 1), as
-    many as it counts.  ValueError for fewer fragments than frames."""
+    those an offset table places, up to frame ``wanted`` (from 1), as
+    many as it counts, when it agrees with the item headers
+    (``_placedFrames``); else one a fragment when there are one or
+    ``count`` of them, one for all for a single frame, else ended by a
+    JPEG end of image marker.  ValueError for fewer fragments than frames."""
     basic = parse_basic_offsets(f)
     first = f.tell()
+    placed = None
     if extended:
-        offsets = unpack(f"<{len(extended[0]) // 8}Q", extended[0])
-        return _placedFrames(_items(f), first, offsets, wanted)
-    if basic:
-        return _placedFrames(_items(f), first, basic, wanted)
+        offsets, lengths = (unpack(f"<{len(table) // 8}Q", table) for table in extended)
+        if len(offsets) == len(lengths) == count:
+            placed = _placedFrames(_items(f), first, offsets, lengths, wanted)
+    elif basic:
+        placed = _placedFrames(_items(f), first, basic, None, wanted)
+    if placed is not None:
+        return placed
+    f.seek(first)
     return _splitFrames(f, list(_items(f)), count)
 
 
@@ -46,18 +52,29 @@ def _items(f):
         f.seek(length, 1)
 
 
-def _placedFrames(items, first, offsets, wanted):
+def _placedFrames(items, first, offsets, lengths, wanted):
     """The frames whose first items are at ``offsets`` (from the item at
-    ``first``), to frame ``wanted``, each with the items to the next one."""
+    ``first``), to frame ``wanted``, each with the items to the next one;
+    with the Extended Offset Table's ``lengths`` one item each of that
+    length.  None when the table disagrees with the items (the first not
+    at 0, offsets not ascending, one not at an item, a length not the
+    item's, a frame past the last item), as a table left wrong by an
+    editor would have frames sent with bytes of other items."""
+    if offsets[0] != 0 or any(later <= earlier for earlier, later in zip(offsets, offsets[1:])):
+        return None
     frames = []
     for offset, length in items:
-        if len(frames) < len(offsets) and offset - 8 - first == offsets[len(frames)]:
+        start = offset - 8 - first
+        if len(frames) < len(offsets) and start == offsets[len(frames)]:
             if len(frames) == wanted:
                 break
             frames.append([])
-        if frames:
-            frames[-1].append((offset, length))
-    return frames
+        elif len(frames) < len(offsets) and start > offsets[len(frames)] or lengths is not None:
+            return None
+        if lengths is not None and length != lengths[len(frames) - 1]:
+            return None
+        frames[-1].append((offset, length))
+    return frames if len(frames) == min(wanted, len(offsets)) else None
 
 
 def _splitFrames(f, items, count):

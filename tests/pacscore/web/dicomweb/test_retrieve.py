@@ -540,6 +540,40 @@ class RetrieveTests(DicomWebTestCase):
             self.assertLess(len(read), 4 * fragments + 100, name)
             self.assertLess(sum(read), 2 * os.path.getsize(path) + 65536, name)
 
+    def test_offsetTablesCheckedAgainstItems(self):
+        """An offset table that disagrees with the item headers of the
+        Pixel Data (a Basic Offset Table shifted, not from 0, out of order
+        or all 0; an Extended Offset Table with wrong lengths, or counting
+        fewer frames than Number of Frames) is left aside and the frames
+        split as without one: each frame sent is its codestream, where
+        frames went with the next item's tag bytes, or as a 422, a 404, or
+        an answer broken off."""
+        jpeg = pydicom.dcmread(get_testdata_file("SC_rgb_jpeg_dcmtk.dcm"))
+        jpeg.NumberOfFrames = 4
+        codestreams = [bytes([number]) * (300 + 2 * number) + b"\xff\xd9" for number in range(4)]
+        withBot = encapsulate(codestreams, has_bot=True)
+        offsets = struct.unpack("<4L", withBot[8:24])
+        extended, eotOffsets, eotLengths = pydicom.encaps.encapsulate_extended(codestreams)
+        cases = {"bot_plus8": ([offset + 8 for offset in offsets], None),
+                 "bot_first_nonzero": ([offset + offsets[1] for offset in offsets], None),
+                 "bot_unsorted": ([offsets[0], offsets[2], offsets[1], offsets[3]], None),
+                 "bot_zeros": ([0] * 4, None),
+                 "eot_badlengths": (eotOffsets, eotLengths[:8] * 4),
+                 "eot_short": (eotOffsets[:16], eotLengths[:16])}
+        for name, (table, lengths) in cases.items():
+            dataset = copy.deepcopy(jpeg)
+            if lengths is None:
+                dataset.PixelData = withBot[:8] + struct.pack("<4L", *table) + withBot[24:]
+            else:
+                dataset.PixelData, dataset.ExtendedOffsetTable, dataset.ExtendedOffsetTableLengths = (
+                    extended, table, lengths)
+            path = os.path.join(self.running.workdir, f"{name}.dcm")
+            dataset.save_as(path, enforce_file_format=True)
+            for numbers in (None, [4], [2, 1]):
+                frames = instancefiles.instanceFrames(path, numbers, lambda syntax: (True, instancefiles.OCTET_STREAM))
+                found = [frames.first] + [frames.frame(number - 1) for number in list(frames.numbers)[1:]]
+                self.assertEqual((name, found), (name, [codestreams[number - 1] for number in numbers or range(1, 5)]))
+
     @defer.inlineCallbacks
     def test_laterFrameThatCannotBeDecoded(self):
         """A frame after the first that cannot be decoded (its RLE fragment

@@ -354,11 +354,13 @@ def _frameInFile(path, pixels, places, index):
 def _placesInFile(path, pixels, count, length, wanted):
     """``[(offset, length) of each of its fragments]`` of each frame the
     ``pixels`` of the stored file ``path`` hold: whole native frames of
-    ``length`` bytes, one fragment each; encapsulated ones (``length``
+    ``length`` bytes, one fragment each, those in its length and in the
+    file (a file cut short holds fewer); encapsulated ones (``length``
     None) as ``framePlaces`` finds them, those an offset table places up
     to frame ``wanted`` (from 1)."""
     if length is not None:
-        return _NativePlaces(pixels.offset, length, pixels.length // length)
+        held = min(pixels.length, pixels.file[2] - pixels.offset)
+        return _NativePlaces(pixels.offset, length, held // length)
     with openRegularFile(path) as f:
         f.seek(pixels.offset)
         return framePlaces(f, count, _extendedOffsets(pixels.head), wanted)

@@ -574,6 +574,17 @@ class RetrieveTests(DicomWebTestCase):
                 found = [frames.first] + [frames.frame(number - 1) for number in list(frames.numbers)[1:]]
                 self.assertEqual((name, found), (name, [codestreams[number - 1] for number in numbers or range(1, 5)]))
 
+    def test_truncatedNativeFramesCounted(self):
+        """Native frames are counted in what the stored file holds, not in
+        the length its Pixel Data declares: of pydicom's MR_truncated.dcm
+        (its Pixel Data ends with the file, 8192 bytes declared) no frame is
+        whole, a NoSuchFrame (404) as at fc3de2d, not a ValueError (422)
+        saying the file ends within frame 1."""
+        for asStored in (True, False):
+            with self.assertRaisesRegex(instancefiles.NoSuchFrame, "holds 0 whole frame"):
+                instancefiles.instanceFrames(get_testdata_file("MR_truncated.dcm"), [1],
+                                             lambda syntax: (asStored, instancefiles.OCTET_STREAM))
+
     @defer.inlineCallbacks
     def test_laterFrameThatCannotBeDecoded(self):
         """A frame after the first that cannot be decoded (its RLE fragment

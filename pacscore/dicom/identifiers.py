@@ -24,12 +24,14 @@ IS 1.5 as 1.5), else empty.
 import re
 import struct
 import warnings
+from io import BytesIO
 from typing import NamedTuple
 
-from pydicom.charset import convert_encodings, decode_bytes, encode_string, python_encoding
+from pydicom.charset import convert_encodings, decode_bytes, default_encoding, encode_string, python_encoding
 from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.filereader import read_sequence
 from pydicom.multival import MultiValue
 from pydicom.tag import Tag
 from pydicom.valuerep import PersonName
@@ -58,6 +60,7 @@ UNIQUE_KEYS = {"PATIENT": (0x00100020, "LO"), "STUDY": (0x0020000D, "UI"),
 _NOT_KEYS = (SPECIFIC_CHARACTER_SET, QUERY_RETRIEVE_LEVEL, RETRIEVE_AE_TITLE, TIMEZONE_OFFSET_FROM_UTC)
 _INTEGER_VRS = ("US", "UL", "SS", "SL", "UV", "SV")
 _FLOAT_VRS = ("FL", "FD")
+_ITEM_TAG = b"\xfe\xff\x00\xe0"  # (FFFE,E000) in little endian: a sequence's item begins
 TEXT_VRS = ("PN", "LO", "SH", "LT", "ST", "UT", "UC")
 _BINARY_VRS = ("OB", "OW", "OF", "OD", "OL", "OV", "UN", "AT")
 _NUMBER_STRING_VRS = ("IS", "DS")
@@ -138,18 +141,20 @@ def datasetKeys(dataset, columnVRs=None, transferSyntax=None):
     it is no such value); of another tag, as its bytes (Latin-1, a
     character each; no more than ``checkKeys`` allows, as it is never
     matched, only said not to be), so that one with a value has one, which
-    the index cannot match (``FF01``), as in explicit VR."""
+    the index cannot match (``FF01``), as in explicit VR; but one holding
+    items (a private SQ of defined length) is an SQ key, as in explicit VR
+    (``_isSequence``)."""
     keys = []
     for element in dataset:
         tag = int(element.tag)
         if tag in _NOT_KEYS or element.tag.group in (0x0000, 0x0002) or element.tag.element == 0:
             continue
-        if element.VR == "SQ":
-            keys.append(QueryKey(tag, "SQ", "", itemValues=_itemsHoldValues(element.value)))
-        elif element.VR == "UN" and columnVRs and tag in columnVRs:
+        if element.VR == "UN" and columnVRs and tag in columnVRs:
             vr = columnVRs[tag]
             keys.append(QueryKey(tag, vr, columnValueText(vr, element.value or b"", characterSetOf(dataset),
                                                           transferSyntax).strip()))
+        elif _isSequence(element):
+            keys.append(QueryKey(tag, "SQ", "", itemValues=_itemsHoldValues(element)))
         elif element.VR == "UN":
             keys.append(QueryKey(tag, "UN", (element.value or b"")[:MAX_VALUE_LENGTH].decode("latin-1").strip()))
         else:
@@ -157,15 +162,25 @@ def datasetKeys(dataset, columnVRs=None, transferSyntax=None):
     return keys
 
 
-def _itemsHoldValues(items):
-    """Whether any element of the items of a sequence (at any depth) has a value."""
-    for item in items or ():
-        for element in item:
-            if element.VR == "SQ" and _itemsHoldValues(element.value):
-                return True
-            if element.VR != "SQ" and element.value not in (None, "", b""):
-                return True
-    return False
+def _itemsHoldValues(sequence):
+    """Whether any element of the items of a ``sequence`` element
+    (``_isSequence``), at any depth, has a value; those of a UN are read as
+    implicit VR little endian, as PS3.5 6.2.2 encodes a sequence of unknown
+    VR, and hold one where they do not read."""
+    try:
+        items = sequence.value if sequence.VR == "SQ" else read_sequence(
+            BytesIO(sequence.value), True, True, len(sequence.value), default_encoding)
+    except OSError:
+        return True
+    return any(_itemsHoldValues(element) if _isSequence(element) else element.value not in (None, "", b"")
+               for item in items or () for element in item)
+
+
+def _isSequence(element):
+    """Whether ``element`` is an SQ, or a UN holding items (its value
+    starts with an item tag): a private SQ of defined length in implicit
+    VR, which pydicom cannot tell from other bytes."""
+    return element.VR == "SQ" or (element.VR == "UN" and (element.value or b"").startswith(_ITEM_TAG))
 
 
 def tagName(tag):

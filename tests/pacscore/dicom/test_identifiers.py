@@ -160,6 +160,31 @@ class ReadRequestTests(unittest.TestCase):
         self.assertEqual([(key.tag, key.itemValues) for key in request.keys],
                          [(0x00081032, True), (0x00081110, False), (0x00400275, True)])
 
+    def test_privateSequenceInImplicitVR(self):
+        """A private SQ key of defined length arrives in implicit VR as UN
+        holding its items' bytes: it is a sequence key as in explicit VR,
+        whose items (a nested private one too) hold values or not (items
+        that do not read do), not a value of those bytes (which was answered
+        FF01 where explicit VR answers FF00)."""
+        value, empty, nested = Dataset(), Dataset(), Dataset()
+        value.add_new(0x00091011, "LO", "x")
+        empty.add_new(0x00091011, "LO", "")
+        nested.add_new(0x00091012, "SQ", [empty])
+        for syntax in (IMPLICIT, EXPLICIT):
+            ds = identifier(QueryRetrieveLevel="STUDY", StudyInstanceUID="")
+            ds.add_new(0x00090010, "LO", "CREATOR")
+            ds.add_new(0x00091010, "SQ", [Dataset()])
+            ds.add_new(0x00091020, "SQ", [empty])
+            ds.add_new(0x00091030, "SQ", [nested])
+            ds.add_new(0x00091040, "SQ", [empty, value])
+            ds.add_new(0x00091050, "UN", b"")
+            ds.add_new(0x00091060, "UN", b"\xfe\xff\x00\xe0\x10\x00")  # items that do not read
+            request = decodedRequest(encodeDataset(ds, syntax), syntax, ALL_LEVELS, {0x00100020: "LO"})
+            self.assertEqual([(key.tag, key.vr, hasValuesToMatch(key)) for key in request.keys[1:-1]],
+                             [(0x00091010, "SQ", False), (0x00091020, "SQ", False), (0x00091030, "SQ", False),
+                              (0x00091040, "SQ", True), (0x00091050, "UN", False), (0x00091060, "SQ", True)],
+                             syntax)
+
     def test_levelOutsideTheModel(self):
         data = encodeDataset(identifier(QueryRetrieveLevel="PATIENT"), EXPLICIT)
         error = self.assertRaises(BadIdentifier, decodedRequest, data, EXPLICIT, ("STUDY", "SERIES", "IMAGE"))

@@ -264,14 +264,16 @@ class Index:
     def rebuildModalities(self, connection, studyKeys):
         """Make the study modalities column of the studies ``studyKeys``
         again of their series' Modality (``Upserter.rebuildModalities``),
-        inside the caller's transaction."""
-        Upserter(self._levels).rebuildModalities(connection, list(studyKeys))
+        inside the caller's transaction, in the writer (``runWrite``: its
+        statements built once)."""
+        self._writerUpserter().rebuildModalities(connection, list(studyKeys))
 
     def refreshParents(self, connection, keys, recordOf):
         """Give the patient, study and series rows ``keys`` left after a delete the
         values of the object of each stored last
-        (``Upserter.refreshParents``), inside the caller's transaction."""
-        Upserter(self._levels).refreshParents(connection, keys, recordOf)
+        (``Upserter.refreshParents``), inside the caller's transaction, in
+        the writer (``runWrite``: its statements built once)."""
+        self._writerUpserter().refreshParents(connection, keys, recordOf)
 
     def checkKeys(self, attrs):
         """``ValueError`` unless the object of ``attrs`` can key its rows:

@@ -24,8 +24,8 @@ the study's modalities, below).
   copy made with new UIDs: ``ImageRecord.relink``).  A patient row is
   deleted only once no study, series or image row names it.
 - A series, study or patient row that a delete leaves with images takes
-  the values of the one stored last (the newest qTimeStamp, then the file
-  modified last), as if it were stored again
+  the values of the one stored last (the newest qTimeStamp, then the
+  greatest file name), as if it were stored again
   (``Upserter.refreshParents``), as ``dgate -r`` would make it: not those
   of the deleted object.
 - The study's modalities column (dicom.sql's StudyModality, tag 0008,0061)
@@ -360,7 +360,7 @@ class Upserter:
             1: select(self._image.key).where(self._links[3].in_(select(series).where(
                 self._links[2] == bindparam("b_key"))) & other).limit(1)}
         self._rebuildModalities = _modalitiesRebuild(levels[1], levels[2])
-        self._lastStored = {index: _lastStoredImages(levels, index) for index in (0, 1, 2)}
+        self._lastStored = {index: _lastStoredImage(levels, index) for index in (0, 1, 2)}
         self._cache = {}
         self._checkedAt = None  # (DBAPI connection, DATA_VERSION) of the last check of the cached rows
 
@@ -566,14 +566,28 @@ class Upserter:
         ``(level index, key)`` pairs, that still hold images the values of
         the one of those stored last, as if it were stored again (its non-empty
         values; the study modalities aside, ``rebuildModalities``):
-        ``recordOf(files)`` picks among the ``(DeviceName, ObjectFile)`` of
-        those with the newest qTimeStamp (stored in one second) and gives
-        its ``ImageRecord``, or None (none reads: the row is left)."""
-        for index, key in keys:
+        ``recordOf(DeviceName, ObjectFile)`` gives its ``ImageRecord``, or
+        None (it does not read: the row is left), once for all the rows
+        whose object stored last it is.  Patients first: the one a patient
+        stored last is also its study's and series' (not looked for again),
+        and so a study's its series'."""
+        records, newest = {}, {}  # location -> ImageRecord or None; (level index, key) -> location found above
+        for index, key in sorted(keys, key=lambda pair: pair[0]):
             level = self._levels[index]
-            files = [tuple(row) for row in connection.execute(self._lastStored[index], {"b_key": key})]
-            known = level.row(connection, key) if files else None
-            record = recordOf(files) if known is not None else None
+            location = newest.get((index, key))
+            if location is None:
+                row = connection.execute(self._lastStored[index], {"b_key": key}).first()
+                if row is None:
+                    continue
+                deviceName, objectFile, series, study = row
+                location = (deviceName, objectFile)
+                newest.update({(lower, under): location for lower, under in ((1, study), (2, series)) if lower > index})
+            known = level.row(connection, key)
+            if known is None:
+                continue
+            if location not in records:
+                records[location] = recordOf(*location)
+            record = records[location]
             if record is None:
                 continue
             skipped = {level.modalities.name} if level.modalities is not None else set()
@@ -591,22 +605,23 @@ class Upserter:
         return {key: tuple(rest) for key, *rest in self._image.selectLocations.rows(connection, keys)}
 
 
-def _lastStoredImages(levels, index):
-    """The SELECT of the DeviceName and ObjectFile of the images under the
-    patient (``index`` 0), study (1) or series (2) ``b_key`` stored last:
-    those of the newest qTimeStamp."""
-    def under(image):
-        tables = [level.table for level in levels[:3]] + [image]
-        inside = None
-        for lower in range(index + 1, 4):
-            link = tables[lower].c[levels[lower].fields[-1].name]
-            inside = link == bindparam("b_key") if inside is None else link.in_(
-                select(levels[lower - 1].key).where(inside))
-        return inside
-    image, newest = levels[3].table, levels[3].table.alias("newest")
-    return select(image.c.DeviceName, image.c.ObjectFile).where(
-        under(image), image.c.qTimeStamp == select(func.max(newest.c.qTimeStamp)).where(under(newest))
-        .scalar_subquery())
+def _lastStoredImage(levels, index):
+    """The SELECT of the DeviceName, ObjectFile, series and study of the
+    image under the patient (``index`` 0), study (1) or series (2) ``b_key``
+    stored last: of the newest qTimeStamp, then (of one second) the greatest
+    ObjectFile, found through the links' indexes in one pass over the
+    level's images."""
+    tables = [level.table for level in levels]
+
+    def link(lower):
+        return tables[lower].c[levels[lower].fields[-1].name]
+    image, source, lower = tables[3], tables[3].join(tables[2], link(3) == levels[2].key), 2
+    while lower > index + 1:
+        source = source.join(tables[lower - 1], link(lower) == levels[lower - 1].key)
+        lower -= 1
+    return (select(image.c.DeviceName, image.c.ObjectFile, link(3), link(2)).select_from(source)
+            .where(link(index + 1) == bindparam("b_key"), image.c.qTimeStamp.isnot(None))
+            .order_by(image.c.qTimeStamp.desc(), image.c.ObjectFile.desc(), image.c.DeviceName.desc()).limit(1))
 
 
 def _modalitiesRebuild(study, series):

@@ -21,7 +21,6 @@ text: Conquest passes nothing else); an error in it is a failed action.
 hierarchical storage).
 """
 
-import os
 import subprocess
 from typing import NamedTuple
 
@@ -102,10 +101,10 @@ class LocalActions:
         still name the files of ``instances`` (with ``filesRemoved``, only
         where no file was stored under that name since), then parents left
         empty; the series, studies and patients left take the values of
-        their object stored last (its file read here, in the writer's
-        thread: a store between could otherwise be undone) and the
-        studies' modalities are made again of their series'; how many
-        image rows went."""
+        their object stored last (its file read here, once, up to the
+        attributes the index keeps, in the writer's thread: a store between
+        could otherwise be undone) and the studies' modalities are made
+        again of their series'; how many image rows went."""
         tables = self.query.tables
         image = tables[3]
         columns = image.table.c
@@ -136,23 +135,15 @@ class LocalActions:
         self.index.forgetCache()
         return len(gone)
 
-    def _lastStored(self, files):
-        """The ``ImageRecord`` of the stored ``files`` (``(DeviceName,
-        ObjectFile)`` pairs) modified last, as ``dgate -r`` orders them;
-        None when none reads."""
-        dated = []
-        for deviceName, objectFile in files:
-            try:
-                path = self.reader.path(deviceName, objectFile)
-                dated.append((os.stat(path).st_mtime, path, deviceName, objectFile))
-            except OSError:
-                continue
-        for _, path, deviceName, objectFile in sorted(dated, reverse=True):
-            try:
-                return fileRecord(path, self.query.columnVRs, deviceName, objectFile)
-            except (OSError, DatasetError):
-                continue
-        return None
+    def _lastStored(self, deviceName, objectFile):
+        """The ``ImageRecord`` of the stored file ``objectFile`` on
+        ``deviceName``, of the attributes the index keeps (read up to them,
+        never into the Pixel Data); None when it does not read."""
+        try:
+            return fileRecord(self.reader.path(deviceName, objectFile), self.query.columnVRs, deviceName, objectFile,
+                              wholeDataset=False)
+        except (OSError, DatasetError):
+            return None
 
     def _storedAgain(self, instance):
         """True when the file at the name of ``instance`` holds its SOP

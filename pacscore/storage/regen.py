@@ -49,14 +49,15 @@ class MissingDeviceError(Exception):
     """A MAG device's folder is not there (an unmounted volume)."""
 
 
-def fileRecord(path, tags, deviceName, objectFile, report=None):
+def fileRecord(path, tags, deviceName, objectFile, report=None, wholeDataset=True):
     """The ``ImageRecord`` of the object file at ``path`` (``objectFile`` on
     ``deviceName``) with the index's ``tags`` (``{tag: VR}``, see
     ``DatabaseLayout.indexedTags``); ``DatasetError`` or ``OSError``
-    when it is not a whole object (a truncated file is none).  A file
-    whose meta names another syntax than its data set is in is told of to
-    ``report`` (a line), when given."""
-    syntax, meta, attrs = readFile(path, {SOP_INSTANCE_UID: None} | tags, wholeDataset=True)
+    when it is not a whole object (a truncated file is none), or, not
+    ``wholeDataset``, when it does not read up to the last of ``tags``
+    (never into the Pixel Data).  A file whose meta names another syntax
+    than its data set is in is told of to ``report`` (a line), when given."""
+    syntax, meta, attrs = readFile(path, {SOP_INSTANCE_UID: None} | tags, wholeDataset=wholeDataset)
     declared = meta.get(TRANSFER_SYNTAX_UID)
     if report is not None and declared and declared != syntax:
         report(f"[Regen] {path}: its file meta says transfer syntax {declared}, but its data set is in {syntax}: "

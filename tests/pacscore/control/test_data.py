@@ -11,7 +11,7 @@ import pydicom
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from twisted.internet import defer
 from twisted.trial import unittest
 
@@ -19,6 +19,7 @@ from pacscore.hl7 import dropfolder
 from pacscore.control import data
 from pacscore.control.context import CommandError
 from pacscore.control.folderimport import OWN_FOLDER
+from pacscore.export import actions
 from pacscore.storage.part10 import readFileMeta
 from pacscore.testing.corpus import generateCorpus, makeDataset
 from pacscore.testing.orders import orderMessage, writeMessages
@@ -334,11 +335,37 @@ class StoredCorpusTests(unittest.TestCase):
         self.assertEqual((yield self.demographics(first.studyUID)), [("Test^Patient0", "19700101")] * 2)
 
     @defer.inlineCallbacks
-    def storeNewer(self, studyUID, seriesUID):
-        """Store an object of PAT0000 (DOE^JANE, born 19710101) into the
-        study and series given; the path of its stored file."""
-        ds = makeDataset("PAT0000", "DOE^JANE", studyUID, seriesUID, generate_uid(), 1, 9)
-        ds.PatientBirthDate = "19710101"
+    def test_deleteReadsTheObjectLeftOnceUpToItsPixelData(self):
+        """The series, study and patient a delete leaves take the values of
+        the object stored last, whose file is read once for the three of
+        them and not into its Pixel Data (of a file cut short in it, as
+        dgate -r would not index: the values all the same; it was read
+        three times, whole, and the rows kept those of the object deleted)."""
+        first = self.images[0]
+        kept = yield self.storeNewer(first.studyUID, first.seriesUID)
+        gone = yield self.storeNewer(first.studyUID, first.seriesUID, "DOE^JOHN", "19720202")
+        image = self.running.archive.index.tables.image
+        for path, later in ((kept, 1), (gone, 2)):
+            objectFile = os.path.relpath(path, self.running.archive.devices[0].path)
+            yield self.running.archive.index.runWrite(lambda connection, objectFile=objectFile, later=later:
+                                                      connection.execute(image.update().where(
+                                                          image.c.ObjectFile == objectFile).values(
+                                                          qTimeStamp=select(func.max(image.c.qTimeStamp))
+                                                          .scalar_subquery() + later)))
+        with open(kept, "r+b") as f:
+            f.truncate(os.path.getsize(kept) - 100)
+        read, fileRecord = [], actions.fileRecord
+        self.patch(actions, "fileRecord", lambda path, *args, **kw: read.append(path) or fileRecord(path, *args, **kw))
+        yield self.running.run(commands.deleteImageFile, gone)
+        self.assertEqual((yield self.demographics(first.studyUID)), [("DOE^JANE", "19710101")] * 2)
+        self.assertEqual(read, [kept])
+
+    @defer.inlineCallbacks
+    def storeNewer(self, studyUID, seriesUID, patientName="DOE^JANE", birthDate="19710101"):
+        """Store an object of PAT0000 (DOE^JANE, born 19710101, unless
+        told) into the study and series given; the path of its stored file."""
+        ds = makeDataset("PAT0000", patientName, studyUID, seriesUID, generate_uid(), 1, 9)
+        ds.PatientBirthDate = birthDate
         path = os.path.abspath(self.mktemp())
         ds.save_as(path, enforce_file_format=True)
         yield self.running.store([SimpleNamespace(path=path)])

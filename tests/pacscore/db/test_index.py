@@ -177,10 +177,11 @@ class UpsertTests(IndexTestCase):
     def test_refreshParentsGivesTheRowsLeftTheValuesOfTheObjectStoredLast(self):
         """After a delete, a patient, study or series row that still holds images
         takes the values of the one of them stored last (the newest
-        qTimeStamp; ``recordOf`` picks among those of that second), as if it
-        were stored again: DOE^JANE, stored last and deleted, is no longer
-        the patient's name; a row whose images are all gone is left, and
-        the study modalities are not its to make."""
+        qTimeStamp, then the greatest ObjectFile), as if it were stored
+        again, its file read once for the three rows and looked for once,
+        under the patient (its study's and series' too): DOE^JANE, stored last
+        and deleted, is no longer the patient's name; a row whose images
+        are all gone is left, and the study modalities are not its to make."""
         image = self.index.tables.image
         for sop, stamp, name in (("1.2.3.1.1", 100, "DOE^JOHN"), ("1.2.3.1.2", 200, "DOE^JIM"),
                                  ("1.2.3.1.3", 200, "DOE^JACK"), ("1.2.3.1.4", 300, "DOE^JANE")):
@@ -192,21 +193,22 @@ class UpsertTests(IndexTestCase):
             connection.execute(delete(image).where(image.c.SOPInstanceUID.in_(["1.2.3.1.4", "1.2.4.1.1"])))
         asked = []
 
-        def recordOf(files):
-            asked.append(sorted(files))
-            return makeRecord("1.2.3.1.2", PATIENT_NAME="DOE^JIM", BIRTH_DATE="19710102", STUDY_DATE="20250101",
+        def recordOf(deviceName, objectFile):
+            asked.append((deviceName, objectFile))
+            return makeRecord("1.2.3.1.3", PATIENT_NAME="DOE^JACK", BIRTH_DATE="19710103", STUDY_DATE="20250101",
                               MODALITY="MR")
+        statements = self.countStatements()
         with self.engine.begin() as connection:
             self.index.refreshParents(connection, [(2, "1.2.3.1"), (1, "1.2.3"), (1, "1.2.4"), (0, "PAT1")],
                                       recordOf)
-        files = [("MAG0", "PAT1/1.2.3.1_1.2.3.1.2.dcm"), ("MAG0", "PAT1/1.2.3.1_1.2.3.1.3.dcm")]
-        self.assertEqual(asked, [files] * 3)
+        self.assertEqual(asked, [("MAG0", "PAT1/1.2.3.1_1.2.3.1.3.dcm")])
+        self.assertEqual(len([statement for statement in statements if "ORDER BY" in statement]), 2)  # PAT1, 1.2.4
         self.assertEqual(self.row("series", SeriesInstanceUID="1.2.3.1")["Modality"], "MR")
         self.assertEqual(self.row("study", StudyInstanceUID="1.2.3")["StudyModality"], "CT")  # rebuildModalities
         patient, study = self.row("patient"), self.row("study", StudyInstanceUID="1.2.3")
-        self.assertEqual((patient["PatientName"], patient["PatientBirthDate"]), ("DOE^JIM", "19710102"))
+        self.assertEqual((patient["PatientName"], patient["PatientBirthDate"]), ("DOE^JACK", "19710103"))
         self.assertEqual((study["PatientName"], study["PatientBirthDate"], study["StudyDate"]),
-                         ("DOE^JIM", "19710102", "20250101"))
+                         ("DOE^JACK", "19710103", "20250101"))
         self.assertEqual(self.row("study", StudyInstanceUID="1.2.4")["PatientName"], "DOE^JANE")
 
     def test_parentFillsEmptyValues(self):

@@ -365,9 +365,11 @@ def pixelDataHeader(f, implicit):
     encoding ``implicit`` says), ``f`` left at its value; None, ``f``
     anywhere, when the element there is no Pixel Data."""
     header = f.read(12)
-    if len(header) < 12 or elementHeader(header, 0, implicit)[0] != PIXEL_DATA:
+    if len(header) < 12:
         return None
-    _, vr, length, valueOffset = elementHeader(header, 0, implicit)
+    tag, vr, length, valueOffset = elementHeader(header, 0, implicit)
+    if tag != PIXEL_DATA:
+        return None
     f.seek(valueOffset - len(header), 1)
     return vr, length
 

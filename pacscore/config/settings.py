@@ -1,5 +1,5 @@
 """The checks start-up makes of dicom.ini's values, in one place, so that
-``put_param`` and ``read_ini`` on a running server refuse what the next
+``put_param``, ``delete_param`` and ``read_ini`` on a running server refuse what the next
 start would refuse: every key the server reads as a number (those read at
 each use too, such as ``LuaMaxInstructions`` and ``ImportExportDragAndDrop``,
 which would otherwise fail each use), UIDPrefix, and the MAG and mirror

@@ -77,7 +77,8 @@ def restore(lineFile, other):
 
 
 def snapshot(lineFile):
-    """A copy of ``lineFile`` to ``restore`` after an edit that fails."""
+    """A deep copy of ``lineFile`` (to ``restore`` after an edit that
+    fails, or to try an edit on)."""
     return copy.deepcopy(lineFile)
 
 
@@ -85,8 +86,8 @@ def reload(archive, lineFile, check=None):
     """Read ``lineFile`` from disk again, in place; a Deferred of ``lineFile``.
     A file that no longer parses leaves the one in memory as it was, and
     so does one ``check`` (given the file read, in the same worker) refuses
-    with a ConfigError; with a ``check``, the Deferred fires with what it
-    returned."""
+    by raising (ConfigError or CommandError); with a ``check``, the Deferred
+    fires with what it returned."""
 
     def read(path):
         fresh = type(lineFile).fromFile(path)

@@ -6,8 +6,8 @@ They read and edit the server's own ``DicomIni`` (its main section,
 ``[sscscp]``); ``put_param`` and ``delete_param`` also change the one key in
 dicom.ini at once, in the file as it is on disk (its other lines, hand
 edits too, as they are).  A value the server could not use, at once or at
-its next start (``pacscore.config.settings``), is refused by ``put_param``
-and ``read_ini``, which then change neither the file nor the running
+its next start (``pacscore.config.settings``), is refused by ``put_param``,
+``delete_param`` and ``read_ini``, which then change neither the file nor the running
 configuration.  ``put_param``, ``delete_param`` and ``read_ini`` run one
 at a time, in the order sent, each from dicom.ini as the one before left
 it (a command sent meanwhile waits its turn).  Most settings are read when

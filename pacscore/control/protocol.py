@@ -170,7 +170,8 @@ class ControlFactory(protocol.Factory):
     ``AUTH`` line is refused and logged, whichever client sends it (on
     loopback too: other users of the machine reach it there); with
     ``requireSecret`` (the endpoint is not loopback) it must be set.  A
-    ControlSecret changed by a command (``put_param``, ``read_ini``) is
+    ControlSecret changed by a command (``put_param``, ``delete_param``,
+    ``read_ini``) is
     asked of the next request (``secret`` is set anew). ``quit`` (a callable returning a Deferred) stops the server in
     order; ``commands`` is a ``CommandRegistry`` (default: every installed
     command plugin).

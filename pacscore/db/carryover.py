@@ -91,12 +91,13 @@ def _copy(source, target, tables, path):
     """Copy the rows of ``tables`` from ``source`` (the file ``path``) to
     ``target``, marked there in the same transaction; the marks, of each
     table that had rows (``_marks``)."""
-    present = {name.lower(): name for name in inspect(source).get_table_names()}
     marks = {}
     with source.connect() as old, target.begin() as new:
+        inspector = inspect(old)
+        present = {name.lower(): name for name in inspector.get_table_names()}
         for table in tables:
             if table.name.lower() in present:
-                copied = _copyTable(old, new, table, inspect(old).get_columns(present[table.name.lower()]))
+                copied = _copyTable(old, new, table, inspector.get_columns(present[table.name.lower()]))
                 if copied is not None:
                     marks[table.name] = copied
                     count, last = copied

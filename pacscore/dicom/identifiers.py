@@ -40,7 +40,6 @@ from twisted.logger import Logger
 from pacscore.db.query import UNSPLIT_VRS, QueryKey, valuesOf, withEmptyValueMatching
 from pacscore.dicom.datasets import decodePeerDataset, encodeDataset
 from pacscore.dicom.datetimes import FORMATS, isMatchValue
-from pacscore.dicom.models import ALL_LEVELS
 from pacscore.storage.attributes import DatasetError, columnValueText
 from pacscore.storage.codeextensions import withoutEscapes
 
@@ -249,13 +248,6 @@ def readRequest(dataset, transferSyntax, levels, columnVRs=None, matching=True):
     return Request(level, withEmptyValueMatching(keys) if matching else keys, characterSetOf(dataset))
 
 
-def _retrieveLevels(level, modelLevels):
-    """The levels whose unique keys a retrieve at ``level``, in a model of
-    ``modelLevels``, selects by: its own and, relationally, those above it
-    in the model (Study Root has no PATIENT level: PS3.4 C.6.2.1)."""
-    return modelLevels[:modelLevels.index(level) + 1]
-
-
 def _namedBy(request, levels):
     """``[(level, key)]``, top down: the unique keys of ``levels`` that
     ``request`` holds values of, universal ones (``*``) left out."""
@@ -285,8 +277,10 @@ def retrieveKeys(request, modelLevels):
     whole archive, and for a wildcard in its lowest one, which would
     select by it; its message, the Error Comment, fits the 64 characters
     of LO (the model's unique keys, or the wildcard, in its detail)."""
-    levels = _retrieveLevels(request.level, modelLevels)
-    named = _namedBy(request, levels) or _namedBy(request, ALL_LEVELS[:1])
+    levels = modelLevels[:modelLevels.index(request.level) + 1]  # Study Root has none for PATIENT (C.6.2.1)
+    named = _namedBy(request, levels)
+    if not named and "PATIENT" not in levels:
+        named = _namedBy(request, ("PATIENT",))
     if not named:
         keywords = [keyword_for_tag(UNIQUE_KEYS[level][0]) for level in levels]
         if len(keywords) == 1:

@@ -127,7 +127,8 @@ class StowSender(DicomWebClient):
         """STOW-RS the StoredObjects ``located`` to ``server``; how many were
         stored. ``onLeftOut(stored, reason)`` for one whose stored file is
         damaged (``DatasetError``) or cannot be converted to any syntax
-        (``TranscodeError``: pixel data no codec decodes), which a retry
+        (``TranscodeError``: pixel data no codec decodes; ``IdentifierError``),
+        which a retry
         would not mend: left out, the others still go, as a C-STORE forward
         does;
         ``onSent(count)`` after each request; ``check()`` before each object
@@ -144,7 +145,8 @@ class StowSender(DicomWebClient):
                     onLeftOut(stored, f"{stored.sopInstanceUID} cannot be read: {e}")
                     continue
                 except (TranscodeError, IdentifierError) as e:
-                    onLeftOut(stored, f"{stored.sopInstanceUID} cannot be sent in {code} nor a syntax it falls back to: {e}")
+                    onLeftOut(stored, f"{stored.sopInstanceUID} cannot be sent in {code} "
+                                      f"nor a syntax it falls back to: {e}")
                     continue
                 except (OSError, ValueError) as e:
                     raise StowError(f"{stored.sopInstanceUID} cannot be sent in {code}: {e}") from e

@@ -285,11 +285,11 @@ class WorklistMapping:
                   if (value := self._repetitionValue(column, segment, repetition, message))]
         kept = column.fitting(values)
         if len(kept) < len(values):
-            self.log.warn("HL7 {id}: {table}.{column} holds {length} characters: the values {dropped!r} of "
-                          "{segment}.{field} dropped, {kept!r} kept", id=message.controlId,
+            self.log.warn("HL7 {id}: {table}.{column} holds {length} characters: the values {dropped} of "
+                          "{segment}.{field} dropped, {kept} kept", id=message.controlId,
                           table=self.truncations.table, column=column.name, length=column.length,
-                          dropped=values[len(kept):], segment=source.segment, field=source.field,
-                          kept=kept)
+                          dropped=", ".join(map(shown, values[len(kept):])), segment=source.segment,
+                          field=source.field, kept=", ".join(map(shown, kept)))
         value = "\\".join(kept)
         if column.name == self.accessionColumn and column.length and len(value) > column.length:
             raise OrderRefused(f"accession number {shown(value)} is longer than the {column.length} characters of "
@@ -315,9 +315,9 @@ class WorklistMapping:
             if column.isDate:
                 value = datePart(value)
         if value is None:
-            self.log.warn("HL7 {id}: {column} left empty: {segment}.{field} {sent!r} is no valid date or time",
+            self.log.warn("HL7 {id}: {column} left empty: {segment}.{field} {sent} is no valid date or time",
                           id=message.controlId, column=column.name, segment=segment.id, field=source.field,
-                          sent=sent)
+                          sent=shown(sent))
             value = ""
         return column.valid(value)
 

@@ -83,13 +83,17 @@ def deflated(parts):
     return data + b"\x00" if len(data) % 2 else data
 
 
+_MOST_INFLATION = 1032  # bytes deflate makes of one at most (RFC 1951: 258 of 2 bits)
+
+
 def inflated(data, limit=None):
     """The raw deflate stream ``data`` (PS3.5 A.5) inflated whole;
     DatasetError if it is corrupt, truncated, or inflates to more than
     ``limit`` bytes (None: any size), found first by inflating it through
     a small window (``InflateWindow``), holding none of it: deflate makes
-    1 GB of zeros 1 MB."""
-    if limit is not None:
+    1 GB of zeros 1 MB; not looked at when ``data`` is too short to pass
+    ``limit`` (deflate makes at most 1032 bytes of one)."""
+    if limit is not None and len(data) * _MOST_INFLATION > limit:
         window = _window(data, True)
         size = 0
         while size <= limit and (piece := window.inflate(_CHUNK)):

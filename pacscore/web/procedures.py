@@ -5,17 +5,19 @@
 from pacscore.dicom.mpps import SHOWN
 from pacscore.web.answers import htmlAnswer
 from pacscore.web.html import table
-from pacscore.web.listcap import MOST_ROWS
+from pacscore.web.listcap import askedRows, counted, cutNote, shownRows
+
 HEADINGS = ("Status", "Patient ID", "Name", "Accession", "Study Instance UID", "Modality", "Station", "Step ID",
             "Description", "Start date", "Start time", "End date", "End time", "From")
 
 
 async def queryMpps(archive, parameters):
     steps = archive.procedureSteps
-    found = await archive.index.runQuery(steps.steps, parameters.number("max", MOST_ROWS, low=1, high=100000))
-    rows = [[step["Status"], *(step[column] for column, _, _ in SHOWN), step["CallingAE"]] for step in found]
-    return htmlAnswer("performed procedure steps", table(f"{len(rows)} performed procedure steps (MPPS)", HEADINGS,
-                                                         rows))
+    found = await archive.index.runQuery(steps.steps, askedRows(parameters))
+    rows = [[step["Status"], *(step[column] for column, _, _ in SHOWN), step["CallingAE"]]
+            for step in shownRows(found, parameters)]
+    caption = f"{counted(found, parameters)} performed procedure steps (MPPS){cutNote(found, parameters)}"
+    return htmlAnswer("performed procedure steps", table(caption, HEADINGS, rows))
 
 
 MODES = {"querympps": queryMpps}

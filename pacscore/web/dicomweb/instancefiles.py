@@ -279,8 +279,7 @@ def instanceFrames(path, numbers, choose):
     sent = frameSyntax(asStored, syntax)
     length = _storedLength(dataset, syntax)
     if pixels is not None and (sent != EXPLICIT_VR_LITTLE_ENDIAN or length is not None
-                               and pixels.length != _UNDEFINED_LENGTH):
-        length = None if sent != EXPLICIT_VR_LITTLE_ENDIAN else length  # None: encapsulated
+                               and pixels.length != _UNDEFINED_LENGTH):  # length None: encapsulated
         places = _placesInFile(path, pixels, count, length, max(numbers))
         _checkHeld(len(places), "frame(s)" if length is None else f"whole frame(s) of {length} bytes", max(numbers))
         frame = partial(_frameInFile, path, pixels, places)

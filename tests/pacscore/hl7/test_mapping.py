@@ -144,8 +144,8 @@ class ConversionTests(unittest.TestCase):
         sent = segment("OBR", {1: "1", 3: "ACC100", 18: "CT_SCANNER_01~MR_SCANNER_02~US1"})
         self.assertEqual(mapOne(stations, sent), "CT_SCANNER_01")
         [dropped] = [e for e in events if e["log_level"].name == "warn"]
-        self.assertIn("DICOMWorkList.ScheduledAE holds 16 characters: the values ['MR_SCANNER_02', 'US1'] "
-                      "of OBR.18 dropped, ['CT_SCANNER_01'] kept", formatEvent(dropped))
+        self.assertIn("DICOMWorkList.ScheduledAE holds 16 characters: the values 'MR_SCANNER_02', 'US1' "
+                      "of OBR.18 dropped, 'CT_SCANNER_01' kept", formatEvent(dropped))
         wide = column("ScheduledAE", "OBR.18", tag=(0x0040, 0x0001), length=30, dicomType="DT_MSTR")
         self.assertEqual(mapOne(wide, sent), "CT_SCANNER_01\\MR_SCANNER_02")
         narrow = column("ScheduledAE", "OBR.18", tag=(0x0040, 0x0001), length=8, dicomType="DT_MSTR")

@@ -561,6 +561,7 @@ class ObjectStore:
         amenders = self.amenders if incoming.amended else ()
         scripts = self.compressionScripts
         notDataset = self._notDatasetElements(incoming, spool)
+        sizeChecked = False  # _tooLargeToConvert asked already of the data set as received
         if not (notDataset or amenders or importers is not None or scripts and scripts.runs(incoming.compression)):
             if not mayChange(spool.inMemory, incoming.transferSyntax, incoming.compression):
                 return None
@@ -572,6 +573,7 @@ class ObjectStore:
                     f.seek(len(spool.header))
                     if self._tooLargeToConvert(incoming, f, spool.size, incoming.transferSyntax, incoming.compression):
                         return None
+                sizeChecked = True
         data = spool.inMemory
         if data is None:
             with open(spool.path, "rb") as f:
@@ -602,7 +604,7 @@ class ObjectStore:
             raise Refused(str(e)) from e
         except (IdentifierError, NKIError) as e:
             raise InvalidDataset(str(e)) from e
-        data, transferSyntax = self._compress(incoming, data, transferSyntax, compression)
+        data, transferSyntax = self._compress(incoming, data, transferSyntax, compression, sizeChecked)
         if data == original and transferSyntax == incoming.transferSyntax and device is chosen:
             return None
         try:
@@ -651,12 +653,13 @@ class ObjectStore:
             raise
         return None, attrs, header, device, temporary, target
 
-    def _compress(self, incoming, data, transferSyntax, compression):
+    def _compress(self, incoming, data, transferSyntax, compression, sizeChecked=False):
         """``(data, transferSyntax)`` as the Conquest code ``compression``
         asks for (``pacscore.codecs.compression``); unchanged when it asks
         for nothing the codecs here can do, when they fail on this
-        object, or when it is too large to (``_tooLargeToConvert``; logged)."""
-        if mayChange(data, transferSyntax, compression) and self._tooLargeToConvert(
+        object, or when it is too large to (``_tooLargeToConvert``, unless
+        ``sizeChecked`` says it was asked of this data set already; logged)."""
+        if not sizeChecked and mayChange(data, transferSyntax, compression) and self._tooLargeToConvert(
                 incoming, data, len(data), transferSyntax, compression):
             return data, transferSyntax
         try:

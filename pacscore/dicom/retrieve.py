@@ -37,6 +37,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from pacscore.codecs.compression import forPeer
+from pacscore.codecs.evenlengths import isOdd
 from pacscore.codecs.filetranscode import NotStreamed, streams
 from pacscore.codecs.jpeglossy import DEFAULT_QUALITY
 from pacscore.codecs.nkipixels import withPlainPixels
@@ -55,7 +56,7 @@ from pacscore.dicom.identifiers import BadIdentifier, retrieveKeys, tagName
 from pacscore.dicom.models import modelOf
 from pacscore.dicom.protocol import ESTABLISHED, PRIORITIES, PRIORITY_MEDIUM
 from pacscore.dicom.storeddata import (
-    STREAMED_OBJECT, StoredData, closeIfStored, goesAsStored, openStored, renamed)
+    STREAMED_OBJECT, StoredData, closeIfStored, evenedForPeer, goesAsStored, openStored, renamed)
 from pacscore.logfiles import userEvents
 from pacscore.storage.attributes import DatasetError
 from pacscore.storage.reader import Missing, StoredObject
@@ -72,6 +73,8 @@ MAX_SHORT_VALUE = 0xFFFE  # the longest value with a 16-bit length (explicit VR)
 
 MAX_CONTEXTS = 128
 MAX_REOPENS = 3  # associations a C-MOVE opens again after losing one
+
+log = Logger()
 
 # Seconds between pending responses: the counters stay current for a
 # progress display without doubling the messages of a retrieve.
@@ -143,6 +146,18 @@ def choices(stored, accepted, compression):
 
 
 async def convertToFirst(stored, data, syntaxes, workers, quality):
+    """``(syntax, data, refusals)``: ``_convertedToFirst``, its odd values
+    padded when its length is odd (``evenedForPeer``, logged)."""
+    syntax, data, refusals = await _convertedToFirst(stored, data, syntaxes, workers, quality)
+    if isOdd(len(data)):
+        data, padded = await workers.deferToWorker(evenedForPeer, data, syntax)
+        if padded:
+            log.info("{uid}: values of odd length padded to an even length to send it (PS3.5 7.1.1): {padded}",
+                     uid=stored.sopInstanceUID, padded=", ".join(padded))
+    return syntax, data, refusals
+
+
+async def _convertedToFirst(stored, data, syntaxes, workers, quality):
     """``(syntax, data, refusals)``: ``data`` of ``stored`` (bytes or a
     ``StoredData``) converted (in
     ``workers``, lossy JPEG at ``quality``) to the first of ``syntaxes`` it

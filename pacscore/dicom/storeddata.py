@@ -16,11 +16,12 @@ import os
 import tempfile
 
 from pacscore.codecs.compression import forPeer, forPeerChanges
+from pacscore.codecs.evenlengths import evenLengths
 from pacscore.codecs.filetranscode import transcodeFile
 from pacscore.codecs.syntaxes import isCompressed
 from pacscore.codecs.nkipixels import NKI_PIXEL_DATA
 from pacscore.db.query import SOP_CLASS_UID, SOP_INSTANCE_UID
-from pacscore.storage.attributes import PIXEL_DATA, readAttributes, walkDataset
+from pacscore.storage.attributes import PIXEL_DATA, DatasetError, readAttributes, walkDataset
 from pacscore.storage.reader import readAt
 
 STREAMED_OBJECT = 8 << 20  # data sets larger than this (or decoding to more) stay in their file
@@ -137,6 +138,23 @@ def named(stored, data):
     held = readAttributes(data, stored.transferSyntax, {SOP_CLASS_UID, SOP_INSTANCE_UID})
     return stored._replace(sopInstanceUID=held.get(SOP_INSTANCE_UID) or stored.sopInstanceUID,
                            sopClassUID=held.get(SOP_CLASS_UID) or stored.sopClassUID)
+
+
+def evenedForPeer(data, syntax):
+    """In the I/O pool: ``(data, padded)``: the data set ``data`` (bytes
+    or a ``StoredData``, of odd length: stored before pacs padded odd
+    values, or by another archive) in ``syntax`` with its odd values padded
+    (``evenLengths``: DCMTK refuses an odd PDV), as bytes (a ``StoredData``
+    then closed), and what was padded; as it is, with [], when nothing is
+    padded or it cannot be walked (its peer says what is wrong)."""
+    whole = data.readAll() if isinstance(data, StoredData) else data
+    try:
+        evened, padded = evenLengths(whole, syntax)
+    except DatasetError:
+        return data, []
+    if padded:
+        closeIfStored(data)
+    return (evened, padded) if padded else (data, [])
 
 
 def closeIfStored(data):

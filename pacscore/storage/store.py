@@ -39,6 +39,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from pacscore.codecs.compression import mayChange, recode, recodedSyntaxes
+from pacscore.codecs.evenlengths import evenLengths, isOdd
 from pacscore.codecs.filetranscode import NotStreamed, streams, transcodeFile
 from pacscore.codecs.jpeglossy import DEFAULT_QUALITY
 from pacscore.codecs.nki import NKIError
@@ -555,14 +556,17 @@ class ObjectStore:
         actions the import
         converters queued are added to ``actions``; group 0000 and 0002
         elements the data set begins with are left out
-        (``_notDatasetElements``).  Raises Refused or Destroyed when a rule
+        (``_notDatasetElements``); one of odd length has its odd values
+        padded (``_evened``).  Raises Refused or Destroyed when a rule
         says so."""
         importers = self.importers if incoming.converters else None
         amenders = self.amenders if incoming.amended else ()
         scripts = self.compressionScripts
         notDataset = self._notDatasetElements(incoming, spool)
         sizeChecked = False  # _tooLargeToConvert asked already of the data set as received
-        if not (notDataset or amenders or importers is not None or scripts and scripts.runs(incoming.compression)):
+        odd = isOdd(spool.size - notDataset)
+        if not (notDataset or odd or amenders or importers is not None or scripts and scripts.runs(
+                incoming.compression)):
             if not mayChange(spool.inMemory, incoming.transferSyntax, incoming.compression):
                 return None
             if spool.inMemory is None:
@@ -605,6 +609,8 @@ class ObjectStore:
         except (IdentifierError, NKIError) as e:
             raise InvalidDataset(str(e)) from e
         data, transferSyntax = self._compress(incoming, data, transferSyntax, compression, sizeChecked)
+        if isOdd(len(data)):
+            data = self._evened(incoming, data, transferSyntax)
         if data == original and transferSyntax == incoming.transferSyntax and device is chosen:
             return None
         try:
@@ -668,6 +674,20 @@ class ObjectStore:
             self.log.warn("{uid}: compression {code} not applied, stored as received: {error}",
                           uid=incoming.sopInstanceUID, code=compression, error=e)
             return data, transferSyntax
+
+    def _evened(self, incoming, data, transferSyntax):
+        """``data`` (of odd length) with its odd values padded to an even
+        length (``evenLengths``), with a log line: sent as it is, DCMTK
+        would refuse its last PDV."""
+        try:
+            data, padded = evenLengths(data, transferSyntax)
+        except DatasetError as e:
+            raise InvalidDataset(str(e)) from e
+        if padded:
+            self.log.warn("{uid} from {peer}: values of odd length padded to an even length (PS3.5 7.1.1): "
+                          "{padded}", uid=incoming.sopInstanceUID, peer=incoming.callingAE,
+                          padded=", ".join(padded))
+        return data
 
     def _tooLargeToConvert(self, incoming, source, length, transferSyntax, compression):
         """Whether the data set of ``incoming`` (``source``: its bytes, or a

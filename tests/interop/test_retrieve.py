@@ -858,3 +858,109 @@ class MisdeclaredFileTests(unittest.TestCase):
                 body = answer.read()
             part = body[body.index(b"\r\n\r\n") + 4:body.rindex(b"\r\n--")]
             self.assertWholePart10(part, sop)
+
+
+def oddDataset(sopUID, patientID="ODD1"):
+    """CT_small as ``sopUID`` of ``patientID`` (a study of its own) with a
+    private UN value of 5 bytes: in Implicit VR Little Endian (``rawDataset``)
+    a data set of odd length, as pydicom writes it."""
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    del ds.file_meta
+    ds.preamble = None
+    ds.PatientID, ds.SOPInstanceUID = patientID, sopUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.add_new(0x00090010, "LO", "ACME 1.1")
+    ds.add_new(0x00091002, "UN", b"\x10\x20\x30\x40\x50")
+    return ds
+
+
+def stowPart10(server, data):
+    """STOW-RS of the Part-10 file ``data``: the answer's status."""
+    body = b"--B\r\nContent-Type: application/dicom\r\n\r\n" + data + b"\r\n--B--\r\n"
+    request = urllib.request.Request(f"http://127.0.0.1:{server.webPort}/dicom-web/studies", data=body, headers={
+        "Content-Type": 'multipart/related; type="application/dicom"; boundary=B'})
+    with urllib.request.urlopen(request, timeout=60) as answer:
+        return answer.status
+
+
+class OddLengthTests(unittest.TestCase):
+    """Data sets of odd length (an odd-length private UN value written by
+    pydicom, an odd deflated stream), which DCMTK refuses as an odd PDV
+    ("Odd Fragment Length"): padded to even values when they are stored
+    (C-STORE, STOW-RS), and one stored so before (by Conquest, or pacs
+    before it padded them: dgate -r) padded when it is sent (C-GET,
+    C-MOVE), its file left as it is."""
+
+    PLACED, SENT = "1.2.826.0.1.3680043.99.9.1", "1.2.826.0.1.3680043.99.9.2"
+
+    @classmethod
+    def setUpClass(cls):
+        cls.workdir = tempfile.mkdtemp(prefix="pacs-oddlength-")
+        cls.storescp = StorescpServer(os.path.join(cls.workdir, "storescp"), aet="STORESCP")
+        cls.server = PacsServer(os.path.join(cls.workdir, "pacs"))
+        cls.server.addNode("STORESCP", cls.storescp.port, compression="as")
+        cls.placed = oddDataset(cls.PLACED)
+        data = rawDataset(cls.placed)
+        assert len(data) % 2
+        folder = os.path.join(cls.server.dataDir, "ODD1")
+        os.makedirs(folder)
+        cls.placedPath = os.path.join(folder, "odd.dcm")
+        with open(cls.placedPath, "wb") as f:
+            f.write(encodeFileMeta(cls.placed.SOPClassUID, cls.PLACED, IMPLICIT, "1.2.3", "X") + data)
+        cls.server.dgate("-r")
+        cls.storescp.start()
+        cls.server.start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.stop()
+        cls.storescp.stop()
+
+    def assertPadded(self, received):
+        self.assertEqual(received[0x00091002].value, b"\x10\x20\x30\x40\x50\x00")
+
+    def test_storedOddObjectGetAndMove(self):
+        with open(self.placedPath, "rb") as f:
+            before = f.read()
+        original = pixels(pydicom.dcmread(get_testdata_file("CT_small.dcm")))
+        for options in ((), ("+xs",)):
+            [received] = getObjects(self.server, self.workdir, "IMAGE", imageKeys(self.placed), options)
+            self.assertPadded(received)
+            numpy.testing.assert_array_equal(pixels(received), original)
+        self.storescp.reset()
+        result = movescu(self.server, "STORESCP", "IMAGE", imageKeys(self.placed))
+        self.assertIn("Received Final Move Response (Success)", result.stdout + result.stderr)
+        [received] = self.storescp.datasets()
+        self.assertPadded(received)
+        with open(self.placedPath, "rb") as f:
+            self.assertEqual(f.read(), before)
+        self.assertIn(f"{self.PLACED}: values of odd length padded to an even length to send it (PS3.5 7.1.1): "
+                      "(0009,1002)", self.server.log())
+
+    def test_cStoreStoresEvenValues(self):
+        ds = oddDataset(self.SENT, "ODD2")
+        path = os.path.join(self.workdir, "sent.dcm")
+        with open(path, "wb") as f:
+            f.write(encodeFileMeta(ds.SOPClassUID, self.SENT, IMPLICIT, "1.2.3", "X") + rawDataset(ds))
+        ae = AE(ae_title="PYNETDICOM")
+        ae.add_requested_context(ds.SOPClassUID, [IMPLICIT])
+        association = ae.associate("127.0.0.1", self.server.port, ae_title=self.server.ae)
+        try:
+            self.assertEqual(association.send_c_store(path).Status, 0)
+        finally:
+            association.release()
+        [received] = getObjects(self.server, self.workdir, "IMAGE", imageKeys(ds))
+        self.assertPadded(received)
+        self.assertIn(f"{self.SENT} from PYNETDICOM: values of odd length padded to an even length (PS3.5 "
+                      "7.1.1): (0009,1002)", self.server.log())
+
+    def test_oddDeflatedStreamStowed(self):
+        """pydicom's image_dfl.dcm, a deflated stream of 4303 bytes, stored
+        over STOW-RS, then fetched deflated by getscu."""
+        with open(get_testdata_file("image_dfl.dcm"), "rb") as f:
+            data = f.read()
+        self.assertEqual(stowPart10(self.server, data), 200)
+        original = pydicom.dcmread(io.BytesIO(data))
+        [received] = getObjects(self.server, self.workdir, "IMAGE", imageKeys(original), ("+xd",))
+        self.assertEqual(received.file_meta.TransferSyntaxUID, DEFLATED)
+        self.assertEqual(received.PixelData, original.PixelData)

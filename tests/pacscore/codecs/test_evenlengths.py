@@ -1,0 +1,108 @@
+"""Tests for pacscore.codecs.evenlengths: values of odd length padded as
+DCMTK pads them, the sequences and items holding them made to match,
+every other byte kept."""
+
+from io import BytesIO
+
+from pydicom.dataset import Dataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filereader import read_dataset
+from pydicom.filewriter import write_dataset
+from pydicom.sequence import Sequence
+from twisted.trial import unittest
+
+from pacscore.codecs.evenlengths import evenLengths
+from pacscore.codecs.syntaxes import (
+    DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_BIG_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN,
+    IMPLICIT_VR_LITTLE_ENDIAN)
+from pacscore.storage.attributes import DatasetError
+
+ODD = b"\x10\x20\x30\x40\x50"
+
+
+def encoded(ds, syntax):
+    out = DicomBytesIO()
+    out.is_implicit_VR = syntax == IMPLICIT_VR_LITTLE_ENDIAN
+    out.is_little_endian = syntax != EXPLICIT_VR_BIG_ENDIAN
+    write_dataset(out, ds)
+    return out.getvalue()
+
+
+def decoded(data, syntax):
+    return read_dataset(BytesIO(data), syntax == IMPLICIT_VR_LITTLE_ENDIAN, syntax != EXPLICIT_VR_BIG_ENDIAN)
+
+
+def oddObject():
+    """A data set with an odd private UN value at the top level and in an
+    item of a sequence of defined length, as pydicom writes them."""
+    ds = Dataset()
+    ds.PatientName = "ODD^ONE"
+    ds.SOPInstanceUID = "1.2.3"
+    ds.add_new(0x00090010, "LO", "ACME 1.1")
+    ds.add_new(0x00091002, "UN", ODD)
+    item = Dataset()
+    item.add_new(0x00090010, "LO", "ACME 1.1")
+    item.add_new(0x00091002, "UN", ODD[:3])
+    ds.ReferencedImageSequence = Sequence([item])
+    ds.PixelData = b"\x01\x02\x03\x04"
+    ds["PixelData"].VR = "OB"
+    return ds
+
+
+class EvenLengthsTests(unittest.TestCase):
+
+    def test_oddValuesPadded(self):
+        for syntax in (IMPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_BIG_ENDIAN):
+            data = encoded(oddObject(), syntax)
+            self.assertEqual(len(data) % 2, 0)  # 5 + 3: even, but odd values
+            evened, padded = evenLengths(data, syntax)
+            self.assertEqual(padded, ["(0009,1002)", "(0009,1002)"])
+            self.assertEqual(len(evened), len(data) + 2)
+            ds = decoded(evened, syntax)
+            self.assertEqual(ds[0x00091002].value, ODD + b"\x00")
+            self.assertEqual(ds.ReferencedImageSequence[0][0x00091002].value, ODD[:3] + b"\x00")
+            self.assertEqual((ds.PatientName, ds.PixelData), ("ODD^ONE", b"\x01\x02\x03\x04"))
+            self.assertEqual(evenLengths(evened, syntax), (evened, []))
+
+    def test_textPaddedWithASpaceUIWithANul(self):
+        """A raw odd text value (written as read) gets a space, a UID a
+        NUL, also in Implicit VR, where the dictionary gives the VR."""
+        for syntax in (IMPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN):
+            raw = decoded(encoded(oddObject(), syntax), syntax)  # its elements raw
+            data = encoded(raw, syntax)
+            data = data.replace(b"ODD^ONE\x20", b"ODD^ONE").replace(b"1.2.3\x00", b"1.2.3")
+            implicit = syntax == IMPLICIT_VR_LITTLE_ENDIAN
+            data = data.replace(b"\x10\x00\x10\x00" + (b"\x08\x00\x00\x00" if implicit else b"PN\x08\x00"),
+                                b"\x10\x00\x10\x00" + (b"\x07\x00\x00\x00" if implicit else b"PN\x07\x00"))
+            data = data.replace(b"\x08\x00\x18\x00" + (b"\x06\x00\x00\x00" if implicit else b"UI\x06\x00"),
+                                b"\x08\x00\x18\x00" + (b"\x05\x00\x00\x00" if implicit else b"UI\x05\x00"))
+            evened, padded = evenLengths(data, syntax)
+            self.assertEqual(padded, ["(0008,0018)", "(0009,1002)", "(0009,1002)", "(0010,0010)"])
+            self.assertIn(b"1.2.3\x00", evened)
+            self.assertIn(b"ODD^ONE ", evened)
+
+    def test_undefinedLengthsAndFragments(self):
+        """Items and sequences of undefined length keep their delimiters;
+        an odd fragment of encapsulated pixel data gets a 00H."""
+        ds = oddObject()
+        ds.ReferencedImageSequence.is_undefined_length = True
+        ds.ReferencedImageSequence[0].is_undefined_length_sequence_item = True
+        del ds.PixelData
+        data = encoded(ds, EXPLICIT_VR_LITTLE_ENDIAN) + (
+            b"\xe0\x7f\x10\x00OB\x00\x00\xff\xff\xff\xff"  # Pixel Data: a Basic Offset Table, then "abc"
+            b"\xfe\xff\x00\xe0\x00\x00\x00\x00\xfe\xff\x00\xe0\x03\x00\x00\x00abc\xfe\xff\xdd\xe0\x00\x00\x00\x00")
+        evened, padded = evenLengths(data, EXPLICIT_VR_LITTLE_ENDIAN)
+        self.assertEqual(len(evened), len(data) + 3)
+        self.assertEqual(padded, ["(0009,1002)", "(0009,1002)", "(7fe0,0010)"])
+        self.assertIn(b"\xfe\xff\x00\xe0\x04\x00\x00\x00abc\x00\xfe\xff\xdd\xe0", evened)
+        read = decoded(evened, EXPLICIT_VR_LITTLE_ENDIAN)
+        self.assertEqual(read.ReferencedImageSequence[0][0x00091002].value, ODD[:3] + b"\x00")
+
+    def test_oddDeflatedStreamPadded(self):
+        self.assertEqual(evenLengths(b"abc", DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN),
+                         (b"abc\x00", ["the deflated stream"]))
+        self.assertEqual(evenLengths(b"ab", DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN), (b"ab", []))
+
+    def test_truncated(self):
+        data = encoded(oddObject(), EXPLICIT_VR_LITTLE_ENDIAN)
+        self.assertRaises(DatasetError, evenLengths, data[:-3], EXPLICIT_VR_LITTLE_ENDIAN)

@@ -49,7 +49,10 @@ goes in P-DATA:
 * no Pixel Data (SR, presentation states, key objects ...): re-encoded as
   the target's encoding; in a compressed target syntax the data set is
   simply explicit VR little endian, as PS3.5 A.4 defines for everything
-  but the pixel data (dcmtk does the same).
+  but the pixel data (dcmtk does the same).  Float and Double Float Pixel
+  Data (7FE0,0008/0009) have no encapsulated form (PS3.5 8; dcmcjpeg
+  refuses them): such an object raises TranscodeError for a compressed
+  target, and goes in another syntax.
 
 The SOP Instance UID never changes. Every failure, whatever its cause
 (malformed input, no codec, a codec refusing the image), is raised as
@@ -104,6 +107,7 @@ _OPENJPEG_SYNTAXES = frozenset(
 
 PIXEL_DATA = 0x7FE00010
 _EXTENDED_OFFSET_TABLE = ("ExtendedOffsetTable", "ExtendedOffsetTableLengths")
+_NATIVE_ONLY = ("FloatPixelData", "DoubleFloatPixelData")  # (7FE0,0008), (7FE0,0009): no encapsulated form
 _ALL_TAGS = 0xFFFFFFFF
 INFLATED_IN_MEMORY = 128 << 20  # bytes a deflated data set converted in memory may inflate to
 LARGEST_FRAME = 2 * (1024 ** 3 // 4 // 3)  # samples of a rendered picture: Pillow's DecompressionBombError bound
@@ -256,6 +260,9 @@ def _transcode(data, source, target, quality):
         raise _Problem("its Pixel Data is encapsulated, which the syntax it is said to be in "
                        "does not allow")
     if isCompressed(target):
+        for keyword in _NATIVE_ONLY:
+            if keyword in ds:
+                raise _Problem(f"its {keyword} can only be native (PS3.5 8: only Pixel Data is encapsulated)")
         if PIXEL_DATA in ds:
             _compress(ds, target, quality)
     elif not targetLittle:

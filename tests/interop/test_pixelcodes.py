@@ -38,23 +38,26 @@ from pydicom.data import get_testdata_file
 from pydicom.encaps import generate_frames
 from pydicom.pixels import apply_rescale
 from pydicom.uid import generate_uid
+from pynetdicom import AE, build_role, evt
 from twisted.trial import unittest
 
 from pacscore.codecs import nki
 from pacscore.codecs.syntaxes import (
-    EXPLICIT_VR_BIG_ENDIAN, JPEG_BASELINE, JPEG_EXTENDED, JPEG_LOSSLESS_SV1, JPEG_LS_LOSSLESS)
+    EXPLICIT_VR_BIG_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN, JPEG_2000_LOSSLESS, JPEG_BASELINE, JPEG_EXTENDED,
+    JPEG_LOSSLESS_SV1, JPEG_LS_LOSSLESS)
 from pacscore.testing.corpus import makeDataset
 from tests.interop.index import column
 from tests.interop.peers import StorescpServer
 from tests.interop.server import PacsServer, dcmtk
 from tests.interop.test_control_commands import storedFile
 from tests.interop.test_forwarding import waitFor
-from tests.interop.test_retrieve import movescu
+from tests.interop.test_retrieve import STUDY_ROOT_GET, imageKeys, movescu
 from tests.interop.test_web import httpGet
 from tests.pacscore.codecs.test_transcode import cutShortDataset
 from tests.pacscore.web.dicomweb.test_retrieve import flatRle
 
 NKI_PIXEL_DATA = 0x7FDF0010
+PARAMETRIC_MAP = "1.2.840.10008.5.1.4.1.1.30"
 DQT = 0xFFDB
 
 
@@ -152,7 +155,7 @@ class NKITests(ServersTestCase):
         cls.startAll(cls.plainPeer, cls.conquestPeer, cls.thumbnailPeer, cls.server, cls.receiver)
         cls.path = get_testdata_file("CT_small.dcm")
         cls.original = pydicom.dcmread(cls.path)
-        result = cls.server.store(cls.path)
+        result = cls.server.store(cls.path, extra=("-R",))
         assert result.returncode == 0, result.stderr
 
     def assertOriginalPixels(self, ds):
@@ -654,3 +657,72 @@ class FrameCountTests(ServersTestCase):
 
     def test_notSentDecompressed(self):
         assertNotSentDecompressed(self, self.original)
+
+
+class FloatPixelDataTests(ServersTestCase):
+    """A Parametric Map of Float Pixel Data, which has no encapsulated form
+    (PS3.5 8), to a pacs storing with IncomingCompression ``jk``: stored as
+    received with the usual warning, and sent uncompressed to a retriever
+    that prefers JPEG 2000, or refused in it over WADO-RS."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.workdir = tempfile.mkdtemp(prefix="pacs-floatpixels-")
+        cls.server = PacsServer(os.path.join(cls.workdir, "pacs"))
+        cls.server.setIni(IncomingCompression="jk")
+        ds = makeDataset("FLOAT1", "Float^One", generate_uid(), generate_uid(), generate_uid(), 1, 1, rows=16,
+                         columns=20)
+        del ds.PixelData, ds.BitsStored, ds.HighBit, ds.PixelRepresentation
+        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = PARAMETRIC_MAP
+        ds.BitsAllocated = 32
+        ds.FloatPixelData = np.linspace(-1, 1, 320, dtype="<f4").tobytes()
+        cls.original = ds
+        cls.path = os.path.join(cls.workdir, "float.dcm")
+        ds.save_as(cls.path, enforce_file_format=True)
+        cls.startAll(cls.server)
+        result = cls.server.store(cls.path, extra=("-R",))
+        if result.returncode != 0:
+            cls.tearDownClass()
+            raise AssertionError(result.stdout + result.stderr)
+
+    def test_storedAsReceived(self):
+        stored = pydicom.dcmread(storedFile(self.server, self.original.SOPInstanceUID)[1])
+        self.assertEqual(stored.file_meta.TransferSyntaxUID, EXPLICIT_VR_LITTLE_ENDIAN)
+        self.assertEqual(stored.FloatPixelData, self.original.FloatPixelData)
+        self.assertIn(f"{self.original.SOPInstanceUID}: compression jk not applied, stored as received",
+                      self.server.log())
+
+    def test_getPreferringJpeg2000GetsItUncompressed(self):
+        """A C-GET whose retriever proposes a JPEG 2000 Lossless context
+        first, then an Explicit VR Little Endian one."""
+        ae = AE(ae_title="GETTER")
+        ae.add_requested_context(STUDY_ROOT_GET)
+        for syntax in (JPEG_2000_LOSSLESS, EXPLICIT_VR_LITTLE_ENDIAN):
+            ae.add_requested_context(PARAMETRIC_MAP, [syntax])
+        received = []
+
+        def store(event):
+            received.append((event.context.transfer_syntax, event.dataset))
+            return 0x0000
+        association = ae.associate("127.0.0.1", self.server.port, ae_title=self.server.ae,
+                                   ext_neg=[build_role(PARAMETRIC_MAP, scp_role=True)],
+                                   evt_handlers=[(evt.EVT_C_STORE, store)])
+        keys = pydicom.Dataset()
+        keys.QueryRetrieveLevel = "IMAGE"
+        for keyword, value in imageKeys(self.original).items():
+            setattr(keys, keyword, value)
+        try:
+            *_, (final, _) = association.send_c_get(keys, STUDY_ROOT_GET)
+        finally:
+            association.release()
+        self.assertEqual(final.Status, 0x0000)
+        [(syntax, ds)] = received
+        self.assertEqual((syntax, ds.FloatPixelData), (EXPLICIT_VR_LITTLE_ENDIAN, self.original.FloatPixelData))
+
+    def test_wadoRsInJpeg2000Refused(self):
+        ds = self.original
+        status, _, body = httpGet(
+            f"http://127.0.0.1:{self.server.webPort}/dicom-web/studies/{ds.StudyInstanceUID}/series/"
+            f"{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}",
+            headers={"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.4.90'})
+        self.assertEqual(status, 406, body[:300])

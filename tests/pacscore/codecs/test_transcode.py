@@ -574,6 +574,28 @@ class NoPixelDataTests(Checks, unittest.TestCase):
                 self.assertElementsKept(original, converted)
 
 
+class FloatPixelDataTests(unittest.TestCase):
+    """Float and Double Float Pixel Data are native only (PS3.5 8: only
+    Pixel Data is encapsulated; dcmcjpeg refuses them): no compressed
+    syntax, where a data set without pixels would simply be relabelled."""
+
+    def test_noCompressedSyntax(self):
+        for keyword, bits, value in (("FloatPixelData", 32, np.arange(80, dtype="<f4")),
+                                     ("DoubleFloatPixelData", 64, np.arange(80, dtype="<f8"))):
+            ds = Dataset()
+            ds.SOPClassUID, ds.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.30", "1.2.826.0.1.3680043.8.498.2"
+            ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.BitsAllocated = 8, 10, 1, bits
+            ds.PhotometricInterpretation = "MONOCHROME2"
+            setattr(ds, keyword, value.tobytes())
+            data = encode(ds, EXPLICIT_VR_LITTLE_ENDIAN)
+            for target in (JPEG_2000_LOSSLESS, RLE_LOSSLESS, JPEG_LOSSLESS_SV1, JPEG_LS_LOSSLESS):
+                with self.assertRaises(TranscodeError) as caught:
+                    transcode(data, EXPLICIT_VR_LITTLE_ENDIAN, target)
+                self.assertIn(f"{keyword} can only be native", str(caught.exception))
+            back = asFile(convert(data, EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_BIG_ENDIAN), EXPLICIT_VR_BIG_ENDIAN)
+            self.assertEqual(getattr(back, keyword), value.byteswap().tobytes())  # as read: big endian
+
+
 class ErrorTests(unittest.TestCase):
     """Every failure is a TranscodeError saying what went wrong."""
 

@@ -3,26 +3,28 @@
 ``multipart/related; type="application/dicom"`` body of Part-10 objects
 (their file meta with or without the preamble and DICM).
 
-Each part is stored as a C-STORE data set is (``StorageService``), when
-the DICOM service would take a C-STORE of its SOP class in its transfer
-syntax (dgatesop.lst, as the association's negotiation reads it): import
-converters, IncomingCompression, the file on disk and its index row
-committed before the answer says it is stored; the calling AE converters
-see is the name of the ``WebUsers`` user who logged in.  The body, which
-twisted.web keeps in a temporary file when it is large, is read part by
-part in 1 MB pieces, no faster than the spool writes them.  The answer is
-Conquest-independent DICOM JSON (``application/json`` when the Accept
-header prefers it, DICOM XML for ``application/dicom+xml``, also as
-``multipart/related``, as Orthanc answers; DICOM JSON when it takes none of
-them, RFC 9110 12.5.1, so that the objects are stored all the same): the
-Referenced SOP Sequence of the stored objects (with their RetrieveURL),
-the Failed SOP Sequence (with a C-STORE failure status as Failure Reason)
-and the study's RetrieveURL; 200 when all were stored, 202 when some,
-409 when none.  ``DICOMwebStore = 0`` in dicom.ini refuses every STOW-RS
-request (403), and ``WebWriters``, when it lists users, those of the others.
-Without ``WebUsers`` a browser's request from a page of another site is
-refused (403: it could plant objects through any visitor inside the
-network); with logins, a viewer served elsewhere stores with its user's.
+Each part is known by its data set's SOP Class and Instance UIDs, not by
+a stale file meta's (``_identity``), and stored as a C-STORE data set is
+(``StorageService``), when the DICOM service would take a C-STORE of its
+SOP class in its transfer syntax (dgatesop.lst, as the association's
+negotiation reads it): import converters, IncomingCompression, the file
+on disk and its index row committed before the answer says it is stored;
+the calling AE converters see is the name of the ``WebUsers`` user who
+logged in.  The body, which twisted.web keeps in a temporary file when it
+is large, is read part by part in 1 MB pieces, no faster than the spool
+writes them.  The answer is Conquest-independent DICOM JSON
+(``application/json`` when the Accept header prefers it, DICOM XML for
+``application/dicom+xml``, also as ``multipart/related``, as Orthanc
+answers; DICOM JSON when it takes none of them, RFC 9110 12.5.1, so that
+the objects are stored all the same): the Referenced SOP Sequence of the
+stored objects (with their RetrieveURL), the Failed SOP Sequence (with a
+C-STORE failure status as Failure Reason) and the study's RetrieveURL;
+200 when all were stored, 202 when some, 409 when none.
+``DICOMwebStore = 0`` in dicom.ini refuses every STOW-RS request (403),
+and ``WebWriters``, when it lists users, those of the others.  Without
+``WebUsers`` a browser's request from a page of another site is refused
+(403: it could plant objects through any visitor inside the network);
+with logins, a viewer served elsewhere stores with its user's.
 """
 
 from pydicom.dataset import Dataset
@@ -51,7 +53,7 @@ FAILED_SOP_SEQUENCE = 0x00081198
 REFERENCED_SOP_SEQUENCE = 0x00081199
 FAILURE_REASON = 0x00081197
 ANSWER_TYPES = (*JSON_TYPES, DICOM_XML)
-# The data set's SOP Class and Instance UIDs, and the file meta's that name them in an answer.
+# The data set's SOP Class and Instance UIDs, and the file meta's that name them when it has none.
 _NAMED_BY = {SOP_CLASS_UID: MEDIA_SOP_CLASS, SOP_INSTANCE_UID: MEDIA_SOP_INSTANCE}
 
 
@@ -154,6 +156,20 @@ def _partObject(body, part):
     return syntax, meta, offset, attributes
 
 
+def _identity(storage, meta, attributes):
+    """``(SOP Class UID, SOP Instance UID)`` of a part: its data set's, as
+    storescu puts them in the command and Orthanc stores them (the meta's
+    where it has none); a file meta that names others (not updated after
+    an edit or anonymisation: it is rewritten when stored) with a log line."""
+    named = tuple(attributes.get(tag) or meta.get(metaTag, "") for tag, metaTag in _NAMED_BY.items())
+    stale = tuple(meta.get(metaTag, "") for metaTag in _NAMED_BY.values())
+    if stale != named:
+        storage.log.warn("STOW-RS: {sop}: its file meta names SOP Class {metaClass} and Instance {metaSop}, not those "
+                         "of its data set; stored by its data set's", sop=named[1], metaClass=stale[0],
+                         metaSop=stale[1])
+    return named
+
+
 async def storePart(archive, storage, body, part, rootType, study, outcome, callingAE="", converters=True):
     """Store one part of the multipart ``body`` (an open file) as a C-STORE
     from ``callingAE`` would be (without the import and export converters
@@ -169,7 +185,7 @@ async def storePart(archive, storage, body, part, rootType, study, outcome, call
         storage.log.warn("STOW-RS: a part refused: {error}", error=e)
         meta = getattr(e, "meta", {})
         return outcome.failure(meta.get(MEDIA_SOP_CLASS, ""), meta.get(MEDIA_SOP_INSTANCE, ""), CANNOT_UNDERSTAND)
-    sopClass, sop = meta.get(MEDIA_SOP_CLASS, ""), meta.get(MEDIA_SOP_INSTANCE, "")
+    sopClass, sop = _identity(storage, meta, attributes)
     partStudy, series = attributes.get(STUDY_INSTANCE_UID, ""), attributes.get(SERIES_INSTANCE_UID, "")
     if study and partStudy != study:
         storage.log.warn("STOW-RS: {sop} refused: its study {study} is not {target}", sop=sop, study=partStudy,

@@ -8,8 +8,9 @@ from xml.etree import ElementTree
 
 import pydicom
 from twisted.internet import defer
+from twisted.logger import capturedLogs, formatEvent
 
-from pacscore.storage.part10 import MEDIA_STORAGE_SOP_CLASS_UID, readFileMeta
+from pacscore.storage.part10 import MEDIA_STORAGE_SOP_CLASS_UID, encodeFileMeta, readFileMeta
 from pacscore.testing.corpus import generateCorpus
 from pacscore.web.objects import storedPath
 from tests.pacscore.web.dicomweb.client import STOW_TYPE, DicomWebTestCase, stowBody
@@ -130,12 +131,12 @@ class StoreTests(DicomWebTestCase):
 
     @defer.inlineCallbacks
     def test_fileMetaUIDThatIsNoUID(self):
-        """A part whose file meta gives a SOP Instance UID with a byte that
-        is no ASCII (the Part-10 header it is stored under could not be
-        written) fails alone, A900, the others stored."""
+        """A part whose data set (and file meta) gives a SOP Instance UID
+        with a byte that is no ASCII (the Part-10 header it is stored under
+        could not be written) fails alone, A900, the others stored."""
         images = self.newImages()
         uid = images[0].sopUID.encode()
-        damaged = read(images[0].path).replace(uid, uid[:-1] + b"\xe9", 1)  # the file meta's
+        damaged = read(images[0].path).replace(uid, uid[:-1] + b"\xe9")  # the file meta's and the data set's
         found = yield self.fetch("/studies", method=b"POST", body=stowBody(damaged, read(images[1].path)),
                                  contentType=STOW_TYPE)
         self.assertEqual(found.code, 202)
@@ -144,6 +145,29 @@ class StoreTests(DicomWebTestCase):
         [failure] = sequence(answer, "00081198")
         self.assertEqual(failure["00081197"]["Value"], [0xA900])
         self.assertEqual(self.flushLoggedErrors(), [])
+
+    @defer.inlineCallbacks
+    def test_staleFileMeta(self):
+        """A part whose file meta names another SOP class and instance than
+        its data set (not updated after an edit: pydicom's rtdose.dcm) is
+        stored by its data set's, as storescu sends it and Orthanc stores
+        it, under a file meta naming them, with a log line."""
+        image = self.newImages()[0]
+        dataset = pydicom.dcmread(image.path)
+        with open(image.path, "rb") as f:
+            syntax, _, offset = readFileMeta(f)
+        stale = encodeFileMeta("1.2.3.5", "1.2.3.4", syntax, "1.2.3", "X") + read(image.path)[offset:]
+        with capturedLogs() as events:
+            found = yield self.fetch("/studies", method=b"POST", body=stowBody(stale), contentType=STOW_TYPE)
+        self.assertEqual(found.code, 200)
+        [reference] = sequence(found.json(), "00081199")
+        self.assertEqual((reference["00081150"]["Value"], reference["00081155"]["Value"]),
+                         ([dataset.SOPClassUID], [image.sopUID]))
+        stored = yield self.stored(image.sopUID)
+        self.assertEqual((stored.file_meta.MediaStorageSOPClassUID, stored.file_meta.MediaStorageSOPInstanceUID),
+                         (dataset.SOPClassUID, image.sopUID))
+        self.assertIn(f"STOW-RS: {image.sopUID}: its file meta names SOP Class 1.2.3.5 and Instance 1.2.3.4, not "
+                      "those of its data set; stored by its data set's", [formatEvent(e) for e in events])
 
     @defer.inlineCallbacks
     def test_withoutPreamble(self):

@@ -604,11 +604,12 @@ def _asList(value):
 
 
 def _markLossy(ds, ratio, method):
-    """Record one more lossy compression (PS3.3 C.7.6.1.1.5)."""
+    """Record one more lossy compression (PS3.3 C.7.6.1.1.2): its ratio and
+    method appended to the earlier ones, kept as they are also when there
+    are more of one than of the other (a ratio without its method, as many
+    writers leave it), as DCMTK appends."""
     ratios = [str(r) for r in _asList(ds.get("LossyImageCompressionRatio"))]
     methods = [str(m) for m in _asList(ds.get("LossyImageCompressionMethod"))]
-    if len(ratios) != len(methods):
-        ratios, methods = [], []
     ds.LossyImageCompression = "01"
     ds.LossyImageCompressionRatio = ratios + [f"{ratio:.2f}"]
     ds.LossyImageCompressionMethod = methods + [method]

@@ -16,6 +16,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate, generate_frames
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
+from pydicom.multival import MultiValue
 from pydicom.pixels.utils import compress
 from twisted.trial import unittest
 
@@ -115,6 +116,12 @@ def encode(ds, syntax):
         deflater = zlib.compressobj(wbits=-zlib.MAX_WBITS)
         data = deflater.compress(data) + deflater.flush()
     return data
+
+
+def lossyHistory(ds):
+    """The Lossy Image Compression Ratio and Method values of ``ds``, as lists of strings."""
+    return [[str(v) for v in ([] if value is None else value if isinstance(value, MultiValue) else [value])]
+            for value in (ds.get("LossyImageCompressionRatio"), ds.get("LossyImageCompressionMethod"))]
 
 
 def quietly(function, *args):
@@ -535,6 +542,22 @@ class CompressTests(Checks, unittest.TestCase):
         self.assertEqual(list(ds.LossyImageCompressionMethod), ["ISO_10918_1", "ISO_15444_1"])
         self.assertEqual(len(ds.LossyImageCompressionRatio), 2)
         self.assertEqual(ds.LossyImageCompressionRatio[0], original.LossyImageCompressionRatio)
+
+    def test_lossyHistoryKeptWhenItsCountsDiffer(self):
+        """An earlier ratio without its method (pydicom's JPEG-lossy.dcm
+        and JPEG2000.dcm say 76 and 2097, and no method) is kept, and so
+        is a method without its ratio: the new ones are appended."""
+        for name, ratio in (("JPEG-lossy.dcm", "76"), ("JPEG2000.dcm", "2097"),
+                            ("SC_jpeg_no_color_transform.dcm", None)):
+            syntax, data, original = split(name)
+            decoded = asFile(convert(data, syntax, EXPLICIT_VR_LITTLE_ENDIAN), EXPLICIT_VR_LITTLE_ENDIAN, original)
+            ratios, methods = lossyHistory(decoded)
+            self.assertEqual(ratios[:1], [ratio] if ratio else [], name)
+            self.assertNotEqual(len(ratios), len(methods), name)
+            ds = asFile(convert(encode(decoded, EXPLICIT_VR_LITTLE_ENDIAN), EXPLICIT_VR_LITTLE_ENDIAN, JPEG_2000),
+                        JPEG_2000, original)
+            newRatios, newMethods = lossyHistory(ds)
+            self.assertEqual((newRatios[:-1], newMethods), (ratios, methods + ["ISO_15444_1"]), name)
 
     def test_jpegLS(self):
         """Round trip where an encoder (pyjpegls) is installed; a clear

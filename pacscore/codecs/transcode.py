@@ -36,9 +36,10 @@ goes in P-DATA:
   ``quality`` given (LossyQuality). Lossy results get Lossy Image
   Compression "01" and their ratio and method appended. Colour data by plane (Planar Configuration 1) is
   interleaved and YBR_FULL_422 expanded to YBR_FULL first, as the encoders
-  want. openjpeg (6 resolution levels) refuses images under 32 pixels
-  across and more than 24 bits stored, RLE more than 16 bits: such images
-  raise TranscodeError and go in another syntax.
+  want; RLE of more than 16 bits allocated (pydicom's encoder stops
+  there) with ``widerle``. openjpeg (6 resolution levels) refuses images
+  under 32 pixels across and more than 24 bits stored: such images raise
+  TranscodeError and go in another syntax.
 * lossless means the stored words bit for bit: pixel data with bits set
   above High Bit (embedded overlays) is coded at Bits Allocated precision
   in a lossless syntax, as DCMTK's true lossless mode does (and up to 8
@@ -86,6 +87,8 @@ from pacscore.codecs.jpeglossy import DEFAULT_QUALITY
 from pacscore.codecs.jpeglossy import encodeDataset as encodeJpegLossy
 from pacscore.codecs.jpegmarkers import near, samplePrecision, sequentialScansMended
 from pacscore.codecs.pixelframes import usesBitsAboveHighBit
+from pacscore.codecs.widerle import encodeDataset as encodeWideRle
+from pacscore.codecs.widerle import isWide
 from pacscore.codecs.syntaxes import (
     DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_BIG_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN,
     IMPLICIT_VR_LITTLE_ENDIAN, JPEG_2000, JPEG_2000_LOSSLESS, JPEG_BASELINE, JPEG_EXTENDED,
@@ -549,6 +552,8 @@ def _compress(ds, target, quality):
             encodeJpegLossless(ds, target)
         elif target in JPEG_LOSSY_SYNTAXES:
             encodeJpegLossy(ds, target, quality)
+        elif target == RLE_LOSSLESS and isWide(ds):
+            encodeWideRle(ds)
         else:
             wide = target != RLE_LOSSLESS and (_narrowInWide(ds) or _lossless(target, options)
                                                 and usesBitsAboveHighBit(ds))

@@ -302,6 +302,29 @@ class RetrieveTests(unittest.TestCase):
         self.assertNotEqual(received.file_meta.TransferSyntaxUID, "1.2.840.10008.1.2.4.90")
         numpy.testing.assert_array_equal(pixels(received), pixels(original))
 
+    def test_getWide32BitRgbInRle(self):
+        """Native 32-bit RGB (pydicom's SC_rgb_rle_32bit.dcm decoded by
+        dcmdrle: 12 segments, which RLE allows) to getscu +xr, which
+        prefers RLE Lossless: sent in it, pixels as stored, as dcmdrle
+        decodes them."""
+        native = os.path.join(self.workdir, "rgb32.dcm")
+        result = dcmtk("dcmdrle", get_testdata_file("SC_rgb_rle_32bit.dcm"), native)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(self.server.store(native).returncode, 0)
+        original = pydicom.dcmread(native)
+        out = tempfile.mkdtemp(dir=self.workdir)
+        matching = [arg for keyword, value in imageKeys(original).items() for arg in ("-k", f"{keyword}={value}")]
+        result = dcmtk("getscu", "-S", "+xr", "-aec", self.server.ae, "-od", out, "-k", "QueryRetrieveLevel=IMAGE",
+                       *matching, "127.0.0.1", self.server.port)
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        [name] = os.listdir(out)
+        received = pydicom.dcmread(os.path.join(out, name))
+        self.assertEqual(received.file_meta.TransferSyntaxUID, "1.2.840.10008.1.2.5")
+        decoded = os.path.join(self.workdir, "rgb32-decoded.dcm")
+        result = dcmtk("dcmdrle", os.path.join(out, name), decoded)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(pydicom.dcmread(decoded).PixelData, original.PixelData)
+
     def test_getWithoutTheSCPRoleLogsThatOncePerClass(self):
         """A C-GET whose requestor proposed CT Image Storage without taking
         the SCP role (no role selection), or did not propose it, gets A702

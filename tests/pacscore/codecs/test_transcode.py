@@ -543,6 +543,21 @@ class CompressTests(Checks, unittest.TestCase):
         self.assertEqual(len(ds.LossyImageCompressionRatio), 2)
         self.assertEqual(ds.LossyImageCompressionRatio[0], original.LossyImageCompressionRatio)
 
+    def test_rleOfMoreThan16Bits(self):
+        """32-bit RGB (12 segments) and 32-bit grayscale RT Dose go in RLE
+        Lossless, which pydicom's encoder refuses, and back bit for bit;
+        more than 15 segments (64-bit RGB) is still refused."""
+        for name in ("SC_rgb_rle_32bit.dcm", "rtdose.dcm"):
+            syntax, data, _ = split(name)
+            native = convert(data, syntax, EXPLICIT_VR_LITTLE_ENDIAN)
+            rle = convert(native, EXPLICIT_VR_LITTLE_ENDIAN, RLE_LOSSLESS)
+            self.assertEqual(convert(rle, RLE_LOSSLESS, EXPLICIT_VR_LITTLE_ENDIAN), native, name)
+        ds = image(rows=4, columns=4, samples=3, bits=16)
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelData = 64, 64, 63, bytes(4 * 4 * 3 * 8)
+        with self.assertRaises(TranscodeError) as caught:
+            transcode(encode(ds, EXPLICIT_VR_LITTLE_ENDIAN), EXPLICIT_VR_LITTLE_ENDIAN, RLE_LOSSLESS)
+        self.assertIn("at most 15 segments", str(caught.exception))
+
     def test_lossyHistoryKeptWhenItsCountsDiffer(self):
         """An earlier ratio without its method (pydicom's JPEG-lossy.dcm
         and JPEG2000.dcm say 76 and 2097, and no method) is kept, and so
@@ -664,11 +679,10 @@ class ErrorTests(unittest.TestCase):
             self.assertFails(data, syntax, JPEG_LS_LOSSLESS, "no encoder")
 
     def test_encoderRefuses(self):
-        """openjpeg takes no image under 32 pixels; RLE no 32-bit one."""
+        """openjpeg takes no image under 32 pixels (RLE more than 15
+        segments: ``CompressTests.test_rleOfMoreThan16Bits``)."""
         syntax, data, _ = split("SC_rgb_small_odd.dcm")
         self.assertFails(data, syntax, JPEG_2000_LOSSLESS, "JPEG 2000")
-        syntax, data, _ = split("rtdose_1frame.dcm")
-        self.assertFails(data, syntax, RLE_LOSSLESS, "RLE Lossless")
 
     def test_corruptCompressedPixels(self):
         ds = image()

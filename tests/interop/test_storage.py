@@ -189,6 +189,16 @@ class TransferSyntaxTests(ServerTestCase):
         self.assertEqual(set(column(self.server.database, "DICOMImages", "SOPInstanceUID")),
                          {ds.SOPInstanceUID for ds in sent.values()})
 
+    def test_waveformStored(self):
+        """pydicom's waveform_ecg.dcm (12-lead ECG, which Conquest's
+        dgatesop.lst leaves disabled) from storescu -R, proposing its class
+        only, is stored with the shipped dgatesop.lst, as Orthanc stores it."""
+        path = get_testdata_file("waveform_ecg.dcm")
+        result = self.server.store(path, extra=("-R",))
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        self.assertEqual(column(self.server.database, "DICOMImages", "SOPInstanceUID"),
+                         [pydicom.dcmread(path).SOPInstanceUID])
+
     def test_objectWithoutStudyUIDRefused(self):
         result = self.server.store(get_testdata_file("JPEGLSNearLossless_08.dcm"), extra=("-R", "-xu", "-v"))
         self.assertIn("Error: DataSetDoesNotMatchSOPClass", result.stdout + result.stderr)

@@ -3,10 +3,17 @@
 import dataclasses
 import os
 
+from pydicom._uid_dict import UID_dictionary
 from twisted.trial import unittest
 
+from pacscore.config.defaults import defaultConfigDir
 from pacscore.config.errors import ConfigError
 from pacscore.config.soplist import SopEntry, SopList
+from pacscore.dicom.sopclasses import isStorageClass
+
+WAVEFORMS = ("1.2.840.10008.5.1.4.1.1.9.1.1", "1.2.840.10008.5.1.4.1.1.9.1.2", "1.2.840.10008.5.1.4.1.1.9.1.3",
+             "1.2.840.10008.5.1.4.1.1.9.2.1", "1.2.840.10008.5.1.4.1.1.9.3.1", "1.2.840.10008.5.1.4.1.1.9.4.1")
+MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 
 # An excerpt of the dgatesop.lst of Conquest's manual, section 7.5.
 MANUAL_LIST = """\
@@ -92,6 +99,31 @@ class ReadTests(unittest.TestCase):
         with open(path, "w") as f:
             f.write(MANUAL_LIST)
         self.assertEqual(len(SopList.fromFile(path).sops()), 4)
+
+
+class ShippedListTests(unittest.TestCase):
+    """The dgatesop.lst pacs ships (etc/)."""
+
+    def setUp(self):
+        self.sops = SopList.fromFile(os.path.join(defaultConfigDir(), "dgatesop.lst"))
+        self.enabled = {entry.uid for entry in self.sops.sops()}
+
+    def test_waveformsEnabled(self):
+        """12-lead, general and ambulatory ECG, hemodynamic, cardiac EP and
+        basic voice audio, which Conquest's list leaves disabled and Orthanc
+        stores."""
+        for uid in WAVEFORMS:
+            self.assertIn(uid, self.enabled)
+
+    def test_everyCurrentStorageClass(self):
+        """Every storage SOP class of the current standard (pydicom's UID
+        registry): Encapsulated OBJ and MTL, volumetric presentation
+        states, photoacoustic, dermoscopic, the second-generation RT
+        classes ...; but the Media Storage Directory (DICOMDIR, no C-STORE)."""
+        current = {uid for uid, (name, kind, _, retired, _) in UID_dictionary.items()
+                   if kind == "SOP Class" and not retired and isStorageClass(uid)} - {MEDIA_STORAGE_DIRECTORY}
+        self.assertEqual(sorted(current - self.enabled), [])
+        self.assertNotIn(MEDIA_STORAGE_DIRECTORY, self.enabled)
 
 
 class ErrorTests(unittest.TestCase):

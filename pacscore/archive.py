@@ -143,7 +143,7 @@ class Archive:
                            schemaTransaction=getattr(self.driver, "schemaTransaction", None))
         self.namer = FileNamer(configuration.fileNameSyntax, configuration.maxFileNameLength)
         self.idleTimeout = configuration.tcpipTimeout
-        self.artimTimeout = configuration.ini.getint("ARTIMTimeOut", 30)
+        self.artimTimeout = configuration.artimTimeout
         self.storageFailedStatus = configuration.storageFailedErrorCode
         self.incomingCompression = self._compressionCode(configuration.ini, "IncomingCompression")
         self.droppedFileCompression = self._compressionCode(configuration.ini, "DroppedFileCompression")

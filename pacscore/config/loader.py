@@ -136,8 +136,13 @@ class Configuration:
 
     @property
     def tcpipTimeout(self):
-        """TCPIPTimeOut, in seconds."""
-        return self.ini.getint("TCPIPTimeOut", 300)
+        """TCPIPTimeOut, in seconds (None: no limit, for 0 or less)."""
+        return _limit(self.ini.getint("TCPIPTimeOut", 300))
+
+    @property
+    def artimTimeout(self):
+        """ARTIMTimeOut, in seconds (None: no limit, for 0 or less)."""
+        return _limit(self.ini.getint("ARTIMTimeOut", 30))
 
     @property
     def sqlTimeout(self):
@@ -175,6 +180,11 @@ class Configuration:
             "image": self.ini.get("ImageTableName", "") or "DICOMImages",
             "worklist": self.ini.get("WorkListTableName", "") or "DICOMWorkList",
         }
+
+
+def _limit(seconds):
+    """A timeout key's seconds, or None (no limit) for 0 or less."""
+    return seconds if seconds > 0 else None
 
 
 def uidPrefixError(value):

@@ -93,7 +93,7 @@ class DicomProtocol(Protocol, TimeoutMixin):
     """One association, either role, once established.
 
     The factory provides ``clock``, ``idleTimeout``, ``artimTimeout``,
-    ``dimseTimeout``, ``maxPDULength``, ``services`` and
+    ``dimseTimeout`` (each None: no limit), ``maxPDULength``, ``services`` and
     ``datasetSink(protocol, contextId, command)``.  The protocol registers
     itself as the transport's streaming producer, so long series of
     messages can wait for ``whenWritable()`` instead of filling memory.
@@ -626,8 +626,10 @@ class DicomProtocol(Protocol, TimeoutMixin):
         self.transport.loseConnection()
 
     def _startArtim(self):
+        """The ARTIM timer (the factory's ``artimTimeout``; None: no limit)."""
         self._stopArtim()
-        self._artim = self.factory.clock.callLater(self.factory.artimTimeout, self._artimExpired)
+        if self.factory.artimTimeout is not None:
+            self._artim = self.factory.clock.callLater(self.factory.artimTimeout, self._artimExpired)
 
     def _stopArtim(self):
         if self._artim is not None and self._artim.active():

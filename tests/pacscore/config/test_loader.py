@@ -218,6 +218,16 @@ class AccessorTests(unittest.TestCase):
         self.assertEqual(configuration.tableNames, {
             "patient": "P", "study": "S", "series": "E", "image": "I", "worklist": "W"})
 
+    def test_timeoutsOfZeroOrLessAreNoLimit(self):
+        """TCPIPTimeOut and ARTIMTimeOut of 0 (or less) mean no limit, as for
+        the web side (a timer of 0 would end every association at once)."""
+        self.assertEqual(self.configuration("[sscscp]\n").artimTimeout, 30)
+        self.assertEqual(self.configuration("[sscscp]\nARTIMTimeOut = 10\n").artimTimeout, 10)
+        for value in ("0", "-1"):
+            configuration = self.configuration(f"[sscscp]\nTCPIPTimeOut = {value}\nARTIMTimeOut = {value}\n")
+            self.assertIsNone(configuration.tcpipTimeout)
+            self.assertIsNone(configuration.artimTimeout)
+
     def test_lossyQualityWithinOneToHundred(self):
         self.assertEqual(self.configuration("[sscscp]\nLossyQuality = 0\n").lossyQuality, 1)
         self.assertEqual(self.configuration("[sscscp]\nLossyQuality = 200\n").lossyQuality, 100)

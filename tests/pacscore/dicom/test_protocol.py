@@ -507,6 +507,22 @@ class ProtocolTests(ServerTestCase):
         self.clock.advance(1)
         self.assertTrue(self.transport.disconnecting)
 
+    def test_noTimersWithoutLimits(self):
+        """TCPIPTimeOut and ARTIMTimeOut of 0 (None here): no limit, not
+        an association aborted as soon as it is accepted."""
+        self.factory.idleTimeout = self.factory.artimTimeout = None
+        self.protocol, self.transport = self.connect()
+        self.clock.advance(3600)
+        self.assertFalse(self.transport.disconnecting)
+        pduType, _ = self.associate()
+        self.assertEqual(pduType, pdu.A_ASSOCIATE_AC)
+        self.clock.advance(3600)
+        self.assertEqual(self.written(), b"")
+        self.protocol.dataReceived(pdu.encodeSimplePDU(pdu.A_RELEASE_RQ))
+        self.assertEqual([t for t, _ in readPDUs(self.written())], [pdu.A_RELEASE_RP])
+        self.clock.advance(3600)
+        self.assertFalse(self.transport.disconnecting)
+
     def test_idleTimeout(self):
         self.associate()
         self.clock.advance(299)

@@ -380,7 +380,10 @@ class DicomProtocol(Protocol, TimeoutMixin):
 
     def _operationsChanged(self):
         """An operation we performed, or a request we sent, has ended (or
-        the messages waiting behind a streamed one are written)."""
+        the messages waiting behind a streamed one are written): once the
+        last has, the idle timeout counts from now."""
+        if not self._operations and self._outbox is None:
+            self.resetTimeout()
 
     # -- DIMSE: requests we send -------------------------------------------
 
@@ -791,6 +794,7 @@ class DicomServerProtocol(DicomProtocol):
             onClientError(self.association.callingAE, self.association.calledAE, command)
 
     def _operationsChanged(self):
+        super()._operationsChanged()
         if self._releaseRequested:
             self._releaseWhenIdle()
 

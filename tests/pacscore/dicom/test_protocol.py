@@ -547,6 +547,22 @@ class ProtocolTests(ServerTestCase):
         self.clock.advance(300)
         self.assertAborted(pdu.REASON_NOT_SPECIFIED)
 
+    def test_idleTimeoutCountsFromTheEndOfTheLastOperation(self):
+        """An operation that ends between one and two TCPIPTimeOut periods
+        leaves the requestor the whole period after its response, not what
+        was left of a timer re-armed while it ran."""
+        slow = SlowService()
+        self.services[commands.C_ECHO_RQ] = slow
+        self.associate()
+        self.protocol.dataReceived(message(1, echoRQ()))
+        self.clock.pump([300, 150])
+        slow.pending[0].callback(None)
+        self.assertEqual([t for t, _ in readPDUs(self.written())], [pdu.P_DATA_TF])
+        self.clock.advance(299)
+        self.assertEqual(self.written(), b"")
+        self.clock.advance(1)
+        self.assertAborted(pdu.REASON_NOT_SPECIFIED)
+
     def test_release(self):
         self.associate()
         self.protocol.dataReceived(pdu.encodeSimplePDU(pdu.A_RELEASE_RQ))

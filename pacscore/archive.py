@@ -474,6 +474,7 @@ class Archive:
     def acceptorPolicy(self):
         """What the DICOM service accepts, from dgatesop.lst and dicom.ini."""
         sopList = self.configuration.sopList
+        localAEs = [e.aeTitle for e in sopList.localAEs()]
         served = {}
         for entry in sopList.sops():
             if entry.uid in NON_STORAGE_SERVICES or modelOf(entry.uid) is not None:
@@ -481,7 +482,7 @@ class Archive:
             elif isStorageClass(entry.uid):
                 served[entry.uid] = True
         return AcceptorPolicy(
-            aeTitles=[self.aeTitle] + [e.aeTitle for e in sopList.localAEs()],
+            aeTitles=[self.aeTitle] + localAEs if localAEs else [],  # none: any called AE, as in Conquest
             abstractSyntaxes=served,
             transferSyntaxes={e.uid for e in sopList.transfers()},
             callingAETitles={e.aeTitle for e in sopList.remoteAEs()},

@@ -103,7 +103,8 @@ class AcceptorPolicy:
     ``abstractSyntaxes`` maps each SOP class UID we serve to whether we can
     also take the SCU role for it (storage classes: C-GET sends C-STOREs
     back to the requestor). ``aeTitles`` are the called AE titles we answer
-    to (a ``~xx`` compression suffix is allowed after them, manual 7.7);
+    to (a ``~xx`` compression suffix is allowed after them, manual 7.7),
+    any when empty (Conquest's dgatesop.lst without LocalAE lines);
     ``callingAETitles`` restricts the requestors when not empty.
 
     A policy remembers the requests it accepted (``negotiate``), so it is
@@ -273,7 +274,7 @@ def _screened(body, policy, notes):
     if len(body) < 68:
         return body  # pynetdicom says what is wrong
     called, calling = _text(body[4:20]), _text(body[20:36])
-    if splitCalledAE(called)[0] not in policy.aeTitles:
+    if policy.aeTitles and splitCalledAE(called)[0] not in policy.aeTitles:
         raise AssociationRejected(f"called AE title {called!r} is not ours ({', '.join(policy.aeTitles)})",
                                   REJECTED_PERMANENT, SOURCE_USER, USER_CALLED_AE)
     if policy.callingAETitles and calling not in policy.callingAETitles:

@@ -30,6 +30,8 @@ class LogFilesTests(unittest.TestCase):
 
     def test_troubleAndUserLines(self):
         server = PacsServer(self.mktemp(), ini={"TroubleLog": "trouble.log"})
+        with open(os.path.join(server.workdir, "dgatesop.lst"), "a") as f:
+            f.write("Alias    ALIAS    LocalAE\n")  # called AE titles then checked: NOTPACS is rejected
         server.start()
         self.addCleanup(server.stop)
         trouble, user = os.path.join(server.workdir, "trouble.log"), os.path.join(server.workdir, "PacsUser.log")

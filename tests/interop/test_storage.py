@@ -132,11 +132,26 @@ class EchoTests(ServerTestCase):
         result = self.server.echo()
         self.assertEqual(result.returncode, 0, result.stderr)
 
-    def test_wrongCalledAE(self):
+    def test_anyCalledAEWithoutLocalAELines(self):
+        """As Conquest (and Orthanc by default): with no LocalAE line in
+        dgatesop.lst, an association is accepted whatever AE title it calls."""
+        for called in ("NOTPACS", "pacs"):
+            result = dcmtk("echoscu", "-aec", called, "127.0.0.1", self.server.port)
+            self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+            self.assertIn(f"association ECHOSCU -> {called} accepted", self.server.log())
+
+    def test_wrongCalledAEWithLocalAELines(self):
+        self.server.stop()
+        with open(os.path.join(self.server.workdir, "dgatesop.lst"), "a") as f:
+            f.write("Alias    ALIAS    LocalAE\n")
+        self.server.start()
         result = dcmtk("echoscu", "-aec", "NOTPACS", "127.0.0.1", self.server.port)
         self.assertNotEqual(result.returncode, 0)
         self.assertIn("Called AE Title Not Recognized", result.stdout + result.stderr)
-        self.assertIn("called AE title 'NOTPACS' is not ours", self.server.log())
+        self.assertIn("called AE title 'NOTPACS' is not ours (PACS, ALIAS)", self.server.log())
+        for called in ("PACS", "ALIAS"):
+            result = dcmtk("echoscu", "-aec", called, "127.0.0.1", self.server.port)
+            self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
 
     def test_compressionSuffixAccepted(self):
         result = dcmtk("echoscu", "-aec", "PACS~j2", "127.0.0.1", self.server.port)

@@ -53,8 +53,11 @@ class SopListCommandTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_putLocalAE(self):
+        """Without LocalAE lines any called AE title is accepted (empty
+        ``aeTitles``), as in Conquest; with one, MyACRNema and it are."""
+        self.assertEqual(self.policy.aeTitles, [])
         yield self.running.run(commands.putLocalAE, "0,ALIAS,SecondName")
-        self.assertIn("ALIAS", self.policy.aeTitles)
+        self.assertEqual(self.policy.aeTitles, [self.archive.aeTitle, "ALIAS"])
         self.assertEqual([e.aeTitle for e in self.onDisk().localAEs()], ["ALIAS"])
 
     @defer.inlineCallbacks

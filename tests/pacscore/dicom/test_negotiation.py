@@ -73,6 +73,17 @@ class RememberedNegotiationTests(unittest.TestCase):
         self.assertRaises(AssociationRejected, negotiate, body(contexts=[(CT_STORAGE, [IMPLICIT])] * 128), strict)
         self.assertEqual(self.decoded, 0)
 
+    def test_anyCalledAEWithoutTitlesToCheck(self):
+        """A policy of no AE titles (dgatesop.lst without LocalAE lines)
+        answers to any called AE title, as Conquest does; a ``~xx`` suffix
+        still asks for its compression."""
+        anyTitle = AcceptorPolicy(aeTitles=[], abstractSyntaxes={VERIFICATION: False, CT_STORAGE: True},
+                                  transferSyntaxes={IMPLICIT, EXPLICIT})
+        for called, compression in (("pacs", None), ("OLDSERVER", None), ("OLDSERVER~j2", "j2")):
+            association = negotiate(body(called=called), anyTitle)
+            self.assertEqual((association.calledAE, association.compression), (called, compression))
+        self.assertRaises(AssociationRejected, negotiate, body(called="pacs"), self.policy)
+
     def test_tooManyContextsRefused(self):
         rq = body(contexts=[(VERIFICATION, [IMPLICIT])] * 128)
         start = 68 + 4 + int.from_bytes(rq[70:72], "big")  # the first context, after the application context

@@ -40,6 +40,8 @@ USER_NO_REASON = 1
 USER_APPLICATION_CONTEXT = 2
 USER_CALLING_AE = 3
 USER_CALLED_AE = 7
+SOURCE_PRESENTATION = 3  # service provider (presentation related function)
+PRESENTATION_LOCAL_LIMIT = 2  # local limit exceeded
 SMALLEST_MAX_PDU_LENGTH = 256  # a peer asking for smaller PDUs is refused (PS3.8 sets no floor; this bounds
                                # the PDUs a large object takes)
 PRESENTATION_CONTEXT = 0x20
@@ -472,7 +474,8 @@ class AssociationRefused(Exception):
         (SOURCE_USER, USER_CALLED_AE): "called AE title not recognized",
         (SOURCE_ACSE, 1): "no reason given (ACSE)",
         (SOURCE_ACSE, ACSE_PROTOCOL_VERSION): "protocol version not supported",
-        (3, 1): "temporary congestion", (3, 2): "local limit exceeded",
+        (SOURCE_PRESENTATION, 1): "temporary congestion",
+        (SOURCE_PRESENTATION, PRESENTATION_LOCAL_LIMIT): "local limit exceeded",
     }
 
     def __init__(self, result, source, reason):

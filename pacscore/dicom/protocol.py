@@ -29,7 +29,8 @@ from zope.interface import implementer
 from pacscore.debuglog import COMMANDS, memoryInUse, serverLog
 from pacscore.dicom import commands, pdu
 from pacscore.dicom.admission import AssociationLimits
-from pacscore.dicom.negotiation import AssociationRejected, negotiate
+from pacscore.dicom.negotiation import (
+    PRESENTATION_LOCAL_LIMIT, REJECTED_TRANSIENT, SOURCE_PRESENTATION, AssociationRejected, negotiate)
 from pacscore.dicom.routing import refuse
 from pacscore.dicom.sinks import MemorySink
 from pacscore.dicom.storeddata import StoredData, closeIfStored
@@ -857,10 +858,18 @@ class DicomFactory(Factory):
 
 
 class _Refused(Protocol):
-    """A connection over the limits of associations: closed once made."""
+    """A connection over the limits of associations: answered with an
+    A-ASSOCIATE-RJ as DCMTK does (rejected transient, local limit exceeded,
+    PS3.8 9.3.4: a requestor retries later, where a reset looks like a
+    crash) and closed, its A-ASSOCIATE-RQ left unread."""
 
     def connectionMade(self):
-        self.transport.abortConnection()
+        self.transport.write(LIMIT_REJECTION)
+        self.transport.loseConnection()
+
+
+LIMIT_REJECTION = pdu.encodeSimplePDU(
+    pdu.A_ASSOCIATE_RJ, bytes((0, REJECTED_TRANSIENT, SOURCE_PRESENTATION, PRESENTATION_LOCAL_LIMIT)))
 
 
 class DicomServerFactory(DicomFactory):

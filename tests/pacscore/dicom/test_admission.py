@@ -30,6 +30,16 @@ class Held(protocol.Protocol):
         self.lost.callback(None)
 
 
+class Requestor(Held):
+    """A connection that sends an A-ASSOCIATE-RQ as soon as it is made."""
+
+    def connectionMade(self):
+        self.transport.write(associateRQ([(VERIFICATION, [IMPLICIT])]))
+
+
+LIMIT_REJECTION = bytes.fromhex("03 00 00000004 00 02 03 02")  # transient, provider (presentation), local limit
+
+
 class LimitTests(unittest.TestCase):
 
     def setUp(self):
@@ -98,6 +108,19 @@ class LimitTests(unittest.TestCase):
             self.assertTrue((yield self.connect("127.0.0.1")))
             self.assertFalse((yield self.connect("127.0.0.1")))
             self.assertEqual(len([event for event in events if "why" in event]), 4)
+
+    @defer.inlineCallbacks
+    def test_refusedWithATransientRejection(self):
+        """A connection over a limit gets an A-ASSOCIATE-RJ (rejected
+        transient, service provider presentation, local limit exceeded: PS3.8
+        9.3.4, as DCMTK sends), which a requestor takes as "retry later",
+        then is closed; whether it sent its A-ASSOCIATE-RQ already or not."""
+        yield self.connectMany("127.0.0.1", 3)
+        for refused in (Held(), Requestor()):
+            yield endpoints.connectProtocol(self.clientEndpoint("127.0.0.1"), refused)
+            self.held.append(refused)
+            yield refused.lost
+            self.assertEqual(refused.received, LIMIT_REJECTION)
 
     @defer.inlineCallbacks
     def test_heldConnectionAssociates(self):

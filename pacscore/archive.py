@@ -518,7 +518,7 @@ class Archive:
                                                 MODALITY_WORKLIST_FIND: worklist}),
             commands.C_MOVE_RQ: SopClassRouter(dict.fromkeys(sopClassesFor(MOVE), MoveService(
                 *retrieveSettings, self.configuration.acrNemaMap, self.counters, dimseTimeout=self.idleTimeout,
-                titleStyle=self.titleStyle, **retrieveHooks))),
+                artimTimeout=self.artimTimeout, titleStyle=self.titleStyle, **retrieveHooks))),
             commands.C_GET_RQ: SopClassRouter(dict.fromkeys(sopClassesFor(GET), GetService(
                 *retrieveSettings, self.counters, **retrieveHooks))),
             commands.N_ACTION_RQ: SopClassRouter({STORAGE_COMMITMENT: self.commitments}),

@@ -74,6 +74,11 @@ class DicomClientProtocol(DicomProtocol):
             super()._associationPDU(pduType, body)
 
     def _artimExpired(self):
+        if self.state == AWAITING_RELEASE_RP:  # the release given up: an A-ABORT, then ARTIM again (PS3.8 AA-1)
+            self.log.warn("{peer}: no A-RELEASE-RP within {timeout} s (ARTIMTimeOut), aborting",
+                          peer=self.peerName(), timeout=self.factory.artimTimeout)
+            self.abortAssociation()
+            return
         if self.state == AWAITING_ASSOCIATE_AC:
             what = ("did not complete the TLS handshake" if self.handshaking
                     else "did not answer the A-ASSOCIATE-RQ")

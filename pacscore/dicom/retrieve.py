@@ -661,12 +661,13 @@ class MoveService(RetrieveService):
     operation = "C-MOVE"
 
     def __init__(self, index, query, reader, workers, aeTitle, reactor, acrNemaMap, counters=None,
-                 dimseTimeout=300, connectTimeout=30, titleStyle=PLAIN_TITLES, **hooks):
+                 dimseTimeout=300, connectTimeout=30, artimTimeout=30, titleStyle=PLAIN_TITLES, **hooks):
         super().__init__(index, query, reader, workers, aeTitle, reactor, counters, **hooks)
         self.acrNemaMap = acrNemaMap
         self.titleStyle = titleStyle  # how we write AE titles to the destination
         self.dimseTimeout = dimseTimeout
         self.connectTimeout = connectTimeout
+        self.artimTimeout = artimTimeout  # ARTIMTimeOut: the A-ASSOCIATE-AC and A-RELEASE-RP waited for
 
     def _check(self, protocol, command):
         destination = command.get(commands.MOVE_DESTINATION, "")
@@ -692,13 +693,16 @@ class MoveService(RetrieveService):
         if not contexts:
             return _Nowhere(node.ae), compression
         target = await associate(self.reactor, node.host, int(node.port), self.aeTitle, node.ae, contexts,
-                                 connectTimeout=self.connectTimeout, artimTimeout=self.connectTimeout,
+                                 connectTimeout=self.connectTimeout, artimTimeout=self.artimTimeout,
                                  dimseTimeout=self.dimseTimeout, titleStyle=self.titleStyle,
                                  endpoint=nodeEndpoint(self.reactor, node, self.connectTimeout))
         return target, compression
 
     async def _close(self, protocol, target):
-        await target.release()
+        """The destination released in the background: every sub-operation
+        is done, so the final response does not wait for its A-RELEASE-RP
+        (given up after ``artimTimeout``, the client's ARTIM)."""
+        defer.ensureDeferred(target.release())
 
     async def _reopen(self, protocol, command, left, opened):
         """Another association with the destination (a damaged object, a

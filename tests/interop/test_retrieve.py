@@ -23,7 +23,8 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.filewriter import dcmwrite
 from pydicom.uid import generate_uid
-from pynetdicom import AE, build_role, evt
+from pynetdicom import AE, build_role, evt, fsm
+from pynetdicom.pdu import A_ABORT_RQ
 from twisted.trial import unittest
 
 from pacscore.storage.part10 import TRANSFER_SYNTAX_UID, encodeFileMeta, readFileMeta
@@ -509,6 +510,45 @@ class SlowLinkTests(unittest.TestCase):
         self.assertGreater(time.monotonic() - started, 4)
         self.assertEqual(received.SOPInstanceUID, "1.2.3.4.5.6.7")
         self.assertNotIn("no response to message", self.server.log())
+
+
+class UnreleasedDestinationTests(unittest.TestCase):
+    """A C-MOVE destination that never answers the A-RELEASE-RQ (pynetdicom
+    with its release action made a no-op): the final C-MOVE response is not
+    held for the release, which pacs gives up after ARTIMTimeOut with an
+    A-ABORT (PS3.8 AA-1) and a log line saying so."""
+
+    def setUp(self):
+        self.aborted = threading.Event()
+        self.patch(fsm, "ACTIONS", {**fsm.ACTIONS, "AR-2": ("Ignore the A-RELEASE-RQ", lambda dul: "Sta6", "Sta6")})
+        destination = AE(ae_title="MUTESCP")
+        destination.add_supported_context(CT_STORAGE)
+        port = freePort()
+        self.addCleanup(destination.start_server(("127.0.0.1", port), block=False, evt_handlers=[
+            (evt.EVT_C_STORE, lambda event: 0x0000), (evt.EVT_PDU_RECV, self.received)]).shutdown)
+        self.server = PacsServer(self.mktemp(), ini={"ARTIMTimeOut": "4"})
+        self.server.addNode("MUTESCP", port)
+        self.server.start()
+        self.addCleanup(self.server.stop)
+        path = get_testdata_file("CT_small.dcm")
+        self.assertEqual(self.server.store(path).returncode, 0)
+        self.keys = studyKeys(pydicom.dcmread(path, stop_before_pixels=True).StudyInstanceUID)
+
+    def received(self, event):
+        if isinstance(event.pdu, A_ABORT_RQ):
+            self.aborted.set()
+
+    def test_move(self):
+        association = moveAssociation(self.server)
+        self.addCleanup(association.release)
+        started = time.monotonic()
+        [(final, _)] = list(association.send_c_move(self.keys, "MUTESCP", STUDY_ROOT_MOVE))
+        self.assertEqual((final.Status, final.NumberOfCompletedSuboperations), (0, 1))
+        self.assertLess(time.monotonic() - started, 3, "the final response waited for the release")
+        self.assertTrue(self.aborted.wait(10), "no A-ABORT came")
+        self.assertRegex(self.server.log(), r"MUTESCP@127\.0\.0\.1:\d+: no A-RELEASE-RP within 4 s \(ARTIMTimeOut\), "
+                                            r"aborting")
+        self.assertNotIn("connection lost without A-RELEASE or A-ABORT", self.server.log())
 
 
 class SubOperationPriorityTests(unittest.TestCase):

@@ -3,10 +3,11 @@ with a task.Clock for every timer."""
 
 from pydicom.dataset import Dataset
 from twisted.internet import defer, task
+from twisted.logger import capturedLogs, formatEvent
 from twisted.test import iosim
 from twisted.trial import unittest
 
-from pacscore.dicom import commands
+from pacscore.dicom import commands, pdu
 from pacscore.dicom.client import DicomClientFactory, numberContexts
 from pacscore.dicom.datasets import decodeDataset, encodeDataset
 from pacscore.dicom.negotiation import AcceptorPolicy, AssociationRefused
@@ -100,6 +101,23 @@ class ClientTests(unittest.TestCase):
         self.assertEqual(self.settle(association.echo()), 0)
         self.assertIsNone(self.settle(association.release()))
         self.assertEqual(self.client.state, "Sta13")
+
+    def test_releaseNotAnsweredAborted(self):
+        """A peer that does not answer our A-RELEASE-RQ within ARTIM gets an
+        A-ABORT (PS3.8 AA-1), not a bare reset, and a log line says pacs
+        gave the release up; the release then ends."""
+        association = self.connect([(VERIFICATION, [IMPLICIT])])
+        with capturedLogs() as events:
+            released = association.release()
+            self.clock.advance(29)
+            self.assertNoResult(released)
+            self.clock.advance(1)
+        self.assertIn("no A-RELEASE-RP within 30 s (ARTIMTimeOut), aborting",
+                      [formatEvent(event).split(": ", 1)[-1] for event in events])
+        written = b"".join(self.pump.clientIO.stream)
+        self.assertEqual(written[-10:], pdu.encodeAbort(pdu.SOURCE_SERVICE_USER, pdu.REASON_NOT_SPECIFIED))
+        self.assertEqual(written[-20:-10], pdu.encodeSimplePDU(pdu.A_RELEASE_RQ))
+        self.assertIsNone(self.settle(released))
 
     def test_refused(self):
         failure = self.connect([(VERIFICATION, [IMPLICIT])], calledAE="OTHER")

@@ -45,6 +45,7 @@ PRESENTATION_LOCAL_LIMIT = 2  # local limit exceeded
 SMALLEST_MAX_PDU_LENGTH = 256  # a peer asking for smaller PDUs is refused (PS3.8 sets no floor; this bounds
                                # the PDUs a large object takes)
 PRESENTATION_CONTEXT = 0x20
+PRESENTATION_CONTEXT_RESULT = 0x21
 ABSTRACT_SYNTAX_ITEM = 0x30
 TRANSFER_SYNTAX_ITEM = 0x40
 USER_INFORMATION = 0x50
@@ -57,6 +58,7 @@ ACSE_PROTOCOL_VERSION = 2
 
 MAX_ASYNC_OPERATIONS = 16
 AE_FIELDS = slice(10, 42)  # called and calling AE title in an A-ASSOCIATE-RQ/AC PDU
+AC_ITEMS = 74  # where the items of an A-ASSOCIATE-AC PDU begin
 
 
 class TitleStyle(NamedTuple):
@@ -268,13 +270,17 @@ def _screened(body, policy, notes):
     pynetdicom decodes it (a 1 MB request of 36,000 transfer syntaxes takes
     it seconds): AE titles we do not answer to, more than ``MAX_CONTEXTS``
     presentation contexts or ``MAX_TRANSFER_SYNTAXES`` in one
-    (``AssociationRejected``), an item that overruns it (``PDUError``);
-    returned with each context's transfer syntaxes cut to the one
+    (``AssociationRejected``), an item that overruns it (``PDUError``).
+    Returned with each context's transfer syntaxes cut to the one
     ``_negotiate`` would choose (the first we take, else the first
-    proposed) and its User Information item made
-    ``_lenientUserInformation`` (what was changed added to ``notes``)."""
+    proposed), its User Information item made ``_lenientUserInformation``,
+    and the contexts numbered 1, 3, 5 ... for pynetdicom, which refuses
+    even IDs (PS3.8 9.3.2.2 asks odd ones; DCMTK, and so Orthanc, take
+    any): ``(body, ids)``, ``ids`` the ID proposed of each context in
+    order, a context whose ID came before left out, as DCMTK keeps the
+    first (what was changed added to ``notes``)."""
     if len(body) < 68:
-        return body  # pynetdicom says what is wrong
+        return body, []  # pynetdicom says what is wrong
     called, calling = _text(body[4:20]), _text(body[20:36])
     if policy.aeTitles and splitCalledAE(called)[0] not in policy.aeTitles:
         raise AssociationRejected(f"called AE title {called!r} is not ours ({', '.join(policy.aeTitles)})",
@@ -282,23 +288,38 @@ def _screened(body, policy, notes):
     if policy.callingAETitles and calling not in policy.callingAETitles:
         raise AssociationRejected(f"calling AE title {calling!r} is not allowed by dgatesop.lst",
                                   REJECTED_PERMANENT, SOURCE_USER, USER_CALLING_AE)
-    kept, contexts = [bytes(body[:68])], 0
+    kept, contexts, ids, twice = [bytes(body[:68])], 0, [], set()
     for itemType, item in _items(body, 68, "the A-ASSOCIATE-RQ"):
         if itemType == PRESENTATION_CONTEXT:
             contexts += 1
             if contexts > MAX_CONTEXTS:
                 raise AssociationRejected(f"more than {MAX_CONTEXTS} presentation contexts proposed (PS3.8 allows "
                                           f"{MAX_CONTEXTS})", REJECTED_PERMANENT, SOURCE_USER, USER_NO_REASON)
-            item = _fewerSyntaxes(bytes(item), policy)
+            if len(item) < 8:
+                raise PDUError(f"undecodable A-ASSOCIATE-RQ: a presentation context item of {len(item)} bytes")
+            proposed = item[4]
+            if proposed in ids:
+                twice.add(proposed)
+                continue
+            item = _fewerSyntaxes(bytes(item), policy, 2 * len(ids) + 1)
+            ids.append(proposed)
         elif itemType == USER_INFORMATION:
             item = _lenientUserInformation(item, notes)
         kept.append(item)
-    return b"".join(kept)
+    even = [contextId for contextId in ids if not contextId & 1]
+    if even:
+        notes.append(f"presentation context ID {', '.join(map(str, even))} even (PS3.8 9.3.2.2 asks odd ones): "
+                     f"answered as proposed")
+    if twice:
+        notes.append(f"presentation context ID {', '.join(map(str, sorted(twice)))} proposed more than once: "
+                     f"only its first context answered")
+    return b"".join(kept), ids
 
 
-def _fewerSyntaxes(item, policy):
+def _fewerSyntaxes(item, policy, contextId):
     """A presentation context item with only the transfer syntax it is
-    accepted in (or the first proposed, named in a refusal)."""
+    accepted in (or the first proposed, named in a refusal), numbered
+    ``contextId``."""
     others, syntaxes = [], []
     for subType, subItem in _items(item, 8, "a presentation context"):
         (syntaxes if subType == TRANSFER_SYNTAX_ITEM else others).append(subItem)
@@ -307,7 +328,7 @@ def _fewerSyntaxes(item, policy):
                                   f"more than the {MAX_TRANSFER_SYNTAXES} taken",
                                   REJECTED_PERMANENT, SOURCE_USER, USER_NO_REASON)
     chosen = next((ts for ts in syntaxes if policy.takesSyntax(_text(ts[4:]))), syntaxes[0] if syntaxes else b"")
-    value = item[4:8] + b"".join(others) + chosen
+    value = bytes((contextId,)) + item[5:8] + b"".join(others) + chosen
     return item[:2] + len(value).to_bytes(2, "big") + value
 
 
@@ -360,7 +381,8 @@ def negotiate(body, policy):
 def _negotiate(body, policy):
     """``negotiate`` itself, for ``body`` as bytes."""
     notes = []
-    rq = _decodePDU(A_ASSOCIATE_RQ, 0x01, _screened(body, policy, notes))
+    screened, ids = _screened(body, policy, notes)
+    rq = _decodePDU(A_ASSOCIATE_RQ, 0x01, screened)
     try:
         primitive = rq.to_primitive()
         calling = rq.calling_ae_title.strip()
@@ -390,18 +412,15 @@ def _negotiate(body, policy):
     if not proposedContexts:
         raise AssociationRejected("no presentation context proposed", REJECTED_PERMANENT, SOURCE_USER,
                                   USER_NO_REASON)
-    ids = [c.context_id for c in proposedContexts]
-    twice = sorted({i for i in ids if ids.count(i) > 1})
-    if twice:
-        raise PDUError(f"presentation context id {', '.join(map(str, twice))} proposed more than once")
     results = []
     contexts = {}
     rolesAsSCU = set()
     peerNotSCU = set()
     replyRoles = {}
     for rqContext in proposedContexts:
+        contextId = _proposedId(ids, rqContext.context_id)
         if rqContext.abstract_syntax is None:
-            raise PDUError(f"presentation context {rqContext.context_id} without an abstract syntax")
+            raise PDUError(f"presentation context {contextId} without an abstract syntax")
         result = PresentationContext()
         result.context_id = rqContext.context_id
         result.abstract_syntax = rqContext.abstract_syntax
@@ -419,7 +438,7 @@ def _negotiate(body, policy):
                 result.result = USER_REJECTION
             else:
                 result.result = ACCEPTANCE
-                contexts[rqContext.context_id] = (abstract, chosen)
+                contexts[contextId] = (abstract, chosen)
                 if abstract in proposedRoles:
                     replyRoles[abstract] = (bool(scu), acceptScp)
                 if acceptScp:
@@ -459,7 +478,24 @@ def _negotiate(body, policy):
         peerImplementationVersion=_firstText(implementationVersion, "implementation_version_name"),
         contexts=contexts, rolesAsSCU=rolesAsSCU, peerNotSCU=frozenset(peerNotSCU),
         maxOperationsInvoked=invoked, maxOperationsPerformed=performed,
-        acPDU=policy.titleStyle.written(acPDU.encode()), notes=tuple(notes))
+        acPDU=policy.titleStyle.written(_answeredAsProposed(acPDU.encode(), ids)), notes=tuple(notes))
+
+
+def _proposedId(ids, contextId):
+    """The ID the requestor gave the context ``_screened`` numbered ``contextId``."""
+    return ids[(contextId - 1) // 2]
+
+
+def _answeredAsProposed(ac, ids):
+    """An encoded A-ASSOCIATE-AC with the presentation context IDs the
+    requestor proposed, where ``_screened`` numbered them 1, 3, 5 ..."""
+    answered = bytearray(ac)
+    position = AC_ITEMS
+    for itemType, item in _items(ac, AC_ITEMS, "the A-ASSOCIATE-AC"):
+        if itemType == PRESENTATION_CONTEXT_RESULT:
+            answered[position + 4] = _proposedId(ids, item[4])
+        position += len(item)
+    return bytes(answered)
 
 
 # -- the requestor's side ----------------------------------------------------

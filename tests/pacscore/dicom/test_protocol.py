@@ -153,13 +153,46 @@ class ProtocolTests(ServerTestCase):
         self.assertEqual(responses, [(3, 4, 0x0122), (1, 5, 0)])
         self.assertEqual(self.protocol.state, ESTABLISHED)
 
-    def test_duplicateContextIdAborted(self):
-        rq = bytearray(associateRQ([(VERIFICATION, [IMPLICIT]), (CT_STORAGE, [IMPLICIT])]))
-        second = rq.index(b"\x20\x00", rq.index(b"\x20\x00", 74) + 1)  # the second context item
-        self.assertEqual(rq[second + 4], 3)
-        rq[second + 4] = 1
-        self.protocol.dataReceived(bytes(rq))
-        self.assertAborted(pdu.REASON_INVALID_PARAMETER)
+    def withContextIds(self, contexts, ids):
+        """An A-ASSOCIATE-RQ proposing ``contexts`` with the presentation
+        context IDs ``ids``, whatever PS3.8 9.3.2.2 asks (odd, each once)."""
+        rq = bytearray(associateRQ(contexts))
+        position = rq.index(b"\x20\x00", 74)  # the first context item, after the application context
+        for contextId in ids:
+            self.assertEqual(rq[position], 0x20)
+            rq[position + 4] = contextId
+            position += 4 + int.from_bytes(rq[position + 2:position + 4], "big")
+        return bytes(rq)
+
+    def test_evenContextIdsAnsweredAsProposed(self):
+        """Even IDs, which storescp and Orthanc accept: answered and used as proposed."""
+        with capturedLogs() as events:
+            self.protocol.dataReceived(self.withContextIds([(VERIFICATION, [IMPLICIT]), (CT_STORAGE, [EXPLICIT]),
+                                                            (STUDY_FIND, [IMPLICIT])], [2, 4, 7]))
+        [(pduType, body)] = readPDUs(self.written())
+        self.assertEqual(pduType, pdu.A_ASSOCIATE_AC)
+        results = {c.context_id: (c.result, c.transfer_syntax) for c in self.decodeAC(body).presentation_context}
+        self.assertEqual(results, {2: (0, IMPLICIT), 4: (0, EXPLICIT), 7: (3, IMPLICIT)})
+        self.assertEqual(self.protocol.association.contexts, {2: (VERIFICATION, IMPLICIT), 4: (CT_STORAGE, EXPLICIT)})
+        self.assertIn("SCU@127.0.0.1:40000: presentation context ID 2, 4 even (PS3.8 9.3.2.2 asks odd ones): answered "
+                      "as proposed", [formatEvent(event) for event in events])
+        self.protocol.dataReceived(message(2, echoRQ(messageId=5)))
+        [(contextId, rsp, _)] = readMessages(self.written())
+        self.assertEqual((contextId, rsp[commands.STATUS]), (2, 0))
+
+    def test_duplicateContextIdAnsweredOnce(self):
+        """A presentation context ID proposed again: the later contexts of
+        that ID are ignored (as storescp and Orthanc keep the first), with
+        a warning."""
+        with capturedLogs() as events:
+            self.protocol.dataReceived(self.withContextIds([(VERIFICATION, [IMPLICIT]), (CT_STORAGE, [IMPLICIT]),
+                                                            (CT_STORAGE, [EXPLICIT])], [1, 1, 3]))
+        [(pduType, body)] = readPDUs(self.written())
+        self.assertEqual(pduType, pdu.A_ASSOCIATE_AC)
+        results = {c.context_id: (c.result, c.transfer_syntax) for c in self.decodeAC(body).presentation_context}
+        self.assertEqual(results, {1: (0, IMPLICIT), 3: (0, EXPLICIT)})
+        self.assertIn("SCU@127.0.0.1:40000: presentation context ID 1 proposed more than once: only its first context "
+                      "answered", [formatEvent(event) for event in events])
 
     def test_tooManyTransferSyntaxesRejected(self):
         """PS3.8 sets no limit, DCMTK takes 50 transfer syntaxes a context:

@@ -217,9 +217,9 @@ def checkMatchValues(keys, nameOf):
     ``nameOf(tag)``, for a DA, TM or DT key value that is neither one
     value nor a range of them (``isMatchValue``; PS3.4 C.2.2.2.5): a
     three-part range, ``2026-12-02``, a month 13, a time 2500.  An empty value, or a lone ``-`` (matched as
-    any value, as dcmqrscp does), is not refused."""
+    any value, as dcmqrscp does), is not refused, nor a key asking for Empty Value Matching."""
     for key in keys:
-        if key.vr not in FORMATS:
+        if key.vr not in FORMATS or key.emptyValueMatching:
             continue
         for value in key.value.split("\\"):
             value = value.strip()
@@ -244,8 +244,9 @@ def readRequest(dataset, transferSyntax, levels, columnVRs=None, matching=True):
         keys = datasetKeys(dataset, columnVRs, transferSyntax)
     except DatasetError as e:
         raise BadIdentifier(str(e), UNABLE_TO_PROCESS) from e
+    keys = withEmptyValueMatching(keys) if matching else keys
     checkKeys(keys, matching)
-    return Request(level, withEmptyValueMatching(keys) if matching else keys, characterSetOf(dataset))
+    return Request(level, keys, characterSetOf(dataset))
 
 
 def _namedBy(request, levels):

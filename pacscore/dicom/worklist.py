@@ -12,8 +12,8 @@ column and in the data dictionary's VR (that of the request for tags it
 does not know; a value the VR cannot hold is answered empty):
 
 - a key inside the item of any sequence matches like a top-level
-  one (``pacscore.db.worklistquery``) and is returned in the one item of
-  that sequence;
+  one (``pacscore.db.worklistquery``; ``""`` asks for Empty Value
+  Matching, as in C-FIND) and is returned in the one item of that sequence;
 - a sequence the markers name, requested with no item or an empty one,
   gets an item with every column dicom.sql places in it; any other is
   then returned empty (zero items);
@@ -37,6 +37,7 @@ from pydicom.dataset import Dataset
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from pacscore.db.query import withEmptyValueMatching
 from pacscore.debuglog import COMMANDS
 from pacscore.dicom.datasets import encodeDataset
 from pacscore.dicom.find import (DESTROYED, SUCCESS, answerFind, convertIdentifier, dumpDatasets, resultFilter,
@@ -155,6 +156,7 @@ class WorklistFindService:
         dataset = decodeIdentifier(data, transferSyntax)
         keys = []
         returned = self._readItem(dataset, keys)
+        keys = withEmptyValueMatching(keys)
         checkKeys(keys)
         return WorklistRequest(keys, returned, characterSetOf(dataset))
 

@@ -211,11 +211,13 @@ def searchKeys(archive, request, level, target):
         except KeyError:
             vr = "UN"
         found.append(QueryKey(tag, vr, value))
+    if _asks(request, EMPTY_VALUE_MATCHING):
+        found = withEmptyValueMatching(found)
     try:
         checkKeys(found, nameOf=lambda tag: names.get(tag) or tagName(tag))
     except BadIdentifier as e:
         raise WebError(400, str(e)) from e
-    return withEmptyValueMatching(found) if _asks(request, EMPTY_VALUE_MATCHING) else found
+    return found
 
 
 def _filterValue(name, vr, values):

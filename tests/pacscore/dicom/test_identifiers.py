@@ -258,6 +258,15 @@ class ReadRequestTests(unittest.TestCase):
                                ("AcquisitionDateTime", "20261202093000.5+0100-20261203-0500")):
             self.assertEqual(read(**{keyword: value}).keys[0].value, value)
 
+    def test_emptyValueMatchingOfDatesAndTimes(self):
+        """Two quotation marks in a DA, TM or DT key ask for Empty Value
+        Matching (PS3.4 C.2.2.2.7) as in any other key: not refused as a
+        value that is no date."""
+        for keyword, tag, vr in (("StudyDate", 0x00080020, "DA"), ("StudyTime", 0x00080030, "TM"),
+                                 ("AcquisitionDateTime", 0x0008002A, "DT")):
+            self.assertEqual(self.readStudyRequest(**{keyword: '""'}).keys[0],
+                             QueryKey(tag, vr, '""', emptyValueMatching=True))
+
     def test_aRetrieveDoesNotCheckTheDatesItIgnores(self):
         """A C-MOVE's keys other than its unique keys select nothing: one
         echoing a stored date that is no date is not refused for it."""

@@ -256,6 +256,16 @@ class WorklistServiceTests(unittest.TestCase):
             "ScheduledProcedureStepStartDate": "-20240102", "ScheduledProcedureStepStartTime": "-"}))
         self.assertEqual((status, sorted(m.AccessionNumber for m in matches)), (0, ["ACC1", "ACC2", "ACC5"]))
 
+    def test_emptyValueMatchingOfDatesAndTimes(self):
+        """Two quotation marks in the SPS item's start date or time ask for
+        Empty Value Matching (PS3.4 C.2.2.2.7), as in any other key: the
+        orders without one, not an A900 for a date that is no date."""
+        for step in ({"ScheduledProcedureStepStartDate": '""'}, {"ScheduledProcedureStepStartTime": '""'}):
+            status, matches, _ = self.find(identifier(AccessionNumber="", step=step))
+            self.assertEqual((status, [m.AccessionNumber for m in matches]), (0, ["ACC6"]))
+        status, matches, _ = self.find(identifier(AccessionNumber='""', step={"ScheduledProcedureStepStartDate": ""}))
+        self.assertEqual((status, matches), (0, []))
+
     def test_longUIDList(self):
         uids = [f"9.{i}" for i in range(1000)] + ["1.2.3.4", "1.2.3.6"]
         status, matches, _ = self.find(identifier(StudyInstanceUID=uids, AccessionNumber=""))

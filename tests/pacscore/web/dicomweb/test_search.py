@@ -236,6 +236,20 @@ class SearchTests(DicomWebTestCase):
             self.assertEqual((query, found.header("warning")), (query, None))
 
     @defer.inlineCallbacks
+    def test_emptyValueMatchingOfADate(self):
+        """``StudyDate=""`` with ``emptyvaluematching=true`` finds the
+        studies without a date, as any other key's; without it the two
+        quotation marks are no date (a 400)."""
+        study = "1.2.826.0.1.3680043.8.498.59"
+        dataset = makeDataset("NODATE", "No^Date", study, f"{study}.1", f"{study}.1.1", 1, 1, studyDate="")
+        path = os.path.join(self.running.workdir, "nodate.dcm")
+        dataset.save_as(path, enforce_file_format=True)
+        yield self.running.run(AddImageFile(), path)
+        found = yield self.fetch("/studies?StudyDate=%22%22&emptyvaluematching=true&includefield=00100020")
+        self.assertEqual((found.code, [values(m, "00100020") for m in found.json()]), (200, [["NODATE"]]))
+        self.assertEqual((yield self.fetch("/studies?StudyDate=%22%22")).code, 400)
+
+    @defer.inlineCallbacks
     def test_includefield(self):
         plain = (yield self.fetch("/studies")).json()[0]
         self.assertNotIn("00080062", plain)

@@ -76,6 +76,7 @@ from pacscore.db.sqlfunctions import distinctValues
 from pacscore.db.direct import DirectKeyList, DirectStatement
 from pacscore.db.query import MODALITIES_IN_STUDY, MODALITY, cutAtNul, cutToColumn, unpaddedValues
 from pacscore.db.schema import LEVELS
+from pacscore.dicom.datetimes import normalised
 from pacscore.logvalues import shown
 
 
@@ -160,7 +161,7 @@ class _Field(NamedTuple):
     tag: int
     source: int  # the tag of the object's attribute that the value comes from
     length: int
-    isDate: bool
+    dateTime: str | None  # "DA" (an SQL_C_DATE column), "TM" (DT_TIME): stored ``normalised``; else None
 
 
 def mergedModalities(known, modality):
@@ -214,7 +215,7 @@ class Level:
         self.truncations = Truncations(table.name, allowTruncate)
         merged = MODALITIES_IN_STUDY if name == "study" else None  # made of Modality (module docstring)
         self.fields = [_Field(c.name, c.tag, MODALITY if c.tag == merged else c.tag,
-                              table.c[c.name].type.length, c.sqlType == "SQL_C_DATE") for c in columns]
+                              table.c[c.name].type.length, _dateTimeVR(c)) for c in columns]
         self.tags = tuple(f.source for f in self.fields)
         self.modalities = next((f for f in self.fields if f.tag == merged), None)  # the _Field, or None
         self.keyName = self.fields[0].name
@@ -236,13 +237,14 @@ class Level:
             table.c[self.modalities.name].is_not_distinct_from(bindparam("b_modalities"))))
 
     def values(self, attrs):
-        """Column name -> value for this table, dates as YYYYMMDD, cut at a
-        NUL, truncated."""
+        """Column name -> value for this table, dates as YYYYMMDD and times
+        as HHMMSS.FFFFFF (ACR-NEMA's ``2024.03.01`` and ``12:30:00`` too),
+        cut at a NUL, truncated."""
         values = {}
-        for name, _, source, length, isDate in self.fields:
+        for name, _, source, length, dateTime in self.fields:
             value = attrs.get(source, "")
-            if isDate:
-                value = value.replace(".", "")
+            if dateTime:
+                value = normalised(value, dateTime)
             if "\0" in value:
                 self.truncations.reportNul(self.log, name, value)
                 value = cutAtNul(value)
@@ -289,6 +291,13 @@ class Level:
         """``value`` cut to the column ``name``'s ``length``, logged."""
         self.truncations.report(self.log, name, length, value)
         return cutToColumn(value, length)
+
+
+def _dateTimeVR(column):
+    """``_Field.dateTime`` of a dicom.sql column."""
+    if column.sqlType == "SQL_C_DATE":
+        return "DA"
+    return "TM" if column.dicomType == "DT_TIME" else None
 
 
 def buildLevels(tables, layout, allowTruncate=frozenset()):

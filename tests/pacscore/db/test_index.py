@@ -22,6 +22,7 @@ from tests.pacscore.db.test_schema import TABLE_NAMES, conquestLayout, sqliteEng
 
 PATIENT_ID, PATIENT_NAME, BIRTH_DATE, SEX = 0x00100020, 0x00100010, 0x00100030, 0x00100040
 STUDY_UID, STUDY_DATE, STUDY_DESCRIPTION = 0x0020000D, 0x00080020, 0x00081030
+STUDY_TIME = 0x00080030
 SERIES_UID, MODALITY, SOP_UID, SOP_CLASS = 0x0020000E, 0x00080060, 0x00080018, 0x00080016
 IMAGE_NUMBER, ROWS, IMAGE_TYPE = 0x00200013, 0x00280010, 0x00080008
 
@@ -544,9 +545,10 @@ class UpsertTests(IndexTestCase):
         self.assertEqual(levels, {"PatientName": "warn", "StudyDescription": "debug"})
 
     def test_oldStyleDate(self):
-        """ACR-NEMA dates (YYYY.MM.DD) are stored as Conquest's YYYYMMDD."""
-        self.upsert(makeRecord("1.2.3.1.1", STUDY_DATE="2024.01.02"))
-        self.assertEqual(self.row("study")["StudyDate"], "20240102")
+        """ACR-NEMA dates (YYYY.MM.DD) are stored as Conquest's YYYYMMDD,
+        times (HH:MM:SS.frac) as HHMMSS.frac, the forms keys are matched in."""
+        self.upsert(makeRecord("1.2.3.1.1", STUDY_DATE="2024.01.02", STUDY_TIME="12:30:00.5"))
+        self.assertEqual((self.row("study")["StudyDate"], self.row("study")["StudyTime"]), ("20240102", "123000.5"))
 
     def test_emptyPatientID(self):
         """Conquest indexes objects without a PatientID under ''."""

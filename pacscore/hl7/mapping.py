@@ -22,8 +22,10 @@ Values are made fit for their DICOM VR: outside LT, ST and UT a backslash
 break) a space and leading spaces go, trailing spaces go everywhere (PS3.5
 6.2: they are not part of the value, so ``SPC1 `` is accession number
 ``SPC1``); Patient's Sex keeps M, F and O (HL7's A and N are O, U and
-anything else empty); a date or time that is no real one (``00000000``,
-``1099``) is left empty with a log line.
+anything else empty); a timestamp that is no whole one of a real date
+and time (``00000000``, ``202403011099``, ``20240301T1030``:
+``timestamps.localDateAndTime``) leaves its date and its time empty, with
+one log line.
 
 HL7's null values: a field the message leaves empty (or a segment it
 lacks) changes nothing, so a change order (XO) keeps what the column holds;
@@ -40,8 +42,8 @@ from twisted.logger import Logger
 
 from pacscore.db.records import Truncations, dictionaryVR
 from pacscore.db.worklistitems import OrderRefused
-from pacscore.dicom.datetimes import isDate, isTime
 from pacscore.hl7.message import uniqueNumber
+from pacscore.hl7.timestamps import localDateAndTime
 from pacscore.logvalues import shown
 
 ACCESSION_NUMBER = 0x00080050
@@ -51,7 +53,6 @@ PN_GROUP_LENGTH = 64
 _SOURCE = re.compile(r"([A-Z][A-Z0-9]{2})\.([1-9][0-9]*)(?:\.([0-9]+|DATE|TIME))?")
 _NOTHING = ("", "---")
 _GENERATED = ("*AN", "*UI")
-_TIME = re.compile(r"[0-9]{8}([0-9]{2}(?:[0-9]{2}(?:[0-9]{2}(\.[0-9]+)?)?)?)")
 _CONTROL = re.compile(r"\r\n|[\x00-\x1f\x7f]")
 _PN_DELIMITERS = re.compile(r"[\^=]")
 TEXT_VRS = frozenset({"LT", "ST", "UT"})   # the VRs that may hold a backslash and line breaks
@@ -114,25 +115,11 @@ def personName(components):
     return "^".join((family, given, middle, prefix, suffix)).rstrip("^")
 
 
-def datePart(timestamp):
-    """YYYYMMDD of an HL7 timestamp, "" when it is empty, None when it
-    does not start with a real date."""
-    if not timestamp.strip():
-        return ""
-    date = timestamp[:8]
-    return date if isDate(date) else None
-
-
-def timePart(timestamp):
-    """HHMMSS(.ffffff) of an HL7 timestamp (or HH, HHMM when less precise),
-    "" when it holds no time, None when its time is no real one (DICOM TM:
-    hours to 23, minutes to 59, seconds to 60); the timezone is dropped."""
-    match = _TIME.match(timestamp)
-    if match is None:
-        return ""
-    fraction = match.group(2) or ""
-    time = match.group(1)[:len(match.group(1)) - len(fraction)] + fraction[:7]
-    return time if isTime(time) else None
+def _timestampPart(timestamp, isTime):
+    """The local date (the time when ``isTime``) of an HL7 timestamp, None
+    when it is none (``localDateAndTime``)."""
+    parts = localDateAndTime(timestamp)
+    return None if parts is None else parts[isTime]
 
 
 class _Column:
@@ -261,7 +248,12 @@ class WorklistMapping:
         items = []
         for group in groups:
             control = (group["ORC"].value(1) if "ORC" in group else "") or "NW"
-            values = {c.name: self._value(c, group, outside, message) for c in self._columns}
+            invalid = {}  # (segment, field, timestamp) -> the columns it leaves empty
+            values = {c.name: self._value(c, group, outside, message, invalid) for c in self._columns}
+            for (segment, field, sent), names in invalid.items():
+                self.log.warn("HL7 {id}: {columns} left empty: {segment}.{field} {sent} is no valid date or time",
+                              id=message.controlId, columns=", ".join(names), segment=segment, field=field,
+                              sent=shown(sent))
             absent = frozenset(name for name, value in values.items() if value is None)
             values = {name: "" if value is None else value for name, value in values.items()}
             self.log.debug("HL7 {control} {id}: worklist values {values}",
@@ -269,7 +261,7 @@ class WorklistMapping:
             items.append(OrderItem(control, values, absent))
         return items
 
-    def _value(self, column, group, outside, message):
+    def _value(self, column, group, outside, message, invalid):
         source = column.source
         if source == "*AN":
             return self.newAccessionNumber()
@@ -282,7 +274,7 @@ class WorklistMapping:
                 return None  # not sent: HL7 says to leave it as it is
         repetitions = segment.repetitions(source.field) if column.isMulti else 1
         values = [value for repetition in range(repetitions)
-                  if (value := self._repetitionValue(column, segment, repetition, message))]
+                  if (value := self._repetitionValue(column, segment, repetition, invalid))]
         kept = column.fitting(values)
         if len(kept) < len(values):
             self.log.warn("HL7 {id}: {table}.{column} holds {length} characters: the values {dropped} of "
@@ -299,25 +291,24 @@ class WorklistMapping:
             self.truncations.report(self.log, column.name, length, value)
         return cut
 
-    def _repetitionValue(self, column, segment, repetition, message):
-        """The valid value of ``column`` from one repetition of its field in ``segment``."""
+    def _repetitionValue(self, column, segment, repetition, invalid):
+        """The valid value of ``column`` from one repetition of its field in
+        ``segment``; a date or time of a timestamp that is none (``localDateAndTime``)
+        is empty, its column added to ``invalid`` (see ``items``)."""
         source = column.source
-        if source.part in ("DATE", "TIME"):
-            sent = segment.value(source.field, 0, repetition)
-            value = (datePart if source.part == "DATE" else timePart)(sent)
+        if source.part in ("DATE", "TIME") or column.isDate and source.part is None:
+            sent = segment.value(source.field, 0, repetition)  # v2.3's TS: its degree of precision after it
+            value = _timestampPart(sent, source.part == "TIME")
+        elif source.part is None:
+            sent = value = self._wholeField(column, segment, repetition)
         else:
-            if source.part is None:
-                sent = value = self._wholeField(column, segment, repetition)
-            else:
-                sent = value = segment.value(source.field, source.part, repetition)
-                if column.isPersonName:
-                    value = personName([value])
+            sent = value = segment.value(source.field, source.part, repetition)
+            if column.isPersonName:
+                value = personName([value])
             if column.isDate:
-                value = datePart(value)
+                value = _timestampPart(value, False)
         if value is None:
-            self.log.warn("HL7 {id}: {column} left empty: {segment}.{field} {sent} is no valid date or time",
-                          id=message.controlId, column=column.name, segment=segment.id, field=source.field,
-                          sent=shown(sent))
+            invalid.setdefault((segment.id, source.field, sent), []).append(column.name)
             value = ""
         return column.valid(value)
 

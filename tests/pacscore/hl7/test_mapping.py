@@ -8,8 +8,9 @@ from twisted.logger import Logger, formatEvent
 from twisted.trial import unittest
 
 from pacscore.config.dicomsql import Column, DatabaseLayout
-from pacscore.hl7.mapping import OrderItem, WorklistMapping, datePart, personName, timePart
+from pacscore.hl7.mapping import OrderItem, WorklistMapping, personName
 from pacscore.hl7.message import parseMessage
+from pacscore.hl7.timestamps import localDateAndTime
 from tests.pacscore.hl7.samples import PID, PV1, encoded, msh, obr, orc, orm, segment
 
 REQ_PROC_ID = (0x0040, 0x1001)           # SH
@@ -152,24 +153,39 @@ class ConversionTests(unittest.TestCase):
         self.assertEqual(mapOne(narrow, sent), "CT_SCANN")
 
     def test_dateAndTimeParts(self):
+        """A timestamp's date and time as precise as sent, a fraction cut to
+        6 digits."""
         cases = [
             ("202612011030", "20261201", "1030"),
             ("20261201103045", "20261201", "103045"),
             ("20261201103045.1234+0100", "20261201", "103045.1234"),
             ("20261201103045.12345678", "20261201", "103045.123456"),
-            ("20261201103045-0500", "20261201", "103045"),
+            ("20261201213045-0500", "20261201", "213045"),
             ("2026120110", "20261201", "10"),
             ("20261201+0100", "20261201", ""),
             ("20261201", "20261201", ""),
-            ("202612", None, ""),
+            ("202612", None, None),
             ("", "", ""),
-            ("2026-12-01T10:30", None, ""),
+            ("2026-12-01T10:30", None, None),
         ]
         for timestamp, date, time in cases:
-            self.assertEqual(datePart(timestamp), date, timestamp)
-            self.assertEqual(timePart(timestamp), time, timestamp)
+            self.assertEqual(localDateAndTime(timestamp), None if date is None else (date, time), timestamp)
             self.assertEqual(mapOne(column("D", "OBR.7.DATE"), obr(when=timestamp)), date or "", timestamp)
-            self.assertEqual(mapOne(column("T", "OBR.7.TIME"), obr(when=timestamp)), time, timestamp)
+            self.assertEqual(mapOne(column("T", "OBR.7.TIME"), obr(when=timestamp)), time or "", timestamp)
+
+    def test_malformedTimestampsLeftEmpty(self):
+        """A timestamp that is no whole HL7 timestamp of a real date and
+        time gives neither a date nor a time (not a time without its date,
+        nor the digits before a letter), with one log line naming it."""
+        columns = [column("D", "OBR.7.DATE", dicomType="DT_DATE"), column("T", "OBR.7.TIME", dicomType="DT_TIME")]
+        for timestamp in ("20240301T1030", "20240301 1030", "2024030110300", "20230229100000", "20240301250000",
+                          "202403011030.5"):
+            logged = []
+            self.patch(WorklistMapping, "log", Logger(observer=logged.append))
+            [item] = WorklistMapping(columns).items(message(orc(), obr(when=timestamp)))
+            self.assertEqual((item.values["D"], item.values["T"]), ("", ""), timestamp)
+            warnings = [formatEvent(event) for event in logged if event["log_level"].name == "warn"]
+            self.assertEqual(warnings, [f"HL7 MSG00001: D, T left empty: OBR.7 {timestamp!r} is no valid date or time"])
 
     def test_invalidDatesAndTimesLeftEmpty(self):
         """A date or time that is no real one is left empty (with a log
@@ -178,9 +194,9 @@ class ConversionTests(unittest.TestCase):
             ("00000000", "", ""),
             ("202613451099", "", ""),
             ("20260230", "", ""),
-            ("202612011099", "20261201", ""),
-            ("2026120124", "20261201", ""),
-            ("20261201236000", "20261201", ""),
+            ("202612011099", "", ""),
+            ("2026120124", "", ""),
+            ("20261201236000", "", ""),
             ("20261201235960.5", "20261201", "235960.5"),
             ("20240229000000", "20240229", "000000"),
         ]

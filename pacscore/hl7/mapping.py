@@ -3,7 +3,8 @@
 Each WorkList column's seventh field names where its value comes from:
 ``---`` nowhere, ``*AN`` a new accession number, ``*UI`` a new UID,
 ``SEQ.N`` field N of segment SEQ, ``SEQ.N.M`` its component M (zero-based),
-``SEQ.N.DATE`` / ``SEQ.N.TIME`` the date or time part of a timestamp.
+``SEQ.N.DATE`` / ``SEQ.N.TIME`` the date or time part of a timestamp (in
+the server's local time when it carries an offset from UTC).
 ``WorklistMapping.items`` turns a message into one ``OrderItem`` per
 ordered procedure (OBR), with the ORC control code that says what to do.
 Each item reads the segments of its own order group (its ORC, the

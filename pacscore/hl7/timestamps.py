@@ -1,7 +1,11 @@
 """HL7 v2 timestamps (TS, DTM) as the DICOM date and time (DA, TM) of a
 worklist row: ``YYYYMMDD[HH[MM[SS[.S...]]]][+/-ZZZZ]``, read as a whole or
-not at all; the offset from UTC is dropped."""
+not at all.  A timestamp with an offset from UTC (``+0000``) is converted
+to the server's local time, whose date may differ (DICOM dates and times
+without a Timezone Offset From UTC are local time, PS3.3 C.12.1.1.8); one
+without an offset is the sender's local time, taken as it is."""
 
+import datetime
 import re
 
 from pacscore.dicom.datetimes import isDateTime
@@ -12,7 +16,8 @@ _FRACTION = len(".FFFFFF")  # a TM's fraction holds up to 6 digits: HL7's longer
 
 def localDateAndTime(timestamp):
     """``(date, time)`` of an HL7 timestamp: YYYYMMDD and HH, HHMM, HHMMSS
-    or HHMMSS.ffffff as precise as it is; ``("", "")`` for an empty one, ``(date,
+    or HHMMSS.ffffff as precise as it is (a time converted from an offset
+    of half hours to HHMM at least); ``("", "")`` for an empty one, ``(date,
     "")`` for one without a time; None for one that is no whole timestamp
     of a real date and time (``2024030110300``, ``20240301T1030``,
     ``20230229100000``, ``20240301250000``)."""
@@ -26,4 +31,12 @@ def localDateAndTime(timestamp):
     fraction = (fraction or "")[:_FRACTION]
     if not isDateTime(date + time + fraction + (sign or "") + (hours or "") + (minutes or "")):
         return None
-    return date, time + fraction
+    if sign is None or not time:
+        return date, time + fraction
+    sent = datetime.datetime(int(date[:4]), int(date[4:6]), int(date[6:]), int(time[:2]), int(time[2:4] or 0),
+                             tzinfo=datetime.timezone(int(sign + "1") * datetime.timedelta(hours=int(hours),
+                                                                                        minutes=int(minutes))))
+    local = sent.astimezone()
+    precision = max(len(time), len("HHMM") if local.minute != sent.minute else 0)
+    # offsets are whole minutes: the seconds (a leap second's 60 too) are the sent ones
+    return local.strftime("%Y%m%d"), (local.strftime("%H%M") + time[4:])[:precision] + fraction

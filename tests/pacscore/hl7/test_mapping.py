@@ -1,7 +1,9 @@
 """Tests for pacscore.hl7.mapping: HL7 orders -> worklist rows by dicom.sql."""
 
 import itertools
+import os
 import re
+from time import tzset
 
 from pydicom.uid import UID
 from twisted.logger import Logger, formatEvent
@@ -25,6 +27,22 @@ PROC_COMMENTS = (0x0040, 0x1400)         # LT
 def column(name, hl7, tag=REQ_PROC_ID, length=64, dicomType="DT_STR"):
     return Column(tag[0], tag[1], name, length, "SQL_C_DATE" if dicomType == "DT_DATE" else "SQL_C_CHAR",
                   dicomType, hl7)
+
+
+def inZone(testCase, zone):
+    """The local time of the rest of ``testCase`` that of ``zone`` (TZ)."""
+    before = os.environ.get("TZ")
+
+    def restore():
+        if before is None:
+            del os.environ["TZ"]
+        else:
+            os.environ["TZ"] = before
+        tzset()
+
+    os.environ["TZ"] = zone
+    tzset()
+    testCase.addCleanup(restore)
 
 
 def message(*segments, charset="8859/1"):
@@ -154,13 +172,14 @@ class ConversionTests(unittest.TestCase):
 
     def test_dateAndTimeParts(self):
         """A timestamp's date and time as precise as sent, a fraction cut to
-        6 digits."""
+        6 digits, one with an offset from UTC in the server's local time (UTC here)."""
+        inZone(self, "UTC")
         cases = [
             ("202612011030", "20261201", "1030"),
             ("20261201103045", "20261201", "103045"),
-            ("20261201103045.1234+0100", "20261201", "103045.1234"),
+            ("20261201103045.1234+0100", "20261201", "093045.1234"),
             ("20261201103045.12345678", "20261201", "103045.123456"),
-            ("20261201213045-0500", "20261201", "213045"),
+            ("20261201213045-0500", "20261202", "023045"),
             ("2026120110", "20261201", "10"),
             ("20261201+0100", "20261201", ""),
             ("20261201", "20261201", ""),
@@ -172,6 +191,23 @@ class ConversionTests(unittest.TestCase):
             self.assertEqual(localDateAndTime(timestamp), None if date is None else (date, time), timestamp)
             self.assertEqual(mapOne(column("D", "OBR.7.DATE"), obr(when=timestamp)), date or "", timestamp)
             self.assertEqual(mapOne(column("T", "OBR.7.TIME"), obr(when=timestamp)), time or "", timestamp)
+
+    def test_offsetConvertedToLocalTime(self):
+        """A timestamp with an offset from UTC is stored in the server's
+        local time (DICOM's DA and TM without an offset are local), its
+        date too: 01:00 UTC on 1 March is 21:30 on 29 February in St
+        John's (-0330); an hour's precision gets the minutes it then has."""
+        inZone(self, "America/St_Johns")
+        for timestamp, local in (("20240301010000+0000", ("20240229", "213000")),
+                                 ("2024030110+0100", ("20240301", "0530")),
+                                 ("20240301153000.25-0500", ("20240301", "170000.25")),
+                                 ("20240301235960+0000", ("20240301", "202960")),
+                                 ("20240301+0100", ("20240301", "")),
+                                 ("20240301103000", ("20240301", "103000"))):
+            self.assertEqual(localDateAndTime(timestamp), local, timestamp)
+        columns = [column("D", "OBR.7.DATE", dicomType="DT_DATE"), column("T", "OBR.7.TIME", dicomType="DT_TIME")]
+        [item] = WorklistMapping(columns).items(message(orc(), obr(when="20240301010000+0000")))
+        self.assertEqual((item.values["D"], item.values["T"]), ("20240229", "213000"))
 
     def test_malformedTimestampsLeftEmpty(self):
         """A timestamp that is no whole HL7 timestamp of a real date and

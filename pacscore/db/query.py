@@ -32,6 +32,13 @@ Matching per key, by the request's VR:
   zeros to whole seconds, so ``081500-`` includes a short-form ``0815``; empty stored values
   never match a range; a single TM value matches the same time of day, both
   padded so (``093000`` and ``0930`` match each other, not ``093015``);
+  a DT's ``-`` may be its offset's (``20240102001500-0500`` is one value,
+  ``rangeEnds``); in ``find``, a DT key selects in SQL the stored values of
+  the days around its values only, and each row is then matched in Python
+  (``dateTimeMatcher``), in UTC where either side carries an offset from
+  UTC, a value without one being the server's local time (PS3.4
+  C.2.2.2.5.3), the limit and offset counting the rows so matched; a DT key
+  of a level below (QIDO-RS's EXISTS) compares as text;
 - any other VR: ``*``/``?`` wildcards (SQL LIKE, ``%``/``_``/``\\`` escaped)
   or equality; PN case-insensitively (``lower()`` on both sides) and
   without the trailing empty components of each component group and the
@@ -68,6 +75,7 @@ UID, PatientID or AccessionNumber the other conditions are written on
 ``+column``, SQLite's way to keep a term off an index (Modality's, say).
 """
 
+import datetime
 import math
 import re
 from typing import NamedTuple
@@ -82,7 +90,7 @@ from pacscore.db.casefold import INTO_ASCII, caseFolded
 from pacscore.db.peerqueries import checkAbandoned
 from pacscore.db.personnames import CUT_SLACK, personName, storedPersonName
 from pacscore.db.sqlfunctions import distinctValues, textLength
-from pacscore.dicom.datetimes import normalised
+from pacscore.dicom.datetimes import CHECKS, dateTimeMatches, normalised, period, rangeEnds
 from pacscore.dicom.uids import isUID
 
 __all__ = ["EMPTY_VALUE", "LEVELS", "UNSPLIT_VRS", "IndexQuery", "Instance", "QueryKey", "columnNamed",
@@ -133,8 +141,6 @@ _PREFIX_END = re.compile("[*?=\u03a3\u03c3\u03c2]")  # wildcards, a group's end,
 _WILDCARD = re.compile("[*?]")
 _FOLDED_FROM = {letter: character for character, letter in INTO_ASCII.items()}  # i: İ, s: ſ, k: K
 _SEPARATOR = "\\\\"  # a literal backslash in a LIKE pattern escaped by "\"
-# A DT range: two optional DT values (an optional UTC offset each) around "-".
-_DT_RANGE = re.compile(r"([0-9][0-9.]*(?:[+-][0-9]{4})?)?-([0-9][0-9.]*(?:[+-][0-9]{4})?)?")
 # OR as an operator SQLAlchemy does not flatten into one chain; OR's precedence,
 # so that its operands that are ORs keep their parentheses.
 _OR = custom_op("OR", precedence=2, return_type=Boolean)
@@ -274,9 +280,12 @@ class _Statement:
     (inner when a condition uses them or a table above them).
     """
 
-    def __init__(self, query, connection, level, bottom, keys, below=False):
+    def __init__(self, query, connection, level, bottom, keys, below=False, dateTimeRows=False):
         self.query = query
         self.below = below  # match keys of the levels below (QIDO-RS) with EXISTS
+        # with ``dateTimeRows``, the DT keys whose rows are matched in Python
+        # (``dateTimeMatcher``) after SQL selected the candidates
+        self.dateTimeKeys = [] if dateTimeRows else None
         self.tables = query.tables
         self.dialect = connection.dialect.name
         self.level = level
@@ -354,11 +363,14 @@ class _Statement:
         column = resolved.column
         if self.preferSelective and not self.isSelective(key):
             column = self.offIndex(column)
-        condition = matchCondition(column, key, resolved.isMulti,
-                                   prefixRange=self.dialect == "sqlite")
+        candidates = self.dateTimeKeys is not None and key.vr == "DT" and not key.emptyValueMatching
+        condition = matchCondition(column, key, resolved.isMulti, prefixRange=self.dialect == "sqlite",
+                                   dateTimeCandidates=candidates)
         if condition is not None:
             self.conditions.append(condition)
             self.use(resolved.index, condition=True)
+            if candidates:
+                self.dateTimeKeys.append(key)
         return True
 
     def _addListMatch(self, key):
@@ -618,7 +630,7 @@ def withEmptyValueMatching(keys):
             for key in keys]
 
 
-def matchCondition(column, key, isMulti=False, prefixRange=False):
+def matchCondition(column, key, isMulti=False, prefixRange=False, dateTimeCandidates=False):
     """The SQL condition of one key on ``column``, or None (matches all).
 
     ``prefixRange`` (SQLite): ASCII PN values with a literal prefix also
@@ -626,6 +638,9 @@ def matchCondition(column, key, isMulti=False, prefixRange=False):
     SQLite looks up in the ``lower(PatientName)`` index (its LIKE
     optimization does not apply to expressions; PostgreSQL's does, with the
     text_pattern_ops index, and its ranges follow the collation).
+    ``dateTimeCandidates``: a DT key's values (but wildcard ones) select
+    the candidates only, the stored values of the days around them, which
+    ``dateTimeMatcher`` then matches one by one in UTC.
     """
     if key.vr == "SQ":
         return None
@@ -637,6 +652,8 @@ def matchCondition(column, key, isMulti=False, prefixRange=False):
         return None
     if key.vr == "UI":
         return _oneOf(column, values)
+    if key.vr == "DT" and dateTimeCandidates:
+        return _anyOf([_dateTimeCandidates(column, value) for value in values])
     if key.vr in _RANGE_VRS:
         return _anyOf(_dateTimeConditions(column, key.vr, values))
     if key.vr == "PN" and not isMulti:
@@ -663,10 +680,12 @@ def _anyOf(conditions):
 
 
 def _dateTimeConditions(column, vr, values):
-    """DA/TM/DT: one condition per range, the single values as text."""
+    """DA/TM/DT: one condition per range (a lone ``-``: any value), the
+    single values as text."""
     values = [normalised(value, vr) for value in values]
-    conditions = [_rangeCondition(column, vr, value) for value in values if "-" in value]
-    singles = [value for value in values if "-" not in value]
+    ranges = {value: _rangeEnds(value, vr) for value in values}
+    conditions = [_rangeCondition(column, vr, *ends) for ends in ranges.values() if ends is not None]
+    singles = [value for value, ends in ranges.items() if ends is None]
     if vr == "TM":
         times = [_normalTime(value) for value in singles if not _hasWildcards(value)]
         singles = [value for value in singles if _hasWildcards(value)]
@@ -701,13 +720,21 @@ def _wholeSeconds(column, vr):
     return case((func.length(column) < whole, func.substr(column.concat("0" * whole), 1, whole)), else_=column)
 
 
-def _rangeCondition(column, vr, value):
-    """A DA/TM/DT range (``A-B``, ``A-``, ``-B``)."""
-    if vr == "DT":
-        match = _DT_RANGE.fullmatch(value)
-        low, high = match.groups("") if match else value.partition("-")[::2]
-    else:
-        low, _, high = value.partition("-")
+def _rangeEnds(value, vr):
+    """``(low, high)`` of a range key value, None for a single one: one
+    value of the VR is one (a DT's ``-`` may be its offset's), a range
+    is split as ``rangeEnds`` splits it, anything else holding a ``-``
+    (``-`` alone, ``00000101-``) at its first."""
+    if CHECKS[vr](value):
+        return None
+    ends = rangeEnds(value, vr)
+    if ends is None and "-" in value:
+        ends = tuple(value.split("-", 1))
+    return ends
+
+
+def _rangeCondition(column, vr, low, high):
+    """A DA/TM/DT range (``A-B``, ``A-``, ``-B``) from ``low`` to ``high``."""
     conditions = [column > ""]
     low = _withoutZeroFraction(low)
     if low:
@@ -721,6 +748,50 @@ def _rangeCondition(column, vr, value):
         else:
             conditions.append(func.substr(column, 1, len(high)) <= high)
     return and_(*conditions)
+
+
+# How far a DT's digits may be from those of a value at the same time in
+# another offset from UTC (-1200 to +1400), with a day to spare.
+_OFFSETS_SPAN = datetime.timedelta(days=2)
+
+
+def _dateTimeCandidates(column, value):
+    """The stored DT values ``dateTimeMatcher`` may find matching one
+    value (or range) ``value`` of a DT key, whatever the offsets: those of
+    the days from two before its start to two after its end (of a
+    wildcard one, as text)."""
+    value = normalised(value, "DT")
+    if _hasWildcards(value):
+        return _compare(column, value, False)
+    ends = _rangeEnds(value, "DT") or (value, value)
+    conditions = [column > ""]
+    low, high = (period(end) if end else None for end in ends)
+    day = func.substr(column, 1, len("YYYYMMDD"))
+    try:
+        if low is not None:
+            conditions.append(day >= (low.start.replace(tzinfo=None) - _OFFSETS_SPAN).strftime("%Y%m%d"))
+    except OverflowError:  # from the calendar's first days on
+        pass
+    try:
+        if high is not None:
+            conditions.append(day <= (high.end.replace(tzinfo=None) + _OFFSETS_SPAN).strftime("%Y%m%d"))
+    except OverflowError:  # up to the calendar's last days
+        pass
+    return and_(*conditions)
+
+
+def dateTimeMatcher(key):
+    """Whether a stored value matches the DT ``key``, a function of the
+    value (for the rows of ``_dateTimeCandidates``): one of its values
+    matches it (``dateTimeMatches``; a wildcard one as text, a lone ``-``
+    any value)."""
+    values = [normalised(value, "DT") for value in valuesOf(key) or ()]
+    patterns = [re.compile(".*".join(".".join(map(re.escape, part.split("?"))) for part in value.split("*")))
+                for value in values if _hasWildcards(value)]
+    values = [value for value in values if not _hasWildcards(value)]
+    return lambda stored: (any(pattern.fullmatch(stored) for pattern in patterns)
+                           or any(dateTimeMatches(stored, value) if value != "-" else stored != ""
+                                  for value in values))
 
 
 def _textConditions(column, vr, values, isMulti, prefixRange=False, foldCase=False):
@@ -881,7 +952,7 @@ class IndexQuery:
         with no value answered; ``counts``: the counts are computed even
         without computed fields (QIDO-RS must answer them)."""
         level, keys = levelIndex(level), list(keys)
-        statement = _Statement(self, connection, level, level, keys, below)
+        statement = _Statement(self, connection, level, level, keys, below, dateTimeRows=True)
         table = self.tables[level]
         outputs = {}  # tag -> (expression, _Computed or None); the last key of a tag wins
         for key in keys:
@@ -906,13 +977,17 @@ class IndexQuery:
         query = (select(*(outputs[tag][0].label(f"k{n}") for n, tag in enumerate(tags)))
                  .select_from(statement.fromClause())
                  .where(*statement.conditions)
-                 .order_by(*orderBy, table.key)
-                 .limit(limit)
-                 .offset(offset or None))
+                 .order_by(*orderBy, table.key))
+        dateTimes = [(dateTimeMatcher(key), tags.index(key.tag)) for key in statement.dateTimeKeys]
+        if not dateTimes:  # else the rows are matched (and the first skipped) here
+            query = query.limit(limit).offset(offset or None)
         rows = []
         for row in connection.execute(query):
             checkAbandoned()
-            rows.append(row)
+            if all(matches(row[n] or "") for matches, n in dateTimes):
+                rows.append(row)
+        if dateTimes:
+            rows = rows[offset or 0:][:limit]
         computed = {n: outputs[tag][1].values(connection, (row[n] for row in rows))
                     for n, tag in enumerate(tags) if outputs[tag][1]}
         results = []

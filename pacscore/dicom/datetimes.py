@@ -5,16 +5,20 @@ hours 00-23, minutes 00-59, seconds 00-60 (a leap second); DT is
 YYYY[MM[DD[HH[MM[SS[.F{1-6}]]]]]] with an optional offset from UTC
 (&ZZXX, -1200 to +1400).  ``isRangeMatch`` says whether a C-FIND (or
 QIDO) value of one of them is one value or a range of them (PS3.4
-C.2.2.2.5); ``isMatchValue`` whether C-FIND matches by it at all, once
+C.2.2.2.5; ``rangeEnds`` splits a range, a DT's offset ``-0500`` no
+separator); ``isMatchValue`` whether C-FIND matches by it at all, once
 ``normalised`` (ACR-NEMA's ``2024.03.15`` and ``10:30``), as the index
-matches and QIDO searches check them."""
+matches and QIDO searches check them.  ``dateTimeMatches`` matches a
+stored DT by a DT key in UTC where either carries an offset (PS3.4
+C.2.2.2.5.3), one without being the server's local time."""
 
 import datetime
 import re
+from typing import NamedTuple
 
 _TIME = re.compile(r"([0-9]{2})(?:([0-9]{2})(?:([0-9]{2})(?:\.[0-9]{1,6})?)?)?")
 _DATE_TIME = re.compile(r"([0-9]{4})(?:([0-9]{2})(?:([0-9]{2})(?:([0-9]{2})(?:([0-9]{2})(?:([0-9]{2})"
-                        r"(?:\.[0-9]{1,6})?)?)?)?)?)?(?:([+-])([0-9]{2})([0-9]{2}))?")
+                        r"(?:\.([0-9]{1,6}))?)?)?)?)?)?(?:([+-])([0-9]{2})([0-9]{2}))?")
 _WILDCARDED = re.compile(r"[0-9.+]*[*?][0-9.+*?]*")
 TIME_LIMITS = (23, 59, 60)  # hours, minutes, seconds
 
@@ -42,7 +46,7 @@ def isDateTime(value):
     match = _DATE_TIME.fullmatch(value)
     if match is None:
         return False
-    year, month, day, *times, sign, hours, minutes = match.groups()
+    year, month, day, *times, _, sign, hours, minutes = match.groups()
     try:
         datetime.date(int(year), int(month or 1), int(day or 1))
     except ValueError:
@@ -57,18 +61,27 @@ FORMATS = {"DA": "date (DA, YYYYMMDD)", "TM": "time (TM, HHMMSS.FFFFFF)",
            "DT": "date and time (DT, YYYYMMDDHHMMSS.FFFFFF&ZZXX)"}
 
 
-def isRangeMatch(value, vr):
-    """Whether ``value`` is one DA, TM or DT (``vr``) or a range ``a-b`` of
-    them, either end (not both) left open; a DT's ``-`` may also be that of
-    its offset from UTC."""
+def rangeEnds(value, vr):
+    """``(start, end)`` of a range ``start-end`` of DA, TM or DT (``vr``)
+    values, either end (not both) empty: open; None for one value or
+    anything else.  A DT's ``-`` may be that of its offset from UTC: a
+    value that is one DT (``20240102001500-0500``, not the range up to the
+    year 0500) is one, and a range is split at the ``-`` that leaves a DT
+    (or nothing) on either side (``20240102-0500-20240103``)."""
     isValue = CHECKS[vr]
     if isValue(value):
-        return True
+        return None
     for at in (position for position, character in enumerate(value) if character == "-"):
         start, end = value[:at], value[at + 1:]
         if (start or end) and (not start or isValue(start)) and (not end or isValue(end)):
-            return True
-    return False
+            return start, end
+    return None
+
+
+def isRangeMatch(value, vr):
+    """Whether ``value`` is one DA, TM or DT (``vr``) or a range ``a-b`` of
+    them (``rangeEnds``)."""
+    return CHECKS[vr](value) or rangeEnds(value, vr) is not None
 
 
 def normalised(value, vr):
@@ -83,3 +96,75 @@ def isMatchValue(value, vr):
     digits with wildcards (``2024*``, a lone ``*``: everything)."""
     value = normalised(value, vr)
     return _WILDCARDED.fullmatch(value) is not None or isRangeMatch(value, vr)
+
+
+class Period(NamedTuple):
+    """The time a DT value covers, from ``start`` up to (not including)
+    ``end``: aware datetimes when it has an offset from UTC, else naive
+    ones (local time)."""
+
+    start: datetime.datetime
+    end: datetime.datetime
+
+
+def period(value):
+    """The ``Period`` of a DT ``value`` (``2024`` is the whole year,
+    ``20240102101500.25`` a hundredth of a second), None when it is none."""
+    match = _DATE_TIME.fullmatch(value)
+    if match is None or not isDateTime(value):
+        return None
+    year, month, day, hour, minute, second, fraction, sign, hours, minutes = match.groups()
+    zone = None if sign is None else datetime.timezone(
+        int(sign + "1") * datetime.timedelta(hours=int(hours), minutes=int(minutes)))
+    start = datetime.datetime(int(year), int(month or 1), int(day or 1), int(hour or 0), int(minute or 0),
+                              tzinfo=zone)
+    start += datetime.timedelta(seconds=int(second or 0), microseconds=int((fraction or "0").ljust(6, "0")))
+    try:
+        if fraction is not None:
+            return Period(start, start + datetime.timedelta(microseconds=10 ** (6 - len(fraction))))
+        for part, unit in ((second, "seconds"), (minute, "minutes"), (hour, "hours"), (day, "days")):
+            if part is not None:
+                return Period(start, start + datetime.timedelta(**{unit: 1}))
+        if month is not None:
+            return Period(start, start.replace(year=start.year + start.month // 12, month=start.month % 12 + 1))
+        return Period(start, start.replace(year=start.year + 1))
+    except (OverflowError, ValueError):  # the year 9999 ends with the calendar
+        return Period(start, datetime.datetime.max.replace(tzinfo=zone))
+
+
+def _comparable(*times):
+    """``times`` made comparable: naive ones (local time) made aware when
+    one of them is aware."""
+    if len({time.tzinfo is None for time in times}) == 1:
+        return times
+    return tuple(time if time.tzinfo is not None else time.astimezone() for time in times)
+
+
+def dateTimeMatches(stored, value):
+    """Whether a stored DT matches the DT ``value`` of a C-FIND key (one
+    value, or a range of them: ``rangeEnds``; no wildcards): one value
+    covering the same time, a range holding the stored value's start (a
+    range's end, as precise as it is, included: ``-2024010212`` up to
+    12:59:59.999999), compared in UTC where an offset from UTC is given
+    (PS3.4 C.2.2.2.5.3: ``20240102001500-0500`` matches
+    ``20240102051500+0000``), a value without one the server's local time."""
+    ends = rangeEnds(value, "DT")
+    try:
+        found = period(stored)
+        asked = [period(part) if part else None for part in ((value,) if ends is None else ends)]
+        if found is None or any(part and end is None for part, end in zip(ends or (value,), asked)):
+            return False
+        if ends is None:
+            start, end, askedStart, askedEnd = _comparable(*found, *asked[0])
+            return start == askedStart and end == askedEnd
+        low, high = asked
+        return ((low is None or _ordered(low.start, found.start, orEqual=True))
+                and (high is None or _ordered(found.start, high.end)))
+    except (OverflowError, ValueError):  # a time beyond the calendar (9999-12-31 23:59:60, in local time)
+        return False
+
+
+def _ordered(first, second, orEqual=False):
+    """Whether ``first`` is before ``second`` (or at it, ``orEqual``)."""
+    first, second = _comparable(first, second)
+    return first <= second if orEqual else first < second

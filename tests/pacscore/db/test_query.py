@@ -18,6 +18,7 @@ from pacscore.db.index import ImageRecord, Index
 from pacscore.db.query import LEVELS, IndexQuery, Instance, QueryKey
 from pacscore.db.rawtext import RAW_LEFT
 from tests.pacscore.db.test_writer import sqliteEngine
+from tests.timezones import inZone
 
 DICOM_SQL = os.path.join(os.path.dirname(__file__), "..", "..", "..", "etc", "dicom.sql")
 
@@ -806,27 +807,61 @@ class DateTimeTests(ArchiveTestCase):
     def records(self):
         times = {"1.1.1.1": "20240102101500", "1.1.1.2": "20240102101500.250000",
                  "1.1.1.3": "20240102235959", "1.1.2.1": "20240103",
-                 "1.1.2.2": "20240102101500+0100"}
+                 "1.1.2.2": "20240102101500+0100", "1.2.1.1": "20240102001500-0500"}
         for record in archiveRecords():
             sop = record.attrs[SOP_UID]
             if sop in times:
                 record.attrs[ACQ_DATE_TIME] = times[sop]
             yield record
 
+    def assertDateTimeMatches(self, value, expected, **options):
+        """The images of three series that the AcquisitionDateTime ``value`` matches."""
+        keys = [K(SERIES_UID, "UI", "1.1.1\\1.1.2\\1.2.1"), K(ACQ_DATE_TIME, "DT", value)]
+        self.assertEqual(sorted(result[SOP_UID] for result in self.find("IMAGE", *keys, **options)), expected, value)
+
     def test_dateTime(self):
-        match = lambda value, expected: self.assertMatches(
-            "IMAGE", [K(SERIES_UID, "UI", "1.1.1\\1.1.2\\1.2.1"), K(ACQ_DATE_TIME, "DT", value)],
-            expected)
+        """Single values and ranges, in the server's local time (UTC here)
+        where neither side has an offset from UTC."""
+        inZone(self, "UTC")
+        match = self.assertDateTimeMatches
         match("20240102101500", ["1.1.1.1"])
         match("20240102101500.250000", ["1.1.1.2"])
-        match("20240102-20240102", ["1.1.1.1", "1.1.1.2", "1.1.1.3", "1.1.2.2"])
-        match("-2024010210", ["1.1.1.1", "1.1.1.2", "1.1.2.2"])
+        match("20240102-20240102", ["1.1.1.1", "1.1.1.2", "1.1.1.3", "1.1.2.2", "1.2.1.1"])
+        match("-2024010210", ["1.1.1.1", "1.1.1.2", "1.1.2.2", "1.2.1.1"])
         match("20240102101500.1-", ["1.1.1.2", "1.1.1.3", "1.1.2.1"])
         match("20240102120000-", ["1.1.1.3", "1.1.2.1"])
         match("20240103000000-", ["1.1.2.1"])  # a stored date-only 20240103 is midnight
-        match("20240102101500+0100-", ["1.1.1.2", "1.1.1.3", "1.1.2.1", "1.1.2.2"])
-        match("-20240102101500+0100", ["1.1.1.1", "1.1.2.2"])
+        match("2024*", ["1.1.1.1", "1.1.1.2", "1.1.1.3", "1.1.2.1", "1.1.2.2", "1.2.1.1"])
+        match("202401021015*", ["1.1.1.1", "1.1.1.2", "1.1.2.2"])
+        match("-", ["1.1.1.1", "1.1.1.2", "1.1.1.3", "1.1.2.1", "1.1.2.2", "1.2.1.1"])
         match("2024-01-02", [])
+
+    def test_offsetsFromUTC(self):
+        """PS3.4 C.2.2.2.5.3: an offset from UTC, in the key or the stored
+        value, counts (a value without one is the server's local time); a
+        negative one is no range separator: ``20240102001500-0500`` is one
+        time, 05:15 UTC, not a range up to the year 0500."""
+        inZone(self, "UTC")
+        match = self.assertDateTimeMatches
+        match("20240102001500-0500", ["1.2.1.1"])
+        match("20240102051500+0000", ["1.2.1.1"])
+        match("20240102051500", ["1.2.1.1"])
+        match("20240102101500+0100", ["1.1.2.2"])
+        match("20240102101500+0100-", ["1.1.1.1", "1.1.1.2", "1.1.1.3", "1.1.2.1", "1.1.2.2"])
+        match("-20240102101500+0100", ["1.1.2.2", "1.2.1.1"])
+        match("20240102001500-0500-20240102091500+0000", ["1.1.2.2", "1.2.1.1"])
+        match("20240102091501+0000-", ["1.1.1.1", "1.1.1.2", "1.1.1.3", "1.1.2.1"])
+        inZone(self, "America/St_Johns")  # -0330: the stored 10:15 is 13:45 UTC
+        match("20240102134500+0000", ["1.1.1.1"])
+        match("20240102101500", ["1.1.1.1"])
+        match("20240102014500", ["1.2.1.1"])
+        match("-20240102134459+0000", ["1.1.2.2", "1.2.1.1"])
+
+    def test_limitAndOffsetAfterMatching(self):
+        """A search's limit and offset count the rows matched in UTC."""
+        inZone(self, "UTC")
+        self.assertDateTimeMatches("20240102-20240102", ["1.1.1.2", "1.1.1.3"], limit=2, offset=1)
+        self.assertDateTimeMatches("20240102101500+0100-", ["1.1.2.1", "1.1.2.2"], limit=5, offset=3)
 
 
 class ComputedFieldTests(ArchiveTestCase):

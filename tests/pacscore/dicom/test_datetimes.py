@@ -3,7 +3,7 @@ range matches of them."""
 
 from twisted.trial import unittest
 
-from pacscore.dicom.datetimes import isDateTime, isMatchValue, isRangeMatch
+from pacscore.dicom.datetimes import isDateTime, isMatchValue, isRangeMatch, rangeEnds
 
 
 class DateTimeTests(unittest.TestCase):
@@ -26,6 +26,17 @@ class DateTimeTests(unittest.TestCase):
                           ("20240101-20240102-20240103", "DA"), ("25", "TM"), ("10:15", "TM"), ("*", "DT"),
                           ("2024--2025", "DT")):
             self.assertFalse(isRangeMatch(value, vr), (value, vr))
+
+    def test_rangeEnds(self):
+        """A DT's ``-`` that is its offset's separates nothing: one DT is one
+        value, a range is split where a DT (or nothing) is on either side."""
+        for value, ends in (("20240102001500-0500", None), ("2024-0500", None),
+                            ("20240102001500-0500-", ("20240102001500-0500", "")),
+                            ("-20240102001500-0500", ("", "20240102001500-0500")),
+                            ("20240102-0500-20240103+0100", ("20240102-0500", "20240103+0100")),
+                            ("20240101-20240102", ("20240101", "20240102")), ("2024--2025", None)):
+            self.assertEqual(rangeEnds(value, "DT"), ends, value)
+        self.assertEqual(rangeEnds("1000-1100", "TM"), ("1000", "1100"))
 
     def test_matchValues(self):
         """What C-FIND matches by: ACR-NEMA dates and times with colons,

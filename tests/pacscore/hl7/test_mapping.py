@@ -1,9 +1,7 @@
 """Tests for pacscore.hl7.mapping: HL7 orders -> worklist rows by dicom.sql."""
 
 import itertools
-import os
 import re
-from time import tzset
 
 from pydicom.uid import UID
 from twisted.logger import Logger, formatEvent
@@ -14,6 +12,7 @@ from pacscore.hl7.mapping import OrderItem, WorklistMapping, personName
 from pacscore.hl7.message import parseMessage
 from pacscore.hl7.timestamps import localDateAndTime
 from tests.pacscore.hl7.samples import PID, PV1, encoded, msh, obr, orc, orm, segment
+from tests.timezones import inZone
 
 REQ_PROC_ID = (0x0040, 0x1001)           # SH
 PATIENT_NAME = (0x0010, 0x0010)          # PN
@@ -27,22 +26,6 @@ PROC_COMMENTS = (0x0040, 0x1400)         # LT
 def column(name, hl7, tag=REQ_PROC_ID, length=64, dicomType="DT_STR"):
     return Column(tag[0], tag[1], name, length, "SQL_C_DATE" if dicomType == "DT_DATE" else "SQL_C_CHAR",
                   dicomType, hl7)
-
-
-def inZone(testCase, zone):
-    """The local time of the rest of ``testCase`` that of ``zone`` (TZ)."""
-    before = os.environ.get("TZ")
-
-    def restore():
-        if before is None:
-            del os.environ["TZ"]
-        else:
-            os.environ["TZ"] = before
-        tzset()
-
-    os.environ["TZ"] = zone
-    tzset()
-    testCase.addCleanup(restore)
 
 
 def message(*segments, charset="8859/1"):

@@ -3,8 +3,8 @@
 Walks every device (skipping hidden folders such as ``.pacs-tmp``, the
 files set aside while being rewritten or moved, and whatever is not a
 regular file: a FIFO would block it), reads the index attributes
-of each DICOM file (Part-10, or a raw ``.v2`` data set) that reads to its
-end and upserts them in batches, the files of a folder oldest first: a
+of each DICOM file (Part-10, or a raw data set: a ``.v2``, or a ``.dcm``
+without the Part-10 header) that reads to its end and upserts them in batches, the files of a folder oldest first: a
 patient, study or series row ends with the values of the object stored
 last, as it does live.  When two files hold the same SOP instance, on one
 device or two, the newest one is indexed; the other stays on disk, counted
@@ -29,16 +29,18 @@ from pacscore.storage.part10 import TRANSFER_SYNTAX_UID, readFile
 from pacscore.storage.regularfiles import SkippedFiles, hidden, isRegularFile, openRegularFile
 from pacscore.storage.store import SOP_INSTANCE_UID
 
-RAW_EXTENSIONS = (".v2",)
+DATASET_EXTENSIONS = (".v2", ".dcm")  # read whatever their header: a raw data set, or a file that fails
 _SET_ASIDE = re.compile(r".*(\.pacs-tmp|\.moved-\d+)$")  # a rewrite's or a move's unfinished copy
 
 
 def _isDicomFile(path):
     """Only a regular file (or a link to one) can be: a FIFO, a socket or a
-    device node is not opened."""
+    device node is not opened.  A ``.v2`` or ``.dcm`` is one whatever it
+    holds (not an object, it fails with a line naming it), another file
+    only with the Part-10 header."""
     if not isRegularFile(path):
         return False
-    if path.lower().endswith(RAW_EXTENSIONS):
+    if path.lower().endswith(DATASET_EXTENSIONS):
         return True
     with openRegularFile(path) as f:
         f.seek(128)
@@ -78,8 +80,9 @@ def checkDeviceFolders(devices):
 
 def iterObjectFiles(device, folder=None, skip=frozenset()):
     """Yield ``(absolute, relative)`` for every DICOM file on ``device``, or
-    only those under ``folder`` (an absolute path on the device).  Files
-    whose real path is in ``skip`` (the index database's) are not opened."""
+    only those under ``folder`` (an absolute path on the device), and those
+    that cannot be looked at (their read fails, naming them).  Files whose
+    real path is in ``skip`` (the index database's) are not opened."""
     skip = skip if isinstance(skip, SkippedFiles) else SkippedFiles(skip)
     for folder, subfolders, files in os.walk(folder or device.path):
         subfolders[:] = sorted(d for d in subfolders if not hidden(d))
@@ -92,8 +95,10 @@ def iterObjectFiles(device, folder=None, skip=frozenset()):
             try:
                 if not _isDicomFile(path):
                     continue
+            except FileNotFoundError:
+                continue  # gone since listed
             except OSError:
-                continue
+                pass
             yield path, os.path.relpath(path, device.path).replace(os.sep, "/")
 
 

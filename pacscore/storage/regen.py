@@ -202,11 +202,13 @@ class Regenerator:
         self.batchSize = batchSize
         self.progressEvery = progressEvery
         self.indexed = self.failed = self.duplicates = 0
+        self._walked = []  # the folders regenerate walked in turn, the last one being walked
 
     def regenerate(self, devices, folder=None):
         """Every file of ``devices`` (or of their ``folder``, absolute)."""
         for device in devices:
             self.report(f"Regen device {device.name}: {folder or device.path}")
+            self._walked.append(folder or device.path)
             self.enter(device, iterObjectFiles(device, folder, self.skip))
         self.report(f"Regeneration complete: {self.indexed} files indexed, {self.failed} failed, "
                     f"{self.duplicates} duplicate SOP instances")
@@ -268,6 +270,27 @@ class Regenerator:
             newer = path if outcome == ENTERED else "indexed copy"
             self.report(f"[Regen] {duplicate}: same SOP instance as the newer {newer}, not indexed (kept on disk)")
         if outcome == ENTERED:
+            if duplicate is not None and self._walkedBefore(duplicate, path):
+                self.indexed -= 1  # the copy it replaced, counted when entered
             self.indexed += 1
             if self.indexed % self.progressEvery == 0:
                 self.report(f"[Regen] {self.indexed} files indexed")
+
+    def _walkedBefore(self, older, path):
+        """Whether ``regenerate`` met the file ``older``, a copy modified no
+        later than ``path``, before ``path``: the walk takes its folders in
+        turn, in each a folder's files (oldest first) before its subfolders,
+        these by name."""
+        places = [self._place(file) for file in (older, path)]
+        return None not in places and places[0] <= places[1]
+
+    def _place(self, path):
+        """Where the walk meets the folder of ``path``: ``(which folder of
+        _walked, path of subfolder names)``; None if it does not."""
+        for position, root in enumerate(self._walked):
+            relative = os.path.relpath(os.path.dirname(path), root)
+            if relative == ".":
+                return position, ()
+            if relative != os.pardir and not relative.startswith(os.pardir + os.sep):
+                return position, tuple(relative.split(os.sep))
+        return None

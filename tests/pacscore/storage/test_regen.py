@@ -305,3 +305,19 @@ class RegenerationTests(unittest.TestCase):
         for name in ("empty.dcm", "cut.dcm"):
             self.assertTrue(any(f"{os.path.join(folder, name)} -FAILED" in line for line in self.lines), self.lines)
         self.assertFalse(any("notes.txt" in line for line in self.lines), self.lines)
+
+    def test_aCopyReplacedByANewerOneIsCountedOnce(self):
+        """Three copies of one SOP instance, each newer than the last: one
+        object indexed, two duplicates (each copy used to be counted
+        indexed); an indexed copy the regen did not walk (another device's,
+        for regendev) was not counted by it, so it is not taken back."""
+        for folder, mtime in (("A", 1000), ("B", 2000), ("C", 3000)):
+            self.write(self.devices[0], f"{folder}/x.dcm", mtime)
+        regenerator = self.regenerate()
+        self.assertEqual((regenerator.indexed, regenerator.duplicates), (1, 2), self.lines)
+        self.assertEqual(self.location(), [("MAG0", "C/x.dcm")])
+        self.assertIn("Regeneration complete: 1 files indexed, 0 failed, 2 duplicate SOP instances", self.lines)
+        self.write(self.devices[1], "D/x.dcm", 4000)
+        regenerator = self.regenerator().regenerate(self.devices[1:])
+        self.assertEqual((regenerator.indexed, regenerator.duplicates), (1, 1), self.lines)
+        self.assertEqual(self.location(), [("MAG1", "D/x.dcm")])

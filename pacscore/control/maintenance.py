@@ -55,13 +55,20 @@ def _unmark(connection, index, deviceNames):
     index.regens.unmark(connection, deviceNames)
 
 
-async def runRegenerator(archive, reactor, work, report, marked=()):
-    """``work(regenerator)`` in a worker, the ``Regenerator`` writing
-    through the index writer and giving ``report`` its lines from the
-    worker's thread; then the marks of ``marked`` (device names) are removed:
-    their regeneration is complete.  The ``Regenerator``."""
-    regenerator = Regenerator(archive.index, archive.configuration.layout.indexedTags(), archive.devices,
-                              report=report, skip=archive.databaseFiles, write=writerWrites(archive.index, reactor))
+def regeneratorOf(archive, reactor, report):
+    """A ``Regenerator`` of the running ``archive``, writing through its
+    index writer, giving ``report`` its lines from the worker's thread and
+    removing the older copies of objects stored again since it was made
+    (``ObjectStore.removeReplaced``): made before the tables are cleared."""
+    return Regenerator(archive.index, archive.configuration.layout.indexedTags(), archive.devices,
+                       report=report, skip=archive.databaseFiles, write=writerWrites(archive.index, reactor),
+                       removeReplaced=archive.objectStore.removeReplaced)
+
+
+async def runRegenerator(archive, regenerator, work, marked=()):
+    """``work(regenerator)`` in a worker; then the marks of ``marked``
+    (device names) are removed: their regeneration is complete.  The
+    ``Regenerator``."""
     await archive.workers.deferToWorker(work, regenerator)
     if marked:
         await archive.index.runWrite(_unmark, archive.index, list(marked))
@@ -93,9 +100,9 @@ class InterruptedRegen:
         self.log.warn("a regen of {devices} was interrupted (the server stopped during it): running it again; "
                       "until it ends, queries and retrieves may miss objects stored there", devices=names)
         devices = [device for device in self.archive.devices if device.name in self.deviceNames]
-        d = defer.ensureDeferred(runRegenerator(self.archive, self.reactor,
+        d = defer.ensureDeferred(runRegenerator(self.archive, regeneratorOf(self.archive, self.reactor, self._report),
                                                 lambda regenerator: regenerator.regenerate(devices),
-                                                self._report, self.deviceNames))
+                                                self.deviceNames))
         d.addCallback(lambda regenerator: self.log.info("the interrupted regen of {devices} is complete: {summary}",
                                                         devices=names, summary=summary(regenerator)))
         d.addErrback(lambda failure: self.log.failure(
@@ -141,9 +148,10 @@ class _Regen(AsyncControlCommand):
     async def execute(self, arguments, context):
         archive = context.archive
         marked, work = self.prepare(archive, arguments)
+        regenerator = regeneratorOf(archive, context.reactor, context.progressFromThread)
         await self.before(archive, marked)
         try:
-            regenerator = await runRegenerator(archive, context.reactor, work, context.progressFromThread, marked)
+            await runRegenerator(archive, regenerator, work, marked)
         except Exception:
             if marked:
                 self.log.failure("{peer}: {command}:{arguments} failed: the index may miss objects of {devices}, "

@@ -4,13 +4,16 @@ Walks every device (skipping hidden folders such as ``.pacs-tmp``, the
 files set aside while being rewritten or moved, and whatever is not a
 regular file: a FIFO would block it), reads the index attributes
 of each DICOM file (Part-10, or a raw data set: a ``.v2``, or a ``.dcm``
-without the Part-10 header) that reads to its end and upserts them in batches, the files of a folder oldest first: a
-patient, study or series row ends with the values of the object stored
-last, as it does live.  When two files hold the same SOP instance, on one
-device or two, the newest one is indexed; the other stays on disk, counted
-and logged as a duplicate (a regen deletes nothing: the copy it would drop
-may be the one that reads, or the one a store acknowledged last under a
-clock gone wrong).
+without the Part-10 header) that reads to its end and upserts them in
+batches, the files of a folder oldest first: a patient, study or series
+row ends with the values of the object stored last, as it does live.
+When two files hold the same SOP instance, on one device or two, the
+newest one is indexed; the other stays on disk, counted and logged as a
+duplicate (a regen deletes nothing: the copy it would drop may be the one
+that reads, or the one a store acknowledged last under a clock gone
+wrong), but for an older copy of one a store wrote since the regen began:
+that store found no row naming it (the tables were cleared) and so left
+it, and the regen removes it as the store would have.
 
 The server's stores go on meanwhile: each batch is decided in the index
 writer's transaction (``enterBatch``), in order with them, so a file that
@@ -20,6 +23,7 @@ entered, and the newer of two files is found as they are then.
 
 import os
 import re
+import time
 
 from pacscore.db.index import ImageRecord
 from pacscore.db.records import Replaced
@@ -121,10 +125,10 @@ def fileSignature(path):
         return None
 
 
-GONE, OLDER, ENTERED = "gone", "older", "entered"  # what became of a regenerated file (see enterBatch)
+GONE, OLDER, STALE, ENTERED = "gone", "older", "stale", "entered"  # what became of a regenerated file (enterBatch)
 
 
-def enterBatch(connection, index, entries, devices):
+def enterBatch(connection, index, entries, devices, since=None):
     """In one transaction (the index writer's, in order with the stores):
     index the regenerated ``entries``, ``(record, path, signature)``, where
     ``signature`` is the file's when it was read.  One result per entry:
@@ -134,6 +138,9 @@ def enterBatch(connection, index, entries, devices):
     - ``(OLDER, path)``: the SOP instance's indexed file (on one of
       ``devices``, name -> ``MagDevice``) is newer: its row stays, the
       entry's file is a duplicate;
+    - ``(STALE, path)``: so, and the indexed file was modified ``since``
+      (a regen's start, in ns; None: never), the entry's file before: a
+      store replaced it, which its row would have had removed;
     - ``(ENTERED, None or path)``: indexed, and the older file the row
       named before, if it is still there, a duplicate.
 
@@ -149,7 +156,8 @@ def enterBatch(connection, index, entries, devices):
         if other is not None and other[1] in (None, signature):  # none, or this very file
             other = None
         if other is not None and other[1][3] > signature[3]:  # by modification time
-            results.append((OLDER, path))
+            stale = since is not None and other[1][3] >= since > signature[3]
+            results.append((STALE if stale else OLDER, path))
             continue
         records.append(record)
         indexed[uid] = Replaced(record.deviceName, record.objectFile)  # the same SOP instance later in the batch
@@ -189,11 +197,16 @@ class Regenerator:
     of the index database's files, never opened (see ``databaseFiles``).
     ``write(fn, *args)``: ``fn(connection, *args)`` committed, by default
     directly (``writeDirectly``), in a server by its index writer.
+    ``removeReplaced(Replaced)``: in a server, the store's removal of the
+    file (and mirror copy) a new copy replaced (``ObjectStore``), for the
+    older copies of the objects stored since the regen began (``STALE``).
     """
 
     def __init__(self, index, tags, devices, report=print, batchSize=500, progressEvery=1000, skip=frozenset(),
-                 write=None):
+                 write=None, removeReplaced=None):
         self.index = index
+        self.removeReplaced = removeReplaced
+        self.began = time.time_ns() if removeReplaced is not None else None
         self.write = write or writeDirectly(index)
         self.devices = {device.name: device for device in devices}
         self.skip = SkippedFiles(skip)  # never opened: the index database's files
@@ -246,16 +259,31 @@ class Regenerator:
         if not batch:
             return
         try:
-            results = self.write(enterBatch, self.index, list(batch), self.devices)
+            results = self.write(enterBatch, self.index, list(batch), self.devices, self.began)
         except ValueError:
             results = [self._enterOne(entry) for entry in batch]
-        for (_, path, _), (outcome, duplicate) in zip(batch, results):
-            self._entered(path, outcome, duplicate)
+        for (record, path, signature), (outcome, duplicate) in zip(batch, results):
+            if outcome == STALE:
+                self._removeStale(record, path, signature)
+            else:
+                self._entered(path, outcome, duplicate)
         batch.clear()
+
+    def _removeStale(self, record, path, signature):
+        """Remove the file at ``path`` (of ``record``), an older copy of an
+        object stored again since the regen began, unless it changed since
+        it was read (``signature``)."""
+        self.duplicates += 1
+        if fileSignature(path) != signature:
+            self.report(f"[Regen] {path}: replaced by a new copy since it was read; the new copy's row stays")
+            return
+        self.removeReplaced(Replaced(record.deviceName, record.objectFile))
+        self.report(f"[Regen] {path}: an older copy of an object stored again since the regen began (which found "
+                    f"no row naming it): removed, as the store would have")
 
     def _enterOne(self, entry):
         try:
-            return self.write(enterBatch, self.index, [entry], self.devices)[0]
+            return self.write(enterBatch, self.index, [entry], self.devices, self.began)[0]
         except ValueError as e:
             self.failed += 1
             self.report(f"[Regen] {entry[1]} -FAILED: {e}")

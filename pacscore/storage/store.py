@@ -282,7 +282,7 @@ class ObjectStore:
         if not isinstance(result, Failure):
             relative, deviceName, replaced = result
             if replaced is not None and (replaced.deviceName, replaced.objectFile) != (deviceName, relative):
-                removed = self.workers.deferToWorker(self._removeReplaced, replaced).addErrback(
+                removed = self.workers.deferToWorker(self.removeReplaced, replaced).addErrback(
                     lambda f: self.log.failure("could not remove replaced file {path}", f,
                                                path=replaced.objectFile))
             removed.addCallback(lambda _: self._replaceUnindexed(uid, (deviceName, relative), False))
@@ -738,7 +738,10 @@ class ObjectStore:
         except InconsistentLink as e:
             raise Refused(str(e)) from e
 
-    def _removeReplaced(self, replaced):
+    def removeReplaced(self, replaced):
+        """In the I/O pool: remove the file ``replaced`` (``Replaced``) names,
+        a copy a new one of its SOP instance replaced, and its mirror copy
+        (also for a regen: the older copy a store made no row replace)."""
         device = self.devicesByName.get(replaced.deviceName)  # a copy moved to MAG1 goes too
         path = device.absolute(replaced.objectFile) if device is not None else None
         if path:

@@ -7,13 +7,14 @@ import os
 import shutil
 
 from sqlalchemy import select
-from twisted.internet import defer
+from twisted.internet import defer, reactor, threads
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial import unittest
 
 from pacscore.archive import StartupError
 from pacscore.control import maintenance
 from pacscore.control.context import CommandError
+from pacscore.storage import regen
 from pacscore.storage.regen import Regenerator
 from pacscore.storage.space import MEGABYTE
 from pacscore.testing.corpus import generateCorpus
@@ -296,3 +297,54 @@ class MakeSpaceTests(unittest.TestCase):
         error = yield self.assertFailure(self.running.run(self.command, "100"), CommandError)
         self.assertIn("only 12 MB free on MAG0 after deleting 3 patient(s)", str(error))
         yield self.assertFailure(self.running.run(self.command, "lots"), CommandError)
+
+
+class StoresDuringRegenTests(unittest.TestCase):
+    """Stores while a regen re-enters the files, its tables cleared."""
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.running = RunningArchive(self, ini={"MIRRORDevices": "1", "MIRRORDevice0": "./mirror/"})
+        self.images = generateCorpus(os.path.abspath(self.mktemp()), patients=1, studiesPerPatient=1,
+                                     seriesPerStudy=1, imagesPerSeries=2)
+        yield self.running.store(self.images)
+        self.mirror = os.path.join(self.running.workdir, "mirror")
+        mag0 = self.running.archive.devices[0].path
+        for path in self.running.files():  # as the export queue's MIRRORCOPY jobs copy them
+            copy = os.path.join(self.mirror, os.path.relpath(path, mag0))
+            os.makedirs(os.path.dirname(copy), exist_ok=True)
+            shutil.copy(path, copy)
+
+    def mirrored(self):
+        return sorted(os.path.relpath(os.path.join(folder, name), self.mirror)
+                      for folder, _, names in os.walk(self.mirror) for name in names if "/." not in folder)
+
+    def storeOnFirstRead(self, images):
+        """Have the regen store ``images`` (``addimagefile``) before it reads its first file."""
+        read = regen.fileRecord
+        pending = [images]
+
+        def storeThenRead(*args, **kw):
+            if pending:
+                threads.blockingCallFromThread(reactor, self.running.store, pending.pop())
+            return read(*args, **kw)
+        self.patch(regen, "fileRecord", storeThenRead)
+
+    @defer.inlineCallbacks
+    def test_anObjectStoredAgainLeavesNoOldCopy(self):
+        """Its store found no row naming the old file (the tables were
+        cleared), so left it: the regen removes it, and its mirror copy, as
+        the store would have; a later dgate -r cannot bring it back."""
+        before = self.running.files()
+        mirrored = self.mirrored()
+        self.storeOnFirstRead(self.images[:1])
+        output = yield self.running.run(commands.regen)
+        self.assertEqual(output, "1 file(s) indexed, 0 failed, 1 duplicate SOP instance(s)")
+        after = self.running.files()
+        self.assertEqual(len(after), 2, after)
+        self.assertEqual(len(set(after) - set(before)), 1)
+        self.assertEqual((yield self.running.count("image")), 2)
+        self.assertTrue(any("an older copy of an object stored again since the regen began" in line
+                            for line in self.running.progress), self.running.progress)
+        mag0 = self.running.archive.devices[0].path
+        self.assertEqual(self.mirrored(), [name for name in mirrored if os.path.join(mag0, name) in after])

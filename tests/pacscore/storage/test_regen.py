@@ -7,6 +7,7 @@ import contextlib
 import os
 import shutil
 import signal
+import time
 import warnings
 
 from pydicom.data import get_testdata_file
@@ -14,6 +15,7 @@ from sqlalchemy import select
 from twisted.trial import unittest
 
 from pacscore.db.index import Index
+from pacscore.db.records import Replaced
 from pacscore.storage.devices import MagDevice
 from pacscore.storage import regen
 from pacscore.storage.regen import Regenerator, fileRecord, iterObjectFiles
@@ -321,3 +323,31 @@ class RegenerationTests(unittest.TestCase):
         regenerator = self.regenerator().regenerate(self.devices[1:])
         self.assertEqual((regenerator.indexed, regenerator.duplicates), (1, 1), self.lines)
         self.assertEqual(self.location(), [("MAG1", "D/x.dcm")])
+
+    def test_anOlderCopyOfAnObjectStoredDuringTheRegenIsRemoved(self):
+        """A store of the same SOP instance after the regen dropped the
+        tables replaces no row, so it leaves the old file: the regen removes
+        that file as the store would have (through the store's removal,
+        which takes the mirror copy too), since the indexed copy was written
+        after the regen began and it before; two copies older than the
+        regen both stay (which one the user wants cannot be told)."""
+        old = self.write(self.devices[0], "PAT1/old.dcm", 1000)
+        older = self.write(self.devices[0], "PAT2/older.dcm", 1000, sop="1.2.3.1.2")
+        kept = self.write(self.devices[0], "PAT2/kept.dcm", 2000, sop="1.2.3.1.2")
+        stores = [lambda: self.store("PAT1/new.dcm", time.time())]
+        self.storeDuring(lambda: stores and stores.pop()())
+        removed = []
+
+        def removeReplaced(replaced):
+            removed.append(replaced)
+            os.unlink(self.devices[0].absolute(replaced.objectFile))
+        regenerator = Regenerator(self.index, conquestLayout().indexedTags(), self.devices, report=self.lines.append,
+                                  removeReplaced=removeReplaced).regenerate(self.devices)
+        self.assertEqual((regenerator.indexed, regenerator.duplicates), (1, 2), self.lines)
+        self.assertEqual(sorted(self.location()), [("MAG0", "PAT1/new.dcm"), ("MAG0", "PAT2/kept.dcm")])
+        self.assertEqual(removed, [Replaced("MAG0", "PAT1/old.dcm")])
+        self.assertEqual(os.listdir(os.path.dirname(old)), ["new.dcm"])
+        self.assertIn(f"[Regen] {old}: an older copy of an object stored again since the regen began (which found "
+                      f"no row naming it): removed, as the store would have", self.lines)
+        self.assertTrue(os.path.exists(older))
+        self.assertTrue(os.path.exists(kept))

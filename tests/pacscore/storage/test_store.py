@@ -339,12 +339,12 @@ class ObjectStoreTests(unittest.TestCase):
         acknowledged file.  Stores of one instance now wait for the last to
         end, so the index names a file on disk."""
         self.store.namer = FileNamer("%callingae\\%sopuid.dcm")
-        removeReplaced = self.store._removeReplaced
+        removeReplaced = self.store.removeReplaced
 
         def slowRemoval(replaced):
             time.sleep(0.2)
             removeReplaced(replaced)
-        self.store._removeReplaced = slowRemoval
+        self.store.removeReplaced = slowRemoval
         data = datasetBytes("CT_small.dcm")
         uid = CT_SMALL_UID
 

@@ -10,9 +10,13 @@ first drops and recreates the image tables, like ``initializetables``,
 also in the writer.  ``regen`` and ``regendev`` mark the devices they
 regenerate until complete (``pacscore.db.regenmarks``), in the transaction
 that clears the tables; ``InterruptedRegen`` runs one that a stop cut short
-again at the next start.  ``makespace`` deletes whole patients, first those
-Conquest's ``LRUSort`` names (by default the first entered), until MAG0
-has the space asked for (the archive's ``SpaceKeeper``).
+again at the next start.  While a regen of marked devices runs (from
+before the tables are cleared), a store whose study or series has no row
+yet is refused with a transient failure (``Index.rebuilding``): its links
+to a patient or study cannot be checked until the files are re-entered.
+``makespace`` deletes whole patients, first those Conquest's ``LRUSort``
+names (by default the first entered), until MAG0 has the space asked for
+(the archive's ``SpaceKeeper``).
 """
 
 import os
@@ -99,15 +103,18 @@ class InterruptedRegen:
         names = ", ".join(self.deviceNames)
         self.log.warn("a regen of {devices} was interrupted (the server stopped during it): running it again; "
                       "until it ends, queries and retrieves may miss objects stored there", devices=names)
-        devices = [device for device in self.archive.devices if device.name in self.deviceNames]
-        d = defer.ensureDeferred(runRegenerator(self.archive, regeneratorOf(self.archive, self.reactor, self._report),
-                                                lambda regenerator: regenerator.regenerate(devices),
-                                                self.deviceNames))
+        d = defer.ensureDeferred(self._regenerate())
         d.addCallback(lambda regenerator: self.log.info("the interrupted regen of {devices} is complete: {summary}",
                                                         devices=names, summary=summary(regenerator)))
         d.addErrback(lambda failure: self.log.failure(
             "the interrupted regen of {devices} failed; it runs again at the next start", failure, devices=names))
         return d
+
+    async def _regenerate(self):
+        devices = [device for device in self.archive.devices if device.name in self.deviceNames]
+        with self.archive.index.rebuilding(self.deviceNames):
+            return await runRegenerator(self.archive, regeneratorOf(self.archive, self.reactor, self._report),
+                                        lambda regenerator: regenerator.regenerate(devices), self.deviceNames)
 
     def _report(self, line):
         """A progress line, from the worker's thread."""
@@ -141,7 +148,8 @@ def _checkFolders(devices):
 
 class _Regen(AsyncControlCommand):
     """Runs ``work(regenerator)`` in a worker; the devices it regenerates
-    in full are marked (``RegenMarks``) until it is complete."""
+    in full are marked (``RegenMarks``) until it is complete, and meanwhile
+    stores of studies not re-entered yet refused (``Index.rebuilding``)."""
 
     log = Logger()
 
@@ -149,16 +157,17 @@ class _Regen(AsyncControlCommand):
         archive = context.archive
         marked, work = self.prepare(archive, arguments)
         regenerator = regeneratorOf(archive, context.reactor, context.progressFromThread)
-        await self.before(archive, marked)
-        try:
-            await runRegenerator(archive, regenerator, work, marked)
-        except Exception:
-            if marked:
-                self.log.failure("{peer}: {command}:{arguments} failed: the index may miss objects of {devices}, "
-                                 "which stay marked (PacsRegen): the regen runs again at the next start, or run "
-                                 "it again now", peer=context.peer, command=self.name, arguments=arguments,
-                                 devices=", ".join(marked))
-            raise
+        with archive.index.rebuilding(marked):
+            await self.before(archive, marked)
+            try:
+                await runRegenerator(archive, regenerator, work, marked)
+            except Exception:
+                if marked:
+                    self.log.failure("{peer}: {command}:{arguments} failed: the index may miss objects of {devices}, "
+                                     "which stay marked (PacsRegen): the regen runs again at the next start, or run "
+                                     "it again now", peer=context.peer, command=self.name, arguments=arguments,
+                                     devices=", ".join(marked))
+                raise
         counts = summary(regenerator)
         self.log.info("{peer}: {command}:{arguments}: {summary}", peer=context.peer, command=self.name,
                       arguments=arguments, summary=counts)

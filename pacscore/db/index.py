@@ -17,6 +17,7 @@ shutdown for longer.  Other writes and queries (maintenance scans, deletes,
 the web interface) are not cut short.
 """
 
+import contextlib
 import functools
 import itertools
 import threading
@@ -34,7 +35,8 @@ from pacscore.db.pending import PendingFiles
 from pacscore.db.rawsql import DEFAULT_TRUNCATE, IdentifierQuoter
 from pacscore.db.rawtext import adoptRawText
 from pacscore.db.regenmarks import RegenMarks
-from pacscore.db.records import ImageRecord, InconsistentLink, Replaced, Upserter, buildLevels, checkKeys, checkRecord
+from pacscore.db.records import (ImageRecord, InconsistentLink, NotReentered, Replaced, Upserter, buildLevels, checkKeys,
+                                 checkRecord)
 from pacscore.db.schema import (INDEXED_COLUMNS_EMPTY, WORKLIST_COLUMNS_EMPTY, addMissingColumns, adoptCollation,
                                 adoptFoldedTable, adoptTruncatedColumns, buildTables, matchColumnWidths,
                                 upgradeTable)
@@ -43,7 +45,7 @@ from pacscore.db.writer import BatchRunner, GroupCommitWriter, callEach
 from pacscore.storage.attributes import DatasetError
 from pacscore.storage.durability import PerFileSync
 
-__all__ = ["ImageRecord", "InconsistentLink", "Index", "Replaced"]
+__all__ = ["ImageRecord", "InconsistentLink", "Index", "NotReentered", "Replaced"]
 
 # Who made the index tables of a database (``Index.madeBy``)
 PACS, EARLIER_PACS, CONQUEST = "pacs", "an earlier pacs", "Conquest"
@@ -90,6 +92,7 @@ class Index:
         self.durability = durability or PerFileSync()
         self.pending = PendingFiles(self.metadata)
         self.regens = RegenMarks(self.metadata)
+        self._rebuilds = 0  # the regens re-entering files (``rebuilding``)
         self._upserters = {}  # writer thread ident -> its Upserter
         self._writer = GroupCommitWriter(engine, reactor, writerThreads,
                                          onRollback=self._forgetWriterCache, onConnect=onWriterConnect,
@@ -284,9 +287,13 @@ class Index:
     def checkLinks(self, record):
         """``InconsistentLink`` if storing ``record`` would move a study or
         series row that it may not (``Upserter.checkLinks``): synchronous,
-        read in the calling thread, for a store about to overwrite a file."""
+        read in the calling thread, for a store about to overwrite a file;
+        ``NotReentered`` while ``rebuilding`` if it would be refused so."""
         with self.engine.connect() as connection:
-            Upserter(self._levels).checkLinks(connection, record)
+            upserter = Upserter(self._levels)
+            if self._rebuilds:
+                upserter.checkEntered(connection, record)
+            upserter.checkLinks(connection, record)
 
     def store(self, record):
         """Deferred firing with ``Replaced`` or None once the record's
@@ -454,8 +461,27 @@ class Index:
             return self.pending.recover(connection, fileError, upserter.indexedAt, upserter.deleteImagesAt,
                                         indexAgain)
 
+    @contextlib.contextmanager
+    def rebuilding(self, deviceNames):
+        """While in it, for a regen of ``deviceNames`` (marked: the index
+        may miss their objects until it ends; none: nothing), a store whose
+        study or series row is not entered yet is refused (``NotReentered``,
+        ``Upserter.checkEntered``): entered, it could link a study or
+        series to another patient or study than the files not re-entered
+        yet, which the regen would then refuse."""
+        rebuilds = 1 if deviceNames else 0
+        self._rebuilds += rebuilds
+        try:
+            yield
+        finally:
+            self._rebuilds -= rebuilds
+
     def _upsertInWriter(self, connection, records):
-        results = self._writerUpserter().upsertImages(connection, records)
+        upserter = self._writerUpserter()
+        if self._rebuilds:
+            for record in records:
+                upserter.checkEntered(connection, record)
+        results = upserter.upsertImages(connection, records)
         if self.durability.flushesAfterCommit:
             self.pending.mark(connection, records, results)
         if self.afterUpsert is not None:

@@ -62,6 +62,10 @@ the study's modalities, below).
   a NUL is refused (``checkKeys``), whatever AllowTruncate says, since cut it would be the
   key of another row: two SOP instances sharing their first 64 characters
   would be one, the second replacing (and removing the file of) the first.
+- While a regen re-enters the files (its tables cleared), a stored record
+  whose study or series row is not entered yet cannot be checked for a
+  link to another patient (study) whose files are not re-entered yet:
+  ``Upserter.checkEntered`` refuses it (``NotReentered``).
 """
 
 import time
@@ -140,6 +144,15 @@ class InconsistentLink(ValueError):
     def __init__(self, table, keyName, key, link, old, refused):
         super().__init__(f"Refused to enter inconsistent link {link} into {table}: {keyName} = '{key}', "
                          f"Old = '{old}', Refused = '{refused}'")
+
+
+class NotReentered(Exception):
+    """A store while a regen re-enters the files: its study or series row,
+    which its links are checked against, is not entered yet."""
+
+    def __init__(self, table, keyName, key):
+        super().__init__(f"the index is being rebuilt (regen): stores of studies not re-entered yet are refused "
+                         f"until it ends (no {table} row {keyName} = '{key}' yet)")
 
 
 class Replaced(NamedTuple):
@@ -435,6 +448,14 @@ class Upserter:
         for index in (1, 2):
             key = record.attrs.get(self._parents[index].keyTag)
             self._checkLink(connection, index, key, self._parents[index].row(connection, key), record, {})
+
+    def checkEntered(self, connection, record):
+        """``NotReentered`` unless the study and series rows of ``record``
+        are there (see the rules above)."""
+        for level in self._parents[1:]:
+            key = record.attrs.get(level.keyTag)
+            if level.row(connection, key) is None:
+                raise NotReentered(level.table.name, level.keyName, key)
 
     def _checkLink(self, connection, index, key, known, record, batched):
         """``InconsistentLink`` if ``record`` links the study (``index`` 1)

@@ -14,7 +14,7 @@ from pacscore.dicom.timing import timed
 from pacscore.db.errors import DATABASE_FAILURES, databaseMessage
 from pacscore.logfiles import userEvents
 from pacscore.storage.devices import isDiskFull
-from pacscore.storage.store import DatasetMismatch, Destroyed, IncomingObject, InvalidDataset, Refused
+from pacscore.storage.store import DatasetMismatch, Destroyed, IncomingObject, InvalidDataset, Rebuilding, Refused
 
 SUCCESS = 0x0000
 
@@ -97,6 +97,8 @@ class StorageService:
             return SUCCESS, None
         if isinstance(error, Refused):
             return self.storageFailedStatus, str(error)
+        if isinstance(error, Rebuilding):  # transient, as a full disk: the sender retries
+            return OUT_OF_RESOURCES, str(error)
         if isDiskFull(error):
             return OUT_OF_RESOURCES, f"disk full: {databaseMessage(error)}"
         if not failure.check(*DATABASE_FAILURES):  # the index failing is logged by the store, in a line

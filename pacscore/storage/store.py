@@ -13,7 +13,9 @@ its file meta), or whose data set has a key longer than its index column
 (``Index.checkKeys``: cut, it would be another object's, patient's, study's
 or series'), is refused before anything is written; its data set is dropped
 as it arrives.  One the index refuses (``InconsistentLink``: its study is
-another patient's, its series another study's) is not left on disk.
+another patient's, its series another study's; ``NotReentered``: a regen
+re-enters the files and its study or series has no row yet) is not left on
+disk.
 
 Disk work runs in a worker of the I/O pool, which hands the record straight
 to the index writer thread; the reactor hears back once, after the commit. A
@@ -47,7 +49,7 @@ from pacscore.codecs.nkipixels import NKI_PIXEL_DATA, withPlainPixels
 from pacscore.codecs.syntaxes import isCompressed
 from pacscore.codecs.transcode import TranscodeError
 from pacscore.converters.awaitingobjects import awaitedMove
-from pacscore.db.index import ImageRecord, InconsistentLink
+from pacscore.db.index import ImageRecord, InconsistentLink, NotReentered
 from pacscore.dicom.datasets import IdentifierError
 from pacscore.dicom.sinks import DiscardingSink
 from pacscore.dicom.storeddata import decodedExtent
@@ -93,6 +95,11 @@ class DeviceUnwritable(Refused):
 
     def __init__(self, device, error):
         super().__init__(f"{device.name} cannot be written ({error.strerror}): {device.path}")
+
+
+class Rebuilding(StoreError):
+    """The index is being rebuilt (a regen) and cannot check the object's
+    links yet (``NotReentered``): a transient failure, retried later."""
 
 
 class Destroyed(StoreError):
@@ -309,8 +316,8 @@ class ObjectStore:
             if ok:
                 stored.callback((relative, device.name, value))
                 return
-            if value.check(InconsistentLink) and not overwrote:
-                refused = Refused(value.getErrorMessage())
+            if value.check(InconsistentLink, NotReentered) and not overwrote:
+                refused = (Rebuilding if value.check(NotReentered) else Refused)(value.getErrorMessage())
                 self.workers.deferToWorker(os.unlink, device.absolute(relative)).addErrback(
                     lambda f: self.log.failure("could not remove refused file {path}", f, path=relative)
                 ).addCallback(lambda _: stored.errback(refused))
@@ -732,11 +739,14 @@ class ObjectStore:
             raise DatasetMismatch(f"not indexable: {e}") from e
 
     def _checkLinks(self, record):
-        """Refused if the index would refuse ``record`` (``InconsistentLink``)."""
+        """Refused if the index would refuse ``record`` (``InconsistentLink``),
+        Rebuilding if a regen has not entered its rows yet."""
         try:
             self.index.checkLinks(record)
         except InconsistentLink as e:
             raise Refused(str(e)) from e
+        except NotReentered as e:
+            raise Rebuilding(str(e)) from e
 
     def removeReplaced(self, replaced):
         """In the I/O pool: remove the file ``replaced`` (``Replaced``) names,

@@ -6,6 +6,8 @@ import functools
 import os
 import shutil
 
+import pydicom
+
 from sqlalchemy import select
 from twisted.internet import defer, reactor, threads
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
@@ -319,25 +321,31 @@ class StoresDuringRegenTests(unittest.TestCase):
         return sorted(os.path.relpath(os.path.join(folder, name), self.mirror)
                       for folder, _, names in os.walk(self.mirror) for name in names if "/." not in folder)
 
-    def storeOnFirstRead(self, images):
-        """Have the regen store ``images`` (``addimagefile``) before it reads its first file."""
+    def storeOnRead(self, count, store):
+        """Have the regen wait for ``store(path)`` (a Deferred, in the
+        reactor) before it reads its ``count``-th file, at ``path``."""
         read = regen.fileRecord
-        pending = [images]
+        reads = []
 
-        def storeThenRead(*args, **kw):
-            if pending:
-                threads.blockingCallFromThread(reactor, self.running.store, pending.pop())
-            return read(*args, **kw)
+        def storeThenRead(path, *args, **kw):
+            reads.append(path)
+            if len(reads) == count:
+                threads.blockingCallFromThread(reactor, store, path)
+            return read(path, *args, **kw)
         self.patch(regen, "fileRecord", storeThenRead)
 
     @defer.inlineCallbacks
     def test_anObjectStoredAgainLeavesNoOldCopy(self):
         """Its store found no row naming the old file (the tables were
         cleared), so left it: the regen removes it, and its mirror copy, as
-        the store would have; a later dgate -r cannot bring it back."""
+        the store would have; a later dgate -r cannot bring it back.  The
+        study is entered with the first file (a batch of one), so the store
+        of the second object again is not refused."""
         before = self.running.files()
         mirrored = self.mirrored()
-        self.storeOnFirstRead(self.images[:1])
+        self.patch(maintenance, "Regenerator", functools.partial(Regenerator, batchSize=1))
+        self.storeOnRead(2, lambda path: self.running.store(
+            [image for image in self.images if image.sopUID == pydicom.dcmread(path).SOPInstanceUID]))
         output = yield self.running.run(commands.regen)
         self.assertEqual(output, "1 file(s) indexed, 0 failed, 1 duplicate SOP instance(s)")
         after = self.running.files()
@@ -348,3 +356,32 @@ class StoresDuringRegenTests(unittest.TestCase):
                             for line in self.running.progress), self.running.progress)
         mag0 = self.running.archive.devices[0].path
         self.assertEqual(self.mirrored(), [name for name in mirrored if os.path.join(mag0, name) in after])
+
+    @defer.inlineCallbacks
+    def test_aStoreOfAStudyNotReenteredIsRefused(self):
+        """An object of the study under another Patient ID, stored before
+        the regen re-entered the study: refused (it used to be accepted,
+        and the study's own objects then refused by the regen, and by every
+        later dgate -r, as inconsistent); the study's objects all indexed."""
+        stored = self.images[0].path
+        intruder = os.path.join(os.path.abspath(self.mktemp()), "intruder.dcm")
+        os.makedirs(os.path.dirname(intruder))
+        ds = pydicom.dcmread(stored)
+        ds.PatientID, ds.SOPInstanceUID = "AAINTRUDER", "1.2.3.999"
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.save_as(intruder, enforce_file_format=True)
+        outcomes = []
+        self.storeOnRead(1, lambda path: self.running.run(data.addImageFile, intruder).addBoth(outcomes.append))
+        output = yield self.running.run(commands.regen)
+        self.assertEqual(output, "2 file(s) indexed, 0 failed, 0 duplicate SOP instance(s)")
+        [error] = outcomes
+        self.assertIsInstance(error.value, CommandError)
+        self.assertIn("the index is being rebuilt (regen): stores of studies not re-entered yet are refused until "
+                      "it ends", str(error.value))
+        image = self.running.archive.index.tables.image
+        patients = yield self.running.archive.index.runQuery(
+            lambda connection: connection.execute(select(image.c.ImagePat)).scalars().all())
+        self.assertEqual(patients, ["PAT0000", "PAT0000"])
+        self.assertEqual(len(self.running.files()), 2)
+        output = yield self.running.run(commands.regen)
+        self.assertEqual(output, "2 file(s) indexed, 0 failed, 0 duplicate SOP instance(s)")

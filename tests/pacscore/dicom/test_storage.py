@@ -174,3 +174,39 @@ class IndexRefusalTests(unittest.TestCase):
         response = yield self.storeRefused(running)
         self.assertEqual(response[commands.STATUS], OUT_OF_RESOURCES)
         self.assertEqual(response[commands.ERROR_COMMENT], "disk full: database or disk is full")
+
+
+class StoresDuringRegenTests(unittest.TestCase):
+
+    @defer.inlineCallbacks
+    def test_aStudyNotReenteredYetIsOutOfResources(self):
+        """While a regen re-enters the files (its tables cleared), an object
+        whose study or series has no row yet cannot be checked for a link to
+        another patient (or study) whose files are not re-entered yet: it is
+        refused with A700, a transient failure the sender retries, its file
+        removed, in one log line; once its rows are in, stores go on."""
+        running = RunningArchive(self, listen=True)
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        syntax, data, dataset = splitFile(bundledFile("CT_small.dcm"))
+        client = yield associate(reactor, "127.0.0.1", running.port, "SENDER", running.ae, [(CT_STORAGE, [syntax])])
+        command = {commands.COMMAND_FIELD: commands.C_STORE_RQ, commands.PRIORITY: 0,
+                   commands.AFFECTED_SOP_CLASS_UID: CT_STORAGE,
+                   commands.AFFECTED_SOP_INSTANCE_UID: str(dataset.SOPInstanceUID)}
+        index = running.archive.index
+        with index.rebuilding(["MAG0"]):
+            response, _ = yield client.request(1, command, data)
+        self.assertEqual(response[commands.STATUS], OUT_OF_RESOURCES)
+        self.assertIn("the index is being rebuilt", response[commands.ERROR_COMMENT])
+        self.assertEqual(running.files(), [])
+        refusals = [formatEvent(e) for e in events if "refused with status 0xA700" in formatEvent(e)]
+        self.assertEqual(len(refusals), 1, refusals)
+        self.assertIn("stores of studies not re-entered yet are refused until it ends", refusals[0])
+        response, _ = yield client.request(1, command, data)
+        self.assertEqual(response[commands.STATUS], SUCCESS)
+        with index.rebuilding(["MAG0"]):
+            response, _ = yield client.request(1, command, data)
+        self.assertEqual(response[commands.STATUS], SUCCESS)
+        yield client.release()
+        self.assertFalse([e for e in events if "log_failure" in e])

@@ -39,6 +39,7 @@ from pacscore.db.query import PATIENT_ID, QueryKey
 
 MEGABYTE = 1 << 20
 MARGIN = 5 * MEGABYTE  # Conquest: "until the free disk space is about 5 MB larger"
+MINUTE = 60  # seconds between two checks of the hour of a Nightly task
 
 
 def freeSpace(path):
@@ -245,42 +246,46 @@ class ThresholdClean(OneAtATime):
 
 
 class Nightly(OneAtATime):
-    """Runs ``task(keepGoing)`` every night at ``hour``:00 local time (see
-    ``OneAtATime``).  Conquest's NightlyCleanThreshold (01:00) and
-    NightlyMoveThreshold (02:00)."""
+    """Runs ``task(keepGoing)`` once a night, in the hour ``hour`` local
+    time (see ``OneAtATime``).  Conquest's NightlyCleanThreshold (01:00) and
+    NightlyMoveThreshold (02:00).  As Conquest, it checks the hour: the
+    wall clock (``now``, seconds since the epoch) is read at each minute, on
+    ``clock``, and the task runs at the first check in its hour on a local
+    date it has not run on.  So an hour that happens twice (the autumn clock
+    change) runs it once, and a clock stepped forward past the hour runs it
+    the next night, not at once.  Started within its hour, it waits for the
+    next night."""
 
-    def __init__(self, name, hour, task, clock):
+    def __init__(self, name, hour, task, clock, now=time.time):
         self.name = name
         self.hour = hour
         self.task = task
         self.clock = clock
+        self.now = now
         self._call = None
+        self._ranOn = None  # the local date (year, month, day) of the last run
 
     def startService(self):
         service.Service.startService(self)
+        day = time.localtime(self.now())
+        if day.tm_hour == self.hour:
+            self._ranOn = day[:3]
         self._schedule()
 
     def stopService(self):
-        """Cancels the next run; with a run under way, a Deferred of its end."""
+        """Cancels the next check; with a run under way, a Deferred of its end."""
         if self._call is not None and self._call.active():
             self._call.cancel()
         self._call = None
         return OneAtATime.stopService(self)
 
-    def nextRun(self, now):
-        """Seconds since the epoch of the first ``hour``:00 (local time) after ``now``."""
-        day = time.localtime(now)
-        for offset in (0, 1, 2):  # 2: a day that has no such hour (a clock change)
-            target = time.mktime((day.tm_year, day.tm_mon, day.tm_mday + offset, self.hour, 0, 0, 0, 0, -1))
-            if target > now:
-                return target
-        raise AssertionError(f"no {self.hour}:00 within two days")
-
     def _schedule(self):
-        now = self.clock.seconds()
-        self._call = self.clock.callLater(self.nextRun(now) - now, self._run)
+        self._call = self.clock.callLater(MINUTE - self.now() % MINUTE, self._check)
 
-    def _ended(self, result):
-        OneAtATime._ended(self, result)
+    def _check(self):
+        day = time.localtime(self.now())
+        if day.tm_hour == self.hour and day[:3] != self._ranOn and self._underWay is None:
+            self._ranOn = day[:3]
+            self._run()
         if self.running:
             self._schedule()

@@ -6,6 +6,7 @@ import random
 import socket
 import subprocess
 import sys
+import time
 from email import policy
 
 from sqlalchemy import select
@@ -488,8 +489,9 @@ class ArchiveServiceTests(unittest.TestCase):
         def start(archiveService):
             [nightly] = [child for child in archiveService if isinstance(child, Nightly)]
             nightly.clock = task.Clock()
+            nightly.now = lambda: time.mktime((2026, 3, 1, 0, 59, 0, 0, 0, -1)) + nightly.clock.seconds()
             nightly.startService()
-            nightly.clock.advance(nightly.nextRun(0))
+            nightly.clock.advance(60)
         return self.stopDuringAClean({"NightlyCleanThreshold": "1"}, start)
 
     def test_aStopDuringAThresholdCleanWaitsForThePatientUnderWay(self):

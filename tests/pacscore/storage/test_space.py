@@ -159,29 +159,84 @@ class NightlyTests(unittest.TestCase):
     def at(self, day, hour, minute=0):
         return time.mktime((2026, 3, day, hour, minute, 0, 0, 0, -1))
 
-    def test_nextRunIsTheNext0100LocalTime(self):
-        nightly = Nightly("NightlyCleanThreshold", 1, None, task.Clock())
-        self.assertEqual(nightly.nextRun(self.at(1, 0, 30)), self.at(1, 1))
-        self.assertEqual(nightly.nextRun(self.at(1, 1)), self.at(2, 1))
-        self.assertEqual(nightly.nextRun(self.at(1, 23, 59)), self.at(2, 1))
-        self.assertEqual(nightly.nextRun(self.at(31, 12)), time.mktime((2026, 4, 1, 1, 0, 0, 0, 0, -1)))
+    def inZone(self, zone):
+        """Local time is ``zone``'s for the rest of the test."""
+        old = os.environ.get("TZ")
+        os.environ["TZ"] = zone
+        time.tzset()
+
+        def restore():
+            if old is None:
+                del os.environ["TZ"]
+            else:
+                os.environ["TZ"] = old
+            time.tzset()
+        self.addCleanup(restore)
+
+    def nightlies(self, hours, start, duration=5):
+        """Started Nightly services at ``hours``, whose task takes
+        ``duration`` s, on a fresh ``self.clock``; the wall clock starts at
+        ``start`` and moves with it, plus ``self.step`` (a clock step).  A
+        list the runs go in, in local time."""
+        self.clock, self.step, runs = task.Clock(), 0, []
+        wall = lambda: start + self.clock.seconds() + self.step
+        for hour in hours:
+            async def run(keepGoing, hour=hour):
+                runs.append((hour, time.strftime("%Y-%m-%d %H:%M %Z", time.localtime(wall()))))
+                done = defer.Deferred()
+                self.clock.callLater(duration, done.callback, None)
+                await done
+            nightly = Nightly(f"at {hour}", hour, run, self.clock, wall)
+            nightly.startService()
+            self.addCleanup(nightly.stopService)
+        return runs
 
     def test_runsEveryNightAtItsHour(self):
-        clock, runs = task.Clock(), []
-
-        async def run(keepGoing):
-            runs.append(clock.seconds())
-        clock.advance(self.at(1, 0, 59))
-        nightly = Nightly("NightlyCleanThreshold", 1, run, clock)
-        nightly.startService()
-        clock.advance(59)
+        runs = self.nightlies([1], self.at(1, 0, 59))
+        self.clock.advance(59)
         self.assertEqual(runs, [])
-        clock.advance(1)
-        self.assertEqual(runs, [self.at(1, 1)])
-        [call] = clock.getDelayedCalls()
-        self.assertEqual(call.getTime(), self.at(2, 1))
-        nightly.stopService()
-        self.assertEqual(clock.getDelayedCalls(), [])
+        self.clock.advance(1)
+        self.assertEqual(runs, [(1, time.strftime("%Y-%m-%d 01:00 %Z", time.localtime(self.at(1, 1))))])
+        self.clock.pump([60] * 25 * 60)
+        self.assertEqual([when[:16] for _, when in runs], ["2026-03-01 01:00", "2026-03-02 01:00"])
+
+    def test_onceOnTheAutumnClockChange(self):
+        """The hour that happens twice runs its task once, with the other
+        Nightly services of a site, in New York and in Amsterdam."""
+        for zone, day, hours, expected in [
+                ("America/New_York", (2026, 11, 1), [1, 2],
+                 [(1, "2026-10-31 01:00 EDT"), (2, "2026-10-31 02:00 EDT"), (1, "2026-11-01 01:00 EDT"),
+                  (2, "2026-11-01 02:00 EST"), (1, "2026-11-02 01:00 EST"), (2, "2026-11-02 02:00 EST")]),
+                ("Europe/Amsterdam", (2026, 10, 25), [2, 3],
+                 [(2, "2026-10-24 02:00 CEST"), (3, "2026-10-24 03:00 CEST"), (2, "2026-10-25 02:00 CEST"),
+                  (3, "2026-10-25 03:00 CET"), (2, "2026-10-26 02:00 CET"), (3, "2026-10-26 03:00 CET")])]:
+            self.inZone(zone)
+            year, month, mday = day
+            runs = self.nightlies(hours, time.mktime((year, month, mday - 2, 12, 0, 0, 0, 0, -1)))
+            self.clock.pump([60] * 3 * 24 * 60)
+            self.assertEqual(runs, expected)
+
+    def test_aClockStepNeitherRunsAtTheWrongHourNorTwice(self):
+        """A step forward past the hour (2 days and 10 hours, to 12:04) runs
+        nothing until the next 01:00; a step back over a run does not run
+        it again that night."""
+        self.inZone("Europe/Amsterdam")
+        runs = self.nightlies([1, 2], time.mktime((2026, 12, 7, 0, 30, 0, 0, 0, -1)))
+        self.step = (2 * 24 + 10) * 3600 + 120
+        self.clock.pump([60] * 12 * 60)
+        self.assertEqual(runs, [])
+        self.clock.pump([60] * 14 * 60)
+        self.assertEqual(runs, [(1, "2026-12-10 01:00 CET"), (2, "2026-12-10 02:00 CET")])
+        self.step -= 3600
+        self.clock.pump([60] * 2 * 60)
+        self.assertEqual(len(runs), 2)
+        self.clock.pump([60] * 24 * 60)
+        self.assertEqual(runs[2:], [(1, "2026-12-11 01:00 CET"), (2, "2026-12-11 02:00 CET")])
+
+    def test_startedWithinItsHourWaitsForTheNextNight(self):
+        runs = self.nightlies([1], self.at(1, 1, 30))
+        self.clock.pump([60] * 24 * 60)
+        self.assertEqual([when[:16] for _, when in runs], ["2026-03-02 01:00"])
 
     def test_aStopWaitsForTheRunUnderWay(self):
         """Stopping during a run tells it to stop (``keepGoing()`` turns
@@ -192,9 +247,9 @@ class NightlyTests(unittest.TestCase):
             asked.append(keepGoing())
             await underWay
             asked.append(keepGoing())
-        nightly = Nightly("NightlyMoveThreshold", 2, run, clock)
+        nightly = Nightly("NightlyMoveThreshold", 2, run, clock, lambda: self.at(1, 1, 59) + clock.seconds())
         nightly.startService()
-        clock.advance(nightly.nextRun(0))
+        clock.advance(60)
         stopped = nightly.stopService()
         self.assertNoResult(stopped)
         underWay.callback(None)

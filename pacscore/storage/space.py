@@ -23,7 +23,8 @@ A700, as without a threshold).  A threshold of 0, or
 ``IgnoreMAGDeviceThreshHold = 1``, turns it off.  ``NightlyCleanThreshold``
 (a ``Nightly`` service) does the same once a night, at 01:00;
 ``NightlyMoveThreshold`` moves patients to ``NightlyMoveTarget`` instead
-(``moveIfBelow``), at 02:00.  Both services are ``OneAtATime``: a stop ends
+(``moveIfBelow``), at 02:00; a target that fills up ends that move with
+one error line.  Both services are ``OneAtATime``: a stop ends
 the run under way after the patient it is at, and waits for it.
 """
 
@@ -36,6 +37,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from pacscore.db.query import PATIENT_ID, QueryKey
+from pacscore.storage.relocation import MoveStopped
 
 MEGABYTE = 1 << 20
 MARGIN = 5 * MEGABYTE  # Conquest: "until the free disk space is about 5 MB larger"
@@ -151,9 +153,21 @@ class SpaceKeeper:
         self.log.warn("less than {threshold} MB free on {device} (NightlyMoveThreshold): moving the least "
                       "recently used patients to {target}", threshold=threshold // MEGABYTE,
                       device=self.device.name, target=target)
-        free = await self.makeSpace(threshold, lambda line: self.log.info("NightlyMoveThreshold: {line}", line=line),
-                                    moveTo=target, keepGoing=keepGoing)
-        self._cleaned(free, threshold)
+        moved = []
+
+        def report(line):
+            moved.append(line)
+            self.log.info("NightlyMoveThreshold: {line}", line=line)
+        try:
+            free = await self.makeSpace(threshold, report, moveTo=target, keepGoing=keepGoing)
+        except MoveStopped as stopped:
+            free = await self.workers.deferToWorker(self.freeSpace, self.device.path)
+            self.log.error("NightlyMoveThreshold: {target} is full ({error}): move stopped after {patients} "
+                           "patient(s) and {objects} object(s) of the next; {free} MB free on {device}", target=target,
+                           error=stopped.error, patients=len(moved), objects=stopped.moved, free=free // MEGABYTE,
+                           device=self.device.name)
+        else:
+            self._cleaned(free, threshold)
 
     async def cleanIfBelow(self, threshold, reason, keepGoing=lambda: True):
         """Start a clean-up when less than ``threshold`` bytes are free, and

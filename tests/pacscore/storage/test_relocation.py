@@ -7,6 +7,7 @@ import os
 
 import pydicom
 from twisted.internet import defer
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.trial import unittest
 
 from pacscore.config.errors import ConfigError
@@ -160,6 +161,28 @@ class DeviceMoveTests(unittest.TestCase):
         self.assertEqual(sorted(device for device, _ in rows.values()), ["MAG0"] * 4 + ["MAG1"] * 8)
         self.assertEqual(len(self.running.files()), 4)
         self.assertEqual((yield self.running.count("patient")), 3)
+
+    @defer.inlineCallbacks
+    def test_moveIfBelowOntoATargetThatFillsUp(self):
+        """One error line names the full target, what was moved and the
+        space free after; no traceback."""
+        keeper = self.archive.spaceKeeper
+        keeper.freeSpace = lambda path: (12 - len(self.running.files())) * MEGABYTE
+        copyFile, calls = relocation.copyFile, []
+
+        def fullAfterFive(source, device, relative, convert=None, sopInstanceUID=None):
+            calls.append(relative)
+            if len(calls) > 5:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return copyFile(source, device, relative, convert, sopInstanceUID)
+        self.patch(relocation, "copyFile", fullAfterFive)
+        with capturedLogs() as events:
+            yield defer.ensureDeferred(keeper.moveIfBelow(12 * MEGABYTE, "MAG1"))
+        self.assertEqual(len(self.running.files()), 7)
+        self.assertEqual([(e["log_level"], formatEvent(e)) for e in events if e["log_level"] >= LogLevel.error],
+                         [(LogLevel.error, f"NightlyMoveThreshold: MAG1 is full ([Errno {errno.ENOSPC}] No space left "
+                                           "on device): move stopped after 1 patient(s) and 1 object(s) of the "
+                                           "next; 5 MB free on MAG0")])
 
     @defer.inlineCallbacks
     def test_moveDataToDeviceThenRenameDeviceThenTestImages(self):

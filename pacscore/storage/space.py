@@ -6,7 +6,8 @@ patient is entered: the first entered go first, as in Conquest); with
 ``StudyDate`` the patients whose last study is oldest; with ``PatientBir``
 the oldest patients (birth date).  Ties go by AccessTime.  A patient with
 an object stored (its image row's AccessTime, in whole seconds) after the
-second the clean-up began in, or the check that started it, is recently used
+second the clean-up began in, or the check that started it (and not in the
+future: stamped by a clock that ran ahead, it is old), is recently used
 and is not chosen, nor is the patient of the object a MAGDeviceThreshold
 check was made for: so that object, acknowledged while the clean-up runs, is
 never deleted by it, while patients stored earlier in the same second (a
@@ -84,11 +85,13 @@ def patientsInDeletionOrder(connection, query, sortTag):
 def storedSince(connection, query, patientID, since):
     """In a reader thread: whether an object of the patient was stored
     after the second ``since`` (seconds since the epoch, whole as AccessTime
-    is)."""
+    is) and not after now: an AccessTime in the future was stamped by a
+    clock that ran ahead, and is old."""
     study, series, image = query.tables[1:4]
     joined = image.table.join(series.table, image.link == series.key).join(study.table, series.link == study.key)
+    accessed = image.table.c.AccessTime
     statement = (select(image.key).select_from(joined)
-                 .where(study.link == patientID, image.table.c.AccessTime > since).limit(1))
+                 .where(study.link == patientID, accessed > since, accessed <= int(time.time())).limit(1))
     return connection.execute(statement).first() is not None
 
 

@@ -86,6 +86,19 @@ class ThresholdTests(unittest.TestCase):
         self.assertEqual(len(self.running.files()), 5)
 
     @defer.inlineCallbacks
+    def test_anAccessTimeInTheFutureIsOld(self):
+        """Objects stored while the clock ran a month ahead (corrected
+        since) do not spare their patient, as in Conquest: the oldest two
+        go, PAT0002 first."""
+        image = self.running.archive.index.tables.image
+        yield self.running.archive.index.runWrite(lambda connection: connection.execute(
+            image.update().values(AccessTime=int(time.time()) + 30 * 86400)))
+        self.cleaner.threshold = 2 * MEGABYTE
+        yield self.checkBeforeAWrite()
+        yield self.keeper.cleaning
+        self.assertEqual((yield self.patientsLeft()), ["PAT0000"])
+
+    @defer.inlineCallbacks
     def test_noCleanUpOnceStopped(self):
         """Objects written while pacs stops start no clean-up."""
         self.cleaner.threshold = 2 * MEGABYTE

@@ -110,6 +110,7 @@ class Archive:
         self.aeTitle = aeTitle or configuration.aeTitle
         self.counters = {}
         self.startTime = None  # seconds since the epoch, set by startup()
+        self.startedAt = None  # the reactor's time then (its clock is not the time of day)
         self.dicomServerFactory = None  # made by dicomFactory()
         self.devices = [MagDevice(name, path) for name, path in configuration.magDevices]
         self.mirrors = Mirrors.fromConfiguration(configuration)
@@ -327,7 +328,7 @@ class Archive:
         """Synchronous preparation before the reactor serves: folders exist,
         crash leftovers are gone, the tables exist, the pools run.
         ``StartupError`` when a folder or the index database cannot be used."""
-        self.startTime = self.reactor.seconds()
+        self.startTime, self.startedAt = time.time(), self.reactor.seconds()
         missing = [device for device in self.devices if not os.path.isdir(device.path)]
         self._prepareFolders([device for device in self.devices if device not in missing] +
                              [self.mirrors, self.hl7DropFolder])

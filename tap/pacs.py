@@ -37,6 +37,7 @@ from pacscore.debuglog import serverLog
 from pacscore.errormail import ErrorMail
 from pacscore.filelimit import raiseFileLimit
 from pacscore.logfiles import logFiles
+from pacscore.reactorclock import useMonotonicClock
 from pacscore.stopsignals import StopSignals
 from pacscore.tls import certificateFiles, validityWarnings
 from pacscore.web import DEFAULT_WEB_ENDPOINT
@@ -265,7 +266,9 @@ class ListeningService(internet.StreamServerEndpointService):
 
 
 def makeService(options):
-    """The ``twistd pacs`` service tree, built by ``Options``."""
+    """The ``twistd pacs`` service tree, built by ``Options``, on a reactor
+    whose timers a step of the wall clock does not move."""
+    useMonotonicClock(options.archive.reactor)
     return options.services
 
 

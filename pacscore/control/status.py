@@ -58,7 +58,7 @@ async def gather(archive, reactor):
     return {
         "server": {"aeTitle": archive.aeTitle, "port": archive.tcpPort,
                    "startTime": _isoTime(startTime) if startTime else None,
-                   "uptime": round(reactor.seconds() - startTime, 3) if startTime else 0},
+                   "uptime": round(reactor.seconds() - archive.startedAt, 3) if startTime else 0},
         "associations": {"active": count("associationsActive"), "total": count("associationsTotal")},
         "images": {"received": count("imagesReceived"),
                    "sent": count("C-MOVEObjects") + count("C-GETObjects") + count(SENT_COUNTER),

@@ -121,15 +121,13 @@ class IfNumLess(Condition):
 
 
 class Between(Condition):
-    """``between "9", "17"``: the current local hour is in [9, 17); the
-    clock is the reactor's when the context has one."""
+    """``between "9", "17"``: the current local hour (of the services'
+    ``wallClock``) is in [9, 17)."""
 
     name = "between"
 
     def run(self, arguments, context):
-        reactor = context.services.reactor
-        now = reactor.seconds() if reactor is not None else time.time()
-        hour = time.localtime(now).tm_hour
+        hour = time.localtime(context.services.wallClock()).tm_hour
         start, end = (number(value) for value in expanded(arguments, context))
         if start <= end:
             return start <= hour < end

@@ -12,6 +12,7 @@ command and clienterror scripts also see the DIMSE command set as
 Commands run in a worker thread (see ``IConverterCommand.run``).
 """
 
+import time
 from enum import Enum
 
 from twisted.internet import threads
@@ -42,7 +43,8 @@ class ConverterServices:
 
     ``index`` (pacscore.db.index.Index: ``engine``, ``tables``, ``layout``),
     ``configuration`` (the loaded Configuration: ini, acrNemaMap, ...),
-    ``aeTitle``, ``reactor``, ``worklistLookup`` (accession -> {tag: value}
+    ``aeTitle``, ``reactor``, ``wallClock`` (seconds since the epoch: the
+    time of day, which the reactor's clock is not), ``worklistLookup`` (accession -> {tag: value}
     or None), ``exportQueue`` (pacscore.export: forwards and delayed jobs),
     ``uidMap`` (anonymized UIDs for %E/%R and newuids), ``counters``,
     ``serverCommands`` (control commands for Lua's ``servercommand``: a
@@ -50,11 +52,12 @@ class ConverterServices:
     """
 
     def __init__(self, index=None, configuration=None, aeTitle="", reactor=None, worklistLookup=None,
-                 exportQueue=None, uidMap=None, counters=None, serverCommands=None):
+                 exportQueue=None, uidMap=None, counters=None, serverCommands=None, wallClock=time.time):
         self.index = index
         self.configuration = configuration
         self.aeTitle = aeTitle
         self.reactor = reactor
+        self.wallClock = wallClock
         self.worklistLookup = worklistLookup
         self.exportQueue = exportQueue
         self.uidMap = uidMap

@@ -31,7 +31,7 @@ from twisted.cred.portal import IRealm, Portal
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.web import guard
-from twisted.web.http import combinedLogFormatter
+from twisted.web.http import combinedLogFormatter, datetimeToLogString
 from twisted.web.iweb import IAccessLogFormatter
 from twisted.web.resource import IResource
 from zope.interface import implementer, provider
@@ -216,8 +216,10 @@ def loginAE(user):
 @provider(IAccessLogFormatter)
 def accessLogLine(timestamp, request):
     """Apache's combined log line of ``request``, with the user it logged
-    in as (URL-quoted) where Apache's ``%u`` stands."""
-    line = combinedLogFormatter(timestamp, request)
+    in as (URL-quoted) where Apache's ``%u`` stands.  Its date is the time
+    of day now: Twisted's ``timestamp`` is of the reactor's clock, which is
+    not (``pacscore.reactorclock``)."""
+    line = combinedLogFormatter(datetimeToLogString(), request)
     user = getattr(request, "webUser", None)
     return line if user is None else line.replace(" - - ", f" - {quote(user, safe='@.-_')} ", 1)
 

@@ -3,8 +3,9 @@ on a real Archive."""
 
 import json
 import os
+import time
 
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.trial import unittest
 
 from pacscore.control.context import CommandError, ControlContext
@@ -38,6 +39,19 @@ class DisplayStatusTests(unittest.TestCase):
         [device] = status["devices"]
         self.assertEqual(device["name"], "MAG0")
         self.assertGreater(device["freeMB"], 0)
+
+    @defer.inlineCallbacks
+    def test_startTimeIsTheTimeOfDayUptimeOfTheReactor(self):
+        """The reactor's clock is monotonic (pacscore.reactorclock), not the
+        time of day: the start time is of the wall clock, the uptime of the
+        reactor's."""
+        self.running.context.reactor = task.Clock()
+        self.running.context.reactor.advance(1012.5)
+        self.archive.startTime, self.archive.startedAt = 1796595230, 1000
+        status = json.loads((yield self.running.run(DisplayStatus(), "json")))
+        self.assertEqual(status["server"]["startTime"],
+                         time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(1796595230)))
+        self.assertEqual(status["server"]["uptime"], 12.5)
 
     @defer.inlineCallbacks
     def test_text(self):

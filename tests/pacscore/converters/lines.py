@@ -3,6 +3,7 @@ plugins/pacs_commands_flow.py plus ``mark``, which appends its argument
 to the variable %x so a test sees which statements ran, in which order."""
 
 import os
+import time
 from types import SimpleNamespace
 
 from pydicom import Dataset
@@ -47,12 +48,13 @@ def patientDataset():
     return dataset
 
 
-def context(kind="import", workdir=None, reactor=None, variables=None):
+def context(kind="import", workdir=None, wallClock=time.time, variables=None):
     """A context on ``patientDataset()``; ``workdir`` gives it a
-    configuration whose working folder it is."""
+    configuration whose working folder it is; ``wallClock`` tells the time
+    of day."""
     configuration = SimpleNamespace(workdir=os.path.abspath(workdir)) if workdir else None
     return ConverterContext(kind, patientDataset(), callingAE="SENDER", calledAE="ARCHIVE",
-                            services=ConverterServices(configuration=configuration, reactor=reactor),
+                            services=ConverterServices(configuration=configuration, wallClock=wallClock),
                             converterName=KEYS[kind],
                             variables=variables)
 

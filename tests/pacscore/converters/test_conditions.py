@@ -2,7 +2,6 @@
 
 import time
 
-from twisted.internet.task import Clock
 from twisted.trial import unittest
 
 from pacscore.converters.conditions import matches, number
@@ -19,9 +18,8 @@ def holds(condition, kind="import", **contextArguments):
 
 
 def clockAt(hour):
-    clock = Clock()
-    clock.advance(time.mktime((2024, 3, 5, hour, 30, 0, 0, 0, -1)))
-    return clock
+    """A wall clock at half past ``hour``."""
+    return lambda: time.mktime((2024, 3, 5, hour, 30, 0, 0, 0, -1))
 
 
 class ConditionTests(unittest.TestCase):
@@ -68,14 +66,14 @@ class ConditionTests(unittest.TestCase):
             self.assertEqual(holds(condition, kind="export"), expected, condition)
 
     def test_between(self):
-        """(first, last, hour of the reactor's clock, holds)"""
+        """(first, last, hour of the wall clock, holds)"""
         cases = [
             ("9", "17", 9, True), ("9", "17", 16, True), ("9", "17", 17, False), ("9", "17", 8, False),
             ("22", "6", 23, True), ("22", "6", 5, True), ("22", "6", 6, False), ("22", "6", 12, False),
             ("22", "6", 22, True),
         ]
         for first, last, hour, expected in cases:
-            self.assertEqual(holds(f'between "{first}", "{last}"', reactor=clockAt(hour)), expected,
+            self.assertEqual(holds(f'between "{first}", "{last}"', wallClock=clockAt(hour)), expected,
                              (first, last, hour))
 
     def test_helpers(self):

@@ -12,6 +12,8 @@ from pydicom.data import get_testdata_file
 from twisted.internet import defer
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial import unittest
+from twisted.web import http
+from twisted.web.test.requesthelper import DummyRequest
 
 from pacscore.config.errors import ConfigError
 from pacscore.web import logins
@@ -32,6 +34,18 @@ def htpasswd(path, user, password, create=False):
 
 def basic(user, password):
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+class AccessLogTests(unittest.TestCase):
+
+    def test_theDateIsTheTimeOfDay(self):
+        """Not Twisted's timestamp, taken from the reactor's clock, which
+        is monotonic (pacscore.reactorclock)."""
+        request = DummyRequest([b"x"])
+        request.uri, request.clientproto, request.sentLength, request.code = b"/x", b"HTTP/1.1", 0, 200
+        before = http.datetimeToLogString()
+        line = logins.accessLogLine("[01/Jan/1970:00:00:03 +0000]", request)
+        self.assertIn(line.split(" - - ")[1].split(' "GET')[0], (before, http.datetimeToLogString()))
 
 
 class PasswordFileTests(unittest.TestCase):

@@ -8,6 +8,14 @@ next tick.  While the polls fail (the index database down) the loop's
 interval doubles after each failure up to ``pollBackoffCeiling`` (5 s),
 and is back to ``pollInterval`` once a poll answers; the outage is logged
 once when it starts and once when it ends.
+While the index database refuses the queue's writes (its disk full, a
+read-only standby) though it answers the polls, a job run or an action
+delivered whose record or removal failed is remembered here as over: no
+poll hands it out again, each poll first writes what is remembered, and
+starts no new work before that write succeeds, the loop backing off as
+for failed polls; the condition is logged once when it starts and once
+when it ends.  What is remembered is lost with a stop or a crash: those
+jobs run, and those actions are sent, again at the next start.
 Nothing here blocks the reactor or ingest: the converter lines run in a
 pool of their own (``scriptThreads``), file reads and conversions in
 another, network I/O on the reactor; the queue's writes go to the index
@@ -77,6 +85,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from twisted.application import service
 from twisted.internet import defer, task
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from pacscore.control.shutdown import QUIT_GRACE_PERIOD, quitGracePeriod
 from pacscore.converters.context import ConverterContext, Outcome
@@ -177,6 +186,9 @@ class ExportService(service.Service):
         self._pollBackoff = None  # while the polls fail: seconds the loop waits before the next
         self._nextPoll = 0
         self._pollsFailing = None  # (when, error) of the first failed poll of an outage
+        self._unrecorded = {}  # job id: (job, outcome) of the jobs run whose record failed
+        self._undeleted = {}  # action id: action delivered whose removal failed
+        self._writesFailing = None  # (when, error) of the first failed write of those
         self._lastCounts = None
         self._loop = None
 
@@ -257,13 +269,18 @@ class ExportService(service.Service):
 
     # -- polling ----------------------------------------------------------
 
+    def _backOff(self):
+        """Doubles the interval of the loop's polls, up to
+        ``pollBackoffCeiling``."""
+        self._pollBackoff = min(2 * (self._pollBackoff or self.pollInterval), self.pollBackoffCeiling)
+        self._nextPoll = self.reactor.seconds() + self._pollBackoff
+
     def _pollFailed(self, failure):
         """Backs the loop's polls off.  The index database refusing (a
         database server that is down) is one log line for the whole outage;
         anything else is logged with its traceback each time."""
         now = self.reactor.seconds()
-        self._pollBackoff = min(2 * (self._pollBackoff or self.pollInterval), self.pollBackoffCeiling)
-        self._nextPoll = now + self._pollBackoff
+        self._backOff()
         if not failure.check(SQLAlchemyError):
             self.log.failure("export queue poll failed", failure)
         elif self._pollsFailing is None:
@@ -273,7 +290,10 @@ class ExportService(service.Service):
                            "until it answers: {error}", ceiling=self.pollBackoffCeiling, error=error)
 
     def _pollAnswered(self, _):
-        """Ends the backoff of failed polls, and logs the outage's end."""
+        """Ends the backoff of failed polls, and logs the outage's end
+        (the backoff goes on while the queue's writes fail)."""
+        if self._writesFailing is not None:
+            return
         if self._pollsFailing is not None:
             since, error = self._pollsFailing
             self.log.info("export queue polls answer again, after failing for {seconds:.0f} s ({error})",
@@ -302,10 +322,47 @@ class ExportService(service.Service):
             self._again = False
             self.kick()
 
+    def _writeFailed(self, failure):
+        """A record or removal write failed: backs the loop's polls off, and
+        logs the condition once when it starts (a write the index database
+        refuses without traceback; anything else with its traceback each
+        time)."""
+        self._backOff()
+        if not failure.check(SQLAlchemyError):
+            self.log.failure("an export queue write failed", failure)
+        if self._writesFailing is None:
+            error = failure.getErrorMessage().splitlines()[0]
+            self._writesFailing = (self.reactor.seconds(), error)
+            self.log.warn("the index database takes no export queue writes ({error}): the jobs run and the actions "
+                          "delivered meanwhile are not run nor sent again, their records are written again at growing "
+                          "intervals (at most {ceiling} s), and no new export work starts until it takes them",
+                          error=error, ceiling=self.pollBackoffCeiling)
+
+    async def _writeBack(self):
+        """Writes the records and removals that failed again; whether
+        nothing is left to write (and then logs the end of their failing)."""
+        unrecorded, self._unrecorded = self._unrecorded, {}
+        undeleted, self._undeleted = self._undeleted, {}
+        if unrecorded:
+            await self._record(list(unrecorded.values()))
+        if undeleted:
+            await self._remove(list(undeleted.values()))
+        if self._unrecorded or self._undeleted:
+            return False
+        if self._writesFailing is not None:
+            since, error = self._writesFailing
+            self._writesFailing = None
+            self.log.info("the index database takes export queue writes again, after refusing them for "
+                          "{seconds:.0f} s ({error})", seconds=self.reactor.seconds() - since, error=error)
+        return True
+
     async def _poll(self):
+        if not await self._writeBack():  # no new work while they fail
+            return
         now = self.reactor.seconds()
         limit = self.scripts.size * self.batch
         jobs = await self.io.deferToWorker(self.queue.dueJobs, self._wallClock(), limit, set(self._jobLanes))
+        jobs = [job for job in jobs if job.id not in self._unrecorded]  # one whose record failed meanwhile
         if jobs and self.running:  # a full poll may have left due jobs: their lanes poll again as they end
             self._startLanes(jobs, attrgetter("converter"), self._jobLanes,
                              partial(self._runJobLane, again=len(jobs) == limit), "export jobs")
@@ -314,6 +371,7 @@ class ExportService(service.Service):
                                               self._busyLanes | held)
         if not self.running:  # stopping: the actions stay queued
             return
+        actions = [action for action in actions if action.id not in self._undeleted]
         self._startLanes(actions, laneOf, self._busyLanes, self._runLane, "export lane")
         if self._lastCounts is None or now - self._lastCounts >= self.countsInterval:
             self._lastCounts = now
@@ -370,14 +428,15 @@ class ExportService(service.Service):
 
     async def _record(self, ended):
         """Record the ``(job, outcome)``s in ``ended`` in one write (a
-        failed job logged)."""
+        failed job logged); if the write fails, they are remembered as run
+        (see the module docstring)."""
         if self._jobsLeftBehind:  # they run again at the next start
             return
         try:
             states = await self.queue.recordJobs([outcome for _, outcome in ended], self._wallClock())
         except Exception:
-            self.log.failure("recording the export jobs of {uids} failed",
-                             uids=", ".join(job.sopInstanceUID for job, _ in ended))
+            self._unrecorded.update((job.id, (job, outcome)) for job, outcome in ended)
+            self._writeFailed(Failure())
             return
         for (job, outcome), state in zip(ended, states):
             if outcome.error is not None:
@@ -476,14 +535,17 @@ class ExportService(service.Service):
             self._busyLanes.discard(lane)
             self.kick()
 
-    def _remove(self, actions):
-        """Deferred of the removal of delivered ``actions``, then of their
-        spool files (a failure is logged, the files then kept)."""
-        ids = [action.id for action in actions]
-        return self.queue.markDone(ids).addCallbacks(
-            lambda _: self._discardSpooled(actions),
-            lambda f: self.log.failure("actions {ids} were delivered but could not be removed from the queue: "
-                                       "they will be delivered again", f, ids=ids))
+    async def _remove(self, actions):
+        """Remove delivered ``actions``, then their spool files; if the
+        removal fails they are remembered as delivered (see the module
+        docstring), their files kept."""
+        try:
+            await self.queue.markDone([action.id for action in actions])
+        except Exception:
+            self._undeleted.update((action.id, action) for action in actions)
+            self._writeFailed(Failure())
+            return
+        await self._discardSpooled(actions)
 
     def _discardSpooled(self, actions):
         """Deferred of the deletion of the spool files of ``actions`` that

@@ -186,6 +186,73 @@ class RunnerTests(unittest.TestCase):
         self.reactor.advance(0.5)
         self.assertEqual(len(polls), before + 1)  # the pace is back to pollInterval
 
+    def refuseWrites(self, name):
+        """The queue's ``name`` write fails as SQLite's does on a full disk,
+        until the returned function is called; the times it was tried."""
+        tries, write = [], getattr(self.queue, name)
+
+        def refused(*args):
+            tries.append(self.reactor.seconds())
+            return defer.fail(OperationalError("DELETE", {}, Exception("database or disk is full")))
+        setattr(self.queue, name, refused)
+        return tries, functools.partial(setattr, self.queue, name, write)
+
+    def assertWritesRefusedLoggedOnce(self, events):
+        """One warning without traceback when the writes begin to fail,
+        one line when they are taken again."""
+        [refused] = [e for e in events if "takes no export queue writes" in e.get("log_format", "")]
+        self.assertNotIn("log_failure", refused)
+        self.assertIn("database or disk is full", formatEvent(refused))
+        [back] = [e for e in events if "takes export queue writes again" in e.get("log_format", "")]
+        self.assertIn("database or disk is full", formatEvent(back))
+        self.assertFalse([e for e in events if "log_failure" in e])
+
+    def test_aJobWhoseRecordFailsIsNotRunAgain(self):
+        """A job whose outcome the index database refuses to record (its
+        disk full) ran again at every poll, logged with a traceback each
+        time: it is now remembered as run, only its record is tried again,
+        at the polls' growing intervals, and written once the database
+        takes writes; the condition is logged once, and once its end."""
+        tries, restore = self.refuseWrites("recordJobs")
+        self.receive("1.2.3.1.1")
+        with capturedLogs() as events:
+            self.service.startService()
+            for _ in range(120):  # a minute
+                self.reactor.advance(0.5)
+            self.assertEqual(len(self.script.contexts), 1)
+            self.assertLess(len(tries), 60 / self.service.pollBackoffCeiling + 6)  # not 120
+            self.assertEqual(len(self.queue.dueJobs(1e12, 10)), 1)
+            restore()
+            self.reactor.advance(self.service.pollBackoffCeiling)
+            self.assertEqual(self.queue.dueJobs(1e12, 10), [])
+            self.assertEqual(len(self.script.contexts), 1)
+            self.assertEqual(self.forwarder.delivered, [("B", "1.2.3.1.1")])  # the action the record queued
+            self.assertWritesRefusedLoggedOnce(events)
+
+    def test_anActionWhoseRemovalFailsIsNotSentAgain(self):
+        """A delivered action whose removal the index database refused was
+        sent again at once, over and over: it is now remembered as
+        delivered, its removal tried again at growing intervals, and
+        nothing new goes out meanwhile."""
+        tries, restore = self.refuseWrites("markDone")
+        self.queue.addForward("B", "IMAGE", Target("PAT1", "1.2.3", "1.2.3.1", "b0"))
+        with capturedLogs() as events:
+            self.service.startService()
+            self.queue.addForward("C", "IMAGE", Target("PAT1", "1.2.3", "1.2.3.1", "c0"))
+            for _ in range(120):
+                self.reactor.advance(0.5)
+            self.assertEqual(self.forwarder.delivered, [("B", "b0")])
+            self.assertLess(len(tries), 60 / self.service.pollBackoffCeiling + 6)
+            restore()
+            self.reactor.advance(self.service.pollBackoffCeiling)
+            self.assertEqual(self.forwarder.delivered, [("B", "b0"), ("C", "c0")])
+            self.assertEqual(self.queue.due(1e12, 10), [])
+            self.assertWritesRefusedLoggedOnce(events)
+        before = len(self.forwarder.delivered)
+        self.queue.addForward("B", "IMAGE", Target("PAT1", "1.2.3", "1.2.3.1", "b1"))
+        self.reactor.advance(0.5)  # the pace is back to pollInterval
+        self.assertEqual(len(self.forwarder.delivered), before + 1)
+
     def test_kickRunsNewWorkAtOnce(self):
         self.service.startService()
         self.receive("1.2.3.1.1")

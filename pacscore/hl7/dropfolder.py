@@ -16,6 +16,8 @@ files newer than one held back so wait with it.  A file that cannot be
 moved after it was applied is never applied again (as long as it is
 unchanged) and holds back none.  Files are read and cut into messages in
 the I/O pool; one over ``HL7_FILE_LIMIT`` bytes goes to ``failed/`` unread.
+A folder that goes away (a share no longer mounted) is logged once, and
+once when it is there again.
 """
 
 import errno
@@ -45,6 +47,7 @@ class DropFolder:
         self.workers = workers
         self._unchanged = {}     # name -> ((mtime, size), how many scans in a row saw that)
         self._unmovable = set()  # (name, mtime, size) of applied files that could not be moved
+        self._missing = False  # the folder was not there at the last scan
 
     def prepare(self):
         """Create the folder and its two subfolders (synchronously, at start-up)."""
@@ -60,9 +63,18 @@ class DropFolder:
         it)."""
         try:
             listing = yield self.workers.deferToWorker(_listFiles, self.path)
+        except FileNotFoundError:
+            if not self._missing:
+                self._missing = True
+                self.log.warn("HL7 drop folder {path} is not there (a share not mounted?): files dropped there are "
+                              "taken once it is back", path=self.path)
+            return
         except OSError as e:
             self.log.error("HL7 drop folder {path}: cannot list it: {error}", path=self.path, error=e)
             return
+        if self._missing:
+            self._missing = False
+            self.log.info("HL7 drop folder {path} is there again", path=self.path)
         for name, scans in self._filesInOrder(listing):
             if not scans:
                 return
@@ -161,16 +173,17 @@ def readMessages(file):
 
 def _listFiles(path):
     """In the I/O pool: ``(name, mtime, size)`` of the files of the folder
-    whose name does not start with a dot; none when it is missing."""
-    try:
-        entries = list(os.scandir(path))
-    except FileNotFoundError:
-        return []
+    whose name does not start with a dot; FileNotFoundError when the
+    folder is not there (not for a file gone since it was listed)."""
     listing = []
-    for entry in entries:
-        if not entry.name.startswith(".") and entry.is_file():
-            status = entry.stat()
-            listing.append((entry.name, status.st_mtime_ns, status.st_size))
+    with os.scandir(path) as entries:
+        for entry in entries:
+            if not entry.name.startswith(".") and entry.is_file():
+                try:
+                    status = entry.stat()
+                except FileNotFoundError:
+                    continue
+                listing.append((entry.name, status.st_mtime_ns, status.st_size))
     return listing
 
 

@@ -3,6 +3,7 @@ the worklist with their ACK codes, and the drop folder's file handling."""
 
 import os
 import random
+import shutil
 import time
 
 from sqlalchemy import select
@@ -335,6 +336,23 @@ class DropFolderTests(IntakeTestCase):
         self.drop("a.hl7", [orderMessage("M1", "ACC1", "P1", "A^B")])
         self.scans()
         self.assertEqual(os.listdir(os.path.join(self.path, PROCESSED)), ["a.hl7"])
+
+    def test_aFolderThatGoesAndComesBackIsLoggedOnceEach(self):
+        """A drop folder that went away (a share no longer mounted) was
+        taken as empty without a word: its going is now one warning, its
+        return one line, and files dropped then are taken."""
+        logged = self.logged()
+        shutil.rmtree(self.path)
+        self.scans(3)
+        os.makedirs(self.path)
+        self.drop("a.hl7", [orderMessage("M1", "ACC1", "P1", "A^B")])
+        self.scans(3)
+        self.assertEqual(sorted(self.rows()), ["ACC1"])
+        self.assertEqual([(event["log_level"], formatEvent(event)) for event in logged
+                          if "drop folder " + self.path in formatEvent(event)],
+                         [(LogLevel.warn, f"HL7 drop folder {self.path} is not there (a share not mounted?): "
+                                          "files dropped there are taken once it is back"),
+                          (LogLevel.info, f"HL7 drop folder {self.path} is there again")])
 
     def test_fileThatCannotBeMovedIsAppliedOnce(self):
         """A file applied but not moved (processed/ cannot be made: a dangling

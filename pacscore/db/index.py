@@ -104,6 +104,8 @@ class Index:
         self.schemaTransaction = schemaTransaction
         self.readerThreads = readerThreads
         self._readers = None  # a ThreadPool while started
+        # runQuery leaves a reader thread to the queries of DICOM peers (queryForPeer)
+        self._unhurried = defer.DeferredSemaphore(max(1, readerThreads - 1))
         # afterUpsert(connection, records): called by the writer inside the
         # transaction of stored records (not storeMany), e.g. to queue their
         # export jobs atomically with them.
@@ -354,21 +356,20 @@ class Index:
 
     def runQuery(self, fn, *args, **kw):
         """Deferred of ``fn(connection, *args, **kw)`` run in a reader thread,
-        however long it takes."""
+        however long it takes; all but one of the reader threads at a time."""
         if self._readers is None:
             return defer.fail(RuntimeError("the index is not started"))
-        return threads.deferToThreadPool(self.reactor, self._readers, self._withConnection, fn, args, kw)
+        return self._unhurried.run(threads.deferToThreadPool, self.reactor, self._readers, self._withConnection,
+                                   fn, args, kw)
 
     def queryForPeer(self, fn, *args, **kw):
         """``runQuery`` for a DICOM peer waiting on the answer (C-FIND,
         C-MOVE, C-GET): failed with ``IndexTimeout`` once a database server
-        gave it nothing for ``readTimeout`` seconds, stopped when cancelled
-        (see ``pacscore.db.peerqueries``)."""
+        gave it nothing for ``readTimeout`` seconds from its submission,
+        stopped when cancelled (see ``pacscore.db.peerqueries``)."""
         if self._readers is None:
             return defer.fail(RuntimeError("the index is not started"))
-        query = PeerQuery(self.reactor, self.readTimeout)
-        self._readers.callInThreadWithCallback(query.answered, query.run, self._withConnection, fn, args, kw)
-        return query.deferred
+        return PeerQuery(self.reactor, self.readTimeout).submit(self._readers, self._withConnection, fn, args, kw)
 
     def forgetCache(self):
         """Make the writers re-read patient/study/series rows.

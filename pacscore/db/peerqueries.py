@@ -1,10 +1,12 @@
 """A query a DICOM peer waits on (``Index.queryForPeer``): failed when a
 database server stops answering it, stopped once nobody waits for it.
 
-The deadline (SQLTimeOut) starts when a reader thread takes the query up,
-not while it waits for one, and starts again each time the query makes
-progress (``checkAbandoned``, called for each row it goes through): only a
-query that gets nothing from the database for that long fails.  Cancelling
+The deadline (SQLTimeOut) starts when the query is submitted, so the wait
+for a reader thread counts (the threads may all wait on a database server
+that hangs), and starts again each time the query makes progress
+(``checkAbandoned``, called for each row it goes through): only a query
+that gets nothing from the database for that long fails, one still
+waiting for a thread then never runs.  Cancelling
 the Deferred (a C-CANCEL) or the deadline abandons the query: one not yet
 started never runs, an SQLite statement under way is interrupted
 (``Connection.interrupt``, from the reactor thread: a progress handler
@@ -39,8 +41,8 @@ def checkAbandoned():
 
 
 class PeerQuery:
-    """One query: ``deferred`` fires with its answer; ``run`` in a reader
-    thread, its outcome to ``answered``.  ``timeout`` None: no deadline."""
+    """One query: ``deferred`` fires with its answer; ``submit`` hands it
+    to a reader thread.  ``timeout`` None: no deadline."""
 
     def __init__(self, reactor, timeout):
         self.reactor = reactor
@@ -52,13 +54,19 @@ class PeerQuery:
         self._sqlite = None  # the sqlite3 connection while the query runs on one
         self._sqliteLock = threading.Lock()
 
+    def submit(self, pool, withConnection, fn, args, kw):
+        """``run`` in a thread of ``pool`` (a ``ThreadPool``), its deadline
+        counted from now; ``deferred``."""
+        if self.timeout is not None:
+            self._arm()
+        pool.callInThreadWithCallback(self.answered, self.run, withConnection, fn, args, kw)
+        return self.deferred
+
     def run(self, withConnection, fn, args, kw):
         """In a reader thread: ``withConnection(fn, args, kw)``, unless abandoned."""
         if self.abandoned.is_set():
             raise Abandoned()
         _running.query = self
-        if self.timeout is not None:
-            self.reactor.callFromThread(self._arm)
         try:
             return withConnection(self._interruptible, (fn, args, kw), {})
         finally:
@@ -93,8 +101,7 @@ class PeerQuery:
             self.deferred.errback(result)
 
     def _arm(self):
-        if not self.deferred.called:
-            self._deadline = self.reactor.callLater(self.timeout, self._timeUp)
+        self._deadline = self.reactor.callLater(self.timeout, self._timeUp)
 
     def _disarm(self):
         if self._deadline is not None and self._deadline.active():

@@ -1,6 +1,7 @@
 """Tests for pacscore.db.peerqueries through ``Index.queryForPeer`` on a
 real SQLite index: a long query is not failed by SQLTimeOut, an abandoned
-one stops and frees its reader thread."""
+one stops and frees its reader thread, one waiting for a reader thread
+fails at its deadline, and other queries leave peers a thread."""
 
 import threading
 import time
@@ -8,6 +9,7 @@ import time
 from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 
+from pacscore.db.errors import IndexTimeout
 from pacscore.db.index import Index
 from pacscore.db.peerqueries import checkAbandoned
 from tests.pacscore.db.test_schema import TABLE_NAMES, conquestLayout, sqliteEngine
@@ -42,21 +44,58 @@ class PeerQueryTests(unittest.TestCase):
         index = self.makeIndex(timeout=0.1)
         self.assertEqual((yield index.queryForPeer(counting(3000000))), 3000000)
 
+    def serverIndex(self, timeout, readerThreads=1):
+        """An index whose peer queries have a deadline, as on PostgreSQL or
+        MySQL."""
+        index = self.makeIndex(timeout, readerThreads)
+        index.readTimeout = timeout
+        return index
+
+    def heldQueries(self, index, count):
+        """``count`` queries (``runQuery``, the web's) holding reader
+        threads, as on a database server that hangs, until the cleanup."""
+        release = threading.Event()
+        self.addCleanup(release.set)
+        for _ in range(count):
+            index.runQuery(lambda connection: release.wait(5))
+
     @defer.inlineCallbacks
-    def test_deadlineStartsInTheReaderAndProgressKeepsItAlive(self):
-        """On a database server: the wait for a reader thread does not
-        count, and a query whose rows keep coming is not failed."""
-        index = self.makeIndex(timeout=0.3)
-        index.readTimeout = 0.3  # as on PostgreSQL or MySQL
+    def test_progressKeepsAQueryAlive(self):
+        """On a database server a query whose rows keep coming is not
+        failed."""
+        index = self.serverIndex(timeout=0.3)
 
         def rowsArriving(connection):
             for _ in range(30):  # 0.6 s, a row every 0.02 s
                 checkAbandoned()
                 time.sleep(0.02)
             return "all rows"
-        first, second = index.queryForPeer(rowsArriving), index.queryForPeer(selectOne)
-        self.assertEqual((yield first), "all rows")
-        self.assertEqual((yield second), 1)
+        self.assertEqual((yield index.queryForPeer(rowsArriving)), "all rows")
+
+    @defer.inlineCallbacks
+    def test_aQueryWaitingForAReaderFailsAtItsDeadlineAndNeverRuns(self):
+        """The deadline started only when a reader thread took the query
+        up: behind web requests holding the threads on a server that hangs,
+        a C-FIND waited without limit.  It now counts from the submission,
+        and the query given up is not run afterwards."""
+        index = self.serverIndex(timeout=0.3)
+        self.heldQueries(index, 1)
+        ran, started = [], time.monotonic()
+        error = yield self.assertFailure(index.queryForPeer(ran.append), IndexTimeout)
+        self.assertLess(time.monotonic() - started, 1.5)
+        self.assertEqual(str(error), "the index database did not answer within 0.3 s (SQLTimeOut)")
+        yield task.deferLater(reactor, 0, lambda: None)
+        self.assertEqual(ran, [])
+
+    @defer.inlineCallbacks
+    def test_otherQueriesLeaveAReaderThreadToPeers(self):
+        """Web requests and other ``runQuery`` callers take all the reader
+        threads but one: a peer's query runs while they hold theirs."""
+        index = self.serverIndex(timeout=3, readerThreads=4)
+        self.heldQueries(index, 4)
+        started = time.monotonic()
+        self.assertEqual((yield index.queryForPeer(selectOne)), 1)
+        self.assertLess(time.monotonic() - started, 1)
 
     @defer.inlineCallbacks
     def test_cancelStopsTheStatementAndFreesTheThread(self):

@@ -34,10 +34,11 @@ Matching per key, by the request's VR:
   padded so (``093000`` and ``0930`` match each other, not ``093015``);
   a DT's ``-`` may be its offset's (``20240102001500-0500`` is one value,
   ``rangeEnds``); in ``find``, a DT key selects in SQL the stored values of
-  the days around its values only, and each row is then matched in Python
+  the 27 hours around its values only, and each row is then matched in Python
   (``dateTimeMatcher``), in UTC where either side carries an offset from
   UTC, a value without one being the server's local time (PS3.4
-  C.2.2.2.5.3), the limit and offset counting the rows so matched; a DT key
+  C.2.2.2.5.3), the limit and offset counting the rows so matched, read
+  from the cursor up to the page's last (``_matchedPage``); a DT key
   of a level below (QIDO-RS's EXISTS) compares as text;
 - any other VR: ``*``/``?`` wildcards (SQL LIKE, ``%``/``_``/``\\`` escaped)
   or equality; PN case-insensitively (``lower()`` on both sides) and
@@ -751,30 +752,40 @@ def _rangeCondition(column, vr, low, high):
 
 
 # How far a DT's digits may be from those of a value at the same time in
-# another offset from UTC (-1200 to +1400), with a day to spare.
-_OFFSETS_SPAN = datetime.timedelta(days=2)
+# another offset from UTC (-1200 to +1400: 26 hours), with an hour to spare.
+_OFFSETS_SPAN = datetime.timedelta(hours=27)
+
+
+def _digits(time):
+    """A naive datetime's DT digits to whole seconds, the year in four (strftime's ``%Y`` may give one)."""
+    return time.isoformat(timespec="seconds").translate(_NOT_DIGITS)
+
+
+_NOT_DIGITS = str.maketrans("", "", "-T:")
 
 
 def _dateTimeCandidates(column, value):
     """The stored DT values ``dateTimeMatcher`` may find matching one
-    value (or range) ``value`` of a DT key, whatever the offsets: those of
-    the days from two before its start to two after its end (of a
-    wildcard one, as text)."""
+    value (or range) ``value`` of a DT key, whatever the offsets: those
+    starting from a day and some hours before its start up to as long
+    after its end (of a wildcard one, as text).  A stored value as precise
+    as ``n`` digits is compared with as many of the bound's (``2024`` is
+    from ``20240101000000``, never after a bound ``2024...``)."""
     value = normalised(value, "DT")
     if _hasWildcards(value):
         return _compare(column, value, False)
     ends = _rangeEnds(value, "DT") or (value, value)
     conditions = [column > ""]
     low, high = (period(end) if end else None for end in ends)
-    day = func.substr(column, 1, len("YYYYMMDD"))
     try:
         if low is not None:
-            conditions.append(day >= (low.start.replace(tzinfo=None) - _OFFSETS_SPAN).strftime("%Y%m%d"))
+            bound = _digits(low.start.replace(tzinfo=None) - _OFFSETS_SPAN)
+            conditions.append(column >= func.substr(bound, 1, func.length(column)))
     except OverflowError:  # from the calendar's first days on
         pass
     try:
         if high is not None:
-            conditions.append(day <= (high.end.replace(tzinfo=None) + _OFFSETS_SPAN).strftime("%Y%m%d"))
+            conditions.append(column <= _digits(high.end.replace(tzinfo=None) + _OFFSETS_SPAN))
     except OverflowError:  # up to the calendar's last days
         pass
     return and_(*conditions)
@@ -792,6 +803,31 @@ def dateTimeMatcher(key):
     return lambda stored: (any(pattern.fullmatch(stored) for pattern in patterns)
                            or any(dateTimeMatches(stored, value) if value != "-" else stored != ""
                                   for value in values))
+
+
+# How many candidate rows of a DT key are fetched from the database at once.
+_CANDIDATES_AT_ONCE = 500
+
+
+def _matchedPage(connection, query, dateTimes, limit, offset):
+    """The rows of ``query`` (the candidates of DT keys) that every
+    ``(matches, n)`` of ``dateTimes`` matches (``matches(row[n])``), the
+    first ``offset`` skipped, ``limit`` at most: read from the cursor a
+    few at a time and no further than the page's last, only the page's
+    rows kept."""
+    rows = []
+    with connection.execute(query.execution_options(yield_per=_CANDIDATES_AT_ONCE)) as result:
+        for row in result:
+            if limit is not None and len(rows) == limit:
+                break
+            checkAbandoned()
+            if not all(matches(row[n] or "") for matches, n in dateTimes):
+                continue
+            if offset:
+                offset -= 1
+            else:
+                rows.append(row)
+    return rows
 
 
 def _textConditions(column, vr, values, isMulti, prefixRange=False, foldCase=False):
@@ -979,15 +1015,13 @@ class IndexQuery:
                  .where(*statement.conditions)
                  .order_by(*orderBy, table.key))
         dateTimes = [(dateTimeMatcher(key), tags.index(key.tag)) for key in statement.dateTimeKeys]
-        if not dateTimes:  # else the rows are matched (and the first skipped) here
-            query = query.limit(limit).offset(offset or None)
-        rows = []
-        for row in connection.execute(query):
-            checkAbandoned()
-            if all(matches(row[n] or "") for matches, n in dateTimes):
-                rows.append(row)
         if dateTimes:
-            rows = rows[offset or 0:][:limit]
+            rows = _matchedPage(connection, query, dateTimes, limit, offset or 0)
+        else:
+            rows = []
+            for row in connection.execute(query.limit(limit).offset(offset or None)):
+                checkAbandoned()
+                rows.append(row)
         computed = {n: outputs[tag][1].values(connection, (row[n] for row in rows))
                     for n, tag in enumerate(tags) if outputs[tag][1]}
         results = []

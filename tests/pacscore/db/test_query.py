@@ -15,6 +15,7 @@ from pacscore.config.dicomsql import Column, DatabaseLayout
 from pacscore.config.ini import DicomIni
 from pacscore.config.loader import Configuration
 from pacscore.db.index import ImageRecord, Index
+from pacscore.db import query as querymodule
 from pacscore.db.query import LEVELS, IndexQuery, Instance, QueryKey
 from pacscore.db.rawtext import RAW_LEFT
 from tests.pacscore.db.test_writer import sqliteEngine
@@ -862,6 +863,40 @@ class DateTimeTests(ArchiveTestCase):
         inZone(self, "UTC")
         self.assertDateTimeMatches("20240102-20240102", ["1.1.1.2", "1.1.1.3"], limit=2, offset=1)
         self.assertDateTimeMatches("20240102101500+0100-", ["1.1.2.1", "1.1.2.2"], limit=5, offset=3)
+
+
+class DateTimePagingTests(ArchiveTestCase):
+    """A page of a DT search reads the rows up to its last, not every
+    candidate: 3,000 images of 2024-01-02, every other one at +0100."""
+
+    makeLayout = DateTimeTests.makeLayout
+
+    def records(self):
+        yield from archiveRecords()
+        for n in range(3000):
+            attrs = {PATIENT_ID: "PAT9", STUDY_UID: "9.1", SERIES_UID: "9.1.1", SOP_UID: f"9.1.1.{n:04}",
+                     ACQ_DATE_TIME: f"20240102{n // 150:02}{n % 60:02}00" + ("+0100" if n % 2 else "")}
+            yield ImageRecord(attrs, "MAG0", f"PAT9/{n}.dcm")
+
+    def rowsRead(self):
+        """A list growing by one for every row ``find`` reads."""
+        rows = []
+        self.patch(querymodule, "checkAbandoned", lambda: rows.append(None))
+        return rows
+
+    def test_aPageReadsUpToItsLastRow(self):
+        inZone(self, "UTC")
+        keys = [K(SERIES_UID, "UI", "9.1.1"), K(ACQ_DATE_TIME, "DT", "20240102-20240102")]
+        everything = [result[SOP_UID] for result in self.find("IMAGE", *keys)]
+        self.assertEqual(len(everything), 3000 - 75)  # 00:xx+0100 is the day before in UTC
+        rows = self.rowsRead()
+        page = [result[SOP_UID] for result in self.find("IMAGE", *keys, limit=10, offset=100)]
+        self.assertEqual(page, everything[100:110])
+        self.assertLess(len(rows), 200)
+        pages = []
+        for offset in range(0, 3000, 500):
+            pages += [result[SOP_UID] for result in self.find("IMAGE", *keys, limit=500, offset=offset)]
+        self.assertEqual(pages, everything)
 
 
 class ComputedFieldTests(ArchiveTestCase):

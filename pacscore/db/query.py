@@ -91,7 +91,7 @@ from pacscore.db.casefold import INTO_ASCII, caseFolded
 from pacscore.db.peerqueries import checkAbandoned
 from pacscore.db.personnames import CUT_SLACK, personName, storedPersonName
 from pacscore.db.sqlfunctions import distinctValues, textLength
-from pacscore.dicom.datetimes import CHECKS, dateTimeMatches, normalised, period, rangeEnds
+from pacscore.dicom.datetimes import CHECKS, dateTimeMatches, normalised, period, rangeEnds, withoutZeroFraction
 from pacscore.dicom.uids import isUID
 
 __all__ = ["EMPTY_VALUE", "LEVELS", "UNSPLIT_VRS", "IndexQuery", "Instance", "QueryKey", "columnNamed",
@@ -698,20 +698,10 @@ def _dateTimeConditions(column, vr, values):
 _WHOLE_SECONDS = {"TM": len("HHMMSS"), "DT": len("YYYYMMDDHHMMSS")}
 
 
-# A time's fraction ends in zeros (before a DT's UTC offset), or is no more than its dot.
-_ZERO_FRACTION_DIGITS = re.compile(r"(?<=\.)(\d*?)0+(?=$|[+-])")
-_ZERO_FRACTION_END = re.compile(r"\.(?=$|[+-])")
-
-
-def _withoutZeroFraction(value):
-    """``093000.000`` is ``093000``, as stored so."""
-    return _ZERO_FRACTION_END.sub("", _ZERO_FRACTION_DIGITS.sub(r"\1", value))
-
-
 def _normalTime(value):
     """A single TM value as it compares with stored values padded to whole
     seconds: ``0930`` and ``093000.000`` are ``093000``."""
-    return _withoutZeroFraction(value).ljust(_WHOLE_SECONDS["TM"], "0")
+    return withoutZeroFraction(value).ljust(_WHOLE_SECONDS["TM"], "0")
 
 
 def _wholeSeconds(column, vr):
@@ -737,7 +727,7 @@ def _rangeEnds(value, vr):
 def _rangeCondition(column, vr, low, high):
     """A DA/TM/DT range (``A-B``, ``A-``, ``-B``) from ``low`` to ``high``."""
     conditions = [column > ""]
-    low = _withoutZeroFraction(low)
+    low = withoutZeroFraction(low)
     if low:
         if vr == "DA":
             conditions = [column >= low]

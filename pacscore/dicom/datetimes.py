@@ -10,7 +10,8 @@ separator); ``isMatchValue`` whether C-FIND matches by it at all, once
 ``normalised`` (ACR-NEMA's ``2024.03.15`` and ``10:30``), as the index
 matches and QIDO searches check them.  ``dateTimeMatches`` matches a
 stored DT by a DT key in UTC where either carries an offset (PS3.4
-C.2.2.2.5.3), one without being the server's local time."""
+C.2.2.2.5.3), one without being the server's local time, and a stored
+value that is no DT as text, as the index compares it."""
 
 import datetime
 import re
@@ -20,6 +21,10 @@ _TIME = re.compile(r"([0-9]{2})(?:([0-9]{2})(?:([0-9]{2})(?:\.[0-9]{1,6})?)?)?")
 _DATE_TIME = re.compile(r"([0-9]{4})(?:([0-9]{2})(?:([0-9]{2})(?:([0-9]{2})(?:([0-9]{2})(?:([0-9]{2})"
                         r"(?:\.([0-9]{1,6}))?)?)?)?)?)?(?:([+-])([0-9]{2})([0-9]{2}))?")
 _WILDCARDED = re.compile(r"[0-9.+]*[*?][0-9.+*?]*")
+# A time's fraction ends in zeros (before a DT's UTC offset), or is no more than its dot.
+_ZERO_FRACTION_DIGITS = re.compile(r"(?<=\.)(\d*?)0+(?=$|[+-])")
+_ZERO_FRACTION_END = re.compile(r"\.(?=$|[+-])")
+_WHOLE_SECONDS = len("YYYYMMDDHHMMSS")  # a DT's digits to whole seconds
 TIME_LIMITS = (23, 59, 60)  # hours, minutes, seconds
 
 
@@ -90,6 +95,11 @@ def normalised(value, vr):
     return value.replace(".", "") if vr == "DA" else value.replace(":", "")
 
 
+def withoutZeroFraction(value):
+    """``093000.000`` is ``093000``, as stored so."""
+    return _ZERO_FRACTION_END.sub("", _ZERO_FRACTION_DIGITS.sub(r"\1", value))
+
+
 def isMatchValue(value, vr):
     """Whether C-FIND matches DA, TM or DT (``vr``) values by ``value``:
     once ``normalised``, a range match (``isRangeMatch``) or one value of
@@ -147,12 +157,16 @@ def dateTimeMatches(stored, value):
     range's end, as precise as it is, included: ``-2024010212`` up to
     12:59:59.999999), compared in UTC where an offset from UTC is given
     (PS3.4 C.2.2.2.5.3: ``20240102001500-0500`` matches
-    ``20240102051500+0000``), a value without one the server's local time."""
+    ``20240102051500+0000``), a value without one the server's local time;
+    a stored value that is no DT (``period``: a 7-digit fraction, ``Z``, a
+    short offset ``+01``) compared as text (``_matchesAsText``)."""
     ends = rangeEnds(value, "DT")
     try:
         found = period(stored)
+        if found is None:
+            return _matchesAsText(stored, value, ends)
         asked = [period(part) if part else None for part in ((value,) if ends is None else ends)]
-        if found is None or any(part and end is None for part, end in zip(ends or (value,), asked)):
+        if any(part and end is None for part, end in zip(ends or (value,), asked)):
             return False
         if ends is None:
             start, end, askedStart, askedEnd = _comparable(*found, *asked[0])
@@ -168,3 +182,16 @@ def _ordered(first, second, orEqual=False):
     """Whether ``first`` is before ``second`` (or at it, ``orEqual``)."""
     first, second = _comparable(first, second)
     return first <= second if orEqual else first < second
+
+
+def _matchesAsText(stored, value, ends):
+    """Whether the text ``stored`` matches the DT ``value`` (a range
+    ``ends``, or None) as the index compares text: one value equal to it;
+    a range's start (without a zero fraction) at most the stored value
+    padded with zeros to whole seconds, its end at least as many of the
+    stored value's first characters; nothing empty."""
+    if ends is None:
+        return stored == value
+    low, high = withoutZeroFraction(ends[0]), ends[1]
+    return (stored != "" and (not low or stored.ljust(_WHOLE_SECONDS, "0") >= low)
+            and (not high or stored[:len(high)] <= high))

@@ -864,6 +864,24 @@ class DateTimeTests(ArchiveTestCase):
         self.assertDateTimeMatches("20240102-20240102", ["1.1.1.2", "1.1.1.3"], limit=2, offset=1)
         self.assertDateTimeMatches("20240102101500+0100-", ["1.1.2.1", "1.1.2.2"], limit=5, offset=3)
 
+    def test_storedValuesThatAreNoDateTime(self):
+        """Stored values that are no DT (a modality's 7-digit fraction, a
+        ``Z``, a short offset, a space, no such day) are compared as text,
+        as before DT matching in UTC: a range of days still finds them."""
+        inZone(self, "UTC")
+        stored = {"1.1.1.1": "20240102101500.1234567", "1.1.1.2": "20240102101500Z",
+                  "1.1.1.3": "20240102 101500", "1.1.2.1": "20240230101500", "1.1.2.2": "20240102101500+01"}
+        with self.engine.begin() as connection:
+            images = self.index.tables.image
+            for sop, value in stored.items():
+                connection.execute(update(images).where(images.c.SOPInstanceUID == sop).values(AcqDateTime=value))
+        match = self.assertDateTimeMatches
+        match("20240102-20240102", ["1.1.1.1", "1.1.1.2", "1.1.1.3", "1.1.2.2", "1.2.1.1"])
+        match("20240102-", ["1.1.1.1", "1.1.1.2", "1.1.1.3", "1.1.2.1", "1.1.2.2", "1.2.1.1"])
+        match("-20240103", ["1.1.1.1", "1.1.1.2", "1.1.1.3", "1.1.2.2", "1.2.1.1"])
+        match("202401021015-", ["1.1.1.1", "1.1.1.2", "1.1.2.1", "1.1.2.2"])  # a space is before the digits
+        match("-20240101", [])
+
 
 class DateTimePagingTests(ArchiveTestCase):
     """A page of a DT search reads the rows up to its last, not every

@@ -3,8 +3,10 @@
 Each WorkList column's seventh field names where its value comes from:
 ``---`` nowhere, ``*AN`` a new accession number, ``*UI`` a new UID,
 ``SEQ.N`` field N of segment SEQ, ``SEQ.N.M`` its component M (zero-based),
-``SEQ.N.DATE`` / ``SEQ.N.TIME`` the date or time part of a timestamp (in
-the server's local time when it carries an offset from UTC).
+``SEQ.N.DATE`` / ``SEQ.N.TIME`` the date or time part of a timestamp;
+a moment, whose field gives both a date and a time column (OBR-7), in
+the server's local time when it carries an offset from UTC, any other
+date (PID-7's birth date) the calendar date as written.
 ``WorklistMapping.items`` turns a message into one ``OrderItem`` per
 ordered procedure (OBR), with the ORC control code that says what to do.
 Each item reads the segments of its own order group (its ORC, the
@@ -116,17 +118,17 @@ def personName(components):
     return "^".join((family, given, middle, prefix, suffix)).rstrip("^")
 
 
-def _timestampPart(timestamp, isTime):
+def _timestampPart(timestamp, isTime, convert):
     """The local date (the time when ``isTime``) of an HL7 timestamp, None
-    when it is none (``localDateAndTime``)."""
-    parts = localDateAndTime(timestamp)
+    when it is none (``localDateAndTime``, ``convert``: a moment)."""
+    parts = localDateAndTime(timestamp, convert)
     return None if parts is None else parts[isTime]
 
 
 class _Column:
     """A WorkList column with its parsed source."""
 
-    __slots__ = ("name", "length", "source", "isDate", "isPersonName", "isText", "isSex", "isMulti")
+    __slots__ = ("name", "length", "source", "isDate", "isPersonName", "isText", "isSex", "isMulti", "isMoment")
 
     def __init__(self, column, source):
         vr = columnVR(column)
@@ -138,6 +140,7 @@ class _Column:
         self.isText = vr in TEXT_VRS
         self.isSex = column.tag == PATIENT_SEX
         self.isMulti = column.dicomType == "DT_MSTR"  # each repetition of its field a value
+        self.isMoment = False  # a part of a moment (its field's date and time both mapped): converted to local time
 
     def valid(self, value):
         """``value`` made a valid value of the column's VR (not cut yet)."""
@@ -232,6 +235,11 @@ class WorklistMapping:
                 self.accessionColumn = column.name
             if source is not None:
                 self._columns.append(_Column(column, source))
+        sources = {column.source for column in self._columns}
+        for column in self._columns:
+            source = column.source
+            column.isMoment = (isinstance(source, _Field) and source.part in ("DATE", "TIME")
+                               and {source._replace(part="DATE"), source._replace(part="TIME")} <= sources)
         self.generatedColumns = frozenset(c.name for c in self._columns if c.source in _GENERATED)
 
     def generated(self, name):
@@ -299,7 +307,7 @@ class WorklistMapping:
         source = column.source
         if source.part in ("DATE", "TIME") or column.isDate and source.part is None:
             sent = segment.value(source.field, 0, repetition)  # v2.3's TS: its degree of precision after it
-            value = _timestampPart(sent, source.part == "TIME")
+            value = _timestampPart(sent, source.part == "TIME", column.isMoment)
         elif source.part is None:
             sent = value = self._wholeField(column, segment, repetition)
         else:
@@ -307,7 +315,7 @@ class WorklistMapping:
             if column.isPersonName:
                 value = personName([value])
             if column.isDate:
-                value = _timestampPart(value, False)
+                value = _timestampPart(value, False, False)
         if value is None:
             invalid.setdefault((segment.id, source.field, sent), []).append(column.name)
             value = ""

@@ -1,9 +1,10 @@
 """HL7 v2 timestamps (TS, DTM) as the DICOM date and time (DA, TM) of a
 worklist row: ``YYYYMMDD[HH[MM[SS[.S...]]]][+/-ZZZZ]``, read as a whole or
-not at all.  A timestamp with an offset from UTC (``+0000``) is converted
+not at all.  A moment with an offset from UTC (``+0000``) is converted
 to the server's local time, whose date may differ (DICOM dates and times
 without a Timezone Offset From UTC are local time, PS3.3 C.12.1.1.8); one
-without an offset is the sender's local time, taken as it is."""
+without an offset is the sender's local time, taken as it is, as is a
+calendar date (a birth date) whatever its offset."""
 
 import datetime
 import re
@@ -14,10 +15,11 @@ _TIMESTAMP = re.compile(r"([0-9]{8})((?:[0-9]{2}){0,3})(\.[0-9]+)?(?:([+-])([0-9
 _FRACTION = len(".FFFFFF")  # a TM's fraction holds up to 6 digits: HL7's longer ones are cut
 
 
-def localDateAndTime(timestamp):
+def localDateAndTime(timestamp, convert=True):
     """``(date, time)`` of an HL7 timestamp: YYYYMMDD and HH, HHMM, HHMMSS
     or HHMMSS.ffffff as precise as it is (a time converted from an offset
-    of half hours to HHMM at least); ``("", "")`` for an empty one, ``(date,
+    of half hours to HHMM at least; not converted without ``convert``:
+    the date and time as written); ``("", "")`` for an empty one, ``(date,
     "")`` for one without a time; None for one that is no whole timestamp
     of a real date and time (``2024030110300``, ``20240301T1030``,
     ``20230229100000``, ``20240301250000``)."""
@@ -31,7 +33,7 @@ def localDateAndTime(timestamp):
     fraction = (fraction or "")[:_FRACTION]
     if not isDateTime(date + time + fraction + (sign or "") + (hours or "") + (minutes or "")):
         return None
-    if sign is None or not time:
+    if sign is None or not time or not convert:
         return date, time + fraction
     sent = datetime.datetime(int(date[:4]), int(date[4:6]), int(date[6:]), int(time[:2]), int(time[2:4] or 0),
                              tzinfo=datetime.timezone(int(sign + "1") * datetime.timedelta(hours=int(hours),

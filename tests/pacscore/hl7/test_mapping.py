@@ -170,10 +170,11 @@ class ConversionTests(unittest.TestCase):
             ("", "", ""),
             ("2026-12-01T10:30", None, None),
         ]
+        moment = [column("D", "OBR.7.DATE"), column("T", "OBR.7.TIME")]
         for timestamp, date, time in cases:
             self.assertEqual(localDateAndTime(timestamp), None if date is None else (date, time), timestamp)
-            self.assertEqual(mapOne(column("D", "OBR.7.DATE"), obr(when=timestamp)), date or "", timestamp)
-            self.assertEqual(mapOne(column("T", "OBR.7.TIME"), obr(when=timestamp)), time or "", timestamp)
+            [item] = WorklistMapping(moment).items(message(orc(), obr(when=timestamp)))
+            self.assertEqual((item.values["D"], item.values["T"]), (date or "", time or ""), timestamp)
 
     def test_offsetConvertedToLocalTime(self):
         """A timestamp with an offset from UTC is stored in the server's
@@ -191,6 +192,21 @@ class ConversionTests(unittest.TestCase):
         columns = [column("D", "OBR.7.DATE", dicomType="DT_DATE"), column("T", "OBR.7.TIME", dicomType="DT_TIME")]
         [item] = WorklistMapping(columns).items(message(orc(), obr(when="20240301010000+0000")))
         self.assertEqual((item.values["D"], item.values["T"]), ("20240229", "213000"))
+
+    def test_onlyAMomentIsConverted(self):
+        """Only a field that gives both a date (SEQ.N.DATE) and a time
+        (SEQ.N.TIME), a moment such as OBR-7's, is converted to the
+        server's local time; a date alone keeps the calendar date as
+        written: PID-7's birth at 23:30 in New York is still on 1 January
+        in Amsterdam, whether the column takes PID.7 or PID.7.DATE."""
+        inZone(self, "Europe/Amsterdam")
+        birth = segment("PID", {1: "1", 3: "PB34", 5: "Pat^Birth34", 7: "19800101233000-0500", 8: "M"})
+        columns = [column("Birth", "PID.7", tag=BIRTH_DATE, dicomType="DT_DATE"),
+                   column("BirthDay", "PID.7.DATE", tag=BIRTH_DATE, dicomType="DT_DATE"),
+                   column("D", "OBR.7.DATE", dicomType="DT_DATE"), column("T", "OBR.7.TIME", dicomType="DT_TIME")]
+        [item] = WorklistMapping(columns).items(message(birth, orc(), obr(when="19800101233000-0500")))
+        self.assertEqual([item.values[name] for name in ("Birth", "BirthDay", "D", "T")],
+                         ["19800101", "19800101", "19800102", "053000"])
 
     def test_malformedTimestampsLeftEmpty(self):
         """A timestamp that is no whole HL7 timestamp of a real date and

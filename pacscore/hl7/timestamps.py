@@ -22,7 +22,8 @@ def localDateAndTime(timestamp, convert=True):
     the date and time as written); ``("", "")`` for an empty one, ``(date,
     "")`` for one without a time; None for one that is no whole timestamp
     of a real date and time (``2024030110300``, ``20240301T1030``,
-    ``20230229100000``, ``20240301250000``)."""
+    ``20230229100000``, ``20240301250000``), or whose conversion leaves
+    the calendar (``99991231230000-0500``)."""
     timestamp = timestamp.strip()
     if not timestamp:
         return "", ""
@@ -38,7 +39,10 @@ def localDateAndTime(timestamp, convert=True):
     sent = datetime.datetime(int(date[:4]), int(date[4:6]), int(date[6:]), int(time[:2]), int(time[2:4] or 0),
                              tzinfo=datetime.timezone(int(sign + "1") * datetime.timedelta(hours=int(hours),
                                                                                         minutes=int(minutes))))
-    local = sent.astimezone()
+    try:
+        local = sent.astimezone()
+    except OverflowError:  # beyond the year 9999 (or before the year 1) in local time
+        return None
     precision = max(len(time), len("HHMM") if local.minute != sent.minute else 0)
     # offsets are whole minutes: the seconds (a leap second's 60 too) are the sent ones
     return local.strftime("%Y%m%d"), (local.strftime("%H%M") + time[4:])[:precision] + fraction

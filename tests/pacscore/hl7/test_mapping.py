@@ -208,6 +208,21 @@ class ConversionTests(unittest.TestCase):
         self.assertEqual([item.values[name] for name in ("Birth", "BirthDay", "D", "T")],
                          ["19800101", "19800101", "19800102", "053000"])
 
+    def test_timestampsAtTheCalendarsEdge(self):
+        """A moment the offset conversion would take beyond the calendar
+        (9999-12-31 23:00 -0500 is in the year 10000) is no valid one: its
+        date and time are left empty, with one warning, the order kept."""
+        inZone(self, "Europe/Amsterdam")
+        columns = [column("D", "OBR.7.DATE", dicomType="DT_DATE"), column("T", "OBR.7.TIME", dicomType="DT_TIME")]
+        for timestamp in ("99991231230000-0500", "00010101000000+0100"):
+            self.assertIsNone(localDateAndTime(timestamp), timestamp)
+            logged = []
+            self.patch(WorklistMapping, "log", Logger(observer=logged.append))
+            [item] = WorklistMapping(columns).items(message(orc(), obr(when=timestamp)))
+            self.assertEqual((item.values["D"], item.values["T"]), ("", ""), timestamp)
+            warnings = [formatEvent(event) for event in logged if event["log_level"].name == "warn"]
+            self.assertEqual(warnings, [f"HL7 MSG00001: D, T left empty: OBR.7 {timestamp!r} is no valid date or time"])
+
     def test_malformedTimestampsLeftEmpty(self):
         """A timestamp that is no whole HL7 timestamp of a real date and
         time gives neither a date nor a time (not a time without its date,

@@ -5,14 +5,18 @@ pydicom writes an odd-length private OB or UN value (and any value it
 left undecoded) as it is, and a data set so written has an odd length;
 sent as it is, its last PDV has an odd length, which DCMTK refuses
 ("Odd Fragment Length"), so that no DCMTK-based peer could take it.
-``evenLengths`` pads each such value with a trailing 00H (a space for
-text VRs, a NUL for UI, as DCMTK pads), the lengths of the sequences and
-items holding it made to match, and a deflated stream of odd length
-with one 00H (PS3.5 A.5); every other byte stays as it is.  Callers
-look for the cheap sign first, an odd data set length (``isOdd``).
+``evenFile`` copies a data set from one file into another with each
+such value padded with a trailing 00H (a space for text VRs, a NUL for
+UI, as DCMTK pads), the lengths of the sequences and items holding it
+made to match, and a deflated stream of odd length with one 00H (PS3.5
+A.5); every other byte stays as it is.  It reads element headers and
+copies values a piece at a time, so that an object of any size costs
+little memory.  Callers look for the cheap sign first, an odd data set
+length (``isOdd``).
 """
 
 import struct
+from io import BytesIO
 
 from pydicom.datadict import dictionary_VR
 
@@ -25,6 +29,7 @@ _ITEM_DELIMITER = 0xFFFEE00D
 _SEQUENCE_DELIMITER = 0xFFFEE0DD
 _UNDEFINED_LENGTH = 0xFFFFFFFF
 _MAX_NESTING = 64
+_CHUNK = 1 << 20  # bytes of a value copied at a time
 _ITEM_TAG = struct.pack("<HH", 0xFFFE, 0xE000)  # how a sequence in a UN value begins (implicit VR LE)
 _TEXT_VRS = frozenset(b"AE AS CS DA DS DT IS LO LT PN SH ST TM UC UR UT".split())
 
@@ -35,18 +40,30 @@ def isOdd(length):
 
 
 def evenLengths(data, syntax):
-    """``(data, padded)``: the data set ``data`` (bytes, no file meta) in
-    ``syntax`` with its values (and encapsulated fragments) of odd length
-    padded to an even length, and what was padded (element tags as
-    "(gggg,eeee)", or "the deflated stream"); ``data`` itself and [] when
-    nothing is odd.  DatasetError when it cannot be walked."""
+    """``(data, padded)``: ``evenFile`` of the data set ``data`` (bytes), as
+    bytes; ``data`` itself and [] when nothing is odd."""
+    out = BytesIO()
+    padded = evenFile(BytesIO(data), 0, len(data), syntax, out)
+    return (out.getvalue(), padded) if padded else (data, [])
+
+
+def evenFile(source, start, length, syntax, out):
+    """Write the data set of ``length`` bytes at ``start`` of the file
+    ``source`` (no file meta) in ``syntax`` into ``out`` (a seekable file,
+    from where it stands) with its values (and encapsulated fragments) of
+    odd length padded to an even length; what was padded (element tags as
+    "(gggg,eeee)", or "the deflated stream").  DatasetError when it cannot
+    be walked."""
     if syntax == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
-        return (data + b"\x00", ["the deflated stream"]) if isOdd(len(data)) else (data, [])
-    evener = _Evener(memoryview(data), ">" if syntax == EXPLICIT_VR_BIG_ENDIAN else "<")
-    out, _ = evener.elements(0, len(data), syntax == IMPLICIT_VR_LITTLE_ENDIAN, 0)
-    if not evener.padded:
-        return data, []
-    return bytes(out), [f"({tag >> 16:04x},{tag & 0xFFFF:04x})" for tag in evener.padded]
+        evener = _Evener(source, start, length, out, "<")
+        evener.copy(0, length)
+        if not isOdd(length):
+            return []
+        out.write(b"\x00")
+        return ["the deflated stream"]
+    evener = _Evener(source, start, length, out, ">" if syntax == EXPLICIT_VR_BIG_ENDIAN else "<")
+    evener.elements(0, length, syntax == IMPLICIT_VR_LITTLE_ENDIAN, 0)
+    return evener.padded
 
 
 def _padding(tag, vr):
@@ -59,25 +76,44 @@ def _padding(tag, vr):
                 vr = dictionary_VR(tag).encode("ascii")
             except KeyError:
                 vr = b"UN"
-    if vr == b"UI":
-        return b"\x00"
     return b" " if vr in _TEXT_VRS else b"\x00"
 
 
-class _Evener:
-    """Copies a data set held in ``raw`` (in byte order ``order``), odd values padded."""
+def _name(tag):
+    return f"({tag >> 16:04x},{tag & 0xFFFF:04x})"
 
-    def __init__(self, raw, order):
-        self.raw = raw
+
+class _Evener:
+    """Copies the data set of ``length`` bytes at ``start`` of ``source``
+    (in byte order ``order``) into ``out``, odd values padded; positions
+    are offsets in the data set."""
+
+    def __init__(self, source, start, length, out, order):
+        self.source = source
+        self.start = start
+        self.length = length
+        self.out = out
+        self.order = order
         self.implicitHeader = struct.Struct(order + "HHL")
         self.explicitHeader = struct.Struct(order + "HH2sH")
         self.long = struct.Struct(order + "L")
         self.padded = []
 
-    def _unpack(self, header, pos):
-        if pos + header.size > len(self.raw):
+    def _read(self, pos, size):
+        if pos + size > self.length:
             raise DatasetError(f"the data set is truncated at offset {pos}")
-        return header.unpack_from(self.raw, pos)
+        self.source.seek(self.start + pos)
+        data = self.source.read(size)
+        if len(data) != size:
+            raise DatasetError(f"the data set is truncated at offset {pos}")
+        return data
+
+    def copy(self, pos, end):
+        """Copy the bytes from ``pos`` to ``end`` as they are, a piece at a time."""
+        while pos < end:
+            size = min(_CHUNK, end - pos)
+            self.out.write(self._read(pos, size))
+            pos += size
 
     def _header(self, tag, vr, length, implicit):
         if implicit or vr is None:
@@ -86,93 +122,111 @@ class _Evener:
             return self.explicitHeader.pack(tag >> 16, tag & 0xFFFF, vr, 0) + self.long.pack(length)
         return self.explicitHeader.pack(tag >> 16, tag & 0xFFFF, vr, length)
 
+    def _rewritten(self, pos, valuePos, length, write, *args):
+        """Copy the header from ``pos`` to ``valuePos`` (ending in a 32-bit
+        length, ``length``), then ``write(*args)`` its value; the length
+        made that of what was written."""
+        self.copy(pos, valuePos)
+        mark = self.out.tell()
+        write(*args)
+        written = self.out.tell() - mark
+        if written != length:
+            end = self.out.tell()
+            self.out.seek(mark - self.long.size)
+            self.out.write(self.long.pack(written))
+            self.out.seek(end)
+
     def elements(self, pos, end, implicit, depth):
-        """The elements from ``pos`` to ``end`` (None: to an item
-        delimiter, which is copied too) evened, and where they end."""
-        raw, out = self.raw, bytearray()
+        """Write the elements from ``pos`` to ``end`` (None: to an item
+        delimiter, which is copied too) evened; where they end."""
         while end is None or pos < end:
-            group, element, length = self._unpack(self.implicitHeader, pos)
+            head = self._read(pos, 8)
+            group, element, length = self.implicitHeader.unpack(head)
             tag, vr = group << 16 | element, None
             valuePos = pos + 8
             if tag == _ITEM_DELIMITER:
-                out += raw[pos:valuePos]
-                return out, valuePos
+                self.out.write(head)
+                return valuePos
             if not implicit and group != 0xFFFE:
-                vr = raw[pos + 4:pos + 6].tobytes()
+                vr = head[4:6]
                 if vr in LONG_VRS:
-                    length = self._unpack(self.long, pos + 8)[0]
+                    length = self.long.unpack(self._read(valuePos, 4))[0]
                     valuePos = pos + 12
                 else:
-                    length = self._unpack(self.explicitHeader, pos)[3]
+                    length = self.explicitHeader.unpack(head)[3]
             if length == _UNDEFINED_LENGTH:
-                out += raw[pos:valuePos]
-                body, pos = self.items(valuePos, None, implicit or vr == b"UN", depth, tag != PIXEL_DATA)
-                out += body
+                self.copy(pos, valuePos)
+                pos = self.items(valuePos, None, implicit or vr == b"UN", depth, tag, tag != PIXEL_DATA)
                 continue
             valueEnd = valuePos + length
-            if valueEnd > len(raw):
+            if valueEnd > self.length:
                 raise DatasetError(f"element ({group:04X},{element:04X}) at offset {pos} ends past the data set")
-            body = self._sequence(tag, vr, valuePos, valueEnd, implicit, depth)
-            if body is not None:
-                out += raw[pos:valuePos] if len(body) == length else self._header(tag, vr, len(body), implicit)
-                out += body
+            if self._sequence(tag, vr, pos, valuePos, valueEnd, implicit, depth):
+                pass
             elif length % 2 and (implicit or vr in LONG_VRS or length < 0xFFFF):
-                out += self._header(tag, vr, length + 1, implicit) + raw[valuePos:valueEnd] + _padding(tag, vr)
-                self.padded.append(tag)
+                self.out.write(self._header(tag, vr, length + 1, implicit))
+                self.copy(valuePos, valueEnd)
+                self.out.write(_padding(tag, vr))
+                self.padded.append(_name(tag))
             else:
-                out += raw[pos:valueEnd]
+                self.copy(pos, valueEnd)
             pos = valueEnd
-        return out, pos
+        return pos
 
-    def _sequence(self, tag, vr, start, end, implicit, depth):
-        """The items of the defined-length value of ``tag`` evened when it
-        is a sequence (SQ, or a UN or private value of implicit VR whose
-        bytes are items), else None."""
+    def _sequence(self, tag, vr, pos, valuePos, valueEnd, implicit, depth):
+        """Whether the defined-length value of ``tag`` (from ``valuePos`` to
+        ``valueEnd``, its header at ``pos``) is a sequence (SQ, or a UN or
+        private value of implicit VR whose bytes are items), then written
+        evened."""
+        length = valueEnd - valuePos
         if vr == b"SQ" or (vr is None and not tag >> 16 & 1 and _isSQ(tag)):
-            return self.items(start, end, implicit, depth, True)[0]
-        if (vr == b"UN" or vr is None and tag >> 16 & 1) and self.raw[start:start + 4] == _ITEM_TAG:
-            inner = _Evener(self.raw, "<")  # PS3.5 6.2.2: implicit VR little endian
+            self._rewritten(pos, valuePos, length, self.items, valuePos, valueEnd, implicit, depth, tag, True)
+            return True
+        if (vr == b"UN" or vr is None and tag >> 16 & 1) and length >= 4 and self._read(valuePos, 4) == _ITEM_TAG:
+            inner = _Evener(self.source, self.start, self.length, self.out, "<")  # PS3.5 6.2.2: implicit VR LE
+            mark = self.out.tell()
             try:
-                body = inner.items(start, end, True, depth, True)[0]
+                self._rewritten(pos, valuePos, length, inner.items, valuePos, valueEnd, True, depth, tag, True)
             except DatasetError:
-                return None  # bytes of another kind: a value like any other
+                self.out.seek(mark)  # bytes of another kind: a value like any other
+                self.out.truncate()
+                return False
             self.padded += inner.padded
-            return body
-        return None
+            return True
+        return False
 
-    def items(self, pos, end, implicit, depth, sequence):
-        """The items from ``pos`` to ``end`` (None: to a sequence
-        delimiter, which is copied too) evened, data sets when a
-        ``sequence``, else fragments; and where they end."""
+    def items(self, pos, end, implicit, depth, tag, datasets):
+        """Write the items of ``tag`` from ``pos`` to ``end`` (None: to a
+        sequence delimiter, which is copied too) evened, data sets when
+        ``datasets``, else fragments; where they end."""
         if depth >= _MAX_NESTING:
             raise DatasetError(f"sequences nested more than {_MAX_NESTING} deep at offset {pos}")
-        raw, out = self.raw, bytearray()
         while end is None or pos < end:
-            group, element, length = self._unpack(self.implicitHeader, pos)
-            tag = group << 16 | element
-            if tag == _SEQUENCE_DELIMITER:
-                out += raw[pos:pos + 8]
-                return out, pos + 8
-            if tag != _ITEM:
+            group, element, length = self.implicitHeader.unpack(self._read(pos, 8))
+            itemTag = group << 16 | element
+            if itemTag == _SEQUENCE_DELIMITER:
+                self.copy(pos, pos + 8)
+                return pos + 8
+            if itemTag != _ITEM:
                 raise DatasetError(f"expected an item at offset {pos}, found ({group:04X},{element:04X})")
             if length == _UNDEFINED_LENGTH:
-                out += raw[pos:pos + 8]
-                body, pos = self.elements(pos + 8, None, implicit, depth + 1)
-                out += body
+                self.copy(pos, pos + 8)
+                pos = self.elements(pos + 8, None, implicit, depth + 1)
                 continue
             itemEnd = pos + 8 + length
-            if itemEnd > len(raw) or end is not None and itemEnd > end:
+            if itemEnd > self.length or end is not None and itemEnd > end:
                 raise DatasetError(f"the item at offset {pos} ends past its sequence")
-            if sequence:
-                body = self.elements(pos + 8, itemEnd, implicit, depth + 1)[0]
+            if datasets:
+                self._rewritten(pos, pos + 8, length, self.elements, pos + 8, itemEnd, implicit, depth + 1)
+            elif length % 2:
+                self.out.write(self.implicitHeader.pack(0xFFFE, 0xE000, length + 1))
+                self.copy(pos + 8, itemEnd)
+                self.out.write(b"\x00")
+                self.padded.append(_name(tag))
             else:
-                body = raw[pos + 8:itemEnd].tobytes() + (b"\x00" if length % 2 else b"")
-                if length % 2:
-                    self.padded.append(PIXEL_DATA)
-            out += raw[pos:pos + 8] if len(body) == length else self.implicitHeader.pack(0xFFFE, 0xE000, len(body))
-            out += body
+                self.copy(pos, itemEnd)
             pos = itemEnd
-        return out, pos
+        return pos
 
 
 def _isSQ(tag):

@@ -150,7 +150,7 @@ async def convertToFirst(stored, data, syntaxes, workers, quality):
     padded when its length is odd (``evenedForPeer``, logged)."""
     syntax, data, refusals = await _convertedToFirst(stored, data, syntaxes, workers, quality)
     if isOdd(len(data)):
-        data, padded = await workers.deferToWorker(evenedForPeer, data, syntax)
+        data, padded = await workers.deferToWorker(evenedForPeer, data, syntax, os.path.dirname(stored.path))
         if padded:
             log.info("{uid}: values of odd length padded to an even length to send it (PS3.5 7.1.1): {padded}",
                      uid=stored.sopInstanceUID, padded=", ".join(padded))

@@ -16,7 +16,7 @@ import os
 import tempfile
 
 from pacscore.codecs.compression import forPeer, forPeerChanges
-from pacscore.codecs.evenlengths import evenLengths
+from pacscore.codecs.evenlengths import evenFile, evenLengths
 from pacscore.codecs.filetranscode import transcodeFile
 from pacscore.codecs.syntaxes import isCompressed
 from pacscore.codecs.nkipixels import NKI_PIXEL_DATA
@@ -60,10 +60,7 @@ class StoredData:
         file in ``folder`` (else the system's temporary folder) that goes
         when it is closed; this one stays open.  Raises what
         ``transcodeFile`` raises."""
-        try:
-            out = tempfile.TemporaryFile(dir=folder)
-        except OSError:  # a read-only device
-            out = tempfile.TemporaryFile()
+        out = _temporaryFile(folder)
         try:
             length = transcodeFile(self.file, self.offset, self.length, fromSyntax, toSyntax, out, change)
             out.flush()  # read back with pread
@@ -72,11 +69,39 @@ class StoredData:
             raise
         return StoredData(out, 0, length, self.deferToWorker)
 
+    def evened(self, syntax, folder):
+        """In the I/O pool: ``(data, padded)``: a ``StoredData`` of this
+        data set (in ``syntax``) with its odd values padded (``evenFile``,
+        a piece at a time) in an unnamed temporary file in ``folder`` (else
+        the system's temporary folder), and what was padded; this one and
+        [] when nothing was.  This one stays open.  DatasetError when it
+        cannot be walked."""
+        out = _temporaryFile(folder)
+        try:
+            padded = evenFile(self.file, self.offset, self.length, syntax, out)
+            out.flush()  # read back with pread
+        except BaseException:
+            out.close()
+            raise
+        if not padded:
+            out.close()
+            return self, []
+        return StoredData(out, 0, out.tell(), self.deferToWorker), padded
+
     def _readAt(self, position, size):
         data = readAt(self.file.fileno(), self.offset + position, size)
         if len(data) != size:
             raise OSError(f"{self.file.name} ends before its data set does")
         return data
+
+
+def _temporaryFile(folder):
+    """An unnamed temporary file in ``folder``, else (a read-only device)
+    in the system's temporary folder."""
+    try:
+        return tempfile.TemporaryFile(dir=folder)
+    except OSError:
+        return tempfile.TemporaryFile()
 
 
 def goesAsStored(compressionScripts, compression):
@@ -140,16 +165,20 @@ def named(stored, data):
                            sopClassUID=held.get(SOP_CLASS_UID) or stored.sopClassUID)
 
 
-def evenedForPeer(data, syntax):
+def evenedForPeer(data, syntax, folder):
     """In the I/O pool: ``(data, padded)``: the data set ``data`` (bytes
     or a ``StoredData``, of odd length: stored before pacs padded odd
     values, or by another archive) in ``syntax`` with its odd values padded
-    (``evenLengths``: DCMTK refuses an odd PDV), as bytes (a ``StoredData``
-    then closed), and what was padded; as it is, with [], when nothing is
-    padded or it cannot be walked (its peer says what is wrong)."""
-    whole = data.readAll() if isinstance(data, StoredData) else data
+    (``evenLengths``: DCMTK refuses an odd PDV), and what was padded; a
+    ``StoredData`` padded into a temporary file in ``folder``
+    (``StoredData.evened``: never read whole) and then closed; as it is,
+    with [], when nothing is padded or it cannot be walked (its peer says
+    what is wrong)."""
     try:
-        evened, padded = evenLengths(whole, syntax)
+        if isinstance(data, StoredData):
+            evened, padded = data.evened(syntax, folder)
+        else:
+            evened, padded = evenLengths(data, syntax)
     except DatasetError:
         return data, []
     if padded:

@@ -25,7 +25,9 @@ asks only for explicit or implicit VR little endian is converted from its
 spool file into the device's temporary file a frame at a time
 (``pacscore.codecs.filetranscode``), never whole in memory; one larger
 than ``LARGEST_CONVERTED_ON_ARRIVAL`` that a code would compress (in
-memory) is stored as received.
+memory) is stored as received.  One of odd length is padded
+(``pacscore.codecs.evenlengths``) from its spool file into the device's
+temporary file, a piece at a time, when nothing else reads it whole.
 """
 
 import dataclasses
@@ -41,7 +43,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from pacscore.codecs.compression import mayChange, recode, recodedSyntaxes
-from pacscore.codecs.evenlengths import evenLengths, isOdd
+from pacscore.codecs.evenlengths import evenFile, evenLengths, isOdd
 from pacscore.codecs.filetranscode import NotStreamed, streams, transcodeFile
 from pacscore.codecs.jpeglossy import DEFAULT_QUALITY
 from pacscore.codecs.nki import NKIError
@@ -571,20 +573,23 @@ class ObjectStore:
         scripts = self.compressionScripts
         notDataset = self._notDatasetElements(incoming, spool)
         sizeChecked = False  # _tooLargeToConvert asked already of the data set as received
-        odd = isOdd(spool.size - notDataset)
-        if not (notDataset or odd or amenders or importers is not None or scripts and scripts.runs(
-                incoming.compression)):
-            if not mayChange(spool.inMemory, incoming.transferSyntax, incoming.compression):
-                return None
+        if not (notDataset or amenders or importers is not None or scripts and scripts.runs(incoming.compression)):
+            changes = mayChange(spool.inMemory, incoming.transferSyntax, incoming.compression)
             if spool.inMemory is None:
-                converted = self._convertSpooled(incoming, spool, device)
-                if converted is not None:
-                    return converted
-                with open(spool.path, "rb") as f:
-                    f.seek(len(spool.header))
-                    if self._tooLargeToConvert(incoming, f, spool.size, incoming.transferSyntax, incoming.compression):
-                        return None
-                sizeChecked = True
+                if changes:
+                    converted = self._convertSpooled(incoming, spool, device)
+                    if converted is not None:
+                        return self._evenedFile(incoming, converted, True) or converted
+                    with open(spool.path, "rb") as f:
+                        f.seek(len(spool.header))
+                        changes = not self._tooLargeToConvert(incoming, f, spool.size, incoming.transferSyntax,
+                                                              incoming.compression)
+                    sizeChecked = True
+                if not changes:
+                    return self._evenedFile(incoming, (None, attrs, spool.header, device, spool.path,
+                                                       incoming.transferSyntax), False)
+            elif not (changes or isOdd(spool.size)):
+                return None
         data = spool.inMemory
         if data is None:
             with open(spool.path, "rb") as f:
@@ -690,11 +695,48 @@ class ObjectStore:
             data, padded = evenLengths(data, transferSyntax)
         except DatasetError as e:
             raise InvalidDataset(str(e)) from e
+        self._logPadded(incoming, padded)
+        return data
+
+    def _evenedFile(self, incoming, written, replaced):
+        """In the I/O pool: ``written``, ``(None, attrs, header, device,
+        path, transfer syntax)`` of an object file ``path`` (``header``,
+        then its data set), with a new temporary file of ``device`` in
+        place of ``path`` when its data set is of odd length: its odd
+        values padded file to file, a piece at a time (``evenFile``,
+        logged); None when nothing was padded.  ``replaced``: ``path`` is
+        a temporary file of its own, removed once it is replaced or this
+        fails."""
+        _, attrs, header, device, path, transferSyntax = written
+        length = os.path.getsize(path) - len(header)
+        if not isOdd(length):
+            return None
+        temporary, low = device.takeTemporaryFile()
+        if low:
+            self.workers.callInThread(self._refill, device)
+        try:
+            with open(path, "rb") as source, open(temporary, "wb") as out:
+                out.write(header)
+                padded = evenFile(source, len(header), length, transferSyntax, out)
+        except BaseException as e:
+            for gone in (temporary, path) if replaced else (temporary,):
+                os.unlink(gone)
+            if isinstance(e, DatasetError):
+                raise InvalidDataset(str(e)) from e
+            raise
+        if not padded:
+            os.unlink(temporary)
+            return None
+        self._logPadded(incoming, padded)
+        if replaced:
+            os.unlink(path)
+        return None, attrs, header, device, temporary, transferSyntax
+
+    def _logPadded(self, incoming, padded):
         if padded:
             self.log.warn("{uid} from {peer}: values of odd length padded to an even length (PS3.5 7.1.1): "
                           "{padded}", uid=incoming.sopInstanceUID, peer=incoming.callingAE,
                           padded=", ".join(padded))
-        return data
 
     def _tooLargeToConvert(self, incoming, source, length, transferSyntax, compression):
         """Whether the data set of ``incoming`` (``source``: its bytes, or a

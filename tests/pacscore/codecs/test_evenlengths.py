@@ -2,6 +2,8 @@
 DCMTK pads them, the sequences and items holding them made to match,
 every other byte kept."""
 
+import os
+import tracemalloc
 from io import BytesIO
 
 from pydicom.dataset import Dataset
@@ -11,7 +13,7 @@ from pydicom.filewriter import write_dataset
 from pydicom.sequence import Sequence
 from twisted.trial import unittest
 
-from pacscore.codecs.evenlengths import evenLengths
+from pacscore.codecs.evenlengths import evenFile, evenLengths
 from pacscore.codecs.syntaxes import (
     DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_BIG_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN,
     IMPLICIT_VR_LITTLE_ENDIAN)
@@ -106,3 +108,33 @@ class EvenLengthsTests(unittest.TestCase):
     def test_truncated(self):
         data = encoded(oddObject(), EXPLICIT_VR_LITTLE_ENDIAN)
         self.assertRaises(DatasetError, evenLengths, data[:-3], EXPLICIT_VR_LITTLE_ENDIAN)
+
+
+class EvenFileTests(unittest.TestCase):
+
+    def test_paddedFileToFileInPieces(self):
+        """A data set is padded from its file into another a piece at a
+        time: 64 MB of Pixel Data after an odd private value cost a few MB
+        (the whole object was held four times over, a 1-2 GB multi-frame
+        taking 4-8 GB), the bytes the same as padded in memory."""
+        ds = oddObject()
+        del ds.ReferencedImageSequence
+        ds.PixelData = bytes(range(256)) * (256 << 10)
+        head = encoded(ds, EXPLICIT_VR_LITTLE_ENDIAN)
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(b"meta" + head)
+        del ds, head
+        outPath = self.mktemp()
+        with open(path, "rb") as source, open(outPath, "wb+") as out:
+            out.write(b"meta")
+            tracemalloc.start()
+            self.addCleanup(tracemalloc.stop)
+            padded = evenFile(source, 4, os.fstat(source.fileno()).st_size - 4, EXPLICIT_VR_LITTLE_ENDIAN, out)
+            self.assertLess(tracemalloc.get_traced_memory()[1], 4 << 20)
+        tracemalloc.stop()
+        self.assertEqual(padded, ["(0009,1002)"])
+        with open(path, "rb") as f:
+            data = f.read()[4:]
+        with open(outPath, "rb") as f:
+            self.assertEqual(f.read(), b"meta" + evenLengths(data, EXPLICIT_VR_LITTLE_ENDIAN)[0])

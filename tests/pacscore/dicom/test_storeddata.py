@@ -7,7 +7,9 @@ import struct
 from twisted.internet import defer
 from twisted.trial import unittest
 
-from pacscore.dicom.storeddata import STREAMED_OBJECT, StoredData, closeIfStored, openDataset, openStored
+from pacscore.codecs.evenlengths import evenLengths
+from pacscore.dicom.storeddata import (
+    STREAMED_OBJECT, StoredData, closeIfStored, evenedForPeer, openDataset, openStored)
 from pacscore.storage.attributes import deflated
 from pacscore.storage.reader import StoredObject
 
@@ -150,3 +152,28 @@ class OpenStoredTests(unittest.TestCase):
         data.close()
         self.failureResultOf(data.read(0, 10), ValueError)
         closeIfStored(b"bytes are left alone")
+
+
+class EvenedForPeerTests(unittest.TestCase):
+
+    def test_largeOddObjectPaddedIntoATemporaryFile(self):
+        """A large object of odd length that stays in its file is padded
+        from it into a temporary file a piece at a time and goes from
+        there, its own file left as it is (it was read whole and copied
+        twice, ignoring ``STREAMED_OBJECT``)."""
+        dataset = (element(0x0009, 0x1002, b"UN", b"abc")
+                   + element(0x7FE0, 0x0010, b"OW", bytes(range(256)) * (STREAMED_OBJECT // 256 + 8)))
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(HEADER + dataset)
+        self.patch(StoredData, "readAll", lambda *args: self.fail("read whole"))
+        data = StoredData(open(path, "rb"), len(HEADER), len(dataset), immediately)
+        evened, padded = evenedForPeer(data, EXPLICIT, os.path.dirname(os.path.abspath(path)))
+        self.addCleanup(evened.close)
+        self.assertIsInstance(evened, StoredData)
+        self.assertTrue(data.file.closed)
+        self.assertEqual(padded, ["(0009,1002)"])
+        self.assertEqual(len(evened), len(dataset) + 1)
+        self.assertEqual(evened._readAt(0, len(evened)), evenLengths(dataset, EXPLICIT)[0])
+        with open(path, "rb") as f:
+            self.assertEqual(f.read(), HEADER + dataset)

@@ -22,6 +22,7 @@ from twisted.python.failure import Failure
 from twisted.trial import unittest
 
 from pacscore.codecs.compression import recode
+from pacscore.codecs.evenlengths import evenLengths
 from pacscore.codecs.transcode import transcode
 from pacscore.config.loader import loadConfiguration
 from pacscore.converters.awaitingobjects import MoveScope, awaitingObjects
@@ -59,11 +60,15 @@ def datasetBytes(name):
         return f.read()
 
 
-def largeDataset(pixelBytes):
+def largeDataset(pixelBytes, oddValue=None):
     """``(SOP Instance UID, data set bytes)`` of CT_small with ``pixelBytes``
-    of random pixel data."""
+    of random pixel data (and a private UN value ``oddValue``, written as it
+    is, as pydicom writes it)."""
     ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
     ds.PixelData = os.urandom(pixelBytes)
+    if oddValue is not None:
+        ds.add_new(0x00090010, "LO", "ACME")
+        ds.add_new(0x00091002, "UN", oddValue)
     ds[0x7FE00010].VR = "OB"
     buffer = BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
@@ -267,6 +272,31 @@ class ObjectStoreTests(unittest.TestCase):
         rows = yield self.index.runQuery(
             lambda c: c.exec_driver_sql("SELECT NumberOfFrames FROM DICOMImages ORDER BY NumberOfFrames").fetchall())
         self.assertEqual([r[0] for r in rows], ["", "200"])
+
+    @defer.inlineCallbacks
+    def test_spooledOddObjectPaddedFileToFile(self):
+        """A spooled object of odd length (an odd private value, as pydicom
+        writes it) is padded from its spool file into the device's
+        temporary file a piece at a time (``evenFile``), never read whole
+        (it was read and copied four times over, with no size limit),
+        also after a conversion file to file; logged as in memory."""
+        uid, odd = largeDataset(2 << 20, b"abc")
+        self.assertEqual(len(odd) % 2, 1)
+        self.patch(ObjectStore, "_evened", lambda *args: self.fail("read whole to be padded"))
+        for code, syntax in (("", EXPLICIT), ("ui", IMPLICIT)):
+            events = []
+            self.store.log = Logger(observer=events.append)
+            incoming, spool = self.receive(odd, uid, compression=code)
+            self.assertIsNone(spool.inMemory)
+            _, relative = yield self.store.store(incoming, spool)
+            stored, _, written = self.storedFile(relative)
+            self.assertEqual(stored, syntax)
+            expected = odd if syntax == EXPLICIT else transcode(odd, EXPLICIT, IMPLICIT)
+            self.assertEqual(written, evenLengths(expected, syntax)[0])
+            self.assertNotEqual(written, expected)
+            self.assertIn(b"abc\x00", written)
+            self.assertIn("values of odd length padded to an even length (PS3.5 7.1.1): (0009,1002)",
+                          " ".join(formatEvent(event) for event in events))
 
     def test_backpressure(self):
         transport = FakeTransport()

@@ -11,8 +11,10 @@ UI, as DCMTK pads), the lengths of the sequences and items holding it
 made to match, and a deflated stream of odd length with one 00H (PS3.5
 A.5); every other byte stays as it is.  It reads element headers and
 copies values a piece at a time, so that an object of any size costs
-little memory.  Callers look for the cheap sign first, an odd data set
-length (``isOdd``).
+little memory.  Undefined-length values other than SQ, UN (which DCMTK
+reads as a sequence in implicit VR) and implicit VR ones (which hold items
+of data sets), and Pixel Data, hold fragments.  Callers look for the
+cheap sign first, an odd data set length (``isOdd``).
 """
 
 import struct
@@ -156,7 +158,8 @@ class _Evener:
                     length = self.explicitHeader.unpack(head)[3]
             if length == _UNDEFINED_LENGTH:
                 self.copy(pos, valuePos)
-                pos = self.items(valuePos, None, implicit or vr == b"UN", depth, tag, tag != PIXEL_DATA)
+                datasets = tag != PIXEL_DATA and vr in (None, b"SQ", b"UN")  # else fragments (encapsulated)
+                pos = self.items(valuePos, None, implicit or vr == b"UN", depth, tag, datasets)
                 continue
             valueEnd = valuePos + length
             if valueEnd > self.length:

@@ -694,7 +694,8 @@ class ObjectStore:
         try:
             data, padded = evenLengths(data, transferSyntax)
         except DatasetError as e:
-            raise InvalidDataset(str(e)) from e
+            self._keptOdd(incoming, e)
+            return data
         self._logPadded(incoming, padded)
         return data
 
@@ -718,11 +719,13 @@ class ObjectStore:
             with open(path, "rb") as source, open(temporary, "wb") as out:
                 out.write(header)
                 padded = evenFile(source, len(header), length, transferSyntax, out)
-        except BaseException as e:
+        except DatasetError as e:
+            os.unlink(temporary)
+            self._keptOdd(incoming, e)
+            return None
+        except BaseException:
             for gone in (temporary, path) if replaced else (temporary,):
                 os.unlink(gone)
-            if isinstance(e, DatasetError):
-                raise InvalidDataset(str(e)) from e
             raise
         if not padded:
             os.unlink(temporary)
@@ -731,6 +734,13 @@ class ObjectStore:
         if replaced:
             os.unlink(path)
         return None, attrs, header, device, temporary, transferSyntax
+
+    def _keptOdd(self, incoming, error):
+        """Log that the odd values of ``incoming`` cannot be padded (its data
+        set cannot be walked: ``error``): it is stored as received, as it
+        was before pacs padded them."""
+        self.log.warn("{uid} from {peer}: its values of odd length cannot be padded, stored as received (a DCMTK "
+                      "peer may refuse it): {error}", uid=incoming.sopInstanceUID, peer=incoming.callingAE, error=error)
 
     def _logPadded(self, incoming, padded):
         if padded:

@@ -138,3 +138,18 @@ class EvenFileTests(unittest.TestCase):
             data = f.read()[4:]
         with open(outPath, "rb") as f:
             self.assertEqual(f.read(), b"meta" + evenLengths(data, EXPLICIT_VR_LITTLE_ENDIAN)[0])
+
+
+class UndefinedLengthTests(unittest.TestCase):
+
+    def test_undefinedLengthPrivateOBHoldsFragments(self):
+        """An undefined-length value that is no SQ nor UN (a private OB of
+        encapsulated data) holds fragments, as Pixel Data does: walked as
+        items of elements, it failed ("element (6261,FE63) ... ends past
+        the data set") and the object was refused."""
+        data = encoded(oddObject(), EXPLICIT_VR_LITTLE_ENDIAN)[:-16] + (
+            b"\x09\x00\x10\x10OB\x00\x00\xff\xff\xff\xff"
+            b"\xfe\xff\x00\xe0\x03\x00\x00\x00abc\xfe\xff\xdd\xe0\x00\x00\x00\x00")
+        evened, padded = evenLengths(data, EXPLICIT_VR_LITTLE_ENDIAN)
+        self.assertEqual(padded, ["(0009,1002)", "(0009,1002)", "(0009,1010)"])
+        self.assertIn(b"\xfe\xff\x00\xe0\x04\x00\x00\x00abc\x00\xfe\xff\xdd\xe0", evened)

@@ -298,6 +298,35 @@ class ObjectStoreTests(unittest.TestCase):
             self.assertIn("values of odd length padded to an even length (PS3.5 7.1.1): (0009,1002)",
                           " ".join(formatEvent(event) for event in events))
 
+    @defer.inlineCallbacks
+    def test_oddDataSetsStoredBeforeAreNotRefused(self):
+        """Odd data sets stored before values were padded are never
+        refused for it (they were, with C000 or STOW-RS 409): a private OB
+        of undefined length holding fragments has its odd fragment padded;
+        one the padding cannot walk is stored as received, with a
+        warning."""
+        ct = datasetBytes("CT_small.dcm")
+        at = ct.index(b"\x10\x00\x10\x00PN")
+        data = (ct[:at] + b"\x0b\x00\x10\x00LO\x04\x00ACME\x0b\x00\x10\x10OB\x00\x00\xff\xff\xff\xff"
+                b"\xfe\xff\x00\xe0\x03\x00\x00\x00abc\xfe\xff\xdd\xe0\x00\x00\x00\x00" + ct[at:])
+        for padded in (True, False):
+            if not padded:
+                self.patch(storeModule, "evenLengths", lambda *args: evenLengths(b"\x00", EXPLICIT))
+            events = []
+            self.store.log = Logger(observer=events.append)
+            incoming, spool = self.receive(data, CT_SMALL_UID)
+            _, relative = yield self.store.store(incoming, spool)
+            written = self.storedFile(relative)[2]
+            logged = " ".join(formatEvent(event) for event in events)
+            if padded:
+                self.assertEqual(len(written), len(data) + 1)
+                self.assertIn(b"\x04\x00\x00\x00abc\x00\xfe\xff\xdd\xe0", written)
+                self.assertIn("padded to an even length (PS3.5 7.1.1): (000b,1010)", logged)
+            else:
+                self.assertEqual(written, data)
+                self.assertIn(f"{CT_SMALL_UID} from MODALITY: its values of odd length cannot be padded, stored "
+                              "as received", logged)
+
     def test_backpressure(self):
         transport = FakeTransport()
         written = []

@@ -13,8 +13,10 @@ A.5); every other byte stays as it is.  It reads element headers and
 copies values a piece at a time, so that an object of any size costs
 little memory.  Undefined-length values other than SQ, UN (which DCMTK
 reads as a sequence in implicit VR) and implicit VR ones (which hold items
-of data sets), and Pixel Data, hold fragments.  Callers look for the
-cheap sign first, an odd data set length (``isOdd``).
+of data sets), and Pixel Data, hold fragments.  An odd value of 65535
+bytes in a VR with a 16-bit length is written as UN with a 32-bit length,
+as DCMTK writes a value too long for its VR.  Callers look for the cheap
+sign first, an odd data set length (``isOdd``).
 """
 
 import struct
@@ -30,6 +32,7 @@ _ITEM = 0xFFFEE000
 _ITEM_DELIMITER = 0xFFFEE00D
 _SEQUENCE_DELIMITER = 0xFFFEE0DD
 _UNDEFINED_LENGTH = 0xFFFFFFFF
+_LONGEST_SHORT_VALUE = 0xFFFE  # the longest even value a 16-bit length holds
 _MAX_NESTING = 64
 _CHUNK = 1 << 20  # bytes of a value copied at a time
 _ITEM_TAG = struct.pack("<HH", 0xFFFE, 0xE000)  # how a sequence in a UN value begins (implicit VR LE)
@@ -166,11 +169,13 @@ class _Evener:
                 raise DatasetError(f"element ({group:04X},{element:04X}) at offset {pos} ends past the data set")
             if self._sequence(tag, vr, pos, valuePos, valueEnd, implicit, depth):
                 pass
-            elif length % 2 and (implicit or vr in LONG_VRS or length < 0xFFFF):
-                self.out.write(self._header(tag, vr, length + 1, implicit))
+            elif length % 2:
+                written = vr if implicit or vr in LONG_VRS or length < _LONGEST_SHORT_VALUE else b"UN"
+                self.out.write(self._header(tag, written, length + 1, implicit))
                 self.copy(valuePos, valueEnd)
                 self.out.write(_padding(tag, vr))
-                self.padded.append(_name(tag))
+                self.padded.append(_name(tag) if written == vr else f"{_name(tag)} (written as UN: {length + 1} "
+                                   f"bytes are too many for its VR {vr.decode('ascii', 'replace')})")
             else:
                 self.copy(pos, valueEnd)
             pos = valueEnd

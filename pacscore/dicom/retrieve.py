@@ -147,7 +147,8 @@ def choices(stored, accepted, compression):
 
 async def convertToFirst(stored, data, syntaxes, workers, quality):
     """``(syntax, data, refusals)``: ``_convertedToFirst``, its odd values
-    padded when its length is odd (``evenedForPeer``, logged)."""
+    padded when its length is odd (``evenedForPeer``, logged; a
+    TranscodeError when they cannot be, so that it alone is not sent)."""
     syntax, data, refusals = await _convertedToFirst(stored, data, syntaxes, workers, quality)
     if isOdd(len(data)):
         data, padded = await workers.deferToWorker(evenedForPeer, data, syntax, os.path.dirname(stored.path))

@@ -20,6 +20,7 @@ from pacscore.codecs.evenlengths import evenFile, evenLengths
 from pacscore.codecs.filetranscode import transcodeFile
 from pacscore.codecs.syntaxes import isCompressed
 from pacscore.codecs.nkipixels import NKI_PIXEL_DATA
+from pacscore.codecs.transcode import TranscodeError
 from pacscore.db.query import SOP_CLASS_UID, SOP_INSTANCE_UID
 from pacscore.storage.attributes import PIXEL_DATA, DatasetError, readAttributes, walkDataset
 from pacscore.storage.reader import readAt
@@ -172,15 +173,17 @@ def evenedForPeer(data, syntax, folder):
     (``evenLengths``: DCMTK refuses an odd PDV), and what was padded; a
     ``StoredData`` padded into a temporary file in ``folder``
     (``StoredData.evened``: never read whole) and then closed; as it is,
-    with [], when nothing is padded or it cannot be walked (its peer says
-    what is wrong)."""
+    with [], when nothing is padded.  TranscodeError (a ``StoredData``
+    closed) when it cannot be walked: sent odd, its last PDV would make a
+    DCMTK peer abort the association, and the objects after it with it."""
     try:
         if isinstance(data, StoredData):
             evened, padded = data.evened(syntax, folder)
         else:
             evened, padded = evenLengths(data, syntax)
-    except DatasetError:
-        return data, []
+    except DatasetError as e:
+        closeIfStored(data)
+        raise TranscodeError(f"its data set is of odd length, and its odd values cannot be padded: {e}") from e
     if padded:
         closeIfStored(data)
     return (evened, padded) if padded else (data, [])

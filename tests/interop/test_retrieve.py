@@ -1017,6 +1017,42 @@ class OddLengthTests(unittest.TestCase):
         self.assertIn(f"{self.SENT} from PYNETDICOM: values of odd length padded to an even length (PS3.5 "
                       "7.1.1): (0009,1002)", self.server.log())
 
+    def test_anOddValueOf65535BytesGoesAsUN(self):
+        """An odd LT of 65535 bytes (explicit VR, from pynetdicom) cannot be
+        padded in its 16-bit length: stored odd, silently, it made getscu
+        fail ("Odd Fragment Length") and abort the C-GET of its study,
+        losing the objects after it.  It is stored as UN with a 32-bit
+        length, padded, logged, and the whole study goes."""
+        study, series = generate_uid(), generate_uid()
+        ae = AE(ae_title="PYNETDICOM")
+        ae.add_requested_context(CT_STORAGE, [EXPLICIT])
+        association = ae.associate("127.0.0.1", self.server.port, ae_title=self.server.ae)
+        uids = [f"1.2.826.0.1.3680043.99.9.3{number}" for number in range(3)]
+        try:
+            for number, uid in enumerate(uids):
+                ds = oddDataset(uid, "ODD3")
+                del ds[0x00091002]
+                ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.InstanceNumber = study, series, number + 1
+                out = io.BytesIO()
+                dcmwrite(out, ds, implicit_vr=False, little_endian=True)
+                data = out.getvalue()
+                if number == 1:
+                    at = data.index(b"\x10\x00\x10\x00PN")
+                    data = (data[:at] + b"\x0b\x00\x10\x00LO\x04\x00ACME\x0b\x00\x10\x10LT\xff\xff" + b"y" * 0xFFFF
+                            + data[at:])
+                path = os.path.join(self.workdir, f"long{number}.dcm")
+                with open(path, "wb") as f:
+                    f.write(encodeFileMeta(CT_STORAGE, uid, EXPLICIT, "1.2.3", "X") + data)
+                self.assertEqual(association.send_c_store(path).Status, 0)
+        finally:
+            association.release()
+        received = getObjects(self.server, self.workdir, "STUDY", {"StudyInstanceUID": study})
+        self.assertEqual(sorted(ds.SOPInstanceUID for ds in received), uids)
+        [long] = [ds for ds in received if 0x000B1010 in ds]
+        self.assertEqual((long[0x000B1010].VR, long[0x000B1010].value), ("UN", b"y" * 0xFFFF + b" "))
+        self.assertIn(f"{uids[1]} from PYNETDICOM: values of odd length padded to an even length (PS3.5 7.1.1): "
+                      "(000b,1010) (written as UN: 65536 bytes are too many for its VR LT)", self.server.log())
+
     def test_oddDeflatedStreamStowed(self):
         """pydicom's image_dfl.dcm, a deflated stream of 4303 bytes, stored
         over STOW-RS, then fetched deflated by getscu."""

@@ -3,6 +3,7 @@ DCMTK pads them, the sequences and items holding them made to match,
 every other byte kept."""
 
 import os
+import struct
 import tracemalloc
 from io import BytesIO
 
@@ -153,3 +154,18 @@ class UndefinedLengthTests(unittest.TestCase):
         evened, padded = evenLengths(data, EXPLICIT_VR_LITTLE_ENDIAN)
         self.assertEqual(padded, ["(0009,1002)", "(0009,1002)", "(0009,1010)"])
         self.assertIn(b"\xfe\xff\x00\xe0\x04\x00\x00\x00abc\x00\xfe\xff\xdd\xe0", evened)
+
+    def test_anOddValueTooLongForItsVRIsWrittenAsUN(self):
+        """An odd value of 65535 bytes in a VR with a 16-bit length cannot
+        be padded in it (it stayed odd, silently, and no DCMTK peer could
+        take the object): it is written as UN with a 32-bit length, as
+        DCMTK writes a value too long for its VR, padded as its VR pads."""
+        for syntax in (EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_BIG_ENDIAN):
+            order = ">" if syntax == EXPLICIT_VR_BIG_ENDIAN else "<"
+            data = struct.pack(order + "HH2sH", 0x0009, 0x0010, b"LO", 4) + b"ACME" + struct.pack(
+                order + "HH2sH", 0x0009, 0x1010, b"LT", 0xFFFF) + b"y" * 0xFFFF
+            evened, padded = evenLengths(data, syntax)
+            self.assertEqual(padded, ["(0009,1010) (written as UN: 65536 bytes are too many for its VR LT)"])
+            self.assertEqual(evened[12:24], struct.pack(order + "HH2s2xL", 0x0009, 0x1010, b"UN", 0x10000))
+            self.assertEqual(evened[24:], b"y" * 0xFFFF + b" ")
+            self.assertEqual(decoded(evened, syntax)[0x00091010].VR, "UN")

@@ -8,6 +8,7 @@ from twisted.internet import defer
 from twisted.trial import unittest
 
 from pacscore.codecs.evenlengths import evenLengths
+from pacscore.codecs.transcode import TranscodeError
 from pacscore.dicom.storeddata import (
     STREAMED_OBJECT, StoredData, closeIfStored, evenedForPeer, openDataset, openStored)
 from pacscore.storage.attributes import deflated
@@ -177,3 +178,17 @@ class EvenedForPeerTests(unittest.TestCase):
         self.assertEqual(evened._readAt(0, len(evened)), evenLengths(dataset, EXPLICIT)[0])
         with open(path, "rb") as f:
             self.assertEqual(f.read(), HEADER + dataset)
+
+    def test_anOddObjectThatCannotBePaddedIsNotSent(self):
+        """An odd data set the padding cannot walk is not sent (its odd PDV
+        made DCMTK abort the association, losing the objects after it in a
+        C-GET): TranscodeError, so that its sub-operation alone fails; a
+        ``StoredData`` closed."""
+        dataset = element(0x0009, 0x1002, b"UN", b"abc")[:-1]
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(HEADER + dataset)
+        data = StoredData(open(path, "rb"), len(HEADER), len(dataset), immediately)
+        for odd in (data, dataset):
+            self.assertRaises(TranscodeError, evenedForPeer, odd, EXPLICIT, None)
+        self.assertTrue(data.file.closed)

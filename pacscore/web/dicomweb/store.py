@@ -160,13 +160,14 @@ def _identity(storage, meta, attributes):
     """``(SOP Class UID, SOP Instance UID)`` of a part: its data set's, as
     storescu puts them in the command and Orthanc stores them (the meta's
     where it has none); a file meta that names others (not updated after
-    an edit or anonymisation: it is rewritten when stored) with a log line."""
+    an edit or anonymisation: it is rewritten when stored) with a log line
+    saying which the part is taken for (it may still be refused)."""
     named = tuple(attributes.get(tag) or meta.get(metaTag, "") for tag, metaTag in _NAMED_BY.items())
     stale = tuple(meta.get(metaTag, "") for metaTag in _NAMED_BY.values())
     if stale != named:
-        storage.log.warn("STOW-RS: {sop}: its file meta names SOP Class {metaClass} and Instance {metaSop}, not those "
-                         "of its data set; stored by its data set's", sop=named[1], metaClass=stale[0],
-                         metaSop=stale[1])
+        storage.log.warn("STOW-RS: a part whose file meta names SOP Class {metaClass} and Instance {metaSop} is taken "
+                         "as SOP Class {sopClass} and Instance {sop}, its data set's (the meta's where it has none)",
+                         metaClass=stale[0], metaSop=stale[1], sopClass=named[0], sop=named[1])
     return named
 
 

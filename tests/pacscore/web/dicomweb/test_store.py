@@ -166,8 +166,32 @@ class StoreTests(DicomWebTestCase):
         stored = yield self.stored(image.sopUID)
         self.assertEqual((stored.file_meta.MediaStorageSOPClassUID, stored.file_meta.MediaStorageSOPInstanceUID),
                          (dataset.SOPClassUID, image.sopUID))
-        self.assertIn(f"STOW-RS: {image.sopUID}: its file meta names SOP Class 1.2.3.5 and Instance 1.2.3.4, not "
-                      "those of its data set; stored by its data set's", [formatEvent(e) for e in events])
+        self.assertIn("STOW-RS: a part whose file meta names SOP Class 1.2.3.5 and Instance 1.2.3.4 is taken as SOP "
+                      f"Class {dataset.SOPClassUID} and Instance {image.sopUID}, its data set's (the meta's where it "
+                      "has none)", [formatEvent(e) for e in events])
+
+    @defer.inlineCallbacks
+    def test_staleFileMetaOfAPartRefused(self):
+        """A part whose data set has no SOP Instance UID, its file meta
+        naming another class: refused, its log lines say what identity it
+        was taken for, and none that it was stored (one said "stored by its
+        data set's" before it was refused)."""
+        image = self.newImages()[0]
+        dataset = pydicom.dcmread(image.path)
+        del dataset.SOPInstanceUID
+        out = io.BytesIO()
+        dataset.save_as(out, enforce_file_format=False)
+        syntax = dataset.file_meta.TransferSyntaxUID
+        stale = encodeFileMeta("1.2.3.5", image.sopUID, syntax, "1.2.3", "X") + out.getvalue()[readFileMeta(
+            io.BytesIO(out.getvalue()))[2]:]
+        with capturedLogs() as events:
+            found = yield self.fetch("/studies", method=b"POST", body=stowBody(stale), contentType=STOW_TYPE)
+        self.assertEqual(found.code, 409)
+        logged = [formatEvent(e) for e in events]
+        self.assertIn("STOW-RS: a part whose file meta names SOP Class 1.2.3.5 and Instance "
+                      f"{image.sopUID} is taken as SOP Class {dataset.SOPClassUID} and Instance {image.sopUID}, its "
+                      "data set's (the meta's where it has none)", logged)
+        self.assertEqual([line for line in logged if "stored" in line], [])
 
     @defer.inlineCallbacks
     def test_withoutPreamble(self):

@@ -6,12 +6,14 @@ patient is entered: the first entered go first, as in Conquest); with
 ``StudyDate`` the patients whose last study is oldest; with ``PatientBir``
 the oldest patients (birth date).  Ties go by AccessTime.  A patient with
 an object stored (its image row's AccessTime, in whole seconds) after the
-second the clean-up began in, or the check that started it (and not in the
-future: stamped by a clock that ran ahead, it is old), is recently used
-and is not chosen, nor is the patient of the object a MAGDeviceThreshold
-check was made for: so that object, acknowledged while the clean-up runs, is
-never deleted by it, while patients stored earlier in the same second (a
-fast ingest) can still make room.
+second the clean-up began in, or the check that started it, and not later
+than the seconds it has run (on the monotonic clock) or the wall clock
+allow (``CleanUpStart``: a later one was stamped before, by a clock that
+ran ahead, and is old), is recently used and is not chosen, nor is the
+patient of the object a MAGDeviceThreshold check was made for: so that
+object, and any acknowledged while the clean-up runs, is never deleted by
+it, even across a step of the wall clock, while patients stored earlier in
+the same second (a fast ingest) can still make room.
 
 ``SpaceKeeper.makeSpace`` serves the control command ``makespace``.
 ``ThresholdClean`` (a service) is Conquest's ``MAGDeviceThreshold``
@@ -82,17 +84,36 @@ def patientsInDeletionOrder(connection, query, sortTag):
     return connection.execute(statement).scalars().all()
 
 
-def storedSince(connection, query, patientID, since):
+def storedSince(connection, query, patientID, since, until):
     """In a reader thread: whether an object of the patient was stored
-    after the second ``since`` (seconds since the epoch, whole as AccessTime
-    is) and not after now: an AccessTime in the future was stamped by a
-    clock that ran ahead, and is old."""
+    after the second ``since`` and not after ``until`` (seconds since the
+    epoch, whole as AccessTime is)."""
     study, series, image = query.tables[1:4]
     joined = image.table.join(series.table, image.link == series.key).join(study.table, series.link == study.key)
     accessed = image.table.c.AccessTime
     statement = (select(image.key).select_from(joined)
-                 .where(study.link == patientID, accessed > since, accessed <= int(time.time())).limit(1))
+                 .where(study.link == patientID, accessed > since, accessed <= until).limit(1))
     return connection.execute(statement).first() is not None
+
+
+class CleanUpStart:
+    """When a clean-up (or the check that started it) began: ``second``,
+    the second of the wall clock (whole, as AccessTime is), and the reading
+    of the monotonic clock."""
+
+    def __init__(self, wallClock, monotonic):
+        self.wallClock = wallClock
+        self.monotonic = monotonic
+        self.second = int(wallClock())
+        self._began = monotonic()
+
+    def lastRecent(self):
+        """The last AccessTime an object stored since can have: ``second``
+        plus the seconds run since (on the monotonic clock, so an object
+        stored before the wall clock stepped back counts), or the wall clock
+        now when later (so does one stored after it stepped forward).  A
+        later one was stamped by a clock that ran ahead before the start."""
+        return max(self.second + int(self.monotonic() - self._began) + 1, int(self.wallClock()))
 
 
 class SpaceKeeper:
@@ -102,6 +123,8 @@ class SpaceKeeper:
 
     log = Logger()
     freeSpace = staticmethod(freeSpace)
+    wallClock = staticmethod(time.time)
+    monotonic = staticmethod(time.monotonic)
 
     def __init__(self, device, index, query, actions, workers, sortTag=None, mover=None):
         self.device = device
@@ -120,10 +143,10 @@ class SpaceKeeper:
         device, calling ``report`` with a line for each; fires with the free
         bytes (fewer than wanted when there was nobody left, or when
         ``keepGoing()`` turned false: it is asked before each patient).
-        Patients with an object stored after the second ``since`` (default:
-        now), and the patient ``sparing`` (whose object is being written),
-        are left alone."""
-        since = int(time.time()) if since is None else since
+        Patients with an object stored since ``since`` (a ``CleanUpStart``,
+        default: now), and the patient ``sparing`` (whose object is being
+        written), are left alone."""
+        since = self.cleanUpStart() if since is None else since
         free = await self.workers.deferToWorker(self.freeSpace, self.device.path)
         for patientID in await self.index.runQuery(patientsInDeletionOrder, self.query, self.sortTag):
             if free >= wanted or not keepGoing():
@@ -136,7 +159,8 @@ class SpaceKeeper:
                     if i.deviceName == self.device.name]
             if not here:
                 continue  # as Conquest's list of the oldest patients on the device: freeing nothing here
-            if patientID == sparing or await self.index.runQuery(storedSince, self.query, patientID, since):
+            if patientID == sparing or await self.index.runQuery(storedSince, self.query, patientID, since.second,
+                                                                 since.lastRecent()):
                 continue  # recently used; read after its instances, so none of them is newer
             if moveTo is None:
                 removal = await self.actions.removeInstances(instances)
@@ -146,6 +170,10 @@ class SpaceKeeper:
                 report(f"moved patient {patientID}: {count} object(s) to {moveTo}")
             free = await self.workers.deferToWorker(self.freeSpace, self.device.path)
         return free
+
+    def cleanUpStart(self):
+        """A ``CleanUpStart`` of now (any thread)."""
+        return CleanUpStart(self.wallClock, self.monotonic)
 
     async def moveIfBelow(self, threshold, target, keepGoing=lambda: True):
         """Conquest's NightlyMoveThreshold: when less than ``threshold``
@@ -181,7 +209,7 @@ class SpaceKeeper:
     def clean(self, threshold, reason, keepGoing=lambda: True, since=None, sparing=None):
         """Delete patients until ``threshold`` + 5 MB are free (or
         ``keepGoing()`` turns false), logged with ``reason`` (the dicom.ini
-        key), sparing ``sparing`` and those with objects stored after
+        key), sparing ``sparing`` and those with objects stored since
         ``since`` (see ``makeSpace``); a Deferred.  One clean-up at a time: while one runs, this
         returns a Deferred of its end."""
         if self.cleaning is None:
@@ -245,13 +273,14 @@ class ThresholdClean(OneAtATime):
     def __init__(self, keeper, threshold):
         self.keeper = keeper
         self.threshold = threshold
-        self.checked = None  # when the check that started the clean-up was made
+        self.checked = None  # when the check that started the clean-up was made (a CleanUpStart)
         self.writing = None  # the Patient ID of the object that check was made for
 
     def checkFromThread(self, patientID=None):
         """In an I/O thread, before an object of ``patientID`` is written."""
         if self.running and self.threshold and self.keeper.freeSpace(self.keeper.device.path) < self.threshold:
-            self.keeper.workers.reactor.callFromThread(self._cleanUnlessCleaning, int(time.time()), patientID)
+            self.keeper.workers.reactor.callFromThread(self._cleanUnlessCleaning, self.keeper.cleanUpStart(),
+                                                       patientID)
 
     def task(self, keepGoing):
         return self.keeper.clean(self.threshold, self.name, keepGoing, since=self.checked, sparing=self.writing)

@@ -99,6 +99,42 @@ class ThresholdTests(unittest.TestCase):
         self.assertEqual((yield self.patientsLeft()), ["PAT0000"])
 
     @defer.inlineCallbacks
+    def cleanAcrossAClockStep(self, accessTimes, wallBefore, wallAfter):
+        """The patients left by a clean-up (2 MB threshold: two patients go)
+        of the aged patients with an image each stored at ``accessTimes``
+        (patient -> AccessTime), begun at ``wallBefore`` on the wall clock;
+        3 s later on the monotonic clock, the wall clock is ``wallAfter``."""
+        image = self.running.archive.index.tables.image
+        for patientID, accessed in accessTimes.items():
+            yield self.running.archive.index.runWrite(lambda connection, p, t: connection.execute(
+                image.update().where(image.c.ImagePat == p).values(AccessTime=t)), patientID, accessed)
+        clocks = [wallBefore, 50.5]
+        self.keeper.wallClock, self.keeper.monotonic = lambda: clocks[0], lambda: clocks[1]
+        cleaning = self.keeper.clean(2 * MEGABYTE, "makespace")  # its start is read at once
+        clocks[:] = [wallAfter, 53.5]
+        yield cleaning
+        return (yield self.patientsLeft())
+
+    @defer.inlineCallbacks
+    def test_anObjectStoredBeforeTheClockSteppedBackIsRecent(self):
+        """A clean-up begins with the clock an hour ahead; PAT0002 gets an
+        object a second later, then NTP steps the clock back: PAT0002 stays.
+        PAT0001's AccessTime, left by a clock two hours ahead before the
+        clean-up began, is old: it goes, with PAT0000."""
+        now = 1800000000
+        left = yield self.cleanAcrossAClockStep({"PAT0002": now + 3601, "PAT0001": now + 7200},
+                                                now + 3600, now + 3)
+        self.assertEqual(left, ["PAT0002"])
+
+    @defer.inlineCallbacks
+    def test_anObjectStoredAfterTheClockSteppedForwardIsRecent(self):
+        """A clean-up begins with the clock an hour behind; NTP steps it
+        forward, then PAT0002 gets an object: PAT0002 stays."""
+        now = 1800000000
+        left = yield self.cleanAcrossAClockStep({"PAT0002": now + 2}, now - 3600, now + 3)
+        self.assertEqual(left, ["PAT0002"])
+
+    @defer.inlineCallbacks
     def test_noCleanUpOnceStopped(self):
         """Objects written while pacs stops start no clean-up."""
         self.cleaner.threshold = 2 * MEGABYTE

@@ -26,7 +26,8 @@ A700, as without a threshold).  A threshold of 0, or
 ``IgnoreMAGDeviceThreshHold = 1``, turns it off.  ``NightlyCleanThreshold``
 (a ``Nightly`` service) does the same once a night, at 01:00;
 ``NightlyMoveThreshold`` moves patients to ``NightlyMoveTarget`` instead
-(``moveIfBelow``), at 02:00; a target that fills up ends that move with
+(``moveIfBelow``), at 02:00 (or, the night that hour does not exist, after
+it); a target that fills up ends that move with
 one error line.  Both services are ``OneAtATime``: a stop ends
 the run under way after the patient it is at, and waits for it.
 """
@@ -45,6 +46,7 @@ from pacscore.storage.relocation import MoveStopped
 MEGABYTE = 1 << 20
 MARGIN = 5 * MEGABYTE  # Conquest: "until the free disk space is about 5 MB larger"
 MINUTE = 60  # seconds between two checks of the hour of a Nightly task
+HOUR = 3600
 
 
 def freeSpace(path):
@@ -300,7 +302,10 @@ class Nightly(OneAtATime):
     date it has not run on.  So an hour that happens twice (the autumn clock
     change) runs it once, and a clock stepped forward past the hour runs it
     the next night, not at once.  Started within its hour, it waits for the
-    next night."""
+    next night.  The night the hour does not exist (the spring clock change
+    skips it), the task runs at the first check after it: the local clock
+    passed over the whole hour since the previous check, made less than an
+    hour before."""
 
     def __init__(self, name, hour, task, clock, now=time.time):
         self.name = name
@@ -310,10 +315,12 @@ class Nightly(OneAtATime):
         self.now = now
         self._call = None
         self._ranOn = None  # the local date (year, month, day) of the last run
+        self._checked = None  # the wall clock at the previous check, or the start
 
     def startService(self):
         service.Service.startService(self)
-        day = time.localtime(self.now())
+        self._checked = self.now()
+        day = time.localtime(self._checked)
         if day.tm_hour == self.hour:
             self._ranOn = day[:3]
         self._schedule()
@@ -329,9 +336,19 @@ class Nightly(OneAtATime):
         self._call = self.clock.callLater(MINUTE - self.now() % MINUTE, self._check)
 
     def _check(self):
-        day = time.localtime(self.now())
-        if day.tm_hour == self.hour and day[:3] != self._ranOn and self._underWay is None:
+        now = self.now()
+        day = time.localtime(now)
+        due = day.tm_hour == self.hour or self._skipped(now, day)
+        if due and day[:3] != self._ranOn and self._underWay is None:
             self._ranOn = day[:3]
             self._run()
+        self._checked = now
         if self.running:
             self._schedule()
+
+    def _skipped(self, now, day):
+        """Whether the hour did not exist (the local time ``day`` of ``now``
+        is past it, the previous check's before it, less than an hour ago)."""
+        before = time.localtime(self._checked)
+        return (day.tm_hour > self.hour and before[:3] + (before.tm_hour,) < day[:3] + (self.hour,)
+                and now - self._checked < HOUR)

@@ -265,6 +265,42 @@ class NightlyTests(unittest.TestCase):
             self.clock.pump([60] * 3 * 24 * 60)
             self.assertEqual(runs, expected)
 
+    def test_afterItsHourOnTheSpringClockChange(self):
+        """The night its hour does not exist (the clocks go forward over
+        it), a task runs at the first check after that hour, once: in
+        Berlin and New York NightlyMoveThreshold at 03:00 (NightlyCleanThreshold
+        and the Lua nightly at their hour), in London NightlyCleanThreshold
+        at 02:00."""
+        for zone, day, hours, expected in [
+                ("Europe/Berlin", (2027, 3, 28), [1, 2, 3],
+                 [(1, "2027-03-27 01:00 CET"), (2, "2027-03-27 02:00 CET"), (3, "2027-03-27 03:00 CET"),
+                  (1, "2027-03-28 01:00 CET"), (2, "2027-03-28 03:00 CEST"), (3, "2027-03-28 03:00 CEST"),
+                  (1, "2027-03-29 01:00 CEST"), (2, "2027-03-29 02:00 CEST"), (3, "2027-03-29 03:00 CEST")]),
+                ("America/New_York", (2027, 3, 14), [1, 2],
+                 [(1, "2027-03-13 01:00 EST"), (2, "2027-03-13 02:00 EST"), (1, "2027-03-14 01:00 EST"),
+                  (2, "2027-03-14 03:00 EDT"), (1, "2027-03-15 01:00 EDT"), (2, "2027-03-15 02:00 EDT")]),
+                ("Europe/London", (2027, 3, 28), [1],
+                 [(1, "2027-03-27 01:00 GMT"), (1, "2027-03-28 02:00 BST"), (1, "2027-03-29 01:00 BST")])]:
+            self.inZone(zone)
+            year, month, mday = day
+            runs = self.nightlies(hours, time.mktime((year, month, mday - 2, 12, 0, 0, 0, 0, -1)))
+            self.clock.pump([60] * 3 * 24 * 60)
+            self.assertEqual(runs, expected)
+
+    def test_aClockStepOnTheSpringNightDoesNotRunAtTheWrongHour(self):
+        """On the night 02:00 does not exist, a step forward from 00:30 to
+        12:05, or from 01:30 to 03:31 CEST, runs nothing until the next
+        02:00; a step to 01:59 CET runs it a minute later, at 03:00 CEST."""
+        self.inZone("Europe/Berlin")
+        nextNight = (2, "2027-03-29 02:00 CEST")
+        for start, step, expected in [((0, 30), (11 * 60 + 34) * 60, [nextNight]),
+                                      ((1, 30), 60 * 60, [nextNight]),
+                                      ((0, 30), 88 * 60, [(2, "2027-03-28 03:00 CEST"), nextNight])]:
+            runs = self.nightlies([2], time.mktime((2027, 3, 28) + start + (0, 0, 0, -1)))
+            self.step = step
+            self.clock.pump([60] * 26 * 60)
+            self.assertEqual(runs, expected, (start, step))
+
     def test_aClockStepNeitherRunsAtTheWrongHourNorTwice(self):
         """A step forward past the hour (2 days and 10 hours, to 12:04) runs
         nothing until the next 01:00; a step back over a run does not run

@@ -27,8 +27,8 @@ A700, as without a threshold).  A threshold of 0, or
 (a ``Nightly`` service) does the same once a night, at 01:00;
 ``NightlyMoveThreshold`` moves patients to ``NightlyMoveTarget`` instead
 (``moveIfBelow``), at 02:00 (or, the night that hour does not exist, after
-it); a target that fills up ends that move with
-one error line.  Both services are ``OneAtATime``: a stop ends
+it); a target that fills up (or cannot be written) ends that move with one
+error line.  Both services are ``OneAtATime``: a stop ends
 the run under way after the patient it is at, and waits for it.
 """
 
@@ -41,6 +41,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from pacscore.db.query import PATIENT_ID, QueryKey
+from pacscore.storage.devices import isDiskFull
 from pacscore.storage.relocation import MoveStopped
 
 MEGABYTE = 1 << 20
@@ -195,8 +196,9 @@ class SpaceKeeper:
             free = await self.makeSpace(threshold, report, moveTo=target, keepGoing=keepGoing)
         except MoveStopped as stopped:
             free = await self.workers.deferToWorker(self.freeSpace, self.device.path)
-            self.log.error("NightlyMoveThreshold: {target} is full ({error}): move stopped after {patients} "
+            self.log.error("NightlyMoveThreshold: {target} {state} ({error}): move stopped after {patients} "
                            "patient(s) and {objects} object(s) of the next; {free} MB free on {device}", target=target,
+                           state="is full" if isDiskFull(stopped.error) else "cannot be written",
                            error=stopped.error, patients=len(moved), objects=stopped.moved, free=free // MEGABYTE,
                            device=self.device.name)
         else:

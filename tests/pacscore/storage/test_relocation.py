@@ -163,26 +163,40 @@ class DeviceMoveTests(unittest.TestCase):
         self.assertEqual((yield self.running.count("patient")), 3)
 
     @defer.inlineCallbacks
-    def test_moveIfBelowOntoATargetThatFillsUp(self):
-        """One error line names the full target, what was moved and the
-        space free after; no traceback."""
+    def moveIfBelowFailingAfterFive(self, error):
+        """The error lines of a NightlyMoveThreshold onto MAG1 whose sixth
+        copy fails with ``error``."""
         keeper = self.archive.spaceKeeper
         keeper.freeSpace = lambda path: (12 - len(self.running.files())) * MEGABYTE
         copyFile, calls = relocation.copyFile, []
 
-        def fullAfterFive(source, device, relative, convert=None, sopInstanceUID=None):
+        def failingAfterFive(source, device, relative, convert=None, sopInstanceUID=None):
             calls.append(relative)
             if len(calls) > 5:
-                raise OSError(errno.ENOSPC, "No space left on device")
+                raise error
             return copyFile(source, device, relative, convert, sopInstanceUID)
-        self.patch(relocation, "copyFile", fullAfterFive)
+        self.patch(relocation, "copyFile", failingAfterFive)
         with capturedLogs() as events:
             yield defer.ensureDeferred(keeper.moveIfBelow(12 * MEGABYTE, "MAG1"))
         self.assertEqual(len(self.running.files()), 7)
-        self.assertEqual([(e["log_level"], formatEvent(e)) for e in events if e["log_level"] >= LogLevel.error],
+        return [(e["log_level"], formatEvent(e)) for e in events if e["log_level"] >= LogLevel.error]
+
+    @defer.inlineCallbacks
+    def test_moveIfBelowOntoATargetThatFillsUp(self):
+        """One error line names the full target, what was moved and the
+        space free after; no traceback."""
+        self.assertEqual((yield self.moveIfBelowFailingAfterFive(OSError(errno.ENOSPC, "No space left on device"))),
                          [(LogLevel.error, f"NightlyMoveThreshold: MAG1 is full ([Errno {errno.ENOSPC}] No space left "
                                            "on device): move stopped after 1 patient(s) and 1 object(s) of the "
                                            "next; 5 MB free on MAG0")])
+
+    @defer.inlineCallbacks
+    def test_moveIfBelowOntoATargetThatCannotBeWritten(self):
+        """A target gone (a disk not mounted) is not said to be full."""
+        self.assertEqual((yield self.moveIfBelowFailingAfterFive(OSError(errno.ENOENT, "MAG1 is not there"))),
+                         [(LogLevel.error, f"NightlyMoveThreshold: MAG1 cannot be written ([Errno {errno.ENOENT}] "
+                                           "MAG1 is not there): move stopped after 1 patient(s) and 1 object(s) of "
+                                           "the next; 5 MB free on MAG0")])
 
     @defer.inlineCallbacks
     def test_moveDataToDeviceThenRenameDeviceThenTestImages(self):

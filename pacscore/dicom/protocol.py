@@ -46,6 +46,7 @@ ASSOCIATION_PDU_LIMIT = 1 << 20
 STREAMED_DATASET = 1 << 20  # data sets larger than this are written as the transport drains
 WRITE_BATCH = 256 << 10     # bytes of PDUs handed to the transport at a time when streaming
 COMMAND_LIMIT = 1 << 16  # bytes of a DIMSE command set (they are tens to hundreds)
+CLOSE_BOUND = 2  # seconds a closing connection's last PDU and close have before it is cut
 
 PENDING_STATUSES = (0xFF00, 0xFF01)
 MAY_BE_PENDING = frozenset({commands.C_FIND_RSP, commands.C_GET_RSP, commands.C_MOVE_RSP})
@@ -857,15 +858,33 @@ class DicomFactory(Factory):
         self.counters["associationsActive"] = len(self.active)
 
 
+def closeWithin(transport, clock):
+    """Close ``transport`` once what was written to it has gone out, or cut
+    it after ``CLOSE_BOUND`` s (a TLS peer that never completes the
+    handshake or never answers close_notify, a peer that reads nothing);
+    returns the call to cancel once the connection is lost."""
+    transport.loseConnection()
+    return clock.callLater(CLOSE_BOUND, transport.abortConnection)
+
+
 class _Refused(Protocol):
     """A connection over the limits of associations: answered with an
     A-ASSOCIATE-RJ as DCMTK does (rejected transient, local limit exceeded,
     PS3.8 9.3.4: a requestor retries later, where a reset looks like a
-    crash) and closed, its A-ASSOCIATE-RQ left unread."""
+    crash) and closed, its A-ASSOCIATE-RQ left unread: at once on TCP,
+    within ``CLOSE_BOUND`` s on TLS."""
+
+    def __init__(self, clock):
+        self.clock = clock
+        self._closing = None
 
     def connectionMade(self):
         self.transport.write(LIMIT_REJECTION)
-        self.transport.loseConnection()
+        self._closing = closeWithin(self.transport, self.clock)
+
+    def connectionLost(self, reason):
+        if self._closing is not None and self._closing.active():
+            self._closing.cancel()
 
 
 LIMIT_REJECTION = pdu.encodeSimplePDU(
@@ -903,7 +922,7 @@ class DicomServerFactory(DicomFactory):
         at once when it is over the limits (not None, which a TLS
         endpoint's wrapping factory would wrap)."""
         if not self.limits.admits(getattr(addr, "host", None)):
-            return _Refused()
+            return _Refused(self.clock)
         return super().buildProtocol(addr)
 
     def associationOpened(self, protocol):

@@ -10,7 +10,7 @@ from pacscore.config.ini import DicomIni
 from pacscore.dicom import commands
 from pacscore.dicom.admission import AssociationLimits
 from pacscore.dicom.negotiation import AcceptorPolicy
-from pacscore.dicom.protocol import DicomServerFactory
+from pacscore.dicom.protocol import CLOSE_BOUND, DicomServerFactory
 from pacscore.dicom.verification import EchoService
 from pacscore.testing.certificates import Authority
 from tests.pacscore.dicom.requests import IMPLICIT, VERIFICATION, associateRQ
@@ -152,6 +152,24 @@ class TLSLimitTests(LimitTests):
 
     def clientEndpoint(self, source):
         return endpoints.wrapClientTLS(self.clientOptions, super().clientEndpoint(source))
+
+    @defer.inlineCallbacks
+    def test_refusedWithoutHandshakeIsCut(self):
+        """A connection over a limit that never starts the TLS handshake (a
+        flood of plain TCP connections to the TLS port) cannot be sent the
+        A-ASSOCIATE-RJ nor closed cleanly: it is cut after CLOSE_BOUND s,
+        rather than held for good outside every limit."""
+        yield self.connectMany("127.0.0.1", 3)
+        plain = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", self.port, bindAddress=("127.0.0.1", 0))
+        flood = yield defer.gatherResults([endpoints.connectProtocol(plain, Held()) for _ in range(3)])
+        self.held.extend(flood)
+        for _ in range(300):
+            if all(held.lost.called for held in flood):
+                break
+            self.factory.clock.advance(CLOSE_BOUND)
+            yield task.deferLater(reactor, 0.01, lambda: None)
+        self.assertEqual([held.lost.called for held in flood], [True] * 3)
+        self.assertEqual([held.received for held in flood], [b""] * 3)
 
 
 class FromIniTests(unittest.TestCase):

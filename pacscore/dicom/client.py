@@ -74,10 +74,8 @@ class DicomClientProtocol(DicomProtocol):
             super()._associationPDU(pduType, body)
 
     def _artimExpired(self):
-        if self.state == AWAITING_RELEASE_RP:  # the release given up: an A-ABORT, then ARTIM again (PS3.8 AA-1)
-            self.log.warn("{peer}: no A-RELEASE-RP within {timeout} s (ARTIMTimeOut), aborting",
-                          peer=self.peerName(), timeout=self.factory.artimTimeout)
-            self.abortAssociation()
+        if self.state == AWAITING_RELEASE_RP:
+            self.giveUpRelease(f"no A-RELEASE-RP within {self.factory.artimTimeout} s ({self.factory.artimSetting})")
             return
         if self.state == AWAITING_ASSOCIATE_AC:
             what = ("did not complete the TLS handshake" if self.handshaking
@@ -187,6 +185,16 @@ class DicomClientProtocol(DicomProtocol):
         self._startArtim()
         return self._released
 
+    def giveUpRelease(self, why):
+        """The release under way given up (PS3.8 AA-1): a warning saying
+        ``why``, an A-ABORT, and the connection closed once that is written
+        (cut after ``CLOSE_BOUND`` s), not waited for the peer to close."""
+        if self.state != AWAITING_RELEASE_RP:
+            return
+        self.log.warn("{peer}: {why}, aborting", peer=self.peerName(), why=why)
+        self.abortAssociation()
+        self._closeNow()
+
     def abortAssociation(self):
         """A-ABORT as service user, then close."""
         self.abort(pdu.REASON_NOT_SPECIFIED, pdu.SOURCE_SERVICE_USER)
@@ -209,8 +217,10 @@ class DicomClientFactory(DicomFactory):
 
     protocol = DicomClientProtocol
 
-    def __init__(self, callingAE, calledAE, contexts, roles, deferred, titleStyle=PLAIN_TITLES, **settings):
+    def __init__(self, callingAE, calledAE, contexts, roles, deferred, titleStyle=PLAIN_TITLES, artimSetting="ARTIM",
+                 **settings):
         super().__init__(**settings)
+        self.artimSetting = artimSetting  # what artimTimeout is, for the log: ARTIMTimeOut, the connect timeout
         self.callingAE = callingAE
         self.calledAE = calledAE
         self.titleStyle = titleStyle
@@ -244,7 +254,7 @@ def _decodeMatches(received, adjust):
 
 def associate(reactor, host, port, callingAE, calledAE, contexts, roles=None, services=None,
               sinks=None, connectTimeout=30, artimTimeout=30, dimseTimeout=None, idleTimeout=None,
-              maxPDULength=262144, endpoint=None, titleStyle=PLAIN_TITLES):
+              maxPDULength=262144, endpoint=None, titleStyle=PLAIN_TITLES, artimSetting="ARTIM"):
     """Open an association; fires with the ``DicomClientProtocol`` once it is
     accepted, or fails with ``AssociationRefused``/``AssociationLost``/a
     connection error.  Cancelling it stops the attempt.
@@ -254,7 +264,8 @@ def associate(reactor, host, port, callingAE, calledAE, contexts, roles=None, se
     role on storage classes); ``services``/``sinks`` answer the peer's
     requests (C-STORE sub-operations of a C-GET), as for a server;
     ``titleStyle`` how the A-ASSOCIATE-RQ writes the AE titles
-    (``negotiation.TitleStyle``: PadAEWithZeros, SendUpperCaseAE).
+    (``negotiation.TitleStyle``: PadAEWithZeros, SendUpperCaseAE);
+    ``artimSetting`` names what ``artimTimeout`` is in the log.
     """
     connected = []  # the protocol, once the connection is made
 
@@ -267,7 +278,7 @@ def associate(reactor, host, port, callingAE, calledAE, contexts, roles=None, se
 
     deferred = defer.Deferred(stop)
     factory = DicomClientFactory(
-        callingAE, calledAE, numberContexts(contexts), roles, deferred, titleStyle,
+        callingAE, calledAE, numberContexts(contexts), roles, deferred, titleStyle, artimSetting,
         services=services or {}, sinks=sinks or {}, clock=reactor, idleTimeout=idleTimeout,
         artimTimeout=artimTimeout, dimseTimeout=dimseTimeout, maxPDULength=maxPDULength)
     if endpoint is None:
@@ -299,6 +310,7 @@ async def associateNode(reactor, node, callingAE, contexts, connectTimeout=30, d
     try:
         return await associate(reactor, node.host, int(node.port), callingAE, node.ae, contexts, roles=roles,
                                connectTimeout=connectTimeout, artimTimeout=connectTimeout,
+                               artimSetting="the connect timeout",
                                dimseTimeout=dimseTimeout, endpoint=endpoint, titleStyle=titleStyle)
     except Exception as e:
         raise NodeUnreachable(f"cannot associate with {node.ae} at {node.host}:{node.port}: {e}") from e

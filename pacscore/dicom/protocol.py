@@ -628,7 +628,7 @@ class DicomProtocol(Protocol, TimeoutMixin):
         self._stopArtim()
         self.setTimeout(None)
         self.transport.unregisterProducer()
-        self.transport.loseConnection()
+        self._artim = closeWithin(self.transport, self.factory.clock)  # cancelled on connectionLost as ARTIM
 
     def _startArtim(self):
         """The ARTIM timer (the factory's ``artimTimeout``; None: no limit)."""

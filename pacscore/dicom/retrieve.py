@@ -695,6 +695,7 @@ class MoveService(RetrieveService):
             return _Nowhere(node.ae), compression
         target = await associate(self.reactor, node.host, int(node.port), self.aeTitle, node.ae, contexts,
                                  connectTimeout=self.connectTimeout, artimTimeout=self.artimTimeout,
+                                 artimSetting="ARTIMTimeOut",
                                  dimseTimeout=self.dimseTimeout, titleStyle=self.titleStyle,
                                  endpoint=nodeEndpoint(self.reactor, node, self.connectTimeout))
         return target, compression

@@ -112,6 +112,7 @@ class Archive:
         self.startTime = None  # seconds since the epoch, set by startup()
         self.startedAt = None  # the reactor's time then (its clock is not the time of day)
         self.dicomServerFactory = None  # made by dicomFactory()
+        self.moves = None  # the C-MOVE service (MoveService), made by dicomFactory()
         self.devices = [MagDevice(name, path) for name, path in configuration.magDevices]
         self.mirrors = Mirrors.fromConfiguration(configuration)
         self.workers = WorkerPool(reactor, ioThreads, "pacs-io")
@@ -447,7 +448,8 @@ class Archive:
         if self.mppsForwarder is not None:
             self.mppsForwarder.stop()
         d = defer.gatherResults([self.workers.stop(self.quitGracePeriod),  # objects being written reach the index,
-                                 self.luaChunks.stop(self.quitGracePeriod)])
+                                 self.luaChunks.stop(self.quitGracePeriod)]
+                                + ([self.moves.stop()] if self.moves is not None else []))
         d.addCallback(lambda _: self.index.stop())  # which commits them
         d.addCallback(lambda _: self.durability.close())
         return d
@@ -512,14 +514,15 @@ class Archive:
                            virtual=virtual, prefetcher=self.prefetcher)
         mpps = MppsService(self.procedureSteps, self.reactor, self.converterServices.uidMap.prefix, self.counters,
                            worklist=self.worklistItems, forwarder=self.mppsForwarder)
+        self.moves = MoveService(*retrieveSettings, self.configuration.acrNemaMap, self.counters,
+                                 dimseTimeout=self.idleTimeout, artimTimeout=self.artimTimeout,
+                                 titleStyle=self.titleStyle, **retrieveHooks)
         services = {
             commands.C_ECHO_RQ: SopClassRouter({VERIFICATION: EchoService()}),
             commands.C_STORE_RQ: storage,
             commands.C_FIND_RQ: SopClassRouter({**dict.fromkeys(sopClassesFor(FIND), find),
                                                 MODALITY_WORKLIST_FIND: worklist}),
-            commands.C_MOVE_RQ: SopClassRouter(dict.fromkeys(sopClassesFor(MOVE), MoveService(
-                *retrieveSettings, self.configuration.acrNemaMap, self.counters, dimseTimeout=self.idleTimeout,
-                artimTimeout=self.artimTimeout, titleStyle=self.titleStyle, **retrieveHooks))),
+            commands.C_MOVE_RQ: SopClassRouter(dict.fromkeys(sopClassesFor(MOVE), self.moves)),
             commands.C_GET_RQ: SopClassRouter(dict.fromkeys(sopClassesFor(GET), GetService(
                 *retrieveSettings, self.counters, **retrieveHooks))),
             commands.N_ACTION_RQ: SopClassRouter({STORAGE_COMMITMENT: self.commitments}),

@@ -669,6 +669,7 @@ class MoveService(RetrieveService):
         self.dimseTimeout = dimseTimeout
         self.connectTimeout = connectTimeout
         self.artimTimeout = artimTimeout  # ARTIMTimeOut: the A-ASSOCIATE-AC and A-RELEASE-RP waited for
+        self._releasing = {}  # destination protocol -> Deferred firing once its background release ends
 
     def _check(self, protocol, command):
         destination = command.get(commands.MOVE_DESTINATION, "")
@@ -703,8 +704,23 @@ class MoveService(RetrieveService):
     async def _close(self, protocol, target):
         """The destination released in the background: every sub-operation
         is done, so the final response does not wait for its A-RELEASE-RP
-        (given up after ``artimTimeout``, the client's ARTIM)."""
-        defer.ensureDeferred(target.release())
+        (given up after ``artimTimeout``, the client's ARTIM, or by ``stop``)."""
+        ended = self._releasing[target] = defer.Deferred()
+
+        def released(_):
+            del self._releasing[target]
+            ended.callback(None)
+        defer.ensureDeferred(target.release()).addBoth(released)
+
+    def stop(self):
+        """pacs stopping: the releases still going on in the background are
+        given up, each with an A-ABORT and a log line, their connections
+        closed once that is written (cut after ``CLOSE_BOUND`` s); fires
+        once they are closed."""
+        ending = list(self._releasing.values())
+        for target in list(self._releasing):
+            target.giveUpRelease("pacs stopping before the A-RELEASE-RP came")
+        return defer.gatherResults(ending)
 
     async def _reopen(self, protocol, command, left, opened):
         """Another association with the destination (a damaged object, a

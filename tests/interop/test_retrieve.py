@@ -550,6 +550,22 @@ class UnreleasedDestinationTests(unittest.TestCase):
                                             r"aborting")
         self.assertNotIn("connection lost without A-RELEASE or A-ABORT", self.server.log())
 
+    def test_stopDuringRelease(self):
+        """A stop (SIGTERM) while the release goes on in the background gives
+        it up with an A-ABORT and a log line saying so, at once, rather than
+        dropping the destination as if it had vanished."""
+        association = moveAssociation(self.server)
+        [(final, _)] = list(association.send_c_move(self.keys, "MUTESCP", STUDY_ROOT_MOVE))
+        self.assertEqual(final.Status, 0)
+        association.release()
+        started = time.monotonic()
+        self.server.stop()
+        self.assertLess(time.monotonic() - started, 4, "the stop waited for ARTIM")
+        self.assertTrue(self.aborted.wait(1), "no A-ABORT came")
+        self.assertRegex(self.server.log(), r"MUTESCP@127\.0\.0\.1:\d+: pacs stopping before the A-RELEASE-RP came, "
+                                            r"aborting")
+        self.assertNotIn("connection lost without A-RELEASE or A-ABORT", self.server.log())
+
 
 class SubOperationPriorityTests(unittest.TestCase):
     """pynetdicom's C-GET and C-MOVE with Priority HIGH or LOW: each C-STORE

@@ -65,7 +65,7 @@ class TLSTests(unittest.TestCase):
         self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
         self.assertEqual((result.stdout + result.stderr).count("Received Store Response (Success)"), 3)
         self.assertStored()
-        self.assertIn("accepted, 112 of the proposed contexts, over TLS, certificate /CN=ct1", self.server.log())
+        self.assertRegex(self.server.log(), r"accepted, \d+ of the proposed contexts, over TLS, certificate /CN=ct1")
         plain = dcmtk("echoscu", "-aec", self.server.ae, "127.0.0.1", self.server.port)
         self.assertEqual(plain.returncode, 0, plain.stderr)
 
@@ -146,7 +146,7 @@ class TLSTests(unittest.TestCase):
         result = self.storeOverTLS(self.stranger)
         self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
         self.assertStored()
-        self.assertIn("accepted, 112 of the proposed contexts, over TLS\n", self.server.log())  # no certificate asked
+        self.assertRegex(self.server.log(), r"accepted, \d+ of the proposed contexts, over TLS\n")  # no certificate asked
 
     def test_hl7AndWebTLSFailuresSaid(self):
         """The HL7 and web endpoints over ``ssl:`` log a failed handshake

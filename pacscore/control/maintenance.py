@@ -14,12 +14,16 @@ again at the next start.  While a regen of marked devices runs (from
 before the tables are cleared), a store whose study or series has no row
 yet is refused with a transient failure (``Index.rebuilding``): its links
 to a patient or study cannot be checked until the files are re-entered.
+While a regen runs, the files stores write are recorded
+(``ObjectStore.recordingWrites``): the older copies of their objects that
+they left on disk are removed by the regen.
 ``makespace`` deletes whole patients, first those Conquest's ``LRUSort``
 names (by default the first entered), until MAG0 has the space asked for
 (the archive's ``SpaceKeeper``).
 """
 
 import os
+from contextlib import contextmanager
 
 from twisted.internet import defer, threads
 from twisted.logger import Logger
@@ -59,14 +63,18 @@ def _unmark(connection, index, deviceNames):
     index.regens.unmark(connection, deviceNames)
 
 
+@contextmanager
 def regeneratorOf(archive, reactor, report):
-    """A ``Regenerator`` of the running ``archive``, writing through its
-    index writer, giving ``report`` its lines from the worker's thread and
-    removing the older copies of objects stored again since it was made
-    (``ObjectStore.removeReplaced``): made before the tables are cleared."""
-    return Regenerator(archive.index, archive.configuration.layout.indexedTags(), archive.devices,
-                       report=report, skip=archive.databaseFiles, write=writerWrites(archive.index, reactor),
-                       removeReplaced=archive.objectStore.removeReplaced)
+    """While in it (entered before the tables are cleared), a
+    ``Regenerator`` of the running ``archive``, writing through its index
+    writer, giving ``report`` its lines from the worker's thread and
+    removing the older copies of the objects stores write again meanwhile
+    (``ObjectStore.recordingWrites``, ``removeReplaced``)."""
+    store = archive.objectStore
+    with store.recordingWrites() as written:
+        yield Regenerator(archive.index, archive.configuration.layout.indexedTags(), archive.devices,
+                          report=report, skip=archive.databaseFiles, write=writerWrites(archive.index, reactor),
+                          removeReplaced=store.removeReplaced, written=written)
 
 
 async def runRegenerator(archive, regenerator, work, marked=()):
@@ -112,9 +120,10 @@ class InterruptedRegen:
 
     async def _regenerate(self):
         devices = [device for device in self.archive.devices if device.name in self.deviceNames]
-        with self.archive.index.rebuilding(self.deviceNames):
-            return await runRegenerator(self.archive, regeneratorOf(self.archive, self.reactor, self._report),
-                                        lambda regenerator: regenerator.regenerate(devices), self.deviceNames)
+        with self.archive.index.rebuilding(self.deviceNames), \
+                regeneratorOf(self.archive, self.reactor, self._report) as regenerator:
+            return await runRegenerator(self.archive, regenerator, lambda regenerator: regenerator.regenerate(devices),
+                                        self.deviceNames)
 
     def _report(self, line):
         """A progress line, from the worker's thread."""
@@ -156,8 +165,8 @@ class _Regen(AsyncControlCommand):
     async def execute(self, arguments, context):
         archive = context.archive
         marked, work = self.prepare(archive, arguments)
-        regenerator = regeneratorOf(archive, context.reactor, context.progressFromThread)
-        with archive.index.rebuilding(marked):
+        with archive.index.rebuilding(marked), \
+                regeneratorOf(archive, context.reactor, context.progressFromThread) as regenerator:
             await self.before(archive, marked)
             try:
                 await runRegenerator(archive, regenerator, work, marked)

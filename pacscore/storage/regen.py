@@ -11,9 +11,11 @@ When two files hold the same SOP instance, on one device or two, the
 newest one is indexed; the other stays on disk, counted and logged as a
 duplicate (a regen deletes nothing: the copy it would drop may be the one
 that reads, or the one a store acknowledged last under a clock gone
-wrong), but for an older copy of one a store wrote since the regen began:
+wrong), but for an older copy of one a store wrote while the regen runs:
 that store found no row naming it (the tables were cleared) and so left
-it, and the regen removes it as the store would have.
+it, and the regen removes it as the store would have.  What a store wrote
+is known from the store itself, never from a file's time, which a copy
+(``cp``, a restore) or a clock gone wrong sets as well.
 
 The server's stores go on meanwhile: each batch is decided in the index
 writer's transaction (``enterBatch``), in order with them, so a file that
@@ -23,7 +25,6 @@ entered, and the newer of two files is found as they are then.
 
 import os
 import re
-import time
 
 from pacscore.db.index import ImageRecord
 from pacscore.db.records import Replaced
@@ -128,7 +129,7 @@ def fileSignature(path):
 GONE, OLDER, STALE, ENTERED = "gone", "older", "stale", "entered"  # what became of a regenerated file (enterBatch)
 
 
-def enterBatch(connection, index, entries, devices, since=None):
+def enterBatch(connection, index, entries, devices, written=None):
     """In one transaction (the index writer's, in order with the stores):
     index the regenerated ``entries``, ``(record, path, signature)``, where
     ``signature`` is the file's when it was read.  One result per entry:
@@ -138,9 +139,10 @@ def enterBatch(connection, index, entries, devices, since=None):
     - ``(OLDER, path)``: the SOP instance's indexed file (on one of
       ``devices``, name -> ``MagDevice``) is newer: its row stays, the
       entry's file is a duplicate;
-    - ``(STALE, path)``: so, and the indexed file was modified ``since``
-      (a regen's start, in ns; None: never), the entry's file before: a
-      store replaced it, which its row would have had removed;
+    - ``(STALE, path)``: so, and the indexed file is one a store wrote
+      during the regen, the entry's not (``written``: their ``(device
+      name, name)``; None: none counts): that store replaced it, which its
+      row would have had removed;
     - ``(ENTERED, None or path)``: indexed, and the older file the row
       named before, if it is still there, a duplicate.
 
@@ -156,7 +158,8 @@ def enterBatch(connection, index, entries, devices, since=None):
         if other is not None and other[1] in (None, signature):  # none, or this very file
             other = None
         if other is not None and other[1][3] > signature[3]:  # by modification time
-            stale = since is not None and other[1][3] >= since > signature[3]
+            stale = written is not None and indexed[uid] in written and (
+                record.deviceName, record.objectFile) not in written
             results.append((STALE if stale else OLDER, path))
             continue
         records.append(record)
@@ -199,14 +202,16 @@ class Regenerator:
     directly (``writeDirectly``), in a server by its index writer.
     ``removeReplaced(Replaced)``: in a server, the store's removal of the
     file (and mirror copy) a new copy replaced (``ObjectStore``), for the
-    older copies of the objects stored since the regen began (``STALE``).
+    older copies of the objects stores wrote again during the regen
+    (``STALE``), whose files are in ``written`` (``(device name, name)``,
+    ``ObjectStore.recordingWrites``); without ``written`` nothing is removed.
     """
 
     def __init__(self, index, tags, devices, report=print, batchSize=500, progressEvery=1000, skip=frozenset(),
-                 write=None, removeReplaced=None):
+                 write=None, removeReplaced=None, written=None):
         self.index = index
         self.removeReplaced = removeReplaced
-        self.began = time.time_ns() if removeReplaced is not None else None
+        self.written = written
         self.write = write or writeDirectly(index)
         self.devices = {device.name: device for device in devices}
         self.skip = SkippedFiles(skip)  # never opened: the index database's files
@@ -259,7 +264,7 @@ class Regenerator:
         if not batch:
             return
         try:
-            results = self.write(enterBatch, self.index, list(batch), self.devices, self.began)
+            results = self.write(enterBatch, self.index, list(batch), self.devices, self.written)
         except ValueError:
             results = [self._enterOne(entry) for entry in batch]
         for (record, path, signature), (outcome, duplicate) in zip(batch, results):
@@ -271,8 +276,8 @@ class Regenerator:
 
     def _removeStale(self, record, path, signature):
         """Remove the file at ``path`` (of ``record``), an older copy of an
-        object stored again since the regen began, unless it changed since
-        it was read (``signature``)."""
+        object stored again during the regen, unless it changed since it
+        was read (``signature``)."""
         self.duplicates += 1
         if fileSignature(path) != signature:
             self.report(f"[Regen] {path}: replaced by a new copy since it was read; the new copy's row stays")
@@ -283,7 +288,7 @@ class Regenerator:
 
     def _enterOne(self, entry):
         try:
-            return self.write(enterBatch, self.index, [entry], self.devices, self.began)[0]
+            return self.write(enterBatch, self.index, [entry], self.devices, self.written)[0]
         except ValueError as e:
             self.failed += 1
             self.report(f"[Regen] {entry[1]} -FAILED: {e}")

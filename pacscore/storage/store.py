@@ -33,7 +33,7 @@ temporary file, a piece at a time, when nothing else reads it whole.
 import dataclasses
 import os
 import threading
-from contextlib import closing
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from io import BytesIO
 
@@ -187,6 +187,7 @@ class ObjectStore:
         self._storing = {}  # SOP Instance UID: Deferred fired when the last store of it begun has ended
         self._converting = {}  # SOP Instance UID: the ident of the worker thread running its import converters
         self._unindexed = {}  # SOP Instance UID: (device name, name) of its file left unindexed, for regen
+        self._recordings = ()  # the sets recordingWrites gives out, each growing with the files stores write
 
     @property
     def durability(self):
@@ -422,6 +423,8 @@ class ObjectStore:
             if overwrote:
                 self._checkLinks(ImageRecord(attrs, device.name, relative, relink=incoming.relink))
             relative = self._place(temporary, device, relative, attrs[SOP_INSTANCE_UID])
+            for written in self._recordings:
+                written.add((device.name, relative))
         except BaseException:
             if temporary is not None and os.path.exists(temporary):
                 os.unlink(temporary)
@@ -799,6 +802,18 @@ class ObjectStore:
             raise Refused(str(e)) from e
         except NotReentered as e:
             raise Rebuilding(str(e)) from e
+
+    @contextmanager
+    def recordingWrites(self):
+        """While in it (a regen runs): a set of the ``(device name, name)``
+        of every file a store has written since it was entered, which grows
+        as stores go on (from the workers' threads) and is dropped after."""
+        written = set()
+        self._recordings += (written,)
+        try:
+            yield written
+        finally:
+            self._recordings = tuple(recording for recording in self._recordings if recording is not written)
 
     def removeReplaced(self, replaced):
         """In the I/O pool: remove the file ``replaced`` (``Replaced``) names,

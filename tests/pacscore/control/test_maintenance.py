@@ -5,6 +5,7 @@ the index writer, the least recently accessed patients deleted first."""
 import functools
 import os
 import shutil
+import time
 
 import pydicom
 
@@ -356,6 +357,64 @@ class StoresDuringRegenTests(unittest.TestCase):
                             for line in self.running.progress), self.running.progress)
         mag0 = self.running.archive.devices[0].path
         self.assertEqual(self.mirrored(), [name for name in mirrored if os.path.join(mag0, name) in after])
+
+    def copyOf(self, image, relative, mtime, description):
+        """Another copy of the stored ``image``, at ``relative`` on MAG0
+        and on the mirror, modified at ``mtime``; its path."""
+        ds = pydicom.dcmread(image.path)
+        ds.SeriesDescription = description
+        path = os.path.join(self.running.archive.devices[0].path, relative)
+        for copy in (path, os.path.join(self.mirror, relative)):
+            os.makedirs(os.path.dirname(copy), exist_ok=True)
+            ds.save_as(copy, enforce_file_format=True)
+            os.utime(copy, (mtime, mtime))
+        return path
+
+    @defer.inlineCallbacks
+    def test_copiesThatPredateTheRegenStayWhateverTheirTimes(self):
+        """The copy the walk meets first modified a month ahead (a clock
+        that was ahead), the other an hour ago: no store wrote either
+        during the regen, so both stay, on MAG0 and the mirror (the second
+        used to be removed, taken for one a store had replaced)."""
+        now = time.time()
+        stored = self.running.files()[0]
+        os.utime(stored, (now + 30 * 86400, now + 30 * 86400))
+        other = self.copyOf(self.images[0], "ZZZ/x.dcm", now - 3600, "THE OTHER COPY")
+        before, mirrored = self.running.files(), self.mirrored()
+        output = yield self.running.run(commands.regen)
+        self.assertEqual(output, "2 file(s) indexed, 0 failed, 1 duplicate SOP instance(s)")
+        self.assertEqual(self.running.files(), before)
+        self.assertEqual(self.mirrored(), mirrored)
+        self.assertIn(f"[Regen] {other}: same SOP instance as the newer indexed copy, not indexed (kept on disk)",
+                      self.running.progress)
+
+    @defer.inlineCallbacks
+    def test_aCopyRestoredDuringTheRegenRemovesNothing(self):
+        """The current copy of an object, written two hours ago, and an old
+        backup copy of it restored (cp: modified now) during the regen into
+        a folder walked first: both stay, on MAG0 and the mirror (the
+        current one used to be removed, with its mirror copy)."""
+        mag0 = self.running.archive.devices[0].path
+        [stored] = [path for path in self.running.files() if pydicom.dcmread(path).SOPInstanceUID == self.images[1].sopUID]
+        for path in (stored, os.path.join(self.mirror, os.path.relpath(stored, mag0))):
+            os.unlink(path)
+        current = self.copyOf(self.images[1], "ZZZ/050.dcm", time.time() - 7200, "CURRENT VERSION")
+        restored = os.path.join(mag0, "QQQ", "restored-050.dcm")
+        os.makedirs(os.path.dirname(restored))
+        backup = os.path.join(os.path.abspath(self.mktemp()), "050.dcm")
+        os.makedirs(os.path.dirname(backup))
+        ds = pydicom.dcmread(current)
+        ds.SeriesDescription = "OLD BACKUP"
+        ds.save_as(backup, enforce_file_format=True)
+        self.storeOnRead(1, lambda path: threads.deferToThread(shutil.copyfile, backup, restored))
+        before, mirrored = self.running.files(), self.mirrored()
+        output = yield self.running.run(commands.regen)
+        self.assertEqual(output, "2 file(s) indexed, 0 failed, 1 duplicate SOP instance(s)")
+        self.assertEqual(self.running.files(), sorted(before + [restored]))
+        self.assertEqual(self.mirrored(), mirrored)
+        self.assertEqual(pydicom.dcmread(current).SeriesDescription, "CURRENT VERSION")
+        self.assertIn(f"[Regen] {current}: same SOP instance as the newer indexed copy, not indexed (kept on disk)",
+                      self.running.progress)
 
     @defer.inlineCallbacks
     def test_aStoreOfAStudyNotReenteredIsRefused(self):

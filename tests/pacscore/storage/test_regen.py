@@ -328,13 +328,22 @@ class RegenerationTests(unittest.TestCase):
         """A store of the same SOP instance after the regen dropped the
         tables replaces no row, so it leaves the old file: the regen removes
         that file as the store would have (through the store's removal,
-        which takes the mirror copy too), since the indexed copy was written
-        after the regen began and it before; two copies older than the
-        regen both stay (which one the user wants cannot be told)."""
+        which takes the mirror copy too), since the indexed copy is one a
+        store wrote during the regen (``written``) and it is not; copies no
+        store wrote during it all stay (which one the user wants cannot be
+        told), whatever their times: one modified after the regen began
+        (a copy, a clock ahead) proves no store."""
         old = self.write(self.devices[0], "PAT1/old.dcm", 1000)
         older = self.write(self.devices[0], "PAT2/older.dcm", 1000, sop="1.2.3.1.2")
         kept = self.write(self.devices[0], "PAT2/kept.dcm", 2000, sop="1.2.3.1.2")
-        stores = [lambda: self.store("PAT1/new.dcm", time.time())]
+        behind = self.write(self.devices[0], "PAT3/behind.dcm", 1000, sop="1.2.3.1.3")
+        ahead = self.write(self.devices[0], "PAT3/ahead.dcm", time.time() + 86400, sop="1.2.3.1.3")
+        written = set()
+
+        def store():
+            self.store("PAT1/new.dcm", time.time())
+            written.add(("MAG0", "PAT1/new.dcm"))
+        stores = [store]
         self.storeDuring(lambda: stores and stores.pop()())
         removed = []
 
@@ -342,12 +351,13 @@ class RegenerationTests(unittest.TestCase):
             removed.append(replaced)
             os.unlink(self.devices[0].absolute(replaced.objectFile))
         regenerator = Regenerator(self.index, conquestLayout().indexedTags(), self.devices, report=self.lines.append,
-                                  removeReplaced=removeReplaced).regenerate(self.devices)
-        self.assertEqual((regenerator.indexed, regenerator.duplicates), (1, 2), self.lines)
-        self.assertEqual(sorted(self.location()), [("MAG0", "PAT1/new.dcm"), ("MAG0", "PAT2/kept.dcm")])
+                                  removeReplaced=removeReplaced, written=written).regenerate(self.devices)
+        self.assertEqual((regenerator.indexed, regenerator.duplicates), (2, 3), self.lines)
+        self.assertEqual(sorted(self.location()),
+                         [("MAG0", "PAT1/new.dcm"), ("MAG0", "PAT2/kept.dcm"), ("MAG0", "PAT3/ahead.dcm")])
         self.assertEqual(removed, [Replaced("MAG0", "PAT1/old.dcm")])
         self.assertEqual(os.listdir(os.path.dirname(old)), ["new.dcm"])
         self.assertIn(f"[Regen] {old}: an older copy of an object stored again since the regen began (which found "
                       f"no row naming it): removed, as the store would have", self.lines)
-        self.assertTrue(os.path.exists(older))
-        self.assertTrue(os.path.exists(kept))
+        for path in (older, kept, behind, ahead):
+            self.assertTrue(os.path.exists(path), path)

@@ -13,17 +13,18 @@ that clears the tables; ``InterruptedRegen`` runs one that a stop cut short
 again at the next start.  While a regen of marked devices runs (from
 before the tables are cleared), a store whose study or series has no row
 yet is refused with a transient failure (``Index.rebuilding``): its links
-to a patient or study cannot be checked until the files are re-entered.
-While a regen runs, the files stores write are recorded
-(``ObjectStore.recordingWrites``): the older copies of their objects that
-they left on disk are removed by the regen.
+to a patient or study cannot be checked until the files are re-entered,
+and the files stores write are recorded (``ObjectStore.recordingWrites``):
+the older copies of their objects that they left on disk are removed by
+the regen.  ``regendir`` and ``regenfile`` clear no table: they remove
+nothing.
 ``makespace`` deletes whole patients, first those Conquest's ``LRUSort``
 names (by default the first entered), until MAG0 has the space asked for
 (the archive's ``SpaceKeeper``).
 """
 
 import os
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 from twisted.internet import defer, threads
 from twisted.logger import Logger
@@ -64,14 +65,17 @@ def _unmark(connection, index, deviceNames):
 
 
 @contextmanager
-def regeneratorOf(archive, reactor, report):
-    """While in it (entered before the tables are cleared), a
-    ``Regenerator`` of the running ``archive``, writing through its index
-    writer, giving ``report`` its lines from the worker's thread and
-    removing the older copies of the objects stores write again meanwhile
-    (``ObjectStore.recordingWrites``, ``removeReplaced``)."""
+def regeneratorOf(archive, reactor, marked, report):
+    """While in it, a ``Regenerator`` of the running ``archive``, writing
+    through its index writer and giving ``report`` its lines from the
+    worker's thread.  For a regen of the ``marked`` devices (their names;
+    entered before the tables are cleared) the index is ``rebuilding``
+    them, and the regenerator removes the older copies of the objects
+    stores write again meanwhile (``ObjectStore.recordingWrites``,
+    ``removeReplaced``); with none marked (regendir, regenfile: no table
+    cleared, a store finds the rows), it removes nothing."""
     store = archive.objectStore
-    with store.recordingWrites() as written:
+    with archive.index.rebuilding(marked), (store.recordingWrites() if marked else nullcontext()) as written:
         yield Regenerator(archive.index, archive.configuration.layout.indexedTags(), archive.devices,
                           report=report, skip=archive.databaseFiles, write=writerWrites(archive.index, reactor),
                           removeReplaced=store.removeReplaced, written=written)
@@ -120,8 +124,7 @@ class InterruptedRegen:
 
     async def _regenerate(self):
         devices = [device for device in self.archive.devices if device.name in self.deviceNames]
-        with self.archive.index.rebuilding(self.deviceNames), \
-                regeneratorOf(self.archive, self.reactor, self._report) as regenerator:
+        with regeneratorOf(self.archive, self.reactor, self.deviceNames, self._report) as regenerator:
             return await runRegenerator(self.archive, regenerator, lambda regenerator: regenerator.regenerate(devices),
                                         self.deviceNames)
 
@@ -158,15 +161,15 @@ def _checkFolders(devices):
 class _Regen(AsyncControlCommand):
     """Runs ``work(regenerator)`` in a worker; the devices it regenerates
     in full are marked (``RegenMarks``) until it is complete, and meanwhile
-    stores of studies not re-entered yet refused (``Index.rebuilding``)."""
+    stores of studies not re-entered yet refused (``Index.rebuilding``)
+    and the older copies of objects stored again removed (``regeneratorOf``)."""
 
     log = Logger()
 
     async def execute(self, arguments, context):
         archive = context.archive
         marked, work = self.prepare(archive, arguments)
-        with archive.index.rebuilding(marked), \
-                regeneratorOf(archive, context.reactor, context.progressFromThread) as regenerator:
+        with regeneratorOf(archive, context.reactor, marked, context.progressFromThread) as regenerator:
             await self.before(archive, marked)
             try:
                 await runRegenerator(archive, regenerator, work, marked)

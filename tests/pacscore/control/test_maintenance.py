@@ -417,6 +417,28 @@ class StoresDuringRegenTests(unittest.TestCase):
                       self.running.progress)
 
     @defer.inlineCallbacks
+    def test_regendirAndRegenfileRemoveNothing(self):
+        """They clear no table, so a store during them finds the rows:
+        an older copy they are asked to enter stays, on MAG0 and the mirror,
+        whether the indexed copy is newer by its time (written under a
+        clock ahead: the file used to be removed) or stored during them."""
+        now = time.time()
+        [stored] = [path for path in self.running.files() if pydicom.dcmread(path).SOPInstanceUID == self.images[0].sopUID]
+        os.utime(stored, (now + 600, now + 600))
+        copies = [self.copyOf(self.images[0], f"{folder}/x.dcm", now - 600, "AN OLDER COPY")
+                  for folder in ("manual", "manual2")]
+        copies.append(self.copyOf(self.images[1], "manual3/x.dcm", now - 600, "AN OLDER COPY"))
+        self.storeOnRead(1, lambda path: self.running.store(self.images[1:]))
+        for command, arguments in ((commands.regenDir, "MAG0,manual3"), (commands.regenFile, "MAG0\\manual\\x.dcm"),
+                                   (commands.regenDir, "MAG0,manual2")):
+            output = yield self.running.run(command, arguments)
+            self.assertEqual(output, "0 file(s) indexed, 0 failed, 1 duplicate SOP instance(s)")
+        mag0 = self.running.archive.devices[0].path
+        for path in copies:
+            self.assertTrue(os.path.exists(path), path)
+            self.assertIn(os.path.relpath(path, mag0), self.mirrored())
+
+    @defer.inlineCallbacks
     def test_aStoreOfAStudyNotReenteredIsRefused(self):
         """An object of the study under another Patient ID, stored before
         the regen re-entered the study: refused (it used to be accepted,

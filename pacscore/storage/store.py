@@ -15,7 +15,8 @@ or series'), is refused before anything is written; its data set is dropped
 as it arrives.  One the index refuses (``InconsistentLink``: its study is
 another patient's, its series another study's; ``NotReentered``: a regen
 re-enters the files and its study or series has no row yet) is not left on
-disk.
+disk, but for one refused ``NotReentered`` that overwrote a copy of its SOP
+instance under the same name: that copy is gone, it stays for the regen.
 
 Disk work runs in a worker of the I/O pool, which hands the record straight
 to the index writer thread; the reactor hears back once, after the commit. A
@@ -318,6 +319,9 @@ class ObjectStore:
         def indexed(ok, value):
             if ok:
                 stored.callback((relative, device.name, value))
+                return
+            if value.check(NotReentered) and overwrote:  # the copy it overwrote is gone: it stays, for the regen
+                stored.errback(Rebuilding(value.getErrorMessage()))
                 return
             if value.check(InconsistentLink, NotReentered) and not overwrote:
                 refused = (Rebuilding if value.check(NotReentered) else Refused)(value.getErrorMessage())

@@ -6,9 +6,10 @@ import os
 import random
 import warnings
 
+import pydicom
 from sqlalchemy import select
-from twisted.internet import defer, reactor
-from twisted.logger import formatEvent, globalLogPublisher
+from twisted.internet import defer, reactor, threads
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 
@@ -210,3 +211,51 @@ class StoresDuringRegenTests(unittest.TestCase):
         self.assertEqual(response[commands.STATUS], SUCCESS)
         yield client.release()
         self.assertFalse([e for e in events if "log_failure" in e])
+
+    @defer.inlineCallbacks
+    def test_anObjectOverwritingItsFileAsTheRegenStartsIsOutOfResources(self):
+        """FileNameSyntax names each SOP instance's file alone: a store
+        again whose link check passed just before a regen cleared the
+        tables has its file overwritten (the copy there replaced) when the
+        index finds its study not re-entered yet: A700 with its one warning
+        line, as when its name was free (it used to be 0x0110, with an
+        error and a traceback); the new copy stays on disk, for the regen
+        to index (removed, the object would be lost)."""
+        running = RunningArchive(self, listen=True, ini={"FileNameSyntax": "%id\\%sopuid.dcm"})
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        syntax, data, dataset = splitFile(bundledFile("CT_small.dcm"))
+        client = yield associate(reactor, "127.0.0.1", running.port, "SENDER", running.ae, [(CT_STORAGE, [syntax])])
+        command = {commands.COMMAND_FIELD: commands.C_STORE_RQ, commands.PRIORITY: 0,
+                   commands.AFFECTED_SOP_CLASS_UID: CT_STORAGE,
+                   commands.AFFECTED_SOP_INSTANCE_UID: str(dataset.SOPInstanceUID)}
+        response, _ = yield client.request(1, command, data)
+        self.assertEqual(response[commands.STATUS], SUCCESS)
+        [stored] = running.files()
+        index, store = running.archive.index, running.archive.objectStore
+        regen = index.rebuilding(["MAG0"])
+
+        def regenStarts():
+            regen.__enter__()
+            return index.runWrite(lambda connection: index.initializeTables(connection=connection))
+        place = store._place
+
+        def placeOnceTheRegenStarted(*args):
+            threads.blockingCallFromThread(reactor, regenStarts)
+            return place(*args)
+        self.patch(store, "_place", placeOnceTheRegenStarted)
+        dataset.SeriesDescription = "STORED AGAIN"
+        try:
+            response, _ = yield client.request(1, command, encode(dataset, implicit=syntax == "1.2.840.10008.1.2"))
+        finally:
+            regen.__exit__(None, None, None)
+        self.assertEqual(response[commands.STATUS], OUT_OF_RESOURCES)
+        self.assertIn("the index is being rebuilt", response[commands.ERROR_COMMENT])
+        self.assertEqual(running.files(), [stored])
+        self.assertEqual(pydicom.dcmread(stored).SeriesDescription, "STORED AGAIN")
+        refusals = [formatEvent(e) for e in events if "refused with status 0xA700" in formatEvent(e)]
+        self.assertEqual(len(refusals), 1, refusals)
+        self.assertEqual([formatEvent(e) for e in events if e["log_level"] >= LogLevel.error or "log_failure" in e],
+                         [])
+        yield client.release()

@@ -10,11 +10,13 @@ and is back to ``pollInterval`` once a poll answers; the outage is logged
 once when it starts and once when it ends.
 While the index database refuses the queue's writes (its disk full, a
 read-only standby) though it answers the polls, a job run or an action
-delivered whose record or removal failed is remembered here as over: no
-poll hands it out again, each poll first writes what is remembered, and
-starts no new work before that write succeeds, the loop backing off as
-for failed polls; the condition is logged once when it starts and once
-when it ends.  What is remembered is lost with a stop or a crash: those
+delivered whose record or removal failed is remembered here as over, and
+an action's failed attempt whose record failed as made (its lane held off
+for FailHoldOff as usual): no poll hands it out again, each poll first
+writes what is remembered (the failed attempts first, with the time they
+were made, so RetryDelay counts from then), and starts no new work before
+that write succeeds, the loop backing off as for failed polls; the
+condition is logged once when it starts and once when it ends.  What is remembered is lost with a stop or a crash: those
 jobs run, and those actions are sent, again at the next start.
 Nothing here blocks the reactor or ingest: the converter lines run in a
 pool of their own (``scriptThreads``), file reads and conversions in
@@ -188,6 +190,7 @@ class ExportService(service.Service):
         self._pollsFailing = None  # (when, error) of the first failed poll of an outage
         self._unrecorded = {}  # job id: (job, outcome) of the jobs run whose record failed
         self._undeleted = {}  # action id: action delivered whose removal failed
+        self._unmarked = {}  # action id: (action, error, when, giveUp) of a failed attempt whose record failed
         self._writesFailing = None  # (when, error) of the first failed write of those
         self._lastCounts = None
         self._loop = None
@@ -334,20 +337,29 @@ class ExportService(service.Service):
             error = failure.getErrorMessage().splitlines()[0]
             self._writesFailing = (self.reactor.seconds(), error)
             self.log.warn("the index database takes no export queue writes ({error}): the jobs run and the actions "
-                          "delivered meanwhile are not run nor sent again, their records are written again at growing "
-                          "intervals (at most {ceiling} s), and no new export work starts until it takes them",
+                          "delivered or failed meanwhile are not run nor sent again, their records are written "
+                          "again at growing intervals (at most {ceiling} s), and no new export work starts until it "
+                          "takes them",
                           error=error, ceiling=self.pollBackoffCeiling)
 
     async def _writeBack(self):
         """Writes the records and removals that failed again; whether
         nothing is left to write (and then logs the end of their failing)."""
+        unmarked, self._unmarked = list(self._unmarked.values()), {}
+        while unmarked and not self._unmarked:
+            action, error, when, giveUp = unmarked.pop(0)
+            if await self._recordFailure(action, error, when, giveUp) == FAILED and not giveUp:
+                self._logFailed(action, error, giveUp, FAILED)
+        self._unmarked.update((entry[0].id, entry) for entry in unmarked)  # those after one that failed
+        if self._unmarked:
+            return False
         unrecorded, self._unrecorded = self._unrecorded, {}
         undeleted, self._undeleted = self._undeleted, {}
         if unrecorded:
             await self._record(list(unrecorded.values()))
         if undeleted:
             await self._remove(list(undeleted.values()))
-        if self._unrecorded or self._undeleted:
+        if self._unrecorded or self._undeleted or self._unmarked:
             return False
         if self._writesFailing is not None:
             since, error = self._writesFailing
@@ -371,7 +383,8 @@ class ExportService(service.Service):
                                               self._busyLanes | held)
         if not self.running:  # stopping: the actions stay queued
             return
-        actions = [action for action in actions if action.id not in self._undeleted]
+        over = self._undeleted.keys() | self._unmarked.keys()  # remembered as delivered or failed
+        actions = [action for action in actions if action.id not in over]
         self._startLanes(actions, laneOf, self._busyLanes, self._runLane, "export lane")
         if self._lastCounts is None or now - self._lastCounts >= self.countsInterval:
             self._lastCounts = now
@@ -566,8 +579,24 @@ class ExportService(service.Service):
     async def _failed(self, action, error, giveUp=False):
         """Record and log a failed attempt at ``action`` (given up at once
         with ``giveUp``)."""
-        state = await self.queue.markFailed(action.id, error, self._wallClock(), giveUp)
+        state = await self._recordFailure(action, error, self._wallClock(), giveUp)
         self._count("forwardsFailed")
+        self._logFailed(action, error, giveUp, state)
+
+    async def _recordFailure(self, action, error, when, giveUp):
+        """Record a failed attempt at ``action`` made at ``when`` (wall
+        clock); its new state, or None if the write fails: the attempt is
+        then remembered (see the module docstring)."""
+        try:
+            return await self.queue.markFailed(action.id, error, when, giveUp)
+        except Exception:
+            self._unmarked[action.id] = (action, error, when, giveUp)
+            self._writeFailed(Failure())
+            return None
+
+    def _logFailed(self, action, error, giveUp, state):
+        """Log a failed attempt at ``action`` that came to ``state`` (None:
+        not recorded yet)."""
         local = laneOf(action) is LOCAL
         self.log.warn("{action} of {entity} {uid} {direction} {destination} failed: {error}{final}",
                       action=action.action, entity=action.level.lower(), uid=action.target.uid(action.level),

@@ -20,7 +20,7 @@ from pacscore.db.index import ImageRecord
 from pacscore.dicom.commands import AFFECTED_SOP_INSTANCE_UID
 from pacscore.export.actions import LocalActions
 from pacscore.dicom.datasets import decodeDataset
-from pacscore.export.forwarder import Forwarder as RealForwarder, ForwardError, Interrupted
+from pacscore.export.forwarder import Forwarder as RealForwarder, ForwardError, Interrupted, Undelivered
 from pacscore.export.queue import FAILED, ExportQueue, Target
 from pacscore.export.runner import ExportService
 from pacscore.export.spool import SPOOL_FOLDER
@@ -56,10 +56,12 @@ class Rule:
 
 
 class Forwarder:
-    """Delivers to every destination but those in ``down``."""
+    """Delivers to every destination but those in ``down``; leaves the
+    objects in ``refused`` out (``Undelivered``)."""
 
     def __init__(self):
         self.down = set()
+        self.refused = set()
         self.delivered = []
         self.query = None
         self.interrupted = False
@@ -73,6 +75,8 @@ class Forwarder:
     async def forward(self, action, found=None):
         if action.destination in self.down:
             raise ForwardError(f"{action.destination} is down")
+        if action.target.sopInstanceUID in self.refused:
+            raise Undelivered(action.destination, 0, [], [f"{action.target.sopInstanceUID} refused"])
         self.delivered.append((action.destination, action.target.sopInstanceUID))
         return 1
 
@@ -252,6 +256,59 @@ class RunnerTests(unittest.TestCase):
         self.queue.addForward("B", "IMAGE", Target("PAT1", "1.2.3", "1.2.3.1", "b1"))
         self.reactor.advance(0.5)  # the pace is back to pollInterval
         self.assertEqual(len(self.forwarder.delivered), before + 1)
+
+    def test_aFailedForwardWhoseRecordFailsIsNotSentAgain(self):
+        """A forward a destination refuses for good (given up at once) whose
+        failure the index database refused to record escaped its lane: the
+        lane polled again at once and sent it over and over (a study forward
+        with all its objects, the delivered ones too), a traceback each time.  The failed attempt
+        is now remembered, kept out of the polls, and written first once
+        the database takes writes; nothing goes out meanwhile."""
+        tries, restore = self.refuseWrites("markFailed")
+        self.forwarder.refused.add("b1")
+        for n in range(3):
+            self.queue.addForward("B", "IMAGE", Target("PAT1", "1.2.3", "1.2.3.1", f"b{n}"))
+        with capturedLogs() as events:
+            self.service.startService()
+            for _ in range(40):  # 20 s
+                self.reactor.advance(0.5)
+            self.assertEqual(self.forwarder.delivered, [("B", "b0"), ("B", "b2")])
+            self.assertLess(len(tries), 20 / self.service.pollBackoffCeiling + 6)
+            self.assertEqual(self.counters["forwardsFailed"], 1)
+            restore()
+            self.reactor.advance(self.service.pollBackoffCeiling)
+            self.assertEqual(self.forwarder.delivered, [("B", "b0"), ("B", "b2")])
+            self.assertEqual(self.queue.due(1e12, 10), [])
+            [(action, error)] = self.queue.failedActions()
+            self.assertEqual(action.target.sopInstanceUID, "b1")
+            self.assertIn("b1 refused", error)
+            self.assertWritesRefusedLoggedOnce(events)
+
+    def test_aForwardToADownDestinationWhoseFailureIsNotRecordedHoldsItsLaneOff(self):
+        """A forward to a destination that is down, its failure not recorded
+        (the index database refusing writes), was tried again at every poll
+        with a traceback each time: its lane is now held off for
+        FailHoldOff, and the failed attempt written once the database takes
+        writes, the forward then tried again RetryDelay after it."""
+        tries, restore = self.refuseWrites("markFailed")
+        self.forwarder.down.add("A")
+        self.queue.addForward("A", "IMAGE", Target("PAT1", "1.2.3", "1.2.3.1", "a0"))
+        self.queue.addForward("A", "IMAGE", Target("PAT1", "1.2.3", "1.2.3.1", "a1"))
+        with capturedLogs() as events:
+            self.service.startService()
+            for _ in range(40):  # 20 s
+                self.reactor.advance(0.5)
+            self.assertEqual(self.counters["forwardsFailed"], 1)
+            self.assertLess(len(tries), 20 / self.service.pollBackoffCeiling + 6)
+            restore()
+            self.forwarder.down.clear()
+            self.reactor.advance(self.service.pollBackoffCeiling)
+            self.assertEqual(self.forwarder.delivered, [])  # FailHoldOff (60 s) from the failure
+            self.reactor.advance(60 - 20 - self.service.pollBackoffCeiling + 0.5)
+            self.assertEqual(self.forwarder.delivered, [("A", "a1")])
+            self.reactor.advance(40)  # RetryDelay (100 s) after the failure
+            self.assertEqual(self.forwarder.delivered, [("A", "a1"), ("A", "a0")])
+            self.assertWritesRefusedLoggedOnce(events)
 
     def test_kickRunsNewWorkAtOnce(self):
         self.service.startService()

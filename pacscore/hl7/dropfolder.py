@@ -16,8 +16,10 @@ files newer than one held back so wait with it.  A file that cannot be
 moved after it was applied is never applied again (as long as it is
 unchanged) and holds back none.  Files are read and cut into messages in
 the I/O pool; one over ``HL7_FILE_LIMIT`` bytes goes to ``failed/`` unread.
-A folder that goes away (a share no longer mounted) is logged once, and
-once when it is there again.
+A folder that goes away (a share no longer mounted) or cannot be listed
+(a file in its place, a share back with the wrong permissions, a stale NFS
+handle) is logged once, with the reason, and once when it can be listed
+again.
 """
 
 import errno
@@ -47,7 +49,7 @@ class DropFolder:
         self.workers = workers
         self._unchanged = {}     # name -> ((mtime, size), how many scans in a row saw that)
         self._unmovable = set()  # (name, mtime, size) of applied files that could not be moved
-        self._missing = False  # the folder was not there at the last scan
+        self._unlisted = None  # the errno of the last scan, which could not list the folder
 
     def prepare(self):
         """Create the folder and its two subfolders (synchronously, at start-up)."""
@@ -63,18 +65,10 @@ class DropFolder:
         it)."""
         try:
             listing = yield self.workers.deferToWorker(_listFiles, self.path)
-        except FileNotFoundError:
-            if not self._missing:
-                self._missing = True
-                self.log.warn("HL7 drop folder {path} is not there (a share not mounted?): files dropped there are "
-                              "taken once it is back", path=self.path)
-            return
         except OSError as e:
-            self.log.error("HL7 drop folder {path}: cannot list it: {error}", path=self.path, error=e)
+            self._cannotList(e)
             return
-        if self._missing:
-            self._missing = False
-            self.log.info("HL7 drop folder {path} is there again", path=self.path)
+        self._listed()
         for name, scans in self._filesInOrder(listing):
             if not scans:
                 return
@@ -85,6 +79,28 @@ class DropFolder:
             else:
                 if outcomes is None:
                     return
+
+    def _cannotList(self, error):
+        """Log a scan that could not list the folder (``error``, an
+        OSError), once while the scans fail for the same reason."""
+        if self._unlisted == error.errno:
+            return
+        self._unlisted = error.errno
+        if isinstance(error, FileNotFoundError):
+            self.log.warn("HL7 drop folder {path} is not there (a share not mounted?): files dropped there are "
+                          "taken once it is back", path=self.path)
+        else:
+            self.log.error("HL7 drop folder {path} cannot be listed ({error}): files dropped there are taken once "
+                           "it can", path=self.path, error=error)
+
+    def _listed(self):
+        """Log that the folder can be listed again after scans that could
+        not list it."""
+        if self._unlisted is None:
+            return
+        again = "is there again" if self._unlisted == errno.ENOENT else "can be listed again"
+        self._unlisted = None
+        self.log.info("HL7 drop folder {path} {again}", path=self.path, again=again)
 
     def _filesInOrder(self, listing):
         """``(name, scans)`` of the files of ``listing`` (``(name, mtime,

@@ -354,6 +354,28 @@ class DropFolderTests(IntakeTestCase):
                                           "files dropped there are taken once it is back"),
                           (LogLevel.info, f"HL7 drop folder {self.path} is there again")])
 
+    def test_aFolderThatCannotBeReadIsLoggedOnceAndOnceWhenItCanAgain(self):
+        """A drop folder that cannot be listed for another reason than
+        being gone (a file in its place, a share back with the wrong
+        permissions, a stale NFS handle) logged an error at every scan and
+        nothing when it could be read again: it is now one error with the
+        reason when it starts, one line when it can be read again."""
+        logged = self.logged()
+        shutil.rmtree(self.path)
+        with open(self.path, "wb"):
+            pass
+        self.scans(3)
+        os.remove(self.path)
+        self.folder.prepare()
+        self.drop("a.hl7", [orderMessage("M1", "ACC1", "P1", "A^B")])
+        self.scans(3)
+        self.assertEqual(sorted(self.rows()), ["ACC1"])
+        self.assertEqual([(event["log_level"], formatEvent(event)) for event in logged
+                          if "drop folder " + self.path in formatEvent(event)],
+                         [(LogLevel.error, f"HL7 drop folder {self.path} cannot be listed ([Errno 20] Not a directory: "
+                                           f"'{self.path}'): files dropped there are taken once it can"),
+                          (LogLevel.info, f"HL7 drop folder {self.path} can be listed again")])
+
     def test_fileThatCannotBeMovedIsAppliedOnce(self):
         """A file applied but not moved (processed/ cannot be made: a dangling
         link) is not applied again at each scan: its order's cancel stays in

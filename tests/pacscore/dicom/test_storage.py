@@ -180,13 +180,9 @@ class IndexRefusalTests(unittest.TestCase):
 class StoresDuringRegenTests(unittest.TestCase):
 
     @defer.inlineCallbacks
-    def test_aStudyNotReenteredYetIsOutOfResources(self):
-        """While a regen re-enters the files (its tables cleared), an object
-        whose study or series has no row yet cannot be checked for a link to
-        another patient (or study) whose files are not re-entered yet: it is
-        refused with A700, a transient failure the sender retries, its file
-        removed, in one log line; once its rows are in, stores go on."""
-        running = RunningArchive(self, listen=True)
+    def sender(self, running):
+        """The log events from now on, an association to ``running``, the
+        C-STORE-RQ command of CT_small.dcm and its (syntax, data, dataset)."""
         events = []
         globalLogPublisher.addObserver(events.append)
         self.addCleanup(globalLogPublisher.removeObserver, events.append)
@@ -195,6 +191,17 @@ class StoresDuringRegenTests(unittest.TestCase):
         command = {commands.COMMAND_FIELD: commands.C_STORE_RQ, commands.PRIORITY: 0,
                    commands.AFFECTED_SOP_CLASS_UID: CT_STORAGE,
                    commands.AFFECTED_SOP_INSTANCE_UID: str(dataset.SOPInstanceUID)}
+        return events, client, command, (syntax, data, dataset)
+
+    @defer.inlineCallbacks
+    def test_aStudyNotReenteredYetIsOutOfResources(self):
+        """While a regen re-enters the files (its tables cleared), an object
+        whose study or series has no row yet cannot be checked for a link to
+        another patient (or study) whose files are not re-entered yet: it is
+        refused with A700, a transient failure the sender retries, its file
+        removed, in one log line; once its rows are in, stores go on."""
+        running = RunningArchive(self, listen=True)
+        events, client, command, (syntax, data, dataset) = yield self.sender(running)
         index = running.archive.index
         with index.rebuilding(["MAG0"]):
             response, _ = yield client.request(1, command, data)
@@ -222,14 +229,7 @@ class StoresDuringRegenTests(unittest.TestCase):
         error and a traceback); the new copy stays on disk, for the regen
         to index (removed, the object would be lost)."""
         running = RunningArchive(self, listen=True, ini={"FileNameSyntax": "%id\\%sopuid.dcm"})
-        events = []
-        globalLogPublisher.addObserver(events.append)
-        self.addCleanup(globalLogPublisher.removeObserver, events.append)
-        syntax, data, dataset = splitFile(bundledFile("CT_small.dcm"))
-        client = yield associate(reactor, "127.0.0.1", running.port, "SENDER", running.ae, [(CT_STORAGE, [syntax])])
-        command = {commands.COMMAND_FIELD: commands.C_STORE_RQ, commands.PRIORITY: 0,
-                   commands.AFFECTED_SOP_CLASS_UID: CT_STORAGE,
-                   commands.AFFECTED_SOP_INSTANCE_UID: str(dataset.SOPInstanceUID)}
+        events, client, command, (syntax, data, dataset) = yield self.sender(running)
         response, _ = yield client.request(1, command, data)
         self.assertEqual(response[commands.STATUS], SUCCESS)
         [stored] = running.files()

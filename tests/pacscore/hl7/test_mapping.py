@@ -122,6 +122,15 @@ class SourceTests(unittest.TestCase):
 
 class ConversionTests(unittest.TestCase):
 
+    def assertLeftEmpty(self, columns, timestamp):
+        """OBR-7 ``timestamp`` gives the columns D and T no value, with one warning naming it."""
+        logged = []
+        self.patch(WorklistMapping, "log", Logger(observer=logged.append))
+        [item] = WorklistMapping(columns).items(message(orc(), obr(when=timestamp)))
+        self.assertEqual((item.values["D"], item.values["T"]), ("", ""), timestamp)
+        warnings = [formatEvent(event) for event in logged if event["log_level"].name == "warn"]
+        self.assertEqual(warnings, [f"HL7 MSG00001: D, T left empty: OBR.7 {timestamp!r} is no valid date or time"])
+
     def test_repetitionsOfAMultiValuedColumn(self):
         """A DT_MSTR column (a Scheduled Station AE Title of OBR-18
         ``AE_X~AE_Y``) holds every repetition, joined by ``\\`` as DICOM's
@@ -216,12 +225,7 @@ class ConversionTests(unittest.TestCase):
         columns = [column("D", "OBR.7.DATE", dicomType="DT_DATE"), column("T", "OBR.7.TIME", dicomType="DT_TIME")]
         for timestamp in ("99991231230000-0500", "00010101000000+0100"):
             self.assertIsNone(localDateAndTime(timestamp), timestamp)
-            logged = []
-            self.patch(WorklistMapping, "log", Logger(observer=logged.append))
-            [item] = WorklistMapping(columns).items(message(orc(), obr(when=timestamp)))
-            self.assertEqual((item.values["D"], item.values["T"]), ("", ""), timestamp)
-            warnings = [formatEvent(event) for event in logged if event["log_level"].name == "warn"]
-            self.assertEqual(warnings, [f"HL7 MSG00001: D, T left empty: OBR.7 {timestamp!r} is no valid date or time"])
+            self.assertLeftEmpty(columns, timestamp)
 
     def test_malformedTimestampsLeftEmpty(self):
         """A timestamp that is no whole HL7 timestamp of a real date and
@@ -230,12 +234,7 @@ class ConversionTests(unittest.TestCase):
         columns = [column("D", "OBR.7.DATE", dicomType="DT_DATE"), column("T", "OBR.7.TIME", dicomType="DT_TIME")]
         for timestamp in ("20240301T1030", "20240301 1030", "2024030110300", "20230229100000", "20240301250000",
                           "202403011030.5"):
-            logged = []
-            self.patch(WorklistMapping, "log", Logger(observer=logged.append))
-            [item] = WorklistMapping(columns).items(message(orc(), obr(when=timestamp)))
-            self.assertEqual((item.values["D"], item.values["T"]), ("", ""), timestamp)
-            warnings = [formatEvent(event) for event in logged if event["log_level"].name == "warn"]
-            self.assertEqual(warnings, [f"HL7 MSG00001: D, T left empty: OBR.7 {timestamp!r} is no valid date or time"])
+            self.assertLeftEmpty(columns, timestamp)
 
     def test_invalidDatesAndTimesLeftEmpty(self):
         """A date or time that is no real one is left empty (with a log

@@ -175,13 +175,21 @@ def evenedForPeer(data, syntax, folder):
     (``StoredData.evened``: never read whole) and then closed; as it is,
     with [], when nothing is padded.  TranscodeError (a ``StoredData``
     closed) when it cannot be walked: sent odd, its last PDV would make a
-    DCMTK peer abort the association, and the objects after it with it."""
+    DCMTK peer abort the association, and the objects after it with it;
+    also when the temporary file cannot be written in ``folder`` nor in the
+    system's temporary folder (a full device: that object alone is not
+    sent)."""
     try:
         if isinstance(data, StoredData):
-            evened, padded = data.evened(syntax, folder)
+            try:
+                evened, padded = data.evened(syntax, folder)
+            except OSError:
+                if folder is None:
+                    raise
+                evened, padded = data.evened(syntax, None)
         else:
             evened, padded = evenLengths(data, syntax)
-    except DatasetError as e:
+    except (DatasetError, OSError) as e:
         closeIfStored(data)
         raise TranscodeError(f"its data set is of odd length, and its odd values cannot be padded: {e}") from e
     if padded:

@@ -1,6 +1,7 @@
 """Tests for pacscore.dicom.storeddata: which stored objects stay in their
 file for sending, and reading them piece by piece."""
 
+import errno
 import os
 import struct
 
@@ -178,6 +179,34 @@ class EvenedForPeerTests(unittest.TestCase):
         self.assertEqual(evened._readAt(0, len(evened)), evenLengths(dataset, EXPLICIT)[0])
         with open(path, "rb") as f:
             self.assertEqual(f.read(), HEADER + dataset)
+
+    def test_aFullDeviceFallsBackThenFailsThatObjectAlone(self):
+        """The temporary file of the padding cannot be written beside the
+        stored file (its device full): it goes to the system's temporary
+        folder; when that fails too, TranscodeError (that sub-operation
+        alone fails, where the whole C-GET or C-MOVE failed) and the
+        stored file closed (it was left open)."""
+        dataset = element(0x0009, 0x1002, b"UN", b"abc")
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(HEADER + dataset)
+        folders = []
+        evened = StoredData.evened
+
+        def full(data, syntax, folder):
+            folders.append(folder)
+            if folder is not None or len(folders) > 2:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return evened(data, syntax, folder)
+        self.patch(StoredData, "evened", full)
+        data = StoredData(open(path, "rb"), len(HEADER), len(dataset), immediately)
+        padded, _ = evenedForPeer(data, EXPLICIT, "/device")
+        self.addCleanup(padded.close)
+        self.assertEqual(folders, ["/device", None])
+        self.assertEqual(padded._readAt(0, len(padded)), evenLengths(dataset, EXPLICIT)[0])
+        data = StoredData(open(path, "rb"), len(HEADER), len(dataset), immediately)
+        self.assertRaises(TranscodeError, evenedForPeer, data, EXPLICIT, "/device")
+        self.assertTrue(data.file.closed)
 
     def test_anOddObjectThatCannotBePaddedIsNotSent(self):
         """An odd data set the padding cannot walk is not sent (its odd PDV

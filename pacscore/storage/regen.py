@@ -139,10 +139,11 @@ def enterBatch(connection, index, entries, devices, written=None):
     - ``(OLDER, path)``: the SOP instance's indexed file (on one of
       ``devices``, name -> ``MagDevice``) is newer: its row stays, the
       entry's file is a duplicate;
-    - ``(STALE, path)``: so, and the indexed file is one a store wrote
-      during the regen, the entry's not (``written``: their ``(device
-      name, name)``; None: none counts): that store replaced it, which its
-      row would have had removed;
+    - ``(STALE, path)``: the indexed file is one a store wrote during the
+      regen, the entry's not (``written``: their ``(device name, name)``;
+      None: none counts), whatever their modification times (a copy left
+      by a clock that ran ahead is no newer): that store replaced it,
+      which its row would have had removed;
     - ``(ENTERED, None or path)``: indexed, and the older file the row
       named before, if it is still there, a duplicate.
 
@@ -157,10 +158,12 @@ def enterBatch(connection, index, entries, devices, written=None):
         other = _file(devices, indexed.get(uid))
         if other is not None and other[1] in (None, signature):  # none, or this very file
             other = None
+        if other is not None and written is not None and indexed[uid] in written and (
+                record.deviceName, record.objectFile) not in written:  # whatever the files' times
+            results.append((STALE, path))
+            continue
         if other is not None and other[1][3] > signature[3]:  # by modification time
-            stale = written is not None and indexed[uid] in written and (
-                record.deviceName, record.objectFile) not in written
-            results.append((STALE if stale else OLDER, path))
+            results.append((OLDER, path))
             continue
         records.append(record)
         indexed[uid] = Replaced(record.deviceName, record.objectFile)  # the same SOP instance later in the batch

@@ -332,17 +332,21 @@ class RegenerationTests(unittest.TestCase):
         store wrote during the regen (``written``) and it is not; copies no
         store wrote during it all stay (which one the user wants cannot be
         told), whatever their times: one modified after the regen began
-        (a copy, a clock ahead) proves no store."""
+        (a copy, a clock ahead) proves no store; and an older copy is
+        removed whatever its time (one left by a clock that ran ahead took
+        the store's row, its file then kept without a row)."""
         old = self.write(self.devices[0], "PAT1/old.dcm", 1000)
         older = self.write(self.devices[0], "PAT2/older.dcm", 1000, sop="1.2.3.1.2")
         kept = self.write(self.devices[0], "PAT2/kept.dcm", 2000, sop="1.2.3.1.2")
         behind = self.write(self.devices[0], "PAT3/behind.dcm", 1000, sop="1.2.3.1.3")
         ahead = self.write(self.devices[0], "PAT3/ahead.dcm", time.time() + 86400, sop="1.2.3.1.3")
+        self.write(self.devices[0], "PAT4/old.dcm", time.time() + 86400, sop="1.2.3.1.4")  # left by a clock ahead
         written = set()
 
         def store():
             self.store("PAT1/new.dcm", time.time())
-            written.add(("MAG0", "PAT1/new.dcm"))
+            self.store("PAT4/new.dcm", time.time(), sop="1.2.3.1.4")
+            written.update({("MAG0", "PAT1/new.dcm"), ("MAG0", "PAT4/new.dcm")})
         stores = [store]
         self.storeDuring(lambda: stores and stores.pop()())
         removed = []
@@ -352,10 +356,10 @@ class RegenerationTests(unittest.TestCase):
             os.unlink(self.devices[0].absolute(replaced.objectFile))
         regenerator = Regenerator(self.index, conquestLayout().indexedTags(), self.devices, report=self.lines.append,
                                   removeReplaced=removeReplaced, written=written).regenerate(self.devices)
-        self.assertEqual((regenerator.indexed, regenerator.duplicates), (2, 3), self.lines)
-        self.assertEqual(sorted(self.location()),
-                         [("MAG0", "PAT1/new.dcm"), ("MAG0", "PAT2/kept.dcm"), ("MAG0", "PAT3/ahead.dcm")])
-        self.assertEqual(removed, [Replaced("MAG0", "PAT1/old.dcm")])
+        self.assertEqual((regenerator.indexed, regenerator.duplicates), (3, 4), self.lines)
+        self.assertEqual(sorted(self.location()), [("MAG0", "PAT1/new.dcm"), ("MAG0", "PAT2/kept.dcm"),
+                                                   ("MAG0", "PAT3/ahead.dcm"), ("MAG0", "PAT4/new.dcm")])
+        self.assertEqual(removed, [Replaced("MAG0", "PAT1/old.dcm"), Replaced("MAG0", "PAT4/old.dcm")])
         self.assertEqual(os.listdir(os.path.dirname(old)), ["new.dcm"])
         self.assertIn(f"[Regen] {old}: an older copy of an object stored again since the regen began (which found "
                       f"no row naming it): removed, as the store would have", self.lines)

@@ -22,18 +22,11 @@ sign first, an odd data set length (``isOdd``).
 import struct
 from io import BytesIO
 
-from pydicom.datadict import dictionary_VR
-
 from pacscore.storage.attributes import (
-    DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_BIG_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, LONG_VRS, PIXEL_DATA,
-    DatasetError)
+    DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_BIG_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, ITEM, ITEM_DELIMITER,
+    LONG_VRS, MAX_NESTING, PIXEL_DATA, SEQUENCE_DELIMITER, UNDEFINED_LENGTH, DatasetError, dictionaryVR)
 
-_ITEM = 0xFFFEE000
-_ITEM_DELIMITER = 0xFFFEE00D
-_SEQUENCE_DELIMITER = 0xFFFEE0DD
-_UNDEFINED_LENGTH = 0xFFFFFFFF
 _LONGEST_SHORT_VALUE = 0xFFFE  # the longest even value a 16-bit length holds
-_MAX_NESTING = 64
 _CHUNK = 1 << 20  # bytes of a value copied at a time
 _ITEM_TAG = struct.pack("<HH", 0xFFFE, 0xE000)  # how a sequence in a UN value begins (implicit VR LE)
 _TEXT_VRS = frozenset(b"AE AS CS DA DS DT IS LO LT PN SH ST TM UC UR UT".split())
@@ -74,13 +67,7 @@ def evenFile(source, start, length, syntax, out):
 def _padding(tag, vr):
     """The byte an odd value of ``tag`` (of VR ``vr``; None: implicit) is padded with."""
     if vr is None:
-        if tag >> 16 & 1:
-            vr = b"LO" if 0x10 <= tag & 0xFFFF <= 0xFF else b"UN"  # a private creator, else unknown
-        else:
-            try:
-                vr = dictionary_VR(tag).encode("ascii")
-            except KeyError:
-                vr = b"UN"
+        vr = b"LO" if tag >> 16 & 1 and 0x10 <= tag & 0xFFFF <= 0xFF else dictionaryVR(tag)  # a private creator
     return b" " if vr in _TEXT_VRS else b"\x00"
 
 
@@ -98,7 +85,6 @@ class _Evener:
         self.start = start
         self.length = length
         self.out = out
-        self.order = order
         self.implicitHeader = struct.Struct(order + "HHL")
         self.explicitHeader = struct.Struct(order + "HH2sH")
         self.long = struct.Struct(order + "L")
@@ -149,7 +135,7 @@ class _Evener:
             group, element, length = self.implicitHeader.unpack(head)
             tag, vr = group << 16 | element, None
             valuePos = pos + 8
-            if tag == _ITEM_DELIMITER:
+            if tag == ITEM_DELIMITER:
                 self.out.write(head)
                 return valuePos
             if not implicit and group != 0xFFFE:
@@ -159,7 +145,7 @@ class _Evener:
                     valuePos = pos + 12
                 else:
                     length = self.explicitHeader.unpack(head)[3]
-            if length == _UNDEFINED_LENGTH:
+            if length == UNDEFINED_LENGTH:
                 self.copy(pos, valuePos)
                 datasets = tag != PIXEL_DATA and vr in (None, b"SQ", b"UN")  # else fragments (encapsulated)
                 pos = self.items(valuePos, None, implicit or vr == b"UN", depth, tag, datasets)
@@ -187,7 +173,7 @@ class _Evener:
         private value of implicit VR whose bytes are items), then written
         evened."""
         length = valueEnd - valuePos
-        if vr == b"SQ" or (vr is None and not tag >> 16 & 1 and _isSQ(tag)):
+        if vr == b"SQ" or (vr is None and not tag >> 16 & 1 and dictionaryVR(tag) == b"SQ"):
             self._rewritten(pos, valuePos, length, self.items, valuePos, valueEnd, implicit, depth, tag, True)
             return True
         if (vr == b"UN" or vr is None and tag >> 16 & 1) and length >= 4 and self._read(valuePos, 4) == _ITEM_TAG:
@@ -207,17 +193,17 @@ class _Evener:
         """Write the items of ``tag`` from ``pos`` to ``end`` (None: to a
         sequence delimiter, which is copied too) evened, data sets when
         ``datasets``, else fragments; where they end."""
-        if depth >= _MAX_NESTING:
-            raise DatasetError(f"sequences nested more than {_MAX_NESTING} deep at offset {pos}")
+        if depth >= MAX_NESTING:
+            raise DatasetError(f"sequences nested more than {MAX_NESTING} deep at offset {pos}")
         while end is None or pos < end:
             group, element, length = self.implicitHeader.unpack(self._read(pos, 8))
             itemTag = group << 16 | element
-            if itemTag == _SEQUENCE_DELIMITER:
+            if itemTag == SEQUENCE_DELIMITER:
                 self.copy(pos, pos + 8)
                 return pos + 8
-            if itemTag != _ITEM:
+            if itemTag != ITEM:
                 raise DatasetError(f"expected an item at offset {pos}, found ({group:04X},{element:04X})")
-            if length == _UNDEFINED_LENGTH:
+            if length == UNDEFINED_LENGTH:
                 self.copy(pos, pos + 8)
                 pos = self.elements(pos + 8, None, implicit, depth + 1)
                 continue
@@ -235,10 +221,3 @@ class _Evener:
                 self.copy(pos, itemEnd)
             pos = itemEnd
         return pos
-
-
-def _isSQ(tag):
-    try:
-        return dictionary_VR(tag) == "SQ"
-    except KeyError:
-        return False

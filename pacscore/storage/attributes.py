@@ -47,11 +47,11 @@ SPECIFIC_CHARACTER_SET = 0x00080005
 PIXEL_REPRESENTATION = 0x00280103
 PIXEL_DATA = 0x7FE00010
 
-_ITEM = 0xFFFEE000
-_ITEM_DELIMITER = 0xFFFEE00D
-_SEQUENCE_DELIMITER = 0xFFFEE0DD
-_UNDEFINED_LENGTH = 0xFFFFFFFF
-_MAX_NESTING = 64
+ITEM = 0xFFFEE000
+ITEM_DELIMITER = 0xFFFEE00D
+SEQUENCE_DELIMITER = 0xFFFEE0DD
+UNDEFINED_LENGTH = 0xFFFFFFFF
+MAX_NESTING = 64
 _CHUNK = 65536
 _UNBOUNDED = 1 << 62
 
@@ -257,12 +257,12 @@ def _columnValue(vr, raw, encodings, layout):
 
 
 _knownVRs = {}
-"""The VRs ``_dictionaryVR`` found, by tag: only tags pydicom's dictionary
+"""The VRs ``dictionaryVR`` found, by tag: only tags pydicom's dictionary
 knows, so that a peer sending any number of private or unknown tags does
 not grow it."""
 
 
-def _dictionaryVR(tag):
+def dictionaryVR(tag):
     """The VR pydicom's dictionary gives ``tag``, as bytes, an ambiguous one
     as it spells it (b"US or SS", see ``_resolvedVR``); UN for private and
     unknown tags."""
@@ -495,10 +495,10 @@ class _Walker:
         raw fragments (encapsulated pixel data): by its VR, else by the
         dictionary, else by whether an item follows."""
         if vr is None:
-            vr = _dictionaryVR(tag)
+            vr = dictionaryVR(tag)
             if vr == b"UN":
                 group, element, _ = self.layout.implicitHeader(self.window.buf, self.need(valuePos, 8))
-                return group << 16 | element == _ITEM
+                return group << 16 | element == ITEM
         return vr in (b"SQ", b"UN")
 
     def isDefinedSequence(self, tag, vr):
@@ -508,7 +508,7 @@ class _Walker:
         if not self.strict:
             return False
         if vr is None:
-            return not tag & 0x10000 and _dictionaryVR(tag) == b"SQ"
+            return not tag & 0x10000 and dictionaryVR(tag) == b"SQ"
         return vr == b"SQ"
 
     def skipItems(self, pos, implicit, depth, sequence, end=None):
@@ -518,21 +518,21 @@ class _Walker:
         return where it ends.  Anything but an item is a DatasetError
         (readers lose their way there).  The elements of a sequence's items
         are walked, as pydicom reads them."""
-        if depth > _MAX_NESTING:
-            raise DatasetError(f"sequences nested more than {_MAX_NESTING} deep at offset {pos}")
+        if depth > MAX_NESTING:
+            raise DatasetError(f"sequences nested more than {MAX_NESTING} deep at offset {pos}")
         itemHeader = self.layout.implicitHeader
         while pos != end:
             offset = self.need(pos, 8)
             group, element, length = itemHeader(self.window.buf, offset)
             tag = group << 16 | element
-            if tag == _SEQUENCE_DELIMITER and (end is None or pos + 8 == end and length == 0):
+            if tag == SEQUENCE_DELIMITER and (end is None or pos + 8 == end and length == 0):
                 return pos + 8  # a defined-length sequence may end in one too (DCMTK, pydicom read it)
-            if tag != _ITEM:
+            if tag != ITEM:
                 raise DatasetError(
                     f"expected an item{' or a sequence delimiter' if end is None else ''} at offset {pos}, "
                     f"found ({group:04X},{element:04X})")
             start = pos
-            if length == _UNDEFINED_LENGTH:
+            if length == UNDEFINED_LENGTH:
                 pos = self.skipItem(pos + 8, implicit, depth + 1)
             elif sequence:
                 pos = self.skipItem(pos + 8, implicit, depth + 1, self.end(tag, pos, length, pos + 8))
@@ -550,9 +550,9 @@ class _Walker:
         while pos != end:
             start = pos
             tag, vr, length, pos = self.header(pos, implicit)
-            if tag == _ITEM_DELIMITER and (end is None or pos == end):
+            if tag == ITEM_DELIMITER and (end is None or pos == end):
                 return pos
-            if length == _UNDEFINED_LENGTH:
+            if length == UNDEFINED_LENGTH:
                 pos = self.skipItems(pos, implicit, depth, self.isSequence(tag, vr, pos))
             elif self.isDefinedSequence(tag, vr):
                 pos = self.skipItems(pos, implicit, depth, True, self.end(tag, start, length, pos))
@@ -587,7 +587,7 @@ class _Walker:
         implicitHeader = self.layout.implicitHeader
         explicitHeader = self.layout.explicitHeader
         longLength = self.layout.length
-        shortVRs, longVRs, undefined = _SHORT_VRS, LONG_VRS, _UNDEFINED_LENGTH
+        shortVRs, longVRs, undefined = _SHORT_VRS, LONG_VRS, UNDEFINED_LENGTH
         buf, base, limit = window.buf, window.base, window.limit
         while True:
             # The loop runs once per top-level element: the common case (a
@@ -635,7 +635,7 @@ class _Walker:
                 buf, base, limit = window.buf, window.base, window.limit
             if tag in wanted:
                 if vr is None or (vr == b"UN" and length < 0xFFFF):
-                    vr = _dictionaryVR(tag)
+                    vr = dictionaryVR(tag)
                     if vr == b"UN" and unknownVRs.get(tag):
                         vr = unknownVRs[tag].encode("ascii")
                         fromColumns.add(tag)

@@ -466,6 +466,15 @@ class ObjectStore:
             raise
         return temporary
 
+    def _takeTemporary(self, device):
+        """In the I/O pool: the path of a temporary file of ``device``
+        (``MagDevice.takeTemporaryFile``), its stock refilled in another
+        thread when it runs low."""
+        temporary, low = device.takeTemporaryFile()
+        if low:
+            self.workers.callInThread(self._refill, device)
+        return temporary
+
     def _openTemporary(self, device, size):
         """In the I/O pool: a temporary file of ``device`` and an
         ``ObjectFile`` writing it.  One found gone (the device folder was
@@ -473,9 +482,7 @@ class ObjectStore:
         ``MagDevice.recover``; a device whose folder is not there is
         refused (DeviceMissing)."""
         for attempt in (0, 1):
-            temporary, low = device.takeTemporaryFile()
-            if low:
-                self.workers.callInThread(self._refill, device)
+            temporary = self._takeTemporary(device)
             try:
                 return temporary, self.fileWrites.open(temporary, size)
             except FileNotFoundError:
@@ -653,9 +660,7 @@ class ObjectStore:
             return None
         target = targets[0]
         header = self._header(dataclasses.replace(incoming, transferSyntax=target), target)
-        temporary, low = device.takeTemporaryFile()
-        if low:
-            self.workers.callInThread(self._refill, device)
+        temporary = self._takeTemporary(device)
         try:
             with open(spool.path, "rb") as source, open(temporary, "wb") as out:
                 start = len(spool.header)
@@ -719,9 +724,7 @@ class ObjectStore:
         length = os.path.getsize(path) - len(header)
         if not isOdd(length):
             return None
-        temporary, low = device.takeTemporaryFile()
-        if low:
-            self.workers.callInThread(self._refill, device)
+        temporary = self._takeTemporary(device)
         try:
             with open(path, "rb") as source, open(temporary, "wb") as out:
                 out.write(header)

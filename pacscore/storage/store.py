@@ -593,7 +593,7 @@ class ObjectStore:
                 if changes:
                     converted = self._convertSpooled(incoming, spool, device)
                     if converted is not None:
-                        return self._evenedFile(incoming, converted, True) or converted
+                        return converted
                     with open(spool.path, "rb") as f:
                         f.seek(len(spool.header))
                         changes = not self._tooLargeToConvert(incoming, f, spool.size, incoming.transferSyntax,
@@ -601,7 +601,7 @@ class ObjectStore:
                     sizeChecked = True
                 if not changes:
                     return self._evenedFile(incoming, (None, attrs, spool.header, device, spool.path,
-                                                       incoming.transferSyntax), False)
+                                                       incoming.transferSyntax), spool.size, False)
             elif not (changes or isOdd(spool.size)):
                 return None
         data = spool.inMemory
@@ -652,7 +652,8 @@ class ObjectStore:
     def _convertSpooled(self, incoming, spool, device):
         """The spooled object in the one little endian syntax its
         compression code asks for, converted file to file into a temporary
-        file of the device: ``(None, attrs, header, device, path)``; None
+        file of the device (then its odd values padded, ``_evenedFile``):
+        ``(None, attrs, header, device, path, transfer syntax)``; None
         when that cannot be done so (then it is converted in memory)."""
         syntax = incoming.transferSyntax
         targets = recodedSyntaxes(syntax, incoming.compression)
@@ -668,7 +669,7 @@ class ObjectStore:
                 if NKI_PIXEL_DATA in readAttributes(source, syntax, {NKI_PIXEL_DATA}):
                     raise NotStreamed("NKI pixel data")
                 out.write(header)
-                transcodeFile(source, start, os.fstat(source.fileno()).st_size - start, syntax, target, out)
+                length = transcodeFile(source, start, os.fstat(source.fileno()).st_size - start, syntax, target, out)
             with open(temporary, "rb") as written:
                 written.seek(len(header))
                 attrs = readAttributes(written, target, self.tags, wholeDataset=True)
@@ -681,7 +682,8 @@ class ObjectStore:
         except BaseException:
             os.unlink(temporary)
             raise
-        return None, attrs, header, device, temporary, target
+        converted = None, attrs, header, device, temporary, target
+        return self._evenedFile(incoming, converted, length, True) or converted
 
     def _compress(self, incoming, data, transferSyntax, compression, sizeChecked=False):
         """``(data, transferSyntax)`` as the Conquest code ``compression``
@@ -711,17 +713,16 @@ class ObjectStore:
         self._logPadded(incoming, padded)
         return data
 
-    def _evenedFile(self, incoming, written, replaced):
+    def _evenedFile(self, incoming, written, length, replaced):
         """In the I/O pool: ``written``, ``(None, attrs, header, device,
         path, transfer syntax)`` of an object file ``path`` (``header``,
-        then its data set), with a new temporary file of ``device`` in
+        then its data set of ``length`` bytes), with a new temporary file of ``device`` in
         place of ``path`` when its data set is of odd length: its odd
         values padded file to file, a piece at a time (``evenFile``,
         logged); None when nothing was padded.  ``replaced``: ``path`` is
         a temporary file of its own, removed once it is replaced or this
         fails."""
         _, attrs, header, device, path, transferSyntax = written
-        length = os.path.getsize(path) - len(header)
         if not isOdd(length):
             return None
         temporary = self._takeTemporary(device)

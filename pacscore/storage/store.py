@@ -602,8 +602,8 @@ class ObjectStore:
                 if not changes:
                     return self._evenedFile(incoming, (None, attrs, spool.header, device, spool.path,
                                                        incoming.transferSyntax), spool.size, False)
-            elif not (changes or isOdd(spool.size)):
-                return None
+            elif not changes:
+                return self._evenedInMemory(incoming, attrs, spool, device)
         data = spool.inMemory
         if data is None:
             with open(spool.path, "rb") as f:
@@ -712,6 +712,19 @@ class ObjectStore:
             return data
         self._logPadded(incoming, padded)
         return data
+
+    def _evenedInMemory(self, incoming, attrs, spool, device):
+        """``(data, attrs, header, device, None, transfer syntax)`` of the
+        in-memory object of ``spool`` with its odd values padded
+        (``_evened``); None when nothing was.  ``attrs`` read from the spool
+        stay those of the padded one: ``readAttributes`` strips the padding."""
+        data = spool.inMemory
+        if not isOdd(spool.size):
+            return None
+        evened = self._evened(incoming, data, incoming.transferSyntax)
+        if evened is data:
+            return None
+        return evened, attrs, spool.header, device, None, incoming.transferSyntax
 
     def _evenedFile(self, incoming, written, length, replaced):
         """In the I/O pool: ``written``, ``(None, attrs, header, device,

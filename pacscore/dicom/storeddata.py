@@ -74,10 +74,21 @@ class StoredData:
         """In the I/O pool: ``(data, padded)``: a ``StoredData`` of this
         data set (in ``syntax``) with its odd values padded (``evenFile``,
         a piece at a time) in an unnamed temporary file in ``folder`` (else
-        the system's temporary folder), and what was padded; this one and
-        [] when nothing was.  This one stays open.  DatasetError when it
-        cannot be walked."""
-        out = _temporaryFile(folder)
+        the system's temporary folder, also when it cannot be written in
+        ``folder``: a full device), and what was padded; this one and []
+        when nothing was.  This one stays open.  DatasetError when it
+        cannot be walked, OSError when the file cannot be written in the
+        system's temporary folder either."""
+        try:
+            return self._evenedInto(tempfile.TemporaryFile(dir=folder), syntax)
+        except OSError:
+            if folder is None:
+                raise
+        return self._evenedInto(tempfile.TemporaryFile(), syntax)
+
+    def _evenedInto(self, out, syntax):
+        """``evened`` into the temporary file ``out``, closed unless it holds
+        the padded data set."""
         try:
             padded = evenFile(self.file, self.offset, self.length, syntax, out)
             out.flush()  # read back with pread
@@ -180,21 +191,13 @@ def evenedForPeer(data, syntax, folder):
     system's temporary folder (a full device: that object alone is not
     sent)."""
     try:
-        if isinstance(data, StoredData):
-            try:
-                evened, padded = data.evened(syntax, folder)
-            except OSError:
-                if folder is None:
-                    raise
-                evened, padded = data.evened(syntax, None)
-        else:
-            evened, padded = evenLengths(data, syntax)
+        evened, padded = data.evened(syntax, folder) if isinstance(data, StoredData) else evenLengths(data, syntax)
     except (DatasetError, OSError) as e:
         closeIfStored(data)
         raise TranscodeError(f"its data set is of odd length, and its odd values cannot be padded: {e}") from e
     if padded:
         closeIfStored(data)
-    return (evened, padded) if padded else (data, [])
+    return evened, padded
 
 
 def closeIfStored(data):

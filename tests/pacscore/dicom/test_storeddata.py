@@ -4,6 +4,7 @@ file for sending, and reading them piece by piece."""
 import errno
 import os
 import struct
+import tempfile
 
 from twisted.internet import defer
 from twisted.trial import unittest
@@ -183,22 +184,35 @@ class EvenedForPeerTests(unittest.TestCase):
     def test_aFullDeviceFallsBackThenFailsThatObjectAlone(self):
         """The temporary file of the padding cannot be written beside the
         stored file (its device full): it goes to the system's temporary
-        folder; when that fails too, TranscodeError (that sub-operation
-        alone fails, where the whole C-GET or C-MOVE failed) and the
-        stored file closed (it was left open)."""
+        folder, once (also when the device takes no file at all); when that
+        fails too, TranscodeError (that
+        sub-operation alone fails, where the whole C-GET or C-MOVE failed),
+        the stored file and the temporary ones closed (it was left open)."""
         dataset = element(0x0009, 0x1002, b"UN", b"abc")
         path = self.mktemp()
         with open(path, "wb") as f:
             f.write(HEADER + dataset)
-        folders = []
-        evened = StoredData.evened
+        folders, full = [], []
+        temporaryFile = tempfile.TemporaryFile
 
-        def full(data, syntax, folder):
-            folders.append(folder)
-            if folder is not None or len(folders) > 2:
+        class FullFile:
+            closed = False
+
+            def write(self, data):
                 raise OSError(errno.ENOSPC, "No space left on device")
-            return evened(data, syntax, folder)
-        self.patch(StoredData, "evened", full)
+
+            def close(self):
+                self.closed = True
+
+        def opened(dir=None):
+            folders.append(dir)
+            if dir is not None and len(folders) > 4:
+                raise FileNotFoundError(errno.ENOENT, "No such file or directory", dir)
+            if dir is not None or len(folders) > 2:
+                full.append(FullFile())
+                return full[-1]
+            return temporaryFile()
+        self.patch(tempfile, "TemporaryFile", opened)
         data = StoredData(open(path, "rb"), len(HEADER), len(dataset), immediately)
         padded, _ = evenedForPeer(data, EXPLICIT, "/device")
         self.addCleanup(padded.close)
@@ -206,7 +220,13 @@ class EvenedForPeerTests(unittest.TestCase):
         self.assertEqual(padded._readAt(0, len(padded)), evenLengths(dataset, EXPLICIT)[0])
         data = StoredData(open(path, "rb"), len(HEADER), len(dataset), immediately)
         self.assertRaises(TranscodeError, evenedForPeer, data, EXPLICIT, "/device")
+        self.assertEqual(folders, ["/device", None, "/device", None])
         self.assertTrue(data.file.closed)
+        self.assertEqual([f.closed for f in full], [True] * 3)
+        data = StoredData(open(path, "rb"), len(HEADER), len(dataset), immediately)
+        self.assertRaises(TranscodeError, evenedForPeer, data, EXPLICIT, "/gone")
+        self.assertEqual(folders[4:], ["/gone", None], "the system's temporary folder tried once")
+        self.assertEqual([f.closed for f in full], [True] * 4)
 
     def test_anOddObjectThatCannotBePaddedIsNotSent(self):
         """An odd data set the padding cannot walk is not sent (its odd PDV

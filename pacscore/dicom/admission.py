@@ -3,10 +3,11 @@
 address (0: no limit).  Without limits a peer opening connections it never
 uses (each held until ARTIM expires) could use up the server's open files,
 and then nobody could associate or use the web interface.  A connection
-over either limit is answered with an A-ASSOCIATE-RJ and closed as soon as
-it is accepted, its A-ASSOCIATE-RQ left unread, with a log line: one for each address until a connection ends, so that a flood
-of connections is no flood of log lines.  The web interface counts its
-connections so too, against keys of its own."""
+over either limit is closed as soon as it is accepted, with a log line:
+one for each address until a connection ends, so that a flood of
+connections is no flood of log lines; on the DICOM service it is first
+answered with an A-ASSOCIATE-RJ, its A-ASSOCIATE-RQ left unread.  The web
+interface counts its connections so too, against keys of its own."""
 
 from collections import Counter
 

@@ -192,11 +192,10 @@ class DicomClientProtocol(DicomProtocol):
         if self.state != AWAITING_RELEASE_RP:
             return
         self.log.warn("{peer}: {why}, aborting", peer=self.peerName(), why=why)
-        self.abortAssociation()
-        self._closeNow()
+        self.abort(pdu.REASON_NOT_SPECIFIED, pdu.SOURCE_SERVICE_USER, closeNow=True)
 
     def abortAssociation(self):
-        """A-ABORT as service user, then close."""
+        """A-ABORT as service user, and wait (ARTIM) for the peer to close."""
         self.abort(pdu.REASON_NOT_SPECIFIED, pdu.SOURCE_SERVICE_USER)
 
 

@@ -610,13 +610,17 @@ class DicomProtocol(Protocol, TimeoutMixin):
 
     # -- endings -----------------------------------------------------------
 
-    def abort(self, reason=pdu.REASON_NOT_SPECIFIED, source=pdu.SOURCE_SERVICE_PROVIDER):
-        """Send an A-ABORT and wait for the peer to close."""
+    def abort(self, reason=pdu.REASON_NOT_SPECIFIED, source=pdu.SOURCE_SERVICE_PROVIDER, closeNow=False):
+        """Send an A-ABORT and wait (ARTIM) for the peer to close; with
+        ``closeNow``, close once it is written instead."""
         if self.transport is None or self.state == AWAITING_CLOSE:
             return
         self.transport.write(pdu.encodeAbort(source, reason))
         self._failRequests(AssociationLost(f"association with {self.peerName()} aborted"))
-        self._awaitClose()
+        if closeNow:
+            self._closeNow()
+        else:
+            self._awaitClose()
 
     def _awaitClose(self):
         self.state = AWAITING_CLOSE
@@ -681,15 +685,12 @@ class DicomServerProtocol(DicomProtocol):
         if onEnded is not None and self.association is not None and not self._commandRefused:
             onEnded(self.association.callingAE, self.association.calledAE)
 
-    def abort(self, reason=pdu.REASON_NOT_SPECIFIED, source=pdu.SOURCE_SERVICE_PROVIDER):
+    def abort(self, reason=pdu.REASON_NOT_SPECIFIED, source=pdu.SOURCE_SERVICE_PROVIDER, closeNow=False):
         """Send an A-ABORT and wait for the peer to close; a peer that sent
         no A-ASSOCIATE-RQ first (another protocol: dgate on the DICOM port,
         a probe) is not waited for, the connection is closed with it."""
-        associating = self.state == AWAITING_ASSOCIATE
-        super().abort(reason, source)
+        super().abort(reason, source, closeNow=closeNow or self.state == AWAITING_ASSOCIATE)
         self._dropUnchecked()
-        if associating and self.transport is not None:
-            self._closeNow()
 
     def _associationPDU(self, pduType, body):
         if self.state == AWAITING_ASSOCIATE:
@@ -887,8 +888,8 @@ class _Refused(Protocol):
             self._closing.cancel()
 
 
-LIMIT_REJECTION = pdu.encodeSimplePDU(
-    pdu.A_ASSOCIATE_RJ, bytes((0, REJECTED_TRANSIENT, SOURCE_PRESENTATION, PRESENTATION_LOCAL_LIMIT)))
+LIMIT_REJECTION = AssociationRejected(
+    "over the association limits", REJECTED_TRANSIENT, SOURCE_PRESENTATION, PRESENTATION_LOCAL_LIMIT).pdu
 
 
 class DicomServerFactory(DicomFactory):
@@ -918,9 +919,9 @@ class DicomServerFactory(DicomFactory):
         self.limits = limits if limits is not None else AssociationLimits()
 
     def buildProtocol(self, addr):
-        """A protocol for the connection from ``addr``; one that closes it
-        at once when it is over the limits (not None, which a TLS
-        endpoint's wrapping factory would wrap)."""
+        """A protocol for the connection from ``addr``; over the limits, a
+        ``_Refused`` that answers an A-ASSOCIATE-RJ and closes it (not
+        None, which a TLS endpoint's wrapping factory would wrap)."""
         if not self.limits.admits(getattr(addr, "host", None)):
             return _Refused(self.clock)
         return super().buildProtocol(addr)

@@ -274,21 +274,39 @@ class ExportService(service.Service):
 
     def _backOff(self):
         """Doubles the interval of the loop's polls, up to
-        ``pollBackoffCeiling``."""
+        ``pollBackoffCeiling``; the time it read."""
+        now = self.reactor.seconds()
         self._pollBackoff = min(2 * (self._pollBackoff or self.pollInterval), self.pollBackoffCeiling)
-        self._nextPoll = self.reactor.seconds() + self._pollBackoff
+        self._nextPoll = now + self._pollBackoff
+        return now
+
+    def _conditionStarted(self, attr, failure):
+        """Backs the loop's polls off, and keeps in ``attr`` when the
+        condition ``failure`` shows started and the first line of its
+        message, unless one is kept there already: that line when it
+        started now, else None."""
+        now = self._backOff()
+        if getattr(self, attr) is not None:
+            return None
+        error = failure.getErrorMessage().splitlines()[0]
+        setattr(self, attr, (now, error))
+        return error
+
+    def _conditionEnded(self, attr, message):
+        """Logs the end of the condition kept in ``attr`` (``message``, a
+        format of ``seconds`` it lasted and its ``error``) and forgets it."""
+        since, error = getattr(self, attr)
+        setattr(self, attr, None)
+        self.log.info(message, seconds=self.reactor.seconds() - since, error=error)
 
     def _pollFailed(self, failure):
         """Backs the loop's polls off.  The index database refusing (a
         database server that is down) is one log line for the whole outage;
         anything else is logged with its traceback each time."""
-        now = self.reactor.seconds()
-        self._backOff()
         if not failure.check(SQLAlchemyError):
+            self._backOff()
             self.log.failure("export queue poll failed", failure)
-        elif self._pollsFailing is None:
-            error = failure.getErrorMessage().splitlines()[0]
-            self._pollsFailing = (now, error)
+        elif (error := self._conditionStarted("_pollsFailing", failure)) is not None:
             self.log.error("export queue poll failed, polled again at growing intervals (at most {ceiling} s) "
                            "until it answers: {error}", ceiling=self.pollBackoffCeiling, error=error)
 
@@ -298,10 +316,9 @@ class ExportService(service.Service):
         if self._writesFailing is not None:
             return
         if self._pollsFailing is not None:
-            since, error = self._pollsFailing
-            self.log.info("export queue polls answer again, after failing for {seconds:.0f} s ({error})",
-                          seconds=self.reactor.seconds() - since, error=error)
-        self._pollBackoff, self._nextPoll, self._pollsFailing = None, 0, None
+            self._conditionEnded("_pollsFailing", "export queue polls answer again, after failing for "
+                                 "{seconds:.0f} s ({error})")
+        self._pollBackoff, self._nextPoll = None, 0
 
     def _tick(self):
         """The loop's poll, skipped while failed polls are backed off."""
@@ -330,12 +347,10 @@ class ExportService(service.Service):
         logs the condition once when it starts (a write the index database
         refuses without traceback; anything else with its traceback each
         time)."""
-        self._backOff()
+        error = self._conditionStarted("_writesFailing", failure)
         if not failure.check(SQLAlchemyError):
             self.log.failure("an export queue write failed", failure)
-        if self._writesFailing is None:
-            error = failure.getErrorMessage().splitlines()[0]
-            self._writesFailing = (self.reactor.seconds(), error)
+        if error is not None:
             self.log.warn("the index database takes no export queue writes ({error}): the jobs run and the actions "
                           "delivered or failed meanwhile are not run nor sent again, their records are written "
                           "again at growing intervals (at most {ceiling} s), and no new export work starts until it "
@@ -362,10 +377,8 @@ class ExportService(service.Service):
         if self._unrecorded or self._undeleted or self._unmarked:
             return False
         if self._writesFailing is not None:
-            since, error = self._writesFailing
-            self._writesFailing = None
-            self.log.info("the index database takes export queue writes again, after refusing them for "
-                          "{seconds:.0f} s ({error})", seconds=self.reactor.seconds() - since, error=error)
+            self._conditionEnded("_writesFailing", "the index database takes export queue writes again, after "
+                                 "refusing them for {seconds:.0f} s ({error})")
         return True
 
     async def _poll(self):

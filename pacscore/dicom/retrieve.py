@@ -705,12 +705,11 @@ class MoveService(RetrieveService):
         """The destination released in the background: every sub-operation
         is done, so the final response does not wait for its A-RELEASE-RP
         (given up after ``artimTimeout``, the client's ARTIM, or by ``stop``)."""
-        ended = self._releasing[target] = defer.Deferred()
+        released = self._releasing[target] = defer.ensureDeferred(target.release())
 
-        def released(_):
+        def forget(_):
             del self._releasing[target]
-            ended.callback(None)
-        defer.ensureDeferred(target.release()).addBoth(released)
+        released.addBoth(forget)
 
     def stop(self):
         """pacs stopping: the releases still going on in the background are

@@ -130,7 +130,7 @@ class RemoteArchive:
         contexts = [(PATIENT_ROOT_FIND, list(UNCOMPRESSED)), (STUDY_ROOT_FIND, list(UNCOMPRESSED))]
         try:
             protocol = await associate(archive.reactor, node.host, int(node.port), archive.aeTitle, node.ae,
-                                       contexts, dimseTimeout=archive.configuration.tcpipTimeout or 300,
+                                       contexts, dimseTimeout=archive.configuration.tcpipTimeout,
                                        titleStyle=archive.titleStyle, endpoint=nodeEndpoint(archive.reactor, node))
         except Exception as e:
             raise CommandError(f"cannot associate with {node.ae} at {node.host}:{node.port}: {e}") from e

@@ -123,7 +123,7 @@ class MppsForwarder:
             if configuration.acrNemaMap.lookup(ae) is None:
                 cls.log.warn("ForwardMPPSTo: {ae} is not in acrnema.map: procedure steps will not reach it", ae=ae)
         return cls(queue, destinations, configuration.acrNemaMap, aeTitle, reactor,
-                   retryDelay=ini.getint("RetryDelay", 100), dimseTimeout=configuration.tcpipTimeout or 300,
+                   retryDelay=ini.getint("RetryDelay", 100), dimseTimeout=configuration.tcpipTimeout,
                    titleStyle=TitleStyle.fromIni(ini))
 
     def record(self, connection, field, uid, dataset):

@@ -211,7 +211,7 @@ class VirtualServers:
             if configuration.acrNemaMap.lookup(server.ae) is None:
                 cls.log.warn("VirtualServerFor: {ae} is not in acrnema.map: it will not be asked", ae=server.ae)
         return cls(servers, configuration.acrNemaMap, aeTitle, reactor, index, query, actions,
-                   cache=ini.getint("CacheVirtualData", 1) != 0, dimseTimeout=configuration.tcpipTimeout or 300,
+                   cache=ini.getint("CacheVirtualData", 1) != 0, dimseTimeout=configuration.tcpipTimeout,
                    titleStyle=TitleStyle.fromIni(ini))
 
     async def _associate(self, server, contexts):

@@ -119,7 +119,7 @@ class DicomWebFetcher(DicomWebClient):
         url = server.url + path
         try:
             requested = self.agent.request(b"GET", url.encode("ascii"), self.headers(server, Accept=accept))
-            response = await requested.addTimeout(self.timeout, self.reactor)
+            response = await self.inTime(requested)
         except Exception as e:
             raise StowError(f"GET {url} from {server.name} failed: {e}") from e
         if response.code == 204 and accept == "application/dicom+json":

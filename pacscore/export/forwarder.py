@@ -217,7 +217,7 @@ class Forwarder:
                    closeDelay=ini.getint("ForwardAssociationCloseDelay", 5),
                    refreshDelay=ini.getint("ForwardAssociationRefreshDelay", 3600),
                    release=ini.getint("ForwardAssociationRelease", 1) != 0,
-                   dimseTimeout=configuration.tcpipTimeout or 300, lossyQuality=configuration.lossyQuality,
+                   dimseTimeout=configuration.tcpipTimeout, lossyQuality=configuration.lossyQuality,
                    titleStyle=TitleStyle.fromIni(ini), dicomWebServers=dicomWebServers(configuration),
                    fetcher=fetcher, ownRetrieves=ownRetrieves)
 

@@ -90,7 +90,8 @@ class StowError(Exception):
 
 class DicomWebClient:
     """HTTP to DICOMweb servers through one pool of persistent connections
-    (``close()`` when done), each request answered within ``timeout`` s."""
+    (``close()`` when done), each request answered within ``timeout`` s
+    (None: no limit)."""
 
     def __init__(self, reactor, timeout=300):
         self.reactor = reactor
@@ -105,6 +106,10 @@ class DicomWebClient:
         if server.authorization:
             headers.addRawHeader("Authorization", server.authorization)
         return headers
+
+    def inTime(self, deferred):
+        """``deferred``, cancelled after ``timeout`` s (None: never)."""
+        return deferred if self.timeout is None else deferred.addTimeout(self.timeout, self.reactor)
 
     def close(self):
         """Deferred: the idle connections are closed."""
@@ -192,8 +197,8 @@ class StowSender(DicomWebClient):
         url = f"{server.url}/studies"
         try:
             requested = self.agent.request(b"POST", url.encode("ascii"), headers, body)
-            response = await requested.addTimeout(self.timeout, self.reactor)
-            answer = await readBody(response).addTimeout(self.timeout, self.reactor)
+            response = await self.inTime(requested)
+            answer = await self.inTime(readBody(response))
         except defer.TimeoutError as e:
             raise StowError(f"{server.name} ({url}) did not answer within {self.timeout} s") from e
         except Exception as e:

@@ -179,7 +179,7 @@ def webSite(archive):
                     guard=None if guardedRoot is root else guardedRoot, uploads=uploadLimit(archive.configuration.ini),
                     limits=AssociationLimits.fromIni(archive.configuration.ini, openFileLimit(), LIMIT_KEYS, FILE_SHARE,
                                                     PER_PEER),
-                    timeout=archive.idleTimeout or None, logFormatter=accessLogLine,
+                    timeout=archive.idleTimeout, logFormatter=accessLogLine,
                     parsePOSTFormSubmission=False)  # pacscore.web.forms reads forms
     site.displayTracebacks = False
     site.sendTimeout = archive.configuration.tcpipTimeout  # pacscore.web.answering: a stalled download is cut off

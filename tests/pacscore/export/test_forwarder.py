@@ -13,6 +13,8 @@ from twisted.logger import Logger, LogLevel, formatEvent
 from twisted.trial import unittest
 
 from pacscore.config.acrnema import AcrNemaMap
+from pacscore.config.ini import DicomIni
+from pacscore.config.loader import Configuration
 from pacscore.dicom import commands, pdu
 from pacscore.dicom.datasets import decodeDataset, encodeDataset
 from pacscore.dicom.models import PATIENT_ROOT_FIND, PATIENT_ROOT_MOVE
@@ -387,6 +389,27 @@ class ForwarderTests(unittest.TestCase):
         self.failureResultOf(d, Interrupted)
         self.acceptor.flush()
         self.assertEqual(self.acceptor.openAssociations(), [])
+
+    def test_aTCPIPTimeOutOfZeroIsNoLimitForTheCStoreResponse(self):
+        """TCPIPTimeOut = 0 in dicom.ini: a destination may take as long as
+        it likes to answer a C-STORE (no limit, as for the idle timeout),
+        not 300 s; so too the STOW-RS requests."""
+        ini = DicomIni.fromString("[sscscp]\nTCPIPTimeOut = 0\n", "/c/dicom.ini")
+        configuration = Configuration(ini=ini, acrNemaMap=AcrNemaMap.fromString(NODES), sopList=None,
+                                      layout=None, configDir="/c", workdir="/w", iniPath="/c/dicom.ini")
+        self.acceptor = Acceptor(self.clock, services={commands.C_STORE_RQ: Silent()})
+        forwarder = Forwarder.fromConfiguration(configuration, self.clock, "PACS", self.archive.syncIndex,
+                                                self.archive.query, self.archive.reader, SyncWorkers())
+        forwarder.endpointFor = self.acceptor.endpointFor
+        d = defer.ensureDeferred(forwarder.forward(imageAction("1.2.3.1.0")))
+        for _ in range(4):
+            self.acceptor.flush()
+            self.clock.advance(100)
+        self.assertNoResult(d)
+        self.assertEqual(forwarder.stow.timeout, None)
+        forwarder.interrupt()
+        self.acceptor.flush()
+        self.failureResultOf(d, Interrupted)
 
     def test_anInterruptCancelsAnAssociationBeingOpened(self):
         """A destination that takes the connection but never answers the

@@ -24,7 +24,7 @@ names (by default the first entered), until MAG0 has the space asked for
 """
 
 import os
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager
 
 from twisted.internet import defer, threads
 from twisted.logger import Logger
@@ -75,7 +75,11 @@ def regeneratorOf(archive, reactor, marked, report):
     ``removeReplaced``); with none marked (regendir, regenfile: no table
     cleared, a store finds the rows), it removes nothing."""
     store = archive.objectStore
-    with archive.index.rebuilding(marked), (store.recordingWrites() if marked else nullcontext()) as written:
+    with ExitStack() as stack:
+        written = None
+        if marked:
+            stack.enter_context(archive.index.rebuilding())
+            written = stack.enter_context(store.recordingWrites())
         yield Regenerator(archive.index, archive.configuration.layout.indexedTags(), archive.devices,
                           report=report, skip=archive.databaseFiles, write=writerWrites(archive.index, reactor),
                           removeReplaced=store.removeReplaced, written=written)

@@ -10,8 +10,9 @@ it is acknowledged.  With a ``timeout`` (dicom.ini's ``SQLTimeOut``), a
 store the database does not answer within it fails (``IndexTimeout``) and
 ``stop`` waits as long at most (its statements run in daemon threads, which
 it leaves behind); so does a ``queryForPeer`` on a database
-server that gives it nothing for that long once a reader thread took it up
-(``pacscore.db.peerqueries``; SQLite, in the process, hangs no read): a
+server that gives it nothing for that long from when it is asked (its wait
+for a reader thread counts; ``runQuery`` leaves one reader thread to these
+queries; ``pacscore.db.peerqueries``; SQLite, in the process, hangs no read): a
 database server that hangs holds up no C-STORE, C-FIND, C-MOVE, C-GET or
 shutdown for longer.  Other writes and queries (maintenance scans, deletes,
 the web interface) are not cut short.
@@ -463,19 +464,18 @@ class Index:
                                         indexAgain)
 
     @contextlib.contextmanager
-    def rebuilding(self, deviceNames):
-        """While in it, for a regen of ``deviceNames`` (marked: the index
-        may miss their objects until it ends; none: nothing), a store whose
+    def rebuilding(self):
+        """While in it, for a regen of marked devices (the index may miss
+        their objects until it ends), a store whose
         study or series row is not entered yet is refused (``NotReentered``,
         ``Upserter.checkEntered``): entered, it could link a study or
         series to another patient or study than the files not re-entered
         yet, which the regen would then refuse."""
-        rebuilds = 1 if deviceNames else 0
-        self._rebuilds += rebuilds
+        self._rebuilds += 1
         try:
             yield
         finally:
-            self._rebuilds -= rebuilds
+            self._rebuilds -= 1
 
     def _upsertInWriter(self, connection, records):
         upserter = self._writerUpserter()

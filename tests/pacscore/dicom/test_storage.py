@@ -203,7 +203,7 @@ class StoresDuringRegenTests(unittest.TestCase):
         running = RunningArchive(self, listen=True)
         events, client, command, (syntax, data, dataset) = yield self.sender(running)
         index = running.archive.index
-        with index.rebuilding(["MAG0"]):
+        with index.rebuilding():
             response, _ = yield client.request(1, command, data)
         self.assertEqual(response[commands.STATUS], OUT_OF_RESOURCES)
         self.assertIn("the index is being rebuilt", response[commands.ERROR_COMMENT])
@@ -213,7 +213,7 @@ class StoresDuringRegenTests(unittest.TestCase):
         self.assertIn("stores of studies not re-entered yet are refused until it ends", refusals[0])
         response, _ = yield client.request(1, command, data)
         self.assertEqual(response[commands.STATUS], SUCCESS)
-        with index.rebuilding(["MAG0"]):
+        with index.rebuilding():
             response, _ = yield client.request(1, command, data)
         self.assertEqual(response[commands.STATUS], SUCCESS)
         yield client.release()
@@ -234,7 +234,7 @@ class StoresDuringRegenTests(unittest.TestCase):
         self.assertEqual(response[commands.STATUS], SUCCESS)
         [stored] = running.files()
         index, store = running.archive.index, running.archive.objectStore
-        regen = index.rebuilding(["MAG0"])
+        regen = index.rebuilding()
 
         def regenStarts():
             regen.__enter__()

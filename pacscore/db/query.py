@@ -91,7 +91,7 @@ from pacscore.db.casefold import INTO_ASCII, caseFolded
 from pacscore.db.peerqueries import checkAbandoned
 from pacscore.db.personnames import CUT_SLACK, personName, storedPersonName
 from pacscore.db.sqlfunctions import distinctValues, textLength
-from pacscore.dicom.datetimes import CHECKS, dateTimeMatches, normalised, period, rangeEnds, withoutZeroFraction
+from pacscore.dicom.datetimes import CHECKS, dateTimeMatching, normalised, period, rangeEnds, withoutZeroFraction
 from pacscore.dicom.uids import isUID
 
 __all__ = ["EMPTY_VALUE", "LEVELS", "UNSPLIT_VRS", "IndexQuery", "Instance", "QueryKey", "columnNamed",
@@ -784,15 +784,14 @@ def _dateTimeCandidates(column, value):
 def dateTimeMatcher(key):
     """Whether a stored value matches the DT ``key``, a function of the
     value (for the rows of ``_dateTimeCandidates``): one of its values
-    matches it (``dateTimeMatches``; a wildcard one as text, a lone ``-``
-    any value)."""
+    matches it (``dateTimeMatching``, the key's periods found once; a
+    wildcard one as text, a lone ``-`` any value)."""
     values = [normalised(value, "DT") for value in valuesOf(key) or ()]
     patterns = [re.compile(".*".join(".".join(map(re.escape, part.split("?"))) for part in value.split("*")))
                 for value in values if _hasWildcards(value)]
-    values = [value for value in values if not _hasWildcards(value)]
+    matchers = [dateTimeMatching(value) if value != "-" else bool for value in values if not _hasWildcards(value)]
     return lambda stored: (any(pattern.fullmatch(stored) for pattern in patterns)
-                           or any(dateTimeMatches(stored, value) if value != "-" else stored != ""
-                                  for value in values))
+                           or any(matches(stored) for matches in matchers))
 
 
 # How many candidate rows of a DT key are fetched from the database at once.

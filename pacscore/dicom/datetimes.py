@@ -8,7 +8,7 @@ QIDO) value of one of them is one value or a range of them (PS3.4
 C.2.2.2.5; ``rangeEnds`` splits a range, a DT's offset ``-0500`` no
 separator); ``isMatchValue`` whether C-FIND matches by it at all, once
 ``normalised`` (ACR-NEMA's ``2024.03.15`` and ``10:30``), as the index
-matches and QIDO searches check them.  ``dateTimeMatches`` matches a
+matches and QIDO searches check them.  ``dateTimeMatching`` matches a
 stored DT by a DT key in UTC where either carries an offset (PS3.4
 C.2.2.2.5.3), one without being the server's local time, and a stored
 value that is no DT as text, as the index compares it."""
@@ -150,23 +150,37 @@ def _comparable(*times):
     return tuple(time if time.tzinfo is not None else time.astimezone() for time in times)
 
 
-def dateTimeMatches(stored, value):
+def dateTimeMatching(value):
     """Whether a stored DT matches the DT ``value`` of a C-FIND key (one
-    value, or a range of them: ``rangeEnds``; no wildcards): one value
-    covering the same time, a range holding the stored value's start (a
-    range's end, as precise as it is, included: ``-2024010212`` up to
-    12:59:59.999999), compared in UTC where an offset from UTC is given
-    (PS3.4 C.2.2.2.5.3: ``20240102001500-0500`` matches
-    ``20240102051500+0000``), a value without one the server's local time;
-    a stored value that is no DT (``period``: a 7-digit fraction, ``Z``, a
-    short offset ``+01``) compared as text (``_matchesAsText``)."""
+    value, or a range of them: ``rangeEnds``; no wildcards), a function of
+    the stored value, the key's periods found once: one value covering the
+    same time, a range holding the stored value's start (a range's end, as
+    precise as it is, included: ``-2024010212`` up to 12:59:59.999999),
+    compared in UTC where an offset from UTC is given (PS3.4 C.2.2.2.5.3:
+    ``20240102001500-0500`` matches ``20240102051500+0000``), a value
+    without one the server's local time; a stored value that is no DT
+    (``period``: a 7-digit fraction, ``Z``, a short offset ``+01``)
+    compared as text (``_matchesAsText``)."""
     ends = rangeEnds(value, "DT")
+    parts = (value,) if ends is None else ends
+    try:
+        asked = [period(part) if part else None for part in parts]
+    except (OverflowError, ValueError):  # a time beyond the calendar
+        asked = None
+    if asked is not None and any(part and end is None for part, end in zip(parts, asked)):
+        asked = None  # an end that is no DT: no DT matches
+    return lambda stored: _matchesPeriods(stored, value, ends, asked)
+
+
+def _matchesPeriods(stored, value, ends, asked):
+    """Whether the stored DT ``stored`` matches the key ``value`` of the
+    range ``ends`` (or None) whose periods are ``asked`` (None: no DT
+    matches it), as ``dateTimeMatching`` says."""
     try:
         found = period(stored)
         if found is None:
             return _matchesAsText(stored, value, ends)
-        asked = [period(part) if part else None for part in ((value,) if ends is None else ends)]
-        if any(part and end is None for part, end in zip(ends or (value,), asked)):
+        if asked is None:
             return False
         if ends is None:
             start, end, askedStart, askedEnd = _comparable(*found, *asked[0])

@@ -48,7 +48,12 @@ def isTime(value):
 
 def isDateTime(value):
     """Whether ``value`` is a DT of a real date and time."""
-    match = _DATE_TIME.fullmatch(value)
+    return _isRealDateTime(_DATE_TIME.fullmatch(value))
+
+
+def _isRealDateTime(match):
+    """Whether ``match`` (of ``_DATE_TIME``, or None) is of a real date
+    and time."""
     if match is None:
         return False
     year, month, day, *times, _, sign, hours, minutes = match.groups()
@@ -121,7 +126,7 @@ def period(value):
     """The ``Period`` of a DT ``value`` (``2024`` is the whole year,
     ``20240102101500.25`` a hundredth of a second), None when it is none."""
     match = _DATE_TIME.fullmatch(value)
-    if match is None or not isDateTime(value):
+    if not _isRealDateTime(match):
         return None
     year, month, day, hour, minute, second, fraction, sign, hours, minutes = match.groups()
     zone = None if sign is None else datetime.timezone(

@@ -6,10 +6,9 @@ without a Timezone Offset From UTC are local time, PS3.3 C.12.1.1.8); one
 without an offset is the sender's local time, taken as it is, as is a
 calendar date (a birth date) whatever its offset."""
 
-import datetime
 import re
 
-from pacscore.dicom.datetimes import isDateTime
+from pacscore.dicom.datetimes import isDateTime, period
 
 _TIMESTAMP = re.compile(r"([0-9]{8})((?:[0-9]{2}){0,3})(\.[0-9]+)?(?:([+-])([0-9]{2})([0-9]{2}))?")
 _FRACTION = len(".FFFFFF")  # a TM's fraction holds up to 6 digits: HL7's longer ones are cut
@@ -32,13 +31,12 @@ def localDateAndTime(timestamp, convert=True):
         return None
     date, time, fraction, sign, hours, minutes = match.groups()
     fraction = (fraction or "")[:_FRACTION]
-    if not isDateTime(date + time + fraction + (sign or "") + (hours or "") + (minutes or "")):
+    offset = (sign or "") + (hours or "") + (minutes or "")
+    if not isDateTime(date + time + fraction + offset):
         return None
     if sign is None or not time or not convert:
         return date, time + fraction
-    sent = datetime.datetime(int(date[:4]), int(date[4:6]), int(date[6:]), int(time[:2]), int(time[2:4] or 0),
-                             tzinfo=datetime.timezone(int(sign + "1") * datetime.timedelta(hours=int(hours),
-                                                                                        minutes=int(minutes))))
+    sent = period(date + time[:4] + offset).start  # to the minute: the seconds are kept as sent
     try:
         local = sent.astimezone()
     except OverflowError:  # beyond the year 9999 (or before the year 1) in local time

@@ -118,10 +118,15 @@ def personName(components):
     return "^".join((family, given, middle, prefix, suffix)).rstrip("^")
 
 
-def _timestampPart(timestamp, isTime, convert):
+def _timestampPart(timestamp, isTime, convert, parsed):
     """The local date (the time when ``isTime``) of an HL7 timestamp, None
-    when it is none (``localDateAndTime``, ``convert``: a moment)."""
-    parts = localDateAndTime(timestamp, convert)
+    when it is none (``localDateAndTime``, ``convert``: a moment); each
+    timestamp parsed once in ``parsed``, ``{(timestamp, convert): parts}``
+    (a moment's date and time from one parse)."""
+    key = (timestamp, convert)
+    if key not in parsed:
+        parsed[key] = localDateAndTime(timestamp, convert)
+    parts = parsed[key]
     return None if parts is None else parts[isTime]
 
 
@@ -255,10 +260,11 @@ class WorklistMapping:
         column (every other value is cut to fit, as Conquest does)."""
         outside, groups = orderGroups(message.segments)
         items = []
+        parsed = {}  # (timestamp, convert) -> its parts (_timestampPart)
         for group in groups:
             control = (group["ORC"].value(1) if "ORC" in group else "") or "NW"
             invalid = {}  # (segment, field, timestamp) -> the columns it leaves empty
-            values = {c.name: self._value(c, group, outside, message, invalid) for c in self._columns}
+            values = {c.name: self._value(c, group, outside, message, invalid, parsed) for c in self._columns}
             for (segment, field, sent), names in invalid.items():
                 self.log.warn("HL7 {id}: {columns} left empty: {segment}.{field} {sent} is no valid date or time",
                               id=message.controlId, columns=", ".join(names), segment=segment, field=field,
@@ -270,7 +276,7 @@ class WorklistMapping:
             items.append(OrderItem(control, values, absent))
         return items
 
-    def _value(self, column, group, outside, message, invalid):
+    def _value(self, column, group, outside, message, invalid, parsed):
         source = column.source
         if source == "*AN":
             return self.newAccessionNumber()
@@ -283,7 +289,7 @@ class WorklistMapping:
                 return None  # not sent: HL7 says to leave it as it is
         repetitions = segment.repetitions(source.field) if column.isMulti else 1
         values = [value for repetition in range(repetitions)
-                  if (value := self._repetitionValue(column, segment, repetition, invalid))]
+                  if (value := self._repetitionValue(column, segment, repetition, invalid, parsed))]
         kept = column.fitting(values)
         if len(kept) < len(values):
             self.log.warn("HL7 {id}: {table}.{column} holds {length} characters: the values {dropped} of "
@@ -300,14 +306,14 @@ class WorklistMapping:
             self.truncations.report(self.log, column.name, length, value)
         return cut
 
-    def _repetitionValue(self, column, segment, repetition, invalid):
+    def _repetitionValue(self, column, segment, repetition, invalid, parsed):
         """The valid value of ``column`` from one repetition of its field in
         ``segment``; a date or time of a timestamp that is none (``localDateAndTime``)
         is empty, its column added to ``invalid`` (see ``items``)."""
         source = column.source
         if source.part in ("DATE", "TIME") or column.isDate and source.part is None:
             sent = segment.value(source.field, 0, repetition)  # v2.3's TS: its degree of precision after it
-            value = _timestampPart(sent, source.part == "TIME", column.isMoment)
+            value = _timestampPart(sent, source.part == "TIME", column.isMoment, parsed)
         elif source.part is None:
             sent = value = self._wholeField(column, segment, repetition)
         else:
@@ -315,7 +321,7 @@ class WorklistMapping:
             if column.isPersonName:
                 value = personName([value])
             if column.isDate:
-                value = _timestampPart(value, False, False)
+                value = _timestampPart(value, False, False, parsed)
         if value is None:
             invalid.setdefault((segment.id, source.field, sent), []).append(column.name)
             value = ""

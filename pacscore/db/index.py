@@ -293,10 +293,7 @@ class Index:
         read in the calling thread, for a store about to overwrite a file;
         ``NotReentered`` while ``rebuilding`` if it would be refused so."""
         with self.engine.connect() as connection:
-            upserter = Upserter(self._levels)
-            if self._rebuilds:
-                upserter.checkEntered(connection, record)
-            upserter.checkLinks(connection, record)
+            Upserter(self._levels).checkLinks(connection, record, entered=bool(self._rebuilds))
 
     def store(self, record):
         """Deferred firing with ``Replaced`` or None once the record's
@@ -468,7 +465,7 @@ class Index:
         """While in it, for a regen of marked devices (the index may miss
         their objects until it ends), a store whose
         study or series row is not entered yet is refused (``NotReentered``,
-        ``Upserter.checkEntered``): entered, it could link a study or
+        ``Upserter.upsertImages``'s ``entered``): entered, it could link a study or
         series to another patient or study than the files not re-entered
         yet, which the regen would then refuse."""
         self._rebuilds += 1
@@ -478,11 +475,7 @@ class Index:
             self._rebuilds -= 1
 
     def _upsertInWriter(self, connection, records):
-        upserter = self._writerUpserter()
-        if self._rebuilds:
-            for record in records:
-                upserter.checkEntered(connection, record)
-        results = upserter.upsertImages(connection, records)
+        results = self._writerUpserter().upsertImages(connection, records, entered=bool(self._rebuilds))
         if self.durability.flushesAfterCommit:
             self.pending.mark(connection, records, results)
         if self.afterUpsert is not None:

@@ -65,7 +65,8 @@ the study's modalities, below).
 - While a regen re-enters the files (its tables cleared), a stored record
   whose study or series row is not entered yet cannot be checked for a
   link to another patient (study) whose files are not re-entered yet:
-  ``Upserter.checkEntered`` refuses it (``NotReentered``).
+  ``Upserter.checkLinks`` and ``upsertImages`` with ``entered`` refuse it
+  (``NotReentered``).
 """
 
 import time
@@ -390,8 +391,10 @@ class Upserter:
         """Drop every cached row (safe from any thread)."""
         self._cache.clear()
 
-    def upsertImages(self, connection, records):
-        """Write records inside the caller's transaction.
+    def upsertImages(self, connection, records, entered=False):
+        """Write records inside the caller's transaction; with ``entered``
+        (a regen runs), ``NotReentered`` for one whose study or series row
+        is not there yet (nor cached).
 
         One result per record: ``Replaced`` of the previous file of its
         SOPInstanceUID, or None.  ``ValueError`` (before writing anything)
@@ -407,7 +410,7 @@ class Upserter:
         batched = {}  # (level index, key) -> the SOP instances of this batch going under that study or series
         for record in records:
             for index, level in enumerate(self._parents):
-                self._upsertParent(connection, index, level, record, now, left, batched)
+                self._upsertParent(connection, index, level, record, now, left, batched, entered)
             for index in (1, 2):
                 key = (index, record.attrs.get(self._parents[index].keyTag))
                 batched.setdefault(key, set()).add(record.attrs.get(self._image.keyTag))
@@ -419,7 +422,7 @@ class Upserter:
             self._deleteIfEmpty(connection, index, key)
         return results
 
-    def _upsertParent(self, connection, index, level, record, now, left, batched):
+    def _upsertParent(self, connection, index, level, record, now, left, batched, entered):
         attrs = record.attrs
         seen = tuple(map(attrs.get, level.tags))
         cacheKey = (level.name, attrs.get(level.keyTag, ""))
@@ -429,6 +432,8 @@ class Upserter:
         values = level.values(attrs)
         key = values[level.keyName]
         known = cached[1] if cached is not None else level.row(connection, key)
+        if entered and index and known is None:
+            raise NotReentered(level.table.name, level.keyName, key)
         if index:
             self._checkLink(connection, index, key, known, record, batched)
         if known is not None:
@@ -442,20 +447,18 @@ class Upserter:
             left.add((index - 1, known[link]))
         self._remember(cacheKey, seen, {**known, **changes})
 
-    def checkLinks(self, connection, record):
+    def checkLinks(self, connection, record, entered=False):
         """``InconsistentLink`` if ``record`` would move a study or series
-        row that it may not (see ``_checkLink``)."""
+        row that it may not (see ``_checkLink``); with ``entered``,
+        ``NotReentered`` if its study or series row is not there yet (see
+        the rules above)."""
         for index in (1, 2):
-            key = record.attrs.get(self._parents[index].keyTag)
-            self._checkLink(connection, index, key, self._parents[index].row(connection, key), record, {})
-
-    def checkEntered(self, connection, record):
-        """``NotReentered`` unless the study and series rows of ``record``
-        are there (see the rules above)."""
-        for level in self._parents[1:]:
+            level = self._parents[index]
             key = record.attrs.get(level.keyTag)
-            if level.row(connection, key) is None:
+            known = level.row(connection, key)
+            if entered and known is None:
                 raise NotReentered(level.table.name, level.keyName, key)
+            self._checkLink(connection, index, key, known, record, {})
 
     def _checkLink(self, connection, index, key, known, record, batched):
         """``InconsistentLink`` if ``record`` links the study (``index`` 1)

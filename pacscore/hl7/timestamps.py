@@ -43,4 +43,5 @@ def localDateAndTime(timestamp, convert=True):
         return None
     precision = max(len(time), len("HHMM") if local.minute != sent.minute else 0)
     # offsets are whole minutes: the seconds (a leap second's 60 too) are the sent ones
-    return local.strftime("%Y%m%d"), (local.strftime("%H%M") + time[4:])[:precision] + fraction
+    # the year in four digits: strftime's %Y gives 500, not 0500
+    return f"{local.year:04d}{local:%m%d}", (local.strftime("%H%M") + time[4:])[:precision] + fraction

@@ -227,6 +227,13 @@ class ConversionTests(unittest.TestCase):
             self.assertIsNone(localDateAndTime(timestamp), timestamp)
             self.assertLeftEmpty(columns, timestamp)
 
+    def test_aConvertedYearBeforeOneThousandHasFourDigits(self):
+        """A moment of the year 500 converted to local time gives an eight-digit
+        date (strftime's %Y gave 5000101, no valid DA)."""
+        inZone(self, "Europe/Amsterdam")
+        date, _ = localDateAndTime("05000101120000-0500")
+        self.assertEqual(date, "05000101")
+
     def test_malformedTimestampsLeftEmpty(self):
         """A timestamp that is no whole HL7 timestamp of a real date and
         time gives neither a date nor a time (not a time without its date,

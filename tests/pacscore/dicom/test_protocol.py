@@ -164,18 +164,24 @@ class ProtocolTests(ServerTestCase):
             position += 4 + int.from_bytes(rq[position + 2:position + 4], "big")
         return bytes(rq)
 
-    def test_evenContextIdsAnsweredAsProposed(self):
-        """Even IDs, which storescp and Orthanc accept: answered and used as proposed."""
+    def answeredContexts(self, contexts, ids):
+        """The A-ASSOCIATE-AC's {context ID: (result, transfer syntax)} for
+        ``contexts`` proposed under ``ids``, and the lines logged meanwhile."""
         with capturedLogs() as events:
-            self.protocol.dataReceived(self.withContextIds([(VERIFICATION, [IMPLICIT]), (CT_STORAGE, [EXPLICIT]),
-                                                            (STUDY_FIND, [IMPLICIT])], [2, 4, 7]))
+            self.protocol.dataReceived(self.withContextIds(contexts, ids))
         [(pduType, body)] = readPDUs(self.written())
         self.assertEqual(pduType, pdu.A_ASSOCIATE_AC)
-        results = {c.context_id: (c.result, c.transfer_syntax) for c in self.decodeAC(body).presentation_context}
+        return ({c.context_id: (c.result, c.transfer_syntax) for c in self.decodeAC(body).presentation_context},
+                [formatEvent(event) for event in events])
+
+    def test_evenContextIdsAnsweredAsProposed(self):
+        """Even IDs, which storescp and Orthanc accept: answered and used as proposed."""
+        results, lines = self.answeredContexts([(VERIFICATION, [IMPLICIT]), (CT_STORAGE, [EXPLICIT]),
+                                                (STUDY_FIND, [IMPLICIT])], [2, 4, 7])
         self.assertEqual(results, {2: (0, IMPLICIT), 4: (0, EXPLICIT), 7: (3, IMPLICIT)})
         self.assertEqual(self.protocol.association.contexts, {2: (VERIFICATION, IMPLICIT), 4: (CT_STORAGE, EXPLICIT)})
         self.assertIn("SCU@127.0.0.1:40000: presentation context ID 2, 4 even (PS3.8 9.3.2.2 asks odd ones): answered "
-                      "as proposed", [formatEvent(event) for event in events])
+                      "as proposed", lines)
         self.protocol.dataReceived(message(2, echoRQ(messageId=5)))
         [(contextId, rsp, _)] = readMessages(self.written())
         self.assertEqual((contextId, rsp[commands.STATUS]), (2, 0))
@@ -184,15 +190,11 @@ class ProtocolTests(ServerTestCase):
         """A presentation context ID proposed again: the later contexts of
         that ID are ignored (as storescp and Orthanc keep the first), with
         a warning."""
-        with capturedLogs() as events:
-            self.protocol.dataReceived(self.withContextIds([(VERIFICATION, [IMPLICIT]), (CT_STORAGE, [IMPLICIT]),
-                                                            (CT_STORAGE, [EXPLICIT])], [1, 1, 3]))
-        [(pduType, body)] = readPDUs(self.written())
-        self.assertEqual(pduType, pdu.A_ASSOCIATE_AC)
-        results = {c.context_id: (c.result, c.transfer_syntax) for c in self.decodeAC(body).presentation_context}
+        results, lines = self.answeredContexts([(VERIFICATION, [IMPLICIT]), (CT_STORAGE, [IMPLICIT]),
+                                                (CT_STORAGE, [EXPLICIT])], [1, 1, 3])
         self.assertEqual(results, {1: (0, IMPLICIT), 3: (0, EXPLICIT)})
         self.assertIn("SCU@127.0.0.1:40000: presentation context ID 1 proposed more than once: only its first context "
-                      "answered", [formatEvent(event) for event in events])
+                      "answered", lines)
 
     def test_tooManyTransferSyntaxesRejected(self):
         """PS3.8 sets no limit, DCMTK takes 50 transfer syntaxes a context:

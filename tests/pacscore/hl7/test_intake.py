@@ -337,6 +337,11 @@ class DropFolderTests(IntakeTestCase):
         self.scans()
         self.assertEqual(os.listdir(os.path.join(self.path, PROCESSED)), ["a.hl7"])
 
+    def folderLines(self, logged):
+        """(level, text) of the ``logged`` events about the drop folder itself."""
+        return [(event["log_level"], formatEvent(event)) for event in logged
+                if "drop folder " + self.path in formatEvent(event)]
+
     def test_aFolderThatGoesAndComesBackIsLoggedOnceEach(self):
         """A drop folder that went away (a share no longer mounted) was
         taken as empty without a word: its going is now one warning, its
@@ -348,8 +353,7 @@ class DropFolderTests(IntakeTestCase):
         self.drop("a.hl7", [orderMessage("M1", "ACC1", "P1", "A^B")])
         self.scans(3)
         self.assertEqual(sorted(self.rows()), ["ACC1"])
-        self.assertEqual([(event["log_level"], formatEvent(event)) for event in logged
-                          if "drop folder " + self.path in formatEvent(event)],
+        self.assertEqual(self.folderLines(logged),
                          [(LogLevel.warn, f"HL7 drop folder {self.path} is not there (a share not mounted?): "
                                           "files dropped there are taken once it is back"),
                           (LogLevel.info, f"HL7 drop folder {self.path} is there again")])
@@ -370,8 +374,7 @@ class DropFolderTests(IntakeTestCase):
         self.drop("a.hl7", [orderMessage("M1", "ACC1", "P1", "A^B")])
         self.scans(3)
         self.assertEqual(sorted(self.rows()), ["ACC1"])
-        self.assertEqual([(event["log_level"], formatEvent(event)) for event in logged
-                          if "drop folder " + self.path in formatEvent(event)],
+        self.assertEqual(self.folderLines(logged),
                          [(LogLevel.error, f"HL7 drop folder {self.path} cannot be listed ([Errno 20] Not a directory: "
                                            f"'{self.path}'): files dropped there are taken once it can"),
                           (LogLevel.info, f"HL7 drop folder {self.path} can be listed again")])

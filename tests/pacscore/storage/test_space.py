@@ -249,6 +249,15 @@ class NightlyTests(unittest.TestCase):
         self.clock.pump([60] * 25 * 60)
         self.assertEqual([when[:16] for _, when in runs], ["2026-03-01 01:00", "2026-03-02 01:00"])
 
+    def assertRunsAroundDay(self, zone, day, hours, expected):
+        """Nightly services of ``hours`` in ``zone``, started at noon two days
+        before ``day`` (year, month, day), run as ``expected`` over three days."""
+        self.inZone(zone)
+        year, month, mday = day
+        runs = self.nightlies(hours, time.mktime((year, month, mday - 2, 12, 0, 0, 0, 0, -1)))
+        self.clock.pump([60] * 3 * 24 * 60)
+        self.assertEqual(runs, expected)
+
     def test_onceOnTheAutumnClockChange(self):
         """The hour that happens twice runs its task once, with the other
         Nightly services of a site, in New York and in Amsterdam."""
@@ -259,11 +268,7 @@ class NightlyTests(unittest.TestCase):
                 ("Europe/Amsterdam", (2026, 10, 25), [2, 3],
                  [(2, "2026-10-24 02:00 CEST"), (3, "2026-10-24 03:00 CEST"), (2, "2026-10-25 02:00 CEST"),
                   (3, "2026-10-25 03:00 CET"), (2, "2026-10-26 02:00 CET"), (3, "2026-10-26 03:00 CET")])]:
-            self.inZone(zone)
-            year, month, mday = day
-            runs = self.nightlies(hours, time.mktime((year, month, mday - 2, 12, 0, 0, 0, 0, -1)))
-            self.clock.pump([60] * 3 * 24 * 60)
-            self.assertEqual(runs, expected)
+            self.assertRunsAroundDay(zone, day, hours, expected)
 
     def test_afterItsHourOnTheSpringClockChange(self):
         """The night its hour does not exist (the clocks go forward over
@@ -281,11 +286,7 @@ class NightlyTests(unittest.TestCase):
                   (2, "2027-03-14 03:00 EDT"), (1, "2027-03-15 01:00 EDT"), (2, "2027-03-15 02:00 EDT")]),
                 ("Europe/London", (2027, 3, 28), [1],
                  [(1, "2027-03-27 01:00 GMT"), (1, "2027-03-28 02:00 BST"), (1, "2027-03-29 01:00 BST")])]:
-            self.inZone(zone)
-            year, month, mday = day
-            runs = self.nightlies(hours, time.mktime((year, month, mday - 2, 12, 0, 0, 0, 0, -1)))
-            self.clock.pump([60] * 3 * 24 * 60)
-            self.assertEqual(runs, expected)
+            self.assertRunsAroundDay(zone, day, hours, expected)
 
     def test_aClockStepOnTheSpringNightDoesNotRunAtTheWrongHour(self):
         """On the night 02:00 does not exist, a step forward from 00:30 to

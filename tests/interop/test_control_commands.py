@@ -41,6 +41,7 @@ from pacscore.config.ini import DicomIni
 from pacscore.config.soplist import SopEntry, SopList
 from pacscore.testing.corpus import PREFIX, makeDataset
 from pacscore.testing.orders import orderMessage, writeMessages
+from pacscore.testing.tmpfs import mountTmpfs
 from tests.interop.index import snapshot
 from tests.interop.peers import StorescpServer
 from tests.interop.server import BIN, PacsServer, dcmtk
@@ -987,23 +988,22 @@ class MaintenanceCommandTests(DgateMixin, unittest.TestCase):
 
 class MakeSpaceTests(DgateMixin, unittest.TestCase):
     """makespace deletes the least recently accessed patients until MAG0 has
-    the space asked for: MSA (32 MB, stored first) and MSB (small)."""
+    the space asked for: MSA (32 MB, stored first) and MSB (small), on a
+    MAG0 of its own (a tmpfs no other test writes on, whose free space
+    changes only with what this server does)."""
 
-    @classmethod
-    def setUpClass(cls):
-        cls.workdir = tempfile.mkdtemp(prefix="pacs-controlcommands-makespace-")
-        cls.server = PacsServer(os.path.join(cls.workdir, "pacs")).start()
-        corpus = os.path.join(cls.workdir, "corpus")
-        cls.old = writeImages(corpus, "MSA", ["20200101"], imagesPerSeries=4, size=2048)
-        cls.young = writeImages(corpus, "MSB", ["20240102"])
-        for images in (cls.old, cls.young):
-            result = cls.server.store(*(image.path for image in images))
-            assert result.returncode == 0, result.stderr
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.server.stop()
-        shutil.rmtree(cls.workdir, True)
+    def setUp(self):
+        self.server = PacsServer(self.mktemp())
+        os.makedirs(self.server.dataDir)
+        mountTmpfs(self, self.server.dataDir, "128m")
+        self.server.start()
+        self.addCleanup(self.server.stop)
+        corpus = os.path.abspath(self.mktemp())
+        self.old = writeImages(corpus, "MSA", ["20200101"], imagesPerSeries=4, size=2048)
+        self.young = writeImages(corpus, "MSB", ["20240102"])
+        for images in (self.old, self.young):
+            result = self.server.store(*(image.path for image in images))
+            self.assertEqual(result.returncode, 0, result.stderr)
 
     def test_makespaceDeletesTheOldestPatient(self):
         paths = {image.sopUID: storedFile(self.server, image.sopUID)[1] for image in self.old + self.young}

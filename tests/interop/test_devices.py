@@ -6,7 +6,6 @@ retrieved from there by getscu."""
 
 import os
 import shutil
-import subprocess
 import tempfile
 
 import pydicom
@@ -14,6 +13,7 @@ from pydicom.data import get_testdata_file
 from twisted.trial import unittest
 
 from pacscore.storage.space import MEGABYTE
+from pacscore.testing.tmpfs import mountTmpfs
 from tests.interop.index import column
 from tests.interop.server import PacsServer
 from tests.interop.test_retrieve import getSeries
@@ -55,10 +55,7 @@ class FullDeviceTests(unittest.TestCase):
         spool was removed)."""
         mag0 = os.path.abspath(self.mktemp())
         os.makedirs(mag0)
-        if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=14m", "tmpfs", mag0],
-                                               capture_output=True).returncode:
-            raise unittest.SkipTest("mounting a tmpfs needs root")
-        self.addCleanup(subprocess.run, ["umount", "-l", mag0])
+        mountTmpfs(self, mag0, "14m")
         mag1 = os.path.abspath(self.mktemp())
         server = PacsServer(self.mktemp(), ini={"MAGDevices": "2", "MAGDevice0": mag0 + os.sep,
                                                "MAGDevice1": mag1 + os.sep, "MAGDeviceFullThreshHold": "5"})

@@ -25,6 +25,7 @@ from twisted.trial import unittest
 
 from pacscore.storage.part10 import readFileMeta
 from pacscore.testing.corpus import generateCorpus, makeDataset
+from pacscore.testing.tmpfs import mountTmpfs
 from tests.interop.index import column, rows, snapshot
 from tests.interop.peers import StorescpServer
 from tests.interop.test_find import STUDY_ROOT, findscu
@@ -722,8 +723,7 @@ class SmallDiskTestCase(unittest.TestCase):
         self.server = PacsServer(self.mktemp())
         self.mount = os.path.join(self.server.workdir, "smalldisk")
         os.makedirs(self.mount)
-        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={self.size}", "tmpfs", self.mount], check=True)
-        self.addCleanup(subprocess.run, ["umount", "-l", self.mount])
+        mountTmpfs(self, self.mount, self.size)
         self.server.setIni(MAGDevice0=self.mount + "/", **self.ini)
         self.addCleanup(self.server.stop)
         self.server.start()

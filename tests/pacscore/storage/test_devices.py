@@ -12,6 +12,7 @@ from sqlalchemy.exc import OperationalError
 from twisted.trial import unittest
 
 from pacscore.storage.devices import MagDevice, checkPresent, isDiskFull, mountPointOf
+from pacscore.testing.tmpfs import mountTmpfs
 
 
 def fullSQLiteError(testCase):
@@ -75,10 +76,7 @@ class PresentTests(unittest.TestCase):
     mounted again is taken at once, whatever its device number."""
 
     def mount(self, folder):
-        if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", folder],
-                                               capture_output=True).returncode:
-            raise unittest.SkipTest("mounting a tmpfs needs root")
-        self.addCleanup(subprocess.run, ["umount", "-l", folder], capture_output=True)
+        mountTmpfs(self, folder, "1m")
 
     def test_aDiskMountedAgainIsTaken(self):
         mountPoint = os.path.abspath(self.mktemp())

@@ -32,6 +32,7 @@ from pacscore.testing.corpus import generateCorpus, makeDataset
 from tests.interop.index import rows
 from tests.interop.peers import OrthancServer, StorescpServer
 from tests.interop.qrcorpus import CORPUS, storeCorpus
+from tests.interop.relay import QuietingRelay
 from tests.interop.server import PacsServer, dcmtk, dcmtkEnvironment, dcmtkTool, freePort, waitFor
 from tests.interop.test_find import findscu
 from tests.interop.test_forwarding import queued
@@ -712,16 +713,21 @@ class CancelAndLoadTests(unittest.TestCase):
         self.assertIn("C-MOVE: 6 sub-operations: 5 completed, 1 failed, 0 with a warning, 0 not sent", log)
 
     def test_getCutShortCountsWhatWasNotSent(self):
-        """A getscu killed once its first object arrived: the log counts the
-        objects never sent apart from those that failed."""
+        """A getscu killed once it has answered its first object, through a
+        link that went quiet after 3 MB (of 40): the log counts the objects
+        never sent apart from those that failed."""
         images = self.storeCorpus(patients=1, studiesPerPatient=1, seriesPerStudy=1, imagesPerSeries=20,
                                   rows=1024, columns=1024)
+        relay = QuietingRelay(self.server.port, mark=1 << 20, limit=3 << 20)
+        self.addCleanup(relay.close)
         out = tempfile.mkdtemp(dir=self.workdir)
         getscu = subprocess.Popen([dcmtkTool("getscu"), "-S", "-aec", self.server.ae, "-od", out,
                                    "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={images[0].studyUID}",
-                                   "127.0.0.1", str(self.server.port)],
+                                   "127.0.0.1", str(relay.port)],
                                   env=dcmtkEnvironment(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        waitFor(lambda: os.listdir(out), timeout=60, message="the first object")
+        self.assertTrue(relay.quiet.wait(60), "3 MB through the relay")
+        waitFor(lambda: relay.fromClient > relay.clientBytesAtMark, timeout=60,
+                message="getscu's answer to the first object")  # all it sends after the first 1 MB
         getscu.kill()
         getscu.wait()
         line = re.compile(r"C-GET: 20 sub-operations: (\d+) completed, (\d+) failed, 0 with a warning, (\d+) not sent")

@@ -63,7 +63,8 @@ may return ``'destroy'``, ``'reject'``, ``'stop'`` or ``'defer'`` (export
 converters; elsewhere it stops the line, with a warning); nothing means go on.
 
 Each worker thread has its own Lua state (lupa runtimes are not thread
-safe); a script is compiled once per thread.  Scripts run sandboxed: only
+safe); a script is compiled once per thread (of inline code, the last
+``MAX_CHUNKS`` run stay compiled).  Scripts run sandboxed: only
 string, table, math, os.time/date/clock, the safe base functions and a
 ``package`` table holding only Lua's ``path`` and ``cpath`` strings (Conquest's
 dicom.ini adds to ``package.path``; ``require`` stays out of reach), unless
@@ -118,6 +119,7 @@ DEFAULT_MAX_INSTRUCTIONS = 10_000_000
 STORAGE = "Storage"  # Data.Storage: the device, not an element
 MAX_MEMORY = 256 << 20  # bytes one thread's Lua state may hold: string.rep('x', 2^30) fails, the server lives
 ITEM_SIZE = 1024  # what a sequence item a script adds counts towards MAX_MEMORY (LuaRuntime.charge)
+MAX_CHUNKS = 256  # inline chunks a thread keeps compiled, the least recently used dropped (as _parsedScript)
 
 _TRACEBACK = re.compile(r"(?:^|\n)stack traceback:")
 _DESTINATION = re.compile(r'[^\s;{}"]{1,16}|[^\s;{}":]+:\d{1,5}')  # forward(ae): an AE, or host:port as 'forward to'
@@ -672,7 +674,7 @@ class LuaRuntime:
         self._setupvalue = self.lua.globals().debug.setupvalue  # Lua's C function: no instruction counted
         self._api = None  # the LuaApi of the script running (run()), for x:Script
         self._given = 0  # bytes the outermost run put into Python objects (charge)
-        self._sources = {}  # source text -> compiled chunk
+        self._sources = {}  # source text -> compiled chunk, the most recently used last
         self._files = {}    # path -> ((mtime, size), compiled chunk)
 
     @classmethod
@@ -684,11 +686,15 @@ class LuaRuntime:
         return runtime
 
     def compile(self, source):
-        """The compiled chunk of inline code (cached; ``lua`` in Lua's
-        messages); ``LuaScriptError`` for a syntax error."""
-        chunk = self._sources.get(source)
+        """The compiled chunk of inline code (``lua`` in Lua's messages;
+        the last MAX_CHUNKS used are kept); ``LuaScriptError`` for a
+        syntax error."""
+        chunk = self._sources.pop(source, None)
         if chunk is None:
-            chunk = self._sources[source] = self._load(source, "=lua")
+            chunk = self._load(source, "=lua")
+            if len(self._sources) >= MAX_CHUNKS:
+                del self._sources[next(iter(self._sources))]
+        self._sources[source] = chunk
         return chunk
 
     def compileFile(self, path, name):

@@ -1296,3 +1296,27 @@ class AnonymizerTests(unittest.TestCase):
         other.PatientID = "1CT2"
         self.assertNotEqual(self.anonymize(other).PatientID,
                             self.anonymize(dcmread(get_testdata_file("CT_small.dcm"))).PatientID)
+
+
+class ChunkCacheTests(unittest.TestCase):
+    """Inline code is compiled once, but a thread keeps at most
+    ``MAX_CHUNKS`` chunks: code built at run time (dgate --lua:, script()
+    of a line made by the script) does not grow the server for ever."""
+
+    def test_chunksRunOnceDoNotPileUp(self):
+        runtime = LuaRuntime()
+        pad = "x" * 20000
+        for number in range(3 * lua.MAX_CHUNKS):
+            runtime.compile(f"local s = '{pad}{number}'")
+        runtime.lua.execute("collectgarbage()")
+        self.assertEqual(len(runtime._sources), lua.MAX_CHUNKS)
+        self.assertLess(runtime.lua.get_memory_used(), 2 * lua.MAX_CHUNKS * len(pad))
+
+    def test_recentChunksStay(self):
+        """The least recently used chunk goes first: a converter's own code,
+        run for every object, stays compiled."""
+        runtime = LuaRuntime()
+        kept = runtime.compile("return 1")
+        for number in range(2 * lua.MAX_CHUNKS):
+            runtime.compile(f"return {number}")
+            self.assertIs(runtime.compile("return 1"), kept)

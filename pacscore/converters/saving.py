@@ -23,6 +23,7 @@ import subprocess
 import tempfile
 
 from pydicom import dcmread
+from pydicom.datadict import dictionary_has_tag
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from twisted.logger import Logger
@@ -60,14 +61,26 @@ def writePart10(dataset, path, syntax=None, body=None):
         f.write(body)
 
 
+def isObject(dataset):
+    """Whether what pydicom read with ``force`` is an object: a file with
+    the preamble and DICM, or a meta group, or a bare data set (a .v2)
+    whose first element is a group length or one the dictionary knows;
+    text or random bytes make a bogus first element."""
+    if dataset.preamble is not None or len(dataset.file_meta):
+        return bool(len(dataset))
+    first = next(iter(dataset.keys()), None)
+    return first is not None and (dictionary_has_tag(first) or first & 0x1FFFF == 0)
+
+
 def readObject(path, attributes=None):
     """The whole object in ``path`` (Part-10, or a bare data set as
     Conquest's .v2 files), NKI compressed pixel data decompressed, with
     ``attributes`` (its elements up to the pixels, changed) applied when
-    given; InvalidDicomError when it holds no element or damaged NKI data."""
+    given; InvalidDicomError when it holds no object (``isObject``) or
+    damaged NKI data."""
     dataset = dcmread(path, force=True)
-    if not len(dataset):
-        raise InvalidDicomError(f"{path} holds no DICOM element")
+    if not isObject(dataset):
+        raise InvalidDicomError(f"{path} holds no DICOM object")
     if attributes is not None:
         applyAttributes(dataset, attributes)
     if "TransferSyntaxUID" not in dataset.file_meta:  # a bare data set: as pydicom found it encoded

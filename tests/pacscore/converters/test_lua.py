@@ -10,6 +10,7 @@ from types import SimpleNamespace
 from pydicom import Dataset, dcmread
 from pydicom.data import get_testdata_file
 from pydicom.sequence import Sequence
+from pydicom.uid import ImplicitVRLittleEndian
 from twisted.internet import defer, reactor, threads
 from twisted.internet.defer import inlineCallbacks
 from twisted.logger import LogLevel, capturedLogs
@@ -31,6 +32,7 @@ from pacscore.converters.servercommands import ServerCommands
 from pacscore.converters.script import parseScript
 from pacscore.converters.uidmap import UIDMap
 from pacscore.db.index import Index
+from pacscore.dicom.datasets import encodeDataset
 from pacscore.interfaces import IConverterCommand
 from plugins import pacs_commands_dataset, pacs_commands_lua
 from tests.pacscore.control.running import RunningArchive
@@ -973,6 +975,26 @@ class ObjectTests(unittest.TestCase):
         self.assertTrue(messages[0].startswith(f"{KEY}: nil\tcannot read missing.dcm: [Errno 2]"), messages[0])
         self.assertTrue(messages[1].startswith(f"{KEY}: nil\tcannot read junk.dcm: "), messages[1])
         self.assertEqual(messages[2], f"{KEY}: DOE^JOHN")
+        self.assertFalse(context.changed)
+
+    def test_fileThatIsNoDicomIsNil(self):
+        """Text or random bytes are no object (Conquest's readdicom gives
+        nothing): nil and the reason, Data unchanged; a bare implicit VR
+        data set (Conquest's .v2) is one."""
+        with open(os.path.join(self.files, "text.txt"), "w") as f:
+            f.write("hello world this is a text file\n")
+        with open(os.path.join(self.files, "random.bin"), "wb") as f:
+            f.write(bytes(range(256)[::-1]) * 8)
+        with open(os.path.join(self.files, "bare.v2"), "wb") as f:
+            f.write(encodeDataset(dcmread(get_testdata_file("CT_small.dcm")), ImplicitVRLittleEndian))
+        outcome, context, messages = runLua(
+            "print(readdicom('text.txt')); print(Data:Read('random.bin')); print(Data.PatientName); "
+            "local x = newdicomobject(); print(x:Read('bare.v2'), x.PatientName)", self.context())
+        self.assertEqual(outcome, Outcome.CONTINUE)
+        self.assertEqual(messages[2:], [f"{KEY}: DOE^JOHN", f"{KEY}: 1\tCompressedSamples^CT1"])
+        for message, name in zip(messages, ("text.txt", "random.bin")):
+            self.assertTrue(message.startswith(f"{KEY}: nil\tcannot read {name}: "), message)
+            self.assertTrue(message.endswith(f"{name} holds no DICOM object"), message)
         self.assertFalse(context.changed)
 
     def test_sandboxedScriptsReachOnlyLuaFileFolder(self):

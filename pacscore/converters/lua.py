@@ -511,7 +511,7 @@ def _setElement(handle, key, value):
         raise LuaApiError(f"{key} has VR {vr}: Lua sets only text and numbers")
     if isinstance(value, float) and value.is_integer() and vr in _INTEGER_VRS:
         value = int(value)  # Lua's 512 / 2 is 256.0
-    value = str(value)
+    value = "%.14g" % value if isinstance(value, float) else str(value)  # as Conquest's Lua writes numbers
     LuaRuntime.forThread().charge(len(value))
     assign(dataset, tag, value, root=handle.context.dataset)
     _assigned(handle, tag)

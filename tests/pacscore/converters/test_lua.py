@@ -159,6 +159,19 @@ class DataTests(unittest.TestCase):
         self.assertEqual(messages, [f"{KEY}: true\tstring\tsmall\t3\t12\ttrue\t-5\t1000.5\t0\\256\\256\\0"])
         self.assertEqual((context.dataset.Columns, context.dataset["Columns"].VR), (64, "US"))
 
+    def test_numbersAreWrittenAsConquestWritesThem(self):
+        """A number Lua computes is set as Conquest's Lua writes it (%.14g):
+        a DS of 1/3 is 16 characters, a valid DS, not Python's 18."""
+        outcome, context, messages = runLua(
+            "Data.SliceThickness = 1/3; Data.PatientWeight = 0.1 + 0.2; Data.SliceLocation = 4/2; "
+            "Data.PixelSpacing = 0.5; local x = newdicomobject(); x.SliceThickness = 2^0.5; "
+            "print(Data.SliceThickness, x.SliceThickness)")
+        self.assertEqual((outcome, messages), (Outcome.CONTINUE, [f"{KEY}: 0.33333333333333\t1.4142135623731"]))
+        dataset = context.dataset
+        self.assertEqual([str(dataset[keyword].value) for keyword in
+                          ("SliceThickness", "PatientWeight", "SliceLocation", "PixelSpacing")],
+                         ["0.33333333333333", "0.3", "2", "0.5"])
+
     def test_fileMetaElementsAreRefused(self):
         for code in ("Data['0002,0016'] = 'HACKED'", "Data:SetVR(0x0002, 0x0016, 'HACKED')"):
             outcome, context, messages = runLua(code)

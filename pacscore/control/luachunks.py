@@ -4,7 +4,7 @@ own, ``Archive.luaChunks``, so that a chunk stuck in a C call, where
 ``LuaMaxInstructions`` does not count, holds up no storage and no other
 command; when every thread of it runs a chunk, a further one is refused at once;
 sandboxed unless ``LuaAllowUnsafe = 1``, stopped after
-``LuaMaxInstructions``, with no ``Data``), what it prints the command's
+``LuaMaxInstructions``, with ``Data`` an empty object), what it prints the command's
 output (at most ``MAX_ANSWER`` bytes, ``AnswerLines``: past them the chunk fails); a
 chunk that fails fails the command, after what it printed.
 Conquest's ``--dolua:`` runs the chunk in the dgate process itself; a pacs

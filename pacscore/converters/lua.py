@@ -4,7 +4,8 @@ As in Conquest, a statement that is a Lua file's name, ``x.lua`` or
 ``x.lua(text)``, runs it as ``lua:x.lua`` does, with the global
 ``command_line`` the %-expanded text; ``process with x.lua text`` runs it
 on the object likewise and ``process ... by x.lua text`` (a queued
-action) with no ``Data`` at all (``runProcessScript``).
+action) with ``Data`` an empty object (``runProcessScript``), as every run
+without an object gets (Conquest's dummyddo: ``readdicom(path)`` fills it).
 
 A script sees ``Data`` (the object's data set: ``Data.PatientName``,
 ``Data['0010,0010']``, ``Data.ReferencedSeriesSequence[0].SeriesInstanceUID``
@@ -751,7 +752,8 @@ class LuaRuntime:
         also those of the Python functions the script calls, raise
         ``lupa.LuaError``."""
         context = api.context
-        handle = None if context.dataset is None else _DatasetHandle(context, context.dataset)
+        # no object here (dgate --lua:, the [lua] scripts): an empty one, as Conquest's dummyddo
+        handle = api.newdicomobject() if context.dataset is None else _DatasetHandle(context, context.dataset)
         globals = {"CallingAE": context.callingAE, "CalledAE": context.calledAE, "Filename": context.filename or "",
                    "Association": self.lua.table_from({"Calling": context.callingAE, "Called": context.calledAE}),
                    "Global": self.globalTable(context.services.configuration, api.unsafe)}
@@ -1136,7 +1138,7 @@ class LuaFileCommand(_LuaCommandBase):
 
 def runProcessScript(services, name, commandLine):
     """In a worker thread: ``process ... by name.lua text`` as Conquest runs
-    it: the script file (found as ``lua:`` finds it) with no ``Data`` and
+    it: the script file (found as ``lua:`` finds it) with ``Data`` empty and
     ``command_line`` the text; LuaFailure when it fails."""
     context = ConverterContext("export", None, services=services, converterName=f"process by {name}")
     LuaFileCommand().execute(LuaArguments(name, None, "export"), context, commandLine)

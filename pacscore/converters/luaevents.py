@@ -27,7 +27,8 @@
 Each value is Lua code (Conquest's usual ``dofile('x.lua')``) run as a
 ``lua "..."`` converter runs it, in a worker of the I/O pool: sandboxed
 unless ``LuaAllowUnsafe = 1`` (a sandboxed ``dofile`` reads the files of
-``LuaFileFolder``), stopped after ``LuaMaxInstructions``, with no ``Data``;
+``LuaFileFolder``), stopped after ``LuaMaxInstructions``, with ``Data`` an
+empty object (as Conquest's dummyddo);
 its ``print`` goes to the server log as ``[lua] startup: ...`` and an
 error is logged.  Unlike Conquest, where these scripts share one Lua state
 (per association for the association's ones), each run starts with fresh

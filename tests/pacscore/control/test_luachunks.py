@@ -24,6 +24,8 @@ class LuaChunkTests(unittest.TestCase):
         output = yield self.running.run(commands.lua, "print(servercommand('get_param:MyACRNema'))")
         self.assertEqual(output, "LUAPACS")
         self.assertEqual((yield self.running.run(commands.lua, "local x = 1")), "")
+        output = yield self.running.run(commands.dolua, "Data.PatientID = 'P1'; print(type(Data), Data.PatientID)")
+        self.assertEqual(output, "table\tP1")
 
     @defer.inlineCallbacks
     def test_failuresAndRefusals(self):

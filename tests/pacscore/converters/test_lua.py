@@ -959,6 +959,19 @@ class ObjectTests(unittest.TestCase):
         self.assertTrue(context.changed)
         self.assertEqual([e.keyword for e in context.dataset], ["PatientName", "PatientID"])
 
+    def test_emptyDataWhereThereIsNoObject(self):
+        """Where there is no object (dgate --lua:, the [lua] scripts) Data
+        is an empty one, as Conquest's dummyddo: readdicom(path) fills it."""
+        other = Dataset()
+        other.PatientName = "ROE^JANE"
+        self.writeFile("other.dcm", other)
+        context = self.context()
+        context.dataset = None
+        outcome, _, messages = runLua(
+            "print(type(Data), Data.PatientName); print(readdicom('other.dcm'), Data.PatientName)", context)
+        self.assertEqual((outcome, messages), (Outcome.CONTINUE, [f"{KEY}: table\tnil", f"{KEY}: 1\tROE^JANE"]))
+        self.assertIsNone(context.dataset)
+
     def test_compressedObjects(self):
         """A compressed object is read into and written from a new object in
         its own syntax; it cannot replace the converter's object."""

@@ -46,7 +46,7 @@ class LuaEventsTests(unittest.TestCase):
 
     def test_startupRunsOnce(self):
         events = self.events("startup = print('started', type(os.execute), type(Data), CallingAE)\n")
-        self.assertEqual(self.lines(events.startService), ["[lua] startup: started\tnil\tnil\t"])
+        self.assertEqual(self.lines(events.startService), ["[lua] startup: started\tnil\ttable\t"])
         self.assertEqual(self.lines(lambda: self.clock.advance(86400)), [])
         events.stopService()
 
@@ -101,12 +101,12 @@ class LuaEventsTests(unittest.TestCase):
 
     def test_commandSeesTheRequest(self):
         events = self.events("command = print(Command.CommandField, Command.MessageID, Command.MoveDestination, "
-                             "Command['0000,0002'], Association.Calling, CalledAE, Data, Command.CommandField == '33', "
+                             "Command['0000,0002'], Association.Calling, CalledAE, type(Data), Command.CommandField == '33', "
                              "tonumber(Command.CommandField) == 0x21)\n")
         command = self.move()
         checked, lines = self.check(events, command)
         self.assertIs(checked, command)
-        self.assertEqual(lines, ["[lua] command: 33\t7\tVIEWER\t1.2.840.10008.5.1.4.1.2.2.2\tMODALITY\tPACS\tnil\ttrue\ttrue"])
+        self.assertEqual(lines, ["[lua] command: 33\t7\tVIEWER\t1.2.840.10008.5.1.4.1.2.2.2\tMODALITY\tPACS\ttable\ttrue\ttrue"])
 
     def test_commandChangedByTheScript(self):
         """What the script sets is the request served, as in Conquest (one DICOMCommandObject)."""

@@ -35,9 +35,9 @@ class ProcessByLuaTests(unittest.TestCase):
         return d, [event["text"] for event in events if "text" in event]
 
     def test_runsTheScript(self):
-        d, printed = self.process("print(command_line, Data == nil)", "study.lua E:/x::PAT1  1.2.3")
+        d, printed = self.process("print(command_line, Data.PatientID)", "study.lua E:/x::PAT1  1.2.3")
         self.assertEqual(self.successResultOf(d), 1)
-        self.assertEqual(printed, ["E:/x::PAT1  1.2.3\ttrue"])
+        self.assertEqual(printed, ["E:/x::PAT1  1.2.3\tnil"])
 
     def test_failingScriptIsAFailure(self):
         d, _ = self.process("script('nop')", "study.lua")

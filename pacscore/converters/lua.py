@@ -59,7 +59,11 @@ converter is the whole stored object), ``x:Dump(path)`` (its elements
 as text, as ``dump_header`` shows them) and ``dofile(path)`` (runs a Lua
 file with the script's globals), files as ``luafiles`` allows:
 any with ``LuaAllowUnsafe`` (Lua's own ``dofile``), else only those in
-``LuaFileFolder``.  It
+``LuaFileFolder``; ``writeheader([x,] path)`` (``x:Dump``),
+``x:free()`` (``deletedicomobject(x)``: empties an object the script made),
+Conquest's pixel functions (``getpixel`` ..., ``x:GetPixel`` ...: see
+``luapixels``) and ``sql``, ``dicomdelete``, ``get_sqldef``, ``heapinfo``
+and ``Global.Key = value`` (see ``luaadmin``).  It
 may return ``'destroy'``, ``'reject'``, ``'stop'`` or ``'defer'`` (export
 converters; elsewhere it stops the line, with a warning); nothing means go on.
 
@@ -106,8 +110,10 @@ from pacscore.config.ini import MAIN_SECTION
 from pacscore.config.secrets import publicItems
 from pacscore.converters.context import ConverterContext, ConverterSyntaxError, Outcome
 from pacscore.converters.elements import FIRST_PIXEL_TAG, assign, metaRefusal, textOf, vrOf
+from pacscore.converters.luaadmin import AdminFunctions, LuaAdminError
 from pacscore.converters.luafiles import (LuaFileRefused, luaFilePath, readLuaFile, readLuaText, unsafeAllowed,
                                          writeLuaFile, writeLuaText)
+from pacscore.converters.luapixels import pixelCall
 from pacscore.converters.saving import readObject, wholeObject
 from pacscore.converters.script import parseScript
 from pacscore.converters.servercommands import ServerCommandError
@@ -133,7 +139,7 @@ _FATE_OUTCOMES = (Outcome.DESTROY, Outcome.REJECT, Outcome.DEFER)
 # Receives the Python accessors; returns (compile, prepare, beginRun, sethook, endRun, wrapDataset, caselessIndex).
 _SETUP = r"""
 local getElement, setElement, sequenceItem, sequenceLength, kindOf, getVR, setVR, readInto, writeFrom, dumpTo,
-      scriptOn = ...
+      scriptOn, pixels, freeObject = ...
 local load, pcall, error, tostring, pairs, setmetatable, type = load, pcall, error, tostring, pairs, setmetatable, type
 local pack, unpack, concat, select = table.pack, table.unpack, table.concat, select
 local byte, utf8len = string.byte, utf8.len
@@ -175,6 +181,7 @@ sequenceItem, sequenceLength = guard(sequenceItem, 3), guard(sequenceLength, 3)
 getVR, setVR = guard(getVR, 3), guard(setVR, 3)
 -- tail called: level 2 is the script
 readInto, writeFrom, dumpTo, scriptOn = guard(readInto, 2), guard(writeFrom, 2), guard(dumpTo, 2), guard(scriptOn, 2)
+pixels, freeObject = guard(pixels, 2), guard(freeObject, 2)
 
 -- GetVR's value as Conquest gives it: a table of its bytes from index 0
 local function byteTable(value)
@@ -220,7 +227,19 @@ local methods = {
   Write = function(self, path) return writeFrom(self, path) end,
   Dump = function(self, path) return dumpTo(self, path) end,
   Script = function(self, rule) return scriptOn(self, rule) end,
+  free = function(self) return freeObject(self) end,
 }
+-- Conquest's pixel functions (luapixels): x:GetPixel(...) and getpixel([x,] ...), x Data when not given
+local PIXELS = {GetPixel = "getpixel", SetPixel = "setpixel", GetRow = "getrow", SetRow = "setrow",
+                GetColumn = "getcolumn", SetColumn = "setcolumn", GetImage = "getimage", SetImage = "setimage"}
+local function pixelCall(name, object, ...)
+  local args = pack(...)
+  for i = 1, args.n do args[i] = rawValue(args[i]) end
+  return pixels(name, object, unpack(args, 1, args.n))
+end
+for method, name in pairs(PIXELS) do
+  methods[method] = function(self, ...) return pixelCall(name, self, ...) end
+end
 wrapDataset = function(handle)
   local proxy = setmetatable({}, {
     __index = function(_, key)
@@ -297,6 +316,15 @@ local function prepare(chunk, unsafe, globals, dataset, log, functions, debug)
     end
   end
   env.luasource = nil
+  -- Global.Key = value: Conquest's put_param and read_ini (luaadmin); read back as set
+  if functions.setglobal ~= nil and env.Global ~= nil then
+    local setglobal = guard(functions.setglobal, 3)
+    getmetatable(env.Global).__newindex = function(t, k, v)
+      setglobal(k, tostring(v))
+      if type(k) == "string" then getmetatable(t).lowered[lower(k)] = v end
+    end
+  end
+  env.setglobal = nil
   if dataset ~= nil then env.Data = wrapDataset(dataset) end
   env.getvr, env.setvr = getvr, setvr
   if env.newdicomobject ~= nil then
@@ -310,6 +338,17 @@ local function prepare(chunk, unsafe, globals, dataset, log, functions, debug)
     env.writedicom = function(object, path)
       if path == nil then object, path = env.Data, object end
       return object:Write(path)
+    end
+    env.writeheader = function(object, path)
+      if path == nil then object, path = env.Data, object end
+      return object:Dump(path)
+    end
+    env.deletedicomobject = function(object) return freeObject(object) end
+    for _, name in pairs(PIXELS) do
+      env[name] = function(object, ...)
+        if handleOf[object] == nil then return pixelCall(name, env.Data, object, ...) end
+        return pixelCall(name, object, ...)
+      end
     end
   end
   env.print = printer(log)
@@ -592,8 +631,7 @@ def _setVR(handle, group, element, value):
     elif vr == "SQ":
         raise LuaApiError(f"({tag >> 16:04x},{tag & 0xFFFF:04x}) is a sequence: SetVR wants a sequence for it")
     elif isinstance(value, str) or lupa.lua_type(value) == "table":
-        raw = value.encode("utf-8") if isinstance(value, str) else bytes(
-            _byteOf(value[index]) for index in range(len(value) + 1))
+        raw = _bytesOf(value)
         LuaRuntime.forThread().charge(len(raw))
         dataset[tag] = convert_raw_data_element(RawDataElement(tag, vr, len(raw), raw, 0, False, True),
                                                 encoding=_encodings(handle.context.dataset), ds=dataset)
@@ -651,6 +689,40 @@ def _dumpTo(handle, name):
     return (None, reason) if reason else True
 
 
+def _pixels(name, handle, *args):
+    """Conquest's pixel function ``name`` on the object of ``handle`` (see
+    ``luapixels``); a setter marks the object changed."""
+    if not isinstance(handle, _DatasetHandle):
+        raise LuaApiError(f"{name} wants a DICOM object")
+    runtime = LuaRuntime.forThread()
+    if name == "setimage":  # its string, or table of bytes
+        args = [_bytesOf(arg) if isinstance(arg, str) or lupa.lua_type(arg) == "table" else arg for arg in args]
+    element = _element(handle, PIXEL_DATA)
+    results, changed = pixelCall(name, handle.dataset, element, args, runtime.lua.table_from)
+    if changed is not None:
+        runtime.charge(len(changed))
+        element.value = changed
+        _assigned(handle, PIXEL_DATA)
+    return results
+
+
+def _free(handle):
+    """Conquest's ``deletedicomobject(x)`` (``x:free()``): empties an object
+    or array the script made; Data and its items stay."""
+    if isinstance(handle, _DatasetHandle) and isinstance(handle.context, _ObjectContext):
+        handle.dataset.clear()
+    elif isinstance(handle, _SequenceHandle) and isinstance(handle.context, _ObjectContext):
+        handle.sequence.clear()
+
+
+def _bytesOf(value):
+    """The bytes of a Lua string (text) or of a table of bytes from index 0
+    to its length (as GetVR gives them)."""
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    return bytes(_byteOf(value[index]) for index in range(len(value) + 1))
+
+
 def _byteOf(value):
     """A byte of a SetVR table: Lua's integer value of ``value`` (0 when it has none)."""
     if isinstance(value, float) and value.is_integer():
@@ -670,7 +742,7 @@ class LuaRuntime:
         (self._compile, self._prepare, self._beginRun, self._sethook, self._endRun, self._wrapDataset,
          self._caselessIndex) = self.lua.execute(
             _SETUP, _getElement, _setElement, _sequenceItem, _sequenceLength, _kindOf, _getVR, _setVR, _readInto,
-            _writeFrom, _dumpTo, self._scriptOn)
+            _writeFrom, _dumpTo, self._scriptOn, _pixels, _free)
         self._setmetatable = self.lua.globals().setmetatable
         self._setupvalue = self.lua.globals().debug.setupvalue  # Lua's C function: no instruction counted
         self._api = None  # the LuaApi of the script running (run()), for x:Script
@@ -740,7 +812,7 @@ class LuaRuntime:
         for key, value in conquest + (items if unsafe else publicItems(items)):
             if value is not None:
                 byName.setdefault(key.lower(), (key, value))
-        table = self.lua.table_from(dict(byName.values()))
+        table = self.lua.table_from({})  # empty: every name read through __index, every one set through __newindex
         lowered = self.lua.table_from({name: value for name, (_, value) in byName.items()})
         # by Lua's C function: no instruction of the script's LuaMaxInstructions spent on it
         self._setmetatable(table, self.lua.table_from({"__index": self._caselessIndex, "lowered": lowered}))
@@ -764,7 +836,7 @@ class LuaRuntime:
         functions = {name: getattr(api, name) for name in
                      ("forward", "script", "dbquery", "genuid", "changeuid", "changeuidback", "crc",
                       "newdicomobject", "newdicomarray", "servercommand", "dicomquery", "dicommove", "get_amap",
-                      "dictionary", "luasource")}
+                      "dictionary", "luasource", "sql", "dicomdelete", "get_sqldef", "heapinfo", "setglobal")}
         outer, self._api = self._api, api  # script('lua ...') runs one within another
         try:
             return self.execute(chunk, globals, functions, api.print, handle, api.unsafe, maxInstructions,
@@ -814,7 +886,7 @@ def _datasetOf(value, name):
     return value.dataset
 
 
-class LuaApi:
+class LuaApi(AdminFunctions):
     """The Python side of what one run of a script may call; ``registry``
     and ``kind`` are those of the converter line (for ``script()``),
     ``unsafe`` whether it runs unsandboxed (``LuaAllowUnsafe = 1``)."""
@@ -1066,7 +1138,7 @@ class _LuaCommandBase:
             return _outcomeOf(result, api.fate)
         except lupa.LuaError as e:
             raise LuaFailure(describeLuaError(e)) from e
-        except (LuaScriptError, LuaApiError, LuaAccessDenied, LuaFileRefused) as e:
+        except (LuaScriptError, LuaApiError, LuaAccessDenied, LuaFileRefused, LuaAdminError) as e:
             raise LuaFailure(str(e)) from e
 
     def run(self, arguments, context):

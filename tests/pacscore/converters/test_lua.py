@@ -1368,3 +1368,114 @@ class ChunkCacheTests(unittest.TestCase):
         for number in range(2 * lua.MAX_CHUNKS):
             runtime.compile(f"return {number}")
             self.assertIs(runtime.compile("return 1"), kept)
+
+
+class PixelTests(unittest.TestCase):
+    """Conquest's getpixel, setpixel, getrow ... and x:GetPixel ..."""
+
+    def image(self, samples=1, bits=16):
+        dataset = patient()
+        dataset.Rows, dataset.Columns, dataset.SamplesPerPixel, dataset.BitsAllocated = 2, 3, samples, bits
+        dataset.PixelData = bytes(range(2 * 3 * samples * bits // 8))
+        return makeContext(dataset)
+
+    def test_read(self):
+        outcome, context, messages = runLua(
+            "print(getpixel(1, 0), Data:GetPixel(2, 1, 0), getpixel(3, 0), getpixel(0, 0, 1)); "
+            "local r, c = getrow(1), Data:GetColumn(1); print(r[0], r[1], r[2], r[3], c[0], c[1]); "
+            "print(#getimage(), getimage(1))", self.image())
+        self.assertEqual(outcome, Outcome.CONTINUE)
+        self.assertEqual(messages, [f"{KEY}: 770\t2826\tnil", f"{KEY}: 1798\t2312\t2826\tnil\t770\t2312", f"{KEY}: 12"])
+        self.assertFalse(context.changed)
+
+    def test_write(self):
+        """setpixel takes x, y, z and the samples; setrow and setcolumn a
+        table from index 0 (z optional); setimage a string of the frame's length."""
+        outcome, context, messages = runLua(
+            "setpixel(0, 0, 0, 65535); setrow(1, {[0] = 1, 2, 3}); Data:SetColumn(2, 0, {[0] = 7, 8}); "
+            "print(getpixel(0, 0), getpixel(1, 1), getpixel(2, 0), getpixel(2, 1)); "
+            "local x = newdicomobject(); x.Rows, x.Columns, x.BitsAllocated = 1, 2, 8; x.PixelData = nil; "
+            "setimage(x, 'ab'); print(x:GetPixel(0, 0)); x:SetVR(0x7fe0, 0x10, {[0] = 1, 2}); "
+            "x:SetImage('xy'); x:SetImage('toolong'); print(getpixel(x, 0, 0), getpixel(x, 1, 0))", self.image())
+        self.assertEqual(outcome, Outcome.CONTINUE)
+        self.assertEqual(messages, [f"{KEY}: 65535\t2\t7\t8", f"{KEY}: ", f"{KEY}: 120\t121"])
+        self.assertTrue(context.changed)
+        self.assertEqual(context.dataset.PixelData[:4], b"\xff\xff\x02\x03")
+
+    def test_colourAndSignedSamples(self):
+        outcome, _, messages = runLua("setpixel(1, 0, 0, 1, 2, 3); print(getpixel(1, 0)); print(getpixel(0, 0))",
+                                      self.image(samples=3, bits=8))
+        self.assertEqual(messages, [f"{KEY}: 1\t2\t3", f"{KEY}: 0\t1\t2"])
+        outcome, _, messages = runLua("setpixel(0, 0, 0, -2); print(getpixel(0, 0))", self.image(bits=32))
+        self.assertEqual(messages, [f"{KEY}: -2"])
+
+
+class ConquestExtrasTests(unittest.TestCase):
+    """x:free() and deletedicomobject, writeheader, heapinfo, get_sqldef,
+    and sql, dicomdelete and Global assignments, refused when sandboxed."""
+
+    def test_objects(self):
+        workdir = os.path.abspath(self.mktemp())
+        os.makedirs(os.path.join(workdir, "luafiles"))
+        context = makeContext(ini="LuaFileFolder = luafiles\n", configDir=workdir)
+        outcome, _, messages = runLua(
+            "local x = newdicomobject(); x.PatientID = 'X'; x:free(); local a = newdicomarray(); "
+            "a[0].PatientID = 'A'; deletedicomobject(a); Data:free(); print(x.PatientID, #a, Data.PatientID); "
+            "writeheader('data.txt'); writeheader(Data, 'data2.txt'); print(type(heapinfo()))", context)
+        self.assertEqual((outcome, messages), (Outcome.CONTINUE, [f"{KEY}: nil\t0\t123", f"{KEY}: string"]))
+        for name in ("data.txt", "data2.txt"):
+            with open(os.path.join(workdir, "luafiles", name)) as f:
+                self.assertIn("DOE^JOHN", f.read())
+
+    def test_get_sqldef(self):
+        context = makeContext()
+        context.services.configuration.layout = conquestLayout()
+        outcome, _, messages = runLua("print(get_sqldef(0, 0)); print(get_sqldef(3, 0)); print(get_sqldef(0, 99)); "
+                                      "print(get_sqldef(5, 0))", context)
+        self.assertEqual(messages, [f"{KEY}: 16\t32\tPatientID\t64\tSQL_C_CHAR\tDT_STR",
+                                    f"{KEY}: 8\t24\tSOPInstanceUID\t64\tSQL_C_CHAR\tDT_UI", f"{KEY}: ", f"{KEY}: "])
+
+    def test_refusedWhenSandboxed(self):
+        for code in ("sql('DELETE FROM DICOMImages')", "dicomdelete(newdicomobject())", "Global.DebugLevel = 3"):
+            outcome, _, messages = runLua(code, makeContext(ini="DebugLevel = 0\n"))
+            self.assertEqual(outcome, Outcome.STOP, code)
+            self.assertIn("sandboxed Lua scripts change no data nor setting (LuaAllowUnsafe = 1 allows it)",
+                          messages[0], code)
+
+    def test_sql(self):
+        engine = sqliteEngine(self)
+        index = Index(engine, conquestLayout(), TABLE_NAMES)
+        index.createTables()
+        index.storeMany([makeRecord("1.2.3.1.1"), makeRecord("1.2.3.1.2")])
+        outcome, _, messages = runLua(
+            "print(sql([[DELETE FROM DICOMImages WHERE SOPInstanceUID = '1.2.3.1.1']])); print(sql('NONSENSE')); "
+            "print(#dbquery('DICOMImages', 'SOPInstanceUID'))",
+            makeContext(ini="LuaAllowUnsafe = 1\n", index=index))
+        self.assertEqual(outcome, Outcome.CONTINUE)
+        self.assertEqual((messages[0], messages[2]), (f"{KEY}: 1", f"{KEY}: 1"))
+        self.assertTrue(messages[1].startswith(f"{KEY}: nil\tsql: "), messages[1])
+
+    @inlineCallbacks
+    def test_dicomdeleteAndGlobal(self):
+        """dicomdelete deletes by the narrowest key its query holds;
+        Global.Key = value of a dicom.ini key is put_param and read_ini
+        (DebugLevel at once too), of another key nothing."""
+        lines = []
+
+        def run(line, sandboxed):
+            lines.append((line, sandboxed))
+            return defer.succeed("")
+
+        context = makeContext(ini="LuaAllowUnsafe = 1\nDebugLevel = 0\n")
+        context.services.serverCommands = ServerCommands(reactor, run, slots=1)
+        outcome, _, messages = yield threads.deferToThread(
+            runLua, "local q = newdicomobject(); q.PatientID = 'P1'; print(#dicomdelete(q)); "
+                    "q.StudyInstanceUID = '1.2'; dicomdelete(q); q.SeriesInstanceUID = '1.2.3'; dicomdelete(q); "
+                    "print(select(2, dicomdelete(newdicomobject()))); "
+                    "Global.debuglevel = 3; Global.NoSuchKey = 1; print(Global.DebugLevel, Global.nosuchkey)", context)
+        self.assertEqual(outcome, Outcome.CONTINUE)
+        self.assertEqual(messages, [f"{KEY}: 0", f"{KEY}: dicomdelete: the query names no PatientID, "
+                                    "StudyInstanceUID nor SeriesInstanceUID", f"{KEY}: 3\t1"])
+        self.assertEqual(lines, [("deletepatient:P1", False), ("deletestudy:P1:1.2", False),
+                                 ("deleteseries:P1:1.2.3", False), ("put_param:debuglevel,3", False),
+                                 ("read_ini:", False), ("debuglevel:3", False)])

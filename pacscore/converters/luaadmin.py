@@ -1,0 +1,107 @@
+"""Conquest's Lua functions that reach the server's database, archive and
+settings, for ``LuaApi``:
+
+- ``sql(statement)``: runs any SQL statement on the index database; 1, or
+  nil and the reason;
+- ``dicomdelete(query)``: deletes from the archive (files and index) what
+  the object ``query`` selects: its series (SeriesInstanceUID), else its
+  study (StudyInstanceUID), else its patient (PatientID), as the
+  ``deleteseries``, ``deletestudy`` and ``deletepatient`` commands do; an
+  empty array as Conquest's, with the reason when nothing was deleted;
+- ``get_sqldef(level, n)``: entry n (from 0) of dicom.sql's table at
+  ``level`` (0 patient, 1 study, 2 series, 3 image, 4 worklist): group,
+  element, column, length, SQL type and DICOM type; nothing past the last;
+- ``heapinfo()``: the memory of the script's Lua state and of the server;
+- ``Global.Key = value``: for a dicom.ini key, ``put_param`` then
+  ``read_ini``, as Conquest's; ``Global.DebugLevel`` also sets the debug
+  level at once (``debuglevel``).
+
+``sql``, ``dicomdelete`` and setting ``Global`` change the archive or its
+settings: a sandboxed script is refused them, as the control commands
+that change something (``LuaAllowUnsafe = 1`` allows them).
+"""
+
+from pacscore.converters.servercommands import ServerCommandError
+from pacscore.debuglog import memoryInUse
+
+_LEVELS = ("patient", "study", "series", "image", "worklist")
+# dicomdelete: the key that selects, from the narrowest, and the command deleting by it
+_DELETES = (("SeriesInstanceUID", "deleteseries"), ("StudyInstanceUID", "deletestudy"))
+
+
+class LuaAdminError(ValueError):
+    """A script used one of these functions wrongly, or was refused it."""
+
+
+class AdminFunctions:
+    """Mixed into ``LuaApi``: uses its ``context``, ``runtime``, ``unsafe``
+    and ``_serverCommands``."""
+
+    def _allowed(self, name):
+        if not self.unsafe:
+            raise LuaAdminError(f"{name}: sandboxed Lua scripts change no data nor setting "
+                                "(LuaAllowUnsafe = 1 allows it)")
+
+    def sql(self, statement):
+        """Conquest's ``sql``: 1, or nil and the reason the statement failed."""
+        self._allowed("sql")
+        index = self.context.services.index
+        if index is None:
+            raise LuaAdminError("sql: there is no index database")
+        try:
+            with index.engine.begin() as connection:
+                connection.exec_driver_sql(str(statement))
+        except Exception as e:  # any database error: the script hears why, the worker lives
+            return None, f"sql: {e}"
+        return 1
+
+    def dicomdelete(self, query):
+        """Conquest's ``dicomdelete``: see the module docstring."""
+        self._allowed("dicomdelete")
+        dataset = getattr(query, "dataset", None)
+        if dataset is None:
+            raise LuaAdminError("dicomdelete wants a DICOM object (newdicomobject()) for its query")
+        patientID = str(dataset.get("PatientID") or "")
+        line = next((f"{command}:{patientID}:{dataset.get(key)}" for key, command in _DELETES if dataset.get(key)),
+                    f"deletepatient:{patientID}" if patientID else None)
+        deleted = self.newdicomarray()
+        if line is None:
+            return deleted, "dicomdelete: the query names no PatientID, StudyInstanceUID nor SeriesInstanceUID"
+        try:
+            self._serverCommands("dicomdelete").fromThread(line, sandboxed=False)
+        except ServerCommandError as e:
+            return deleted, str(e)
+        return deleted
+
+    def get_sqldef(self, level, number):
+        """Conquest's ``get_sqldef``: see the module docstring."""
+        layout = getattr(self.context.services.configuration, "layout", None)
+        if layout is None or not all(isinstance(n, (int, float)) for n in (level, number)) \
+                or not 0 <= level < len(_LEVELS):
+            return ()
+        columns = getattr(layout, _LEVELS[int(level)])
+        if not 0 <= number < len(columns):
+            return ()
+        column = columns[int(number)]
+        return column.group, column.element, column.name, column.length, column.sqlType, column.dicomType
+
+    def heapinfo(self):
+        """Conquest's ``heapinfo``: text on the memory in use."""
+        return (f"Lua state: {self.runtime.lua.get_memory_used()} bytes; "
+                f"server: {memoryInUse()} resident")
+
+    def setglobal(self, key, value):
+        """``Global.Key = value``: see the module docstring."""
+        key = str(key)
+        ini = getattr(self.context.services.configuration, "ini", None)
+        if ini is None or not ini.has(key):
+            return
+        self._allowed(f"Global.{key}")
+        commands = self._serverCommands(f"Global.{key}")
+        try:
+            commands.fromThread(f"put_param:{key},{value}", sandboxed=False)
+            commands.fromThread("read_ini:", sandboxed=False)
+            if key.lower() == "debuglevel":
+                commands.fromThread(f"debuglevel:{value}", sandboxed=False)
+        except ServerCommandError as e:
+            raise LuaAdminError(f"Global.{key}: {e}") from None

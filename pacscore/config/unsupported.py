@@ -9,6 +9,11 @@ compressed where Conquest decompresses) and ``FileCompressMode`` (obsolete:
 ``IncomingCompression``) change what is stored or sent in Conquest; the
 others concern Conquest's in-memory queues, its read-ahead thread, its OFFIS
 JPEG executables, its Windows GUI or its dBase driver, which pacs has not.
+
+``UNRUN_CONVERTERS`` are Conquest's converter keys for events pacs has not
+(merging series and studies, archiving, moving between devices, its
+virtual server's queries) or does not run a converter on (an object
+refused): a key set to any text is named.
 """
 
 from pacscore.config.ini import MAIN_SECTION
@@ -36,6 +41,10 @@ IGNORED_KEYS = {
     "UseEscapeStringConstants": ("0",),
 }
 
+UNRUN_CONVERTERS = ("RejectedImageConverter0", "RejectedImageWorkListConverter0", "MoveDeviceConverter0",
+                    "ArchiveConverter0", "MergeSeriesConverter0", "MergeStudiesConverter0",
+                    "VirtualServerQueryConverter", "VirtualServerQueryResultConverter")
+
 
 def warnOfKeys(log, configuration, keys, section, why):
     """One warning naming ``keys`` (set in ``section`` of dicom.ini, the
@@ -46,10 +55,15 @@ def warnOfKeys(log, configuration, keys, section, why):
 
 
 def warnOfIgnoredKeys(log, configuration):
-    """Warn of the ``IGNORED_KEYS`` set to a value pacs does not act on."""
+    """Warn of the ``IGNORED_KEYS`` set to a value pacs does not act on,
+    and of the ``UNRUN_CONVERTERS`` set."""
     ini = configuration.ini
     values = {key: ini.get(key, "").strip().lower() for key in IGNORED_KEYS}
     keys = [key for key, value in values.items() if value and value not in IGNORED_KEYS[key]]
     if keys:
         warnOfKeys(log, configuration, sorted(keys, key=ini.lineOf), MAIN_SECTION,
                    "these Conquest keys have no effect here (README: Conquest features not supported)")
+    converters = [key for key in UNRUN_CONVERTERS if ini.get(key, "").strip()]
+    if converters:
+        warnOfKeys(log, configuration, sorted(converters, key=ini.lineOf), MAIN_SECTION,
+                   "these Conquest converters do not run here (README: Conquest features not supported)")

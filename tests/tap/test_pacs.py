@@ -109,6 +109,26 @@ class OptionsTests(unittest.TestCase):
                          [f"{path}:{ini.lineOf(keys[0])}: {', '.join(keys)}: these Conquest keys have no effect "
                           "here (README: Conquest features not supported)"])
 
+    def test_unrunConvertersWarnedOf(self):
+        """Conquest's converters pacs does not run (RejectedImageConverter0,
+        MoveDeviceConverter0, ArchiveConverter0, MergeSeriesConverter0 ...)
+        get one warning naming those set (not an empty one), in file order."""
+        server = PacsServer(self.mktemp())
+        server.setIni(RejectedImageConverter0="save to rejected_%o.dcm", MoveDeviceConverter0="nop x",
+                      ArchiveConverter0="nop y", MergeSeriesConverter0="nop z", MergeStudiesConverter0="",
+                      VirtualServerQueryConverter="nop q")
+        options = Options()
+        with capturedLogs() as events:
+            options.parseOptions(["--config", server.workdir, "--workdir", server.workdir])
+        self.addCleanup(options.archive.engine.dispose)
+        path = os.path.join(server.workdir, "dicom.ini")
+        ini = options.configuration.ini
+        keys = sorted(["RejectedImageConverter0", "MoveDeviceConverter0", "ArchiveConverter0",
+                       "MergeSeriesConverter0", "VirtualServerQueryConverter"], key=ini.lineOf)
+        self.assertEqual([formatEvent(e) for e in events if "do not run" in formatEvent(e)],
+                         [f"{path}:{ini.lineOf(keys[0])}: {', '.join(keys)}: these Conquest converters do not run "
+                          "here (README: Conquest features not supported)"])
+
     def test_syntaxErrorNamesFileAndLine(self):
         server = PacsServer(self.mktemp())
         path = os.path.join(server.workdir, "dicom.sql")

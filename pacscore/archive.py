@@ -178,10 +178,9 @@ class Archive:
             amenders.append(patientIDFixer)
         self.commands = CommandRegistry()
         self.converterRules = loadRules(ini, self.commands)
-        # Lua's servercommand: import converters wait in this pool for commands that may need it
+        # Lua's servercommand: import converters wait in this pool (with stand-ins) for commands that may need it
         runCommand = functools.partial(commandOutput, self, ControlCommands(), peer="converter")
-        serverCommands = ServerCommands.fromIni(ini, reactor, runCommand, slots=self.workers.size - 1,
-                                                requests=DicomRequests(self))
+        serverCommands = ServerCommands.fromIni(ini, reactor, runCommand, requests=DicomRequests(self))
         self.converterServices = ConverterServices(
             index=self.index, configuration=configuration, aeTitle=self.aeTitle, reactor=reactor,
             worklistLookup=self.worklistItems.lookup, counters=self.counters, uidMap=uidMap,

@@ -5,8 +5,16 @@ Twisted's ThreadPool passes each call through a coordinator thread; at
 thousands of objects a second that extra hop costs more than the work.
 Here workers take calls straight from one queue and report back with
 ``reactor.callFromThread``.
+
+A worker about to wait for work that may need its own pool (a Lua
+converter's ``servercommand``, whose command may store objects or read
+files in that pool) waits in ``standInWhileWaiting()``: its pool gets
+another thread for the time of the wait, so that waiting workers never
+starve the pool of the threads their wait needs.
 """
 
+import contextlib
+import itertools
 import queue
 import threading
 
@@ -15,6 +23,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 _STOP = object()
+_RETIRE = object()  # a stand-in's wait is over: one thread of the pool ends
+_current = threading.local()  # .pool: the WorkerPool of a worker thread
 STOP_GRACE = 60  # seconds a stop waits for calls under way
 _NO_REACTOR_GRACE = 1  # seconds past a blockingCallWithin's limit before giving up on a reactor that runs no more
 
@@ -32,22 +42,29 @@ class WorkerPool:
         self.name = name
         self._queue = queue.SimpleQueue()
         self._threads = []
+        self._threadsLock = threading.Lock()  # stand-ins come and go in workers while stop() takes the list
+        self._standIns = itertools.count()
         self._busy = set()  # the names of the threads in a call
         self._busyLock = threading.Lock()  # workers change _busy while the reactor reads it
         self.pending = 0
 
     def start(self):
         for number in range(self.size):
-            thread = threading.Thread(target=self._work, name=f"{self.name}-{number}", daemon=True)
-            thread.start()
+            self._startThread(f"{self.name}-{number}")
+
+    def _startThread(self, name):
+        thread = threading.Thread(target=self._work, name=name, daemon=True)
+        with self._threadsLock:
             self._threads.append(thread)
+        thread.start()
 
     def stop(self, grace=STOP_GRACE):
         """Deferred firing once every queued call has run and the threads
         ended, or after ``grace`` seconds with a warning: a call that never
         returns (a run-away script inside a C function, a hung file system)
         must not keep the server from stopping; the threads are daemons."""
-        threads, self._threads = self._threads, []
+        with self._threadsLock:
+            threads, self._threads = self._threads, []
         for _ in threads:
             self._queue.put(_STOP)
         d = defer.Deferred()
@@ -89,9 +106,24 @@ class WorkerPool:
         self.pending -= 1
         return result
 
+    @contextlib.contextmanager
+    def _standIn(self):
+        self._startThread(f"{self.name}-standin-{next(self._standIns)}")
+        try:
+            yield
+        finally:
+            self._queue.put(_RETIRE)
+
     def _work(self):
-        name = threading.current_thread().name
+        _current.pool = self
+        thread = threading.current_thread()
+        name = thread.name
         while (call := self._queue.get()) is not _STOP:
+            if call is _RETIRE:
+                with self._threadsLock:
+                    if thread in self._threads:
+                        self._threads.remove(thread)
+                return
             f, args, kwargs, d = call
             with self._busyLock:
                 self._busy.add(name)
@@ -109,6 +141,15 @@ class WorkerPool:
             finally:
                 with self._busyLock:
                     self._busy.discard(name)
+
+
+def standInWhileWaiting():
+    """A context manager for a worker thread about to wait for work that may
+    need its pool: the pool runs one more thread until the wait ends (then
+    one of its threads ends, after the calls queued before).  In a thread
+    of no ``WorkerPool`` it does nothing."""
+    pool = getattr(_current, "pool", None)
+    return contextlib.nullcontext() if pool is None else pool._standIn()
 
 
 def blockingCallWithin(reactor, seconds, f, *args, **kwargs):

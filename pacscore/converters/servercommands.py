@@ -4,11 +4,13 @@ the reactor while the script's worker thread waits; likewise
 ``dicomquery`` and ``dicommove`` (see ``dicomrequests``).
 
 The wait is limited (``LuaCommandTimeout`` seconds): the command is then
-cancelled and the script told why.  At most ``slots`` workers wait at
-once (one fewer than the I/O pool has threads), so that a command that
-needs a worker of that pool, the one import converters run in, always
-finds one: another call is refused at once as busy, never left to
-deadlock.
+cancelled and the script told why.  A waiting worker's pool gets a
+stand-in thread for the time of the wait (``standInWhileWaiting``), so
+that a command that needs a worker of that pool (the I/O pool, where
+import converters run: a dicommove storing objects here, a query reading
+files) always finds one, however many converters wait.  At most ``slots``
+(MAX_WAITING) calls wait at once, which bounds the threads: another is
+refused at once as busy.
 
 A command for a sandboxed script (``sandboxed``, the default) runs as
 ``pacscore.control.inprocess`` runs a sandboxed one: read-only commands
@@ -22,9 +24,10 @@ from pacscore.control.context import CommandError
 from pacscore.control.protocol import BadRequest
 from pacscore.converters.awaitingobjects import MoveScope, awaitingObjects
 from pacscore.converters.dicomrequests import DicomRequestError
-from pacscore.workers import blockingCallWithin
+from pacscore.workers import blockingCallWithin, standInWhileWaiting
 
 DEFAULT_TIMEOUT = 60
+MAX_WAITING = 32  # calls waiting at once, each with a stand-in thread in its pool
 TIMEOUT_KEY = "LuaCommandTimeout"
 
 
@@ -39,15 +42,16 @@ class ServerCommands:
     seconds: ``run(line)`` (a Deferred of a control command's output
     text) and the ``requests`` (a ``DicomRequests``, or None)."""
 
-    def __init__(self, reactor, run, slots, timeout=DEFAULT_TIMEOUT, requests=None):
+    def __init__(self, reactor, run, slots=MAX_WAITING, timeout=DEFAULT_TIMEOUT, requests=None):
         self.reactor = reactor
         self.run = run
-        self.slots = threading.BoundedSemaphore(slots) if slots > 0 else None
+        self.slotCount = slots
+        self.slots = threading.BoundedSemaphore(slots)
         self.timeout = timeout
         self.requests = requests
 
     @classmethod
-    def fromIni(cls, ini, reactor, run, slots, requests=None):
+    def fromIni(cls, ini, reactor, run, slots=MAX_WAITING, requests=None):
         """With dicom.ini's ``LuaCommandTimeout``."""
         return cls(reactor, run, slots, ini.getint(TIMEOUT_KEY, DEFAULT_TIMEOUT), requests)
 
@@ -74,10 +78,11 @@ class ServerCommands:
 
     def _call(self, what, f, *args):
         """``f(*args)`` in the reactor, waited for."""
-        if self.slots is None or not self.slots.acquire(blocking=False):
-            raise ServerCommandError(f"{what}: busy, every worker that may wait for a command does")
+        if not self.slots.acquire(blocking=False):
+            raise ServerCommandError(f"{what}: busy, {self.slotCount} calls wait already, the most that may")
         try:
-            return blockingCallWithin(self.reactor, self.timeout, f, *args)
+            with standInWhileWaiting():
+                return blockingCallWithin(self.reactor, self.timeout, f, *args)
         except TimeoutError:
             raise ServerCommandError(f"{what}: not finished within {self.timeout} s ({TIMEOUT_KEY}); "
                                      f"it may still end as asked") from None

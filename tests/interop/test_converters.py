@@ -233,6 +233,39 @@ class ImportConverterTests(unittest.TestCase):
         self.assertIn("moved\ttrue", log)
         self.assertNotIn("Lua script failed", log)
 
+    def test_luaCommandsOfSixAssociationsAtOnce(self):
+        """Six modalities storing at once through a converter that calls
+        servercommand and dicomquery (on the server itself, whose C-FIND
+        reads in the pool the converters wait in): every call is answered,
+        none refused as busy, none left to deadlock."""
+        server = self.luaServer(
+            "lookup.lua",
+            "local status, why = servercommand('display_status:')\n"
+            "local q = newdicomobject()\n"
+            "q.PatientID = Data.PatientID\n"
+            "q.StudyInstanceUID = ''\n"
+            "local studies, reason = dicomquery('PACS', 'STUDY', q)\n"
+            "if status and not reason then print('LOOKUP-OK') else print('LOOKUP-FAILED', why, reason) end\n",
+            start=False)
+        server.addNode(server.ae, server.port)
+        server.start()
+        self.addCleanup(server.stop)
+        senders = []
+        for modality in range(6):
+            studyUID = generate_uid()
+            paths = [self.image(f"m{modality}-{n}.dcm", f"LOOKUP{modality}", studyUID)[1] for n in range(5)]
+            process = subprocess.Popen([dcmtkTool("storescu"), "-aet", f"MOD{modality}", "-aec", server.ae,
+                                        "127.0.0.1", str(server.port), *paths], env=dcmtkEnvironment(),
+                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            self.addCleanup(process.wait)
+            senders.append(process)
+        for process in senders:
+            output = process.communicate(timeout=300)[0]
+            self.assertEqual(process.returncode, 0, output)
+        log = server.log()
+        self.assertEqual((log.count("LOOKUP-OK"), log.count("LOOKUP-FAILED")), (30, 0), log)
+        self.assertEqual(len(self.stored(server)), 30)
+
     def test_aCopyArrivingDuringTheImportOfAnotherIsStoredAfterIt(self):
         """A second sender's copy of an object whose first copy is in a slow
         import converter that then rejects it waits, and is stored: its

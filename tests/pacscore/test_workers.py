@@ -10,7 +10,7 @@ from twisted.internet.task import Clock
 from twisted.logger import capturedLogs
 from twisted.trial import unittest
 
-from pacscore.workers import WorkerPool, blockingCallWithin
+from pacscore.workers import WorkerPool, blockingCallWithin, standInWhileWaiting
 
 
 class _ClockReactor(Clock):
@@ -75,6 +75,40 @@ class StopTests(unittest.TestCase):
         self.assertEqual(pool.pending, 2)
         release.set()
         return defer.gatherResults(calls).addCallback(lambda _: self.assertEqual(pool.pending, 0))
+
+
+class StandInTests(unittest.TestCase):
+    """standInWhileWaiting: a worker waiting for work of its own pool."""
+
+    def poolThreads(self, name):
+        return [t for t in threading.enumerate() if t.name.startswith(name + "-") and not t.name.endswith("-join")]
+
+    @inlineCallbacks
+    def test_everyWaitingWorkerIsStoodInFor(self):
+        """The two workers of a pool each wait for a call of that pool (as a
+        Lua converter's dicommove waits for the objects it stores here):
+        stand-ins run those calls, and end once the waits are over."""
+        pool = WorkerPool(reactor, 2, "waiting-pool")
+        pool.start()
+        self.addCleanup(pool.stop, 5)
+        both = threading.Barrier(2, timeout=5)  # both workers wait at once
+
+        def waiter(number):
+            both.wait()
+            with standInWhileWaiting():
+                return blockingCallWithin(reactor, 5, pool.deferToWorker, lambda: number * 10)
+
+        self.assertEqual((yield defer.gatherResults([pool.deferToWorker(waiter, n) for n in (1, 2)])), [10, 20])
+        for _ in range(100):
+            if len(self.poolThreads("waiting-pool")) == 2:
+                break
+            yield threads.deferToThread(time.sleep, 0.05)
+        self.assertEqual(len(self.poolThreads("waiting-pool")), 2)
+
+    def test_outsideAPool(self):
+        """In a thread of no pool it changes nothing."""
+        with standInWhileWaiting():
+            self.assertEqual(self.poolThreads("waiting-pool"), [])
 
 
 class BlockingCallWithinTests(unittest.TestCase):

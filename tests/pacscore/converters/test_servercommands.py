@@ -11,12 +11,13 @@ from twisted.trial import unittest
 from pacscore.config.ini import DicomIni
 from pacscore.control.context import CommandError
 from pacscore.converters.awaitingobjects import MoveScope, awaitedMove
-from pacscore.converters.servercommands import ServerCommandError, ServerCommands
+from pacscore.converters.servercommands import MAX_WAITING, ServerCommandError, ServerCommands
+from pacscore.workers import WorkerPool
 
 
 class ServerCommandsTests(unittest.TestCase):
 
-    def commands(self, run, slots=2, ini=""):
+    def commands(self, run, slots=MAX_WAITING, ini=""):
         return ServerCommands.fromIni(DicomIni.fromString(ini), reactor, run, slots)
 
     @inlineCallbacks
@@ -44,8 +45,8 @@ class ServerCommandsTests(unittest.TestCase):
 
     @inlineCallbacks
     def test_busyWhenEverySlotWaits(self):
-        """Waiters beyond the slots are refused at once, so a command that
-        needs a worker finds one; a slot is free again after its wait."""
+        """Waiters beyond the slots are refused at once; a slot is free
+        again after its wait."""
         started, pending = defer.Deferred(), defer.Deferred()
 
         def run(line, sandboxed):
@@ -58,13 +59,37 @@ class ServerCommandsTests(unittest.TestCase):
         waiting = threads.deferToThread(commands.fromThread, "slow:")
         yield started  # its worker holds the slot
         error = yield self.assertFailure(threads.deferToThread(commands.fromThread, "quick:"), ServerCommandError)
-        self.assertEqual(str(error), "quick:: busy, every worker that may wait for a command does")
+        self.assertEqual(str(error), "quick:: busy, 1 calls wait already, the most that may")
         pending.callback("slow done")
         self.assertEqual((yield waiting), "slow done")
         self.assertEqual((yield threads.deferToThread(commands.fromThread, "quick:")), "quick")
 
+    @inlineCallbacks
+    def test_waitersOfOnePoolAllServed(self):
+        """Six converters of a pool of two workers (six associations
+        storing at once) wait at once for commands that each need a worker
+        of that pool: every one is answered, none is refused as busy, none
+        starves the pool."""
+        pool = WorkerPool(reactor, 2, "commands-pool")
+        pool.start()
+        self.addCleanup(pool.stop, 5)
+        gates = []
+
+        def run(line, sandboxed):
+            gates.append(defer.Deferred())
+            gate = gates[-1]
+            if len(gates) == 6:
+                for each in gates:
+                    each.callback(None)
+            # answered only once all six wait, by a worker of the pool they wait in
+            return gate.addCallback(lambda _: pool.deferToWorker(str.upper, line))
+
+        commands = self.commands(run, ini="LuaCommandTimeout = 10\n")
+        answers = yield defer.gatherResults([pool.deferToWorker(commands.fromThread, f"c{n}:") for n in range(6)])
+        self.assertEqual(answers, [f"C{n}:" for n in range(6)])
+
     def test_noSlots(self):
-        """An I/O pool of one thread leaves no worker to wait."""
+        """No slots: every call is refused."""
         with self.assertRaises(ServerCommandError):
             self.commands(lambda line, sandboxed: defer.succeed(""), slots=0).fromThread("display_status:")
 

@@ -7,7 +7,9 @@ are what gets stored), the calling and called AE titles, the stored file
 services, and what the line decided: destroy or reject the object, defer
 the export, the preferred storage device and compression.  The ``[lua]``
 command and clienterror scripts also see the DIMSE command set as
-``command`` (a pydicom Dataset; None elsewhere).
+``command`` (a pydicom Dataset; None elsewhere).  ``session`` is a dict
+kept for the life of the association the object came on (its scripts' Lua
+state, ``LuaRuntime.forContext``), None without one.
 
 Commands run in a worker thread (see ``IConverterCommand.run``).
 """
@@ -71,7 +73,7 @@ class ConverterContext:
     log = Logger()
 
     def __init__(self, kind, dataset, callingAE="", calledAE="", filename=None, services=None,
-                 converterName="", variables=None, moveDestination=None, command=None):
+                 converterName="", variables=None, moveDestination=None, command=None, session=None):
         if kind not in KINDS:
             raise ValueError(f"unknown converter kind {kind!r}")
         self.kind = kind
@@ -81,6 +83,7 @@ class ConverterContext:
         self.moveDestination = moveDestination  # where a retrieve sends (RetrieveConverter0 ...: %s), or None
         self.filename = filename            # absolute path of the stored object (export converters)
         self.command = command              # the DIMSE command set, Lua's Command ([lua] command, clienterror)
+        self.session = session              # kept for the association's life (see the module docstring), or None
         self.services = services or ConverterServices()
         self.converterName = converterName  # "ImportConverter0", "ExportConverter2", "QueryConverter0" ...
         self.variables = variables if variables is not None else {"x": "", "y": "", "z": ""}

@@ -73,7 +73,8 @@ class ImportConverters:
             services.exportQueue = buffer
         for rule in rules:
             context = ConverterContext("import", dataset, incoming.callingAE, incoming.calledAE,
-                                       services=services, converterName=rule.key, variables=variables)
+                                       services=services, converterName=rule.key, variables=variables,
+                                       session=incoming.session)
             outcome = rule.script.run(context)
             changed = changed or context.changed
             device = context.storageDevice or device

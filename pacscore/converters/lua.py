@@ -68,8 +68,11 @@ may return ``'destroy'``, ``'reject'``, ``'stop'`` or ``'defer'`` (export
 converters; elsewhere it stops the line, with a warning); nothing means go on.
 
 Each worker thread has its own Lua state (lupa runtimes are not thread
-safe); a script is compiled once per thread (of inline code, the last
-``MAX_CHUNKS`` run stay compiled).  Scripts run sandboxed: only
+safe), and so has each association (``context.session``, as in Conquest):
+its scripts take turns in it and share their globals, each run binding
+its own ``Data``, functions ...; a script is compiled once per state (of
+inline code, the last ``MAX_CHUNKS`` run stay compiled).
+Scripts run sandboxed: only
 string, table, math, os.time/date/clock, the safe base functions and a
 ``package`` table holding only Lua's ``path`` and ``cpath`` strings (Conquest's
 dicom.ini adds to ``package.path``; ``require`` stays out of reach), unless
@@ -301,9 +304,29 @@ local function printer(log)
   end
 end
 
-local function prepare(chunk, unsafe, globals, dataset, log, functions, debug)
-  local env = unsafe and setmetatable({}, {__index = G}) or sandbox()
-  env._G = env
+-- what a run bound in a kept environment (an association's) that was not so
+-- before: a function putting back what was, called when the run ends
+local function unbinder(env, before)
+  local changed = {}
+  for k, v in pairs(env) do
+    if before[k] ~= v then changed[k] = {before[k]} end
+  end
+  return function()
+    for k, previous in pairs(changed) do env[k] = previous[1] end
+  end
+end
+
+-- the run's environment: a new one, or the one 'kept' holds (an
+-- association's, made by its first run, sandboxed or not as that run was)
+local function prepare(chunk, unsafe, globals, dataset, log, functions, debug, kept)
+  local mode = unsafe and "unsafe" or "sandboxed"
+  local env = kept and kept[mode]
+  if env == nil then
+    env = unsafe and setmetatable({}, {__index = G}) or sandbox()
+    env._G = env
+    if kept then kept[mode] = env end
+  end
+  local before = kept and copy(env)
   for k, v in pairs(globals) do env[k] = v end
   for k, f in pairs(functions) do env[k] = guard(f, 2) end
   -- sandboxed dofile(name): a Lua file as luafiles allows, run with the script's globals
@@ -354,10 +377,11 @@ local function prepare(chunk, unsafe, globals, dataset, log, functions, debug)
   env.print = printer(log)
   if debug ~= nil then env.debuglog = printer(debug) end
   -- the chunk's _ENV; the one it had goes back when this run ends (a run of
-  -- the same script within it must not leave the outer run its globals)
+  -- the same script within it must not leave the outer run its globals),
+  -- but a kept one stays, as the functions the chunk defined keep it
   local _, outer = getupvalue(chunk, 1)
   setupvalue(chunk, 1, env)
-  return outer
+  return outer, before and unbinder(env, before)
 end
 
 -- LuaMaxInstructions: a count hook adds up what the outermost run and the
@@ -552,7 +576,7 @@ def _setElement(handle, key, value):
     if isinstance(value, float) and value.is_integer() and vr in _INTEGER_VRS:
         value = int(value)  # Lua's 512 / 2 is 256.0
     value = "%.14g" % value if isinstance(value, float) else str(value)  # as Conquest's Lua writes numbers
-    LuaRuntime.forThread().charge(len(value))
+    LuaRuntime.running().charge(len(value))
     assign(dataset, tag, value, root=handle.context.dataset)
     _assigned(handle, tag)
 
@@ -578,7 +602,7 @@ def _sequenceItem(handle, index, create):
     if not isinstance(index, int):
         raise LuaApiError(f"a sequence is indexed by item number (from 0) or element name, not {index!r}")
     if index == len(handle.sequence):
-        LuaRuntime.forThread().charge(ITEM_SIZE)
+        LuaRuntime.running().charge(ITEM_SIZE)
         handle.sequence.append(Dataset())
         handle.context.changed = True
     if 0 <= index < len(handle.sequence):
@@ -626,13 +650,13 @@ def _setVR(handle, group, element, value):
     dataset = handle.dataset
     vr = vrOf(tag, dataset)
     if isinstance(value, _SequenceHandle):
-        LuaRuntime.forThread().charge(ITEM_SIZE * len(value.sequence))
+        LuaRuntime.running().charge(ITEM_SIZE * len(value.sequence))
         dataset.add_new(tag, "SQ", [copy.deepcopy(item) for item in value.sequence])
     elif vr == "SQ":
         raise LuaApiError(f"({tag >> 16:04x},{tag & 0xFFFF:04x}) is a sequence: SetVR wants a sequence for it")
     elif isinstance(value, str) or lupa.lua_type(value) == "table":
         raw = _bytesOf(value)
-        LuaRuntime.forThread().charge(len(raw))
+        LuaRuntime.running().charge(len(raw))
         dataset[tag] = convert_raw_data_element(RawDataElement(tag, vr, len(raw), raw, 0, False, True),
                                                 encoding=_encodings(handle.context.dataset), ds=dataset)
     else:
@@ -694,7 +718,7 @@ def _pixels(name, handle, *args):
     ``luapixels``); a setter marks the object changed."""
     if not isinstance(handle, _DatasetHandle):
         raise LuaApiError(f"{name} wants a DICOM object")
-    runtime = LuaRuntime.forThread()
+    runtime = LuaRuntime.running()
     if name == "setimage":  # its string, or table of bytes
         args = [_bytesOf(arg) if isinstance(arg, str) or lupa.lua_type(arg) == "table" else arg for arg in args]
     element = _element(handle, PIXEL_DATA)
@@ -731,12 +755,15 @@ def _byteOf(value):
 
 
 class LuaRuntime:
-    """One Lua state with the sandbox set up; use ``forThread()``: lupa
-    runtimes must not be shared between threads."""
+    """One Lua state with the sandbox set up: a thread's (``forThread()``)
+    or an association's (``forContext``), whose runs keep their globals
+    (``persistent``) and take turns (lupa runtimes must not run in two
+    threads at once)."""
 
     _perThread = threading.local()
+    _sessionLock = threading.Lock()  # two workers storing an association's first objects make one runtime
 
-    def __init__(self):
+    def __init__(self, persistent=False):
         self.lua = lupa.LuaRuntime(register_eval=False, register_builtins=False, max_memory=MAX_MEMORY,
                                    attribute_filter=_denyAttributes, unpack_returned_tuples=True)
         (self._compile, self._prepare, self._beginRun, self._sethook, self._endRun, self._wrapDataset,
@@ -747,6 +774,8 @@ class LuaRuntime:
         self._setupvalue = self.lua.globals().debug.setupvalue  # Lua's C function: no instruction counted
         self._api = None  # the LuaApi of the script running (run()), for x:Script
         self._given = 0  # bytes the outermost run put into Python objects (charge)
+        self._kept = self.lua.table() if persistent else None  # the environments that last (prepare)
+        self._turn = threading.RLock()  # a run within a run (script('lua ...')) is in the same thread
         self._sources = {}  # source text -> compiled chunk, the most recently used last
         self._files = {}    # path -> ((mtime, size), compiled chunk)
 
@@ -757,6 +786,26 @@ class LuaRuntime:
         if runtime is None:
             runtime = cls._perThread.runtime = cls()
         return runtime
+
+    @classmethod
+    def forContext(cls, context):
+        """The runtime of a script on ``context``: that of its association
+        (``context.session``; made on first use and kept there, so that its
+        globals last as long as the association, as Conquest's Lua state
+        does), else the thread's."""
+        if context.session is None:
+            return cls.forThread()
+        with cls._sessionLock:
+            runtime = context.session.get("lua")
+            if runtime is None:
+                runtime = context.session["lua"] = cls(persistent=True)
+        return runtime
+
+    @classmethod
+    def running(cls):
+        """The runtime running a script in the calling thread (the thread's
+        when none runs)."""
+        return getattr(cls._perThread, "running", None) or cls.forThread()
 
     def compile(self, source):
         """The compiled chunk of inline code (``lua`` in Lua's messages;
@@ -837,12 +886,14 @@ class LuaRuntime:
                      ("forward", "script", "dbquery", "genuid", "changeuid", "changeuidback", "crc",
                       "newdicomobject", "newdicomarray", "servercommand", "dicomquery", "dicommove", "get_amap",
                       "dictionary", "luasource", "sql", "dicomdelete", "get_sqldef", "heapinfo", "setglobal")}
-        outer, self._api = self._api, api  # script('lua ...') runs one within another
-        try:
-            return self.execute(chunk, globals, functions, api.print, handle, api.unsafe, maxInstructions,
-                                api.debuglog)
-        finally:
-            self._api = outer
+        with self._turn:
+            outer, self._api = self._api, api  # script('lua ...') runs one within another
+            outerRuntime, self._perThread.running = getattr(self._perThread, "running", None), self
+            try:
+                return self.execute(chunk, globals, functions, api.print, handle, api.unsafe, maxInstructions,
+                                    api.debuglog)
+            finally:
+                self._api, self._perThread.running = outer, outerRuntime
 
     def charge(self, size):
         """Count ``size`` bytes the script running puts into a Python object
@@ -864,15 +915,18 @@ class LuaRuntime:
         their exceptions Lua errors), ``print`` going to ``printer(text)``
         (``debuglog`` to ``debugPrinter``, when given) and ``Data`` the data
         set ``handle`` (None: none); the first value the script returns."""
-        outer = self._prepare(chunk, unsafe, self.lua.table_from(globals), handle, printer,
-                              self.lua.table_from(functions), debugPrinter)
+        outer, unbind = self._prepare(chunk, unsafe, self.lua.table_from(globals), handle, printer,
+                                      self.lua.table_from(functions), debugPrinter, self._kept)
         outermost = self._beginRun(maxInstructions)  # else run by a script through script('lua ...')
         if outermost:
             self._given = 0
         try:
             result = chunk()
         finally:
-            self._setupvalue(chunk, 1, outer)  # the same script, running around this run, keeps its globals
+            if unbind is None:
+                self._setupvalue(chunk, 1, outer)  # the same script, running around this run, keeps its globals
+            else:  # a kept environment, which the functions the chunk defined keep: the run around this
+                unbind()  # one (of the same environment) gets its Data and functions back
             if outermost:
                 self._sethook()
                 self._endRun()
@@ -929,7 +983,7 @@ class LuaApi(AdminFunctions):
         if isinstance(rule, _DatasetHandle) and not _isData(rule):
             context = ConverterContext(self.context.kind, rule.dataset, self.context.callingAE,
                                        self.context.calledAE, services=self.context.services,
-                                       converterName=self.context.converterName)
+                                       converterName=self.context.converterName, session=self.context.session)
             context.stored = False  # forward sends x as it is, not a stored object with its UIDs
             outcome = self._runRule(objectRule, context)
             rule.context.changed = rule.context.changed or context.changed
@@ -1131,7 +1185,7 @@ class _LuaCommandBase:
         ini = getattr(context.services.configuration, "ini", None)
         limit = DEFAULT_MAX_INSTRUCTIONS if ini is None else ini.getint(
             "LuaMaxInstructions", DEFAULT_MAX_INSTRUCTIONS)
-        runtime = LuaRuntime.forThread()
+        runtime = LuaRuntime.forContext(context)
         api = LuaApi(context, runtime, arguments.registry, arguments.kind, commandLine, unsafeAllowed(ini), printer)
         try:
             result = runtime.run(self.chunk(runtime, arguments.code, context), api, limit)

@@ -30,9 +30,12 @@ unless ``LuaAllowUnsafe = 1`` (a sandboxed ``dofile`` reads the files of
 ``LuaFileFolder``), stopped after ``LuaMaxInstructions``, with ``Data`` an
 empty object (as Conquest's dummyddo);
 its ``print`` goes to the server log as ``[lua] startup: ...`` and an
-error is logged.  Unlike Conquest, where these scripts share one Lua state
-(per association for the association's ones), each run starts with fresh
-globals.
+error is logged.  The ``startup``, ``nightly`` and ``background`` runs each
+start with fresh globals (where Conquest's share one Lua state); the
+``association``, ``command``, ``clienterror`` and ``endassociation``
+scripts of an association run, as in Conquest, in its Lua state, which its
+import converters' Lua share (``LuaRuntime.forContext``): their globals
+last from its ``association`` script to its ``endassociation`` one.
 
 Conquest's other ``[lua]`` keys (``printserver``, ``ExportConverter``,
 converter names ...) do not run here: start-up warns of those that are set.
@@ -105,47 +108,49 @@ class LuaEvents(service.MultiService):
                  "onClientError": ("clienterror", self.clientError), "onEnded": ("endassociation", self.ended)}
         return {name: (hook if event in self.scripts else None) for name, (event, hook) in hooks.items()}
 
-    def association(self, callingAE, calledAE):
-        """An association was accepted: its ``association`` script runs."""
-        self.run("association", callingAE, calledAE)
+    def association(self, callingAE, calledAE, session=None):
+        """An association (whose ``session`` its scripts share) was
+        accepted: its ``association`` script runs."""
+        self.run("association", callingAE, calledAE, session=session)
 
-    def command(self, callingAE, calledAE, command):
+    def command(self, callingAE, calledAE, command, session=None):
         """A request (``command``, ``{tag: value}``) came: a Deferred of the
         command set to serve, as the ``command`` script left it, or of None
         when the script refused it."""
-        d = self.workers.deferToWorker(self._checkCommand, callingAE, calledAE, command)
+        d = self.workers.deferToWorker(self._checkCommand, callingAE, calledAE, command, session)
         d.addErrback(self._checkFailed, command)
         return d
 
-    def clientError(self, callingAE, calledAE, command):
+    def clientError(self, callingAE, calledAE, command, session=None):
         """A request (``command``) was not served: the ``clienterror`` script runs."""
-        self.run("clienterror", callingAE, calledAE, command)
+        self.run("clienterror", callingAE, calledAE, command, session)
 
-    def ended(self, callingAE, calledAE):
+    def ended(self, callingAE, calledAE, session=None):
         """An association ended: the ``endassociation`` script runs."""
-        self.run("endassociation", callingAE, calledAE)
+        self.run("endassociation", callingAE, calledAE, session=session)
 
-    def run(self, event, callingAE="", calledAE="", command=None):
+    def run(self, event, callingAE="", calledAE="", command=None, session=None):
         """Deferred of the end of a run of ``event``'s script; it never fails
         (a failure is logged)."""
-        d = self.workers.deferToWorker(self._execute, event, callingAE, calledAE, command)
+        d = self.workers.deferToWorker(self._execute, event, callingAE, calledAE, command, session)
         d.addErrback(lambda failure: self.log.failure("[lua] {event} failed", failure, event=event))
         return d
 
-    def _execute(self, event, callingAE, calledAE, command):
+    def _execute(self, event, callingAE, calledAE, command, session):
         """In a worker: the script, as a ``lua "..."`` converter (which logs
         its errors), with ``Command`` the command set ``command`` unless
-        None; ``(its Outcome, the context it ran in)``."""
+        None, in the association's Lua state when ``session`` is not None;
+        ``(its Outcome, the context it ran in)``."""
         context = ConverterContext("import", None, callingAE, calledAE, services=self.converterServices,
                                    converterName=f"[lua] {event}",
-                                   command=None if command is None else asDataset(command))
+                                   command=None if command is None else asDataset(command), session=session)
         outcome = LuaInlineCommand().run(LuaArguments(self.scripts[event], self.registry, "import"), context)
         return outcome, context
 
-    def _checkCommand(self, callingAE, calledAE, command):
+    def _checkCommand(self, callingAE, calledAE, command, session):
         """In a worker: the ``command`` script on ``command``; the command set
         it left, or None when it refused it."""
-        outcome, context = self._execute("command", callingAE, calledAE, command)
+        outcome, context = self._execute("command", callingAE, calledAE, command, session)
         if outcome in REFUSALS:
             return None
         if not context.changed:

@@ -109,6 +109,7 @@ class DicomProtocol(Protocol, TimeoutMixin):
     def __init__(self):
         self.state = None
         self.association = None
+        self.session = {}           # kept for the association's life by the services it calls (a Lua state)
         self._messages = {}
         self._operations = {}       # Deferred of an operation we perform -> its request's Message ID
         self._cancelled = set()     # Message IDs of operations the peer cancelled
@@ -683,7 +684,7 @@ class DicomServerProtocol(DicomProtocol):
         super().connectionLost(reason)
         onEnded = self.factory.onEnded
         if onEnded is not None and self.association is not None and not self._commandRefused:
-            onEnded(self.association.callingAE, self.association.calledAE)
+            onEnded(self.association.callingAE, self.association.calledAE, session=self.session)
 
     def abort(self, reason=pdu.REASON_NOT_SPECIFIED, source=pdu.SOURCE_SERVICE_PROVIDER, closeNow=False):
         """Send an A-ABORT and wait for the peer to close; a peer that sent
@@ -728,7 +729,7 @@ class DicomServerProtocol(DicomProtocol):
             peer=self.peerName(), calling=association.callingAE, called=association.calledAE,
             accepted=len(association.contexts), over=f", over {security}" if security else "")
         if factory.onAccepted is not None:
-            factory.onAccepted(association.callingAE, association.calledAE)
+            factory.onAccepted(association.callingAE, association.calledAE, session=self.session)
 
     def _serveRequest(self, contextId, command, dataset):
         """With the factory's ``onCommand``, the request is served once it
@@ -756,7 +757,7 @@ class DicomServerProtocol(DicomProtocol):
                 operation, contextId, command, dataset = self._unchecked.popleft()
                 try:
                     checked = await self.factory.onCommand(self.association.callingAE, self.association.calledAE,
-                                                           command)
+                                                           command, session=self.session)
                     self._commandChecked(checked, contextId, command, dataset)
                 finally:
                     operation.callback(None)
@@ -794,7 +795,7 @@ class DicomServerProtocol(DicomProtocol):
     def requestFailed(self, command):
         onClientError = self.factory.onClientError
         if onClientError is not None:
-            onClientError(self.association.callingAE, self.association.calledAE, command)
+            onClientError(self.association.callingAE, self.association.calledAE, command, session=self.session)
 
     def _operationsChanged(self):
         super()._operationsChanged()
@@ -896,7 +897,8 @@ class DicomServerFactory(DicomFactory):
     """Accepts associations for one AE, as ``policy`` says, and no more
     connections at once than ``limits`` (an AssociationLimits; None: any
     number) allow.  Its hooks (each None or a callable) hear of an
-    association's events: ``onAccepted(callingAE, calledAE)`` of each one
+    association's events, each given the protocol's ``session`` as well:
+    ``onAccepted(callingAE, calledAE)`` of each one
     accepted; ``onCommand(callingAE, calledAE, command)`` of each request,
     served when the Deferred it gives fires with the command to serve, or
     refused (no answer, the association aborted) when it fires with None;

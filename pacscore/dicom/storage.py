@@ -50,7 +50,7 @@ class StorageService:
             transferSyntax=association.contexts[contextId][1],
             callingAE=association.callingAE,
             calledAE=association.calledAE,
-            compression=association.compression or self.incomingCompression,
+            compression=association.compression or self.incomingCompression, session=protocol.session,
             converters=self.ownRetrieves is None or not self.ownRetrieves.brings(command))
 
     def datasetSink(self, protocol, contextId, command):

@@ -35,7 +35,7 @@ import dataclasses
 import os
 import threading
 from contextlib import closing, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from io import BytesIO
 
 from pydicom import dcmread
@@ -140,7 +140,8 @@ class IncomingObject:
     FixPhilips/FixKodak change it (not for rewritten objects); ``relink``:
     whether it may move the study or series that holds only its own SOP
     instance to another patient or study (``ImageRecord.relink``: not for
-    copies given new UIDs)."""
+    copies given new UIDs); ``session``: that of the association it came on
+    (``pacscore.converters.context``), or None."""
 
     sopClassUID: str
     sopInstanceUID: str
@@ -151,6 +152,7 @@ class IncomingObject:
     converters: bool = True
     amended: bool = True
     relink: bool = True
+    session: dict | None = field(default=None, compare=False, repr=False)
 
 
 class ObjectStore:

@@ -266,6 +266,31 @@ class ImportConverterTests(unittest.TestCase):
         self.assertEqual((log.count("LOOKUP-OK"), log.count("LOOKUP-FAILED")), (30, 0), log)
         self.assertEqual(len(self.stored(server)), 30)
 
+    def test_luaGlobalsLastForTheAssociation(self):
+        """As in Conquest, one Lua state per association: its import
+        converters count its objects and call the helpers its [lua]
+        association script loaded; the next association starts afresh."""
+        server = self.luaServer("count.lua", "n = (n or 0) + 1; print('n', n, assocvar, tagit and tagit('x'))",
+                                ini={"LuaFileFolder": "luafiles"}, start=False)
+        os.makedirs(os.path.join(server.workdir, "luafiles"))
+        with open(os.path.join(server.workdir, "luafiles", "helpers.lua"), "w") as f:
+            f.write("function tagit(x) return 'H-' .. x .. '-' .. Data.PatientID end\n")
+        server.setIni("lua", association="dofile('helpers.lua'); assocvar = 'set-in-association'",
+                      endassociation="print('objects', n)")
+        server.start()
+        self.addCleanup(server.stop)
+        paths = [self.image(f"g{n}.dcm", f"GLOBALS{n}")[1] for n in range(3)]
+        for sent in (paths, paths[:1]):
+            result = server.store(*sent)
+            self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        waitFor(lambda: server.log().count("[lua] endassociation: objects") == 2, message="both ends")
+        log = server.log()
+        self.assertEqual([line.split("ImportConverter0: ")[1] for line in log.splitlines() if "ImportConverter0: n" in line],
+                         ["n\t1\tset-in-association\tH-x-GLOBALS0", "n\t2\tset-in-association\tH-x-GLOBALS1",
+                          "n\t3\tset-in-association\tH-x-GLOBALS2", "n\t1\tset-in-association\tH-x-GLOBALS0"])
+        self.assertEqual([line.split("endassociation: ")[1] for line in log.splitlines() if "endassociation: " in line],
+                         ["objects\t3", "objects\t1"])
+
     def test_aCopyArrivingDuringTheImportOfAnotherIsStoredAfterIt(self):
         """A second sender's copy of an object whose first copy is in a slow
         import converter that then rejects it waits, and is stored: its

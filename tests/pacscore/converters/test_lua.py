@@ -1281,6 +1281,62 @@ class ThreadTests(unittest.TestCase):
         self.assertEqual(outcomes, {"a": (Outcome.CONTINUE, "a"), "b": (Outcome.CONTINUE, "b")})
 
 
+class AssociationGlobalsTests(unittest.TestCase):
+    """As in Conquest, whose Lua state lives as long as its association: the
+    scripts on one association's contexts (one ``session``) share their
+    globals, those of other associations and of none do not."""
+
+    def runOn(self, code, session, patientID="123", commands=None):
+        """The printed lines and outcome of ``code`` on an object of ``session``."""
+        context = makeContext()
+        context.session = session
+        context.dataset.PatientID = patientID
+        outcome, _, messages = runLua(code, context, commands)
+        return [m.removeprefix(KEY + ": ") for m in messages], outcome
+
+    def test_globalsLastForTheAssociation(self):
+        count = "n = (n or 0) + 1; print(n)"
+        first, second = {}, {}
+        self.assertEqual([self.runOn(count, first)[0] for _ in range(3)], [["1"], ["2"], ["3"]])
+        self.assertEqual(self.runOn(count, second)[0], ["1"])
+        self.assertEqual(self.runOn(count, None)[0], ["1"])
+        self.assertEqual(self.runOn(count, None)[0], ["1"])
+        self.assertEqual(self.runOn(count, first)[0], ["4"])
+
+    def test_aFunctionOfAnEarlierRunSeesThisRunsData(self):
+        """A helper defined by an earlier script (the association's) sees the
+        object of the run that calls it, and its functions."""
+        session = {}
+        self.runOn("function tagit(x) return Data.PatientID .. '-' .. x .. '-' .. crc('a') end; seen = {}", session)
+        self.assertEqual(self.runOn("print(tagit('x'), Data.PatientID)", session, "P2")[0], ["P2-x-3904355907\tP2"])
+
+    def test_aScriptWithinKeepsItsRunsBindings(self):
+        """A script('lua ...') run within another, on the same association,
+        shares its globals but leaves the outer run its own Data and
+        functions: its script('destroy') still decides its object's fate."""
+        session = {}
+        lines, outcome = self.runOn("local q = string.char(34); script('lua ' .. q .. 'inner = Data.PatientID' .. q); "
+                                  "print(inner); script('destroy')",
+                                  session, "P4")
+        self.assertEqual((lines, outcome), (["P4"], Outcome.DESTROY))
+        self.assertEqual(self.runOn("print(inner, Data.PatientID)", session, "P5")[0], ["P4\tP5"])
+
+    def test_associationsRunAtOnce(self):
+        """Two associations' scripts in two threads each keep their own count."""
+        sessions, results = ({}, {}), {}
+
+        def work(number):
+            results[number] = [self.runOn("for i = 1, 20000 do end; n = (n or 0) + 1; print(n)",
+                                        sessions[number])[0][0] for _ in range(5)]
+
+        workers = [threading.Thread(target=work, args=(number,)) for number in (0, 1)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        self.assertEqual(results, {0: ["1", "2", "3", "4", "5"], 1: ["1", "2", "3", "4", "5"]})
+
+
 class AnonymizerTests(unittest.TestCase):
     """etc/anonymize_script.lua on pydicom's CT_small.dcm."""
 

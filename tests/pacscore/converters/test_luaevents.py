@@ -145,6 +145,24 @@ class LuaEventsTests(unittest.TestCase):
         self.assertEqual(self.lines(lambda: events.ended("SCU", "PACS")),
                          ["[lua] endassociation: ended\tSCU\tPACS\tnil"])
 
+    def test_anAssociationsScriptsShareItsGlobals(self):
+        """As in Conquest, an association's scripts run in its Lua state: what
+        its association script sets, its command, clienterror and
+        endassociation scripts see; another association's do not."""
+        events = self.events("association = seen = {'accepted'}; function note(x) seen[#seen + 1] = x end\n"
+                             "command = note('command ' .. Command.CommandField)\n"
+                             "clienterror = note('error')\n"
+                             "endassociation = print(table.concat(seen or {'none'}, ', '), Command)\n")
+        first, second = {}, {}
+        echo = {commands.COMMAND_FIELD: 0x0030}
+        self.lines(lambda: events.association("SCU", "PACS", session=first))
+        self.lines(lambda: events.command("SCU", "PACS", echo, session=first))
+        self.lines(lambda: events.clientError("SCU", "PACS", {commands.COMMAND_FIELD: 0x0110}, session=first))
+        self.assertEqual(self.lines(lambda: events.ended("OTHER", "PACS", session=second)),
+                         ["[lua] endassociation: none\tnil"])
+        self.assertEqual(self.lines(lambda: events.ended("SCU", "PACS", session=first)),
+                         ["[lua] endassociation: accepted, command 48, error\tnil"])
+
     def test_failuresAreLoggedAndBackgroundGoesOn(self):
         """Sandboxed and limited as converters; an error is logged, the next run comes."""
         events = self.events("background = while true do end\nstartup = os.execute('true')\n",

@@ -780,12 +780,17 @@ class AssociationHooksTests(ServerTestCase):
 
     def setUp(self):
         super().setUp()
-        self.checks, self.events = [], []
+        self.checks, self.events, self.sessions = [], [], []
         self.factory.onCommand = self.onCommand
-        self.factory.onClientError = lambda *event: self.events.append(("clienterror", *event))
-        self.factory.onEnded = lambda *event: self.events.append(("ended", *event))
+        self.factory.onClientError = lambda *event, session: self.record("clienterror", event, session)
+        self.factory.onEnded = lambda *event, session: self.record("ended", event, session)
 
-    def onCommand(self, callingAE, calledAE, command):
+    def record(self, name, event, session):
+        self.events.append((name, *event))
+        self.sessions.append(session)
+
+    def onCommand(self, callingAE, calledAE, command, session):
+        self.sessions.append(session)
         self.checks.append(((callingAE, calledAE, command), defer.Deferred()))
         return self.checks[-1][1]
 
@@ -837,6 +842,8 @@ class AssociationHooksTests(ServerTestCase):
         self.assertEqual([t for t, _ in readPDUs(self.written())], [pdu.P_DATA_TF, pdu.A_RELEASE_RP])
         self.protocol.connectionLost(Failure(ConnectionDone()))
         self.assertEqual(self.events, [("ended", "SCU", "PACS")])
+        # the association's session (its Lua state), the same for each of its events
+        self.assertEqual([session is self.protocol.session for session in self.sessions], [True, True])
 
     def test_refusedRequestAbortsWithoutEnd(self):
         """A refused request gets no answer, its data set goes, the
@@ -869,7 +876,7 @@ class AssociationHooksTests(ServerTestCase):
         last one's, which would exceed Python's recursion limit)."""
         self.associate()
         self.protocol.dataReceived(b"".join(message(1, echoRQ(messageId=i)) for i in range(1, QUEUED + 1)))
-        self.factory.onCommand = lambda callingAE, calledAE, command: defer.succeed(command)
+        self.factory.onCommand = lambda callingAE, calledAE, command, session: defer.succeed(command)
         self.checks[0][1].callback(self.checks[0][0][2])
         self.assertEqual(self.answered(), [(commands.C_ECHO_RSP, i, 0) for i in range(1, QUEUED + 1)])
         self.assertFalse(self.protocol.busy)

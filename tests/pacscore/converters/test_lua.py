@@ -1325,9 +1325,11 @@ class AssociationGlobalsTests(unittest.TestCase):
         """Two associations' scripts in two threads each keep their own count."""
         sessions, results = ({}, {}), {}
 
-        def work(number):
-            results[number] = [self.runOn("for i = 1, 20000 do end; n = (n or 0) + 1; print(n)",
-                                        sessions[number])[0][0] for _ in range(5)]
+        def work(number):  # the log is captured for all threads: each picks its own lines
+            results[number] = [
+                [line for line in self.runOn(f"for i = 1, 20000 do end; n = (n or 0) + 1; print('{number}', n)",
+                                             sessions[number])[0] if line.startswith(f"{number}\t")][0][2:]
+                for _ in range(5)]
 
         workers = [threading.Thread(target=work, args=(number,)) for number in (0, 1)]
         for worker in workers:

@@ -9,7 +9,8 @@ with a new patient ID the copy gets new Study, Series and SOP Instance UIDs
 too (Conquest's ModifyPATIDofDDO), made for that patient, so the original
 stays as it is and a copy for another patient is another object;
 ``loadhl7`` applies a file of HL7 messages through the
-worklist intake as the MLLP listener does; ``forward`` sends a stored file
+worklist intake as the MLLP listener does, up to one the database failed
+(the command fails, to be run again later); ``forward`` sends a stored file
 as the export queue forwards it; ``prefetch`` reads a patient's files once
 (``LocalActions.prefetch``).  Files are read and written in the I/O pool;
 an unchanged object is copied from its file into the spool a chunk at a
@@ -319,6 +320,9 @@ class LoadHL7(AsyncControlCommand):
             raise CommandError(f"no HL7 message (no MSH segment) in {path}")
         lines = [f"message {number}: {outcome.code} {outcome.text}"
                  for number, outcome in enumerate(outcomes, 1)]
+        if outcomes[-1].retry:
+            raise CommandError(f"{lines[-1]}; it and the {len(messages) - len(outcomes)} message(s) after it not "
+                               f"applied: load {path} again later")
         refused = [line for line, outcome in zip(lines, outcomes) if outcome.code != "AA"]
         if refused:
             raise CommandError(f"{len(refused)} of {len(outcomes)} message(s) not accepted: " + "; ".join(refused))

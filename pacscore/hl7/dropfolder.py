@@ -5,7 +5,10 @@ here a folder is watched instead (dicom.ini ``HL7DropFolder``, scanned every
 ``HL7DropFolderInterval`` seconds by a TimerService).  Each file may hold
 several messages; they are applied in order like MLLP messages, then the
 file moves to ``processed/`` when every message was accepted (AA) or to
-``failed/`` otherwise, with a log line per file saying why.  Files are
+``failed/`` otherwise, with a log line per file saying why; a message not
+applied for a reason that is not its own (the database failing) leaves its
+file where it is and stops the scan, so that file and the newer ones are
+applied, in order, at the next scans.  Files are
 applied in the order they were last modified (names break ties), so an
 order's cancel written after it runs after it whatever its name.  Files whose
 name starts with a dot are left alone (write one, then rename it); a file is
@@ -122,7 +125,8 @@ class DropFolder:
     def applyFile(self, name, scans=UNTERMINATED_SCANS):
         """Apply one file of the folder and move it; fires with the list
         of ``Outcome``s of its messages (None when the file, seen unchanged
-        by ``scans`` scans, may not be complete yet: it is left as it is)."""
+        by ``scans`` scans, may not be complete yet, or one of its messages
+        may be applied later (``Outcome.retry``): it is left as it is)."""
         path = os.path.join(self.path, name)
         try:
             messages, ended, state = yield self.workers.deferToWorker(_readFile, path, scans < UNTERMINATED_SCANS)
@@ -141,6 +145,10 @@ class DropFolder:
                           "has no end (CR, LF): applied as it is", name=name, scans=scans)
         outcomes = yield applyMessages(self.intake, messages)
         failed = [o for o in outcomes if o.code != "AA"]
+        if failed and failed[-1].retry:
+            self.log.warn("HL7 drop folder: {name} stays for the next scan: message {number}: {code} {text}",
+                          name=name, number=len(outcomes), code=failed[-1].code, text=failed[-1].text)
+            return None
         if tooLarge:
             target, why = FAILED, tooLarge
         elif not outcomes:
@@ -166,11 +174,15 @@ class DropFolder:
 
 @defer.inlineCallbacks
 def applyMessages(intake, messages):
-    """Apply raw messages in order; fires with their Outcomes."""
+    """Apply raw messages in order; fires with their Outcomes, up to the
+    first one that may be applied later (``Outcome.retry``): the messages
+    after it are not applied before it."""
     outcomes = []
     for raw in messages:
         outcome = yield intake.process(raw)
         outcomes.append(outcome)
+        if outcome.retry:
+            break
     return outcomes
 
 

@@ -15,7 +15,8 @@ Every message gets an original-mode acknowledgement:
   has the receiver check MSH-9, MSH-12 and MSH-11; either left empty is
   taken, as Conquest reads neither), or not applied for a reason
   that is not the message's (the database failing, or not answering an
-  MLLP sender within SQLTimeOut): the sender may send it again later.  The reason is logged in full; the ACK names only its
+  MLLP sender within SQLTimeOut): the sender may send it again later
+  (``Outcome.retry``).  The reason is logged in full; the ACK names only its
   kind (no SQL, no patient data).
 """
 
@@ -47,6 +48,7 @@ class Outcome(NamedTuple):
     code: str     # AA, AE or AR
     text: str
     ack: bytes
+    retry: bool = False  # an AR for a reason not the message's (the database): it may be applied later
 
 
 class WorklistIntake:
@@ -142,10 +144,10 @@ class WorklistIntake:
             return self._error(message, failure.value)
         if failure.check(IndexTimeout):  # logged by the writer
             return self._reject(message, f"database not available ({failure.value}): not applied, "
-                                         f"send it again later", APPLICATION_ERROR)
+                                         f"send it again later", APPLICATION_ERROR, retry=True)
         self.log.failure("HL7 {controlId}: applying the orders failed", failure, controlId=message.controlId)
         return self._reject(message, f"worklist update failed ({failure.type.__name__}): "
-                                     f"not applied, send it again later", APPLICATION_ERROR)
+                                     f"not applied, send it again later", APPLICATION_ERROR, retry=True)
 
     def _error(self, message, refusal):
         self._count("hl7Errors")
@@ -153,8 +155,9 @@ class WorklistIntake:
         self.log.warn("HL7 {controlId} not applied (AE): {text}", controlId=message.controlId, text=text)
         return Outcome("AE", text, ack(message, "AE", text, refusal.code, application=self.application))
 
-    def _reject(self, message, text, code):
-        """The AR of ``message``, a ``Message`` or the ``Salvaged`` of one."""
+    def _reject(self, message, text, code, retry=False):
+        """The AR of ``message``, a ``Message`` or the ``Salvaged`` of one
+        (``retry``: for a reason that is not the message's)."""
         self._count("hl7Errors")
         self.log.warn("HL7 {controlId} rejected (AR): {text}", controlId=message.controlId or "?", text=text)
-        return Outcome("AR", text, ack(message, "AR", text, code, application=self.application))
+        return Outcome("AR", text, ack(message, "AR", text, code, application=self.application), retry)

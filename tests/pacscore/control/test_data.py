@@ -541,6 +541,22 @@ class LoadHL7Tests(unittest.TestCase):
         self.assertEqual((yield self.running.count("worklist")), 1)
 
     @defer.inlineCallbacks
+    def test_loadhl7StopsAtADatabaseFailure(self):
+        """A message not applied for a reason that is not its own (the
+        database failing) fails the command saying so, and the messages
+        after it are not applied before it: the file may be loaded again."""
+        writeMessages(self.path, [orderMessage("MSG1", "ACC1", "P1", "Doe^John"),
+                                  orderMessage("MSG2", "ACC1", "P1", "Doe^John", control="CA")])
+        items = self.running.archive.hl7Intake.items
+        self.patch(items, "apply", lambda orders, forPeer: defer.fail(RuntimeError("database is locked")))
+        error = yield self.assertFailure(self.running.run(commands.loadHL7, self.path), CommandError)
+        self.flushLoggedErrors(RuntimeError)
+        self.assertEqual(str(error), "message 1: AR worklist update failed (RuntimeError): not applied, send it "
+                                     "again later; it and the 1 message(s) after it not applied: load "
+                                     f"{self.path} again later")
+        self.assertEqual((yield self.running.count("worklist")), 0)
+
+    @defer.inlineCallbacks
     def test_loadhl7OfNothing(self):
         with open(self.path, "w") as f:
             f.write("no HL7 here\n")

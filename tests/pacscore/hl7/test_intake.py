@@ -457,3 +457,27 @@ class DropFolderTests(IntakeTestCase):
         self.assertEqual([formatEvent(event) for event in logged if "big.hl7" in formatEvent(event)],
                          [f"HL7 drop folder: big.hl7 -> {os.path.join(self.path, FAILED, 'big.hl7')}: "
                           "larger than 0 MB"])
+
+    def test_aFileWhoseDatabaseFailedStaysForTheNextScans(self):
+        """A message not applied for a reason that is not its own (the
+        database failing: AR, send it again later) leaves its file where it
+        is and stops the scan: that file and the newer ones (a cancel of its
+        order) are applied, in order, once the database is back."""
+        self.drop("a_order.hl7", [orderMessage("M1", "ACC1", "P1", "A^B"), orderMessage("M2", "ACC2", "P2", "C^D")])
+        self.drop("b_cancel.hl7", [orderMessage("M3", "ACC1", "P1", "A^B", control="CA")])
+        for name, seconds in (("a_order.hl7", 100), ("b_cancel.hl7", 101)):
+            os.utime(os.path.join(self.path, name), (seconds, seconds))
+        apply = self.intake.items.apply
+        self.intake.items.apply = lambda orders, forPeer: defer.fail(RuntimeError("database is locked"))
+        logged = self.logged()
+        self.scans(3)
+        self.flushLoggedErrors(RuntimeError)
+        self.assertEqual(sorted(os.listdir(self.path)), ["a_order.hl7", "b_cancel.hl7", FAILED, PROCESSED])
+        self.assertIn("HL7 drop folder: a_order.hl7 stays for the next scan: message 1: AR worklist update "
+                      "failed (RuntimeError): not applied, send it again later",
+                      [formatEvent(event) for event in logged])
+        self.intake.items.apply = apply
+        self.scans(1)
+        self.assertEqual(sorted(self.rows()), ["ACC2"])
+        self.assertEqual(sorted(os.listdir(os.path.join(self.path, PROCESSED))), ["a_order.hl7", "b_cancel.hl7"])
+        self.assertEqual(os.listdir(os.path.join(self.path, FAILED)), [])

@@ -2,9 +2,12 @@
 ``put_param``, ``delete_param`` and ``read_ini`` on a running server refuse what the next
 start would refuse: every key the server reads as a number (those read at
 each use too, such as ``LuaMaxInstructions`` and ``ImportExportDragAndDrop``,
-which would otherwise fail each use), UIDPrefix, and the MAG and mirror
+which would otherwise fail each use) and the least value some of them
+take (``MINIMUMS``), UIDPrefix, and the MAG and mirror
 devices.  ``loadConfiguration`` makes them at start-up.
 """
+
+from pacscore.config.errors import ConfigError
 
 INTEGER_KEYS = (
     "ARTIMTimeOut", "CacheVirtualData", "DICOMwebStore", "DebugLevel", "DirectWriteSize", "EnableComputedFields",
@@ -21,11 +24,19 @@ INTEGER_KEYS = (
 )
 """The main section's keys the server reads with ``DicomIni.getint``."""
 
+MINIMUMS = {
+    "HL7DropFolderInterval": 1,  # 0 would scan without a pause, taking files as they are written
+}
+"""The least value of some of ``INTEGER_KEYS``."""
+
 
 def checkSettings(configuration):
     """ConfigError, naming the file, line and key, for the first value of
     ``configuration``'s dicom.ini that the server cannot use."""
+    ini = configuration.ini
     for key in INTEGER_KEYS:
-        configuration.ini.getint(key, None)
+        value = ini.getint(key, None)
+        if value is not None and value < MINIMUMS.get(key, value):
+            raise ConfigError(ini.path, ini.lineOf(key), f"{key} must be at least {MINIMUMS[key]}, not {value}")
     for setting in ("uidPrefix", "magDevices", "mirrorDevices"):  # each raises ConfigError for a bad value
         getattr(configuration, setting)

@@ -40,6 +40,14 @@ class CheckSettingsTests(unittest.TestCase):
             self.assertIn(message, str(error))
             self.assertRegex(str(error), r"dicom\.ini:[34]: ")
 
+    def test_valuesBelowTheirMinimumStopStartUp(self):
+        """An HL7DropFolderInterval below 1 (0 would scan without a pause,
+        a negative one made the TimerService fail) stops start-up naming it."""
+        for value in ("0", "-1"):
+            error = self.assertRaises(ConfigError, self.load, f"HL7DropFolderInterval = {value}\n")
+            self.assertRegex(str(error), rf"dicom\.ini:3: HL7DropFolderInterval must be at least 1, not {value}$")
+        self.assertEqual(self.load("HL7DropFolderInterval = 1\n").ini.getint("HL7DropFolderInterval", None), 1)
+
     def test_goodValuesLoad(self):
         configuration = self.load("LuaMaxInstructions = 5000\nImportExportDragAndDrop = 1\n")
         self.assertEqual(configuration.ini.getint("LuaMaxInstructions", None), 5000)

@@ -9,8 +9,8 @@ Every message gets an original-mode acknowledgement:
   an unknown accession number, an order without an accession number, an
   order control or structure we do not handle), with the reason in MSA-3
   and ERR (its code of HL7 table 0357);
-- AR: not parsed, or not a message we handle (only order messages ORM^O01,
-  OMG^O19 and OMI^O23 fill the worklist, of an HL7 v2 version in MSH-12
+- AR: not parsed, or not a message we handle (only order messages ORM^O01
+  (or ORM alone, as HL7 v2.1 has it), OMG^O19 and OMI^O23 fill the worklist, of an HL7 v2 version in MSH-12
   and a processing ID of HL7 table 0103 in MSH-11, as v2.5 section 2.9.2
   has the receiver check MSH-9, MSH-12 and MSH-11; either left empty is
   taken, as Conquest reads neither), or not applied for a reason
@@ -31,6 +31,7 @@ from pacscore.db.worklistitems import ORDER_CONTROLS, OrderRefused
 from pacscore.hl7.message import HL7Error, ack, isVersion2, parseMessage, salvage
 
 ORDER_MESSAGES = {"ORM": "O01", "OMG": "O19", "OMI": "O23"}
+WITHOUT_TRIGGER_EVENT = "ORM"  # HL7 v2.1's MSH-9 holds only the message type: ORM is ORM^O01
 
 UNSUPPORTED_MESSAGE_TYPE = 200
 UNSUPPORTED_EVENT_CODE = 201
@@ -106,7 +107,8 @@ class WorklistIntake:
             raise HL7Error(f"message type {kind} is not handled (only orders fill the worklist: "
                            f"{', '.join(f'{t}^{e}' for t, e in ORDER_MESSAGES.items())})",
                            UNSUPPORTED_MESSAGE_TYPE)
-        if message.triggerEvent != ORDER_MESSAGES[message.messageType]:
+        if message.triggerEvent != ORDER_MESSAGES[message.messageType] and not (
+                message.messageType == WITHOUT_TRIGGER_EVENT and not message.triggerEvent):
             raise HL7Error(f"trigger event {kind} is not handled", UNSUPPORTED_EVENT_CODE)
         if message.version and not isVersion2(message.version):
             raise HL7Error(f"version {message.version!r} (MSH-12) is not handled (only HL7 v2: 2.1 to 2.9)",

@@ -208,6 +208,16 @@ class WorklistIntakeTests(IntakeTestCase):
         outcome = self.process(order.replace(b"|ORM^O01|", b"|ORM ^O01 |"))
         self.assertEqual(outcome.code, "AA", outcome.text)
 
+    def test_version21OrderWithoutTriggerEventIsO01(self):
+        """HL7 v2.1's MSH-9 holds only the message type: ``ORM`` is an
+        ORM^O01, answered with an ACK without a trigger event either."""
+        raw = orderMessage("M1", "ACC1", "P", "A^B").replace(b"|ORM^O01|", b"|ORM|").replace(b"|P|2.3.1", b"|P|2.1")
+        outcome = self.process(raw)
+        self.assertEqual(outcome.code, "AA", outcome.text)
+        self.assertEqual(parseMessage(outcome.ack).segments[0].fields[9], "ACK")
+        self.assertEqual(sorted(self.rows()), ["ACC1"])
+        self.assertEqual(self.process(raw.replace(b"|ORM|", b"|OMG|")).code, "AR")
+
     def test_aDatabaseFailureIsRejectedForTheSenderToRetry(self):
         """Not the message's fault: AR (the sender sends it again later),
         the ACK naming only the kind of failure, the log all of it."""

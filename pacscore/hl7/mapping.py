@@ -44,7 +44,7 @@ from pydicom.uid import generate_uid
 from twisted.logger import Logger
 
 from pacscore.db.records import Truncations, dictionaryVR
-from pacscore.db.worklistitems import OrderRefused
+from pacscore.db.worklistitems import STATUS_CONTROL, OrderRefused
 from pacscore.hl7.message import uniqueNumber
 from pacscore.hl7.timestamps import localDateAndTime
 from pacscore.logvalues import shown
@@ -75,9 +75,10 @@ XCN_FIELDS = frozenset({
 class OrderItem(NamedTuple):
     """One worklist entry to create, change or remove."""
 
-    control: str    # ORC-1 of the item's order ("NW", "XO", "CA", ...); "NW" without an ORC
+    control: str    # ORC-1 of the item's order ("NW", "XO", "CA", ...) in upper case; "NW" without an ORC
     values: dict    # column name -> str for every column with a source
     absent: frozenset = frozenset()  # columns the message sends no value for: a change keeps them
+    orderStatus: str = ""  # of an SC: ORC-5 ("IP", "CM", "CA", ...) in upper case
 
 
 class _Field(NamedTuple):
@@ -185,6 +186,12 @@ class _Column:
         return value, length
 
 
+def _identifier(group, field):
+    """ORC-``field`` of an order ``group``, an ID: without the trailing
+    blanks HL7 makes optional, in upper case; empty without an ORC."""
+    return group["ORC"].value(field).rstrip(" ").upper() if "ORC" in group else ""
+
+
 def orderGroups(segments):
     """``(outside, groups)``: the segments before the first ORC or OBR, and
     one group per OBR (or ORC without OBR), each a dict segment id -> its
@@ -262,7 +269,7 @@ class WorklistMapping:
         items = []
         parsed = {}  # (timestamp, convert) -> its parts (_timestampPart)
         for group in groups:
-            control = (group["ORC"].value(1) if "ORC" in group else "") or "NW"
+            control = _identifier(group, 1) or "NW"
             invalid = {}  # (segment, field, timestamp) -> the columns it leaves empty
             values = {c.name: self._value(c, group, outside, message, invalid, parsed) for c in self._columns}
             for (segment, field, sent), names in invalid.items():
@@ -273,7 +280,8 @@ class WorklistMapping:
             values = {name: "" if value is None else value for name, value in values.items()}
             self.log.debug("HL7 {control} {id}: worklist values {values}",
                            control=control, id=message.controlId, values=values)
-            items.append(OrderItem(control, values, absent))
+            orderStatus = _identifier(group, 5) if control == STATUS_CONTROL else ""
+            items.append(OrderItem(control, values, absent, orderStatus))
         return items
 
     def _value(self, column, group, outside, message, invalid, parsed):

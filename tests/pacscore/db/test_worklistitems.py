@@ -38,6 +38,11 @@ def order(control, accession, **values):
     return OrderItem(control, dict({"AccessionNumber": accession}, **values))
 
 
+def statusChange(accession, orderStatus):
+    """An SC (status changed) order whose ORC-5 is ``orderStatus``."""
+    return OrderItem("SC", {"AccessionNumber": accession, "PatientName": "Changed^Not"}, orderStatus=orderStatus)
+
+
 class WorklistItemsTests(unittest.TestCase):
 
     def makeEngine(self):
@@ -91,6 +96,15 @@ class WorklistItemsTests(unittest.TestCase):
         applied = self.apply(order("CA", "A1"), order("DC", "A2"), order("CA", "A3"))
         self.assertEqual([a.action for a in applied], ["deleted", "deleted", "absent"])
         self.assertEqual(self.rows(), [])
+
+    def test_statusChangeWithoutStatusColumn(self):
+        """An SC whose ORC-5 is CA or DC removes the item as a cancel does;
+        any other status changes nothing without a status column."""
+        self.apply(order("NW", "A1"), order("NW", "A2"), order("NW", "A3"))
+        applied = self.apply(statusChange("A1", "CA"), statusChange("A2", "DC"), statusChange("A3", "IP"),
+                             statusChange("A9", "CA"))
+        self.assertEqual([a.action for a in applied], ["deleted", "deleted", "unchanged (ORC-5 'IP')", "absent"])
+        self.assertEqual([row[:2] for row in self.rows()], [("A3", None)])
 
     def test_aMessageIsAppliedWholeOrNotAtAll(self):
         self.refusal(order("NW", "A1"), order("XO", "A9"))
@@ -230,6 +244,19 @@ class ScheduledStepStatusTests(unittest.TestCase):
         self.assertEqual([a.action for a in applied], ["replaced", "replaced", "replaced", "updated"])
         self.assertEqual(self.statuses(), {"A1": "SCHEDULED", "A2": "STARTED", "A3": "COMPLETED",
                                            "A4": "DISCONTINUED"})
+
+    def test_statusChangesSetTheStepStatus(self):
+        """An SC (status changed) order: ORC-5 IP makes the item STARTED, CM
+        COMPLETED, CA and DC remove it; another status changes nothing; no
+        other value of the item changes."""
+        self.successResultOf(self.items.apply([order("NW", acc) for acc in ("A1", "A2", "A3", "A4", "A5")]))
+        applied = self.successResultOf(self.items.apply([
+            statusChange("A1", "IP"), statusChange("A2", "CM"), statusChange("A3", "CA"), statusChange("A4", "DC"),
+            statusChange("A5", "HD"), statusChange("A9", "IP")]))
+        self.assertEqual([a.action for a in applied], ["marked STARTED", "marked COMPLETED", "deleted", "deleted",
+                                                       "unchanged (ORC-5 'HD')", "absent"])
+        self.assertEqual(self.statuses(), {"A1": "STARTED", "A2": "COMPLETED", "A5": "SCHEDULED"})
+        self.assertIsNone(self.items.lookup("A1").get(0x00100010))
 
     def test_aTableThatPredatesTheColumnIsLeftAlone(self):
         """dicom.sql gained the column, the database table did not: warned

@@ -208,6 +208,28 @@ class WorklistIntakeTests(IntakeTestCase):
         outcome = self.process(order.replace(b"|ORM^O01|", b"|ORM ^O01 |"))
         self.assertEqual(outcome.code, "AA", outcome.text)
 
+    def test_orderControlWithTrailingBlanksOrInLowerCase(self):
+        """ORC-1 is an ID: ``NW `` (padded) and ``nw`` are NW."""
+        for number, control in enumerate(("NW ", "nw", "Xo  "), 1):
+            outcome = self.process(orderMessage(f"M{number}", "ACC1", "P", "A^B", control=control))
+            self.assertEqual(outcome.code, "AA", (control, outcome.text))
+        self.assertEqual(sorted(self.rows()), ["ACC1"])
+
+    def test_statusChangedOrders(self):
+        """ORC-1 SC (status changed): ORC-5 CA or DC removes the item; any
+        other status is accepted, with a log line that nothing changed."""
+        events = []
+        self.intake.log = Logger(observer=events.append)
+        self.process(orderMessage("M1", "ACC1", "P", "A^B"))
+        self.process(orderMessage("M2", "ACC2", "P", "A^B"))
+        cancel = orderMessage("M3", "ACC1", "P", "A^B", control="SC").replace(b"|PACC1|ACC1||SC", b"|PACC1|ACC1||CA")
+        self.assertEqual(self.process(cancel).code, "AA")
+        self.assertEqual(sorted(self.rows()), ["ACC2"])
+        outcome = self.process(orderMessage("M4", "ACC2", "P", "A^B", control="SC "))
+        self.assertEqual(outcome.code, "AA", outcome.text)
+        self.assertEqual(formatEvent(events[-1]), "HL7 ORM^O01 M4: SC ACC2: unchanged (ORC-5 'SC')")
+        self.assertEqual(sorted(self.rows()), ["ACC2"])
+
     def test_version21OrderWithoutTriggerEventIsO01(self):
         """HL7 v2.1's MSH-9 holds only the message type: ``ORM`` is an
         ORM^O01, answered with an ACK without a trigger event either."""

@@ -2,7 +2,8 @@
 
 Shared by the MLLP listener, the drop folder and ``dgate --loadhl7``.
 Messages are parsed and mapped in the reactor's thread pool.
-Every message gets an original-mode acknowledgement:
+Every message gets an original-mode acknowledgement, also one whose MSH-15
+or MSH-16 asks for enhanced mode (not supported):
 
 - AA: the orders are in the worklist (committed);
 - AE: understood but not applied, for what the message holds (an XO for

@@ -230,6 +230,13 @@ class WorklistIntakeTests(IntakeTestCase):
         self.assertEqual(formatEvent(events[-1]), "HL7 ORM^O01 M4: SC ACC2: unchanged (ORC-5 'SC')")
         self.assertEqual(sorted(self.rows()), ["ACC2"])
 
+    def test_enhancedAcknowledgmentAskedIsAnsweredInOriginalMode(self):
+        """Enhanced mode (MSH-15, MSH-16) is not supported: the README says
+        such a message gets the original-mode AA all the same."""
+        raw = orderMessage("M1", "ACC1", "P", "A^B", charset="").replace(b"|P|2.3.1", b"|P|2.5|||AL|NE")
+        outcome = self.process(raw)
+        self.assertEqual(parseMessage(outcome.ack).segment("MSA").fields[1:3], ["AA", "M1"])
+
     def test_version21OrderWithoutTriggerEventIsO01(self):
         """HL7 v2.1's MSH-9 holds only the message type: ``ORM`` is an
         ORM^O01, answered with an ACK without a trigger event either."""

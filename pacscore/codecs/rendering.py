@@ -25,7 +25,9 @@ Samples per Pixel) is refused before it is decoded (``checkFrameSize``, which
 every other decode does with a larger bound): a 1 kB JPEG may declare
 30000 x 30000 pixels, which decoding and windowing would take gigabytes for.
 A JPEG or JPEG-LS frame cut before its end of image marker is refused
-too (``encapsulatedframes``), not shown partly filled.
+too (``encapsulatedframes``), not shown partly filled, and so is a frame
+whose codestream header describes another image than the object does
+(``codestreamheader``), which the decoder would allocate.
 """
 
 import numpy as np

@@ -25,7 +25,10 @@ goes in P-DATA:
   here would fill in part, is refused (``encapsulatedframes``), as
   DCMTK refuses it; so are frames of more than ``LARGEST_DECODED_FRAME`` samples
   (``checkFrameSize``), before anything is decoded: a tiny RLE file may
-  claim 65535 x 65535 pixels, 8 GB decoded.
+  claim 65535 x 65535 pixels, 8 GB decoded; and frames whose codestream
+  header describes another image than the object does
+  (``codestreamheader``): a tiny JPEG-LS frame of a 64 x 64 object may
+  hold a 12000 x 12000 codestream, which the decoder would allocate.
 * uncompressed -> compressed: ``Dataset.compress`` with the encoders
   available here (``syntaxes.canEncode``): RLE, JPEG 2000 lossless and
   lossy (compression ratio 100 / ``quality`` at most, as Conquest asks of

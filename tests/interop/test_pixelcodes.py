@@ -24,7 +24,12 @@ to decode, are stored as received by a pacs storing with ``un``, not
 sent decompressed (C-GET, WADO-URI) and not uncompressed by ``dgate -jd``; whole ones that
 dcmcjpeg and dcmcjpls make are stored decompressed. A large JPEG-LS object
 whose Number of Frames says one frame more than it holds is stored as
-received too, and not sent decompressed."""
+received too, and not sent decompressed. Decompression bombs (a 64 x 64
+object whose frame is a codestream of thousands of pixels across, a few
+kB, in JPEG-LS, JPEG 2000 and baseline JPEG) are stored as received,
+refused by WADO-URI, WADO-RS rendered and frames (422) and not moved to a peer
+taking only uncompressed syntaxes, never decoded: the server's memory
+does not grow."""
 
 import io
 import os
@@ -53,6 +58,7 @@ from tests.interop.test_control_commands import storedFile
 from tests.interop.test_forwarding import waitFor
 from tests.interop.test_retrieve import STUDY_ROOT_GET, imageKeys, movescu
 from tests.interop.test_web import httpGet
+from tests.pacscore.codecs.test_codestreamheader import bombDataset
 from tests.pacscore.codecs.test_transcode import cutShortDataset
 from tests.pacscore.web.dicomweb.test_retrieve import flatRle
 
@@ -617,6 +623,71 @@ class CutStreamTests(ServersTestCase):
             if proposal in ("-xs", "-xt"):
                 reference = pydicom.dcmread(get_testdata_file(name)).pixel_array
                 self.assertTrue(np.array_equal(stored.pixel_array, reference), (tool, option, name))
+
+
+class DecompressionBombTests(ServersTestCase):
+    """A pacs storing with IncomingCompression ``un``, with a peer taking
+    only uncompressed syntaxes."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.workdir = tempfile.mkdtemp(prefix="pacs-bombs-")
+        cls.peer = StorescpServer(os.path.join(cls.workdir, "plain"), aet="PLAINSCP", acceptedSyntaxes="uncompressed")
+        cls.server = PacsServer(os.path.join(cls.workdir, "pacs"))
+        cls.server.setIni(IncomingCompression="un")
+        cls.server.addNode(cls.peer.aet, cls.peer.port)
+        cls.startAll(cls.peer, cls.server)
+
+    def assertRefusedUndecoded(self, syntax, side, proposal):
+        """The bomb of a ``side`` x ``side`` codestream in ``syntax``, sent
+        by storescu proposing it, is stored as received, refused by
+        WADO-URI (a picture, the object decompressed), WADO-RS rendered and
+        its frame uncompressed, and not moved decompressed, each with a log line; the server's peak
+        memory grows by less than 100 MB (the reviewer saw 650 MB for one
+        request of a 12000 x 12000 JPEG-LS one)."""
+        before = self.server.peakRSSKilobytes()
+        original = bombDataset(syntax, side)
+        path = os.path.abspath(self.mktemp()) + ".dcm"
+        original.save_as(path, enforce_file_format=True)
+        result = self.server.store(path, extra=(proposal,))
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        said = f"its codestream is of {side} x {side} pixels of 1 sample(s), the object says 64 x 64 of 1"
+        stored = pydicom.dcmread(storedFile(self.server, original.SOPInstanceUID)[1])
+        self.assertEqual((stored.file_meta.TransferSyntaxUID, stored.PixelData), (syntax, original.PixelData))
+        [arrival] = [line for line in self.server.log().splitlines()
+                     if f"{original.SOPInstanceUID}: compression un not applied, stored as received" in line]
+        self.assertIn(said, arrival)
+        uids = (original.StudyInstanceUID, original.SeriesInstanceUID, original.SOPInstanceUID)
+        web = f"http://127.0.0.1:{self.server.webPort}"
+        wado = f"{web}/wado?requestType=WADO&studyUID={uids[0]}&seriesUID={uids[1]}&objectUID={uids[2]}"
+        instance = f"{web}/dicom-web/studies/{uids[0]}/series/{uids[1]}/instances/{uids[2]}"
+        native = {"Accept": 'multipart/related; type="application/octet-stream"; '
+                            f"transfer-syntax={EXPLICIT_VR_LITTLE_ENDIAN}"}
+        for url, headers in ((f"{wado}&contentType=image/jpeg", None),
+                             (f"{wado}&contentType=application/dicom&transferSyntax={EXPLICIT_VR_LITTLE_ENDIAN}", None),
+                             (f"{instance}/rendered", None), (f"{instance}/frames/1", native)):
+            status, _, body = httpGet(url, headers)
+            self.assertEqual(status, 422, (url, body[:300]))
+            self.assertIn(said, body.decode("utf-8", "replace"), url)
+        self.peer.reset()
+        result = movescu(self.server, self.peer.aet, "IMAGE", dict(zip(
+            ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"), uids)))
+        self.assertEqual(self.peer.files(), [], result.stdout + result.stderr)
+        [move] = [line for line in self.server.log().splitlines()
+                  if f"C-MOVE: {original.SOPInstanceUID} cannot be converted to" in line]
+        self.assertIn(said, move)
+        peak = self.server.peakRSSKilobytes()
+        self.assertLess(peak - before, 100 << 10, f"peak RSS grew from {before} kB to {peak} kB")
+
+    def test_jpegLS(self):
+        """The reviewer's bomb: 12000 x 12000 in 1.6 kB."""
+        self.assertRefusedUndecoded(JPEG_LS_LOSSLESS, 12000, "-xt")
+
+    def test_jpeg2000(self):
+        self.assertRefusedUndecoded(JPEG_2000_LOSSLESS, 8000, "-xv")
+
+    def test_baselineJpeg(self):
+        self.assertRefusedUndecoded(JPEG_BASELINE, 8000, "-xy")
 
 
 class FrameCountTests(ServersTestCase):

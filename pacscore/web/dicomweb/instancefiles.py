@@ -14,6 +14,7 @@ from pydicom.dataset import FileMetaDataset
 from pydicom.encaps import generate_frames
 from pydicom.filereader import read_dataset
 from pydicom.pixels import pixel_array
+from pydicom.pixels.utils import as_pixel_options
 from pydicom.tag import Tag
 
 from pacscore.codecs.syntaxes import (
@@ -22,7 +23,7 @@ from pacscore.codecs.syntaxes import (
     UNCOMPRESSED, isCompressed)
 from pacscore.codecs import nki
 from pacscore.codecs.filetranscode import NotStreamed, streams
-from pacscore.codecs.encapsulatedframes import cutShortFrames
+from pacscore.codecs.encapsulatedframes import damagedFrames
 from pacscore.codecs.fragmentplaces import framePlaces
 from pacscore.codecs.nkipixels import NKI_PIXEL_DATA, decompressDecoded, nkiStream
 from pacscore.codecs.transcode import (
@@ -155,7 +156,7 @@ def _storedSamples(dataset):
     return dataset.get("SamplesPerPixel") or 1
 
 
-def _nativeFrame(dataset, syntax, cutShort, index):
+def _nativeFrame(dataset, syntax, damaged, index):
     """Frame ``index`` (from 0) as native little-endian pixels, as the
     object's metadata describes them: the bytes of a native frame as stored
     (its planes and 4:2:2 subsampling kept), those of big endian words
@@ -163,15 +164,16 @@ def _nativeFrame(dataset, syntax, cutShort, index):
     (1-bit pixels) or the data is compressed, decoded in the stored colour
     space (no YCbCr made RGB), at the precision coded (the stored words,
     bits above High Bit kept: ``codedPrecision``) and ``_storedLayout``.
-    The frame must be one the Pixel Data holds (``_checkHeld``); a JPEG or
-    JPEG-LS one cut short (in ``cutShort``: ``cutShortFrames``) is a
-    ValueError, never decoded partly filled."""
+    The frame must be one the Pixel Data holds (``_checkHeld``); a damaged
+    one (in ``damaged``: ``damagedFrames``: a JPEG or JPEG-LS one cut
+    short, one whose codestream header describes another image) is a
+    ValueError, never decoded."""
     length = _storedLength(dataset, syntax)
     if length is not None:
         frame = bytes(dataset.PixelData[index * length:(index + 1) * length])
         return frame if syntax != EXPLICIT_VR_BIG_ENDIAN else _littleEndian(frame, _wordSize(dataset))
-    if index in cutShort:
-        raise ValueError(cutShort[index])
+    if index in damaged:
+        raise ValueError(damaged[index])
     frame = _storedLayout(dataset, pixel_array(dataset, index=index, as_rgb=False,
                                                **codedPrecision(syntax, dataset.PixelData, dataset)))
     return frame.astype(frame.dtype.newbyteorder("<"), copy=False).tobytes()
@@ -290,14 +292,14 @@ def instanceFrames(path, numbers, choose):
     else:
         if pixels is not None:  # decoded from the Pixel Data in memory
             dataset = _wholeDataset(path)
-        cutShort = {}
+        damaged = {}
         if length is not None:
             _checkHeld(len(dataset.PixelData) // length, f"whole frame(s) of {length} bytes", max(numbers))
         else:  # decoded
             checkFrameSize(dataset.Rows, dataset.Columns, dataset.get("SamplesPerPixel"))
             if isCompressed(syntax):
-                cutShort = cutShortFrames(syntax, dataset.PixelData, count)
-        frame = partial(_nativeFrame, dataset, syntax, cutShort)
+                damaged = damagedFrames(syntax, dataset.PixelData, as_pixel_options(dataset))
+        frame = partial(_nativeFrame, dataset, syntax, damaged)
     return Frames(kind, sent, numbers, frame(numbers[0] - 1), frame)
 
 

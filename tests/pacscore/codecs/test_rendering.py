@@ -17,6 +17,7 @@ from pacscore.codecs.transcode import LARGEST_FRAME, FrameTooLarge, TranscodeErr
 from pacscore.dicom.datasets import encodeDataset
 from pacscore.dicom.negotiation import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION
 from pacscore.storage.part10 import encodeFileMeta
+from tests.pacscore.codecs.test_codestreamheader import BOMB_CODESTREAMS, bombDataset
 from tests.pacscore.codecs.test_jpeglossless import dataset
 from tests.pacscore.codecs.test_transcode import DATA, overlaid, pixels, quietly, reframed, split
 
@@ -274,6 +275,21 @@ class SizeTests(unittest.TestCase):
             error = self.assertRaises(FrameTooLarge, render)
             self.assertIn("30000 x 30000", str(error))
             self.assertIsInstance(error, TranscodeError)  # a 422 on the web
+        self.assertEqual(decoders, [])
+
+    def test_codestreamLargerThanObjectRefusedUndecoded(self):
+        """A 64 x 64 object whose frame is a 2000 x 2000 codestream is not
+        decoded: a TranscodeError (a 422 on the web), from bytes or from a
+        file."""
+        decoders = []
+        self.patch(rendering, "get_decoder", lambda syntax: decoders.append(syntax))
+        for syntax in BOMB_CODESTREAMS:
+            ds = bombDataset(syntax, 2000)
+            data = encodeDataset(ds, EXPLICIT)
+            path = FileTests.asFile(self, data, syntax, ds)
+            for render in (lambda: renderFrame(data, syntax), lambda: renderFile(path)):
+                error = self.assertRaises(TranscodeError, render)
+                self.assertIn("codestream is of 2000 x 2000 pixels", str(error))
         self.assertEqual(decoders, [])
 
     def test_boundCountsSamples(self):

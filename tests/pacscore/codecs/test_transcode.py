@@ -32,6 +32,7 @@ from pacscore.codecs.syntaxes import (
 from pacscore.codecs.transcode import (
     LARGEST_FRAME, FrameTooLarge, TranscodeError, checkFrameSize, codedLossy, transcode)
 from pacscore.storage.part10 import encodeFileMeta, readFileMeta
+from tests.pacscore.codecs.test_codestreamheader import BOMB_CODESTREAMS, bombDataset
 
 DATA = Path(pydicom.data.__file__).parent / "test_files"
 IMPLEMENTATION = "1.2.826.0.1.3680043.9.7433.1.1"
@@ -872,6 +873,23 @@ class FrameSizeTests(unittest.TestCase):
         self.assertTrue(isinstance(outcome, TranscodeError))
         self.assertIn("its frames of 65535 x 65535 pixels", str(outcome))
 
+
+    def test_codestreamLargerThanObjectRefusedUndecoded(self):
+        """A 64 x 64 object whose frame is a 2000 x 2000 codestream (the
+        decoders allocate what the codestream says: a decompression bomb),
+        in JPEG-LS, JPEG 2000 and baseline JPEG, is refused before
+        anything is decoded, in memory and file to file
+        (``codestreamheader``)."""
+        def decoder(*args, **options):
+            raise AssertionError("decoded")
+        self.patch(transcodeModule, "decompress", decoder)
+        self.patch(filetranscode, "get_decoder", decoder)
+        for syntax in BOMB_CODESTREAMS:
+            ds = bombDataset(syntax, 2000)
+            outcome = both(encode(ds, EXPLICIT_VR_LITTLE_ENDIAN), syntax, EXPLICIT_VR_LITTLE_ENDIAN)
+            self.assertTrue(isinstance(outcome, TranscodeError), syntax)
+            self.assertIn("frame 1 of its Pixel Data does not hold the image the object describes: its codestream "
+                          "is of 2000 x 2000 pixels of 1 sample(s), the object says 64 x 64 of 1", str(outcome))
 
     def test_largeRealFramesDecoded(self):
         """The bound of a decode (``LARGEST_DECODED_FRAME``) is over that of

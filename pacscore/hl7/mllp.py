@@ -3,7 +3,9 @@
 A message travels as ``0x0B <message> 0x1C 0x0D``.  ``MLLPProtocol`` cuts
 the byte stream into messages, hands them one at a time, in order, to the
 factory's handler and writes each ACK (framed) before the next message is
-handed on.  Bytes outside a frame are discarded; a start byte inside a
+handed on.  Bytes outside a frame are discarded, blanks (the line feed
+Windows senders put after ``0x1C 0x0D``) silently, others with a warning
+counted in ``hl7Errors``; a start byte inside a
 frame starts a new one, the unfinished one discarded unanswered (a sender
 that gave up on a message and sent the next must not have the two run
 together: the second would take the first one's patient); an oversized
@@ -28,6 +30,7 @@ from pacscore.tls import warnOfTLSFailure
 START_BLOCK = b"\x0b"
 END_BLOCK = b"\x1c"
 CARRIAGE_RETURN = 0x0D
+BLANKS = b" \t\r\n"  # skipped silently between frames
 
 OUTSIDE, INSIDE, AFTER_END = "outside", "inside", "after end"
 
@@ -51,6 +54,7 @@ class MLLPProtocol(protocol.Protocol, policies.TimeoutMixin):
         self._state = OUTSIDE
         self._buffer = bytearray()
         self._garbage = 0          # bytes of the current run outside a frame
+        self._garbageLogged = False  # the current run had bytes other than blanks, logged
         self._queue = deque()      # complete messages waiting for the handler
         self._busy = False         # the handler is working on a message
         self._draining = False     # _processQueue is on the stack
@@ -131,6 +135,7 @@ class MLLPProtocol(protocol.Protocol, policies.TimeoutMixin):
                 if start < 0:
                     return
                 self._garbage = 0
+                self._garbageLogged = False
                 self._state = INSIDE
                 position = start + 1
             elif self._state == INSIDE:
@@ -159,7 +164,8 @@ class MLLPProtocol(protocol.Protocol, policies.TimeoutMixin):
                 self._state = OUTSIDE
 
     def _discard(self, garbage):
-        if not self._garbage:
+        if not self._garbageLogged and garbage.strip(BLANKS):
+            self._garbageLogged = True
             self.factory.count("hl7Errors")
             self.log.warn("{peer}: discarding bytes outside an MLLP frame: {sample!r}",
                           peer=self.peerName(), sample=bytes(garbage[:32]))

@@ -157,6 +157,19 @@ class MLLPTests(unittest.TestCase):
         self.assertEqual(len(self.logged("discarding bytes outside an MLLP frame")), 2)
         self.assertFalse(self.transport.disconnecting)
 
+    def test_blanksBetweenFramesAreSkippedSilently(self):
+        """A line feed after 0x1C 0x0D (Windows senders), and blanks, are no
+        garbage: not logged, not counted; garbage after them still is."""
+        self.protocol.dataReceived(b"\r\n" + frame(hl7("M1")) + b"\n" + frame(hl7("M2")) + b"\r\n \t")
+        self.protocol.dataReceived(b"\n")
+        self.assertEqual(self.acks(), [("AA", "M1"), ("AA", "M2")])
+        self.assertEqual(self.logged("outside an MLLP frame"), [])
+        self.assertNotIn("hl7Errors", self.factory.counters)
+        self.protocol.dataReceived(b"\r\nnoise" + frame(hl7("M3")))
+        self.assertEqual(self.logged("outside an MLLP frame"),
+                         ["10.0.0.7:40000: discarding bytes outside an MLLP frame: b'\\r\\nnoise'"])
+        self.assertEqual(self.factory.counters["hl7Errors"], 1)
+
     def test_aStartByteInsideAFrameStartsANewOne(self):
         """A sender that gave up on M1 halfway and sent M2: M1 is dropped
         unanswered, never run together with M2 (byte by byte too)."""

@@ -12,14 +12,18 @@ together: the second would take the first one's patient); an oversized
 frame gets an AR and the connection is closed; nothing a peer sends raises out of
 ``dataReceived``.  A peer that half-closes after sending (``nc -N``, a
 ``shutdown(SHUT_WR)``) still gets the ACKs of its messages; the connection
-closes once they are written.  Over TLS, a failed handshake is logged with
-its cause (``pacscore.tls.warnOfTLSFailure``).
+closes once they are written.  The protocol is its transport's streaming
+producer: while the transport's write buffer is full (the peer does not
+read its ACKs) no message is handled, so the queue fills and reading
+pauses; a peer that takes nothing for the idle timeout is cut off.  Over
+TLS, a failed handshake is logged with its cause
+(``pacscore.tls.warnOfTLSFailure``).
 """
 
 from collections import deque
 
 from twisted.internet import defer, protocol
-from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
 from twisted.logger import Logger
 from twisted.protocols import policies
 from zope.interface import implementer
@@ -43,7 +47,7 @@ def frame(data):
     return START_BLOCK + data + END_BLOCK + b"\r"
 
 
-@implementer(IHalfCloseableProtocol)
+@implementer(IHalfCloseableProtocol, IPushProducer)
 class MLLPProtocol(protocol.Protocol, policies.TimeoutMixin):
     """One MLLP connection; the factory gives ``handler``, ``maxMessageSize``,
     ``idleTimeout``, ``clock`` and ``counters``."""
@@ -59,6 +63,8 @@ class MLLPProtocol(protocol.Protocol, policies.TimeoutMixin):
         self._busy = False         # the handler is working on a message
         self._draining = False     # _processQueue is on the stack
         self._readPaused = False
+        self._writePaused = False  # the transport's write buffer is full
+        self._producing = False    # registered as the transport's producer
         self._tooLarge = None      # the start of an oversized frame, answered once the queue is done
         self._received = 0
         self._readClosed = False   # the peer half-closed: close once every ACK is written
@@ -72,6 +78,8 @@ class MLLPProtocol(protocol.Protocol, policies.TimeoutMixin):
             setTcpNoDelay(True)
         self.factory.count("hl7Connections")
         self.setTimeout(self.factory.idleTimeout)
+        self.transport.registerProducer(self, True)
+        self._producing = True
         self.log.info("{peer}: HL7 connection opened", peer=self.peerName())
 
     def connectionLost(self, reason):
@@ -93,7 +101,32 @@ class MLLPProtocol(protocol.Protocol, policies.TimeoutMixin):
         self._processQueue()
 
     def writeConnectionLost(self):
-        self.transport.loseConnection()
+        self._close()
+
+    def _close(self, abort=False):
+        """Close once the ACKs written are sent (or at once, ``abort``),
+        the producer unregistered first: a transport that paused it would
+        else wait for it."""
+        if self._producing:
+            self._producing = False
+            self.transport.unregisterProducer()
+        if abort:
+            self.transport.abortConnection()
+        else:
+            self.transport.loseConnection()
+
+    # -- as the transport's producer ---------------------------------------
+
+    def pauseProducing(self):
+        """The write buffer is full: handle nothing until it drains."""
+        self._writePaused = True
+
+    def resumeProducing(self):
+        self._writePaused = False
+        self._processQueue()
+
+    def stopProducing(self):
+        """The connection is lost; ``connectionLost`` clears up."""
 
     def peerName(self):
         peer = getattr(self, "peer", None)
@@ -107,9 +140,14 @@ class MLLPProtocol(protocol.Protocol, policies.TimeoutMixin):
         if self._busy:       # we are the slow side, not the peer
             self.setTimeout(self.timeOut)
             return
+        if self._writePaused:  # its ACKs would never be written
+            self.log.info("{peer}: the peer took none of its HL7 ACKs for {timeout} s, closing the connection",
+                          peer=self.peerName(), timeout=self.timeOut)
+            self._close(abort=True)
+            return
         self.log.info("{peer}: no data for {timeout} s, closing the HL7 connection",
                       peer=self.peerName(), timeout=self.timeOut)
-        self.transport.loseConnection()
+        self._close()
 
     # -- framing -----------------------------------------------------------
 
@@ -120,7 +158,7 @@ class MLLPProtocol(protocol.Protocol, policies.TimeoutMixin):
         except Exception:
             self.log.failure("{peer}: internal error while reading HL7 data, closing", peer=self.peerName())
             self.factory.count("hl7Errors")
-            self.transport.loseConnection()
+            self._close()
 
     def _feed(self, data):
         position = 0
@@ -173,7 +211,7 @@ class MLLPProtocol(protocol.Protocol, policies.TimeoutMixin):
         if self._garbage > self.factory.maxMessageSize:
             self.log.warn("{peer}: more than {limit} bytes without an MLLP start byte, closing",
                           peer=self.peerName(), limit=self.factory.maxMessageSize)
-            self.transport.loseConnection()
+            self._close()
 
     def _frameAbandoned(self, size):
         self._buffer = bytearray()
@@ -206,7 +244,7 @@ class MLLPProtocol(protocol.Protocol, policies.TimeoutMixin):
             return
         self._draining = True
         try:
-            while not self._busy and self.connected and not self.transport.disconnecting:
+            while not (self._busy or self._writePaused) and self.connected and not self.transport.disconnecting:
                 if self._queue:
                     self._handle(self._queue.popleft())
                 elif self._tooLarge is not None:
@@ -214,7 +252,7 @@ class MLLPProtocol(protocol.Protocol, policies.TimeoutMixin):
                     return
                 else:
                     if self._readClosed:
-                        self.transport.loseConnection()
+                        self._close()
                     elif self._readPaused:
                         self._readPaused = False
                         self.transport.resumeProducing()
@@ -254,7 +292,7 @@ class MLLPProtocol(protocol.Protocol, policies.TimeoutMixin):
             message.salvage(self._tooLarge), "AR", f"message larger than {limit} bytes", 207,
             application=self.factory.application)))
         self._tooLarge = None
-        self.transport.loseConnection()
+        self._close()
 
 
 class MLLPFactory(protocol.Factory):

@@ -318,6 +318,41 @@ class MLLPTests(unittest.TestCase):
         self.assertEqual(self.transport.producerState, "producing")
         self.assertEqual(self.acks(), [("AA", f"M{i}") for i in range(20)])
 
+    def test_aPeerNotReadingItsAcksIsNotAnsweredFurther(self):
+        """While the transport's write buffer is full (it pauses its
+        producer, the protocol) no message is handled, so the queue fills
+        and reading pauses: a peer that never reads cannot make us buffer
+        ACKs without end.  Once it takes them, the rest is answered."""
+        self.assertIs(self.transport.producer, self.protocol)
+        self.assertTrue(self.transport.streaming)
+        self.protocol.dataReceived(frame(hl7("M0")))
+        self.protocol.pauseProducing()
+        self.protocol.dataReceived(b"".join(frame(hl7(f"M{i}")) for i in range(1, 21)))
+        self.assertEqual(self.handler.received, [hl7("M0")])
+        self.assertEqual(self.transport.producerState, "paused")
+        self.protocol.resumeProducing()
+        self.assertEqual(self.acks(), [("AA", f"M{i}") for i in range(21)])
+        self.assertEqual(self.transport.producerState, "producing")
+
+    def test_aPeerTakingNoAckForTheIdleTimeoutIsCutOff(self):
+        self.connect(idleTimeout=30)
+        self.protocol.pauseProducing()
+        self.protocol.dataReceived(b"".join(frame(hl7(f"M{i}")) for i in range(20)))
+        self.clock.advance(31)
+        self.assertTrue(self.transport.disconnected)  # aborted: its unread ACKs are never written
+        self.assertIsNone(self.transport.producer)
+        self.assertEqual(self.logged("took"),
+                         ["10.0.0.7:40000: the peer took none of its HL7 ACKs for 30 s, closing the connection"])
+
+    def test_closingUnregistersTheProducer(self):
+        """A transport closes only once its producer is unregistered (when
+        that is paused, its write buffer drained)."""
+        self.protocol.dataReceived(frame(hl7("M1")))
+        self.protocol.readConnectionLost()
+        self.assertTrue(self.transport.disconnecting)
+        self.assertIsNone(self.transport.producer)
+        self.protocol.connectionLost(connectionDone)
+
     def test_manyPipelinedMessagesDoNotRecurse(self):
         self.protocol.dataReceived(b"".join(frame(hl7(f"M{i}")) for i in range(3000)))
         self.assertEqual(len(self.acks()), 3000)

@@ -10,9 +10,11 @@ devices.  ``loadConfiguration`` makes them at start-up.
 from pacscore.config.errors import ConfigError
 
 INTEGER_KEYS = (
-    "ARTIMTimeOut", "CacheVirtualData", "DICOMwebStore", "DebugLevel", "DirectWriteSize", "EnableComputedFields",
+    "ARTIMTimeOut", "CacheVirtualData", "ControlMaxConnections", "ControlMaxConnectionsPerPeer", "DICOMwebStore",
+    "DebugLevel", "DirectWriteSize", "EnableComputedFields",
     "ExportConverters", "FailHoldOff", "FixKodak", "FixPhilips", "ForwardAssociationCloseDelay",
     "ForwardAssociationRefreshDelay", "ForwardAssociationRelease", "ForwardCollectDelay", "HL7DropFolderInterval",
+    "HL7MaxBufferedMB", "HL7MaxConnections", "HL7MaxConnectionsPerPeer",
     "HL7MaxMessageSize", "IgnoreMAGDeviceThreshHold", "ImportConverters", "ImportExportDragAndDrop",
     "LossyQuality", "LuaCommandTimeout", "LuaMaxInstructions", "MAGDeviceFullThreshHold", "MAGDeviceThreshold",
     "MailCollectTime", "MailWaitTime", "MaxAssociations", "MaxAssociationsPerPeer", "MaxFieldLength",

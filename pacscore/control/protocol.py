@@ -10,7 +10,11 @@ per line of its output (at most ``MAX_OUTPUT_LINE`` bytes: a longer line ends th
 such as ``convert_to_jpg`` without an output file, one ``DATA <length>``
 line followed by that many bytes), and finally ``OK`` or ``ERROR
 <message>``, then closes. Commands run as Deferreds, so a long one never holds up other
-clients or the DICOM service.
+clients or the DICOM service.  At most ``ControlMaxConnections`` connections are held
+at once (no more than a sixteenth of the open-file limit) and
+``ControlMaxConnectionsPerPeer`` from one address: one more is answered ``ERROR`` and
+closed at once, with a log line, as the DICOM service's ``MaxAssociations`` are
+(``pacscore.dicom.admission``).
 """
 
 import hmac
@@ -21,10 +25,15 @@ from twisted.protocols import basic, policies
 
 from pacscore.control.context import CommandError, ControlContext, notUTF8
 from pacscore.control.registry import CommandRegistry
+from pacscore.dicom.admission import AssociationLimits, LimitedFactory
 
 UNKNOWN_COMMAND = "unknown command "   # an ERROR message starting so: dgate exits 2
 KEEPALIVE_INTERVAL = 10  # seconds between the KEEPALIVE lines of a running command
 MAX_OUTPUT_LINE = 1 << 24  # bytes of an OUTPUT line's text, the most dgate reads: a longer one fails the command
+LIMIT_KEYS = ("ControlMaxConnections", "ControlMaxConnectionsPerPeer")
+FILE_SHARE = 16  # ControlMaxConnections is at most the open-file limit / FILE_SHARE
+DEFAULT_TOTAL = 100  # ControlMaxConnections
+PER_PEER = 0  # ControlMaxConnectionsPerPeer: none (dgate on the server's machine comes from one address)
 
 
 class BadRequest(Exception):
@@ -67,9 +76,11 @@ class ControlProtocol(basic.LineReceiver, policies.TimeoutMixin):
 
     def connectionMade(self):
         self.peer = self.transport.getPeer()
+        self.factory.opened(self.transport)
         self.setTimeout(self.factory.idleTimeout)
 
     def connectionLost(self, reason):
+        self.factory.closed(self.transport)
         self.setTimeout(None)
         self._stopKeepingAlive()
         self.finished = True
@@ -163,7 +174,7 @@ class ControlProtocol(basic.LineReceiver, policies.TimeoutMixin):
         self.transport.loseConnection()
 
 
-class ControlFactory(protocol.Factory):
+class ControlFactory(LimitedFactory, protocol.Factory):
     """Serves the control port of ``archive``.
 
     ``secret`` is ControlSecret: when it is set, a request without the right
@@ -174,15 +185,17 @@ class ControlFactory(protocol.Factory):
     ``read_ini``) is
     asked of the next request (``secret`` is set anew). ``quit`` (a callable returning a Deferred) stops the server in
     order; ``commands`` is a ``CommandRegistry`` (default: every installed
-    command plugin).
+    command plugin); ``limits`` (an AssociationLimits; None: any number)
+    caps the connections held at once.
     """
 
     protocol = ControlProtocol
+    refusal = b"ERROR too many connections to the control port, try again later\r\n"
     noisy = False
     idleTimeout = 30
     log = Logger()
 
-    def __init__(self, archive, reactor, secret=None, requireSecret=False, quit=None, commands=None):
+    def __init__(self, archive, reactor, secret=None, requireSecret=False, quit=None, commands=None, limits=None):
         if requireSecret and not secret:
             raise ValueError("the control port is not bound to loopback: a ControlSecret is required")
         self.archive = archive
@@ -191,6 +204,7 @@ class ControlFactory(protocol.Factory):
         self.requireSecret = requireSecret
         self.quit = quit
         self.commands = commands if commands is not None else CommandRegistry()
+        self.limits = limits if limits is not None else AssociationLimits(keys=LIMIT_KEYS)
 
     def authorized(self, given):
         """Whether ``given`` (the AUTH line's secret, or None) lets a request in."""

@@ -7,10 +7,12 @@ over either limit is closed as soon as it is accepted, with a log line:
 one for each address until a connection ends, so that a flood of
 connections is no flood of log lines; on the DICOM service it is first
 answered with an A-ASSOCIATE-RJ, its A-ASSOCIATE-RQ left unread.  The web
-interface counts its connections so too, against keys of its own."""
+interface, the HL7 listener and the control port count their connections so
+too, against keys of their own (``LimitedFactory``)."""
 
 from collections import Counter
 
+from twisted.internet import protocol
 from twisted.logger import Logger
 
 DEFAULT_TOTAL = 1000
@@ -34,12 +36,12 @@ class AssociationLimits:
         self._logged = set()  # hosts refused since a connection last ended
 
     @classmethod
-    def fromIni(cls, ini, fileLimit, keys=KEYS, share=2, perPeer=DEFAULT_PER_PEER):
+    def fromIni(cls, ini, fileLimit, keys=KEYS, share=2, perPeer=DEFAULT_PER_PEER, total=DEFAULT_TOTAL):
         """The limits of dicom.ini's ``keys``: ``MaxAssociations`` no more
         than ``fileLimit`` (the open files the process may have) / ``share``,
-        so that stored files and the web interface have theirs; ``perPeer``
-        without the second key."""
-        total = ini.getint(keys[0], DEFAULT_TOTAL)
+        so that stored files and the web interface have theirs; ``total``
+        and ``perPeer`` without the keys."""
+        total = ini.getint(keys[0], total)
         return cls(min(total, fileLimit // share) if total > 0 else fileLimit // share,
                    max(ini.getint(keys[1], perPeer), 0), keys)
 
@@ -68,3 +70,35 @@ class AssociationLimits:
         if not self.byPeer[host]:
             del self.byPeer[host]
         self._logged.clear()
+
+
+class Refused(protocol.Protocol):
+    """A connection over the limits: sent ``answer`` (bytes) and closed at once."""
+
+    def __init__(self, answer=b""):
+        self.answer = answer
+
+    def connectionMade(self):
+        if self.answer:
+            self.transport.write(self.answer)
+        self.transport.loseConnection()
+
+
+class LimitedFactory:
+    """A protocol factory mixin (before the factory class) holding at most
+    ``limits`` (an AssociationLimits) connections: one over them gets
+    ``refusal`` and is closed (``Refused``); the factory's protocols call
+    ``opened`` and ``closed`` with their transport."""
+
+    refusal = b""
+
+    def buildProtocol(self, addr):
+        if not self.limits.admits(getattr(addr, "host", None)):
+            return Refused(self.refusal)
+        return super().buildProtocol(addr)
+
+    def opened(self, transport):
+        self.limits.opened(getattr(transport.getPeer(), "host", None))
+
+    def closed(self, transport):
+        self.limits.closed(getattr(transport.getPeer(), "host", None))

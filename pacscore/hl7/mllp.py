@@ -9,7 +9,9 @@ counted in ``hl7Errors``; a start byte inside a
 frame starts a new one, the unfinished one discarded unanswered (a sender
 that gave up on a message and sent the next must not have the two run
 together: the second would take the first one's patient); an oversized
-frame gets an AR and the connection is closed; nothing a peer sends raises out of
+frame gets an AR and the connection is closed, and so does a frame that
+would take the bytes of all connections' unfinished frames past the factory's
+``maxBuffered``; nothing a peer sends raises out of
 ``dataReceived``.  A peer that half-closes after sending (``nc -N``, a
 ``shutdown(SHUT_WR)``) still gets the ACKs of its messages; the connection
 closes once they are written.  The protocol is its transport's streaming
@@ -20,6 +22,7 @@ TLS, a failed handshake is logged with its cause
 (``pacscore.tls.warnOfTLSFailure``).
 """
 
+import math
 from collections import deque
 
 from twisted.internet import defer, protocol
@@ -28,6 +31,7 @@ from twisted.logger import Logger
 from twisted.protocols import policies
 from zope.interface import implementer
 
+from pacscore.dicom.admission import AssociationLimits, LimitedFactory
 from pacscore.hl7 import message
 from pacscore.tls import warnOfTLSFailure
 
@@ -39,7 +43,12 @@ BLANKS = b" \t\r\n"  # skipped silently between frames
 OUTSIDE, INSIDE, AFTER_END = "outside", "inside", "after end"
 
 PAUSE_QUEUE_LENGTH = 16   # messages waiting for the handler before we stop reading
-SALVAGE_BYTES = 65536     # what an oversized frame keeps to answer it (its MSH)
+SALVAGE_BYTES = 65536     # what a refused frame keeps to answer it (its MSH)
+LIMIT_KEYS = ("HL7MaxConnections", "HL7MaxConnectionsPerPeer")
+FILE_SHARE = 16           # HL7MaxConnections is at most the open-file limit / FILE_SHARE
+DEFAULT_TOTAL = 200       # HL7MaxConnections
+PER_PEER = 32             # HL7MaxConnectionsPerPeer
+DEFAULT_BUFFERED_MB = 64  # HL7MaxBufferedMB
 
 
 def frame(data):
@@ -65,7 +74,7 @@ class MLLPProtocol(protocol.Protocol, policies.TimeoutMixin):
         self._readPaused = False
         self._writePaused = False  # the transport's write buffer is full
         self._producing = False    # registered as the transport's producer
-        self._tooLarge = None      # the start of an oversized frame, answered once the queue is done
+        self._refused = None       # (start, why) of a refused frame, answered AR once the queue is done
         self._received = 0
         self._readClosed = False   # the peer half-closed: close once every ACK is written
 
@@ -77,6 +86,7 @@ class MLLPProtocol(protocol.Protocol, policies.TimeoutMixin):
         if setTcpNoDelay is not None:
             setTcpNoDelay(True)
         self.factory.count("hl7Connections")
+        self.factory.opened(self.transport)
         self.setTimeout(self.factory.idleTimeout)
         self.transport.registerProducer(self, True)
         self._producing = True
@@ -88,7 +98,8 @@ class MLLPProtocol(protocol.Protocol, policies.TimeoutMixin):
         warnOfTLSFailure(self.log, f"{self.peerName()}: HL7 ", reason, self.transport)
         dropped = len(self._queue) + self._busy
         self._queue.clear()
-        self._buffer = bytearray()
+        self._takeBuffer()
+        self.factory.closed(self.transport)
         self.log.info("{peer}: HL7 connection closed after {received} messages{unanswered}",
                       peer=self.peerName(), received=self._received,
                       unanswered=f", {dropped} left unanswered" if dropped else "")
@@ -163,7 +174,7 @@ class MLLPProtocol(protocol.Protocol, policies.TimeoutMixin):
     def _feed(self, data):
         position = 0
         while position < len(data):
-            if self._tooLarge is not None or self.transport.disconnecting:
+            if self._refused is not None or self.transport.disconnecting:
                 return
             if self._state == OUTSIDE:
                 start = data.find(START_BLOCK, position)
@@ -184,10 +195,8 @@ class MLLPProtocol(protocol.Protocol, policies.TimeoutMixin):
                     position = restart + 1
                     continue
                 chunk = data[position:len(data) if end < 0 else end]
-                if len(self._buffer) + len(chunk) > self.factory.maxMessageSize:
-                    self._frameTooLarge(bytes(self._buffer[:SALVAGE_BYTES]) + chunk[:SALVAGE_BYTES])
+                if not self._keep(chunk):
                     return
-                self._buffer += chunk
                 if end < 0:
                     return
                 self._frameComplete()
@@ -213,28 +222,47 @@ class MLLPProtocol(protocol.Protocol, policies.TimeoutMixin):
                           peer=self.peerName(), limit=self.factory.maxMessageSize)
             self._close()
 
+    def _keep(self, chunk):
+        """Add ``chunk`` to the frame, or refuse the frame: whether it was added."""
+        limit, held = self.factory.maxMessageSize, self.factory.maxBuffered
+        if len(self._buffer) + len(chunk) > limit:
+            self.log.warn("{peer}: HL7 message larger than {limit} bytes, rejecting it and closing",
+                          peer=self.peerName(), limit=limit)
+            why = f"message larger than {limit} bytes"
+        elif self.factory.buffered + len(chunk) > held:
+            self.factory.warnBufferFull(self.log, self.peerName())
+            why = "the server holds too many unfinished HL7 messages (HL7MaxBufferedMB): send it again later"
+        else:
+            self._buffer += chunk
+            self.factory.buffered += len(chunk)
+            return True
+        self.factory.count("hl7Errors")
+        self._refused = (bytes(self._buffer[:SALVAGE_BYTES]) + chunk[:SALVAGE_BYTES], why)
+        self._takeBuffer()
+        self._processQueue()
+        return False
+
+    def _takeBuffer(self):
+        """The frame's bytes so far, no longer held."""
+        raw, self._buffer = bytes(self._buffer), bytearray()
+        self.factory.buffered -= len(raw)
+        return raw
+
     def _frameAbandoned(self, size):
-        self._buffer = bytearray()
+        self._takeBuffer()
         self.factory.count("hl7Errors")
         self.log.warn("{peer}: MLLP start byte 0x0B inside a frame: the unfinished frame ({size} bytes) is "
                       "discarded unanswered, a new one starts", peer=self.peerName(), size=size)
 
     def _frameComplete(self):
-        raw, self._buffer = bytes(self._buffer), bytearray()
+        raw = self._takeBuffer()
+        self.factory.frameComplete()
         self._received += 1
         self.factory.count("hl7Messages")
         self._queue.append(raw)
         if len(self._queue) >= PAUSE_QUEUE_LENGTH and not self._readPaused:
             self._readPaused = True
             self.transport.pauseProducing()
-        self._processQueue()
-
-    def _frameTooLarge(self, start):
-        self.factory.count("hl7Errors")
-        self.log.warn("{peer}: HL7 message larger than {limit} bytes, rejecting it and closing",
-                      peer=self.peerName(), limit=self.factory.maxMessageSize)
-        self._tooLarge = start
-        self._buffer = bytearray()
         self._processQueue()
 
     # -- handling, one message at a time -----------------------------------
@@ -247,8 +275,8 @@ class MLLPProtocol(protocol.Protocol, policies.TimeoutMixin):
             while not (self._busy or self._writePaused) and self.connected and not self.transport.disconnecting:
                 if self._queue:
                     self._handle(self._queue.popleft())
-                elif self._tooLarge is not None:
-                    self._rejectTooLarge()
+                elif self._refused is not None:
+                    self._rejectRefused()
                     return
                 else:
                     if self._readClosed:
@@ -286,18 +314,20 @@ class MLLPProtocol(protocol.Protocol, policies.TimeoutMixin):
         self._busy = False
         self._processQueue()
 
-    def _rejectTooLarge(self):
-        limit = self.factory.maxMessageSize
-        self.transport.write(frame(message.ack(
-            message.salvage(self._tooLarge), "AR", f"message larger than {limit} bytes", 207,
-            application=self.factory.application)))
-        self._tooLarge = None
+    def _rejectRefused(self):
+        start, why = self._refused
+        self.transport.write(frame(message.ack(message.salvage(start), "AR", why, 207,
+                                               application=self.factory.application)))
+        self._refused = None
         self._close()
 
 
-class MLLPFactory(protocol.Factory):
+class MLLPFactory(LimitedFactory, protocol.Factory):
     """Serves MLLP connections for ``handler(raw) -> Deferred`` firing with
-    the ACK (bytes, unframed) for the message ``raw``.
+    the ACK (bytes, unframed) for the message ``raw``; at most ``limits``
+    (an AssociationLimits; None: any number) connections at once, their
+    unfinished frames holding at most ``maxBuffered`` bytes in all (never
+    less than ``maxMessageSize``; 0: any number).
 
     ``counters`` counts ``hl7Messages`` (frames received), ``hl7Errors``
     (handler failures, oversized frames, runs of bytes outside frames) and
@@ -311,15 +341,30 @@ class MLLPFactory(protocol.Factory):
     log = Logger()
 
     def __init__(self, handler, maxMessageSize=1 << 20, idleTimeout=300, clock=None, counters=None,
-                 application="PACS"):
+                 application="PACS", limits=None, maxBuffered=DEFAULT_BUFFERED_MB << 20):
         if clock is None:
             from twisted.internet import reactor as clock
         self.handler = handler
         self.application = application
         self.maxMessageSize = maxMessageSize
+        self.maxBuffered = max(maxBuffered, maxMessageSize) if maxBuffered > 0 else math.inf
+        self.buffered = 0            # bytes of all connections' unfinished frames
+        self._bufferFullLogged = False
+        self.limits = limits if limits is not None else AssociationLimits(keys=LIMIT_KEYS)
         self.idleTimeout = idleTimeout
         self.clock = clock
         self.counters = counters if counters is not None else {}
 
     def count(self, name):
         self.counters[name] = self.counters.get(name, 0) + 1
+
+    def warnBufferFull(self, log, peer):
+        """Log a frame refused for ``maxBuffered``: the first since a frame was complete."""
+        if not self._bufferFullLogged:
+            self._bufferFullLogged = True
+            log.warn("{peer}: unfinished HL7 messages of all connections would hold more than {limit} bytes "
+                     "(HL7MaxBufferedMB), rejecting this one and closing; more are refused unlogged until a "
+                     "message is complete", peer=peer, limit=self.maxBuffered)
+
+    def frameComplete(self):
+        self._bufferFullLogged = False

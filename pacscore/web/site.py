@@ -26,12 +26,12 @@ service's ``MaxAssociations`` are (``pacscore.dicom.admission``).
 
 from functools import partial
 
-from twisted.internet import protocol, threads
+from twisted.internet import threads
 from twisted.logger import Logger
 from twisted.web import server, util
 
 from pacscore.config.errors import ConfigError
-from pacscore.dicom.admission import AssociationLimits
+from pacscore.dicom.admission import AssociationLimits, LimitedFactory
 from pacscore.control.registry import CommandRegistry
 from pacscore.web import browse, documents, downloads, edits, images, procedures, remote, wado, worklist
 from pacscore.web.answering import RETRY_AFTER, AnsweringResource, Folder
@@ -101,16 +101,7 @@ class DgateResource(AnsweringResource):
         return await handler(self.archive, parameters)
 
 
-class Unavailable(protocol.Protocol):
-    """A connection over the site's limits: answered 503 and closed."""
-
-    def connectionMade(self):
-        self.transport.write(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: %s\r\nContent-Length: 0\r\n"
-                             b"Connection: close\r\n\r\n" % RETRY_AFTER.encode())
-        self.transport.loseConnection()
-
-
-class PacsSite(server.Site):
+class PacsSite(LimitedFactory, server.Site):
     """The web interface's site, on PacsChannel (a 414 for a request line
     too long): before any resource (the login too) sees a request, one
     for a host name ``hosts`` (a HostNames, None: any name) does not
@@ -121,6 +112,8 @@ class PacsSite(server.Site):
     AssociationLimits; None: none) caps the connections held at once."""
 
     protocol = PacsChannel
+    refusal = (b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: %s\r\nContent-Length: 0\r\n"
+               b"Connection: close\r\n\r\n" % RETRY_AFTER.encode())  # a connection over the limits
 
     def __init__(self, root, origins, hosts, guard=None, uploads=0, limits=None, **kwargs):
         super().__init__(root, requestFactory=CountedRequest, **kwargs)
@@ -130,16 +123,11 @@ class PacsSite(server.Site):
         self.uploads = uploads
         self.limits = limits if limits is not None else AssociationLimits(keys=LIMIT_KEYS)
 
-    def buildProtocol(self, addr):
-        if not self.limits.admits(getattr(addr, "host", None)):
-            return Unavailable()
-        return super().buildProtocol(addr)
-
     def connectionOpened(self, channel):
-        self.limits.opened(getattr(channel.transport.getPeer(), "host", None))
+        self.opened(channel.transport)
 
     def connectionClosed(self, channel):
-        self.limits.closed(getattr(channel.transport.getPeer(), "host", None))
+        self.closed(channel.transport)
 
     def bodyLimit(self, method, uri):
         """The most bytes a ``method`` request for ``uri`` may send (0: any number)."""

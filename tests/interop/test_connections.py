@@ -1,7 +1,8 @@
 """Connection floods against the running server: connections that never
-send an A-ASSOCIATE-RQ, more than its open-file limit (1024, set with
-prlimit), from one address and from many; DCMTK's echoscu and the web
-interface go on working (pacscore.dicom.admission, pacscore.filelimit)."""
+send an A-ASSOCIATE-RQ (or an HL7 message, or a control request), more
+than its open-file limit (1024, set with prlimit), from one address and
+from many; DCMTK's echoscu, the web interface, the HL7 listener and the
+control port go on working (pacscore.dicom.admission, pacscore.filelimit)."""
 
 import resource
 import socket
@@ -10,6 +11,7 @@ import urllib.request
 
 from twisted.trial import unittest
 
+from pacscore.hl7.mllp import frame
 from tests.interop.server import PacsServer, dcmtk
 
 FLOOD = 1100
@@ -34,14 +36,14 @@ class FloodTests(unittest.TestCase):
             s.close()
         self.sockets = []
 
-    def flood(self, sources):
-        """Open FLOOD idle connections, from ``sources`` in turn."""
+    def flood(self, sources, port=None):
+        """Open FLOOD idle connections to ``port`` (the DICOM port), from ``sources`` in turn."""
         for number in range(FLOOD):
             s = socket.socket()
             self.sockets.append(s)
             s.bind((sources[number % len(sources)], 0))
             try:
-                s.connect(("127.0.0.1", self.server.port))
+                s.connect(("127.0.0.1", port or self.server.port))
             except ConnectionResetError:  # closed by the server before connect() returned
                 pass
         time.sleep(1)
@@ -53,6 +55,18 @@ class FloodTests(unittest.TestCase):
         with urllib.request.urlopen(f"http://127.0.0.1:{self.server.webPort}/cgi-bin/dgate?mode=top",
                                     timeout=10) as answer:
             return answer.status
+
+    def hl7Answer(self):
+        """The ACK of an ADT^A08 (an AR: not an order) sent to the HL7 listener."""
+        with socket.create_connection(("127.0.0.1", self.server.hl7Port), timeout=10) as connection:
+            connection.sendall(frame(b"MSH|^~\\&|RIS|H|PACS|H|20261202||ADT^A08|FLOOD1|P|2.5\r"))
+            answer = b""
+            while not answer.endswith(b"\x1c\r"):
+                data = connection.recv(65536)
+                if not data:
+                    break
+                answer += data
+        return answer
 
     def test_limitsLogged(self):
         log = self.server.log()
@@ -78,4 +92,36 @@ class FloodTests(unittest.TestCase):
         self.closeFlood()
         time.sleep(1)
         self.assertEqual(self.echo(), 0)
+        self.assertNotIn("Too many open files", self.server.log())
+
+    def test_hl7FloodFromOneAddress(self):
+        """Its 33rd HL7 connection on are closed at once; other senders,
+        DICOM and the web are served as ever."""
+        self.flood(["127.0.0.2"], self.server.hl7Port)
+        self.assertIn(b"MSA|AR|FLOOD1", self.hl7Answer())
+        self.assertEqual(self.echo(), 0)
+        self.assertEqual(self.webAnswers(), 200)
+        log = self.server.log()
+        self.assertEqual(log.count("127.0.0.2: connection closed at once: it has 32 connections open "
+                                   "(HL7MaxConnectionsPerPeer 32)"), 1)
+        self.assertNotIn("Too many open files", log)
+
+    def test_hl7AndControlFloodsFromManyAddresses(self):
+        """At most a sixteenth of the open files are HL7 connections, and
+        as many control connections: DICOM and the web answer during the
+        floods, HL7 and dgate once they are over."""
+        sources = [f"127.0.0.{host}" for host in range(2, 42)]
+        self.flood(sources, self.server.hl7Port)
+        self.flood(sources, self.server.controlPort)
+        self.assertEqual(self.echo(), 0)
+        self.assertEqual(self.webAnswers(), 200)
+        refused = self.server.dgate("--display_status:")
+        self.assertIn("too many connections to the control port, try again later", refused.stdout + refused.stderr)
+        log = self.server.log()
+        self.assertIn("connections are open (HL7MaxConnections 64)", log)
+        self.assertIn("connections are open (ControlMaxConnections 64)", log)
+        self.closeFlood()
+        time.sleep(1)
+        self.assertIn(b"MSA|AR|FLOOD1", self.hl7Answer())
+        self.assertEqual(self.server.dgate("--display_status:").returncode, 0)
         self.assertNotIn("Too many open files", self.server.log())

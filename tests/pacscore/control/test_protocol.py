@@ -19,6 +19,7 @@ from pacscore.control.context import CommandError
 from pacscore.control.protocol import KEEPALIVE_INTERVAL, MAX_OUTPUT_LINE, BadRequest, ControlFactory, parseCommand
 from pacscore.control.registry import CommandRegistry
 from pacscore.dicom import pdu
+from pacscore.dicom.admission import AssociationLimits
 from pacscore.interfaces import IControlCommand
 
 
@@ -315,6 +316,38 @@ class ServerTests(unittest.TestCase):
         self.assertFalse(slow.disconnecting)
         self.slow.pending[0].callback("at last")
         self.assertEqual(self.answer(slow)[-2:], ["OUTPUT at last", "OK"])
+
+
+class ConnectionLimitTests(unittest.TestCase):
+    """ControlMaxConnections in all and ControlMaxConnectionsPerPeer from one address."""
+
+    def test_limits(self):
+        factory = ControlFactory(object(), task.Clock(), commands=CommandRegistry([Echo()]),
+                                 limits=AssociationLimits(2, 0, ("ControlMaxConnections",
+                                                                 "ControlMaxConnectionsPerPeer")))
+
+        def connect():
+            address = IPv4Address("TCP", "10.1.2.3", 40000)
+            protocol = factory.buildProtocol(address)
+            transport = StringTransport(peerAddress=address)
+            protocol.makeConnection(transport)
+            return protocol, transport
+
+        with capturedLogs() as events:
+            held = [connect() for _ in range(2)]
+            for _ in range(2):
+                _, refused = connect()
+                self.assertEqual(refused.value(), b"ERROR too many connections to the control port, "
+                                                  b"try again later\r\n")
+                self.assertTrue(refused.disconnecting)
+        self.assertEqual([formatEvent(e) for e in events if "closed at once" in formatEvent(e)], [
+            "10.1.2.3: connection closed at once: 2 connections are open (ControlMaxConnections 2); "
+            "more are closed unlogged until one ends"])
+        held[0][0].dataReceived(b"COMMAND --echo:x\r\n")
+        held[0][0].connectionLost(None)
+        protocol, transport = connect()
+        protocol.dataReceived(b"COMMAND --echo:y\r\n")
+        self.assertEqual(transport.value().split(b"\r\n")[0], b"OUTPUT y")
 
 
 class SecretTests(ServerTests):

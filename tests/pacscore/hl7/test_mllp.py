@@ -4,9 +4,10 @@ from twisted.internet import defer, task
 from twisted.internet.address import IPv4Address
 from twisted.internet.protocol import connectionDone
 from twisted.internet.testing import StringTransport
-from twisted.logger import Logger, formatEvent
+from twisted.logger import Logger, capturedLogs, formatEvent
 from twisted.trial import unittest
 
+from pacscore.dicom.admission import AssociationLimits
 from pacscore.hl7.message import ack, parseMessage
 from pacscore.hl7.mllp import MLLPFactory, frame
 
@@ -356,3 +357,73 @@ class MLLPTests(unittest.TestCase):
     def test_manyPipelinedMessagesDoNotRecurse(self):
         self.protocol.dataReceived(b"".join(frame(hl7(f"M{i}")) for i in range(3000)))
         self.assertEqual(len(self.acks()), 3000)
+
+
+class MLLPLimitTests(unittest.TestCase):
+    """HL7MaxConnections, HL7MaxConnectionsPerPeer and HL7MaxBufferedMB:
+    what all connections hold at once."""
+
+    def setUp(self):
+        self.clock = task.Clock()
+        self.handler = RecordingHandler()
+        self.factory = MLLPFactory(self.handler, clock=self.clock, maxMessageSize=200, maxBuffered=300,
+                                   limits=AssociationLimits(3, 2, ("HL7MaxConnections", "HL7MaxConnectionsPerPeer")))
+
+    def open(self, host):
+        address = IPv4Address("TCP", host, 40000)
+        protocol = self.factory.buildProtocol(address)
+        transport = StringTransport(peerAddress=address)
+        protocol.makeConnection(transport)
+        return protocol, transport
+
+    def test_connectionLimits(self):
+        with capturedLogs() as events:
+            first = [self.open("192.0.2.7") for _ in range(2)]
+            for _ in range(2):  # logged once
+                _, refused = self.open("192.0.2.7")
+                self.assertTrue(refused.disconnecting)
+                self.assertEqual(refused.value(), b"")
+            other = self.open("192.0.2.8")
+            self.assertTrue(self.open("192.0.2.9")[1].disconnecting)
+        self.assertEqual([formatEvent(e) for e in events if "closed at once" in formatEvent(e)], [
+            "192.0.2.7: connection closed at once: it has 2 connections open (HL7MaxConnectionsPerPeer 2); "
+            "more are closed unlogged until one ends",
+            "192.0.2.9: connection closed at once: 3 connections are open (HL7MaxConnections 3); "
+            "more are closed unlogged until one ends"])
+        first[0][0].connectionLost(connectionDone)
+        protocol, transport = self.open("192.0.2.7")
+        protocol.dataReceived(frame(hl7("M1")))
+        self.assertFalse(transport.disconnecting)
+        self.assertEqual(self.handler.received, [hl7("M1")])
+        for connection, _ in (first[1], other, (protocol, transport)):
+            connection.connectionLost(connectionDone)
+        self.assertEqual(self.factory.limits.open, 0)
+
+    def test_bytesBufferedAcrossConnections(self):
+        """A frame that would take the unfinished frames of all connections
+        past the limit gets an AR (send it again later) and its connection
+        is closed; the others go on, and what they held is freed."""
+        (one, oneTransport), (two, twoTransport) = self.open("192.0.2.7"), self.open("192.0.2.8")
+        with capturedLogs() as events:
+            one.dataReceived(b"\x0b" + hl7("ONE") + b"\rNTE|" + b"x" * 100)
+            two.dataReceived(b"\x0b" + hl7("TWO") + b"\rNTE|" + b"y" * 100)
+            three, threeTransport = self.open("192.0.2.9")
+            three.dataReceived(b"\x0b" + b"w" * 150)  # refused unlogged
+        self.assertTrue(threeTransport.disconnecting)
+        self.assertFalse(oneTransport.disconnecting)
+        self.assertTrue(twoTransport.disconnecting)
+        reply = parseMessage(twoTransport.value()[1:-2])
+        self.assertEqual((reply.value("MSA", 1), reply.value("MSA", 2)), ("AR", "TWO"))
+        self.assertEqual(reply.value("MSA", 3), "the server holds too many unfinished HL7 messages "
+                                                "(HL7MaxBufferedMB): send it again later")
+        self.assertEqual([formatEvent(e) for e in events if "unfinished" in formatEvent(e)],
+                         ["192.0.2.8:40000: unfinished HL7 messages of all connections would hold more than "
+                          "300 bytes (HL7MaxBufferedMB), rejecting this one and closing; more are refused unlogged until a "
+                          "message is complete"])
+        one.dataReceived(b"\x1c\r")
+        self.assertEqual(len(self.handler.received), 1)
+        self.assertEqual(self.factory.buffered, 0)
+        two.connectionLost(connectionDone)
+        one.dataReceived(b"\x0b" + b"z" * 150)
+        one.connectionLost(connectionDone)
+        self.assertEqual(self.factory.buffered, 0)

@@ -41,6 +41,7 @@ from pacscore.config.errors import ConfigError
 BCRYPT_PREFIXES = ("$2a$", "$2b$", "$2y$")
 BCRYPT_LIMIT = 72  # bytes of a password that bcrypt (and Apache) look at
 REMEMBERED = 1024  # verified passwords kept (as digests)
+HTPASSWD_COST = 5  # htpasswd -B's bcrypt cost when -C gives none
 
 
 def readPasswordFile(path):
@@ -68,10 +69,21 @@ def readPasswordFile(path):
     return users
 
 
+def unknownUserHash(users):
+    """What to check an unknown user's password against so that it takes
+    as long as the costliest hash of ``users`` (``{user: hash}``) would: a
+    bcrypt salt of that cost (``$2b$12$...``; the cost is all the time
+    depends on), which no password matches (it has no digest).  Made at
+    once, not computed: cheap enough for the reactor."""
+    costs = [int(hashed[4:6]) for hashed in users.values() if hashed[4:6].isdigit()]
+    return bcrypt.gensalt(max([cost for cost in costs if 4 <= cost <= 31], default=HTPASSWD_COST))
+
+
 class PasswordFile:
     """The users of an htpasswd file, read anew when its size, time or
     inode changed.  A file that became unreadable or wrong lets nobody in
-    (logged once per change) rather than keep users its editor removed."""
+    (logged once per change) rather than keep users its editor removed.
+    ``unknownUser`` is the file's ``unknownUserHash``."""
 
     log = Logger()
 
@@ -80,6 +92,7 @@ class PasswordFile:
         self._lock = threading.Lock()
         self._stamp = None
         self._users = readPasswordFile(path)
+        self.unknownUser = unknownUserHash(self._users)
         self._stamp = self._stampNow()
 
     def _stampNow(self):
@@ -95,6 +108,7 @@ class PasswordFile:
                     self._stamp = stamp
                     self._users = {}
                     self._users = readPasswordFile(self.path)
+                    self.unknownUser = unknownUserHash(self._users)
                     self.log.info("web: read {count} users from {path}", count=len(self._users), path=self.path)
             except (OSError, ConfigError) as e:
                 if self._stamp is not None:
@@ -118,7 +132,6 @@ class PasswordFileChecker:
         self._key = os.urandom(32)
         self._verified = collections.OrderedDict()
         self._lock = threading.Lock()
-        self._unknownUser = bcrypt.hashpw(os.urandom(16), bcrypt.gensalt(5))
 
     def requestAvatarId(self, credentials):
         d = self.inThread(self._check, credentials.username, credentials.password)
@@ -143,7 +156,7 @@ class PasswordFileChecker:
         password = _asUTF8(password)[:BCRYPT_LIMIT]
         hashed = self.passwords.users().get(user)
         if hashed is None:
-            bcrypt.checkpw(password, self._unknownUser)  # as long as a wrong password takes
+            bcrypt.checkpw(password, self.passwords.unknownUser)  # as long as a wrong password takes
             raise error.UnauthorizedLogin("no such user")
         digest = hmac.new(self._key, b"\0".join((username, password, hashed)), hashlib.sha256).digest()
         with self._lock:

@@ -5,10 +5,12 @@ import base64
 import os
 import subprocess
 import threading
+import time
 
 import bcrypt
 import pydicom
 from pydicom.data import get_testdata_file
+from twisted.cred import error
 from twisted.internet import defer
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial import unittest
@@ -90,6 +92,32 @@ class PasswordFileTests(unittest.TestCase):
             f.write("alice:plain\n")
         self.assertRaisesRegex(ConfigError, "missing-users:1: the password of alice is not a bcrypt hash",
                                webSite, running.archive)
+
+
+class UnknownUserTimeTests(unittest.TestCase):
+    """An unknown user's login takes as long as a wrong password of a
+    user of the file, whatever bcrypt cost htpasswd gave it (``-C``)."""
+
+    def setUp(self):
+        self.path = self.mktemp()
+        with open(self.path, "wb") as f:
+            f.write(b"alice:" + bcrypt.hashpw(b"secret", bcrypt.gensalt(5)) + b"\n")
+        self.checker = logins.PasswordFileChecker(logins.PasswordFile(self.path), None)
+
+    def cpuTime(self, user):
+        """The CPU seconds of refusing ``user``'s wrong password (the
+        thread's own, however busy the machine)."""
+        started = time.thread_time()
+        self.assertRaises(error.UnauthorizedLogin, self.checker._check, user.encode(), b"wrong")
+        return time.thread_time() - started
+
+    def test_asLongAsTheCostliestHash(self):
+        """Also once a user of cost 12 is added to the file (read again)."""
+        with open(self.path, "ab") as f:
+            f.write(b"carol:" + bcrypt.hashpw(b"secret", bcrypt.gensalt(12)) + b"\n")
+        known, unknown = self.cpuTime("carol"), self.cpuTime("nosuchuser")
+        self.assertGreater(unknown, known / 2)
+        self.assertLess(self.cpuTime("alice"), known / 10)
 
 
 class GuardedSiteTests(DicomWebTestCase):

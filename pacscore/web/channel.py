@@ -13,7 +13,8 @@ read (twisted.web spools any body to a temporary file first): ``413
 Content Too Large`` for a Content-Length over what the request may send
 (``pacscore.web.requestbodies``), or as soon as a chunked body goes past
 it, and, with ``WebUsers``, ``401`` when the headers log nobody in (the
-body waits, unread, while the password is checked).
+body waits, unread, while the password is checked); then ``403`` when
+the request can only be refused (``requestbodies.admittedBody``).
 
 The request line and headers must all have come within ``headTimeout``
 seconds of the connection, or of the answer to the request before: a
@@ -90,13 +91,11 @@ class PacsChannel(http.HTTPChannel):
         if self.length == 0:  # no body
             return super().allHeadersReceived()
         request = self.requests[-1]
-        request.bodyLimit = self.site.bodyLimit(self._command, self._path)
-        if self.length is not None and request.bodyLimit and self.length > request.bodyLimit:
-            return self._refuse(self._path, WebError(413, f"the request body of {self.length} bytes is larger than "
-                                                          f"the {request.bodyLimit} this request may send"))
+        if not self._withinLimit(request, self._path, self.site.bodyLimit(self._command, self._path)):
+            return
         login = self.site.checkLogin(self._command, request)
         if login is None:
-            return super().allHeadersReceived()
+            return self._admit(request, self._path)
         self.paused = True  # the LineReceiver's: the body stays unread (and unspooled) until the login is known
         self._networkProducer.pauseProducing()
         login.addCallback(self._loginChecked, request, self._path)
@@ -106,10 +105,35 @@ class PacsChannel(http.HTTPChannel):
             return
         if not loggedIn:
             return self._refuse(uri, WebError(401, "a login is needed", self.site.guard.challenges(request)))
+        if self._admit(request, uri):
+            self.paused = False
+            self._networkProducer.resumeProducing()
+            self.dataReceived(b"")  # what came with the headers
+
+    def _admit(self, request, uri):
+        """Whether the body of ``request`` (for ``uri``), its login known, is
+        read: not when it can only be refused (a 403) or is too large for
+        what its user may send (a 413)."""
+        try:
+            limit = self.site.admittedBody(self._command, uri, request)
+        except WebError as e:
+            self._refuse(uri, e)
+            return False
+        if not self._withinLimit(request, uri, limit):
+            return False
         super().allHeadersReceived()
-        self.paused = False
-        self._networkProducer.resumeProducing()
-        self.dataReceived(b"")  # what came with the headers
+        return True
+
+    def _withinLimit(self, request, uri, limit):
+        """Whether a Content-Length allows ``request`` (for ``uri``) to be
+        read with a ``limit`` (0: none), which its body is then counted
+        against; else a 413."""
+        request.bodyLimit = limit
+        if self.length is not None and limit and self.length > limit:
+            self._refuse(uri, WebError(413, f"the request body of {self.length} bytes is larger than "
+                                            f"the {limit} this request may send"))
+            return False
+        return True
 
     def allContentReceived(self):
         if not self._refused:  # a body refused in the read its end came with is not dispatched

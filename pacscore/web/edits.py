@@ -38,23 +38,22 @@ log = Logger()
 CHANGED_BY_POST = "changes are made with the page's button (POST)"
 
 
-def _refusal(archive, parameters):
-    """Why the pages may not change the archive for the user of
-    ``parameters``, or None when they may."""
-    ini = archive.configuration.ini
+def changeRefusal(ini, user):
+    """Why the pages may not change the archive for the WebUsers ``user``
+    (None: no login) by dicom.ini's ``ini``, or None when they may."""
     if ini.getint("WebReadOnly", 1) != 0:
         return "the web interface is read-only (WebReadOnly = 1)"
-    return writerRefusal(ini, parameters.user, "change the archive")
+    return writerRefusal(ini, user, "change the archive")
 
 
 def writable(archive, parameters):
     """Whether the web pages may change the archive for the user of
     ``parameters``: WebReadOnly = 0 and, when WebWriters lists users, one of them."""
-    return _refusal(archive, parameters) is None
+    return changeRefusal(archive.configuration.ini, parameters.user) is None
 
 
 def checkWritable(archive, parameters):
-    refusal = _refusal(archive, parameters)
+    refusal = changeRefusal(archive.configuration.ini, parameters.user)
     if refusal is not None:
         raise WebError(403, refusal)
 

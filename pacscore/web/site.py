@@ -45,7 +45,7 @@ from pacscore.web.forms import readPostedForm
 from pacscore.web.logins import PasswordFile, accessLogLine, guarded, webWriters
 from pacscore.filelimit import openFileLimit
 from pacscore.web.metrics import MetricsResource
-from pacscore.web.requestbodies import CountedRequest, bodyLimit, uploadLimit
+from pacscore.web.requestbodies import CountedRequest, admittedBody, bodyLimit, uploadLimit
 from pacscore.web.scripted import ScriptedPages
 from pacscore.web.sharing import AllowedOrigins, asksForWado, preflight
 
@@ -108,17 +108,19 @@ class PacsSite(LimitedFactory, server.Site):
     accept is refused, and the others get the CORS headers ``origins`` (an
     AllowedOrigins) give them.  ``guard`` (a LoginGuard, None: no login)
     checks the login of a request with a body before the body is read, and
-    an upload may have ``uploads`` bytes (0: any number); ``limits`` (an
+    an upload may have ``uploads`` bytes (0: any number) where the
+    ``configuration`` (read when used) lets its user send it; ``limits`` (an
     AssociationLimits; None: none) caps the connections held at once."""
 
     protocol = PacsChannel
     refusal = (b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: %s\r\nContent-Length: 0\r\n"
                b"Connection: close\r\n\r\n" % RETRY_AFTER.encode())  # a connection over the limits
 
-    def __init__(self, root, origins, hosts, guard=None, uploads=0, limits=None, **kwargs):
+    def __init__(self, root, origins, hosts, configuration, guard=None, uploads=0, limits=None, **kwargs):
         super().__init__(root, requestFactory=CountedRequest, **kwargs)
         self.origins = origins
         self.hosts = hosts
+        self.configuration = configuration
         self.guard = guard
         self.uploads = uploads
         self.limits = limits if limits is not None else AssociationLimits(keys=LIMIT_KEYS)
@@ -132,6 +134,10 @@ class PacsSite(LimitedFactory, server.Site):
     def bodyLimit(self, method, uri):
         """The most bytes a ``method`` request for ``uri`` may send (0: any number)."""
         return bodyLimit(method, uri, self.uploads)
+
+    def admittedBody(self, method, uri, request):
+        """``bodyLimit`` for the user ``request`` logged in as; a WebError when it can only be refused."""
+        return admittedBody(method, uri, self.uploads, self.configuration.ini, getattr(request, "webUser", None))
 
     def checkLogin(self, method, request):
         """None when ``request`` (by ``method``, its headers read) needs no
@@ -163,7 +169,7 @@ def webSite(archive):
     root.putChild(b"metrics", MetricsResource(archive))
     guardedRoot = _withLogins(root, archive)
     hosts = HostNames.fromIni(archive.configuration) if guardedRoot is root else None  # a login stops rebinding
-    site = PacsSite(guardedRoot, AllowedOrigins.fromIni(archive.configuration), hosts,
+    site = PacsSite(guardedRoot, AllowedOrigins.fromIni(archive.configuration), hosts, archive.configuration,
                     guard=None if guardedRoot is root else guardedRoot, uploads=uploadLimit(archive.configuration.ini),
                     limits=AssociationLimits.fromIni(archive.configuration.ini, openFileLimit(), LIMIT_KEYS, FILE_SHARE,
                                                     PER_PEER),

@@ -6,6 +6,7 @@ origin) and dgate as a CGI script; start-up refusing an unusable file."""
 import base64
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 import urllib.request
@@ -117,6 +118,27 @@ class WebLoginTests(unittest.TestCase):
         self.assertIn("user bob may not store over DICOMweb (WebWriters)", raised.exception.response.text)
         stored = DICOMwebClient(url=url, session=create_session_from_user_pass(USER, PASSWORD)).store_instances([ct])
         self.assertEqual([item.ReferencedSOPInstanceUID for item in stored.ReferencedSOPSequence], [ct.SOPInstanceUID])
+
+    def test_refusedUploadAnsweredBeforeItIsSent(self):
+        """bob's 200 MB STOW-RS or upload is answered 403 (413 for a form
+        that names its mode in its body: no file is taken from him) after
+        its first 64 kB, and no temporary file spools it (each was spooled
+        whole first)."""
+        for path, answer in (("/dicom-web/studies", b"user bob may not store over DICOMweb (WebWriters)"),
+                             ("/cgi-bin/dgate?mode=addlocalfile", b"user bob may not change the archive (WebWriters)"),
+                             ("/cgi-bin/dgate", b"larger than the 2097152 this request may send")):
+            with socket.create_connection(("127.0.0.1", self.server.webPort), timeout=30) as connection:
+                connection.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 200000000\r\n"
+                                   "Content-Type: multipart/related; boundary=XX\r\n"
+                                   f"Authorization: {basic(READER, READER_PASSWORD)}\r\n\r\n".encode()
+                                   + bytes(1 << 16))
+                received = b""
+                while chunk := connection.recv(65536):
+                    received += chunk
+                spools = [os.readlink(f"/proc/{self.server.process.pid}/fd/{fd}")
+                          for fd in os.listdir(f"/proc/{self.server.process.pid}/fd")]
+            self.assertIn(answer, received, path)
+            self.assertEqual([name for name in spools if name.startswith("/tmp/#")], [], path)
 
     def test_cgiGateway(self):
         """dgate as a CGI script passes the browser's login on (Apache's

@@ -80,8 +80,12 @@ def _refusal(policy, sopClass, syntax):
     return None
 
 
-def storeAllowed(archive):
-    return archive.configuration.ini.getint("DICOMwebStore", 1) != 0
+def stowRefusal(ini, user):
+    """Why the WebUsers ``user`` (None: no login) may not store over
+    DICOMweb by dicom.ini's ``ini``, or None when they may."""
+    if ini.getint("DICOMwebStore", 1) == 0:
+        return "storing over DICOMweb is off (DICOMwebStore = 0)"
+    return writerRefusal(ini, user, "store over DICOMweb")
 
 
 def answerType(request):
@@ -208,10 +212,8 @@ async def storePart(archive, storage, body, part, rootType, study, outcome, call
 
 async def storeInstances(archive, request, target, base):
     """The STOW-RS answer to a POSTed multipart body."""
-    if not storeAllowed(archive):
-        raise WebError(403, "storing over DICOMweb is off (DICOMwebStore = 0)")
     user = getattr(request, "webUser", None)
-    refusal = writerRefusal(archive.configuration.ini, user, "store over DICOMweb")
+    refusal = stowRefusal(archive.configuration.ini, user)
     if refusal is not None:
         raise WebError(403, refusal)
     if user is None:  # no login to prove who stores: not for a page of another site (CSRF)

@@ -11,7 +11,7 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial import unittest
 
-from pacscore.web.requestbodies import CountedRequest
+from pacscore.web.requestbodies import FORM_BODY, CountedRequest
 from pacscore.web.site import webSite
 from tests.pacscore.control.running import RunningArchive
 from tests.pacscore.web.test_logins import basic, htpasswd
@@ -134,7 +134,7 @@ class BodyTests(SiteConnections):
     """A body is refused from the headers, before any of it is spooled,
     when it is larger than the request may send: 413."""
 
-    ini = {"WebMaxUploadMB": "1"}
+    ini = {"WebMaxUploadMB": "1", "WebReadOnly": "0"}
 
     def test_contentLengthOverTheUploadLimit(self):
         """STOW-RS and the upload form take WebMaxUploadMB: over it a 413 at once."""
@@ -241,6 +241,47 @@ class LoginBodyTests(LoginSite):
         self.assertFalse(spooled)
         self.assertEqual(channel.requests[0].content.getvalue() if channel.requests else b"z" * 1000, b"z" * 1000)
         self.assertFalse(transport.value().startswith(b"HTTP/1.1 401 "), transport.value()[:100])
+
+
+class RefusedBodyTests(SiteConnections):
+    """An upload the headers show will be refused (WebReadOnly = 1,
+    DICOMwebStore = 0) is answered 403 at once, none of its body spooled."""
+
+    ini = {"DICOMwebStore": "0"}  # and WebReadOnly = 1, the default
+    HEAD = b" HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 200000000\r\n\r\n"
+
+    def test_refusedAtOnce(self):
+        for path, message in ((b"/dicom-web/studies", "storing over DICOMweb is off (DICOMwebStore = 0)"),
+                              (b"/cgi-bin/dgate?mode=addlocalfile", "the web interface is read-only (WebReadOnly = 1)"),
+                              (b"/cgi-bin/dgate?mode=deletestudy", "the web interface is read-only (WebReadOnly = 1)")):
+            answer, closed, content, events = self.send(b"POST " + path + self.HEAD + b"x" * 100000)
+            self.assertRefused(403, answer, closed, content, events, message)
+
+    def test_formWithoutUploads(self):
+        """A read-only site's pages take a form's fields, no file: a 413 at once
+        past them, whatever mode the body names."""
+        answer, closed, content, events = self.send(b"POST /cgi-bin/dgate" + self.HEAD)
+        self.assertRefused(413, answer, closed, content, events,
+                           f"the request body of 200000000 bytes is larger than the {FORM_BODY} this request may send")
+
+
+class WriterBodyTests(LoginSite):
+    """With WebWriters, a user not among them is refused a STOW or an
+    upload at once: 403, none of its body spooled."""
+
+    ini = {"WebUsers": "webusers", "WebWriters": "carol", "WebReadOnly": "0"}
+
+    @defer.inlineCallbacks
+    def test_notAWriter(self):
+        for path, message in ((b"/dicom-web/studies", "user alice may not store over DICOMweb (WebWriters)"),
+                              (b"/cgi-bin/dgate?mode=addlocalfile", "user alice may not change the archive (WebWriters)")):
+            channel, transport = self.connect()
+            with capturedLogs() as events:
+                channel.dataReceived(b"POST " + path + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 200000000\r\n"
+                                     + b"Authorization: " + basic("alice", "secret").encode() + b"\r\n\r\n" + b"z" * 500)
+                yield until(transport.value)
+            self.assertRefused(403, transport.value(), transport.disconnecting, channel.requests[0].content, events,
+                               message)
 
 
 class SharedRefusalTests(LoginSite):

@@ -10,7 +10,8 @@ devices.  ``loadConfiguration`` makes them at start-up.
 from pacscore.config.errors import ConfigError
 
 INTEGER_KEYS = (
-    "ARTIMTimeOut", "CacheVirtualData", "ControlMaxConnections", "ControlMaxConnectionsPerPeer", "DICOMwebStore",
+    "ARTIMTimeOut", "CacheVirtualData", "ControlMaxConnections", "ControlMaxConnectionsPerPeer", "DICOMwebMaxParts",
+    "DICOMwebStore",
     "DebugLevel", "DirectWriteSize", "EnableComputedFields",
     "ExportConverters", "FailHoldOff", "FixKodak", "FixPhilips", "ForwardAssociationCloseDelay",
     "ForwardAssociationRefreshDelay", "ForwardAssociationRelease", "ForwardCollectDelay", "HL7DropFolderInterval",

@@ -22,7 +22,7 @@ the commands say so.  These are live, used the next time they are needed:
   converter runs;
 - ``ImportExportDragAndDrop``: read by each ``addimagefile``;
 - ``WebReadOnly``, ``WebWriters``, ``WEBPush``, ``DICOMwebStore``,
-  ``QIDOMaxResults`` (and the ``[webdefaults]`` and scripted page sections,
+  ``DICOMwebMaxParts``, ``QIDOMaxResults`` (and the ``[webdefaults]`` and scripted page sections,
   which these commands do not edit): read by each web request;
 - the import converter lines, and the export lines while their numbers
   stay (``converterlines``): used for the objects stored from then on.
@@ -63,7 +63,7 @@ def _applyControlSecret(archive, value):
 
 
 READ_WHEN_USED = ("LuaAllowUnsafe", "LuaMaxInstructions", "ImportExportDragAndDrop", "WebReadOnly", "WebWriters",
-                  "WEBPush", "DICOMwebStore", "QIDOMaxResults")
+                  "WEBPush", "DICOMwebStore", "DICOMwebMaxParts", "QIDOMaxResults")
 APPLIED_AT_ONCE = {"UIDPrefix": _applyUIDPrefix, "ControlSecret": _applyControlSecret}
 LIVE_KEYS = {key.lower() for key in (*READ_WHEN_USED, *APPLIED_AT_ONCE)}
 

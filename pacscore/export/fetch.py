@@ -160,13 +160,14 @@ class DicomWebFetcher(DicomWebClient):
                 parts = await workers.deferToWorker(multipart.splitParts, body, boundary)
             except Exception as e:
                 raise StowError(f"the answer of {server.name} to GET {url} broke off: {e!r}") from e
-            outcome = Outcome(server.url)
             storage = storageOf(self.archive)
+            outcome = Outcome(server.url, storage.log)
             for part in parts:
                 await storePart(self.archive, storage, body, part, DICOM, study, outcome, callingAE=server.name[:16],
                                 converters=converters)
+            outcome.logUnlogged()
         finally:
             await workers.deferToWorker(body.close)
         self.log.info("fetched from {server} ({url}): {stored} object(s) stored, {failed} not", server=server.name,
-                      url=url, stored=len(outcome.stored), failed=len(outcome.failed))
-        return len(outcome.stored), len(outcome.failed)
+                      url=url, stored=len(outcome.stored), failed=outcome.refused)
+        return len(outcome.stored), outcome.refused

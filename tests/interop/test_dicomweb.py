@@ -210,6 +210,37 @@ class LargeObjectTests(unittest.TestCase):
         self.addCleanup(self.server.stop)
         self.server.start()
 
+    def stowTinyParts(self, count):
+        """The status, answer and time of a STOW-RS of ``count`` parts of
+        one byte each (44 bytes a part), and the refusals it logged."""
+        logStart = len(self.server.log())
+        part = b"--XX\r\nContent-Type: application/dicom\r\n\r\nx\r\n"
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.server.webPort}/dicom-web/studies", data=part * count + b"--XX--\r\n",
+            method="POST", headers={"Content-Type": 'multipart/related; type="application/dicom"; boundary=XX'})
+        with self.assertRaises(urllib.error.HTTPError) as raised:
+            urllib.request.urlopen(request, timeout=120)
+        lines = [line for line in self.server.log()[logStart:].splitlines() if "refused" in line]
+        return raised.exception.code, raised.exception.read(), lines
+
+    def test_manyTinyPartsWithBoundedMemory(self):
+        """200,000 parts (a 9 MB body; it took a GB and 75 s) are a 413
+        at once, the server's memory hardly grown."""
+        before = self.server.peakRSSKilobytes()
+        code, answer, lines = self.stowTinyParts(200000)
+        self.assertEqual(code, 413, answer)
+        self.assertIn(b"more than 10000 parts (DICOMwebMaxParts)", answer)
+        self.assertLess(self.server.peakRSSKilobytes() - before, 64 << 10)
+
+    def test_tinyPartsRefusedInFewLines(self):
+        """10,000 parts that are no DICOM: a 409 whose answer lists none
+        (they name no object), ten log lines and one with the count of the rest."""
+        code, answer, lines = self.stowTinyParts(10000)
+        self.assertEqual(code, 409, answer)
+        self.assertLess(len(answer), 1000)
+        self.assertEqual(len(lines), 11, lines[-3:])
+        self.assertIn("9990 more parts refused", lines[-1])
+
     def test_300MBOverDicomWebWithBoundedMemory(self):
         """A 300 MB multi-frame object stored with STOW-RS (a chunked upload)
         and retrieved as stored with WADO-RS, zipped (``zipstudy``) and with

@@ -181,9 +181,14 @@ def _headers(block):
     return headers
 
 
-def splitParts(body, boundary):
+class TooManyParts(Exception):
+    """A multipart body of more parts than ``splitParts`` was to take."""
+
+
+def splitParts(body, boundary, most=0):
     """In the I/O pool: the Parts of the multipart body in the open file
-    ``body``. ValueError when it is not one."""
+    ``body``. ValueError when it is not one; TooManyParts (the body read no
+    further) when it has more than ``most`` (0: any number)."""
     delimiter = b"--" + boundary.encode("latin-1")
     start = _find(body, delimiter, 0)
     if start < 0:
@@ -194,6 +199,8 @@ def splitParts(body, boundary):
         after = body.read(2)
         if after == b"--":
             return parts
+        if most and len(parts) == most:
+            raise TooManyParts(f"the body has more than {most} parts")
         headerStart = start + len(delimiter)
         headerEnd = _find(body, CRLF + CRLF, headerStart)
         if headerEnd < 0 or headerEnd - headerStart > 65536:

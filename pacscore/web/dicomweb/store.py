@@ -19,7 +19,9 @@ answers; DICOM JSON when it takes none of them, RFC 9110 12.5.1, so that
 the objects are stored all the same): the Referenced SOP Sequence of the
 stored objects (with their RetrieveURL), the Failed SOP Sequence (with a
 C-STORE failure status as Failure Reason) and the study's RetrieveURL;
-200 when all were stored, 202 when some, 409 when none.
+200 when all were stored, 202 when some, 409 when none.  A body of more
+than ``DICOMwebMaxParts`` parts is refused whole (413), none stored, and
+only the first refused parts are logged one by one (``Outcome``).
 ``DICOMwebStore = 0`` in dicom.ini refuses every STOW-RS request (403),
 and ``WebWriters``, when it lists users, those of the others.  Without
 ``WebUsers`` a browser's request from a page of another site is refused
@@ -53,6 +55,8 @@ FAILED_SOP_SEQUENCE = 0x00081198
 REFERENCED_SOP_SEQUENCE = 0x00081199
 FAILURE_REASON = 0x00081197
 ANSWER_TYPES = (*JSON_TYPES, DICOM_XML)
+DEFAULT_MAX_PARTS = 10000  # DICOMwebMaxParts
+LOGGED_REFUSALS = 10  # refused parts of a body logged one by one
 # The data set's SOP Class and Instance UIDs, and the file meta's that name them when it has none.
 _NAMED_BY = {SOP_CLASS_UID: MEDIA_SOP_CLASS, SOP_INSTANCE_UID: MEDIA_SOP_INSTANCE}
 
@@ -88,6 +92,11 @@ def stowRefusal(ini, user):
     return writerRefusal(ini, user, "store over DICOMweb")
 
 
+def maxParts(ini):
+    """``DICOMwebMaxParts``: the most parts a STOW-RS body may have (0: any number)."""
+    return max(ini.getint("DICOMwebMaxParts", DEFAULT_MAX_PARTS), 0)
+
+
 def answerType(request):
     """The media type of the answer: the first of ``ANSWER_TYPES`` the
     Accept header takes, else DICOM JSON."""
@@ -95,20 +104,40 @@ def answerType(request):
 
 
 class Outcome:
-    """What became of the parts: their references and failures."""
+    """What became of the parts: their references, the failures of those
+    that name an object (the Failed SOP Sequence's items need its UIDs)
+    and how many were refused (``refused``).  The refusals ``failure``
+    logs on ``log`` are the first LOGGED_REFUSALS, and ``logUnlogged``
+    counts the rest in one line: a body of a million tiny parts is no
+    million lines."""
 
-    def __init__(self, base):
+    def __init__(self, base, log):
         self.base = base
+        self.log = log
         self.stored = []
         self.failed = []
         self.studies = set()
+        self.refused = 0
 
-    def failure(self, sopClass, sop, status):
+    def failure(self, sopClass, sop, status, why=None, /, **fields):
+        """A part refused with ``status``; ``why`` (a log format of
+        ``fields``), when given, is logged."""
+        if why is not None and self.refused < LOGGED_REFUSALS:
+            self.log.warn(why, **fields)
+        self.refused += 1
+        if not sop:
+            return
         item = Dataset()
         item.ReferencedSOPClassUID = sopClass
         item.ReferencedSOPInstanceUID = sop
         item.add_new(FAILURE_REASON, "US", status)
         self.failed.append(item)
+
+    def logUnlogged(self):
+        """Log how many parts were refused past the first LOGGED_REFUSALS."""
+        if self.refused > LOGGED_REFUSALS:
+            self.log.warn("STOW-RS: {count} more parts refused, not logged one by one",
+                          count=self.refused - LOGGED_REFUSALS)
 
     def success(self, sopClass, sop, study, series):
         item = Dataset()
@@ -127,7 +156,7 @@ class Outcome:
             dataset.add_new(FAILED_SOP_SEQUENCE, "SQ", self.failed)
         if self.stored:
             dataset.add_new(REFERENCED_SOP_SEQUENCE, "SQ", self.stored)
-        status = 200 if not self.failed else 202 if self.stored else 409
+        status = 200 if not self.refused else 202 if self.stored else 409
         found = jsonDataset(dataset)
         return Answer(xmlBytes(found) if kind == DICOM_XML else jsonBytes(found), kind, status=status)
 
@@ -182,24 +211,22 @@ async def storePart(archive, storage, body, part, rootType, study, outcome, call
     its outcome noted in ``outcome``."""
     kind = multipart.mediaType(part.headers.get("content-type", rootType)).name
     if kind != DICOM:
-        storage.log.warn("STOW-RS: a part of type {kind!r} refused: only application/dicom is stored", kind=kind)
-        return outcome.failure("", "", CANNOT_UNDERSTAND)
+        return outcome.failure("", "", CANNOT_UNDERSTAND,
+                               "STOW-RS: a part of type {kind!r} refused: only application/dicom is stored", kind=kind)
     try:
         syntax, meta, offset, attributes = await archive.workers.deferToWorker(_partObject, body, part)
     except DatasetError as e:
-        storage.log.warn("STOW-RS: a part refused: {error}", error=e)
         meta = getattr(e, "meta", {})
-        return outcome.failure(meta.get(MEDIA_SOP_CLASS, ""), meta.get(MEDIA_SOP_INSTANCE, ""), CANNOT_UNDERSTAND)
+        return outcome.failure(meta.get(MEDIA_SOP_CLASS, ""), meta.get(MEDIA_SOP_INSTANCE, ""), CANNOT_UNDERSTAND,
+                               "STOW-RS: a part refused: {error}", error=e)
     sopClass, sop = _identity(storage, meta, attributes)
     partStudy, series = attributes.get(STUDY_INSTANCE_UID, ""), attributes.get(SERIES_INSTANCE_UID, "")
     if study and partStudy != study:
-        storage.log.warn("STOW-RS: {sop} refused: its study {study} is not {target}", sop=sop, study=partStudy,
-                         target=study)
-        return outcome.failure(sopClass, sop, DATASET_DOES_NOT_MATCH)
+        return outcome.failure(sopClass, sop, DATASET_DOES_NOT_MATCH, "STOW-RS: {sop} refused: its study {study} is "
+                               "not {target}", sop=sop, study=partStudy, target=study)
     refusal = _refusal(storagePolicy(archive), sopClass, syntax)
     if refusal is not None:
-        storage.log.warn("STOW-RS: {sop} refused: {why}", sop=sop, why=refusal[1])
-        return outcome.failure(sopClass, sop, refusal[0])
+        return outcome.failure(sopClass, sop, refusal[0], "STOW-RS: {sop} refused: {why}", sop=sop, why=refusal[1])
     incoming = IncomingObject(sopClassUID=sopClass, sopInstanceUID=sop, transferSyntax=syntax, callingAE=callingAE,
                               calledAE=archive.aeTitle, compression=archive.incomingCompression, converters=converters)
     spool = await spooledFrom(archive.objectStore, incoming, body, part.start + offset, part.end,
@@ -228,14 +255,18 @@ async def storeInstances(archive, request, target, base):
     if not boundary:
         raise WebError(400, "the Content-Type has no boundary")
     body = request.content
+    most = maxParts(archive.configuration.ini)
     try:
-        parts = await archive.workers.deferToWorker(multipart.splitParts, body, boundary)
+        parts = await archive.workers.deferToWorker(multipart.splitParts, body, boundary, most)
+    except multipart.TooManyParts as e:
+        raise WebError(413, f"{e} (DICOMwebMaxParts); store them in several requests") from e
     except ValueError as e:
         raise WebError(400, f"the body is not multipart/related: {e}") from e
     if not parts:
         raise WebError(400, "the body has no parts")
     storage = storageOf(archive)
-    outcome = Outcome(base)
+    outcome = Outcome(base, storage.log)
     for part in parts:
         await storePart(archive, storage, body, part, rootType, target.study, outcome, callingAE(request))
+    outcome.logUnlogged()
     return outcome.answer(kind)

@@ -97,6 +97,13 @@ class SplitTests(unittest.TestCase):
                      b"--b\r\nContent-Type: x"):
             self.assertRaises(ValueError, multipart.splitParts, io.BytesIO(data), "b")
 
+    def test_mostParts(self):
+        """More parts than ``most`` are refused; as many are taken."""
+        data = body("b", *[("application/dicom", b"x")] * 3)
+        self.assertEqual(len(multipart.splitParts(io.BytesIO(data), "b", 3)), 3)
+        self.assertRaisesRegex(multipart.TooManyParts, "more than 2 parts", multipart.splitParts, io.BytesIO(data),
+                               "b", 2)
+
     def test_partFile(self):
         view = multipart.PartFile(io.BytesIO(b"0123456789"), 2, 8)
         self.assertEqual(view.read(3), b"234")

@@ -11,6 +11,10 @@ Within ``SQLTimeOut`` seconds a server cut off by the network is noticed
 a statement that merely runs long (a conversion of a large table at
 start-up, a big ``dgate -r``) is not cut short: the index's own time limit
 answers the C-STORE or C-FIND that waits on it.
+
+pacs talks UTF-8 to the server (``client_encoding``), whatever the
+database's encoding: a Conquest site's SQL_ASCII database passes its bytes
+through (psycopg would read its text as bytes).
 """
 
 from twisted.plugin import IPlugin
@@ -33,7 +37,7 @@ class PostgreSQLDriver(DatabaseServerDriver):
     createCommand = "createdb {database}"
 
     def engineOptions(self, url, timeout):
-        connectArgs = {"connect_timeout": self.connectTimeout}
+        connectArgs = {"connect_timeout": self.connectTimeout, "client_encoding": "UTF8"}
         if timeout is not None:
             probe = keepaliveInterval(timeout)
             connectArgs.update(keepalives=1, keepalives_idle=probe, keepalives_interval=probe,

@@ -11,7 +11,7 @@ from twisted.trial import unittest
 
 from pacscore.config.dicomsql import DatabaseLayout
 from pacscore.db.index import Index
-from pacscore.db.query import matchCondition
+from pacscore.db.query import IndexQuery, matchCondition
 from pacscore.db.worklistitems import WorklistItems
 from pacscore.hl7.intake import WorklistIntake
 from pacscore.hl7.mapping import WorklistMapping
@@ -97,6 +97,42 @@ class PersonNamePlanTests(OnPostgreSQL, test_query.ArchiveTestCase):
         plan = self.plan(str(compiled), compiled.params)
         self.assertIn("ix_DICOMWorkList_PatientName_lower", plan)
         self.assertNotIn("Seq Scan", plan)
+
+
+class DatabaseEncodingTests(unittest.TestCase):
+    """A Conquest site's database in SQL_ASCII (Conquest sends Latin-1
+    bytes, which a UTF8 one refuses): psycopg read every text as bytes, and
+    pacs did not even start.  Now pacs talks UTF-8 to it, which it holds."""
+
+    def index(self, encoding):
+        """An Index on a new database in ``encoding``, its tables made."""
+        server = postgresServer()
+        name = server.createDatabase(self)
+        server.sql(f"DROP DATABASE {name}")
+        server.sql(f"CREATE DATABASE {name} ENCODING '{encoding}' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0")
+        engine = postgresqlDriver.createEngine(server.url(name), None)
+        self.addCleanup(engine.dispose)
+        index = Index(engine, test_query.shippedLayout(), test_query.defaultTableNames())
+        index.createTables()
+        return index
+
+    def namesFound(self, index, value):
+        query = IndexQuery(index.tables, index.layout)
+        with index.engine.connect() as connection:
+            return sorted(result[test_query.PATIENT_NAME] for result in query.find(
+                connection, "PATIENT", [test_query.K(test_query.PATIENT_NAME, "PN", value)]))
+
+    def storeNames(self, index, *names):
+        index.storeMany([test_index.makeRecord(f"1.2.3.1.{n}", series=f"1.2.3.{n}", study=f"1.2.{n}",
+                                               patient=f"PAT{n}", PATIENT_NAME=name)
+                         for n, name in enumerate(names, 1)])
+
+    def test_sqlAsciiHoldsEveryName(self):
+        index = self.index("SQL_ASCII")
+        self.storeNames(index, "Müller^Jürgen", "ΓΙΆΝΝΗΣ^Σ", "𠮷田^太郎")
+        self.assertEqual(self.namesFound(index, "müller*"), ["Müller^Jürgen"])
+        self.assertEqual(self.namesFound(index, "ΓΙΆΝΝΗΣ*"), ["ΓΙΆΝΝΗΣ^Σ"])  # lower() of the C locale: ASCII
+        self.assertEqual(self.namesFound(index, "𠮷田*"), ["𠮷田^太郎"])
 
 
 class HungServerTests(unittest.TestCase):

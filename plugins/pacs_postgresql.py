@@ -14,12 +14,16 @@ answers the C-STORE or C-FIND that waits on it.
 
 pacs talks UTF-8 to the server (``client_encoding``), whatever the
 database's encoding: a Conquest site's SQL_ASCII database passes its bytes
-through (psycopg would read its text as bytes).
+through, and one in LATIN1 (WIN1252 ...) holds the characters of its
+encoding only, which start-up warns of (see pacscore.db.repertoire).
 """
 
+from sqlalchemy import event
+from twisted.logger import Logger
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
+from pacscore.db.repertoire import setEncoding
 from pacscore.db.servers import KEEPALIVE_PROBES, DatabaseServerDriver, keepaliveInterval
 from pacscore.interfaces import IDatabaseDriver
 
@@ -35,6 +39,7 @@ class PostgreSQLDriver(DatabaseServerDriver):
     dbapi = "psycopg"
     extra = "postgresql"
     createCommand = "createdb {database}"
+    log = Logger()
 
     def engineOptions(self, url, timeout):
         connectArgs = {"connect_timeout": self.connectTimeout, "client_encoding": "UTF8"}
@@ -44,6 +49,25 @@ class PostgreSQLDriver(DatabaseServerDriver):
                                keepalives_count=KEEPALIVE_PROBES,
                                tcp_user_timeout=timeout * 1000)
         return url, {"connect_args": connectArgs}
+
+    def createEngine(self, description, configuration):
+        engine = super().createEngine(description, configuration)
+        event.listen(engine, "first_connect",
+                     lambda dbapiConnection, record: self.firstConnected(engine, dbapiConnection))
+        return engine
+
+    def firstConnected(self, engine, dbapiConnection):
+        """Record the encoding of the database, and warn when it cannot hold every character."""
+        encoding = dbapiConnection.info.parameter_status("server_encoding")
+        if encoding in ("UTF8", "SQL_ASCII"):
+            return
+        from psycopg._encodings import pg2pyenc  # psycopg's own table of PostgreSQL's names (an extra: imported here)
+        setEncoding(engine.dialect, pg2pyenc(encoding.encode()))
+        self.log.warn("The index database {database} is in the {encoding} encoding, which cannot hold every "
+                      "character (Greek, Cyrillic, Asian names ...): text values it cannot hold are indexed with "
+                      "? in the place of each such character, objects whose UIDs or Patient ID hold one are "
+                      "refused (a database made with ENCODING 'UTF8' holds them all)",
+                      database=engine.url.database, encoding=encoding)
 
 
 postgresqlDriver = PostgreSQLDriver()

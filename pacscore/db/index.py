@@ -83,7 +83,7 @@ class Index:
         self.reactor = reactor
         self.metadata = MetaData()
         self.tables = buildTables(layout, tableNames, self.metadata)
-        self._levels = buildLevels(self.tables, layout, allowTruncate)
+        self._levels = buildLevels(self.tables, layout, allowTruncate, engine.dialect)
         if onTablesBuilt is not None:
             onTablesBuilt(self.metadata, self.tables)
         # Operators' SQL text (dgate --query, export filters) naming these

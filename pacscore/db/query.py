@@ -82,7 +82,9 @@ import re
 from typing import NamedTuple
 
 from pydicom.tag import Tag
-from sqlalchemy import Boolean, LargeBinary, and_, case, cast, func, literal, literal_column, or_, select
+from sqlalchemy import Boolean, LargeBinary, String, and_, case, cast, func, literal, literal_column, or_, select
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.sql.elements import UnaryExpression
 from sqlalchemy.sql.operators import custom_op
 from twisted.logger import Logger
@@ -90,6 +92,7 @@ from twisted.logger import Logger
 from pacscore.db.casefold import INTO_ASCII, caseFolded
 from pacscore.db.peerqueries import checkAbandoned
 from pacscore.db.personnames import CUT_SLACK, personName, storedPersonName
+from pacscore.db.repertoire import HeldText, holds
 from pacscore.db.sqlfunctions import distinctValues, textLength
 from pacscore.dicom.datetimes import CHECKS, dateTimeMatching, normalised, period, rangeEnds, withoutZeroFraction
 from pacscore.dicom.uids import isUID
@@ -568,7 +571,7 @@ def _personNameConditions(column, values, prefixRange, foldCase, length=None):
     elif ascii:
         starts = [lowered.like(escapeLike(prefix.lower()) + "%", escape=_ESCAPE) for prefix in prefixes]
     else:
-        starts = [lowered.like(func.lower(escapeLike(prefix) + "%"), escape=_ESCAPE) for prefix in prefixes]
+        starts = [lowered.like(func.lower(_held(escapeLike(prefix) + "%")), escape=_ESCAPE) for prefix in prefixes]
     return and_(_anyOf(starts), condition)
 
 
@@ -866,8 +869,29 @@ def _serverFolded(text):
     """``text`` (a column or a value) folded by a database server as SQLite's
     ``caseFolded`` folds it: ``lower()``, and the final sigma a sigma as a
     case fold makes it (lower() keeps ``ς``, so ``ΓΙΆΝΝΗΣ`` never met
-    ``Γιάννης``)."""
-    return func.replace(func.lower(text), FINAL_SIGMA, SIGMA)
+    ``Γιάννης``).  A value the database cannot hold is sent as NULL, which
+    matches nothing (``repertoire.HeldText``)."""
+    return _SigmaFolded(func.lower(_held(text) if isinstance(text, str) else text))
+
+
+def _held(value):
+    """The text ``value`` bound as itself, or as NULL where the database cannot hold it."""
+    return literal(value, HeldText())
+
+
+class _SigmaFolded(FunctionElement):
+    """Its text with the final sigma a sigma, where the database can hold them."""
+
+    type = String()
+    inherit_cache = True
+
+
+@compiles(_SigmaFolded)
+def _sigmaFoldedSQL(element, compiler, **kw):
+    (text,) = element.clauses
+    if holds(compiler.dialect, FINAL_SIGMA + SIGMA):
+        text = func.replace(text, FINAL_SIGMA, SIGMA)
+    return compiler.process(text, **kw)
 
 
 def _compare(target, value, isMulti, fold=None):

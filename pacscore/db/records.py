@@ -56,10 +56,12 @@ the study's modalities, below).
   file keeps its bytes): the first time for each column a warning, then
   debug lines; the columns AllowTruncate names only ever get debug
   lines.  A merged modalities value is no exception (Conquest leaves it
-  to the database server).
+  to the database server).  So, with ``?`` in their place, are the
+  characters a database in another encoding than UTF8 cannot hold
+  (``pacscore.db.repertoire``).
   Keys are: a record whose PatientID, StudyInstanceUID, SeriesInstanceUID
-  or SOPInstanceUID (or link to one) is longer than its column or holds
-  a NUL is refused (``checkKeys``), whatever AllowTruncate says, since cut it would be the
+  or SOPInstanceUID (or link to one) is longer than its column, holds
+  a NUL or a character the database cannot hold is refused (``checkKeys``), whatever AllowTruncate says, since cut it would be the
   key of another row: two SOP instances sharing their first 64 characters
   would be one, the second replacing (and removing the file of) the first.
 - While a regen re-enters the files (its tables cleared), a stored record
@@ -80,6 +82,7 @@ from twisted.logger import Logger
 from pacscore.db.sqlfunctions import distinctValues
 from pacscore.db.direct import DirectKeyList, DirectStatement
 from pacscore.db.query import MODALITIES_IN_STUDY, MODALITY, cutAtNul, cutToColumn, unpaddedValues
+from pacscore.db.repertoire import encodingOf, held, holds
 from pacscore.db.schema import LEVELS
 from pacscore.dicom.datetimes import normalised
 from pacscore.logvalues import shown
@@ -206,6 +209,12 @@ class Truncations:
         """Log with ``log`` that ``value`` was cut at its NUL (``cutAtNul``)."""
         self._report(log, column, "cut at a NUL", value)
 
+    def reportUnheld(self, log, column, value, encoding):
+        """Log with ``log`` that ``value`` has characters the database (in
+        ``encoding``) cannot hold, written as ``?``."""
+        self._report(log, column, "has characters the database's {encoding} cannot hold, indexed as ?", value,
+                     encoding=encoding)
+
     def _report(self, log, column, cut, value, **fields):
         """Log the ``cut`` (a format) of ``value``: ``column``'s first cut,
         of either kind, a warning."""
@@ -223,9 +232,10 @@ class Level:
 
     log = Logger()
 
-    def __init__(self, name, table, columns, allowTruncate=frozenset()):
+    def __init__(self, name, table, columns, allowTruncate=frozenset(), dialect=None):
         self.name = name
         self.table = table
+        self.dialect = dialect  # of the database, which may not hold every character (pacscore.db.repertoire)
         self.truncations = Truncations(table.name, allowTruncate)
         merged = MODALITIES_IN_STUDY if name == "study" else None  # made of Modality (module docstring)
         self.fields = [_Field(c.name, c.tag, MODALITY if c.tag == merged else c.tag,
@@ -262,6 +272,9 @@ class Level:
             if "\0" in value:
                 self.truncations.reportNul(self.log, name, value)
                 value = cutAtNul(value)
+            if not holds(self.dialect, value):
+                self.truncations.reportUnheld(self.log, name, value, encodingOf(self.dialect))
+                value = held(self.dialect, value)
             values[name] = value if len(value) <= length else self._truncated(name, length, value)
         return values
 
@@ -314,16 +327,17 @@ def _dateTimeVR(column):
     return "TM" if column.dicomType == "DT_TIME" else None
 
 
-def buildLevels(tables, layout, allowTruncate=frozenset()):
+def buildLevels(tables, layout, allowTruncate=frozenset(), dialect=None):
     """The four ``Level`` objects, patient first."""
-    return [Level(name, getattr(tables, name), getattr(layout, name), allowTruncate)
+    return [Level(name, getattr(tables, name), getattr(layout, name), allowTruncate, dialect)
             for name in LEVELS]
 
 
 def checkKeys(levels, attrs):
     """Raise ``ValueError`` if ``attrs`` cannot key index rows: no study,
     series or SOP instance UID, or a key or link value longer than its
-    column or holding a NUL (cut, it would name another row)."""
+    column, holding a NUL or a character the database cannot hold (cut or
+    changed, it would name another row)."""
     for level in levels[1:]:
         if not attrs.get(level.keyTag):
             raise ValueError(f"{level.table.name}: empty {level.keyName}")
@@ -335,6 +349,9 @@ def checkKeys(levels, attrs):
                                  f"{field.length} characters")
             if "\0" in value:
                 raise ValueError(f"{level.table.name}.{field.name} {shown(value)} holds a NUL")
+            if not holds(level.dialect, value):
+                raise ValueError(f"{level.table.name}.{field.name} {shown(value)} holds characters the "
+                                 f"database's {encodingOf(level.dialect)} cannot hold")
 
 
 def checkRecord(levels, record):

@@ -100,9 +100,13 @@ class PersonNamePlanTests(OnPostgreSQL, test_query.ArchiveTestCase):
 
 
 class DatabaseEncodingTests(unittest.TestCase):
-    """A Conquest site's database in SQL_ASCII (Conquest sends Latin-1
-    bytes, which a UTF8 one refuses): psycopg read every text as bytes, and
-    pacs did not even start.  Now pacs talks UTF-8 to it, which it holds."""
+    """A Conquest site's database in SQL_ASCII or LATIN1 (Conquest sends
+    Latin-1 bytes, which a UTF8 one refuses): on SQL_ASCII psycopg read
+    every text as bytes, and pacs did not even start; on LATIN1 a Greek
+    name failed the store after the file was written, and any non-ASCII
+    name key failed the C-FIND (the ς and σ of the case fold were sent).
+    Now pacs talks UTF-8 to both: SQL_ASCII holds everything; LATIN1 what
+    it can, the rest indexed as ``?``, with a warning at the start."""
 
     def index(self, encoding):
         """An Index on a new database in ``encoding``, its tables made."""
@@ -133,6 +137,22 @@ class DatabaseEncodingTests(unittest.TestCase):
         self.assertEqual(self.namesFound(index, "müller*"), ["Müller^Jürgen"])
         self.assertEqual(self.namesFound(index, "ΓΙΆΝΝΗΣ*"), ["ΓΙΆΝΝΗΣ^Σ"])  # lower() of the C locale: ASCII
         self.assertEqual(self.namesFound(index, "𠮷田*"), ["𠮷田^太郎"])
+
+    def test_latin1HoldsWhatItCan(self):
+        with capturedLogs() as events:
+            index = self.index("LATIN1")
+            self.storeNames(index, "Müller^Jürgen", "Γιάννης^Σ")
+        logged = "\n".join(formatEvent(event) for event in events)
+        self.assertIn(f"The index database {index.engine.url.database} is in the LATIN1 encoding", logged)
+        self.assertIn("DICOMPatients.PatientName has characters the database's iso8859-1 cannot hold, indexed as ?",
+                      logged)
+        self.assertEqual(self.namesFound(index, "Müller*"), ["Müller^Jürgen"])
+        self.assertEqual(self.namesFound(index, "Müller^Jürgen"), ["Müller^Jürgen"])
+        self.assertEqual(self.namesFound(index, "Γιάννης*"), [])
+        self.assertEqual(self.namesFound(index, "*"), ["???????^?", "Müller^Jürgen"])
+        with self.assertRaisesRegex(ValueError, "DICOMPatients.PatientID 'Γ1' holds characters the database's "
+                                                "iso8859-1 cannot hold"):
+            index.checkKeys(test_index.makeRecord("1.2.3.1.9", patient="Γ1").attrs)
 
 
 class HungServerTests(unittest.TestCase):

@@ -1,0 +1,56 @@
+"""The characters a database's text can hold.
+
+A PostgreSQL database made in another encoding than UTF8 (LATIN1, WIN1252
+...: where Conquest, sending Latin-1 bytes, ran on PostgreSQL) holds that
+encoding's characters only.  pacs talks UTF-8 to it and its server converts
+what it is sent, failing the whole statement on a character it has no
+equivalent for.  The driver records the database's encoding on the engine's
+dialect at its first connection (``setEncoding``); none recorded (UTF8,
+SQL_ASCII, SQLite, MySQL's utf8mb4 tables) means every character.
+``holds`` says whether a text can be sent, ``held`` gives it with a ``?``
+for each character that cannot, and ``HeldText`` binds a value that cannot
+as NULL (which nothing equals or is LIKE: such a key matches nothing, as no
+stored value holds it).
+"""
+
+from sqlalchemy import String
+from sqlalchemy.types import TypeDecorator
+
+_ENCODING = "pacs_text_encoding"  # attribute of a dialect: the Python codec of its database, else absent
+
+
+def setEncoding(dialect, encoding):
+    """Record ``encoding`` (a Python codec) as that of ``dialect``'s database."""
+    setattr(dialect, _ENCODING, encoding)
+
+
+def encodingOf(dialect):
+    """The Python codec of the database of ``dialect``, None when it holds every character."""
+    return getattr(dialect, _ENCODING, None)
+
+
+def holds(dialect, text):
+    """Whether the database of ``dialect`` can hold every character of ``text``."""
+    encoding = encodingOf(dialect)
+    if encoding is None or text.isascii():
+        return True
+    try:
+        text.encode(encoding)
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def held(dialect, text):
+    """``text`` with a ``?`` for each character the database of ``dialect`` cannot hold."""
+    return text if holds(dialect, text) else text.encode(encodingOf(dialect), "replace").decode(encodingOf(dialect))
+
+
+class HeldText(TypeDecorator):
+    """A text bound as itself where the database can hold it, else as NULL."""
+
+    impl = String
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        return value if value is None or holds(dialect, value) else None

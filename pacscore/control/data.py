@@ -39,6 +39,7 @@ from pacscore.control.moves import forwarderFor
 from pacscore.control.output import deliver, inputPath
 from pacscore.control.stored import exactValue, fileInstances, objectFile, storedFile, storedName
 from pacscore.dicom.datasets import IdentifierError, decodeDataset, encodeDataset
+from pacscore.dicom.textbytes import decodeValues
 from pacscore.dicom.uids import isUID
 from pacscore.export.forwarder import ForwardError, Undelivered
 from pacscore.export.queue import Action, Target
@@ -271,7 +272,9 @@ def headerLines(path):
         _objectStart(f, path)
         f.seek(0)
         try:
-            return str(pydicom.dcmread(f, stop_before_pixels=True, force=True)).splitlines()
+            dataset = pydicom.dcmread(f, stop_before_pixels=True, force=True)
+            decodeValues(dataset)  # text not valid in its character set as Latin-1, as the index reads it
+            return str(dataset).splitlines()
         except Exception as e:  # damage surfaces as any exception while reading or formatting
             raise InvalidDicomError(str(e) or type(e).__name__) from e
 

@@ -30,6 +30,7 @@ from pacscore.codecs.transcode import (
     _UNDEFINED_LENGTH, TranscodeError, _atPixelData, checkFrameSize, codedPrecision, pixelDataHeader,
     swapBytes)
 from pacscore.dicom.storeddata import STREAMED_OBJECT, openDataset
+from pacscore.dicom.textbytes import decodeValues
 from pacscore.storage.attributes import readAttributes
 from pacscore.storage.part10 import fileMetaOf, readFileMeta, sendsAsItIs
 from pacscore.storage.regularfiles import openRegularFile
@@ -128,6 +129,7 @@ def instanceMetadata(path, url):
     dataset = _readLittleEndian(path)
     if nkiStream(dataset) is not None:
         del dataset[NKI_PIXEL_DATA]
+    decodeValues(dataset)  # text not valid in its character set as Latin-1, as the index reads it
     syntax = _storedSyntax(dataset)
     found = jsonDataset(dataset, lambda element: f"{url}/bulk/{int(element.tag):08X}"
                         if dataset.get(element.tag) is element else None)

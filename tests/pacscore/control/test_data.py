@@ -13,6 +13,7 @@ from pydicom.uid import generate_uid
 
 from sqlalchemy import func, select
 from twisted.internet import defer
+from twisted.logger import capturedLogs, formatEvent
 from twisted.trial import unittest
 
 from pacscore.hl7 import dropfolder
@@ -25,6 +26,7 @@ from pacscore.testing.corpus import generateCorpus, makeDataset
 from pacscore.testing.orders import orderMessage, writeMessages
 from plugins import pacs_control_data as commands
 from tests.pacscore.control.running import RunningArchive
+from tests.pacscore.dicom.test_textbytes import writeInvalidTextObject
 
 
 class StoredCorpusTests(unittest.TestCase):
@@ -515,6 +517,21 @@ class StoredCorpusTests(unittest.TestCase):
         self.assertIn("Transfer Syntax UID", str(error))
         self.assertEqual((yield self.running.count("image")), 8)
         self.assertEqual(self.flushLoggedErrors(), [])
+
+
+class HeaderLinesTests(unittest.TestCase):
+
+    def test_invalidTextReadsAsLatin1(self):
+        """``dgate --dump_header`` and the headerdump page showed a Latin-1
+        ``ü`` in an ISO_IR 192 object as U+FFFD, where the index and C-FIND
+        read it as Latin-1; they now read it so too, logged."""
+        path = self.mktemp()
+        sop = writeInvalidTextObject(path)
+        with capturedLogs() as events:
+            lines = data.headerLines(path)
+        self.assertIn("PN: 'Ungültig^Namen'", "\n".join(lines))
+        [warning] = [formatEvent(event) for event in events]
+        self.assertIn(f"SOP Instance {sop}: text not valid in its Specific Character Set, read as Latin-1", warning)
 
 
 class LoadHL7Tests(unittest.TestCase):

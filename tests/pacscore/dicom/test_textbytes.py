@@ -7,11 +7,13 @@ from io import BytesIO
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.filereader import read_dataset
+from pydicom.uid import generate_uid
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial import unittest
 
 from pacscore.converters.elements import assign
 from pacscore.dicom.datasets import decodeDataset, encodeDataset
+from pacscore.testing.corpus import makeDataset
 
 EXPLICIT = "1.2.840.10008.1.2.1"
 IMPLICIT = "1.2.840.10008.1.2"
@@ -31,6 +33,14 @@ def encoded(syntax=EXPLICIT, charset="ISO_IR 192", name=BAD_NAME):
     item.add(DataElement(0x00100010, "PN", name))
     ds.ReferencedPatientSequence = [item]
     return encodeDataset(ds, syntax)
+
+
+def writeInvalidTextObject(path):
+    """A CT object at ``path`` declaring ISO_IR 192 whose Patient Name holds ``BAD_NAME``; its SOP Instance UID."""
+    ds = makeDataset("BAD192", "", generate_uid(), generate_uid(), generate_uid(), 1, 1, charset="ISO_IR 192")
+    ds.add(DataElement(0x00100010, "PN", BAD_NAME))
+    ds.save_as(path, enforce_file_format=True)
+    return ds.SOPInstanceUID
 
 
 def rawValues(data, syntax=EXPLICIT):

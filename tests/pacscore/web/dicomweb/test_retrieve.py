@@ -22,6 +22,7 @@ from pydicom.tag import Tag
 from pydicom.uid import RLELossless, generate_uid
 from PIL import Image
 from twisted.internet import defer, reactor, task
+from twisted.trial import unittest
 from twisted.logger import capturedLogs, formatEvent
 
 from pacscore.codecs import encapsulatedframes, filetranscode, nkipixels, syntaxes
@@ -39,6 +40,7 @@ from pacscore.web.dicomweb import instancefiles, retrieve
 from pacscore.web.dicomweb.resource import Target
 from pacscore.web.dicomweb.instancefiles import instanceMetadata
 from plugins.pacs_control_modify import modifyImage
+from tests.pacscore.dicom.test_textbytes import writeInvalidTextObject
 from tests.pacscore.codecs.test_transcode import asFile, cutShortDataset, overlaid, quietly
 from tests.pacscore.web.dicomweb.client import DicomWebTestCase, viewedColours
 from tests.pacscore.web.pages import PDF, encapsulatedPDF
@@ -1116,6 +1118,19 @@ class RetrieveTests(DicomWebTestCase):
 
     def queryKey(self, uid, tag=SERIES_INSTANCE_UID):
         return QueryKey(tag, "UI", uid)
+
+
+class MetadataTextTests(unittest.TestCase):
+
+    def test_invalidTextReadsAsLatin1(self):
+        """WADO-RS metadata gave a Latin-1 ``ü`` in an ISO_IR 192 object as
+        U+FFFD (the viewer showed ``M\ufffdller``), where the index and
+        QIDO read it as Latin-1; it now reads it so too."""
+        path = self.mktemp()
+        writeInvalidTextObject(path)
+        with capturedLogs():
+            found = instanceMetadata(path, "http://pacs/dicom-web/studies/1/series/2/instances/3")
+        self.assertEqual(found["00100010"], {"vr": "PN", "Value": [{"Alphabetic": "Ungültig^Namen"}]})
 
 
 class StoredAgainTests(DicomWebTestCase):

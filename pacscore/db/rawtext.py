@@ -26,11 +26,11 @@ hands it on.
 import os
 from collections import Counter
 
-from pydicom.charset import convert_encodings
 from pydicom.valuerep import TEXT_VR_DELIMS
 from sqlalchemy import String, inspect
 
 from pacscore.db.filepaths import ObjectPath, pathOf, storedPath
+from pacscore.dicom.charsetterms import convert_encodings
 from pacscore.db.schema import PATIENT_ID_TAG, Tables
 from pacscore.storage.codeextensions import decodeText, textFits
 

@@ -27,7 +27,7 @@ import warnings
 from io import BytesIO
 from typing import NamedTuple
 
-from pydicom.charset import convert_encodings, decode_bytes, default_encoding, encode_string, python_encoding
+from pydicom.charset import decode_bytes, default_encoding, encode_string, python_encoding
 from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
@@ -39,6 +39,7 @@ from twisted.logger import Logger
 
 from pacscore.db.query import UNSPLIT_VRS, QueryKey, valuesOf, withEmptyValueMatching
 from pacscore.dicom.datasets import decodePeerDataset, encodeDataset
+from pacscore.dicom.charsetterms import convert_encodings
 from pacscore.dicom.datetimes import FORMATS, isMatchValue
 from pacscore.storage.attributes import DatasetError, columnValueText
 from pacscore.storage.codeextensions import withoutEscapes

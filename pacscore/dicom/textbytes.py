@@ -15,12 +15,13 @@ made the object ISO_IR 192: its text is then written anew, in UTF-8).
 import copy
 from contextlib import contextmanager
 
-from pydicom.charset import convert_encodings, default_encoding
+from pydicom.charset import default_encoding
 from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement, convert_raw_data_element
 from pydicom.valuerep import CUSTOMIZABLE_CHARSET_VR
 from twisted.logger import Logger
 
+from pacscore.dicom.charsetterms import convert_encodings
 from pacscore.storage.codeextensions import LATIN_1, notPlain, textFits
 
 SPECIFIC_CHARACTER_SET = 0x00080005

@@ -16,7 +16,9 @@ Character Set through pydicom's own charset functions, without the escape
 sequences pydicom leaves in ISO 2022 IR 58 text (``codeextensions``); text
 not valid in that character set reads as Latin-1, where pydicom puts U+FFFD
 in the place of each bad byte, so that the value stays findable, and the
-caller may ask which values those were (``unfit``).
+caller may ask which values those were, and which terms of the Specific
+Character Set pydicom does not know (their text read as Latin-1 too:
+``TextNotes``).
 pydicom stays the reference; the tests compare both on every file pydicom
 ships.
 """
@@ -25,9 +27,9 @@ import re
 import struct
 import zlib
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from functools import lru_cache
 
-from pydicom.charset import convert_encodings
 from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import RawDataElement
 from pydicom.multival import MultiValue
@@ -36,6 +38,7 @@ from pydicom.valuerep import CUSTOMIZABLE_CHARSET_VR
 from pydicom.values import convert_value
 from twisted.logger import Logger
 
+from pacscore.dicom.charsetterms import convert_encodings, unknownTerms
 from pacscore.storage.codeextensions import notPlain, textFits, textOrLatin1
 
 IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
@@ -689,7 +692,17 @@ def _window(source, deflated):
     return _BytesWindow(source)
 
 
-def walkDataset(source, transferSyntax, tags, firstTag, lastTag, ascending=False, strict=False, unfit=None):
+@dataclass
+class TextNotes:
+    """What ``walkDataset`` noticed of a data set's text, all of it read as
+    Latin-1: ``unfit``, the tags of values not valid in its Specific
+    Character Set; ``unknownTerms``, the terms of that pydicom does not know."""
+
+    unfit: list = field(default_factory=list)
+    unknownTerms: list = field(default_factory=list)
+
+
+def walkDataset(source, transferSyntax, tags, firstTag, lastTag, ascending=False, strict=False, notes=None):
     """The values of ``tags`` at the top level of a dataset, and where the walk stopped.
 
     Returns ``({tag: value}, stop)``: ``stop`` is the offset of the first
@@ -709,8 +722,7 @@ def walkDataset(source, transferSyntax, tags, firstTag, lastTag, ascending=False
     gives one (a private tag in implicit VR, or explicit UN); such values
     are otherwise "", and so is one that is not of that VR (a debug line,
     never a DatasetError).  A "US or SS" value of implicit VR is SS when the
-    Pixel Representation is 1.  ``unfit``: a list the tags of text values
-    not valid in the Specific Character Set (read as Latin-1) are added to.
+    Pixel Representation is 1.  ``notes``: a ``TextNotes`` to fill.
     """
     implicit, layout, deflated, encapsulated = _transferSyntax(transferSyntax)
     walker = _Walker(_window(source, deflated), layout, strict, strict and encapsulated)
@@ -721,7 +733,10 @@ def walkDataset(source, transferSyntax, tags, firstTag, lastTag, ascending=False
     charset = found.get(SPECIFIC_CHARACTER_SET)
     if charset and charset[0] != b"CS":
         raise DatasetError(f"(0008,0005) has VR {charset[0]!r}, not CS")
-    encodings = _encodings(_string(charset[1], None, layout) if charset else "")
+    declared = _string(charset[1], None, layout) if charset else ""
+    encodings = _encodings(declared)
+    if notes is not None:
+        notes.unknownTerms = unknownTerms(declared)
     signed = _isSigned(found.get(PIXEL_REPRESENTATION), layout)
     for tag in (SPECIFIC_CHARACTER_SET, PIXEL_REPRESENTATION):
         if tag not in tags:
@@ -737,8 +752,8 @@ def walkDataset(source, transferSyntax, tags, firstTag, lastTag, ascending=False
             values[tag] = _columnValue(vr, raw, encodings, layout)
         else:
             values[tag] = converters[vr](raw, encodings, layout) if vr in converters else ""
-            if unfit is not None and vr in _CHARSET_VRS and notPlain(raw) and not textFits(raw, encodings):
-                unfit.append(tag)
+            if notes is not None and vr in _CHARSET_VRS and notPlain(raw) and not textFits(raw, encodings):
+                notes.unfit.append(tag)
     return values, stop
 
 
@@ -751,7 +766,7 @@ def columnValueText(vr, raw, specificCharacterSet, transferSyntax):
                         _transferSyntax(transferSyntax)[1]) if raw else ""
 
 
-def readAttributes(source, transferSyntax, tags, wholeDataset=False, strict=False, unfit=None):
+def readAttributes(source, transferSyntax, tags, wholeDataset=False, strict=False, notes=None):
     """``{tag: str}`` for each of ``tags`` present at the top level of a dataset.
 
     ``source`` is the dataset (no file meta) as a bytes-like object, or a
@@ -768,13 +783,13 @@ def readAttributes(source, transferSyntax, tags, wholeDataset=False, strict=Fals
     (what is stored must read to its end), and elements out of order too
     (regen's walk stops early).
 
-    ``strict`` (data as received) and ``unfit``: see ``walkDataset``.
+    ``strict`` (data as received) and ``notes``: see ``walkDataset``.
 
     Raises DatasetError when the dataset cannot be walked.
     """
     if wholeDataset:
         return walkDataset(source, transferSyntax, tags, 0, 0xFFFFFFFF, ascending=True, strict=strict,
-                           unfit=unfit)[0]
+                           notes=notes)[0]
     if not tags:
         return {}
-    return walkDataset(source, transferSyntax, tags, 0, min(max(tags), PIXEL_DATA - 1), unfit=unfit)[0]
+    return walkDataset(source, transferSyntax, tags, 0, min(max(tags), PIXEL_DATA - 1), notes=notes)[0]

@@ -57,7 +57,8 @@ from pacscore.dicom.datasets import IdentifierError
 from pacscore.dicom.sinks import DiscardingSink
 from pacscore.dicom.storeddata import decodedExtent
 from pacscore.dicom.uids import isUID
-from pacscore.storage.attributes import DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, DatasetError, readAttributes, walkDataset
+from pacscore.storage.attributes import (DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, DatasetError, TextNotes, readAttributes,
+                                         walkDataset)
 from pacscore.storage.devicechoice import DeviceChoice
 from pacscore.storage.devices import checkPresent, isDiskFull, isUnwritable, removeFile
 from pacscore.storage.durability import FlushError
@@ -533,18 +534,27 @@ class ObjectStore:
         truncated file for one a crash damaged) and be encoded in the
         transfer syntax of its presentation context (its file is labelled
         with that syntax).  Text not valid in its character set is indexed
-        as read in Latin-1, with a log line."""
-        unfit = []
+        as read in Latin-1, with a log line; so is the text of a Specific
+        Character Set pydicom does not know."""
+        notes = TextNotes()
         try:
             attrs = self._readSpool(spool, incoming.transferSyntax, self.tags, wholeDataset=True, strict=True,
-                                    unfit=unfit)
+                                    notes=notes)
         except DatasetError as e:
             raise InvalidDataset(str(e)) from e
-        if unfit:
-            self.log.warn("{uid} from {peer}: text not valid in its Specific Character Set, indexed as read in "
-                          "Latin-1: {elements}", uid=incoming.sopInstanceUID, peer=incoming.callingAE,
-                          elements=", ".join(f"({tag >> 16:04x},{tag & 0xFFFF:04x})" for tag in unfit))
+        self._warnOfText(incoming, notes)
         return attrs
+
+    def _warnOfText(self, incoming, notes):
+        """Log what the ``TextNotes`` of ``incoming`` say was read as Latin-1."""
+        where = dict(uid=incoming.sopInstanceUID, peer=incoming.callingAE)
+        if notes.unknownTerms:
+            self.log.warn("{uid} from {peer}: Specific Character Set {terms} unknown, its text indexed as read in "
+                          "Latin-1", terms=", ".join(notes.unknownTerms), **where)
+        if notes.unfit:
+            self.log.warn("{uid} from {peer}: text not valid in its Specific Character Set, indexed as read in "
+                          "Latin-1: {elements}",
+                          elements=", ".join(f"({tag >> 16:04x},{tag & 0xFFFF:04x})" for tag in notes.unfit), **where)
 
     @staticmethod
     def _readSpool(spool, transferSyntax, tags, **options):

@@ -497,6 +497,13 @@ class MatchEncoderTests(unittest.TestCase):
         self.assertEqual(responseCharacterSet("", ["Smith", ""]), None)
         self.assertEqual(responseCharacterSet("ISO_IR 192", ["Smith"]), "ISO_IR 192")
 
+    def test_latin9(self):
+        """ISO_IR 203 and ISO 2022 IR 203 (ISO 8859-15), which pydicom's tables
+        lack: a request in them is answered in them (it was relabelled)."""
+        self.assertEqual(responseCharacterSet("ISO_IR 203", ["Škoda^œ"]), "ISO_IR 203")
+        self.assertEqual(responseCharacterSet("ISO 2022 IR 6\\ISO 2022 IR 203", ["Škoda^œ"]),
+                         "ISO 2022 IR 6\\ISO 2022 IR 203")
+
     def test_responseCharacterSetCodeExtensions(self):
         """A multi-valued request character set is answered with when every
         value is a defined term and pydicom writes the text in it as a

@@ -16,9 +16,9 @@ Character Set through pydicom's own charset functions, without the escape
 sequences pydicom leaves in ISO 2022 IR 58 text (``codeextensions``); text
 not valid in that character set reads as Latin-1, where pydicom puts U+FFFD
 in the place of each bad byte, so that the value stays findable, and the
-caller may ask which values those were, and which terms of the Specific
-Character Set pydicom does not know (their text read as Latin-1 too:
-``TextNotes``).
+caller may ask which values those were, which terms of the Specific
+Character Set pydicom does not know (their text read as Latin-1 too) and
+which values are not ASCII in a data set without one (``TextNotes``).
 pydicom stays the reference; the tests compare both on every file pydicom
 ships.
 """
@@ -696,10 +696,13 @@ def _window(source, deflated):
 class TextNotes:
     """What ``walkDataset`` noticed of a data set's text, all of it read as
     Latin-1: ``unfit``, the tags of values not valid in its Specific
-    Character Set; ``unknownTerms``, the terms of that pydicom does not know."""
+    Character Set; ``unknownTerms``, the terms of that pydicom does not know;
+    ``undeclared``, the tags of values beyond ASCII in a data set that has
+    none (only ASCII may be used then: PS3.3 C.12.1.1.2)."""
 
     unfit: list = field(default_factory=list)
     unknownTerms: list = field(default_factory=list)
+    undeclared: list = field(default_factory=list)
 
 
 def walkDataset(source, transferSyntax, tags, firstTag, lastTag, ascending=False, strict=False, notes=None):
@@ -752,8 +755,11 @@ def walkDataset(source, transferSyntax, tags, firstTag, lastTag, ascending=False
             values[tag] = _columnValue(vr, raw, encodings, layout)
         else:
             values[tag] = converters[vr](raw, encodings, layout) if vr in converters else ""
-            if notes is not None and vr in _CHARSET_VRS and notPlain(raw) and not textFits(raw, encodings):
-                notes.unfit.append(tag)
+            if notes is not None and vr in _CHARSET_VRS and notPlain(raw):
+                if not declared:
+                    notes.undeclared.append(tag)
+                elif not textFits(raw, encodings):
+                    notes.unfit.append(tag)
     return values, stop
 
 

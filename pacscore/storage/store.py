@@ -535,7 +535,8 @@ class ObjectStore:
         transfer syntax of its presentation context (its file is labelled
         with that syntax).  Text not valid in its character set is indexed
         as read in Latin-1, with a log line; so is the text of a Specific
-        Character Set pydicom does not know."""
+        Character Set pydicom does not know, and text beyond ASCII in an
+        object without one."""
         notes = TextNotes()
         try:
             attrs = self._readSpool(spool, incoming.transferSyntax, self.tags, wholeDataset=True, strict=True,
@@ -551,10 +552,11 @@ class ObjectStore:
         if notes.unknownTerms:
             self.log.warn("{uid} from {peer}: Specific Character Set {terms} unknown, its text indexed as read in "
                           "Latin-1", terms=", ".join(notes.unknownTerms), **where)
-        if notes.unfit:
-            self.log.warn("{uid} from {peer}: text not valid in its Specific Character Set, indexed as read in "
-                          "Latin-1: {elements}",
-                          elements=", ".join(f"({tag >> 16:04x},{tag & 0xFFFF:04x})" for tag in notes.unfit), **where)
+        for tags, what in ((notes.unfit, "text not valid in its Specific Character Set"),
+                           (notes.undeclared, "text beyond ASCII without a Specific Character Set")):
+            if tags:
+                self.log.warn("{uid} from {peer}: {what}, indexed as read in Latin-1: {elements}", what=what,
+                              elements=", ".join(f"({tag >> 16:04x},{tag & 0xFFFF:04x})" for tag in tags), **where)
 
     @staticmethod
     def _readSpool(spool, transferSyntax, tags, **options):

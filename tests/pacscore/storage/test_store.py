@@ -721,6 +721,16 @@ class ObjectStoreTests(unittest.TestCase):
                                    "as read in Latin-1")
 
     @defer.inlineCallbacks
+    def test_textBeyondAsciiWithoutACharacterSetIsLogged(self):
+        """Only ASCII may be used without a Specific Character Set; 8-bit
+        text is indexed as read in Latin-1, as before, now with a line."""
+        uid = "1.2.3.4.5.10"
+        names, [line] = yield self.storeName(uid, b"M\xfcller^Hans", None)
+        self.assertEqual(names, ["Müller^Hans"])
+        self.assertEqual(line, f"{uid} from MODALITY: text beyond ASCII without a Specific Character Set, indexed "
+                               "as read in Latin-1: (0010,0010)")
+
+    @defer.inlineCallbacks
     def test_mismatchedInstance(self):
         incoming, spool = self.receive(datasetBytes("CT_small.dcm"), "1.2.3.999")
         yield self.assertFailure(self.store.store(incoming, spool), DatasetMismatch)

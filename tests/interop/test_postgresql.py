@@ -71,6 +71,48 @@ class ConquestDatabaseTests(unittest.TestCase):
         self.assertEqual(result.stdout.split(), ["OLD1"], result.stdout + result.stderr)
 
 
+class DatabaseEncodingTests(unittest.TestCase):
+    """pacs on a Conquest site's database in SQL_ASCII (it did not start:
+    psycopg read every text as bytes) and in LATIN1 (a Greek object was
+    refused with 0110 after its file was written; a C-FIND with a non-ASCII
+    name failed)."""
+
+    def serverOn(self, encoding):
+        database = started(PostgresServer)
+        name = database.createDatabase(self)
+        database.sql(f"DROP DATABASE {name}")
+        database.sql(f"CREATE DATABASE {name} ENCODING '{encoding}' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0")
+        server = PacsServer(self.mktemp(), ini=serverIni(postgresqlDriver, database, name))
+        self.addCleanup(server.stop)
+        server.start()
+        for patientID, patientName in (("LATIN", "Äneas^Müller"), ("GREEK", "Γιάννης^Σ")):
+            path = f"{server.workdir}/{patientID}.dcm"
+            dataset = makeDataset(patientID, patientName, generate_uid(), generate_uid(), generate_uid(), 1, 1)
+            dataset.SpecificCharacterSet = "ISO_IR 192"
+            dataset.save_as(path, enforce_file_format=True)
+            result = server.store(path)
+            self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        return server
+
+    def names(self, server, name):
+        matches, result = findscu(server, PATIENT_ROOT, "PATIENT", {"SpecificCharacterSet": "ISO_IR 192",
+                                                                    "PatientName": name, "PatientID": None})
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        return sorted((m.PatientID, str(m.PatientName)) for m in matches)
+
+    def test_sqlAscii(self):
+        server = self.serverOn("SQL_ASCII")
+        self.assertEqual(self.names(server, "Äneas*"), [("LATIN", "Äneas^Müller")])
+        self.assertEqual(self.names(server, "Γιάννης*"), [("GREEK", "Γιάννης^Σ")])
+
+    def test_latin1(self):
+        server = self.serverOn("LATIN1")
+        self.assertIn("is in the LATIN1 encoding, which cannot hold every character", server.log())
+        self.assertEqual(self.names(server, "Äneas*"), [("LATIN", "Äneas^Müller")])
+        self.assertEqual(self.names(server, "Γιάννης*"), [])
+        self.assertEqual(self.names(server, "*"), [("GREEK", "???????^?"), ("LATIN", "Äneas^Müller")])
+
+
 class SwitchFromSQLiteTests(unittest.TestCase):
     """An archive switched from SQLite to PostgreSQL as README says
     (PostGres = 1 ..., dgate -r, start) with forwards queued for a

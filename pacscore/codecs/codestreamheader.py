@@ -38,6 +38,7 @@ _J2K_START = b"\xff\x4f\xff\x51"  # SOC, then SIZ (T.800 A.5.1)
 _JP2_SIGNATURE = b"\x00\x00\x00\x0cjP  \r\n\x87\n"
 _JP2_CODESTREAM = b"jp2c"
 _RLE_HEADER = struct.Struct("<16L")
+_DNL = b"\xff\xdc\x00\x04"  # define number of lines: its marker and length, the lines follow
 
 
 def headerMismatch(syntax, frame, options):
@@ -73,6 +74,9 @@ def _jpegHeader(codestream, markers):
     if at is None or at + 4 + _FRAME_HEADER.size > len(codestream):
         return None
     precision, rows, columns, components = _FRAME_HEADER.unpack_from(codestream, at + 4)
+    if rows == 0:  # the number of lines is in a DNL segment after the first scan (T.81 B.2.5)
+        dnl = codestream.find(_DNL, at)
+        rows = struct.unpack_from(">H", codestream, dnl + len(_DNL))[0] if 0 <= dnl <= len(codestream) - 6 else 0
     return rows, columns, components, precision
 
 

@@ -33,6 +33,9 @@ def segmentAt(codestream, markers, at=2):
     SOI) whose marker's second byte is in ``markers`` starts, looking no
     further than the next scan; None when there is none."""
     while at + 5 <= len(codestream) and codestream[at] == 0xFF:
+        if codestream[at + 1] == 0xFF:  # a fill byte before a marker (T.81 B.1.1.2)
+            at += 1
+            continue
         if codestream[at + 1] in markers:
             return at
         if codestream[at + 1] == SOS:

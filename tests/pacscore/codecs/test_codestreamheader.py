@@ -137,6 +137,26 @@ class BombTests(unittest.TestCase):
             self.assertIsNone(headerMismatch(JPEG_BASELINE, frame, image(200, 100)))
             self.assertRefused(JPEG_BASELINE, frame, image(64, 64))
 
+    def test_fillBytesBeforeTheFrameHeader(self):
+        """0xFF fill bytes may come before any marker (T.81 B.1.1.2): the
+        frame header after them is read."""
+        for syntax, frame, sof in ((JPEG_BASELINE, baselineJpeg(200, 100), b"\xff\xc0"),
+                                   (JPEG_LS_LOSSLESS, jpegLS(200, 100), b"\xff\xf7")):
+            at = frame.index(sof)
+            filled = frame[:at] + b"\xff\xff" + frame[at:]
+            self.assertIsNone(headerMismatch(syntax, filled, image(200, 100)))
+            self.assertRefused(syntax, filled, image(64, 64))
+
+    def test_numberOfLinesInADNLSegment(self):
+        """A frame header of 0 lines takes the number from the DNL segment
+        after the first scan (T.81 B.2.5)."""
+        frame = bytearray(baselineJpeg(200, 100))
+        struct.pack_into(">H", frame, frame.index(b"\xff\xc0") + 5, 0)
+        dnl = bytes(frame[:-2]) + b"\xff\xdc\x00\x04" + struct.pack(">H", 200) + b"\xff\xd9"
+        self.assertIsNone(headerMismatch(JPEG_BASELINE, dnl, image(200, 100)))
+        self.assertRefused(JPEG_BASELINE, dnl, image(64, 64))
+        self.assertRefused(JPEG_BASELINE, bytes(frame), image(200, 100), "0 x 100 pixels")
+
     def test_samplesAndPrecision(self):
         """Other components than Samples per Pixel, samples wider than Bits
         Allocated, are refused."""

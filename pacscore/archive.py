@@ -181,7 +181,8 @@ class Archive:
         self.converterRules = loadRules(ini, self.commands)
         # Lua's servercommand: import converters wait in this pool (with stand-ins) for commands that may need it
         runCommand = functools.partial(commandOutput, self, ControlCommands(), peer="converter")
-        serverCommands = ServerCommands.fromIni(ini, reactor, runCommand, requests=DicomRequests(self))
+        serverCommands = ServerCommands.fromIni(ini, reactor, runCommand, requests=DicomRequests(self),
+                                                deleteMatching=lambda keys: self.localActions.deleteMatching(keys))
         self.converterServices = ConverterServices(
             index=self.index, configuration=configuration, aeTitle=self.aeTitle, reactor=reactor,
             worklistLookup=self.worklistItems.lookup, counters=self.counters, uidMap=uidMap,

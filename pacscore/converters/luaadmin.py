@@ -3,11 +3,12 @@ settings, for ``LuaApi``:
 
 - ``sql(statement)``: runs any SQL statement on the index database; 1, or
   nil and the reason;
-- ``dicomdelete(query)``: deletes from the archive (files and index) what
-  the object ``query`` selects: its series (SeriesInstanceUID), else its
-  study (StudyInstanceUID), else its patient (PatientID), as the
-  ``deleteseries``, ``deletestudy`` and ``deletepatient`` commands do; an
-  empty array as Conquest's, with the reason when nothing was deleted;
+- ``dicomdelete(query)``: deletes from the archive (files and index) the
+  images that all the keys of the object ``query`` match, as Conquest's
+  RemoveFromPACS (an image-level query); a query without a value, or
+  with a value the index does not hold (which would widen it), deletes
+  nothing; an empty array as
+  Conquest's, with the reason when nothing was deleted;
 - ``get_sqldef(level, n)``: entry n (from 0) of dicom.sql's table at
   ``level`` (0 patient, 1 study, 2 series, 3 image, 4 worklist): group,
   element, column, length, SQL type and DICOM type; nothing past the last;
@@ -23,10 +24,9 @@ that change something (``LuaAllowUnsafe = 1`` allows them).
 
 from pacscore.converters.servercommands import ServerCommandError
 from pacscore.debuglog import memoryInUse
+from pacscore.dicom.identifiers import datasetKeys, tagName
 
 _LEVELS = ("patient", "study", "series", "image", "worklist")
-# dicomdelete: the key that selects, from the narrowest, and the command deleting by it
-_DELETES = (("SeriesInstanceUID", "deleteseries"), ("StudyInstanceUID", "deletestudy"))
 
 
 class LuaAdminError(ValueError):
@@ -61,17 +61,27 @@ class AdminFunctions:
         dataset = getattr(query, "dataset", None)
         if dataset is None:
             raise LuaAdminError("dicomdelete wants a DICOM object (newdicomobject()) for its query")
-        patientID = str(dataset.get("PatientID") or "")
-        line = next((f"{command}:{patientID}:{dataset.get(key)}" for key, command in _DELETES if dataset.get(key)),
-                    f"deletepatient:{patientID}" if patientID else None)
+        keys = datasetKeys(dataset)
         deleted = self.newdicomarray()
-        if line is None:
-            return deleted, "dicomdelete: the query names no PatientID, StudyInstanceUID nor SeriesInstanceUID"
+        if not any(key.value for key in keys):
+            return deleted, "dicomdelete: the query has no value to select images by"
+        indexed = self._indexedTags()
+        unheld = [key for key in keys if key.value and key.tag not in indexed]
+        if unheld:
+            return deleted, f"dicomdelete: the index holds no {tagName(unheld[0].tag)}: the query would select more"
         try:
-            self._serverCommands("dicomdelete").fromThread(line, sandboxed=False)
+            removed = self._serverCommands("dicomdelete").delete(keys)
         except ServerCommandError as e:
             return deleted, str(e)
+        if not removed:
+            return deleted, "dicomdelete: no stored object matches the query"
         return deleted
+
+    def _indexedTags(self):
+        """The tags of the index's patient, study, series and image columns."""
+        layout = self.context.services.configuration.layout
+        return {column.group << 16 | column.element
+                for level in _LEVELS[:4] for column in getattr(layout, level)}
 
     def get_sqldef(self, level, number):
         """Conquest's ``get_sqldef``: see the module docstring."""

@@ -1,7 +1,8 @@
 """``servercommand(text)`` for converters and the web's Lua pages: a
 control command (``name:arguments``, as the control port runs it) run in
 the reactor while the script's worker thread waits; likewise
-``dicomquery`` and ``dicommove`` (see ``dicomrequests``).
+``dicomquery`` and ``dicommove`` (see ``dicomrequests``) and
+``dicomdelete``.
 
 The wait is limited (``LuaCommandTimeout`` seconds): the command is then
 cancelled and the script told why.  A waiting worker's pool gets a
@@ -40,20 +41,22 @@ class ServerCommands:
     """What converters ask of the server from their worker threads, in the
     reactor, ``slots`` of them at once, each for at most ``timeout``
     seconds: ``run(line)`` (a Deferred of a control command's output
-    text) and the ``requests`` (a ``DicomRequests``, or None)."""
+    text), the ``requests`` (a ``DicomRequests``, or None) and
+    ``deleteMatching(keys)`` (``LocalActions.deleteMatching``, or None)."""
 
-    def __init__(self, reactor, run, slots=MAX_WAITING, timeout=DEFAULT_TIMEOUT, requests=None):
+    def __init__(self, reactor, run, slots=MAX_WAITING, timeout=DEFAULT_TIMEOUT, requests=None, deleteMatching=None):
         self.reactor = reactor
         self.run = run
         self.slotCount = slots
         self.slots = threading.BoundedSemaphore(slots)
         self.timeout = timeout
         self.requests = requests
+        self.deleteMatching = deleteMatching
 
     @classmethod
-    def fromIni(cls, ini, reactor, run, slots=MAX_WAITING, requests=None):
+    def fromIni(cls, ini, reactor, run, slots=MAX_WAITING, requests=None, deleteMatching=None):
         """With dicom.ini's ``LuaCommandTimeout``."""
-        return cls(reactor, run, slots, ini.getint(TIMEOUT_KEY, DEFAULT_TIMEOUT), requests)
+        return cls(reactor, run, slots, ini.getint(TIMEOUT_KEY, DEFAULT_TIMEOUT), requests, deleteMatching)
 
     def fromThread(self, line, run=None, sandboxed=True):
         """In a worker thread: the output of the command ``line`` (run by
@@ -70,6 +73,12 @@ class ServerCommands:
         """In a worker thread: ``DicomRequests.move`` to its end."""
         with awaitingObjects(MoveScope(identifier)):
             return self._call("dicommove", self._requests().move, source, destination, identifier, patientRoot)
+
+    def delete(self, keys):
+        """In a worker thread: how many images ``deleteMatching(keys)`` removed."""
+        if self.deleteMatching is None:
+            raise ServerCommandError("dicomdelete: there is no archive to delete from here")
+        return self._call("dicomdelete", self.deleteMatching, keys)
 
     def _requests(self):
         if self.requests is None:

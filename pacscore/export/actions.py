@@ -78,6 +78,12 @@ class LocalActions:
                       entity=action.level.lower(), uid=action.target.uid(action.level))
         return removal.removed
 
+    async def deleteMatching(self, keys):
+        """Remove the images that every key of ``keys`` (``QueryKey``s of
+        any level) matches, as Conquest's RemoveFromPACS; how many went."""
+        instances = await self.index.runQuery(self.query.instances, "IMAGE", keys)
+        return (await self.removeInstances(instances)).removed if instances else 0
+
     async def removeInstances(self, instances, files=True):
         """Remove the files of ``instances`` (``IndexQuery`` ``Instance``s;
         with ``files=False`` they stay), then the index rows that still

@@ -24,11 +24,7 @@ DESTINATION = "DATADEST"  # no wildcard entry of the default acrnema.map (V*, S*
 TABLES = ("DICOMPatients", "DICOMStudies", "DICOMSeries", "DICOMImages")
 
 
-class ControlDataTests(StoredCorpusTestCase):
-
-    def prepare(self):
-        self.storescp = StorescpServer(os.path.join(self.workdir, "storescp"), aet=DESTINATION)
-        self.server.addNode(DESTINATION, self.storescp.port)
+class _IndexedCorpusTestCase(StoredCorpusTestCase):
 
     def counts(self):
         """Rows of the four image tables, in one query."""
@@ -40,6 +36,40 @@ class ControlDataTests(StoredCorpusTestCase):
         names = self.dgate(f"--imagelister:|{patientID}|{seriesUID}|%s|")
         self.assertTrue(all(name.startswith("MAG0:") for name in names), names)
         return [os.path.join(self.server.dataDir, name[len("MAG0:"):]) for name in names]
+
+
+class LuaDeleteTests(_IndexedCorpusTestCase):
+    """Lua's dicomdelete (LuaAllowUnsafe = 1) through ``dgate --lua:``."""
+
+    def prepare(self):
+        self.server.setIni(LuaAllowUnsafe="1")
+
+    def dicomdelete(self, **keys):
+        query = "; ".join(f"q.{name} = '{value}'" for name, value in keys.items())
+        return self.dgate(f"--lua:local q = newdicomobject(); {query}; print(select(2, dicomdelete(q)))")
+
+    def test_dicomdeleteRemovesOnlyWhatAllItsKeysSelect(self):
+        """As Conquest's RemoveFromPACS: the images every key of the query
+        matches, here one image, and none of a CT patient for Modality MR."""
+        image = self.images[0]
+        self.assertEqual(self.dicomdelete(PatientID=image.patientID, Modality="MR"),
+                         ["dicomdelete: no stored object matches the query"])
+        self.assertEqual(self.dicomdelete(PatientID=image.patientID, DeviceSerialNumber="1"),
+                         ["dicomdelete: the index holds no (0018,1000): the query would select more"])
+        self.assertEqual(self.counts(), [2, 4, 4, 8])
+        files = self.storedFiles(image.patientID, image.seriesUID)
+        self.dicomdelete(PatientID=image.patientID, SOPInstanceUID=image.sopUID)
+        self.assertEqual(self.counts(), [2, 4, 4, 7])
+        self.assertEqual(sorted(map(os.path.exists, files)), [False, True])
+        self.dicomdelete(PatientID=image.patientID, SeriesInstanceUID=image.seriesUID, Modality="CT")
+        self.assertEqual(self.counts(), [2, 3, 3, 6])
+
+
+class ControlDataTests(_IndexedCorpusTestCase):
+
+    def prepare(self):
+        self.storescp = StorescpServer(os.path.join(self.workdir, "storescp"), aet=DESTINATION)
+        self.server.addNode(DESTINATION, self.storescp.port)
 
     def test_deletestudyAndDeletepatient(self):
         image = self.images[0]

@@ -1515,25 +1515,35 @@ class ConquestExtrasTests(unittest.TestCase):
 
     @inlineCallbacks
     def test_dicomdeleteAndGlobal(self):
-        """dicomdelete deletes by the narrowest key its query holds;
+        """dicomdelete deletes the images all the keys of its query match
+        (none without a value, none by a key the index does not hold);
         Global.Key = value of a dicom.ini key is put_param and read_ini
         (DebugLevel at once too), of another key nothing."""
-        lines = []
+        lines, deletes = [], []
 
         def run(line, sandboxed):
             lines.append((line, sandboxed))
             return defer.succeed("")
 
+        def deleteMatching(keys):
+            deletes.append({f"{key.tag:08X}": key.value for key in keys})
+            return defer.succeed(len(deletes) - 1)
+
         context = makeContext(ini="LuaAllowUnsafe = 1\nDebugLevel = 0\n")
-        context.services.serverCommands = ServerCommands(reactor, run, slots=1)
+        context.services.configuration.layout = conquestLayout()
+        context.services.serverCommands = ServerCommands(reactor, run, slots=1, deleteMatching=deleteMatching)
         outcome, _, messages = yield threads.deferToThread(
-            runLua, "local q = newdicomobject(); q.PatientID = 'P1'; print(#dicomdelete(q)); "
-                    "q.StudyInstanceUID = '1.2'; dicomdelete(q); q.SeriesInstanceUID = '1.2.3'; dicomdelete(q); "
-                    "print(select(2, dicomdelete(newdicomobject()))); "
+            runLua, "local q = newdicomobject(); q.PatientID = 'P1'; print(select(2, dicomdelete(q))); "
+                    "q.SOPInstanceUID = '1.2.3'; q.Modality = 'CT'; print(#dicomdelete(q)); "
+                    "print(select(2, dicomdelete(newdicomobject()))); q.DeviceSerialNumber = '1'; "
+                    "print(select(2, dicomdelete(q))); "
                     "Global.debuglevel = 3; Global.NoSuchKey = 1; print(Global.DebugLevel, Global.nosuchkey)", context)
         self.assertEqual(outcome, Outcome.CONTINUE)
-        self.assertEqual(messages, [f"{KEY}: 0", f"{KEY}: dicomdelete: the query names no PatientID, "
-                                    "StudyInstanceUID nor SeriesInstanceUID", f"{KEY}: 3\t1"])
-        self.assertEqual(lines, [("deletepatient:P1", False), ("deletestudy:P1:1.2", False),
-                                 ("deleteseries:P1:1.2.3", False), ("put_param:debuglevel,3", False),
+        self.assertEqual(messages, [f"{KEY}: dicomdelete: no stored object matches the query", f"{KEY}: 0",
+                                    f"{KEY}: dicomdelete: the query has no value to select images by",
+                                    f"{KEY}: dicomdelete: the index holds no (0018,1000): the query would select more",
+                                    f"{KEY}: 3\t1"])
+        self.assertEqual(deletes, [{"00100020": "P1"},
+                                   {"00080018": "1.2.3", "00080060": "CT", "00100020": "P1"}])
+        self.assertEqual(lines, [("put_param:debuglevel,3", False),
                                  ("read_ini:", False), ("debuglevel:3", False)])

@@ -75,7 +75,7 @@ def _text(value, vr):
         return ""
     if isinstance(value, (list, tuple, MultiValue)):
         return "\\".join(_text(v, vr) for v in value)
-    if isinstance(value, bytes):
+    if isinstance(value, (bytes, bytearray)):  # a bytearray: pixel data a Lua setter wrote
         return value.decode("latin-1").rstrip("\0 ")
     if vr == "AT":
         tag = Tag(value)

@@ -541,7 +541,7 @@ def _getElement(handle, key):
     if element.VR == "SQ":
         return _SequenceHandle(handle.context, element.value)
     if element.VR in _BINARY_VRS:
-        return element.value or b""
+        return bytes(element.value or b"")  # a bytearray: pixel data a setter wrote (luapixels)
     return textOf(element)
 
 
@@ -633,8 +633,8 @@ def _getVR(handle, group, element):
         return None
     if found.VR == "SQ":
         return _SequenceHandle(handle.context, found.value)
-    if isinstance(found.value, bytes):
-        return found.value
+    if isinstance(found.value, (bytes, bytearray)):  # a bytearray: pixel data a setter wrote (luapixels)
+        return bytes(found.value)
     fp = DicomBytesIO()
     fp.is_little_endian, fp.is_implicit_VR = True, True
     write_data_element(fp, found, _encodings(handle.context.dataset))
@@ -722,10 +722,9 @@ def _pixels(name, handle, *args):
     if name == "setimage":  # its string, or table of bytes
         args = [_bytesOf(arg) if isinstance(arg, str) or lupa.lua_type(arg) == "table" else arg for arg in args]
     element = _element(handle, PIXEL_DATA)
-    results, changed = pixelCall(name, handle.dataset, element, args, runtime.lua.table_from)
-    if changed is not None:
-        runtime.charge(len(changed))
-        element.value = changed
+    results, copied = pixelCall(name, handle.dataset, element, args, runtime.lua.table_from)
+    if copied is not None:
+        runtime.charge(copied)
         _assigned(handle, PIXEL_DATA)
     return results
 

@@ -13,6 +13,8 @@ compressed) pixel data, as Conquest's lua interface reads their arguments:
   replaces them with a string of the same length.
 
 Samples of 1 and 2 bytes are unsigned, of 4 bytes signed, as in Conquest.
+A setter writes into the pixel data where it lies (made a
+``bytearray`` by the first), so that a loop over an image copies nothing.
 Where there is nothing to address (no rows, columns or pixel data,
 compressed pixel data, planar configuration not 0 or 1, a pixel outside
 the image) a getter gives nothing and a setter changes nothing.
@@ -46,7 +48,7 @@ def layoutOf(dataset, pixels):
     None when there is nothing to address."""
     rows, columns = int(dataset.get("Rows") or 0), int(dataset.get("Columns") or 0)
     size = (int(dataset.get("BitsAllocated") or 0) + 7) // 8
-    if pixels is None or pixels.is_undefined_length or not isinstance(pixels.value, bytes) or not rows \
+    if pixels is None or pixels.is_undefined_length or not isinstance(pixels.value, (bytes, bytearray)) or not rows \
             or not columns or size not in _SIGNED or int(dataset.get("PlanarConfiguration") or 0) > 1:
         return None
     samples = int(dataset.get("SamplesPerPixel") or 1)
@@ -101,9 +103,10 @@ def _write(data, layout, index, value):
 
 def pixelCall(name, dataset, pixels, args, table):
     """Run the pixel function ``name`` with the Lua ``args`` on ``dataset``
-    whose Pixel Data element is ``pixels``: ``(values returned, new pixel
-    bytes or None)``; ``table(dict)`` makes a Lua table, and a setter's
-    data is a Lua table (indexed from 0) or, for setimage, bytes."""
+    whose Pixel Data element is ``pixels``: ``(values returned, None when
+    nothing was written, else how many bytes were copied to write in
+    place)``; ``table(dict)`` makes a Lua table, and a setter's data is a
+    Lua table (indexed from 0) or, for setimage, bytes."""
     mode, setting = _MODES[name], name.startswith("set")
     layout = layoutOf(dataset, pixels)
     if layout is None:
@@ -119,7 +122,9 @@ def pixelCall(name, dataset, pixels, args, table):
             return (data[start:start + length],), None
         if not rest or not isinstance(rest[-1], bytes) or len(rest[-1]) != length:
             return (), None
-        return (), data[:start] + rest[-1] + data[start + length:]
+        copied = _writable(pixels)
+        pixels.value[start:start + length] = rest[-1]
+        return (), copied
     if not setting:
         values = [_read(data, layout, position + sample) for position in positions
                   for sample in range(layout.samples)]
@@ -133,7 +138,15 @@ def pixelCall(name, dataset, pixels, args, table):
         values = [_integer(given[index]) for index in range(len(positions) * layout.samples)]
     else:
         return (), None
-    changed = bytearray(data)
+    copied = _writable(pixels)
     for number, value in enumerate(values):
-        _write(changed, layout, positions[number // layout.samples] + number % layout.samples, value)
-    return (), bytes(changed)
+        _write(pixels.value, layout, positions[number // layout.samples] + number % layout.samples, value)
+    return (), copied
+
+
+def _writable(pixels):
+    """Make the value of ``pixels`` a bytearray; how many bytes it copied."""
+    if isinstance(pixels.value, bytearray):
+        return 0
+    pixels._value = bytearray(pixels.value)  # pydicom's setter would take a bytearray for a list of values
+    return len(pixels.value)

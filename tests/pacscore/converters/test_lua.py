@@ -1431,10 +1431,10 @@ class ChunkCacheTests(unittest.TestCase):
 class PixelTests(unittest.TestCase):
     """Conquest's getpixel, setpixel, getrow ... and x:GetPixel ..."""
 
-    def image(self, samples=1, bits=16):
+    def image(self, samples=1, bits=16, rows=2, columns=3):
         dataset = patient()
-        dataset.Rows, dataset.Columns, dataset.SamplesPerPixel, dataset.BitsAllocated = 2, 3, samples, bits
-        dataset.PixelData = bytes(range(2 * 3 * samples * bits // 8))
+        dataset.Rows, dataset.Columns, dataset.SamplesPerPixel, dataset.BitsAllocated = rows, columns, samples, bits
+        dataset.PixelData = bytes(i % 256 for i in range(rows * columns * samples * bits // 8))
         return makeContext(dataset)
 
     def test_read(self):
@@ -1466,6 +1466,21 @@ class PixelTests(unittest.TestCase):
         self.assertEqual(messages, [f"{KEY}: 1\t2\t3", f"{KEY}: 0\t1\t2"])
         outcome, _, messages = runLua("setpixel(0, 0, 0, -2); print(getpixel(0, 0))", self.image(bits=32))
         self.assertEqual(messages, [f"{KEY}: -2"])
+
+    def test_settersWriteInPlace(self):
+        """A setter changes the bytes where they are: loops over a real
+        image neither copy nor count the whole pixel data each call."""
+        outcome, context, messages = runLua("for i = 0, 1999 do setpixel(i % 512, i // 512, 0, 7) end; "
+                                            "print(getpixel(1999 % 512, 1999 // 512))", self.image(rows=512, columns=512))
+        self.assertEqual((outcome, messages), (Outcome.CONTINUE, [f"{KEY}: 7"]))
+        outcome, context, messages = runLua(
+            "for y = 0, 1023 do local r = getrow(y, 0); r[5] = 9; setrow(y, 0, r) end; print(getpixel(5, 1023))",
+            self.image(rows=1024, columns=1024))
+        self.assertEqual((outcome, messages), (Outcome.CONTINUE, [f"{KEY}: 9"]))
+        self.assertEqual(context.dataset.PixelData[2 * (1023 * 1024 + 5):][:2], b"\x09\x00")
+        outcome, _, messages = runLua("setpixel(0, 0, 0, 7); print(#Data.PixelData, Data:GetVR(0x7fe0, 0x10)[0])",
+                                      self.image())
+        self.assertEqual(messages, [f"{KEY}: 12\t7"])
 
 
 class ConquestExtrasTests(unittest.TestCase):

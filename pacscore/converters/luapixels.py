@@ -12,8 +12,9 @@ compressed) pixel data, as Conquest's lua interface reads their arguments:
 - ``getimage([z])``: the frame's bytes as a string; ``setimage([z,] s)``
   replaces them with a string of the same length.
 
-Samples of 1 and 2 bytes are unsigned, of 4 bytes signed, as in Conquest.
-A setter writes into the pixel data where it lies (made a
+Samples of 1 and 2 bytes are unsigned, of 4 bytes signed, as in Conquest,
+in the byte order of the object (big endian where it was read or received
+so).  A setter writes into the pixel data where it lies (made a
 ``bytearray`` by the first), so that a loop over an image copies nothing.
 Where there is nothing to address (no rows, columns or pixel data,
 compressed pixel data, planar configuration not 0 or 1, a pixel outside
@@ -22,6 +23,8 @@ the image) a getter gives nothing and a setter changes nothing.
 
 from typing import NamedTuple
 
+from pydicom.uid import ExplicitVRBigEndian
+
 _SIGNED = {1: False, 2: False, 4: True}  # sample size in bytes: signed, as Conquest reads them
 _MODES = {"getpixel": "pixel", "setpixel": "pixel", "getrow": "row", "setrow": "row",
           "getcolumn": "column", "setcolumn": "column", "getimage": "image", "setimage": "image"}
@@ -29,14 +32,16 @@ NAMES = tuple(_MODES)
 
 
 class Layout(NamedTuple):
-    """How the samples of native pixel data lie: ``size`` bytes each,
-    ``samples`` per pixel, interleaved, frame after frame."""
+    """How the samples of native pixel data lie: ``size`` bytes each in
+    ``order`` ("little" or "big"), ``samples`` per pixel, interleaved,
+    frame after frame."""
 
     samples: int
     rows: int
     columns: int
     size: int
     frames: int
+    order: str
 
     @property
     def frameSamples(self):
@@ -53,7 +58,10 @@ def layoutOf(dataset, pixels):
         return None
     samples = int(dataset.get("SamplesPerPixel") or 1)
     frames = len(pixels.value) // (rows * columns * samples * size)
-    return Layout(samples, rows, columns, size, frames)
+    syntax = getattr(dataset, "file_meta", {}).get("TransferSyntaxUID")  # what it is written in (saving)
+    big = syntax == ExplicitVRBigEndian if syntax else dataset.original_encoding[1] is False
+    order = "big" if big else "little"
+    return Layout(samples, rows, columns, size, frames, order)
 
 
 def _integer(value):
@@ -91,14 +99,14 @@ def _positions(mode, layout, x, y, z):
 
 def _read(data, layout, index):
     start = index * layout.size
-    return int.from_bytes(data[start:start + layout.size], "little", signed=_SIGNED[layout.size])
+    return int.from_bytes(data[start:start + layout.size], layout.order, signed=_SIGNED[layout.size])
 
 
 def _write(data, layout, index, value):
     start = index * layout.size
     bits = 8 * layout.size
     value &= (1 << bits) - 1
-    data[start:start + layout.size] = value.to_bytes(layout.size, "little")
+    data[start:start + layout.size] = value.to_bytes(layout.size, layout.order)
 
 
 def pixelCall(name, dataset, pixels, args, table):

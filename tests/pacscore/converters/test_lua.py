@@ -2,6 +2,7 @@
 converter commands, their sandbox and API, and etc/anonymize_script.lua."""
 
 import os
+import shutil
 import threading
 import time
 from io import BytesIO
@@ -1481,6 +1482,24 @@ class PixelTests(unittest.TestCase):
         outcome, _, messages = runLua("setpixel(0, 0, 0, 7); print(#Data.PixelData, Data:GetVR(0x7fe0, 0x10)[0])",
                                       self.image())
         self.assertEqual(messages, [f"{KEY}: 12\t7"])
+
+    def test_bigEndianPixels(self):
+        """Pixel data of a big endian object is read and written in its byte order."""
+        dataset = dcmread(get_testdata_file("MR_small_bigendian.dcm"))
+        expected = dataset.pixel_array
+        outcome, context, messages = runLua("print(getpixel(1, 2), getrow(2)[1], getcolumn(1)[2]); setpixel(1, 2, 0, 1000)",
+                                            makeContext(dataset))
+        self.assertEqual(messages, [f"{KEY}: {expected[2][1]}\t{expected[2][1]}\t{expected[2][1]}"])
+        expected[2][1] = 1000
+        self.assertTrue((context.dataset.pixel_array == expected).all())
+        files = os.path.abspath(self.mktemp())
+        os.makedirs(files)
+        shutil.copy(get_testdata_file("MR_small_bigendian.dcm"), os.path.join(files, "be.dcm"))
+        outcome, _, messages = runLua("local x = newdicomobject(); x:Read('be.dcm'); x:SetPixel(1, 2, 0, 1000); "
+                                      "print(x:GetPixel(1, 2), x:Write('out.dcm'))",
+                                      makeContext(ini="LuaFileFolder = .\n", configDir=files))
+        self.assertEqual(messages, [f"{KEY}: 1000\ttrue"])
+        self.assertEqual(dcmread(os.path.join(files, "out.dcm")).pixel_array[2][1], 1000)
 
 
 class ConquestExtrasTests(unittest.TestCase):

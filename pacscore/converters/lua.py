@@ -136,6 +136,7 @@ _DESTINATION = re.compile(r'[^\s;{}"]{1,16}|[^\s;{}":]+:\d{1,5}')  # forward(ae)
 _TAG = re.compile(r"\(?([0-9A-Fa-f]{4}),?([0-9A-Fa-f]{4})\)?")
 _BINARY_VRS = frozenset({"OB", "OW", "OF", "OD", "OL", "OV", "UN", "AT"})
 _INTEGER_VRS = frozenset({"US", "SS", "UL", "SL", "UV", "SV", "IS"})
+_DS_LENGTH = 16  # characters a Decimal String holds
 _FATE_OUTCOMES = (Outcome.DESTROY, Outcome.REJECT, Outcome.DEFER)
 
 # Run once in each Lua state: builds the sandboxes and the Data proxies.
@@ -575,10 +576,24 @@ def _setElement(handle, key, value):
         raise LuaApiError(f"{key} has VR {vr}: Lua sets only text and numbers")
     if isinstance(value, float) and value.is_integer() and vr in _INTEGER_VRS:
         value = int(value)  # Lua's 512 / 2 is 256.0
-    value = "%.14g" % value if isinstance(value, float) else str(value)  # as Conquest's Lua writes numbers
+    value = _numberText(value, vr) if isinstance(value, float) else str(value)
     LuaRuntime.running().charge(len(value))
     assign(dataset, tag, value, root=handle.context.dataset)
     _assigned(handle, tag)
+
+
+def _numberText(value, vr):
+    """A fraction as Conquest's Lua writes it (%.14g); in a DS with fewer
+    digits where that passes its 16 characters, in an FD or FL with all
+    the digits of the double."""
+    if vr in ("FD", "FL"):
+        return repr(value)
+    text = "%.14g" % value
+    digits = 14
+    while vr == "DS" and len(text) > _DS_LENGTH:
+        digits -= 1
+        text = "%.*g" % (digits, value)
+    return text
 
 
 def _assigned(handle, tag):

@@ -173,6 +173,18 @@ class DataTests(unittest.TestCase):
                           ("SliceThickness", "PatientWeight", "SliceLocation", "PixelSpacing")],
                          ["0.33333333333333", "0.3", "2", "0.5"])
 
+    def test_decimalStringsFitAndFloatsKeepTheirPrecision(self):
+        """A DS takes fewer digits where %.14g would pass its 16 characters;
+        an FD or FL keeps every digit of the double."""
+        outcome, context, messages = runLua(
+            "Data.RescaleSlope = 1/4095; Data.SliceThickness = -1/3; Data.WindowWidth = 1/3*1e-5; "
+            "Data.DiffusionBValue = 2^0.5")
+        self.assertEqual(outcome, Outcome.CONTINUE)
+        dataset = context.dataset
+        self.assertEqual([str(dataset[keyword].value) for keyword in ("RescaleSlope", "SliceThickness", "WindowWidth")],
+                         ["0.0002442002442", "-0.3333333333333", "3.3333333333e-06"])
+        self.assertEqual(dataset.DiffusionBValue, 2 ** 0.5)
+
     def test_fileMetaElementsAreRefused(self):
         for code in ("Data['0002,0016'] = 'HACKED'", "Data:SetVR(0x0002, 0x0016, 'HACKED')"):
             outcome, context, messages = runLua(code)

@@ -65,11 +65,14 @@ def isObject(dataset):
     """Whether what pydicom read with ``force`` is an object: a file with
     the preamble and DICM, or a meta group, or a bare data set (a .v2)
     whose first element is a group length or one the dictionary knows;
-    text or random bytes make a bogus first element."""
+    text or random bytes make a bogus first element, zeros an empty
+    (0000,0000)."""
     if dataset.preamble is not None or len(dataset.file_meta):
         return bool(len(dataset))
     first = next(iter(dataset.keys()), None)
-    return first is not None and (dictionary_has_tag(first) or first & 0x1FFFF == 0)
+    if first is None or (first == 0 and not dataset[first].value):
+        return False
+    return dictionary_has_tag(first) or first & 0x1FFFF == 0
 
 
 def readObject(path, attributes=None):

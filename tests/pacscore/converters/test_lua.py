@@ -1017,21 +1017,24 @@ class ObjectTests(unittest.TestCase):
         self.assertFalse(context.changed)
 
     def test_fileThatIsNoDicomIsNil(self):
-        """Text or random bytes are no object (Conquest's readdicom gives
+        """Text, random bytes or zeros are no object (Conquest's readdicom gives
         nothing): nil and the reason, Data unchanged; a bare implicit VR
         data set (Conquest's .v2) is one."""
         with open(os.path.join(self.files, "text.txt"), "w") as f:
             f.write("hello world this is a text file\n")
         with open(os.path.join(self.files, "random.bin"), "wb") as f:
             f.write(bytes(range(256)[::-1]) * 8)
+        with open(os.path.join(self.files, "zeros.bin"), "wb") as f:
+            f.write(bytes(4096))
         with open(os.path.join(self.files, "bare.v2"), "wb") as f:
             f.write(encodeDataset(dcmread(get_testdata_file("CT_small.dcm")), ImplicitVRLittleEndian))
         outcome, context, messages = runLua(
-            "print(readdicom('text.txt')); print(Data:Read('random.bin')); print(Data.PatientName); "
-            "local x = newdicomobject(); print(x:Read('bare.v2'), x.PatientName)", self.context())
+            "print(readdicom('text.txt')); print(Data:Read('random.bin')); print(Data:Read('zeros.bin')); "
+            "print(Data.PatientName); local x = newdicomobject(); print(x:Read('bare.v2'), x.PatientName)",
+            self.context())
         self.assertEqual(outcome, Outcome.CONTINUE)
-        self.assertEqual(messages[2:], [f"{KEY}: DOE^JOHN", f"{KEY}: 1\tCompressedSamples^CT1"])
-        for message, name in zip(messages, ("text.txt", "random.bin")):
+        self.assertEqual(messages[3:], [f"{KEY}: DOE^JOHN", f"{KEY}: 1\tCompressedSamples^CT1"])
+        for message, name in zip(messages, ("text.txt", "random.bin", "zeros.bin")):
             self.assertTrue(message.startswith(f"{KEY}: nil\tcannot read {name}: "), message)
             self.assertTrue(message.endswith(f"{name} holds no DICOM object"), message)
         self.assertFalse(context.changed)

@@ -186,7 +186,7 @@ class Archive:
         self.converterServices = ConverterServices(
             index=self.index, configuration=configuration, aeTitle=self.aeTitle, reactor=reactor,
             worklistLookup=self.worklistItems.lookup, counters=self.counters, uidMap=uidMap,
-            serverCommands=serverCommands)
+            serverCommands=serverCommands, commands=self.commands)
         self.luaEvents = LuaEvents.fromConfiguration(configuration, self.converterServices, self.commands,
                                                      self.workers, reactor)
         warnOfIgnoredKeys(self.log, configuration)

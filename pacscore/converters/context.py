@@ -50,11 +50,14 @@ class ConverterServices:
     or None), ``exportQueue`` (pacscore.export: forwards and delayed jobs),
     ``uidMap`` (anonymized UIDs for %E/%R and newuids), ``counters``,
     ``serverCommands`` (control commands for Lua's ``servercommand``: a
-    ``pacscore.converters.servercommands.ServerCommands``).
+    ``pacscore.converters.servercommands.ServerCommands``), ``commands``
+    (the ``CommandRegistry`` converter lines are read with: what Lua's
+    ``script(rule)`` runs in ``process ... by x.lua``).
     """
 
     def __init__(self, index=None, configuration=None, aeTitle="", reactor=None, worklistLookup=None,
-                 exportQueue=None, uidMap=None, counters=None, serverCommands=None, wallClock=time.time):
+                 exportQueue=None, uidMap=None, counters=None, serverCommands=None, wallClock=time.time,
+                 commands=None):
         self.index = index
         self.configuration = configuration
         self.aeTitle = aeTitle
@@ -65,6 +68,7 @@ class ConverterServices:
         self.uidMap = uidMap
         self.counters = counters if counters is not None else {}
         self.serverCommands = serverCommands
+        self.commands = commands
 
 
 class ConverterContext:

@@ -888,7 +888,8 @@ class LuaRuntime:
         ``lupa.LuaError``."""
         context = api.context
         # no object here (dgate --lua:, the [lua] scripts): an empty one, as Conquest's dummyddo
-        handle = api.newdicomobject() if context.dataset is None else _DatasetHandle(context, context.dataset)
+        handle = api.data = (api.newdicomobject() if context.dataset is None
+                             else _DatasetHandle(context, context.dataset))
         globals = {"CallingAE": context.callingAE, "CalledAE": context.calledAE, "Filename": context.filename or "",
                    "Association": self.lua.table_from({"Calling": context.callingAE, "Called": context.calledAE}),
                    "Global": self.globalTable(context.services.configuration, api.unsafe)}
@@ -968,6 +969,7 @@ class LuaApi(AdminFunctions):
         self.commandLine = commandLine  # Conquest's command_line global; None: not set
         self.unsafe = unsafe
         self.fate = None  # the last destroy/reject/defer of a script() call
+        self.data = None  # the handle of Data, set by LuaRuntime.run
 
     def print(self, text):
         if self.printer is None:
@@ -1004,8 +1006,8 @@ class LuaApi(AdminFunctions):
             return outcome.value
         if isinstance(rule, _DatasetHandle):
             rule = objectRule
-        if self.context.dataset is None:
-            raise LuaApiError("script: there is no DICOM object here (Data)")
+        if self.context.dataset is None:  # Data is an object as x (Conquest's dummyddo): Data:Script(rule)
+            return self.script(self.data, rule)
         outcome = self._runRule(rule, self.context)
         if outcome in _FATE_OUTCOMES:
             self.fate = outcome
@@ -1281,4 +1283,4 @@ def runProcessScript(services, name, commandLine):
     it: the script file (found as ``lua:`` finds it) with ``Data`` empty and
     ``command_line`` the text; LuaFailure when it fails."""
     context = ConverterContext("export", None, services=services, converterName=f"process by {name}")
-    LuaFileCommand().execute(LuaArguments(name, None, "export"), context, commandLine)
+    LuaFileCommand().execute(LuaArguments(name, services.commands, "export"), context, commandLine)

@@ -985,6 +985,18 @@ class ObjectTests(unittest.TestCase):
         self.assertEqual((outcome, messages), (Outcome.CONTINUE, [f"{KEY}: table\tnil", f"{KEY}: 1\tROE^JANE"]))
         self.assertIsNone(context.dataset)
 
+    def test_scriptRunsOnTheEmptyData(self):
+        """script(rule) runs on that Data, as Data:Script(rule) does."""
+        other = Dataset()
+        other.PatientName = "ROE^JANE"
+        self.writeFile("other.dcm", other)
+        context = self.context()
+        context.dataset = None
+        outcome, _, messages = runLua(
+            "readdicom('other.dcm'); print(script('set 0010,0010 to \"DOE^JANE\"'), Data.PatientName)", context,
+            commands=luaRegistry(pacs_commands_dataset.setCommand))
+        self.assertEqual((outcome, messages), (Outcome.CONTINUE, [f"{KEY}: continue\tDOE^JANE"]))
+
     def test_compressedObjects(self):
         """A compressed object is read into and written from a new object in
         its own syntax; it cannot replace the converter's object."""

@@ -9,6 +9,7 @@ from twisted.trial import unittest
 
 from pacscore.config.ini import DicomIni
 from pacscore.converters.context import ConverterServices
+from pacscore.converters.registry import CommandRegistry
 from pacscore.export.actions import LocalActions
 from pacscore.export.forwarder import ForwardError
 from pacscore.export.queue import Action, Target
@@ -24,7 +25,8 @@ class ProcessByLuaTests(unittest.TestCase):
         self.folder = os.path.abspath(self.mktemp())
         os.makedirs(self.folder)
         configuration = SimpleNamespace(ini=DicomIni.fromString(""), configDir=self.folder, workdir=self.folder)
-        self.actions = LocalActions(None, None, None, SyncWorkers(), ConverterServices(configuration=configuration))
+        self.actions = LocalActions(None, None, None, SyncWorkers(), ConverterServices(configuration=configuration,
+                                                                                      commands=CommandRegistry()))
 
     def process(self, script, command):
         with open(os.path.join(self.folder, "study.lua"), "w") as f:
@@ -39,8 +41,13 @@ class ProcessByLuaTests(unittest.TestCase):
         self.assertEqual(self.successResultOf(d), 1)
         self.assertEqual(printed, ["E:/x::PAT1  1.2.3\tnil"])
 
+    def test_scriptRunsOnData(self):
+        """script(rule) runs the line on Data, the empty object, as Data:Script(rule)."""
+        d, printed = self.process("print(script('nop'))", "study.lua")
+        self.assertEqual(self.successResultOf(d), 1)
+        self.assertEqual(printed, ["continue"])
+
     def test_failingScriptIsAFailure(self):
-        d, _ = self.process("script('nop')", "study.lua")
+        d, _ = self.process("error('broken')", "study.lua")
         failure = self.failureResultOf(d, ForwardError)
-        self.assertEqual(str(failure.value), "process script study.lua: study.lua:1: script: there is no "
-                                             "DICOM object here (Data)")
+        self.assertEqual(str(failure.value), "process script study.lua: study.lua:1: broken")

@@ -258,6 +258,22 @@ class ScheduledStepStatusTests(unittest.TestCase):
         self.assertEqual(self.statuses(), {"A1": "STARTED", "A2": "COMPLETED", "A5": "SCHEDULED"})
         self.assertIsNone(self.items.lookup("A1").get(0x00100010))
 
+    def test_statusChangeNeverMovesAFinishedItemBack(self):
+        """An SC with ORC-5 IP or CM (a RIS relaying a step's start late)
+        leaves a COMPLETED or DISCONTINUED item so, as MPPS does, and says
+        so; CM still follows IP."""
+        self.successResultOf(self.items.apply([order("NW", acc) for acc in ("A1", "A2", "A3")]))
+        with self.engine.begin() as connection:
+            self.items.markPerformed(connection, ["A1"], "COMPLETED")
+            self.items.markPerformed(connection, ["A2"], "DISCONTINUED")
+        applied = self.successResultOf(self.items.apply([
+            statusChange("A1", "IP"), statusChange("A2", "IP"), statusChange("A2", "CM"), statusChange("A3", "IP"),
+            statusChange("A3", "CM"), statusChange("A3", "IP")]))
+        self.assertEqual([a.action for a in applied], [
+            "kept COMPLETED (ORC-5 'IP')", "kept DISCONTINUED (ORC-5 'IP')", "kept DISCONTINUED (ORC-5 'CM')",
+            "marked STARTED", "marked COMPLETED", "kept COMPLETED (ORC-5 'IP')"])
+        self.assertEqual(self.statuses(), {"A1": "COMPLETED", "A2": "DISCONTINUED", "A3": "COMPLETED"})
+
     def test_aTableThatPredatesTheColumnIsLeftAlone(self):
         """dicom.sql gained the column, the database table did not: warned
         at start-up, and orders and MPPS go on without it."""

@@ -14,11 +14,14 @@ or MSH-16 asks for enhanced mode (not supported):
   (or ORM alone, as HL7 v2.1 has it), OMG^O19 and OMI^O23 fill the worklist, of an HL7 v2 version in MSH-12
   and a processing ID of HL7 table 0103 in MSH-11, as v2.5 section 2.9.2
   has the receiver check MSH-9, MSH-12 and MSH-11; either left empty is
-  taken, as Conquest reads neither), or not applied for a reason
-  that is not the message's (the database failing, or not answering an
-  MLLP sender within SQLTimeOut): the sender may send it again later
-  (``Outcome.retry``).  The reason is logged in full; the ACK names only its
-  kind (no SQL, no patient data).
+  taken, as Conquest reads neither), or not applied: for a reason that
+  is not the message's and may pass (``pacscore.db.errors.isTransient``:
+  the database down, locked or full, or not answering an MLLP sender
+  within SQLTimeOut) the sender may send it again later
+  (``Outcome.retry``), logged in one line; for any other (a value the
+  database cannot hold, a bug) it would fail the same way again, logged
+  with its traceback.  The ACK names only the kind of failure (no SQL, no
+  patient data).
 """
 
 from collections import Counter
@@ -27,7 +30,7 @@ from typing import NamedTuple
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from pacscore.db.errors import IndexTimeout
+from pacscore.db.errors import IndexTimeout, databaseMessage, isTransient
 from pacscore.db.worklistitems import ORDER_CONTROLS, OrderRefused
 from pacscore.hl7.message import HL7Error, ack, isVersion2, parseMessage, salvage
 
@@ -50,7 +53,7 @@ class Outcome(NamedTuple):
     code: str     # AA, AE or AR
     text: str
     ack: bytes
-    retry: bool = False  # an AR for a reason not the message's (the database): it may be applied later
+    retry: bool = False  # an AR for a reason not the message's that may pass (the database): it may be applied later
 
 
 class WorklistIntake:
@@ -148,9 +151,14 @@ class WorklistIntake:
         if failure.check(IndexTimeout):  # logged by the writer
             return self._reject(message, f"database not available ({failure.value}): not applied, "
                                          f"send it again later", APPLICATION_ERROR, retry=True)
+        if isTransient(failure.value):
+            self.log.warn("HL7 {controlId}: the database failed: {error}", controlId=message.controlId,
+                          error=databaseMessage(failure.value))
+            return self._reject(message, f"worklist update failed ({failure.type.__name__}): "
+                                         f"not applied, send it again later", APPLICATION_ERROR, retry=True)
         self.log.failure("HL7 {controlId}: applying the orders failed", failure, controlId=message.controlId)
-        return self._reject(message, f"worklist update failed ({failure.type.__name__}): "
-                                     f"not applied, send it again later", APPLICATION_ERROR, retry=True)
+        return self._reject(message, f"worklist update failed ({failure.type.__name__}): not applied",
+                            APPLICATION_ERROR)
 
     def _error(self, message, refusal):
         self._count("hl7Errors")

@@ -2,6 +2,7 @@
 addimagefile, the deletes, loadhl7, dump_header, prefetch."""
 
 import os
+import sqlite3
 import warnings
 import zipfile
 from pathlib import Path
@@ -26,6 +27,7 @@ from pacscore.testing.corpus import generateCorpus, makeDataset
 from pacscore.testing.orders import orderMessage, writeMessages
 from plugins import pacs_control_data as commands
 from tests.pacscore.control.running import RunningArchive
+from tests.pacscore.db.test_errors import sqliteError
 from tests.pacscore.dicom.test_textbytes import writeInvalidTextObject
 
 
@@ -565,10 +567,10 @@ class LoadHL7Tests(unittest.TestCase):
         writeMessages(self.path, [orderMessage("MSG1", "ACC1", "P1", "Doe^John"),
                                   orderMessage("MSG2", "ACC1", "P1", "Doe^John", control="CA")])
         items = self.running.archive.hl7Intake.items
-        self.patch(items, "apply", lambda orders, forPeer: defer.fail(RuntimeError("database is locked")))
+        self.patch(items, "apply", lambda orders, forPeer: defer.fail(
+            sqliteError("database is locked", sqlite3.SQLITE_BUSY)))
         error = yield self.assertFailure(self.running.run(commands.loadHL7, self.path), CommandError)
-        self.flushLoggedErrors(RuntimeError)
-        self.assertEqual(str(error), "message 1: AR worklist update failed (RuntimeError): not applied, send it "
+        self.assertEqual(str(error), "message 1: AR worklist update failed (OperationalError): not applied, send it "
                                      "again later; it and the 1 message(s) after it not applied: load "
                                      f"{self.path} again later")
         self.assertEqual((yield self.running.count("worklist")), 0)

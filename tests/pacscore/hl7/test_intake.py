@@ -4,9 +4,11 @@ the worklist with their ACK codes, and the drop folder's file handling."""
 import os
 import random
 import shutil
+import sqlite3
 import time
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from twisted.internet import defer
 from twisted.logger import LogLevel, Logger, capturedLogs, formatEvent
 from twisted.trial import unittest
@@ -21,6 +23,7 @@ from pacscore.hl7.mapping import WorklistMapping
 from pacscore.hl7.message import parseMessage
 from pacscore.testing.mutations import mutated
 from pacscore.testing.orders import orderMessage, writeMessages
+from tests.pacscore.db.test_errors import sqliteError
 from tests.pacscore.db.test_schema import TABLE_NAMES, sqliteEngine
 from tests.pacscore.db.test_worklistitems import runNow
 
@@ -248,18 +251,34 @@ class WorklistIntakeTests(IntakeTestCase):
         self.assertEqual(self.process(raw.replace(b"|ORM|", b"|OMG|")).code, "AR")
 
     def test_aDatabaseFailureIsRejectedForTheSenderToRetry(self):
-        """Not the message's fault: AR (the sender sends it again later),
-        the ACK naming only the kind of failure, the log all of it."""
+        """Not the message's fault (the database locked): AR (the sender
+        sends it again later), the ACK naming only the kind of failure, the
+        log the database's message on one line."""
         events = []
         self.intake.log = Logger(observer=events.append)
         self.intake.items.apply = lambda orders, forPeer: defer.fail(
-            RuntimeError("database is locked [SQL: INSERT INTO DICOMWorkList ... ('Doe^John')]"))
+            sqliteError("database is locked", sqlite3.SQLITE_BUSY))
         outcome = self.process(orderMessage("M1", "ACC1", "PAT1", "Doe^John"))
-        self.assertEqual(outcome.code, "AR")
+        self.assertEqual((outcome.code, outcome.retry), ("AR", True))
         msa = parseMessage(outcome.ack).segment("MSA")
-        self.assertEqual(msa.value(3), "worklist update failed (RuntimeError): not applied, send it again later")
+        self.assertEqual(msa.value(3), "worklist update failed (OperationalError): not applied, send it again later")
         self.assertNotIn(b"Doe", outcome.ack.split(b"\rMSA")[1])
-        self.assertIn("database is locked", str(events[0]["log_failure"].value))
+        self.assertIn("database is locked", " ".join(formatEvent(event) for event in events))
+        self.assertFalse([event for event in events if "log_failure" in event])
+
+    def test_aFailureOfTheMessagesOwnIsNotRetried(self):
+        """A failure that would come back every time (a name the database's
+        encoding cannot hold, a duplicate key, a bug) is AR without
+        ``retry``, not "send it again later", logged with its traceback."""
+        for error in (UnicodeEncodeError("latin-1", "\u674e", 0, 1, "ordinal not in range(256)"),
+                      sqliteError("UNIQUE constraint failed", sqlite3.SQLITE_CONSTRAINT, IntegrityError),
+                      RuntimeError("a bug")):
+            self.intake.items.apply = lambda orders, forPeer: defer.fail(error)
+            outcome = self.process(orderMessage("M1", "ACC1", "PAT1", "Doe^John"))
+            self.assertEqual((outcome.code, outcome.retry), ("AR", False))
+            self.assertEqual(parseMessage(outcome.ack).segment("MSA").value(3),
+                             f"worklist update failed ({type(error).__name__}): not applied")
+            self.assertEqual(len(self.flushLoggedErrors(type(error))), 1)
 
     def test_mutatedMessages(self):
         """Seeded random damage to orders in every character set gets an
@@ -507,16 +526,38 @@ class DropFolderTests(IntakeTestCase):
         for name, seconds in (("a_order.hl7", 100), ("b_cancel.hl7", 101)):
             os.utime(os.path.join(self.path, name), (seconds, seconds))
         apply = self.intake.items.apply
-        self.intake.items.apply = lambda orders, forPeer: defer.fail(RuntimeError("database is locked"))
+        self.intake.items.apply = lambda orders, forPeer: defer.fail(
+            sqliteError("database is locked", sqlite3.SQLITE_BUSY))
         logged = self.logged()
         self.scans(3)
-        self.flushLoggedErrors(RuntimeError)
         self.assertEqual(sorted(os.listdir(self.path)), ["a_order.hl7", "b_cancel.hl7", FAILED, PROCESSED])
         self.assertIn("HL7 drop folder: a_order.hl7 stays for the next scan: message 1: AR worklist update "
-                      "failed (RuntimeError): not applied, send it again later",
+                      "failed (OperationalError): not applied, send it again later",
                       [formatEvent(event) for event in logged])
         self.intake.items.apply = apply
         self.scans(1)
         self.assertEqual(sorted(self.rows()), ["ACC2"])
         self.assertEqual(sorted(os.listdir(os.path.join(self.path, PROCESSED))), ["a_order.hl7", "b_cancel.hl7"])
         self.assertEqual(os.listdir(os.path.join(self.path, FAILED)), [])
+
+    def test_aFileWhoseMessageCannotBeStoredGoesToFailed(self):
+        """A message the database can never store (a name its encoding
+        cannot hold) sent its file nowhere: it blocked the folder for good.
+        Its file now goes to failed/ and the newer files are applied."""
+        apply = self.intake.items.apply
+
+        def applyUnlessChinese(orders, forPeer):
+            if orders[0].values.get("AccessionNumber") == "ACC1":
+                return defer.fail(UnicodeEncodeError("latin-1", "\u674e", 0, 1, "ordinal not in range(256)"))
+            return apply(orders, forPeer)
+
+        self.intake.items.apply = applyUnlessChinese
+        self.drop("e1.hl7", [orderMessage("E1", "ACC1", "P1", "\u674e^\u56db")])
+        self.drop("e3.hl7", [orderMessage("E3", "ACC3", "P3", "DOE^JOHN")])
+        for name, seconds in (("e1.hl7", 100), ("e3.hl7", 101)):
+            os.utime(os.path.join(self.path, name), (seconds, seconds))
+        self.scans()
+        self.assertEqual(len(self.flushLoggedErrors(UnicodeEncodeError)), 1)
+        self.assertEqual(sorted(self.rows()), ["ACC3"])
+        self.assertEqual(os.listdir(os.path.join(self.path, FAILED)), ["e1.hl7"])
+        self.assertEqual(os.listdir(os.path.join(self.path, PROCESSED)), ["e3.hl7"])

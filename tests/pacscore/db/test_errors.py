@@ -1,0 +1,65 @@
+"""Tests for pacscore.db.errors: which failures of the index database may pass."""
+
+import sqlite3
+
+import psycopg
+import pymysql
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import DataError, IntegrityError, InterfaceError, OperationalError, ProgrammingError
+from twisted.trial import unittest
+
+from pacscore.db.errors import IndexTimeout, isTransient
+
+
+def sqliteError(message, code, kind=OperationalError):
+    """SQLAlchemy's ``kind`` of SQLite's error ``code``, as a statement
+    raises it."""
+    original = sqlite3.OperationalError(message)
+    original.sqlite_errorcode = code
+    return kind("INSERT INTO DICOMWorkList ...", {}, original)
+
+
+def postgresqlError(sqlstate, kind=OperationalError):
+    return kind("INSERT INTO DICOMWorkList ...", {}, psycopg.errors.lookup(sqlstate)("failed"))
+
+
+class TransientTests(unittest.TestCase):
+
+    def test_aLockedSQLiteDatabase(self):
+        """A real SQLite ``database is locked`` may pass."""
+        path = self.mktemp()
+        holder = sqlite3.connect(path)
+        holder.execute("CREATE TABLE t (a)")
+        holder.execute("BEGIN EXCLUSIVE")
+        self.addCleanup(holder.close)
+        engine = create_engine(f"sqlite:///{path}", connect_args={"timeout": 0})
+        self.addCleanup(engine.dispose)
+        with self.assertRaises(OperationalError) as raised, engine.connect() as connection:
+            connection.execute(text("SELECT * FROM t"))
+        self.assertTrue(isTransient(raised.exception))
+
+    def test_failuresThatMayPass(self):
+        for error in (IndexTimeout(60), sqliteError("database is locked", sqlite3.SQLITE_BUSY),
+                      sqliteError("database table is locked", sqlite3.SQLITE_LOCKED),
+                      sqliteError("database or disk is full", sqlite3.SQLITE_FULL),
+                      postgresqlError("08006"), postgresqlError("53100"), postgresqlError("57P01"),
+                      postgresqlError("40P01"),
+                      OperationalError(None, None, psycopg.OperationalError("connection refused")),
+                      OperationalError("SELECT 1", {}, psycopg.OperationalError("server closed"),
+                                       connection_invalidated=True),
+                      InterfaceError("SELECT 1", {}, psycopg.InterfaceError("the connection is closed")),
+                      OperationalError("SELECT 1", {}, pymysql.err.OperationalError(2013, "Lost connection")),
+                      OperationalError("SELECT 1", {}, pymysql.err.OperationalError(1205, "Lock wait timeout"))):
+            self.assertTrue(isTransient(error), repr(error))
+
+    def test_failuresOfTheDataOrOfOurs(self):
+        """What fails the same way every time is not transient: the data
+        (an encoding, a value too long, a duplicate key) or a bug."""
+        for error in (UnicodeEncodeError("latin-1", "\u674e", 0, 1, "ordinal not in range(256)"),
+                      RuntimeError("database is locked"), ValueError("no"),
+                      sqliteError("no such table: DICOMWorkList", sqlite3.SQLITE_ERROR),
+                      sqliteError("UNIQUE constraint failed", sqlite3.SQLITE_CONSTRAINT, IntegrityError),
+                      postgresqlError("22001", DataError), postgresqlError("23505", IntegrityError),
+                      postgresqlError("42P01", ProgrammingError), postgresqlError("22021", DataError),
+                      OperationalError("SELECT 1", {}, pymysql.err.OperationalError(1054, "Unknown column"))):
+            self.assertFalse(isTransient(error), repr(error))

@@ -324,12 +324,20 @@ class LoadHL7(AsyncControlCommand):
         lines = [f"message {number}: {outcome.code} {outcome.text}"
                  for number, outcome in enumerate(outcomes, 1)]
         if outcomes[-1].retry:
-            raise CommandError(f"{lines[-1]}; it and the {len(messages) - len(outcomes)} message(s) after it not "
-                               f"applied: load {path} again later")
+            raise CommandError(f"{lines[-1]}; {_notApplied(path, len(outcomes), len(messages))}")
         refused = [line for line, outcome in zip(lines, outcomes) if outcome.code != "AA"]
         if refused:
             raise CommandError(f"{len(refused)} of {len(outcomes)} message(s) not accepted: " + "; ".join(refused))
         return "\n".join(lines)
+
+
+def _notApplied(path, stop, count):
+    """What to load again of the file ``path`` of ``count`` messages whose
+    message ``stop`` may be applied later (the ones before it were)."""
+    if stop == 1:
+        return f"it and the {count - 1} message(s) after it not applied: load {path} again later"
+    return (f"messages {stop} to {count} not applied, 1 to {stop - 1} applied: load again later a file of messages "
+            f"{stop} to {count} only (loading {path} again applies messages 1 to {stop - 1} again)")
 
 
 class DumpHeader(AsyncControlCommand):

@@ -8,7 +8,9 @@ file moves to ``processed/`` when every message was accepted (AA) or to
 ``failed/`` otherwise, with a log line per file saying why; a message not
 applied for a reason that is not its own (the database failing) leaves its
 file where it is and stops the scan, so that file and the newer ones are
-applied, in order, at the next scans.  Files are
+applied, in order, at the next scans; the file is first written anew with
+only that message and those after it (the ones before it refused go to
+``failed/``), so that none is applied twice.  Files are
 applied in the order they were last modified (names break ties), so an
 order's cancel written after it runs after it whatever its name.  Files whose
 name starts with a dot are left alone (write one, then rename it); a file is
@@ -32,6 +34,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from pacscore.hl7.message import splitMessages
+from pacscore.storage.devices import fsyncDirectory, removeFile
 
 PROCESSED = "processed"
 FAILED = "failed"
@@ -148,6 +151,8 @@ class DropFolder:
         if failed and failed[-1].retry:
             self.log.warn("HL7 drop folder: {name} stays for the next scan: message {number}: {code} {text}",
                           name=name, number=len(outcomes), code=failed[-1].code, text=failed[-1].text)
+            if len(outcomes) > 1:
+                yield self._keepRest(name, messages, outcomes, state, scans)
             return None
         if tooLarge:
             target, why = FAILED, tooLarge
@@ -170,6 +175,32 @@ class DropFolder:
         log = self.log.info if target == PROCESSED else self.log.warn
         log("HL7 drop folder: {name} -> {moved}: {why}", name=name, moved=moved, why=why)
         return outcomes
+
+    @defer.inlineCallbacks
+    def _keepRest(self, name, messages, outcomes, state, scans):
+        """After the file ``name`` (seen in ``state``) stopped at its last
+        ``outcomes`` (retry): write it anew with only the messages from
+        that one on, so that the next scans do not apply those before it
+        again, the ones refused of those into ``failed/``."""
+        stop = len(outcomes) - 1
+        refused = [(number, raw, outcome) for number, (raw, outcome) in enumerate(zip(messages, outcomes), 1)
+                   if outcome.code != "AA"]
+        try:
+            kept = yield self.workers.deferToWorker(
+                _keepMessages, os.path.join(self.path, name), state, messages[stop:],
+                [raw for _, raw, _ in refused[:-1]], os.path.join(self.path, FAILED))
+        except OSError as e:
+            self.log.error("HL7 drop folder: {name} cannot be written without its {stop} message(s) applied or "
+                           "refused ({error}): the next scan applies them again", name=name, stop=stop, error=e)
+            return
+        if kept is None:
+            return  # changed since it was read: taken as it is now when it settles
+        newState, moved = kept
+        self._unchanged[name] = (newState, scans)
+        why = "; ".join(f"message {number}: {outcome.code} {outcome.text}" for number, _, outcome in refused[:-1])
+        self.log.info("HL7 drop folder: {name} now holds message {first} on, messages 1 to {stop} taken out of it"
+                      "{refusedOnes}", name=name, first=stop + 1, stop=stop,
+                      refusedOnes=f" (the refused ones -> {moved}: {why})" if moved else "")
 
 
 @defer.inlineCallbacks
@@ -227,11 +258,46 @@ def _readFile(path, mayWait):
     return messages, ended, (status.st_mtime_ns, status.st_size)
 
 
-def _moveInto(path, folder):
-    """Move ``path`` into ``folder`` (made when missing) without
-    overwriting; the new path."""
+def _keepMessages(path, state, messages, refused, failedFolder):
+    """In the I/O pool: replace the drop folder file ``path``, unless it
+    changed since ``state``, by one of ``messages`` only, atomically (a
+    dot file of the same folder synced, then renamed over it) and with its
+    modification time (its place in the order), after writing ``refused``
+    (if any) into ``failedFolder`` under its name; ``((mtime, size), the
+    path of the refused ones or None)``, or None when it changed."""
+    status = os.stat(path)
+    if (status.st_mtime_ns, status.st_size) != state:
+        return None
+    folder, base = os.path.split(path)
+    moved = None
+    if refused:
+        moved = _moveInto(_writeSynced(os.path.join(folder, f".{base}.refused"), refused), failedFolder, base)
+    temporary = _writeSynced(os.path.join(folder, f".{base}.rest"), messages)
+    os.utime(temporary, ns=(status.st_atime_ns, status.st_mtime_ns))
+    os.replace(temporary, path)
+    fsyncDirectory(folder)
+    return (status.st_mtime_ns, os.stat(path).st_size), moved
+
+
+def _writeSynced(path, messages):
+    """In the I/O pool: ``path``, written with ``messages`` (a segment a
+    line) and synced to disk; removed when that fails."""
+    try:
+        with open(path, "wb") as f:
+            f.write(b"".join(raw.replace(b"\r", b"\n") + b"\n" for raw in messages))
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError:
+        removeFile(path)
+        raise
+    return path
+
+
+def _moveInto(path, folder, base=None):
+    """Move ``path`` into ``folder`` (made when missing) as ``base`` (its
+    own name by default) without overwriting; the new path."""
     os.makedirs(folder, exist_ok=True)
-    base = os.path.basename(path)
+    base = base or os.path.basename(path)
     target = os.path.join(folder, base)
     number = 1
     while os.path.exists(target):

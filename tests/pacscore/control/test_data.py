@@ -576,6 +576,26 @@ class LoadHL7Tests(unittest.TestCase):
         self.assertEqual((yield self.running.count("worklist")), 0)
 
     @defer.inlineCallbacks
+    def test_loadhl7NamesTheMessageToLoadAgainFrom(self):
+        """A file stopped at its second message (the database failing) was
+        to be loaded again whole, which applied its first message again
+        (a NW undoing a cancel received meanwhile): the command now says
+        from which message to load it again."""
+        writeMessages(self.path, [orderMessage("MSG1", "ACC1", "P1", "Doe^John"),
+                                  orderMessage("MSG2", "ACC2", "P2", "Roe^Jane"),
+                                  orderMessage("MSG3", "ACC3", "P3", "Poe^Jim")])
+        items = self.running.archive.hl7Intake.items
+        apply = items.apply
+        self.patch(items, "apply", lambda orders, forPeer: apply(orders, forPeer) if orders[0].values[
+            "AccessionNumber"] != "ACC2" else defer.fail(sqliteError("database is locked", sqlite3.SQLITE_BUSY)))
+        error = yield self.assertFailure(self.running.run(commands.loadHL7, self.path), CommandError)
+        self.assertEqual(str(error), "message 2: AR worklist update failed (OperationalError): not applied, send it "
+                                     "again later; messages 2 to 3 not applied, 1 to 1 applied: load again later "
+                                     f"a file of messages 2 to 3 only (loading {self.path} again applies messages "
+                                     "1 to 1 again)")
+        self.assertEqual((yield self.running.count("worklist")), 1)
+
+    @defer.inlineCallbacks
     def test_loadhl7OfNothing(self):
         with open(self.path, "w") as f:
             f.write("no HL7 here\n")

@@ -561,3 +561,50 @@ class DropFolderTests(IntakeTestCase):
         self.assertEqual(sorted(self.rows()), ["ACC3"])
         self.assertEqual(os.listdir(os.path.join(self.path, FAILED)), ["e1.hl7"])
         self.assertEqual(os.listdir(os.path.join(self.path, PROCESSED)), ["e3.hl7"])
+
+    def controlIds(self, *names):
+        """The MSH-10 of the messages of a file of the folder."""
+        with open(os.path.join(self.path, *names), "rb") as f:
+            return [parseMessage(raw).controlId for raw in dropfolder.readMessages(f)]
+
+    def failFor(self, accession):
+        """Make the database fail (locked) for the orders of ``accession``;
+        a function ending that."""
+        apply = self.intake.items.apply
+
+        def applyUnlessLocked(orders, forPeer):
+            if orders[0].values.get("AccessionNumber") == accession:
+                return defer.fail(sqliteError("database is locked", sqlite3.SQLITE_BUSY))
+            return apply(orders, forPeer)
+
+        self.intake.items.apply = applyUnlessLocked
+        return lambda: setattr(self.intake.items, "apply", apply)
+
+    def test_aRetriedFileDoesNotApplyItsAppliedMessagesAgain(self):
+        """A file stopped at its second message (the database failing) was
+        applied again from its first at every scan: a cancel of the first
+        order received meanwhile was undone.  The file now keeps only the
+        messages not applied (written anew, its modification time kept),
+        and those refused before go to failed/: each order is applied once,
+        in the order the files were written."""
+        self.drop("a.hl7", [orderMessage("M0", "ACC0", "P0", "Z^Z", control="XO"),
+                            orderMessage("M1", "ACC1", "P1", "A^B"), orderMessage("M2", "ACC2", "P2", "C^D"),
+                            orderMessage("M3", "ACC3", "P3", "E^F")])
+        self.drop("b.hl7", [orderMessage("M4", "ACC4", "P4", "G^H")])
+        for name, seconds in (("a.hl7", 100), ("b.hl7", 101)):
+            os.utime(os.path.join(self.path, name), (seconds, seconds))
+        recover = self.failFor("ACC2")
+        self.scans()
+        self.assertEqual(sorted(self.rows()), ["ACC1"])
+        self.assertEqual(self.controlIds("a.hl7"), ["M2", "M3"])
+        self.assertEqual(os.stat(os.path.join(self.path, "a.hl7")).st_mtime, 100)
+        self.assertEqual(self.controlIds(FAILED, "a.hl7"), ["M0"])
+        self.assertEqual(self.process(orderMessage("M5", "ACC1", "P1", "A^B", control="CA")).code, "AA")
+        self.scans(2)
+        self.assertEqual(self.rows(), {})
+        recover()
+        self.scans(1)
+        self.assertEqual(sorted(self.rows()), ["ACC2", "ACC3", "ACC4"])
+        self.assertEqual(sorted(os.listdir(os.path.join(self.path, PROCESSED))), ["a.hl7", "b.hl7"])
+        self.assertEqual(sorted(os.listdir(self.path)), [FAILED, PROCESSED])
+        self.assertEqual(self.counters["hl7Applied"], 5)

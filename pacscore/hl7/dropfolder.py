@@ -10,7 +10,8 @@ applied for a reason that is not its own (the database failing) leaves its
 file where it is and stops the scan, so that file and the newer ones are
 applied, in order, at the next scans; the file is first written anew with
 only that message and those after it (the ones before it refused go to
-``failed/``), so that none is applied twice.  Files are
+``failed/``), so that none is applied twice.  Such a file is logged once,
+its failure logged and counted once by the intake, until it moves.  Files are
 applied in the order they were last modified (names break ties), so an
 order's cancel written after it runs after it whatever its name.  Files whose
 name starts with a dot are left alone (write one, then rename it); a file is
@@ -55,6 +56,7 @@ class DropFolder:
         self.workers = workers
         self._unchanged = {}     # name -> ((mtime, size), how many scans in a row saw that)
         self._unmovable = set()  # (name, mtime, size) of applied files that could not be moved
+        self._held = set()  # names of the files held back by a failure that may pass, logged once
         self._unlisted = None  # the errno of the last scan, which could not list the folder
 
     def prepare(self):
@@ -122,6 +124,7 @@ class DropFolder:
             if (name, modified, size) not in self._unmovable:
                 files.append((modified, name, scans))
         self._unmovable = {key for key in self._unmovable if key[0] in self._unchanged}
+        self._held &= self._unchanged.keys()
         return [(name, scans) for _, name, scans in sorted(files)]
 
     @defer.inlineCallbacks
@@ -146,14 +149,17 @@ class DropFolder:
                 return None
             self.log.warn("HL7 drop folder: {name} has not changed for {scans} scans but its last segment "
                           "has no end (CR, LF): applied as it is", name=name, scans=scans)
-        outcomes = yield applyMessages(self.intake, messages)
+        outcomes = yield applyMessages(self.intake, messages, again=name in self._held)
         failed = [o for o in outcomes if o.code != "AA"]
         if failed and failed[-1].retry:
-            self.log.warn("HL7 drop folder: {name} stays for the next scan: message {number}: {code} {text}",
-                          name=name, number=len(outcomes), code=failed[-1].code, text=failed[-1].text)
+            if name not in self._held:
+                self._held.add(name)
+                self.log.warn("HL7 drop folder: {name} stays for the next scan: message {number}: {code} {text}",
+                              name=name, number=len(outcomes), code=failed[-1].code, text=failed[-1].text)
             if len(outcomes) > 1:
                 yield self._keepRest(name, messages, outcomes, state, scans)
             return None
+        self._held.discard(name)
         if tooLarge:
             target, why = FAILED, tooLarge
         elif not outcomes:
@@ -204,13 +210,14 @@ class DropFolder:
 
 
 @defer.inlineCallbacks
-def applyMessages(intake, messages):
+def applyMessages(intake, messages, again=False):
     """Apply raw messages in order; fires with their Outcomes, up to the
     first one that may be applied later (``Outcome.retry``): the messages
-    after it are not applied before it."""
+    after it are not applied before it (``again``: see
+    ``WorklistIntake.process``)."""
     outcomes = []
     for raw in messages:
-        outcome = yield intake.process(raw)
+        outcome = yield intake.process(raw, again=again)
         outcomes.append(outcome)
         if outcome.retry:
             break

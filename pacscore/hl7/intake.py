@@ -75,10 +75,13 @@ class WorklistIntake:
         SQLTimeOut of the database's (an AR when it does not answer)."""
         return self.process(raw, forPeer=True).addCallback(lambda outcome: outcome.ack)
 
-    def process(self, raw, forPeer=False):
+    def process(self, raw, forPeer=False, again=False):
         """Deferred firing with the ``Outcome`` of one raw message;
-        ``forPeer``: a sender waits on it (``WorklistItems.apply``)."""
-        return self.inThread(self._read, raw).addCallback(self._apply, forPeer)
+        ``forPeer``: a sender waits on it (``WorklistItems.apply``);
+        ``again``: it failed before for a reason that may pass (a drop
+        folder file held back), so failing so again it is neither logged
+        nor counted."""
+        return self.inThread(self._read, raw).addCallback(self._apply, forPeer, again)
 
     def _read(self, raw):
         """In ``inThread``: ``(message, orders or None, HL7Error,
@@ -93,7 +96,7 @@ class WorklistIntake:
         except (HL7Error, OrderRefused) as e:
             return message, None, e
 
-    def _apply(self, read, forPeer):
+    def _apply(self, read, forPeer, again):
         message, orders, error = read
         if isinstance(error, OrderRefused):
             return self._error(message, error)
@@ -103,7 +106,7 @@ class WorklistIntake:
             applying = self.items.apply(orders, forPeer)
         except OrderRefused as e:
             return self._error(message, e)
-        return applying.addCallbacks(self._accepted, self._failed, (message,), None, (message,))
+        return applying.addCallbacks(self._accepted, self._failed, (message,), None, (message, again))
 
     def _orders(self, message):
         kind = f"{message.messageType}^{message.triggerEvent}"
@@ -145,17 +148,19 @@ class WorklistIntake:
                               controlId=message.controlId, orders=orders, accessionNumber=accessionNumber)
         return Outcome("AA", text, ack(message, "AA", application=self.application))
 
-    def _failed(self, failure, message):
+    def _failed(self, failure, message, again):
         if failure.check(OrderRefused):
             return self._error(message, failure.value)
         if failure.check(IndexTimeout):  # logged by the writer
             return self._reject(message, f"database not available ({failure.value}): not applied, "
-                                         f"send it again later", APPLICATION_ERROR, retry=True)
+                                         f"send it again later", APPLICATION_ERROR, retry=True, again=again)
         if isTransient(failure.value):
-            self.log.warn("HL7 {controlId}: the database failed: {error}", controlId=message.controlId,
-                          error=databaseMessage(failure.value))
+            if not again:
+                self.log.warn("HL7 {controlId}: the database failed: {error}", controlId=message.controlId,
+                              error=databaseMessage(failure.value))
             return self._reject(message, f"worklist update failed ({failure.type.__name__}): "
-                                         f"not applied, send it again later", APPLICATION_ERROR, retry=True)
+                                         f"not applied, send it again later", APPLICATION_ERROR, retry=True,
+                                again=again)
         self.log.failure("HL7 {controlId}: applying the orders failed", failure, controlId=message.controlId)
         return self._reject(message, f"worklist update failed ({failure.type.__name__}): not applied",
                             APPLICATION_ERROR)
@@ -166,9 +171,12 @@ class WorklistIntake:
         self.log.warn("HL7 {controlId} not applied (AE): {text}", controlId=message.controlId, text=text)
         return Outcome("AE", text, ack(message, "AE", text, refusal.code, application=self.application))
 
-    def _reject(self, message, text, code, retry=False):
+    def _reject(self, message, text, code, retry=False, again=False):
         """The AR of ``message``, a ``Message`` or the ``Salvaged`` of one
-        (``retry``: for a reason that is not the message's)."""
+        (``retry``: for a reason that is not the message's; ``again`` too
+        before: not logged nor counted)."""
+        if again and retry:
+            return Outcome("AR", text, ack(message, "AR", text, code, application=self.application), retry)
         self._count("hl7Errors")
         self.log.warn("HL7 {controlId} rejected (AR): {text}", controlId=message.controlId or "?", text=text)
         return Outcome("AR", text, ack(message, "AR", text, code, application=self.application), retry)

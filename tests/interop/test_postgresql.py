@@ -12,6 +12,7 @@ from twisted.trial import unittest
 from pacscore.converters.uidmap import uidModsTable
 from pacscore.db.schema import buildTables
 from pacscore.testing.corpus import PREFIX, makeDataset
+from pacscore.testing.orders import orderMessage, writeMessages
 from plugins.pacs_postgresql import postgresqlDriver
 from tests.dbservers import PostgresServer, started
 from tests.interop.databaseservers import DatabaseCrash, IndexOnServer, selectFrom, serverIni
@@ -149,3 +150,50 @@ class SwitchFromSQLiteTests(unittest.TestCase):
         time.sleep(2)  # more polls and retry delays: nothing is sent twice
         self.assertEqual(sorted(ds.SOPInstanceUID for ds in destination.datasets()),
                          sorted(sop for _, sop in images))
+
+
+class DropFolderOutageTests(unittest.TestCase):
+    """An HL7 drop folder file whose second order the database cannot store
+    for a while (SQLSTATE 53100, disk full, raised by a trigger), with a
+    cancel of its first order coming over MLLP meanwhile."""
+
+    def setUp(self):
+        self.database = started(PostgresServer)
+        self.engine = self.database.newEngine(postgresqlDriver, self)
+        self.server = PacsServer(self.mktemp(), ini={
+            **serverIni(postgresqlDriver, self.database, self.engine.url.database), "HL7DropFolderInterval": "1"})
+        self.addCleanup(self.server.stop)
+        self.server.start()
+        self.drop = os.path.join(self.server.workdir, "hl7")
+
+    def accessions(self):
+        with self.engine.connect() as connection:
+            return sorted(row[0] for row in connection.execute(text('SELECT "AccessionNumber" FROM "DICOMWorkList"')))
+
+    def test_aCancelReceivedWhileAFileWaitsStaysInEffect(self):
+        with self.engine.begin() as connection:
+            connection.exec_driver_sql(
+                "CREATE FUNCTION full_b2() RETURNS trigger AS $$ BEGIN IF NEW.\"AccessionNumber\" = 'B2' THEN "
+                "RAISE EXCEPTION 'no space left on device' USING ERRCODE = '53100'; END IF; RETURN NEW; END $$ "
+                "LANGUAGE plpgsql")
+            connection.exec_driver_sql('CREATE TRIGGER full_b2 BEFORE INSERT ON "DICOMWorkList" '
+                                       "FOR EACH ROW EXECUTE FUNCTION full_b2()")
+        path = os.path.join(self.server.workdir, ".orders.hl7")
+        writeMessages(path, [orderMessage("R1", "A1", "P1", "First^A"), orderMessage("R2", "B2", "P2", "Second^B"),
+                             orderMessage("R3", "C3", "P3", "Third^C")])
+        os.replace(path, os.path.join(self.drop, "orders.hl7"))
+        waitFor(lambda: "orders.hl7 now holds message 2 on" in self.server.log(), message="A1 applied")
+        self.assertEqual(self.accessions(), ["A1"])
+        cancel = os.path.join(self.server.workdir, "cancel.hl7")
+        writeMessages(cancel, [orderMessage("K1", "A1", "P1", "First^A", control="CA")])
+        self.assertIn("MSA|AA|K1", self.server.sendHL7(cancel))
+        time.sleep(3)
+        self.assertEqual(self.accessions(), [])
+        with self.engine.begin() as connection:
+            connection.exec_driver_sql('DROP TRIGGER full_b2 ON "DICOMWorkList"')
+        waitFor(lambda: os.path.exists(os.path.join(self.drop, "processed", "orders.hl7")), message="the rest")
+        self.assertEqual(self.accessions(), ["B2", "C3"])
+        log = self.server.log()
+        self.assertEqual(log.count("orders.hl7 stays for the next scan"), 1, log)
+        self.assertEqual(log.count("the database failed"), 1, log)
+        self.assertEqual(os.listdir(os.path.join(self.drop, "failed")), [])

@@ -608,3 +608,33 @@ class DropFolderTests(IntakeTestCase):
         self.assertEqual(sorted(os.listdir(os.path.join(self.path, PROCESSED))), ["a.hl7", "b.hl7"])
         self.assertEqual(sorted(os.listdir(self.path)), [FAILED, PROCESSED])
         self.assertEqual(self.counters["hl7Applied"], 5)
+
+    def test_aStuckFileIsLoggedAndCountedOnce(self):
+        """A file held by a database failure logged its failure, its AR and
+        that it stays at every scan, each time counted as a new HL7 error:
+        it is now one of each until it moves, then the line of its move."""
+        self.drop("a.hl7", [orderMessage("M1", "ACC1", "P1", "A^B")])
+        recover = self.failFor("ACC1")
+        events = []
+        self.patch(WorklistIntake, "log", Logger(observer=events.append))
+        logged = self.logged()
+        self.scans(6)
+        self.assertEqual(self.counters["hl7Errors"], 1)
+        self.assertEqual([formatEvent(event) for event in events],
+                         ["HL7 M1: the database failed: database is locked",
+                          "HL7 M1 rejected (AR): worklist update failed (OperationalError): not applied, send it "
+                          "again later"])
+        self.assertEqual([formatEvent(event) for event in logged],
+                         ["HL7 drop folder: a.hl7 stays for the next scan: message 1: AR worklist update failed "
+                          "(OperationalError): not applied, send it again later"])
+        recover()
+        self.scans(1)
+        self.assertEqual(sorted(self.rows()), ["ACC1"])
+        self.assertEqual((self.counters["hl7Errors"], self.counters["hl7Applied"]), (1, 1))
+        self.assertEqual(formatEvent(logged[-1]), "HL7 drop folder: a.hl7 -> "
+                         f"{os.path.join(self.path, PROCESSED, 'a.hl7')}: 1 message(s) applied")
+        self.drop("a.hl7", [orderMessage("M2", "ACC2", "P2", "C^D")])
+        recover = self.failFor("ACC2")
+        self.scans(3)
+        self.assertEqual(self.counters["hl7Errors"], 2)
+        self.assertEqual(len([event for event in logged if "stays" in formatEvent(event)]), 2)

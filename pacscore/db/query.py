@@ -666,10 +666,10 @@ def matchCondition(column, key, isMulti=False, prefixRange=False, dateTimeCandid
 
 
 def _oneOf(target, values, fold=None):
-    """``target`` equal to one of ``values`` (each passed through ``fold``,
-    an SQL function, when given)."""
-    if fold is not None:
-        values = [fold(value) for value in values]
+    """``target`` equal to one of ``values``, each passed through ``fold``
+    (an SQL function) when given, else as the database can hold it
+    (``_held``)."""
+    values = [(fold or _held)(value) for value in values]
     return target == values[0] if len(values) == 1 else target.in_(values)
 
 
@@ -732,15 +732,16 @@ def _rangeCondition(column, vr, low, high):
     conditions = [column > ""]
     low = withoutZeroFraction(low)
     if low:
+        low = _held(low)
         if vr == "DA":
             conditions = [column >= low]
         else:  # a short stored time (0815 for 08:15) counts as padded with zeros to whole seconds
             conditions.append(_wholeSeconds(column, vr) >= low)
     if high:
         if vr == "DA":
-            conditions.append(column <= high)
+            conditions.append(column <= _held(high))
         else:
-            conditions.append(func.substr(column, 1, len(high)) <= high)
+            conditions.append(func.substr(column, 1, len(high)) <= _held(high))
     return and_(*conditions)
 
 
@@ -875,7 +876,9 @@ def _serverFolded(text):
 
 
 def _held(value):
-    """The text ``value`` bound as itself, or as NULL where the database cannot hold it."""
+    """The text ``value`` bound as itself, or as NULL where the database
+    cannot hold it: every value a key compares with goes so, which makes
+    a key the database cannot hold match nothing rather than fail."""
     return literal(value, HeldText())
 
 
@@ -897,8 +900,9 @@ def _sigmaFoldedSQL(element, compiler, **kw):
 def _compare(target, value, isMulti, fold=None):
     """``target`` matching ``value`` (wildcards, or equality), with
     ``isMulti`` any of its ``\\``-separated values; ``fold``: an SQL function
-    the value and patterns go through."""
-    fold = fold or (lambda text: text)
+    the value and patterns go through, else they go as the database can
+    hold them (``_held``)."""
+    fold = fold or _held
     if _hasWildcards(value):
         pattern = likePattern(value)
         whole = target.like(fold(pattern), escape=_ESCAPE)

@@ -13,6 +13,7 @@ from pacscore.config.dicomsql import DatabaseLayout
 from pacscore.db.index import Index
 from pacscore.db.query import IndexQuery, matchCondition
 from pacscore.db.worklistitems import WorklistItems
+from pacscore.db.worklistquery import WorklistQuery
 from pacscore.hl7.intake import WorklistIntake
 from pacscore.hl7.mapping import WorklistMapping
 from pacscore.hl7.message import parseMessage
@@ -153,6 +154,27 @@ class DatabaseEncodingTests(unittest.TestCase):
         with self.assertRaisesRegex(ValueError, "DICOMPatients.PatientID 'Γ1' holds characters the database's "
                                                 "iso8859-1 cannot hold"):
             index.checkKeys(test_index.makeRecord("1.2.3.1.9", patient="Γ1").attrs)
+
+    def test_latin1KeysItCannotHoldMatchNothing(self):
+        """Any key, not only a PN one, that holds a character LATIN1 cannot
+        hold (an accession number, a description, a Patient ID, a list
+        value, a date) failed the whole C-FIND, worklist and QIDO search;
+        it matches nothing."""
+        index = self.index("LATIN1")
+        index.storeMany([test_index.makeRecord("1.2.3.1.1", STUDY_DESCRIPTION="Müller")])
+        query = IndexQuery(index.tables, index.layout)
+        keys = [test_query.K(test_index.STUDY_DESCRIPTION, "LO", value)
+                for value in ("Μελέτη", "Μελέτη*", "Müller\\Μελέτη")]
+        keys += [test_query.K(test_index.PATIENT_ID, "LO", "Γ9"), test_query.K(0x00080050, "SH", "ΑΒ1"),
+                 test_query.K(test_index.STUDY_DESCRIPTION, "LO", "μελέτη", foldCase=True),
+                 test_query.K(test_index.STUDY_DATE, "DA", "Δ-")]
+        with index.engine.connect() as connection:
+            found = {key.value: len(query.find(connection, "STUDY", [key])) for key in keys}
+            worklist = WorklistQuery(index.tables.worklist, index.layout.worklist)
+            wanted = {key.value: len(worklist.find(connection, [key])) for key in keys[3:5]}
+        self.assertEqual(found, {"Μελέτη": 0, "Μελέτη*": 0, "Müller\\Μελέτη": 1, "Γ9": 0, "ΑΒ1": 0,
+                                 "μελέτη": 0, "Δ-": 0})
+        self.assertEqual(wanted, {"Γ9": 0, "ΑΒ1": 0})
 
 
 class HungServerTests(unittest.TestCase):

@@ -15,7 +15,9 @@ answers the C-STORE or C-FIND that waits on it.
 pacs talks UTF-8 to the server (``client_encoding``), whatever the
 database's encoding: a Conquest site's SQL_ASCII database passes its bytes
 through, and one in LATIN1 (WIN1252 ...) holds the characters of its
-encoding only, which start-up warns of (see pacscore.db.repertoire).
+encoding only, which start-up warns of (see pacscore.db.repertoire); one
+in an encoding Python has no codec for (EUC_TW) is taken to
+hold ASCII only.
 """
 
 from sqlalchemy import event
@@ -61,13 +63,18 @@ class PostgreSQLDriver(DatabaseServerDriver):
         encoding = dbapiConnection.info.parameter_status("server_encoding")
         if encoding in ("UTF8", "SQL_ASCII"):
             return
-        from psycopg._encodings import pg2pyenc  # psycopg's own table of PostgreSQL's names (an extra: imported here)
-        setEncoding(engine.dialect, pg2pyenc(encoding.encode()))
-        self.log.warn("The index database {database} is in the {encoding} encoding, which cannot hold every "
-                      "character (Greek, Cyrillic, Asian names ...): text values it cannot hold are indexed with "
-                      "? in the place of each such character, objects whose UIDs or Patient ID hold one are "
-                      "refused (a database made with ENCODING 'UTF8' holds them all)",
-                      database=engine.url.database, encoding=encoding)
+        from psycopg import NotSupportedError  # an extra: imported here
+        from psycopg._encodings import pg2pyenc  # psycopg's own table of PostgreSQL's names
+        try:
+            codec, holding = pg2pyenc(encoding.encode()), "which cannot hold every character"
+        except NotSupportedError:  # EUC_TW: the server converts it, Python could not check what it holds
+            codec, holding = "ascii", "which Python has no codec for: it is taken to hold ASCII only"
+        setEncoding(engine.dialect, codec)
+        self.log.warn("The index database {database} is in the {encoding} encoding, {holding} (Greek, Cyrillic, "
+                      "Asian names ...): text values it cannot hold are indexed with ? in the place of each such "
+                      "character, objects whose UIDs or Patient ID hold one are refused (a database made with "
+                      "ENCODING 'UTF8' holds them all)",
+                      database=engine.url.database, encoding=encoding, holding=holding)
 
 
 postgresqlDriver = PostgreSQLDriver()

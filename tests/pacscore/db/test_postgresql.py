@@ -155,6 +155,19 @@ class DatabaseEncodingTests(unittest.TestCase):
                                                 "iso8859-1 cannot hold"):
             index.checkKeys(test_index.makeRecord("1.2.3.1.9", patient="Γ1").attrs)
 
+    def test_encodingPythonHasNoCodecFor(self):
+        """A database in EUC_TW, whose encoding psycopg cannot map to a
+        Python codec: pacs did not start ('cannot connect to the database
+        server'); it holds ASCII only, with a warning."""
+        with capturedLogs() as events:
+            index = self.index("EUC_TW")
+            self.storeNames(index, "Müller^Jürgen", "DOE^JOHN")
+        logged = "\n".join(formatEvent(event) for event in events)
+        self.assertIn(f"The index database {index.engine.url.database} is in the EUC_TW encoding, which "
+                      "Python has no codec for: it is taken to hold ASCII only", logged)
+        self.assertEqual(self.namesFound(index, "*"), ["DOE^JOHN", "M?ller^J?rgen"])
+        self.assertEqual(self.namesFound(index, "Müller*"), [])
+
     def test_latin1KeysItCannotHoldMatchNothing(self):
         """Any key, not only a PN one, that holds a character LATIN1 cannot
         hold (an accession number, a description, a Patient ID, a list

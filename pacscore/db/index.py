@@ -36,6 +36,7 @@ from pacscore.db.pending import PendingFiles
 from pacscore.db.rawsql import DEFAULT_TRUNCATE, IdentifierQuoter
 from pacscore.db.rawtext import adoptRawText
 from pacscore.db.regenmarks import RegenMarks
+from pacscore.db.repertoire import held
 from pacscore.db.records import (ImageRecord, InconsistentLink, NotReentered, Replaced, Upserter, buildLevels, checkKeys,
                                  checkRecord)
 from pacscore.db.schema import (INDEXED_COLUMNS_EMPTY, WORKLIST_COLUMNS_EMPTY, addMissingColumns, adoptCollation,
@@ -280,6 +281,12 @@ class Index:
         (``Upserter.refreshParents``), inside the caller's transaction, in
         the writer (``runWrite``: its statements built once)."""
         self._writerUpserter().refreshParents(connection, keys, recordOf)
+
+    def heldFileName(self, path):
+        """The ``path`` of a stored object's file as the index can hold it:
+        with a ``_`` (as FileNameSyntax cleans a name) for each character
+        the database cannot hold (``repertoire.held``)."""
+        return held(self.engine.dialect, path, "_")
 
     def checkKeys(self, attrs):
         """``ValueError`` unless the object of ``attrs`` can key its rows:

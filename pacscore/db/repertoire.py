@@ -8,7 +8,7 @@ equivalent for.  The driver records the database's encoding on the engine's
 dialect at its first connection (``setEncoding``); none recorded (UTF8,
 SQL_ASCII, SQLite, MySQL's utf8mb4 tables) means every character.
 ``holds`` says whether a text can be sent, ``held`` gives it with a ``?``
-for each character that cannot, and ``HeldText`` binds a value that cannot
+(a file name: ``_``) for each character that cannot, and ``HeldText`` binds a value that cannot
 as NULL (which nothing equals or is LIKE: such a key matches nothing, as no
 stored value holds it).
 """
@@ -41,9 +41,9 @@ def holds(dialect, text):
     return True
 
 
-def held(dialect, text):
-    """``text`` with a ``?`` for each character the database of ``dialect`` cannot hold."""
-    return text if holds(dialect, text) else text.encode(encodingOf(dialect), "replace").decode(encodingOf(dialect))
+def held(dialect, text, substitute="?"):
+    """``text`` with ``substitute`` for each character the database of ``dialect`` cannot hold."""
+    return text if holds(dialect, text) else "".join(c if holds(dialect, c) else substitute for c in text)
 
 
 class HeldText(TypeDecorator):

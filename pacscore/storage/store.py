@@ -405,7 +405,8 @@ class ObjectStore:
                 temporary = converted
             self._checkKeys(attrs)
             dataset = self._parsed(header, data, temporary) if self.namer.needsDataset else None
-            relative = self.namer.name(attrs, incoming.callingAE, incoming.calledAE, transferSyntax, dataset)
+            relative = self.index.heldFileName(
+                self.namer.name(attrs, incoming.callingAE, incoming.calledAE, transferSyntax, dataset))
             if data is not None:
                 try:
                     temporary = self._writeTemporary(device, header, data)

@@ -78,12 +78,12 @@ class DatabaseEncodingTests(unittest.TestCase):
     refused with 0110 after its file was written; a C-FIND with a non-ASCII
     name failed)."""
 
-    def serverOn(self, encoding):
+    def serverOn(self, encoding, **ini):
         database = started(PostgresServer)
         name = database.createDatabase(self)
         database.sql(f"DROP DATABASE {name}")
         database.sql(f"CREATE DATABASE {name} ENCODING '{encoding}' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0")
-        server = PacsServer(self.mktemp(), ini=serverIni(postgresqlDriver, database, name))
+        server = PacsServer(self.mktemp(), ini={**serverIni(postgresqlDriver, database, name), **ini})
         self.addCleanup(server.stop)
         server.start()
         for patientID, patientName in (("LATIN", "Äneas^Müller"), ("GREEK", "Γιάννης^Σ")):
@@ -112,6 +112,17 @@ class DatabaseEncodingTests(unittest.TestCase):
         self.assertEqual(self.names(server, "Äneas*"), [("LATIN", "Äneas^Müller")])
         self.assertEqual(self.names(server, "Γιάννης*"), [])
         self.assertEqual(self.names(server, "*"), [("GREEK", "???????^?"), ("LATIN", "Äneas^Müller")])
+
+    def test_latin1NameInTheFileName(self):
+        """FileNameSyntax = 0 puts the patient name in the file's path, which
+        is indexed too: a Greek one was written, then refused with 0110 and
+        left on disk; its file name has a _ for each character LATIN1 cannot
+        hold, as its indexed name has a ?."""
+        server = self.serverOn("LATIN1", FileNameSyntax="0")
+        self.assertNotIn("could not be indexed", server.log())
+        self.assertEqual(self.names(server, "*"), [("GREEK", "???????^?"), ("LATIN", "Äneas^Müller")])
+        self.assertEqual(sorted(name for name in os.listdir(server.dataDir) if "_" in name),
+                         ["_______^_GREEK", "Äneas^Mü_LATIN"])
 
 
 class SwitchFromSQLiteTests(unittest.TestCase):

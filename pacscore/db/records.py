@@ -85,6 +85,7 @@ from pacscore.db.query import MODALITIES_IN_STUDY, MODALITY, cutAtNul, cutToColu
 from pacscore.db.repertoire import encodingOf, held, holds
 from pacscore.db.schema import LEVELS
 from pacscore.dicom.datetimes import normalised
+from pacscore.firstwarned import FirstWarned
 from pacscore.logvalues import shown
 
 
@@ -194,12 +195,13 @@ def mergedModalities(known, modality):
 class Truncations:
     """The log lines of values cut to the length of their column of the
     table ``table`` (a name): a column's first is a warning (never for the
-    columns ``allowTruncate`` names, lower case), the next ones debug lines."""
+    columns ``allowTruncate`` names, lower case), the next ones debug lines
+    (``FirstWarned``)."""
 
     def __init__(self, table, allowTruncate=frozenset()):
         self.table = table
         self.allowTruncate = allowTruncate
-        self.warned = set()  # columns warned of
+        self.warned = FirstWarned()  # of the columns
 
     def report(self, log, column, length, value):
         """Log with ``log`` that ``value`` was cut to ``column``'s ``length``."""
@@ -218,13 +220,13 @@ class Truncations:
     def _report(self, log, column, cut, value, **fields):
         """Log the ``cut`` (a format) of ``value``: ``column``'s first cut,
         of either kind, a warning."""
-        report = log.debug
-        if column not in self.warned and column.lower() not in self.allowTruncate:
-            self.warned.add(column)
-            report = log.warn
-        report("{table}.{column} " + cut + ": {value} (further ones of this "
-               "column are logged at debug level; AllowTruncate lists columns never warned of)",
-               table=self.table, column=column, value=shown(value), **fields)
+        text = "{table}.{column} " + cut + ": {value}"
+        fields.update(table=self.table, column=column, value=shown(value))
+        if column.lower() in self.allowTruncate:
+            log.debug(text, **fields)
+        else:
+            self.warned.report(log, column, text, "further ones of this column are logged at debug level; "
+                               "AllowTruncate lists columns never warned of", **fields)
 
 
 class Level:

@@ -57,6 +57,7 @@ from pacscore.dicom.datasets import IdentifierError
 from pacscore.dicom.sinks import DiscardingSink
 from pacscore.dicom.storeddata import decodedExtent
 from pacscore.dicom.uids import isUID
+from pacscore.firstwarned import FirstWarned
 from pacscore.storage.attributes import (DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, DatasetError, TextNotes, readAttributes,
                                          walkDataset)
 from pacscore.storage.devicechoice import DeviceChoice
@@ -76,6 +77,8 @@ STUDY_INSTANCE_UID = 0x0020000D
 SERIES_INSTANCE_UID = 0x0020000E
 MODALITY = 0x00080060
 STATION_NAME = 0x00081010
+TEXT_WARNING_PERIOD = 3600  # seconds: how often a peer's objects with text read as Latin-1 are warned of, per kind
+_FURTHER_FROM_PEER = "further ones from {peer} are logged at debug level for an hour"
 LAST_NOT_DATASET_TAG = 0x0002FFFF  # groups 0000 (command) and 0002 (file meta) are no data set elements
 
 
@@ -192,6 +195,7 @@ class ObjectStore:
         self._converting = {}  # SOP Instance UID: the ident of the worker thread running its import converters
         self._unindexed = {}  # SOP Instance UID: (device name, name) of its file left unindexed, for regen
         self._recordings = ()  # the sets recordingWrites gives out, each growing with the files stores write
+        self._textWarnings = FirstWarned(TEXT_WARNING_PERIOD)  # of text read as Latin-1, by peer (_warnOfText)
 
     @property
     def durability(self):
@@ -548,16 +552,21 @@ class ObjectStore:
         return attrs
 
     def _warnOfText(self, incoming, notes):
-        """Log what the ``TextNotes`` of ``incoming`` say was read as Latin-1."""
+        """Log what the ``TextNotes`` of ``incoming`` say was read as
+        Latin-1: each kind a warning once an hour per peer, else a debug
+        line (``FirstWarned``)."""
         where = dict(uid=incoming.sopInstanceUID, peer=incoming.callingAE)
         if notes.unknownTerms:
-            self.log.warn("{uid} from {peer}: Specific Character Set {terms} unknown, its text indexed as read in "
-                          "Latin-1", terms=", ".join(notes.unknownTerms), **where)
+            self._textWarnings.report(self.log, (incoming.callingAE, "unknown"), "{uid} from {peer}: Specific "
+                                      "Character Set {terms} unknown, its text indexed as read in Latin-1",
+                                      _FURTHER_FROM_PEER, terms=", ".join(notes.unknownTerms), **where)
         for tags, what in ((notes.unfit, "text not valid in its Specific Character Set"),
                            (notes.undeclared, "text beyond ASCII without a Specific Character Set")):
             if tags:
-                self.log.warn("{uid} from {peer}: {what}, indexed as read in Latin-1: {elements}", what=what,
-                              elements=", ".join(f"({tag >> 16:04x},{tag & 0xFFFF:04x})" for tag in tags), **where)
+                self._textWarnings.report(self.log, (incoming.callingAE, what), "{uid} from {peer}: {what}, indexed "
+                                          "as read in Latin-1: {elements}", _FURTHER_FROM_PEER, what=what,
+                                          elements=", ".join(f"({tag >> 16:04x},{tag & 0xFFFF:04x})" for tag in tags),
+                                          **where)
 
     @staticmethod
     def _readSpool(spool, transferSyntax, tags, **options):

@@ -680,17 +680,19 @@ class ObjectStoreTests(unittest.TestCase):
         self.assertTrue(os.path.exists(self.device.absolute(second)))
 
     @defer.inlineCallbacks
-    def storeName(self, uid, name, charset):
+    def storeName(self, uid, name, charset, peer="MODALITY"):
         """Store CT_small with the Patient Name bytes ``name`` in ``charset``
-        (None: none); ``(the names indexed, the lines logged)``."""
+        (None: none) from ``peer``; ``(the names indexed, the lines logged,
+        each "level: text")``."""
         data = ctWith(SpecificCharacterSet=charset, PatientName=name, SOPInstanceUID=uid)
         events = []
         self.store.log = Logger(observer=events.append)
         incoming, spool = self.receive(data, uid)
+        incoming = dataclasses.replace(incoming, callingAE=peer)
         _, relative = yield self.store.store(incoming, spool)
         self.assertIn(name, self.storedFile(relative)[2])
         rows = yield self.index.runQuery(lambda c: c.exec_driver_sql("SELECT PatientName FROM DICOMPatients").all())
-        return [name for name, in rows], [formatEvent(e) for e in events]
+        return [name for name, in rows], [f"{e['log_level'].name}: {formatEvent(e)}" for e in events]
 
     @defer.inlineCallbacks
     def test_textNotValidInItsCharacterSetIsIndexedAsLatin1AndLogged(self):
@@ -711,14 +713,20 @@ class ObjectStoreTests(unittest.TestCase):
         self.assertEqual((names, lines), (["Škoda^œ"], []))
 
     @defer.inlineCallbacks
-    def test_anUnknownCharacterSetIsLoggedForEachObject(self):
+    def test_anUnknownCharacterSetIsLogged(self):
         """Its text is indexed as read in Latin-1, as pydicom reads it; its
-        only trace was pydicom's Python warning, printed once a process."""
+        only trace was pydicom's Python warning, printed once a process.
+        A warning for a peer's first, debug lines for its next ones."""
+        lines = []
         for uid in ("1.2.3.4.5.8", "1.2.3.4.5.9"):
-            names, [line] = yield self.storeName(uid, b"M\xfcller^Unk", "ISO_IR 999")
+            names, logged = yield self.storeName(uid, b"M\xfcller^Unk", "ISO_IR 999")
             self.assertEqual(names, ["Müller^Unk"])
-            self.assertEqual(line, f"{uid} from MODALITY: Specific Character Set ISO_IR 999 unknown, its text indexed "
-                                   "as read in Latin-1")
+            lines += logged
+        self.assertEqual(lines, [
+            "warn: 1.2.3.4.5.8 from MODALITY: Specific Character Set ISO_IR 999 unknown, its text indexed as read in "
+            "Latin-1 (further ones from MODALITY are logged at debug level for an hour)",
+            "debug: 1.2.3.4.5.9 from MODALITY: Specific Character Set ISO_IR 999 unknown, its text indexed as read "
+            "in Latin-1"])
 
     @defer.inlineCallbacks
     def test_textBeyondAsciiWithoutACharacterSetIsLogged(self):
@@ -727,8 +735,29 @@ class ObjectStoreTests(unittest.TestCase):
         uid = "1.2.3.4.5.10"
         names, [line] = yield self.storeName(uid, b"M\xfcller^Hans", None)
         self.assertEqual(names, ["Müller^Hans"])
-        self.assertEqual(line, f"{uid} from MODALITY: text beyond ASCII without a Specific Character Set, indexed "
-                               "as read in Latin-1: (0010,0010)")
+        self.assertEqual(line, f"warn: {uid} from MODALITY: text beyond ASCII without a Specific Character Set, "
+                               "indexed as read in Latin-1: (0010,0010) (further ones from MODALITY are logged at "
+                               "debug level for an hour)")
+
+    @defer.inlineCallbacks
+    def test_textReadAsLatin1WarnedOfOncePerPeerAnHour(self):
+        """A modality that sends every object with 8-bit text and no
+        Specific Character Set had a warning for each (1000 lines for a
+        study of 1000): one per peer an hour, then with the count of the
+        debug lines since."""
+        now = [1000.0]
+        self.store._textWarnings.clock = lambda: now[0]
+        logged = []
+        for n, peer in enumerate(["MOD1", "MOD1", "MOD2", "MOD1"]):
+            _, lines = yield self.storeName(f"1.2.3.4.5.2{n}", b"M\xfcller^Hans", None, peer)
+            logged += [line.split(": ")[0] + " " + line.split(" from ")[1].split(":")[0] for line in lines]
+        now[0] += 3600
+        _, lines = yield self.storeName("1.2.3.4.5.29", b"M\xfcller^Hans", None, "MOD1")
+        self.assertEqual(logged, ["warn MOD1", "debug MOD1", "warn MOD2", "debug MOD1"])
+        [line] = lines
+        self.assertTrue(line.startswith("warn: 1.2.3.4.5.29 from MOD1"), line)
+        self.assertTrue(line.endswith("(further ones from MOD1 are logged at debug level for an hour; 2 since the "
+                                      "last warning)"), line)
 
     @defer.inlineCallbacks
     def test_mismatchedInstance(self):
